@@ -1,0 +1,61 @@
+# stratoecho — the two commands a new machine needs: `make demo` and `make test`.
+# Both create .venv and install what they need the first time (llama-cpp-python is
+# compiled from source: ~5 minutes on 2 cores), and take seconds to set up afterwards.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+CORPUS := samples/corpus
+OWNERS := --owner user5550101 --owner "Ada Lindqvist" --owner "Ada L"
+DATA   := build/data
+PERSONA := build/persona
+SPEEDUP ?= 60
+LOSS   ?= 0.2
+
+.PHONY: help demo test bench persona install clean distclean
+
+help:
+	@echo "make demo     build the sample persona and fly a bench flight (first run ~15 min, then ~3 min)"
+	@echo "make test     run the test suite (~10 min on 2 cores)"
+	@echo "make bench    print speed and size figures"
+	@echo "make persona  only build the sample persona into $(PERSONA)"
+	@echo "make clean    remove build/ and out/ (keeps .venv)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in first and pinned: 2.13.0 is the CPU build on our machines; a looser
+# requirement elsewhere would otherwise pull gigabytes of CUDA packages.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[train,payload,ground,dev]"
+	@touch $@
+
+install: $(STAMP)
+
+$(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null)
+	$(PY) -m host_training prepare $(CORPUS)/telegram $(CORPUS)/whatsapp $(CORPUS)/posts $(OWNERS) --out $(DATA)
+
+$(PERSONA)/persona.toml: $(DATA)/train.jsonl
+	$(PY) -m host_training build --data $(DATA) --from-scratch --preset demo --name Ada --out $(PERSONA)
+
+persona: $(PERSONA)/persona.toml
+
+demo: $(PERSONA)/persona.toml
+	$(PY) -m sim fly --out out/demo --overwrite --persona $(PERSONA) --speedup $(SPEEDUP) --loss $(LOSS)
+	@echo
+	@echo "Musings that reached the ground: out/demo/musings.txt   Report: out/demo/report.json"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m stratoecho.bench
+
+clean:
+	rm -rf build out
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,37 @@
+"""`python -m host_training prepare|build|eval|chat` — see each command's --help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stratoecho.logs import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import build, chat, evaluate, prepare
+
+    parser = argparse.ArgumentParser(
+        prog="python -m host_training",
+        description=(
+            "Turn a person's exported messages into a persona that fits on a Raspberry Pi. "
+            "Run `prepare` on the exports, then `build` on its output; `eval` and `chat` "
+            "look at the bundle that `build` wrote."
+        ),
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (prepare, build, evaluate, chat):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The payload's configuration (TOML), validated with the file and key named in every error.
+
+See `config/payload.sim.toml` (bench) and `config/payload.pi.toml` (flight) for
+annotated examples. Intervals are in flight seconds: on the bench, with a speedup,
+the wall clock runs faster than they say.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from stratoecho.config import Section, load_toml
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:7373)")
+    return host.strip("[]"), int(port)
+
+
+class ScheduleSection(Section):
+    telemetry_s: float = Field(10.0, gt=0, description="seconds between position sentences")
+    musing_s: float = Field(180.0, gt=0, description="seconds between musings")
+    first_musing_s: float = Field(30.0, ge=0, description="seconds after start before the first musing")
+
+
+class RadioSection(Section):
+    kind: Literal["udp"] = "udp"  # serial LoRa modules and KISS TNCs arrive with the link issue
+    udp: str = "127.0.0.1:7373"
+    mtu: int = Field(255, ge=16, le=255)
+    spreading_factor: int = Field(9, ge=6, le=12)
+    bandwidth_hz: float = Field(125_000, gt=0)
+    coding_rate: int = Field(5, ge=5, le=8, description="denominator of 4/x")
+    duty_cycle: float = Field(0.1, gt=0, le=1.0, description="share of each hour the transmitter may be on")
+    tx_power_w: float = Field(0.5, gt=0, description="DC power drawn while transmitting")
+
+    @field_validator("udp")
+    @classmethod
+    def _check_udp(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+
+class PersonaSection(Section):
+    bundle: str = "build/persona"
+    timeout_s: float = Field(60.0, gt=0, description="wall seconds a musing may take before the worker is killed")
+    n_threads: int = Field(2, ge=1, le=64)
+    n_ctx: int = Field(256, ge=32)
+    max_tokens: int = Field(48, ge=1, le=1024)
+    max_chars: int = Field(280, ge=20, le=2000, description="longest musing sent, in characters")
+    joules_per_token: float = Field(0.3, ge=0, description="energy estimate per generated token (Pi 5: ~0.2-0.3 J)")
+
+
+class PowerSection(Section):
+    base_w: float = Field(1.6, ge=0, description="board power when idle (Pi 4 ~1.6 W, Zero 2 W ~0.6 W)")
+
+
+class SimSection(Section):
+    speedup: float = Field(60.0, gt=0, description="flight seconds per wall second")
+    seed: int = 1
+    minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
+
+
+class PayloadConfig(Section):
+    callsign: str = Field("STRATO1", pattern=r"^[A-Za-z0-9/_-]{1,16}$")
+    data_dir: str = "/var/lib/stratoecho"
+    sensors: Literal["sim"] = "sim"  # real drivers arrive with the sensors issue
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    radio: RadioSection = Field(default_factory=RadioSection)
+    persona: PersonaSection = Field(default_factory=PersonaSection)
+    power: PowerSection = Field(default_factory=PowerSection)
+    sim: SimSection = Field(default_factory=SimSection)
+
+
+def load_config(path: str | Path | None) -> PayloadConfig:
+    return PayloadConfig() if path is None else load_toml(path, PayloadConfig)

@@ -1,0 +1,219 @@
+"""The payload daemon: sense, think, queue, transmit — each a loop on the shared stop event.
+
+    beacon  every schedule.telemetry_s: read sensors -> UKHAS sentence -> store
+    think   every schedule.musing_s:    read sensors -> prompt -> persona worker
+                                        -> outbound guard -> musing record -> store
+    radio   continuously:              store -> frames -> airtime budget -> radio
+
+The beacon never waits for the persona: they run in separate threads and only
+meet in the store, whose priorities put telemetry first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import structlog
+
+from stratoecho import wire
+from stratoecho.bundle import Bundle
+
+from .clock import Clock
+from .config import PayloadConfig
+from .guard import OutboundGuard
+from .link import Transmitter
+from .persona import PersonaError, PersonaWorker
+from .prompts import fit_musing, musing_messages
+from .radio import Radio
+from .sensors import Readings, Sensors
+from .store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DaemonStats:
+    boot: int = 0
+    telemetry_queued: int = 0
+    musings_generated: int = 0
+    musings_queued: int = 0
+    musings_dropped_by_guard: int = 0
+    musings_empty: int = 0
+    persona_failures: int = 0
+    tokens: int = 0
+    generation_s: float = 0.0
+    guard_reasons: dict = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: PayloadConfig,
+        sensors: Sensors,
+        radio: Radio,
+        clock: Clock,
+        bundle: Bundle | None,
+        data_dir: Path,
+        stop: threading.Event | None = None,
+    ):
+        self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
+        self.data_dir = Path(data_dir)
+        self.stop = stop or threading.Event()
+        self.store = Store(self.data_dir / "queue.db")
+        self.boot = self.store.start_boot()
+        self.stats = DaemonStats(boot=self.boot)
+        self.guard = OutboundGuard()
+        self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
+        self.worker = (
+            PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s)
+            if bundle is not None
+            else None
+        )
+        self.producers_stop = threading.Event()  # producers end first; the radio may drain after
+        self._threads: list[threading.Thread] = []
+        structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
+
+    # ------------------------------------------------------------------ producers
+
+    def queue_event(self, text: str) -> None:
+        created = int(self.clock.now().timestamp())
+        self.store.enqueue(
+            "event", self.boot, lambda seq: wire.Record(wire.Kind.EVENT, self.boot, seq, created, text).body()
+        )
+        self.transmitter.wake.set()
+
+    def beacon_once(self) -> Readings:
+        r = self.sensors.read()
+
+        def sentence(seq: int) -> bytes:
+            return wire.encode_sentence(
+                wire.Telemetry(
+                    callsign=self.cfg.callsign, seq=seq, time=r.time.strftime("%H:%M:%S"), lat=r.lat,
+                    lon=r.lon, alt=int(round(r.alt_m)), sats=r.sats, temp_c=r.temp_c,
+                    pressure_hpa=r.pressure_hpa, batt_mv=r.batt_mv, boot=self.boot,
+                )
+            )
+
+        seq, _ = self.store.enqueue("telemetry", self.boot, sentence, created=r.time.timestamp())
+        self.stats.telemetry_queued += 1
+        self.transmitter.wake.set()
+        log.debug("telemetry_queued", seq=seq, alt=round(r.alt_m), phase=r.phase)
+        return r
+
+    def think_once(self) -> str | None:
+        """One musing from the current readings; None when nothing worth sending came out."""
+        if self.worker is None or self.bundle is None:
+            return None
+        r = self.sensors.read()
+        prompt = self.bundle.render_prompt(musing_messages(self.bundle.manifest.persona.system_prompt, r))
+        try:
+            gen = self.worker.generate(prompt, self.cfg.persona.max_tokens)
+        except PersonaError as e:
+            self.stats.persona_failures += 1
+            log.warning("persona_failed", error=str(e))
+            return None
+        self.stats.musings_generated += 1
+        self.stats.tokens += gen.tokens
+        self.stats.generation_s += gen.seconds
+        text = fit_musing(gen.text, self.cfg.persona.max_chars)
+        if not text:
+            self.stats.musings_empty += 1
+            return None
+        if not self.guard.allow(text):
+            self.stats.musings_dropped_by_guard += 1
+            self.stats.guard_reasons = dict(self.guard.dropped)
+            log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text))
+            return None
+        created = int(r.time.timestamp())
+        seq, _ = self.store.enqueue(
+            "musing", self.boot, lambda s: wire.Record(wire.Kind.MUSING, self.boot, s, created, text).body()
+        )
+        self.stats.musings_queued += 1
+        self.transmitter.wake.set()
+        log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
+        return text
+
+    # ------------------------------------------------------------------ loops
+
+    def _every(self, period_s: float, first_s: float, action, name: str) -> None:
+        due = self.clock.elapsed_s() + first_s
+        while not self.producers_stop.is_set():
+            if self.clock.wait(due - self.clock.elapsed_s(), self.producers_stop):
+                return
+            try:
+                action()
+            except Exception:  # one failing task must not end the others
+                log.exception("task_failed", task=name)
+            due += period_s
+            if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
+                due = self.clock.elapsed_s() + period_s
+
+    def start(self) -> None:
+        if self.worker is not None:
+            self.worker.start()
+        sched = self.cfg.schedule
+        self.queue_event(
+            f"boot {self.boot}: {self.cfg.callsign} awake"
+            + (f", persona {self.bundle.manifest.persona.name}" if self.bundle else ", no persona")
+        )
+        specs = [
+            ("beacon", lambda: self._every(sched.telemetry_s, 0.0, self.beacon_once, "beacon")),
+            ("radio", self.transmitter.run),
+        ]
+        if self.worker is not None:
+            specs.append(("think", lambda: self._every(sched.musing_s, sched.first_musing_s, self.think_once, "think")))
+        for name, target in specs:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def shutdown(self, drain_s: float = 0.0) -> None:
+        """Stop producers, let the radio drain the queue for up to `drain_s` flight seconds, stop."""
+        self.producers_stop.set()
+        for t in self._threads:
+            if t.name != "radio":
+                t.join(timeout=30)
+        deadline = time.monotonic() + self.clock.wall_s(drain_s)
+        while drain_s > 0 and sum(self.store.depth().values()) and time.monotonic() < deadline:
+            self.stop.wait(0.05)
+        self.stop.set()
+        self.transmitter.wake.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        if self.worker is not None:
+            self.worker.close()
+        self.write_stats()
+        self.store.close()
+        self.radio.close()
+
+    # ------------------------------------------------------------------ report
+
+    def energy_wh(self) -> float:
+        p = self.cfg
+        joules = (
+            p.power.base_w * self.clock.elapsed_s()
+            + p.persona.joules_per_token * self.stats.tokens
+            + p.radio.tx_power_w * self.transmitter.stats.airtime_s
+        )
+        return joules / 3600.0
+
+    def snapshot(self) -> dict:
+        return {
+            "daemon": asdict(self.stats),
+            "link": asdict(self.transmitter.stats),
+            "queue_depth": self.store.depth(),
+            "flight_s": self.clock.elapsed_s(),
+            "energy_wh": self.energy_wh(),
+            "persona_restarts": self.worker.restarts if self.worker else 0,
+        }
+
+    def write_stats(self) -> None:
+        path = self.data_dir / "stats.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot(), indent=2))
+        os.replace(tmp, path)

@@ -1,0 +1,30 @@
+"""The outbound guard: nothing private leaves on an open amateur band.
+
+Every musing passes here before it is stored for the radio. A hit is dropped
+(never redacted and sent: a redaction still says that something was there) and
+counted by reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from stratoecho.privacy import contains_private
+
+
+class OutboundGuard:
+    def __init__(self, blocklist: list[str] | None = None):
+        self.blocklist = [re.compile(p, re.IGNORECASE) for p in (blocklist or [])]
+        self.dropped: Counter[str] = Counter()
+
+    def reasons(self, text: str) -> list[str]:
+        found = list(contains_private(text))
+        found += ["blocklist" for p in self.blocklist if p.search(text)]
+        return found
+
+    def allow(self, text: str) -> bool:
+        reasons = self.reasons(text)
+        for r in set(reasons):
+            self.dropped[r] += 1
+        return not reasons

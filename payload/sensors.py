@@ -1,0 +1,48 @@
+"""What the payload senses, behind one narrow port.
+
+`Readings` is what every producer downstream sees. Sources: `SimSensors` reads the
+bench world (`sim.world`); real GPS/BME280/INA219 drivers arrive with the sensors
+issue and return the same `Readings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from .clock import Clock
+
+
+@dataclass(frozen=True)
+class Readings:
+    time: datetime  # UTC, from the GPS (or the flight clock on the bench)
+    lat: float
+    lon: float
+    alt_m: float
+    sats: int
+    temp_c: float
+    pressure_hpa: float
+    batt_mv: int
+    phase: str  # pre-launch, ascent, descent, landed
+
+
+class Sensors(Protocol):
+    def read(self) -> Readings: ...
+
+
+class SimSensors:
+    """The bench world's state at the current flight time."""
+
+    def __init__(self, clock: Clock, seed: int = 1):
+        from sim.world import Flight, FlightPlan  # bench-only dependency, imported where used
+
+        self.clock = clock
+        self.flight = Flight(FlightPlan(seed=seed))
+
+    def read(self) -> Readings:
+        s = self.flight.state_at(self.clock.elapsed_s())
+        return Readings(
+            time=self.clock.now(), lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats,
+            temp_c=s.temp_c, pressure_hpa=s.pressure_hpa, batt_mv=s.batt_mv, phase=s.phase,
+        )

@@ -1,0 +1,149 @@
+"""The durable queue between the payload's producers and the radio.
+
+SQLite in WAL mode with `synchronous=FULL`: a record the store has accepted is on
+the card before `enqueue` returns, so a power cut after that cannot lose it. The
+boot counter and the sequence counters live in the same file and advance in the
+same transaction as the record they number, so a sequence is never reused.
+
+The radio reads from here, never from a memory buffer: a record leaves the
+`queued` state only once its frames have gone out. Sent records stay for the
+repair (NACK) machinery of the link.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 1
+# Lower number goes first: telemetry, then musings and events, then bulk.
+PRIORITY = {"telemetry": 0, "event": 1, "musing": 2, "bulk": 3}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id         INTEGER PRIMARY KEY,
+    stream     TEXT    NOT NULL,
+    priority   INTEGER NOT NULL,
+    boot       INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    created    REAL    NOT NULL,
+    payload    BLOB    NOT NULL,
+    send_count INTEGER NOT NULL DEFAULT 0,
+    state      TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent', 'acknowledged')),
+    UNIQUE (stream, boot, seq)
+);
+CREATE INDEX IF NOT EXISTS records_queue ON records (state, priority, created);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Queued:
+    id: int
+    stream: str
+    boot: int
+    seq: int
+    created: float
+    payload: bytes
+    send_count: int
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves, so each is explicit.
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version} is newer than this software's {SCHEMA_VERSION}")
+        self.db.executescript(_SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ counters
+
+    def _bump(self, name: str) -> int:
+        self.db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+        return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    def counter(self, name: str) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def start_boot(self) -> int:
+        """Advance and return the boot counter; called once per daemon start."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            boot = self._bump("boot")
+        log.info("boot", boot=boot, store=str(self.path))
+        return boot
+
+    # ------------------------------------------------------------------ queue
+
+    def enqueue(self, stream: str, boot: int, build_payload, created: float | None = None) -> tuple[int, bytes]:
+        """Number and store one record durably; returns (seq, payload).
+
+        `build_payload(seq) -> bytes` makes the record's bytes once its sequence number
+        is known, inside the same transaction, so number and record commit together.
+        Sequences are per stream and never restart, across boots included.
+        """
+        if stream not in PRIORITY:
+            raise StoreError(f"unknown stream {stream!r}; known: {', '.join(PRIORITY)}")
+        created = time.time() if created is None else created
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            seq = self._bump(f"seq:{stream}")
+            payload = build_payload(seq)
+            self.db.execute(
+                "INSERT INTO records (stream, priority, boot, seq, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                (stream, PRIORITY[stream], boot, seq, created, payload),
+            )
+        return seq, payload
+
+    def next_queued(self) -> Queued | None:
+        """The record the radio should send next: highest priority; within telemetry the
+        newest (a fresh position beats a stale one); elsewhere the oldest (fair order)."""
+        row = self.db.execute(
+            "SELECT id, stream, boot, seq, created, payload, send_count FROM records "
+            "WHERE state = 'queued' ORDER BY priority, "
+            "CASE WHEN stream = 'telemetry' THEN -created ELSE created END, id LIMIT 1"
+        ).fetchone()
+        return Queued(*row) if row else None
+
+    def mark_sent(self, record_id: int) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE records SET state = 'sent', send_count = send_count + 1 WHERE id = ?", (record_id,)
+            )
+
+    def depth(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT stream, COUNT(*) FROM records WHERE state = 'queued' GROUP BY stream"
+        ).fetchall()
+        return dict(rows)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for stream, state, n in self.db.execute("SELECT stream, state, COUNT(*) FROM records GROUP BY stream, state"):
+            out.setdefault(stream, {})[state] = n
+        return out

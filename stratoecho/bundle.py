@@ -1,0 +1,230 @@
+"""The persona bundle: `persona.toml` plus the GGUF file(s) it names, each with its sha256.
+
+Written by the workstation (`host_training build`), read and checked by the payload
+before it loads a model. Pure file handling: tomllib to read, a small writer for the
+flat tables the bundle uses (no extra dependency on the Pi).
+
+    [persona]   name, system_prompt, chat_template (Jinja, the one in the GGUF), stop
+    [sampling]  temperature, top_p, top_k, repeat_penalty, max_tokens
+    [model]     file, quantization, architecture, base, context_length, n_params
+    [training]  what produced it (data sha256, steps, seed, ...)
+    [eval]      held-out figures (val_loss, val_perplexity, ...)
+    [[files]]   path, sha256, bytes  -- every file the bundle ships
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import describe_validation_error
+
+BUNDLE_FILE = "persona.toml"
+FORMAT_VERSION = 1
+
+
+class BundleError(Exception):
+    """A bundle that is missing, malformed, or whose files do not match their sha256."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PersonaSection(_Strict):
+    name: str
+    system_prompt: str
+    chat_template: str
+    stop: list[str] = Field(default_factory=list)
+    bos_token: str = ""
+    eos_token: str = ""
+
+
+class SamplingSection(_Strict):
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0)
+    repeat_penalty: float = Field(1.1, ge=0.5, le=3.0)
+    max_tokens: int = Field(64, ge=1, le=4096)
+
+
+class ModelSection(_Strict):
+    file: str
+    quantization: str
+    architecture: str
+    base: str
+    context_length: int = Field(ge=16)
+    n_params: int = Field(ge=1)
+
+
+class FileEntry(_Strict):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class BundleManifest(_Strict):
+    format: int = FORMAT_VERSION
+    persona: PersonaSection
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    model: ModelSection
+    training: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+    files: list[FileEntry]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: BundleManifest
+    verified: bool = field(default=False)
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.manifest.model.file
+
+    def verify(self) -> None:
+        """Check every listed file exists with its recorded size and sha256."""
+        for entry in self.manifest.files:
+            p = self.root / entry.path
+            if not p.is_file():
+                raise BundleError(f"{self.root / BUNDLE_FILE}: listed file {entry.path} is missing")
+            size = p.stat().st_size
+            if size != entry.bytes:
+                raise BundleError(f"{p}: {size} bytes, persona.toml records {entry.bytes}")
+            digest = sha256_file(p)
+            if digest != entry.sha256:
+                raise BundleError(f"{p}: sha256 {digest} does not match persona.toml's {entry.sha256}")
+        if self.manifest.model.file not in {e.path for e in self.manifest.files}:
+            raise BundleError(f"{self.root / BUNDLE_FILE}: model file {self.manifest.model.file} is not in [[files]]")
+        self.verified = True
+
+    def render_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The prompt text for `messages`, through the bundle's own chat template."""
+        import jinja2  # lazy: only the payload's persona worker and the chat command need it
+
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        template = env.from_string(self.manifest.persona.chat_template)
+        return template.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.manifest.persona.bos_token,
+            eos_token=self.manifest.persona.eos_token,
+        )
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    root = Path(path)
+    toml_path = root / BUNDLE_FILE if root.is_dir() or not root.suffix else root
+    if toml_path.name == BUNDLE_FILE:
+        root = toml_path.parent
+    if not toml_path.is_file():
+        raise BundleError(f"{toml_path}: no persona bundle here (expected {BUNDLE_FILE} beside the GGUF)")
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise BundleError(f"{toml_path}: not valid TOML: {e}") from e
+    try:
+        manifest = BundleManifest.model_validate(data)
+    except ValidationError as e:
+        raise BundleError(describe_validation_error(str(toml_path), e)) from e
+    if manifest.format != FORMAT_VERSION:
+        raise BundleError(f"{toml_path}: bundle format {manifest.format}, this software reads {FORMAT_VERSION}")
+    bundle = Bundle(root, manifest)
+    if verify:
+        bundle.verify()
+    return bundle
+
+
+def write_bundle(root: str | Path, manifest: BundleManifest) -> Path:
+    """Write persona.toml atomically (temp file, fsync, rename)."""
+    import os
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    text = dumps_toml(manifest.model_dump(mode="python"))
+    tomllib.loads(text)  # what we write must read back
+    target = root / BUNDLE_FILE
+    tmp = target.with_suffix(".toml.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def file_entry(root: Path, rel: str) -> FileEntry:
+    p = Path(root) / rel
+    return FileEntry(path=rel, sha256=sha256_file(p), bytes=p.stat().st_size)
+
+
+# ------------------------------------------------------------------ a small TOML writer
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return repr(v)
+    if isinstance(v, str):
+        out = v.replace("\\", "\\\\").replace('"', '\\"')
+        for ch, esc in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            out = out.replace(ch, esc)
+        out = "".join(c if ord(c) >= 0x20 and ord(c) != 0x7F else f"\\u{ord(c):04x}" for c in out)
+        return f'"{out}"'
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if v is None:
+        raise TypeError("TOML has no null; leave the key out instead")
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else _toml_value(k)
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Scalars first, then [tables], then [[arrays of tables]]; None values are left out."""
+    lines: list[str] = []
+    tables, arrays = [], []
+    for k, v in data.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            arrays.append((k, v))
+        else:
+            lines.append(f"{_key(k)} = {_toml_value(v)}")
+    for k, v in tables:
+        lines += ["", f"[{_key(k)}]"]
+        lines += [f"{_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
+    for k, items in arrays:
+        for item in items:
+            lines += ["", f"[[{_key(k)}]]"]
+            lines += [f"{_key(kk)} = {_toml_value(vv)}" for kk, vv in item.items() if vv is not None]
+    return "\n".join(lines) + "\n"

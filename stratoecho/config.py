@@ -1,0 +1,59 @@
+"""TOML configuration with validation that names the file, the key and what was expected.
+
+Each part declares its configuration as pydantic models (`extra="forbid"`, so a
+misspelt key is an error, not a silently ignored default) and loads it with
+`load_toml(path, Model)`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be read or does not validate."""
+
+
+class Section(BaseModel):
+    """Base for configuration sections: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def describe_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s) in the configuration:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  [{where}] {e['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def parse_toml(text: str, model: type[M], source: str = "<string>") -> M:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib's message already carries "(at line N, column M)".
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(source, e)) from e
+
+
+def load_toml(path: str | Path, model: type[M]) -> M:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: configuration file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read configuration: {e}") from e
+    return parse_toml(text, model, source=str(path))

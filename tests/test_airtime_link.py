@@ -1,0 +1,87 @@
+"""Time on air against FACTS.md's figures, and the transmitter's duty-cycle budget."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from payload.clock import Clock
+from payload.config import RadioSection
+from payload.link import AirtimeBudget, Transmitter
+from payload.store import Store
+from stratoecho import wire
+from stratoecho.airtime import lora_airtime_s
+
+
+@pytest.mark.parametrize(
+    "sf, bw, cr, expected",
+    [(11, 20_800, 8, 16.0), (6, 20_800, 5, 0.5), (7, 250_000, 6, 0.08)],
+)
+def test_airtime_matches_published_figures(sf, bw, cr, expected):
+    assert lora_airtime_s(80, sf, bw, cr) == pytest.approx(expected, rel=0.06)
+
+
+def test_airtime_grows_with_payload_and_rejects_nonsense():
+    assert lora_airtime_s(200, 9, 125_000, 5) > lora_airtime_s(20, 9, 125_000, 5)
+    with pytest.raises(ValueError, match="spreading factor"):
+        lora_airtime_s(10, 13)
+    with pytest.raises(ValueError, match="255"):
+        lora_airtime_s(300)
+
+
+def test_budget_waits_until_old_transmissions_leave_the_window():
+    b = AirtimeBudget(duty_cycle=0.01, window_s=100.0)  # 1 s of air per 100 s
+    assert b.wait_s(0.0, 0.6) == 0
+    b.record(0.0, 0.6)
+    assert b.wait_s(10.0, 0.6) == pytest.approx(90.0)
+    assert b.wait_s(100.0, 0.6) == 0
+    with pytest.raises(ValueError, match="exceeds"):
+        b.wait_s(0.0, 2.0)
+
+
+class _Radio:
+    def __init__(self):
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
+def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    body = wire.Record(wire.Kind.MUSING, boot, 1, 0, "a long thought " * 30).body()
+    store.enqueue("musing", boot, lambda seq: body)
+    store.enqueue("telemetry", boot, lambda seq: b"$$T1\n", created=1.0)
+    store.enqueue("telemetry", boot, lambda seq: b"$$T2\n", created=2.0)
+    radio = _Radio()
+    cfg = RadioSection(mtu=64)
+    tx = Transmitter(store, radio, Clock(speedup=1e6), cfg, threading.Event())
+    while tx.send_one():
+        pass
+    assert radio.frames[0] == b"$$T2\n"  # newest position first
+    assert radio.frames[1] == b"$$T1\n"
+    assert len(radio.frames) == 2 + len(wire.fragment_record(wire.Record.from_body(wire.Kind.MUSING, boot, 1, body), 64))
+    assert store.depth() == {}
+    assert tx.stats.sent_by_stream == {"telemetry": 2, "musing": 1}
+    assert tx.stats.airtime_s == pytest.approx(sum(tx.airtime(f) for f in radio.frames))
+
+
+def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 500).body())
+    stop = threading.Event()
+
+    class StopAfterOne(_Radio):
+        def send(self, frame):
+            super().send(frame)
+            stop.set()  # power dies after the first fragment
+
+    tx = Transmitter(store, StopAfterOne(), Clock(speedup=1e6), RadioSection(mtu=64), stop)
+    assert tx.send_one() is False
+    assert store.depth() == {"musing": 1}

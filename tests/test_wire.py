@@ -1,0 +1,124 @@
+"""The wire format against the test vectors in docs/protocol.md, and against hostile bytes."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stratoecho import wire
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+def _block_after(marker: str) -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    m = re.search(re.escape(marker) + r".*?\n```\n(.*?)```", text, re.S)
+    assert m, f"{DOC} lost its block after {marker!r}"
+    return [line for line in m.group(1).splitlines() if line.strip()]
+
+
+def test_crc_check_value():
+    assert wire.crc16_ccitt(b"123456789") == 0x29B1
+
+
+@pytest.mark.parametrize("line", _block_after("<!-- vectors:"))
+def test_documented_vectors_decode(line):
+    hex_frame, expected = line.split(" -> ")
+    decoded = wire.decode_frame(bytes.fromhex(hex_frame))
+    if isinstance(decoded, wire.Telemetry):
+        got = decoded.as_dict()
+    else:
+        got = wire.Reassembler().add(decoded).as_dict()
+    assert got == {**got, **json.loads(expected)}
+
+
+def test_documented_vectors_encode():
+    sentence = wire.Telemetry("STRATO1", 42, "10:04:11", 52.70123, -2.71234, 12345, 9, -40.5, 180.2, 3890, 3)
+    first = _block_after("<!-- vectors:")[0].split(" -> ")[0]
+    assert wire.encode_sentence(sentence).hex() == first
+    musing = wire.Record(wire.Kind.MUSING, 3, 7, 1767225600, "The sky is darker up here.")
+    assert wire.fragment_record(musing)[0].hex() == _block_after("<!-- vectors:")[1].split(" -> ")[0]
+
+
+def test_documented_fragments_rebuild_in_any_order():
+    frames = [bytes.fromhex(h) for h in _block_after("<!-- fragments:")]
+    for order in ([2, 0, 1], [1, 1, 2, 0, 0]):
+        ra = wire.Reassembler()
+        out = [r for i in order if (r := ra.add(wire.decode_frame(frames[i])))]
+        assert len(out) == 1
+        assert out[0].text == "Cold at 30 km: the battery sags and the horizon curves."
+        assert (out[0].boot, out[0].seq) == (3, 8)
+
+
+def test_first_byte_avoids_gateway_types():
+    musing = wire.Record(wire.Kind.MUSING, 1, 1, 0, "x")
+    assert wire.fragment_record(musing)[0][0] not in wire.GATEWAY_FIRST_BYTES
+
+
+@pytest.mark.parametrize(
+    "frame, reason",
+    [
+        (b"", "empty"),
+        (b"\x00garbage", "unknown first byte"),
+        (b"$$STRATO1,1,00:00:00,0,0,0,0,0,0,0,1*0000\n", "checksum"),
+        (b"$$STRATO1,1*", "not 4 hex"),
+        (bytes.fromhex("ec1100030000000700016955b900"), "CRC"),
+        (bytes.fromhex("ec11"), "shorter"),
+    ],
+)
+def test_hostile_frames_raise_wire_error(frame, reason):
+    with pytest.raises(wire.WireError, match=reason):
+        wire.decode_frame(frame)
+
+
+def test_every_single_bit_flip_is_caught():
+    frame = wire.fragment_record(wire.Record(wire.Kind.MUSING, 2, 9, 1700000000, "bit flips in the cold"))[0]
+    for i in range(len(frame) * 8):
+        bad = bytearray(frame)
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(wire.WireError):
+            wire.decode_frame(bytes(bad))
+
+
+def test_fragment_sizes_respect_mtu():
+    text = "ü" * 1000  # multi-byte UTF-8 split across fragments must still rebuild
+    frames = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 5, 0, text), mtu=64)
+    assert all(len(f) <= 64 for f in frames)
+    ra = wire.Reassembler()
+    rebuilt = [r for f in frames if (r := ra.add(wire.decode_frame(f)))]
+    assert rebuilt[0].text == text
+
+
+def test_too_long_record_is_refused():
+    with pytest.raises(wire.WireError, match="fragments"):
+        wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "x" * 10_000), mtu=32)
+
+
+def test_callsign_with_separator_is_refused():
+    with pytest.raises(wire.WireError, match="callsign"):
+        wire.encode_sentence(wire.Telemetry("BAD,ONE", 1, "00:00:00", 0, 0, 0, 0, 0, 0, 0, 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(st.text(min_size=0, max_size=600), min_size=1, max_size=5),
+    mtu=st.integers(min_value=16, max_value=255),
+    seed=st.integers(0, 1000),
+)
+def test_shuffled_duplicated_fragments_rebuild_each_record_once(texts, mtu, seed):
+    frames = []
+    for seq, text in enumerate(texts):
+        frames += wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, seq, 1234, text), mtu)
+    rng = random.Random(seed)
+    stream = frames + rng.sample(frames, k=len(frames) // 2)
+    rng.shuffle(stream)
+    ra = wire.Reassembler()
+    out = [r for f in stream if (r := ra.add(wire.decode_frame(f)))]
+    assert sorted((r.seq, r.text) for r in out) == list(enumerate(texts))
+    assert ra.missing() == {}
