@@ -12,13 +12,17 @@ from pathlib import Path
 from stratoecho.logs import setup_logging
 
 
-def _hostport(value: str) -> tuple[str, int]:
+def _hostport(value: str, allow_any_port: bool = False) -> tuple[str, int]:
     from payload.config import parse_hostport
 
     try:
-        return parse_hostport(value)
+        return parse_hostport(value, allow_any_port)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _listen_hostport(value: str) -> tuple[str, int]:
+    return _hostport(value, allow_any_port=True)
 
 
 def _loss(value: str):
@@ -60,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fly)
 
     c = sub.add_parser("channel", help="the lossy radio channel alone (sim fly starts it for you)")
-    c.add_argument("--listen", required=True, type=_hostport, metavar="HOST:PORT", help="where the payload sends frames")
+    c.add_argument("--listen", required=True, type=_listen_hostport, metavar="HOST:PORT",
+                   help="where the payload sends frames (port 0: any free port, logged as 'listening')")
     c.add_argument("--forward", required=True, type=_hostport, metavar="HOST:PORT", help="the ground station's UDP address")
     c.add_argument("--loss", type=_loss, default=_loss("0"), metavar="SPEC", help="as for fly (default 0)")
     c.add_argument("--seed", type=int, default=1)

@@ -49,6 +49,8 @@ class Channel:
         except OSError as e:
             raise OSError(f"channel cannot listen on {listen[0]}:{listen[1]}: {e.strerror}") from e
         self.sock.settimeout(0.2)  # so a stop is noticed promptly
+        host, port = self.sock.getsockname()[:2]
+        log.info("listening", address=f"{host}:{port}", forward=f"{forward[0]}:{forward[1]}", loss=loss.mean_loss)
         self.out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.air = open(air_hex, "a", encoding="ascii")
 

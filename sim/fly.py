@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,25 +48,25 @@ class FlyOptions:
     quiet: bool = False
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0) -> int:
+    """The UDP port `proc` bound, read from its `listening` log line.
 
-
-def wait_bound(port: int, proc: subprocess.Popen, what: str, timeout_s: float = 60.0) -> None:
-    """Wait until `proc` has bound UDP `port` (our own bind then fails), or fail clearly."""
+    Each process binds port 0 and says which port it got, so no two can race for one.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise FlyError(f"{what} exited with code {proc.returncode} before it was ready; see its log")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("event") == "listening":
+                address = entry.get("address") or entry.get("source", "").split()[-1]
+                return int(address.rsplit(":", 1)[1])
+        if proc.poll() is not None:
+            raise FlyError(f"{what} exited with code {proc.returncode} before it was ready; see {log_path}")
         time.sleep(0.05)
-    raise FlyError(f"{what} did not start listening on 127.0.0.1:{port} within {timeout_s:.0f} s")
+    raise FlyError(f"{what} did not report a listening port within {timeout_s:.0f} s; see {log_path}")
 
 
 def stop(proc: subprocess.Popen, what: str, timeout_s: float = 20.0) -> int:
@@ -125,7 +124,6 @@ def fly(opts: FlyOptions) -> dict:
     out = opts.out
     py = sys.executable
     env = dict(os.environ, STRATOECHO_LOG_JSON="1", PYTHONUNBUFFERED="1")
-    ground_port, channel_port = free_udp_port(), free_udp_port()
     flight = Flight(FlightPlan(seed=opts.seed))
     flight_s = opts.minutes * 60 if opts.minutes else flight.duration_s + 300
 
@@ -133,18 +131,18 @@ def fly(opts: FlyOptions) -> dict:
     procs: dict[str, subprocess.Popen] = {}
     try:
         procs["ground"] = subprocess.Popen(
-            [py, "-m", "groundstation", "listen", "--udp", f"127.0.0.1:{ground_port}", "--db", str(out / "ground.db")]
+            [py, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(out / "ground.db")]
             + (["--quiet"] if opts.quiet else []),
             stdout=None if not opts.quiet else subprocess.DEVNULL, stderr=logs["ground"], env=env,
         )
-        wait_bound(ground_port, procs["ground"], "ground station")
+        ground_port = wait_listening(out / "ground.log", procs["ground"], "ground station")
         procs["channel"] = subprocess.Popen(
-            [py, "-m", "sim", "channel", "--listen", f"127.0.0.1:{channel_port}", "--forward",
+            [py, "-m", "sim", "channel", "--listen", "127.0.0.1:0", "--forward",
              f"127.0.0.1:{ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
              "--seed", str(opts.seed), "--air-hex", str(out / "air.hex"), "--stats", str(out / "channel.json")],
             stdout=logs["channel"], stderr=logs["channel"], env=env,
         )
-        wait_bound(channel_port, procs["channel"], "channel")
+        channel_port = wait_listening(out / "channel.log", procs["channel"], "channel")
         payload_cmd = [py, "-m", "payload", "run", "--sim", "--udp", f"127.0.0.1:{channel_port}",
                        "--data", str(out / "payload"), "--speedup", str(opts.speedup), "--seed", str(opts.seed)]
         payload_cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]

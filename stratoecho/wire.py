@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -52,7 +53,15 @@ assert MAGIC not in GATEWAY_FIRST_BYTES
 
 
 class WireError(ValueError):
-    """Bytes that are not a valid frame: the ground counts these, it never raises them further."""
+    """Bytes that are not a valid frame: the ground counts these by `reason`, it never raises them further.
+
+    `reason` is a short stable name (``crc mismatch``, ``truncated``, ...) for counting;
+    the message says what exactly was wrong.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class Kind(enum.IntEnum):
@@ -101,8 +110,9 @@ class Telemetry:
 
 
 def encode_sentence(t: Telemetry) -> bytes:
+    _check_finite(t)
     if not t.callsign or any(c in t.callsign for c in ",*$\n") or not t.callsign.isascii():
-        raise WireError(f"callsign {t.callsign!r} must be plain ASCII without , * $ or newline")
+        raise WireError("bad callsign", f"callsign {t.callsign!r} must be plain ASCII without , * $ or newline")
     body = (
         f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{int(round(t.alt))},"
         f"{t.sats},{t.temp_c:.1f},{t.pressure_hpa:.1f},{t.batt_mv},{t.boot}"
@@ -114,30 +124,38 @@ def decode_sentence(frame: bytes) -> Telemetry:
     try:
         text = frame.decode("ascii").strip()
     except UnicodeDecodeError as e:
-        raise WireError("UKHAS sentence holds non-ASCII bytes") from e
+        raise WireError("sentence not ascii", "UKHAS sentence holds non-ASCII bytes") from e
     if not text.startswith("$$") or "*" not in text:
-        raise WireError("not a UKHAS sentence: expected $$...*CRC")
+        raise WireError("sentence malformed", "not a UKHAS sentence: expected $$...*CRC")
     body, _, crc_text = text[2:].rpartition("*")
     if len(crc_text) != 4:
-        raise WireError(f"UKHAS checksum {crc_text!r} is not 4 hex digits")
+        raise WireError("sentence malformed", f"UKHAS checksum {crc_text!r} is not 4 hex digits")
     try:
         crc = int(crc_text, 16)
     except ValueError as e:
-        raise WireError(f"UKHAS checksum {crc_text!r} is not hex") from e
+        raise WireError("sentence malformed", f"UKHAS checksum {crc_text!r} is not hex") from e
     if crc != crc16_ccitt(body.encode("ascii")):
-        raise WireError("UKHAS checksum mismatch")
+        raise WireError("crc mismatch", "UKHAS checksum mismatch")
     fields = body.split(",")
     if len(fields) != 11:
-        raise WireError(f"UKHAS sentence has {len(fields)} fields, expected 11")
+        raise WireError("sentence field count", f"UKHAS sentence has {len(fields)} fields, expected 11")
     try:
-        return Telemetry(
+        t = Telemetry(
             callsign=fields[0], seq=int(fields[1]), time=fields[2], lat=float(fields[3]),
             lon=float(fields[4]), alt=int(fields[5]), sats=int(fields[6]),
             temp_c=float(fields[7]), pressure_hpa=float(fields[8]), batt_mv=int(fields[9]),
             boot=int(fields[10]),
         )
     except ValueError as e:
-        raise WireError(f"UKHAS field does not parse: {e}") from e
+        raise WireError("sentence field invalid", f"UKHAS field does not parse: {e}") from e
+    _check_finite(t)
+    return t
+
+
+def _check_finite(t: Telemetry) -> None:
+    # float() reads "nan" and "inf"; neither is a position or a temperature.
+    if not all(math.isfinite(v) for v in (t.lat, t.lon, t.temp_c, t.pressure_hpa)):
+        raise WireError("telemetry not finite", f"sentence {t.seq} of boot {t.boot} holds nan or inf")
 
 
 # --------------------------------------------------------------------------- records
@@ -159,12 +177,12 @@ class Record:
     @classmethod
     def from_body(cls, kind: Kind, boot: int, seq: int, body: bytes) -> Record:
         if len(body) < 4:
-            raise WireError(f"record body of {len(body)} bytes is shorter than its 4-byte time")
+            raise WireError("record too short", f"record body of {len(body)} bytes is shorter than its 4-byte time")
         (created,) = struct.unpack(">I", body[:4])
         try:
             text = body[4:].decode("utf-8")
         except UnicodeDecodeError as e:
-            raise WireError("record text is not UTF-8") from e
+            raise WireError("text not utf-8", "record text is not UTF-8") from e
         return cls(kind, boot, seq, created, text)
 
     def as_dict(self) -> dict:
@@ -195,12 +213,12 @@ def chunk_capacity(mtu: int) -> int:
 def fragment_record(record: Record, mtu: int = DEFAULT_MTU) -> list[bytes]:
     """Cut a record into frames of at most `mtu` bytes."""
     if not 0 <= record.boot <= 0xFFFF or not 0 <= record.seq <= 0xFFFFFFFF:
-        raise WireError(f"boot {record.boot} or seq {record.seq} out of range (u16, u32)")
+        raise WireError("out of range", f"boot {record.boot} or seq {record.seq} out of range (u16, u32)")
     body = record.body()
     cap = chunk_capacity(mtu)
     count = max(1, math.ceil(len(body) / cap))
     if count > MAX_FRAGMENTS:
-        raise WireError(f"record of {len(body)} bytes needs {count} fragments; at most {MAX_FRAGMENTS} at MTU {mtu}")
+        raise WireError("too long", f"record of {len(body)} bytes needs {count} fragments; at most {MAX_FRAGMENTS} at MTU {mtu}")
     frames = []
     for i in range(count):
         head = _HEAD.pack(MAGIC, (VERSION << 4) | record.kind, record.boot, record.seq, i, count)
@@ -211,35 +229,35 @@ def fragment_record(record: Record, mtu: int = DEFAULT_MTU) -> list[bytes]:
 
 def decode_fragment(frame: bytes) -> Fragment:
     if len(frame) < HEADER_BYTES + CRC_BYTES:
-        raise WireError(f"frame of {len(frame)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte framing")
+        raise WireError("truncated", f"frame of {len(frame)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte framing")
     (crc,) = struct.unpack(">H", frame[-2:])
     if crc != crc16_ccitt(frame[:-2]):
-        raise WireError("frame CRC mismatch")
+        raise WireError("crc mismatch", "frame CRC mismatch")
     magic, vk, boot, seq, idx, cnt = _HEAD.unpack_from(frame)
     if magic != MAGIC:
-        raise WireError(f"first byte 0x{magic:02X} is not 0x{MAGIC:02X}")
+        raise WireError("unknown first byte", f"first byte 0x{magic:02X} is not 0x{MAGIC:02X}")
     if vk >> 4 != VERSION:
-        raise WireError(f"frame version {vk >> 4} is not {VERSION}")
+        raise WireError("unknown version", f"frame version {vk >> 4} is not {VERSION}")
     try:
         kind = Kind(vk & 0x0F)
     except ValueError as e:
-        raise WireError(f"unknown record kind {vk & 0x0F}") from e
+        raise WireError("unknown kind", f"unknown record kind {vk & 0x0F}") from e
     if kind is Kind.TELEMETRY:
-        raise WireError("telemetry travels as UKHAS sentences, not fragments")
+        raise WireError("telemetry as fragment", "telemetry travels as UKHAS sentences, not fragments")
     if cnt == 0 or idx >= cnt:
-        raise WireError(f"fragment index {idx} not below count {cnt}")
+        raise WireError("bad fragment index", f"fragment index {idx} not below count {cnt}")
     return Fragment(kind, boot, seq, idx, cnt, frame[HEADER_BYTES:-2])
 
 
 def decode_frame(frame: bytes) -> Telemetry | Fragment:
     """Dispatch on the first byte, as a gateway does."""
     if not frame:
-        raise WireError("empty frame")
+        raise WireError("empty", "empty frame")
     if frame[:2] == b"$$":
         return decode_sentence(frame)
     if frame[0] == MAGIC:
         return decode_fragment(frame)
-    raise WireError(f"unknown first byte 0x{frame[0]:02X}")
+    raise WireError("unknown first byte", f"unknown first byte 0x{frame[0]:02X}")
 
 
 @dataclass
@@ -251,9 +269,10 @@ class Reassembler:
     """
 
     max_pending: int = 4096
+    max_done: int = 100_000  # records remembered as delivered, oldest forgotten first
     _pending: dict[tuple[int, int, int], dict[int, bytes]] = field(default_factory=dict)
     _counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
-    _done: set[tuple[int, int, int]] = field(default_factory=set)
+    _done: OrderedDict[tuple[int, int, int], None] = field(default_factory=OrderedDict)
 
     def add(self, frag: Fragment) -> Record | None:
         key = (int(frag.kind), frag.boot, frag.seq)
@@ -261,7 +280,9 @@ class Reassembler:
             return None
         expected = self._counts.setdefault(key, frag.count)
         if expected != frag.count:
-            raise WireError(f"record {key} seen with {expected} and {frag.count} fragments")
+            # Re-sent after an MTU change: the new cut wins, the old pieces cannot combine with it.
+            self._pending.pop(key, None)
+            self._counts[key] = expected = frag.count
         parts = self._pending.setdefault(key, {})
         parts[frag.index] = frag.chunk
         if len(parts) < expected:
@@ -272,9 +293,12 @@ class Reassembler:
             return None
         del self._pending[key]
         del self._counts[key]
-        self._done.add(key)
         body = b"".join(parts[i] for i in range(expected))
-        return Record.from_body(frag.kind, frag.boot, frag.seq, body)
+        record = Record.from_body(frag.kind, frag.boot, frag.seq, body)  # raises before marking done,
+        self._done[key] = None  # so a good copy heard later can still complete
+        if len(self._done) > self.max_done:
+            self._done.popitem(last=False)
+        return record
 
     def missing(self) -> dict[tuple[int, int, int], list[int]]:
         """Fragments still awaited, per record: what a NACK will ask for."""

@@ -122,3 +122,17 @@ def test_shuffled_duplicated_fragments_rebuild_each_record_once(texts, mtu, seed
     out = [r for f in stream if (r := ra.add(wire.decode_frame(f)))]
     assert sorted((r.seq, r.text) for r in out) == list(enumerate(texts))
     assert ra.missing() == {}
+
+
+def test_nan_positions_are_refused_both_ways():
+    with pytest.raises(wire.WireError) as e:
+        wire.encode_sentence(wire.Telemetry("S1", 1, "00:00:00", float("nan"), 0, 0, 0, 0, 0, 0, 1))
+    assert e.value.reason == "telemetry not finite"
+
+
+def test_a_record_recut_to_another_mtu_still_rebuilds():
+    rec = wire.Record(wire.Kind.MUSING, 1, 9, 0, "re-sent after the MTU changed " * 8)
+    ra = wire.Reassembler()
+    assert ra.add(wire.decode_frame(wire.fragment_record(rec, 64)[0])) is None
+    out = [r for f in wire.fragment_record(rec, 100) if (r := ra.add(wire.decode_frame(f)))]
+    assert out and out[0].text == rec.text

@@ -1,0 +1,204 @@
+"""`python -m groundstation listen|decode` — see each command's --help."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+
+from stratoecho.logs import setup_logging
+
+from .db import Store, StoreError
+from .decoder import FrameDecoder
+from .display import format_json, format_summary
+from .listen import Limits, run_listen
+from .receive import FrameSource, ReplaySource, SerialSource, SourceError, UdpSource, parse_hostport
+
+log = structlog.get_logger(__name__)
+
+LISTEN_EXAMPLES = """\
+examples:
+  python -m groundstation listen --udp 127.0.0.1:7355 --db flight.db       # bench payload
+  python -m groundstation listen --serial /dev/ttyUSB0 --baud 57600 --db flight.db
+  python -m groundstation listen --replay out/air.hex --db replay.db --json
+exit status: 0 after a clean stop; 1 if the source or database cannot be used
+"""
+HEX_FORMAT = (
+    "Hex format (air.hex): one frame a line as a hex string; blank lines and lines "
+    "starting with # are ignored; lines that are not hex are counted and skipped."
+)
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m groundstation",
+        description=(
+            "The stratoecho ground station: hear the balloon's frames, decode and reassemble "
+            "them, keep them in SQLite and show musings and telemetry as they arrive."
+        ),
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listen = sub.add_parser(
+        "listen", help="receive frames, store them in SQLite and print records as they arrive",
+        description=(
+            "Receive frames from one source, decode and reassemble them, store every frame and "
+            "every new record in the database, and print each new record on standard output. "
+            "Runs until Ctrl-C or SIGTERM (a replay ends at the end of its file), then prints a "
+            "summary (frames, records, errors by reason) on standard error. " + HEX_FORMAT
+        ),
+        epilog=LISTEN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = listen.add_mutually_exclusive_group(required=True)
+    where.add_argument("--udp", metavar="HOST:PORT", type=_hostport,
+                       help="bind a UDP socket there; one datagram is one frame (port 0: any free port, "
+                            "logged); e.g. 127.0.0.1:7355 for a bench payload, :7355 for all interfaces")
+    where.add_argument("--serial", metavar="DEV",
+                       help="serial device or pyserial URL (/dev/ttyUSB0, loop://, socket://HOST:PORT) "
+                            "from a LoRa UART bridge printing one received frame a line as hex")
+    where.add_argument("--replay", metavar="FILE",
+                       help="an air.hex file ('-' for standard input), run through once")
+    listen.add_argument("--db", required=True, metavar="FILE",
+                        help="SQLite database to store into (created if missing; safe to reuse: "
+                             "records already there are not stored or printed twice)")
+    listen.add_argument("--baud", type=int, default=115200, metavar="N",
+                        help="serial speed in bit/s (default 115200; ignored for URLs without one)")
+    listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
+    listen.add_argument("--json", action="store_true",
+                        help="print one JSON object a line per record (with received_at) instead of text")
+    listen.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this many seconds (for scripted runs)")
+    listen.add_argument("--until-idle", type=_seconds, metavar="SECONDS",
+                        help="stop once no frame has arrived for this many seconds")
+    listen.set_defaults(func=cmd_listen)
+
+    decode = sub.add_parser(
+        "decode", help="decode a file of hex frames into JSON records",
+        description=(
+            "Read frames (one hex string a line) and print one JSON object a line for each "
+            "complete record: kind, boot, seq, and text (musing, event) or lat, lon, alt and the "
+            "rest (telemetry). Frames that cannot be decoded are counted by reason on standard "
+            "error, never fatal: the exit status is 0. " + HEX_FORMAT
+        ),
+    )
+    decode.add_argument("file", metavar="FILE", help="hex frame file, or '-' for standard input")
+    decode.set_defaults(func=cmd_decode)
+    return parser
+
+
+def _open_source(args: argparse.Namespace) -> FrameSource:
+    if args.udp:
+        return UdpSource(*args.udp)
+    if args.serial:
+        return SerialSource(args.serial, args.baud)
+    return ReplaySource(args.replay)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop`; handlers only exist in the main thread (not in tests' threads)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    try:
+        store = Store(args.db)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        source = _open_source(args)
+    except SourceError as e:
+        store.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(source, UdpSource):
+        log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
+    decoder = FrameDecoder()
+    status = 0
+    try:
+        with _stop_on_signals(stop):
+            run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,
+                       as_json=args.json, limits=Limits(args.duration, args.until_idle))
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        store.close()
+        errors = decoder.errors + source.errors
+        print(format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,
+                             errors, decoder.incomplete(), store.inserted), file=sys.stderr)
+    return status
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    try:
+        source = ReplaySource(args.file)
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    decoder = FrameDecoder()
+    try:
+        for item in source:
+            if item is not None and (record := decoder.feed(item.data).record) is not None:
+                print(format_json(record))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        source.close()
+        print(format_summary("decode", decoder.frames, decoder.records, decoder.duplicates,
+                             decoder.errors + source.errors, decoder.incomplete()), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader of standard output left (`decode air.hex | head`); everything is stored
+        # and summarised by now. Point stdout at /dev/null so the exit flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

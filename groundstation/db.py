@@ -1,0 +1,214 @@
+"""The ground station's SQLite database: every frame heard, every record delivered.
+
+Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
+
+    frames     id, received_at, source, hex, ok, error         one row per frame heard, good or bad
+    telemetry  id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c,
+               pressure_hpa, batt_mv, received_at             UNIQUE(boot, seq)
+    records    id, kind, boot, seq, created, text, received_at UNIQUE(kind, boot, seq)
+
+`received_at` and `created` are ISO 8601 UTC; `time` is the sentence's HH:MM:SS UTC.
+Inserts into telemetry and records are `INSERT OR IGNORE`: the same record heard
+twice, or again after a ground restart, is one row.
+
+Durability: WAL with synchronous=NORMAL. In WAL mode a commit survives a crash of
+this process whatever `synchronous` says; NORMAL only risks the last commits if
+the *machine* loses power, which costs an fsync per commit to avoid. On the ground
+that is the right trade: the station sits on mains or a laptop battery, and the
+payload still holds every record in its durable queue to send again. Commits come
+in small batches (`flush_interval_s`, 0.5 s by default), so a restart loses at most
+that moment, and readers (the simulator's flight report, the dashboard) can read
+while the listener writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE frames (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    hex TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    error TEXT
+);
+CREATE TABLE telemetry (
+    id INTEGER PRIMARY KEY,
+    boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
+    lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
+    temp_c REAL NOT NULL, pressure_hpa REAL NOT NULL, batt_mv INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    UNIQUE (boot, seq)
+);
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    created TEXT NOT NULL, text TEXT NOT NULL, received_at TEXT NOT NULL,
+    UNIQUE (kind, boot, seq)
+);
+"""
+_TELEMETRY_COLUMNS = (
+    "boot", "seq", "callsign", "time", "lat", "lon", "alt", "sats", "temp_c", "pressure_hpa", "batt_mv",
+)
+_RECORD_COLUMNS = ("kind", "boot", "seq", "created", "text")
+
+
+class StoreError(Exception):
+    """A database that cannot be opened or is not one this ground station understands."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Store:
+    def __init__(self, path: str | Path, flush_interval_s: float = 0.5) -> None:
+        self.path = str(path)
+        self.flush_interval_s = flush_interval_s
+        try:
+            # A Store may be opened in one thread and handed to the listener's thread;
+            # it is used by one thread at a time, which is all sqlite3 needs.
+            self._db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {self.path}: {e}") from e
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as e:  # e.g. "file is not a database"
+            self._db.close()
+            raise StoreError(f"{self.path}: {e}") from e
+        except StoreError:
+            self._db.close()
+            raise
+        self._last_commit = time.monotonic()
+        self.inserted = 0  # telemetry and records new to the database since opening
+
+    def _prepare(self) -> None:
+        # IMMEDIATE: if another process (a dashboard) opens the same new file at this
+        # moment, one of them creates the schema and the other waits, then finds it made.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+                    "ground station understands: use a newer stratoecho, or another --db file"
+                )
+            if version == 0:
+                tables = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+                if tables:
+                    names = ", ".join(row[0] for row in tables)
+                    raise StoreError(f"{self.path} is not a stratoecho ground database (it holds tables: {names})")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.commit()  # one transaction: a half-made schema never gets a version number
+        except BaseException:
+            self._db.rollback()
+            raise
+        self._enable_wal()
+        self._db.execute("PRAGMA synchronous = NORMAL")
+
+    @retry(
+        retry=retry_if_exception(lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e)),
+        wait=wait_random(0.01, 0.1),
+        stop=stop_after_delay(10),
+        reraise=True,
+    )
+    def _enable_wal(self) -> None:
+        # WAL is a property of the file: once one opener has switched it, the rest see it.
+        # Switching needs the file to itself, so openers racing on a new file may be told
+        # "locked" without waiting on the busy timeout; they try again.
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._db.execute("PRAGMA journal_mode = WAL")
+
+    # ----------------------------------------------------------------- writing
+
+    def add_frame(self, data: bytes, source: str, error: str | None = None, received_at: str | None = None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO frames (received_at, source, hex, ok, error) VALUES (?, ?, ?, ?, ?)",
+            (received_at or utc_now(), source, data.hex(), int(error is None), error),
+        )
+        return int(cur.lastrowid or 0)
+
+    def add_telemetry(self, t: dict, received_at: str | None = None) -> bool:
+        """Store a telemetry dict (`Telemetry.as_dict()`); False if (boot, seq) was already there."""
+        return self._insert("telemetry", _TELEMETRY_COLUMNS, t, received_at)
+
+    def add_record(self, r: dict, received_at: str | None = None) -> bool:
+        """Store a musing or event dict (`Record.as_dict()`); False if it was already there."""
+        return self._insert("records", _RECORD_COLUMNS, r, received_at)
+
+    def add(self, record: dict, received_at: str | None = None) -> bool:
+        """Store any record dict, by its `kind`."""
+        if record["kind"] == "telemetry":
+            return self.add_telemetry(record, received_at)
+        return self.add_record(record, received_at)
+
+    def _insert(self, table: str, columns: tuple[str, ...], values: dict, received_at: str | None) -> bool:
+        names = ", ".join((*columns, "received_at"))
+        marks = ", ".join("?" * (len(columns) + 1))
+        cur = self._db.execute(
+            f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
+            (*(values[c] for c in columns), received_at or utc_now()),
+        )
+        new = cur.rowcount == 1
+        self.inserted += new
+        return new
+
+    def commit(self) -> None:
+        self._db.commit()
+        self._last_commit = time.monotonic()
+
+    def maybe_commit(self) -> None:
+        """Commit if `flush_interval_s` passed since the last commit: batches bursts, bounds loss."""
+        if time.monotonic() - self._last_commit >= self.flush_interval_s:
+            self.commit()
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- reading
+
+    def counts(self) -> dict[str, int]:
+        """Row counts: what the flight report reads (frames received, telemetry received,
+        musings delivered)."""
+        def one(sql: str) -> int:
+            return int(self._db.execute(sql).fetchone()[0])
+
+        return {
+            "frames": one("SELECT count(*) FROM frames"),
+            "frames_bad": one("SELECT count(*) FROM frames WHERE NOT ok"),
+            "telemetry": one("SELECT count(*) FROM telemetry"),
+            "musings": one("SELECT count(*) FROM records WHERE kind = 'musing'"),
+            "events": one("SELECT count(*) FROM records WHERE kind = 'event'"),
+        }
+
+    def musings(self, limit: int | None = None) -> list[dict]:
+        """Musings in the payload's order (boot, seq); with `limit`, the latest ones."""
+        return self._latest("records WHERE kind = 'musing'", "kind, boot, seq, created, text, received_at", limit)
+
+    def telemetry(self, limit: int | None = None) -> list[dict]:
+        """Telemetry in the payload's order (boot, seq); with `limit`, the latest ones."""
+        return self._latest("telemetry", ", ".join((*_TELEMETRY_COLUMNS, "received_at")), limit)
+
+    def _latest(self, source: str, columns: str, limit: int | None) -> list[dict]:
+        sql = f"SELECT {columns} FROM {source} ORDER BY boot DESC, seq DESC"
+        rows = self._db.execute(sql + " LIMIT ?", (limit,)) if limit is not None else self._db.execute(sql)
+        return [dict(row) for row in reversed(rows.fetchall())]

@@ -1,0 +1,81 @@
+"""Frames in, complete records out: pure logic over `stratoecho.wire`, no I/O.
+
+`FrameDecoder.feed(bytes)` decodes one frame with `wire.decode_frame`, feeds
+fragments to a `wire.Reassembler`, drops repeated telemetry by (boot, seq), and
+returns what happened as a `Decoded`. Nothing a frame holds can make it raise:
+every `WireError` is counted in `errors` under a short, stable reason so the
+summary (and the `frames.error` column) can group them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from stratoecho import wire
+
+INVALID = "invalid frame"
+
+
+def classify(err: wire.WireError) -> str:
+    """The short reason a wire error is counted under."""
+    return getattr(err, "reason", None) or INVALID
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What one frame gave: a complete record, an error reason, or neither (a fragment
+    of a record still incomplete, or a repeat of something already delivered)."""
+
+    record: dict | None = None
+    error: str | None = None
+    detail: str | None = None  # wire's own message, for the debug log
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class FrameDecoder:
+    max_pending: int = 4096
+    frames: int = 0
+    records: Counter = field(default_factory=Counter)  # complete records by kind
+    duplicates: int = 0  # telemetry sentences heard again
+    errors: Counter = field(default_factory=Counter)
+    _reassembler: wire.Reassembler = field(init=False)
+    _seen_telemetry: set[tuple[int, int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._reassembler = wire.Reassembler(max_pending=self.max_pending)
+
+    def feed(self, frame: bytes) -> Decoded:
+        self.frames += 1
+        try:
+            decoded = wire.decode_frame(frame)
+            if isinstance(decoded, wire.Telemetry):
+                return self._telemetry(decoded)
+            record = self._reassembler.add(decoded)
+        except wire.WireError as e:
+            reason = classify(e)
+            self.errors[reason] += 1
+            return Decoded(error=reason, detail=str(e))
+        if record is None:
+            return Decoded()
+        return self._deliver(record.as_dict())
+
+    def _telemetry(self, t: wire.Telemetry) -> Decoded:
+        key = (t.boot, t.seq)
+        if key in self._seen_telemetry:
+            self.duplicates += 1
+            return Decoded()
+        self._seen_telemetry.add(key)
+        return self._deliver(t.as_dict())
+
+    def _deliver(self, record: dict) -> Decoded:
+        self.records[record["kind"]] += 1
+        return Decoded(record=record)
+
+    def incomplete(self) -> int:
+        """Records of which some fragments arrived but not all (what a NACK would ask for)."""
+        return len(self._reassembler.missing())

@@ -1,0 +1,73 @@
+"""A short bench flight end to end: payload, lossy channel and ground station as processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.__main__ import main as sim_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def flight(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flight")
+    rc = sim_main(["fly", "--out", str(out), "--persona", str(tiny_bundle), "--minutes", "25",
+                   "--speedup", "150", "--loss", "0.25:burst=3", "--seed", "4", "--quiet"])
+    assert rc == 0, (out / "payload.log").read_text()[-3000:]
+    return out
+
+
+def test_report_has_the_contracted_figures(flight):
+    report = json.loads((flight / "report.json").read_text())
+    m, t, f = report["musings"], report["telemetry"], report["frames"]
+    assert m["generated"] >= 5 and 0 < m["delivered"] <= m["generated"]
+    assert t["sent"] >= 140 and 0 < t["received"] < t["sent"]  # 25 min at 10 s, 25 % lost
+    assert f["received"] < f["sent"] == f["on_air"]
+    assert f["sent"] - f["received"] == f["dropped_by_channel"]
+    assert 0.1 < 1 - t["received"] / t["sent"] < 0.45
+    assert report["airtime_s"] > 0 and report["energy_wh"] > 0
+    assert report["max_alt_m"] > 5000
+
+
+def test_air_hex_is_what_ground_decode_reads(flight):
+    air = (flight / "air.hex").read_text().split()
+    report = json.loads((flight / "report.json").read_text())
+    assert len(air) == report["frames"]["sent"]
+    proc = subprocess.run([sys.executable, "-m", "groundstation", "decode", str(flight / "air.hex")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = {r["kind"] for r in records}
+    assert {"telemetry", "musing", "event"} <= kinds
+    # Everything on the air decodes: the loss happened after air.hex, in the channel.
+    assert sum(r["kind"] == "telemetry" for r in records) == report["telemetry"]["sent"]
+    assert sum(r["kind"] == "musing" for r in records) == report["musings"]["sent"]
+
+
+def test_ground_database_holds_the_musings(flight):
+    import sqlite3
+
+    con = sqlite3.connect(flight / "ground.db")
+    texts = [r[0] for r in con.execute("SELECT text FROM records WHERE kind = 'musing'")]
+    assert texts and all(isinstance(t, str) and t for t in texts)
+    assert (flight / "musings.txt").read_text().count("\n") == len(texts)
+
+
+def test_no_planted_private_data_on_the_air(flight):
+    planted = json.loads((ROOT / "samples/corpus/planted_pii.json").read_text())
+    air_bytes = b"".join(bytes.fromhex(h) for h in (flight / "air.hex").read_text().split())
+    air_text = air_bytes.decode("utf-8", errors="replace")
+    for kind, values in planted.items():
+        for v in values:
+            assert v not in air_text, f"planted {kind} {v!r} went on the air"
+
+
+def test_fly_refuses_to_overwrite_a_previous_flight(flight, capsys):
+    assert sim_main(["fly", "--out", str(flight), "--no-persona", "--minutes", "1"]) == 1
+    assert "--overwrite" in capsys.readouterr().err

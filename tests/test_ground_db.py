@@ -1,0 +1,152 @@
+"""The ground database: schema, duplicates, batching, versions, crash survival."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from contextlib import closing
+
+import pytest
+
+from groundstation.db import SCHEMA_VERSION, Store, StoreError
+from stratoecho import wire
+
+T = wire.Telemetry("STRATO", 42, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3).as_dict()
+
+
+def musing(seq: int, text: str = "hello from above", kind: wire.Kind = wire.Kind.MUSING) -> dict:
+    return wire.Record(kind, 3, seq, 1714565055, text).as_dict()
+
+
+def rows(path, sql: str) -> list[tuple]:
+    """Read through a separate connection: what a restarted ground or the simulator would see."""
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_fresh_database_has_schema_version_and_wal(tmp_path):
+    path = tmp_path / "g.db"
+    Store(path).close()
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    tables = {r[0] for r in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"frames", "telemetry", "records"}
+
+
+def test_duplicates_are_ignored(tmp_path):
+    with Store(tmp_path / "g.db") as store:
+        assert store.add_telemetry(T) is True
+        assert store.add_telemetry(T) is False
+        assert store.add_record(musing(7)) is True
+        assert store.add_record(musing(7, "a different text, same key")) is False
+        assert store.add_record(musing(7, kind=wire.Kind.EVENT)) is True  # another kind, same seq
+        assert store.add({**T, "seq": 43}) is True
+        assert store.inserted == 4
+        assert store.counts() == {"frames": 0, "frames_bad": 0, "telemetry": 2, "musings": 1, "events": 1}
+        assert store.musings()[0]["text"] == "hello from above"
+
+
+def test_duplicates_are_ignored_across_reopen(tmp_path):
+    path = tmp_path / "g.db"
+    with Store(path) as store:
+        store.add_telemetry(T)
+    with Store(path) as store:
+        assert store.add_telemetry(T) is False
+        assert store.counts()["telemetry"] == 1
+
+
+def test_every_frame_is_kept_with_its_verdict(tmp_path):
+    with Store(tmp_path / "g.db") as store:
+        store.add_frame(b"\xec\x11", "udp 127.0.0.1:1", "truncated")
+        store.add_frame(b"$$x", "udp 127.0.0.1:1")
+        store.add_frame(b"$$x", "udp 127.0.0.1:1")  # heard twice: two receptions
+        assert store.counts()["frames"] == 3 and store.counts()["frames_bad"] == 1
+    got = rows(tmp_path / "g.db", "SELECT source, hex, ok, error FROM frames ORDER BY id")
+    assert got[0] == ("udp 127.0.0.1:1", "ec11", 0, "truncated")
+    assert got[1][2:] == (1, None)
+
+
+def test_query_helpers_order_and_limit(tmp_path):
+    with Store(tmp_path / "g.db") as store:
+        for seq in (5, 3, 4):
+            store.add_record(musing(seq))
+            store.add_telemetry({**T, "seq": seq})
+        assert [m["seq"] for m in store.musings()] == [3, 4, 5]
+        assert [m["seq"] for m in store.musings(limit=2)] == [4, 5]
+        tele = store.telemetry(limit=1)
+        assert [t["seq"] for t in tele] == [5] and tele[0]["lat"] == pytest.approx(52.10123)
+        assert tele[0]["received_at"].endswith("+00:00")
+
+
+def test_commits_come_in_batches(tmp_path):
+    path = tmp_path / "g.db"
+    store = Store(path, flush_interval_s=3600)
+    store.add_telemetry(T)
+    store.maybe_commit()  # not due yet
+    assert rows(path, "SELECT count(*) FROM telemetry") == [(0,)]
+    store.commit()
+    assert rows(path, "SELECT count(*) FROM telemetry") == [(1,)]
+    store.flush_interval_s = 0
+    store.add_record(musing(1))
+    store.maybe_commit()
+    assert rows(path, "SELECT count(*) FROM records") == [(1,)]
+    store.close()
+
+
+def test_committed_rows_survive_a_crash(tmp_path):
+    # A process crash, not a power cut: WAL keeps commits whatever `synchronous` says.
+    path = tmp_path / "g.db"
+    code = (
+        "import os\nfrom groundstation.db import Store\n"
+        f"s = Store({str(path)!r})\ns.add_frame(b'$$', 'test')\ns.commit()\n"
+        "s.add_frame(b'$$', 'uncommitted')\nos._exit(9)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 9
+    with Store(path) as store:
+        assert store.counts()["frames"] == 1
+
+
+def test_newer_schema_is_refused_clearly(tmp_path):
+    path = tmp_path / "g.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than the {SCHEMA_VERSION}"):
+        Store(path)
+
+
+def test_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(StoreError, match="not a stratoecho ground database.*photos"):
+        Store(path)
+
+
+def test_file_that_is_not_sqlite_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "air.hex"
+    path.write_text("ec11 not a database " * 100)
+    with pytest.raises(StoreError, match="air.hex"):
+        Store(path)
+
+
+def test_two_openers_of_a_new_file_agree_on_the_schema(tmp_path):
+    # The listener and a dashboard starting together: one creates, the other finds it made.
+    path, results = tmp_path / "g.db", []
+    barrier = threading.Barrier(4)
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            Store(path).close()
+            results.append("ok")
+        except StoreError as e:
+            results.append(str(e))
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert results == ["ok"] * 4

@@ -1,0 +1,224 @@
+"""Ground decoding: golden frames built with stratoecho.wire, hostile frames, the decode CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from groundstation.__main__ import main
+from groundstation.decoder import INVALID, FrameDecoder, classify
+from groundstation.display import clean_text, format_record
+from stratoecho import wire
+
+TELEMETRY = [
+    wire.Telemetry("STRATO", seq, "12:04:11", 52.10123, -0.10234, 12345 + seq, 9, -40.5, 180.2, 3700, 3)
+    for seq in (41, 42)
+]
+MUSING = wire.Record(wire.Kind.MUSING, 3, 7, 1714565055,
+                     "The clouds below look like a second ocean, and I am a ship of latex. ☁️ " * 3)
+EVENT = wire.Record(wire.Kind.EVENT, 3, 8, 1714565060, "burst detected")
+MTU = 40  # small, so the musing takes several fragments
+
+
+def sentence(t: wire.Telemetry) -> bytes:
+    return wire.encode_sentence(t)
+
+
+def reseal(frame_without_crc: bytes) -> bytes:
+    """A fragment with a valid CRC over whatever bytes the test chose: hostile but well-checksummed."""
+    return frame_without_crc + struct.pack(">H", wire.crc16_ccitt(frame_without_crc))
+
+
+def one_fragment(record: wire.Record) -> bytes:
+    (frame,) = wire.fragment_record(record)
+    return frame
+
+
+def expected_records() -> list[dict]:
+    return [t.as_dict() for t in TELEMETRY] + [MUSING.as_dict(), EVENT.as_dict()]
+
+
+def key(record: dict) -> tuple:
+    return record["kind"], record["boot"], record["seq"]
+
+
+def feed_all(decoder: FrameDecoder, frames: list[bytes]) -> list[dict]:
+    return [r.record for f in frames if (r := decoder.feed(f)).record is not None]
+
+
+# --------------------------------------------------------------------------- golden
+
+
+def test_golden_frames_duplicated_and_reordered_decode_exactly_once():
+    musing_frames = wire.fragment_record(MUSING, mtu=MTU)
+    assert len(musing_frames) >= 5
+    frames = [sentence(t) for t in TELEMETRY] * 2 + musing_frames * 2 + wire.fragment_record(EVENT, mtu=MTU) * 3
+    random.Random(7).shuffle(frames)
+    decoder = FrameDecoder()
+    records = feed_all(decoder, frames)
+    assert sorted(records, key=key) == sorted(expected_records(), key=key)
+    assert decoder.errors == {}
+    assert decoder.duplicates == 2
+    assert decoder.records == {"telemetry": 2, "musing": 1, "event": 1}
+    assert decoder.incomplete() == 0
+
+
+def test_missing_fragment_leaves_record_incomplete_until_it_arrives():
+    frames = wire.fragment_record(MUSING, mtu=MTU)
+    decoder = FrameDecoder()
+    assert feed_all(decoder, frames[:2] + frames[3:]) == []
+    assert decoder.incomplete() == 1
+    assert feed_all(decoder, [frames[2]]) == [MUSING.as_dict()]
+    assert decoder.incomplete() == 0
+
+
+def test_records_carry_what_the_contract_promises():
+    decoder = FrameDecoder()
+    tele, musing = feed_all(decoder, [sentence(TELEMETRY[0]), *wire.fragment_record(MUSING)])
+    assert {"kind", "boot", "seq", "lat", "lon", "alt"} <= tele.keys()
+    assert {"kind", "boot", "seq", "text"} <= musing.keys()
+    json.dumps([tele, musing], allow_nan=False)  # valid JSON, no NaN
+
+
+# --------------------------------------------------------------------------- hostile
+
+GOOD_FRAGMENT = one_fragment(EVENT)
+GOOD_SENTENCE = sentence(TELEMETRY[0])
+HEAD = GOOD_FRAGMENT[:wire.HEADER_BYTES]
+BODY = GOOD_FRAGMENT[wire.HEADER_BYTES:-2]
+HOSTILE = {
+    "empty": ([b""], "empty"),
+    "unknown first byte": ([b"hello world"], "unknown first byte"),
+    "truncated header": ([GOOD_FRAGMENT[:7]], "truncated"),
+    "truncated body": ([GOOD_FRAGMENT[:-3]], "crc mismatch"),
+    "flipped bit in fragment": ([GOOD_FRAGMENT[:12] + bytes([GOOD_FRAGMENT[12] ^ 0x04]) + GOOD_FRAGMENT[13:]],
+                                "crc mismatch"),
+    "flipped bit in sentence": ([GOOD_SENTENCE.replace(b"52.1", b"53.1")], "crc mismatch"),
+    "sentence cut short": ([GOOD_SENTENCE[:30]], "sentence malformed"),
+    "sentence checksum cut": ([GOOD_SENTENCE[:-3]], "sentence malformed"),
+    "non-ascii sentence": ([b"$$STRATO\xff,1*0000"], "sentence not ascii"),
+    "sentence field count": ([b"$$A,1*" + b"%04X" % wire.crc16_ccitt(b"A,1")], "sentence field count"),
+    "sentence field invalid": (
+        [b"$$" + (body := b"A,x,12:00:00,1,2,3,4,5,6,7,8") + b"*" + b"%04X" % wire.crc16_ccitt(body)],
+        "sentence field invalid"),
+    "unknown version": ([reseal(HEAD[:1] + b"\x22" + HEAD[2:] + BODY)], "unknown version"),
+    "unknown kind": ([reseal(HEAD[:1] + b"\x1f" + HEAD[2:] + BODY)], "unknown kind"),
+    "telemetry as fragment": ([reseal(HEAD[:1] + b"\x10" + HEAD[2:] + BODY)], "telemetry as fragment"),
+    "bad fragment index": ([reseal(HEAD[:8] + b"\x02\x01" + BODY)], "bad fragment index"),
+    "record too short": ([reseal(HEAD + b"\x00\x01")], "record too short"),
+    "non-UTF-8 text": ([reseal(HEAD + BODY[:4] + b"\xff\xfe\xc3")], "text not utf-8"),
+    "nan position": ([b"$$" + (nan := b"S,1,00:00:00,nan,0.0,0,0,0.0,0.0,0,1") + b"*" + b"%04X" % wire.crc16_ccitt(nan)],
+                     "telemetry not finite"),
+}
+
+
+@pytest.mark.parametrize("frames, reason", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_frames_are_counted_by_reason_never_raised(frames, reason):
+    decoder = FrameDecoder()
+    results = [decoder.feed(f) for f in frames]
+    assert all(r.record is None for r in results)
+    assert decoder.errors == {reason: 1}
+    assert results[-1].error == reason and not results[-1].ok
+
+
+def test_every_wire_error_reason_is_named():
+    # Every hostile case is counted under wire's own reason, never the catch-all.
+    assert all(reason != INVALID for _, reason in HOSTILE.values())
+    assert classify(ValueError("not a wire error at all")) == INVALID
+
+
+def test_hostile_frames_do_not_disturb_good_ones():
+    hostile = [f for frames, _ in HOSTILE.values() for f in frames]
+    good = [sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=MTU)
+    mixed = good + hostile
+    random.Random(3).shuffle(mixed)
+    decoder = FrameDecoder()
+    records = feed_all(decoder, mixed)
+    assert sorted(records, key=key) == sorted(expected_records()[:3], key=key)
+    assert sum(decoder.errors.values()) == len(HOSTILE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([b"", b"$$", bytes([wire.MAGIC]), bytes([wire.MAGIC, 0x11])]).flatmap(
+    lambda prefix: st.binary(max_size=300).map(lambda tail: prefix + tail)))
+def test_random_bytes_never_raise(data):
+    # Prefixes steer the bytes past the first-byte dispatch into each parser.
+    result = FrameDecoder().feed(data)
+    assert result.ok or result.error != INVALID
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([GOOD_SENTENCE, GOOD_FRAGMENT]), st.data())
+def test_a_flipped_bit_never_yields_a_wrong_record(frame, data):
+    bit = data.draw(st.integers(0, len(frame) * 8 - 1))
+    flipped = bytearray(frame)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    result = FrameDecoder().feed(bytes(flipped))
+    # Some flips are harmless (a hex digit's case, a trailing whitespace byte): then the
+    # record must be the original one, never a corrupted one.
+    if result.record is not None:
+        assert result.record == FrameDecoder().feed(frame).record
+    else:
+        assert result.error not in (None, INVALID)
+
+
+# --------------------------------------------------------------------------- decode CLI
+
+
+def write_hex(path, frames, extra_lines=()):
+    lines = ["# recorded on the bench", ""] + [f.hex() for f in frames] + list(extra_lines)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_decode_cli_prints_complete_records_and_counts_errors(tmp_path, capsys):
+    frames = [sentence(TELEMETRY[0])] + wire.fragment_record(MUSING, mtu=MTU)[::-1] + [sentence(TELEMETRY[0])]
+    path = write_hex(tmp_path / "air.hex", frames + [GOOD_FRAGMENT[:-3], b"hello"], ["not hex", "abc", "   "])
+    assert main(["decode", str(path)]) == 0
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records == [TELEMETRY[0].as_dict(), MUSING.as_dict()]
+    assert "2 records" in err
+    assert "bad hex: 2" in err and "crc mismatch: 1" in err and "unknown first byte: 1" in err
+    assert "air.hex:" in err  # the bad line is named
+
+
+def test_decode_cli_reads_stdin(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(sentence(TELEMETRY[1]).hex() + "\n"))
+    assert main(["decode", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == TELEMETRY[1].as_dict()
+
+
+def test_decode_cli_survives_non_utf8_lines(tmp_path, capsys):
+    path = tmp_path / "garbage.hex"
+    path.write_bytes(b"\xff\xfe\x00garbage\n" + sentence(TELEMETRY[0]).hex().encode() + b"\n")
+    assert main(["decode", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["seq"] == 41
+    assert "bad hex: 1" in err
+
+
+def test_decode_cli_missing_file_names_it(tmp_path, capsys):
+    assert main(["decode", str(tmp_path / "nope.hex")]) == 1
+    assert "nope.hex not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- display
+
+
+def test_telemetry_line_format():
+    assert format_record(TELEMETRY[1].as_dict()) == (
+        "12:04:11  TELEMETRY #42 boot 3  52.10123,-0.10234  12387 m  -40.5°C  180.2 hPa  3700 mV  9 sats"
+    )
+
+
+def test_musing_line_escapes_control_characters_and_indents_lines():
+    record = wire.Record(wire.Kind.MUSING, 3, 9, 1714565055, "up here\n\x1b[2Jquiet").as_dict()
+    assert format_record(record) == "12:04:15  MUSING boot 3 #9: up here\n          \\x1b[2Jquiet"
+    assert clean_text("a\tb\x9b") == "a\\tb\\x9b"

@@ -1,0 +1,158 @@
+"""The payload daemon on real parts: the persona in its worker process, the guard, UDP frames."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from payload.clock import Clock
+from payload.config import PayloadConfig
+from payload.daemon import Daemon
+from payload.persona import Generation, PersonaError, PersonaWorker
+from payload.sensors import SimSensors
+from stratoecho import wire
+from stratoecho.bundle import load_bundle
+
+
+class _Radio:
+    def __init__(self):
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
+def _daemon(tmp_path, bundle=None) -> Daemon:
+    cfg = PayloadConfig()
+    clock = Clock(speedup=1000)
+    return Daemon(cfg, SimSensors(clock, seed=2), _Radio(), clock, bundle, tmp_path / "data")
+
+
+def test_worker_generates_with_the_real_model(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    worker = PersonaWorker(bundle, n_ctx=128, n_threads=1, timeout_s=60)
+    try:
+        prompt = bundle.render_prompt([{"role": "user", "content": "How cold is it up there?"}])
+        gen = worker.generate(prompt, max_tokens=24, seed=1)
+        assert gen.tokens > 0 and isinstance(gen.text, str)
+        assert worker.generate(prompt, max_tokens=24, seed=1).text == gen.text  # seeded: same words
+    finally:
+        worker.close()
+
+
+def test_worker_is_killed_on_timeout_and_restarted(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    worker = PersonaWorker(bundle, n_ctx=128, n_threads=1, timeout_s=60)
+    try:
+        worker.start()
+        worker.timeout_s = 0.0  # nothing can answer in no time: the hard timeout fires
+        with pytest.raises(PersonaError, match="killed"):
+            worker.generate(bundle.render_prompt([{"role": "user", "content": "hi"}]), max_tokens=64)
+        worker.timeout_s = 60
+        gen = worker.generate(bundle.render_prompt([{"role": "user", "content": "hi"}]), max_tokens=8)
+        assert gen.tokens > 0
+    finally:
+        worker.close()
+
+
+def test_worker_refuses_a_tampered_bundle(tiny_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    bundle = load_bundle(copy)
+    with open(bundle.model_path, "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    from stratoecho.bundle import BundleError
+
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(copy)
+
+
+def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle):
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+    leaks = iter(["call me on +44 7700 900123 when it lands", "mail ada.lindqvist@example.org", "the sky is ink"])
+    d.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(leaks), 5, 0.01)
+    assert d.think_once() is None
+    assert d.think_once() is None
+    assert d.think_once() == "the sky is ink"
+    assert d.stats.musings_dropped_by_guard == 2
+    assert set(d.guard.dropped) >= {"phone", "email"}
+    while d.transmitter.send_one():
+        pass
+    air = b"".join(d.radio.frames)
+    assert b"7700" not in air and b"example.org" not in air and b"the sky is ink" in air
+
+
+def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+
+    def broken(prompt, max_tokens, seed=None):
+        raise PersonaError("worker died")
+
+    d.worker.generate = broken
+    assert d.think_once() is None
+    d.beacon_once()
+    assert d.stats.persona_failures == 1
+    assert d.store.depth() == {"telemetry": 1}
+
+
+def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    port = sock.getsockname()[1]
+    frames: list[bytes] = []
+    done = threading.Event()
+
+    def receive():
+        while not done.is_set():
+            try:
+                frames.append(sock.recvfrom(65535)[0])
+            except socket.timeout:
+                pass
+
+    t = threading.Thread(target=receive)
+    t.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "payload", "run", "--sim", "--persona", str(tiny_bundle), "--udp",
+             f"127.0.0.1:{port}", "--data", str(tmp_path / "p"), "--speedup", "300", "--minutes", "12",
+             "--drain-s", "120"],
+            capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        done.set()
+        t.join()
+        sock.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    decoded = [wire.decode_frame(f) for f in frames]
+    telemetry = [d for d in decoded if isinstance(d, wire.Telemetry)]
+    ra = wire.Reassembler()
+    records = [r for d in decoded if isinstance(d, wire.Fragment) and (r := ra.add(d))]
+    assert len(telemetry) >= 60  # 12 flight minutes at one sentence per 10 s
+    assert len({t.seq for t in telemetry}) == len(telemetry)  # each sentence numbered once
+    assert any(r.kind is wire.Kind.MUSING for r in records)
+    assert any(r.kind is wire.Kind.EVENT and "awake" in r.text for r in records)
+    assert max(t.alt for t in telemetry) > 2000  # it climbed
+
+
+def test_payload_run_reports_a_missing_bundle(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "payload", "run", "--sim", "--persona", str(tmp_path / "nope"),
+         "--data", str(tmp_path / "p")],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.returncode == 2
+    assert "persona.toml" in proc.stderr and "make persona" in proc.stderr
