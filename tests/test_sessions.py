@@ -1,0 +1,142 @@
+"""Sessions, bursts, windows, posts, duplicates and the split."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from host_training.ingest import Message
+from host_training.sessions import (
+    Example,
+    Turn,
+    chat_examples,
+    dedupe_owner,
+    join_bursts,
+    post_examples,
+    split_sessions,
+    split_train_val,
+    windows,
+)
+
+T0 = datetime(2024, 3, 12, 21, 14, tzinfo=timezone.utc)
+_ids = iter(range(1, 1_000_000))
+
+
+def m(author: str, text: str, at: timedelta, chat="c1", owner=None) -> Message:
+    return Message(
+        source="telegram", chat_id=chat, chat_name=chat, msg_id=str(next(_ids)), author_id=f"id-{author}",
+        author=author, is_owner=(author == "Ada") if owner is None else owner, ts=T0 + at, text=text,
+    )  # fmt: skip
+
+
+MIN = timedelta(minutes=1)
+
+
+def test_a_day_and_a_minute_apart_are_two_sessions():
+    # timedelta(days=1, minutes=1).seconds == 60: the classic bug would keep these together.
+    msgs = [m("Ada", "night", 0 * MIN), m("Noor", "next day", timedelta(days=1, minutes=1))]
+    assert [len(s.messages) for s in split_sessions(msgs, gap_minutes=30)] == [1, 1]
+
+
+def test_gap_boundary_and_per_chat_sorting():
+    msgs = [
+        m("Noor", "c", 61 * MIN),  # out of order in the export
+        m("Ada", "a", 0 * MIN),
+        m("Noor", "b", 30 * MIN),  # exactly the gap: same session
+        m("Ada", "other chat", 1 * MIN, chat="c2"),
+    ]
+    sessions = split_sessions(msgs, gap_minutes=30)
+    assert [[x.text for x in s.messages] for s in sessions] == [["a", "b"], ["other chat"], ["c"]]
+    assert len({s.key for s in sessions}) == 3
+
+
+def test_posts_are_not_chat_sessions():
+    post = m("Ada", "a post", 0 * MIN)
+    post.kind = "post"
+    assert split_sessions([post]) == []
+
+
+def test_bursts_joined_into_turns_with_roles_and_names():
+    msgs = [m("Noor", "hi", 0 * MIN), m("Noor", "you there?", MIN), m("Ada", "yes", 2 * MIN), m("Ada", "hello", 3 * MIN),
+            m("Kit", "me too", 4 * MIN), m("Noor", "ok", 5 * MIN)]  # fmt: skip
+    assert join_bursts(msgs, persona_name="Ada Lindqvist") == [
+        Turn("user", "Noor", "hi\nyou there?"),
+        Turn("assistant", "Ada Lindqvist", "yes\nhello"),
+        Turn("user", "Kit", "me too"),
+        Turn("user", "Noor", "ok"),
+    ]
+
+
+def test_sessions_without_the_owner_make_no_example_and_trailing_user_turns_go():
+    with_owner = [m("Noor", "q", 0 * MIN), m("Ada", "a", MIN), m("Noor", "thanks", 2 * MIN)]
+    without = [m("Noor", "x", 0 * MIN, chat="c2"), m("Kit", "y", MIN, chat="c2")]
+    examples = chat_examples(split_sessions(with_owner + without), persona_name="Ada")
+    assert [e.record() for e in examples] == [
+        {"messages": [{"role": "user", "name": "Noor", "content": "q"}, {"role": "assistant", "name": "Ada", "content": "a"}]}
+    ]
+
+
+def test_windows_respect_limits_end_on_the_owner_and_carry_context():
+    turns = [Turn("user" if i % 2 == 0 else "assistant", "x", f"t{i}") for i in range(10)]
+    ws = windows(turns, max_turns=4, max_chars=10_000)
+    assert all(len(w) <= 4 and w[-1].role == "assistant" for w in ws)
+    assert [[t.content for t in w] for w in ws] == [["t0", "t1", "t2", "t3"], ["t4", "t5", "t6", "t7"], ["t8", "t9"]]
+    # A cut right after a user turn moves it to the next window as context.
+    turns = [Turn("user", "n", "q1"), Turn("assistant", "a", "a1"), Turn("user", "n", "q2"), Turn("assistant", "a", "a2")]
+    assert [[t.content for t in w] for w in windows(turns, max_turns=3, max_chars=10_000)] == [["q1", "a1"], ["q2", "a2"]]
+    # Characters count too; one long turn is kept whole.
+    turns = [Turn("user", "n", "x" * 60), Turn("assistant", "a", "y" * 60), Turn("assistant", "a", "z" * 500)]
+    assert [len(w) for w in windows(turns, max_turns=16, max_chars=100)] == [1, 1]
+
+
+def test_post_examples_prompt_with_title_and_long_posts_cut_at_paragraphs():
+    post = m("Ada", "para one\n\npara two\n\npara three", 0 * MIN)
+    post.kind, post.title, post.source, post.chat_id = "post", "Gerald", "markdown", "posts"
+    (ex,) = post_examples([post], persona_name="Ada")
+    assert ex.kind == "post" and ex.record()["messages"] == [
+        {"role": "user", "name": "", "content": "Write a post: Gerald"},
+        {"role": "assistant", "name": "Ada", "content": "para one\n\npara two\n\npara three"},
+    ]
+    parts = post_examples([post], persona_name="Ada", max_chars=20)
+    assert [e.turns[1].content for e in parts] == ["para one\n\npara two", "para three"]
+    assert parts[1].turns[0].content == "Continue the post: Gerald"
+    assert len({e.session for e in parts}) == 1
+
+
+def test_dedupe_owner_exact_and_near_duplicates():
+    msgs = [
+        m("Ada", "see you at the launch site", 0 * MIN),
+        m("Ada", "see you at the launch site", MIN),
+        m("Ada", "  See you at the   LAUNCH site ", 2 * MIN),
+        m("Noor", "see you at the launch site", 3 * MIN),  # other people's repeats stay
+        m("Ada", "ok", 4 * MIN),
+        m("Ada", "ok", 5 * MIN),  # short: conversation, kept
+    ]
+    kept, dropped = dedupe_owner(msgs, min_chars=8)
+    assert [x.author for x in kept] == ["Ada", "Noor", "Ada", "Ada"]
+    assert dropped == {"duplicate": 1, "near_duplicate": 1}
+    assert dedupe_owner(msgs, min_chars=0)[1] == {"duplicate": 2, "near_duplicate": 1}
+
+
+def ex(session: str) -> Example:
+    return Example(session=session, kind="chat", turns=(Turn("assistant", "a", session),))
+
+
+def test_split_is_by_session_deterministic_and_seeded():
+    examples = [ex(f"s{i // 3}") for i in range(300)]  # 100 sessions of 3 examples
+    train, val = split_train_val(examples, 0.1, seed=1)
+    assert (train, val) == split_train_val(examples, 0.1, seed=1)
+    assert not {e.session for e in train} & {e.session for e in val}
+    assert 10 <= len({e.session for e in val}) <= 35  # ~10 of 100 sessions
+    assert split_train_val(examples, 0.1, seed=2)[1] != val
+
+
+def test_split_always_holds_something_out_when_it_can():
+    train, val = split_train_val([ex("a"), ex("b")], 0.01, seed=0)
+    assert len(train) == 1 and len(val) == 1
+    one_session = [ex("only"), ex("only"), Example("only", "chat", (Turn("assistant", "a", "last"),))]
+    train, val = split_train_val(one_session, 0.1, seed=0)
+    assert len(train) == 2 and [e.turns[0].content for e in val] == ["last"]
+    assert split_train_val([ex("a")], 0.5, seed=0)[1] == [] or split_train_val([ex("a")], 0.5, seed=0)[0] == []
+    assert split_train_val([ex("a"), ex("b")], 0.0, seed=0) == ([ex("a"), ex("b")], [])
+    train, val = split_train_val([ex("a"), ex("b"), ex("c")], 0.999, seed=0)
+    assert train and val
