@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        daemon.start()
+        daemon.start(launch=cfg.sensors == "sim")
     except PersonaError as e:
         print(f"error: {e}", file=sys.stderr)
         daemon.shutdown()

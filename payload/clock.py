@@ -21,6 +21,11 @@ class Clock:
         self._wall0 = time.monotonic()
         self.start_utc = start_utc or datetime.now(timezone.utc)
 
+    def restart(self) -> None:
+        """Make now flight second zero: the bench flight launches once the payload is ready."""
+        self._wall0 = time.monotonic()
+        self.start_utc = datetime.now(timezone.utc)
+
     def elapsed_s(self) -> float:
         """Flight seconds since the clock started."""
         return (time.monotonic() - self._wall0) * self.speedup

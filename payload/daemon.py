@@ -153,9 +153,12 @@ class Daemon:
             if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
                 due = self.clock.elapsed_s() + period_s
 
-    def start(self) -> None:
+    def start(self, launch: bool = False) -> None:
+        """Start the loops; with `launch`, flight time starts now (the bench world's launch)."""
         if self.worker is not None:
             self.worker.start()
+        if launch:
+            self.clock.restart()  # loading the model is not part of the flight
         sched = self.cfg.schedule
         self.queue_event(
             f"boot {self.boot}: {self.cfg.callsign} awake"
