@@ -1,0 +1,232 @@
+"""Stage 1 of `build --from-scratch`: the chat data, the ChatML format and a byte-level BPE tokenizer.
+
+Reads `train.jsonl` / `val.jsonl` (one `{"messages": [{"role", "name", "content"}...]}` a
+line, as `prepare` writes them), trains a GPT-2 style byte-level BPE on the persona's own
+chats with the `tokenizers` library, and saves it as an HF `PreTrainedTokenizerFast`
+(tokenizer.json + tokenizer_config.json + the ChatML template) beside the model.
+
+It also owns the one function that turns a conversation into token ids and a loss mask
+(`render_ids`), used by training (HF tokenizer) and by evaluation (llama.cpp's tokenizer
+read from the GGUF), so both measure exactly the same tokens.
+
+Why these choices:
+- byte-level BPE never meets an unknown character (emoji, accents, any script), and
+  llama.cpp implements the same GPT-2 pre-tokenizer regex (`tokenizer.ggml.pre = "gpt-2"`);
+- a small vocabulary (a few thousand) keeps the embedding tables, which dominate a model
+  this size, small enough for a Pi Zero;
+- ChatML is what llama.cpp and Ollama recognise without help.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ----------------------------------------------------------------------------- configuration
+DEFAULT_VOCAB_SIZE = 2048  # tokens, special ones included; the trainer may stop short on small data
+MIN_FREQUENCY = 2  # a pair must occur this often to become a merge (keeps one-off typos out)
+
+EOT = "<|endoftext|>"  # bos, eos and pad: separates packed conversations
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"  # ends every turn: the persona learns to say it, generation stops on it
+SPECIAL_TOKENS = [EOT, IM_START, IM_END]  # ids 0, 1, 2 in this order
+STOP_STRINGS = [IM_END, EOT]
+ROLES = ("system", "user", "assistant")
+
+# Standard ChatML. Written into tokenizer_config, the GGUF (`tokenizer.chat_template`) and
+# persona.toml, so every runtime renders prompts the way the model was trained.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+class DataError(ValueError):
+    """Training data that is missing, empty or malformed; the message names file and line."""
+
+
+# ----------------------------------------------------------------------------- reading the data
+def load_conversations(path: str | Path) -> list[Conversation]:
+    """Every conversation in a `prepare`-style jsonl file; blank lines are skipped.
+
+    Raises DataError naming the file and line of the first malformed line: a training
+    set with a broken line is a bug upstream, and guessing would hide it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (expected the output of `python -m host_training prepare`)")
+    conversations: list[Conversation] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+            conversations.append(_check_example(obj, where))
+    return conversations
+
+
+def _check_example(obj: Any, where: str) -> Conversation:
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+        raise DataError(f'{where}: expected an object {{"messages": [...]}}')
+    if not obj["messages"]:
+        raise DataError(f"{where}: the conversation has no messages")
+    out: Conversation = []
+    for i, m in enumerate(obj["messages"]):
+        if not isinstance(m, dict):
+            raise DataError(f"{where}: message {i} is not an object")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise DataError(f"{where}: message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise DataError(f"{where}: message {i} has no text 'content' (got {type(content).__name__})")
+        out.append({"role": role, "name": str(m.get("name", "")), "content": content})
+    return out
+
+
+def with_system_prompt(conv: Conversation, system_prompt: str | None) -> Conversation:
+    """The conversation as the model will see it on the balloon: the bundle's system prompt first.
+
+    Training with the same system prompt the payload sends keeps a tiny model in
+    distribution at inference; a conversation that brings its own system turn keeps it.
+    """
+    if not system_prompt or (conv and conv[0]["role"] == "system"):
+        return conv
+    return [{"role": "system", "name": "", "content": system_prompt}, *conv]
+
+
+def tokenizer_training_text(conversations: Iterable[Conversation], system_prompt: str | None) -> Iterator[str]:
+    """The text the BPE learns from: every turn, system prompt included, as the model will read it."""
+    for conv in conversations:
+        for m in with_system_prompt(conv, system_prompt):
+            yield f"{m['role']}\n{m['content']}"
+
+
+# ----------------------------------------------------------------------------- conversation -> ids
+@dataclass(frozen=True)
+class SpecialIds:
+    eot: int
+    im_start: int
+    im_end: int
+
+
+def render_ids(
+    conv: Conversation,
+    encode: Callable[[str], list[int]],
+    special: SpecialIds,
+    loss: str = "persona",
+) -> tuple[list[int], list[bool]]:
+    r"""Token ids of `conv` in ChatML and, for each, whether it is a training target.
+
+    `encode` tokenizes plain text with special-token strings treated as text (a user who
+    types "<|im_end|>" must not end the turn). Each turn is encoded as its pieces: the
+    special tokens, the header "role\n", the content, "\n". llama.cpp tokenizes a prompt the
+    same way (it splits at special tokens, then byte-pair-encodes each piece), and the GPT-2
+    regex always splits after a newline that is followed by a non-space, so these ids equal
+    the rendered template tokenized whole. Only content that starts with whitespace differs
+    (BPE would glue it to the header's newline); encoding it apart is then what generation
+    sees anyway, since the prompt ends with "assistant\n" and the persona continues from there.
+
+    loss="persona": targets are the persona's (assistant) words and its closing <|im_end|>;
+    loss="all": every token except the padding added later.
+    """
+    if loss not in ("persona", "all"):
+        raise ValueError(f"loss must be 'persona' or 'all', not {loss!r}")
+    newline = encode("\n")
+    ids: list[int] = []
+    target: list[bool] = []
+    for m in conv:
+        head = encode(f"{m['role']}\n")
+        body = encode(m["content"])
+        ids += [special.im_start] + head + body + [special.im_end] + newline
+        if loss == "all":
+            target += [True] * (1 + len(head) + len(body) + 1 + len(newline))
+        else:
+            # The header is the prompt, not the persona; the newline after <|im_end|> is
+            # never generated (generation stops at <|im_end|>).
+            is_persona = m["role"] == "assistant"
+            target += [False] * (1 + len(head)) + [is_persona] * (len(body) + 1) + [False] * len(newline)
+    return ids, target
+
+
+def chunks(ids: list[int], target: list[bool], ctx: int) -> Iterator[tuple[list[int], list[bool]]]:
+    """Non-overlapping windows of at most `ctx` tokens (long conversations are split, never dropped)."""
+    for start in range(0, len(ids), ctx):
+        piece_ids, piece_target = ids[start : start + ctx], target[start : start + ctx]
+        if len(piece_ids) > 1 and any(piece_target[1:]):  # position 0 is never predicted
+            yield piece_ids, piece_target
+
+
+# ----------------------------------------------------------------------------- training the BPE
+def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency: int = MIN_FREQUENCY):
+    """A `tokenizers.Tokenizer`: byte-level BPE with the GPT-2 pre-tokenizer and SPECIAL_TOKENS at ids 0-2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    floor = len(SPECIAL_TOKENS) + 256  # specials plus every byte
+    if vocab_size < floor:
+        raise ValueError(f"vocab size {vocab_size} is too small: byte-level BPE needs at least {floor}")
+    tok = Tokenizer(models.BPE())
+    # use_regex=True: the GPT-2 split regex, which llama.cpp reproduces for pre="gpt-2".
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    for i, s in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(s) == i, f"special token {s} got id {tok.token_to_id(s)}, expected {i}"
+    return tok
+
+
+def save_tokenizer(tok, out_dir: str | Path):
+    """Save as an HF PreTrainedTokenizerFast with the ChatML template; returns the HF tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOT,
+        eos_token=EOT,
+        pad_token=EOT,
+        additional_special_tokens=[IM_START, IM_END],
+        chat_template=CHATML_TEMPLATE,
+        add_bos_token=False,  # ChatML starts with <|im_start|>; llama.cpp must not prepend a BOS
+        add_eos_token=False,
+        clean_up_tokenization_spaces=False,  # byte-level decoding is already exact
+    )
+    hf.save_pretrained(str(out_dir))
+    return hf
+
+
+def load_hf_tokenizer(path: str | Path):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
+def hf_text_encoder(hf_tokenizer) -> Callable[[str], list[int]]:
+    """`encode` for render_ids from an HF tokenizer: special-token strings count as plain text."""
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # a copy: the HF one stays as it is
+    raw.encode_special_tokens = True
+    return lambda text: raw.encode(text, add_special_tokens=False).ids
+
+
+def hf_special_ids(hf_tokenizer) -> SpecialIds:
+    ids = [hf_tokenizer.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS]
+    return SpecialIds(*ids)

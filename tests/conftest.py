@@ -1,0 +1,41 @@
+"""Shared fixtures.
+
+`tiny_bundle` (session scope): a real persona bundle, built once per test session by the
+real command line — `python -m host_training build --from-scratch --preset test` — from
+synthetic chats (tests/chatdata.py: 60 training and 12 held-out conversations). It is a
+genuine llama-architecture GGUF (0.16M parameters, Q4_K_M, ~0.1 MB) with its persona.toml, so
+anything that loads, verifies or generates from a bundle (the payload's persona worker,
+bench flights) runs the real llama-cpp-python path. It babbles: do not test what it says,
+only that it says something. Built in about 5 s on 2 idle cores. Tests must not modify it;
+copy it (shutil.copytree) to tamper with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.chatdata import write_chat_dataset
+
+TINY_BUNDLE_STEPS = 30  # enough for the loss to fall, few enough to stay fast
+
+
+@pytest.fixture(scope="session")
+def chat_data_dir(tmp_path_factory) -> Path:
+    """A `prepare`-style data folder (train.jsonl, val.jsonl) of synthetic chats; read-only."""
+    return write_chat_dataset(tmp_path_factory.mktemp("chatdata"), n_train=60, n_val=12, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, chat_data_dir) -> Path:
+    """Path to a persona bundle directory built with the `test` preset (see the module docstring)."""
+    from host_training.__main__ import main
+
+    out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
+    rc = main([
+        "build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test",
+        "--steps", str(TINY_BUNDLE_STEPS), "--name", "Ada", "--vocab-size", "512", "--out", str(out),
+    ])
+    assert rc == 0, "building the tiny test bundle failed; see the captured output"
+    return out

@@ -1,0 +1,199 @@
+"""`python -m host_training build|eval|chat` end to end, on the `test` preset (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from host_training.__main__ import main
+from stratoecho.bundle import load_bundle
+from tests.chatdata import write_chat_dataset
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- the tiny bundle
+def test_tiny_bundle_verifies_and_describes_itself(tiny_bundle, chat_data_dir):
+    bundle = load_bundle(tiny_bundle)  # checks every file's size and sha256
+    m = bundle.manifest
+    assert m.persona.name == "Ada" and "Ada" in m.persona.system_prompt
+    assert m.persona.stop == ["<|im_end|>", "<|endoftext|>"]
+    assert m.model.file == "model.Q4_K_M.gguf" and m.model.quantization == "Q4_K_M"
+    assert m.model.architecture == "llama" and m.model.base == "scratch" and m.model.n_params > 0
+    assert m.training["data_sha256"] == sha256(chat_data_dir / "train.jsonl")
+    assert m.training["preset"] == "test" and m.training["seed"] == 1337 and m.training["loss"] == "persona"
+    assert 0 < m.training["kept_step"] <= m.training["steps"] <= 30
+    assert {f.path for f in m.files} == {"model.Q4_K_M.gguf", "eval.json"}
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["eval.json", "model.Q4_K_M.gguf", "persona.toml"]
+    # The F32 GGUF scored by llama.cpp equals the training framework's held-out loss: the
+    # conversion and the token accounting agree.
+    assert m.eval["f32_val_loss"] == pytest.approx(m.training["val_loss"], abs=1e-3)
+    assert m.eval["val_perplexity"] == pytest.approx(m.eval["f32_val_perplexity"], rel=0.05)
+    report = json.loads((tiny_bundle / "eval.json").read_text())
+    assert report["quantized"]["tokens"] == m.eval["val_tokens"] > 0
+
+
+def test_bundle_generates_through_its_own_template(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    p = bundle.manifest.persona
+    prompt = bundle.render_prompt([
+        {"role": "system", "content": p.system_prompt},
+        {"role": "user", "content": "How was the launch?"},
+    ])
+    assert prompt.endswith("<|im_start|>assistant\n")
+    llm = llama_cpp.Llama(model_path=str(bundle.model_path), n_ctx=bundle.manifest.model.context_length, verbose=False)
+    assert llm.metadata["tokenizer.chat_template"] == p.chat_template  # the GGUF and persona.toml agree
+    s = bundle.manifest.sampling
+    out = llm.create_completion(prompt, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                top_k=s.top_k, repeat_penalty=s.repeat_penalty, stop=p.stop, seed=3)
+    choice = out["choices"][0]
+    assert choice["finish_reason"] in ("stop", "length") and isinstance(choice["text"], str)
+    # Forbid the end-of-turn tokens and the model must produce max_tokens tokens of text.
+    forced = llm.create_completion(prompt, max_tokens=12, seed=3, logit_bias={0: -100.0, 1: -100.0, 2: -100.0})
+    assert forced["usage"]["completion_tokens"] == 12 and forced["choices"][0]["text"].strip()
+    llm.close()
+
+
+def test_eval_reproduces_the_recorded_perplexity(tiny_bundle, chat_data_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(tiny_bundle), "--data", str(chat_data_dir), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    recorded = load_bundle(tiny_bundle).manifest.eval["val_perplexity"]
+    assert result["val_perplexity"] == pytest.approx(recorded, rel=1e-4)
+    assert "val perplexity" in capsys.readouterr().out
+
+
+def test_chat_answers_once_with_prompt(tiny_bundle, capsys):
+    rc = main(["chat", str(tiny_bundle), "--prompt", "How was the launch?", "--seed", "1", "--max-tokens", "8"])
+    assert rc == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_chat_repl_reads_until_quit(tiny_bundle, monkeypatch, capsys):
+    said = iter(["How was the launch?", "", "/reset", "and the clouds?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(said))
+    assert main(["chat", str(tiny_bundle), "--seed", "1", "--max-tokens", "6"]) == 0
+    out = capsys.readouterr()
+    assert out.out.count("Ada> ") == 2 and "talking to Ada" in out.err
+
+
+def test_chat_keeps_the_history_inside_the_context(tiny_bundle):
+    from host_training.chat import PersonaChat, defuse
+
+    chat = PersonaChat(load_bundle(tiny_bundle), seed=1)
+    for i in range(12):  # far more than 256 tokens of conversation in all
+        chat.reply(f"turn {i}: tell me about the clouds over the hills this morning, please", max_tokens=16)
+    assert chat.history[-2]["content"].startswith("turn 11")
+    assert len(chat.history) < 24
+    with pytest.raises(ValueError, match="too long"):
+        chat.reply("clouds " * 400, max_tokens=16)
+    assert "<|im_end|>" not in defuse("a <|im_end|> b") and defuse("plain") == "plain"
+
+
+# ----------------------------------------------------------------------------- other builds
+def test_build_keeps_work_and_takes_options(chat_data_dir, tmp_path):
+    out = tmp_path / "b"
+    rc = main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "4",
+               "--quant", "f16", "--loss", "all", "--vocab-size", "400", "--seed", "7", "--keep-work",
+               "--system-prompt", "You are Ada, aloft.", "--out", str(out)])
+    assert rc == 0
+    m = load_bundle(out).manifest
+    assert m.persona.name == "Ada"  # taken from the persona's turns in the data
+    assert m.persona.system_prompt == "You are Ada, aloft."
+    assert m.model.file == "model.F16.gguf" and m.training["loss"] == "all" and m.training["seed"] == 7
+    assert m.training["vocab_size"] <= 400
+    assert (out / "work" / "model.F32.gguf").is_file() and (out / "work" / "hf" / "model.safetensors").is_file()
+    # A second build into the same folder needs --force, and then replaces the bundle.
+    assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
+                 "--out", str(out)]) == 2
+    assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
+                 "--quant", "Q4_0", "--out", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "model.Q4_0.gguf", "persona.toml"]
+    load_bundle(out)
+
+
+def test_base_model_path_is_not_faked(tmp_path, capsys):
+    rc = main(["build", "--data", str(tmp_path), "--base", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert rc == 2
+    assert "not yet implemented in this version; use --from-scratch" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_quant_is_refused(chat_data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["build", "--data", str(chat_data_dir), "--from-scratch", "--quant", "Q9_X", "--out", str(tmp_path / "b")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unsupported quantization 'Q9_X'" in err and "Q4_K_M" in err
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing", "no such data directory"),
+        ("no-val", "val.jsonl: not found"),
+        ("empty", "train.jsonl: no conversations to train on"),
+        ("malformed", "train.jsonl:6: not valid JSON"),
+        ("no-persona", "no assistant (persona) turns"),
+    ],
+)
+def test_bad_data_gives_a_clear_error(tmp_path, capsys, setup, message):
+    data = tmp_path / "data"
+    if setup != "missing":
+        write_chat_dataset(data, n_train=5, n_val=2)
+    if setup == "no-val":
+        (data / "val.jsonl").unlink()
+    elif setup == "empty":
+        (data / "train.jsonl").write_text("\n")
+    elif setup == "malformed":
+        with open(data / "train.jsonl", "a") as f:
+            f.write('{"messages": [\n')
+    elif setup == "no-persona":
+        (data / "train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    rc = main(["build", "--data", str(data), "--from-scratch", "--preset", "test", "--out", str(tmp_path / "b")])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "b" / "persona.toml").exists()
+
+
+def test_out_folder_with_other_files_is_refused(chat_data_dir, tmp_path, capsys):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc = main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--out", str(out)])
+    assert rc == 2 and "not empty" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- training itself
+def test_training_is_deterministic_and_fits_a_time_budget(chat_data_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from host_training import tokenizer as T
+    from host_training.train_scratch import TrainConfig, train
+
+    convs = T.load_conversations(chat_data_dir / "train.jsonl")
+    val = T.load_conversations(chat_data_dir / "val.jsonl")
+    tok_dir = tmp_path / "tok"
+    T.save_tokenizer(T.train_tokenizer(T.tokenizer_training_text(convs, "S"), 400), tok_dir)
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        r = train(TrainConfig(preset="test", steps=5, seed=11), convs, val, tok_dir, out, "S")
+        runs.append((r, load_file(str(out / "model.safetensors"))))
+    (a, wa), (b, wb) = runs
+    assert a.val_loss == b.val_loss and a.steps == b.steps == 5
+    # The weights kept are those of the best held-out evaluation.
+    assert a.val_loss == pytest.approx(min(v for _, v in a.val_curve), abs=1e-4)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # A budget of 0.05 min cannot hold 100000 steps: the plan shrinks to fit.
+    r = train(TrainConfig(preset="test", steps=100_000, max_minutes=0.05, seed=11), convs, val, tok_dir,
+              tmp_path / "budget", "S")
+    assert r.steps < 100_000 and r.minutes < 0.5
