@@ -39,7 +39,7 @@ $(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null)
 	$(PY) -m host_training prepare $(CORPUS)/telegram $(CORPUS)/whatsapp $(CORPUS)/posts $(OWNERS) --out $(DATA)
 
 $(PERSONA)/persona.toml: $(DATA)/train.jsonl
-	$(PY) -m host_training build --data $(DATA) --from-scratch --preset demo --name Ada --out $(PERSONA)
+	$(PY) -m host_training build --data $(DATA) --from-scratch --preset demo --force --out $(PERSONA)
 
 persona: $(PERSONA)/persona.toml
 

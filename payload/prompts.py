@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from stratoecho.privacy import PLACEHOLDER
+
 from .sensors import Readings
 
 _PHASE_WORDS = {
@@ -35,8 +37,12 @@ _SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
 
 
 def fit_musing(text: str, max_chars: int) -> str:
-    """One line of at most `max_chars`, cut at a sentence end (else a word) when too long."""
-    text = _SPACE.sub(" ", text).strip()
+    """One line of at most `max_chars`, cut at a sentence end (else a word) when too long.
+
+    Privacy placeholders the model learned from its scrubbed training text (``<PHONE_2>``)
+    carry nothing and mean nothing to a listener: they are taken out.
+    """
+    text = _SPACE.sub(" ", PLACEHOLDER.sub("", text)).strip()
     if len(text) <= max_chars:
         return text
     head = text[:max_chars]

@@ -42,8 +42,12 @@ __all__ = [
     "find_private",
     "iban_valid",
     "luhn_valid",
+    "PLACEHOLDER",
     "WORD_JOINER",
 ]
+
+# What `PrivacyScrubber.placeholder` writes; a model trained on scrubbed text may echo these.
+PLACEHOLDER = re.compile(r"<[A-Z]+(?:_[A-Z]+)*_\d+>")
 
 # Priority when two findings overlap: the earlier kind names the merged span.
 KINDS = ("secret_url", "secret", "email", "iban", "card", "ip", "phone", "blocked")
@@ -408,6 +412,7 @@ class PrivacyScrubber:
         return find_private(text, self._patterns)
 
     def placeholder(self, kind: str, value: str) -> str:
+        """The stable stand-in for `value`, like ``<PHONE_2>`` (matched by `PLACEHOLDER`)."""
         key = (kind, _key(kind, value))
         if key not in self._placeholders:
             self._issued[kind] += 1

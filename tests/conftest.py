@@ -39,3 +39,36 @@ def tiny_bundle(tmp_path_factory, chat_data_dir) -> Path:
     ])
     assert rc == 0, "building the tiny test bundle failed; see the captured output"
     return out
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "samples" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_data_dir(tmp_path_factory) -> Path:
+    """The shipped sample corpus through the real `prepare` command, as `make persona` runs it."""
+    from host_training.__main__ import main
+
+    out = tmp_path_factory.mktemp("corpus") / "data"
+    rc = main([
+        "prepare", str(CORPUS / "telegram"), str(CORPUS / "whatsapp"), str(CORPUS / "posts"),
+        "--owner", "user5550101", "--owner", "Ada Lindqvist", "--owner", "Ada L", "--out", str(out),
+    ])
+    assert rc == 0, "prepare failed on the sample corpus"
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_bundle(tmp_path_factory, corpus_data_dir) -> Path:
+    """A test-preset persona trained on the prepared sample corpus: the thin path's own persona,
+    small enough to build in seconds. Read-only, like `tiny_bundle`."""
+    from host_training.__main__ import main
+
+    out = tmp_path_factory.mktemp("corpus_bundle") / "bundle"
+    rc = main([
+        "build", "--data", str(corpus_data_dir), "--from-scratch", "--preset", "test",
+        "--steps", "60", "--vocab-size", "768", "--out", str(out),
+    ])
+    assert rc == 0, "building the sample-corpus test bundle failed"
+    return out

@@ -1,4 +1,6 @@
-"""A short bench flight end to end: payload, lossy channel and ground station as processes."""
+"""The thin path end to end: the sample corpus through `prepare` and `build` (conftest's
+`corpus_bundle`), then a short bench flight with payload, lossy channel and ground station
+as separate processes over loopback UDP."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def flight(tiny_bundle, tmp_path_factory):
+def flight(corpus_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("flight")
-    rc = sim_main(["fly", "--out", str(out), "--persona", str(tiny_bundle), "--minutes", "25",
+    rc = sim_main(["fly", "--out", str(out), "--persona", str(corpus_bundle), "--minutes", "25",
                    "--speedup", "150", "--loss", "0.25:burst=3", "--seed", "4", "--quiet"])
     assert rc == 0, (out / "payload.log").read_text()[-3000:]
     return out
@@ -59,10 +61,21 @@ def test_ground_database_holds_the_musings(flight):
     assert (flight / "musings.txt").read_text().count("\n") == len(texts)
 
 
-def test_no_planted_private_data_on_the_air(flight):
+def test_no_planted_private_data_in_prepare_outputs_or_on_the_air(flight, corpus_data_dir):
     planted = json.loads((ROOT / "samples/corpus/planted_pii.json").read_text())
-    air_bytes = b"".join(bytes.fromhex(h) for h in (flight / "air.hex").read_text().split())
-    air_text = air_bytes.decode("utf-8", errors="replace")
+    for f in corpus_data_dir.iterdir():
+        text = f.read_text(encoding="utf-8")
+        for kind, values in planted.items():
+            for v in values:
+                assert v not in text, f"planted {kind} {v!r} survived prepare into {f.name}"
+    # Raw bytes, and the rebuilt records (a value could straddle two fragments).
+    from stratoecho import wire
+
+    frames = [bytes.fromhex(h) for h in (flight / "air.hex").read_text().split()]
+    ra = wire.Reassembler()
+    texts = [r.text for f in frames if isinstance(d := wire.decode_frame(f), wire.Fragment) and (r := ra.add(d))]
+    air_text = b"".join(frames).decode("utf-8", errors="replace") + "\n".join(texts)
+    assert texts
     for kind, values in planted.items():
         for v in values:
             assert v not in air_text, f"planted {kind} {v!r} went on the air"

@@ -32,6 +32,13 @@ def test_fit_musing_prefers_sentence_ends_and_flattens_whitespace():
     assert fit_musing("short", 100) == "short"
 
 
+def test_fit_musing_takes_out_privacy_placeholders():
+    from stratoecho.privacy import PrivacyScrubber
+
+    scrubbed, _ = PrivacyScrubber().scrub("ring me on +44 7700 900123 or mail a@example.org")
+    assert fit_musing(scrubbed, 100) == "ring me on or mail"
+
+
 def test_config_errors_name_file_and_key(tmp_path):
     p = tmp_path / "payload.toml"
     p.write_text('callsign = "OK1"\n[schedule]\ntelemetry_s = -5\n[radio]\nudp = "nowhere"\n')
