@@ -35,7 +35,8 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-$(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null)
+# (file names with spaces, as WhatsApp writes them, are escaped for make)
+$(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null | sed "s/ /\\\\ /g")
 	$(PY) -m host_training prepare $(CORPUS)/telegram $(CORPUS)/whatsapp $(CORPUS)/posts $(OWNERS) --out $(DATA)
 
 $(PERSONA)/persona.toml: $(DATA)/train.jsonl

@@ -77,6 +77,7 @@ class LinkStats:
     airtime_s: float = 0.0
     sent_by_stream: dict = field(default_factory=dict)
     budget_waits: int = 0
+    failures: int = 0
 
 
 class Transmitter:
@@ -118,7 +119,15 @@ class Transmitter:
 
     def run(self) -> None:
         while not self.stop.is_set():
-            if not self.send_one():
+            try:
+                sent = self.send_one()
+            except Exception:
+                # The radio must outlive any one bad record or store hiccup: log, pause, go on.
+                # The record stays queued, so nothing is lost by trying again.
+                log.exception("transmit_failed")
+                self.stats.failures += 1
+                sent = False
+            if not sent:
                 # Nothing to send: sleep until a producer queues something (or we stop).
                 self.wake.wait(timeout=1.0)
                 self.wake.clear()

@@ -13,6 +13,7 @@ repair (NACK) machinery of the link.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,10 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, so each is explicit.
+        # One connection serves the beacon, think and radio threads; the lock keeps one
+        # thread's statements out of another's transaction.
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -74,7 +78,8 @@ class Store:
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
     # ------------------------------------------------------------------ counters
 
@@ -87,12 +92,13 @@ class Store:
         return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
     def counter(self, name: str) -> int:
-        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        with self._lock:
+            row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
     def start_boot(self) -> int:
         """Advance and return the boot counter; called once per daemon start."""
-        with self.db:
+        with self._lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
             boot = self._bump("boot")
         log.info("boot", boot=boot, store=str(self.path))
@@ -110,7 +116,7 @@ class Store:
         if stream not in PRIORITY:
             raise StoreError(f"unknown stream {stream!r}; known: {', '.join(PRIORITY)}")
         created = time.time() if created is None else created
-        with self.db:
+        with self._lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
             seq = self._bump(f"seq:{stream}")
             payload = build_payload(seq)
@@ -123,27 +129,31 @@ class Store:
     def next_queued(self) -> Queued | None:
         """The record the radio should send next: highest priority; within telemetry the
         newest (a fresh position beats a stale one); elsewhere the oldest (fair order)."""
-        row = self.db.execute(
-            "SELECT id, stream, boot, seq, created, payload, send_count FROM records "
-            "WHERE state = 'queued' ORDER BY priority, "
-            "CASE WHEN stream = 'telemetry' THEN -created ELSE created END, id LIMIT 1"
-        ).fetchone()
+        with self._lock:
+            row = self.db.execute(
+                "SELECT id, stream, boot, seq, created, payload, send_count FROM records "
+                "WHERE state = 'queued' ORDER BY priority, "
+                "CASE WHEN stream = 'telemetry' THEN -created ELSE created END, id LIMIT 1"
+            ).fetchone()
         return Queued(*row) if row else None
 
     def mark_sent(self, record_id: int) -> None:
-        with self.db:
+        with self._lock:
             self.db.execute(
                 "UPDATE records SET state = 'sent', send_count = send_count + 1 WHERE id = ?", (record_id,)
             )
 
     def depth(self) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT stream, COUNT(*) FROM records WHERE state = 'queued' GROUP BY stream"
-        ).fetchall()
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT stream, COUNT(*) FROM records WHERE state = 'queued' GROUP BY stream"
+            ).fetchall()
         return dict(rows)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for stream, state, n in self.db.execute("SELECT stream, state, COUNT(*) FROM records GROUP BY stream, state"):
+        with self._lock:
+            rows = self.db.execute("SELECT stream, state, COUNT(*) FROM records GROUP BY stream, state").fetchall()
+        for stream, state, n in rows:
             out.setdefault(stream, {})[state] = n
         return out

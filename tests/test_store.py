@@ -63,3 +63,41 @@ def test_record_accepted_before_sigkill_is_still_there(tmp_path):
     assert s.depth() == {"musing": 50}
     assert s.start_boot() == 2
     assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_producers_and_radio_share_the_store_across_threads(tmp_path):
+    """Beacon, think and radio threads use one store at once: no transaction may swallow another."""
+    import threading
+
+    s = Store(tmp_path / "q.db")
+    b = s.start_boot()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce(stream):
+        try:
+            for _ in range(150):
+                s.enqueue(stream, b, lambda q: b"x" * 40)
+        except BaseException as e:  # noqa: BLE001 - the test reports any failure
+            errors.append(e)
+
+    def radio():
+        try:
+            while not stop.is_set() or s.next_queued() is not None:
+                if (q := s.next_queued()) is not None:
+                    s.mark_sent(q.id)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    producers = [threading.Thread(target=produce, args=(k,)) for k in ("telemetry", "musing", "event")]
+    consumer = threading.Thread(target=radio)
+    consumer.start()
+    for t in producers:
+        t.start()
+    for t in producers:
+        t.join()
+    stop.set()
+    consumer.join(timeout=60)
+    assert not errors, errors
+    assert s.depth() == {}
+    assert {k: v["sent"] for k, v in s.counts().items()} == {"telemetry": 150, "musing": 150, "event": 150}
