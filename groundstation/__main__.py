@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -12,7 +11,7 @@ from contextlib import contextmanager
 
 import structlog
 
-from stratoecho.logs import setup_logging
+from stratoecho.cli import run_cli
 
 from .db import Store, StoreError
 from .decoder import FrameDecoder
@@ -189,15 +188,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:
-        # The reader of standard output left (`decode air.hex | head`); everything is stored
-        # and summarised by now. Point stdout at /dev/null so the exit flush stays quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

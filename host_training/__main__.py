@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stratoecho.logs import setup_logging
+from stratoecho.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    return int(args.func(args) or 0)
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import structlog
 
 from stratoecho.bundle import BundleError, load_bundle
 from stratoecho.config import ConfigError
-from stratoecho.logs import setup_logging
+from stratoecho.cli import run_cli
 
 from .clock import Clock
 from .config import load_config, parse_hostport
@@ -135,10 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    return int(args.func(args) or 0)
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

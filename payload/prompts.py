@@ -6,6 +6,8 @@ import re
 
 from stratoecho.privacy import PLACEHOLDER
 
+# A small model also writes placeholders half-formed ("<PHONE_1:", "<EMAIL_").
+_PLACEHOLDER_PIECE = re.compile(r"<[A-Z]{2,}(?:_[A-Z0-9]*)*>?")
 from .sensors import Readings
 
 _PHASE_WORDS = {
@@ -42,7 +44,7 @@ def fit_musing(text: str, max_chars: int) -> str:
     Privacy placeholders the model learned from its scrubbed training text (``<PHONE_2>``)
     carry nothing and mean nothing to a listener: they are taken out.
     """
-    text = _SPACE.sub(" ", PLACEHOLDER.sub("", text)).strip()
+    text = _SPACE.sub(" ", _PLACEHOLDER_PIECE.sub("", PLACEHOLDER.sub("", text))).strip()
     if len(text) <= max_chars:
         return text
     head = text[:max_chars]

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from stratoecho.logs import setup_logging
+from stratoecho.cli import run_cli
 
 
 def _hostport(value: str, allow_any_port: bool = False) -> tuple[str, int]:
@@ -116,10 +116,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    return int(args.func(args) or 0)
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

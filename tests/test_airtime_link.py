@@ -11,6 +11,7 @@ from payload.config import RadioSection
 from payload.link import AirtimeBudget, Transmitter
 from payload.store import Store
 from stratoecho import wire
+from tests.fakes import RecordingRadio
 from stratoecho.airtime import lora_airtime_s
 
 
@@ -40,17 +41,6 @@ def test_budget_waits_until_old_transmissions_leave_the_window():
         b.wait_s(0.0, 2.0)
 
 
-class _Radio:
-    def __init__(self):
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self) -> None:
-        pass
-
-
 def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
@@ -58,7 +48,7 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store.enqueue("musing", boot, lambda seq: body)
     store.enqueue("telemetry", boot, lambda seq: b"$$T1\n", created=1.0)
     store.enqueue("telemetry", boot, lambda seq: b"$$T2\n", created=2.0)
-    radio = _Radio()
+    radio = RecordingRadio()
     cfg = RadioSection(mtu=64)
     tx = Transmitter(store, radio, Clock(speedup=1e6), cfg, threading.Event())
     while tx.send_one():
@@ -77,7 +67,7 @@ def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
     store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 500).body())
     stop = threading.Event()
 
-    class StopAfterOne(_Radio):
+    class StopAfterOne(RecordingRadio):
         def send(self, frame):
             super().send(frame)
             stop.set()  # power dies after the first fragment

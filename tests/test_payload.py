@@ -16,24 +16,14 @@ from payload.daemon import Daemon
 from payload.persona import Generation, PersonaError, PersonaWorker
 from payload.sensors import SimSensors
 from stratoecho import wire
+from tests.fakes import RecordingRadio
 from stratoecho.bundle import load_bundle
-
-
-class _Radio:
-    def __init__(self):
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self) -> None:
-        pass
 
 
 def _daemon(tmp_path, bundle=None) -> Daemon:
     cfg = PayloadConfig()
     clock = Clock(speedup=1000)
-    return Daemon(cfg, SimSensors(clock, seed=2), _Radio(), clock, bundle, tmp_path / "data")
+    return Daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
 
 
 def test_worker_generates_with_the_real_model(tiny_bundle):

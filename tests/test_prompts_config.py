@@ -37,6 +37,7 @@ def test_fit_musing_takes_out_privacy_placeholders():
 
     scrubbed, _ = PrivacyScrubber().scrub("ring me on +44 7700 900123 or mail a@example.org")
     assert fit_musing(scrubbed, 100) == "ring me on or mail"
+    assert fit_musing("I'm <PHONE_1: that's it, <EMAIL_ done", 100) == "I'm : that's it, done"
 
 
 def test_config_errors_name_file_and_key(tmp_path):
