@@ -150,7 +150,8 @@ def fly(opts: FlyOptions) -> dict:
         payload_cmd += ["--sim-config", str(opts.config)] if opts.config else []
         wall = flight_s / opts.speedup
         print(
-            f"sim fly: {flight_s / 60:.0f} flight minutes at {opts.speedup:g}x (~{wall / 60:.1f} min), "
+            f"sim fly: {flight_s / 60:.0f} flight minutes at {opts.speedup:g}x "
+            f"(~{f'{wall:.0f} s' if wall < 90 else f'{wall / 60:.1f} min'}), "
             f"burst at {flight.burst_alt_m / 1000:.1f} km, loss {opts.loss.mean_loss:.0%} in bursts of "
             f"{opts.loss.burst:g}; logs in {out}/",
             file=sys.stderr, flush=True,
@@ -159,11 +160,7 @@ def fly(opts: FlyOptions) -> dict:
         procs["payload"] = subprocess.Popen(payload_cmd, stdout=logs["payload"], stderr=logs["payload"], env=env)
         # The payload drains its queue for up to 300 flight seconds after landing.
         budget = wall + 300 / opts.speedup + 120
-        try:
-            payload_rc = procs["payload"].wait(timeout=budget)
-        except subprocess.TimeoutExpired:
-            payload_rc = stop(procs["payload"], "payload")
-            raise FlyError(f"payload still running after {budget:.0f} s; stopped (code {payload_rc})")
+        payload_rc = wait_flight(procs["payload"], budget, flight_s, opts)
         if payload_rc != 0:
             raise FlyError(f"payload exited with code {payload_rc}; see {out / 'payload.log'}")
         time.sleep(0.5)  # the last frames are still in flight through the channel
@@ -177,6 +174,25 @@ def fly(opts: FlyOptions) -> dict:
             f.close()
 
     return write_report(opts, wall_s, flight_s)
+
+
+def wait_flight(payload: subprocess.Popen, budget_s: float, flight_s: float, opts: FlyOptions) -> int:
+    """Wait for the payload to finish its flight; a progress bar in flight minutes when the
+    ground station's live output is not shown (--quiet)."""
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    total = round(flight_s / 60, 1)
+    with tqdm(total=total, unit="flight min", disable=not opts.quiet, file=sys.stderr, leave=False) as bar:
+        while (rc := payload.poll()) is None:
+            elapsed = time.monotonic() - started
+            if elapsed > budget_s:
+                rc = stop(payload, "payload")
+                raise FlyError(f"payload still running after {budget_s:.0f} s; stopped (code {rc})")
+            bar.n = min(round(elapsed * opts.speedup / 60, 1), total)
+            bar.refresh()
+            time.sleep(0.25)
+    return rc
 
 
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float) -> dict:
