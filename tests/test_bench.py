@@ -1,0 +1,13 @@
+"""`make bench` prints its table (figures are its business; here only that it runs and says why rows are missing)."""
+
+from __future__ import annotations
+
+from stratoecho import bench
+
+
+def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "_rate", lambda fn, min_s=0.5: (fn(), 1.0)[1])  # one call per row
+    assert bench.main(["--persona", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
+    assert "make persona" in out
