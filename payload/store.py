@@ -96,6 +96,21 @@ class Store:
             row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
+    def set_counter_max(self, name: str, value: int) -> int:
+        """Raise counter `name` to `value` unless it already stands higher; returns the stored value.
+
+        For counters set from outside, such as the last accepted uplink counter: a stale
+        value can never lower it, and it is on the card before this returns.
+        """
+        with self._lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                (name, value),
+            )
+            return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
     def start_boot(self) -> int:
         """Advance and return the boot counter; called once per daemon start."""
         with self._lock, self.db:
@@ -127,15 +142,29 @@ class Store:
         return seq, payload
 
     def next_queued(self) -> Queued | None:
-        """The record the radio should send next: highest priority; within telemetry the
-        newest (a fresh position beats a stale one); elsewhere the oldest (fair order)."""
+        """The record the radio should send next (see `queued`)."""
+        rows = self.queued(limit=1)
+        return rows[0] if rows else None
+
+    def queued(self, limit: int = 1, streams: tuple[str, ...] | None = None, exclude: tuple[int, ...] = ()) -> list[Queued]:
+        """Queued records in sending order: highest priority first; within telemetry the
+        newest (a fresh position beats a stale one); elsewhere the oldest (fair order).
+        `exclude` leaves out records the radio already has in hand."""
+        where, args = ["state = 'queued'"], []
+        if streams:
+            where.append(f"stream IN ({','.join('?' * len(streams))})")
+            args += list(streams)
+        if exclude:
+            where.append(f"id NOT IN ({','.join('?' * len(exclude))})")
+            args += list(exclude)
         with self._lock:
-            row = self.db.execute(
+            rows = self.db.execute(
                 "SELECT id, stream, boot, seq, created, payload, send_count FROM records "
-                "WHERE state = 'queued' ORDER BY priority, "
-                "CASE WHEN stream = 'telemetry' THEN -created ELSE created END, id LIMIT 1"
-            ).fetchone()
-        return Queued(*row) if row else None
+                f"WHERE {' AND '.join(where)} ORDER BY priority, "
+                "CASE WHEN stream = 'telemetry' THEN -created ELSE created END, id LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [Queued(*row) for row in rows]
 
     def mark_sent(self, record_id: int) -> None:
         with self._lock:

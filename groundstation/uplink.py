@@ -1,0 +1,166 @@
+"""Signing uplink commands at the ground, with a counter that is never reused.
+
+The payload accepts a command only if its counter is above the last one it
+accepted, so the ground must never sign two frames with the same counter — not
+after a crash, not across a restart, not from two processes at once. The next
+counter for each balloon lives in a small JSON state file (by default next to
+the ground database, ``<db>.uplink.json``)::
+
+    {"version": 1, "payloads": {"STRATO1": {"next_counter": 42}}}
+
+Each `CommandSigner.sign` takes an exclusive lock (``flock`` on ``<state>.lock``,
+which stays in place), reads the state, builds the frame, writes the advanced
+counter (temporary file, fsync, rename, fsync of the folder) and only then returns
+the frame: a frame is never handed out before its counter is safely spent. A crash in between wastes a counter, which is
+harmless — the payload allows gaps.
+
+If the state file is lost, the payload refuses every frame as ``replayed`` until
+the ground catches up: `skip_to` moves the counter past the last one the payload
+reports having accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from stratoecho.wire import DEFAULT_MTU
+from stratoecho.wire.uplink import DEFAULT_TAG_LEN, MAX_COUNTER, Command, Ping, load_key, sign
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process lock; run one signing process at a time there.
+    fcntl = None
+
+STATE_VERSION = 1
+
+
+class SignerStateError(Exception):
+    """A state file this signer cannot trust; starting over at 1 could reuse counters."""
+
+
+def state_path_for_db(db_path: str | Path) -> Path:
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.name + ".uplink.json")
+
+
+def generate_key_file(path: str | Path) -> bytes:
+    """Write a new random 32-byte key as hex to `path` (mode 600; never overwrites). Copy the
+    same file to the payload."""
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+class CommandSigner:
+    """Builds signed command frames for one balloon, spending one counter per frame."""
+
+    def __init__(self, key: bytes, payload_id: str, state_path: str | Path,
+                 tag_len: int = DEFAULT_TAG_LEN, mtu: int = DEFAULT_MTU) -> None:
+        self._key = key
+        self.payload_id = payload_id
+        self.state_path = Path(state_path)
+        self.tag_len = tag_len
+        self.mtu = mtu
+        self._thread_lock = threading.Lock()  # flock is per open file, threads need their own
+        # Fail now on bad parameters or a corrupt state file, not at the first command.
+        sign(key, 1, payload_id, Ping(0), tag_len=tag_len, mtu=mtu)
+        with self._locked():  # reads and checks the state file
+            pass
+
+    @classmethod
+    def for_db(cls, key_path: str | Path, payload_id: str, db_path: str | Path, **kwargs) -> CommandSigner:
+        return cls(load_key(key_path), payload_id, state_path_for_db(db_path), **kwargs)
+
+    @property
+    def next_counter(self) -> int:
+        with self._locked() as state:
+            return self._entry(state)["next_counter"]
+
+    def sign(self, command: Command) -> bytes:
+        """A frame carrying `command` under a counter never used before."""
+        with self._locked() as state:
+            entry = self._entry(state)
+            counter = entry["next_counter"]
+            if counter > MAX_COUNTER:
+                raise SignerStateError(f"{self.state_path}: counters for {self.payload_id} are used up; a new key is needed")
+            frame = sign(self._key, counter, self.payload_id, command, tag_len=self.tag_len, mtu=self.mtu)
+            entry["next_counter"] = counter + 1
+            self._write(state)
+        return frame
+
+    def skip_to(self, counter: int) -> int:
+        """Make the next counter at least `counter` (never lower it); returns the next counter."""
+        with self._locked() as state:
+            entry = self._entry(state)
+            if counter > entry["next_counter"]:
+                entry["next_counter"] = counter
+                self._write(state)
+            return entry["next_counter"]
+
+    # ------------------------------------------------------------------ state file
+
+    def _entry(self, state: dict) -> dict:
+        return state["payloads"].setdefault(self.payload_id, {"next_counter": 1})
+
+    @contextmanager
+    def _locked(self):
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.state_path.with_name(self.state_path.name + ".lock")
+        with self._thread_lock, open(lock_path, "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self._read()
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict:
+        try:
+            text = self.state_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {"version": STATE_VERSION, "payloads": {}}
+        fix = "restore it from a backup, or delete it and use skip_to() past the payload's last accepted counter"
+        try:
+            state = json.loads(text)
+        except ValueError as e:
+            raise SignerStateError(f"uplink state file {self.state_path} is not JSON ({e}); {fix}") from e
+        if (not isinstance(state, dict) or state.get("version") != STATE_VERSION
+                or not isinstance(state.get("payloads"), dict)):
+            raise SignerStateError(f"uplink state file {self.state_path} is not version {STATE_VERSION} signer state; {fix}")
+        for name, entry in state["payloads"].items():
+            n = entry.get("next_counter") if isinstance(entry, dict) else None
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise SignerStateError(f"uplink state file {self.state_path}: bad next_counter for {name!r}; {fix}")
+        return state
+
+    def _write(self, state: dict) -> None:
+        # Temporary file in the same folder, synced, then renamed over: the file is
+        # always either the old state or the new one, never half of each.
+        fd, tmp = tempfile.mkstemp(prefix=self.state_path.name + ".", suffix=".tmp", dir=self.state_path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if os.name == "posix":  # the rename itself must reach the disk too
+            dir_fd = os.open(self.state_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)

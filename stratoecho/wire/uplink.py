@@ -1,0 +1,460 @@
+"""Uplink command frames, ground → payload: signed, never encrypted.
+
+Anyone with a transmitter can send on our frequency, and amateur rules forbid
+hiding what we send, so a command travels in clear with an HMAC-SHA256 tag that
+only the holder of the balloon's key can make. Pure functions, standard library
+only; both sides import this module and nothing else packs these bytes.
+
+Frame layout, all integers big-endian::
+
+     0      1      2              6        8                      n-T          n
+    +------+------+--------------+--------+---------- ... --------+---- ... ----+
+    | 0xED | v|c  | counter      | pid    | args                  | tag         |
+    +------+------+--------------+--------+---------- ... --------+---- ... ----+
+      magic  ver:4  u32            u16      per command, to the     HMAC-SHA256 over
+             cmd:4                          tag: 0..MTU-8-T bytes   bytes 0..n-T, first T bytes
+
+- ``0xED``: no LoRa gateway dispatches on it (``wire.GATEWAY_FIRST_BYTES``) and it is
+  not our downlink fragment (``0xEC``), so neither side mistakes one for the other.
+- ``v|c``: uplink format version (high nibble, ``1``) and command id (low nibble,
+  ``1``..``15``; ``0`` is never a command, so a zeroed byte cannot be one). The six
+  commands below leave nine ids free; a tenth would need version 2.
+- ``counter``: strictly increasing per balloon, chosen by the ground, never reused.
+  The payload accepts a frame only if its counter is above the last one it accepted,
+  and stores that counter before acting on the command: a recorded frame replayed
+  later, even after a reboot, is refused. Gaps are fine (frames get lost); a frame
+  the payload never heard stays valid until a later one is accepted, so the ground
+  signs every retry afresh.
+- ``pid``: the first two bytes of SHA-256 of the payload's callsign (UTF-8, case
+  as configured), so a command meant for another balloon is refused before any
+  hashing. It is a routing check, not a security boundary: each balloon has its own key.
+- ``args``: the command's arguments, struct-packed (table below). Their length is
+  what lies between the header and the tag; there is no length byte.
+- ``tag``: HMAC-SHA256(key, every byte before the tag), truncated to its first ``T``
+  bytes. ``T`` is configured on both sides (default 8, allowed 4..32), never read
+  from the frame, so a forger cannot ask for a shorter tag.
+
+Commands (ids are the low nibble of byte 1):
+
+====  =============  ==================================================================
+id    command        args
+====  =============  ==================================================================
+1     PING           nonce u16 (the payload echoes it, so the ground can match replies)
+2     SET_MODE       mode u8: 0 nominal, 1 low power, 2 survival
+3     SET_INTERVALS  telemetry_s u16, musing_s u16 (each 1..65535 s)
+4     RESEND         n u8 (1..255), then n × [stream u8 (``wire.Kind``), boot u16, seq u32,
+                     k u8, k × fragment index u8]; k = 0 asks for every fragment
+5     MEMORY_NOTE    UTF-8 text, 1..200 bytes, up to the tag
+6     API_ANSWER     request_seq u32, status u8 (0 ok, else the proxy's error code),
+                     UTF-8 text up to the tag (0..234 bytes at MTU 255, T 8)
+====  =============  ==================================================================
+
+Verification order (`verify`), each failure an `UplinkRejected` with its `reason`:
+``truncated``, ``not uplink``, ``too long`` (over the MTU), ``unknown version``,
+``wrong payload``, then ``bad tag`` — and only a frame whose tag is right goes
+further: ``replayed``, ``unknown command``, ``bad arguments``. Nothing past the
+8-byte header is parsed before the tag has been checked (with
+`hmac.compare_digest`, in constant time).
+
+Forgery odds: without the key, each forged frame is accepted with probability
+2^(-8T) — and only online, one try per frame the payload hears; nothing lets an
+attacker test guesses offline. Listening flat out for a 6-hour flight at
+SF7/250 kHz (~30 short frames a second, ~650,000 tries) a forger succeeds with
+probability ~1.5e-4 at T = 4, ~3.5e-14 at T = 8 (the default), ~2e-33 at T = 16.
+
+Example (key ``00 01 .. 1f``, callsign ``STRATO1`` → pid ``0x7F66``, counter 1,
+``Ping(0xBEEF)``, T 8), 18 bytes::
+
+    ed 11 00000001 7f66 beef 379fef62b575358b
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Union
+
+from stratoecho.wire import DEFAULT_MTU, GATEWAY_FIRST_BYTES, MAGIC as DOWNLINK_MAGIC, WireError
+
+MAGIC = 0xED
+VERSION = 1
+_HEAD = struct.Struct(">BBIH")
+HEADER_BYTES = _HEAD.size  # 8
+DEFAULT_TAG_LEN = 8
+MIN_TAG_LEN, MAX_TAG_LEN = 4, 32
+MIN_KEY_BYTES = 16
+MAX_COUNTER = 0xFFFFFFFF
+MAX_NOTE_BYTES = 200
+assert MAGIC not in GATEWAY_FIRST_BYTES and MAGIC != DOWNLINK_MAGIC
+
+REJECT_REASONS = frozenset({
+    "truncated", "not uplink", "unknown version", "wrong payload", "bad tag",
+    "replayed", "unknown command", "bad arguments", "too long",
+})
+
+
+class UplinkRejected(WireError):
+    """A frame the payload will not act on. `reason` is one of `REJECT_REASONS`, for counting;
+    the message says exactly what was wrong."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in REJECT_REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}")
+        super().__init__(reason, message)
+
+
+class KeyFileError(ValueError):
+    """A key file that must not be used: too short, unreadable as a key, or open to others."""
+
+
+class CommandId(enum.IntEnum):
+    PING = 1
+    SET_MODE = 2
+    SET_INTERVALS = 3
+    RESEND = 4
+    MEMORY_NOTE = 5
+    API_ANSWER = 6
+
+
+class PowerMode(enum.IntEnum):
+    NOMINAL = 0
+    LOW_POWER = 1
+    SURVIVAL = 2
+
+
+def _check_uint(name: str, value: int, bits: int, low: int = 0) -> None:
+    # bool is an int; a True nonce is a bug on the caller's side, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < (1 << bits):
+        raise ValueError(f"{name} must be an integer in {low}..{(1 << bits) - 1}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- commands
+# Each command: a frozen dataclass whose constructor validates, `pack()` -> args bytes,
+# `unpack(args)` -> command, raising ValueError or struct.error on bad bytes.
+
+
+@dataclass(frozen=True)
+class Ping:
+    nonce: int
+    command_id: ClassVar[CommandId] = CommandId.PING
+    _fmt: ClassVar[struct.Struct] = struct.Struct(">H")
+
+    def __post_init__(self) -> None:
+        _check_uint("nonce", self.nonce, 16)
+
+    def pack(self) -> bytes:
+        return self._fmt.pack(self.nonce)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Ping:
+        return cls(*cls._fmt.unpack(data))
+
+
+@dataclass(frozen=True)
+class SetMode:
+    mode: PowerMode
+    command_id: ClassVar[CommandId] = CommandId.SET_MODE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", PowerMode(self.mode))  # ValueError if not a mode
+
+    def pack(self) -> bytes:
+        return bytes([self.mode])
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SetMode:
+        (mode,) = struct.unpack(">B", data)
+        return cls(PowerMode(mode))
+
+
+@dataclass(frozen=True)
+class SetIntervals:
+    telemetry_s: int
+    musing_s: int
+    command_id: ClassVar[CommandId] = CommandId.SET_INTERVALS
+    _fmt: ClassVar[struct.Struct] = struct.Struct(">HH")
+
+    def __post_init__(self) -> None:
+        # Zero would mean "transmit continuously": never a sane interval on a duty-cycled band.
+        _check_uint("telemetry_s", self.telemetry_s, 16, low=1)
+        _check_uint("musing_s", self.musing_s, 16, low=1)
+
+    def pack(self) -> bytes:
+        return self._fmt.pack(self.telemetry_s, self.musing_s)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SetIntervals:
+        return cls(*cls._fmt.unpack(data))
+
+
+@dataclass(frozen=True)
+class ResendItem:
+    """One record the ground wants again; `fragments` empty means all of them."""
+
+    stream: int  # wire.Kind of the record
+    boot: int
+    seq: int
+    fragments: tuple[int, ...] = ()
+    _fmt: ClassVar[struct.Struct] = struct.Struct(">BHIB")
+
+    def __post_init__(self) -> None:
+        _check_uint("stream", self.stream, 8)
+        _check_uint("boot", self.boot, 16)
+        _check_uint("seq", self.seq, 32)
+        frags = tuple(sorted(set(self.fragments)))  # order and repeats carry nothing
+        for i in frags:
+            # A fragment index is below its count, and a count is at most 255.
+            _check_uint("fragment index", i, 8)
+            if i == 0xFF:
+                raise ValueError("fragment index must be in 0..254, got 255")
+        object.__setattr__(self, "fragments", frags)
+
+    @property
+    def size(self) -> int:
+        return self._fmt.size + len(self.fragments)
+
+    def pack(self) -> bytes:
+        return self._fmt.pack(self.stream, self.boot, self.seq, len(self.fragments)) + bytes(self.fragments)
+
+
+@dataclass(frozen=True)
+class Resend:
+    items: tuple[ResendItem, ...]
+    command_id: ClassVar[CommandId] = CommandId.RESEND
+
+    def __post_init__(self) -> None:
+        items = tuple(self.items)
+        if not 1 <= len(items) <= 255:
+            raise ValueError(f"RESEND holds 1..255 items, got {len(items)}")
+        if not all(isinstance(i, ResendItem) for i in items):
+            raise ValueError("RESEND items must be ResendItem")
+        object.__setattr__(self, "items", items)
+
+    def pack(self) -> bytes:
+        return bytes([len(self.items)]) + b"".join(i.pack() for i in self.items)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Resend:
+        if not data:
+            raise ValueError("RESEND without its item count")
+        n, pos, items = data[0], 1, []
+        for _ in range(n):
+            stream, boot, seq, k = ResendItem._fmt.unpack_from(data, pos)
+            pos += ResendItem._fmt.size
+            if pos + k > len(data):
+                raise ValueError(f"RESEND item claims {k} fragment indices, {len(data) - pos} bytes remain")
+            items.append(ResendItem(stream, boot, seq, tuple(data[pos:pos + k])))
+            pos += k
+        if pos != len(data):
+            raise ValueError(f"RESEND has {len(data) - pos} bytes after its {n} items")
+        return cls(tuple(items))
+
+
+def _utf8(data: bytes) -> str:
+    return data.decode("utf-8")  # strict: UnicodeDecodeError is a ValueError
+
+
+@dataclass(frozen=True)
+class MemoryNote:
+    """Text the ground wants the persona to remember."""
+
+    text: str
+    command_id: ClassVar[CommandId] = CommandId.MEMORY_NOTE
+
+    def __post_init__(self) -> None:
+        n = len(self.text.encode("utf-8"))
+        if not 1 <= n <= MAX_NOTE_BYTES:
+            raise ValueError(f"MEMORY_NOTE text must be 1..{MAX_NOTE_BYTES} bytes of UTF-8, got {n}")
+
+    def pack(self) -> bytes:
+        return self.text.encode("utf-8")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> MemoryNote:
+        return cls(_utf8(data))
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    """The ground's answer to an API request the payload sent down as record `request_seq`."""
+
+    request_seq: int
+    status: int  # 0 ok, else the API proxy's error code
+    text: str = ""
+    command_id: ClassVar[CommandId] = CommandId.API_ANSWER
+    _fmt: ClassVar[struct.Struct] = struct.Struct(">IB")
+
+    def __post_init__(self) -> None:
+        _check_uint("request_seq", self.request_seq, 32)
+        _check_uint("status", self.status, 8)
+        self.text.encode("utf-8")  # lone surrogates cannot travel
+
+    def pack(self) -> bytes:
+        return self._fmt.pack(self.request_seq, self.status) + self.text.encode("utf-8")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> ApiAnswer:
+        seq, status = cls._fmt.unpack_from(data)
+        return cls(seq, status, _utf8(data[cls._fmt.size:]))
+
+
+Command = Union[Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer]
+COMMANDS: dict[CommandId, type] = {
+    c.command_id: c for c in (Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer)
+}
+assert set(COMMANDS) == set(CommandId)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class Verified:
+    counter: int
+    command: Command
+
+
+def payload_hash(payload_id: str) -> int:
+    """The 2-byte id a frame carries for `payload_id` (the balloon's callsign)."""
+    if not payload_id:
+        raise ValueError("payload id must not be empty")
+    return int.from_bytes(hashlib.sha256(payload_id.encode("utf-8")).digest()[:2], "big")
+
+
+def _check_params(key: bytes, tag_len: int) -> None:
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"uplink key of {len(key)} bytes is shorter than {MIN_KEY_BYTES}")
+    if isinstance(tag_len, bool) or not isinstance(tag_len, int) or not MIN_TAG_LEN <= tag_len <= MAX_TAG_LEN:
+        raise ValueError(f"tag length must be {MIN_TAG_LEN}..{MAX_TAG_LEN} bytes, got {tag_len!r}")
+
+
+def _tag(key: bytes, data: bytes, tag_len: int) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()[:tag_len]
+
+
+def sign(key: bytes, counter: int, payload_id: str, command: Command,
+         tag_len: int = DEFAULT_TAG_LEN, mtu: int = DEFAULT_MTU) -> bytes:
+    """Build the frame carrying `command` for `payload_id` under `counter`.
+
+    Raises ValueError for a bad key, tag length, counter or command, and
+    WireError("too long") when the frame would not fit in `mtu` bytes.
+    """
+    _check_params(key, tag_len)
+    _check_uint("counter", counter, 32, low=1)  # 0 is where a fresh payload starts, never accepted
+    if type(command) not in COMMANDS.values():
+        raise ValueError(f"{type(command).__name__} is not an uplink command")
+    body = _HEAD.pack(MAGIC, (VERSION << 4) | command.command_id, counter, payload_hash(payload_id)) + command.pack()
+    if len(body) + tag_len > mtu:
+        raise WireError(
+            "too long", f"{command.command_id.name} frame of {len(body) + tag_len} bytes exceeds the MTU of {mtu}")
+    return body + _tag(key, body, tag_len)
+
+
+def verify(key: bytes, frame: bytes, payload_id: str, last_counter: int,
+           tag_len: int = DEFAULT_TAG_LEN, mtu: int = DEFAULT_MTU) -> Verified:
+    """Authenticate and decode one frame; raises UplinkRejected (see the module docstring)."""
+    _check_params(key, tag_len)
+    frame = bytes(memoryview(frame))  # bytes(5) would be five zeros; memoryview refuses an int
+    if not frame:
+        raise UplinkRejected("truncated", "empty frame")
+    if frame[0] != MAGIC:
+        raise UplinkRejected("not uplink", f"first byte 0x{frame[0]:02X} is not 0x{MAGIC:02X}")
+    if len(frame) > mtu:
+        # Checked before hashing: a bench UDP socket could hand us far more than a radio could.
+        raise UplinkRejected("too long", f"frame of {len(frame)} bytes exceeds the MTU of {mtu}")
+    if len(frame) < HEADER_BYTES + tag_len:
+        raise UplinkRejected(
+            "truncated", f"frame of {len(frame)} bytes is shorter than header and tag ({HEADER_BYTES + tag_len})")
+    _, vc, counter, pid = _HEAD.unpack_from(frame)
+    if vc >> 4 != VERSION:
+        raise UplinkRejected("unknown version", f"uplink version {vc >> 4} is not {VERSION}")
+    if pid != payload_hash(payload_id):
+        raise UplinkRejected("wrong payload", f"frame is for payload id 0x{pid:04X}, not {payload_id}'s")
+    body, tag = frame[:-tag_len], frame[-tag_len:]
+    if not hmac.compare_digest(_tag(key, body, tag_len), tag):
+        raise UplinkRejected("bad tag", "authentication tag does not match (wrong key, altered or cut frame)")
+    # Authentic from here on: the ground made these bytes.
+    if counter <= last_counter:
+        raise UplinkRejected("replayed", f"counter {counter} is not above the last accepted {last_counter}")
+    try:
+        cls = COMMANDS[CommandId(vc & 0x0F)]
+    except ValueError:
+        raise UplinkRejected("unknown command", f"command id {vc & 0x0F} is not on the allow-list") from None
+    try:
+        command = cls.unpack(body[HEADER_BYTES:])
+    except (ValueError, struct.error) as e:
+        raise UplinkRejected("bad arguments", f"{cls.command_id.name} arguments do not parse: {e}") from None
+    return Verified(counter, command)
+
+
+def resend_batches(items: list[ResendItem], tag_len: int = DEFAULT_TAG_LEN, mtu: int = DEFAULT_MTU) -> list[Resend]:
+    """Pack resend requests into as few RESEND commands as fit the MTU, in order.
+
+    An item asking for more fragments than one frame holds is split into several
+    items for the same record, so any request can be sent.
+    """
+    room = mtu - HEADER_BYTES - tag_len - 1  # 1: the item count
+    per_item = room - ResendItem._fmt.size
+    if per_item < 1:
+        raise ValueError(f"MTU {mtu} with a {tag_len}-byte tag leaves no room for a RESEND item")
+    pieces: list[ResendItem] = []
+    for it in items:
+        if it.size <= room:
+            pieces.append(it)
+        else:
+            for i in range(0, len(it.fragments), per_item):
+                pieces.append(ResendItem(it.stream, it.boot, it.seq, it.fragments[i:i + per_item]))
+    batches: list[Resend] = []
+    current: list[ResendItem] = []
+    used = 0
+    for p in pieces:
+        if current and (used + p.size > room or len(current) == 255):
+            batches.append(Resend(tuple(current)))
+            current, used = [], 0
+        current.append(p)
+        used += p.size
+    if current:
+        batches.append(Resend(tuple(current)))
+    return batches
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def load_key(path: str | Path) -> bytes:
+    """Read an uplink key: hex text (whitespace around it ignored) or exactly 32 raw bytes.
+
+    Refuses keys shorter than 16 bytes, and files that anyone but their owner can
+    read or write (the key would be as good as published).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read uplink key file {path}: {e.strerror}") from e
+    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"uplink key file {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+    text = data.strip()
+    try:
+        # bytes.fromhex would skip inner spaces; a key is one unbroken hex string.
+        key = bytes.fromhex(text.decode("ascii")) if text and not any(c in text for c in b" \t\r\n") else None
+    except (UnicodeDecodeError, ValueError):
+        key = None
+    if key is None:
+        # 32 random bytes are all printable with odds of ~1e-14: such a file is mistyped hex.
+        if len(data) != 32 or all(0x20 <= b < 0x7F for b in data):
+            raise KeyFileError(f"uplink key file {path} holds neither hex text nor 32 raw bytes ({len(data)} bytes)")
+        key = data
+    if len(key) < MIN_KEY_BYTES:
+        raise KeyFileError(f"uplink key in {path} is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed (32 recommended)")
+    return key
