@@ -18,7 +18,20 @@ import pytest
 
 from tests.chatdata import write_chat_dataset
 
-TINY_BUNDLE_STEPS = 30  # enough for the loss to fall, few enough to stay fast
+TINY_BUNDLE_STEPS = 30
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_config():
+    """Commands under test call setup_logging (a level filter, a renderer); put structlog back
+    afterwards so one test's level cannot hide another test's captured logs."""
+    import structlog
+
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)  # enough for the loss to fall, few enough to stay fast
 
 
 @pytest.fixture(scope="session")

@@ -90,8 +90,13 @@ def test_records_carry_what_the_contract_promises():
 
 GOOD_FRAGMENT = one_fragment(EVENT)
 GOOD_SENTENCE = sentence(TELEMETRY[0])
-HEAD = GOOD_FRAGMENT[:wire.HEADER_BYTES]
 BODY = GOOD_FRAGMENT[wire.HEADER_BYTES:-2]
+
+
+def fragment(vk=0x22, boot=3, seq=1, idx=0, k=1, n=1, length=None, shard=BODY) -> bytes:
+    """A hand-packed v2 fragment with a valid CRC: hostile content, well-checksummed."""
+    length = len(shard) if length is None else length
+    return reseal(struct.pack(">BBHIBBBH", wire.MAGIC, vk, boot, seq, idx, k, n, length) + shard)
 HOSTILE = {
     "empty": ([b""], "empty"),
     "unknown first byte": ([b"hello world"], "unknown first byte"),
@@ -107,12 +112,14 @@ HOSTILE = {
     "sentence field invalid": (
         [b"$$" + (body := b"A,x,12:00:00,1,2,3,4,5,6,7,8") + b"*" + b"%04X" % wire.crc16_ccitt(body)],
         "sentence field invalid"),
-    "unknown version": ([reseal(HEAD[:1] + b"\x22" + HEAD[2:] + BODY)], "unknown version"),
-    "unknown kind": ([reseal(HEAD[:1] + b"\x1f" + HEAD[2:] + BODY)], "unknown kind"),
-    "telemetry as fragment": ([reseal(HEAD[:1] + b"\x10" + HEAD[2:] + BODY)], "telemetry as fragment"),
-    "bad fragment index": ([reseal(HEAD[:8] + b"\x02\x01" + BODY)], "bad fragment index"),
-    "record too short": ([reseal(HEAD + b"\x00\x01")], "record too short"),
-    "non-UTF-8 text": ([reseal(HEAD + BODY[:4] + b"\xff\xfe\xc3")], "text not utf-8"),
+    "unknown version": ([fragment(vk=0x32)], "unknown version"),
+    "unknown kind": ([fragment(vk=0x2F)], "unknown kind"),
+    "telemetry as fragment": ([fragment(vk=0x20)], "telemetry as fragment"),
+    "bad fragment index": ([fragment(idx=2, k=1, n=2)], "bad fragment index"),
+    "more data shards than shards": ([fragment(k=3, n=2)], "bad fragment index"),
+    "bad shard size": ([fragment(length=100)], "bad shard size"),
+    "record too short": ([fragment(shard=b"\x00\x01")], "record too short"),
+    "non-UTF-8 text": ([fragment(shard=BODY[:4] + b"\xff\xfe\xc3")], "text not utf-8"),
     "nan position": ([b"$$" + (nan := b"S,1,00:00:00,nan,0.0,0,0,0.0,0.0,0,1") + b"*" + b"%04X" % wire.crc16_ccitt(nan)],
                      "telemetry not finite"),
 }

@@ -1,0 +1,41 @@
+"""What every part of the wire format shares: the error type, the CRC, record kinds, first bytes."""
+
+from __future__ import annotations
+
+import enum
+
+DEFAULT_MTU = 255  # SX127x FIFO
+MAGIC = 0xEC  # our downlink record fragments
+UPLINK_MAGIC = 0xED  # signed commands, ground to payload
+# First bytes that existing LoRa gateways dispatch on; our binary frames avoid them all.
+GATEWAY_FIRST_BYTES = frozenset(
+    [0x24, 0x25, 0x5E, 0x21, 0x2A, 0x00, 0x66, 0x67, 0x68, 0x69, 0xDE, *range(0x80, 0x90)]
+)
+assert MAGIC not in GATEWAY_FIRST_BYTES and UPLINK_MAGIC not in GATEWAY_FIRST_BYTES
+
+
+class WireError(ValueError):
+    """Bytes that are not a valid frame: the ground counts these by `reason`, it never raises them further.
+
+    `reason` is a short stable name (``crc mismatch``, ``truncated``, ...) for counting;
+    the message says what exactly was wrong.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Kind(enum.IntEnum):
+    TELEMETRY = 0  # only ever sent as a UKHAS sentence (or HABpack)
+    MUSING = 1
+    EVENT = 2
+
+
+def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC16-CCITT (XMODEM polynomial 0x1021, initial 0xFFFF, no reflection, no final xor)."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc

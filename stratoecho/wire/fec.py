@@ -1,0 +1,428 @@
+"""Erasure coding across the fragments of one record: any k of its n fragments rebuild it.
+
+The code is a systematic Reed–Solomon erasure code over GF(2^8), built on the primitive
+polynomial x^8 + x^4 + x^3 + x^2 + 1 (0x11D) with generator 2. Its generator matrix is::
+
+    G = [ I_k ]    k data rows: data shard j IS slice j of the record (nothing lost, nothing to do)
+        [  C  ]    n-k parity rows: C[i][j] = 1 / (x_i + y_j),  x_i = k + i,  y_j = j
+
+C is a Cauchy matrix: the x's and y's are distinct field elements, so x_i + y_j (XOR) is never 0,
+and every square submatrix of a Cauchy matrix is invertible. Any k rows of G therefore form an
+invertible matrix, so any k shards rebuild the record, for every 1 <= k <= n <= 255.
+
+Shard layout: the record is zero-padded to k*s bytes, s = max(1, ceil(len/k)); data shard j is
+bytes [j*s, (j+1)*s); parity shard k+i holds, at every byte position c, sum_j C[i][j] * shard_j[c]
+(so each byte column of the n shards is one codeword). All shards are s bytes; the caller keeps
+the record's length to strip the padding. Shard i does not depend on n (n only bounds the
+indices): encode(data, k, n) is encode(data, k, 255)[:n], so a record can be topped up with
+fresh parity later (NACK repair) and decoded with any n that covers the indices heard.
+
+Decoding with e data shards missing takes e parity shards; removing the known data shards'
+share of them leaves an e x e Cauchy system, whose inverse is cached per set of shard indices.
+Arithmetic runs on whole shards at once through a 256 x 256 product table built from the
+log/exp tables (64 KiB), so the Python work per record is a handful of numpy calls.
+
+Overhead planning (`parity_for`, `LossEstimator`) models the channel as the two-state Markov
+chain of sim/loss.py; the notes on the model stand just before `parity_for`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+PRIMITIVE_POLY = 0x11D
+MAX_SHARDS = 255  # a byte-wide index, and the field's 255 non-zero elements keep x's and y's distinct
+_MATMUL_CHUNK = 1 << 22  # bytes of intermediate product per numpy call: bounds memory on a Pi Zero
+
+
+class FecError(ValueError):
+    """Arguments the erasure code or the overhead planner cannot honour; the message says which."""
+
+
+# --------------------------------------------------------------------------- GF(2^8)
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    exp = np.zeros(512, np.uint8)
+    log = np.zeros(256, np.int64)  # log[0] is undefined; every use masks zero out
+    x = 1
+    for i in range(255):
+        exp[i] = x
+        log[x] = i
+        x <<= 1
+        if x & 0x100:
+            x ^= PRIMITIVE_POLY
+    exp[255:510] = exp[:255]  # exp[log a + log b] then needs no modulo
+    nz = np.arange(1, 256)
+    mul = np.zeros((256, 256), np.uint8)
+    mul[1:, 1:] = exp[log[nz][:, None] + log[nz][None, :]]
+    inv = np.zeros(256, np.uint8)
+    inv[nz] = exp[255 - log[nz]]
+    for table in (exp, log, mul, inv):
+        table.flags.writeable = False
+    return exp, log, mul, inv
+
+
+_EXP, _LOG, _MUL, _INV = _tables()
+
+
+def _element(a: int) -> int:
+    if not 0 <= a <= 255:
+        raise FecError(f"{a!r} is not an element of GF(256) (0..255)")
+    return a
+
+
+def gf_mul(a: int, b: int) -> int:
+    """Product in GF(2^8) mod 0x11D. (Addition and subtraction are both XOR.)"""
+    return int(_MUL[_element(a), _element(b)])
+
+
+def gf_inv(a: int) -> int:
+    if _element(a) == 0:
+        raise ZeroDivisionError("0 has no inverse in GF(256)")
+    return int(_INV[a])
+
+
+def gf_div(a: int, b: int) -> int:
+    return gf_mul(a, gf_inv(b))
+
+
+def gf_pow(a: int, e: int) -> int:
+    if _element(a) == 0:
+        return 1 if e == 0 else 0
+    return int(_EXP[(int(_LOG[a]) * e) % 255])
+
+
+def _gf_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(r x c) times (c x L) over GF(256): one table lookup and one XOR-reduction per chunk."""
+    r, c = a.shape
+    length = b.shape[1]
+    out = np.zeros((r, length), np.uint8)
+    if r == 0 or c == 0 or length == 0:
+        return out
+    step = max(1, _MATMUL_CHUNK // (r * c))
+    for s in range(0, length, step):
+        np.bitwise_xor.reduce(_MUL[a[:, :, None], b[None, :, s:s + step]], axis=1, out=out[:, s:s + step])
+    return out
+
+
+def _gf_invert(m: np.ndarray) -> np.ndarray:
+    """Gauss–Jordan over GF(256), eliminating a whole column per numpy call."""
+    size = m.shape[0]
+    aug = np.concatenate([m, np.eye(size, dtype=np.uint8)], axis=1)
+    for col in range(size):
+        rows = np.flatnonzero(aug[col:, col])
+        if rows.size == 0:  # cannot happen for a Cauchy submatrix; guards against a broken table
+            raise FecError(f"singular {size}x{size} matrix over GF(256)")
+        pivot = col + int(rows[0])
+        if pivot != col:
+            aug[[col, pivot]] = aug[[pivot, col]]
+        aug[col] = _MUL[_INV[aug[col, col]], aug[col]]
+        factors = aug[:, col].copy()
+        factors[col] = 0
+        aug ^= _MUL[factors[:, None], aug[col][None, :]]
+    return aug[:, size:]
+
+
+# --------------------------------------------------------------------------- the code
+
+
+def _check_code(k: object, n: object) -> tuple[int, int]:
+    try:
+        k, n = operator.index(k), operator.index(n)
+    except TypeError as e:
+        raise FecError(f"k and n must be integers, got k={k!r}, n={n!r}") from e
+    if not 1 <= k <= n <= MAX_SHARDS:
+        raise FecError(f"need 1 <= k <= n <= {MAX_SHARDS}, got k={k}, n={n}")
+    return k, n
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise FecError(f"{what} must be bytes, got {type(value).__name__}")
+    return bytes(value)
+
+
+def shard_size(length: int, k: int) -> int:
+    """Bytes per shard for a record of `length` bytes cut into k shards."""
+    return max(1, -(-length // k))
+
+
+@functools.lru_cache(maxsize=64)
+def _cauchy(k: int, n: int) -> np.ndarray:
+    x = np.arange(k, n)[:, None]
+    y = np.arange(k)[None, :]
+    c = _INV[x ^ y]
+    c.flags.writeable = False
+    return c
+
+
+def encode(data: bytes, k: int, n: int) -> list[bytes]:
+    """Cut `data` into k equal data shards (zero-padded) and add n-k parity shards; n shards in all."""
+    k, n = _check_code(k, n)
+    buf = _as_bytes(data, "data")
+    size = shard_size(len(buf), k)
+    padded = buf + bytes(k * size - len(buf))
+    shards = [padded[j * size:(j + 1) * size] for j in range(k)]
+    if n > k:
+        rows = np.frombuffer(padded, np.uint8).reshape(k, size)
+        shards += [row.tobytes() for row in _gf_matmul(_cauchy(k, n), rows)]
+    return shards
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_matrix(k: int, n: int, chosen: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    """For k chosen shard indices (sorted): the missing data indices and the e x k matrix that
+    rebuilds them from the chosen shards, in the order given.
+
+    parity_p = C_known . d_known + C_sub . d_missing, so
+    d_missing = C_sub^-1 . C_known . d_known + C_sub^-1 . parity_p (minus is plus in GF(2^8)).
+    """
+    known = [i for i in chosen if i < k]
+    parity = [i - k for i in chosen if i >= k]
+    missing = sorted(set(range(k)).difference(known))
+    c = _cauchy(k, n)[parity]
+    inv = _gf_invert(c[:, missing])
+    matrix = np.concatenate([_gf_matmul(inv, c[:, known]), inv], axis=1)
+    matrix.flags.writeable = False
+    return tuple(missing), matrix
+
+
+def decode(shards: dict[int, bytes], k: int, n: int, length: int) -> bytes:
+    """Rebuild the `length`-byte record from any k (or more) of its n shards, keyed by index.
+
+    Data shards are preferred over parity (less work); shards beyond the first k are checked
+    for index and size, then ignored.
+    """
+    k, n = _check_code(k, n)
+    try:
+        length = operator.index(length)
+    except TypeError as e:
+        raise FecError(f"length must be an integer, got {length!r}") from e
+    if length < 0:
+        raise FecError(f"length must not be negative, got {length}")
+    if not isinstance(shards, Mapping):
+        raise FecError(f"shards must be a mapping of index to bytes, got {type(shards).__name__}")
+    got: dict[int, bytes] = {}
+    for key, shard in shards.items():
+        try:
+            idx = operator.index(key)
+        except TypeError as e:
+            raise FecError(f"shard index {key!r} is not an integer") from e
+        if not 0 <= idx < n:
+            raise FecError(f"shard index {idx} out of range 0..{n - 1} for n={n}")
+        got[idx] = _as_bytes(shard, f"shard {idx}")
+    sizes = {len(s) for s in got.values()}
+    if len(sizes) > 1:
+        detail = ", ".join(f"shard {i}: {len(s)}" for i, s in sorted(got.items()))
+        raise FecError(f"shards of one record must be the same size; got {detail} bytes")
+    size = shard_size(length, k)
+    if sizes and sizes != {size}:
+        raise FecError(
+            f"shards are {sizes.pop()} bytes, but a {length}-byte record in k={k} shards has "
+            f"{size}-byte shards (wrong length or k, or truncated shards)"
+        )
+    if len(got) < k:
+        raise FecError(f"{len(got)} distinct shards of this record arrived; any k={k} of n={n} are needed")
+
+    data_idx = [i for i in sorted(got) if i < k]
+    if len(data_idx) == k:  # the systematic case: no field arithmetic at all
+        return b"".join(got[i] for i in range(k))[:length]
+    chosen = tuple(data_idx + [i for i in sorted(got) if i >= k][:k - len(data_idx)])
+    missing, matrix = _decode_matrix(k, n, chosen)
+    inputs = np.frombuffer(b"".join(got[i] for i in chosen), np.uint8).reshape(k, size)
+    rebuilt = dict(zip(missing, _gf_matmul(matrix, inputs)))
+    return b"".join(got[j] if j in got else rebuilt[j].tobytes() for j in range(k))[:length]
+
+
+# --------------------------------------------------------------------------- overhead planning
+#
+# Channel model: each frame is lost or received, and the state (lost / received) is a Markov
+# chain, exactly sim/loss.py's Gilbert–Elliott channel (bad state loses every frame, good state
+# none). With mean loss p and mean burst b (mean run of consecutive losses):
+#   P(lost | previous lost)     = 1 - 1/b
+#   P(lost | previous received) = p / (b (1 - p))      (so the stationary loss share is p)
+# b = 1/(1-p) is independent loss (both equal p: the binomial tail). Shorter mean bursts would mean
+# losses that avoid each other, which no radio channel promises, so b is raised to at least
+# 1/(1-p): burst=1 (the default) means independent loss. The first frame of a record starts from
+# the stationary state. The probability that at least k of n frames arrive is computed exactly
+# by dynamic programming over (frames sent, frames received capped at k, channel state): O(n k).
+#
+# Bursts cost parity where it matters (targets of 0.9 and up at a few % loss or more), but they
+# are not always worse: when the record is short against the time between bursts, losses
+# clumped into fewer records leave more records whole, so m can come out smaller than under
+# independent loss.
+
+
+def _chain(loss: float, burst: float) -> tuple[float, float]:
+    burst = max(burst, 1.0 / (1.0 - loss))
+    return 1.0 - 1.0 / burst, loss / (burst * (1.0 - loss))
+
+
+def _failures(k: int, loss: float, burst: float) -> Iterator[float]:
+    """P(fewer than k of the first t frames arrive), for t = 1, 2, ... (endless)."""
+    stay, enter = _chain(loss, burst)
+    # mass by received count r = 0..k (k absorbs "k or more"), split by the last frame's state
+    lost = np.zeros(k + 1)
+    recv = np.zeros(k + 1)
+    lost[0] = loss
+    recv[1] = 1.0 - loss
+    while True:
+        yield float(lost[:k].sum() + recv[:k].sum())
+        to_lost = lost * stay + recv * enter
+        arrive = lost * (1.0 - stay) + recv * (1.0 - enter)
+        recv = np.zeros(k + 1)
+        recv[1:] = arrive[:-1]
+        recv[k] += arrive[k]
+        lost = to_lost
+
+
+def _check_channel(loss: float, burst: float) -> None:
+    if not 0.0 <= loss < 1.0:
+        raise FecError(f"loss must be a share in [0, 1), got {loss!r}")
+    if not 1.0 <= burst < math.inf:
+        raise FecError(f"burst must be a finite mean burst length of at least 1 frame, got {burst!r}")
+
+
+def delivery_probability(k: int, n: int, loss: float, burst: float = 1.0) -> float:
+    """P(at least k of n frames arrive) on the channel model above."""
+    k, n = _check_code(k, n)
+    _check_channel(loss, burst)
+    for t, fail in enumerate(_failures(k, loss, burst), start=1):
+        if t == n:
+            return 1.0 - fail
+    raise AssertionError("unreachable")
+
+
+def parity_for(k: int, loss: float, target: float = 0.99, burst: float = 1.0, max_n: int = 255) -> int:
+    """Fewest parity shards m such that at least k of k+m fragments arrive with probability >= target.
+
+    Each fragment is lost with probability `loss`, in bursts of `burst` frames on average (the
+    model above; 1 = independent loss). Raises FecError when even n = max_n cannot reach the target.
+    """
+    try:
+        k, max_n = operator.index(k), operator.index(max_n)
+    except TypeError as e:
+        raise FecError(f"k and max_n must be integers, got k={k!r}, max_n={max_n!r}") from e
+    if not 1 <= k <= max_n <= MAX_SHARDS:
+        raise FecError(f"need 1 <= k <= max_n <= {MAX_SHARDS}, got k={k}, max_n={max_n}")
+    _check_channel(loss, burst)
+    if not 0.0 <= target <= 1.0:
+        raise FecError(f"target must be a probability in [0, 1], got {target!r}")
+    return _parity_for(k, float(loss), float(target), float(burst), max_n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parity_for(k: int, loss: float, target: float, burst: float, max_n: int) -> int:
+    if loss == 0.0:
+        return 0
+    allowed = 1.0 - target  # compare failure masses: small, hence precise
+    fail = 1.0
+    for n, fail in enumerate(_failures(k, loss, burst), start=1):
+        if n >= k and fail <= allowed:
+            return n - k
+        if n == max_n:
+            break
+    raise FecError(
+        f"no n <= {max_n} delivers k={k} fragments with probability {target} at {loss:.1%} loss "
+        f"in bursts of {burst:g}: n={max_n} reaches {1.0 - fail:.6f}"
+    )
+
+
+def interleaved_burst(loss: float, burst: float, spacing: float) -> float:
+    """Mean burst seen by frames `spacing` frames apart on a channel of mean burst `burst`.
+
+    Interleaving spaces one record's fragments out; sampling the two-state chain every
+    `spacing` frames gives another two-state chain whose memory is (1 - 1/b - q)^spacing
+    (q = P(lost | received)). Feed the result to `parity_for` to plan for an interleaved link.
+    """
+    _check_channel(loss, burst)
+    if not spacing >= 1:
+        raise FecError(f"spacing must be at least 1 frame, got {spacing!r}")
+    if loss == 0.0:
+        return 1.0
+    stay, enter = _chain(loss, burst)
+    memory = (stay - enter) ** spacing
+    return 1.0 / ((1.0 - loss) * (1.0 - memory))
+
+
+class LossEstimator:
+    """Exponentially weighted estimate of frame loss and mean burst length.
+
+    `loss` is the share of frames lost; `burst` = 1 / (1 - P(lost | previous lost)), the mean
+    run of consecutive losses, which `parity_for` takes as is. Both are ratios of exponentially
+    decayed counts (frames, lost frames; frames after a loss, losses after a loss) that forget
+    with a half-life of `halflife_frames` frames, and start from the prior as if one memory's
+    worth of frames had shown it. Per-frame outcomes (`observe`) inform both; counts the ground
+    reports back (`observe_counts`) carry no order, so they move only `loss`.
+    """
+
+    def __init__(self, prior_loss: float = 0.2, prior_burst: float = 4.0, halflife_frames: float = 200.0):
+        _check_channel(prior_loss, prior_burst)
+        if not 0.0 < halflife_frames < math.inf:
+            raise FecError(f"halflife_frames must be positive, got {halflife_frames!r}")
+        self._keep = 0.5 ** (1.0 / halflife_frames)
+        memory = 1.0 / (1.0 - self._keep)  # what the decayed frame count settles at
+        self._prior_stay = 1.0 - 1.0 / prior_burst
+        self._frames = memory
+        self._lost = prior_loss * memory
+        self._after_loss = prior_loss * memory  # frames that followed a loss ...
+        self._lost_after_loss = self._prior_stay * self._after_loss  # ... and were lost too
+        self._previous_lost: bool | None = None
+        self.frames = 0
+
+    @property
+    def loss(self) -> float:
+        return self._lost / self._frames
+
+    @property
+    def burst(self) -> float:
+        # With no loss seen for a long while the burst evidence has decayed away: keep the prior.
+        stay = self._lost_after_loss / self._after_loss if self._after_loss > 1e-9 else self._prior_stay
+        return 1.0 / max(1.0 - stay, 1e-6)  # a dead link would otherwise divide by zero
+
+    def _decay(self, factor: float) -> None:
+        self._frames *= factor
+        self._lost *= factor
+        self._after_loss *= factor
+        self._lost_after_loss *= factor
+
+    def observe(self, received: bool) -> None:
+        lost = not received
+        self._decay(self._keep)
+        self._frames += 1.0
+        self._lost += lost
+        if self._previous_lost:  # this frame says whether a burst went on
+            self._after_loss += 1.0
+            self._lost_after_loss += lost
+        self._previous_lost = lost
+        self.frames += 1
+
+    def observe_counts(self, sent: int, received: int) -> None:
+        try:
+            sent, received = operator.index(sent), operator.index(received)
+        except TypeError as e:
+            raise FecError(f"sent and received must be integers, got {sent!r}, {received!r}") from e
+        if not 0 <= received <= sent:
+            raise FecError(f"need 0 <= received <= sent, got sent={sent}, received={received}")
+        if sent == 0:
+            return
+        factor = self._keep ** sent
+        weight = (1.0 - factor) / (1.0 - self._keep)  # what `sent` single observations would add
+        self._decay(factor)
+        self._frames += weight
+        self._lost += weight * (sent - received) / sent
+        self._previous_lost = None  # what comes next does not follow a known frame
+        self.frames += sent
+
+    def parity(self, k: int, target: float = 0.99, max_n: int = 255) -> int:
+        """`parity_for` at the current estimates (FecError when the target is out of reach)."""
+        return parity_for(k, min(self.loss, 1.0 - 1e-9), target, self.burst, max_n)
+
+    def __repr__(self) -> str:
+        return f"LossEstimator(loss={self.loss:.3f}, burst={self.burst:.2f}, frames={self.frames})"

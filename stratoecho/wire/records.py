@@ -1,0 +1,197 @@
+"""Our own records (musings, events) as erasure-coded fragments.
+
+A record's body — a ``u32`` creation time (Unix seconds) then UTF-8 text — is cut
+into ``k`` equal data shards and extended with ``n − k`` Reed–Solomon parity shards
+(`fec.py`); each shard travels in its own frame, and ANY ``k`` of the ``n`` frames
+rebuild the record. All integers big-endian::
+
+     0      1      2        4              8      9      10     11       13           n-2    n
+    +------+------+--------+--------------+------+------+------+--------+------------+------+
+    | 0xEC | v|k  | boot   | seq          | idx  | k    | n    | length | shard ...  | crc  |
+    +------+------+--------+--------------+------+------+------+--------+------------+------+
+      magic  ver:4  u16      u32            u8     u8     u8     u16      ceil(len/k)  u16
+             kind:4
+
+``idx`` < ``n``; ``length`` is the body's length (the last data shard is padded);
+the CRC16-CCITT covers every byte before it. Receivers key on (kind, boot, seq):
+duplicates and reordering are harmless, and a record re-sent with another cut
+(a new MTU or parity) simply starts over.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .common import DEFAULT_MTU, MAGIC, Kind, WireError, crc16_ccitt
+from .fec import FecError
+from .fec import decode as fec_decode
+from .fec import encode as fec_encode
+
+VERSION = 2
+_HEAD = struct.Struct(">BBHIBBBH")
+HEADER_BYTES = _HEAD.size  # 13
+CRC_BYTES = 2
+MAX_SHARDS = 255
+
+
+@dataclass(frozen=True)
+class Record:
+    """A musing or event: what the payload wants the ground to read whole."""
+
+    kind: Kind
+    boot: int
+    seq: int
+    created: int  # unix seconds, UTC
+    text: str
+
+    def body(self) -> bytes:
+        return struct.pack(">I", self.created) + self.text.encode("utf-8")
+
+    @classmethod
+    def from_body(cls, kind: Kind, boot: int, seq: int, body: bytes) -> Record:
+        if len(body) < 4:
+            raise WireError("record too short", f"record body of {len(body)} bytes is shorter than its 4-byte time")
+        (created,) = struct.unpack(">I", body[:4])
+        try:
+            text = body[4:].decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WireError("text not utf-8", "record text is not UTF-8") from e
+        return cls(kind, boot, seq, created, text)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind.name.lower(), "boot": self.boot, "seq": self.seq,
+            "created": datetime.fromtimestamp(self.created, timezone.utc).isoformat(),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Fragment:
+    kind: Kind
+    boot: int
+    seq: int
+    index: int
+    k: int  # data shards: any k fragments rebuild the record
+    n: int  # all shards, parity included
+    length: int  # body bytes
+    shard: bytes
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (int(self.kind), self.boot, self.seq)
+
+
+def shard_capacity(mtu: int) -> int:
+    cap = mtu - HEADER_BYTES - CRC_BYTES
+    if cap < 1:
+        raise ValueError(f"MTU {mtu} leaves no room for data after {HEADER_BYTES + CRC_BYTES} bytes of framing")
+    return cap
+
+
+def data_shards(body_bytes: int, mtu: int = DEFAULT_MTU) -> int:
+    """k: how many frames a body of this size needs without parity."""
+    return max(1, math.ceil(body_bytes / shard_capacity(mtu)))
+
+
+def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
+    """Cut a record into `k + parity` frames of at most `mtu` bytes; any k rebuild it."""
+    if not 0 <= record.boot <= 0xFFFF or not 0 <= record.seq <= 0xFFFFFFFF:
+        raise WireError("out of range", f"boot {record.boot} or seq {record.seq} out of range (u16, u32)")
+    body = record.body()
+    if len(body) > 0xFFFF:
+        raise WireError("too long", f"record of {len(body)} bytes; at most 65535")
+    k = data_shards(len(body), mtu)
+    n = k + max(parity, 0)
+    if n > MAX_SHARDS:
+        raise WireError("too long", f"record of {len(body)} bytes needs {k}+{parity} fragments; at most {MAX_SHARDS} at MTU {mtu}")
+    frames = []
+    for i, shard in enumerate(fec_encode(body, k, n)):
+        head = _HEAD.pack(MAGIC, (VERSION << 4) | record.kind, record.boot, record.seq, i, k, n, len(body))
+        data = head + shard
+        frames.append(data + struct.pack(">H", crc16_ccitt(data)))
+    return frames
+
+
+def decode_fragment(frame: bytes) -> Fragment:
+    if len(frame) < HEADER_BYTES + CRC_BYTES + 1:
+        raise WireError("truncated", f"frame of {len(frame)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte framing plus data")
+    (crc,) = struct.unpack(">H", frame[-2:])
+    if crc != crc16_ccitt(frame[:-2]):
+        raise WireError("crc mismatch", "frame CRC mismatch")
+    magic, vk, boot, seq, idx, k, n, length = _HEAD.unpack_from(frame)
+    if magic != MAGIC:
+        raise WireError("unknown first byte", f"first byte 0x{magic:02X} is not 0x{MAGIC:02X}")
+    if vk >> 4 != VERSION:
+        raise WireError("unknown version", f"frame version {vk >> 4} is not {VERSION}")
+    try:
+        kind = Kind(vk & 0x0F)
+    except ValueError as e:
+        raise WireError("unknown kind", f"unknown record kind {vk & 0x0F}") from e
+    if kind is Kind.TELEMETRY:
+        raise WireError("telemetry as fragment", "telemetry travels as UKHAS sentences, not fragments")
+    if not 1 <= k <= n or idx >= n:
+        raise WireError("bad fragment index", f"fragment index {idx} with k={k} of n={n}")
+    shard = frame[HEADER_BYTES:-2]
+    if length < 4:
+        raise WireError("record too short", f"record body of {length} bytes is shorter than its 4-byte time")
+    if len(shard) != math.ceil(length / k):
+        raise WireError("bad shard size", f"shard of {len(shard)} bytes does not fit a {length}-byte record in {k} shards")
+    return Fragment(kind, boot, seq, idx, k, n, length, shard)
+
+
+@dataclass
+class Reassembler:
+    """Rebuilds records from any k of their n fragments, in any order, each record once.
+
+    Pure logic: fragments in, completed records out. Partial records are bounded
+    (`max_pending`, oldest dropped) so garbage cannot fill memory.
+    """
+
+    max_pending: int = 4096
+    max_done: int = 100_000  # records remembered as delivered, oldest forgotten first
+    _pending: dict[tuple[int, int, int], dict[int, bytes]] = field(default_factory=dict)
+    _cut: dict[tuple[int, int, int], tuple[int, int, int]] = field(default_factory=dict)  # (k, n, length)
+    _done: OrderedDict[tuple[int, int, int], None] = field(default_factory=OrderedDict)
+
+    def add(self, frag: Fragment) -> Record | None:
+        key = frag.key
+        if key in self._done:
+            return None
+        cut = (frag.k, frag.n, frag.length)
+        if self._cut.setdefault(key, cut) != cut:
+            # Re-sent with another cut (MTU or parity changed): the old shards cannot combine with it.
+            self._pending.pop(key, None)
+            self._cut[key] = cut
+        shards = self._pending.setdefault(key, {})
+        shards[frag.index] = frag.shard
+        if len(shards) < frag.k:
+            if len(self._pending) > self.max_pending:
+                oldest = next(iter(self._pending))
+                self._pending.pop(oldest)
+                self._cut.pop(oldest, None)
+            return None
+        del self._pending[key]
+        del self._cut[key]
+        try:
+            body = fec_decode(shards, frag.k, frag.n, frag.length)
+        except FecError as e:
+            raise WireError("fec failed", f"record {key}: {e}") from e
+        record = Record.from_body(frag.kind, frag.boot, frag.seq, body)  # raises before marking done,
+        self._done[key] = None  # so a good copy heard later can still complete
+        if len(self._done) > self.max_done:
+            self._done.popitem(last=False)
+        return record
+
+    def missing(self) -> dict[tuple[int, int, int], tuple[int, list[int]]]:
+        """Per incomplete record: how many more fragments it needs, and which indices never came
+        (what a NACK asks for)."""
+        out = {}
+        for key, shards in self._pending.items():
+            k, n, _ = self._cut[key]
+            out[key] = (k - len(shards), [i for i in range(n) if i not in shards])
+        return out
