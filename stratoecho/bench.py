@@ -69,6 +69,15 @@ def bench_airtime() -> list[tuple]:
     return rows
 
 
+def bench_fec() -> list[tuple]:
+    """Musings through a seeded Gilbert-Elliott channel at 10/30/50 % loss (mean burst 4):
+    delivered share and airtime against the erasure bound 1/(1-p), with parity alone and
+    with NACK repair rounds."""
+    from .wire import fec_bench
+
+    return fec_bench.speed_rows() + fec_bench.delivery_rows() + fec_bench.repair_rows()
+
+
 def bench_persona(bundle_dir: Path) -> list[tuple]:
     if not (bundle_dir / "persona.toml").is_file():
         return [("persona: (no bundle at %s: run `make persona`)" % bundle_dir, "-", "", "")]
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
 
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
-    rows = bench_wire() + bench_store() + bench_airtime() + bench_persona(args.persona)
+    rows = bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_persona(args.persona)
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))
