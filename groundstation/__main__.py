@@ -17,7 +17,15 @@ from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
 from .listen import Limits, run_listen
-from .receive import FrameSource, ReplaySource, SerialSource, SourceError, UdpSource, parse_hostport
+from .receive import (
+    FrameSource,
+    KissSerialSource,
+    ReplaySource,
+    SerialSource,
+    SourceError,
+    UdpSource,
+    parse_hostport,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -25,8 +33,9 @@ LISTEN_EXAMPLES = """\
 examples:
   python -m groundstation listen --udp 127.0.0.1:7355 --db flight.db       # bench payload
   python -m groundstation listen --serial /dev/ttyUSB0 --baud 57600 --db flight.db
+  python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db      # KISS TNC
   python -m groundstation listen --replay out/air.hex --db replay.db --json
-exit status: 0 after a clean stop; 1 if the source or database cannot be used
+exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
 HEX_FORMAT = (
     "Hex format (air.hex): one frame a line as a hex string; blank lines and lines "
@@ -78,12 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "logged); e.g. 127.0.0.1:7355 for a bench payload, :7355 for all interfaces")
     where.add_argument("--serial", metavar="DEV",
                        help="serial device or pyserial URL (/dev/ttyUSB0, loop://, socket://HOST:PORT) "
-                            "from a LoRa UART bridge printing one received frame a line as hex")
+                            "from a LoRa UART bridge printing one received frame a line as hex "
+                            "(or a KISS TNC, with --kiss)")
     where.add_argument("--replay", metavar="FILE",
                        help="an air.hex file ('-' for standard input), run through once")
     listen.add_argument("--db", required=True, metavar="FILE",
                         help="SQLite database to store into (created if missing; safe to reuse: "
                              "records already there are not stored or printed twice)")
+    listen.add_argument("--kiss", action="store_true",
+                        help="with --serial: the device is a KISS TNC sending binary KISS data frames, "
+                             "not hex lines")
     listen.add_argument("--baud", type=int, default=115200, metavar="N",
                         help="serial speed in bit/s (default 115200; ignored for URLs without one)")
     listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
@@ -113,7 +126,7 @@ def _open_source(args: argparse.Namespace) -> FrameSource:
     if args.udp:
         return UdpSource(*args.udp)
     if args.serial:
-        return SerialSource(args.serial, args.baud)
+        return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud)
     return ReplaySource(args.replay)
 
 
@@ -137,6 +150,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
+    if args.kiss and not args.serial:
+        print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
+        return 2
     try:
         store = Store(args.db)
     except StoreError as e:

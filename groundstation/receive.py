@@ -16,6 +16,10 @@ Text framing (replay files and serial): one frame a line as a hex string, the
 `air.hex` format; blank lines and lines starting with `#` are ignored; spaces
 between bytes are allowed. A line that is not hex is counted as "bad hex",
 logged with where it was, and skipped.
+
+KISS framing (`KissSerialSource`, a KISS TNC on the serial port): binary frames
+between FEND bytes, deframed by `stratoecho.wire.kiss.KissDecoder`; what it has to
+drop (bad escapes, oversize frames) is counted in `errors` the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 
 import structlog
+
+from stratoecho.wire.kiss import KissDecoder
 
 log = structlog.get_logger(__name__)
 
@@ -152,10 +158,10 @@ class SerialSource:
             try:
                 heard = self._read()
             except self._serial_error as e:
-                yield from self._lines()  # what arrived before the failure still counts
+                yield from self._frames()  # what arrived before the failure still counts
                 raise SourceError(f"serial {self.device}: read failed: {e}") from e
             if heard:
-                yield from self._lines()
+                yield from self._frames()
             else:
                 yield None
 
@@ -169,7 +175,8 @@ class SerialSource:
         self._buffer += self.port.read(self.port.in_waiting)
         return True
 
-    def _lines(self) -> Iterator[Received]:
+    def _frames(self) -> Iterator[Received]:
+        """The frames complete in the buffer, taken out of it: here, hex lines."""
         while (end := self._buffer.find(b"\n")) >= 0:
             raw = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
@@ -186,6 +193,22 @@ class SerialSource:
 
     def close(self) -> None:
         self.port.close()
+
+
+class KissSerialSource(SerialSource):
+    """A KISS TNC on a serial port or pyserial URL: binary KISS data frames instead of hex lines.
+    Frames from any TNC port are taken (a LoRa TNC has one)."""
+
+    def __init__(self, device: str, baud: int = 115200) -> None:
+        super().__init__(device, baud)
+        self._kiss = KissDecoder()
+        self.errors = self._kiss.errors  # one counter: the listen summary shows KISS drops as the source's
+
+    def _frames(self) -> Iterator[Received]:
+        chunk = bytes(self._buffer)
+        self._buffer.clear()  # the decoder keeps any partial frame itself, bounded
+        for frame in self._kiss.feed(chunk):
+            yield Received(frame, f"kiss {self.device}")
 
 
 FrameSource = UdpSource | ReplaySource | SerialSource

@@ -19,7 +19,7 @@ from .clock import Clock
 from .config import load_config, parse_hostport
 from .daemon import Daemon
 from .persona import PersonaError
-from .radio import UdpRadio
+from .radio import RadioError, make_radio
 from .sensors import SimSensors
 from .store import StoreError
 
@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: --udp: {e}", file=sys.stderr)
             return 2
+        cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
         cfg.radio.udp = args.udp
     if args.speedup is not None:
         cfg.sim.speedup = args.speedup
@@ -100,11 +101,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         flight_s = float("inf")
 
-    radio = UdpRadio(*parse_hostport(cfg.radio.udp))
+    try:
+        radio = make_radio(cfg.radio)
+    except RadioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     try:
         daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop)
     except StoreError as e:
+        radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -122,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         daemon.shutdown()
         return 2
-    log.info("flying", udp=cfg.radio.udp, speedup=clock.speedup, flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
+    log.info("flying", radio=cfg.radio.kind, to=cfg.radio.address, speedup=clock.speedup, flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
     last_stats = time.monotonic()
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
         interrupted.wait(min(1.0, max(clock.wall_s(flight_s - clock.elapsed_s()), 0.01)))

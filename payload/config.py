@@ -8,10 +8,11 @@ the wall clock runs faster than they say.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from stratoecho.airtime import lora_airtime_s
 from stratoecho.config import Section, load_toml
 
 
@@ -30,9 +31,20 @@ class ScheduleSection(Section):
     first_musing_s: float = Field(30.0, ge=0, description="seconds after start before the first musing")
 
 
+PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
+
+
 class RadioSection(Section):
-    kind: Literal["udp"] = "udp"  # serial LoRa modules and KISS TNCs arrive with the link issue
+    kind: Literal["udp", "kiss", "lora_uart"] = Field(
+        "udp", description="udp (bench / IP link), kiss (KISS TNC on serial), lora_uart (Ebyte-style UART LoRa module)")
     udp: str = "127.0.0.1:7373"
+    serial_port: str | None = Field(None, description="kiss, lora_uart: serial device or pyserial URL (/dev/serial0)")
+    baud: int = Field(9600, gt=0, description="kiss, lora_uart: UART speed in bit/s (Ebyte default 9600)")
+    m0_pin: PinName | None = Field(None, description="lora_uart: GPIO driving the module's M0")
+    m1_pin: PinName | None = Field(None, description="lora_uart: GPIO driving the module's M1")
+    aux_pin: PinName | None = Field(None, description="lora_uart: GPIO reading the module's AUX (busy) line")
+    aux_timeout_s: float = Field(60.0, gt=0, description="lora_uart: seconds AUX may stay low before the send fails")
+    packet_bytes: int = Field(240, ge=1, le=255, description="lora_uart: module packet size (E32: 58; E22: 240/128/64/32)")
     mtu: int = Field(255, ge=16, le=255)
     spreading_factor: int = Field(9, ge=6, le=12)
     bandwidth_hz: float = Field(125_000, gt=0)
@@ -40,11 +52,39 @@ class RadioSection(Section):
     duty_cycle: float = Field(0.1, gt=0, le=1.0, description="share of each hour the transmitter may be on")
     tx_power_w: float = Field(0.5, gt=0, description="DC power drawn while transmitting")
 
+    # What each kind cannot do without; the checks below name the missing keys.
+    REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "udp": ("udp",),
+        "kiss": ("serial_port",),
+        "lora_uart": ("serial_port", "m0_pin", "m1_pin", "aux_pin"),
+    }
+
     @field_validator("udp")
     @classmethod
     def _check_udp(cls, v: str) -> str:
         parse_hostport(v)
         return v
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> RadioSection:
+        missing = [key for key in self.REQUIRED[self.kind] if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"kind = {self.kind!r} needs {', '.join(missing)}")
+        if self.kind == "lora_uart":
+            # A frame must fit one module packet, and AUX must be allowed to stay low for its time on air.
+            if self.mtu > self.packet_bytes:
+                raise ValueError(f"mtu {self.mtu} is larger than packet_bytes {self.packet_bytes}: "
+                                 "frames would be cut into several LoRa packets (lower mtu)")
+            air = lora_airtime_s(self.mtu, self.spreading_factor, self.bandwidth_hz, self.coding_rate)
+            if self.aux_timeout_s <= air:
+                raise ValueError(f"aux_timeout_s {self.aux_timeout_s:g} is not longer than the {air:.1f} s "
+                                 f"a {self.mtu}-byte frame spends on air")
+        return self
+
+    @property
+    def address(self) -> str:
+        """Where frames go, for logs: the UDP address or the serial port."""
+        return self.udp if self.kind == "udp" else str(self.serial_port)
 
 
 class PersonaSection(Section):

@@ -1,19 +1,41 @@
 """Radios behind one port: `send(frame)` puts one frame on the air.
 
-`UdpRadio` is the bench radio (and a real link to a ground station over IP);
-serial LoRa modules and KISS TNCs join with the link issue, as classes beside it.
+* `UdpRadio` — the bench radio (and a real link to a ground station over IP).
+* `KissRadio` — a KISS TNC on a serial port (`stratoecho.wire.kiss` framing).
+* `LoRaUartRadio` — a UART LoRa module in transparent mode (Ebyte E32/E22 style),
+  with its M0/M1 mode pins and AUX busy line on GPIO through gpiozero.
+
+`make_radio(cfg.radio)` builds the one the configuration names: one class per
+backend, each built from the section by the function registered for it in `RADIOS`. Serial parts take a port
+name or any pyserial URL (`/dev/serial0`, `loop://`, `socket://host:port`), GPIO
+parts take gpiozero pin names and an optional pin factory, so the tests run the
+real code against `loop://`, a pseudo-terminal and gpiozero's `MockFactory`.
+
+pyserial and gpiozero are imported inside the classes that need them: the bench
+(UDP) needs neither.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
+
+from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
+
+from .config import parse_hostport
 
 
 class Radio(Protocol):
     def send(self, frame: bytes) -> None: ...
 
     def close(self) -> None: ...
+
+
+class RadioError(Exception):
+    """A radio that cannot be opened or cannot send; the message names the part and why."""
 
 
 class UdpRadio:
@@ -34,3 +56,221 @@ class UdpRadio:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _open_serial(port: str, baud: int, what: str, **options):
+    import serial  # lazily: only the serial radios need pyserial
+
+    try:
+        return serial.serial_for_url(port, baudrate=baud, **options)
+    except (serial.SerialException, ValueError) as e:
+        raise RadioError(f"cannot open {what} serial port {port}: {e}") from e
+
+
+class KissRadio:
+    """A KISS TNC on a serial port or pyserial URL: each frame goes out as one KISS data frame.
+
+    `receive(timeout_s)` returns the data frames the TNC has heard (for the uplink).
+    Writes give up after `write_timeout_s` (a TNC holding the line with flow control)
+    rather than blocking the transmitter for ever.
+    """
+
+    RECEIVE_POLL_S = 0.05  # longest one read blocks inside receive()
+
+    def __init__(self, port: str, baud: int, *, tnc_port: int = 0, write_timeout_s: float = 10.0):
+        import serial  # lazily, like every serial part: the bench needs no pyserial
+
+        self._serial_error = serial.SerialException
+        self.name = port
+        self.tnc_port = tnc_port
+        self.port = _open_serial(port, baud, "KISS TNC", timeout=self.RECEIVE_POLL_S, write_timeout=write_timeout_s)
+        self._decoder = KissDecoder(port=tnc_port)
+
+    @classmethod
+    def from_config(cls, cfg) -> KissRadio:
+        return cls(cfg.serial_port, cfg.baud)
+
+    @property
+    def errors(self):
+        """Frames heard but dropped by the KISS deframer, by reason."""
+        return self._decoder.errors
+
+    def send(self, frame: bytes) -> None:
+        if len(frame) > MAX_FRAME:
+            raise RadioError(f"frame of {len(frame)} bytes is longer than the {MAX_FRAME} a LoRa packet holds")
+        try:
+            self.port.write(kiss_encode(frame, self.tnc_port))
+            self.port.flush()
+        except self._serial_error as e:
+            raise RadioError(f"KISS TNC {self.name}: write failed: {e}") from e
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        """Data frames completed within `timeout_s` (an empty list if none); returns as soon as one is."""
+        deadline = time.monotonic() + timeout_s
+        frames: list[bytes] = []
+        try:
+            while not frames and time.monotonic() < deadline:
+                first = self.port.read(1)  # blocks for at most RECEIVE_POLL_S
+                if first:
+                    frames = self._decoder.feed(first + self.port.read(self.port.in_waiting))
+        except self._serial_error as e:
+            raise RadioError(f"KISS TNC {self.name}: read failed: {e}") from e
+        return frames
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class LoRaUartRadio:
+    """A UART LoRa module in transparent mode (Ebyte E32/E22 and their kin).
+
+    Wiring: the module's RXD/TXD to a UART (`port`), M0 and M1 to two GPIO outputs,
+    AUX to a GPIO input. The pins select the mode; `MODES` holds the E32 table
+    (normal = both low; sleep = both high, where the module also takes configuration
+    commands). E22 modules take configuration at M0 low / M1 high: override `MODES`
+    for them.
+
+    AUX is the module's busy line: it goes low when UART data enters its buffer (or
+    while it puts a received packet out on its UART, or reloads its parameters after
+    sleep) and high when the buffer has been handed to the radio chip. `send` waits for
+    AUX high, writes the frame in one go, waits for AUX to fall (the module took it)
+    and to rise again. Every wait ends after `aux_timeout_s` with a `RadioError` that
+    says what the module failed to do, so a hung or unwired module never hangs the
+    transmitter. The E32 manual notes AUX may rise as the *last* packet starts on air;
+    the link's airtime accounting covers the rest of its time on air.
+
+    Frame boundaries: the module sends what arrives on its UART as one LoRa packet when
+    the UART pauses (about 3 byte times) or when `packet_bytes` have arrived (58 on E32;
+    240, 128, 64 or 32 as configured on E22). The receiving module writes each packet it
+    hears to its UART as one burst, so the ground delimits frames by the pause between
+    bursts. One frame, written in one go and no longer than `packet_bytes`, is therefore
+    one packet and one burst at the ground; `send` refuses longer frames, which the
+    module would cut into packets that are lost or merged separately.
+    """
+
+    MODES: dict[str, tuple[bool, bool]] = {"normal": (False, False), "sleep": (True, True), "config": (True, True)}
+    # Ebyte: the pins are read ~1 ms after they change, and the manual asks for ~2 ms after AUX
+    # rises before a switch; waited once per mode change, never in a loop.
+    MODE_SETTLE_S = 0.002
+
+    def __init__(
+        self,
+        port: str,
+        baud: int,
+        m0_pin: int | str,
+        m1_pin: int | str,
+        aux_pin: int | str,
+        pin_factory=None,
+        *,
+        packet_bytes: int = 240,
+        aux_timeout_s: float = 60.0,
+    ):
+        import serial
+        from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
+
+        self._serial_error = serial.SerialException
+        self.name = port
+        self.packet_bytes = packet_bytes
+        self.aux_timeout_s = aux_timeout_s
+        self.aux_pin = aux_pin
+        self._lock = threading.Lock()  # one send or mode switch at a time: they share AUX
+        self._took_frame = threading.Event()  # set on each falling AUX edge
+        self._opened: list = []
+        try:
+            try:
+                # Both outputs start low: the module powers into (or leaves sleep for) normal mode.
+                self.m0 = self._keep(DigitalOutputDevice(m0_pin, initial_value=False, pin_factory=pin_factory))
+                self.m1 = self._keep(DigitalOutputDevice(m1_pin, initial_value=False, pin_factory=pin_factory))
+                # AUX is a push-pull output on the module (its default): no pull resistor here.
+                self.aux = self._keep(DigitalInputDevice(aux_pin, pull_up=None, active_state=True, pin_factory=pin_factory))
+            except GPIOZeroError as e:
+                raise RadioError(f"LoRa module pins (M0 {m0_pin}, M1 {m1_pin}, AUX {aux_pin}): {e}") from e
+            # A callback, not a wait: a short busy pulse is seen even if it ended before we look.
+            self.aux.when_deactivated = self._on_busy
+            self.port = self._keep(_open_serial(port, baud, "LoRa module", timeout=0, write_timeout=aux_timeout_s))
+            self.mode = "normal"
+            self._wait_idle("after opening (module powered, wired, and done with its self-check?)")
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_config(cls, cfg) -> LoRaUartRadio:
+        return cls(cfg.serial_port, cfg.baud, cfg.m0_pin, cfg.m1_pin, cfg.aux_pin,
+                   packet_bytes=cfg.packet_bytes, aux_timeout_s=cfg.aux_timeout_s)
+
+    def _keep(self, part):
+        self._opened.append(part)
+        return part
+
+    def _on_busy(self) -> None:
+        self._took_frame.set()
+
+    def _wait_idle(self, when: str) -> None:
+        if not self.aux.wait_for_active(self.aux_timeout_s):
+            raise RadioError(
+                f"LoRa module {self.name}: AUX (pin {self.aux_pin}) stayed low (busy) for "
+                f"{self.aux_timeout_s:g} s {when}"
+            )
+
+    def send(self, frame: bytes) -> None:
+        if len(frame) > self.packet_bytes:
+            raise RadioError(
+                f"frame of {len(frame)} bytes exceeds the module's {self.packet_bytes}-byte packet: "
+                f"it would go out as several LoRa packets (lower radio.mtu)"
+            )
+        with self._lock:
+            if self.mode != "normal":
+                raise RadioError(f"LoRa module {self.name} is in {self.mode} mode and drops data: set_mode('normal') first")
+            self._wait_idle("before sending")
+            self._took_frame.clear()
+            try:
+                self.port.write(frame)  # one write: one UART burst, one packet
+                self.port.flush()
+            except self._serial_error as e:
+                raise RadioError(f"LoRa module {self.name}: write failed: {e}") from e
+            if not self._took_frame.wait(self.aux_timeout_s):
+                raise RadioError(
+                    f"LoRa module {self.name}: AUX (pin {self.aux_pin}) never went low after "
+                    f"{len(frame)} bytes were written: the module did not take the frame "
+                    f"(wrong mode, baud or wiring?)"
+                )
+            self._wait_idle(f"while sending {len(frame)} bytes (is aux_timeout_s longer than a packet's time on air?)")
+
+    def set_mode(self, mode: str) -> None:
+        """Switch to `normal`, `sleep` or `config`; returns once the module is ready in it."""
+        if mode not in self.MODES:
+            raise ValueError(f"unknown LoRa module mode {mode!r}; one of {', '.join(self.MODES)}")
+        m0, m1 = self.MODES[mode]
+        with self._lock:
+            # A switch while AUX is low is deferred by the module until it is idle: wait here instead.
+            self._wait_idle(f"before switching to {mode} mode")
+            time.sleep(self.MODE_SETTLE_S)
+            self.m0.value, self.m1.value = m0, m1
+            self.mode = mode
+            time.sleep(self.MODE_SETTLE_S)
+            # Leaving sleep, the module reloads its parameters with AUX low.
+            self._wait_idle(f"after switching to {mode} mode")
+
+    def close(self) -> None:
+        # The pins are released as they are: the module stays in the mode it was left in.
+        for part in reversed(self._opened):
+            part.close()
+        self._opened.clear()
+
+
+def _udp_from_config(cfg) -> UdpRadio:
+    return UdpRadio(*parse_hostport(cfg.udp))
+
+
+# One entry per `radio.kind`; config.RadioSection's Literal lists the same names.
+RADIOS: dict[str, Callable[..., Radio]] = {
+    "udp": _udp_from_config,
+    "kiss": KissRadio.from_config,
+    "lora_uart": LoRaUartRadio.from_config,
+}
+
+
+def make_radio(cfg) -> Radio:
+    """The radio `cfg` (a `RadioSection`) names, opened; `RadioError` if it cannot be."""
+    return RADIOS[cfg.kind](cfg)
