@@ -51,6 +51,12 @@ class RadioSection(Section):
     coding_rate: int = Field(5, ge=5, le=8, description="denominator of 4/x")
     duty_cycle: float = Field(0.1, gt=0, le=1.0, description="share of each hour the transmitter may be on")
     tx_power_w: float = Field(0.5, gt=0, description="DC power drawn while transmitting")
+    # Erasure coding: parity per record sized for the loss the link expects.
+    fec_prior_loss: float = Field(0.2, ge=0, lt=1, description="frame loss assumed until measured")
+    fec_prior_burst: float = Field(4.0, ge=1, description="mean length of a loss burst, in frames, until measured")
+    fec_target: float = Field(0.99, gt=0, lt=1, description="chance each record should arrive whole")
+    max_parity: int = Field(32, ge=0, le=254, description="most parity fragments one record may get")
+    interleave: int = Field(8, ge=1, le=64, description="records whose frames are interleaved against burst loss")
 
     # What each kind cannot do without; the checks below name the missing keys.
     REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {

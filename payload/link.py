@@ -1,21 +1,31 @@
-"""From the store to the air: framing, the duty-cycle budget, and airtime accounting.
+"""From the store to the air: erasure-coded framing, interleaving, the duty-cycle budget.
 
-The transmitter takes the most urgent queued record (telemetry first), turns it
-into frames with the shared wire module, waits when the hour's airtime budget is
-spent, keys the radio for each frame's time on air, and only then marks the
-record sent. A crash before that leaves it queued: it goes out again after reboot.
+Each time the radio is free the transmitter picks ONE frame:
+
+1. the newest queued telemetry sentence, if any — position is never starved by bulk;
+2. else the next frame of the records it has in hand, round-robin across up to
+   `radio.interleave` records, so a burst of lost frames is spread over several
+   records instead of wiping one out (each only needs any k of its n frames);
+   the hand is refilled from the store in priority order (events, then musings).
+
+A record gets as many parity fragments as the measured loss calls for
+(`fec.parity_for`, from a `LossEstimator` seeded with `radio.fec_prior_loss`). Each
+frame waits for the hour's airtime budget, keys the radio for its time on air, and
+a record is marked sent only after its last frame went out: a crash before that
+leaves it queued, and it goes out again after reboot.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import structlog
 
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
+from stratoecho.wire import fec
 
 from .clock import Clock
 from .radio import Radio
@@ -62,12 +72,13 @@ class AirtimeBudget:
         self._sent.append((now, airtime))
 
 
-def frames_for(q: Queued, mtu: int) -> list[bytes]:
-    """The air frames of one stored record."""
+def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
+    """The air frames of one stored record; `parity_for(k)` says how many parity fragments."""
     if q.stream == "telemetry":
         return [q.payload]  # already a UKHAS sentence
     record = wire.Record.from_body(STREAM_KIND[q.stream], q.boot, q.seq, q.payload)
-    return wire.fragment_record(record, mtu)
+    k = wire.data_shards(len(q.payload), mtu)
+    return wire.fragment_record(record, mtu, parity=parity_for(k))
 
 
 @dataclass
@@ -75,6 +86,7 @@ class LinkStats:
     frames_sent: int = 0
     bytes_sent: int = 0
     airtime_s: float = 0.0
+    parity_frames: int = 0
     sent_by_stream: dict = field(default_factory=dict)
     budget_waits: int = 0
     failures: int = 0
@@ -84,38 +96,72 @@ class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
         self.budget = AirtimeBudget(cfg.duty_cycle)
+        self.loss = fec.LossEstimator(prior_loss=cfg.fec_prior_loss, prior_burst=cfg.fec_prior_burst)
         self.stats = LinkStats()
         self.wake = threading.Event()  # set by producers when they queue something
         self._lock = threading.Lock()
+        self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int]] = OrderedDict()
 
     def airtime(self, frame: bytes) -> float:
         return lora_airtime_s(len(frame), self.cfg.spreading_factor, self.cfg.bandwidth_hz, self.cfg.coding_rate)
 
+    def parity(self, k: int) -> int:
+        """Parity fragments for a record of k data shards. Its frames go out about
+        `interleave` frames apart, which breaks up the bursts it sees."""
+        burst = fec.interleaved_burst(self.loss.loss, self.loss.burst, min(self.cfg.interleave, 1 + len(self._hand)))
+        cap = min(self.cfg.max_parity, wire.records.MAX_SHARDS - k)
+        try:
+            return min(fec.parity_for(k, self.loss.loss, self.cfg.fec_target, burst=burst, max_n=k + cap), cap)
+        except fec.FecError:  # the target is out of reach at this loss: send the most we allow
+            return cap
+
+    def next_frame(self) -> tuple[Queued, bytes, bool, bool] | None:
+        """(record, frame, is its last frame, is parity) for the radio's next slot, or None."""
+        fresh = self.store.queued(limit=1, streams=("telemetry",))
+        if fresh:
+            return fresh[0], fresh[0].payload, True, False
+        room = self.cfg.interleave - len(self._hand)
+        if room > 0:
+            for q in self.store.queued(limit=room, exclude=tuple(self._hand)):
+                frames = frames_for(q, self.cfg.mtu, self.parity)
+                k = wire.data_shards(len(q.payload), self.cfg.mtu)
+                self._hand[q.id] = (q, deque(frames), k)
+        if not self._hand:
+            return None
+        qid, (q, frames, k) = next(iter(self._hand.items()))
+        index = wire.decode_fragment(frames[0]).index  # data shards come first, then parity
+        frame = frames.popleft()
+        self._hand.move_to_end(qid)
+        last = not frames
+        if last:
+            del self._hand[qid]
+        return q, frame, last, index >= k
+
     def send_one(self) -> bool:
-        """Send the next queued record; False when the queue is empty or we are stopping."""
-        q = self.store.next_queued()
-        if q is None:
+        """Put one frame on the air; False when there is nothing to send or we are stopping."""
+        item = self.next_frame()
+        if item is None:
             return False
-        for frame in frames_for(q, self.cfg.mtu):
-            air = self.airtime(frame)
-            wait = self.budget.wait_s(self.clock.elapsed_s(), air)
-            if wait > 0:
-                self.stats.budget_waits += 1
-                log.info("duty_cycle_wait", wait_s=round(wait, 1), stream=q.stream, seq=q.seq)
-                if self.clock.wait(wait, self.stop):
-                    return False  # stopping: the record stays queued
-            self.radio.send(frame)
-            self.budget.record(self.clock.elapsed_s(), air)
-            with self._lock:
-                self.stats.frames_sent += 1
-                self.stats.bytes_sent += len(frame)
-                self.stats.airtime_s += air
-            if self.clock.wait(air, self.stop):  # the radio is busy for the frame's time on air
-                return False
-        self.store.mark_sent(q.id)
+        q, frame, last, is_parity = item
+        air = self.airtime(frame)
+        wait = self.budget.wait_s(self.clock.elapsed_s(), air)
+        if wait > 0:
+            self.stats.budget_waits += 1
+            log.info("duty_cycle_wait", wait_s=round(wait, 1), stream=q.stream, seq=q.seq)
+            if self.clock.wait(wait, self.stop):
+                return False  # stopping: the record stays queued in the store
+        self.radio.send(frame)
+        self.budget.record(self.clock.elapsed_s(), air)
         with self._lock:
-            self.stats.sent_by_stream[q.stream] = self.stats.sent_by_stream.get(q.stream, 0) + 1
-        return True
+            self.stats.frames_sent += 1
+            self.stats.bytes_sent += len(frame)
+            self.stats.airtime_s += air
+            self.stats.parity_frames += int(is_parity)
+        if last:
+            self.store.mark_sent(q.id)
+            with self._lock:
+                self.stats.sent_by_stream[q.stream] = self.stats.sent_by_stream.get(q.stream, 0) + 1
+        return not self.clock.wait(air, self.stop)  # the radio is busy for the frame's time on air
 
     def run(self) -> None:
         while not self.stop.is_set():

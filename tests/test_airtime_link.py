@@ -49,7 +49,7 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store.enqueue("telemetry", boot, lambda seq: b"$$T1\n", created=1.0)
     store.enqueue("telemetry", boot, lambda seq: b"$$T2\n", created=2.0)
     radio = RecordingRadio()
-    cfg = RadioSection(mtu=64)
+    cfg = RadioSection(mtu=64, fec_prior_loss=0.0)  # a perfect link: no parity
     tx = Transmitter(store, radio, Clock(speedup=1e6), cfg, threading.Event())
     while tx.send_one():
         pass
@@ -72,6 +72,48 @@ def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
             super().send(frame)
             stop.set()  # power dies after the first fragment
 
-    tx = Transmitter(store, StopAfterOne(), Clock(speedup=1e6), RadioSection(mtu=64), stop)
+    tx = Transmitter(store, StopAfterOne(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), stop)
     assert tx.send_one() is False
     assert store.depth() == {"musing": 1}
+
+
+def _musings(store, boot, texts):
+    for text in texts:
+        store.enqueue("musing", boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
+
+
+def test_parity_grows_with_expected_loss_and_any_k_frames_rebuild(tmp_path):
+    sent = {}
+    for loss in (0.0, 0.1, 0.3):
+        store = Store(tmp_path / f"q{loss}.db")
+        boot = store.start_boot()
+        _musings(store, boot, ["thin air and a thinner signal " * 8])
+        radio = RecordingRadio()
+        tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=loss), threading.Event())
+        while tx.send_one():
+            pass
+        sent[loss] = radio.frames
+        assert tx.stats.parity_frames == len(radio.frames) - wire.decode_frame(radio.frames[0]).k
+    assert len(sent[0.0]) < len(sent[0.1]) < len(sent[0.3])
+    frames = sent[0.3]
+    k = wire.decode_frame(frames[0]).k
+    ra = wire.Reassembler()
+    out = [r for f in frames[-k:] if (r := ra.add(wire.decode_frame(f)))]  # only the last k arrive
+    assert out and out[0].text.startswith("thin air")
+
+
+def test_frames_of_queued_records_are_interleaved_and_telemetry_cuts_in(tmp_path):
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    _musings(store, boot, ["first " * 40, "second " * 40, "third " * 40])
+    radio = RecordingRadio()
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2), threading.Event())
+    for _ in range(3):
+        tx.send_one()
+    store.enqueue("telemetry", boot, lambda seq: b"$$POSITION\n")
+    while tx.send_one():
+        pass
+    seqs = [wire.decode_frame(f).seq if f[0] == wire.MAGIC else "T" for f in radio.frames]
+    assert seqs[:3] == [1, 2, 1]  # two records in hand, alternating
+    assert seqs[3] == "T"  # a fresh position goes before the rest of the bulk
+    assert set(seqs) == {1, 2, 3, "T"} and store.depth() == {}
