@@ -12,8 +12,9 @@ from pathlib import Path
 import structlog
 
 from stratoecho.bundle import BundleError, load_bundle
-from stratoecho.config import ConfigError
 from stratoecho.cli import run_cli
+from stratoecho.config import ConfigError
+from stratoecho.wire.uplink import KeyFileError
 
 from .clock import Clock
 from .config import load_config, parse_hostport
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--persona", metavar="BUNDLE", help="persona bundle directory (overrides the configuration)")
     run.add_argument("--no-persona", action="store_true", help="fly without a language model: telemetry and events only")
     run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio")
+    run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and repair requests (overrides uplink.key_file)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
     run.add_argument("--speedup", type=float, help="with --sim: flight seconds per wall second (default 60)")
     run.add_argument("--minutes", type=float, help="flight minutes to run (default: until stopped; --sim: the whole flight)")
@@ -76,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
         cfg.radio.udp = args.udp
+    if args.uplink_key:
+        cfg.uplink.key_file = args.uplink_key
     if args.speedup is not None:
         cfg.sim.speedup = args.speedup
     if args.seed is not None:
@@ -109,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop)
-    except StoreError as e:
+    except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         print(f"error: {e}", file=sys.stderr)
         return 2

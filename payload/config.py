@@ -93,6 +93,13 @@ class RadioSection(Section):
         return self.udp if self.kind == "udp" else str(self.serial_port)
 
 
+class UplinkSection(Section):
+    key_file: str | None = Field(None, description="HMAC key shared with the ground (hex or 32 raw bytes, mode 600); none: no uplink")
+    window_every: int = Field(6, ge=1, description="listen after every Nth position sentence (sentence id a multiple of N)")
+    window_s: float = Field(4.0, gt=0, description="flight seconds the receiver listens in each window")
+    tag_len: int = Field(8, ge=4, le=32, description="bytes of the truncated HMAC tag; must match the ground")
+
+
 class PersonaSection(Section):
     bundle: str = "build/persona"
     timeout_s: float = Field(60.0, gt=0, description="wall seconds a musing may take before the worker is killed")
@@ -119,6 +126,7 @@ class PayloadConfig(Section):
     sensors: Literal["sim"] = "sim"  # real drivers arrive with the sensors issue
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     radio: RadioSection = Field(default_factory=RadioSection)
+    uplink: UplinkSection = Field(default_factory=UplinkSection)
     persona: PersonaSection = Field(default_factory=PersonaSection)
     power: PowerSection = Field(default_factory=PowerSection)
     sim: SimSection = Field(default_factory=SimSection)

@@ -22,8 +22,10 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.bundle import Bundle
+from stratoecho.wire import uplink
 
 from .clock import Clock
+from .commands import CommandGate
 from .config import PayloadConfig
 from .guard import OutboundGuard
 from .link import Transmitter
@@ -48,6 +50,8 @@ class DaemonStats:
     tokens: int = 0
     generation_s: float = 0.0
     guard_reasons: dict = field(default_factory=dict)
+    commands: dict = field(default_factory=dict)
+    repairs_requested: int = 0
 
 
 class Daemon:
@@ -74,6 +78,12 @@ class Daemon:
             if bundle is not None
             else None
         )
+        self.gate = None
+        if cfg.uplink.key_file:
+            # Raises uplink.KeyFileError with the file named when the key is missing or exposed.
+            self.gate = CommandGate.from_key_file(self.store, cfg.uplink.key_file, cfg.callsign,
+                                                  tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu)
+            self.transmitter.listen_after(cfg.uplink, self.on_uplink)
         self.producers_stop = threading.Event()  # producers end first; the radio may drain after
         self._threads: list[threading.Thread] = []
         structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
@@ -138,9 +148,36 @@ class Daemon:
         log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
         return text
 
+    # ------------------------------------------------------------------ uplink
+
+    def on_uplink(self, frame: bytes) -> None:
+        """A frame heard in a listen window: act on it only if the gate says it is ours and fresh."""
+        cmd = self.gate.accept(frame) if self.gate else None
+        if cmd is None:
+            return
+        name = cmd.command_id.name.lower()
+        self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
+        if isinstance(cmd, uplink.Resend):
+            for item in cmd.items:
+                stream = {wire.Kind.MUSING: "musing", wire.Kind.EVENT: "event"}.get(item.stream)
+                if stream is not None:
+                    self.stats.repairs_requested += 1
+                    self.transmitter.request_repair(stream, item.boot, item.seq, item.fragments)
+        elif isinstance(cmd, uplink.Ping):
+            self.queue_event(f"pong {cmd.nonce}")
+        elif isinstance(cmd, uplink.SetIntervals):
+            self.cfg.schedule.telemetry_s = float(cmd.telemetry_s)
+            self.cfg.schedule.musing_s = float(cmd.musing_s)
+            self.queue_event(f"intervals now {cmd.telemetry_s} s telemetry, {cmd.musing_s} s musings")
+        else:
+            # Modes, memory notes and API answers are acted on by the parts that own them
+            # (power modes, memory, API proxy), which this version does not have yet: say so on air.
+            self.queue_event(f"command {name} received; not acted on in this version")
+
     # ------------------------------------------------------------------ loops
 
-    def _every(self, period_s: float, first_s: float, action, name: str) -> None:
+    def _every(self, period_s, first_s: float, action, name: str) -> None:
+        """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it)."""
         due = self.clock.elapsed_s() + first_s
         while not self.producers_stop.is_set():
             if self.clock.wait(due - self.clock.elapsed_s(), self.producers_stop):
@@ -149,9 +186,9 @@ class Daemon:
                 action()
             except Exception:  # one failing task must not end the others
                 log.exception("task_failed", task=name)
-            due += period_s
+            due += period_s()
             if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
-                due = self.clock.elapsed_s() + period_s
+                due = self.clock.elapsed_s() + period_s()
 
     def start(self, launch: bool = False) -> None:
         """Start the loops; with `launch`, flight time starts now (the bench world's launch)."""
@@ -165,11 +202,11 @@ class Daemon:
             + (f", persona {self.bundle.manifest.persona.name}" if self.bundle else ", no persona")
         )
         specs = [
-            ("beacon", lambda: self._every(sched.telemetry_s, 0.0, self.beacon_once, "beacon")),
+            ("beacon", lambda: self._every(lambda: sched.telemetry_s, 0.0, self.beacon_once, "beacon")),
             ("radio", self.transmitter.run),
         ]
         if self.worker is not None:
-            specs.append(("think", lambda: self._every(sched.musing_s, sched.first_musing_s, self.think_once, "think")))
+            specs.append(("think", lambda: self._every(lambda: sched.musing_s, sched.first_musing_s, self.think_once, "think")))
         for name, target in specs:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -213,6 +250,7 @@ class Daemon:
             "flight_s": self.clock.elapsed_s(),
             "energy_wh": self.energy_wh(),
             "persona_restarts": self.worker.restarts if self.worker else 0,
+            "uplink_rejected": dict(self.gate.rejections) if self.gate else {},
         }
 
     def write_stats(self) -> None:

@@ -3,7 +3,8 @@
 Each time the radio is free the transmitter picks ONE frame:
 
 1. the newest queued telemetry sentence, if any — position is never starved by bulk;
-2. else the next frame of the records it has in hand, round-robin across up to
+2. else a fragment the ground asked for again (a repair, see below);
+3. else the next frame of the records it has in hand, round-robin across up to
    `radio.interleave` records, so a burst of lost frames is spread over several
    records instead of wiping one out (each only needs any k of its n frames);
    the hand is refilled from the store in priority order (events, then musings).
@@ -13,6 +14,12 @@ A record gets as many parity fragments as the measured loss calls for
 frame waits for the hour's airtime budget, keys the radio for its time on air, and
 a record is marked sent only after its last frame went out: a crash before that
 leaves it queued, and it goes out again after reboot.
+
+Repair: after every `uplink.window_every`-th position sentence the radio listens
+for `uplink.window_s` (half duplex: nothing is sent meanwhile). Signed frames go
+to the `on_uplink` callback (the daemon's command gate); a RESEND becomes
+`request_repair`, which rebuilds the asked-for fragments from the stored record —
+never for a record that is still queued, which will go out whole anyway.
 """
 
 from __future__ import annotations
@@ -87,6 +94,10 @@ class LinkStats:
     bytes_sent: int = 0
     airtime_s: float = 0.0
     parity_frames: int = 0
+    repair_frames: int = 0
+    repairs_skipped_queued: int = 0
+    windows: int = 0
+    uplink_frames: int = 0
     sent_by_stream: dict = field(default_factory=dict)
     budget_waits: int = 0
     failures: int = 0
@@ -101,6 +112,32 @@ class Transmitter:
         self.wake = threading.Event()  # set by producers when they queue something
         self._lock = threading.Lock()
         self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int]] = OrderedDict()
+        self._repairs: deque[bytes] = deque()
+        self.uplink_cfg = None  # set with on_uplink to open listen windows
+        self.on_uplink = None  # callable(frame) -> None
+
+    def listen_after(self, uplink_cfg, on_uplink) -> None:
+        """Open a listen window after every `uplink_cfg.window_every`-th sentence; frames go to `on_uplink`."""
+        self.uplink_cfg, self.on_uplink = uplink_cfg, on_uplink
+
+    def request_repair(self, stream: str, boot: int, seq: int, fragments: tuple[int, ...]) -> int:
+        """Queue the fragments the ground asked for (all, with parity, if none are named);
+        returns how many frames were queued."""
+        found = self.store.find(stream, boot, seq)
+        if found is None:
+            log.info("repair_unknown_record", stream=stream, boot=boot, seq=seq)
+            return 0
+        q, state = found
+        if state == "queued" or q.id in self._hand:
+            self.stats.repairs_skipped_queued += 1  # it will go out whole anyway
+            return 0
+        k = wire.data_shards(len(q.payload), self.cfg.mtu)
+        wanted = sorted(set(fragments)) or list(range(k + self.parity(k)))
+        record = wire.Record.from_body(STREAM_KIND[stream], q.boot, q.seq, q.payload)
+        frames = wire.fragment_record(record, self.cfg.mtu, parity=max(wanted[-1] + 1 - k, 0))
+        self._repairs.extend(frames[i] for i in wanted)
+        self.wake.set()
+        return len(wanted)
 
     def airtime(self, frame: bytes) -> float:
         return lora_airtime_s(len(frame), self.cfg.spreading_factor, self.cfg.bandwidth_hz, self.cfg.coding_rate)
@@ -120,6 +157,8 @@ class Transmitter:
         fresh = self.store.queued(limit=1, streams=("telemetry",))
         if fresh:
             return fresh[0], fresh[0].payload, True, False
+        if self._repairs:
+            return None, self._repairs.popleft(), False, True
         room = self.cfg.interleave - len(self._hand)
         if room > 0:
             for q in self.store.queued(limit=room, exclude=tuple(self._hand)):
@@ -147,7 +186,7 @@ class Transmitter:
         wait = self.budget.wait_s(self.clock.elapsed_s(), air)
         if wait > 0:
             self.stats.budget_waits += 1
-            log.info("duty_cycle_wait", wait_s=round(wait, 1), stream=q.stream, seq=q.seq)
+            log.info("duty_cycle_wait", wait_s=round(wait, 1), stream=q.stream if q else "repair")
             if self.clock.wait(wait, self.stop):
                 return False  # stopping: the record stays queued in the store
         self.radio.send(frame)
@@ -156,12 +195,33 @@ class Transmitter:
             self.stats.frames_sent += 1
             self.stats.bytes_sent += len(frame)
             self.stats.airtime_s += air
-            self.stats.parity_frames += int(is_parity)
-        if last:
+            self.stats.parity_frames += int(is_parity and q is not None)
+            self.stats.repair_frames += int(q is None)
+        if last and q is not None:
             self.store.mark_sent(q.id)
             with self._lock:
                 self.stats.sent_by_stream[q.stream] = self.stats.sent_by_stream.get(q.stream, 0) + 1
-        return not self.clock.wait(air, self.stop)  # the radio is busy for the frame's time on air
+        if self.clock.wait(air, self.stop):  # the radio is busy for the frame's time on air
+            return False
+        if q is not None and q.stream == "telemetry" and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
+            self.listen_window()
+        return True
+
+    def listen_window(self) -> None:
+        """Half duplex: listen for `window_s` flight seconds, handing each frame to `on_uplink`."""
+        receive = getattr(self.radio, "receive", None)
+        if receive is None or self.on_uplink is None:
+            return
+        self.stats.windows += 1
+        end = self.clock.elapsed_s() + self.uplink_cfg.window_s
+        left = self.uplink_cfg.window_s
+        while True:  # at least one receive, however fast the bench clock runs
+            for frame in receive(self.clock.wall_s(left)):
+                self.stats.uplink_frames += 1
+                self.on_uplink(frame)
+            left = end - self.clock.elapsed_s()
+            if left <= 0 or self.stop.is_set():
+                return
 
     def run(self) -> None:
         while not self.stop.is_set():

@@ -54,6 +54,18 @@ class UdpRadio:
             # looks like: the frame is on the air all the same.
             pass
 
+    def receive(self, timeout_s: float) -> list[bytes]:
+        """Datagrams that reach our sending socket within `timeout_s` (the uplink); returns as
+        soon as one arrives, an empty list if none does."""
+        self.sock.settimeout(max(timeout_s, 0.001))
+        try:
+            frame, _ = self.sock.recvfrom(65535)
+        except (socket.timeout, BlockingIOError):
+            return []
+        except OSError:
+            return []  # e.g. an ICMP "unreachable" from an earlier send: nothing was received
+        return [frame]
+
     def close(self) -> None:
         self.sock.close()
 

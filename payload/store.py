@@ -166,6 +166,16 @@ class Store:
             ).fetchall()
         return [Queued(*row) for row in rows]
 
+    def find(self, stream: str, boot: int, seq: int) -> tuple[Queued, str] | None:
+        """One record and its state, for a repair request from the ground."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT id, stream, boot, seq, created, payload, send_count, state FROM records "
+                "WHERE stream = ? AND boot = ? AND seq = ?",
+                (stream, boot, seq),
+            ).fetchone()
+        return (Queued(*row[:7]), row[7]) if row else None
+
     def mark_sent(self, record_id: int) -> None:
         with self._lock:
             self.db.execute(

@@ -14,8 +14,9 @@ rebuild the record. All integers big-endian::
 
 ``idx`` < ``n``; ``length`` is the body's length (the last data shard is padded);
 the CRC16-CCITT covers every byte before it. Receivers key on (kind, boot, seq):
-duplicates and reordering are harmless, and a record re-sent with another cut
-(a new MTU or parity) simply starts over.
+duplicates and reordering are harmless. A shard does not depend on ``n``, so a
+repair may send parity shards beyond the first ``n``; a record re-sent with
+another ``k`` or ``length`` (a new MTU) starts over.
 """
 
 from __future__ import annotations
@@ -162,11 +163,12 @@ class Reassembler:
         key = frag.key
         if key in self._done:
             return None
-        cut = (frag.k, frag.n, frag.length)
-        if self._cut.setdefault(key, cut) != cut:
-            # Re-sent with another cut (MTU or parity changed): the old shards cannot combine with it.
+        k, n, length = self._cut.setdefault(key, (frag.k, frag.n, frag.length))
+        if (k, length) != (frag.k, frag.length):
+            # Re-sent with another cut (a new MTU): the old shards cannot combine with it.
             self._pending.pop(key, None)
-            self._cut[key] = cut
+        # A shard does not depend on n, so repairs may bring parity beyond the first n.
+        self._cut[key] = (frag.k, max(n, frag.n) if (k, length) == (frag.k, frag.length) else frag.n, frag.length)
         shards = self._pending.setdefault(key, {})
         shards[frag.index] = frag.shard
         if len(shards) < frag.k:
@@ -178,7 +180,7 @@ class Reassembler:
         del self._pending[key]
         del self._cut[key]
         try:
-            body = fec_decode(shards, frag.k, frag.n, frag.length)
+            body = fec_decode(shards, frag.k, MAX_SHARDS, frag.length)
         except FecError as e:
             raise WireError("fec failed", f"record {key}: {e}") from e
         record = Record.from_body(frag.kind, frag.boot, frag.seq, body)  # raises before marking done,

@@ -1,0 +1,97 @@
+"""The payload side of repair: listen windows after every Nth sentence, signed RESENDs,
+fragments rebuilt from the store (never for a record that is still queued)."""
+
+from __future__ import annotations
+
+import threading
+
+from payload.clock import Clock
+from payload.config import PayloadConfig, RadioSection, UplinkSection
+from payload.daemon import Daemon
+from payload.link import Transmitter
+from payload.sensors import SimSensors
+from payload.store import Store
+from stratoecho import wire
+from stratoecho.wire import uplink
+from tests.fakes import RecordingRadio
+
+KEY = bytes(range(32))
+
+
+class TwoWayRadio(RecordingRadio):
+    """Records what is sent; hands out queued uplink frames when the payload listens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: list[bytes] = []
+        self.listens = 0
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        self.listens += 1
+        out, self.inbox = self.inbox, []
+        return out
+
+
+def _sent_musing(store: Store, boot: int, text: str, tx: Transmitter) -> None:
+    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, text).body())
+    while tx.send_one():
+        pass
+
+
+def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_path):
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    radio = RecordingRadio()
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
+    _sent_musing(store, boot, "the horizon curves and the battery sighs " * 6, tx)
+    first = [wire.decode_frame(f) for f in radio.frames]
+    k = first[0].k
+    # The ground heard all but two data fragments and asks for two parity shards beyond n.
+    assert tx.request_repair("musing", boot, 1, (k, k + 1)) == 2
+    while tx.send_one():
+        pass
+    repairs = [wire.decode_frame(f) for f in radio.frames[len(first):]]
+    assert [r.index for r in repairs] == [k, k + 1] and tx.stats.repair_frames == 2
+    ra = wire.Reassembler()
+    heard = first[: k - 2] + repairs
+    out = [r for f in heard if (r := ra.add(f))]
+    assert out and out[0].text.startswith("the horizon")
+
+
+def test_repair_of_a_still_queued_record_is_skipped(tmp_path):
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(), threading.Event())
+    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
+    assert tx.request_repair("musing", boot, 1, ()) == 0
+    assert tx.stats.repairs_skipped_queued == 1
+    assert tx.request_repair("musing", boot, 99, ()) == 0  # unknown: nothing to send
+
+
+def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_path):
+    key_file = tmp_path / "uplink.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file), window_every=3, window_s=1.0))
+    cfg.radio.fec_prior_loss = 0.0
+    clock = Clock(speedup=1e6)
+    radio = TwoWayRadio()
+    d = Daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "a thought " * 30).body())
+    while d.transmitter.send_one():
+        pass
+    sent_before = len(radio.frames)
+    forged = uplink.sign(bytes(32), 1, cfg.callsign, uplink.Ping(1))
+    resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), d.boot, 1, (0,)),)))
+    radio.inbox = [forged, resend, resend]  # a forgery, then a frame and its replay
+    for _ in range(3):
+        d.beacon_once()
+        d.transmitter.send_one()
+    assert d.transmitter.stats.windows == 1  # sentence 3 opened the window, 1 and 2 did not
+    assert d.gate.rejections == {"bad tag": 1, "replayed": 1}, d.gate.rejections
+    assert d.stats.commands == {"resend": 1} and d.stats.repairs_requested == 1
+    assert d.gate.rejections == {"bad tag": 1, "replayed": 1}
+    while d.transmitter.send_one():
+        pass
+    repaired = [wire.decode_frame(f) for f in radio.frames[sent_before:] if f[0] == wire.MAGIC]
+    assert [(r.seq, r.index) for r in repaired] == [(1, 0)]
