@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import structlog
 
 from stratoecho.cli import run_cli
+from stratoecho.wire.uplink import KeyFileError, load_key
 
 from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
-from .listen import Limits, run_listen
+from .listen import Limits, RepairLink, run_listen
 from .receive import (
     FrameSource,
     KissSerialSource,
@@ -26,6 +30,7 @@ from .receive import (
     UdpSource,
     parse_hostport,
 )
+from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +40,7 @@ examples:
   python -m groundstation listen --serial /dev/ttyUSB0 --baud 57600 --db flight.db
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db      # KISS TNC
   python -m groundstation listen --replay out/air.hex --db replay.db --json
+  python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
 HEX_FORMAT = (
@@ -57,6 +63,16 @@ def _seconds(text: str) -> float:
         value = float("nan")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
     return value
 
 
@@ -106,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds (for scripted runs)")
     listen.add_argument("--until-idle", type=_seconds, metavar="SECONDS",
                         help="stop once no frame has arrived for this many seconds")
+    repair = listen.add_argument_group(
+        "repair (UDP only; a serial uplink comes later)",
+        "With --uplink-key, after every telemetry sentence whose number is a multiple of "
+        "--window-every (when the payload listens), the ground sends signed RESEND commands back "
+        "to the sentence's sender asking for missing fragments and records. The counter state "
+        "lives next to the database (DB.uplink.json). Without a key nothing is ever sent.")
+    repair.add_argument("--uplink-key", type=Path, metavar="FILE",
+                        help="the balloon's uplink key (hex, mode 600; the payload holds the same file)")
+    repair.add_argument("--callsign", metavar="CALL",
+                        help="payload id the commands are signed for (default: the callsign of the first "
+                             "telemetry sentence heard)")
+    repair.add_argument("--window-every", type=_positive_int, default=6, metavar="N",
+                        help="the payload listens after sentences numbered 0, N, 2N... (default 6; "
+                             "must match the payload's window_every)")
+    listen.add_argument("--stats", type=Path, metavar="FILE",
+                        help="write counts (frames, records, nacks_sent, items_requested...) here as JSON on exit")
     listen.set_defaults(func=cmd_listen)
 
     decode = sub.add_parser(
@@ -153,6 +185,17 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if args.kiss and not args.serial:
         print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
         return 2
+    if args.uplink_key and not args.udp:
+        print("error: --uplink-key works with --udp only for now (serial uplink comes later)", file=sys.stderr)
+        return 2
+    if args.uplink_key:
+        try:  # a bad key or counter state is a start-up error, not a surprise at the first window
+            load_key(args.uplink_key)
+            if args.callsign:
+                CommandSigner.for_db(args.uplink_key, args.callsign, args.db)
+        except (KeyFileError, SignerStateError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     try:
         store = Store(args.db)
     except StoreError as e:
@@ -167,20 +210,43 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if isinstance(source, UdpSource):
         log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
     decoder = FrameDecoder()
+    repair = None
+    if args.uplink_key and isinstance(source, UdpSource):
+        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every)
     status = 0
     try:
         with _stop_on_signals(stop):
             run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,
-                       as_json=args.json, limits=Limits(args.duration, args.until_idle))
+                       as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=repair)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         status = 1
     finally:
         store.close()
         errors = decoder.errors + source.errors
-        print(format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,
-                             errors, decoder.incomplete(), store.inserted), file=sys.stderr)
+        summary = format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,
+                                 errors, decoder.incomplete(), store.inserted)
+        if repair is not None:
+            summary += (f"\n  repair: {repair.nacks_sent} nacks sent, {repair.items_requested} items requested, "
+                        f"{repair.planner.given_up} records given up")
+        print(summary, file=sys.stderr)
+        if args.stats is not None:
+            write_stats(args.stats, {
+                "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
+                "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
+                "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
+            })
     return status
+
+
+def write_stats(path: Path, stats: dict) -> None:
+    """Temporary file then rename: a reader (sim fly) sees the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        print(f"error: cannot write stats to {path}: {e.strerror}", file=sys.stderr)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

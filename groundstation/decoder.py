@@ -30,6 +30,7 @@ class Decoded:
     record: dict | None = None
     error: str | None = None
     detail: str | None = None  # wire's own message, for the debug log
+    frame: wire.Telemetry | wire.Fragment | None = None  # what the bytes decoded to (for repair)
 
     @property
     def ok(self) -> bool:
@@ -61,21 +62,25 @@ class FrameDecoder:
             self.errors[reason] += 1
             return Decoded(error=reason, detail=str(e))
         if record is None:
-            return Decoded()
-        return self._deliver(record.as_dict())
+            return Decoded(frame=decoded)
+        return self._deliver(record.as_dict(), decoded)
 
     def _telemetry(self, t: wire.Telemetry) -> Decoded:
         key = (t.boot, t.seq)
         if key in self._seen_telemetry:
             self.duplicates += 1
-            return Decoded()
+            return Decoded(frame=t)
         self._seen_telemetry.add(key)
-        return self._deliver(t.as_dict())
+        return self._deliver(t.as_dict(), t)
 
-    def _deliver(self, record: dict) -> Decoded:
+    def _deliver(self, record: dict, frame: wire.Telemetry | wire.Fragment) -> Decoded:
         self.records[record["kind"]] += 1
-        return Decoded(record=record)
+        return Decoded(record=record, frame=frame)
 
     def incomplete(self) -> int:
         """Records of which some fragments arrived but not all (what a NACK would ask for)."""
         return len(self._reassembler.missing())
+
+    def missing(self) -> dict[tuple[int, int, int], tuple[int, list[int]]]:
+        """`Reassembler.missing()`: per incomplete record, fragments still needed and indices never heard."""
+        return self._reassembler.missing()

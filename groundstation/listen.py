@@ -3,21 +3,34 @@
 One `threading.Event` ends it (SIGINT/SIGTERM set it); the loop checks it on every
 frame and on every idle poll of the source (~0.2 s), so it never sleeps and stops
 at once. Whatever way it ends, the database is committed and the source closed.
+
+With a `RepairLink` (UDP only, for now; a serial uplink comes later), every decoded
+fragment feeds a `NackPlanner`, and each new telemetry sentence whose seq is a
+multiple of `window_every` — the payload listens for a few seconds after sending
+it — is answered at once, before anything is stored, with signed RESEND commands
+sent back to the address the sentence came from.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 import structlog
 
+from stratoecho import wire
+from stratoecho.wire.uplink import KeyFileError, resend_batches
+
 from .db import Store, utc_now
-from .decoder import FrameDecoder
+from .decoder import Decoded, FrameDecoder
 from .display import format_json, format_record
 from .receive import FrameSource
+from .repair import NackPlanner
+from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
 
@@ -28,11 +41,82 @@ class Limits:
     until_idle_s: float | None = None  # stop after this long without a frame
 
 
+@dataclass
+class RepairLink:
+    """Asks the payload, in its uplink windows, for what the planner says is missing.
+
+    `send(frame, addr)` puts one uplink frame on the air (`UdpSource.send`). The
+    signer is made at the first window when the callsign comes from the telemetry.
+    """
+
+    key_path: Path
+    db_path: Path
+    send: Callable[[bytes, tuple], None]
+    callsign: str | None = None  # None: the first telemetry sentence's callsign
+    window_every: int = 6
+    planner: NackPlanner = field(default_factory=NackPlanner)
+    nacks_sent: int = 0
+    items_requested: int = 0
+    send_errors: int = 0
+    _signer: CommandSigner | None = None
+
+    def on_decoded(self, result: Decoded, peer: tuple | None,
+                   missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> None:
+        """One decoded frame; `missing` is `FrameDecoder.missing`, asked only when a window opens."""
+        frame = result.frame
+        if isinstance(frame, wire.Fragment):
+            self.planner.heard(frame, complete=result.record is not None)
+        elif isinstance(frame, wire.Telemetry) and result.record is not None:
+            if self.callsign is None:
+                self.callsign = frame.callsign
+            if frame.seq % self.window_every == 0 and peer is not None:
+                self.window(peer, missing())
+
+    def window(self, peer: tuple, missing: dict[tuple[int, int, int], tuple[int, list[int]]]) -> None:
+        """The payload is listening now: sign and send this window's NACKs to `peer`."""
+        items = self.planner.plan(missing)
+        if not items:
+            return
+        try:
+            if self._signer is None:
+                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path)
+        except (KeyFileError, SignerStateError, OSError) as e:
+            # Checked at start-up already; if the files went bad since, keep receiving regardless.
+            self.send_errors += 1
+            log.error("cannot sign nacks", error=str(e))
+            return
+        for batch in resend_batches(items, tag_len=self._signer.tag_len, mtu=self._signer.mtu):
+            try:
+                frame = self._signer.sign(batch)
+            except (SignerStateError, OSError) as e:
+                self.send_errors += 1
+                log.error("cannot sign nack", error=str(e))
+                return
+            try:
+                self.send(frame, peer)
+            except OSError as e:
+                self.send_errors += 1
+                log.warning("nack not sent", to=f"{peer[0]}:{peer[1]}", error=str(e))
+                continue
+            self.nacks_sent += 1
+            self.items_requested += len(batch.items)
+            log.info("nack", to=f"{peer[0]}:{peer[1]}", window=self.planner.window, items=[
+                f"{wire.Kind(i.stream).name.lower()} {i.boot}/{i.seq}" + (f" {list(i.fragments)}" if i.fragments else " all")
+                for i in batch.items])
+
+    def stats(self) -> dict:
+        return {"nacks_sent": self.nacks_sent, "items_requested": self.items_requested,
+                "given_up": self.planner.given_up, "windows": self.planner.window,
+                "send_errors": self.send_errors}
+
+
 def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: threading.Event,
-               out: TextIO | None, as_json: bool = False, limits: Limits | None = None) -> None:
+               out: TextIO | None, as_json: bool = False, limits: Limits | None = None,
+               repair: RepairLink | None = None) -> None:
     """Receive until the source ends, `stop` is set or a limit is reached.
 
-    `out` gets one line per record new to the database (None: print nothing).
+    `out` gets one line per record new to the database (None: print nothing);
+    `repair` (optional) answers the payload's uplink windows with NACKs.
     """
     limits = limits or Limits()
     start = last_frame = time.monotonic()
@@ -41,7 +125,7 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
             now = time.monotonic()
             if item is not None:
                 last_frame = now
-                _handle(item.data, item.origin, store, decoder, out, as_json)
+                _handle(item, store, decoder, out, as_json, repair)
             store.maybe_commit()
             if stop.is_set():
                 break
@@ -54,10 +138,13 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
         source.close()
 
 
-def _handle(data: bytes, origin: str, store: Store, decoder: FrameDecoder,
-            out: TextIO | None, as_json: bool) -> None:
+def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_json: bool,
+            repair: RepairLink | None) -> None:
+    data, origin = item.data, item.origin
     received_at = utc_now()
     result = decoder.feed(data)
+    if repair is not None and result.ok:
+        repair.on_decoded(result, item.peer, decoder.missing)  # first: the payload's window is only seconds long
     store.add_frame(data, origin, result.error, received_at)
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)

@@ -2,7 +2,7 @@
 
 Every source has the same tiny interface:
 
-* iterating it yields `Received(data, origin)` for each frame, or `None` when a
+* iterating it yields `Received(data, origin, peer)` for each frame, or `None` when a
   poll interval (`POLL_S`) passed with nothing heard, so the caller can check its
   stop event and deadlines without a thread or a sleep; a finite source (replay)
   simply ends;
@@ -48,6 +48,7 @@ class SourceError(Exception):
 class Received(NamedTuple):
     data: bytes
     origin: str  # where it came from: "udp 127.0.0.1:40001", "replay air.hex:12", "serial /dev/ttyUSB0"
+    peer: tuple | None = None  # the sender's socket address (UDP only): where a reply goes
 
 
 def parse_hex_line(line: str, where: str, errors: Counter) -> bytes | None:
@@ -99,7 +100,12 @@ class UdpSource:
                 continue
             except OSError as e:
                 raise SourceError(f"UDP {self.address[0]}:{self.address[1]}: receive failed: {e}") from e
-            yield Received(data, f"udp {peer[0]}:{peer[1]}")
+            yield Received(data, f"udp {peer[0]}:{peer[1]}", peer)
+
+    def send(self, frame: bytes, addr: tuple) -> None:
+        """Send `frame` to `addr` from the listening socket itself: a payload that answers
+        through NAT or a channel relay hears replies only from the port it sends to."""
+        self._sock.sendto(frame, addr)
 
     def close(self) -> None:
         self._sock.close()

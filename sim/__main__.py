@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Fly a simulated balloon: ascent at 5 m/s, burst at 30-35 km, descent under a parachute. "
             "Payload, channel and ground station run as separate processes; the ground station's "
             "output is shown live. Writes OUT/report.json, OUT/air.hex (every frame put on the air), "
-            "OUT/ground.db and OUT/musings.txt."
+            "OUT/uplink.hex (every NACK the ground sent back), OUT/ground.db and OUT/musings.txt."
         ),
     )
     f.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for the report, air.hex and databases")
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--config", type=Path, metavar="FILE", help="payload configuration to start from (default: built-in bench defaults)")
     f.add_argument("--overwrite", action="store_true", help="replace a previous flight in --out")
     f.add_argument("--quiet", action="store_true", help="do not show the ground station's live output")
+    f.add_argument("--no-uplink", action="store_true",
+                   help="no ground-to-payload link: the ground never asks for lost fragments (no uplink.key)")
     f.set_defaults(func=cmd_fly)
 
     c = sub.add_parser("channel", help="the lossy radio channel alone (sim fly starts it for you)")
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--air-hex", type=Path, required=True, metavar="FILE", help="append every frame put on the air here, one hex line each")
     c.add_argument("--stats", type=Path, metavar="FILE", help="write frame counts here as JSON on exit")
+    c.add_argument("--uplink-loss", type=_loss, metavar="SPEC",
+                   help="loss on the way back, ground to payload (default: the same as --loss; its own random stream)")
+    c.add_argument("--uplink-hex", type=Path, metavar="FILE",
+                   help="append every frame the ground sends back here, one hex line each")
     c.set_defaults(func=cmd_channel)
     return parser
 
@@ -81,7 +87,7 @@ def cmd_fly(args: argparse.Namespace) -> int:
     opts = FlyOptions(
         out=args.out, persona=None if args.no_persona else args.persona, minutes=args.minutes,
         speedup=args.speedup, loss=args.loss, seed=args.seed, overwrite=args.overwrite,
-        config=args.config, quiet=args.quiet,
+        config=args.config, quiet=args.quiet, uplink=not args.no_uplink,
     )
     try:
         report = fly(opts)
@@ -92,7 +98,9 @@ def cmd_fly(args: argparse.Namespace) -> int:
     print(
         f"\nflight over: {m['delivered']}/{m['generated']} musings and {t['received']}/{t['sent']} "
         f"telemetry sentences reached the ground; {fr['received']}/{fr['sent']} frames; "
-        f"{report['airtime_s']:.0f} s on air; {report['energy_wh']:.2f} Wh. Report: {args.out / 'report.json'}",
+        f"{report['airtime_s']:.0f} s on air; {report['energy_wh']:.2f} Wh; "
+        f"{report['repair']['nacks_sent']} NACKs asked for {report['repair']['items_requested']} records. "
+        f"Report: {args.out / 'report.json'}",
         file=sys.stderr,
     )
     return 0
@@ -105,7 +113,8 @@ def cmd_channel(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        ch = Channel(args.listen, args.forward, args.loss, args.seed, args.air_hex, stop)
+        ch = Channel(args.listen, args.forward, args.loss, args.seed, args.air_hex, stop,
+                     uplink_loss=args.uplink_loss, uplink_hex=args.uplink_hex)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,10 @@
 processes talking over loopback UDP — ending with a flight report.
 
     payload --UDP--> channel (bursty loss, writes air.hex) --UDP--> ground station (SQLite)
+    payload <--UDP-- channel (bursty loss, writes uplink.hex) <--UDP-- ground station (signed NACKs)
+
+Unless --no-uplink, a fresh key (uplink.key, mode 600) is shared by payload and
+ground, and the ground asks for what it missed in the payload's listen windows.
 
 The ground station's live output (musings as they complete, positions) is this
 command's output; each process's log goes to a file in the output folder.
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import structlog
 
+from groundstation.uplink import generate_key_file
+
 from .loss import LossSpec
 from .world import Flight, FlightPlan
 
@@ -28,7 +34,8 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PERSONA = Path("build/persona")
 OUTPUTS = ("report.json", "air.hex", "ground.db", "ground.db-wal", "ground.db-shm", "channel.json",
-           "musings.txt", "payload.log", "channel.log", "ground.log")
+           "musings.txt", "payload.log", "channel.log", "ground.log", "uplink.hex", "uplink.key",
+           "ground.json", "ground.db.uplink.json", "ground.db.uplink.json.lock")
 
 
 class FlyError(Exception):
@@ -46,6 +53,7 @@ class FlyOptions:
     overwrite: bool = False
     config: Path | None = None
     quiet: bool = False
+    uplink: bool = True  # ground asks for lost fragments over the reverse path
 
 
 def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0) -> int:
@@ -127,11 +135,16 @@ def fly(opts: FlyOptions) -> dict:
     flight = Flight(FlightPlan(seed=opts.seed))
     flight_s = opts.minutes * 60 if opts.minutes else flight.duration_s + 300
 
+    key = out / "uplink.key"
+    if opts.uplink:
+        generate_key_file(key)  # mode 600; both ends read the same file
     logs = {n: open(out / f"{n}.log", "w") for n in ("ground", "channel", "payload")}
     procs: dict[str, subprocess.Popen] = {}
     try:
         procs["ground"] = subprocess.Popen(
-            [py, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(out / "ground.db")]
+            [py, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(out / "ground.db"),
+             "--stats", str(out / "ground.json")]
+            + (["--uplink-key", str(key)] if opts.uplink else [])
             + (["--quiet"] if opts.quiet else []),
             stdout=None if not opts.quiet else subprocess.DEVNULL, stderr=logs["ground"], env=env,
         )
@@ -139,7 +152,8 @@ def fly(opts: FlyOptions) -> dict:
         procs["channel"] = subprocess.Popen(
             [py, "-m", "sim", "channel", "--listen", "127.0.0.1:0", "--forward",
              f"127.0.0.1:{ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
-             "--seed", str(opts.seed), "--air-hex", str(out / "air.hex"), "--stats", str(out / "channel.json")],
+             "--seed", str(opts.seed), "--air-hex", str(out / "air.hex"), "--stats", str(out / "channel.json"),
+             "--uplink-hex", str(out / "uplink.hex")],
             stdout=logs["channel"], stderr=logs["channel"], env=env,
         )
         channel_port = wait_listening(out / "channel.log", procs["channel"], "channel")
@@ -148,6 +162,7 @@ def fly(opts: FlyOptions) -> dict:
         payload_cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
         payload_cmd += ["--minutes", str(opts.minutes)] if opts.minutes else []
         payload_cmd += ["--sim-config", str(opts.config)] if opts.config else []
+        payload_cmd += ["--uplink-key", str(key)] if opts.uplink else []
         wall = flight_s / opts.speedup
         print(
             f"sim fly: {flight_s / 60:.0f} flight minutes at {opts.speedup:g}x "
@@ -199,6 +214,8 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float) -> dict:
     out = opts.out
     stats = json.loads((out / "payload" / "stats.json").read_text())
     channel = json.loads((out / "channel.json").read_text())
+    # Written by the ground station at exit; absent if it was killed rather than stopped.
+    ground_stats = json.loads(g.read_text()) if (g := out / "ground.json").exists() else {}
     ground = ground_counts(out / "ground.db")
     link, daemon = stats["link"], stats["daemon"]
     report = {
@@ -221,6 +238,11 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float) -> dict:
             "dropped_by_channel": channel["frames_dropped"],
             "received": ground["frames"],
         },
+        "repair": {
+            "nacks_sent": ground_stats.get("nacks_sent", 0),
+            "items_requested": ground_stats.get("items_requested", 0),
+        },
+        "uplink": {"sent": channel.get("uplink_in", 0), "received": channel.get("uplink_forwarded", 0)},
         "airtime_s": round(link["airtime_s"], 2),
         "energy_wh": round(stats["energy_wh"], 3),
         "max_alt_m": ground.get("max_alt", 0),
