@@ -41,6 +41,7 @@ from .store import Queued, Store
 log = structlog.get_logger(__name__)
 
 STREAM_KIND = {"musing": wire.Kind.MUSING, "event": wire.Kind.EVENT}
+BULK_STREAMS = tuple(STREAM_KIND)  # what the interleaver carries: everything but telemetry
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Transmitter:
         self.stats = LinkStats()
         self.wake = threading.Event()  # set by producers when they queue something
         self._lock = threading.Lock()
-        self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int]] = OrderedDict()
+        self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int, int]] = OrderedDict()  # record, frames left, k, n
         self._repairs: deque[bytes] = deque()
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
@@ -161,14 +162,15 @@ class Transmitter:
             return None, self._repairs.popleft(), False, True
         room = self.cfg.interleave - len(self._hand)
         if room > 0:
-            for q in self.store.queued(limit=room, exclude=tuple(self._hand)):
+            # Telemetry never enters the hand: it goes out alone, newest first, above.
+            for q in self.store.queued(limit=room, streams=BULK_STREAMS, exclude=tuple(self._hand)):
                 frames = frames_for(q, self.cfg.mtu, self.parity)
                 k = wire.data_shards(len(q.payload), self.cfg.mtu)
-                self._hand[q.id] = (q, deque(frames), k)
+                self._hand[q.id] = (q, deque(frames), k, len(frames))
         if not self._hand:
             return None
-        qid, (q, frames, k) = next(iter(self._hand.items()))
-        index = wire.decode_fragment(frames[0]).index  # data shards come first, then parity
+        qid, (q, frames, k, n) = next(iter(self._hand.items()))
+        index = n - len(frames)  # data shards come first, then parity
         frame = frames.popleft()
         self._hand.move_to_end(qid)
         last = not frames

@@ -198,7 +198,9 @@ def wait_flight(payload: subprocess.Popen, budget_s: float, flight_s: float, opt
 
     started = time.monotonic()
     total = round(flight_s / 60, 1)
-    with tqdm(total=total, unit="flight min", disable=not opts.quiet, file=sys.stderr, leave=False) as bar:
+    # Only on a terminal: in a log file a redrawn bar is a wall of text.
+    show = opts.quiet and sys.stderr.isatty()
+    with tqdm(total=total, unit="flight min", disable=not show, file=sys.stderr, leave=False) as bar:
         while (rc := payload.poll()) is None:
             elapsed = time.monotonic() - started
             if elapsed > budget_s:

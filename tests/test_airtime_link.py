@@ -117,3 +117,30 @@ def test_frames_of_queued_records_are_interleaved_and_telemetry_cuts_in(tmp_path
     assert seqs[:3] == [1, 2, 1]  # two records in hand, alternating
     assert seqs[3] == "T"  # a fresh position goes before the rest of the bulk
     assert set(seqs) == {1, 2, 3, "T"} and store.depth() == {}
+
+
+def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(tmp_path, monkeypatch):
+    """Regression: telemetry queued between the telemetry check and the refill went into the
+    hand as if it were a record (in the demo, the transmitter then failed on it for the rest
+    of the flight)."""
+    import payload.link as link
+
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    _musings(store, boot, ["one " * 30])
+    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
+    real_queued, late = store.queued, []
+
+    def queued(limit=1, streams=None, exclude=()):
+        if streams != ("telemetry",) and not late:  # a position lands just before the refill
+            late.append(store.enqueue("telemetry", boot, lambda seq: b"$$LATE\n"))
+        return real_queued(limit=limit, streams=streams, exclude=exclude)
+
+    interleaved = []
+    real_frames_for = link.frames_for
+    monkeypatch.setattr(link, "frames_for", lambda q, *a: (interleaved.append(q.stream), real_frames_for(q, *a))[1])
+    store.queued = queued
+    while tx.send_one():
+        pass
+    assert late and interleaved == ["musing"]
+    assert tx.stats.sent_by_stream == {"musing": 1, "telemetry": 1}
