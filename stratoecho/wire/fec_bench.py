@@ -6,8 +6,9 @@ loss in bursts of 4 frames, and reports the share delivered complete and the byt
 per delivered byte against the erasure bound 1/(1-p). Every musing is really encoded, and
 really decoded from the shards that survived, and checked against what was sent.
 
-- Each musing is cut into k = ceil(len/64) data shards (64 bytes at most) plus m parity
-  shards; every shard rides in its own frame, which costs a 14-byte header on air.
+- Each musing is cut as the link cuts it: k = ceil(len/240) data shards (240 bytes at
+  most, what a 255-byte frame leaves) plus m parity shards; every shard rides in its own
+  frame with 15 bytes of header and CRC. (`shard_bytes`/`header_bytes` change that.)
 - Interleaving: musings go out in groups of `depth`; each one's n fragments are spread evenly
   over the group's frames, so two fragments of one musing are about `depth` frames apart.
   A burst of 4 lost frames then takes about one fragment from each of 4 musings instead of
@@ -17,11 +18,11 @@ really decoded from the shards that survived, and checked against what was sent.
   back to back would pay for bursts the interleaver already broke up (2-4x the parity:
   at 30 % loss, 6.9x the bound on air instead of 2.7x).
 
-No feedback: what a musing's n frames do not deliver is lost. That costs: with k of 3-5,
-99 % delivery needs n of about 2.5-3.5 k, far above 1/(1-p), because small blocks must cover
-the unlucky tail of the loss count; and the 14-byte header on 64-byte shards alone costs
-about 1.26x. `repair_rows` estimates what NACK repair adds: since any k shards will do, the
-ground only reports how many it holds and every fresh parity shard repairs any loss.
+No feedback: what a musing's n frames do not deliver is lost. That costs: with k of 1-2,
+99 % delivery needs n of several k, far above 1/(1-p), because small blocks must cover the
+unlucky tail of the loss count. `repair_rows` estimates what NACK repair adds: since any k
+shards will do, the ground only reports how many it holds and every fresh parity shard
+repairs any loss (an idealised uplink: every NACK arrives, at no airtime cost).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ import time
 from dataclasses import dataclass
 
 from . import fec
+from .common import DEFAULT_MTU
+from .records import CRC_BYTES, HEADER_BYTES, shard_capacity
+
+# The real link's geometry: 255-byte frames, 15 bytes of header and CRC, 240 of shard.
+LINK_SHARD_BYTES = shard_capacity(DEFAULT_MTU)
+LINK_HEADER_BYTES = HEADER_BYTES + CRC_BYTES
 
 MAX_CHUNK = 243  # MTU 255 minus the fragment framing
 _ALPHABET = (string.ascii_letters + string.digits + " .,'-").encode()
@@ -73,8 +80,8 @@ def simulate(
     *,
     musings: int = 2000,
     burst: float = 4.0,
-    shard_bytes: int = 64,
-    header_bytes: int = 14,
+    shard_bytes: int = LINK_SHARD_BYTES,
+    header_bytes: int = LINK_HEADER_BYTES,
     depth: int = 8,
     target: float = 0.999,
     plan_burst: float | None = None,
@@ -174,7 +181,7 @@ def _rows(label: str, seed: int, options: dict) -> list[tuple[str, str, str, str
 def delivery_rows(seed: int = 1, **options) -> list[tuple[str, str, str, str]]:
     """Rows for `make bench`: FEC alone (no feedback) at 10, 30 and 50 % burst loss.
 
-    Per level: musings delivered complete, and bytes on air (14-byte headers included) per
+    Per level: musings delivered complete, and bytes on air (headers included) per
     delivered byte relative to 1/(1-p). `options` go to `simulate`. Defaults: groups of 8
     musings, parity planned for 99.5 % per musing, the cheapest setting that kept delivery
     above 99 % at every level for seeds 1-5.
