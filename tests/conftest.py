@@ -15,8 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.chatdata import write_chat_dataset
+
+# A loaded 2-core CI machine is slow: no per-example deadline, and slow generation of
+# big hostile inputs is not a failure. Everything else hypothesis checks stays on.
+settings.register_profile(
+    "stratoecho", deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("stratoecho")
 
 TINY_BUNDLE_STEPS = 30
 
