@@ -23,6 +23,7 @@ from typing import TextIO
 import structlog
 
 from stratoecho import wire
+from stratoecho.wire import uplink
 from stratoecho.wire.uplink import KeyFileError, resend_batches
 
 from .db import Store, utc_now
@@ -59,23 +60,30 @@ class RepairLink:
     items_requested: int = 0
     send_errors: int = 0
     _signer: CommandSigner | None = None
+    link_reports: int = 0
+    _heard: dict[int, int] = field(default_factory=dict)  # boot -> frames heard that decoded
 
     def on_decoded(self, result: Decoded, peer: tuple | None,
                    missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> None:
         """One decoded frame; `missing` is `FrameDecoder.missing`, asked only when a window opens."""
         frame = result.frame
+        if isinstance(frame, (wire.Fragment, wire.Telemetry)):
+            self._heard[frame.boot] = self._heard.get(frame.boot, 0) + 1
         if isinstance(frame, wire.Fragment):
             self.planner.heard(frame, complete=result.record is not None)
         elif isinstance(frame, wire.Telemetry) and result.record is not None:
             if self.callsign is None:
                 self.callsign = frame.callsign
             if frame.seq % self.window_every == 0 and peer is not None:
-                self.window(peer, missing())
+                self.window(peer, missing(), wire_report=uplink.LinkReport(
+                    frame.boot, frame.seq, self._heard[frame.boot]))
 
-    def window(self, peer: tuple, missing: dict[tuple[int, int, int], tuple[int, list[int]]]) -> None:
-        """The payload is listening now: sign and send this window's NACKs to `peer`."""
+    def window(self, peer: tuple, missing: dict[tuple[int, int, int], tuple[int, list[int]]],
+               wire_report: uplink.LinkReport | None = None) -> None:
+        """The payload is listening now: tell it how much we heard (so it can size its parity)
+        and ask, signed, for what this window's plan says is missing."""
         items = self.planner.plan(missing)
-        if not items:
+        if not items and wire_report is None:
             return
         try:
             if self._signer is None:
@@ -85,7 +93,10 @@ class RepairLink:
             self.send_errors += 1
             log.error("cannot sign nacks", error=str(e))
             return
-        for batch in resend_batches(items, tag_len=self._signer.tag_len, mtu=self._signer.mtu):
+        commands: list = [wire_report] if wire_report is not None else []
+        if items:
+            commands += resend_batches(items, tag_len=self._signer.tag_len, mtu=self._signer.mtu)
+        for batch in commands:
             try:
                 frame = self._signer.sign(batch)
             except (SignerStateError, OSError) as e:
@@ -98,6 +109,9 @@ class RepairLink:
                 self.send_errors += 1
                 log.warning("nack not sent", to=f"{peer[0]}:{peer[1]}", error=str(e))
                 continue
+            if isinstance(batch, uplink.LinkReport):
+                self.link_reports += 1
+                continue
             self.nacks_sent += 1
             self.items_requested += len(batch.items)
             log.info("nack", to=f"{peer[0]}:{peer[1]}", window=self.planner.window, items=[
@@ -106,6 +120,7 @@ class RepairLink:
 
     def stats(self) -> dict:
         return {"nacks_sent": self.nacks_sent, "items_requested": self.items_requested,
+                "link_reports": self.link_reports,
                 "given_up": self.planner.given_up, "windows": self.planner.window,
                 "send_errors": self.send_errors}
 

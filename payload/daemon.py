@@ -163,6 +163,9 @@ class Daemon:
                 if stream is not None:
                     self.stats.repairs_requested += 1
                     self.transmitter.request_repair(stream, item.boot, item.seq, item.fragments)
+        elif isinstance(cmd, uplink.LinkReport):
+            if cmd.boot == self.boot:
+                self.transmitter.on_link_report(cmd.last_seq, cmd.frames)
         elif isinstance(cmd, uplink.Ping):
             self.queue_event(f"pong {cmd.nonce}")
         elif isinstance(cmd, uplink.SetIntervals):
@@ -251,6 +254,7 @@ class Daemon:
             "energy_wh": self.energy_wh(),
             "persona_restarts": self.worker.restarts if self.worker else 0,
             "uplink_rejected": dict(self.gate.rejections) if self.gate else {},
+            "loss_estimate": round(self.transmitter.loss.loss, 4),
         }
 
     def write_stats(self) -> None:

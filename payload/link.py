@@ -114,6 +114,8 @@ class Transmitter:
         self._lock = threading.Lock()
         self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int, int]] = OrderedDict()  # record, frames left, k, n
         self._repairs: deque[bytes] = deque()
+        self._sent_at_window: dict[int, int] = {}  # sentence id -> frames sent up to it (this boot)
+        self._reported: tuple[int, int] | None = None  # (frames sent, frames heard) at the last report
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
 
@@ -206,7 +208,28 @@ class Transmitter:
         if self.clock.wait(air, self.stop):  # the radio is busy for the frame's time on air
             return False
         if q is not None and q.stream == "telemetry" and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
+            self._sent_at_window[q.seq] = self.stats.frames_sent
+            while len(self._sent_at_window) > 64:  # only recent windows can be reported on
+                self._sent_at_window.pop(next(iter(self._sent_at_window)))
             self.listen_window()
+        return True
+
+    def on_link_report(self, last_seq: int, frames_heard: int) -> bool:
+        """The ground heard `frames_heard` of our frames up to sentence `last_seq`: feed the
+        difference since the previous report to the loss estimate that sizes parity."""
+        sent = self._sent_at_window.get(last_seq)
+        if sent is None:
+            return False  # a window of another boot, or too old to compare
+        if self._reported is not None:
+            d_sent, d_heard = sent - self._reported[0], frames_heard - self._reported[1]
+            if d_sent <= 0 or not 0 <= d_heard <= d_sent:
+                self._reported = (sent, frames_heard)  # out of order or the ground restarted
+                return False
+            self.loss.observe_counts(d_sent, d_heard)
+        elif 0 <= frames_heard <= sent and sent:
+            self.loss.observe_counts(sent, frames_heard)
+        self._reported = (sent, frames_heard)
+        log.info("link_report", heard=frames_heard, sent=sent, loss=round(self.loss.loss, 3))
         return True
 
     def listen_window(self) -> None:

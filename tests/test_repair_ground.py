@@ -18,7 +18,7 @@ from sim.channel import UPLINK_SEED, Channel
 from sim.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging
-from stratoecho.wire.uplink import Resend, ResendItem, verify
+from stratoecho.wire.uplink import LinkReport, Resend, ResendItem, verify
 
 MUSING, EVENT = int(wire.Kind.MUSING), int(wire.Kind.EVENT)
 
@@ -211,8 +211,12 @@ def test_listen_answers_a_window_with_a_signed_resend(tmp_path, capsys):
             payload.sendto(f, address)
         got, sender = payload.recvfrom(4096)  # sent back from the listening socket itself
         assert sender == address
-        v = verify(key, got, "STRATO", last_counter=0)  # callsign taken from the sentences
-        assert v.counter == 1 and isinstance(v.command, Resend)
+        report = verify(key, got, "STRATO", last_counter=0)  # callsign taken from the sentences
+        # First what the ground heard of boot 3 up to sentence 6 (every frame sent so far).
+        assert report.counter == 1 and report.command == LinkReport(3, 6, len(frames))
+        got, _ = payload.recvfrom(4096)
+        v = verify(key, got, "STRATO", last_counter=1)
+        assert v.counter == 2 and isinstance(v.command, Resend)
         assert [(i.stream, i.boot, i.seq, i.fragments) for i in v.command.items] == [
             (MUSING, 3, 7, (k - 1, k)),  # incomplete first: 1 still needed + margin 1
             (MUSING, 3, 5, ()),  # never heard: whole record
@@ -231,7 +235,8 @@ def test_listen_answers_a_window_with_a_signed_resend(tmp_path, capsys):
     assert err.count('"event": "nack"') == 1  # logged once
     stats = json.loads((tmp_path / "g.json").read_text())
     assert stats["nacks_sent"] == 1 and stats["items_requested"] == 2 and stats["frames"] == len(frames) + 1
-    assert json.loads((tmp_path / "g.db.uplink.json").read_text())["payloads"]["STRATO"]["next_counter"] == 2
+    assert stats["link_reports"] == 1
+    assert json.loads((tmp_path / "g.db.uplink.json").read_text())["payloads"]["STRATO"]["next_counter"] == 3
 
 
 def test_listen_without_a_key_never_sends(tmp_path, capsys):

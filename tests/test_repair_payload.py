@@ -95,3 +95,21 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
         pass
     repaired = [wire.decode_frame(f) for f in radio.frames[sent_before:] if f[0] == wire.MAGIC]
     assert [(r.seq, r.index) for r in repaired] == [(1, 0)]
+
+
+def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp_path):
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    cfg = RadioSection(mtu=64, fec_prior_loss=0.3)
+    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), cfg, threading.Event())
+    tx.listen_after(UplinkSection(window_every=1), lambda frame: None)
+    k = 4
+    before = tx.parity(k)
+    heard = 0
+    for seq in range(1, 601):  # six hundred windows (the estimate has a 200-frame half-life), all heard
+        store.enqueue("telemetry", boot, lambda s: b"$$T\n")
+        tx.send_one()
+        heard += 1
+        assert tx.on_link_report(seq, heard)
+    assert tx.loss.loss < 0.05 and tx.parity(k) < before
+    assert not tx.on_link_report(999, heard)  # a window we never opened

@@ -26,7 +26,7 @@ from payload.store import Store
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import (
-    ApiAnswer, CommandId, KeyFileError, MemoryNote, Ping, PowerMode, Resend, ResendItem, SetIntervals,
+    ApiAnswer, CommandId, KeyFileError, LinkReport, MemoryNote, Ping, PowerMode, Resend, ResendItem, SetIntervals,
     SetMode, UplinkRejected, Verified, load_key, sign, verify,
 )
 
@@ -43,6 +43,7 @@ EXAMPLES = [
     Resend((ResendItem(1, 3, 7, (0, 2, 5)), ResendItem(2, 0xFFFF, 0xFFFFFFFF), ResendItem(1, 4, 9, (254,)))),
     MemoryNote("a"), MemoryNote("é" * 100), MemoryNote("The ground says: wave at Lisbon 🌍"),
     ApiAnswer(7, 0, ""), ApiAnswer(0xFFFFFFFF, 255, "rate limited — ünïcode"), ApiAnswer(12, 0, "x" * 234),
+    LinkReport(3, 42, 0), LinkReport(0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
 ]
 
 
@@ -222,7 +223,7 @@ def test_too_long_is_refused_before_hashing():
     assert reason_of(sign(KEY, 1, PID, MemoryNote("x" * 100)), mtu=64) == "too long"
 
 
-@pytest.mark.parametrize("cmd_id", [0, *range(7, 16)])
+@pytest.mark.parametrize("cmd_id", [0, *range(8, 16)])
 def test_unknown_command_with_valid_tag(cmd_id):
     assert reason_of(raw_frame(cmd_id, 1, b"\x00\x01")) == "unknown command"
 
@@ -279,6 +280,7 @@ _commands = st.one_of(
     st.builds(Resend, st.lists(_items, min_size=1, max_size=10).map(tuple)),
     st.builds(MemoryNote, st.text(min_size=1, max_size=50)),
     st.builds(ApiAnswer, st.integers(0, 2**32 - 1), st.integers(0, 255), st.text(max_size=50)),
+    st.builds(LinkReport, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
 )
 
 

@@ -120,6 +120,7 @@ class CommandId(enum.IntEnum):
     RESEND = 4
     MEMORY_NOTE = 5
     API_ANSWER = 6
+    LINK_REPORT = 7
 
 
 class PowerMode(enum.IntEnum):
@@ -304,9 +305,34 @@ class ApiAnswer:
         return cls(seq, status, _utf8(data[cls._fmt.size:]))
 
 
-Command = Union[Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer]
+@dataclass(frozen=True)
+class LinkReport:
+    """How many downlink frames of `boot` the ground has heard, up to and including the
+    sentence `last_seq` that opened this window: the payload turns it into a loss estimate
+    and sizes its parity to it."""
+
+    boot: int
+    last_seq: int
+    frames: int
+    command_id: ClassVar[CommandId] = CommandId.LINK_REPORT
+    _fmt: ClassVar[struct.Struct] = struct.Struct(">HII")
+
+    def __post_init__(self) -> None:
+        _check_uint("boot", self.boot, 16)
+        _check_uint("last_seq", self.last_seq, 32)
+        _check_uint("frames", self.frames, 32)
+
+    def pack(self) -> bytes:
+        return self._fmt.pack(self.boot, self.last_seq, self.frames)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> LinkReport:
+        return cls(*cls._fmt.unpack(data))
+
+
+Command = Union[Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport]
 COMMANDS: dict[CommandId, type] = {
-    c.command_id: c for c in (Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer)
+    c.command_id: c for c in (Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport)
 }
 assert set(COMMANDS) == set(CommandId)
 
