@@ -124,6 +124,8 @@ class PayloadConfig(Section):
     callsign: str = Field("STRATO1", pattern=r"^[A-Za-z0-9/_-]{1,16}$")
     data_dir: str = "/var/lib/stratoecho"
     sensors: Literal["sim"] = "sim"  # real drivers arrive with the sensors issue
+    telemetry_format: Literal["ukhas", "habpack"] = Field(
+        "ukhas", description="position frames: UKHAS ASCII sentences, or binary HABpack (shorter on air)")
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     radio: RadioSection = Field(default_factory=RadioSection)
     uplink: UplinkSection = Field(default_factory=UplinkSection)

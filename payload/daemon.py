@@ -100,8 +100,10 @@ class Daemon:
     def beacon_once(self) -> Readings:
         r = self.sensors.read()
 
+        encode = wire.TELEMETRY_ENCODERS[self.cfg.telemetry_format]
+
         def sentence(seq: int) -> bytes:
-            return wire.encode_sentence(
+            return encode(
                 wire.Telemetry(
                     callsign=self.cfg.callsign, seq=seq, time=r.time.strftime("%H:%M:%S"), lat=r.lat,
                     lon=r.lon, alt=int(round(r.alt_m)), sats=r.sats, temp_c=r.temp_c,

@@ -113,3 +113,23 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
         assert tx.on_link_report(seq, heard)
     assert tx.loss.loss < 0.05 and tx.parity(k) < before
     assert not tx.on_link_report(999, heard)  # a window we never opened
+
+
+def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_path):
+    from groundstation.decoder import FrameDecoder
+
+    cfg = PayloadConfig(telemetry_format="habpack")
+    clock = Clock(speedup=1e6)
+    radio = RecordingRadio()
+    d = Daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d.beacon_once()
+    d.beacon_once()
+    while d.transmitter.send_one():
+        pass
+    positions = [f for f in radio.frames if f[0] in wire.HABPACK_FIRST_BYTES]
+    assert len(positions) == 2
+    decoder = FrameDecoder()
+    records = [decoder.feed(f).record for f in positions]
+    assert [(r["kind"], r["boot"], r["seq"], r["callsign"]) for r in records] == [
+        ("telemetry", d.boot, 2, "STRATO1"), ("telemetry", d.boot, 1, "STRATO1")]  # newest first
+    assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0])))  # shorter on air

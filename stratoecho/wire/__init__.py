@@ -7,6 +7,7 @@ LoRa gateways dispatch:
 | first byte | frame | module |
 |---|---|---|
 | ``$`` | UKHAS telemetry sentence (ASCII, CRC16) | `sentence` |
+| ``0x80``-``0x8F``, ``0xDE`` | HABpack telemetry (MessagePack map) | `habpack` |
 | ``0xEC`` | stratoecho record fragment, erasure-coded | `records` (+ `fec`) |
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
@@ -36,6 +37,11 @@ from .records import (
     shard_capacity,
 )
 from .sentence import Telemetry, decode_sentence, encode_sentence
+from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
+from .habpack import decode_habpack, encode_habpack
+
+# How the payload may send its position: both reach existing gateways.
+TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
 
 
 def decode_frame(frame: bytes) -> Telemetry | Fragment:
@@ -44,6 +50,8 @@ def decode_frame(frame: bytes) -> Telemetry | Fragment:
         raise WireError("empty", "empty frame")
     if frame[:2] == b"$$":
         return decode_sentence(frame)
+    if frame[0] in HABPACK_FIRST_BYTES:
+        return decode_habpack(frame)
     if frame[0] == MAGIC:
         return decode_fragment(frame)
     raise WireError("unknown first byte", f"unknown first byte 0x{frame[0]:02X}")
@@ -53,5 +61,6 @@ __all__ = [
     "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "UPLINK_MAGIC",
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
-    "encode_sentence", "fragment_record", "shard_capacity",
+    "encode_sentence", "fragment_record", "shard_capacity", "decode_habpack", "encode_habpack",
+    "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS",
 ]
