@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from stratoecho.cli import run_cli
+from stratoecho.cli import hostport_type, run_cli
 from stratoecho.wire.uplink import KeyFileError, load_key
 
 from .db import Store, StoreError
@@ -28,7 +28,6 @@ from .receive import (
     SerialSource,
     SourceError,
     UdpSource,
-    parse_hostport,
 )
 from .uplink import CommandSigner, SignerStateError
 
@@ -47,13 +46,6 @@ HEX_FORMAT = (
     "Hex format (air.hex): one frame a line as a hex string; blank lines and lines "
     "starting with # are ignored; lines that are not hex are counted and skipped."
 )
-
-
-def _hostport(text: str) -> tuple[str, int]:
-    try:
-        return parse_hostport(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _seconds(text: str) -> float:
@@ -98,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=LISTEN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = listen.add_mutually_exclusive_group(required=True)
-    where.add_argument("--udp", metavar="HOST:PORT", type=_hostport,
+    where.add_argument("--udp", metavar="HOST:PORT", type=hostport_type(listen=True),
                        help="bind a UDP socket there; one datagram is one frame (port 0: any free port, "
                             "logged); e.g. 127.0.0.1:7355 for a bench payload, :7355 for all interfaces")
     where.add_argument("--serial", metavar="DEV",

@@ -64,14 +64,6 @@ def parse_hex_line(line: str, where: str, errors: Counter) -> bytes | None:
         return None
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
-    """'HOST:PORT', '[::1]:PORT' or ':PORT' (all interfaces) -> (host, port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT with a port from 0 to 65535")
-    return host.strip("[]") or "0.0.0.0", int(port_text)
-
-
 class UdpSource:
     """One UDP datagram is one frame. Port 0 binds a free port; `address` tells which."""
 

@@ -13,16 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from stratoecho.airtime import lora_airtime_s
-from stratoecho.config import Section, load_toml
-
-
-def parse_hostport(value: str, allow_any_port: bool = False) -> tuple[str, int]:
-    """HOST:PORT; port 0 (the system picks one) only where we listen (`allow_any_port`)."""
-    host, sep, port = value.rpartition(":")
-    low = 0 if allow_any_port else 1
-    if not sep or not host or not port.isdigit() or not low <= int(port) < 65536:
-        raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:7373)")
-    return host.strip("[]"), int(port)
+from stratoecho.config import Section, load_toml, parse_hostport
 
 
 class ScheduleSection(Section):

@@ -9,20 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from stratoecho.cli import run_cli
-
-
-def _hostport(value: str, allow_any_port: bool = False) -> tuple[str, int]:
-    from payload.config import parse_hostport
-
-    try:
-        return parse_hostport(value, allow_any_port)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _listen_hostport(value: str) -> tuple[str, int]:
-    return _hostport(value, allow_any_port=True)
+from stratoecho.cli import hostport_type, run_cli
 
 
 def _loss(value: str):
@@ -66,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fly)
 
     c = sub.add_parser("channel", help="the lossy radio channel alone (sim fly starts it for you)")
-    c.add_argument("--listen", required=True, type=_listen_hostport, metavar="HOST:PORT",
+    c.add_argument("--listen", required=True, type=hostport_type(listen=True), metavar="HOST:PORT",
                    help="where the payload sends frames (port 0: any free port, logged as 'listening')")
-    c.add_argument("--forward", required=True, type=_hostport, metavar="HOST:PORT", help="the ground station's UDP address")
+    c.add_argument("--forward", required=True, type=hostport_type(), metavar="HOST:PORT", help="the ground station's UDP address")
     c.add_argument("--loss", type=_loss, default=_loss("0"), metavar="SPEC", help="as for fly (default 0)")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--air-hex", type=Path, required=True, metavar="FILE", help="append every frame put on the air here, one hex line each")

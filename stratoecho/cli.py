@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .config import parse_hostport
 from .logs import setup_logging
 
 
@@ -22,3 +23,15 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> i
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def hostport_type(listen: bool = False):
+    """An argparse `type=` for HOST:PORT (see `stratoecho.config.parse_hostport`)."""
+
+    def parse(text: str) -> tuple[str, int]:
+        try:
+            return parse_hostport(text, listen=listen)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+
+    return parse

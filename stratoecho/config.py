@@ -57,3 +57,18 @@ def load_toml(path: str | Path, model: type[M]) -> M:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read configuration: {e}") from e
     return parse_toml(text, model, source=str(path))
+
+
+def parse_hostport(text: str, listen: bool = False) -> tuple[str, int]:
+    """'HOST:PORT' or '[::1]:PORT' -> (host, port).
+
+    Where we send, host and a port of 1..65535 are required. Where we listen
+    (`listen=True`), ':PORT' means all interfaces and port 0 lets the system pick one.
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    low = 0 if listen else 1
+    if not sep or not port_text.isdigit() or not low <= int(port_text) <= 65535 or not (host or listen):
+        example = "127.0.0.1:7373, :7373 for all interfaces, or port 0 for any free port" if listen else "127.0.0.1:7373"
+        raise ValueError(f"{text!r} is not HOST:PORT (for example {example})")
+    return host or "0.0.0.0", int(port_text)
