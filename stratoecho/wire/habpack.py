@@ -47,7 +47,7 @@ from typing import Any
 import msgpack
 
 from .common import WireError
-from .sentence import Telemetry
+from .sentence import Telemetry, parse_hms
 
 KEY_CALLSIGN = 0
 KEY_SENTENCE_ID = 1
@@ -176,10 +176,5 @@ def _check_callsign(callsign: str) -> None:
 
 
 def _seconds_of_day(hms: str) -> int:
-    parts = hms.split(":")
-    if len(parts) != 3 or not all(len(p) == 2 and p.isascii() and p.isdigit() for p in parts):
-        raise WireError("bad time", f"time {hms!r} is not HH:MM:SS")
-    h, m, s = (int(p) for p in parts)
-    if h > 23 or m > 59 or s > 59:
-        raise WireError("bad time", f"time {hms!r} is not a time of day")
+    h, m, s = parse_hms(hms)
     return h * 3600 + m * 60 + s

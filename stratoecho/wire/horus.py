@@ -43,7 +43,7 @@ import struct
 from dataclasses import dataclass
 
 from .common import WireError, crc16_ccitt
-from .sentence import Telemetry
+from .sentence import Telemetry, parse_hms
 
 PACKET = struct.Struct("<HH3sffHBBbB9sH")
 CUSTOM = struct.Struct("<hhBHH")
@@ -80,7 +80,7 @@ def encode_horus(t: Telemetry, payload_id: int) -> bytes:
     body = PACKET.pack(
         payload_id,
         t.seq & 0xFFFF,
-        bytes(_hms(t.time)),
+        bytes(parse_hms(t.time)),
         t.lat,
         t.lon,
         _clamp(round(t.alt), 0, 0xFFFF),
@@ -130,12 +130,3 @@ def decode_horus(packet: bytes, callsign: str | None = None) -> HorusPacket:
 def _clamp(v: int, lo: int, hi: int) -> int:
     return min(hi, max(lo, v))
 
-
-def _hms(text: str) -> tuple[int, int, int]:
-    parts = text.split(":")
-    if len(parts) != 3 or not all(len(p) == 2 and p.isascii() and p.isdigit() for p in parts):
-        raise WireError("bad time", f"time {text!r} is not HH:MM:SS")
-    h, m, s = (int(p) for p in parts)
-    if h > 23 or m > 59 or s > 59:
-        raise WireError("bad time", f"time {text!r} is not a time of day")
-    return h, m, s

@@ -92,6 +92,17 @@ def decode_sentence(frame: bytes) -> Telemetry:
     return t
 
 
+def parse_hms(text: str) -> tuple[int, int, int]:
+    """A telemetry time, 'HH:MM:SS', as (hours, minutes, seconds); WireError if it is not one."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(len(p) == 2 and p.isascii() and p.isdigit() for p in parts):
+        raise WireError("bad time", f"time {text!r} is not HH:MM:SS")
+    h, m, s = (int(p) for p in parts)
+    if h > 23 or m > 59 or s > 59:
+        raise WireError("bad time", f"time {text!r} is not a time of day")
+    return h, m, s
+
+
 def _check_finite(t: Telemetry) -> None:
     # float() reads "nan" and "inf"; neither is a position or a temperature.
     if not all(math.isfinite(v) for v in (t.lat, t.lon, t.temp_c, t.pressure_hpa)):
