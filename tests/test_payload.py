@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,12 +45,14 @@ def test_worker_is_killed_on_timeout_and_restarted(tiny_bundle):
     worker = PersonaWorker(bundle, n_ctx=128, n_threads=1, timeout_s=60)
     try:
         worker.start()
-        worker.timeout_s = 0.0  # nothing can answer in no time: the hard timeout fires
+        hung = worker._proc.pid
+        os.kill(hung, signal.SIGSTOP)  # a model that hangs: it will never answer
+        worker.timeout_s = 0.5
         with pytest.raises(PersonaError, match="killed"):
             worker.generate(bundle.render_prompt([{"role": "user", "content": "hi"}]), max_tokens=64)
         worker.timeout_s = 60
         gen = worker.generate(bundle.render_prompt([{"role": "user", "content": "hi"}]), max_tokens=8)
-        assert gen.tokens > 0
+        assert gen.tokens > 0 and worker._proc.pid != hung  # a fresh worker answered
     finally:
         worker.close()
 
