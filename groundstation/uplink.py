@@ -74,8 +74,8 @@ class CommandSigner:
         self._thread_lock = threading.Lock()  # flock is per open file, threads need their own
         # Fail now on bad parameters or a corrupt state file, not at the first command.
         sign(key, 1, payload_id, Ping(0), tag_len=tag_len, mtu=mtu)
-        with self._locked():  # reads and checks the state file
-            pass
+        with self._locked() as state:  # reads and checks the state file
+            self._entry(state)
 
     @classmethod
     def for_db(cls, key_path: str | Path, payload_id: str, db_path: str | Path, **kwargs) -> CommandSigner:

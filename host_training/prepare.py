@@ -185,7 +185,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 class BlocklistError(Exception):
-    pass
+    """A --blocklist file that cannot be read or holds a bad pattern (file:line in the message)."""
 
 
 def load_blocklist(path: Path) -> list[str]:

@@ -128,9 +128,9 @@ class PersonaWorker:
     def close(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.send(None)
+                self._conn.send(None)  # ask the worker to finish
             except OSError:
-                pass
+                pass  # it is already gone: kill() below tidies up
         if self._proc is not None:
             self._proc.join(timeout=5)
         self.kill()

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 
 
 class StoreError(Exception):
-    pass
+    """A store this software must not use (newer schema, unknown stream); the message says which."""
 
 
 @dataclass(frozen=True)

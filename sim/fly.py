@@ -39,7 +39,7 @@ OUTPUTS = ("report.json", "air.hex", "ground.db", "ground.db-wal", "ground.db-sh
 
 
 class FlyError(Exception):
-    pass
+    """A bench flight that could not start or finish; the message names the process and its log."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from stratoecho import wire
 from stratoecho.wire.habpack import FIRST_BYTES, decode_habpack, encode_habpack
-from stratoecho.wire.horus import PACKET_BYTES, decode_horus, encode_horus
+from stratoecho.wire.horus import HorusPacket, PACKET_BYTES, decode_horus, encode_horus
 from stratoecho.wire.ukhas import field_list, parse_sentence_with_fields, with_field_list
 
 # The position report docs/protocol.md uses for its first vector.
@@ -176,9 +176,10 @@ _msgpack_values = st.recursive(
 ))
 def test_habpack_hostile_input_only_raises_wireerror(packet):
     try:
-        decode_habpack(packet)
+        result = decode_habpack(packet)
     except wire.WireError:
-        pass
+        return  # refused, as hostile input should be
+    assert isinstance(result, wire.Telemetry)  # or accepted as a well-formed value, never anything else
 
 
 # --------------------------------------------------------------------------- Horus Binary v2
@@ -278,9 +279,10 @@ def test_horus_round_trip(t, payload_id):
 @given(st.one_of(st.binary(max_size=70), st.binary(min_size=30, max_size=30).map(_with_crc)))
 def test_horus_hostile_input_only_raises_wireerror(packet):
     try:
-        decode_horus(packet)
+        result = decode_horus(packet)
     except wire.WireError:
-        pass
+        return  # refused, as hostile input should be
+    assert isinstance(result, HorusPacket)  # or accepted as a well-formed value, never anything else
 
 
 # --------------------------------------------------------------------------- horusdemodlib
@@ -406,6 +408,7 @@ def test_parse_sentence_with_fields_rejects(text, reason):
 ))
 def test_parse_sentence_with_fields_hostile_input_only_raises_wireerror(text):
     try:
-        parse_sentence_with_fields(text)
+        result = parse_sentence_with_fields(text)
     except wire.WireError:
-        pass
+        return  # refused, as hostile input should be
+    assert isinstance(result, dict)  # or accepted as a well-formed value, never anything else
