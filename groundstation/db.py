@@ -5,7 +5,12 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
     frames     id, received_at, source, hex, ok, error         one row per frame heard, good or bad
     telemetry  id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c,
                pressure_hpa, batt_mv, received_at             UNIQUE(boot, seq)
-    records    id, kind, boot, seq, created, text, received_at UNIQUE(kind, boot, seq)
+    records    id, kind, boot, seq, created, text, data, received_at
+                                                               UNIQUE(kind, boot, seq)
+
+`records.text` is what a person reads (a musing's text, or a one-line summary of a
+structured record); `records.data` holds the rest: the declared fields of health
+and API requests as JSON, the JPEG of an image, NULL for musings and events.
 
 `received_at` and `created` are ISO 8601 UTC; `time` is the sentence's HH:MM:SS UTC.
 Inserts into telemetry and records are `INSERT OR IGNORE`: the same record heard
@@ -23,6 +28,8 @@ while the listener writes.
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -30,7 +37,7 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records.data
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -52,14 +59,16 @@ CREATE TABLE telemetry (
 CREATE TABLE records (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
-    created TEXT NOT NULL, text TEXT NOT NULL, received_at TEXT NOT NULL,
+    created TEXT NOT NULL, text TEXT NOT NULL, data BLOB, received_at TEXT NOT NULL,
     UNIQUE (kind, boot, seq)
 );
 """
 _TELEMETRY_COLUMNS = (
     "boot", "seq", "callsign", "time", "lat", "lon", "alt", "sats", "temp_c", "pressure_hpa", "batt_mv",
 )
-_RECORD_COLUMNS = ("kind", "boot", "seq", "created", "text")
+_RECORD_COLUMNS = ("kind", "boot", "seq", "created", "text", "data")
+# Each step takes a database from the version before it to its own.
+_MIGRATIONS = {2: ["ALTER TABLE records ADD COLUMN data BLOB"]}
 
 
 class StoreError(Exception):
@@ -110,7 +119,11 @@ class Store:
                     raise StoreError(f"{self.path} is not a stratoecho ground database (it holds tables: {names})")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.commit()  # one transaction: a half-made schema never gets a version number
         except BaseException:
             self._db.rollback()
@@ -145,8 +158,14 @@ class Store:
         return self._insert("telemetry", _TELEMETRY_COLUMNS, t, received_at)
 
     def add_record(self, r: dict, received_at: str | None = None) -> bool:
-        """Store a musing or event dict (`Record.as_dict()`); False if it was already there."""
-        return self._insert("records", _RECORD_COLUMNS, r, received_at)
+        """Store a record dict (`Record.as_dict()`); False if it was already there."""
+        if "image" in r:
+            data = base64.b64decode(r["image"]["jpeg_base64"])
+        elif "fields" in r:
+            data = json.dumps(r["fields"], ensure_ascii=False, sort_keys=True)
+        else:
+            data = None
+        return self._insert("records", _RECORD_COLUMNS, {**r, "data": data}, received_at)
 
     def add(self, record: dict, received_at: str | None = None) -> bool:
         """Store any record dict, by its `kind`."""
@@ -204,11 +223,20 @@ class Store:
         """Musings in the payload's order (boot, seq); with `limit`, the latest ones."""
         return self._latest("records WHERE kind = 'musing'", "kind, boot, seq, created, text, received_at", limit)
 
+    def records(self, kind: str, limit: int | None = None) -> list[dict]:
+        """Records of one kind in the payload's order; `fields` decoded, `jpeg` as bytes."""
+        rows = self._latest("records WHERE kind = ?", "kind, boot, seq, created, text, data, received_at", limit, (kind,))
+        for row in rows:
+            data = row.pop("data")
+            if data is not None:
+                row["jpeg" if isinstance(data, bytes) else "fields"] = data if isinstance(data, bytes) else json.loads(data)
+        return rows
+
     def telemetry(self, limit: int | None = None) -> list[dict]:
         """Telemetry in the payload's order (boot, seq); with `limit`, the latest ones."""
         return self._latest("telemetry", ", ".join((*_TELEMETRY_COLUMNS, "received_at")), limit)
 
-    def _latest(self, source: str, columns: str, limit: int | None) -> list[dict]:
+    def _latest(self, source: str, columns: str, limit: int | None, args: tuple = ()) -> list[dict]:
         sql = f"SELECT {columns} FROM {source} ORDER BY boot DESC, seq DESC"
-        rows = self._db.execute(sql + " LIMIT ?", (limit,)) if limit is not None else self._db.execute(sql)
+        rows = self._db.execute(sql + " LIMIT ?", (*args, limit)) if limit is not None else self._db.execute(sql, args)
         return [dict(row) for row in reversed(rows.fetchall())]

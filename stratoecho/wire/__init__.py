@@ -8,7 +8,7 @@ LoRa gateways dispatch:
 |---|---|---|
 | ``$`` | UKHAS telemetry sentence (ASCII, CRC16) | `sentence` |
 | ``0x80``-``0x8F``, ``0xDE`` | HABpack telemetry (MessagePack map) | `habpack` |
-| ``0xEC`` | stratoecho record fragment, erasure-coded | `records` (+ `fec`) |
+| ``0xEC`` | stratoecho record fragment, erasure-coded | `records` (+ `fec`, `content`) |
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
 """
@@ -24,6 +24,7 @@ from .common import (
     WireError,
     crc16_ccitt,
 )
+from .content import API_REQUEST_FIELDS, HEALTH_FIELDS
 from .records import (
     CRC_BYTES,
     HEADER_BYTES,
@@ -62,5 +63,5 @@ __all__ = [
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
     "encode_sentence", "fragment_record", "shard_capacity", "decode_habpack", "encode_habpack",
-    "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS",
+    "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "API_REQUEST_FIELDS",
 ]

@@ -30,6 +30,9 @@ class Kind(enum.IntEnum):
     TELEMETRY = 0  # only ever sent as a UKHAS sentence (or HABpack)
     MUSING = 1
     EVENT = 2
+    HEALTH = 3  # the Pi's and the store's state, declared fields (content.py)
+    IMAGE = 4  # a JPEG thumbnail
+    API_REQUEST = 5  # the persona asks the ground for outside information
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:

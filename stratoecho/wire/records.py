@@ -1,6 +1,7 @@
-"""Our own records (musings, events) as erasure-coded fragments.
+"""Our own records (musings, events, health, images, API requests) as erasure-coded fragments.
 
-A record's body — a ``u32`` creation time (Unix seconds) then UTF-8 text — is cut
+A record's body — a ``u32`` creation time (Unix seconds) then its content, which
+depends on the kind (`content.py`) — is cut
 into ``k`` equal data shards and extended with ``n − k`` Reed–Solomon parity shards
 (`fec.py`); each shard travels in its own frame, and ANY ``k`` of the ``n`` frames
 rebuild the record. All integers big-endian::
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .common import DEFAULT_MTU, MAGIC, Kind, WireError, crc16_ccitt
+from .content import content_json, decode_content, encode_content, summary
 from .fec import FecError
 from .fec import decode as fec_decode
 from .fec import encode as fec_encode
@@ -41,33 +43,39 @@ MAX_SHARDS = 255
 
 @dataclass(frozen=True)
 class Record:
-    """A musing or event: what the payload wants the ground to read whole."""
+    """What the payload wants the ground to have whole: a musing, an event, health, an image
+    or an API request. `content` is text, declared fields (dict) or JPEG bytes by kind."""
 
     kind: Kind
     boot: int
     seq: int
     created: int  # unix seconds, UTC
-    text: str
+    content: str | bytes | dict
+
+    def __post_init__(self) -> None:
+        if self.kind is Kind.TELEMETRY:
+            raise ValueError("telemetry travels as a sentence, not as a record")
+
+    @property
+    def text(self) -> str:
+        """The text of a musing or event; a one-line summary of any other kind."""
+        return summary(self.kind, self.content)
 
     def body(self) -> bytes:
-        return struct.pack(">I", self.created) + self.text.encode("utf-8")
+        return struct.pack(">I", self.created) + encode_content(self.kind, self.content)
 
     @classmethod
     def from_body(cls, kind: Kind, boot: int, seq: int, body: bytes) -> Record:
         if len(body) < 4:
             raise WireError("record too short", f"record body of {len(body)} bytes is shorter than its 4-byte time")
         (created,) = struct.unpack(">I", body[:4])
-        try:
-            text = body[4:].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise WireError("text not utf-8", "record text is not UTF-8") from e
-        return cls(kind, boot, seq, created, text)
+        return cls(kind, boot, seq, created, decode_content(kind, body[4:]))
 
     def as_dict(self) -> dict:
         return {
             "kind": self.kind.name.lower(), "boot": self.boot, "seq": self.seq,
             "created": datetime.fromtimestamp(self.created, timezone.utc).isoformat(),
-            "text": self.text,
+            "text": self.text, **content_json(self.kind, self.content),
         }
 
 

@@ -1,0 +1,130 @@
+"""What a record carries after its 4-byte creation time, by kind.
+
+    kind            content                 on the wire
+    musing, event   text (str)              UTF-8
+    health          declared fields (dict)  MessagePack map, integer keys from HEALTH_FIELDS
+    image           a JPEG (bytes)          the JPEG file's bytes, SOI (FF D8) first
+    api request     api and query (dict)    MessagePack map, integer keys from API_REQUEST_FIELDS
+
+The payload asks the ground for outside information with an API request record;
+the record's own sequence number is the request id, and the answer travels up as
+the signed API_ANSWER command (`uplink.ApiAnswer.request_seq`).
+
+Health and API requests use integer keys for the same reason HABpack does: a
+field name costs its length in every frame. The tables below declare each key
+once (F´'s declared telemetry); a decoder shows a key it does not know as
+``field_<n>`` rather than failing, so a newer payload can add fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import msgpack
+
+from .common import Kind, WireError
+
+# key -> (name, type); the payload fills what it measures, any subset.
+HEALTH_FIELDS: dict[int, tuple[str, type]] = {
+    0: ("uptime_s", int),
+    1: ("mode", str),  # NOMINAL, LOW_POWER, SURVIVAL
+    2: ("cpu_temp_c", float),
+    3: ("throttled", int),  # vcgencmd get_throttled bits
+    4: ("mem_free_kb", int),
+    5: ("disk_free_kb", int),
+    6: ("queue_depth", int),  # records waiting for the radio, all streams
+    7: ("store", str),  # ok, degraded: see docs/storage.md
+    8: ("batt_mv", int),
+    9: ("faults", int),  # faults since boot
+    10: ("loss", float),  # the link's measured frame loss
+}
+API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
+    0: ("api", str),  # a name on the ground's allow-list: weather, news, define ...
+    1: ("query", str),
+}
+_TABLES = {Kind.HEALTH: HEALTH_FIELDS, Kind.API_REQUEST: API_REQUEST_FIELDS}
+TEXT_KINDS = frozenset({Kind.MUSING, Kind.EVENT})
+JPEG_SOI = b"\xff\xd8"
+
+
+def _by_name(table: dict[int, tuple[str, type]]) -> dict[str, tuple[int, type]]:
+    return {name: (key, typ) for key, (name, typ) in table.items()}
+
+
+def encode_content(kind: Kind, content) -> bytes:
+    """The bytes of `content` for a record of `kind`; ValueError names what does not fit."""
+    if kind in TEXT_KINDS:
+        if not isinstance(content, str):
+            raise ValueError(f"a {kind.name.lower()} carries text, not {type(content).__name__}")
+        return content.encode("utf-8")
+    if kind is Kind.IMAGE:
+        if not isinstance(content, (bytes, bytearray)) or not bytes(content).startswith(JPEG_SOI):
+            raise ValueError("an image record carries a JPEG (bytes starting FF D8)")
+        return bytes(content)
+    if kind in _TABLES:
+        names = _by_name(_TABLES[kind])
+        packed = {}
+        for name, value in dict(content).items():
+            if name not in names:
+                raise ValueError(f"{kind.name.lower()} has no field {name!r}; declared: {', '.join(names)}")
+            key, typ = names[name]
+            if typ is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+                raise ValueError(f"{kind.name.lower()} field {name} is {typ.__name__}, not {type(value).__name__}")
+            packed[key] = value
+        return msgpack.packb(packed, use_bin_type=True)
+    raise ValueError(f"record kind {kind.name} carries no content")
+
+
+def decode_content(kind: Kind, data: bytes):
+    """The content of a record of `kind` from its bytes; WireError if they are not that."""
+    if kind in TEXT_KINDS:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WireError("text not utf-8", f"{kind.name.lower()} text is not UTF-8") from e
+    if kind is Kind.IMAGE:
+        if not data.startswith(JPEG_SOI):
+            raise WireError("bad content", "image record does not start with a JPEG SOI marker (FF D8)")
+        return data
+    if kind in _TABLES:
+        table = _TABLES[kind]
+        try:
+            fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several unrelated types on garbage
+            raise WireError("bad content", f"{kind.name.lower()} is not a MessagePack map: {e}") from e
+        if not isinstance(fields, dict):
+            raise WireError("bad content", f"{kind.name.lower()} is a MessagePack {type(fields).__name__}, not a map")
+        out = {}
+        for key, value in fields.items():
+            if not isinstance(key, int) or isinstance(key, bool):
+                raise WireError("bad content", f"{kind.name.lower()} key {key!r} is not an integer")
+            if not isinstance(value, (int, float, str)):
+                raise WireError("bad content", f"{kind.name.lower()} field {key} holds a {type(value).__name__}")
+            name = table[key][0] if key in table else f"field_{key}"
+            out[name] = value
+        return out
+    raise WireError("unknown kind", f"record kind {kind.name} carries no content")
+
+
+def summary(kind: Kind, content) -> str:
+    """One line a person reads: the text itself, or what a structured record says."""
+    if kind in TEXT_KINDS:
+        return content
+    if kind is Kind.IMAGE:
+        return f"image: JPEG of {len(content):,} bytes"
+    if kind is Kind.API_REQUEST:
+        return f"asks {content.get('api', '?')}: {content.get('query', '')}"
+    return "health: " + ", ".join(f"{name} {value}" for name, value in content.items())
+
+
+def content_json(kind: Kind, content) -> dict:
+    """What `Record.as_dict` adds for structured kinds (JSON-safe)."""
+    if kind is Kind.IMAGE:
+        return {"image": {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest(),
+                          "jpeg_base64": base64.b64encode(content).decode("ascii")}}
+    if kind in _TABLES:
+        return {"fields": dict(content)}
+    return {}
