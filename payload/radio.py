@@ -1,4 +1,5 @@
-"""Radios behind one port: `send(frame)` puts one frame on the air.
+"""Radios behind one port: `send(frame)` puts one frame on the air; `receive(timeout_s)`
+returns the frames heard (the uplink, asked for in the link's listen windows).
 
 * `UdpRadio` — the bench radio (and a real link to a ground station over IP).
 * `KissRadio` — a KISS TNC on a serial port (`stratoecho.wire.kiss` framing).
@@ -17,15 +18,22 @@ pyserial and gpiozero are imported inside the classes that need them: the bench
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
+
+import structlog
 
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
 from .config import parse_hostport
+
+log = structlog.get_logger(__name__)
 
 
 class Radio(Protocol):
@@ -144,8 +152,9 @@ class LoRaUartRadio:
 
     AUX is the module's busy line: it goes low when UART data enters its buffer (or
     while it puts a received packet out on its UART, or reloads its parameters after
-    sleep) and high when the buffer has been handed to the radio chip. `send` waits for
-    AUX high, writes the frame in one go, waits for AUX to fall (the module took it)
+    sleep) and high when the buffer has been handed to the radio chip. Low has
+    priority (E32 manual, 5.2): AUX stays low while *any* of these holds. `send` waits
+    for AUX high, writes the frame in one go, waits for AUX to fall (the module took it)
     and to rise again. Every wait ends after `aux_timeout_s` with a `RadioError` that
     says what the module failed to do, so a hung or unwired module never hangs the
     transmitter. The E32 manual notes AUX may rise as the *last* packet starts on air;
@@ -158,12 +167,22 @@ class LoRaUartRadio:
     bursts. One frame, written in one go and no longer than `packet_bytes`, is therefore
     one packet and one burst at the ground; `send` refuses longer frames, which the
     module would cut into packets that are lost or merged separately.
+
+    Receiving (the uplink): in normal mode the module puts every packet it hears out on
+    its UART, whenever it hears it (E32 manual 6.2: AUX low, ~5 ms later the packet on
+    TXD, AUX high once it is out). A reader thread takes those bytes as they come and
+    cuts them into frames at each UART pause of `rx_gap_s`; `receive(timeout_s)` hands
+    out the frames cut so far, waiting up to `timeout_s` for the first. The thread never
+    touches AUX or the mode pins, so it cannot disturb `send`. What it keeps is bounded:
+    at most `packet_bytes` of an unfinished burst, and the last `rx_queue_frames` frames
+    not yet asked for (older ones are dropped and counted in `errors`).
     """
 
     MODES: dict[str, tuple[bool, bool]] = {"normal": (False, False), "sleep": (True, True), "config": (True, True)}
     # Ebyte: the pins are read ~1 ms after they change, and the manual asks for ~2 ms after AUX
     # rises before a switch; waited once per mode change, never in a loop.
     MODE_SETTLE_S = 0.002
+    RX_QUEUE_FRAMES = 32  # frames heard but not yet asked for; a listen window hears a handful
 
     def __init__(
         self,
@@ -176,6 +195,8 @@ class LoRaUartRadio:
         *,
         packet_bytes: int = 240,
         aux_timeout_s: float = 60.0,
+        rx_gap_s: float | None = None,
+        rx_queue_frames: int = RX_QUEUE_FRAMES,
     ):
         import serial
         from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
@@ -184,9 +205,22 @@ class LoRaUartRadio:
         self.name = port
         self.packet_bytes = packet_bytes
         self.aux_timeout_s = aux_timeout_s
+        # The pause that ends a received burst. Inside a burst the module sends back to back,
+        # and the host sees it in chunks at most a few byte times apart (the Pi's UART FIFO
+        # timeout is 32 bit times); between two bursts lies at least the next packet's time on
+        # air (tens of ms and up). 20 ms, or 4 byte times at slow rates, sits between the two.
+        self.rx_gap_s = rx_gap_s if rx_gap_s is not None else max(0.02, 40 / baud)
         self.aux_pin = aux_pin
+        self.errors: Counter = Counter()  # received bytes dropped, by reason
         self._lock = threading.Lock()  # one send or mode switch at a time: they share AUX
         self._took_frame = threading.Event()  # set on each falling AUX edge
+        self._heard: deque[bytes] = deque()  # frames cut by the reader, not yet handed out
+        self._rx_queue_frames = rx_queue_frames
+        self._heard_changed = threading.Condition()
+        self._queue_full = False  # logged on the transition only
+        self._read_error: str | None = None
+        self._reader: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
         self._opened: list = []
         try:
             try:
@@ -200,8 +234,15 @@ class LoRaUartRadio:
             # A callback, not a wait: a short busy pulse is seen even if it ended before we look.
             self.aux.when_deactivated = self._on_busy
             self.port = self._keep(_open_serial(port, baud, "LoRa module", timeout=0, write_timeout=aux_timeout_s))
+            try:
+                self._fd = self.port.fileno()
+            except OSError as e:  # io.UnsupportedOperation: a URL such as loop:// has no descriptor
+                raise RadioError(f"LoRa module {port}: needs a serial device (a tty), not {port!r}: {e}") from e
             self.mode = "normal"
             self._wait_idle("after opening (module powered, wired, and done with its self-check?)")
+            self._wake_r, self._wake_w = os.pipe()  # close() wakes the reader out of select() with it
+            self._reader = threading.Thread(target=self._read_bursts, name=f"lora-rx {port}", daemon=True)
+            self._reader.start()
         except BaseException:
             self.close()
             raise
@@ -209,7 +250,7 @@ class LoRaUartRadio:
     @classmethod
     def from_config(cls, cfg) -> LoRaUartRadio:
         return cls(cfg.serial_port, cfg.baud, cfg.m0_pin, cfg.m1_pin, cfg.aux_pin,
-                   packet_bytes=cfg.packet_bytes, aux_timeout_s=cfg.aux_timeout_s)
+                   packet_bytes=cfg.packet_bytes, aux_timeout_s=cfg.aux_timeout_s, rx_gap_s=cfg.rx_gap_s)
 
     def _keep(self, part):
         self._opened.append(part)
@@ -241,13 +282,94 @@ class LoRaUartRadio:
                 self.port.flush()
             except self._serial_error as e:
                 raise RadioError(f"LoRa module {self.name}: write failed: {e}") from e
-            if not self._took_frame.wait(self.aux_timeout_s):
+            # A packet heard just as we wrote can pull AUX low between the wait above and
+            # clear(), so no falling edge follows our write. AUX low now still means taken:
+            # our bytes are in the module's buffer, and AUX (low has priority) rises only once
+            # the received packet is out on the UART *and* our frame has gone to the radio chip.
+            if not (self._took_frame.is_set() or not self.aux.is_active or self._took_frame.wait(self.aux_timeout_s)):
                 raise RadioError(
                     f"LoRa module {self.name}: AUX (pin {self.aux_pin}) never went low after "
                     f"{len(frame)} bytes were written: the module did not take the frame "
                     f"(wrong mode, baud or wiring?)"
                 )
             self._wait_idle(f"while sending {len(frame)} bytes (is aux_timeout_s longer than a packet's time on air?)")
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        """Frames the module has put out on its UART, each one packet it heard: those waiting
+        now (heard since the last call, up to `rx_queue_frames`), else the first ones heard
+        within `timeout_s`; an empty list if none is. Never blocks longer than `timeout_s`.
+
+        A burst still arriving when `timeout_s` runs out is not cut short: the reader
+        finishes it at its pause and the next call returns it whole.
+        """
+        with self._heard_changed:
+            self._heard_changed.wait_for(lambda: self._heard or self._read_error, max(timeout_s, 0.0))
+            frames = list(self._heard)
+            self._heard.clear()
+            self._queue_full = False
+            if not frames and self._read_error:
+                raise RadioError(f"LoRa module {self.name}: read failed: {self._read_error}")
+        return frames
+
+    def _read_bursts(self) -> None:
+        """The reader thread: UART bytes -> frames, one per burst.
+
+        Delimited by the UART pause, not by the AUX pulse, because
+        * the pause is what the sending module itself cuts packets on, and what the ground
+          must use too (USB boards rarely bring out AUX): one rule at both ends;
+        * AUX is shared: it also pulses for our own transmissions and parameter reloads, so a
+          pulse alone does not say "a packet came";
+        * the AUX edge and the last bytes of a burst reach us by different paths (a GPIO
+          interrupt; the UART FIFO and tty buffer), so AUX can rise before the burst's tail is
+          readable, and cutting there would split frames;
+        * when packets arrive faster than the UART carries them out, AUX stays low across
+          several bursts (low has priority) and would merge them.
+        It blocks in select() while nothing is arriving (no polling) and waits `rx_gap_s`
+        at most once per burst.
+        """
+        burst = bytearray()
+        too_long = False  # skipping to the next pause: the burst cannot be one packet
+        while True:
+            waiting = burst or too_long
+            ready, _, _ = select.select([self._fd, self._wake_r], [], [], self.rx_gap_s if waiting else None)
+            if self._wake_r in ready:
+                return  # close()
+            if not ready:  # the UART paused: the burst is over
+                if burst:
+                    self._heard_one(bytes(burst))
+                burst.clear()
+                too_long = False
+                continue
+            try:
+                chunk = self.port.read(self.port.in_waiting or 1)
+            except (self._serial_error, OSError) as e:
+                with self._heard_changed:
+                    self._read_error = str(e)
+                    self._heard_changed.notify_all()
+                log.error("lora module read failed", port=self.name, error=str(e))
+                return
+            if too_long:
+                self.errors["rx burst too long"] += len(chunk)
+                continue
+            burst += chunk
+            if len(burst) > self.packet_bytes:
+                # Longer than one packet: several merged, or noise. Not a frame; not kept either.
+                self.errors["rx burst too long"] += len(burst)
+                burst.clear()
+                too_long = True
+
+    def _heard_one(self, frame: bytes) -> None:
+        with self._heard_changed:
+            if len(self._heard) >= self._rx_queue_frames:
+                # Nobody has asked for a while (no listen window); keep the newest.
+                self._heard.popleft()
+                self.errors["rx queue full"] += 1
+                if not self._queue_full:
+                    self._queue_full = True
+                    log.warning("lora module: received frames dropped, nobody is listening",
+                                port=self.name, kept=self._rx_queue_frames)
+            self._heard.append(frame)
+            self._heard_changed.notify_all()
 
     def set_mode(self, mode: str) -> None:
         """Switch to `normal`, `sleep` or `config`; returns once the module is ready in it."""
@@ -265,6 +387,15 @@ class LoRaUartRadio:
             self._wait_idle(f"after switching to {mode} mode")
 
     def close(self) -> None:
+        # The reader first: it reads the port closed below.
+        if self._reader is not None:
+            os.write(self._wake_w, b"!")
+            self._reader.join(timeout=5)
+            self._reader = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
         # The pins are released as they are: the module stays in the mode it was left in.
         for part in reversed(self._opened):
             part.close()

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 import typing
 from contextlib import closing
@@ -40,6 +41,7 @@ from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.config import ConfigError, parse_toml
 from stratoecho.wire.kiss import FEND, MAX_FRAME, KissDecoder, kiss_encode
+from stratoecho.wire.uplink import LinkReport, sign, verify
 
 REPO = Path(__file__).resolve().parents[1]
 M0, M1, AUX = 17, 27, 22  # BCM numbers; not 2/3, which have fixed pull-ups on a Pi
@@ -183,6 +185,14 @@ def kinds(events, *names) -> list[tuple]:
     return [e for e in events if e[0] in names]
 
 
+def wait_until(predicate, timeout_s: float = 5.0) -> None:
+    """Poll with a deadline: a helper for the test, never part of the code under test."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_lora_frames_arrive_intact_one_packet_each(module, radio):
     # Bytes a cooked tty would mangle (CR/LF, ^C, XON/XOFF, DEL), and a real frame.
     frames = [bytes(range(256))[:240], b"\r\n\x03\x11\x13\x7f\x00", b"$$STRATO,1,12:00:00,52.1,-0.1,1200*ABCD\n"]
@@ -296,6 +306,174 @@ def test_lora_open_failures_name_the_part_and_release_the_rest(module, mock_fact
         LoRaUartRadio(str(tmp_path / "ttyNOPE"), 9600, M0, M1, AUX, pin_factory=mock_factory)
     radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory)  # the pins were let go
     radio.close()
+
+
+# --------------------------------------------------------------------------- LoRaUartRadio.receive (the uplink)
+
+UPLINK_KEY = bytes(range(32))
+
+
+def uplink_frame(counter: int) -> bytes:
+    return sign(UPLINK_KEY, counter, "STRATO", LinkReport(3, 42, counter))
+
+
+@pytest.fixture
+def real_time_module(mock_factory):
+    """Packets on air for their real time: back-to-back packets reach the host as separate
+    bursts, as they do with the bench settings (a short packet spends ~150 ms on air)."""
+    with FakeLoRaModule(mock_factory, M0, M1, AUX, time_scale=1.0, **LORA) as fake:
+        yield fake
+
+
+def receive_until(radio, n: int, timeout_s: float = 10.0) -> list[bytes]:
+    """Frames from as many receive() calls as it takes to get `n` (or to reach the timeout)."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and (left := deadline - time.monotonic()) > 0:
+        got += radio.receive(left)
+    return got
+
+
+def test_lora_receive_returns_each_heard_packet_whole(module, radio):
+    packets = [uplink_frame(1), b"\r\n\x03\x11\x13\x7f\x00\xc0", bytes(range(256))[:240]]
+    for packet in packets:
+        j = module.hear(packet)
+        assert radio.receive(timeout_s=5.0) == [packet]
+        assert module.events.index(("heard", j, len(packet))) < module.events.index(("output", j)) \
+            < module.events.index(("output_done", j))
+    assert module.heard == packets
+    assert verify(UPLINK_KEY, packets[0], "STRATO", last_counter=0).command == LinkReport(3, 42, 1)
+    # AUX went low while each packet was put out, high again after it.
+    levels = [s.state for s in module.aux.states]
+    assert levels[-7:] == [True, False, True, False, True, False, True]
+    assert not radio.errors
+
+
+def test_lora_receive_nothing_heard_is_an_empty_list_not_a_hang(radio):
+    assert radio.receive(timeout_s=0.1) == []
+    assert radio.receive(timeout_s=0) == []
+
+
+def test_lora_back_to_back_packets_come_out_as_two_frames(real_time_module, mock_factory):
+    radio = LoRaUartRadio(real_time_module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+    try:
+        first, second = uplink_frame(1), uplink_frame(2)
+        real_time_module.hear(first)
+        real_time_module.hear(second)  # on air right after the first, as a ground sending two would
+        assert receive_until(radio, 2) == [first, second]
+        events = kinds(real_time_module.events, "output", "output_done")
+        assert events == [("output", 0), ("output_done", 0), ("output", 1), ("output_done", 1)]
+    finally:
+        radio.close()
+
+
+def test_lora_burst_split_across_the_deadline_is_kept_whole_for_the_next_call(mock_factory):
+    # 1200 baud: a 120-byte packet takes a second to come out of the module's UART.
+    with FakeLoRaModule(mock_factory, M0, M1, AUX, time_scale=FAST, baud=1200, **LORA) as slow_uart:
+        radio = LoRaUartRadio(slow_uart.port, 1200, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+        try:
+            packet = bytes(range(120))
+            j = slow_uart.hear(packet)
+            assert slow_uart.wait_for(lambda m: ("output", j) in m.events)
+            got, cut_short = [], 0
+            while not got:
+                got = radio.receive(timeout_s=0.05)
+                if not got and ("output_done", j) not in slow_uart.events:
+                    cut_short += 1  # this call ended in the middle of the burst
+            assert cut_short >= 1
+            assert got == [packet]
+            assert radio.receive(timeout_s=0.1) == [] and not radio.errors
+        finally:
+            radio.close()
+
+
+def test_lora_send_waits_while_the_module_puts_a_heard_packet_out(module, radio):
+    heard = bytes(range(200))  # ~0.2 s on the UART at 9600 baud
+    j = module.hear(heard)
+    assert module.wait_for(lambda m: ("output", j) in m.events)
+    radio.send(b"after the packet is out")  # AUX is low: send waits, then sends
+    assert module.frames == [b"after the packet is out"] and module.written_while_busy == 0
+    assert module.events.index(("output_done", j)) < module.events.index(("uart", 0))
+    assert radio.receive(timeout_s=5.0) == [heard]
+
+
+def test_lora_packet_heard_while_sending_is_lost_and_send_is_not_fooled(real_time_module, mock_factory):
+    module = real_time_module
+    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+    try:
+        sender = threading.Thread(target=radio.send, args=(bytes(60),))  # ~0.37 s on air
+        sender.start()
+        assert module.wait_for(lambda m: ("air", 0, 60) in m.events)
+        j = module.hear(uplink_frame(1))  # half duplex: the module is transmitting
+        sender.join(timeout=5)
+        assert not sender.is_alive() and module.frames == [bytes(60)]
+        assert ("missed", j, "transmitting") in module.events
+        assert radio.receive(timeout_s=0.3) == []
+        radio.send(b"next")  # and the radio carries on
+        assert module.frames == [bytes(60), b"next"]
+    finally:
+        radio.close()
+
+
+def test_lora_packets_heard_as_we_send_never_break_send_or_corrupt_a_frame(module, radio):
+    # A packet heard, then a send a little later each time, sweeping the send across the
+    # packet's reception (the module turns to sending: lost) and its output (AUX low: send
+    # waits). Whichever way it goes, every send returns with its frame on air, and every
+    # packet is received whole or lost whole. The sleep only sets the phase; nothing is timed.
+    received, outcomes = [], []
+    for i in range(20):
+        module.hear(uplink_frame(i + 1))
+        time.sleep(i * 0.0007)
+        radio.send(bytes([i]) * 40)
+        assert module.wait_for(lambda m, i=i: kinds(m.events, "output_done", "missed")[i:])
+        outcomes.append(kinds(module.events, "output_done", "missed")[i][0])
+        if outcomes[-1] == "output_done":
+            received += radio.receive(timeout_s=5.0)
+    assert module.frames == [bytes([i]) * 40 for i in range(20)]
+    assert received == module.heard and all(verify(UPLINK_KEY, f, "STRATO", 0) for f in received)
+    assert radio.receive(timeout_s=0.1) == [] and not radio.errors
+    assert set(outcomes) == {"output_done", "missed"}  # both ways were taken
+
+
+def test_lora_receive_buffers_are_bounded(real_time_module, mock_factory):
+    module = real_time_module
+    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0,
+                          packet_bytes=32, rx_queue_frames=3)
+    try:
+        # Nobody asks for a while: only the newest rx_queue_frames packets are kept.
+        packets = [bytes([i]) * 10 for i in range(5)]
+        for p in packets:
+            module.hear(p)
+        wait_until(lambda: radio.errors["rx queue full"] == 2)
+        assert radio.receive(timeout_s=0) == packets[2:]
+        # A burst longer than a packet (merged packets or noise) is not a frame and is not kept.
+        module.hear(bytes(100))
+        module.hear(b"after the long one")
+        assert receive_until(radio, 1) == [b"after the long one"]
+        assert radio.errors["rx burst too long"] == 100
+    finally:
+        radio.close()
+
+
+def test_fake_module_outputs_heard_packets_only_in_the_modes_the_manual_says(module, radio, mock_factory):
+    radio.set_mode("sleep")
+    j = module.hear(b"asleep")
+    assert module.wait_for(lambda m: ("missed", j, "sleep") in m.events)
+    radio.set_mode("normal")
+    assert radio.receive(timeout_s=0.1) == []
+    # Power-saving (M1 high): only packets sent in wake-up mode, with their long preamble.
+    radio.m1.on()
+    assert module.mode == "power_saving"
+    j = module.hear(b"plain")
+    assert module.wait_for(lambda m: ("missed", j, "power_saving") in m.events)
+    module.hear(b"wake up", wake_up=True)
+    assert radio.receive(timeout_s=5.0) == [b"wake up"]
+    radio.m1.off()
+    radio.m0.on()  # wake-up mode receives like normal mode
+    module.hear(b"awake")
+    assert radio.receive(timeout_s=5.0) == [b"awake"]
+    with pytest.raises(ValueError, match="1..240 bytes"):
+        module.hear(bytes(241))
 
 
 # --------------------------------------------------------------------------- configuration and make_radio
