@@ -14,12 +14,13 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test bench persona install clean distclean
+.PHONY: help demo test bench persona install clean distclean powercut
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~15 min, then ~3 min)"
 	@echo "make test     run the test suite (~10 min on 2 cores)"
 	@echo "make bench    print speed and size figures"
+	@echo "make powercut 10,000 simulated power cuts under the store (~3 min; POWERCUT_CUTS=N, POWERCUT_SEED=S)"
 	@echo "make persona  only build the sample persona into $(PERSONA)"
 	@echo "make clean    remove build/ and out/ (keeps .venv)"
 
@@ -54,6 +55,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m stratoecho.bench
+
+# `make test` cuts the power 1,000 times; this is the nightly-sized run.
+POWERCUT_CUTS ?= 10000
+POWERCUT_SEED ?= 20260
+powercut: $(STAMP)
+	POWERCUT_CUTS=$(POWERCUT_CUTS) POWERCUT_SEED=$(POWERCUT_SEED) $(PY) -m pytest -q tests/test_powercut.py
 
 clean:
 	rm -rf build out

@@ -1,47 +1,96 @@
-"""The durable queue between the payload's producers and the radio.
+"""The durable queue between the payload's producers and the radio (docs/storage.md).
 
-SQLite in WAL mode with `synchronous=FULL`: a record the store has accepted is on
-the card before `enqueue` returns, so a power cut after that cannot lose it. The
-boot counter and the sequence counters live in the same file and advance in the
-same transaction as the record they number, so a sequence is never reused.
+SQLite in WAL mode with `synchronous=FULL`, through apsw (so the power-cut tests can
+put a VFS that drops unsynced writes under the very same code). One write
+transaction stays open as the *batch*; what goes into it becomes durable at the
+next commit, and every commit syncs:
 
-The radio reads from here, never from a memory buffer: a record leaves the
-`queued` state only once its frames have gone out. Sent records stay for the
-repair (NACK) machinery of the link.
+* durable operations commit before they return: musings, events and API requests
+  (each is a minute of the persona's thought, or a question asked once), the
+  ground's acknowledgements, the boot counter, named state such as the mode, and
+  the uplink counter;
+* batched operations wait for the next commit: telemetry, health and images
+  (a fresh one follows in seconds) and the `sent` marks (losing one means a
+  re-send, which the ground drops as a duplicate). The batch commits every
+  `flush_s`, at any durable operation, and at `close`: the card sees a few large
+  writes instead of one sync per sentence.
+
+Sequences are per stream and never go backwards, across reboots and lost batches
+included: they are handed out from blocks reserved durably (`SEQ_BLOCK` at a
+time), so a batched record that went on air and was then lost in a power cut never
+has its number reused. The boot counter and the reservations are also copied to a
+small side file (`<db>.counters`, replaced atomically) so that they survive even
+a database that has to be set aside.
+
+Faults never stop the payload: a full card or an I/O error turns the store
+*degraded* — accepted records wait in a bounded memory queue and are written when
+the card takes writes again — and a database that SQLite finds corrupt is renamed
+aside and a new one started. Each fault is kept in `faults` for the daemon to send
+down as an event.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import os
+import shutil
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import apsw
 import structlog
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
-# Lower number goes first: telemetry, then musings and events, then bulk.
-PRIORITY = {"telemetry": 0, "event": 1, "musing": 2, "bulk": 3}
+SCHEMA_VERSION = 2
+SEQ_BLOCK = 64  # sequence numbers reserved per durable counter write
+
+
+@dataclass(frozen=True)
+class Stream:
+    priority: int  # lower goes first
+    durable: bool  # committed before enqueue returns
+
+
+# Telemetry first (the newest sentence; older ones wait as a backlog with images),
+# then events, musings and API requests, then health, then images and bulk.
+STREAMS: dict[str, Stream] = {
+    "telemetry": Stream(0, durable=False),
+    "event": Stream(1, durable=True),
+    "musing": Stream(2, durable=True),
+    "api_request": Stream(2, durable=True),
+    "health": Stream(3, durable=False),
+    "image": Stream(4, durable=False),
+}
+BACKLOG_PRIORITY = 4  # telemetry superseded by a newer sentence
+PRIORITY = {name: s.priority for name, s in STREAMS.items()}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
-    id         INTEGER PRIMARY KEY,
-    stream     TEXT    NOT NULL,
-    priority   INTEGER NOT NULL,
-    boot       INTEGER NOT NULL,
-    seq        INTEGER NOT NULL,
-    created    REAL    NOT NULL,
-    payload    BLOB    NOT NULL,
-    send_count INTEGER NOT NULL DEFAULT 0,
-    state      TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent', 'acknowledged')),
+    id             INTEGER PRIMARY KEY,
+    stream         TEXT    NOT NULL,
+    priority       INTEGER NOT NULL,
+    boot           INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    created        REAL    NOT NULL,
+    payload        BLOB    NOT NULL,
+    send_count     INTEGER NOT NULL DEFAULT 0,
+    state          TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent', 'acknowledged')),
+    sent_at        REAL,
     UNIQUE (stream, boot, seq)
 );
 CREATE INDEX IF NOT EXISTS records_queue ON records (state, priority, created);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_MIGRATIONS = {2: ["ALTER TABLE records ADD COLUMN sent_at REAL",
+                   "CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]}
+# What a write can fail with while the payload must go on.
+_WRITE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.NotADBError, apsw.ReadOnlyError)
+_COLUMNS = "id, stream, boot, seq, created, payload, send_count"
 
 
 class StoreError(Exception):
@@ -59,135 +108,595 @@ class Queued:
     send_count: int
 
 
+@dataclass
+class Budgets:
+    """Disk budgets in bytes of payload; None: no limit."""
+
+    per_stream: dict[str, int] = field(default_factory=dict)
+    total: int | None = None
+    min_free: int = 0  # keep this much of the card free for the OS and logs
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, vfs: str | None = None, flush_s: float = 60.0,
+                 budgets: Budgets | None = None, aging_s: float = 900.0, memory_limit: int = 2000,
+                 clock=time.time):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we open transactions ourselves, so each is explicit.
-        # One connection serves the beacon, think and radio threads; the lock keeps one
-        # thread's statements out of another's transaction.
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.RLock()
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: store schema {version} is newer than this software's {SCHEMA_VERSION}")
-        self.db.executescript(_SCHEMA)
-        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.vfs, self.flush_s, self.aging_s, self.clock = vfs, flush_s, aging_s, clock
+        self.budgets = budgets or Budgets()
+        self.faults: deque[str] = deque(maxlen=100)  # for the daemon to downlink as events
+        self.fault_count = 0
+        self.evicted: dict[str, int] = {}
+        self._lock = threading.RLock()  # one connection serves the beacon, think and radio threads
+        self._in_batch = False
+        self._must_commit = False
+        self._batch_since = 0.0
+        self._next: dict[str, int] = {}  # next seq to hand out, per stream
+        self._reserved: dict[str, int] = {}  # highest seq reserved durably, per stream
+        # Records accepted while the card refused writes, by a negative id: [stream, boot, seq,
+        # created, payload, sent]. The radio sends them from here until the card takes them.
+        self._memory: dict[int, list] = {}
+        self._memory_ids = 0
+        self.memory_limit = memory_limit
+        self._batch_rows: list[tuple] = []  # records in the open batch: re-held if the commit fails
+        self._pending_state: dict[str, str] = {}  # state the card refused, written when it recovers
+        self._bytes_by_stream: dict[str, int] = {}
+        self._sidecar = self.path.with_name(self.path.name + ".counters")
+        self.db = self._open()
+        self._load_totals()
+
+    def _load_totals(self) -> None:
+        rows = self.db.execute("SELECT stream, coalesce(sum(length(payload)), 0) FROM records GROUP BY stream").fetchall()
+        self._bytes_by_stream = dict(rows)
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self) -> apsw.Connection:
+        try:
+            db = self._connect()
+            verdict = db.execute("PRAGMA quick_check").fetchall()  # reads every page
+            if verdict != [("ok",)]:
+                db.close()
+                self._set_aside("quick_check: " + "; ".join(str(row[0]) for row in verdict[:3]))
+                return self._connect()
+            return db
+        except (apsw.CorruptError, apsw.NotADBError) as e:
+            self._set_aside(f"{type(e).__name__}: {e}")
+            return self._connect()
+        except apsw.SQLError as e:
+            if "quick_check" in str(e) or "malformed" in str(e):
+                self._set_aside(str(e))
+                return self._connect()
+            raise
+
+    def _connect(self) -> apsw.Connection:
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        db = apsw.Connection(str(self.path), flags=flags, vfs=self.vfs) if self.vfs else apsw.Connection(str(self.path), flags=flags)
+        try:
+            db.setbusytimeout(5000)
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchall()[0][0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: store schema {version} is newer than this software's {SCHEMA_VERSION}")
+            db.execute("BEGIN IMMEDIATE")
+            if version == 0:
+                db.execute(_SCHEMA)
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, why: str) -> None:
+        """Rename a damaged database (and its WAL) out of the way; the next open starts afresh.
+        The side file keeps the counters, so sequences still never go backwards."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists():
+                part.rename(part.with_name(f"{self.path.name}.damaged-{stamp}{suffix}"))
+        self._fault(f"store database damaged ({why}); set aside as {self.path.name}.damaged-{stamp}, started a new one")
+
+    def _fault(self, message: str) -> None:
+        self.fault_count += 1
+        self.faults.append(message)
+        log.error("store_fault", detail=message)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self._memory)
 
     def close(self) -> None:
         with self._lock:
+            try:
+                self.flush()
+                if not self._memory:
+                    self._release_reservations()
+            except _WRITE_FAULTS as e:
+                self._write_failed(e)  # counted; what memory held is lost with the process
+            finally:
+                self.db.close()
+
+    def _release_reservations(self) -> None:
+        """A clean stop hands back the unused part of each block, so a planned restart leaves
+        no gap in the numbers (a cut leaves one, which is harmless: numbers only go up)."""
+        used = {f"seq:{stream}": n - 1 for stream, n in self._next.items()}
+        if not used:
+            return
+        def work():
+            for name, value in used.items():
+                self.db.execute("UPDATE counters SET value = ? WHERE name = ?", (value, name))
+        self._op(work, durable=True)
+        self._write_sidecar(used, lower=True)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _begin(self) -> None:
+        if not self._in_batch:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_batch, self._batch_since = True, self.clock()
+
+    def _commit(self) -> None:
+        if self._in_batch:
+            self.db.execute("COMMIT")  # synchronous=FULL: on the card when this returns
+            self._in_batch = False
+            self._batch_rows.clear()
+            self._must_commit = False
+
+    def _op(self, work, durable: bool):
+        """Run `work()` inside the batch, as its own savepoint: a failed step undoes only itself,
+        never the batched records accepted before it. Commits if `durable` or the batch is old."""
+        with self._lock:
+            self._begin()
+            self.db.execute("SAVEPOINT op")
+            rows_before = len(self._batch_rows)
+            try:
+                result = work()
+            except BaseException:
+                del self._batch_rows[rows_before:]
+                self.db.execute("ROLLBACK TO op")
+                self.db.execute("RELEASE op")
+                self._load_totals()
+                raise
+            self.db.execute("RELEASE op")
+            if durable or self._must_commit or self.clock() - self._batch_since >= self.flush_s:
+                self._commit()
+            return result
+
+    def flush(self) -> None:
+        """Make everything accepted so far durable: the batch, and records held in memory."""
+        with self._lock:
+            try:
+                self._drain_memory()
+                self._commit()
+            except _WRITE_FAULTS as e:
+                self._write_failed(e)
+
+    def maybe_flush(self) -> None:
+        """Commit the batch if it is older than `flush_s` (called from the daemon's loop)."""
+        with self._lock:
+            if self._memory or (self._in_batch and self.clock() - self._batch_since >= self.flush_s):
+                self.flush()
+
+    def _write_failed(self, e: Exception) -> None:
+        """The card refused a write: roll the batch back and hold what it had accepted in
+        memory, so a refused commit loses nothing that enqueue already returned."""
+        try:
+            if self._in_batch:
+                self.db.execute("ROLLBACK")
+        except apsw.Error:
+            pass  # the transaction is already gone; nothing left to undo
+        self._in_batch = False
+        held, self._batch_rows = self._batch_rows, []
+        for row in held:
+            self._hold(*row)
+        self._fault(f"store write failed ({type(e).__name__}: {e}); running degraded, {len(self._memory)} records in memory")
+        if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
+            self._replace_damaged(e)
+        try:
+            self._load_totals()
+        except apsw.Error:
+            pass  # the totals are rebuilt at the next successful write
+
+    def _replace_damaged(self, e: Exception) -> None:
+        """SQLite found the open database damaged: keep what can still be read of the unsent
+        and unacknowledged records (in memory, written to the new file at the next flush), set
+        the file aside, start a new one."""
+        salvaged = 0
+        try:
+            for stream, boot, seq, created, payload, state in self.db.execute(
+                    "SELECT stream, boot, seq, created, payload, state FROM records "
+                    "WHERE state != 'acknowledged' ORDER BY id"):
+                if stream in STREAMS:
+                    self._hold(stream, boot, seq, created, payload, state == "sent")
+                    salvaged += 1
+        except apsw.Error:
+            pass  # read as far as the damage allowed
+        try:
             self.db.close()
+        except apsw.Error:
+            pass  # closing a damaged file may complain; it is set aside either way
+        self._set_aside(f"{type(e).__name__}: {e}; {salvaged} records salvaged")
+        self.db = self._connect()
+        self._in_batch = False
+        self._next.clear()  # reload the reservations from the side file
+        self._reserved.clear()
+
+    def _reading(self, query):
+        """Run a read; a damaged database found by it is replaced, and the read tried once more."""
+        with self._lock:
+            try:
+                return query()
+            except (apsw.CorruptError, apsw.NotADBError) as e:
+                self._fault(f"store read failed ({type(e).__name__}: {e})")
+                self._replace_damaged(e)
+                return query()
 
     # ------------------------------------------------------------------ counters
 
-    def _bump(self, name: str) -> int:
+    def _read_sidecar(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self._sidecar.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _write_sidecar(self, counters: dict[str, int], lower: bool = False) -> None:
+        """Replace the side file atomically: write, sync, rename, sync the directory.
+        Values only rise, unless `lower` (a clean stop handing back its reservations)."""
+        merged = self._read_sidecar()
+        for name, value in counters.items():
+            merged[name] = value if lower else max(merged.get(name, 0), value)
+        tmp = self._sidecar.with_name(self._sidecar.name + ".tmp")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(merged, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._sidecar)
+            dir_fd = os.open(self._sidecar.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            self._fault(f"counter side file {self._sidecar} not written: {e}")
+
+    def _stored_counter(self, name: str) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchall()
+        return max(row[0][0] if row else 0, self._read_sidecar().get(name, 0))
+
+    def _set_counter(self, name: str, value: int) -> None:
         self.db.execute(
-            "INSERT INTO counters (name, value) VALUES (?, 1) "
-            "ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            (name,),
-        )
-        return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)", (name, value))
 
     def counter(self, name: str) -> int:
         with self._lock:
-            row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else 0
+            return self._stored_counter(name)
 
     def set_counter_max(self, name: str, value: int) -> int:
-        """Raise counter `name` to `value` unless it already stands higher; returns the stored value.
+        """Raise counter `name` to `value` unless it already stands higher; durable on return.
 
         For counters set from outside, such as the last accepted uplink counter: a stale
-        value can never lower it, and it is on the card before this returns.
-        """
-        with self._lock, self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-                (name, value),
-            )
-            return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+        value can never lower it."""
+        with self._lock:
+            self._op(lambda: self._set_counter(name, value), durable=True)
+            stored = self._stored_counter(name)
+        self._write_sidecar({name: stored})
+        return stored
 
     def start_boot(self) -> int:
         """Advance and return the boot counter; called once per daemon start."""
-        with self._lock, self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            boot = self._bump("boot")
+        with self._lock:
+            boot = self._stored_counter("boot") + 1
+            self._write_sidecar({"boot": boot})  # first: a cut after it only skips a number
+            self._op(lambda: self._set_counter("boot", boot), durable=True)
         log.info("boot", boot=boot, store=str(self.path))
         return boot
+
+    def _take_seq(self, stream: str) -> int:
+        """The next sequence number of `stream`, reserving a new block durably when one runs out."""
+        name = f"seq:{stream}"
+        if stream not in self._next:
+            self._reserved[stream] = self._stored_counter(name)
+            self._next[stream] = self._reserved[stream] + 1
+        seq = self._next[stream]
+        if seq > self._reserved[stream]:
+            reserve = seq + SEQ_BLOCK - 1
+            self._write_sidecar({name: reserve})
+            self._set_counter(name, reserve)
+            self._reserved[stream] = reserve
+            self._must_commit = True  # a second copy, and the one that counts if the side file failed
+        self._next[stream] = seq + 1
+        return seq
+
+    # ------------------------------------------------------------------ state
+
+    def set_state(self, name: str, value: str) -> bool:
+        """Durable named state (the power mode): on the card when this returns True; held in
+        memory and written when the card recovers if it returns False."""
+        with self._lock:
+            self._pending_state[name] = value
+            try:
+                self._write_state()
+                return True
+            except _WRITE_FAULTS as e:
+                self._write_failed(e)
+                return False
+
+    def _write_state(self) -> None:
+        for name, value in list(self._pending_state.items()):
+            self._op(lambda n=name, v=value: self.db.execute(
+                "INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (n, v)), durable=True)
+            del self._pending_state[name]
+
+    def get_state(self, name: str, default: str | None = None) -> str | None:
+        with self._lock:
+            if name in self._pending_state:
+                return self._pending_state[name]
+            row = self.db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchall()
+        return row[0][0] if row else default
 
     # ------------------------------------------------------------------ queue
 
     def enqueue(self, stream: str, boot: int, build_payload, created: float | None = None) -> tuple[int, bytes]:
-        """Number and store one record durably; returns (seq, payload).
+        """Number and store one record; returns (seq, payload).
 
-        `build_payload(seq) -> bytes` makes the record's bytes once its sequence number
-        is known, inside the same transaction, so number and record commit together.
-        Sequences are per stream and never restart, across boots included.
-        """
-        if stream not in PRIORITY:
-            raise StoreError(f"unknown stream {stream!r}; known: {', '.join(PRIORITY)}")
-        created = time.time() if created is None else created
-        with self._lock, self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            seq = self._bump(f"seq:{stream}")
+        `build_payload(seq) -> bytes` makes the record's bytes once its sequence number is
+        known. Durable streams are on the card when this returns; batched streams at the
+        next commit. If the card refuses the write the record is held in memory (degraded)
+        and written later: nothing accepted is dropped for a fault of the card."""
+        if stream not in STREAMS:
+            raise StoreError(f"unknown stream {stream!r}; known: {', '.join(STREAMS)}")
+        created = self.clock() if created is None else created
+        with self._lock:
+            if self._memory or self._pending_state:
+                self.flush()  # older accepted records go in first; stays degraded if the card still refuses
+            if not self._memory:
+                made: list[tuple[int, bytes]] = []
+
+                def insert():
+                    made.append(self._insert_new(stream, boot, build_payload, created))
+                    return made[0]
+
+                try:
+                    return self._op(insert, durable=STREAMS[stream].durable)
+                except _WRITE_FAULTS as e:
+                    self._write_failed(e)
+                    if made:  # the insert went into the batch, the commit failed: it is held now
+                        return made[0]
+            seq = self._take_seq_in_memory(stream)
             payload = build_payload(seq)
-            self.db.execute(
-                "INSERT INTO records (stream, priority, boot, seq, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                (stream, PRIORITY[stream], boot, seq, created, payload),
-            )
+            self._hold(stream, boot, seq, created, payload)
+            return seq, payload
+
+    def _insert_new(self, stream: str, boot: int, build_payload, created: float) -> tuple[int, bytes]:
+        seq = self._take_seq(stream)
+        payload = build_payload(seq)
+        self._insert(stream, boot, seq, created, payload)
         return seq, payload
+
+    def _insert(self, stream: str, boot: int, seq: int, created: float, payload: bytes, sent: bool = False) -> None:
+        self.db.execute(
+            "INSERT INTO records (stream, priority, boot, seq, created, payload, state, send_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (stream, STREAMS[stream].priority, boot, seq, created, payload,
+             "sent" if sent else "queued", int(sent)))
+        self._batch_rows.append((stream, boot, seq, created, payload, sent))
+        self._bytes_by_stream[stream] = self._bytes_by_stream.get(stream, 0) + len(payload)
+        self._evict(stream, self.db.last_insert_rowid())
+
+    def _take_seq_in_memory(self, stream: str) -> int:
+        """A sequence number while the card refuses writes, from the reserved block; past it,
+        the side file reserves the next (the database gets it when the card recovers)."""
+        if stream not in self._next:
+            base = max(self._reserved.get(stream, 0), self._read_sidecar().get(f"seq:{stream}", 0))
+            self._reserved[stream] = base
+            self._next[stream] = base + 1
+        seq = self._next[stream]
+        self._next[stream] = seq + 1
+        if seq > self._reserved[stream]:
+            self._reserved[stream] = seq + SEQ_BLOCK - 1
+            self._write_sidecar({f"seq:{stream}": self._reserved[stream]})
+        return seq
+
+    def _hold(self, stream: str, boot: int, seq: int, created: float, payload: bytes, sent: bool = False) -> None:
+        if len(self._memory) >= self.memory_limit:
+            # Full even in memory: let the least precious go (the lowest priority, oldest).
+            victim = max(self._memory, key=lambda i: (STREAMS[self._memory[i][0]].priority, -self._memory[i][3]))
+            self.evicted[self._memory[victim][0]] = self.evicted.get(self._memory[victim][0], 0) + 1
+            del self._memory[victim]
+        self._memory_ids -= 1
+        self._memory[self._memory_ids] = [stream, boot, seq, created, payload, sent]
+
+    def _drain_memory(self) -> None:
+        """Write what is held in memory; raises the card's error if it still refuses."""
+        if self._memory:
+            for stream, reserved in self._reserved.items():  # reservations made in memory first
+                self._op(lambda n=f"seq:{stream}", v=reserved: self._set_counter(n, v), durable=False)
+            for mid in list(self._memory):
+                self._op(lambda r=self._memory[mid]: self._insert(*r), durable=False)
+                del self._memory[mid]  # in the batch now: a failing commit holds it again
+            self._commit()
+        self._write_state()
+
+    # ------------------------------------------------------------------ eviction
+
+    def _evict(self, stream: str, keep_id: int) -> None:
+        """Keep within the budgets: drop acknowledged, then sent, then (only if there is no
+        other way) queued records — the lowest priority and oldest first; never `keep_id`."""
+        limit = self.budgets.per_stream.get(stream)
+        if limit is not None and self._bytes_by_stream.get(stream, 0) > limit:
+            self._evict_until(lambda: self._bytes_by_stream.get(stream, 0) <= limit, (stream,), keep_id)
+        total = self.budgets.total
+        if total is not None and sum(self._bytes_by_stream.values()) > total:
+            self._evict_until(lambda: sum(self._bytes_by_stream.values()) <= total, tuple(STREAMS), keep_id)
+        if self.budgets.min_free and self.free_bytes() < self.budgets.min_free:
+            # Deleted rows free pages inside the file for the next records, not space on the
+            # card: evict one round, so the file stops growing, instead of emptying the store.
+            self._evict_until(lambda: False, tuple(STREAMS), keep_id, rounds=1)
+
+    def _evict_until(self, within, streams: tuple[str, ...], keep_id: int, rounds: int | None = None) -> None:
+        marks = ",".join("?" * len(streams))
+        for state in ("acknowledged", "sent", "queued"):
+            while not within():
+                rows = self.db.execute(
+                    f"SELECT id, stream, length(payload) FROM records WHERE state = ? AND stream IN ({marks}) "
+                    "AND id != ? ORDER BY priority DESC, created, id LIMIT 1", (state, *streams, keep_id)).fetchall()
+                if not rows:
+                    break
+                rid, victim, size = rows[0]
+                self.db.execute("DELETE FROM records WHERE id = ?", (rid,))
+                self._bytes_by_stream[victim] -= size
+                self.evicted[victim] = self.evicted.get(victim, 0) + 1
+                if state == "queued":
+                    log.warning("evicted_unsent", stream=victim, id=rid)
+                if rounds is not None:
+                    return
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path.parent).free
+
+    # ------------------------------------------------------------------ reading
 
     def next_queued(self) -> Queued | None:
         """The record the radio should send next (see `queued`)."""
         rows = self.queued(limit=1)
         return rows[0] if rows else None
 
-    def queued(self, limit: int = 1, streams: tuple[str, ...] | None = None, exclude: tuple[int, ...] = ()) -> list[Queued]:
-        """Queued records in sending order: highest priority first; within telemetry the
-        newest (a fresh position beats a stale one); elsewhere the oldest (fair order).
-        `exclude` leaves out records the radio already has in hand."""
-        where, args = ["state = 'queued'"], []
-        if streams:
-            where.append(f"stream IN ({','.join('?' * len(streams))})")
-            args += list(streams)
-        if exclude:
-            where.append(f"id NOT IN ({','.join('?' * len(exclude))})")
-            args += list(exclude)
+    def current_telemetry(self, exclude: tuple[int, ...] = ()) -> Queued | None:
+        """The newest telemetry sentence, if it is still queued: what the radio sends first."""
+        return self._reading(lambda: self._current_telemetry(exclude))
+
+    def _current_telemetry(self, exclude: tuple[int, ...]) -> Queued | None:
         with self._lock:
             rows = self.db.execute(
-                "SELECT id, stream, boot, seq, created, payload, send_count FROM records "
-                f"WHERE {' AND '.join(where)} ORDER BY priority, "
-                "CASE WHEN stream = 'telemetry' THEN -created ELSE created END, id LIMIT ?",
-                (*args, limit),
+                f"SELECT {_COLUMNS}, state FROM records WHERE stream = 'telemetry' "
+                "ORDER BY boot DESC, seq DESC LIMIT 1").fetchall()
+            best = (rows[0][2], rows[0][3]) if rows else (-1, -1)
+            newest = Queued(*rows[0][:7]) if rows and rows[0][7] == "queued" else None
+            for mid, (stream, boot, seq, created, payload, sent) in self._memory.items():
+                if stream == "telemetry" and (boot, seq) > best:
+                    best = (boot, seq)
+                    newest = None if sent else Queued(mid, stream, boot, seq, created, payload, 0)
+        return newest if newest is not None and newest.id not in exclude else None
+
+    def queued(self, limit: int = 1, streams: tuple[str, ...] | None = None, exclude: tuple[int, ...] = (),
+               backlog_only: bool = False) -> list[Queued]:
+        """Queued records in sending order.
+
+        The newest telemetry sentence comes first. Every other record ranks by its stream's
+        priority minus its age in units of `aging_s`, oldest first on a tie: a record that
+        has waited `aging_s` ranks with the class above it, so bulk never starves forever
+        while a fresh position still never waits behind it (`current_telemetry`). Telemetry
+        superseded by a newer sentence is backlog, ranked like images. `exclude` leaves out
+        records the radio already has in hand, `backlog_only` the current sentence (which the
+        radio sends alone); records held in memory while the card refuses writes come after
+        the card's."""
+        return self._reading(lambda: self._queued(limit, streams, exclude, backlog_only))
+
+    def _queued(self, limit: int, streams: tuple[str, ...] | None, exclude: tuple[int, ...],
+                backlog_only: bool) -> list[Queued]:
+        with self._lock:
+            where, args = ["state = 'queued'"], []
+            if streams:
+                where.append(f"stream IN ({','.join('?' * len(streams))})")
+                args += list(streams)
+            if exclude:
+                where.append(f"id NOT IN ({','.join('?' * len(exclude))})")
+                args += list(exclude)
+            newest = self.db.execute(
+                "SELECT id FROM records WHERE stream = 'telemetry' ORDER BY boot DESC, seq DESC LIMIT 1").fetchall()
+            if backlog_only and newest:
+                where.append("id != ?")
+                args.append(newest[0][0])
+            now = self.clock()
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE {' AND '.join(where)} ORDER BY "
+                "CASE WHEN id = ? THEN -1e18 "
+                f"WHEN stream = 'telemetry' THEN {BACKLOG_PRIORITY} - (? - created) / ? "
+                "ELSE priority - (? - created) / ? END, created, id LIMIT ?",
+                (*args, newest[0][0] if newest else None, now, self.aging_s, now, self.aging_s, limit),
             ).fetchall()
-        return [Queued(*row) for row in rows]
+            out = [Queued(*row) for row in rows]
+            held = sorted(
+                (Queued(mid, r[0], r[1], r[2], r[3], r[4], 0) for mid, r in self._memory.items()
+                 if not r[5] and mid not in exclude and (not streams or r[0] in streams)
+                 and not (backlog_only and r[0] == "telemetry")),
+                key=lambda q: (STREAMS[q.stream].priority, -q.created if q.stream == "telemetry" else q.created))
+        return (out + held)[:limit]
 
     def find(self, stream: str, boot: int, seq: int) -> tuple[Queued, str] | None:
         """One record and its state, for a repair request from the ground."""
-        with self._lock:
-            row = self.db.execute(
-                "SELECT id, stream, boot, seq, created, payload, send_count, state FROM records "
-                "WHERE stream = ? AND boot = ? AND seq = ?",
-                (stream, boot, seq),
-            ).fetchone()
-        return (Queued(*row[:7]), row[7]) if row else None
+        return self._reading(lambda: self._find(stream, boot, seq))
 
-    def mark_sent(self, record_id: int) -> None:
-        with self._lock:
-            self.db.execute(
-                "UPDATE records SET state = 'sent', send_count = send_count + 1 WHERE id = ?", (record_id,)
-            )
-
-    def depth(self) -> dict[str, int]:
+    def _find(self, stream: str, boot: int, seq: int) -> tuple[Queued, str] | None:
         with self._lock:
             rows = self.db.execute(
-                "SELECT stream, COUNT(*) FROM records WHERE state = 'queued' GROUP BY stream"
-            ).fetchall()
-        return dict(rows)
+                f"SELECT {_COLUMNS}, state FROM records WHERE stream = ? AND boot = ? AND seq = ?",
+                (stream, boot, seq)).fetchall()
+            if rows:
+                return Queued(*rows[0][:7]), rows[0][7]
+            for mid, r in self._memory.items():
+                if (r[0], r[1], r[2]) == (stream, boot, seq):
+                    return Queued(mid, *r[:5], int(r[5])), "sent" if r[5] else "queued"
+        return None
+
+    def mark_sent(self, record_id: int) -> None:
+        """Batched: a sent mark lost in a power cut only means the record goes out again."""
+        with self._lock:
+            if record_id in self._memory:
+                self._memory[record_id][5] = True
+                return
+            try:
+                self._op(lambda: self.db.execute(
+                    "UPDATE records SET state = 'sent', send_count = send_count + 1, sent_at = ? "
+                    "WHERE id = ? AND state = 'queued'", (self.clock(), record_id)), durable=False)
+            except _WRITE_FAULTS as e:
+                self._write_failed(e)
+
+    def acknowledge(self, stream: str, boot: int, up_to_seq: int, from_seq: int = 0) -> int:
+        """The ground holds every record of `stream` and `boot` from `from_seq` to `up_to_seq`:
+        durable, never sent again, and the first to go when space is short. Returns how many
+        records changed state."""
+        def work():
+            self.db.execute(
+                "UPDATE records SET state = 'acknowledged' WHERE stream = ? AND boot = ? AND seq BETWEEN ? AND ? "
+                "AND state != 'acknowledged'", (stream, boot, from_seq, up_to_seq))
+            return self.db.changes()
+        with self._lock:
+            try:
+                return self._op(work, durable=True)
+            except _WRITE_FAULTS as e:
+                self._write_failed(e)
+                return 0
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (SQLite also does this by itself every ~4 MB)."""
+        with self._lock:
+            self.flush()
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def depth(self) -> dict[str, int]:
+        return self._reading(self._depth)
+
+    def _depth(self) -> dict[str, int]:
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT stream, COUNT(*) FROM records WHERE state = 'queued' GROUP BY stream").fetchall()
+            out = dict(rows)
+            for r in self._memory.values():
+                if not r[5]:
+                    out[r[0]] = out.get(r[0], 0) + 1
+        return out
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -196,3 +705,10 @@ class Store:
         for stream, state, n in rows:
             out.setdefault(stream, {})[state] = n
         return out
+
+    def health(self) -> dict:
+        """What the health record reports about the store (wire.HEALTH_FIELDS names)."""
+        return {"queue_depth": sum(self.depth().values()),
+                "disk_free_kb": self.free_bytes() // 1024,
+                "store": "degraded" if self.degraded else "ok",
+                "faults": self.fault_count}

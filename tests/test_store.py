@@ -22,7 +22,7 @@ def test_boot_counter_and_sequences_survive_restart(tmp_path):
 
 
 def test_priority_order(tmp_path):
-    s = Store(tmp_path / "q.db")
+    s = Store(tmp_path / "q.db", clock=lambda: 5.0)
     b = s.start_boot()
     s.enqueue("musing", b, lambda q: b"m1", created=1)
     s.enqueue("event", b, lambda q: b"e1", created=2)
@@ -33,7 +33,8 @@ def test_priority_order(tmp_path):
     while (q := s.next_queued()) is not None:
         order.append(q.payload)
         s.mark_sent(q.id)
-    assert order == [b"t-new", b"t-old", b"e1", b"m1", b"m2"]
+    # The newest position first; the one it superseded waits as backlog, behind the musings.
+    assert order == [b"t-new", b"e1", b"m1", b"m2", b"t-old"]
     assert s.counts()["musing"] == {"sent": 2}
 
 
@@ -62,7 +63,7 @@ def test_record_accepted_before_sigkill_is_still_there(tmp_path):
     s = Store(db)
     assert s.depth() == {"musing": 50}
     assert s.start_boot() == 2
-    assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert s.db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 def test_producers_and_radio_share_the_store_across_threads(tmp_path):
