@@ -24,6 +24,7 @@ from .listen import Limits, RepairLink, run_listen
 from .receive import (
     FrameSource,
     KissSerialSource,
+    RawSerialSource,
     ReplaySource,
     SerialSource,
     SourceError,
@@ -38,8 +39,10 @@ examples:
   python -m groundstation listen --udp 127.0.0.1:7355 --db flight.db       # bench payload
   python -m groundstation listen --serial /dev/ttyUSB0 --baud 57600 --db flight.db
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db      # KISS TNC
+  python -m groundstation listen --serial /dev/ttyUSB0 --raw --baud 9600 --db flight.db   # Ebyte module
   python -m groundstation listen --replay out/air.hex --db replay.db --json
   python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
+  python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --uplink-key uplink.key
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
 HEX_FORMAT = (
@@ -95,18 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
                             "logged); e.g. 127.0.0.1:7355 for a bench payload, :7355 for all interfaces")
     where.add_argument("--serial", metavar="DEV",
                        help="serial device or pyserial URL (/dev/ttyUSB0, loop://, socket://HOST:PORT) "
-                            "from a LoRa UART bridge printing one received frame a line as hex "
-                            "(or a KISS TNC, with --kiss)")
+                            "from a LoRa UART bridge printing one received frame a line as hex, and "
+                            "transmitting each hex line written to it as one packet (the uplink); "
+                            "or a KISS TNC (--kiss), or a transparent LoRa module (--raw)")
     where.add_argument("--replay", metavar="FILE",
                        help="an air.hex file ('-' for standard input), run through once")
     listen.add_argument("--db", required=True, metavar="FILE",
                         help="SQLite database to store into (created if missing; safe to reuse: "
                              "records already there are not stored or printed twice)")
-    listen.add_argument("--kiss", action="store_true",
-                        help="with --serial: the device is a KISS TNC sending binary KISS data frames, "
-                             "not hex lines")
-    listen.add_argument("--baud", type=int, default=115200, metavar="N",
-                        help="serial speed in bit/s (default 115200; ignored for URLs without one)")
+    framing = listen.add_mutually_exclusive_group()
+    framing.add_argument("--kiss", action="store_true",
+                         help="with --serial: the device is a KISS TNC sending binary KISS data frames, "
+                              "not hex lines (uplink frames go to it as KISS data frames, TNC port 0)")
+    framing.add_argument("--raw", action="store_true",
+                         help="with --serial: the device is a transparent UART LoRa module (Ebyte E32/E22 "
+                              "in normal mode, M0 = M1 = low) putting each packet it hears out as one "
+                              "binary burst; frames are cut at pauses of --burst-gap (uplink frames are "
+                              "written to it as they are, one packet each)")
+    listen.add_argument("--baud", type=int, default=None, metavar="N",
+                        help="serial speed in bit/s (default 115200, or 9600 with --raw, the Ebyte "
+                             "default; ignored for URLs without one)")
+    listen.add_argument("--burst-gap", type=_seconds, default=0.03, metavar="SECONDS",
+                        help="with --raw: a pause this long on the serial line ends a received packet "
+                             "(default 0.03; longer than a USB adapter's latency, shorter than a "
+                             "packet's time on air)")
+    listen.add_argument("--tx-gap", type=_seconds, default=1.3, metavar="SECONDS",
+                        help="with --raw: least time between two uplink frames written to the module, "
+                             "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
+                             "on air at SF9/125 kHz; set it to your link's)")
     listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
     listen.add_argument("--json", action="store_true",
                         help="print one JSON object a line per record (with received_at) instead of text")
@@ -115,11 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--until-idle", type=_seconds, metavar="SECONDS",
                         help="stop once no frame has arrived for this many seconds")
     repair = listen.add_argument_group(
-        "repair (UDP only; a serial uplink comes later)",
+        "repair (--udp or --serial)",
         "With --uplink-key, after every telemetry sentence whose number is a multiple of "
         "--window-every (when the payload listens), the ground sends signed RESEND commands back "
-        "to the sentence's sender asking for missing fragments and records. The counter state "
-        "lives next to the database (DB.uplink.json). Without a key nothing is ever sent.")
+        "the way the sentence came, asking for missing fragments and records: over --udp to the "
+        "sentence's sender; over --serial out of the same port, as one hex line and newline per "
+        "frame (the bridge must transmit each line it is given as one packet), as a KISS data "
+        "frame (--kiss), or as the frame's bytes (--raw). The counter state lives next to the "
+        "database (DB.uplink.json). Without a key nothing is ever sent; --replay cannot send.")
     repair.add_argument("--uplink-key", type=Path, metavar="FILE",
                         help="the balloon's uplink key (hex, mode 600; the payload holds the same file)")
     repair.add_argument("--callsign", metavar="CALL",
@@ -128,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--window-every", type=_positive_int, default=6, metavar="N",
                         help="the payload listens after sentences numbered 0, N, 2N... (default 6; "
                              "must match the payload's window_every)")
+    repair.add_argument("--tag-len", type=int, default=8, choices=range(4, 33), metavar="BYTES",
+                        help="bytes of HMAC tag on each command, 4..32 (default 8; must match the payload's uplink.tag_len)")
+    repair.add_argument("--uplink-mtu", type=int, default=255, choices=range(32, 256), metavar="BYTES",
+                        help="largest uplink frame, 32..255 (default 255; must not exceed the payload's radio.mtu: "
+                             "58 for an E32 module with 58-byte packets)")
     listen.add_argument("--stats", type=Path, metavar="FILE",
                         help="write counts (frames, records, nacks_sent, items_requested...) here as JSON on exit")
     listen.set_defaults(func=cmd_listen)
@@ -150,7 +177,9 @@ def _open_source(args: argparse.Namespace) -> FrameSource:
     if args.udp:
         return UdpSource(*args.udp)
     if args.serial:
-        return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud)
+        if args.raw:
+            return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
+        return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
     return ReplaySource(args.replay)
 
 
@@ -177,14 +206,18 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if args.kiss and not args.serial:
         print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
         return 2
-    if args.uplink_key and not args.udp:
-        print("error: --uplink-key works with --udp only for now (serial uplink comes later)", file=sys.stderr)
+    if args.raw and not args.serial:
+        print("error: --raw goes with --serial DEV (a transparent LoRa module on a serial port)", file=sys.stderr)
+        return 2
+    if args.uplink_key and not (args.udp or args.serial):
+        print("error: --uplink-key needs a source that can transmit, --udp or --serial; "
+              "a --replay cannot answer", file=sys.stderr)
         return 2
     if args.uplink_key:
         try:  # a bad key or counter state is a start-up error, not a surprise at the first window
             load_key(args.uplink_key)
             if args.callsign:
-                CommandSigner.for_db(args.uplink_key, args.callsign, args.db)
+                CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len, mtu=args.uplink_mtu)
         except (KeyFileError, SignerStateError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -203,8 +236,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
     decoder = FrameDecoder()
     repair = None
-    if args.uplink_key and isinstance(source, UdpSource):
-        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every)
+    if args.uplink_key and not isinstance(source, ReplaySource):
+        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every,
+                            tag_len=args.tag_len, mtu=args.uplink_mtu)
     status = 0
     try:
         with _stop_on_signals(stop):

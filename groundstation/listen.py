@@ -4,11 +4,11 @@ One `threading.Event` ends it (SIGINT/SIGTERM set it); the loop checks it on eve
 frame and on every idle poll of the source (~0.2 s), so it never sleeps and stops
 at once. Whatever way it ends, the database is committed and the source closed.
 
-With a `RepairLink` (UDP only, for now; a serial uplink comes later), every decoded
-fragment feeds a `NackPlanner`, and each new telemetry sentence whose seq is a
-multiple of `window_every` — the payload listens for a few seconds after sending
-it — is answered at once, before anything is stored, with signed RESEND commands
-sent back to the address the sentence came from.
+With a `RepairLink`, every decoded fragment feeds a `NackPlanner`, and each new
+telemetry sentence whose seq is a multiple of `window_every` — the payload listens
+for a few seconds after sending it — is answered at once, before anything is
+stored, with signed RESEND commands sent back the way the sentence came: to its
+UDP sender, or out of the serial port it was heard on (see `receive`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.wire import uplink
-from stratoecho.wire.uplink import KeyFileError, resend_batches
+from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 
 from .db import Store, utc_now
 from .decoder import Decoded, FrameDecoder
 from .display import format_json, format_record
-from .receive import FrameSource
+from .receive import FrameSource, describe_peer
 from .repair import NackPlanner
 from .uplink import CommandSigner, SignerStateError
 
@@ -46,8 +46,10 @@ class Limits:
 class RepairLink:
     """Asks the payload, in its uplink windows, for what the planner says is missing.
 
-    `send(frame, addr)` puts one uplink frame on the air (`UdpSource.send`). The
-    signer is made at the first window when the callsign comes from the telemetry.
+    `send(frame, peer)` puts one uplink frame on the air (the source's `send`: a UDP
+    datagram to `peer`, or a frame out of the serial port, for which `peer` is
+    `(device,)`). The signer is made at the first window when the callsign comes from
+    the telemetry.
     """
 
     key_path: Path
@@ -55,12 +57,16 @@ class RepairLink:
     send: Callable[[bytes, tuple], None]
     callsign: str | None = None  # None: the first telemetry sentence's callsign
     window_every: int = 6
+    tag_len: int = uplink.DEFAULT_TAG_LEN  # must match the payload's uplink.tag_len
+    mtu: int = wire.DEFAULT_MTU  # the payload's radio.mtu: an E32 with 58-byte packets needs 58
     planner: NackPlanner = field(default_factory=NackPlanner)
     nacks_sent: int = 0
     items_requested: int = 0
     send_errors: int = 0
     _signer: CommandSigner | None = None
     link_reports: int = 0
+    acks_sent: int = 0
+    ranges_acknowledged: int = 0
     _heard: dict[int, int] = field(default_factory=dict)  # boot -> frames heard that decoded
 
     def on_decoded(self, result: Decoded, peer: tuple | None,
@@ -80,14 +86,17 @@ class RepairLink:
 
     def window(self, peer: tuple, missing: dict[tuple[int, int, int], tuple[int, list[int]]],
                wire_report: uplink.LinkReport | None = None) -> None:
-        """The payload is listening now: tell it how much we heard (so it can size its parity)
-        and ask, signed, for what this window's plan says is missing."""
+        """The payload is listening now: tell it how much we heard (so it can size its parity),
+        ask, signed, for what this window's plan says is missing, and acknowledge what we hold
+        (so it never sends that again and lets it go first when its card is full)."""
         items = self.planner.plan(missing)
-        if not items and wire_report is None:
+        acks = self.planner.acks()
+        if not items and wire_report is None and not acks:
             return
         try:
             if self._signer is None:
-                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path)
+                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path,
+                                                    tag_len=self.tag_len, mtu=self.mtu)
         except (KeyFileError, SignerStateError, OSError) as e:
             # Checked at start-up already; if the files went bad since, keep receiving regardless.
             self.send_errors += 1
@@ -96,6 +105,8 @@ class RepairLink:
         commands: list = [wire_report] if wire_report is not None else []
         if items:
             commands += resend_batches(items, tag_len=self._signer.tag_len, mtu=self._signer.mtu)
+        if acks:  # last: if the window is short, repair matters more
+            commands += ack_batches(acks, tag_len=self._signer.tag_len, mtu=self._signer.mtu)
         for batch in commands:
             try:
                 frame = self._signer.sign(batch)
@@ -107,20 +118,24 @@ class RepairLink:
                 self.send(frame, peer)
             except OSError as e:
                 self.send_errors += 1
-                log.warning("nack not sent", to=f"{peer[0]}:{peer[1]}", error=str(e))
+                log.warning("nack not sent", to=describe_peer(peer), error=str(e))
                 continue
             if isinstance(batch, uplink.LinkReport):
                 self.link_reports += 1
                 continue
+            if isinstance(batch, uplink.Ack):
+                self.acks_sent += 1
+                self.ranges_acknowledged += len(batch.ranges)
+                continue
             self.nacks_sent += 1
             self.items_requested += len(batch.items)
-            log.info("nack", to=f"{peer[0]}:{peer[1]}", window=self.planner.window, items=[
+            log.info("nack", to=describe_peer(peer), window=self.planner.window, items=[
                 f"{wire.Kind(i.stream).name.lower()} {i.boot}/{i.seq}" + (f" {list(i.fragments)}" if i.fragments else " all")
                 for i in batch.items])
 
     def stats(self) -> dict:
         return {"nacks_sent": self.nacks_sent, "items_requested": self.items_requested,
-                "link_reports": self.link_reports,
+                "link_reports": self.link_reports, "acks_sent": self.acks_sent,
                 "given_up": self.planner.given_up, "windows": self.planner.window,
                 "send_errors": self.send_errors}
 

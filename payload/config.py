@@ -20,6 +20,7 @@ class ScheduleSection(Section):
     telemetry_s: float = Field(10.0, gt=0, description="seconds between position sentences")
     musing_s: float = Field(180.0, gt=0, description="seconds between musings")
     first_musing_s: float = Field(30.0, ge=0, description="seconds after start before the first musing")
+    health_s: float = Field(300.0, gt=0, description="seconds between health records (queue, card, faults)")
 
 
 PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
@@ -36,6 +37,7 @@ class RadioSection(Section):
     aux_pin: PinName | None = Field(None, description="lora_uart: GPIO reading the module's AUX (busy) line")
     aux_timeout_s: float = Field(60.0, gt=0, description="lora_uart: seconds AUX may stay low before the send fails")
     packet_bytes: int = Field(240, ge=1, le=255, description="lora_uart: module packet size (E32: 58; E22: 240/128/64/32)")
+    rx_gap_s: float | None = Field(None, gt=0, description="lora_uart: UART pause that ends a received packet (default 20 ms, or 4 byte times at slow baud)")
     mtu: int = Field(255, ge=16, le=255)
     spreading_factor: int = Field(9, ge=6, le=12)
     bandwidth_hz: float = Field(125_000, gt=0)
@@ -89,6 +91,36 @@ class UplinkSection(Section):
     window_every: int = Field(6, ge=1, description="listen after every Nth position sentence (sentence id a multiple of N)")
     window_s: float = Field(4.0, gt=0, description="flight seconds the receiver listens in each window")
     tag_len: int = Field(8, ge=4, le=32, description="bytes of the truncated HMAC tag; must match the ground")
+    first_pass_target: float = Field(
+        0.5, gt=0, lt=1, description="chance each record should arrive whole before any repair, while the ground "
+        "answers the windows (it asks for the rest; radio.fec_target applies when it does not)")
+
+
+STORE_STREAMS = ("telemetry", "event", "musing", "api_request", "health", "image")
+
+
+class StoreSection(Section):
+    """The durable queue (docs/storage.md): how often batched writes reach the card, and
+    how much of the card each stream may fill."""
+
+    flush_s: float = Field(60.0, gt=0, description="seconds batched writes (telemetry, health, images, sent marks) wait for a commit")
+    aging_s: float = Field(900.0, gt=0, description="seconds of waiting that lift a record one priority class (no stream starves)")
+    budget_mb: dict[str, float] = Field(
+        default_factory=lambda: {"telemetry": 20.0, "health": 10.0, "image": 500.0},
+        description="per stream: most megabytes of payload kept; the oldest acknowledged, then sent, then queued go first")
+    total_mb: float | None = Field(1000.0, gt=0, description="most megabytes of payload in all")
+    min_free_mb: float = Field(200.0, ge=0, description="keep this much of the card free for the OS and logs")
+    memory_records: int = Field(2000, ge=10, description="records held in memory while the card refuses writes")
+
+    @field_validator("budget_mb")
+    @classmethod
+    def _check_streams(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(STORE_STREAMS))
+        if unknown:
+            raise ValueError(f"unknown stream(s) {', '.join(unknown)}; streams are {', '.join(STORE_STREAMS)}")
+        if any(mb <= 0 for mb in v.values()):
+            raise ValueError("budgets are megabytes greater than 0")
+        return v
 
 
 class PersonaSection(Section):
@@ -120,6 +152,7 @@ class PayloadConfig(Section):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     radio: RadioSection = Field(default_factory=RadioSection)
     uplink: UplinkSection = Field(default_factory=UplinkSection)
+    store: StoreSection = Field(default_factory=StoreSection)
     persona: PersonaSection = Field(default_factory=PersonaSection)
     power: PowerSection = Field(default_factory=PowerSection)
     sim: SimSection = Field(default_factory=SimSection)

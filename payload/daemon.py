@@ -1,6 +1,7 @@
 """The payload daemon: sense, think, queue, transmit — each a loop on the shared stop event.
 
     beacon  every schedule.telemetry_s: read sensors -> UKHAS sentence -> store
+    health  every schedule.health_s:    store and link state -> health record; store faults -> events
     think   every schedule.musing_s:    read sensors -> prompt -> persona worker
                                         -> outbound guard -> musing record -> store
     radio   continuously:              store -> frames -> airtime budget -> radio
@@ -28,12 +29,12 @@ from .clock import Clock
 from .commands import CommandGate
 from .config import PayloadConfig
 from .guard import OutboundGuard
-from .link import Transmitter
+from .link import KIND_STREAM, Transmitter
 from .persona import PersonaError, PersonaWorker
 from .prompts import fit_musing, musing_messages
 from .radio import Radio
 from .sensors import Readings, Sensors
-from .store import Store
+from .store import Budgets, Store
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,9 @@ class DaemonStats:
     guard_reasons: dict = field(default_factory=dict)
     commands: dict = field(default_factory=dict)
     repairs_requested: int = 0
+    health_queued: int = 0
+    records_acknowledged: int = 0
+    store_faults: int = 0
 
 
 class Daemon:
@@ -68,7 +72,7 @@ class Daemon:
         self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
         self.data_dir = Path(data_dir)
         self.stop = stop or threading.Event()
-        self.store = Store(self.data_dir / "queue.db")
+        self.store = open_store(self.data_dir, cfg)
         self.boot = self.store.start_boot()
         self.stats = DaemonStats(boot=self.boot)
         self.guard = OutboundGuard()
@@ -95,6 +99,20 @@ class Daemon:
         self.store.enqueue(
             "event", self.boot, lambda seq: wire.Record(wire.Kind.EVENT, self.boot, seq, created, text).body()
         )
+        self.transmitter.wake.set()
+
+    def health_once(self) -> None:
+        """Commit what waits in the batch, send down any store faults, and a health record."""
+        self.store.maybe_flush()
+        while self.store.faults:
+            self.stats.store_faults += 1
+            self.queue_event(f"store fault: {self.store.faults.popleft()}")
+        fields = {"uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
+                  **self.store.health()}
+        created = int(self.clock.now().timestamp())
+        self.store.enqueue(
+            "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
+        self.stats.health_queued += 1
         self.transmitter.wake.set()
 
     def beacon_once(self) -> Readings:
@@ -161,10 +179,15 @@ class Daemon:
         self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
         if isinstance(cmd, uplink.Resend):
             for item in cmd.items:
-                stream = {wire.Kind.MUSING: "musing", wire.Kind.EVENT: "event"}.get(item.stream)
+                stream = KIND_STREAM.get(item.stream)
                 if stream is not None:
                     self.stats.repairs_requested += 1
                     self.transmitter.request_repair(stream, item.boot, item.seq, item.fragments)
+        elif isinstance(cmd, uplink.Ack):
+            for r in cmd.ranges:
+                stream = KIND_STREAM.get(r.stream)
+                if stream is not None:
+                    self.stats.records_acknowledged += self.store.acknowledge(stream, r.boot, r.last, from_seq=r.first)
         elif isinstance(cmd, uplink.LinkReport):
             if cmd.boot == self.boot:
                 self.transmitter.on_link_report(cmd.last_seq, cmd.frames)
@@ -209,6 +232,7 @@ class Daemon:
         specs = [
             ("beacon", lambda: self._every(lambda: sched.telemetry_s, 0.0, self.beacon_once, "beacon")),
             ("radio", self.transmitter.run),
+            ("health", lambda: self._every(lambda: sched.health_s, sched.health_s, self.health_once, "health")),
         ]
         if self.worker is not None:
             specs.append(("think", lambda: self._every(lambda: sched.musing_s, sched.first_musing_s, self.think_once, "think")))
@@ -264,3 +288,13 @@ class Daemon:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.snapshot(), indent=2))
         os.replace(tmp, path)
+
+
+def open_store(data_dir: Path, cfg: PayloadConfig) -> Store:
+    """The payload's queue in `data_dir`, with the configured batching and budgets."""
+    mb = 1024 * 1024
+    sc = cfg.store
+    budgets = Budgets(per_stream={k: int(v * mb) for k, v in sc.budget_mb.items()},
+                      total=int(sc.total_mb * mb) if sc.total_mb else None, min_free=int(sc.min_free_mb * mb))
+    return Store(Path(data_dir) / "queue.db", flush_s=sc.flush_s, budgets=budgets, aging_s=sc.aging_s,
+                 memory_limit=sc.memory_records)

@@ -2,15 +2,21 @@
 
 Each time the radio is free the transmitter picks ONE frame:
 
-1. the newest queued telemetry sentence, if any — position is never starved by bulk;
+1. the newest telemetry sentence, if it is still queued — position is never starved
+   by bulk (older sentences it superseded wait as backlog, in the store's order);
 2. else a fragment the ground asked for again (a repair, see below);
 3. else the next frame of the records it has in hand, round-robin across up to
    `radio.interleave` records, so a burst of lost frames is spread over several
    records instead of wiping one out (each only needs any k of its n frames);
-   the hand is refilled from the store in priority order (events, then musings).
+   the hand is refilled from the store in its order (priority, aged: see store.py).
 
 A record gets as many parity fragments as the measured loss calls for
-(`fec.parity_for`, from a `LossEstimator` seeded with `radio.fec_prior_loss`). Each
+(`fec.parity_for`, from a `LossEstimator` seeded with `radio.fec_prior_loss`), for
+`radio.fec_target` — or, while the ground answers the listen windows (a link report
+accepted in the last `FEEDBACK_WINDOWS`), for the lower `uplink.first_pass_target`:
+the ground asks for whatever the first pass misses, while covering the unlucky tail
+of a bursty channel with parity alone costs several times the erasure bound on
+records of one or two fragments (sim/link_bench.py measures both). Each
 frame waits for the hour's airtime budget, keys the radio for its time on air, and
 a record is marked sent only after its last frame went out: a crash before that
 leaves it queued, and it goes out again after reboot.
@@ -40,8 +46,13 @@ from .store import Queued, Store
 
 log = structlog.get_logger(__name__)
 
-STREAM_KIND = {"musing": wire.Kind.MUSING, "event": wire.Kind.EVENT}
-BULK_STREAMS = tuple(STREAM_KIND)  # what the interleaver carries: everything but telemetry
+STREAM_KIND = {"musing": wire.Kind.MUSING, "event": wire.Kind.EVENT, "health": wire.Kind.HEALTH,
+               "image": wire.Kind.IMAGE, "api_request": wire.Kind.API_REQUEST}
+KIND_STREAM = {kind: stream for stream, kind in STREAM_KIND.items()}
+# Windows without an accepted link report before the payload stops counting on repair
+# (20 minutes at the defaults): at 50 % loss each way a window's report arrives about one
+# time in four, so a shorter memory would often fall back to full parity for nothing.
+FEEDBACK_WINDOWS = 20
 
 
 @dataclass
@@ -116,6 +127,7 @@ class Transmitter:
         self._repairs: deque[bytes] = deque()
         self._sent_at_window: dict[int, int] = {}  # sentence id -> frames sent up to it (this boot)
         self._reported: tuple[int, int] | None = None  # (frames sent, frames heard) at the last report
+        self._report_window: int | None = None  # the window of the last accepted report
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
 
@@ -150,22 +162,27 @@ class Transmitter:
         `interleave` frames apart, which breaks up the bursts it sees."""
         burst = fec.interleaved_burst(self.loss.loss, self.loss.burst, min(self.cfg.interleave, 1 + len(self._hand)))
         cap = min(self.cfg.max_parity, wire.records.MAX_SHARDS - k)
+        target = self.uplink_cfg.first_pass_target if self.ground_answering() else self.cfg.fec_target
         try:
-            return min(fec.parity_for(k, self.loss.loss, self.cfg.fec_target, burst=burst, max_n=k + cap), cap)
+            return min(fec.parity_for(k, self.loss.loss, target, burst=burst, max_n=k + cap), cap)
         except fec.FecError:  # the target is out of reach at this loss: send the most we allow
             return cap
 
+    def ground_answering(self) -> bool:
+        """A link report was accepted in the last `FEEDBACK_WINDOWS` windows: repair works."""
+        return self._report_window is not None and self.stats.windows - self._report_window < FEEDBACK_WINDOWS
+
     def next_frame(self) -> tuple[Queued, bytes, bool, bool] | None:
         """(record, frame, is its last frame, is parity) for the radio's next slot, or None."""
-        fresh = self.store.queued(limit=1, streams=("telemetry",))
-        if fresh:
-            return fresh[0], fresh[0].payload, True, False
+        fresh = self.store.current_telemetry(exclude=tuple(self._hand))
+        if fresh is not None:
+            return fresh, fresh.payload, True, False
         if self._repairs:
             return None, self._repairs.popleft(), False, True
         room = self.cfg.interleave - len(self._hand)
         if room > 0:
-            # Telemetry never enters the hand: it goes out alone, newest first, above.
-            for q in self.store.queued(limit=room, streams=BULK_STREAMS, exclude=tuple(self._hand)):
+            # The current sentence goes out alone, above; backlog sentences may join the hand.
+            for q in self.store.queued(limit=room, exclude=tuple(self._hand), backlog_only=True):
                 frames = frames_for(q, self.cfg.mtu, self.parity)
                 k = wire.data_shards(len(q.payload), self.cfg.mtu)
                 self._hand[q.id] = (q, deque(frames), k, len(frames))
@@ -229,6 +246,7 @@ class Transmitter:
         elif 0 <= frames_heard <= sent and sent:
             self.loss.observe_counts(sent, frames_heard)
         self._reported = (sent, frames_heard)
+        self._report_window = self.stats.windows
         log.info("link_report", heard=frames_heard, sent=sent, loss=round(self.loss.loss, 3))
         return True
 

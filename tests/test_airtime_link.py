@@ -131,10 +131,10 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
     real_queued, late = store.queued, []
 
-    def queued(limit=1, streams=None, exclude=()):
-        if streams != ("telemetry",) and not late:  # a position lands just before the refill
+    def queued(limit=1, streams=None, exclude=(), backlog_only=False):
+        if not late:  # a position lands just before the refill
             late.append(store.enqueue("telemetry", boot, lambda seq: b"$$LATE\n"))
-        return real_queued(limit=limit, streams=streams, exclude=exclude)
+        return real_queued(limit=limit, streams=streams, exclude=exclude, backlog_only=backlog_only)
 
     interleaved = []
     real_frames_for = link.frames_for

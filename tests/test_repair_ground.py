@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import build_parser, cmd_listen
+from groundstation.listen import RepairLink
 from groundstation.repair import NackPlanner
 from groundstation.uplink import generate_key_file
 from sim.channel import UPLINK_SEED, Channel
 from sim.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging
-from stratoecho.wire.uplink import LinkReport, Resend, ResendItem, verify
+from stratoecho.wire.uplink import Ack, AckRange, LinkReport, Resend, ResendItem, verify
 
 MUSING, EVENT = int(wire.Kind.MUSING), int(wire.Kind.EVENT)
 
@@ -221,6 +222,9 @@ def test_listen_answers_a_window_with_a_signed_resend(tmp_path, capsys):
             (MUSING, 3, 7, (k - 1, k)),  # incomplete first: 1 still needed + margin 1
             (MUSING, 3, 5, ()),  # never heard: whole record
         ]
+        got, _ = payload.recvfrom(4096)
+        v = verify(key, got, "STRATO", last_counter=2)
+        assert v.counter == 3 and v.command == Ack((AckRange(MUSING, 3, 4, 4), AckRange(MUSING, 3, 6, 6)))
         payload.sendto(sentence(7), address)  # not a window: no answer
         payload.settimeout(0.5)
         with pytest.raises(TimeoutError):
@@ -235,8 +239,8 @@ def test_listen_answers_a_window_with_a_signed_resend(tmp_path, capsys):
     assert err.count('"event": "nack"') == 1  # logged once
     stats = json.loads((tmp_path / "g.json").read_text())
     assert stats["nacks_sent"] == 1 and stats["items_requested"] == 2 and stats["frames"] == len(frames) + 1
-    assert stats["link_reports"] == 1
-    assert json.loads((tmp_path / "g.db.uplink.json").read_text())["payloads"]["STRATO"]["next_counter"] == 3
+    assert stats["link_reports"] == 1 and stats["acks_sent"] == 1
+    assert json.loads((tmp_path / "g.db.uplink.json").read_text())["payloads"]["STRATO"]["next_counter"] == 4
 
 
 def test_listen_without_a_key_never_sends(tmp_path, capsys):
@@ -259,13 +263,13 @@ def test_listen_without_a_key_never_sends(tmp_path, capsys):
     assert "repair:" not in capsys.readouterr().err
 
 
-def test_uplink_key_needs_udp_and_a_usable_key(tmp_path, capsys):
+def test_uplink_key_needs_a_source_that_transmits_and_a_usable_key(tmp_path, capsys):
     key_path = tmp_path / "uplink.key"
     generate_key_file(key_path)
     args = build_parser().parse_args(["listen", "--replay", "-", "--db", str(tmp_path / "g.db"),
                                       "--uplink-key", str(key_path)])
     assert cmd_listen(args) == 2
-    assert "--udp only" in capsys.readouterr().err
+    assert "--udp or --serial" in capsys.readouterr().err
     key_path.chmod(0o644)
     args = build_parser().parse_args(["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"),
                                       "--uplink-key", str(key_path)])
@@ -333,3 +337,31 @@ def test_channel_drops_uplink_before_any_payload_frame(tmp_path):
         ch.close()
     assert not worker.is_alive()
     assert (ch.stats.uplink_dropped, ch.stats.uplink_forwarded) == (1, 0)  # nowhere to send it yet
+
+
+def test_acks_are_ranges_of_whole_records_repeated_a_few_windows_then_quiet():
+    planner = NackPlanner(ack_repeats=2)
+    for seq in (3, 4, 5, 8):
+        planner.completed((MUSING, 2, seq))
+    planner.completed((EVENT, 2, 1))
+    first = planner.acks()
+    assert first == [AckRange(MUSING, 2, 3, 5), AckRange(MUSING, 2, 8, 8), AckRange(EVENT, 2, 1, 1)]
+    assert planner.acks() == first  # sent twice: an uplink frame can be lost
+    assert planner.acks() == []  # then quiet
+    planner.completed((MUSING, 2, 6))  # the run grows: sent again
+    assert planner.acks() == [AckRange(MUSING, 2, 3, 6)]
+    planner.completed((MUSING, 2, 7))  # and now one run
+    assert planner.acks() == [AckRange(MUSING, 2, 3, 8)]
+
+
+def test_a_small_uplink_mtu_keeps_every_command_within_it(tmp_path):
+    key_path = tmp_path / "uplink.key"
+    key = generate_key_file(key_path)
+    sent: list[bytes] = []
+    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", mtu=58)
+    for seq in range(1, 60, 2):  # many separate runs and many holes
+        link.planner.completed((MUSING, 3, seq))
+    link.window(("127.0.0.1", 1), {}, LinkReport(3, 6, 40))
+    assert sent and all(len(f) <= 58 for f in sent)
+    kinds = [type(verify(key, f, "STRATO", last_counter=i, mtu=58).command).__name__ for i, f in enumerate(sent)]
+    assert kinds[0] == "LinkReport" and "Resend" in kinds and kinds[-1] == "Ack"

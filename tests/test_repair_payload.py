@@ -133,3 +133,21 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     assert [(r["kind"], r["boot"], r["seq"], r["callsign"]) for r in records] == [
         ("telemetry", d.boot, 2, "STRATO1"), ("telemetry", d.boot, 1, "STRATO1")]  # newest first
     assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0])))  # shorter on air
+
+
+def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
+    key_file = tmp_path / "uplink.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
+    clock = Clock(speedup=1e6)
+    d = Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    for _ in range(5):
+        d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
+    ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3), uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
+    d.on_uplink(uplink.sign(KEY, 1, cfg.callsign, ack))
+    assert d.stats.records_acknowledged == 2
+    d.store.db.close()  # no clean close: what acknowledge returned must already be on the card
+    store = Store(tmp_path / "data" / "queue.db")
+    states = [store.find("musing", d.boot, seq)[1] for seq in range(1, 6)]
+    assert states == ["queued", "acknowledged", "acknowledged", "queued", "queued"]

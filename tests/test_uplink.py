@@ -26,7 +26,7 @@ from payload.store import Store
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import (
-    ApiAnswer, CommandId, KeyFileError, LinkReport, MemoryNote, Ping, PowerMode, Resend, ResendItem, SetIntervals,
+    Ack, AckRange, ApiAnswer, CommandId, KeyFileError, LinkReport, MemoryNote, Ping, PowerMode, Resend, ResendItem, SetIntervals,
     SetMode, UplinkRejected, Verified, load_key, sign, verify,
 )
 
@@ -44,6 +44,7 @@ EXAMPLES = [
     MemoryNote("a"), MemoryNote("é" * 100), MemoryNote("The ground says: wave at Lisbon 🌍"),
     ApiAnswer(7, 0, ""), ApiAnswer(0xFFFFFFFF, 255, "rate limited — ünïcode"), ApiAnswer(12, 0, "x" * 234),
     LinkReport(3, 42, 0), LinkReport(0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+    Ack((AckRange(1, 3, 1, 40),)), Ack((AckRange(1, 3, 1, 40), AckRange(2, 3, 7, 7), AckRange(5, 0xFFFF, 0, 2**32 - 1))),
 ]
 
 
@@ -128,7 +129,8 @@ def test_bad_parameters_raise_value_error():
     lambda: Resend(tuple(ResendItem(1, 1, i) for i in range(256))), lambda: ResendItem(256, 1, 1),
     lambda: ResendItem(1, 1, 1, (255,)), lambda: ResendItem(1, 2**16, 1), lambda: MemoryNote(""),
     lambda: MemoryNote("x" * 201), lambda: ApiAnswer(2**32, 0), lambda: ApiAnswer(1, 256),
-    lambda: ApiAnswer(1, 0, "\ud800"),
+    lambda: ApiAnswer(1, 0, "\ud800"), lambda: AckRange(1, 1, 5, 4), lambda: Ack(()),
+    lambda: Ack(tuple(AckRange(1, 1, i, i) for i in range(256))), lambda: AckRange(1, 2**16, 1, 1),
 ])
 def test_commands_refuse_bad_values(make):
     with pytest.raises(ValueError):
@@ -223,7 +225,7 @@ def test_too_long_is_refused_before_hashing():
     assert reason_of(sign(KEY, 1, PID, MemoryNote("x" * 100)), mtu=64) == "too long"
 
 
-@pytest.mark.parametrize("cmd_id", [0, *range(8, 16)])
+@pytest.mark.parametrize("cmd_id", [0, *range(9, 16)])
 def test_unknown_command_with_valid_tag(cmd_id):
     assert reason_of(raw_frame(cmd_id, 1, b"\x00\x01")) == "unknown command"
 
@@ -239,6 +241,9 @@ def test_unknown_command_with_valid_tag(cmd_id):
     (CommandId.RESEND, b"\x01" + struct.pack(">BHIB", 1, 1, 1, 0) + b"\x00"),  # trailing byte
     (CommandId.MEMORY_NOTE, b""), (CommandId.MEMORY_NOTE, b"x" * 201), (CommandId.MEMORY_NOTE, b"\xff\xfe"),
     (CommandId.API_ANSWER, b"\x00\x00\x00\x01"), (CommandId.API_ANSWER, b"\x00\x00\x00\x01\x00\xc3"),
+    (CommandId.ACK, b""), (CommandId.ACK, b"\x00"), (CommandId.ACK, b"\x02" + struct.pack(">BHII", 1, 1, 1, 2)),
+    (CommandId.ACK, b"\x01" + struct.pack(">BHII", 1, 1, 9, 2)),  # an empty range
+    (CommandId.ACK, b"\x01" + struct.pack(">BHII", 1, 1, 1, 2) + b"\x00"),  # trailing byte
 ])
 def test_bad_arguments_with_valid_tag(cmd_id, args):
     assert reason_of(raw_frame(cmd_id, 1, args)) == "bad arguments"
@@ -281,6 +286,9 @@ _commands = st.one_of(
     st.builds(MemoryNote, st.text(min_size=1, max_size=50)),
     st.builds(ApiAnswer, st.integers(0, 2**32 - 1), st.integers(0, 255), st.text(max_size=50)),
     st.builds(LinkReport, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    st.builds(Ack, st.lists(st.builds(lambda k, b, a, n: AckRange(k, b, a, a + n), st.integers(0, 255),
+                                      st.integers(0, 0xFFFF), st.integers(0, 2**31), st.integers(0, 2**31)),
+                            min_size=1, max_size=20).map(tuple)),
 )
 
 
@@ -608,3 +616,11 @@ def test_signer_for_db(tmp_path):
     assert verify(key, signer.sign(Ping(3)), PID, 0) == Verified(1, Ping(3))
     with pytest.raises(ValueError, match="tag length"):
         CommandSigner(key, PID, tmp_path / "x.json", tag_len=2)
+
+
+@pytest.mark.parametrize("tag_len, mtu", [(8, 255), (32, 64), (4, 40)])
+def test_ack_batches_fit_the_mtu_and_lose_nothing(tag_len, mtu):
+    ranges = [AckRange(1, 3, 10 * i, 10 * i + 5) for i in range(60)]
+    batches = uplink.ack_batches(ranges, tag_len=tag_len, mtu=mtu)
+    assert [r for b in batches for r in b.ranges] == ranges
+    assert all(len(sign(KEY, 1, PID, b, tag_len=tag_len, mtu=mtu)) <= mtu for b in batches)

@@ -17,8 +17,8 @@ Frame layout, all integers big-endian::
 - ``0xED``: no LoRa gateway dispatches on it (``wire.GATEWAY_FIRST_BYTES``) and it is
   not our downlink fragment (``0xEC``), so neither side mistakes one for the other.
 - ``v|c``: uplink format version (high nibble, ``1``) and command id (low nibble,
-  ``1``..``15``; ``0`` is never a command, so a zeroed byte cannot be one). The six
-  commands below leave nine ids free; a tenth would need version 2.
+  ``1``..``15``; ``0`` is never a command, so a zeroed byte cannot be one). The eight
+  commands below leave seven ids free; a sixteenth would need version 2.
 - ``counter``: strictly increasing per balloon, chosen by the ground, never reused.
   The payload accepts a frame only if its counter is above the last one it accepted,
   and stores that counter before acting on the command: a recorded frame replayed
@@ -47,6 +47,11 @@ id    command        args
 5     MEMORY_NOTE    UTF-8 text, 1..200 bytes, up to the tag
 6     API_ANSWER     request_seq u32, status u8 (0 ok, else the proxy's error code),
                      UTF-8 text up to the tag (0..234 bytes at MTU 255, T 8)
+7     LINK_REPORT    boot u16, last_seq u32, frames u32 (frames of `boot` heard up to
+                     sentence `last_seq`)
+8     ACK            n u8 (1..255), then n × [stream u8 (``wire.Kind``), boot u16,
+                     first u32, last u32]: the ground holds every record of that kind
+                     and boot from seq `first` to `last`
 ====  =============  ==================================================================
 
 Verification order (`verify`), each failure an `UplinkRejected` with its `reason`:
@@ -121,6 +126,7 @@ class CommandId(enum.IntEnum):
     MEMORY_NOTE = 5
     API_ANSWER = 6
     LINK_REPORT = 7
+    ACK = 8
 
 
 class PowerMode(enum.IntEnum):
@@ -330,9 +336,63 @@ class LinkReport:
         return cls(*cls._fmt.unpack(data))
 
 
-Command = Union[Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport]
+@dataclass(frozen=True)
+class AckRange:
+    """The ground holds every record of `stream` and `boot` with seq in first..last."""
+
+    stream: int  # wire.Kind of the records
+    boot: int
+    first: int
+    last: int
+    _fmt: ClassVar[struct.Struct] = struct.Struct(">BHII")
+
+    def __post_init__(self) -> None:
+        _check_uint("stream", self.stream, 8)
+        _check_uint("boot", self.boot, 16)
+        _check_uint("first", self.first, 32)
+        _check_uint("last", self.last, 32)
+        if self.first > self.last:
+            raise ValueError(f"ACK range {self.first}..{self.last} is empty")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Records the ground holds whole: the payload may let them go first when space is short,
+    and never sends them again. Ranges, not a cumulative "up to": a record never heard at
+    all (the first of a boot lost whole) must not be acknowledged by accident."""
+
+    ranges: tuple[AckRange, ...]
+    command_id: ClassVar[CommandId] = CommandId.ACK
+
+    def __post_init__(self) -> None:
+        ranges = tuple(self.ranges)
+        if not 1 <= len(ranges) <= 255 or not all(isinstance(r, AckRange) for r in ranges):
+            raise ValueError(f"ACK holds 1..255 AckRange items, got {len(ranges)}")
+        object.__setattr__(self, "ranges", ranges)
+
+    def pack(self) -> bytes:
+        return bytes([len(self.ranges)]) + b"".join(
+            AckRange._fmt.pack(r.stream, r.boot, r.first, r.last) for r in self.ranges)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Ack:
+        if not data or len(data) != 1 + data[0] * AckRange._fmt.size:
+            raise ValueError(f"ACK of {len(data)} bytes does not hold its announced ranges")
+        return cls(tuple(AckRange(*AckRange._fmt.unpack_from(data, 1 + i * AckRange._fmt.size))
+                         for i in range(data[0])))
+
+
+def ack_batches(ranges: list[AckRange], tag_len: int = DEFAULT_TAG_LEN, mtu: int = DEFAULT_MTU) -> list[Ack]:
+    """Pack acknowledged ranges into as few ACK commands as fit the MTU, in order."""
+    per = min(255, (mtu - HEADER_BYTES - tag_len - 1) // AckRange._fmt.size)
+    if per < 1:
+        raise ValueError(f"MTU {mtu} with a {tag_len}-byte tag leaves no room for an ACK range")
+    return [Ack(tuple(ranges[i:i + per])) for i in range(0, len(ranges), per)]
+
+
+Command = Union[Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport, Ack]
 COMMANDS: dict[CommandId, type] = {
-    c.command_id: c for c in (Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport)
+    c.command_id: c for c in (Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport, Ack)
 }
 assert set(COMMANDS) == set(CommandId)
 
