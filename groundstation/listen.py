@@ -35,6 +35,10 @@ from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
 
+# Health fields that name the last record of a stream the payload made this boot.
+ANNOUNCED = {f"{kind.name.lower()}_seq": int(kind) for kind in
+             (wire.Kind.MUSING, wire.Kind.EVENT, wire.Kind.API_REQUEST, wire.Kind.IMAGE)}
+
 
 @dataclass
 class Limits:
@@ -77,6 +81,11 @@ class RepairLink:
             self._heard[frame.boot] = self._heard.get(frame.boot, 0) + 1
         if isinstance(frame, wire.Fragment):
             self.planner.heard(frame, complete=result.record is not None)
+            if result.record is not None and result.record["kind"] == "health":
+                for name, value in result.record["fields"].items():
+                    kind = ANNOUNCED.get(name)
+                    if kind is not None and isinstance(value, int) and value >= 0:
+                        self.planner.announced(kind, frame.boot, value)
         elif isinstance(frame, wire.Telemetry) and result.record is not None:
             if self.callsign is None:
                 self.callsign = frame.callsign

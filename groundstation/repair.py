@@ -116,6 +116,15 @@ class NackPlanner:
         if 0 < high - low - 1 <= self.max_gap:
             self._holes.update((kind, boot, s) for s in range(low + 1, high) if (kind, boot, s) not in self._done)
 
+    def announced(self, kind: int, boot: int, seq: int) -> None:
+        """The payload says record `seq` exists (its health record names its last numbers):
+        if it never came, ask for it, and for every one between it and the last heard."""
+        key = (kind, boot, seq)
+        if key in self._done or key in self._received:
+            return
+        self._heard_seq(key)  # holes between the last heard and this one
+        self._holes.add(key)
+
     # ------------------------------------------------------------------ what to ask
 
     def plan(self, missing: dict[Key, tuple[int, list[int]]]) -> list[ResendItem]:

@@ -707,8 +707,12 @@ class Store:
         return out
 
     def health(self) -> dict:
-        """What the health record reports about the store (wire.HEALTH_FIELDS names)."""
+        """What the health record reports about the store (wire.HEALTH_FIELDS names): the
+        queue, the card, and the last sequence number handed out this boot per record stream."""
+        with self._lock:
+            last = {f"{stream}_seq": self._next[stream] - 1
+                    for stream in ("musing", "event", "api_request", "image") if stream in self._next}
         return {"queue_depth": sum(self.depth().values()),
                 "disk_free_kb": self.free_bytes() // 1024,
                 "store": "degraded" if self.degraded else "ok",
-                "faults": self.fault_count}
+                "faults": self.fault_count, **last}

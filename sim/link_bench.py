@@ -318,13 +318,16 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
     """The daemon's three loops as one event loop: due producers first, then one frame."""
     tx, store, boot = daemon.transmitter, daemon.store, daemon.boot
     sched = daemon.cfg.schedule
-    next_beacon, next_musing = 0.0, sched.first_musing_s
+    next_beacon, next_musing, next_health = 0.0, sched.first_musing_s, sched.health_s
     end = None  # when the drain ends, once the last musing is queued
     while end is None or clock.elapsed_s() < end:
         now = clock.elapsed_s()
         if now >= next_beacon:
             daemon.beacon_once()
             next_beacon = _next_due(next_beacon, sched.telemetry_s, now)
+        if now >= next_health:  # names the last musing: the ground asks for one lost whole
+            daemon.health_once()
+            next_health = _next_due(next_health, sched.health_s, now)
         if end is None and now >= next_musing:
             text = _musing_text(rng)
             created = int(clock.now().timestamp())
@@ -335,7 +338,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
             if len(run.texts) == musings:
                 end = now + drain_s
         if not tx.send_one():
-            due = [next_beacon] + ([next_musing] if end is None else [])
+            due = [next_beacon, next_health] + ([next_musing] if end is None else [])
             clock.advance_to(min(due))
     run.flight_s = clock.elapsed_s()
     run.left_queued = sum(1 for q in store.queued(limit=10**6, streams=("musing",)))

@@ -365,3 +365,35 @@ def test_a_small_uplink_mtu_keeps_every_command_within_it(tmp_path):
     assert sent and all(len(f) <= 58 for f in sent)
     kinds = [type(verify(key, f, "STRATO", last_counter=i, mtu=58).command).__name__ for i, f in enumerate(sent)]
     assert kinds[0] == "LinkReport" and "Resend" in kinds and kinds[-1] == "Ack"
+
+
+def test_a_health_record_naming_the_last_musing_gets_a_musing_lost_whole_asked_for(tmp_path):
+    """Without it the ground cannot know of a musing lost whole after the last one it heard."""
+    from groundstation.decoder import FrameDecoder
+
+    key_path = tmp_path / "uplink.key"
+    key = generate_key_file(key_path)
+    sent: list[bytes] = []
+    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO")
+    decoder = FrameDecoder()
+
+    def hear(frame: bytes) -> None:
+        link.on_decoded(decoder.feed(frame), ("127.0.0.1", 1), decoder.missing)
+
+    for f in wire.fragment_record(record(4)):
+        hear(f)  # musing 4 heard; 5 and 6 were lost whole
+    health = wire.Record(wire.Kind.HEALTH, 3, 1, 0, {"uptime_s": 600, "musing_seq": 6, "event_seq": 1})
+    for f in wire.fragment_record(health):
+        hear(f)
+    hear(sentence(6))  # the window
+    asked = [verify(key, f, "STRATO", last_counter=i).command for i, f in enumerate(sent)]
+    items = [(i.stream, i.boot, i.seq, i.fragments) for c in asked if isinstance(c, Resend) for i in c.items]
+    assert items == [(MUSING, 3, 5, ()), (MUSING, 3, 6, ()), (EVENT, 3, 1, ())]
+
+
+def test_an_announced_record_already_heard_is_not_asked_for():
+    planner = NackPlanner()
+    planner.completed((MUSING, 3, 9))
+    planner.announced(MUSING, 3, 9)
+    planner.announced(MUSING, 3, 8)  # older than the last heard, heard never: a hole
+    assert [(i.seq, i.fragments) for i in planner.plan({})] == [(8, ())]

@@ -38,6 +38,12 @@ HEALTH_FIELDS: dict[int, tuple[str, type]] = {
     8: ("batt_mv", int),
     9: ("faults", int),  # faults since boot
     10: ("loss", float),  # the link's measured frame loss
+    # The last sequence number handed out this boot, per stream: the ground asks for a
+    # record lost whole after the last one it heard, which it could not know of otherwise.
+    11: ("musing_seq", int),
+    12: ("event_seq", int),
+    13: ("api_request_seq", int),
+    14: ("image_seq", int),
 }
 API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
     0: ("api", str),  # a name on the ground's allow-list: weather, news, define ...
