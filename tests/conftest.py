@@ -94,3 +94,19 @@ def corpus_bundle(tmp_path_factory, corpus_data_dir) -> Path:
     ])
     assert rc == 0, "building the sample-corpus test bundle failed"
     return out
+
+
+@pytest.fixture
+def mock_factory():
+    """gpiozero's MockFactory for the test, the previous factory restored whatever happens."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    factory = MockFactory()
+    Device.pin_factory = factory
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = previous

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import pytest
 import serial
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -151,19 +149,6 @@ def test_kiss_radio_names_a_port_it_cannot_open(tmp_path):
 
 
 # --------------------------------------------------------------------------- LoRaUartRadio
-
-
-@pytest.fixture
-def mock_factory():
-    """gpiozero's MockFactory for the test, the previous factory restored whatever happens."""
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
 
 
 @pytest.fixture

@@ -151,3 +151,19 @@ def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     store = Store(tmp_path / "data" / "queue.db")
     states = [store.find("musing", d.boot, seq)[1] for seq in range(1, 6)]
     assert states == ["queued", "acknowledged", "acknowledged", "queued", "queued"]
+
+
+def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path):
+    cfg = PayloadConfig()
+    clock = Clock(speedup=1e6)
+    d = Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
+    d.store._fault("store write failed (FullError: disk full); running degraded")
+    d.health_once()
+    events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
+              for q in d.store.queued(limit=10, streams=("event",))]
+    assert events == ["store fault: store write failed (FullError: disk full); running degraded"]
+    (health,) = d.store.queued(limit=10, streams=("health",))
+    fields = wire.Record.from_body(wire.Kind.HEALTH, health.boot, health.seq, health.payload).content
+    assert fields["queue_depth"] == 2 and fields["faults"] == 1 and fields["musing_seq"] == 1
+    assert fields["store"] == "ok" and fields["disk_free_kb"] > 0

@@ -26,8 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from groundstation.__main__ import build_parser, cmd_listen
 from groundstation.receive import KissSerialSource, RawSerialSource, SerialSource, describe_peer
@@ -169,18 +167,6 @@ def test_kiss_source_send_is_one_kiss_data_frame():
         assert written == kiss_encode(frame) and KissDecoder().feed(written) == [frame]
     finally:
         source.close()
-
-
-@pytest.fixture
-def mock_factory():
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
 
 
 def test_raw_source_cuts_bursts_and_sends_each_frame_as_its_own_packet(mock_factory):
