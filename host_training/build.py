@@ -31,7 +31,16 @@ from pathlib import Path
 import structlog
 
 from .quantize import DEFAULT_QUANT, QUANT_TYPES, parse_quant
-from .tokenizer import DEFAULT_VOCAB_SIZE, EOT, STOP_STRINGS, CHATML_TEMPLATE, DataError, load_conversations
+from .tokenizer import (
+    CHATML_TEMPLATE,
+    DEFAULT_VOCAB_SIZE,
+    EOT,
+    STOP_STRINGS,
+    DataError,
+    by_weight,
+    example_weights,
+    load_conversations,
+)
 from .train_scratch import PRESETS
 
 log = structlog.get_logger(__name__)
@@ -139,6 +148,8 @@ def load_data(data_dir: Path):
             f"{data_dir}: no such data directory (run `python -m host_training prepare ... --out {data_dir}`)"
         )
     train = load_conversations(data_dir / "train.jsonl")
+    # prepare's quality tiers: finished writing counts more than chat (weight = times per epoch).
+    train = by_weight(train, example_weights(data_dir / "train.jsonl"), seed=0)
     val = load_conversations(data_dir / "val.jsonl")
     if not train:
         raise BuildError(f"{data_dir / 'train.jsonl'}: no conversations to train on")

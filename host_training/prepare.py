@@ -8,8 +8,10 @@ One stage, read top to bottom: the options, then `run`, whose numbered steps are
     3. owners      mark the owner's messages by stable id or display name (renames included)
     4. drop        service, forwarded, deleted, media-only, empty, repeated, duplicate owner messages
     5. scrub       every string that will be written: texts, titles, names, chat ids
-    6. sessions    conversations and posts become examples with the owner as `assistant`
-    7. split       train/val by session, from a seeded hash
+    6. sessions    conversations and posts become examples with the owner as `assistant`,
+                   weighted by quality tier (writing, long-form, chat)
+    7. split       train/val by session and by time: every val session after every train
+                   session (or whole chats held out, --val-split chat)
     8. write       DIR/messages.jsonl, train.jsonl, val.jsonl, report.json, each via a temp file
                    and a rename, so DIR never holds a half-written or unscrubbed file
 
@@ -34,6 +36,7 @@ from tqdm import tqdm
 from host_training import sessions as S
 from host_training.ingest import (
     ID_LIKE,
+    iso_utc,
     IngestError,
     Message,
     authors_seen,
@@ -41,6 +44,7 @@ from host_training.ingest import (
     drop_reason,
     mark_owners,
 )
+from host_training.pseudonyms import pseudonymise
 from stratoecho.privacy import PrivacyScrubber, escape_special_tokens
 
 log = structlog.get_logger(__name__)
@@ -72,6 +76,21 @@ def _positive(kind: type) -> Callable[[str], float | int]:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = dict(S.DEFAULT_WEIGHTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tier, _, value = part.partition("=")
+        if tier.strip() not in weights:
+            raise argparse.ArgumentTypeError(f"unknown tier {tier.strip()!r} in {text!r}; tiers: {', '.join(weights)}")
+        try:
+            weights[tier.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: the weight must be a number, as in writing=3") from None
+        if not 0 < weights[tier.strip()] <= 100:
+            raise argparse.ArgumentTypeError(f"{part!r}: a weight must be above 0 and at most 100")
+    return weights
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -117,6 +136,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     privacy = p.add_argument_group("privacy")
     privacy.add_argument(
+        "--pseudonyms",
+        action="store_true",
+        help=(
+            "replace every other participant's name with a stable pseudonym (Person 1, Person 2...) "
+            "as author, chat name and whole word in texts; the owner keeps their name"
+        ),
+    )
+    privacy.add_argument(
         "--blocklist",
         type=Path,
         metavar="FILE",
@@ -159,6 +186,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
 
+    conv.add_argument(
+        "--weights",
+        type=_weights,
+        default=dict(S.DEFAULT_WEIGHTS),
+        metavar="TIER=W,...",
+        help=(
+            "how much each quality tier counts in training: writing (posts, e-mail), long (chats where "
+            f"the owner's turns average {S.LONG_CHARS}+ characters), chat (default "
+            + ",".join(f"{k}={v:g}" for k, v in S.DEFAULT_WEIGHTS.items()) + ")"
+        ),
+    )
+    conv.add_argument(
+        "--train-all-speakers",
+        action="store_true",
+        help=(
+            "learn every speaker's turns, not only the owner's: conversations without the owner become "
+            "examples too, and every example is marked \"train\": \"all\" for `build`"
+        ),
+    )
+
     split = p.add_argument_group("train/val split")
     split.add_argument(
         "--val-fraction",
@@ -167,14 +214,24 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="F",
         help=(
             "share of conversations held out for validation (default %(default)g; with 2 or more "
-            "examples val gets at least one unless F is 0)"
+            "sessions val gets at least one unless F is 0)"
+        ),
+    )
+    split.add_argument(
+        "--val-split",
+        choices=("time", "chat"),
+        default="time",
+        help=(
+            "time (default): the latest sessions are held out, every one starting after every training "
+            "session ended (sessions across the cut are left out, counted in report.json); chat: whole "
+            "chats are held out, chosen by --seed"
         ),
     )
     split.add_argument(
         "--seed",
         type=int,
         default=1337,
-        help="seed of the split's hash: same exports and seed, same split (default %(default)d)",
+        help="seed for --val-split chat: same exports and seed, same split (default %(default)d)",
     )
     p.set_defaults(func=run)
     return p
@@ -375,14 +432,22 @@ def run(args: argparse.Namespace) -> int:
     ]
     scrubbed.sort(key=lambda m: (m.source, m.chat_id, m.ts))
     persona = clean_name(persona)
+    pseudonyms: dict[str, str] = {}
+    if args.pseudonyms:
+        scrubbed, pseudonyms = pseudonymise(scrubbed)
 
-    # -- 6. sessions and posts become examples
+    # -- 6. sessions and posts become examples, weighted by tier
     sessions = S.split_sessions(scrubbed, args.session_gap_minutes)
-    examples = S.chat_examples(sessions, persona, args.max_turns, args.max_chars)
+    examples = S.chat_examples(sessions, persona, args.max_turns, args.max_chars, all_speakers=args.train_all_speakers)
     examples += S.post_examples((m for m in scrubbed if m.kind == "post"), persona, args.max_chars)
+    examples = S.weigh(examples, args.weights)
 
-    # -- 7. split by session, deterministically
-    train, val = S.split_train_val(examples, args.val_fraction, args.seed)
+    # -- 7. split by session: by time (val after train), or whole chats
+    if args.val_split == "chat":
+        split = S.split_by_chat(examples, args.val_fraction, args.seed)
+    else:
+        split = S.split_by_time(examples, args.val_fraction)
+    train, val = split.train, split.val
 
     # -- 8. write the four files at once
     def tokens(exs: list[S.Example], role: str | None = None) -> int:
@@ -411,6 +476,14 @@ def run(args: argparse.Namespace) -> int:
             "val": len(val),
             "chat": sum(1 for e in examples if e.kind == "chat"),
             "post": sum(1 for e in examples if e.kind == "post"),
+            "left_out_at_cut": len(split.left_out),
+            "tiers": _counts(Counter(e.tier for e in examples)),
+        },
+        "split": {
+            "method": args.val_split,
+            "cut": iso_utc(split.cut) if split.cut else None,
+            "train_until": iso_utc(max(e.end for e in train)) if train else None,
+            "val_from": iso_utc(min(e.start for e in val)) if val else None,
         },
         "tokens": {
             "method": TOKEN_METHOD,
@@ -428,6 +501,9 @@ def run(args: argparse.Namespace) -> int:
             "max_turns": args.max_turns,
             "max_chars": args.max_chars,
             "dedup_min_chars": args.dedup_min_chars,
+            "weights": args.weights,
+            "train_all_speakers": args.train_all_speakers,
+            "pseudonyms": len(pseudonyms),
         },
     }
     try:

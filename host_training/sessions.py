@@ -12,17 +12,25 @@
   never ends on someone else's turn (nothing to learn there).
 - A post becomes `user: "Write a post: <title>"`, `assistant: <the post>`; a post longer than
   `max_chars` is cut at paragraph breaks, its later parts prompted "Continue the post: <title>".
-- The split is by session, so no conversation is half in train and half in val: a session goes
-  to val when sha256(seed, session key) falls under `val_fraction`.
+- Every example has a quality tier and a weight: finished writing (posts) above long-form
+  messages (the owner's turns average `LONG_CHARS` or more) above chat (`DEFAULT_WEIGHTS`,
+  configurable); the trainer sees an example about `weight` times per epoch.
+- The split is by session, so no conversation is half in train and half in val, and by time:
+  every validation session starts after every training session ended (`split_by_time`), so
+  the held-out figure measures the persona on what it has not seen yet, not on the other half
+  of yesterday's chat. Sessions that straddle the cut are left out and counted. Optionally
+  whole chats are held out instead (`split_by_chat`).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 from host_training.ingest import Message, iso_utc
 
@@ -33,6 +41,9 @@ DEFAULT_DEDUP_MIN_CHARS = 8  # shorter owner messages ("ok", "haha") are convers
 POST_PROMPT = "Write a post: {title}"
 POST_CONTINUE_PROMPT = "Continue the post: {title}"
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and BPE tokenizers
+LONG_CHARS = 280  # owner turns this long on average make a chat "long-form"
+DEFAULT_WEIGHTS = {"writing": 3.0, "long": 2.0, "chat": 1.0}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -57,10 +68,33 @@ class Example:
     session: str
     kind: str  # "chat" or "post"
     turns: tuple[Turn, ...]
+    start: datetime = _EPOCH  # the session's first and last message: what the time split uses
+    end: datetime = _EPOCH
+    chat: str = ""  # source:chat_id, for holding out whole chats
+    weight: float = 1.0
+    train_all: bool = False  # every speaker's turns are training targets, not only the owner's
+
+    @property
+    def tier(self) -> str:
+        if self.kind == "post":
+            return "writing"
+        owner = [len(t.content) for t in self.turns if t.role == "assistant"]
+        return "long" if owner and sum(owner) / len(owner) >= LONG_CHARS else "chat"
 
     def record(self) -> dict:
-        """The train.jsonl / val.jsonl line."""
-        return {"messages": [{"role": t.role, "name": t.name, "content": t.content} for t in self.turns]}
+        """The train.jsonl / val.jsonl line: the turns, then how much it counts and whom to learn."""
+        out: dict = {"messages": [{"role": t.role, "name": t.name, "content": t.content} for t in self.turns]}
+        if self.weight != 1.0:
+            out["weight"] = self.weight
+        if self.train_all:
+            out["train"] = "all"
+        return out
+
+
+def weigh(examples: Iterable[Example], weights: dict[str, float] | None = None) -> list[Example]:
+    """Each example with the weight of its tier."""
+    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+    return [replace(e, weight=weights[e.tier]) for e in examples]
 
 
 def approx_tokens(text: str) -> int:
@@ -176,13 +210,36 @@ def chat_examples(
     persona_name: str = "",
     max_turns: int = DEFAULT_MAX_TURNS,
     max_chars: int = DEFAULT_MAX_CHARS,
+    all_speakers: bool = False,
 ) -> list[Example]:
+    """Examples from the sessions the owner speaks in; with `all_speakers`, from every session
+    with two turns or more, each marked to train on every speaker's turns."""
     out = []
     for s in sessions:
+        if not s.has_owner and not all_speakers:
+            continue
+        turns = join_bursts(s.messages, persona_name)
         if s.has_owner:
-            for w in windows(join_bursts(s.messages, persona_name), max_turns, max_chars):
-                out.append(Example(session=s.key, kind="chat", turns=tuple(w)))
+            cut = windows(turns, max_turns, max_chars)
+        elif len(turns) >= 2:
+            cut = _plain_windows(turns, max_turns, max_chars)
+        else:
+            cut = []
+        first, last = s.messages[0], s.messages[-1]
+        for w in cut:
+            out.append(Example(session=s.key, kind="chat", turns=tuple(w), start=first.ts, end=last.ts,
+                               chat=f"{first.source}:{first.chat_id}", train_all=all_speakers))
     return out
+
+
+def _plain_windows(turns: Sequence[Turn], max_turns: int, max_chars: int) -> list[list[Turn]]:
+    """Windows for a conversation without the owner: only the limits apply."""
+    out: list[list[Turn]] = [[]]
+    for t in turns:
+        if out[-1] and (len(out[-1]) >= max_turns or sum(len(x.content) for x in out[-1]) + len(t.content) > max_chars):
+            out.append([])
+        out[-1].append(t)
+    return [w for w in out if len(w) >= 2]
 
 
 def _paragraph_chunks(text: str, max_chars: int) -> list[str]:
@@ -201,7 +258,8 @@ def post_examples(posts: Iterable[Message], persona_name: str = "", max_chars: i
         for i, chunk in enumerate(_paragraph_chunks(p.text, max_chars)):
             prompt = (POST_PROMPT if i == 0 else POST_CONTINUE_PROMPT).format(title=p.title)
             turns = (Turn("user", "", prompt), Turn("assistant", persona_name or p.author, chunk))
-            out.append(Example(session=f"{p.source}:{p.chat_id}:{p.msg_id}", kind="post", turns=turns))
+            out.append(Example(session=f"{p.source}:{p.chat_id}:{p.msg_id}", kind="post", turns=turns,
+                               start=p.ts, end=p.ts, chat=f"{p.source}:{p.chat_id}"))
     return out
 
 
@@ -214,18 +272,65 @@ def _unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_train_val(examples: Sequence[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Deterministic split by session. With two or more examples and a fraction above 0, val
-    and train each get at least one (a single session then lends its last example to val)."""
-    keys = sorted({e.session for e in examples}, key=lambda k: (_unit_hash(seed, k), k))
-    val_keys = {k for k in keys if _unit_hash(seed, k) < val_fraction}
-    if len(examples) >= 2 and val_fraction > 0:
-        if len(keys) == 1:
-            return list(examples[:-1]), list(examples[-1:])
-        if not val_keys:
-            val_keys = {keys[0]}
-        if len(val_keys) == len(keys):
-            val_keys.discard(keys[-1])
-    train = [e for e in examples if e.session not in val_keys]
-    val = [e for e in examples if e.session in val_keys]
-    return train, val
+@dataclass(frozen=True)
+class Split:
+    train: list[Example]
+    val: list[Example]
+    left_out: list[Example]  # sessions that straddle the time cut
+    cut: datetime | None = None  # val sessions start at or after it, train sessions end before it
+
+
+def split_by_time(examples: Sequence[Example], val_fraction: float) -> Split:
+    """The latest sessions (about `val_fraction` of them) go to val, the rest to train, with
+    every val session starting at or after the cut and every train session ending before it.
+    A session that starts before the cut and ends after it can be in neither: it is left out.
+    The cut is chosen near the target share where it leaves out the fewest sessions. With two
+    sessions or more and a fraction above 0, train and val each get at least one."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for e in examples:
+        start, end = spans.get(e.session, (e.start, e.end))
+        spans[e.session] = (min(start, e.start), max(end, e.end))
+    order = sorted(spans, key=lambda k: (spans[k][0], k))
+    n = len(order)
+    if n == 1 and len(examples) >= 2 and val_fraction > 0:
+        # One long conversation: its last window is the latest there is.
+        return Split(list(examples[:-1]), list(examples[-1:]), [], examples[-1].start)
+    if n < 2 or val_fraction <= 0:
+        return Split(list(examples), [], [])
+    target = min(max(1, round(n * val_fraction)), n - 1)
+    starts = [spans[k][0] for k in order]
+    ends_sorted = sorted(spans[k][1] for k in order)
+
+    def straddling(i: int) -> int:
+        # Sessions that start before the cut (ties at the cut go to val) but end at or after it;
+        # every session that ended before the cut also started before it.
+        cut = starts[i]
+        return bisect.bisect_left(starts, cut) - bisect.bisect_left(ends_sorted, cut)
+
+    lo, hi = max(1, target - max(1, target // 5)), min(n - 1, target + max(1, target // 5))
+    # Only cuts that leave some session wholly before them (ties at the first start would not).
+    candidates = [i for i in range(n - hi, n - lo + 1) if bisect.bisect_left(ends_sorted, starts[i]) > 0]
+    if not candidates:
+        return Split(list(examples), [], [])
+    best = min(candidates, key=lambda i: (straddling(i), abs((n - i) - target), -i))
+    cut = starts[best]
+    val_keys = {k for k in order if spans[k][0] >= cut}
+    train_keys = {k for k in order if spans[k][1] < cut}
+    return Split([e for e in examples if e.session in train_keys], [e for e in examples if e.session in val_keys],
+                 [e for e in examples if e.session not in train_keys | val_keys], cut)
+
+
+def split_by_chat(examples: Sequence[Example], val_fraction: float, seed: int) -> Split:
+    """Whole chats to val, in an order drawn from `seed`, until they hold `val_fraction` of the
+    examples (at least one chat, never all of them): the persona is measured on people and
+    topics it never trained on."""
+    chats = sorted({e.chat for e in examples}, key=lambda c: (_unit_hash(seed, c), c))
+    if len(chats) < 2 or val_fraction <= 0:
+        return Split(list(examples), [], [])
+    size = Counter(e.chat for e in examples)
+    val_chats: set[str] = set()
+    for c in chats[:-1]:
+        if sum(size[v] for v in val_chats) >= val_fraction * len(examples):
+            break
+        val_chats.add(c)
+    return Split([e for e in examples if e.chat not in val_chats], [e for e in examples if e.chat in val_chats], [])

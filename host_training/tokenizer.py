@@ -20,6 +20,7 @@ Why these choices:
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,33 @@ def _check_example(obj: Any, where: str) -> Conversation:
             raise DataError(f"{where}: message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise DataError(f"{where}: message {i} has no text 'content' (got {type(content).__name__})")
-        out.append({"role": role, "name": str(m.get("name", "")), "content": content})
+        turn = {"role": role, "name": str(m.get("name", "")), "content": content}
+        if obj.get("train") == "all":
+            turn["train"] = "all"
+        out.append(turn)
+    return out
+
+
+def example_weights(path: str | Path) -> list[float]:
+    """Each conversation's `weight` (1.0 when absent), in the order `load_conversations` reads them."""
+    weights = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                w = json.loads(line).get("weight", 1.0)
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 100:
+                    raise DataError(f"{path}:{lineno}: weight {w!r} is not a number in (0, 100]")
+                weights.append(float(w))
+    return weights
+
+
+def by_weight(conversations: list[Conversation], weights: list[float], seed: int) -> list[Conversation]:
+    """Each conversation floor(w) times, and once more with probability frac(w): an example of
+    weight 3 is seen three times an epoch, one of 1.5 once or twice. Seeded: same data, same set."""
+    rng = random.Random(seed)
+    out: list[Conversation] = []
+    for conv, w in zip(conversations, weights, strict=True):
+        out += [conv] * (int(w) + (rng.random() < w - int(w)))
     return out
 
 
@@ -138,7 +165,8 @@ def render_ids(
     (BPE would glue it to the header's newline); encoding it apart is then what generation
     sees anyway, since the prompt ends with "assistant\n" and the persona continues from there.
 
-    loss="persona": targets are the persona's (assistant) words and its closing <|im_end|>;
+    loss="persona": targets are the persona's (assistant) words and its closing <|im_end|>,
+    and every speaker's words in examples `prepare --train-all-speakers` marked "train": "all";
     loss="all": every token except the padding added later.
     """
     if loss not in ("persona", "all"):
@@ -155,7 +183,8 @@ def render_ids(
         else:
             # The header is the prompt, not the persona; the newline after <|im_end|> is
             # never generated (generation stops at <|im_end|>).
-            is_persona = m["role"] == "assistant"
+            # A turn of an example prepare marked "train": "all" is a target whoever speaks.
+            is_persona = m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")
             target += [False] * (1 + len(head)) + [is_persona] * (len(body) + 1) + [False] * len(newline)
     return ids, target
 

@@ -139,7 +139,7 @@ def test_end_to_end(exports, tmp_path, capsys):
     # train/val: {"messages": [{"role", "name", "content"}]}, the owner as assistant
     examples = read_jsonl(out / "train.jsonl") + read_jsonl(out / "val.jsonl")
     for ex in examples:
-        assert list(ex) == ["messages"] and ex["messages"]
+        assert list(ex)[0] == "messages" and set(ex) <= {"messages", "weight"} and ex["messages"]
         for turn in ex["messages"]:
             assert list(turn) == ["role", "name", "content"] and turn["role"] in ("user", "assistant")
         assert ex["messages"][-1]["role"] == "assistant"
@@ -149,6 +149,8 @@ def test_end_to_end(exports, tmp_path, capsys):
     assert burst["messages"][1]["content"] == "alive. call me on <PHONE_1>\nor mail <EMAIL_1>\n" + LONG_OWNER_LINE
     posts = [ex for ex in examples if ex["messages"][0]["content"].startswith("Write a post: ")]
     assert sorted(ex["messages"][0]["content"] for ex in posts) == ["Write a post: Cold batteries", "Write a post: Gerald, or: a starter"]
+    assert {ex.get("weight") for ex in posts} == {3.0}  # finished writing counts most
+    assert {ex.get("weight", 1.0) for ex in examples if ex not in posts} == {1.0}
 
     # nothing private anywhere, special tokens broken
     text = all_output(out)
@@ -170,8 +172,11 @@ def test_end_to_end(exports, tmp_path, capsys):
     # Noor: 2 sessions (a day and a minute apart), Club: 1 without the owner, WhatsApp: 1
     assert report["sessions"] == {"total": 4, "with_owner": 3, "gap_minutes": 30.0}
     assert report["examples"] == {"train": len(examples) - report["examples"]["val"], "val": report["examples"]["val"],
-                                  "chat": 3, "post": 2}  # fmt: skip
+                                  "chat": 3, "post": 2, "left_out_at_cut": 0,
+                                  "tiers": {"chat": 3, "writing": 2}}  # fmt: skip
     assert report["examples"]["val"] >= 1
+    # By time: every val session starts after every train session ended.
+    assert report["split"]["method"] == "time" and report["split"]["train_until"] < report["split"]["val_from"]
     assert report["tokens"]["train"] > report["tokens"]["train_assistant"] > 0
     assert "characters / 4" in report["tokens"]["method"]
     assert [i["format"] for i in report["inputs"]] == ["telegram", "whatsapp", "markdown", "markdown"]
@@ -270,7 +275,8 @@ def test_help_explains_the_options(capsys):
 
 
 def test_bad_option_values_are_refused(tmp_path, capsys):
-    for bad in (["--val-fraction", "1.5"], ["--session-gap-minutes", "0"]):
+    for bad in (["--val-fraction", "1.5"], ["--session-gap-minutes", "0"], ["--weights", "poems=2"],
+                ["--weights", "chat=lots"], ["--weights", "chat=0"], ["--val-split", "random"]):
         with pytest.raises(SystemExit) as e:
             main(["prepare", str(tmp_path), "--owner", "x", "--out", str(tmp_path / "o"), *bad])
         assert e.value.code == 2
@@ -309,3 +315,27 @@ def test_export_whose_every_message_is_broken_is_named(tmp_path, capsys):
     assert run_prepare(str(path), *OWNERS, "--out", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert f"{path}: telegram export with no usable message (1 skipped; first: {path}: chat 1 message id 1:" in err
+
+
+def test_pseudonyms_replace_other_peoples_names_everywhere(exports, tmp_path):
+    out = tmp_path / "out"
+    assert run_prepare(str(exports["telegram"]), str(exports["whatsapp"]), *OWNERS, "--out", str(out), "--pseudonyms") == 0
+    text = all_output(out)
+    assert "Noor" not in text and "Haddad" not in text
+    messages = read_jsonl(out / "messages.jsonl")
+    others = {r["author"] for r in messages if not r["is_owner"]}
+    assert others and all(re.fullmatch(r"Person \d+", a) for a in others)
+    assert {r["author"] for r in messages if r["is_owner"]} == {"Ada Lindqvist", "Ada L"}  # the owner keeps hers
+    assert json.loads((out / "report.json").read_text())["settings"]["pseudonyms"] == len(others)
+
+
+def test_chat_split_and_all_speakers(exports, tmp_path):
+    out = tmp_path / "out"
+    assert run_prepare(str(exports["telegram"]), str(exports["whatsapp"]), *OWNERS, "--out", str(out),
+                       "--val-split", "chat", "--train-all-speakers") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"]["method"] == "chat" and report["settings"]["train_all_speakers"] is True
+    # The club chat has no owner turns: with every speaker trained it is an example too.
+    assert report["examples"]["chat"] == 4
+    examples = read_jsonl(out / "train.jsonl") + read_jsonl(out / "val.jsonl")
+    assert all(ex["train"] == "all" for ex in examples)

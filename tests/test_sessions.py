@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from host_training.ingest import Message
 from host_training.sessions import (
     Example,
@@ -13,7 +16,9 @@ from host_training.sessions import (
     join_bursts,
     post_examples,
     split_sessions,
-    split_train_val,
+    split_by_chat,
+    split_by_time,
+    weigh,
     windows,
 )
 
@@ -117,26 +122,77 @@ def test_dedupe_owner_exact_and_near_duplicates():
     assert dedupe_owner(msgs, min_chars=0)[1] == {"duplicate": 2, "near_duplicate": 1}
 
 
-def ex(session: str) -> Example:
-    return Example(session=session, kind="chat", turns=(Turn("assistant", "a", session),))
+def ex(session: str, start_min: float = 0, minutes: float = 10, chat: str = "c1") -> Example:
+    start = T0 + timedelta(minutes=start_min)
+    return Example(session=session, kind="chat", turns=(Turn("assistant", "a", session),), start=start,
+                   end=start + timedelta(minutes=minutes), chat=chat)
 
 
-def test_split_is_by_session_deterministic_and_seeded():
-    examples = [ex(f"s{i // 3}") for i in range(300)]  # 100 sessions of 3 examples
-    train, val = split_train_val(examples, 0.1, seed=1)
-    assert (train, val) == split_train_val(examples, 0.1, seed=1)
-    assert not {e.session for e in train} & {e.session for e in val}
-    assert 10 <= len({e.session for e in val}) <= 35  # ~10 of 100 sessions
-    assert split_train_val(examples, 0.1, seed=2)[1] != val
+def test_time_split_holds_out_the_latest_sessions():
+    examples = [ex(f"s{i}", start_min=60 * i) for i in range(20) for _ in range(2)]
+    split = split_by_time(examples, 0.1)
+    assert {e.session for e in split.val} == {"s18", "s19"} and not split.left_out
+    assert len(split.train) == 36 and split.cut == T0 + timedelta(minutes=60 * 18)
 
 
-def test_split_always_holds_something_out_when_it_can():
-    train, val = split_train_val([ex("a"), ex("b")], 0.01, seed=0)
-    assert len(train) == 1 and len(val) == 1
-    one_session = [ex("only"), ex("only"), Example("only", "chat", (Turn("assistant", "a", "last"),))]
-    train, val = split_train_val(one_session, 0.1, seed=0)
-    assert len(train) == 2 and [e.turns[0].content for e in val] == ["last"]
-    assert split_train_val([ex("a")], 0.5, seed=0)[1] == [] or split_train_val([ex("a")], 0.5, seed=0)[0] == []
-    assert split_train_val([ex("a"), ex("b")], 0.0, seed=0) == ([ex("a"), ex("b")], [])
-    train, val = split_train_val([ex("a"), ex("b"), ex("c")], 0.999, seed=0)
-    assert train and val
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 600), st.integers(1, 3)), min_size=2, max_size=60),
+       st.floats(0.05, 0.9))
+def test_every_val_session_starts_after_every_train_session_ended(spans, fraction):
+    examples = [ex(f"s{i}", start, length) for i, (start, length, copies) in enumerate(spans) for _ in range(copies)]
+    split = split_by_time(examples, fraction)
+    assert len(split.train) + len(split.val) + len(split.left_out) == len(examples)
+    if split.val:
+        assert split.train, "something always trains"
+        assert max(e.end for e in split.train) < min(e.start for e in split.val)
+        sessions = {e.session for e in examples}
+        if len(sessions) > 1:
+            assert not {e.session for e in split.train} & {e.session for e in split.val}
+
+
+def test_time_split_cuts_where_it_leaves_out_fewest():
+    # Ten short sessions, then one long one overlapping the next two: cutting before the long
+    # one's overlap leaves nothing out.
+    examples = [ex(f"s{i}", 60 * i) for i in range(10)]
+    examples += [ex("long", 600, 150), ex("a", 660), ex("b", 720), ex("c", 800)]
+    split = split_by_time(examples, 0.25)
+    assert not split.left_out
+    assert max(e.end for e in split.train) < min(e.start for e in split.val)
+
+
+def test_one_session_lends_its_last_window_to_val_and_tiny_sets_stay_whole():
+    one_session = [ex("only"), ex("only"), Example("only", "chat", (Turn("assistant", "a", "last"),), T0, T0)]
+    split = split_by_time(one_session, 0.1)
+    assert len(split.train) == 2 and [e.turns[0].content for e in split.val] == ["last"]
+    assert split_by_time([ex("a")], 0.5).val == []
+    assert split_by_time([ex("a"), ex("b", 30)], 0.0).val == []
+    split = split_by_time([ex("a"), ex("b", 30), ex("c", 60)], 0.999)
+    assert split.train and split.val
+
+
+def test_chat_split_holds_out_whole_chats_by_seed():
+    examples = [ex(f"{c}{i}", 10 * i, chat=c) for c in "abcdefghij" for i in range(5)]
+    split = split_by_chat(examples, 0.2, seed=1)
+    assert split == split_by_chat(examples, 0.2, seed=1)
+    val_chats = {e.chat for e in split.val}
+    assert 2 <= len(val_chats) <= 3 and not val_chats & {e.chat for e in split.train}
+    assert any({e.chat for e in split_by_chat(examples, 0.2, seed=s).val} != val_chats for s in range(2, 6))
+
+
+def test_tiers_and_weights():
+    chat = Example("c", "chat", (Turn("user", "n", "hi"), Turn("assistant", "a", "short")))
+    long = Example("l", "chat", (Turn("user", "n", "hi"), Turn("assistant", "a", "x" * 300)))
+    post = Example("p", "post", (Turn("user", "", "Write a post: t"), Turn("assistant", "a", "x")))
+    weighted = weigh([chat, long, post], {"long": 1.5})
+    assert [(e.tier, e.weight) for e in weighted] == [("chat", 1.0), ("long", 1.5), ("writing", 3.0)]
+    assert weighted[0].record() == {"messages": [{"role": "user", "name": "n", "content": "hi"},
+                                                 {"role": "assistant", "name": "a", "content": "short"}]}
+    assert weighted[2].record()["weight"] == 3.0
+
+
+def test_all_speakers_makes_examples_of_sessions_without_the_owner():
+    msgs = [m("Noor", "lunch?", 0 * MIN), m("Sam", "yes", MIN), m("Noor", "noon", 2 * MIN)]
+    sessions = split_sessions(msgs)
+    assert chat_examples(sessions) == []
+    (only,) = chat_examples(sessions, all_speakers=True)
+    assert [t.content for t in only.turns] == ["lunch?", "yes", "noon"] and only.record()["train"] == "all"

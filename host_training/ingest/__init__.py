@@ -1,10 +1,11 @@
 """Readers that turn chat and blog exports into one normalised `Message` type.
 
-One class per export format (`TelegramReader`, `WhatsAppReader`, `MarkdownReader`), each with
-`sniff(path, head)` to recognise its files from their content and `read(owners)` to yield
-messages. A reader yields everything it could parse, with flags saying why a message should
-not be trained on (service, forwarded, media only, deleted); `drop_reason` turns the flags
-into a reason and `prepare` counts them. What it could not parse at all it skips, counts in
+One class per export format (`TelegramReader`, `WhatsAppReader`, `DiscordReader`,
+`DiscordPackageReader`, `MboxReader`, `MarkdownReader`), each with `sniff(path, head)` to
+recognise its files from their content and `read(owners)` to yield messages. A reader yields
+everything it could parse, with flags saying why a message should not be trained on (service,
+bot, forwarded, media only, deleted); `drop_reason` turns the flags into a reason and `prepare`
+counts them. What it could not parse at all it skips, counts in
 `reader.stats.skipped` and describes in `reader.stats.errors` (file and line or message id).
 A file that cannot be read as a whole raises `IngestError`.
 
@@ -43,7 +44,7 @@ class IngestError(Exception):
 @dataclass
 class Message:
     # The fields of messages.jsonl, in order.
-    source: str  # "telegram", "whatsapp", "markdown"
+    source: str  # "telegram", "whatsapp", "discord", "mail", "markdown"
     chat_id: str
     chat_name: str
     msg_id: str
@@ -55,9 +56,10 @@ class Message:
     # Why not to train on it (see `drop_reason`), and what a post needs.
     forwarded: bool = False
     service: bool = False
+    bot: bool = False  # written by a bot account or an inline bot, not by a person
     media_only: bool = False
     deleted: bool = False
-    kind: str = "message"  # or "post": one piece of the owner's writing, not part of a chat
+    kind: str = "message"  # or "post": one piece of writing on its own (a blog post, a sent mail)
     title: str = ""
 
     def record(self) -> dict:
@@ -81,8 +83,12 @@ def iso_utc(ts: datetime) -> str:
 
 def drop_reason(m: Message) -> str | None:
     """Why a message is not material for the persona, or None to keep it."""
+    if m.kind == "post" and not m.is_owner:
+        return "not_owner"  # a post has no other speaker: someone else's (a received mail) is not the persona's
     if m.service:
         return "service"
+    if m.bot:
+        return "bot"
     if m.forwarded:
         return "forwarded"  # someone else's words, not the owner's voice
     if m.deleted:
@@ -132,12 +138,15 @@ class Reader(ABC):
 
 
 def readers() -> tuple[type[Reader], ...]:
-    """In sniffing order: Markdown last, as it also takes plain prose .txt files."""
+    """In sniffing order: the strict JSON shapes first (Discord's need "guild"/"channel" or
+    "ID"/"Timestamp"/"Contents" keys), Markdown last, as it also takes plain prose .txt files."""
+    from .discord import DiscordPackageReader, DiscordReader
     from .markdown import MarkdownReader
+    from .mbox import MboxReader
     from .telegram import TelegramReader
     from .whatsapp import WhatsAppReader
 
-    return (TelegramReader, WhatsAppReader, MarkdownReader)
+    return (DiscordReader, DiscordPackageReader, TelegramReader, WhatsAppReader, MboxReader, MarkdownReader)
 
 
 def read_head(path: Path) -> str | None:
@@ -181,10 +190,14 @@ def discover(path: Path | str) -> tuple[list[tuple[Path, type[Reader]]], list[st
         if fmt is None:
             hint = ""
             if path.suffix.lower() in (".html", ".htm"):
-                hint = " (Telegram: export as 'Machine-readable JSON' instead of HTML)"
+                hint = (
+                    " (Telegram: export as 'Machine-readable JSON' instead of HTML; DiscordChatExporter: "
+                    "choose the JSON format)"
+                )
             return [], [
                 f"{path}: unknown export format{hint}; expected a Telegram JSON export, a WhatsApp "
-                "chat .txt, or Markdown/plain-text posts"
+                "chat .txt, a DiscordChatExporter JSON export, a Discord data package (or its "
+                "messages.json/messages.csv), an mbox of sent mail, or Markdown/plain-text posts"
             ]
         return [(path, by_format[fmt])], []
     found: list[tuple[Path, type[Reader]]] = []

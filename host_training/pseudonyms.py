@@ -1,0 +1,69 @@
+"""Other people's names as stable pseudonyms ("Person 1", "Person 2", ...). Pure.
+
+The owner's friends did not agree to be in a model that broadcasts: with `prepare
+--pseudonyms` every other participant's display name becomes a pseudonym, the same one
+wherever it appears — as an author, as a chat's name, and as a whole word in any text
+(so "thanks, Noor" becomes "thanks, Person 2"). Numbers follow first appearance in the
+messages' order, so the same exports give the same pseudonyms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+from host_training.ingest import Message
+
+MIN_NAME_CHARS = 3  # shorter "names" ("Jo", "A") would replace ordinary words in texts
+
+
+def pseudonym_map(messages: Sequence[Message]) -> dict[str, str]:
+    """Display name -> pseudonym for every author who is not the owner."""
+    owner_names = {m.author for m in messages if m.is_owner}
+    names: dict[str, str] = {}
+    for m in messages:
+        if not m.is_owner and m.author and m.author not in owner_names and m.author not in names:
+            names[m.author] = f"Person {len(names) + 1}"
+    return names
+
+
+def _pattern(names: dict[str, str]) -> re.Pattern[str] | None:
+    """Whole-word, case-insensitive, longest name first (so "Noor Haddad" wins over "Noor");
+    the first word of a full name also counts ("Noor" for "Noor Haddad")."""
+    words: dict[str, str] = {}
+    for name, alias in names.items():
+        words.setdefault(name.casefold(), alias)
+        first = name.split()[0] if name.split() else ""
+        if first != name and len(first) >= MIN_NAME_CHARS:
+            words.setdefault(first.casefold(), alias)
+    words = {w: a for w, a in words.items() if len(w) >= MIN_NAME_CHARS}
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def pseudonymise(messages: Sequence[Message]) -> tuple[list[Message], dict[str, str]]:
+    """The messages with every other participant's name replaced; and the mapping used
+    (kept in memory only: writing it would write the names)."""
+    names = pseudonym_map(messages)
+    pattern = _pattern(names)
+    lookup: dict[str, str] = {}
+    for name, alias in names.items():
+        lookup.setdefault(name.casefold(), alias)
+        first = name.split()[0] if name.split() else ""
+        lookup.setdefault(first.casefold(), alias)
+
+    def swap(text: str) -> str:
+        return pattern.sub(lambda m: lookup[m.group().casefold()], text) if pattern else text
+
+    out = [
+        replace(m, author=names.get(m.author, m.author),
+                # Where a format has no stable id the name is the id (WhatsApp): it goes too.
+                author_id=names.get(m.author_id, m.author_id) if m.author_id == m.author else m.author_id,
+                chat_name=swap(names.get(m.chat_name, m.chat_name)),
+                text=swap(m.text), title=swap(m.title))
+        for m in messages
+    ]
+    return out, names
