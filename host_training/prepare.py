@@ -15,7 +15,10 @@ One stage, read top to bottom: the options, then `run`, whose numbered steps are
     8. write       DIR/messages.jsonl, train.jsonl, val.jsonl, report.json, each via a temp file
                    and a rename, so DIR never holds a half-written or unscrubbed file
 
-Nothing is written before step 8, so no private value reaches DIR unscrubbed.
+Steps 2 to 5 run as one stream: each message is read, judged, scrubbed and put in a scratch
+SQLite file in DIR (`spill.py`, only scrubbed text, deleted at the end), which also sorts
+them; so memory follows the number of people and chats, never the number of messages, and
+no private value reaches the disk unscrubbed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -36,15 +40,15 @@ from tqdm import tqdm
 from host_training import sessions as S
 from host_training.ingest import (
     ID_LIKE,
-    iso_utc,
     IngestError,
     Message,
-    authors_seen,
     discover,
     drop_reason,
-    mark_owners,
+    iso_utc,
+    owner_match,
 )
-from host_training.pseudonyms import pseudonymise
+from host_training.pseudonyms import Pseudonyms
+from host_training.spill import Spill
 from stratoecho.privacy import PrivacyScrubber, escape_special_tokens
 
 log = structlog.get_logger(__name__)
@@ -264,61 +268,50 @@ def load_blocklist(path: Path) -> list[str]:
     return entries
 
 
-def read_exports(paths: Iterable[str], owners: list[str]) -> tuple[list[Message], list[dict], list[str]]:
-    """(messages, one summary per file read, problems naming each file that gave nothing)."""
-    messages: list[Message] = []
-    inputs: list[dict] = []
+def export_files(paths: Iterable[str]) -> tuple[list[tuple[Path, type]], list[str]]:
+    """Every export file named or found under the arguments, once, with its reader class;
+    and the problems naming each argument that gave none."""
+    files: list[tuple[Path, type]] = []
     problems: list[str] = []
     seen: set[Path] = set()
     for arg in paths:
         found, why = discover(arg)
         problems += why
         for path, reader_cls in found:
-            if path.resolve() in seen:
-                continue  # the same file named twice (a folder and a file inside it)
-            seen.add(path.resolve())
-            reader = reader_cls(path)
-            try:
-                got = list(tqdm(reader.read(owners), desc=f"read {path.name}", unit="msg", disable=None, leave=False))
-            except IngestError as e:
-                problems.append(str(e))
-                log.error("export skipped", file=str(path), error=str(e))
-                continue
-            if not got:
-                skipped = sum(reader.stats.skipped.values())
-                first = f"; first: {reader.stats.errors[0]}" if reader.stats.errors else ""
-                problems.append(f"{path}: {reader.format} export with no usable message ({skipped} skipped{first})")
-            messages += got
-            inputs.append({
-                "path": str(path),
-                "format": reader.format,
-                "messages": len(got),
-                "skipped": dict(reader.stats.skipped),
-                "repaired": dict(reader.stats.repaired),
-                "errors": reader.stats.errors,
-            })  # fmt: skip
-    return messages, inputs, problems
+            if path.resolve() not in seen:  # the same file named twice (a folder and a file in it)
+                seen.add(path.resolve())
+                files.append((path, reader_cls))
+    return files, problems
 
 
-def write_atomically(out: Path, files: dict[str, Iterable[str]]) -> None:
-    """Write every file to a temp name first, then rename them all: a crash or a full disk
-    leaves the previous outputs, never a truncated one."""
-    out.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, lines in files.items():
-            tmp = out / f".{name}.{os.getpid()}.tmp"
-            staged.append((tmp, out / name))
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                for line in lines:
-                    f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
+class Staged:
+    """Output files written under temp names and renamed together at `commit`: a crash or a
+    full disk leaves the previous outputs, never a truncated or half-updated set."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._files: dict[str, tuple[Path, object]] = {}
+
+    def open(self, name: str):
+        tmp = self.out / f".{name}.{os.getpid()}.tmp"
+        handle = open(tmp, "w", encoding="utf-8", newline="\n")
+        self._files[name] = (tmp, handle)
+        return handle
+
+    def commit(self) -> None:
+        for tmp, handle in self._files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for name, (tmp, _) in self._files.items():
+            os.replace(tmp, self.out / name)
+        self._files.clear()
+
+    def abort(self) -> None:
+        for tmp, handle in self._files.values():
+            handle.close()
             tmp.unlink(missing_ok=True)
+        self._files.clear()
 
 
 def jsonl(records: Iterable[dict]) -> Iterable[str]:
@@ -349,56 +342,29 @@ def run(args: argparse.Namespace) -> int:
     except BlocklistError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    files, problems = export_files(args.exports)
+    created = not args.out.exists()
+    try:
+        spill = Spill(args.out)
+    except OSError as e:
+        print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
+        return 2
+    staged = Staged(args.out)
+    try:
+        rc = _run(args, owners, blocklist, files, problems, spill, staged)
+    except OSError as e:
+        print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
+        rc = 2
+    finally:
+        staged.abort()  # nothing left to abort after a commit
+        spill.close()
+    if rc != 0 and created:
+        shutil.rmtree(args.out, ignore_errors=True)  # a failed run leaves no empty folder behind
+    return rc
+
+
+def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged) -> int:
     scrubber = PrivacyScrubber(blocklist)
-
-    # -- 2. read every export; what cannot be read is named and skipped
-    messages, inputs, problems = read_exports(args.exports, owners)
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    if not messages:
-        tried = "\n  ".join(problems) or "(no files)"
-        print(f"error: nothing could be read from {', '.join(args.exports)}:\n  {tried}", file=sys.stderr)
-        return 2
-    seen_total = len(messages) + sum(sum(i["skipped"].values()) for i in inputs)
-
-    # -- 3. owners: by id or name; an id once seen under an owner name is the owner everywhere
-    messages, match = mark_owners(messages, owners)
-    for name, ids in match.ambiguous.items():
-        log.warning("owner name matches several ids; all are taken as the owner", name=name, ids=sorted(ids))
-    if not any(m.is_owner for m in messages):
-        print(
-            f"error: no message matched --owner {' / '.join(owners)}. Most frequent authors: "
-            f"{'; '.join(authors_seen(messages)) or 'none'}",
-            file=sys.stderr,
-        )
-        return 2
-    # The persona's name: a name given as --owner, else the owner's most used display name.
-    names = [o for o in owners if not ID_LIKE.match(o)]
-    owner_names = Counter(m.author for m in messages if m.is_owner and m.kind == "message" and m.author)
-    persona = names[0] if names else (owner_names.most_common(1)[0][0] if owner_names else owners[0])
-    messages = [replace(m, author=persona) if m.kind == "post" and not names else m for m in messages]
-
-    # -- 4. drop what is not the owner's own voice or not text, and count why
-    dropped: Counter[str] = Counter()
-    for i in inputs:
-        dropped.update(i["skipped"])
-    kept: list[Message] = []
-    identities: set[tuple] = set()
-    for m in messages:
-        reason = drop_reason(m)
-        identity = (m.source, m.chat_id, m.msg_id, m.ts, m.author_id, m.text)
-        if reason is None and identity in identities:
-            reason = "repeated"  # the same message in two exports that overlap
-        if reason:
-            dropped[reason] += 1
-            continue
-        identities.add(identity)
-        kept.append(m)
-    kept, dups = S.dedupe_owner(kept, args.dedup_min_chars)
-    dropped.update(dups)
-
-    # -- 5. scrub every string that will be written, then break special-token strings.
-    # Names and ids repeat on every message: scrub each distinct one once (and count it once).
     pii_text: Counter[str] = Counter()
     pii_names: Counter[str] = Counter()
     escaped = 0
@@ -413,121 +379,198 @@ def run(args: argparse.Namespace) -> int:
         return value
 
     def clean_name(value: str) -> str:
+        # Names and ids repeat on every message: scrub each distinct one once (and count it once).
         if value not in name_cache:
             name_cache[value] = clean(value, pii_names)
         return name_cache[value]
 
-    scrubbed = [
-        replace(
-            m,
-            text=clean(m.text, pii_text),
-            title=clean(m.title, pii_text),
-            chat_id=clean_name(m.chat_id),
-            chat_name=clean_name(m.chat_name),
-            msg_id=clean_name(m.msg_id),
-            author_id=clean_name(m.author_id),
-            author=clean_name(m.author),
-        )
-        for m in tqdm(kept, desc="scrub", unit="msg", disable=None)
-    ]
-    scrubbed.sort(key=lambda m: (m.source, m.chat_id, m.ts))
-    persona = clean_name(persona)
-    pseudonyms: dict[str, str] = {}
-    if args.pseudonyms:
-        scrubbed, pseudonyms = pseudonymise(scrubbed)
+    # -- 2-5. read every export, drop what is not material, scrub the rest as it comes, spill it.
+    # Memory follows the number of authors and names, not of messages (see spill.py).
+    dropped: Counter[str] = Counter()
+    inputs: list[dict] = []
+    authors: dict[tuple[str, str, str], int] = {}  # (source, author id, name) as read -> key
+    spoke: Counter[int] = Counter()  # chat messages per author key
+    marked_by_reader: set[int] = set()
+    seen_total = read_total = 0
+    for path, reader_cls in files:
+        reader = reader_cls(path)
+        got = 0
+        error = None
+        try:
+            for m in tqdm(reader.read(owners), desc=f"read {path.name}", unit="msg", disable=None, leave=False):
+                got += 1
+                reason = drop_reason(m)
+                if reason is None and not spill.first_time(m.source, m.chat_id, m.msg_id, m.ts.timestamp(), m.author_id, m.text):
+                    reason = "repeated"  # the same message in two exports that overlap
+                if reason:
+                    dropped[reason] += 1
+                    continue
+                key = authors.setdefault((m.source, m.author_id, m.author), len(authors))
+                spoke[key] += m.kind == "message"
+                if m.is_owner:
+                    marked_by_reader.add(key)  # a data package or a mailbox knows its owner itself
+                spill.add(replace(
+                    m, text=clean(m.text, pii_text), title=clean(m.title, pii_text), chat_id=clean_name(m.chat_id),
+                    chat_name=clean_name(m.chat_name), msg_id=clean(m.msg_id, pii_names),  # ids: too many to cache
+                    author_id=clean_name(m.author_id), author=clean_name(m.author)), key)
+        except IngestError as e:
+            error = str(e)  # what came before the damage is kept; the file is named
+            problems.append(error)
+            log.error("export cut short", file=str(path), error=error, kept=got)
+        dropped.update(reader.stats.skipped)
+        read_total += got
+        seen_total += got + sum(reader.stats.skipped.values())
+        if error and not got:
+            continue
+        if not got:
+            skipped = sum(reader.stats.skipped.values())
+            first = f"; first: {reader.stats.errors[0]}" if reader.stats.errors else ""
+            problems.append(f"{path}: {reader.format} export with no usable message ({skipped} skipped{first})")
+        inputs.append({
+            "path": str(path), "format": reader.format, "messages": got, "skipped": dict(reader.stats.skipped),
+            "repaired": dict(reader.stats.repaired), "errors": reader.stats.errors,
+        })  # fmt: skip
+    spill.flush()
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not read_total:
+        tried = "\n  ".join(problems) or "(no files)"
+        print(f"error: nothing could be read from {', '.join(args.exports)}:\n  {tried}", file=sys.stderr)
+        return 2
 
-    # -- 6. sessions and posts become examples, weighted by tier
-    sessions = S.split_sessions(scrubbed, args.session_gap_minutes)
-    examples = S.chat_examples(sessions, persona, args.max_turns, args.max_chars, all_speakers=args.train_all_speakers)
-    examples += S.post_examples((m for m in scrubbed if m.kind == "post"), persona, args.max_chars)
-    examples = S.weigh(examples, args.weights)
+    # -- 3. owners: by id or name; an id once seen under an owner name is the owner everywhere
+    match = owner_match(authors, owners)
+    for name, ids in match.ambiguous.items():
+        log.warning("owner name matches several ids; all are taken as the owner", name=name, ids=sorted(ids))
+    owner_keys = {k for a, k in authors.items() if match.is_owner(*a)} | marked_by_reader
+    spill.mark_owners(owner_keys)
+    if not owner_keys:
+        seen = Counter({(name, aid): spoke[k] for (_, aid, name), k in authors.items()})
+        hint = "; ".join(f"{n} ({i})" if i != n else n for (n, i), _ in seen.most_common(8)) or "none"
+        print(f"error: no message matched --owner {' / '.join(owners)}. Most frequent authors: {hint}", file=sys.stderr)
+        return 2
+    # The persona's name: a name given as --owner, else the owner's most used display name.
+    names = [o for o in owners if not ID_LIKE.match(o) and "@" not in o]  # an address is no name
+    used = Counter({name: spoke[k] for (_, _, name), k in authors.items() if k in owner_keys and spoke[k] and name})
+    persona = clean_name(names[0] if names else (used.most_common(1)[0][0] if used else owners[0]))
+
+    # -- 4. the owner's repeats
+    dropped.update(spill.dedupe_owner(args.dedup_min_chars))
+    counts = spill.counts()
+
+    # Other people's names -> Person N, in order of first appearance (--pseudonyms).
+    others = [clean_name(name) for (_, _, name), k in authors.items() if k not in owner_keys and name]
+    mine = {clean_name(name) for (_, _, name), k in authors.items() if k in owner_keys}
+    pseudonyms = Pseudonyms([n for n in others if n not in mine]) if args.pseudonyms else None
+
+    # -- 6. one ordered pass: messages.jsonl, and sessions and posts become examples
+    n_sessions = n_with_owner = 0
+    messages_out = staged.open("messages.jsonl")
+
+    def ordered() -> Iterable[Message]:
+        for m in spill.ordered():
+            if m.kind == "post" and not names:
+                m = replace(m, author=persona)
+            if pseudonyms is not None:
+                m = pseudonyms.apply(m)
+            messages_out.write(json.dumps(m.record(), ensure_ascii=False) + "\n")
+            if m.kind == "post":
+                for e in S.weigh(S.post_examples([m], persona, args.max_chars), args.weights):
+                    spill.add_example(e)
+            yield m
+
+    for session in tqdm(S.iter_sessions(ordered(), args.session_gap_minutes), desc="sessions", unit="session",
+                        disable=None, leave=False):
+        n_sessions += 1
+        n_with_owner += session.has_owner
+        for e in S.weigh(S.chat_examples([session], persona, args.max_turns, args.max_chars,
+                                          all_speakers=args.train_all_speakers), args.weights):
+            spill.add_example(e)
 
     # -- 7. split by session: by time (val after train), or whole chats
+    spans = spill.session_spans()
+    n_examples = spill.example_count()
+    cut = lend_last = None
+    val_chat_set: set[str] = set()
     if args.val_split == "chat":
-        split = S.split_by_chat(examples, args.val_fraction, args.seed)
+        val_chat_set = S.val_chats(spill.chat_sizes(), args.val_fraction, args.seed)
+    elif len(spans) == 1 and n_examples >= 2 and args.val_fraction > 0:
+        lend_last = n_examples - 1  # one long conversation: its last window is the latest there is
     else:
-        split = S.split_by_time(examples, args.val_fraction)
-    train, val = split.train, split.val
+        cut = S.time_cut(spans, args.val_fraction)
 
-    # -- 8. write the four files at once
-    def tokens(exs: list[S.Example], role: str | None = None) -> int:
-        return sum(S.approx_tokens(t.content) for e in exs for t in e.turns if role in (None, t.role))
+    def side(index: int, e: S.Example) -> str:
+        if args.val_split == "chat":
+            return "val" if e.chat in val_chat_set else "train"
+        if lend_last is not None:
+            return "val" if index == lend_last else "train"
+        if cut is None:
+            return "train"
+        start, end = spans[e.session]
+        return "val" if start >= cut else "train" if end < cut else "left_out"
+
+    # -- 8. write train/val, then commit all four files together
+    out = {"train": staged.open("train.jsonl"), "val": staged.open("val.jsonl")}
+    n: Counter[str] = Counter()
+    tokens: Counter[str] = Counter()
+    tiers: Counter[str] = Counter()
+    train_until = val_from = None
+    for index, e in enumerate(spill.examples()):
+        where = side(index, e)
+        n[where] += 1
+        n[e.kind] += 1
+        tiers[e.tier] += 1
+        if where == "left_out":
+            continue
+        out[where].write(json.dumps(e.record(), ensure_ascii=False) + "\n")
+        tokens[where] += sum(S.approx_tokens(t.content) for t in e.turns)
+        tokens[where + "_assistant"] += sum(S.approx_tokens(t.content) for t in e.turns if t.role == "assistant")
+        if where == "train":
+            train_until = e.end if train_until is None else max(train_until, e.end)
+        else:
+            val_from = e.start if val_from is None else min(val_from, e.start)
 
     report = {
         "inputs": inputs,
         "problems": problems,
-        "messages": {
-            "seen": seen_total,
-            "kept": len(scrubbed),
-            "kept_owner": sum(1 for m in scrubbed if m.is_owner and m.kind == "message"),
-            "kept_others": sum(1 for m in scrubbed if not m.is_owner),
-            "kept_posts": sum(1 for m in scrubbed if m.kind == "post"),
-            "dropped": _counts(dropped),
-        },
+        "messages": {"seen": seen_total, **counts, "dropped": _counts(dropped)},
         "pii_replaced": {"texts": _counts(pii_text), "names_and_ids": _counts(pii_names)},
         "special_tokens_escaped": escaped,
-        "sessions": {
-            "total": len(sessions),
-            "with_owner": sum(1 for s in sessions if s.has_owner),
-            "gap_minutes": args.session_gap_minutes,
-        },
+        "sessions": {"total": n_sessions, "with_owner": n_with_owner, "gap_minutes": args.session_gap_minutes},
         "examples": {
-            "train": len(train),
-            "val": len(val),
-            "chat": sum(1 for e in examples if e.kind == "chat"),
-            "post": sum(1 for e in examples if e.kind == "post"),
-            "left_out_at_cut": len(split.left_out),
-            "tiers": _counts(Counter(e.tier for e in examples)),
+            "train": n["train"], "val": n["val"], "chat": n["chat"], "post": n["post"],
+            "left_out_at_cut": n["left_out"], "tiers": _counts(tiers),
         },
         "split": {
             "method": args.val_split,
-            "cut": iso_utc(split.cut) if split.cut else None,
-            "train_until": iso_utc(max(e.end for e in train)) if train else None,
-            "val_from": iso_utc(min(e.start for e in val)) if val else None,
+            "cut": iso_utc(cut) if cut else None,
+            "train_until": iso_utc(train_until) if train_until else None,
+            "val_from": iso_utc(val_from) if val_from else None,
         },
         "tokens": {
-            "method": TOKEN_METHOD,
-            "train": tokens(train),
-            "val": tokens(val),
-            "train_assistant": tokens(train, "assistant"),
-            "val_assistant": tokens(val, "assistant"),
+            "method": TOKEN_METHOD, "train": tokens["train"], "val": tokens["val"],
+            "train_assistant": tokens["train_assistant"], "val_assistant": tokens["val_assistant"],
         },
         "settings": {
-            "owners": len(owners),
-            "persona": persona,
-            "blocklist_entries": len(blocklist),
-            "val_fraction": args.val_fraction,
-            "seed": args.seed,
-            "max_turns": args.max_turns,
-            "max_chars": args.max_chars,
-            "dedup_min_chars": args.dedup_min_chars,
-            "weights": args.weights,
-            "train_all_speakers": args.train_all_speakers,
-            "pseudonyms": len(pseudonyms),
+            "owners": len(owners), "persona": persona, "blocklist_entries": len(blocklist),
+            "val_fraction": args.val_fraction, "val_split": args.val_split, "seed": args.seed,
+            "max_turns": args.max_turns, "max_chars": args.max_chars, "dedup_min_chars": args.dedup_min_chars,
+            "weights": args.weights, "train_all_speakers": args.train_all_speakers,
+            "pseudonyms": len(pseudonyms.names) if pseudonyms else 0,
         },
-    }
-    try:
-        write_atomically(
-            args.out,
-            {
-                "messages.jsonl": jsonl(m.record() for m in scrubbed),
-                "train.jsonl": jsonl(e.record() for e in train),
-                "val.jsonl": jsonl(e.record() for e in val),
-                "report.json": [json.dumps(report, ensure_ascii=False, indent=2)],
-            },
-        )
-    except OSError as e:
-        print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
-        return 2
+    }  # fmt: skip
+    staged.open("report.json").write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    staged.commit()
 
     # -- 9. say what happened
+    dropped_n = sum(dropped.values())
     failed = f"; {len(problems)} problem(s), see report.json" if problems else ""
     print(f"read {seen_total} messages from {len(inputs)} file(s){failed}")
-    print(f"kept {len(scrubbed)} ({report['messages']['kept_owner']} by the owner, "
-          f"{report['messages']['kept_posts']} posts); dropped {sum(dropped.values())}: {_say(dropped)}")  # fmt: skip
+    print(f"kept {counts['kept']} ({counts['kept_owner']} by the owner, {counts['kept_posts']} posts); "
+          f"dropped {dropped_n}: {_say(dropped)}")  # fmt: skip
     print(f"replaced private values: {_say(pii_text + pii_names)}; special tokens escaped: {escaped}")
-    print(f"{len(sessions)} sessions ({report['sessions']['with_owner']} with the owner) -> "
-          f"{len(examples)} examples: {len(train)} train, {len(val)} val; "
-          f"~{report['tokens']['train'] + report['tokens']['val']} tokens (characters/4)")  # fmt: skip
+    left = f", {n['left_out']} across the time cut left out" if n["left_out"] else ""
+    print(f"{n_sessions} sessions ({n_with_owner} with the owner) -> {n['chat'] + n['post']} examples: "
+          f"{n['train']} train, {n['val']} val{left}; ~{tokens['train'] + tokens['val']} tokens (characters/4)")
     print(f"wrote {', '.join(str(args.out / f) for f in OUTPUT_FILES)}")
     return 0

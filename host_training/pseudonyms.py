@@ -47,23 +47,31 @@ def _pattern(names: dict[str, str]) -> re.Pattern[str] | None:
 def pseudonymise(messages: Sequence[Message]) -> tuple[list[Message], dict[str, str]]:
     """The messages with every other participant's name replaced; and the mapping used
     (kept in memory only: writing it would write the names)."""
-    names = pseudonym_map(messages)
-    pattern = _pattern(names)
-    lookup: dict[str, str] = {}
-    for name, alias in names.items():
-        lookup.setdefault(name.casefold(), alias)
-        first = name.split()[0] if name.split() else ""
-        lookup.setdefault(first.casefold(), alias)
+    p = Pseudonyms(list(pseudonym_map(messages)))
+    return [p.apply(m) for m in messages], p.names
 
-    def swap(text: str) -> str:
-        return pattern.sub(lambda m: lookup[m.group().casefold()], text) if pattern else text
 
-    out = [
-        replace(m, author=names.get(m.author, m.author),
-                # Where a format has no stable id the name is the id (WhatsApp): it goes too.
-                author_id=names.get(m.author_id, m.author_id) if m.author_id == m.author else m.author_id,
-                chat_name=swap(names.get(m.chat_name, m.chat_name)),
-                text=swap(m.text), title=swap(m.title))
-        for m in messages
-    ]
-    return out, names
+class Pseudonyms:
+    """The same replacement one message at a time, for `prepare`'s stream: `names` are the other
+    participants' display names in order of first appearance."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names: dict[str, str] = {}
+        for name in names:
+            if name and name not in self.names:
+                self.names[name] = f"Person {len(self.names) + 1}"
+        self._pattern = _pattern(self.names)
+        self._lookup: dict[str, str] = {}
+        for name, alias in self.names.items():
+            self._lookup.setdefault(name.casefold(), alias)
+            first = name.split()[0] if name.split() else ""
+            self._lookup.setdefault(first.casefold(), alias)
+
+    def text(self, text: str) -> str:
+        return self._pattern.sub(lambda m: self._lookup[m.group().casefold()], text) if self._pattern else text
+
+    def apply(self, m: Message) -> Message:
+        author = self.names.get(m.author, m.author)
+        return replace(m, author=author, author_id=author if m.author_id == m.author else m.author_id,
+                       chat_name=self.text(self.names.get(m.chat_name, m.chat_name)),
+                       text=self.text(m.text), title=self.text(m.title))

@@ -28,7 +28,7 @@ import bisect
 import hashlib
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -40,6 +40,8 @@ DEFAULT_MAX_CHARS = 4000  # ~1000 tokens: fits a 2048-token context with the tem
 DEFAULT_DEDUP_MIN_CHARS = 8  # shorter owner messages ("ok", "haha") are conversation, kept
 POST_PROMPT = "Write a post: {title}"
 POST_CONTINUE_PROMPT = "Continue the post: {title}"
+# Writing that is not a post says what it is: the persona learns the register of each.
+PROMPTS = {"mail": ("Write an e-mail: {title}", "Continue the e-mail: {title}")}
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and BPE tokenizers
 LONG_CHARS = 280  # owner turns this long on average make a chat "long-form"
 DEFAULT_WEIGHTS = {"writing": 3.0, "long": 2.0, "chat": 1.0}
@@ -134,6 +136,28 @@ def dedupe_owner(messages: Iterable[Message], min_chars: int = DEFAULT_DEDUP_MIN
 
 # ---------------------------------------------------------------------------------------------
 # Sessions and turns
+
+
+def iter_sessions(ordered: Iterable[Message], gap_minutes: float = DEFAULT_GAP_MINUTES) -> Iterator[Session]:
+    """Sessions from messages already in (source, chat, time) order, one at a time: what
+    `prepare` uses so a huge export never sits in memory. Posts are passed over."""
+    gap_s = gap_minutes * 60.0
+    current: list[Message] = []
+    for m in ordered:
+        if m.kind != "message":
+            continue
+        if current and ((m.source, m.chat_id) != (current[-1].source, current[-1].chat_id)
+                        or (m.ts - current[-1].ts).total_seconds() > gap_s):
+            yield _session(current)
+            current = []
+        current.append(m)
+    if current:
+        yield _session(current)
+
+
+def _session(msgs: list[Message]) -> Session:
+    first = msgs[0]
+    return Session(key=f"{first.source}:{first.chat_id}:{iso_utc(first.ts)}:{first.msg_id}", messages=tuple(msgs))
 
 
 def split_sessions(messages: Iterable[Message], gap_minutes: float = DEFAULT_GAP_MINUTES) -> list[Session]:
@@ -256,7 +280,8 @@ def post_examples(posts: Iterable[Message], persona_name: str = "", max_chars: i
     out = []
     for p in posts:
         for i, chunk in enumerate(_paragraph_chunks(p.text, max_chars)):
-            prompt = (POST_PROMPT if i == 0 else POST_CONTINUE_PROMPT).format(title=p.title)
+            first, more = PROMPTS.get(p.source, (POST_PROMPT, POST_CONTINUE_PROMPT))
+            prompt = (first if i == 0 else more).format(title=p.title)
             turns = (Turn("user", "", prompt), Turn("assistant", persona_name or p.author, chunk))
             out.append(Example(session=f"{p.source}:{p.chat_id}:{p.msg_id}", kind="post", turns=turns,
                                start=p.ts, end=p.ts, chat=f"{p.source}:{p.chat_id}"))
@@ -282,24 +307,33 @@ class Split:
 
 def split_by_time(examples: Sequence[Example], val_fraction: float) -> Split:
     """The latest sessions (about `val_fraction` of them) go to val, the rest to train, with
-    every val session starting at or after the cut and every train session ending before it.
-    A session that starts before the cut and ends after it can be in neither: it is left out.
-    The cut is chosen near the target share where it leaves out the fewest sessions. With two
-    sessions or more and a fraction above 0, train and val each get at least one."""
+    every val session starting at or after the cut and every train session ending before it
+    (`time_cut`). With one session of several examples its last window goes to val."""
     spans: dict[str, tuple[datetime, datetime]] = {}
     for e in examples:
         start, end = spans.get(e.session, (e.start, e.end))
         spans[e.session] = (min(start, e.start), max(end, e.end))
-    order = sorted(spans, key=lambda k: (spans[k][0], k))
-    n = len(order)
-    if n == 1 and len(examples) >= 2 and val_fraction > 0:
+    if len(spans) == 1 and len(examples) >= 2 and val_fraction > 0:
         # One long conversation: its last window is the latest there is.
         return Split(list(examples[:-1]), list(examples[-1:]), [], examples[-1].start)
-    if n < 2 or val_fraction <= 0:
+    cut = time_cut(spans, val_fraction)
+    if cut is None:
         return Split(list(examples), [], [])
+    return Split([e for e in examples if spans[e.session][1] < cut], [e for e in examples if spans[e.session][0] >= cut],
+                 [e for e in examples if spans[e.session][0] < cut <= spans[e.session][1]], cut)
+
+
+def time_cut(spans: dict[str, tuple[datetime, datetime]], val_fraction: float) -> datetime | None:
+    """The time that splits sessions (key -> (start, end)) into train (ended before it) and val
+    (started at or after it), about `val_fraction` of them in val; sessions across it are in
+    neither. Chosen near the target share where fewest sessions straddle it. None when there
+    is nothing to hold out (fewer than two sessions, a fraction of 0)."""
+    n = len(spans)
+    if n < 2 or val_fraction <= 0:
+        return None
     target = min(max(1, round(n * val_fraction)), n - 1)
-    starts = [spans[k][0] for k in order]
-    ends_sorted = sorted(spans[k][1] for k in order)
+    starts = sorted(start for start, _ in spans.values())
+    ends_sorted = sorted(end for _, end in spans.values())
 
     def straddling(i: int) -> int:
         # Sessions that start before the cut (ties at the cut go to val) but end at or after it;
@@ -311,26 +345,27 @@ def split_by_time(examples: Sequence[Example], val_fraction: float) -> Split:
     # Only cuts that leave some session wholly before them (ties at the first start would not).
     candidates = [i for i in range(n - hi, n - lo + 1) if bisect.bisect_left(ends_sorted, starts[i]) > 0]
     if not candidates:
-        return Split(list(examples), [], [])
-    best = min(candidates, key=lambda i: (straddling(i), abs((n - i) - target), -i))
-    cut = starts[best]
-    val_keys = {k for k in order if spans[k][0] >= cut}
-    train_keys = {k for k in order if spans[k][1] < cut}
-    return Split([e for e in examples if e.session in train_keys], [e for e in examples if e.session in val_keys],
-                 [e for e in examples if e.session not in train_keys | val_keys], cut)
+        return None
+    return starts[min(candidates, key=lambda i: (straddling(i), abs((n - i) - target), -i))]
 
 
 def split_by_chat(examples: Sequence[Example], val_fraction: float, seed: int) -> Split:
-    """Whole chats to val, in an order drawn from `seed`, until they hold `val_fraction` of the
-    examples (at least one chat, never all of them): the persona is measured on people and
-    topics it never trained on."""
-    chats = sorted({e.chat for e in examples}, key=lambda c: (_unit_hash(seed, c), c))
+    """Whole chats to val (`val_chats`): the persona is measured on people and topics it never
+    trained on."""
+    val = val_chats(Counter(e.chat for e in examples), val_fraction, seed)
+    return Split([e for e in examples if e.chat not in val], [e for e in examples if e.chat in val], [])
+
+
+def val_chats(sizes: Counter[str], val_fraction: float, seed: int) -> set[str]:
+    """Chats (chat -> examples) for val, in an order drawn from `seed`, until they hold
+    `val_fraction` of the examples: at least one chat, never all of them."""
+    chats = sorted(sizes, key=lambda c: (_unit_hash(seed, c), c))
+    chosen: set[str] = set()
     if len(chats) < 2 or val_fraction <= 0:
-        return Split(list(examples), [], [])
-    size = Counter(e.chat for e in examples)
-    val_chats: set[str] = set()
+        return chosen
+    total = sum(sizes.values())
     for c in chats[:-1]:
-        if sum(size[v] for v in val_chats) >= val_fraction * len(examples):
+        if sum(sizes[v] for v in chosen) >= val_fraction * total:
             break
-        val_chats.add(c)
-    return Split([e for e in examples if e.chat not in val_chats], [e for e in examples if e.chat in val_chats], [])
+        chosen.add(c)
+    return chosen

@@ -146,6 +146,113 @@ def bench_persona(bundle_dir: Path) -> list[tuple]:
     return rows
 
 
+_INGEST_CHILD = """
+import json, resource, sys, time
+
+def peak_kib():
+    # VmHWM: this process's own peak. Linux carries ru_maxrss across exec, so after a fork of
+    # the (bigger) bench process it would start at the parent's size.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+mode, path = sys.argv[1], sys.argv[2]
+if mode == "ours":
+    from host_training.ingest.telegram import TelegramReader
+before = peak_kib()
+t0 = time.perf_counter()
+if mode == "ours":
+    n = sum(1 for _ in TelegramReader(path).read([]))
+else:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    n = 0
+    for chat in data["chats"]["list"] + data["left_chats"]["list"]:
+        for m in chat["messages"]:
+            n += 1
+seconds = time.perf_counter() - t0
+print(json.dumps({"messages": n, "seconds": seconds, "before_kib": before,
+                  "peak_kib": peak_kib()}))
+"""
+
+
+def bench_ingest(n_messages: int = 1_000_000) -> list[tuple]:
+    """A generated Telegram export of `n_messages` (host_training/ingest/telegram_gen.py: several
+    chats, text strings and entity lists, service messages, media, ~200 characters of text),
+    read by the streaming TelegramReader and by a plain json.load plus a loop over the messages,
+    each in its own process so that each peak RSS (VmHWM, else ru_maxrss) is its own."""
+    import json
+    import subprocess
+
+    from host_training.ingest.telegram_gen import write_export
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "result.json"
+        t0 = time.perf_counter()
+        written = write_export(path, n_messages, seed=1)
+        gen_s = time.perf_counter() - t0
+        got = {}
+        for mode in ("ours", "json.load"):
+            out = subprocess.run([sys.executable, "-c", _INGEST_CHILD, mode, str(path)], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+            got[mode] = json.loads(out.strip().splitlines()[-1])
+    ours, base = got["ours"], got["json.load"]
+    if ours["messages"] != base["messages"]:
+        raise RuntimeError(f"ingest bench: the reader gave {ours['messages']} messages, json.load {base['messages']}")
+    mb = lambda kib: kib * 1024 / 1e6  # noqa: E731
+    rate, base_rate = ours["messages"] / ours["seconds"], base["messages"] / base["seconds"]
+    ratio = base["peak_kib"] / ours["peak_kib"]
+    what = f"Telegram export, {n_messages:,} messages, {written.bytes / 1e6:,.0f} MB"
+    return [
+        (f"ingest: {what}: streaming reader", f"{rate:,.0f}", "messages/s",
+         f"target >= 50,000/s; {ours['seconds']:.1f} s (file written in {gen_s:.1f} s)"),
+        ("ingest: same file, json.load + loop over messages", f"{base_rate:,.0f}", "messages/s",
+         f"{base['seconds']:.1f} s; ours {rate / base_rate:.2f}x of it"),
+        ("ingest: peak memory (RSS), streaming reader", f"{mb(ours['peak_kib']):,.0f}", "MB",
+         f"{mb(ours['before_kib']):,.0f} MB of it Python and imports before reading"),
+        ("ingest: peak memory (RSS), json.load", f"{mb(base['peak_kib']):,.0f}", "MB",
+         f"{ratio:.0f}x ours; target >= 5x less for ours"),
+    ]  # fmt: skip
+
+
+_PREPARE_CHILD = """
+import json, sys, time
+from host_training.__main__ import main
+t0 = time.perf_counter()
+rc = main(["--log-level", "ERROR", "prepare", sys.argv[1], "--owner", "user5550101", "--out", sys.argv[2]])
+seconds = time.perf_counter() - t0
+peak = next((int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")), 0)
+print(json.dumps({"rc": rc, "seconds": seconds, "peak_kib": peak}))
+"""
+
+
+def bench_prepare(n_messages: int = 200_000) -> list[tuple]:
+    """The whole `prepare` stage (read, drop, scrub, spill, sessions, split, write) on a generated
+    Telegram export, in its own process: messages per second and peak memory end to end."""
+    import json
+    import subprocess
+
+    from host_training.ingest.telegram_gen import write_export
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as d:
+        written = write_export(Path(d) / "result.json", n_messages, seed=2)
+        out = subprocess.run([sys.executable, "-c", _PREPARE_CHILD, str(Path(d) / "result.json"), str(Path(d) / "out")],
+                             cwd=root, capture_output=True, text=True, check=True).stdout
+        got = json.loads(out.strip().splitlines()[-1])
+    if got["rc"] != 0:
+        raise RuntimeError(f"prepare bench: prepare exited {got['rc']}")
+    return [
+        (f"prepare: {n_messages:,}-message Telegram export, end to end", f"{n_messages / got['seconds']:,.0f}",
+         "messages/s", f"{got['seconds']:.1f} s for {written.bytes / 1e6:,.0f} MB: read, scrub, spill, sessions, write"),
+        ("prepare: peak memory (RSS), end to end", f"{got['peak_kib'] * 1024 / 1e6:,.0f}", "MB",
+         "does not grow with the number of messages (scratch SQLite on disk)"),
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stratoecho.bench", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -153,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
 
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
-    rows = bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_persona(args.persona)
+    rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
+            + bench_persona(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

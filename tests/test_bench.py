@@ -7,7 +7,13 @@ from stratoecho import bench
 
 def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "_rate", lambda fn, min_s=0.5: (fn(), 1.0)[1])  # one call per row
+    real_ingest = bench.bench_ingest
+    # The full row generates a million messages and loads them with json.load (~5.5 GB): `make bench`'s job.
+    monkeypatch.setattr(bench, "bench_ingest", lambda: real_ingest(2000))
+    real_prepare = bench.bench_prepare
+    monkeypatch.setattr(bench, "bench_prepare", lambda: real_prepare(2000))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
     assert "make persona" in out
+    assert "ingest: Telegram export" in out and "prepare: 2,000-message" in out

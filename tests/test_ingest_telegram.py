@@ -188,3 +188,15 @@ def test_same_name_on_two_ids_is_reported(tmp_path):
     got, _ = read(write(tmp_path, chat([msg(1, from_="Sam"), msg(2, from_="Sam", from_id="user2")])))
     _, match = mark_owners(got, ["sam"])
     assert match.ambiguous == {"sam": {"user5550101", "user2"}}
+
+
+def test_bot_messages_are_flagged_and_dropped(tmp_path):
+    group = chat([
+        msg(1, "hi all", from_="Noor Haddad", from_id="user4440001"),
+        msg(2, "Weather: 12 °C", from_="Noor Haddad", from_id="user4440001", via_bot="@weatherbot"),
+        msg(3, "Pick one", from_="Quiz", from_id="user999", inline_bot_buttons=[[{"type": "callback", "text": "A"}]]),
+    ], name="Club", cid=777, ctype="private_group")
+    with_bot = chat([msg(4, "/start"), msg(5, "Hello! I am a bot.", from_="Helper Bot", from_id="user888")],
+                    name="Helper Bot", cid=888, ctype="bot_chat")
+    got, _ = read(write(tmp_path, full(group, with_bot)))
+    assert [(m.msg_id, drop_reason(m)) for m in got] == [("1", None), ("2", "bot"), ("3", "bot"), ("4", "bot"), ("5", "bot")]

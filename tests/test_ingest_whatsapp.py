@@ -102,3 +102,34 @@ def test_impossible_date_is_skipped(tmp_path):
 def test_detection(tmp_path):
     assert detect(write(tmp_path, ANDROID)) == "whatsapp"
     assert detect(write(tmp_path, "Dear diary, 12/03/2024, 21:14 - nothing\n", name="diary.txt")) == "markdown"
+
+
+# One conversation as each common locale's export writes it: (header of message 1, of 2, of 3).
+# The times are 21:14:05, 21:16:30 and, the next day, 08:02:00 (no seconds: :00).
+LOCALES = {
+    "android en-GB, 24 h": ("12/03/2024, 21:14 - ", "12/03/2024, 21:16 - ", "13/03/2024, 08:02 - "),
+    "android en-US, 12 h, 2-digit year": ("3/12/24, 9:14 PM - ", "3/12/24, 9:16 PM - ", "3/13/24, 8:02 AM - "),
+    "android, narrow no-break space before PM": ("3/12/24, 9:14\u202fPM - ", "3/12/24, 9:16\u202fPM - ", "3/13/24, 8:02\u202fAM - "),
+    "android de-DE, dots": ("12.03.24, 21:14 - ", "12.03.24, 21:16 - ", "13.03.24, 08:02 - "),
+    "android es-ES, p. m.": ("12/3/24, 9:14 p. m. - ", "12/3/24, 9:16 p. m. - ", "13/3/24, 8:02 a. m. - "),
+    "iOS en-GB, seconds, direction mark": ("\u200e[12/03/2024, 21:14:05] ", "[12/03/2024, 21:16:30] ", "\u200e[13/03/2024, 08:02:00] "),
+    "iOS en-US, 12 h with seconds": ("[3/12/24, 9:14:05 PM] ", "[3/12/24, 9:16:30 PM] ", "[3/13/24, 8:02:00 AM] "),
+    "ISO dates": ("2024-03-12, 21:14:05 - ", "2024-03-12, 21:16:30 - ", "2024-03-13, 08:02:00 - "),
+}
+
+
+def test_every_common_locale_reads_the_same_conversation(tmp_path):
+    for locale, (h1, h2, h3) in LOCALES.items():
+        text = (f"{h1}Jonas Berg: Lindqvist. Is this still your number\n"
+                f"{h2}Ada Lindqvist: it is.\nsecond line\n"
+                f"{h3}Ada Lindqvist: \u200eimage omitted\n")
+        got, reader = read(write(tmp_path, text, name=f"{locale}.txt"))
+        assert [(m.author, m.text, drop_reason(m)) for m in got] == [
+            ("Jonas Berg", "Lindqvist. Is this still your number", None),
+            ("Ada Lindqvist", "it is.\nsecond line", None),
+            ("Ada Lindqvist", "image omitted", "media_only"),  # the direction mark goes
+        ], locale
+        seconds = h1.count(":") == 2
+        assert got[0].ts == datetime(2024, 3, 12, 21, 14, 5 if seconds else 0, tzinfo=UTC), locale
+        assert got[2].ts.date().isoformat() == "2024-03-13", locale
+        assert not reader.stats.skipped, locale

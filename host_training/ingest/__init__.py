@@ -175,6 +175,19 @@ def detect(path: Path | str) -> str | None:
     return None
 
 
+def _in_data_package(f: Path, root: Path) -> bool:
+    """Whether `f` lies in a Discord data package (a folder with account/user.json or
+    messages/index.json, in any case) within the folder being searched."""
+    for folder in [f.parent, *f.parent.parents]:
+        names = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else {}
+        if ("account" in names and any(c.name.lower() == "user.json" for c in names["account"].iterdir())) or (
+                "messages" in names and any(c.name.lower() == "index.json" for c in names["messages"].iterdir())):
+            return True
+        if folder == root:
+            return False
+    return False
+
+
 def discover(path: Path | str) -> tuple[list[tuple[Path, type[Reader]]], list[str]]:
     """The export files under `path` with their reader, and why other named files were not taken.
 
@@ -209,6 +222,10 @@ def discover(path: Path | str) -> tuple[list[tuple[Path, type[Reader]]], list[st
         if fmt is None:
             log.info("not an export, passed over", file=str(f))
             continue
+        if fmt == "markdown" and _in_data_package(f, path):
+            # A Discord data package's README and the like describe the package; they are not posts.
+            log.info("a data package's own text, passed over", file=str(f))
+            continue
         found.append((f, by_format[fmt]))
     if not found:
         return [], [f"{path}: no export of a known format in this folder"]
@@ -218,7 +235,8 @@ def discover(path: Path | str) -> tuple[list[tuple[Path, type[Reader]]], list[st
 # ---------------------------------------------------------------------------------------------
 # Owners
 
-ID_LIKE = re.compile(r"^(?:user|channel|chat)\d+$", re.IGNORECASE)
+# Stable ids, never a name: Telegram's and Discord's "user123", a hashed mail address.
+ID_LIKE = re.compile(r"^(?:(?:user|channel|chat)\d+|mail_[0-9a-f]{12})$", re.IGNORECASE)
 
 
 def persona_names(owners: Sequence[str]) -> tuple[str, str]:
@@ -233,25 +251,33 @@ def persona_names(owners: Sequence[str]) -> tuple[str, str]:
 class OwnerMatch:
     ids: set[str]  # author ids treated as the owner
     ambiguous: dict[str, set[str]]  # an --owner name shared by several ids within one source
+    names: set[str] = field(default_factory=set)  # the --owner values, casefolded
+
+    def is_owner(self, source: str, author_id: str, author: str) -> bool:
+        return author_id in self.ids or author.strip().casefold() in self.names
+
+
+def owner_match(authors: Iterable[tuple[str, str, str]], owners: Sequence[str]) -> OwnerMatch:
+    """Which authors, given as distinct (source, author id, display name), are the owner: an
+    id or a name equal (case-insensitively) to an --owner value, and every id ever seen under
+    an owner name, so a rename keeps the owner the owner."""
+    wanted = {o.strip().casefold() for o in owners if o.strip()}
+    authors = list(authors)
+    ids = {aid for _, aid, _ in authors if aid and aid.casefold() in wanted}
+    named: dict[tuple[str, str], set[str]] = {}
+    for source, aid, name in authors:
+        if aid and name.strip().casefold() in wanted:
+            ids.add(aid)
+            named.setdefault((source, name.strip().casefold()), set()).add(aid)
+    ambiguous = {name: got for (_, name), got in named.items() if len(got) > 1}
+    return OwnerMatch(ids=ids, ambiguous=ambiguous, names=wanted)
 
 
 def mark_owners(messages: Sequence[Message], owners: Sequence[str]) -> tuple[list[Message], OwnerMatch]:
-    """Mark the owner's messages: author id or display name equal (case-insensitively) to an
-    --owner value, and every message from an id that was ever seen under an owner name, so a
-    rename keeps the owner the owner."""
-    wanted = {o.strip().casefold() for o in owners if o.strip()}
-    ids = {m.author_id for m in messages if m.author_id and m.author_id.casefold() in wanted}
-    named: dict[tuple[str, str], set[str]] = {}
-    for m in messages:
-        if m.author_id and m.author.strip().casefold() in wanted:
-            ids.add(m.author_id)
-            named.setdefault((m.source, m.author.strip().casefold()), set()).add(m.author_id)
-    ambiguous = {name: got for (_, name), got in named.items() if len(got) > 1}
-    marked = [
-        m if m.is_owner else replace(m, is_owner=m.author_id in ids or m.author.strip().casefold() in wanted)
-        for m in messages
-    ]
-    return marked, OwnerMatch(ids=ids, ambiguous=ambiguous)
+    """`owner_match` applied to a list of messages (the owner's marked `is_owner`)."""
+    match = owner_match({(m.source, m.author_id, m.author) for m in messages}, owners)
+    marked = [m if m.is_owner else replace(m, is_owner=match.is_owner(m.source, m.author_id, m.author)) for m in messages]
+    return marked, match
 
 
 def authors_seen(messages: Iterable[Message], n: int = 8) -> list[str]:
