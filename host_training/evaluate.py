@@ -1,7 +1,7 @@
-"""`python -m host_training eval BUNDLE --data DIR`: held-out perplexity of the bundle's GGUF.
+"""`python -m host_training eval BUNDLE --data DIR`: held-out perplexity, style and privacy of a bundle.
 
 Scores `DIR/val.jsonl` with llama-cpp-python, i.e. with the exact file, tokenizer and
-kernels the payload will run, not with the training framework. Steps:
+kernels the payload will run, not with the training framework. Perplexity:
 
   1. render each conversation in ChatML with the bundle's system prompt, tokenized by the
      GGUF's own tokenizer (`render_ids`, the function training used);
@@ -12,6 +12,16 @@ kernels the payload will run, not with the training framework. Steps:
 
 The KV cache is kept in F32 here (llama.cpp's default is F16) so that an F32 GGUF scores
 the same as the training framework did and a quantized one differs only by its weights.
+
+Then the report (`write_report`, also called by `build`; the figures and the Markdown are
+in report.py):
+
+  4. style: the persona answers up to 32 messages from val.jsonl that the owner answered
+     (the bundle's template, system prompt and sampling, fixed seeds), compared with the
+     owner's held-out turns;
+  5. privacy probe: N samples (half free-running after the system prompt, half replies to
+     val messages) searched for private values and the owner's --private / --blocklist strings;
+  6. BUNDLE/report.md with the size-vs-perplexity SVG beside it, and BUNDLE/Modelfile for Ollama.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -40,6 +51,11 @@ from .tokenizer import (
 log = structlog.get_logger(__name__)
 
 GGML_TYPE_F32 = 0  # ggml_type for type_k / type_v
+STYLE_PROMPTS = 32  # val messages the persona answers for the style figures
+STYLE_MAX_TOKENS = 48  # tokens per style reply, at most
+PROBE_SAMPLES = 32  # generations the privacy probe searches (default)
+DEFAULT_SEED = 1234  # style reply i uses seed+i, probe sample i seed+PROBE_SEED_OFFSET+i
+PROBE_SEED_OFFSET = 100_000
 
 
 def gguf_context_length(gguf_path: str | Path) -> int:
@@ -82,25 +98,13 @@ def llama_special_ids(llm) -> SpecialIds:
     return SpecialIds(*ids)
 
 
-def score_gguf(
-    gguf_path: str | Path,
-    conversations: list[Conversation],
-    system_prompt: str | None,
-    threads: int | None = None,
-) -> dict:
-    """Persona-token loss and perplexity of `gguf_path` on `conversations`."""
+def target_nll(llm, ctx: int, examples) -> tuple[float, int, int]:
+    """(summed negative log-likelihood in nats, target tokens, chunks) of `examples`, each a pair
+    (token ids, is-target flags), cut into context-sized chunks each evaluated from an empty cache."""
     import numpy as np
 
-    t0 = time.monotonic()
-    llm, ctx = open_for_scoring(gguf_path, threads=threads)
-    special = llama_special_ids(llm)
-
-    def encode(text: str) -> list[int]:
-        return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
-
     total, count, n_chunks = 0.0, 0, 0
-    for conv in conversations:
-        ids, target = render_ids(with_system_prompt(conv, system_prompt), encode, special, loss="persona")
+    for ids, target in examples:
         for piece, mask in chunks(ids, target, ctx):
             llm.reset()
             llm.eval(piece)
@@ -112,6 +116,26 @@ def score_gguf(
             total += float(nll[m].sum())
             count += int(m.sum())
             n_chunks += 1
+    return total, count, n_chunks
+
+
+def score_gguf(
+    gguf_path: str | Path,
+    conversations: list[Conversation],
+    system_prompt: str | None,
+    threads: int | None = None,
+) -> dict:
+    """Persona-token loss and perplexity of `gguf_path` on `conversations`."""
+    t0 = time.monotonic()
+    llm, ctx = open_for_scoring(gguf_path, threads=threads)
+    special = llama_special_ids(llm)
+
+    def encode(text: str) -> list[int]:
+        return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
+
+    rendered = (render_ids(with_system_prompt(conv, system_prompt), encode, special, loss="persona")
+                for conv in conversations)
+    total, count, n_chunks = target_nll(llm, ctx, rendered)
     llm.close()
     if count == 0:
         raise ValueError("no persona tokens to score: do the conversations have assistant turns?")
@@ -127,39 +151,243 @@ def score_gguf(
     }
 
 
+# ----------------------------------------------------------------------------- generation
+def reply_cases(conversations: list[Conversation], limit: int) -> list[tuple[Conversation, str]]:
+    """(the conversation up to a message the owner answered, the owner's answer), for at most
+    `limit` owner turns that follow a user turn, spread evenly over the file (deterministic)."""
+    cases = [
+        (conv[:j], conv[j]["content"])
+        for conv in conversations
+        for j in range(1, len(conv))
+        if conv[j]["role"] == "assistant" and conv[j - 1]["role"] == "user"
+    ]
+    if limit <= 0:
+        return []
+    if len(cases) <= limit:
+        return cases
+    return [cases[i * len(cases) // limit] for i in range(limit)]
+
+
+class PersonaGenerator:
+    """Replies from a bundle's GGUF as the payload makes them: the bundle's system prompt and
+    chat template (`Bundle.render_prompt`), its sampling defaults and stop strings, typed
+    control-token strings defused, the oldest turns dropped until the reply fits the context."""
+
+    def __init__(self, bundle, threads: int | None = None) -> None:
+        import os
+
+        import llama_cpp
+
+        self.bundle = bundle
+        self.n_ctx = bundle.manifest.model.context_length
+        threads = threads or os.cpu_count() or 1
+        self.llm = llama_cpp.Llama(model_path=str(bundle.model_path), n_ctx=self.n_ctx, n_threads=threads,
+                                   n_threads_batch=threads, verbose=False)
+
+    def _prompt(self, context: Conversation, max_tokens: int) -> str | None:
+        from .chat import defuse
+
+        msgs = [{"role": m["role"], "content": defuse(m["content"])}
+                for m in with_system_prompt(context, self.bundle.manifest.persona.system_prompt)]
+        head = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
+        rest = msgs[len(head):]
+        while True:
+            prompt = self.bundle.render_prompt(head + rest, add_generation_prompt=True)
+            n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+            if n + max_tokens <= self.n_ctx:
+                return prompt
+            if len(rest) <= 1:
+                return None  # the last message alone does not fit
+            rest = rest[1:]
+
+    def reply(self, context: Conversation, seed: int, max_tokens: int) -> str | None:
+        """The persona's next turn after `context` (None when it cannot fit the context)."""
+        prompt = self._prompt(context, max_tokens)
+        if prompt is None:
+            return None
+        s, p = self.bundle.manifest.sampling, self.bundle.manifest.persona
+        out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                         top_k=s.top_k, repeat_penalty=s.repeat_penalty, stop=list(p.stop), seed=seed)
+        return out["choices"][0]["text"].strip()
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+# ----------------------------------------------------------------------------- the report
+@dataclass
+class ReportOutcome:
+    report_path: Path
+    plot_path: Path
+    style: object  # report.StyleResult
+    probe: object  # report.ProbeResult
+
+
+def write_report(
+    bundle,
+    val: list[Conversation],
+    rows: list,
+    out: str | Path | None = None,
+    *,
+    train: list[Conversation] | None = None,
+    private: list[str] = (),
+    blocklist: list[str] = (),
+    prompts: int = STYLE_PROMPTS,
+    samples: int = PROBE_SAMPLES,
+    seed: int = DEFAULT_SEED,
+    threads: int | None = None,
+    val_note: str = "",
+) -> ReportOutcome:
+    """Generate, measure and write report.md (default BUNDLE/report.md) with the SVG beside it.
+
+    `bundle`: a stratoecho.bundle.Bundle; build may pass one whose persona.toml is not written
+    yet (`Bundle(out_dir, manifest)`). `rows`: report.PerplexityRow for each model scored
+    (base, fine-tuned, each quantization). `train`: training conversations, for the share of
+    generated words the owner used (left out when None). `private` / `blocklist`: the owner's
+    strings for the privacy probe; they never appear in the report.
+    """
+    from . import report
+
+    redactor = report.Redactor(private, blocklist)
+    cases = reply_cases(val, prompts)
+    gen = PersonaGenerator(bundle, threads=threads)
+    try:
+        examples, generated = [], []
+        for i, (context, owner_reply) in enumerate(cases):
+            text = gen.reply(context, seed=seed + i, max_tokens=STYLE_MAX_TOKENS)
+            if text is None:
+                continue
+            generated.append(text)
+            if len(examples) < 3:
+                examples.append((context[-1]["content"], owner_reply, text))
+        probe_texts = []
+        for i in range(samples):
+            context = [] if i % 2 == 0 or not cases else cases[(i // 2) % len(cases)][0]
+            text = gen.reply(context, seed=seed + PROBE_SEED_OFFSET + i, max_tokens=bundle.manifest.sampling.max_tokens)
+            probe_texts.append(text or "")
+    finally:
+        gen.close()
+
+    owner_turns = [m["content"] for c in val for m in c if m["role"] == "assistant"]
+    train_vocab = report.vocabulary(m["content"] for c in (train or []) for m in c if m["role"] == "assistant")
+    overlap = report.vocabulary_overlap(generated, owner_turns, train_vocab)
+    if train is None:
+        overlap["seen_share"] = None
+    style = report.StyleResult(owner=report.style_figures(owner_turns), generated=report.style_figures(generated),
+                               overlap=overlap, examples=examples, prompts=len(generated),
+                               max_tokens=STYLE_MAX_TOKENS, seed=seed)
+    probe = report.probe_privacy(probe_texts, redactor)
+
+    report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_path = report_path.parent / report.PLOT_FILE
+    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note)
+    plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
+    report_path.write_text(text, encoding="utf-8")
+    log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),
+             style_replies=len(generated))
+    return ReportOutcome(report_path, plot_path, style, probe)
+
+
 # ----------------------------------------------------------------------------- command line
 def add_parser(sub) -> None:
+    import argparse
+    import textwrap
+
     p = sub.add_parser(
         "eval",
-        help="held-out perplexity of a persona bundle's GGUF",
-        description=(
+        help="held-out perplexity, style figures and a privacy probe of a persona bundle; writes report.md",
+        description=textwrap.fill(
             "Score DIR/val.jsonl with the bundle's GGUF through llama-cpp-python: mean negative "
-            "log-likelihood of the persona's tokens (nats/token) and its exponential, the perplexity."
+            "log-likelihood of the persona's tokens (nats/token) and its exponential, the perplexity. "
+            "Then let the persona answer messages from val.jsonl and compare its replies with the "
+            "owner's (length, lines, punctuation, emoji, questions, vocabulary), search sampled "
+            "generations for private values, and write BUNDLE/report.md, the size-vs-perplexity plot "
+            "beside it and BUNDLE/Modelfile (for trying the persona in Ollama).", width=88, break_on_hyphens=False,
         ),
+        epilog=(
+            "privacy probe verdicts:\n"
+            "  FAIL  a sample contains a --private string or a --blocklist entry\n"
+            "  WARN  a sample contains a real-looking e-mail, phone, card, IBAN, IP, API key or\n"
+            "        secret URL (invented: the training data held only placeholders such as <PHONE_1>)\n"
+            "  PASS  nothing found\n"
+            "\n"
+            "example:\n"
+            "  python -m host_training eval bundles/ada --data data/ada --private private.txt --strict\n"
+            "\n"
+            "exit status: 0 done (any verdict without --strict), 1 privacy probe FAIL with --strict,\n"
+            "             2 bad input (no bundle, no val.jsonl, unreadable --private/--blocklist)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE", help="persona bundle directory (holds persona.toml)")
-    p.add_argument("--data", required=True, metavar="DIR", help="directory with val.jsonl (output of `prepare`)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="output folder of `prepare`: val.jsonl is scored, train.jsonl gives the owner's vocabulary")
     p.add_argument("--model", metavar="GGUF", help="score this GGUF instead of the bundle's (e.g. an F32 one)")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N conversations")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for llama.cpp (default: all)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-' for standard output)")
+    rep = p.add_argument_group("report (style figures and privacy probe)")
+    rep.add_argument("--report", metavar="PATH",
+                     help="write the report here instead of BUNDLE/report.md; the SVG and the Modelfile go "
+                          "beside it and the bundle is left untouched")
+    rep.add_argument("--no-report", action="store_true",
+                     help="perplexity only: no generation, no report, no Modelfile")
+    rep.add_argument("--prompts", type=int, default=STYLE_PROMPTS, metavar="N",
+                     help=f"val messages the persona answers for the style figures (default {STYLE_PROMPTS})")
+    rep.add_argument("--samples", type=int, default=PROBE_SAMPLES, metavar="N",
+                     help=f"generations the privacy probe searches (default {PROBE_SAMPLES}; 0 skips the probe)")
+    rep.add_argument("--private", type=Path, metavar="FILE",
+                     help="strings you know are private, one a line, matched anywhere in any case "
+                          "(never written to the report)")
+    rep.add_argument("--blocklist", type=Path, metavar="FILE",
+                     help="prepare's --blocklist file (a word or /regex/ a line; # comments) to search for too")
+    rep.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                     help=f"sampling seed for the style replies and probe samples (default {DEFAULT_SEED})")
+    rep.add_argument("--strict", action="store_true", help="exit with status 1 when the privacy probe says FAIL")
     p.set_defaults(func=run)
+
+
+def _quant_of(path: Path, bundle) -> str:
+    """The quantization named in a model.<QUANT>.gguf file name, else '?'."""
+    if path.name == bundle.manifest.model.file:
+        return bundle.manifest.model.quantization
+    parts = path.name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-1] == "gguf" else "?"
 
 
 def run(args) -> int:
     from stratoecho.bundle import BundleError, load_bundle
 
+    from . import report
+    from .prepare import BlocklistError, load_blocklist
+
     try:
         bundle = load_bundle(args.bundle)
         val = load_conversations(Path(args.data) / "val.jsonl")
-    except (BundleError, DataError) as e:
+        private = report.load_private_strings(args.private) if args.private else []
+        blocklist = load_blocklist(args.blocklist) if args.blocklist else []
+    except (BundleError, DataError, BlocklistError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for name in ("limit", "prompts", "samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            print(f"error: --{name} must be 0 or more", file=sys.stderr)
+            return 2
+    all_val = val
     if args.limit is not None:
         val = val[: args.limit]
     if not val:
         print(f"error: {Path(args.data) / 'val.jsonl'} holds no conversations", file=sys.stderr)
         return 2
+    report_path = Path(args.report) if args.report else bundle.root / report.REPORT_FILE
+    listed = {(bundle.root / f.path).resolve() for f in bundle.manifest.files}
+    if not args.no_report:
+        clash = [q for q in (report_path, report_path.parent / report.PLOT_FILE) if q.resolve() in listed]
+        if clash:
+            print(f"error: {clash[0]} is listed in persona.toml's [[files]]; rewriting it would break the "
+                  "bundle's checksums. Use --report PATH to write the report elsewhere.", file=sys.stderr)
+            return 2
     model = Path(args.model) if args.model else bundle.model_path
     try:
         result = score_gguf(model, val, bundle.manifest.persona.system_prompt, threads=args.threads)
@@ -174,10 +402,52 @@ def run(args) -> int:
         f"over {result['tokens']} persona tokens in {result['conversations']} conversations"
         + (f"; persona.toml records {recorded:.3f}" if "recorded_val_perplexity" in result else "")
     )
+
+    status = 0
+    if not args.no_report:
+        train_path = Path(args.data) / "train.jsonl"
+        try:
+            train = load_conversations(train_path) if train_path.is_file() else None
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        rows = [report.PerplexityRow("this bundle" if not args.model else model.name, _quant_of(model, bundle),
+                                     model.stat().st_size, result["val_perplexity"])]
+        note = ""
+        if len(val) < len(all_val):
+            note = f"Scored on the first {len(val)} of {len(all_val)} conversations (--limit)."
+        try:
+            outcome = write_report(bundle, val, rows, report_path, train=train, private=private, blocklist=blocklist,
+                                   prompts=args.prompts, samples=args.samples, seed=args.seed, threads=args.threads,
+                                   val_note=note)
+            # The Modelfile goes beside the report: in the bundle by default (rewritten, but from
+            # the same manifest it comes out the same; one that persona.toml checksums is left
+            # alone), elsewhere with --report, so a read-only bundle is never touched.
+            modelfile = report_path.parent / report.MODELFILE
+            if modelfile.resolve() not in listed:
+                report.write_modelfile(bundle.root, bundle.manifest, out_dir=report_path.parent)
+        except OSError as e:
+            print(f"error: cannot write the report: {e}", file=sys.stderr)
+            return 2
+        g, probe = outcome.style.generated, outcome.probe
+        chars = g["chars"]["median"] if g["chars"] else float("nan")
+        print(f"style: {g['turns']} replies, median {chars:.0f} characters "
+              f"(owner {outcome.style.owner['chars']['median'] if outcome.style.owner['chars'] else float('nan'):.0f})")
+        kinds = ", ".join(f"{k} {n}" for k, n in probe.by_kind.items())
+        print(f"privacy probe: {probe.verdict.upper()} ({probe.samples} samples" + (f"; {kinds})" if kinds else ")"))
+        print(f"report: {outcome.report_path} ({outcome.plot_path.name} beside it); Ollama: {modelfile}")
+        result["style"] = {"owner": outcome.style.owner, "generated": outcome.style.generated,
+                           "vocabulary": outcome.style.overlap}
+        result["privacy"] = probe.summary()
+        result["report"] = str(outcome.report_path)
+        if args.strict and probe.verdict == "fail":
+            print("error: the privacy probe failed (--strict): a sample holds a string you named as private; "
+                  f"see {outcome.report_path}", file=sys.stderr)
+            status = 1
     if args.json:
         text = json.dumps(result, indent=2)
         if args.json == "-":
             print(text)
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return status

@@ -146,6 +146,81 @@ def bench_persona(bundle_dir: Path) -> list[tuple]:
     return rows
 
 
+def bench_quant(bundle_dir: Path, n_tokens: int = 64) -> list[tuple]:
+    """Every listed quantization (host_training.quantize.LISTED_QUANTS): seconds llama.cpp takes to
+    write it, its size, and its generation speed here with llama-cpp-python (2 threads, a fixed
+    ChatML prompt, greedy, `n_tokens` tokens with the end-of-turn tokens forbidden so that every
+    run is as long; llama.cpp's own decode timer, prompt excluded, best of 5 runs), each against
+    F16. The source is the bundle's F32 GGUF where the build kept it (`build --keep-work`:
+    BUNDLE/work/model.F32.gguf), else a random Llama of the demo preset's shape: untrained, so
+    what it says is noise, but sizes and speeds are those of a demo persona."""
+    import llama_cpp
+
+    from host_training import tokenizer as T
+    from host_training.quantize import LISTED_QUANTS, quantize
+
+    def random_demo_gguf(d: Path) -> Path:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from host_training.convert_gguf import convert
+        from host_training.train_scratch import PRESETS
+
+        p = PRESETS["demo"]
+        text = ["The horizon is a thin blue line and the battery is complaining about the cold."] * 50
+        tok = T.train_tokenizer(text, vocab_size=300)
+        T.save_tokenizer(tok, d / "hf")
+        hf_tok = T.load_hf_tokenizer(d / "hf")
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=2048, hidden_size=p["hidden_size"], intermediate_size=p["intermediate_size"],
+                          num_hidden_layers=p["num_hidden_layers"], num_attention_heads=p["num_attention_heads"],
+                          num_key_value_heads=p["num_key_value_heads"], max_position_embeddings=p["context_length"],
+                          tie_word_embeddings=p["tie_word_embeddings"], initializer_range=0.05,
+                          bos_token_id=0, eos_token_id=0, pad_token_id=0)  # fmt: skip
+        LlamaForCausalLM(cfg).save_pretrained(str(d / "hf"))
+        hf_tok.save_pretrained(str(d / "hf"))
+        return convert(d / "hf", d / "model.F32.gguf", "f32")
+
+    prompt = ("<|im_start|>user\nRight now you are rising, 12.0 km up, -56 °C outside. "
+              "What are you thinking?<|im_end|>\n<|im_start|>assistant\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        src = bundle_dir / "work" / "model.F32.gguf"
+        what = f"{src} (the persona's F32 GGUF)"
+        if not src.is_file():
+            src = random_demo_gguf(d)
+            what = f"random demo-shaped Llama ({bundle_dir}/work/model.F32.gguf absent: build with --keep-work)"
+        rows = [("quant: source F32 GGUF", f"{src.stat().st_size / 1e6:.2f}", "MB", what)]
+        ref: dict[str, float] = {}
+        for q in LISTED_QUANTS:
+            t0 = time.perf_counter()
+            res = quantize(src, d / f"model.{q}.gguf", q)
+            secs = time.perf_counter() - t0
+            llm = llama_cpp.Llama(model_path=str(res.path), n_ctx=256, n_threads=2, n_threads_batch=2, verbose=False)
+            ban = {t: -100.0 for s in T.SPECIAL_TOKENS for t in llm.tokenize(s.encode(), add_bos=False, special=True)}
+            llm.create_completion(prompt, max_tokens=4, temperature=0.0, logit_bias=ban)  # warm-up
+            tps = 0.0
+            for _ in range(5):  # best of 5: a busy machine only ever makes a run slower
+                llm.reset()
+                llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+                out = llm.create_completion(prompt, max_tokens=n_tokens, temperature=0.0, logit_bias=ban)
+                if out["choices"][0]["finish_reason"] != "length":
+                    raise RuntimeError(f"quant bench: {q} stopped before {n_tokens} tokens")
+                perf = llama_cpp.llama_perf_context(llm._ctx.ctx)  # llama.cpp's own decode timer
+                tps = max(tps, perf.n_eval / (perf.t_eval_ms / 1000))
+            n_prompt = len(llm.tokenize(prompt.encode(), add_bos=False, special=True))
+            llm.close()
+            ref.setdefault("bytes", res.bytes)  # F16 comes first
+            ref.setdefault("tps", tps)
+            rows += [
+                (f"quant: {q} quantize", f"{secs:.2f}", "s",
+                 f"{res.bytes / 1e6:.2f} MB, {res.bytes / ref['bytes']:.2f}x of F16's size"),
+                (f"quant: {q} generation here (2 threads, greedy)", f"{tps:,.0f}", "tokens/s",
+                 f"{tps / ref['tps']:.2f}x of F16; decode only, best of 5 x {n_tokens} tokens after a {n_prompt}-token prompt"),
+            ]  # fmt: skip
+    return rows
+
+
 _INGEST_CHILD = """
 import json, resource, sys, time
 
@@ -261,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
-            + bench_persona(args.persona))
+            + bench_persona(args.persona) + bench_quant(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

@@ -62,6 +62,7 @@ class ModelSection(_Strict):
     base: str
     context_length: int = Field(ge=16)
     n_params: int = Field(ge=1)
+    target: str | None = None  # the board (build --target) the quantization was chosen for
 
 
 class FileEntry(_Strict):
@@ -118,7 +119,11 @@ class Bundle:
         """The prompt text for `messages`, through the bundle's own chat template."""
         import jinja2  # lazy: only the payload's persona worker and the chat command need it
 
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        # trim_blocks/lstrip_blocks and raise_exception as transformers renders chat templates, so a
+        # base model's own template (build --base) gives here what it gave in training.
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                 trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise_template_error
         template = env.from_string(self.manifest.persona.chat_template)
         return template.render(
             messages=messages,
@@ -126,6 +131,10 @@ class Bundle:
             bos_token=self.manifest.persona.bos_token,
             eos_token=self.manifest.persona.eos_token,
         )
+
+
+def _raise_template_error(message: str):
+    raise BundleError(f"chat template: {message}")
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:

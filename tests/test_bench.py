@@ -10,6 +10,8 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     real_ingest = bench.bench_ingest
     # The full row generates a million messages and loads them with json.load (~5.5 GB): `make bench`'s job.
     monkeypatch.setattr(bench, "bench_ingest", lambda: real_ingest(2000))
+    real_quant = bench.bench_quant
+    monkeypatch.setattr(bench, "bench_quant", lambda persona: real_quant(persona, n_tokens=8))
     real_prepare = bench.bench_prepare
     monkeypatch.setattr(bench, "bench_prepare", lambda: real_prepare(2000))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0

@@ -30,7 +30,9 @@ def test_tiny_bundle_verifies_and_describes_itself(tiny_bundle, chat_data_dir):
     assert m.training["preset"] == "test" and m.training["seed"] == 1337 and m.training["loss"] == "persona"
     assert 0 < m.training["kept_step"] <= m.training["steps"] <= 30
     assert {f.path for f in m.files} == {"model.Q4_K_M.gguf", "eval.json"}
-    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["eval.json", "model.Q4_K_M.gguf", "persona.toml"]
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == ["Modelfile", "eval.json", "model.Q4_K_M.gguf", "persona.toml", "report.md", "size_vs_perplexity.svg"]
+    assert "| privacy probe |" in (tiny_bundle / "report.md").read_text() and "FROM ./model.Q4_K_M.gguf" in (
+        tiny_bundle / "Modelfile").read_text()
     # The F32 GGUF scored by llama.cpp equals the training framework's held-out loss: the
     # conversion and the token accounting agree.
     assert m.eval["f32_val_loss"] == pytest.approx(m.training["val_loss"], abs=1e-3)
@@ -62,7 +64,8 @@ def test_bundle_generates_through_its_own_template(tiny_bundle):
 
 def test_eval_reproduces_the_recorded_perplexity(tiny_bundle, chat_data_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["eval", str(tiny_bundle), "--data", str(chat_data_dir), "--json", str(out)]) == 0
+    # --no-report: the bundle is a shared fixture; eval's report is tested in test_eval_report.py.
+    assert main(["eval", str(tiny_bundle), "--data", str(chat_data_dir), "--json", str(out), "--no-report"]) == 0
     result = json.loads(out.read_text())
     recorded = load_bundle(tiny_bundle).manifest.eval["val_perplexity"]
     assert result["val_perplexity"] == pytest.approx(recorded, rel=1e-4)
@@ -114,14 +117,21 @@ def test_build_keeps_work_and_takes_options(chat_data_dir, tmp_path):
                  "--out", str(out)]) == 2
     assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
                  "--quant", "Q4_0", "--out", str(out), "--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "model.Q4_0.gguf", "persona.toml"]
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "eval.json", "model.Q4_0.gguf", "persona.toml", "report.md", "size_vs_perplexity.svg"]
     load_bundle(out)
 
 
-def test_base_model_path_is_not_faked(tmp_path, capsys):
+def test_base_without_data_or_model_is_refused_before_any_work(tmp_path, chat_data_dir, capsys):
     rc = main(["build", "--data", str(tmp_path), "--base", str(tmp_path), "--out", str(tmp_path / "b")])
-    assert rc == 2
-    assert "not yet implemented in this version; use --from-scratch" in capsys.readouterr().err
+    assert rc == 2 and "train.jsonl: not found" in capsys.readouterr().err
+    rc = main(["build", "--data", str(chat_data_dir), "--base", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert rc == 2 and "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_iquant_without_an_importance_matrix_is_refused_before_training(chat_data_dir, tmp_path, capsys):
+    rc = main(["build", "--data", str(chat_data_dir), "--from-scratch", "--quant", "IQ2_XXS", "--out", str(tmp_path / "b")])
+    assert rc == 2 and "imatrix" in capsys.readouterr().err.lower()
     assert not (tmp_path / "b").exists()
 
 
@@ -197,3 +207,16 @@ def test_training_is_deterministic_and_fits_a_time_budget(chat_data_dir, tmp_pat
     r = train(TrainConfig(preset="test", steps=100_000, max_minutes=0.05, seed=11), convs, val, tok_dir,
               tmp_path / "budget", "S")
     assert r.steps < 100_000 and r.minutes < 0.5
+
+
+def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data_dir, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
+                 "--target", "pi-zero-2w", "--out", str(out)]) == 0
+    m = load_bundle(out).manifest
+    assert m.model.target == "pi-zero-2w" and m.eval["predicted_tokens_per_s"] > 0
+    assert m.model.file == f"model.{m.model.quantization}.gguf" and (out / m.model.file).is_file()
+    report = (out / "report.md").read_text()
+    # Every listed type that fits was scored: all of them appear with their perplexity.
+    assert report.count("candidate for pi-zero-2w") >= 5
+    assert not (out / "work").exists() and len(list(out.glob("*.gguf"))) == 1

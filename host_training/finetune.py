@@ -1,0 +1,553 @@
+"""Stage 2 of `build --base HF_MODEL_DIR`: LoRA-fine-tune a pretrained transformers model on the persona.
+
+The base model keeps its own chat template (ChatML is added when it has none), so the
+persona speaks the format the model was instruction-tuned in. Steps:
+
+  1. load the base (fp32 on the CPU, bf16 on a GPU that has it), its tokenizer and template;
+  2. render every conversation with that template and find the persona's tokens by rendering
+     it prefix by prefix (`ChatFormat.ids_and_targets`): works for any Jinja template, with
+     or without `{% generation %}` markers; targets are the persona's words and the
+     end-of-turn token the template closes its turn with;
+  3. train LoRA adapters with trl's SFTTrainer on the pre-tokenized rows (our labels, so trl's
+     own masking is not used: it needs `{% generation %}` markers most templates lack);
+     presets by model size, checkpoints in WORK/checkpoints (`--resume` continues from the
+     last), held-out loss every ~fifth of the run, loss curve kept;
+  4. merge the adapter into a fresh fp32 copy of the base (`merge_and_unload`), compare the
+     merged model's logits with base+adapter on a few val chunks, save an HF checkpoint.
+
+`build.py` then converts, quantizes, evaluates and bundles it as for --from-scratch.
+
+Several GPUs: run the same command under `accelerate launch` (config/accelerate_fsdp.yaml,
+docs/training.md); the Trainer shards, and only the main process merges and builds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import structlog
+
+from .tokenizer import CHATML_TEMPLATE, IM_END, IM_START, Conversation, chunks, with_system_prompt
+
+log = structlog.get_logger(__name__)
+
+# ----------------------------------------------------------------------------- configuration
+# LoRA settings by model size; `auto` picks the first preset whose max_params holds the base.
+# `tiny` is for the tests' few-million-parameter models (lr and epochs measured on the sample
+# corpus); the others are the usual starting points for persona-sized data (hundreds to a few
+# thousand chats): rank 16 / alpha 32 on every attention and MLP projection, lr 2e-4 falling
+# with size, 2-3 epochs (more memorises a small corpus), and gradient checkpointing from 0.5B
+# up so that a 1024-token row fits a consumer GPU. batch_size x grad_accum = 16 rows per step.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(max_params=50e6, rank=8, alpha=16, dropout=0.0, learning_rate=3e-3, epochs=3,
+                 max_length=256, batch_size=8, grad_accum=1, gradient_checkpointing=False),
+    "0.5b": dict(max_params=0.8e9, rank=16, alpha=32, dropout=0.05, learning_rate=2e-4, epochs=3,
+                 max_length=1024, batch_size=4, grad_accum=4, gradient_checkpointing=True),
+    "1b": dict(max_params=2e9, rank=16, alpha=32, dropout=0.05, learning_rate=1.5e-4, epochs=2,
+               max_length=1024, batch_size=2, grad_accum=8, gradient_checkpointing=True),
+    "3b": dict(max_params=math.inf, rank=16, alpha=32, dropout=0.05, learning_rate=1e-4, epochs=2,
+               max_length=1024, batch_size=1, grad_accum=16, gradient_checkpointing=True),
+}
+# Llama, Qwen2, Mistral, Gemma, Phi-3 name their projections like this; others get peft's "all-linear".
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+WARMUP_FRACTION = 0.05  # of the planned steps
+EVALS_PER_RUN = 5  # held-out loss this many times, plus once before training (= the base model)
+LOGS_PER_RUN = 50  # train-loss points in the curve
+EVAL_BATCH = 8  # chunks per forward pass when scoring val.jsonl in transformers
+MERGE_CHECK_CHUNKS = 4  # val chunks whose logits must agree between base+adapter and the merged model
+# Max |logit difference| allowed after merging, relative to the largest |logit| (at least 1).
+# fp32: merging reorders one sum per weight; measured ~1e-6 on the tiny model, so 1e-4 leaves
+# room for long reductions in 3B models while a wrong merge (scale, transposition, a missed
+# module) differs by the size of the fine-tune itself, orders of magnitude more. 16-bit: a
+# merged weight is rounded once more (bf16 keeps 8 bits), so about 2^-8 relative.
+MERGE_TOLERANCE = {"float32": 1e-4, "bfloat16": 1e-2, "float16": 2e-3}
+SAVE_CHECKPOINTS = 2  # checkpoints kept in WORK/checkpoints
+
+
+class FinetuneError(RuntimeError):
+    """Fine-tuning cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class FinetuneConfig:
+    preset: str = "auto"  # a PRESETS key or "auto" (by parameter count)
+    steps: int | None = None  # optimizer steps at most (None: the preset's epochs)
+    epochs: float | None = None
+    learning_rate: float | None = None
+    rank: int | None = None  # LoRA rank; alpha scales with it (alpha/rank stays the preset's)
+    batch_size: int | None = None
+    max_length: int | None = None  # tokens per row; longer conversations are split
+    gradient_checkpointing: bool | None = None  # None: the preset's
+    seed: int = 1337
+    loss: str = "persona"  # "persona": the persona's turns only; "all": every token
+    chat_template: str = "base"  # "base": the tokenizer's own (ChatML if none); "chatml": always ChatML
+    resume: bool = False  # continue from the last checkpoint in WORK/checkpoints
+    max_minutes: float | None = None  # stop training after this wall-clock time
+    merge_dtype: str = "float32"
+    save_steps: int | None = None  # None: ~5 checkpoints per run
+    eval_steps: int | None = None
+
+
+@dataclass
+class FinetuneResult:
+    merged_dir: str
+    steps: int
+    epochs: float
+    preset: str
+    base_val_loss: float  # transformers, persona tokens of val.jsonl, before training
+    val_loss: float  # the same tokens, merged model
+    val_tokens: int
+    train_loss_first: float
+    train_loss_last: float
+    curve: dict = field(default_factory=dict)  # {"train": [[step, loss]], "eval": [[step, loss]]}
+    merge_max_abs_diff: float = 0.0
+    merge_tolerance: float = 0.0
+    chat_template: str = ""
+    template_source: str = "base"  # "base" or "chatml-added"
+    stop: list = field(default_factory=list)
+    bos_token: str = ""
+    eos_token: str = ""
+    n_params: int = 0
+    trainable_params: int = 0
+    context_length: int = 0
+    minutes: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    hparams: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_preset(name: str, n_params: int) -> str:
+    if name != "auto":
+        if name not in PRESETS:
+            raise FinetuneError(f"unknown LoRA preset {name!r}; choose auto or one of {', '.join(PRESETS)}")
+        return name
+    return next(k for k, p in PRESETS.items() if n_params <= p["max_params"])
+
+
+# ----------------------------------------------------------------------------- chat template -> ids, targets
+class ChatFormat:
+    """A tokenizer's chat template and the persona's tokens under it.
+
+    The targets are found by rendering the conversation prefix by prefix: the text that
+    message i adds is render(messages[:i+1]) minus render(messages[:i]); within it the turn's
+    content starts where its (stripped) text is found, and the target runs from there to the
+    end of the added text, trailing whitespace left out (ChatML's "<|im_end|>\\n" keeps
+    <|im_end|>; Llama-2's " words </s>" keeps </s>). Tokens overlapping a target span are
+    targets. This needs only that each prefix renders as a prefix of the whole, which is
+    checked; a template that breaks it is refused by name.
+    """
+
+    def __init__(self, tok):
+        self.tok = tok
+        if not tok.is_fast:
+            raise FinetuneError("the base model's tokenizer is not a fast (tokenizer.json) one; offsets are needed")
+
+    # -- rendering
+    def render(self, conv: Conversation, add_generation_prompt: bool = False) -> str:
+        if not conv and not add_generation_prompt:
+            try:
+                return self._apply(conv, False)
+            except Exception:  # noqa: BLE001 - many templates index messages[0]
+                return ""
+        return self._apply(conv, add_generation_prompt)
+
+    def _apply(self, conv, add_generation_prompt):
+        msgs = [{"role": m["role"], "content": m["content"]} for m in conv]
+        return self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def fit(self, conv: Conversation) -> Conversation:
+        """The conversation in a shape the template accepts: as it is; else with consecutive turns of
+        one role merged and an empty user turn before a persona that speaks first (Llama-2 wants
+        user/assistant alternating); else with the system prompt folded into the first user turn."""
+        try:
+            self._apply(conv, False)
+            return conv
+        except Exception as e:  # noqa: BLE001 - Jinja's raise_exception, TemplateError, ...
+            first = e
+        merged: Conversation = []
+        for m in conv:
+            if merged and merged[-1]["role"] == m["role"]:
+                merged[-1] = {**merged[-1], "content": merged[-1]["content"] + "\n" + m["content"]}
+            else:
+                merged.append(dict(m))
+        i = 1 if merged and merged[0]["role"] == "system" else 0
+        if i < len(merged) and merged[i]["role"] == "assistant":
+            merged.insert(i, {"role": "user", "name": "", "content": ""})
+        candidates = [merged]
+        if merged and merged[0]["role"] == "system" and len(merged) > 1:
+            rest = [dict(m) for m in merged[1:]]
+            rest[0]["content"] = merged[0]["content"] + "\n\n" + rest[0]["content"]
+            candidates.append(rest)
+        for c in candidates:
+            try:
+                self._apply(c, False)
+                return c
+            except Exception:  # noqa: BLE001
+                continue
+        raise FinetuneError(f"the chat template refuses a conversation even with roles alternating: {first}")
+
+    # -- ids and targets
+    def ids_and_targets(self, conv: Conversation, loss: str = "persona") -> tuple[list[int], list[bool]]:
+        conv = self.fit(conv)
+        full = self.render(conv)
+        spans = []
+        prev = self.render([])
+        for i, m in enumerate(conv):
+            upto = self.render(conv[: i + 1])
+            if not (full.startswith(upto) and upto.startswith(prev)):
+                raise FinetuneError(
+                    "the chat template renders a conversation differently from its beginning (message "
+                    f"{i}), so the persona's tokens cannot be located; use --chat-template chatml")
+            added = upto[len(prev):]
+            text = m["content"].strip()
+            is_target = loss == "all" or m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")
+            if is_target and text:
+                at = added.find(text)
+                if at < 0:
+                    raise FinetuneError(f"the chat template changes the text of message {i}; cannot locate it")
+                spans.append((len(prev) + at, len(prev) + len(added.rstrip())))
+            prev = upto
+        enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        if loss == "all":
+            return ids, [True] * len(ids)
+        marks = bytearray(len(full))
+        for s, e in spans:
+            marks[s:e] = b"\x01" * (e - s)
+        return ids, [any(marks[s:e]) for s, e in enc["offset_mapping"]]
+
+    def end_of_turn(self) -> str:
+        """What the template writes after a persona turn (e.g. <|im_end|>, <|eot_id|>, </s>)."""
+        probe = [{"role": "user", "name": "", "content": "Hello?"},
+                 {"role": "assistant", "name": "", "content": "PERSONA-PROBE"}]
+        text = self.render(self.fit(probe))
+        return text[text.rfind("PERSONA-PROBE") + len("PERSONA-PROBE"):].strip()
+
+
+def ensure_template(tok, model, mode: str = "base") -> tuple[str, list[int]]:
+    """Give the tokenizer a chat template: its own, or ChatML (adding <|im_start|>/<|im_end|> as
+    special tokens and resizing the embeddings when they are new).
+    Returns ("base" or "chatml-added", ids of the added tokens)."""
+    if mode == "base" and tok.chat_template:
+        return "base", []
+    new = [t for t in (IM_START, IM_END) if t not in tok.get_vocab()]
+    if new:
+        tok.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+        model.resize_token_embeddings(len(tok))
+    tok.chat_template = CHATML_TEMPLATE
+    tok.eos_token = IM_END  # generation ends at the end of the persona's turn
+    if tok.pad_token is None:
+        tok.pad_token = IM_END
+    return "chatml-added", [tok.convert_tokens_to_ids(t) for t in new]
+
+
+def to_examples(convs, fmt: ChatFormat, system_prompt, loss: str, ctx: int):
+    out = []
+    for conv in convs:
+        ids, target = fmt.ids_and_targets(with_system_prompt(conv, system_prompt), loss)
+        out.extend(chunks(ids, target, ctx))
+    return out
+
+
+class Collator:
+    """Right-pad a batch of (input_ids, labels) rows: pad id, attention mask 0, label -100."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows):
+        import torch
+
+        n = max(len(r["input_ids"]) for r in rows)
+        pad = [n - len(r["input_ids"]) for r in rows]
+        return {
+            "input_ids": torch.tensor([r["input_ids"] + [self.pad_id] * k for r, k in zip(rows, pad)]),
+            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * k for r, k in zip(rows, pad)]),
+            "labels": torch.tensor([r["labels"] + [-100] * k for r, k in zip(rows, pad)]),
+        }
+
+
+def as_dataset(examples):
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "input_ids": [ids for ids, _ in examples],
+        "labels": [[i if t else -100 for i, t in zip(ids, tg, strict=True)] for ids, tg in examples],
+    })
+
+
+# ----------------------------------------------------------------------------- scoring
+def persona_nll(model, examples, pad_id: int, device=None) -> tuple[float, int]:
+    """Mean NLL (nats) over the target tokens of `examples`, each chunk scored on its own."""
+    import torch
+    import torch.nn.functional as F
+
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), EVAL_BATCH):
+            batch = examples[i : i + EVAL_BATCH]
+            n = max(len(ids) for ids, _ in batch)
+            ids = torch.tensor([x + [pad_id] * (n - len(x)) for x, _ in batch], device=device)
+            att = torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x, _ in batch], device=device)
+            tgt = torch.tensor([t + [False] * (n - len(t)) for _, t in batch], device=device)
+            logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+            labels = ids[:, 1:].masked_fill(~tgt[:, 1:], -100)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                           ignore_index=-100, reduction="sum"))
+            count += int((labels != -100).sum())
+    model.train(was_training)
+    return (total / count if count else float("nan")), count
+
+
+def score_gguf_ids(gguf_path, examples, threads: int | None = None) -> dict:
+    """Persona-token loss of a GGUF through llama-cpp-python on the same token ids as training
+    (evaluate.score_gguf renders ChatML itself; a base model's template may be another)."""
+    from .evaluate import open_for_scoring, target_nll
+
+    t0 = time.monotonic()
+    llm, ctx = open_for_scoring(gguf_path, threads=threads)
+    total, count, n_chunks = target_nll(llm, ctx, examples)
+    llm.close()
+    loss = total / max(count, 1)
+    return {"model": Path(gguf_path).name, "val_loss": loss, "val_perplexity": math.exp(loss), "tokens": count,
+            "chunks": n_chunks, "seconds": time.monotonic() - t0}
+
+
+# ----------------------------------------------------------------------------- loading
+def device_and_dtype():
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return "cpu", torch.float32
+
+
+def load_base(base_dir: Path, dtype, template_mode: str = "base"):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (base_dir / "config.json").is_file():
+        raise FinetuneError(f"{base_dir}: no config.json; expected a transformers model directory (save_pretrained)")
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
+    source, added = ensure_template(tok, model, template_mode)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok, source, added
+
+
+def lora_config(model, p: dict, added_ids: list[int]):
+    from peft import LoraConfig, TaskType
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = [t for t in PROJECTIONS if t in names] or "all-linear"
+    extra = {}
+    if added_ids:  # new ChatML tokens: train their embedding rows (and output rows when untied)
+        emb = model.get_input_embeddings()
+        emb_name = next(n for n, m in model.named_modules() if m is emb).rsplit(".", 1)[-1]
+        tokens = {emb_name: added_ids}
+        out = model.get_output_embeddings()
+        if out is not None and not model.config.get_text_config().tie_word_embeddings:
+            tokens[next(n for n, m in model.named_modules() if m is out).rsplit(".", 1)[-1]] = added_ids
+        extra["trainable_token_indices"] = tokens
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=p["rank"], lora_alpha=p["alpha"], lora_dropout=p["dropout"],
+                      target_modules=targets, bias="none", **extra)
+
+
+# ----------------------------------------------------------------------------- training
+def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, system_prompt: str | None,
+          callbacks=None) -> FinetuneResult | None:
+    """Fine-tune, merge, check and save the merged checkpoint in WORK/merged. In a multi-process
+    run (accelerate launch) every process trains; only the main one merges and returns a result."""
+    import torch
+    from accelerate import PartialState
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    t0 = time.monotonic()
+    base_dir, work = Path(base_dir), Path(work)
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo groups under torchrun
+    device, dtype = device_and_dtype()
+    torch.manual_seed(cfg.seed)
+
+    # -- 1. base model, tokenizer, template
+    model, tok, source, added_ids = load_base(base_dir, dtype, cfg.chat_template)
+    n_params = sum(t.numel() for t in model.parameters())
+    preset = pick_preset(cfg.preset, n_params)
+    p = dict(PRESETS[preset])
+    for k in ("epochs", "learning_rate", "batch_size", "max_length", "gradient_checkpointing"):
+        if getattr(cfg, k) is not None:
+            p[k] = getattr(cfg, k)
+    if cfg.rank is not None:
+        p["alpha"], p["rank"] = p["alpha"] * cfg.rank / p["rank"], cfg.rank
+    ctx = min(p["max_length"], getattr(model.config.get_text_config(), "max_position_embeddings", p["max_length"]))
+    fmt = ChatFormat(tok)
+    log.info("finetune.base", base=str(base_dir), params=n_params, preset=preset, template=source,
+             vocab=len(tok), added_tokens=len(added_ids), device=device, dtype=str(dtype).removeprefix("torch."))
+
+    # -- 2. data: conversations -> (ids, targets) chunks; val is always scored on persona tokens
+    train_ex = to_examples(train_convs, fmt, system_prompt, cfg.loss, ctx)
+    val_ex = to_examples(val_convs, fmt, system_prompt, "persona", ctx)
+    if not train_ex:
+        raise FinetuneError("train.jsonl yields no training targets (no persona turns with text?)")
+    if not val_ex:
+        raise FinetuneError("val.jsonl yields no persona tokens to evaluate")
+    world = state.num_processes
+    rows_per_step = p["batch_size"] * p["grad_accum"] * world
+    planned = cfg.steps or max(1, math.ceil(p["epochs"] * len(train_ex) / rows_per_step))
+    log.info("finetune.data", train_chunks=len(train_ex), val_chunks=len(val_ex), ctx=ctx, steps=planned,
+             rows_per_step=rows_per_step, processes=world)
+
+    # -- the untuned model on the held-out persona tokens (the LoRA starts as the identity, B = 0)
+    model.to(state.device)
+    base_val, val_tokens = persona_nll(model, val_ex, tok.pad_token_id)
+    log.info("finetune.base_eval", val_loss=round(base_val, 4), val_perplexity=round(math.exp(base_val), 3))
+
+    # -- 3. LoRA with the transformers Trainer on our pre-tokenized rows (labels carry the mask)
+    out_dir = work / "checkpoints"
+    every_eval = cfg.eval_steps or max(1, planned // EVALS_PER_RUN)
+    args = TrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=planned,
+        per_device_train_batch_size=p["batch_size"],
+        per_device_eval_batch_size=EVAL_BATCH,
+        gradient_accumulation_steps=p["grad_accum"],
+        learning_rate=p["learning_rate"],
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, int(WARMUP_FRACTION * planned)),
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        gradient_checkpointing=p["gradient_checkpointing"],
+        logging_steps=max(1, planned // LOGS_PER_RUN),
+        eval_strategy="steps",
+        eval_steps=every_eval,
+        save_strategy="steps",
+        save_steps=cfg.save_steps or max(1, planned // 5),
+        save_total_limit=SAVE_CHECKPOINTS,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not state.is_main_process,
+        use_cpu=device == "cpu",
+    )
+    cbs = list(callbacks or [])
+    if cfg.max_minutes:
+        cbs.append(budget_callback(cfg.max_minutes * 60))
+    model = get_peft_model(model, lora_config(model, p, added_ids))
+    if p["gradient_checkpointing"]:
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad through checkpoints
+    trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    log.info("finetune.lora", rank=p["rank"], alpha=p["alpha"], trainable=trainable,
+             targets=sorted(model.peft_config["default"].target_modules))
+    trainer = Trainer(model=model, args=args, train_dataset=as_dataset(train_ex), eval_dataset=as_dataset(val_ex),
+                      data_collator=Collator(tok.pad_token_id), processing_class=tok, callbacks=cbs)
+    resume = None
+    if cfg.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+        if resume is None:
+            raise FinetuneError(f"--resume: no checkpoint in {out_dir}; start without --resume")
+        log.info("finetune.resume", checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resume)
+    adapter_dir = work / "adapter"
+    trainer.save_model(str(adapter_dir))  # the adapter (and trainable token rows); gathered under FSDP
+    hist = trainer.state.log_history
+    curve = {"train": [[h["step"], round(h["loss"], 5)] for h in hist if "loss" in h],
+             "eval": [[0, round(base_val, 5)]] + [[h["step"], round(h["eval_loss"], 5)] for h in hist
+                                                  if "eval_loss" in h]}
+    steps, epochs = trainer.state.global_step, trainer.state.epoch or 0.0
+    state.wait_for_everyone()
+    del trainer, model
+    if not state.is_main_process:
+        return None
+
+    # -- 4. merge into a fresh fp32 (or --merge-dtype) base, check logits, save
+    merged_dir = work / "merged"
+    diff, tol = merge_adapter(base_dir, adapter_dir, merged_dir, cfg.merge_dtype, val_ex[:MERGE_CHECK_CHUNKS],
+                              cfg.chat_template)
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).to(state.device)
+    val_loss, _ = persona_nll(merged, val_ex, tok.pad_token_id)
+    del merged
+    train_pts = curve["train"] or [[0, float("nan")]]
+    bos_auto = bool(getattr(tok, "add_bos_token", False))
+    result = FinetuneResult(
+        merged_dir=str(merged_dir), steps=steps, epochs=round(float(epochs), 3), preset=preset,
+        base_val_loss=base_val, val_loss=val_loss, val_tokens=val_tokens,
+        train_loss_first=train_pts[0][1], train_loss_last=train_pts[-1][1], curve=curve,
+        merge_max_abs_diff=diff, merge_tolerance=tol,
+        chat_template=tok.chat_template, template_source=source,
+        stop=list(dict.fromkeys(s for s in (fmt.end_of_turn(), tok.eos_token) if s)),
+        bos_token=tok.bos_token or "", eos_token=tok.eos_token or "",
+        n_params=n_params, trainable_params=trainable, context_length=ctx,
+        minutes=(time.monotonic() - t0) / 60, device=device, dtype=str(dtype).removeprefix("torch."),
+        hparams=dict(rank=p["rank"], alpha=p["alpha"], dropout=p["dropout"], learning_rate=p["learning_rate"],
+                     epochs_planned=p["epochs"], batch_size=p["batch_size"], grad_accum=p["grad_accum"],
+                     processes=world, max_length=ctx, gradient_checkpointing=p["gradient_checkpointing"],
+                     tokenizer_adds_bos=bos_auto),
+    )
+    (work / "loss_curve.json").write_text(json.dumps(curve, indent=1) + "\n", encoding="utf-8")
+    log.info("finetune.done", steps=steps, base_val_loss=round(base_val, 4), val_loss=round(val_loss, 4),
+             merge_max_abs_diff=diff, minutes=round(result.minutes, 2))
+    return result
+
+
+def budget_callback(seconds: float):
+    """A callback that stops training after `seconds` of wall-clock time (--max-minutes), saving a
+    checkpoint so that `--resume` can go on from there."""
+    from transformers import TrainerCallback
+
+    class Budget(TrainerCallback):
+        t0 = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.monotonic() - self.t0 > seconds:
+                log.warning("finetune.budget_reached", step=state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
+
+    return Budget()
+
+
+# ----------------------------------------------------------------------------- merging
+def merge_adapter(base_dir, adapter_dir, out_dir, dtype_name: str, check_examples, template_mode="base"):
+    """Merge the adapter into a fresh copy of the base in `dtype_name`, save it with the tokenizer,
+    and return (max |logit difference| against base+adapter, allowed tolerance)."""
+    import torch
+    from peft import PeftModel
+
+    dtype = getattr(torch, dtype_name)
+    model, tok, _, _ = load_base(Path(base_dir), dtype, template_mode)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    with torch.no_grad():
+        before = [model(input_ids=torch.tensor([ids])).logits.float() for ids, _ in check_examples]
+        merged = model.merge_and_unload()
+        after = [merged(input_ids=torch.tensor([ids])).logits.float() for ids, _ in check_examples]
+    diff = max(float((a - b).abs().max()) for a, b in zip(before, after, strict=True))
+    scale = max(1.0, max(float(b.abs().max()) for b in before))
+    tol = MERGE_TOLERANCE[dtype_name] * scale
+    log.info("finetune.merge_check", max_abs_diff=diff, tolerance=tol, chunks=len(check_examples))
+    if not diff <= tol:
+        raise FinetuneError(
+            f"merged model's logits differ from base+adapter by {diff:.3g} (allowed {tol:.3g}) on "
+            f"{len(check_examples)} val chunks; the merge is wrong or --merge-dtype {dtype_name} too coarse")
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    tok.save_pretrained(str(out_dir))
+    return diff, tol
