@@ -119,6 +119,64 @@ def target_nll(llm, ctx: int, examples) -> tuple[float, int, int]:
     return total, count, n_chunks
 
 
+class GGUFChatTokenizer:
+    """The bundle's GGUF tokenizer and chat template behind the few methods `finetune.ChatFormat`
+    uses, so a persona built on a base model's own template (build --base) is scored on the
+    persona's tokens the way training located them: rendered turn by turn, targets by offset."""
+
+    is_fast = True  # offsets come from detokenizing token by token
+
+    def __init__(self, llm, bundle) -> None:
+        self.llm, self.bundle = llm, bundle
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return self.bundle.render_prompt(messages, add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, text: str, add_special_tokens: bool = False, return_offsets_mapping: bool = True) -> dict:
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else []
+        offsets, at = [], 0
+        for tid in ids:
+            piece = self.llm.detokenize([tid], special=True).decode("utf-8", errors="replace")
+            # A token may render with a leading space SentencePiece adds; find it where it starts.
+            start = text.find(piece, at) if piece else at
+            start = at if start < 0 or start > at + 1 else start
+            end = min(len(text), start + len(piece))
+            offsets.append((start, end))
+            at = end
+        return {"input_ids": ids, "offset_mapping": offsets}
+
+
+def is_chatml(bundle) -> bool:
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    try:
+        return bundle.render_prompt(probe, add_generation_prompt=False) == (
+            "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\ny<|im_end|>\n")
+    except Exception:  # noqa: BLE001 - a template that cannot render this is not ChatML
+        return False
+
+
+def score_gguf_template(gguf_path, conversations: list[Conversation], bundle, threads: int | None = None) -> dict:
+    """Persona-token loss of a GGUF whose chat template is not ChatML, through that template."""
+    from .finetune import ChatFormat, FinetuneError
+
+    t0 = time.monotonic()
+    llm, ctx = open_for_scoring(gguf_path, threads=threads)
+    fmt = ChatFormat(GGUFChatTokenizer(llm, bundle))
+    try:
+        rendered = [fmt.ids_and_targets(with_system_prompt(conv, bundle.manifest.persona.system_prompt))
+                    for conv in conversations]
+    except FinetuneError as e:
+        llm.close()
+        raise ValueError(str(e)) from None
+    total, count, n_chunks = target_nll(llm, ctx, rendered)
+    llm.close()
+    if count == 0:
+        raise ValueError("no persona tokens to score: do the conversations have assistant turns?")
+    loss = total / count
+    return {"model": Path(gguf_path).name, "val_loss": loss, "val_perplexity": math.exp(loss), "tokens": count,
+            "conversations": len(conversations), "chunks": n_chunks, "seconds": time.monotonic() - t0}
+
+
 def score_gguf(
     gguf_path: str | Path,
     conversations: list[Conversation],
@@ -390,7 +448,10 @@ def run(args) -> int:
             return 2
     model = Path(args.model) if args.model else bundle.model_path
     try:
-        result = score_gguf(model, val, bundle.manifest.persona.system_prompt, threads=args.threads)
+        if is_chatml(bundle):
+            result = score_gguf(model, val, bundle.manifest.persona.system_prompt, threads=args.threads)
+        else:  # a base model's own template (build --base): scored through it
+            result = score_gguf_template(model, val, bundle, threads=args.threads)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -399,3 +399,21 @@ def test_eval_help_names_the_options_and_verdicts(capsys):
     text = capsys.readouterr().out
     for s in ("--private", "--blocklist", "--samples", "--strict", "--report", "FAIL", "WARN", "exit status"):
         assert s in text
+
+
+def test_scoring_through_the_template_agrees_with_the_chatml_scorer(tiny_bundle, chat_data_dir):
+    """The path `eval` takes for a base model's own template (build --base), checked on a ChatML
+    bundle where the direct ChatML scorer gives the reference figure."""
+    from host_training.evaluate import is_chatml, score_gguf, score_gguf_template
+    from host_training.tokenizer import load_conversations
+    from stratoecho.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    val = load_conversations(chat_data_dir / "val.jsonl")
+    assert is_chatml(bundle)
+    direct = score_gguf(bundle.model_path, val, bundle.manifest.persona.system_prompt)
+    via_template = score_gguf_template(bundle.model_path, val, bundle)
+    # Whole-text tokenization may fuse a header's newline with the first word of a turn, which then
+    # counts as a target: a token or so per conversation; the figure must agree all the same.
+    assert abs(via_template["tokens"] - direct["tokens"]) <= direct["conversations"] + 2, (via_template, direct)
+    assert via_template["val_perplexity"] == pytest.approx(direct["val_perplexity"], rel=0.05), (via_template, direct)
