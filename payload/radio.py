@@ -78,7 +78,7 @@ class UdpRadio:
         self.sock.close()
 
 
-def _open_serial(port: str, baud: int, what: str, **options):
+def open_serial(port: str, baud: int, what: str, **options):
     import serial  # lazily: only the serial radios need pyserial
 
     try:
@@ -103,7 +103,7 @@ class KissRadio:
         self._serial_error = serial.SerialException
         self.name = port
         self.tnc_port = tnc_port
-        self.port = _open_serial(port, baud, "KISS TNC", timeout=self.RECEIVE_POLL_S, write_timeout=write_timeout_s)
+        self.port = open_serial(port, baud, "KISS TNC", timeout=self.RECEIVE_POLL_S, write_timeout=write_timeout_s)
         self._decoder = KissDecoder(port=tnc_port)
 
     @classmethod
@@ -233,7 +233,7 @@ class LoRaUartRadio:
                 raise RadioError(f"LoRa module pins (M0 {m0_pin}, M1 {m1_pin}, AUX {aux_pin}): {e}") from e
             # A callback, not a wait: a short busy pulse is seen even if it ended before we look.
             self.aux.when_deactivated = self._on_busy
-            self.port = self._keep(_open_serial(port, baud, "LoRa module", timeout=0, write_timeout=aux_timeout_s))
+            self.port = self._keep(open_serial(port, baud, "LoRa module", timeout=0, write_timeout=aux_timeout_s))
             try:
                 self._fd = self.port.fileno()
             except OSError as e:  # io.UnsupportedOperation: a URL such as loop:// has no descriptor
