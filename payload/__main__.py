@@ -97,7 +97,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
 
     clock = Clock(speedup=cfg.sim.speedup if cfg.sensors == "sim" else 1.0)
-    sensors = SimSensors(clock, seed=cfg.sim.seed)
+    if cfg.sensors == "sim":
+        sensors = SimSensors(clock, seed=cfg.sim.seed)
+    else:  # the drivers in [devices]; a missing part is a status and a retry, never a failed start
+        from .devices import Devices, HardwareSensors
+
+        sensors = HardwareSensors(Devices(cfg.devices))
     if cfg.sim.minutes is not None:
         flight_s = cfg.sim.minutes * 60
     elif cfg.sensors == "sim":

@@ -123,6 +123,30 @@ class StoreSection(Section):
         return v
 
 
+class GpsDeviceSection(Section):
+    port: str = Field("/dev/serial0", description="the GPS's UART (device path or pyserial URL)")
+    baud: int = Field(9600, gt=0)
+
+
+class I2cDeviceSection(Section):
+    bus: int = Field(1, ge=0, description="I2C bus number (/dev/i2c-N)")
+    address: int = Field(ge=0x03, le=0x77, description="7-bit I2C address, e.g. 0x76")
+
+
+class Ina219DeviceSection(I2cDeviceSection):
+    address: int = Field(0x40, ge=0x40, le=0x4F)
+    shunt_ohms: float = Field(0.1, gt=0, description="the shunt resistor on the board")
+    max_amps: float = Field(3.2, gt=0, description="largest current expected: sets the current resolution")
+
+
+class DevicesSection(Section):
+    """Which sensor sits where (sensors = "hardware"); leave a table out for a part not fitted."""
+
+    gps: GpsDeviceSection | None = Field(default_factory=GpsDeviceSection)
+    bme280: I2cDeviceSection | None = Field(default_factory=lambda: I2cDeviceSection(address=0x76))
+    ina219: Ina219DeviceSection | None = Field(default_factory=Ina219DeviceSection)
+
+
 class PersonaSection(Section):
     bundle: str = "build/persona"
     timeout_s: float = Field(60.0, gt=0, description="wall seconds a musing may take before the worker is killed")
@@ -146,7 +170,9 @@ class SimSection(Section):
 class PayloadConfig(Section):
     callsign: str = Field("STRATO1", pattern=r"^[A-Za-z0-9/_-]{1,16}$")
     data_dir: str = "/var/lib/stratoecho"
-    sensors: Literal["sim"] = "sim"  # real drivers arrive with the sensors issue
+    sensors: Literal["sim", "hardware"] = Field(
+        "sim", description="sim: the bench world; hardware: the drivers in [devices]")
+    devices: DevicesSection = Field(default_factory=DevicesSection)
     telemetry_format: Literal["ukhas", "habpack"] = Field(
         "ukhas", description="position frames: UKHAS ASCII sentences, or binary HABpack (shorter on air)")
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)

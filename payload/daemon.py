@@ -88,6 +88,7 @@ class Daemon:
             self.gate = CommandGate.from_key_file(self.store, cfg.uplink.key_file, cfg.callsign,
                                                   tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu)
             self.transmitter.listen_after(cfg.uplink, self.on_uplink)
+        self._last_status: dict[str, str] = {}  # each device's status at the last beacon
         self.producers_stop = threading.Event()  # producers end first; the radio may drain after
         self._threads: list[threading.Thread] = []
         structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
@@ -108,15 +109,20 @@ class Daemon:
             self.stats.store_faults += 1
             self.queue_event(f"store fault: {self.store.faults.popleft()}")
         fields = {"uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
-                  **self.store.health()}
+                  **self.store.health(), **self.device_status()}
         created = int(self.clock.now().timestamp())
         self.store.enqueue(
             "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
         self.stats.health_queued += 1
         self.transmitter.wake.set()
 
+    def device_status(self) -> dict[str, str]:
+        """The last status of each device the sensors report (health record fields gps, bme280 ...)."""
+        return {k: v for k, v in self._last_status.items() if k in wire.HEALTH_FIELD_NAMES}
+
     def beacon_once(self) -> Readings:
         r = self.sensors.read()
+        self._last_status = dict(r.status)
 
         encode = wire.TELEMETRY_ENCODERS[self.cfg.telemetry_format]
 

@@ -1,13 +1,13 @@
 """What the payload senses, behind one narrow port.
 
 `Readings` is what every producer downstream sees. Sources: `SimSensors` reads the
-bench world (`sim.world`); real GPS/BME280/INA219 drivers arrive with the sensors
-issue and return the same `Readings`.
+bench world (`sim.world`); `devices.HardwareSensors` reads the real GPS, BME280 and
+INA219 drivers and adds each device's status.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -25,6 +25,7 @@ class Readings:
     pressure_hpa: float
     batt_mv: int
     phase: str  # pre-launch, ascent, descent, landed
+    status: dict[str, str] = field(default_factory=dict)  # device -> "ok", "absent", "silent", ... (hardware)
 
 
 class Sensors(Protocol):

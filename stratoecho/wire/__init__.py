@@ -25,6 +25,8 @@ from .common import (
     crc16_ccitt,
 )
 from .content import API_REQUEST_FIELDS, HEALTH_FIELDS
+
+HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
 from .records import (
     CRC_BYTES,
     HEADER_BYTES,
@@ -63,5 +65,5 @@ __all__ = [
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
     "encode_sentence", "fragment_record", "shard_capacity", "decode_habpack", "encode_habpack",
-    "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "API_REQUEST_FIELDS",
+    "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
 ]

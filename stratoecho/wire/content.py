@@ -44,6 +44,11 @@ HEALTH_FIELDS: dict[int, tuple[str, type]] = {
     12: ("event_seq", int),
     13: ("api_request_seq", int),
     14: ("image_seq", int),
+    # Each device's status ("ok", "absent", "silent", "i2c_error", ...): a fault shows at the ground.
+    15: ("gps", str),
+    16: ("bme280", str),
+    17: ("ina219", str),
+    18: ("camera", str),
 }
 API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
     0: ("api", str),  # a name on the ground's allow-list: weather, news, define ...

@@ -1,0 +1,61 @@
+"""The device registry and the hardware sensors port, over the simulated GPS and I2C bus."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from payload.config import PayloadConfig
+from payload.devices import Devices, HardwareSensors
+from sim.gps_sim import FakeUblox, SimFix
+from sim.i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
+
+
+def config(gps_port: str) -> PayloadConfig:
+    return PayloadConfig.model_validate({
+        "sensors": "hardware",
+        "devices": {"gps": {"port": gps_port}, "bme280": {"bus": 1, "address": 0x76},
+                    "ina219": {"bus": 1, "address": 0x40, "shunt_ohms": 0.1}},
+    })
+
+
+def test_readings_come_from_each_driver_and_a_lost_part_is_a_status_not_a_stop():
+    bus = FakeI2cBus()
+    bme = bus.attach(0x76, Bme280Device(-40.0, 180.0, 5.0, noise_lsb=0))
+    bus.attach(0x40, Ina219Device(bus_v=3.9, shunt_mv=20.0, noise_lsb=0))
+    gps = FakeUblox(lambda t: SimFix(52.1, -0.1, 12345.0, sats=9))
+    try:
+        skip = [0.0]  # real time, plus what the test fast-forwards past back-offs
+        devices = Devices(config(gps.port).devices, bus_opener=lambda n: bus, clock=lambda: time.monotonic() + skip[0])
+        sensors = HardwareSensors(devices, gps_timeout_s=1.0)
+        r = None
+        for _ in range(20):  # until the GPS has a fix
+            r = sensors.read()
+            if r.status.get("gps") == "ok":
+                break
+        assert r.status == {"gps": "ok", "bme280": "ok", "ina219": "ok"}
+        assert (round(r.lat, 4), round(r.lon, 4), round(r.alt_m)) == (52.1, -0.1, 12345)
+        assert abs(r.temp_c + 40.0) < 0.1 and abs(r.pressure_hpa - 180.0) < 0.1 and r.batt_mv == 3900
+        bus.unplug(0x76)  # a connector shakes loose
+        r = sensors.read()
+        assert r.status["bme280"] != "ok" and r.status["gps"] == "ok"
+        assert abs(r.temp_c + 40.0) < 0.1  # the last good value stands in, the status says why
+        bus.replug(0x76)
+        skip[0] += 120.0  # past the driver's back-off
+        for _ in range(3):
+            r = sensors.read()
+        assert r.status["bme280"] == "ok"
+        devices.close()
+    finally:
+        gps.close()
+
+
+def test_a_pi_without_i2c_or_gps_still_starts_and_says_what_is_missing(tmp_path):
+    def no_bus(n):
+        raise FileNotFoundError(f"/dev/i2c-{n}")
+
+    devices = Devices(config(str(tmp_path / "no-such-tty")).devices, bus_opener=no_bus)
+    r = HardwareSensors(devices, gps_timeout_s=0.05).read()
+    assert r.status == {"gps": "no_device", "bme280": "absent", "ina219": "absent"}
+    assert math.isnan(r.temp_c) and r.sats == 0
+    devices.close()
