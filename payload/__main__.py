@@ -103,6 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .devices import Devices, HardwareSensors
 
         sensors = HardwareSensors(Devices(cfg.devices))
+    camera = open_camera(cfg, sensors, clock, data_dir)
+    from .pi_health import PiHealth
+
+    pi_health = PiHealth(data_dir=str(data_dir)) if cfg.sensors == "hardware" else None
     if cfg.sim.minutes is not None:
         flight_s = cfg.sim.minutes * 60
     elif cfg.sensors == "sim":
@@ -117,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     stop = threading.Event()
     try:
-        daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop)
+        daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=camera, pi_health=pi_health)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         print(f"error: {e}", file=sys.stderr)
@@ -149,9 +153,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def open_camera(cfg, sensors, clock, data_dir: Path):
+    """The camera [devices.camera] describes: picamera2 on the Pi, the simulated sky on the bench
+    (seen from the bench world's altitude); None when the table is left out."""
+    if cfg.devices.camera is None:
+        return None
+    from .camera import Camera, Picamera2Backend
+
+    c = cfg.devices.camera
+    if cfg.sensors == "sim":
+        from sim.camera_sim import SimCameraBackend
+
+        backend = SimCameraBackend(lambda: sensors.read().alt_m, size=(320, 240), seed=cfg.sim.seed).factory
+    else:
+        backend = Picamera2Backend
+    return Camera(backend, still_dir=Path(data_dir) / c.still_dir, thumb_px=c.thumb_px,
+                  thumb_max_bytes=c.thumb_max_bytes, timeout_s=c.timeout_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -21,6 +21,7 @@ class ScheduleSection(Section):
     musing_s: float = Field(180.0, gt=0, description="seconds between musings")
     first_musing_s: float = Field(30.0, ge=0, description="seconds after start before the first musing")
     health_s: float = Field(300.0, gt=0, description="seconds between health records (queue, card, faults)")
+    image_s: float = Field(900.0, gt=0, description="seconds between pictures (a thumbnail goes down as an image record)")
 
 
 PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
@@ -139,12 +140,21 @@ class Ina219DeviceSection(I2cDeviceSection):
     max_amps: float = Field(3.2, gt=0, description="largest current expected: sets the current resolution")
 
 
+class CameraDeviceSection(Section):
+    still_dir: str = Field("stills", description="where full-size stills are kept (relative to data_dir)")
+    thumb_px: int = Field(160, ge=32, le=1024, description="long side of the thumbnail sent down")
+    thumb_max_bytes: int = Field(6000, ge=500, le=60000, description="largest thumbnail, in bytes (radio airtime)")
+    timeout_s: float = Field(10.0, gt=0, description="a capture taking longer is a hung camera")
+
+
 class DevicesSection(Section):
-    """Which sensor sits where (sensors = "hardware"); leave a table out for a part not fitted."""
+    """Which sensor sits where (sensors = "hardware"); leave a table out for a part not fitted.
+    The camera is used on the bench too (simulated) unless left out."""
 
     gps: GpsDeviceSection | None = Field(default_factory=GpsDeviceSection)
     bme280: I2cDeviceSection | None = Field(default_factory=lambda: I2cDeviceSection(address=0x76))
     ina219: Ina219DeviceSection | None = Field(default_factory=Ina219DeviceSection)
+    camera: CameraDeviceSection | None = Field(default_factory=CameraDeviceSection)
 
 
 class PersonaSection(Section):

@@ -1,7 +1,8 @@
 """The payload daemon: sense, think, queue, transmit — each a loop on the shared stop event.
 
     beacon  every schedule.telemetry_s: read sensors -> UKHAS sentence -> store
-    health  every schedule.health_s:    store and link state -> health record; store faults -> events
+    health  every schedule.health_s:    store, link and Pi state -> health record; store faults -> events
+    camera  every schedule.image_s:     a still kept on the card, its thumbnail -> image record
     think   every schedule.musing_s:    read sensors -> prompt -> persona worker
                                         -> outbound guard -> musing record -> store
     radio   continuously:              store -> frames -> airtime budget -> radio
@@ -55,6 +56,7 @@ class DaemonStats:
     repairs_requested: int = 0
     health_queued: int = 0
     records_acknowledged: int = 0
+    images_queued: int = 0
     store_faults: int = 0
 
 
@@ -68,8 +70,11 @@ class Daemon:
         bundle: Bundle | None,
         data_dir: Path,
         stop: threading.Event | None = None,
+        camera=None,
+        pi_health=None,
     ):
         self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
+        self.camera, self.pi_health = camera, pi_health  # optional: payload.camera.Camera, payload.pi_health.PiHealth
         self.data_dir = Path(data_dir)
         self.stop = stop or threading.Event()
         self.store = open_store(self.data_dir, cfg)
@@ -108,13 +113,29 @@ class Daemon:
         while self.store.faults:
             self.stats.store_faults += 1
             self.queue_event(f"store fault: {self.store.faults.popleft()}")
-        fields = {"uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
+        pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
+        pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
+        fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
                   **self.store.health(), **self.device_status()}
         created = int(self.clock.now().timestamp())
         self.store.enqueue(
             "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
         self.stats.health_queued += 1
         self.transmitter.wake.set()
+
+    def picture_once(self) -> bool:
+        """A still for the card and, when the camera gives one, its thumbnail for the air."""
+        reading = self.camera.capture()
+        self._last_status["camera"] = reading.status
+        if reading.thumbnail_jpeg is None:
+            return False
+        created = int(self.clock.now().timestamp())
+        jpeg = reading.thumbnail_jpeg
+        self.store.enqueue("image", self.boot,
+                           lambda seq: wire.Record(wire.Kind.IMAGE, self.boot, seq, created, jpeg).body())
+        self.stats.images_queued += 1
+        self.transmitter.wake.set()
+        return True
 
     def device_status(self) -> dict[str, str]:
         """The last status of each device the sensors report (health record fields gps, bme280 ...)."""
@@ -240,6 +261,9 @@ class Daemon:
             ("radio", self.transmitter.run),
             ("health", lambda: self._every(lambda: sched.health_s, sched.health_s, self.health_once, "health")),
         ]
+        if self.camera is not None:
+            specs.append(("camera", lambda: self._every(lambda: sched.image_s, sched.image_s / 2, self.picture_once,
+                                                        "camera")))
         if self.worker is not None:
             specs.append(("think", lambda: self._every(lambda: sched.musing_s, sched.first_musing_s, self.think_once, "think")))
         for name, target in specs:
@@ -262,6 +286,8 @@ class Daemon:
             t.join(timeout=30)
         if self.worker is not None:
             self.worker.close()
+        if self.camera is not None:
+            self.camera.close()
         self.write_stats()
         self.store.close()
         self.radio.close()

@@ -1,0 +1,58 @@
+"""The daemon with a camera and Pi health: pictures become image records, device state goes into health."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from payload.camera import Camera
+from payload.clock import Clock
+from payload.config import PayloadConfig
+from payload.daemon import Daemon
+from payload.pi_health import PiHealth
+from payload.sensors import SimSensors
+from sim.camera_sim import SimCameraBackend
+from stratoecho import wire
+from tests.fakes import RecordingRadio
+
+
+def daemon(tmp_path, camera=None, pi_health=None) -> Daemon:
+    clock = Clock(speedup=1e6)
+    return Daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+                  camera=camera, pi_health=pi_health)
+
+
+def test_a_picture_goes_down_as_an_image_record_and_its_status_into_health(tmp_path):
+    sim = SimCameraBackend(lambda: 25_000.0, size=(160, 120))
+    cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=4000, timeout_s=5)
+    d = daemon(tmp_path, camera=cam)
+    assert d.picture_once()
+    (q,) = d.store.queued(limit=5, streams=("image",))
+    record = wire.Record.from_body(wire.Kind.IMAGE, q.boot, q.seq, q.payload)
+    assert len(record.content) <= 4000 and Image.open(io.BytesIO(record.content)).format == "JPEG"
+    assert list((tmp_path / "stills").glob("*.jpg"))  # the full still stays on the card
+    sim.unplug()
+    d.picture_once()  # a camera lost mid-flight: a status, not an exception
+    d.health_once()
+    (h,) = d.store.queued(limit=5, streams=("health",))
+    fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
+    assert fields["camera"] != "ok"
+    cam.close()
+
+
+def test_pi_health_fields_reach_the_health_record(tmp_path):
+    root = tmp_path / "root"
+    (root / "sys/class/thermal/thermal_zone0").mkdir(parents=True)
+    (root / "sys/class/thermal/thermal_zone0/temp").write_text("48250\n")
+    (root / "proc").mkdir()
+    (root / "proc/meminfo").write_text("MemTotal: 427000 kB\nMemAvailable: 215000 kB\n")
+    (root / "proc/uptime").write_text("987654.32 1000.0\n")
+    health = PiHealth(str(root), data_dir=str(tmp_path), runner=lambda argv: "throttled=0x50005\n")
+    d = daemon(tmp_path, pi_health=health)
+    d.health_once()
+    (h,) = d.store.queued(limit=5, streams=("health",))
+    fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
+    assert fields["cpu_temp_c"] == 48.2 or fields["cpu_temp_c"] == 48.3
+    assert fields["throttled"] == 0x50005 and fields["mem_free_kb"] == 215000
+    assert fields["uptime_s"] != 987654  # the flight's uptime, not the host's
