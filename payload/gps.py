@@ -576,7 +576,7 @@ class GpsReceiver:
             try:
                 self._port.close()
             except (self._serial_error, OSError):
-                pass
+                pass  # a port that fails to close is dropped all the same; the next open starts afresh
             self._port = None
 
     def _fault(self, kind: str, detail: str = "") -> None:

@@ -121,6 +121,23 @@ class _FaultTracker:
     def ok(self) -> None:
         self.consecutive_faults = 0
 
+    def ready(self, init: Callable[[], None], init_errors: tuple) -> tuple[str, str] | None:
+        """Count a read and make sure the chip is set up: None when it may be measured, else
+        (status, error) for the reading — waiting out a back-off, or a failed set-up."""
+        self.counters.reads += 1
+        if not self.may_attempt():
+            self.counters.skipped += 1
+            return self.last_fault, "waiting for back-off"
+        if not self.initialised:
+            try:
+                init()
+            except init_errors as exc:
+                self.fault("absent")
+                return "absent", str(exc)
+            self.initialised = True
+            self.counters.reinits += 1
+        return None
+
 
 # --- BME280 -------------------------------------------------------------------------
 
@@ -354,18 +371,8 @@ class Bme280:
 
     def read(self) -> Bme280Reading:
         f = self._faults
-        f.counters.reads += 1
-        if not f.may_attempt():
-            f.counters.skipped += 1
-            return self._reading(f.last_fault, error="waiting for back-off")
-        if not f.initialised:
-            try:
-                self._init()
-            except (OSError, LookupError, TimeoutError) as exc:
-                f.fault("absent")
-                return self._reading("absent", error=str(exc))
-            f.initialised = True
-            f.counters.reinits += 1
+        if (not_ready := f.ready(self._init, (OSError, LookupError, TimeoutError))) is not None:
+            return self._reading(not_ready[0], error=not_ready[1])
         try:
             raw = self._measure()
         except (OSError, TimeoutError) as exc:
@@ -497,18 +504,8 @@ class Ina219:
 
     def read(self) -> Ina219Reading:
         f = self._faults
-        f.counters.reads += 1
-        if not f.may_attempt():
-            f.counters.skipped += 1
-            return self._reading(f.last_fault, error="waiting for back-off")
-        if not f.initialised:
-            try:
-                self._init()
-            except (OSError, LookupError) as exc:
-                f.fault("absent")
-                return self._reading("absent", error=str(exc))
-            f.initialised = True
-            f.counters.reinits += 1
+        if (not_ready := f.ready(self._init, (OSError, LookupError))) is not None:
+            return self._reading(not_ready[0], error=not_ready[1])
         try:
             shunt = self._read_reg(INA219_REG_SHUNT)
             bus = self._read_reg(INA219_REG_BUS)

@@ -149,6 +149,7 @@ class Store:
     def _load_totals(self) -> None:
         rows = self.db.execute("SELECT stream, coalesce(sum(length(payload)), 0) FROM records GROUP BY stream").fetchall()
         self._bytes_by_stream = dict(rows)
+        self._totals_stale = False
 
     # ------------------------------------------------------------------ opening
 
@@ -303,7 +304,7 @@ class Store:
         try:
             self._load_totals()
         except apsw.Error:
-            pass  # the totals are rebuilt at the next successful write
+            self._totals_stale = True  # the card refuses reads too: counted again before the next eviction
 
     def _replace_damaged(self, e: Exception) -> None:
         """SQLite found the open database damaged: keep what can still be read of the unsent
@@ -533,6 +534,8 @@ class Store:
     def _evict(self, stream: str, keep_id: int) -> None:
         """Keep within the budgets: drop acknowledged, then sent, then (only if there is no
         other way) queued records — the lowest priority and oldest first; never `keep_id`."""
+        if self._totals_stale:
+            self._load_totals()
         limit = self.budgets.per_stream.get(stream)
         if limit is not None and self._bytes_by_stream.get(stream, 0) > limit:
             self._evict_until(lambda: self._bytes_by_stream.get(stream, 0) <= limit, (stream,), keep_id)

@@ -88,7 +88,7 @@ class FakeI2cBus:
         self._device(i2c_addr).write_bytes(register, bytes(data))
 
     def close(self) -> None:
-        pass
+        """As SMBus.close; a fake bus holds no file to release."""
 
     def __enter__(self):
         return self

@@ -252,7 +252,7 @@ class SimRadio:
         return heard
 
     def close(self) -> None:
-        pass
+        """The Radio port's close; a simulated radio holds nothing to release."""
 
 
 def _musing_text(rng: random.Random) -> str:

@@ -13,4 +13,4 @@ class RecordingRadio:
         self.frames.append(frame)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the frames stay for the test to read."""

@@ -115,7 +115,7 @@ def run_workload(seed: int, vfs: PowerCutVFS, path: Path) -> Oracle:
             try:
                 store.db.close(True)  # abandon it: the VFS refuses whatever it still tries
             except apsw.Error:
-                pass
+                pass  # the refusal is the point: the power is off
     return oracle
 
 
@@ -343,7 +343,7 @@ def _rows_committed(tmp_path: Path, synchronous: str, cut_at: int, image_seed: i
         try:
             con.close(True)
         except apsw.Error:
-            pass
+            pass  # after a cut the VFS refuses the close's writes: expected
         vfs.crash_image(run / "image", random.Random(image_seed))
     con = apsw.Connection(str(run / "image" / "t.db"))
     try:

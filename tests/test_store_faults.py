@@ -212,3 +212,17 @@ def test_damage_found_in_flight_salvages_the_queue_into_a_new_file(tmp_path):
     # Numbers continue above the block the damaged file had reserved (from the side file).
     assert rows(path, "SELECT seq, state FROM records ORDER BY seq") == [
         (2, "queued"), (3, "queued"), (4, "queued"), (SEQ_BLOCK + 1, "queued")]
+
+
+def test_stale_byte_totals_are_counted_again_before_an_eviction_decides(tmp_path):
+    from payload.store import Budgets
+
+    store = Store(tmp_path / "q.db", budgets=Budgets(per_stream={"image": 3000}))
+    boot = store.start_boot()
+    for _ in range(2):
+        store.enqueue("image", boot, lambda seq: b"\xff\xd8" + bytes(998))
+    # As after a fault whose recount failed: the totals in memory are wrong.
+    store._bytes_by_stream, store._totals_stale = {"image": 10**9}, True
+    store.enqueue("image", boot, lambda seq: b"\xff\xd8" + bytes(998))
+    assert store.evicted == {} and store._bytes_by_stream["image"] == 3000  # recounted: nothing had to go
+    store.close()
