@@ -45,7 +45,7 @@ from typing import Callable, Protocol
 
 from PIL import Image
 
-from payload.i2c_sensors import Backoff
+from payload.backoff import Backoff
 
 STATUSES = ("ok", "absent", "hung", "error")
 

@@ -53,6 +53,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import structlog
 
+from .backoff import Backoff
+
 log = structlog.get_logger(__name__)
 
 # ---------------------------------------------------------------------------- UBX
@@ -397,27 +399,6 @@ class FixState:
 # ---------------------------------------------------------------------------- the receiver
 
 
-class Backoff:
-    """Exponential back-off for re-opening the device: initial_s, doubled each time, at most max_s.
-
-    Not tenacity: tenacity drives a blocking retry loop around one call, but here a
-    re-open is a step taken inside `GpsReceiver.read()` between readings, so the rest
-    of the payload keeps getting (silent) readings while the device is down. This only
-    answers "how long until the next try".
-    """
-
-    def __init__(self, initial_s: float, max_s: float):
-        self.initial_s, self.max_s = initial_s, max_s
-        self._next = initial_s
-
-    def next_delay_s(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.max_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial_s
-
-
 STATUSES = ("ok", "no_fix", "silent", "garbage", "no_device")
 
 
@@ -476,7 +457,8 @@ class GpsReceiver:
         self.dyn_model = dyn_model
         self.ack_timeout_s, self.ack_retry_s = ack_timeout_s, ack_retry_s
         self.reconfigure_every_s, self.silent_after_s = reconfigure_every_s, silent_after_s
-        self.backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self.backoff = Backoff(initial_s=backoff_initial_s, factor=2.0, max_s=backoff_max_s)
+        self._failed_opens = 0  # consecutive: sets the back-off
         self.stop = stop or threading.Event()
         self.clock = clock
         self.parser = NmeaParser()
@@ -561,7 +543,7 @@ class GpsReceiver:
         except RadioError as e:
             self._open_failed = True
             self.errors["open"] += 1
-            self._next_open_at = now + self.backoff.next_delay_s()
+            self._next_open_at = now + self._next_backoff_s()
             log.warning("gps_open_failed", error=str(e), retry_in_s=round(self._next_open_at - now, 3))
             return
         self.opens += 1
@@ -570,6 +552,10 @@ class GpsReceiver:
         self._config_sent_at = None
         self._next_config_at = now  # the module may have been power-cycled: configure at once
         self.airborne = False
+
+    def _next_backoff_s(self) -> float:
+        self._failed_opens += 1
+        return self.backoff.delay_s(self._failed_opens)
 
     def _close_port(self) -> None:
         if self._port is not None:
@@ -583,7 +569,7 @@ class GpsReceiver:
         self.errors[kind] += 1
         self._close_port()
         now = self.clock()
-        self._next_open_at = now + self.backoff.next_delay_s()
+        self._next_open_at = now + self._next_backoff_s()
         log.warning("gps_fault", kind=kind, detail=detail, reopen_in_s=round(self._next_open_at - now, 3))
 
     def _went_silent(self) -> None:
@@ -631,7 +617,7 @@ class GpsReceiver:
             if self._silent:
                 log.info("gps_heard_again")
             self._silent = False
-            self.backoff.reset()
+            self._failed_opens = 0
         return updated, valid
 
     def _on_ubx(self, frame: UbxFrame, now: float) -> None:
@@ -716,7 +702,7 @@ def system_time_from_gps(
 
 
 __all__ = [
-    "Backoff", "ClockResult", "Fix", "FixState", "Gga", "GpsReading", "GpsReceiver", "NmeaParser",
+    "ClockResult", "Fix", "FixState", "Gga", "GpsReading", "GpsReceiver", "NmeaParser",
     "NmeaSentence", "Rmc", "UbxFrame", "cfg_nav5", "parse_gga", "parse_rmc",
     "system_time_from_gps", "ubx_checksum", "ubx_frame",
 ]

@@ -29,8 +29,10 @@ equations 1-4).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
+
+from .backoff import Backoff  # the drivers' shared policy (payload/backoff.py)
 
 
 class SMBusLike(Protocol):
@@ -41,32 +43,6 @@ class SMBusLike(Protocol):
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]: ...
     def read_word_data(self, i2c_addr: int, register: int) -> int: ...
     def write_word_data(self, i2c_addr: int, register: int, value: int) -> None: ...
-
-
-# --- back-off policy ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential back-off between re-initialisation attempts, without sleeping.
-
-    After the n-th consecutive fault the next attempt is allowed ``delay_s(n)`` seconds
-    later: ``initial_s * factor**(n-1)``, capped at ``max_s``. ``Backoff.none()`` retries
-    on every read (for tests that do not care about timing).
-    """
-
-    initial_s: float = 1.0
-    factor: float = 2.0
-    max_s: float = 60.0
-
-    def delay_s(self, consecutive_faults: int) -> float:
-        if consecutive_faults <= 0:
-            return 0.0
-        return min(self.max_s, self.initial_s * self.factor ** (consecutive_faults - 1))
-
-    @classmethod
-    def none(cls) -> "Backoff":
-        return cls(initial_s=0.0, factor=1.0, max_s=0.0)
 
 
 STATUSES = ("ok", "i2c_error", "absent", "stuck", "impossible")
