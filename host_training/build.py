@@ -291,9 +291,9 @@ def prepare_out_dir(out: Path, force: bool) -> None:
 
 
 def build(args) -> dict:
-    from stratoecho.bundle import BundleManifest, file_entry, sha256_file, write_bundle
+    from stratoecho.bundle import BundleManifest, file_entry, write_bundle
 
-    from . import convert_gguf, evaluate, quantize, tokenizer, train_scratch
+    from . import convert_gguf, evaluate, tokenizer, train_scratch
 
     t_start = time.monotonic()
     # -- 1. data

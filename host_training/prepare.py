@@ -314,10 +314,6 @@ class Staged:
         self._files.clear()
 
 
-def jsonl(records: Iterable[dict]) -> Iterable[str]:
-    return (json.dumps(r, ensure_ascii=False) for r in records)
-
-
 def _counts(c: Counter) -> dict[str, int]:
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 

@@ -18,16 +18,6 @@ from host_training.ingest import Message
 MIN_NAME_CHARS = 3  # shorter "names" ("Jo", "A") would replace ordinary words in texts
 
 
-def pseudonym_map(messages: Sequence[Message]) -> dict[str, str]:
-    """Display name -> pseudonym for every author who is not the owner."""
-    owner_names = {m.author for m in messages if m.is_owner}
-    names: dict[str, str] = {}
-    for m in messages:
-        if not m.is_owner and m.author and m.author not in owner_names and m.author not in names:
-            names[m.author] = f"Person {len(names) + 1}"
-    return names
-
-
 def _pattern(names: dict[str, str]) -> re.Pattern[str] | None:
     """Whole-word, case-insensitive, longest name first (so "Noor Haddad" wins over "Noor");
     the first word of a full name also counts ("Noor" for "Noor Haddad")."""
@@ -42,13 +32,6 @@ def _pattern(names: dict[str, str]) -> re.Pattern[str] | None:
         return None
     alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
-
-
-def pseudonymise(messages: Sequence[Message]) -> tuple[list[Message], dict[str, str]]:
-    """The messages with every other participant's name replaced; and the mapping used
-    (kept in memory only: writing it would write the names)."""
-    p = Pseudonyms(list(pseudonym_map(messages)))
-    return [p.apply(m) for m in messages], p.names
 
 
 class Pseudonyms:

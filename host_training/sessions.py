@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -112,24 +112,38 @@ def normalise(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def repeat_reason(m: Message, first_time, min_chars: int = DEFAULT_DEDUP_MIN_CHARS) -> str | None:
+    """Why the owner's message `m` is a repeat: "duplicate" (same text) or "near_duplicate"
+    (the same after folding case and whitespace), or None to keep it. `first_time(kind, text)`
+    remembers what was seen and says whether this is new: a set here, a table in prepare's
+    scratch store (spill.py) for exports too big for memory. Others' messages, and short ones
+    ("ok", "haha": conversation), are never repeats."""
+    norm = normalise(m.text)
+    if not m.is_owner or len(norm) < min_chars:
+        return None
+    if not first_time("exact", m.text.strip()):
+        return "duplicate"
+    if not first_time("near", norm):
+        return "near_duplicate"
+    return None
+
+
 def dedupe_owner(messages: Iterable[Message], min_chars: int = DEFAULT_DEDUP_MIN_CHARS) -> tuple[list[Message], Counter[str]]:
-    """Drop repeats of the owner's messages: "duplicate" (same text) and "near_duplicate" (same
-    after folding case and whitespace). The first occurrence stays; others' messages all stay."""
+    """`repeat_reason` over a list, in memory: the first occurrence stays."""
+    seen: set[tuple[str, str]] = set()
+
+    def first_time(kind: str, text: str) -> bool:
+        new = (kind, text) not in seen
+        seen.add((kind, text))
+        return new
+
     kept: list[Message] = []
     dropped: Counter[str] = Counter()
-    exact: set[str] = set()
-    near: set[str] = set()
     for m in messages:
-        norm = normalise(m.text)
-        if not m.is_owner or len(norm) < min_chars:
-            kept.append(m)
-        elif m.text.strip() in exact:
-            dropped["duplicate"] += 1
-        elif norm in near:
-            dropped["near_duplicate"] += 1
+        reason = repeat_reason(m, first_time, min_chars)
+        if reason:
+            dropped[reason] += 1
         else:
-            exact.add(m.text.strip())
-            near.add(norm)
             kept.append(m)
     return kept, dropped
 
@@ -161,27 +175,10 @@ def _session(msgs: list[Message]) -> Session:
 
 
 def split_sessions(messages: Iterable[Message], gap_minutes: float = DEFAULT_GAP_MINUTES) -> list[Session]:
-    """Chat messages (not posts) cut into sessions per chat, in time order."""
-    gap_s = gap_minutes * 60.0
-    by_chat: dict[tuple[str, str], list[Message]] = defaultdict(list)
-    for m in messages:
-        if m.kind == "message":
-            by_chat[(m.source, m.chat_id)].append(m)
-    sessions = []
-    for (source, chat_id), msgs in by_chat.items():
-        msgs.sort(key=lambda m: m.ts)  # stable: equal times keep the export's order
-        current = [msgs[0]]
-        for prev, m in zip(msgs, msgs[1:]):
-            if (m.ts - prev.ts).total_seconds() > gap_s:
-                sessions.append(current)
-                current = []
-            current.append(m)
-        sessions.append(current)
-    out = [
-        Session(key=f"{s[0].source}:{s[0].chat_id}:{iso_utc(s[0].ts)}:{s[0].msg_id}", messages=tuple(s))
-        for s in sessions
-    ]
-    return sorted(out, key=lambda s: (s.messages[0].ts, s.key))
+    """Chat messages (not posts) cut into sessions per chat (`iter_sessions`), in time order."""
+    # A stable sort: equal times keep the export's order.
+    ordered = sorted((m for m in messages if m.kind == "message"), key=lambda m: (m.source, m.chat_id, m.ts))
+    return sorted(iter_sessions(ordered, gap_minutes), key=lambda s: (s.messages[0].ts, s.key))
 
 
 def join_bursts(messages: Sequence[Message], persona_name: str = "") -> list[Turn]:

@@ -26,7 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from host_training.ingest import Message
-from host_training.sessions import Example, Turn, normalise
+from host_training.sessions import Example, Turn, repeat_reason
+
+_EPOCH = datetime.fromtimestamp(0, timezone.utc)
 
 BATCH = 5000  # rows per executemany
 _FIELDS = ("source", "chat_id", "chat_name", "msg_id", "author_id", "author", "is_owner", "ts", "text", "kind", "title")
@@ -82,20 +84,16 @@ class Spill:
         self.db.execute("UPDATE messages SET is_owner = 1 WHERE author_key IN (SELECT k FROM owners)")
 
     def dedupe_owner(self, min_chars: int) -> Counter[str]:
-        """`sessions.dedupe_owner` out of core: the owner's repeats after the first, in reading order."""
+        """`sessions.repeat_reason` out of core: the owner's repeats after the first, in reading order."""
         dropped: Counter[str] = Counter()
         self.db.execute("DELETE FROM seen")
         gone: list[tuple[int]] = []
         cursor = self.db.cursor()
         for rid, text in cursor.execute("SELECT id, text FROM messages WHERE is_owner ORDER BY id"):
-            norm = normalise(text)
-            if len(norm) < min_chars:
-                continue
-            if not self.first_time("exact", text.strip()):
-                dropped["duplicate"] += 1
-                gone.append((rid,))
-            elif not self.first_time("near", norm):
-                dropped["near_duplicate"] += 1
+            owner_text = Message("", "", "", "", "", "", True, _EPOCH, text)
+            reason = repeat_reason(owner_text, self.first_time, min_chars)
+            if reason:
+                dropped[reason] += 1
                 gone.append((rid,))
         self.db.executemany("DELETE FROM messages WHERE id = ?", gone)
         return dropped

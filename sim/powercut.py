@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -72,7 +72,7 @@ def test_horizon_dips_and_curves_with_altitude(tmp_path):
     (c1, l1, r1), (c30, l30, r30) = rows[1_000], rows[30_000]
     assert c30 > c1 + 30  # the horizon drops (about 5.5 deg at 30 km)
     assert l30 - c30 >= 5 and r30 - c30 >= 5  # lower at the edges: bowed up in the middle
-    assert (l30 - c30) > (l1 - c1)  # more curved than at 1 km
+    assert (l30 - c30) > (l1 - c1) and (r30 - c30) > (r1 - c1)  # more curved than at 1 km, both sides
     assert horizon_dip_deg(30_000) == pytest.approx(5.55, abs=0.02)
 
 

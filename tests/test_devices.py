@@ -21,7 +21,7 @@ def config(gps_port: str) -> PayloadConfig:
 
 def test_readings_come_from_each_driver_and_a_lost_part_is_a_status_not_a_stop():
     bus = FakeI2cBus()
-    bme = bus.attach(0x76, Bme280Device(-40.0, 180.0, 5.0, noise_lsb=0))
+    bus.attach(0x76, Bme280Device(-40.0, 180.0, 5.0, noise_lsb=0))
     bus.attach(0x40, Ina219Device(bus_v=3.9, shunt_mv=20.0, noise_lsb=0))
     gps = FakeUblox(lambda t: SimFix(52.1, -0.1, 12345.0, sats=9))
     try:

@@ -278,9 +278,3 @@ def mark_owners(messages: Sequence[Message], owners: Sequence[str]) -> tuple[lis
     match = owner_match({(m.source, m.author_id, m.author) for m in messages}, owners)
     marked = [m if m.is_owner else replace(m, is_owner=match.is_owner(m.source, m.author_id, m.author)) for m in messages]
     return marked, match
-
-
-def authors_seen(messages: Iterable[Message], n: int = 8) -> list[str]:
-    """The most frequent authors as "Name (id)", to help pick --owner."""
-    counts = Counter((m.author, m.author_id) for m in messages if m.kind == "message")
-    return [f"{a} ({i})" if i != a else a for (a, i), _ in counts.most_common(n)]
