@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -21,7 +24,6 @@ from .config import load_config, parse_hostport
 from .daemon import Daemon
 from .persona import PersonaError
 from .radio import RadioError, make_radio
-from .sensors import SimSensors
 from .store import StoreError
 
 log = structlog.get_logger("payload")
@@ -57,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speedup", type=float, help="with --sim: flight seconds per wall second (default 60)")
     run.add_argument("--minutes", type=float, help="flight minutes to run (default: until stopped; --sim: the whole flight)")
     run.add_argument("--seed", type=int, help="with --sim: flight seed (same seed, same flight)")
+    run.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
+                     help="with --sim: throw a fault at a simulated part in flight time, e.g. gps:silence@40m-55m, "
+                          "bme280:unplug@1h, camera:hang@30m-45m (repeatable; docs/bench.md lists them)")
+    run.add_argument("--scenario", metavar="NAME",
+                     help="with --sim: the bench world's rehearsal: nominal (default), cold-soak, night, orbit ... (python -m sim scenarios)")
+    run.add_argument("--world-clock", metavar="FILE",
+                     help="with --sim: the flight's launch time, written at launch and rejoined after a reboot (sim fly passes it)")
     run.add_argument("--drain-s", type=float, default=300.0, help="flight seconds to keep transmitting the queue after the flight ends (default 300)")
     run.set_defaults(func=cmd_run)
     return parser
@@ -86,6 +95,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.sim.seed = args.seed
     if args.minutes is not None:
         cfg.sim.minutes = args.minutes
+    cfg.sim.faults += args.fault
+    if args.scenario:
+        cfg.sim.scenario = args.scenario
+    if args.world_clock:
+        cfg.sim.world_clock = args.world_clock
     data_dir = Path(args.data or cfg.data_dir)
 
     bundle = None
@@ -96,34 +110,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {e}\n(build one with `make persona`, or fly with --no-persona)", file=sys.stderr)
             return 2
 
-    clock = Clock(speedup=cfg.sim.speedup if cfg.sensors == "sim" else 1.0)
-    if cfg.sensors == "sim":
-        sensors = SimSensors(clock, seed=cfg.sim.seed)
-    else:  # the drivers in [devices]; a missing part is a status and a retry, never a failed start
-        from .devices import Devices, HardwareSensors
-
-        sensors = HardwareSensors(Devices(cfg.devices))
-    camera = open_camera(cfg, sensors, clock, data_dir)
-    from .pi_health import PiHealth
-
-    pi_health = PiHealth(data_dir=str(data_dir)) if cfg.sensors == "hardware" else None
+    try:
+        parts = open_parts(cfg, data_dir)
+    except ValueError as e:  # a fault the bench cannot throw
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    clock, sensors = parts.clock, parts.sensors
     if cfg.sim.minutes is not None:
         flight_s = cfg.sim.minutes * 60
-    elif cfg.sensors == "sim":
-        flight_s = sensors.flight.duration_s + 300  # land, then beacon a while for the recovery team
+    elif parts.bench is not None:
+        flight_s = parts.bench.flight.duration_s + 300  # land, then beacon a while for the recovery team
     else:
         flight_s = float("inf")
 
     try:
         radio = make_radio(cfg.radio)
     except RadioError as e:
+        parts.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
     stop = threading.Event()
     try:
-        daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=camera, pi_health=pi_health)
+        daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
+                        pi_health=parts.pi_health, led=parts.led, heater=parts.heater)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
+        parts.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -135,12 +147,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A bench flight launches once the payload is ready, unless this payload is rebooting into
+    # a flight already under way: then it rejoins the flight's time from the world clock file.
+    world_clock = Path(cfg.sim.world_clock) if parts.bench is not None and cfg.sim.world_clock else None
+    rejoin = world_clock is not None and world_clock.exists()
+    if rejoin:
+        clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
     try:
-        daemon.start(launch=cfg.sensors == "sim")
+        daemon.start(launch=parts.bench is not None and not rejoin)
     except PersonaError as e:
         print(f"error: {e}", file=sys.stderr)
         daemon.shutdown()
+        parts.close()
         return 2
+    if world_clock is not None and not rejoin:
+        tmp = world_clock.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"epoch_unix": clock.epoch_unix(), "speedup": clock.speedup, "seed": cfg.sim.seed}))
+        os.replace(tmp, world_clock)
     log.info("flying", radio=cfg.radio.kind, to=cfg.radio.address, speedup=clock.speedup, flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
     last_stats = time.monotonic()
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
@@ -149,27 +172,74 @@ def cmd_run(args: argparse.Namespace) -> int:
             daemon.write_stats()
             last_stats = time.monotonic()
     daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s)
+    parts.close()
     log.info("stopped", stats=str(data_dir / "stats.json"))
     return 0
 
 
 
-def open_camera(cfg, sensors, clock, data_dir: Path):
-    """The camera [devices.camera] describes: picamera2 on the Pi, the simulated sky on the bench
-    (seen from the bench world's altitude); None when the table is left out."""
-    if cfg.devices.camera is None:
-        return None
+@dataclass
+class Parts:
+    """What the daemon senses and drives, and the clock it runs on."""
+
+    clock: Clock
+    sensors: object
+    camera: object | None
+    pi_health: object
+    led: object | None
+    heater: object | None
+    bench: object | None = None  # sim.bench_hardware.BenchHardware on the bench
+
+    def close(self) -> None:
+        for part in (self.led, self.heater, self.sensors, self.bench):
+            if part is not None and hasattr(part, "close"):
+                try:
+                    part.close()
+                except Exception as e:  # noqa: BLE001 - closed already (the daemon closes the heater): go on
+                    log.debug("close_twice", part=type(part).__name__, error=str(e))
+
+
+def open_parts(cfg, data_dir: Path) -> Parts:
+    """The drivers in [devices] and [outputs]. On a Pi they open the real buses, ports and pins;
+    on the bench (`sensors = "sim"`) the same drivers open the bench world's simulated parts —
+    an NMEA pseudo-terminal, a register-level I2C bus, a simulated camera, mock GPIO pins —
+    so what is tested is the flight code. A missing part is a status, never a failed start."""
     from .camera import Camera, Picamera2Backend
+    from .devices import Devices, HardwareSensors
+    from .outputs import BatteryHeater, StatusLed
+    from .pi_health import PiHealth
 
-    c = cfg.devices.camera
+    data_dir = Path(data_dir).resolve()
     if cfg.sensors == "sim":
-        from sim.camera_sim import SimCameraBackend
+        from sim.bench_hardware import BenchHardware, Fault
+        from sim.scenarios import flight_for
 
-        backend = SimCameraBackend(lambda: sensors.read().alt_m, size=(320, 240), seed=cfg.sim.seed).factory
+        faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
+        flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
+        clock = Clock(speedup=cfg.sim.speedup, start_utc=flight.utc(0.0))
+        bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
+                              state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
+        devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port)
+        sensors = HardwareSensors(devices, now=clock.now)
+        backend, pins = bench.camera_factory, bench.pin_factory
+        pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd)
     else:
+        clock, bench, pins = Clock(speedup=1.0), None, None
+        sensors = HardwareSensors(Devices(cfg.devices))
         backend = Picamera2Backend
-    return Camera(backend, still_dir=Path(data_dir) / c.still_dir, thumb_px=c.thumb_px,
-                  thumb_max_bytes=c.thumb_max_bytes, timeout_s=c.timeout_s)
+        pi_health = PiHealth(data_dir=data_dir)
+    camera = None
+    if (c := cfg.devices.camera) is not None:
+        camera = Camera(backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
+                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=c.timeout_s)
+    o = cfg.outputs
+    led = StatusLed(o.status_led_pin, pin_factory=pins, time_scale=1.0 / clock.speedup) if o.status_led_pin is not None else None
+    heater = None
+    if o.heater_pin is not None:
+        heater = BatteryHeater(o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c,
+                               off_above_c=o.heater_off_above_c, max_duty=o.heater_max_duty,
+                               min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s)
+    return Parts(clock, sensors, camera, pi_health, led, heater, bench)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,12 +19,24 @@ class Clock:
             raise ValueError("speedup must be positive")
         self.speedup = speedup
         self._wall0 = time.monotonic()
+        self._fixed_utc = start_utc is not None
         self.start_utc = start_utc or datetime.now(timezone.utc)
 
     def restart(self) -> None:
-        """Make now flight second zero: the bench flight launches once the payload is ready."""
+        """Make now flight second zero: the bench flight launches once the payload is ready.
+        A clock given its `start_utc` (the bench world's launch time) keeps it."""
         self._wall0 = time.monotonic()
-        self.start_utc = datetime.now(timezone.utc)
+        if not self._fixed_utc:
+            self.start_utc = datetime.now(timezone.utc)
+
+    def adopt(self, epoch_unix: float) -> None:
+        """Flight second zero was at wall time `epoch_unix`: a payload rebooted mid-flight
+        rejoins the flight's time instead of starting a new one."""
+        self._wall0 = time.monotonic() - (time.time() - epoch_unix)
+
+    def epoch_unix(self) -> float:
+        """The wall time (time.time()) of flight second zero, for others to share."""
+        return time.time() - (time.monotonic() - self._wall0)
 
     def elapsed_s(self) -> float:
         """Flight seconds since the clock started."""

@@ -127,6 +127,7 @@ class StoreSection(Section):
 class GpsDeviceSection(Section):
     port: str = Field("/dev/serial0", description="the GPS's UART (device path or pyserial URL)")
     baud: int = Field(9600, gt=0)
+    silent_after_s: float = Field(3.0, gt=0, description="no valid sentence for this long: the GPS is silent, re-opened")
 
 
 class I2cDeviceSection(Section):
@@ -153,8 +154,28 @@ class DevicesSection(Section):
 
     gps: GpsDeviceSection | None = Field(default_factory=GpsDeviceSection)
     bme280: I2cDeviceSection | None = Field(default_factory=lambda: I2cDeviceSection(address=0x76))
+    # A second BME280 (SDO high: 0x77) taped to the battery inside the box: the heater and the
+    # power modes act on the battery's temperature, not the outside air's.
+    bme280_box: I2cDeviceSection | None = Field(default_factory=lambda: I2cDeviceSection(address=0x77))
     ina219: Ina219DeviceSection | None = Field(default_factory=Ina219DeviceSection)
     camera: CameraDeviceSection | None = Field(default_factory=CameraDeviceSection)
+
+
+class OutputsSection(Section):
+    """GPIO outputs (BCM numbers, docs/hardware.md): leave a pin unset for a part not fitted."""
+
+    status_led_pin: PinName | None = Field(23, description="status LED (through 330 ohm)")
+    heater_pin: PinName | None = Field(24, description="battery heater MOSFET gate")
+    heater_on_below_c: float = Field(-10.0, description="battery temperature that switches the heater on")
+    heater_off_above_c: float = Field(-5.0, description="battery temperature that switches it off again")
+    heater_max_duty: float = Field(0.5, gt=0, le=1, description="largest share of each 10 minutes the heater may be on")
+    heater_min_battery_mv: float = Field(3500.0, description="below this the heater stays off: the beacon needs the charge")
+
+    @model_validator(mode="after")
+    def _band(self):
+        if not self.heater_on_below_c < self.heater_off_above_c:
+            raise ValueError("heater_on_below_c must be below heater_off_above_c")
+        return self
 
 
 class PersonaSection(Section):
@@ -173,6 +194,11 @@ class PowerSection(Section):
 
 class SimSection(Section):
     speedup: float = Field(60.0, gt=0, description="flight seconds per wall second")
+    scenario: str = Field("nominal", description="the bench world's rehearsal (sim/scenarios.py): nominal, cold-soak, night, orbit ...")
+    world_clock: str | None = Field(
+        None, description="file holding the flight's launch time, shared with the channel; a rebooted payload rejoins it")
+    faults: list[str] = Field(default_factory=list,
+                              description="faults thrown at the simulated parts: DEVICE:ACTION@START[-END], e.g. gps:silence@40m-55m")
     seed: int = 1
     minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
 
@@ -183,6 +209,7 @@ class PayloadConfig(Section):
     sensors: Literal["sim", "hardware"] = Field(
         "sim", description="sim: the bench world; hardware: the drivers in [devices]")
     devices: DevicesSection = Field(default_factory=DevicesSection)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
     telemetry_format: Literal["ukhas", "habpack"] = Field(
         "ukhas", description="position frames: UKHAS ASCII sentences, or binary HABpack (shorter on air)")
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)

@@ -14,6 +14,7 @@ meet in the store, whose priorities put telemetry first.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -72,9 +73,13 @@ class Daemon:
         stop: threading.Event | None = None,
         camera=None,
         pi_health=None,
+        led=None,
+        heater=None,
     ):
         self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
         self.camera, self.pi_health = camera, pi_health  # optional: payload.camera.Camera, payload.pi_health.PiHealth
+        self.led, self.heater = led, heater  # optional: payload.outputs.StatusLed, payload.outputs.BatteryHeater
+        self._last_readings: Readings | None = None
         self.data_dir = Path(data_dir)
         self.stop = stop or threading.Event()
         self.store = open_store(self.data_dir, cfg)
@@ -116,7 +121,7 @@ class Daemon:
         pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
         fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
-                  **self.store.health(), **self.device_status()}
+                  **self.store.health(), **self.device_status(), **self.power_fields()}
         created = int(self.clock.now().timestamp())
         self.store.enqueue(
             "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
@@ -126,7 +131,7 @@ class Daemon:
     def picture_once(self) -> bool:
         """A still for the card and, when the camera gives one, its thumbnail for the air."""
         reading = self.camera.capture()
-        self._last_status["camera"] = reading.status
+        self.note_devices({"camera": reading.status})
         if reading.thumbnail_jpeg is None:
             return False
         created = int(self.clock.now().timestamp())
@@ -137,13 +142,46 @@ class Daemon:
         self.transmitter.wake.set()
         return True
 
+    def note_devices(self, status: dict[str, str]) -> None:
+        """A device whose status changed is an event on air at once: the ground sees a lost
+        GPS within a beacon, not at the next health record."""
+        for device, now in status.items():
+            before = self._last_status.get(device)
+            if now != before and not (before is None and now == "ok") and now != "starting":
+                self.queue_event(f"device {device}: {before or 'unknown'} -> {now}")
+        self._last_status.update(status)
+
+    def drive_heater(self, r: Readings) -> None:
+        """The battery heater acts on the battery's own temperature; unknown means off (outputs.heater_decision)."""
+        if self.heater is None:
+            return
+        temp = None if math.isnan(r.box_temp_c) else r.box_temp_c
+        self.heater.update(temp, r.batt_mv or None)
+
+    def power_fields(self) -> dict:
+        """Battery, heat and heater for the health record."""
+        r, fields = self._last_readings, {}
+        if r is not None:
+            if not math.isnan(r.box_temp_c):
+                fields["box_temp_c"] = round(r.box_temp_c, 1)
+            if not math.isnan(r.batt_ma):
+                fields["batt_ma"] = int(round(r.batt_ma))
+            if r.batt_mv:
+                fields["batt_mv"] = int(r.batt_mv)
+        if self.heater is not None:
+            h = self.heater.status()
+            fields["heater"] = f"{'on' if h.on else 'off'}:{h.reason}"
+        return fields
+
     def device_status(self) -> dict[str, str]:
         """The last status of each device the sensors report (health record fields gps, bme280 ...)."""
         return {k: v for k, v in self._last_status.items() if k in wire.HEALTH_FIELD_NAMES}
 
     def beacon_once(self) -> Readings:
         r = self.sensors.read()
-        self._last_status = dict(r.status)
+        self.note_devices(r.status)
+        self._last_readings = r
+        self.drive_heater(r)
 
         encode = wire.TELEMETRY_ENCODERS[self.cfg.telemetry_format]
 
@@ -288,6 +326,8 @@ class Daemon:
             self.worker.close()
         if self.camera is not None:
             self.camera.close()
+        if self.heater is not None:
+            self.heater.close()  # never leave a heater on behind a stopped daemon
         self.write_stats()
         self.store.close()
         self.radio.close()

@@ -15,6 +15,7 @@ with a stale temperature beats no telemetry), reports the status of each device 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -51,7 +52,8 @@ class LazyBus:
 class Devices:
     """The drivers the configuration names, built but not yet talking (each opens on first read)."""
 
-    def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic):
+    def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic,
+                 gps_port: str | None = None):
         from .gps import GpsReceiver
         from .i2c_sensors import Bme280, Ina219
 
@@ -60,26 +62,72 @@ class Devices:
         def bus(n: int) -> LazyBus:
             return buses.setdefault(n, LazyBus(n, bus_opener))
 
-        self.gps = GpsReceiver(cfg.gps.port, cfg.gps.baud, clock=clock) if cfg.gps else None
+        self.gps = (GpsReceiver(gps_port or cfg.gps.port, cfg.gps.baud, silent_after_s=cfg.gps.silent_after_s,
+                                clock=clock) if cfg.gps else None)
         self.bme280 = Bme280(bus(cfg.bme280.bus), cfg.bme280.address, clock=clock) if cfg.bme280 else None
+        self.bme280_box = (Bme280(bus(cfg.bme280_box.bus), cfg.bme280_box.address, clock=clock)
+                           if cfg.bme280_box else None)
         self.ina219 = (Ina219(bus(cfg.ina219.bus), cfg.ina219.address, shunt_ohms=cfg.ina219.shunt_ohms,
                               max_amps=cfg.ina219.max_amps, clock=clock) if cfg.ina219 else None)
 
     def close(self) -> None:
         if self.gps is not None:
+            self.gps.stop.set()
             self.gps.close()
 
 
-class HardwareSensors:
-    """`Sensors` over the real drivers: the GPS for time and position, the BME280 for
-    temperature and pressure, the INA219 for the battery."""
+class GpsFollower:
+    """Reads the GPS continuously on its own thread and keeps the latest reading.
 
-    def __init__(self, devices: Devices, gps_timeout_s: float = 0.5):
+    A UART's kernel buffer holds ~4 KB (under 30 s of NMEA) and drops what comes after:
+    a GPS read only when a beacon is due would hand over a fix that old. Reading all the
+    time, as gpsd does, keeps the position as fresh as the last epoch.
+    """
+
+    def __init__(self, gps, poll_s: float = 1.0):
+        self.gps, self.poll_s = gps, poll_s
+        self._lock = threading.Lock()
+        self._latest = None
+        self._thread = threading.Thread(target=self._run, name="gps", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.gps.stop.is_set():
+            try:
+                reading = self.gps.read(self.poll_s)
+            except Exception:  # the driver never raises for device faults; anything else is a bug to log
+                log.exception("gps_read_failed")
+                self.gps.stop.wait(1.0)
+                continue
+            with self._lock:
+                self._latest = reading
+
+    def latest(self):
+        with self._lock:
+            return self._latest
+
+    def close(self) -> None:
+        self.gps.stop.set()
+        self._thread.join(timeout=5)
+
+
+class HardwareSensors:
+    """`Sensors` over the real drivers: the GPS for time and position, the BME280s for the
+    air's and the battery's temperature and the pressure, the INA219 for the battery.
+
+    `now` gives UTC when the GPS has no fix (the system clock on the Pi, which the GPS sets;
+    the flight clock on the bench); `follow_gps` reads the GPS on its own thread."""
+
+    def __init__(self, devices: Devices, gps_timeout_s: float = 0.5, *,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), follow_gps: bool = True):
         self.devices = devices
         self.gps_timeout_s = gps_timeout_s
+        self.now = now
+        self.follower = GpsFollower(devices.gps) if devices.gps is not None and follow_gps else None
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
-                      "batt_mv": 0}
+                      "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
         self._status: dict[str, str] = {}
+        self.last_fix = None  # the latest valid GPS fix (its time sets the system clock)
 
     def _note(self, device: str, status: str, error: str = "") -> None:
         if self._status.get(device) != status:
@@ -88,28 +136,40 @@ class HardwareSensors:
 
     def read(self) -> Readings:
         d, last = self.devices, self._last
-        when, sats = datetime.now(timezone.utc), 0
+        when, sats, fix_valid = self.now(), 0, False
         if d.gps is not None:
-            g = d.gps.read(self.gps_timeout_s)
-            self._note("gps", g.status)
-            if g.fix is not None and g.fix.valid:
+            g = self.follower.latest() if self.follower is not None else d.gps.read(self.gps_timeout_s)
+            if g is None:  # the follower has not finished its first read
+                g = d.gps.read(self.gps_timeout_s) if self.follower is None else None
+            self._note("gps", g.status if g is not None else "starting")
+            if g is not None and g.fix is not None and g.fix.valid and g.status == "ok":
                 last.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
-                sats = g.fix.sats
-                if g.status == "ok" and g.fix.utc is not None:
+                sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                if g.fix.utc is not None:
                     when = g.fix.utc
         if d.bme280 is not None:
             b = d.bme280.read()
             self._note("bme280", b.status, b.error)
             if b.status == "ok":
                 last.update(temp_c=b.temperature_c, pressure_hpa=b.pressure_hpa)
+        if d.bme280_box is not None:
+            b = d.bme280_box.read()
+            self._note("bme280_box", b.status, b.error)
+            # No stale value here: the heater must not act on a battery temperature it no longer knows.
+            last["box_temp_c"] = b.temperature_c if b.status == "ok" else math.nan
         if d.ina219 is not None:
             p = d.ina219.read()
             self._note("ina219", p.status, p.error)
             if p.status == "ok":
-                last.update(batt_mv=int(round(p.bus_v * 1000)))
+                last.update(batt_mv=int(round(p.bus_v * 1000)), batt_ma=p.current_a * 1000.0)
+            else:
+                last["batt_ma"] = math.nan
         return Readings(time=when, lat=last["lat"], lon=last["lon"], alt_m=last["alt_m"], sats=sats,
                         temp_c=last["temp_c"], pressure_hpa=last["pressure_hpa"], batt_mv=last["batt_mv"],
-                        phase="unknown", status=dict(self._status))
+                        phase="unknown", status=dict(self._status), box_temp_c=last["box_temp_c"],
+                        batt_ma=last["batt_ma"], fix_valid=fix_valid)
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.close()
         self.devices.close()

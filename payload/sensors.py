@@ -7,6 +7,7 @@ INA219 drivers and adds each device's status.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -24,8 +25,11 @@ class Readings:
     temp_c: float
     pressure_hpa: float
     batt_mv: int
-    phase: str  # pre-launch, ascent, descent, landed
+    phase: str  # pre-launch, ascent, float, descent, landed; "unknown" until the daemon's detector knows
     status: dict[str, str] = field(default_factory=dict)  # device -> "ok", "absent", "silent", ... (hardware)
+    box_temp_c: float = math.nan  # the battery's temperature inside the box (second BME280)
+    batt_ma: float = math.nan  # battery current (INA219)
+    fix_valid: bool = True  # a GPS fix this reading (False: the position is the last one known)
 
 
 class Sensors(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -19,6 +20,45 @@ def _loss(value: str):
         return LossSpec.parse(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _station(value: str):
+    from .radio_channel import GroundStation
+
+    try:
+        return GroundStation.parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _lora(value: str):
+    from .radio_channel import LoRaMode
+
+    try:
+        return LoRaMode.parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _outage(value: str) -> tuple[float, float]:
+    start, sep, end = value.partition(":")
+    try:
+        window = (float(start), float(end))
+    except ValueError:
+        window = None
+    if not sep or window is None or window[1] <= window[0]:
+        raise argparse.ArgumentTypeError(f"outage {value!r}: expected START_S:END_S in flight seconds, end after start")
+    return window
+
+
+def _probability(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a probability in [0, 1]")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,20 +90,67 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="do not show the ground station's live output")
     f.add_argument("--no-uplink", action="store_true",
                    help="no ground-to-payload link: the ground never asks for lost fragments (no uplink.key)")
+    f.add_argument("--scenario", default="nominal", metavar="NAME",
+                   help="a named rehearsal (python -m sim scenarios lists them): nominal (default), cold-soak, "
+                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, night, orbit")
+    f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
+                   help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
+                        "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug")
+    f.add_argument("--no-path-loss", action="store_true",
+                   help="only the --loss bursts: no distance, horizon or fading from the radio model")
     f.set_defaults(func=cmd_fly)
 
-    c = sub.add_parser("channel", help="the lossy radio channel alone (sim fly starts it for you)")
+    sc = sub.add_parser("scenarios", help="list the named rehearsals sim fly --scenario runs")
+    sc.set_defaults(func=cmd_scenarios)
+
+    c = sub.add_parser(
+        "channel", help="the lossy radio channel alone (sim fly starts it for you)",
+        description=(
+            "Relay UDP frames between the payload and one or more ground stations through a simulated "
+            "radio path: radio horizon, LoRa link budget, Gilbert-Elliott bursts, bit errors, duplicates, "
+            "reordering, outages and the payload's half duplex, all driven by flight time."
+        ),
+    )
     c.add_argument("--listen", required=True, type=hostport_type(listen=True), metavar="HOST:PORT",
                    help="where the payload sends frames (port 0: any free port, logged as 'listening')")
-    c.add_argument("--forward", required=True, type=hostport_type(), metavar="HOST:PORT", help="the ground station's UDP address")
-    c.add_argument("--loss", type=_loss, default=_loss("0"), metavar="SPEC", help="as for fly (default 0)")
-    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--forward", required=True, action="append", type=hostport_type(), metavar="HOST:PORT",
+                   help="a ground station's UDP address; repeat to pair one with each --station in order "
+                        "(one --forward for several stations: all send there)")
+    c.add_argument("--loss", type=_loss, default=_loss("0"), metavar="SPEC",
+                   help="Gilbert-Elliott fading on top of the link budget, as for fly (default 0)")
+    c.add_argument("--seed", type=int, default=1, help="seed for the losses and for the balloon's flight (default 1)")
     c.add_argument("--air-hex", type=Path, required=True, metavar="FILE", help="append every frame put on the air here, one hex line each")
-    c.add_argument("--stats", type=Path, metavar="FILE", help="write frame counts here as JSON on exit")
+    c.add_argument("--stats", type=Path, metavar="FILE",
+                   help="write frame counts, per-station blocks and a per-minute timeline here as JSON on exit")
     c.add_argument("--uplink-loss", type=_loss, metavar="SPEC",
                    help="loss on the way back, ground to payload (default: the same as --loss; its own random stream)")
     c.add_argument("--uplink-hex", type=Path, metavar="FILE",
                    help="append every frame the ground sends back here, one hex line each")
+    c.add_argument("--world-clock", type=Path, metavar="FILE",
+                   help='flight time from this JSON file, {"epoch_unix": s, "speedup": x}, written by the bench world '
+                        "at launch (on the pad until it appears); default: the relay's own start and --speedup")
+    c.add_argument("--speedup", type=float, default=60.0,
+                   help="flight seconds per wall second without --world-clock (default 60)")
+    c.add_argument("--profile", choices=("balloon", "orbit"), default="balloon",
+                   help="what carries the payload: the --seed's bench balloon flight, or a 500 km, 51.6 deg orbit")
+    c.add_argument("--station", action="append", type=_station, metavar="NAME:LAT:LON[:ALT_M]",
+                   help="a ground station, degrees and metres above ground; repeatable (default: 'home' at the launch site)")
+    c.add_argument("--outage", action="append", type=_outage, default=[], metavar="START_S:END_S",
+                   help="flight seconds during which nothing passes either way; repeatable")
+    c.add_argument("--ber", type=_probability, default=0.0, metavar="P",
+                   help="bit error rate floor, on top of what the link margin gives (default 0)")
+    c.add_argument("--duplicate", type=_probability, default=0.0, metavar="P",
+                   help="chance a delivered frame arrives twice, the copy up to 2 flight seconds later (default 0)")
+    c.add_argument("--reorder", type=_probability, default=0.0, metavar="P",
+                   help="chance a delivered frame is held back and delivered after the next one (default 0)")
+    c.add_argument("--tx-dbm", type=float, default=10.0, help="transmit power at both ends, dBm (default 10: 10 mW)")
+    c.add_argument("--freq-mhz", type=float, default=434.0, help="carrier frequency, MHz (default 434)")
+    c.add_argument("--lora", type=_lora, default=None, metavar="SF/BW_HZ/CR",
+                   help="LoRa mode for sensitivity and time on air, e.g. 11/20800/8 (default 9/125000/5, the bench payload's)")
+    c.add_argument("--no-path-loss", action="store_true",
+                   help="no horizon and no link budget: only the Gilbert-Elliott loss (for exact loss rates)")
+    c.add_argument("--no-half-duplex", action="store_true",
+                   help="let the payload hear uplink frames while it transmits")
     c.set_defaults(func=cmd_channel)
     return parser
 
@@ -74,7 +161,8 @@ def cmd_fly(args: argparse.Namespace) -> int:
     opts = FlyOptions(
         out=args.out, persona=None if args.no_persona else args.persona, minutes=args.minutes,
         speedup=args.speedup, loss=args.loss, seed=args.seed, overwrite=args.overwrite,
-        config=args.config, quiet=args.quiet, uplink=not args.no_uplink,
+        config=args.config, quiet=args.quiet, uplink=not args.no_uplink, scenario=args.scenario,
+        faults=args.fault, path_loss=not args.no_path_loss,
     )
     try:
         report = fly(opts)
@@ -93,15 +181,48 @@ def cmd_fly(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_channel(args: argparse.Namespace) -> int:
-    from .channel import Channel
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from .scenarios import SCENARIOS
 
+    for s in SCENARIOS.values():
+        length = f"{s.minutes:g} min" if s.minutes else "whole flight"
+        print(f"{s.name:15} {length:>12}  {s.summary}")
+    return 0
+
+
+def cmd_channel(args: argparse.Namespace) -> int:
+    from .channel import Channel, WorldClock, balloon_position, launch_station
+    from .radio_channel import ChannelConfig, LoRaMode
+
+    stations = args.station or [launch_station(args.seed)]
+    if len(args.forward) not in (1, len(stations)):
+        print(f"error: {len(args.forward)} --forward for {len(stations)} stations: give one, or one per --station",
+              file=sys.stderr)
+        return 2
+    forwards = args.forward if len(args.forward) == len(stations) else args.forward * len(stations)
+    stations = [dataclasses.replace(s, forward=f) for s, f in zip(stations, forwards)]
+    if args.profile == "orbit":
+        from .orbit import Orbit
+
+        position = Orbit().position
+    else:
+        position = balloon_position(args.seed)
+    try:
+        config = ChannelConfig(
+            path_loss=not args.no_path_loss, freq_mhz=args.freq_mhz, tx_dbm=args.tx_dbm,
+            lora=args.lora or LoRaMode(), ber=args.ber, duplicate=args.duplicate, reorder=args.reorder,
+            outages=tuple(args.outage), half_duplex=not args.no_half_duplex,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        ch = Channel(args.listen, args.forward, args.loss, args.seed, args.air_hex, stop,
-                     uplink_loss=args.uplink_loss, uplink_hex=args.uplink_hex)
+        ch = Channel(args.listen, args.forward[0], args.loss, args.seed, args.air_hex, stop,
+                     uplink_loss=args.uplink_loss, uplink_hex=args.uplink_hex, stations=stations,
+                     position=position, config=config, clock=WorldClock(args.world_clock, args.speedup))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,47 +1,127 @@
-"""The radio channel on the bench: a UDP relay that loses frames in bursts.
+"""The radio channel on the bench: a UDP relay between the payload and its ground stations.
 
 Frames from the payload arrive on one port; each is written to `air.hex` (what was
-put on the air, in order, before any loss) and forwarded to the ground station
-unless the Gilbert–Elliott channel drops it. Runs until SIGTERM/SIGINT.
+put on the air, in order, before any loss) and handed to `RadioChannel`
+(`sim/radio_channel.py`: horizon, link budget, Gilbert–Elliott bursts, bit errors,
+duplicates, reordering, outages), which says what each ground station hears; that is
+forwarded to the station's UDP address. Runs until SIGTERM/SIGINT.
 
-The uplink runs the other way: what the ground station sends back to the relay's
-forwarding socket (NACKs) is written to `uplink.hex` and relayed to wherever the
-latest payload frame came from, through its own Gilbert–Elliott loss with its own
-seed stream (so adding uplink traffic does not change which downlink frames drop).
+The uplink runs the other way: each station has its own forwarding socket, so what a
+ground station sends back to it (NACKs) is known to come through that station; it is
+written to `uplink.hex` and relayed to wherever the latest payload frame came from,
+through that station's uplink losses and the payload's half duplex.
 
-    payload ──sock──▶ channel ──out──▶ ground
-    payload ◀──sock── channel ◀──out── ground
+    payload ──sock──▶ channel ──outs[i]──▶ ground station i
+    payload ◀──sock── channel ◀──outs[i]── ground station i
+
+Flight time comes from `WorldClock`: the bench world's clock file once the flight has
+launched (on the pad until then), or the relay's own start times a speed-up.
+Without a `ChannelConfig` the relay is the plain Gilbert–Elliott channel it always was
+(no path loss, no half duplex), which is what tests with exact loss patterns rely on.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 import select
 import socket
 import threading
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import structlog
 
-from .loss import GilbertElliott, LossSpec
+from .loss import LossSpec
+from .radio_channel import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position, RadioChannel
+
+__all__ = ["UPLINK_SEED", "Channel", "ChannelStats", "WorldClock", "balloon_position", "launch_station"]
 
 log = structlog.get_logger(__name__)
 
 POLL_S = 0.2  # how long the relay waits on its sockets before checking the stop event
-UPLINK_SEED = 0x55504C4B  # "UPLK": mixed into the seed for the uplink's own loss stream
+CLOCK_POLL_S = 1.0  # how often a missing world-clock file is looked for again
+DEFAULT_SPEEDUP = 60.0
 
 
 @dataclass
 class ChannelStats:
     frames_in: int = 0
-    frames_forwarded: int = 0
-    frames_dropped: int = 0
+    frames_forwarded: int = 0  # frames that reached at least one station (held frames once released)
+    frames_dropped: int = 0  # frames_in − frames_forwarded: lost everywhere (or still held back)
     bytes_in: int = 0
     uplink_in: int = 0  # frames the ground sent back
     uplink_forwarded: int = 0
     uplink_dropped: int = 0
+    copies_forwarded: int = 0  # datagrams sent to ground stations: every station, every duplicate
+    copies_corrupted: int = 0  # of those, how many carried flipped bits
+
+
+class WorldClock:
+    """Flight seconds now: (time.time() − epoch_unix) · speedup.
+
+    With a clock file (`{"epoch_unix": …, "speedup": …}`, written by the bench world at
+    launch) the balloon sits on the pad (t = 0) until the file appears; the file is looked
+    for at most once a second. Without one the clock starts now at `speedup`."""
+
+    def __init__(self, path: Path | None = None, speedup: float = DEFAULT_SPEEDUP,
+                 now: Callable[[], float] = time.time):
+        self.path = path
+        self.speedup = speedup
+        self._now = now
+        self.epoch_unix: float | None = None if path is not None else now()
+        self._next_look = -float("inf")
+
+    def _look(self) -> None:
+        t = self._now()
+        if t < self._next_look:
+            return
+        self._next_look = t + CLOCK_POLL_S
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            epoch, speedup = float(data["epoch_unix"]), float(data["speedup"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # not there yet, or caught half-written: look again later
+        if speedup <= 0:
+            log.warning("world_clock_invalid", path=str(self.path), speedup=speedup)
+            return
+        self.epoch_unix, self.speedup = epoch, speedup
+        log.info("world_clock", epoch_unix=epoch, speedup=speedup)
+
+    def __call__(self) -> float:
+        if self.epoch_unix is None:
+            self._look()
+            if self.epoch_unix is None:
+                return 0.0
+        return (self._now() - self.epoch_unix) * self.speedup
+
+
+def launch_station(seed: int = 1) -> GroundStation:
+    """The default receiver: at the launch site of the bench flight."""
+    from .world import FlightPlan
+
+    plan = FlightPlan(seed=seed)
+    return GroundStation("home", plan.launch_lat, plan.launch_lon, plan.launch_alt_m)
+
+
+def balloon_position(seed: int = 1) -> Callable[[float], Position]:
+    from .world import Flight, FlightPlan
+
+    flight = Flight(FlightPlan(seed=seed))
+    return lambda t: (*flight.position(t), flight.altitude_m(t))
+
+
+def _bind_towards(forward: tuple[str, int]) -> socket.socket:
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Bound now, not implicitly at the first sendto, so select() can wait on it from the start;
+    # on loopback only when the ground is local, so no one else can inject uplink through it.
+    out.bind(("127.0.0.1" if forward[0] in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+    out.setblocking(False)
+    return out
 
 
 class Channel:
@@ -55,38 +135,76 @@ class Channel:
         stop: threading.Event,
         uplink_loss: LossSpec | None = None,
         uplink_hex: Path | None = None,
+        *,
+        stations: Sequence[GroundStation] | None = None,
+        position: Callable[[float], Position] | None = None,
+        config: ChannelConfig | None = None,
+        clock: Callable[[], float] | None = None,
     ):
-        self.forward = forward
-        self.loss = GilbertElliott(loss, seed)
-        # Its own random stream: uplink traffic must not shift the downlink's losses.
-        self.uplink_loss = GilbertElliott(uplink_loss if uplink_loss is not None else loss, seed ^ UPLINK_SEED)
+        """`stations` without a `forward` of their own send to `forward`. `clock` gives
+        flight seconds (default: a `WorldClock` at 60×); a `speedup` attribute on it turns
+        flight-time delays into wall time."""
+        base = config if config is not None else ChannelConfig(path_loss=False, half_duplex=False)
+        cfg = replace(base, loss=loss, uplink_loss=uplink_loss)
+        stations = [replace(s, forward=s.forward or forward) for s in (stations or [launch_station(seed)])]
+        self.radio = RadioChannel(stations, position or balloon_position(seed), cfg, seed)
+        self.clock = clock or WorldClock(None, DEFAULT_SPEEDUP)
+        self.forward = stations[0].forward
         self.payload_addr: tuple | None = None  # where the latest payload frame came from
         self.stop = stop
         self.stats = ChannelStats()
+        self._forwarded: set[int] = set()  # downlink seqs that reached some station
+        self._queue: list[tuple[float, int, Delivery]] = []  # (wall due, tiebreak, delivery)
+        self._tiebreak = itertools.count()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self.sock.bind(listen)
         except OSError as e:
             raise OSError(f"channel cannot listen on {listen[0]}:{listen[1]}: {e.strerror}") from e
         host, port = self.sock.getsockname()[:2]
-        log.info("listening", address=f"{host}:{port}", forward=f"{forward[0]}:{forward[1]}", loss=loss.mean_loss)
-        self.out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        # Bound now, not implicitly at the first sendto, so select() can wait on it from the start;
-        # on loopback only when the ground is local, so no one else can inject uplink through it.
-        self.out.bind(("127.0.0.1" if forward[0] in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
-        self.out.setblocking(False)
+        log.info("listening", address=f"{host}:{port}", forward=f"{self.forward[0]}:{self.forward[1]}",
+                 loss=loss.mean_loss, stations=[s.name for s in stations], path_loss=cfg.path_loss)
+        self.outs = [_bind_towards(s.forward) for s in stations]  # one per station: uplink says who sent it
+        self.out = self.outs[0]
         self.sock.setblocking(False)
         self.air = open(air_hex, "a", encoding="ascii")
         self.uplink = open(uplink_hex, "a", encoding="ascii") if uplink_hex is not None else None
 
+    @property
+    def speedup(self) -> float:
+        return getattr(self.clock, "speedup", DEFAULT_SPEEDUP)
+
+    # ------------------------------------------------------------ the loop
+
     def run(self) -> None:
         while not self.stop.is_set():
-            # One thread over both sockets; the timeout is how promptly a stop is noticed.
-            ready, _, _ = select.select([self.sock, self.out], [], [], POLL_S)
+            # One thread over all sockets; the timeout is how promptly a stop or a due frame is noticed.
+            ready, _, _ = select.select([self.sock, *self.outs], [], [], self._timeout())
             if self.sock in ready:
                 self._downlink()
-            if self.out in ready:
-                self._uplink()
+            for i, out in enumerate(self.outs):
+                if out in ready:
+                    self._uplink(i)
+            self._send_due()
+        self._send_due(everything=True)  # what is held back or late still counts as delivered
+
+    def _timeout(self) -> float:
+        timeout = POLL_S
+        if self._queue:
+            timeout = min(timeout, self._queue[0][0] - time.monotonic())
+        release = self.radio.next_release_s()
+        if release is not None:
+            timeout = min(timeout, (release - self.clock()) / self.speedup)
+        return max(timeout, 0.0)
+
+    def _send_due(self, everything: bool = False) -> None:
+        for d in self.radio.release(self.clock(), everything=everything):
+            self._send(d)
+        now = time.monotonic()
+        while self._queue and (everything or self._queue[0][0] <= now):
+            self._send(heapq.heappop(self._queue)[2])
+
+    # ------------------------------------------------------------ downlink
 
     def _downlink(self) -> None:
         try:
@@ -98,20 +216,34 @@ class Channel:
         self.payload_addr = peer
         self.stats.frames_in += 1
         self.stats.bytes_in += len(frame)
+        self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
         self.air.write(frame.hex() + "\n")
         self.air.flush()
-        if self.loss.drop():
-            self.stats.frames_dropped += 1
-            return
-        try:
-            self.out.sendto(frame, self.forward)
-            self.stats.frames_forwarded += 1
-        except OSError:
-            self.stats.frames_dropped += 1  # ground not listening: lost all the same
+        now = time.monotonic()
+        for d in self.radio.downlink(frame, self.clock()):
+            if d.delay_s > 0:
+                heapq.heappush(self._queue, (now + d.delay_s / self.speedup, next(self._tiebreak), d))
+            else:
+                self._send(d)
 
-    def _uplink(self) -> None:
+    def _send(self, d: Delivery) -> None:
+        station = self.radio.stations[d.station_index]
         try:
-            frame, _ = self.out.recvfrom(65535)
+            self.outs[d.station_index].sendto(d.frame, station.forward)
+        except OSError:
+            return  # ground not listening: lost all the same
+        self.stats.copies_forwarded += 1
+        self.stats.copies_corrupted += d.corrupted
+        if d.seq not in self._forwarded:
+            self._forwarded.add(d.seq)
+            self.stats.frames_forwarded += 1
+            self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
+
+    # ------------------------------------------------------------ uplink
+
+    def _uplink(self, station_index: int) -> None:
+        try:
+            frame, _ = self.outs[station_index].recvfrom(65535)
         except (BlockingIOError, InterruptedError):
             return
         except ConnectionError:
@@ -120,22 +252,32 @@ class Channel:
         if self.uplink is not None:
             self.uplink.write(frame.hex() + "\n")
             self.uplink.flush()
-        if self.uplink_loss.drop() or self.payload_addr is None:
+        heard = self.radio.uplink(frame, station_index, self.clock())
+        if heard is None or self.payload_addr is None:
             self.stats.uplink_dropped += 1
             return
         try:
-            self.sock.sendto(frame, self.payload_addr)
+            self.sock.sendto(heard, self.payload_addr)
             self.stats.uplink_forwarded += 1
         except OSError:
             self.stats.uplink_dropped += 1  # payload gone: lost all the same
+
+    # ------------------------------------------------------------ the end
+
+    def stats_dict(self) -> dict:
+        stations = self.radio.stats_dict()
+        for entry, st in zip(stations, self.radio.stations):
+            entry["forward"] = f"{st.forward[0]}:{st.forward[1]}"
+        return {**asdict(self.stats), "stations": stations, "timeline": self.radio.timeline()}
 
     def close(self, stats_path: Path | None = None) -> None:
         self.air.close()
         if self.uplink is not None:
             self.uplink.close()
         self.sock.close()
-        self.out.close()
+        for out in self.outs:
+            out.close()
         if stats_path is not None:
             tmp = stats_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(self.stats), indent=2))
+            tmp.write_text(json.dumps(self.stats_dict(), indent=2))
             os.replace(tmp, stats_path)

@@ -20,22 +20,23 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from groundstation.uplink import generate_key_file
 
+from .bench_hardware import Fault
 from .loss import LossSpec
-from .world import Flight, FlightPlan
+from .scenarios import Scenario, flight_for, scenario
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_PERSONA = Path("build/persona")
 OUTPUTS = ("report.json", "air.hex", "ground.db", "ground.db-wal", "ground.db-shm", "channel.json",
            "musings.txt", "payload.log", "channel.log", "ground.log", "uplink.hex", "uplink.key",
-           "ground.json", "ground.db.uplink.json", "ground.db.uplink.json.lock")
+           "ground.json", "ground.db.uplink.json", "ground.db.uplink.json.lock", "world.json", "flight.svg")
 
 
 class FlyError(Exception):
@@ -54,21 +55,30 @@ class FlyOptions:
     config: Path | None = None
     quiet: bool = False
     uplink: bool = True  # ground asks for lost fragments over the reverse path
+    scenario: str = "nominal"  # sim/scenarios.py
+    faults: list[str] = field(default_factory=list)  # more faults, beside the scenario's
+    path_loss: bool = True  # distance and horizon on top of --loss (off: exactly --loss)
 
 
-def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0) -> int:
-    """The UDP port `proc` bound, read from its `listening` log line.
+def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0,
+                   skip: int = 0) -> int:
+    """The UDP port `proc` bound, read from its `listening` log line (after the first `skip`
+    of them: a restarted process appends to its log).
 
     Each process binds port 0 and says which port it got, so no two can race for one.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        seen = 0
         for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if entry.get("event") == "listening":
+                seen += 1
+                if seen <= skip:
+                    continue
                 address = entry.get("address") or entry.get("source", "").split()[-1]
                 return int(address.rsplit(":", 1)[1])
         if proc.poll() is not None:
@@ -122,99 +132,238 @@ def ground_counts(db: Path) -> dict:
         con.close()
 
 
+def flight_time_s(world_clock: Path) -> float:
+    """Flight seconds since launch, from the world clock file the payload writes at launch (0 before)."""
+    try:
+        w = json.loads(world_clock.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0.0
+    return (time.time() - w["epoch_unix"]) * w["speedup"]
+
+
+class Flyer:
+    """Starts the three processes, runs the scenario's reboots and restarts in flight time,
+    restarts a payload that browned out, and stops everything at the end."""
+
+    def __init__(self, opts: FlyOptions, sc: Scenario, flight_s: float):
+        self.opts, self.sc, self.flight_s = opts, sc, flight_s
+        self.out = opts.out
+        self.env = dict(os.environ, STRATOECHO_LOG_JSON="1", PYTHONUNBUFFERED="1")
+        self.world_clock = self.out / "world.json"
+        self.key = self.out / "uplink.key"
+        self.logs = {n: open(self.out / f"{n}.log", "a") for n in ("ground", "channel", "payload")}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ground_port = 0
+        self.payload_boots = 0
+        self.unplanned_reboots = 0
+        self.actions: list[tuple[float, str]] = sorted(
+            [(t, "reboot") for t in sc.reboots] + [(t, "ground") for t in sc.ground_restarts])
+        self.done_actions: list[dict] = []
+
+    # -- processes ---------------------------------------------------------------------
+
+    def start_ground(self) -> None:
+        py = sys.executable
+        self.procs["ground"] = subprocess.Popen(
+            [py, "-m", "groundstation", "listen", "--udp", f"127.0.0.1:{self.ground_port}", "--db",
+             str(self.out / "ground.db"), "--stats", str(self.out / "ground.json")]
+            + (["--uplink-key", str(self.key)] if self.opts.uplink else [])
+            + (["--quiet"] if self.opts.quiet else []),
+            stdout=None if not self.opts.quiet else subprocess.DEVNULL, stderr=self.logs["ground"], env=self.env,
+        )
+        self.ground_port = wait_listening(self.out / "ground.log", self.procs["ground"], "ground station",
+                                          skip=self._listening_lines("ground"))
+
+    def _listening_lines(self, name: str) -> int:
+        """How many `listening` lines the log holds already (a restarted process appends its own)."""
+        path = self.out / f"{name}.log"
+        return path.read_text(errors="replace").count('"listening"') if path.exists() else 0
+
+    def start_channel(self) -> int:
+        opts = self.opts
+        cmd = [sys.executable, "-m", "sim", "channel", "--listen", "127.0.0.1:0", "--forward",
+               f"127.0.0.1:{self.ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
+               "--seed", str(opts.seed), "--air-hex", str(self.out / "air.hex"), "--stats",
+               str(self.out / "channel.json"), "--uplink-hex", str(self.out / "uplink.hex"),
+               "--world-clock", str(self.world_clock), "--profile", self.sc.profile]
+        for a, b in self.sc.outages:
+            cmd += ["--outage", f"{a:g}:{b:g}"]
+        if not opts.path_loss:
+            cmd += ["--no-path-loss"]
+        self.procs["channel"] = subprocess.Popen(cmd, stdout=self.logs["channel"], stderr=self.logs["channel"],
+                                                 env=self.env)
+        return wait_listening(self.out / "channel.log", self.procs["channel"], "channel")
+
+    def start_payload(self, channel_port: int) -> None:
+        opts = self.opts
+        cmd = [sys.executable, "-m", "payload", "run", "--sim", "--udp", f"127.0.0.1:{channel_port}",
+               "--data", str(self.out / "payload"), "--speedup", str(opts.speedup), "--seed", str(opts.seed),
+               "--minutes", str(self.flight_s / 60), "--world-clock", str(self.world_clock),
+               "--scenario", self.sc.name]
+        cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
+        cmd += ["--sim-config", str(opts.config)] if opts.config else []
+        cmd += ["--uplink-key", str(self.key)] if opts.uplink else []
+        for f in (*self.sc.faults, *opts.faults):
+            cmd += ["--fault", f]
+        self.payload_boots += 1
+        self.procs["payload"] = subprocess.Popen(cmd, stdout=self.logs["payload"], stderr=self.logs["payload"],
+                                                 env=self.env)
+
+    def keep_stats(self) -> None:
+        """A payload about to be restarted starts its statistics afresh: keep this boot's."""
+        stats = self.out / "payload" / "stats.json"
+        if stats.exists():
+            os.replace(stats, self.out / "payload" / f"stats.boot{self.payload_boots}.json")
+
+    # -- the flight --------------------------------------------------------------------
+
+    def run(self, channel_port: int) -> float:
+        """Fly until the payload ends its flight; the wall seconds it took."""
+        from tqdm import tqdm
+
+        opts = self.opts
+        started = time.monotonic()
+        budget = self.flight_s / opts.speedup + 300 / opts.speedup + 120 + 30 * len(self.actions)
+        total = round(self.flight_s / 60, 1)
+        show = opts.quiet and sys.stderr.isatty()  # in a log file a redrawn bar is a wall of text
+        with tqdm(total=total, unit="flight min", disable=not show, file=sys.stderr, leave=False) as bar:
+            while True:
+                payload = self.procs["payload"]
+                rc = payload.poll()
+                t = flight_time_s(self.world_clock)
+                if rc is not None:
+                    if rc == 0:
+                        return time.monotonic() - started
+                    if rc == -signal.SIGKILL and t < self.flight_s and self.unplanned_reboots < 3:
+                        # The bench world cut the power (a brown-out): the Pi comes back when it can.
+                        self.unplanned_reboots += 1
+                        self.done_actions.append({"t_s": round(t), "action": "brown-out reboot"})
+                        self.keep_stats()
+                        self.start_payload(channel_port)
+                        continue
+                    raise FlyError(f"payload exited with code {rc}; see {self.out / 'payload.log'}")
+                if self.actions and t >= self.actions[0][0]:
+                    _, action = self.actions.pop(0)
+                    self.do(action, t, channel_port)
+                if time.monotonic() - started > budget:
+                    rc = stop(payload, "payload")
+                    raise FlyError(f"payload still running after {budget:.0f} s; stopped (code {rc})")
+                bar.n = min(round(t / 60, 1), total)
+                bar.refresh()
+                time.sleep(0.1)
+
+    def wait_flight_s(self, until_s: float) -> None:
+        while flight_time_s(self.world_clock) < until_s:
+            time.sleep(0.02)
+
+    def do(self, action: str, t: float, channel_port: int) -> None:
+        if action == "reboot":
+            log.info("power_cut", flight_s=round(t))
+            p = self.procs["payload"]
+            p.kill()  # no warning, no flush: a power cut
+            p.wait()
+            self.keep_stats()
+            self.wait_flight_s(t + self.sc.reboot_s)
+            self.start_payload(channel_port)
+            self.done_actions.append({"t_s": round(t), "action": "power cut and reboot",
+                                      "down_s": self.sc.reboot_s})
+        elif action == "ground":
+            log.info("ground_restart", flight_s=round(t))
+            stop(self.procs["ground"], "ground station")
+            self.wait_flight_s(t + self.sc.ground_down_s)
+            self.start_ground()  # the same port: the channel keeps forwarding there
+            self.done_actions.append({"t_s": round(t), "action": "ground station restart",
+                                      "down_s": self.sc.ground_down_s})
+
+    def stop_all(self) -> None:
+        for name in ("payload", "channel", "ground"):
+            if name in self.procs:
+                stop(self.procs[name], name)
+        for f in self.logs.values():
+            f.close()
+
+
 def fly(opts: FlyOptions) -> dict:
     if opts.persona is not None and not (opts.persona / "persona.toml").is_file():
         raise FlyError(
             f"no persona bundle at {opts.persona} (persona.toml missing): run `make persona` to build the "
             "sample persona, pass --persona BUNDLE, or --no-persona to fly without one"
         )
-    prepare_out(opts)
-    out = opts.out
-    py = sys.executable
-    env = dict(os.environ, STRATOECHO_LOG_JSON="1", PYTHONUNBUFFERED="1")
-    flight = Flight(FlightPlan(seed=opts.seed))
-    flight_s = opts.minutes * 60 if opts.minutes else flight.duration_s + 300
-
-    key = out / "uplink.key"
-    if opts.uplink:
-        generate_key_file(key)  # mode 600; both ends read the same file
-    logs = {n: open(out / f"{n}.log", "w") for n in ("ground", "channel", "payload")}
-    procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["ground"] = subprocess.Popen(
-            [py, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(out / "ground.db"),
-             "--stats", str(out / "ground.json")]
-            + (["--uplink-key", str(key)] if opts.uplink else [])
-            + (["--quiet"] if opts.quiet else []),
-            stdout=None if not opts.quiet else subprocess.DEVNULL, stderr=logs["ground"], env=env,
-        )
-        ground_port = wait_listening(out / "ground.log", procs["ground"], "ground station")
-        procs["channel"] = subprocess.Popen(
-            [py, "-m", "sim", "channel", "--listen", "127.0.0.1:0", "--forward",
-             f"127.0.0.1:{ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
-             "--seed", str(opts.seed), "--air-hex", str(out / "air.hex"), "--stats", str(out / "channel.json"),
-             "--uplink-hex", str(out / "uplink.hex")],
-            stdout=logs["channel"], stderr=logs["channel"], env=env,
-        )
-        channel_port = wait_listening(out / "channel.log", procs["channel"], "channel")
-        payload_cmd = [py, "-m", "payload", "run", "--sim", "--udp", f"127.0.0.1:{channel_port}",
-                       "--data", str(out / "payload"), "--speedup", str(opts.speedup), "--seed", str(opts.seed)]
-        payload_cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
-        payload_cmd += ["--minutes", str(opts.minutes)] if opts.minutes else []
-        payload_cmd += ["--sim-config", str(opts.config)] if opts.config else []
-        payload_cmd += ["--uplink-key", str(key)] if opts.uplink else []
+        sc = scenario(opts.scenario)
+        for f in opts.faults:
+            Fault.parse(f)
+    except ValueError as e:
+        raise FlyError(str(e)) from e
+    prepare_out(opts)
+    flight = flight_for(sc.name, opts.seed)
+    minutes = opts.minutes or sc.minutes
+    flight_s = minutes * 60 if minutes else flight.duration_s + 300
+    if opts.uplink:
+        generate_key_file(opts.out / "uplink.key")  # mode 600; both ends read the same file
+    flyer = Flyer(opts, sc, flight_s)
+    try:
+        flyer.start_ground()
+        channel_port = flyer.start_channel()
         wall = flight_s / opts.speedup
         print(
-            f"sim fly: {flight_s / 60:.0f} flight minutes at {opts.speedup:g}x "
+            f"sim fly: {sc.name}: {flight_s / 60:.0f} flight minutes at {opts.speedup:g}x "
             f"(~{f'{wall:.0f} s' if wall < 90 else f'{wall / 60:.1f} min'}), "
-            f"burst at {flight.burst_alt_m / 1000:.1f} km, loss {opts.loss.mean_loss:.0%} in bursts of "
-            f"{opts.loss.burst:g}; logs in {out}/",
+            + (f"burst at {flight.burst_alt_m / 1000:.1f} km, " if hasattr(flight, "burst_alt_m") else "")
+            + f"loss {opts.loss.mean_loss:.0%} in bursts of {opts.loss.burst:g}; logs in {opts.out}/",
             file=sys.stderr, flush=True,
         )
-        started = time.monotonic()
-        procs["payload"] = subprocess.Popen(payload_cmd, stdout=logs["payload"], stderr=logs["payload"], env=env)
-        # The payload drains its queue for up to 300 flight seconds after landing.
-        budget = wall + 300 / opts.speedup + 120
-        payload_rc = wait_flight(procs["payload"], budget, flight_s, opts)
-        if payload_rc != 0:
-            raise FlyError(f"payload exited with code {payload_rc}; see {out / 'payload.log'}")
+        flyer.start_payload(channel_port)
+        wall_s = flyer.run(channel_port)
         time.sleep(0.5)  # the last frames are still in flight through the channel
-        stop(procs["channel"], "channel")
-        stop(procs["ground"], "ground station")
-        wall_s = time.monotonic() - started
+        stop(flyer.procs["channel"], "channel")
+        stop(flyer.procs["ground"], "ground station")
     finally:
-        for name, p in procs.items():
-            stop(p, name)
-        for f in logs.values():
-            f.close()
-
-    return write_report(opts, wall_s, flight_s)
+        flyer.stop_all()
+    return write_report(opts, wall_s, flight_s, sc, flyer)
 
 
-def wait_flight(payload: subprocess.Popen, budget_s: float, flight_s: float, opts: FlyOptions) -> int:
-    """Wait for the payload to finish its flight; a progress bar in flight minutes when the
-    ground station's live output is not shown (--quiet)."""
-    from tqdm import tqdm
-
-    started = time.monotonic()
-    total = round(flight_s / 60, 1)
-    # Only on a terminal: in a log file a redrawn bar is a wall of text.
-    show = opts.quiet and sys.stderr.isatty()
-    with tqdm(total=total, unit="flight min", disable=not show, file=sys.stderr, leave=False) as bar:
-        while (rc := payload.poll()) is None:
-            elapsed = time.monotonic() - started
-            if elapsed > budget_s:
-                rc = stop(payload, "payload")
-                raise FlyError(f"payload still running after {budget_s:.0f} s; stopped (code {rc})")
-            bar.n = min(round(elapsed * opts.speedup / 60, 1), total)
-            bar.refresh()
-            time.sleep(0.25)
-    return rc
+def world_figures(path: Path) -> dict:
+    """The battery as the bench world left it: what the flight really cost."""
+    try:
+        w = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in w.items() if not isinstance(v, dict)}
 
 
-def write_report(opts: FlyOptions, wall_s: float, flight_s: float) -> dict:
+def merged_stats(payload_dir: Path) -> dict:
+    """The payload's statistics summed over its boots (each boot starts its own at zero)."""
+    files = sorted(payload_dir.glob("stats.boot*.json"), key=lambda p: int(p.stem.split("boot")[1]))
+    files += [payload_dir / "stats.json"]
+    boots = [json.loads(f.read_text()) for f in files if f.exists()]
+    if not boots:
+        raise FlyError(f"the payload wrote no statistics in {payload_dir}; see its log")
+
+    def add(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return {k: add(a.get(k, 0), b.get(k, 0)) if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            return a + b
+        return b
+
+    merged = boots[0]
+    for b in boots[1:]:
+        merged = add(merged, b)
+    last = boots[-1]
+    merged["flight_s"] = last["flight_s"]  # a time, not a count
+    merged["queue_depth"] = last["queue_depth"]
+    merged["daemon"]["boot"] = last["daemon"]["boot"]
+    merged["boots"] = len(boots)
+    return merged
+
+
+def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
+                 flyer: Flyer | None = None) -> dict:
+    from .flight_report import summarise, write_flight_report
+
     out = opts.out
-    stats = json.loads((out / "payload" / "stats.json").read_text())
+    stats = merged_stats(out / "payload")
     channel = json.loads((out / "channel.json").read_text())
     # Written by the ground station at exit; absent if it was killed rather than stopped.
     ground_stats = json.loads(g.read_text()) if (g := out / "ground.json").exists() else {}
@@ -251,13 +400,19 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float) -> dict:
         "flight_s": round(stats["flight_s"], 1),
         "wall_s": round(wall_s, 1),
         "speedup": opts.speedup,
-        "loss": {"mean": opts.loss.mean_loss, "burst": opts.loss.burst},
+        "loss_spec": {"mean": opts.loss.mean_loss, "burst": opts.loss.burst},
         "seed": opts.seed,
         "persona": str(opts.persona) if opts.persona else None,
         "tokens": daemon["tokens"],
         "persona_failures": daemon["persona_failures"],
         "queue_left": stats["queue_depth"],
+        "scenario": sc.name if sc else "nominal",
+        "payload_boots": stats["boots"],
+        "actions": flyer.done_actions if flyer else [],
+        "world": world_figures(out / "payload" / "bench" / "world.json"),
     }
+    report.update(summarise(out / "ground.db", stats, channel))
+    write_flight_report(out)
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, out / "report.json")

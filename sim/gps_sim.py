@@ -3,7 +3,8 @@
 The driver opens `FakeUblox.port` (the pty's slave side) exactly as it would open
 /dev/serial0. A worker thread writes one GGA and one RMC per epoch (every `period_s`
 real seconds) with real checksums, from `position(t)` — t in simulated seconds since
-start, `time_scale` simulated seconds per real second — and answers UBX on the same
+start, `time_scale` simulated seconds per real second, or the bench world's flight
+clock when `sim_clock` is given — and answers UBX on the same
 line: a well-formed CFG-NAV5 gets ACK-ACK (and sets `dyn_model`), a malformed one
 ACK-NAK, a frame with a bad checksum nothing at all (as the chip does).
 
@@ -102,6 +103,7 @@ class FakeUblox:
         time_scale: float = 1.0,
         talker: str = "GN",
         seed: int = 1,
+        sim_clock: Callable[[], float] | None = None,
     ):
         self.position, self.start_utc = position, start_utc
         self.period_s, self.time_scale, self.talker = period_s, time_scale, talker
@@ -121,6 +123,7 @@ class FakeUblox:
         self._wake_r, self._wake_w = os.pipe()
         self._closing = threading.Event()
         self._t0 = time.monotonic()
+        self._sim_clock = sim_clock  # the bench world's flight clock, when it owns time
         self._thread = threading.Thread(target=self._run, name="fake-ublox", daemon=True)
         self._thread.start()
 
@@ -142,6 +145,8 @@ class FakeUblox:
             self._changed.notify_all()
 
     def sim_time_s(self) -> float:
+        if self._sim_clock is not None:
+            return self._sim_clock()
         return (time.monotonic() - self._t0) * self.time_scale
 
     def wait_for(self, predicate: Callable[[FakeUblox], bool], timeout_s: float = 5.0) -> bool:

@@ -15,7 +15,7 @@ def config(gps_port: str) -> PayloadConfig:
     return PayloadConfig.model_validate({
         "sensors": "hardware",
         "devices": {"gps": {"port": gps_port}, "bme280": {"bus": 1, "address": 0x76},
-                    "ina219": {"bus": 1, "address": 0x40, "shunt_ohms": 0.1}},
+                    "ina219": {"bus": 1, "address": 0x40, "shunt_ohms": 0.1}, "bme280_box": None},
     })
 
 
@@ -27,7 +27,7 @@ def test_readings_come_from_each_driver_and_a_lost_part_is_a_status_not_a_stop()
     try:
         skip = [0.0]  # real time, plus what the test fast-forwards past back-offs
         devices = Devices(config(gps.port).devices, bus_opener=lambda n: bus, clock=lambda: time.monotonic() + skip[0])
-        sensors = HardwareSensors(devices, gps_timeout_s=1.0)
+        sensors = HardwareSensors(devices, gps_timeout_s=1.0, follow_gps=False)
         r = None
         for _ in range(20):  # until the GPS has a fix
             r = sensors.read()
@@ -55,7 +55,29 @@ def test_a_pi_without_i2c_or_gps_still_starts_and_says_what_is_missing(tmp_path)
         raise FileNotFoundError(f"/dev/i2c-{n}")
 
     devices = Devices(config(str(tmp_path / "no-such-tty")).devices, bus_opener=no_bus)
-    r = HardwareSensors(devices, gps_timeout_s=0.05).read()
+    r = HardwareSensors(devices, gps_timeout_s=0.05, follow_gps=False).read()
     assert r.status == {"gps": "no_device", "bme280": "absent", "ina219": "absent"}
     assert math.isnan(r.temp_c) and r.sats == 0
     devices.close()
+
+
+def test_the_gps_is_followed_on_its_own_thread_so_a_beacon_gets_the_latest_fix_not_a_buffered_one():
+    # The module moves north 0.001 degrees a second; after the follower has run a while, a
+    # reading must carry a position from the last epoch or so, not from the first ones a
+    # beacon-paced reader would find waiting in the UART buffer.
+    gps = FakeUblox(lambda t: SimFix(52.0 + 0.001 * t, -0.1, 1000.0), period_s=0.05)
+    devices = Devices(config(gps.port).devices, bus_opener=lambda n: FakeI2cBus())
+    sensors = HardwareSensors(devices)
+    try:
+        deadline = time.monotonic() + 10
+        r = sensors.read()
+        while r.status.get("gps") != "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            r = sensors.read()
+        assert r.status["gps"] == "ok" and r.fix_valid
+        time.sleep(1.0)
+        r = sensors.read()
+        assert abs(r.lat - (52.0 + 0.001 * gps.sim_time_s())) < 0.0005  # within half a second of now
+    finally:
+        sensors.close()
+        gps.close()

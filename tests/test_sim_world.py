@@ -22,7 +22,9 @@ def test_isa_temperature(alt, celsius):
 def test_flight_rises_bursts_and_lands():
     f = Flight(FlightPlan(seed=3))
     assert 30_000 <= f.burst_alt_m <= 35_000
-    assert f.ascent_s == pytest.approx((f.burst_alt_m - 20) / 5.0)
+    # 5 m/s at launch, a little faster as the balloon swells in thin air.
+    steady_s = (f.burst_alt_m - 20) / 5.0
+    assert 0.85 * steady_s < f.ascent_s < steady_s
     assert f.state_at(f.ascent_s / 2).phase == "ascent"
     top = f.state_at(f.ascent_s)
     assert top.alt_m == pytest.approx(f.burst_alt_m)

@@ -49,6 +49,14 @@ HEALTH_FIELDS: dict[int, tuple[str, type]] = {
     16: ("bme280", str),
     17: ("ina219", str),
     18: ("camera", str),
+    19: ("bme280_box", str),
+    # Power and heat: what the mode ladder and the heater act on.
+    20: ("phase", str),  # pre-launch, ascent, float, descent, landed
+    21: ("box_temp_c", float),  # the battery's temperature (BME280 in the box)
+    22: ("batt_ma", int),
+    23: ("heater", str),  # on/off and why: "off:warm", "on:cold", "off:battery_low"
+    24: ("energy_wh", float),  # used since boot
+    25: ("hours_left", float),  # at the present load, to the reserve
 }
 API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
     0: ("api", str),  # a name on the ground's allow-list: weather, news, define ...

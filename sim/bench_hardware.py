@@ -1,0 +1,309 @@
+"""The bench world behind the real drivers: what a Pi's ports, buses and pins would see in flight.
+
+    world (sim.world.Flight, sim.power.PowerModel), stepped on the flight clock
+        -> FakeUblox on a pseudo-terminal: NMEA of the flight's position and UTC, UBX ACKs
+        -> FakeI2cBus: a BME280 in the outside air (0x76), a BME280 on the battery in the
+           box (0x77), an INA219 on the battery lead (0x40)
+        -> a sysfs/procfs tree and a `vcgencmd` answer for PiHealth (CPU temperature, under-voltage)
+        -> SimCameraBackend: the sky at the flight's altitude
+        <- gpiozero MockFactory pins: the heater's pin heats the box model
+        <- the payload's own CPU use (its process and the persona worker's): the load on the battery
+
+The payload under test is the flight code (payload.devices, payload.gps, payload.i2c_sensors,
+payload.camera, payload.pi_health, payload.outputs); only the hardware is simulated. Faults
+are scheduled in flight time (`FaultPlan`) and thrown at the simulators' own fault switches.
+The battery survives a payload reboot: its state is saved to `state_path` as the world steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from . import atmosphere
+from .camera_sim import SimCameraBackend
+from .gps_sim import FakeUblox, SimFix
+from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
+from .power import PowerModel, PowerPlan
+from .world import Flight
+
+log = structlog.get_logger(__name__)
+
+BME280_AIR, BME280_BOX, INA219 = 0x76, 0x77, 0x40
+SHUNT_OHMS = 0.1
+STEP_WALL_S = 0.05  # how often the world is stepped: fine enough for 1 Hz NMEA at 60x
+
+# ------------------------------------------------------------------ faults
+
+FAULT_ACTIONS = {
+    "gps": ("silence", "garbage", "reset"),
+    "bme280": ("unplug", "stick", "impossible"),
+    "bme280_box": ("unplug", "stick", "impossible"),
+    "ina219": ("unplug", "stick", "impossible"),
+    "camera": ("hang", "unplug"),
+}
+_FAULT_RE = re.compile(r"^(?P<device>[a-z0-9_]+):(?P<action>[a-z]+)@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?$")
+
+
+def flight_seconds(text: str) -> float:
+    """'90' or '90s' -> 90; '40m' -> 2400; '1.5h' -> 5400."""
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1], 1)
+    return float(text.rstrip("smh")) * scale
+
+
+@dataclass(frozen=True)
+class Fault:
+    device: str
+    action: str
+    start_s: float
+    end_s: float | None = None  # None: until the end of the flight (reset: instant)
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        """DEVICE:ACTION@START[-END], times in flight seconds or with s/m/h: `gps:silence@40m-55m`."""
+        m = _FAULT_RE.match(spec.strip())
+        if not m:
+            raise ValueError(f"fault {spec!r}: expected DEVICE:ACTION@START[-END], e.g. gps:silence@40m-55m")
+        device, action = m["device"], m["action"]
+        if device not in FAULT_ACTIONS:
+            raise ValueError(f"fault {spec!r}: unknown device {device!r}; one of {', '.join(FAULT_ACTIONS)}")
+        if action not in FAULT_ACTIONS[device]:
+            raise ValueError(f"fault {spec!r}: {device} can {', '.join(FAULT_ACTIONS[device])}, not {action!r}")
+        start = flight_seconds(m["start"])
+        end = flight_seconds(m["end"]) if m["end"] else None
+        if end is not None and end <= start:
+            raise ValueError(f"fault {spec!r}: the end must come after the start")
+        return cls(device, action, start, end)
+
+
+class FaultPlan:
+    """Faults due at flight times: `due(t)` gives the (fault, begin|end) edges crossed since the last call."""
+
+    def __init__(self, faults: list[Fault]):
+        self.faults = sorted(faults, key=lambda f: f.start_s)
+        self._begun: set[int] = set()
+        self._ended: set[int] = set()
+
+    def due(self, t_s: float) -> list[tuple[Fault, str]]:
+        edges = []
+        for i, f in enumerate(self.faults):
+            if i not in self._begun and t_s >= f.start_s:
+                self._begun.add(i)
+                edges.append((f, "begin"))
+            if i in self._begun and i not in self._ended and f.end_s is not None and t_s >= f.end_s:
+                self._ended.add(i)
+                edges.append((f, "end"))
+        return edges
+
+
+# ------------------------------------------------------------------ the world behind the drivers
+
+
+class CpuMeter:
+    """Share of one core this process and its children (the persona worker) used since the last call."""
+
+    def __init__(self):
+        import psutil  # bench only
+
+        self._proc = psutil.Process()
+        self._last = (time.monotonic(), self._cpu_s())
+
+    def _cpu_s(self) -> float:
+        total = sum(self._proc.cpu_times()[:2])
+        for child in self._proc.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except Exception:  # noqa: BLE001 - a child that just exited used nothing more
+                pass
+        return total
+
+    def busy(self) -> float:
+        now, cpu = time.monotonic(), self._cpu_s()
+        wall, used = now - self._last[0], cpu - self._last[1]
+        self._last = (now, cpu)
+        return 0.0 if wall <= 0 else max(0.0, min(used / wall, float(os.cpu_count() or 1)))
+
+
+@dataclass
+class PiLoad:
+    """The board's draw: idle, plus a share of the all-cores figure as the CPU works (FACTS.md)."""
+
+    idle_w: float = 0.6  # Pi Zero 2 W
+    busy_w: float = 2.3
+    cores: int = 4
+    camera_w: float = 1.25  # +250 mA at 5 V while capturing
+
+    def watts(self, cores_busy: float, capturing: bool) -> float:
+        share = min(cores_busy / self.cores, 1.0)
+        return self.idle_w + share * (self.busy_w - self.idle_w) + (self.camera_w if capturing else 0.0)
+
+
+class BenchHardware:
+    """Starts the simulated parts, steps the world on `clock` in a thread, and hands the payload
+    what it would open on a Pi: `gps_port`, `bus_opener`, `pin_factory`, `camera_factory`,
+    `sysfs_root` and `vcgencmd`."""
+
+    def __init__(self, flight: Flight, clock, root: Path, *, seed: int = 1, faults: list[Fault] = (),
+                 state_path: Path | None = None, heater_pin: int | None = 24, load: PiLoad | None = None,
+                 power_plan: PowerPlan | None = None):
+        from gpiozero.pins.mock import MockFactory
+
+        self.flight, self.clock, self.root = flight, clock, Path(root)
+        self.faults = FaultPlan(list(faults))
+        self.state_path = state_path
+        self.load = load or PiLoad()
+        self.power = PowerModel(power_plan or PowerPlan())
+        if state_path is not None and state_path.exists():
+            try:
+                self.power = PowerModel.from_dict(json.loads(state_path.read_text()))
+                log.info("world_resumed", path=str(state_path))
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("world_state_unreadable", path=str(state_path), error=str(e))
+        self.air = Bme280Device(seed=seed)
+        self.box = Bme280Device(seed=seed + 1)
+        self.ina = Ina219Device(seed=seed + 2)
+        self.bus = FakeI2cBus({BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina})
+        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=max(1.0 / clock.speedup, 0.01),
+                             sim_clock=clock.elapsed_s, seed=seed)
+        self.camera = SimCameraBackend(lambda: self.flight.altitude_m(self.clock.elapsed_s()), size=(320, 240),
+                                       seed=seed)
+        self.pins = MockFactory()
+        self.heater_pin = heater_pin
+        self.cpu = CpuMeter()
+        self.state = None  # the last PowerState
+        self._captures = 0
+        self._t = clock.elapsed_s()
+        self._throttled_since_boot = 0
+        self._stop = threading.Event()
+        (self.root / "sys/class/thermal/thermal_zone0").mkdir(parents=True, exist_ok=True)
+        (self.root / "proc").mkdir(parents=True, exist_ok=True)
+        self.step()
+        self._thread = threading.Thread(target=self._run, name="bench-world", daemon=True)
+        self._thread.start()
+
+    # -- what the payload opens instead of hardware ------------------------------------
+
+    @property
+    def gps_port(self) -> str:
+        return self.gps.port
+
+    def bus_opener(self, number: int) -> FakeI2cBus:
+        if number != 1:
+            raise FileNotFoundError(f"/dev/i2c-{number}")  # the Pi's header bus is 1
+        return self.bus
+
+    @property
+    def pin_factory(self):
+        return self.pins
+
+    @property
+    def camera_factory(self):
+        return self.camera.factory
+
+    @property
+    def sysfs_root(self) -> Path:
+        return self.root
+
+    def vcgencmd(self, argv) -> str:
+        """`vcgencmd get_throttled`: bit 0 under-voltage now, bit 16 since boot."""
+        now = 1 if self.state is not None and self.state.battery_v < 3.3 else 0
+        self._throttled_since_boot |= now
+        return f"throttled=0x{now | self._throttled_since_boot << 16:x}"
+
+    # -- the world ---------------------------------------------------------------------
+
+    def _fix(self, _t: float) -> SimFix:
+        t = self.clock.elapsed_s()
+        s = self.flight.state_at(t)
+        return SimFix(lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats)
+
+    def heater_on(self) -> bool:
+        if self.heater_pin is None:
+            return False
+        try:
+            return bool(self.pins.pin(self.heater_pin).state)
+        except Exception:  # noqa: BLE001 - a pin nobody claimed is off
+            return False
+
+    def step(self) -> None:
+        t = self.clock.elapsed_s()
+        dt, self._t = max(t - self._t, 0.0), t
+        s = self.flight.state_at(t)
+        busy = self.cpu.busy()
+        capturing, self._captures = self.camera.captures > self._captures, self.camera.captures
+        self.state = st = self.power.step(
+            dt, outside_temp_c=s.temp_c, air_density=atmosphere.density_kg_m3(s.alt_m),
+            sun_elev_deg=s.sun_elev_deg, sunlit=s.sunlit, load_w=self.load.watts(busy, capturing),
+            heater_on=self.heater_on())
+        self.air.set(temperature_c=s.temp_c, pressure_hpa=s.pressure_hpa, humidity_pct=_humidity(s.alt_m))
+        self.box.set(temperature_c=st.battery_temp_c, pressure_hpa=s.pressure_hpa, humidity_pct=20.0)
+        self.ina.set(bus_v=st.battery_v, shunt_mv=st.current_a * SHUNT_OHMS * 1000.0)
+        cpu_c = st.box_temp_c + 15.0 + 20.0 * min(busy / self.load.cores, 1.0)
+        _write(self.root / "sys/class/thermal/thermal_zone0/temp", f"{round(cpu_c * 1000)}\n")
+        _write(self.root / "proc/uptime", f"{max(t, 0.0):.2f} {max(t, 0.0) * 3:.2f}\n")
+        _write(self.root / "proc/meminfo", "MemTotal:         427060 kB\nMemAvailable:     231000 kB\n")
+        _write(self.root / "proc/loadavg", "0.42 0.38 0.30 1/120 999\n")
+        for fault, edge in self.faults.due(t):
+            self.apply(fault, edge)
+        if self.state_path is not None:
+            _write(self.state_path, json.dumps(self.power.to_dict()))
+
+    def apply(self, fault: Fault, edge: str) -> None:
+        """Throw `fault` at the part's own fault switch (edge 'begin') or take it back ('end')."""
+        log.warning("bench_fault", device=fault.device, action=fault.action, edge=edge,
+                    flight_s=round(self.clock.elapsed_s()))
+        begin = edge == "begin"
+        if fault.device == "gps":
+            if fault.action == "reset":
+                self.gps.reset()
+            elif begin:
+                getattr(self.gps, fault.action)()
+            else:
+                self.gps.resume()
+        elif fault.device == "camera":
+            if fault.action == "hang":
+                self.camera.hang() if begin else self.camera.release()
+            else:
+                self.camera.unplug() if begin else self.camera.plug()
+        else:
+            address = {"bme280": BME280_AIR, "bme280_box": BME280_BOX, "ina219": INA219}[fault.device]
+            chip = {BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina}[address]
+            if fault.action == "unplug":
+                self.bus.unplug(address) if begin else self.bus.replug(address)
+            elif fault.action == "stick":
+                chip.stick() if begin else chip.unstick()
+            else:
+                chip.set_impossible(begin)
+
+    def _run(self) -> None:
+        while not self._stop.wait(STEP_WALL_S):
+            try:
+                self.step()
+            except Exception:  # the world must not die quietly under a flight: log and go on
+                log.exception("bench_world_step_failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.camera.release()
+        self.gps.close()
+        self.pins.close() if hasattr(self.pins, "close") else None
+
+
+def _humidity(alt_m: float) -> float:
+    """Relative humidity: moist near the ground, bone dry in the stratosphere."""
+    return max(2.0, 70.0 * math.exp(-alt_m / 4000.0))
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a reader never sees half a file
