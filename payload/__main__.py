@@ -219,6 +219,8 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         clock = Clock(speedup=cfg.sim.speedup, start_utc=flight.utc(0.0))
         bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
                               state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
+        if cfg.devices.gps is not None:
+            cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(clock.speedup, cfg.devices.gps.silent_after_s)
         devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port)
         sensors = HardwareSensors(devices, now=clock.now)
         backend, pins = bench.camera_factory, bench.pin_factory

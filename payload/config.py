@@ -190,6 +190,7 @@ class PersonaSection(Section):
 
 class PowerSection(Section):
     base_w: float = Field(1.6, ge=0, description="board power when idle (Pi 4 ~1.6 W, Zero 2 W ~0.6 W)")
+    battery_wh: float = Field(20.0, gt=0, description="the battery's capacity when warm: the energy budget counts down from it")
 
 
 class SimSection(Section):

@@ -18,7 +18,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -30,10 +30,13 @@ from stratoecho.wire import uplink
 from .clock import Clock
 from .commands import CommandGate
 from .config import PayloadConfig
+from .governor import Governor
 from .guard import OutboundGuard
 from .link import KIND_STREAM, Transmitter
 from .persona import PersonaError, PersonaWorker
-from .prompts import fit_musing, musing_messages
+from .memory import Memory
+from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
+from .reach import Reach, store_enqueuer
 from .radio import Radio
 from .sensors import Readings, Sensors
 from .store import Budgets, Store
@@ -85,6 +88,14 @@ class Daemon:
         self.store = open_store(self.data_dir, cfg)
         self.boot = self.store.start_boot()
         self.stats = DaemonStats(boot=self.boot)
+        self.governor = Governor(self.store, capacity_wh=cfg.power.battery_wh,
+                                 battery_temp_fitted=getattr(sensors, "battery_temp_fitted", True),
+                                 cpu_temp_fitted=pi_health is not None)
+        self._led_pattern = None
+        self.memory = Memory(self.data_dir / "memory.db")  # its own musings and the ground's notes
+        self.reach = Reach(store_enqueuer(self.store, self.boot, lambda: self.clock.now().timestamp(),
+                                          on_queued=lambda: self.transmitter.wake.set()),
+                           self.clock.elapsed_s)
         self.guard = OutboundGuard()
         self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
         self.worker = (
@@ -118,10 +129,12 @@ class Daemon:
         while self.store.faults:
             self.stats.store_faults += 1
             self.queue_event(f"store fault: {self.store.faults.popleft()}")
+        while self.memory.faults:
+            self.queue_event(f"memory fault: {self.memory.faults.popleft()}")
         pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
         fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
-                  **self.store.health(), **self.device_status(), **self.power_fields()}
+                  **self.store.health(), **self.device_status(), **self.power_fields(), **self.governor.fields()}
         created = int(self.clock.now().timestamp())
         self.store.enqueue(
             "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
@@ -130,6 +143,8 @@ class Daemon:
 
     def picture_once(self) -> bool:
         """A still for the card and, when the camera gives one, its thumbnail for the air."""
+        if not self.governor.runs("capture"):
+            return False
         reading = self.camera.capture()
         self.note_devices({"camera": reading.status})
         if reading.thumbnail_jpeg is None:
@@ -150,6 +165,16 @@ class Daemon:
             if now != before and not (before is None and now == "ok") and now != "starting":
                 self.queue_event(f"device {device}: {before or 'unknown'} -> {now}")
         self._last_status.update(status)
+
+    def show_led(self) -> None:
+        """The status LED says the mode (or landed, or a device fault) at a glance."""
+        if self.led is None:
+            return
+        faulted = any(v not in ("ok", "starting") for v in self._last_status.values())
+        pattern = self.governor.led_pattern(faulted)
+        if pattern != self._led_pattern:
+            self.led.show(pattern)
+            self._led_pattern = pattern
 
     def drive_heater(self, r: Readings) -> None:
         """The battery heater acts on the battery's own temperature; unknown means off (outputs.heater_decision)."""
@@ -180,8 +205,14 @@ class Daemon:
     def beacon_once(self) -> Readings:
         r = self.sensors.read()
         self.note_devices(r.status)
+        cpu = self.pi_health.cpu_temp_c() if self.pi_health is not None else None
+        for text in self.governor.update(r, self.clock.elapsed_s(), cpu):
+            self.queue_event(text)
+        r = replace(r, phase=self.governor.phase.value)
         self._last_readings = r
         self.drive_heater(r)
+        self.show_led()
+        self.reach.tick()  # answers overdue become outcomes; re-asks go out
 
         encode = wire.TELEMETRY_ENCODERS[self.cfg.telemetry_format]
 
@@ -202,10 +233,17 @@ class Daemon:
 
     def think_once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
-        if self.worker is None or self.bundle is None:
-            return None
-        r = self.sensors.read()
-        prompt = self.bundle.render_prompt(musing_messages(self.bundle.manifest.persona.system_prompt, r))
+        if self.worker is None or self.bundle is None or not self.governor.runs("think"):
+            return None  # the language model is the first load shed
+        r = self._last_readings or self.sensors.read()
+        phase, mode = self.governor.phase.value, self.governor.mode.value
+        ctx = PromptContext(phase=phase, mode=mode, memories=self.memory.for_prompt(memory_query(r, phase, mode)),
+                            outcomes=self.reach.recent_lines(3))
+        p = build_prompt(self.bundle.manifest.persona.system_prompt, r, ctx,
+                         prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
+        if p.over_budget:
+            log.warning("prompt_over_budget", chars=p.chars)
+        prompt = self.bundle.render_prompt(p.messages)
         try:
             gen = self.worker.generate(prompt, self.cfg.persona.max_tokens)
         except PersonaError as e:
@@ -231,6 +269,8 @@ class Daemon:
         self.stats.musings_queued += 1
         self.transmitter.wake.set()
         log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
+        self.memory.remember_musing(self.boot, seq, r.time, text)
+        self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
         return text
 
     # ------------------------------------------------------------------ uplink
@@ -262,9 +302,15 @@ class Daemon:
             self.cfg.schedule.telemetry_s = float(cmd.telemetry_s)
             self.cfg.schedule.musing_s = float(cmd.musing_s)
             self.queue_event(f"intervals now {cmd.telemetry_s} s telemetry, {cmd.musing_s} s musings")
+        elif isinstance(cmd, uplink.MemoryNote):
+            self.memory.remember_note(cmd.text, self.clock.now())
+        elif isinstance(cmd, uplink.ApiAnswer):
+            self.reach.on_answer(cmd.request_seq, cmd.status, cmd.text)
+        elif isinstance(cmd, uplink.SetMode):
+            floor = ("nominal", "low_power", "survival")[int(cmd.mode)]
+            self.governor.set_ground_floor(floor)
+            self.queue_event(f"ground floor now {floor}: mode {self.governor.mode.value}")
         else:
-            # Modes, memory notes and API answers are acted on by the parts that own them
-            # (power modes, memory, API proxy), which this version does not have yet: say so on air.
             self.queue_event(f"command {name} received; not acted on in this version")
 
     # ------------------------------------------------------------------ loops
@@ -290,20 +336,28 @@ class Daemon:
         if launch:
             self.clock.restart()  # loading the model is not part of the flight
         sched = self.cfg.schedule
+        if self.led is not None:
+            self.led.show("booting")
+        g = self.governor
         self.queue_event(
             f"boot {self.boot}: {self.cfg.callsign} awake"
             + (f", persona {self.bundle.manifest.persona.name}" if self.bundle else ", no persona")
+            + (f"; unplanned reboot, starting in {g.mode.value}" if g.unplanned_reboot else f", mode {g.mode.value}")
+            + (f", phase {g.phase.value}" if g.phase.value != "pre-launch" else "")
         )
         specs = [
-            ("beacon", lambda: self._every(lambda: sched.telemetry_s, 0.0, self.beacon_once, "beacon")),
+            ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
+                                           "beacon")),
             ("radio", self.transmitter.run),
-            ("health", lambda: self._every(lambda: sched.health_s, sched.health_s, self.health_once, "health")),
+            ("health", lambda: self._every(lambda: g.period_s("housekeeping", sched.health_s), sched.health_s,
+                                           self.health_once, "health")),
         ]
         if self.camera is not None:
-            specs.append(("camera", lambda: self._every(lambda: sched.image_s, sched.image_s / 2, self.picture_once,
-                                                        "camera")))
+            specs.append(("camera", lambda: self._every(lambda: g.period_s("capture", sched.image_s),
+                                                        sched.image_s / 2, self.picture_once, "camera")))
         if self.worker is not None:
-            specs.append(("think", lambda: self._every(lambda: sched.musing_s, sched.first_musing_s, self.think_once, "think")))
+            specs.append(("think", lambda: self._every(lambda: g.period_s("think", sched.musing_s),
+                                                       sched.first_musing_s, self.think_once, "think")))
         for name, target in specs:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -328,6 +382,10 @@ class Daemon:
             self.camera.close()
         if self.heater is not None:
             self.heater.close()  # never leave a heater on behind a stopped daemon
+        if self.led is not None:
+            self.led.show("off")
+        self.governor.close()
+        self.memory.close()
         self.write_stats()
         self.store.close()
         self.radio.close()
@@ -353,6 +411,9 @@ class Daemon:
             "persona_restarts": self.worker.restarts if self.worker else 0,
             "uplink_rejected": dict(self.gate.rejections) if self.gate else {},
             "loss_estimate": round(self.transmitter.loss.loss, 4),
+            "reach": self.reach.stats(),
+            "mode": self.governor.mode.value,
+            "phase": self.governor.phase.value,
         }
 
     def write_stats(self) -> None:

@@ -127,6 +127,7 @@ class HardwareSensors:
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
                       "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
         self._status: dict[str, str] = {}
+        self.battery_temp_fitted = devices.bme280_box is not None  # the mode ladder leaves out what is not fitted
         self.last_fix = None  # the latest valid GPS fix (its time sets the system clock)
 
     def _note(self, device: str, status: str, error: str = "") -> None:

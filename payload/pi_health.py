@@ -150,6 +150,13 @@ class PiHealth:
     def _path(self, rel: str) -> Path:
         return self.root / rel
 
+    def cpu_temp_c(self) -> float | None:
+        """The CPU temperature alone (the mode ladder reads it every beacon); None when unreadable."""
+        try:
+            return self._cpu_temp()["cpu_temp_c"]
+        except (OSError, ValueError):
+            return None
+
     # --- the sources, each raising on failure -----------------------------------------
 
     def _cpu_temp(self) -> dict:

@@ -37,7 +37,9 @@ class Sensors(Protocol):
 
 
 class SimSensors:
-    """The bench world's state at the current flight time."""
+    """The bench world's state at the current flight time, read directly — for unit tests of
+    the daemon and the link bench; `payload run --sim` reads the world through the real
+    drivers instead (sim/bench_hardware.py)."""
 
     def __init__(self, clock: Clock, seed: int = 1):
         from sim.world import Flight, FlightPlan  # bench-only dependency, imported where used
@@ -50,4 +52,5 @@ class SimSensors:
         return Readings(
             time=self.clock.now(), lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats,
             temp_c=s.temp_c, pressure_hpa=s.pressure_hpa, batt_mv=s.batt_mv, phase=s.phase,
+            box_temp_c=20.0,  # no heat model behind this stand-in: a box kept comfortable
         )

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "at launch (on the pad until it appears); default: the relay's own start and --speedup")
     c.add_argument("--speedup", type=float, default=60.0,
                    help="flight seconds per wall second without --world-clock (default 60)")
+    c.add_argument("--scenario", metavar="NAME",
+                   help="fly the track of this sim scenario (its launch date sets the winds; orbit is an orbit); "
+                        "overrides --profile")
     c.add_argument("--profile", choices=("balloon", "orbit"), default="balloon",
                    help="what carries the payload: the --seed's bench balloon flight, or a 500 km, 51.6 deg orbit")
     c.add_argument("--station", action="append", type=_station, metavar="NAME:LAT:LON[:ALT_M]",
@@ -201,7 +204,17 @@ def cmd_channel(args: argparse.Namespace) -> int:
         return 2
     forwards = args.forward if len(args.forward) == len(stations) else args.forward * len(stations)
     stations = [dataclasses.replace(s, forward=f) for s, f in zip(stations, forwards)]
-    if args.profile == "orbit":
+    if args.scenario:
+        from .scenarios import flight_for
+
+        try:
+            world = flight_for(args.scenario, args.seed)
+        except ValueError as e:
+            print(f"error: --scenario: {e}", file=sys.stderr)
+            return 2
+        position = (world.orbit.position if hasattr(world, "orbit")
+                    else lambda t: (*world.position(t), world.altitude_m(t)))
+    elif args.profile == "orbit":
         from .orbit import Orbit
 
         position = Orbit().position

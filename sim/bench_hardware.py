@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -153,12 +154,13 @@ class BenchHardware:
 
     def __init__(self, flight: Flight, clock, root: Path, *, seed: int = 1, faults: list[Fault] = (),
                  state_path: Path | None = None, heater_pin: int | None = 24, load: PiLoad | None = None,
-                 power_plan: PowerPlan | None = None):
+                 power_plan: PowerPlan | None = None, brownout_kills: bool = True):
         from gpiozero.pins.mock import MockFactory
 
         self.flight, self.clock, self.root = flight, clock, Path(root)
         self.faults = FaultPlan(list(faults))
         self.state_path = state_path
+        self.brownout_kills = brownout_kills  # a browned-out battery kills this process, as it would the Pi
         self.load = load or PiLoad()
         self.power = PowerModel(power_plan or PowerPlan())
         if state_path is not None and state_path.exists():
@@ -171,7 +173,7 @@ class BenchHardware:
         self.box = Bme280Device(seed=seed + 1)
         self.ina = Ina219Device(seed=seed + 2)
         self.bus = FakeI2cBus({BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina})
-        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=max(1.0 / clock.speedup, 0.01),
+        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=self.gps_period_wall_s(clock.speedup),
                              sim_clock=clock.elapsed_s, seed=seed)
         self.camera = SimCameraBackend(lambda: self.flight.altitude_m(self.clock.elapsed_s()), size=(320, 240),
                                        seed=seed)
@@ -188,6 +190,17 @@ class BenchHardware:
         self.step()
         self._thread = threading.Thread(target=self._run, name="bench-world", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def gps_period_wall_s(speedup: float) -> float:
+        """1 Hz in flight time, but at most 100 epochs a wall second (a pty and a parser keep up with that)."""
+        return max(1.0 / speedup, 0.01)
+
+    @classmethod
+    def gps_silent_after_s(cls, speedup: float, configured_s: float) -> float:
+        """Silence on the bench is measured in flight seconds: at least 20 epochs, so a busy
+        bench machine's scheduling hiccup is not a silent GPS."""
+        return max(configured_s, 20 * cls.gps_period_wall_s(speedup) * speedup)
 
     # -- what the payload opens instead of hardware ------------------------------------
 
@@ -243,6 +256,7 @@ class BenchHardware:
             dt, outside_temp_c=s.temp_c, air_density=atmosphere.density_kg_m3(s.alt_m),
             sun_elev_deg=s.sun_elev_deg, sunlit=s.sunlit, load_w=self.load.watts(busy, capturing),
             heater_on=self.heater_on())
+        self.camera.sun_elevation_deg = s.sun_elev_deg
         self.air.set(temperature_c=s.temp_c, pressure_hpa=s.pressure_hpa, humidity_pct=_humidity(s.alt_m))
         self.box.set(temperature_c=st.battery_temp_c, pressure_hpa=s.pressure_hpa, humidity_pct=20.0)
         self.ina.set(bus_v=st.battery_v, shunt_mv=st.current_a * SHUNT_OHMS * 1000.0)
@@ -255,6 +269,10 @@ class BenchHardware:
             self.apply(fault, edge)
         if self.state_path is not None:
             _write(self.state_path, json.dumps(self.power.to_dict()))
+        if st.browned_out and self.brownout_kills:
+            # The regulator dropped out: the Pi stops mid-instruction, as on a real flight.
+            log.error("brown_out", flight_s=round(t), battery_v=round(st.battery_v, 3))
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def apply(self, fault: Fault, edge: str) -> None:
         """Throw `fault` at the part's own fault switch (edge 'begin') or take it back ('end')."""

@@ -46,6 +46,12 @@ def horizon_dip_deg(altitude_m: float) -> float:
     return math.degrees(math.acos(EARTH_RADIUS_M / (EARTH_RADIUS_M + max(0.0, altitude_m))))
 
 
+def daylight(sun_elevation_deg: float) -> float:
+    """How much light the scene has: full above 6 degrees, fading through civil twilight,
+    a little starlight and skyglow below -6 (the auto exposure cannot make up for night)."""
+    return min(1.0, max(0.03, (sun_elevation_deg + 6.0) / 12.0))
+
+
 def _value_noise(rng: np.random.Generator, size: int) -> np.ndarray:
     return rng.random((size, size), dtype=np.float64)
 
@@ -200,6 +206,6 @@ class SimCameraBackend:
         haze = (1 - np.exp(-dist / 60_000.0))[..., None] * (0.25 + 0.5 * air)
         ground = ground * (1 - haze) + np.array([185.0, 205.0, 230.0]) * haze
 
-        img = np.where(sky_mask[..., None], sky, ground)
+        img = np.where(sky_mask[..., None], sky, ground) * daylight(self.sun_elevation_deg)
         img += self._rng.normal(0.0, 2.0, img.shape)  # sensor noise
         return np.clip(img, 0, 255).astype(np.uint8)

@@ -185,7 +185,7 @@ class Flyer:
                f"127.0.0.1:{self.ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
                "--seed", str(opts.seed), "--air-hex", str(self.out / "air.hex"), "--stats",
                str(self.out / "channel.json"), "--uplink-hex", str(self.out / "uplink.hex"),
-               "--world-clock", str(self.world_clock), "--profile", self.sc.profile]
+               "--world-clock", str(self.world_clock), "--scenario", self.sc.name, "--speedup", str(opts.speedup)]
         for a, b in self.sc.outages:
             cmd += ["--outage", f"{a:g}:{b:g}"]
         if not opts.path_loss:

@@ -65,7 +65,7 @@ def test_horizon_dips_and_curves_with_altitude(tmp_path):
     f = 320 / math.tan(math.radians(SimCameraBackend.HFOV_DEG / 2))
     rows = {}
     for h in (1_000, 30_000):
-        img = shoot(tmp_path, h, sun_elevation_deg=-20.0)  # no sun glow in the way
+        img = shoot(tmp_path, h, sun_azimuth_deg=180.0)  # the sun behind the camera: no glow in the way
         rows[h] = (horizon_row(img, 316, 324), horizon_row(img, 0, 8), horizon_row(img, 632, 640))
         expected_centre = 239.5 + f * math.tan(math.radians(horizon_dip_deg(h)))
         assert abs(rows[h][0] - expected_centre) <= 3
@@ -250,3 +250,8 @@ def test_picamera2_backend_drives_the_library(tmp_path, monkeypatch):
     assert int(controls["AeExposureMode"]) == 1 and int(controls["AwbMode"]) == 5  # Short, Daylight
     assert ("start", None) in calls and dict(calls)["configure"] == {"main": {"size": (640, 480)}}
     assert set(sky_controls()) == {"AeEnable", "AeExposureMode", "ExposureValue", "AwbEnable", "AwbMode"}
+
+
+def test_night_is_dark_and_twilight_in_between(tmp_path):
+    day, dusk, night = (shoot(tmp_path, 20_000, sun_elevation_deg=e).mean() for e in (20.0, 0.0, -20.0))
+    assert day > dusk > night and night < 10

@@ -20,12 +20,15 @@ from payload.sensors import SimSensors
 from stratoecho import wire
 from tests.fakes import RecordingRadio
 from stratoecho.bundle import load_bundle
+from payload.modes import Mode, ModeLadder
 
 
 def _daemon(tmp_path, bundle=None) -> Daemon:
     cfg = PayloadConfig()
     clock = Clock(speedup=1000)
-    return Daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
+    d = Daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
+    d.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
+    return d
 
 
 def test_worker_generates_with_the_real_model(tiny_bundle):

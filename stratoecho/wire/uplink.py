@@ -311,6 +311,20 @@ class ApiAnswer:
         return cls(seq, status, _utf8(data[cls._fmt.size:]))
 
 
+class ApiStatus(enum.IntEnum):
+    """`ApiAnswer.status` codes: the payload and the ground's API proxy share this table.
+    A code the payload does not know reads as UPSTREAM_ERROR there."""
+
+    OK = 0
+    NOT_FOUND = 1  # the API answered: there is nothing for that query
+    REFUSED = 2  # the API is not on the ground's allow-list
+    TIMEOUT = 3  # the API did not answer the ground in time
+    UPSTREAM_ERROR = 4  # the API failed, or answered something the proxy could not read
+    BAD_REQUEST = 5  # the query made no sense to the proxy or the API
+    RATE_LIMITED = 6  # the API (or the proxy's own budget) says: ask less often
+    OFFLINE = 7  # the ground station has no internet
+
+
 @dataclass(frozen=True)
 class LinkReport:
     """How many downlink frames of `boot` the ground has heard, up to and including the

@@ -1,0 +1,171 @@
+"""The daemon under battery and temperature traces: modes, what runs in each, the heater, the
+LED, a reboot that starts safe, and the ground's floor."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from gpiozero.pins.mock import MockFactory
+
+from payload.clock import Clock
+from payload.config import PayloadConfig
+from payload.daemon import Daemon
+from payload.outputs import BatteryHeater, StatusLed
+from payload.sensors import Readings
+from stratoecho import wire
+from stratoecho.wire import uplink
+from tests.fakes import RecordingRadio
+
+GOOD = Readings(time=datetime(2026, 6, 21, 9, tzinfo=timezone.utc), lat=52.7, lon=-2.7, alt_m=20.0, sats=9,
+                temp_c=15.0, pressure_hpa=1010.0, batt_mv=4000, phase="unknown", box_temp_c=15.0, batt_ma=300.0)
+
+
+class TraceSensors:
+    """Readings from a trace the test writes to; the daemon reads the latest."""
+
+    battery_temp_fitted = True
+
+    def __init__(self):
+        self.now = GOOD
+
+    def read(self) -> Readings:
+        return self.now
+
+
+class VirtualClock(Clock):
+    """Flight time the test moves by hand."""
+
+    def __init__(self):
+        super().__init__(speedup=1.0)
+        self.t = 0.0
+
+    def elapsed_s(self) -> float:
+        return self.t
+
+
+def make(tmp_path, **kw):
+    clock, sensors = VirtualClock(), TraceSensors()
+    d = Daemon(PayloadConfig(), sensors, RecordingRadio(), clock, None, tmp_path / "data", **kw)
+    return d, clock, sensors
+
+
+def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 10.0) -> list[str]:
+    modes = []
+    end = clock.t + seconds
+    while clock.t < end:
+        clock.t += step_s
+        sensors.now = readings
+        d.beacon_once()
+        modes.append(d.governor.mode.value)
+    return modes
+
+
+def events(d) -> list[str]:
+    out = []
+    for q in d.store.queued(limit=500, streams=("event",)):
+        out.append(wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content)
+    return out
+
+
+def test_a_cold_soak_steps_down_the_ladder_sheds_thinking_first_and_keeps_the_beacon(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    assert run(d, clock, sensors, GOOD, 120)[-1] == "nominal"  # a fresh boot proves itself first
+    assert d.governor.runs("think") and d.governor.runs("beacon")
+    beacons = d.stats.telemetry_queued
+    cold = run(d, clock, sensors, replace(GOOD, box_temp_c=-12.0), 60)
+    assert cold[-1] == "low_power" and not d.governor.runs("think") and d.governor.runs("capture")
+    frozen = run(d, clock, sensors, replace(GOOD, box_temp_c=-25.0, batt_mv=3450), 60)
+    assert frozen[-1] == "survival" and not d.governor.runs("capture") and d.governor.runs("beacon")
+    assert d.stats.telemetry_queued - beacons == 12  # every beacon still went out
+    assert d.governor.period_s("beacon", 10.0) == 20.0  # stretched, never stopped
+    # Recovery: one rung at a time, each proven for a minute.
+    back = run(d, clock, sensors, GOOD, 200)
+    assert back.index("nominal") > back.index("low_power")
+    texts = [e for e in events(d) if e.startswith("mode")]
+    assert texts == ["mode low_power -> nominal (readings recovered)",
+                     "mode nominal -> low_power (battery_temp_low)",
+                     "mode low_power -> survival (battery_v_critical, battery_temp_critical)",
+                     "mode survival -> low_power (readings recovered)",
+                     "mode low_power -> nominal (readings recovered)"]
+
+
+def test_a_sag_under_load_shorter_than_the_dwell_changes_nothing(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    for _ in range(5):  # a transmitter's 5 s sag every 30 s
+        run(d, clock, sensors, replace(GOOD, batt_mv=3300), 5, step_s=5)
+        run(d, clock, sensors, GOOD, 25, step_s=5)
+    assert d.governor.mode.value == "nominal"
+
+
+def test_flapping_at_a_threshold_does_not_flap_the_mode(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    modes = []
+    for i in range(60):
+        v = 3560 if i % 2 else 3540  # either side of the 3.55 V threshold, every 10 s
+        modes += run(d, clock, sensors, replace(GOOD, batt_mv=v), 10)
+    changes = sum(a != b for a, b in zip(modes, modes[1:]))
+    assert changes <= 1
+
+
+def test_invalid_readings_count_as_low_and_never_let_the_mode_climb(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    broken = replace(GOOD, box_temp_c=math.nan)  # the battery thermometer fell off its bus
+    assert run(d, clock, sensors, broken, 120)[-1] == "low_power"
+    assert any("battery_temp_invalid" in e for e in events(d))
+
+
+def test_an_unplanned_reboot_starts_safe_and_remembers_the_phase(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    for _ in range(40):  # climbing at 5 m/s
+        clock.t += 10
+        sensors.now = replace(GOOD, alt_m=sensors.now.alt_m + 50, pressure_hpa=900.0)
+        d.beacon_once()
+    assert d.governor.mode.value == "nominal" and d.governor.phase.value == "ascent"
+    d.store.close()  # the power goes: no shutdown, no clean mark
+    d2, _, _ = make(tmp_path)
+    assert d2.governor.unplanned_reboot and d2.governor.mode.value == "low_power"
+    assert d2.governor.phase.value == "ascent"
+    d2.start()
+    d2.producers_stop.set()
+    assert any("unplanned reboot, starting in low_power" in e for e in events(d2))
+    d2.shutdown()
+    d3, _, _ = make(tmp_path)  # after a clean stop: the mode it had
+    assert not d3.governor.unplanned_reboot
+
+
+def test_the_ground_can_ask_for_a_more_frugal_mode_but_not_overrule_a_cold_battery(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    d.governor.set_ground_floor("low_power")
+    assert d.governor.mode.value == "low_power" and not d.governor.runs("think")
+    d.governor.set_ground_floor("nominal")
+    assert d.governor.mode.value == "nominal"
+    run(d, clock, sensors, replace(GOOD, box_temp_c=-25.0), 60)
+    d.governor.set_ground_floor("nominal")
+    assert d.governor.mode.value == "survival"
+    assert uplink.PowerMode.SURVIVAL == 2  # the SET_MODE values the daemon maps to floors
+
+
+def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
+    pins = MockFactory()
+    heater = BatteryHeater(24, pin_factory=pins, max_duty=1.0, clock=lambda: 0.0)
+    led = StatusLed(23, pin_factory=pins, time_scale=0.001)
+    d, clock, sensors = make(tmp_path, heater=heater, led=led)
+    run(d, clock, sensors, GOOD, 120)
+    assert not pins.pin(24).state and d._led_pattern == "nominal"
+    run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
+    assert pins.pin(24).state and d._led_pattern == "low_power"
+    d.health_once()
+    (h,) = [q for q in d.store.queued(limit=50, streams=("health",))]
+    fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
+    assert fields["heater"] == "on:cold" and fields["mode"] == "low_power" and fields["box_temp_c"] == -15.0
+    run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0, batt_mv=3300), 10)
+    assert not pins.pin(24).state  # a sagging battery is not spent on heat
+    d.shutdown()
+    assert not pins.pin(24).state
