@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
-SCHEMA_VERSION = 2  # 2: records.data
+SCHEMA_VERSION = 3  # 2: records.data; 3: temp_c and pressure_hpa may be NULL (no reading)
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -52,7 +52,7 @@ CREATE TABLE telemetry (
     id INTEGER PRIMARY KEY,
     boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
     lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
-    temp_c REAL NOT NULL, pressure_hpa REAL NOT NULL, batt_mv INTEGER NOT NULL,
+    temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
     received_at TEXT NOT NULL,
     UNIQUE (boot, seq)
 );
@@ -68,7 +68,20 @@ _TELEMETRY_COLUMNS = (
 )
 _RECORD_COLUMNS = ("kind", "boot", "seq", "created", "text", "data")
 # Each step takes a database from the version before it to its own.
-_MIGRATIONS = {2: ["ALTER TABLE records ADD COLUMN data BLOB"]}
+_MIGRATIONS = {
+    2: ["ALTER TABLE records ADD COLUMN data BLOB"],
+    # SQLite cannot drop NOT NULL in place: the table is rebuilt, rows and ids kept.
+    3: ["""CREATE TABLE telemetry_v3 (
+            id INTEGER PRIMARY KEY,
+            boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
+            lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
+            temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
+            received_at TEXT NOT NULL,
+            UNIQUE (boot, seq))""",
+        "INSERT INTO telemetry_v3 SELECT * FROM telemetry",
+        "DROP TABLE telemetry",
+        "ALTER TABLE telemetry_v3 RENAME TO telemetry"],
+}
 
 
 class StoreError(Exception):

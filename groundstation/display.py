@@ -28,14 +28,19 @@ def _clock(iso: str) -> str:
         return "??:??:??"
 
 
+def _reading(value: float | None, unit: str) -> str:
+    """A sensor value, or a dash for a sensor that had no reading."""
+    return "—" + unit.strip() if value is None or value != value else f"{value:.1f}{unit}"
+
+
 def format_record(record: dict) -> str:
     """One human-readable line (or block, for multi-line text) per record."""
     if record["kind"] == "telemetry":
         r = record
         return (
             f"{clean_text(r['time'])}  TELEMETRY #{r['seq']} boot {r['boot']}  "
-            f"{r['lat']:.5f},{r['lon']:.5f}  {r['alt']} m  {r['temp_c']:.1f}°C  "
-            f"{r['pressure_hpa']:.1f} hPa  {r['batt_mv']} mV  {r['sats']} sats"
+            f"{r['lat']:.5f},{r['lon']:.5f}  {r['alt']} m  {_reading(r['temp_c'], '°C')}  "
+            f"{_reading(r['pressure_hpa'], ' hPa')}  {r['batt_mv']} mV  {r['sats']} sats"
         )
     return (
         f"{_clock(record['created'])}  {record['kind'].upper()} boot {record['boot']} "

@@ -23,6 +23,7 @@ from .clock import Clock
 from .config import load_config, parse_hostport
 from .daemon import Daemon
 from .persona import PersonaError
+from .watchdog import Liveness, SystemdNotifier, Watchdog
 from .radio import RadioError, make_radio
 from .store import StoreError
 
@@ -130,9 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     stop = threading.Event()
+    notifier, liveness = SystemdNotifier(), Liveness()  # sd_notify: a no-op off systemd (the bench)
     try:
         daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
-                        pi_health=parts.pi_health, led=parts.led, heater=parts.heater)
+                        pi_health=parts.pi_health, led=parts.led, heater=parts.heater, liveness=liveness)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         parts.close()
@@ -156,10 +158,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         daemon.start(launch=parts.bench is not None and not rejoin)
     except PersonaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        daemon.shutdown()
-        parts.close()
-        return 2
+        # A model that will not load must not cost the beacon: systemd would restart and in the
+        # end reboot a payload that exits here. Fly without the persona, and say so on air.
+        log.error("persona_not_loaded", error=str(e))
+        daemon.worker = None
+        daemon.start(launch=parts.bench is not None and not rejoin)
+        daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
+    Watchdog(liveness, notifier).start(stop)
+    notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:
         tmp = world_clock.with_suffix(".tmp")
         tmp.write_text(json.dumps({"epoch_unix": clock.epoch_unix(), "speedup": clock.speedup, "seed": cfg.sim.seed}))
@@ -171,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if time.monotonic() - last_stats > 5:
             daemon.write_stats()
             last_stats = time.monotonic()
+    notifier.stopping()
     daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s)
     parts.close()
     log.info("stopped", stats=str(data_dir / "stats.json"))
@@ -222,7 +229,8 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         if cfg.devices.gps is not None:
             cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(clock.speedup, cfg.devices.gps.silent_after_s)
         devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port)
-        sensors = HardwareSensors(devices, now=clock.now)
+        epoch_s = bench.gps_period_wall_s(clock.speedup) * clock.speedup
+        sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * epoch_s))
         backend, pins = bench.camera_factory, bench.pin_factory
         pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd)
     else:
@@ -232,8 +240,11 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         pi_health = PiHealth(data_dir=data_dir)
     camera = None
     if (c := cfg.devices.camera) is not None:
+        # The hang timeout is wall time; on an accelerated bench it is scaled to flight time,
+        # but never below a second, which rendering a simulated frame may take.
+        timeout_s = c.timeout_s if bench is None else max(c.timeout_s / clock.speedup, 1.0)
         camera = Camera(backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
-                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=c.timeout_s)
+                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=timeout_s)
     o = cfg.outputs
     led = StatusLed(o.status_led_pin, pin_factory=pins, time_scale=1.0 / clock.speedup) if o.status_led_pin is not None else None
     heater = None

@@ -166,9 +166,11 @@ class OutputsSection(Section):
 
     status_led_pin: PinName | None = Field(23, description="status LED (through 330 ohm)")
     heater_pin: PinName | None = Field(24, description="battery heater MOSFET gate")
-    heater_on_below_c: float = Field(-10.0, description="battery temperature that switches the heater on")
-    heater_off_above_c: float = Field(-5.0, description="battery temperature that switches it off again")
-    heater_max_duty: float = Field(0.5, gt=0, le=1, description="largest share of each 10 minutes the heater may be on")
+    # Li-ion loses capacity below freezing and the mode ladder sheds load below -10 degC:
+    # the heater holds the battery above both, well before either acts.
+    heater_on_below_c: float = Field(0.0, description="battery temperature that switches the heater on")
+    heater_off_above_c: float = Field(5.0, description="battery temperature that switches it off again")
+    heater_max_duty: float = Field(0.75, gt=0, le=1, description="largest share of each 10 minutes the heater may be on")
     heater_min_battery_mv: float = Field(3500.0, description="below this the heater stays off: the beacon needs the charge")
 
     @model_validator(mode="after")
@@ -186,6 +188,8 @@ class PersonaSection(Section):
     max_tokens: int = Field(48, ge=1, le=1024)
     max_chars: int = Field(280, ge=20, le=2000, description="longest musing sent, in characters")
     joules_per_token: float = Field(0.3, ge=0, description="energy estimate per generated token (Pi 5: ~0.2-0.3 J)")
+    memory_limit_mb: int | None = Field(
+        None, ge=64, description="the worker's private memory cap (RLIMIT_DATA), MB; the mapped model not included")
 
 
 class PowerSection(Section):

@@ -37,6 +37,7 @@ from .persona import PersonaError, PersonaWorker
 from .memory import Memory
 from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
 from .reach import Reach, store_enqueuer
+from .watchdog import Liveness, RestartLimiter, boot_banner
 from .radio import Radio
 from .sensors import Readings, Sensors
 from .store import Budgets, Store
@@ -78,6 +79,7 @@ class Daemon:
         pi_health=None,
         led=None,
         heater=None,
+        liveness: Liveness | None = None,
     ):
         self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
         self.camera, self.pi_health = camera, pi_health  # optional: payload.camera.Camera, payload.pi_health.PiHealth
@@ -92,6 +94,10 @@ class Daemon:
                                  battery_temp_fitted=getattr(sensors, "battery_temp_fitted", True),
                                  cpu_temp_fitted=pi_health is not None)
         self._led_pattern = None
+        # Keyed liveness: each loop pings after each run; the systemd watchdog is fed only while all are current.
+        self.liveness = liveness or Liveness()
+        self.persona_restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
+        self._persona_down = False
         self.memory = Memory(self.data_dir / "memory.db")  # its own musings and the ground's notes
         self.reach = Reach(store_enqueuer(self.store, self.boot, lambda: self.clock.now().timestamp(),
                                           on_queued=lambda: self.transmitter.wake.set()),
@@ -99,7 +105,8 @@ class Daemon:
         self.guard = OutboundGuard()
         self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
         self.worker = (
-            PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s)
+            PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
+                          memory_limit_mb=cfg.persona.memory_limit_mb)
             if bundle is not None
             else None
         )
@@ -244,10 +251,15 @@ class Daemon:
         if p.over_budget:
             log.warning("prompt_over_budget", chars=p.chars)
         prompt = self.bundle.render_prompt(p.messages)
+        if self._persona_down:  # generate() restarts a dead worker: only as often as the limiter allows
+            if not self.persona_restarts.allow():
+                return None
+            self._persona_down = False
         try:
             gen = self.worker.generate(prompt, self.cfg.persona.max_tokens)
         except PersonaError as e:
             self.stats.persona_failures += 1
+            self._persona_down = True
             log.warning("persona_failed", error=str(e))
             return None
         self.stats.musings_generated += 1
@@ -315,9 +327,16 @@ class Daemon:
 
     # ------------------------------------------------------------------ loops
 
+    def _allowance_s(self, name: str, period_s: float, first_s: float) -> float:
+        """Wall seconds a loop may go without a ping: its period, what one run may take, a margin."""
+        run_s = {"think": 2 * self.cfg.persona.timeout_s,
+                 "camera": self.cfg.devices.camera.timeout_s if self.cfg.devices.camera else 60.0}.get(name, 60.0)
+        return self.clock.wall_s(max(period_s, first_s)) + run_s + 30.0
+
     def _every(self, period_s, first_s: float, action, name: str) -> None:
         """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it)."""
         due = self.clock.elapsed_s() + first_s
+        self.liveness.register(name, self._allowance_s(name, period_s(), first_s))
         while not self.producers_stop.is_set():
             if self.clock.wait(due - self.clock.elapsed_s(), self.producers_stop):
                 return
@@ -325,6 +344,7 @@ class Daemon:
                 action()
             except Exception:  # one failing task must not end the others
                 log.exception("task_failed", task=name)
+            self.liveness.register(name, self._allowance_s(name, period_s(), 0.0))  # counts as a ping
             due += period_s()
             if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
                 due = self.clock.elapsed_s() + period_s()
@@ -335,16 +355,15 @@ class Daemon:
             self.worker.start()
         if launch:
             self.clock.restart()  # loading the model is not part of the flight
+            if hasattr(self.sensors, "restart"):
+                self.sensors.restart()
         sched = self.cfg.schedule
         if self.led is not None:
             self.led.show("booting")
         g = self.governor
-        self.queue_event(
-            f"boot {self.boot}: {self.cfg.callsign} awake"
-            + (f", persona {self.bundle.manifest.persona.name}" if self.bundle else ", no persona")
-            + (f"; unplanned reboot, starting in {g.mode.value}" if g.unplanned_reboot else f", mode {g.mode.value}")
-            + (f", phase {g.phase.value}" if g.phase.value != "pre-launch" else "")
-        )
+        self.queue_event(self.banner())
+        self.liveness.register("radio", self.clock.wall_s(self.cfg.uplink.window_s) + 120.0)
+        self.transmitter.on_loop = lambda: self.liveness.ping("radio")
         specs = [
             ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
                                            "beacon")),
@@ -363,8 +382,30 @@ class Daemon:
             t.start()
             self._threads.append(t)
 
+    def banner(self) -> str:
+        """The first event of a boot: what flies, how it woke, what room it has (docs/payload.md)."""
+        import shutil
+
+        import stratoecho
+
+        g, m = self.governor, self.bundle.manifest if self.bundle else None
+        sha = next((f.sha256 for f in m.files if f.path == m.model.file), None) if m else None
+        try:
+            free_mb = shutil.disk_usage(self.data_dir).free / 2**20
+        except OSError:
+            free_mb = None
+        text = boot_banner(stratoecho.__version__, m.persona.name if m else None, sha[:8] if sha else None,
+                           free_mb, self.boot, g.mode.value)
+        if g.unplanned_reboot:
+            text += f"; unplanned reboot, starting in {g.mode.value}"
+        if g.phase.value != "pre-launch":
+            text += f", phase {g.phase.value}"
+        return text
+
     def shutdown(self, drain_s: float = 0.0) -> None:
         """Stop producers, let the radio drain the queue for up to `drain_s` flight seconds, stop."""
+        for key in self.liveness.keys():
+            self.liveness.pause(key)  # stopping threads are not hung ones
         self.producers_stop.set()
         for t in self._threads:
             if t.name != "radio":

@@ -106,6 +106,12 @@ class GpsFollower:
         with self._lock:
             return self._latest
 
+    def forget(self) -> None:
+        """Drop the reading held: the bench restarts its flight clock at launch, and a fix
+        stamped before that must not be the first position of the flight."""
+        with self._lock:
+            self._latest = None
+
     def close(self) -> None:
         self.gps.stop.set()
         self._thread.join(timeout=5)
@@ -119,10 +125,14 @@ class HardwareSensors:
     the flight clock on the bench); `follow_gps` reads the GPS on its own thread."""
 
     def __init__(self, devices: Devices, gps_timeout_s: float = 0.5, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), follow_gps: bool = True):
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), follow_gps: bool = True,
+                 fix_max_age_s: float = 5.0):
         self.devices = devices
         self.gps_timeout_s = gps_timeout_s
         self.now = now
+        # A fix older than this is stale: its position stands in, but it is not sent as a fresh
+        # fix and the time comes from the clock (a GPS goes quiet before the driver calls it silent).
+        self.fix_max_age_s = fix_max_age_s
         self.follower = GpsFollower(devices.gps) if devices.gps is not None and follow_gps else None
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
                       "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
@@ -145,9 +155,11 @@ class HardwareSensors:
             self._note("gps", g.status if g is not None else "starting")
             if g is not None and g.fix is not None and g.fix.valid and g.status == "ok":
                 last.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
-                sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
-                if g.fix.utc is not None:
-                    when = g.fix.utc
+                fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
+                if fresh:
+                    sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                    if g.fix.utc is not None:
+                        when = g.fix.utc
         if d.bme280 is not None:
             b = d.bme280.read()
             self._note("bme280", b.status, b.error)
@@ -169,6 +181,10 @@ class HardwareSensors:
                         temp_c=last["temp_c"], pressure_hpa=last["pressure_hpa"], batt_mv=last["batt_mv"],
                         phase="unknown", status=dict(self._status), box_temp_c=last["box_temp_c"],
                         batt_ma=last["batt_ma"], fix_valid=fix_valid)
+
+    def restart(self) -> None:
+        if self.follower is not None:
+            self.follower.forget()
 
     def close(self) -> None:
         if self.follower is not None:

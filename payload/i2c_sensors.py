@@ -73,6 +73,7 @@ class _FaultTracker:
         self.last_fault = "absent"
         self._last_raw: tuple | None = None
         self._same_raw = 0
+        self._stuck_raw: tuple | None = None  # the value it was stuck at, across a re-initialisation
 
     def may_attempt(self) -> bool:
         return self.initialised or self.clock() >= self.next_attempt_at
@@ -85,9 +86,18 @@ class _FaultTracker:
         self.initialised = False
         self.consecutive_faults += 1
         self.next_attempt_at = self.clock() + self.backoff.delay_s(self.consecutive_faults)
+        if status == "stuck":
+            self._stuck_raw = self._last_raw
         self._last_raw, self._same_raw = None, 0
 
     def is_stuck(self, raw: tuple) -> bool:
+        # A chip still showing the value it was stuck at after a reset is still stuck: without
+        # this, every re-initialisation would report "ok" until the count filled again.
+        if self._stuck_raw is not None:
+            if raw == self._stuck_raw:
+                self._last_raw = raw
+                return True
+            self._stuck_raw = None
         if raw == self._last_raw:
             self._same_raw += 1
         else:

@@ -30,6 +30,8 @@ never for a record that is still queued, which will go out whole anyway.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -118,6 +120,7 @@ class LinkStats:
 class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
+        self.on_loop: Callable[[], None] = lambda: None
         self.budget = AirtimeBudget(cfg.duty_cycle)
         self.loss = fec.LossEstimator(prior_loss=cfg.fec_prior_loss, prior_burst=cfg.fec_prior_burst)
         self.stats = LinkStats()
@@ -268,6 +271,7 @@ class Transmitter:
 
     def run(self) -> None:
         while not self.stop.is_set():
+            self.on_loop()  # the daemon's liveness ping: a radio thread stuck in a driver stops it
             try:
                 sent = self.send_one()
             except Exception:

@@ -302,7 +302,9 @@ class BenchHardware:
                 chip.set_impossible(begin)
 
     def _run(self) -> None:
-        while not self._stop.wait(STEP_WALL_S):
+        # Finer than a flight second is wasted work; at 1x the world steps once a second.
+        step_wall_s = max(STEP_WALL_S, min(1.0, 1.0 / self.clock.speedup))
+        while not self._stop.wait(step_wall_s):
             try:
                 self.step()
             except Exception:  # the world must not die quietly under a flight: log and go on

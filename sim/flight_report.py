@@ -214,7 +214,8 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
         first_seen[boot] = min(first_seen.get(boot, t), t)
         series.telemetry_t.append(t)
         series.altitude_m.append((t, float(alt)))
-        series.outside_c.append((t, float(temp_c)))
+        if temp_c is not None:  # NULL: the outside sensor had no reading
+            series.outside_c.append((t, float(temp_c)))
         if batt_mv > 0:  # 0: no battery monitor fitted
             series.battery_v.append((t, batt_mv / 1000))
 

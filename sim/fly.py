@@ -188,6 +188,7 @@ class Flyer:
                "--world-clock", str(self.world_clock), "--scenario", self.sc.name, "--speedup", str(opts.speedup)]
         for a, b in self.sc.outages:
             cmd += ["--outage", f"{a:g}:{b:g}"]
+        cmd += list(self.sc.channel_args)
         if not opts.path_loss:
             cmd += ["--no-path-loss"]
         self.procs["channel"] = subprocess.Popen(cmd, stdout=self.logs["channel"], stderr=self.logs["channel"],

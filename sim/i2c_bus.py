@@ -314,7 +314,8 @@ class Ina219Device:
 
     def power_on_reset(self) -> None:
         self.regs = {0x00: 0x399F, 0x01: 0, 0x02: 0, 0x03: 0, 0x04: 0, 0x05: 0}
-        self._frozen: dict[int, int] | None = None
+        if not getattr(self, "stuck", False):
+            self._frozen: dict[int, int] | None = None  # a dead ADC stays dead through a soft reset
 
     def _convert(self) -> None:
         """Fill the measurement registers as a completed conversion would."""

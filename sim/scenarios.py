@@ -25,6 +25,7 @@ class Scenario:
     reboot_s: float = 60.0  # flight seconds it stays down
     ground_restarts: tuple[float, ...] = ()  # flight seconds at which the ground station is restarted
     ground_down_s: float = 120.0
+    channel_args: tuple[str, ...] = ()  # more `sim channel` flags (a satellite's stronger link)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -45,8 +46,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "and asks for what it missed", minutes=90, ground_restarts=(2400.0,)),
     Scenario("night", "a launch two hours before sunrise: no sun on the panel, a colder box", minutes=150,
              plan={"launch_utc": datetime(2026, 6, 21, 1, 0, tzinfo=timezone.utc)}),
+    # 1 W into a ground Yagi of ~6 dBi (36 dBm EIRP-equivalent): what closes a 500 km LoRa link.
     Scenario("orbit", "a low Earth orbit instead of a balloon: contact only during passes of a few minutes "
-             "over the ground station, eclipses every orbit", minutes=24 * 60, profile="orbit"),
+             "over the ground station, eclipses every orbit", minutes=24 * 60, profile="orbit",
+             channel_args=("--tx-dbm", "36")),
 )}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -328,6 +329,144 @@ def bench_prepare(n_messages: int = 200_000) -> list[tuple]:
     ]  # fmt: skip
 
 
+def bench_persona_worker(bundle_dir: Path, runs: int = 4, max_tokens: int = 64, n_threads: int = 2) -> list[tuple]:
+    """Musing tokens/s through payload.persona.PersonaWorker (spawned process, pipe, hard
+    timeout) against llama-cpp-python called here on the same GGUF, threads, context, sampling
+    and seeds. Wall time of each call as its caller sees it; runs alternate so that a busy
+    machine slows both alike."""
+    if not (bundle_dir / "persona.toml").is_file():
+        return [("persona worker: (no bundle at %s: run `make persona`)" % bundle_dir, "-", "", "")]
+    from llama_cpp import Llama
+
+    from payload.persona import PersonaWorker
+    from payload.prompts import musing_messages
+    from payload.sensors import Readings
+    from datetime import datetime, timezone
+
+    from .bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    m, s = bundle.manifest, bundle.manifest.sampling
+    n_ctx = m.model.context_length
+    r = Readings(datetime(2026, 6, 1, 10, 4, 11, tzinfo=timezone.utc), 52.1, -0.1, 12000.0, 9, -56.0, 190.0, 3900, "ascent")
+    prompt = bundle.render_prompt(musing_messages(m.persona.system_prompt, r))
+    llm = Llama(model_path=str(bundle.model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                logits_all=False, verbose=False)
+    n_prompt = len(llm.tokenize(prompt.encode(), add_bos=False, special=True))
+    worker = PersonaWorker(bundle, n_ctx=n_ctx, n_threads=n_threads, timeout_s=300)
+    worker.start()
+    direct = [0, 0.0]
+    through = [0, 0.0]
+    try:
+        for seed in range(runs):
+            t0 = time.perf_counter()
+            out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                        top_k=s.top_k, repeat_penalty=s.repeat_penalty, stop=list(m.persona.stop),
+                                        seed=seed)
+            direct[1] += time.perf_counter() - t0
+            direct[0] += out["usage"]["completion_tokens"]
+            t0 = time.perf_counter()
+            gen = worker.generate(prompt, max_tokens, seed=seed)
+            through[1] += time.perf_counter() - t0
+            through[0] += gen.tokens
+    finally:
+        worker.close()
+        llm.close()
+    d_tps, w_tps = direct[0] / direct[1], through[0] / through[1]
+    return [
+        (f"persona worker: musing tokens/s, llama-cpp-python direct ({n_threads} threads)", f"{d_tps:,.0f}", "tokens/s",
+         f"{direct[0]} tokens in {runs} musings, wall time of each call, its {n_prompt}-token prompt included"),
+        (f"persona worker: musing tokens/s, through the worker ({n_threads} threads)", f"{w_tps:,.0f}", "tokens/s",
+         f"{w_tps / d_tps:.2f}x of direct; target >= 0.95 ({through[0]} tokens, same seeds)"),
+    ]  # fmt: skip
+
+
+def _payload_proc(args: list[str], data: Path, config: Path | None = None):
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--sim", "--udp", "127.0.0.1:9",
+           "--data", str(data), "--drain-s", "0", *args]
+    if config is not None:
+        cmd += ["--sim-config", str(config)]
+    return subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def bench_daemon_memory(bundle_dir: Path, minutes: float = 10.0, speedup: float = 60.0) -> list[tuple]:
+    """The payload daemon's own memory: USS (pages only it holds) and RSS of a real
+    `python -m payload run --sim` process, sampled every 0.2 s over a bench flight of
+    `minutes` at `speedup`, largest sample; the persona worker (a child process, where the
+    model is mapped) is not counted. Without a bundle, --no-persona only."""
+    import psutil
+
+    rows = []
+    variants = [("--no-persona", ["--no-persona"])]
+    if (bundle_dir / "persona.toml").is_file():
+        variants.append((f"persona {bundle_dir}", ["--persona", str(bundle_dir)]))
+    for what, extra in variants:
+        with tempfile.TemporaryDirectory() as d:
+            proc = _payload_proc([*extra, "--minutes", f"{minutes:g}", "--speedup", f"{speedup:g}"], Path(d) / "p")
+            ps, uss, rss, worker_rss = psutil.Process(proc.pid), 0, 0, 0
+            stop = threading.Event()
+            while proc.poll() is None:
+                try:
+                    info = ps.memory_full_info()
+                    uss, rss = max(uss, info.uss), max(rss, info.rss)
+                    worker_rss = max([worker_rss] + [c.memory_info().rss for c in ps.children()])
+                except psutil.Error:
+                    pass  # it ended between poll and sample
+                stop.wait(0.2)
+            err = proc.stderr.read().decode(errors="replace")
+            if proc.returncode != 0:
+                raise RuntimeError(f"daemon memory bench: payload run exited {proc.returncode}: {err[-500:]}")
+        worker = f"; worker (not counted) RSS {worker_rss / 1e6:,.0f} MB" if worker_rss else ""
+        rows += [
+            (f"daemon memory: USS, {what}", f"{uss / 1e6:,.1f}", "MB",
+             f"target <= 80 MB; {minutes:g} flight min at {speedup:g}x, largest of 0.2 s samples{worker}"),
+            (f"daemon memory: RSS, {what}", f"{rss / 1e6:,.1f}", "MB", "shared libraries included"),
+        ]  # fmt: skip
+    return rows
+
+
+_IDLE_TOML = """
+[schedule]
+telemetry_s = 10.0
+musing_s = 86400.0
+first_musing_s = 86400.0
+health_s = 86400.0
+image_s = 86400.0
+"""
+
+
+def bench_daemon_idle_cpu(window_s: float = 20.0, settle_s: float = 5.0) -> list[tuple]:
+    """CPU the daemon spends between tasks: a real `python -m payload run --sim --no-persona`
+    at real time (speedup 1) with every schedule but the 10 s beacon set to a day; CPU seconds
+    (user + system, its own process: the bench world's simulated GPS and sensors run in it too)
+    over `window_s` wall seconds after `settle_s` of start-up."""
+    import psutil
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d) / "idle.toml"
+        cfg.write_text(_IDLE_TOML)
+        proc = _payload_proc(["--no-persona", "--speedup", "1", "--minutes", f"{(settle_s + window_s) / 60 + 2:g}"],
+                             Path(d) / "p", cfg)
+        try:
+            ps, wait = psutil.Process(proc.pid), threading.Event()
+            wait.wait(settle_s)
+            if proc.poll() is not None:
+                raise RuntimeError(f"idle bench: payload run exited {proc.returncode}: {proc.stderr.read()[-500:]!r}")
+            c0, t0 = ps.cpu_times(), time.monotonic()
+            wait.wait(window_s)
+            c1, t1 = ps.cpu_times(), time.monotonic()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    share = cpu / (t1 - t0)
+    return [("daemon idle CPU: --no-persona, beacon every 10 s, nothing else due", f"{share:.2%}", "of a core",
+             f"target <= 2 %; {cpu:.2f} CPU s over {t1 - t0:.0f} s wall (bench world included)")]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stratoecho.bench", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -336,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
-            + bench_persona(args.persona) + bench_quant(args.persona))
+            + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_daemon_memory(args.persona)
+            + bench_daemon_idle_cpu() + bench_quant(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

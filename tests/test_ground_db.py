@@ -150,3 +150,29 @@ def test_two_openers_of_a_new_file_agree_on_the_schema(tmp_path):
     for t in threads:
         t.join(timeout=10)
     assert results == ["ok"] * 4
+
+
+def test_a_version_2_database_is_migrated_and_keeps_its_telemetry(tmp_path):
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as db:  # the version 2 schema, as an older ground station left it
+        db.executescript("""
+            CREATE TABLE frames (id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, source TEXT NOT NULL,
+                                 hex TEXT NOT NULL, ok INTEGER NOT NULL, error TEXT);
+            CREATE TABLE telemetry (id INTEGER PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+                callsign TEXT NOT NULL, time TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
+                alt INTEGER NOT NULL, sats INTEGER NOT NULL, temp_c REAL NOT NULL, pressure_hpa REAL NOT NULL,
+                batt_mv INTEGER NOT NULL, received_at TEXT NOT NULL, UNIQUE (boot, seq));
+            CREATE TABLE records (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, boot INTEGER NOT NULL,
+                seq INTEGER NOT NULL, created TEXT NOT NULL, text TEXT NOT NULL, data BLOB,
+                received_at TEXT NOT NULL, UNIQUE (kind, boot, seq));
+            INSERT INTO telemetry VALUES (7, 1, 1, 'STRATO1', '10:00:00', 52.1, -0.1, 1000, 9, -5.5, 900.0,
+                                          4000, '2026-06-21T10:00:01');
+            PRAGMA user_version = 2;
+        """)
+    store = Store(path)
+    t = wire.Telemetry("STRATO1", 2, "10:00:10", 52.1, -0.1, 1050, 9, float("nan"), float("nan"), 3990, 1)
+    assert store.add_telemetry(t.as_dict())  # a sensor without a reading: NULL, no longer refused
+    store.close()
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "SELECT id, seq, temp_c, pressure_hpa FROM telemetry ORDER BY seq") == [
+        (7, 1, -5.5, 900.0), (8, 2, None, None)]

@@ -226,6 +226,20 @@ def test_bme280_stuck_then_reinitialised():
     assert r.status == "ok" and r.counters.reinits == 2
 
 
+def test_a_chip_still_stuck_after_its_reset_stays_stuck_until_its_values_move():
+    dev = Ina219Device(bus_v=3.9, shunt_mv=20.0, noise_lsb=2)
+    _, clock, ina = make_ina(dev, stuck_after=4)
+    [ina.read() for _ in range(3)]
+    dev.stick()
+    assert [ina.read().status for _ in range(5)][-1] == "stuck"
+    for _ in range(3):  # each back-off ends in a re-initialisation that finds the same frozen value
+        clock.t += 10.0
+        assert ina.read().status == "stuck"
+    dev.unstick()
+    clock.t += 10.0
+    assert ina.read().status == "ok"
+
+
 def test_bme280_impossible_values():
     dev = Bme280Device()
     _, clock, bme = make_bme(dev)

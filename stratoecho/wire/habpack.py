@@ -60,9 +60,9 @@ KEY_PRESSURE = 12
 KEY_BOOT = 100  # stratoecho's own; >= 100 stays clear of the community's keys
 
 MANDATORY_KEYS = (
-    KEY_CALLSIGN, KEY_SENTENCE_ID, KEY_TIME, KEY_POSITION, KEY_SATELLITES,
-    KEY_VOLTAGE, KEY_EXTERNAL_TEMPERATURE, KEY_PRESSURE, KEY_BOOT,
+    KEY_CALLSIGN, KEY_SENTENCE_ID, KEY_TIME, KEY_POSITION, KEY_SATELLITES, KEY_VOLTAGE, KEY_BOOT,
 )
+OPTIONAL_KEYS = (KEY_EXTERNAL_TEMPERATURE, KEY_PRESSURE)  # left out while the sensor has no reading
 FIRST_BYTES = frozenset([*range(0x80, 0x90), 0xDE])  # what gateways dispatch on as HABpack
 
 _SECONDS_IN_DAY = 86_400
@@ -73,7 +73,9 @@ _MILLI = 1000
 
 def encode_habpack(t: Telemetry) -> bytes:
     """Pack one position report as a HABpack map (see the module docstring for keys and units)."""
-    if not all(math.isfinite(v) for v in (t.lat, t.lon, t.alt, t.temp_c, t.pressure_hpa)):
+    # A sensor without a reading (NaN) is left out of the map; infinity is an error.
+    if not all(math.isfinite(v) for v in (t.lat, t.lon, t.alt)) or any(
+            math.isinf(v) for v in (t.temp_c, t.pressure_hpa)):
         raise WireError("telemetry not finite", f"sentence {t.seq} of boot {t.boot} holds nan or inf")
     _check_callsign(t.callsign)
     if not -90 <= t.lat <= 90 or not -180 <= t.lon <= 180:
@@ -88,10 +90,11 @@ def encode_habpack(t: Telemetry) -> bytes:
         # Gateways read satellites and pressure as unsigned only: clamp, or they drop the packet.
         KEY_SATELLITES: max(0, int(t.sats)),
         KEY_VOLTAGE: int(t.batt_mv),
-        KEY_EXTERNAL_TEMPERATURE: round(t.temp_c * _MILLI),
-        KEY_PRESSURE: max(0, round(t.pressure_hpa * _MILLI)),
+        KEY_EXTERNAL_TEMPERATURE: None if math.isnan(t.temp_c) else round(t.temp_c * _MILLI),
+        KEY_PRESSURE: None if math.isnan(t.pressure_hpa) else max(0, round(t.pressure_hpa * _MILLI)),
         KEY_BOOT: t.boot,
     }
+    body = {k: v for k, v in body.items() if v is not None}
     try:
         return msgpack.packb(body, use_bin_type=True)
     except (OverflowError, ValueError, TypeError) as e:  # an integer beyond 64 bits
@@ -139,8 +142,8 @@ def decode_habpack(packet: bytes) -> Telemetry:
         lon=lon,
         alt=position[2],
         sats=_unsigned(fields, KEY_SATELLITES, "satellites"),
-        temp_c=_scaled(fields, KEY_EXTERNAL_TEMPERATURE, "temperature"),
-        pressure_hpa=_scaled(fields, KEY_PRESSURE, "pressure"),
+        temp_c=_scaled(fields, KEY_EXTERNAL_TEMPERATURE, "temperature") if KEY_EXTERNAL_TEMPERATURE in fields else math.nan,
+        pressure_hpa=_scaled(fields, KEY_PRESSURE, "pressure") if KEY_PRESSURE in fields else math.nan,
         batt_mv=round(_scaled(fields, KEY_VOLTAGE, "voltage") * _MILLI),
         boot=_unsigned(fields, KEY_BOOT, "boot"),
     )

@@ -6,6 +6,10 @@ CRC16-CCITT over the characters between ``$$`` and ``*``, 4 upper-case hex digit
 The last field is the field-list token (see `ukhas.py`): it names every field, so
 LoRa gateways label satellites, outside temperature, pressure and battery for
 SondeHub without a payload document. Sentences without the token are read too.
+
+A sensor with no reading (a BME280 that failed before its first good value) leaves its
+field empty, as UKHAS receivers expect for missing data: the position beacon never
+waits for a thermometer. Empty reads back as NaN.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class Telemetry:
         return {
             "kind": "telemetry", "boot": self.boot, "seq": self.seq, "callsign": self.callsign,
             "time": self.time, "lat": self.lat, "lon": self.lon, "alt": self.alt,
-            "sats": self.sats, "temp_c": self.temp_c, "pressure_hpa": self.pressure_hpa,
+            # null, not NaN, for a sensor without a reading: JSON has no NaN
+            "sats": self.sats, "temp_c": _none_if_nan(self.temp_c), "pressure_hpa": _none_if_nan(self.pressure_hpa),
             "batt_mv": self.batt_mv,
         }
 
@@ -51,7 +56,7 @@ def encode_sentence(t: Telemetry) -> bytes:
         raise WireError("bad callsign", f"callsign {t.callsign!r} must be plain ASCII without , * $ or newline")
     body = (
         f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{int(round(t.alt))},"
-        f"{t.sats},{t.temp_c:.1f},{t.pressure_hpa:.1f},{t.batt_mv},{t.boot},{FIELD_LIST}"
+        f"{t.sats},{_optional(t.temp_c)},{_optional(t.pressure_hpa)},{t.batt_mv},{t.boot},{FIELD_LIST}"
     )
     return f"$${body}*{crc16_ccitt(body.encode('ascii')):04X}\n".encode("ascii")
 
@@ -83,7 +88,7 @@ def decode_sentence(frame: bytes) -> Telemetry:
         t = Telemetry(
             callsign=fields[0], seq=int(fields[1]), time=fields[2], lat=float(fields[3]),
             lon=float(fields[4]), alt=int(fields[5]), sats=int(fields[6]),
-            temp_c=float(fields[7]), pressure_hpa=float(fields[8]), batt_mv=int(fields[9]),
+            temp_c=_read_optional(fields[7]), pressure_hpa=_read_optional(fields[8]), batt_mv=int(fields[9]),
             boot=int(fields[10]),
         )
     except ValueError as e:
@@ -103,7 +108,25 @@ def parse_hms(text: str) -> tuple[int, int, int]:
     return h, m, s
 
 
+def _none_if_nan(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _optional(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.1f}"
+
+
+def _read_optional(text: str) -> float:
+    if text == "":
+        return math.nan
+    if text.strip().lower() in ("nan", "+nan", "-nan"):
+        raise ValueError(f"{text!r}: a missing value is an empty field")
+    return float(text)
+
+
 def _check_finite(t: Telemetry) -> None:
-    # float() reads "nan" and "inf"; neither is a position or a temperature.
-    if not all(math.isfinite(v) for v in (t.lat, t.lon, t.temp_c, t.pressure_hpa)):
+    # float() reads "nan" and "inf"; neither is a position. A sensor without a reading is
+    # NaN (an empty field on air); infinity is never a temperature.
+    if not all(math.isfinite(v) for v in (t.lat, t.lon)) or any(
+            math.isinf(v) for v in (t.temp_c, t.pressure_hpa)):
         raise WireError("telemetry not finite", f"sentence {t.seq} of boot {t.boot} holds nan or inf")

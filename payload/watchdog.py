@@ -1,0 +1,349 @@
+"""Keeping the daemon honest with systemd: keyed liveness, sd_notify, restart limits.
+
+Two watchdogs stand behind the payload (docs/deploy.md):
+
+    bcm2835 hardware watchdog (<= 15 s)  <-- fed by systemd (RuntimeWatchdogSec=15)
+        reboots the Pi when the kernel or PID 1 hangs
+    systemd service watchdog (WatchdogSec=30s)  <-- fed by `Watchdog` below
+        restarts the daemon when it stops sending WATCHDOG=1
+
+A process that is alive is not a process that works: a beacon thread stuck in a
+serial read leaves the interpreter perfectly able to answer systemd. So, as in F´'s
+health component, each worker has a key and pings it; `Watchdog` feeds systemd only
+while every key is current. One hung thread starves the feed, systemd kills the daemon
+(SIGABRT: with PYTHONFAULTHANDLER set the journal gets every thread's stack) and starts
+it again, and the queue resumes from the store.
+
+Everything here takes its clock as an argument (seconds, monotonic) so tests drive it
+without sleeping, and nothing here raises into the flight: a notification that cannot
+be sent is logged, not thrown.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import deque
+from typing import Callable, Mapping
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+
+# Used when systemd gave no interval (bench, tests): the loop still runs and still logs
+# hung tasks, so the bench shows what would have restarted the daemon in flight.
+DEFAULT_INTERVAL_S = 30.0
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+class Liveness:
+    """Which workers have shown a sign of life recently enough.
+
+    ``register(key, max_silence_s)`` starts the key's clock (registration counts as a
+    ping, so a worker gets its full allowance before its first one); registering again
+    only changes the allowance (the uplink can stretch a task's period). A paused key is
+    never overdue — a task shed in low-power mode must not starve the watchdog — and
+    ``resume`` restarts its clock, so it is not declared hung for the time it was shed.
+    Thread-safe: every worker pings from its own thread.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._max_silence: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._paused: set[str] = set()
+
+    def register(self, key: str, max_silence_s: float) -> None:
+        if not max_silence_s > 0:
+            raise ValueError(f"max_silence_s for {key!r} must be positive, got {max_silence_s!r}")
+        with self._lock:
+            if key not in self._max_silence:
+                self._last[key] = self._clock()
+            self._max_silence[key] = float(max_silence_s)
+
+    def unregister(self, key: str) -> None:
+        with self._lock:
+            self._max_silence.pop(key, None)
+            self._last.pop(key, None)
+            self._paused.discard(key)
+
+    def ping(self, key: str) -> None:
+        with self._lock:
+            if key not in self._max_silence:
+                # A typo in a key would otherwise be a worker nobody watches.
+                raise KeyError(f"liveness key {key!r} is not registered")
+            self._last[key] = self._clock()
+
+    def pause(self, key: str) -> None:
+        with self._lock:
+            if key in self._max_silence:
+                self._paused.add(key)
+
+    def resume(self, key: str) -> None:
+        with self._lock:
+            if key in self._paused:
+                self._paused.discard(key)
+                self._last[key] = self._clock()
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._max_silence)
+
+    def silence_s(self, key: str, now: float | None = None) -> float:
+        """Seconds since `key` last pinged (or was registered or resumed)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            return now - self._last[key]
+
+    def overdue(self, now: float | None = None) -> list[str]:
+        """Keys silent longer than they are allowed, sorted; paused keys never are."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            return sorted(
+                k for k, limit in self._max_silence.items()
+                if k not in self._paused and now - self._last[k] > limit
+            )
+
+    def all_current(self, now: float | None = None) -> bool:
+        return not self.overdue(now)
+
+
+# --------------------------------------------------------------------------- sd_notify
+
+
+def _notify_address(value: str) -> str | None:
+    """$NOTIFY_SOCKET as a Python AF_UNIX address: '@name' is Linux's abstract namespace."""
+    if value.startswith("@"):
+        return "\0" + value[1:]
+    if value.startswith("/"):
+        return value
+    return None  # vsock:... and the like: not something a Pi's systemd hands us
+
+
+class SystemdNotifier:
+    """sd_notify(3) without libsystemd: one datagram per message to $NOTIFY_SOCKET.
+
+    Without $NOTIFY_SOCKET (bench, tests, a shell) every call does nothing and returns
+    False, so the daemon calls it unconditionally. Sending never raises: a failure is
+    logged once per kind of error, since systemd's own timeout will act on it anyway.
+    A datagram socket whose reader has fallen behind blocks the sender once its queue
+    (net.unix.max_dgram_qlen, 10 by default) is full; `send_timeout_s` bounds that wait,
+    so a busy PID 1 cannot wedge the feed thread.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, send_timeout_s: float = 1.0):
+        env = os.environ if environ is None else environ
+        self._env = dict(env)
+        raw = env.get("NOTIFY_SOCKET", "")
+        self.address = _notify_address(raw) if raw else None
+        if raw and self.address is None:
+            log.warning("notify_socket_unsupported", notify_socket=raw)
+        self.send_timeout_s = send_timeout_s
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._errors_logged: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def notify(self, *assignments: str) -> bool:
+        """Send 'KEY=value' assignments in one datagram; True if it was sent."""
+        if self.address is None:
+            return False
+        payload = "\n".join(assignments).encode("utf-8")
+        with self._lock:
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    self._sock.settimeout(self.send_timeout_s)
+                self._sock.sendto(payload, self.address)
+                return True
+            except OSError as e:
+                kind = type(e).__name__
+                if kind not in self._errors_logged:
+                    self._errors_logged.add(kind)
+                    log.warning("sd_notify_failed", error=str(e), message=assignments[0] if assignments else "")
+                return False
+
+    def ready(self, status: str | None = None) -> bool:
+        return self.notify("READY=1", *([f"STATUS={_one_line(status)}"] if status else []))
+
+    def status(self, text: str) -> bool:
+        return self.notify(f"STATUS={_one_line(text)}")
+
+    def watchdog(self) -> bool:
+        return self.notify("WATCHDOG=1")
+
+    def stopping(self) -> bool:
+        return self.notify("STOPPING=1")
+
+    def watchdog_interval_s(self) -> float | None:
+        """WatchdogSec= as systemd passed it, or None when no watchdog is meant for this
+        process ($WATCHDOG_USEC unset, not a positive integer, or $WATCHDOG_PID naming another
+        process: a child inheriting the environment must not think it is watched)."""
+        usec = self._env.get("WATCHDOG_USEC", "")
+        try:
+            value = int(usec)
+        except ValueError:
+            return None
+        if value <= 0:
+            return None
+        pid = self._env.get("WATCHDOG_PID")
+        if pid is not None:
+            try:
+                if int(pid) != os.getpid():
+                    return None
+            except ValueError:
+                return None
+        return value / 1_000_000
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+
+def _one_line(text: str) -> str:
+    # A newline would start a new assignment in the datagram.
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+class Watchdog:
+    """Feeds systemd's watchdog only while every liveness key is current.
+
+    When some keys go overdue it stops feeding, logs them once for the episode (again
+    only if the set changes) and puts them in the unit's STATUS= (what `systemctl status`
+    shows and the journal keeps); when they are all current again it says so and feeds.
+    """
+
+    def __init__(self, liveness: Liveness, notifier: SystemdNotifier, clock: Clock = time.monotonic,
+                 interval_s: float | None = None):
+        self.liveness, self.notifier, self.clock = liveness, notifier, clock
+        interval = interval_s if interval_s is not None else notifier.watchdog_interval_s()
+        self.interval_s = interval if interval is not None else DEFAULT_INTERVAL_S
+        if not self.interval_s > 0:
+            raise ValueError(f"interval_s must be positive, got {self.interval_s!r}")
+        self.starving: list[str] = []  # the overdue keys of the current episode, [] when fed
+        self.feeds = 0
+        self.episodes = 0
+
+    def tick(self, now: float | None = None) -> bool:
+        """One look at the keys; True if systemd was (or, without systemd, would have been) fed."""
+        now = self.clock() if now is None else now
+        late = self.liveness.overdue(now)
+        if late:
+            if late != self.starving:
+                if not self.starving:
+                    self.episodes += 1
+                silences = {k: round(self.liveness.silence_s(k, now), 1) for k in late}
+                log.error("watchdog_starved", overdue=late, silence_s=silences,
+                          restart_in_s=self.interval_s if self.notifier.enabled else None)
+                self.notifier.status(f"not feeding the watchdog: {', '.join(late)} overdue")
+                self.starving = late
+            return False
+        if self.starving:
+            log.warning("watchdog_fed_again", recovered=self.starving)
+            self.notifier.status("all tasks current")
+            self.starving = []
+        self.notifier.watchdog()
+        self.feeds += 1
+        return True
+
+    def start(self, stop_event: threading.Event) -> threading.Thread:
+        """Tick now and then every half interval (systemd's own advice) until `stop_event`."""
+
+        def run() -> None:
+            while True:
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - a bug here must not end the feed loop silently
+                    log.exception("watchdog_tick_failed")
+                if stop_event.wait(self.interval_s / 2):
+                    return
+
+        thread = threading.Thread(target=run, name="watchdog", daemon=True)
+        thread.start()
+        return thread
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+class RestartLimiter:
+    """At most `max_restarts` restarts in any `window_s` seconds, then none until the
+    oldest of them leaves the window.
+
+    A persona worker that crashes on every prompt (a bad model, memory it cannot get)
+    would otherwise reload the model over and over, burning the battery and the CPU the
+    beacon needs; left down, the payload keeps flying without musings and tries again
+    once the window has passed.
+    """
+
+    def __init__(self, max_restarts: int, window_s: float, clock: Clock = time.monotonic):
+        if max_restarts < 0 or not window_s > 0:
+            raise ValueError(f"need max_restarts >= 0 and window_s > 0, got {max_restarts!r}, {window_s!r}")
+        self.max_restarts, self.window_s, self.clock = max_restarts, float(window_s), clock
+        self._times: deque[float] = deque()
+        self.refused = 0
+        self._refusing = False
+
+    def _forget_old(self, now: float) -> None:
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+
+    def allow(self) -> bool:
+        """True (and counted) if one more restart fits in the window."""
+        now = self.clock()
+        self._forget_old(now)
+        if len(self._times) < self.max_restarts:
+            if self._refusing:
+                log.info("restarts_allowed_again", max_restarts=self.max_restarts, window_s=self.window_s)
+                self._refusing = False
+            self._times.append(now)
+            return True
+        self.refused += 1
+        if not self._refusing:  # logged on the transition, not on every refusal
+            log.warning("restarts_exhausted", max_restarts=self.max_restarts, window_s=self.window_s,
+                        retry_in_s=round(self.retry_in_s(), 1))
+            self._refusing = True
+        return False
+
+    def retry_in_s(self) -> float:
+        """Seconds until `allow` would say yes again (0 if it would now)."""
+        now = self.clock()
+        self._forget_old(now)
+        if len(self._times) < self.max_restarts:
+            return 0.0
+        return self._times[0] + self.window_s - now if self._times else float("inf")
+
+
+# --------------------------------------------------------------------------- boot banner
+
+
+def boot_banner(version: str, persona_name: str | None, persona_sha256_short: str | None,
+                free_mb: float | None, boot: int, mode: object) -> str:
+    """The first event on air after a boot, e.g.
+    ``boot 12 v0.1.0 nominal persona Ada#3f2a9c1b free 812MB`` — who is flying, which
+    model exactly, in what mode, with how much card left. Short: at SF11 every byte costs
+    ~0.2 s of airtime, so the name is cut to 16 characters and the hash to 8.
+    """
+    mode_text = str(getattr(mode, "value", mode))
+    if persona_name:
+        name = _one_line(persona_name).replace(" ", "_")[:16]
+        persona = f"persona {name}" + (f"#{persona_sha256_short[:8]}" if persona_sha256_short else "")
+    else:
+        persona = "no persona"
+    free = f"free {int(free_mb)}MB" if free_mb is not None else "free ?"
+    return f"boot {boot} v{version} {mode_text} {persona} {free}"
