@@ -48,7 +48,7 @@ persona: $(PERSONA)/persona.toml
 demo: $(PERSONA)/persona.toml
 	$(PY) -m sim fly --out out/demo --overwrite --persona $(PERSONA) --speedup $(SPEEDUP) --loss $(LOSS)
 	@echo
-	@echo "Musings that reached the ground: out/demo/musings.txt   Report: out/demo/report.json"
+	$(PY) -m sim report out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -235,7 +235,9 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd)
     else:
         clock, bench, pins = Clock(speedup=1.0), None, None
-        sensors = HardwareSensors(Devices(cfg.devices))
+        from .gps import system_time_from_gps
+
+        sensors = HardwareSensors(Devices(cfg.devices), clock_from_gps=system_time_from_gps)
         backend = Picamera2Backend
         pi_health = PiHealth(data_dir=data_dir)
     camera = None

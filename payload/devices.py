@@ -126,13 +126,19 @@ class HardwareSensors:
 
     def __init__(self, devices: Devices, gps_timeout_s: float = 0.5, *,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), follow_gps: bool = True,
-                 fix_max_age_s: float = 5.0):
+                 fix_max_age_s: float = 5.0, clock_from_gps: Callable | None = None,
+                 clock_check_s: float = 3600.0):
         self.devices = devices
         self.gps_timeout_s = gps_timeout_s
         self.now = now
         # A fix older than this is stale: its position stands in, but it is not sent as a fresh
         # fix and the time comes from the clock (a GPS goes quiet before the driver calls it silent).
         self.fix_max_age_s = fix_max_age_s
+        # On the Pi: payload.gps.system_time_from_gps, so the system clock (no RTC on a Pi) follows
+        # the GPS; asked again every clock_check_s until it answers "set" or "in_sync", then hourly.
+        self.clock_from_gps, self.clock_check_s = clock_from_gps, clock_check_s
+        self._clock_checked_at: float | None = None
+        self.clock_result = None
         self.follower = GpsFollower(devices.gps) if devices.gps is not None and follow_gps else None
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
                       "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
@@ -160,6 +166,7 @@ class HardwareSensors:
                     sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
                     if g.fix.utc is not None:
                         when = g.fix.utc
+                    self._maybe_set_clock(g.fix, d.gps.clock())
         if d.bme280 is not None:
             b = d.bme280.read()
             self._note("bme280", b.status, b.error)
@@ -181,6 +188,15 @@ class HardwareSensors:
                         temp_c=last["temp_c"], pressure_hpa=last["pressure_hpa"], batt_mv=last["batt_mv"],
                         phase="unknown", status=dict(self._status), box_temp_c=last["box_temp_c"],
                         batt_ma=last["batt_ma"], fix_valid=fix_valid)
+
+    def _maybe_set_clock(self, fix, now: float) -> None:
+        if self.clock_from_gps is None:
+            return
+        settled = self.clock_result is not None and self.clock_result.action in ("set", "in_sync")
+        if self._clock_checked_at is not None and now - self._clock_checked_at < (self.clock_check_s if settled else 10.0):
+            return
+        self._clock_checked_at = now
+        self.clock_result = self.clock_from_gps(fix)
 
     def restart(self) -> None:
         if self.follower is not None:

@@ -55,6 +55,12 @@ KIND_STREAM = {kind: stream for stream, kind in STREAM_KIND.items()}
 # (20 minutes at the defaults): at 50 % loss each way a window's report arrives about one
 # time in four, so a shorter memory would often fall back to full parity for nothing.
 FEEDBACK_WINDOWS = 20
+# Windows without a word from a ground that has answered before, after which the payload
+# holds its records and sends only the beacon until the ground is heard again: out of
+# contact (a blackout, an orbit between passes) records sent are records lost, and kept
+# they go out by priority when the next pass begins. Ten minutes at the defaults: at 50 %
+# loss each way ten silent windows in a row happen about one time in twenty.
+CONTACT_LOST_WINDOWS = 10
 
 
 @dataclass
@@ -115,6 +121,7 @@ class LinkStats:
     sent_by_stream: dict = field(default_factory=dict)
     budget_waits: int = 0
     failures: int = 0
+    held_frames: int = 0  # slots left empty while out of contact, records kept for the next pass
 
 
 class Transmitter:
@@ -175,11 +182,22 @@ class Transmitter:
         """A link report was accepted in the last `FEEDBACK_WINDOWS` windows: repair works."""
         return self._report_window is not None and self.stats.windows - self._report_window < FEEDBACK_WINDOWS
 
+    def out_of_contact(self) -> bool:
+        """A ground that has answered before has been silent for CONTACT_LOST_WINDOWS windows.
+        Never true without an uplink, or before the ground was first heard: a receive-only
+        ground must still get everything."""
+        return (self.uplink_cfg is not None and self._report_window is not None
+                and self.stats.windows - self._report_window >= CONTACT_LOST_WINDOWS)
+
     def next_frame(self) -> tuple[Queued, bytes, bool, bool] | None:
         """(record, frame, is its last frame, is parity) for the radio's next slot, or None."""
         fresh = self.store.current_telemetry(exclude=tuple(self._hand))
         if fresh is not None:
             return fresh, fresh.payload, True, False
+        if self.out_of_contact():
+            if self._hand or self._repairs or self.store.depth():
+                self.stats.held_frames += 1
+            return None  # the beacon alone, which is how the ground finds us again
         if self._repairs:
             return None, self._repairs.popleft(), False, True
         room = self.cfg.interleave - len(self._hand)

@@ -38,6 +38,8 @@ from pathlib import Path
 import apsw
 import structlog
 
+from .store import open_wal
+
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
@@ -153,12 +155,8 @@ class Memory:
             return self._connect(":memory:")
 
     def _connect(self, where: str) -> apsw.Connection:
-        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-        db = apsw.Connection(where, flags=flags, vfs=self.vfs) if self.vfs else apsw.Connection(where, flags=flags)
+        db = open_wal(where, self.vfs)
         try:
-            db.setbusytimeout(5000)
-            db.execute("PRAGMA journal_mode=WAL").fetchall()
-            db.execute("PRAGMA synchronous=FULL")
             version = db.execute("PRAGMA user_version").fetchall()[0][0]
             if version > SCHEMA_VERSION:
                 raise _NewerSchema(f"memory schema {version} is newer than this software's {SCHEMA_VERSION}")

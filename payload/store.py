@@ -93,6 +93,21 @@ _WRITE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.NotADBErr
 _COLUMNS = "id, stream, boot, seq, created, payload, send_count"
 
 
+def open_wal(where: str, vfs: str | None = None) -> apsw.Connection:
+    """An apsw connection in WAL mode with synchronous=FULL (a commit is on the card when it
+    returns), waiting up to 5 s for a lock; `vfs` is the power-cut tests' hook."""
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    db = apsw.Connection(where, flags=flags, vfs=vfs) if vfs else apsw.Connection(where, flags=flags)
+    try:
+        db.setbusytimeout(5000)
+        db.execute("PRAGMA journal_mode=WAL").fetchall()
+        db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class StoreError(Exception):
     """A store this software must not use (newer schema, unknown stream); the message says which."""
 
@@ -172,12 +187,8 @@ class Store:
             raise
 
     def _connect(self) -> apsw.Connection:
-        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-        db = apsw.Connection(str(self.path), flags=flags, vfs=self.vfs) if self.vfs else apsw.Connection(str(self.path), flags=flags)
+        db = open_wal(str(self.path), self.vfs)
         try:
-            db.setbusytimeout(5000)
-            db.execute("PRAGMA journal_mode=WAL").fetchall()
-            db.execute("PRAGMA synchronous=FULL")
             version = db.execute("PRAGMA user_version").fetchall()[0][0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: store schema {version} is newer than this software's {SCHEMA_VERSION}")

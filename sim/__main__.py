@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scenarios", help="list the named rehearsals sim fly --scenario runs")
     sc.set_defaults(func=cmd_scenarios)
 
+    rp = sub.add_parser("report", help="a bench flight's report.json in words",
+                        description="Print what a finished `sim fly` flight did: delivery, loss, modes, faults, energy.")
+    rp.add_argument("out", type=Path, metavar="DIR", help="the flight's output folder (sim fly --out)")
+    rp.set_defaults(func=cmd_report)
+
     c = sub.add_parser(
         "channel", help="the lossy radio channel alone (sim fly starts it for you)",
         description=(
@@ -182,6 +187,52 @@ def cmd_fly(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = args.out / "report.json"
+    try:
+        r = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"error: no {path}: fly first (python -m sim fly --out {args.out})", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as e:
+        print(f"error: {path} is not JSON ({e}); the flight may not have finished", file=sys.stderr)
+        return 2
+    print(describe_report(r, args.out))
+    return 0
+
+
+def describe_report(r: dict, out: Path) -> str:
+    m, t, f = r["musings"], r["telemetry"], r["frames"]
+    lines = [
+        f"{r.get('scenario', 'nominal')} flight, seed {r['seed']}: {r['flight_s'] / 60:.0f} flight minutes in "
+        f"{r['wall_s']:.0f} s, up to {r['max_alt_m'] / 1000:.1f} km, {r.get('payload_boots', 1)} boot(s)",
+        f"  musings    {m['delivered']}/{m['generated']} delivered ({m['dropped_by_guard']} held back by the guard)",
+        f"  telemetry  {t['received']}/{t['sent']} sentences heard; frames {f['received']}/{f['sent']}",
+    ]
+    loss = r.get("loss") or {}
+    if loss:
+        gap = loss.get("longest_telemetry_gap") or {}
+        lines.append(f"  link       {loss.get('lost_share', 0):.0%} of frames lost; longest silence "
+                     f"{gap.get('s') or 0:.0f} s; {r['repair']['nacks_sent']} repair requests")
+    modes = (r.get("modes") or {}).get("seconds") or {}
+    if modes:
+        total = sum(modes.values()) or 1
+        lines.append("  modes      " + ", ".join(f"{k} {v / total:.0%}" for k, v in modes.items()))
+    faults = (r.get("faults") or {}).get("by_device") or []
+    lines.append("  faults     " + (", ".join(f"{x['device']} {x['status']} (from {x['first_s'] / 60:.0f} min)"
+                                             for x in faults) or "none seen at the ground"))
+    world = r.get("world") or {}
+    energy = r.get("energy") or {}
+    if world:
+        lines.append(f"  battery    {world.get('energy_used_wh', 0):.2f} Wh used; lowest "
+                     f"{energy.get('battery_v_min') or 0:.2f} V seen at the ground; battery at "
+                     f"{world.get('battery_temp_c', 0):.0f} degC at the end")
+    for a in r.get("actions") or []:
+        lines.append(f"  at {a['t_s'] / 60:.0f} min: {a['action']}")
+    lines.append(f"  picture    {out / 'flight.svg'}    musings {out / 'musings.txt'}")
+    return "\n".join(lines)
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:

@@ -81,3 +81,26 @@ def test_the_gps_is_followed_on_its_own_thread_so_a_beacon_gets_the_latest_fix_n
     finally:
         sensors.close()
         gps.close()
+
+
+def test_the_system_clock_is_set_from_a_trusted_fix_and_checked_again_hourly():
+    from payload.gps import system_time_from_gps
+
+    gps = FakeUblox(lambda t: SimFix(52.0, -0.1, 1000.0), period_s=0.05)
+    set_to: list[float] = []
+    t = [0.0]
+    devices = Devices(config(gps.port).devices, bus_opener=lambda n: FakeI2cBus(), clock=lambda: time.monotonic() + t[0])
+    sensors = HardwareSensors(devices, follow_gps=False, gps_timeout_s=1.0,
+                              clock_from_gps=lambda fix: system_time_from_gps(
+                                  fix, set_clock=set_to.append, monotonic=lambda: time.monotonic() + t[0]))
+    try:
+        deadline = time.monotonic() + 10
+        while sensors.clock_result is None or sensors.clock_result.action == "untrusted":
+            sensors.read()
+            assert time.monotonic() < deadline, sensors.clock_result
+        assert sensors.clock_result.action == "set" and len(set_to) == 1  # the fake GPS lives in 2025
+        sensors.read()
+        assert len(set_to) == 1  # not again within the hour
+    finally:
+        devices.close()
+        gps.close()

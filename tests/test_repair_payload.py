@@ -168,3 +168,27 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
     fields = wire.Record.from_body(wire.Kind.HEALTH, health.boot, health.seq, health.payload).content
     assert fields["queue_depth"] == 2 and fields["faults"] == 1 and fields["musing_seq"] == 1
     assert fields["store"] == "ok" and fields["disk_free_kb"] > 0
+
+
+def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_next_pass(tmp_path):
+    from payload.link import CONTACT_LOST_WINDOWS
+
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    radio = TwoWayRadio()
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
+    tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
+    assert not tx.out_of_contact()  # never heard: a receive-only ground must get everything
+    tx._report_window = 0  # the ground answered in window 0 ...
+    tx.stats.windows = CONTACT_LOST_WINDOWS  # ... and has said nothing since
+    assert tx.out_of_contact()
+    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "held " * 20).body())
+    store.enqueue("telemetry", boot, lambda seq: b"$$STRATO1,1,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
+    while tx.send_one():
+        pass
+    assert [f[:2] for f in radio.frames] == [b"$$"]  # the beacon went, the musing waits
+    assert store.depth() == {"musing": 1} and tx.stats.held_frames >= 1
+    tx._report_window = tx.stats.windows  # a pass begins: the ground is heard again
+    while tx.send_one():
+        pass
+    assert store.depth() == {} and any(f[0] == wire.MAGIC for f in radio.frames)

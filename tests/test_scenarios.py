@@ -97,6 +97,7 @@ def test_nominal_flight_goes_through_every_phase_and_the_beacon_never_misses_a_s
     # descent through the tropopause may cost a spell in low power), never survival.
     assert seconds.get("nominal", 0) > 0.6 * sum(seconds.values()) and "survival" not in seconds
     assert (nominal / "flight.svg").read_text().startswith("<svg")
+    assert sim_main(["report", str(nominal)]) == 0  # the words make demo prints
 
 
 def test_cold_soak_follows_the_mode_ladder_down_in_order_and_the_heater_works(tmp_path_factory):
