@@ -2,11 +2,17 @@
 
 Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
 
-    frames     id, received_at, source, hex, ok, error         one row per frame heard, good or bad
+    frames     id, received_at, source, hex, ok, error,        one row per frame heard, good or bad
+               station, rssi_dbm, snr_db                      (signal where the radio gives it)
     telemetry  id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c,
                pressure_hpa, batt_mv, received_at             UNIQUE(boot, seq)
     records    id, kind, boot, seq, created, text, data, received_at
                                                                UNIQUE(kind, boot, seq)
+    heard      kind, boot, seq, station, first_at              which station heard which record or
+                                                               sentence (kind 'telemetry' for those)
+    outbox     id, queued_at, command, args, what, sent_at     commands waiting for the payload's next
+                                                               listen window (the dashboard queues, the
+                                                               listener signs and sends)
 
 `records.text` is what a person reads (a musing's text, or a one-line summary of a
 structured record); `records.data` holds the rest: the declared fields of health
@@ -37,7 +43,7 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
-SCHEMA_VERSION = 3  # 2: records.data; 3: temp_c and pressure_hpa may be NULL (no reading)
+SCHEMA_VERSION = 4  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -46,7 +52,8 @@ CREATE TABLE frames (
     source TEXT NOT NULL,
     hex TEXT NOT NULL,
     ok INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    station TEXT, rssi_dbm REAL, snr_db REAL
 );
 CREATE TABLE telemetry (
     id INTEGER PRIMARY KEY,
@@ -62,6 +69,18 @@ CREATE TABLE records (
     created TEXT NOT NULL, text TEXT NOT NULL, data BLOB, received_at TEXT NOT NULL,
     UNIQUE (kind, boot, seq)
 );
+;
+CREATE TABLE heard (
+    kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, station TEXT NOT NULL,
+    first_at TEXT NOT NULL,
+    PRIMARY KEY (kind, boot, seq, station)
+);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    queued_at TEXT NOT NULL,
+    command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
+    sent_at TEXT
+)
 """
 _TELEMETRY_COLUMNS = (
     "boot", "seq", "callsign", "time", "lat", "lon", "alt", "sats", "temp_c", "pressure_hpa", "batt_mv",
@@ -81,6 +100,18 @@ _MIGRATIONS = {
         "INSERT INTO telemetry_v3 SELECT * FROM telemetry",
         "DROP TABLE telemetry",
         "ALTER TABLE telemetry_v3 RENAME TO telemetry"],
+    4: ["ALTER TABLE frames ADD COLUMN station TEXT",
+        "ALTER TABLE frames ADD COLUMN rssi_dbm REAL",
+        "ALTER TABLE frames ADD COLUMN snr_db REAL",
+        """CREATE TABLE heard (
+            kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, station TEXT NOT NULL,
+            first_at TEXT NOT NULL,
+            PRIMARY KEY (kind, boot, seq, station))""",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            queued_at TEXT NOT NULL,
+            command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
+            sent_at TEXT)"""],
 }
 
 
@@ -159,12 +190,49 @@ class Store:
 
     # ----------------------------------------------------------------- writing
 
-    def add_frame(self, data: bytes, source: str, error: str | None = None, received_at: str | None = None) -> int:
+    def add_frame(self, data: bytes, source: str, error: str | None = None, received_at: str | None = None, *,
+                  station: str | None = None, rssi_dbm: float | None = None, snr_db: float | None = None) -> int:
         cur = self._db.execute(
-            "INSERT INTO frames (received_at, source, hex, ok, error) VALUES (?, ?, ?, ?, ?)",
-            (received_at or utc_now(), source, data.hex(), int(error is None), error),
+            "INSERT INTO frames (received_at, source, hex, ok, error, station, rssi_dbm, snr_db) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (received_at or utc_now(), source, data.hex(), int(error is None), error, station, rssi_dbm, snr_db),
         )
         return int(cur.lastrowid or 0)
+
+    def add_heard(self, kind: str, boot: int, seq: int, station: str, at: str | None = None) -> bool:
+        """Note that `station` heard this record (or sentence); False if it was noted before."""
+        cur = self._db.execute("INSERT OR IGNORE INTO heard (kind, boot, seq, station, first_at) VALUES (?, ?, ?, ?, ?)",
+                               (kind, boot, seq, station, at or utc_now()))
+        return cur.rowcount == 1
+
+    def heard_by(self, kind: str, boot: int, seq: int) -> list[str]:
+        rows = self._db.execute("SELECT station FROM heard WHERE kind = ? AND boot = ? AND seq = ? ORDER BY first_at",
+                                (kind, boot, seq))
+        return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------- the outbox
+
+    def queue_command(self, command: int, args: bytes, what: str) -> int:
+        """Queue an unsigned command (`uplink.CommandId`, its packed arguments) for the next
+        listen window; committed at once, since another process (the listener) sends it."""
+        cur = self._db.execute("INSERT INTO outbox (queued_at, command, args, what) VALUES (?, ?, ?, ?)",
+                               (utc_now(), int(command), bytes(args), what))
+        self.commit()
+        return int(cur.lastrowid or 0)
+
+    def pending_commands(self, limit: int = 8) -> list[dict]:
+        rows = self._db.execute("SELECT id, queued_at, command, args, what FROM outbox WHERE sent_at IS NULL "
+                                "ORDER BY id LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def mark_command_sent(self, command_id: int) -> None:
+        self._db.execute("UPDATE outbox SET sent_at = ? WHERE id = ?", (utc_now(), command_id))
+        self.commit()
+
+    def outbox(self, limit: int = 50) -> list[dict]:
+        rows = self._db.execute("SELECT id, queued_at, command, what, sent_at FROM outbox ORDER BY id DESC LIMIT ?",
+                                (limit,))
+        return [dict(r) for r in rows]
 
     def add_telemetry(self, t: dict, received_at: str | None = None) -> bool:
         """Store a telemetry dict (`Telemetry.as_dict()`); False if (boot, seq) was already there."""

@@ -32,7 +32,7 @@ def test_fresh_database_has_schema_version_and_wal(tmp_path):
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     tables = {r[0] for r in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"frames", "telemetry", "records"}
+    assert tables == {"frames", "telemetry", "records", "heard", "outbox"}
 
 
 def test_duplicates_are_ignored(tmp_path):
@@ -176,3 +176,20 @@ def test_a_version_2_database_is_migrated_and_keeps_its_telemetry(tmp_path):
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert rows(path, "SELECT id, seq, temp_c, pressure_hpa FROM telemetry ORDER BY seq") == [
         (7, 1, -5.5, 900.0), (8, 2, None, None)]
+
+
+def test_stations_signal_and_the_outbox(tmp_path):
+    store = Store(tmp_path / "g.db")
+    store.add_frame(b"\x01", "udp 127.0.0.1:9", station="hill", rssi_dbm=-121.5, snr_db=-7.25)
+    assert store.add_heard("musing", 1, 4, "hill") and not store.add_heard("musing", 1, 4, "hill")
+    store.add_heard("musing", 1, 4, "valley")
+    assert store.heard_by("musing", 1, 4) == ["hill", "valley"]
+    n = store.queue_command(5, b"remember the river", "note")
+    reader = Store(tmp_path / "g.db")  # the listener, another process, sees it at once
+    (cmd,) = reader.pending_commands()
+    assert (cmd["id"], cmd["command"], cmd["args"]) == (n, 5, b"remember the river")
+    reader.mark_command_sent(n)
+    assert store.pending_commands() == [] and store.outbox()[0]["sent_at"]
+    store.close()
+    reader.close()
+    assert rows(tmp_path / "g.db", "SELECT station, rssi_dbm, snr_db FROM frames") == [("hill", -121.5, -7.25)]
