@@ -14,7 +14,7 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test bench persona install clean distclean powercut
+.PHONY: help demo test bench persona install clean distclean powercut system-packages
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~15 min, then ~3 min)"
@@ -36,6 +36,17 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The ground station's browser test drives Debian's Chromium, and its multi-station test a
+# real Mosquitto broker: installed from Debian's packages when missing (as root, or with sudo).
+SYSTEM_PACKAGES := /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/mosquitto
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+$(SYSTEM_PACKAGES):
+	$(APT) update -q && DEBIAN_FRONTEND=noninteractive $(APT) install -y -q --no-install-recommends \
+		chromium chromium-driver mosquitto
+	@touch -c $(SYSTEM_PACKAGES)
+
+system-packages: $(SYSTEM_PACKAGES)
+
 # (file names with spaces, as WhatsApp writes them, are escaped for make)
 $(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null | sed "s/ /\\\\ /g")
 	$(PY) -m host_training prepare $(CORPUS)/telegram $(CORPUS)/whatsapp $(CORPUS)/posts $(OWNERS) --out $(DATA)
@@ -50,7 +61,7 @@ demo: $(PERSONA)/persona.toml
 	@echo
 	$(PY) -m sim report out/demo
 
-test: $(STAMP)
+test: $(STAMP) $(SYSTEM_PACKAGES)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

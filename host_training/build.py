@@ -136,6 +136,10 @@ def add_parser(sub) -> None:
                         + SYSTEM_PROMPT.format(name="NAME") + ")")
     p.add_argument("--loss", choices=("persona", "all"), default="persona",
                    help="train on the persona's words only (default) or on every token of the chats")
+    p.add_argument("--blocklist", type=Path, metavar="FILE",
+                   help="prepare's blocklist (a word or phrase a line, or /regex/; # comments): the payload's "
+                        "outbound guard drops any musing holding one. Phrases travel as salted hashes "
+                        "(stratoecho/blocklist.py), regular expressions as written")
     p.add_argument("--keep-work", action="store_true",
                    help="keep the HF checkpoint and the F32 GGUF under BUNDLE/work (else a temporary folder)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
@@ -391,6 +395,7 @@ def build(args) -> dict:
         eval=dict(**eval_figures(ev_q, ev_f), val_conversations=ev_q["conversations"], report=EVAL_FILE),
         files=[file_entry(args.out, model_file), file_entry(args.out, EVAL_FILE)],
     )
+    add_blocklist(args, manifest)
     from .report import PerplexityRow
 
     rows = [PerplexityRow("trained", "F32", f32_bytes, ppl_f)]
@@ -579,6 +584,7 @@ def build_base(args) -> dict | None:
         ),
         files=[file_entry(args.out, model_file), file_entry(args.out, EVAL_FILE)],
     )
+    add_blocklist(args, manifest)
     # The payload renders prompts with bundle.render_prompt: it must give what training saw.
     probe = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "How high are you?"}]
     want = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
@@ -603,3 +609,24 @@ def build_base(args) -> dict | None:
         "val_perplexity": ppl_q, "f32_val_perplexity": ppl_f, "base_val_perplexity": ppl_b,
         "steps": result.steps, "train_minutes": result.minutes, "minutes": total_min,
     }
+BLOCKLIST_FILE = "blocklist.txt"
+
+
+def add_blocklist(args, manifest) -> None:
+    """The owner's blocklist into the bundle, hashed, listed in [[files]] and [guard]."""
+    if getattr(args, "blocklist", None) is None:
+        return
+    from stratoecho.blocklist import BlocklistFormatError, HashedBlocklist
+    from stratoecho.bundle import file_entry
+
+    from .prepare import BlocklistError, load_blocklist
+
+    try:
+        hashed = HashedBlocklist.from_entries(load_blocklist(args.blocklist))
+    except (BlocklistError, BlocklistFormatError) as e:
+        raise BuildError(f"--blocklist: {e}") from e
+    (args.out / BLOCKLIST_FILE).write_text(hashed.dumps(), encoding="utf-8")
+    manifest.guard.blocklist = BLOCKLIST_FILE
+    manifest.files.append(file_entry(args.out, BLOCKLIST_FILE))
+
+

@@ -103,13 +103,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.sim.world_clock = args.world_clock
     data_dir = Path(args.data or cfg.data_dir)
 
-    bundle = None
+    bundle, persona_problem = None, None
     if not args.no_persona:
         try:
             bundle = load_bundle(args.persona or cfg.persona.bundle)  # checks every sha256
         except BundleError as e:
-            print(f"error: {e}\n(build one with `make persona`, or fly with --no-persona)", file=sys.stderr)
-            return 2
+            if cfg.sensors == "sim":
+                print(f"error: {e}\n(build one with `make persona`, or fly with --no-persona)", file=sys.stderr)
+                return 2
+            # In flight a damaged bundle must not cost the beacon: fly without it, and say so on air.
+            log.error("persona_bundle_refused", error=str(e))
+            persona_problem = f"persona bundle refused ({str(e)[:80]}); flying without it"
 
     try:
         parts = open_parts(cfg, data_dir)
@@ -164,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.worker = None
         daemon.start(launch=parts.bench is not None and not rejoin)
         daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
+    if persona_problem:
+        daemon.queue_event(persona_problem)
     Watchdog(liveness, notifier).start(stop)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:

@@ -102,7 +102,7 @@ class Daemon:
         self.reach = Reach(store_enqueuer(self.store, self.boot, lambda: self.clock.now().timestamp(),
                                           on_queued=lambda: self.transmitter.wake.set()),
                            self.clock.elapsed_s)
-        self.guard = OutboundGuard()
+        self.guard = OutboundGuard(hashed=bundle.blocklist() if bundle is not None else None)
         self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
         self.worker = (
             PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,

@@ -14,13 +14,19 @@ from stratoecho.privacy import contains_private
 
 
 class OutboundGuard:
-    def __init__(self, blocklist: list[str] | None = None):
+    """`blocklist`: regular expressions; `hashed`: the bundle's hashed blocklist (the owner's
+    phrases, compared as salted hashes of each run of words, stratoecho/blocklist.py)."""
+
+    def __init__(self, blocklist: list[str] | None = None, hashed=None):
         self.blocklist = [re.compile(p, re.IGNORECASE) for p in (blocklist or [])]
+        self.hashed = hashed
         self.dropped: Counter[str] = Counter()
 
     def reasons(self, text: str) -> list[str]:
         found = list(contains_private(text))
         found += ["blocklist" for p in self.blocklist if p.search(text)]
+        if self.hashed is not None and self.hashed.hits(text):
+            found.append("blocklist")
         return found
 
     def allow(self, text: str) -> bool:

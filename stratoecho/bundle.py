@@ -9,6 +9,7 @@ flat tables the bundle uses (no extra dependency on the Pi).
     [model]     file, quantization, architecture, base, context_length, n_params
     [training]  what produced it (data sha256, steps, seed, ...)
     [eval]      held-out figures (val_loss, val_perplexity, ...)
+    [guard]     blocklist: the owner's blocklist, hashed (stratoecho/blocklist.py), if any
     [[files]]   path, sha256, bytes  -- every file the bundle ships
 """
 
@@ -71,6 +72,10 @@ class FileEntry(_Strict):
     bytes: int = Field(ge=0)
 
 
+class GuardSection(_Strict):
+    blocklist: str | None = None  # a file of the bundle, listed in [[files]]
+
+
 class BundleManifest(_Strict):
     format: int = FORMAT_VERSION
     persona: PersonaSection
@@ -78,6 +83,7 @@ class BundleManifest(_Strict):
     model: ModelSection
     training: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
+    guard: GuardSection = Field(default_factory=GuardSection)
     files: list[FileEntry]
 
 
@@ -114,6 +120,21 @@ class Bundle:
         if self.manifest.model.file not in {e.path for e in self.manifest.files}:
             raise BundleError(f"{self.root / BUNDLE_FILE}: model file {self.manifest.model.file} is not in [[files]]")
         self.verified = True
+
+    def blocklist(self):
+        """The owner's hashed blocklist (stratoecho.blocklist.HashedBlocklist), or None."""
+        from .blocklist import BlocklistFormatError, HashedBlocklist
+
+        name = self.manifest.guard.blocklist
+        if name is None:
+            return None
+        if name not in {e.path for e in self.manifest.files}:
+            raise BundleError(f"{self.root / BUNDLE_FILE}: guard.blocklist {name} is not in [[files]]")
+        path = self.root / name
+        try:
+            return HashedBlocklist.loads(path.read_text(encoding="utf-8"), str(path))
+        except (OSError, UnicodeDecodeError, BlocklistFormatError) as e:
+            raise BundleError(f"{path}: {e}") from e
 
     def render_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The prompt text for `messages`, through the bundle's own chat template."""
@@ -157,6 +178,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     bundle = Bundle(root, manifest)
     if verify:
         bundle.verify()
+        bundle.blocklist()  # a blocklist that does not read is refused now, not at the first musing
     return bundle
 
 

@@ -153,3 +153,29 @@ def test_payload_run_reports_a_missing_bundle(tmp_path):
     )
     assert proc.returncode == 2
     assert "persona.toml" in proc.stderr and "make persona" in proc.stderr
+
+
+def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(tmp_path, tiny_bundle):
+    from stratoecho.wire.uplink import ApiAnswer, ApiStatus
+
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+    prompts = []
+
+    def generate(prompt, max_tokens, seed=None):
+        prompts.append(prompt)
+        return Generation("the air is thin and quiet", 6, 0.01)
+
+    d.worker.generate = generate
+    d.worker.n_ctx = 1024  # the tiny test model's context would leave no room for them (the budget at work)
+    weather = d.reach.ask("weather", "52.7,-2.7")
+    define = d.reach.ask("define", "tropopause")
+    assert weather and define
+    d.reach.on_answer(define, int(ApiStatus.NOT_FOUND), "")  # the dictionary had nothing
+    d.reach.on_answer(999_999, int(ApiStatus.OK), "an answer nobody asked for")  # ignored, counted
+    d.reach.on_answer(weather, 250, "\x1b[2J garbage status")  # an unknown code: an upstream error
+    assert d.think_once() == "the air is thin and quiet"
+    lines = d.reach.recent_lines(3)
+    assert len(lines) == 2 and all(line in prompts[-1] for line in lines)
+    assert "\x1b" not in prompts[-1]
+    assert d.reach.stats()["answers_unknown"] == 1
+    assert d.store.depth().get("api_request") == 2  # both questions went into the durable queue
