@@ -190,6 +190,18 @@ class PersonaSection(Section):
     joules_per_token: float = Field(0.3, ge=0, description="energy estimate per generated token (Pi 5: ~0.2-0.3 J)")
     memory_limit_mb: int | None = Field(
         None, ge=64, description="the worker's private memory cap (RLIMIT_DATA), MB; the mapped model not included")
+    board: str | None = Field(
+        None, description="pi-zero-2w, pi3, pi4 or pi5: size each musing (threads, tokens, timeout, characters) "
+                          "from the board and the energy left (payload/budget.py); unset: the fixed values above")
+
+    @field_validator("board")
+    @classmethod
+    def _known_board(cls, v):
+        if v is not None:
+            from host_training.targets import board
+
+            board(v)  # ValueError names the boards it knows
+        return v
 
 
 class PowerSection(Section):

@@ -44,6 +44,8 @@ from .store import Budgets, Store
 
 log = structlog.get_logger(__name__)
 
+MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs need the rest
+
 
 @dataclass
 class DaemonStats:
@@ -251,12 +253,20 @@ class Daemon:
         if p.over_budget:
             log.warning("prompt_over_budget", chars=p.chars)
         prompt = self.bundle.render_prompt(p.messages)
+        budget = self.musing_budget()
+        max_tokens, max_chars = self.cfg.persona.max_tokens, self.cfg.persona.max_chars
+        if budget is not None:
+            if not budget.enabled:
+                return None
+            max_tokens, max_chars = budget.max_tokens, budget.max_chars
+            self.worker.timeout_s = budget.timeout_s
+            self.worker.n_threads, self.worker.n_ctx = budget.n_threads, budget.n_ctx  # at its next start
         if self._persona_down:  # generate() restarts a dead worker: only as often as the limiter allows
             if not self.persona_restarts.allow():
                 return None
             self._persona_down = False
         try:
-            gen = self.worker.generate(prompt, self.cfg.persona.max_tokens)
+            gen = self.worker.generate(prompt, max_tokens)
         except PersonaError as e:
             self.stats.persona_failures += 1
             self._persona_down = True
@@ -265,7 +275,7 @@ class Daemon:
         self.stats.musings_generated += 1
         self.stats.tokens += gen.tokens
         self.stats.generation_s += gen.seconds
-        text = fit_musing(gen.text, self.cfg.persona.max_chars)
+        text = fit_musing(gen.text, max_chars)
         if not text:
             self.stats.musings_empty += 1
             return None
@@ -284,6 +294,23 @@ class Daemon:
         self.memory.remember_musing(self.boot, seq, r.time, text)
         self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
         return text
+
+    def musing_budget(self):
+        """With `persona.board` set, what this musing may cost (payload/budget.py) from the board,
+        the energy left and the mode; None: the fixed [persona] values."""
+        board = self.cfg.persona.board
+        if board is None or self.bundle is None:
+            return None
+        from .budget import musing_record_bytes, think_budget
+
+        r, g = self.cfg.radio, self.governor
+        energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
+        # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
+        airtime_s = r.duty_cycle * self.cfg.schedule.musing_s * MUSING_AIRTIME_SHARE
+        record = musing_record_bytes(airtime_s, r.mtu, r.spreading_factor, r.bandwidth_hz, r.coding_rate)
+        return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
+                            max_tokens=self.cfg.persona.max_tokens,
+                            context_length=self.bundle.manifest.model.context_length, record_bytes=record)
 
     # ------------------------------------------------------------------ uplink
 

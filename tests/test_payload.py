@@ -179,3 +179,33 @@ def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(t
     assert "\x1b" not in prompts[-1]
     assert d.reach.stats()["answers_unknown"] == 1
     assert d.store.depth().get("api_request") == 2  # both questions went into the durable queue
+
+
+def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bundle):
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+    d.cfg.persona.board = "pi-zero-2w"
+    asked = []
+
+    def generate(prompt, max_tokens, seed=None):
+        asked.append(max_tokens)
+        return Generation("a long thought " * 40, 60, 0.01)
+
+    d.worker.generate = generate
+    full = d.musing_budget()
+    text = d.think_once()
+    assert asked[-1] == full.max_tokens and len(text) <= full.max_chars
+    d.governor.used_wh = 0.9 * d.cfg.power.battery_wh  # most of the battery spent
+    low = d.musing_budget()
+    assert low.max_tokens <= full.max_tokens and low.n_threads == 1
+    d.think_once()
+    assert asked[-1] == low.max_tokens and d.worker.timeout_s == low.timeout_s
+
+
+def test_an_unknown_board_is_refused_by_name(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('[persona]\nboard = "pi9"\n')
+    from payload.config import load_config
+    from stratoecho.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"persona.board.*pi9"):
+        load_config(f)
