@@ -20,7 +20,7 @@ from stratoecho.wire.uplink import KeyFileError, load_key
 from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
-from .listen import Limits, RepairLink, run_listen
+from .listen import Hooks, Limits, RepairLink, run_listen
 from .receive import (
     FrameSource,
     KissSerialSource,
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --raw: least time between two uplink frames written to the module, "
                              "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
                              "on air at SF9/125 kHz; set it to your link's)")
+    listen.add_argument("--station", metavar="NAME",
+                        help="this receiver's name, kept with every frame and in which-station-heard-what "
+                             "(give each station of a network its own)")
     listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
     listen.add_argument("--json", action="store_true",
                         help="print one JSON object a line per record (with received_at) instead of text")
@@ -238,12 +241,14 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     repair = None
     if args.uplink_key and not isinstance(source, ReplaySource):
         repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every,
-                            tag_len=args.tag_len, mtu=args.uplink_mtu)
+                            tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
+    hooks = Hooks(station=args.station)
     status = 0
     try:
         with _stop_on_signals(stop):
             run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,
-                       as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=repair)
+                       as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=repair,
+                       hooks=hooks)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         status = 1

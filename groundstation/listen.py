@@ -47,6 +47,27 @@ class Limits:
 
 
 @dataclass
+class Hooks:
+    """What else hears the listener: `on_frame(data, received_at, station, rssi_dbm, snr_db)` for
+    every frame (the station network's publisher), `on_new(record, received_at)` for every record
+    or sentence new to the database (exporters, the API proxy). A hook that raises is logged and
+    counted; the listener goes on."""
+
+    station: str | None = None  # this receiver's name, kept with each frame and in `heard`
+    on_frame: list[Callable] = field(default_factory=list)
+    on_new: list[Callable] = field(default_factory=list)
+    failures: int = 0
+
+    def call(self, hooks: list[Callable], *args) -> None:
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception:  # noqa: BLE001 - an exporter's bug must not stop the receiver
+                self.failures += 1
+                log.exception("hook failed", hook=getattr(hook, "__qualname__", repr(hook)))
+
+
+@dataclass
 class RepairLink:
     """Asks the payload, in its uplink windows, for what the planner says is missing.
 
@@ -71,6 +92,8 @@ class RepairLink:
     link_reports: int = 0
     acks_sent: int = 0
     ranges_acknowledged: int = 0
+    commands_sent: int = 0
+    store: Store | None = None  # its outbox: commands queued by the dashboard and the API proxy
     _heard: dict[int, int] = field(default_factory=dict)  # boot -> frames heard that decoded
 
     def on_decoded(self, result: Decoded, peer: tuple | None,
@@ -100,7 +123,8 @@ class RepairLink:
         (so it never sends that again and lets it go first when its card is full)."""
         items = self.planner.plan(missing)
         acks = self.planner.acks()
-        if not items and wire_report is None and not acks:
+        queued = self.store.pending_commands() if self.store is not None else []
+        if not items and wire_report is None and not acks and not queued:
             return
         try:
             if self._signer is None:
@@ -112,6 +136,16 @@ class RepairLink:
             log.error("cannot sign nacks", error=str(e))
             return
         commands: list = [wire_report] if wire_report is not None else []
+        outbox: dict[int, int] = {}  # id(command) -> outbox row, marked sent once on the air
+        for row in queued:  # what a person or the API proxy asked for: before repairs, it is rarer
+            try:
+                cmd = uplink.COMMANDS[uplink.CommandId(row["command"])].unpack(row["args"])
+            except (ValueError, KeyError) as e:
+                log.error("outbox command unreadable; dropped", id=row["id"], error=str(e))
+                self.store.mark_command_sent(row["id"])
+                continue
+            outbox[id(cmd)] = row["id"]
+            commands.append(cmd)
         if items:
             commands += resend_batches(items, tag_len=self._signer.tag_len, mtu=self._signer.mtu)
         if acks:  # last: if the window is short, repair matters more
@@ -132,6 +166,11 @@ class RepairLink:
             if isinstance(batch, uplink.LinkReport):
                 self.link_reports += 1
                 continue
+            if id(batch) in outbox:
+                self.store.mark_command_sent(outbox[id(batch)])
+                self.commands_sent += 1
+                log.info("command sent", to=describe_peer(peer), command=batch.command_id.name.lower())
+                continue
             if isinstance(batch, uplink.Ack):
                 self.acks_sent += 1
                 self.ranges_acknowledged += len(batch.ranges)
@@ -146,12 +185,12 @@ class RepairLink:
         return {"nacks_sent": self.nacks_sent, "items_requested": self.items_requested,
                 "link_reports": self.link_reports, "acks_sent": self.acks_sent,
                 "given_up": self.planner.given_up, "windows": self.planner.window,
-                "send_errors": self.send_errors}
+                "send_errors": self.send_errors, "commands_sent": self.commands_sent}
 
 
 def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: threading.Event,
                out: TextIO | None, as_json: bool = False, limits: Limits | None = None,
-               repair: RepairLink | None = None) -> None:
+               repair: RepairLink | None = None, hooks: Hooks | None = None) -> None:
     """Receive until the source ends, `stop` is set or a limit is reached.
 
     `out` gets one line per record new to the database (None: print nothing);
@@ -164,7 +203,7 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
             now = time.monotonic()
             if item is not None:
                 last_frame = now
-                _handle(item, store, decoder, out, as_json, repair)
+                _handle(item, store, decoder, out, as_json, repair, hooks or Hooks())
             store.maybe_commit()
             if stop.is_set():
                 break
@@ -178,20 +217,26 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
 
 
 def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_json: bool,
-            repair: RepairLink | None) -> None:
+            repair: RepairLink | None, hooks: Hooks) -> None:
     data, origin = item.data, item.origin
     received_at = utc_now()
     result = decoder.feed(data)
     if repair is not None and result.ok:
         repair.on_decoded(result, item.peer, decoder.missing)  # first: the payload's window is only seconds long
-    store.add_frame(data, origin, result.error, received_at)
+    rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)
+    store.add_frame(data, origin, result.error, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
+    hooks.call(hooks.on_frame, data, received_at, hooks.station, rssi, snr)
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)
         return
+    if result.record is not None and hooks.station is not None:
+        r = result.record
+        store.add_heard(r["kind"], r["boot"], r["seq"], hooks.station, received_at)
     # The database decides what is new, so a record heard again after a ground
     # restart (when the decoder has forgotten it) is stored and printed once.
     if result.record is None or not store.add(result.record, received_at):
         return
+    hooks.call(hooks.on_new, result.record, received_at)
     if out is not None:
         line = format_json({**result.record, "received_at": received_at}) if as_json else format_record(result.record)
         print(line, file=out, flush=True)

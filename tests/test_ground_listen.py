@@ -261,3 +261,14 @@ def test_serial_bridge_hanging_up_is_a_clear_error_and_loses_nothing(tmp_path, c
     server.close()
     assert f"serial {url}: read failed" in capsys.readouterr().err
     assert counts(db) == EXPECTED
+
+
+def test_a_named_station_keeps_its_name_with_every_frame_and_what_it_heard(tmp_path, capsys):
+    air = tmp_path / "air.hex"
+    air.write_text("\n".join(f.hex() for f in FRAMES) + "\n")
+    db = tmp_path / "g.db"
+    assert main(["listen", "--replay", str(air), "--db", str(db), "--station", "hill", "--quiet"]) == 0
+    with closing(sqlite3.connect(db)) as conn:
+        assert {r[0] for r in conn.execute("SELECT station FROM frames")} == {"hill"}
+        heard = conn.execute("SELECT kind, boot, seq, station FROM heard ORDER BY kind, seq").fetchall()
+    assert heard == [("musing", 3, 7, "hill"), ("telemetry", 3, 1, "hill"), ("telemetry", 3, 2, "hill")]

@@ -397,3 +397,25 @@ def test_an_announced_record_already_heard_is_not_asked_for():
     planner.announced(MUSING, 3, 9)
     planner.announced(MUSING, 3, 8)  # older than the last heard, heard never: a hole
     assert [(i.seq, i.fragments) for i in planner.plan({})] == [(8, ())]
+
+
+def test_commands_queued_in_the_outbox_go_out_signed_in_the_next_window_once(tmp_path):
+    from groundstation.db import Store
+    from groundstation.listen import RepairLink
+    from groundstation.uplink import generate_key_file
+    from stratoecho.wire import uplink as up
+
+    key_path = tmp_path / "k"
+    generate_key_file(key_path)
+    store = Store(tmp_path / "g.db")
+    note = up.MemoryNote("the river bends west")
+    store.queue_command(int(note.command_id), note.pack(), "a note")
+    sent: list[bytes] = []
+    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", store=store)
+    link.window(("127.0.0.1", 9), {})
+    key = up.load_key(key_path)
+    got = [up.verify(key, f, "STRATO", 0).command for f in sent]
+    assert any(isinstance(c, up.MemoryNote) and c.text == "the river bends west" for c in got)
+    assert store.pending_commands() == [] and link.commands_sent == 1
+    link.window(("127.0.0.1", 9), {})
+    assert len(sent) == 1  # sent once
