@@ -129,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--station", metavar="NAME",
                         help="this receiver's name, kept with every frame and in which-station-heard-what "
                              "(give each station of a network its own)")
+    share = listen.add_argument_group(
+        "sharing (as telemetry arrives)",
+        "Upload each new position to SondeHub's amateur database (never a position without a fix; "
+        "batched; retried only on server errors) and send it as a JSON datagram to chase-car mapping "
+        "tools (chasemapper and the Horus tools listen on UDP port 55672).")
+    share.add_argument("--sondehub-uploader", metavar="CALL",
+                       help="your callsign as the uploader: turns on the SondeHub upload")
+    share.add_argument("--sondehub-url", metavar="URL", default=None,
+                       help="SondeHub's amateur telemetry endpoint (default: the public one)")
+    share.add_argument("--udp-feed", metavar="HOST:PORT", type=hostport_type(),
+                       help="send each new position to this UDP address (e.g. 127.0.0.1:55672 for chasemapper)")
+    share.add_argument("--udp-broadcast", action="store_true", help="with --udp-feed: a broadcast address")
     listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
     listen.add_argument("--json", action="store_true",
                         help="print one JSON object a line per record (with received_at) instead of text")
@@ -173,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("file", metavar="FILE", help="hex frame file, or '-' for standard input")
     decode.set_defaults(func=cmd_decode)
+
+    from .api_proxy import add_proxy_arguments
+    from .exports import register_cli as register_export_cli
+    from .watch import register_cli as register_watch_cli
+
+    add_proxy_arguments(listen)
+    register_export_cli(sub)
+    register_watch_cli(sub)
     return parser
 
 
@@ -224,6 +244,16 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         except (KeyFileError, SignerStateError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    from .api_proxy import ProxyConfigError, proxy_from_args
+
+    try:
+        proxy = proxy_from_args(args)
+    except ProxyConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if proxy is not None and not args.uplink_key:
+        print("error: --api-proxy answers over the uplink: it needs --uplink-key", file=sys.stderr)
+        return 2
     try:
         store = Store(args.db)
     except StoreError as e:
@@ -243,6 +273,21 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every,
                             tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
     hooks = Hooks(station=args.station)
+    from .exports import DEFAULT_URL, live_exporters
+
+    try:
+        exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if args.sondehub_uploader else None,
+                                   args.sondehub_uploader, args.udp_feed, udp_broadcast=args.udp_broadcast)
+    except ValueError as e:
+        store.close()
+        source.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if proxy is not None:  # the payload's questions, answered into the outbox for its next window
+        hooks.on_new.append(lambda record, received_at: proxy.on_record(record, store))
+    for e in exporters:
+        hooks.on_new.append(lambda record, received_at, e=e: e.add({**record, "received_at": received_at})
+                            if record["kind"] == "telemetry" else None)
     status = 0
     try:
         with _stop_on_signals(stop):
@@ -253,6 +298,10 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         print(f"error: {e}", file=sys.stderr)
         status = 1
     finally:
+        for e in exporters:
+            e.close()  # SondeHub may take a few seconds to send what is still queued
+        if proxy is not None:
+            proxy.close(timeout_s=10)
         store.close()
         errors = decoder.errors + source.errors
         summary = format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,
@@ -266,6 +315,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
                 "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
+                **({"api_proxy": proxy.stats()} if proxy is not None else {}),
             })
     return status
 

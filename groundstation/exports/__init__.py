@@ -1,0 +1,160 @@
+"""Ground exporters: the flight's telemetry out to files, SondeHub-Amateur and chase-car maps.
+
+Every exporter has the same three calls (`base.Exporter`): `add(telemetry_dict)`,
+`flush()`, `close()`. Decoders never know about them; the listener hands each new
+telemetry row to every exporter, each wrapped (`base.Guarded`) so one failing cannot
+stop the others or the decoding. `from_db(store, exporter)` runs one over a database.
+
+    gpx.GpxTrack(path)          GPX 1.1 track                       file, rewritten atomically
+    kml.KmlTrack(path)          KML track + launch/burst/last       file, rewritten atomically
+    csv_export.CsvTable(path)   one row per sentence                file, rewritten atomically
+    sondehub.SondeHubUploader   SondeHub-Amateur upload             background thread, batched
+    udp_feed.UdpFeed            Horus PAYLOAD_SUMMARY datagrams     chasemapper
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .base import ExportError, Exporter, Guarded, from_db
+from .csv_export import CsvTable
+from .gpx import GpxTrack
+from .kml import KmlTrack
+from .sondehub import DEFAULT_URL, SondeHubPolicy, SondeHubUploader
+from .udp_feed import DEFAULT_HOST, DEFAULT_PORT, UdpFeed
+
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack", "Guarded", "KmlTrack", "SondeHubUploader", "UdpFeed",
+    "cmd_export", "from_db", "live_exporters", "register_cli",
+]
+
+FILE_FORMATS = {"gpx": GpxTrack, "kml": KmlTrack, "csv": CsvTable}
+FORMATS = (*FILE_FORMATS, "sondehub")
+
+EXPORT_EXAMPLES = """\
+examples:
+  python -m groundstation export --db flight.db --format gpx --out flight.gpx
+  python -m groundstation export --db flight.db --format kml --out flight.kml      # Google Earth
+  python -m groundstation export --db flight.db --format csv --out flight.csv
+  python -m groundstation export --db flight.db --format sondehub --uploader M0ABC
+  python -m groundstation export --db flight.db --format sondehub --uploader M0ABC --dev   # a trial
+exit status: 0 done; 1 the database or the output cannot be used, or SondeHub refused or
+never took some positions; 2 a usage error
+"""
+
+
+def live_exporters(sondehub_url: str | None, uploader: str | None,
+                   udp_feed: tuple[str, int] | None, *, udp_broadcast: bool = False) -> list[Exporter]:
+    """Exporters for the listener to feed as telemetry arrives, each guarded.
+
+    `sondehub_url`: None for no SondeHub upload (`sondehub.DEFAULT_URL` for the real one),
+    which then needs `uploader` (the station's callsign); `udp_feed`: (host, port) for
+    chase-car PAYLOAD_SUMMARY datagrams (`udp_feed.DEFAULT_HOST`, `DEFAULT_PORT`: 127.0.0.1:55672),
+    None for none; `udp_broadcast` when that host is a broadcast address.
+    ValueError for a bad combination or a host that does not resolve.
+    """
+    exporters: list[Exporter] = []
+    if sondehub_url is not None:
+        if not uploader:
+            raise ValueError("uploading to SondeHub needs the station's callsign (uploader)")
+        exporters.append(Guarded(SondeHubUploader(uploader, sondehub_url), "sondehub"))
+    if udp_feed is not None:
+        host, port = udp_feed
+        exporters.append(Guarded(UdpFeed(host, port, broadcast=udp_broadcast), "udp_feed"))
+    return exporters
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `export` command (its `func` is `cmd_export`) to a parser's subcommands."""
+    p = subparsers.add_parser(
+        "export", help="write the flight's telemetry as GPX, KML or CSV, or upload it to SondeHub",
+        description=(
+            "Read every telemetry sentence in the database, in the payload's order, and write it out. "
+            "gpx and kml: the flight track (positions with a GPS fix only; kml adds launch, burst "
+            "and last-position marks); csv: one row per sentence, empty cells where a sensor had no "
+            "reading. Files are replaced atomically. sondehub: upload positions with a fix to "
+            "SondeHub-Amateur (marked historical), retrying server errors; SondeHub merges "
+            "positions it already has, so running this again is safe."
+        ),
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--db", required=True, metavar="FILE", help="the ground database written by `listen`")
+    p.add_argument("--format", required=True, choices=FORMATS, help="what to produce")
+    p.add_argument("--out", metavar="FILE|URL",
+                   help="the file to write (gpx, kml, csv; required), or the upload URL for sondehub "
+                        f"(default {DEFAULT_URL})")
+    p.add_argument("--uploader", metavar="CALL", help="sondehub: your callsign, shown as the receiving station")
+    p.add_argument("--method", default="PUT", choices=("PUT", "POST"),
+                   help="sondehub: HTTP method (default PUT, what SondeHub documents)")
+    p.add_argument("--no-gzip", action="store_true", help="sondehub: send the JSON uncompressed")
+    p.add_argument("--dev", action="store_true",
+                   help="sondehub: mark the upload as a test; SondeHub checks it but does not store it")
+    p.set_defaults(func=cmd_export)
+    return p
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from groundstation.db import Store, StoreError  # here: the package imports without the database layer
+
+    if args.format in FILE_FORMATS and not args.out:
+        print(f"error: --format {args.format} needs --out FILE (where to write the {args.format.upper()})",
+              file=sys.stderr)
+        return 2
+    if args.format == "sondehub" and not args.uploader:
+        print("error: --format sondehub needs --uploader CALL (your callsign, shown as the receiving station)",
+              file=sys.stderr)
+        return 2
+    if not Path(args.db).is_file():  # Store would create an empty database and export nothing
+        print(f"error: database {args.db} does not exist", file=sys.stderr)
+        return 1
+    try:
+        exporter = _make(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        store = Store(args.db)
+    except StoreError as e:
+        if isinstance(exporter, SondeHubUploader):
+            exporter.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        rows = from_db(store, exporter)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return _report(args, exporter, rows)
+
+
+def _make(args: argparse.Namespace) -> Exporter:
+    if args.format in FILE_FORMATS:
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
+        return FILE_FORMATS[args.format](out)
+    return SondeHubUploader(args.uploader, args.out or DEFAULT_URL, method=args.method, gzip=not args.no_gzip,
+                            historical=True, dev=args.dev,
+                            # a whole flight at once: bigger batches, and time to send them all
+                            policy=SondeHubPolicy(batch_max_items=200, close_deadline_s=300.0))
+
+
+def _report(args: argparse.Namespace, exporter: Exporter, rows: int) -> int:
+    if isinstance(exporter, CsvTable):
+        print(f"wrote {exporter.rows} rows to {exporter.path} ({rows} sentences in {args.db})")
+        return 0
+    if isinstance(exporter, (GpxTrack, KmlTrack)):
+        print(f"wrote {exporter.points} positions to {exporter.path} ({rows} sentences in {args.db}; "
+              f"{exporter.skipped_no_fix} without a GPS fix left out)")
+        if exporter.points == 0:
+            print(f"warning: no position with a GPS fix in {args.db}: the track is empty", file=sys.stderr)
+        return 0
+    assert isinstance(exporter, SondeHubUploader)
+    s = exporter.stats
+    print(f"sondehub {exporter.url}: {s['sent']} positions sent, {s['skipped_no_fix']} without a fix skipped, "
+          f"{s['rejected_items']} refused, {s['unsent_at_close']} not sent ({rows} sentences in {args.db})")
+    return 1 if s["rejected_items"] or s["unsent_at_close"] else 0

@@ -1,0 +1,231 @@
+"""What every exporter shares: the interface, the guard that keeps one exporter's failure
+from reaching the others, the run over a database, and the small pure helpers
+(sentence time to a full UTC date-time, "is this a real fix", atomic file writes).
+
+An exporter takes telemetry dicts as `Store.telemetry()` returns them::
+
+    boot, seq, callsign, time (HH:MM:SS UTC), lat, lon, alt, sats,
+    temp_c, pressure_hpa (None: no reading), batt_mv, received_at (ISO 8601 UTC)
+
+and, where the radio gave them, `snr_db`, `rssi_dbm`, `frequency_mhz`, `modulation`, `raw`.
+The live path passes `{**record, "received_at": received_at}`; without `received_at`
+an exporter takes the time it was given the dict.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import structlog
+
+from stratoecho.wire.common import WireError
+from stratoecho.wire.sentence import parse_hms
+
+if TYPE_CHECKING:
+    from groundstation.db import Store
+
+log = structlog.get_logger(__name__)
+
+
+class ExportError(Exception):
+    """An export that cannot be done; the message names the file or URL."""
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    def add(self, telemetry: dict) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Guarded:
+    """Wraps an exporter so that nothing it raises reaches the caller (the decoding loop):
+    each failure is logged with the exporter's name and counted in `failures`."""
+
+    def __init__(self, inner: Exporter, name: str | None = None) -> None:
+        self.inner = inner
+        self.name = name or type(inner).__name__
+        self.failures = 0
+
+    def _call(self, op: str, *args: object) -> None:
+        try:
+            getattr(self.inner, op)(*args)
+        except Exception:  # noqa: BLE001 - the point of the guard: one exporter fails alone
+            self.failures += 1
+            log.exception("exporter_failed", exporter=self.name, op=op, failures=self.failures)
+
+    def add(self, telemetry: dict) -> None:
+        self._call("add", telemetry)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def close(self) -> None:
+        self._call("close")
+
+
+def from_db(store: Store, exporter: Exporter, *, close: bool = True) -> int:
+    """Feed every telemetry row of `store` to `exporter` in the payload's order (boot, seq),
+    then close it (or only flush it, with close=False). Returns the number of rows fed."""
+    rows = store.telemetry()
+    for row in rows:
+        exporter.add(row)
+    if close:
+        exporter.close()
+    else:
+        exporter.flush()
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- time
+
+
+def received_time(t: dict) -> datetime:
+    """When the ground heard it (aware UTC); now if the dict does not say."""
+    text = t.get("received_at")
+    if not text:
+        return datetime.now(timezone.utc)
+    when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def telemetry_datetime(hms: str, received: datetime) -> datetime:
+    """The sentence's HH:MM:SS joined to the UTC date that puts it nearest to `received`.
+
+    The payload sends no date. Taking the date of reception alone is wrong around
+    midnight: a sentence stamped 23:59:58 heard at 00:00:03 belongs to the day before,
+    one stamped 00:00:01 heard at 23:59:59 (ground clock slow) to the day after.
+    Choosing among yesterday, today and tomorrow the one closest to `received` handles
+    both, for any delay under 12 hours. WireError if `hms` is not a time of day.
+    """
+    h, m, s = parse_hms(hms)
+    day: date = received.astimezone(timezone.utc).date()
+    candidates = (datetime.combine(day + timedelta(days=d), time(h, m, s), tzinfo=timezone.utc) for d in (-1, 0, 1))
+    return min(candidates, key=lambda c: abs(c - received))
+
+
+def iso_z(when: datetime, micro: bool = False) -> str:
+    """UTC as 2024-05-01T12:34:56Z (GPX, KML, CSV) or with .ffffffZ (SondeHub's format)."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def has_fix(t: dict) -> bool:
+    """A position worth showing anyone: finite, on the globe, not 0,0, from a GPS with satellites.
+    The payload reports 0 satellites (and often 0,0) until its first fix."""
+    try:
+        lat, lon, sats = float(t["lat"]), float(t["lon"]), int(t["sats"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
+        return False
+    return not (lat == 0.0 and lon == 0.0) and sats > 0
+
+
+@dataclass(frozen=True)
+class TrackPoint:
+    callsign: str
+    when: datetime
+    lat: float
+    lon: float
+    alt: float
+    sats: int
+    boot: int
+    seq: int
+
+
+class TrackFile:
+    """Collects fixes per callsign; each flush rewrites the whole file atomically, so a reader
+    (a map open on it) sees the previous track or the new one, never half of one.
+    Subclasses turn {callsign: points in time order} into bytes (`render`)."""
+
+    suffix = ""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._points: dict[tuple[int, int], TrackPoint] = {}  # by (boot, seq): a sentence heard twice is one point
+        self.skipped_no_fix = 0
+        self.skipped_invalid = 0
+        self._dirty = True  # write even an empty track on the first flush: the file exists after an export
+        self._closed = False
+
+    def add(self, telemetry: dict) -> None:
+        if not has_fix(telemetry):
+            self.skipped_no_fix += 1
+            return
+        try:
+            point = TrackPoint(
+                callsign=str(telemetry["callsign"]),
+                when=telemetry_datetime(telemetry["time"], received_time(telemetry)),
+                lat=float(telemetry["lat"]), lon=float(telemetry["lon"]), alt=float(telemetry["alt"]),
+                sats=int(telemetry["sats"]), boot=int(telemetry["boot"]), seq=int(telemetry["seq"]),
+            )
+        except (KeyError, TypeError, ValueError, WireError) as e:
+            self.skipped_invalid += 1
+            log.warning("telemetry_skipped", exporter=type(self).__name__, reason=str(e))
+            return
+        key = (point.boot, point.seq)
+        if key not in self._points:
+            self._points[key] = point
+            self._dirty = True
+
+    @property
+    def points(self) -> int:
+        return len(self._points)
+
+    def tracks(self) -> dict[str, list[TrackPoint]]:
+        """Points per callsign in time order (repairs deliver late sentences out of order)."""
+        out: dict[str, list[TrackPoint]] = {}
+        for p in sorted(self._points.values(), key=lambda p: (p.when, p.boot, p.seq)):
+            out.setdefault(p.callsign, []).append(p)
+        return out
+
+    def render(self, tracks: dict[str, list[TrackPoint]]) -> bytes:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        if self._dirty:
+            write_atomic(self.path, self.render(self.tracks()))
+            self._dirty = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.flush()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target, fsync, rename over it: a crash leaves the old file or the new."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from e
+    try:  # the rename itself survives power loss only once the directory is synced
+        fd = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,360 @@
+"""SondeHub-Amateur uploader: our telemetry on the public tracker (amateur.sondehub.org).
+
+What SondeHub documents (sondehub-infra swagger, `amateur_telemetry_format`) and this sends:
+a JSON array of objects, by HTTP PUT to https://api.v2.sondehub.org/amateur/telemetry,
+optionally gzip-compressed (Content-Encoding: gzip)::
+
+    software_name "stratoecho", software_version, uploader_callsign,
+    time_received  when we heard it, YYYY-MM-DDTHH:MM:SS.ffffffZ
+    payload_callsign, datetime (the sentence's GPS time with its date, same format),
+    lat, lon, alt (m), sats, batt (V),
+    temp (°C), pressure (hPa)         only when the sensor had a reading
+    frequency (MHz), modulation, snr (dB), rssi (dBm), raw    only when known
+    historical true                   for data uploaded after the fact (`export`)
+    dev "true"                        test uploads: SondeHub does not store them
+
+200 is stored; 202 is stored with data warnings (logged). SondeHub merges the same
+(payload_callsign, datetime) from many receivers, so sending a batch again after a
+failure is harmless; this uploader still never queues the same pair twice itself.
+
+Delivery: `add()` builds the object in the caller's thread and queues it; one background
+thread sends a batch every `batch_interval_s` or as soon as `batch_max_items` wait, so a
+slow server never stalls decoding. 5xx answers and connection errors are retried with
+exponential back-off and jitter (tenacity, bounded attempts); a batch that still fails
+goes back to the front of the queue for the next round. 4xx is never retried: the
+answer's body is logged and that batch dropped, counted. `close()` sends what is queued
+until its deadline; what is left is logged (every row is in the database: `export
+--format sondehub` uploads them later).
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter, deque
+from dataclasses import dataclass
+from email.utils import formatdate
+
+import structlog
+import tenacity
+
+from stratoecho import __version__
+from stratoecho.wire.common import WireError
+
+from .base import has_fix, iso_z, received_time, telemetry_datetime
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_URL = "https://api.v2.sondehub.org/amateur/telemetry"
+DEFAULT_METHOD = "PUT"  # what the SondeHub API documents for /amateur/telemetry
+SOFTWARE_NAME = "stratoecho"
+_BODY_LOG_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class SondeHubPolicy:
+    """Every timing and limit of the uploader, in seconds; tests pass a fast one."""
+
+    batch_interval_s: float = 5.0  # send what is queued at least this often
+    batch_max_items: int = 50  # ...or as soon as this many wait; also the most per request
+    request_timeout_s: float = 20.0
+    retry_attempts: int = 5  # tries per batch, first included, before it waits for the next round
+    retry_initial_s: float = 1.0  # back-off: initial * 2**n + uniform(0, jitter), at most retry_max_s
+    retry_max_s: float = 30.0
+    retry_jitter_s: float = 1.0
+    flush_timeout_s: float = 120.0  # flush() waits at most this long for a round to finish
+    close_deadline_s: float = 15.0  # close() sends what is queued for at most this long
+    max_queue: int = 20_000  # a long outage: beyond this the oldest are dropped (they stay in the database)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_interval_s", "request_timeout_s", "retry_initial_s", "retry_max_s",
+                     "retry_jitter_s", "flush_timeout_s", "close_deadline_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {v!r}")
+        for name in ("batch_max_items", "retry_attempts", "max_queue"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+def sondehub_object(t: dict, *, uploader_callsign: str, software_version: str = __version__,
+                    frequency_mhz: float | None = None, modulation: str | None = None,
+                    historical: bool = False, dev: bool = False) -> dict | None:
+    """One telemetry dict as a SondeHub-Amateur telemetry object; None without a fix
+    (SondeHub must never get a zero or made-up position). WireError for a bad time."""
+    if not has_fix(t):
+        return None
+    received = received_time(t)
+    obj: dict = {
+        "software_name": SOFTWARE_NAME,
+        "software_version": software_version,
+        "uploader_callsign": uploader_callsign,
+        "time_received": iso_z(received, micro=True),
+        "payload_callsign": str(t["callsign"]),
+        "datetime": iso_z(telemetry_datetime(t["time"], received), micro=True),
+        "lat": float(t["lat"]),
+        "lon": float(t["lon"]),
+        "alt": float(t["alt"]),
+        "sats": int(t["sats"]),
+        "batt": round(int(t["batt_mv"]) / 1000.0, 3),
+    }
+    if t.get("temp_c") is not None:
+        obj["temp"] = float(t["temp_c"])
+    if t.get("pressure_hpa") is not None:
+        obj["pressure"] = float(t["pressure_hpa"])
+    frequency = t.get("frequency_mhz", frequency_mhz)
+    if frequency is not None:
+        obj["frequency"] = float(frequency)
+    if (mod := t.get("modulation", modulation)) is not None:
+        obj["modulation"] = str(mod)
+    if t.get("snr_db") is not None:
+        obj["snr"] = float(t["snr_db"])
+    if t.get("rssi_dbm") is not None:
+        obj["rssi"] = float(t["rssi_dbm"])
+    if t.get("raw"):
+        obj["raw"] = str(t["raw"])
+    if historical:
+        obj["historical"] = True
+    if dev:
+        obj["dev"] = "true"
+    return obj
+
+
+class _ServerError(Exception):
+    """A 5xx answer: worth another try."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.body = status, body
+
+
+class _Rejected(Exception):
+    """Any other non-2xx answer (4xx, a redirect we cannot follow with a PUT): never retried."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.body = status, body
+
+
+def _transient(e: BaseException) -> bool:
+    # HTTPError is a URLError is an OSError, but it never gets here: _request turns it
+    # into _ServerError or _Rejected. What remains is the network (refused, reset, timed out).
+    return isinstance(e, (_ServerError, urllib.error.URLError, OSError, http.client.HTTPException))
+
+
+class SondeHubUploader:
+    """Exporter to SondeHub-Amateur; see the module docstring. Counters in `stats`."""
+
+    def __init__(self, uploader_callsign: str, url: str = DEFAULT_URL, *, method: str = DEFAULT_METHOD,
+                 gzip: bool = True, policy: SondeHubPolicy | None = None, frequency_mhz: float | None = None,
+                 modulation: str | None = None, historical: bool = False, dev: bool = False,
+                 software_version: str = __version__) -> None:
+        if not uploader_callsign or not uploader_callsign.strip():
+            raise ValueError("SondeHub needs an uploader callsign (who heard it): e.g. --uploader M0ABC")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an http(s) URL (SondeHub's is {DEFAULT_URL})")
+        method = method.upper()
+        if method not in ("PUT", "POST"):
+            raise ValueError(f"method {method!r}: use PUT (what SondeHub documents) or POST")
+        self.uploader_callsign = uploader_callsign.strip()
+        self.url, self.method, self.gzip = url, method, gzip
+        self.policy = policy or SondeHubPolicy()
+        self._object_args = dict(uploader_callsign=self.uploader_callsign, software_version=software_version,
+                                 frequency_mhz=frequency_mhz, modulation=modulation, historical=historical, dev=dev)
+        self._user_agent = f"{SOFTWARE_NAME}-{software_version}"
+        self._opener = urllib.request.build_opener()
+        self.stats: Counter[str] = Counter()
+        self._queue: deque[dict] = deque()
+        self._seen: set[tuple[str, str]] = set()  # (payload_callsign, datetime) ever queued: a flight's worth
+        self._cond = threading.Condition()
+        self._flush_asked = self._flush_done = 0  # generations: flush() waits for a round begun after it asked
+        self._closing = False
+        self._close_by = float("inf")
+        self._abort = threading.Event()  # the close deadline passed: stop retrying and back-off sleeps at once
+        self._last_round_failed = False
+        p = self.policy
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_transient),
+            wait=tenacity.wait_exponential_jitter(multiplier=p.retry_initial_s, max=p.retry_max_s,
+                                                  jitter=p.retry_jitter_s),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(p.retry_attempts),
+                                   tenacity.stop_when_event_set(self._abort)),
+            sleep=self._abort.wait,  # back-off ends the moment close() gives up
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        self._thread = threading.Thread(target=self._run, name="sondehub-upload", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller's side
+
+    def add(self, telemetry: dict) -> None:
+        try:
+            obj = sondehub_object(telemetry, **self._object_args)
+        except (KeyError, TypeError, ValueError, WireError) as e:
+            self.stats["skipped_invalid"] += 1
+            log.warning("sondehub_skipped", reason=str(e), boot=telemetry.get("boot"), seq=telemetry.get("seq"))
+            return
+        if obj is None:
+            self.stats["skipped_no_fix"] += 1
+            return
+        key = (obj["payload_callsign"], obj["datetime"])
+        with self._cond:
+            if self._closing:
+                self.stats["after_close"] += 1
+                return
+            if key in self._seen:
+                self.stats["skipped_duplicate"] += 1
+                return
+            self._seen.add(key)
+            self._queue.append(obj)
+            self.stats["queued"] += 1
+            if len(self._queue) > self.policy.max_queue:
+                self._queue.popleft()
+                self.stats["dropped_overflow"] += 1
+                if self.stats["dropped_overflow"] == 1:
+                    log.warning("sondehub_queue_full", max_queue=self.policy.max_queue,
+                                hint="oldest dropped; they are in the database for a later export")
+            if len(self._queue) >= self.policy.batch_max_items:
+                self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def flush(self) -> None:
+        """Send what is queued now and wait (at most `flush_timeout_s`) until that round ends:
+        sent, rejected, or back in the queue after its retries ran out."""
+        with self._cond:
+            self._flush_asked += 1
+            target = self._flush_asked
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._flush_done >= target or not self._thread.is_alive(),
+                                timeout=self.policy.flush_timeout_s)
+
+    def close(self, deadline_s: float | None = None) -> None:
+        """Send what is queued for at most `deadline_s` (default `close_deadline_s`), then stop."""
+        deadline_s = self.policy.close_deadline_s if deadline_s is None else deadline_s
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._close_by = time.monotonic() + deadline_s
+            self._cond.notify_all()
+        self._thread.join(deadline_s)
+        if self._thread.is_alive():
+            self._abort.set()
+            # A request already on the wire had its timeout cut to the deadline; allow it a moment.
+            self._thread.join(2.0)
+        with self._cond:
+            unsent = len(self._queue)
+        self.stats["unsent_at_close"] = unsent
+        if unsent:
+            log.warning("sondehub_unsent", items=unsent, url=self.url,
+                        hint="they are in the database: `python -m groundstation export --format sondehub` "
+                             "uploads them later (SondeHub merges duplicates)")
+        log.info("sondehub_closed", **dict(self.stats))
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        p = self.policy
+        while True:
+            with self._cond:
+                wake_at = time.monotonic() + p.batch_interval_s
+                while not (self._closing or self._flush_asked > self._flush_done
+                           or (len(self._queue) >= p.batch_max_items and not self._last_round_failed)):
+                    left = wake_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                generation, closing = self._flush_asked, self._closing
+            ok = self._round()
+            with self._cond:
+                self._last_round_failed = not ok
+                self._flush_done = max(self._flush_done, generation)
+                self._cond.notify_all()
+                if closing and (not self._queue or self._abort.is_set() or time.monotonic() >= self._close_by):
+                    return
+
+    def _round(self) -> bool:
+        """Send batches until the queue is empty (True) or one fails past its retries (False)."""
+        while True:
+            with self._cond:
+                n = min(len(self._queue), self.policy.batch_max_items)
+                batch = [self._queue.popleft() for _ in range(n)]
+            if not batch:
+                return True
+            if not self._send(batch):
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))  # first in line next round, order kept
+                    self.stats["requeued_batches"] += 1
+                return False
+
+    def _send(self, batch: list[dict]) -> bool:
+        """True once the batch is done with (stored, or refused for good); False to keep it."""
+        body = json.dumps(batch, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if self.gzip:
+            body = gzip_module.compress(body)
+        try:
+            status, text = self._retrying(self._request, body)
+        except _Rejected as e:
+            self.stats["rejected_batches"] += 1
+            self.stats["rejected_items"] += len(batch)
+            log.error("sondehub_rejected", status=e.status, items=len(batch), url=self.url,
+                      body=e.body[:_BODY_LOG_CHARS])
+            return True
+        except Exception as e:  # noqa: BLE001 - retries ran out (5xx, network) or the close deadline passed
+            self.stats["failed_rounds"] += 1
+            log.warning("sondehub_upload_failed", error=str(e) or type(e).__name__, items=len(batch),
+                        url=self.url, will_retry=not self._abort.is_set())
+            return False
+        self.stats["sent"] += len(batch)
+        self.stats["batches_sent"] += 1
+        if status == 202:  # stored, but SondeHub found something to say about the data
+            self.stats["batches_with_warnings"] += 1
+            log.warning("sondehub_data_warnings", items=len(batch), body=text[:_BODY_LOG_CHARS])
+        else:
+            log.info("sondehub_uploaded", items=len(batch), status=status)
+        return True
+
+    def _request(self, body: bytes) -> tuple[int, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            "Date": formatdate(usegmt=True),  # lets SondeHub spot an uploader with a wrong clock
+        }
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+        timeout = self.policy.request_timeout_s
+        if self._closing:  # never outlive close()'s deadline by a whole request timeout
+            timeout = max(0.1, min(timeout, self._close_by - time.monotonic()))
+        request = urllib.request.Request(self.url, data=body, method=self.method, headers=headers)
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                return response.status, response.read(65536).decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            try:
+                text = e.read(65536).decode("utf-8", "replace")
+            except OSError:
+                text = ""
+            finally:
+                e.close()
+            if e.code >= 500:
+                raise _ServerError(e.code, text) from None
+            raise _Rejected(e.code, text) from None
+
+    def _before_retry(self, state: tenacity.RetryCallState) -> None:
+        self.stats["retries"] += 1
+        e = state.outcome.exception() if state.outcome else None
+        log.warning("sondehub_retry", attempt=state.attempt_number, error=str(e) or type(e).__name__,
+                    wait_s=round(state.upcoming_sleep, 2), body=getattr(e, "body", "")[:_BODY_LOG_CHARS])

@@ -1,0 +1,140 @@
+"""Position feed for chase-car maps: one JSON datagram per new fix, in the Horus UDP
+"PAYLOAD_SUMMARY" format that chasemapper and other Horus UDP listeners read (port 55672)::
+
+    {"type": "PAYLOAD_SUMMARY", "callsign": "...", "latitude": 52.1, "longitude": -1.2,
+     "altitude": 12345, "speed": 18.2, "heading": 71.0, "time": "12:34:56",
+     "comment": "stratoecho", "model": "stratoecho", "temp": -40.5, "sats": 9,
+     "batt_voltage": 3.71}
+
+speed is km/h over the ground and heading degrees true, both from this fix and the
+previous one of the same callsign; -1 means unknown (first fix, or no time between them),
+as the Horus tools send it. temp is -1 likewise when the sensor had no reading.
+`snr` and `frequency` (MHz) are added when the telemetry carries them.
+
+Only fixes go out, and only ones newer than the last one sent for that callsign: a
+sentence recovered late by a repair would otherwise make the map jump backwards.
+Sending never raises: a network error is counted and logged when the feed stops working.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from collections import Counter
+from datetime import datetime
+
+import structlog
+
+from stratoecho.wire.common import WireError
+
+from .base import has_fix, received_time, telemetry_datetime
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 55672  # the Horus UDP port chasemapper listens on
+_EARTH_RADIUS_M = 6_371_000.0
+UNKNOWN = -1
+
+
+def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    x = math.sin(dl) * math.cos(p2)
+    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return (math.degrees(math.atan2(x, y)) + 360.0) % 360.0
+
+
+def payload_summary(t: dict, previous: tuple[datetime, float, float] | None = None, *,
+                    when: datetime | None = None, comment: str = "stratoecho", model: str = "stratoecho") -> dict:
+    """A PAYLOAD_SUMMARY for one fix; `previous` is (time, lat, lon) of the fix before it."""
+    lat, lon = float(t["lat"]), float(t["lon"])
+    speed = heading = UNKNOWN
+    if previous is not None and when is not None:
+        dt = (when - previous[0]).total_seconds()
+        if dt > 0:
+            speed = round(_distance_m(previous[1], previous[2], lat, lon) / dt * 3.6, 1)
+            heading = round(_bearing_deg(previous[1], previous[2], lat, lon), 1)
+    packet = {
+        "type": "PAYLOAD_SUMMARY",
+        "callsign": str(t["callsign"]),
+        "latitude": lat,
+        "longitude": lon,
+        "altitude": float(t["alt"]),
+        "speed": speed,
+        "heading": heading,
+        "time": str(t["time"]),
+        "comment": comment,
+        "model": model,
+        "temp": float(t["temp_c"]) if t.get("temp_c") is not None else UNKNOWN,
+        "sats": int(t["sats"]),
+        "batt_voltage": round(int(t["batt_mv"]) / 1000.0, 3),
+    }
+    if t.get("snr_db") is not None:
+        packet["snr"] = float(t["snr_db"])
+    if t.get("frequency_mhz") is not None:
+        packet["frequency"] = float(t["frequency_mhz"])
+    return packet
+
+
+class UdpFeed:
+    """Exporter sending PAYLOAD_SUMMARY datagrams to host:port (broadcast=True for a
+    broadcast address such as 255.255.255.255 or 192.168.1.255). Counters in `stats`."""
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, broadcast: bool = False,
+                 comment: str = "stratoecho", model: str = "stratoecho") -> None:
+        try:
+            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        except (socket.gaierror, UnicodeError) as e:
+            raise ValueError(f"UDP feed: cannot resolve {host}:{port}: {e}") from e
+        self.address = address
+        self.comment, self.model = comment, model
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        if broadcast:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        self._last: dict[str, tuple[datetime, float, float]] = {}
+        self._working = True
+        self.stats: Counter[str] = Counter()
+
+    def add(self, telemetry: dict) -> None:
+        if not has_fix(telemetry):
+            self.stats["skipped_no_fix"] += 1
+            return
+        try:
+            callsign = str(telemetry["callsign"])
+            when = telemetry_datetime(telemetry["time"], received_time(telemetry))
+            previous = self._last.get(callsign)
+            if previous is not None and when <= previous[0]:
+                self.stats["skipped_stale"] += 1
+                return
+            packet = payload_summary(telemetry, previous, when=when, comment=self.comment, model=self.model)
+        except (KeyError, TypeError, ValueError, WireError) as e:
+            self.stats["skipped_invalid"] += 1
+            log.warning("udp_feed_skipped", reason=str(e))
+            return
+        self._last[callsign] = (when, packet["latitude"], packet["longitude"])
+        try:
+            self._sock.sendto(json.dumps(packet).encode("utf-8"), self.address)
+        except OSError as e:
+            self.stats["send_errors"] += 1
+            if self._working:  # said once per outage, not once per sentence
+                log.warning("udp_feed_down", to=f"{self.address[0]}:{self.address[1]}", error=str(e))
+            self._working = False
+            return
+        if not self._working:
+            log.info("udp_feed_up", to=f"{self.address[0]}:{self.address[1]}")
+        self._working = True
+        self.stats["sent"] += 1
+
+    def flush(self) -> None:
+        """Nothing waits: every datagram left in add()."""
+
+    def close(self) -> None:
+        self._sock.close()

@@ -1,0 +1,425 @@
+"""`groundstation watch --db FILE`: a live terminal view of the flight, read from the database.
+
+Runs beside `listen` (SQLite in WAL mode lets it read while the listener writes) or alone
+on a replayed database. Three pure steps, so each is tested on its own::
+
+    FlightView.from_store(store, now=...)  -> FlightView     what the database says now
+    render(view, width)                    -> str            the screen, one line per fact
+    Watcher.step(store)                    -> str            what to write this time: the whole
+                                                             screen (ANSI redraw) or, with
+                                                             --plain / no TTY, only new lines
+
+`watch(db_path, stop, out, interval_s)` loops until `stop` is set. Everything that came
+from the air (callsign, health strings, musings) is escaped with `display.clean_text`
+before it reaches the terminal; numbers from the air are shown only if they are numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from .db import Store, StoreError
+from .display import clean_text
+
+log = structlog.get_logger(__name__)
+
+# Health fields naming the last seq the payload handed out this boot, per record kind.
+ANNOUNCED_KINDS = {"musing_seq": "musing", "event_seq": "event", "image_seq": "image",
+                   "api_request_seq": "api_request"}
+_ASCENT_SPAN_S = 120  # ascent rate over the sentences of the last two minutes
+_MAX_RANGES = 6  # missing ranges shown per (kind, boot)
+
+
+def _line(value) -> str:
+    """Air text for one line: control characters escaped, newlines as spaces."""
+    return clean_text(str(value)).replace("\n", " ") if value is not None else "—"
+
+
+def _is_num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(value, fmt: str, unit: str = "") -> str:
+    return f"{format(value, fmt)}{unit}" if _is_num(value) else "—"
+
+
+def _parse_iso(text) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _seconds_of_day(hms) -> int | None:
+    try:
+        h, m, s = (int(x) for x in str(hms).split(":"))
+    except ValueError:
+        return None
+    return h * 3600 + m * 60 + s if 0 <= h < 24 and 0 <= m < 60 and 0 <= s < 61 else None
+
+
+# --------------------------------------------------------------------------- the view model
+
+
+@dataclass(frozen=True)
+class Position:
+    boot: int
+    seq: int
+    callsign: str
+    time: str
+    lat: float
+    lon: float
+    alt: int
+    sats: int
+    temp_c: float | None
+    pressure_hpa: float | None
+    batt_mv: int
+    received_at: str
+
+
+@dataclass(frozen=True)
+class StationLink:
+    """Frames one station heard in the last `FlightView.window_s`; station "" is unnamed."""
+
+    station: str
+    frames: int
+    bad: int
+    rssi_dbm: float | None  # latest reading, any time
+    snr_db: float | None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Records of (kind, boot) the ground has not got: gaps between those held, and those
+    after the last held up to what the health record announced (`announced`)."""
+
+    kind: str
+    boot: int
+    ranges: tuple[tuple[int, int], ...]
+    announced: int | None = None  # the payload's last seq, when health says more than we hold
+    none_held: bool = False  # health announces records of this boot and none has arrived
+
+    @property
+    def count(self) -> int:
+        return sum(last - first + 1 for first, last in self.ranges)
+
+
+@dataclass(frozen=True)
+class Musing:
+    id: int  # database row: the order they completed in
+    boot: int
+    seq: int
+    created: str
+    text: str
+
+
+@dataclass(frozen=True)
+class FlightView:
+    now: datetime
+    position: Position | None
+    ascent_mps: float | None
+    health: dict  # the latest health record's fields, as they came
+    health_boot_seq: tuple[int, int] | None
+    window_s: float
+    link: tuple[StationLink, ...]
+    frames_total: int
+    frames_bad: int
+    last_frame_at: datetime | None
+    sentences_missed: int  # telemetry gaps in the latest boot
+    missing: tuple[Missing, ...]
+    musings: tuple[Musing, ...]  # the latest, in the order they completed (newest last)
+
+    @classmethod
+    def from_store(cls, store: Store, *, now: datetime | None = None, window_s: float = 300.0,
+                   musings: int = 5) -> FlightView:
+        now = now or datetime.now(timezone.utc)
+        db = store._db  # read-only queries Store has no method for (frames by station, gaps)
+        rows = store.telemetry(limit=30)
+        position = Position(**{k: rows[-1][k] for k in Position.__dataclass_fields__}) if rows else None
+        health_rows = store.records("health", limit=1)
+        health = health_rows[-1].get("fields") or {} if health_rows else {}
+        health_key = (health_rows[-1]["boot"], health_rows[-1]["seq"]) if health_rows else None
+
+        since = (now - timedelta(seconds=window_s)).isoformat(timespec="milliseconds")
+        link = []
+        for r in db.execute("SELECT coalesce(station, '') AS st, count(*) AS n, sum(ok = 0) AS bad FROM frames "
+                            "WHERE received_at >= ? GROUP BY st ORDER BY st", (since,)):
+            sig = db.execute("SELECT rssi_dbm, snr_db FROM frames WHERE coalesce(station, '') = ? AND "
+                             "(rssi_dbm IS NOT NULL OR snr_db IS NOT NULL) ORDER BY id DESC LIMIT 1",
+                             (r["st"],)).fetchone()
+            link.append(StationLink(r["st"], r["n"], r["bad"] or 0, sig["rssi_dbm"] if sig else None,
+                                    sig["snr_db"] if sig else None))
+        totals = db.execute("SELECT count(*), coalesce(sum(ok = 0), 0), max(received_at) FROM frames").fetchone()
+
+        sentences_missed = 0
+        if position is not None:
+            sentences_missed = db.execute(
+                "SELECT coalesce(sum(seq - prev - 1), 0) FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev "
+                "FROM telemetry WHERE boot = ?) WHERE seq - prev > 1", (position.boot,)).fetchone()[0]
+
+        musing_rows = db.execute("SELECT id, boot, seq, created, text FROM records WHERE kind = 'musing' "
+                                 "ORDER BY id DESC LIMIT ?", (max(0, musings),)).fetchall()
+        return cls(
+            now=now, position=position, ascent_mps=ascent_rate(rows), health=dict(health),
+            health_boot_seq=health_key, window_s=window_s, link=tuple(link),
+            frames_total=totals[0], frames_bad=totals[1], last_frame_at=_parse_iso(totals[2]),
+            sentences_missed=sentences_missed, missing=missing_records(store, health, health_key),
+            musings=tuple(Musing(*r) for r in reversed(musing_rows)),
+        )
+
+
+def ascent_rate(telemetry: list[dict]) -> float | None:
+    """m/s over the latest boot's sentences of the last `_ASCENT_SPAN_S` (by their UTC time of
+    day, across midnight); None with fewer than two sentences or no time between them."""
+    if not telemetry:
+        return None
+    last = telemetry[-1]
+    t_last = _seconds_of_day(last["time"])
+    if t_last is None:
+        return None
+    best = None
+    for row in telemetry[:-1]:
+        t = _seconds_of_day(row["time"])
+        if row["boot"] != last["boot"] or t is None:
+            continue
+        dt = (t_last - t) % 86400
+        if 0 < dt <= _ASCENT_SPAN_S and (best is None or dt > best[0]):
+            best = (dt, row)
+    if best is None or not (_is_num(last["alt"]) and _is_num(best[1]["alt"])):
+        return None
+    return (last["alt"] - best[1]["alt"]) / best[0]
+
+
+def missing_records(store: Store, health: dict, health_key: tuple[int, int] | None) -> tuple[Missing, ...]:
+    """Gaps in each (kind, boot) sequence held, then what the latest health record announces
+    beyond the last held of its boot."""
+    db = store._db
+    gaps: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for kind, boot, prev, seq in db.execute(
+            "SELECT kind, boot, prev, seq FROM (SELECT kind, boot, seq, "
+            "lag(seq) OVER (PARTITION BY kind, boot ORDER BY seq) AS prev FROM records) "
+            "WHERE seq - prev > 1 ORDER BY kind, boot, seq"):
+        gaps.setdefault((kind, boot), []).append((prev + 1, seq - 1))
+    announced: dict[tuple[str, int], int] = {}
+    none_held: set[tuple[str, int]] = set()
+    if health_key is not None:
+        boot = health_key[0]
+        for field, kind in ANNOUNCED_KINDS.items():
+            value = health.get(field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                continue
+            (held,) = db.execute("SELECT max(seq) FROM records WHERE kind = ? AND boot = ?", (kind, boot)).fetchone()
+            if held is None:
+                none_held.add((kind, boot))
+                announced[(kind, boot)] = value
+            elif value > held:
+                gaps.setdefault((kind, boot), []).append((held + 1, value))
+                announced[(kind, boot)] = value
+    keys = sorted(set(gaps) | none_held, key=lambda k: (k[1], k[0]))
+    return tuple(Missing(kind, boot, tuple(gaps.get((kind, boot), ())), announced.get((kind, boot)),
+                         (kind, boot) in none_held) for kind, boot in keys)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _ago(now: datetime, then: datetime | None) -> str:
+    if then is None:
+        return "never"
+    s = max(0, int((now - then).total_seconds()))
+    return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
+
+
+def _fit(line: str, width: int) -> str:
+    return line if len(line) <= width else line[:max(1, width - 1)] + "…"
+
+
+def _ranges(m: Missing) -> str:
+    if m.none_held:
+        return f"{m.kind} boot {m.boot}: none heard yet, payload at #{m.announced}"
+    shown = ", ".join(f"#{a}" if a == b else f"#{a}-{b}" for a, b in m.ranges[:_MAX_RANGES])
+    more = f" (+{len(m.ranges) - _MAX_RANGES} more gaps)" if len(m.ranges) > _MAX_RANGES else ""
+    return f"{m.kind} boot {m.boot}: {m.count} missing {shown}{more}"
+
+
+def render(view: FlightView, width: int = 80) -> str:
+    """The whole screen as text, each line at most `width` characters."""
+    width = max(20, width)
+    h = view.health
+    p = view.position
+    lines = []
+    if p is None:
+        lines.append(f"STRATOECHO  no telemetry yet   last frame {_ago(view.now, view.last_frame_at)}")
+    else:
+        lines.append(f"STRATOECHO  {_line(p.callsign)}  boot {p.boot} #{p.seq}  {_line(p.time)} UTC   "
+                     f"last frame {_ago(view.now, view.last_frame_at)}")
+        rate = "—" if view.ascent_mps is None else f"{view.ascent_mps:+.1f} m/s"
+        lines.append(f"Position  {_num(p.lat, '.5f')},{_num(p.lon, '.5f')}   alt {_num(p.alt, ',')} m   "
+                     f"ascent {rate}   {_num(p.sats, 'd')} sats")
+    batt = _num(h.get("batt_mv"), ",", " mV") if "batt_mv" in h else _num(p.batt_mv if p else None, ",", " mV")
+    lines.append(f"Power     battery {batt}   current {_num(h.get('batt_ma'), 'd', ' mA')}   "
+                 f"used {_num(h.get('energy_wh'), '.1f', ' Wh')}   left {_num(h.get('hours_left'), '.1f', ' h')}")
+    lines.append(f"Temps     outside {_num(p.temp_c if p else None, '.1f', ' °C')}   "
+                 f"box {_num(h.get('box_temp_c'), '.1f', ' °C')}   cpu {_num(h.get('cpu_temp_c'), '.1f', ' °C')}   "
+                 f"pressure {_num(p.pressure_hpa if p else None, '.1f', ' hPa')}")
+    state = f"mode {_line(h.get('mode'))}   phase {_line(h.get('phase'))}"
+    for name in ("store", "heater"):
+        if name in h:
+            state += f"   {name} {_line(h[name])}"
+    if "queue_depth" in h:
+        state += f"   queue {_num(h['queue_depth'], 'd')}"
+    if view.health_boot_seq:
+        state += f"   (health #{view.health_boot_seq[1]})"
+    lines.append("State     " + state)
+    minutes = f"{view.window_s / 60:g} min"
+    if not view.link:
+        lines.append(f"Link      nothing heard in the last {minutes}   "
+                     f"({view.frames_total} frames, {view.frames_bad} bad in all)")
+    for i, s in enumerate(view.link):
+        name = _line(s.station) if s.station else "here"
+        signal = ""
+        if s.rssi_dbm is not None or s.snr_db is not None:
+            signal = f"   {_num(s.rssi_dbm, '.1f', ' dBm')}  SNR {_num(s.snr_db, '.1f', ' dB')}"
+        head = "Link      " if i == 0 else " " * 10
+        lines.append(f"{head}{name}: {s.frames} frames, {s.bad} bad in {minutes}{signal}")
+    if view.sentences_missed:
+        lines.append(f"          telemetry: {view.sentences_missed} sentences not heard this boot")
+    if view.missing:
+        for i, m in enumerate(view.missing):
+            lines.append(("Missing   " if i == 0 else " " * 10) + _ranges(m))
+    else:
+        lines.append("Missing   nothing")
+    lines = [_fit(line, width) for line in lines]
+    if view.musings:
+        lines.append("Musings")
+        for m in view.musings:
+            wrapped = textwrap.wrap(f"#{m.seq} {_line(m.text)}", width=width - 2) or [""]
+            lines += ["  " + w for w in wrapped]
+    return "\n".join(lines) + "\n"
+
+
+def plain_summary(view: FlightView) -> str:
+    """One line for appended output: where the balloon is and how the link goes."""
+    p, h = view.position, view.health
+    where = "no telemetry yet" if p is None else (
+        f"{_line(p.time)} boot {p.boot} #{p.seq} {_num(p.lat, '.5f')},{_num(p.lon, '.5f')} {_num(p.alt, 'd')} m "
+        f"{'—' if view.ascent_mps is None else f'{view.ascent_mps:+.1f} m/s'}")
+    frames = sum(s.frames for s in view.link)
+    bad = sum(s.bad for s in view.link)
+    missing = sum(m.count for m in view.missing)
+    return (f"{where}  mode {_line(h.get('mode'))} phase {_line(h.get('phase'))}  "
+            f"link {frames} frames/{bad} bad in {view.window_s / 60:g} min  missing {missing}")
+
+
+class Watcher:
+    """What to write at each step: the full screen (ANSI) or, plain, only what is new: a
+    summary line when it changed and each musing once, in the order they completed."""
+
+    def __init__(self, plain: bool, window_s: float = 300.0, musings: int = 5):
+        self.plain = plain
+        self.window_s = window_s
+        self.musings = musings
+        self._last_summary: str | None = None
+        self._last_musing_id = 0
+
+    def step(self, store: Store, width: int = 80, now: datetime | None = None) -> str:
+        if not self.plain:
+            view = FlightView.from_store(store, now=now, window_s=self.window_s, musings=self.musings)
+            body = render(view, width)
+            return "\x1b[H" + body.replace("\n", "\x1b[K\n") + "\x1b[J"
+        view = FlightView.from_store(store, now=now, window_s=self.window_s, musings=0)
+        out = []
+        summary = plain_summary(view)
+        if summary != self._last_summary:
+            out.append(summary)
+            self._last_summary = summary
+        for id_, boot, seq, created, text in store._db.execute(
+                "SELECT id, boot, seq, created, text FROM records WHERE kind = 'musing' AND id > ? ORDER BY id",
+                (self._last_musing_id,)):
+            out.append(f"MUSING boot {boot} #{seq}: {_line(text)}")
+            self._last_musing_id = id_
+        return "".join(line + "\n" for line in out)
+
+
+def watch(db_path: str | Path, stop: threading.Event, out: TextIO, interval_s: float = 1.0, *,
+          plain: bool | None = None, window_s: float = 300.0, musings: int = 5, once: bool = False) -> None:
+    """Show the flight in `db_path` on `out` every `interval_s` until `stop` is set (or once).
+    `plain` None: plain when `out` is not a terminal."""
+    if plain is None:
+        plain = not (hasattr(out, "isatty") and out.isatty())
+    watcher = Watcher(plain, window_s, musings)
+    with Store(db_path) as store:
+        if not plain:
+            out.write("\x1b[2J")
+        while True:
+            width = shutil.get_terminal_size((80, 24)).columns
+            try:
+                text = watcher.step(store, width)
+            except Exception as e:  # a locked or busy database: show the next time round
+                log.warning("watch_read_failed", error=str(e))
+                text = ""
+            out.write(text)
+            out.flush()
+            if once or stop.wait(interval_s):
+                break
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def register_cli(sub) -> argparse.ArgumentParser:
+    """Add `watch` to the ground station's subcommands."""
+    p = sub.add_parser(
+        "watch", help="follow the flight live in the terminal, from the database",
+        description=("Show the latest position, altitude, ascent rate, battery, temperatures, mode and "
+                     "phase, the link (frames per station, signal) and missing records, and musings as "
+                     "they complete, read from the database `listen` writes. Run it beside `listen`, or "
+                     "alone on a replayed database. Redraws the screen in a terminal; with --plain, or "
+                     "when standard output is not a terminal, appends lines instead."))
+    p.add_argument("--db", required=True, metavar="FILE", help="the ground database (as given to listen --db)")
+    p.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS",
+                   help="seconds between refreshes (default 1)")
+    p.add_argument("--plain", action="store_true", help="append plain lines instead of redrawing")
+    p.add_argument("--window", type=_positive, default=5.0, metavar="MINUTES",
+                   help="link quality over the last this many minutes (default 5)")
+    p.add_argument("--musings", type=int, default=5, metavar="N", help="latest musings shown on screen (default 5)")
+    p.add_argument("--once", action="store_true", help="show the view once and exit")
+    p.set_defaults(func=cmd_watch)
+    return p
+
+
+def cmd_watch(args: argparse.Namespace, stop: threading.Event | None = None, out: TextIO | None = None) -> int:
+    if not Path(args.db).is_file():
+        print(f"error: no database at {args.db} (start `listen --db {args.db}` first)", file=sys.stderr)
+        return 1
+    try:
+        watch(args.db, stop or threading.Event(), out or sys.stdout, args.interval,
+              plain=True if args.plain else None, window_s=args.window * 60, musings=args.musings, once=args.once)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
