@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                    help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
                         "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug")
+    f.add_argument("--no-api-proxy", action="store_true",
+                   help="the ground does not answer the persona's questions (weather, a word, the news); by "
+                        "default it asks the real APIs, and without internet it answers 'offline'")
     f.add_argument("--no-path-loss", action="store_true",
                    help="only the --loss bursts: no distance, horizon or fading from the radio model")
     f.set_defaults(func=cmd_fly)
@@ -170,7 +173,7 @@ def cmd_fly(args: argparse.Namespace) -> int:
         out=args.out, persona=None if args.no_persona else args.persona, minutes=args.minutes,
         speedup=args.speedup, loss=args.loss, seed=args.seed, overwrite=args.overwrite,
         config=args.config, quiet=args.quiet, uplink=not args.no_uplink, scenario=args.scenario,
-        faults=args.fault, path_loss=not args.no_path_loss,
+        faults=args.fault, path_loss=not args.no_path_loss, api_proxy=not args.no_api_proxy,
     )
     try:
         report = fly(opts)

@@ -58,6 +58,7 @@ class FlyOptions:
     scenario: str = "nominal"  # sim/scenarios.py
     faults: list[str] = field(default_factory=list)  # more faults, beside the scenario's
     path_loss: bool = True  # distance and horizon on top of --loss (off: exactly --loss)
+    api_proxy: bool = True  # the ground answers the persona's questions from real APIs (offline: says so)
 
 
 def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0,
@@ -168,6 +169,8 @@ class Flyer:
             [py, "-m", "groundstation", "listen", "--udp", f"127.0.0.1:{self.ground_port}", "--db",
              str(self.out / "ground.db"), "--stats", str(self.out / "ground.json")]
             + (["--uplink-key", str(self.key)] if self.opts.uplink else [])
+            + (["--api-proxy"] if self.opts.uplink and self.opts.api_proxy else [])
+            + ["--station", "home"]
             + (["--quiet"] if self.opts.quiet else []),
             stdout=None if not self.opts.quiet else subprocess.DEVNULL, stderr=self.logs["ground"], env=self.env,
         )
