@@ -126,9 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --raw: least time between two uplink frames written to the module, "
                              "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
                              "on air at SF9/125 kHz; set it to your link's)")
-    listen.add_argument("--station", metavar="NAME",
-                        help="this receiver's name, kept with every frame and in which-station-heard-what "
-                             "(give each station of a network its own)")
     share = listen.add_argument_group(
         "sharing (as telemetry arrives)",
         "Upload each new position to SondeHub's amateur database (never a position without a fix; "
@@ -188,9 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .api_proxy import add_proxy_arguments
     from .exports import register_cli as register_export_cli
+    from .network import add_publish_arguments
+    from .network import register_cli as register_network_cli
     from .watch import register_cli as register_watch_cli
 
     add_proxy_arguments(listen)
+    add_publish_arguments(listen)  # --mqtt, --station, --mqtt-prefix
+    register_network_cli(sub)
     register_export_cli(sub)
     register_watch_cli(sub)
     return parser
@@ -273,6 +274,12 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every,
                             tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
     hooks = Hooks(station=args.station)
+    from .network import publisher_from_args
+
+    publisher = publisher_from_args(args)  # None without --mqtt
+    if publisher is not None:
+        hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
+            data, received_at, rssi_dbm=rssi, snr_db=snr))
     from .exports import DEFAULT_URL, live_exporters
 
     try:
@@ -302,6 +309,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
             e.close()  # SondeHub may take a few seconds to send what is still queued
         if proxy is not None:
             proxy.close(timeout_s=10)
+        if publisher is not None:
+            publisher.close()
         store.close()
         errors = decoder.errors + source.errors
         summary = format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,

@@ -1,0 +1,823 @@
+"""Several ground stations, one flight: stations share what they hear over MQTT, and one
+aggregator merges it into the database the dashboard reads.
+
+Topics (``PREFIX`` is ``stratoecho`` unless told otherwise)::
+
+    PREFIX/PAYLOAD/frames/STATION    QoS 1   one raw frame a message, as the station heard it
+    PREFIX/PAYLOAD/records/STATION   QoS 1   a record the station decoded itself (optional)
+    PREFIX/status/STATION            QoS 1   retained "online"; "offline" on a clean close, or
+                                             the broker's last will when the station vanishes
+
+``PAYLOAD`` is the callsign of the last telemetry sentence the station heard (or the one it
+was told), ``unknown`` before it heard any: fragments do not carry it. Messages are JSON::
+
+    frames:  {"v": 1, "id": "SESSION:N", "station": ..., "received_at": ISO 8601 UTC,
+              "hex": the frame, "rssi_dbm": float|null, "snr_db": float|null, "origin": str|null}
+    records: {"v": 1, "id": "SESSION:N", "station": ..., "received_at": ...,
+              "record": Record.as_dict() or Telemetry.as_dict()}
+
+``id`` is unique per publisher session (a random SESSION, then a counter), so the aggregator
+can drop the copies at-least-once delivery makes.
+
+Raw frames, not records: a record cut into k-of-n fragments may be heard in part by one
+station and in part by another, so neither can rebuild it alone. The aggregator feeds every
+station's frames into ONE `FrameDecoder`, and the union completes it.
+
+Delivery. `StationPublisher.publish_frame` only appends to a bounded buffer and returns; one
+thread of the publisher owns the MQTT client, connects (tenacity back-off), publishes at QoS 1
+and keeps each message until the broker acknowledges it, re-sending after a reconnect. A full
+buffer drops its oldest frame (counted, logged once): the station's own database still holds
+every frame. The `Aggregator` holds a persistent session (fixed client id, clean_session off)
+and acknowledges a message only once it is committed to SQLite, so a broker run with
+``persistence true`` keeps frames for it while it or the broker restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential, wait_random
+
+from stratoecho import wire
+from stratoecho.cli import hostport_type
+
+from .db import Store, StoreError, utc_now
+from .decoder import Decoded, FrameDecoder
+
+log = structlog.get_logger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_PREFIX = "stratoecho"
+UNKNOWN_PAYLOAD = "unknown"
+ONLINE, OFFLINE = "online", "offline"
+POLL_S = 0.1  # the network loop's select() wait: how late a buffered frame may leave
+_NOT_A_LEVEL = re.compile(r"[/+#\x00]")
+_RECORD_KINDS = frozenset(kind.name.lower() for kind in wire.Kind)
+
+
+# --------------------------------------------------------------------------- policy and topics
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How hard to try reaching the broker: waits grow from `initial_s`, doubling, up to
+    `max_s`, with up to `initial_s` of jitter so stations do not return in lockstep."""
+
+    initial_s: float = 1.0
+    max_s: float = 60.0
+    connect_timeout_s: float = 10.0  # TCP connect until the broker's CONNACK
+    keepalive_s: int = 30  # a broker that vanishes without closing is noticed after 1.5 x this
+
+    def wait(self):
+        """The tenacity wait strategy."""
+        return wait_exponential(multiplier=self.initial_s, max=self.max_s) + wait_random(0, self.initial_s)
+
+
+def topic_level(name: str, what: str = "station") -> str:
+    """`name` if it can be one MQTT topic level; ValueError naming `what` otherwise."""
+    if not name or _NOT_A_LEVEL.search(name):
+        raise ValueError(f"{what} {name!r} cannot be an MQTT topic level: it must be non-empty, without / + # or NUL")
+    return name
+
+
+def check_prefix(prefix: str) -> str:
+    """A topic prefix: one or more levels, no wildcards."""
+    for level in prefix.split("/"):
+        topic_level(level, "topic prefix level")
+    return prefix
+
+
+def payload_level(callsign: str | None) -> str:
+    """A callsign as a topic level (characters MQTT reserves become '_'); `unknown` for none."""
+    return _NOT_A_LEVEL.sub("_", callsign) if callsign else UNKNOWN_PAYLOAD
+
+
+def frames_topic(prefix: str, payload: str, station: str) -> str:
+    return f"{prefix}/{payload}/frames/{station}"
+
+
+def records_topic(prefix: str, payload: str, station: str) -> str:
+    return f"{prefix}/{payload}/records/{station}"
+
+
+def status_topic(prefix: str, station: str) -> str:
+    return f"{prefix}/status/{station}"
+
+
+def _iso(received_at: str | datetime | None) -> str:
+    if received_at is None:
+        return utc_now()
+    if isinstance(received_at, datetime):
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=timezone.utc)
+        return received_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return str(received_at)
+
+
+# --------------------------------------------------------------------------- one client, one thread
+
+class _NotConnected(Exception):
+    """A connection attempt that reached no usable session (refused, no CONNACK in time)."""
+
+
+class _Session:
+    """A paho client driven by one thread only: connect with tenacity back-off, run the
+    network loop, connect again when the broker goes away. `_stop` ends it; `_give_up`
+    and `_sleep` say when back-off stops and what it waits on."""
+
+    def __init__(self, host: str, port: int, client_id: str, *, clean_session: bool, reconnect: Reconnect,
+                 name: str) -> None:
+        self.host, self.port, self.reconnect = host, port, reconnect
+        self._log = log.bind(mqtt=name, broker=f"{host}:{port}")
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                                   protocol=mqtt.MQTTv311)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._stop = threading.Event()
+        self._connected = False
+        self._refusal: str | None = None
+        self._outage_attempts = 0
+        self.connects = 0
+
+    # paho callbacks (called inside client.loop(), so in our thread)
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refusal = str(reason_code)
+            return
+        self._connected = True
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected = False
+
+    # hooks
+    def _give_up(self) -> bool:
+        return self._stop.is_set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _online(self) -> None:
+        """Just connected (or connected again)."""
+
+    def _tick(self) -> None:
+        """After every pass of the network loop."""
+
+    def _shutdown(self) -> None:
+        """The loop has ended, connected or not."""
+
+    # the loop
+    def _serve(self) -> None:
+        try:
+            while not self._give_up():
+                if not self._connect():
+                    break
+                self._online()
+                rc = mqtt.MQTT_ERR_SUCCESS
+                while not self._stop.is_set() and self._connected and rc == mqtt.MQTT_ERR_SUCCESS:
+                    rc = self._client.loop(timeout=POLL_S)
+                    self._tick()
+                if not self._stop.is_set():
+                    self._connected = False
+                    self._log.warning("broker lost", error=mqtt.error_string(rc))
+        finally:
+            self._shutdown()
+
+    def _connect(self) -> bool:
+        retrying = Retrying(wait=self.reconnect.wait(), sleep=self._sleep, stop=lambda _state: self._give_up(),
+                            retry=retry_if_exception_type((OSError, _NotConnected)),
+                            before_sleep=self._unreachable)
+        try:
+            retrying(self._connect_once)
+        except RetryError:
+            return False
+        self.connects += 1
+        if self._outage_attempts:
+            self._log.info("broker reached", failed_attempts=self._outage_attempts)
+        else:
+            self._log.info("broker reached")
+        self._outage_attempts = 0
+        return True
+
+    def _connect_once(self) -> None:
+        self._connected, self._refusal = False, None
+        self._client.connect(self.host, self.port, keepalive=self.reconnect.keepalive_s)
+        deadline = time.monotonic() + self.reconnect.connect_timeout_s
+        while not self._connected:
+            rc = self._client.loop(timeout=POLL_S)
+            if self._refusal is not None:
+                raise _NotConnected(f"broker refused the connection: {self._refusal}")
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                raise _NotConnected(mqtt.error_string(rc))
+            if time.monotonic() >= deadline:
+                raise _NotConnected(f"no answer from the broker within {self.reconnect.connect_timeout_s} s")
+            if self._give_up():
+                raise _NotConnected("stopping")
+
+    def _unreachable(self, state) -> None:
+        """Logged once per outage (on the transition), then only at debug level."""
+        self._outage_attempts += 1
+        error = str(state.outcome.exception()) if state.outcome else ""
+        wait_s = round(state.next_action.sleep, 2) if state.next_action else None
+        if self._outage_attempts == 1:
+            self._log.warning("broker unreachable, retrying", error=error, retry_in_s=wait_s)
+        else:
+            self._log.debug("broker still unreachable", error=error, attempt=self._outage_attempts, retry_in_s=wait_s)
+
+
+# --------------------------------------------------------------------------- station side
+
+@dataclass
+class PublisherStats:
+    queued: int = 0  # publish_frame / publish_record calls accepted
+    published: int = 0  # acknowledged by the broker
+    dropped: int = 0  # oldest messages dropped from a full buffer
+    pending: int = 0  # buffered or awaiting the broker's acknowledgement
+    connects: int = 0
+
+
+class StationPublisher:
+    """Publishes what one ground station hears to an MQTT broker, never blocking the caller.
+
+    `publish_frame` and `publish_record` append to a buffer of at most `buffer_messages`
+    and return; the publisher's own thread (started here) connects, reconnects with
+    back-off, publishes at QoS 1 and keeps each message until the broker acknowledges it.
+    `close()` waits up to its timeout for the buffer to drain, then says "offline".
+    """
+
+    def __init__(self, broker_host: str, broker_port: int, station: str, callsign_hint: str | None = None,
+                 topic_prefix: str = DEFAULT_PREFIX, *, buffer_messages: int = 10_000, max_inflight: int = 64,
+                 reconnect: Reconnect = Reconnect()) -> None:
+        self.station = topic_level(station, "station")
+        self.prefix = check_prefix(topic_prefix)
+        self._payload = payload_level(callsign_hint)
+        self._hinted = callsign_hint is not None
+        self._session_id = uuid.uuid4().hex[:12]
+        self._count = 0
+        self.max_inflight = max_inflight
+        self._buffer: deque[tuple[str, bytes]] = deque()
+        self._buffer_limit = buffer_messages
+        self._overflowing = False
+        self._unacked: set[int] = set()
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._closing = threading.Event()
+        self._close_deadline = math.inf
+        self.stats = PublisherStats()
+        self._net = _PublisherSession(self, broker_host, broker_port, reconnect)
+        self._thread = threading.Thread(target=self._net._serve, name=f"mqtt-publisher-{station}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ what the listener calls
+
+    def publish_frame(self, frame: bytes, received_at: str | datetime | None = None, rssi_dbm: float | None = None,
+                      snr_db: float | None = None, *, origin: str | None = None) -> None:
+        """Queue one raw frame as heard (bad frames too: the aggregator counts them)."""
+        data = bytes(frame)
+        self._learn_callsign(data)
+        self._queue("frames", {"hex": data.hex(), "received_at": _iso(received_at), "rssi_dbm": rssi_dbm,
+                               "snr_db": snr_db, "origin": origin})
+
+    def publish_record(self, record: dict, received_at: str | datetime | None = None) -> None:
+        """Queue one record this station decoded (`Record.as_dict()` / `Telemetry.as_dict()`)."""
+        if record.get("kind") == "telemetry" and not self._hinted and record.get("callsign"):
+            self._payload = payload_level(str(record["callsign"]))
+        self._queue("records", {"received_at": _iso(received_at), "record": record})
+
+    @property
+    def payload(self) -> str:
+        """The PAYLOAD topic level frames go out under now."""
+        return self._payload
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._buffer) + len(self._unacked)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until the broker has acknowledged everything queued so far; False on timeout."""
+        with self._drained:
+            return self._drained.wait_for(lambda: not self._buffer and not self._unacked, timeout=timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Drain for up to `timeout_s` if the broker is there, say "offline", disconnect, stop the thread."""
+        self._close_deadline = time.monotonic() + timeout_s
+        self._closing.set()
+        self._thread.join(timeout_s + 2 * POLL_S + self._net.reconnect.connect_timeout_s)
+        left = self.pending()
+        if left:
+            log.warning("mqtt publisher closed with messages not delivered", station=self.station, pending=left)
+
+    def snapshot(self) -> PublisherStats:
+        with self._lock:
+            self.stats.pending = len(self._buffer) + len(self._unacked)
+            self.stats.connects = self._net.connects
+            return PublisherStats(**asdict(self.stats))
+
+    def __enter__(self) -> StationPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ internals
+
+    def _learn_callsign(self, data: bytes) -> None:
+        if self._hinted or not data or not (data[:2] == b"$$" or data[0] in wire.HABPACK_FIRST_BYTES):
+            return
+        try:
+            decoded = wire.decode_frame(data)
+        except wire.WireError:
+            return
+        if isinstance(decoded, wire.Telemetry):
+            self._payload = payload_level(decoded.callsign)
+
+    def _queue(self, what: str, body: dict) -> None:
+        with self._lock:
+            self._count += 1
+            message = {"v": FORMAT_VERSION, "id": f"{self._session_id}:{self._count}", "station": self.station,
+                       **body}
+            topic = (frames_topic if what == "frames" else records_topic)(self.prefix, self._payload, self.station)
+            payload = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            if len(self._buffer) >= self._buffer_limit:
+                self._buffer.popleft()
+                self.stats.dropped += 1
+                if not self._overflowing:
+                    self._overflowing = True
+                    log.warning("mqtt buffer full, dropping the oldest messages", station=self.station,
+                                limit=self._buffer_limit)
+            self._buffer.append((topic, payload))
+            self.stats.queued += 1
+
+    def _pump(self, client: mqtt.Client) -> None:
+        """Hand buffered messages to paho while connected, at most `max_inflight` unacknowledged."""
+        while self._net._connected:
+            with self._lock:
+                if not self._buffer or len(self._unacked) >= self.max_inflight:
+                    break
+                topic, payload = self._buffer.popleft()
+                if self._overflowing and len(self._buffer) < self._buffer_limit // 2:
+                    self._overflowing = False
+                    log.info("mqtt buffer draining", station=self.station, buffered=len(self._buffer))
+                # Kept by paho until PUBACK, and sent again after a reconnect if it never came.
+                info = client.publish(topic, payload, qos=1)
+                self._unacked.add(info.mid)
+
+    def _acknowledged(self, mid: int) -> None:
+        with self._lock:
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+                self.stats.published += 1
+            if not self._buffer and not self._unacked:
+                self._drained.notify_all()
+
+
+class _PublisherSession(_Session):
+    def __init__(self, owner: StationPublisher, host: str, port: int, reconnect: Reconnect) -> None:
+        super().__init__(host, port, f"stratoecho-{owner.station}-{owner._session_id}", clean_session=True,
+                         reconnect=reconnect, name=f"station {owner.station}")
+        self._owner = owner
+        self._status = status_topic(owner.prefix, owner.station)
+        self._client.will_set(self._status, OFFLINE, qos=1, retain=True)
+        self._client.max_inflight_messages_set(owner.max_inflight + 2)  # + the status messages
+        self._client.on_publish = lambda client, userdata, mid, reason_code, properties: owner._acknowledged(mid)
+
+    def _give_up(self) -> bool:
+        return self._stop.is_set() or self._owner._closing.is_set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._owner._closing.wait(seconds)  # close() ends a back-off at once
+
+    def _online(self) -> None:
+        self._client.publish(self._status, ONLINE, qos=1, retain=True)
+        self._owner._pump(self._client)
+
+    def _tick(self) -> None:
+        owner = self._owner
+        owner._pump(self._client)
+        if owner._closing.is_set() and (owner.pending() == 0 or time.monotonic() >= owner._close_deadline):
+            self._stop.set()
+
+    def _shutdown(self) -> None:
+        if not self._connected:
+            return
+        info = self._client.publish(self._status, OFFLINE, qos=1, retain=True)
+        deadline = time.monotonic() + 1.0
+        while self._connected and not info.is_published() and time.monotonic() < deadline:
+            self._client.loop(timeout=POLL_S)
+        self._client.disconnect()
+        self._client.loop(timeout=POLL_S)  # let the DISCONNECT packet leave
+        self._connected = False
+
+
+# --------------------------------------------------------------------------- aggregator side
+
+class _BadMessage(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class AggregateStats:
+    messages: int = 0  # MQTT messages handled
+    frames: int = 0  # frames stored (one row each)
+    repeats: int = 0  # messages delivered again (same id): ignored
+    duplicate_frames: int = 0  # frames with the same bytes as one heard before, by any station
+    duplicate_records: int = 0  # records or sentences decoded again that the database already held
+    records_new: int = 0  # telemetry and records new to the database
+    shared_records: int = 0  # decoded records stations sent on the records topic
+    bad_messages: Counter = field(default_factory=Counter)  # by reason
+
+
+class Aggregator:
+    """Merges every station's frames into one database; `run(stop)` until `stop` is set.
+
+    All frames go through ONE `FrameDecoder`, so fragments heard by different stations
+    complete a record together. Each frame is stored with its station and signal, each
+    record once (`INSERT OR IGNORE` by kind, boot, seq), and `heard` names every station
+    that heard a frame of it. Commits come every `batch_messages` messages or
+    `flush_interval_s`, whichever first, and only then are the messages acknowledged.
+    """
+
+    def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
+                 *, client_id: str = "stratoecho-aggregator", reconnect: Reconnect = Reconnect(),
+                 batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000) -> None:
+        self.prefix = check_prefix(topic_prefix)
+        self.store = Store(db_path, flush_interval_s)  # StoreError here, before anything connects
+        self.decoder = FrameDecoder()
+        self.stats = AggregateStats()
+        # Below mosquitto's default of 20 unacknowledged messages in flight per client.
+        self.batch_messages = batch_messages
+        self.flush_interval_s = flush_interval_s
+        self._remember = remember
+        self._seen_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
+        self._contributors: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()  # incomplete records
+        self._complete: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._acks: list[tuple[int, int]] = []
+        self._last_commit = time.monotonic()
+        self._net = _AggregatorSession(self, broker_host, broker_port, client_id, reconnect)
+
+    def run(self, stop: threading.Event) -> None:
+        """Receive, merge and store until `stop` is set; the database is committed and closed at the end."""
+        self._net._stop = stop
+        self._net._log.info("aggregating", db=self.store.path, topics=self._net.topics)
+        try:
+            self._net._serve()
+        finally:
+            self.store.close()
+
+    # ------------------------------------------------------------ one message
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            self._handle(message.topic, message.payload)
+        except _BadMessage as e:
+            self.stats.bad_messages[e.reason] += 1
+            log.debug("mqtt message ignored", topic=message.topic, reason=e.reason)
+        # Anything else (a database that cannot be written) propagates: the message is not
+        # acknowledged, and the broker offers it again after a restart.
+        self.stats.messages += 1
+        self._acks.append((message.mid, message.qos))
+        if len(self._acks) >= self.batch_messages:
+            self._commit()
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        head = self.prefix + "/"
+        parts = topic[len(head):].split("/") if topic.startswith(head) else []
+        if len(parts) != 3 or parts[1] not in ("frames", "records") or not parts[2]:
+            raise _BadMessage("unknown topic")
+        _, what, station = parts
+        try:
+            msg = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _BadMessage("not json") from e
+        if not isinstance(msg, dict):
+            raise _BadMessage("not json")
+        if msg.get("v") != FORMAT_VERSION:
+            raise _BadMessage("unknown version")
+        msg_id = msg.get("id")
+        key = (station, msg_id) if isinstance(msg_id, str) else None
+        if key is not None and key in self._seen_ids:
+            self.stats.repeats += 1
+            return
+        received_at = msg.get("received_at")
+        if not isinstance(received_at, str) or not _is_iso(received_at):
+            received_at = utc_now()
+        if what == "frames":
+            self._frame(msg, station, received_at)
+        else:
+            self._shared_record(msg, station, received_at)
+        if key is not None:
+            _remember(self._seen_ids, key, self._remember)
+
+    def _frame(self, msg: dict, station: str, received_at: str) -> None:
+        try:
+            data = bytes.fromhex(msg["hex"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _BadMessage("bad hex") from e
+        origin = msg.get("origin")
+        source = f"mqtt {origin}" if isinstance(origin, str) and origin else "mqtt"
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest in self._seen_frames:
+            self.stats.duplicate_frames += 1
+        _remember(self._seen_frames, digest, self._remember)
+        result = self.decoder.feed(data)
+        self.store.add_frame(data, source, result.error, received_at, station=station,
+                             rssi_dbm=_number(msg.get("rssi_dbm")), snr_db=_number(msg.get("snr_db")))
+        self.stats.frames += 1
+        if result.ok:
+            self._merge(result, station, received_at)
+
+    def _merge(self, result: Decoded, station: str, received_at: str) -> None:
+        frame = result.frame
+        if isinstance(frame, wire.Telemetry):
+            key = ("telemetry", frame.boot, frame.seq)
+            if result.record is None:
+                self.stats.duplicate_records += 1  # the decoder had it already
+            else:
+                self._store(result.record, received_at)
+            self.store.add_heard(*key, station, received_at)
+        elif isinstance(frame, wire.Fragment):
+            key = (frame.kind.name.lower(), frame.boot, frame.seq)
+            if result.record is not None:
+                self._store(result.record, received_at)
+                heard = self._contributors.pop(key, {})
+                heard.setdefault(station, received_at)
+                for name, at in heard.items():
+                    self.store.add_heard(*key, name, at)
+                _remember(self._complete, key, self._remember)
+            elif key in self._complete:
+                self.store.add_heard(*key, station, received_at)
+            else:
+                self._contributors.setdefault(key, {}).setdefault(station, received_at)
+                self._contributors.move_to_end(key)
+                while len(self._contributors) > self.decoder.max_pending:
+                    self._contributors.popitem(last=False)
+
+    def _store(self, record: dict, received_at: str) -> None:
+        if self.store.add(record, received_at):
+            self.stats.records_new += 1
+        else:
+            self.stats.duplicate_records += 1
+
+    def _shared_record(self, msg: dict, station: str, received_at: str) -> None:
+        record = msg.get("record")
+        if (not isinstance(record, dict) or record.get("kind") not in _RECORD_KINDS
+                or not all(isinstance(record.get(n), int) and not isinstance(record.get(n), bool)
+                           for n in ("boot", "seq"))):
+            raise _BadMessage("bad record")
+        try:
+            self._store(record, received_at)
+        except (KeyError, TypeError, ValueError, sqlite3.IntegrityError, sqlite3.InterfaceError,
+                sqlite3.ProgrammingError) as e:
+            raise _BadMessage("bad record") from e
+        self.stats.shared_records += 1
+        self.store.add_heard(record["kind"], record["boot"], record["seq"], station, received_at)
+
+    # ------------------------------------------------------------ batching
+
+    def _commit(self) -> None:
+        """Commit, then acknowledge what the commit made durable."""
+        self.store.commit()
+        self._last_commit = time.monotonic()
+        for mid, qos in self._acks:
+            self._net._client.ack(mid, qos)
+        self._acks.clear()
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._last_commit >= self.flush_interval_s:
+            self._commit()
+
+    def _connection_lost(self) -> None:
+        # Message ids belong to one connection: the broker offers these again (persistent
+        # session), and `_seen_ids` recognises the ones already stored.
+        self.store.commit()
+        self._last_commit = time.monotonic()
+        self._acks.clear()
+
+
+class _AggregatorSession(_Session):
+    def __init__(self, owner: Aggregator, host: str, port: int, client_id: str, reconnect: Reconnect) -> None:
+        super().__init__(host, port, client_id, clean_session=False, reconnect=reconnect, name="aggregator")
+        self._owner = owner
+        self.topics = [f"{owner.prefix}/+/frames/+", f"{owner.prefix}/+/records/+"]
+        self._client.manual_ack_set(True)
+        self._client.on_message = owner._on_message
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+        self._owner._connection_lost()
+
+    def _online(self) -> None:
+        # Subscribing again is harmless when the broker kept the session, and needed when it did not.
+        self._client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _tick(self) -> None:
+        self._owner._tick()
+
+    def _shutdown(self) -> None:
+        owner = self._owner
+        if self._connected:
+            owner._commit()
+            self._client.disconnect()
+            self._client.loop(timeout=POLL_S)
+            self._connected = False
+        else:
+            owner._connection_lost()
+
+
+def _remember(seen: OrderedDict, key, limit: int) -> None:
+    seen[key] = None
+    seen.move_to_end(key)
+    while len(seen) > limit:
+        seen.popitem(last=False)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _is_iso(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- command line
+
+AGGREGATE_EXAMPLES = """\
+examples:
+  python -m groundstation aggregate --broker 127.0.0.1:1883 --db flight.db
+  python -m groundstation aggregate --broker mqtt.example.org:1883 --db flight.db --topic-prefix club/stratoecho
+  # each station, beside its own database:
+  python -m groundstation listen --serial /dev/ttyUSB0 --db here.db --mqtt mqtt.example.org:1883 --station hilltop
+broker: any MQTT 3.1.1 broker; run it with persistence on (mosquitto: "persistence true") so
+frames wait there for the aggregator while it or the broker restarts, and raise its
+max_queued_messages (mosquitto's default keeps 1000 a client) to what a long outage needs.
+exit status: 0 after a clean stop; 1 if the database cannot be used; 2 for a usage error
+"""
+
+
+def _prefix_type(text: str) -> str:
+    try:
+        return check_prefix(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _station_type(text: str) -> str:
+    try:
+        return topic_level(text, "station")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def default_station() -> str:
+    """This machine's host name as a topic level."""
+    return _NOT_A_LEVEL.sub("_", socket.gethostname()) or "station"
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the `aggregate` command to the ground station's subcommands."""
+    parser = subparsers.add_parser(
+        "aggregate", help="merge the frames several stations share over MQTT into one database",
+        description=(
+            "Subscribe to every station's frames on an MQTT broker (TOPIC-PREFIX/+/frames/+, and records "
+            "stations decoded on TOPIC-PREFIX/+/records/+), put them all through one decoder so "
+            "fragments heard by different stations complete a record together, and store every frame "
+            "(with its station and signal) and every record once in the database, noting which stations "
+            "heard each. The dashboard reads that database. Runs until Ctrl-C or SIGTERM, then prints a "
+            "summary on standard error."
+        ),
+        epilog=AGGREGATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--broker", required=True, metavar="HOST:PORT", type=hostport_type(),
+                        help="the MQTT broker the stations publish to, e.g. 127.0.0.1:1883")
+    parser.add_argument("--db", required=True, metavar="FILE",
+                        help="SQLite database to store into (created if missing; safe to reuse: records "
+                             "already there are not stored twice)")
+    parser.add_argument("--topic-prefix", default=DEFAULT_PREFIX, type=_prefix_type, metavar="PREFIX",
+                        help=f"first topic level(s) the stations publish under (default {DEFAULT_PREFIX})")
+    parser.add_argument("--client-id", default="stratoecho-aggregator", metavar="ID",
+                        help="MQTT client id; the broker keeps this id's session (and the frames waiting for "
+                             "it) while the aggregator is away. Two aggregators need two ids "
+                             "(default stratoecho-aggregator)")
+    parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this many seconds (for scripted runs)")
+    parser.set_defaults(func=cmd_aggregate)
+    return parser
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--mqtt HOST:PORT`, `--station NAME`, `--mqtt-prefix` for a command that hears frames."""
+    group = parser.add_argument_group(
+        "sharing (MQTT)",
+        "With --mqtt, every frame heard (good or bad) is also published, raw, to "
+        "PREFIX/PAYLOAD/frames/STATION at QoS 1 for an aggregator (python -m groundstation aggregate). "
+        "Publishing never holds up receiving: while the broker is away frames wait in a bounded buffer.")
+    group.add_argument("--mqtt", metavar="HOST:PORT", type=hostport_type(),
+                       help="MQTT broker to publish heard frames to, e.g. mqtt.example.org:1883")
+    group.add_argument("--station", type=_station_type, default=None, metavar="NAME",
+                       help="this station's name in topics and in the aggregate's heard-by lists "
+                            "(default: the host name)")
+    group.add_argument("--mqtt-prefix", type=_prefix_type, default=DEFAULT_PREFIX, metavar="PREFIX",
+                       help=f"first topic level(s) (default {DEFAULT_PREFIX}); must match the aggregator's")
+
+
+def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
+    """A `StationPublisher` for `add_publish_arguments`' options; None without --mqtt."""
+    if getattr(args, "mqtt", None) is None:
+        return None
+    host, port = args.mqtt
+    return StationPublisher(host, port, args.station or default_station(), getattr(args, "callsign", None),
+                            args.mqtt_prefix)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (handlers exist only in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    host, port = args.broker
+    try:
+        aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    timer = threading.Timer(args.duration, stop.set) if args.duration else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    status = 0
+    try:
+        with _stop_on_signals(stop):
+            aggregator.run(stop)
+    except sqlite3.Error as e:  # the messages not stored stay unacknowledged at the broker
+        print(f"error: database {args.db}: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        if timer is not None:
+            timer.cancel()
+        print(format_aggregate_summary(aggregator), file=sys.stderr)
+    return status
+
+
+def format_aggregate_summary(aggregator: Aggregator) -> str:
+    s, d = aggregator.stats, aggregator.decoder
+    records = ", ".join(f"{n} {kind}" for kind, n in sorted(d.records.items())) or "none"
+    lines = [
+        f"aggregate: {s.messages} messages, {s.frames} frames stored, {s.records_new} new records and sentences",
+        f"  decoded: {records}; {d.incomplete()} records incomplete",
+        f"  duplicates: {s.duplicate_frames} frames heard before, {s.duplicate_records} records already held, "
+        f"{s.repeats} messages delivered again",
+    ]
+    if s.shared_records:
+        lines.append(f"  shared records: {s.shared_records}")
+    bad = {**s.bad_messages, **{f"frame: {k}": v for k, v in d.errors.items()}}
+    if bad:
+        lines.append("  ignored: " + ", ".join(f"{n} {reason}" for reason, n in sorted(bad.items())))
+    return "\n".join(lines)
