@@ -84,3 +84,16 @@ def test_no_planted_private_data_in_prepare_outputs_or_on_the_air(flight, corpus
 def test_fly_refuses_to_overwrite_a_previous_flight(flight, capsys):
     assert sim_main(["fly", "--out", str(flight), "--no-persona", "--minutes", "1"]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_replaying_the_flight_rebuilds_every_musing_the_payload_delivered(flight, tmp_path):
+    import sqlite3
+
+    from groundstation.__main__ import main as ground_main
+
+    replay = tmp_path / "replay.db"
+    assert ground_main(["listen", "--replay", str(flight / "air.hex"), "--db", str(replay), "--quiet"]) == 0
+    rows = lambda db: {r for r in sqlite3.connect(db).execute(  # noqa: E731
+        "SELECT boot, seq, text FROM records WHERE kind = 'musing'")}
+    delivered, rebuilt = rows(flight / "ground.db"), rows(replay)
+    assert delivered and delivered <= rebuilt  # the air held everything the live ground got, and more
