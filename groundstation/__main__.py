@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
 
-from stratoecho.cli import hostport_type, run_cli
+from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
 from stratoecho.wire.uplink import KeyFileError, load_key
 
 from .db import Store, StoreError
@@ -49,16 +46,6 @@ HEX_FORMAT = (
     "Hex format (air.hex): one frame a line as a hex string; blank lines and lines "
     "starting with # are ignored; lines that are not hex are counted and skipped."
 )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
 
 
 def _positive_int(text: str) -> int:
@@ -118,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--baud", type=int, default=None, metavar="N",
                         help="serial speed in bit/s (default 115200, or 9600 with --raw, the Ebyte "
                              "default; ignored for URLs without one)")
-    listen.add_argument("--burst-gap", type=_seconds, default=0.03, metavar="SECONDS",
+    listen.add_argument("--burst-gap", type=positive_number("seconds"), default=0.03, metavar="SECONDS",
                         help="with --raw: a pause this long on the serial line ends a received packet "
                              "(default 0.03; longer than a USB adapter's latency, shorter than a "
                              "packet's time on air)")
-    listen.add_argument("--tx-gap", type=_seconds, default=1.3, metavar="SECONDS",
+    listen.add_argument("--tx-gap", type=positive_number("seconds"), default=1.3, metavar="SECONDS",
                         help="with --raw: least time between two uplink frames written to the module, "
                              "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
                              "on air at SF9/125 kHz; set it to your link's)")
@@ -141,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
     listen.add_argument("--json", action="store_true",
                         help="print one JSON object a line per record (with received_at) instead of text")
-    listen.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    listen.add_argument("--duration", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop after this many seconds (for scripted runs)")
-    listen.add_argument("--until-idle", type=_seconds, metavar="SECONDS",
+    listen.add_argument("--until-idle", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop once no frame has arrived for this many seconds")
     repair = listen.add_argument_group(
         "repair (--udp or --serial)",
@@ -205,24 +192,6 @@ def _open_source(args: argparse.Namespace) -> FrameSource:
             return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
         return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
     return ReplaySource(args.replay)
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop`; handlers only exist in the main thread (not in tests' threads)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
@@ -297,7 +266,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
                             if record["kind"] == "telemetry" else None)
     status = 0
     try:
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,
                        as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=repair,
                        hooks=hooks)

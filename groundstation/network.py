@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import re
-import signal
 import socket
 import sqlite3
 import sys
@@ -47,8 +46,6 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +56,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from stratoecho import wire
-from stratoecho.cli import hostport_type
+from stratoecho.cli import hostport_type, positive_number, stop_on_signals
 
 from .db import Store, StoreError, utc_now
 from .decoder import Decoded, FrameDecoder
@@ -695,16 +692,6 @@ def _station_type(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
-
-
 def default_station() -> str:
     """This machine's host name as a topic level."""
     return _NOT_A_LEVEL.sub("_", socket.gethostname()) or "station"
@@ -735,7 +722,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                         help="MQTT client id; the broker keeps this id's session (and the frames waiting for "
                              "it) while the aggregator is away. Two aggregators need two ids "
                              "(default stratoecho-aggregator)")
-    parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop after this many seconds (for scripted runs)")
     parser.set_defaults(func=cmd_aggregate)
     return parser
@@ -766,20 +753,6 @@ def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
                             args.mqtt_prefix)
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (handlers exist only in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     host, port = args.broker
@@ -794,7 +767,7 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
         timer.start()
     status = 0
     try:
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             aggregator.run(stop)
     except sqlite3.Error as e:  # the messages not stored stay unacknowledged at the broker
         print(f"error: database {args.db}: {e}", file=sys.stderr)

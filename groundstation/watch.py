@@ -29,6 +29,8 @@ from typing import TextIO
 
 import structlog
 
+from stratoecho.cli import positive_number
+
 from .db import Store, StoreError
 from .display import clean_text
 
@@ -379,16 +381,6 @@ def watch(db_path: str | Path, stop: threading.Event, out: TextIO, interval_s: f
 # --------------------------------------------------------------------------- command line
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
 def register_cli(sub) -> argparse.ArgumentParser:
     """Add `watch` to the ground station's subcommands."""
     p = sub.add_parser(
@@ -399,10 +391,10 @@ def register_cli(sub) -> argparse.ArgumentParser:
                      "alone on a replayed database. Redraws the screen in a terminal; with --plain, or "
                      "when standard output is not a terminal, appends lines instead."))
     p.add_argument("--db", required=True, metavar="FILE", help="the ground database (as given to listen --db)")
-    p.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS",
+    p.add_argument("--interval", type=positive_number("seconds"), default=1.0, metavar="SECONDS",
                    help="seconds between refreshes (default 1)")
     p.add_argument("--plain", action="store_true", help="append plain lines instead of redrawing")
-    p.add_argument("--window", type=_positive, default=5.0, metavar="MINUTES",
+    p.add_argument("--window", type=positive_number("minutes"), default=5.0, metavar="MINUTES",
                    help="link quality over the last this many minutes (default 5)")
     p.add_argument("--musings", type=int, default=5, metavar="N", help="latest musings shown on screen (default 5)")
     p.add_argument("--once", action="store_true", help="show the view once and exit")

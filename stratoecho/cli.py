@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .config import parse_hostport
 from .logs import setup_logging
@@ -35,3 +39,34 @@ def hostport_type(listen: bool = False):
             raise argparse.ArgumentTypeError(str(e)) from e
 
     return parse
+
+
+def positive_number(unit: str = ""):
+    """An argparse type for a positive number, the error naming `unit` ("seconds", "minutes")."""
+    what = f"positive number of {unit}" if unit else "positive number"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not a {what}")
+        return value
+
+    return parse
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` while inside (handlers exist only in the main thread;
+    elsewhere, a test's thread, the caller's event is the only way to stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,682 @@
+"""`python -m groundstation serve`: the web dashboard, for a field with no internet.
+
+Standard library only (`http.server`, `sqlite3`); the page, its script and its style
+sheet come from `static/` beside this file, and nothing else is ever fetched: no
+CDN, no fonts, no map tiles (the track is drawn as SVG from the positions).
+
+Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)::
+
+    GET  /                          the page (with this server's command token in a <meta>)
+    GET  /app.js, /style.css        its script and style
+    GET  /api/summary               counts, cursor (newest row ids), launch, latest position, latest health
+    GET  /api/telemetry?since=ID    telemetry rows, each with `t`: the sentence time as a full UTC date
+    GET  /api/musings?since=ID      musings
+    GET  /api/records?kind=K&since=ID   records of one kind: health `fields`, image `image` (its URL)
+    GET  /api/images/BOOT/SEQ.jpg   an image record's JPEG (image/jpeg)
+    GET  /api/link                  frames heard and bad per minute, telemetry lost per minute,
+                                    per station (frames, signal, records heard), missing records
+    GET  /api/outbox                commands queued for the payload, queued or sent
+    GET  /api/events                Server-Sent Events: `telemetry` and `record` (lists of new rows),
+                                    `outbox` (the whole outbox when it changes), `link` (frames grew)
+    POST /api/commands              queue a command (JSON: command = ping | set_mode |
+                                    set_intervals | memory_note, and its arguments)
+
+Reading: every request (and every event stream) opens its own read-only SQLite
+connection; the database is in WAL mode, so the dashboard reads while the listener
+writes, and never blocks it. The event stream asks SQLite once a second whether
+anyone committed (``PRAGMA data_version``) and only then looks for rows past its
+cursor (the newest telemetry and record ids it sent, also its SSE event id, so a
+browser that reconnects resumes where it was).
+
+Writing: only ``POST /api/commands``, which validates the command with the wire
+format's own classes (`stratoecho.wire.uplink`) and queues it with
+`Store.queue_command`. The listener holds the key and the counter: it signs and
+sends queued commands in the payload's next listen window and marks them sent.
+
+Cross-site requests: a POST needs the token this server put in the page (header
+``X-Stratoecho-Token``), a JSON body, and, where the browser says where it comes
+from (``Origin``, ``Sec-Fetch-Site``), the same origin. Every request must name an
+IP address, ``localhost``, a ``.local`` name or the ``--host`` given in its ``Host``
+header, so a web page cannot reach the dashboard under a DNS name of its own
+(DNS rebinding). Text from the air is only ever shown as text by the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import math
+import re
+import secrets
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from stratoecho.wire.uplink import MemoryNote, Ping, PowerMode, SetIntervals, SetMode
+
+from ..db import Store, StoreError, utc_now
+
+log = structlog.get_logger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGES = {  # path -> (file in STATIC_DIR, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+TOKEN_PLACEHOLDER = "{{COMMAND_TOKEN}}"
+TOKEN_HEADER = "X-Stratoecho-Token"
+# The page may load only from this server; inline script and style are refused, so
+# even markup that slipped into the page could not run.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+POLL_S = 1.0  # how often an event stream asks the database whether anything was committed
+KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (finds closed browsers)
+BATCH_ROWS = 500  # rows per event; a stream far behind catches up without waiting a poll
+MAX_ROWS = 20000  # rows per JSON answer
+MAX_BODY_BYTES = 4096  # a command's JSON
+LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
+MISSING_RANGES = 20  # ranges of missing seqs listed per stream (the count covers all)
+
+# Health fields that name the newest record of a stream the payload made this boot:
+# a record lost after the last one heard still counts as missing.
+ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "api_request_seq": "api_request",
+             "image_seq": "image"}
+RECORD_KIND = re.compile(r"[a-z_]{1,32}")
+IMAGE_PATH = re.compile(r"/api/images/(\d{1,10})/(\d{1,10})\.jpg")
+COMMANDS = ("ping", "set_mode", "set_intervals", "memory_note")
+
+
+class RequestError(Exception):
+    """A request this server refuses: `status` and a message the page shows."""
+
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: a health field that held one reads as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def sentence_time(hms: str, received_at: str) -> str:
+    """A telemetry sentence's HH:MM:SS as a full UTC time: the date it was received, moved a
+    day where the two straddle midnight. `received_at` itself if the sentence time is unreadable."""
+    try:
+        rx = datetime.fromisoformat(received_at)
+        h, m, s = (int(x) for x in hms.split(":"))
+        t = rx.replace(hour=h, minute=m, second=s, microsecond=0)
+    except ValueError:
+        return received_at
+    if t - rx > timedelta(hours=12):
+        t -= timedelta(days=1)
+    elif rx - t > timedelta(hours=12):
+        t += timedelta(days=1)
+    return t.isoformat()
+
+
+def _holes(seqs: list[int], last_known: int) -> tuple[int, list[list[int]]]:
+    """Missing numbers between the first of sorted `seqs` and `last_known`: (count, first ranges)."""
+    count, ranges = 0, []
+    for prev, nxt in zip(seqs, [*seqs[1:], last_known + 1]):
+        if nxt > prev + 1:
+            count += nxt - prev - 1
+            if len(ranges) < MISSING_RANGES:
+                ranges.append([prev + 1, nxt - 1])
+    return count, ranges
+
+
+class Reader:
+    """One read-only connection to the ground database and the queries the dashboard asks."""
+
+    _RECORD_COLUMNS = ("id, kind, boot, seq, created, text, received_at, "
+                       "CASE WHEN typeof(data) = 'blob' THEN length(data) END AS jpeg_bytes, "
+                       "CASE WHEN typeof(data) = 'text' THEN data END AS fields")
+
+    def __init__(self, db_path: Path):
+        self._db = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, args: tuple = ()):
+        return self._db.execute(sql, args).fetchone()[0]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (the listener, a command)."""
+        return int(self._one("PRAGMA data_version"))
+
+    def cursor(self) -> dict[str, int]:
+        return {"telemetry": self._one("SELECT coalesce(max(id), 0) FROM telemetry"),
+                "records": self._one("SELECT coalesce(max(id), 0) FROM records")}
+
+    def telemetry(self, since: int = 0, limit: int = MAX_ROWS) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c, pressure_hpa, batt_mv, received_at "
+            "FROM telemetry WHERE id > ? ORDER BY id LIMIT ?", (since, limit))
+        return [{**row, "t": sentence_time(row["time"], row["received_at"])} for row in map(dict, rows)]
+
+    def records(self, kind: str | None, since: int = 0, limit: int = MAX_ROWS) -> list[dict]:
+        where, args = ("id > ? AND kind = ?", (since, kind)) if kind else ("id > ?", (since,))
+        rows = self._db.execute(f"SELECT {self._RECORD_COLUMNS} FROM records WHERE {where} ORDER BY id LIMIT ?",
+                                (*args, limit))
+        return [self._record(dict(row)) for row in rows]
+
+    @staticmethod
+    def _record(row: dict) -> dict:
+        fields, jpeg_bytes = row.pop("fields"), row.pop("jpeg_bytes")
+        if fields is not None:
+            try:
+                row["fields"] = _finite(json.loads(fields))
+            except ValueError:
+                row["fields"] = None
+        if jpeg_bytes is not None:
+            row["image"] = {"url": f"/api/images/{row['boot']}/{row['seq']}.jpg", "bytes": jpeg_bytes}
+        return row
+
+    def image(self, boot: int, seq: int) -> bytes | None:
+        row = self._db.execute("SELECT data FROM records WHERE kind = 'image' AND boot = ? AND seq = ?",
+                               (boot, seq)).fetchone()
+        return row[0] if row is not None and isinstance(row[0], bytes) else None
+
+    def outbox(self, limit: int = 100) -> list[dict]:
+        rows = self._db.execute("SELECT id, queued_at, command, what, sent_at FROM outbox ORDER BY id DESC LIMIT ?",
+                                (limit,))
+        return [{**row, "state": "sent" if row["sent_at"] else "queued"} for row in map(dict, rows)]
+
+    def outbox_state(self) -> tuple[int, int]:
+        return tuple(self._db.execute("SELECT coalesce(max(id), 0), count(sent_at) FROM outbox").fetchone())
+
+    def frames_id(self) -> int:
+        return self._one("SELECT coalesce(max(id), 0) FROM frames")
+
+    def summary(self) -> dict:
+        def count(sql: str, *args) -> int:
+            return int(self._one(sql, args))
+
+        def position(order: str) -> dict | None:
+            row = self._db.execute(
+                "SELECT boot, seq, time, lat, lon, alt, received_at FROM telemetry "
+                f"WHERE NOT (lat = 0 AND lon = 0) ORDER BY boot {order}, seq {order} LIMIT 1").fetchone()
+            return None if row is None else {**row, "t": sentence_time(row["time"], row["received_at"])}
+
+        health = self._db.execute(f"SELECT {self._RECORD_COLUMNS} FROM records WHERE kind = 'health' "
+                                  "ORDER BY boot DESC, seq DESC LIMIT 1").fetchone()
+        callsign = self._db.execute("SELECT callsign FROM telemetry ORDER BY id DESC LIMIT 1").fetchone()
+        return {
+            "counts": {
+                "frames": count("SELECT count(*) FROM frames"),
+                "frames_bad": count("SELECT count(*) FROM frames WHERE NOT ok"),
+                "telemetry": count("SELECT count(*) FROM telemetry"),
+                **{f"{kind}s": count("SELECT count(*) FROM records WHERE kind = ?", kind)
+                   for kind in ("musing", "event", "image")},
+                "health": count("SELECT count(*) FROM records WHERE kind = 'health'"),
+            },
+            "cursor": self.cursor(),
+            "callsign": callsign[0] if callsign else None,
+            "launch": position("ASC"),
+            "latest": position("DESC"),
+            "max_alt": self._one("SELECT max(alt) FROM telemetry"),
+            "health": self._record(dict(health)) if health else None,
+            "last_heard": self._one("SELECT max(received_at) FROM frames"),
+            "outbox_queued": count("SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
+            "server_time": utc_now(),
+        }
+
+    def link(self) -> dict:
+        minutes = {
+            row[0]: {"minute": row[0], "frames": row[1], "bad": row[2], "rssi_dbm": row[3], "snr_db": row[4],
+                     "telemetry": 0, "telemetry_missing": 0}
+            for row in reversed(self._db.execute(
+                "SELECT substr(received_at, 1, 16) AS minute, count(*), sum(NOT ok), avg(rssi_dbm), avg(snr_db) "
+                "FROM frames GROUP BY minute ORDER BY minute DESC LIMIT ?", (LINK_MINUTES,)).fetchall())
+        }
+        # A sentence is one frame: the holes in its numbers are frames lost, minute by minute.
+        prev: tuple[int, int] | None = None
+        seqs: dict[int, list[int]] = {}
+        for boot, seq, received_at in self._db.execute("SELECT boot, seq, received_at FROM telemetry ORDER BY boot, seq"):
+            seqs.setdefault(boot, []).append(seq)
+            minute = minutes.get(received_at[:16])
+            if minute is not None:
+                minute["telemetry"] += 1
+                if prev is not None and prev[0] == boot:
+                    minute["telemetry_missing"] += seq - prev[1] - 1
+            prev = (boot, seq)
+        heard = dict(self._db.execute("SELECT station, count(*) FROM heard GROUP BY station").fetchall())
+        stations = [
+            {"station": row[0], "frames": row[1], "bad": row[2], "rssi_dbm": row[3], "snr_db": row[4],
+             "last_rssi_dbm": row[5], "last_heard": row[6], "records_heard": heard.get(row[0], 0)}
+            for row in self._db.execute(
+                "SELECT coalesce(station, ''), count(*), sum(NOT ok), avg(rssi_dbm), avg(snr_db), "
+                "(SELECT rssi_dbm FROM frames AS g WHERE coalesce(g.station, '') = coalesce(f.station, '') "
+                " AND g.rssi_dbm IS NOT NULL ORDER BY g.id DESC LIMIT 1), max(received_at) "
+                "FROM frames AS f GROUP BY coalesce(station, '') ORDER BY count(*) DESC")
+        ]
+        return {"minutes": list(minutes.values()), "stations": stations,
+                "missing": self._missing({("telemetry", boot): s for boot, s in seqs.items()})}
+
+    def _missing(self, streams: dict[tuple[str, int], list[int]]) -> list[dict]:
+        """Per (kind, boot): records between the first heard and the newest known that never arrived."""
+        for kind, boot, seq in self._db.execute("SELECT kind, boot, seq FROM records WHERE kind != 'health' "
+                                                "ORDER BY kind, boot, seq"):
+            streams.setdefault((kind, boot), []).append(seq)
+        announced: dict[tuple[str, int], int] = {}
+        for boot, fields in self._db.execute("SELECT boot, data FROM records WHERE kind = 'health' "
+                                             "AND typeof(data) = 'text' ORDER BY seq"):
+            try:
+                fields = json.loads(fields)
+            except ValueError:
+                continue
+            for name, kind in ANNOUNCED.items():
+                value = fields.get(name)
+                if isinstance(value, int) and (kind, boot) in streams:  # before the first heard: unknowable
+                    announced[(kind, boot)] = max(announced.get((kind, boot), 0), value)
+        out = []
+        for (kind, boot), seqs in sorted(streams.items()):
+            last = max(seqs[-1], announced.get((kind, boot), 0))
+            count, ranges = _holes(seqs, last)
+            out.append({"kind": kind, "boot": boot, "first": seqs[0], "last": last, "heard": len(seqs),
+                        "missing": count, "ranges": ranges})
+        return out
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def parse_command(body: object) -> tuple[Ping | SetMode | SetIntervals | MemoryNote, str]:
+    """A command from the page's JSON, validated by the wire format's own classes, and the line
+    the outbox shows for it. ValueError says what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    name = body.get("command")
+    if name == "ping":
+        nonce = body.get("nonce", secrets.randbelow(1 << 16))
+        cmd = Ping(nonce)
+        return cmd, f"ping (nonce {cmd.nonce})"
+    if name == "set_mode":
+        mode = body.get("mode")
+        if not isinstance(mode, str) or mode.upper() not in PowerMode.__members__:
+            raise ValueError(f"mode must be one of {', '.join(m.lower() for m in PowerMode.__members__)}, got {mode!r}")
+        cmd = SetMode(PowerMode[mode.upper()])
+        return cmd, f"set mode {cmd.mode.name.lower()}"
+    if name == "set_intervals":
+        cmd = SetIntervals(body.get("telemetry_s"), body.get("musing_s"))
+        return cmd, f"set intervals: telemetry every {cmd.telemetry_s} s, musing every {cmd.musing_s} s"
+    if name == "memory_note":
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise ValueError("a memory note needs its text")
+        cmd = MemoryNote(text)
+        return cmd, f"memory note: {text}"
+    raise ValueError(f"unknown command {name!r}: use one of {', '.join(COMMANDS)}")
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _host_name(host_header: str) -> str:
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
+
+
+class Dashboard(ThreadingHTTPServer):
+    """The dashboard's HTTP server; `url` is where a browser on this machine finds it."""
+
+    daemon_threads = True  # event streams never hold up shutdown
+    block_on_close = False
+
+    def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event):
+        self.db_path = db_path
+        self.stop = stop
+        self.token = secrets.token_urlsafe(32)
+        self.bound_host = host
+        self.pages = {path: ((STATIC_DIR / name).read_bytes(), ctype) for path, (name, ctype) in PAGES.items()}
+        index, ctype = self.pages["/"]
+        index = index.replace(TOKEN_PLACEHOLDER.encode(), self.token.encode())
+        self.pages["/"] = self.pages["/index.html"] = (index, ctype)
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        if not host_header:
+            return False
+        name = _host_name(host_header.strip()).lower()
+        if name in ("localhost", self.bound_host.lower()) or name.endswith(".local"):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Dashboard
+    protocol_version = "HTTP/1.1"
+    server_version = "stratoecho-dashboard"
+    sys_version = ""
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        log.debug("http", client=self.client_address[0], request=format % args)
+
+    # ------------------------------------------------------------- dispatch
+
+    def do_GET(self) -> None:
+        self._handle(self._get)
+
+    def do_HEAD(self) -> None:
+        self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+
+    def do_POST(self) -> None:
+        self._handle(self._post)
+
+    def _handle(self, method) -> None:
+        try:
+            if not self.server.host_allowed(self.headers.get("Host")):
+                raise RequestError(HTTPStatus.FORBIDDEN, "open the dashboard by IP address, localhost or "
+                                                         "the --host it was started with")
+            method(urlsplit(self.path))
+        except RequestError as e:
+            if self.command == "POST":
+                self.close_connection = True  # a refused body may be unread: never parse it as a request
+            self._json({"error": str(e)}, e.status)
+        except sqlite3.Error as e:
+            log.warning("database unavailable", error=str(e))
+            self._json({"error": f"database unavailable: {e}"}, HTTPStatus.SERVICE_UNAVAILABLE)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the browser went away
+
+    def _get(self, url) -> None:
+        path, query = url.path, parse_qs(url.query)
+        if path in self.server.pages:
+            body, ctype = self.server.pages[path]
+            self._send(body, ctype, cache="no-cache")
+            return
+        if path == "/favicon.ico":
+            self._send(b"", "image/x-icon", status=HTTPStatus.NO_CONTENT)
+            return
+        if path == "/api/events":
+            self._events(query)
+            return
+        if match := IMAGE_PATH.fullmatch(path):
+            with self._reader() as db:
+                jpeg = db.image(int(match[1]), int(match[2]))
+            if jpeg is None:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"no image record {match[1]}/{match[2]}")
+            self._send(jpeg, "image/jpeg", cache="max-age=86400")  # a record never changes
+            return
+        with self._reader() as db:
+            if path == "/api/summary":
+                answer = db.summary()
+            elif path == "/api/telemetry":
+                answer = db.telemetry(self._since(query))
+            elif path == "/api/musings":
+                answer = db.records("musing", self._since(query))
+            elif path == "/api/records":
+                kind = query.get("kind", [""])[0]
+                if kind and not RECORD_KIND.fullmatch(kind):
+                    raise RequestError(HTTPStatus.BAD_REQUEST, f"kind {kind!r} is not a record kind")
+                answer = db.records(kind or None, self._since(query))
+            elif path == "/api/link":
+                answer = db.link()
+            elif path == "/api/outbox":
+                answer = db.outbox()
+            else:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
+        self._json(answer)
+
+    def _post(self, url) -> None:
+        if url.path != "/api/commands":
+            raise RequestError(HTTPStatus.NOT_FOUND, f"nothing to post to at {url.path}")
+        self._refuse_cross_site()
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a command needs its Content-Length") from None
+        if not 0 < length <= MAX_BODY_BYTES:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a command is 1..{MAX_BODY_BYTES} bytes of JSON")
+        raw = self.rfile.read(length)
+        try:
+            cmd, what = parse_command(json.loads(raw))
+        except ValueError as e:  # JSON, UTF-8 and the command's own checks alike
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+        with Store(self.server.db_path) as store:
+            row = store.queue_command(cmd.command_id, cmd.pack(), what)
+        log.info("command queued", id=row, what=what, client=self.client_address[0])
+        self._json({"id": row, "command": int(cmd.command_id), "what": what, "state": "queued"}, HTTPStatus.CREATED)
+
+    def _refuse_cross_site(self) -> None:
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{self.headers['Host']}":
+            raise RequestError(HTTPStatus.FORBIDDEN, f"cross-site request from {origin} refused")
+        if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            raise RequestError(HTTPStatus.FORBIDDEN, "cross-site request refused")
+        token = self.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(token.encode(), self.server.token.encode()):
+            raise RequestError(HTTPStatus.FORBIDDEN, f"missing or wrong {TOKEN_HEADER}: reload the dashboard")
+        if self.headers.get("Content-Type", "").partition(";")[0].strip() != "application/json":
+            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a command is sent as application/json")
+
+    # ------------------------------------------------------------- the live feed
+
+    def _events(self, query: dict) -> None:
+        cursor = self._stream_cursor(query)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(b"retry: 2000\n\n")
+        self.wfile.flush()
+        try:
+            self._stream(cursor)
+        except sqlite3.Error as e:  # the headers are gone: end the stream, the browser reconnects
+            log.warning("event stream ended", error=str(e))
+
+    def _stream(self, cursor: list[int]) -> None:
+        stop = self.server.stop
+        with self._reader() as db:
+            version = outbox = frames = None
+            last_sent = time.monotonic()
+            while not stop.is_set():
+                sent = False
+                if (now_version := db.data_version()) != version:
+                    version = now_version
+                    telemetry = db.telemetry(cursor[0], BATCH_ROWS)
+                    records = db.records(None, cursor[1], BATCH_ROWS)
+                    if telemetry:
+                        cursor[0] = telemetry[-1]["id"]
+                    if records:
+                        cursor[1] = records[-1]["id"]
+                    if len(telemetry) == BATCH_ROWS or len(records) == BATCH_ROWS:
+                        version = None  # more to send: look again without waiting for a commit
+                    event_id = f"{cursor[0]}.{cursor[1]}"
+                    for name, rows in (("telemetry", telemetry), ("record", records)):
+                        if rows:
+                            self._event(name, rows, event_id)
+                            sent = True
+                    if (now_outbox := db.outbox_state()) != outbox:
+                        outbox = now_outbox
+                        self._event("outbox", db.outbox())
+                        sent = True
+                    if (now_frames := db.frames_id()) != frames:
+                        frames = now_frames
+                        self._event("link", {"frames": frames})
+                        sent = True
+                if not sent and time.monotonic() - last_sent >= KEEPALIVE_S:
+                    self.wfile.write(b": keepalive\n\n")
+                    sent = True
+                if sent:
+                    self.wfile.flush()
+                    last_sent = time.monotonic()
+                if version is not None and stop.wait(POLL_S):
+                    break
+
+    def _event(self, name: str, data, event_id: str | None = None) -> None:
+        head = f"event: {name}\n" + (f"id: {event_id}\n" if event_id else "")
+        self.wfile.write((head + "data: " + json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n\n").encode())
+
+    def _stream_cursor(self, query: dict) -> list[int]:
+        """Where the stream starts: the browser's Last-Event-ID when it reconnects, else the
+        page's ?telemetry=&records= (the cursor of the summary it loaded first)."""
+        last = self.headers.get("Last-Event-ID", "")
+        if re.fullmatch(r"\d{1,18}\.\d{1,18}", last):
+            return [int(x) for x in last.split(".")]
+        return [self._since(query, "telemetry"), self._since(query, "records")]
+
+    # ------------------------------------------------------------- helpers
+
+    @contextmanager
+    def _reader(self) -> Iterator[Reader]:
+        db = Reader(self.server.db_path)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _since(query: dict, name: str = "since") -> int:
+        text = query.get(name, ["0"])[0]
+        if not text.isdigit() or len(text) > 18:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a row id (a whole number), got {text!r}")
+        return int(text)
+
+    def _json(self, data, status: HTTPStatus = HTTPStatus.OK) -> None:
+        body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self._send(body, "application/json; charset=utf-8", status=status)
+
+    def _send(self, body: bytes, ctype: str, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        if status != HTTPStatus.NO_CONTENT:
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if ctype.startswith("text/html"):
+            self.send_header("Content-Security-Policy", CSP)
+            self.send_header("X-Frame-Options", "DENY")
+        self.end_headers()
+        if status != HTTPStatus.NO_CONTENT:
+            self.wfile.write(body)
+
+
+def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
+          stop_event: threading.Event | None = None) -> Dashboard:
+    """Start the dashboard in background threads and return its server (`.url`,
+    `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
+    ends every event stream within a poll. The database is created if missing (as the
+    listener would), so the page can be opened before the first frame is heard;
+    StoreError if it is not a ground database, OSError if the address cannot be bound."""
+    db_path = Path(db_path)
+    Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
+    stop = stop_event or threading.Event()
+    server = Dashboard(db_path, host, port, stop)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
+                     daemon=True).start()
+
+    def shut_down() -> None:
+        stop.wait()
+        server.shutdown()
+        server.server_close()
+
+    threading.Thread(target=shut_down, name="dashboard-stop", daemon=True).start()
+    log.info("dashboard serving", url=server.url, db=str(db_path))
+    return server
+
+
+# --------------------------------------------------------------------------- command line
+
+SERVE_EXAMPLES = """\
+examples:
+  python -m groundstation serve --db flight.db                 # http://127.0.0.1:8080/ on this laptop
+  python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network
+  python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
+exit status: 0 after Ctrl-C or SIGTERM; 1 if the database or the address cannot be used
+"""
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535; 0 picks a free one)")
+    return int(text)
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the `serve` command to `python -m groundstation`'s subparsers."""
+    parser = subparsers.add_parser(
+        "serve", help="serve a web dashboard of the ground database (works with no internet)",
+        description=(
+            "Serve a web dashboard of the ground database while `listen` fills it: the track, "
+            "altitude, temperature, battery and power mode against time, musings as they arrive, "
+            "pictures, link statistics per minute and per station with the records still missing, "
+            "and a form to queue signed commands (ping, set mode, set intervals, memory note) that "
+            "the listener signs and sends in the payload's next listen window. Everything the page "
+            "needs is served from here: no internet, no map tiles. Reads never block the listener. "
+            "Runs until Ctrl-C or SIGTERM."
+        ),
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", required=True, metavar="FILE",
+                        help="the ground database `listen --db` writes (created if missing)")
+    parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it "
+                             "to the field network, where anyone who can reach it can queue commands)")
+    parser.add_argument("--port", type=_port, default=8080, metavar="N",
+                        help="TCP port (default 8080; 0 picks a free one, logged)")
+    parser.set_defaults(func=cmd_serve)
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    try:
+        server = serve(args.db, args.host, args.port, stop)
+    except (StoreError, OSError) as e:  # the database, or the address: a start-up error
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 0

@@ -1,0 +1,543 @@
+// stratoecho ground dashboard: plain JavaScript and hand-drawn SVG, nothing fetched from
+// anywhere but this server. Text that came from the air (musings, station names, command
+// lines) is only ever set with textContent, never parsed as markup.
+//
+// Flow: /api/summary first (its cursor is the newest row ids), then the lists, then the
+// live feed /api/events from that cursor; rows are kept by id, so a row seen twice (in a
+// list and again in the feed) is one row.
+"use strict";
+
+(() => {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const NOTE_MAX_BYTES = 200;
+  const TOKEN = document.querySelector('meta[name="stratoecho-token"]').content;
+  const MODES = ["NOMINAL", "LOW_POWER", "SURVIVAL"];
+
+  const state = {
+    telemetry: new Map(), // id -> telemetry row
+    health: new Map(), // id -> health record
+    musings: new Map(), // "boot/seq" -> musing record
+    images: new Map(), // "boot/seq" -> image record
+    link: null,
+    summary: null,
+    clockOffsetMs: 0, // this browser's clock minus the server's
+    cursor: { telemetry: 0, records: 0 },
+  };
+
+  // ------------------------------------------------------------------ small helpers
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, parent, text, attrs) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  function svg(tag, parent, attrs, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = String(text);
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  const pad2 = (n) => String(n).padStart(2, "0");
+
+  function clock(ms, seconds = true) {
+    if (!Number.isFinite(ms)) return "–";
+    const d = new Date(ms);
+    const hm = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}`;
+    return seconds ? `${hm}:${pad2(d.getUTCSeconds())}` : hm;
+  }
+
+  const isoMs = (iso) => (iso ? Date.parse(iso) : NaN);
+
+  function timeEl(parent, iso) {
+    const node = el("time", parent, clock(isoMs(iso)), { datetime: iso || "" });
+    node.title = iso ? `${iso} (UTC)` : "";
+    return node;
+  }
+
+  function num(value, digits = 0, unit = "") {
+    return value === null || value === undefined || !Number.isFinite(Number(value))
+      ? "–" : `${Number(value).toFixed(digits)}${unit}`;
+  }
+
+  async function getJSON(url) {
+    const response = await fetch(url, { cache: "no-store" });
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  const bySeq = (a, b) => a.boot - b.boot || a.seq - b.seq;
+
+  // Redraws are batched: many rows arriving at once draw once.
+  const dirty = new Set();
+  let drawPending = false;
+  function mark(...parts) {
+    parts.forEach((p) => dirty.add(p));
+    if (!drawPending) {
+      drawPending = true;
+      setTimeout(draw, 30);
+    }
+  }
+
+  function draw() {
+    drawPending = false;
+    const parts = new Set(dirty);
+    dirty.clear();
+    if (parts.has("track")) drawTrack();
+    if (parts.has("charts")) drawCharts();
+    if (parts.has("musings")) drawMusings();
+    if (parts.has("pictures")) drawPictures();
+    if (parts.has("link")) drawLink();
+    if (parts.has("summary")) drawSummary();
+  }
+
+  // ------------------------------------------------------------------ charts against time
+
+  function niceStep(span, count) {
+    const raw = span / count;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const norm = raw / mag;
+    return (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * mag;
+  }
+
+  function ticks(min, max, count) {
+    const step = niceStep(max - min || 1, count);
+    const out = [];
+    for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-6; v += step) out.push(Number(v.toFixed(10)));
+    return out;
+  }
+
+  const TIME_STEPS_MIN = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440];
+
+  // points: [{t: ms, v: number|null, v2?: number}] sorted by t.
+  // opts.kind: "line" (nulls break the line), "step" (categories), "bars" (v, and v2 stacked on top).
+  function timeChart(node, points, opts = {}) {
+    node.replaceChildren();
+    const box = node.viewBox.baseVal;
+    const W = box.width, H = box.height;
+    const L = 56, R = 10, T = 8, B = 20;
+    const kind = opts.kind || "line";
+    const valued = points.filter((p) => p.v !== null && p.v !== undefined && Number.isFinite(p.v));
+    if (!valued.length) {
+      svg("text", node, { x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle" }, "no data yet");
+      return;
+    }
+    let t0 = valued[0].t, t1 = valued[valued.length - 1].t;
+    if (kind === "bars") t1 += 60000;
+    if (t1 - t0 < 120000) { t0 -= 60000; t1 += 60000; }
+    let lo, hi;
+    if (kind === "step") {
+      lo = -0.5; hi = opts.categories.length - 0.5;
+    } else {
+      const values = valued.map((p) => p.v + (p.v2 || 0));
+      lo = opts.zero ? 0 : Math.min(...values);
+      hi = Math.max(...values);
+      if (opts.max !== undefined) hi = Math.max(hi, opts.max);
+      const margin = (hi - lo) * 0.08 || Math.abs(hi) * 0.05 || 1;
+      if (!opts.zero) lo -= margin;
+      hi += margin;
+    }
+    const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+    const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+
+    // y axis: grid and labels
+    const yTicks = kind === "step" ? opts.categories.map((_, i) => i) : ticks(lo, hi, 4);
+    for (const v of yTicks) {
+      svg("line", node, { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" });
+      const label = kind === "step" ? opts.categories[v].toLowerCase().replace("_", " ") : String(v);
+      svg("text", node, { x: L - 4, y: y(v) + 4, class: "axis", "text-anchor": "end" }, label);
+    }
+    // x axis: times of day (UTC) at a round step
+    const spanMin = (t1 - t0) / 60000;
+    const stepMin = TIME_STEPS_MIN.find((s) => spanMin / s <= 6) || 1440;
+    const stepMs = stepMin * 60000;
+    for (let t = Math.ceil(t0 / stepMs) * stepMs; t <= t1; t += stepMs) {
+      svg("line", node, { x1: x(t), x2: x(t), y1: T, y2: H - B, class: "grid" });
+      svg("text", node, { x: x(t), y: H - 5, class: "axis", "text-anchor": "middle" }, clock(t, false));
+    }
+    svg("rect", node, { x: L, y: T, width: W - L - R, height: H - T - B, class: "frame" });
+
+    if (kind === "bars") {
+      for (const p of valued) {
+        const w = Math.max(1, (x(p.t + 60000) - x(p.t)) * 0.8);
+        const base = y(Math.max(lo, 0));
+        svg("rect", node, { x: x(p.t), y: y(p.v), width: w, height: Math.max(0, base - y(p.v)), class: "bar" });
+        if (p.v2) {
+          svg("rect", node, { x: x(p.t), y: y(p.v + p.v2), width: w, height: y(p.v) - y(p.v + p.v2), class: "bar bad" });
+        }
+      }
+      return;
+    }
+    // lines: one polyline per run of values; a step chart holds each value until the next
+    let run = [];
+    const flush = () => {
+      if (run.length) svg("polyline", node, { points: run.join(" "), class: `line ${opts.cls || ""}` });
+      run = [];
+    };
+    let prev = null;
+    for (const p of points) {
+      if (p.v === null || p.v === undefined || !Number.isFinite(p.v)) { flush(); prev = null; continue; }
+      if (kind === "step" && prev !== null) run.push(`${x(p.t).toFixed(1)},${y(prev).toFixed(1)}`);
+      run.push(`${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`);
+      prev = p.v;
+    }
+    if (kind === "step" && prev !== null) run.push(`${(W - R).toFixed(1)},${y(prev).toFixed(1)}`);
+    flush();
+    const last = valued[valued.length - 1];
+    svg("circle", node, { cx: x(last.t), cy: y(last.v), r: 3, class: `dot ${opts.cls || ""}` });
+  }
+
+  function telemetryByTime() {
+    return [...state.telemetry.values()].map((r) => ({ ...r, ms: isoMs(r.t) })).sort((a, b) => a.ms - b.ms);
+  }
+
+  function drawCharts() {
+    const rows = telemetryByTime();
+    timeChart($("chart-alt"), rows.map((r) => ({ t: r.ms, v: r.alt })), { zero: true, cls: "alt" });
+    timeChart($("chart-temp"), rows.map((r) => ({ t: r.ms, v: r.temp_c })), { cls: "temp" });
+    timeChart($("chart-batt"), rows.map((r) => ({ t: r.ms, v: r.batt_mv })), { cls: "batt" });
+    const modes = [...state.health.values()]
+      .filter((h) => h.fields && typeof h.fields.mode === "string")
+      .map((h) => ({ t: isoMs(h.created), v: MODES.indexOf(h.fields.mode.toUpperCase()) }))
+      .map((p) => ({ ...p, v: p.v < 0 ? null : p.v }))
+      .sort((a, b) => a.t - b.t);
+    timeChart($("chart-mode"), modes, { kind: "step", categories: MODES, cls: "mode" });
+  }
+
+  // ------------------------------------------------------------------ the track
+
+  function niceDistanceKm(km) {
+    const mag = 10 ** Math.floor(Math.log10(km));
+    const norm = km / mag;
+    return (norm >= 5 ? 5 : norm >= 2 ? 2 : 1) * mag;
+  }
+
+  function drawTrack() {
+    const node = $("track");
+    node.replaceChildren();
+    const W = 600, H = 400, PAD = 30;
+    const rows = [...state.telemetry.values()].filter((r) => !(r.lat === 0 && r.lon === 0)).sort(bySeq);
+    const note = $("track-note");
+    if (!rows.length) {
+      svg("text", node, { x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle" }, "no position yet");
+      note.textContent = "";
+      return;
+    }
+    // Equirectangular, east-west shrunk by cos(latitude): true to scale over a flight's few hundred km.
+    const lat0 = rows.reduce((s, r) => s + r.lat, 0) / rows.length;
+    const k = Math.cos((lat0 * Math.PI) / 180);
+    const px = rows.map((r) => r.lon * k), py = rows.map((r) => r.lat);
+    const minSpan = 0.01; // degrees: a balloon on the ground still gets a sensible scale
+    let [x0, x1, y0, y1] = [Math.min(...px), Math.max(...px), Math.min(...py), Math.max(...py)];
+    if (x1 - x0 < minSpan) { const c = (x0 + x1) / 2; x0 = c - minSpan / 2; x1 = c + minSpan / 2; }
+    if (y1 - y0 < minSpan) { const c = (y0 + y1) / 2; y0 = c - minSpan / 2; y1 = c + minSpan / 2; }
+    const scale = Math.min((W - 2 * PAD) / (x1 - x0), (H - 2 * PAD) / (y1 - y0)); // px per degree
+    const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
+    const X = (lon) => W / 2 + (lon * k - cx) * scale;
+    const Y = (lat) => H / 2 - (lat - cy) * scale;
+
+    svg("rect", node, { x: 0, y: 0, width: W, height: H, class: "map" });
+    svg("polyline", node, {
+      points: rows.map((r) => `${X(r.lon).toFixed(1)},${Y(r.lat).toFixed(1)}`).join(" "), class: "track",
+    });
+    const first = rows[0], last = rows[rows.length - 1];
+    svg("circle", node, { cx: X(first.lon), cy: Y(first.lat), r: 6, class: "launch" });
+    svg("text", node, { x: X(first.lon) + 9, y: Y(first.lat) + 4, class: "label" }, "launch");
+    svg("circle", node, { cx: X(last.lon), cy: Y(last.lat), r: 6, class: "latest" });
+    svg("text", node, { x: X(last.lon) + 9, y: Y(last.lat) - 6, class: "label" }, `${last.alt} m`);
+
+    // scale bar: a round distance about a quarter of the width
+    const kmPerPx = 111.32 / scale;
+    const km = niceDistanceKm((W / 4) * kmPerPx);
+    const len = km / kmPerPx;
+    const sy = H - 12;
+    svg("polyline", node, { points: `12,${sy - 5} 12,${sy} ${12 + len},${sy} ${12 + len},${sy - 5}`, class: "scale" });
+    svg("text", node, { x: 16 + len, y: sy, class: "label" }, km >= 1 ? `${km} km` : `${Math.round(km * 1000)} m`);
+    svg("text", node, { x: W - 14, y: 20, class: "label", "text-anchor": "middle" }, "N");
+    svg("polyline", node, { points: `${W - 14},40 ${W - 14},26`, class: "scale" });
+
+    note.textContent = `latest ${last.lat.toFixed(5)}, ${last.lon.toFixed(5)} at ${last.alt} m, `
+      + `${clock(isoMs(last.t))} UTC; launch ${first.lat.toFixed(5)}, ${first.lon.toFixed(5)}`;
+  }
+
+  // ------------------------------------------------------------------ musings and pictures
+
+  function drawMusings() {
+    const list = $("musings");
+    const rows = [...state.musings.values()].sort((a, b) => bySeq(b, a)).slice(0, 2000);
+    list.replaceChildren(...rows.map((m) => {
+      const item = el("li", null, null, { "data-key": `${m.boot}/${m.seq}` });
+      timeEl(item, m.created);
+      el("span", item, m.text, { class: "text" });
+      return item;
+    }));
+    if (!rows.length) el("li", list, "none received yet", { class: "note" });
+  }
+
+  function drawPictures() {
+    const box = $("pictures");
+    const rows = [...state.images.values()].sort((a, b) => bySeq(b, a));
+    $("pictures-empty").hidden = rows.length > 0;
+    const have = new Set([...box.children].map((c) => c.dataset.key));
+    for (const r of rows.slice().reverse()) { // oldest first into the front: newest ends up first
+      const key = `${r.boot}/${r.seq}`;
+      if (have.has(key)) continue;
+      const fig = el("figure", null, null, { "data-key": key });
+      const link = el("a", fig, null, { href: r.image.url, target: "_blank", rel: "noopener" });
+      el("img", link, null, { src: r.image.url, alt: `picture ${key}` });
+      const cap = el("figcaption", fig);
+      timeEl(cap, r.created);
+      box.prepend(fig);
+    }
+  }
+
+  // ------------------------------------------------------------------ link statistics
+
+  function drawLink() {
+    const link = state.link;
+    if (!link) return;
+    const minutes = link.minutes.map((m) => ({ ...m, t: Date.parse(`${m.minute}:00Z`) }));
+    timeChart($("chart-frames"), minutes.map((m) => ({ t: m.t, v: m.frames - m.bad, v2: m.bad })),
+      { kind: "bars", zero: true });
+    timeChart($("chart-loss"), minutes.map((m) => {
+      const sent = m.telemetry + m.telemetry_missing;
+      return { t: m.t, v: sent ? (100 * m.telemetry_missing) / sent : null };
+    }), { kind: "bars", zero: true, max: 100 });
+    const withSignal = minutes.filter((m) => m.rssi_dbm !== null);
+    $("signal-figure").hidden = withSignal.length === 0;
+    if (withSignal.length) timeChart($("chart-rssi"), minutes.map((m) => ({ t: m.t, v: m.rssi_dbm })), { cls: "rssi" });
+
+    $("stations").tBodies[0].replaceChildren(...link.stations.map((s) => {
+      const row = el("tr");
+      el("td", row, s.station || "(this receiver)");
+      el("td", row, s.frames);
+      el("td", row, s.bad);
+      el("td", row, `${num(s.rssi_dbm, 1)} / ${num(s.last_rssi_dbm, 1)}`);
+      el("td", row, num(s.snr_db, 1));
+      el("td", row, s.records_heard);
+      el("td", row, clock(isoMs(s.last_heard)));
+      return row;
+    }));
+
+    const list = $("missing");
+    const gaps = link.missing.filter((m) => m.missing > 0);
+    list.replaceChildren(...gaps.map((m) => {
+      const ranges = m.ranges.map(([a, b]) => (a === b ? `${a}` : `${a}–${b}`)).join(", ");
+      const more = m.ranges.length && m.missing > m.ranges.reduce((s, [a, b]) => s + b - a + 1, 0) ? ", …" : "";
+      return el("li", null, `${m.kind} boot ${m.boot}: ${m.missing} missing of ${m.last - m.first + 1} `
+        + `(seq ${ranges}${more})`, { "data-kind": m.kind });
+    }));
+    if (!gaps.length) el("li", list, link.missing.length ? "nothing missing" : "nothing heard yet", { class: "note" });
+  }
+
+  // ------------------------------------------------------------------ summary and outbox
+
+  function drawSummary() {
+    const s = state.summary;
+    if (!s) return;
+    $("callsign").textContent = s.callsign || "";
+    const rows = [...state.telemetry.values()].sort(bySeq);
+    const latest = rows.length ? rows[rows.length - 1] : s.latest;
+    $("sum-alt").textContent = latest ? `${latest.alt} m` : "–";
+    const maxAlt = Math.max(s.max_alt ?? -Infinity, ...rows.map((r) => r.alt));
+    $("sum-max-alt").textContent = Number.isFinite(maxAlt) ? `${maxAlt} m` : "–";
+    const health = [...state.health.values()].sort(bySeq).pop() || s.health;
+    const f = (health && health.fields) || {};
+    $("sum-mode").textContent = f.mode ? String(f.mode).toLowerCase().replace("_", " ") : "–";
+    $("sum-phase").textContent = f.phase ? String(f.phase) : "–";
+    $("sum-batt").textContent = f.batt_mv !== undefined ? `${f.batt_mv} mV`
+      : latest ? `${latest.batt_mv} mV` : "–";
+    $("sum-loss").textContent = typeof f.loss === "number" ? `${(100 * f.loss).toFixed(0)} %` : "–";
+    $("sum-frames").textContent = `${s.counts.frames} (${s.counts.frames_bad})`;
+    $("sum-musings").textContent = String(Math.max(s.counts.musings, state.musings.size));
+    tickLastHeard();
+  }
+
+  function tickLastHeard() {
+    const s = state.summary;
+    const heard = s && isoMs(s.last_heard);
+    if (!Number.isFinite(heard)) { $("sum-heard").textContent = "never"; return; }
+    const ago = Math.max(0, Math.round((Date.now() - state.clockOffsetMs - heard) / 1000));
+    $("sum-heard").textContent = ago < 120 ? `${ago} s ago` : ago < 7200 ? `${Math.round(ago / 60)} min ago`
+      : `${clock(heard)} UTC`;
+  }
+
+  function drawOutbox(rows) {
+    $("outbox").tBodies[0].replaceChildren(...rows.map((c) => {
+      const row = el("tr", null, null, { "data-id": c.id, class: c.state });
+      el("td", row, c.id);
+      timeEl(el("td", row), c.queued_at);
+      el("td", row, c.what);
+      const cell = el("td", row, c.state);
+      if (c.sent_at) { cell.textContent = "sent "; timeEl(cell, c.sent_at); }
+      return row;
+    }));
+    if (!rows.length) el("tr", $("outbox").tBodies[0]).appendChild(el("td", null, "nothing queued", { colspan: 4 }));
+  }
+
+  // ------------------------------------------------------------------ rows in
+
+  function addTelemetry(rows) {
+    for (const r of rows) state.telemetry.set(r.id, r);
+    if (rows.length) mark("track", "charts", "summary");
+  }
+
+  function addRecords(rows) {
+    for (const r of rows) {
+      const key = `${r.boot}/${r.seq}`;
+      if (r.kind === "musing") { state.musings.set(key, r); mark("musings", "summary"); }
+      else if (r.kind === "health") { state.health.set(r.id, r); mark("charts", "summary"); }
+      else if (r.kind === "image" && r.image) { state.images.set(key, r); mark("pictures"); }
+    }
+  }
+
+  let linkTimer = null;
+  function refreshLinkSoon() { // frames arrive several a second: ask for the statistics at most every 3 s
+    if (linkTimer) return;
+    linkTimer = setTimeout(async () => {
+      try {
+        const [summary, link] = await Promise.all([getJSON("/api/summary"), getJSON("/api/link")]);
+        applySummary(summary);
+        state.link = link;
+        mark("link", "summary");
+      } catch (err) { /* the event stream reports the connection */ }
+      linkTimer = null;
+    }, 3000);
+  }
+
+  function applySummary(summary) {
+    state.summary = summary;
+    state.clockOffsetMs = Date.now() - isoMs(summary.server_time);
+  }
+
+  function setLive(on, text) {
+    const live = $("live");
+    live.textContent = text;
+    live.className = `live ${on ? "on" : "off"}`;
+  }
+
+  function connect() {
+    const c = state.cursor;
+    const events = new EventSource(`/api/events?telemetry=${c.telemetry}&records=${c.records}`);
+    events.onopen = () => setLive(true, "live");
+    events.onerror = () => setLive(false, "connection lost: reconnecting…");
+    events.addEventListener("telemetry", (e) => addTelemetry(JSON.parse(e.data)));
+    events.addEventListener("record", (e) => addRecords(JSON.parse(e.data)));
+    events.addEventListener("outbox", (e) => drawOutbox(JSON.parse(e.data)));
+    events.addEventListener("link", refreshLinkSoon);
+  }
+
+  // ------------------------------------------------------------------ the command form
+
+  const utf8Bytes = (text) => new TextEncoder().encode(text).length;
+
+  function commandFromForm() {
+    const command = $("cmd-kind").value;
+    if (command === "memory_note") {
+      const text = $("cmd-note").value;
+      const n = utf8Bytes(text);
+      if (n < 1 || n > NOTE_MAX_BYTES) {
+        throw new Error(`a memory note is 1 to ${NOTE_MAX_BYTES} bytes of UTF-8; this one is ${n}`);
+      }
+      return { command, text };
+    }
+    if (command === "set_mode") return { command, mode: $("cmd-mode").value };
+    if (command === "set_intervals") {
+      const body = { command };
+      for (const [name, id] of [["telemetry_s", "cmd-telemetry-s"], ["musing_s", "cmd-musing-s"]]) {
+        const value = Number($(id).value);
+        if (!Number.isInteger(value) || value < 1 || value > 65535) {
+          throw new Error(`${name.replace("_s", "")} interval must be a whole number of seconds, 1 to 65535`);
+        }
+        body[name] = value;
+      }
+      return body;
+    }
+    return { command: "ping" };
+  }
+
+  function showCommandFields() {
+    const kind = $("cmd-kind").value;
+    for (const set of document.querySelectorAll("#command-form fieldset")) set.hidden = set.dataset.command !== kind;
+  }
+
+  function countNoteBytes() {
+    const n = utf8Bytes($("cmd-note").value);
+    const counter = $("cmd-note-bytes");
+    counter.textContent = String(n);
+    counter.className = n > NOTE_MAX_BYTES ? "over" : "";
+  }
+
+  async function sendCommand(event) {
+    event.preventDefault();
+    const status = $("cmd-status");
+    let body;
+    try {
+      body = commandFromForm();
+    } catch (err) {
+      status.textContent = `not sent: ${err.message}`;
+      status.className = "error";
+      return;
+    }
+    const button = $("cmd-send");
+    button.disabled = true;
+    try {
+      const response = await fetch("/api/commands", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-Stratoecho-Token": TOKEN },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+      status.textContent = `queued #${answer.id}: ${answer.what}`;
+      status.className = "ok";
+      if (body.command === "memory_note") { $("cmd-note").value = ""; countNoteBytes(); }
+      drawOutbox(await getJSON("/api/outbox"));
+    } catch (err) {
+      status.textContent = `refused: ${err.message}`;
+      status.className = "error";
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ start
+
+  async function start() {
+    $("command-form").addEventListener("submit", sendCommand);
+    $("cmd-kind").addEventListener("change", showCommandFields);
+    $("cmd-note").addEventListener("input", countNoteBytes);
+    showCommandFields();
+    setInterval(tickLastHeard, 1000);
+    for (;;) {
+      try {
+        const summary = await getJSON("/api/summary");
+        applySummary(summary);
+        state.cursor = summary.cursor;
+        const [telemetry, musings, health, images, link, outbox] = await Promise.all([
+          getJSON("/api/telemetry?since=0"), getJSON("/api/musings?since=0"),
+          getJSON("/api/records?kind=health&since=0"), getJSON("/api/records?kind=image&since=0"),
+          getJSON("/api/link"), getJSON("/api/outbox"),
+        ]);
+        addTelemetry(telemetry);
+        addRecords([...musings, ...health, ...images]);
+        state.link = link;
+        drawOutbox(outbox);
+        mark("track", "charts", "musings", "pictures", "link", "summary");
+        break;
+      } catch (err) {
+        setLive(false, `cannot reach the ground station (${err.message}): trying again…`);
+        await new Promise((done) => setTimeout(done, 3000));
+      }
+    }
+    connect();
+  }
+
+  start();
+})();
