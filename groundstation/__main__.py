@@ -175,12 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .network import add_publish_arguments
     from .network import register_cli as register_network_cli
     from .watch import register_cli as register_watch_cli
+    from .web import register_cli as register_serve_cli
 
     add_proxy_arguments(listen)
     add_publish_arguments(listen)  # --mqtt, --station, --mqtt-prefix
     register_network_cli(sub)
     register_export_cli(sub)
     register_watch_cli(sub)
+    register_serve_cli(sub)
     return parser
 
 

@@ -370,7 +370,8 @@ class RadioChannel:
         Deliveries come in the order to hand them out; `delay_s` > 0 for late duplicates."""
         cfg = self.config
         seq, self._seq = self._seq, self._seq + 1
-        self._tx_until = max(self._tx_until, t_s + cfg.lora.airtime_s(len(frame)))
+        air = cfg.lora.airtime_s(len(frame))
+        self._tx_until = max(self._tx_until, t_s + air)
         pos = self.position(t_s)
         out: list[Delivery] = []
         for i, st in enumerate(self.stations):
@@ -390,7 +391,10 @@ class RadioChannel:
                 stats.downlink.delivered += 1
                 stats.downlink.corrupted += flipped > 0
                 minute[1] += 1
-                delivery = Delivery(i, body, 0.0, seq, corrupted=flipped > 0)
+                # A receiver has the frame when its last symbol arrives: the payload's UDP datagram
+                # marks the start of its time on air, so the ground hears it `air` later (and can
+                # only answer after it, when the payload has stopped transmitting).
+                delivery = Delivery(i, body, air if cfg.half_duplex else 0.0, seq, corrupted=flipped > 0)
                 if reorder and held is None:
                     stats.downlink.reordered += 1
                     self._held[i] = (t_s, delivery)
@@ -399,7 +403,7 @@ class RadioChannel:
                 if dup:
                     stats.downlink.duplicated += 1
                     copy, n = flip_bits(frame, link.ber, streams.bits)  # a second reception, its own errors
-                    out.append(Delivery(i, copy, dup_delay, seq, duplicate=True, corrupted=n > 0))
+                    out.append(Delivery(i, copy, air + dup_delay, seq, duplicate=True, corrupted=n > 0))
             if held is not None:  # the frame held back last time goes out after this one
                 self._held[i] = None
                 out.append(held[1])

@@ -157,7 +157,9 @@ def test_duplicates_arrive_later_and_are_counted():
     out = [d for i in range(1000) for d in ch.downlink(i.to_bytes(2, "big"), float(i))]
     dups = [d for d in out if d.duplicate]
     assert len(dups) == ch.stats[0].downlink.duplicated and 150 < len(dups) < 250
-    assert all(0 <= d.delay_s <= 2.0 for d in dups) and any(d.delay_s > 0 for d in dups)
+    # Heard when the frame's last symbol arrives (its time on air), a duplicate up to 2 s later.
+    air = [d.delay_s for d in out if not d.duplicate][0]
+    assert air > 0 and all(air <= d.delay_s <= air + 2.0 for d in dups) and any(d.delay_s > air for d in dups)
     originals = {d.seq: d.frame for d in out if not d.duplicate}
     assert len(originals) == 1000 and all(originals[d.seq] == d.frame for d in dups)
 
@@ -213,15 +215,15 @@ def test_stations_have_independent_streams_and_runs_are_deterministic():
 
     def run(stations, seed=7):
         ch = RadioChannel(stations, fixed((HOME.lat, HOME.lon, 3000)), cfg, seed=seed)
-        out = [(d.station_index, d.seq, d.frame, d.delay_s) for i in range(400)
+        out = [(d.station_index, d.seq, d.frame, d.duplicate) for i in range(400)
                for d in ch.downlink(i.to_bytes(2, "big") * 20, float(i))]
         return out, [ch.uplink(b"up", len(stations) - 1, 1e6 + i) for i in range(100)]
 
     alone, _ = run([HOME])
     both, _ = run([HOME, other])
     assert [x for x in both if x[0] == 0] == alone  # adding a station changes nothing for home
-    theirs = {x[1] for x in both if x[0] == 1 and x[3] == 0}
-    mine = {x[1] for x in both if x[0] == 0 and x[3] == 0}
+    theirs = {x[1] for x in both if x[0] == 1 and not x[3]}
+    mine = {x[1] for x in both if x[0] == 0 and not x[3]}
     assert theirs != mine  # and the second station fades on its own
     assert run([HOME, other]) == run([HOME, other])
     assert run([HOME, other], seed=8) != run([HOME, other])
@@ -436,3 +438,14 @@ def test_relay_delivers_late_duplicates_without_blocking(tmp_path):
     assert max(at for _, at in arrivals) > 0.1  # copies really came later
     assert ch.stats.frames_forwarded == 5 and ch.stats.frames_dropped == 0 and ch.stats.copies_forwarded == 10
     assert ch.radio.stats[0].downlink.duplicated == 5
+
+
+def test_the_ground_hears_a_frame_when_it_ends_so_its_answer_never_meets_that_frame():
+    # The payload sends a window-opening sentence and listens once it has gone; a ground that
+    # answers at once must be heard, not lost to half duplex.
+    ch = RadioChannel([HOME], fixed((HOME.lat, HOME.lon, 500)), ChannelConfig(path_loss=False), seed=1)
+    (d,) = ch.downlink(b"x" * 80, 100.0)
+    assert d.delay_s == ch.config.lora.airtime_s(80)
+    assert ch.uplink(b"answer", 0, 100.0 + d.delay_s) == b"answer"
+    assert ch.uplink(b"too soon", 0, 100.0 + d.delay_s / 2) is None  # while it still transmits
+    assert ch.stats[0].uplink.lost_by["half_duplex"] == 1
