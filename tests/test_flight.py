@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sim.__main__ import main as sim_main
+from tests.test_dashboard import browser, browser_only, musing_texts, wait  # noqa: F401 - browser is a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,14 +87,43 @@ def test_fly_refuses_to_overwrite_a_previous_flight(flight, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_replaying_the_flight_rebuilds_every_musing_the_payload_delivered(flight, tmp_path):
-    import sqlite3
-
+@pytest.fixture(scope="module")
+def replayed(flight, tmp_path_factory) -> Path:
+    """The flight's air.hex replayed into a fresh ground database."""
     from groundstation.__main__ import main as ground_main
 
-    replay = tmp_path / "replay.db"
+    replay = tmp_path_factory.mktemp("replay") / "replay.db"
     assert ground_main(["listen", "--replay", str(flight / "air.hex"), "--db", str(replay), "--quiet"]) == 0
-    rows = lambda db: {r for r in sqlite3.connect(db).execute(  # noqa: E731
-        "SELECT boot, seq, text FROM records WHERE kind = 'musing'")}
-    delivered, rebuilt = rows(flight / "ground.db"), rows(replay)
+    return replay
+
+
+def musing_rows(db: Path) -> set[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return set(con.execute("SELECT boot, seq, text FROM records WHERE kind = 'musing'"))
+    finally:
+        con.close()
+
+
+def test_replaying_the_flight_rebuilds_every_musing_the_payload_delivered(flight, replayed):
+    delivered, rebuilt = musing_rows(flight / "ground.db"), musing_rows(replayed)
     assert delivered and delivered <= rebuilt  # the air held everything the live ground got, and more
+
+
+@browser_only
+def test_the_dashboard_shows_every_musing_of_the_replayed_flight(replayed, browser):
+    import threading
+
+    from groundstation.web import serve
+
+    texts = {text for _, _, text in musing_rows(replayed)}
+    stop = threading.Event()
+    server = serve(replayed, port=0, stop_event=stop)
+    try:
+        browser.get(server.url)
+        wait(browser, lambda d: len(musing_texts(d)) == len(texts), "the musings never all appeared")
+        assert {t.strip() for t in musing_texts(browser)} == {t.strip() for t in texts}
+    finally:
+        stop.set()
