@@ -213,6 +213,7 @@ class Channel:
             return
         except ConnectionError:
             return  # an ICMP error from an earlier uplink send to a payload that is gone
+        t = self.clock()  # the moment it was heard, before anything else takes time
         self.payload_addr = peer
         self.stats.frames_in += 1
         self.stats.bytes_in += len(frame)
@@ -220,7 +221,7 @@ class Channel:
         self.air.write(frame.hex() + "\n")
         self.air.flush()
         now = time.monotonic()
-        for d in self.radio.downlink(frame, self.clock()):
+        for d in self.radio.downlink(frame, t):
             if d.delay_s > 0:
                 heapq.heappush(self._queue, (now + d.delay_s / self.speedup, next(self._tiebreak), d))
             else:
@@ -248,11 +249,12 @@ class Channel:
             return
         except ConnectionError:
             return  # ICMP "port unreachable" from a downlink send while the ground was down
+        t = self.clock()
         self.stats.uplink_in += 1
         if self.uplink is not None:
             self.uplink.write(frame.hex() + "\n")
             self.uplink.flush()
-        heard = self.radio.uplink(frame, station_index, self.clock())
+        heard = self.radio.uplink(frame, station_index, t)
         if heard is None or self.payload_addr is None:
             self.stats.uplink_dropped += 1
             return
