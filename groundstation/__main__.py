@@ -43,7 +43,8 @@ examples:
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
 HEX_FORMAT = (
-    "Hex format (air.hex): one frame a line as a hex string; blank lines and lines "
+    "Hex format (air.hex): one frame a line as a hex string, optionally followed by the radio's "
+    "signal report (`HEX rssi=-112.5 snr=-7.25`, kept with the frame); blank lines and lines "
     "starting with # are ignored; lines that are not hex are counted and skipped."
 )
 

@@ -66,6 +66,8 @@ class Received(NamedTuple):
     data: bytes
     origin: str  # where it came from: "udp 127.0.0.1:40001", "replay air.hex:12", "serial /dev/ttyUSB0"
     peer: tuple | None = None  # where a reply goes: the sender's socket address (UDP), (device,) for serial
+    rssi_dbm: float | None = None  # signal, where the radio reports it (a hex line's rssi=/snr=)
+    snr_db: float | None = None
 
 
 def describe_peer(peer: tuple) -> str:
@@ -73,13 +75,25 @@ def describe_peer(peer: tuple) -> str:
     return f"{peer[0]}:{peer[1]}" if len(peer) >= 2 else str(peer[0])
 
 
-def parse_hex_line(line: str, where: str, errors: Counter) -> bytes | None:
-    """One line of the hex format -> frame bytes, or None for blank, comment or bad lines."""
+def parse_signal_line(line: str, where: str, errors: Counter) -> tuple[bytes, float | None, float | None] | None:
+    """A hex line, optionally followed by the radio's signal report: `HEX rssi=-112.5 snr=-7.25`
+    (a bridge that knows the packet's RSSI and SNR says so; the values are kept per frame)."""
     text = line.strip()
     if not text or text.startswith("#"):
         return None
+    hex_text, *extra = text.split()
+    signal: dict[str, float] = {}
+    for token in extra:
+        name, _, value = token.partition("=")
+        try:
+            if name not in ("rssi", "snr"):
+                raise ValueError(name)
+            signal[name] = float(value)
+        except ValueError:
+            errors["bad signal field"] += 1  # the frame still counts; the report is dropped
+            log.warning("signal field not understood", where=where, field=token[:40])
     try:
-        return bytes.fromhex(text)
+        return bytes.fromhex(hex_text), signal.get("rssi"), signal.get("snr")
     except ValueError:
         errors["bad hex"] += 1
         log.warning("bad hex line skipped", where=where, line=text[:80])
@@ -147,9 +161,9 @@ class ReplaySource:
     def __iter__(self) -> Iterator[Received | None]:
         for lineno, line in enumerate(self._file, start=1):
             where = f"{self.name}:{lineno}"
-            frame = parse_hex_line(line, where, self.errors)
-            if frame is not None:
-                yield Received(frame, f"replay {where}")
+            parsed = parse_signal_line(line, where, self.errors)
+            if parsed is not None:
+                yield Received(parsed[0], f"replay {where}", None, parsed[1], parsed[2])
 
     def close(self) -> None:
         if self._owned:
@@ -205,9 +219,9 @@ class SerialSource:
             del self._buffer[: end + 1]
             self._lineno += 1
             where = f"{self.device} line {self._lineno}"
-            frame = parse_hex_line(raw.decode("ascii", errors="replace"), where, self.errors)
-            if frame is not None:
-                yield Received(frame, f"serial {self.device}", self.peer)
+            parsed = parse_signal_line(raw.decode("ascii", errors="replace"), where, self.errors)
+            if parsed is not None:
+                yield Received(parsed[0], f"serial {self.device}", self.peer, parsed[1], parsed[2])
         if len(self._buffer) > MAX_LINE:
             # No newline in sight: noise on the line. Drop it rather than grow without bound.
             self.errors["line too long"] += 1

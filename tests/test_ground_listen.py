@@ -272,3 +272,14 @@ def test_a_named_station_keeps_its_name_with_every_frame_and_what_it_heard(tmp_p
         assert {r[0] for r in conn.execute("SELECT station FROM frames")} == {"hill"}
         heard = conn.execute("SELECT kind, boot, seq, station FROM heard ORDER BY kind, seq").fetchall()
     assert heard == [("musing", 3, 7, "hill"), ("telemetry", 3, 1, "hill"), ("telemetry", 3, 2, "hill")]
+
+
+def test_a_bridge_that_reports_the_signal_has_it_kept_with_each_frame(tmp_path, capsys):
+    air = tmp_path / "air.hex"
+    air.write_text(f"{FRAMES[0].hex()} rssi=-118.5 snr=-9.25\n{FRAMES[1].hex()}\n{FRAMES[2].hex()} rssi=loud\n")
+    db = tmp_path / "g.db"
+    assert main(["listen", "--replay", str(air), "--db", str(db), "--quiet"]) == 0
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT rssi_dbm, snr_db FROM frames ORDER BY id").fetchall()
+    assert rows == [(-118.5, -9.25), (None, None), (None, None)]  # a report it cannot read is dropped, not the frame
+    assert "bad signal field: 1" in capsys.readouterr().err
