@@ -101,7 +101,7 @@ def verify(path: Path) -> tuple[int, list[str]]:
 
 
 @needs_systemd_analyze
-@pytest.mark.parametrize("name", [PAYLOAD, GROUND])
+@pytest.mark.parametrize("name", [PAYLOAD, GROUND, "stratoecho-dashboard.service"])
 def test_units_pass_systemd_analyze_verify(name, tmp_path):
     rc, complaints = verify(verifiable_copy(name, tmp_path))
     assert rc == 0 and complaints == [], complaints
