@@ -156,9 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A bench flight launches once the payload is ready, unless this payload is rebooting into
     # a flight already under way: then it rejoins the flight's time from the world clock file.
     world_clock = Path(cfg.sim.world_clock) if parts.bench is not None and cfg.sim.world_clock else None
-    rejoin = world_clock is not None and world_clock.exists()
-    if rejoin:
-        clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
+    rejoin = parts.rejoined
     try:
         daemon.start(launch=parts.bench is not None and not rejoin)
     except PersonaError as e:
@@ -180,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     last_stats = time.monotonic()
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
         interrupted.wait(min(1.0, max(clock.wall_s(flight_s - clock.elapsed_s()), 0.01)))
-        if time.monotonic() - last_stats > 5:
+        if time.monotonic() - last_stats > min(5.0, clock.wall_s(60.0)):  # a power cut loses at most a flight minute of counts
             daemon.write_stats()
             last_stats = time.monotonic()
     notifier.stopping()
@@ -202,6 +200,7 @@ class Parts:
     led: object | None
     heater: object | None
     bench: object | None = None  # sim.bench_hardware.BenchHardware on the bench
+    rejoined: bool = False  # a bench payload rebooted into a flight under way (its world clock adopted)
 
     def close(self) -> None:
         for part in (self.led, self.heater, self.sensors, self.bench):
@@ -230,6 +229,12 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
         flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
         clock = Clock(speedup=cfg.sim.speedup, start_utc=flight.utc(0.0))
+        # Rejoin a flight under way before any simulated part starts: the GPS must not stamp
+        # its first fixes with a clock that began at this boot.
+        world_clock = Path(cfg.sim.world_clock) if cfg.sim.world_clock else None
+        rejoined = world_clock is not None and world_clock.exists()
+        if rejoined:
+            clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
         bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
                               state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
         if cfg.devices.gps is not None:
@@ -240,7 +245,7 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         backend, pins = bench.camera_factory, bench.pin_factory
         pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd)
     else:
-        clock, bench, pins = Clock(speedup=1.0), None, None
+        clock, bench, pins, rejoined = Clock(speedup=1.0), None, None, False
         from .gps import system_time_from_gps
 
         sensors = HardwareSensors(Devices(cfg.devices), clock_from_gps=system_time_from_gps)
@@ -260,7 +265,7 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         heater = BatteryHeater(o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c,
                                off_above_c=o.heater_off_above_c, max_duty=o.heater_max_duty,
                                min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s)
-    return Parts(clock, sensors, camera, pi_health, led, heater, bench)
+    return Parts(clock, sensors, camera, pi_health, led, heater, bench, rejoined)
 
 
 def main(argv: list[str] | None = None) -> int:
