@@ -329,7 +329,7 @@ def bench_prepare(n_messages: int = 200_000) -> list[tuple]:
     ]  # fmt: skip
 
 
-def bench_persona_worker(bundle_dir: Path, runs: int = 4, max_tokens: int = 64, n_threads: int = 2) -> list[tuple]:
+def bench_persona_worker(bundle_dir: Path, runs: int = 12, max_tokens: int = 64, n_threads: int = 2) -> list[tuple]:
     """Musing tokens/s through payload.persona.PersonaWorker (spawned process, pipe, hard
     timeout) against llama-cpp-python called here on the same GGUF, threads, context, sampling
     and seeds. Wall time of each call as its caller sees it; runs alternate so that a busy
@@ -358,6 +358,9 @@ def bench_persona_worker(bundle_dir: Path, runs: int = 4, max_tokens: int = 64, 
     direct = [0, 0.0]
     through = [0, 0.0]
     try:
+        # One untimed call each first: the first decode allocates buffers on both sides.
+        llm.create_completion(prompt, max_tokens=max_tokens, seed=runs)
+        worker.generate(prompt, max_tokens, seed=runs)
         for seed in range(runs):
             t0 = time.perf_counter()
             out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
