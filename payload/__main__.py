@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -168,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
     if persona_problem:
         daemon.queue_event(persona_problem)
+    for problem in parts.problems:
+        daemon.queue_event(problem)
     Watchdog(liveness, notifier).start(stop)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:
@@ -182,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             daemon.write_stats()
             last_stats = time.monotonic()
     notifier.stopping()
-    daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s)
+    daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s, abort=interrupted)
     parts.close()
     log.info("stopped", stats=str(data_dir / "stats.json"))
     return 0
@@ -201,6 +203,7 @@ class Parts:
     heater: object | None
     bench: object | None = None  # sim.bench_hardware.BenchHardware on the bench
     rejoined: bool = False  # a bench payload rebooted into a flight under way (its world clock adopted)
+    problems: list[str] = field(default_factory=list)  # parts that could not be opened: events at start
 
     def close(self) -> None:
         for part in (self.led, self.heater, self.sensors, self.bench):
@@ -259,13 +262,26 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         camera = Camera(backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
                         thumb_max_bytes=c.thumb_max_bytes, timeout_s=timeout_s)
     o = cfg.outputs
-    led = StatusLed(o.status_led_pin, pin_factory=pins, time_scale=1.0 / clock.speedup) if o.status_led_pin is not None else None
-    heater = None
+    problems: list[str] = []
+
+    def output(name: str, make):
+        # GPIO that cannot be claimed (no pin factory, a pin in use) costs that output, never the beacon.
+        try:
+            return make()
+        except Exception as e:  # noqa: BLE001 - gpiozero raises its own family and OSError alike
+            log.error("output_unavailable", output=name, error=str(e))
+            problems.append(f"{name} unavailable: {str(e)[:80]}")
+            return None
+
+    led = heater = None
+    if o.status_led_pin is not None:
+        led = output("status LED", lambda: StatusLed(o.status_led_pin, pin_factory=pins,
+                                                     time_scale=1.0 / clock.speedup))
     if o.heater_pin is not None:
-        heater = BatteryHeater(o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c,
-                               off_above_c=o.heater_off_above_c, max_duty=o.heater_max_duty,
-                               min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s)
-    return Parts(clock, sensors, camera, pi_health, led, heater, bench, rejoined)
+        heater = output("battery heater", lambda: BatteryHeater(
+            o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,
+            max_duty=o.heater_max_duty, min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s))
+    return Parts(clock, sensors, camera, pi_health, led, heater, bench, rejoined, problems)
 
 
 def main(argv: list[str] | None = None) -> int:

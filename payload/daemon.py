@@ -429,8 +429,9 @@ class Daemon:
             text += f", phase {g.phase.value}"
         return text
 
-    def shutdown(self, drain_s: float = 0.0) -> None:
-        """Stop producers, let the radio drain the queue for up to `drain_s` flight seconds, stop."""
+    def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None) -> None:
+        """Stop producers, let the radio drain the queue for up to `drain_s` flight seconds (cut
+        short when `abort` is set: a SIGTERM during the drain), stop."""
         for key in self.liveness.keys():
             self.liveness.pause(key)  # stopping threads are not hung ones
         self.producers_stop.set()
@@ -438,7 +439,8 @@ class Daemon:
             if t.name != "radio":
                 t.join(timeout=30)
         deadline = time.monotonic() + self.clock.wall_s(drain_s)
-        while drain_s > 0 and sum(self.store.depth().values()) and time.monotonic() < deadline:
+        while (drain_s > 0 and sum(self.store.depth().values()) and time.monotonic() < deadline
+               and not (abort is not None and abort.is_set())):
             self.stop.wait(0.05)
         self.stop.set()
         self.transmitter.wake.set()

@@ -544,7 +544,10 @@ class GpsReceiver:
             self._open_failed = True
             self.errors["open"] += 1
             self._next_open_at = now + self._next_backoff_s()
-            log.warning("gps_open_failed", error=str(e), retry_in_s=round(self._next_open_at - now, 3))
+            # Said once per outage; the retries that follow are debug lines, not a wall of warnings.
+            (log.warning if self._failed_opens == 1 else log.debug)(
+                "gps_open_failed", error=str(e), retry_in_s=round(self._next_open_at - now, 3),
+                attempts=self._failed_opens)
             return
         self.opens += 1
         self._open_failed = False

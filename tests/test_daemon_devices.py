@@ -56,3 +56,31 @@ def test_pi_health_fields_reach_the_health_record(tmp_path):
     assert fields["cpu_temp_c"] == 48.2 or fields["cpu_temp_c"] == 48.3
     assert fields["throttled"] == 0x50005 and fields["mem_free_kb"] == 215000
     assert fields["uptime_s"] != 987654  # the flight's uptime, not the host's
+
+
+def test_the_flight_configuration_starts_on_a_board_with_none_of_its_parts(tmp_path):
+    """config/payload.pi.toml on this machine: no /dev/serial0, no I2C bus, no GPIO pin factory,
+    no picamera2. It must fly all the same, saying on air what it lacks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from payload.store import Store
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "payload", "run", "--config", str(root / "config/payload.pi.toml"), "--no-persona",
+         "--udp", "127.0.0.1:9", "--data", str(tmp_path / "p"), "--minutes", "0.1", "--drain-s", "0"],
+        capture_output=True, text=True, timeout=120, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = Store(tmp_path / "p" / "queue.db")
+    try:
+        texts = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
+                 for q in store.queued(limit=100, streams=("event",))]
+        telemetry = store.queued(limit=100, streams=("telemetry",))
+    finally:
+        store.close()
+    assert any(t.startswith("status LED unavailable") for t in texts), texts
+    assert any(t.startswith("battery heater unavailable") for t in texts)
+    assert any(t.startswith("device bme280:") and t.endswith("absent") for t in texts)
+    assert telemetry  # and the beacon went on
