@@ -17,8 +17,8 @@ LOSS   ?= 0.2
 .PHONY: help demo test bench persona install clean distclean powercut system-packages
 
 help:
-	@echo "make demo     build the sample persona and fly a bench flight (first run ~15 min, then ~3 min)"
-	@echo "make test     run the test suite (~10 min on 2 cores)"
+	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
+	@echo "make test     run the test suite (~9 min on 2 cores; installs chromium, chromedriver, mosquitto if missing)"
 	@echo "make bench    print speed and size figures"
 	@echo "make powercut 10,000 simulated power cuts under the store (~3 min; POWERCUT_CUTS=N, POWERCUT_SEED=S)"
 	@echo "make persona  only build the sample persona into $(PERSONA)"
