@@ -156,7 +156,7 @@ def test_payload_run_reports_a_missing_bundle(tmp_path):
 
 
 def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(tmp_path, tiny_bundle):
-    from stratoecho.wire.uplink import ApiAnswer, ApiStatus
+    from stratoecho.wire.uplink import ApiStatus
 
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     prompts = []

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 from hypothesis import given

@@ -13,7 +13,6 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
