@@ -192,3 +192,31 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
     while tx.send_one():
         pass
     assert store.depth() == {} and any(f[0] == wire.MAGIC for f in radio.frames)
+
+
+def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
+    """Out of contact everything waits; the first frames of the next pass carry the newest
+    position, then events and musings, and only then health and pictures."""
+    from payload.link import CONTACT_LOST_WINDOWS
+
+    store = Store(tmp_path / "q.db")
+    boot = store.start_boot()
+    radio = TwoWayRadio()
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=255, fec_prior_loss=0.0, interleave=1),
+                     threading.Event())
+    tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
+    tx._report_window, tx.stats.windows = 0, CONTACT_LOST_WINDOWS  # between passes
+    body = lambda kind, content: (lambda seq: wire.Record(kind, boot, seq, 0, content).body())  # noqa: E731
+    store.enqueue("image", boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
+    store.enqueue("health", boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
+    store.enqueue("musing", boot, body(wire.Kind.MUSING, "the ground went quiet an hour ago"))
+    store.enqueue("event", boot, body(wire.Kind.EVENT, "mode nominal -> low_power"))
+    store.flush()
+    assert not tx.send_one()  # nothing goes into the void
+    tx._report_window = tx.stats.windows  # the ground is heard: a pass begins
+    store.enqueue("telemetry", boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
+    while tx.send_one():
+        pass
+    kinds = [wire.decode_frame(f).kind if f[0] == wire.MAGIC else "sentence" for f in radio.frames]
+    order = [k for i, k in enumerate(kinds) if k not in kinds[:i]]  # first appearance of each
+    assert order == ["sentence", wire.Kind.EVENT, wire.Kind.MUSING, wire.Kind.HEALTH, wire.Kind.IMAGE]
