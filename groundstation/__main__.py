@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
+from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire.uplink import KeyFileError, load_key
 
 from .db import Store, StoreError
@@ -268,6 +269,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         hooks.on_new.append(lambda record, received_at, e=e: e.add({**record, "received_at": received_at})
                             if record["kind"] == "telemetry" else None)
     status = 0
+    # Under systemd (Type=notify): ready once the source is open and the database usable.
+    notifier = SystemdNotifier()
+    notifier.ready(status=f"listening on {getattr(source, 'address', None) or args.serial or args.replay}")
     try:
         with stop_on_signals(stop):
             run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,
@@ -277,6 +281,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         print(f"error: {e}", file=sys.stderr)
         status = 1
     finally:
+        notifier.stopping()
         for e in exporters:
             e.close()  # SondeHub may take a few seconds to send what is still queued
         if proxy is not None:

@@ -283,3 +283,21 @@ def test_a_bridge_that_reports_the_signal_has_it_kept_with_each_frame(tmp_path, 
         rows = conn.execute("SELECT rssi_dbm, snr_db FROM frames ORDER BY id").fetchall()
     assert rows == [(-118.5, -9.25), (None, None), (None, None)]  # a report it cannot read is dropped, not the frame
     assert "bad signal field: 1" in capsys.readouterr().err
+
+
+def test_under_systemd_the_listener_says_ready_then_stopping(tmp_path, monkeypatch, capsys):
+    import socket as _socket
+
+    path = tmp_path / "notify.sock"
+    systemd = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    systemd.bind(str(path))
+    systemd.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        assert main(["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"), "--duration", "0.3",
+                     "--quiet"]) == 0
+        messages = [systemd.recv(4096).decode() for _ in range(2)]
+    finally:
+        systemd.close()
+    assert messages[0].startswith("READY=1") and "STATUS=listening on" in messages[0]
+    assert messages[1].startswith("STOPPING=1")
