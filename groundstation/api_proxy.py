@@ -59,6 +59,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,7 @@ def _upstream(detail: str) -> ApiFailure:
 # --------------------------------------------------------------------------- backends
 
 
-class ApiSpec:
+class ApiSpec(ABC):
     """One allowed API: how a query becomes a URL, and a response body one short line.
     `normalise` raises ApiFailure(BAD_REQUEST); `summarise` raises ApiFailure (NOT_FOUND for
     an empty result, UPSTREAM_ERROR for a body it cannot read)."""
@@ -160,14 +161,17 @@ class ApiSpec:
             raise ValueError(f"API URL {url!r} is not an http(s) URL with a host")
         self.url = url
 
+    @abstractmethod
     def normalise(self, query: str) -> str:
-        raise NotImplementedError
+        """Each API says this its own way."""
 
+    @abstractmethod
     def url_for(self, normalised: str) -> str:
-        raise NotImplementedError
+        """Each API says this its own way."""
 
+    @abstractmethod
     def summarise(self, body: bytes, normalised: str) -> str:
-        raise NotImplementedError
+        """Each API says this its own way."""
 
     def host_port(self) -> tuple[str, int]:
         parts = urllib.parse.urlsplit(self.url)

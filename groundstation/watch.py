@@ -413,5 +413,5 @@ def cmd_watch(args: argparse.Namespace, stop: threading.Event | None = None, out
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C is how a watcher ends: a clean exit, not a traceback
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -143,7 +144,7 @@ class TrackPoint:
     seq: int
 
 
-class TrackFile:
+class TrackFile(ABC):
     """Collects fixes per callsign; each flush rewrites the whole file atomically, so a reader
     (a map open on it) sees the previous track or the new one, never half of one.
     Subclasses turn {callsign: points in time order} into bytes (`render`)."""
@@ -189,8 +190,9 @@ class TrackFile:
             out.setdefault(p.callsign, []).append(p)
         return out
 
+    @abstractmethod
     def render(self, tracks: dict[str, list[TrackPoint]]) -> bytes:
-        raise NotImplementedError
+        """The file's bytes: GPX, KML."""
 
     def flush(self) -> None:
         if self._dirty:
@@ -217,7 +219,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
-            pass
+            pass  # the temporary file may never have been made; the write's error is what matters
         raise ExportError(f"cannot write {path}: {e.strerror or e}") from e
     try:  # the rename itself survives power loss only once the directory is synced
         fd = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY)
@@ -226,6 +228,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        pass  # a filesystem that cannot sync a directory: the rename stands, only its durability is weaker
     finally:
         os.close(fd)
