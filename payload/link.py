@@ -121,7 +121,7 @@ class LinkStats:
     sent_by_stream: dict = field(default_factory=dict)
     budget_waits: int = 0
     failures: int = 0
-    held_frames: int = 0  # slots left empty while out of contact, records kept for the next pass
+    held_frames: int = 0  # radio turns that found records waiting while out of contact (kept for the next pass)
 
 
 class Transmitter:
