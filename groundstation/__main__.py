@@ -188,9 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_source(args: argparse.Namespace) -> FrameSource:
+def _open_source(args: argparse.Namespace, clock=None, stop=None) -> FrameSource:
     if args.udp:
-        return UdpSource(*args.udp)
+        return UdpSource(*args.udp, clock=clock, stop=stop)
     if args.serial:
         if args.raw:
             return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
@@ -199,7 +199,13 @@ def _open_source(args: argparse.Namespace) -> FrameSource:
 
 
 def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
-    stop = stop or threading.Event()
+    import os
+
+    from stratoecho.clock import ENV, flight_clock
+
+    # Under `sim fly` the station is one of the bench's lockstep processes: its waits are flight time.
+    clock = flight_clock(name="ground") if os.environ.get(ENV) and stop is None else None
+    stop = stop or (clock.event() if clock is not None else threading.Event())
     if args.kiss and not args.serial:
         print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
         return 2
@@ -234,7 +240,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        source = _open_source(args)
+        source = _open_source(args, clock, stop)
     except SourceError as e:
         store.close()
         print(f"error: {e}", file=sys.stderr)
@@ -263,6 +269,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         source.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if proxy is not None and clock is not None:
+        proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
     if proxy is not None:  # the payload's questions, answered into the outbox for its next window
         hooks.on_new.append(lambda record, received_at: proxy.on_record(record, store))
     for e in exporters:

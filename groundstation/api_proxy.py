@@ -393,6 +393,7 @@ class ApiProxy:
         self._pending = 0
         self._idle = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
+        self.synchronous = False  # answer in the caller's thread (the bench's lockstep), not the worker
         self.queued = 0
         self.queue_errors = 0
 
@@ -547,10 +548,16 @@ class ApiProxy:
                     return False
                 self._taken.add((boot, seq))
                 self._pending += 1
-                if self._worker is None:
+                if self.synchronous:
+                    self._worker = None
+                elif self._worker is None:
                     self._worker = threading.Thread(target=self._work, name="api-proxy", daemon=True)
                     self._worker.start()
-            self._jobs.put(_Job(boot, seq, fields.get("api"), fields.get("query"), str(store.path)))
+            job = _Job(boot, seq, fields.get("api"), fields.get("query"), str(store.path))
+            if self.synchronous:
+                self._do(job, {str(store.path): store})
+            else:
+                self._jobs.put(job)
             return True
         except Exception:
             log.exception("api_proxy_on_record_failed")
@@ -570,24 +577,28 @@ class ApiProxy:
         stores: dict[str, Store] = {}
         try:
             while (job := self._jobs.get()) is not None:
-                try:
-                    result = self.answer(job.seq, job.api, job.query, boot=job.boot)
-                    status = ApiStatus(result.status).name.lower()
-                    if job.db_path not in stores:
-                        stores[job.db_path] = Store(job.db_path)
-                    stores[job.db_path].queue_command(CommandId.API_ANSWER, result.pack(),
-                                                      what=f"api answer to request {job.boot}/{job.seq}: {status}")
-                    self.queued += 1
-                except Exception:
-                    self.queue_errors += 1
-                    log.exception("api_answer_not_queued", boot=job.boot, seq=job.seq)
-                finally:
-                    with self._idle:
-                        self._pending -= 1
-                        self._idle.notify_all()
+                self._do(job, stores, Store)
         finally:
             for s in stores.values():
                 s.close()
+
+    def _do(self, job: _Job, stores: dict, open_store=None) -> None:
+        """Answer one request and queue the answer in its database's outbox."""
+        try:
+            result = self.answer(job.seq, job.api, job.query, boot=job.boot)
+            status = ApiStatus(result.status).name.lower()
+            if job.db_path not in stores:
+                stores[job.db_path] = open_store(job.db_path)
+            stores[job.db_path].queue_command(CommandId.API_ANSWER, result.pack(),
+                                              what=f"api answer to request {job.boot}/{job.seq}: {status}")
+            self.queued += 1
+        except Exception:
+            self.queue_errors += 1
+            log.exception("api_answer_not_queued", boot=job.boot, seq=job.seq)
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
 
     def wait_idle(self, timeout_s: float | None = None) -> bool:
         """Wait until every request taken so far has its answer queued; False on timeout."""

@@ -101,15 +101,19 @@ def parse_signal_line(line: str, where: str, errors: Counter) -> tuple[bytes, fl
 
 
 class UdpSource:
-    """One UDP datagram is one frame. Port 0 binds a free port; `address` tells which."""
+    """One UDP datagram is one frame. Port 0 binds a free port; `address` tells which.
 
-    def __init__(self, host: str, port: int) -> None:
+    With `clock` (a `stratoecho.clock` clock; the bench's lockstep under `sim fly`) the socket
+    is the clock's and waiting for a frame is a wait on it, ended at once by `stop`."""
+
+    def __init__(self, host: str, port: int, clock=None, stop=None) -> None:
+        self.clock, self.stop = clock, stop
         self.errors: Counter = Counter()
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         except socket.gaierror as e:
             raise SourceError(f"cannot resolve UDP address {host}:{port}: {e.strerror}") from e
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock = clock.udp_socket(family) if clock is not None else socket.socket(family, socket.SOCK_DGRAM)
         try:
             self._sock.bind(sockaddr)
         except OSError as e:
@@ -121,9 +125,14 @@ class UdpSource:
 
     def __iter__(self) -> Iterator[Received | None]:
         while True:
+            if self.clock is not None:
+                # On the lockstep nothing else needs us until a frame comes or we are stopped.
+                if not self.clock.wait_readable([self._sock], None if self.clock.lockstep else POLL_S, self.stop):
+                    yield None
+                    continue
             try:
                 data, peer = self._sock.recvfrom(65535)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 yield None
                 continue
             except OSError as e:

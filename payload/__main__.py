@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from stratoecho.cli import run_cli
 from stratoecho.config import ConfigError
 from stratoecho.wire.uplink import KeyFileError
 
-from .clock import Clock
+from .clock import Clock, flight_clock
 from .config import load_config, parse_hostport
 from .daemon import Daemon
 from .persona import PersonaError
@@ -28,6 +26,7 @@ from .radio import RadioError, make_radio
 from .store import StoreError
 
 log = structlog.get_logger("payload")
+STATS_EVERY_S = 60.0  # flight seconds between saves of the statistics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,23 +128,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         flight_s = float("inf")
 
     try:
-        radio = make_radio(cfg.radio)
+        radio = make_radio(cfg.radio, clock=clock)
     except RadioError as e:
         parts.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stop = threading.Event()
+    stop = clock.event()
     notifier, liveness = SystemdNotifier(), Liveness()  # sd_notify: a no-op off systemd (the bench)
     try:
         daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
-                        pi_health=parts.pi_health, led=parts.led, heater=parts.heater, liveness=liveness)
+                        pi_health=parts.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
+                        disk_usage=parts.bench.card_usage if parts.bench is not None else None)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         parts.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    interrupted = threading.Event()
+    interrupted = clock.event()
 
     def on_signal(signum, _frame):
         log.info("signal", signal=signal.Signals(signum).name)
@@ -177,12 +177,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps({"epoch_unix": clock.epoch_unix(), "speedup": clock.speedup, "seed": cfg.sim.seed}))
         os.replace(tmp, world_clock)
     log.info("flying", radio=cfg.radio.kind, to=cfg.radio.address, speedup=clock.speedup, flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
-    last_stats = time.monotonic()
+    # Statistics are saved every flight minute: a power cut loses at most a minute of counts.
+    next_stats = clock.elapsed_s() + STATS_EVERY_S
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
-        interrupted.wait(min(1.0, max(clock.wall_s(flight_s - clock.elapsed_s()), 0.01)))
-        if time.monotonic() - last_stats > min(5.0, clock.wall_s(60.0)):  # a power cut loses at most a flight minute of counts
+        interrupted.wait(max(min(next_stats, flight_s) - clock.elapsed_s(), 0.0))
+        if clock.elapsed_s() >= next_stats:
             daemon.write_stats()
-            last_stats = time.monotonic()
+            next_stats = clock.elapsed_s() + STATS_EVERY_S
     notifier.stopping()
     daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s, abort=interrupted)
     parts.close()
@@ -231,7 +232,9 @@ def open_parts(cfg, data_dir: Path) -> Parts:
 
         faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
         flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
-        clock = Clock(speedup=cfg.sim.speedup, start_utc=flight.utc(0.0))
+        # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
+        # system's clock scaled by --speedup (a payload flown by hand against a bench world).
+        clock = flight_clock(cfg.sim.speedup, start_utc=flight.utc(0.0), name="payload")
         # Rejoin a flight under way before any simulated part starts: the GPS must not stamp
         # its first fixes with a clock that began at this boot.
         world_clock = Path(cfg.sim.world_clock) if cfg.sim.world_clock else None
@@ -241,26 +244,27 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
                               state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
         if cfg.devices.gps is not None:
-            cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(clock.speedup, cfg.devices.gps.silent_after_s)
-        devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port)
-        epoch_s = bench.gps_period_wall_s(clock.speedup) * clock.speedup
-        sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * epoch_s))
+            cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
+        devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port,
+                          flight_clock=clock)
+        sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
         backend, pins = bench.camera_factory, bench.pin_factory
-        pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd)
+        pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
     else:
-        clock, bench, pins, rejoined = Clock(speedup=1.0), None, None, False
+        clock, bench, pins, rejoined = flight_clock(1.0, name="payload"), None, None, False
         from .gps import system_time_from_gps
 
-        sensors = HardwareSensors(Devices(cfg.devices), clock_from_gps=system_time_from_gps)
+        sensors = HardwareSensors(Devices(cfg.devices, flight_clock=clock), clock_from_gps=system_time_from_gps)
         backend = Picamera2Backend
         pi_health = PiHealth(data_dir=data_dir)
     camera = None
     if (c := cfg.devices.camera) is not None:
         # The hang timeout is wall time; on an accelerated bench it is scaled to flight time,
         # but never below a second, which rendering a simulated frame may take.
-        timeout_s = c.timeout_s if bench is None else max(c.timeout_s / clock.speedup, 1.0)
+        timeout_s = c.timeout_s if bench is None or clock.lockstep else max(c.timeout_s / clock.speedup, 1.0)
         camera = Camera(backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
-                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=timeout_s)
+                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=timeout_s, clock=clock.elapsed_s,
+                        flight_clock=clock)
     o = cfg.outputs
     problems: list[str] = []
 
@@ -276,7 +280,7 @@ def open_parts(cfg, data_dir: Path) -> Parts:
     led = heater = None
     if o.status_led_pin is not None:
         led = output("status LED", lambda: StatusLed(o.status_led_pin, pin_factory=pins,
-                                                     time_scale=1.0 / clock.speedup))
+                                                     time_scale=1.0 if clock.lockstep else 1.0 / clock.speedup))
     if o.heater_pin is not None:
         heater = output("battery heater", lambda: BatteryHeater(
             o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,

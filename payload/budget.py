@@ -138,3 +138,19 @@ def think_budget(board_name: str | Board, model_bytes: int, energy: float, mode:
     return ThinkBudget(enabled=runs(mode, "think"), n_threads=n_threads, n_ctx=n_ctx, max_tokens=tokens,
                        timeout_s=timeout_s, max_chars=max_chars, memory_limit_mb=memory_limit_mb,
                        expected_tokens_per_s=tps, fits=fits, reason=reason)
+
+
+# On the bench the persona's generation is not timed on the bench machine (that would make a
+# flight depend on it) but priced on the board being rehearsed: prompt tokens at PREFILL_SPEEDUP
+# times the generation speed (prompt processing is batched and compute bound, several times
+# faster than generating on these boards), then each generated token at the predicted speed.
+PREFILL_SPEEDUP = 4.0
+BYTES_PER_PROMPT_TOKEN = 4  # a prompt's tokens, estimated from its UTF-8 length
+BENCH_BOARD = "pi-zero-2w"  # the board the bench flies when the configuration names none
+
+
+def generation_s(board_name: str | Board, model_bytes: int, prompt_bytes: int, tokens: int) -> float:
+    """Flight seconds one generation takes on `board_name`: the prompt read, then `tokens` generated."""
+    tps = predicted_tokens_per_s(board(board_name), model_bytes)
+    prompt_tokens = max(1, prompt_bytes // BYTES_PER_PROMPT_TOKEN)
+    return prompt_tokens / (tps * PREFILL_SPEEDUP) + max(tokens, 0) / tps

@@ -217,6 +217,7 @@ class Camera:
         backoff: Backoff = Backoff(initial_s=5.0, factor=2.0, max_s=300.0),
         clock: Callable[[], float] = time.monotonic,
         max_abandoned: int = 2,
+        flight_clock=None,
     ):
         self.backend_factory = backend_factory
         self.still_dir = Path(still_dir)
@@ -225,6 +226,7 @@ class Camera:
         self.timeout_s = timeout_s
         self.backoff = backoff
         self.clock = clock
+        self.flight_clock = flight_clock  # the capture thread and its timeout run on it (flight seconds)
         self.max_abandoned = max_abandoned
         self.counters = CameraCounters()
         self._backend: CameraBackend | None = None
@@ -277,6 +279,8 @@ class Camera:
         part = final.with_name(final.stem + ".part.jpg")
 
         job = _Job()
+        if self.flight_clock is not None:
+            job.done = self.flight_clock.event()
         job.backend = self._backend
         factory = self.backend_factory
 
@@ -304,8 +308,11 @@ class Camera:
         # leaked threads, and on the Pi the fallback is the process level: systemd's
         # watchdog (WatchdogSec, fed only while captures succeed) or the daemon's own
         # supervisor restarts the camera process, which frees the device.
-        worker = threading.Thread(target=work, name="camera-capture", daemon=True)
-        worker.start()
+        if self.flight_clock is not None:
+            worker = self.flight_clock.thread(work, "camera-capture")
+        else:
+            worker = threading.Thread(target=work, name="camera-capture", daemon=True)
+            worker.start()
         if not job.done.wait(self.timeout_s):
             job.abandoned = True
             self._abandoned.append(worker)

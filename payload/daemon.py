@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import threading
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from random import Random
 
 import structlog
 
@@ -82,14 +83,16 @@ class Daemon:
         led=None,
         heater=None,
         liveness: Liveness | None = None,
+        disk_usage=None,
     ):
         self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
         self.camera, self.pi_health = camera, pi_health  # optional: payload.camera.Camera, payload.pi_health.PiHealth
         self.led, self.heater = led, heater  # optional: payload.outputs.StatusLed, payload.outputs.BatteryHeater
         self._last_readings: Readings | None = None
         self.data_dir = Path(data_dir)
-        self.stop = stop or threading.Event()
-        self.store = open_store(self.data_dir, cfg)
+        self.stop = stop or clock.event()
+        self.disk_usage = disk_usage or shutil.disk_usage  # the card: the bench simulates one
+        self.store = open_store(self.data_dir, cfg, clock, self.disk_usage)
         self.boot = self.store.start_boot()
         self.stats = DaemonStats(boot=self.boot)
         self.governor = Governor(self.store, capacity_wh=cfg.power.battery_wh,
@@ -100,10 +103,13 @@ class Daemon:
         self.liveness = liveness or Liveness()
         self.persona_restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
         self._persona_down = False
+        self._musing_no = 0  # musings asked for this boot (the bench's sampling seed)
         self.memory = Memory(self.data_dir / "memory.db")  # its own musings and the ground's notes
         self.reach = Reach(store_enqueuer(self.store, self.boot, lambda: self.clock.now().timestamp(),
                                           on_queued=lambda: self.transmitter.wake.set()),
-                           self.clock.elapsed_s)
+                           self.clock.elapsed_s,
+                           # On the bench its questions are drawn from the flight's seed, like everything else.
+                           rng=Random(cfg.sim.seed * 7919 + self.boot) if clock.lockstep else None)
         self.guard = OutboundGuard(hashed=bundle.blocklist() if bundle is not None else None)
         self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
         self.worker = (
@@ -119,7 +125,7 @@ class Daemon:
                                                   tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu)
             self.transmitter.listen_after(cfg.uplink, self.on_uplink)
         self._last_status: dict[str, str] = {}  # each device's status at the last beacon
-        self.producers_stop = threading.Event()  # producers end first; the radio may drain after
+        self.producers_stop = clock.event()  # producers end first; the radio may drain after
         self._threads: list[threading.Thread] = []
         structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
 
@@ -265,8 +271,11 @@ class Daemon:
             if not self.persona_restarts.allow():
                 return None
             self._persona_down = False
+        self._musing_no += 1
         try:
-            gen = self.worker.generate(prompt, max_tokens)
+            gen = self.worker.generate(prompt, max_tokens, seed=self._musing_seed())
+            if not self._spend_generation(prompt, gen):
+                return None  # over the deadline on the board (the bench) or stopping
         except PersonaError as e:
             self.stats.persona_failures += 1
             self._persona_down = True
@@ -294,6 +303,32 @@ class Daemon:
         self.memory.remember_musing(self.boot, seq, r.time, text)
         self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
         return text
+
+    def _musing_seed(self) -> int | None:
+        """On the bench, a sampling seed from the flight's seed, the boot and the musing's number:
+        the same flight says the same things. In flight: None, llama.cpp's own."""
+        if not self.clock.lockstep:
+            return None
+        return (self.cfg.sim.seed * 1_000_003 + self.boot * 10_007 + self._musing_no) & 0x7FFFFFFF
+
+    def _spend_generation(self, prompt: str, gen) -> bool:
+        """On the bench's lockstep clock, the generation takes the flight time it would take on the
+        rehearsed board (payload.budget.generation_s), not what this machine took; past the worker's
+        deadline it is killed there, as on the Pi. True when the musing may go on."""
+        if not self.clock.lockstep:
+            return True  # real time: the generation already took its time
+        from .budget import BENCH_BOARD, generation_s
+
+        cost = generation_s(self.cfg.persona.board or BENCH_BOARD, self.bundle.model_path.stat().st_size,
+                            len(prompt.encode("utf-8")), gen.tokens)
+        deadline = self.worker.timeout_s
+        if self.clock.spend(min(cost, deadline), cores=self.worker.n_threads, stop=self.producers_stop):
+            return False
+        if cost > deadline:
+            self.worker.kill()
+            raise PersonaError(f"no musing within {deadline:g} s on {self.cfg.persona.board or BENCH_BOARD} "
+                               f"(the bench prices this one at {cost:.0f} s); worker killed")
+        return True
 
     def musing_budget(self):
         """With `persona.board` set, what this musing may cost (payload/budget.py) from the board,
@@ -405,20 +440,16 @@ class Daemon:
             specs.append(("think", lambda: self._every(lambda: g.period_s("think", sched.musing_s),
                                                        sched.first_musing_s, self.think_once, "think")))
         for name, target in specs:
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._threads.append(self.clock.thread(target, name))
 
     def banner(self) -> str:
         """The first event of a boot: what flies, how it woke, what room it has (docs/payload.md)."""
-        import shutil
-
         import stratoecho
 
         g, m = self.governor, self.bundle.manifest if self.bundle else None
         sha = next((f.sha256 for f in m.files if f.path == m.model.file), None) if m else None
         try:
-            free_mb = shutil.disk_usage(self.data_dir).free / 2**20
+            free_mb = self.disk_usage(self.data_dir).free / 2**20
         except OSError:
             free_mb = None
         text = boot_banner(stratoecho.__version__, m.persona.name if m else None, sha[:8] if sha else None,
@@ -437,15 +468,15 @@ class Daemon:
         self.producers_stop.set()
         for t in self._threads:
             if t.name != "radio":
-                t.join(timeout=30)
-        deadline = time.monotonic() + self.clock.wall_s(drain_s)
-        while (drain_s > 0 and sum(self.store.depth().values()) and time.monotonic() < deadline
+                self.clock.join(t, 30.0)
+        end = self.clock.elapsed_s() + drain_s
+        while (drain_s > 0 and sum(self.store.depth().values()) and self.clock.elapsed_s() < end
                and not (abort is not None and abort.is_set())):
-            self.stop.wait(0.05)
+            self.clock.wait(min(1.0, end - self.clock.elapsed_s()), abort)
         self.stop.set()
         self.transmitter.wake.set()
         for t in self._threads:
-            t.join(timeout=30)
+            self.clock.join(t, 30.0)
         if self.worker is not None:
             self.worker.close()
         if self.camera is not None:
@@ -493,11 +524,15 @@ class Daemon:
         os.replace(tmp, path)
 
 
-def open_store(data_dir: Path, cfg: PayloadConfig) -> Store:
-    """The payload's queue in `data_dir`, with the configured batching and budgets."""
+def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, disk_usage=None) -> Store:
+    """The payload's queue in `data_dir`, with the configured batching and budgets; its batches and
+    ageing run on `clock`'s UTC (flight time), its free space is `disk_usage`'s (the card's)."""
     mb = 1024 * 1024
     sc = cfg.store
     budgets = Budgets(per_stream={k: int(v * mb) for k, v in sc.budget_mb.items()},
                       total=int(sc.total_mb * mb) if sc.total_mb else None, min_free=int(sc.min_free_mb * mb))
+    extra = {} if clock is None else {"clock": lambda: clock.now().timestamp()}
+    if disk_usage is not None:
+        extra["disk_usage"] = disk_usage
     return Store(Path(data_dir) / "queue.db", flush_s=sc.flush_s, budgets=budgets, aging_s=sc.aging_s,
-                 memory_limit=sc.memory_records)
+                 memory_limit=sc.memory_records, **extra)

@@ -53,7 +53,7 @@ class Devices:
     """The drivers the configuration names, built but not yet talking (each opens on first read)."""
 
     def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic,
-                 gps_port: str | None = None):
+                 gps_port: str | None = None, flight_clock=None):
         from .gps import GpsReceiver
         from .i2c_sensors import Bme280, Ina219
 
@@ -62,8 +62,9 @@ class Devices:
         def bus(n: int) -> LazyBus:
             return buses.setdefault(n, LazyBus(n, bus_opener))
 
+        self.flight_clock = flight_clock  # waits (the GPS's, its follower's thread) are on this clock
         self.gps = (GpsReceiver(gps_port or cfg.gps.port, cfg.gps.baud, silent_after_s=cfg.gps.silent_after_s,
-                                clock=clock) if cfg.gps else None)
+                                clock=clock, flight_clock=flight_clock) if cfg.gps else None)
         self.bme280 = Bme280(bus(cfg.bme280.bus), cfg.bme280.address, clock=clock) if cfg.bme280 else None
         self.bme280_box = (Bme280(bus(cfg.bme280_box.bus), cfg.bme280_box.address, clock=clock)
                            if cfg.bme280_box else None)
@@ -84,12 +85,16 @@ class GpsFollower:
     time, as gpsd does, keeps the position as fresh as the last epoch.
     """
 
-    def __init__(self, gps, poll_s: float = 1.0):
+    def __init__(self, gps, poll_s: float = 1.0, flight_clock=None):
         self.gps, self.poll_s = gps, poll_s
+        self.flight_clock = flight_clock
         self._lock = threading.Lock()
         self._latest = None
-        self._thread = threading.Thread(target=self._run, name="gps", daemon=True)
-        self._thread.start()
+        if flight_clock is not None:
+            self._thread = flight_clock.thread(self._run, "gps")
+        else:
+            self._thread = threading.Thread(target=self._run, name="gps", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while not self.gps.stop.is_set():
@@ -114,7 +119,10 @@ class GpsFollower:
 
     def close(self) -> None:
         self.gps.stop.set()
-        self._thread.join(timeout=5)
+        if self.flight_clock is not None:
+            self.flight_clock.join(self._thread, 5.0)
+        else:
+            self._thread.join(timeout=5)
 
 
 class HardwareSensors:
@@ -139,7 +147,8 @@ class HardwareSensors:
         self.clock_from_gps, self.clock_check_s = clock_from_gps, clock_check_s
         self._clock_checked_at: float | None = None
         self.clock_result = None
-        self.follower = GpsFollower(devices.gps) if devices.gps is not None and follow_gps else None
+        self.follower = (GpsFollower(devices.gps, flight_clock=getattr(devices, "flight_clock", None))
+                         if devices.gps is not None and follow_gps else None)
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
                       "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
         self._status: dict[str, str] = {}

@@ -431,6 +431,9 @@ class GpsReceiver:
       reset once sentences flow again; "open" counts failed opens.
 
     Waiting is done on `stop` (a threading.Event), so a daemon shutdown ends it at once.
+    With `flight_clock` (the daemon's `stratoecho.clock` clock) every wait — for bytes, for a
+    re-open — is a wait on that clock, in flight seconds: on the bench's lockstep the time a
+    sentence arrives is the time it was written, however busy the machine.
     """
 
     READ_POLL_S = 0.05
@@ -449,6 +452,7 @@ class GpsReceiver:
         backoff_max_s: float = 60.0,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        flight_clock=None,
     ):
         import serial  # lazily, like every serial part
 
@@ -459,7 +463,8 @@ class GpsReceiver:
         self.reconfigure_every_s, self.silent_after_s = reconfigure_every_s, silent_after_s
         self.backoff = Backoff(initial_s=backoff_initial_s, factor=2.0, max_s=backoff_max_s)
         self._failed_opens = 0  # consecutive: sets the back-off
-        self.stop = stop or threading.Event()
+        self.flight_clock = flight_clock
+        self.stop = stop or (flight_clock.event() if flight_clock is not None else threading.Event())
         self.clock = clock
         self.parser = NmeaParser()
         self.state = FixState()
@@ -488,12 +493,12 @@ class GpsReceiver:
                 if now >= self._next_open_at:
                     self._open()
                     continue
-                if not self.stop.wait(max(0.0, min(deadline, self._next_open_at) - now)):
+                if not self._wait(max(0.0, min(deadline, self._next_open_at) - now)):
                     if self.clock() >= deadline:
                         break
                 continue
             self._maybe_configure(now)
-            data = self._read_bytes()
+            data = self._read_bytes(self._next_check_at(deadline) - now)
             now = self.clock()
             if data:
                 heard_bytes = True
@@ -581,8 +586,27 @@ class GpsReceiver:
         self._silent = True
         self._fault("silent")
 
-    def _read_bytes(self) -> bytes:
+    def _wait(self, seconds: float) -> bool:
+        """Wait on the stop event; True if it was set."""
+        if self.flight_clock is not None:
+            return self.flight_clock.wait(seconds, self.stop)
+        return self.stop.wait(seconds)
+
+    def _next_check_at(self, deadline: float) -> float:
+        """When the read loop must look up from the port: the caller's deadline, an ACK overdue,
+        silence, the next configuration."""
+        at = min(deadline, self._last_heard_at + self.silent_after_s, self._next_config_at)
+        if self._config_sent_at is not None:
+            at = min(at, self._config_sent_at + self.ack_timeout_s)
+        return at
+
+    def _read_bytes(self, timeout_s: float = READ_POLL_S) -> bytes:
         try:
+            if self.flight_clock is not None and _has_fileno(self._port):
+                # Wait on the flight clock until bytes arrive or something is due, then take them all.
+                if not self.flight_clock.wait_readable([self._port], max(timeout_s, 0.0), self.stop):
+                    return b""
+                return self._port.read(max(self._port.in_waiting, 1))
             first = self._port.read(1)  # blocks at most READ_POLL_S
             return first + self._port.read(self._port.in_waiting) if first else b""
         except (self._serial_error, OSError) as e:
@@ -636,6 +660,16 @@ class GpsReceiver:
             self.errors["nak"] += 1
             self.airborne = False
             self._next_config_at = now + self.ack_retry_s
+
+
+def _has_fileno(port) -> bool:
+    """A real serial port (or pseudo-terminal) has a descriptor to wait on; pyserial's URLs
+    (`loop://`, `socket://`) may not."""
+    try:
+        port.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- system time

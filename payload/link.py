@@ -131,7 +131,7 @@ class Transmitter:
         self.budget = AirtimeBudget(cfg.duty_cycle)
         self.loss = fec.LossEstimator(prior_loss=cfg.fec_prior_loss, prior_burst=cfg.fec_prior_burst)
         self.stats = LinkStats()
-        self.wake = threading.Event()  # set by producers when they queue something
+        self.wake = clock.event()  # set by producers when they queue something
         self._lock = threading.Lock()
         self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int, int]] = OrderedDict()  # record, frames left, k, n
         self._repairs: deque[bytes] = deque()
@@ -280,7 +280,7 @@ class Transmitter:
         end = self.clock.elapsed_s() + self.uplink_cfg.window_s
         left = self.uplink_cfg.window_s
         while True:  # at least one receive, however fast the bench clock runs
-            for frame in receive(self.clock.wall_s(left)):
+            for frame in receive(left):
                 self.stats.uplink_frames += 1
                 self.on_uplink(frame)
             left = end - self.clock.elapsed_s()
@@ -300,5 +300,5 @@ class Transmitter:
                 sent = False
             if not sent:
                 # Nothing to send: sleep until a producer queues something (or we stop).
-                self.wake.wait(timeout=1.0)
+                self.wake.wait(timeout=1.0)  # flight seconds
                 self.wake.clear()

@@ -47,12 +47,16 @@ class RadioError(Exception):
 
 
 class UdpRadio:
-    """One datagram per frame to HOST:PORT."""
+    """One datagram per frame to HOST:PORT. `clock` times the uplink's waits (flight seconds) and
+    makes the socket: on the bench's lockstep, one whose datagrams the bench's time waits for."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, clock=None):
+        from .clock import Clock
+
         self.address = (host, port)
+        self.clock = clock or Clock()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock = self.clock.udp_socket(family)
 
     def send(self, frame: bytes) -> None:
         try:
@@ -63,9 +67,11 @@ class UdpRadio:
             pass
 
     def receive(self, timeout_s: float) -> list[bytes]:
-        """Datagrams that reach our sending socket within `timeout_s` (the uplink); returns as
-        soon as one arrives, an empty list if none does."""
-        self.sock.settimeout(max(timeout_s, 0.001))
+        """Datagrams that reach our sending socket within `timeout_s` flight seconds (the uplink);
+        returns as soon as one arrives, an empty list if none does."""
+        if not self.clock.wait_readable([self.sock], max(timeout_s, 0.0)):
+            return []
+        self.sock.setblocking(False)
         try:
             frame, _ = self.sock.recvfrom(65535)
         except (socket.timeout, BlockingIOError):
@@ -402,8 +408,8 @@ class LoRaUartRadio:
         self._opened.clear()
 
 
-def _udp_from_config(cfg) -> UdpRadio:
-    return UdpRadio(*parse_hostport(cfg.udp))
+def _udp_from_config(cfg, clock=None) -> UdpRadio:
+    return UdpRadio(*parse_hostport(cfg.udp), clock=clock)
 
 
 # One entry per `radio.kind`; config.RadioSection's Literal lists the same names.
@@ -414,6 +420,9 @@ RADIOS: dict[str, Callable[..., Radio]] = {
 }
 
 
-def make_radio(cfg) -> Radio:
-    """The radio `cfg` (a `RadioSection`) names, opened; `RadioError` if it cannot be."""
+def make_radio(cfg, clock=None) -> Radio:
+    """The radio `cfg` (a `RadioSection`) names, opened; `RadioError` if it cannot be. `clock`
+    (the daemon's) times the UDP radio's uplink waits."""
+    if cfg.kind == "udp":
+        return _udp_from_config(cfg, clock)
     return RADIOS[cfg.kind](cfg)

@@ -135,7 +135,8 @@ class Budgets:
 class Store:
     def __init__(self, path: str | Path, *, vfs: str | None = None, flush_s: float = 60.0,
                  budgets: Budgets | None = None, aging_s: float = 900.0, memory_limit: int = 2000,
-                 clock=time.time):
+                 clock=time.time, disk_usage=shutil.disk_usage):
+        self.disk_usage = disk_usage  # the card's (total, used, free); the bench's simulated card on a bench
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.vfs, self.flush_s, self.aging_s, self.clock = vfs, flush_s, aging_s, clock
@@ -577,7 +578,7 @@ class Store:
                     return
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.path.parent).free
+        return self.disk_usage(self.path.parent).free
 
     # ------------------------------------------------------------------ reading
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -78,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for the report, air.hex and databases")
     f.add_argument("--minutes", type=float, help="flight minutes to fly (default: the whole flight until landing + 5 min)")
-    f.add_argument("--speedup", type=float, default=60.0, help="flight seconds per wall second (default 60: a 2.5 h flight in ~2.5 min)")
+    f.add_argument("--speedup", type=_speedup, default=60.0, metavar="N|max",
+                   help="at most N flight seconds per wall second, or 'max': as fast as this machine allows "
+                        "(default 60: a 2.5 h flight in ~2.5 min). The flight is the same at any speed-up: "
+                        "the bench's clock waits for the slowest process. 1 is real time on the system's clock")
     f.add_argument("--loss", type=_loss, default=_loss("0.1"), metavar="SPEC",
                    help="bursty Gilbert-Elliott loss: mean share lost, e.g. 0.3, or 0.3:burst=8 for longer bursts (default 0.1)")
     f.add_argument("--persona", type=Path, default=Path("build/persona"), metavar="BUNDLE",
@@ -166,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _speedup(text: str) -> float | None:
+    from .timekeeper import speedup_arg
+
+    try:
+        return speedup_arg(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number or 'max'") from e
+
+
 def cmd_fly(args: argparse.Namespace) -> int:
     from .fly import FlyError, FlyOptions, fly
 
@@ -185,8 +198,9 @@ def cmd_fly(args: argparse.Namespace) -> int:
         f"\nflight over: {m['delivered']}/{m['generated']} musings and {t['received']}/{t['sent']} "
         f"telemetry sentences reached the ground; {fr['received']}/{fr['sent']} frames; "
         f"{report['airtime_s']:.0f} s on air; {report['energy_wh']:.2f} Wh; "
-        f"{report['repair']['nacks_sent']} NACKs asked for {report['repair']['items_requested']} records. "
-        f"Report: {args.out / 'report.json'}",
+        f"{report['repair']['nacks_sent']} NACKs asked for {report['repair']['items_requested']} records; "
+        f"{report['flight_s'] / 60:.0f} flight minutes in {report['wall_s']:.0f} s "
+        f"({report['achieved_speedup']}x). Report: {args.out / 'report.json'}",
         file=sys.stderr,
     )
     return 0
@@ -283,13 +297,17 @@ def cmd_channel(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stop = threading.Event()
+    from stratoecho.clock import ENV, flight_clock
+
+    bench = flight_clock(name="channel") if os.environ.get(ENV) else None  # `sim fly`'s lockstep
+    stop = bench.event() if bench is not None else threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         ch = Channel(args.listen, args.forward[0], args.loss, args.seed, args.air_hex, stop,
                      uplink_loss=args.uplink_loss, uplink_hex=args.uplink_hex, stations=stations,
-                     position=position, config=config, clock=WorldClock(args.world_clock, args.speedup))
+                     position=position, config=config, clock=WorldClock(args.world_clock, args.speedup),
+                     bench=bench)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

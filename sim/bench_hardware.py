@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -40,7 +41,12 @@ log = structlog.get_logger(__name__)
 
 BME280_AIR, BME280_BOX, INA219 = 0x76, 0x77, 0x40
 SHUNT_OHMS = 0.1
-STEP_WALL_S = 0.05  # how often the world is stepped: fine enough for 1 Hz NMEA at 60x
+STEP_WALL_S = 0.05  # on a free-running clock: how often the world is stepped (fine enough for 1 Hz NMEA at 60x)
+STEP_S = 1.0  # on the lockstep clock: the world steps every flight second, as the GPS reports
+SAVE_EVERY_S = 30.0  # flight seconds between saves of the battery (a brown-out saves first)
+CARD_BYTES = 32 * 10**9  # the simulated SD card: a 32 GB card
+CARD_OS_BYTES = 3 * 10**9  # Raspberry Pi OS Lite on it
+DAEMON_CORES = 0.05  # the daemon's own load beside the persona (the bench's measured idle, docs/payload.md)
 
 # ------------------------------------------------------------------ faults
 
@@ -108,6 +114,22 @@ class FaultPlan:
 # ------------------------------------------------------------------ the world behind the drivers
 
 
+class ModelledCpu:
+    """On the lockstep clock the CPU load is modelled, not measured (a measurement would make the
+    battery depend on the machine): the daemon's idle share plus the persona's generations, which
+    the payload spends on the clock (`clock.spend`)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._last = clock.elapsed_s()
+
+    def busy(self) -> float:
+        now = self.clock.elapsed_s()
+        cores = self.clock.load_cores(self._last, now) if now > self._last else 0.0
+        self._last = now
+        return DAEMON_CORES + (cores or 0.0)
+
+
 class CpuMeter:
     """Share of one core this process and its children (the persona worker) used since the last call."""
 
@@ -173,16 +195,17 @@ class BenchHardware:
         self.box = Bme280Device(seed=seed + 1)
         self.ina = Ina219Device(seed=seed + 2)
         self.bus = FakeI2cBus({BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina})
-        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=self.gps_period_wall_s(clock.speedup),
-                             sim_clock=clock.elapsed_s, seed=seed)
+        self.lockstep = bool(getattr(clock, "lockstep", False))
+        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=self.gps_epoch_s / self.speed(clock),
+                             sim_clock=clock.elapsed_s, seed=seed, clock=clock if self.lockstep else None)
         self.camera = SimCameraBackend(lambda: self.flight.altitude_m(self.clock.elapsed_s()), size=(320, 240),
-                                       seed=seed)
+                                       seed=seed, event=clock.event)
         self.pins = MockFactory()
         self.heater_pin = heater_pin
-        self.cpu = CpuMeter()
+        self.cpu = ModelledCpu(clock) if self.lockstep else CpuMeter()
         self.state = None  # the last PowerState
         self._captures = 0
-        self._saved_at = -1.0
+        self._saved_at = -math.inf
         self._t = clock.elapsed_s()
         self._throttled_since_boot = 0
         self._stop = threading.Event()
@@ -191,20 +214,29 @@ class BenchHardware:
         # What the world does not change: a Pi Zero 2 W's memory and a quiet load, written once.
         _write(self.root / "proc/meminfo", "MemTotal:         427060 kB\nMemAvailable:     231000 kB\n")
         _write(self.root / "proc/loadavg", "0.42 0.38 0.30 1/120 999\n")
+        self._stop = clock.event()
         self.step()
-        self._thread = threading.Thread(target=self._run, name="bench-world", daemon=True)
-        self._thread.start()
+        if self.lockstep:
+            self._thread = clock.thread(self._run, "bench-world")
+        else:
+            self._thread = threading.Thread(target=self._run, name="bench-world", daemon=True)
+            self._thread.start()
 
     @staticmethod
-    def gps_period_wall_s(speedup: float) -> float:
-        """1 Hz in flight time, but at most 100 epochs a wall second (a pty and a parser keep up with that)."""
-        return max(1.0 / speedup, 0.01)
+    def speed(clock) -> float:
+        """Flight seconds per wall second of a free-running clock; 1 on the lockstep (its waits are flight time)."""
+        return 1.0 if getattr(clock, "lockstep", False) else clock.speedup
 
-    @classmethod
-    def gps_silent_after_s(cls, speedup: float, configured_s: float) -> float:
-        """Silence on the bench is measured in flight seconds: at least 20 epochs, so a busy
-        bench machine's scheduling hiccup is not a silent GPS."""
-        return max(configured_s, 20 * cls.gps_period_wall_s(speedup) * speedup)
+    @property
+    def gps_epoch_s(self) -> float:
+        """Flight seconds between GPS epochs: 1 Hz, or on a fast free-running clock at most 100
+        epochs a wall second (a pty and a parser keep up with that)."""
+        return 1.0 if self.lockstep else max(1.0 / self.clock.speedup, 0.01) * self.clock.speedup
+
+    def gps_silent_after_s(self, configured_s: float) -> float:
+        """Silence on the bench is measured in flight seconds: at least 20 epochs, so on a
+        free-running clock a busy machine's scheduling hiccup is not a silent GPS."""
+        return configured_s if self.lockstep else max(configured_s, 20 * self.gps_epoch_s)
 
     # -- what the payload opens instead of hardware ------------------------------------
 
@@ -228,6 +260,20 @@ class BenchHardware:
     @property
     def sysfs_root(self) -> Path:
         return self.root
+
+    def card_usage(self, path) -> shutil._ntuple_diskusage:
+        """The simulated SD card, as shutil.disk_usage says it: CARD_BYTES, of which the OS takes
+        CARD_OS_BYTES and the payload what its data folder holds (its databases and stills; not the
+        JSON bookkeeping, whose size follows wall-clock figures). The bench machine's own disk
+        would make a flight's health records depend on it."""
+        used = CARD_OS_BYTES
+        for p in self.root.parent.rglob("*"):
+            if p.suffix not in (".json", ".tmp"):
+                try:
+                    used += p.stat().st_size if p.is_file() else 0
+                except OSError:
+                    pass  # removed while we looked: it holds nothing now
+        return shutil._ntuple_diskusage(CARD_BYTES, used, max(CARD_BYTES - used, 0))
 
     def vcgencmd(self, argv) -> str:
         """`vcgencmd get_throttled`: bit 0 under-voltage now, bit 16 since boot."""
@@ -269,10 +315,12 @@ class BenchHardware:
         _write(self.root / "proc/uptime", f"{max(t, 0.0):.2f} {max(t, 0.0) * 3:.2f}\n")
         for fault, edge in self.faults.due(t):
             self.apply(fault, edge)
-        # Twice a wall second is enough for a reboot to resume the battery; a brown-out saves first.
-        if self.state_path is not None and (st.browned_out or time.monotonic() - self._saved_at >= 0.5):
+        # Every SAVE_EVERY_S flight seconds is enough for a reboot to resume the battery (on a
+        # free-running clock: twice a wall second); a brown-out saves first.
+        since = t - self._saved_at if self.lockstep else time.monotonic() - self._saved_at
+        if self.state_path is not None and (st.browned_out or since >= (SAVE_EVERY_S if self.lockstep else 0.5)):
             _write(self.state_path, json.dumps(self.power.to_dict()))
-            self._saved_at = time.monotonic()
+            self._saved_at = t if self.lockstep else time.monotonic()
         if st.browned_out and self.brownout_kills:
             # The regulator dropped out: the Pi stops mid-instruction, as on a real flight.
             log.error("brown_out", flight_s=round(t), battery_v=round(st.battery_v, 3))
@@ -307,8 +355,8 @@ class BenchHardware:
 
     def _run(self) -> None:
         # Finer than a flight second is wasted work; at 1x the world steps once a second.
-        step_wall_s = max(STEP_WALL_S, min(1.0, 1.0 / self.clock.speedup))
-        while not self._stop.wait(step_wall_s):
+        step_s = STEP_S if self.lockstep else max(STEP_WALL_S, min(1.0, 1.0 / self.clock.speedup)) * self.clock.speedup
+        while not self.clock.wait(step_s, self._stop):
             try:
                 self.step()
             except Exception:  # the world must not die quietly under a flight: log and go on
@@ -316,7 +364,7 @@ class BenchHardware:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self.clock.join(self._thread, 5.0)
         self.camera.release()
         self.gps.close()
         self.pins.close()

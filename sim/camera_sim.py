@@ -92,6 +92,7 @@ class SimCameraBackend:
         size: tuple[int, int] = (640, 480),
         quality: int = 90,
         seed: int = 0,
+        event: Callable[[], threading.Event] = threading.Event,
     ):
         self.altitude_m = altitude_m
         self.sun_elevation_deg = sun_elevation_deg
@@ -103,7 +104,8 @@ class SimCameraBackend:
         self._cloud = [_value_noise(self._rng, 64) for _ in range(4)]
         self._lock = threading.Lock()
         self._unplugged = False
-        self._release = threading.Event()
+        self._event = event  # the bench clock's events: a hung capture waits on flight time
+        self._release = event()
         self._release.set()
         self.is_open = False
         self.opens = 0
@@ -120,7 +122,7 @@ class SimCameraBackend:
 
     def hang(self) -> None:
         with self._lock:
-            self._release = threading.Event()
+            self._release = self._event()
 
     def release(self) -> None:
         with self._lock:

@@ -14,8 +14,9 @@ through that station's uplink losses and the payload's half duplex.
     payload ──sock──▶ channel ──outs[i]──▶ ground station i
     payload ◀──sock── channel ◀──outs[i]── ground station i
 
-Flight time comes from `WorldClock`: the bench world's clock file once the flight has
-launched (on the pad until then), or the relay's own start times a speed-up.
+Flight time comes from the bench's lockstep clock when `sim fly` runs the relay (`bench`:
+its sockets, its waits), else from `WorldClock`: the bench world's clock file once the
+flight has launched (on the pad until then), or the relay's own start times a speed-up.
 Without a `ChannelConfig` the relay is the plain Gilbert–Elliott channel it always was
 (no path loss, no half duplex), which is what tests with exact loss patterns rely on.
 """
@@ -115,8 +116,8 @@ def balloon_position(seed: int = 1) -> Callable[[float], Position]:
     return lambda t: (*flight.position(t), flight.altitude_m(t))
 
 
-def _bind_towards(forward: tuple[str, int]) -> socket.socket:
-    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def _bind_towards(forward: tuple[str, int], udp: Callable[[], socket.socket]) -> socket.socket:
+    out = udp()
     # Bound now, not implicitly at the first sendto, so select() can wait on it from the start;
     # on loopback only when the ground is local, so no one else can inject uplink through it.
     out.bind(("127.0.0.1" if forward[0] in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
@@ -140,23 +141,27 @@ class Channel:
         position: Callable[[float], Position] | None = None,
         config: ChannelConfig | None = None,
         clock: Callable[[], float] | None = None,
+        bench=None,
     ):
         """`stations` without a `forward` of their own send to `forward`. `clock` gives
         flight seconds (default: a `WorldClock` at 60×); a `speedup` attribute on it turns
-        flight-time delays into wall time."""
+        flight-time delays into wall time. `bench` (a `stratoecho.clock.LockstepClock`)
+        replaces both: its flight time, its sockets, its waits."""
         base = config if config is not None else ChannelConfig(path_loss=False, half_duplex=False)
         cfg = replace(base, loss=loss, uplink_loss=uplink_loss)
         stations = [replace(s, forward=s.forward or forward) for s in (stations or [launch_station(seed)])]
         self.radio = RadioChannel(stations, position or balloon_position(seed), cfg, seed)
-        self.clock = clock or WorldClock(None, DEFAULT_SPEEDUP)
+        self.bench = bench
+        self.clock = bench.elapsed_s if bench is not None else (clock or WorldClock(None, DEFAULT_SPEEDUP))
+        udp = bench.udp_socket if bench is not None else (lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         self.forward = stations[0].forward
         self.payload_addr: tuple | None = None  # where the latest payload frame came from
         self.stop = stop
         self.stats = ChannelStats()
         self._forwarded: set[int] = set()  # downlink seqs that reached some station
-        self._queue: list[tuple[float, int, Delivery]] = []  # (wall due, tiebreak, delivery)
+        self._queue: list[tuple[float, int, Delivery]] = []  # (flight due, tiebreak, delivery)
         self._tiebreak = itertools.count()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = udp()
         try:
             self.sock.bind(listen)
         except OSError as e:
@@ -164,7 +169,7 @@ class Channel:
         host, port = self.sock.getsockname()[:2]
         log.info("listening", address=f"{host}:{port}", forward=f"{self.forward[0]}:{self.forward[1]}",
                  loss=loss.mean_loss, stations=[s.name for s in stations], path_loss=cfg.path_loss)
-        self.outs = [_bind_towards(s.forward) for s in stations]  # one per station: uplink says who sent it
+        self.outs = [_bind_towards(s.forward, udp) for s in stations]  # one per station: uplink says who sent it
         self.out = self.outs[0]
         self.sock.setblocking(False)
         self.air = open(air_hex, "a", encoding="ascii")
@@ -174,12 +179,20 @@ class Channel:
     def speedup(self) -> float:
         return getattr(self.clock, "speedup", DEFAULT_SPEEDUP)
 
+    def _wait(self) -> list:
+        """The sockets with something to read, waiting at most until the next delivery is due."""
+        socks = [self.sock, *self.outs]
+        if self.bench is not None:
+            return self.bench.wait_readable(socks, self._due_in_s(), self.stop)
+        ready, _, _ = select.select(socks, [], [], max(min(POLL_S, self._due_in_s() / self.speedup), 0.0))
+        return ready
+
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
         while not self.stop.is_set():
             # One thread over all sockets; the timeout is how promptly a stop or a due frame is noticed.
-            ready, _, _ = select.select([self.sock, *self.outs], [], [], self._timeout())
+            ready = self._wait()
             if self.sock in ready:
                 self._downlink()
             for i, out in enumerate(self.outs):
@@ -188,19 +201,21 @@ class Channel:
             self._send_due()
         self._send_due(everything=True)  # what is held back or late still counts as delivered
 
-    def _timeout(self) -> float:
-        timeout = POLL_S
-        if self._queue:
-            timeout = min(timeout, self._queue[0][0] - time.monotonic())
-        release = self.radio.next_release_s()
-        if release is not None:
-            timeout = min(timeout, (release - self.clock()) / self.speedup)
-        return max(timeout, 0.0)
+    def _due_in_s(self) -> float:
+        """Flight seconds until a held or delayed frame is due (a fifth of a wall second's worth at most
+        on a free-running clock, so a stop is noticed; none on the lockstep, which wakes us for it)."""
+        now = self.clock()
+        due = [self._queue[0][0]] if self._queue else []
+        if (release := self.radio.next_release_s()) is not None:
+            due.append(release)
+        if self.bench is not None:
+            return max(min(due) - now, 0.0) if due else None  # nothing due: wait for a frame
+        return max(min([now + POLL_S * self.speedup, *due]) - now, 0.0)
 
     def _send_due(self, everything: bool = False) -> None:
         for d in self.radio.release(self.clock(), everything=everything):
             self._send(d)
-        now = time.monotonic()
+        now = self.clock()
         while self._queue and (everything or self._queue[0][0] <= now):
             self._send(heapq.heappop(self._queue)[2])
 
@@ -220,10 +235,9 @@ class Channel:
         self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
         self.air.write(frame.hex() + "\n")
         self.air.flush()
-        now = time.monotonic()
         for d in self.radio.downlink(frame, t):
             if d.delay_s > 0:
-                heapq.heappush(self._queue, (now + d.delay_s / self.speedup, next(self._tiebreak), d))
+                heapq.heappush(self._queue, (t + d.delay_s, next(self._tiebreak), d))
             else:
                 self._send(d)
 

@@ -9,6 +9,12 @@ ground, and the ground asks for what it missed in the payload's listen windows.
 
 The ground station's live output (musings as they complete, positions) is this
 command's output; each process's log goes to a file in the output folder.
+
+Flight time: unless --speedup is 1, the three processes run on the bench's lockstep
+clock (`sim/timekeeper.py`, `stratoecho/clock.py`): this command owns flight time and
+moves it only when every process has done what is due, so a flight's results depend on
+its seed alone — `--speedup N` flies at most N times real time, `--speedup max` as fast
+as the machine allows. At `--speedup 1` every process reads the system's monotonic clock.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
@@ -30,8 +36,10 @@ from groundstation.uplink import generate_key_file
 from .bench_hardware import Fault
 from .loss import LossSpec
 from .scenarios import Scenario, flight_for, scenario
+from .timekeeper import Timekeeper, TimekeeperError
 
 log = structlog.get_logger(__name__)
+SETTLE_S = 30.0  # flight seconds the channel and ground go on after the payload stops: held frames land
 
 DEFAULT_PERSONA = Path("build/persona")
 OUTPUTS = ("report.json", "air.hex", "ground.db", "ground.db-wal", "ground.db-shm", "channel.json",
@@ -48,7 +56,7 @@ class FlyOptions:
     out: Path
     persona: Path | None = DEFAULT_PERSONA
     minutes: float | None = None
-    speedup: float = 60.0
+    speedup: float | None = 60.0  # None: as fast as the machine allows (lockstep); 1: real time
     loss: LossSpec = LossSpec()
     seed: int = 1
     overwrite: bool = False
@@ -160,11 +168,24 @@ class Flyer:
         self.actions: list[tuple[float, str]] = sorted(
             [(t, "reboot") for t in sc.reboots] + [(t, "ground") for t in sc.ground_restarts])
         self.done_actions: list[dict] = []
+        # The lockstep's timekeeper (None at --speedup 1). Its socket lives in a short temporary
+        # folder: a Unix socket's path must stay under 108 bytes, an --out folder need not.
+        self.tk: Timekeeper | None = None
+        if opts.speedup != 1:
+            import tempfile
+
+            self._sock_dir = Path(tempfile.mkdtemp(prefix="stratoecho-clock-"))
+            self.tk = Timekeeper(self._sock_dir / "sock", opts.speedup, on_advance=self._progress)
+            self.env.update(self.tk.env())
+        self._bar = None
+        self._bar_at = 0.0
+        self._cut = False  # a planned power cut is under way (the payload is down on purpose)
 
     # -- processes ---------------------------------------------------------------------
 
     def start_ground(self) -> None:
         py = sys.executable
+        seen = self._listening_lines("ground")
         self.procs["ground"] = subprocess.Popen(
             [py, "-m", "groundstation", "listen", "--udp", f"127.0.0.1:{self.ground_port}", "--db",
              str(self.out / "ground.db"), "--stats", str(self.out / "ground.json")]
@@ -174,8 +195,8 @@ class Flyer:
             + (["--quiet"] if self.opts.quiet else []),
             stdout=None if not self.opts.quiet else subprocess.DEVNULL, stderr=self.logs["ground"], env=self.env,
         )
-        self.ground_port = wait_listening(self.out / "ground.log", self.procs["ground"], "ground station",
-                                          skip=self._listening_lines("ground"))
+        self._admit("ground", "ground station")
+        self.ground_port = wait_listening(self.out / "ground.log", self.procs["ground"], "ground station", skip=seen)
 
     def _listening_lines(self, name: str) -> int:
         """How many `listening` lines the log holds already (a restarted process appends its own)."""
@@ -188,7 +209,7 @@ class Flyer:
                f"127.0.0.1:{self.ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
                "--seed", str(opts.seed), "--air-hex", str(self.out / "air.hex"), "--stats",
                str(self.out / "channel.json"), "--uplink-hex", str(self.out / "uplink.hex"),
-               "--world-clock", str(self.world_clock), "--scenario", self.sc.name, "--speedup", str(opts.speedup)]
+               "--world-clock", str(self.world_clock), "--scenario", self.sc.name, "--speedup", str(opts.speedup or 60)]
         for a, b in self.sc.outages:
             cmd += ["--outage", f"{a:g}:{b:g}"]
         cmd += list(self.sc.channel_args)
@@ -196,12 +217,13 @@ class Flyer:
             cmd += ["--no-path-loss"]
         self.procs["channel"] = subprocess.Popen(cmd, stdout=self.logs["channel"], stderr=self.logs["channel"],
                                                  env=self.env)
+        self._admit("channel", "channel")
         return wait_listening(self.out / "channel.log", self.procs["channel"], "channel")
 
     def start_payload(self, channel_port: int) -> None:
         opts = self.opts
         cmd = [sys.executable, "-m", "payload", "run", "--sim", "--udp", f"127.0.0.1:{channel_port}",
-               "--data", str(self.out / "payload"), "--speedup", str(opts.speedup), "--seed", str(opts.seed),
+               "--data", str(self.out / "payload"), "--speedup", str(opts.speedup or 60), "--seed", str(opts.seed),
                "--minutes", str(self.flight_s / 60), "--world-clock", str(self.world_clock),
                "--scenario", self.sc.name]
         cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
@@ -212,6 +234,16 @@ class Flyer:
         self.payload_boots += 1
         self.procs["payload"] = subprocess.Popen(cmd, stdout=self.logs["payload"], stderr=self.logs["payload"],
                                                  env=self.env)
+        self._admit("payload", "payload")
+
+    def _admit(self, name: str, what: str) -> None:
+        """On the lockstep: nothing moves until the process has started and waits for flight time."""
+        if self.tk is None:
+            return
+        try:
+            self.tk.admit(self.procs[name], what)
+        except TimekeeperError as e:
+            raise FlyError(f"{e}; see {self.out / (name + '.log')}") from e
 
     def keep_stats(self) -> None:
         """A payload about to be restarted starts its statistics afresh: keep this boot's."""
@@ -220,6 +252,82 @@ class Flyer:
             os.replace(stats, self.out / "payload" / f"stats.boot{self.payload_boots}.json")
 
     # -- the flight --------------------------------------------------------------------
+
+    def _progress(self, now: float) -> None:
+        if self._bar is not None and time.monotonic() - self._bar_at > 0.2:
+            self._bar.n = min(round(now / 60, 1), self._bar.total)
+            self._bar.refresh()
+            self._bar_at = time.monotonic()
+
+    def run_lockstep(self, channel_port: int) -> float:
+        """Fly on the lockstep until the payload ends its flight; the wall seconds it took."""
+        from tqdm import tqdm
+
+        tk, opts = self.tk, self.opts
+        started = time.monotonic()
+        for t, action in self.actions:
+            tk.at(t, lambda t=t, action=action: self.do_lockstep(action, t, channel_port))
+        show = opts.quiet and sys.stderr.isatty()
+        with tqdm(total=round(self.flight_s / 60, 1), unit="flight min", disable=not show, file=sys.stderr,
+                  leave=False) as self._bar:
+            try:
+                while True:
+                    payload = self.procs["payload"]
+                    if self._cut:  # a planned power cut: time goes on until the payload is started again
+                        tk.run(until=lambda: self.procs["payload"] is not payload)
+                        self._cut = False
+                        continue
+                    tk.run(until=lambda: payload.poll() is not None or self._cut, while_present="payload")
+                    if self._cut:
+                        continue
+                    rc = payload.wait()
+                    if rc == 0:
+                        break
+                    if rc == -signal.SIGKILL and tk.now < self.flight_s and self.unplanned_reboots < 3:
+                        # The bench world cut the power (a brown-out): the Pi comes back at once.
+                        self.unplanned_reboots += 1
+                        self.done_actions.append({"t_s": round(tk.now), "action": "brown-out reboot"})
+                        self.keep_stats()
+                        self.start_payload(channel_port)
+                        continue
+                    raise FlyError(f"payload exited with code {rc} at flight second {tk.now:.0f}; "
+                                   f"see {self.out / 'payload.log'}")
+                # Frames held back or delayed by the channel are still on their way: let them land.
+                tk.run(until=lambda: False, until_s=tk.now + SETTLE_S)
+            except TimekeeperError as e:
+                raise FlyError(str(e)) from e
+            finally:
+                self._bar = None
+        return time.monotonic() - started
+
+    def do_lockstep(self, action: str, t: float, channel_port: int) -> None:
+        """A scenario's action at flight second `t`, run while nothing else moves."""
+        if action == "reboot":
+            log.info("power_cut", flight_s=round(t))
+            p = self.procs["payload"]
+            self._cut = True
+            p.kill()  # no warning, no flush: a power cut
+            p.wait()
+            self.keep_stats()
+            self.tk.at(t + self.sc.reboot_s, lambda: self.start_payload(channel_port))
+            self.done_actions.append({"t_s": round(t), "action": "power cut and reboot", "down_s": self.sc.reboot_s})
+        elif action == "ground":
+            log.info("ground_restart", flight_s=round(t))
+            self.stop_lockstep("ground")
+            self.tk.at(t + self.sc.ground_down_s, self.start_ground)  # the same port: the channel keeps forwarding there
+            self.done_actions.append({"t_s": round(t), "action": "ground station restart",
+                                      "down_s": self.sc.ground_down_s})
+
+    def stop_lockstep(self, name: str, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM a process on the lockstep and give it turns, without moving time, until it exits."""
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(signal.SIGTERM)
+        if not self.tk.settle(lambda: proc.poll() is not None, timeout_s):
+            log.warning("kill", process=name)
+            proc.kill()
+        return proc.wait()
 
     def run(self, channel_port: int) -> float:
         """Fly until the payload ends its flight; the wall seconds it took."""
@@ -280,9 +388,20 @@ class Flyer:
                                       "down_s": self.sc.ground_down_s})
 
     def stop_all(self) -> None:
+        if self.tk is not None:
+            for name in ("payload", "channel", "ground"):
+                try:
+                    self.stop_lockstep(name, timeout_s=20.0)
+                except TimekeeperError:
+                    pass  # killed below
         for name in ("payload", "channel", "ground"):
             if name in self.procs:
                 stop(self.procs[name], name)
+        if self.tk is not None:
+            self.tk.close()
+            import shutil
+
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
         for f in self.logs.values():
             f.close()
 
@@ -309,22 +428,32 @@ def fly(opts: FlyOptions) -> dict:
     try:
         flyer.start_ground()
         channel_port = flyer.start_channel()
-        wall = flight_s / opts.speedup
+        if opts.speedup is None:
+            pace = "as fast as this machine allows"
+        else:
+            wall = flight_s / opts.speedup
+            pace = (f"{'at most ' if opts.speedup != 1 else ''}{opts.speedup:g}x "
+                    f"(~{f'{wall:.0f} s' if wall < 90 else f'{wall / 60:.1f} min'})")
         print(
-            f"sim fly: {sc.name}: {flight_s / 60:.0f} flight minutes at {opts.speedup:g}x "
-            f"(~{f'{wall:.0f} s' if wall < 90 else f'{wall / 60:.1f} min'}), "
+            f"sim fly: {sc.name}: {flight_s / 60:.0f} flight minutes, {pace}, "
             + (f"burst at {flight.burst_alt_m / 1000:.1f} km, " if hasattr(flight, "burst_alt_m") else "")
             + f"loss {opts.loss.mean_loss:.0%} in bursts of {opts.loss.burst:g}; logs in {opts.out}/",
             file=sys.stderr, flush=True,
         )
         flyer.start_payload(channel_port)
-        wall_s = flyer.run(channel_port)
-        time.sleep(0.5)  # the last frames are still in flight through the channel
-        stop(flyer.procs["channel"], "channel")
-        stop(flyer.procs["ground"], "ground station")
+        if flyer.tk is not None:
+            wall_s = flyer.run_lockstep(channel_port)
+            flyer.stop_lockstep("channel")
+            flyer.stop_lockstep("ground")
+        else:
+            wall_s = flyer.run(channel_port)
+            time.sleep(0.5)  # the last frames are still in flight through the channel
+            stop(flyer.procs["channel"], "channel")
+            stop(flyer.procs["ground"], "ground station")
+        clock_stats = asdict(flyer.tk.stats) if flyer.tk is not None else None
     finally:
         flyer.stop_all()
-    return write_report(opts, wall_s, flight_s, sc, flyer)
+    return write_report(opts, wall_s, flight_s, sc, flyer, clock_stats)
 
 
 def world_figures(path: Path) -> dict:
@@ -363,7 +492,7 @@ def merged_stats(payload_dir: Path) -> dict:
 
 
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
-                 flyer: Flyer | None = None) -> dict:
+                 flyer: Flyer | None = None, clock_stats: dict | None = None) -> dict:
     from .flight_report import summarise, write_flight_report
 
     out = opts.out
@@ -403,7 +532,10 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
         "max_alt_m": ground.get("max_alt", 0),
         "flight_s": round(stats["flight_s"], 1),
         "wall_s": round(wall_s, 1),
-        "speedup": opts.speedup,
+        "speedup": "max" if opts.speedup is None else opts.speedup,
+        "achieved_speedup": round(stats["flight_s"] / wall_s, 1) if wall_s > 0 else None,
+        "clock": "lockstep" if clock_stats is not None else "monotonic",
+        "bench_clock": clock_stats or {},
         "loss_spec": {"mean": opts.loss.mean_loss, "burst": opts.loss.burst},
         "seed": opts.seed,
         "persona": str(opts.persona) if opts.persona else None,

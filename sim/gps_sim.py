@@ -104,6 +104,7 @@ class FakeUblox:
         talker: str = "GN",
         seed: int = 1,
         sim_clock: Callable[[], float] | None = None,
+        clock=None,
     ):
         self.position, self.start_utc = position, start_utc
         self.period_s, self.time_scale, self.talker = period_s, time_scale, talker
@@ -121,11 +122,18 @@ class FakeUblox:
         os.set_blocking(self._master, False)  # no flow control on a UART: a host that does not read loses bytes
         self.port = os.ttyname(self._slave)
         self._wake_r, self._wake_w = os.pipe()
-        self._closing = threading.Event()
         self._t0 = time.monotonic()
         self._sim_clock = sim_clock  # the bench world's flight clock, when it owns time
-        self._thread = threading.Thread(target=self._run, name="fake-ublox", daemon=True)
-        self._thread.start()
+        # On the bench's lockstep clock (`clock`) the module is one of its tasks: epochs fall on
+        # flight seconds (`period_s` is then flight time) and what the driver writes is read in turn.
+        self._clock = clock
+        if clock is not None:
+            self._closing = clock.event()
+            self._thread = clock.thread(self._run_lockstep, "fake-ublox")
+        else:
+            self._closing = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="fake-ublox", daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------------ switches
 
@@ -156,7 +164,10 @@ class FakeUblox:
     def close(self) -> None:
         self._closing.set()
         os.write(self._wake_w, b"!")
-        self._thread.join(timeout=5)
+        if self._clock is not None:
+            self._clock.join(self._thread, 5.0)
+        else:
+            self._thread.join(timeout=5)
         for fd in (self._master, self._slave, self._wake_r, self._wake_w):
             os.close(fd)
 
@@ -197,6 +208,21 @@ class FakeUblox:
                     pass  # the slave side is closed and re-opened by the driver
                 self._handle_rx(rx)
             if time.monotonic() >= next_epoch:
+                next_epoch += self.period_s
+                self._epoch()
+
+    def _run_lockstep(self) -> None:
+        rx = bytearray()
+        clock = self._clock
+        next_epoch = clock.elapsed_s()
+        while not self._closing.is_set():
+            if clock.wait_readable([self._master], max(0.0, next_epoch - clock.elapsed_s()), self._closing):
+                try:
+                    rx += os.read(self._master, 4096)
+                except OSError:
+                    pass  # the slave side is closed and re-opened by the driver
+                self._handle_rx(rx)
+            if clock.elapsed_s() >= next_epoch:
                 next_epoch += self.period_s
                 self._epoch()
 
