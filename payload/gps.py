@@ -595,10 +595,10 @@ class GpsReceiver:
     def _next_check_at(self, deadline: float) -> float:
         """When the read loop must look up from the port: the caller's deadline, an ACK overdue,
         silence, the next configuration."""
-        at = min(deadline, self._last_heard_at + self.silent_after_s, self._next_config_at)
-        if self._config_sent_at is not None:
-            at = min(at, self._config_sent_at + self.ack_timeout_s)
-        return at
+        at = min(deadline, self._last_heard_at + self.silent_after_s)
+        if self._config_sent_at is not None:  # awaiting the ACK: the next configuration waits for it
+            return min(at, self._config_sent_at + self.ack_timeout_s)
+        return min(at, self._next_config_at)
 
     def _read_bytes(self, timeout_s: float = READ_POLL_S) -> bytes:
         try:

@@ -37,7 +37,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-TURN_TIMEOUT_S = 600.0  # wall seconds one process may hold the turn (loading a model included)
+TURN_TIMEOUT_S = 120.0  # wall seconds one process may hold the turn (loading a model or one generation included)
 JOIN_TIMEOUT_S = 120.0  # wall seconds a started process has to connect
 
 
@@ -122,6 +122,7 @@ class Timekeeper:
             if left <= 0:
                 raise TimekeeperError(f"{what} did not join the bench clock within {timeout_s:.0f} s")
             self._pump(min(left, 0.5))
+            self._check_turn()
 
     def await_joined(self, count: int, timeout_s: float = JOIN_TIMEOUT_S) -> None:
         """Wait until `count` processes have joined and finished starting (tests, in-process clocks)."""
@@ -130,6 +131,7 @@ class Timekeeper:
             if time.monotonic() > deadline:
                 raise TimekeeperError(f"{len(self._parts)} of {count} bench processes joined within {timeout_s:.0f} s")
             self._pump(0.2)
+            self._check_turn()
 
     def run(self, until: Callable[[], bool], until_s: float = math.inf, while_present: str | None = None) -> None:
         """Give turns and move time until `until()` is true, flight time would pass `until_s`, or
@@ -224,9 +226,10 @@ class Timekeeper:
             action()
 
     def _check_turn(self) -> None:
-        if self._holder is not None and time.monotonic() - self._turn_since > self.turn_timeout_s:
-            raise TimekeeperError(f"{self._holder.name} (pid {self._holder.pid}) has held the bench clock's turn "
-                                  f"for {self.turn_timeout_s:.0f} wall seconds at flight second {self.now:.1f}: hung")
+        holder = self._holder or (self._joining[0] if self._joining else None)
+        if holder is not None and time.monotonic() - self._turn_since > self.turn_timeout_s:
+            raise TimekeeperError(f"{holder.name} (pid {holder.pid}) has held the bench clock's turn "
+                                  f"for {self.turn_timeout_s:g} wall seconds at flight second {self.now:.1f}: hung")
 
     # -- messages ----------------------------------------------------------------------
 
@@ -255,6 +258,7 @@ class Timekeeper:
             p = Participant(self._unique(msg["name"]), int(msg["pid"]), conn)
             self._parts[conn] = p
             self._joining.append(p)
+            self._turn_since = time.monotonic()  # starting up holds the turn too
             self._tell(p, {"op": "welcome", "now": self.now})
             log.debug("bench_clock_join", process=p.name, pid=p.pid, flight_s=round(self.now, 3))
         elif op == "release":
@@ -281,7 +285,9 @@ class Timekeeper:
             p.drained[port] = 0
             self._base[port] = self._sent.get(port, 0)
         elif op == "unbind":
-            self._unbind(p, int(msg["port"]))
+            port = int(msg["port"])
+            p.drained[port] = int(msg.get("drained", p.drained.get(port, 0)))
+            self._unbind(p, port)
         elif op == "wake":
             p.wants_turn = True
 

@@ -470,6 +470,27 @@ def bench_daemon_idle_cpu(window_s: float = 20.0, settle_s: float = 5.0) -> list
              f"target <= 2 %; {cpu:.2f} CPU s over {t1 - t0:.0f} s wall (bench world included)")]
 
 
+def bench_flight_wall(bundle_dir: Path, minutes: float = 180.0) -> list[tuple]:
+    """A whole bench flight (`sim fly`: payload with the persona, channel at 20 % loss, ground
+    station) of `minutes` flight minutes on the lockstep clock at --speedup max: its wall time."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as d:
+        persona = ["--persona", str(bundle_dir)] if (bundle_dir / "persona.toml").exists() else ["--no-persona"]
+        proc = subprocess.run([sys.executable, "-m", "sim", "fly", "--out", d, "--minutes", f"{minutes:g}",
+                               "--speedup", "max", "--loss", "0.2", "--quiet", *persona],
+                              capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"flight bench: sim fly exited {proc.returncode}: {proc.stderr[-800:]}")
+        r = json.loads((Path(d) / "report.json").read_text())
+    clock = r.get("bench_clock", {})
+    return [(f"bench flight: {minutes / 60:g} h at --speedup max ({'persona' if persona[0] == '--persona' else 'no persona'})",
+             f"{r['wall_s']:.1f}", "s wall",
+             f"goal < 60 s; {r['achieved_speedup']}x real time; {clock.get('advances', 0):,} clock advances, "
+             f"{clock.get('turns', 0):,} turns, {clock.get('datagrams', 0):,} datagrams")]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stratoecho.bench", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -479,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_daemon_memory(args.persona)
-            + bench_daemon_idle_cpu() + bench_quant(args.persona))
+            + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

@@ -536,8 +536,7 @@ class LockstepClock(Clock):
     def _unbound(self, port: int) -> None:
         with self._lock:
             self._socks.pop(port, None)
-            self._drained.pop(port, None)
-            self._send({"op": "unbind", "port": port})
+            self._send({"op": "unbind", "port": port, "drained": self._drained.pop(port, 0)})
 
     def _sending(self, port: int) -> None:
         self._send({"op": "sent", "port": port})

@@ -70,6 +70,7 @@ def test_time_moves_to_each_deadline_and_tasks_interleave_in_a_fixed_order(keepe
                 log.append((clock.elapsed_s(), name, "tick"))
                 woke.set()
                 log.append((clock.elapsed_s(), name, "after set"))  # the setter runs on: one task at a time
+            clock.wait(1.0)  # the last echo runs before this process leaves
         return body
 
     in_threads(keeper, proc(1.5, 4, "a"), proc(2.0, 3, "b"))
@@ -80,7 +81,7 @@ def test_time_moves_to_each_deadline_and_tasks_interleave_in_a_fixed_order(keepe
         if what == "tick":
             assert log[i + 1] == (t, n, "after set")
             assert (t, n, "echo") in log[i + 2:]
-    assert keeper.now == 6.0
+    assert keeper.now == 7.0
 
 
 def test_a_datagram_is_never_overtaken_by_time(keeper):
@@ -123,6 +124,7 @@ def test_a_thread_the_clock_does_not_schedule_cannot_take_a_turn(keeper):
         t.start()
         t.join()
         assert isinstance(out[0], LockstepError)
+        clock.wait(1.0)
 
     in_threads(keeper, body)
 
@@ -184,7 +186,7 @@ def _busy(stop):
         pass
 
 
-def _fly(out: Path, saturate: bool) -> dict:
+def _fly(out: Path, saturate: bool, persona: Path) -> dict:
     from sim.__main__ import main as sim_main
 
     stop, hogs = mp.Event(), []
@@ -193,7 +195,7 @@ def _fly(out: Path, saturate: bool) -> dict:
         for h in hogs:
             h.start()
     try:
-        rc = sim_main(["fly", "--out", str(out), "--no-persona", "--minutes", "25", "--speedup", "max",
+        rc = sim_main(["fly", "--out", str(out), "--persona", str(persona), "--minutes", "25", "--speedup", "max",
                        "--seed", "11", "--loss", "0.3:burst=3", "--quiet"])
     finally:
         stop.set()
@@ -214,16 +216,16 @@ def _delivered(db: Path) -> tuple[list, list]:
 
 
 @pytest.mark.timeout(600)
-def test_the_same_seed_flies_the_same_flight_on_an_idle_and_a_saturated_machine(tmp_path):
-    idle = _fly(tmp_path / "idle", saturate=False)
-    busy = _fly(tmp_path / "busy", saturate=True)
+def test_the_same_seed_flies_the_same_flight_on_an_idle_and_a_saturated_machine(tmp_path, corpus_bundle):
+    idle = _fly(tmp_path / "idle", saturate=False, persona=corpus_bundle)
+    busy = _fly(tmp_path / "busy", saturate=True, persona=corpus_bundle)
     # What the payload put on the air, frame by frame: positions, times, sequence numbers, records.
     assert (tmp_path / "idle" / "air.hex").read_text() == (tmp_path / "busy" / "air.hex").read_text()
     # What reached the ground, through the same losses.
     t_idle, r_idle = _delivered(tmp_path / "idle" / "ground.db")
     t_busy, r_busy = _delivered(tmp_path / "busy" / "ground.db")
     assert t_idle == t_busy and len(t_idle) > 50
-    assert r_idle == r_busy and any(kind == "health" for kind, *_ in r_idle)
-    for key in ("telemetry", "frames", "events"):
+    assert r_idle == r_busy and {"health", "musing", "event"} <= {kind for kind, *_ in r_idle}
+    for key in ("musings", "telemetry", "frames", "events"):
         assert idle[key] == busy[key]
     assert idle["clock"] == "lockstep" and idle["bench_clock"]["lost_datagrams"] == 0
