@@ -152,6 +152,7 @@ def test_a_process_that_holds_the_turn_too_long_is_named(tmp_path):
     t.start()
     try:
         with pytest.raises(TimekeeperError, match="hog .* held the bench clock's turn"):
+            tk.await_joined(1, timeout_s=30)
             tk.run(until=lambda: False)
     finally:
         release.set()
