@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _open_source(args: argparse.Namespace, clock=None, stop=None) -> FrameSource:
     if args.udp:
-        return UdpSource(*args.udp, clock=clock, stop=stop)
+        return UdpSource(*args.udp, clock, stop)
     if args.serial:
         if args.raw:
             return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)

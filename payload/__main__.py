@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio")
     run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and repair requests (overrides uplink.key_file)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
-    run.add_argument("--speedup", type=float, help="with --sim: flight seconds per wall second (default 60)")
+    run.add_argument("--speedup", type=float,
+                     help="with --sim: flight seconds per wall second of a free-running clock (default 60); "
+                          "under `sim fly` the bench's clock (STRATOECHO_BENCH_CLOCK) keeps time instead")
     run.add_argument("--minutes", type=float, help="flight minutes to run (default: until stopped; --sim: the whole flight)")
     run.add_argument("--seed", type=int, help="with --sim: flight seed (same seed, same flight)")
     run.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
@@ -259,9 +261,10 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         pi_health = PiHealth(data_dir=data_dir)
     camera = None
     if (c := cfg.devices.camera) is not None:
-        # The hang timeout is wall time; on an accelerated bench it is scaled to flight time,
-        # but never below a second, which rendering a simulated frame may take.
-        timeout_s = c.timeout_s if bench is None or clock.lockstep else max(c.timeout_s / clock.speedup, 1.0)
+        # The hang timeout is flight time. On the lockstep a capture takes no flight time however
+        # long the bench machine renders; on a free-running accelerated clock it is at least a
+        # wall second, which rendering a simulated frame may take.
+        timeout_s = c.timeout_s if bench is None or clock.lockstep else max(c.timeout_s, clock.speedup * 1.0)
         camera = Camera(backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
                         thumb_max_bytes=c.thumb_max_bytes, timeout_s=timeout_s, clock=clock.elapsed_s,
                         flight_clock=clock)

@@ -86,6 +86,7 @@ class Daemon:
         disk_usage=None,
     ):
         self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
+        self.lockstep = bool(getattr(clock, "lockstep", False))  # the bench's clock: flight time is priced, not timed
         self.camera, self.pi_health = camera, pi_health  # optional: payload.camera.Camera, payload.pi_health.PiHealth
         self.led, self.heater = led, heater  # optional: payload.outputs.StatusLed, payload.outputs.BatteryHeater
         self._last_readings: Readings | None = None
@@ -109,7 +110,7 @@ class Daemon:
                                           on_queued=lambda: self.transmitter.wake.set()),
                            self.clock.elapsed_s,
                            # On the bench its questions are drawn from the flight's seed, like everything else.
-                           rng=Random(cfg.sim.seed * 7919 + self.boot) if clock.lockstep else None)
+                           rng=Random(cfg.sim.seed * 7919 + self.boot) if self.lockstep else None)
         self.guard = OutboundGuard(hashed=bundle.blocklist() if bundle is not None else None)
         self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
         self.worker = (
@@ -307,7 +308,7 @@ class Daemon:
     def _musing_seed(self) -> int | None:
         """On the bench, a sampling seed from the flight's seed, the boot and the musing's number:
         the same flight says the same things. In flight: None, llama.cpp's own."""
-        if not self.clock.lockstep:
+        if not self.lockstep:
             return None
         return (self.cfg.sim.seed * 1_000_003 + self.boot * 10_007 + self._musing_no) & 0x7FFFFFFF
 
@@ -315,7 +316,7 @@ class Daemon:
         """On the bench's lockstep clock, the generation takes the flight time it would take on the
         rehearsed board (payload.budget.generation_s), not what this machine took; past the worker's
         deadline it is killed there, as on the Pi. True when the musing may go on."""
-        if not self.clock.lockstep:
+        if not self.lockstep:
             return True  # real time: the generation already took its time
         from .budget import BENCH_BOARD, generation_s
 

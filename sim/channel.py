@@ -159,7 +159,9 @@ class Channel:
         self.stop = stop
         self.stats = ChannelStats()
         self._forwarded: set[int] = set()  # downlink seqs that reached some station
-        self._queue: list[tuple[float, int, Delivery]] = []  # (flight due, tiebreak, delivery)
+        # (due, tiebreak, delivery): due in flight seconds on the lockstep, else in wall seconds
+        # (time.monotonic()), so a test that sets flight time by hand still sees copies arrive.
+        self._queue: list[tuple[float, int, Delivery]] = []
         self._tiebreak = itertools.count()
         self.sock = udp()
         try:
@@ -201,11 +203,17 @@ class Channel:
             self._send_due()
         self._send_due(everything=True)  # what is held back or late still counts as delivered
 
-    def _due_in_s(self) -> float:
+    def _queue_now(self) -> float:
+        return self.clock() if self.bench is not None else time.monotonic()
+
+    def _due_in_s(self) -> float | None:
         """Flight seconds until a held or delayed frame is due (a fifth of a wall second's worth at most
-        on a free-running clock, so a stop is noticed; none on the lockstep, which wakes us for it)."""
+        on a free-running clock, so a stop is noticed; None on the lockstep when nothing is due)."""
         now = self.clock()
-        due = [self._queue[0][0]] if self._queue else []
+        due = []
+        if self._queue:
+            wait = self._queue[0][0] - self._queue_now()
+            due.append(now + (wait if self.bench is not None else wait * self.speedup))
         if (release := self.radio.next_release_s()) is not None:
             due.append(release)
         if self.bench is not None:
@@ -215,7 +223,7 @@ class Channel:
     def _send_due(self, everything: bool = False) -> None:
         for d in self.radio.release(self.clock(), everything=everything):
             self._send(d)
-        now = self.clock()
+        now = self._queue_now()
         while self._queue and (everything or self._queue[0][0] <= now):
             self._send(heapq.heappop(self._queue)[2])
 
@@ -237,7 +245,8 @@ class Channel:
         self.air.flush()
         for d in self.radio.downlink(frame, t):
             if d.delay_s > 0:
-                heapq.heappush(self._queue, (t + d.delay_s, next(self._tiebreak), d))
+                late = d.delay_s if self.bench is not None else d.delay_s / self.speedup
+                heapq.heappush(self._queue, (self._queue_now() + late, next(self._tiebreak), d))
             else:
                 self._send(d)
 

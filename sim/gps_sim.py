@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import struct
 import threading
 import time
@@ -125,15 +124,13 @@ class FakeUblox:
         self._t0 = time.monotonic()
         self._sim_clock = sim_clock  # the bench world's flight clock, when it owns time
         # On the bench's lockstep clock (`clock`) the module is one of its tasks: epochs fall on
-        # flight seconds (`period_s` is then flight time) and what the driver writes is read in turn.
-        self._clock = clock
-        if clock is not None:
-            self._closing = clock.event()
-            self._thread = clock.thread(self._run_lockstep, "fake-ublox")
-        else:
-            self._closing = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="fake-ublox", daemon=True)
-            self._thread.start()
+        # flight seconds (`period_s` is then flight time) and what the driver writes is read in
+        # turn. Without one it keeps the system's time.
+        from stratoecho.clock import Clock
+
+        self._clock = clock or Clock()
+        self._closing = self._clock.event()
+        self._thread = self._clock.thread(self._run, "fake-ublox")
 
     # ------------------------------------------------------------------ switches
 
@@ -164,10 +161,7 @@ class FakeUblox:
     def close(self) -> None:
         self._closing.set()
         os.write(self._wake_w, b"!")
-        if self._clock is not None:
-            self._clock.join(self._thread, 5.0)
-        else:
-            self._thread.join(timeout=5)
+        self._clock.join(self._thread, 5.0)
         for fd in (self._master, self._slave, self._wake_r, self._wake_w):
             os.close(fd)
 
@@ -195,28 +189,14 @@ class FakeUblox:
 
     def _run(self) -> None:
         rx = bytearray()
-        next_epoch = time.monotonic()
-        while not self._closing.is_set():
-            timeout = max(0.0, next_epoch - time.monotonic())
-            ready, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
-            if self._wake_r in ready:
-                os.read(self._wake_r, 64)
-            if self._master in ready:
-                try:
-                    rx += os.read(self._master, 4096)
-                except OSError:
-                    pass  # the slave side is closed and re-opened by the driver
-                self._handle_rx(rx)
-            if time.monotonic() >= next_epoch:
-                next_epoch += self.period_s
-                self._epoch()
-
-    def _run_lockstep(self) -> None:
-        rx = bytearray()
         clock = self._clock
         next_epoch = clock.elapsed_s()
         while not self._closing.is_set():
-            if clock.wait_readable([self._master], max(0.0, next_epoch - clock.elapsed_s()), self._closing):
+            ready = clock.wait_readable([self._master, self._wake_r], max(0.0, next_epoch - clock.elapsed_s()),
+                                        self._closing)
+            if self._wake_r in ready:
+                os.read(self._wake_r, 64)
+            if self._master in ready:
                 try:
                     rx += os.read(self._master, 4096)
                 except OSError:

@@ -47,6 +47,7 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
+from stratoecho.clock import Clock
 from stratoecho.wire.uplink import CommandId
 
 from .loss import GilbertElliott, LossSpec
@@ -57,11 +58,11 @@ _ALPHABET = string.ascii_letters + string.digits + " .,'-"  # fec_bench's musing
 PEER = ("sim", 0)  # RepairLink answers only frames that came from somewhere
 
 
-class VirtualClock:
+class VirtualClock(Clock):
     """`payload.clock.Clock`'s interface in virtual time: waiting moves time on, at once."""
 
     def __init__(self, start_utc: datetime = START_UTC):
-        self.start_utc = start_utc
+        super().__init__(1.0, start_utc)
         self.t = 0.0
 
     def restart(self) -> None:

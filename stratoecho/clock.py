@@ -248,16 +248,8 @@ class LockstepClock(Clock):
 
     def close(self) -> None:
         """Leave the lockstep (a process does at exit): the timekeeper goes on without us."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            for t in list(self._blocked):
-                self._wake(t, "closed")
-            for t in self._ready:
-                t.state = RUNNING
-                t.go.set()
-            self._ready.clear()
+        if not self._let_go():
+            return
         try:
             self._conn.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -512,18 +504,23 @@ class LockstepClock(Clock):
     def _lost_timekeeper(self) -> None:
         """The timekeeper is gone (the bench flight ended or failed): nothing will move time
         again, so every task runs on at once and waits no more."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if self._let_go():
             log.warning("bench_clock_lost", process=self.name)
             os.kill(os.getpid(), signal.SIGTERM)  # the flight is over or failed: stop as on a SIGTERM
+
+    def _let_go(self) -> bool:
+        """Leave the lockstep: every task runs on its own from now on. False if already left."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
             for t in list(self._blocked):
                 self._wake(t, "closed")
             for t in self._ready:
                 t.state = RUNNING
                 t.go.set()
             self._ready.clear()
+            return True
 
     # -- datagrams -----------------------------------------------------------------------
 

@@ -524,7 +524,7 @@ def test_payload_udp_option_overrides_the_configured_radio(tmp_path, monkeypatch
     config.write_text('[radio]\nkind = "kiss"\nserial_port = "/dev/ttyNOPE"\n')
     seen = []
 
-    def make_radio_spy(cfg):
+    def make_radio_spy(cfg, clock=None):
         seen.append((cfg.kind, cfg.udp))
         raise RadioError("stop here")
 

@@ -114,9 +114,9 @@ def listening(tmp_path: Path, *argv: str) -> Iterator[dict]:
     stop, box, opened = threading.Event(), {}, threading.Event()
     real_open = gm._open_source
 
-    def open_and_tell(a):
+    def open_and_tell(*a):
         try:
-            return real_open(a)
+            return real_open(*a)
         finally:
             opened.set()
 
