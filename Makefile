@@ -27,10 +27,19 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# llama-cpp-python compiles llama.cpp. On x86-64 not for this CPU alone (-march=native): built
+# that way on a CPU with AMX (recent Xeons) every decode segfaults; AVX2 builds are safe
+# everywhere. On a Pi, native is right. Built outside pip's wheel cache, which would hand back
+# a wheel compiled with other flags.
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml | head -1)
+LLAMA_CMAKE_ARGS := $(if $(filter x86_64 amd64,$(shell uname -m)),-DGGML_NATIVE=OFF,)
+
 # torch goes in first and pinned: 2.13.0 is the CPU build on our machines; a looser
 # requirement elsewhere would otherwise pull gigabytes of CUDA packages.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet "torch==2.13.0"
+	$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$(LLAMA_VERSION)')" 2>/dev/null \
+		|| CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir "llama-cpp-python==$(LLAMA_VERSION)"
 	$(PIP) install --quiet -e ".[train,payload,ground,dev]"
 	@touch $@
 
