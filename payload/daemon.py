@@ -396,6 +396,13 @@ class Daemon:
                  "camera": self.cfg.devices.camera.timeout_s if self.cfg.devices.camera else 60.0}.get(name, 60.0)
         return self.clock.wall_s(max(period_s, first_s)) + run_s + 30.0
 
+    def _ran(self, name: str, period_s: float) -> None:
+        """A loop has run: its allowance follows its period (the uplink can change it) and its
+        silence starts again. Registering alone would only change the allowance, and a loop
+        that keeps running would be declared hung one allowance after it started."""
+        self.liveness.register(name, self._allowance_s(name, period_s, 0.0))
+        self.liveness.ping(name)
+
     def _every(self, period_s, first_s: float, action, name: str) -> None:
         """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it)."""
         due = self.clock.elapsed_s() + first_s
@@ -407,7 +414,7 @@ class Daemon:
                 action()
             except Exception:  # one failing task must not end the others
                 log.exception("task_failed", task=name)
-            self.liveness.register(name, self._allowance_s(name, period_s(), 0.0))  # counts as a ping
+            self._ran(name, period_s())
             due += period_s()
             if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
                 due = self.clock.elapsed_s() + period_s()

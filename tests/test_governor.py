@@ -169,3 +169,22 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     assert not pins.pin(24).state  # a sagging battery is not spent on heat
     d.shutdown()
     assert not pins.pin(24).state
+
+
+def test_a_loop_that_keeps_running_stays_current_for_the_watchdog(tmp_path):
+    """Each run of a daemon loop restarts its liveness silence, not only its allowance: a
+    beacon that runs every period must never be reported hung (it was, one allowance after
+    start, and systemd's watchdog would have killed a healthy payload every few minutes)."""
+    from payload.watchdog import Liveness
+
+    t = {"now": 0.0}
+    live = Liveness(lambda: t["now"])
+    d, clock, sensors = make(tmp_path, liveness=live)
+    allowance = d._allowance_s("beacon", 10.0, 0.0)
+    live.register("beacon", allowance)  # as _every does when the loop starts
+    for run in range(1, 50):  # far past one allowance, a run every 10 s
+        t["now"] = run * 10.0
+        d._ran("beacon", 10.0)
+        assert live.overdue() == []
+    t["now"] += allowance + 1.0  # then the loop stops running: now it is hung
+    assert live.overdue() == ["beacon"]
