@@ -95,6 +95,11 @@ class UplinkSection(Section):
     first_pass_target: float = Field(
         0.5, gt=0, lt=1, description="chance each record should arrive whole before any repair, while the ground "
         "answers the windows (it asks for the rest; radio.fec_target applies when it does not)")
+    max_telemetry_s: float = Field(
+        120.0, gt=0, description="longest position interval SET_INTERVALS may set: the beacon, and the listen "
+        "windows that follow every window_every-th sentence, never go quieter than this (a command can always "
+        "be undone). The shortest is schedule.telemetry_s, the interval the duty cycle was planned for")
+    min_musing_s: float = Field(60.0, gt=0, description="shortest musing interval SET_INTERVALS may set")
 
 
 STORE_STREAMS = ("telemetry", "event", "musing", "api_request", "health", "image")

@@ -105,6 +105,7 @@ class Daemon:
         self.persona_restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
         self._persona_down = False
         self._musing_no = 0  # musings asked for this boot (the bench's sampling seed)
+        self._planned_telemetry_s = cfg.schedule.telemetry_s  # what the duty cycle was planned for
         self.memory = Memory(self.data_dir / "memory.db")  # its own musings and the ground's notes
         self.reach = Reach(store_enqueuer(self.store, self.boot, lambda: self.clock.now().timestamp(),
                                           on_queued=lambda: self.transmitter.wake.set()),
@@ -374,6 +375,10 @@ class Daemon:
         elif isinstance(cmd, uplink.Ping):
             self.queue_event(f"pong {cmd.nonce}")
         elif isinstance(cmd, uplink.SetIntervals):
+            refused = intervals_refused(cmd.telemetry_s, cmd.musing_s, self._planned_telemetry_s, self.cfg.uplink)
+            if refused:
+                self.queue_event(f"set_intervals refused: {refused}; intervals unchanged")
+                return
             self.cfg.schedule.telemetry_s = float(cmd.telemetry_s)
             self.cfg.schedule.musing_s = float(cmd.musing_s)
             self.queue_event(f"intervals now {cmd.telemetry_s} s telemetry, {cmd.musing_s} s musings")
@@ -530,6 +535,19 @@ class Daemon:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.snapshot(), indent=2))
         os.replace(tmp, path)
+
+
+def intervals_refused(telemetry_s: float, musing_s: float, planned_telemetry_s: float, limits) -> str | None:
+    """Why a SET_INTERVALS must not be obeyed, or None. The position interval stays between the
+    configured one (the duty cycle was planned for it: shorter could breach it) and
+    `uplink.max_telemetry_s` (longer would silence the beacon and the listen windows, so the
+    command could not be undone); musings no more often than `uplink.min_musing_s`."""
+    longest = max(limits.max_telemetry_s, planned_telemetry_s)
+    if not planned_telemetry_s <= telemetry_s <= longest:
+        return f"telemetry {telemetry_s:g} s is outside {planned_telemetry_s:g}..{longest:g} s"
+    if musing_s < limits.min_musing_s:
+        return f"musings every {musing_s:g} s is below the {limits.min_musing_s:g} s minimum"
+    return None
 
 
 def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, disk_usage=None) -> Store:

@@ -220,3 +220,30 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     kinds = [wire.decode_frame(f).kind if f[0] == wire.MAGIC else "sentence" for f in radio.frames]
     order = [k for i, k in enumerate(kinds) if k not in kinds[:i]]  # first appearance of each
     assert order == ["sentence", wire.Kind.EVENT, wire.Kind.MUSING, wire.Kind.HEALTH, wire.Kind.IMAGE]
+
+
+def _events(d: Daemon) -> list[str]:
+    return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
+            for q in d.store.queued(limit=100, streams=("event",))]
+
+
+def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycle(tmp_path):
+    """A signed SET_INTERVALS of 65535 s would have left no position and no listen window for
+    the rest of the flight, with no way to undo it: refused, said on air, intervals unchanged.
+    Faster than the configured beacon (what the duty cycle was planned for) is refused too."""
+    key_file = tmp_path / "uplink.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
+    clock = Clock(speedup=1e6)
+    d = Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    planned = cfg.schedule.telemetry_s
+    counter = iter(range(1, 100))
+    for cmd in (uplink.SetIntervals(65535, 600), uplink.SetIntervals(1, 600), uplink.SetIntervals(30, 10)):
+        d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
+        assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (planned, 180.0)
+    refused = [e for e in _events(d) if e.startswith("set_intervals refused")]
+    assert len(refused) == 3 and "65535 s is outside 10..120 s" in refused[0] and "below the 60 s" in refused[2]
+    d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
+    assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (60.0, 900.0)
+    assert "intervals now 60 s telemetry, 900 s musings" in _events(d)
