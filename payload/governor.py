@@ -74,7 +74,7 @@ class Governor:
             self.store.set_state("phase", json.dumps(self.phases.to_dict()))
         self._integrate(r, now_s)
         d = self.ladder.update(ModeInputs(
-            battery_v=r.batt_mv / 1000.0 if r.batt_mv else None, battery_temp_c=_finite(r.box_temp_c),
+            battery_v=r.batt_mv / 1000.0 if _battery_read(r) else None, battery_temp_c=_finite(r.box_temp_c),
             cpu_temp_c=cpu_temp_c, phase=phase.value, soc=None, not_fitted=self.not_fitted), now_s)
         if d.changed:
             why = ", ".join(d.reasons) or "readings recovered"
@@ -84,11 +84,13 @@ class Governor:
         return events
 
     def _integrate(self, r: Readings, now_s: float) -> None:
-        """Energy out of the battery: volts x amps over flight time (the INA219 on the battery lead)."""
-        if r.batt_mv and not math.isnan(r.batt_ma):
+        """Energy out of the battery: volts x amps over flight time (the INA219 on the battery lead).
+        While the INA219 cannot be read, the last load it measured goes on being drawn: the
+        estimate keeps counting from time and the known load instead of standing still."""
+        if _battery_read(r) and not math.isnan(r.batt_ma):
             self.load_w = r.batt_mv / 1000.0 * r.batt_ma / 1000.0
-            if self._last_t is not None and now_s > self._last_t:
-                self.used_wh += max(self.load_w, 0.0) * (now_s - self._last_t) / 3600.0
+        if self._last_t is not None and now_s > self._last_t and not math.isnan(self.load_w):
+            self.used_wh += max(self.load_w, 0.0) * (now_s - self._last_t) / 3600.0
         self._last_t = now_s
         if self.used_wh - self._last_saved_wh > 0.05:  # a reboot loses at most 50 mWh of accounting
             self.store.set_state("energy_used_wh", f"{self.used_wh:.4f}")
@@ -140,3 +142,9 @@ def _json(text: str | None) -> dict | None:
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _battery_read(r: Readings) -> bool:
+    """The battery's voltage was measured at this reading: the sensors keep a failed INA219's last
+    good value for the telemetry, which must not pass for a fresh one here (unreadable is low)."""
+    return bool(r.batt_mv) and r.status.get("ina219", "ok") == "ok"

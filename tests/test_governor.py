@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from datetime import datetime, timezone
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from payload.clock import Clock
@@ -188,3 +189,16 @@ def test_a_loop_that_keeps_running_stays_current_for_the_watchdog(tmp_path):
         assert live.overdue() == []
     t["now"] += allowance + 1.0  # then the loop stops running: now it is hung
     assert live.overdue() == ["beacon"]
+
+
+def test_a_battery_monitor_that_cannot_be_read_counts_as_low_and_energy_keeps_counting(tmp_path):
+    """The sensors keep the INA219's last good voltage for the telemetry when it fails; the mode
+    ladder must not take it for a fresh reading (it stayed nominal on 4,168 mV), and the energy
+    estimate goes on at the last measured load instead of standing still."""
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    used = d.governor.used_wh
+    failed = replace(GOOD, batt_ma=math.nan, status={"ina219": "i2c_error"})  # batt_mv: the last good value
+    assert run(d, clock, sensors, failed, 120)[-1] == "low_power"
+    assert any("battery_v_invalid" in e for e in events(d))
+    assert d.governor.used_wh - used == pytest.approx(4.0 * 0.3 * 120 / 3600, rel=0.1)
