@@ -384,6 +384,10 @@ def test_load_key_hex_and_raw(tmp_path):
     (KEY.hex()[:32].encode() + b" " + KEY.hex()[32:].encode(), "neither hex"),
     (b"g" + KEY.hex()[1:32].encode(), "neither hex"),  # 32 printable bytes: mistyped hex, not a raw key
     (b"\xff" * 31, "neither hex"),
+    (bytes(32).hex().encode(), "is 00 repeated: anyone could guess it"),  # all zeros
+    (bytes([0xFF] * 32), "is ff repeated"),  # one raw byte
+    ((b"\xde\xad\xbe\xef" * 8).hex().encode(), "is deadbeef repeated"),
+    ((b"\x01\x02" * 8 + b"\x01").hex().encode(), "is 0102 repeated"),
 ])
 def test_load_key_refuses_bad_keys(tmp_path, content, match):
     path = _key_file(tmp_path / "key", content)
@@ -402,6 +406,18 @@ def test_load_key_refuses_files_open_to_others(tmp_path, mode):
     path.chmod(0o600)
     assert load_key(path) == KEY
     path.chmod(0o400)
+    assert load_key(path) == KEY
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="giving a file away needs root")
+def test_load_key_refuses_a_file_another_user_owns(tmp_path):
+    """Whoever owns the key file decides what it says: a key another user can rewrite is theirs."""
+    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode())
+    os.chown(path, 65534, -1)  # nobody
+    with pytest.raises(KeyFileError, match=r"belongs to uid 65534, not to this user \(uid 0\)") as e:
+        load_key(path)
+    assert str(path) in str(e.value)
+    os.chown(path, 0, -1)
     assert load_key(path) == KEY
 
 

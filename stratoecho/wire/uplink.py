@@ -530,8 +530,10 @@ def resend_batches(items: list[ResendItem], tag_len: int = DEFAULT_TAG_LEN, mtu:
 def load_key(path: str | Path) -> bytes:
     """Read an uplink key: hex text (whitespace around it ignored) or exactly 32 raw bytes.
 
-    Refuses keys shorter than 16 bytes, and files that anyone but their owner can
-    read or write (the key would be as good as published).
+    Refuses keys shorter than 16 bytes; keys anyone could guess (one byte repeated, or a
+    pattern of up to 4 bytes repeated: all zeros, `0102...`); files that anyone but their
+    owner can read or write, and files another user owns (the key would be as good as
+    published, or someone else decides what it is).
     """
     path = Path(path)
     try:
@@ -539,6 +541,11 @@ def load_key(path: str | Path) -> bytes:
         data = path.read_bytes()
     except OSError as e:
         raise KeyFileError(f"cannot read uplink key file {path}: {e.strerror}") from e
+    if os.name == "posix" and st.st_uid != os.geteuid():
+        raise KeyFileError(
+            f"uplink key file {path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}); "
+            f"run: chown $(id -un) {path}  (on the Pi: install -o stratoecho -m 600, docs/deploy.md)"
+        )
     if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"uplink key file {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
@@ -557,4 +564,7 @@ def load_key(path: str | Path) -> bytes:
         key = data
     if len(key) < MIN_KEY_BYTES:
         raise KeyFileError(f"uplink key in {path} is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed (32 recommended)")
+    if period := next((n for n in range(1, 5) if key == key[:n] * (len(key) // n) + key[:len(key) % n]), None):
+        raise KeyFileError(f"uplink key in {path} is {key[:period].hex()} repeated: anyone could guess it; "
+                           "make one from 32 random bytes: python3 -c \"import secrets; print(secrets.token_hex(32))\"")
     return key
