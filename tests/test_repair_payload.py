@@ -136,13 +136,18 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0])))  # shorter on air
 
 
-def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
+def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
+    """A daemon whose command gate holds KEY, on a fast clock, with a radio that answers."""
     key_file = tmp_path / "uplink.key"
     key_file.write_text(KEY.hex())
     key_file.chmod(0o600)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
-    d = Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    return Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data"), cfg
+
+
+def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
+    d, cfg = _keyed_daemon(tmp_path)
     for _ in range(5):
         d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
     ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3), uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
@@ -231,12 +236,7 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     """A signed SET_INTERVALS of 65535 s would have left no position and no listen window for
     the rest of the flight, with no way to undo it: refused, said on air, intervals unchanged.
     Faster than the configured beacon (what the duty cycle was planned for) is refused too."""
-    key_file = tmp_path / "uplink.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
-    cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
-    clock = Clock(speedup=1e6)
-    d = Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    d, cfg = _keyed_daemon(tmp_path)
     planned = cfg.schedule.telemetry_s
     counter = iter(range(1, 100))
     for cmd in (uplink.SetIntervals(65535, 600), uplink.SetIntervals(1, 600), uplink.SetIntervals(30, 10)):
