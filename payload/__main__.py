@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     stop = clock.event()
-    notifier, liveness = SystemdNotifier(), Liveness()  # sd_notify: a no-op off systemd (the bench)
+    # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would. On the bench's
+    # lockstep clock liveness counts flight seconds: they stand for the Pi's real ones.
+    notifier = SystemdNotifier()
+    liveness = Liveness(clock=clock.elapsed_s) if clock.lockstep else Liveness()
     try:
         daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
                         pi_health=parts.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
@@ -172,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.queue_event(persona_problem)
     for problem in parts.problems:
         daemon.queue_event(problem)
-    Watchdog(liveness, notifier).start(stop)
+    Watchdog(liveness, notifier, clock=clock.elapsed_s if clock.lockstep else time.monotonic).start(stop, clock.thread)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:
         tmp = world_clock.with_suffix(".tmp")
@@ -186,8 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if clock.elapsed_s() >= next_stats:
             daemon.write_stats()
             next_stats = clock.elapsed_s() + STATS_EVERY_S
-    notifier.stopping()
-    daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s, abort=interrupted)
+    # STOPPING=1 once the stop itself begins: after the bench's end-of-flight drain (a flight that
+    # ends by itself is the bench's; on the Pi only a signal stops us, and then there is no drain).
+    daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s, abort=interrupted,
+                    on_stopping=notifier.stopping)
     parts.close()
     log.info("stopped", stats=str(data_dir / "stats.json"))
     return 0

@@ -399,7 +399,9 @@ class Daemon:
         """Wall seconds a loop may go without a ping: its period, what one run may take, a margin."""
         run_s = {"think": 2 * self.cfg.persona.timeout_s,
                  "camera": self.cfg.devices.camera.timeout_s if self.cfg.devices.camera else 60.0}.get(name, 60.0)
-        return self.clock.wall_s(max(period_s, first_s)) + run_s + 30.0
+        # On the bench's lockstep liveness counts flight seconds (payload/__main__.py): no conversion.
+        wait_s = max(period_s, first_s)
+        return (wait_s if self.lockstep else self.clock.wall_s(wait_s)) + run_s + 30.0
 
     def _ran(self, name: str, period_s: float) -> None:
         """A loop has run: its allowance follows its period (the uplink can change it) and its
@@ -437,7 +439,8 @@ class Daemon:
             self.led.show("booting")
         g = self.governor
         self.queue_event(self.banner())
-        self.liveness.register("radio", self.clock.wall_s(self.cfg.uplink.window_s) + 120.0)
+        window_s = self.cfg.uplink.window_s
+        self.liveness.register("radio", (window_s if self.lockstep else self.clock.wall_s(window_s)) + 120.0)
         self.transmitter.on_loop = lambda: self.liveness.ping("radio")
         specs = [
             ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
@@ -473,9 +476,10 @@ class Daemon:
             text += f", phase {g.phase.value}"
         return text
 
-    def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None) -> None:
+    def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None) -> None:
         """Stop producers, let the radio drain the queue for up to `drain_s` flight seconds (cut
-        short when `abort` is set: a SIGTERM during the drain), stop."""
+        short when `abort` is set: a SIGTERM during the drain), stop; `on_stopping()` when the
+        drain is over and the stop proper begins (systemd's STOPPING=1)."""
         for key in self.liveness.keys():
             self.liveness.pause(key)  # stopping threads are not hung ones
         self.producers_stop.set()
@@ -486,6 +490,8 @@ class Daemon:
         while (drain_s > 0 and sum(self.store.depth().values()) and self.clock.elapsed_s() < end
                and not (abort is not None and abort.is_set())):
             self.clock.wait(min(1.0, end - self.clock.elapsed_s()), abort)
+        if on_stopping is not None:
+            on_stopping()
         self.stop.set()
         self.transmitter.wake.set()
         for t in self._threads:

@@ -159,8 +159,9 @@ class Watchdog:
         self.feeds += 1
         return True
 
-    def start(self, stop_event: threading.Event) -> threading.Thread:
-        """Tick now and then every half interval (systemd's own advice) until `stop_event`."""
+    def start(self, stop_event: threading.Event, spawn: Callable | None = None) -> threading.Thread:
+        """Tick now and then every half interval (systemd's own advice) until `stop_event`.
+        `spawn(target, name)` starts the thread (the bench's clock schedules its own threads)."""
 
         def run() -> None:
             while True:
@@ -171,6 +172,8 @@ class Watchdog:
                 if stop_event.wait(self.interval_s / 2):
                     return
 
+        if spawn is not None:
+            return spawn(run, "watchdog")
         thread = threading.Thread(target=run, name="watchdog", daemon=True)
         thread.start()
         return thread

@@ -89,14 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="persona bundle (default build/persona, which `make persona` builds from the sample corpus)")
     f.add_argument("--no-persona", action="store_true", help="fly without a language model (telemetry and events only)")
     f.add_argument("--seed", type=int, default=1, help="seed for the flight and the channel: same seed, same flight (default 1)")
-    f.add_argument("--config", type=Path, metavar="FILE", help="payload configuration to start from (default: built-in bench defaults)")
+    f.add_argument("--config", type=Path, metavar="FILE",
+                   help="payload configuration to fly, e.g. config/payload.pi.toml: its radio, intervals and budgets, "
+                        "with the bench's parts in place of the hardware (default: built-in bench defaults)")
+    f.add_argument("--unit", type=Path, default=None, metavar="FILE",
+                   help="the systemd unit whose contract the payload flies under: READY=1, WatchdogSec, Restart, "
+                        "start limits, TimeoutStopSec, Environment (default: the shipped "
+                        "systemd/stratoecho-payload.service)")
+    f.add_argument("--no-unit", action="store_true",
+                   help="fly the payload unsupervised: no watchdog, and any exit but the flight's end fails the flight")
     f.add_argument("--overwrite", action="store_true", help="replace a previous flight in --out")
     f.add_argument("--quiet", action="store_true", help="do not show the ground station's live output")
     f.add_argument("--no-uplink", action="store_true",
                    help="no ground-to-payload link: the ground never asks for lost fragments (no uplink.key)")
     f.add_argument("--scenario", default="nominal", metavar="NAME",
                    help="a named rehearsal (python -m sim scenarios lists them): nominal (default), cold-soak, "
-                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, night, orbit")
+                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit")
     f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                    help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
                         "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug")
@@ -106,6 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-path-loss", action="store_true",
                    help="only the --loss bursts: no distance, horizon or fading from the radio model")
     f.set_defaults(func=cmd_fly)
+
+    so = sub.add_parser(
+        "soak", help="fly a configuration for hours under its systemd unit and judge the day",
+        description=(
+            "Fly CONFIG (default config/payload.pi.toml: the Pi's radio, intervals and budgets, with the "
+            "bench's parts for the hardware) for --hours of flight time on the bench's clock, under the "
+            "contract of systemd/stratoecho-payload.service, then check: no watchdog kill, restart or stop "
+            "timeout; no sliding hour over the duty cycle; no beacon gap beyond its interval plus one frame; "
+            "payload memory growing less than 5 %% from its first to its last hour. Prints a table, writes "
+            "OUT/soak.json, exits 1 on any failure. `make soak` runs 24 hours."),
+    )
+    so.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (as sim fly --out)")
+    so.add_argument("--hours", type=float, default=24.0, help="flight hours (default 24)")
+    so.add_argument("--config", type=Path, default=Path("config/payload.pi.toml"), metavar="FILE",
+                    help="payload configuration (default config/payload.pi.toml)")
+    so.add_argument("--persona", type=Path, default=Path("build/persona"), metavar="BUNDLE",
+                    help="persona bundle (default build/persona: `make persona`)")
+    so.add_argument("--no-persona", action="store_true", help="soak without a language model")
+    so.add_argument("--seed", type=int, default=1, help="flight seed (default 1)")
+    so.add_argument("--overwrite", action="store_true", help="replace a previous soak in --out")
+    so.set_defaults(func=cmd_soak)
 
     sc = sub.add_parser("scenarios", help="list the named rehearsals sim fly --scenario runs")
     sc.set_defaults(func=cmd_scenarios)
@@ -179,14 +208,30 @@ def _speedup(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number or 'max'") from e
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from .fly import FlyError
+    from .soak import soak
+
+    try:
+        verdict = soak(args.out, args.config, args.hours, None if args.no_persona else args.persona,
+                       seed=args.seed, overwrite=args.overwrite)
+    except FlyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(verdict.table())
+    return 0 if verdict.ok else 1
+
+
 def cmd_fly(args: argparse.Namespace) -> int:
     from .fly import FlyError, FlyOptions, fly
+    from .supervisor import PAYLOAD_UNIT
 
     opts = FlyOptions(
         out=args.out, persona=None if args.no_persona else args.persona, minutes=args.minutes,
         speedup=args.speedup, loss=args.loss, seed=args.seed, overwrite=args.overwrite,
         config=args.config, quiet=args.quiet, uplink=not args.no_uplink, scenario=args.scenario,
         faults=args.fault, path_loss=not args.no_path_loss, api_proxy=not args.no_api_proxy,
+        unit=None if args.no_unit else (args.unit or PAYLOAD_UNIT),
     )
     try:
         report = fly(opts)

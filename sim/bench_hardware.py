@@ -56,6 +56,7 @@ FAULT_ACTIONS = {
     "bme280_box": ("unplug", "stick", "impossible"),
     "ina219": ("unplug", "stick", "impossible"),
     "camera": ("hang", "unplug"),
+    "i2c": ("hang",),  # the whole bus: a transfer that never completes holds the thread that asked
 }
 _FAULT_RE = re.compile(r"^(?P<device>[a-z0-9_]+):(?P<action>[a-z]+)@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?$")
 
@@ -343,6 +344,13 @@ class BenchHardware:
                 self.camera.hang() if begin else self.camera.release()
             else:
                 self.camera.unplug() if begin else self.camera.plug()
+        elif fault.device == "i2c":
+            if begin:
+                released = self._bus_released = self.clock.event()
+                self.bus.wedge(lambda: self.clock.wait(1e9, released))
+            else:
+                self.bus.release()
+                self._bus_released.set()
         else:
             address = {"bme280": BME280_AIR, "bme280_box": BME280_BOX, "ina219": INA219}[fault.device]
             chip = {BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina}[address]

@@ -175,6 +175,8 @@ class Channel:
         self.out = self.outs[0]
         self.sock.setblocking(False)
         self.air = open(air_hex, "a", encoding="ascii")
+        # Beside it, line for line, the flight second each frame was heard: gaps and duty cycle on air.
+        self.air_times = open(Path(air_hex).with_suffix(".times"), "a", encoding="ascii")
         self.uplink = open(uplink_hex, "a", encoding="ascii") if uplink_hex is not None else None
 
     @property
@@ -243,6 +245,8 @@ class Channel:
         self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
         self.air.write(frame.hex() + "\n")
         self.air.flush()
+        self.air_times.write(f"{t:.3f}\n")
+        self.air_times.flush()
         for d in self.radio.downlink(frame, t):
             if d.delay_s > 0:
                 late = d.delay_s if self.bench is not None else d.delay_s / self.speedup
@@ -297,6 +301,7 @@ class Channel:
 
     def close(self, stats_path: Path | None = None) -> None:
         self.air.close()
+        self.air_times.close()
         if self.uplink is not None:
             self.uplink.close()
         self.sock.close()

@@ -36,13 +36,16 @@ from groundstation.uplink import generate_key_file
 from .bench_hardware import Fault
 from .loss import LossSpec
 from .scenarios import Scenario, flight_for, scenario
+from .supervisor import PAYLOAD_UNIT, Supervisor, UnitError, kill_group, parse_unit
 from .timekeeper import Timekeeper, TimekeeperError
 
 log = structlog.get_logger(__name__)
 SETTLE_S = 30.0  # flight seconds the channel and ground go on after the payload stops: held frames land
+RSS_EVERY_S = 60.0  # flight seconds between samples of the payload's resident memory
+MAX_REBOOTS = 3  # StartLimitAction=reboot this often in one flight: the payload cannot stay up, the flight fails
 
 DEFAULT_PERSONA = Path("build/persona")
-OUTPUTS = ("report.json", "air.hex", "ground.db", "ground.db-wal", "ground.db-shm", "channel.json",
+OUTPUTS = ("report.json", "air.hex", "air.times", "ground.db", "ground.db-wal", "ground.db-shm", "channel.json",
            "musings.txt", "payload.log", "channel.log", "ground.log", "uplink.hex", "uplink.key",
            "ground.json", "ground.db.uplink.json", "ground.db.uplink.json.lock", "world.json", "flight.svg")
 
@@ -67,6 +70,7 @@ class FlyOptions:
     faults: list[str] = field(default_factory=list)  # more faults, beside the scenario's
     path_loss: bool = True  # distance and horizon on top of --loss (off: exactly --loss)
     api_proxy: bool = True  # the ground answers the persona's questions from real APIs (offline: says so)
+    unit: Path | None = PAYLOAD_UNIT  # the systemd unit whose contract the payload flies under; None: unsupervised
 
 
 def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0,
@@ -156,6 +160,10 @@ class Flyer:
 
     def __init__(self, opts: FlyOptions, sc: Scenario, flight_s: float):
         self.opts, self.sc, self.flight_s = opts, sc, flight_s
+        try:
+            contract = parse_unit(opts.unit) if opts.unit is not None else None
+        except UnitError as e:
+            raise FlyError(str(e)) from e
         self.out = opts.out
         self.env = dict(os.environ, STRATOECHO_LOG_JSON="1", PYTHONUNBUFFERED="1")
         self.world_clock = self.out / "world.json"
@@ -166,20 +174,31 @@ class Flyer:
         self.payload_boots = 0
         self.unplanned_reboots = 0
         self.actions: list[tuple[float, str]] = sorted(
-            [(t, "reboot") for t in sc.reboots] + [(t, "ground") for t in sc.ground_restarts])
+            [(t, "reboot") for t in sc.reboots] + [(t, "ground") for t in sc.ground_restarts]
+            + [(t, "service") for t in sc.service_restarts])
         self.done_actions: list[dict] = []
         # The lockstep's timekeeper (None at --speedup 1). Its socket lives in a short temporary
         # folder: a Unix socket's path must stay under 108 bytes, an --out folder need not.
+        import tempfile
+
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="stratoecho-clock-"))
         self.tk: Timekeeper | None = None
         if opts.speedup != 1:
-            import tempfile
-
-            self._sock_dir = Path(tempfile.mkdtemp(prefix="stratoecho-clock-"))
             self.tk = Timekeeper(self._sock_dir / "sock", opts.speedup, on_advance=self._progress)
             self.env.update(self.tk.env())
+        # systemd's part, as the shipped unit declares it (sim/supervisor.py): READY, the watchdog,
+        # restarts, start limits, stop timeouts. Its clock is flight time on the lockstep.
+        self.sup = Supervisor(contract, self._sock_dir / "notify") if contract is not None else None
+        self._sup_acted = False  # the supervisor signalled this payload (its SIGKILL is not a brown-out)
+        self._sup_scheduled: set[float] = set()
+        self._restarting = False  # a service restart (systemctl restart) is under way
+        self._prev_now = 0.0
+        self._rss_at = -RSS_EVERY_S
+        self.rss: list[tuple[float, int, int]] = []  # (flight s, payload boot, VmRSS kB)
+        self.reboots = 0  # StartLimitAction=reboot
         self._bar = None
         self._bar_at = 0.0
-        self._cut = False  # a planned power cut is under way (the payload is down on purpose)
+        self._cut = False  # the payload is down on purpose: a power cut, or systemd's RestartSec
 
     # -- processes ---------------------------------------------------------------------
 
@@ -232,9 +251,16 @@ class Flyer:
         for f in (*self.sc.faults, *opts.faults):
             cmd += ["--fault", f]
         self.payload_boots += 1
+        env = dict(self.env, **(self.sup.env() if self.sup is not None else {}))
+        # Its own process group: KillMode's SIGKILL (and a power cut) takes the persona worker too.
         self.procs["payload"] = subprocess.Popen(cmd, stdout=self.logs["payload"], stderr=self.logs["payload"],
-                                                 env=self.env)
+                                                 env=env, start_new_session=True)
+        self._sup_acted = False
+        if self.sup is not None:
+            self.sup.started(self.procs["payload"].pid, self._sup_now())
         self._admit("payload", "payload")
+        if self.tk is not None:
+            self._supervise(self.tk.now)
 
     def _admit(self, name: str, what: str) -> None:
         """On the lockstep: nothing moves until the process has started and waits for flight time."""
@@ -253,7 +279,92 @@ class Flyer:
 
     # -- the flight --------------------------------------------------------------------
 
+    # -- the service manager -------------------------------------------------------------
+
+    def _sup_now(self) -> float:
+        return self.tk.now if self.tk is not None else time.monotonic()
+
+    def _supervise(self, now: float) -> None:
+        """Do what the unit's contract says is due at `now` (a signal, SIGKILL), and ask to be
+        called again at the next deadline (on the lockstep, time stops there)."""
+        sup, proc = self.sup, self.procs.get("payload")
+        if sup is None or proc is None:
+            return
+        sup.receive(now)
+        if proc.poll() is None and (act := sup.due(now)) is not None:
+            kind, sig = act
+            self._sup_acted = True
+            if kind == "kill":
+                kill_group(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        deadline = sup.next_deadline()
+        if self.tk is not None and deadline is not None and deadline not in self._sup_scheduled:
+            self._sup_scheduled.add(deadline)
+            self.tk.at(deadline, lambda: self._supervise(self.tk.now))
+
+    def _sample_rss(self, now: float) -> None:
+        proc = self.procs.get("payload")
+        if proc is None or now - self._rss_at < RSS_EVERY_S:
+            return
+        self._rss_at = now
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                self.rss.append((round(now, 1), self.payload_boots, int(line.split()[1])))
+
+    def on_exit(self, rc: int, now: float, channel_port: int) -> bool:
+        """The payload's process ended with `rc` at flight second `now`: True when the flight is
+        over; otherwise what follows (a restart, a reboot) is under way."""
+        again = self.sup.exited(rc, now) if self.sup is not None else False
+        if self._restarting:  # systemctl restart: stopped, now started again
+            self._restarting = False
+            self.keep_stats()
+            self.start_payload(channel_port)
+            return False
+        if rc == 0 or now >= self.flight_s:
+            return True
+        if rc == -signal.SIGKILL and not self._sup_acted and self.unplanned_reboots < 3:
+            # The bench world cut the power (a brown-out): the Pi comes back at once.
+            self.unplanned_reboots += 1
+            self.done_actions.append({"t_s": round(now), "action": "brown-out reboot"})
+            if self.sup is not None:
+                self.sup.rebooted()
+            self.keep_stats()
+            self.start_payload(channel_port)
+            return False
+        if not again or self.tk is None:
+            raise FlyError(f"payload exited with code {rc} at flight second {now:.0f}; see {self.out / 'payload.log'}")
+        # Restart=: systemd starts it again after RestartSec, if the start limit allows.
+        self.keep_stats()
+        self._cut = True
+        self.tk.at(now + self.sup.unit.restart_s, lambda: self._restart_unit(channel_port))
+        return False
+
+    def _restart_unit(self, channel_port: int) -> None:
+        now = self.tk.now
+        if self.sup.may_start(now):
+            self.start_payload(channel_port)
+            return
+        action = self.sup.unit.start_limit_action
+        if not action.startswith("reboot") or self.reboots >= MAX_REBOOTS:
+            raise FlyError(f"the payload unit hit its start limit at flight second {now:.0f} "
+                           f"(StartLimitAction={action}, {self.reboots} reboots so far): it stays down; "
+                           f"see {self.out / 'payload.log'} and the verdicts in report.json")
+        self.reboots += 1
+        self.sup.rebooted()
+        self.done_actions.append({"t_s": round(now), "action": "start limit: reboot", "down_s": self.sc.reboot_s})
+        self.tk.at(now + self.sc.reboot_s, lambda: self.start_payload(channel_port))
+
     def _progress(self, now: float) -> None:
+        if self.sup is not None:
+            self.sup.receive(self._prev_now)  # sent while time stood at the previous instant
+            self._supervise(now)
+        self._prev_now = now
+        self._sample_rss(now)
         if self._bar is not None and time.monotonic() - self._bar_at > 0.2:
             self._bar.n = min(round(now / 60, 1), self._bar.total)
             self._bar.refresh()
@@ -273,7 +384,7 @@ class Flyer:
             try:
                 while True:
                     payload = self.procs["payload"]
-                    if self._cut:  # a planned power cut: time goes on until the payload is started again
+                    if self._cut:  # down on purpose: time goes on until the payload is started again
                         tk.run(until=lambda: self.procs["payload"] is not payload)
                         self._cut = False
                         continue
@@ -281,17 +392,11 @@ class Flyer:
                     if self._cut:
                         continue
                     rc = payload.wait()
-                    if rc == 0:
+                    kill_group(payload.pid, signal.SIGKILL)  # the unit is down: what it left behind goes too
+                    if self.sup is not None:
+                        self.sup.receive(tk.now)
+                    if self.on_exit(rc, tk.now, channel_port):
                         break
-                    if rc == -signal.SIGKILL and tk.now < self.flight_s and self.unplanned_reboots < 3:
-                        # The bench world cut the power (a brown-out): the Pi comes back at once.
-                        self.unplanned_reboots += 1
-                        self.done_actions.append({"t_s": round(tk.now), "action": "brown-out reboot"})
-                        self.keep_stats()
-                        self.start_payload(channel_port)
-                        continue
-                    raise FlyError(f"payload exited with code {rc} at flight second {tk.now:.0f}; "
-                                   f"see {self.out / 'payload.log'}")
                 # Frames held back or delayed by the channel are still on their way: let them land.
                 tk.run(until=lambda: False, until_s=tk.now + SETTLE_S)
             except TimekeeperError as e:
@@ -306,11 +411,27 @@ class Flyer:
             log.info("power_cut", flight_s=round(t))
             p = self.procs["payload"]
             self._cut = True
-            p.kill()  # no warning, no flush: a power cut
+            kill_group(p.pid, signal.SIGKILL)  # no warning, no flush: a power cut takes every process
             p.wait()
+            if self.sup is not None:
+                self.sup.receive(t)
+                self.sup.exited(p.returncode, t)
+                self.sup.rebooted()
             self.keep_stats()
             self.tk.at(t + self.sc.reboot_s, lambda: self.start_payload(channel_port))
             self.done_actions.append({"t_s": round(t), "action": "power cut and reboot", "down_s": self.sc.reboot_s})
+        elif action == "service":
+            # `systemctl restart`: SIGTERM (KillSignal=), TimeoutStopSec= to stop, then started again.
+            p = self.procs["payload"]
+            log.info("service_restart", flight_s=round(t))
+            if self.sup is not None:
+                self.sup.receive(t)
+                p.send_signal(self.sup.stopping(t))
+                self._supervise(t)
+            else:
+                p.send_signal(signal.SIGTERM)
+            self._restarting = True
+            self.done_actions.append({"t_s": round(t), "action": "service restart"})
         elif action == "ground":
             log.info("ground_restart", flight_s=round(t))
             self.stop_lockstep("ground")
@@ -341,6 +462,7 @@ class Flyer:
         with tqdm(total=total, unit="flight min", disable=not show, file=sys.stderr, leave=False) as bar:
             while True:
                 payload = self.procs["payload"]
+                self._supervise(time.monotonic())
                 rc = payload.poll()
                 t = flight_time_s(self.world_clock)
                 if rc is not None:
@@ -399,9 +521,11 @@ class Flyer:
                 stop(self.procs[name], name)
         if self.tk is not None:
             self.tk.close()
-            import shutil
+        if self.sup is not None:
+            self.sup.close()
+        import shutil
 
-            shutil.rmtree(self._sock_dir, ignore_errors=True)
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
         for f in self.logs.values():
             f.close()
 
@@ -545,6 +669,8 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
         "scenario": sc.name if sc else "nominal",
         "payload_boots": stats["boots"],
         "actions": flyer.done_actions if flyer else [],
+        "unit": flyer.sup.report() if flyer and flyer.sup else None,
+        "payload_rss_kb": flyer.rss if flyer else [],
         "world": world_figures(out / "payload" / "bench" / "world.json"),
     }
     report.update(summarise(out / "ground.db", stats, channel))

@@ -44,6 +44,15 @@ class FakeI2cBus:
         self.devices: dict[int, I2cDevice] = dict(devices or {})
         self._unplugged: set[int] = set()
         self.transfers = 0
+        self._wedged = None  # a callable that blocks the caller until the bus is released
+
+    def wedge(self, block) -> None:
+        """Every transfer from now on blocks its caller in `block()` until `release()`: a bus
+        whose transfer never completes, and the thread that asked stuck in the driver."""
+        self._wedged = block
+
+    def release(self) -> None:
+        self._wedged = None
 
     def attach(self, address: int, device: I2cDevice) -> I2cDevice:
         self.devices[address] = device
@@ -61,6 +70,8 @@ class FakeI2cBus:
 
     def _device(self, address: int) -> I2cDevice:
         self.transfers += 1
+        if (block := self._wedged) is not None:
+            block()
         if address in self._unplugged or address not in self.devices:
             raise _nack()
         return self.devices[address]

@@ -25,6 +25,7 @@ class Scenario:
     reboot_s: float = 60.0  # flight seconds it stays down
     ground_restarts: tuple[float, ...] = ()  # flight seconds at which the ground station is restarted
     ground_down_s: float = 120.0
+    service_restarts: tuple[float, ...] = ()  # flight seconds of a `systemctl restart` (SIGTERM, stop timeout)
     channel_args: tuple[str, ...] = ()  # more `sim channel` flags (a satellite's stronger link)
 
 
@@ -44,6 +45,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "the beacon comes back", minutes=90, reboots=(2400.0,)),
     Scenario("ground-restart", "the ground station is restarted mid-flight: it resumes from its database "
              "and asks for what it missed", minutes=90, ground_restarts=(2400.0,)),
+    Scenario("service-restart", "the payload's service is restarted twice mid-flight, once while it muses: "
+             "it stops inside the unit's TimeoutStopSec and the beacon comes back", minutes=60,
+             service_restarts=(1500.0, 2460.0)),
     Scenario("night", "a launch two hours before sunrise: no sun on the panel, a colder box", minutes=150,
              plan={"launch_utc": datetime(2026, 6, 21, 1, 0, tzinfo=timezone.utc)}),
     # 1 W into a ground Yagi of ~6 dBi (36 dBm EIRP-equivalent): what closes a 500 km LoRa link.

@@ -1,0 +1,106 @@
+"""The flight that would really fly: the Pi's configuration under the shipped systemd unit's
+contract (sim/supervisor.py), on the bench's clock, with the faults that would lose it.
+
+Each flight is judged from outside the payload: the supervisor's verdicts, what the channel
+heard and when (air.hex, air.times), what the ground holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from payload.config import load_config
+from sim.__main__ import main as sim_main
+from sim.soak import air_frames, check, soak
+from stratoecho import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+PI_CONFIG = ROOT / "config" / "payload.pi.toml"
+
+
+def fly(out: Path, *args: str) -> dict:
+    rc = sim_main(["fly", "--out", str(out), "--no-persona", "--speedup", "max", "--seed", "5", "--quiet", *args])
+    assert rc == 0, (out / "payload.log").read_text()[-3000:]
+    return json.loads((out / "report.json").read_text())
+
+
+def beacons(out: Path) -> list[float]:
+    """Flight seconds at which a position sentence went on the air."""
+    times = []
+    for t, frame in air_frames(out):
+        try:
+            if isinstance(wire.decode_frame(frame), wire.Telemetry):
+                times.append(t)
+        except wire.WireError:
+            pass
+    return times
+
+
+def test_the_pi_configuration_flies_two_hours_under_its_unit_without_a_watchdog_kill(tmp_path):
+    """The shorter share of `make soak`: a healthy daemon is never killed, the duty cycle holds,
+    the beacon keeps its interval."""
+    verdict = soak(tmp_path / "soak", PI_CONFIG, hours=2.0, persona=None)
+    assert verdict.ok, verdict.table()
+    report = json.loads((tmp_path / "soak" / "report.json").read_text())
+    unit = report["unit"]
+    assert unit["starts"] == 1 and unit["ready"] == 1 and unit["watchdog_timeouts"] == 0
+    # It really was fed all along: a ping at least every half WatchdogSec, as systemd advises.
+    assert unit["watchdog_pings"] >= 2 * 3600 / 15 * 0.95 and unit["longest_watchdog_gap_s"] <= 30
+    assert verdict.beacons >= 2 * 3600 / load_config(PI_CONFIG).schedule.telemetry_s * 0.95
+
+
+def test_a_thread_stuck_in_a_driver_is_caught_within_its_allowance_and_the_payload_restarts(tmp_path):
+    """The I2C bus wedges at minute 10 (the beacon thread blocks in a read) and frees at 14: the
+    beacon's liveness key goes overdue, the watchdog is no longer fed, the unit's watchdog kills
+    the payload and Restart= brings it back, beaconing."""
+    report = fly(tmp_path, "--minutes", "25", "--fault", "i2c:hang@10m-14m")
+    unit = report["unit"]
+    timeouts = [v for v in unit["verdicts"] if v["what"] == "watchdog_timeout"]
+    assert timeouts, unit["verdicts"]
+    # The beacon's allowance (period 10 s + a run's 60 s + 30 s margin), half a feed interval
+    # and WatchdogSec after the wedge, and not before.
+    assert 600 + 100 <= timeouts[0]["t_s"] <= 600 + 100 + 15 + 30 + 1, timeouts
+    assert "beacon" in timeouts[0]["detail"]  # the STATUS= the daemon left says which key
+    assert unit["restarts"] >= 1 and unit["ready"] >= 2
+    assert (tmp_path / "payload.log").read_text().count("Current thread") >= 1  # PYTHONFAULTHANDLER's stacks
+    after = [t for t in beacons(tmp_path) if t > 14 * 60 + 60]
+    assert after and max(b - a for a, b in zip(after, after[1:])) <= 2 * 10, "the beacon did not come back"
+
+
+def test_a_service_restart_stops_well_inside_timeout_stop_sec(tmp_path):
+    report = fly(tmp_path, "--scenario", "service-restart")
+    unit = report["unit"]
+    assert unit["stop_timeouts"] == 0 and 0 < unit["longest_stop_s"] < 20, unit
+    assert unit["starts"] == 3 and unit["watchdog_timeouts"] == 0
+    assert report["payload_boots"] == 3
+    times = beacons(tmp_path)
+    for t_restart in (1500.0, 2460.0):
+        assert any(t_restart < t < t_restart + 120 for t in times), f"no beacon within 2 min of the restart at {t_restart}"
+
+
+def test_the_soak_verdict_catches_a_gap_and_a_breach(tmp_path):
+    """`check` itself fails what it must: a beacon gap and an hour over the duty cycle."""
+    out = tmp_path
+    cfg = load_config(None)  # bench defaults: 10 s beacon, 10 % duty
+    sentence = wire.TELEMETRY_ENCODERS["ukhas"](wire.Telemetry(
+        callsign="X", seq=1, time="00:00:00", lat=0.0, lon=0.0, alt=0, sats=0, temp_c=0.0, pressure_hpa=0.0,
+        batt_mv=0, boot=1))
+    times = [10.0 * i for i in range(100)] + [1200.0 + 10 * i for i in range(10)]
+    (out / "air.hex").write_text("".join(sentence.hex() + "\n" for _ in times))
+    (out / "air.times").write_text("".join(f"{t}\n" for t in times))
+    (out / "report.json").write_text(json.dumps({"flight_s": 1300.0, "unit": {"watchdog_timeouts": 1}}))
+    v = check(out, cfg)
+    assert not v.ok
+    text = " ".join(v.problems)
+    assert "no beacon for 210 s after flight second 990" in text and "1 watchdog kills" in text
+
+
+@pytest.mark.parametrize("bad", ["WatchdogSec=thirty", "StartLimitBurst=five"])
+def test_fly_refuses_a_unit_it_cannot_read(tmp_path, bad, capsys):
+    unit = tmp_path / "bad.service"
+    unit.write_text(f"[Service]\nType=notify\n{bad}\n")
+    rc = sim_main(["fly", "--out", str(tmp_path / "f"), "--no-persona", "--unit", str(unit), "--minutes", "1"])
+    assert rc == 1
+    assert f"bad.service:3: {bad.split('=')[0]}=" in capsys.readouterr().err
