@@ -319,13 +319,14 @@ class Flyer:
     def on_exit(self, rc: int, now: float, channel_port: int) -> bool:
         """The payload's process ended with `rc` at flight second `now`: True when the flight is
         over; otherwise what follows (a restart, a reboot) is under way."""
-        again = self.sup.exited(rc, now) if self.sup is not None else False
+        over = (rc == 0 or now >= self.flight_s) and not self._restarting
+        again = self.sup.exited(rc, now, final=over) if self.sup is not None else False
         if self._restarting:  # systemctl restart: stopped, now started again
             self._restarting = False
             self.keep_stats()
             self.start_payload(channel_port)
             return False
-        if rc == 0 or now >= self.flight_s:
+        if over:
             return True
         if rc == -signal.SIGKILL and not self._sup_acted and self.unplanned_reboots < 3:
             # The bench world cut the power (a brown-out): the Pi comes back at once.

@@ -276,8 +276,9 @@ class Supervisor:
         self._planned_stop = True
         return self.unit.kill_signal
 
-    def exited(self, returncode: int, now: float) -> bool:
-        """The main process is gone; True if the unit's Restart= starts it again."""
+    def exited(self, returncode: int, now: float, final: bool = False) -> bool:
+        """The main process is gone; True if the unit's Restart= starts it again (never when
+        `final`: the bench's flight is over, nothing would be started)."""
         self.stats.exits += 1
         clean = returncode == 0 or (self.state == "stopping" and returncode == -self.unit.kill_signal)
         if self._stop_began is not None:
@@ -287,7 +288,7 @@ class Supervisor:
         self._verdict(now, "exited", why)
         planned, self._planned_stop = self._planned_stop, False
         self.state, self.pid, self._kill_at = "dead", None, None
-        if planned:
+        if planned or final:
             return False  # systemctl stop: no restart
         again = self.unit.restarts_after(clean)
         if again:

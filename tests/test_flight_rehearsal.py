@@ -72,8 +72,10 @@ def test_a_thread_stuck_in_a_driver_is_caught_within_its_allowance_and_the_paylo
 def test_a_service_restart_stops_well_inside_timeout_stop_sec(tmp_path):
     report = fly(tmp_path, "--scenario", "service-restart")
     unit = report["unit"]
-    assert unit["stop_timeouts"] == 0 and 0 < unit["longest_stop_s"] < 20, unit
-    assert unit["starts"] == 3 and unit["watchdog_timeouts"] == 0
+    # On the lockstep a stop takes the flight time it waits for (joins, the drain), not CPU time:
+    # the wall-clock side of TimeoutStopSec is tests/test_clean_stop.py's.
+    assert unit["stop_timeouts"] == 0 and unit["longest_stop_s"] < 20, unit
+    assert unit["starts"] == 3 and unit["restarts"] == 0 and unit["watchdog_timeouts"] == 0
     assert report["payload_boots"] == 3
     times = beacons(tmp_path)
     for t_restart in (1500.0, 2460.0):
