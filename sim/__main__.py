@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="persona bundle (default build/persona: `make persona`)")
     so.add_argument("--no-persona", action="store_true", help="soak without a language model")
     so.add_argument("--seed", type=int, default=1, help="flight seed (default 1)")
+    so.add_argument("--speedup", type=_speedup, default=None, metavar="N|max",
+                    help="as sim fly: 'max' (default) on the bench's clock, 1 for a soak at real time")
     so.add_argument("--overwrite", action="store_true", help="replace a previous soak in --out")
     so.set_defaults(func=cmd_soak)
 
@@ -214,7 +216,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
     try:
         verdict = soak(args.out, args.config, args.hours, None if args.no_persona else args.persona,
-                       seed=args.seed, overwrite=args.overwrite)
+                       seed=args.seed, overwrite=args.overwrite, speedup=args.speedup)
     except FlyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -196,6 +196,7 @@ class Flyer:
         self._rss_at = -RSS_EVERY_S
         self.rss: list[tuple[float, int, int]] = []  # (flight s, payload boot, VmRSS kB)
         self.reboots = 0  # StartLimitAction=reboot
+        self._wall_actions: list = []  # (monotonic due, action) at --speedup 1
         self._bar = None
         self._bar_at = 0.0
         self._cut = False  # the payload is down on purpose: a power cut, or systemd's RestartSec
@@ -255,7 +256,7 @@ class Flyer:
         # Its own process group: KillMode's SIGKILL (and a power cut) takes the persona worker too.
         self.procs["payload"] = subprocess.Popen(cmd, stdout=self.logs["payload"], stderr=self.logs["payload"],
                                                  env=env, start_new_session=True)
-        self._sup_acted = False
+        self._sup_acted = self._cut = False
         if self.sup is not None:
             self.sup.started(self.procs["payload"].pid, self._sup_now())
         self._admit("payload", "payload")
@@ -316,11 +317,25 @@ class Flyer:
             if line.startswith("VmRSS:"):
                 self.rss.append((round(now, 1), self.payload_boots, int(line.split()[1])))
 
+    def _later(self, delay_s: float, action) -> None:
+        """Run `action` `delay_s` seconds of the supervisor's clock from now (flight time on the
+        lockstep, the system's clock at --speedup 1)."""
+        if self.tk is not None:
+            self.tk.at(self.tk.now + delay_s, action)
+        else:
+            self._wall_actions.append((time.monotonic() + delay_s, action))
+
+    def _run_wall_actions(self) -> None:
+        due = [a for a in self._wall_actions if a[0] <= time.monotonic()]
+        self._wall_actions = [a for a in self._wall_actions if a[0] > time.monotonic()]
+        for _, action in due:
+            action()
+
     def on_exit(self, rc: int, now: float, channel_port: int) -> bool:
         """The payload's process ended with `rc` at flight second `now`: True when the flight is
         over; otherwise what follows (a restart, a reboot) is under way."""
         over = (rc == 0 or now >= self.flight_s) and not self._restarting
-        again = self.sup.exited(rc, now, final=over) if self.sup is not None else False
+        again = self.sup.exited(rc, self._sup_now(), final=over) if self.sup is not None else False
         if self._restarting:  # systemctl restart: stopped, now started again
             self._restarting = False
             self.keep_stats()
@@ -337,16 +352,16 @@ class Flyer:
             self.keep_stats()
             self.start_payload(channel_port)
             return False
-        if not again or self.tk is None:
+        if not again:
             raise FlyError(f"payload exited with code {rc} at flight second {now:.0f}; see {self.out / 'payload.log'}")
         # Restart=: systemd starts it again after RestartSec, if the start limit allows.
         self.keep_stats()
         self._cut = True
-        self.tk.at(now + self.sup.unit.restart_s, lambda: self._restart_unit(channel_port))
+        self._later(self.sup.unit.restart_s, lambda: self._restart_unit(channel_port))
         return False
 
     def _restart_unit(self, channel_port: int) -> None:
-        now = self.tk.now
+        now = self._sup_now()
         if self.sup.may_start(now):
             self.start_payload(channel_port)
             return
@@ -357,8 +372,9 @@ class Flyer:
                            f"see {self.out / 'payload.log'} and the verdicts in report.json")
         self.reboots += 1
         self.sup.rebooted()
-        self.done_actions.append({"t_s": round(now), "action": "start limit: reboot", "down_s": self.sc.reboot_s})
-        self.tk.at(now + self.sc.reboot_s, lambda: self.start_payload(channel_port))
+        t = self.tk.now if self.tk is not None else flight_time_s(self.world_clock)
+        self.done_actions.append({"t_s": round(t), "action": "start limit: reboot", "down_s": self.sc.reboot_s})
+        self._later(self.sc.reboot_s, lambda: self.start_payload(channel_port))
 
     def _progress(self, now: float) -> None:
         if self.sup is not None:
@@ -462,21 +478,19 @@ class Flyer:
         show = opts.quiet and sys.stderr.isatty()  # in a log file a redrawn bar is a wall of text
         with tqdm(total=total, unit="flight min", disable=not show, file=sys.stderr, leave=False) as bar:
             while True:
-                payload = self.procs["payload"]
                 self._supervise(time.monotonic())
-                rc = payload.poll()
+                self._run_wall_actions()  # RestartSec, a reboot's boot time
+                payload = self.procs["payload"]
                 t = flight_time_s(self.world_clock)
+                self._sample_rss(t)
+                rc = None if self._cut else payload.poll()
                 if rc is not None:
-                    if rc == 0:
+                    kill_group(payload.pid, signal.SIGKILL)  # the unit is down: what it left behind goes too
+                    if self.sup is not None:
+                        self.sup.receive(time.monotonic())
+                    if self.on_exit(rc, t, channel_port):
                         return time.monotonic() - started
-                    if rc == -signal.SIGKILL and t < self.flight_s and self.unplanned_reboots < 3:
-                        # The bench world cut the power (a brown-out): the Pi comes back when it can.
-                        self.unplanned_reboots += 1
-                        self.done_actions.append({"t_s": round(t), "action": "brown-out reboot"})
-                        self.keep_stats()
-                        self.start_payload(channel_port)
-                        continue
-                    raise FlyError(f"payload exited with code {rc}; see {self.out / 'payload.log'}")
+                    continue
                 if self.actions and t >= self.actions[0][0]:
                     _, action = self.actions.pop(0)
                     self.do(action, t, channel_port)
@@ -495,8 +509,11 @@ class Flyer:
         if action == "reboot":
             log.info("power_cut", flight_s=round(t))
             p = self.procs["payload"]
-            p.kill()  # no warning, no flush: a power cut
+            kill_group(p.pid, signal.SIGKILL)  # no warning, no flush: a power cut takes every process
             p.wait()
+            if self.sup is not None:
+                self.sup.exited(p.returncode, time.monotonic())
+                self.sup.rebooted()
             self.keep_stats()
             self.wait_flight_s(t + self.sc.reboot_s)
             self.start_payload(channel_port)
@@ -509,6 +526,12 @@ class Flyer:
             self.start_ground()  # the same port: the channel keeps forwarding there
             self.done_actions.append({"t_s": round(t), "action": "ground station restart",
                                       "down_s": self.sc.ground_down_s})
+        elif action == "service":
+            p = self.procs["payload"]
+            log.info("service_restart", flight_s=round(t))
+            p.send_signal(self.sup.stopping(time.monotonic()) if self.sup is not None else signal.SIGTERM)
+            self._restarting = True
+            self.done_actions.append({"t_s": round(t), "action": "service restart"})
 
     def stop_all(self) -> None:
         if self.tk is not None:

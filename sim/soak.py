@@ -149,13 +149,15 @@ def _decoded(frame: bytes):
 
 
 def soak(out: Path, config: Path, hours: float, persona: Path | None, seed: int = 1, overwrite: bool = False,
-         quiet: bool = True) -> SoakVerdict:
-    """Fly `config` for `hours` of flight time on the bench's clock under the shipped unit, then judge it."""
+         quiet: bool = True, speedup: float | None = None) -> SoakVerdict:
+    """Fly `config` for `hours` of flight time under the shipped unit, then judge it: on the
+    bench's clock (`speedup` None: as fast as the machine allows, or at most N times real time),
+    or at real time (1)."""
     from payload.config import load_config
 
     from .fly import FlyOptions, fly
 
-    fly(FlyOptions(out=out, persona=persona, minutes=hours * 60, speedup=None, seed=seed, overwrite=overwrite,
+    fly(FlyOptions(out=out, persona=persona, minutes=hours * 60, speedup=speedup, seed=seed, overwrite=overwrite,
                    config=config, quiet=quiet))
     verdict = check(out, load_config(config))
     (out / "soak.json").write_text(json.dumps({**asdict(verdict), "ok": verdict.ok}, indent=2))
