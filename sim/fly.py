@@ -335,7 +335,10 @@ class Flyer:
         """The payload's process ended with `rc` at flight second `now`: True when the flight is
         over; otherwise what follows (a restart, a reboot) is under way."""
         over = (rc == 0 or now >= self.flight_s) and not self._restarting
-        again = self.sup.exited(rc, self._sup_now(), final=over) if self.sup is not None else False
+        # A SIGKILL nobody sent is the bench world cutting the power: a reboot, not a unit restart.
+        power_cut = rc == -signal.SIGKILL and not self._sup_acted and not over and not self._restarting
+        again = (self.sup.exited(rc, self._sup_now(), final=over or power_cut)
+                 if self.sup is not None else False)
         if self._restarting:  # systemctl restart: stopped, now started again
             self._restarting = False
             self.keep_stats()
@@ -343,7 +346,7 @@ class Flyer:
             return False
         if over:
             return True
-        if rc == -signal.SIGKILL and not self._sup_acted and self.unplanned_reboots < 3:
+        if power_cut and self.unplanned_reboots < 3:
             # The bench world cut the power (a brown-out): the Pi comes back at once.
             self.unplanned_reboots += 1
             self.done_actions.append({"t_s": round(now), "action": "brown-out reboot"})
