@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from stratoecho import bandplan
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.config import Section, load_toml, parse_hostport
 
@@ -43,7 +44,16 @@ class RadioSection(Section):
     spreading_factor: int = Field(9, ge=6, le=12)
     bandwidth_hz: float = Field(125_000, gt=0)
     coding_rate: int = Field(5, ge=5, le=8, description="denominator of 4/x")
-    duty_cycle: float = Field(0.1, gt=0, le=1.0, description="share of each hour the transmitter may be on")
+    # The band plan (stratoecho/bandplan.py, docs/deploy.md): where and how the radio may transmit.
+    band_plan: str = Field(
+        bandplan.CUSTOM, description="the rule flown under: erc70-03-433 (10 %), erc70-03-434-narrow (no limit, "
+        "channel <= 25 kHz), erc70-03-433-wideband, erc70-03-869.4; or custom / licensed with an explicit duty_cycle")
+    frequency_mhz: float | None = Field(None, gt=0, description="the carrier; a named band_plan needs it")
+    erp_mw: float = Field(10.0, gt=0, description="effective radiated power (module output plus antenna gain), mW")
+    duty_cycle: float | None = Field(
+        None, gt=0, le=1.0, description="share of each hour the transmitter may be on: under a named band_plan "
+        "at most the rule's (unset: the rule's); custom: unset means 0.1; licensed: required. After loading, "
+        "the duty cycle in force")
     tx_power_w: float = Field(0.5, gt=0, description="DC power drawn while transmitting")
     # Erasure coding: parity per record sized for the loss the link expects.
     fec_prior_loss: float = Field(0.2, ge=0, lt=1, description="frame loss assumed until measured")
@@ -64,6 +74,24 @@ class RadioSection(Section):
     def _check_udp(cls, v: str) -> str:
         parse_hostport(v)
         return v
+
+    @model_validator(mode="after")
+    def _check_band_plan(self) -> RadioSection:
+        if self.band_plan == bandplan.CUSTOM and self.duty_cycle is None:
+            duty = 0.1  # what configurations said before there were band plans: the strict 433 MHz rule
+        elif self.band_plan in bandplan.OWN_RULES:
+            duty = bandplan.effective_duty_cycle(None, self.duty_cycle)
+        else:
+            rule = bandplan.rule(self.band_plan)
+            bandplan.check(rule, self.frequency_mhz, self.bandwidth_hz, self.erp_mw)
+            duty = bandplan.effective_duty_cycle(rule, self.duty_cycle)
+        # Readers see the duty cycle in force; stored past validation (assignment would re-validate).
+        self.__dict__["duty_cycle"] = duty
+        return self
+
+    @property
+    def effective_duty_cycle(self) -> float:
+        return self.duty_cycle
 
     @model_validator(mode="after")
     def _check_kind(self) -> RadioSection:
@@ -241,6 +269,17 @@ class PayloadConfig(Section):
     persona: PersonaSection = Field(default_factory=PersonaSection)
     power: PowerSection = Field(default_factory=PowerSection)
     sim: SimSection = Field(default_factory=SimSection)
+
+    @model_validator(mode="after")
+    def _beacon_fits_duty_cycle(self) -> PayloadConfig:
+        # A beacon the duty cycle cannot carry would be throttled at once and starve everything
+        # else: refuse it here, with the numbers and what would fit (payload/duty.py).
+        from .duty import beacon_refusal
+
+        why = beacon_refusal(self.radio, self.callsign, self.telemetry_format, self.schedule.telemetry_s)
+        if why:
+            raise ValueError(f"[radio] / [schedule] telemetry_s: {why}")
+        return self
 
 
 def load_config(path: str | Path | None) -> PayloadConfig:
