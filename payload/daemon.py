@@ -31,6 +31,7 @@ from stratoecho.wire import uplink
 from .clock import Clock
 from .commands import CommandGate
 from .config import PayloadConfig
+from .duty import worst_sentence
 from .governor import Governor
 from .guard import OutboundGuard
 from .link import KIND_STREAM, Transmitter
@@ -113,7 +114,12 @@ class Daemon:
                            # On the bench its questions are drawn from the flight's seed, like everything else.
                            rng=Random(cfg.sim.seed * 7919 + self.boot) if self.lockstep else None)
         self.guard = OutboundGuard(hashed=bundle.blocklist() if bundle is not None else None)
-        self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop)
+        # The hour's airtime, the beacon's share first, logged across restarts (payload/duty.py).
+        self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop,
+                                       airtime_log=self.data_dir / "airtime.json",
+                                       sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)))
+        self.transmitter.follow(lambda: self.governor.period_s("beacon", cfg.schedule.telemetry_s),
+                                self.governor.transmit_factor)
         self.worker = (
             PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
                           memory_limit_mb=cfg.persona.memory_limit_mb)

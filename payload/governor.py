@@ -105,6 +105,12 @@ class Governor:
         factor = policy_for(self.mode, self.phase.value)[task]
         return base_s * (factor or 1.0)
 
+    def transmit_factor(self) -> float | None:
+        """The radio's bulk traffic in this mode and phase: 1.0 all it may have, 4.0 a quarter of
+        it (survival), None none (the beacon alone). The transmitter scales bulk's share of the
+        hour's airtime by it; the beacon follows `period_s("beacon", ...)`."""
+        return policy_for(self.mode, self.phase.value)["transmit"]
+
     def fields(self) -> dict:
         """Mode, phase and the energy budget for the health record."""
         out = {"mode": self.mode.value, "phase": self.phase.value, "energy_wh": round(self.used_wh, 3)}

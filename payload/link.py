@@ -16,10 +16,16 @@ A record gets as many parity fragments as the measured loss calls for
 accepted in the last `FEEDBACK_WINDOWS`), for the lower `uplink.first_pass_target`:
 the ground asks for whatever the first pass misses, while covering the unlucky tail
 of a bursty channel with parity alone costs several times the erasure bound on
-records of one or two fragments (sim/link_bench.py measures both). Each
-frame waits for the hour's airtime budget, keys the radio for its time on air, and
-a record is marked sent only after its last frame went out: a crash before that
-leaves it queued, and it goes out again after reboot.
+records of one or two fragments (sim/link_bench.py measures both). Each frame keys
+the radio for its time on air, and a record is marked sent only after its last frame
+went out: a crash before that leaves it queued, and it goes out again after reboot.
+
+The hour's airtime (payload/duty.py): the position sentence waits only for the law (the
+duty cycle in force); a bulk frame goes only when the beacons still to come in its hour
+keep their room, scaled by the governor's transmit factor (`follow`). A bulk frame that
+does not fit is deferred, not waited for: the radio stays free for the next sentence and
+looks again later. What went on air is logged in the data directory before each frame
+is keyed, so a restart does not hand the same hour's budget out twice.
 
 Repair: after every `uplink.window_every`-th position sentence the radio listens
 for `uplink.window_s` (half duplex: nothing is sent meanwhile). Signed frames go
@@ -31,6 +37,7 @@ never for a record that is still queued, which will go out whole anyway.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import threading
 from collections import OrderedDict, deque
@@ -43,6 +50,7 @@ from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import fec
 
 from .clock import Clock
+from .duty import AirtimeBudget, AirtimeLog, DutyBudget, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
 from .radio import Radio
 from .store import Queued, Store
 
@@ -61,42 +69,12 @@ FEEDBACK_WINDOWS = 20
 # they go out by priority when the next pass begins. Ten minutes at the defaults: at 50 %
 # loss each way ten silent windows in a row happen about one time in twenty.
 CONTACT_LOST_WINDOWS = 10
-
-
-@dataclass
-class AirtimeBudget:
-    """Sliding-window duty cycle: at most `duty_cycle * window_s` seconds on air per window.
-
-    Pure: callers pass flight time in; nothing here reads a clock.
-    """
-
-    duty_cycle: float
-    window_s: float = 3600.0
-    _sent: deque = field(default_factory=deque)  # (start time, airtime)
-
-    def used(self, now: float) -> float:
-        while self._sent and self._sent[0][0] <= now - self.window_s:
-            self._sent.popleft()
-        return sum(a for _, a in self._sent)
-
-    def wait_s(self, now: float, airtime: float) -> float:
-        """Seconds to wait before `airtime` more fits in the window (0 if it fits now)."""
-        allowance = self.duty_cycle * self.window_s
-        if airtime > allowance:
-            raise ValueError(f"one frame of {airtime:.2f} s exceeds the whole budget of {allowance:.2f} s")
-        used = self.used(now)
-        if used + airtime <= allowance:
-            return 0.0
-        # Wait until enough old transmissions leave the window.
-        excess = used + airtime - allowance
-        for start, a in self._sent:
-            excess -= a
-            if excess <= 0:
-                return start + self.window_s - now
-        return self.window_s
-
-    def record(self, now: float, airtime: float) -> None:
-        self._sent.append((now, airtime))
+# Longest sleep of a radio with a deferred bulk frame: it looks again at least this often (flight
+# seconds), and sooner when a producer queues something (a sentence above all).
+DEFER_LOOK_S = 30.0
+# The airtime log is replaced at every frame (a killed process loses nothing) and flushed to the
+# card at most this often (flight seconds): a power cut forgets at most this much of the hour.
+LOG_SYNC_S = 60.0
 
 
 def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
@@ -119,16 +97,32 @@ class LinkStats:
     windows: int = 0
     uplink_frames: int = 0
     sent_by_stream: dict = field(default_factory=dict)
-    budget_waits: int = 0
+    budget_waits: int = 0  # sentences that waited for the law, plus bulk deferrals begun
+    beacon_waits: int = 0  # sentences that waited (0 unless the beacon outgrows its reservation)
+    bulk_deferred: int = 0  # bulk frames held back for the beacon's share or the governor
     failures: int = 0
     held_frames: int = 0  # radio turns that found records waiting while out of contact (kept for the next pass)
 
 
 class Transmitter:
-    def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event):
+    def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event,
+                 airtime_log: Path | None = None, sentence_bytes: int | None = None):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
         self.on_loop: Callable[[], None] = lambda: None
-        self.budget = AirtimeBudget(cfg.duty_cycle)
+        self.budget = DutyBudget(cfg.duty_cycle)
+        # The beacon's reservation: its worst-case sentence (grown by any longer one sent), one every
+        # `beacon_period_s()`; bulk gets `1/bulk_factor()` of the rest (None: shed). See follow().
+        self.sentence_s = self.airtime(b"\0" * (sentence_bytes or len(worst_sentence("STRATO1"))))
+        self.beacon_period_s: Callable[[], float] = lambda: 10.0
+        self.bulk_factor: Callable[[], float | None] = lambda: 1.0
+        self.deferred_s: float | None = None  # after a send_one that deferred bulk: seconds until it may go
+        self._defer_spell: str | None = None  # the stream whose deferral was logged; None: bulk is moving
+        self.airtime_log = AirtimeLog(airtime_log) if airtime_log is not None else None
+        self.airtime_log_problem: str | None = None
+        # Read at the first radio turn, not here: the daemon sets the beacon's period (follow) and
+        # may restart flight time (a bench launch) after making the transmitter.
+        self._log_loaded = self.airtime_log is None
+        self._log_synced_at = -LOG_SYNC_S
         self.loss = fec.LossEstimator(prior_loss=cfg.fec_prior_loss, prior_burst=cfg.fec_prior_burst)
         self.stats = LinkStats()
         self.wake = clock.event()  # set by producers when they queue something
@@ -140,6 +134,31 @@ class Transmitter:
         self._report_window: int | None = None  # the window of the last accepted report
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
+
+    def follow(self, beacon_period_s: Callable[[], float], bulk_factor: Callable[[], float | None]) -> None:
+        """The beacon's period and bulk's transmit factor now (the governor's, read at every frame)."""
+        self.beacon_period_s, self.bulk_factor = beacon_period_s, bulk_factor
+
+    def _load_airtime_log(self) -> None:
+        now_utc, now = self.clock.now().timestamp(), self.clock.elapsed_s()
+        try:
+            entries = self.airtime_log.load(now_utc, now, self.budget.window_s)
+        except ValueError as e:
+            # Not knowing what the last run sent, assume the worst it could have: bulk's whole
+            # share spent just now. The beacon keeps its room; bulk waits out the hour.
+            self.airtime_log_problem = str(e)
+            log.error("airtime_log_unreadable", error=str(e), assumed_bulk_s=round(self._bulk_room_s(), 1))
+            entries = [(now, self._bulk_room_s(), False)]
+        for t, a, beacon in entries:
+            self.budget.record(t, a, beacon)
+        if entries:
+            log.info("airtime_log_loaded", frames=len(entries), used_s=round(self.budget.used(now), 1),
+                     allowance_s=round(self.budget.allowance_s, 1))
+
+    def _bulk_room_s(self) -> float:
+        from .duty import beacon_per_hour_s
+
+        return max(self.budget.allowance_s - beacon_per_hour_s(self.sentence_s, self.beacon_period_s()), 0.0)
 
     def listen_after(self, uplink_cfg, on_uplink) -> None:
         """Open a listen window after every `uplink_cfg.window_every`-th sentence; frames go to `on_uplink`."""
@@ -198,8 +217,13 @@ class Transmitter:
             if self._hand or self._repairs or self.store.depth():
                 self.stats.held_frames += 1
             return None  # the beacon alone, which is how the ground finds us again
+        return self._bulk(take=True)
+
+    def _bulk(self, take: bool) -> tuple[Queued | None, bytes, bool, bool] | None:
+        """The next bulk frame (a repair, else the hand's next), consumed only with `take`:
+        a frame the budget defers stays where it was."""
         if self._repairs:
-            return None, self._repairs.popleft(), False, True
+            return None, (self._repairs.popleft() if take else self._repairs[0]), False, True
         room = self.cfg.interleave - len(self._hand)
         if room > 0:
             # The current sentence goes out alone, above; backlog sentences may join the hand.
@@ -211,28 +235,55 @@ class Transmitter:
             return None
         qid, (q, frames, k, n) = next(iter(self._hand.items()))
         index = n - len(frames)  # data shards come first, then parity
+        last = len(frames) == 1
+        if not take:
+            return q, frames[0], last, index >= k
         frame = frames.popleft()
         self._hand.move_to_end(qid)
-        last = not frames
         if last:
             del self._hand[qid]
         return q, frame, last, index >= k
 
     def send_one(self) -> bool:
-        """Put one frame on the air; False when there is nothing to send or we are stopping."""
-        item = self.next_frame()
-        if item is None:
-            return False
+        """Put one frame on the air; False when there is nothing to send, when bulk must wait for
+        its share of the hour (then `deferred_s` says how long), or when we are stopping."""
+        self.deferred_s = None
+        if not self._log_loaded:
+            self._log_loaded = True
+            self._load_airtime_log()
+        fresh = self.store.current_telemetry(exclude=tuple(self._hand))
+        if fresh is not None:
+            item, beacon = (fresh, fresh.payload, True, False), True
+        elif self.out_of_contact():
+            if self._hand or self._repairs or self.store.depth():
+                self.stats.held_frames += 1
+            return False  # the beacon alone, which is how the ground finds us again
+        else:
+            item, beacon = self._bulk(take=False), False
+            if item is None:
+                return False
         q, frame, last, is_parity = item
         air = self.airtime(frame)
-        wait = self.budget.wait_s(self.clock.elapsed_s(), air)
-        if wait > 0:
-            self.stats.budget_waits += 1
-            log.info("duty_cycle_wait", wait_s=round(wait, 1), stream=q.stream if q else "repair")
-            if self.clock.wait(wait, self.stop):
-                return False  # stopping: the record stays queued in the store
+        if beacon:
+            self.sentence_s = max(self.sentence_s, air)  # a longer sentence than planned: reserve for it
+            wait = self.budget.wait_s(self.clock.elapsed_s(), air)  # only the law holds a sentence back
+            if wait > 0:
+                self.stats.budget_waits += 1
+                self.stats.beacon_waits += 1
+                log.warning("duty_cycle_wait", wait_s=round(wait, 1), stream="telemetry",
+                            used_s=round(self.budget.used(self.clock.elapsed_s()), 1))
+                if self.clock.wait(wait, self.stop):
+                    return False  # stopping: the record stays queued in the store
+        else:
+            factor = self.bulk_factor()
+            wait = self.budget.bulk_wait_s(self.clock.elapsed_s(), air, self.sentence_s, self.beacon_period_s(),
+                                           None if factor is None else 1.0 / factor)
+            if wait > 0:
+                self._defer(wait, q.stream if q else "repair", factor)
+                return False
+            self._bulk(take=True)
+        self._log_airtime(air, beacon)  # before keying: a crash mid-frame still counts it
         self.radio.send(frame)
-        self.budget.record(self.clock.elapsed_s(), air)
         with self._lock:
             self.stats.frames_sent += 1
             self.stats.bytes_sent += len(frame)
@@ -251,6 +302,33 @@ class Transmitter:
                 self._sent_at_window.pop(next(iter(self._sent_at_window)))
             self.listen_window()
         return True
+
+    def _defer(self, wait: float, stream: str, factor: float | None) -> None:
+        """Bulk waits for its share of the hour without holding the radio: logged once per spell."""
+        if self._defer_spell is None:
+            self.stats.budget_waits += 1
+            self._defer_spell = stream
+            log.info("duty_cycle_wait", wait_s=round(wait, 1), stream=stream, deferred=True,
+                     transmit_factor=factor, beacon_period_s=self.beacon_period_s())
+        self.stats.bulk_deferred += 1
+        self.deferred_s = wait
+
+    def _log_airtime(self, air: float, beacon: bool) -> None:
+        now = self.clock.elapsed_s()
+        self.budget.record(now, air, beacon)
+        if not beacon:
+            self._defer_spell = None  # bulk moves again: the next deferral is a new spell
+        if self.airtime_log is None:
+            return
+        sync = now - self._log_synced_at >= LOG_SYNC_S or now < self._log_synced_at
+        try:
+            self.airtime_log.save(self.budget.entries(), self.clock.now().timestamp(), now, sync=sync)
+            if sync:
+                self._log_synced_at = now
+        except OSError as e:  # a full or failing card must not stop the beacon
+            if self.airtime_log_problem is None:
+                log.error("airtime_log_unwritable", path=str(self.airtime_log.path), error=str(e))
+            self.airtime_log_problem = f"{self.airtime_log.path}: {e}"
 
     def on_link_report(self, last_seq: int, frames_heard: int) -> bool:
         """The ground heard `frames_heard` of our frames up to sentence `last_seq`: feed the
@@ -290,6 +368,7 @@ class Transmitter:
     def run(self) -> None:
         while not self.stop.is_set():
             self.on_loop()  # the daemon's liveness ping: a radio thread stuck in a driver stops it
+            self.wake.clear()  # before looking: a sentence queued from here on wakes the sleep below
             try:
                 sent = self.send_one()
             except Exception:
@@ -299,6 +378,7 @@ class Transmitter:
                 self.stats.failures += 1
                 sent = False
             if not sent:
-                # Nothing to send: sleep until a producer queues something (or we stop).
-                self.wake.wait(timeout=1.0)  # flight seconds
-                self.wake.clear()
+                # Nothing to send, or bulk deferred: sleep until a producer queues something (a
+                # sentence goes at once), until the deferral ends, or until we stop.
+                pause = 1.0 if self.deferred_s is None else min(max(self.deferred_s, 1.0), DEFER_LOOK_S)
+                self.wake.wait(timeout=pause)  # flight seconds

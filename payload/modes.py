@@ -434,7 +434,9 @@ def _frozen(rows: dict) -> Mapping:
 
 POLICY: Mapping[Mode, Policy] = _frozen({
     Mode.NOMINAL: {"beacon": 1.0, "transmit": 1.0, "housekeeping": 1.0, "sense": 1.0, "capture": 1.0, "think": 1.0},
-    Mode.LOW_POWER: {"beacon": 1.0, "transmit": 1.0, "housekeeping": 1.0, "sense": 2.0, "capture": 4.0,
+    # The radio follows: bulk gets half of what the beacon leaves of the hour's airtime, a
+    # quarter in survival (payload/duty.py); the beacon keeps its own period until survival.
+    Mode.LOW_POWER: {"beacon": 1.0, "transmit": 2.0, "housekeeping": 1.0, "sense": 2.0, "capture": 4.0,
                      "think": None},
     # Every milliwatt to the beacon; readings stay (the ladder needs them to climb back).
     Mode.SURVIVAL: {"beacon": 2.0, "transmit": 4.0, "housekeeping": 2.0, "sense": None, "capture": None,
