@@ -48,7 +48,10 @@ def test_the_pi_configuration_flies_two_hours_under_its_unit_without_a_watchdog_
     assert unit["starts"] == 1 and unit["ready"] == 1 and unit["watchdog_timeouts"] == 0
     # It really was fed all along: a ping at least every half WatchdogSec, as systemd advises.
     assert unit["watchdog_pings"] >= 2 * 3600 / 15 * 0.95 and unit["longest_watchdog_gap_s"] <= 30
-    assert verdict.beacons >= 2 * 3600 / load_config(PI_CONFIG).schedule.telemetry_s * 0.95
+    # A 255-byte bulk frame at SF11 holds the air ~47 s, longer than the 30 s interval: the
+    # sentence due meanwhile is superseded by the next (it goes later, as backlog), so a few
+    # slots carry none; the gap rule above is what recovery depends on.
+    assert verdict.beacons >= 2 * 3600 / load_config(PI_CONFIG).schedule.telemetry_s * 0.9
 
 
 def test_a_thread_stuck_in_a_driver_is_caught_within_its_allowance_and_the_payload_restarts(tmp_path):
