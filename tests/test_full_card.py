@@ -281,8 +281,9 @@ def test_the_stills_budget_is_bounded_by_the_card():
 
 
 def test_stills_mb_must_be_positive():
-    with pytest.raises(ValueError, match="stills_mb"):
+    with pytest.raises(ValueError, match=r"stills_mb\n.*greater than 0"):
         CameraDeviceSection(stills_mb=0)
+    assert CameraDeviceSection().stills_mb == 4096
 
 
 def test_a_still_refused_by_a_full_card_leaves_no_fragment(tmp_path):
