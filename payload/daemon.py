@@ -526,7 +526,7 @@ class Daemon:
             self.led.show("off")
         self.governor.close()
         self.memory.close()
-        self.write_stats()
+        self.write_stats(final=True)
         self.store.close()
         self.radio.close()
 
@@ -556,10 +556,10 @@ class Daemon:
             "phase": self.governor.phase.value,
         }
 
-    def write_stats(self) -> None:
-        """stats.json, replaced whole; not while the card is full, and a refused write never ends
-        the daemon: the counts wait for room (docs/storage.md)."""
-        if self.store.card.full:
+    def write_stats(self, final: bool = False) -> None:
+        """stats.json, replaced whole; not while the card is full, but for the `final` one at a
+        stop (a few kB, the flight's last word). A refused write never ends the daemon."""
+        if self.store.card.full and not final:
             return
         path = self.data_dir / "stats.json"
         tmp = path.with_suffix(".tmp")
