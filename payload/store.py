@@ -347,8 +347,13 @@ class Store:
                 if not self.db.getautocommit():
                     self.db.execute("ROLLBACK TO op")
                     self.db.execute("RELEASE op")
-                # else SQLite already rolled the whole batch back (SQLITE_FULL, SQLITE_IOERR may):
-                # the caller's _write_failed holds the batch's records in memory.
+                else:
+                    # SQLite rolled the whole batch back itself (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY
+                    # may): what the batch had accepted is held in memory, whatever the caller does.
+                    self._in_batch = False
+                    held, self._batch_rows = self._batch_rows, []
+                    for row in held:
+                        self._hold(*row)
                 self._load_totals()
                 raise
             self.db.execute("RELEASE op")
