@@ -43,9 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+import structlog
 from PIL import Image
 
 from payload.backoff import Backoff
+
+log = structlog.get_logger(__name__)
 
 STATUSES = ("ok", "absent", "hung", "error")
 
@@ -203,6 +206,20 @@ def _close_quietly(backend: CameraBackend | None) -> None:
 STILL_RE = re.compile(r"^img_(\d{6})\.jpg$")
 
 
+def stills_to_prune(stills: list[tuple[str, int]], max_bytes: int) -> list[str]:
+    """Which stills to delete so that those kept take at most `max_bytes`: the oldest first
+    (the lowest number), never the newest one. `stills` is (name, size in bytes)."""
+    ordered = sorted(stills, key=lambda s: int(m.group(1)) if (m := STILL_RE.match(s[0])) else -1)
+    total = sum(size for _, size in ordered)
+    out = []
+    for name, size in ordered[:-1]:
+        if total <= max_bytes:
+            break
+        out.append(name)
+        total -= size
+    return out
+
+
 class Camera:
     """Stills to ``still_dir`` (kept), a thumbnail for the radio, faults as statuses."""
 
@@ -235,6 +252,7 @@ class Camera:
         self._next_attempt_at = float("-inf")
         self._last_fault = "absent"
         self._seq: int | None = None
+        self.last_exc: BaseException | None = None  # what the last failed capture raised
 
     # -- bookkeeping --
 
@@ -277,6 +295,7 @@ class Camera:
         except OSError as exc:
             return self._fault("error", f"still directory: {exc}")
         part = final.with_name(final.stem + ".part.jpg")
+        self.last_exc = None
 
         job = _Job()
         if self.flight_clock is not None:
@@ -321,9 +340,11 @@ class Camera:
             return self._fault("hung", f"{job.stage} did not return within {self.timeout_s:g} s")
 
         if job.exc is not None:
+            self.last_exc = job.exc  # the daemon tells a full card (ENOSPC) from a failing camera
             if job.stage == "open":
                 return self._fault("absent", f"{type(job.exc).__name__}: {job.exc}")
             self._backend = job.backend
+            self._discard(part)  # a still cut short by a full card is only taking space
             return self._fault("error", f"capture: {type(job.exc).__name__}: {job.exc}")
         if self._backend is None:
             self._backend = job.backend
@@ -336,6 +357,7 @@ class Camera:
                 size = im.size
                 thumb = make_thumbnail(im, self.thumb_px, self.thumb_max_bytes)
         except Exception as exc:  # noqa: BLE001 - OSError, PIL's UnidentifiedImageError ...
+            self.last_exc = exc
             return self._fault("error", f"still unreadable: {type(exc).__name__}: {exc}", str(final))
         self._consecutive_faults = 0
         self.counters.ok += 1
@@ -344,6 +366,31 @@ class Camera:
             self.counters.thumb_failures += 1
             error = f"no thumbnail fits {self.thumb_max_bytes} bytes"
         return self._reading("ok", error, str(final), thumb, size)
+
+    @staticmethod
+    def _discard(path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a card that refuses even this keeps the fragment; the budget counts only whole stills
+
+    def prune_stills(self, max_bytes: int) -> list[str]:
+        """Delete the oldest stills until those kept take at most `max_bytes` (docs/storage.md,
+        "Stills"); returns the names deleted. The newest still is always kept."""
+        try:
+            stills = [(p.name, p.stat().st_size) for p in self.still_dir.iterdir() if STILL_RE.match(p.name)]
+        except OSError:
+            return []  # no folder yet: nothing kept, nothing to prune
+        gone = []
+        for name in stills_to_prune(stills, max_bytes):
+            try:
+                (self.still_dir / name).unlink()
+                gone.append(name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a card gone read-only: counted by the next capture's fault, not here
+                log.warning("still_not_pruned", still=name, error=str(exc))
+        return gone
 
     def close(self) -> None:
         """Release the camera (not waited for if the driver hangs)."""

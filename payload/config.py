@@ -179,6 +179,11 @@ class CameraDeviceSection(Section):
     thumb_px: int = Field(160, ge=32, le=1024, description="long side of the thumbnail sent down")
     thumb_max_bytes: int = Field(6000, ge=500, le=60000, description="largest thumbnail, in bytes (radio airtime)")
     timeout_s: float = Field(10.0, gt=0, description="a capture taking longer is a hung camera")
+    # 4 GB: a few hundred 12-MP stills, more than a flight takes at one per image_s, and a sixth of
+    # a 32 GB card beside the OS, the queue (store.total_mb) and min_free. A smaller card bounds it.
+    stills_mb: float = Field(
+        4096.0, gt=0, description="most megabytes of stills kept in still_dir; beyond it the oldest are deleted. "
+        "Never more than the card's size less store.min_free_mb")
 
 
 class DevicesSection(Section):

@@ -37,6 +37,7 @@ from .guard import OutboundGuard
 from .link import KIND_STREAM, Transmitter
 from .persona import PersonaError, PersonaWorker
 from .memory import Memory
+from .card import is_no_space, stills_budget
 from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
 from .reach import Reach, store_enqueuer
 from .watchdog import Liveness, RestartLimiter, boot_banner
@@ -154,6 +155,8 @@ class Daemon:
             self.queue_event(f"store fault: {self.store.faults.popleft()}")
         while self.memory.faults:
             self.queue_event(f"memory fault: {self.memory.faults.popleft()}")
+        for text in self.store.take_notices():  # card full / recovered, once each (docs/storage.md)
+            self.queue_event(text)
         pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
         fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
@@ -168,8 +171,11 @@ class Daemon:
         """A still for the card and, when the camera gives one, its thumbnail for the air."""
         if not self.governor.runs("capture"):
             return False
+        if self.store.card.full:
+            return False  # no stills while the card is full: what room is left is the queue's
         reading = self.camera.capture()
         self.note_devices({"camera": reading.status})
+        self.keep_stills_in_budget(reading)
         if reading.thumbnail_jpeg is None:
             return False
         created = int(self.clock.now().timestamp())
@@ -179,6 +185,20 @@ class Daemon:
         self.stats.images_queued += 1
         self.transmitter.wake.set()
         return True
+
+    def keep_stills_in_budget(self, reading) -> None:
+        """A still the card refused marks the card full; a still kept may push the oldest out
+        of `devices.camera.stills_mb` (bounded by the card's size: payload/card.py)."""
+        exc = getattr(self.camera, "last_exc", None)
+        if reading.status == "error" and exc is not None and is_no_space(exc):
+            self.store.card_refused("stills", exc)
+        cam = self.cfg.devices.camera
+        if reading.status == "ok" and cam is not None and hasattr(self.camera, "prune_stills"):
+            try:
+                total = self.disk_usage(self.data_dir).total
+            except OSError:
+                total = None
+            self.camera.prune_stills(stills_budget(cam.stills_mb, total, self.store.budgets.min_free))
 
     def note_devices(self, status: dict[str, str]) -> None:
         """A device whose status changed is an event on air at once: the ground sees a lost
@@ -512,7 +532,7 @@ class Daemon:
             self.led.show("off")
         self.governor.close()
         self.memory.close()
-        self.write_stats()
+        self.write_stats(final=True)
         self.store.close()
         self.radio.close()
 
@@ -542,11 +562,22 @@ class Daemon:
             "phase": self.governor.phase.value,
         }
 
-    def write_stats(self) -> None:
+    def write_stats(self, final: bool = False) -> None:
+        """stats.json, replaced whole; not while the card is full, but for the `final` one at a
+        stop (a few kB, the flight's last word). A refused write never ends the daemon."""
+        if self.store.card.full and not final:
+            return
         path = self.data_dir / "stats.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot(), indent=2))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(self.snapshot(), indent=2))
+            os.replace(tmp, path)
+        except OSError as e:
+            self.store.card_refused("stats.json", e)
+            try:
+                tmp.unlink(missing_ok=True)  # a half-written copy only takes space
+            except OSError:
+                pass
 
 
 def intervals_refused(telemetry_s: float, musing_s: float, planned_telemetry_s: float, limits) -> str | None:

@@ -134,6 +134,7 @@ class Memory:
         self.faults: deque[str] = deque(maxlen=100)  # for the daemon to downlink as events
         self.fault_count = 0
         self.evicted = {"musing": 0, "note": 0}
+        self._card_full = False  # the last write was refused for space (said once)
         self._lock = threading.RLock()  # the think thread and the uplink listener share one connection
         self.db: apsw.Connection | None = self._open()
 
@@ -207,12 +208,21 @@ class Memory:
 
     def _run(self, what: str, work, default):
         """`work(db)` under the lock; a fault is logged and answered with `default`, never raised.
-        A database found damaged while in use is set aside and a fresh one opened for next time."""
+        A database found damaged while in use is set aside and a fresh one opened for next time.
+        A full card is one fault until a write succeeds again, not one per musing."""
         with self._lock:
             if self.db is None:
                 return default
             try:
-                return work(self.db)
+                result = work(self.db)
+                if what.startswith("remember"):  # only a write shows the card has room again
+                    self._card_full = False
+                return result
+            except apsw.FullError as e:
+                if not self._card_full:
+                    self._fault(f"memory {what} failed: card full ({e}); memories wait for room")
+                self._card_full = True
+                return default
             except _DAMAGED as e:
                 self.db.close()
                 self.db = None

@@ -43,6 +43,8 @@ from pathlib import Path
 import apsw
 import structlog
 
+from .card import CardWatch, is_no_space
+
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 2
@@ -90,6 +92,9 @@ _MIGRATIONS = {2: ["ALTER TABLE records ADD COLUMN sent_at REAL",
                    "CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]}
 # What a write can fail with while the payload must go on.
 _WRITE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.NotADBError, apsw.ReadOnlyError)
+# What opening the card's database can fail with when the card, not the software, is at fault:
+# the store then runs from memory until the card takes it (docs/storage.md, "A full card").
+_CARD_REFUSALS = (apsw.FullError, apsw.IOError, apsw.ReadOnlyError, apsw.CantOpenError)
 _COLUMNS = "id, stream, boot, seq, created, payload, send_count"
 
 
@@ -138,9 +143,17 @@ class Store:
                  clock=time.time, disk_usage=shutil.disk_usage):
         self.disk_usage = disk_usage  # the card's (total, used, free); the bench's simulated card on a bench
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.vfs, self.flush_s, self.aging_s, self.clock = vfs, flush_s, aging_s, clock
         self.budgets = budgets or Budgets()
+        self.card = CardWatch(self.budgets.min_free)  # full or not; its notices go on air as events
+        self._on_card = True  # False: the card could not even open the database; records live in RAM
+        self._card_retry_at = 0.0
+        self._retired_ids: set[int] = set()  # ids of the RAM database, which may name other rows on the card
+        self._pending_counters: dict[str, int] = {}  # counters the card refused, written when it recovers
+        self._min_free_unreachable = False
+        self._sidecar_failing = False
+        self._refusing = False  # the card refused the last write: the next refusals are only counted
+        self.refused_writes = 0  # writes the card refused while already degraded (said once, counted here)
         self.faults: deque[str] = deque(maxlen=100)  # for the daemon to downlink as events
         self.fault_count = 0
         self.evicted: dict[str, int] = {}
@@ -171,6 +184,54 @@ class Store:
 
     def _open(self) -> apsw.Connection:
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self._open_on_card()
+        except _CARD_REFUSALS as e:
+            if isinstance(e, apsw.CantOpenError) and self.path.parent.is_dir() and not self._looks_full():
+                raise  # not the card's fullness: a path or a permission the operator must see
+            return self._open_in_memory(e)
+        except OSError as e:
+            if not is_no_space(e):
+                raise
+            return self._open_in_memory(e)
+
+    def _looks_full(self) -> bool:
+        free = self._free_or_none()
+        return free is not None and free < max(self.budgets.min_free, 1)
+
+    def _open_in_memory(self, e: BaseException) -> apsw.Connection:
+        """The card cannot hold the database (or its journal): run from a RAM database with the
+        same schema, so the beacon goes on; `maybe_flush` moves it to the card when it can."""
+        self._on_card = False
+        self._card_retry_at = self.clock() + self.flush_s
+        if is_no_space(e):
+            self.card.refuse(self.path.name, e, self._free_or_none())
+        self._fault(f"store cannot open {self.path.name} on the card ({type(e).__name__}: {e}); "
+                    "running from memory until it can")
+        db = self._connect(":memory:")
+        self._copy_from_card(db)
+        return db
+
+    def _copy_from_card(self, db: apsw.Connection) -> None:
+        """Counters and named state from the card's database, read-only, when it can still be
+        read: the boot, the sequences and the mode carry on as if it had opened."""
+        if not self.path.exists():
+            return
+        try:
+            card = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            try:
+                counters = card.execute("SELECT name, value FROM counters").fetchall()
+                state = card.execute("SELECT name, value FROM state").fetchall()
+            finally:
+                card.close()
+        except apsw.Error as e:
+            log.warning("store_card_unreadable", error=f"{type(e).__name__}: {e}")  # the side file still counts
+            return
+        db.executemany("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", counters)
+        db.executemany("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)", state)
+
+    def _open_on_card(self) -> apsw.Connection:
+        try:
             db = self._connect()
             verdict = db.execute("PRAGMA quick_check").fetchall()  # reads every page
             if verdict != [("ok",)]:
@@ -187,21 +248,22 @@ class Store:
                 return self._connect()
             raise
 
-    def _connect(self) -> apsw.Connection:
-        db = open_wal(str(self.path), self.vfs)
+    def _connect(self, where: str | None = None) -> apsw.Connection:
+        db = open_wal(where or str(self.path), None if where else self.vfs)
         try:
             version = db.execute("PRAGMA user_version").fetchall()[0][0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: store schema {version} is newer than this software's {SCHEMA_VERSION}")
-            db.execute("BEGIN IMMEDIATE")
-            if version == 0:
-                db.execute(_SCHEMA)
-            else:
-                for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[step]:
-                        db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("COMMIT")
+            if version < SCHEMA_VERSION:  # a current file is opened without a write: a full card opens it
+                db.execute("BEGIN IMMEDIATE")
+                if version == 0:
+                    db.execute(_SCHEMA)
+                else:
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[step]:
+                            db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
         except BaseException:
             db.close()
             raise
@@ -224,11 +286,18 @@ class Store:
 
     @property
     def degraded(self) -> bool:
-        return bool(self._memory)
+        return bool(self._memory) or not self._on_card
+
+    @property
+    def on_card(self) -> bool:
+        return self._on_card
 
     def close(self) -> None:
         with self._lock:
             try:
+                if not self._on_card:
+                    self._card_retry_at = float("-inf")  # a clean stop tries the card once more
+                    self._try_card()
                 self.flush()
                 if not self._memory:
                     self._release_reservations()
@@ -260,6 +329,7 @@ class Store:
         if self._in_batch:
             self.db.execute("COMMIT")  # synchronous=FULL: on the card when this returns
             self._in_batch = False
+            self._refusing = False
             self._batch_rows.clear()
             self._must_commit = False
 
@@ -274,8 +344,16 @@ class Store:
                 result = work()
             except BaseException:
                 del self._batch_rows[rows_before:]
-                self.db.execute("ROLLBACK TO op")
-                self.db.execute("RELEASE op")
+                if not self.db.getautocommit():
+                    self.db.execute("ROLLBACK TO op")
+                    self.db.execute("RELEASE op")
+                else:
+                    # SQLite rolled the whole batch back itself (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY
+                    # may): what the batch had accepted is held in memory, whatever the caller does.
+                    self._in_batch = False
+                    held, self._batch_rows = self._batch_rows, []
+                    for row in held:
+                        self._hold(*row)
                 self._load_totals()
                 raise
             self.db.execute("RELEASE op")
@@ -292,15 +370,66 @@ class Store:
             except _WRITE_FAULTS as e:
                 self._write_failed(e)
 
+    def _held_back(self) -> bool:
+        return bool(self._memory or self._pending_state or self._pending_counters)
+
     def maybe_flush(self) -> None:
-        """Commit the batch if it is older than `flush_s` (called from the daemon's loop)."""
+        """Commit the batch if it is older than `flush_s`, write what the card refused before,
+        move a RAM store back to the card when it opens, and look at the card's free space
+        (called from the daemon's health loop)."""
         with self._lock:
-            if self._memory or (self._in_batch and self.clock() - self._batch_since >= self.flush_s):
+            if not self._on_card:
+                self._try_card()
+            if self._held_back() or (self._in_batch and self.clock() - self._batch_since >= self.flush_s):
                 self.flush()
+            self.card.observe(self._free_or_none(), writes_ok=self._on_card and not self._held_back())
+
+    def card_refused(self, where: str, e: BaseException) -> None:
+        """Another writer on the card (the statistics, the camera) failed: a full card makes the
+        card full for everyone; any other error is only logged, by its writer's name."""
+        with self._lock:
+            if is_no_space(e):
+                self.card.refuse(where, e, self._free_or_none())
+            log.warning("card_write_failed", where=where, error=f"{type(e).__name__}: {e}")
+
+    def take_notices(self) -> list[str]:
+        """Events for the ground about the card (full, recovered, min_free unreachable), once each."""
+        with self._lock:
+            return self.card.take_notices()
+
+    def _try_card(self) -> None:
+        """From RAM back to the card, if the card opens the database now (no more often than
+        every `flush_s`): what RAM holds unacknowledged is written by the flush that follows."""
+        if self.clock() < self._card_retry_at:
+            return
+        self._card_retry_at = self.clock() + self.flush_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._connect()
+        except (apsw.Error, OSError) as e:
+            log.debug("store_card_still_refused", error=f"{type(e).__name__}: {e}")
+            return
+        ram = self.db
+        for stream, boot, seq, created, payload, state, rid in ram.execute(
+                "SELECT stream, boot, seq, created, payload, state, id FROM records "
+                "WHERE state != 'acknowledged' ORDER BY id").fetchall():
+            self._hold(stream, boot, seq, created, payload, state == "sent")
+            self._retired_ids.add(rid)
+        for name, value in ram.execute("SELECT name, value FROM counters").fetchall():
+            self._pending_counters[name] = max(value, self._pending_counters.get(name, 0))
+        for name, value in ram.execute("SELECT name, value FROM state").fetchall():
+            self._pending_state.setdefault(name, value)
+        ram.close()
+        self.db, self._on_card, self._in_batch = db, True, False
+        self._batch_rows.clear()
+        self._load_totals()
+        log.info("store_on_card", held=len(self._memory))
 
     def _write_failed(self, e: Exception) -> None:
         """The card refused a write: roll the batch back and hold what it had accepted in
-        memory, so a refused commit loses nothing that enqueue already returned."""
+        memory, so a refused commit loses nothing that enqueue already returned. Said once
+        (a fault, an event) when the store turns degraded; counted while it stays so."""
+        was_refusing, self._refusing = self._refusing, True
         try:
             if self._in_batch:
                 self.db.execute("ROLLBACK")
@@ -310,7 +439,18 @@ class Store:
         held, self._batch_rows = self._batch_rows, []
         for row in held:
             self._hold(*row)
-        self._fault(f"store write failed ({type(e).__name__}: {e}); running degraded, {len(self._memory)} records in memory")
+        card_was_full = self.card.full
+        if is_no_space(e):
+            self.card.refuse(self.path.name, e, self._free_or_none())
+        # A full card lets some writes through (pages it already holds) and refuses the next:
+        # while it stays full, the "card full" event has said all there is to say.
+        repeated = was_refusing or (card_was_full and is_no_space(e))
+        if repeated and not isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
+            self.refused_writes += 1
+            log.debug("store_write_refused", error=f"{type(e).__name__}: {e}", held=len(self._memory))
+        else:
+            self._fault(f"store write failed ({type(e).__name__}: {e}); running degraded, "
+                        f"{len(self._memory)} records in memory")
         if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
             self._replace_damaged(e)
         try:
@@ -378,12 +518,21 @@ class Store:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+            self._sidecar_failing = False
         except OSError as e:
-            self._fault(f"counter side file {self._sidecar} not written: {e}")
+            if is_no_space(e):
+                self.card.refuse(self._sidecar.name, e, self._free_or_none())
+            if not self._sidecar_failing:  # once per run of failures: a full card fails every block
+                self._fault(f"counter side file {self._sidecar} not written: {e}")
+            self._sidecar_failing = True
+            try:
+                tmp.unlink(missing_ok=True)  # a half-written copy only takes space
+            except OSError:
+                pass
 
     def _stored_counter(self, name: str) -> int:
         row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchall()
-        return max(row[0][0] if row else 0, self._read_sidecar().get(name, 0))
+        return max(row[0][0] if row else 0, self._read_sidecar().get(name, 0), self._pending_counters.get(name, 0))
 
     def _set_counter(self, name: str, value: int) -> None:
         self.db.execute(
@@ -400,7 +549,11 @@ class Store:
         For counters set from outside, such as the last accepted uplink counter: a stale
         value can never lower it."""
         with self._lock:
-            self._op(lambda: self._set_counter(name, value), durable=True)
+            try:
+                self._op(lambda: self._set_counter(name, value), durable=True)
+            except _WRITE_FAULTS as e:  # held, and written first when the card recovers
+                self._pending_counters[name] = max(value, self._pending_counters.get(name, 0))
+                self._write_failed(e)
             stored = self._stored_counter(name)
         self._write_sidecar({name: stored})
         return stored
@@ -410,7 +563,11 @@ class Store:
         with self._lock:
             boot = self._stored_counter("boot") + 1
             self._write_sidecar({"boot": boot})  # first: a cut after it only skips a number
-            self._op(lambda: self._set_counter("boot", boot), durable=True)
+            try:
+                self._op(lambda: self._set_counter("boot", boot), durable=True)
+            except _WRITE_FAULTS as e:  # a full card: the boot still starts, its number held for the card
+                self._pending_counters["boot"] = boot
+                self._write_failed(e)
         log.info("boot", boot=boot, store=str(self.path))
         return boot
 
@@ -445,6 +602,9 @@ class Store:
                 return False
 
     def _write_state(self) -> None:
+        for name, value in list(self._pending_counters.items()):
+            self._op(lambda n=name, v=value: self._set_counter(n, v), durable=True)
+            del self._pending_counters[name]
         for name, value in list(self._pending_state.items()):
             self._op(lambda n=name, v=value: self.db.execute(
                 "INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -471,7 +631,7 @@ class Store:
             raise StoreError(f"unknown stream {stream!r}; known: {', '.join(STREAMS)}")
         created = self.clock() if created is None else created
         with self._lock:
-            if self._memory or self._pending_state:
+            if self._held_back():
                 self.flush()  # older accepted records go in first; stays degraded if the card still refuses
             if not self._memory:
                 made: list[tuple[int, bytes]] = []
@@ -536,8 +696,12 @@ class Store:
             for stream, reserved in self._reserved.items():  # reservations made in memory first
                 self._op(lambda n=f"seq:{stream}", v=reserved: self._set_counter(n, v), durable=False)
             for mid in list(self._memory):
-                self._op(lambda r=self._memory[mid]: self._insert(*r), durable=False)
-                del self._memory[mid]  # in the batch now: a failing commit holds it again
+                def move(mid=mid):
+                    self._insert(*self._memory[mid])
+                    # In the batch now: a commit that fails (in this very _op when the batch is old)
+                    # holds it again from there; kept here too it would be written twice.
+                    del self._memory[mid]
+                self._op(move, durable=False)
             self._commit()
         self._write_state()
 
@@ -554,10 +718,53 @@ class Store:
         total = self.budgets.total
         if total is not None and sum(self._bytes_by_stream.values()) > total:
             self._evict_until(lambda: sum(self._bytes_by_stream.values()) <= total, tuple(STREAMS), keep_id)
-        if self.budgets.min_free and self.free_bytes() < self.budgets.min_free:
-            # Deleted rows free pages inside the file for the next records, not space on the
-            # card: evict one round, so the file stops growing, instead of emptying the store.
-            self._evict_until(lambda: False, tuple(STREAMS), keep_id, rounds=1)
+        if not self._on_card:
+            # In RAM the bound is memory_records, as for records held while the card refuses writes.
+            if self.db.execute("SELECT count(*) FROM records").fetchall()[0][0] > self.memory_limit:
+                self._evict_until(lambda: False, tuple(STREAMS), keep_id, rounds=1)
+            return
+        if self.budgets.min_free:
+            free = self._free_or_none()
+            if free is not None:
+                self.card.observe(free)
+                if free < self.budgets.min_free:
+                    self._evict_for_room(free, keep_id)
+
+    def _evict_for_room(self, free: int, keep_id: int) -> None:
+        """The card has less than min_free. Deleted rows free pages inside the file for the next
+        records, not space on the card: evict one round, so the file stops growing, instead of
+        emptying the store. Unless min_free is out of reach: if even giving the card back every
+        byte of the store's files would not make min_free, deleting records cannot meet it, and
+        nothing is deleted for it (said once); the budgets still evict."""
+        reclaimable = self._file_bytes()
+        if free + reclaimable < self.budgets.min_free:
+            if not self._min_free_unreachable:
+                mb = 1024 * 1024
+                self.card.notices.append(
+                    f"store: min_free {self.budgets.min_free / mb:.0f} MB cannot be met ({free / mb:.0f} MB free, "
+                    f"queue files {reclaimable / mb:.1f} MB); nothing deleted for it")
+                log.warning("min_free_unreachable", free=free, min_free=self.budgets.min_free, store_bytes=reclaimable)
+            self._min_free_unreachable = True
+            return
+        self._min_free_unreachable = False
+        self._evict_until(lambda: False, tuple(STREAMS), keep_id, rounds=1)
+
+    def _file_bytes(self) -> int:
+        """What the store's files take on the card (the database and its WAL)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+            except OSError:
+                pass  # no WAL yet: it takes nothing
+        return total
+
+    def _free_or_none(self) -> int | None:
+        try:
+            return self.free_bytes()
+        except OSError as e:
+            log.warning("card_usage_unreadable", error=str(e))
+            return None
 
     def _evict_until(self, within, streams: tuple[str, ...], keep_id: int, rounds: int | None = None) -> None:
         marks = ",".join("?" * len(streams))
@@ -671,6 +878,8 @@ class Store:
             if record_id in self._memory:
                 self._memory[record_id][5] = True
                 return
+            if record_id in self._retired_ids:
+                return  # a RAM database's id, now held under another: it goes once more, a duplicate the ground drops
             try:
                 self._op(lambda: self.db.execute(
                     "UPDATE records SET state = 'sent', send_count = send_count + 1, sent_at = ? "
@@ -698,7 +907,12 @@ class Store:
         """Fold the WAL into the database file (SQLite also does this by itself every ~4 MB)."""
         with self._lock:
             self.flush()
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except _WRITE_FAULTS as e:  # the WAL keeps the pages; the next checkpoint folds them
+                if is_no_space(e):
+                    self.card.refuse(self.path.name, e, self._free_or_none())
+                log.warning("checkpoint_refused", error=f"{type(e).__name__}: {e}")
 
     def depth(self) -> dict[str, int]:
         return self._reading(self._depth)
