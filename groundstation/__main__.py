@@ -13,7 +13,7 @@ import structlog
 
 from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
 from stratoecho.systemd import SystemdNotifier
-from stratoecho.wire.uplink import KeyFileError, load_key
+from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, load_key
 
 from .db import Store, StoreError
 from .decoder import FrameDecoder
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--callsign", metavar="CALL",
                         help="payload id the commands are signed for (default: the callsign of the first "
                              "telemetry sentence heard)")
+    repair.add_argument("--uplink-skip-past", type=int, metavar="N",
+                        help="after losing the counter state (DB.uplink.json): the payload's last accepted "
+                             "counter, from its health records (uplink_counter); signing goes on from N+1. "
+                             "Needs --callsign")
     repair.add_argument("--window-every", type=_positive_int, default=6, metavar="N",
                         help="the payload listens after sentences numbered 0, N, 2N... (default 6; "
                              "must match the payload's window_every)")
@@ -216,11 +220,20 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         print("error: --uplink-key needs a source that can transmit, --udp or --serial; "
               "a --replay cannot answer", file=sys.stderr)
         return 2
+    if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
+        print("error: --uplink-skip-past needs --uplink-key and --callsign (whose counter moves)", file=sys.stderr)
+        return 2
     if args.uplink_key:
         try:  # a bad key or counter state is a start-up error, not a surprise at the first window
             load_key(args.uplink_key)
             if args.callsign:
-                CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len, mtu=args.uplink_mtu)
+                signer = CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len,
+                                              mtu=args.uplink_mtu)
+                if args.uplink_skip_past is not None:
+                    if not 0 <= args.uplink_skip_past < MAX_COUNTER:
+                        raise ValueError(f"--uplink-skip-past {args.uplink_skip_past} is outside 0..{MAX_COUNTER - 1}")
+                    log.info("uplink counter", callsign=args.callsign,
+                             next_counter=signer.skip_to(args.uplink_skip_past + 1))
         except (KeyFileError, SignerStateError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

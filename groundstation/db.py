@@ -229,6 +229,12 @@ class Store:
         self._db.execute("UPDATE outbox SET sent_at = ? WHERE id = ?", (utc_now(), command_id))
         self.commit()
 
+    def last_command(self, command: int, args: bytes) -> dict | None:
+        """The newest outbox row for exactly this command and these arguments, or None."""
+        rows = self._db.execute("SELECT id, queued_at, what, sent_at FROM outbox WHERE command = ? AND args = ? "
+                                "ORDER BY id DESC LIMIT 1", (int(command), bytes(args))).fetchall()
+        return dict(rows[0]) if rows else None
+
     def outbox(self, limit: int = 50) -> list[dict]:
         rows = self._db.execute("SELECT id, queued_at, command, what, sent_at FROM outbox ORDER BY id DESC LIMIT ?",
                                 (limit,))

@@ -104,6 +104,8 @@ class RepairLink:
             self._heard[frame.boot] = self._heard.get(frame.boot, 0) + 1
         if isinstance(frame, wire.Fragment):
             self.planner.heard(frame, complete=result.record is not None)
+            if result.record is not None and result.record["kind"] == "event":
+                self.confirm_if_asked(result.record["text"] or "")
             if result.record is not None and result.record["kind"] == "health":
                 for name, value in result.record["fields"].items():
                     kind = ANNOUNCED.get(name)
@@ -115,6 +117,24 @@ class RepairLink:
             if frame.seq % self.window_every == 0 and peer is not None:
                 self.window(peer, missing(), wire_report=uplink.LinkReport(
                     frame.boot, frame.seq, self._heard[frame.boot]))
+
+    def confirm_if_asked(self, text: str) -> bool:
+        """The payload applied a risky command of ours on probation (`uplink.unconfirmed_event`):
+        hearing it proves the downlink works under the new settings, so queue the same command
+        again for the next window, which proves the uplink does. Only commands this station
+        sent are confirmed: a change nobody here asked for is left to revert."""
+        cmd = uplink.unconfirmed_command(text)
+        if cmd is None or self.store is None:
+            return False
+        args = cmd.pack()
+        row = self.store.last_command(cmd.command_id, args)
+        if row is None or row["sent_at"] is None:
+            log.info("confirmation not queued", command=cmd.command_id.name.lower(),
+                     why="not sent from this station" if row is None else "already queued")
+            return False
+        self.store.queue_command(cmd.command_id, args, f"confirm: {row['what'].removeprefix('confirm: ')}")
+        log.info("confirmation queued", command=cmd.command_id.name.lower(), what=row["what"])
+        return True
 
     def window(self, peer: tuple, missing: dict[tuple[int, int, int], tuple[int, list[int]]],
                wire_report: uplink.LinkReport | None = None) -> None:

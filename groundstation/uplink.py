@@ -6,7 +6,12 @@ after a crash, not across a restart, not from two processes at once. The next
 counter for each balloon lives in a small JSON state file (by default next to
 the ground database, ``<db>.uplink.json``)::
 
-    {"version": 1, "payloads": {"STRATO1": {"next_counter": 42}}}
+    {"version": 1, "payloads": {"STRATO1": {"next_counter": 42, "key": "5be0c1d8e2a4"}}}
+
+``key`` is the key's fingerprint (`uplink.key_fingerprint`): counters are spent per key,
+as the payload keeps them. Signing with a new key moves the old key's next counter to
+``retired`` and starts the new one at 1 — the way out when a key's counters are used
+up; going back to an old key takes its counter back from there.
 
 Each `CommandSigner.sign` takes an exclusive lock (``flock`` on ``<state>.lock``,
 which stays in place), reads the state, builds the frame, writes the advanced
@@ -15,8 +20,10 @@ the frame: a frame is never handed out before its counter is safely spent. A cra
 harmless — the payload allows gaps.
 
 If the state file is lost, the payload refuses every frame as ``replayed`` until
-the ground catches up: `skip_to` moves the counter past the last one the payload
-reports having accepted.
+the ground catches up: `skip_to` (``listen --uplink-skip-past N``) moves the counter
+past the last one the payload reports having accepted (``uplink_counter`` in its
+health records). Never further than the payload allows in one step
+(`uplink.MAX_COUNTER_STEP`), or it refuses every frame as a ``counter jump``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stratoecho.wire import DEFAULT_MTU
-from stratoecho.wire.uplink import DEFAULT_TAG_LEN, MAX_COUNTER, Command, Ping, load_key, sign
+from stratoecho.wire.uplink import DEFAULT_TAG_LEN, MAX_COUNTER, Command, Ping, key_fingerprint, load_key, sign
 
 try:
     import fcntl
@@ -110,7 +117,14 @@ class CommandSigner:
     # ------------------------------------------------------------------ state file
 
     def _entry(self, state: dict) -> dict:
-        return state["payloads"].setdefault(self.payload_id, {"next_counter": 1})
+        fp = key_fingerprint(self._key)
+        entry = state["payloads"].setdefault(self.payload_id, {"next_counter": 1, "key": fp})
+        entry.setdefault("key", fp)  # a file from before keys were told apart: its counters are this key's
+        if entry["key"] != fp:  # a new key (or an old one back): its own counters
+            retired = entry.setdefault("retired", {})
+            retired[entry["key"]] = entry["next_counter"]
+            entry["next_counter"], entry["key"] = retired.pop(fp, 1), fp
+        return entry
 
     @contextmanager
     def _locked(self):
@@ -142,6 +156,11 @@ class CommandSigner:
             n = entry.get("next_counter") if isinstance(entry, dict) else None
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise SignerStateError(f"uplink state file {self.state_path}: bad next_counter for {name!r}; {fix}")
+            retired = entry.get("retired", {})
+            if not isinstance(entry.get("key", ""), str) or not isinstance(retired, dict) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in retired.values()):
+                raise SignerStateError(f"uplink state file {self.state_path}: bad key or retired counters "
+                                       f"for {name!r}; {fix}")
         return state
 
     def _write(self, state: dict) -> None:

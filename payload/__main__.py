@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from stratoecho.wire.uplink import KeyFileError
 
 from .clock import Clock, flight_clock
 from .config import load_config, parse_hostport
-from .daemon import Daemon
+from .daemon import STOP_BUDGET_S, Daemon
 from .persona import PersonaError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
 from .radio import RadioError, make_radio
@@ -28,6 +29,7 @@ from .store import StoreError
 
 log = structlog.get_logger("payload")
 STATS_EVERY_S = 60.0  # flight seconds between saves of the statistics
+STOP_SLACK_S = 5.0  # past the stop's budget, closing files; still inside the unit's TimeoutStopSec=20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +158,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_signal(signum, _frame):
         log.info("signal", signal=signal.Signals(signum).name)
         interrupted.set()
+        if daemon.worker is not None:
+            daemon.worker.cancel()  # a model still loading, or a musing under way, ends now
+        if not clock.lockstep and not interrupted_before:
+            # Last resort, off the bench's clock: a stop that overruns writes every thread's stack
+            # to the journal and exits before systemd's SIGKILL at TimeoutStopSec, which tells nothing.
+            faulthandler.dump_traceback_later(STOP_BUDGET_S + STOP_SLACK_S, exit=True)
+        interrupted_before.append(signum)
+
+    interrupted_before: list[int] = []
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -168,10 +179,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PersonaError as e:
         # A model that will not load must not cost the beacon: systemd would restart and in the
         # end reboot a payload that exits here. Fly without the persona, and say so on air.
-        log.error("persona_not_loaded", error=str(e))
         daemon.worker = None
         daemon.start(launch=parts.bench is not None and not rejoin)
-        daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
+        if not interrupted.is_set():  # else a stop cut the load short: nothing to report
+            log.error("persona_not_loaded", error=str(e))
+            daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
     if persona_problem:
         daemon.queue_event(persona_problem)
     for problem in parts.problems:
@@ -195,6 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon.shutdown(drain_s=0.0 if interrupted.is_set() else args.drain_s, abort=interrupted,
                     on_stopping=notifier.stopping)
     parts.close()
+    faulthandler.cancel_dump_traceback_later()
     log.info("stopped", stats=str(data_dir / "stats.json"))
     return 0
 

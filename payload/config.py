@@ -128,6 +128,10 @@ class UplinkSection(Section):
         "windows that follow every window_every-th sentence, never go quieter than this (a command can always "
         "be undone). The shortest is schedule.telemetry_s, the interval the duty cycle was planned for")
     min_musing_s: float = Field(60.0, gt=0, description="shortest musing interval SET_INTERVALS may set")
+    confirm_s: float = Field(
+        1800.0, ge=300, description="flight seconds a SET_INTERVALS or SET_MODE stays on probation: unless the "
+        "same command arrives again in a later listen window, it reverts (never sooner than two listen windows "
+        "under the new settings)")
 
 
 STORE_STREAMS = ("telemetry", "event", "musing", "api_request", "health", "image")

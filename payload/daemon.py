@@ -30,6 +30,7 @@ from stratoecho.wire import uplink
 
 from .clock import Clock
 from .commands import CommandGate
+from .confirm import Confirmations
 from .config import PayloadConfig
 from .duty import worst_sentence
 from .governor import Governor
@@ -37,16 +38,22 @@ from .guard import OutboundGuard
 from .link import KIND_STREAM, Transmitter
 from .persona import PersonaError, PersonaWorker
 from .memory import Memory
+from .modes import Mode, policy_for
 from .card import is_no_space, stills_budget
 from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
 from .reach import Reach, store_enqueuer
 from .watchdog import Liveness, RestartLimiter, boot_banner
 from .radio import Radio
-from .sensors import Readings, Sensors
+from .sensors import Readings, Sensors, fresh
 from .store import Budgets, Store
 
 log = structlog.get_logger(__name__)
 
+# A stop, SIGTERM to exit, takes at most this (plus closing files): half the unit's
+# TimeoutStopSec=20, so a planned stop never turns into systemd's SIGKILL.
+STOP_BUDGET_S = 10.0
+RADIO_CLOSE_S = 2.0  # of it, kept for closing a radio whose thread is stuck, and for that thread to end
+PROBATION_STATE = "uplink:probation"  # risky changes awaiting confirmation (payload/confirm.py)
 MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs need the rest
 
 
@@ -131,8 +138,15 @@ class Daemon:
         if cfg.uplink.key_file:
             # Raises uplink.KeyFileError with the file named when the key is missing or exposed.
             self.gate = CommandGate.from_key_file(self.store, cfg.uplink.key_file, cfg.callsign,
-                                                  tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu)
+                                                  tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu,
+                                                  on_refused=lambda e: self.queue_event(f"command refused: {e}"))
             self.transmitter.listen_after(cfg.uplink, self.on_uplink)
+        # Risky changes on probation (payload/confirm.py). The ground floor is durable, so its
+        # probation is too; intervals come back from the configuration at every start.
+        self.probation = Confirmations(cfg.uplink.window_s)
+        self._probation_lock = threading.Lock()  # the radio's thread offers, the beacon's reverts
+        for problem in self.probation.load_json(self.store.get_state(PROBATION_STATE), {"set_mode"}):
+            log.warning("probation_state_dropped", problem=problem)
         self._last_status: dict[str, str] = {}  # each device's status at the last beacon
         self.producers_stop = clock.event()  # producers end first; the radio may drain after
         self._threads: list[threading.Thread] = []
@@ -161,6 +175,8 @@ class Daemon:
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
         fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
                   **self.store.health(), **self.device_status(), **self.power_fields(), **self.governor.fields()}
+        if self.gate is not None:
+            fields["uplink_counter"] = self.gate.last_counter
         created = int(self.clock.now().timestamp())
         self.store.enqueue(
             "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
@@ -230,6 +246,7 @@ class Daemon:
         """Battery, heat and heater for the health record."""
         r, fields = self._last_readings, {}
         if r is not None:
+            r = fresh(r)  # the device's status field says why a value is missing
             if not math.isnan(r.box_temp_c):
                 fields["box_temp_c"] = round(r.box_temp_c, 1)
             if not math.isnan(r.batt_ma):
@@ -246,6 +263,7 @@ class Daemon:
         return {k: v for k, v in self._last_status.items() if k in wire.HEALTH_FIELD_NAMES}
 
     def beacon_once(self) -> Readings:
+        self.revert_unconfirmed()
         r = self.sensors.read()
         self.note_devices(r.status)
         cpu = self.pi_health.cpu_temp_c() if self.pi_health is not None else None
@@ -258,13 +276,14 @@ class Daemon:
         self.reach.tick()  # answers overdue become outcomes; re-asks go out
 
         encode = wire.TELEMETRY_ENCODERS[self.cfg.telemetry_format]
+        now = fresh(r)  # a sensor that did not answer is no reading, never its last value
 
         def sentence(seq: int) -> bytes:
             return encode(
                 wire.Telemetry(
                     callsign=self.cfg.callsign, seq=seq, time=r.time.strftime("%H:%M:%S"), lat=r.lat,
-                    lon=r.lon, alt=int(round(r.alt_m)), sats=r.sats, temp_c=r.temp_c,
-                    pressure_hpa=r.pressure_hpa, batt_mv=r.batt_mv, boot=self.boot,
+                    lon=r.lon, alt=int(round(r.alt_m)), sats=r.sats, temp_c=now.temp_c,
+                    pressure_hpa=now.pressure_hpa, batt_mv=now.batt_mv, boot=self.boot,
                 )
             )
 
@@ -282,7 +301,7 @@ class Daemon:
         phase, mode = self.governor.phase.value, self.governor.mode.value
         ctx = PromptContext(phase=phase, mode=mode, memories=self.memory.for_prompt(memory_query(r, phase, mode)),
                             outcomes=self.reach.recent_lines(3))
-        p = build_prompt(self.bundle.manifest.persona.system_prompt, r, ctx,
+        p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
         if p.over_budget:
             log.warning("prompt_over_budget", chars=p.chars)
@@ -300,11 +319,14 @@ class Daemon:
                 return None
             self._persona_down = False
         self._musing_no += 1
+        log.debug("musing_asked", n=self._musing_no, max_tokens=max_tokens)
         try:
             gen = self.worker.generate(prompt, max_tokens, seed=self._musing_seed())
             if not self._spend_generation(prompt, gen):
                 return None  # over the deadline on the board (the bench) or stopping
         except PersonaError as e:
+            if self.producers_stop.is_set():
+                return None  # cut short by a stop: not the persona's failure
             self.stats.persona_failures += 1
             self._persona_down = True
             log.warning("persona_failed", error=str(e))
@@ -405,19 +427,62 @@ class Daemon:
             if refused:
                 self.queue_event(f"set_intervals refused: {refused}; intervals unchanged")
                 return
-            self.cfg.schedule.telemetry_s = float(cmd.telemetry_s)
-            self.cfg.schedule.musing_s = float(cmd.musing_s)
-            self.queue_event(f"intervals now {cmd.telemetry_s} s telemetry, {cmd.musing_s} s musings")
+            sched = self.cfg.schedule
+            self.on_risky(cmd, "set_intervals", (cmd.telemetry_s, cmd.musing_s),
+                          (sched.telemetry_s, sched.musing_s))
         elif isinstance(cmd, uplink.MemoryNote):
             self.memory.remember_note(cmd.text, self.clock.now())
         elif isinstance(cmd, uplink.ApiAnswer):
             self.reach.on_answer(cmd.request_seq, cmd.status, cmd.text)
         elif isinstance(cmd, uplink.SetMode):
             floor = ("nominal", "low_power", "survival")[int(cmd.mode)]
-            self.governor.set_ground_floor(floor)
-            self.queue_event(f"ground floor now {floor}: mode {self.governor.mode.value}")
+            self.on_risky(cmd, "set_mode", (floor,), (self.governor.ground_floor.value,))
         else:
             self.queue_event(f"command {name} received; not acted on in this version")
+
+    def on_risky(self, cmd, name: str, value: tuple, current: tuple) -> None:
+        """Apply a change that could make us quieter on probation, or confirm one (payload/confirm.py)."""
+        # Two listen windows under the new settings at least: one for the event, one for the answer.
+        g, telemetry_s = self.governor, self.cfg.schedule.telemetry_s
+        if name == "set_intervals":
+            telemetry_s = max(telemetry_s, value[0])
+        mode = Mode.worst(g.mode, value[0]) if name == "set_mode" else g.mode
+        windows_s = 2 * self.cfg.uplink.window_every * telemetry_s * (policy_for(mode, g.phase.value)["beacon"] or 1.0)
+        confirm_s = max(self.cfg.uplink.confirm_s, windows_s + self.cfg.uplink.window_s)
+        with self._probation_lock:
+            outcome = self.probation.offer(name, value, current, self.clock.now().timestamp(), confirm_s)
+            log.info("risky_command", command=name, value=value, outcome=outcome)
+            if outcome == "repeat":
+                return
+            if outcome in ("pending", "restored"):
+                self._apply(name, value)
+            self.store.set_state(PROBATION_STATE, self.probation.to_json())
+        what = self._describe(name, value)
+        self.queue_event(uplink.unconfirmed_event(cmd, what, confirm_s) if outcome == "pending"
+                         else f"{name} {outcome}: {what}")
+
+    def revert_unconfirmed(self) -> None:
+        """Put back what was not confirmed in time (called with every beacon)."""
+        with self._probation_lock:
+            expired = self.probation.expired(self.clock.now().timestamp())
+            for p in expired:
+                self._apply(p.name, p.previous)
+            if expired:
+                self.store.set_state(PROBATION_STATE, self.probation.to_json())
+        for p in expired:
+            self.queue_event(f"{p.name} not confirmed in time; back to {self._describe(p.name, p.previous)}")
+            log.warning("risky_command_reverted", command=p.name, value=p.value, back_to=p.previous)
+
+    def _apply(self, name: str, value: tuple) -> None:
+        if name == "set_intervals":
+            self.cfg.schedule.telemetry_s, self.cfg.schedule.musing_s = float(value[0]), float(value[1])
+        else:
+            self.governor.set_ground_floor(value[0])
+
+    def _describe(self, name: str, value: tuple) -> str:
+        if name == "set_intervals":
+            return f"intervals {value[0]:g} s telemetry, {value[1]:g} s musings"
+        return f"ground floor {value[0]}, mode {self.governor.mode.value}"
 
     # ------------------------------------------------------------------ loops
 
@@ -502,26 +567,38 @@ class Daemon:
             text += f", phase {g.phase.value}"
         return text
 
-    def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None) -> None:
+    def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None,
+                 budget_s: float = STOP_BUDGET_S) -> None:
         """Stop producers, let the radio drain the queue for up to `drain_s` flight seconds (cut
         short when `abort` is set: a SIGTERM during the drain), stop; `on_stopping()` when the
-        drain is over and the stop proper begins (systemd's STOPPING=1)."""
+        drain is over and the stop proper begins (systemd's STOPPING=1).
+
+        Everything but the drain fits in `budget_s` of the clock's seconds (flight seconds on
+        the bench's lockstep, where the supervisor counts them too): a generation in flight is
+        cut short, and a thread stuck in a driver (a wedged I2C bus, a camera, a module that
+        keeps AUX low) is left behind — it is a daemon thread — rather than waited for."""
         for key in self.liveness.keys():
             self.liveness.pause(key)  # stopping threads are not hung ones
         self.producers_stop.set()
-        for t in self._threads:
-            if t.name != "radio":
-                self.clock.join(t, 30.0)
+        if self.worker is not None:
+            self.worker.cancel()  # a musing in flight would hold the think loop for persona.timeout_s
+        radio_thread = [t for t in self._threads if t.name == "radio"]
+        left_behind = self._join_by([t for t in self._threads if t not in radio_thread],
+                                    self.clock.elapsed_s() + budget_s / 2)
         end = self.clock.elapsed_s() + drain_s
         while (drain_s > 0 and sum(self.store.depth().values()) and self.clock.elapsed_s() < end
                and not (abort is not None and abort.is_set())):
             self.clock.wait(min(1.0, end - self.clock.elapsed_s()), abort)
         if on_stopping is not None:
             on_stopping()
+        deadline = self.clock.elapsed_s() + budget_s / 2
         self.stop.set()
         self.transmitter.wake.set()
-        for t in self._threads:
-            self.clock.join(t, 30.0)
+        if self._join_by(radio_thread, deadline - RADIO_CLOSE_S):
+            self.radio.close()  # ends a wait on the module (AUX) that would outlast the stop
+            left_behind += self._join_by(radio_thread, deadline)
+        if left_behind:
+            log.warning("stop_left_threads", threads=[t.name for t in left_behind])
         if self.worker is not None:
             self.worker.close()
         if self.camera is not None:
@@ -535,6 +612,12 @@ class Daemon:
         self.write_stats(final=True)
         self.store.close()
         self.radio.close()
+
+    def _join_by(self, threads: list[threading.Thread], deadline: float) -> list[threading.Thread]:
+        """Join each thread until `deadline` (the clock's elapsed seconds); those still running."""
+        for t in threads:
+            self.clock.join(t, max(deadline - self.clock.elapsed_s(), 0.0))
+        return [t for t in threads if t.is_alive()]
 
     # ------------------------------------------------------------------ report
 

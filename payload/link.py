@@ -75,6 +75,10 @@ DEFER_LOOK_S = 30.0
 # The airtime log is replaced at every frame (a killed process loses nothing) and flushed to the
 # card at most this often (flight seconds): a power cut forgets at most this much of the hour.
 LOG_SYNC_S = 60.0
+# Most repair frames waiting at once: two whole records of the most shards a record has.
+# RESEND asks for up to 255 items a frame, several frames a window; past this the ground's
+# asking outruns the air, and what is refused it asks for again in a later window.
+MAX_REPAIR_FRAMES = 2 * wire.records.MAX_SHARDS
 
 
 def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
@@ -94,6 +98,7 @@ class LinkStats:
     parity_frames: int = 0
     repair_frames: int = 0
     repairs_skipped_queued: int = 0
+    repairs_refused: int = 0  # repair frames past MAX_REPAIR_FRAMES
     windows: int = 0
     uplink_frames: int = 0
     sent_by_stream: dict = field(default_factory=dict)
@@ -177,6 +182,13 @@ class Transmitter:
             return 0
         k = wire.data_shards(len(q.payload), self.cfg.mtu)
         wanted = sorted(set(fragments)) or list(range(k + self.parity(k)))
+        room = MAX_REPAIR_FRAMES - len(self._repairs)
+        if len(wanted) > room:
+            self.stats.repairs_refused += len(wanted) - max(room, 0)
+            log.info("repair_backlog_full", stream=stream, boot=boot, seq=seq, waiting=len(self._repairs))
+            wanted = wanted[:max(room, 0)]
+            if not wanted:
+                return 0
         record = wire.Record.from_body(STREAM_KIND[stream], q.boot, q.seq, q.payload)
         frames = wire.fragment_record(record, self.cfg.mtu, parity=max(wanted[-1] + 1 - k, 0))
         self._repairs.extend(frames[i] for i in wanted)

@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 MB = 1024 * 1024
 LOAD_TIMEOUT_S = 120.0  # hashing and mapping a 400 MB GGUF from an SD card on a Zero 2 W
+CANCEL_POLL_S = 0.2  # how often a load looks whether the daemon is stopping
 PING_TIMEOUT_S = 5.0
 _HASH_CHUNK = 1 << 20
 
@@ -202,6 +203,8 @@ class PersonaWorker:
         self._conn: Connection | None = None
         self._started_before = False
         self._lock = threading.Lock()  # one request on the pipe at a time
+        self._cancelled = threading.Event()  # the daemon is stopping: no new worker, no waiting
+        self._loading: mp.process.BaseProcess | None = None
 
     # -- state
 
@@ -234,6 +237,8 @@ class PersonaWorker:
             self._start_locked()
 
     def _start_locked(self) -> None:
+        if self._cancelled.is_set():
+            raise PersonaError("the daemon is stopping: no persona worker is started")
         if self.alive:
             return
         if self._proc is not None:  # a worker that died while idle: say how
@@ -249,11 +254,18 @@ class PersonaWorker:
             target=_serve, name="persona-worker", daemon=True,
             args=(child, str(self.bundle.model_path), self.sha256, self.n_ctx, self.n_threads, self.memory_limit_mb),
         )
+        self._loading = proc
         proc.start()
         child.close()
         path = self.bundle.model_path
-        if not parent.poll(self.load_timeout_s):
+        try:
+            loaded = self._wait_loaded(parent)
+        finally:
+            self._loading = None
+        if not loaded:
             self._end(proc, parent)
+            if self._cancelled.is_set():
+                raise PersonaError(f"the daemon is stopping: persona worker stopped while loading {path}")
             raise self._fail(f"persona worker did not load {path} within {self.load_timeout_s:g} s; killed")
         try:
             msg = parent.recv()
@@ -265,6 +277,17 @@ class PersonaWorker:
             raise self._fail(msg[1])
         self._proc, self._conn, self.info = proc, parent, msg[1]
         log.info("persona_ready", model=self.bundle.manifest.model.file, memory_limit_mb=self.memory_limit_mb, **msg[1])
+
+    def _wait_loaded(self, parent: Connection) -> bool:
+        """Wait for the worker's first message, in short slices: a stop must not wait for a load."""
+        deadline = time.monotonic() + self.load_timeout_s
+        while not self._cancelled.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if parent.poll(min(left, CANCEL_POLL_S)):
+                return True
+        return False
 
     def generate(self, prompt: str, max_tokens: int, seed: int | None = None) -> Generation:
         """One completion of at most `max_tokens` tokens, ended early at the bundle's stop strings."""
@@ -322,7 +345,18 @@ class PersonaWorker:
         except (EOFError, OSError):
             self._end(proc, conn)
             self._proc = self._conn = None
+            if self._cancelled.is_set():  # cut short by cancel(): the daemon is stopping, nothing failed
+                raise PersonaError("the daemon is stopping: the request was cut short") from None
             raise self._fail(f"persona worker {proc.pid} {_exit_reason(proc)} during a request") from None
+
+    def cancel(self) -> None:
+        """The daemon is stopping: a generation or a load in flight ends now (its musing is lost;
+        a stop must fit the unit's TimeoutStopSec), and no worker starts again. Never blocks;
+        `close()` still reaps what is left."""
+        self._cancelled.set()
+        for proc in (self._loading, self._proc if self._lock.locked() else None):
+            if proc is not None and proc.is_alive():
+                proc.kill()
 
     def kill(self) -> None:
         """Kill the worker at once (SIGKILL reaches a stopped process too)."""

@@ -35,6 +35,8 @@ from .config import parse_hostport
 
 log = structlog.get_logger(__name__)
 
+CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether close() has begun
+
 
 class Radio(Protocol):
     def send(self, frame: bytes) -> None: ...
@@ -208,6 +210,7 @@ class LoRaUartRadio:
         from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
 
         self._serial_error = serial.SerialException
+        self._closing = threading.Event()  # close() ends any wait on AUX: a stop never waits a minute
         self.name = port
         self.packet_bytes = packet_bytes
         self.aux_timeout_s = aux_timeout_s
@@ -265,8 +268,21 @@ class LoRaUartRadio:
     def _on_busy(self) -> None:
         self._took_frame.set()
 
+    def _patiently(self, wait: Callable[[float], bool]) -> bool:
+        """`wait(slice_s)` again and again until it holds (True) or `aux_timeout_s` has passed
+        (False); a RadioError as soon as close() begins."""
+        deadline = time.monotonic() + self.aux_timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if wait(max(min(left, CLOSE_POLL_S), 0.0)):
+                return True
+            if self._closing.is_set():
+                raise RadioError(f"LoRa module {self.name}: closed while waiting for AUX")
+            if left <= 0:
+                return False
+
     def _wait_idle(self, when: str) -> None:
-        if not self.aux.wait_for_active(self.aux_timeout_s):
+        if not self._patiently(self.aux.wait_for_active):
             raise RadioError(
                 f"LoRa module {self.name}: AUX (pin {self.aux_pin}) stayed low (busy) for "
                 f"{self.aux_timeout_s:g} s {when}"
@@ -292,7 +308,7 @@ class LoRaUartRadio:
             # clear(), so no falling edge follows our write. AUX low now still means taken:
             # our bytes are in the module's buffer, and AUX (low has priority) rises only once
             # the received packet is out on the UART *and* our frame has gone to the radio chip.
-            if not (self._took_frame.is_set() or not self.aux.is_active or self._took_frame.wait(self.aux_timeout_s)):
+            if not (self._took_frame.is_set() or not self.aux.is_active or self._patiently(self._took_frame.wait)):
                 raise RadioError(
                     f"LoRa module {self.name}: AUX (pin {self.aux_pin}) never went low after "
                     f"{len(frame)} bytes were written: the module did not take the frame "
@@ -393,6 +409,7 @@ class LoRaUartRadio:
             self._wait_idle(f"after switching to {mode} mode")
 
     def close(self) -> None:
+        self._closing.set()  # a send waiting on AUX gives up now (another thread may be in it)
         # The reader first: it reads the port closed below.
         if self._reader is not None:
             os.write(self._wake_w, b"!")

@@ -8,7 +8,7 @@ INA219 drivers and adds each device's status.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -30,6 +30,19 @@ class Readings:
     box_temp_c: float = math.nan  # the battery's temperature inside the box (second BME280)
     batt_ma: float = math.nan  # battery current (INA219)
     fix_valid: bool = True  # a GPS fix this reading (False: the position is the last one known)
+
+
+def fresh(r: Readings) -> Readings:
+    """`r` without the values its devices did not answer this time. The drivers keep a sensor's
+    last good value (the governor and the heater judge its age by the device's status); on air,
+    in a health record or in a prompt a stale value would read as a measurement, so it goes as
+    no reading: NaN for the BME280's temperature and pressure, 0 mV for the INA219's battery."""
+    def answered(device: str) -> bool:
+        return r.status.get(device, "ok") == "ok"
+
+    return replace(r, temp_c=r.temp_c if answered("bme280") else math.nan,
+                   pressure_hpa=r.pressure_hpa if answered("bme280") else math.nan,
+                   batt_mv=r.batt_mv if answered("ina219") else 0)
 
 
 class Sensors(Protocol):

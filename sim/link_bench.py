@@ -273,12 +273,14 @@ def simulate(
     uplink: bool = True,
     configure=None,
     planner=None,
+    prepare=None,
 ) -> LinkRun:
     """Fly `musings` musings, one every `musing_s` flight seconds, then keep beaconing for
     `drain_windows` more listen windows so late repairs can land. Other settings are the
     payload's defaults (`PayloadConfig()`); `configure(cfg)` may change them, and `planner`
-    replaces the ground's default `NackPlanner()`. Without `uplink` the payload never
-    listens: parity alone."""
+    replaces the ground's default `NackPlanner()`; `prepare(daemon, repair, folder)` runs
+    before the flight (a test queues commands in a ground outbox there). Without `uplink`
+    the payload never listens: parity alone."""
     from groundstation.listen import RepairLink
     from groundstation.uplink import generate_key_file
     from payload.config import PayloadConfig
@@ -307,6 +309,8 @@ def simulate(
         radio = SimRadio(clock, cfg.radio, GilbertElliott(spec, seed), GilbertElliott(spec, seed ^ UPLINK_SEED),
                          ground, run)
         daemon = Daemon(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
+        if prepare is not None:
+            prepare(daemon, repair, tmp)
         try:
             _fly(daemon, clock, rng, run, musings, musing_s, drain_windows * every * sched.telemetry_s)
         finally:

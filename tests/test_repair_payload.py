@@ -246,4 +246,6 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     assert len(refused) == 3 and "65535 s is outside 10..120 s" in refused[0] and "below the 60 s" in refused[2]
     d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
     assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (60.0, 900.0)
-    assert "intervals now 60 s telemetry, 900 s musings" in _events(d)
+    pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
+    assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]
+    assert uplink.unconfirmed_command(pending[0]) == uplink.SetIntervals(60, 900)  # what the ground sends back

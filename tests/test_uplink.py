@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groundstation.uplink import CommandSigner, SignerStateError, generate_key_file, state_path_for_db
-from payload.commands import COUNTER_NAME, CommandGate
+from payload.commands import CommandGate
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.wire import uplink
@@ -456,7 +456,7 @@ def test_gate_accepts_each_command_once_and_counts_rejections(tmp_path):
     gate = CommandGate(Store(tmp_path / "q.db"), KEY, PID)
     f5, f6, f7 = (sign(KEY, n, PID, Ping(n)) for n in (5, 6, 7))
     assert gate.accept(f6) == Ping(6)
-    assert gate.last_counter == 6 and gate.store.counter(COUNTER_NAME) == 6
+    assert gate.last_counter == 6 and gate.store.counter(gate.counter_name) == 6
     assert gate.accept(f6) is None  # same counter twice
     assert gate.accept(f5) is None  # lower counter, heard late
     assert gate.accept(f7) == Ping(7)
@@ -555,7 +555,8 @@ def test_signer_counter_survives_restart_and_gate_accepts_all(tmp_path):
     later = signer.sign(SetIntervals(30, 600))
     assert verify(KEY, later, PID, 0).counter == 4
     assert [gate.accept(f) for f in first + [later]] == [Ping(0), Ping(1), Ping(2), SetIntervals(30, 600)]
-    assert json.loads(state.read_text()) == {"version": 1, "payloads": {PID: {"next_counter": 5}}}
+    assert json.loads(state.read_text()) == {
+        "version": 1, "payloads": {PID: {"next_counter": 5, "key": uplink.key_fingerprint(KEY)}}}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(state.name)) == [
         state.name, state.name + ".lock"]  # no temporary files left behind
 

@@ -103,8 +103,9 @@ def sondehub_object(t: dict, *, uploader_callsign: str, software_version: str = 
         "lon": float(t["lon"]),
         "alt": float(t["alt"]),
         "sats": int(t["sats"]),
-        "batt": round(int(t["batt_mv"]) / 1000.0, 3),
     }
+    if int(t.get("batt_mv") or 0) != 0:  # 0: no current reading, never a flat battery
+        obj["batt"] = round(int(t["batt_mv"]) / 1000.0, 3)
     if t.get("temp_c") is not None:
         obj["temp"] = float(t["temp_c"])
     if t.get("pressure_hpa") is not None:

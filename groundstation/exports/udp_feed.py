@@ -75,7 +75,8 @@ def payload_summary(t: dict, previous: tuple[datetime, float, float] | None = No
         "model": model,
         "temp": float(t["temp_c"]) if t.get("temp_c") is not None else UNKNOWN,
         "sats": int(t["sats"]),
-        "batt_voltage": round(int(t["batt_mv"]) / 1000.0, 3),
+        # 0 mV is no current reading, never a flat battery.
+        "batt_voltage": round(int(t["batt_mv"]) / 1000.0, 3) if int(t.get("batt_mv") or 0) != 0 else UNKNOWN,
     }
     if t.get("snr_db") is not None:
         packet["snr"] = float(t["snr_db"])

@@ -57,6 +57,8 @@ HEALTH_FIELDS: dict[int, tuple[str, type]] = {
     23: ("heater", str),  # on/off and why: "off:warm", "on:cold", "off:battery_low"
     24: ("energy_wh", float),  # used since boot
     25: ("hours_left", float),  # at the present load, to the reserve
+    # The last uplink counter accepted: a ground that lost its counter state signs past it.
+    26: ("uplink_counter", int),
 }
 API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
     0: ("api", str),  # a name on the ground's allow-list: weather, news, define ...

@@ -17,7 +17,8 @@ turn it into a UKHAS sentence and SondeHub upload. What we send, one map::
     100  boot counter (stratoecho)   uint
 
 Keys are written in ascending order, so encoding is deterministic; 9 entries
-make a fixmap, first byte 0x89.
+make a fixmap, first byte 0x89 (fewer while a sensor has no current reading: battery,
+temperature and pressure are then left out).
 
 Units follow the reference gateway decoder (PiInTheSky/lora-gateway habpack.c):
 it divides an integer position by 1e7, an integer voltage by 1000 ("mV"), an
@@ -59,10 +60,9 @@ KEY_EXTERNAL_TEMPERATURE = 11
 KEY_PRESSURE = 12
 KEY_BOOT = 100  # stratoecho's own; >= 100 stays clear of the community's keys
 
-MANDATORY_KEYS = (
-    KEY_CALLSIGN, KEY_SENTENCE_ID, KEY_TIME, KEY_POSITION, KEY_SATELLITES, KEY_VOLTAGE, KEY_BOOT,
-)
-OPTIONAL_KEYS = (KEY_EXTERNAL_TEMPERATURE, KEY_PRESSURE)  # left out while the sensor has no reading
+MANDATORY_KEYS = (KEY_CALLSIGN, KEY_SENTENCE_ID, KEY_TIME, KEY_POSITION, KEY_SATELLITES, KEY_BOOT)
+# Left out while the sensor has no current reading: a stale value never travels as fresh.
+OPTIONAL_KEYS = (KEY_VOLTAGE, KEY_EXTERNAL_TEMPERATURE, KEY_PRESSURE)
 FIRST_BYTES = frozenset([*range(0x80, 0x90), 0xDE])  # what gateways dispatch on as HABpack
 
 _SECONDS_IN_DAY = 86_400
@@ -89,7 +89,7 @@ def encode_habpack(t: Telemetry) -> bytes:
         KEY_POSITION: [round(t.lat * _POSITION_SCALE), round(t.lon * _POSITION_SCALE), int(round(t.alt))],
         # Gateways read satellites and pressure as unsigned only: clamp, or they drop the packet.
         KEY_SATELLITES: max(0, int(t.sats)),
-        KEY_VOLTAGE: int(t.batt_mv),
+        KEY_VOLTAGE: int(t.batt_mv) if t.batt_mv != 0 else None,  # 0: no current reading
         KEY_EXTERNAL_TEMPERATURE: None if math.isnan(t.temp_c) else round(t.temp_c * _MILLI),
         KEY_PRESSURE: None if math.isnan(t.pressure_hpa) else max(0, round(t.pressure_hpa * _MILLI)),
         KEY_BOOT: t.boot,
@@ -144,7 +144,7 @@ def decode_habpack(packet: bytes) -> Telemetry:
         sats=_unsigned(fields, KEY_SATELLITES, "satellites"),
         temp_c=_scaled(fields, KEY_EXTERNAL_TEMPERATURE, "temperature") if KEY_EXTERNAL_TEMPERATURE in fields else math.nan,
         pressure_hpa=_scaled(fields, KEY_PRESSURE, "pressure") if KEY_PRESSURE in fields else math.nan,
-        batt_mv=round(_scaled(fields, KEY_VOLTAGE, "voltage") * _MILLI),
+        batt_mv=round(_scaled(fields, KEY_VOLTAGE, "voltage") * _MILLI) if KEY_VOLTAGE in fields else 0,
         boot=_unsigned(fields, KEY_BOOT, "boot"),
     )
 

@@ -5,21 +5,30 @@
 CRC16-CCITT over the characters between ``$$`` and ``*``, 4 upper-case hex digits.
 The last field is the field-list token (see `ukhas.py`): it names every field, so
 LoRa gateways label satellites, outside temperature, pressure and battery for
-SondeHub without a payload document. Sentences without the token are read too.
+SondeHub without a payload document.
 
-A sensor with no reading (a BME280 that failed before its first good value) leaves its
-field empty, as UKHAS receivers expect for missing data: the position beacon never
-waits for a thermometer. Empty reads back as NaN.
+A sensor with no current reading (a BME280 that failed, an INA219 that stopped
+answering) is left out of the sentence, and out of its token: ``...,7,871.2,4168,3,
+0123456R9I``. Never an empty field: the LoRa gateway splits fields with strtok(),
+which skips an empty one, so every later field would move one place and be uploaded
+under the wrong name (the battery as pressure, the boot number as the battery); and
+never a marker such as ``-``, which the gateway pastes into its JSON as it stands.
+A stale value is never sent as if it were fresh; the position beacon never waits
+for a thermometer. A missing temperature or pressure reads back as NaN, a missing
+battery as 0 mV. Sentences without a token (older payloads) are read too, empty
+fields included.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from .common import Kind, WireError, crc16_ccitt
 
 FIELD_LIST = "0123456BR9I"  # callsign..alt, sats, B outside temp, R pressure, 9 battery mV, I boot
+_TOKEN = re.compile(r"0123456B?R?9?I")  # ours: the optional readings present, in this order
 
 
 @dataclass(frozen=True)
@@ -33,9 +42,9 @@ class Telemetry:
     lon: float
     alt: int  # metres
     sats: int
-    temp_c: float
-    pressure_hpa: float
-    batt_mv: int
+    temp_c: float  # NaN: no current reading
+    pressure_hpa: float  # NaN: no current reading
+    batt_mv: int  # 0: no current reading (no monitor, or one that stopped answering)
     boot: int
 
     kind = Kind.TELEMETRY
@@ -54,10 +63,12 @@ def encode_sentence(t: Telemetry) -> bytes:
     _check_finite(t)
     if not t.callsign or any(c in t.callsign for c in ",*$\n") or not t.callsign.isascii():
         raise WireError("bad callsign", f"callsign {t.callsign!r} must be plain ASCII without , * $ or newline")
-    body = (
-        f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{int(round(t.alt))},"
-        f"{t.sats},{_optional(t.temp_c)},{_optional(t.pressure_hpa)},{t.batt_mv},{t.boot},{FIELD_LIST}"
-    )
+    readings = [(code, text) for code, text in (
+        ("B", _optional(t.temp_c)), ("R", _optional(t.pressure_hpa)), ("9", str(t.batt_mv) if t.batt_mv != 0 else ""),
+    ) if text]
+    token = "0123456" + "".join(code for code, _ in readings) + "I"
+    body = ",".join([f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{int(round(t.alt))},{t.sats}",
+                     *(text for _, text in readings), str(t.boot), token])
     return f"$${body}*{crc16_ccitt(body.encode('ascii')):04X}\n".encode("ascii")
 
 
@@ -78,18 +89,27 @@ def decode_sentence(frame: bytes) -> Telemetry:
     if crc != crc16_ccitt(body.encode("ascii")):
         raise WireError("crc mismatch", "UKHAS checksum mismatch")
     fields = body.split(",")
-    if len(fields) == 12 and fields[-1].startswith("012345"):
-        if fields[-1] != FIELD_LIST:
-            raise WireError("sentence field count", f"field list {fields[-1]!r} is not ours ({FIELD_LIST})")
-        fields = fields[:-1]
-    if len(fields) != 11:
+    if fields[-1].startswith("012345"):
+        token, fields = fields[-1], fields[:-1]
+        if not _TOKEN.fullmatch(token):
+            raise WireError("sentence field count", f"field list {token!r} is not ours (0123456, then B R 9 "
+                                                    "for the readings present, then I)")
+        if len(fields) != len(token):
+            raise WireError("sentence field count", f"UKHAS sentence has {len(fields)} fields; its field list "
+                                                    f"{token!r} names {len(token)}")
+        if any(f == "" for f in fields):
+            raise WireError("sentence field invalid", "empty field in a sentence with a field list")
+    elif len(fields) == 11:
+        token = FIELD_LIST  # no token: an older sentence, every field in place, empty for no reading
+    else:
         raise WireError("sentence field count", f"UKHAS sentence has {len(fields)} fields, expected 11 and a field list")
+    v = dict(zip(token, fields))
     try:
         t = Telemetry(
-            callsign=fields[0], seq=int(fields[1]), time=fields[2], lat=float(fields[3]),
-            lon=float(fields[4]), alt=int(fields[5]), sats=int(fields[6]),
-            temp_c=_read_optional(fields[7]), pressure_hpa=_read_optional(fields[8]), batt_mv=int(fields[9]),
-            boot=int(fields[10]),
+            callsign=v["0"], seq=int(v["1"]), time=v["2"], lat=float(v["3"]),
+            lon=float(v["4"]), alt=int(v["5"]), sats=int(v["6"]),
+            temp_c=_read_optional(v.get("B", "")), pressure_hpa=_read_optional(v.get("R", "")),
+            batt_mv=int(v["9"]) if v.get("9", "") != "" else 0, boot=int(v["I"]),
         )
     except ValueError as e:
         raise WireError("sentence field invalid", f"UKHAS field does not parse: {e}") from e

@@ -36,6 +36,9 @@ from the same letters. Mapping, with its source:
 Our sentence (``wire.encode_sentence``) is callsign, seq, time, lat, lon, alt,
 sats, temp_c (outside air: B), pressure_hpa (R), batt_mv (9, integer mV),
 boot (I, the first free extra field; the gateway ignores it): ``0123456BR9I``.
+A reading with no current value is left out together with its code (``0123456R9I``
+without the outside temperature): the gateway's strtok() would skip an empty field
+and shift every later one, and pastes each value into its JSON as it stands.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import re
 from collections.abc import Mapping
 
 from .common import WireError, crc16_ccitt
-from .sentence import decode_sentence
+from .sentence import decode_sentence, encode_sentence
 
 FIELD_NAMES: dict[str, str] = {
     "0": "payload_callsign", "1": "sentence_id", "2": "time", "3": "lat", "4": "lon", "5": "alt",
@@ -68,13 +71,9 @@ def field_list() -> str:
 
 
 def with_field_list(sentence: bytes) -> bytes:
-    """`sentence` (from `wire.encode_sentence`) with our field-list token appended and the CRC redone."""
-    decode_sentence(sentence)  # only our own, valid sentences: the token describes exactly their fields
-    body = sentence.decode("ascii").strip()[2:].rpartition("*")[0]
-    if body.endswith("," + field_list()):
-        return sentence  # encode_sentence already carries it
-    body += "," + field_list()
-    return f"$${body}*{crc16_ccitt(body.encode('ascii')):04X}\n".encode("ascii")
+    """`sentence` (ours, perhaps from an older payload without a token) as `wire.encode_sentence`
+    writes it now: its field-list token naming exactly the fields it carries."""
+    return encode_sentence(decode_sentence(sentence))
 
 
 def parse_sentence_with_fields(

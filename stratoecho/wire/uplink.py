@@ -24,7 +24,14 @@ Frame layout, all integers big-endian::
   and stores that counter before acting on the command: a recorded frame replayed
   later, even after a reboot, is refused. Gaps are fine (frames get lost); a frame
   the payload never heard stays valid until a later one is accepted, so the ground
-  signs every retry afresh.
+  signs every retry afresh. A counter more than ``MAX_COUNTER_STEP`` (2^20) above the
+  last accepted one is refused too: one frame signed near 2^32 (a corrupted ground
+  state, a slip of the finger) would otherwise use up the counter space and lock the
+  uplink for the rest of the flight. The ground spends one counter a frame, so a
+  station would need a million frames heard by nobody to hit the limit; a ground that
+  lost its state moves past the payload's last counter (``uplink_counter`` in health
+  records) by less than that. When counters do run out, the way out is a new key: the
+  payload keeps its high-water mark per key (docs/protocol.md).
 - ``pid``: the first two bytes of SHA-256 of the payload's callsign (UTF-8, case
   as configured), so a command meant for another balloon is refused before any
   hashing. It is a routing check, not a security boundary: each balloon has its own key.
@@ -57,7 +64,7 @@ id    command        args
 Verification order (`verify`), each failure an `UplinkRejected` with its `reason`:
 ``truncated``, ``not uplink``, ``too long`` (over the MTU), ``unknown version``,
 ``wrong payload``, then ``bad tag`` — and only a frame whose tag is right goes
-further: ``replayed``, ``unknown command``, ``bad arguments``. Nothing past the
+further: ``replayed``, ``counter jump``, ``unknown command``, ``bad arguments``. Nothing past the
 8-byte header is parsed before the tag has been checked (with
 `hmac.compare_digest`, in constant time).
 
@@ -79,6 +86,7 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 import stat
 import struct
 from dataclasses import dataclass
@@ -95,13 +103,16 @@ DEFAULT_TAG_LEN = 8
 MIN_TAG_LEN, MAX_TAG_LEN = 4, 32
 MIN_KEY_BYTES = 16
 MAX_COUNTER = 0xFFFFFFFF
+MAX_COUNTER_STEP = 1 << 20  # the furthest one accepted frame may move the counter
 MAX_NOTE_BYTES = 200
 assert MAGIC not in GATEWAY_FIRST_BYTES and MAGIC != DOWNLINK_MAGIC
 
 REJECT_REASONS = frozenset({
     "truncated", "not uplink", "unknown version", "wrong payload", "bad tag",
-    "replayed", "unknown command", "bad arguments", "too long",
+    "replayed", "counter jump", "unknown command", "bad arguments", "too long",
 })
+# Refusals of frames the ground really made (the tag was right): worth telling the ground.
+AUTHENTIC_REASONS = frozenset({"counter jump", "unknown command", "bad arguments"})
 
 
 class UplinkRejected(WireError):
@@ -411,6 +422,34 @@ COMMANDS: dict[CommandId, type] = {
 assert set(COMMANDS) == set(CommandId)
 
 
+# --------------------------------------------------------------------------- confirmations
+# A change that could make the payload quieter (SET_INTERVALS, SET_MODE) is on probation:
+# the payload applies it, says so in an event the ground reads back, and reverts it unless
+# the same command arrives again in a later listen window — proof that the link still works
+# both ways under the new settings. The event's text carries the command's bytes.
+
+RISKY = frozenset({CommandId.SET_INTERVALS, CommandId.SET_MODE})
+_UNCONFIRMED = re.compile(r"^unconfirmed ([a-z_]+) ([0-9a-f]*): ")
+
+
+def unconfirmed_event(command: Command, what: str, confirm_s: float) -> str:
+    """The event a payload sends when `command` is applied on probation."""
+    return (f"unconfirmed {command.command_id.name.lower()} {command.pack().hex()}: {what}; "
+            f"reverts in {confirm_s:.0f} s unless sent again")
+
+
+def unconfirmed_command(text: str) -> Command | None:
+    """The risky command an `unconfirmed_event` text asks to have sent again, or None."""
+    m = _UNCONFIRMED.match(text)
+    if m is None:
+        return None
+    try:
+        cid = CommandId[m[1].upper()]
+        return COMMANDS[cid].unpack(bytes.fromhex(m[2])) if cid in RISKY else None
+    except (KeyError, ValueError, struct.error):
+        return None
+
+
 # --------------------------------------------------------------------------- frames
 
 
@@ -425,6 +464,12 @@ def payload_hash(payload_id: str) -> int:
     if not payload_id:
         raise ValueError("payload id must not be empty")
     return int.from_bytes(hashlib.sha256(payload_id.encode("utf-8")).digest()[:2], "big")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short name for `key` (48 bits of a domain-separated SHA-256): both sides keep their
+    counters per key with it, so a new key starts afresh; it gives nothing of the key away."""
+    return hashlib.sha256(b"stratoecho uplink counter\0" + key).hexdigest()[:12]
 
 
 def _check_params(key: bytes, tag_len: int) -> None:
@@ -482,6 +527,9 @@ def verify(key: bytes, frame: bytes, payload_id: str, last_counter: int,
     # Authentic from here on: the ground made these bytes.
     if counter <= last_counter:
         raise UplinkRejected("replayed", f"counter {counter} is not above the last accepted {last_counter}")
+    if counter - last_counter > MAX_COUNTER_STEP:
+        raise UplinkRejected("counter jump", f"counter {counter} is more than {MAX_COUNTER_STEP} above the last "
+                                             f"accepted {last_counter}; it would use up the counter space")
     try:
         cls = COMMANDS[CommandId(vc & 0x0F)]
     except ValueError:
