@@ -40,7 +40,7 @@ def format_record(record: dict) -> str:
         return (
             f"{clean_text(r['time'])}  TELEMETRY #{r['seq']} boot {r['boot']}  "
             f"{r['lat']:.5f},{r['lon']:.5f}  {r['alt']} m  {_reading(r['temp_c'], '°C')}  "
-            f"{_reading(r['pressure_hpa'], ' hPa')}  {r['batt_mv']} mV  {r['sats']} sats"
+            f"{_reading(r['pressure_hpa'], ' hPa')}  {r['batt_mv'] if r['batt_mv'] else '—'} mV  {r['sats']} sats"
         )
     return (
         f"{_clock(record['created'])}  {record['kind'].upper()} boot {record['boot']} "
