@@ -167,12 +167,13 @@ def test_any_k_of_n_fragments_rebuild_the_record(text, mtu, parity, data):
         assert out == [] and ra.missing()[(1, 5, 77)][0] == k - distinct
 
 
-def test_a_sensor_without_a_reading_is_an_empty_field_and_never_stops_the_beacon():
+def test_a_sensor_without_a_reading_is_left_out_with_its_code_and_never_stops_the_beacon():
     import math
 
     t = wire.Telemetry("STRATO1", 5, "10:00:00", 52.1, -0.1, 1000, 9, float("nan"), 850.0, 3900, 1)
     frame = wire.encode_sentence(t)
-    assert b",9,,850.0,3900," in frame  # UKHAS: an empty field is missing data
+    # Never an empty field: the LoRa gateway's strtok() would skip it and shift every later field.
+    assert b",9,850.0,3900,1,0123456R9I*" in frame
     back = wire.decode_sentence(frame)
     assert math.isnan(back.temp_c) and back.pressure_hpa == 850.0
     assert json.loads(json.dumps(back.as_dict()))["temp_c"] is None  # JSON has no NaN
@@ -180,7 +181,7 @@ def test_a_sensor_without_a_reading_is_an_empty_field_and_never_stops_the_beacon
     assert math.isnan(wire.decode_habpack(packed).temp_c)
     with pytest.raises(wire.WireError):
         wire.encode_sentence(wire.Telemetry("STRATO1", 5, "10:00:00", 52.1, -0.1, 1000, 9, float("inf"), 850.0, 3900, 1))
-    body = frame.decode()[2:].rsplit("*", 1)[0].replace(",,", ",nan,")
+    body = frame.decode()[2:].rsplit("*", 1)[0].replace(",9,850.0,", ",9,nan,850.0,").replace("R9I", "BR9I")
     forged = f"$${body}*{wire.crc16_ccitt(body.encode()):04X}\n".encode()
     with pytest.raises(wire.WireError):
         wire.decode_sentence(forged)  # "nan" written out is not how a missing value travels
