@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+
 import enum
 
 DEFAULT_MTU = 255  # SX127x FIFO
@@ -36,9 +38,7 @@ class Kind(enum.IntEnum):
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC16-CCITT (XMODEM polynomial 0x1021, initial 0xFFFF, no reflection, no final xor)."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC16-CCITT (XMODEM polynomial 0x1021, initial 0xFFFF, no reflection, no final xor):
+    the CRC catalogue's CRC-16/CCITT-FALSE, which the standard library computes in C
+    (`binascii.crc_hqx`: the same polynomial and shifts, its start value given)."""
+    return binascii.crc_hqx(data, crc)
