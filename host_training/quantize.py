@@ -10,7 +10,7 @@ Types: F32 (a copy), F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K; and th
 see "Importance matrix" below. `for_target` quantizes to every type that may fit a board,
 scores each on val.jsonl and picks with targets.choose.
 
-Cost of each type on an 8B model (perplexity increase, FACTS.md): Q8_0 +0.003,
+Cost of each type on an 8B model (perplexity increase, docs/figures.md): Q8_0 +0.003,
 Q4_K_M +0.175, Q3_K_M +0.66, Q2_K +3.5, IQ2_XXS +7.9. A model of a few million parameters
 has far less redundancy, so `build` measures the cost on val.jsonl and records it in persona.toml.
 
@@ -100,7 +100,7 @@ _IMATRIX_REQUIRED_BY_LLAMA_CPP = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S"
 #   Q8_0 +0.05 % (4.5 MB)  Q6_K +0.1 %  Q5_K_M +0.3 %  Q4_K_M +1.3 % (2.7 MB)  Q4_0 +1.6 %
 #   Q3_K_M +3.0 %  Q2_K +13.8 % (1.8 MB)          (F32 16.8 MB)
 # So 4 bits do not destroy a model this small; Q4_K_M costs about what it costs an 8B model
-# (+0.175 on ~6, FACTS.md) and is the type llama.cpp's Pi benchmarks use. Q8_0 is the choice
+# (+0.175 on ~6, docs/figures.md) and is the type llama.cpp's Pi benchmarks use. Q8_0 is the choice
 # when every last bit of perplexity matters more than 1.8 MB.
 DEFAULT_QUANT = "Q4_K_M"
 

@@ -24,7 +24,7 @@ Memory budget of a board (`Board.budget_bytes`) = RAM
                            on every token) and the OOM killer never has to choose.
 and the model then needs its file (llama.cpp maps all of it and touches every weight per
 token) plus its runtime memory: the KV cache and llama.cpp's compute buffers (`runtime_bytes`).
-Cross-check against FACTS.md: SmolLM2-135M Q4_K_M (~105 MB file) on a Zero 2 W runs in
+Cross-check against docs/figures.md: SmolLM2-135M Q4_K_M (~105 MB file) on a Zero 2 W runs in
 ~300-350 MB of the 512 MB, i.e. llama.cpp's defaults (4096-token F16 cache ~94 MB, a
 49k-vocabulary compute buffer) plus the OS; our budget for that board, 233 MB, admits it
 only with a shorter context, as the payload runs it.
@@ -35,14 +35,14 @@ a bare `pi4` or `pi5` means the 2 GB board. Decision: a budget chosen for the sm
 commonly flown size is safe on every larger one, while the reverse would crash the persona
 in the stratosphere; name the size (`pi4-4gb`, `pi5-8gb`, ...) to use more.
 
-Bandwidth (FACTS.md, effective bandwidth llama.cpp achieves, not the DRAM's peak): Pi 5
+Bandwidth (docs/figures.md, effective bandwidth llama.cpp achieves, not the DRAM's peak): Pi 5
 ~10 GB/s, Pi 4 3.3-4.6 GB/s (we predict with the middle, 3.9, and report the range), Zero
 2 W ~1.1 GB/s. The Pi 3 has no published figure there; its BCM2837 is the same quad
 Cortex-A53 with LPDDR2 as the Zero 2 W's RP3A0, so we take the Zero 2 W's 1.1 GB/s
 (an inference, not a measurement). Since these are already effective figures, the
 efficiency factor is 1.0: tokens/s = bandwidth / bytes read per token, bytes read = the
 GGUF file (every weight once per token) plus the KV cache read at half the context.
-Checked against FACTS.md's measurements: Pi 5, Qwen2.5-0.5B Q4_K_M (~0.4 GB): 10/0.4 = 25
+Checked against docs/figures.md's measurements: Pi 5, Qwen2.5-0.5B Q4_K_M (~0.4 GB): 10/0.4 = 25
 predicted, 25.8 measured; Pi 4, Qwen2.5-0.5B Q4_0 (~0.35 GB): 9.4-13 predicted, 9.8
 measured; Zero 2 W, SmolLM2-135M Q4_K_M (~0.1 GB): ~10.5 predicted, 9-11 measured.
 A model of a few MB is compute-bound long before that: for it the figure is an upper bound.
@@ -73,7 +73,7 @@ class Board:
     name: str
     ram_bytes: int
     os_bytes: int
-    bandwidth_gb_s: float  # effective, as llama.cpp sees it (FACTS.md); the prediction uses this
+    bandwidth_gb_s: float  # effective, as llama.cpp sees it (docs/figures.md); the prediction uses this
     bandwidth_range_gb_s: tuple[float, float]
     note: str
 
@@ -189,7 +189,7 @@ def predicted_tokens_per_s(board_name: str | Board, model_bytes: int, kv_read_by
 
     bytes read per token = the GGUF file (every weight once) + `kv_read_bytes` (KV cache read;
     ModelShape.kv_read_bytes_per_token for a half-full context). Efficiency factor 1.0: the
-    board's bandwidth is already the effective one llama.cpp achieves (FACTS.md). For models of
+    board's bandwidth is already the effective one llama.cpp achieves (docs/figures.md). For models of
     a few MB this is an upper bound: they run out of arithmetic first.
     """
     if model_bytes <= 0:

@@ -8,7 +8,7 @@
               beside the model file in the board's model budget (host_training.targets).
 * max_tokens  the persona's max_tokens scaled down as energy falls, and never more than
               the context leaves after the prompt or the radio can carry (max_chars).
-* timeout_s   expected tokens/s (effective bandwidth / bytes read per token, FACTS.md)
+* timeout_s   expected tokens/s (effective bandwidth / bytes read per token, docs/figures.md)
               for prompt plus musing, times a safety factor: the prediction is an upper
               bound (small models are compute bound, a cold Pi throttles).
 * max_chars   the text one musing record may carry in its share of the airtime budget

@@ -1,8 +1,8 @@
 """Power modes: the mode ladder, the task policy each mode selects, and the energy budget.
 
 Pure decisions, no I/O: the daemon passes readings and flight seconds in, acts on what
-comes back, and persists ``ModeLadder.to_dict()`` on each change (FACTS: "the mode is
-persisted on each change").
+comes back, and persists ``ModeLadder.to_dict()`` on each change, as small spacecraft
+do: a reboot must not forget that the battery was low.
 
 The ladder (worse = more frugal)::
 
@@ -20,7 +20,7 @@ The ladder (worse = more frugal)::
   and noise flickering above a threshold cannot hide a battery that is mostly below it.
 * Stepping up needs every signal clear continuously for ``leave_s``: recovery is the
   risky direction, so one bad sample restarts it.
-* An invalid reading (None, NaN, out of range) counts as low (FACTS): it demands
+* An invalid reading (None, NaN, out of range) counts as low, the safe reading of silence: it demands
   ``invalid_mode`` (LOW_POWER by default, through the same dwell) and never lets the mode
   step up; its ``*_invalid`` key is in the decision's reasons.
 
@@ -93,7 +93,7 @@ class ModeLimits:
     enter_survival_soc: float = 12.0
     leave_survival_soc: float = 20.0
     # Battery temperature: below -10 °C a Li-ion cell's usable capacity and voltage under
-    # load fall fast (FACTS: up to half lost); -20 °C is about its rated discharge limit.
+    # load fall fast (docs/figures.md: up to half lost); -20 °C is about its rated discharge limit.
     enter_low_power_battery_c: float = -10.0
     leave_low_power_battery_c: float = -5.0
     enter_survival_battery_c: float = -20.0
@@ -522,7 +522,7 @@ def energy_budget(soc: float | None, capacity_wh: float, load_w: float,
     """What is left at ``soc`` percent of ``capacity_wh`` above a reserve, and for how long.
 
     An unusable ``soc`` (None, NaN, outside 0-100) counts as empty, like any invalid reading.
-    Derate ``capacity_wh`` for a cold pack (FACTS: up to half lost) before calling.
+    Derate ``capacity_wh`` for a cold pack (docs/figures.md: up to half lost) before calling.
     """
     if not (capacity_wh > 0 and math.isfinite(capacity_wh)):
         raise ValueError(f"capacity_wh must be a positive number, got {capacity_wh!r}")

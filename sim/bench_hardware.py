@@ -158,7 +158,7 @@ class CpuMeter:
 
 @dataclass
 class PiLoad:
-    """The board's draw: idle, plus a share of the all-cores figure as the CPU works (FACTS.md)."""
+    """The board's draw: idle, plus a share of the all-cores figure as the CPU works (docs/figures.md)."""
 
     idle_w: float = 0.6  # Pi Zero 2 W
     busy_w: float = 2.3

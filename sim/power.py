@@ -9,7 +9,7 @@ Battery: one Li-ion cell (or cells in parallel), 3.0-4.2 V. The load is drawn th
 regulator as constant power, so current rises as the voltage falls; under load the cell
 reads OCV - I*R. In the cold the internal resistance rises (doubling every
 `resistance_doubling_c` below 25 degC) and less of the charge can be got out (half of it at
--20 degC, FACTS.md). The cold does not destroy charge: the state of charge reported is the
+-20 degC, docs/figures.md). The cold does not destroy charge: the state of charge reported is the
 fraction of what the cell can deliver at its present temperature, so it comes back as the
 cell warms.
 

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-# Effective memory bandwidth llama.cpp sees (FACTS.md), for the predicted tokens/s.
+# Effective memory bandwidth llama.cpp sees (docs/figures.md), for the predicted tokens/s.
 BOARD_BANDWIDTH_GB_S = {"Pi Zero 2 W": 1.1, "Pi 4": 3.9, "Pi 5": 10.0}
 
 
@@ -103,7 +103,7 @@ def bench_airtime() -> list[tuple]:
     rows = []
     for (sf, bw, cr), ref in published:
         t = lora_airtime_s(80, sf, bw, cr)
-        rows.append((f"airtime: 80 B at SF{sf}/{bw / 1000:g} kHz/4:{cr}", f"{t:.3f}", "s", f"{t / ref:.2f}x of FACTS.md's {ref:g} s"))
+        rows.append((f"airtime: 80 B at SF{sf}/{bw / 1000:g} kHz/4:{cr}", f"{t:.3f}", "s", f"{t / ref:.2f}x of docs/figures.md's {ref:g} s"))
     return rows
 
 

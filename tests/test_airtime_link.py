@@ -1,4 +1,4 @@
-"""Time on air against FACTS.md's figures, and the transmitter's duty-cycle budget."""
+"""Time on air against docs/figures.md's figures, and the transmitter's duty-cycle budget."""
 
 from __future__ import annotations
 

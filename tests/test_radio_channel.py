@@ -29,7 +29,7 @@ from sim.radio_channel import (
 )
 
 HOME = GroundStation("home", 52.7, -2.75, 20.0)
-SLOW = LoRaMode(11, 20_800, 8)  # FACTS.md's long-range telemetry mode
+SLOW = LoRaMode(11, 20_800, 8)  # docs/figures.md's long-range telemetry mode
 
 
 def east_of(station: GroundStation, km: float, alt_m: float) -> tuple[float, float, float]:
@@ -53,7 +53,7 @@ def moving_east(station, km_per_s, alt_m):
 
 
 def test_link_budget_matches_the_field_figures():
-    # FACTS.md: ~142 dB over 700 km; SF11/20.8 kHz keeps ~10 dB at a 30 km balloon's horizon (~714 km).
+    # docs/figures.md: ~142 dB over 700 km; SF11/20.8 kHz keeps ~10 dB at a 30 km balloon's horizon (~714 km).
     assert fspl_db(700, 434) == pytest.approx(142, abs=0.5)
     assert radio_horizon_km(30_000, 0) == pytest.approx(714, abs=2)
     cfg = ChannelConfig(lora=SLOW)
@@ -198,7 +198,7 @@ def test_half_duplex_loses_uplink_while_the_payload_transmits():
     ch = RadioChannel([HOME], fixed((HOME.lat, HOME.lon, 500)), cfg, seed=1)
     frame = bytes(80)
     air = SLOW.airtime_s(80)
-    assert 14 < air < 18  # FACTS.md: ~16 s for 80 bytes at SF11/20.8 kHz/4:8
+    assert 14 < air < 18  # docs/figures.md: ~16 s for 80 bytes at SF11/20.8 kHz/4:8
     ch.downlink(frame, 1000.0)
     assert ch.uplink(b"nack", 0, 1000.0 + air / 2) is None
     assert ch.uplink(b"nack", 0, 1000.0 + air + 0.01) == b"nack"

@@ -1,7 +1,7 @@
 """The bench world's physics: air, winds and track, sun, and the payload's battery and box.
 
 Reference values are derived by hand (equinox and solstice geometry, the equation of time,
-the horizon dip) or taken from FACTS.md; the power checks are the properties a payload's
+the horizon dip) or taken from docs/figures.md; the power checks are the properties a payload's
 power ladder relies on, not particular numbers of the model.
 """
 
@@ -26,13 +26,13 @@ def day_scan(day: datetime, lat: float, lon: float) -> list[tuple[float, datetim
     return [(solar_elevation_deg(t, lat, lon), t) for t in (day + timedelta(minutes=m) for m in range(1440))]
 
 
-# ---------------------------------------------------------------- the air (FACTS.md)
+# ---------------------------------------------------------------- the air (docs/figures.md)
 
 
 @pytest.mark.parametrize("alt, hpa, tol", [(0, 1013.25, 0.01), (11_000, 226, 0.5), (20_000, 55, 0.5),
                                            (32_000, 8.7, 0.1)])
 def test_isa_pressure_matches_facts(alt, hpa, tol):
-    # FACTS.md's "~9 hPa at 30 km" is the ISA figure for ~32 km; 30 km is ~11.7 hPa.
+    # docs/figures.md's "~9 hPa at 30 km" is the ISA figure for ~32 km; 30 km is ~11.7 hPa.
     assert atmosphere.pressure_pa(alt) / 100 == pytest.approx(hpa, abs=tol)
 
 
@@ -78,7 +78,7 @@ def test_descent_slower_in_dense_air():
     f = Flight(FlightPlan(seed=1))
     rates = [f.descent_rate_m_s(h) for h in (30_000, 20_000, 10_000, 0)]
     assert rates == sorted(rates, reverse=True)
-    assert rates[-1] == pytest.approx(5.0, rel=0.01)  # FACTS.md: lands at ~5 m/s
+    assert rates[-1] == pytest.approx(5.0, rel=0.01)  # docs/figures.md: lands at ~5 m/s
     # Falling speed seen on the track: fast after burst, slow near the ground.
     t_hi, t_lo = f.ascent_s + 60, f.duration_s - 120
     fall_hi = f.altitude_m(t_hi) - f.altitude_m(t_hi + 10)
@@ -318,7 +318,7 @@ def test_capacity_lower_in_the_cold():
     caps = {t: instant(at(t), 1.0).capacity_wh for t in (25, 15, 0, -20)}
     assert caps[25] == pytest.approx(20.0)
     assert caps[25] > caps[15] > caps[0] > caps[-20]
-    assert caps[-20] == pytest.approx(10.0)  # FACTS.md: up to half lost
+    assert caps[-20] == pytest.approx(10.0)  # docs/figures.md: up to half lost
     # The same charge drawn leaves a lower state of charge in the cold, and it comes back warm.
     assert instant(at(-20), 1.0).soc < instant(at(20), 1.0).soc
 

@@ -1,4 +1,4 @@
-"""The bench world: ISA figures from FACTS.md, a flight that rises, bursts and lands, bursty loss."""
+"""The bench world: ISA figures from docs/figures.md, a flight that rises, bursts and lands, bursty loss."""
 
 from __future__ import annotations
 
