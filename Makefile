@@ -14,11 +14,12 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test bench persona install clean distclean powercut soak system-packages
+.PHONY: help demo test lint bench persona install clean distclean powercut soak system-packages
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
 	@echo "make test     run the test suite (~9 min on 2 cores; installs chromium, chromedriver, mosquitto if missing)"
+	@echo "make lint     check style (ruff) and the layers (import contracts); make test runs it first"
 	@echo "make bench    print speed and size figures"
 	@echo "make soak     24 flight hours of the Pi configuration under its systemd unit, judged (SOAK_HOURS=N)"
 	@echo "make powercut 10,000 simulated power cuts under the store (~3 min; POWERCUT_CUTS=N, POWERCUT_SEED=S)"
@@ -71,11 +72,16 @@ demo: $(PERSONA)/persona.toml
 	@echo
 	$(PY) -m sim report out/demo
 
-test: $(STAMP) $(SYSTEM_PACKAGES)
+# The house first: style (ruff) and the layers (import-linter's contracts in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint $(SYSTEM_PACKAGES)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m stratoecho.bench
+	$(PY) -m sim.benchmarks
 
 # A day aloft: the Pi configuration under its systemd unit on the bench's clock, judged from outside
 # (docs/bench.md, "A day aloft"). `make test` flies a two-hour share of it.

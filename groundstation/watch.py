@@ -347,7 +347,7 @@ class Watcher:
         if summary != self._last_summary:
             out.append(summary)
             self._last_summary = summary
-        for id_, boot, seq, created, text in store._db.execute(
+        for id_, boot, seq, _created, text in store._db.execute(
                 "SELECT id, boot, seq, created, text FROM records WHERE kind = 'musing' AND id > ? ORDER BY id",
                 (self._last_musing_id,)):
             out.append(f"MUSING boot {boot} #{seq}: {_line(text)}")

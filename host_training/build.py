@@ -31,7 +31,8 @@ from pathlib import Path
 
 import structlog
 
-from . import targets
+from stratoecho import boards as targets
+
 from .quantize import DEFAULT_QUANT, QUANT_TYPES, parse_quant
 from .tokenizer import (
     CHATML_TEMPLATE,
@@ -457,7 +458,7 @@ def build_base(args) -> dict | None:
 
     from stratoecho.bundle import Bundle, BundleManifest, file_entry, sha256_file, write_bundle
 
-    from . import convert_gguf, finetune, quantize
+    from . import convert_gguf, evaluate, finetune, quantize
 
     t_start = time.monotonic()
     # -- 1. data and base
@@ -515,7 +516,7 @@ def build_base(args) -> dict | None:
     val_ex = finetune.to_examples(val_convs, finetune.ChatFormat(tok), system_prompt, "persona",
                                   result.context_length)
     q, model_file, target_table = quantize_for_bundle(
-        args, f32_path, work, lambda path: finetune.score_gguf_ids(path, val_ex)["val_perplexity"])
+        args, f32_path, work, lambda path: evaluate.score_gguf_ids(path, val_ex)["val_perplexity"])
     try:
         base_q = quantize.quantize(base_f32, work / f"base.{args.quant}.gguf", args.quant, verbose=verbose,
                                    imatrix=args.imatrix)
@@ -523,9 +524,9 @@ def build_base(args) -> dict | None:
         raise BuildError(str(e)) from None
 
     # -- 6. eval: tuned and untuned, quantized and F32
-    ev_q = finetune.score_gguf_ids(q.path, val_ex)
-    ev_f = finetune.score_gguf_ids(f32_path, val_ex) if args.quant != "F32" else ev_q
-    ev_bq = finetune.score_gguf_ids(base_q.path, val_ex)
+    ev_q = evaluate.score_gguf_ids(q.path, val_ex)
+    ev_f = evaluate.score_gguf_ids(f32_path, val_ex) if args.quant != "F32" else ev_q
+    ev_bq = evaluate.score_gguf_ids(base_q.path, val_ex)
     arch = str(_gguf_field(q.path, "general.architecture", "llama"))
     # llama.cpp prepends BOS itself when the GGUF says so; the prompt text must not carry a second one.
     bos_auto = bool(_gguf_field(q.path, "tokenizer.ggml.add_bos_token", False))

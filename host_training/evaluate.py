@@ -512,3 +512,19 @@ def run(args) -> int:
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
     return status
+
+
+def score_gguf_ids(gguf_path, examples, threads: int | None = None) -> dict:
+    """Persona-token loss of a GGUF through llama-cpp-python on the same token ids as training
+    (score_gguf renders ChatML itself; a base model's template may be another)."""
+
+    t0 = time.monotonic()
+    llm, ctx = open_for_scoring(gguf_path, threads=threads)
+    total, count, n_chunks = target_nll(llm, ctx, examples)
+    llm.close()
+    loss = total / max(count, 1)
+    return {"model": Path(gguf_path).name, "val_loss": loss, "val_perplexity": math.exp(loss), "tokens": count,
+            "chunks": n_chunks, "seconds": time.monotonic() - t0}
+
+
+# ----------------------------------------------------------------------------- loading

@@ -309,21 +309,6 @@ def persona_nll(model, examples, pad_id: int, device=None) -> tuple[float, int]:
     return (total / count if count else float("nan")), count
 
 
-def score_gguf_ids(gguf_path, examples, threads: int | None = None) -> dict:
-    """Persona-token loss of a GGUF through llama-cpp-python on the same token ids as training
-    (evaluate.score_gguf renders ChatML itself; a base model's template may be another)."""
-    from .evaluate import open_for_scoring, target_nll
-
-    t0 = time.monotonic()
-    llm, ctx = open_for_scoring(gguf_path, threads=threads)
-    total, count, n_chunks = target_nll(llm, ctx, examples)
-    llm.close()
-    loss = total / max(count, 1)
-    return {"model": Path(gguf_path).name, "val_loss": loss, "val_perplexity": math.exp(loss), "tokens": count,
-            "chunks": n_chunks, "seconds": time.monotonic() - t0}
-
-
-# ----------------------------------------------------------------------------- loading
 def device_and_dtype():
     import torch
 

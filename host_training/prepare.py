@@ -299,7 +299,7 @@ class Staged:
         return handle
 
     def commit(self) -> None:
-        for tmp, handle in self._files.values():
+        for _tmp, handle in self._files.values():
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()

@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import structlog
 
-from . import targets
+from stratoecho import boards as targets
 
 log = structlog.get_logger(__name__)
 

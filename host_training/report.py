@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
+from stratoecho.charts import nice_ticks, tick_label
 from stratoecho.privacy import PLACEHOLDER, find_private
 
 # ----------------------------------------------------------------------------- configuration
@@ -308,36 +309,6 @@ def fmt_bytes(n: int | None) -> str:
 
 
 # ----------------------------------------------------------------------------- the plot
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About `n` round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"ticks for a non-finite range [{lo}, {hi}]")
-    if hi < lo:
-        lo, hi = hi, lo
-    if hi == lo:
-        pad = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    raw = (hi - lo) / max(1, n - 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
-    first = math.floor(lo / step + 1e-9) * step
-    ticks, k = [], 0
-    while True:
-        t = first + k * step
-        ticks.append(round(t, 12))
-        if t >= hi - step * 1e-9:
-            return ticks
-        k += 1
-
-
-def _tick_label(t: float, ticks: Sequence[float]) -> str:
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    if abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
-        decimals += 1  # a step of 2.5, 0.25, ...
-    return f"{t:.{decimals}f}"
-
-
 def size_vs_perplexity_svg(rows: Sequence[PerplexityRow], width: int = 520, height: int = 320) -> str:
     """A scatter of file size (MB, x) against val perplexity (y), each point labelled
     "label quantization". Rows without a size or with a non-finite perplexity are left out
@@ -373,11 +344,11 @@ def size_vs_perplexity_svg(rows: Sequence[PerplexityRow], width: int = 520, heig
     for t in xt:
         x = px(t)
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph + 4}" stroke="#eee"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{_tick_label(t, xt)}</text>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{tick_label(t, xt)}</text>')
     for t in yt:
         y = py(t)
         out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{_tick_label(t, yt)}</text>')
+        out.append(f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{tick_label(t, yt)}</text>')
     out.append(f'<g stroke="#999" stroke-width="1">'
                f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}"/>'
                f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}"/></g>')

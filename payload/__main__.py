@@ -19,13 +19,14 @@ from stratoecho.cli import run_cli
 from stratoecho.config import ConfigError
 from stratoecho.wire.uplink import KeyFileError
 
-from .clock import Clock, flight_clock
+from .clock import Clock
 from .config import load_config, parse_hostport
 from .daemon import STOP_BUDGET_S, Daemon
+from .hardware import Hardware, HardwareError
 from .persona import PersonaError
-from .watchdog import Liveness, SystemdNotifier, Watchdog
 from .radio import RadioError, make_radio
 from .store import StoreError
+from .watchdog import Liveness, SystemdNotifier, Watchdog
 
 log = structlog.get_logger("payload")
 STATS_EVERY_S = 60.0  # flight seconds between saves of the statistics
@@ -53,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     src = run.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", metavar="FILE", help="payload configuration (TOML); see config/payload.pi.toml")
     src.add_argument("--sim", action="store_true", help="bench world: simulated sensors and flight, no hardware")
-    run.add_argument("--sim-config", metavar="FILE", help="with --sim: a configuration to start from (default: built-in bench defaults)")
+    run.add_argument("--sim-config", metavar="FILE", help="with --sim: a configuration to start from (default: built-in "
+                                                          "bench defaults)")
     run.add_argument("--persona", metavar="BUNDLE", help="persona bundle directory (overrides the configuration)")
     run.add_argument("--no-persona", action="store_true", help="fly without a language model: telemetry and events only")
     run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio")
-    run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and repair requests (overrides uplink.key_file)")
+    run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and "
+                                                          "repair requests (overrides uplink.key_file)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
     run.add_argument("--speedup", type=float,
                      help="with --sim: flight seconds per wall second of a free-running clock (default 60); "
@@ -68,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --sim: throw a fault at a simulated part in flight time, e.g. gps:silence@40m-55m, "
                           "bme280:unplug@1h, camera:hang@30m-45m (repeatable; docs/bench.md lists them)")
     run.add_argument("--scenario", metavar="NAME",
-                     help="with --sim: the bench world's rehearsal: nominal (default), cold-soak, night, orbit ... (python -m sim scenarios)")
+                     help="with --sim: the bench world's rehearsal: nominal (default), cold-soak, night, orbit ... (python "
+                          "-m sim scenarios)")
     run.add_argument("--world-clock", metavar="FILE",
-                     help="with --sim: the flight's launch time, written at launch and rejoined after a reboot (sim fly passes it)")
-    run.add_argument("--drain-s", type=float, default=300.0, help="flight seconds to keep transmitting the queue after the flight ends (default 300)")
+                     help="with --sim: the flight's launch time, written at launch and rejoined after a reboot (sim fly "
+                          "passes it)")
+    run.add_argument("--drain-s", type=float, default=300.0, help="flight seconds to keep transmitting the queue after the "
+                                                                  "flight ends (default 300)")
     run.set_defaults(func=cmd_run)
     return parser
 
@@ -121,14 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         parts = open_parts(cfg, data_dir)
-    except ValueError as e:  # a fault the bench cannot throw
+    except (ValueError, HardwareError) as e:  # a fault the bench cannot throw, no bench installed
         print(f"error: {e}", file=sys.stderr)
         return 2
     clock, sensors = parts.clock, parts.sensors
     if cfg.sim.minutes is not None:
         flight_s = cfg.sim.minutes * 60
-    elif parts.bench is not None:
-        flight_s = parts.bench.flight.duration_s + 300  # land, then beacon a while for the recovery team
+    elif parts.hardware.flight_s is not None:
+        flight_s = parts.hardware.flight_s  # a bench flight: land, then beacon a while for the recovery team
     else:
         flight_s = float("inf")
 
@@ -145,8 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     liveness = Liveness(clock=clock.elapsed_s) if clock.lockstep else Liveness()
     try:
         daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
-                        pi_health=parts.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
-                        disk_usage=parts.bench.card_usage if parts.bench is not None else None)
+                        pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
+                        disk_usage=parts.hardware.card_usage)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         parts.close()
@@ -172,15 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     # A bench flight launches once the payload is ready, unless this payload is rebooting into
     # a flight already under way: then it rejoins the flight's time from the world clock file.
-    world_clock = Path(cfg.sim.world_clock) if parts.bench is not None and cfg.sim.world_clock else None
-    rejoin = parts.rejoined
+    launches = parts.hardware.launches
+    world_clock = Path(cfg.sim.world_clock) if launches and cfg.sim.world_clock else None
+    rejoin = parts.hardware.rejoined
     try:
-        daemon.start(launch=parts.bench is not None and not rejoin)
+        daemon.start(launch=launches and not rejoin)
     except PersonaError as e:
         # A model that will not load must not cost the beacon: systemd would restart and in the
         # end reboot a payload that exits here. Fly without the persona, and say so on air.
         daemon.worker = None
-        daemon.start(launch=parts.bench is not None and not rejoin)
+        daemon.start(launch=launches and not rejoin)
         if not interrupted.is_set():  # else a stop cut the load short: nothing to report
             log.error("persona_not_loaded", error=str(e))
             daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
@@ -194,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         tmp = world_clock.with_suffix(".tmp")
         tmp.write_text(json.dumps({"epoch_unix": clock.epoch_unix(), "speedup": clock.speedup, "seed": cfg.sim.seed}))
         os.replace(tmp, world_clock)
-    log.info("flying", radio=cfg.radio.kind, to=cfg.radio.address, speedup=clock.speedup, flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
+    log.info("flying", radio=cfg.radio.kind, to=cfg.radio.address, speedup=clock.speedup,
+             flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
     # Statistics are saved every flight minute: a power cut loses at most a minute of counts.
     next_stats = clock.elapsed_s() + STATS_EVERY_S
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
@@ -215,78 +223,50 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @dataclass
 class Parts:
-    """What the daemon senses and drives, and the clock it runs on."""
+    """What the daemon senses and drives, on the hardware they were opened on."""
 
-    clock: Clock
-    sensors: object
+    hardware: Hardware
     camera: object | None
-    pi_health: object
     led: object | None
     heater: object | None
-    bench: object | None = None  # sim.bench_hardware.BenchHardware on the bench
-    rejoined: bool = False  # a bench payload rebooted into a flight under way (its world clock adopted)
     problems: list[str] = field(default_factory=list)  # parts that could not be opened: events at start
 
+    @property
+    def clock(self) -> Clock:
+        return self.hardware.clock
+
+    @property
+    def sensors(self):
+        return self.hardware.sensors
+
     def close(self) -> None:
-        for part in (self.led, self.heater, self.sensors, self.bench):
-            if part is not None and hasattr(part, "close"):
+        for part in (self.led, self.heater):
+            if part is not None:
                 try:
                     part.close()
                 except Exception as e:  # noqa: BLE001 - closed already (the daemon closes the heater): go on
                     log.debug("close_twice", part=type(part).__name__, error=str(e))
+        self.hardware.close()
 
 
 def open_parts(cfg, data_dir: Path) -> Parts:
-    """The drivers in [devices] and [outputs]. On a Pi they open the real buses, ports and pins;
-    on the bench (`sensors = "sim"`) the same drivers open the bench world's simulated parts —
-    an NMEA pseudo-terminal, a register-level I2C bus, a simulated camera, mock GPIO pins —
-    so what is tested is the flight code. A missing part is a status, never a failed start."""
-    from .camera import Camera, Picamera2Backend
-    from .devices import Devices, HardwareSensors
+    """The drivers in [devices] and [outputs], over the hardware `cfg.sensors` names
+    (payload/hardware.py): on a Pi its real buses, ports and pins; on the bench (`sensors =
+    "sim"`) the bench world's simulated parts behind the same drivers, so what is tested is
+    the flight code. A missing part is a status, never a failed start."""
+    from .camera import Camera
+    from .hardware import open_hardware
     from .outputs import BatteryHeater, StatusLed
-    from .pi_health import PiHealth
 
     data_dir = Path(data_dir).resolve()
-    if cfg.sensors == "sim":
-        from sim.bench_hardware import BenchHardware, Fault
-        from sim.scenarios import flight_for
-
-        faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
-        flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
-        # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
-        # system's clock scaled by --speedup (a payload flown by hand against a bench world).
-        clock = flight_clock(cfg.sim.speedup, start_utc=flight.utc(0.0), name="payload")
-        # Rejoin a flight under way before any simulated part starts: the GPS must not stamp
-        # its first fixes with a clock that began at this boot.
-        world_clock = Path(cfg.sim.world_clock) if cfg.sim.world_clock else None
-        rejoined = world_clock is not None and world_clock.exists()
-        if rejoined:
-            clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
-        bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
-                              state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
-        if cfg.devices.gps is not None:
-            cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
-        devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port,
-                          flight_clock=clock)
-        sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
-        backend, pins = bench.camera_factory, bench.pin_factory
-        pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
-    else:
-        clock, bench, pins, rejoined = flight_clock(1.0, name="payload"), None, None, False
-        from .gps import system_time_from_gps
-
-        sensors = HardwareSensors(Devices(cfg.devices, flight_clock=clock), clock_from_gps=system_time_from_gps)
-        backend = Picamera2Backend
-        pi_health = PiHealth(data_dir=data_dir)
+    hw = open_hardware(cfg, data_dir)
+    clock, pins = hw.clock, hw.pin_factory
     camera = None
     if (c := cfg.devices.camera) is not None:
-        # The hang timeout is flight time. On the lockstep a capture takes no flight time however
-        # long the bench machine renders; on a free-running accelerated clock it is at least a
-        # wall second, which rendering a simulated frame may take.
-        timeout_s = c.timeout_s if bench is None or clock.lockstep else max(c.timeout_s, clock.speedup * 1.0)
-        camera = Camera(backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
-                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=timeout_s, clock=clock.elapsed_s,
-                        flight_clock=clock)
+        # The hang timeout is flight time; the hardware may ask for more (a bench rendering frames).
+        camera = Camera(hw.camera_backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
+                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=max(c.timeout_s, hw.camera_min_timeout_s),
+                        clock=clock.elapsed_s, flight_clock=clock)
     o = cfg.outputs
     problems: list[str] = []
 
@@ -307,7 +287,7 @@ def open_parts(cfg, data_dir: Path) -> Parts:
         heater = output("battery heater", lambda: BatteryHeater(
             o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,
             max_duty=o.heater_max_duty, min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s))
-    return Parts(clock, sensors, camera, pi_health, led, heater, bench, rejoined, problems)
+    return Parts(hw, camera, led, heater, problems)
 
 
 def main(argv: list[str] | None = None) -> int:

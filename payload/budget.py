@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from host_training.targets import MB, Board, ModelShape, board, predicted_tokens_per_s
 from stratoecho.airtime import lora_airtime_s
+from stratoecho.boards import MB, Board, ModelShape, board, predicted_tokens_per_s
 from stratoecho.wire.records import HEADER_BYTES
 
 from .modes import Mode, runs

@@ -27,7 +27,13 @@ import structlog
 
 from stratoecho.wire import DEFAULT_MTU
 from stratoecho.wire.uplink import (
-    AUTHENTIC_REASONS, DEFAULT_TAG_LEN, Command, UplinkRejected, key_fingerprint, load_key, verify,
+    AUTHENTIC_REASONS,
+    DEFAULT_TAG_LEN,
+    Command,
+    UplinkRejected,
+    key_fingerprint,
+    load_key,
+    verify,
 )
 
 from .store import Store

@@ -39,7 +39,8 @@ class RadioSection(Section):
     aux_pin: PinName | None = Field(None, description="lora_uart: GPIO reading the module's AUX (busy) line")
     aux_timeout_s: float = Field(60.0, gt=0, description="lora_uart: seconds AUX may stay low before the send fails")
     packet_bytes: int = Field(240, ge=1, le=255, description="lora_uart: module packet size (E32: 58; E22: 240/128/64/32)")
-    rx_gap_s: float | None = Field(None, gt=0, description="lora_uart: UART pause that ends a received packet (default 20 ms, or 4 byte times at slow baud)")
+    rx_gap_s: float | None = Field(None, gt=0, description="lora_uart: UART pause that ends a received packet (default 20 "
+                                                           "ms, or 4 byte times at slow baud)")
     mtu: int = Field(255, ge=16, le=255)
     spreading_factor: int = Field(9, ge=6, le=12)
     bandwidth_hz: float = Field(125_000, gt=0)
@@ -116,7 +117,8 @@ class RadioSection(Section):
 
 
 class UplinkSection(Section):
-    key_file: str | None = Field(None, description="HMAC key shared with the ground (hex or 32 raw bytes, mode 600); none: no uplink")
+    key_file: str | None = Field(None, description="HMAC key shared with the ground (hex or 32 raw bytes, mode 600); none: "
+                                                   "no uplink")
     window_every: int = Field(6, ge=1, description="listen after every Nth position sentence (sentence id a multiple of N)")
     window_s: float = Field(4.0, gt=0, description="flight seconds the receiver listens in each window")
     tag_len: int = Field(8, ge=4, le=32, description="bytes of the truncated HMAC tag; must match the ground")
@@ -141,8 +143,10 @@ class StoreSection(Section):
     """The durable queue (docs/storage.md): how often batched writes reach the card, and
     how much of the card each stream may fill."""
 
-    flush_s: float = Field(60.0, gt=0, description="seconds batched writes (telemetry, health, images, sent marks) wait for a commit")
-    aging_s: float = Field(900.0, gt=0, description="seconds of waiting that lift a record one priority class (no stream starves)")
+    flush_s: float = Field(60.0, gt=0, description="seconds batched writes (telemetry, health, images, sent marks) wait for "
+                                                   "a commit")
+    aging_s: float = Field(900.0, gt=0, description="seconds of waiting that lift a record one priority class (no stream "
+                                                    "starves)")
     budget_mb: dict[str, float] = Field(
         default_factory=lambda: {"telemetry": 20.0, "health": 10.0, "image": 500.0},
         description="per stream: most megabytes of payload kept; the oldest acknowledged, then sent, then queued go first")
@@ -240,7 +244,7 @@ class PersonaSection(Section):
     @classmethod
     def _known_board(cls, v):
         if v is not None:
-            from host_training.targets import board
+            from stratoecho.boards import board
 
             board(v)  # ValueError names the boards it knows
         return v
@@ -253,11 +257,13 @@ class PowerSection(Section):
 
 class SimSection(Section):
     speedup: float = Field(60.0, gt=0, description="flight seconds per wall second")
-    scenario: str = Field("nominal", description="the bench world's rehearsal (sim/scenarios.py): nominal, cold-soak, night, orbit ...")
+    scenario: str = Field("nominal", description="the bench world's rehearsal (sim/scenarios.py): nominal, cold-soak, "
+                                                 "night, orbit ...")
     world_clock: str | None = Field(
         None, description="file holding the flight's launch time, shared with the channel; a rebooted payload rejoins it")
     faults: list[str] = Field(default_factory=list,
-                              description="faults thrown at the simulated parts: DEVICE:ACTION@START[-END], e.g. gps:silence@40m-55m")
+                              description="faults thrown at the simulated parts: DEVICE:ACTION@START[-END], e.g. "
+                                          "gps:silence@40m-55m")
     seed: int = 1
     minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
 

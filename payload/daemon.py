@@ -28,24 +28,24 @@ from stratoecho import wire
 from stratoecho.bundle import Bundle
 from stratoecho.wire import uplink
 
+from .card import is_no_space, stills_budget
 from .clock import Clock
 from .commands import CommandGate
-from .confirm import Confirmations
 from .config import PayloadConfig
+from .confirm import Confirmations
 from .duty import worst_sentence
 from .governor import Governor
 from .guard import OutboundGuard
 from .link import KIND_STREAM, Transmitter
-from .persona import PersonaError, PersonaWorker
 from .memory import Memory
 from .modes import Mode, policy_for
-from .card import is_no_space, stills_budget
+from .persona import PersonaError, PersonaWorker
 from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
-from .reach import Reach, store_enqueuer
-from .watchdog import Liveness, RestartLimiter, boot_banner
 from .radio import Radio
+from .reach import Reach, store_enqueuer
 from .sensors import Readings, Sensors, fresh
 from .store import Budgets, Store
+from .watchdog import Liveness, RestartLimiter, boot_banner
 
 log = structlog.get_logger(__name__)
 

@@ -479,7 +479,8 @@ class Ina219:
         self._write_reg(INA219_REG_CONFIG, INA219_CONFIG_RESET)
         config = self._read_reg(INA219_REG_CONFIG)
         if config != INA219_CONFIG_DEFAULT:
-            raise LookupError(f"config 0x{config:04X} after reset at 0x{self.address:02X}, expected 0x{INA219_CONFIG_DEFAULT:04X}")
+            raise LookupError(f"config 0x{config:04X} after reset at 0x{self.address:02X}, expected "
+                              f"0x{INA219_CONFIG_DEFAULT:04X}")
         self._write_reg(INA219_REG_CALIBRATION, self.cal)
         back = self._read_reg(INA219_REG_CALIBRATION)
         if back != self.cal:

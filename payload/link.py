@@ -36,12 +36,11 @@ never for a record that is still queued, which will go out whole anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 

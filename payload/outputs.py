@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gpiozero import DigitalOutputDevice, LED
+from gpiozero import LED, DigitalOutputDevice
 
 # --- status LED -----------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """What the payload senses, behind one narrow port.
 
-`Readings` is what every producer downstream sees. Sources: `SimSensors` reads the
-bench world (`sim.world`); `devices.HardwareSensors` reads the real GPS, BME280 and
-INA219 drivers and adds each device's status.
+`Readings` is what every producer downstream sees. Sources: `devices.HardwareSensors`
+reads the real GPS, BME280 and INA219 drivers (on the bench, the same drivers over the
+bench's simulated parts) and adds each device's status; the bench's `sim.world.SimSensors`
+reads its world directly, for unit tests.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
-
-from .clock import Clock
 
 
 @dataclass(frozen=True)
@@ -47,23 +46,3 @@ def fresh(r: Readings) -> Readings:
 
 class Sensors(Protocol):
     def read(self) -> Readings: ...
-
-
-class SimSensors:
-    """The bench world's state at the current flight time, read directly — for unit tests of
-    the daemon and the link bench; `payload run --sim` reads the world through the real
-    drivers instead (sim/bench_hardware.py)."""
-
-    def __init__(self, clock: Clock, seed: int = 1):
-        from sim.world import Flight, FlightPlan  # bench-only dependency, imported where used
-
-        self.clock = clock
-        self.flight = Flight(FlightPlan(seed=seed))
-
-    def read(self) -> Readings:
-        s = self.flight.state_at(self.clock.elapsed_s())
-        return Readings(
-            time=self.clock.now(), lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats,
-            temp_c=s.temp_c, pressure_hpa=s.pressure_hpa, batt_mv=s.batt_mv, phase=s.phase,
-            box_temp_c=20.0,  # no heat model behind this stand-in: a box kept comfortable
-        )

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loss", type=_loss, default=_loss("0"), metavar="SPEC",
                    help="Gilbert-Elliott fading on top of the link budget, as for fly (default 0)")
     c.add_argument("--seed", type=int, default=1, help="seed for the losses and for the balloon's flight (default 1)")
-    c.add_argument("--air-hex", type=Path, required=True, metavar="FILE", help="append every frame put on the air here, one hex line each")
+    c.add_argument("--air-hex", type=Path, required=True, metavar="FILE", help="append every frame put on the air here, one "
+                                                                               "hex line each")
     c.add_argument("--stats", type=Path, metavar="FILE",
                    help="write frame counts, per-station blocks and a per-minute timeline here as JSON on exit")
     c.add_argument("--uplink-loss", type=_loss, metavar="SPEC",

@@ -387,3 +387,42 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)  # a reader never sees half a file
+
+
+def open_bench(cfg, data_dir: Path):
+    """The bench's `payload.hardware.Hardware` (entry point ``stratoecho.hardware: bench``): the
+    payload's own drivers over this world's parts — an NMEA pseudo-terminal, register-level I2C,
+    a simulated camera, mock GPIO pins, a simulated card and sysfs — on the bench's clock.
+    `cfg.sim` chooses the flight (scenario, seed), its faults and the world clock to rejoin."""
+    from payload.clock import flight_clock
+    from payload.devices import Devices, HardwareSensors
+    from payload.hardware import Hardware
+    from payload.pi_health import PiHealth
+
+    from .scenarios import flight_for
+
+    faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
+    flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
+    # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
+    # system's clock scaled by --speedup (a payload flown by hand against a bench world).
+    clock = flight_clock(cfg.sim.speedup, start_utc=flight.utc(0.0), name="payload")
+    # Rejoin a flight under way before any simulated part starts: the GPS must not stamp
+    # its first fixes with a clock that began at this boot.
+    world_clock = Path(cfg.sim.world_clock) if cfg.sim.world_clock else None
+    rejoined = world_clock is not None and world_clock.exists()
+    if rejoined:
+        clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
+    bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
+                          state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
+    if cfg.devices.gps is not None:
+        cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
+    devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port,
+                      flight_clock=clock)
+    sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
+    pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
+    # On the lockstep a capture takes no flight time however long the bench machine renders;
+    # on a free-running accelerated clock it is at least a wall second of flight seconds.
+    return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
+                    flight_s=flight.duration_s + 300, launches=True, rejoined=rejoined,
+                    camera_min_timeout_s=0.0 if clock.lockstep else clock.speedup * 1.0,
+                    closers=[bench.close, sensors.close])

@@ -35,7 +35,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
-from host_training.report import _tick_label, nice_ticks
+from stratoecho.charts import nice_ticks, tick_label
 from stratoecho.wire import HEALTH_FIELD_NAMES, WireError
 from stratoecho.wire.sentence import parse_hms
 
@@ -434,7 +434,7 @@ def flight_svg(series: FlightSeries, title: str) -> str:
     _reboot_lines(c, series, TOP, bottom)
     for t in ticks:
         c.out.append(f'<text x="{c.x(t * 60):.1f}" y="{bottom + 16}" text-anchor="middle">'
-                     f"{_tick_label(t, ticks)}</text>")
+                     f"{tick_label(t, ticks)}</text>")
     c.out.append(f'<text x="{LEFT + c.pw / 2:.1f}" y="{bottom + 34}" text-anchor="middle">flight time (min)'
                  + (f", 0 = {series.start_utc:%Y-%m-%d %H:%M:%S} UTC" if series.start_utc else "") + "</text>")
     c.out.append("</svg>")
@@ -504,7 +504,7 @@ def _line_panel(c: _Canvas, y: float, h: float, lines: list[_Line], y_range: tup
     for t in yt:
         ty = py(t)
         c.out.append(f'<line x1="{LEFT - 4}" y1="{ty:.1f}" x2="{LEFT + c.pw}" y2="{ty:.1f}" stroke="#eee"/>')
-        c.out.append(f'<text x="{LEFT - 7}" y="{ty + 4:.1f}" text-anchor="end">{_tick_label(t, yt)}</text>')
+        c.out.append(f'<text x="{LEFT - 7}" y="{ty + 4:.1f}" text-anchor="end">{tick_label(t, yt)}</text>')
     for line in lines:
         runs = _segments(line.points)
         d = " ".join("M" + " L".join(f"{c.x(t):.1f} {py(v):.1f}" for t, v in run) for run in runs)

@@ -405,10 +405,11 @@ class Flyer:
                 while True:
                     payload = self.procs["payload"]
                     if self._cut:  # down on purpose: time goes on until the payload is started again
-                        tk.run(until=lambda: self.procs["payload"] is not payload)
+                        tk.run(until=lambda payload=payload: self.procs["payload"] is not payload)
                         self._cut = False
                         continue
-                    tk.run(until=lambda: payload.poll() is not None or self._cut, while_present="payload")
+                    tk.run(until=lambda payload=payload: payload.poll() is not None or self._cut,
+                           while_present="payload")
                     if self._cut:
                         continue
                     rc = payload.wait()

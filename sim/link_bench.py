@@ -94,7 +94,7 @@ class CoarseSensors:
     changes within minutes."""
 
     def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0):
-        from payload.sensors import SimSensors
+        from .world import SimSensors
 
         self.world, self.clock, self.every_s = SimSensors(clock, seed), clock, every_s
         self._last, self._at = None, -math.inf
@@ -339,7 +339,8 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
             text = _musing_text(rng)
             created = int(clock.now().timestamp())
             seq, _ = store.enqueue("musing", boot,
-                                   lambda s: wire.Record(wire.Kind.MUSING, boot, s, created, text).body())
+                                   lambda s, created=created, text=text:
+                                   wire.Record(wire.Kind.MUSING, boot, s, created, text).body())
             run.texts[seq] = text
             next_musing = _next_due(next_musing, musing_s, now)
             if len(run.texts) == musings:

@@ -29,6 +29,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from payload.sensors import Readings
+from stratoecho.clock import Clock
+
 from . import atmosphere
 from .sun import solar_elevation_deg, sun_visible
 
@@ -283,4 +286,22 @@ class Flight:
             sun_elev_deg=elev,
             sunlit=sun_visible(elev, alt),
             air_density_kg_m3=self.air_density_kg_m3(alt),
+        )
+
+
+class SimSensors:
+    """The bench world's state at the current flight time, read directly — for unit tests of
+    the daemon and the link bench; `payload run --sim` reads the world through the real
+    drivers instead (sim/bench_hardware.py)."""
+
+    def __init__(self, clock: Clock, seed: int = 1):
+        self.clock = clock
+        self.flight = Flight(FlightPlan(seed=seed))
+
+    def read(self) -> Readings:
+        s = self.flight.state_at(self.clock.elapsed_s())
+        return Readings(
+            time=self.clock.now(), lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats,
+            temp_c=s.temp_c, pressure_hpa=s.pressure_hpa, batt_mv=s.batt_mv, phase=s.phase,
+            box_temp_c=20.0,  # no heat model behind this stand-in: a box kept comfortable
         )

@@ -11,8 +11,8 @@ from payload.config import RadioSection
 from payload.link import AirtimeBudget, Transmitter
 from payload.store import Store
 from stratoecho import wire
-from tests.fakes import RecordingRadio
 from stratoecho.airtime import lora_airtime_s
+from tests.fakes import RecordingRadio
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from payload.config import PayloadConfig, RadioSection, UplinkSection
 from payload.confirm import Confirmations
 from payload.daemon import Daemon
 from payload.link import MAX_REPAIR_FRAMES, Transmitter
-from payload.sensors import SimSensors
 from payload.store import Store
 from sim.link_bench import simulate
+from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import uplink
 from tests.fakes import RecordingRadio

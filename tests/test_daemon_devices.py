@@ -11,8 +11,8 @@ from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
 from payload.pi_health import PiHealth
-from payload.sensors import SimSensors
 from sim.camera_sim import SimCameraBackend
+from sim.world import SimSensors
 from stratoecho import wire
 from tests.fakes import RecordingRadio
 

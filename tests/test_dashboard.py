@@ -215,7 +215,7 @@ def test_commands_are_validated_and_queued(dashboard, ground_db):
              SetIntervals(30, 600).pack()),
             ({"command": "memory_note", "text": "Remember the river — Ålvsbyn"}, CommandId.MEMORY_NOTE,
              MemoryNote("Remember the river — Ålvsbyn").pack())]
-    for command, cid, args in good:
+    for command, _cid, _args in good:
         status, answer = post_command(dashboard, command)
         assert status == 201 and answer["state"] == "queued", answer
     assert [(c, a) for c, a, _, _ in outbox_rows(ground_db)] == [(int(cid), args) for _, cid, args in good]

@@ -20,7 +20,15 @@ from structlog.testing import capture_logs
 
 from groundstation.db import Store
 from groundstation.exports import (
-    CsvTable, ExportError, GpxTrack, Guarded, KmlTrack, UdpFeed, from_db, live_exporters, register_cli,
+    CsvTable,
+    ExportError,
+    GpxTrack,
+    Guarded,
+    KmlTrack,
+    UdpFeed,
+    from_db,
+    live_exporters,
+    register_cli,
 )
 from groundstation.exports.base import telemetry_datetime
 from groundstation.exports.sondehub import SondeHubPolicy, SondeHubUploader, sondehub_object

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from sim import fec_bench
 from sim.loss import GilbertElliott, LossSpec
-from stratoecho.wire import fec, fec_bench
+from stratoecho.wire import fec
 from stratoecho.wire.fec import FecError
 
 byte = st.integers(0, 255)

@@ -107,8 +107,9 @@ def target_runs(tok, ids, mask) -> list[str]:
 
 # ----------------------------------------------------------------------------- loss masks
 def test_mask_chatml(tmp_path):
-    from host_training.tiny_models import tiny_llama_bpe
     from transformers import AutoTokenizer
+
+    from host_training.tiny_models import tiny_llama_bpe
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_bpe(tmp_path / "b")))
     fmt = finetune.ChatFormat(tok)
@@ -134,8 +135,9 @@ def test_mask_llama3_style():
 def test_mask_llama2_inst_sentencepiece(tmp_path):
     """[INST] template on a SentencePiece tokenizer: strict alternation (two users in a row, the
     persona speaking first) is fitted, and the persona's words end with </s>."""
-    from host_training.tiny_models import tiny_llama_sentencepiece
     from transformers import AutoTokenizer
+
+    from host_training.tiny_models import tiny_llama_sentencepiece
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_sentencepiece(tmp_path / "sp")))
     tok.chat_template = LLAMA2_TEMPLATE

@@ -113,7 +113,7 @@ def test_replaying_the_flight_rebuilds_every_musing_the_payload_delivered(flight
 
 
 @browser_only
-def test_the_dashboard_shows_every_musing_of_the_replayed_flight(replayed, browser):
+def test_the_dashboard_shows_every_musing_of_the_replayed_flight(replayed, browser):  # noqa: F811 - the fixture
     import threading
 
     from groundstation.web import serve

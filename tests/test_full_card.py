@@ -26,9 +26,9 @@ from payload.clock import Clock
 from payload.config import CameraDeviceSection, PayloadConfig
 from payload.daemon import Daemon
 from payload.memory import Memory
-from payload.sensors import SimSensors
 from payload.store import Budgets, Store
 from sim.camera_sim import SimCameraBackend
+from sim.world import SimSensors
 from stratoecho import wire
 from tests.fakes import RecordingRadio
 
@@ -206,7 +206,7 @@ def test_min_free_larger_than_the_card_deletes_nothing_queued(tmp_path):
     usage = lambda _p: shutil._ntuple_diskusage(CARD, CARD - 10**9, 10**9)  # noqa: E731
     store = Store(tmp_path / "q.db", budgets=Budgets(min_free=CARD * 2), disk_usage=usage)
     boot = store.start_boot()
-    for n in range(6):
+    for _ in range(6):
         store.enqueue("event", boot, lambda seq: b"event %d" % seq)
     assert store.evicted == {}
     assert store.depth() == {"event": 6}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from stratoecho import wire
 from stratoecho.wire.habpack import FIRST_BYTES, decode_habpack, encode_habpack
-from stratoecho.wire.horus import HorusPacket, PACKET_BYTES, decode_horus, encode_horus
+from stratoecho.wire.horus import PACKET_BYTES, HorusPacket, decode_horus, encode_horus
 from stratoecho.wire.ukhas import field_list, parse_sentence_with_fields, with_field_list
 
 # The position report docs/protocol.md uses for its first vector.

@@ -128,7 +128,8 @@ def test_bad_messages_are_skipped_counted_and_named(tmp_path):
     assert reader.stats.skipped == {"corrupt": 5}
     errors = "\n".join(reader.stats.errors)
     assert str(path) in errors
-    for where in ["message #1 (no id)", "message id 3: no 'from_id'", "message id 4:", "message id 5: no 'text'", "message id 6:"]:
+    for where in ["message #1 (no id)", "message id 3: no 'from_id'", "message id 4:", "message id 5: no 'text'", "message "
+                                                                                                                  "id 6:"]:
         assert where in errors
 
 

@@ -50,7 +50,8 @@ def reference(path: Path) -> tuple[list, TelegramReader]:
     elif isinstance(data, dict) and isinstance(data.get("messages"), list):
         chats = [data]
     else:
-        raise IngestError(f"{path}: JSON, but not a Telegram export: expected 'chats.list' (full export) or 'messages' (one chat)")
+        raise IngestError(f"{path}: JSON, but not a Telegram export: expected 'chats.list' (full export) or 'messages' (one "
+                          "chat)")
     out = []
     for ci, c in enumerate(chats):
         if not isinstance(c, dict) or not isinstance(c.get("messages"), list):

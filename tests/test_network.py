@@ -76,7 +76,8 @@ class Broker:
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start: {(self.folder / 'mosquitto.log').read_text()}")
+                    raise RuntimeError(
+                        f"mosquitto did not start: {(self.folder / 'mosquitto.log').read_text()}") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:

@@ -15,12 +15,12 @@ import pytest
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
-from payload.persona import Generation, PersonaError, PersonaWorker
-from payload.sensors import SimSensors
-from stratoecho import wire
-from tests.fakes import RecordingRadio
-from stratoecho.bundle import load_bundle
 from payload.modes import Mode, ModeLadder
+from payload.persona import Generation, PersonaError, PersonaWorker
+from sim.world import SimSensors
+from stratoecho import wire
+from stratoecho.bundle import load_bundle
+from tests.fakes import RecordingRadio
 
 
 def _daemon(tmp_path, bundle=None) -> Daemon:

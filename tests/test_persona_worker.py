@@ -16,14 +16,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payload.budget import (
-    CORES, MAX_CHARS, MIN_CHARS, MIN_CTX, MIN_THREADS, MIN_TIMEOUT_S, MIN_TOKENS, musing_record_bytes, think_budget,
+    CORES,
+    MAX_CHARS,
+    MIN_CHARS,
+    MIN_CTX,
+    MIN_THREADS,
+    MIN_TIMEOUT_S,
+    MIN_TOKENS,
+    musing_record_bytes,
+    think_budget,
 )
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
 from payload.modes import Mode
 from payload.persona import PersonaError, PersonaWorker
-from payload.sensors import SimSensors
+from sim.world import SimSensors
 from stratoecho.bundle import load_bundle
 from tests.fakes import RecordingRadio
 

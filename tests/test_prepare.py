@@ -148,7 +148,8 @@ def test_end_to_end(exports, tmp_path, capsys):
     burst = [ex for ex in examples if ex["messages"][0]["content"] == "are you alive?"][0]
     assert burst["messages"][1]["content"] == "alive. call me on <PHONE_1>\nor mail <EMAIL_1>\n" + LONG_OWNER_LINE
     posts = [ex for ex in examples if ex["messages"][0]["content"].startswith("Write a post: ")]
-    assert sorted(ex["messages"][0]["content"] for ex in posts) == ["Write a post: Cold batteries", "Write a post: Gerald, or: a starter"]
+    assert sorted(ex["messages"][0]["content"] for ex in posts) == ["Write a post: Cold batteries", "Write a post: Gerald, "
+                                                                                                    "or: a starter"]
     assert {ex.get("weight") for ex in posts} == {3.0}  # finished writing counts most
     assert {ex.get("weight", 1.0) for ex in examples if ex not in posts} == {1.0}
 

@@ -13,8 +13,16 @@ from payload.memory import MemoryEntry
 from payload.modes import Mode
 from payload.phases import Phase
 from payload.prompts import (
-    DEFAULT_PROMPT_CHARS, MEMORY_CHARS, PromptContext, build_prompt, describe, memory_query, musing_messages,
-    prompt_budget_chars, sun_elevation_deg, sun_is_up,
+    DEFAULT_PROMPT_CHARS,
+    MEMORY_CHARS,
+    PromptContext,
+    build_prompt,
+    describe,
+    memory_query,
+    musing_messages,
+    prompt_budget_chars,
+    sun_elevation_deg,
+    sun_is_up,
 )
 from payload.sensors import Readings
 

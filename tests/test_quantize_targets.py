@@ -1,5 +1,5 @@
 """Every listed quantization through llama.cpp, I-quants with and without an importance matrix,
-and the choice of a quantization for a board (host_training/targets.py, quantize.for_target).
+and the choice of a quantization for a board (stratoecho/boards.py, quantize.for_target).
 
 The model is a random 256-wide Llama built here (256 so that the K- and I-quants apply to
 every matrix instead of falling back to 32-blocks, as they do for the `test` preset), converted
@@ -16,7 +16,6 @@ import struct
 import numpy as np
 import pytest
 
-from host_training import targets
 from host_training import tokenizer as T
 from host_training.convert_gguf import convert
 from host_training.quantize import (
@@ -32,6 +31,7 @@ from host_training.quantize import (
     read_imatrix,
     write_imatrix,
 )
+from stratoecho import boards as targets
 from tests.chatdata import make_conversation
 
 llama_cpp = pytest.importorskip("llama_cpp")

@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from payload.reach import (
-    MAX_LINE_CHARS, Outcome, OutcomeKind, Reach, ReachPolicy, choose_request, clean_text, describe,
-    pick_word, rounded_position, store_enqueuer,
+    MAX_LINE_CHARS,
+    Outcome,
+    OutcomeKind,
+    Reach,
+    ReachPolicy,
+    choose_request,
+    clean_text,
+    describe,
+    pick_word,
+    rounded_position,
+    store_enqueuer,
 )
 from payload.store import Store, StoreError
 from stratoecho import wire

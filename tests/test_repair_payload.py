@@ -9,8 +9,8 @@ from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
 from payload.daemon import Daemon
 from payload.link import Transmitter
-from payload.sensors import SimSensors
 from payload.store import Store
+from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import uplink
 from tests.fakes import RecordingRadio
@@ -150,7 +150,8 @@ def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     d, cfg = _keyed_daemon(tmp_path)
     for _ in range(5):
         d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
-    ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3), uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
+    ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3),
+                      uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
     d.on_uplink(uplink.sign(KEY, 1, cfg.callsign, ack))
     assert d.stats.records_acknowledged == 2
     d.store.db.close()  # no clean close: what acknowledge returned must already be on the card

@@ -15,9 +15,9 @@ from host_training.sessions import (
     dedupe_owner,
     join_bursts,
     post_examples,
-    split_sessions,
     split_by_chat,
     split_by_time,
+    split_sessions,
     weigh,
     windows,
 )

@@ -197,7 +197,7 @@ def test_damage_found_in_flight_salvages_the_queue_into_a_new_file(tmp_path):
     path = tmp_path / "q.db"
     store = Store(path)
     boot = store.start_boot()
-    for i in range(3):
+    for _ in range(3):
         store.enqueue("musing", boot, lambda seq: b"thought %d" % seq)
     store.mark_sent(store.next_queued().id)
     store.acknowledge("musing", boot, 1)  # the ground has 1: no need to salvage it

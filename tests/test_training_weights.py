@@ -18,7 +18,8 @@ TURNS = [{"role": "user", "name": "Noor", "content": "hi"}, {"role": "assistant"
 
 
 def test_weights_repeat_examples_per_epoch(tmp_path):
-    path = write(tmp_path / "t.jsonl", [{"messages": TURNS, "weight": 3.0}, {"messages": TURNS}, {"messages": TURNS, "weight": 0.5}])
+    path = write(tmp_path / "t.jsonl",
+                 [{"messages": TURNS, "weight": 3.0}, {"messages": TURNS}, {"messages": TURNS, "weight": 0.5}])
     convs, weights = load_conversations(path), example_weights(path)
     assert weights == [3.0, 1.0, 0.5]
     counts = [len(by_weight(convs, weights, seed=s)) for s in range(200)]

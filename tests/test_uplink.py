@@ -26,8 +26,24 @@ from payload.store import Store
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import (
-    Ack, AckRange, ApiAnswer, CommandId, KeyFileError, LinkReport, MemoryNote, Ping, PowerMode, Resend, ResendItem, SetIntervals,
-    SetMode, UplinkRejected, Verified, load_key, sign, verify,
+    Ack,
+    AckRange,
+    ApiAnswer,
+    CommandId,
+    KeyFileError,
+    LinkReport,
+    MemoryNote,
+    Ping,
+    PowerMode,
+    Resend,
+    ResendItem,
+    SetIntervals,
+    SetMode,
+    UplinkRejected,
+    Verified,
+    load_key,
+    sign,
+    verify,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from payload.modes import Mode
-from payload.watchdog import (DEFAULT_INTERVAL_S, Liveness, RestartLimiter, SystemdNotifier, Watchdog,
-                              boot_banner)
+from payload.watchdog import DEFAULT_INTERVAL_S, Liveness, RestartLimiter, SystemdNotifier, Watchdog, boot_banner
 
 
 class FakeClock:

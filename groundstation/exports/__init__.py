@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .base import ExportError, Exporter, Guarded, from_db
+from .base import Exporter, ExportError, Guarded, from_db
 from .csv_export import CsvTable
 from .gpx import GpxTrack
 from .kml import KmlTrack
@@ -26,7 +26,8 @@ from .sondehub import DEFAULT_URL, SondeHubPolicy, SondeHubUploader
 from .udp_feed import DEFAULT_HOST, DEFAULT_PORT, UdpFeed
 
 __all__ = [
-    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack", "Guarded", "KmlTrack", "SondeHubUploader", "UdpFeed",
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack", "Guarded",
+    "KmlTrack", "SondeHubUploader", "UdpFeed",
     "cmd_export", "from_db", "live_exporters", "register_cli",
 ]
 

@@ -165,7 +165,8 @@ class _Window:
     start of the file.
     """
 
-    def __init__(self, f: BinaryIO, chunk_bytes: int, progress: Callable[[int], object], on_bad_utf8: Callable[[int], None]) -> None:
+    def __init__(self, f: BinaryIO, chunk_bytes: int, progress: Callable[[int], object],
+                 on_bad_utf8: Callable[[int], None]) -> None:
         self.f, self.chunk, self.progress, self.on_bad_utf8 = f, chunk_bytes, progress, on_bad_utf8
         self.buf = ""
         self.pos = 0
@@ -448,7 +449,8 @@ class TelegramReader(Reader):
         c = w.peek()
         if c != "{":
             if c and c in '["-0123456789tfn':
-                raise IngestError(f"{self.path}: JSON, but not a Telegram export: expected 'chats.list' (full export) or 'messages' (one chat)")
+                raise IngestError(f"{self.path}: JSON, but not a Telegram export: expected 'chats.list' (full export) or "
+                                  "'messages' (one chat)")
             raise _Bad("the file is empty", w.where(w.pos)) if not c else w.bad("Expecting value")
         top: dict[str, object] = {}  # a single chat's name, type and id
         full = single = False
@@ -610,7 +612,8 @@ class TelegramReader(Reader):
             if c == ",":
                 w.pos += 1
                 if w.peek() == "]":  # a comma after the last message: said, and the list ends
-                    self._damaged(f"chat {chat_id} after message #{mi - 1} at {w.where(w.pos)}", _Bad("Expecting value", w.where(w.pos), True))
+                    self._damaged(f"chat {chat_id} after message #{mi - 1} at {w.where(w.pos)}",
+                                  _Bad("Expecting value", w.where(w.pos), True))
                     w.pos += 1
                     return
             elif c == "]":

@@ -25,8 +25,8 @@ from .common import (
     crc16_ccitt,
 )
 from .content import API_REQUEST_FIELDS, HEALTH_FIELDS
-
-HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
+from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
+from .habpack import decode_habpack, encode_habpack
 from .records import (
     CRC_BYTES,
     HEADER_BYTES,
@@ -40,10 +40,9 @@ from .records import (
     shard_capacity,
 )
 from .sentence import Telemetry, decode_sentence, encode_sentence
-from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
-from .habpack import decode_habpack, encode_habpack
 
 # How the payload may send its position: both reach existing gateways.
+HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
 TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-
 import enum
 
 DEFAULT_MTU = 255  # SX127x FIFO

@@ -117,7 +117,8 @@ def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> 
     k = data_shards(len(body), mtu)
     n = k + max(parity, 0)
     if n > MAX_SHARDS:
-        raise WireError("too long", f"record of {len(body)} bytes needs {k}+{parity} fragments; at most {MAX_SHARDS} at MTU {mtu}")
+        raise WireError("too long", f"record of {len(body)} bytes needs {k}+{parity} fragments; at most {MAX_SHARDS} at MTU "
+                                    f"{mtu}")
     frames = []
     for i, shard in enumerate(fec_encode(body, k, n)):
         head = _HEAD.pack(MAGIC, (VERSION << 4) | record.kind, record.boot, record.seq, i, k, n, len(body))
@@ -128,7 +129,8 @@ def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> 
 
 def decode_fragment(frame: bytes) -> Fragment:
     if len(frame) < HEADER_BYTES + CRC_BYTES + 1:
-        raise WireError("truncated", f"frame of {len(frame)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte framing plus data")
+        raise WireError("truncated", f"frame of {len(frame)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte "
+                                     "framing plus data")
     (crc,) = struct.unpack(">H", frame[-2:])
     if crc != crc16_ccitt(frame[:-2]):
         raise WireError("crc mismatch", "frame CRC mismatch")

@@ -93,7 +93,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Union
 
-from stratoecho.wire import DEFAULT_MTU, GATEWAY_FIRST_BYTES, MAGIC as DOWNLINK_MAGIC, WireError
+from stratoecho.wire import DEFAULT_MTU, GATEWAY_FIRST_BYTES, WireError
+from stratoecho.wire import MAGIC as DOWNLINK_MAGIC
 
 MAGIC = 0xED
 VERSION = 1

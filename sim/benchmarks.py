@@ -27,7 +27,7 @@ def _rate(fn, min_s: float = 0.5) -> float:
 
 
 def bench_wire() -> list[tuple]:
-    from . import wire
+    from stratoecho import wire
 
     text = "The horizon is a thin blue line and the battery is complaining about the cold. " * 3
     rec = wire.Record(wire.Kind.MUSING, 3, 7, 1767225600, text[:280])
@@ -40,7 +40,8 @@ def bench_wire() -> list[tuple]:
     t = wire.Telemetry("STRATO1", 42, "10:04:11", 52.70123, -2.71234, 12345, 9, -40.5, 180.2, 3890, 3)
     return [
         ("wire: 280-char musing, MTU 64, fragment+decode+rebuild", f"{_rate(roundtrip):,.0f}", "records/s", ""),
-        ("wire: UKHAS sentence encode+decode", f"{_rate(lambda: wire.decode_frame(wire.encode_sentence(t))):,.0f}", "sentences/s", ""),
+        ("wire: UKHAS sentence encode+decode", f"{_rate(lambda: wire.decode_frame(wire.encode_sentence(t))):,.0f}",
+         "sentences/s", ""),
     ]
 
 
@@ -97,13 +98,14 @@ def _flight_hour_io(flush_s: float | None):
 
 
 def bench_airtime() -> list[tuple]:
-    from .airtime import lora_airtime_s
+    from stratoecho.airtime import lora_airtime_s
 
     published = [((11, 20_800, 8), 16.0), ((6, 20_800, 5), 0.5), ((7, 250_000, 6), 0.08)]
     rows = []
     for (sf, bw, cr), ref in published:
         t = lora_airtime_s(80, sf, bw, cr)
-        rows.append((f"airtime: 80 B at SF{sf}/{bw / 1000:g} kHz/4:{cr}", f"{t:.3f}", "s", f"{t / ref:.2f}x of docs/figures.md's {ref:g} s"))
+        rows.append((f"airtime: 80 B at SF{sf}/{bw / 1000:g} kHz/4:{cr}", f"{t:.3f}", "s", f"{t / ref:.2f}x of "
+                                                                                           f"docs/figures.md's {ref:g} s"))
     return rows
 
 
@@ -113,7 +115,7 @@ def bench_fec() -> list[tuple]:
     with the real repair protocol (payload and ground code, lossy uplink: sim/link_bench.py)."""
     from sim import link_bench
 
-    from .wire import fec_bench
+    from . import fec_bench
 
     return fec_bench.speed_rows() + fec_bench.delivery_rows() + link_bench.protocol_rows()
 
@@ -123,7 +125,7 @@ def bench_persona(bundle_dir: Path) -> list[tuple]:
         return [("persona: (no bundle at %s: run `make persona`)" % bundle_dir, "-", "", "")]
     from llama_cpp import Llama
 
-    from .bundle import load_bundle
+    from stratoecho.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     size = bundle.model_path.stat().st_size
@@ -143,7 +145,8 @@ def bench_persona(bundle_dir: Path) -> list[tuple]:
     ]
     for board, gb_s in BOARD_BANDWIDTH_GB_S.items():
         # Bandwidth-bound upper estimate; tiny models are compute-bound well below it.
-        rows.append((f"persona: predicted on {board}", f"{gb_s * 1e9 / size:,.0f}", "tokens/s", f"{gb_s} GB/s / model size (upper bound)"))
+        rows.append((f"persona: predicted on {board}", f"{gb_s * 1e9 / size:,.0f}", "tokens/s", f"{gb_s} GB/s / model size "
+                                                                                                "(upper bound)"))
     return rows
 
 
@@ -336,14 +339,14 @@ def bench_persona_worker(bundle_dir: Path, runs: int = 12, max_tokens: int = 64,
     machine slows both alike."""
     if not (bundle_dir / "persona.toml").is_file():
         return [("persona worker: (no bundle at %s: run `make persona`)" % bundle_dir, "-", "", "")]
+    from datetime import datetime, timezone
+
     from llama_cpp import Llama
 
     from payload.persona import PersonaWorker
     from payload.prompts import musing_messages
     from payload.sensors import Readings
-    from datetime import datetime, timezone
-
-    from .bundle import load_bundle
+    from stratoecho.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     m, s = bundle.manifest, bundle.manifest.sampling
@@ -492,10 +495,10 @@ def bench_flight_wall(bundle_dir: Path, minutes: float = 180.0) -> list[tuple]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stratoecho.bench", description="Print speed and size figures as a table.")
+    p = argparse.ArgumentParser(prog="python -m sim.benchmarks", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
     args = p.parse_args(argv)
-    from .logs import setup_logging
+    from stratoecho.logs import setup_logging
 
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()

@@ -37,9 +37,9 @@ import struct
 import time
 from dataclasses import dataclass
 
-from . import fec
-from .common import DEFAULT_MTU
-from .records import CRC_BYTES, HEADER_BYTES, shard_capacity
+from stratoecho.wire import fec
+from stratoecho.wire.common import DEFAULT_MTU
+from stratoecho.wire.records import CRC_BYTES, HEADER_BYTES, shard_capacity
 
 # The real link's geometry: 255-byte frames, 15 bytes of header and CRC, 240 of shard.
 LINK_SHARD_BYTES = shard_capacity(DEFAULT_MTU)

@@ -1,0 +1,79 @@
+"""Where the payload's parts come from: the Pi itself, or a bench that stands in for it.
+
+As with gpiozero's pin factories, the drivers are always the flight code's own; what they
+open — the I2C buses, the GPS's serial port, the GPIO pins, the camera, sysfs and
+vcgencmd, the card, the clock — comes from one `Hardware`. `open_pi` opens the Pi's.
+Any other is found by name among the ``stratoecho.hardware`` entry points (pyproject.toml):
+the bench registers ``bench`` (`sim.bench_hardware:open_bench`, a simulated world behind
+real registers, a pseudo-terminal and mock pins), so the flight code never imports the
+bench, and another rig could register its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import structlog
+
+from .clock import Clock, flight_clock
+from .pi_health import PiHealth
+from .sensors import Sensors
+
+log = structlog.get_logger(__name__)
+
+ENTRY_POINTS = "stratoecho.hardware"
+
+
+class HardwareError(RuntimeError):
+    """The hardware the configuration names cannot be found or opened."""
+
+
+@dataclass
+class Hardware:
+    """The parts a payload opens, and how the flight around them runs."""
+
+    clock: Clock
+    sensors: Sensors  # the GPS, BME280s and INA219 through their drivers
+    camera_backend: Callable  # what payload.camera.Camera opens (picamera2 on a Pi)
+    pin_factory: object | None  # gpiozero's pin factory; None: gpiozero's default (the Pi's GPIO)
+    pi_health: PiHealth
+    card_usage: Callable | None = None  # shutil.disk_usage of the card; None: the real one
+    flight_s: float | None = None  # how long a bench flight lasts; None: until stopped
+    launches: bool = False  # the flight starts when the payload is ready (a bench launch)
+    rejoined: bool = False  # a bench payload rebooted into a flight under way
+    camera_min_timeout_s: float = 0.0  # a capture may take at least this (flight seconds)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 - closed already: go on with the rest
+                log.debug("close_twice", part=getattr(close, "__qualname__", repr(close)), error=str(e))
+
+
+def open_pi(cfg, data_dir: Path) -> Hardware:
+    """The Raspberry Pi's own parts: smbus2 on /dev/i2c-N, the configured serial ports,
+    gpiozero's default pins, picamera2, the real sysfs, the system clock (set from the GPS)."""
+    from .camera import Picamera2Backend
+    from .devices import Devices, HardwareSensors
+    from .gps import system_time_from_gps
+
+    clock = flight_clock(1.0, name="payload")
+    sensors = HardwareSensors(Devices(cfg.devices, flight_clock=clock), clock_from_gps=system_time_from_gps)
+    return Hardware(clock, sensors, Picamera2Backend, None, PiHealth(data_dir=data_dir), closers=[sensors.close])
+
+
+def open_hardware(cfg, data_dir: Path) -> Hardware:
+    """The parts `cfg.sensors` names: ``hardware`` (the Pi), or ``sim`` (the bench's entry point)."""
+    if cfg.sensors == "hardware":
+        return open_pi(cfg, Path(data_dir))
+    name = "bench"
+    found = [ep for ep in entry_points(group=ENTRY_POINTS) if ep.name == name]
+    if not found:
+        raise HardwareError(f"no {ENTRY_POINTS} entry point named {name!r}: the bench is not installed "
+                            "(pip install -e . in the project registers it)")
+    return found[0].load()(cfg, Path(data_dir))
