@@ -53,7 +53,6 @@ import re
 import socket
 import threading
 import time
-import tomllib
 import unicodedata
 import urllib.error
 import urllib.parse
@@ -63,11 +62,13 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import structlog
 import tenacity
+from pydantic import Field
 
+from stratoecho.config import ConfigError, Section, load_toml
 from stratoecho.wire import DEFAULT_MTU
 from stratoecho.wire.uplink import DEFAULT_TAG_LEN, HEADER_BYTES, ApiAnswer, ApiStatus, CommandId
 
@@ -626,49 +627,52 @@ class ProxyConfigError(ValueError):
     """A proxy configuration file or flag that cannot be used; the message says which and why."""
 
 
+class ApiTable(Section):
+    """One ``[apis.NAME]`` table: the backend that answers NAME and where it asks."""
+
+    type: Literal["weather", "define", "news"] | None = Field(None, description="the backend (default: NAME)")
+    url: str | None = Field(None, description="the endpoint (default: the backend's public one)")
+    headlines: int | None = Field(None, ge=1, description="news: headlines in one answer (default 3)")
+
+
+def _all_apis() -> dict[str, ApiTable]:
+    return {name: ApiTable() for name in BACKENDS}
+
+
+class ProxyFile(Section):
+    """The file `--api-config` names. Only the APIs listed under [apis] are answered."""
+
+    timeout_s: float | None = Field(None, ge=0, strict=True, description="longest one lookup may take, retries included")
+    cache_s: float | None = Field(None, ge=0, strict=True, description="how long an answer is reused")
+    apis: dict[str, ApiTable] = Field(default_factory=_all_apis)
+
+
 def load_config(path: str | Path | None, *, weather_url: str | None = None, define_url: str | None = None,
                 news_url: str | None = None) -> dict:
     """ApiProxy keyword arguments (with `apis`) from a TOML file (None: defaults), then flags."""
-    doc: dict = {}
-    if path is not None:
-        try:
-            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ProxyConfigError(f"cannot read API proxy config {path}: {e.strerror}") from e
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ProxyConfigError(f"API proxy config {path} is not TOML: {e}") from e
-    unknown = set(doc) - {"timeout_s", "cache_s", "apis"}
-    if unknown:
-        raise ProxyConfigError(f"API proxy config {path}: unknown keys {', '.join(sorted(unknown))}")
-    tables = doc.get("apis", {"weather": {}, "define": {}, "news": {}})
-    if not isinstance(tables, dict):
-        raise ProxyConfigError(f"API proxy config {path}: [apis] must be a table of tables")
+    try:
+        doc = load_toml(path, ProxyFile) if path is not None else ProxyFile()
+    except ConfigError as e:
+        raise ProxyConfigError(f"API proxy config {e}") from e
     defaults = {"weather": DEFAULT_WEATHER_URL, "define": DEFAULT_DEFINE_URL, "news": DEFAULT_NEWS_URL}
     overrides = {"weather": weather_url, "define": define_url, "news": news_url}
     apis: dict[str, ApiSpec] = {}
-    for name, table in tables.items():
-        if not isinstance(table, dict):
-            raise ProxyConfigError(f"API proxy config {path}: apis.{name} must be a table")
-        kind = table.get("type", name)
-        backend = BACKENDS.get(kind)
-        if backend is None:
+    for name, table in doc.apis.items():
+        kind = table.type or name
+        if kind not in BACKENDS:
             raise ProxyConfigError(f"API proxy config {path}: apis.{name} has no type among "
                                    f"{', '.join(BACKENDS)} (set type = ...)")
-        extra = set(table) - {"type", "url"} - ({"headlines"} if kind == "news" else set())
-        if extra:
-            raise ProxyConfigError(f"API proxy config {path}: apis.{name}: unknown keys {', '.join(sorted(extra))}")
-        url = overrides.get(name) or table.get("url") or defaults[kind]
+        if table.headlines is not None and kind != "news":
+            raise ProxyConfigError(f"API proxy config {path}: apis.{name}: headlines is for news only")
+        url = overrides.get(name) or table.url or defaults[kind]
         try:
-            apis[name] = NewsApi(url, table.get("headlines", 3)) if kind == "news" else backend(url)
+            apis[name] = NewsApi(url, table.headlines or 3) if kind == "news" else BACKENDS[kind](url)
         except ValueError as e:
             raise ProxyConfigError(f"API proxy config {path}: apis.{name}: {e}") from e
     out: dict = {"apis": apis}
     for key in ("timeout_s", "cache_s"):
-        if key in doc:
-            value = doc[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ProxyConfigError(f"API proxy config {path}: {key} must be a number of seconds >= 0")
-            out[key] = float(value)
+        if getattr(doc, key) is not None:
+            out[key] = float(getattr(doc, key))
     return out
 
 

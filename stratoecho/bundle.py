@@ -16,13 +16,12 @@ flat tables the bundle uses (no extra dependency on the Pi).
 from __future__ import annotations
 
 import hashlib
-import math
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import describe_validation_error
@@ -205,57 +204,17 @@ def file_entry(root: Path, rel: str) -> FileEntry:
     return FileEntry(path=rel, sha256=sha256_file(p), bytes=p.stat().st_size)
 
 
-# ------------------------------------------------------------------ a small TOML writer
+# ------------------------------------------------------------------ TOML out
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        return repr(v)
-    if isinstance(v, str):
-        out = v.replace("\\", "\\\\").replace('"', '\\"')
-        for ch, esc in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-            out = out.replace(ch, esc)
-        out = "".join(c if ord(c) >= 0x20 and ord(c) != 0x7F else f"\\u{ord(c):04x}" for c in out)
-        return f'"{out}"'
-    if isinstance(v, (datetime, date)):
-        return v.isoformat()
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+def _without_none(v: Any) -> Any:
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    if v is None:
-        raise TypeError("TOML has no null; leave the key out instead")
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else _toml_value(k)
+        return {k: _without_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [_without_none(x) for x in v]
+    return v
 
 
 def dumps_toml(data: dict[str, Any]) -> str:
-    """Scalars first, then [tables], then [[arrays of tables]]; None values are left out."""
-    lines: list[str] = []
-    tables, arrays = [], []
-    for k, v in data.items():
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            arrays.append((k, v))
-        else:
-            lines.append(f"{_key(k)} = {_toml_value(v)}")
-    for k, v in tables:
-        lines += ["", f"[{_key(k)}]"]
-        lines += [f"{_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
-    for k, items in arrays:
-        for item in items:
-            lines += ["", f"[[{_key(k)}]]"]
-            lines += [f"{_key(kk)} = {_toml_value(vv)}" for kk, vv in item.items() if vv is not None]
-    return "\n".join(lines) + "\n"
+    """`data` as TOML (tomli-w); None values are left out, since TOML has no null."""
+    return tomli_w.dumps(_without_none(data))

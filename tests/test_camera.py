@@ -14,14 +14,7 @@ from PIL import Image
 from payload.camera import INSTALL_HINT, Camera, CameraAbsent, Picamera2Backend, make_thumbnail, sky_controls
 from payload.i2c_sensors import Backoff
 from sim.camera_sim import SimCameraBackend, horizon_dip_deg
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.fakes import FakeClock
 
 
 def shoot(tmp_path, altitude_m, **kw):

@@ -25,6 +25,7 @@ from groundstation.listen import run_listen
 from groundstation.receive import ReplaySource, SerialSource, SourceError, UdpSource
 from stratoecho import wire
 from stratoecho.logs import setup_logging
+from tests.fakes import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TELEMETRY = [wire.Telemetry("STRATO", s, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
@@ -40,14 +41,6 @@ def counts(db: Path) -> dict:
         one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
         return {"frames": one("SELECT count(*) FROM frames"), "telemetry": one("SELECT count(*) FROM telemetry"),
                 "musings": one("SELECT count(*) FROM records WHERE kind='musing'")}
-
-
-def wait_for(predicate, timeout_s: float = 5.0) -> None:
-    """Poll with a deadline: a helper for the test, never part of the code under test."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 EXPECTED = {"frames": N_FRAMES, "telemetry": 2, "musings": 1}

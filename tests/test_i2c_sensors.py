@@ -17,14 +17,7 @@ from payload.i2c_sensors import (
     swap16,
 )
 from sim.i2c_bus import DATASHEET_CALIBRATION, Bme280Device, FakeI2cBus, Ina219Device, calibration_bytes
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.fakes import FakeClock
 
 
 def no_sleep(_s: float) -> None:

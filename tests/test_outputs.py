@@ -21,6 +21,7 @@ from payload.outputs import (
     heater_decision,
     heater_should_be_on,
 )
+from tests.fakes import FakeClock
 
 LED_PIN, HEATER_PIN = 5, 6
 FAST = 0.001  # LED time scale
@@ -180,14 +181,6 @@ def test_hysteresis_properties(seq, start_on):
 
 
 # ------------------------------------------------------------------ heater on a pin
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
 
 
 def make_heater(mock_factory, **kw):

@@ -27,6 +27,7 @@ from sim.radio_channel import (
     loss_probability,
     radio_horizon_km,
 )
+from tests.fakes import wait_for
 
 HOME = GroundStation("home", 52.7, -2.75, 20.0)
 SLOW = LoRaMode(11, 20_800, 8)  # docs/figures.md's long-range telemetry mode
@@ -305,14 +306,6 @@ def test_world_clock_ignores_a_half_written_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- the relay, in-process
-
-
-def wait_for(predicate, timeout_s: float = 5.0) -> None:
-    """Poll with a deadline: a helper for the test, never part of the code under test."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def drain(sock: socket.socket, quiet_s: float = 0.3) -> list[bytes]:

@@ -40,6 +40,7 @@ from stratoecho.airtime import lora_airtime_s
 from stratoecho.config import ConfigError, parse_toml
 from stratoecho.wire.kiss import FEND, MAX_FRAME, KissDecoder, kiss_encode
 from stratoecho.wire.uplink import LinkReport, sign, verify
+from tests.fakes import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 M0, M1, AUX = 17, 27, 22  # BCM numbers; not 2/3, which have fixed pull-ups on a Pi
@@ -168,14 +169,6 @@ def radio(module, mock_factory):
 
 def kinds(events, *names) -> list[tuple]:
     return [e for e in events if e[0] in names]
-
-
-def wait_until(predicate, timeout_s: float = 5.0) -> None:
-    """Poll with a deadline: a helper for the test, never part of the code under test."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_lora_frames_arrive_intact_one_packet_each(module, radio):
@@ -429,7 +422,7 @@ def test_lora_receive_buffers_are_bounded(real_time_module, mock_factory):
         packets = [bytes([i]) * 10 for i in range(5)]
         for p in packets:
             module.hear(p)
-        wait_until(lambda: radio.errors["rx queue full"] == 2)
+        wait_for(lambda: radio.errors["rx queue full"] == 2)
         assert radio.receive(timeout_s=0) == packets[2:]
         # A burst longer than a packet (merged packets or noise) is not a frame and is not kept.
         module.hear(bytes(100))

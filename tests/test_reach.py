@@ -28,19 +28,12 @@ from payload.reach import (
 from payload.store import Store, StoreError
 from stratoecho import wire
 from stratoecho.wire.uplink import ApiAnswer, ApiStatus
+from tests.fakes import FakeClock
 
 # Fast, readable numbers: one attempt waits 100 s; re-asks after 50..70 s, then 100..120 s.
 POLICY = ReachPolicy(answer_timeout_s=100, overall_deadline_s=1000, max_attempts=3, retry_initial_s=50,
                      retry_max_s=400, retry_jitter_s=20, failures_to_open=3, cooldown_s=500,
                      max_outstanding=2, max_query_bytes=80, every_n_musings=5)
-
-
-class FakeClock:
-    def __init__(self, t: float = 0.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeEnqueue:
@@ -57,7 +50,7 @@ class FakeEnqueue:
 
 
 def make(policy: ReachPolicy = POLICY, **kw):
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     enq = FakeEnqueue(clock)
     return Reach(enq, clock, policy=policy, **kw), clock, enq
 
@@ -392,7 +385,7 @@ def test_enqueue_failure_is_an_outcome_not_an_exception(failure):
 
 
 def test_enqueue_returning_nonsense_is_not_sent():
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     reach = Reach(lambda api, query: (7, b"body"), clock, policy=POLICY)
     assert reach.ask("news", "headlines") is None
     assert last(reach).kind is OutcomeKind.NOT_SENT
@@ -433,7 +426,7 @@ def test_a_broken_clock_never_raises(bad):
             raise RuntimeError("no time")
         return bad
 
-    enq = FakeEnqueue(FakeClock())
+    enq = FakeEnqueue(FakeClock(0.0))
     reach = Reach(enq, clock, policy=POLICY)
     seq = reach.ask("news", "headlines")
     reach.tick()
@@ -581,7 +574,7 @@ def test_store_enqueuer_writes_a_durable_api_request_record(tmp_path):
     boot = store.start_boot()
     woken = []
     enqueue = store_enqueuer(store, boot, lambda: 1_700_000_000.7, on_queued=lambda: woken.append(1))
-    reach = Reach(enqueue, FakeClock(), policy=POLICY)
+    reach = Reach(enqueue, FakeClock(0.0), policy=POLICY)
     seq = reach.ask("define", "tropopause")
     assert seq == 1 and woken == [1]
     queued, state = store.find("api_request", boot, seq)
@@ -615,7 +608,7 @@ def test_a_trial_that_could_not_be_queued_lets_another_try():
 
 
 def test_a_store_handing_out_a_seq_twice_is_counted():
-    reach = Reach(lambda api, query: 5, FakeClock(), policy=POLICY)
+    reach = Reach(lambda api, query: 5, FakeClock(0.0), policy=POLICY)
     assert reach.ask("news", "headlines") == 5
     assert reach.ask("define", "tropopause") == 5
     reach.on_answer(5, 0, "which one?")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from sim.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.uplink import Ack, AckRange, LinkReport, Resend, ResendItem, verify
+from tests.fakes import wait_for
 
 MUSING, EVENT = int(wire.Kind.MUSING), int(wire.Kind.EVENT)
 
@@ -41,14 +41,6 @@ def feed(planner: NackPlanner, reasm: wire.Reassembler, fragments: list[wire.Fra
 def complete(planner: NackPlanner, *seqs: int, kind: int = MUSING, boot: int = 3) -> None:
     for s in seqs:
         planner.completed((kind, boot, s))
-
-
-def wait_for(predicate, timeout_s: float = 5.0) -> None:
-    """Poll with a deadline: a helper for the test, never part of the code under test."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- planner

@@ -9,15 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payload.store import STREAMS, Budgets, Store
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
-
+from tests.fakes import FakeClock
 
 NON_TELEMETRY = [s for s in STREAMS if s != "telemetry"]
 
@@ -37,7 +29,7 @@ def test_no_record_waits_behind_one_that_came_much_later(tmp_path_factory, arriv
     """Aging bounds every wait: a record is sent before anything that arrived more than
     (its priority − the other's) × aging_s after it, whatever the load (here often more
     than the link can carry: up to 3 arrivals a step, one send a step)."""
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path_factory.mktemp("q") / "q.db", clock=clock, aging_s=aging_s)
     boot = store.start_boot()
     created: dict[tuple[str, int], float] = {}
@@ -64,7 +56,7 @@ def test_no_record_waits_behind_one_that_came_much_later(tmp_path_factory, arriv
 
 @pytest.mark.parametrize("aging_s, starves", [(50.0, False), (1e12, True)])
 def test_an_image_under_a_flood_of_musings_goes_out_only_with_aging(tmp_path, aging_s, starves):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path / "q.db", clock=clock, aging_s=aging_s)
     boot = store.start_boot()
     store.enqueue("image", boot, lambda seq: b"\xff\xd8 jpeg", created=clock.t)
@@ -84,7 +76,7 @@ def test_an_image_under_a_flood_of_musings_goes_out_only_with_aging(tmp_path, ag
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.sampled_from(["telemetry", "musing", "image", "health", "none"]), min_size=5, max_size=80))
 def test_the_newest_position_always_goes_first(tmp_path_factory, events):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path_factory.mktemp("q") / "q.db", clock=clock)
     boot = store.start_boot()
     newest = None
@@ -102,7 +94,7 @@ def test_the_newest_position_always_goes_first(tmp_path_factory, events):
 
 
 def test_superseded_positions_wait_as_backlog_and_still_go_out(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path / "q.db", clock=clock)
     boot = store.start_boot()
     for _ in range(3):
@@ -126,7 +118,7 @@ def _held(store: Store, stream: str) -> list[tuple[int, str]]:
 
 
 def test_a_stream_over_budget_loses_acknowledged_then_sent_then_oldest_queued(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path / "q.db", clock=clock, budgets=Budgets(per_stream={"image": 5000}))
     boot = store.start_boot()
     _fill(store, boot, "image", 5, 1000, clock)  # exactly at budget
@@ -143,7 +135,7 @@ def test_a_stream_over_budget_loses_acknowledged_then_sent_then_oldest_queued(tm
 
 
 def test_a_record_larger_than_its_budget_is_kept_rather_than_evicting_itself(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path / "q.db", clock=clock, budgets=Budgets(per_stream={"image": 500}))
     boot = store.start_boot()
     _fill(store, boot, "image", 2, 1000, clock)
@@ -151,7 +143,7 @@ def test_a_record_larger_than_its_budget_is_kept_rather_than_evicting_itself(tmp
 
 
 def test_the_total_budget_evicts_the_lowest_priority_first(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     store = Store(tmp_path / "q.db", clock=clock, budgets=Budgets(total=6000))
     boot = store.start_boot()
     _fill(store, boot, "musing", 3, 1000, clock)
@@ -161,7 +153,7 @@ def test_the_total_budget_evicts_the_lowest_priority_first(tmp_path):
 
 
 def test_low_free_space_evicts_a_little_each_time_not_everything(tmp_path, monkeypatch):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     # Short of min_free by a byte, which emptying the store could give back: the rule applies. (A
     # min_free no deletion could meet evicts nothing: tests/test_full_card.py.)
     usage = lambda _p: shutil._ntuple_diskusage(32 * 10**9, 31 * 10**9 + 1, 10**9 - 1)  # noqa: E731

@@ -72,14 +72,6 @@ def check_window_answer(key: bytes, got: list[bytes], heard: int, k: int) -> Non
     assert (item.stream, item.boot, item.seq) == (MUSING, 3, 7) and len(item.fragments) == k
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> None:
-    """Poll with a deadline: a helper for the test, never part of the code under test."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def pty() -> Iterator[tuple[int, str]]:
     """A pseudo-terminal: the master fd (the far end of the line) and the slave's path."""

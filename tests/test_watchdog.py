@@ -19,17 +19,7 @@ from structlog.testing import capture_logs
 
 from payload.modes import Mode
 from payload.watchdog import DEFAULT_INTERVAL_S, Liveness, RestartLimiter, SystemdNotifier, Watchdog, boot_banner
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, s: float) -> None:
-        self.t += s
+from tests.fakes import FakeClock
 
 
 class SystemdSocket:
