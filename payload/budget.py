@@ -5,7 +5,7 @@
 * threads     one core is left for the beacon and the radio; one thread in low energy
               (LOW_ENERGY and below, or any mode worse than nominal).
 * n_ctx       the longest context (a multiple of 32) whose KV cache and compute buffers fit
-              beside the model file in the board's model budget (host_training.targets).
+              beside the model file in the board's model budget (stratoecho.boards).
 * max_tokens  the persona's max_tokens scaled down as energy falls, and never more than
               the context leaves after the prompt or the radio can carry (max_chars).
 * timeout_s   expected tokens/s (effective bandwidth / bytes read per token, docs/figures.md)
@@ -18,7 +18,7 @@
 
 Every figure is monotone in `energy` where it scales with it and never drops below its
 minimum, so a bad battery reading (NaN, counted as empty) still yields a usable budget.
-Board data comes from host_training.targets (pure: no torch), with a core count added
+Board data comes from stratoecho.boards (pure: no torch), with a core count added
 here because targets.Board does not carry one.
 """
 

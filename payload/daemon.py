@@ -42,7 +42,7 @@ from .modes import Mode, policy_for
 from .persona import PersonaError, PersonaWorker
 from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
 from .radio import Radio
-from .reach import Reach, store_enqueuer
+from .reach import Reach
 from .sensors import Readings, Sensors, fresh
 from .store import Budgets, Store
 from .watchdog import Liveness, RestartLimiter, boot_banner
@@ -116,8 +116,7 @@ class Daemon:
         self._musing_no = 0  # musings asked for this boot (the bench's sampling seed)
         self._planned_telemetry_s = cfg.schedule.telemetry_s  # what the duty cycle was planned for
         self.memory = Memory(self.data_dir / "memory.db")  # its own musings and the ground's notes
-        self.reach = Reach(store_enqueuer(self.store, self.boot, lambda: self.clock.now().timestamp(),
-                                          on_queued=lambda: self.transmitter.wake.set()),
+        self.reach = Reach(lambda api, query: self.emit(wire.Kind.API_REQUEST, {"api": api, "query": query}),
                            self.clock.elapsed_s,
                            # On the bench its questions are drawn from the flight's seed, like everything else.
                            rng=Random(cfg.sim.seed * 7919 + self.boot) if self.lockstep else None)
@@ -154,12 +153,17 @@ class Daemon:
 
     # ------------------------------------------------------------------ producers
 
-    def queue_event(self, text: str) -> None:
-        created = int(self.clock.now().timestamp())
-        self.store.enqueue(
-            "event", self.boot, lambda seq: wire.Record(wire.Kind.EVENT, self.boot, seq, created, text).body()
-        )
+    def emit(self, kind: wire.Kind, content, created: float | None = None) -> int:
+        """The one way a record leaves a producer: numbered and stored on its kind's stream
+        (durably where the stream is), then the radio woken. Returns its sequence number."""
+        created = int(self.clock.now().timestamp() if created is None else created)
+        seq, _ = self.store.enqueue(
+            KIND_STREAM[kind], self.boot, lambda s: wire.Record(kind, self.boot, s, created, content).body())
         self.transmitter.wake.set()
+        return seq
+
+    def queue_event(self, text: str) -> None:
+        self.emit(wire.Kind.EVENT, text)
 
     def health_once(self) -> None:
         """Commit what waits in the batch, send down any store faults, and a health record."""
@@ -177,11 +181,8 @@ class Daemon:
                   **self.store.health(), **self.device_status(), **self.power_fields(), **self.governor.fields()}
         if self.gate is not None:
             fields["uplink_counter"] = self.gate.last_counter
-        created = int(self.clock.now().timestamp())
-        self.store.enqueue(
-            "health", self.boot, lambda seq: wire.Record(wire.Kind.HEALTH, self.boot, seq, created, fields).body())
+        self.emit(wire.Kind.HEALTH, fields)
         self.stats.health_queued += 1
-        self.transmitter.wake.set()
 
     def picture_once(self) -> bool:
         """A still for the card and, when the camera gives one, its thumbnail for the air."""
@@ -194,12 +195,8 @@ class Daemon:
         self.keep_stills_in_budget(reading)
         if reading.thumbnail_jpeg is None:
             return False
-        created = int(self.clock.now().timestamp())
-        jpeg = reading.thumbnail_jpeg
-        self.store.enqueue("image", self.boot,
-                           lambda seq: wire.Record(wire.Kind.IMAGE, self.boot, seq, created, jpeg).body())
+        self.emit(wire.Kind.IMAGE, reading.thumbnail_jpeg)
         self.stats.images_queued += 1
-        self.transmitter.wake.set()
         return True
 
     def keep_stills_in_budget(self, reading) -> None:
@@ -343,12 +340,8 @@ class Daemon:
             self.stats.guard_reasons = dict(self.guard.dropped)
             log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text))
             return None
-        created = int(r.time.timestamp())
-        seq, _ = self.store.enqueue(
-            "musing", self.boot, lambda s: wire.Record(wire.Kind.MUSING, self.boot, s, created, text).body()
-        )
+        seq = self.emit(wire.Kind.MUSING, text, created=r.time.timestamp())
         self.stats.musings_queued += 1
-        self.transmitter.wake.set()
         log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
         self.memory.remember_musing(self.boot, seq, r.time, text)
         self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)

@@ -41,7 +41,6 @@ from typing import Callable, Iterable
 import structlog
 import tenacity
 
-from stratoecho import wire
 from stratoecho.wire.uplink import ApiStatus
 
 log = structlog.get_logger(__name__)
@@ -322,8 +321,8 @@ def _never_raises(default=None):
 class Reach:
     """Requests to the ground's API proxy, their answers, re-asks and breakers.
 
-    `enqueue_request(api, query) -> seq` queues one API_REQUEST record (see
-    `store_enqueuer`); `clock() -> seconds` is monotonic flight time, and `tick(now)` must
+    `enqueue_request(api, query) -> seq` queues one API_REQUEST record (the daemon's
+    `emit`); `clock() -> seconds` is monotonic flight time, and `tick(now)` must
     be given the same clock. Thread-safe: `on_answer` may come from the radio's thread.
     """
 
@@ -573,20 +572,3 @@ class Reach:
                 "re_asks", "answers_unknown", "answers_late", "answers_duplicate", "answers_malformed",
                 "answers_unknown_status", "clock_backwards", "clock_faults", "seq_reused", "internal_errors")},
         }
-
-
-def store_enqueuer(store, boot: int, created_s: Callable[[], float],
-                   on_queued: Callable[[], None] | None = None) -> Callable[[str, str], int]:
-    """`enqueue_request` for Reach over the payload's Store: one API_REQUEST record on the
-    durable "api_request" stream, created at `created_s()` (Unix seconds); `on_queued` wakes
-    the radio. Store errors propagate: Reach records them as not_sent."""
-
-    def enqueue(api: str, query: str) -> int:
-        created = int(created_s())
-        seq, _ = store.enqueue("api_request", boot, lambda s: wire.Record(
-            wire.Kind.API_REQUEST, boot, s, created, {"api": api, "query": query}).body())
-        if on_queued is not None:
-            on_queued()
-        return seq
-
-    return enqueue

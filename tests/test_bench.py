@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stratoecho import bench
+from sim import benchmarks as bench
 
 
 def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monkeypatch):

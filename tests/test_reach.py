@@ -23,9 +23,8 @@ from payload.reach import (
     describe,
     pick_word,
     rounded_position,
-    store_enqueuer,
 )
-from payload.store import Store, StoreError
+from payload.store import StoreError
 from stratoecho import wire
 from stratoecho.wire.uplink import ApiAnswer, ApiStatus
 from tests.fakes import FakeClock
@@ -569,17 +568,23 @@ def test_consider_spaces_requests_and_skips_open_breakers():
 # --------------------------------------------------------------------------- the real store
 
 
-def test_store_enqueuer_writes_a_durable_api_request_record(tmp_path):
-    store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
-    woken = []
-    enqueue = store_enqueuer(store, boot, lambda: 1_700_000_000.7, on_queued=lambda: woken.append(1))
-    reach = Reach(enqueue, FakeClock(0.0), policy=POLICY)
-    seq = reach.ask("define", "tropopause")
-    assert seq == 1 and woken == [1]
+def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_path):
+    from payload.clock import Clock
+    from payload.config import PayloadConfig
+    from payload.daemon import Daemon
+    from sim.world import SimSensors
+    from tests.fakes import RecordingRadio
+
+    clock = Clock(speedup=1.0)
+    d = Daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
+    store, boot = d.store, d.boot
+    d.transmitter.wake.clear()
+    before = int(clock.now().timestamp())
+    seq = d.reach.ask("define", "tropopause")
+    assert seq == 1 and d.transmitter.wake.is_set()
     queued, state = store.find("api_request", boot, seq)
     rec = wire.Record.from_body(wire.Kind.API_REQUEST, boot, seq, queued.payload)
-    assert rec.content == {"api": "define", "query": "tropopause"} and rec.created == 1_700_000_000
+    assert rec.content == {"api": "define", "query": "tropopause"} and before <= rec.created <= before + 5
     assert state == "queued"
     # Kept inside one frame at the default MTU even at the query limit.
     rec_max = wire.Record(wire.Kind.API_REQUEST, boot, 2, 0, {"api": "weather", "query": "x" * POLICY.max_query_bytes})
