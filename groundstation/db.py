@@ -248,6 +248,9 @@ class Store:
         """Store a record dict (`Record.as_dict()`); False if it was already there."""
         if "image" in r:
             data = base64.b64decode(r["image"]["jpeg_base64"])
+        elif "event" in r:  # a declared event: its name and severity beside its fields, one JSON object
+            data = json.dumps({"event": r["event"], "severity": r["severity"], **r["fields"]}, ensure_ascii=False,
+                              sort_keys=True)
         elif "fields" in r:
             data = json.dumps(r["fields"], ensure_ascii=False, sort_keys=True)
         else:

@@ -24,6 +24,7 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.wire import uplink
+from stratoecho.wire.events import Event
 from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 
 from .db import Store, utc_now
@@ -105,7 +106,7 @@ class RepairLink:
         if isinstance(frame, wire.Fragment):
             self.planner.heard(frame, complete=result.record is not None)
             if result.record is not None and result.record["kind"] == "event":
-                self.confirm_if_asked(result.record["text"] or "")
+                self.confirm_if_asked(Event(result.record["event"], result.record["fields"]))
             if result.record is not None and result.record["kind"] == "health":
                 for name, value in result.record["fields"].items():
                     kind = ANNOUNCED.get(name)
@@ -118,12 +119,12 @@ class RepairLink:
                 self.window(peer, missing(), wire_report=uplink.LinkReport(
                     frame.boot, frame.seq, self._heard[frame.boot]))
 
-    def confirm_if_asked(self, text: str) -> bool:
+    def confirm_if_asked(self, e: Event) -> bool:
         """The payload applied a risky command of ours on probation (`uplink.unconfirmed_event`):
         hearing it proves the downlink works under the new settings, so queue the same command
         again for the next window, which proves the uplink does. Only commands this station
         sent are confirmed: a change nobody here asked for is left to revert."""
-        cmd = uplink.unconfirmed_command(text)
+        cmd = uplink.unconfirmed_command(e)
         if cmd is None or self.store is None:
             return False
         args = cmd.pack()

@@ -17,6 +17,7 @@ import structlog
 from stratoecho.bundle import BundleError, load_bundle
 from stratoecho.cli import run_cli
 from stratoecho.config import ConfigError
+from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
 from .clock import Clock
@@ -123,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 2
             # In flight a damaged bundle must not cost the beacon: fly without it, and say so on air.
             log.error("persona_bundle_refused", error=str(e))
-            persona_problem = f"persona bundle refused ({str(e)[:80]}); flying without it"
+            persona_problem = event("persona_unavailable", why=f"persona bundle refused ({str(e)[:80]})")
 
     try:
         parts = open_parts(cfg, data_dir)
@@ -190,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.start(launch=launches and not rejoin)
         if not interrupted.is_set():  # else a stop cut the load short: nothing to report
             log.error("persona_not_loaded", error=str(e))
-            daemon.queue_event(f"persona did not load ({str(e)[:80]}); flying without it")
+            daemon.queue_event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
     if persona_problem:
         daemon.queue_event(persona_problem)
     for problem in parts.problems:
@@ -229,7 +230,7 @@ class Parts:
     camera: object | None
     led: object | None
     heater: object | None
-    problems: list[str] = field(default_factory=list)  # parts that could not be opened: events at start
+    problems: list[Event] = field(default_factory=list)  # parts that could not be opened: events at start
 
     @property
     def clock(self) -> Clock:
@@ -268,7 +269,7 @@ def open_parts(cfg, data_dir: Path) -> Parts:
                         thumb_max_bytes=c.thumb_max_bytes, timeout_s=max(c.timeout_s, hw.camera_min_timeout_s),
                         clock=clock.elapsed_s, flight_clock=clock)
     o = cfg.outputs
-    problems: list[str] = []
+    problems: list[Event] = []
 
     def output(name: str, make):
         # GPIO that cannot be claimed (no pin factory, a pin in use) costs that output, never the beacon.
@@ -276,7 +277,7 @@ def open_parts(cfg, data_dir: Path) -> Parts:
             return make()
         except Exception as e:  # noqa: BLE001 - gpiozero raises its own family and OSError alike
             log.error("output_unavailable", output=name, error=str(e))
-            problems.append(f"{name} unavailable: {str(e)[:80]}")
+            problems.append(event("part_unavailable", part=name, error=str(e)[:80]))
             return None
 
     led = heater = None

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import apsw
 
+from stratoecho.wire.events import Event, event
+
 MB = 1024 * 1024
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Room above min_free before the card counts as recovered: a card hovering at the limit would
@@ -39,7 +41,7 @@ class CardWatch:
     min_free: int  # bytes: store.min_free_mb
     full: bool = False
     refused: str | None = None  # what the card refused last, while that still stands
-    notices: list[str] = field(default_factory=list)  # events for the ground, oldest first
+    notices: list[Event] = field(default_factory=list)  # events for the ground, oldest first
 
     def observe(self, free: int | None, writes_ok: bool = False) -> None:
         """The card has `free` bytes (None: could not be read); `writes_ok`: a write just reached
@@ -52,7 +54,7 @@ class CardWatch:
             self._set_full(free)
         elif self.full and not self.refused and free >= self.min_free + recovery_margin(self.min_free):
             self.full = False
-            self.notices.append(f"card recovered: {free / MB:.0f} MB free; stills and stats resume")
+            self.notices.append(event("card_recovered", free_mb=round(free / MB)))
 
     def refuse(self, where: str, e: BaseException, free: int | None) -> None:
         """A write to `where` failed for lack of space."""
@@ -62,12 +64,11 @@ class CardWatch:
 
     def _set_full(self, free: int | None) -> None:
         self.full = True
-        room = "?" if free is None else f"{free / MB:.0f}"
         # Airtime is dear: the refusal's first words say enough; the log has the rest.
         why = f"refused {self.refused[:80]}" if self.refused else f"below min_free {self.min_free / MB:.0f} MB"
-        self.notices.append(f"card full: {room} MB free, {why}; queue kept, stills and stats paused")
+        self.notices.append(event("card_full", free_mb=-1 if free is None else round(free / MB), why=why))
 
-    def take_notices(self) -> list[str]:
+    def take_notices(self) -> list[Event]:
         out, self.notices = self.notices, []
         return out
 

@@ -27,6 +27,7 @@ import structlog
 from stratoecho import wire
 from stratoecho.bundle import Bundle
 from stratoecho.wire import uplink
+from stratoecho.wire.events import Event, event
 
 from .card import is_no_space, stills_budget
 from .clock import Clock
@@ -138,7 +139,8 @@ class Daemon:
             # Raises uplink.KeyFileError with the file named when the key is missing or exposed.
             self.gate = CommandGate.from_key_file(self.store, cfg.uplink.key_file, cfg.callsign,
                                                   tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu,
-                                                  on_refused=lambda e: self.queue_event(f"command refused: {e}"))
+                                                  on_refused=lambda e: self.queue_event(
+                                                      event("command_refused", reason=e.reason, detail=str(e))))
             self.transmitter.listen_after(cfg.uplink, self.on_uplink)
         # Risky changes on probation (payload/confirm.py). The ground floor is durable, so its
         # probation is too; intervals come back from the configuration at every start.
@@ -162,19 +164,21 @@ class Daemon:
         self.transmitter.wake.set()
         return seq
 
-    def queue_event(self, text: str) -> None:
-        self.emit(wire.Kind.EVENT, text)
+    def queue_event(self, e: Event) -> None:
+        """A declared event (stratoecho/wire/events.py) for the ground."""
+        log.info("event_queued", name=e.name, severity=e.severity, text=e.text)
+        self.emit(wire.Kind.EVENT, e)
 
     def health_once(self) -> None:
         """Commit what waits in the batch, send down any store faults, and a health record."""
         self.store.maybe_flush()
         while self.store.faults:
             self.stats.store_faults += 1
-            self.queue_event(f"store fault: {self.store.faults.popleft()}")
+            self.queue_event(event("store_fault", detail=self.store.faults.popleft()))
         while self.memory.faults:
-            self.queue_event(f"memory fault: {self.memory.faults.popleft()}")
-        for text in self.store.take_notices():  # card full / recovered, once each (docs/storage.md)
-            self.queue_event(text)
+            self.queue_event(event("memory_fault", detail=self.memory.faults.popleft()))
+        for notice in self.store.take_notices():  # card full / recovered, once each (docs/storage.md)
+            self.queue_event(notice)
         pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
         fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
@@ -219,7 +223,7 @@ class Daemon:
         for device, now in status.items():
             before = self._last_status.get(device)
             if now != before and not (before is None and now == "ok") and now != "starting":
-                self.queue_event(f"device {device}: {before or 'unknown'} -> {now}")
+                self.queue_event(event("device", device=device, before=before or "unknown", after=now))
         self._last_status.update(status)
 
     def show_led(self) -> None:
@@ -264,8 +268,8 @@ class Daemon:
         r = self.sensors.read()
         self.note_devices(r.status)
         cpu = self.pi_health.cpu_temp_c() if self.pi_health is not None else None
-        for text in self.governor.update(r, self.clock.elapsed_s(), cpu):
-            self.queue_event(text)
+        for e in self.governor.update(r, self.clock.elapsed_s(), cpu):
+            self.queue_event(e)
         r = replace(r, phase=self.governor.phase.value)
         self._last_readings = r
         self.drive_heater(r)
@@ -414,11 +418,11 @@ class Daemon:
             if cmd.boot == self.boot:
                 self.transmitter.on_link_report(cmd.last_seq, cmd.frames)
         elif isinstance(cmd, uplink.Ping):
-            self.queue_event(f"pong {cmd.nonce}")
+            self.queue_event(event("pong", nonce=cmd.nonce))
         elif isinstance(cmd, uplink.SetIntervals):
             refused = intervals_refused(cmd.telemetry_s, cmd.musing_s, self._planned_telemetry_s, self.cfg.uplink)
             if refused:
-                self.queue_event(f"set_intervals refused: {refused}; intervals unchanged")
+                self.queue_event(event("intervals_refused", why=refused))
                 return
             sched = self.cfg.schedule
             self.on_risky(cmd, "set_intervals", (cmd.telemetry_s, cmd.musing_s),
@@ -431,7 +435,7 @@ class Daemon:
             floor = ("nominal", "low_power", "survival")[int(cmd.mode)]
             self.on_risky(cmd, "set_mode", (floor,), (self.governor.ground_floor.value,))
         else:
-            self.queue_event(f"command {name} received; not acted on in this version")
+            self.queue_event(event("command_ignored", command=name))
 
     def on_risky(self, cmd, name: str, value: tuple, current: tuple) -> None:
         """Apply a change that could make us quieter on probation, or confirm one (payload/confirm.py)."""
@@ -452,7 +456,7 @@ class Daemon:
             self.store.set_state(PROBATION_STATE, self.probation.to_json())
         what = self._describe(name, value)
         self.queue_event(uplink.unconfirmed_event(cmd, what, confirm_s) if outcome == "pending"
-                         else f"{name} {outcome}: {what}")
+                         else event(outcome, command=name, what=what))
 
     def revert_unconfirmed(self) -> None:
         """Put back what was not confirmed in time (called with every beacon)."""
@@ -463,7 +467,7 @@ class Daemon:
             if expired:
                 self.store.set_state(PROBATION_STATE, self.probation.to_json())
         for p in expired:
-            self.queue_event(f"{p.name} not confirmed in time; back to {self._describe(p.name, p.previous)}")
+            self.queue_event(event("reverted", command=p.name, what=self._describe(p.name, p.previous)))
             log.warning("risky_command_reverted", command=p.name, value=p.value, back_to=p.previous)
 
     def _apply(self, name: str, value: tuple) -> None:
@@ -542,7 +546,7 @@ class Daemon:
         for name, target in specs:
             self._threads.append(self.clock.thread(target, name))
 
-    def banner(self) -> str:
+    def banner(self) -> Event:
         """The first event of a boot: what flies, how it woke, what room it has (docs/payload.md)."""
         import stratoecho
 
@@ -552,13 +556,8 @@ class Daemon:
             free_mb = self.disk_usage(self.data_dir).free / 2**20
         except OSError:
             free_mb = None
-        text = boot_banner(stratoecho.__version__, m.persona.name if m else None, sha[:8] if sha else None,
-                           free_mb, self.boot, g.mode.value)
-        if g.unplanned_reboot:
-            text += f"; unplanned reboot, starting in {g.mode.value}"
-        if g.phase.value != "pre-launch":
-            text += f", phase {g.phase.value}"
-        return text
+        return boot_banner(stratoecho.__version__, m.persona.name if m else None, sha[:8] if sha else None,
+                           free_mb, self.boot, g.mode.value, unplanned=g.unplanned_reboot, phase=g.phase.value)
 
     def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None,
                  budget_s: float = STOP_BUDGET_S) -> None:

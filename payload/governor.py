@@ -18,6 +18,8 @@ import math
 
 import structlog
 
+from stratoecho.wire.events import Event, event
+
 from .modes import Mode, ModeInputs, ModeLadder, boot_mode, energy_budget, policy_for
 from .phases import Phase, PhaseDetector
 from .sensors import Readings
@@ -64,13 +66,13 @@ class Governor:
     def phase(self) -> Phase:
         return self.phases.phase
 
-    def update(self, r: Readings, now_s: float, cpu_temp_c: float | None) -> list[str]:
+    def update(self, r: Readings, now_s: float, cpu_temp_c: float | None) -> list[Event]:
         """Take one set of readings; the events to send down (mode and phase changes)."""
         events = []
         before = self.phases.phase
         phase = self.phases.update(now_s, r.alt_m if r.fix_valid else None, _finite(r.pressure_hpa), r.fix_valid)
         if phase != before:
-            events.append(f"phase {before.value} -> {phase.value} at {r.alt_m:.0f} m")
+            events.append(event("phase", before=before.value, after=phase.value, alt_m=int(round(r.alt_m))))
             self.store.set_state("phase", json.dumps(self.phases.to_dict()))
         self._integrate(r, now_s)
         d = self.ladder.update(ModeInputs(
@@ -78,7 +80,7 @@ class Governor:
             cpu_temp_c=cpu_temp_c, phase=phase.value, soc=None, not_fitted=self.not_fitted), now_s)
         if d.changed:
             why = ", ".join(d.reasons) or "readings recovered"
-            events.append(f"mode {d.previous.value} -> {d.mode.value} ({why})")
+            events.append(event("mode", before=d.previous.value, after=d.mode.value, why=why))
             log.warning("mode_changed", previous=d.previous.value, mode=d.mode.value, reasons=list(d.reasons))
             self.store.set_state("mode", json.dumps(self.ladder.to_dict()))  # persisted on each change
         return events

@@ -43,6 +43,8 @@ from pathlib import Path
 import apsw
 import structlog
 
+from stratoecho.wire.events import Event, event
+
 from .card import CardWatch, is_no_space
 
 log = structlog.get_logger(__name__)
@@ -392,7 +394,7 @@ class Store:
                 self.card.refuse(where, e, self._free_or_none())
             log.warning("card_write_failed", where=where, error=f"{type(e).__name__}: {e}")
 
-    def take_notices(self) -> list[str]:
+    def take_notices(self) -> list[Event]:
         """Events for the ground about the card (full, recovered, min_free unreachable), once each."""
         with self._lock:
             return self.card.take_notices()
@@ -740,9 +742,8 @@ class Store:
         if free + reclaimable < self.budgets.min_free:
             if not self._min_free_unreachable:
                 mb = 1024 * 1024
-                self.card.notices.append(
-                    f"store: min_free {self.budgets.min_free / mb:.0f} MB cannot be met ({free / mb:.0f} MB free, "
-                    f"queue files {reclaimable / mb:.1f} MB); nothing deleted for it")
+                self.card.notices.append(event("min_free_unreachable", min_free_mb=round(self.budgets.min_free / mb),
+                                               free_mb=round(free / mb), queue_mb=round(reclaimable / mb, 1)))
                 log.warning("min_free_unreachable", free=free, min_free=self.budgets.min_free, store_bytes=reclaimable)
             self._min_free_unreachable = True
             return

@@ -29,6 +29,7 @@ from typing import Callable
 import structlog
 
 from stratoecho.systemd import SystemdNotifier, _one_line  # noqa: F401 - SystemdNotifier is part of this module's interface
+from stratoecho.wire.events import Event, event
 
 log = structlog.get_logger(__name__)
 
@@ -234,17 +235,14 @@ class RestartLimiter:
 
 
 def boot_banner(version: str, persona_name: str | None, persona_sha256_short: str | None,
-                free_mb: float | None, boot: int, mode: object) -> str:
-    """The first event on air after a boot, e.g.
+                free_mb: float | None, boot: int, mode: object, unplanned: bool = False,
+                phase: str = "pre-launch") -> Event:
+    """The first event on air after a boot, read as
     ``boot 12 v0.1.0 nominal persona Ada#3f2a9c1b free 812MB`` — who is flying, which
     model exactly, in what mode, with how much card left. Short: at SF11 every byte costs
     ~0.2 s of airtime, so the name is cut to 16 characters and the hash to 8.
     """
-    mode_text = str(getattr(mode, "value", mode))
-    if persona_name:
-        name = _one_line(persona_name).replace(" ", "_")[:16]
-        persona = f"persona {name}" + (f"#{persona_sha256_short[:8]}" if persona_sha256_short else "")
-    else:
-        persona = "no persona"
-    free = f"free {int(free_mb)}MB" if free_mb is not None else "free ?"
-    return f"boot {boot} v{version} {mode_text} {persona} {free}"
+    name = _one_line(persona_name).replace(" ", "_")[:16] if persona_name else ""
+    return event("boot", boot=int(boot), version=str(version)[:16], mode=str(getattr(mode, "value", mode)),
+                 persona=name, model=(persona_sha256_short or "")[:8] if name else "",
+                 free_mb=int(free_mb) if free_mb is not None else -1, unplanned=bool(unplanned), phase=str(phase))

@@ -48,7 +48,6 @@ ROLLOVER_S = DAY_S / 2  # a time of day that goes back further than this has pas
 GAP_BREAK_S = 300.0
 GAP_BREAK_STEPS = 2.5
 UNKNOWN_MODE = "unknown"  # health records from before the payload reported its mode
-STORE_FAULT_PREFIX = "store fault"
 # Health fields that hold a status where anything but "ok" is a fault. Not every text field:
 # mode, phase and heater ("off:warm") are states, not faults.
 DEVICE_FIELDS = tuple(n for n in ("store", "gps", "bme280", "bme280_box", "ina219", "camera")
@@ -119,7 +118,7 @@ def _read_ground(db: Path) -> tuple[list[tuple], list[tuple]]:
             "SELECT boot, seq, time, alt, temp_c, batt_mv FROM telemetry ORDER BY boot, seq").fetchall()
         # Schema version 1 had no data column: its health records show as having no fields.
         has_data = any(r[1] == "data" for r in con.execute("PRAGMA table_info(records)"))
-        data = "CASE WHEN kind = 'health' THEN data END" if has_data else "NULL"
+        data = "CASE WHEN kind IN ('health', 'event') THEN data END" if has_data else "NULL"
         records = con.execute(
             f"SELECT kind, boot, seq, created, text, {data} FROM records ORDER BY boot, seq").fetchall()
         return telemetry, records
@@ -183,9 +182,10 @@ def _fields(data) -> dict:
     return fields if isinstance(fields, dict) else {}
 
 
-def _fault_status(text: str) -> str:
-    """'store fault: store write failed (FullError: disk full); running degraded' -> 'store write failed'."""
-    rest = text[len(STORE_FAULT_PREFIX):].lstrip(" :")
+def _fault_status(detail: str) -> str:
+    """A store_fault event's detail 'store write failed (FullError: disk full); running degraded'
+    -> 'store write failed'."""
+    rest = detail
     for stop in (" (", ";"):
         rest = rest.split(stop, 1)[0]
     return rest.strip() or "fault"
@@ -220,11 +220,11 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
             series.battery_v.append((t, batt_mv / 1000))
 
     estimate: list[Point] = []
-    for (kind, boot, _seq, _created, text, data), e in rec_epochs:
+    for (kind, boot, _seq, _created, _text, data), e in rec_epochs:
         t = e - t0
         first_seen[boot] = min(first_seen.get(boot, t), t)
-        if kind == "event" and text.startswith(STORE_FAULT_PREFIX):
-            series.faults.append(Fault(t, "store", _fault_status(text)))
+        if kind == "event" and (ev := _fields(data)).get("event") == "store_fault":
+            series.faults.append(Fault(t, "store", _fault_status(str(ev.get("detail", "")))))
         if kind != "health":
             continue
         fields = _fields(data)

@@ -24,6 +24,7 @@ from sim.link_bench import simulate
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import uplink
+from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
 KEY = bytes(range(32))
@@ -74,11 +75,13 @@ def test_probation_state_round_trips_only_for_the_commands_named():
 
 def test_the_unconfirmed_event_carries_the_command_back_to_the_ground():
     for cmd in (uplink.SetIntervals(60, 900), uplink.SetMode(uplink.PowerMode.SURVIVAL)):
-        text = uplink.unconfirmed_event(cmd, "whatever it means", 1800)
-        assert uplink.unconfirmed_command(text) == cmd
-    assert uplink.unconfirmed_command("unconfirmed ping beef: x") is None  # not a risky command
-    assert uplink.unconfirmed_command("unconfirmed set_mode 07: x") is None  # not a mode
-    assert uplink.unconfirmed_command("pong 12") is None
+        e = uplink.unconfirmed_event(cmd, "whatever it means", 1800)
+        back = wire.Record.from_body(wire.Kind.EVENT, 1, 1, wire.Record(wire.Kind.EVENT, 1, 1, 0, e).body()).content
+        assert uplink.unconfirmed_command(back) == cmd
+    forged = event("unconfirmed", command="ping", args="beef", what="x", revert_s=1)
+    assert uplink.unconfirmed_command(forged) is None  # not a risky command
+    assert uplink.unconfirmed_command(event("unconfirmed", command="set_mode", args="07", what="x", revert_s=1)) is None
+    assert uplink.unconfirmed_command(event("pong", nonce=12)) is None
 
 
 # --------------------------------------------------------------------------- probation, in the daemon
@@ -187,12 +190,12 @@ def _probation_flight(ground_confirms: bool):
     def prepare(daemon, repair, folder):
         repair.store = GroundStore(folder / "ground.db")
         if not ground_confirms:
-            repair.confirm_if_asked = lambda text: False
+            repair.confirm_if_asked = lambda e: False
         cmd = uplink.SetIntervals(60, 600)
         repair.store.queue_command(cmd.command_id, cmd.pack(), "intervals 60 s / 600 s")
         events = seen.setdefault("events", [])
         queue_event = daemon.queue_event
-        daemon.queue_event = lambda text: (events.append(text), queue_event(text))
+        daemon.queue_event = lambda e: (events.append(e.text), queue_event(e))
         seen["daemon"] = daemon
 
     simulate(0.1, seed=3, musings=20, musing_s=300.0, drain_windows=20, prepare=prepare,
@@ -218,12 +221,12 @@ def test_the_ground_confirms_only_commands_it_sent(tmp_path):
     store = GroundStore(tmp_path / "ground.db")
     link = RepairLink(tmp_path / "k", tmp_path / "ground.db", send=None, store=store)
     cmd = uplink.SetIntervals(60, 600)
-    text = uplink.unconfirmed_event(cmd, "intervals 60 s telemetry, 600 s musings", 1800)
-    assert not link.confirm_if_asked(text)  # nobody here asked for it
+    e = uplink.unconfirmed_event(cmd, "intervals 60 s telemetry, 600 s musings", 1800)
+    assert not link.confirm_if_asked(e)  # nobody here asked for it
     row = store.queue_command(cmd.command_id, cmd.pack(), "intervals 60/600")
-    assert not link.confirm_if_asked(text)  # still waiting to go out
+    assert not link.confirm_if_asked(e)  # still waiting to go out
     store.mark_command_sent(row)
-    assert link.confirm_if_asked(text)
+    assert link.confirm_if_asked(e)
     (confirm,) = store.pending_commands()
     assert (confirm["command"], bytes(confirm["args"]), confirm["what"]) == (
         cmd.command_id, cmd.pack(), "confirm: intervals 60/600")

@@ -75,7 +75,7 @@ def test_the_flight_configuration_starts_on_a_board_with_none_of_its_parts(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     store = Store(tmp_path / "p" / "queue.db")
     try:
-        texts = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
+        texts = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
                  for q in store.queued(limit=100, streams=("event",))]
         telemetry = store.queued(limit=100, streams=("telemetry",))
     finally:

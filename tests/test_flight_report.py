@@ -25,13 +25,14 @@ from sim.flight_report import (
     write_flight_report,
 )
 from stratoecho import wire
+from stratoecho.wire.events import event
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2024, 6, 1, 23, 40, 0, tzinfo=timezone.utc)  # midnight falls 20 minutes in
 REBOOT_S = 3900  # boot 2's first telemetry and health; boot 1's last was at 3600
 BLACKOUT = (4860, 5400)  # flight seconds [from, to) in which nothing reaches the ground
 BURST_S = 5400
-STORE_FAULT = "store fault: store write failed (FullError: disk full); running degraded"
+STORE_FAULT = "store write failed (FullError: disk full); running degraded"
 
 
 def altitude(t: float) -> int:
@@ -85,7 +86,7 @@ def write_air_hex(path) -> None:
             n = seq[("h", boot)] = seq.get(("h", boot), -1) + 1
             records.append(wire.Record(wire.Kind.HEALTH, boot, n, int(when.timestamp()), health_fields(t)))
         if t == 4020:
-            records.append(wire.Record(wire.Kind.EVENT, boot, 0, int(when.timestamp()), STORE_FAULT))
+            records.append(wire.Record(wire.Kind.EVENT, boot, 0, int(when.timestamp()), event("store_fault", detail=STORE_FAULT)))
         if not lost(t):
             frames.append(sentence)
             frames += [f for r in records for f in wire.fragment_record(r)]

@@ -141,11 +141,11 @@ def test_a_store_on_a_card_that_filled_while_it_was_down_opens_and_goes_on(tmp_p
     assert store.current_telemetry().payload == b"$$T%d" % seq  # the beacon goes on
     assert store.degraded and store.card.full
     store.maybe_flush()
-    assert [n for n in store.take_notices() if n.startswith("card full")]
+    assert [n for n in store.take_notices() if n.name == "card_full"]
     card.full = False
     store.maybe_flush()
     assert not store.degraded
-    assert store.take_notices() == ["card recovered: 9537 MB free; stills and stats resume"]
+    assert [n.text for n in store.take_notices()] == ["card recovered: 9537 MB free; stills and stats resume"]
     store.close()
     assert rows(path, "SELECT value FROM counters WHERE name = 'boot'") == [(boot2,)]
     assert rows(path, "SELECT stream, boot FROM records ORDER BY id") == [("event", boot), ("telemetry", boot2)]
@@ -211,7 +211,7 @@ def test_min_free_larger_than_the_card_deletes_nothing_queued(tmp_path):
     assert store.evicted == {}
     assert store.depth() == {"event": 6}
     notes = store.take_notices()
-    assert len([n for n in notes if "cannot be met" in n]) == 1
+    assert len([n for n in notes if n.name == "min_free_unreachable" and "cannot be met" in n.text]) == 1
     store.close()
 
 
@@ -245,7 +245,7 @@ def test_the_card_watch_says_each_change_once_with_a_margin():
     watch.observe(300 * MB)  # free space alone does not end a refusal
     assert watch.full
     watch.observe(300 * MB, writes_ok=True)
-    assert [n.split(":")[0] for n in watch.take_notices()] == ["card full", "card recovered"] * 2
+    assert [n.text.split(":")[0] for n in watch.take_notices()] == ["card full", "card recovered"] * 2
 
 
 # --------------------------------------------------------------------------- memory.db
@@ -315,7 +315,7 @@ def make_daemon(tmp_path, card, **cfg) -> tuple[Daemon, Camera]:
 
 
 def events(d: Daemon) -> list[str]:
-    return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
+    return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
             for q in d.store.queued(limit=10_000, streams=("event",))]
 
 

@@ -66,7 +66,7 @@ def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 1
 def events(d) -> list[str]:
     out = []
     for q in d.store.queued(limit=500, streams=("event",)):
-        out.append(wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content)
+        out.append(wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text)
     return out
 
 

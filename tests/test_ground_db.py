@@ -12,12 +12,14 @@ import pytest
 
 from groundstation.db import SCHEMA_VERSION, Store, StoreError
 from stratoecho import wire
+from stratoecho.wire.events import event
 
 T = wire.Telemetry("STRATO", 42, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3).as_dict()
 
 
 def musing(seq: int, text: str = "hello from above", kind: wire.Kind = wire.Kind.MUSING) -> dict:
-    return wire.Record(kind, 3, seq, 1714565055, text).as_dict()
+    content = event("store_fault", detail=text) if kind is wire.Kind.EVENT else text
+    return wire.Record(kind, 3, seq, 1714565055, content).as_dict()
 
 
 def rows(path, sql: str) -> list[tuple]:

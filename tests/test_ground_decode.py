@@ -15,6 +15,7 @@ from groundstation.__main__ import main
 from groundstation.decoder import INVALID, FrameDecoder, classify
 from groundstation.display import clean_text, format_record
 from stratoecho import wire
+from stratoecho.wire.events import event
 
 TELEMETRY = [
     wire.Telemetry("STRATO", seq, "12:04:11", 52.10123, -0.10234, 12345 + seq, 9, -40.5, 180.2, 3700, 3)
@@ -22,7 +23,7 @@ TELEMETRY = [
 ]
 MUSING = wire.Record(wire.Kind.MUSING, 3, 7, 1714565055,
                      "The clouds below look like a second ocean, and I am a ship of latex. ☁️ " * 3)
-EVENT = wire.Record(wire.Kind.EVENT, 3, 8, 1714565060, "burst detected")
+EVENT = wire.Record(wire.Kind.EVENT, 3, 8, 1714565060, event("phase", before="ascent", after="descent", alt_m=31250))
 MTU = 40  # small, so the musing takes several fragments
 
 
@@ -119,7 +120,7 @@ HOSTILE = {
     "more data shards than shards": ([fragment(k=3, n=2)], "bad fragment index"),
     "bad shard size": ([fragment(length=100)], "bad shard size"),
     "record too short": ([fragment(shard=b"\x00\x01")], "record too short"),
-    "non-UTF-8 text": ([fragment(shard=BODY[:4] + b"\xff\xfe\xc3")], "text not utf-8"),
+    "garbled event": ([fragment(shard=BODY[:4] + b"\xff\xfe\xc3")], "bad content"),
     "nan position": ([b"$$" + (nan := b"S,1,00:00:00,nan,0.0,0,0,0.0,0.0,0,1") + b"*" + b"%04X" % wire.crc16_ccitt(nan)],
                      "telemetry not finite"),
 }

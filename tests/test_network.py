@@ -38,6 +38,7 @@ from groundstation.network import (
 )
 from sim.loss import GilbertElliott, LossSpec
 from stratoecho import wire
+from stratoecho.wire.events import event
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 FAST = Reconnect(initial_s=0.05, max_s=0.3, connect_timeout_s=2.0, keepalive_s=5)
@@ -140,7 +141,8 @@ def flight_frames() -> list[bytes]:
         if i % 3 == 1:
             kind = wire.Kind.EVENT if i % 4 == 0 else wire.Kind.MUSING
             text = f"{kind.name.lower()} {next_seq[kind]}: " + "the clouds below are a slow grey sea. " * rng.randint(6, 18)
-            record = wire.Record(kind, BOOT, next_seq[kind], 1_700_000_000 + i * 30, text)
+            content = event("store_fault", detail=text) if kind is wire.Kind.EVENT else text
+            record = wire.Record(kind, BOOT, next_seq[kind], 1_700_000_000 + i * 30, content)
             next_seq[kind] += 1
             frames += wire.fragment_record(record, parity=2)
     return frames

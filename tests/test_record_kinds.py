@@ -94,7 +94,10 @@ def test_telemetry_is_not_a_record():
     (wire.Kind.HEALTH, b"\x81\xa1k\x01", "bad content"),  # a string key
     (wire.Kind.HEALTH, b"\x81\x00\x91\x01", "bad content"),  # a nested array value
     (wire.Kind.IMAGE, b"\x89PNG", "bad content"),
-    (wire.Kind.EVENT, b"\xff\xfe", "text not utf-8"),
+    (wire.Kind.MUSING, b"\xff\xfe", "text not utf-8"),
+    (wire.Kind.EVENT, b"\xff\xfe", "bad content"),
+    (wire.Kind.EVENT, b"\x92\x05\x90", "bad content"),  # store_fault without its detail
+    (wire.Kind.EVENT, b"\x92\x05\x91\x01", "bad content"),  # its detail a number
 ])
 def test_hostile_content_is_a_wire_error_the_ground_counts(kind, data, reason):
     frames = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "x"))

@@ -13,6 +13,7 @@ from payload.store import Store
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import uplink
+from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
 KEY = bytes(range(32))
@@ -216,7 +217,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     store.enqueue("image", boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
     store.enqueue("health", boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
     store.enqueue("musing", boot, body(wire.Kind.MUSING, "the ground went quiet an hour ago"))
-    store.enqueue("event", boot, body(wire.Kind.EVENT, "mode nominal -> low_power"))
+    store.enqueue("event", boot, body(wire.Kind.EVENT, event("mode", before="nominal", after="low_power", why="x")))
     store.flush()
     assert not tx.send_one()  # nothing goes into the void
     tx._report_window = tx.stats.windows  # the ground is heard: a pass begins
@@ -249,4 +250,7 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (60.0, 900.0)
     pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
     assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]
-    assert uplink.unconfirmed_command(pending[0]) == uplink.SetIntervals(60, 900)  # what the ground sends back
+    (unconfirmed,) = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
+                      for q in d.store.queued(limit=100, streams=("event",))
+                      if wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content.name == "unconfirmed"]
+    assert uplink.unconfirmed_command(unconfirmed) == uplink.SetIntervals(60, 900)  # what the ground sends back

@@ -21,6 +21,7 @@ from groundstation.watch import (
     watch,
 )
 from stratoecho import wire
+from stratoecho.wire.events import event
 
 NOW = datetime(2025, 6, 1, 12, 1, 0, tzinfo=timezone.utc)
 
@@ -54,7 +55,7 @@ def fill(store: Store, health=HEALTH):
         store.add_telemetry(telemetry(seq, t, alt))
     for seq in (1, 2, 4):
         store.add_record(record(wire.Kind.MUSING, seq, f"musing number {seq}"))
-    store.add_record(record(wire.Kind.EVENT, 1, "launch"))
+    store.add_record(record(wire.Kind.EVENT, 1, event("phase", before="pre-launch", after="ascent", alt_m=120)))
     store.add_record(record(wire.Kind.HEALTH, 3, health))
     for i, ok in enumerate([True, True, False]):
         store.add_frame(b"\xec\x01", "udp", None if ok else "bad crc", iso(NOW - timedelta(seconds=30 - i)),

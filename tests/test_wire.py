@@ -29,7 +29,7 @@ def test_crc_check_value():
 
 @pytest.mark.parametrize("line", _block_after("<!-- vectors:"))
 def test_documented_vectors_decode(line):
-    hex_frame, expected = line.split(" -> ")
+    hex_frame, expected = line.split(" -> ", 1)
     decoded = wire.decode_frame(bytes.fromhex(hex_frame))
     if isinstance(decoded, wire.Telemetry):
         got = decoded.as_dict()

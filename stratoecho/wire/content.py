@@ -1,7 +1,8 @@
 """What a record carries after its 4-byte creation time, by kind.
 
     kind            content                 on the wire
-    musing, event   text (str)              UTF-8
+    musing          text (str)              UTF-8
+    event           a declared event        MessagePack [id, [values]] (events.py)
     health          declared fields (dict)  MessagePack map, integer keys from HEALTH_FIELDS
     image           a JPEG (bytes)          the JPEG file's bytes, SOI (FF D8) first
     api request     api and query (dict)    MessagePack map, integer keys from API_REQUEST_FIELDS
@@ -24,6 +25,7 @@ import hashlib
 import msgpack
 
 from .common import Kind, WireError
+from .events import Event, decode_event, encode_event
 
 # key -> (name, type); the payload fills what it measures, any subset.
 HEALTH_FIELDS: dict[int, tuple[str, type]] = {
@@ -65,7 +67,7 @@ API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
     1: ("query", str),
 }
 _TABLES = {Kind.HEALTH: HEALTH_FIELDS, Kind.API_REQUEST: API_REQUEST_FIELDS}
-TEXT_KINDS = frozenset({Kind.MUSING, Kind.EVENT})
+TEXT_KINDS = frozenset({Kind.MUSING})
 JPEG_SOI = b"\xff\xd8"
 
 
@@ -79,6 +81,10 @@ def encode_content(kind: Kind, content) -> bytes:
         if not isinstance(content, str):
             raise ValueError(f"a {kind.name.lower()} carries text, not {type(content).__name__}")
         return content.encode("utf-8")
+    if kind is Kind.EVENT:
+        if not isinstance(content, Event):
+            raise ValueError(f"an event record carries a declared Event (events.event), not {type(content).__name__}")
+        return encode_event(content)
     if kind is Kind.IMAGE:
         if not isinstance(content, (bytes, bytearray)) or not bytes(content).startswith(JPEG_SOI):
             raise ValueError("an image record carries a JPEG (bytes starting FF D8)")
@@ -106,6 +112,8 @@ def decode_content(kind: Kind, data: bytes):
             return data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise WireError("text not utf-8", f"{kind.name.lower()} text is not UTF-8") from e
+    if kind is Kind.EVENT:
+        return decode_event(data)
     if kind is Kind.IMAGE:
         if not data.startswith(JPEG_SOI):
             raise WireError("bad content", "image record does not start with a JPEG SOI marker (FF D8)")
@@ -134,6 +142,8 @@ def summary(kind: Kind, content) -> str:
     """One line a person reads: the text itself, or what a structured record says."""
     if kind in TEXT_KINDS:
         return content
+    if kind is Kind.EVENT:
+        return content.text
     if kind is Kind.IMAGE:
         return f"image: JPEG of {len(content):,} bytes"
     if kind is Kind.API_REQUEST:
@@ -148,4 +158,6 @@ def content_json(kind: Kind, content) -> dict:
                           "jpeg_base64": base64.b64encode(content).decode("ascii")}}
     if kind in _TABLES:
         return {"fields": dict(content)}
+    if kind is Kind.EVENT:
+        return {"event": content.name, "severity": content.severity, "fields": dict(content.fields)}
     return {}

@@ -86,7 +86,6 @@ import enum
 import hashlib
 import hmac
 import os
-import re
 import stat
 import struct
 from dataclasses import dataclass
@@ -95,6 +94,7 @@ from typing import ClassVar, Union
 
 from stratoecho.wire import DEFAULT_MTU, GATEWAY_FIRST_BYTES, WireError
 from stratoecho.wire import MAGIC as DOWNLINK_MAGIC
+from stratoecho.wire.events import Event, event
 
 MAGIC = 0xED
 VERSION = 1
@@ -430,23 +430,21 @@ assert set(COMMANDS) == set(CommandId)
 # both ways under the new settings. The event's text carries the command's bytes.
 
 RISKY = frozenset({CommandId.SET_INTERVALS, CommandId.SET_MODE})
-_UNCONFIRMED = re.compile(r"^unconfirmed ([a-z_]+) ([0-9a-f]*): ")
 
 
-def unconfirmed_event(command: Command, what: str, confirm_s: float) -> str:
+def unconfirmed_event(command: Command, what: str, confirm_s: float) -> Event:
     """The event a payload sends when `command` is applied on probation."""
-    return (f"unconfirmed {command.command_id.name.lower()} {command.pack().hex()}: {what}; "
-            f"reverts in {confirm_s:.0f} s unless sent again")
+    return event("unconfirmed", command=command.command_id.name.lower(), args=command.pack().hex(), what=what,
+                 revert_s=round(confirm_s))
 
 
-def unconfirmed_command(text: str) -> Command | None:
-    """The risky command an `unconfirmed_event` text asks to have sent again, or None."""
-    m = _UNCONFIRMED.match(text)
-    if m is None:
+def unconfirmed_command(e: Event) -> Command | None:
+    """The risky command an `unconfirmed` event asks to have sent again, or None."""
+    if e.name != "unconfirmed":
         return None
     try:
-        cid = CommandId[m[1].upper()]
-        return COMMANDS[cid].unpack(bytes.fromhex(m[2])) if cid in RISKY else None
+        cid = CommandId[str(e.fields["command"]).upper()]
+        return COMMANDS[cid].unpack(bytes.fromhex(e.fields["args"])) if cid in RISKY else None
     except (KeyError, ValueError, struct.error):
         return None
 
