@@ -19,12 +19,15 @@ Why these choices:
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from .validation import describe
 
 # ----------------------------------------------------------------------------- configuration
 DEFAULT_VOCAB_SIZE = 2048  # tokens, special ones included; the trainer may stop short on small data
@@ -35,7 +38,7 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"  # ends every turn: the persona learns to say it, generation stops on it
 SPECIAL_TOKENS = [EOT, IM_START, IM_END]  # ids 0, 1, 2 in this order
 STOP_STRINGS = [IM_END, EOT]
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant")  # Turn.role
 
 # Standard ChatML. Written into tokenizer_config, the GGUF (`tokenizer.chat_template`) and
 # persona.toml, so every runtime renders prompts the way the model was trained.
@@ -55,61 +58,65 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------- reading the data
-def load_conversations(path: str | Path) -> list[Conversation]:
-    """Every conversation in a `prepare`-style jsonl file; blank lines are skipped.
+class Turn(BaseModel):
+    """One message of a training example, as `prepare` writes it."""
 
-    Raises DataError naming the file and line of the first malformed line: a training
-    set with a broken line is a bug upstream, and guessing would hide it.
+    model_config = ConfigDict(extra="ignore")  # prepare may record more about a turn than training reads
+
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+    name: str = ""
+
+
+class Example(BaseModel):
+    """One line of train.jsonl / val.jsonl."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    messages: list[Turn] = Field(min_length=1)
+    # Times seen per epoch (prepare's quality tiers). strict: "3" or true is a bug upstream, not a weight.
+    weight: float = Field(1.0, gt=0, le=100, strict=True)
+    train: Literal["all"] | None = None  # prepare --train-all-speakers: every speaker is a target
+
+    def conversation(self) -> Conversation:
+        extra = {"train": "all"} if self.train == "all" else {}
+        return [{"role": t.role, "name": t.name, "content": t.content, **extra} for t in self.messages]
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Every example in a `prepare`-style jsonl file; blank lines are skipped.
+
+    Raises DataError naming the file, the line and the field of the first malformed line: a
+    training set with a broken line is a bug upstream, and guessing would hide it.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found (expected the output of `python -m host_training prepare`)")
-    conversations: list[Conversation] = []
+    examples: list[Example] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-            conversations.append(_check_example(obj, where))
-    return conversations
+                examples.append(Example.model_validate_json(line))
+            except ValidationError as e:
+                first = e.errors()[0]
+                if first["type"] == "json_invalid":
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({first['ctx']['error']})") from e
+                if first["type"] == "model_type" and not first["loc"]:
+                    raise DataError(f'{path}:{lineno}: expected an object {{"messages": [...]}}') from e
+                raise DataError(f"{path}:{lineno}: {describe(e)}") from e
+    return examples
 
 
-def _check_example(obj: Any, where: str) -> Conversation:
-    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
-        raise DataError(f'{where}: expected an object {{"messages": [...]}}')
-    if not obj["messages"]:
-        raise DataError(f"{where}: the conversation has no messages")
-    out: Conversation = []
-    for i, m in enumerate(obj["messages"]):
-        if not isinstance(m, dict):
-            raise DataError(f"{where}: message {i} is not an object")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise DataError(f"{where}: message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise DataError(f"{where}: message {i} has no text 'content' (got {type(content).__name__})")
-        turn = {"role": role, "name": str(m.get("name", "")), "content": content}
-        if obj.get("train") == "all":
-            turn["train"] = "all"
-        out.append(turn)
-    return out
+def load_conversations(path: str | Path) -> list[Conversation]:
+    """Every conversation in a `prepare`-style jsonl file (see load_examples)."""
+    return [e.conversation() for e in load_examples(path)]
 
 
 def example_weights(path: str | Path) -> list[float]:
     """Each conversation's `weight` (1.0 when absent), in the order `load_conversations` reads them."""
-    weights = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                w = json.loads(line).get("weight", 1.0)
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 100:
-                    raise DataError(f"{path}:{lineno}: weight {w!r} is not a number in (0, 100]")
-                weights.append(float(w))
-    return weights
+    return [e.weight for e in load_examples(path)]
 
 
 def by_weight(conversations: list[Conversation], weights: list[float], seed: int) -> list[Conversation]:

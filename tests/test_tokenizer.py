@@ -113,10 +113,14 @@ def test_load_conversations_reads_prepare_output(tmp_path):
     "line, message",
     [
         ("{not json", "not valid JSON"),
-        ('{"msgs": []}', "expected an object"),
-        ('{"messages": []}', "no messages"),
-        ('{"messages": [{"role": "bot", "content": "x"}]}', "role 'bot'"),
-        ('{"messages": [{"role": "user", "content": 3}]}', "no text 'content'"),
+        ("[1]", 'expected an object {"messages": [...]}'),
+        ('{"msgs": []}', "messages: Field required"),
+        ('{"messages": []}', "messages: List should have at least 1 item"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}',
+         "messages[0].role: Input should be 'system', 'user' or 'assistant' (got 'bot')"),
+        ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": 3}]}',
+         "messages[1].content: Input should be a valid string (got 3)"),
+        ('{"messages": [{"role": "user", "content": "x"}], "train": "some"}', "train: Input should be 'all'"),
     ],
 )
 def test_malformed_lines_are_named_by_file_and_line(tmp_path, line, message):
