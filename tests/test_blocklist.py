@@ -35,16 +35,15 @@ def test_a_damaged_blocklist_names_its_line():
 
 def test_a_bundle_built_with_a_blocklist_carries_it_and_the_daemon_guards_with_it(tiny_bundle, tmp_path):
     import shutil
-    from argparse import Namespace
 
-    from host_training.build import add_blocklist
+    from host_training.bundling import add_blocklist
     from stratoecho.bundle import load_bundle, write_bundle
 
     out = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, out)
     manifest = load_bundle(out).manifest
     (tmp_path / "block.txt").write_text("# private\nMarta Lindqvist\n")
-    add_blocklist(Namespace(blocklist=tmp_path / "block.txt", out=out), manifest)
+    add_blocklist(tmp_path / "block.txt", out, manifest)
     write_bundle(out, manifest)
     bundle = load_bundle(out)  # verified: the blocklist's sha256 is in [[files]]
     guard = OutboundGuard(hashed=bundle.blocklist())

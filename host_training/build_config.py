@@ -1,0 +1,104 @@
+"""What `build` is asked to do, declared and checked before any work is done.
+
+The command line (build.py) makes one BuildConfig from its flags; every stage below it reads
+this, never argparse. The checks here are about the values alone (an I-quant without an
+importance matrix, a vocabulary smaller than the bytes); whether files exist is for the
+stages to find out, in their order (stages.check_inputs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+
+from stratoecho import boards
+
+from .quantize import DEFAULT_QUANT, parse_quant
+from .tokenizer import DEFAULT_VOCAB_SIZE, SPECIAL_TOKENS
+from .train_scratch import PRESETS
+
+DEFAULT_SEED = 1337
+VOCAB_FLOOR = len(SPECIAL_TOKENS) + 256  # every byte plus the special tokens
+
+
+class _Declared(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScratchOptions(_Declared):
+    """--from-scratch: a tokenizer and a tiny Llama of the persona's own."""
+
+    method: Literal["from-scratch"] = "from-scratch"
+    preset: str = "demo"
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; expected one of {', '.join(sorted(PRESETS))}")
+        return v
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _holds_every_byte(cls, v: int) -> int:
+        if v < VOCAB_FLOOR:
+            raise ValueError(f"{v} is too small: byte-level BPE needs at least {VOCAB_FLOOR}")
+        return v
+
+
+class LoraOptions(_Declared):
+    """--base: LoRA on a pretrained model; None means the preset's value (finetune.PRESETS)."""
+
+    method: Literal["lora"] = "lora"
+    base: Path
+    preset: Literal["auto", "tiny", "0.5b", "1b", "3b"] = "auto"
+    epochs: PositiveFloat | None = None
+    learning_rate: PositiveFloat | None = None
+    rank: PositiveInt | None = None
+    max_length: PositiveInt | None = None
+    gradient_checkpointing: bool | None = None
+    chat_template: Literal["base", "chatml"] = "base"
+    merge_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    resume: bool = False  # continue from the last checkpoint in BUNDLE/work/checkpoints
+
+
+class BuildConfig(_Declared):
+    """Everything `build` needs; `training` is the one part the two kinds of build do not share."""
+
+    data: Path  # prepare's output folder
+    out: Path  # the bundle folder
+    training: Annotated[ScratchOptions | LoraOptions, Field(discriminator="method")]
+    steps: PositiveInt | None = None  # None: the preset's
+    max_minutes: PositiveFloat | None = None
+    batch_size: PositiveInt | None = None
+    seed: int = DEFAULT_SEED
+    imatrix: Path | None = None  # declared before quant: the quant check reads it
+    quant: str = DEFAULT_QUANT
+    target: str | None = None  # a board: the quantization is chosen for it instead of `quant`
+    name: str | None = None  # None: the name on the persona's turns
+    system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name
+    loss: Literal["persona", "all"] = "persona"
+    blocklist: Path | None = None
+    keep_work: bool = False
+    force: bool = False
+    verbose: bool = False  # llama.cpp's own log while quantizing
+
+    @field_validator("quant")
+    @classmethod
+    def _quant_we_can_make(cls, v: str, info) -> str:
+        # An I-quant needs an importance matrix: refused here, before any training.
+        return parse_quant(v, iquants=info.data.get("imatrix") is not None)
+
+    @field_validator("target")
+    @classmethod
+    def _known_board(cls, v: str | None) -> str | None:
+        if v is not None:
+            boards.board(v)  # ValueError naming the boards there are
+        return v
+
+    @property
+    def resume(self) -> bool:
+        return isinstance(self.training, LoraOptions) and self.training.resume

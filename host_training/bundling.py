@@ -1,0 +1,172 @@
+"""The last stages of every `build`: eval.json, the manifest, its checks, the report, persona.toml.
+
+persona.toml is written last, so a folder holding one is always a complete bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from stratoecho import boards
+
+from .build_config import BuildConfig
+from .stages import EVAL_FILE, BuildError, Converted, Data, PersonaText, Quantized, Scores, Trained
+
+log = structlog.get_logger(__name__)
+
+# Sampling for a model this small: a little cooler than llama.cpp's 0.8 and a firmer repeat
+# penalty, since tiny models loop; the payload may override per request.
+SAMPLING = dict(temperature=0.7, top_p=0.95, top_k=40, repeat_penalty=1.15, max_tokens=64)
+BLOCKLIST_FILE = "blocklist.txt"
+PROBE = [{"role": "user", "content": "How high are you?"}]  # the template check's conversation
+
+
+def write_eval_json(out: Path, trained: Trained, scores: Scores) -> None:
+    report = {
+        "metric": "persona-token negative log-likelihood on val.jsonl, nats/token; perplexity = exp",
+        "kv_cache": "f32",
+        "quantized": scores.quantized,
+        "f32": scores.f32,
+        **({"base_quantized": scores.reference} if scores.reference is not None else {}),
+        **trained.eval_report,
+    }
+    (out / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class GgufFacts:
+    """What the shipped GGUF says of itself, which the manifest must agree with."""
+
+    architecture: str
+    adds_bos: bool  # llama.cpp prepends the BOS itself: the prompt text must not carry a second one
+
+
+def gguf_facts(path: Path) -> GgufFacts:
+    import gguf
+
+    fields = gguf.GGUFReader(str(path)).fields
+    arch = fields.get("general.architecture")
+    bos = fields.get("tokenizer.ggml.add_bos_token")
+    return GgufFacts(str(arch.contents()) if arch is not None else "llama",
+                     bool(bos.contents()) if bos is not None else False)
+
+
+def eval_figures(scores: Scores, val_conversations: int) -> dict:
+    """persona.toml's [eval]: the shipped file, its F32 source and (LoRA) the untuned base."""
+    q, f = scores.quantized, scores.f32
+    figures = dict(val_loss=round(q["val_loss"], 5), val_perplexity=round(q["val_perplexity"], 4),
+                   f32_val_loss=round(f["val_loss"], 5), f32_val_perplexity=round(f["val_perplexity"], 4),
+                   quant_perplexity_increase=round(q["val_perplexity"] - f["val_perplexity"], 4),
+                   val_tokens=q["tokens"])
+    if (b := scores.reference) is not None:  # same quantization, same tokens
+        figures.update(base_val_loss=round(b["val_loss"], 5), base_val_perplexity=round(b["val_perplexity"], 4),
+                       perplexity_reduction=round(b["val_perplexity"] - q["val_perplexity"], 4))
+    return dict(**figures, val_conversations=val_conversations, report=EVAL_FILE)
+
+
+def provenance(data: Data) -> dict:
+    """What the model was trained on, for persona.toml: which data, how much."""
+    from stratoecho.bundle import sha256_file
+
+    return dict(data_sha256=sha256_file(data.train_path), val_sha256=sha256_file(data.val_path),
+                train_conversations=len(data.train), val_conversations=len(data.val))
+
+
+def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Trained, quantized: Quantized,
+             scores: Scores, facts: GgufFacts):
+    """The bundle's description; the GGUF has the last word on its architecture and the BOS."""
+    from stratoecho.bundle import BundleManifest, file_entry
+
+    t = trained.template
+    return BundleManifest(
+        persona=dict(name=persona.name, system_prompt=persona.system_prompt, chat_template=t.chat_template,
+                     stop=list(t.stop), bos_token="" if facts.adds_bos else t.bos_token, eos_token=t.eos_token),
+        sampling=dict(SAMPLING),
+        model=dict(file=quantized.file, quantization=quantized.quant, architecture=facts.architecture, base=trained.base,
+                   context_length=trained.context_length, n_params=trained.n_params),
+        training=dict(
+            method=cfg.training.method,
+            **trained.training,
+            **provenance(data),
+            seed=cfg.seed,
+            loss=cfg.loss,
+            system_prompt_in_training=bool(persona.system_prompt),
+        ),
+        eval=eval_figures(scores, len(data.val)),
+        files=[file_entry(cfg.out, quantized.file), file_entry(cfg.out, EVAL_FILE)],
+    )
+
+
+def check_template(out: Path, manifest, trained: Trained, system_prompt: str, facts: GgufFacts) -> None:
+    """The payload renders prompts with bundle.render_prompt: it must give what training saw."""
+    from transformers import AutoTokenizer
+
+    from stratoecho.bundle import Bundle
+
+    tok = AutoTokenizer.from_pretrained(str(trained.model_dir))
+    probe = [{"role": "system", "content": system_prompt}, *PROBE]
+    want = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    got = Bundle(out, manifest).render_prompt(probe)
+    if got != want and (not facts.adds_bos or (tok.bos_token or "") + got != want):
+        raise BuildError(f"the payload would render the chat template differently from training:\n{got!r}\nvs\n{want!r}")
+
+
+def add_blocklist(blocklist: Path | None, out: Path, manifest) -> None:
+    """The owner's blocklist into the bundle, hashed, listed in [[files]] and [guard]."""
+    if blocklist is None:
+        return
+    from stratoecho.blocklist import BlocklistFormatError, HashedBlocklist
+    from stratoecho.bundle import file_entry
+
+    from .prepare import BlocklistError, load_blocklist
+
+    try:
+        hashed = HashedBlocklist.from_entries(load_blocklist(blocklist))
+    except (BlocklistError, BlocklistFormatError) as e:
+        raise BuildError(f"--blocklist: {e}") from e
+    (out / BLOCKLIST_FILE).write_text(hashed.dumps(), encoding="utf-8")
+    manifest.guard.blocklist = BLOCKLIST_FILE
+    manifest.files.append(file_entry(out, BLOCKLIST_FILE))
+
+
+def perplexity_rows(trained: Trained, models: Converted, quantized: Quantized, scores: Scores,
+                    target: str | None) -> list:
+    """The report's table and plot: every model scored, smallest claim first."""
+    from .report import PerplexityRow
+
+    rows = []
+    if quantized.reference is not None:
+        rows.append(PerplexityRow("base (untuned)", quantized.quant, quantized.reference.bytes,
+                                  scores.reference["val_perplexity"]))
+    rows.append(PerplexityRow(trained.label, "F32", models.f32.stat().st_size, scores.f32["val_perplexity"]))
+    if quantized.quant != "F32":
+        rows.append(PerplexityRow(trained.label, quantized.quant, quantized.model.bytes,
+                                  scores.quantized["val_perplexity"]))
+    for r in quantized.target_table or ():
+        if r.get("val_perplexity") is not None and not r["chosen"]:
+            rows.append(PerplexityRow(f"candidate for {target}", r["quant"], r["bytes"], r["val_perplexity"]))
+    return rows
+
+
+def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: Quantized) -> None:
+    """report.md (perplexity table and plot, style figures, privacy probe) and the Ollama Modelfile;
+    not listed in persona.toml's files: `eval` writes them again. Adds the probe's verdict and,
+    with --target, the board's figures to the manifest."""
+    from stratoecho.bundle import Bundle
+
+    from . import evaluate
+    from . import report as persona_report
+
+    outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed)
+    persona_report.write_modelfile(cfg.out, manifest)
+    manifest.eval["privacy_probe"] = outcome.probe.verdict
+    if quantized.target_table is not None:
+        board = boards.board(cfg.target)
+        chosen = next(r for r in quantized.target_table if r["chosen"])
+        manifest.model = manifest.model.model_copy(update={"target": cfg.target})
+        manifest.eval["predicted_tokens_per_s"] = chosen.get("predicted_tokens_per_s")
+        manifest.eval["target_budget_mb"] = round(board.budget_bytes / 1e6)

@@ -1,0 +1,90 @@
+"""`build` as its stages, in order; --from-scratch and --base differ in the training stage only.
+
+    1. data       stages.load_data, persona_text       train.jsonl / val.jsonl, checked line by line
+    2. check      stages.check_inputs, trainer.check   every refusal that needs no training, before
+                                                       BUNDLE is touched
+    3. out        stages.claim_out_dir, workspace      --force, --resume, --keep-work
+    4. train      training.py                          scratch (tokenizer + tiny Llama) | LoRA + merge
+    5. convert    stages.convert                       HF checkpoint(s) -> F32 GGUF
+    6. quantize   stages.quantize                      --quant, or the best type for --target
+    7. evaluate   stages.evaluate                      val perplexity of what ships, its F32 source
+                                                       and (LoRA) the untuned base, in llama.cpp
+    8. bundle     bundling.py                          eval.json, manifest and template check,
+                                                       report.md, persona.toml last
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from stratoecho.bundle import write_bundle
+
+from . import bundling, stages
+from .build_config import BuildConfig
+from .training import trainer_for
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    bundle: str
+    model: str  # the model file's name in the bundle
+    bytes: int
+    quant: str
+    val_perplexity: float
+    f32_val_perplexity: float
+    base_val_perplexity: float | None  # LoRA: the untuned base, same quantization
+    steps: int
+    train_minutes: float
+    minutes: float
+
+
+def build(cfg: BuildConfig) -> BuildSummary | None:
+    """Data in, bundle out. None in a secondary process of `accelerate launch` (the main one
+    writes the bundle). BuildError or tokenizer.DataError say why a build cannot go on."""
+    t0 = time.monotonic()
+    data = stages.load_data(cfg.data)
+    persona = stages.persona_text(cfg, data)
+    trainer = trainer_for(cfg)
+    stages.check_inputs(cfg)
+    trainer.check()
+    # Checks done: only now touch BUNDLE (a --force rebuild removes the old bundle here).
+    procs = trainer.processes()
+    if procs.is_main:
+        stages.claim_out_dir(cfg.out, cfg.force, cfg.resume)
+    procs.wait()
+    log.info("build.data", train=len(data.train), val=len(data.val), name=persona.name, method=cfg.training.method)
+
+    # A secondary process keeps the workspace: the main one may still be using it.
+    with stages.workspace(cfg.out, cfg.keep_work or not procs.is_main, trainer.resumable) as work:
+        trained = trainer.train(data, persona, work)
+        if trained is None:
+            return None
+        models = stages.convert(trained, work, persona.name)
+        quantized = stages.quantize(cfg, models, work, trained.score)
+        scores = stages.evaluate(models, quantized, trained.score)
+
+        bundling.write_eval_json(cfg.out, trained, scores)
+        facts = bundling.gguf_facts(quantized.model.path)
+        manifest = bundling.manifest(cfg, data, persona, trained, quantized, scores, facts)
+        bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
+        bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
+        rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
+        bundling.write_report(cfg, manifest, data, rows, quantized)
+        write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle
+
+    ref = scores.reference
+    summary = BuildSummary(
+        bundle=str(cfg.out), model=quantized.file, bytes=quantized.model.bytes, quant=quantized.quant,
+        val_perplexity=scores.quantized["val_perplexity"], f32_val_perplexity=scores.f32["val_perplexity"],
+        base_val_perplexity=ref["val_perplexity"] if ref is not None else None,
+        steps=trained.steps, train_minutes=trained.minutes, minutes=(time.monotonic() - t0) / 60)
+    log.info("build.done", bundle=summary.bundle, model=summary.model, bytes=summary.bytes,
+             val_perplexity=round(summary.val_perplexity, 4), f32_val_perplexity=round(summary.f32_val_perplexity, 4),
+             base_val_perplexity=None if ref is None else round(summary.base_val_perplexity, 4),
+             minutes=round(summary.minutes, 2))
+    return summary

@@ -1,0 +1,261 @@
+"""The stages every `build` shares, before and after training: each a function of typed values.
+
+    load_data -> persona_text -> check_inputs -> claim_out_dir -> workspace
+      -> (training: training.py, the one stage that differs) -> convert -> quantize -> evaluate
+      -> (the bundle: bundling.py)
+
+Nothing here reads argparse; the options arrive as a BuildConfig (build_config.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from stratoecho import boards
+
+from .build_config import BuildConfig
+from .quantize import QuantResult
+from .tokenizer import Conversation, by_weight, example_weights, load_conversations
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_NAME = "persona"
+SYSTEM_PROMPT = (
+    "You are {name}, riding a weather balloon high above the Earth. "
+    "Say what you see and think, in your own words."
+)
+EVAL_FILE = "eval.json"
+WORK_DIR = "work"
+
+Scorer = Callable[[Path], dict]  # a GGUF -> its held-out figures (evaluate.score_gguf's dict)
+
+
+class BuildError(RuntimeError):
+    """A build that cannot go on; the message says why and what to do."""
+
+
+# ----------------------------------------------------------------------------- data and persona
+@dataclass(frozen=True)
+class Data:
+    """prepare's output: training conversations (repeated by weight) and held-out ones."""
+
+    folder: Path
+    train: list[Conversation]
+    val: list[Conversation]
+
+    @property
+    def train_path(self) -> Path:
+        return self.folder / "train.jsonl"
+
+    @property
+    def val_path(self) -> Path:
+        return self.folder / "val.jsonl"
+
+
+@dataclass(frozen=True)
+class PersonaText:
+    name: str
+    system_prompt: str
+
+
+def load_data(folder: Path) -> Data:
+    """Stage 1. BuildError/DataError naming the file (and line) when the data cannot train a persona."""
+    if not folder.is_dir():
+        raise BuildError(
+            f"{folder}: no such data directory (run `python -m host_training prepare ... --out {folder}`)"
+        )
+    train = load_conversations(folder / "train.jsonl")
+    # prepare's quality tiers: finished writing counts more than chat (weight = times per epoch).
+    train = by_weight(train, example_weights(folder / "train.jsonl"), seed=0)
+    val = load_conversations(folder / "val.jsonl")
+    if not train:
+        raise BuildError(f"{folder / 'train.jsonl'}: no conversations to train on")
+    if not any(m["role"] == "assistant" and m["content"].strip() for c in train for m in c):
+        raise BuildError(f"{folder / 'train.jsonl'}: no assistant (persona) turns; was --owner right in prepare?")
+    if not any(m["role"] == "assistant" and m["content"].strip() for c in val for m in c):
+        raise BuildError(f"{folder / 'val.jsonl'}: no persona turns; held-out evaluation needs some")
+    return Data(folder, train, val)
+
+
+def persona_name(train: list[Conversation]) -> str:
+    """The most common name on the persona's turns, as prepare wrote it; else DEFAULT_NAME."""
+    names = Counter(m["name"].strip() for c in train for m in c if m["role"] == "assistant" and m["name"].strip())
+    return names.most_common(1)[0][0] if names else DEFAULT_NAME
+
+
+def persona_text(cfg: BuildConfig, data: Data) -> PersonaText:
+    name = cfg.name or persona_name(data.train)
+    prompt = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT.format(name=name)
+    return PersonaText(name, prompt)
+
+
+def check_inputs(cfg: BuildConfig) -> None:
+    """The files the options name exist: found out now, not after an hour of training."""
+    if cfg.imatrix is not None and not cfg.imatrix.is_file():
+        raise BuildError(f"--imatrix {cfg.imatrix}: no such file")
+    if cfg.blocklist is not None and not cfg.blocklist.is_file():
+        raise BuildError(f"--blocklist {cfg.blocklist}: no such file")
+
+
+# ----------------------------------------------------------------------------- the bundle folder
+def ours(p: Path) -> bool:
+    """What a build writes into BUNDLE: safe to replace."""
+    from .report import MODELFILE, PLOT_FILE, REPORT_FILE
+
+    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, REPORT_FILE, PLOT_FILE, MODELFILE) or (
+        p.name.startswith("model.") and p.name.endswith(".gguf"))
+
+
+def claim_out_dir(out: Path, force: bool, resume: bool = False) -> None:
+    """Make BUNDLE ready for a new build: refuse a finished bundle without --force and a folder
+    of someone else's files always. With `resume` the previous attempt's BUNDLE/work stays."""
+    if resume:
+        if (out / "persona.toml").exists() and not force:
+            raise BuildError(f"{out}: already holds a finished bundle; nothing to resume (use --force to rebuild)")
+        if not (out / WORK_DIR / "checkpoints").is_dir():
+            raise BuildError(f"{out / WORK_DIR / 'checkpoints'}: no checkpoints to resume from; run without --resume")
+        (out / "persona.toml").unlink(missing_ok=True)
+        for p in out.iterdir():
+            if ours(p) and p.name != WORK_DIR:
+                p.unlink()
+        return
+    if (out / "persona.toml").exists() and not force:
+        raise BuildError(f"{out}: already holds a bundle; use --force to replace it")
+    if out.exists():
+        foreign = [p.name for p in out.iterdir() if not ours(p)]
+        if foreign:
+            raise BuildError(f"{out}: is not empty ({', '.join(sorted(foreign)[:3])}, ...) and is no bundle; "
+                             "choose an empty or new folder")
+        # Only a previous build's files (a bundle being replaced, or what a failed build left):
+        # the manifest goes first, so until the new one is written this is no bundle at all.
+        (out / "persona.toml").unlink(missing_ok=True)
+        for p in out.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def workspace(out: Path, keep: bool, resumable: bool) -> Iterator[Path]:
+    """Where the intermediate files go. `keep` (--keep-work): BUNDLE/work, left there. A
+    `resumable` training: BUNDLE/work too, so an interrupted run can --resume, removed once
+    the build succeeds. Otherwise a temporary folder, removed whatever happens."""
+    if keep or resumable:
+        work = out / WORK_DIR
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="stratoecho-build-") as tmp:
+        yield Path(tmp)
+
+
+# ----------------------------------------------------------------------------- what training hands on
+@dataclass(frozen=True)
+class Template:
+    """How prompts are rendered and where generation stops, as training saw it."""
+
+    chat_template: str
+    stop: list[str]
+    bos_token: str
+    eos_token: str
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The training stage's result: a transformers checkpoint and what the later stages need of it."""
+
+    model_dir: Path  # config.json, weights, tokenizer with its chat template
+    label: str  # the model's row in the report: "trained", "fine-tuned"
+    base: str  # persona.toml [model] base: "scratch" or the base model's folder name
+    template: Template
+    score: Scorer  # held-out persona loss of a GGUF of this model, on the tokens training used
+    context_length: int
+    n_params: int
+    steps: int
+    minutes: float
+    training: dict  # persona.toml [training], the method's own entries
+    eval_report: dict  # eval.json, the method's own entries (loss curves, merge check)
+    reference_dir: Path | None = None  # the untuned base (LoRA), scored beside the tuned model
+    reference_name: str = ""
+
+
+# ----------------------------------------------------------------------------- convert
+@dataclass(frozen=True)
+class Converted:
+    f32: Path
+    reference_f32: Path | None
+
+
+def convert(trained: Trained, work: Path, name: str) -> Converted:
+    """HF checkpoint(s) -> F32 GGUF. (A check of the GGUF against the checkpoint belongs here.)"""
+    from . import convert_gguf
+
+    try:
+        f32 = convert_gguf.convert(trained.model_dir, work / "model.F32.gguf", "f32", name=name)
+        ref = None if trained.reference_dir is None else convert_gguf.convert(
+            trained.reference_dir, work / "base.F32.gguf", "f32", name=trained.reference_name)
+    except convert_gguf.ConvertError as e:
+        raise BuildError(f"GGUF conversion: {e}") from None
+    return Converted(f32, ref)
+
+
+# ----------------------------------------------------------------------------- quantize
+@dataclass(frozen=True)
+class Quantized:
+    """The bundle's model file and, with a reference, the reference in the same type."""
+
+    model: QuantResult  # already in BUNDLE
+    file: str  # its name in BUNDLE: model.<QUANT>.gguf
+    quant: str  # the type: --quant, or the one chosen for --target
+    target_table: list[dict] | None  # --target: every candidate type, scored or why not
+    reference: QuantResult | None  # the untuned base, in `quant`
+
+
+def quantize(cfg: BuildConfig, models: Converted, work: Path, score: Scorer) -> Quantized:
+    """`--quant` as asked, or with `--target` the listed type that fits the board and scores best
+    on val.jsonl; the reference (if any) is quantized to the same type, to compare like with like."""
+    from . import quantize as q
+
+    try:
+        if cfg.target is None:
+            quant, table = cfg.quant, None
+            model_file = f"model.{quant}.gguf"
+            result = q.quantize(models.f32, cfg.out / model_file, quant, verbose=cfg.verbose, imatrix=cfg.imatrix)
+        else:
+            chosen, table = q.for_target(models.f32, cfg.target, lambda p: score(p)["val_perplexity"],
+                                         work / "candidates", imatrix=cfg.imatrix)
+            row = next(r for r in table if r["chosen"])
+            quant, model_file = row["quant"], f"model.{row['quant']}.gguf"
+            shutil.move(str(chosen), cfg.out / model_file)
+            log.info("build.target", board=cfg.target, quant=quant, why=row["note"])
+            result = q.QuantResult(cfg.out / model_file, quant, row["bytes"], models.f32.stat().st_size,
+                                   str(cfg.imatrix) if cfg.imatrix else None)
+        reference = None if models.reference_f32 is None else q.quantize(
+            models.reference_f32, work / f"base.{quant}.gguf", quant, verbose=cfg.verbose, imatrix=cfg.imatrix)
+    except (q.QuantizeError, boards.NothingFits) as e:
+        raise BuildError(str(e)) from None
+    return Quantized(result, model_file, quant, table, reference)
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass(frozen=True)
+class Scores:
+    quantized: dict  # the shipped file
+    f32: dict  # its F32 source: the price of the quantization
+    reference: dict | None  # the untuned base in the same type: what training gained
+
+
+def evaluate(models: Converted, quantized: Quantized, score: Scorer) -> Scores:
+    q = score(quantized.model.path)
+    f32 = score(models.f32) if quantized.quant != "F32" else q
+    ref = score(quantized.reference.path) if quantized.reference is not None else None
+    return Scores(q, f32, ref)
