@@ -95,9 +95,8 @@ class BuildConfig(_Declared):
     @field_validator("target")
     @classmethod
     def _known_board(cls, v: str | None) -> str | None:
-        if v is not None:
-            boards.board(v)  # ValueError naming the boards there are
-        return v
+        # The board's own name: `pi4` is recorded as the pi4-2gb it stands for. ValueError listing the boards.
+        return None if v is None else boards.board(v).name
 
     @property
     def resume(self) -> bool:

@@ -222,3 +222,65 @@ def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data
     # Every listed type that fits was scored: all of them appear with their perplexity.
     assert report.count("candidate for pi-zero-2w") >= 5
     assert not (out / "work").exists() and len(list(out.glob("*.gguf"))) == 1
+
+
+# ----------------------------------------------------------------------------- the declared options
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--from-scratch", "--vocab-size", "100"], "--vocab-size: 100 is too small: byte-level BPE needs at least 259"),
+        (["--from-scratch", "--steps", "0"], "--steps: Input should be greater than 0 (got 0)"),
+        (["--from-scratch", "--max-minutes", "-1"], "--max-minutes: Input should be greater than 0"),
+        (["--base", "BASE", "--lora-rank", "0"], "--lora-rank: Input should be greater than 0 (got 0)"),
+        (["--base", "BASE", "--epochs", "0", "--learning-rate", "0"], "--epochs: Input should be greater than 0 "
+                                                                      "(got 0.0); --learning-rate:"),
+        (["--from-scratch", "--quant", "IQ2_XXS"], "--quant: IQ2_XXS is an I-quant"),
+        (["--from-scratch", "--target", "pi9"], "--target: unknown target board 'pi9'; choose one of pi-zero-2w"),
+    ],
+)
+def test_bad_options_name_the_flag_before_any_work(chat_data_dir, tmp_path, capsys, extra, message):
+    extra = [str(tmp_path) if a == "BASE" else a for a in extra]
+    rc = main(["build", "--data", str(chat_data_dir), "--out", str(tmp_path / "b"), *extra])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_resume_refuses_a_finished_bundle_and_a_folder_without_checkpoints(chat_data_dir, tmp_path, capsys):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    out = tmp_path / "b"
+    out.mkdir()
+    args = ["build", "--data", str(chat_data_dir), "--base", str(tmp_path / "base"), "--out", str(out), "--resume"]
+    assert main(args) == 2 and "no checkpoints to resume from" in capsys.readouterr().err
+    (out / "persona.toml").write_text("")
+    assert main(args) == 2 and "nothing to resume" in capsys.readouterr().err
+    assert (out / "persona.toml").exists()
+
+
+def test_the_workspace_outlives_a_failed_resumable_build_only(tmp_path):
+    from host_training.stages import workspace
+
+    out = tmp_path / "b"
+    out.mkdir()
+    with pytest.raises(RuntimeError), workspace(out, keep=False, resumable=True) as work:
+        (work / "checkpoints").mkdir()
+        raise RuntimeError("interrupted")
+    assert (out / "work" / "checkpoints").is_dir()  # --resume starts from here
+    with workspace(out, keep=False, resumable=True):
+        pass
+    assert not (out / "work").exists()
+    with pytest.raises(RuntimeError), workspace(out, keep=False, resumable=False) as work:
+        raise RuntimeError("interrupted")
+    assert not work.exists() and not (out / "work").exists()
+    with workspace(out, keep=True, resumable=False) as work:
+        assert work == out / "work"
+    assert work.is_dir()
+
+
+def test_target_takes_the_documented_board_names(tmp_path):
+    from host_training.build_config import BuildConfig
+
+    def target(name):
+        return BuildConfig(data=tmp_path, out=tmp_path / "b", training={"method": "from-scratch"}, target=name).target
+
+    assert target("pi4") == "pi4-2gb" and target("Pi5") == "pi5-2gb" and target("pi-zero-2w") == "pi-zero-2w"
