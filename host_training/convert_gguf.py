@@ -1,4 +1,4 @@
-"""Stage 3 of `build`: an HF Llama or Qwen2 checkpoint directory -> one GGUF file (F32 or F16).
+"""`build`'s convert stage (stages.convert): an HF Llama or Qwen2 checkpoint directory -> one GGUF file.
 
 llama.cpp's own `convert_hf_to_gguf.py` ships in no wheel, so this is the part of it our
 model families need, written with the `gguf` package's writer, tensor-name map and

@@ -1,4 +1,4 @@
-"""Stage 2 of `build --base HF_MODEL_DIR`: LoRA-fine-tune a pretrained transformers model on the persona.
+"""`build --base HF_MODEL_DIR`'s training (training.LoraTraining): LoRA on a pretrained transformers model.
 
 The base model keeps its own chat template (ChatML is added when it has none), so the
 persona speaks the format the model was instruction-tuned in. Steps:
@@ -15,7 +15,8 @@ persona speaks the format the model was instruction-tuned in. Steps:
   4. merge the adapter into a fresh fp32 copy of the base (`merge_and_unload`), compare the
      merged model's logits with base+adapter on a few val chunks, save an HF checkpoint.
 
-`build.py` then converts, quantizes, evaluates and bundles it as for --from-scratch.
+The stages after training (pipeline.py) convert, quantize, evaluate and bundle it as for
+--from-scratch, with the untuned base scored beside it.
 
 Several GPUs: run the same command under `accelerate launch` (config/accelerate_fsdp.yaml,
 docs/training.md); the Trainer shards, and only the main process merges and builds.

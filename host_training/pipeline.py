@@ -11,6 +11,10 @@
                                                        and (LoRA) the untuned base, in llama.cpp
     8. bundle     bundling.py                          eval.json, manifest and template check,
                                                        report.md, persona.toml last
+
+Each stage takes and returns typed values (stages.Data, Trained, Converted, Quantized, Scores);
+nothing is written back into the configuration. A preflight (will this base fit, will it
+convert) belongs to stage 2, a check of the GGUF against its checkpoint to stage 5.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 4 of `build`: quantize an F32/F16 GGUF with llama.cpp itself (llama-cpp-python's low-level API).
+"""`build`'s quantize stage (stages.quantize): an F32/F16 GGUF through llama.cpp itself (llama-cpp-python).
 
 `llama_model_quantize` is the same code as llama.cpp's `llama-quantize` tool, so the file
 is exactly what the Pi's llama.cpp expects. Where a matrix's rows are not a multiple of

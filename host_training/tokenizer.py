@@ -1,4 +1,4 @@
-"""Stage 1 of `build --from-scratch`: the chat data, the ChatML format and a byte-level BPE tokenizer.
+"""The chat data `build` reads (declared: Example), the ChatML format and `--from-scratch`'s byte-level BPE.
 
 Reads `train.jsonl` / `val.jsonl` (one `{"messages": [{"role", "name", "content"}...]}` a
 line, as `prepare` writes them), trains a GPT-2 style byte-level BPE on the persona's own

@@ -1,4 +1,4 @@
-"""Stage 2 of `build --from-scratch`: train a tiny Llama on the persona's chats, on the CPU.
+"""`build --from-scratch`'s training (training.ScratchTraining): a tiny Llama on the persona's chats, on the CPU.
 
 The model is a real `transformers.LlamaForCausalLM`, only small, so the GGUF converter
 and the payload's llama.cpp runtime treat it exactly like a downloaded Llama. Steps:

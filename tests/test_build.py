@@ -235,6 +235,8 @@ def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data
         (["--base", "BASE", "--epochs", "0", "--learning-rate", "0"], "--epochs: Input should be greater than 0 "
                                                                       "(got 0.0); --learning-rate:"),
         (["--from-scratch", "--quant", "IQ2_XXS"], "--quant: IQ2_XXS is an I-quant"),
+        (["--from-scratch", "--imatrix", "nofile.gguf"], "--imatrix nofile.gguf: no such file"),
+        (["--from-scratch", "--blocklist", "nofile.txt"], "--blocklist nofile.txt: no such file"),
         (["--from-scratch", "--target", "pi9"], "--target: unknown target board 'pi9'; choose one of pi-zero-2w"),
     ],
 )
