@@ -39,10 +39,6 @@ class Heard:
     record: WireRecord
     received_at: str
 
-    @property
-    def kind(self) -> str:
-        return kind_name(self.record)
-
     def as_json(self) -> dict:
         """The object `listen --json` prints: the record's JSON and `received_at`."""
         return {**self.record.as_dict(), "received_at": self.received_at}

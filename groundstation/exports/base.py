@@ -84,11 +84,14 @@ def from_db(store: Store, exporter: Exporter, *, close: bool = True) -> int:
 
 
 def heard_from_row(row: dict) -> Heard:
-    """A `Store.telemetry()` row as the exporters take it (NULL, no reading, back to NaN)."""
-    nan = lambda v: math.nan if v is None else v  # noqa: E731
+    """A `Store.telemetry()` row as the exporters take it."""
     return Heard(wire.Telemetry(row["callsign"], row["seq"], row["time"], row["lat"], row["lon"], row["alt"],
-                                row["sats"], nan(row["temp_c"]), nan(row["pressure_hpa"]), row["batt_mv"],
+                                row["sats"], _reading(row["temp_c"]), _reading(row["pressure_hpa"]), row["batt_mv"],
                                 row["boot"]), row["received_at"])
+
+
+def _reading(value: float | None) -> float:
+    return math.nan if value is None else value  # NULL in the database, NaN on the wire: no reading
 
 
 # --------------------------------------------------------------------------- time
