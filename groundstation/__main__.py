@@ -13,6 +13,7 @@ import structlog
 
 from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
 from stratoecho.systemd import SystemdNotifier
+from stratoecho.wire import Telemetry
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, load_key
 
 from .db import Store, StoreError
@@ -285,10 +286,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if proxy is not None and clock is not None:
         proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
     if proxy is not None:  # the payload's questions, answered into the outbox for its next window
-        hooks.on_new.append(lambda record, received_at: proxy.on_record(record, store))
-    for e in exporters:
-        hooks.on_new.append(lambda record, received_at, e=e: e.add({**record, "received_at": received_at})
-                            if record["kind"] == "telemetry" else None)
+        hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store))
+    for e in exporters:  # positions only: that is all an exporter takes
+        hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
     status = 0
     # Under systemd (Type=notify): ready once the source is open and the database usable.
     notifier = SystemdNotifier()
@@ -347,7 +347,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     try:
         for item in source:
             if item is not None and (record := decoder.feed(item.data).record) is not None:
-                print(format_json(record))
+                print(format_json(record.as_dict()))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -68,6 +68,7 @@ import structlog
 import tenacity
 from pydantic import Field
 
+from stratoecho import wire
 from stratoecho.config import ConfigError, Section, load_toml
 from stratoecho.wire import DEFAULT_MTU
 from stratoecho.wire.uplink import DEFAULT_TAG_LEN, HEADER_BYTES, ApiAnswer, ApiStatus, CommandId
@@ -530,17 +531,14 @@ class ApiProxy:
 
     # ------------------------------------------------------------------ from the listener
 
-    def on_record(self, record: dict, store) -> bool:
+    def on_record(self, record: wire.Telemetry | wire.Record, store) -> bool:
         """A record new to the database: if it is an api_request not answered before, answer it
         in the worker thread and queue the API_ANSWER in `store`'s database. True if taken.
         Never raises. Requests answered in earlier runs are found from the outbox's `what`."""
         try:
-            if not isinstance(record, dict) or record.get("kind") != "api_request":
+            if not isinstance(record, wire.Record) or record.kind is not wire.Kind.API_REQUEST:
                 return False
-            boot, seq = record.get("boot"), record.get("seq")
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (boot, seq)):
-                return False
-            fields = record.get("fields") if isinstance(record.get("fields"), dict) else {}
+            boot, seq, fields = record.boot, record.seq, record.content  # the declared fields, any subset
             with self._lock:
                 if self._taken is None:
                     self._taken = self._answered_in_outbox(store)

@@ -34,14 +34,16 @@ while the listener writes.
 
 from __future__ import annotations
 
-import base64
 import json
+import math
 import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
+
+from stratoecho import wire
 
 SCHEMA_VERSION = 4  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox
 
@@ -113,6 +115,22 @@ _MIGRATIONS = {
             command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
             sent_at TEXT)"""],
 }
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _record_data(r: wire.Record) -> str | bytes | None:
+    """`records.data`: what `text` does not say (see the module docstring)."""
+    if r.kind is wire.Kind.IMAGE:
+        return bytes(r.content)
+    if r.kind is wire.Kind.EVENT:  # a declared event: its name and severity beside its fields, one JSON object
+        e = r.content
+        return json.dumps({"event": e.name, "severity": e.severity, **e.fields}, ensure_ascii=False, sort_keys=True)
+    if isinstance(r.content, dict):  # health, API requests: the declared fields
+        return json.dumps(r.content, ensure_ascii=False, sort_keys=True)
+    return None
 
 
 class StoreError(Exception):
@@ -240,35 +258,31 @@ class Store:
                                 (limit,))
         return [dict(r) for r in rows]
 
-    def add_telemetry(self, t: dict, received_at: str | None = None) -> bool:
-        """Store a telemetry dict (`Telemetry.as_dict()`); False if (boot, seq) was already there."""
-        return self._insert("telemetry", _TELEMETRY_COLUMNS, t, received_at)
+    def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None) -> bool:
+        """Store a position sentence; False if (boot, seq) was already there."""
+        return self._insert("telemetry", _TELEMETRY_COLUMNS, (
+            t.boot, t.seq, t.callsign, t.time, t.lat, t.lon, t.alt, t.sats,
+            _none_if_nan(t.temp_c), _none_if_nan(t.pressure_hpa), t.batt_mv,  # NULL: no reading
+        ), received_at)
 
-    def add_record(self, r: dict, received_at: str | None = None) -> bool:
-        """Store a record dict (`Record.as_dict()`); False if it was already there."""
-        if "image" in r:
-            data = base64.b64decode(r["image"]["jpeg_base64"])
-        elif "event" in r:  # a declared event: its name and severity beside its fields, one JSON object
-            data = json.dumps({"event": r["event"], "severity": r["severity"], **r["fields"]}, ensure_ascii=False,
-                              sort_keys=True)
-        elif "fields" in r:
-            data = json.dumps(r["fields"], ensure_ascii=False, sort_keys=True)
-        else:
-            data = None
-        return self._insert("records", _RECORD_COLUMNS, {**r, "data": data}, received_at)
+    def add_record(self, r: wire.Record, received_at: str | None = None) -> bool:
+        """Store a record; False if (kind, boot, seq) was already there."""
+        created = datetime.fromtimestamp(r.created, timezone.utc).isoformat()
+        return self._insert("records", _RECORD_COLUMNS,
+                            (r.kind.name.lower(), r.boot, r.seq, created, r.text, _record_data(r)), received_at)
 
-    def add(self, record: dict, received_at: str | None = None) -> bool:
-        """Store any record dict, by its `kind`."""
-        if record["kind"] == "telemetry":
+    def add(self, record: wire.Telemetry | wire.Record, received_at: str | None = None) -> bool:
+        """Store a sentence or a record, whichever it is."""
+        if isinstance(record, wire.Telemetry):
             return self.add_telemetry(record, received_at)
         return self.add_record(record, received_at)
 
-    def _insert(self, table: str, columns: tuple[str, ...], values: dict, received_at: str | None) -> bool:
+    def _insert(self, table: str, columns: tuple[str, ...], values: tuple, received_at: str | None) -> bool:
         names = ", ".join((*columns, "received_at"))
         marks = ", ".join("?" * (len(columns) + 1))
         cur = self._db.execute(
             f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
-            (*(values[c] for c in columns), received_at or utc_now()),
+            (*values, received_at or utc_now()),
         )
         new = cur.rowcount == 1
         self.inserted += new

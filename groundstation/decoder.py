@@ -2,9 +2,10 @@
 
 `FrameDecoder.feed(bytes)` decodes one frame with `wire.decode_frame`, feeds
 fragments to a `wire.Reassembler`, drops repeated telemetry by (boot, seq), and
-returns what happened as a `Decoded`. Nothing a frame holds can make it raise:
-every `WireError` is counted in `errors` under a short, stable reason so the
-summary (and the `frames.error` column) can group them.
+returns what happened as a `Decoded`: complete records are the wire's own types,
+`wire.Telemetry` and `wire.Record`, read by attribute everywhere after. Nothing a
+frame holds can make it raise: every `WireError` is counted in `errors` under a
+short, stable reason so the summary (and the `frames.error` column) can group them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from stratoecho import wire
+
+from .heard import WireRecord, kind_name
 
 INVALID = "invalid frame"
 
@@ -27,7 +30,7 @@ class Decoded:
     """What one frame gave: a complete record, an error reason, or neither (a fragment
     of a record still incomplete, or a repeat of something already delivered)."""
 
-    record: dict | None = None
+    record: WireRecord | None = None
     error: str | None = None
     detail: str | None = None  # wire's own message, for the debug log
     frame: wire.Telemetry | wire.Fragment | None = None  # what the bytes decoded to (for repair)
@@ -63,7 +66,7 @@ class FrameDecoder:
             return Decoded(error=reason, detail=str(e))
         if record is None:
             return Decoded(frame=decoded)
-        return self._deliver(record.as_dict(), decoded)
+        return self._deliver(record, decoded)
 
     def _telemetry(self, t: wire.Telemetry) -> Decoded:
         key = (t.boot, t.seq)
@@ -71,10 +74,10 @@ class FrameDecoder:
             self.duplicates += 1
             return Decoded(frame=t)
         self._seen_telemetry.add(key)
-        return self._deliver(t.as_dict(), t)
+        return self._deliver(t, t)
 
-    def _deliver(self, record: dict, frame: wire.Telemetry | wire.Fragment) -> Decoded:
-        self.records[record["kind"]] += 1
+    def _deliver(self, record: WireRecord, frame: wire.Telemetry | wire.Fragment) -> Decoded:
+        self.records[kind_name(record)] += 1
         return Decoded(record=record, frame=frame)
 
     def incomplete(self) -> int:

@@ -7,9 +7,12 @@ Anyone can transmit, so text from the air is treated as hostile: control charact
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timezone
+
+from stratoecho import wire
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # C0 and C1, but not newline
 _INDENT = " " * 10  # lines up continuation lines under the text after "HH:MM:SS  "
@@ -21,36 +24,34 @@ def clean_text(text: str) -> str:
     return escaped.replace("\n", "\n" + _INDENT)
 
 
-def _clock(iso: str) -> str:
-    try:
-        return datetime.fromisoformat(iso).strftime("%H:%M:%S")
-    except ValueError:
-        return "??:??:??"
+def _clock(unix_s: int) -> str:
+    return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%H:%M:%S")
 
 
-def _reading(value: float | None, unit: str) -> str:
-    """A sensor value, or a dash for a sensor that had no reading."""
-    return "—" + unit.strip() if value is None or value != value else f"{value:.1f}{unit}"
+def _reading(value: float, unit: str) -> str:
+    """A sensor value, or a dash for a sensor that had no reading (NaN)."""
+    return "—" + unit.strip() if math.isnan(value) else f"{value:.1f}{unit}"
 
 
-def format_record(record: dict) -> str:
+def format_record(record: wire.Telemetry | wire.Record) -> str:
     """One human-readable line (or block, for multi-line text) per record."""
-    if record["kind"] == "telemetry":
-        r = record
+    if isinstance(record, wire.Telemetry):
+        t = record
         return (
-            f"{clean_text(r['time'])}  TELEMETRY #{r['seq']} boot {r['boot']}  "
-            f"{r['lat']:.5f},{r['lon']:.5f}  {r['alt']} m  {_reading(r['temp_c'], '°C')}  "
-            f"{_reading(r['pressure_hpa'], ' hPa')}  {r['batt_mv'] if r['batt_mv'] else '—'} mV  {r['sats']} sats"
+            f"{clean_text(t.time)}  TELEMETRY #{t.seq} boot {t.boot}  "
+            f"{t.lat:.5f},{t.lon:.5f}  {t.alt} m  {_reading(t.temp_c, '°C')}  "
+            f"{_reading(t.pressure_hpa, ' hPa')}  {t.batt_mv if t.batt_mv else '—'} mV  {t.sats} sats"
         )
     return (
-        f"{_clock(record['created'])}  {record['kind'].upper()} boot {record['boot']} "
-        f"#{record['seq']}: {clean_text(record['text'])}"
+        f"{_clock(record.created)}  {record.kind.name} boot {record.boot} "
+        f"#{record.seq}: {clean_text(record.text)}"
     )
 
 
-def format_json(record: dict) -> str:
-    """One JSON object a line; json escapes control characters itself."""
-    return json.dumps(record, ensure_ascii=False, sort_keys=False)
+def format_json(obj: dict) -> str:
+    """One JSON object a line (a record's `as_dict()`, leaving the program); json escapes
+    control characters itself."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=False)
 
 
 def format_summary(command: str, frames: int, records: Counter, duplicates: int,

@@ -30,6 +30,7 @@ from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 from .db import Store, utc_now
 from .decoder import Decoded, FrameDecoder
 from .display import format_json, format_record
+from .heard import Heard, kind_name
 from .receive import FrameSource, describe_peer
 from .repair import NackPlanner
 from .uplink import CommandSigner, SignerStateError
@@ -50,7 +51,7 @@ class Limits:
 @dataclass
 class Hooks:
     """What else hears the listener: `on_frame(data, received_at, station, rssi_dbm, snr_db)` for
-    every frame (the station network's publisher), `on_new(record, received_at)` for every record
+    every frame (the station network's publisher), `on_new(heard)` with a `Heard` for every record
     or sentence new to the database (exporters, the API proxy). A hook that raises is logged and
     counted; the listener goes on."""
 
@@ -103,16 +104,17 @@ class RepairLink:
         frame = result.frame
         if isinstance(frame, (wire.Fragment, wire.Telemetry)):
             self._heard[frame.boot] = self._heard.get(frame.boot, 0) + 1
+        record = result.record
         if isinstance(frame, wire.Fragment):
-            self.planner.heard(frame, complete=result.record is not None)
-            if result.record is not None and result.record["kind"] == "event":
-                self.confirm_if_asked(Event(result.record["event"], result.record["fields"]))
-            if result.record is not None and result.record["kind"] == "health":
-                for name, value in result.record["fields"].items():
+            self.planner.heard(frame, complete=record is not None)
+            if isinstance(record, wire.Record) and record.kind is wire.Kind.EVENT:
+                self.confirm_if_asked(record.content)
+            if isinstance(record, wire.Record) and record.kind is wire.Kind.HEALTH:
+                for name, value in record.content.items():
                     kind = ANNOUNCED.get(name)
                     if kind is not None and isinstance(value, int) and value >= 0:
                         self.planner.announced(kind, frame.boot, value)
-        elif isinstance(frame, wire.Telemetry) and result.record is not None:
+        elif isinstance(frame, wire.Telemetry) and record is not None:
             if self.callsign is None:
                 self.callsign = frame.callsign
             if frame.seq % self.window_every == 0 and peer is not None:
@@ -250,14 +252,14 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)
         return
-    if result.record is not None and hooks.station is not None:
-        r = result.record
-        store.add_heard(r["kind"], r["boot"], r["seq"], hooks.station, received_at)
+    record = result.record
+    if record is not None and hooks.station is not None:
+        store.add_heard(kind_name(record), record.boot, record.seq, hooks.station, received_at)
     # The database decides what is new, so a record heard again after a ground
     # restart (when the decoder has forgotten it) is stored and printed once.
-    if result.record is None or not store.add(result.record, received_at):
+    if record is None or not store.add(record, received_at):
         return
-    hooks.call(hooks.on_new, result.record, received_at)
+    heard = Heard(record, received_at)
+    hooks.call(hooks.on_new, heard)
     if out is not None:
-        line = format_json({**result.record, "received_at": received_at}) if as_json else format_record(result.record)
-        print(line, file=out, flush=True)
+        print(format_json(heard.as_json()) if as_json else format_record(record), file=out, flush=True)

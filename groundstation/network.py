@@ -16,6 +16,10 @@ was told), ``unknown`` before it heard any: fragments do not carry it. Messages 
     records: {"v": 1, "id": "SESSION:N", "station": ..., "received_at": ...,
               "record": Record.as_dict() or Telemetry.as_dict()}
 
+The aggregator reads a shared record back into the typed record it came from
+(`heard.record_from_json`); one that is not counts as a "bad record", with a warning
+naming the field, and the messages around it are kept.
+
 ``id`` is unique per publisher session (a random SESSION, then a counter), so the aggregator
 can drop the copies at-least-once delivery makes.
 
@@ -60,6 +64,7 @@ from stratoecho.cli import hostport_type, positive_number, stop_on_signals
 
 from .db import Store, StoreError, utc_now
 from .decoder import Decoded, FrameDecoder
+from .heard import RecordJsonError, WireRecord, kind_name, record_from_json
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +74,6 @@ UNKNOWN_PAYLOAD = "unknown"
 ONLINE, OFFLINE = "online", "offline"
 POLL_S = 0.1  # the network loop's select() wait: how late a buffered frame may leave
 _NOT_A_LEVEL = re.compile(r"[/+#\x00]")
-_RECORD_KINDS = frozenset(kind.name.lower() for kind in wire.Kind)
 
 
 # --------------------------------------------------------------------------- policy and topics
@@ -293,11 +297,11 @@ class StationPublisher:
         self._queue("frames", {"hex": data.hex(), "received_at": _iso(received_at), "rssi_dbm": rssi_dbm,
                                "snr_db": snr_db, "origin": origin})
 
-    def publish_record(self, record: dict, received_at: str | datetime | None = None) -> None:
-        """Queue one record this station decoded (`Record.as_dict()` / `Telemetry.as_dict()`)."""
-        if record.get("kind") == "telemetry" and not self._hinted and record.get("callsign"):
-            self._payload = payload_level(str(record["callsign"]))
-        self._queue("records", {"received_at": _iso(received_at), "record": record})
+    def publish_record(self, record: WireRecord, received_at: str | datetime | None = None) -> None:
+        """Queue one record or sentence this station decoded, as its `as_dict()` JSON."""
+        if isinstance(record, wire.Telemetry) and not self._hinted:
+            self._payload = payload_level(record.callsign)
+        self._queue("records", {"received_at": _iso(received_at), "record": record.as_dict()})
 
     @property
     def payload(self) -> str:
@@ -427,9 +431,9 @@ class _PublisherSession(_Session):
 # --------------------------------------------------------------------------- aggregator side
 
 class _BadMessage(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
+        self.reason, self.detail = reason, detail
 
 
 @dataclass
@@ -489,7 +493,10 @@ class Aggregator:
             self._handle(message.topic, message.payload)
         except _BadMessage as e:
             self.stats.bad_messages[e.reason] += 1
-            log.debug("mqtt message ignored", topic=message.topic, reason=e.reason)
+            if e.detail:  # a station that sends what this one cannot read: its software differs
+                log.warning("mqtt message ignored", topic=message.topic, reason=e.reason, error=e.detail)
+            else:
+                log.debug("mqtt message ignored", topic=message.topic, reason=e.reason)
         # Anything else (a database that cannot be written) propagates: the message is not
         # acknowledged, and the broker offers it again after a restart.
         self.stats.messages += 1
@@ -570,25 +577,20 @@ class Aggregator:
                 while len(self._contributors) > self.decoder.max_pending:
                     self._contributors.popitem(last=False)
 
-    def _store(self, record: dict, received_at: str) -> None:
+    def _store(self, record: WireRecord, received_at: str) -> None:
         if self.store.add(record, received_at):
             self.stats.records_new += 1
         else:
             self.stats.duplicate_records += 1
 
     def _shared_record(self, msg: dict, station: str, received_at: str) -> None:
-        record = msg.get("record")
-        if (not isinstance(record, dict) or record.get("kind") not in _RECORD_KINDS
-                or not all(isinstance(record.get(n), int) and not isinstance(record.get(n), bool)
-                           for n in ("boot", "seq"))):
-            raise _BadMessage("bad record")
         try:
-            self._store(record, received_at)
-        except (KeyError, TypeError, ValueError, sqlite3.IntegrityError, sqlite3.InterfaceError,
-                sqlite3.ProgrammingError) as e:
-            raise _BadMessage("bad record") from e
+            record = record_from_json(msg.get("record"))
+        except RecordJsonError as e:
+            raise _BadMessage("bad record", f"record from {station}: {e}") from e
+        self._store(record, received_at)
         self.stats.shared_records += 1
-        self.store.add_heard(record["kind"], record["boot"], record["seq"], station, received_at)
+        self.store.add_heard(kind_name(record), record.boot, record.seq, station, received_at)
 
     # ------------------------------------------------------------ batching
 

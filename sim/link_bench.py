@@ -204,8 +204,8 @@ class SimGround:
             # First, as listen._handle does: the payload's window is only seconds long.
             self.repair.on_decoded(result, PEER, self.decoder.missing)
         record = result.record
-        if record is not None and record["kind"] == "musing":
-            self.run.heard[record["seq"]] = record["text"]
+        if isinstance(record, wire.Record) and record.kind is wire.Kind.MUSING:
+            self.run.heard[record.seq] = record.text
 
 
 class SimRadio:

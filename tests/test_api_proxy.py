@@ -296,7 +296,7 @@ def test_same_request_answered_twice_gives_the_same_answer(upstream):
 
 
 def request(boot, seq, api, query):
-    return wire.Record(wire.Kind.API_REQUEST, boot, seq, 1_750_000_000, {"api": api, "query": query}).as_dict()
+    return wire.Record(wire.Kind.API_REQUEST, boot, seq, 1_750_000_000, {"api": api, "query": query})
 
 
 def answers_in(store):
@@ -314,7 +314,9 @@ def test_on_record_queues_exactly_one_answer_per_request(upstream, tmp_path):
             assert p.on_record(rec, store) is False  # heard again
             assert p.on_record(request(1, 6, "weather", "51.5,-0.1"), store) is True
             assert p.on_record(request(1, 7, "horoscope", "leo"), store) is True
-            assert p.on_record({"kind": "musing", "boot": 1, "seq": 5, "text": "hi"}, store) is False
+            assert p.on_record(wire.Record(wire.Kind.MUSING, 1, 5, 1_750_000_000, "hi"), store) is False
+            position = wire.Telemetry("S", 5, "12:00:00", 52.0, 0.1, 900, 8, 12.0, 990.0, 3900, 1)
+            assert p.on_record(position, store) is False
             assert p.wait_idle(timeout_s=30)
         finally:
             p.close(timeout_s=30)

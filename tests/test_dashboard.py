@@ -69,20 +69,20 @@ def build_ground_db(path: Path) -> None:
     with Store(path) as store:
         for seq in range(30):
             if seq != LOST_SENTENCE:
-                store.add_telemetry(telemetry(seq).as_dict(), received_at=at(10 * seq))
+                store.add_telemetry(telemetry(seq), received_at=at(10 * seq))
                 store.add_frame(wire.encode_sentence(telemetry(seq)), "udp 127.0.0.1:9", received_at=at(10 * seq),
                                 station="hill", rssi_dbm=-100.0 - seq, snr_db=8.0 - seq / 10)
         store.add_frame(b"\xec\x11garbage", "udp 127.0.0.1:9", error="crc mismatch", received_at=at(95),
                         station="valley", rssi_dbm=-125.0, snr_db=-9.0)
         for seq, text in MUSINGS.items():
-            store.add_record(wire.Record(wire.Kind.MUSING, 1, seq, int(T0.timestamp()) + 60 * seq, text).as_dict(),
+            store.add_record(wire.Record(wire.Kind.MUSING, 1, seq, int(T0.timestamp()) + 60 * seq, text),
                              received_at=at(60 * seq + 5))
             store.add_heard("musing", 1, seq, "hill")
         for seq, mode in ((1, "NOMINAL"), (2, "LOW_POWER")):
             fields = {"mode": mode, "phase": "ascent", "batt_mv": 4010 - seq, "loss": 0.125, "musing_seq": 5}
-            store.add_record(wire.Record(wire.Kind.HEALTH, 1, seq, int(T0.timestamp()) + 100 * seq, fields).as_dict(),
+            store.add_record(wire.Record(wire.Kind.HEALTH, 1, seq, int(T0.timestamp()) + 100 * seq, fields),
                              received_at=at(100 * seq + 3))
-        store.add_record(wire.Record(wire.Kind.IMAGE, 1, 1, int(T0.timestamp()) + 200, JPEG).as_dict(),
+        store.add_record(wire.Record(wire.Kind.IMAGE, 1, 1, int(T0.timestamp()) + 200, JPEG),
                          received_at=at(205))
 
 
@@ -302,8 +302,8 @@ def test_event_stream_pushes_new_rows_and_resumes(dashboard, ground_db):
         _, outbox = events_until(stream, "outbox")  # the outbox comes first, whole
         assert outbox == []
         with Store(ground_db) as listener:
-            listener.add_telemetry(telemetry(30).as_dict())
-            listener.add_record(wire.Record(wire.Kind.MUSING, 1, 5, int(T0.timestamp()) + 300, "Late, but here.").as_dict())
+            listener.add_telemetry(telemetry(30))
+            listener.add_record(wire.Record(wire.Kind.MUSING, 1, 5, int(T0.timestamp()) + 300, "Late, but here."))
         _, rows = events_until(stream, "telemetry")
         assert [r["seq"] for r in rows] == [30]
         event_id, records = events_until(stream, "record")
@@ -476,8 +476,8 @@ def test_new_musings_and_positions_appear_live(browser, dashboard, ground_db):
     js(browser, "window.__same_page = true")
     with Store(ground_db) as listener:
         listener.add_record(wire.Record(wire.Kind.MUSING, 1, 5, int(T0.timestamp()) + 420,
-                                        "A late thought, heard after the page loaded.").as_dict())
-        listener.add_telemetry(telemetry(30).as_dict(), received_at=at(300))
+                                        "A late thought, heard after the page loaded."))
+        listener.add_telemetry(telemetry(30), received_at=at(300))
     wait(browser, lambda d: musing_texts(d)[:1] == ["A late thought, heard after the page loaded."],
          "the new musing never appeared")
     wait(browser, lambda d: polyline_points(d, "#track polyline.track") == [30], "the track never grew")

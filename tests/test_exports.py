@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,7 +34,10 @@ from groundstation.exports import (
 from groundstation.exports.base import telemetry_datetime
 from groundstation.exports.sondehub import SondeHubPolicy, SondeHubUploader, sondehub_object
 from groundstation.exports.udp_feed import payload_summary
+from groundstation.heard import Heard
+from stratoecho import wire
 
+NAN = float("nan")
 GPX_NS = "http://www.topografix.com/GPX/1/1"
 KML_NS = "{http://www.opengis.net/kml/2.2}"
 START = datetime(2024, 6, 20, 23, 58, 0, tzinfo=timezone.utc)  # the flight crosses midnight
@@ -47,24 +51,25 @@ FAST = SondeHubPolicy(batch_interval_s=60.0, batch_max_items=50, request_timeout
                       close_deadline_s=5.0)
 
 
-def sentence(i: int, *, fix: bool = True, temp: float | None = -20.5, pressure: float | None = 540.0,
-             callsign: str = "STRATO1") -> dict:
+def sentence(i: int, *, fix: bool = True, temp: float = -20.5, pressure: float = 540.0,
+             callsign: str = "STRATO1") -> Heard:
     """Sentence i of a flight: every 30 s from START, heard 2 s later; climbs 150 m a sentence to
-    i = 6 (the burst), then falls."""
+    i = 6 (the burst), then falls. NaN: no reading."""
     when = START + timedelta(seconds=30 * i)
     alt = 100 + 150 * min(i, 6) - 120 * max(0, i - 6)
-    return {
-        "boot": 1, "seq": i, "callsign": callsign, "time": when.strftime("%H:%M:%S"),
-        "lat": 52.0 + 0.001 * i if fix else 0.0, "lon": -1.0 + 0.002 * i if fix else 0.0,
-        "alt": alt if fix else 0, "sats": 9 if fix else 0, "temp_c": temp, "pressure_hpa": pressure,
-        "batt_mv": 3712, "received_at": (when + timedelta(seconds=2)).isoformat(timespec="milliseconds"),
-    }
+    t = wire.Telemetry(callsign, i, when.strftime("%H:%M:%S"), 52.0 + 0.001 * i if fix else 0.0,
+                       -1.0 + 0.002 * i if fix else 0.0, alt if fix else 0, 9 if fix else 0, temp, pressure, 3712, 1)
+    return Heard(t, (when + timedelta(seconds=2)).isoformat(timespec="milliseconds"))
 
 
-def flight() -> list[dict]:
+def changed(heard: Heard, **fields) -> Heard:
+    return Heard(replace(heard.record, **fields), heard.received_at)
+
+
+def flight() -> list[Heard]:
     # two sentences before the first fix (0,0 and no satellites), a sensor gap at 5
     rows = [sentence(0, fix=False), sentence(1, fix=False)]
-    rows += [sentence(i, temp=None if i == 5 else -20.5, pressure=None if i == 5 else 540.0) for i in range(2, 11)]
+    rows += [sentence(i, temp=NAN if i == 5 else -20.5, pressure=NAN if i == 5 else 540.0) for i in range(2, 11)]
     return rows
 
 
@@ -72,9 +77,8 @@ def flight() -> list[dict]:
 def flight_db(tmp_path):
     path = tmp_path / "flight.db"
     with Store(path) as store:
-        for t in flight():
-            received = t.pop("received_at")
-            assert store.add_telemetry(t, received)
+        for heard in flight():
+            assert store.add_telemetry(heard.record, heard.received_at)
     return path
 
 
@@ -150,7 +154,7 @@ def test_sentence_time_joins_the_date_nearest_reception():
 
 
 def test_sondehub_object_has_the_documented_fields():
-    obj = sondehub_object({**sentence(5), "snr_db": 7.5, "rssi_dbm": -112.0, "raw": "$$STRATO1,5,..."},
+    obj = sondehub_object(sentence(5), snr_db=7.5, rssi_dbm=-112.0, raw="$$STRATO1,5,...",
                           uploader_callsign="M0ABC", frequency_mhz=434.2, modulation="LoRa")
     assert set(obj) == SONDEHUB_REQUIRED | {"sats", "batt", "temp", "pressure", "frequency", "modulation",
                                             "snr", "rssi", "raw"}
@@ -161,10 +165,12 @@ def test_sondehub_object_has_the_documented_fields():
     assert (obj["lat"], obj["lon"], obj["alt"], obj["sats"]) == (52.005, -0.99, 850.0, 9)
     assert obj["batt"] == 3.712 and obj["temp"] == -20.5 and obj["pressure"] == 540.0
     assert (obj["frequency"], obj["modulation"], obj["snr"], obj["rssi"]) == (434.2, "LoRa", 7.5, -112.0)
-    no_reading = sondehub_object(sentence(5, temp=None, pressure=None), uploader_callsign="M0ABC")
+    no_reading = sondehub_object(sentence(5, temp=NAN, pressure=NAN), uploader_callsign="M0ABC")
     assert "temp" not in no_reading and "pressure" not in no_reading and "snr" not in no_reading
     assert sondehub_object(sentence(0, fix=False), uploader_callsign="M0ABC") is None
-    assert sondehub_object({**sentence(3), "sats": 0}, uploader_callsign="M0ABC") is None  # a position, no fix
+    assert sondehub_object(changed(sentence(3), sats=0), uploader_callsign="M0ABC") is None  # a position, no fix
+    flat = sondehub_object(changed(sentence(3), batt_mv=0), uploader_callsign="M0ABC")
+    assert "batt" not in flat  # 0 mV: no reading, never a flat battery
 
 
 def test_sondehub_uploads_documented_objects_once_each(server):
@@ -371,9 +377,8 @@ def test_udp_feed_sends_payload_summaries_of_new_fixes():
     rx.settimeout(2.0)
     feed = UdpFeed("127.0.0.1", rx.getsockname()[1])
     try:
-        for t in (sentence(0, fix=False), sentence(2), sentence(3, temp=None), sentence(2), {**sentence(4),
-                                                                                             "snr_db": 6.0}):
-            feed.add(t)
+        for heard in (sentence(0, fix=False), sentence(2), sentence(3, temp=NAN), sentence(2), sentence(4)):
+            feed.add(heard)
         got = [json.loads(rx.recv(4096)) for _ in range(3)]
         rx.settimeout(0.2)
         with pytest.raises(TimeoutError):
@@ -388,13 +393,15 @@ def test_udp_feed_sends_payload_summaries_of_new_fixes():
     # 0.001° north and 0.002° east in 30 s at 52° N: ~176 m, so ~21 km/h towards ~51°
     assert second["speed"] == pytest.approx(21.1, abs=0.3) and second["heading"] == pytest.approx(50.8, abs=1)
     assert second["temp"] == -1 and second["time"] == "23:59:30"
-    assert third["snr"] == 6.0
+    assert "snr" not in third and "frequency" not in third  # only when given them
+    with_signal = payload_summary(sentence(4).record, snr_db=6.0, frequency_mhz=434.2)
+    assert (with_signal["snr"], with_signal["frequency"]) == (6.0, 434.2)
     assert feed.stats["skipped_no_fix"] == 1 and feed.stats["skipped_stale"] == 1 and feed.stats["sent"] == 3
 
 
 def test_payload_summary_speed_is_unknown_without_elapsed_time():
     when = START
-    packet = payload_summary(sentence(2), (when, 52.0, -1.0), when=when)
+    packet = payload_summary(sentence(2).record, (when, 52.0, -1.0), when=when)
     assert packet["speed"] == -1 and packet["heading"] == -1
 
 
@@ -402,7 +409,7 @@ def test_payload_summary_speed_is_unknown_without_elapsed_time():
 
 
 class Exploding:
-    def add(self, telemetry: dict) -> None:
+    def add(self, heard: Heard) -> None:
         raise RuntimeError("disk on fire")
 
     def flush(self) -> None:

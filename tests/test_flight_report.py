@@ -175,7 +175,7 @@ def test_loss_falls_back_to_the_payload_estimate(ground):
 def test_telemetry_alone_still_rolls_over_midnight(tmp_path):
     with Store(tmp_path / "g.db") as store:
         for seq, hms in enumerate(("23:59:00", "23:59:30", "00:00:10", "00:01:00")):
-            store.add_telemetry(wire.Telemetry("S", seq, hms, 0.0, 0.0, 100 * seq, 5, 1.0, 900.0, 0, 1).as_dict())
+            store.add_telemetry(wire.Telemetry("S", seq, hms, 0.0, 0.0, 100 * seq, 5, 1.0, 900.0, 0, 1))
     s = flight_series(tmp_path / "g.db")
     assert s.telemetry_t == [0.0, 30.0, 70.0, 120.0]
     assert s.battery_v == []  # batt_mv 0: no battery monitor

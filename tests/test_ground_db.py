@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from contextlib import closing
+from dataclasses import replace
 
 import pytest
 
@@ -14,12 +15,12 @@ from groundstation.db import SCHEMA_VERSION, Store, StoreError
 from stratoecho import wire
 from stratoecho.wire.events import event
 
-T = wire.Telemetry("STRATO", 42, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3).as_dict()
+T = wire.Telemetry("STRATO", 42, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
 
 
-def musing(seq: int, text: str = "hello from above", kind: wire.Kind = wire.Kind.MUSING) -> dict:
+def musing(seq: int, text: str = "hello from above", kind: wire.Kind = wire.Kind.MUSING) -> wire.Record:
     content = event("store_fault", detail=text) if kind is wire.Kind.EVENT else text
-    return wire.Record(kind, 3, seq, 1714565055, content).as_dict()
+    return wire.Record(kind, 3, seq, 1714565055, content)
 
 
 def rows(path, sql: str) -> list[tuple]:
@@ -44,10 +45,28 @@ def test_duplicates_are_ignored(tmp_path):
         assert store.add_record(musing(7)) is True
         assert store.add_record(musing(7, "a different text, same key")) is False
         assert store.add_record(musing(7, kind=wire.Kind.EVENT)) is True  # another kind, same seq
-        assert store.add({**T, "seq": 43}) is True
+        assert store.add(replace(T, seq=43)) is True
         assert store.inserted == 4
         assert store.counts() == {"frames": 0, "frames_bad": 0, "telemetry": 2, "musings": 1, "events": 1}
         assert store.musings()[0]["text"] == "hello from above"
+
+
+def test_typed_records_are_stored_as_their_json_says(tmp_path):
+    # The row keeps what a record's JSON (as_dict) shows: created and text, and in `data` the
+    # fields, the event's name and severity beside its fields, or the JPEG itself.
+    jpeg = b"\xff\xd8\xff\xe0 not much of a picture"
+    records = [musing(1), musing(2, kind=wire.Kind.EVENT), wire.Record(wire.Kind.IMAGE, 3, 3, 1714565055, jpeg),
+               wire.Record(wire.Kind.HEALTH, 3, 4, 1714565055, {"mode": "NOMINAL", "loss": 0.25, "field_99": 7})]
+    no_reading = replace(T, temp_c=float("nan"), pressure_hpa=float("nan"), batt_mv=0)
+    with Store(tmp_path / "g.db") as store:
+        assert all(store.add(r, "2024-05-01T12:00:00+00:00") for r in [*records, no_reading])
+    got = rows(tmp_path / "g.db", "SELECT kind, created, text, data FROM records ORDER BY seq")
+    assert [g[:3] for g in got] == [(r.as_dict()["kind"], r.as_dict()["created"], r.as_dict()["text"])
+                                    for r in records]
+    assert [g[3] for g in got] == [
+        None, '{"detail": "hello from above", "event": "store_fault", "severity": "warning"}', jpeg,
+        '{"field_99": 7, "loss": 0.25, "mode": "NOMINAL"}']
+    assert rows(tmp_path / "g.db", "SELECT temp_c, pressure_hpa, batt_mv FROM telemetry") == [(None, None, 0)]
 
 
 def test_duplicates_are_ignored_across_reopen(tmp_path):
@@ -74,7 +93,7 @@ def test_query_helpers_order_and_limit(tmp_path):
     with Store(tmp_path / "g.db") as store:
         for seq in (5, 3, 4):
             store.add_record(musing(seq))
-            store.add_telemetry({**T, "seq": seq})
+            store.add_telemetry(replace(T, seq=seq))
         assert [m["seq"] for m in store.musings()] == [3, 4, 5]
         assert [m["seq"] for m in store.musings(limit=2)] == [4, 5]
         tele = store.telemetry(limit=1)
@@ -173,7 +192,7 @@ def test_a_version_2_database_is_migrated_and_keeps_its_telemetry(tmp_path):
         """)
     store = Store(path)
     t = wire.Telemetry("STRATO1", 2, "10:00:10", 52.1, -0.1, 1050, 9, float("nan"), float("nan"), 3990, 1)
-    assert store.add_telemetry(t.as_dict())  # a sensor without a reading: NULL, no longer refused
+    assert store.add_telemetry(t)  # a sensor without a reading: NULL, no longer refused
     store.close()
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert rows(path, "SELECT id, seq, temp_c, pressure_hpa FROM telemetry ORDER BY seq") == [

@@ -41,15 +41,15 @@ def one_fragment(record: wire.Record) -> bytes:
     return frame
 
 
-def expected_records() -> list[dict]:
-    return [t.as_dict() for t in TELEMETRY] + [MUSING.as_dict(), EVENT.as_dict()]
+def expected_records() -> list[wire.Telemetry | wire.Record]:
+    return [*TELEMETRY, MUSING, EVENT]
 
 
-def key(record: dict) -> tuple:
-    return record["kind"], record["boot"], record["seq"]
+def key(record: wire.Telemetry | wire.Record) -> tuple:
+    return record.kind, record.boot, record.seq
 
 
-def feed_all(decoder: FrameDecoder, frames: list[bytes]) -> list[dict]:
+def feed_all(decoder: FrameDecoder, frames: list[bytes]) -> list[wire.Telemetry | wire.Record]:
     return [r.record for f in frames if (r := decoder.feed(f)).record is not None]
 
 
@@ -75,16 +75,17 @@ def test_missing_fragment_leaves_record_incomplete_until_it_arrives():
     decoder = FrameDecoder()
     assert feed_all(decoder, frames[:2] + frames[3:]) == []
     assert decoder.incomplete() == 1
-    assert feed_all(decoder, [frames[2]]) == [MUSING.as_dict()]
+    assert feed_all(decoder, [frames[2]]) == [MUSING]
     assert decoder.incomplete() == 0
 
 
-def test_records_carry_what_the_contract_promises():
+def test_records_are_the_wire_types_and_their_json_what_the_contract_promises():
     decoder = FrameDecoder()
     tele, musing = feed_all(decoder, [sentence(TELEMETRY[0]), *wire.fragment_record(MUSING)])
-    assert {"kind", "boot", "seq", "lat", "lon", "alt"} <= tele.keys()
-    assert {"kind", "boot", "seq", "text"} <= musing.keys()
-    json.dumps([tele, musing], allow_nan=False)  # valid JSON, no NaN
+    assert tele == TELEMETRY[0] and musing == MUSING  # typed, nothing lost on the way
+    assert {"kind", "boot", "seq", "lat", "lon", "alt"} <= tele.as_dict().keys()
+    assert {"kind", "boot", "seq", "text"} <= musing.as_dict().keys()
+    json.dumps([tele.as_dict(), musing.as_dict()], allow_nan=False)  # valid JSON, no NaN
 
 
 # --------------------------------------------------------------------------- hostile
@@ -221,12 +222,17 @@ def test_decode_cli_missing_file_names_it(tmp_path, capsys):
 
 
 def test_telemetry_line_format():
-    assert format_record(TELEMETRY[1].as_dict()) == (
+    assert format_record(TELEMETRY[1]) == (
         "12:04:11  TELEMETRY #42 boot 3  52.10123,-0.10234  12387 m  -40.5°C  180.2 hPa  3700 mV  9 sats"
     )
 
 
 def test_musing_line_escapes_control_characters_and_indents_lines():
-    record = wire.Record(wire.Kind.MUSING, 3, 9, 1714565055, "up here\n\x1b[2Jquiet").as_dict()
+    record = wire.Record(wire.Kind.MUSING, 3, 9, 1714565055, "up here\n\x1b[2Jquiet")
     assert format_record(record) == "12:04:15  MUSING boot 3 #9: up here\n          \\x1b[2Jquiet"
     assert clean_text("a\tb\x9b") == "a\\tb\\x9b"
+
+
+def test_a_sensor_without_a_reading_shows_a_dash():
+    t = wire.Telemetry("STRATO", 43, "12:04:41", 52.1, -0.1, 12400, 9, float("nan"), float("nan"), 0, 3)
+    assert format_record(t) == "12:04:41  TELEMETRY #43 boot 3  52.10000,-0.10000  12400 m  —°C  —hPa  — mV  9 sats"

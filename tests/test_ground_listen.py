@@ -21,7 +21,8 @@ import pytest
 from groundstation.__main__ import main
 from groundstation.db import Store
 from groundstation.decoder import FrameDecoder
-from groundstation.listen import run_listen
+from groundstation.heard import Heard
+from groundstation.listen import Hooks, run_listen
 from groundstation.receive import ReplaySource, SerialSource, SourceError, UdpSource
 from stratoecho import wire
 from stratoecho.logs import setup_logging
@@ -85,10 +86,32 @@ def test_listen_json_and_quiet(tmp_path, capsys):
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["kind"] for r in records] == ["telemetry", "telemetry", "musing"]
     assert records[2]["text"] == MUSING.text and records[2]["received_at"].endswith("+00:00")
+    # The JSON that leaves the program: each record's own, and when it was heard.
+    assert [{k: v for k, v in r.items() if k != "received_at"} for r in records] == [
+        TELEMETRY[0].as_dict(), TELEMETRY[1].as_dict(), MUSING.as_dict()]
     assert main(["listen", "--replay", str(air), "--db", str(tmp_path / "b.db"), "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "listen:" in err
     assert counts(tmp_path / "b.db") == EXPECTED
+
+
+def test_hooks_hear_each_new_record_typed_and_a_failing_one_is_counted(tmp_path):
+    air = tmp_path / "air.hex"
+    air.write_text("\n".join(f.hex() for f in FRAMES) + "\n")
+    heard, frames = [], []
+
+    def broken(h: Heard) -> None:
+        raise RuntimeError("an exporter with a bug")
+
+    hooks = Hooks(station="hill", on_new=[heard.append, broken],
+                  on_frame=[lambda data, received_at, station, rssi, snr: frames.append((data, station))])
+    with Store(tmp_path / "g.db") as store:
+        run_listen(ReplaySource(str(air)), store, FrameDecoder(), threading.Event(), out=None, hooks=hooks)
+        assert store.heard_by("musing", 3, 7) == ["hill"]
+    assert [h.record for h in heard] == [*TELEMETRY, MUSING]  # the wire's own types, each once
+    assert all(isinstance(h, Heard) and h.received_at.endswith("+00:00") for h in heard)
+    assert hooks.failures == 3  # the broken hook, once per record; the rest went on
+    assert frames == [(f, "hill") for f in FRAMES]  # every frame, the bad one too
 
 
 def test_listen_clear_errors(tmp_path, capsys):

@@ -23,8 +23,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from structlog.testing import capture_logs
 
-from groundstation.db import utc_now
+from groundstation.db import Store, utc_now
 from groundstation.decoder import FrameDecoder
 from groundstation.network import (
     Aggregator,
@@ -158,7 +159,7 @@ def decode_all(frames: list[bytes]) -> set[tuple[str, int, int]]:
     out = set()
     for f in frames:
         if (record := decoder.feed(f).record) is not None:
-            out.add((record["kind"], record["boot"], record["seq"]))
+            out.add((record.kind.name.lower(), record.boot, record.seq))
     return out
 
 
@@ -293,17 +294,22 @@ def test_aggregator_counts_hostile_messages_and_keeps_going(broker, tmp_path):
     ]
     for m in messages:
         client.publish(topic, m, qos=1).wait_for_publish(5)
-    record = {"kind": "event", "boot": BOOT, "seq": 9, "created": "2024-05-01T10:00:00+00:00", "text": "cut down"}
-    client.publish("stratoecho/SE1/records/evil", json.dumps({"v": 1, "id": "r:1", "received_at": utc_now(),
-                                                              "record": record}), qos=1).wait_for_publish(5)
-    client.publish("stratoecho/SE1/records/evil", json.dumps({"v": 1, "id": "r:2", "record": {**record, "kind": "x"}}),
-                   qos=1).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
-    assert run.wait_for(lambda s: s.messages >= len(messages) + 2)
+    record = wire.Record(wire.Kind.EVENT, BOOT, 9, 1_714_557_600, event("store_fault", detail="cut down")).as_dict()
+    shared = [{"v": 1, "id": "r:1", "received_at": utc_now(), "record": record},
+              {"v": 1, "id": "r:2", "record": {**record, "kind": "x"}},
+              {"v": 1, "id": "r:3", "record": {**record, "seq": 10, "fields": {"detail": 5}}}]  # not text
+    with capture_logs() as logs:
+        for m in shared:
+            client.publish("stratoecho/SE1/records/evil", json.dumps(m), qos=1).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        assert run.wait_for(lambda s: s.messages >= len(messages) + len(shared))
     run.finish()
     stats = run.agg.stats
-    assert stats.bad_messages == Counter({"not json": 2, "unknown version": 1, "bad hex": 1, "bad record": 1})
+    assert stats.bad_messages == Counter({"not json": 2, "unknown version": 1, "bad hex": 1, "bad record": 2})
+    warned = [e["error"] for e in logs if e["event"] == "mqtt message ignored" and e["log_level"] == "warning"]
+    assert warned[1] == "record from evil: event 7/10: event store_fault field detail is str, not int"
+    assert warned[0].startswith("record from evil: ") and "'x'" in warned[0]
     assert stats.repeats == 1 and stats.frames == 3 and stats.duplicate_frames == 1 and stats.shared_records == 1
     with sqlite3.connect(db) as c:
         rows = c.execute("SELECT ok, error, rssi_dbm, received_at FROM frames ORDER BY id").fetchall()
@@ -313,7 +319,42 @@ def test_aggregator_counts_hostile_messages_and_keeps_going(broker, tmp_path):
     assert rows[1][2] is None  # "loud" is not a signal level
     assert rows[1][3] == good["received_at"] and rows[2][3] != "yesterday"
     assert heard == [("event", 9, "evil"), ("telemetry", 3, "evil")]
-    assert texts == [("cut down",)]
+    assert texts == [("store fault: cut down",)]
+
+
+def test_records_a_station_shares_are_stored_as_its_own_database_stores_them(broker, tmp_path):
+    at = "2024-05-01T12:00:00.000+00:00"
+    jpeg = b"\xff\xd8\xff\xe0 a small picture"
+    shared = [wire.Telemetry(CALLSIGN, 4, "12:00:00", 52.0, 0.1, 900, 8, float("nan"), 990.0, 0, BOOT),
+              wire.Record(wire.Kind.MUSING, BOOT, 1, 1_714_564_800, "a thought\nover two lines"),
+              wire.Record(wire.Kind.EVENT, BOOT, 1, 1_714_564_800, event("phase", before="ascent", after="float",
+                                                                            alt_m=30120)),
+              wire.Record(wire.Kind.HEALTH, BOOT, 1, 1_714_564_800, {"mode": "NOMINAL", "loss": 0.5, "field_99": 3}),
+              wire.Record(wire.Kind.IMAGE, BOOT, 1, 1_714_564_800, jpeg),
+              wire.Record(wire.Kind.API_REQUEST, BOOT, 1, 1_714_564_800, {"api": "define", "query": "ozone"})]
+    run = Running(broker, tmp_path / "aggregate.db")
+    run.wait_subscribed()
+    pub = StationPublisher("127.0.0.1", broker.port, "hilltop", reconnect=FAST)
+    for record in shared:
+        pub.publish_record(record, at)
+    assert pub.flush(10) and pub.payload == CALLSIGN  # learned from the sentence
+    pub.close()
+    assert run.wait_for(lambda s: s.shared_records == len(shared))
+    run.finish()
+    assert not run.agg.stats.bad_messages
+    with Store(tmp_path / "local.db") as local:
+        for record in shared:
+            local.add(record, at)
+
+    def stored(db: Path) -> list:
+        with sqlite3.connect(db) as c:
+            return [c.execute("SELECT kind, boot, seq, created, text, data, received_at FROM records "
+                              "ORDER BY kind").fetchall(),
+                    c.execute("SELECT * FROM telemetry").fetchall()]
+
+    assert stored(tmp_path / "aggregate.db") == stored(tmp_path / "local.db")
+    with sqlite3.connect(tmp_path / "aggregate.db") as c:
+        assert {r[0] for r in c.execute("SELECT station FROM heard")} == {"hilltop"}
 
 
 def test_status_is_retained_online_then_offline(broker):

@@ -108,7 +108,7 @@ def test_hostile_content_is_a_wire_error_the_ground_counts(kind, data, reason):
     frame = head + body + struct.pack(">H", wire.crc16_ccitt(head + body))
     decoder = FrameDecoder()
     assert decoder.feed(frame).error == reason
-    assert decoder.feed(frames[0]).record["text"] == "x"  # and it goes on decoding
+    assert decoder.feed(frames[0]).record.text == "x"  # and it goes on decoding
 
 
 def test_a_newer_payloads_unknown_health_key_is_kept_not_fatal():
@@ -120,10 +120,10 @@ def test_a_newer_payloads_unknown_health_key_is_kept_not_fatal():
 def test_ground_database_keeps_fields_and_pictures(tmp_path):
     picture = jpeg()
     with Store(tmp_path / "g.db") as store:
-        assert store.add(wire.Record(wire.Kind.HEALTH, 2, 1, 1767225600, HEALTH).as_dict())
-        assert store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture).as_dict())
-        assert store.add(wire.Record(wire.Kind.API_REQUEST, 2, 1, 1767225600, {"api": "news", "query": ""}).as_dict())
-        assert not store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture).as_dict())
+        assert store.add(wire.Record(wire.Kind.HEALTH, 2, 1, 1767225600, HEALTH))
+        assert store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture))
+        assert store.add(wire.Record(wire.Kind.API_REQUEST, 2, 1, 1767225600, {"api": "news", "query": ""}))
+        assert not store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture))
         assert store.records("health")[0]["fields"] == HEALTH
         assert store.records("image")[0]["jpeg"] == picture
         assert store.records("api_request")[0]["fields"] == {"api": "news", "query": ""}
@@ -149,7 +149,7 @@ def test_a_version_1_ground_database_is_migrated_in_place(tmp_path):
         """)
     with Store(path) as store:
         assert store.musings()[0]["text"] == "kept across the upgrade"
-        assert store.add(wire.Record(wire.Kind.HEALTH, 2, 1, 0, {"mode": "SURVIVAL"}).as_dict())
+        assert store.add(wire.Record(wire.Kind.HEALTH, 2, 1, 0, {"mode": "SURVIVAL"}))
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert json.loads(db.execute("SELECT data FROM records WHERE kind='health'").fetchone()[0]) == {"mode": "SURVIVAL"}

@@ -132,8 +132,8 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     assert len(positions) == 2
     decoder = FrameDecoder()
     records = [decoder.feed(f).record for f in positions]
-    assert [(r["kind"], r["boot"], r["seq"], r["callsign"]) for r in records] == [
-        ("telemetry", d.boot, 2, "STRATO1"), ("telemetry", d.boot, 1, "STRATO1")]  # newest first
+    assert [(r.kind, r.boot, r.seq, r.callsign) for r in records] == [
+        (wire.Kind.TELEMETRY, d.boot, 2, "STRATO1"), (wire.Kind.TELEMETRY, d.boot, 1, "STRATO1")]  # newest first
     assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0])))  # shorter on air
 
 

@@ -36,7 +36,7 @@ def telemetry(seq, t, alt, boot=1, **kw):
 
 
 def record(kind, seq, content, boot=1):
-    return wire.Record(kind, boot, seq, 1_748_779_200 + seq, content).as_dict()
+    return wire.Record(kind, boot, seq, 1_748_779_200 + seq, content)
 
 
 HEALTH = {"mode": "NOMINAL", "phase": "ascent", "batt_mv": 7400, "cpu_temp_c": 41.5, "box_temp_c": 18.0,
@@ -52,7 +52,7 @@ def store(tmp_path):
 def fill(store: Store, health=HEALTH):
     for seq, t, alt in [(1, "12:00:00", 1000), (2, "12:00:10", 1050), (3, "12:00:20", 1100),
                         (4, "12:00:30", 1150), (5, "12:00:40", 1200), (8, "12:00:50", 1250)]:
-        store.add_telemetry(telemetry(seq, t, alt))
+        store.add_telemetry(wire.Telemetry(**telemetry(seq, t, alt)))
     for seq in (1, 2, 4):
         store.add_record(record(wire.Kind.MUSING, seq, f"musing number {seq}"))
     store.add_record(record(wire.Kind.EVENT, 1, event("phase", before="pre-launch", after="ascent", alt_m=120)))
@@ -114,7 +114,7 @@ def test_render_fits_the_width(store, width):
 def test_air_text_cannot_drive_the_terminal(store):
     hostile = dict(HEALTH, mode="NOMINAL\x1b[2J\x1b]0;pwned\x07", phase="asc\rent", batt_mv="7400; rm -rf")
     fill(store, hostile)
-    store.add_telemetry(telemetry(9, "12:00:55", 1260, callsign="EVIL\x1b[31m"))
+    store.add_telemetry(wire.Telemetry(**telemetry(9, "12:00:55", 1260, callsign="EVIL\x1b[31m")))
     store.add_record(record(wire.Kind.MUSING, 7, "hello\x1b[2J\nworld\x9b"))
     store.commit()
     view = FlightView.from_store(store, now=NOW)

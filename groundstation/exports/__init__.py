@@ -1,9 +1,10 @@
 """Ground exporters: the flight's telemetry out to files, SondeHub-Amateur and chase-car maps.
 
-Every exporter has the same three calls (`base.Exporter`): `add(telemetry_dict)`,
-`flush()`, `close()`. Decoders never know about them; the listener hands each new
-telemetry row to every exporter, each wrapped (`base.Guarded`) so one failing cannot
-stop the others or the decoding. `from_db(store, exporter)` runs one over a database.
+Every exporter has the same three calls (`base.Exporter`): `add(heard)` (a `Heard`
+position: a `wire.Telemetry` and when it was heard), `flush()`, `close()`. Decoders never
+know about them; the listener hands each new position to every exporter, each wrapped
+(`base.Guarded`) so one failing cannot stop the others or the decoding. `from_db(store,
+exporter)` runs one over a database.
 
     gpx.GpxTrack(path)          GPX 1.1 track                       file, rewritten atomically
     kml.KmlTrack(path)          KML track + launch/burst/last       file, rewritten atomically

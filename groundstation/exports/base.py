@@ -2,14 +2,11 @@
 from reaching the others, the run over a database, and the small pure helpers
 (sentence time to a full UTC date-time, "is this a real fix", atomic file writes).
 
-An exporter takes telemetry dicts as `Store.telemetry()` returns them::
-
-    boot, seq, callsign, time (HH:MM:SS UTC), lat, lon, alt, sats,
-    temp_c, pressure_hpa (None: no reading), batt_mv, received_at (ISO 8601 UTC)
-
-and, where the radio gave them, `snr_db`, `rssi_dbm`, `frequency_mhz`, `modulation`, `raw`.
-The live path passes `{**record, "received_at": received_at}`; without `received_at`
-an exporter takes the time it was given the dict.
+An exporter takes each position as a `Heard` (groundstation/heard.py): its `record` a
+`stratoecho.wire.Telemetry` (temp_c and pressure_hpa NaN for no reading, batt_mv 0), its
+`received_at` when the ground heard it (ISO 8601 UTC). The listener hands over each new
+one; `from_db` reads them back from a database. Dicts appear only where JSON leaves the
+program: SondeHub's objects (`sondehub_object`), chase-car datagrams (`payload_summary`).
 """
 
 from __future__ import annotations
@@ -24,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
-from stratoecho.wire.common import WireError
+from groundstation.heard import Heard
+from stratoecho import wire
 from stratoecho.wire.sentence import parse_hms
 
 if TYPE_CHECKING:
@@ -39,7 +37,7 @@ class ExportError(Exception):
 
 @runtime_checkable
 class Exporter(Protocol):
-    def add(self, telemetry: dict) -> None: ...
+    def add(self, heard: Heard) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -62,8 +60,8 @@ class Guarded:
             self.failures += 1
             log.exception("exporter_failed", exporter=self.name, op=op, failures=self.failures)
 
-    def add(self, telemetry: dict) -> None:
-        self._call("add", telemetry)
+    def add(self, heard: Heard) -> None:
+        self._call("add", heard)
 
     def flush(self) -> None:
         self._call("flush")
@@ -77,7 +75,7 @@ def from_db(store: Store, exporter: Exporter, *, close: bool = True) -> int:
     then close it (or only flush it, with close=False). Returns the number of rows fed."""
     rows = store.telemetry()
     for row in rows:
-        exporter.add(row)
+        exporter.add(heard_from_row(row))
     if close:
         exporter.close()
     else:
@@ -85,15 +83,23 @@ def from_db(store: Store, exporter: Exporter, *, close: bool = True) -> int:
     return len(rows)
 
 
+def heard_from_row(row: dict) -> Heard:
+    """A `Store.telemetry()` row as the exporters take it."""
+    return Heard(wire.Telemetry(row["callsign"], row["seq"], row["time"], row["lat"], row["lon"], row["alt"],
+                                row["sats"], _reading(row["temp_c"]), _reading(row["pressure_hpa"]), row["batt_mv"],
+                                row["boot"]), row["received_at"])
+
+
+def _reading(value: float | None) -> float:
+    return math.nan if value is None else value  # NULL in the database, NaN on the wire: no reading
+
+
 # --------------------------------------------------------------------------- time
 
 
-def received_time(t: dict) -> datetime:
-    """When the ground heard it (aware UTC); now if the dict does not say."""
-    text = t.get("received_at")
-    if not text:
-        return datetime.now(timezone.utc)
-    when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+def received_time(heard: Heard) -> datetime:
+    """When the ground heard it (aware UTC); ValueError if `received_at` is not ISO 8601."""
+    when = datetime.fromisoformat(heard.received_at.replace("Z", "+00:00"))
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
@@ -120,13 +126,10 @@ def iso_z(when: datetime, micro: bool = False) -> str:
 # --------------------------------------------------------------------------- positions
 
 
-def has_fix(t: dict) -> bool:
+def has_fix(t: wire.Telemetry) -> bool:
     """A position worth showing anyone: finite, on the globe, not 0,0, from a GPS with satellites.
     The payload reports 0 satellites (and often 0,0) until its first fix."""
-    try:
-        lat, lon, sats = float(t["lat"]), float(t["lon"]), int(t["sats"])
-    except (KeyError, TypeError, ValueError):
-        return False
+    lat, lon, sats = t.lat, t.lon, t.sats
     if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
         return False
     return not (lat == 0.0 and lon == 0.0) and sats > 0
@@ -159,18 +162,15 @@ class TrackFile(ABC):
         self._dirty = True  # write even an empty track on the first flush: the file exists after an export
         self._closed = False
 
-    def add(self, telemetry: dict) -> None:
-        if not has_fix(telemetry):
+    def add(self, heard: Heard) -> None:
+        t = heard.record
+        if not has_fix(t):
             self.skipped_no_fix += 1
             return
         try:
-            point = TrackPoint(
-                callsign=str(telemetry["callsign"]),
-                when=telemetry_datetime(telemetry["time"], received_time(telemetry)),
-                lat=float(telemetry["lat"]), lon=float(telemetry["lon"]), alt=float(telemetry["alt"]),
-                sats=int(telemetry["sats"]), boot=int(telemetry["boot"]), seq=int(telemetry["seq"]),
-            )
-        except (KeyError, TypeError, ValueError, WireError) as e:
+            point = TrackPoint(callsign=t.callsign, when=telemetry_datetime(t.time, received_time(heard)),
+                               lat=t.lat, lon=t.lon, alt=float(t.alt), sats=t.sats, boot=t.boot, seq=t.seq)
+        except ValueError as e:  # WireError is one: a time that is not HH:MM:SS
             self.skipped_invalid += 1
             log.warning("telemetry_skipped", exporter=type(self).__name__, reason=str(e))
             return

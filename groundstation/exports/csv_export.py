@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import structlog
 
+from groundstation.heard import Heard
 from stratoecho.wire.common import WireError
 
 from .base import iso_z, received_time, telemetry_datetime, write_atomic
@@ -25,8 +27,8 @@ COLUMNS = ("boot", "seq", "callsign", "datetime_utc", "lat", "lon", "alt", "sats
            "batt_mv", "received_at")
 
 
-def _cell(v: object) -> object:
-    return "" if v is None else v
+def _cell(reading: float) -> float | str:
+    return "" if math.isnan(reading) else reading
 
 
 class CsvTable:
@@ -43,21 +45,18 @@ class CsvTable:
     def rows(self) -> int:
         return len(self._rows)
 
-    def add(self, telemetry: dict) -> None:
-        key = (int(telemetry["boot"]), int(telemetry["seq"]))
+    def add(self, heard: Heard) -> None:
+        t = heard.record
+        key = (t.boot, t.seq)
         if key in self._seen:
             return
-        received = received_time(telemetry)
         try:
-            when = iso_z(telemetry_datetime(telemetry["time"], received))
+            when = iso_z(telemetry_datetime(t.time, received_time(heard)))
         except WireError:
             when = ""
         self._seen.add(key)
-        self._rows.append((
-            key[0], key[1], telemetry["callsign"], when, telemetry["lat"], telemetry["lon"], telemetry["alt"],
-            telemetry["sats"], _cell(telemetry.get("temp_c")), _cell(telemetry.get("pressure_hpa")),
-            telemetry["batt_mv"], telemetry.get("received_at") or received.isoformat(timespec="milliseconds"),
-        ))
+        self._rows.append((t.boot, t.seq, t.callsign, when, t.lat, t.lon, t.alt, t.sats, _cell(t.temp_c),
+                           _cell(t.pressure_hpa), t.batt_mv, heard.received_at))
         self._dirty = True
 
     def flush(self) -> None:

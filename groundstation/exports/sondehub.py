@@ -32,6 +32,7 @@ from __future__ import annotations
 import gzip as gzip_module
 import http.client
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -44,8 +45,8 @@ from email.utils import formatdate
 import structlog
 import tenacity
 
+from groundstation.heard import Heard
 from stratoecho import __version__
-from stratoecho.wire.common import WireError
 
 from .base import has_fix, iso_z, received_time, telemetry_datetime
 
@@ -84,43 +85,44 @@ class SondeHubPolicy:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
 
-def sondehub_object(t: dict, *, uploader_callsign: str, software_version: str = __version__,
+def sondehub_object(heard: Heard, *, uploader_callsign: str, software_version: str = __version__,
                     frequency_mhz: float | None = None, modulation: str | None = None,
+                    snr_db: float | None = None, rssi_dbm: float | None = None, raw: str | None = None,
                     historical: bool = False, dev: bool = False) -> dict | None:
-    """One telemetry dict as a SondeHub-Amateur telemetry object; None without a fix
-    (SondeHub must never get a zero or made-up position). WireError for a bad time."""
+    """One position as a SondeHub-Amateur telemetry object; None without a fix (SondeHub
+    must never get a zero or made-up position). WireError for a bad time."""
+    t = heard.record
     if not has_fix(t):
         return None
-    received = received_time(t)
+    received = received_time(heard)
     obj: dict = {
         "software_name": SOFTWARE_NAME,
         "software_version": software_version,
         "uploader_callsign": uploader_callsign,
         "time_received": iso_z(received, micro=True),
-        "payload_callsign": str(t["callsign"]),
-        "datetime": iso_z(telemetry_datetime(t["time"], received), micro=True),
-        "lat": float(t["lat"]),
-        "lon": float(t["lon"]),
-        "alt": float(t["alt"]),
-        "sats": int(t["sats"]),
+        "payload_callsign": t.callsign,
+        "datetime": iso_z(telemetry_datetime(t.time, received), micro=True),
+        "lat": float(t.lat),
+        "lon": float(t.lon),
+        "alt": float(t.alt),
+        "sats": t.sats,
     }
-    if int(t.get("batt_mv") or 0) != 0:  # 0: no current reading, never a flat battery
-        obj["batt"] = round(int(t["batt_mv"]) / 1000.0, 3)
-    if t.get("temp_c") is not None:
-        obj["temp"] = float(t["temp_c"])
-    if t.get("pressure_hpa") is not None:
-        obj["pressure"] = float(t["pressure_hpa"])
-    frequency = t.get("frequency_mhz", frequency_mhz)
-    if frequency is not None:
-        obj["frequency"] = float(frequency)
-    if (mod := t.get("modulation", modulation)) is not None:
-        obj["modulation"] = str(mod)
-    if t.get("snr_db") is not None:
-        obj["snr"] = float(t["snr_db"])
-    if t.get("rssi_dbm") is not None:
-        obj["rssi"] = float(t["rssi_dbm"])
-    if t.get("raw"):
-        obj["raw"] = str(t["raw"])
+    if t.batt_mv != 0:  # 0: no current reading, never a flat battery
+        obj["batt"] = round(t.batt_mv / 1000.0, 3)
+    if not math.isnan(t.temp_c):
+        obj["temp"] = float(t.temp_c)
+    if not math.isnan(t.pressure_hpa):
+        obj["pressure"] = float(t.pressure_hpa)
+    if frequency_mhz is not None:
+        obj["frequency"] = float(frequency_mhz)
+    if modulation is not None:
+        obj["modulation"] = str(modulation)
+    if snr_db is not None:
+        obj["snr"] = float(snr_db)
+    if rssi_dbm is not None:
+        obj["rssi"] = float(rssi_dbm)
+    if raw:
+        obj["raw"] = raw
     if historical:
         obj["historical"] = True
     if dev:
@@ -197,12 +199,12 @@ class SondeHubUploader:
 
     # ------------------------------------------------------------------ caller's side
 
-    def add(self, telemetry: dict) -> None:
+    def add(self, heard: Heard) -> None:
         try:
-            obj = sondehub_object(telemetry, **self._object_args)
-        except (KeyError, TypeError, ValueError, WireError) as e:
+            obj = sondehub_object(heard, **self._object_args)
+        except ValueError as e:  # WireError is one: a time that is not HH:MM:SS
             self.stats["skipped_invalid"] += 1
-            log.warning("sondehub_skipped", reason=str(e), boot=telemetry.get("boot"), seq=telemetry.get("seq"))
+            log.warning("sondehub_skipped", reason=str(e), boot=heard.record.boot, seq=heard.record.seq)
             return
         if obj is None:
             self.stats["skipped_no_fix"] += 1

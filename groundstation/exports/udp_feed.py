@@ -9,7 +9,7 @@
 speed is km/h over the ground and heading degrees true, both from this fix and the
 previous one of the same callsign; -1 means unknown (first fix, or no time between them),
 as the Horus tools send it. temp is -1 likewise when the sensor had no reading.
-`snr` and `frequency` (MHz) are added when the telemetry carries them.
+`snr` and `frequency` (MHz) are added when `payload_summary` is given them.
 
 Only fixes go out, and only ones newer than the last one sent for that callsign: a
 sentence recovered late by a repair would otherwise make the map jump backwards.
@@ -26,7 +26,8 @@ from datetime import datetime
 
 import structlog
 
-from stratoecho.wire.common import WireError
+from groundstation.heard import Heard
+from stratoecho import wire
 
 from .base import has_fix, received_time, telemetry_datetime
 
@@ -52,36 +53,36 @@ def _bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return (math.degrees(math.atan2(x, y)) + 360.0) % 360.0
 
 
-def payload_summary(t: dict, previous: tuple[datetime, float, float] | None = None, *,
-                    when: datetime | None = None, comment: str = "stratoecho", model: str = "stratoecho") -> dict:
+def payload_summary(t: wire.Telemetry, previous: tuple[datetime, float, float] | None = None, *,
+                    when: datetime | None = None, comment: str = "stratoecho", model: str = "stratoecho",
+                    snr_db: float | None = None, frequency_mhz: float | None = None) -> dict:
     """A PAYLOAD_SUMMARY for one fix; `previous` is (time, lat, lon) of the fix before it."""
-    lat, lon = float(t["lat"]), float(t["lon"])
     speed = heading = UNKNOWN
     if previous is not None and when is not None:
         dt = (when - previous[0]).total_seconds()
         if dt > 0:
-            speed = round(_distance_m(previous[1], previous[2], lat, lon) / dt * 3.6, 1)
-            heading = round(_bearing_deg(previous[1], previous[2], lat, lon), 1)
+            speed = round(_distance_m(previous[1], previous[2], t.lat, t.lon) / dt * 3.6, 1)
+            heading = round(_bearing_deg(previous[1], previous[2], t.lat, t.lon), 1)
     packet = {
         "type": "PAYLOAD_SUMMARY",
-        "callsign": str(t["callsign"]),
-        "latitude": lat,
-        "longitude": lon,
-        "altitude": float(t["alt"]),
+        "callsign": t.callsign,
+        "latitude": float(t.lat),
+        "longitude": float(t.lon),
+        "altitude": float(t.alt),
         "speed": speed,
         "heading": heading,
-        "time": str(t["time"]),
+        "time": t.time,
         "comment": comment,
         "model": model,
-        "temp": float(t["temp_c"]) if t.get("temp_c") is not None else UNKNOWN,
-        "sats": int(t["sats"]),
+        "temp": UNKNOWN if math.isnan(t.temp_c) else float(t.temp_c),
+        "sats": t.sats,
         # 0 mV is no current reading, never a flat battery.
-        "batt_voltage": round(int(t["batt_mv"]) / 1000.0, 3) if int(t.get("batt_mv") or 0) != 0 else UNKNOWN,
+        "batt_voltage": round(t.batt_mv / 1000.0, 3) if t.batt_mv != 0 else UNKNOWN,
     }
-    if t.get("snr_db") is not None:
-        packet["snr"] = float(t["snr_db"])
-    if t.get("frequency_mhz") is not None:
-        packet["frequency"] = float(t["frequency_mhz"])
+    if snr_db is not None:
+        packet["snr"] = float(snr_db)
+    if frequency_mhz is not None:
+        packet["frequency"] = float(frequency_mhz)
     return packet
 
 
@@ -104,22 +105,23 @@ class UdpFeed:
         self._working = True
         self.stats: Counter[str] = Counter()
 
-    def add(self, telemetry: dict) -> None:
-        if not has_fix(telemetry):
+    def add(self, heard: Heard) -> None:
+        t = heard.record
+        if not has_fix(t):
             self.stats["skipped_no_fix"] += 1
             return
         try:
-            callsign = str(telemetry["callsign"])
-            when = telemetry_datetime(telemetry["time"], received_time(telemetry))
-            previous = self._last.get(callsign)
-            if previous is not None and when <= previous[0]:
-                self.stats["skipped_stale"] += 1
-                return
-            packet = payload_summary(telemetry, previous, when=when, comment=self.comment, model=self.model)
-        except (KeyError, TypeError, ValueError, WireError) as e:
+            when = telemetry_datetime(t.time, received_time(heard))
+        except ValueError as e:  # WireError is one: a time that is not HH:MM:SS
             self.stats["skipped_invalid"] += 1
             log.warning("udp_feed_skipped", reason=str(e))
             return
+        callsign = t.callsign
+        previous = self._last.get(callsign)
+        if previous is not None and when <= previous[0]:
+            self.stats["skipped_stale"] += 1
+            return
+        packet = payload_summary(t, previous, when=when, comment=self.comment, model=self.model)
         self._last[callsign] = (when, packet["latitude"], packet["longitude"])
         try:
             self._sock.sendto(json.dumps(packet).encode("utf-8"), self.address)
