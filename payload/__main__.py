@@ -20,9 +20,10 @@ from stratoecho.config import ConfigError
 from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
+from .assembly import build_daemon
 from .clock import Clock
 from .config import load_config, parse_hostport
-from .daemon import STOP_BUDGET_S, Daemon
+from .daemon import STOP_BUDGET_S
 from .hardware import Hardware, HardwareError
 from .persona import PersonaError
 from .radio import RadioError, make_radio
@@ -151,9 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     liveness = Liveness(clock=clock.elapsed_s) if clock.lockstep else Liveness()
     try:
-        daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
-                        pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
-                        disk_usage=parts.hardware.card_usage)
+        daemon = build_daemon(cfg, sensors, radio, clock, bundle, data_dir, stop, camera=parts.camera,
+                              pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater,
+                              liveness=liveness, disk_usage=parts.hardware.card_usage)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         parts.close()
@@ -187,15 +188,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PersonaError as e:
         # A model that will not load must not cost the beacon: systemd would restart and in the
         # end reboot a payload that exits here. Fly without the persona, and say so on air.
-        daemon.worker = None
+        daemon.fly_without_persona()
         daemon.start(launch=launches and not rejoin)
         if not interrupted.is_set():  # else a stop cut the load short: nothing to report
             log.error("persona_not_loaded", error=str(e))
-            daemon.queue_event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
+            daemon.outbound.event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
     if persona_problem:
-        daemon.queue_event(persona_problem)
+        daemon.outbound.event(persona_problem)
     for problem in parts.problems:
-        daemon.queue_event(problem)
+        daemon.outbound.event(problem)
     Watchdog(liveness, notifier, clock=clock.elapsed_s if clock.lockstep else time.monotonic).start(stop, clock.thread)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:

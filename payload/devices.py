@@ -147,7 +147,7 @@ class HardwareSensors:
         self.clock_from_gps, self.clock_check_s = clock_from_gps, clock_check_s
         self._clock_checked_at: float | None = None
         self.clock_result = None
-        self.follower = (GpsFollower(devices.gps, flight_clock=getattr(devices, "flight_clock", None))
+        self.follower = (GpsFollower(devices.gps, flight_clock=devices.flight_clock)
                          if devices.gps is not None and follow_gps else None)
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
                       "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}

@@ -39,7 +39,12 @@ CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether clo
 
 
 class Radio(Protocol):
+    receives: bool  # False: transmit only (no uplink, no listen windows)
+
     def send(self, frame: bytes) -> None: ...
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        """Frames heard within `timeout_s` (the uplink's listen window); blocks that long at most."""
 
     def close(self) -> None: ...
 
@@ -51,6 +56,8 @@ class RadioError(Exception):
 class UdpRadio:
     """One datagram per frame to HOST:PORT. `clock` times the uplink's waits (flight seconds) and
     makes the socket: on the bench's lockstep, one whose datagrams the bench's time waits for."""
+
+    receives = True
 
     def __init__(self, host: str, port: int, clock=None):
         from .clock import Clock
@@ -102,6 +109,8 @@ class KissRadio:
     Writes give up after `write_timeout_s` (a TNC holding the line with flow control)
     rather than blocking the transmitter for ever.
     """
+
+    receives = True
 
     RECEIVE_POLL_S = 0.05  # longest one read blocks inside receive()
 
@@ -185,6 +194,8 @@ class LoRaUartRadio:
     at most `packet_bytes` of an unfinished burst, and the last `rx_queue_frames` frames
     not yet asked for (older ones are dropped and counted in `errors`).
     """
+
+    receives = True
 
     MODES: dict[str, tuple[bool, bool]] = {"normal": (False, False), "sleep": (True, True), "config": (True, True)}
     # Ebyte: the pins are read ~1 ms after they change, and the manual asks for ~2 ms after AUX

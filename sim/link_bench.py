@@ -48,6 +48,7 @@ import structlog
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.clock import Clock
+from stratoecho.wire import Kind
 from stratoecho.wire.uplink import CommandId
 
 from .loss import GilbertElliott, LossSpec
@@ -93,10 +94,15 @@ class CoarseSensors:
     at every read, which would dominate a 14-hour run, and a sentence's length hardly
     changes within minutes."""
 
+    battery_temp_fitted = True
+
     def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0):
         from .world import SimSensors
 
         self.world, self.clock, self.every_s = SimSensors(clock, seed), clock, every_s
+        self._last, self._at = None, -math.inf
+
+    def restart(self) -> None:
         self._last, self._at = None, -math.inf
 
     def read(self):
@@ -212,6 +218,8 @@ class SimRadio:
     """The payload's radio: frames go through the downlink loss to the ground at once;
     `receive` hands over what the ground answered and the uplink loss spared."""
 
+    receives = True
+
     def __init__(self, clock: VirtualClock, radio_cfg, downlink: GilbertElliott,
                  uplink: GilbertElliott, ground: SimGround, run: LinkRun):
         self.clock, self.cfg, self.downlink, self.uplink, self.ground, self.run = (
@@ -283,8 +291,8 @@ def simulate(
     the payload never listens: parity alone."""
     from groundstation.listen import RepairLink
     from groundstation.uplink import generate_key_file
+    from payload.assembly import build_daemon
     from payload.config import PayloadConfig
-    from payload.daemon import Daemon
 
     cfg = PayloadConfig()
     if configure is not None:
@@ -308,7 +316,7 @@ def simulate(
             repair.send = ground.send
         radio = SimRadio(clock, cfg.radio, GilbertElliott(spec, seed), GilbertElliott(spec, seed ^ UPLINK_SEED),
                          ground, run)
-        daemon = Daemon(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
+        daemon = build_daemon(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
         if prepare is not None:
             prepare(daemon, repair, tmp)
         try:
@@ -338,7 +346,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
         if end is None and now >= next_musing:
             text = _musing_text(rng)
             created = int(clock.now().timestamp())
-            seq, _ = store.enqueue("musing", boot,
+            seq, _ = store.enqueue(Kind.MUSING, boot,
                                    lambda s, created=created, text=text:
                                    wire.Record(wire.Kind.MUSING, boot, s, created, text).body())
             run.texts[seq] = text
@@ -349,7 +357,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
             due = [next_beacon, next_health] + ([next_musing] if end is None else [])
             clock.advance_to(min(due))
     run.flight_s = clock.elapsed_s()
-    run.left_queued = sum(1 for q in store.queued(limit=10**6, streams=("musing",)))
+    run.left_queued = sum(1 for q in store.queued(limit=10**6, kinds=(Kind.MUSING,)))
 
 
 def _next_due(due: float, period_s: float, now: float) -> float:

@@ -36,6 +36,7 @@ from .records import (
     Record,
     data_shards,
     decode_fragment,
+    fragment_body,
     fragment_record,
     shard_capacity,
 )
@@ -63,6 +64,6 @@ __all__ = [
     "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "UPLINK_MAGIC",
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
-    "encode_sentence", "fragment_record", "shard_capacity", "decode_habpack", "encode_habpack",
+    "encode_sentence", "fragment_body", "fragment_record", "shard_capacity", "decode_habpack", "encode_habpack",
     "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
 ]

@@ -109,9 +109,18 @@ def data_shards(body_bytes: int, mtu: int = DEFAULT_MTU) -> int:
 
 def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
     """Cut a record into `k + parity` frames of at most `mtu` bytes; any k rebuild it."""
-    if not 0 <= record.boot <= 0xFFFF or not 0 <= record.seq <= 0xFFFFFFFF:
-        raise WireError("out of range", f"boot {record.boot} or seq {record.seq} out of range (u16, u32)")
-    body = record.body()
+    return fragment_body(record.kind, record.boot, record.seq, record.body(), mtu, parity)
+
+
+def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
+    """`fragment_record` from a body already encoded (`Record.body()`, as the payload's queue
+    keeps it): what is stored is cut as it is, never decoded and encoded again."""
+    if kind is Kind.TELEMETRY:
+        raise ValueError("telemetry travels as a sentence, not as a record")
+    if not 0 <= boot <= 0xFFFF or not 0 <= seq <= 0xFFFFFFFF:
+        raise WireError("out of range", f"boot {boot} or seq {seq} out of range (u16, u32)")
+    if len(body) < 4:
+        raise WireError("record too short", f"record body of {len(body)} bytes is shorter than its 4-byte time")
     if len(body) > 0xFFFF:
         raise WireError("too long", f"record of {len(body)} bytes; at most 65535")
     k = data_shards(len(body), mtu)
@@ -121,7 +130,7 @@ def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> 
                                     f"{mtu}")
     frames = []
     for i, shard in enumerate(fec_encode(body, k, n)):
-        head = _HEAD.pack(MAGIC, (VERSION << 4) | record.kind, record.boot, record.seq, i, k, n, len(body))
+        head = _HEAD.pack(MAGIC, (VERSION << 4) | kind, boot, seq, i, k, n, len(body))
         data = head + shard
         frames.append(data + struct.pack(">H", crc16_ccitt(data)))
     return frames
