@@ -21,10 +21,12 @@ from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
 from .assembly import build_daemon
+from .camera import Camera
 from .clock import Clock
 from .config import load_config, parse_hostport
 from .daemon import STOP_BUDGET_S
-from .hardware import Hardware, HardwareError
+from .hardware import Hardware, HardwareError, open_hardware
+from .outputs import BatteryHeater, StatusLed
 from .persona import PersonaError
 from .radio import RadioError, make_radio
 from .store import StoreError
@@ -256,10 +258,6 @@ def open_parts(cfg, data_dir: Path) -> Parts:
     (payload/hardware.py): on a Pi its real buses, ports and pins; on the bench (`sensors =
     "sim"`) the bench world's simulated parts behind the same drivers, so what is tested is
     the flight code. A missing part is a status, never a failed start."""
-    from .camera import Camera
-    from .hardware import open_hardware
-    from .outputs import BatteryHeater, StatusLed
-
     data_dir = Path(data_dir).resolve()
     hw = open_hardware(cfg, data_dir)
     clock, pins = hw.clock, hw.pin_factory

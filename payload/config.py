@@ -14,7 +14,10 @@ from pydantic import Field, field_validator, model_validator
 
 from stratoecho import bandplan
 from stratoecho.airtime import lora_airtime_s
+from stratoecho.boards import board
 from stratoecho.config import Section, load_toml, parse_hostport
+
+from .duty import beacon_refusal
 
 
 class ScheduleSection(Section):
@@ -244,8 +247,6 @@ class PersonaSection(Section):
     @classmethod
     def _known_board(cls, v):
         if v is not None:
-            from stratoecho.boards import board
-
             board(v)  # ValueError names the boards it knows
         return v
 
@@ -289,8 +290,6 @@ class PayloadConfig(Section):
     def _beacon_fits_duty_cycle(self) -> PayloadConfig:
         # A beacon the duty cycle cannot carry would be throttled at once and starve everything
         # else: refuse it here, with the numbers and what would fit (payload/duty.py).
-        from .duty import beacon_refusal
-
         why = beacon_refusal(self.radio, self.callsign, self.telemetry_format, self.schedule.telemetry_s)
         if why:
             raise ValueError(f"[radio] / [schedule] telemetry_s: {why}")

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 
 import structlog
 
+from .gps import GpsReceiver
+from .i2c_sensors import Bme280, Ina219
 from .sensors import Readings
 
 log = structlog.get_logger(__name__)
@@ -54,9 +56,6 @@ class Devices:
 
     def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic,
                  gps_port: str | None = None, flight_clock=None):
-        from .gps import GpsReceiver
-        from .i2c_sensors import Bme280, Ina219
-
         buses: dict[int, LazyBus] = {}
 
         def bus(n: int) -> LazyBus:

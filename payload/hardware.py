@@ -18,7 +18,10 @@ from pathlib import Path
 
 import structlog
 
+from .camera import Picamera2Backend
 from .clock import Clock, flight_clock
+from .devices import Devices, HardwareSensors
+from .gps import system_time_from_gps
 from .pi_health import PiHealth
 from .sensors import Sensors
 
@@ -58,10 +61,6 @@ class Hardware:
 def open_pi(cfg, data_dir: Path) -> Hardware:
     """The Raspberry Pi's own parts: smbus2 on /dev/i2c-N, the configured serial ports,
     gpiozero's default pins, picamera2, the real sysfs, the system clock (set from the GPS)."""
-    from .camera import Picamera2Backend
-    from .devices import Devices, HardwareSensors
-    from .gps import system_time_from_gps
-
     clock = flight_clock(1.0, name="payload")
     sensors = HardwareSensors(Devices(cfg.devices, flight_clock=clock), clock_from_gps=system_time_from_gps)
     return Hardware(clock, sensors, Picamera2Backend, None, PiHealth(data_dir=data_dir), closers=[sensors.close])

@@ -49,7 +49,7 @@ from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import fec
 
 from .clock import Clock
-from .duty import AirtimeBudget, AirtimeLog, DutyBudget, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
+from .duty import AirtimeBudget, AirtimeLog, DutyBudget, beacon_per_hour_s, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
 from .radio import Radio
 from .store import Queued, Store
 
@@ -156,8 +156,6 @@ class Transmitter:
                      allowance_s=round(self.budget.allowance_s, 1))
 
     def _bulk_room_s(self) -> float:
-        from .duty import beacon_per_hour_s
-
         return max(self.budget.allowance_s - beacon_per_hour_s(self.sentence_s, self.beacon_period_s()), 0.0)
 
     def listen_after(self, uplink_cfg, on_uplink) -> None:

@@ -31,6 +31,7 @@ import structlog
 
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
+from .clock import Clock
 from .config import parse_hostport
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,6 @@ class UdpRadio:
     receives = True
 
     def __init__(self, host: str, port: int, clock=None):
-        from .clock import Clock
 
         self.address = (host, port)
         self.clock = clock or Clock()
