@@ -30,11 +30,17 @@ from pathlib import Path
 
 import structlog
 
+from payload.clock import flight_clock
+from payload.devices import Devices, HardwareSensors
+from payload.hardware import Hardware
+from payload.pi_health import PiHealth
+
 from . import atmosphere
 from .camera_sim import SimCameraBackend
 from .gps_sim import FakeUblox, SimFix
 from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
 from .power import PowerModel, PowerPlan
+from .scenarios import flight_for
 from .world import Flight
 
 log = structlog.get_logger(__name__)
@@ -394,13 +400,6 @@ def open_bench(cfg, data_dir: Path):
     payload's own drivers over this world's parts — an NMEA pseudo-terminal, register-level I2C,
     a simulated camera, mock GPIO pins, a simulated card and sysfs — on the bench's clock.
     `cfg.sim` chooses the flight (scenario, seed), its faults and the world clock to rejoin."""
-    from payload.clock import flight_clock
-    from payload.devices import Devices, HardwareSensors
-    from payload.hardware import Hardware
-    from payload.pi_health import PiHealth
-
-    from .scenarios import flight_for
-
     faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
     flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
     # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the

@@ -37,6 +37,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from sim.loss import GilbertElliott, LossSpec
 from stratoecho.wire import fec
 from stratoecho.wire.common import DEFAULT_MTU
 from stratoecho.wire.records import CRC_BYTES, HEADER_BYTES, shard_capacity
@@ -98,8 +99,6 @@ def simulate(
     of each musing it holds (a perfect, free uplink: an optimistic assumption), and every musing
     still short of k gets fresh parity: its deficit d plus `parity_for(d, p, repair_target)`.
     """
-    from sim.loss import GilbertElliott, LossSpec
-
     if not 1 <= shard_bytes <= MAX_CHUNK:
         raise ValueError(f"shard_bytes must be 1..{MAX_CHUNK}, got {shard_bytes}")
     if depth < 1:

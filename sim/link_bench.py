@@ -45,13 +45,19 @@ from pathlib import Path
 
 import structlog
 
+from groundstation.decoder import FrameDecoder
+from groundstation.listen import RepairLink
+from groundstation.uplink import generate_key_file
+from payload.assembly import build_daemon
+from payload.config import PayloadConfig
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.clock import Clock
-from stratoecho.wire import Kind
+from stratoecho.wire import Kind, data_shards
 from stratoecho.wire.uplink import CommandId
 
 from .loss import GilbertElliott, LossSpec
+from .world import SimSensors
 
 UPLINK_SEED = 0x55504C4B  # as sim/channel.py: the uplink's losses have their own random stream
 START_UTC = datetime(2026, 1, 1, tzinfo=timezone.utc)  # fixed, so the same seed gives the same bytes
@@ -97,8 +103,6 @@ class CoarseSensors:
     battery_temp_fitted = True
 
     def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0):
-        from .world import SimSensors
-
         self.world, self.clock, self.every_s = SimSensors(clock, seed), clock, every_s
         self._last, self._at = None, -math.inf
 
@@ -191,8 +195,6 @@ class SimGround:
     """The ground station's receive path as `groundstation.listen` runs it, minus the database."""
 
     def __init__(self, repair, run: LinkRun):
-        from groundstation.decoder import FrameDecoder
-
         self.decoder = FrameDecoder()
         self.repair = repair  # a RepairLink, or None without uplink
         self.run = run
@@ -289,11 +291,6 @@ def simulate(
     replaces the ground's default `NackPlanner()`; `prepare(daemon, repair, folder)` runs
     before the flight (a test queues commands in a ground outbox there). Without `uplink`
     the payload never listens: parity alone."""
-    from groundstation.listen import RepairLink
-    from groundstation.uplink import generate_key_file
-    from payload.assembly import build_daemon
-    from payload.config import PayloadConfig
-
     cfg = PayloadConfig()
     if configure is not None:
         configure(cfg)
@@ -367,8 +364,6 @@ def _next_due(due: float, period_s: float, now: float) -> float:
 
 
 def _count(daemon, repair, run: LinkRun, cfg) -> None:
-    from stratoecho.wire import data_shards
-
     tx = daemon.transmitter
     mtu, r = cfg.radio.mtu, cfg.radio
     run.musings = len(run.texts)
