@@ -5,6 +5,7 @@ repair backlog with a bound."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -72,6 +73,13 @@ def test_probation_state_round_trips_only_for_the_commands_named():
     assert back.load_json(c.to_json(), {"set_mode"}) == []
     assert list(back.pending) == ["set_mode"] and back.pending["set_mode"] == c.pending["set_mode"]
     assert back.load_json("not json", {"set_mode"})[0].startswith("unreadable probation state")
+    # An entry damaged on the card is named with its field and left out; the others are kept.
+    damaged = json.dumps([{"name": "set_mode", "value": ["survival"], "previous": ["nominal"], "applied_s": 1.0},
+                          json.loads(c.to_json())[0]])
+    again = Confirmations(window_s=4.0)
+    problems = again.load_json(damaged, {"set_mode"})
+    assert len(problems) == 1 and "deadline_s: Field required" in problems[0]
+    assert again.pending["set_mode"] == c.pending["set_mode"]
 
 
 def test_the_unconfirmed_event_carries_the_command_back_to_the_ground():
