@@ -28,7 +28,8 @@ from .daemon import STOP_BUDGET_S
 from .hardware import Hardware, HardwareError, open_hardware
 from .outputs import BatteryHeater, StatusLed
 from .persona import PersonaError
-from .radio import RadioError, make_radio
+from .radio import RadioError
+from .radios import SPI_RADIOS, make_radio
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
 
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "bench defaults)")
     run.add_argument("--persona", metavar="BUNDLE", help="persona bundle directory (overrides the configuration)")
     run.add_argument("--no-persona", action="store_true", help="fly without a language model: telemetry and events only")
-    run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio")
+    run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio (with --sim "
+                                                        "and a radio chip on SPI: the simulated chip's air)")
     run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and "
                                                           "repair requests (overrides uplink.key_file)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
@@ -100,8 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: --udp: {e}", file=sys.stderr)
             return 2
-        cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
-        cfg.radio.udp = args.udp
+        if cfg.sensors == "sim" and cfg.radio.kind in SPI_RADIOS:
+            cfg.sim.air = args.udp  # the bench flies the chip's driver; the simulated chip's air is this address
+        else:
+            cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
+            cfg.radio.udp = args.udp
     if args.uplink_key:
         cfg.uplink.key_file = args.uplink_key
     if args.speedup is not None:
@@ -143,7 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         flight_s = float("inf")
 
     try:
-        radio = make_radio(cfg.radio, clock=clock)
+        radio = make_radio(cfg.radio, clock=clock, spi_opener=parts.hardware.open_spi,
+                           pin_factory=parts.hardware.pin_factory)
     except RadioError as e:
         parts.close()
         print(f"error: {e}", file=sys.stderr)

@@ -362,7 +362,7 @@ class Daemon:
         energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
         # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
         airtime_s = r.duty_cycle * self.schedule.musing_s * MUSING_AIRTIME_SHARE
-        record = musing_record_bytes(airtime_s, r.mtu, r.spreading_factor, r.bandwidth_hz, r.coding_rate)
+        record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
         return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
                             max_tokens=self.cfg.persona.max_tokens,
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record)

@@ -48,6 +48,7 @@ class Hardware:
     launches: bool = False  # the flight starts when the payload is ready (a bench launch)
     rejoined: bool = False  # a bench payload rebooted into a flight under way
     camera_min_timeout_s: float = 0.0  # a capture may take at least this (flight seconds)
+    open_spi: Callable | None = None  # (bus, device) -> an spidev-like device; None: the Pi's spidev
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

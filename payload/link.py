@@ -45,7 +45,6 @@ from pathlib import Path
 import structlog
 
 from stratoecho import wire
-from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import fec
 
 from .clock import Clock
@@ -188,7 +187,7 @@ class Transmitter:
         return len(wanted)
 
     def airtime(self, frame: bytes) -> float:
-        return lora_airtime_s(len(frame), self.cfg.spreading_factor, self.cfg.bandwidth_hz, self.cfg.coding_rate)
+        return self.cfg.airtime_s(len(frame))
 
     def parity(self, k: int) -> int:
         """Parity fragments for a record of k data shards. Its frames go out about

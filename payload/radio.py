@@ -6,8 +6,8 @@ returns the frames heard (the uplink, asked for in the link's listen windows).
 * `LoRaUartRadio` — a UART LoRa module in transparent mode (Ebyte E32/E22 style),
   with its M0/M1 mode pins and AUX busy line on GPIO through gpiozero.
 
-`make_radio(cfg.radio)` builds the one the configuration names: one class per
-backend, each built from the section by the function registered for it in `RADIOS`. Serial parts take a port
+`payload.radios.make_radio(cfg.radio)` builds the one the configuration names (an SX127x on
+SPI is `payload/lora_sx127x.py`). Serial parts take a port
 name or any pyserial URL (`/dev/serial0`, `loop://`, `socket://host:port`), GPIO
 parts take gpiozero pin names and an optional pin factory, so the tests run the
 real code against `loop://`, a pseudo-terminal and gpiozero's `MockFactory`.
@@ -32,7 +32,6 @@ import structlog
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
 from .clock import Clock
-from .config import parse_hostport
 
 log = structlog.get_logger(__name__)
 
@@ -434,23 +433,3 @@ class LoRaUartRadio:
         for part in reversed(self._opened):
             part.close()
         self._opened.clear()
-
-
-def _udp_from_config(cfg, clock=None) -> UdpRadio:
-    return UdpRadio(*parse_hostport(cfg.udp), clock=clock)
-
-
-# One entry per `radio.kind`; config.RadioSection's Literal lists the same names.
-RADIOS: dict[str, Callable[..., Radio]] = {
-    "udp": _udp_from_config,
-    "kiss": KissRadio.from_config,
-    "lora_uart": LoRaUartRadio.from_config,
-}
-
-
-def make_radio(cfg, clock=None) -> Radio:
-    """The radio `cfg` (a `RadioSection`) names, opened; `RadioError` if it cannot be. `clock`
-    (the daemon's) times the UDP radio's uplink waits."""
-    if cfg.kind == "udp":
-        return _udp_from_config(cfg, clock)
-    return RADIOS[cfg.kind](cfg)
