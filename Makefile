@@ -14,7 +14,7 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test lint bench persona install clean distclean powercut soak system-packages
+.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench    print speed and size figures"
 	@echo "make soak     24 flight hours of the Pi configuration under its systemd unit, judged (SOAK_HOURS=N)"
 	@echo "make powercut 10,000 simulated power cuts under the store (~3 min; POWERCUT_CUTS=N, POWERCUT_SEED=S)"
+	@echo "make fuzz     1,000,000 damaged and forged frames against the ground's decoder (~30 s; FUZZ_FRAMES=N)"
 	@echo "make persona  only build the sample persona into $(PERSONA)"
 	@echo "make clean    remove build/ and out/ (keeps .venv)"
 
@@ -88,6 +89,12 @@ bench: $(STAMP)
 SOAK_HOURS ?= 24
 soak: $(PERSONA)/persona.toml
 	$(PY) -m sim soak --out out/soak --overwrite --hours $(SOAK_HOURS) --persona $(PERSONA)
+
+# A million damaged and forged frames against the ground's decoder (sim/wire_fuzz.py): no exception,
+# no wrong record. `make test` runs 60,000.
+FUZZ_FRAMES ?= 1000000
+fuzz: $(STAMP)
+	$(PY) -m sim.wire_fuzz --frames $(FUZZ_FRAMES)
 
 # `make test` cuts the power 1,000 times; this is the nightly-sized run.
 POWERCUT_CUTS ?= 10000

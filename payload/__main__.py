@@ -20,12 +20,16 @@ from stratoecho.config import ConfigError
 from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
+from .assembly import build_daemon
+from .camera import Camera
 from .clock import Clock
 from .config import load_config, parse_hostport
-from .daemon import STOP_BUDGET_S, Daemon
-from .hardware import Hardware, HardwareError
+from .daemon import STOP_BUDGET_S
+from .hardware import Hardware, HardwareError, open_hardware
+from .outputs import BatteryHeater, StatusLed
 from .persona import PersonaError
-from .radio import RadioError, make_radio
+from .radio import RadioError
+from .radios import SPI_RADIOS, make_radio
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
 
@@ -59,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "bench defaults)")
     run.add_argument("--persona", metavar="BUNDLE", help="persona bundle directory (overrides the configuration)")
     run.add_argument("--no-persona", action="store_true", help="fly without a language model: telemetry and events only")
-    run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio")
+    run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio (with --sim "
+                                                        "and a radio chip on SPI: the simulated chip's air)")
     run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and "
                                                           "repair requests (overrides uplink.key_file)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
@@ -97,8 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: --udp: {e}", file=sys.stderr)
             return 2
-        cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
-        cfg.radio.udp = args.udp
+        if cfg.sensors == "sim" and cfg.radio.kind in SPI_RADIOS:
+            cfg.sim.air = args.udp  # the bench flies the chip's driver; the simulated chip's air is this address
+        else:
+            cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
+            cfg.radio.udp = args.udp
     if args.uplink_key:
         cfg.uplink.key_file = args.uplink_key
     if args.speedup is not None:
@@ -140,7 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         flight_s = float("inf")
 
     try:
-        radio = make_radio(cfg.radio, clock=clock)
+        radio = make_radio(cfg.radio, clock=clock, spi_opener=parts.hardware.open_spi,
+                           pin_factory=parts.hardware.pin_factory)
     except RadioError as e:
         parts.close()
         print(f"error: {e}", file=sys.stderr)
@@ -151,9 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     liveness = Liveness(clock=clock.elapsed_s) if clock.lockstep else Liveness()
     try:
-        daemon = Daemon(cfg, sensors, radio, clock, bundle, data_dir, stop=stop, camera=parts.camera,
-                        pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
-                        disk_usage=parts.hardware.card_usage)
+        daemon = build_daemon(cfg, sensors, radio, clock, bundle, data_dir, stop, camera=parts.camera,
+                              pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater,
+                              liveness=liveness, disk_usage=parts.hardware.card_usage)
     except (StoreError, KeyFileError) as e:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         parts.close()
@@ -187,15 +196,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PersonaError as e:
         # A model that will not load must not cost the beacon: systemd would restart and in the
         # end reboot a payload that exits here. Fly without the persona, and say so on air.
-        daemon.worker = None
+        daemon.fly_without_persona()
         daemon.start(launch=launches and not rejoin)
         if not interrupted.is_set():  # else a stop cut the load short: nothing to report
             log.error("persona_not_loaded", error=str(e))
-            daemon.queue_event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
+            daemon.outbound.event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
     if persona_problem:
-        daemon.queue_event(persona_problem)
+        daemon.outbound.event(persona_problem)
     for problem in parts.problems:
-        daemon.queue_event(problem)
+        daemon.outbound.event(problem)
     Watchdog(liveness, notifier, clock=clock.elapsed_s if clock.lockstep else time.monotonic).start(stop, clock.thread)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:
@@ -255,10 +264,6 @@ def open_parts(cfg, data_dir: Path) -> Parts:
     (payload/hardware.py): on a Pi its real buses, ports and pins; on the bench (`sensors =
     "sim"`) the bench world's simulated parts behind the same drivers, so what is tested is
     the flight code. A missing part is a status, never a failed start."""
-    from .camera import Camera
-    from .hardware import open_hardware
-    from .outputs import BatteryHeater, StatusLed
-
     data_dir = Path(data_dir).resolve()
     hw = open_hardware(cfg, data_dir)
     clock, pins = hw.clock, hw.pin_factory

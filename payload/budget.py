@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.boards import MB, Board, ModelShape, board, predicted_tokens_per_s
-from stratoecho.wire.records import HEADER_BYTES
+from stratoecho.wire.records import CHECK_BYTES, HEADER_BYTES
 
 from .modes import Mode, runs
 
@@ -81,22 +81,24 @@ def _runtime_bytes(n_ctx: int, shape: ModelShape | None) -> int:
     return n_ctx * FALLBACK_KV_BYTES_PER_TOKEN + FALLBACK_COMPUTE_BYTES
 
 
-def musing_record_bytes(airtime_s: float, mtu: int = 255, sf: int = 9, bw_hz: float = 125_000, cr: int = 5,
-                        fec_overhead: float = 1.5) -> int:
+def musing_record_bytes(airtime_s: float, mtu: int = 255, frame_airtime=None, fec_overhead: float = 1.5) -> int:
     """Text bytes one musing record may carry in `airtime_s` seconds on air: whole frames of
     `mtu` bytes (plus one shorter last frame) less framing, divided by the erasure code's
-    overhead (frames sent per data frame), less the record's own header."""
+    overhead (frames sent per data frame), less the record's own time and check.
+    `frame_airtime(n)`: a frame's time on air with the radio's settings (`RadioSection.airtime_s`;
+    default SF9, 125 kHz, 4/5)."""
     if airtime_s <= 0 or not math.isfinite(airtime_s):
         return 0
-    full = lora_airtime_s(mtu, sf, bw_hz, cr)
+    air = frame_airtime or (lambda n: lora_airtime_s(n, 9, 125_000, 5))
+    full = air(mtu)
     frames = int(airtime_s // full)
     wire_bytes = frames * (mtu - HEADER_BYTES - FRAME_CRC_BYTES)
     left = airtime_s - frames * full
     last = max((n for n in range(HEADER_BYTES + FRAME_CRC_BYTES + 1, mtu)
-                if lora_airtime_s(n, sf, bw_hz, cr) <= left), default=0)
+                if air(n) <= left), default=0)
     if last:
         wire_bytes += last - HEADER_BYTES - FRAME_CRC_BYTES
-    return max(0, int(wire_bytes / max(fec_overhead, 1.0)) - RECORD_CREATED_BYTES)
+    return max(0, int(wire_bytes / max(fec_overhead, 1.0)) - RECORD_CREATED_BYTES - CHECK_BYTES)
 
 
 def think_budget(board_name: str | Board, model_bytes: int, energy: float, mode: Mode | str = Mode.NOMINAL, *,

@@ -13,8 +13,11 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from stratoecho import bandplan
-from stratoecho.airtime import lora_airtime_s
+from stratoecho.boards import board
 from stratoecho.config import Section, load_toml, parse_hostport
+from stratoecho.lora import LoRaSettings, ukhas_mode
+
+from .duty import beacon_refusal
 
 
 class ScheduleSection(Section):
@@ -29,8 +32,9 @@ PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
 
 
 class RadioSection(Section):
-    kind: Literal["udp", "kiss", "lora_uart"] = Field(
-        "udp", description="udp (bench / IP link), kiss (KISS TNC on serial), lora_uart (Ebyte-style UART LoRa module)")
+    kind: Literal["udp", "kiss", "lora_uart", "sx127x"] = Field(
+        "udp", description="udp (bench / IP link), kiss (KISS TNC on serial), lora_uart (Ebyte-style UART LoRa module), "
+        "sx127x (SX1276/77/78, RFM95W/96W/98W on SPI)")
     udp: str = "127.0.0.1:7373"
     serial_port: str | None = Field(None, description="kiss, lora_uart: serial device or pyserial URL (/dev/serial0)")
     baud: int = Field(9600, gt=0, description="kiss, lora_uart: UART speed in bit/s (Ebyte default 9600)")
@@ -41,10 +45,25 @@ class RadioSection(Section):
     packet_bytes: int = Field(240, ge=1, le=255, description="lora_uart: module packet size (E32: 58; E22: 240/128/64/32)")
     rx_gap_s: float | None = Field(None, gt=0, description="lora_uart: UART pause that ends a received packet (default 20 "
                                                            "ms, or 4 byte times at slow baud)")
+    spi_bus: int = Field(0, ge=0, description="sx127x: the SPI bus (/dev/spidevBUS.DEVICE)")
+    spi_device: int = Field(0, ge=0, description="sx127x: the chip select (0: CE0, 1: CE1)")
+    reset_pin: PinName | None = Field(None, description="sx127x: GPIO driving the chip's RESET")
+    dio0_pin: PinName | None = Field(None, description="sx127x: GPIO reading DIO0 (TxDone/RxDone); unset: polled")
+    tx_power_dbm: int = Field(10, ge=-1, le=20, description="sx127x: output power (PA_BOOST 2..17 or 20, RFO -1..14)")
+    pa_boost: bool = Field(True, description="sx127x: transmit through PA_BOOST (every RFM95W/96W/98W; false: RFO)")
     mtu: int = Field(255, ge=16, le=255)
+    lora_mode: int | None = Field(
+        None, ge=0, le=8, description="a UKHAS LoRa mode as the PITS gateway numbers them (0 telemetry, 2 repeater, "
+        "3 turbo, 5 calling, 7 telnet): sets spreading_factor, bandwidth_hz, coding_rate, explicit_header and "
+        "low_data_rate_optimize")
     spreading_factor: int = Field(9, ge=6, le=12)
     bandwidth_hz: float = Field(125_000, gt=0)
     coding_rate: int = Field(5, ge=5, le=8, description="denominator of 4/x")
+    explicit_header: bool = True
+    crc: bool = True
+    low_data_rate_optimize: bool | None = Field(None, description="unset: the mode's, or on when a symbol lasts > 16 ms")
+    sync_word: int = Field(0x12, ge=0, le=0xFF, description="0x12: private networks (the gateway's); 0x34: LoRaWAN")
+    preamble: int = Field(8, ge=6, le=0xFFFF, description="preamble symbols")
     # The band plan (stratoecho/bandplan.py, docs/deploy.md): where and how the radio may transmit.
     band_plan: str = Field(
         bandplan.CUSTOM, description="the rule flown under: erc70-03-433 (10 %), erc70-03-434-narrow (no limit, "
@@ -68,6 +87,7 @@ class RadioSection(Section):
         "udp": ("udp",),
         "kiss": ("serial_port",),
         "lora_uart": ("serial_port", "m0_pin", "m1_pin", "aux_pin"),
+        "sx127x": ("frequency_mhz",),
     }
 
     @field_validator("udp")
@@ -75,6 +95,24 @@ class RadioSection(Section):
     def _check_udp(cls, v: str) -> str:
         parse_hostport(v)
         return v
+
+    @model_validator(mode="after")
+    def _apply_lora_mode(self) -> RadioSection:
+        """A UKHAS mode sets the modem settings; one also set by hand must agree with it."""
+        if self.lora_mode is None:
+            return self
+        mode = ukhas_mode(self.lora_mode)
+        wanted = {"spreading_factor": mode.spreading_factor, "bandwidth_hz": mode.bandwidth_hz,
+                  "coding_rate": mode.coding_rate, "explicit_header": mode.explicit_header,
+                  "low_data_rate_optimize": mode.low_data_rate_optimize}
+        given = self.model_fields_set
+        clash = [f"{k} = {getattr(self, k)!r}" for k, v in wanted.items() if k in given and getattr(self, k) != v]
+        if clash:
+            sets = ", ".join(f"{k} = {v!r}" for k, v in wanted.items())
+            raise ValueError(f"lora_mode {mode.number} ({mode.name}) sets {sets}; the section also says "
+                             f"{', '.join(clash)}: leave those out")
+        self.__dict__.update(wanted)  # past validation, as the duty cycle (assignment would re-validate)
+        return self
 
     @model_validator(mode="after")
     def _check_band_plan(self) -> RadioSection:
@@ -94,6 +132,19 @@ class RadioSection(Section):
     def effective_duty_cycle(self) -> float:
         return self.duty_cycle
 
+    def lora_settings(self) -> LoRaSettings:
+        """What the chip is programmed with, and what every airtime here is computed from."""
+        ldro = self.low_data_rate_optimize
+        if ldro is None:
+            ldro = 2**self.spreading_factor / self.bandwidth_hz > 0.016  # the chip's rule of thumb
+        return LoRaSettings(self.frequency_mhz or 0.0, self.spreading_factor, self.bandwidth_hz, self.coding_rate,
+                            explicit_header=self.explicit_header, crc=self.crc, low_data_rate_optimize=ldro,
+                            sync_word=self.sync_word, preamble=self.preamble)
+
+    def airtime_s(self, n_bytes: int) -> float:
+        """Seconds on air for one frame of `n_bytes` with these settings."""
+        return self.lora_settings().airtime_s(n_bytes)
+
     @model_validator(mode="after")
     def _check_kind(self) -> RadioSection:
         missing = [key for key in self.REQUIRED[self.kind] if getattr(self, key) is None]
@@ -104,15 +155,25 @@ class RadioSection(Section):
             if self.mtu > self.packet_bytes:
                 raise ValueError(f"mtu {self.mtu} is larger than packet_bytes {self.packet_bytes}: "
                                  "frames would be cut into several LoRa packets (lower mtu)")
-            air = lora_airtime_s(self.mtu, self.spreading_factor, self.bandwidth_hz, self.coding_rate)
+            air = self.airtime_s(self.mtu)
             if self.aux_timeout_s <= air:
                 raise ValueError(f"aux_timeout_s {self.aux_timeout_s:g} is not longer than the {air:.1f} s "
                                  f"a {self.mtu}-byte frame spends on air")
+        try:
+            self.lora_settings()
+        except ValueError as e:  # SF6 without implicit header, a bandwidth no chip has ...
+            raise ValueError(f"LoRa settings: {e}") from None
+        if not self.explicit_header:
+            raise ValueError("explicit_header = false (implicit-header modes 1, 4, 6, 8) carries fixed 255-byte "
+                             "packets, for SSDV: the downlink's frames differ in length; fly an explicit mode "
+                             "(0, 2, 3, 5 or 7)")
         return self
 
     @property
     def address(self) -> str:
         """Where frames go, for logs: the UDP address or the serial port."""
+        if self.kind == "sx127x":
+            return f"SPI {self.spi_bus}.{self.spi_device} at {self.frequency_mhz:g} MHz"
         return self.udp if self.kind == "udp" else str(self.serial_port)
 
 
@@ -244,8 +305,6 @@ class PersonaSection(Section):
     @classmethod
     def _known_board(cls, v):
         if v is not None:
-            from stratoecho.boards import board
-
             board(v)  # ValueError names the boards it knows
         return v
 
@@ -266,6 +325,8 @@ class SimSection(Section):
                                           "gps:silence@40m-55m")
     seed: int = 1
     minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
+    air: str | None = Field(None, description="HOST:PORT the simulated radio chip's antenna sends to and hears from "
+                                              "(the bench channel); set by --udp when the radio is a chip on SPI")
 
 
 class PayloadConfig(Section):
@@ -289,8 +350,6 @@ class PayloadConfig(Section):
     def _beacon_fits_duty_cycle(self) -> PayloadConfig:
         # A beacon the duty cycle cannot carry would be throttled at once and starve everything
         # else: refuse it here, with the numbers and what would fit (payload/duty.py).
-        from .duty import beacon_refusal
-
         why = beacon_refusal(self.radio, self.callsign, self.telemetry_format, self.schedule.telemetry_s)
         if why:
             raise ValueError(f"[radio] / [schedule] telemetry_s: {why}")

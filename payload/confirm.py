@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from pydantic import TypeAdapter, ValidationError
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -28,6 +30,10 @@ class Pending:
     previous: tuple
     applied_s: float
     deadline_s: float
+
+
+_STATE = TypeAdapter(list[dict])
+_ENTRY = TypeAdapter(Pending)
 
 
 class Confirmations:
@@ -76,18 +82,22 @@ class Confirmations:
             return []
         problems: list[str] = []
         try:
-            items = json.loads(text)
-            if not isinstance(items, list):
-                raise ValueError("not a list")
-        except ValueError as e:
-            return [f"unreadable probation state: {e}"]
+            items = _STATE.validate_json(text)
+        except ValidationError as e:
+            return [f"unreadable probation state: {_first(e)}"]
         for item in items:
             try:
-                p = Pending(str(item["name"]), tuple(item["value"]), tuple(item["previous"]),
-                            float(item["applied_s"]), float(item["deadline_s"]))
-            except (KeyError, TypeError, ValueError) as e:
-                problems.append(f"unreadable probation entry {item!r}: {e}")
+                p = _ENTRY.validate_python(item)
+            except ValidationError as e:
+                problems.append(f"unreadable probation entry {item!r}: {_first(e)}")
                 continue
             if p.name in names:
                 self.pending[p.name] = p
         return problems
+
+
+def _first(e: ValidationError) -> str:
+    """The first problem pydantic found, as `field: message`."""
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}"

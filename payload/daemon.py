@@ -18,35 +18,42 @@ import math
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from random import Random
+from typing import TYPE_CHECKING
 
 import structlog
 
-from stratoecho import wire
+from stratoecho import __version__, wire
 from stratoecho.bundle import Bundle
 from stratoecho.wire import uplink
 from stratoecho.wire.events import Event, event
 
+from .budget import BENCH_BOARD, generation_s, musing_record_bytes, think_budget
 from .card import is_no_space, stills_budget
 from .clock import Clock
 from .commands import CommandGate
 from .config import PayloadConfig
 from .confirm import Confirmations
-from .duty import worst_sentence
 from .governor import Governor
 from .guard import OutboundGuard
-from .link import KIND_STREAM, Transmitter
+from .link import Transmitter
 from .memory import Memory
 from .modes import Mode, policy_for
+from .outbound import Outbound
 from .persona import PersonaError, PersonaWorker
 from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
 from .radio import Radio
 from .reach import Reach
 from .sensors import Readings, Sensors, fresh
-from .store import Budgets, Store
+from .store import Store
 from .watchdog import Liveness, RestartLimiter, boot_banner
+
+if TYPE_CHECKING:  # the parts' types only: the daemon never opens a camera or a pin itself
+    from .camera import Camera
+    from .outputs import BatteryHeater, StatusLed
+    from .pi_health import PiHealth
 
 log = structlog.get_logger(__name__)
 
@@ -78,73 +85,59 @@ class DaemonStats:
     store_faults: int = 0
 
 
+@dataclass
+class Components:
+    """What the daemon schedules: the parts it senses and drives, and the components of one boot
+    (payload/assembly.py builds them; a test may hand in others)."""
+
+    sensors: Sensors
+    radio: Radio
+    store: Store
+    boot: int  # the store's number for this boot
+    outbound: Outbound  # the one port records leave by
+    transmitter: Transmitter
+    governor: Governor
+    memory: Memory
+    reach: Reach
+    guard: OutboundGuard
+    probation: Confirmations
+    worker: PersonaWorker | None = None  # None: no persona flies
+    gate: CommandGate | None = None  # None: no uplink key, no commands
+    camera: Camera | None = None
+    pi_health: PiHealth | None = None
+    led: StatusLed | None = None
+    heater: BatteryHeater | None = None
+    disk_usage: Callable = shutil.disk_usage  # the card's free space
+
+
 class Daemon:
-    def __init__(
-        self,
-        cfg: PayloadConfig,
-        sensors: Sensors,
-        radio: Radio,
-        clock: Clock,
-        bundle: Bundle | None,
-        data_dir: Path,
-        stop: threading.Event | None = None,
-        camera=None,
-        pi_health=None,
-        led=None,
-        heater=None,
-        liveness: Liveness | None = None,
-        disk_usage=None,
-    ):
-        self.cfg, self.sensors, self.radio, self.clock, self.bundle = cfg, sensors, radio, clock, bundle
-        self.lockstep = bool(getattr(clock, "lockstep", False))  # the bench's clock: flight time is priced, not timed
-        self.camera, self.pi_health = camera, pi_health  # optional: payload.camera.Camera, payload.pi_health.PiHealth
-        self.led, self.heater = led, heater  # optional: payload.outputs.StatusLed, payload.outputs.BatteryHeater
-        self._last_readings: Readings | None = None
-        self.data_dir = Path(data_dir)
+    def __init__(self, cfg: PayloadConfig, clock: Clock, bundle: Bundle | None, data_dir: Path, parts: Components,
+                 stop: threading.Event | None = None, liveness: Liveness | None = None):
+        self.cfg, self.clock, self.bundle, self.data_dir = cfg, clock, bundle, Path(data_dir)
+        self.lockstep = clock.lockstep  # the bench's clock: flight time is priced, not timed
+        self.sensors, self.radio, self.camera, self.pi_health = parts.sensors, parts.radio, parts.camera, parts.pi_health
+        self.led, self.heater, self.disk_usage = parts.led, parts.heater, parts.disk_usage
+        self.store, self.boot, self.outbound, self.transmitter = parts.store, parts.boot, parts.outbound, parts.transmitter
+        self.governor, self.memory, self.reach, self.guard = parts.governor, parts.memory, parts.reach, parts.guard
+        self.worker, self.gate, self.probation = parts.worker, parts.gate, parts.probation
         self.stop = stop or clock.event()
-        self.disk_usage = disk_usage or shutil.disk_usage  # the card: the bench simulates one
-        self.store = open_store(self.data_dir, cfg, clock, self.disk_usage)
-        self.boot = self.store.start_boot()
+        # The intervals in force: the configuration's, until a SET_INTERVALS changes them (on probation).
+        self.schedule = cfg.schedule.model_copy()
+        self._planned_telemetry_s = cfg.schedule.telemetry_s  # what the duty cycle was planned for
+        self._last_readings: Readings | None = None
         self.stats = DaemonStats(boot=self.boot)
-        self.governor = Governor(self.store, capacity_wh=cfg.power.battery_wh,
-                                 battery_temp_fitted=getattr(sensors, "battery_temp_fitted", True),
-                                 cpu_temp_fitted=pi_health is not None)
         self._led_pattern = None
         # Keyed liveness: each loop pings after each run; the systemd watchdog is fed only while all are current.
         self.liveness = liveness or Liveness()
         self.persona_restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
         self._persona_down = False
         self._musing_no = 0  # musings asked for this boot (the bench's sampling seed)
-        self._planned_telemetry_s = cfg.schedule.telemetry_s  # what the duty cycle was planned for
-        self.memory = Memory(self.data_dir / "memory.db")  # its own musings and the ground's notes
-        self.reach = Reach(lambda api, query: self.emit(wire.Kind.API_REQUEST, {"api": api, "query": query}),
-                           self.clock.elapsed_s,
-                           # On the bench its questions are drawn from the flight's seed, like everything else.
-                           rng=Random(cfg.sim.seed * 7919 + self.boot) if self.lockstep else None)
-        self.guard = OutboundGuard(hashed=bundle.blocklist() if bundle is not None else None)
-        # The hour's airtime, the beacon's share first, logged across restarts (payload/duty.py).
-        self.transmitter = Transmitter(self.store, radio, clock, cfg.radio, self.stop,
-                                       airtime_log=self.data_dir / "airtime.json",
-                                       sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)))
-        self.transmitter.follow(lambda: self.governor.period_s("beacon", cfg.schedule.telemetry_s),
+        self.transmitter.follow(lambda: self.governor.period_s("beacon", self.schedule.telemetry_s),
                                 self.governor.transmit_factor)
-        self.worker = (
-            PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
-                          memory_limit_mb=cfg.persona.memory_limit_mb)
-            if bundle is not None
-            else None
-        )
-        self.gate = None
-        if cfg.uplink.key_file:
-            # Raises uplink.KeyFileError with the file named when the key is missing or exposed.
-            self.gate = CommandGate.from_key_file(self.store, cfg.uplink.key_file, cfg.callsign,
-                                                  tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu,
-                                                  on_refused=lambda e: self.queue_event(
-                                                      event("command_refused", reason=e.reason, detail=str(e))))
+        if self.gate is not None:
             self.transmitter.listen_after(cfg.uplink, self.on_uplink)
-        # Risky changes on probation (payload/confirm.py). The ground floor is durable, so its
-        # probation is too; intervals come back from the configuration at every start.
-        self.probation = Confirmations(cfg.uplink.window_s)
+        # The ground floor is durable, so its probation is too; intervals come back from the
+        # configuration at every start.
         self._probation_lock = threading.Lock()  # the radio's thread offers, the beacon's reverts
         for problem in self.probation.load_json(self.store.get_state(PROBATION_STATE), {"set_mode"}):
             log.warning("probation_state_dropped", problem=problem)
@@ -155,37 +148,23 @@ class Daemon:
 
     # ------------------------------------------------------------------ producers
 
-    def emit(self, kind: wire.Kind, content, created: float | None = None) -> int:
-        """The one way a record leaves a producer: numbered and stored on its kind's stream
-        (durably where the stream is), then the radio woken. Returns its sequence number."""
-        created = int(self.clock.now().timestamp() if created is None else created)
-        seq, _ = self.store.enqueue(
-            KIND_STREAM[kind], self.boot, lambda s: wire.Record(kind, self.boot, s, created, content).body())
-        self.transmitter.wake.set()
-        return seq
-
-    def queue_event(self, e: Event) -> None:
-        """A declared event (stratoecho/wire/events.py) for the ground."""
-        log.info("event_queued", name=e.name, severity=e.severity, text=e.text)
-        self.emit(wire.Kind.EVENT, e)
-
     def health_once(self) -> None:
         """Commit what waits in the batch, send down any store faults, and a health record."""
         self.store.maybe_flush()
         while self.store.faults:
             self.stats.store_faults += 1
-            self.queue_event(event("store_fault", detail=self.store.faults.popleft()))
+            self.outbound.event(event("store_fault", detail=self.store.faults.popleft()))
         while self.memory.faults:
-            self.queue_event(event("memory_fault", detail=self.memory.faults.popleft()))
+            self.outbound.event(event("memory_fault", detail=self.memory.faults.popleft()))
         for notice in self.store.take_notices():  # card full / recovered, once each (docs/storage.md)
-            self.queue_event(notice)
+            self.outbound.event(notice)
         pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's
         fields = {**pi, "uptime_s": int(self.clock.elapsed_s()), "loss": round(self.transmitter.loss.loss, 3),
                   **self.store.health(), **self.device_status(), **self.power_fields(), **self.governor.fields()}
         if self.gate is not None:
             fields["uplink_counter"] = self.gate.last_counter
-        self.emit(wire.Kind.HEALTH, fields)
+        self.outbound.record(wire.Kind.HEALTH, fields)
         self.stats.health_queued += 1
 
     def picture_once(self) -> bool:
@@ -199,18 +178,18 @@ class Daemon:
         self.keep_stills_in_budget(reading)
         if reading.thumbnail_jpeg is None:
             return False
-        self.emit(wire.Kind.IMAGE, reading.thumbnail_jpeg)
+        self.outbound.record(wire.Kind.IMAGE, reading.thumbnail_jpeg)
         self.stats.images_queued += 1
         return True
 
     def keep_stills_in_budget(self, reading) -> None:
         """A still the card refused marks the card full; a still kept may push the oldest out
         of `devices.camera.stills_mb` (bounded by the card's size: payload/card.py)."""
-        exc = getattr(self.camera, "last_exc", None)
+        exc = self.camera.last_exc
         if reading.status == "error" and exc is not None and is_no_space(exc):
             self.store.card_refused("stills", exc)
         cam = self.cfg.devices.camera
-        if reading.status == "ok" and cam is not None and hasattr(self.camera, "prune_stills"):
+        if reading.status == "ok" and cam is not None:
             try:
                 total = self.disk_usage(self.data_dir).total
             except OSError:
@@ -223,7 +202,7 @@ class Daemon:
         for device, now in status.items():
             before = self._last_status.get(device)
             if now != before and not (before is None and now == "ok") and now != "starting":
-                self.queue_event(event("device", device=device, before=before or "unknown", after=now))
+                self.outbound.event(event("device", device=device, before=before or "unknown", after=now))
         self._last_status.update(status)
 
     def show_led(self) -> None:
@@ -269,7 +248,7 @@ class Daemon:
         self.note_devices(r.status)
         cpu = self.pi_health.cpu_temp_c() if self.pi_health is not None else None
         for e in self.governor.update(r, self.clock.elapsed_s(), cpu):
-            self.queue_event(e)
+            self.outbound.event(e)
         r = replace(r, phase=self.governor.phase.value)
         self._last_readings = r
         self.drive_heater(r)
@@ -288,9 +267,8 @@ class Daemon:
                 )
             )
 
-        seq, _ = self.store.enqueue("telemetry", self.boot, sentence, created=r.time.timestamp())
+        seq = self.outbound.sentence(sentence, created=r.time.timestamp())
         self.stats.telemetry_queued += 1
-        self.transmitter.wake.set()
         log.debug("telemetry_queued", seq=seq, alt=round(r.alt_m), phase=r.phase)
         return r
 
@@ -313,8 +291,7 @@ class Daemon:
             if not budget.enabled:
                 return None
             max_tokens, max_chars = budget.max_tokens, budget.max_chars
-            self.worker.timeout_s = budget.timeout_s
-            self.worker.n_threads, self.worker.n_ctx = budget.n_threads, budget.n_ctx  # at its next start
+            self.worker.set_budget(budget.timeout_s, budget.n_threads, budget.n_ctx)
         if self._persona_down:  # generate() restarts a dead worker: only as often as the limiter allows
             if not self.persona_restarts.allow():
                 return None
@@ -344,7 +321,7 @@ class Daemon:
             self.stats.guard_reasons = dict(self.guard.dropped)
             log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text))
             return None
-        seq = self.emit(wire.Kind.MUSING, text, created=r.time.timestamp())
+        seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
         self.stats.musings_queued += 1
         log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
         self.memory.remember_musing(self.boot, seq, r.time, text)
@@ -364,8 +341,6 @@ class Daemon:
         deadline it is killed there, as on the Pi. True when the musing may go on."""
         if not self.lockstep:
             return True  # real time: the generation already took its time
-        from .budget import BENCH_BOARD, generation_s
-
         cost = generation_s(self.cfg.persona.board or BENCH_BOARD, self.bundle.model_path.stat().st_size,
                             len(prompt.encode("utf-8")), gen.tokens)
         deadline = self.worker.timeout_s
@@ -383,13 +358,11 @@ class Daemon:
         board = self.cfg.persona.board
         if board is None or self.bundle is None:
             return None
-        from .budget import musing_record_bytes, think_budget
-
         r, g = self.cfg.radio, self.governor
         energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
         # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
-        airtime_s = r.duty_cycle * self.cfg.schedule.musing_s * MUSING_AIRTIME_SHARE
-        record = musing_record_bytes(airtime_s, r.mtu, r.spreading_factor, r.bandwidth_hz, r.coding_rate)
+        airtime_s = r.duty_cycle * self.schedule.musing_s * MUSING_AIRTIME_SHARE
+        record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
         return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
                             max_tokens=self.cfg.persona.max_tokens,
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record)
@@ -405,26 +378,24 @@ class Daemon:
         self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
         if isinstance(cmd, uplink.Resend):
             for item in cmd.items:
-                stream = KIND_STREAM.get(item.stream)
-                if stream is not None:
+                if (kind := record_kind(item.stream)) is not None:
                     self.stats.repairs_requested += 1
-                    self.transmitter.request_repair(stream, item.boot, item.seq, item.fragments)
+                    self.transmitter.request_repair(kind, item.boot, item.seq, item.fragments)
         elif isinstance(cmd, uplink.Ack):
             for r in cmd.ranges:
-                stream = KIND_STREAM.get(r.stream)
-                if stream is not None:
-                    self.stats.records_acknowledged += self.store.acknowledge(stream, r.boot, r.last, from_seq=r.first)
+                if (kind := record_kind(r.stream)) is not None:
+                    self.stats.records_acknowledged += self.store.acknowledge(kind, r.boot, r.last, from_seq=r.first)
         elif isinstance(cmd, uplink.LinkReport):
             if cmd.boot == self.boot:
                 self.transmitter.on_link_report(cmd.last_seq, cmd.frames)
         elif isinstance(cmd, uplink.Ping):
-            self.queue_event(event("pong", nonce=cmd.nonce))
+            self.outbound.event(event("pong", nonce=cmd.nonce))
         elif isinstance(cmd, uplink.SetIntervals):
             refused = intervals_refused(cmd.telemetry_s, cmd.musing_s, self._planned_telemetry_s, self.cfg.uplink)
             if refused:
-                self.queue_event(event("intervals_refused", why=refused))
+                self.outbound.event(event("intervals_refused", why=refused))
                 return
-            sched = self.cfg.schedule
+            sched = self.schedule
             self.on_risky(cmd, "set_intervals", (cmd.telemetry_s, cmd.musing_s),
                           (sched.telemetry_s, sched.musing_s))
         elif isinstance(cmd, uplink.MemoryNote):
@@ -435,12 +406,12 @@ class Daemon:
             floor = ("nominal", "low_power", "survival")[int(cmd.mode)]
             self.on_risky(cmd, "set_mode", (floor,), (self.governor.ground_floor.value,))
         else:
-            self.queue_event(event("command_ignored", command=name))
+            self.outbound.event(event("command_ignored", command=name))
 
     def on_risky(self, cmd, name: str, value: tuple, current: tuple) -> None:
         """Apply a change that could make us quieter on probation, or confirm one (payload/confirm.py)."""
         # Two listen windows under the new settings at least: one for the event, one for the answer.
-        g, telemetry_s = self.governor, self.cfg.schedule.telemetry_s
+        g, telemetry_s = self.governor, self.schedule.telemetry_s
         if name == "set_intervals":
             telemetry_s = max(telemetry_s, value[0])
         mode = Mode.worst(g.mode, value[0]) if name == "set_mode" else g.mode
@@ -455,7 +426,7 @@ class Daemon:
                 self._apply(name, value)
             self.store.set_state(PROBATION_STATE, self.probation.to_json())
         what = self._describe(name, value)
-        self.queue_event(uplink.unconfirmed_event(cmd, what, confirm_s) if outcome == "pending"
+        self.outbound.event(uplink.unconfirmed_event(cmd, what, confirm_s) if outcome == "pending"
                          else event(outcome, command=name, what=what))
 
     def revert_unconfirmed(self) -> None:
@@ -467,12 +438,12 @@ class Daemon:
             if expired:
                 self.store.set_state(PROBATION_STATE, self.probation.to_json())
         for p in expired:
-            self.queue_event(event("reverted", command=p.name, what=self._describe(p.name, p.previous)))
+            self.outbound.event(event("reverted", command=p.name, what=self._describe(p.name, p.previous)))
             log.warning("risky_command_reverted", command=p.name, value=p.value, back_to=p.previous)
 
     def _apply(self, name: str, value: tuple) -> None:
         if name == "set_intervals":
-            self.cfg.schedule.telemetry_s, self.cfg.schedule.musing_s = float(value[0]), float(value[1])
+            self.schedule.telemetry_s, self.schedule.musing_s = float(value[0]), float(value[1])
         else:
             self.governor.set_ground_floor(value[0])
 
@@ -514,19 +485,24 @@ class Daemon:
             if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
                 due = self.clock.elapsed_s() + period_s()
 
+    def fly_without_persona(self) -> None:
+        """A model that will not load: the loops start without the think loop."""
+        if self.worker is not None:
+            self.worker.close()
+        self.worker = None
+
     def start(self, launch: bool = False) -> None:
         """Start the loops; with `launch`, flight time starts now (the bench world's launch)."""
         if self.worker is not None:
             self.worker.start()
         if launch:
             self.clock.restart()  # loading the model is not part of the flight
-            if hasattr(self.sensors, "restart"):
-                self.sensors.restart()
-        sched = self.cfg.schedule
+            self.sensors.restart()
+        sched = self.schedule
         if self.led is not None:
             self.led.show("booting")
         g = self.governor
-        self.queue_event(self.banner())
+        self.outbound.event(self.banner())
         window_s = self.cfg.uplink.window_s
         self.liveness.register("radio", (window_s if self.lockstep else self.clock.wall_s(window_s)) + 120.0)
         self.transmitter.on_loop = lambda: self.liveness.ping("radio")
@@ -548,15 +524,13 @@ class Daemon:
 
     def banner(self) -> Event:
         """The first event of a boot: what flies, how it woke, what room it has (docs/payload.md)."""
-        import stratoecho
-
         g, m = self.governor, self.bundle.manifest if self.bundle else None
         sha = next((f.sha256 for f in m.files if f.path == m.model.file), None) if m else None
         try:
             free_mb = self.disk_usage(self.data_dir).free / 2**20
         except OSError:
             free_mb = None
-        return boot_banner(stratoecho.__version__, m.persona.name if m else None, sha[:8] if sha else None,
+        return boot_banner(__version__, m.persona.name if m else None, sha[:8] if sha else None,
                            free_mb, self.boot, g.mode.value, unplanned=g.unplanned_reboot, phase=g.phase.value)
 
     def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None,
@@ -655,6 +629,15 @@ class Daemon:
                 pass
 
 
+def record_kind(value: int) -> wire.Kind | None:
+    """The record kind an uplink item names; None for telemetry (no record) or a kind unknown here."""
+    try:
+        kind = wire.Kind(value)
+    except ValueError:
+        return None
+    return None if kind is wire.Kind.TELEMETRY else kind
+
+
 def intervals_refused(telemetry_s: float, musing_s: float, planned_telemetry_s: float, limits) -> str | None:
     """Why a SET_INTERVALS must not be obeyed, or None. The position interval stays between the
     configured one (the duty cycle was planned for it: shorter could breach it) and
@@ -666,17 +649,3 @@ def intervals_refused(telemetry_s: float, musing_s: float, planned_telemetry_s: 
     if musing_s < limits.min_musing_s:
         return f"musings every {musing_s:g} s is below the {limits.min_musing_s:g} s minimum"
     return None
-
-
-def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, disk_usage=None) -> Store:
-    """The payload's queue in `data_dir`, with the configured batching and budgets; its batches and
-    ageing run on `clock`'s UTC (flight time), its free space is `disk_usage`'s (the card's)."""
-    mb = 1024 * 1024
-    sc = cfg.store
-    budgets = Budgets(per_stream={k: int(v * mb) for k, v in sc.budget_mb.items()},
-                      total=int(sc.total_mb * mb) if sc.total_mb else None, min_free=int(sc.min_free_mb * mb))
-    extra = {} if clock is None else {"clock": lambda: clock.now().timestamp()}
-    if disk_usage is not None:
-        extra["disk_usage"] = disk_usage
-    return Store(Path(data_dir) / "queue.db", flush_s=sc.flush_s, budgets=budgets, aging_s=sc.aging_s,
-                 memory_limit=sc.memory_records, **extra)

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 
 import structlog
 
+from .gps import GpsReceiver
+from .i2c_sensors import Bme280, Ina219
 from .sensors import Readings
 
 log = structlog.get_logger(__name__)
@@ -54,9 +56,6 @@ class Devices:
 
     def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic,
                  gps_port: str | None = None, flight_clock=None):
-        from .gps import GpsReceiver
-        from .i2c_sensors import Bme280, Ina219
-
         buses: dict[int, LazyBus] = {}
 
         def bus(n: int) -> LazyBus:
@@ -147,7 +146,7 @@ class HardwareSensors:
         self.clock_from_gps, self.clock_check_s = clock_from_gps, clock_check_s
         self._clock_checked_at: float | None = None
         self.clock_result = None
-        self.follower = (GpsFollower(devices.gps, flight_clock=getattr(devices, "flight_clock", None))
+        self.follower = (GpsFollower(devices.gps, flight_clock=devices.flight_clock)
                          if devices.gps is not None and follow_gps else None)
         self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
                       "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}

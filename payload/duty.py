@@ -33,7 +33,7 @@ from pathlib import Path
 import structlog
 
 from stratoecho import bandplan, wire
-from stratoecho.airtime import lora_airtime_s
+from stratoecho.lora import UKHAS_MODES
 
 log = structlog.get_logger(__name__)
 
@@ -42,18 +42,6 @@ WINDOW_S = 3600.0
 # repairs and the persona's words need some air, or the ground hears positions and nothing
 # else, not even that the payload is in trouble.
 MIN_BULK_SHARE = 0.10
-
-# The UKHAS LoRa modes of the PITS gateway (PiInTheSky/lora-gateway, gateway.c, `LoRaModes`):
-# (mode, name, spreading factor, bandwidth Hz, coding rate 4/x). Our link always sends with an
-# explicit header and CRC (frames differ in length), so airtimes here are for that.
-UKHAS_MODES = (
-    (0, "Telemetry", 11, 20_800, 8),
-    (1, "SSDV", 6, 20_800, 5),
-    (2, "Repeater", 8, 62_500, 8),
-    (3, "Turbo", 7, 250_000, 6),
-    (5, "Calling", 11, 41_700, 8),
-    (7, "Telnet", 7, 20_800, 5),
-)
 
 
 # ---------------------------------------------------------------------------- the sentence
@@ -69,7 +57,7 @@ def worst_sentence(callsign: str, telemetry_format: str = "ukhas") -> bytes:
 
 
 def radio_airtime_s(radio, n_bytes: int) -> float:
-    return lora_airtime_s(n_bytes, radio.spreading_factor, radio.bandwidth_hz, radio.coding_rate)
+    return radio.airtime_s(n_bytes)
 
 
 @dataclass(frozen=True)
@@ -108,16 +96,12 @@ def beacon_per_hour_s(sentence_s: float, period_s: float) -> float:
     return sentence_s * math.ceil(WINDOW_S / period_s - 1e-9)
 
 
-def _plan(n_bytes: int, mtu: int, sf: int, bw: float, cr: int, duty: float, period_s: float) -> BeaconPlan:
-    s = lora_airtime_s(n_bytes, sf, bw, cr)
-    return BeaconPlan(n_bytes, s, lora_airtime_s(mtu, sf, bw, cr), period_s, duty, beacon_per_hour_s(s, period_s),
-                      duty * WINDOW_S)
-
-
 def beacon_plan(radio, callsign: str, telemetry_format: str, period_s: float) -> BeaconPlan:
+    """The beacon's airtime with `radio`'s settings (a `RadioSection`: the chip's own)."""
     n = len(worst_sentence(callsign, telemetry_format))
-    return _plan(n, radio.mtu, radio.spreading_factor, radio.bandwidth_hz, radio.coding_rate, radio.duty_cycle,
-                 period_s)
+    s = radio.airtime_s(n)
+    return BeaconPlan(n, s, radio.airtime_s(radio.mtu), period_s, radio.duty_cycle, beacon_per_hour_s(s, period_s),
+                      radio.duty_cycle * WINDOW_S)
 
 
 def beacon_refusal(radio, callsign: str, telemetry_format: str, period_s: float) -> str | None:
@@ -127,12 +111,16 @@ def beacon_refusal(radio, callsign: str, telemetry_format: str, period_s: float)
         return None
     modes = []
     rule = bandplan.RULES.get(radio.band_plan)
-    for mode, name, sf, bw, cr in UKHAS_MODES:
-        if rule is not None and not bandplan.fits(rule, bw):
-            continue
-        m = _plan(p.sentence_bytes, radio.mtu, sf, bw, cr, p.duty_cycle, period_s)
+    for mode in UKHAS_MODES.values():
+        if not mode.explicit_header or (rule is not None and not bandplan.fits(rule, mode.bandwidth_hz)):
+            continue  # implicit-header modes carry fixed 255-byte packets: not a beacon
+        air = mode.settings(radio.frequency_mhz or 434.0).airtime_s
+        s = air(p.sentence_bytes)
+        m = BeaconPlan(p.sentence_bytes, s, air(radio.mtu), period_s, p.duty_cycle, beacon_per_hour_s(s, period_s),
+                       p.budget_s)
         if m.fits:
-            modes.append(f"mode {mode} {name} (SF{sf}, {bw / 1000:g} kHz, 4/{cr}: {m.per_hour_s:.0f} s/h)")
+            modes.append(f"mode {mode.number} {mode.name} (SF{mode.spreading_factor}, {mode.bandwidth_hz / 1000:g} kHz, "
+                         f"4/{mode.coding_rate}: {m.per_hour_s:.0f} s/h)")
     alternatives = "; ".join(modes) or "none of the UKHAS LoRa modes at this interval"
     shortest = p.shortest_period_s()
     interval = (f"schedule.telemetry_s >= {shortest:.0f} s" if shortest is not None

@@ -54,6 +54,7 @@ from datetime import date, datetime, timedelta, timezone
 import structlog
 
 from .backoff import Backoff
+from .radio import RadioError, open_serial
 
 log = structlog.get_logger(__name__)
 
@@ -540,8 +541,6 @@ class GpsReceiver:
         return GpsReading(status, fix, self.airborne, errors)
 
     def _open(self) -> None:
-        from .radio import RadioError, open_serial
-
         now = self.clock()
         try:
             self._port = open_serial(self.port_name, self.baud, "GPS", timeout=self.READ_POLL_S, write_timeout=1.0)

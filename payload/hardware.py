@@ -18,7 +18,10 @@ from pathlib import Path
 
 import structlog
 
+from .camera import Picamera2Backend
 from .clock import Clock, flight_clock
+from .devices import Devices, HardwareSensors
+from .gps import system_time_from_gps
 from .pi_health import PiHealth
 from .sensors import Sensors
 
@@ -45,6 +48,7 @@ class Hardware:
     launches: bool = False  # the flight starts when the payload is ready (a bench launch)
     rejoined: bool = False  # a bench payload rebooted into a flight under way
     camera_min_timeout_s: float = 0.0  # a capture may take at least this (flight seconds)
+    open_spi: Callable | None = None  # (bus, device) -> an spidev-like device; None: the Pi's spidev
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -58,10 +62,6 @@ class Hardware:
 def open_pi(cfg, data_dir: Path) -> Hardware:
     """The Raspberry Pi's own parts: smbus2 on /dev/i2c-N, the configured serial ports,
     gpiozero's default pins, picamera2, the real sysfs, the system clock (set from the GPS)."""
-    from .camera import Picamera2Backend
-    from .devices import Devices, HardwareSensors
-    from .gps import system_time_from_gps
-
     clock = flight_clock(1.0, name="payload")
     sensors = HardwareSensors(Devices(cfg.devices, flight_clock=clock), clock_from_gps=system_time_from_gps)
     return Hardware(clock, sensors, Picamera2Backend, None, PiHealth(data_dir=data_dir), closers=[sensors.close])

@@ -45,19 +45,15 @@ from pathlib import Path
 import structlog
 
 from stratoecho import wire
-from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import fec
 
 from .clock import Clock
-from .duty import AirtimeBudget, AirtimeLog, DutyBudget, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
+from .duty import AirtimeBudget, AirtimeLog, DutyBudget, beacon_per_hour_s, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
 from .radio import Radio
 from .store import Queued, Store
 
 log = structlog.get_logger(__name__)
 
-STREAM_KIND = {"musing": wire.Kind.MUSING, "event": wire.Kind.EVENT, "health": wire.Kind.HEALTH,
-               "image": wire.Kind.IMAGE, "api_request": wire.Kind.API_REQUEST}
-KIND_STREAM = {kind: stream for stream, kind in STREAM_KIND.items()}
 # Windows without an accepted link report before the payload stops counting on repair
 # (20 minutes at the defaults): at 50 % loss each way a window's report arrives about one
 # time in four, so a shorter memory would often fall back to full parity for nothing.
@@ -82,11 +78,10 @@ MAX_REPAIR_FRAMES = 2 * wire.records.MAX_SHARDS
 
 def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
     """The air frames of one stored record; `parity_for(k)` says how many parity fragments."""
-    if q.stream == "telemetry":
+    if q.kind is wire.Kind.TELEMETRY:
         return [q.payload]  # already a UKHAS sentence
-    record = wire.Record.from_body(STREAM_KIND[q.stream], q.boot, q.seq, q.payload)
     k = wire.data_shards(len(q.payload), mtu)
-    return wire.fragment_record(record, mtu, parity=parity_for(k))
+    return wire.fragment_body(q.kind, q.boot, q.seq, q.payload, mtu, parity=parity_for(k))
 
 
 @dataclass
@@ -160,20 +155,18 @@ class Transmitter:
                      allowance_s=round(self.budget.allowance_s, 1))
 
     def _bulk_room_s(self) -> float:
-        from .duty import beacon_per_hour_s
-
         return max(self.budget.allowance_s - beacon_per_hour_s(self.sentence_s, self.beacon_period_s()), 0.0)
 
     def listen_after(self, uplink_cfg, on_uplink) -> None:
         """Open a listen window after every `uplink_cfg.window_every`-th sentence; frames go to `on_uplink`."""
         self.uplink_cfg, self.on_uplink = uplink_cfg, on_uplink
 
-    def request_repair(self, stream: str, boot: int, seq: int, fragments: tuple[int, ...]) -> int:
+    def request_repair(self, kind: wire.Kind, boot: int, seq: int, fragments: tuple[int, ...]) -> int:
         """Queue the fragments the ground asked for (all, with parity, if none are named);
         returns how many frames were queued."""
-        found = self.store.find(stream, boot, seq)
+        found = self.store.find(kind, boot, seq)
         if found is None:
-            log.info("repair_unknown_record", stream=stream, boot=boot, seq=seq)
+            log.info("repair_unknown_record", kind=kind.name.lower(), boot=boot, seq=seq)
             return 0
         q, state = found
         if state == "queued" or q.id in self._hand:
@@ -184,18 +177,17 @@ class Transmitter:
         room = MAX_REPAIR_FRAMES - len(self._repairs)
         if len(wanted) > room:
             self.stats.repairs_refused += len(wanted) - max(room, 0)
-            log.info("repair_backlog_full", stream=stream, boot=boot, seq=seq, waiting=len(self._repairs))
+            log.info("repair_backlog_full", kind=kind.name.lower(), boot=boot, seq=seq, waiting=len(self._repairs))
             wanted = wanted[:max(room, 0)]
             if not wanted:
                 return 0
-        record = wire.Record.from_body(STREAM_KIND[stream], q.boot, q.seq, q.payload)
-        frames = wire.fragment_record(record, self.cfg.mtu, parity=max(wanted[-1] + 1 - k, 0))
+        frames = wire.fragment_body(kind, q.boot, q.seq, q.payload, self.cfg.mtu, parity=max(wanted[-1] + 1 - k, 0))
         self._repairs.extend(frames[i] for i in wanted)
         self.wake.set()
         return len(wanted)
 
     def airtime(self, frame: bytes) -> float:
-        return lora_airtime_s(len(frame), self.cfg.spreading_factor, self.cfg.bandwidth_hz, self.cfg.coding_rate)
+        return self.cfg.airtime_s(len(frame))
 
     def parity(self, k: int) -> int:
         """Parity fragments for a record of k data shards. Its frames go out about
@@ -307,7 +299,7 @@ class Transmitter:
                 self.stats.sent_by_stream[q.stream] = self.stats.sent_by_stream.get(q.stream, 0) + 1
         if self.clock.wait(air, self.stop):  # the radio is busy for the frame's time on air
             return False
-        if q is not None and q.stream == "telemetry" and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
+        if q is not None and q.kind is wire.Kind.TELEMETRY and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
             self._sent_at_window[q.seq] = self.stats.frames_sent
             while len(self._sent_at_window) > 64:  # only recent windows can be reported on
                 self._sent_at_window.pop(next(iter(self._sent_at_window)))
@@ -362,14 +354,13 @@ class Transmitter:
 
     def listen_window(self) -> None:
         """Half duplex: listen for `window_s` flight seconds, handing each frame to `on_uplink`."""
-        receive = getattr(self.radio, "receive", None)
-        if receive is None or self.on_uplink is None:
-            return
+        if self.on_uplink is None or not self.radio.receives:
+            return  # no key, or a transmit-only radio: nothing to listen with
         self.stats.windows += 1
         end = self.clock.elapsed_s() + self.uplink_cfg.window_s
         left = self.uplink_cfg.window_s
         while True:  # at least one receive, however fast the bench clock runs
-            for frame in receive(left):
+            for frame in self.radio.receive(left):
                 self.stats.uplink_frames += 1
                 self.on_uplink(frame)
             left = end - self.clock.elapsed_s()

@@ -38,6 +38,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 
 class Mode(str, Enum):
     """Power mode; values are the LED pattern names in ``payload.outputs.PATTERNS``."""
@@ -71,13 +73,14 @@ _BY_RANK = tuple(Mode)
 # --- limits and inputs ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModeLimits:
+class ModeLimits(BaseModel):
     """Thresholds and dwell times; ``ModeLimits(**toml_table)`` takes a config table.
 
     Comparisons are strict: "enter below 3.55 V" means ``v < 3.55``, "leave above 3.70 V"
     means ``v > 3.70``; a value exactly on a threshold does neither.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # Battery voltage under load, 1S Li-ion (4.2 V full). The curve is flat from ~3.9 to
     # ~3.6 V and then falls steeply: under 3.55 V little charge is left at a Pi's load; under
@@ -103,8 +106,8 @@ class ModeLimits:
     enter_low_power_cpu_c: float = 80.0
     leave_low_power_cpu_c: float = 70.0
     # Seconds a condition must accumulate before stepping down, and hold before stepping up.
-    enter_s: float = 10.0
-    leave_s: float = 60.0
+    enter_s: float = Field(10.0, ge=0)
+    leave_s: float = Field(60.0, ge=0)
     # Plausible readings; anything else is a failed sensor or a bad conversion.
     battery_v_min: float = 2.5
     battery_v_max: float = 4.5
@@ -115,12 +118,8 @@ class ModeLimits:
     # The best mode allowed once landed: recovery may take days on one battery.
     landed_mode: Mode = Mode.LOW_POWER
 
-    def __post_init__(self) -> None:
-        for name in ("invalid_mode", "landed_mode"):
-            object.__setattr__(self, name, Mode(getattr(self, name)))  # TOML gives strings
-        for f, v in vars(self).items():
-            if not isinstance(v, Mode) and not (isinstance(v, (int, float)) and math.isfinite(v)):
-                raise ValueError(f"ModeLimits.{f} must be a finite number, got {v!r}")
+    @model_validator(mode="after")
+    def _ordered(self) -> ModeLimits:
         for kind in ("v", "soc", "battery_c"):
             el, ll = getattr(self, f"enter_low_power_{kind}"), getattr(self, f"leave_low_power_{kind}")
             es, ls = getattr(self, f"enter_survival_{kind}"), getattr(self, f"leave_survival_{kind}")
@@ -132,12 +131,11 @@ class ModeLimits:
                     f"leave_survival < leave_low_power; got {es}, {ls}, {el}, {ll}")
         if not self.leave_low_power_cpu_c < self.enter_low_power_cpu_c:
             raise ValueError("ModeLimits.leave_low_power_cpu_c must be below enter_low_power_cpu_c")
-        if self.enter_s < 0 or self.leave_s < 0:
-            raise ValueError("ModeLimits.enter_s and leave_s must be >= 0")
         if not (self.battery_v_min < self.battery_v_max and self.temp_min_c < self.temp_max_c):
             raise ValueError("ModeLimits plausible ranges need min < max")
         if self.invalid_mode is Mode.NOMINAL:
             raise ValueError("ModeLimits.invalid_mode cannot be nominal: an invalid reading counts as low")
+        return self
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -206,6 +206,13 @@ class PersonaWorker:
         self._cancelled = threading.Event()  # the daemon is stopping: no new worker, no waiting
         self._loading: mp.process.BaseProcess | None = None
 
+    def set_budget(self, timeout_s: float, n_threads: int, n_ctx: int) -> None:
+        """What the next musing may cost (payload/budget.py): its deadline at once; threads and
+        context at the worker's next start, since a loaded model keeps the ones it was given."""
+        self.timeout_s = timeout_s
+        self.n_threads = n_threads
+        self.n_ctx = min(n_ctx, self.bundle.manifest.model.context_length)
+
     # -- state
 
     @property

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 
 class Phase(str, Enum):
     PRE_LAUNCH = "pre-launch"
@@ -119,53 +121,43 @@ def pressure_altitude_m(pressure_hpa: float | None) -> float | None:
 # --- limits ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PhaseLimits:
+class PhaseLimits(BaseModel):
     """Thresholds, in metres, m/s and seconds; ``PhaseLimits(**toml_table)`` takes a config table."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+
     # rate estimate
-    window_s: float = 60.0  # line through this much history: ±15 m GPS noise gives ~±0.1 m/s
+    window_s: float = Field(60.0, gt=0)  # line through this much history: ±15 m GPS noise gives ~±0.1 m/s
     min_fit_samples: int = 3
     max_fit_samples: int = 40  # thinned beyond this: pairs grow as the square
-    min_fit_span_s: float = 20.0  # a shorter window is too noisy to act on
+    min_fit_span_s: float = Field(20.0, ge=0)  # a shorter window is too noisy to act on
     # glitch gate: free fall after a burst in thin air reaches ~100 m/s, nothing is faster
-    max_speed_m_s: float = 150.0
-    spike_m: float = 100.0  # allowance on top for GPS noise and quantisation
-    max_rejects: int = 3
+    max_speed_m_s: float = Field(150.0, gt=0)
+    spike_m: float = Field(100.0, ge=0)  # allowance on top for GPS noise and quantisation
+    max_rejects: int = Field(3, ge=0)
     # plausible readings
     gps_alt_min_m: float = -500.0
     gps_alt_max_m: float = 50_000.0
     # pre-launch -> ascent
-    launch_rate_m_s: float = 1.5
-    launch_dwell_s: float = 30.0
-    launch_height_m: float = 150.0
+    launch_rate_m_s: float = Field(1.5, gt=0)
+    launch_dwell_s: float = Field(30.0, ge=0)
+    launch_height_m: float = Field(150.0, gt=0)
     max_ground_alt_m: float = 6_000.0
     # ascent -> float
-    float_rate_m_s: float = 1.0
-    float_dwell_s: float = 300.0
+    float_rate_m_s: float = Field(1.0, gt=0)
+    float_dwell_s: float = Field(300.0, ge=0)
     float_min_alt_m: float = 10_000.0
     # ascent/float -> descent
     descent_rate_m_s: float = -3.0
-    descent_dwell_s: float = 20.0
+    descent_dwell_s: float = Field(20.0, ge=0)
     # descent -> landed
-    landed_rate_m_s: float = 0.5
-    landed_spread_m: float = 40.0
-    landed_dwell_s: float = 180.0
+    landed_rate_m_s: float = Field(0.5, gt=0)
+    landed_spread_m: float = Field(40.0, ge=0)
+    landed_dwell_s: float = Field(180.0, ge=0)
     landed_max_alt_m: float = 5_000.0
 
-    def __post_init__(self) -> None:
-        for f, v in vars(self).items():
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
-                raise ValueError(f"PhaseLimits.{f} must be a finite number, got {v!r}")
-        positive = ("window_s", "max_speed_m_s", "launch_rate_m_s", "launch_height_m", "float_rate_m_s",
-                    "landed_rate_m_s")
-        for f in positive:
-            if getattr(self, f) <= 0:
-                raise ValueError(f"PhaseLimits.{f} must be > 0")
-        for f in ("min_fit_span_s", "spike_m", "launch_dwell_s", "float_dwell_s", "descent_dwell_s",
-                  "landed_dwell_s", "landed_spread_m", "max_rejects"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"PhaseLimits.{f} must be >= 0")
+    @model_validator(mode="after")
+    def _consistent(self) -> PhaseLimits:
         if not 2 <= self.min_fit_samples <= self.max_fit_samples:
             raise ValueError("PhaseLimits needs 2 <= min_fit_samples <= max_fit_samples (a line needs two points)")
         if self.min_fit_span_s > self.window_s:
@@ -176,6 +168,7 @@ class PhaseLimits:
             raise ValueError("PhaseLimits.descent_rate_m_s must be faster than -landed_rate_m_s")
         if not self.gps_alt_min_m < self.gps_alt_max_m:
             raise ValueError("PhaseLimits.gps_alt_min_m must be below gps_alt_max_m")
+        return self
 
 
 @dataclass(frozen=True)

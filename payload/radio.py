@@ -6,8 +6,8 @@ returns the frames heard (the uplink, asked for in the link's listen windows).
 * `LoRaUartRadio` — a UART LoRa module in transparent mode (Ebyte E32/E22 style),
   with its M0/M1 mode pins and AUX busy line on GPIO through gpiozero.
 
-`make_radio(cfg.radio)` builds the one the configuration names: one class per
-backend, each built from the section by the function registered for it in `RADIOS`. Serial parts take a port
+`payload.radios.make_radio(cfg.radio)` builds the one the configuration names (an SX127x on
+SPI is `payload/lora_sx127x.py`). Serial parts take a port
 name or any pyserial URL (`/dev/serial0`, `loop://`, `socket://host:port`), GPIO
 parts take gpiozero pin names and an optional pin factory, so the tests run the
 real code against `loop://`, a pseudo-terminal and gpiozero's `MockFactory`.
@@ -31,7 +31,7 @@ import structlog
 
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
-from .config import parse_hostport
+from .clock import Clock
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,12 @@ CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether clo
 
 
 class Radio(Protocol):
+    receives: bool  # False: transmit only (no uplink, no listen windows)
+
     def send(self, frame: bytes) -> None: ...
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        """Frames heard within `timeout_s` (the uplink's listen window); blocks that long at most."""
 
     def close(self) -> None: ...
 
@@ -52,8 +57,9 @@ class UdpRadio:
     """One datagram per frame to HOST:PORT. `clock` times the uplink's waits (flight seconds) and
     makes the socket: on the bench's lockstep, one whose datagrams the bench's time waits for."""
 
+    receives = True
+
     def __init__(self, host: str, port: int, clock=None):
-        from .clock import Clock
 
         self.address = (host, port)
         self.clock = clock or Clock()
@@ -102,6 +108,8 @@ class KissRadio:
     Writes give up after `write_timeout_s` (a TNC holding the line with flow control)
     rather than blocking the transmitter for ever.
     """
+
+    receives = True
 
     RECEIVE_POLL_S = 0.05  # longest one read blocks inside receive()
 
@@ -185,6 +193,8 @@ class LoRaUartRadio:
     at most `packet_bytes` of an unfinished burst, and the last `rx_queue_frames` frames
     not yet asked for (older ones are dropped and counted in `errors`).
     """
+
+    receives = True
 
     MODES: dict[str, tuple[bool, bool]] = {"normal": (False, False), "sleep": (True, True), "config": (True, True)}
     # Ebyte: the pins are read ~1 ms after they change, and the manual asks for ~2 ms after AUX
@@ -423,23 +433,3 @@ class LoRaUartRadio:
         for part in reversed(self._opened):
             part.close()
         self._opened.clear()
-
-
-def _udp_from_config(cfg, clock=None) -> UdpRadio:
-    return UdpRadio(*parse_hostport(cfg.udp), clock=clock)
-
-
-# One entry per `radio.kind`; config.RadioSection's Literal lists the same names.
-RADIOS: dict[str, Callable[..., Radio]] = {
-    "udp": _udp_from_config,
-    "kiss": KissRadio.from_config,
-    "lora_uart": LoRaUartRadio.from_config,
-}
-
-
-def make_radio(cfg, clock=None) -> Radio:
-    """The radio `cfg` (a `RadioSection`) names, opened; `RadioError` if it cannot be. `clock`
-    (the daemon's) times the UDP radio's uplink waits."""
-    if cfg.kind == "udp":
-        return _udp_from_config(cfg, clock)
-    return RADIOS[cfg.kind](cfg)

@@ -36,10 +36,11 @@ import unicodedata
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from random import Random
-from typing import Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable
 
 import structlog
 import tenacity
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from stratoecho.wire.uplink import ApiStatus
 
@@ -53,39 +54,36 @@ _QUERY_IN_LINE_CHARS = 40
 # --------------------------------------------------------------------------- policy
 
 
-@dataclass(frozen=True)
-class ReachPolicy:
+Seconds = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class ReachPolicy(BaseModel):
     """Every timing and limit of Reach, in seconds of the clock Reach is given."""
 
-    answer_timeout_s: float = 600.0  # one attempt: the record may wait behind telemetry, then a listen window
-    overall_deadline_s: float = 3600.0  # first send to giving up, all attempts
-    max_attempts: int = 3
-    retry_initial_s: float = 120.0  # delay before the 2nd attempt; doubles each time
-    retry_max_s: float = 900.0
-    retry_jitter_s: float = 60.0  # added at random; at most retry_initial_s keeps delays growing
-    failures_to_open: int = 5  # consecutive failures that open an API's breaker
-    cooldown_s: float = 1800.0  # open -> half-open
-    max_outstanding: int = 2  # requests in flight, all APIs together: airtime is scarce
-    max_query_bytes: int = 120  # UTF-8; keeps the request record inside one frame at MTU 255
-    max_answer_chars: int = 160  # answer text kept for the prompt
-    history: int = 32  # outcomes kept for recent_outcomes()
-    remember_finished: int = 256  # finished seqs kept to tell late/duplicate answers from unknown ones
-    every_n_musings: int = 10  # consider(): at most one request per this many musings
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
-    def __post_init__(self) -> None:
-        for name in ("answer_timeout_s", "overall_deadline_s", "retry_initial_s", "retry_max_s",
-                     "retry_jitter_s", "cooldown_s"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
-        for name in ("max_attempts", "failures_to_open", "max_outstanding", "max_query_bytes",
-                     "max_answer_chars", "history", "remember_finished", "every_n_musings"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    answer_timeout_s: Seconds = 600.0  # one attempt: the record may wait behind telemetry, then a listen window
+    overall_deadline_s: Seconds = 3600.0  # first send to giving up, all attempts
+    max_attempts: Count = 3
+    retry_initial_s: Seconds = 120.0  # delay before the 2nd attempt; doubles each time
+    retry_max_s: Seconds = 900.0
+    retry_jitter_s: Seconds = 60.0  # added at random; at most retry_initial_s keeps delays growing
+    failures_to_open: Count = 5  # consecutive failures that open an API's breaker
+    cooldown_s: Seconds = 1800.0  # open -> half-open
+    max_outstanding: Count = 2  # requests in flight, all APIs together: airtime is scarce
+    max_query_bytes: Count = 120  # UTF-8; keeps the request record inside one frame at MTU 255
+    max_answer_chars: Count = 160  # answer text kept for the prompt
+    history: Count = 32  # outcomes kept for recent_outcomes()
+    remember_finished: Count = 256  # finished seqs kept to tell late/duplicate answers from unknown ones
+    every_n_musings: Count = 10  # consider(): at most one request per this many musings
+
+    _wait: Any = PrivateAttr()
+
+    def model_post_init(self, _context: Any) -> None:
         # tenacity's own strategy, built once; `initial` is deprecated there in favour of `multiplier`.
-        object.__setattr__(self, "_wait", tenacity.wait_exponential_jitter(
-            multiplier=self.retry_initial_s, max=self.retry_max_s, jitter=self.retry_jitter_s))
+        self._wait = tenacity.wait_exponential_jitter(multiplier=self.retry_initial_s, max=self.retry_max_s,
+                                                      jitter=self.retry_jitter_s)
 
     def retry_delay_s(self, attempts_made: int) -> float:
         """Seconds to wait, after attempt `attempts_made` went unanswered, before the next:

@@ -45,4 +45,11 @@ def fresh(r: Readings) -> Readings:
 
 
 class Sensors(Protocol):
+    """What the daemon reads the world through (payload/devices.py on a Pi)."""
+
+    battery_temp_fitted: bool  # a sensor on the battery: the mode ladder leaves out what is not fitted
+
     def read(self) -> Readings: ...
+
+    def restart(self) -> None:
+        """Flight time starts now (a bench launch): forget what was read before it."""

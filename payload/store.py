@@ -43,6 +43,7 @@ from pathlib import Path
 import apsw
 import structlog
 
+from stratoecho.wire import Kind
 from stratoecho.wire.events import Event, event
 
 from .card import CardWatch, is_no_space
@@ -59,18 +60,30 @@ class Stream:
     durable: bool  # committed before enqueue returns
 
 
-# Telemetry first (the newest sentence; older ones wait as a backlog with images),
-# then events, musings and API requests, then health, then images and bulk.
-STREAMS: dict[str, Stream] = {
-    "telemetry": Stream(0, durable=False),
-    "event": Stream(1, durable=True),
-    "musing": Stream(2, durable=True),
-    "api_request": Stream(2, durable=True),
-    "health": Stream(3, durable=False),
-    "image": Stream(4, durable=False),
+# One stream per wire kind. Telemetry first (the newest sentence; older ones wait as a
+# backlog with images), then events, musings and API requests, then health, then images.
+STREAMS: dict[Kind, Stream] = {
+    Kind.TELEMETRY: Stream(0, durable=False),
+    Kind.EVENT: Stream(1, durable=True),
+    Kind.MUSING: Stream(2, durable=True),
+    Kind.API_REQUEST: Stream(2, durable=True),
+    Kind.HEALTH: Stream(3, durable=False),
+    Kind.IMAGE: Stream(4, durable=False),
 }
 BACKLOG_PRIORITY = 4  # telemetry superseded by a newer sentence
-PRIORITY = {name: s.priority for name, s in STREAMS.items()}
+
+
+def stream_name(kind: Kind) -> str:
+    """The kind as the queue's `stream` column, its counters and its statistics name it."""
+    return kind.name.lower()
+
+
+def kind_of(name: str) -> Kind:
+    return Kind[name.upper()]
+
+
+PRIORITY = {stream_name(k): s.priority for k, s in STREAMS.items()}
+_DURABLE = {stream_name(k) for k, s in STREAMS.items() if s.durable}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -121,13 +134,23 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class Queued:
+    """A stored record: its kind's bytes as they go on air (a sentence, or a record's body)."""
+
     id: int
-    stream: str
+    kind: Kind
     boot: int
     seq: int
     created: float
     payload: bytes
     send_count: int
+
+    @classmethod
+    def row(cls, id: int, stream: str, *rest) -> Queued:
+        return cls(id, kind_of(stream), *rest)
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.kind)
 
 
 @dataclass
@@ -469,7 +492,7 @@ class Store:
             for stream, boot, seq, created, payload, state in self.db.execute(
                     "SELECT stream, boot, seq, created, payload, state FROM records "
                     "WHERE state != 'acknowledged' ORDER BY id"):
-                if stream in STREAMS:
+                if stream in PRIORITY:
                     self._hold(stream, boot, seq, created, payload, state == "sent")
                     salvaged += 1
         except apsw.Error:
@@ -622,15 +645,16 @@ class Store:
 
     # ------------------------------------------------------------------ queue
 
-    def enqueue(self, stream: str, boot: int, build_payload, created: float | None = None) -> tuple[int, bytes]:
-        """Number and store one record; returns (seq, payload).
+    def enqueue(self, kind: Kind, boot: int, build_payload, created: float | None = None) -> tuple[int, bytes]:
+        """Number and store one record of `kind` (its own stream); returns (seq, payload).
 
         `build_payload(seq) -> bytes` makes the record's bytes once its sequence number is
         known. Durable streams are on the card when this returns; batched streams at the
         next commit. If the card refuses the write the record is held in memory (degraded)
         and written later: nothing accepted is dropped for a fault of the card."""
-        if stream not in STREAMS:
-            raise StoreError(f"unknown stream {stream!r}; known: {', '.join(STREAMS)}")
+        if kind not in STREAMS:
+            raise StoreError(f"unknown record kind {kind!r}; known: {', '.join(map(stream_name, STREAMS))}")
+        stream = stream_name(kind)
         created = self.clock() if created is None else created
         with self._lock:
             if self._held_back():
@@ -643,7 +667,7 @@ class Store:
                     return made[0]
 
                 try:
-                    return self._op(insert, durable=STREAMS[stream].durable)
+                    return self._op(insert, durable=stream in _DURABLE)
                 except _WRITE_FAULTS as e:
                     self._write_failed(e)
                     if made:  # the insert went into the batch, the commit failed: it is held now
@@ -663,7 +687,7 @@ class Store:
         self.db.execute(
             "INSERT INTO records (stream, priority, boot, seq, created, payload, state, send_count) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (stream, STREAMS[stream].priority, boot, seq, created, payload,
+            (stream, PRIORITY[stream], boot, seq, created, payload,
              "sent" if sent else "queued", int(sent)))
         self._batch_rows.append((stream, boot, seq, created, payload, sent))
         self._bytes_by_stream[stream] = self._bytes_by_stream.get(stream, 0) + len(payload)
@@ -686,7 +710,7 @@ class Store:
     def _hold(self, stream: str, boot: int, seq: int, created: float, payload: bytes, sent: bool = False) -> None:
         if len(self._memory) >= self.memory_limit:
             # Full even in memory: let the least precious go (the lowest priority, oldest).
-            victim = max(self._memory, key=lambda i: (STREAMS[self._memory[i][0]].priority, -self._memory[i][3]))
+            victim = max(self._memory, key=lambda i: (PRIORITY[self._memory[i][0]], -self._memory[i][3]))
             self.evicted[self._memory[victim][0]] = self.evicted.get(self._memory[victim][0], 0) + 1
             del self._memory[victim]
         self._memory_ids -= 1
@@ -719,11 +743,11 @@ class Store:
             self._evict_until(lambda: self._bytes_by_stream.get(stream, 0) <= limit, (stream,), keep_id)
         total = self.budgets.total
         if total is not None and sum(self._bytes_by_stream.values()) > total:
-            self._evict_until(lambda: sum(self._bytes_by_stream.values()) <= total, tuple(STREAMS), keep_id)
+            self._evict_until(lambda: sum(self._bytes_by_stream.values()) <= total, tuple(PRIORITY), keep_id)
         if not self._on_card:
             # In RAM the bound is memory_records, as for records held while the card refuses writes.
             if self.db.execute("SELECT count(*) FROM records").fetchall()[0][0] > self.memory_limit:
-                self._evict_until(lambda: False, tuple(STREAMS), keep_id, rounds=1)
+                self._evict_until(lambda: False, tuple(PRIORITY), keep_id, rounds=1)
             return
         if self.budgets.min_free:
             free = self._free_or_none()
@@ -748,7 +772,7 @@ class Store:
             self._min_free_unreachable = True
             return
         self._min_free_unreachable = False
-        self._evict_until(lambda: False, tuple(STREAMS), keep_id, rounds=1)
+        self._evict_until(lambda: False, tuple(PRIORITY), keep_id, rounds=1)
 
     def _file_bytes(self) -> int:
         """What the store's files take on the card (the database and its WAL)."""
@@ -805,14 +829,14 @@ class Store:
                 f"SELECT {_COLUMNS}, state FROM records WHERE stream = 'telemetry' "
                 "ORDER BY boot DESC, seq DESC LIMIT 1").fetchall()
             best = (rows[0][2], rows[0][3]) if rows else (-1, -1)
-            newest = Queued(*rows[0][:7]) if rows and rows[0][7] == "queued" else None
+            newest = Queued.row(*rows[0][:7]) if rows and rows[0][7] == "queued" else None
             for mid, (stream, boot, seq, created, payload, sent) in self._memory.items():
                 if stream == "telemetry" and (boot, seq) > best:
                     best = (boot, seq)
-                    newest = None if sent else Queued(mid, stream, boot, seq, created, payload, 0)
+                    newest = None if sent else Queued.row(mid, stream, boot, seq, created, payload, 0)
         return newest if newest is not None and newest.id not in exclude else None
 
-    def queued(self, limit: int = 1, streams: tuple[str, ...] | None = None, exclude: tuple[int, ...] = (),
+    def queued(self, limit: int = 1, kinds: tuple[Kind, ...] | None = None, exclude: tuple[int, ...] = (),
                backlog_only: bool = False) -> list[Queued]:
         """Queued records in sending order.
 
@@ -824,6 +848,7 @@ class Store:
         records the radio already has in hand, `backlog_only` the current sentence (which the
         radio sends alone); records held in memory while the card refuses writes come after
         the card's."""
+        streams = tuple(map(stream_name, kinds)) if kinds else None
         return self._reading(lambda: self._queued(limit, streams, exclude, backlog_only))
 
     def _queued(self, limit: int, streams: tuple[str, ...] | None, exclude: tuple[int, ...],
@@ -849,17 +874,17 @@ class Store:
                 "ELSE priority - (? - created) / ? END, created, id LIMIT ?",
                 (*args, newest[0][0] if newest else None, now, self.aging_s, now, self.aging_s, limit),
             ).fetchall()
-            out = [Queued(*row) for row in rows]
+            out = [Queued.row(*row) for row in rows]
             held = sorted(
-                (Queued(mid, r[0], r[1], r[2], r[3], r[4], 0) for mid, r in self._memory.items()
+                (Queued.row(mid, r[0], r[1], r[2], r[3], r[4], 0) for mid, r in self._memory.items()
                  if not r[5] and mid not in exclude and (not streams or r[0] in streams)
                  and not (backlog_only and r[0] == "telemetry")),
-                key=lambda q: (STREAMS[q.stream].priority, -q.created if q.stream == "telemetry" else q.created))
+                key=lambda q: (STREAMS[q.kind].priority, -q.created if q.kind is Kind.TELEMETRY else q.created))
         return (out + held)[:limit]
 
-    def find(self, stream: str, boot: int, seq: int) -> tuple[Queued, str] | None:
+    def find(self, kind: Kind, boot: int, seq: int) -> tuple[Queued, str] | None:
         """One record and its state, for a repair request from the ground."""
-        return self._reading(lambda: self._find(stream, boot, seq))
+        return self._reading(lambda: self._find(stream_name(kind), boot, seq))
 
     def _find(self, stream: str, boot: int, seq: int) -> tuple[Queued, str] | None:
         with self._lock:
@@ -867,10 +892,10 @@ class Store:
                 f"SELECT {_COLUMNS}, state FROM records WHERE stream = ? AND boot = ? AND seq = ?",
                 (stream, boot, seq)).fetchall()
             if rows:
-                return Queued(*rows[0][:7]), rows[0][7]
+                return Queued.row(*rows[0][:7]), rows[0][7]
             for mid, r in self._memory.items():
                 if (r[0], r[1], r[2]) == (stream, boot, seq):
-                    return Queued(mid, *r[:5], int(r[5])), "sent" if r[5] else "queued"
+                    return Queued.row(mid, *r[:5], int(r[5])), "sent" if r[5] else "queued"
         return None
 
     def mark_sent(self, record_id: int) -> None:
@@ -888,14 +913,14 @@ class Store:
             except _WRITE_FAULTS as e:
                 self._write_failed(e)
 
-    def acknowledge(self, stream: str, boot: int, up_to_seq: int, from_seq: int = 0) -> int:
-        """The ground holds every record of `stream` and `boot` from `from_seq` to `up_to_seq`:
+    def acknowledge(self, kind: Kind, boot: int, up_to_seq: int, from_seq: int = 0) -> int:
+        """The ground holds every record of `kind` and `boot` from `from_seq` to `up_to_seq`:
         durable, never sent again, and the first to go when space is short. Returns how many
         records changed state."""
         def work():
             self.db.execute(
                 "UPDATE records SET state = 'acknowledged' WHERE stream = ? AND boot = ? AND seq BETWEEN ? AND ? "
-                "AND state != 'acknowledged'", (stream, boot, from_seq, up_to_seq))
+                "AND state != 'acknowledged'", (stream_name(kind), boot, from_seq, up_to_seq))
             return self.db.changes()
         with self._lock:
             try:

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -30,11 +31,19 @@ from pathlib import Path
 
 import structlog
 
+from payload.clock import flight_clock
+from payload.devices import Devices, HardwareSensors
+from payload.hardware import Hardware
+from payload.pi_health import PiHealth
+from stratoecho.config import parse_hostport
+
 from . import atmosphere
 from .camera_sim import SimCameraBackend
 from .gps_sim import FakeUblox, SimFix
 from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
 from .power import PowerModel, PowerPlan
+from .scenarios import flight_for
+from .sx127x_sim import Sx127xChip
 from .world import Flight
 
 log = structlog.get_logger(__name__)
@@ -394,13 +403,6 @@ def open_bench(cfg, data_dir: Path):
     payload's own drivers over this world's parts — an NMEA pseudo-terminal, register-level I2C,
     a simulated camera, mock GPIO pins, a simulated card and sysfs — on the bench's clock.
     `cfg.sim` chooses the flight (scenario, seed), its faults and the world clock to rejoin."""
-    from payload.clock import flight_clock
-    from payload.devices import Devices, HardwareSensors
-    from payload.hardware import Hardware
-    from payload.pi_health import PiHealth
-
-    from .scenarios import flight_for
-
     faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
     flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
     # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
@@ -420,9 +422,46 @@ def open_bench(cfg, data_dir: Path):
                       flight_clock=clock)
     sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
     pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
+    open_spi = _simulated_chip(cfg, clock, bench.pins) if cfg.radio.kind == "sx127x" else None
     # On the lockstep a capture takes no flight time however long the bench machine renders;
     # on a free-running accelerated clock it is at least a wall second of flight seconds.
     return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
                     flight_s=flight.duration_s + 300, launches=True, rejoined=rejoined,
-                    camera_min_timeout_s=0.0 if clock.lockstep else clock.speedup * 1.0,
+                    camera_min_timeout_s=0.0 if clock.lockstep else clock.speedup * 1.0, open_spi=open_spi,
                     closers=[bench.close, sensors.close])
+
+
+def _simulated_chip(cfg, clock, pins):
+    """The SPI bus with a simulated SX1278 on it (sim/sx127x_sim.py): what the chip keys goes to
+    `cfg.sim.air` (the bench channel) as a datagram, what comes back reaches its antenna, and it
+    hears it only while the driver has it listening. DIO0 drives the configured mock pin."""
+    if not cfg.sim.air:
+        raise ValueError("a simulated SX127x needs the bench's air: run with --udp HOST:PORT (sim fly passes it)")
+    host, port = parse_hostport(cfg.sim.air)
+    sock = clock.udp_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+    def transmit(packet: bytes, settings) -> None:
+        try:
+            sock.sendto(packet, (host, port))
+        except OSError:
+            pass  # nobody listening: the packet was on the air all the same
+
+    def listen() -> list[bytes]:
+        heard = []
+        sock.setblocking(False)  # what has arrived, without waiting (the lockstep's clock delivers it)
+        while True:
+            try:
+                heard.append(sock.recvfrom(65535)[0])
+            except (BlockingIOError, OSError):
+                return heard
+
+    dio0 = pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
+    chip = Sx127xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, dio0_pin=dio0,
+                      pa_boost_only=True)
+
+    def open_spi(bus: int, device: int):
+        if (bus, device) != (cfg.radio.spi_bus, cfg.radio.spi_device):
+            raise OSError(2, f"no SPI device {bus}.{device} on the bench")
+        return chip.spi()
+
+    return open_spi

@@ -13,8 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+from stratoecho.wire import Kind
+
 # Effective memory bandwidth llama.cpp sees (docs/figures.md), for the predicted tokens/s.
 BOARD_BANDWIDTH_GB_S = {"Pi Zero 2 W": 1.1, "Pi 4": 3.9, "Pi 5": 10.0}
+
+SENTENCE = b"$$STRATO1,%d,12:00:00,52.1,-0.1,12345,9,-40.5,180.2,3890,1*ABCD\n"  # a full-length sentence
 
 
 def _rate(fn, min_s: float = 0.5) -> float:
@@ -51,8 +55,8 @@ def bench_store() -> list[tuple]:
     with tempfile.TemporaryDirectory() as d:
         s = Store(Path(d) / "q.db")
         b = s.start_boot()
-        durable = _rate(lambda: s.enqueue("musing", b, lambda q: b"a thought " * 28))
-        batched = _rate(lambda: s.enqueue("telemetry", b, lambda q: b"$$STRATO1,1*0000\n"))
+        durable = _rate(lambda: s.enqueue(Kind.MUSING, b, lambda q: b"a thought " * 28))
+        batched = _rate(lambda: s.enqueue(Kind.TELEMETRY, b, lambda q: b"$$STRATO1,1*0000\n"))
         s.close()
     hour, synced = _flight_hour_io(flush_s=None), _flight_hour_io(flush_s=0.0)
     return [
@@ -83,15 +87,15 @@ def _flight_hour_io(flush_s: float | None):
         boot = store.start_boot()
         for t in range(0, 3600, tel):
             now[0] += tel
-            store.enqueue("telemetry", boot, lambda q: b"$$STRATO1,%d,12:00:00,52.1,-0.1,12345,9,-40.5,180.2,3890,1*ABCD\n" % q)
+            store.enqueue(Kind.TELEMETRY, boot, lambda q: SENTENCE % q)
             if t % mus == 0:
-                store.enqueue("musing", boot, lambda q: bytes(4) + b"the horizon curves " * 14)
+                store.enqueue(Kind.MUSING, boot, lambda q: bytes(4) + b"the horizon curves " * 14)
             if t % hea == 0:
-                store.enqueue("health", boot, lambda q: bytes(4) + bytes(40))
+                store.enqueue(Kind.HEALTH, boot, lambda q: bytes(4) + bytes(40))
             while (q := store.current_telemetry() or store.next_queued()) is not None:
                 store.mark_sent(q.id)
             if t % window == 0:
-                store.acknowledge("musing", boot, 10**9)
+                store.acknowledge(Kind.MUSING, boot, 10**9)
             store.maybe_flush()
         store.close()
         return vfs.total()

@@ -39,6 +39,7 @@ import structlog
 
 from .loss import LossSpec
 from .radio_channel import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position, RadioChannel
+from .world import Flight, FlightPlan
 
 __all__ = ["UPLINK_SEED", "Channel", "ChannelStats", "WorldClock", "balloon_position", "launch_station"]
 
@@ -103,15 +104,11 @@ class WorldClock:
 
 def launch_station(seed: int = 1) -> GroundStation:
     """The default receiver: at the launch site of the bench flight."""
-    from .world import FlightPlan
-
     plan = FlightPlan(seed=seed)
     return GroundStation("home", plan.launch_lat, plan.launch_lon, plan.launch_alt_m)
 
 
 def balloon_position(seed: int = 1) -> Callable[[float], Position]:
-    from .world import Flight, FlightPlan
-
     flight = Flight(FlightPlan(seed=seed))
     return lambda t: (*flight.position(t), flight.altitude_m(t))
 

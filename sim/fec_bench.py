@@ -1,12 +1,12 @@
 """`make bench` figures for the erasure code: musings sent through a bursty channel.
 
-`delivery_rows` sends 2,000 musings (150-280 random characters plus the 4-byte time, so
-154-284 bytes) through sim/loss.py's seeded Gilbert–Elliott channel at 10, 30 and 50 % mean
+`delivery_rows` sends 2,000 musings (150-280 random characters plus the 4-byte time and the
+4-byte record check, so 158-288 bytes) through sim/loss.py's seeded Gilbert–Elliott channel at 10, 30 and 50 % mean
 loss in bursts of 4 frames, and reports the share delivered complete and the bytes on air
 per delivered byte against the erasure bound 1/(1-p). Every musing is really encoded, and
 really decoded from the shards that survived, and checked against what was sent.
 
-- Each musing is cut as the link cuts it: k = ceil(len/240) data shards (240 bytes at
+- Each musing is cut as the link cuts it, sealed with its check: k = ceil(len/240) data shards (240 bytes at
   most, what a 255-byte frame leaves) plus m parity shards; every shard rides in its own
   frame with 15 bytes of header and CRC. (`shard_bytes`/`header_bytes` change that.)
 - Interleaving: musings go out in groups of `depth`; each one's n fragments are spread evenly
@@ -37,9 +37,10 @@ import struct
 import time
 from dataclasses import dataclass
 
+from sim.loss import GilbertElliott, LossSpec
 from stratoecho.wire import fec
-from stratoecho.wire.common import DEFAULT_MTU
-from stratoecho.wire.records import CRC_BYTES, HEADER_BYTES, shard_capacity
+from stratoecho.wire.common import DEFAULT_MTU, Kind
+from stratoecho.wire.records import CRC_BYTES, HEADER_BYTES, record_check, shard_capacity
 
 # The real link's geometry: 255-byte frames, 15 bytes of header and CRC, 240 of shard.
 LINK_SHARD_BYTES = shard_capacity(DEFAULT_MTU)
@@ -67,7 +68,8 @@ def _musings(rng: random.Random, count: int) -> list[bytes]:
     out = []
     for i in range(count):
         text = bytes(rng.choice(_ALPHABET) for _ in range(rng.randint(150, 280)))
-        out.append(struct.pack(">I", 1767225600 + 60 * i) + text)
+        body = struct.pack(">I", 1767225600 + 60 * i) + text
+        out.append(body + struct.pack(">I", record_check(Kind.MUSING, 1, i, body)))
     return out
 
 
@@ -98,8 +100,6 @@ def simulate(
     of each musing it holds (a perfect, free uplink: an optimistic assumption), and every musing
     still short of k gets fresh parity: its deficit d plus `parity_for(d, p, repair_target)`.
     """
-    from sim.loss import GilbertElliott, LossSpec
-
     if not 1 <= shard_bytes <= MAX_CHUNK:
         raise ValueError(f"shard_bytes must be 1..{MAX_CHUNK}, got {shard_bytes}")
     if depth < 1:

@@ -34,6 +34,7 @@ import structlog
 from groundstation.uplink import generate_key_file
 
 from .bench_hardware import Fault
+from .flight_report import summarise, write_flight_report
 from .loss import LossSpec
 from .scenarios import Scenario, flight_for, scenario
 from .supervisor import PAYLOAD_UNIT, Supervisor, UnitError, kill_group, parse_unit
@@ -645,8 +646,6 @@ def merged_stats(payload_dir: Path) -> dict:
 
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
                  flyer: Flyer | None = None, clock_stats: dict | None = None) -> dict:
-    from .flight_report import summarise, write_flight_report
-
     out = opts.out
     stats = merged_stats(out / "payload")
     channel = json.loads((out / "channel.json").read_text())

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from stratoecho.clock import Clock
+
 
 @dataclass(frozen=True)
 class SimFix:
@@ -126,8 +128,6 @@ class FakeUblox:
         # On the bench's lockstep clock (`clock`) the module is one of its tasks: epochs fall on
         # flight seconds (`period_s` is then flight time) and what the driver writes is read in
         # turn. Without one it keeps the system's time.
-        from stratoecho.clock import Clock
-
         self._clock = clock or Clock()
         self._closing = self._clock.event()
         self._thread = self._clock.thread(self._run, "fake-ublox")

@@ -45,12 +45,19 @@ from pathlib import Path
 
 import structlog
 
+from groundstation.decoder import FrameDecoder
+from groundstation.listen import RepairLink
+from groundstation.uplink import generate_key_file
+from payload.assembly import build_daemon
+from payload.config import PayloadConfig
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.clock import Clock
+from stratoecho.wire import Kind, data_shards
 from stratoecho.wire.uplink import CommandId
 
 from .loss import GilbertElliott, LossSpec
+from .world import SimSensors
 
 UPLINK_SEED = 0x55504C4B  # as sim/channel.py: the uplink's losses have their own random stream
 START_UTC = datetime(2026, 1, 1, tzinfo=timezone.utc)  # fixed, so the same seed gives the same bytes
@@ -93,10 +100,13 @@ class CoarseSensors:
     at every read, which would dominate a 14-hour run, and a sentence's length hardly
     changes within minutes."""
 
-    def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0):
-        from .world import SimSensors
+    battery_temp_fitted = True
 
+    def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0):
         self.world, self.clock, self.every_s = SimSensors(clock, seed), clock, every_s
+        self._last, self._at = None, -math.inf
+
+    def restart(self) -> None:
         self._last, self._at = None, -math.inf
 
     def read(self):
@@ -185,8 +195,6 @@ class SimGround:
     """The ground station's receive path as `groundstation.listen` runs it, minus the database."""
 
     def __init__(self, repair, run: LinkRun):
-        from groundstation.decoder import FrameDecoder
-
         self.decoder = FrameDecoder()
         self.repair = repair  # a RepairLink, or None without uplink
         self.run = run
@@ -211,6 +219,8 @@ class SimGround:
 class SimRadio:
     """The payload's radio: frames go through the downlink loss to the ground at once;
     `receive` hands over what the ground answered and the uplink loss spared."""
+
+    receives = True
 
     def __init__(self, clock: VirtualClock, radio_cfg, downlink: GilbertElliott,
                  uplink: GilbertElliott, ground: SimGround, run: LinkRun):
@@ -281,11 +291,6 @@ def simulate(
     replaces the ground's default `NackPlanner()`; `prepare(daemon, repair, folder)` runs
     before the flight (a test queues commands in a ground outbox there). Without `uplink`
     the payload never listens: parity alone."""
-    from groundstation.listen import RepairLink
-    from groundstation.uplink import generate_key_file
-    from payload.config import PayloadConfig
-    from payload.daemon import Daemon
-
     cfg = PayloadConfig()
     if configure is not None:
         configure(cfg)
@@ -308,7 +313,7 @@ def simulate(
             repair.send = ground.send
         radio = SimRadio(clock, cfg.radio, GilbertElliott(spec, seed), GilbertElliott(spec, seed ^ UPLINK_SEED),
                          ground, run)
-        daemon = Daemon(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
+        daemon = build_daemon(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
         if prepare is not None:
             prepare(daemon, repair, tmp)
         try:
@@ -338,7 +343,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
         if end is None and now >= next_musing:
             text = _musing_text(rng)
             created = int(clock.now().timestamp())
-            seq, _ = store.enqueue("musing", boot,
+            seq, _ = store.enqueue(Kind.MUSING, boot,
                                    lambda s, created=created, text=text:
                                    wire.Record(wire.Kind.MUSING, boot, s, created, text).body())
             run.texts[seq] = text
@@ -349,7 +354,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
             due = [next_beacon, next_health] + ([next_musing] if end is None else [])
             clock.advance_to(min(due))
     run.flight_s = clock.elapsed_s()
-    run.left_queued = sum(1 for q in store.queued(limit=10**6, streams=("musing",)))
+    run.left_queued = sum(1 for q in store.queued(limit=10**6, kinds=(Kind.MUSING,)))
 
 
 def _next_due(due: float, period_s: float, now: float) -> float:
@@ -359,8 +364,6 @@ def _next_due(due: float, period_s: float, now: float) -> float:
 
 
 def _count(daemon, repair, run: LinkRun, cfg) -> None:
-    from stratoecho.wire import data_shards
-
     tx = daemon.transmitter
     mtu, r = cfg.radio.mtu, cfg.radio
     run.musings = len(run.texts)

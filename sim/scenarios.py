@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from .orbit_world import OrbitFlight
+from .world import Flight, FlightPlan
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -66,11 +69,7 @@ def scenario(name: str) -> Scenario:
 
 def flight_for(name: str, seed: int):
     """The world of scenario `name`: a sim.world.Flight (or the orbit's stand-in) for `seed`."""
-    from .world import Flight, FlightPlan
-
     s = scenario(name)
     if s.profile == "orbit":
-        from .orbit_world import OrbitFlight
-
         return OrbitFlight(seed=seed, **s.plan)
     return Flight(FlightPlan(seed=seed, **s.plan))

@@ -18,8 +18,11 @@ import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from payload.config import load_config
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
+
+from .fly import FlyOptions, fly
 
 RSS_GROWTH_LIMIT = 0.05  # 5 % between the first and the last hour after warm-up
 WARM_UP_S = 3600.0  # the model's pages, the store's cache and the interpreter settle in the first hour
@@ -153,10 +156,6 @@ def soak(out: Path, config: Path, hours: float, persona: Path | None, seed: int 
     """Fly `config` for `hours` of flight time under the shipped unit, then judge it: on the
     bench's clock (`speedup` None: as fast as the machine allows, or at most N times real time),
     or at real time (1)."""
-    from payload.config import load_config
-
-    from .fly import FlyOptions, fly
-
     fly(FlyOptions(out=out, persona=persona, minutes=hours * 60, speedup=speedup, seed=seed, overwrite=overwrite,
                    config=config, quiet=quiet))
     verdict = check(out, load_config(config))

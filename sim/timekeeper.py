@@ -35,6 +35,8 @@ from pathlib import Path
 
 import structlog
 
+from stratoecho.clock import ENV
+
 log = structlog.get_logger(__name__)
 
 TURN_TIMEOUT_S = 120.0  # wall seconds one process may hold the turn (loading a model or one generation included)
@@ -99,8 +101,6 @@ class Timekeeper:
 
     def env(self) -> dict[str, str]:
         """What a process needs in its environment to join."""
-        from stratoecho.clock import ENV
-
         return {ENV: str(self.path)}
 
     def at(self, t_s: float, action: Callable[[], None]) -> None:

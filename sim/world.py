@@ -294,9 +294,14 @@ class SimSensors:
     the daemon and the link bench; `payload run --sim` reads the world through the real
     drivers instead (sim/bench_hardware.py)."""
 
+    battery_temp_fitted = True  # its box temperature is a kept 20 °C
+
     def __init__(self, clock: Clock, seed: int = 1):
         self.clock = clock
         self.flight = Flight(FlightPlan(seed=seed))
+
+    def restart(self) -> None:
+        pass  # the world is read at the clock's flight time, which restarts with the clock
 
     def read(self) -> Readings:
         s = self.flight.state_at(self.clock.elapsed_s())

@@ -15,6 +15,11 @@ class RecordingRadio:
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
 
+    receives = False  # transmit only: no listen windows
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        return []
+
     def close(self) -> None:
         """Nothing to release: the frames stay for the test to read."""
 

@@ -12,6 +12,7 @@ from payload.link import AirtimeBudget, Transmitter
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
+from stratoecho.wire import Kind
 from tests.fakes import RecordingRadio
 
 
@@ -45,9 +46,9 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     body = wire.Record(wire.Kind.MUSING, boot, 1, 0, "a long thought " * 30).body()
-    store.enqueue("musing", boot, lambda seq: body)
-    store.enqueue("telemetry", boot, lambda seq: b"$$T1\n", created=1.0)
-    store.enqueue("telemetry", boot, lambda seq: b"$$T2\n", created=2.0)
+    store.enqueue(Kind.MUSING, boot, lambda seq: body)
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T1\n", created=1.0)
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T2\n", created=2.0)
     radio = RecordingRadio()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.0)  # a perfect link: no parity
     tx = Transmitter(store, radio, Clock(speedup=1e6), cfg, threading.Event())
@@ -64,7 +65,7 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
 def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
-    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 500).body())
+    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 500).body())
     stop = threading.Event()
 
     class StopAfterOne(RecordingRadio):
@@ -79,7 +80,7 @@ def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
 
 def _musings(store, boot, texts):
     for text in texts:
-        store.enqueue("musing", boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
+        store.enqueue(Kind.MUSING, boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
 
 
 def test_parity_grows_with_expected_loss_and_any_k_frames_rebuild(tmp_path):
@@ -110,7 +111,7 @@ def test_frames_of_queued_records_are_interleaved_and_telemetry_cuts_in(tmp_path
     tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2), threading.Event())
     for _ in range(3):
         tx.send_one()
-    store.enqueue("telemetry", boot, lambda seq: b"$$POSITION\n")
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$POSITION\n")
     while tx.send_one():
         pass
     seqs = [wire.decode_frame(f).seq if f[0] == wire.MAGIC else "T" for f in radio.frames]
@@ -131,10 +132,10 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
     real_queued, late = store.queued, []
 
-    def queued(limit=1, streams=None, exclude=(), backlog_only=False):
+    def queued(limit=1, kinds=None, exclude=(), backlog_only=False):
         if not late:  # a position lands just before the refill
-            late.append(store.enqueue("telemetry", boot, lambda seq: b"$$LATE\n"))
-        return real_queued(limit=limit, streams=streams, exclude=exclude, backlog_only=backlog_only)
+            late.append(store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$LATE\n"))
+        return real_queued(limit=limit, kinds=kinds, exclude=exclude, backlog_only=backlog_only)
 
     interleaved = []
     real_frames_for = link.frames_for

@@ -5,6 +5,7 @@ repair backlog with a bound."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -13,6 +14,7 @@ import pytest
 from groundstation.db import Store as GroundStore
 from groundstation.listen import RepairLink
 from groundstation.uplink import CommandSigner, SignerStateError
+from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.commands import LEGACY_COUNTER_NAME, CommandGate
 from payload.config import PayloadConfig, RadioSection, UplinkSection
@@ -23,7 +25,7 @@ from payload.store import Store
 from sim.link_bench import simulate
 from sim.world import SimSensors
 from stratoecho import wire
-from stratoecho.wire import uplink
+from stratoecho.wire import Kind, uplink
 from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
@@ -71,6 +73,13 @@ def test_probation_state_round_trips_only_for_the_commands_named():
     assert back.load_json(c.to_json(), {"set_mode"}) == []
     assert list(back.pending) == ["set_mode"] and back.pending["set_mode"] == c.pending["set_mode"]
     assert back.load_json("not json", {"set_mode"})[0].startswith("unreadable probation state")
+    # An entry damaged on the card is named with its field and left out; the others are kept.
+    damaged = json.dumps([{"name": "set_mode", "value": ["survival"], "previous": ["nominal"], "applied_s": 1.0},
+                          json.loads(c.to_json())[0]])
+    again = Confirmations(window_s=4.0)
+    problems = again.load_json(damaged, {"set_mode"})
+    assert len(problems) == 1 and "deadline_s: Field required" in problems[0]
+    assert again.pending["set_mode"] == c.pending["set_mode"]
 
 
 def test_the_unconfirmed_event_carries_the_command_back_to_the_ground():
@@ -105,12 +114,12 @@ def _daemon(tmp_path, clock=None, **uplink_options):
         key_file.chmod(0o600)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file), **uplink_options))
     clock = clock or StepClock()
-    return Daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data"), cfg, clock
+    return build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data"), cfg, clock
 
 
 def _events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queued(limit=1000, streams=("event",))]
+            for q in d.store.queued(limit=1000, kinds=(Kind.EVENT,))]
 
 
 def _send(d: Daemon, counter: int, cmd, key: bytes = KEY) -> None:
@@ -121,16 +130,17 @@ def test_set_intervals_reverts_at_the_next_beacon_after_its_deadline(tmp_path):
     d, cfg, clock = _daemon(tmp_path)
     try:
         _send(d, 1, uplink.SetIntervals(120, 900))
-        assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (120.0, 900.0)
+        assert (d.schedule.telemetry_s, d.schedule.musing_s) == (120.0, 900.0)
+        assert cfg.schedule.telemetry_s == 10.0  # the daemon's intervals change, never the configuration
         pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
         # Two windows at 120 s x 6 sentences are 1440 s: the configured 1800 s covers them.
         assert len(pending) == 1 and pending[0].endswith("reverts in 1800 s unless sent again")
         clock.t = 1799.0
         d.beacon_once()
-        assert cfg.schedule.telemetry_s == 120.0
+        assert d.schedule.telemetry_s == 120.0
         clock.t = 1800.0
         d.beacon_once()
-        assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (10.0, 180.0)
+        assert (d.schedule.telemetry_s, d.schedule.musing_s) == (10.0, 180.0)
         assert "set_intervals not confirmed in time; back to intervals 10 s telemetry, 180 s musings" in _events(d)
     finally:
         d.store.close()
@@ -148,7 +158,7 @@ def test_set_intervals_sent_again_from_a_later_window_stays(tmp_path):
         assert "set_intervals confirmed: intervals 60 s telemetry, 900 s musings" in _events(d)
         clock.t = 100_000.0
         d.beacon_once()
-        assert cfg.schedule.telemetry_s == 60.0
+        assert d.schedule.telemetry_s == 60.0
     finally:
         d.store.close()
 
@@ -194,8 +204,8 @@ def _probation_flight(ground_confirms: bool):
         cmd = uplink.SetIntervals(60, 600)
         repair.store.queue_command(cmd.command_id, cmd.pack(), "intervals 60 s / 600 s")
         events = seen.setdefault("events", [])
-        queue_event = daemon.queue_event
-        daemon.queue_event = lambda e: (events.append(e.text), queue_event(e))
+        send_event = daemon.outbound.event
+        daemon.outbound.event = lambda e: (events.append(e.text), send_event(e))
         seen["daemon"] = daemon
 
     simulate(0.1, seed=3, musings=20, musing_s=300.0, drain_windows=20, prepare=prepare,
@@ -207,14 +217,14 @@ def test_the_ground_confirms_its_own_change_and_the_payload_keeps_it():
     daemon, events = _probation_flight(ground_confirms=True)
     assert any(e.startswith("unconfirmed set_intervals") for e in events)
     assert "set_intervals confirmed: intervals 60 s telemetry, 600 s musings" in events
-    assert daemon.cfg.schedule.telemetry_s == 60.0
+    assert daemon.schedule.telemetry_s == 60.0
 
 
 def test_a_change_the_ground_never_confirms_reverts_in_flight():
     daemon, events = _probation_flight(ground_confirms=False)
     assert any(e.startswith("unconfirmed set_intervals") for e in events)
     assert any(e.startswith("set_intervals not confirmed in time; back to intervals 30 s") for e in events)
-    assert daemon.cfg.schedule.telemetry_s == 30.0
+    assert daemon.schedule.telemetry_s == 30.0
 
 
 def test_the_ground_confirms_only_commands_it_sent(tmp_path):
@@ -298,7 +308,7 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
     try:
         _send(d, 9, uplink.Ping(1))
         d.health_once()
-        (q,) = d.store.queued(limit=10, streams=("health",))
+        (q,) = d.store.queued(limit=10, kinds=(Kind.HEALTH,))
         record = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload)
         assert record.content["uplink_counter"] == 9
     finally:
@@ -313,11 +323,11 @@ def test_the_repair_backlog_has_a_bound(tmp_path):
     boot = store.start_boot()
     tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0),
                      threading.Event())
-    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 3000).body())
+    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 3000).body())
     while tx.send_one():
         pass
     queued = 0
     for _ in range(20):  # the ground asks for the whole record, over and over, in one window
-        queued += tx.request_repair("musing", boot, 1, tuple(range(60)))
+        queued += tx.request_repair(Kind.MUSING, boot, 1, tuple(range(60)))
     assert queued == MAX_REPAIR_FRAMES and tx.stats.repairs_refused == 20 * 60 - MAX_REPAIR_FRAMES
     store.close()

@@ -6,6 +6,7 @@ import io
 
 from PIL import Image
 
+from payload.assembly import build_daemon
 from payload.camera import Camera
 from payload.clock import Clock
 from payload.config import PayloadConfig
@@ -14,12 +15,13 @@ from payload.pi_health import PiHealth
 from sim.camera_sim import SimCameraBackend
 from sim.world import SimSensors
 from stratoecho import wire
+from stratoecho.wire import Kind
 from tests.fakes import RecordingRadio
 
 
 def daemon(tmp_path, camera=None, pi_health=None) -> Daemon:
     clock = Clock(speedup=1e6)
-    return Daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+    return build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
                   camera=camera, pi_health=pi_health)
 
 
@@ -28,14 +30,14 @@ def test_a_picture_goes_down_as_an_image_record_and_its_status_into_health(tmp_p
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=4000, timeout_s=5)
     d = daemon(tmp_path, camera=cam)
     assert d.picture_once()
-    (q,) = d.store.queued(limit=5, streams=("image",))
+    (q,) = d.store.queued(limit=5, kinds=(Kind.IMAGE,))
     record = wire.Record.from_body(wire.Kind.IMAGE, q.boot, q.seq, q.payload)
     assert len(record.content) <= 4000 and Image.open(io.BytesIO(record.content)).format == "JPEG"
     assert list((tmp_path / "stills").glob("*.jpg"))  # the full still stays on the card
     sim.unplug()
     d.picture_once()  # a camera lost mid-flight: a status, not an exception
     d.health_once()
-    (h,) = d.store.queued(limit=5, streams=("health",))
+    (h,) = d.store.queued(limit=5, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["camera"] != "ok"
     cam.close()
@@ -51,7 +53,7 @@ def test_pi_health_fields_reach_the_health_record(tmp_path):
     health = PiHealth(str(root), data_dir=str(tmp_path), runner=lambda argv: "throttled=0x50005\n")
     d = daemon(tmp_path, pi_health=health)
     d.health_once()
-    (h,) = d.store.queued(limit=5, streams=("health",))
+    (h,) = d.store.queued(limit=5, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["cpu_temp_c"] == 48.2 or fields["cpu_temp_c"] == 48.3
     assert fields["throttled"] == 0x50005 and fields["mem_free_kb"] == 215000
@@ -76,8 +78,8 @@ def test_the_flight_configuration_starts_on_a_board_with_none_of_its_parts(tmp_p
     store = Store(tmp_path / "p" / "queue.db")
     try:
         texts = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-                 for q in store.queued(limit=100, streams=("event",))]
-        telemetry = store.queued(limit=100, streams=("telemetry",))
+                 for q in store.queued(limit=100, kinds=(Kind.EVENT,))]
+        telemetry = store.queued(limit=100, kinds=(Kind.TELEMETRY,))
     finally:
         store.close()
     assert any(t.startswith("status LED unavailable") for t in texts), texts

@@ -21,6 +21,7 @@ from payload.modes import Mode
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
+from stratoecho.wire import Kind
 from tests.conftest import ROOT as REPO
 
 START = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)
@@ -48,7 +49,9 @@ class FlightClock(Clock):
 
 
 class TimedRadio:
-    """Keeps (UTC seconds, frame) for every frame keyed."""
+    """Keeps (UTC seconds, frame) for every frame keyed; transmit only."""
+
+    receives = False
 
     def __init__(self, clock: FlightClock):
         self.clock, self.sent = clock, []
@@ -74,10 +77,10 @@ def sentence(callsign: str, seq: int, boot: int) -> bytes:
 def deep_queue(store: Store, boot: int, images: int = 12, musings: int = 12) -> None:
     for i in range(images):
         jpeg = b"\xff\xd8" + bytes((i * 7 + j) % 251 for j in range(5998))  # a thumbnail at its 6 kB budget
-        store.enqueue("image", boot, lambda seq, b=jpeg: wire.Record(wire.Kind.IMAGE, boot, seq, 0, b).body())
+        store.enqueue(Kind.IMAGE, boot, lambda seq, b=jpeg: wire.Record(wire.Kind.IMAGE, boot, seq, 0, b).body())
     for i in range(musings):
         text = f"musing {i}: " + "the curve of the world is a thin blue line " * 6
-        store.enqueue("musing", boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
+        store.enqueue(Kind.MUSING, boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
 
 
 def fly(tx: Transmitter, store: Store, clock: FlightClock, boot: int, hours: float, period_s) -> None:
@@ -89,7 +92,7 @@ def fly(tx: Transmitter, store: Store, clock: FlightClock, boot: int, hours: flo
     due = clock.t
     while clock.t < end:
         while clock.t >= due:  # the beacon thread queues on time whatever the radio does
-            store.enqueue("telemetry", boot, lambda seq: sentence("STRATO1", seq, boot), created=due)
+            store.enqueue(Kind.TELEMETRY, boot, lambda seq: sentence("STRATO1", seq, boot), created=due)
             due += period_s()
         if not tx.send_one():
             step = due - clock.t
@@ -171,7 +174,7 @@ def test_a_bulk_frame_that_does_not_fit_is_deferred_without_holding_the_radio(tm
         pass
     assert tx.deferred_s is not None and tx.deferred_s > 0
     t = clock.t  # deferring spent no flight time: the radio is free at once
-    store.enqueue("telemetry", boot, lambda seq: sentence("STRATO1", seq, boot), created=clock.t)
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: sentence("STRATO1", seq, boot), created=clock.t)
     assert tx.send_one() and radio.sent[-1][1].startswith(b"$$")
     assert radio.sent[-1][0] == pytest.approx(START.timestamp() + t)
 

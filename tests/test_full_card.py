@@ -20,6 +20,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from payload.assembly import build_daemon
 from payload.camera import Camera, stills_to_prune
 from payload.card import MB, CardWatch, stills_budget
 from payload.clock import Clock
@@ -30,6 +31,7 @@ from payload.store import Budgets, Store
 from sim.camera_sim import SimCameraBackend
 from sim.world import SimSensors
 from stratoecho import wire
+from stratoecho.wire import Kind
 from tests.fakes import RecordingRadio
 
 CARD = 32 * 10**9
@@ -131,13 +133,13 @@ def test_a_store_on_a_card_that_filled_while_it_was_down_opens_and_goes_on(tmp_p
     path = tmp_path / "q.db"
     store = Store(path, vfs=card.vfs.name, disk_usage=card.usage)
     boot = store.start_boot()
-    store.enqueue("event", boot, lambda seq: b"before")
+    store.enqueue(Kind.EVENT, boot, lambda seq: b"before")
     store.close()
     card.full = True
     store = Store(path, vfs=card.vfs.name, disk_usage=card.usage, flush_s=1e9)
     boot2 = store.start_boot()
     assert boot2 == boot + 1
-    seq, _ = store.enqueue("telemetry", boot2, lambda seq: b"$$T%d" % seq)
+    seq, _ = store.enqueue(Kind.TELEMETRY, boot2, lambda seq: b"$$T%d" % seq)
     assert store.current_telemetry().payload == b"$$T%d" % seq  # the beacon goes on
     assert store.degraded and store.card.full
     store.maybe_flush()
@@ -161,8 +163,8 @@ def test_a_card_that_cannot_hold_a_new_database_runs_the_store_from_memory(tmp_p
     assert "running from memory" in store.faults[0]
     boot = store.start_boot()
     for _ in range(3):
-        store.enqueue("telemetry", boot, lambda seq: b"$$T%d" % seq)
-    store.enqueue("musing", boot, lambda seq: b"a thought")
+        store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
+    store.enqueue(Kind.MUSING, boot, lambda seq: b"a thought")
     assert store.current_telemetry().payload == b"$$T3"
     store.mark_sent(store.current_telemetry().id)
     assert store.health()["store"] == "degraded"
@@ -172,7 +174,7 @@ def test_a_card_that_cannot_hold_a_new_database_runs_the_store_from_memory(tmp_p
     clock.t += 60
     store.maybe_flush()
     assert store.on_card and not store.degraded
-    store.enqueue("telemetry", boot, lambda seq: b"$$T%d" % seq)
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
     store.close()
     assert rows(tmp_path / "q.db", "SELECT stream, seq, state FROM records ORDER BY stream, seq") == [
         ("musing", 1, "queued"), ("telemetry", 1, "queued"), ("telemetry", 2, "queued"),
@@ -189,7 +191,7 @@ def test_a_card_that_fills_in_flight_is_said_once_and_the_queue_goes_on(tmp_path
     boot = store.start_boot()
     pages = store.db.execute("PRAGMA page_count").fetchall()[0][0]
     store.db.execute(f"PRAGMA max_page_count={pages}")
-    seqs = [store.enqueue("musing", boot, lambda seq: b"m" * 500)[0] for _ in range(60)]
+    seqs = [store.enqueue(Kind.MUSING, boot, lambda seq: b"m" * 500)[0] for _ in range(60)]
     assert store.degraded
     assert len(store.faults) == 1 and "FullError" in store.faults[0]
     assert store.refused_writes > 10  # every later refusal counted, none said again
@@ -207,7 +209,7 @@ def test_min_free_larger_than_the_card_deletes_nothing_queued(tmp_path):
     store = Store(tmp_path / "q.db", budgets=Budgets(min_free=CARD * 2), disk_usage=usage)
     boot = store.start_boot()
     for _ in range(6):
-        store.enqueue("event", boot, lambda seq: b"event %d" % seq)
+        store.enqueue(Kind.EVENT, boot, lambda seq: b"event %d" % seq)
     assert store.evicted == {}
     assert store.depth() == {"event": 6}
     notes = store.take_notices()
@@ -223,10 +225,10 @@ def test_a_min_free_the_store_can_meet_still_evicts_in_the_documented_order(tmp_
     store = Store(tmp_path / "q.db", budgets=Budgets(min_free=10 * MB), disk_usage=usage)
     boot = store.start_boot()
     for _ in range(3):
-        store.enqueue("event", boot, lambda seq: b"e")
-    store.acknowledge("event", boot, 1)
+        store.enqueue(Kind.EVENT, boot, lambda seq: b"e")
+    store.acknowledge(Kind.EVENT, boot, 1)
     free["bytes"] = 10 * MB - 1000  # the store's files would give back more than the 1000 bytes missing
-    store.enqueue("event", boot, lambda seq: b"e")
+    store.enqueue(Kind.EVENT, boot, lambda seq: b"e")
     assert store.evicted == {"event": 1}
     assert store.depth() == {"event": 3}  # the acknowledged one went
     store.close()
@@ -310,13 +312,13 @@ def make_daemon(tmp_path, card, **cfg) -> tuple[Daemon, Camera]:
     config = PayloadConfig(**cfg)
     sim = SimCameraBackend(lambda: 25_000.0, size=(160, 120))
     cam = Camera(sim.factory, still_dir=tmp_path / "data" / "stills", thumb_max_bytes=4000, timeout_s=5)
-    return Daemon(config, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data", camera=cam,
+    return build_daemon(config, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data", camera=cam,
                   disk_usage=card.usage), cam
 
 
 def events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queued(limit=10_000, streams=("event",))]
+            for q in d.store.queued(limit=10_000, kinds=(Kind.EVENT,))]
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.daemon import Daemon
 from payload.outputs import BatteryHeater, StatusLed
 from payload.sensors import Readings
 from stratoecho import wire
-from stratoecho.wire import uplink
+from stratoecho.wire import Kind, uplink
 from tests.fakes import RecordingRadio
 
 GOOD = Readings(time=datetime(2026, 6, 21, 9, tzinfo=timezone.utc), lat=52.7, lon=-2.7, alt_m=20.0, sats=9,
@@ -34,6 +34,9 @@ class TraceSensors:
     def read(self) -> Readings:
         return self.now
 
+    def restart(self) -> None:
+        pass
+
 
 class VirtualClock(Clock):
     """Flight time the test moves by hand."""
@@ -48,7 +51,7 @@ class VirtualClock(Clock):
 
 def make(tmp_path, **kw):
     clock, sensors = VirtualClock(), TraceSensors()
-    d = Daemon(PayloadConfig(), sensors, RecordingRadio(), clock, None, tmp_path / "data", **kw)
+    d = build_daemon(PayloadConfig(), sensors, RecordingRadio(), clock, None, tmp_path / "data", **kw)
     return d, clock, sensors
 
 
@@ -65,7 +68,7 @@ def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 1
 
 def events(d) -> list[str]:
     out = []
-    for q in d.store.queued(limit=500, streams=("event",)):
+    for q in d.store.queued(limit=500, kinds=(Kind.EVENT,)):
         out.append(wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text)
     return out
 
@@ -163,7 +166,7 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
     assert pins.pin(24).state and d._led_pattern == "low_power"
     d.health_once()
-    (h,) = [q for q in d.store.queued(limit=50, streams=("health",))]
+    (h,) = [q for q in d.store.queued(limit=50, kinds=(Kind.HEALTH,))]
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["heater"] == "on:cold" and fields["mode"] == "low_power" and fields["box_temp_c"] == -15.0
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0, batt_mv=3300), 10)

@@ -92,11 +92,14 @@ def test_records_are_the_wire_types_and_their_json_what_the_contract_promises():
 
 GOOD_FRAGMENT = one_fragment(EVENT)
 GOOD_SENTENCE = sentence(TELEMETRY[0])
-BODY = GOOD_FRAGMENT[wire.HEADER_BYTES:-2]
+BODY = EVENT.body()  # a record's body before its check
 
 
-def fragment(vk=0x22, boot=3, seq=1, idx=0, k=1, n=1, length=None, shard=BODY) -> bytes:
-    """A hand-packed v2 fragment with a valid CRC: hostile content, well-checksummed."""
+def fragment(vk=0x32, boot=3, seq=1, idx=0, k=1, n=1, length=None, shard=BODY, seal=True) -> bytes:
+    """A hand-packed v3 fragment with a valid CRC (and, with `seal`, a valid record check):
+    hostile content, well-checksummed."""
+    if seal:
+        shard = shard + struct.pack(">I", wire.record_check(vk & 0x0F, boot, seq, shard))
     length = len(shard) if length is None else length
     return reseal(struct.pack(">BBHIBBBH", wire.MAGIC, vk, boot, seq, idx, k, n, length) + shard)
 HOSTILE = {
@@ -114,13 +117,16 @@ HOSTILE = {
     "sentence field invalid": (
         [b"$$" + (body := b"A,x,12:00:00,1,2,3,4,5,6,7,8") + b"*" + b"%04X" % wire.crc16_ccitt(body)],
         "sentence field invalid"),
-    "unknown version": ([fragment(vk=0x32)], "unknown version"),
-    "unknown kind": ([fragment(vk=0x2F)], "unknown kind"),
-    "telemetry as fragment": ([fragment(vk=0x20)], "telemetry as fragment"),
+    "unknown version": ([fragment(vk=0x22, seal=False)], "unknown version"),  # version 2 had no record check
+    "unknown kind": ([fragment(vk=0x3F)], "unknown kind"),
+    "telemetry as fragment": ([fragment(vk=0x30)], "telemetry as fragment"),
     "bad fragment index": ([fragment(idx=2, k=1, n=2)], "bad fragment index"),
     "more data shards than shards": ([fragment(k=3, n=2)], "bad fragment index"),
     "bad shard size": ([fragment(length=100)], "bad shard size"),
     "record too short": ([fragment(shard=b"\x00\x01")], "record too short"),
+    "record check wrong": ([fragment(shard=BODY + b"\x00\x00\x00\x00", seal=False)], "record check failed"),
+    "record filed under another seq": ([fragment(seq=2, shard=GOOD_FRAGMENT[wire.HEADER_BYTES:-2], seal=False)],
+                                       "record check failed"),
     "garbled event": ([fragment(shard=BODY[:4] + b"\xff\xfe\xc3")], "bad content"),
     "nan position": ([b"$$" + (nan := b"S,1,00:00:00,nan,0.0,0,0,0.0,0.0,0,1") + b"*" + b"%04X" % wire.crc16_ccitt(nan)],
                      "telemetry not finite"),

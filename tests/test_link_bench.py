@@ -11,6 +11,7 @@ from payload.config import RadioSection, UplinkSection
 from payload.link import Transmitter
 from payload.store import Store
 from sim import link_bench
+from stratoecho.wire import Kind
 
 MUSINGS = 30
 
@@ -65,6 +66,8 @@ def test_protocol_rows_have_the_bench_shape():
 class _QuietRadio:
     """Sends into the void; nobody answers in its windows (which last their time, as a radio's do)."""
 
+    receives = True
+
     def __init__(self, clock: link_bench.VirtualClock) -> None:
         self.clock = clock
 
@@ -84,7 +87,7 @@ def test_first_pass_parity_is_thin_only_while_the_ground_answers(tmp_path):
     tx.listen_after(UplinkSection(window_every=1, first_pass_target=0.5), lambda frame: None)
 
     def sentence_and_window() -> None:
-        store.enqueue("telemetry", boot, lambda seq: b"$$T\n")
+        store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T\n")
         assert tx.send_one()
 
     assert tx.parity(2) > 0 and not tx.ground_answering()  # no report yet: parity alone must do

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
@@ -26,7 +27,7 @@ from tests.fakes import RecordingRadio
 def _daemon(tmp_path, bundle=None) -> Daemon:
     cfg = PayloadConfig()
     clock = Clock(speedup=1000)
-    d = Daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
+    d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
     d.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
     return d
 

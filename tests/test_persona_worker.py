@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from payload.assembly import build_daemon
 from payload.budget import (
     CORES,
     MAX_CHARS,
@@ -28,7 +29,6 @@ from payload.budget import (
 )
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.daemon import Daemon
 from payload.modes import Mode
 from payload.persona import PersonaError, PersonaWorker
 from sim.world import SimSensors
@@ -230,7 +230,7 @@ def test_daemon_keeps_beaconing_while_its_worker_is_killed_or_stopped(tmp_path, 
     cfg.persona.n_threads = 1
     cfg.persona.n_ctx = 256  # the musing prompt is ~130 tokens with the tiny tokenizer
     clock = Clock(speedup=200)  # a sentence every 50 ms of wall time
-    d = Daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, load_bundle(tiny_bundle), tmp_path / "data")
+    d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, load_bundle(tiny_bundle), tmp_path / "data")
     telemetry = lambda: d.stats.telemetry_queued  # noqa: E731
 
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from payload.store import Store
+from payload.store import Store, kind_of
 from sim.powercut import BLOCK, PowerCut, PowerCutVFS
 
 BATCHED = ("telemetry", "health", "image")
@@ -131,7 +131,7 @@ def _one_step(rng, store, boot, oracle, step) -> None:
             oracle.issued[(stream, boot, seq)] = data
             return data
 
-        seq, data = step(lambda: store.enqueue(stream, boot, build, created=created))
+        seq, data = step(lambda: store.enqueue(kind_of(stream), boot, build, created=created))
         assert data == oracle.issued[(stream, boot, seq)]
         oracle.handed[stream] = max(oracle.handed.get(stream, 0), seq)
         oracle.pending.append((stream, boot, seq))
@@ -144,7 +144,7 @@ def _one_step(rng, store, boot, oracle, step) -> None:
         keys = sorted(oracle.issued)
         if keys:
             key = rng.choice(keys)
-            found = step(lambda: store.find(*key))
+            found = step(lambda: store.find(kind_of(key[0]), *key[1:]))
             if found is not None:
                 oracle.marked.add(key)
                 step(lambda: store.mark_sent(found[0].id))
@@ -154,7 +154,7 @@ def _one_step(rng, store, boot, oracle, step) -> None:
         up_to = rng.randint(0, top) if top else 0
         ack = (stream, boot, up_to)
         oracle.acks_tried.append(ack)
-        step(lambda: store.acknowledge(*ack))
+        step(lambda: store.acknowledge(kind_of(ack[0]), *ack[1:]))
         oracle.acks_confirmed.append(ack)
         oracle.commit()
     elif r < 0.97:
@@ -195,7 +195,7 @@ def check_recovery(image: Path, oracle: Oracle) -> list[str]:
             problems.append(f"store found a fault on reopening: {list(store.faults)}")
         present = {(s, b, q): (p, st) for s, b, q, p, st in rows}
         for key, payload in oracle.confirmed.items():
-            found = store.find(*key)
+            found = store.find(kind_of(key[0]), *key[1:])
             if found is None:
                 problems.append(f"confirmed record {key} lost")
             elif found[0].payload != payload:
@@ -229,7 +229,7 @@ def check_recovery(image: Path, oracle: Oracle) -> list[str]:
         if store.counter("boot") != boot:
             problems.append(f"boot counter {store.counter('boot')} != {boot}")
         for stream in BATCHED + DURABLE:
-            seq, _ = store.enqueue(stream, boot, lambda q: b"after", created=2e6)
+            seq, _ = store.enqueue(kind_of(stream), boot, lambda q: b"after", created=2e6)
             before = max([oracle.handed.get(stream, 0)] + [k[2] for k in present if k[0] == stream])
             if seq <= before:
                 problems.append(f"{stream}: seq {seq} after the reboot, but {before} was handed out before the cut")

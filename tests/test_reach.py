@@ -26,6 +26,7 @@ from payload.reach import (
 )
 from payload.store import StoreError
 from stratoecho import wire
+from stratoecho.wire import Kind
 from stratoecho.wire.uplink import ApiAnswer, ApiStatus
 from tests.fakes import FakeClock
 
@@ -569,20 +570,20 @@ def test_consider_spaces_requests_and_skips_open_breakers():
 
 
 def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_path):
+    from payload.assembly import build_daemon
     from payload.clock import Clock
     from payload.config import PayloadConfig
-    from payload.daemon import Daemon
     from sim.world import SimSensors
     from tests.fakes import RecordingRadio
 
     clock = Clock(speedup=1.0)
-    d = Daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
+    d = build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
     store, boot = d.store, d.boot
     d.transmitter.wake.clear()
     before = int(clock.now().timestamp())
     seq = d.reach.ask("define", "tropopause")
     assert seq == 1 and d.transmitter.wake.is_set()
-    queued, state = store.find("api_request", boot, seq)
+    queued, state = store.find(Kind.API_REQUEST, boot, seq)
     rec = wire.Record.from_body(wire.Kind.API_REQUEST, boot, seq, queued.payload)
     assert rec.content == {"api": "define", "query": "tropopause"} and before <= rec.created <= before + 5
     assert state == "queued"
@@ -593,9 +594,7 @@ def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_p
 
 
 def _fields(policy: ReachPolicy) -> dict:
-    from dataclasses import fields
-
-    return {f.name: getattr(policy, f.name) for f in fields(policy)}
+    return policy.model_dump()
 
 
 def test_a_trial_that_could_not_be_queued_lets_another_try():
@@ -619,3 +618,11 @@ def test_a_store_handing_out_a_seq_twice_is_counted():
     reach.on_answer(5, 0, "which one?")
     s = reach.stats()
     assert s["seq_reused"] == 1 and s["outcomes"]["ok"] == 1 and s["internal_errors"] == 0
+
+
+@pytest.mark.parametrize("bad, field", [({"max_attempts": 0}, "max_attempts"), ({"cooldown_s": float("nan")}, "cooldown_s"),
+                                        ({"retry_max_s": -1.0}, "retry_max_s"), ({"history": True}, "history"),
+                                        ({"answer_timeout_s": "600"}, "answer_timeout_s"), ({"retries": 3}, "retries")])
+def test_a_policy_out_of_range_is_refused_naming_its_field(bad, field):
+    with pytest.raises(ValueError, match=field):
+        ReachPolicy(**bad)

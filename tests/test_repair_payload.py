@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
 from payload.daemon import Daemon
@@ -12,7 +13,7 @@ from payload.link import Transmitter
 from payload.store import Store
 from sim.world import SimSensors
 from stratoecho import wire
-from stratoecho.wire import uplink
+from stratoecho.wire import Kind, uplink
 from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
@@ -21,6 +22,8 @@ KEY = bytes(range(32))
 
 class TwoWayRadio(RecordingRadio):
     """Records what is sent; hands out queued uplink frames when the payload listens."""
+
+    receives = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -34,7 +37,7 @@ class TwoWayRadio(RecordingRadio):
 
 
 def _sent_musing(store: Store, boot: int, text: str, tx: Transmitter) -> None:
-    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, text).body())
+    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, text).body())
     while tx.send_one():
         pass
 
@@ -48,7 +51,7 @@ def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_pat
     first = [wire.decode_frame(f) for f in radio.frames]
     k = first[0].k
     # The ground heard all but two data fragments and asks for two parity shards beyond n.
-    assert tx.request_repair("musing", boot, 1, (k, k + 1)) == 2
+    assert tx.request_repair(Kind.MUSING, boot, 1, (k, k + 1)) == 2
     while tx.send_one():
         pass
     repairs = [wire.decode_frame(f) for f in radio.frames[len(first):]]
@@ -63,10 +66,10 @@ def test_repair_of_a_still_queued_record_is_skipped(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(), threading.Event())
-    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
-    assert tx.request_repair("musing", boot, 1, ()) == 0
+    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
+    assert tx.request_repair(Kind.MUSING, boot, 1, ()) == 0
     assert tx.stats.repairs_skipped_queued == 1
-    assert tx.request_repair("musing", boot, 99, ()) == 0  # unknown: nothing to send
+    assert tx.request_repair(Kind.MUSING, boot, 99, ()) == 0  # unknown: nothing to send
 
 
 def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_path):
@@ -77,8 +80,8 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     cfg.radio.fec_prior_loss = 0.0
     clock = Clock(speedup=1e6)
     radio = TwoWayRadio()
-    d = Daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
-    d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "a thought " * 30).body())
+    d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d.store.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "a thought " * 30).body())
     while d.transmitter.send_one():
         pass
     sent_before = len(radio.frames)
@@ -109,7 +112,7 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
     before = tx.parity(k)
     heard = 0
     for seq in range(1, 601):  # six hundred windows (the estimate has a 200-frame half-life), all heard
-        store.enqueue("telemetry", boot, lambda s: b"$$T\n")
+        store.enqueue(Kind.TELEMETRY, boot, lambda s: b"$$T\n")
         tx.send_one()
         heard += 1
         assert tx.on_link_report(seq, heard)
@@ -123,7 +126,7 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     cfg = PayloadConfig(telemetry_format="habpack")
     clock = Clock(speedup=1e6)
     radio = RecordingRadio()
-    d = Daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
     d.beacon_once()
     d.beacon_once()
     while d.transmitter.send_one():
@@ -144,34 +147,34 @@ def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
     key_file.chmod(0o600)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
-    return Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data"), cfg
+    return build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data"), cfg
 
 
 def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     d, cfg = _keyed_daemon(tmp_path)
     for _ in range(5):
-        d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
+        d.store.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
     ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3),
                       uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
     d.on_uplink(uplink.sign(KEY, 1, cfg.callsign, ack))
     assert d.stats.records_acknowledged == 2
     d.store.db.close()  # no clean close: what acknowledge returned must already be on the card
     store = Store(tmp_path / "data" / "queue.db")
-    states = [store.find("musing", d.boot, seq)[1] for seq in range(1, 6)]
+    states = [store.find(Kind.MUSING, d.boot, seq)[1] for seq in range(1, 6)]
     assert states == ["queued", "acknowledged", "acknowledged", "queued", "queued"]
 
 
 def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path):
     cfg = PayloadConfig()
     clock = Clock(speedup=1e6)
-    d = Daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
-    d.store.enqueue("musing", d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
+    d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    d.store.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
     d.store._fault("store write failed (FullError: disk full); running degraded")
     d.health_once()
     events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-              for q in d.store.queued(limit=10, streams=("event",))]
+              for q in d.store.queued(limit=10, kinds=(Kind.EVENT,))]
     assert events == ["store fault: store write failed (FullError: disk full); running degraded"]
-    (health,) = d.store.queued(limit=10, streams=("health",))
+    (health,) = d.store.queued(limit=10, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, health.boot, health.seq, health.payload).content
     assert fields["queue_depth"] == 2 and fields["faults"] == 1 and fields["musing_seq"] == 1
     assert fields["store"] == "ok" and fields["disk_free_kb"] > 0
@@ -189,8 +192,8 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
     tx._report_window = 0  # the ground answered in window 0 ...
     tx.stats.windows = CONTACT_LOST_WINDOWS  # ... and has said nothing since
     assert tx.out_of_contact()
-    store.enqueue("musing", boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "held " * 20).body())
-    store.enqueue("telemetry", boot, lambda seq: b"$$STRATO1,1,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
+    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "held " * 20).body())
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,1,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass
     assert [f[:2] for f in radio.frames] == [b"$$"]  # the beacon went, the musing waits
@@ -214,14 +217,14 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
     tx._report_window, tx.stats.windows = 0, CONTACT_LOST_WINDOWS  # between passes
     body = lambda kind, content: (lambda seq: wire.Record(kind, boot, seq, 0, content).body())  # noqa: E731
-    store.enqueue("image", boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
-    store.enqueue("health", boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
-    store.enqueue("musing", boot, body(wire.Kind.MUSING, "the ground went quiet an hour ago"))
-    store.enqueue("event", boot, body(wire.Kind.EVENT, event("mode", before="nominal", after="low_power", why="x")))
+    store.enqueue(Kind.IMAGE, boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
+    store.enqueue(Kind.HEALTH, boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
+    store.enqueue(Kind.MUSING, boot, body(wire.Kind.MUSING, "the ground went quiet an hour ago"))
+    store.enqueue(Kind.EVENT, boot, body(wire.Kind.EVENT, event("mode", before="nominal", after="low_power", why="x")))
     store.flush()
     assert not tx.send_one()  # nothing goes into the void
     tx._report_window = tx.stats.windows  # the ground is heard: a pass begins
-    store.enqueue("telemetry", boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass
     kinds = [wire.decode_frame(f).kind if f[0] == wire.MAGIC else "sentence" for f in radio.frames]
@@ -231,7 +234,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
 
 def _events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queued(limit=100, streams=("event",))]
+            for q in d.store.queued(limit=100, kinds=(Kind.EVENT,))]
 
 
 def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycle(tmp_path):
@@ -243,14 +246,14 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     counter = iter(range(1, 100))
     for cmd in (uplink.SetIntervals(65535, 600), uplink.SetIntervals(1, 600), uplink.SetIntervals(30, 10)):
         d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
-        assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (planned, 180.0)
+        assert (d.schedule.telemetry_s, d.schedule.musing_s) == (planned, 180.0)
     refused = [e for e in _events(d) if e.startswith("set_intervals refused")]
     assert len(refused) == 3 and "65535 s is outside 10..120 s" in refused[0] and "below the 60 s" in refused[2]
     d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
-    assert (cfg.schedule.telemetry_s, cfg.schedule.musing_s) == (60.0, 900.0)
+    assert (d.schedule.telemetry_s, d.schedule.musing_s) == (60.0, 900.0)
     pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
     assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]
     (unconfirmed,) = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
-                      for q in d.store.queued(limit=100, streams=("event",))
+                      for q in d.store.queued(limit=100, kinds=(Kind.EVENT,))
                       if wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content.name == "unconfirmed"]
     assert uplink.unconfirmed_command(unconfirmed) == uplink.SetIntervals(60, 900)  # what the ground sends back

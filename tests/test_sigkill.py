@@ -22,7 +22,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from payload.link import KIND_STREAM
+from payload.store import stream_name
 from stratoecho import wire
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,10 +154,10 @@ def test_sigkill_mid_flight_loses_nothing_confirmed(tmp_path, tiny_bundle):
         assert key in rows, f"musing {m['seq']} of boot 1 logged as stored but lost"
         assert wire.Record.from_body(wire.Kind.MUSING, 1, m["seq"], rows[key]).text == m["text"]
     # Every durable record that went on air was on the card, byte for byte.
-    durable = [r for r in on_air1 if KIND_STREAM.get(r.kind) in ("musing", "event")]
+    durable = [r for r in on_air1 if stream_name(r.kind) in ("musing", "event")]
     assert any(r.kind is wire.Kind.EVENT for r in durable)
     for r in durable:
-        assert rows.get((KIND_STREAM[r.kind], r.boot, r.seq)) == r.body()
+        assert rows.get((stream_name(r.kind), r.boot, r.seq)) == r.body()
     # The restart did not lose what survived the kill (an interrupted batch is all it may lose).
     assert set(after_kill) <= set(rows)
 
@@ -165,7 +165,7 @@ def test_sigkill_mid_flight_loses_nothing_confirmed(tmp_path, tiny_bundle):
     # telemetry that went out from a batch the kill then lost.
     sent1: dict[str, int] = {"telemetry": max(t.seq for t in telemetry1)}
     for r in on_air1:
-        sent1[KIND_STREAM[r.kind]] = max(sent1.get(KIND_STREAM[r.kind], 0), r.seq)
+        sent1[stream_name(r.kind)] = max(sent1.get(stream_name(r.kind), 0), r.seq)
     for stream, _, seq in after_kill:
         sent1[stream] = max(sent1.get(stream, 0), seq)
     first2 = {}

@@ -17,13 +17,13 @@ from datetime import datetime, timezone
 
 import pytest
 
+from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.daemon import Daemon
 from payload.sensors import Readings, fresh
 from sim.world import SimSensors
 from stratoecho import wire
-from stratoecho.wire import habpack
+from stratoecho.wire import Kind, habpack
 from stratoecho.wire.ukhas import parse_sentence_with_fields, with_field_list
 from tests.fakes import RecordingRadio
 
@@ -122,15 +122,15 @@ class DeadMonitor(SimSensors):
 
 def test_a_dead_power_monitor_is_no_reading_on_air_and_in_health(tmp_path):
     clock = Clock(speedup=1.0)
-    d = Daemon(PayloadConfig(), DeadMonitor(clock), RecordingRadio(), clock, None, tmp_path / "data")
+    d = build_daemon(PayloadConfig(), DeadMonitor(clock), RecordingRadio(), clock, None, tmp_path / "data")
     try:
         d.beacon_once()
         d.beacon_once()
-        sentences = sorted((wire.decode_sentence(q.payload) for q in d.store.queued(limit=10, streams=("telemetry",))),
+        sentences = sorted((wire.decode_sentence(q.payload) for q in d.store.queued(limit=10, kinds=(Kind.TELEMETRY,))),
                            key=lambda s: s.seq)
         assert [s.batt_mv for s in sentences] == [4168, 0]  # read, then no reading: never 4168 again
         d.health_once()
-        (q,) = d.store.queued(limit=10, streams=("health",))
+        (q,) = d.store.queued(limit=10, kinds=(Kind.HEALTH,))
         health = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload).content
         assert "batt_mv" not in health and health["ina219"] == "i2c_error"  # missing, and why
     finally:

@@ -7,28 +7,29 @@ import sys
 
 import pytest
 
-from payload.store import Store, StoreError
+from payload.store import Store, StoreError, kind_of
+from stratoecho.wire import Kind
 
 
 def test_boot_counter_and_sequences_survive_restart(tmp_path):
     s = Store(tmp_path / "q.db")
     assert s.start_boot() == 1
-    assert [s.enqueue("telemetry", 1, lambda q: b"t")[0] for _ in range(3)] == [1, 2, 3]
+    assert [s.enqueue(Kind.TELEMETRY, 1, lambda q: b"t")[0] for _ in range(3)] == [1, 2, 3]
     s.close()
     s = Store(tmp_path / "q.db")
     assert s.start_boot() == 2
-    assert s.enqueue("telemetry", 2, lambda q: b"t")[0] == 4  # never restarts
-    assert s.enqueue("musing", 2, lambda q: b"m")[0] == 1  # per stream
+    assert s.enqueue(Kind.TELEMETRY, 2, lambda q: b"t")[0] == 4  # never restarts
+    assert s.enqueue(Kind.MUSING, 2, lambda q: b"m")[0] == 1  # per stream
 
 
 def test_priority_order(tmp_path):
     s = Store(tmp_path / "q.db", clock=lambda: 5.0)
     b = s.start_boot()
-    s.enqueue("musing", b, lambda q: b"m1", created=1)
-    s.enqueue("event", b, lambda q: b"e1", created=2)
-    s.enqueue("telemetry", b, lambda q: b"t-old", created=3)
-    s.enqueue("telemetry", b, lambda q: b"t-new", created=4)
-    s.enqueue("musing", b, lambda q: b"m2", created=5)
+    s.enqueue(Kind.MUSING, b, lambda q: b"m1", created=1)
+    s.enqueue(Kind.EVENT, b, lambda q: b"e1", created=2)
+    s.enqueue(Kind.TELEMETRY, b, lambda q: b"t-old", created=3)
+    s.enqueue(Kind.TELEMETRY, b, lambda q: b"t-new", created=4)
+    s.enqueue(Kind.MUSING, b, lambda q: b"m2", created=5)
     order = []
     while (q := s.next_queued()) is not None:
         order.append(q.payload)
@@ -40,8 +41,10 @@ def test_priority_order(tmp_path):
 
 def test_unknown_stream_and_newer_schema_are_refused(tmp_path):
     s = Store(tmp_path / "q.db")
-    with pytest.raises(StoreError, match="unknown stream"):
+    with pytest.raises(StoreError, match="unknown record kind 'gossip'"):
         s.enqueue("gossip", 1, lambda q: b"")
+    with pytest.raises(StoreError, match="unknown record kind 'musing'"):  # records are keyed by wire.Kind
+        s.enqueue("musing", 1, lambda q: b"")
     s.db.execute("PRAGMA user_version=99")
     s.close()
     with pytest.raises(StoreError, match="newer"):
@@ -54,8 +57,9 @@ def test_record_accepted_before_sigkill_is_still_there(tmp_path):
     code = (
         "import os, signal, sys\n"
         "from payload.store import Store\n"
+        "from stratoecho.wire import Kind\n"
         f"s = Store({str(db)!r}); b = s.start_boot()\n"
-        "for i in range(50): s.enqueue('musing', b, lambda q: b'thought %d' % q)\n"
+        "for i in range(50): s.enqueue(Kind.MUSING, b, lambda q: b'thought %d' % q)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
@@ -78,7 +82,7 @@ def test_producers_and_radio_share_the_store_across_threads(tmp_path):
     def produce(stream):
         try:
             for _ in range(150):
-                s.enqueue(stream, b, lambda q: b"x" * 40)
+                s.enqueue(kind_of(stream), b, lambda q: b"x" * 40)
         except BaseException as e:  # noqa: BLE001 - the test reports any failure
             errors.append(e)
 

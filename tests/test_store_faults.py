@@ -12,6 +12,7 @@ import apsw
 import pytest
 
 from payload.store import SEQ_BLOCK, Store
+from stratoecho.wire import Kind
 
 
 class FlakyVFS(apsw.VFS):
@@ -58,11 +59,11 @@ def rows(path, sql: str) -> list[tuple]:
 def test_a_card_that_refuses_writes_degrades_the_store_and_loses_nothing(tmp_path, flaky, fault):
     store = Store(tmp_path / "q.db", vfs=flaky.name, flush_s=1e9)
     boot = store.start_boot()
-    store.enqueue("telemetry", boot, lambda seq: b"$$T%d" % seq)
-    store.enqueue("telemetry", boot, lambda seq: b"$$T%d" % seq)  # batched, not yet durable
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)  # batched, not yet durable
     flaky.fail = fault
-    seq, _ = store.enqueue("musing", boot, lambda seq: b"thought %d" % seq)  # the commit fails
-    store.enqueue("telemetry", boot, lambda seq: b"$$T%d" % seq)
+    seq, _ = store.enqueue(Kind.MUSING, boot, lambda seq: b"thought %d" % seq)  # the commit fails
+    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
     assert store.degraded and store.fault_count >= 1
     assert "running degraded" in store.faults[0]
     # The beacon goes on: the newest position is offered from memory, and so is the musing.
@@ -82,11 +83,11 @@ def test_a_card_that_refuses_writes_degrades_the_store_and_loses_nothing(tmp_pat
 def test_sequences_stay_unique_through_a_fault(tmp_path, flaky):
     store = Store(tmp_path / "q.db", vfs=flaky.name)
     boot = store.start_boot()
-    seqs = [store.enqueue("musing", boot, lambda seq: b"m")[0] for _ in range(3)]
+    seqs = [store.enqueue(Kind.MUSING, boot, lambda seq: b"m")[0] for _ in range(3)]
     flaky.fail = apsw.FullError
-    seqs += [store.enqueue("musing", boot, lambda seq: b"m")[0] for _ in range(SEQ_BLOCK + 5)]
+    seqs += [store.enqueue(Kind.MUSING, boot, lambda seq: b"m")[0] for _ in range(SEQ_BLOCK + 5)]
     flaky.fail = None
-    seqs += [store.enqueue("musing", boot, lambda seq: b"m")[0] for _ in range(3)]
+    seqs += [store.enqueue(Kind.MUSING, boot, lambda seq: b"m")[0] for _ in range(3)]
     assert seqs == sorted(set(seqs))
     store.close()
     assert sorted(s for (s,) in rows(tmp_path / "q.db", "SELECT seq FROM records")) == seqs
@@ -110,7 +111,7 @@ def test_a_damaged_database_is_set_aside_and_numbers_keep_rising(tmp_path, damag
     store = Store(path)
     boot = store.start_boot()
     for _ in range(200):
-        store.enqueue("musing", boot, lambda seq: b"a thought " * 20)
+        store.enqueue(Kind.MUSING, boot, lambda seq: b"a thought " * 20)
     store.checkpoint()
     store.close()
     data = bytearray(path.read_bytes())
@@ -124,7 +125,7 @@ def test_a_damaged_database_is_set_aside_and_numbers_keep_rising(tmp_path, damag
     aside = [p.name for p in tmp_path.iterdir() if ".damaged-" in p.name]
     assert aside and aside[0].startswith("q.db.damaged-")
     assert store.start_boot() == boot + 1  # from the side file
-    seq, _ = store.enqueue("musing", boot + 1, lambda seq: b"after")
+    seq, _ = store.enqueue(Kind.MUSING, boot + 1, lambda seq: b"after")
     assert seq > 200
     store.close()
 
@@ -133,18 +134,19 @@ def test_a_clean_restart_leaves_no_gap_and_a_crash_never_reuses_a_number(tmp_pat
     path = tmp_path / "q.db"
     store = Store(path)
     boot = store.start_boot()
-    assert [store.enqueue("telemetry", boot, lambda q: b"t")[0] for _ in range(3)] == [1, 2, 3]
+    assert [store.enqueue(Kind.TELEMETRY, boot, lambda q: b"t")[0] for _ in range(3)] == [1, 2, 3]
     store.close()
     store = Store(path)
     boot = store.start_boot()
-    assert store.enqueue("telemetry", boot, lambda q: b"t")[0] == 4
+    assert store.enqueue(Kind.TELEMETRY, boot, lambda q: b"t")[0] == 4
     store.close()
     # A crash: telemetry 5..9 handed out (and maybe on air) but never committed.
     code = (
         "import os, signal\n"
         "from payload.store import Store\n"
+        "from stratoecho.wire import Kind\n"
         f"s = Store({str(path)!r}, flush_s=1e9); b = s.start_boot()\n"
-        "print([s.enqueue('telemetry', b, lambda q: b't')[0] for _ in range(5)], flush=True)\n"
+        "print([s.enqueue(Kind.TELEMETRY, b, lambda q: b't')[0] for _ in range(5)], flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -152,7 +154,7 @@ def test_a_clean_restart_leaves_no_gap_and_a_crash_never_reuses_a_number(tmp_pat
     handed_out = eval(proc.stdout.strip().splitlines()[-1])
     store = Store(path)
     boot = store.start_boot()
-    assert store.enqueue("telemetry", boot, lambda q: b"t")[0] > max(handed_out)
+    assert store.enqueue(Kind.TELEMETRY, boot, lambda q: b"t")[0] > max(handed_out)
     assert boot == 4
 
 
@@ -172,7 +174,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_queue(tmp_path):
     store = Store(path)
     assert store.depth() == {"musing": 1}
     assert store.start_boot() == 8
-    assert store.enqueue("musing", 8, lambda q: b"m")[0] == 42
+    assert store.enqueue(Kind.MUSING, 8, lambda q: b"m")[0] == 42
     store.close()
 
 
@@ -198,16 +200,16 @@ def test_damage_found_in_flight_salvages_the_queue_into_a_new_file(tmp_path):
     store = Store(path)
     boot = store.start_boot()
     for _ in range(3):
-        store.enqueue("musing", boot, lambda seq: b"thought %d" % seq)
+        store.enqueue(Kind.MUSING, boot, lambda seq: b"thought %d" % seq)
     store.mark_sent(store.next_queued().id)
-    store.acknowledge("musing", boot, 1)  # the ground has 1: no need to salvage it
-    store.enqueue("musing", boot, lambda seq: b"thought %d" % seq)
+    store.acknowledge(Kind.MUSING, boot, 1)  # the ground has 1: no need to salvage it
+    store.enqueue(Kind.MUSING, boot, lambda seq: b"thought %d" % seq)
     store.db = CorruptOnce(store.db)
     queued = store.queued(limit=10)
     assert sorted(q.seq for q in queued) == [2, 3, 4]
     assert any(".damaged-" in p.name for p in tmp_path.iterdir())
     assert "2 records salvaged" not in store.faults[-1] and "3 records salvaged" in store.faults[-1]
-    store.enqueue("musing", boot, lambda seq: b"thought %d" % seq)  # goes after the salvaged ones
+    store.enqueue(Kind.MUSING, boot, lambda seq: b"thought %d" % seq)  # goes after the salvaged ones
     store.close()
     # Numbers continue above the block the damaged file had reserved (from the side file).
     assert rows(path, "SELECT seq, state FROM records ORDER BY seq") == [
@@ -220,9 +222,9 @@ def test_stale_byte_totals_are_counted_again_before_an_eviction_decides(tmp_path
     store = Store(tmp_path / "q.db", budgets=Budgets(per_stream={"image": 3000}))
     boot = store.start_boot()
     for _ in range(2):
-        store.enqueue("image", boot, lambda seq: b"\xff\xd8" + bytes(998))
+        store.enqueue(Kind.IMAGE, boot, lambda seq: b"\xff\xd8" + bytes(998))
     # As after a fault whose recount failed: the totals in memory are wrong.
     store._bytes_by_stream, store._totals_stale = {"image": 10**9}, True
-    store.enqueue("image", boot, lambda seq: b"\xff\xd8" + bytes(998))
+    store.enqueue(Kind.IMAGE, boot, lambda seq: b"\xff\xd8" + bytes(998))
     assert store.evicted == {} and store._bytes_by_stream["image"] == 3000  # recounted: nothing had to go
     store.close()

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payload.store import STREAMS, Budgets, Store
+from payload.store import PRIORITY, Budgets, Store, kind_of
+from stratoecho.wire import Kind
 from tests.fakes import FakeClock
 
-NON_TELEMETRY = [s for s in STREAMS if s != "telemetry"]
+NON_TELEMETRY = [s for s in PRIORITY if s != "telemetry"]
 
 
 def drain_one(store: Store) -> tuple | None:
@@ -37,7 +38,7 @@ def test_no_record_waits_behind_one_that_came_much_later(tmp_path_factory, arriv
     sent_at: dict[tuple[str, int], float] = {}
     for step in arrivals:
         for stream in step:
-            seq, _ = store.enqueue(stream, boot, lambda seq: b"x", created=clock.t)
+            seq, _ = store.enqueue(kind_of(stream), boot, lambda seq: b"x", created=clock.t)
             created[(stream, seq)] = clock.t
         if (q := drain_one(store)) is not None:
             order.append((q.stream, q.seq))
@@ -49,7 +50,7 @@ def test_no_record_waits_behind_one_that_came_much_later(tmp_path_factory, arriv
             if created[later] > sent_at[earlier]:
                 continue  # it was not there yet to be chosen
             # Both waited and `earlier` was chosen: it cannot have arrived too late to beat `later`.
-            slack = (STREAMS[later[0]].priority - STREAMS[earlier[0]].priority) * aging_s
+            slack = (PRIORITY[later[0]] - PRIORITY[earlier[0]]) * aging_s
             assert created[earlier] <= created[later] + slack + 1e-6, (earlier, later)
     store.close()
 
@@ -59,10 +60,10 @@ def test_an_image_under_a_flood_of_musings_goes_out_only_with_aging(tmp_path, ag
     clock = FakeClock(1_000_000.0)
     store = Store(tmp_path / "q.db", clock=clock, aging_s=aging_s)
     boot = store.start_boot()
-    store.enqueue("image", boot, lambda seq: b"\xff\xd8 jpeg", created=clock.t)
+    store.enqueue(Kind.IMAGE, boot, lambda seq: b"\xff\xd8 jpeg", created=clock.t)
     sent_at = None
     for step in range(400):  # a new musing every step, one record sent per step: saturated
-        store.enqueue("musing", boot, lambda seq: b"m", created=clock.t)
+        store.enqueue(Kind.MUSING, boot, lambda seq: b"m", created=clock.t)
         q = drain_one(store)
         if q.stream == "image":
             sent_at = step
@@ -70,7 +71,7 @@ def test_an_image_under_a_flood_of_musings_goes_out_only_with_aging(tmp_path, ag
     if starves:
         assert sent_at is None  # strict priority alone would starve it
     else:
-        assert sent_at is not None and sent_at <= (STREAMS["image"].priority - STREAMS["musing"].priority) * aging_s + 1
+        assert sent_at is not None and sent_at <= (PRIORITY["image"] - PRIORITY["musing"]) * aging_s + 1
 
 
 @settings(max_examples=30, deadline=None)
@@ -82,7 +83,7 @@ def test_the_newest_position_always_goes_first(tmp_path_factory, events):
     newest = None
     for e in events:
         if e != "none":
-            seq, _ = store.enqueue(e, boot, lambda seq: b"x", created=clock.t)
+            seq, _ = store.enqueue(kind_of(e), boot, lambda seq: b"x", created=clock.t)
             if e == "telemetry":
                 newest = seq
         q = drain_one(store)
@@ -98,8 +99,8 @@ def test_superseded_positions_wait_as_backlog_and_still_go_out(tmp_path):
     store = Store(tmp_path / "q.db", clock=clock)
     boot = store.start_boot()
     for _ in range(3):
-        store.enqueue("telemetry", boot, lambda seq: b"$$%d" % seq, created=clock.t)
-    store.enqueue("musing", boot, lambda seq: b"m", created=clock.t)
+        store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$%d" % seq, created=clock.t)
+    store.enqueue(Kind.MUSING, boot, lambda seq: b"m", created=clock.t)
     sent = [(q.stream, q.seq) for q in iter(lambda: drain_one(store), None)]
     assert sent == [("telemetry", 3), ("musing", 1), ("telemetry", 1), ("telemetry", 2)]
 
@@ -107,7 +108,7 @@ def test_superseded_positions_wait_as_backlog_and_still_go_out(tmp_path):
 def _fill(store: Store, boot: int, stream: str, n: int, size: int, clock: FakeClock) -> list[int]:
     seqs = []
     for _ in range(n):
-        seqs.append(store.enqueue(stream, boot, lambda seq: b"\xff\xd8" + bytes(size - 2), created=clock.t)[0])
+        seqs.append(store.enqueue(kind_of(stream), boot, lambda seq: b"\xff\xd8" + bytes(size - 2), created=clock.t)[0])
         clock.t += 1
     return seqs
 
@@ -122,9 +123,9 @@ def test_a_stream_over_budget_loses_acknowledged_then_sent_then_oldest_queued(tm
     store = Store(tmp_path / "q.db", clock=clock, budgets=Budgets(per_stream={"image": 5000}))
     boot = store.start_boot()
     _fill(store, boot, "image", 5, 1000, clock)  # exactly at budget
-    for q in store.queued(limit=2, streams=("image",)):
+    for q in store.queued(limit=2, kinds=(Kind.IMAGE,)):
         store.mark_sent(q.id)  # 1, 2 sent
-    store.acknowledge("image", boot, 1)  # 1 acknowledged
+    store.acknowledge(Kind.IMAGE, boot, 1)  # 1 acknowledged
     _fill(store, boot, "image", 1, 1000, clock)  # 6: over by one
     assert _held(store, "image") == [(2, "sent"), (3, "queued"), (4, "queued"), (5, "queued"), (6, "queued")]
     _fill(store, boot, "image", 1, 1000, clock)  # 7: the sent one goes

@@ -28,6 +28,7 @@ from .content import API_REQUEST_FIELDS, HEALTH_FIELDS
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack, encode_habpack
 from .records import (
+    CHECK_BYTES,
     CRC_BYTES,
     HEADER_BYTES,
     VERSION,
@@ -36,7 +37,9 @@ from .records import (
     Record,
     data_shards,
     decode_fragment,
+    fragment_body,
     fragment_record,
+    record_check,
     shard_capacity,
 )
 from .sentence import Telemetry, decode_sentence, encode_sentence
@@ -60,9 +63,9 @@ def decode_frame(frame: bytes) -> Telemetry | Fragment:
 
 
 __all__ = [
-    "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "UPLINK_MAGIC",
+    "CHECK_BYTES", "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "UPLINK_MAGIC",
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
-    "encode_sentence", "fragment_record", "shard_capacity", "decode_habpack", "encode_habpack",
+    "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",
     "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
 ]

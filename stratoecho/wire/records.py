@@ -1,10 +1,14 @@
 """Our own records (musings, events, health, images, API requests) as erasure-coded fragments.
 
 A record's body — a ``u32`` creation time (Unix seconds) then its content, which
-depends on the kind (`content.py`) — is cut
+depends on the kind (`content.py`) — is sealed with a ``u32`` record check (CRC-32,
+as zlib computes it, over kind, boot, seq and the body), then cut
 into ``k`` equal data shards and extended with ``n − k`` Reed–Solomon parity shards
 (`fec.py`); each shard travels in its own frame, and ANY ``k`` of the ``n`` frames
-rebuild the record. All integers big-endian::
+rebuild the record. The frame's CRC16 only says a frame arrived as it was sent; a
+record is delivered only when its check matches too, so a damaged frame whose CRC16
+still matches (one in 65,536) or a frame from another record cannot make a wrong one.
+All integers big-endian::
 
      0      1      2        4              8      9      10     11       13           n-2    n
     +------+------+--------+--------------+------+------+------+--------+------------+------+
@@ -13,7 +17,8 @@ rebuild the record. All integers big-endian::
       magic  ver:4  u16      u32            u8     u8     u8     u16      ceil(len/k)  u16
              kind:4
 
-``idx`` < ``n``; ``length`` is the body's length (the last data shard is padded);
+``idx`` < ``n``; ``length`` is the sealed body's length, check included (the last
+data shard is padded);
 the CRC16-CCITT covers every byte before it. Receivers key on (kind, boot, seq):
 duplicates and reordering are harmless. A shard does not depend on ``n``, so a
 repair may send parity shards beyond the first ``n``; a record re-sent with
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,11 +40,18 @@ from .fec import FecError
 from .fec import decode as fec_decode
 from .fec import encode as fec_encode
 
-VERSION = 2
+VERSION = 3  # 3: the record check; 2 had none
 _HEAD = struct.Struct(">BBHIBBBH")
 HEADER_BYTES = _HEAD.size  # 13
 CRC_BYTES = 2
+CHECK_BYTES = 4  # the record check after the body
 MAX_SHARDS = 255
+_IDENTITY = struct.Struct(">BHI")  # kind, boot, seq: what the check binds the body to
+
+
+def record_check(kind: int, boot: int, seq: int, body: bytes) -> int:
+    """CRC-32 (zlib's) over the record's kind, boot and seq (``>BHI``) and its body."""
+    return zlib.crc32(body, zlib.crc32(_IDENTITY.pack(kind, boot, seq)))
 
 
 @dataclass(frozen=True)
@@ -103,25 +116,36 @@ def shard_capacity(mtu: int) -> int:
 
 
 def data_shards(body_bytes: int, mtu: int = DEFAULT_MTU) -> int:
-    """k: how many frames a body of this size needs without parity."""
-    return max(1, math.ceil(body_bytes / shard_capacity(mtu)))
+    """k: how many frames a body of this size (`Record.body()`, its check not counted) needs
+    without parity."""
+    return max(1, math.ceil((body_bytes + CHECK_BYTES) / shard_capacity(mtu)))
 
 
 def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
     """Cut a record into `k + parity` frames of at most `mtu` bytes; any k rebuild it."""
-    if not 0 <= record.boot <= 0xFFFF or not 0 <= record.seq <= 0xFFFFFFFF:
-        raise WireError("out of range", f"boot {record.boot} or seq {record.seq} out of range (u16, u32)")
-    body = record.body()
-    if len(body) > 0xFFFF:
-        raise WireError("too long", f"record of {len(body)} bytes; at most 65535")
+    return fragment_body(record.kind, record.boot, record.seq, record.body(), mtu, parity)
+
+
+def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
+    """`fragment_record` from a body already encoded (`Record.body()`, as the payload's queue
+    keeps it): what is stored is cut as it is, never decoded and encoded again."""
+    if kind is Kind.TELEMETRY:
+        raise ValueError("telemetry travels as a sentence, not as a record")
+    if not 0 <= boot <= 0xFFFF or not 0 <= seq <= 0xFFFFFFFF:
+        raise WireError("out of range", f"boot {boot} or seq {seq} out of range (u16, u32)")
+    if len(body) < 4:
+        raise WireError("record too short", f"record body of {len(body)} bytes is shorter than its 4-byte time")
+    sealed = body + struct.pack(">I", record_check(kind, boot, seq, body))
+    if len(sealed) > 0xFFFF:
+        raise WireError("too long", f"record of {len(body)} bytes; at most {0xFFFF - CHECK_BYTES}")
     k = data_shards(len(body), mtu)
     n = k + max(parity, 0)
     if n > MAX_SHARDS:
         raise WireError("too long", f"record of {len(body)} bytes needs {k}+{parity} fragments; at most {MAX_SHARDS} at MTU "
                                     f"{mtu}")
     frames = []
-    for i, shard in enumerate(fec_encode(body, k, n)):
-        head = _HEAD.pack(MAGIC, (VERSION << 4) | record.kind, record.boot, record.seq, i, k, n, len(body))
+    for i, shard in enumerate(fec_encode(sealed, k, n)):
+        head = _HEAD.pack(MAGIC, (VERSION << 4) | kind, boot, seq, i, k, n, len(sealed))
         data = head + shard
         frames.append(data + struct.pack(">H", crc16_ccitt(data)))
     return frames
@@ -148,8 +172,9 @@ def decode_fragment(frame: bytes) -> Fragment:
     if not 1 <= k <= n or idx >= n:
         raise WireError("bad fragment index", f"fragment index {idx} with k={k} of n={n}")
     shard = frame[HEADER_BYTES:-2]
-    if length < 4:
-        raise WireError("record too short", f"record body of {length} bytes is shorter than its 4-byte time")
+    if length < 4 + CHECK_BYTES:
+        raise WireError("record too short", f"record of {length} bytes is shorter than its 4-byte time and "
+                                            f"{CHECK_BYTES}-byte check")
     if len(shard) != math.ceil(length / k):
         raise WireError("bad shard size", f"shard of {len(shard)} bytes does not fit a {length}-byte record in {k} shards")
     return Fragment(kind, boot, seq, idx, k, n, length, shard)
@@ -190,9 +215,14 @@ class Reassembler:
         del self._pending[key]
         del self._cut[key]
         try:
-            body = fec_decode(shards, frag.k, MAX_SHARDS, frag.length)
+            sealed = fec_decode(shards, frag.k, MAX_SHARDS, frag.length)
         except FecError as e:
             raise WireError("fec failed", f"record {key}: {e}") from e
+        body, (check,) = sealed[:-CHECK_BYTES], struct.unpack(">I", sealed[-CHECK_BYTES:])
+        if check != record_check(frag.kind, frag.boot, frag.seq, body):
+            # A shard that was not what was sent: these shards are dropped, and a repair (or a
+            # copy heard later) rebuilds the record from good ones.
+            raise WireError("record check failed", f"record {key}: its check does not match the rebuilt body")
         record = Record.from_body(frag.kind, frag.boot, frag.seq, body)  # raises before marking done,
         self._done[key] = None  # so a good copy heard later can still complete
         if len(self._done) > self.max_done:

@@ -1,0 +1,99 @@
+"""The payload put together: every component the daemon schedules, built from the
+configuration and the parts it was given (the GPS and sensors, the radio, the camera, the
+LED and heater: payload/hardware.py opens them). The daemon builds nothing itself; it is
+handed its `Components` and runs them, so a test or the bench can hand it others.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from random import Random
+
+from stratoecho import wire
+from stratoecho.bundle import Bundle
+from stratoecho.wire.events import event
+
+from .clock import Clock
+from .commands import CommandGate
+from .config import PayloadConfig
+from .confirm import Confirmations
+from .daemon import Components, Daemon
+from .duty import worst_sentence
+from .governor import Governor
+from .guard import OutboundGuard
+from .link import Transmitter
+from .memory import Memory
+from .outbound import Outbound
+from .persona import PersonaWorker
+from .radio import Radio
+from .reach import Reach
+from .sensors import Sensors
+from .store import Budgets, Store
+from .watchdog import Liveness
+
+
+def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, disk_usage=None) -> Store:
+    """The payload's queue in `data_dir`, with the configured batching and budgets; its batches and
+    ageing run on `clock`'s UTC (flight time), its free space is `disk_usage`'s (the card's)."""
+    mb = 1024 * 1024
+    sc = cfg.store
+    budgets = Budgets(per_stream={k: int(v * mb) for k, v in sc.budget_mb.items()},
+                      total=int(sc.total_mb * mb) if sc.total_mb else None, min_free=int(sc.min_free_mb * mb))
+    extra = {} if clock is None else {"clock": lambda: clock.now().timestamp()}
+    if disk_usage is not None:
+        extra["disk_usage"] = disk_usage
+    return Store(Path(data_dir) / "queue.db", flush_s=sc.flush_s, budgets=budgets, aging_s=sc.aging_s,
+                 memory_limit=sc.memory_records, **extra)
+
+
+def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
+             data_dir: Path, stop: threading.Event, *, camera=None, pi_health=None, led=None, heater=None,
+             disk_usage=None) -> Components:
+    """Every component of one boot. Opens the queue (and so numbers the boot), the memory and the
+    airtime log in `data_dir`; raises `store.StoreError` or `wire.uplink.KeyFileError`, the file
+    named, when the queue or the uplink key cannot be used."""
+    data_dir = Path(data_dir)
+    disk_usage = disk_usage or shutil.disk_usage  # the card: the bench simulates one
+    store = open_store(data_dir, cfg, clock, disk_usage)
+    boot = store.start_boot()
+    # The hour's airtime, the beacon's share first, logged across restarts (payload/duty.py).
+    transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
+                              sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)))
+    outbound = Outbound(store, boot, clock, transmitter.wake)
+    gate = None
+    if cfg.uplink.key_file:
+        try:  # uplink.KeyFileError names the file when the key is missing or exposed
+            gate = CommandGate.from_key_file(store, cfg.uplink.key_file, cfg.callsign, tag_len=cfg.uplink.tag_len,
+                                             mtu=cfg.radio.mtu, on_refused=lambda e: outbound.event(
+                                                 event("command_refused", reason=e.reason, detail=str(e))))
+        except BaseException:
+            store.close()
+            raise
+    worker = None
+    if bundle is not None:
+        worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
+                               memory_limit_mb=cfg.persona.memory_limit_mb)
+    return Components(
+        sensors=sensors, radio=radio, store=store, boot=boot, outbound=outbound, transmitter=transmitter,
+        governor=Governor(store, capacity_wh=cfg.power.battery_wh, battery_temp_fitted=sensors.battery_temp_fitted,
+                          cpu_temp_fitted=pi_health is not None),
+        memory=Memory(data_dir / "memory.db"),  # its own musings and the ground's notes
+        reach=Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
+                    clock.elapsed_s,
+                    # On the bench its questions are drawn from the flight's seed, like everything else.
+                    rng=Random(cfg.sim.seed * 7919 + boot) if clock.lockstep else None),
+        guard=OutboundGuard(hashed=bundle.blocklist() if bundle is not None else None),
+        probation=Confirmations(cfg.uplink.window_s),  # risky changes on probation (payload/confirm.py)
+        worker=worker, gate=gate, camera=camera, pi_health=pi_health, led=led, heater=heater, disk_usage=disk_usage)
+
+
+def build_daemon(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
+                 data_dir: Path, stop: threading.Event | None = None, *, camera=None, pi_health=None, led=None,
+                 heater=None, liveness: Liveness | None = None, disk_usage=None) -> Daemon:
+    """A daemon with the components `assemble` builds from these parts."""
+    stop = stop or clock.event()
+    parts = assemble(cfg, sensors, radio, clock, bundle, data_dir, stop, camera=camera, pi_health=pi_health,
+                     led=led, heater=heater, disk_usage=disk_usage)
+    return Daemon(cfg, clock, bundle, data_dir, parts, stop=stop, liveness=liveness)
