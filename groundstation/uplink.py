@@ -8,7 +8,7 @@ the ground database, ``<db>.uplink.json``)::
 
     {"version": 1, "payloads": {"STRATO1": {"next_counter": 42, "key": "5be0c1d8e2a4"}}}
 
-declared as `SignerState` (pydantic): a file that does not match is refused with its path
+The file is declared as `SignerState` (pydantic): one that does not match is refused with its path
 and the field at fault, and left alone for the operator.
 
 ``key`` is the key's fingerprint (`uplink.key_fingerprint`): counters are spent per key,
