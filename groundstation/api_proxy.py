@@ -6,7 +6,8 @@ API_ANSWER uplink command for the payload's next listen window::
 
     on_record(record, store)            (listener thread) new api_request, not answered before
       -> worker thread: answer(seq, api, query, boot=boot) -> uplink.ApiAnswer
-      -> its own connection to the database: queue_command(API_ANSWER, answer.pack(), what)
+      -> its own connection to the database: queue_command(API_ANSWER, answer.pack(), what,
+                                                           answers=(boot, seq))
 
 `answer` never raises. What the payload hears back (`uplink.ApiStatus`):
 
@@ -81,8 +82,6 @@ DEFAULT_NEWS_URL = "https://feeds.bbci.co.uk/news/world/rss.xml"
 USER_AGENT = "stratoecho-ground/0.1 (balloon API proxy)"
 MAX_BODY_BYTES = 1 << 20  # a feed or a definition is far smaller; more is not something to parse
 MAX_QUERY_CHARS = 120
-_OUTBOX_SCAN = 100_000  # outbox rows read once, at start, to find requests answered before
-_WHAT = re.compile(r"^api answer to request (\d+)/(\d+):")
 
 
 # --------------------------------------------------------------------------- text
@@ -534,14 +533,14 @@ class ApiProxy:
     def on_record(self, record: wire.Telemetry | wire.Record, store) -> bool:
         """A record new to the database: if it is an api_request not answered before, answer it
         in the worker thread and queue the API_ANSWER in `store`'s database. True if taken.
-        Never raises. Requests answered in earlier runs are found from the outbox's `what`."""
+        Never raises. Requests answered in earlier runs are found in the outbox's `answers_*` columns."""
         try:
             if not isinstance(record, wire.Record) or record.kind is not wire.Kind.API_REQUEST:
                 return False
             boot, seq, fields = record.boot, record.seq, record.content  # the declared fields, any subset
             with self._lock:
                 if self._taken is None:
-                    self._taken = self._answered_in_outbox(store)
+                    self._taken = store.answered_requests()
                 if (boot, seq) in self._taken:
                     log.debug("api_request_already_answered", boot=boot, seq=seq)
                     return False
@@ -562,14 +561,6 @@ class ApiProxy:
             log.exception("api_proxy_on_record_failed")
             return False
 
-    @staticmethod
-    def _answered_in_outbox(store) -> set[tuple[int, int]]:
-        taken = set()
-        for row in store.outbox(limit=_OUTBOX_SCAN):
-            if int(row["command"]) == CommandId.API_ANSWER and (m := _WHAT.match(row["what"] or "")):
-                taken.add((int(m.group(1)), int(m.group(2))))
-        return taken
-
     def _work(self) -> None:
         from .db import Store  # the worker's own connection: the listener's is the listener's
 
@@ -589,7 +580,8 @@ class ApiProxy:
             if job.db_path not in stores:
                 stores[job.db_path] = open_store(job.db_path)
             stores[job.db_path].queue_command(CommandId.API_ANSWER, result.pack(),
-                                              what=f"api answer to request {job.boot}/{job.seq}: {status}")
+                                              what=f"api answer to request {job.boot}/{job.seq}: {status}",
+                                              answers=(job.boot, job.seq))
             self.queued += 1
         except Exception:
             self.queue_errors += 1

@@ -10,13 +10,20 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
                                                                UNIQUE(kind, boot, seq)
     heard      kind, boot, seq, station, first_at              which station heard which record or
                                                                sentence (kind 'telemetry' for those)
-    outbox     id, queued_at, command, args, what, sent_at     commands waiting for the payload's next
-                                                               listen window (the dashboard queues, the
+    outbox     id, queued_at, command, args, what, sent_at,    commands waiting for the payload's next
+               answers_boot, answers_seq, confirms            listen window (the dashboard queues, the
                                                                listener signs and sends)
 
 `records.text` is what a person reads (a musing's text, or a one-line summary of a
 structured record); `records.data` holds the rest: the declared fields of health
 and API requests as JSON, the JPEG of an image, NULL for musings and events.
+
+`outbox.what` is the line a person reads; what a program asks of a row is in columns:
+`answers_boot`/`answers_seq` name the API request an API_ANSWER replies to, and
+`confirms` the outbox row whose risky command a confirmation repeats (NULL otherwise).
+
+Reading is `reading.GroundReader`'s (read-only, any schema version); `Store` reads only
+what its writers need on their own connection (the outbox, who heard what).
 
 `received_at` and `created` are ISO 8601 UTC; `time` is the sentence's HH:MM:SS UTC.
 Inserts into telemetry and records are `INSERT OR IGNORE`: the same record heard
@@ -36,16 +43,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
 from stratoecho import wire
+from stratoecho.wire.uplink import CommandId
 
-SCHEMA_VERSION = 4  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox
+SCHEMA_VERSION = 5  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+#                     5: what an outbox row answers or confirms, in columns
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -81,14 +92,34 @@ CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
     queued_at TEXT NOT NULL,
     command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
-    sent_at TEXT
+    sent_at TEXT,
+    answers_boot INTEGER, answers_seq INTEGER, confirms INTEGER
 )
 """
 _TELEMETRY_COLUMNS = (
     "boot", "seq", "callsign", "time", "lat", "lon", "alt", "sats", "temp_c", "pressure_hpa", "batt_mv",
 )
 _RECORD_COLUMNS = ("kind", "boot", "seq", "created", "text", "data")
-# Each step takes a database from the version before it to its own.
+
+
+def _outbox_columns(db: sqlite3.Connection) -> None:
+    """Version 5: what an outbox row answers or confirms, as columns. The rows version 4
+    queued said so only in their `what` line: read once here, in the words it wrote them."""
+    for column in ("answers_boot INTEGER", "answers_seq INTEGER", "confirms INTEGER"):
+        db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+    answer = re.compile(r"api answer to request (\d+)/(\d+):")
+    asked: dict[tuple[int, bytes], int] = {}  # (command, args) -> the newest row queued as itself
+    for row_id, command, args, what in db.execute("SELECT id, command, args, what FROM outbox ORDER BY id").fetchall():
+        if command == CommandId.API_ANSWER and (m := answer.match(what)):
+            db.execute("UPDATE outbox SET answers_boot = ?, answers_seq = ? WHERE id = ?", (int(m[1]), int(m[2]), row_id))
+        elif what.startswith("confirm: "):  # version 4 confirmed the newest row of the same command
+            db.execute("UPDATE outbox SET confirms = ? WHERE id = ?", (asked.get((command, bytes(args))), row_id))
+        else:
+            asked[(command, bytes(args))] = row_id
+
+
+# Each step takes a database from the version before it to its own: SQL, or a function of
+# the connection where a step must read what is there.
 _MIGRATIONS = {
     2: ["ALTER TABLE records ADD COLUMN data BLOB"],
     # SQLite cannot drop NOT NULL in place: the table is rebuilt, rows and ids kept.
@@ -114,6 +145,7 @@ _MIGRATIONS = {
             queued_at TEXT NOT NULL,
             command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
             sent_at TEXT)"""],
+    5: [_outbox_columns],
 }
 
 
@@ -135,6 +167,18 @@ def _record_data(r: wire.Record) -> str | bytes | None:
 
 class StoreError(Exception):
     """A database that cannot be opened or is not one this ground station understands."""
+
+
+def check_schema(path: str | Path, version: int, tables: Iterable[str]) -> None:
+    """StoreError unless a database of this `PRAGMA user_version` holding these tables is a
+    ground database this code understands (version 0 and no tables: a new, empty file)."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+            "ground station understands: use a newer stratoecho, or another --db file"
+        )
+    if version == 0 and (names := sorted(tables)):
+        raise StoreError(f"{path} is not a stratoecho ground database (it holds tables: {', '.join(names)})")
 
 
 def utc_now() -> str:
@@ -169,22 +213,15 @@ class Store:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
-                    "ground station understands: use a newer stratoecho, or another --db file"
-                )
+            tables = [row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            check_schema(self.path, version, tables)
             if version == 0:
-                tables = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-                if tables:
-                    names = ", ".join(row[0] for row in tables)
-                    raise StoreError(f"{self.path} is not a stratoecho ground database (it holds tables: {names})")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     self._db.execute(statement)
             else:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[step]:
-                        self._db.execute(statement)
+                        statement(self._db) if callable(statement) else self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.commit()  # one transaction: a half-made schema never gets a version number
         except BaseException:
@@ -230,17 +267,22 @@ class Store:
 
     # ----------------------------------------------------------------- the outbox
 
-    def queue_command(self, command: int, args: bytes, what: str) -> int:
+    def queue_command(self, command: int, args: bytes, what: str, *, answers: tuple[int, int] | None = None,
+                      confirms: int | None = None) -> int:
         """Queue an unsigned command (`uplink.CommandId`, its packed arguments) for the next
-        listen window; committed at once, since another process (the listener) sends it."""
-        cur = self._db.execute("INSERT INTO outbox (queued_at, command, args, what) VALUES (?, ?, ?, ?)",
-                               (utc_now(), int(command), bytes(args), what))
+        listen window, `what` the line a person reads; committed at once, since another process
+        (the listener) sends it. `answers`: the (boot, seq) of the API request an API_ANSWER
+        replies to; `confirms`: the outbox row whose risky command this one repeats to confirm."""
+        boot, seq = answers if answers is not None else (None, None)
+        cur = self._db.execute(
+            "INSERT INTO outbox (queued_at, command, args, what, answers_boot, answers_seq, confirms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (utc_now(), int(command), bytes(args), what, boot, seq, confirms))
         self.commit()
         return int(cur.lastrowid or 0)
 
     def pending_commands(self, limit: int = 8) -> list[dict]:
-        rows = self._db.execute("SELECT id, queued_at, command, args, what FROM outbox WHERE sent_at IS NULL "
-                                "ORDER BY id LIMIT ?", (limit,))
+        rows = self._db.execute("SELECT id, queued_at, command, args, what, answers_boot, answers_seq, confirms "
+                                "FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,))
         return [dict(r) for r in rows]
 
     def mark_command_sent(self, command_id: int) -> None:
@@ -248,15 +290,18 @@ class Store:
         self.commit()
 
     def last_command(self, command: int, args: bytes) -> dict | None:
-        """The newest outbox row for exactly this command and these arguments, or None."""
-        rows = self._db.execute("SELECT id, queued_at, what, sent_at FROM outbox WHERE command = ? AND args = ? "
-                                "ORDER BY id DESC LIMIT 1", (int(command), bytes(args))).fetchall()
+        """The newest outbox row for exactly this command and these arguments, or None. With
+        it, `asked` and `asked_what`: the row queued as itself (this one, or the one it confirms)."""
+        rows = self._db.execute(
+            "SELECT o.id, o.queued_at, o.what, o.sent_at, o.confirms, coalesce(a.id, o.id) AS asked, "
+            "coalesce(a.what, o.what) AS asked_what FROM outbox AS o LEFT JOIN outbox AS a ON a.id = o.confirms "
+            "WHERE o.command = ? AND o.args = ? ORDER BY o.id DESC LIMIT 1", (int(command), bytes(args))).fetchall()
         return dict(rows[0]) if rows else None
 
-    def outbox(self, limit: int = 50) -> list[dict]:
-        rows = self._db.execute("SELECT id, queued_at, command, what, sent_at FROM outbox ORDER BY id DESC LIMIT ?",
-                                (limit,))
-        return [dict(r) for r in rows]
+    def answered_requests(self) -> set[tuple[int, int]]:
+        """(boot, seq) of every API request the outbox holds an answer to, sent or not."""
+        rows = self._db.execute("SELECT answers_boot, answers_seq FROM outbox WHERE answers_boot IS NOT NULL")
+        return {(boot, seq) for boot, seq in rows}
 
     def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None) -> bool:
         """Store a position sentence; False if (boot, seq) was already there."""
@@ -309,38 +354,8 @@ class Store:
 
     # ----------------------------------------------------------------- reading
 
-    def counts(self) -> dict[str, int]:
-        """Row counts: what the flight report reads (frames received, telemetry received,
-        musings delivered)."""
-        def one(sql: str) -> int:
-            return int(self._db.execute(sql).fetchone()[0])
-
-        return {
-            "frames": one("SELECT count(*) FROM frames"),
-            "frames_bad": one("SELECT count(*) FROM frames WHERE NOT ok"),
-            "telemetry": one("SELECT count(*) FROM telemetry"),
-            "musings": one("SELECT count(*) FROM records WHERE kind = 'musing'"),
-            "events": one("SELECT count(*) FROM records WHERE kind = 'event'"),
-        }
-
-    def musings(self, limit: int | None = None) -> list[dict]:
-        """Musings in the payload's order (boot, seq); with `limit`, the latest ones."""
-        return self._latest("records WHERE kind = 'musing'", "kind, boot, seq, created, text, received_at", limit)
-
-    def records(self, kind: str, limit: int | None = None) -> list[dict]:
-        """Records of one kind in the payload's order; `fields` decoded, `jpeg` as bytes."""
-        rows = self._latest("records WHERE kind = ?", "kind, boot, seq, created, text, data, received_at", limit, (kind,))
-        for row in rows:
-            data = row.pop("data")
-            if data is not None:
-                row["jpeg" if isinstance(data, bytes) else "fields"] = data if isinstance(data, bytes) else json.loads(data)
-        return rows
-
-    def telemetry(self, limit: int | None = None) -> list[dict]:
-        """Telemetry in the payload's order (boot, seq); with `limit`, the latest ones."""
-        return self._latest("telemetry", ", ".join((*_TELEMETRY_COLUMNS, "received_at")), limit)
-
-    def _latest(self, source: str, columns: str, limit: int | None, args: tuple = ()) -> list[dict]:
-        sql = f"SELECT {columns} FROM {source} ORDER BY boot DESC, seq DESC"
-        rows = self._db.execute(sql + " LIMIT ?", (*args, limit)) if limit is not None else self._db.execute(sql, args)
-        return [dict(row) for row in reversed(rows.fetchall())]
+    def telemetry(self) -> list[dict]:
+        """Every telemetry row as the decoder's dict (with `received_at`), in the payload's order
+        (boot, seq): what an exporter replays. Everything else is read with `reading.GroundReader`."""
+        columns = ", ".join((*_TELEMETRY_COLUMNS, "received_at"))
+        return [dict(row) for row in self._db.execute(f"SELECT {columns} FROM telemetry ORDER BY boot, seq")]

@@ -135,8 +135,9 @@ class RepairLink:
             log.info("confirmation not queued", command=cmd.command_id.name.lower(),
                      why="not sent from this station" if row is None else "already queued")
             return False
-        self.store.queue_command(cmd.command_id, args, f"confirm: {row['what'].removeprefix('confirm: ')}")
-        log.info("confirmation queued", command=cmd.command_id.name.lower(), what=row["what"])
+        # A confirmation confirms what was asked, even when the last row was itself a confirmation.
+        self.store.queue_command(cmd.command_id, args, f"confirm: {row['asked_what']}", confirms=row["asked"])
+        log.info("confirmation queued", command=cmd.command_id.name.lower(), what=row["asked_what"])
         return True
 
     def window(self, peer: tuple, missing: dict[tuple[int, int, int], tuple[int, list[int]]],

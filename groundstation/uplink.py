@@ -8,6 +8,9 @@ the ground database, ``<db>.uplink.json``)::
 
     {"version": 1, "payloads": {"STRATO1": {"next_counter": 42, "key": "5be0c1d8e2a4"}}}
 
+The file is declared as `SignerState` (pydantic): one that does not match is refused with its path
+and the field at fault, and left alone for the operator.
+
 ``key`` is the key's fingerprint (`uplink.key_fingerprint`): counters are spent per key,
 as the payload keeps them. Signing with a new key moves the old key's next counter to
 ``retired`` and starts the new one at 1 — the way out when a key's counters are used
@@ -35,6 +38,9 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratoecho.wire import DEFAULT_MTU
 from stratoecho.wire.uplink import DEFAULT_TAG_LEN, MAX_COUNTER, Command, Ping, key_fingerprint, load_key, sign
@@ -49,6 +55,26 @@ STATE_VERSION = 1
 
 class SignerStateError(Exception):
     """A state file this signer cannot trust; starting over at 1 could reuse counters."""
+
+
+Counter = Annotated[int, Field(ge=1)]
+
+
+class PayloadCounters(BaseModel):
+    """One balloon's counters in the state file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    next_counter: Counter
+    key: str | None = None  # the key's fingerprint; None in a file from before keys were told apart
+    retired: dict[str, Counter] = Field(default_factory=dict)  # fingerprint -> next counter of an old key
+
+
+class SignerState(BaseModel):
+    """The whole state file: its version and the counters per balloon (payload id)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: Literal[1]
+    payloads: dict[str, PayloadCounters]
 
 
 def state_path_for_db(db_path: str | Path) -> Path:
@@ -91,17 +117,17 @@ class CommandSigner:
     @property
     def next_counter(self) -> int:
         with self._locked() as state:
-            return self._entry(state)["next_counter"]
+            return self._entry(state).next_counter
 
     def sign(self, command: Command) -> bytes:
         """A frame carrying `command` under a counter never used before."""
         with self._locked() as state:
             entry = self._entry(state)
-            counter = entry["next_counter"]
+            counter = entry.next_counter
             if counter > MAX_COUNTER:
                 raise SignerStateError(f"{self.state_path}: counters for {self.payload_id} are used up; a new key is needed")
             frame = sign(self._key, counter, self.payload_id, command, tag_len=self.tag_len, mtu=self.mtu)
-            entry["next_counter"] = counter + 1
+            entry.next_counter = counter + 1
             self._write(state)
         return frame
 
@@ -109,21 +135,21 @@ class CommandSigner:
         """Make the next counter at least `counter` (never lower it); returns the next counter."""
         with self._locked() as state:
             entry = self._entry(state)
-            if counter > entry["next_counter"]:
-                entry["next_counter"] = counter
+            if counter > entry.next_counter:
+                entry.next_counter = counter
                 self._write(state)
-            return entry["next_counter"]
+            return entry.next_counter
 
     # ------------------------------------------------------------------ state file
 
-    def _entry(self, state: dict) -> dict:
+    def _entry(self, state: SignerState) -> PayloadCounters:
         fp = key_fingerprint(self._key)
-        entry = state["payloads"].setdefault(self.payload_id, {"next_counter": 1, "key": fp})
-        entry.setdefault("key", fp)  # a file from before keys were told apart: its counters are this key's
-        if entry["key"] != fp:  # a new key (or an old one back): its own counters
-            retired = entry.setdefault("retired", {})
-            retired[entry["key"]] = entry["next_counter"]
-            entry["next_counter"], entry["key"] = retired.pop(fp, 1), fp
+        entry = state.payloads.setdefault(self.payload_id, PayloadCounters(next_counter=1, key=fp))
+        if entry.key is None:  # a file from before keys were told apart: its counters are this key's
+            entry.key = fp
+        if entry.key != fp:  # a new key (or an old one back): its own counters
+            entry.retired[entry.key] = entry.next_counter
+            entry.next_counter, entry.key = entry.retired.pop(fp, 1), fp
         return entry
 
     @contextmanager
@@ -139,37 +165,28 @@ class CommandSigner:
                 if fcntl is not None:
                     fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _read(self) -> dict:
+    def _read(self) -> SignerState:
         try:
             text = self.state_path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return {"version": STATE_VERSION, "payloads": {}}
-        fix = "restore it from a backup, or delete it and use skip_to() past the payload's last accepted counter"
+            return SignerState(version=STATE_VERSION, payloads={})
         try:
-            state = json.loads(text)
-        except ValueError as e:
-            raise SignerStateError(f"uplink state file {self.state_path} is not JSON ({e}); {fix}") from e
-        if (not isinstance(state, dict) or state.get("version") != STATE_VERSION
-                or not isinstance(state.get("payloads"), dict)):
-            raise SignerStateError(f"uplink state file {self.state_path} is not version {STATE_VERSION} signer state; {fix}")
-        for name, entry in state["payloads"].items():
-            n = entry.get("next_counter") if isinstance(entry, dict) else None
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise SignerStateError(f"uplink state file {self.state_path}: bad next_counter for {name!r}; {fix}")
-            retired = entry.get("retired", {})
-            if not isinstance(entry.get("key", ""), str) or not isinstance(retired, dict) or not all(
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in retired.values()):
-                raise SignerStateError(f"uplink state file {self.state_path}: bad key or retired counters "
-                                       f"for {name!r}; {fix}")
-        return state
+            return SignerState.model_validate_json(text)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}"
+                                 for err in e.errors(include_url=False)[:3])
+            raise SignerStateError(
+                f"uplink state file {self.state_path} is not version {STATE_VERSION} signer state ({problems}); "
+                "restore it from a backup, or delete it and use skip_to() past the payload's last accepted counter"
+            ) from e
 
-    def _write(self, state: dict) -> None:
+    def _write(self, state: SignerState) -> None:
         # Temporary file in the same folder, synced, then renamed over: the file is
         # always either the old state or the new one, never half of each.
         fd, tmp = tempfile.mkstemp(prefix=self.state_path.name + ".", suffix=".tmp", dir=self.state_path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(state, f, indent=1, sort_keys=True)
+                json.dump(state.model_dump(exclude_defaults=True), f, indent=1, sort_keys=True)
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())

@@ -3,12 +3,14 @@
 Runs beside `listen` (SQLite in WAL mode lets it read while the listener writes) or alone
 on a replayed database. Three pure steps, so each is tested on its own::
 
-    FlightView.from_store(store, now=...)  -> FlightView     what the database says now
+    FlightView.from_ground(ground, now=...) -> FlightView    what the database says now
     render(view, width)                    -> str            the screen, one line per fact
-    Watcher.step(store)                    -> str            what to write this time: the whole
+    Watcher.step(ground)                   -> str            what to write this time: the whole
                                                              screen (ANSI redraw) or, with
                                                              --plain / no TTY, only new lines
 
+`ground` is a `reading.GroundReader`: the view opens the database read-only, so it never
+creates, migrates or locks the station's file, and reads one an older ground station left.
 `watch(db_path, stop, out, interval_s)` loops until `stop` is set. Everything that came
 from the air (callsign, health strings, musings) is escaped with `display.clean_text`
 before it reaches the terminal; numbers from the air are shown only if they are numbers.
@@ -31,8 +33,9 @@ import structlog
 
 from stratoecho.cli import positive_number
 
-from .db import Store, StoreError
+from .db import StoreError
 from .display import clean_text
+from .reading import GroundReader, TelemetryRow
 
 log = structlog.get_logger(__name__)
 
@@ -144,85 +147,65 @@ class FlightView:
     musings: tuple[Musing, ...]  # the latest, in the order they completed (newest last)
 
     @classmethod
-    def from_store(cls, store: Store, *, now: datetime | None = None, window_s: float = 300.0,
-                   musings: int = 5) -> FlightView:
+    def from_ground(cls, ground: GroundReader, *, now: datetime | None = None, window_s: float = 300.0,
+                    musings: int = 5) -> FlightView:
         now = now or datetime.now(timezone.utc)
-        db = store._db  # read-only queries Store has no method for (frames by station, gaps)
-        rows = store.telemetry(limit=30)
-        position = Position(**{k: rows[-1][k] for k in Position.__dataclass_fields__}) if rows else None
-        health_rows = store.records("health", limit=1)
-        health = health_rows[-1].get("fields") or {} if health_rows else {}
-        health_key = (health_rows[-1]["boot"], health_rows[-1]["seq"]) if health_rows else None
-
+        rows = ground.telemetry(limit=30)
+        position = Position(**{k: getattr(rows[-1], k) for k in Position.__dataclass_fields__}) if rows else None
+        latest_health = ground.latest_record("health")
+        health = (latest_health.fields or {}) if latest_health else {}
+        health_key = (latest_health.boot, latest_health.seq) if latest_health else None
         since = (now - timedelta(seconds=window_s)).isoformat(timespec="milliseconds")
-        link = []
-        for r in db.execute("SELECT coalesce(station, '') AS st, count(*) AS n, sum(ok = 0) AS bad FROM frames "
-                            "WHERE received_at >= ? GROUP BY st ORDER BY st", (since,)):
-            sig = db.execute("SELECT rssi_dbm, snr_db FROM frames WHERE coalesce(station, '') = ? AND "
-                             "(rssi_dbm IS NOT NULL OR snr_db IS NOT NULL) ORDER BY id DESC LIMIT 1",
-                             (r["st"],)).fetchone()
-            link.append(StationLink(r["st"], r["n"], r["bad"] or 0, sig["rssi_dbm"] if sig else None,
-                                    sig["snr_db"] if sig else None))
-        totals = db.execute("SELECT count(*), coalesce(sum(ok = 0), 0), max(received_at) FROM frames").fetchone()
-
-        sentences_missed = 0
-        if position is not None:
-            sentences_missed = db.execute(
-                "SELECT coalesce(sum(seq - prev - 1), 0) FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev "
-                "FROM telemetry WHERE boot = ?) WHERE seq - prev > 1", (position.boot,)).fetchone()[0]
-
-        musing_rows = db.execute("SELECT id, boot, seq, created, text FROM records WHERE kind = 'musing' "
-                                 "ORDER BY id DESC LIMIT ?", (max(0, musings),)).fetchall()
+        link = tuple(StationLink(s.station, s.frames, s.bad or 0, s.last_rssi_dbm, s.last_snr_db)
+                     for s in ground.station_stats(since))
+        counts = ground.counts()
         return cls(
             now=now, position=position, ascent_mps=ascent_rate(rows), health=dict(health),
-            health_boot_seq=health_key, window_s=window_s, link=tuple(link),
-            frames_total=totals[0], frames_bad=totals[1], last_frame_at=_parse_iso(totals[2]),
-            sentences_missed=sentences_missed, missing=missing_records(store, health, health_key),
-            musings=tuple(Musing(*r) for r in reversed(musing_rows)),
+            health_boot_seq=health_key, window_s=window_s, link=link,
+            frames_total=counts.frames, frames_bad=counts.frames_bad, last_frame_at=_parse_iso(ground.last_heard()),
+            sentences_missed=ground.sentences_missing(position.boot) if position else 0,
+            missing=missing_records(ground, health, health_key),
+            musings=tuple(Musing(m.id, m.boot, m.seq, m.created, m.text)
+                          for m in ground.last_completed("musing", musings)),
         )
 
 
-def ascent_rate(telemetry: list[dict]) -> float | None:
+def ascent_rate(telemetry: list[TelemetryRow]) -> float | None:
     """m/s over the latest boot's sentences of the last `_ASCENT_SPAN_S` (by their UTC time of
     day, across midnight); None with fewer than two sentences or no time between them."""
     if not telemetry:
         return None
     last = telemetry[-1]
-    t_last = _seconds_of_day(last["time"])
+    t_last = _seconds_of_day(last.time)
     if t_last is None:
         return None
     best = None
     for row in telemetry[:-1]:
-        t = _seconds_of_day(row["time"])
-        if row["boot"] != last["boot"] or t is None:
+        t = _seconds_of_day(row.time)
+        if row.boot != last.boot or t is None:
             continue
         dt = (t_last - t) % 86400
         if 0 < dt <= _ASCENT_SPAN_S and (best is None or dt > best[0]):
             best = (dt, row)
-    if best is None or not (_is_num(last["alt"]) and _is_num(best[1]["alt"])):
+    if best is None or not (_is_num(last.alt) and _is_num(best[1].alt)):
         return None
-    return (last["alt"] - best[1]["alt"]) / best[0]
+    return (last.alt - best[1].alt) / best[0]
 
 
-def missing_records(store: Store, health: dict, health_key: tuple[int, int] | None) -> tuple[Missing, ...]:
+def missing_records(ground: GroundReader, health: dict, health_key: tuple[int, int] | None) -> tuple[Missing, ...]:
     """Gaps in each (kind, boot) sequence held, then what the latest health record announces
     beyond the last held of its boot."""
-    db = store._db
-    gaps: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    for kind, boot, prev, seq in db.execute(
-            "SELECT kind, boot, prev, seq FROM (SELECT kind, boot, seq, "
-            "lag(seq) OVER (PARTITION BY kind, boot ORDER BY seq) AS prev FROM records) "
-            "WHERE seq - prev > 1 ORDER BY kind, boot, seq"):
-        gaps.setdefault((kind, boot), []).append((prev + 1, seq - 1))
+    gaps = ground.record_gaps()
     announced: dict[tuple[str, int], int] = {}
     none_held: set[tuple[str, int]] = set()
     if health_key is not None:
         boot = health_key[0]
+        held_up_to = ground.newest_seqs(boot)
         for field, kind in ANNOUNCED_KINDS.items():
             value = health.get(field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 continue
-            (held,) = db.execute("SELECT max(seq) FROM records WHERE kind = ? AND boot = ?", (kind, boot)).fetchone()
+            held = held_up_to.get(kind)
             if held is None:
                 none_held.add((kind, boot))
                 announced[(kind, boot)] = value
@@ -336,22 +319,20 @@ class Watcher:
         self._last_summary: str | None = None
         self._last_musing_id = 0
 
-    def step(self, store: Store, width: int = 80, now: datetime | None = None) -> str:
+    def step(self, ground: GroundReader, width: int = 80, now: datetime | None = None) -> str:
         if not self.plain:
-            view = FlightView.from_store(store, now=now, window_s=self.window_s, musings=self.musings)
+            view = FlightView.from_ground(ground, now=now, window_s=self.window_s, musings=self.musings)
             body = render(view, width)
             return "\x1b[H" + body.replace("\n", "\x1b[K\n") + "\x1b[J"
-        view = FlightView.from_store(store, now=now, window_s=self.window_s, musings=0)
+        view = FlightView.from_ground(ground, now=now, window_s=self.window_s, musings=0)
         out = []
         summary = plain_summary(view)
         if summary != self._last_summary:
             out.append(summary)
             self._last_summary = summary
-        for id_, boot, seq, _created, text in store._db.execute(
-                "SELECT id, boot, seq, created, text FROM records WHERE kind = 'musing' AND id > ? ORDER BY id",
-                (self._last_musing_id,)):
-            out.append(f"MUSING boot {boot} #{seq}: {_line(text)}")
-            self._last_musing_id = id_
+        for m in ground.records_since(self._last_musing_id, "musing"):
+            out.append(f"MUSING boot {m.boot} #{m.seq}: {_line(m.text)}")
+            self._last_musing_id = m.id
         return "".join(line + "\n" for line in out)
 
 
@@ -362,20 +343,22 @@ def watch(db_path: str | Path, stop: threading.Event, out: TextIO, interval_s: f
     if plain is None:
         plain = not (hasattr(out, "isatty") and out.isatty())
     watcher = Watcher(plain, window_s, musings)
-    with Store(db_path) as store:
-        if not plain:
-            out.write("\x1b[2J")
-        while True:
-            width = shutil.get_terminal_size((80, 24)).columns
-            try:
-                text = watcher.step(store, width)
-            except Exception as e:  # a locked or busy database: show the next time round
-                log.warning("watch_read_failed", error=str(e))
-                text = ""
-            out.write(text)
-            out.flush()
-            if once or stop.wait(interval_s):
-                break
+    GroundReader.open(db_path).close()  # StoreError now if this file will not do
+    if not plain:
+        out.write("\x1b[2J")
+    while True:
+        width = shutil.get_terminal_size((80, 24)).columns
+        try:
+            # Opened afresh each time, as the dashboard does: it sees the schema as the listener left it.
+            with GroundReader.open(db_path) as ground:
+                text = watcher.step(ground, width)
+        except Exception as e:  # a locked or busy database: show the next time round
+            log.warning("watch_read_failed", error=str(e))
+            text = ""
+        out.write(text)
+        out.flush()
+        if once or stop.wait(interval_s):
+            break
 
 
 # --------------------------------------------------------------------------- command line

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
+from groundstation.db import StoreError
+from groundstation.reading import GroundReader, RecordRow, TelemetryRow
 from stratoecho.charts import nice_ticks, tick_label
 from stratoecho.wire import HEALTH_FIELD_NAMES, WireError
 from stratoecho.wire.sentence import parse_hms
@@ -104,28 +105,16 @@ class FlightSeries:
 
 
 # ----------------------------------------------------------------------------- reading
-def _read_ground(db: Path) -> tuple[list[tuple], list[tuple]]:
-    """(telemetry rows, record rows) in the payload's order; empty for a missing or new database."""
+def _read_ground(db: Path) -> tuple[list[TelemetryRow], list[RecordRow]]:
+    """(telemetry, records) in the payload's order; empty for a missing or new database.
+    Read-only: a report must never create, migrate or lock the station's database."""
     if not db.exists():
         return [], []
-    # Read-only: a report must never create, migrate or lock the station's database.
-    con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"telemetry", "records"} <= tables:
-            return [], []
-        telemetry = con.execute(
-            "SELECT boot, seq, time, alt, temp_c, batt_mv FROM telemetry ORDER BY boot, seq").fetchall()
-        # Schema version 1 had no data column: its health records show as having no fields.
-        has_data = any(r[1] == "data" for r in con.execute("PRAGMA table_info(records)"))
-        data = "CASE WHEN kind IN ('health', 'event') THEN data END" if has_data else "NULL"
-        records = con.execute(
-            f"SELECT kind, boot, seq, created, text, {data} FROM records ORDER BY boot, seq").fetchall()
-        return telemetry, records
-    except sqlite3.DatabaseError as e:
-        raise ValueError(f"{db}: cannot read the ground database: {e}") from e
-    finally:
-        con.close()
+        with GroundReader.open(db) as ground:
+            return ground.telemetry(), ground.records()
+    except StoreError as e:
+        raise ValueError(f"cannot read the ground database: {e}") from e
 
 
 def _time_of_day(text: str) -> int | None:
@@ -136,7 +125,7 @@ def _time_of_day(text: str) -> int | None:
     return h * 3600 + m * 60 + s
 
 
-def _place_telemetry(rows: list[tuple], record_epochs: list[float]) -> list[float | None]:
+def _place_telemetry(rows: list[TelemetryRow], record_epochs: list[float]) -> list[float | None]:
     """Each telemetry row's time as Unix seconds (None where its time does not parse).
 
     Without records to date it by, the day is 1970-01-01: only differences matter then.
@@ -144,7 +133,7 @@ def _place_telemetry(rows: list[tuple], record_epochs: list[float]) -> list[floa
     unwrapped: list[float | None] = []
     day, last = 0, None
     for row in rows:
-        tod = _time_of_day(row[2])
+        tod = _time_of_day(row.time)
         if tod is None:
             unwrapped.append(None)
             continue
@@ -172,16 +161,6 @@ def _epoch(created: str) -> float | None:
     return t.timestamp()
 
 
-def _fields(data) -> dict:
-    if not isinstance(data, str):
-        return {}
-    try:
-        fields = json.loads(data)
-    except json.JSONDecodeError:
-        return {}
-    return fields if isinstance(fields, dict) else {}
-
-
 def _fault_status(detail: str) -> str:
     """A store_fault event's detail 'store write failed (FullError: disk full); running degraded'
     -> 'store write failed'."""
@@ -198,7 +177,7 @@ def _number(v) -> float | None:
 def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightSeries:
     """The flight's time series from the ground database (and the channel's per-minute timeline)."""
     tele_rows, rec_rows = _read_ground(Path(ground_db))
-    rec_epochs = [(r, e) for r in rec_rows if (e := _epoch(r[3])) is not None]
+    rec_epochs = [(r, e) for r in rec_rows if (e := _epoch(r.created)) is not None]
     tele_epochs = [(r, e) for r, e in zip(tele_rows, _place_telemetry(tele_rows, [e for _, e in rec_epochs]))
                    if e is not None]
     series = FlightSeries()
@@ -209,25 +188,25 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
     series.start_utc = datetime.fromtimestamp(t0, timezone.utc)
 
     first_seen: dict[int, float] = {}
-    for (boot, _seq, _time, alt, temp_c, batt_mv), e in tele_epochs:
+    for row, e in tele_epochs:
         t = e - t0
-        first_seen[boot] = min(first_seen.get(boot, t), t)
+        first_seen[row.boot] = min(first_seen.get(row.boot, t), t)
         series.telemetry_t.append(t)
-        series.altitude_m.append((t, float(alt)))
-        if temp_c is not None:  # NULL: the outside sensor had no reading
-            series.outside_c.append((t, float(temp_c)))
-        if batt_mv > 0:  # 0: no battery monitor fitted
-            series.battery_v.append((t, batt_mv / 1000))
+        series.altitude_m.append((t, float(row.alt)))
+        if row.temp_c is not None:  # NULL: the outside sensor had no reading
+            series.outside_c.append((t, float(row.temp_c)))
+        if row.batt_mv > 0:  # 0: no battery monitor fitted
+            series.battery_v.append((t, row.batt_mv / 1000))
 
     estimate: list[Point] = []
-    for (kind, boot, _seq, _created, _text, data), e in rec_epochs:
+    for record, e in rec_epochs:
         t = e - t0
-        first_seen[boot] = min(first_seen.get(boot, t), t)
-        if kind == "event" and (ev := _fields(data)).get("event") == "store_fault":
-            series.faults.append(Fault(t, "store", _fault_status(str(ev.get("detail", "")))))
-        if kind != "health":
+        first_seen[record.boot] = min(first_seen.get(record.boot, t), t)
+        fields = record.fields or {}  # none where schema version 1 kept none
+        if record.kind == "event" and fields.get("event") == "store_fault":
+            series.faults.append(Fault(t, "store", _fault_status(str(fields.get("detail", "")))))
+        if record.kind != "health":
             continue
-        fields = _fields(data)
         mode = fields.get("mode")
         series.modes.append((t, mode.lower() if isinstance(mode, str) and mode else UNKNOWN_MODE))
         for name, points in (("box_temp_c", series.box_c), ("cpu_temp_c", series.cpu_c)):
@@ -303,15 +282,11 @@ def _faults(s: FlightSeries) -> dict:
 
 
 def _ground_frames(ground_db: Path) -> int | None:
+    """Good frames the ground heard; None where it has no database (or an empty one) to say."""
     if not Path(ground_db).exists():
         return None
-    con = sqlite3.connect(Path(ground_db).resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT COUNT(*) FROM frames WHERE ok = 1").fetchone()[0]
-    except sqlite3.OperationalError:  # no frames table yet
-        return None
-    finally:
-        con.close()
+    with GroundReader.open(ground_db) as ground:
+        return None if ground.empty else ground.counts().frames_good
 
 
 def _loss(s: FlightSeries, payload_stats: dict, channel_stats: dict, ground_db: Path) -> dict:

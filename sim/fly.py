@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from groundstation.reading import GroundReader
 from groundstation.uplink import generate_key_file
 
 from .bench_hardware import Fault
@@ -127,23 +127,19 @@ def prepare_out(opts: FlyOptions) -> None:
 
 
 def ground_counts(db: Path) -> dict:
+    """What the ground got, for report.json and musings.txt (zeros where it heard nothing)."""
     if not db.exists():
         return {"frames": 0, "telemetry": 0, "musings": 0, "events": 0, "transcript": []}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        one = lambda q: con.execute(q).fetchone()[0]  # noqa: E731
+    with GroundReader.open(db) as ground:
+        counts = ground.counts()
         return {
-            "frames": one("SELECT COUNT(*) FROM frames WHERE ok = 1"),
-            "telemetry": one("SELECT COUNT(*) FROM telemetry"),
-            "musings": one("SELECT COUNT(*) FROM records WHERE kind = 'musing'"),
-            "events": one("SELECT COUNT(*) FROM records WHERE kind = 'event'"),
-            "max_alt": one("SELECT COALESCE(MAX(alt), 0) FROM telemetry"),
-            "transcript": con.execute(
-                "SELECT created, text FROM records WHERE kind = 'musing' ORDER BY boot, seq"
-            ).fetchall(),
+            "frames": counts.frames_good,
+            "telemetry": counts.telemetry,
+            "musings": counts.of("musing"),
+            "events": counts.of("event"),
+            "max_alt": ground.max_altitude() or 0,
+            "transcript": [(m.created, m.text) for m in ground.records("musing")],
         }
-    finally:
-        con.close()
 
 
 def flight_time_s(world_clock: Path) -> float:

@@ -14,10 +14,10 @@ What a day aloft must not do, measured from outside the payload:
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from groundstation.reading import GroundReader
 from payload.config import load_config
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
@@ -92,11 +92,8 @@ def worst_hour(frames: list[tuple[float, float]], window_s: float = 3600.0) -> f
 def _survival_seen(db: Path) -> bool:
     if not db.exists():
         return False
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return any('"survival"' in text for (text,) in con.execute("SELECT text FROM records WHERE kind = 'health'"))
-    finally:
-        con.close()
+    with GroundReader.open(db) as ground:
+        return any('"survival"' in r.text for r in ground.records("health"))
 
 
 def check(out: Path, cfg) -> SoakVerdict:

@@ -337,15 +337,20 @@ def test_on_record_after_restart_finds_earlier_answers_in_the_outbox(upstream, t
         assert first.wait_idle(timeout_s=30)
         first.close(timeout_s=30)
     with Store(db) as store:  # a new ground process
+        assert store.answered_requests() == {(2, 1)}
+        # Found by its columns, not its words: a line reworded by a later version still counts.
+        store.queue_command(CommandId.API_ANSWER, ApiAnswer(9, ApiStatus.OK, "x").pack(), "reworded", answers=(2, 9))
         again = proxy(apis(upstream.base))
         try:
             assert again.on_record(request(2, 1, "news", "headlines"), store) is False
+            assert again.on_record(request(2, 9, "news", "headlines"), store) is False
             assert again.on_record(request(3, 1, "news", "headlines"), store) is True  # new boot, same seq
             assert again.wait_idle(timeout_s=30)
         finally:
             again.close(timeout_s=30)
         whats = [w for w, _ in answers_in(store)]
-    assert sorted(whats) == ["api answer to request 2/1: ok", "api answer to request 3/1: ok"]
+        assert store.answered_requests() == {(2, 1), (2, 9), (3, 1)}
+    assert sorted(whats) == ["api answer to request 2/1: ok", "api answer to request 3/1: ok", "reworded"]
     assert upstream.hits["/news.xml"] == 2  # each process asked once; the repeat was not asked at all
 
 

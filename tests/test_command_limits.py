@@ -238,8 +238,12 @@ def test_the_ground_confirms_only_commands_it_sent(tmp_path):
     store.mark_command_sent(row)
     assert link.confirm_if_asked(e)
     (confirm,) = store.pending_commands()
-    assert (confirm["command"], bytes(confirm["args"]), confirm["what"]) == (
-        cmd.command_id, cmd.pack(), "confirm: intervals 60/600")
+    assert (confirm["command"], bytes(confirm["args"]), confirm["what"], confirm["confirms"]) == (
+        cmd.command_id, cmd.pack(), "confirm: intervals 60/600", row)
+    store.mark_command_sent(confirm["id"])
+    assert link.confirm_if_asked(e)  # asked again after the confirmation went: it still confirms the first
+    (again,) = store.pending_commands()
+    assert (again["what"], again["confirms"]) == ("confirm: intervals 60/600", row)
     store.close()
 
 

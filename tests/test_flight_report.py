@@ -15,6 +15,7 @@ import pytest
 from groundstation.db import Store
 from groundstation.decoder import FrameDecoder
 from groundstation.listen import run_listen
+from groundstation.reading import GroundReader
 from groundstation.receive import ReplaySource
 from sim.flight_report import (
     PAYLOAD_ESTIMATE,
@@ -215,8 +216,8 @@ def test_summary_faults_loss_energy_reboots(ground):
 
 def test_summary_without_channel_compares_sent_with_received(ground):
     loss = summarise(ground, PAYLOAD, None)["loss"]
-    with Store(ground) as store:
-        received = store.counts()["frames"]
+    with GroundReader.open(ground) as reader:
+        received = reader.counts().frames
     assert loss["lost_share"] == pytest.approx(1 - received / 2420, abs=1e-4)
     assert loss["lost_share_from"] == "payload sent vs ground received" and loss["stations"] == {}
 

@@ -12,8 +12,10 @@ from dataclasses import replace
 import pytest
 
 from groundstation.db import SCHEMA_VERSION, Store, StoreError
+from groundstation.reading import Counts, GroundReader
 from stratoecho import wire
 from stratoecho.wire.events import event
+from stratoecho.wire.uplink import CommandId
 
 T = wire.Telemetry("STRATO", 42, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
 
@@ -47,8 +49,9 @@ def test_duplicates_are_ignored(tmp_path):
         assert store.add_record(musing(7, kind=wire.Kind.EVENT)) is True  # another kind, same seq
         assert store.add(replace(T, seq=43)) is True
         assert store.inserted == 4
-        assert store.counts() == {"frames": 0, "frames_bad": 0, "telemetry": 2, "musings": 1, "events": 1}
-        assert store.musings()[0]["text"] == "hello from above"
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        assert ground.counts() == Counts(frames=0, frames_bad=0, telemetry=2, records={"musing": 1, "event": 1})
+        assert ground.records("musing")[0].text == "hello from above"
 
 
 def test_typed_records_are_stored_as_their_json_says(tmp_path):
@@ -75,7 +78,8 @@ def test_duplicates_are_ignored_across_reopen(tmp_path):
         store.add_telemetry(T)
     with Store(path) as store:
         assert store.add_telemetry(T) is False
-        assert store.counts()["telemetry"] == 1
+    with GroundReader.open(path) as ground:
+        assert ground.counts().telemetry == 1
 
 
 def test_every_frame_is_kept_with_its_verdict(tmp_path):
@@ -83,22 +87,20 @@ def test_every_frame_is_kept_with_its_verdict(tmp_path):
         store.add_frame(b"\xec\x11", "udp 127.0.0.1:1", "truncated")
         store.add_frame(b"$$x", "udp 127.0.0.1:1")
         store.add_frame(b"$$x", "udp 127.0.0.1:1")  # heard twice: two receptions
-        assert store.counts()["frames"] == 3 and store.counts()["frames_bad"] == 1
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        assert (ground.counts().frames, ground.counts().frames_bad, ground.counts().frames_good) == (3, 1, 2)
     got = rows(tmp_path / "g.db", "SELECT source, hex, ok, error FROM frames ORDER BY id")
     assert got[0] == ("udp 127.0.0.1:1", "ec11", 0, "truncated")
     assert got[1][2:] == (1, None)
 
 
-def test_query_helpers_order_and_limit(tmp_path):
+def test_exporters_replay_telemetry_in_the_payloads_order(tmp_path):
     with Store(tmp_path / "g.db") as store:
         for seq in (5, 3, 4):
-            store.add_record(musing(seq))
             store.add_telemetry(replace(T, seq=seq))
-        assert [m["seq"] for m in store.musings()] == [3, 4, 5]
-        assert [m["seq"] for m in store.musings(limit=2)] == [4, 5]
-        tele = store.telemetry(limit=1)
-        assert [t["seq"] for t in tele] == [5] and tele[0]["lat"] == pytest.approx(52.10123)
-        assert tele[0]["received_at"].endswith("+00:00")
+        tele = store.telemetry()
+        assert [t["seq"] for t in tele] == [3, 4, 5] and tele[0]["lat"] == pytest.approx(52.10123)
+        assert tele[0]["received_at"].endswith("+00:00") and "id" not in tele[0]
 
 
 def test_commits_come_in_batches(tmp_path):
@@ -125,8 +127,8 @@ def test_committed_rows_survive_a_crash(tmp_path):
         "s.add_frame(b'$$', 'uncommitted')\nos._exit(9)\n"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 9
-    with Store(path) as store:
-        assert store.counts()["frames"] == 1
+    with GroundReader.open(path) as ground:  # a reader after the crash, before any listener restarts
+        assert ground.counts().frames == 1
 
 
 def test_newer_schema_is_refused_clearly(tmp_path):
@@ -210,7 +212,59 @@ def test_stations_signal_and_the_outbox(tmp_path):
     (cmd,) = reader.pending_commands()
     assert (cmd["id"], cmd["command"], cmd["args"]) == (n, 5, b"remember the river")
     reader.mark_command_sent(n)
-    assert store.pending_commands() == [] and store.outbox()[0]["sent_at"]
+    assert store.pending_commands() == []
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        assert ground.outbox()[0].state == "sent"
     store.close()
     reader.close()
     assert rows(tmp_path / "g.db", "SELECT station, rssi_dbm, snr_db FROM frames") == [("hill", -121.5, -7.25)]
+
+
+V4_SCHEMA = """
+    CREATE TABLE frames (id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, source TEXT NOT NULL, hex TEXT NOT NULL,
+                         ok INTEGER NOT NULL, error TEXT, station TEXT, rssi_dbm REAL, snr_db REAL);
+    CREATE TABLE telemetry (id INTEGER PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+        callsign TEXT NOT NULL, time TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL,
+        sats INTEGER NOT NULL, temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL, received_at TEXT NOT NULL,
+        UNIQUE (boot, seq));
+    CREATE TABLE records (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+        created TEXT NOT NULL, text TEXT NOT NULL, data BLOB, received_at TEXT NOT NULL, UNIQUE (kind, boot, seq));
+    CREATE TABLE heard (kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, station TEXT NOT NULL,
+        first_at TEXT NOT NULL, PRIMARY KEY (kind, boot, seq, station));
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY, queued_at TEXT NOT NULL, command INTEGER NOT NULL,
+        args BLOB NOT NULL, what TEXT NOT NULL, sent_at TEXT);
+    PRAGMA user_version = 4;
+"""
+
+
+def make_v4(path) -> None:
+    """A version 4 database as that ground station left it: the outbox said everything in `what`."""
+    mode, answer, note = int(CommandId.SET_MODE), int(CommandId.API_ANSWER), int(CommandId.MEMORY_NOTE)
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(V4_SCHEMA)
+        db.executemany("INSERT INTO outbox (id, queued_at, command, args, what, sent_at) VALUES (?, 't', ?, ?, ?, ?)", [
+            (1, mode, b"\x01", "set mode low_power", "t"),
+            (2, answer, b"\x00\x07", "api answer to request 3/7: ok", "t"),
+            (3, mode, b"\x02", "set mode survival", "t"),
+            (4, mode, b"\x01", "confirm: set mode low_power", "t"),  # confirms row 1, not row 3 (other args)
+            (5, mode, b"\x01", "confirm: set mode low_power", None),  # a confirmation again: still row 1
+            (6, note, b"api answer to request 9/9: ok", "memory note: api answer to request 9/9: ok", None),
+            (7, answer, b"\x00\x08", "api answer to request 12/80: not_found", None),
+        ])
+        db.commit()
+
+
+def test_a_version_4_outbox_gets_its_columns_from_its_lines(tmp_path):
+    path = tmp_path / "v4.db"
+    make_v4(path)
+    with Store(path) as store:
+        assert store.answered_requests() == {(3, 7), (12, 80)}  # a note that quotes an answer answers nothing
+        assert [(c["id"], c["confirms"]) for c in store.pending_commands()] == [(5, 1), (6, None), (7, None)]
+        assert store.last_command(CommandId.SET_MODE, b"\x01")["asked"] == 1
+    got = rows(path, "SELECT id, what, answers_boot, answers_seq, confirms FROM outbox ORDER BY id")
+    assert got == [(1, "set mode low_power", None, None, None), (2, "api answer to request 3/7: ok", 3, 7, None),
+                   (3, "set mode survival", None, None, None), (4, "confirm: set mode low_power", None, None, 1),
+                   (5, "confirm: set mode low_power", None, None, 1),
+                   (6, "memory note: api answer to request 9/9: ok", None, None, None),
+                   (7, "api answer to request 12/80: not_found", 12, 80, None)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]

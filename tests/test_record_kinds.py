@@ -14,6 +14,7 @@ from PIL import Image
 
 from groundstation.db import SCHEMA_VERSION, Store
 from groundstation.decoder import FrameDecoder
+from groundstation.reading import GroundReader
 from stratoecho import wire
 from stratoecho.wire.content import decode_content, encode_content
 
@@ -124,9 +125,10 @@ def test_ground_database_keeps_fields_and_pictures(tmp_path):
         assert store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture))
         assert store.add(wire.Record(wire.Kind.API_REQUEST, 2, 1, 1767225600, {"api": "news", "query": ""}))
         assert not store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture))
-        assert store.records("health")[0]["fields"] == HEALTH
-        assert store.records("image")[0]["jpeg"] == picture
-        assert store.records("api_request")[0]["fields"] == {"api": "news", "query": ""}
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        assert ground.latest_record("health").fields == HEALTH
+        assert ground.latest_record("image").jpeg_bytes == len(picture) and ground.image(2, 1) == picture
+        assert ground.latest_record("api_request").fields == {"api": "news", "query": ""}
     Image.open(io.BytesIO(picture)).verify()
 
 
@@ -147,8 +149,9 @@ def test_a_version_1_ground_database_is_migrated_in_place(tmp_path):
                 VALUES ('musing', 1, 1, '2026-01-01T00:00:00+00:00', 'kept across the upgrade', 'x');
             PRAGMA user_version = 1;
         """)
+    with GroundReader.open(path) as ground:  # read as it is, version 1: no fields
+        assert [(r.text, r.fields) for r in ground.records("musing")] == [("kept across the upgrade", None)]
     with Store(path) as store:
-        assert store.musings()[0]["text"] == "kept across the upgrade"
         assert store.add(wire.Record(wire.Kind.HEALTH, 2, 1, 0, {"mode": "SURVIVAL"}))
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

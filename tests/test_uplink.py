@@ -628,17 +628,30 @@ def test_signers_in_processes_never_share_a_counter(tmp_path):
     assert counters == list(range(1, 76))
 
 
-@pytest.mark.parametrize("content", [
-    "{not json", "[]", '{"version": 2, "payloads": {}}', '{"version": 1, "payloads": {"STRATO1": {"next_counter": 0}}}',
-    '{"version": 1, "payloads": {"STRATO1": {}}}',
+@pytest.mark.parametrize("content, says", [
+    ("{not json", "the file: Invalid JSON"), ("[]", "the file: Input should be an object"),
+    ('{"version": 2, "payloads": {}}', "version: Input should be 1"),
+    ('{"version": 1, "payloads": {"STRATO1": {"next_counter": 0}}}', "payloads.STRATO1.next_counter: Input should be gre"),
+    ('{"version": 1, "payloads": {"STRATO1": {"next_counter": true}}}', "payloads.STRATO1.next_counter: Input should be a"),
+    ('{"version": 1, "payloads": {"STRATO1": {}}}', "payloads.STRATO1.next_counter: Field required"),
+    ('{"version": 1, "payloads": {"S": {"next_counter": 2, "retired": {"ab": -1}}}}', "payloads.S.retired.ab: Input"),
 ])
-def test_signer_refuses_a_corrupt_state_file(tmp_path, content):
+def test_signer_refuses_a_corrupt_state_file(tmp_path, content, says):
     state = tmp_path / "s.json"
     state.write_text(content)
     with pytest.raises(SignerStateError) as e:
         CommandSigner(KEY, PID, state)
-    assert str(state) in str(e.value) and "skip_to" in str(e.value)
+    assert str(state) in str(e.value) and "skip_to" in str(e.value) and says in str(e.value)
     assert state.read_text() == content  # left alone for the operator
+
+
+def test_a_state_file_from_before_keys_were_told_apart_keeps_its_counter(tmp_path):
+    state = tmp_path / "s.json"
+    state.write_text(json.dumps({"version": 1, "payloads": {PID: {"next_counter": 7}}}))
+    signer = CommandSigner(KEY, PID, state)
+    assert verify(KEY, signer.sign(Ping(1)), PID, 0).counter == 7
+    assert json.loads(state.read_text()) == {
+        "version": 1, "payloads": {PID: {"next_counter": 8, "key": uplink.key_fingerprint(KEY)}}}
 
 
 def test_signer_for_db(tmp_path):

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from groundstation.db import Store
+from groundstation.reading import GroundReader, TelemetryRow
 from groundstation.watch import (
     FlightView,
     Missing,
@@ -49,6 +50,21 @@ def store(tmp_path):
         yield s
 
 
+@pytest.fixture
+def ground(store):
+    """Opens a reader on what the store committed so far, as `watch` does each time round."""
+    readers = []
+
+    def open_reader() -> GroundReader:
+        store.commit()
+        readers.append(GroundReader.open(store.path))
+        return readers[-1]
+
+    yield open_reader
+    for r in readers:
+        r.close()
+
+
 def fill(store: Store, health=HEALTH):
     for seq, t, alt in [(1, "12:00:00", 1000), (2, "12:00:10", 1050), (3, "12:00:20", 1100),
                         (4, "12:00:30", 1150), (5, "12:00:40", 1200), (8, "12:00:50", 1250)]:
@@ -65,16 +81,16 @@ def fill(store: Store, health=HEALTH):
     store.commit()
 
 
-def test_empty_database(store):
-    view = FlightView.from_store(store, now=NOW)
+def test_empty_database(store, ground):
+    view = FlightView.from_ground(ground(), now=NOW)
     assert view.position is None and view.ascent_mps is None and view.missing == () and view.musings == ()
     text = render(view, 80)
     assert "no telemetry yet" in text and "last frame never" in text and "Missing   nothing" in text
 
 
-def test_view_model_of_a_flight(store):
+def test_view_model_of_a_flight(store, ground):
     fill(store)
-    view = FlightView.from_store(store, now=NOW, window_s=300, musings=2)
+    view = FlightView.from_ground(ground(), now=NOW, window_s=300, musings=2)
     assert (view.position.boot, view.position.seq, view.position.alt) == (1, 8, 1250)
     assert view.ascent_mps == pytest.approx(5.0)  # 250 m over the last 50 s
     assert view.health["phase"] == "ascent" and view.health_boot_seq == (1, 3)
@@ -90,9 +106,9 @@ def test_view_model_of_a_flight(store):
     assert [m.seq for m in view.musings] == [2, 4]  # the latest two, newest last
 
 
-def test_render_shows_what_matters(store):
+def test_render_shows_what_matters(store, ground):
     fill(store)
-    text = render(FlightView.from_store(store, now=NOW), 100)
+    text = render(FlightView.from_ground(ground(), now=NOW), 100)
     for expected in ["STRATO1  boot 1 #8  12:00:50 UTC", "last frame 5 s ago", "alt 1,250 m", "ascent +5.0 m/s",
                      "battery 7,400 mV", "outside -12.5 °C", "box 18.0 °C", "cpu 41.5 °C",
                      "mode NOMINAL   phase ascent", "queue 4", "hill: 3 frames, 1 bad in 5 min   -112.0 dBm  SNR 3.0 dB",
@@ -104,52 +120,55 @@ def test_render_shows_what_matters(store):
 
 
 @pytest.mark.parametrize("width", [20, 40, 80])
-def test_render_fits_the_width(store, width):
+def test_render_fits_the_width(store, width, ground):
     fill(store)
     store.add_record(record(wire.Kind.MUSING, 9, "a rather long musing " * 20))
-    text = render(FlightView.from_store(store, now=NOW), width)
+    text = render(FlightView.from_ground(ground(), now=NOW), width)
     assert all(len(line) <= width for line in text.splitlines())
 
 
-def test_air_text_cannot_drive_the_terminal(store):
+def test_air_text_cannot_drive_the_terminal(store, ground):
     hostile = dict(HEALTH, mode="NOMINAL\x1b[2J\x1b]0;pwned\x07", phase="asc\rent", batt_mv="7400; rm -rf")
     fill(store, hostile)
     store.add_telemetry(wire.Telemetry(**telemetry(9, "12:00:55", 1260, callsign="EVIL\x1b[31m")))
     store.add_record(record(wire.Kind.MUSING, 7, "hello\x1b[2J\nworld\x9b"))
     store.commit()
-    view = FlightView.from_store(store, now=NOW)
-    for text in (render(view, 200), Watcher(plain=True).step(store, now=NOW)):
+    view = FlightView.from_ground(ground(), now=NOW)
+    for text in (render(view, 200), Watcher(plain=True).step(ground(), now=NOW)):
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\x9b" not in text
         assert "\\x1b" in text
     assert "battery —" in render(view, 200)  # a string where a number belongs is not shown
 
 
 def test_ascent_rate_across_midnight_and_without_enough_data():
-    rows = [telemetry(1, "23:59:50", 30000), telemetry(2, "00:00:10", 29900)]
+    def row(*args, **kw) -> TelemetryRow:
+        return TelemetryRow(id=0, received_at="", **telemetry(*args, **kw))
+
+    rows = [row(1, "23:59:50", 30000), row(2, "00:00:10", 29900)]
     assert ascent_rate(rows) == pytest.approx(-5.0)
     assert ascent_rate(rows[:1]) is None
-    assert ascent_rate([telemetry(1, "12:00:00", 10, boot=1), telemetry(1, "12:00:10", 99, boot=2)]) is None
-    assert ascent_rate([telemetry(1, "12:00:00", 10), telemetry(2, "12:00:00", 20)]) is None
+    assert ascent_rate([row(1, "12:00:00", 10, boot=1), row(1, "12:00:10", 99, boot=2)]) is None
+    assert ascent_rate([row(1, "12:00:00", 10), row(2, "12:00:00", 20)]) is None
 
 
-def test_plain_watcher_prints_each_musing_once_in_completion_order(store):
+def test_plain_watcher_prints_each_musing_once_in_completion_order(store, ground):
     fill(store)
     w = Watcher(plain=True)
-    first = w.step(store, now=NOW).splitlines()
+    first = w.step(ground(), now=NOW).splitlines()
     assert first[0].startswith("12:00:50 boot 1 #8 51.50800,-0.12000 1250 m +5.0 m/s  mode NOMINAL phase ascent")
     assert "link 4 frames/1 bad in 5 min" in first[0] and "missing 3" in first[0]  # #3, #5, #6
     assert first[1:] == ["MUSING boot 1 #1: musing number 1", "MUSING boot 1 #2: musing number 2",
                          "MUSING boot 1 #4: musing number 4"]
-    assert w.step(store, now=NOW) == ""  # nothing new: nothing written
+    assert w.step(ground(), now=NOW) == ""  # nothing new: nothing written
     store.add_record(record(wire.Kind.MUSING, 3, "repaired late"))  # completes after #4
     store.commit()
-    assert w.step(store, now=NOW).splitlines() == [
+    assert w.step(ground(), now=NOW).splitlines() == [
         first[0].replace("missing 3", "missing 2"), "MUSING boot 1 #3: repaired late"]
 
 
-def test_ansi_watcher_redraws_in_place(store):
+def test_ansi_watcher_redraws_in_place(store, ground):
     fill(store)
-    text = Watcher(plain=False).step(store, width=80, now=NOW)
+    text = Watcher(plain=False).step(ground(), width=80, now=NOW)
     assert text.startswith("\x1b[H") and text.endswith("\x1b[J")
     assert "musing number 4\x1b[K\n" in text
 

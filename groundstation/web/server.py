@@ -21,8 +21,8 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     POST /api/commands              queue a command (JSON: command = ping | set_mode |
                                     set_intervals | memory_note, and its arguments)
 
-Reading: every request (and every event stream) opens its own read-only SQLite
-connection; the database is in WAL mode, so the dashboard reads while the listener
+Reading: every request (and every event stream) opens its own read-only
+`reading.GroundReader`; the database is in WAL mode, so the dashboard reads while the listener
 writes, and never blocks it. The event stream asks SQLite once a second whether
 anyone committed (``PRAGMA data_version``) and only then looks for rows past its
 cursor (the newest telemetry and record ids it sent, also its SSE event id, so a
@@ -69,6 +69,7 @@ import structlog
 from stratoecho.wire.uplink import MemoryNote, Ping, PowerMode, SetIntervals, SetMode
 
 from ..db import Store, StoreError, utc_now
+from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
 
 log = structlog.get_logger(__name__)
 
@@ -150,159 +151,96 @@ def _holes(seqs: list[int], last_known: int) -> tuple[int, list[list[int]]]:
     return count, ranges
 
 
-class Reader:
-    """One read-only connection to the ground database and the queries the dashboard asks."""
+def telemetry_json(row: TelemetryRow) -> dict:
+    return {**row.as_dict(), "t": sentence_time(row.time, row.received_at)}
 
-    _RECORD_COLUMNS = ("id, kind, boot, seq, created, text, received_at, "
-                       "CASE WHEN typeof(data) = 'blob' THEN length(data) END AS jpeg_bytes, "
-                       "CASE WHEN typeof(data) = 'text' THEN data END AS fields")
 
-    def __init__(self, db_path: Path):
-        self._db = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
-        self._db.row_factory = sqlite3.Row
+def record_json(row: RecordRow) -> dict:
+    """A record as the page reads it: `fields` where it has them, `image` (its URL) for a picture."""
+    out = {"id": row.id, "kind": row.kind, "boot": row.boot, "seq": row.seq, "created": row.created,
+           "text": row.text, "received_at": row.received_at}
+    if row.fields is not None:
+        out["fields"] = _finite(row.fields)
+    if row.jpeg_bytes is not None:
+        out["image"] = {"url": f"/api/images/{row.boot}/{row.seq}.jpg", "bytes": row.jpeg_bytes}
+    return out
 
-    def close(self) -> None:
-        self._db.close()
 
-    def _one(self, sql: str, args: tuple = ()):
-        return self._db.execute(sql, args).fetchone()[0]
+def outbox_json(rows: list[OutboxRow]) -> list[dict]:
+    return [{"id": r.id, "queued_at": r.queued_at, "command": r.command, "what": r.what, "sent_at": r.sent_at,
+             "state": r.state} for r in rows]
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits (the listener, a command)."""
-        return int(self._one("PRAGMA data_version"))
 
-    def cursor(self) -> dict[str, int]:
-        return {"telemetry": self._one("SELECT coalesce(max(id), 0) FROM telemetry"),
-                "records": self._one("SELECT coalesce(max(id), 0) FROM records")}
+def _position(row: TelemetryRow | None) -> dict | None:
+    if row is None:
+        return None
+    return {"boot": row.boot, "seq": row.seq, "time": row.time, "lat": row.lat, "lon": row.lon, "alt": row.alt,
+            "received_at": row.received_at, "t": sentence_time(row.time, row.received_at)}
 
-    def telemetry(self, since: int = 0, limit: int = MAX_ROWS) -> list[dict]:
-        rows = self._db.execute(
-            "SELECT id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c, pressure_hpa, batt_mv, received_at "
-            "FROM telemetry WHERE id > ? ORDER BY id LIMIT ?", (since, limit))
-        return [{**row, "t": sentence_time(row["time"], row["received_at"])} for row in map(dict, rows)]
 
-    def records(self, kind: str | None, since: int = 0, limit: int = MAX_ROWS) -> list[dict]:
-        where, args = ("id > ? AND kind = ?", (since, kind)) if kind else ("id > ?", (since,))
-        rows = self._db.execute(f"SELECT {self._RECORD_COLUMNS} FROM records WHERE {where} ORDER BY id LIMIT ?",
-                                (*args, limit))
-        return [self._record(dict(row)) for row in rows]
+def summary(db: GroundReader) -> dict:
+    counts, cursor, health = db.counts(), db.newest_ids(), db.latest_record("health")
+    return {
+        "counts": {"frames": counts.frames, "frames_bad": counts.frames_bad, "telemetry": counts.telemetry,
+                   **{f"{kind}s": counts.of(kind) for kind in ("musing", "event", "image")},
+                   "health": counts.of("health")},
+        "cursor": {"telemetry": cursor.telemetry, "records": cursor.records},
+        "callsign": db.callsign(),
+        "launch": _position(db.first_position()),
+        "latest": _position(db.latest_position()),
+        "max_alt": db.max_altitude(),
+        "health": record_json(health) if health else None,
+        "last_heard": db.last_heard(),
+        "outbox_queued": db.commands_queued(),
+        "server_time": utc_now(),
+    }
 
-    @staticmethod
-    def _record(row: dict) -> dict:
-        fields, jpeg_bytes = row.pop("fields"), row.pop("jpeg_bytes")
-        if fields is not None:
-            try:
-                row["fields"] = _finite(json.loads(fields))
-            except ValueError:
-                row["fields"] = None
-        if jpeg_bytes is not None:
-            row["image"] = {"url": f"/api/images/{row['boot']}/{row['seq']}.jpg", "bytes": jpeg_bytes}
-        return row
 
-    def image(self, boot: int, seq: int) -> bytes | None:
-        row = self._db.execute("SELECT data FROM records WHERE kind = 'image' AND boot = ? AND seq = ?",
-                               (boot, seq)).fetchone()
-        return row[0] if row is not None and isinstance(row[0], bytes) else None
+def link(db: GroundReader) -> dict:
+    """Frames and telemetry lost per minute, per station figures, and the records still missing."""
+    minutes = {m.minute: {"minute": m.minute, "frames": m.frames, "bad": m.bad, "rssi_dbm": m.rssi_dbm,
+                          "snr_db": m.snr_db, "telemetry": 0, "telemetry_missing": 0}
+               for m in db.frames_per_minute(LINK_MINUTES)}
+    # A sentence is one frame: the holes in its numbers are frames lost, minute by minute.
+    prev: SentenceHeard | None = None
+    seqs: dict[int, list[int]] = {}
+    for s in db.sentences():
+        seqs.setdefault(s.boot, []).append(s.seq)
+        minute = minutes.get(s.received_at[:16])
+        if minute is not None:
+            minute["telemetry"] += 1
+            if prev is not None and prev.boot == s.boot:
+                minute["telemetry_missing"] += s.seq - prev.seq - 1
+        prev = s
+    heard = db.records_heard_per_station()
+    stations = [
+        {"station": s.station, "frames": s.frames, "bad": s.bad, "rssi_dbm": s.rssi_dbm, "snr_db": s.snr_db,
+         "last_rssi_dbm": s.last_rssi_dbm, "last_heard": s.last_heard, "records_heard": heard.get(s.station, 0)}
+        for s in sorted(db.station_stats(), key=lambda s: -s.frames)
+    ]
+    streams = {("telemetry", boot): s for boot, s in seqs.items()}
+    streams.update(db.record_numbers(except_kinds=("health",)))
+    return {"minutes": list(minutes.values()), "stations": stations,
+            "missing": missing(streams, db.records("health"))}
 
-    def outbox(self, limit: int = 100) -> list[dict]:
-        rows = self._db.execute("SELECT id, queued_at, command, what, sent_at FROM outbox ORDER BY id DESC LIMIT ?",
-                                (limit,))
-        return [{**row, "state": "sent" if row["sent_at"] else "queued"} for row in map(dict, rows)]
 
-    def outbox_state(self) -> tuple[int, int]:
-        return tuple(self._db.execute("SELECT coalesce(max(id), 0), count(sent_at) FROM outbox").fetchone())
-
-    def frames_id(self) -> int:
-        return self._one("SELECT coalesce(max(id), 0) FROM frames")
-
-    def summary(self) -> dict:
-        def count(sql: str, *args) -> int:
-            return int(self._one(sql, args))
-
-        def position(order: str) -> dict | None:
-            row = self._db.execute(
-                "SELECT boot, seq, time, lat, lon, alt, received_at FROM telemetry "
-                f"WHERE NOT (lat = 0 AND lon = 0) ORDER BY boot {order}, seq {order} LIMIT 1").fetchone()
-            return None if row is None else {**row, "t": sentence_time(row["time"], row["received_at"])}
-
-        health = self._db.execute(f"SELECT {self._RECORD_COLUMNS} FROM records WHERE kind = 'health' "
-                                  "ORDER BY boot DESC, seq DESC LIMIT 1").fetchone()
-        callsign = self._db.execute("SELECT callsign FROM telemetry ORDER BY id DESC LIMIT 1").fetchone()
-        return {
-            "counts": {
-                "frames": count("SELECT count(*) FROM frames"),
-                "frames_bad": count("SELECT count(*) FROM frames WHERE NOT ok"),
-                "telemetry": count("SELECT count(*) FROM telemetry"),
-                **{f"{kind}s": count("SELECT count(*) FROM records WHERE kind = ?", kind)
-                   for kind in ("musing", "event", "image")},
-                "health": count("SELECT count(*) FROM records WHERE kind = 'health'"),
-            },
-            "cursor": self.cursor(),
-            "callsign": callsign[0] if callsign else None,
-            "launch": position("ASC"),
-            "latest": position("DESC"),
-            "max_alt": self._one("SELECT max(alt) FROM telemetry"),
-            "health": self._record(dict(health)) if health else None,
-            "last_heard": self._one("SELECT max(received_at) FROM frames"),
-            "outbox_queued": count("SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
-            "server_time": utc_now(),
-        }
-
-    def link(self) -> dict:
-        minutes = {
-            row[0]: {"minute": row[0], "frames": row[1], "bad": row[2], "rssi_dbm": row[3], "snr_db": row[4],
-                     "telemetry": 0, "telemetry_missing": 0}
-            for row in reversed(self._db.execute(
-                "SELECT substr(received_at, 1, 16) AS minute, count(*), sum(NOT ok), avg(rssi_dbm), avg(snr_db) "
-                "FROM frames GROUP BY minute ORDER BY minute DESC LIMIT ?", (LINK_MINUTES,)).fetchall())
-        }
-        # A sentence is one frame: the holes in its numbers are frames lost, minute by minute.
-        prev: tuple[int, int] | None = None
-        seqs: dict[int, list[int]] = {}
-        for boot, seq, received_at in self._db.execute("SELECT boot, seq, received_at FROM telemetry ORDER BY boot, seq"):
-            seqs.setdefault(boot, []).append(seq)
-            minute = minutes.get(received_at[:16])
-            if minute is not None:
-                minute["telemetry"] += 1
-                if prev is not None and prev[0] == boot:
-                    minute["telemetry_missing"] += seq - prev[1] - 1
-            prev = (boot, seq)
-        heard = dict(self._db.execute("SELECT station, count(*) FROM heard GROUP BY station").fetchall())
-        stations = [
-            {"station": row[0], "frames": row[1], "bad": row[2], "rssi_dbm": row[3], "snr_db": row[4],
-             "last_rssi_dbm": row[5], "last_heard": row[6], "records_heard": heard.get(row[0], 0)}
-            for row in self._db.execute(
-                "SELECT coalesce(station, ''), count(*), sum(NOT ok), avg(rssi_dbm), avg(snr_db), "
-                "(SELECT rssi_dbm FROM frames AS g WHERE coalesce(g.station, '') = coalesce(f.station, '') "
-                " AND g.rssi_dbm IS NOT NULL ORDER BY g.id DESC LIMIT 1), max(received_at) "
-                "FROM frames AS f GROUP BY coalesce(station, '') ORDER BY count(*) DESC")
-        ]
-        return {"minutes": list(minutes.values()), "stations": stations,
-                "missing": self._missing({("telemetry", boot): s for boot, s in seqs.items()})}
-
-    def _missing(self, streams: dict[tuple[str, int], list[int]]) -> list[dict]:
-        """Per (kind, boot): records between the first heard and the newest known that never arrived."""
-        for kind, boot, seq in self._db.execute("SELECT kind, boot, seq FROM records WHERE kind != 'health' "
-                                                "ORDER BY kind, boot, seq"):
-            streams.setdefault((kind, boot), []).append(seq)
-        announced: dict[tuple[str, int], int] = {}
-        for boot, fields in self._db.execute("SELECT boot, data FROM records WHERE kind = 'health' "
-                                             "AND typeof(data) = 'text' ORDER BY seq"):
-            try:
-                fields = json.loads(fields)
-            except ValueError:
-                continue
-            for name, kind in ANNOUNCED.items():
-                value = fields.get(name)
-                if isinstance(value, int) and (kind, boot) in streams:  # before the first heard: unknowable
-                    announced[(kind, boot)] = max(announced.get((kind, boot), 0), value)
-        out = []
-        for (kind, boot), seqs in sorted(streams.items()):
-            last = max(seqs[-1], announced.get((kind, boot), 0))
-            count, ranges = _holes(seqs, last)
-            out.append({"kind": kind, "boot": boot, "first": seqs[0], "last": last, "heard": len(seqs),
-                        "missing": count, "ranges": ranges})
-        return out
+def missing(streams: dict[tuple[str, int], list[int]], health: list[RecordRow]) -> list[dict]:
+    """Per (kind, boot): records between the first heard and the newest known (heard, or announced
+    by a health record of that boot) that never arrived."""
+    announced: dict[tuple[str, int], int] = {}
+    for record in health:
+        for name, kind in ANNOUNCED.items():
+            value = (record.fields or {}).get(name)
+            key = (kind, record.boot)
+            if isinstance(value, int) and key in streams:  # before the first heard: unknowable
+                announced[key] = max(announced.get(key, 0), value)
+    out = []
+    for (kind, boot), seqs in sorted(streams.items()):
+        last = max(seqs[-1], announced.get((kind, boot), 0))
+        count, ranges = _holes(seqs, last)
+        out.append({"kind": kind, "boot": boot, "first": seqs[0], "last": last, "heard": len(seqs),
+                    "missing": count, "ranges": ranges})
+    return out
 
 
 # --------------------------------------------------------------------------- commands
@@ -414,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command == "POST":
                 self.close_connection = True  # a refused body may be unread: never parse it as a request
             self._json({"error": str(e)}, e.status)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, StoreError) as e:  # busy, or moved or replaced since the server started
             log.warning("database unavailable", error=str(e))
             self._json({"error": f"database unavailable: {e}"}, HTTPStatus.SERVICE_UNAVAILABLE)
         except (BrokenPipeError, ConnectionResetError):
@@ -441,20 +379,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self._reader() as db:
             if path == "/api/summary":
-                answer = db.summary()
+                answer = summary(db)
             elif path == "/api/telemetry":
-                answer = db.telemetry(self._since(query))
+                answer = [telemetry_json(r) for r in db.telemetry_since(self._since(query), MAX_ROWS)]
             elif path == "/api/musings":
-                answer = db.records("musing", self._since(query))
+                answer = [record_json(r) for r in db.records_since(self._since(query), "musing", MAX_ROWS)]
             elif path == "/api/records":
                 kind = query.get("kind", [""])[0]
                 if kind and not RECORD_KIND.fullmatch(kind):
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"kind {kind!r} is not a record kind")
-                answer = db.records(kind or None, self._since(query))
+                answer = [record_json(r) for r in db.records_since(self._since(query), kind or None, MAX_ROWS)]
             elif path == "/api/link":
-                answer = db.link()
+                answer = link(db)
             elif path == "/api/outbox":
-                answer = db.outbox()
+                answer = outbox_json(db.outbox())
             else:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
         self._json(answer)
@@ -505,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         try:
             self._stream(cursor)
-        except sqlite3.Error as e:  # the headers are gone: end the stream, the browser reconnects
+        except (sqlite3.Error, StoreError) as e:  # the headers are gone: end the stream, the browser reconnects
             log.warning("event stream ended", error=str(e))
 
     def _stream(self, cursor: list[int]) -> None:
@@ -517,8 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
                 sent = False
                 if (now_version := db.data_version()) != version:
                     version = now_version
-                    telemetry = db.telemetry(cursor[0], BATCH_ROWS)
-                    records = db.records(None, cursor[1], BATCH_ROWS)
+                    telemetry = [telemetry_json(r) for r in db.telemetry_since(cursor[0], BATCH_ROWS)]
+                    records = [record_json(r) for r in db.records_since(cursor[1], None, BATCH_ROWS)]
                     if telemetry:
                         cursor[0] = telemetry[-1]["id"]
                     if records:
@@ -532,9 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
                             sent = True
                     if (now_outbox := db.outbox_state()) != outbox:
                         outbox = now_outbox
-                        self._event("outbox", db.outbox())
+                        self._event("outbox", outbox_json(db.outbox()))
                         sent = True
-                    if (now_frames := db.frames_id()) != frames:
+                    if (now_frames := db.newest_frame_id()) != frames:
                         frames = now_frames
                         self._event("link", {"frames": frames})
                         sent = True
@@ -562,8 +500,8 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------- helpers
 
     @contextmanager
-    def _reader(self) -> Iterator[Reader]:
-        db = Reader(self.server.db_path)
+    def _reader(self) -> Iterator[GroundReader]:
+        db = GroundReader.open(self.server.db_path)
         try:
             yield db
         finally:
