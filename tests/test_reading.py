@@ -21,16 +21,16 @@ from tests.test_ground_db import make_v4
 JPEG = b"\xff\xd8\xff\xe0 not much of a picture \xff\xd9"
 
 
-def telemetry(seq: int, alt: int, boot: int = 1, lat: float = 52.1) -> dict:
-    return wire.Telemetry("STRATO1", seq, f"10:00:{seq:02d}", lat, -0.1, alt, 9, -5.0, 900.0, 7400, boot).as_dict()
+def telemetry(seq: int, alt: int, boot: int = 1, lat: float = 52.1, lon: float = -0.1) -> wire.Telemetry:
+    return wire.Telemetry("STRATO1", seq, f"10:00:{seq:02d}", lat, lon, alt, 9, -5.0, 900.0, 7400, boot)
 
 
-def record(kind: wire.Kind, seq: int, content, boot: int = 1) -> dict:
-    return wire.Record(kind, boot, seq, 1_767_225_600 + seq, content).as_dict()
+def record(kind: wire.Kind, seq: int, content, boot: int = 1) -> wire.Record:
+    return wire.Record(kind, boot, seq, 1_767_225_600 + seq, content)
 
 
 def fill(store: Store) -> None:
-    store.add_telemetry(telemetry(1, 100, lat=0.0) | {"lon": 0.0})  # no fix yet: not a position
+    store.add_telemetry(telemetry(1, 100, lat=0.0, lon=0.0))  # no fix yet: not a position
     for seq, alt in [(2, 150), (3, 200), (6, 350)]:
         store.add_telemetry(telemetry(seq, alt))
     for seq in (1, 2, 5):

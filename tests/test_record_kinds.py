@@ -102,11 +102,8 @@ def test_telemetry_is_not_a_record():
 ])
 def test_hostile_content_is_a_wire_error_the_ground_counts(kind, data, reason):
     frames = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "x"))
-    # Build a valid frame around hostile content, as a transmitter with a bug (or a prankster) would.
-    import struct
-    body = struct.pack(">I", 0) + data
-    head = wire.records._HEAD.pack(wire.MAGIC, (wire.VERSION << 4) | kind, 1, 1, 0, 1, 1, len(body))
-    frame = head + body + struct.pack(">H", wire.crc16_ccitt(head + body))
+    # A valid frame and record check around hostile content, as a transmitter with a bug (or a prankster) would.
+    (frame,) = wire.fragment_body(kind, 1, 1, bytes(4) + data)
     decoder = FrameDecoder()
     assert decoder.feed(frame).error == reason
     assert decoder.feed(frames[0]).record.text == "x"  # and it goes on decoding
