@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+from pydantic import ValidationError
 
 from stratoecho.bundle import BundleError, load_bundle
 from stratoecho.cli import run_cli
-from stratoecho.config import ConfigError
+from stratoecho.config import ConfigError, describe_validation_error
 from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
 from .assembly import build_daemon
 from .camera import Camera
 from .clock import Clock
-from .config import load_config, parse_hostport
+from .config import PayloadConfig, load_config, parse_hostport
 from .daemon import STOP_BUDGET_S
 from .hardware import Hardware, HardwareError, open_hardware
 from .outputs import BatteryHeater, StatusLed
@@ -120,6 +121,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.sim.scenario = args.scenario
     if args.world_clock:
         cfg.sim.world_clock = args.world_clock
+    try:  # the options changed the configuration: it must still hold together (the key needs a window)
+        cfg = PayloadConfig.model_validate(cfg.model_dump())
+    except ValidationError as e:
+        print(f"error: {describe_validation_error('the configuration with these options', e)}", file=sys.stderr)
+        return 2
     data_dir = Path(args.data or cfg.data_dir)
 
     bundle, persona_problem = None, None

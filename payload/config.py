@@ -16,6 +16,7 @@ from stratoecho import bandplan
 from stratoecho.boards import board
 from stratoecho.config import Section, load_toml, parse_hostport
 from stratoecho.lora import LoRaSettings, ukhas_mode
+from stratoecho.wire import uplink
 
 from .duty import beacon_refusal
 
@@ -353,6 +354,19 @@ class PayloadConfig(Section):
         why = beacon_refusal(self.radio, self.callsign, self.telemetry_format, self.schedule.telemetry_s)
         if why:
             raise ValueError(f"[radio] / [schedule] telemetry_s: {why}")
+        return self
+
+    @model_validator(mode="after")
+    def _window_hears_a_command(self) -> PayloadConfig:
+        # A listen window shorter than one signed frame's time on air hears nothing, ever: the
+        # uplink would be configured and dead (slow LoRa modes: a link report takes ~9 s in mode 0).
+        if self.uplink.key_file:
+            frame = uplink.HEADER_BYTES + self.uplink.tag_len + uplink.LinkReport(0, 0, 0).pack().__len__()
+            air = self.radio.airtime_s(frame)
+            if self.uplink.window_s <= air:
+                raise ValueError(f"[uplink] window_s {self.uplink.window_s:g} is shorter than one signed {frame}-byte "
+                                 f"frame's {air:.1f} s on air with these radio settings: the payload would never "
+                                 f"hear a command; make window_s at least {air * 2:.0f}")
         return self
 
 

@@ -286,6 +286,7 @@ class Transmitter:
                 return False
             self._bulk(take=True)
         self._log_airtime(air, beacon)  # before keying: a crash mid-frame still counts it
+        keyed = self.clock.elapsed_s()
         self.radio.send(frame)
         with self._lock:
             self.stats.frames_sent += 1
@@ -297,7 +298,9 @@ class Transmitter:
             self.store.mark_sent(q.id)
             with self._lock:
                 self.stats.sent_by_stream[q.stream] = self.stats.sent_by_stream.get(q.stream, 0) + 1
-        if self.clock.wait(air, self.stop):  # the radio is busy for the frame's time on air
+        # The radio is busy for the frame's time on air; a chip's driver (SX127x) already waited
+        # for TxDone inside send(), a datagram or a TNC's serial port did not.
+        if self.clock.wait(air - (self.clock.elapsed_s() - keyed), self.stop):
             return False
         if q is not None and q.kind is wire.Kind.TELEMETRY and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
             self._sent_at_window[q.seq] = self.stats.frames_sent

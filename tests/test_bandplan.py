@@ -85,7 +85,7 @@ def test_a_beacon_the_duty_cycle_cannot_carry_is_refused_with_the_numbers_and_wh
         parse_toml(OLD_PI, PayloadConfig, "old-pi.toml")
     text = str(e.value)
     for part in ("97-byte sentence", "19.32 s on air", "2319 s of air per hour", "budget of 360 s",
-                 "schedule.telemetry_s >= 240 s", "mode 2 Repeater", 'band_plan "erc70-03-434-narrow"'):
+                 "schedule.telemetry_s >= 240 s", "mode 2 repeater", 'band_plan "erc70-03-434-narrow"'):
         assert part in text, (part, text)
     assert "mode 0" not in text  # the mode that does not fit is not offered
 

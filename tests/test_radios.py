@@ -503,12 +503,13 @@ def commented_examples(text: str) -> dict[str, dict]:
 
 
 def test_shipped_configs_load_and_their_radio_examples_validate():
-    for name in ("payload.sim.toml", "payload.pi.toml"):
-        assert load_config(REPO / "config" / name).radio.kind == "udp"
+    assert load_config(REPO / "config" / "payload.sim.toml").radio.kind == "udp"
+    pi = load_config(REPO / "config" / "payload.pi.toml").radio
+    assert (pi.kind, pi.lora_mode, pi.spreading_factor, pi.bandwidth_hz) == ("sx127x", 0, 11, 20_800)  # an RFM98W
     text = (REPO / "config" / "payload.pi.toml").read_text()
     base = tomllib.loads(text)
     examples = commented_examples(text)
-    assert set(examples) == {"kiss", "lora_uart"}
+    assert set(examples) == {"udp", "kiss", "lora_uart"}
     for kind, keys in examples.items():
         cfg = PayloadConfig.model_validate({**base, "radio": {**base["radio"], **keys}})
         assert cfg.radio.kind == kind
