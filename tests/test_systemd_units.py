@@ -189,7 +189,8 @@ def test_payload_keeps_its_clock_and_its_devices():
     assert values(u, "Service", "ProtectClock") in ([], ["no"])  # would forbid setting the clock
     assert values(u, "Service", "PrivateDevices") in ([], ["no"])  # would hide /dev/serial0, i2c, camera
     assert values(u, "Service", "DeviceAllow") == [] and values(u, "Service", "DevicePolicy") in ([], ["auto"])
-    assert {"dialout", "i2c", "gpio", "video"} <= set(value(u, "Service", "SupplementaryGroups").split())
+    # spi: the Pi configuration's radio is an SX127x on /dev/spidev0.1
+    assert {"dialout", "i2c", "spi", "gpio", "video"} <= set(value(u, "Service", "SupplementaryGroups").split())
 
 
 def test_ground_unit_type_matches_what_the_ground_station_does():

@@ -17,6 +17,11 @@ A stale value is never sent as if it were fresh; the position beacon never waits
 for a thermometer. A missing temperature or pressure reads back as NaN, a missing
 battery as 0 mV. Sentences without a token (older payloads) are read too, empty
 fields included.
+
+Altitude is whole metres from 0 up: below sea level (a launch by the Dead Sea, GPS noise at
+a coastal site) it is sent as 0, because horusdemodlib refuses a sentence whose altitude
+is below 0 or above 65535 (the range of the Horus binary format's unsigned field); the
+LoRa gateway reads it with `%d` and would take either.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def encode_sentence(t: Telemetry) -> bytes:
         ("B", _optional(t.temp_c)), ("R", _optional(t.pressure_hpa)), ("9", str(t.batt_mv) if t.batt_mv != 0 else ""),
     ) if text]
     token = "0123456" + "".join(code for code, _ in readings) + "I"
-    body = ",".join([f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{int(round(t.alt))},{t.sats}",
+    body = ",".join([f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{max(int(round(t.alt)), 0)},{t.sats}",
                      *(text for _, text in readings), str(t.boot), token])
     return f"$${body}*{crc16_ccitt(body.encode('ascii')):04X}\n".encode("ascii")
 
