@@ -272,7 +272,7 @@ class SondeHubUploader:
             self._queue.append(obj)
             self.stats["queued"] += 1
             if len(self._queue) > self.policy.max_queue:
-                self._strikes.pop(_key(self._queue.popleft()), None)
+                self._queue.popleft()  # its strikes, if any, stay: the thread alone touches them
                 self.stats["dropped_overflow"] += 1
                 if self.stats["dropped_overflow"] == 1:
                     log.warning("sondehub_queue_full", max_queue=self.policy.max_queue,
