@@ -118,13 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "on air at SF9/125 kHz; set it to your link's)")
     share = listen.add_argument_group(
         "sharing (as telemetry arrives)",
-        "Upload each new position to SondeHub's amateur database (never a position without a fix; "
-        "batched; retried only on server errors) and send it as a JSON datagram to chase-car mapping "
+        "Upload each new position to SondeHub's amateur database with the station's details and the "
+        "frame's signal (never a position without a fix; batched; retried only on server errors; one the "
+        "server will not take never holds up the rest), and the station itself, with --sondehub-position, "
+        "for SondeHub's map; and send each position as a JSON datagram to chase-car mapping "
         "tools (chasemapper and the Horus tools listen on UDP port 55672).")
     share.add_argument("--sondehub-uploader", metavar="CALL",
                        help="your callsign as the uploader: turns on the SondeHub upload")
     share.add_argument("--sondehub-url", metavar="URL", default=None,
-                       help="SondeHub's amateur telemetry endpoint (default: the public one)")
+                       help="SondeHub's amateur telemetry endpoint (default: the public one; the station "
+                            "goes to its sibling, .../listeners)")
+    from .exports import add_station_arguments
+
+    add_station_arguments(share)  # --sondehub-position, -radio, -antenna, -email, -mobile, -frequency, -modulation
     share.add_argument("--udp-feed", metavar="HOST:PORT", type=hostport_type(),
                        help="send each new position to this UDP address (e.g. 127.0.0.1:55672 for chasemapper)")
     share.add_argument("--udp-broadcast", action="store_true", help="with --udp-feed: a broadcast address")
@@ -273,11 +279,13 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if publisher is not None:
         hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
             data, received_at, rssi_dbm=rssi, snr_db=snr))
-    from .exports import DEFAULT_URL, live_exporters
+    from .exports import DEFAULT_URL, live_exporters, station_from_args
 
     try:
-        exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if args.sondehub_uploader else None,
-                                   args.sondehub_uploader, args.udp_feed, udp_broadcast=args.udp_broadcast)
+        station = station_from_args(args)
+        exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if station else None,
+                                   station, args.udp_feed, udp_broadcast=args.udp_broadcast,
+                                   frequency_mhz=args.sondehub_frequency, modulation=args.sondehub_modulation)
     except ValueError as e:
         store.close()
         source.close()

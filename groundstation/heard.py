@@ -34,10 +34,18 @@ def kind_name(record: WireRecord) -> str:
 
 @dataclass(frozen=True)
 class Heard:
-    """One record or sentence new to this ground, and when it was heard (ISO 8601 UTC)."""
+    """One record or sentence new to this ground, and when it was heard (ISO 8601 UTC).
+
+    `station`, `rssi_dbm` and `snr_db`: which receiver heard the frame that completed it and
+    with what signal, where the listener knows (None otherwise, and for rows read back from
+    a database). For a position sentence, one frame, that is the sentence's own signal:
+    what SondeHub shows with each position."""
 
     record: WireRecord
     received_at: str
+    station: str | None = None
+    rssi_dbm: float | None = None
+    snr_db: float | None = None
 
     def as_json(self) -> dict:
         """The object `listen --json` prints: the record's JSON and `received_at`."""

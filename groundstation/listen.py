@@ -260,7 +260,7 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
     # restart (when the decoder has forgotten it) is stored and printed once.
     if record is None or not store.add(record, received_at):
         return
-    heard = Heard(record, received_at)
+    heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
     hooks.call(hooks.on_new, heard)
     if out is not None:
         print(format_json(heard.as_json()) if as_json else format_record(record), file=out, flush=True)

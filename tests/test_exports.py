@@ -1,5 +1,6 @@
-"""Ground exporters (groundstation/exports): SondeHub against a real HTTP server on loopback,
-GPX/KML/CSV read back with gpxpy, ElementTree and csv, the UDP feed through a real socket."""
+"""Ground exporters (groundstation/exports): SondeHub against a real HTTP server on loopback
+that checks every object against SondeHub's published schema, GPX/KML/CSV read back with
+gpxpy, ElementTree and csv, the UDP feed through a real socket."""
 
 from __future__ import annotations
 
@@ -33,19 +34,73 @@ from groundstation.exports import (
 )
 from groundstation.exports.base import telemetry_datetime
 from groundstation.exports.sondehub import SondeHubPolicy, SondeHubUploader, sondehub_object
+from groundstation.exports.station import Station, listener_object
 from groundstation.exports.udp_feed import payload_summary
 from groundstation.heard import Heard
 from stratoecho import wire
+from tests.fakes import wait_for
 
 NAN = float("nan")
 GPX_NS = "http://www.topografix.com/GPX/1/1"
 KML_NS = "{http://www.opengis.net/kml/2.2}"
 START = datetime(2024, 6, 20, 23, 58, 0, tzinfo=timezone.utc)  # the flight crosses midnight
-# Documented in SondeHub's amateur_telemetry_format (sondehub-infra swagger).
+
+# SondeHub-Amateur's published schema, from projecthorus/sondehub-infra: swagger.yaml
+# (`amateur_telemetry_format`, `listener`) and the handlers behind the two PUTs
+# (lambda/ham_put_api, lambda/ham_listener_put). Types as JSON Schema names them.
 SONDEHUB_REQUIRED = {"software_name", "software_version", "uploader_callsign", "time_received",
-                     "payload_callsign", "datetime", "lat", "lon", "alt"}
-SONDEHUB_OPTIONAL = {"sats", "batt", "temp", "pressure", "frequency", "modulation", "snr", "rssi", "raw",
-                     "historical", "dev"}
+                     "payload_callsign", "datetime", "lat", "lon", "alt"}  # and upload_time: set by the server
+TELEMETRY_TYPES = {
+    "software_name": "string", "software_version": "string", "uploader_callsign": "string",
+    "time_received": "date-time", "payload_callsign": "string", "datetime": "date-time",
+    "lat": "number", "lon": "number", "alt": "number", "frequency": "number", "temp": "number",
+    "humidity": "number", "vel_h": "number", "vel_v": "number", "pressure": "number", "heading": "number",
+    "batt": "number", "sats": "integer", "snr": "number", "rssi": "number", "uploader_position": "position",
+    "uploader_antenna": "string", "historical": "boolean", "dev": "string",
+    # not in the swagger, sent as strings by the reference uploader (pysondehub) and read by the tracker
+    "modulation": "string", "uploader_radio": "string", "raw": "string",
+}
+LISTENER_REQUIRED = {"uploader_callsign", "uploader_position"}  # the handler reads both without a check
+LISTENER_TYPES = {
+    "software_name": "string", "software_version": "string", "uploader_callsign": "string",
+    "uploader_position": "position", "uploader_radio": "string", "uploader_antenna": "string",
+    "uploader_contact_email": "string", "mobile": "boolean",
+}
+SONDEHUB_OPTIONAL = set(TELEMETRY_TYPES) - SONDEHUB_REQUIRED
+
+
+def _type_ok(kind: str, value: object) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "number":
+        return number
+    if kind == "integer":
+        return number and float(value).is_integer()
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "position":  # [lat, lon, alt], three numbers (minItems = maxItems = 3)
+        return isinstance(value, list) and len(value) == 3 and all(_type_ok("number", v) for v in value)
+    assert kind == "date-time"  # YYYY-MM-DDTHH:MM:SS.SSSSSSZ, as the swagger describes both times
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def schema_errors(obj: object, required: set[str], types: dict[str, str]) -> list[str]:
+    """What is wrong with one uploaded object: missing, unknown, or of the wrong type."""
+    if not isinstance(obj, dict):
+        return [f"not an object: {obj!r}"]
+    errors = [f"missing {name}" for name in sorted(required - set(obj))]
+    for name, value in obj.items():
+        if name not in types:
+            errors.append(f"unknown field {name}")
+        elif not _type_ok(types[name], value):
+            errors.append(f"{name}: {value!r} is not a {types[name]}")
+    return errors
+
 FAST = SondeHubPolicy(batch_interval_s=60.0, batch_max_items=50, request_timeout_s=5.0, retry_attempts=3,
                       retry_initial_s=0.01, retry_max_s=0.05, retry_jitter_s=0.01, flush_timeout_s=20.0,
                       close_deadline_s=5.0)
@@ -83,13 +138,18 @@ def flight_db(tmp_path):
 
 
 class Recorder:
-    """A real HTTP server on loopback: records every request, answers from a script
-    (a list of statuses used up in order, then 200), optionally slowly."""
+    """A real HTTP server on loopback standing in for SondeHub: records every request, checks
+    each object against the schema (400 naming the faults), answers with the status
+    `failing` holds for any (payload_callsign, datetime) in the request, else from a script
+    (a list of statuses used up in order), else `status` (200), optionally slowly."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.script: list[int] = []
+        self.failing: dict[tuple[str, str], int] = {}
+        self.status = 200
         self.delay_s = 0.0
+        self.schema_errors: list[str] = []
         self.lock = threading.Lock()
         recorder = self
 
@@ -98,13 +158,25 @@ class Recorder:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                sent = json.loads(body)
+                if self.path.endswith("/listeners"):
+                    errors = schema_errors(sent, LISTENER_REQUIRED, LISTENER_TYPES)
+                    keys = set()
+                else:
+                    objects = sent if isinstance(sent, list) else [sent]
+                    errors = [e for o in objects for e in schema_errors(o, SONDEHUB_REQUIRED, TELEMETRY_TYPES)]
+                    keys = {(o.get("payload_callsign"), o.get("datetime")) for o in objects if isinstance(o, dict)}
                 with recorder.lock:
-                    status = recorder.script.pop(0) if recorder.script else 200
+                    recorder.schema_errors += errors
+                    failing = [recorder.failing[k] for k in keys if k in recorder.failing]
+                    status = (400 if errors else failing[0] if failing
+                              else recorder.script.pop(0) if recorder.script else recorder.status)
                     recorder.requests.append({"method": self.command, "path": self.path,
-                                              "headers": dict(self.headers), "json": json.loads(body),
-                                              "status": status})
+                                              "headers": dict(self.headers), "json": sent, "status": status,
+                                              "keys": keys})
                 time.sleep(recorder.delay_s)
-                answer = b"bad payload_callsign" if status == 400 else b"OK"
+                answer = ("; ".join(errors) if errors else "bad payload_callsign" if status == 400
+                          else f"boom {status}" if status >= 500 else "OK").encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
@@ -121,7 +193,15 @@ class Recorder:
         self.thread.start()
 
     def objects(self, status: int | None = 200) -> list[dict]:
-        return [o for r in self.requests if status is None or r["status"] == status for o in r["json"]]
+        """Telemetry objects the server answered with `status` (None: any), in arrival order."""
+        return [o for r in self.telemetry_requests() if status is None or r["status"] == status for o in r["json"]]
+
+    def telemetry_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].endswith("/telemetry")]
+
+    def listeners(self, status: int | None = 200) -> list[dict]:
+        return [r["json"] for r in self.requests
+                if r["path"].endswith("/listeners") and (status is None or r["status"] == status)]
 
 
 @pytest.fixture
@@ -130,6 +210,7 @@ def server():
     yield rec
     rec.server.shutdown()
     rec.server.server_close()
+    assert rec.schema_errors == []  # everything uploaded follows SondeHub's published schema
 
 
 def free_port() -> int:
@@ -154,8 +235,8 @@ def test_sentence_time_joins_the_date_nearest_reception():
 
 
 def test_sondehub_object_has_the_documented_fields():
-    obj = sondehub_object(sentence(5), snr_db=7.5, rssi_dbm=-112.0, raw="$$STRATO1,5,...",
-                          uploader_callsign="M0ABC", frequency_mhz=434.2, modulation="LoRa")
+    obj = sondehub_object(sentence(5), M0ABC, snr_db=7.5, rssi_dbm=-112.0, raw="$$STRATO1,5,...",
+                          frequency_mhz=434.2, modulation="LoRa")
     assert set(obj) == SONDEHUB_REQUIRED | {"sats", "batt", "temp", "pressure", "frequency", "modulation",
                                             "snr", "rssi", "raw"}
     assert obj["software_name"] == "stratoecho" and obj["uploader_callsign"] == "M0ABC"
@@ -165,12 +246,48 @@ def test_sondehub_object_has_the_documented_fields():
     assert (obj["lat"], obj["lon"], obj["alt"], obj["sats"]) == (52.005, -0.99, 850.0, 9)
     assert obj["batt"] == 3.712 and obj["temp"] == -20.5 and obj["pressure"] == 540.0
     assert (obj["frequency"], obj["modulation"], obj["snr"], obj["rssi"]) == (434.2, "LoRa", 7.5, -112.0)
-    no_reading = sondehub_object(sentence(5, temp=NAN, pressure=NAN), uploader_callsign="M0ABC")
+    no_reading = sondehub_object(sentence(5, temp=NAN, pressure=NAN), M0ABC)
     assert "temp" not in no_reading and "pressure" not in no_reading and "snr" not in no_reading
-    assert sondehub_object(sentence(0, fix=False), uploader_callsign="M0ABC") is None
-    assert sondehub_object(changed(sentence(3), sats=0), uploader_callsign="M0ABC") is None  # a position, no fix
-    flat = sondehub_object(changed(sentence(3), batt_mv=0), uploader_callsign="M0ABC")
+    assert sondehub_object(sentence(0, fix=False), M0ABC) is None
+    assert sondehub_object(changed(sentence(3), sats=0), M0ABC) is None  # a position, no fix
+    flat = sondehub_object(changed(sentence(3), batt_mv=0), M0ABC)
     assert "batt" not in flat  # 0 mV: no reading, never a flat battery
+    assert schema_errors(obj, SONDEHUB_REQUIRED, TELEMETRY_TYPES) == []
+
+
+HOME = Station("M0ABC", position=(52.2, -0.12, 40), radio="E22-400T22D", antenna="7-element Yagi",
+               contact_email="m0abc@example.org")
+M0ABC = Station("M0ABC")
+
+
+def test_every_position_carries_the_station_and_the_signal_it_was_heard_with():
+    heard = Heard(sentence(5).record, sentence(5).received_at, station="home", rssi_dbm=-118.5, snr_db=-9.25)
+    obj = sondehub_object(heard, HOME, frequency_mhz=434.2, modulation="LoRa")
+    assert obj["uploader_callsign"] == "M0ABC" and obj["uploader_position"] == [52.2, -0.12, 40.0]
+    assert (obj["uploader_radio"], obj["uploader_antenna"]) == ("E22-400T22D", "7-element Yagi")
+    assert (obj["rssi"], obj["snr"], obj["frequency"], obj["modulation"]) == (-118.5, -9.25, 434.2, "LoRa")
+    assert "uploader_contact_email" not in obj  # for SondeHub's admins, with the station upload only
+    assert schema_errors(obj, SONDEHUB_REQUIRED, TELEMETRY_TYPES) == []
+    unknown = sondehub_object(sentence(5), M0ABC)  # no signal, no station details: none made up
+    assert not {"rssi", "snr", "frequency", "modulation", "uploader_position", "uploader_radio"} & set(unknown)
+    assert heard.as_json() == sentence(5).as_json()  # `listen --json` prints what it always did
+
+
+def test_the_station_upload_follows_the_listener_schema_and_bad_details_are_named():
+    obj = listener_object(replace(HOME, mobile=True), "1.2.3")
+    assert schema_errors(obj, LISTENER_REQUIRED, LISTENER_TYPES) == []
+    assert obj == {"software_name": "stratoecho", "software_version": "1.2.3", "uploader_callsign": "M0ABC",
+                   "uploader_position": [52.2, -0.12, 40.0], "uploader_radio": "E22-400T22D",
+                   "uploader_antenna": "7-element Yagi", "uploader_contact_email": "m0abc@example.org",
+                   "mobile": True}
+    with pytest.raises(ValueError, match="no position"):
+        listener_object(M0ABC)
+    for bad, match in [((91, 0, 0), "latitude"), ((0, 0, 10), "placeholder"), ((52, 1), "altitude"),
+                       ((52, float("nan"), 1), "finite")]:
+        with pytest.raises(ValueError, match=match):
+            Station("M0ABC", position=bad)
+    with pytest.raises(ValueError, match="@"):
+        Station("M0ABC", contact_email="m0abc")
 
 
 def test_sondehub_uploads_documented_objects_once_each(server):
@@ -247,6 +364,123 @@ def test_sondehub_keeps_a_batch_when_the_server_is_unreachable():
     up.close(deadline_s=0.5)
     assert time.monotonic() - started < 4.0
     assert up.stats["unsent_at_close"] == 2 and up.stats["sent"] == 0
+
+
+def key(heard: Heard) -> tuple[str, str]:
+    """The (payload_callsign, datetime) SondeHub knows a position by."""
+    obj = sondehub_object(heard, M0ABC)
+    return obj["payload_callsign"], obj["datetime"]
+
+
+def test_sondehub_one_position_the_server_always_fails_never_blocks_the_rest(server):
+    # The field's case: one position answered 5xx every time held up all 29 after it.
+    rows = [sentence(i) for i in range(2, 32)]  # 30 positions with a fix
+    bad = rows[3]
+    server.failing = {key(bad): 500}
+    policy = replace(FAST, batch_max_items=8)
+    up = SondeHubUploader("M0ABC", server.url, policy=policy)
+    try:
+        with capture_logs() as logs:
+            for heard in rows:
+                up.add(heard)
+            up.flush()
+    finally:
+        up.close()
+    good = [key(h) for h in rows if h is not bad]
+    assert [(o["payload_callsign"], o["datetime"]) for o in server.objects()] == good  # all 29, in order, once
+    assert up.stats["sent"] == 29 and up.stats["failed_items"] == 1 and up.pending == 0
+    # Bounded: its batch of 8, the half, the quarter, itself alone: 4 requests, each with its retries.
+    assert len([r for r in server.telemetry_requests() if key(bad) in r["keys"]]) == 4 * policy.retry_attempts
+    dropped = [e for e in logs if e["event"] == "sondehub_position_dropped"]
+    assert len(dropped) == 1 and (dropped[0]["status"], dropped[0]["body"]) == (500, "boom 500")
+    assert dropped[0]["datetime"] == key(bad)[1]
+
+
+def test_sondehub_a_failing_position_sent_alone_waits_until_the_server_takes_another(server):
+    bad, after = sentence(3), sentence(4)
+    server.failing = {key(bad): 503}
+    up = SondeHubUploader("M0ABC", server.url, policy=FAST)
+    try:
+        up.add(bad)
+        up.flush()  # alone, nothing else taken: the server's fault or the position's? kept, with a strike
+        assert up.pending == 1 and up.stats["failed_items"] == 0
+        up.add(after)
+        up.flush()  # the server takes the next one: the fault was the position's
+    finally:
+        up.close()
+    assert [o["lat"] for o in server.objects()] == [52.004]
+    assert up.stats["failed_items"] == 1 and up.pending == 0 and up.stats["unsent_at_close"] == 0
+
+
+def test_sondehub_a_server_failing_everything_costs_bounded_requests_then_recovers(server):
+    server.status = 503
+    policy = replace(FAST, failing_rounds=2)
+    rows = [sentence(i) for i in range(2, 7)]  # five positions
+    up = SondeHubUploader("M0ABC", server.url, policy=policy)
+    try:
+        for heard in rows:
+            up.add(heard)
+        up.flush()
+        # All five, the first half, its first two alone: two in a row failing, nothing taken:
+        # the server, not the data. Four requests, each with its retries; nothing dropped yet.
+        assert len(server.requests) == 4 * policy.retry_attempts
+        assert up.stats["sent"] == 0 and up.stats["failed_items"] == 0 and up.pending == 5
+        up.flush()  # the same again: those two reach their last strike
+        assert up.stats["failed_items"] == 2 and up.pending == 3
+        server.status = 200
+        up.flush()
+    finally:
+        up.close()
+    assert [(o["payload_callsign"], o["datetime"]) for o in server.objects()] == [key(h) for h in rows[2:]]
+
+
+def test_sondehub_uploads_the_station_at_start_and_again_later(server):
+    server.script = [500] * FAST.retry_attempts  # the first station upload fails every try
+    policy = replace(FAST, listener_interval_s=0.2, listener_retry_s=0.05)
+    up = SondeHubUploader(HOME, server.url, policy=policy)
+    try:
+        wait_for(lambda: len(server.listeners()) >= 2)  # retried soon after the failure, then again later
+        up.add(sentence(3))
+        up.flush()
+    finally:
+        up.close()
+    assert server.listeners()[0] == listener_object(HOME)
+    assert up.stats["listener_failures"] == 1 and up.stats["listener_uploads"] >= 2
+    assert {(r["method"], r["path"]) for r in server.requests if "listeners" in r["path"]} == {
+        ("PUT", "/amateur/listeners")}
+    [obj] = server.objects()
+    assert obj["uploader_position"] == [52.2, -0.12, 40.0] and obj["uploader_callsign"] == "M0ABC"
+
+
+def test_sondehub_sends_no_station_upload_without_a_position_or_in_a_trial(server):
+    for up in (SondeHubUploader(M0ABC, server.url, policy=FAST),
+               SondeHubUploader(HOME, server.url, policy=FAST, dev=True)):
+        up.add(sentence(3))
+        up.flush()
+        up.close()
+    assert server.listeners(None) == [] and len(server.objects()) == 2
+
+
+def test_listen_uploads_the_station_and_each_position_with_its_signal(tmp_path, server, capsys):
+    from groundstation.__main__ import main
+
+    now = datetime.now(timezone.utc)
+    frames = [wire.encode_sentence(wire.Telemetry("STRATO1", s, (now - timedelta(seconds=30 * (2 - s))).strftime(
+        "%H:%M:%S"), 52.25, -0.5, 1200, 9, -40.5, 180.2, 3700, 3)) for s in (1, 2)]
+    air = tmp_path / "air.hex"
+    air.write_text(f"{frames[0].hex()} rssi=-118.5 snr=-9.25\n{frames[1].hex()}\n")
+    station = ["--sondehub-position", "52.2", "-0.12", "40", "--sondehub-radio", "E22-400T22D"]
+    argv = ["listen", "--replay", str(air), "--db", str(tmp_path / "g.db"), "--quiet"]
+    assert main([*argv, *station]) == 2  # details without the callsign
+    assert "--sondehub-position, --sondehub-radio goes with --sondehub-uploader" in capsys.readouterr().err
+    assert main([*argv, *station, "--sondehub-uploader", "M0ABC", "--sondehub-url", server.url,
+                 "--sondehub-frequency", "434.2"]) == 0
+    assert server.listeners() == [listener_object(Station("M0ABC", (52.2, -0.12, 40), radio="E22-400T22D"))]
+    first, second = server.objects()
+    assert (first["rssi"], first["snr"]) == (-118.5, -9.25)  # the frame's own signal
+    assert "rssi" not in second and "snr" not in second  # that frame came without a report
+    for o in (first, second):
+        assert (o["frequency"], o["modulation"], o["uploader_position"]) == (434.2, "LoRa", [52.2, -0.12, 40.0])
 
 
 def test_sondehub_a_slow_server_never_stalls_add_and_close_keeps_its_deadline(server):
@@ -473,5 +707,7 @@ def test_cli_export_to_sondehub_marks_history(flight_db, server, capsys):
     objects = server.objects()
     assert len(objects) == 9 and all(o["historical"] is True for o in objects)
     assert "9 positions sent" in capsys.readouterr().out
-    server.script = [400]
+    server.failing = {key(flight()[4]): 400}  # SondeHub refuses one position: the rest still go, exit 1
     assert export(["--db", str(flight_db), "--format", "sondehub", "--out", server.url, "--uploader", "M0ABC"]) == 1
+    assert len(server.objects()) == 9 + 8
+    assert "8 positions sent, 2 without a fix skipped, 1 refused" in capsys.readouterr().out

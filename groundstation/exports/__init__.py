@@ -10,6 +10,7 @@ exporter)` runs one over a database.
     kml.KmlTrack(path)          KML track + launch/burst/last       file, rewritten atomically
     csv_export.CsvTable(path)   one row per sentence                file, rewritten atomically
     sondehub.SondeHubUploader   SondeHub-Amateur upload             background thread, batched
+                                (with the station, `station.Station`, as a listener)
     udp_feed.UdpFeed            Horus PAYLOAD_SUMMARY datagrams     chasemapper
 """
 
@@ -24,12 +25,13 @@ from .csv_export import CsvTable
 from .gpx import GpxTrack
 from .kml import KmlTrack
 from .sondehub import DEFAULT_URL, SondeHubPolicy, SondeHubUploader
+from .station import Station
 from .udp_feed import DEFAULT_HOST, DEFAULT_PORT, UdpFeed
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack", "Guarded",
-    "KmlTrack", "SondeHubUploader", "UdpFeed",
-    "cmd_export", "from_db", "live_exporters", "register_cli",
+    "KmlTrack", "SondeHubUploader", "Station", "UdpFeed",
+    "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli", "station_from_args",
 ]
 
 FILE_FORMATS = {"gpx": GpxTrack, "kml": KmlTrack, "csv": CsvTable}
@@ -47,12 +49,14 @@ never took some positions; 2 a usage error
 """
 
 
-def live_exporters(sondehub_url: str | None, uploader: str | None,
-                   udp_feed: tuple[str, int] | None, *, udp_broadcast: bool = False) -> list[Exporter]:
+def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
+                   udp_feed: tuple[str, int] | None, *, udp_broadcast: bool = False,
+                   frequency_mhz: float | None = None, modulation: str | None = None) -> list[Exporter]:
     """Exporters for the listener to feed as telemetry arrives, each guarded.
 
     `sondehub_url`: None for no SondeHub upload (`sondehub.DEFAULT_URL` for the real one),
-    which then needs `uploader` (the station's callsign); `udp_feed`: (host, port) for
+    which then needs `uploader` (the station: its details, or only its callsign), and sends
+    the receiver's `frequency_mhz` and `modulation` with each position; `udp_feed`: (host, port) for
     chase-car PAYLOAD_SUMMARY datagrams (`udp_feed.DEFAULT_HOST`, `DEFAULT_PORT`: 127.0.0.1:55672),
     None for none; `udp_broadcast` when that host is a broadcast address.
     ValueError for a bad combination or a host that does not resolve.
@@ -61,11 +65,48 @@ def live_exporters(sondehub_url: str | None, uploader: str | None,
     if sondehub_url is not None:
         if not uploader:
             raise ValueError("uploading to SondeHub needs the station's callsign (uploader)")
-        exporters.append(Guarded(SondeHubUploader(uploader, sondehub_url), "sondehub"))
+        exporters.append(Guarded(SondeHubUploader(uploader, sondehub_url, frequency_mhz=frequency_mhz,
+                                                  modulation=modulation), "sondehub"))
     if udp_feed is not None:
         host, port = udp_feed
         exporters.append(Guarded(UdpFeed(host, port, broadcast=udp_broadcast), "udp_feed"))
     return exporters
+
+
+def add_station_arguments(group: argparse._ArgumentGroup) -> None:
+    """`listen`'s options for the station SondeHub shows (with --sondehub-uploader, its callsign)."""
+    group.add_argument("--sondehub-position", nargs=3, type=float, metavar=("LAT", "LON", "ALT"),
+                       help="the station's position in decimal degrees and metres above sea level, e.g. "
+                            "52.2 -0.12 40: sent with every position, and the station is shown on SondeHub's "
+                            "map (uploaded at start and every 6 hours); without it, no station upload")
+    group.add_argument("--sondehub-radio", metavar="TEXT", help="the station's radio, free text (e.g. 'E22-400T22D')")
+    group.add_argument("--sondehub-antenna", metavar="TEXT", help="the station's antenna, free text (e.g. '7-element Yagi')")
+    group.add_argument("--sondehub-email", metavar="ADDR",
+                       help="a contact e-mail for SondeHub's admins, should they need to reach the station "
+                            "(not shown publicly)")
+    group.add_argument("--sondehub-mobile", action="store_true",
+                       help="the station moves: SondeHub draws it as a chase car")
+    group.add_argument("--sondehub-frequency", type=float, metavar="MHZ",
+                       help="the frequency the receiver is tuned to, in MHz, sent with every position (e.g. 434.2)")
+    group.add_argument("--sondehub-modulation", default="LoRa", metavar="TEXT",
+                       help="the modulation sent with every position (default LoRa, what the payload transmits)")
+
+
+STATION_OPTIONS = ("position", "radio", "antenna", "email", "mobile", "frequency")
+
+
+def station_from_args(args: argparse.Namespace) -> Station | None:
+    """The station from `listen`'s options; None without --sondehub-uploader. ValueError for a
+    station detail without the callsign, or a bad detail."""
+    if not args.sondehub_uploader:
+        given = [f"--sondehub-{name}" for name in STATION_OPTIONS if getattr(args, f"sondehub_{name}")]
+        if given:
+            raise ValueError(f"{', '.join(given)} goes with --sondehub-uploader CALL (the station's callsign)")
+        return None
+    position = args.sondehub_position
+    return Station(args.sondehub_uploader, position=tuple(position) if position else None,
+                   radio=args.sondehub_radio, antenna=args.sondehub_antenna, contact_email=args.sondehub_email,
+                   mobile=args.sondehub_mobile)
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -158,5 +199,6 @@ def _report(args: argparse.Namespace, exporter: Exporter, rows: int) -> int:
     assert isinstance(exporter, SondeHubUploader)
     s = exporter.stats
     print(f"sondehub {exporter.url}: {s['sent']} positions sent, {s['skipped_no_fix']} without a fix skipped, "
-          f"{s['rejected_items']} refused, {s['unsent_at_close']} not sent ({rows} sentences in {args.db})")
-    return 1 if s["rejected_items"] or s["unsent_at_close"] else 0
+          f"{s['rejected_items']} refused, {s['failed_items']} given up after server errors, "
+          f"{s['unsent_at_close']} not sent ({rows} sentences in {args.db})")
+    return 1 if s["rejected_items"] or s["failed_items"] or s["unsent_at_close"] else 0
