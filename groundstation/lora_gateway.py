@@ -22,7 +22,8 @@ line's `sentence` goes to the decoder as the frame heard (with its line feed bac
 stored frame is the one the payload sent) with the signal the line reports; other classes
 are counted in `ignored`. A connection that drops, or stays silent for `silence_s` (the
 gateway writes STATS every second), is opened again with tenacity's exponential back-off,
-in steps of `POLL_S` so the listener still stops at once. The first connection must succeed:
+waiting in steps of `POLL_S` so the listener still stops at once (an attempt itself takes
+at most `connect_timeout_s`). The first connection must succeed:
 a wrong address is an error at start, not a retry forever.
 
 `GatewayUdpSource` (`listen --gateway-udp [HOST:]PORT`) hears the broadcast: every program on
