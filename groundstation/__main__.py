@@ -40,6 +40,9 @@ examples:
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db      # KISS TNC
   python -m groundstation listen --serial /dev/ttyUSB0 --raw --baud 9600 --db flight.db   # Ebyte module
   python -m groundstation listen --replay out/air.hex --db replay.db --json
+  python -m groundstation listen --gateway gateway.local:6004 --db flight.db   # a LoRa gateway's JSON port
+  python -m groundstation listen --gateway-udp 7777 --db flight.db     # ... or its UDPPort broadcast
+  python -m groundstation listen --horus-udp --db flight.db             # horus-gui's PAYLOAD_SUMMARY, port 55672
   python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --uplink-key uplink.key
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
@@ -59,6 +62,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
     return value
+
+
+def _udp_listen(text: str) -> tuple[str, int]:
+    """PORT, :PORT or HOST:PORT to listen on; a bare port is every interface (to hear broadcasts)."""
+    if text.isdigit():
+        text = ":" + text
+    return hostport_type(listen=True)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "or a KISS TNC (--kiss), or a transparent LoRa module (--raw)")
     where.add_argument("--replay", metavar="FILE",
                        help="an air.hex file ('-' for standard input), run through once")
+    where.add_argument("--gateway", metavar="HOST:PORT", type=hostport_type(),
+                       help="a LoRa gateway (PiInTheSky lora-gateway): connect to its JSON port "
+                            "(ServerPort, 6004 in its sample gateway.txt; one client at a time) and take "
+                            "each POSN line's sentence, with its signal; reconnects when it drops")
+    where.add_argument("--gateway-udp", metavar="[HOST:]PORT", type=_udp_listen,
+                       help="a LoRa gateway's raw telemetry broadcast (its UDPPort): each $$ sentence "
+                            "it broadcasts; the port is shared with other listeners on this machine")
+    where.add_argument("--horus-udp", metavar="[HOST:]PORT", nargs="?", const=("0.0.0.0", 55672), type=_udp_listen,
+                       help="Horus UDP PAYLOAD_SUMMARY broadcasts from horus-gui or horusdemodlib (default "
+                            "port 55672, shared with chasemapper): each becomes a position (docs/ground.md)")
     listen.add_argument("--db", required=True, metavar="FILE",
                         help="SQLite database to store into (created if missing; safe to reuse: "
                              "records already there are not stored or printed twice)")
@@ -206,6 +226,18 @@ def _open_source(args: argparse.Namespace, clock=None, stop=None) -> FrameSource
         if args.raw:
             return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
         return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
+    if args.gateway:
+        from .lora_gateway import GatewaySource
+
+        return GatewaySource(*args.gateway)
+    if args.gateway_udp:
+        from .lora_gateway import GatewayUdpSource
+
+        return GatewayUdpSource(*args.gateway_udp)
+    if args.horus_udp:
+        from .horus_udp import HorusUdpSource
+
+        return HorusUdpSource(*args.horus_udp)
     return ReplaySource(args.replay)
 
 
@@ -225,7 +257,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         return 2
     if args.uplink_key and not (args.udp or args.serial):
         print("error: --uplink-key needs a source that can transmit, --udp or --serial; "
-              "a --replay cannot answer", file=sys.stderr)
+              "a --replay or another receiver's output cannot answer", file=sys.stderr)
         return 2
     if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
         print("error: --uplink-skip-past needs --uplink-key and --callsign (whose counter moves)", file=sys.stderr)

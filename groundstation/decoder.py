@@ -68,6 +68,11 @@ class FrameDecoder:
             return Decoded(frame=decoded)
         return self._deliver(record, decoded)
 
+    def position(self, t: wire.Telemetry) -> Decoded:
+        """A position another receiver decoded and passed on as values (a Horus PAYLOAD_SUMMARY):
+        no frame, but counted and deduplicated as a sentence is."""
+        return self._telemetry(t)
+
     def _telemetry(self, t: wire.Telemetry) -> Decoded:
         key = (t.boot, t.seq)
         if key in self._seen_telemetry:

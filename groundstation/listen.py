@@ -31,7 +31,7 @@ from .db import Store, utc_now
 from .decoder import Decoded, FrameDecoder
 from .display import format_json, format_record
 from .heard import Heard, kind_name
-from .receive import FrameSource, describe_peer
+from .receive import FrameSource, Position, describe_peer
 from .repair import NackPlanner
 from .uplink import CommandSigner, SignerStateError
 
@@ -242,6 +242,11 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
 
 def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_json: bool,
             repair: RepairLink | None, hooks: Hooks) -> None:
+    if isinstance(item, Position):  # decoded elsewhere: no frame to keep, to publish or to answer
+        result = decoder.position(item.telemetry)
+        if result.record is not None:
+            _store_new(result.record, utc_now(), store, out, as_json, hooks)
+        return
     data, origin = item.data, item.origin
     received_at = utc_now()
     result = decoder.feed(data)
@@ -253,12 +258,17 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)
         return
-    record = result.record
-    if record is not None and hooks.station is not None:
+    if result.record is not None:
+        _store_new(result.record, received_at, store, out, as_json, hooks)
+
+
+def _store_new(record, received_at: str, store: Store, out: TextIO | None, as_json: bool, hooks: Hooks) -> None:
+    """A complete record or sentence: who heard it, then into the database, the hooks and `out` if new."""
+    if hooks.station is not None:
         store.add_heard(kind_name(record), record.boot, record.seq, hooks.station, received_at)
     # The database decides what is new, so a record heard again after a ground
     # restart (when the decoder has forgotten it) is stored and printed once.
-    if record is None or not store.add(record, received_at):
+    if not store.add(record, received_at):
         return
     heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
     hooks.call(hooks.on_new, heard)

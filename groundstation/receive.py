@@ -49,6 +49,7 @@ from typing import NamedTuple, TextIO
 
 import structlog
 
+from stratoecho import wire
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,37 @@ class Received(NamedTuple):
     peer: tuple | None = None  # where a reply goes: the sender's socket address (UDP), (device,) for serial
     rssi_dbm: float | None = None  # signal, where the radio reports it (a hex line's rssi=/snr=)
     snr_db: float | None = None
+
+
+class Position(NamedTuple):
+    """A position another receiver decoded and passed on as values, not as a frame of ours
+    (horus-gui's PAYLOAD_SUMMARY, `horus_udp`): it goes to the store as it is, with no frame row."""
+
+    telemetry: wire.Telemetry
+    origin: str  # "horus-udp 192.168.1.20"
+
+
+def bind_shared_udp(host: str, port: int, what: str) -> socket.socket:
+    """A UDP socket on HOST:PORT that other programs on this machine may bind as well
+    (SO_REUSEADDR, and SO_REUSEPORT where the system has it, as the Horus tools set them):
+    a broadcast reaches every socket bound to its port, so a chase-car map and this
+    listener both hear it. A datagram sent to one address (not broadcast) reaches one of them.
+    Bound to all interfaces (host "" or 0.0.0.0) to hear broadcasts from the network."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_DGRAM)[0]
+    except socket.gaierror as e:
+        raise SourceError(f"cannot resolve {what} address {host}:{port}: {e.strerror}") from e
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except OSError as e:
+        sock.close()
+        raise SourceError(f"cannot bind {what} on UDP {host or '0.0.0.0'}:{port}: {e.strerror}") from e
+    sock.settimeout(POLL_S)
+    return sock
 
 
 def describe_peer(peer: tuple) -> str:
