@@ -259,10 +259,11 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)
         return
     if result.record is not None:
-        _store_new(result.record, received_at, store, out, as_json, hooks)
+        _store_new(result.record, received_at, store, out, as_json, hooks, rssi, snr)
 
 
-def _store_new(record, received_at: str, store: Store, out: TextIO | None, as_json: bool, hooks: Hooks) -> None:
+def _store_new(record, received_at: str, store: Store, out: TextIO | None, as_json: bool, hooks: Hooks,
+               rssi: float | None = None, snr: float | None = None) -> None:
     """A complete record or sentence: who heard it, then into the database, the hooks and `out` if new."""
     if hooks.station is not None:
         store.add_heard(kind_name(record), record.boot, record.seq, hooks.station, received_at)
