@@ -171,10 +171,10 @@ class Sx126xChip:
             return []
         if self.mode == MODE_SLEEP:  # NSS falling wakes the chip; what was sent meanwhile is lost
             self.mode, self._busy_until = MODE_STDBY_RC, self.now() + CALIBRATE_S
-            self.refused.append(f"command 0x{data[0]:02X} sent to a sleeping chip: lost (it wakes)")
+            self._refuse(f"command 0x{data[0]:02X} sent to a sleeping chip: lost (it wakes)")
             return [0] * len(data)
         if self.busy():
-            self.refused.append(f"command 0x{data[0]:02X} sent while BUSY was high: lost")
+            self._refuse(f"command 0x{data[0]:02X} sent while BUSY was high: lost")
             return [0] * len(data)
         op, params = data[0], bytes(data[1:])
         self.commands.append((op, params))
@@ -186,7 +186,7 @@ class Sx126xChip:
         need, run = handler
         if len(params) < need:
             self._status = STATUS_ERROR
-            self.refused.append(f"command 0x{op:02X} with {len(params)} parameter bytes, not {need}")
+            self._refuse(f"command 0x{op:02X} with {len(params)} parameter bytes, not {need}")
             return [0] + [self.status_byte()] * len(params)
         self._status = STATUS_OK
         reply = run(self, params)  # the data bytes of a read, after its status byte
@@ -319,7 +319,7 @@ class Sx126xChip:
         self._tx_timed_out = bool(timeout) and timeout < air  # cut short: nothing whole reaches a receiver
         self._tx_end = self.now() + (timeout if self._tx_timed_out else air)
         if self.rf_switch_on_dio2 and not self.dio2_switch:
-            self.refused.append("transmitted with the RF switch never switched (SetDIO2AsRfSwitchCtrl): nothing radiated")
+            self._refuse("transmitted with the RF switch never switched (SetDIO2AsRfSwitchCtrl): nothing radiated")
             self._tx_packet = None
         else:
             self._tx_packet = None if self._tx_timed_out else (packet, s)
@@ -343,7 +343,11 @@ class Sx126xChip:
 
     def _fail(self, why: str) -> None:
         self._status = STATUS_FAILURE
+        self._refuse(why)
+
+    def _refuse(self, why: str) -> None:
         self.refused.append(why)
+        log.warning("chip_refused", chip="SX126x", why=why, at_s=round(self.now(), 4))
 
     def _clock_runs(self) -> bool:
         """A crystal always starts; a TCXO only when DIO3 powers it at a voltage it takes."""
