@@ -13,7 +13,7 @@ from payload.config import RadioSection
 from payload.lora_sx126x import Sx126xRadio, frf, image_band, pa_params, sync_word_register
 from payload.radio import RadioError
 from payload.radios import make_radio
-from sim.sx126x_sim import MODE_RX, MODE_SLEEP, MODE_STDBY_RC, Sx126xChip
+from sim.sx126x_sim import MODE_SLEEP, MODE_STDBY_RC, Sx126xChip
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, ukhas_mode
 from tests.test_sx127x import ScheduledClock
