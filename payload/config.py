@@ -33,9 +33,9 @@ PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
 
 
 class RadioSection(Section):
-    kind: Literal["udp", "kiss", "lora_uart", "sx127x"] = Field(
+    kind: Literal["udp", "kiss", "lora_uart", "sx127x", "sx126x"] = Field(
         "udp", description="udp (bench / IP link), kiss (KISS TNC on serial), lora_uart (Ebyte-style UART LoRa module), "
-        "sx127x (SX1276/77/78, RFM95W/96W/98W on SPI)")
+        "sx127x (SX1276/77/78, RFM95W/96W/98W on SPI), sx126x (SX1262/SX1268 on SPI)")
     udp: str = "127.0.0.1:7373"
     serial_port: str | None = Field(None, description="kiss, lora_uart: serial device or pyserial URL (/dev/serial0)")
     baud: int = Field(9600, gt=0, description="kiss, lora_uart: UART speed in bit/s (Ebyte default 9600)")
@@ -46,12 +46,20 @@ class RadioSection(Section):
     packet_bytes: int = Field(240, ge=1, le=255, description="lora_uart: module packet size (E32: 58; E22: 240/128/64/32)")
     rx_gap_s: float | None = Field(None, gt=0, description="lora_uart: UART pause that ends a received packet (default 20 "
                                                            "ms, or 4 byte times at slow baud)")
-    spi_bus: int = Field(0, ge=0, description="sx127x: the SPI bus (/dev/spidevBUS.DEVICE)")
-    spi_device: int = Field(0, ge=0, description="sx127x: the chip select (0: CE0, 1: CE1)")
-    reset_pin: PinName | None = Field(None, description="sx127x: GPIO driving the chip's RESET")
+    spi_bus: int = Field(0, ge=0, description="sx127x, sx126x: the SPI bus (/dev/spidevBUS.DEVICE)")
+    spi_device: int = Field(0, ge=0, description="sx127x, sx126x: the chip select (0: CE0, 1: CE1)")
+    reset_pin: PinName | None = Field(None, description="sx127x, sx126x: GPIO driving the chip's RESET")
     dio0_pin: PinName | None = Field(None, description="sx127x: GPIO reading DIO0 (TxDone/RxDone); unset: polled")
-    tx_power_dbm: int = Field(10, ge=-1, le=20, description="sx127x: output power (PA_BOOST 2..17 or 20, RFO -1..14)")
+    tx_power_dbm: int = Field(10, ge=-9, le=22, description="sx127x: output power (PA_BOOST 2..17 or 20, RFO -1..14); "
+                              "sx126x: -9..22 (14, 17, 20 and 22 use the datasheet's most efficient PA settings)")
     pa_boost: bool = Field(True, description="sx127x: transmit through PA_BOOST (every RFM95W/96W/98W; false: RFO)")
+    busy_pin: PinName | None = Field(None, description="sx126x: GPIO reading BUSY (required: the chip loses a command "
+                                                       "sent while BUSY is high)")
+    dio1_pin: PinName | None = Field(None, description="sx126x: GPIO reading DIO1 (TxDone/RxDone); unset: polled")
+    tcxo_voltage: float | None = Field(None, description="sx126x: the voltage DIO3 gives the module's TCXO (1.6, 1.7, "
+                                                         "1.8, 2.2, 2.4, 2.7, 3.0 or 3.3; the module's data sheet says "
+                                                         "which); unset: the module has a crystal")
+    dio2_rf_switch: bool = Field(True, description="sx126x: DIO2 drives the module's antenna switch (most modules)")
     mtu: int = Field(255, ge=16, le=255)
     lora_mode: int | None = Field(
         None, ge=0, le=8, description="a UKHAS LoRa mode as the PITS gateway numbers them (0 telemetry, 2 repeater, "
@@ -89,7 +97,10 @@ class RadioSection(Section):
         "kiss": ("serial_port",),
         "lora_uart": ("serial_port", "m0_pin", "m1_pin", "aux_pin"),
         "sx127x": ("frequency_mhz",),
+        "sx126x": ("frequency_mhz", "busy_pin"),
     }
+    TX_POWER_DBM: ClassVar[dict[str, tuple[int, int]]] = {"sx127x": (-1, 20), "sx126x": (-9, 22)}
+    TCXO_VOLTAGES: ClassVar[tuple[float, ...]] = (1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3)
 
     @field_validator("udp")
     @classmethod
@@ -151,6 +162,12 @@ class RadioSection(Section):
         missing = [key for key in self.REQUIRED[self.kind] if getattr(self, key) is None]
         if missing:
             raise ValueError(f"kind = {self.kind!r} needs {', '.join(missing)}")
+        low, high = self.TX_POWER_DBM.get(self.kind, (-9, 22))
+        if not low <= self.tx_power_dbm <= high:
+            raise ValueError(f"tx_power_dbm {self.tx_power_dbm}: an {self.kind} gives {low}..{high} dBm")
+        if self.kind == "sx126x" and self.tcxo_voltage is not None and self.tcxo_voltage not in self.TCXO_VOLTAGES:
+            volts = ", ".join(f"{v:g}" for v in self.TCXO_VOLTAGES)
+            raise ValueError(f"tcxo_voltage {self.tcxo_voltage:g}: DIO3 gives {volts} V (unset for a crystal)")
         if self.kind == "lora_uart":
             # A frame must fit one module packet, and AUX must be allowed to stay low for its time on air.
             if self.mtu > self.packet_bytes:
@@ -173,7 +190,7 @@ class RadioSection(Section):
     @property
     def address(self) -> str:
         """Where frames go, for logs: the UDP address or the serial port."""
-        if self.kind == "sx127x":
+        if self.kind in ("sx127x", "sx126x"):
             return f"SPI {self.spi_bus}.{self.spi_device} at {self.frequency_mhz:g} MHz"
         return self.udp if self.kind == "udp" else str(self.serial_port)
 

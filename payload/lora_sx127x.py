@@ -64,7 +64,7 @@ class SpiDevice(Protocol):
 
 @dataclass(frozen=True)
 class PacketSignal:
-    rssi_dbm: int
+    rssi_dbm: float  # whole dB from an SX127x, half dB from an SX126x
     snr_db: float
 
 

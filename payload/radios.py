@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .config import parse_hostport
+from .lora_sx126x import Sx126xRadio
 from .lora_sx127x import SpiDevice, Sx127xRadio
 from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, UdpRadio
 
-SPI_HZ = 5_000_000  # the SX127x takes up to 10 MHz; 5 is safe on long jumper wires
-SPI_RADIOS = ("sx127x",)  # the kinds that are a chip on the SPI bus (the bench simulates the chip)
+SPI_HZ = 5_000_000  # the SX127x takes up to 10 MHz, the SX126x 16; 5 is safe on long jumper wires
+SPI_RADIOS = ("sx127x", "sx126x")  # the kinds that are a chip on the SPI bus (the bench simulates the chip)
 
 
 def open_spidev(bus: int, device: int) -> SpiDevice:
@@ -43,11 +44,20 @@ def _sx127x(cfg, clock, spi_opener, pin_factory) -> Sx127xRadio:
                        name=f"SX127x on SPI {cfg.spi_bus}.{cfg.spi_device}")
 
 
+def _sx126x(cfg, clock, spi_opener, pin_factory) -> Sx126xRadio:
+    spi = (spi_opener or open_spidev)(cfg.spi_bus, cfg.spi_device)
+    return Sx126xRadio(spi, cfg.lora_settings(), clock=clock, busy_pin=cfg.busy_pin, reset_pin=cfg.reset_pin,
+                       dio1_pin=cfg.dio1_pin, pin_factory=pin_factory, tx_power_dbm=cfg.tx_power_dbm,
+                       tcxo_voltage=cfg.tcxo_voltage, dio2_rf_switch=cfg.dio2_rf_switch,
+                       name=f"SX126x on SPI {cfg.spi_bus}.{cfg.spi_device}")
+
+
 RADIOS: dict[str, Callable[..., Radio]] = {
     "udp": _udp,
     "kiss": lambda cfg, *_: KissRadio.from_config(cfg),
     "lora_uart": lambda cfg, *_: LoRaUartRadio.from_config(cfg),
     "sx127x": _sx127x,
+    "sx126x": _sx126x,
 }
 
 

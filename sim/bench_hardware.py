@@ -43,6 +43,7 @@ from .gps_sim import FakeUblox, SimFix
 from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
 from .power import PowerModel, PowerPlan
 from .scenarios import flight_for
+from .sx126x_sim import Sx126xChip
 from .sx127x_sim import Sx127xChip
 from .world import Flight
 
@@ -422,7 +423,7 @@ def open_bench(cfg, data_dir: Path):
                       flight_clock=clock)
     sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
     pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
-    open_spi = _simulated_chip(cfg, clock, bench.pins) if cfg.radio.kind == "sx127x" else None
+    open_spi = _simulated_chip(cfg, clock, bench.pins) if cfg.radio.kind in ("sx127x", "sx126x") else None
     # On the lockstep a capture takes no flight time however long the bench machine renders;
     # on a free-running accelerated clock it is at least a wall second of flight seconds.
     return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
@@ -432,11 +433,12 @@ def open_bench(cfg, data_dir: Path):
 
 
 def _simulated_chip(cfg, clock, pins):
-    """The SPI bus with a simulated SX1278 on it (sim/sx127x_sim.py): what the chip keys goes to
-    `cfg.sim.air` (the bench channel) as a datagram, what comes back reaches its antenna, and it
-    hears it only while the driver has it listening. DIO0 drives the configured mock pin."""
+    """The SPI bus with a simulated SX1278 (sim/sx127x_sim.py) or SX1262 (sim/sx126x_sim.py) on
+    it, as `radio.kind` says: what the chip keys goes to `cfg.sim.air` (the bench channel) as a
+    datagram, what comes back reaches its antenna, and it hears it only while the driver has it
+    listening. The chip drives the configured mock pins (DIO0; or BUSY and DIO1)."""
     if not cfg.sim.air:
-        raise ValueError("a simulated SX127x needs the bench's air: run with --udp HOST:PORT (sim fly passes it)")
+        raise ValueError("a simulated LoRa chip needs the bench's air: run with --udp HOST:PORT (sim fly passes it)")
     host, port = parse_hostport(cfg.sim.air)
     sock = clock.udp_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 
@@ -455,9 +457,14 @@ def _simulated_chip(cfg, clock, pins):
             except (BlockingIOError, OSError):
                 return heard
 
-    dio0 = pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
-    chip = Sx127xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, dio0_pin=dio0,
-                      pa_boost_only=True)
+    if cfg.radio.kind == "sx126x":  # a module built as the configuration says: its TCXO, its RF switch
+        chip = Sx126xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, tcxo_volts=cfg.radio.tcxo_voltage,
+                          rf_switch_on_dio2=cfg.radio.dio2_rf_switch)
+        chip.wire(pins, busy=cfg.radio.busy_pin, dio1=cfg.radio.dio1_pin)
+    else:
+        dio0 = pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
+        chip = Sx127xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, dio0_pin=dio0,
+                          pa_boost_only=True)
 
     def open_spi(bus: int, device: int):
         if (bus, device) != (cfg.radio.spi_bus, cfg.radio.spi_device):
