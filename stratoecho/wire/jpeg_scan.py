@@ -229,8 +229,8 @@ def read_baseline(jpeg: bytes) -> BaselineJpeg:
     qtables: dict[int, list[int]] = {}
     htables: dict[tuple[int, int], HuffmanTable] = {}
     frame = None
-    restart_interval = 0
-    for marker, body, scan_start in _segments(jpeg):
+    restart_interval = scan_start = 0
+    for marker, body, after in _segments(jpeg):
         if marker in (0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
             raise WireError("not baseline", f"JPEG frame type SOF{marker - 0xC0} is not baseline")
         if marker == 0xDB:
@@ -250,6 +250,7 @@ def read_baseline(jpeg: bytes) -> BaselineJpeg:
         elif marker == 0xC0:
             frame = body
         elif marker == 0xDA:
+            scan_start = after
             break
     if frame is None:
         raise WireError("not baseline", "no baseline (SOF0) frame header")

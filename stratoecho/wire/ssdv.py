@@ -270,7 +270,7 @@ def encode_image(
     if image.components != 3 or image.sampling not in MODE_OF_SAMPLING:
         raise WireError("unsupported jpeg", "SSDV takes colour JPEGs at 4:2:0, 4:2:2 or 4:4:4 (see prepare_jpeg)")
     if image.width % 16 or image.height % 16 or not 16 <= max(image.width, image.height) <= 4080:
-        raise WireError("unsupported jpeg", f"SSDV needs sides that are multiples of 16 up to 4080, got {image.width}x{image.height}")
+        raise WireError("unsupported jpeg", f"SSDV needs sides in multiples of 16 to 4080, not {image.width}x{image.height}")
     if len(image.mcus) > NO_MCU:
         raise WireError("unsupported jpeg", "SSDV numbers at most 65535 MCUs")
     if not 0 <= image_id <= 255:
