@@ -9,12 +9,14 @@ LoRa gateways dispatch:
 | ``$`` | UKHAS telemetry sentence (ASCII, CRC16) | `sentence` |
 | ``0x80``-``0x8F``, ``0xDE`` | HABpack telemetry (MessagePack map) | `habpack` |
 | ``0xEC`` | stratoecho record fragment, erasure-coded | `records` (+ `fec`, `content`) |
+| ``0x66``, ``0x67`` | SSDV picture packet (255 bytes on air: no 0x55 sync) | `ssdv` (+ `jpeg_scan`, `ssdv_rs`) |
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
 """
 
 from __future__ import annotations
 
+from . import ssdv
 from .common import (
     DEFAULT_MTU,
     GATEWAY_FIRST_BYTES,
@@ -43,13 +45,15 @@ from .records import (
     shard_capacity,
 )
 from .sentence import Telemetry, decode_sentence, encode_sentence
+from .ssdv import FIRST_BYTES as SSDV_FIRST_BYTES
+from .ssdv import SsdvPacket
 
 # How the payload may send its position: both reach existing gateways.
 HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
 TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
 
 
-def decode_frame(frame: bytes) -> Telemetry | Fragment:
+def decode_frame(frame: bytes) -> Telemetry | Fragment | SsdvPacket:
     """Dispatch on the first byte, as a gateway does."""
     if not frame:
         raise WireError("empty", "empty frame")
@@ -59,6 +63,8 @@ def decode_frame(frame: bytes) -> Telemetry | Fragment:
         return decode_habpack(frame)
     if frame[0] == MAGIC:
         return decode_fragment(frame)
+    if frame[0] in SSDV_FIRST_BYTES:
+        return ssdv.parse_packet(frame)
     raise WireError("unknown first byte", f"unknown first byte 0x{frame[0]:02X}")
 
 
@@ -68,4 +74,5 @@ __all__ = [
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
     "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",
     "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
+    "SSDV_FIRST_BYTES", "SsdvPacket", "ssdv",
 ]
