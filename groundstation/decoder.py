@@ -33,7 +33,7 @@ class Decoded:
     record: WireRecord | None = None
     error: str | None = None
     detail: str | None = None  # wire's own message, for the debug log
-    frame: wire.Telemetry | wire.Fragment | None = None  # what the bytes decoded to (for repair)
+    frame: wire.Telemetry | wire.Fragment | wire.SsdvPacket | None = None  # what the bytes decoded to (for repair)
 
     @property
     def ok(self) -> bool:
@@ -46,6 +46,7 @@ class FrameDecoder:
     frames: int = 0
     records: Counter = field(default_factory=Counter)  # complete records by kind
     duplicates: int = 0  # telemetry sentences heard again
+    ssdv_packets: int = 0  # picture packets (SSDV): kept as frames heard; pictures are not records
     errors: Counter = field(default_factory=Counter)
     _reassembler: wire.Reassembler = field(init=False)
     _seen_telemetry: set[tuple[int, int]] = field(default_factory=set)
@@ -59,6 +60,9 @@ class FrameDecoder:
             decoded = wire.decode_frame(frame)
             if isinstance(decoded, wire.Telemetry):
                 return self._telemetry(decoded)
+            if isinstance(decoded, wire.SsdvPacket):
+                self.ssdv_packets += 1
+                return Decoded(frame=decoded)
             record = self._reassembler.add(decoded)
         except wire.WireError as e:
             reason = classify(e)

@@ -216,3 +216,16 @@ def test_pictures_ssdv_cannot_carry_are_refused_clearly(sky):
     with pytest.raises(ValueError, match="callsign"):
         ssdv.encode_image(jpeg(sky), "TOO-LONG", 1)
     assert ssdv.decode_callsign(ssdv.encode_callsign("m0abc")) == "M0ABC"
+
+
+def test_the_ground_decoder_takes_an_ssdv_packet_as_a_frame_heard_and_goes_on(sky_jpeg):
+    """A picture packet on the channel (a payload sending SSDV beside its records) is a frame the
+    ground keeps, never a crash of the listener."""
+    from groundstation.decoder import FrameDecoder
+
+    packets = ssdv.encode_image(ssdv.prepare_jpeg(sky_jpeg), "STRATO", 3)
+    decoder = FrameDecoder()
+    got = decoder.feed(packets[0][1:])  # as it comes over LoRa: without the sync byte
+    assert got.ok and got.record is None and isinstance(got.frame, wire.SsdvPacket) and decoder.ssdv_packets == 1
+    t = wire.Telemetry("STRATO1", 1, "10:00:00", 52.0, -2.0, 1000, 9, 10.0, 900.0, 3900, 1)
+    assert decoder.feed(wire.encode_sentence(t)).record == t
