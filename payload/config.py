@@ -16,7 +16,7 @@ from stratoecho import bandplan
 from stratoecho.boards import board
 from stratoecho.config import Section, load_toml, parse_hostport
 from stratoecho.lora import LoRaSettings, ukhas_mode
-from stratoecho.wire import uplink
+from stratoecho.wire import ssdv, uplink
 
 from .duty import beacon_refusal
 
@@ -271,6 +271,19 @@ class CameraDeviceSection(Section):
     stills_mb: float = Field(
         4096.0, gt=0, description="most megabytes of stills kept in still_dir; beyond it the oldest are deleted. "
         "Never more than the card's size less store.min_free_mb")
+    ssdv: bool = Field(False, description="send each thumbnail as SSDV packets (the format the ssdv tool and the SSDV "
+                       "server take) instead of as an image record: one 255-byte frame per packet")
+    ssdv_callsign: str | None = Field(
+        None, description="the callsign in the SSDV packets, 1 to 6 letters and digits; "
+        "unset: the payload's callsign, when it fits")
+    ssdv_quality: int = Field(4, ge=0, le=7, description="SSDV quality 0 (coarsest, fewest packets) to 7")
+
+    @field_validator("ssdv_callsign")
+    @classmethod
+    def _ssdv_callsign_fits(cls, v: str | None) -> str | None:
+        if v is not None and not (1 <= len(v) <= 6 and v.isascii() and v.isalnum()):
+            raise ValueError(f"{v!r} is not an SSDV callsign: 1 to 6 letters and digits")
+        return None if v is None else v.upper()
 
 
 class DevicesSection(Section):
@@ -371,6 +384,22 @@ class PayloadConfig(Section):
         why = beacon_refusal(self.radio, self.callsign, self.telemetry_format, self.schedule.telemetry_s)
         if why:
             raise ValueError(f"[radio] / [schedule] telemetry_s: {why}")
+        return self
+
+    @model_validator(mode="after")
+    def _ssdv_fits(self) -> PayloadConfig:
+        cam = self.devices.camera
+        if cam is None or not cam.ssdv:
+            return self
+        if cam.ssdv_callsign is None:
+            # SSDV packs the callsign in base 40, six characters at most: derive it only when it fits.
+            if not (len(self.callsign) <= 6 and self.callsign.isascii() and self.callsign.isalnum()):
+                raise ValueError(f"[devices.camera] ssdv: the callsign {self.callsign!r} does not fit SSDV's 1 to 6 "
+                                 "letters and digits; set ssdv_callsign (e.g. a 6-character form of it)")
+            cam.ssdv_callsign = self.callsign.upper()
+        if self.radio.mtu < ssdv.LORA_FRAME_BYTES:
+            raise ValueError(f"[devices.camera] ssdv: an SSDV packet is a {ssdv.LORA_FRAME_BYTES}-byte frame, "
+                             f"larger than [radio] mtu {self.radio.mtu}")
         return self
 
     @model_validator(mode="after")

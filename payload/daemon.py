@@ -2,7 +2,7 @@
 
     beacon  every schedule.telemetry_s: read sensors -> UKHAS sentence -> store
     health  every schedule.health_s:    store, link and Pi state -> health record; store faults -> events
-    camera  every schedule.image_s:     a still kept on the card, its thumbnail -> image record
+    camera  every schedule.image_s:     a still kept on the card, its thumbnail -> image record (or SSDV packets)
     think   every schedule.musing_s:    read sensors -> prompt -> persona worker
                                         -> outbound guard -> musing record -> store
     radio   continuously:              store -> frames -> airtime budget -> radio
@@ -27,7 +27,7 @@ import structlog
 
 from stratoecho import __version__, wire
 from stratoecho.bundle import Bundle
-from stratoecho.wire import uplink
+from stratoecho.wire import ssdv, uplink
 from stratoecho.wire.events import Event, event
 
 from .budget import BENCH_BOARD, generation_s, musing_record_bytes, think_budget
@@ -62,6 +62,7 @@ log = structlog.get_logger(__name__)
 STOP_BUDGET_S = 10.0
 RADIO_CLOSE_S = 2.0  # of it, kept for closing a radio whose thread is stuck, and for that thread to end
 PROBATION_STATE = "uplink:probation"  # risky changes awaiting confirmation (payload/confirm.py)
+SSDV_IMAGE_STATE = "ssdv:next_image_id"  # the next picture's SSDV image id (0..255)
 MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs need the rest
 
 
@@ -82,6 +83,7 @@ class DaemonStats:
     health_queued: int = 0
     records_acknowledged: int = 0
     images_queued: int = 0
+    ssdv_packets_queued: int = 0
     store_faults: int = 0
 
 
@@ -178,8 +180,30 @@ class Daemon:
         self.keep_stills_in_budget(reading)
         if reading.thumbnail_jpeg is None:
             return False
+        cam = self.cfg.devices.camera
+        if cam is not None and cam.ssdv and self.ssdv_picture(reading.thumbnail_jpeg, cam):
+            return True
         self.outbound.record(wire.Kind.IMAGE, reading.thumbnail_jpeg)
         self.stats.images_queued += 1
+        return True
+
+    def ssdv_picture(self, thumbnail: bytes, cam) -> bool:
+        """The thumbnail as SSDV packets instead of an image record; False when it cannot be
+        (a JPEG the encoder refuses): the caller then sends it as a record, so it still goes down."""
+        # SSDV's image id is one byte: it wraps at 256, numbered on across reboots so the ground's
+        # (callsign, image id) does not meet an old picture's packets minutes later.
+        image_id = int(self.store.get_state(SSDV_IMAGE_STATE, "0"))
+        try:
+            packets = ssdv.encode_image(ssdv.prepare_jpeg(thumbnail, quality=cam.ssdv_quality), cam.ssdv_callsign,
+                                        image_id, quality=cam.ssdv_quality)
+        except (ValueError, OSError) as e:  # WireError is a ValueError; Pillow's unreadable image an OSError
+            log.warning("ssdv_refused", error=str(e), image_id=image_id)
+            return False
+        self.store.set_state(SSDV_IMAGE_STATE, str((image_id + 1) % 256))
+        self.outbound.ssdv(packets)
+        self.stats.images_queued += 1
+        self.stats.ssdv_packets_queued += len(packets)
+        log.info("ssdv_queued", image_id=image_id, packets=len(packets))
         return True
 
     def keep_stills_in_budget(self, reading) -> None:
@@ -630,12 +654,12 @@ class Daemon:
 
 
 def record_kind(value: int) -> wire.Kind | None:
-    """The record kind an uplink item names; None for telemetry (no record) or a kind unknown here."""
+    """The record kind an uplink item names; None for telemetry and SSDV (no records) or a kind unknown here."""
     try:
         kind = wire.Kind(value)
     except ValueError:
         return None
-    return None if kind is wire.Kind.TELEMETRY else kind
+    return None if kind in wire.NOT_RECORDS else kind
 
 
 def intervals_refused(telemetry_s: float, musing_s: float, planned_telemetry_s: float, limits) -> str | None:

@@ -80,6 +80,8 @@ def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
     """The air frames of one stored record; `parity_for(k)` says how many parity fragments."""
     if q.kind is wire.Kind.TELEMETRY:
         return [q.payload]  # already a UKHAS sentence
+    if q.kind is wire.Kind.SSDV:
+        return [q.payload]  # an SSDV packet without its sync byte: it carries its own Reed-Solomon FEC
     k = wire.data_shards(len(q.payload), mtu)
     return wire.fragment_body(q.kind, q.boot, q.seq, q.payload, mtu, parity=parity_for(k))
 
@@ -232,7 +234,7 @@ class Transmitter:
             # The current sentence goes out alone, above; backlog sentences may join the hand.
             for q in self.store.queued(limit=room, exclude=tuple(self._hand), backlog_only=True):
                 frames = frames_for(q, self.cfg.mtu, self.parity)
-                k = wire.data_shards(len(q.payload), self.cfg.mtu)
+                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(len(q.payload), self.cfg.mtu)
                 self._hand[q.id] = (q, deque(frames), k, len(frames))
         if not self._hand:
             return None

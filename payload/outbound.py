@@ -41,6 +41,14 @@ class Outbound:
         self.wake.set()
         return seq
 
+    def ssdv(self, packets: list[bytes]) -> list[int]:
+        """A picture's SSDV packets (`wire.ssdv.encode_image`), each stored as the one frame it goes
+        on air as: without its sync byte, as LoRa gateways expect. Returns their sequence numbers."""
+        made = self.clock.now().timestamp()
+        seqs = [self.store.enqueue(wire.Kind.SSDV, self.boot, lambda s, p=p: p[1:], created=made)[0] for p in packets]
+        self.wake.set()
+        return seqs
+
     def event(self, e: Event) -> int:
         """A declared event (stratoecho/wire/events.py) for the ground."""
         log.info("event_queued", name=e.name, severity=e.severity, text=e.text)

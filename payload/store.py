@@ -61,7 +61,8 @@ class Stream:
 
 
 # One stream per wire kind. Telemetry first (the newest sentence; older ones wait as a
-# backlog with images), then events, musings and API requests, then health, then images.
+# backlog with images), then events, musings and API requests, then health, then images
+# (as records or as SSDV packets).
 STREAMS: dict[Kind, Stream] = {
     Kind.TELEMETRY: Stream(0, durable=False),
     Kind.EVENT: Stream(1, durable=True),
@@ -69,6 +70,7 @@ STREAMS: dict[Kind, Stream] = {
     Kind.API_REQUEST: Stream(2, durable=True),
     Kind.HEALTH: Stream(3, durable=False),
     Kind.IMAGE: Stream(4, durable=False),
+    Kind.SSDV: Stream(4, durable=False),  # a picture's SSDV packets: images by another format
 }
 BACKLOG_PRIORITY = 4  # telemetry superseded by a newer sentence
 

@@ -21,6 +21,7 @@ from .common import (
     DEFAULT_MTU,
     GATEWAY_FIRST_BYTES,
     MAGIC,
+    NOT_RECORDS,
     UPLINK_MAGIC,
     Kind,
     WireError,
@@ -69,7 +70,7 @@ def decode_frame(frame: bytes) -> Telemetry | Fragment | SsdvPacket:
 
 
 __all__ = [
-    "CHECK_BYTES", "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "UPLINK_MAGIC",
+    "CHECK_BYTES", "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "NOT_RECORDS", "UPLINK_MAGIC",
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
     "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",

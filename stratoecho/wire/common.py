@@ -34,6 +34,13 @@ class Kind(enum.IntEnum):
     HEALTH = 3  # the Pi's and the store's state, declared fields (content.py)
     IMAGE = 4  # a JPEG thumbnail
     API_REQUEST = 5  # the persona asks the ground for outside information
+    # A picture's SSDV packet (wire/ssdv.py), sent as it is, one frame: a stream of the payload's
+    # queue, never a record (wire.Record, fragment_body and decode_fragment refuse it).
+    SSDV = 6
+
+
+# Kinds that travel in a format of their own, never as our records' fragments.
+NOT_RECORDS = frozenset({Kind.TELEMETRY, Kind.SSDV})
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .common import DEFAULT_MTU, MAGIC, Kind, WireError, crc16_ccitt
+from .common import DEFAULT_MTU, MAGIC, NOT_RECORDS, Kind, WireError, crc16_ccitt
 from .content import content_json, decode_content, encode_content, summary
 from .fec import FecError
 from .fec import decode as fec_decode
@@ -66,8 +66,8 @@ class Record:
     content: str | bytes | dict
 
     def __post_init__(self) -> None:
-        if self.kind is Kind.TELEMETRY:
-            raise ValueError("telemetry travels as a sentence, not as a record")
+        if self.kind in NOT_RECORDS:
+            raise ValueError(f"{self.kind.name.lower()} travels in its own format, not as a record")
 
     @property
     def text(self) -> str:
@@ -129,8 +129,8 @@ def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> 
 def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
     """`fragment_record` from a body already encoded (`Record.body()`, as the payload's queue
     keeps it): what is stored is cut as it is, never decoded and encoded again."""
-    if kind is Kind.TELEMETRY:
-        raise ValueError("telemetry travels as a sentence, not as a record")
+    if kind in NOT_RECORDS:
+        raise ValueError(f"{kind.name.lower()} travels in its own format, not as a record")
     if not 0 <= boot <= 0xFFFF or not 0 <= seq <= 0xFFFFFFFF:
         raise WireError("out of range", f"boot {boot} or seq {seq} out of range (u16, u32)")
     if len(body) < 4:
@@ -169,6 +169,8 @@ def decode_fragment(frame: bytes) -> Fragment:
         raise WireError("unknown kind", f"unknown record kind {vk & 0x0F}") from e
     if kind is Kind.TELEMETRY:
         raise WireError("telemetry as fragment", "telemetry travels as UKHAS sentences, not fragments")
+    if kind is Kind.SSDV:
+        raise WireError("ssdv as fragment", "SSDV packets travel as they are (first byte 0x66/0x67), not as fragments")
     if not 1 <= k <= n or idx >= n:
         raise WireError("bad fragment index", f"fragment index {idx} with k={k} of n={n}")
     shard = frame[HEADER_BYTES:-2]
