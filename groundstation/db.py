@@ -10,9 +10,18 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
                                                                UNIQUE(kind, boot, seq)
     heard      kind, boot, seq, station, first_at              which station heard which record or
                                                                sentence (kind 'telemetry' for those)
+    ssdv_packets callsign, image_id, packet_id, packet,      each SSDV picture packet heard (its 256 bytes,
+               received_at                                    sync byte included); the picture they make is
+                                                               an image record of boot 0 (`add_ssdv`)
     outbox     id, queued_at, command, args, what, sent_at,    commands waiting for the payload's next
                answers_boot, answers_seq, confirms            listen window (the dashboard queues, the
                                                                listener signs and sends)
+
+SSDV pictures have no boot or sequence number on the air: each is kept as an image record
+of boot 0 (the payload numbers its boots from 1) and seq its SSDV image id, rebuilt from
+the packets heard so far at every new one, grey where packets are missing. Image ids wrap
+at 256: a packet that differs from the one kept under its (callsign, image id, packet id)
+belongs to a newer picture, which replaces the old one's packets.
 
 `records.text` is what a person reads (a musing's text, or a one-line summary of a
 structured record); `records.data` holds the rest: the declared fields of health
@@ -50,13 +59,16 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import structlog
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
 from stratoecho import wire
 from stratoecho.wire.uplink import CommandId
 
-SCHEMA_VERSION = 5  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
-#                     5: what an outbox row answers or confirms, in columns
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 6  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+#                     5: what an outbox row answers or confirms, in columns; 6: ssdv_packets
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -87,6 +99,11 @@ CREATE TABLE heard (
     kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, station TEXT NOT NULL,
     first_at TEXT NOT NULL,
     PRIMARY KEY (kind, boot, seq, station)
+);
+CREATE TABLE ssdv_packets (
+    callsign TEXT NOT NULL, image_id INTEGER NOT NULL, packet_id INTEGER NOT NULL,
+    packet BLOB NOT NULL, received_at TEXT NOT NULL,
+    PRIMARY KEY (callsign, image_id, packet_id)
 );
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
@@ -146,6 +163,10 @@ _MIGRATIONS = {
             command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
             sent_at TEXT)"""],
     5: [_outbox_columns],
+    6: ["""CREATE TABLE ssdv_packets (
+        callsign TEXT NOT NULL, image_id INTEGER NOT NULL, packet_id INTEGER NOT NULL,
+        packet BLOB NOT NULL, received_at TEXT NOT NULL,
+        PRIMARY KEY (callsign, image_id, packet_id))"""],
 }
 
 
@@ -321,6 +342,43 @@ class Store:
         if isinstance(record, wire.Telemetry):
             return self.add_telemetry(record, received_at)
         return self.add_record(record, received_at)
+
+    def add_ssdv(self, packet: wire.SsdvPacket, received_at: str | None = None) -> bool:
+        """Keep an SSDV packet and rebuild its picture from every packet of it heard so far, as
+        the image record (0, image id); False for a packet already kept."""
+        key = (packet.callsign, packet.image_id)
+        kept = self._db.execute("SELECT packet FROM ssdv_packets WHERE callsign = ? AND image_id = ? AND packet_id = ?",
+                                (*key, packet.packet_id)).fetchone()
+        if kept is not None and bytes(kept[0]) == packet.raw:
+            return False
+        if kept is not None:  # the id wrapped: a newer picture under an old picture's number
+            self._db.execute("DELETE FROM ssdv_packets WHERE callsign = ? AND image_id = ?", key)
+        at = received_at or utc_now()
+        self._db.execute("INSERT INTO ssdv_packets (callsign, image_id, packet_id, packet, received_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (*key, packet.packet_id, packet.raw, at))
+        rows = self._db.execute("SELECT packet, received_at FROM ssdv_packets WHERE callsign = ? AND image_id = ? "
+                                "ORDER BY packet_id", key).fetchall()
+        packets = [wire.ssdv.parse_packet(bytes(r[0])) for r in rows]
+        if any((p.width, p.height, p.mcu_mode) != (packet.width, packet.height, packet.mcu_mode) for p in packets):
+            # Packets of another picture under this number (a wrap whose packet ids did not meet): start again.
+            self._db.execute("DELETE FROM ssdv_packets WHERE callsign = ? AND image_id = ? AND packet_id != ?",
+                             (*key, packet.packet_id))
+            packets, rows = [packet], [(packet.raw, at)]
+        try:
+            jpeg = wire.ssdv.decode_image(packets)
+        except wire.WireError as e:  # a packet that parses but whose scan cannot be followed: keep what is kept
+            log.warning("ssdv picture not rebuilt", callsign=packet.callsign, image_id=packet.image_id, error=str(e))
+            return True
+        whole = any(p.eoi for p in packets) and len(packets) == max(p.packet_id for p in packets) + 1
+        text = (f"SSDV {packet.callsign} picture {packet.image_id}, {packet.width}x{packet.height}: "
+                f"{len(packets)} packet{'s' * (len(packets) != 1)}" + ("" if whole else ", incomplete"))
+        self._db.execute(
+            "INSERT INTO records (kind, boot, seq, created, text, data, received_at) VALUES ('image', 0, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (kind, boot, seq) DO UPDATE SET created = excluded.created, text = excluded.text, "
+            "data = excluded.data, received_at = excluded.received_at",
+            (packet.image_id, min(r[1] for r in rows), text, jpeg, at))
+        self.inserted += 1
+        return True
 
     def _insert(self, table: str, columns: tuple[str, ...], values: tuple, received_at: str | None) -> bool:
         names = ", ".join((*columns, "received_at"))

@@ -258,6 +258,9 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)
         return
+    if isinstance(result.frame, wire.SsdvPacket) and store.add_ssdv(result.frame, received_at):
+        log.debug("ssdv packet kept", callsign=result.frame.callsign, image_id=result.frame.image_id,
+                  packet_id=result.frame.packet_id)
     if result.record is not None:
         _store_new(result.record, received_at, store, out, as_json, hooks, rssi, snr)
 
