@@ -317,7 +317,9 @@ class GroundReader:
         gaps: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for kind, boot, prev, seq in self._rows(
                 "records", "SELECT kind, boot, prev, seq FROM (SELECT kind, boot, seq, "
-                           "lag(seq) OVER (PARTITION BY kind, boot ORDER BY seq) AS prev FROM records) "
+                           "lag(seq) OVER (PARTITION BY kind, boot ORDER BY seq) AS prev FROM records "
+                           # boot 0: pictures rebuilt from SSDV, numbered by their image id, which wraps
+                           "WHERE boot > 0) "
                            "WHERE seq - prev > 1 ORDER BY kind, boot, seq"):
             gaps.setdefault((kind, boot), []).append((prev + 1, seq - 1))
         return gaps

@@ -74,3 +74,18 @@ def test_an_image_id_used_again_after_the_wrap_replaces_the_old_picture(tmp_path
     store.commit()
     assert shown(tmp_path / "g.db", 9)[1] == ssdv.decode_image(new[:1])
     store.close()
+
+
+def test_pictures_from_ssdv_are_not_counted_as_missing_records(tmp_path):
+    """Image ids 1 and 5 heard: ids 2..4 are pictures never sent this way, not records lost."""
+    from groundstation.db import Store
+    from groundstation.reading import GroundReader
+    from stratoecho import wire
+
+    with Store(tmp_path / "g.db") as store:
+        for seq in (1, 5):
+            store.add(wire.Record(wire.Kind.IMAGE, 0, seq, 0, b"\xff\xd8 a picture \xff\xd9"))
+        for seq in (1, 3):
+            store.add(wire.Record(wire.Kind.MUSING, 2, seq, 0, "words"))
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        assert ground.record_gaps() == {("musing", 2): [(2, 2)]}
