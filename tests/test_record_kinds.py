@@ -85,7 +85,7 @@ def test_content_that_does_not_fit_its_kind_is_refused_by_name(kind, content, me
 
 
 def test_telemetry_is_not_a_record():
-    with pytest.raises(ValueError, match="sentence"):
+    with pytest.raises(ValueError, match="UKHAS sentences"):
         wire.Record(wire.Kind.TELEMETRY, 1, 1, 0, "x")
 
 

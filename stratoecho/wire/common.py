@@ -39,8 +39,14 @@ class Kind(enum.IntEnum):
     SSDV = 6
 
 
-# Kinds that travel in a format of their own, never as our records' fragments.
-NOT_RECORDS = frozenset({Kind.TELEMETRY, Kind.SSDV})
+# Kinds that travel in a format of their own, never as our records' fragments: the format each takes.
+NOT_RECORDS = {Kind.TELEMETRY: "UKHAS sentences", Kind.SSDV: "SSDV packets"}
+
+
+def refuse_as_record(kind: Kind) -> None:
+    """Raise if `kind` never travels as a record, naming the format it travels in."""
+    if kind in NOT_RECORDS:
+        raise ValueError(f"{kind.name.lower()} travels as {NOT_RECORDS[kind]}, not as a record")
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .common import DEFAULT_MTU, MAGIC, NOT_RECORDS, Kind, WireError, crc16_ccitt
+from .common import DEFAULT_MTU, MAGIC, Kind, WireError, crc16_ccitt, refuse_as_record
 from .content import content_json, decode_content, encode_content, summary
 from .fec import FecError
 from .fec import decode as fec_decode
@@ -66,8 +66,7 @@ class Record:
     content: str | bytes | dict
 
     def __post_init__(self) -> None:
-        if self.kind in NOT_RECORDS:
-            raise ValueError(f"{self.kind.name.lower()} travels in its own format, not as a record")
+        refuse_as_record(self.kind)
 
     @property
     def text(self) -> str:
@@ -129,8 +128,7 @@ def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> 
 def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
     """`fragment_record` from a body already encoded (`Record.body()`, as the payload's queue
     keeps it): what is stored is cut as it is, never decoded and encoded again."""
-    if kind in NOT_RECORDS:
-        raise ValueError(f"{kind.name.lower()} travels in its own format, not as a record")
+    refuse_as_record(kind)
     if not 0 <= boot <= 0xFFFF or not 0 <= seq <= 0xFFFFFFFF:
         raise WireError("out of range", f"boot {boot} or seq {seq} out of range (u16, u32)")
     if len(body) < 4:
