@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from stratoecho import wire
 from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
@@ -312,12 +313,20 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
             data, received_at, rssi_dbm=rssi, snr_db=snr))
     from .exports import DEFAULT_URL, live_exporters, station_from_args
+    from .exports.sondehub import musing_comment
+
+    last_musing: list[str] = []  # SondeHub shows it as the comment of each position after it
+
+    def note_musing(heard) -> None:
+        if isinstance(heard.record, wire.Record) and heard.record.kind is wire.Kind.MUSING:
+            last_musing[:] = [musing_comment(heard.record)]
 
     try:
         station = station_from_args(args)
         exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if station else None,
                                    station, args.udp_feed, udp_broadcast=args.udp_broadcast,
-                                   frequency_mhz=args.sondehub_frequency, modulation=args.sondehub_modulation)
+                                   frequency_mhz=args.sondehub_frequency, modulation=args.sondehub_modulation,
+                                   comment=lambda: last_musing[0] if last_musing else None)
     except ValueError as e:
         store.close()
         source.close()
@@ -327,6 +336,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
     if proxy is not None:  # the payload's questions, answered into the outbox for its next window
         hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store))
+    hooks.on_new.append(note_musing)
     for e in exporters:  # positions only: that is all an exporter takes
         hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
     status = 0

@@ -332,10 +332,21 @@ class Store:
         ), received_at)
 
     def add_record(self, r: wire.Record, received_at: str | None = None) -> bool:
-        """Store a record; False if (kind, boot, seq) was already there."""
+        """Store a record; False if (kind, boot, seq) was already there. A musing kept from its text
+        sentences (its text folded for gateways) takes the record's exact text when the record comes,
+        which counts as new."""
         created = datetime.fromtimestamp(r.created, timezone.utc).isoformat()
-        return self._insert("records", _RECORD_COLUMNS,
-                            (r.kind.name.lower(), r.boot, r.seq, created, r.text, _record_data(r)), received_at)
+        if self._insert("records", _RECORD_COLUMNS,
+                        (r.kind.name.lower(), r.boot, r.seq, created, r.text, _record_data(r)), received_at):
+            return True
+        if r.kind is not wire.Kind.MUSING:
+            return False
+        cur = self._db.execute(
+            "UPDATE records SET text = ?, created = ?, received_at = ? WHERE kind = 'musing' AND boot = ? AND seq = ? "
+            "AND replace(text, ' ', '') = ? AND text != ?",  # spaces: a long word cut across two parts
+            (r.text, created, received_at or utc_now(), r.boot, r.seq,
+             wire.musing_sentence.fold_text(r.text).replace(" ", ""), r.text))
+        return cur.rowcount == 1
 
     def add(self, record: wire.Telemetry | wire.Record, received_at: str | None = None) -> bool:
         """Store a sentence or a record, whichever it is."""

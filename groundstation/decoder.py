@@ -3,15 +3,19 @@
 `FrameDecoder.feed(bytes)` decodes one frame with `wire.decode_frame`, feeds
 fragments to a `wire.Reassembler`, drops repeated telemetry by (boot, seq), and
 returns what happened as a `Decoded`: complete records are the wire's own types,
-`wire.Telemetry` and `wire.Record`, read by attribute everywhere after. Nothing a
+`wire.Telemetry` and `wire.Record`, read by attribute everywhere after. A musing's text
+sentences (`wire.musing_sentence`, for stock gateways) give the musing record once all its
+parts are heard, folded text and all, unless the record itself came first; the record
+heard later still comes out, and the database keeps its exact text (`Store.add_record`). Nothing a
 frame holds can make it raise: every `WireError` is counted in `errors` under a
 short, stable reason so the summary (and the `frames.error` column) can group them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from stratoecho import wire
 
@@ -33,7 +37,8 @@ class Decoded:
     record: WireRecord | None = None
     error: str | None = None
     detail: str | None = None  # wire's own message, for the debug log
-    frame: wire.Telemetry | wire.Fragment | wire.SsdvPacket | None = None  # what the bytes decoded to (for repair)
+    frame: wire.Telemetry | wire.MusingSentence | wire.Fragment | wire.SsdvPacket | None = None  # what the bytes
+    # decoded to (for repair)
 
     @property
     def ok(self) -> bool:
@@ -47,19 +52,25 @@ class FrameDecoder:
     records: Counter = field(default_factory=Counter)  # complete records by kind
     duplicates: int = 0  # telemetry sentences heard again
     ssdv_packets: int = 0  # picture packets (SSDV): kept as frames heard; pictures are not records
+    musing_sentences: int = 0  # musing text sentences heard (their musings count as "musing_sentence")
     errors: Counter = field(default_factory=Counter)
     _reassembler: wire.Reassembler = field(init=False)
     _seen_telemetry: set[tuple[int, int]] = field(default_factory=set)
+    _musing_parts: OrderedDict = field(default_factory=OrderedDict)  # (boot, seq) -> {part: MusingSentence}
+    _musings_done: set[tuple[int, int]] = field(default_factory=set)  # whole, from fragments or sentences
 
     def __post_init__(self) -> None:
         self._reassembler = wire.Reassembler(max_pending=self.max_pending)
 
-    def feed(self, frame: bytes) -> Decoded:
+    def feed(self, frame: bytes, received: datetime | None = None) -> Decoded:
+        """`received` (UTC; default now) dates a musing rebuilt from sentences, which carry a time of day."""
         self.frames += 1
         try:
             decoded = wire.decode_frame(frame)
             if isinstance(decoded, wire.Telemetry):
                 return self._telemetry(decoded)
+            if isinstance(decoded, wire.MusingSentence):
+                return self._musing_part(decoded, received or datetime.now(timezone.utc))
             if isinstance(decoded, wire.SsdvPacket):
                 self.ssdv_packets += 1
                 return Decoded(frame=decoded)
@@ -85,7 +96,32 @@ class FrameDecoder:
         self._seen_telemetry.add(key)
         return self._deliver(t, t)
 
+    def _musing_part(self, s: wire.MusingSentence, received: datetime) -> Decoded:
+        self.musing_sentences += 1
+        key = (s.boot, s.seq)
+        if key in self._musings_done:
+            return Decoded(frame=s)
+        parts = self._musing_parts.setdefault(key, {})
+        if any(p.parts != s.parts for p in parts.values()):
+            parts.clear()  # another musing under this number (a new boot reusing it): start again
+        parts[s.part] = s
+        if len(parts) < s.parts:
+            while len(self._musing_parts) > self.max_pending:
+                self._musing_parts.popitem(last=False)
+            return Decoded(frame=s)
+        del self._musing_parts[key]
+        self._musings_done.add(key)
+        first = parts[1]
+        created = wire.telemetry_datetime(first.time, received)
+        text = " ".join(parts[i].text for i in range(1, s.parts + 1))
+        record = wire.Record(wire.Kind.MUSING, s.boot, s.seq, int(created.timestamp()), text)
+        self.records["musing_sentence"] += 1
+        return Decoded(record=record, frame=s)
+
     def _deliver(self, record: WireRecord, frame: wire.Telemetry | wire.Fragment) -> Decoded:
+        if isinstance(record, wire.Record) and record.kind is wire.Kind.MUSING:
+            self._musings_done.add((record.boot, record.seq))
+            self._musing_parts.pop((record.boot, record.seq), None)
         self.records[kind_name(record)] += 1
         return Decoded(record=record, frame=frame)
 

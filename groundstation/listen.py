@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -249,7 +250,7 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
         return
     data, origin = item.data, item.origin
     received_at = utc_now()
-    result = decoder.feed(data)
+    result = decoder.feed(data, datetime.fromisoformat(received_at))
     if repair is not None and result.ok:
         repair.on_decoded(result, item.peer, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)

@@ -7,6 +7,7 @@ the wall clock runs faster than they say.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -16,7 +17,8 @@ from stratoecho import bandplan
 from stratoecho.boards import board
 from stratoecho.config import Section, load_toml, parse_hostport
 from stratoecho.lora import LoRaSettings, ukhas_mode
-from stratoecho.wire import ssdv, uplink
+from stratoecho.wire import WireError, encode_musing_sentences, ssdv, uplink
+from stratoecho.wire.musing_sentence import MIN_TEXT
 
 from .duty import beacon_refusal
 
@@ -331,6 +333,10 @@ class PersonaSection(Section):
     board: str | None = Field(
         None, description="pi-zero-2w, pi3, pi4 or pi5: size each musing (threads, tokens, timeout, characters) "
                           "from the board and the energy left (payload/budget.py); unset: the fixed values above")
+    sentences: bool = Field(
+        False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
+                           "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "
+                           "share the musing's airtime")
 
     @field_validator("board")
     @classmethod
@@ -400,6 +406,18 @@ class PayloadConfig(Section):
         if self.radio.mtu < ssdv.LORA_FRAME_BYTES:
             raise ValueError(f"[devices.camera] ssdv: an SSDV packet is a {ssdv.LORA_FRAME_BYTES}-byte frame, "
                              f"larger than [radio] mtu {self.radio.mtu}")
+        return self
+
+    @model_validator(mode="after")
+    def _musing_sentences_fit(self) -> PayloadConfig:
+        if self.persona.sentences:
+            # The longest prefix a part can have (largest counter, boot and sequence, farthest
+            # position) must leave room for text in one frame.
+            try:
+                encode_musing_sentences(self.callsign, 2**32 - 1, datetime(2000, 1, 1), -89.99999, -179.99999,
+                                        99999, 0xFFFF, 2**32 - 1, "x" * MIN_TEXT, max_bytes=self.radio.mtu)
+            except WireError as e:
+                raise ValueError(f"[persona] sentences: {e} ([radio] mtu {self.radio.mtu})") from e
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,7 @@ class DaemonStats:
     telemetry_queued: int = 0
     musings_generated: int = 0
     musings_queued: int = 0
+    musing_sentences_queued: int = 0  # [persona] sentences: the text sentences of the musings queued
     musings_dropped_by_guard: int = 0
     musings_empty: int = 0
     persona_failures: int = 0
@@ -127,6 +129,7 @@ class Daemon:
         self.schedule = cfg.schedule.model_copy()
         self._planned_telemetry_s = cfg.schedule.telemetry_s  # what the duty cycle was planned for
         self._last_readings: Readings | None = None
+        self._last_sentence = (0, "")  # the last position sentence's number and time (musing sentences)
         self.stats = DaemonStats(boot=self.boot)
         self._led_pattern = None
         # Keyed liveness: each loop pings after each run; the systemd watchdog is fed only while all are current.
@@ -292,6 +295,7 @@ class Daemon:
             )
 
         seq = self.outbound.sentence(sentence, created=r.time.timestamp())
+        self._last_sentence = (seq, r.time.strftime("%H:%M:%S"))
         self.stats.telemetry_queued += 1
         log.debug("telemetry_queued", seq=seq, alt=round(r.alt_m), phase=r.phase)
         return r
@@ -348,9 +352,27 @@ class Daemon:
         seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
         self.stats.musings_queued += 1
         log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
+        if self.cfg.persona.sentences:
+            self.musing_sentences(seq, r, text)
         self.memory.remember_musing(self.boot, seq, r.time, text)
         self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
         return text
+
+    def musing_sentences(self, seq: int, r: Readings, text: str) -> None:
+        """The musing again as UKHAS text sentences for stock gateways, carrying the last position
+        and stamped now, never at the last position sentence's second (SondeHub would merge the two)."""
+        counter, last_time = self._last_sentence
+        when = self.clock.now().replace(microsecond=0)
+        if when.strftime("%H:%M:%S") == last_time:
+            when += timedelta(seconds=1)
+        try:
+            lines = wire.encode_musing_sentences(self.cfg.callsign, counter, when, r.lat, r.lon, r.alt_m,
+                                                 self.boot, seq, text, max_bytes=self.cfg.radio.mtu)
+        except wire.WireError as e:  # a musing of nothing a gateway can carry: the record still goes
+            log.warning("musing_sentences_skipped", seq=seq, error=str(e))
+            return
+        self.outbound.musing_sentences(lines)
+        self.stats.musing_sentences_queued += len(lines)
 
     def _musing_seed(self) -> int | None:
         """On the bench, a sampling seed from the flight's seed, the boot and the musing's number:
@@ -386,6 +408,8 @@ class Daemon:
         energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
         # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
         airtime_s = r.duty_cycle * self.schedule.musing_s * MUSING_AIRTIME_SHARE
+        if self.cfg.persona.sentences:
+            airtime_s /= 2  # the record and its text sentences carry the same words
         record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
         return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
                             max_tokens=self.cfg.persona.max_tokens,

@@ -78,7 +78,7 @@ MAX_REPAIR_FRAMES = 2 * wire.records.MAX_SHARDS
 
 def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
     """The air frames of one stored record; `parity_for(k)` says how many parity fragments."""
-    if q.kind is wire.Kind.TELEMETRY:
+    if q.kind in (wire.Kind.TELEMETRY, wire.Kind.MUSING_SENTENCE):
         return [q.payload]  # already a UKHAS sentence
     if q.kind is wire.Kind.SSDV:
         return [q.payload]  # an SSDV packet without its sync byte: it carries its own Reed-Solomon FEC

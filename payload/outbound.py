@@ -49,6 +49,15 @@ class Outbound:
         self.wake.set()
         return seqs
 
+    def musing_sentences(self, lines: list[bytes]) -> list[int]:
+        """A musing's text sentences (`wire.encode_musing_sentences`), each stored as the frame it
+        goes on air as; returns their sequence numbers on their own stream."""
+        made = self.clock.now().timestamp()
+        seqs = [self.store.enqueue(wire.Kind.MUSING_SENTENCE, self.boot, lambda s, line=line: line, created=made)[0]
+                for line in lines]
+        self.wake.set()
+        return seqs
+
     def event(self, e: Event) -> int:
         """A declared event (stratoecho/wire/events.py) for the ground."""
         log.info("event_queued", name=e.name, severity=e.severity, text=e.text)

@@ -61,14 +61,15 @@ class Stream:
 
 
 # One stream per wire kind. Telemetry first (the newest sentence; older ones wait as a
-# backlog with images), then events, musings and API requests, then health, then images
-# (as records or as SSDV packets).
+# backlog with images), then events, musings and API requests, then health and musings again
+# as text sentences for stock gateways, then images (as records or as SSDV packets).
 STREAMS: dict[Kind, Stream] = {
     Kind.TELEMETRY: Stream(0, durable=False),
     Kind.EVENT: Stream(1, durable=True),
     Kind.MUSING: Stream(2, durable=True),
     Kind.API_REQUEST: Stream(2, durable=True),
     Kind.HEALTH: Stream(3, durable=False),
+    Kind.MUSING_SENTENCE: Stream(3, durable=False),  # the record is durable; this is its readable copy
     Kind.IMAGE: Stream(4, durable=False),
     Kind.SSDV: Stream(4, durable=False),  # a picture's SSDV packets: images by another format
 }

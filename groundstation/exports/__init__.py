@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .base import Exporter, ExportError, Guarded, from_db
@@ -51,12 +52,14 @@ never took some positions; 2 a usage error
 
 def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
                    udp_feed: tuple[str, int] | None, *, udp_broadcast: bool = False,
-                   frequency_mhz: float | None = None, modulation: str | None = None) -> list[Exporter]:
+                   frequency_mhz: float | None = None, modulation: str | None = None,
+                   comment: Callable[[], str | None] | None = None) -> list[Exporter]:
     """Exporters for the listener to feed as telemetry arrives, each guarded.
 
     `sondehub_url`: None for no SondeHub upload (`sondehub.DEFAULT_URL` for the real one),
     which then needs `uploader` (the station: its details, or only its callsign), and sends
-    the receiver's `frequency_mhz` and `modulation` with each position; `udp_feed`: (host, port) for
+    the receiver's `frequency_mhz` and `modulation` with each position, and `comment()` as its
+    comment (the last musing); `udp_feed`: (host, port) for
     chase-car PAYLOAD_SUMMARY datagrams (`udp_feed.DEFAULT_HOST`, `DEFAULT_PORT`: 127.0.0.1:55672),
     None for none; `udp_broadcast` when that host is a broadcast address.
     ValueError for a bad combination or a host that does not resolve.
@@ -66,7 +69,7 @@ def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
         if not uploader:
             raise ValueError("uploading to SondeHub needs the station's callsign (uploader)")
         exporters.append(Guarded(SondeHubUploader(uploader, sondehub_url, frequency_mhz=frequency_mhz,
-                                                  modulation=modulation), "sondehub"))
+                                                  modulation=modulation, comment=comment), "sondehub"))
     if udp_feed is not None:
         host, port = udp_feed
         exporters.append(Guarded(UdpFeed(host, port, broadcast=udp_broadcast), "udp_feed"))

@@ -15,7 +15,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -23,7 +23,7 @@ import structlog
 
 from groundstation.heard import Heard
 from stratoecho import wire
-from stratoecho.wire.sentence import parse_hms
+from stratoecho.wire.sentence import telemetry_datetime  # noqa: F401  (exporters import it from here)
 
 if TYPE_CHECKING:
     from groundstation.db import Store
@@ -101,21 +101,6 @@ def received_time(heard: Heard) -> datetime:
     """When the ground heard it (aware UTC); ValueError if `received_at` is not ISO 8601."""
     when = datetime.fromisoformat(heard.received_at.replace("Z", "+00:00"))
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
-
-
-def telemetry_datetime(hms: str, received: datetime) -> datetime:
-    """The sentence's HH:MM:SS joined to the UTC date that puts it nearest to `received`.
-
-    The payload sends no date. Taking the date of reception alone is wrong around
-    midnight: a sentence stamped 23:59:58 heard at 00:00:03 belongs to the day before,
-    one stamped 00:00:01 heard at 23:59:59 (ground clock slow) to the day after.
-    Choosing among yesterday, today and tomorrow the one closest to `received` handles
-    both, for any delay under 12 hours. WireError if `hms` is not a time of day.
-    """
-    h, m, s = parse_hms(hms)
-    day: date = received.astimezone(timezone.utc).date()
-    candidates = (datetime.combine(day + timedelta(days=d), time(h, m, s), tzinfo=timezone.utc) for d in (-1, 0, 1))
-    return min(candidates, key=lambda c: abs(c - received))
 
 
 def iso_z(when: datetime, micro: bool = False) -> str:

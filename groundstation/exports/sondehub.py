@@ -13,6 +13,7 @@ optionally gzip-compressed (Content-Encoding: gzip)::
     frequency (MHz), modulation       the receiver's, when given
     snr (dB), rssi (dBm)              the frame's own signal, when the radio reported it
     raw                               when given
+    comment                           the last musing heard (`musing_comment`), when given
     historical true                   for data uploaded after the fact (`export`)
     dev "true"                        test uploads: SondeHub does not store them
 
@@ -56,6 +57,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -63,7 +65,8 @@ import structlog
 import tenacity
 
 from groundstation.heard import Heard
-from stratoecho import __version__
+from stratoecho import __version__, wire
+from stratoecho.wire.musing_sentence import fold_text
 
 from .base import has_fix, iso_z, received_time, telemetry_datetime
 from .station import SOFTWARE_NAME, Station, listener_object
@@ -72,6 +75,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_URL = "https://api.v2.sondehub.org/amateur/telemetry"
 DEFAULT_METHOD = "PUT"  # what the SondeHub API documents for /amateur/telemetry
+COMMENT_CHARS = 300  # the longest musing put in a position's comment
 _BODY_LOG_CHARS = 2000
 
 
@@ -109,7 +113,7 @@ class SondeHubPolicy:
 def sondehub_object(heard: Heard, station: Station, *, software_version: str = __version__,
                     frequency_mhz: float | None = None, modulation: str | None = None,
                     snr_db: float | None = None, rssi_dbm: float | None = None, raw: str | None = None,
-                    historical: bool = False, dev: bool = False) -> dict | None:
+                    comment: str | None = None, historical: bool = False, dev: bool = False) -> dict | None:
     """One position as a SondeHub-Amateur telemetry object; None without a fix (SondeHub
     must never get a zero or made-up position). The signal is the one given, else the one
     the frame was heard with (`heard.snr_db`, `heard.rssi_dbm`). WireError for a bad time."""
@@ -147,11 +151,21 @@ def sondehub_object(heard: Heard, station: Station, *, software_version: str = _
         obj["rssi"] = float(rssi_dbm)
     if raw:
         obj["raw"] = raw
+    if comment:
+        obj["comment"] = comment
     if historical:
         obj["historical"] = True
     if dev:
         obj["dev"] = "true"
     return obj
+
+
+def musing_comment(record: wire.Record) -> str:
+    """A musing as a position's `comment`, which the SondeHub tracker shows in the payload's popup
+    as HTML, unescaped: folded to plain ASCII as gateways carry it, without < > &."""
+    text = fold_text(record.text).replace("<", "(").replace(">", ")").replace("&", "and")
+    text = text if len(text) <= COMMENT_CHARS else text[:COMMENT_CHARS - 3].rstrip() + "..."
+    return f"musing {record.boot}.{record.seq}: {text}"
 
 
 class _ServerError(Exception):
@@ -193,12 +207,14 @@ class _Answer:
 class SondeHubUploader:
     """Exporter to SondeHub-Amateur; see the module docstring. Counters in `stats`.
 
-    `station`: the receiving station (`Station`), or only its callsign."""
+    `station`: the receiving station (`Station`), or only its callsign; `comment`: what to put in
+    each position's comment when it is queued (the listener's last musing, `musing_comment`)."""
 
     def __init__(self, station: Station | str, url: str = DEFAULT_URL, *, method: str = DEFAULT_METHOD,
                  gzip: bool = True, policy: SondeHubPolicy | None = None, frequency_mhz: float | None = None,
                  modulation: str | None = None, historical: bool = False, dev: bool = False,
-                 software_version: str = __version__, listener_url: str | None = None) -> None:
+                 software_version: str = __version__, listener_url: str | None = None,
+                 comment: Callable[[], str | None] | None = None) -> None:
         self.station = station if isinstance(station, Station) else Station(station)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -213,6 +229,7 @@ class SondeHubUploader:
         # /amateur/telemetry's sibling, so a local or test server gets both uploads
         self.listener_url = listener_url or urllib.parse.urljoin(url, "listeners")
         self.policy = policy or SondeHubPolicy()
+        self._comment = comment  # the comment for each position queued now (the last musing), or None
         self._object_args = dict(station=self.station, software_version=software_version,
                                  frequency_mhz=frequency_mhz, modulation=modulation, historical=historical, dev=dev)
         self._listener = (listener_object(self.station, software_version)
@@ -252,7 +269,7 @@ class SondeHubUploader:
 
     def add(self, heard: Heard) -> None:
         try:
-            obj = sondehub_object(heard, **self._object_args)
+            obj = sondehub_object(heard, **self._object_args, comment=self._comment() if self._comment else None)
         except ValueError as e:  # WireError is one: a time that is not HH:MM:SS
             self.stats["skipped_invalid"] += 1
             log.warning("sondehub_skipped", reason=str(e), boot=heard.record.boot, seq=heard.record.seq)

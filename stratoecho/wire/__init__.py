@@ -7,6 +7,7 @@ LoRa gateways dispatch:
 | first byte | frame | module |
 |---|---|---|
 | ``$`` | UKHAS telemetry sentence (ASCII, CRC16) | `sentence` |
+| ``$`` | a musing as UKHAS text sentences (seventh field ``musing B.S P/N``) | `musing_sentence` |
 | ``0x80``-``0x8F``, ``0xDE`` | HABpack telemetry (MessagePack map) | `habpack` |
 | ``0xEC`` | stratoecho record fragment, erasure-coded | `records` (+ `fec`, `content`) |
 | ``0x66``, ``0x67`` | SSDV picture packet (255 bytes on air: no 0x55 sync) | `ssdv` (+ `jpeg_scan`, `ssdv_rs`) |
@@ -30,6 +31,7 @@ from .common import (
 from .content import API_REQUEST_FIELDS, HEALTH_FIELDS
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack, encode_habpack
+from .musing_sentence import MusingSentence, decode_musing_sentence, encode_musing_sentences, is_musing_sentence
 from .records import (
     CHECK_BYTES,
     CRC_BYTES,
@@ -45,7 +47,7 @@ from .records import (
     record_check,
     shard_capacity,
 )
-from .sentence import Telemetry, decode_sentence, encode_sentence
+from .sentence import Telemetry, decode_sentence, encode_sentence, telemetry_datetime
 from .ssdv import FIRST_BYTES as SSDV_FIRST_BYTES
 from .ssdv import SsdvPacket
 
@@ -54,12 +56,12 @@ HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
 TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
 
 
-def decode_frame(frame: bytes) -> Telemetry | Fragment | SsdvPacket:
+def decode_frame(frame: bytes) -> Telemetry | MusingSentence | Fragment | SsdvPacket:
     """Dispatch on the first byte, as a gateway does."""
     if not frame:
         raise WireError("empty", "empty frame")
     if frame[:2] == b"$$":
-        return decode_sentence(frame)
+        return decode_musing_sentence(frame) if is_musing_sentence(frame) else decode_sentence(frame)
     if frame[0] in HABPACK_FIRST_BYTES:
         return decode_habpack(frame)
     if frame[0] == MAGIC:
@@ -76,4 +78,6 @@ __all__ = [
     "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",
     "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
     "SSDV_FIRST_BYTES", "SsdvPacket", "ssdv",
+    "MusingSentence", "decode_musing_sentence", "encode_musing_sentences", "is_musing_sentence",
+    "telemetry_datetime",
 ]

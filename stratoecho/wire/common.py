@@ -37,10 +37,14 @@ class Kind(enum.IntEnum):
     # A picture's SSDV packet (wire/ssdv.py), sent as it is, one frame: a stream of the payload's
     # queue, never a record (wire.Record, fragment_body and decode_fragment refuse it).
     SSDV = 6
+    # A musing again as UKHAS text sentences (wire/musing_sentence.py), for stock LoRa gateways:
+    # a stream of the payload's queue, never a record.
+    MUSING_SENTENCE = 7
 
 
 # Kinds that travel in a format of their own, never as our records' fragments: the format each takes.
-NOT_RECORDS = {Kind.TELEMETRY: "UKHAS sentences", Kind.SSDV: "SSDV packets"}
+NOT_RECORDS = {Kind.TELEMETRY: "UKHAS sentences", Kind.SSDV: "SSDV packets",
+               Kind.MUSING_SENTENCE: "UKHAS text sentences"}
 
 
 def refuse_as_record(kind: Kind) -> None:

@@ -169,6 +169,8 @@ def decode_fragment(frame: bytes) -> Fragment:
         raise WireError("telemetry as fragment", "telemetry travels as UKHAS sentences, not fragments")
     if kind is Kind.SSDV:
         raise WireError("ssdv as fragment", "SSDV packets travel as they are (first byte 0x66/0x67), not as fragments")
+    if kind is Kind.MUSING_SENTENCE:
+        raise WireError("musing sentence as fragment", "musing sentences travel as UKHAS text, not as fragments")
     if not 1 <= k <= n or idx >= n:
         raise WireError("bad fragment index", f"fragment index {idx} with k={k} of n={n}")
     shard = frame[HEADER_BYTES:-2]

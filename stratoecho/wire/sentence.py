@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
 
 from .common import Kind, WireError, crc16_ccitt
 
@@ -131,6 +132,21 @@ def parse_hms(text: str) -> tuple[int, int, int]:
     if h > 23 or m > 59 or s > 59:
         raise WireError("bad time", f"time {text!r} is not a time of day")
     return h, m, s
+
+
+def telemetry_datetime(hms: str, received: datetime) -> datetime:
+    """The sentence's HH:MM:SS joined to the UTC date that puts it nearest to `received`.
+
+    The payload sends no date. Taking the date of reception alone is wrong around
+    midnight: a sentence stamped 23:59:58 heard at 00:00:03 belongs to the day before,
+    one stamped 00:00:01 heard at 23:59:59 (ground clock slow) to the day after.
+    Choosing among yesterday, today and tomorrow the one closest to `received` handles
+    both, for any delay under 12 hours. WireError if `hms` is not a time of day.
+    """
+    h, m, s = parse_hms(hms)
+    day: date = received.astimezone(timezone.utc).date()
+    candidates = (datetime.combine(day + timedelta(days=d), time(h, m, s), tzinfo=timezone.utc) for d in (-1, 0, 1))
+    return min(candidates, key=lambda c: abs(c - received))
 
 
 def _none_if_nan(v: float) -> float | None:
