@@ -29,9 +29,10 @@ a wrong address is an error at start, not a retry forever.
 `GatewayUdpSource` (`listen --gateway-udp [HOST:]PORT`) hears the broadcast: every program on
 the network can, the JSON port's one slot stays free, and nothing needs reconnecting.
 
-Either way only position sentences come through: the gateway drops packets whose first
-byte it does not know, and stratoecho's record fragments (0xEC, docs/protocol.md) are
-such packets. Musings, events and health need our own receiver beside it.
+Either way only ``$$`` sentences come through: the gateway drops packets whose first byte
+it does not know, and stratoecho's record fragments (0xEC, docs/protocol.md) are such
+packets. Positions, and musings where the payload sends them as text sentences too
+(`[persona] sentences`), arrive; events, health and exact musings need our own receiver.
 """
 
 from __future__ import annotations
