@@ -1,6 +1,6 @@
 """LoRa modem settings as the chip is given them, and the UKHAS modes as named presets.
 
-One `LoRaSettings` is what a LoRa chip is programmed with (payload/lora_sx127x.py) and what
+One `LoRaSettings` is what a LoRa chip is programmed with (stratoecho/lora_chips/sx127x.py) and what
 the airtime of a packet is computed from (`LoRaSettings.airtime_s`): the two can never
 disagree. The UKHAS modes are the PITS LoRa gateway's numbered modes (its `LoRaModes`
 table, docs/figures.md): a gateway set to mode N hears a payload flying mode N. The low data

@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
+from stratoecho.clock import Clock
 from stratoecho.lora import LoRaSettings, bandwidth_code
 
-from .clock import Clock
-from .radio import RadioError
+from .chip import PacketSignal, RadioError, SpiDevice
 
 log = structlog.get_logger(__name__)
 
@@ -54,18 +52,6 @@ DIO0_RX_DONE, DIO0_TX_DONE = 0x00, 0x40  # RegDioMapping1 bits 7..6
 SILICON_VERSION = 0x12
 FXOSC_HZ = 32_000_000
 FSTEP_HZ = FXOSC_HZ / 2**19  # 61.035 Hz per step of RegFrf
-
-
-class SpiDevice(Protocol):
-    def xfer2(self, data: list[int]) -> list[int]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PacketSignal:
-    rssi_dbm: float  # whole dB from an SX127x, half dB from an SX126x
-    snr_db: float
 
 
 def frf(frequency_mhz: float) -> int:

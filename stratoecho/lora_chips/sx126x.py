@@ -7,7 +7,7 @@ BUSY low (a GPIO input: without it this driver refuses to start), `busy_timeout_
 a BUSY that never falls is a chip that hangs or a wire that is wrong, and a `RadioError`.
 
 The chip is programmed from one `stratoecho.lora.LoRaSettings` (a UKHAS mode or settings of
-one's own), as the SX127x is (payload/lora_sx127x.py), so the payload's airtime is the chip's.
+one's own), as the SX127x is (sx127x.py), so the airtime the payload accounts for is the chip's.
 
 Wiring (docs/hardware.md): SPI0 (MOSI, MISO, SCLK, CE0 or CE1 as NSS), BUSY to a GPIO input,
 NRESET to a GPIO output (optional), DIO1 to a GPIO input (optional: without it the driver polls
@@ -35,11 +35,10 @@ from collections import Counter, deque
 
 import structlog
 
+from stratoecho.clock import Clock
 from stratoecho.lora import BANDWIDTHS_HZ, LoRaSettings, bandwidth_code
 
-from .clock import Clock
-from .lora_sx127x import PacketSignal, SpiDevice
-from .radio import RadioError
+from .chip import PacketSignal, RadioError, SpiDevice
 
 log = structlog.get_logger(__name__)
 
