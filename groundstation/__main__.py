@@ -44,6 +44,10 @@ examples:
   python -m groundstation listen --gateway gateway.local:6004 --db flight.db   # a LoRa gateway's JSON port
   python -m groundstation listen --gateway-udp 7777 --db flight.db     # ... or its UDPPort broadcast
   python -m groundstation listen --horus-udp --db flight.db             # horus-gui's PAYLOAD_SUMMARY, port 55672
+  python -m groundstation listen --lora sx127x --spi-device 1 --dio0-pin 25 --frequency-mhz 434.225 \
+      --lora-mode 2 --db flight.db                                       # an RFM98W HAT in the CE1 slot
+  python -m groundstation listen --lora sx126x --busy-pin 6 --dio1-pin 26 --reset-pin 12 --tcxo-voltage 1.8 \
+      --frequency-mhz 434.225 --lora-mode 2 --db flight.db --uplink-key uplink.key   # an SX1262 module
   python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --uplink-key uplink.key
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
@@ -114,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--horus-udp", metavar="[HOST:]PORT", nargs="?", const=("0.0.0.0", 55672), type=_udp_listen,
                        help="Horus UDP PAYLOAD_SUMMARY broadcasts from horus-gui or horusdemodlib (default "
                             "port 55672, shared with chasemapper): each becomes a position (docs/ground.md)")
+    from .lora_hat import add_lora_arguments
+
+    add_lora_arguments(listen, where)  # --lora CHIP and the HAT's own options
     listen.add_argument("--db", required=True, metavar="FILE",
                         help="SQLite database to store into (created if missing; safe to reuse: "
                              "records already there are not stored or printed twice)")
@@ -163,14 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--until-idle", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop once no frame has arrived for this many seconds")
     repair = listen.add_argument_group(
-        "repair (--udp or --serial)",
+        "repair (--udp, --serial or --lora)",
         "With --uplink-key, after every telemetry sentence whose number is a multiple of "
         "--window-every (when the payload listens), the ground sends signed RESEND commands back "
         "the way the sentence came, asking for missing fragments and records: over --udp to the "
         "sentence's sender; over --serial out of the same port, as one hex line and newline per "
         "frame (the bridge must transmit each line it is given as one packet), as a KISS data "
-        "frame (--kiss), or as the frame's bytes (--raw). The counter state lives next to the "
-        "database (DB.uplink.json). Without a key nothing is ever sent; --replay cannot send.")
+        "frame (--kiss), or as the frame's bytes (--raw); over --lora as one packet from the HAT. "
+        "The counter state lives next to the database (DB.uplink.json). Without a key nothing is "
+        "ever sent; --replay cannot send.")
     repair.add_argument("--uplink-key", type=Path, metavar="FILE",
                         help="the balloon's uplink key (hex, mode 600; the payload holds the same file)")
     repair.add_argument("--callsign", metavar="CALL",
@@ -220,7 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_source(args: argparse.Namespace, clock=None, stop=None) -> FrameSource:
+def _open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> FrameSource:
+    if hat is not None:
+        from .lora_hat import LoRaHatSource
+
+        return LoRaHatSource(hat, clock=clock)
     if args.udp:
         return UdpSource(*args.udp, clock, stop)
     if args.serial:
@@ -250,14 +262,21 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     # Under `sim fly` the station is one of the bench's lockstep processes: its waits are flight time.
     clock = flight_clock(name="ground") if os.environ.get(ENV) and stop is None else None
     stop = stop or (clock.event() if clock is not None else threading.Event())
+    from .lora_hat import hat_options
+
+    try:
+        hat = hat_options(args)  # None without --lora
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.kiss and not args.serial:
         print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
         return 2
     if args.raw and not args.serial:
         print("error: --raw goes with --serial DEV (a transparent LoRa module on a serial port)", file=sys.stderr)
         return 2
-    if args.uplink_key and not (args.udp or args.serial):
-        print("error: --uplink-key needs a source that can transmit, --udp or --serial; "
+    if args.uplink_key and not (args.udp or args.serial or args.lora):
+        print("error: --uplink-key needs a source that can transmit, --udp, --serial or --lora; "
               "a --replay or another receiver's output cannot answer", file=sys.stderr)
         return 2
     if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
@@ -293,7 +312,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        source = _open_source(args, clock, stop)
+        source = _open_source(args, clock, stop, hat)
     except SourceError as e:
         store.close()
         print(f"error: {e}", file=sys.stderr)
@@ -325,7 +344,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         station = station_from_args(args)
         exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if station else None,
                                    station, args.udp_feed, udp_broadcast=args.udp_broadcast,
-                                   frequency_mhz=args.sondehub_frequency, modulation=args.sondehub_modulation,
+                                   frequency_mhz=args.sondehub_frequency or (hat.settings.frequency_mhz if hat else None),
+                                   modulation=args.sondehub_modulation,
                                    comment=lambda: last_musing[0] if last_musing else None)
     except ValueError as e:
         store.close()
@@ -342,7 +362,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     status = 0
     # Under systemd (Type=notify): ready once the source is open and the database usable.
     notifier = SystemdNotifier()
-    notifier.ready(status=f"listening on {getattr(source, 'address', None) or args.serial or args.replay}")
+    where = getattr(source, "address", None) or args.serial or args.replay or getattr(source, "name", None)
+    notifier.ready(status=f"listening on {where}")
     try:
         with stop_on_signals(stop):
             run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,

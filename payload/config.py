@@ -16,7 +16,14 @@ from pydantic import Field, field_validator, model_validator
 from stratoecho import bandplan
 from stratoecho.boards import board
 from stratoecho.config import Section, load_toml, parse_hostport
-from stratoecho.lora import LoRaSettings, ukhas_mode
+from stratoecho.lora import (
+    DEFAULT_BANDWIDTH_HZ,
+    DEFAULT_CODING_RATE,
+    DEFAULT_SPREADING_FACTOR,
+    LoRaSettings,
+    default_low_data_rate_optimize,
+    ukhas_mode,
+)
 from stratoecho.wire import WireError, encode_musing_sentences, ssdv, uplink
 from stratoecho.wire.musing_sentence import MIN_TEXT
 
@@ -67,9 +74,9 @@ class RadioSection(Section):
         None, ge=0, le=8, description="a UKHAS LoRa mode as the PITS gateway numbers them (0 telemetry, 2 repeater, "
         "3 turbo, 5 calling, 7 telnet): sets spreading_factor, bandwidth_hz, coding_rate, explicit_header and "
         "low_data_rate_optimize")
-    spreading_factor: int = Field(9, ge=6, le=12)
-    bandwidth_hz: float = Field(125_000, gt=0)
-    coding_rate: int = Field(5, ge=5, le=8, description="denominator of 4/x")
+    spreading_factor: int = Field(DEFAULT_SPREADING_FACTOR, ge=6, le=12)
+    bandwidth_hz: float = Field(DEFAULT_BANDWIDTH_HZ, gt=0)
+    coding_rate: int = Field(DEFAULT_CODING_RATE, ge=5, le=8, description="denominator of 4/x")
     explicit_header: bool = True
     crc: bool = True
     low_data_rate_optimize: bool | None = Field(None, description="unset: the mode's, or on when a symbol lasts > 16 ms")
@@ -116,9 +123,7 @@ class RadioSection(Section):
         if self.lora_mode is None:
             return self
         mode = ukhas_mode(self.lora_mode)
-        wanted = {"spreading_factor": mode.spreading_factor, "bandwidth_hz": mode.bandwidth_hz,
-                  "coding_rate": mode.coding_rate, "explicit_header": mode.explicit_header,
-                  "low_data_rate_optimize": mode.low_data_rate_optimize}
+        wanted = mode.modem()
         given = self.model_fields_set
         clash = [f"{k} = {getattr(self, k)!r}" for k, v in wanted.items() if k in given and getattr(self, k) != v]
         if clash:
@@ -150,7 +155,7 @@ class RadioSection(Section):
         """What the chip is programmed with, and what every airtime here is computed from."""
         ldro = self.low_data_rate_optimize
         if ldro is None:
-            ldro = 2**self.spreading_factor / self.bandwidth_hz > 0.016  # the chip's rule of thumb
+            ldro = default_low_data_rate_optimize(self.spreading_factor, self.bandwidth_hz)
         return LoRaSettings(self.frequency_mhz or 0.0, self.spreading_factor, self.bandwidth_hz, self.coding_rate,
                             explicit_header=self.explicit_header, crc=self.crc, low_data_rate_optimize=ldro,
                             sync_word=self.sync_word, preamble=self.preamble)

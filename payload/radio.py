@@ -6,8 +6,8 @@ returns the frames heard (the uplink, asked for in the link's listen windows).
 * `LoRaUartRadio` — a UART LoRa module in transparent mode (Ebyte E32/E22 style),
   with its M0/M1 mode pins and AUX busy line on GPIO through gpiozero.
 
-`payload.radios.make_radio(cfg.radio)` builds the one the configuration names (an SX127x on
-SPI is `payload/lora_sx127x.py`). Serial parts take a port
+`payload.radios.make_radio(cfg.radio)` builds the one the configuration names (an SX127x or
+SX126x on SPI is `stratoecho.lora_chips`, shared with the ground). Serial parts take a port
 name or any pyserial URL (`/dev/serial0`, `loop://`, `socket://host:port`), GPIO
 parts take gpiozero pin names and an optional pin factory, so the tests run the
 real code against `loop://`, a pseudo-terminal and gpiozero's `MockFactory`.
@@ -29,11 +29,14 @@ from typing import Protocol
 
 import structlog
 
+from stratoecho.lora_chips.chip import RadioError
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
 from .clock import Clock
 
 log = structlog.get_logger(__name__)
+
+__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "RadioError", "UdpRadio", "open_serial"]
 
 CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether close() has begun
 
@@ -47,10 +50,6 @@ class Radio(Protocol):
         """Frames heard within `timeout_s` (the uplink's listen window); blocks that long at most."""
 
     def close(self) -> None: ...
-
-
-class RadioError(Exception):
-    """A radio that cannot be opened or cannot send; the message names the part and why."""
 
 
 class UdpRadio:

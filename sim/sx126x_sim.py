@@ -1,6 +1,6 @@
 """An SX1262/SX1268 at the level its SPI bus speaks: commands, the status byte, BUSY, the
-256-byte data buffer, IRQ status and DIO1 — what the payload's driver (payload/lora_sx126x.py)
-talks to on the bench.
+256-byte data buffer, IRQ status and DIO1 — what the payload's and the ground's driver
+(stratoecho/lora_chips/sx126x.py) talks to.
 
 `Sx126xChip` takes one command per NSS-low transaction (SX1261/2 datasheet rev. 1.2, section
 13) and behaves as the chip does where a driver can go wrong:

@@ -1,5 +1,5 @@
 """An SX1276/77/78 at the level its SPI bus speaks: registers, the FIFO, operating modes, IRQ
-flags and DIO0 — what the payload's driver (payload/lora_sx127x.py) talks to on the bench.
+flags and DIO0 — what the payload's and the ground's driver (stratoecho/lora_chips/sx127x.py) talks to.
 
 `Sx127xChip` keeps the LoRa register page as the datasheet lays it out (rev. 7, 6.4) and
 behaves as the chip does where a driver can go wrong:

@@ -1,6 +1,6 @@
 """LoRa modem settings as the chip is given them, and the UKHAS modes as named presets.
 
-One `LoRaSettings` is what a LoRa chip is programmed with (payload/lora_sx127x.py) and what
+One `LoRaSettings` is what a LoRa chip is programmed with (stratoecho/lora_chips/sx127x.py) and what
 the airtime of a packet is computed from (`LoRaSettings.airtime_s`): the two can never
 disagree. The UKHAS modes are the PITS LoRa gateway's numbered modes (its `LoRaModes`
 table, docs/figures.md): a gateway set to mode N hears a payload flying mode N. The low data
@@ -19,6 +19,9 @@ from .airtime import lora_airtime_s
 # the same set. The gateway names them 7K8 ... 500K.
 BANDWIDTHS_HZ = (7_800, 10_400, 15_600, 20_800, 31_250, 41_700, 62_500, 125_000, 250_000, 500_000)
 DEFAULT_SYNC_WORD = 0x12  # a private network's (the SX127x's reset value, which the gateway keeps)
+# A link's modem settings when nothing names others: the payload's `[radio]` defaults, and the
+# ground's `listen --lora` defaults, so that the two ends left alone hear each other.
+DEFAULT_SPREADING_FACTOR, DEFAULT_BANDWIDTH_HZ, DEFAULT_CODING_RATE = 9, 125_000, 5
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,12 @@ class UkhasMode:
     explicit_header: bool
     low_data_rate_optimize: bool
 
+    def modem(self) -> dict:
+        """The settings the mode fixes, by their names in `LoRaSettings` (and the payload's `[radio]`)."""
+        return {"spreading_factor": self.spreading_factor, "bandwidth_hz": self.bandwidth_hz,
+                "coding_rate": self.coding_rate, "explicit_header": self.explicit_header,
+                "low_data_rate_optimize": self.low_data_rate_optimize}
+
     def settings(self, frequency_mhz: float, **over) -> LoRaSettings:
         s = LoRaSettings(frequency_mhz, self.spreading_factor, self.bandwidth_hz, self.coding_rate,
                          explicit_header=self.explicit_header, low_data_rate_optimize=self.low_data_rate_optimize)
@@ -100,6 +109,11 @@ def ukhas_mode(number: int) -> UkhasMode:
     except KeyError:
         names = ", ".join(f"{m.number} ({m.name})" for m in UKHAS_MODES.values())
         raise ValueError(f"no UKHAS LoRa mode {number}; the gateway's modes are {names}") from None
+
+
+def default_low_data_rate_optimize(spreading_factor: int, bandwidth_hz: float) -> bool:
+    """The chip's rule of thumb where no mode says: on when a symbol lasts longer than 16 ms."""
+    return 2**spreading_factor / bandwidth_hz > 0.016
 
 
 def bandwidth_code(bandwidth_hz: float) -> int | None:

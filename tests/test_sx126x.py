@@ -1,4 +1,4 @@
-"""The SX126x driver (payload/lora_sx126x.py) against the command-level simulator (sim/sx126x_sim.py)."""
+"""The SX126x driver (stratoecho/lora_chips/sx126x.py) against the command-level simulator (sim/sx126x_sim.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
 from payload.config import RadioSection
-from payload.lora_sx126x import Sx126xRadio, frf, image_band, pa_params, sync_word_register
-from payload.radio import RadioError
 from payload.radios import make_radio
 from sim.sx126x_sim import MODE_SLEEP, MODE_STDBY_RC, Sx126xChip
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, ukhas_mode
+from stratoecho.lora_chips.chip import RadioError
+from stratoecho.lora_chips.sx126x import Sx126xRadio, frf, image_band, pa_params, sync_word_register
 from tests.test_sx127x import ScheduledClock
 
 REPO = Path(__file__).resolve().parent.parent

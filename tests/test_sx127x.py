@@ -1,4 +1,4 @@
-"""The SX127x driver (payload/lora_sx127x.py) against the register-level simulator (sim/sx127x_sim.py)."""
+"""The SX127x driver (stratoecho/lora_chips/sx127x.py) against the register-level simulator (sim/sx127x_sim.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from payload.lora_sx127x import Sx127xRadio, frf, packet_rssi_dbm
-from payload.radio import RadioError
 from sim.link_bench import VirtualClock
 from sim.sx127x_sim import Sx127xChip
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, LoRaSettings, ukhas_mode
+from stratoecho.lora_chips.chip import RadioError
+from stratoecho.lora_chips.sx127x import Sx127xRadio, frf, packet_rssi_dbm
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,25 +18,19 @@ TxDone, TX mode; then the packet's time on air (from the settings) on the payloa
 and TxDone polled until it shows, `tx_timeout_s` at most (`RadioError` after that: a chip
 that never finishes must not hang the transmitter). The chip falls back to standby itself.
 
-Receive (the uplink window): DIO0 mapped to RxDone, RX continuous; each RxDone gives one
-packet from RegFifoRxCurrentAddr, RegRxNbBytes long, with its RSSI and SNR (kept in
-`heard`); a packet with a bad payload CRC is counted and dropped. Back to standby when the
-window ends.
+Receive (chip.py has the two ways: a window, or listening on): DIO0 mapped to RxDone, RX
+continuous; each RxDone gives one packet from RegFifoRxCurrentAddr, RegRxNbBytes long, with its
+RSSI and SNR (kept in `heard`); a packet with a bad payload CRC is counted and dropped.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, deque
-from dataclasses import dataclass
-from typing import Protocol
-
 import structlog
 
+from stratoecho.clock import Clock
 from stratoecho.lora import LoRaSettings, bandwidth_code
 
-from .clock import Clock
-from .radio import RadioError
+from .chip import PacketSignal, RadioError, SpiChip, SpiDevice
 
 log = structlog.get_logger(__name__)
 
@@ -54,18 +48,6 @@ DIO0_RX_DONE, DIO0_TX_DONE = 0x00, 0x40  # RegDioMapping1 bits 7..6
 SILICON_VERSION = 0x12
 FXOSC_HZ = 32_000_000
 FSTEP_HZ = FXOSC_HZ / 2**19  # 61.035 Hz per step of RegFrf
-
-
-class SpiDevice(Protocol):
-    def xfer2(self, data: list[int]) -> list[int]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PacketSignal:
-    rssi_dbm: float  # whole dB from an SX127x, half dB from an SX126x
-    snr_db: float
 
 
 def frf(frequency_mhz: float) -> int:
@@ -94,47 +76,27 @@ def pa_registers(tx_power_dbm: int, pa_boost: bool) -> tuple[int, int, int]:
     return 0x70 | (tx_power_dbm + 1), 0x84, 0x20 | 11  # MaxPower 7 (15 dBm): Pout = 15 - (15 - OutputPower)
 
 
-class Sx127xRadio:
-    receives = True
-    POLL_S = 0.05  # how often the IRQ flags are read while waiting (flight seconds)
-    RESET_S = 0.01  # RESET held low (the datasheet asks 100 us), then 10 ms for the chip to start
+class Sx127xRadio(SpiChip):
+    RX_EVENT = IRQ_RX_DONE
 
     def __init__(self, spi: SpiDevice, settings: LoRaSettings, *, clock: Clock | None = None, reset_pin=None,
                  dio0_pin=None, pin_factory=None, tx_power_dbm: int = 10, pa_boost: bool = True,
                  name: str = "SX127x", tx_timeout_s: float | None = None):
-        self.spi, self.settings, self.name = spi, settings, name
-        self.clock = clock or Clock()
+        super().__init__(spi, settings, clock, name, tx_timeout_s)
         self.tx_power_dbm, self.pa_boost = tx_power_dbm, pa_boost
-        self.tx_timeout_s = tx_timeout_s
-        self.errors: Counter = Counter()  # packets heard but dropped, by reason
-        self.heard: deque[PacketSignal] = deque(maxlen=64)  # the signal of each packet received
-        self._lock = threading.Lock()  # one SPI transaction sequence at a time
-        self._irq = self.clock.event()  # DIO0 rose (when wired), or close() began: a wait ends early
-        self._closing = threading.Event()
-        self._parts: list = []
         try:
             if reset_pin is not None or dio0_pin is not None:
-                from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
-
-                try:
+                with self._pins(f"RESET {reset_pin}, DIO0 {dio0_pin}"):
                     if reset_pin is not None:
-                        self.reset = self._keep(DigitalOutputDevice(reset_pin, initial_value=True, pin_factory=pin_factory))
+                        self.reset = self._output(reset_pin, pin_factory)
                     if dio0_pin is not None:
-                        self.dio0 = self._keep(DigitalInputDevice(dio0_pin, pull_up=None, active_state=True,
-                                                                  pin_factory=pin_factory))
-                        self.dio0.when_activated = self._irq.set
-                except GPIOZeroError as e:
-                    raise RadioError(f"{name} pins (RESET {reset_pin}, DIO0 {dio0_pin}): {e}") from e
+                        self.dio0 = self._input(dio0_pin, pin_factory, irq=True)
                 if reset_pin is not None:
                     self._reset()
             self.configure(settings)
         except BaseException:
             self.close()
             raise
-
-    def _keep(self, part):
-        self._parts.append(part)
-        return part
 
     # ---------------------------------------------------------------- registers
 
@@ -146,12 +108,6 @@ class Sx127xRadio:
 
     def _mode(self, mode: int) -> None:
         self.write(OP_MODE, LONG_RANGE | mode)
-
-    def _reset(self) -> None:
-        self.reset.off()
-        self.clock.wait(self.RESET_S, threading.Event())
-        self.reset.on()
-        self.clock.wait(self.RESET_S, threading.Event())
 
     def configure(self, s: LoRaSettings) -> None:
         """Program the chip with `s` (in sleep, where LoRa mode may be chosen), then standby."""
@@ -215,34 +171,28 @@ class Sx127xRadio:
                 raise RadioError(f"{self.name}: no TxDone {air_s:.2f} s after a {n}-byte packet was keyed")
             self.write(IRQ_FLAGS, IRQ_TX_DONE)
 
-    def receive(self, timeout_s: float) -> list[bytes]:
-        """Packets heard within `timeout_s` flight seconds; returns after the first."""
-        with self._lock:
-            self._mode(STANDBY)
-            self.write(DIO_MAPPING1, DIO0_RX_DONE)
-            self.write(FIFO_RX_BASE, 0)
-            self.write(FIFO_ADDR_PTR, 0)
-            self.write(IRQ_FLAGS, 0xFF)
-            self._irq.clear()
-            self._mode(RX_CONTINUOUS)
-            try:
-                end = self.clock.elapsed_s() + max(timeout_s, 0.0)
-                while True:
-                    flags = self.read(IRQ_FLAGS)
-                    if flags & IRQ_RX_DONE:
-                        packet = self._take_packet(flags)
-                        if packet is not None:
-                            return [packet]
-                        continue
-                    left = end - self.clock.elapsed_s()
-                    if left <= 0:
-                        return []
-                    self._irq.clear()
-                    self._pause(min(self.POLL_S, left))
-            finally:
-                self._mode(STANDBY)
+    # ---------------------------------------------------------------- SpiChip's
 
-    def _take_packet(self, flags: int) -> bytes | None:
+    def _irq_flags(self) -> int:
+        return self.read(IRQ_FLAGS)
+
+    def _start_rx(self) -> None:
+        self._mode(STANDBY)
+        self.write(DIO_MAPPING1, DIO0_RX_DONE)
+        self.write(FIFO_RX_BASE, 0)
+        self.write(FIFO_ADDR_PTR, 0)
+        self.write(IRQ_FLAGS, 0xFF)
+        self._irq.clear()
+        self._mode(RX_CONTINUOUS)
+
+    def _standby(self) -> None:
+        self._mode(STANDBY)
+
+    def _in_rx(self) -> bool:
+        mode = self.read(OP_MODE)
+        return bool(mode & LONG_RANGE) and mode & 0x07 == RX_CONTINUOUS
+
+    def _take_packet(self, flags: int) -> tuple[bytes, PacketSignal] | None:
         self.write(IRQ_FLAGS, IRQ_RX_DONE | IRQ_CRC_ERROR | IRQ_VALID_HEADER)
         if flags & IRQ_CRC_ERROR:
             self.errors["payload crc"] += 1
@@ -255,38 +205,7 @@ class Sx127xRadio:
         self.write(FIFO_ADDR_PTR, start)
         packet = bytes(self.spi.xfer2([FIFO] + [0] * n)[1:])
         log.info("lora_heard", radio=self.name, bytes=n, rssi_dbm=signal.rssi_dbm, snr_db=signal.snr_db)
-        return packet
+        return packet, signal
 
-    def _wait_for(self, flag: int, expect_s: float, timeout_s: float) -> bool:
-        """Wait `expect_s`, then poll the IRQ flags until `flag` shows or `timeout_s` has passed."""
-        start = self.clock.elapsed_s()
-        self._pause(expect_s)
-        while not self.read(IRQ_FLAGS) & flag:
-            left = start + timeout_s - self.clock.elapsed_s()
-            if left <= 0:
-                return False
-            self._irq.clear()
-            self._pause(min(self.POLL_S, left))
-        return True
-
-    def _pause(self, seconds: float) -> None:
-        """Wait on the clock; DIO0 ends it early, and close() ends it with a RadioError (a stop
-        never waits out a long packet: sleep mode ends the transmission)."""
-        if self._closing.is_set() or self.clock.wait(seconds, self._irq) and self._closing.is_set():
-            raise RadioError(f"{self.name}: closed")
-
-    def close(self) -> None:
-        self._closing.set()
-        self._irq.set()  # a send or a listen window in progress ends now
-        held = self._lock.acquire(timeout=2.0)
-        try:
-            self.write(OP_MODE, LONG_RANGE | SLEEP)  # the transmitter off, whatever happens next
-        except Exception as e:  # noqa: BLE001 - a chip already gone: close the rest
-            log.debug("lora_sleep_failed", radio=self.name, error=str(e))
-        finally:
-            if held:
-                self._lock.release()
-        for part in reversed(self._parts):
-            part.close()
-        self._parts.clear()
-        self.spi.close()
+    def _sleep(self) -> None:
+        self.write(OP_MODE, LONG_RANGE | SLEEP)

@@ -7,7 +7,7 @@ BUSY low (a GPIO input: without it this driver refuses to start), `busy_timeout_
 a BUSY that never falls is a chip that hangs or a wire that is wrong, and a `RadioError`.
 
 The chip is programmed from one `stratoecho.lora.LoRaSettings` (a UKHAS mode or settings of
-one's own), as the SX127x is (payload/lora_sx127x.py), so the payload's airtime is the chip's.
+one's own), as the SX127x is (sx127x.py), so the airtime the payload accounts for is the chip's.
 
 Wiring (docs/hardware.md): SPI0 (MOSI, MISO, SCLK, CE0 or CE1 as NSS), BUSY to a GPIO input,
 NRESET to a GPIO output (optional), DIO1 to a GPIO input (optional: without it the driver polls
@@ -21,25 +21,23 @@ address and one status byte.
 Send: standby, the frame into the data buffer at offset 0, the packet parameters with its
 length, IRQ status cleared, SetTx without a timeout; then its time on air (from the settings)
 on the payload's clock, and TxDone polled, `tx_timeout_s` at most. The chip falls back to
-standby itself. Receive (the uplink window): SetRx continuous; each RxDone gives one packet
-from GetRxBufferStatus (length and where in the buffer it starts: in continuous RX each packet
-lands after the one before), with GetPacketStatus's RSSI and SNR kept in `heard`; a packet whose
-payload or header CRC failed is counted and dropped. Back to standby when the window ends.
+standby itself. Receive (chip.py has the two ways: a window, or listening on): SetRx continuous;
+each RxDone gives one packet from GetRxBufferStatus (length and where in the buffer it starts: in
+continuous RX each packet lands after the one before), with GetPacketStatus's RSSI and SNR kept in
+`heard`; a packet whose payload or header CRC failed is counted and dropped.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections import Counter, deque
 
 import structlog
 
+from stratoecho.clock import Clock
 from stratoecho.lora import BANDWIDTHS_HZ, LoRaSettings, bandwidth_code
 
-from .clock import Clock
-from .lora_sx127x import PacketSignal, SpiDevice
-from .radio import RadioError
+from .chip import PacketSignal, RadioError, SpiChip, SpiDevice
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +57,7 @@ IRQ_USED = IRQ_TX_DONE | IRQ_RX_DONE | IRQ_HEADER_VALID | IRQ_HEADER_ERR | IRQ_C
 IRQ_ALL = 0x43FF
 # GetStatus bits 6..4: the chip's mode; 0, 1 and 7 are no mode, which is what an empty bus reads.
 CHIP_MODES = {0x2: "STDBY_RC", 0x3: "STDBY_XOSC", 0x4: "FS", 0x5: "RX", 0x6: "TX"}
+CHIP_MODE_RX = 0x5
 DEVICE_ERRORS = {0x001: "RC64K calibration", 0x002: "RC13M calibration", 0x004: "PLL calibration",
                  0x008: "ADC calibration", 0x010: "image calibration", 0x020: "XOSC start", 0x040: "PLL lock",
                  0x100: "PA ramp"}
@@ -107,26 +106,17 @@ def sync_word_register(sync_word: int) -> tuple[int, int]:
     return (sync_word & 0xF0) | 0x04, (sync_word & 0x0F) << 4 | 0x04
 
 
-class Sx126xRadio:
-    receives = True
-    POLL_S = 0.05  # how often the IRQ status is read while waiting (flight seconds)
+class Sx126xRadio(SpiChip):
+    RX_EVENT = IRQ_RX_DONE | IRQ_HEADER_ERR
     BUSY_POLL_S = 0.001  # BUSY is high for microseconds after most commands, 3.5 ms after a calibration
-    RESET_S = 0.01  # NRESET held low (the datasheet asks 100 us)
 
     def __init__(self, spi: SpiDevice, settings: LoRaSettings, *, clock: Clock | None = None, busy_pin=None,
                  reset_pin=None, dio1_pin=None, pin_factory=None, tx_power_dbm: int = 14,
                  tcxo_voltage: float | None = None, dio2_rf_switch: bool = True, name: str = "SX126x",
                  tx_timeout_s: float | None = None, busy_timeout_s: float = 0.1):
-        self.spi, self.settings, self.name = spi, settings, name
-        self.clock = clock or Clock()
+        super().__init__(spi, settings, clock, name, tx_timeout_s)
         self.tx_power_dbm, self.tcxo_voltage, self.dio2_rf_switch = tx_power_dbm, tcxo_voltage, dio2_rf_switch
-        self.tx_timeout_s, self.busy_timeout_s, self.busy_pin = tx_timeout_s, busy_timeout_s, busy_pin
-        self.errors: Counter = Counter()  # packets heard but dropped, by reason
-        self.heard: deque[PacketSignal] = deque(maxlen=64)  # the signal of each packet received
-        self._lock = threading.Lock()  # one command sequence at a time
-        self._irq = self.clock.event()  # DIO1 rose (when wired), or close() began: a wait ends early
-        self._closing = threading.Event()
-        self._parts: list = []
+        self.busy_timeout_s, self.busy_pin = busy_timeout_s, busy_pin
         try:
             if busy_pin is None:
                 raise RadioError(f"{name}: no BUSY pin (radio.busy_pin): an SX126x loses every command sent "
@@ -134,29 +124,18 @@ class Sx126xRadio:
             if tcxo_voltage is not None and tcxo_voltage not in TCXO_CODES:
                 raise RadioError(f"{name}: tcxo_voltage {tcxo_voltage:g} V is none DIO3 gives "
                                  f"({', '.join(f'{v:g}' for v in TCXO_CODES)} V)")
-            from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
-
-            try:
-                self.busy = self._keep(DigitalInputDevice(busy_pin, pull_up=None, active_state=True,
-                                                          pin_factory=pin_factory))
+            with self._pins(f"BUSY {busy_pin}, NRESET {reset_pin}, DIO1 {dio1_pin}"):
+                self.busy = self._input(busy_pin, pin_factory)
                 if reset_pin is not None:
-                    self.reset = self._keep(DigitalOutputDevice(reset_pin, initial_value=True, pin_factory=pin_factory))
+                    self.reset = self._output(reset_pin, pin_factory)
                 if dio1_pin is not None:
-                    self.dio1 = self._keep(DigitalInputDevice(dio1_pin, pull_up=None, active_state=True,
-                                                              pin_factory=pin_factory))
-                    self.dio1.when_activated = self._irq.set
-            except GPIOZeroError as e:
-                raise RadioError(f"{name} pins (BUSY {busy_pin}, NRESET {reset_pin}, DIO1 {dio1_pin}): {e}") from e
+                    self.dio1 = self._input(dio1_pin, pin_factory, irq=True)
             if reset_pin is not None:
                 self._reset()
             self.configure(settings)
         except BaseException:
             self.close()
             raise
-
-    def _keep(self, part):
-        self._parts.append(part)
-        return part
 
     # ---------------------------------------------------------------- commands
 
@@ -205,12 +184,6 @@ class Sx126xRadio:
         s = self.settings
         self.command(SET_PACKET_PARAMS, s.preamble >> 8, s.preamble, 0 if s.explicit_header else 1, length,
                      1 if s.crc else 0, 0)  # IQ standard
-
-    def _reset(self) -> None:
-        self.reset.off()
-        self.clock.wait(self.RESET_S, threading.Event())
-        self.reset.on()
-        self.clock.wait(self.RESET_S, threading.Event())
 
     # ---------------------------------------------------------------- configuration
 
@@ -287,32 +260,22 @@ class Sx126xRadio:
                 raise RadioError(f"{self.name}: no TxDone {air_s:.2f} s after a {n}-byte packet was keyed")
             self.clear_irq(IRQ_TX_DONE)
 
-    def receive(self, timeout_s: float) -> list[bytes]:
-        """Packets heard within `timeout_s` flight seconds; returns after the first."""
-        with self._lock:
-            self._standby()
-            self._packet_params(255 if self.settings.explicit_header else self.settings.implicit_length)
-            self.clear_irq(IRQ_ALL)
-            self._irq.clear()
-            self.command(SET_RX, RX_CONTINUOUS >> 16, RX_CONTINUOUS >> 8, RX_CONTINUOUS)
-            try:
-                end = self.clock.elapsed_s() + max(timeout_s, 0.0)
-                while True:
-                    irq = self.irq_status()
-                    if irq & (IRQ_RX_DONE | IRQ_HEADER_ERR):
-                        packet = self._take_packet(irq)
-                        if packet is not None:
-                            return [packet]
-                        continue
-                    left = end - self.clock.elapsed_s()
-                    if left <= 0:
-                        return []
-                    self._irq.clear()
-                    self._pause(min(self.POLL_S, left))
-            finally:
-                self._standby()
+    # ---------------------------------------------------------------- SpiChip's
 
-    def _take_packet(self, irq: int) -> bytes | None:
+    def _irq_flags(self) -> int:
+        return self.irq_status()
+
+    def _start_rx(self) -> None:
+        self._standby()
+        self._packet_params(255 if self.settings.explicit_header else self.settings.implicit_length)
+        self.clear_irq(IRQ_ALL)
+        self._irq.clear()
+        self.command(SET_RX, RX_CONTINUOUS >> 16, RX_CONTINUOUS >> 8, RX_CONTINUOUS)
+
+    def _in_rx(self) -> bool:
+        return self.status() >> 4 & 0x7 == CHIP_MODE_RX
+
+    def _take_packet(self, irq: int) -> tuple[bytes, PacketSignal] | None:
         self.clear_irq(IRQ_RX_DONE | IRQ_CRC_ERR | IRQ_HEADER_VALID | IRQ_HEADER_ERR)
         if irq & IRQ_HEADER_ERR:
             self.errors["header crc"] += 1
@@ -326,38 +289,8 @@ class Sx126xRadio:
         self.heard.append(signal)
         packet = bytes(self.query(READ_BUFFER, n, start)[1])
         log.info("lora_heard", radio=self.name, bytes=n, rssi_dbm=signal.rssi_dbm, snr_db=signal.snr_db)
-        return packet
+        return packet, signal
 
-    def _wait_for(self, flag: int, expect_s: float, timeout_s: float) -> bool:
-        """Wait `expect_s`, then poll the IRQ status until `flag` shows or `timeout_s` has passed."""
-        start = self.clock.elapsed_s()
-        self._pause(expect_s)
-        while not self.irq_status() & flag:
-            left = start + timeout_s - self.clock.elapsed_s()
-            if left <= 0:
-                return False
-            self._irq.clear()
-            self._pause(min(self.POLL_S, left))
-        return True
-
-    def _pause(self, seconds: float) -> None:
-        """Wait on the clock; DIO1 ends it early, and close() ends it with a RadioError."""
-        if self._closing.is_set() or self.clock.wait(seconds, self._irq) and self._closing.is_set():
-            raise RadioError(f"{self.name}: closed")
-
-    def close(self) -> None:
-        self._closing.set()
-        self._irq.set()  # a send or a listen window in progress ends now
-        held = self._lock.acquire(timeout=2.0)
-        try:
-            if hasattr(self, "busy"):
-                self.command(SET_SLEEP, 0x00)  # cold start: the transmitter off, the configuration let go
-        except Exception as e:  # noqa: BLE001 - a chip already gone or hung: close the rest
-            log.debug("lora_sleep_failed", radio=self.name, error=str(e))
-        finally:
-            if held:
-                self._lock.release()
-        for part in reversed(self._parts):
-            part.close()
-        self._parts.clear()
-        self.spi.close()
+    def _sleep(self) -> None:
+        if hasattr(self, "busy"):
+            self.command(SET_SLEEP, 0x00)  # cold start: the transmitter off, the configuration let go

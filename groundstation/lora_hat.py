@@ -1,0 +1,287 @@
+"""A LoRa HAT on the ground Pi as a source: `listen --lora sx127x|sx126x`.
+
+The chip on the HAT is driven by the payload's own drivers (`stratoecho.lora_chips`), with the
+same settings by the same names (the payload's `[radio]`: `frequency_mhz`, `lora_mode` or
+`spreading_factor`, `bandwidth_hz`, `coding_rate`...), so the two ends cannot be programmed
+differently by accident.
+
+The chip listens all the time (RX continuous): each poll of `POLL_S` asks it what it heard
+since, waiting for DIO0 (SX127x) or DIO1 (SX126x) when wired (else reading its IRQ flags every
+10 ms), and the chip stays in RX between polls, so a packet that arrives while the listener
+stores the one before waits in the chip until it is asked (one: the chip holds the last packet
+it heard). Each packet is yielded with its RSSI and SNR; a packet whose CRC failed is counted
+in `errors` (by reason, the driver's words: "payload crc", "header crc") and skipped. A chip
+found out of RX (a reset, a brown-out: its settings are gone too) is programmed again and put
+back to listening, counted as "rx restarted".
+
+`send(frame, peer)` (the uplink, in the payload's listen windows) transmits one frame as one
+packet — the listener waits its time on air, the chip being half duplex — and puts the chip
+straight back into RX. A frame the chip did not send raises OSError, as the serial sources'
+failed writes do.
+
+Opening fails with a `SourceError` naming the SPI device and what was read: no spidev, no
+/dev/spidevB.D (SPI not enabled, or the user not in group spi), RegVersion not 0x12 (SX127x),
+a GetStatus with no chip mode or a BUSY stuck high (SX126x), a GPIO line that cannot be opened
+(the user not in group gpio). spidev and gpiozero are imported only then: the tests hand the
+source a simulated chip's SPI device (`spi_opener`) and gpiozero's MockFactory (`pin_factory`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import structlog
+
+from stratoecho.cli import positive_number
+from stratoecho.lora import (
+    DEFAULT_BANDWIDTH_HZ,
+    DEFAULT_CODING_RATE,
+    DEFAULT_SPREADING_FACTOR,
+    LoRaSettings,
+    default_low_data_rate_optimize,
+    ukhas_mode,
+)
+from stratoecho.lora_chips.chip import RadioError
+from stratoecho.lora_chips.spi import CHIPS, open_chip
+from stratoecho.lora_chips.sx126x import TCXO_CODES, pa_params
+from stratoecho.lora_chips.sx127x import pa_registers
+
+from .receive import POLL_S, Received, SourceError
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TX_POWER_DBM = 10  # the payload's radio.tx_power_dbm default: 10 mW into the antenna
+# Without DIO0/DIO1 wired the chip's IRQ flags are read this often (its driver's 50 ms suits the
+# payload's listen windows; a turbo-mode packet lasts less): the chip keeps one packet.
+NO_IRQ_POLL_S = 0.01
+# The options of the HAT group, by their destination; the defaults are applied in `hat_options`,
+# so an option given without --lora can be told from one left out.
+MODEM = ("spreading_factor", "bandwidth_hz", "coding_rate", "explicit_header", "low_data_rate_optimize")
+SX127X_ONLY = ("dio0_pin", "pa_boost")
+SX126X_ONLY = ("busy_pin", "dio1_pin", "tcxo_voltage", "dio2_rf_switch")
+HAT_OPTIONS = ("frequency_mhz", "lora_mode", *MODEM, "crc", "sync_word", "preamble", "spi_bus", "spi_device",
+               "reset_pin", "tx_power_dbm", *SX127X_ONLY, *SX126X_ONLY)
+SWITCHES = ("explicit_header", "low_data_rate_optimize", "crc", "pa_boost", "dio2_rf_switch")
+
+
+@dataclass(frozen=True)
+class HatOptions:
+    """The HAT `listen`'s options describe: which chip, where, and what it is programmed with."""
+
+    kind: str
+    settings: LoRaSettings
+    spi_bus: int = 0
+    spi_device: int = 0
+    chip: dict = field(default_factory=dict)  # the driver's own options: pins, power, TCXO
+
+
+class LoRaHatSource:
+    """An SX127x or SX126x on the Pi's SPI bus, listening continuously (see the module's text)."""
+
+    def __init__(self, hat: HatOptions, *, spi_opener: Callable | None = None, pin_factory=None, clock=None) -> None:
+        self.errors: Counter = Counter()
+        self.device = f"/dev/spidev{hat.spi_bus}.{hat.spi_device}"
+        self.name = f"LoRa HAT ({hat.kind} on {self.device})"
+        self.origin = f"lora {self.device}"
+        self.peer = (self.device,)  # replies go out through the chip they came in on
+        try:
+            self.radio = open_chip(hat.kind, hat.spi_bus, hat.spi_device, hat.settings, spi_opener=spi_opener,
+                                   pin_factory=pin_factory, clock=clock, **hat.chip)
+        except (RadioError, OSError) as e:
+            raise SourceError(f"{self.name}: {e}") from e
+        self.errors = self.radio.errors  # one counter: the listen summary shows CRC failures as the source's
+        if hat.chip.get("dio0_pin") is None and hat.chip.get("dio1_pin") is None:
+            self.radio.POLL_S = NO_IRQ_POLL_S
+        try:
+            self.radio.listen()
+        except (RadioError, OSError) as e:
+            self.radio.close()
+            raise SourceError(f"{self.name}: cannot start listening: {e}") from e
+        s = hat.settings
+        log.info("lora_hat_listening", device=self.device, chip=hat.kind, mhz=s.frequency_mhz, sf=s.spreading_factor,
+                 bw_hz=s.bandwidth_hz, cr=f"4/{s.coding_rate}")
+
+    def __iter__(self) -> Iterator[Received | None]:
+        while True:
+            try:
+                if not self.radio.in_rx():
+                    self._restart()
+                heard = self.radio.poll(POLL_S)
+            except (RadioError, OSError) as e:
+                raise SourceError(f"{self.name}: receive failed: {e}") from e
+            if not heard:
+                yield None
+            for data, signal in heard:
+                yield Received(data, self.origin, self.peer, signal.rssi_dbm, signal.snr_db)
+
+    def _restart(self) -> None:
+        """The chip is not listening (a reset or a brown-out lost its settings): program it again."""
+        self.errors["rx restarted"] += 1
+        log.warning("lora_hat_restarted", device=self.device, why="the chip was found out of RX: reset or brown-out?")
+        self.radio.configure(self.radio.settings)
+        self.radio.listen()
+
+    def send(self, frame: bytes, peer: tuple | None = None) -> None:
+        """One uplink frame as one packet, then straight back to listening; `peer` is this chip,
+        whatever it says. OSError if the chip did not send it."""
+        failed: Exception | None = None
+        try:
+            self.radio.send(frame)
+        except (RadioError, OSError) as e:
+            failed = e
+        try:
+            self.radio.listen()
+        except (RadioError, OSError) as e:  # the next poll finds the chip out of RX and says why
+            log.warning("lora_hat_not_listening", device=self.device, error=str(e))
+        if failed is not None:
+            raise OSError(f"{self.name}: uplink frame of {len(frame)} bytes not sent: {failed}") from failed
+
+    def close(self) -> None:
+        self.radio.close()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _pin(text: str) -> int | str:
+    """A gpiozero pin: a BCM number (25), or a name (GPIO25, BOARD22)."""
+    return int(text) if text.isdigit() else text
+
+
+def _byte(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFF:
+        raise argparse.ArgumentTypeError(f"{text} is not one byte (0..255, or 0x00..0xFF)")
+    return value
+
+
+def _whole(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:
+    """`--lora` among the sources (`where`), and the HAT's options in a group of their own."""
+    where.add_argument("--lora", choices=tuple(CHIPS), metavar="CHIP",
+                       help="a LoRa HAT or module on this Pi's SPI bus: sx127x (SX1276/77/78: RFM95W/96W/98W, "
+                            "Uputronics and PITS boards) or sx126x (SX1262/68 HATs); needs --frequency-mhz, and "
+                            "--busy-pin for an sx126x (see 'LoRa HAT' below and docs/ground.md)")
+    hat = listen.add_argument_group(
+        "LoRa HAT (--lora)",
+        "The chip listens continuously and reports each packet's RSSI and SNR; with --uplink-key it also "
+        "transmits the uplink. Its settings must be the payload's ([radio] in its configuration, the same "
+        "names): --frequency-mhz, and --lora-mode N or --spreading-factor/--bandwidth-hz/--coding-rate "
+        f"(default SF{DEFAULT_SPREADING_FACTOR}, {DEFAULT_BANDWIDTH_HZ / 1000:g} kHz, 4/{DEFAULT_CODING_RATE}: "
+        "the payload's defaults). Needs SPI enabled (raspi-config) and the user in groups spi and gpio.")
+    hat.add_argument("--frequency-mhz", type=positive_number("MHz"), metavar="MHZ",
+                     help="the carrier, as the payload's radio.frequency_mhz (e.g. 434.225); required")
+    hat.add_argument("--lora-mode", type=int, choices=range(9), metavar="N",
+                     help="a UKHAS LoRa mode as the PITS gateway numbers them: 0 telemetry (SF11, 20.8 kHz, 4/8), "
+                          "2 repeater (SF8, 62.5 kHz, 4/8), 3 turbo (SF7, 250 kHz, 4/6), 5 calling (SF11, 41.7 kHz, "
+                          "4/8), 7 telnet (SF7, 20.8 kHz, 4/5); sets the five modem options below")
+    hat.add_argument("--spreading-factor", type=_whole(7, 12), metavar="SF",
+                     help=f"7..12 (default {DEFAULT_SPREADING_FACTOR})")
+    hat.add_argument("--bandwidth-hz", type=positive_number("Hz"), metavar="HZ",
+                     help=f"7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000 or 500000 "
+                          f"(default {DEFAULT_BANDWIDTH_HZ})")
+    hat.add_argument("--coding-rate", type=_whole(5, 8), metavar="N",
+                     help=f"the denominator of 4/N, 5..8 (default {DEFAULT_CODING_RATE})")
+    hat.add_argument("--explicit-header", action=argparse.BooleanOptionalAction, default=None,
+                     help="explicit-header packets (default; the payload flies no other)")
+    hat.add_argument("--low-data-rate-optimize", action=argparse.BooleanOptionalAction, default=None,
+                     help="default: the mode's, or on when a symbol lasts more than 16 ms")
+    hat.add_argument("--crc", action=argparse.BooleanOptionalAction, default=None, help="packet CRC (default on)")
+    hat.add_argument("--sync-word", type=_byte, metavar="BYTE",
+                     help="0x12 (default: private networks, the PITS gateway's), 0x34 LoRaWAN")
+    hat.add_argument("--preamble", type=_whole(6, 0xFFFF), metavar="SYMBOLS", help="preamble symbols (default 8)")
+    hat.add_argument("--spi-bus", type=_whole(0, 9), metavar="N", help="the SPI bus: /dev/spidevN.D (default 0)")
+    hat.add_argument("--spi-device", type=_whole(0, 9), metavar="D",
+                     help="the chip select: 0 is CE0 (pin 24), 1 is CE1 (pin 26) (default 0)")
+    hat.add_argument("--reset-pin", type=_pin, metavar="GPIO",
+                     help="GPIO (BCM number or name) wired to the chip's RESET/NRESET: pulsed at start (optional)")
+    hat.add_argument("--dio0-pin", type=_pin, metavar="GPIO",
+                     help="sx127x: GPIO wired to DIO0 (RxDone, TxDone); unset: the IRQ flags are polled")
+    hat.add_argument("--busy-pin", type=_pin, metavar="GPIO", help="sx126x: GPIO wired to BUSY (required)")
+    hat.add_argument("--dio1-pin", type=_pin, metavar="GPIO",
+                     help="sx126x: GPIO wired to DIO1 (RxDone, TxDone); unset: the IRQ status is polled")
+    hat.add_argument("--tcxo-voltage", type=float, choices=tuple(TCXO_CODES), metavar="VOLTS",
+                     help="sx126x: the voltage DIO3 gives the module's TCXO (1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0 or "
+                          "3.3, as its data sheet says; often 1.8); unset: a crystal")
+    hat.add_argument("--dio2-rf-switch", action=argparse.BooleanOptionalAction, default=None,
+                     help="sx126x: DIO2 drives the module's antenna switch (default: yes, as on most modules)")
+    hat.add_argument("--tx-power-dbm", type=int, metavar="DBM",
+                     help=f"uplink power (default {DEFAULT_TX_POWER_DBM}): sx127x 2..17 or 20 through PA_BOOST "
+                          "(-1..14 with --no-pa-boost), sx126x -9..22")
+    hat.add_argument("--pa-boost", action=argparse.BooleanOptionalAction, default=None,
+                     help="sx127x: transmit through PA_BOOST (default: yes, the only pin an RFM9xW wires to its "
+                          "antenna)")
+
+
+def _flag(name: str) -> str:
+    dashed = name.replace("_", "-")
+    return f"--[no-]{dashed}" if name in SWITCHES else f"--{dashed}"
+
+
+def hat_options(args: argparse.Namespace) -> HatOptions | None:
+    """The HAT `args` describe, None without --lora. ValueError, naming the options, for any that
+    do not go together: a HAT option without --lora, one that is the other chip's, a mode and a
+    modem option that disagree, settings no chip takes, no frequency, an sx126x without BUSY."""
+    given = [name for name in HAT_OPTIONS if getattr(args, name, None) is not None]
+    kind = getattr(args, "lora", None)
+    if kind is None:
+        if given:
+            raise ValueError(f"{', '.join(_flag(n) for n in given)}: for a LoRa HAT, with --lora sx127x|sx126x")
+        return None
+    other = SX126X_ONLY if kind == "sx127x" else SX127X_ONLY
+    if wrong := [n for n in given if n in other]:
+        chip = "an SX126x" if kind == "sx127x" else "an SX127x"
+        raise ValueError(f"{', '.join(_flag(n) for n in wrong)}: for {chip}, not --lora {kind}")
+    if args.frequency_mhz is None:
+        raise ValueError("--lora needs --frequency-mhz MHZ (the payload's radio.frequency_mhz)")
+    if kind == "sx126x" and args.busy_pin is None:
+        raise ValueError("--lora sx126x needs --busy-pin GPIO: the chip loses every command sent while BUSY is high")
+    modem = {name: getattr(args, name) for name in MODEM if getattr(args, name) is not None}
+    if args.lora_mode is not None:
+        mode = ukhas_mode(args.lora_mode)
+        wanted = mode.modem()
+        if clash := [f"{_flag(k)} {v}" for k, v in modem.items() if v != wanted[k]]:
+            raise ValueError(f"--lora-mode {mode.number} ({mode.name}) sets SF{mode.spreading_factor}, "
+                             f"{mode.bandwidth_hz / 1000:g} kHz, 4/{mode.coding_rate}; leave out {', '.join(clash)}")
+        modem = wanted
+    sf = modem.setdefault("spreading_factor", DEFAULT_SPREADING_FACTOR)
+    bw = modem.setdefault("bandwidth_hz", DEFAULT_BANDWIDTH_HZ)
+    modem.setdefault("coding_rate", DEFAULT_CODING_RATE)
+    modem.setdefault("explicit_header", True)
+    modem.setdefault("low_data_rate_optimize", default_low_data_rate_optimize(sf, bw))
+    if not modem["explicit_header"]:
+        raise ValueError("implicit-header packets (--no-explicit-header, or modes 1, 4, 6, 8) have one fixed "
+                         "length, for SSDV; the payload flies explicit-header modes only (0, 2, 3, 5, 7)")
+    optional = {"crc": args.crc, "sync_word": args.sync_word, "preamble": args.preamble}
+    settings = LoRaSettings(args.frequency_mhz, **modem, **{k: v for k, v in optional.items() if v is not None})
+    power = DEFAULT_TX_POWER_DBM if args.tx_power_dbm is None else args.tx_power_dbm
+    chip: dict = {"reset_pin": args.reset_pin, "tx_power_dbm": power}
+    try:
+        if kind == "sx127x":
+            chip |= {"dio0_pin": args.dio0_pin, "pa_boost": args.pa_boost is not False}
+            pa_registers(power, chip["pa_boost"])
+        else:
+            chip |= {"busy_pin": args.busy_pin, "dio1_pin": args.dio1_pin, "tcxo_voltage": args.tcxo_voltage,
+                     "dio2_rf_switch": args.dio2_rf_switch is not False}
+            pa_params(power)
+    except RadioError as e:
+        raise ValueError(f"--tx-power-dbm: {e}") from None
+    return HatOptions(kind, settings, args.spi_bus or 0, args.spi_device or 0, chip)

@@ -1,0 +1,12 @@
+"""LoRa chips on a Raspberry Pi's SPI bus, driven the same way by the payload (its radio) and the
+ground station (a LoRa HAT on the ground Pi).
+
+* `sx127x` — Semtech SX1276/77/78 (HopeRF RFM95W/96W/98W), a register page;
+* `sx126x` — Semtech SX1262/68, commands and a BUSY line;
+* `chip` — what both share: the SPI device protocol, `RadioError`, `PacketSignal`;
+* `spi` — opening one: /dev/spidevB.D through spidev, and the chip's driver on it.
+
+spidev and gpiozero are imported only when a chip is opened on a Pi: the tests and the bench
+hand the drivers a simulated chip's SPI device (sim/sx127x_sim.py, sim/sx126x_sim.py) and
+gpiozero's MockFactory pins.
+"""

@@ -1,0 +1,53 @@
+"""Opening a LoRa chip on the Pi's SPI bus: /dev/spidevBUS.DEVICE through spidev, then the
+chip's driver on it (which opens its RESET, DIO and BUSY lines through gpiozero).
+
+The payload (`payload.radios`, from its `[radio]` section) and the ground station
+(`listen --lora`) both open their chip here. spidev exists only on Linux, and is needed only
+there: `spi_opener(bus, device)` replaces it (the bench's and the tests' simulated chips).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+from stratoecho.lora import LoRaSettings
+
+from .chip import RadioError, SpiDevice
+from .sx126x import Sx126xRadio
+from .sx127x import Sx127xRadio
+
+SPI_HZ = 5_000_000  # the SX127x takes up to 10 MHz, the SX126x 16; 5 is safe on long jumper wires
+# The kinds that are a chip on the SPI bus, and their drivers.
+CHIPS: dict[str, type[Sx127xRadio] | type[Sx126xRadio]] = {"sx127x": Sx127xRadio, "sx126x": Sx126xRadio}
+
+
+def open_spidev(bus: int, device: int) -> SpiDevice:
+    """/dev/spidevBUS.DEVICE through spidev (a Pi: `dtparam=spi=on` in config.txt)."""
+    try:
+        import spidev  # lazily: only a Pi with an SPI radio needs it (pip install spidev)
+    except ImportError as e:
+        raise RadioError("an SPI radio needs the spidev package (pip install spidev, on the Pi)") from e
+    spi = spidev.SpiDev()
+    try:
+        spi.open(bus, device)
+    except OSError as e:
+        hint = ("the user must be in the spi group" if e.errno == errno.EACCES
+                else "enable SPI: dtparam=spi=on, then reboot")
+        raise RadioError(f"cannot open /dev/spidev{bus}.{device}: {e} ({hint})") from e
+    spi.max_speed_hz = SPI_HZ
+    spi.mode = 0
+    return spi
+
+
+def open_chip(kind: str, spi_bus: int, spi_device: int, settings: LoRaSettings, *,
+              spi_opener: Callable[[int, int], SpiDevice] | None = None, name: str | None = None,
+              **driver_options) -> Sx127xRadio | Sx126xRadio:
+    """The `kind` chip ("sx127x" or "sx126x") on SPI `spi_bus`.`spi_device`, programmed with
+    `settings`; `driver_options` are its driver's (pins, pin_factory, clock, power...). A
+    `RadioError` names the device and what failed (no spidev, no such device, no chip answering,
+    a pin that cannot be opened); nothing is left open then."""
+    driver = CHIPS[kind]
+    spi = (spi_opener or open_spidev)(spi_bus, spi_device)
+    label = "SX127x" if kind == "sx127x" else "SX126x"
+    return driver(spi, settings, name=name or f"{label} on SPI {spi_bus}.{spi_device}", **driver_options)
