@@ -19,7 +19,8 @@ to the front of the queue with a strike, and an item is dropped at its `failing_
 strike, so even a long outage answered with 5xx costs a bounded number of requests per
 round. Without any answer (the network) the batch goes back to the front of the queue,
 whole, for the next round. Every drop is counted and logged with the server's answer.
-`close()` sends what is queued until its deadline; what is left is counted and logged.
+`close()` sends what is queued until its deadline, a round every `retry_initial_s` while the
+server does not take them (it may come back in time); what is left is counted and logged.
 
 Counters in `stats` (a Counter): queued, sent, batches_sent, retries, rejected_batches,
 rejected_items (refused, 4xx), failed_items (given up after 5xx), dropped_overflow (beyond
@@ -290,6 +291,8 @@ class BatchUploader(Generic[T]):
                 self._cond.notify_all()
                 if closing and (not self._queue or self._abort.is_set() or time.monotonic() >= self._close_by):
                     return
+            if closing and not ok:  # the server is away: a pause before the next round, not a spin
+                self._abort.wait(min(p.retry_initial_s, max(0.0, self._close_by - time.monotonic())))
 
     def _round(self) -> bool:
         """Send batches until the queue is empty (True) or the server stops answering (False)."""
