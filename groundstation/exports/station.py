@@ -39,7 +39,7 @@ class Station:
 
     def __post_init__(self) -> None:
         if not isinstance(self.callsign, str) or not self.callsign.strip():
-            raise ValueError("SondeHub needs an uploader callsign (who heard it): e.g. --uploader M0ABC")
+            raise ValueError("an upload needs the station's callsign (who heard it): e.g. --uploader M0ABC")
         object.__setattr__(self, "callsign", self.callsign.strip())
         if self.position is not None:
             if len(self.position) != 3:
