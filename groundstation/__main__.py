@@ -137,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
                              "on air at SF9/125 kHz; set it to your link's)")
     share = listen.add_argument_group(
-        "sharing (as telemetry arrives)",
+        "sharing (as telemetry and pictures arrive)",
         "Upload each new position to SondeHub's amateur database with the station's details and the "
         "frame's signal (never a position without a fix; batched; retried only on server errors; one the "
         "server will not take never holds up the rest), and the station itself, with --sondehub-position, "
-        "for SondeHub's map; and send each position as a JSON datagram to chase-car mapping "
-        "tools (chasemapper and the Horus tools listen on UDP port 55672).")
+        "for SondeHub's map; upload each new SSDV picture packet to the SSDV server (ssdv.habhub.org), "
+        "which puts the pictures together from every station's packets; and send each position as a "
+        "JSON datagram to chase-car mapping tools (chasemapper and the Horus tools listen on UDP port 55672).")
     share.add_argument("--sondehub-uploader", metavar="CALL",
                        help="your callsign as the uploader: turns on the SondeHub upload")
     share.add_argument("--sondehub-url", metavar="URL", default=None,
@@ -151,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .exports import add_station_arguments
 
     add_station_arguments(share)  # --sondehub-position, -radio, -antenna, -email, -mobile, -frequency, -modulation
+    share.add_argument("--ssdv-upload", metavar="CALL", nargs="?", const="",
+                       help="upload each SSDV picture packet heard to the SSDV server, as received by CALL; "
+                            "alone, with the callsign of --sondehub-uploader")
+    share.add_argument("--ssdv-url", metavar="URL", default=None,
+                       help="with --ssdv-upload: the SSDV server's packets endpoint (default: the public one, "
+                            "https://ssdv.habhub.org/api/v0/packets)")
     share.add_argument("--udp-feed", metavar="HOST:PORT", type=hostport_type(),
                        help="send each new position to this UDP address (e.g. 127.0.0.1:55672 for chasemapper)")
     share.add_argument("--udp-broadcast", action="store_true", help="with --udp-feed: a broadcast address")
@@ -311,14 +318,18 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if publisher is not None:
         hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
             data, received_at, rssi_dbm=rssi, snr_db=snr))
-    from .exports import DEFAULT_URL, live_exporters, station_from_args
+    from .exports import DEFAULT_URL, Guarded, live_exporters, ssdv_from_args, station_from_args
 
+    ssdv_uploader = None
     try:
         station = station_from_args(args)
+        ssdv_uploader = ssdv_from_args(args, station)
         exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if station else None,
                                    station, args.udp_feed, udp_broadcast=args.udp_broadcast,
                                    frequency_mhz=args.sondehub_frequency, modulation=args.sondehub_modulation)
     except ValueError as e:
+        if ssdv_uploader is not None:  # its thread runs already
+            ssdv_uploader.close(deadline_s=0)
         store.close()
         source.close()
         print(f"error: {e}", file=sys.stderr)
@@ -329,6 +340,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store))
     for e in exporters:  # positions only: that is all an exporter takes
         hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
+    if ssdv_uploader is not None:  # every SSDV packet the database kept as new, with when it was heard
+        exporters.append(Guarded(ssdv_uploader, "ssdv"))
+        hooks.on_ssdv.append(exporters[-1].add)
     status = 0
     # Under systemd (Type=notify): ready once the source is open and the database usable.
     notifier = SystemdNotifier()
@@ -343,8 +357,13 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         status = 1
     finally:
         notifier.stopping()
-        for e in exporters:
-            e.close()  # SondeHub may take a few seconds to send what is still queued
+        # SondeHub and the SSDV server may each take seconds to send what is still queued: side by
+        # side, so stopping takes the longest close deadline, not their sum (systemd waits 20 s).
+        closing = [threading.Thread(target=e.close, name="exporter-close") for e in exporters]
+        for t in closing:
+            t.start()
+        for t in closing:
+            t.join()
         if proxy is not None:
             proxy.close(timeout_s=10)
         if publisher is not None:
@@ -356,6 +375,10 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         if repair is not None:
             summary += (f"\n  repair: {repair.nacks_sent} nacks sent, {repair.items_requested} items requested, "
                         f"{repair.planner.given_up} records given up")
+        if ssdv_uploader is not None:
+            s = ssdv_uploader.summary()
+            summary += (f"\n  ssdv upload: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} dropped, "
+                        f"{s['unsent']} not sent")
         print(summary, file=sys.stderr)
         if args.stats is not None:
             write_stats(args.stats, {
@@ -363,6 +386,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
                 **({"api_proxy": proxy.stats()} if proxy is not None else {}),
+                **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
             })
     return status
 
