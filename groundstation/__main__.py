@@ -44,6 +44,7 @@ examples:
   python -m groundstation listen --gateway-udp 7777 --db flight.db     # ... or its UDPPort broadcast
   python -m groundstation listen --horus-udp --db flight.db             # horus-gui's PAYLOAD_SUMMARY, port 55672
   python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
+  python -m groundstation listen --serial /dev/ttyUSB0 --db flight.db --sondehub-uploader M0ABC --ssdv-upload
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --uplink-key uplink.key
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
@@ -149,15 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("--sondehub-url", metavar="URL", default=None,
                        help="SondeHub's amateur telemetry endpoint (default: the public one; the station "
                             "goes to its sibling, .../listeners)")
-    from .exports import add_station_arguments
+    from .exports import SSDV_URL, add_station_arguments
 
     add_station_arguments(share)  # --sondehub-position, -radio, -antenna, -email, -mobile, -frequency, -modulation
     share.add_argument("--ssdv-upload", metavar="CALL", nargs="?", const="",
                        help="upload each SSDV picture packet heard to the SSDV server, as received by CALL; "
                             "alone, with the callsign of --sondehub-uploader")
     share.add_argument("--ssdv-url", metavar="URL", default=None,
-                       help="with --ssdv-upload: the SSDV server's packets endpoint (default: the public one, "
-                            "https://ssdv.habhub.org/api/v0/packets)")
+                       help=f"with --ssdv-upload: the SSDV server's packets endpoint (default: the public one, "
+                            f"{SSDV_URL})")
     share.add_argument("--udp-feed", metavar="HOST:PORT", type=hostport_type(),
                        help="send each new position to this UDP address (e.g. 127.0.0.1:55672 for chasemapper)")
     share.add_argument("--udp-broadcast", action="store_true", help="with --udp-feed: a broadcast address")
