@@ -49,6 +49,7 @@ examples:
   python -m groundstation listen --lora sx126x --busy-pin 6 --dio1-pin 26 --reset-pin 12 --tcxo-voltage 1.8 \
       --frequency-mhz 434.225 --lora-mode 2 --db flight.db --uplink-key uplink.key   # an SX1262 module
   python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
+  python -m groundstation listen --serial /dev/ttyUSB0 --db flight.db --sondehub-uploader M0ABC --ssdv-upload
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --uplink-key uplink.key
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
@@ -145,20 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
                              "on air at SF9/125 kHz; set it to your link's)")
     share = listen.add_argument_group(
-        "sharing (as telemetry arrives)",
+        "sharing (as telemetry and pictures arrive)",
         "Upload each new position to SondeHub's amateur database with the station's details and the "
         "frame's signal (never a position without a fix; batched; retried only on server errors; one the "
         "server will not take never holds up the rest), and the station itself, with --sondehub-position, "
-        "for SondeHub's map; and send each position as a JSON datagram to chase-car mapping "
-        "tools (chasemapper and the Horus tools listen on UDP port 55672).")
+        "for SondeHub's map; upload each new SSDV picture packet to the SSDV server (ssdv.habhub.org), "
+        "which puts the pictures together from every station's packets; and send each position as a "
+        "JSON datagram to chase-car mapping tools (chasemapper and the Horus tools listen on UDP port 55672).")
     share.add_argument("--sondehub-uploader", metavar="CALL",
                        help="your callsign as the uploader: turns on the SondeHub upload")
     share.add_argument("--sondehub-url", metavar="URL", default=None,
                        help="SondeHub's amateur telemetry endpoint (default: the public one; the station "
                             "goes to its sibling, .../listeners)")
-    from .exports import add_station_arguments
+    from .exports import SSDV_URL, add_station_arguments
 
     add_station_arguments(share)  # --sondehub-position, -radio, -antenna, -email, -mobile, -frequency, -modulation
+    share.add_argument("--ssdv-upload", metavar="CALL", nargs="?", const="",
+                       help="upload each SSDV picture packet heard to the SSDV server, as received by CALL; "
+                            "alone, with the callsign of --sondehub-uploader")
+    share.add_argument("--ssdv-url", metavar="URL", default=None,
+                       help=f"with --ssdv-upload: the SSDV server's packets endpoint (default: the public one, "
+                            f"{SSDV_URL})")
     share.add_argument("--udp-feed", metavar="HOST:PORT", type=hostport_type(),
                        help="send each new position to this UDP address (e.g. 127.0.0.1:55672 for chasemapper)")
     share.add_argument("--udp-broadcast", action="store_true", help="with --udp-feed: a broadcast address")
@@ -331,7 +339,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if publisher is not None:
         hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
             data, received_at, rssi_dbm=rssi, snr_db=snr))
-    from .exports import DEFAULT_URL, live_exporters, station_from_args
+    from .exports import DEFAULT_URL, Guarded, live_exporters, ssdv_from_args, station_from_args
     from .exports.sondehub import musing_comment
 
     last_musing: list[str] = []  # SondeHub shows it as the comment of each position after it
@@ -340,14 +348,18 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         if isinstance(heard.record, wire.Record) and heard.record.kind is wire.Kind.MUSING:
             last_musing[:] = [musing_comment(heard.record)]
 
+    ssdv_uploader = None
     try:
         station = station_from_args(args)
+        ssdv_uploader = ssdv_from_args(args, station)
         exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if station else None,
                                    station, args.udp_feed, udp_broadcast=args.udp_broadcast,
                                    frequency_mhz=args.sondehub_frequency or (hat.settings.frequency_mhz if hat else None),
                                    modulation=args.sondehub_modulation,
                                    comment=lambda: last_musing[0] if last_musing else None)
     except ValueError as e:
+        if ssdv_uploader is not None:  # its thread runs already
+            ssdv_uploader.close(deadline_s=0)
         store.close()
         source.close()
         print(f"error: {e}", file=sys.stderr)
@@ -359,6 +371,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     hooks.on_new.append(note_musing)
     for e in exporters:  # positions only: that is all an exporter takes
         hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
+    if ssdv_uploader is not None:  # every SSDV packet the database kept as new, with when it was heard
+        exporters.append(Guarded(ssdv_uploader, "ssdv"))
+        hooks.on_ssdv.append(exporters[-1].add)
     status = 0
     # Under systemd (Type=notify): ready once the source is open and the database usable.
     notifier = SystemdNotifier()
@@ -374,8 +389,13 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         status = 1
     finally:
         notifier.stopping()
-        for e in exporters:
-            e.close()  # SondeHub may take a few seconds to send what is still queued
+        # SondeHub and the SSDV server may each take seconds to send what is still queued: side by
+        # side, so stopping takes the longest close deadline, not their sum (systemd waits 20 s).
+        closing = [threading.Thread(target=e.close, name="exporter-close") for e in exporters]
+        for t in closing:
+            t.start()
+        for t in closing:
+            t.join()
         if proxy is not None:
             proxy.close(timeout_s=10)
         if publisher is not None:
@@ -387,6 +407,10 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         if repair is not None:
             summary += (f"\n  repair: {repair.nacks_sent} nacks sent, {repair.items_requested} items requested, "
                         f"{repair.planner.given_up} records given up")
+        if ssdv_uploader is not None:
+            s = ssdv_uploader.summary()
+            summary += (f"\n  ssdv upload: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} dropped, "
+                        f"{s['unsent']} not sent")
         print(summary, file=sys.stderr)
         if args.stats is not None:
             write_stats(args.stats, {
@@ -394,6 +418,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
                 **({"api_proxy": proxy.stats()} if proxy is not None else {}),
+                **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
             })
     return status
 

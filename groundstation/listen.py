@@ -53,12 +53,14 @@ class Limits:
 class Hooks:
     """What else hears the listener: `on_frame(data, received_at, station, rssi_dbm, snr_db)` for
     every frame (the station network's publisher), `on_new(heard)` with a `Heard` for every record
-    or sentence new to the database (exporters, the API proxy). A hook that raises is logged and
-    counted; the listener goes on."""
+    or sentence new to the database (exporters, the API proxy), `on_ssdv(packet, received_at)` with
+    the `wire.SsdvPacket` of every SSDV packet new to the database (the SSDV upload). A hook that
+    raises is logged and counted; the listener goes on."""
 
     station: str | None = None  # this receiver's name, kept with each frame and in `heard`
     on_frame: list[Callable] = field(default_factory=list)
     on_new: list[Callable] = field(default_factory=list)
+    on_ssdv: list[Callable] = field(default_factory=list)
     failures: int = 0
 
     def call(self, hooks: list[Callable], *args) -> None:
@@ -262,6 +264,7 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
     if isinstance(result.frame, wire.SsdvPacket) and store.add_ssdv(result.frame, received_at):
         log.debug("ssdv packet kept", callsign=result.frame.callsign, image_id=result.frame.image_id,
                   packet_id=result.frame.packet_id)
+        hooks.call(hooks.on_ssdv, result.frame, received_at)
     if result.record is not None:
         _store_new(result.record, received_at, store, out, as_json, hooks, rssi, snr)
 

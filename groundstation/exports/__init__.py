@@ -12,6 +12,13 @@ exporter)` runs one over a database.
     sondehub.SondeHubUploader   SondeHub-Amateur upload             background thread, batched
                                 (with the station, `station.Station`, as a listener)
     udp_feed.UdpFeed            Horus PAYLOAD_SUMMARY datagrams     chasemapper
+
+and one for pictures, which takes SSDV packets instead of positions (`add(packet, received_at)`;
+the listener hands it each new packet the database kept, `ssdv_upload.ssdv_from_db` a database's):
+
+    ssdv_upload.SsdvUploader    the SSDV server (ssdv.habhub.org)   background thread, batched
+
+Both uploaders are `uploader.BatchUploader`s: the queue, retries and splitting are shared.
 """
 
 from __future__ import annotations
@@ -26,17 +33,21 @@ from .csv_export import CsvTable
 from .gpx import GpxTrack
 from .kml import KmlTrack
 from .sondehub import DEFAULT_URL, SondeHubPolicy, SondeHubUploader
+from .ssdv_upload import DEFAULT_URL as SSDV_URL
+from .ssdv_upload import SsdvUploader, ssdv_from_db
 from .station import Station
 from .udp_feed import DEFAULT_HOST, DEFAULT_PORT, UdpFeed
+from .uploader import BatchUploader, UploadPolicy
 
 __all__ = [
-    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack", "Guarded",
-    "KmlTrack", "SondeHubUploader", "Station", "UdpFeed",
-    "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli", "station_from_args",
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "SSDV_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack",
+    "Guarded", "KmlTrack", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
+    "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli", "ssdv_from_args",
+    "ssdv_from_db", "station_from_args",
 ]
 
 FILE_FORMATS = {"gpx": GpxTrack, "kml": KmlTrack, "csv": CsvTable}
-FORMATS = (*FILE_FORMATS, "sondehub")
+FORMATS = (*FILE_FORMATS, "sondehub", "ssdv")
 
 EXPORT_EXAMPLES = """\
 examples:
@@ -45,8 +56,9 @@ examples:
   python -m groundstation export --db flight.db --format csv --out flight.csv
   python -m groundstation export --db flight.db --format sondehub --uploader M0ABC
   python -m groundstation export --db flight.db --format sondehub --uploader M0ABC --dev   # a trial
-exit status: 0 done; 1 the database or the output cannot be used, or SondeHub refused or
-never took some positions; 2 a usage error
+  python -m groundstation export --db flight.db --format ssdv --uploader M0ABC      # the pictures
+exit status: 0 done; 1 the database or the output cannot be used, or the server refused or
+never took some positions or packets; 2 a usage error
 """
 
 
@@ -112,17 +124,40 @@ def station_from_args(args: argparse.Namespace) -> Station | None:
                    mobile=args.sondehub_mobile)
 
 
+def ssdv_from_args(args: argparse.Namespace, station: Station | None) -> SsdvUploader | None:
+    """The SSDV upload from `listen`'s options: None without --ssdv-upload. The receiver is the
+    station's callsign: --ssdv-upload CALL, or --sondehub-uploader CALL (`station`) with
+    --ssdv-upload alone. ValueError for a missing or second callsign, or --ssdv-url alone."""
+    call = args.ssdv_upload  # None: off; "" (the option alone): the station's callsign
+    if call is None:
+        if args.ssdv_url:
+            raise ValueError("--ssdv-url goes with --ssdv-upload (turn the upload of pictures on)")
+        return None
+    call = call.strip()
+    if not call and station is None:
+        raise ValueError("--ssdv-upload needs the station's callsign: --ssdv-upload CALL, "
+                         "or --sondehub-uploader CALL beside it")
+    if call and station is not None and call.upper() != station.callsign.upper():
+        raise ValueError(f"--ssdv-upload {call} and --sondehub-uploader {station.callsign}: one station, "
+                         "one callsign (give --ssdv-upload alone to use the SondeHub one)")
+    return SsdvUploader(station or Station(call), args.ssdv_url or SSDV_URL)
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `export` command (its `func` is `cmd_export`) to a parser's subcommands."""
     p = subparsers.add_parser(
-        "export", help="write the flight's telemetry as GPX, KML or CSV, or upload it to SondeHub",
+        "export", help="write the flight's telemetry as GPX, KML or CSV, or upload it to SondeHub "
+                       "(and its pictures to the SSDV server)",
         description=(
             "Read every telemetry sentence in the database, in the payload's order, and write it out. "
             "gpx and kml: the flight track (positions with a GPS fix only; kml adds launch, burst "
             "and last-position marks); csv: one row per sentence, empty cells where a sensor had no "
             "reading. Files are replaced atomically. sondehub: upload positions with a fix to "
             "SondeHub-Amateur (marked historical), retrying server errors; SondeHub merges "
-            "positions it already has, so running this again is safe."
+            "positions it already has, so running this again is safe. ssdv: upload every SSDV "
+            "picture packet kept in the database to the SSDV server, with when it was heard, "
+            "retrying server errors; the server puts pictures together from the packets of every "
+            "receiver, so a packet it has already is harmless."
         ),
         epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -130,8 +165,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--format", required=True, choices=FORMATS, help="what to produce")
     p.add_argument("--out", metavar="FILE|URL",
                    help="the file to write (gpx, kml, csv; required), or the upload URL for sondehub "
-                        f"(default {DEFAULT_URL})")
-    p.add_argument("--uploader", metavar="CALL", help="sondehub: your callsign, shown as the receiving station")
+                        f"(default {DEFAULT_URL}) or ssdv (default {SSDV_URL})")
+    p.add_argument("--uploader", metavar="CALL",
+                   help="sondehub, ssdv: your callsign, shown as the receiving station")
     p.add_argument("--method", default="PUT", choices=("PUT", "POST"),
                    help="sondehub: HTTP method (default PUT, what SondeHub documents)")
     p.add_argument("--no-gzip", action="store_true", help="sondehub: send the JSON uncompressed")
@@ -148,8 +184,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: --format {args.format} needs --out FILE (where to write the {args.format.upper()})",
               file=sys.stderr)
         return 2
-    if args.format == "sondehub" and not args.uploader:
-        print("error: --format sondehub needs --uploader CALL (your callsign, shown as the receiving station)",
+    if args.format in ("sondehub", "ssdv") and not args.uploader:
+        print(f"error: --format {args.format} needs --uploader CALL (your callsign, shown as the receiving station)",
+              file=sys.stderr)
+        return 2
+    if args.format == "ssdv" and args.dev:
+        print("error: --dev is SondeHub's test mode; the SSDV server has none (point --out at a test server)",
               file=sys.stderr)
         return 2
     if not Path(args.db).is_file():  # Store would create an empty database and export nothing
@@ -163,12 +203,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         store = Store(args.db)
     except StoreError as e:
-        if isinstance(exporter, SondeHubUploader):
+        if isinstance(exporter, BatchUploader):
             exporter.close()
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        rows = from_db(store, exporter)
+        rows = ssdv_from_db(store, exporter) if isinstance(exporter, SsdvUploader) else from_db(store, exporter)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -177,19 +217,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _report(args, exporter, rows)
 
 
-def _make(args: argparse.Namespace) -> Exporter:
+def _make(args: argparse.Namespace) -> Exporter | SsdvUploader:
     if args.format in FILE_FORMATS:
         out = Path(args.out)
         if not out.parent.is_dir():
             raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
         return FILE_FORMATS[args.format](out)
+    if args.format == "ssdv":  # a whole flight's pictures at once: time to send them all
+        return SsdvUploader(args.uploader, args.out or SSDV_URL, policy=UploadPolicy(close_deadline_s=300.0))
     return SondeHubUploader(args.uploader, args.out or DEFAULT_URL, method=args.method, gzip=not args.no_gzip,
                             historical=True, dev=args.dev,
                             # a whole flight at once: bigger batches, and time to send them all
                             policy=SondeHubPolicy(batch_max_items=200, close_deadline_s=300.0))
 
 
-def _report(args: argparse.Namespace, exporter: Exporter, rows: int) -> int:
+def _report(args: argparse.Namespace, exporter: Exporter | SsdvUploader, rows: int) -> int:
     if isinstance(exporter, CsvTable):
         print(f"wrote {exporter.rows} rows to {exporter.path} ({rows} sentences in {args.db})")
         return 0
@@ -199,6 +241,11 @@ def _report(args: argparse.Namespace, exporter: Exporter, rows: int) -> int:
         if exporter.points == 0:
             print(f"warning: no position with a GPS fix in {args.db}: the track is empty", file=sys.stderr)
         return 0
+    if isinstance(exporter, SsdvUploader):
+        s = exporter.summary()
+        print(f"ssdv {exporter.url}: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} given up "
+              f"after server errors, {s['unsent']} not sent ({rows} packets in {args.db})")
+        return 1 if s["refused"] or s["dropped"] or s["unsent"] else 0
     assert isinstance(exporter, SondeHubUploader)
     s = exporter.stats
     print(f"sondehub {exporter.url}: {s['sent']} positions sent, {s['skipped_no_fix']} without a fix skipped, "

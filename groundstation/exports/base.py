@@ -60,8 +60,8 @@ class Guarded:
             self.failures += 1
             log.exception("exporter_failed", exporter=self.name, op=op, failures=self.failures)
 
-    def add(self, heard: Heard) -> None:
-        self._call("add", heard)
+    def add(self, *args: object) -> None:  # a Heard; an SSDV uploader's packet and when it was heard
+        self._call("add", *args)
 
     def flush(self) -> None:
         self._call("flush")
@@ -99,7 +99,13 @@ def _reading(value: float | None) -> float:
 
 def received_time(heard: Heard) -> datetime:
     """When the ground heard it (aware UTC); ValueError if `received_at` is not ISO 8601."""
-    when = datetime.fromisoformat(heard.received_at.replace("Z", "+00:00"))
+    return utc_time(heard.received_at)
+
+
+def utc_time(text: str) -> datetime:
+    """An ISO 8601 time as the database keeps it (`received_at`) as aware UTC; no zone is UTC.
+    ValueError if it is not ISO 8601."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 

@@ -13,7 +13,8 @@ and the listener handler behind PUT /amateur/listeners), and what this sends:
   (true: drawn as a chase car, not a fixed station).
 
 The listener handler reads `uploader_position` without checking it is there, so a listener
-upload is only made for a station that has a position. Pure logic, no I/O.
+upload is only made for a station that has a position. The SSDV server knows the station by
+its callsign alone, as each packet's `receiver` (`ssdv_upload.py`). Pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Station:
 
     def __post_init__(self) -> None:
         if not isinstance(self.callsign, str) or not self.callsign.strip():
-            raise ValueError("SondeHub needs an uploader callsign (who heard it): e.g. --uploader M0ABC")
+            raise ValueError("an upload needs the station's callsign (who heard it): e.g. --uploader M0ABC")
         object.__setattr__(self, "callsign", self.callsign.strip())
         if self.position is not None:
             if len(self.position) != 3:
