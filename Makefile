@@ -37,13 +37,22 @@ $(PY):
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml | head -1)
 LLAMA_CMAKE_ARGS := $(if $(filter x86_64 amd64,$(shell uname -m)),-DGGML_NATIVE=OFF,)
 
+# llama-cpp-python's source distribution, from the package registry once: it is compiled,
+# and llama.cpp's own HF->GGUF converter inside it (vendor/llama.cpp) is unpacked into
+# $(VENV)/share/stratoecho/llama.cpp for `build` (host_training/llama_cpp_source.py).
+LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+
+$(LLAMA_SDIST): | $(PY)
+	$(PIP) download --quiet --no-deps --no-binary :all: "llama-cpp-python==$(LLAMA_VERSION)" -d $(VENV)/src
+
 # torch goes in first and pinned: 2.13.0 is the CPU build on our machines; a looser
 # requirement elsewhere would otherwise pull gigabytes of CUDA packages.
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml $(LLAMA_SDIST) | $(PY)
 	$(PIP) install --quiet "torch==2.13.0"
 	$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$(LLAMA_VERSION)')" 2>/dev/null \
-		|| CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir "llama-cpp-python==$(LLAMA_VERSION)"
+		|| CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir "$(LLAMA_SDIST)"
 	$(PIP) install --quiet -e ".[train,payload,ground,dev]"
+	$(PY) -m host_training.llama_cpp_source unpack "$(LLAMA_SDIST)"
 	@touch $@
 
 install: $(STAMP)
