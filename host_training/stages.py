@@ -98,11 +98,15 @@ def persona_text(cfg: BuildConfig, data: Data) -> PersonaText:
 
 
 def check_inputs(cfg: BuildConfig) -> None:
-    """The files the options name exist: found out now, not after an hour of training."""
+    """The files the options name exist, and BUNDLE can be claimed (out_dir_refusal): found out
+    now, not after an hour of training. Nothing is written."""
     if cfg.imatrix is not None and not cfg.imatrix.is_file():
         raise BuildError(f"--imatrix {cfg.imatrix}: no such file")
     if cfg.blocklist is not None and not cfg.blocklist.is_file():
         raise BuildError(f"--blocklist {cfg.blocklist}: no such file")
+    refusal = out_dir_refusal(cfg.out, cfg.force, cfg.resume)
+    if refusal is not None:
+        raise BuildError(refusal)
 
 
 # ----------------------------------------------------------------------------- the bundle folder
@@ -114,26 +118,40 @@ def ours(p: Path) -> bool:
         p.name.startswith("model.") and p.name.endswith(".gguf"))
 
 
+def out_dir_refusal(out: Path, force: bool, resume: bool = False) -> str | None:
+    """Why BUNDLE cannot be claimed (a finished bundle without --force, a folder of someone else's
+    files, --resume without checkpoints), or None. Reads only."""
+    if resume:
+        if (out / "persona.toml").exists() and not force:
+            return f"{out}: already holds a finished bundle; nothing to resume (use --force to rebuild)"
+        if not (out / WORK_DIR / "checkpoints").is_dir():
+            return f"{out / WORK_DIR / 'checkpoints'}: no checkpoints to resume from; run without --resume"
+        return None
+    if (out / "persona.toml").exists() and not force:
+        return f"{out}: already holds a bundle; use --force to replace it"
+    if out.exists() and not out.is_dir():
+        return f"{out}: is a file, not a folder; choose an empty or new folder"
+    if out.exists():
+        foreign = [p.name for p in out.iterdir() if not ours(p)]
+        if foreign:
+            return (f"{out}: is not empty ({', '.join(sorted(foreign)[:3])}, ...) and is no bundle; "
+                    "choose an empty or new folder")
+    return None
+
+
 def claim_out_dir(out: Path, force: bool, resume: bool = False) -> None:
     """Make BUNDLE ready for a new build: refuse a finished bundle without --force and a folder
     of someone else's files always. With `resume` the previous attempt's BUNDLE/work stays."""
+    refusal = out_dir_refusal(out, force, resume)
+    if refusal is not None:
+        raise BuildError(refusal)
     if resume:
-        if (out / "persona.toml").exists() and not force:
-            raise BuildError(f"{out}: already holds a finished bundle; nothing to resume (use --force to rebuild)")
-        if not (out / WORK_DIR / "checkpoints").is_dir():
-            raise BuildError(f"{out / WORK_DIR / 'checkpoints'}: no checkpoints to resume from; run without --resume")
         (out / "persona.toml").unlink(missing_ok=True)
         for p in out.iterdir():
             if ours(p) and p.name != WORK_DIR:
                 p.unlink()
         return
-    if (out / "persona.toml").exists() and not force:
-        raise BuildError(f"{out}: already holds a bundle; use --force to replace it")
     if out.exists():
-        foreign = [p.name for p in out.iterdir() if not ours(p)]
-        if foreign:
-            raise BuildError(f"{out}: is not empty ({', '.join(sorted(foreign)[:3])}, ...) and is no bundle; "
-                             "choose an empty or new folder")
         # Only a previous build's files (a bundle being replaced, or what a failed build left):
         # the manifest goes first, so until the new one is written this is no bundle at all.
         (out / "persona.toml").unlink(missing_ok=True)
