@@ -92,6 +92,10 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-work", action="store_true",
                    help="keep the HF checkpoint and the F32 GGUF under BUNDLE/work (else a temporary folder)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
+    p.add_argument("--preflight-only", action="store_true",
+                   help="run every check and stop before training: the data, the options, BUNDLE, and with --base "
+                        "the preflight (does the base convert, its chat template, does it fit the board: memory "
+                        "in MB); seconds, nothing written")
     # --base (LoRA) only; --steps, --batch-size, --seed, --loss, --max-minutes, --quant apply too
     lora = p.add_argument_group("--base (LoRA fine-tuning)")
     lora.add_argument("--lora-preset", default="auto", choices=("auto", "tiny", "0.5b", "1b", "3b"),
@@ -141,7 +145,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             data=args.data, out=args.out, training=training, steps=args.steps, max_minutes=args.max_minutes,
             batch_size=args.batch_size, seed=args.seed, imatrix=args.imatrix, quant=args.quant, target=args.target,
             name=args.name, system_prompt=args.system_prompt, loss=args.loss, blocklist=args.blocklist,
-            keep_work=args.keep_work, force=args.force,
+            keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,
             verbose=(getattr(args, "log_level", None) or "").upper() == "DEBUG")
     except ValidationError as e:
         raise BuildError(describe(e, _flag)) from None
@@ -149,10 +153,15 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = pipeline.build(config_from_args(args))
+        cfg = config_from_args(args)
+        summary = pipeline.build(cfg)
     except (BuildError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.preflight_only:
+        print(f"preflight passed: nothing trained, {cfg.out} untouched; run the same command without "
+              "--preflight-only to build")
+        return 0
     if summary is None:  # a secondary process of `accelerate launch`: the main one builds the bundle
         return 0
     if summary.base_val_perplexity is not None:

@@ -85,6 +85,7 @@ class BuildConfig(_Declared):
     keep_work: bool = False
     force: bool = False
     verbose: bool = False  # llama.cpp's own log while quantizing
+    preflight_only: bool = False  # stop after the checks (stage 2): nothing trained, BUNDLE untouched
 
     @field_validator("quant")
     @classmethod

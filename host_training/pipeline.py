@@ -49,13 +49,19 @@ class BuildSummary:
 
 def build(cfg: BuildConfig) -> BuildSummary | None:
     """Data in, bundle out. None in a secondary process of `accelerate launch` (the main one
-    writes the bundle). BuildError or tokenizer.DataError say why a build cannot go on."""
+    writes the bundle) and with --preflight-only (stages 1 and 2 only: nothing written).
+    BuildError or tokenizer.DataError say why a build cannot go on."""
     t0 = time.monotonic()
     data = stages.load_data(cfg.data)
     persona = stages.persona_text(cfg, data)
     trainer = trainer_for(cfg)
     stages.check_inputs(cfg)
-    trainer.check()
+    preflight = trainer.check()  # --base: will it convert, which template, will it fit (preflight.py)
+    if preflight is not None:
+        log.info("build.preflight", **preflight.log_fields())
+        print(preflight.text(), flush=True)
+    if cfg.preflight_only:
+        return None
     # Checks done: only now touch BUNDLE (a --force rebuild removes the old bundle here).
     procs = trainer.processes()
     if procs.is_main:

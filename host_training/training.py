@@ -6,7 +6,8 @@
                                       (finetune.py), the base's own chat template; the untuned
                                       base goes on as the reference to score beside it
 
-Each says what it cannot do before BUNDLE is touched (`check`), which process of an
+Each says what it cannot do before BUNDLE is touched (`check`; for --base the preflight,
+preflight.py, whose report it returns), which process of an
 `accelerate launch` writes the bundle (`processes`), whether its checkpoints must survive in
 BUNDLE/work for --resume (`resumable`), and trains into a stages.Trained.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from .build_config import BuildConfig, LoraOptions, ScratchOptions
+from .preflight import Report
 from .stages import BuildError, Data, PersonaText, Template, Trained
 
 log = structlog.get_logger(__name__)
@@ -93,10 +95,20 @@ class LoraTraining:
             gradient_checkpointing=opts.gradient_checkpointing, seed=cfg.seed, loss=cfg.loss,
             chat_template=opts.chat_template, resume=opts.resume, max_minutes=cfg.max_minutes,
             merge_dtype=opts.merge_dtype)
+        self.quant, self.target = cfg.quant, cfg.target
+        self.preflight: Report | None = None
 
-    def check(self) -> None:
-        if not (self.opts.base / "config.json").is_file():
-            raise BuildError(f"{self.opts.base}: no config.json; --base wants a local transformers model directory")
+    def check(self) -> Report:
+        """The preflight (preflight.py): will the base convert, which template, will it fit the board."""
+        from . import preflight
+
+        try:
+            self.preflight = preflight.run(self.opts.base, quant=self.quant, target=self.target,
+                                           preset=self.opts.preset, max_length=self.opts.max_length,
+                                           chat_template_mode=self.opts.chat_template)
+        except preflight.PreflightError as e:
+            raise BuildError(f"preflight: {e}") from None
+        return self.preflight
 
     def processes(self) -> Processes:
         import torch
@@ -151,6 +163,7 @@ class LoraTraining:
                 "training_curve": r.curve,  # {"train": [[step, loss]], "eval": [[step, val_loss]]}; eval step 0 = base
                 "merge_check": {"max_abs_logit_diff": r.merge_max_abs_diff, "tolerance": r.merge_tolerance,
                                 "dtype": self.opts.merge_dtype},
+                **({"preflight": self.preflight.as_dict()} if self.preflight is not None else {}),
             },
             reference_dir=reference, reference_name=f"{base.name} (untuned)",
         )
