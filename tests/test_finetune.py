@@ -226,6 +226,10 @@ def test_build_base_without_template(tmp_path, corpus_data_dir):
     assert curve["train"][-1][1] < curve["train"][0][1]
     assert curve["eval"][-1][1] < curve["eval"][0][1]
     assert report["merge_check"]["max_abs_logit_diff"] <= report["merge_check"]["tolerance"]
+    # the preflight ran first, said which template the build would use, and is kept in eval.json
+    pre = report["preflight"]
+    assert pre["chat_template"]["source"] == "none" and "ChatML" in pre["chat_template"]["note"]
+    assert pre["context"] == manifest["model"]["context_length"] and pre["memory"][0]["verdict"] == "fits"
     # the untuned base vs the tuned model, same quantization, same persona tokens
     e = manifest["eval"]
     assert e["val_perplexity"] < e["base_val_perplexity"]
