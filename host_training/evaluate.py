@@ -108,15 +108,23 @@ def target_nll(llm, ctx: int, examples) -> tuple[float, int, int]:
         for piece, mask in chunks(ids, target, ctx):
             llm.reset()
             llm.eval(piece)
-            logits = np.asarray(llm.scores[: len(piece) - 1], dtype=np.float64)  # row i predicts token i+1
-            peak = logits.max(axis=1, keepdims=True)
-            lse = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
-            nll = lse - logits[np.arange(len(piece) - 1), piece[1:]]
+            nll = next_token_nll(np.asarray(llm.scores[: len(piece)], dtype=np.float64), piece)
             m = np.asarray(mask[1:], dtype=bool)
             total += float(nll[m].sum())
             count += int(m.sum())
             n_chunks += 1
     return total, count, n_chunks
+
+
+def next_token_nll(logits, ids):
+    """Negative log-likelihood (nats) of ids[i+1] under row i of `logits` (float64, one row per
+    position of `ids`): len(ids) - 1 values."""
+    import numpy as np
+
+    x = logits[: len(ids) - 1]
+    peak = x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(x - peak).sum(axis=1)) + peak[:, 0]
+    return lse - x[np.arange(len(ids) - 1), ids[1:]]
 
 
 class GGUFChatTokenizer:

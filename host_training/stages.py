@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -22,6 +22,7 @@ import structlog
 from stratoecho import boards
 
 from .build_config import BuildConfig
+from .heldout import Tokens
 from .quantize import QuantResult
 from .tokenizer import Conversation, by_weight, example_weights, load_conversations
 
@@ -186,6 +187,8 @@ class Trained:
     eval_report: dict  # eval.json, the method's own entries (loss curves, merge check)
     reference_dir: Path | None = None  # the untuned base (LoRA), scored beside the tuned model
     reference_name: str = ""
+    heldout: Tokens | None = None  # val.jsonl in training's ids: the conversion check and the drift
+    calibration: list[list[int]] = field(default_factory=list)  # train.jsonl ids for the importance matrix
 
 
 # ----------------------------------------------------------------------------- convert
@@ -193,11 +196,13 @@ class Trained:
 class Converted:
     f32: Path
     reference_f32: Path | None
+    check: dict | None = None  # verify.Agreement.figures(): the GGUF against its checkpoint
 
 
 def convert(trained: Trained, work: Path, name: str) -> Converted:
-    """HF checkpoint(s) -> F32 GGUF. (A check of the GGUF against the checkpoint belongs here.)"""
-    from . import convert_gguf
+    """HF checkpoint(s) -> F32 GGUF, then the check that the GGUF computes what the checkpoint
+    computes on held-out tokens (verify.py): a mismatch is a BuildError with both models' figures."""
+    from . import convert_gguf, verify
 
     try:
         f32 = convert_gguf.convert(trained.model_dir, work / "model.F32.gguf", "f32", name=name)
@@ -205,7 +210,15 @@ def convert(trained: Trained, work: Path, name: str) -> Converted:
             trained.reference_dir, work / "base.F32.gguf", "f32", name=trained.reference_name)
     except convert_gguf.ConvertError as e:
         raise BuildError(f"GGUF conversion: {e}") from None
-    return Converted(f32, ref)
+    if trained.heldout is None:
+        return Converted(f32, ref)
+    try:
+        agreement = verify.check(trained.model_dir, f32, trained.heldout)
+    except verify.VerifyError as e:
+        raise BuildError(f"conversion check: {e}") from None
+    if not agreement.ok:
+        raise BuildError(agreement.message())
+    return Converted(f32, ref, agreement.figures())
 
 
 # ----------------------------------------------------------------------------- quantize
