@@ -4,8 +4,9 @@ and the choice of a quantization for a board (stratoecho/boards.py, quantize.for
 The model is a random 256-wide Llama built here (256 so that the K- and I-quants apply to
 every matrix instead of falling back to 32-blocks, as they do for the `test` preset), converted
 by the real converter. Its importance matrix is computed the way llama-imatrix computes one:
-mean squared input activations of every weight matrix over some text, here from the HF model
-with torch forward hooks.
+mean squared input activations of every weight matrix over some text, from the HF model with
+torch forward hooks, and the way `build` computes the persona's own: in llama.cpp (imatrix.py);
+the two must agree.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ def test_iquants_are_refused_without_an_importance_matrix(model, tmp_path, quant
     assert not (tmp_path / "out.gguf").exists()
 
 
-def hf_imatrix(hf, hf_tok, texts):
-    """{gguf tensor name: (sum of squared inputs per column, tokens)} from forward hooks on every Linear."""
+def hf_imatrix(hf, hf_tok, texts, ids=()):
+    """{gguf tensor name: (sum of squared inputs per column, tokens)} from forward hooks on every Linear,
+    over `texts` (tokenized here) and the token id lists `ids`."""
     import gguf
     import torch
 
@@ -128,8 +130,8 @@ def hf_imatrix(hf, hf_tok, texts):
 
             hooks.append(mod.register_forward_hook(hook))
     with torch.no_grad():
-        for t in texts:
-            hf(torch.tensor([hf_tok.encode(t, add_special_tokens=False)[:128]]))
+        for t in [hf_tok.encode(t, add_special_tokens=False)[:128] for t in texts] + list(ids):
+            hf(torch.tensor([t]))
     for h in hooks:
         h.remove()
     return sums, counts
@@ -316,3 +318,54 @@ def test_for_target_refuses_iquants_without_an_imatrix_before_any_work(model, tm
     with pytest.raises(QuantizeError, match="IQ2_XXS is an I-quant and needs an importance matrix"):
         for_target(model[2], "pi4", lambda p: 1.0, tmp_path / "out", quants=["Q8_0", "IQ2_XXS"])
     assert not any((tmp_path / "out").iterdir())
+
+
+# ----------------------------------------------------------------------------- the persona's own imatrix
+def calibration(hf_tok, n=12):
+    """Synthetic chats in ChatML ids, packed into chunks of 96 tokens (a short last one)."""
+    from host_training import heldout
+
+    rng = random.Random(9)
+    enc, special = T.hf_text_encoder(hf_tok), T.hf_special_ids(hf_tok)
+    rendered = [T.render_ids(make_conversation(rng)["messages"], enc, special)[0] for _ in range(n)]
+    return heldout.calibration(rendered, max_tokens=1000, chunk=96)
+
+
+def test_imatrix_from_llama_cpp_covers_every_weight_matrix_as_torch_sees_it(model):
+    import gguf
+
+    from host_training import imatrix
+
+    hf, hf_tok, f32 = model
+    chunks = calibration(hf_tok)
+    assert sum(map(len, chunks)) == 1000 and len(chunks[-1]) < 96
+    r = imatrix.compute(f32, chunks, threads=2)
+    seen = sum(len(c) for c in chunks if len(c) >= imatrix.MIN_ROWS)  # llama-imatrix skips tiny batches
+    assert r.tokens == seen and r.chunks == sum(len(c) >= imatrix.MIN_ROWS for c in chunks)
+    matrices = {t.name: t for t in gguf.GGUFReader(str(f32)).tensors
+                if len(t.shape) == 2 and t.name not in ("token_embd.weight", "output.weight")}
+    assert set(r.sums) == set(matrices)  # every matrix the quantizer will quantize, nothing else
+    for name, s in r.sums.items():
+        assert s.shape == (int(matrices[name].shape[0]),) and (s > 0).all() and np.isfinite(s).all()
+        assert r.counts[name] == seen
+    # the same numbers as torch hooks on the HF model over the same chunks (llama.cpp's attention
+    # runs with an F16 KV cache, so the inputs after it differ in the 4th digit)
+    sums, counts = hf_imatrix(hf, hf_tok, [], ids=[c for c in chunks if len(c) >= imatrix.MIN_ROWS])
+    for name in r.sums:
+        assert counts[name] == seen
+        np.testing.assert_allclose(r.sums[name], sums[name], rtol=5e-3, atol=1e-3 * float(sums[name].max()))
+
+
+def test_an_iquant_with_the_persona_imatrix_loads_and_generates(model, tmp_path):
+    from host_training import imatrix
+
+    hf, hf_tok, f32 = model
+    r = imatrix.compute(f32, calibration(hf_tok), threads=2)
+    path = imatrix.write(tmp_path / "imatrix.gguf", r, "persona train.jsonl")
+    im = read_imatrix(path)
+    assert im.chunk_count == r.chunks and im.datasets == ["persona train.jsonl"]
+    q = "blk.0.ffn_down.weight"
+    np.testing.assert_allclose(im.entries[q], r.sums[q] / r.counts[q], rtol=1e-5)
+    result = quantize(f32, tmp_path / "model.IQ2_XXS.gguf", "IQ2_XXS", threads=2, imatrix=path)
+    ftype, out = generate(result.path)
+    assert ftype == llama_cpp.LLAMA_FTYPE_MOSTLY_IQ2_XXS and out["choices"][0]["finish_reason"] == "length"
