@@ -303,6 +303,7 @@ def write_report(
     seed: int = DEFAULT_SEED,
     threads: int | None = None,
     val_note: str = "",
+    checks: list[str] = (),
 ) -> ReportOutcome:
     """Generate, measure and write report.md (default BUNDLE/report.md) with the SVG beside it.
 
@@ -310,7 +311,8 @@ def write_report(
     yet (`Bundle(out_dir, manifest)`). `rows`: report.PerplexityRow for each model scored
     (base, fine-tuned, each quantization). `train`: training conversations, for the share of
     generated words the owner used (left out when None). `private` / `blocklist`: the owner's
-    strings for the privacy probe; they never appear in the report.
+    strings for the privacy probe; they never appear in the report. `checks`: build's lines on
+    the conversion check and the quantization.
     """
     from . import report
 
@@ -347,7 +349,7 @@ def write_report(
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path = report_path.parent / report.PLOT_FILE
-    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note)
+    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks)
     plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
     report_path.write_text(text, encoding="utf-8")
     log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),
