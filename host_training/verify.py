@@ -90,8 +90,7 @@ class Agreement:
             out.append(f"largest logit difference {self.max_abs_diff:.3g} (logit scale {self.logit_scale:.3g}; "
                        f"allowed {self.allowed_diff:.3g})")
         if not abs(self.loss_llama_cpp - self.loss_transformers) <= tol.loss:
-            out.append(f"loss {self.loss_llama_cpp:.4f} vs {self.loss_transformers:.4f} nats/token "
-                       f"(allowed difference {tol.loss:g})")
+            out.append(f"{self._losses()} (allowed difference {tol.loss:g})")
         if self.texts_differing:
             out.append(f"tokenizer: {self.texts_differing} of {self.texts} held-out texts split differently "
                        f"({self.first_text_difference})")
@@ -108,11 +107,16 @@ class Agreement:
                 f"(llama.cpp) vs {self.loss_transformers:.5f} (transformers) over {self.positions} positions, "
                 f"{self.texts - self.texts_differing} of {self.texts} texts tokenized alike")
 
+    def _losses(self) -> str:
+        return f"loss {self.loss_llama_cpp:.4f} (llama.cpp) vs {self.loss_transformers:.4f} (transformers) nats/token"
+
     def message(self) -> str:
+        problems = self.problems()
+        if not any(p.startswith("loss ") for p in problems):
+            problems.append(self._losses())  # both models' figures, always
         return (f"llama.cpp and transformers disagree on {self.positions} held-out positions of the {self.weights} "
-                f"GGUF: {'; '.join(self.problems())}. The GGUF does not compute what the trained checkpoint "
-                f"computes (llama.cpp: loss {self.loss_llama_cpp:.4f}; transformers: loss {self.loss_transformers:.4f})"
-                ", so the conversion is wrong; nothing was quantized or bundled")
+                f"GGUF: {'; '.join(problems)}. The GGUF does not compute what the trained checkpoint computes, "
+                "so the conversion is wrong; nothing was quantized or bundled")
 
     def figures(self) -> dict:
         """eval.json's `conversion_check`."""
