@@ -17,7 +17,8 @@ from stratoecho import boards as targets
 
 from . import pipeline
 from .build_config import BuildConfig
-from .quantize import DEFAULT_QUANT, QUANT_TYPES, parse_quant
+from .drift import DEFAULT_TOLERANCE
+from .quantize import DEFAULT_QUANT, QUANT_TYPES, TARGET_IQUANTS, TARGET_QUANTS, parse_quant
 from .stages import DEFAULT_NAME, SYSTEM_PROMPT, BuildError
 from .tokenizer import DEFAULT_VOCAB_SIZE, DataError
 from .train_scratch import PRESETS
@@ -26,7 +27,7 @@ from .validation import Loc, describe
 
 def _quant_arg(text: str) -> str:
     try:
-        return parse_quant(text, iquants=True)  # an I-quant without --imatrix: BuildConfig refuses it
+        return parse_quant(text, iquants=True)  # an I-quant: with --imatrix FILE or the build's own
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -36,9 +37,11 @@ def add_parser(sub) -> None:
         "build",
         help="train a persona model and write its bundle (persona.toml + GGUF)",
         description=(
-            "Turn prepare's train.jsonl/val.jsonl into a persona bundle: tokenizer, model, GGUF, "
-            "quantization, held-out evaluation, persona.toml. --from-scratch trains a tiny Llama "
-            "on the CPU (the demo preset takes a few minutes on 2 cores)."
+            "Turn prepare's train.jsonl/val.jsonl into a persona bundle: tokenizer, model, GGUF (checked "
+            "against the trained model on held-out tokens; a mismatch fails the build), importance matrix from "
+            "the persona's own text, quantization (with --target: measured drift with error bars), held-out "
+            "evaluation, persona.toml. --from-scratch trains a tiny Llama on the CPU (the demo preset takes a "
+            "few minutes on 2 cores). docs/training.md describes every stage."
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -64,16 +67,22 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=1337,
                    help="seed for data order, initial weights and batches (default 1337)")
     p.add_argument("--quant", type=_quant_arg, default=DEFAULT_QUANT, metavar="TYPE",
-                   help=f"GGUF type of the bundle's model: {', '.join(QUANT_TYPES)} (default {DEFAULT_QUANT}); "
-                        "I-quants (IQ2_XXS ...) only with --imatrix")
+                   help=f"GGUF type of the bundle's model: {', '.join(QUANT_TYPES)} (default {DEFAULT_QUANT}), "
+                        "or an I-quant (IQ4_XS, IQ3_M, IQ2_XXS ...)")
     p.add_argument("--target", metavar="BOARD",  # checked in BuildConfig: choices refused pi4, pi5
-                   help="pick the quantization for this board instead of --quant: every listed type that fits "
-                        "its memory is scored on val.jsonl and the best held-out quality wins; the predicted "
-                        f"tokens/s from its memory bandwidth go in the report ({', '.join(targets.TARGETS)}; "
-                        "pi4-4gb style names for other RAM sizes)")
+                   help="pick the quantization for this board instead of --quant: every type that fits its "
+                        f"memory ({', '.join(TARGET_QUANTS + TARGET_IQUANTS)}) is measured against the F32 model "
+                        "on val.jsonl, and the smallest whose drift is within --quant-tolerance wins; the "
+                        "predicted tokens/s from the board's memory bandwidth go in the report "
+                        f"({', '.join(targets.TARGETS)}; pi4-4gb style names for other RAM sizes)")
+    p.add_argument("--quant-tolerance", type=float, metavar="NATS",
+                   help="with --target: the largest drift a type may have, as the upper end of the 95%% "
+                        "bootstrap interval of its held-out loss increase over the F32 model, in nats/token "
+                        f"(default {DEFAULT_TOLERANCE}: a 2%% perplexity increase, about what Q4_K_M costs large "
+                        "models; more than 0, at most 1)")
     p.add_argument("--imatrix", type=Path, metavar="FILE",
-                   help="importance matrix from llama.cpp's llama-imatrix (GGUF or .dat): needed for I-quants, "
-                        "improves the K-quants")
+                   help="importance matrix from llama.cpp's llama-imatrix (GGUF or .dat) to quantize with, instead "
+                        "of the one build computes from train.jsonl for every type below 8 bits")
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, metavar="TOKENS",
                    help=f"tokenizer vocabulary in tokens, 3 special ones included (default {DEFAULT_VOCAB_SIZE}; "
                         "fewer when the data is small)")
@@ -144,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         return BuildConfig(
             data=args.data, out=args.out, training=training, steps=args.steps, max_minutes=args.max_minutes,
             batch_size=args.batch_size, seed=args.seed, imatrix=args.imatrix, quant=args.quant, target=args.target,
+            quant_tolerance=args.quant_tolerance,
             name=args.name, system_prompt=args.system_prompt, loss=args.loss, blocklist=args.blocklist,
             keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,
             verbose=(getattr(args, "log_level", None) or "").upper() == "DEBUG")

@@ -78,6 +78,8 @@ class BuildConfig(_Declared):
     imatrix: Path | None = None  # declared before quant: the quant check reads it
     quant: str = DEFAULT_QUANT
     target: str | None = None  # a board: the quantization is chosen for it instead of `quant`
+    # --target: the largest drift accepted (nats/token, upper 95 % bound); None: drift.DEFAULT_TOLERANCE
+    quant_tolerance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
     name: str | None = None  # None: the name on the persona's turns
     system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name
     loss: Literal["persona", "all"] = "persona"
@@ -90,14 +92,22 @@ class BuildConfig(_Declared):
     @field_validator("quant")
     @classmethod
     def _quant_we_can_make(cls, v: str, info) -> str:
-        # An I-quant needs an importance matrix: refused here, before any training.
-        return parse_quant(v, iquants=info.data.get("imatrix") is not None)
+        # I-quants too: without --imatrix FILE the build computes the persona's own (imatrix.py).
+        return parse_quant(v, iquants=True)
 
     @field_validator("target")
     @classmethod
     def _known_board(cls, v: str | None) -> str | None:
         # The board's own name: `pi4` is recorded as the pi4-2gb it stands for. ValueError listing the boards.
         return None if v is None else boards.board(v).name
+
+    @field_validator("quant_tolerance")
+    @classmethod
+    def _with_a_target(cls, v: float | None, info) -> float | None:
+        # ("target" is missing from info.data when --target itself was refused: that error says enough.)
+        if v is not None and "target" in info.data and info.data["target"] is None:
+            raise ValueError("applies to --target only: it is the largest drift a board's candidate may have")
+        return v
 
     @property
     def resume(self) -> bool:

@@ -25,16 +25,56 @@ BLOCKLIST_FILE = "blocklist.txt"
 PROBE = [{"role": "user", "content": "How high are you?"}]  # the template check's conversation
 
 
-def write_eval_json(out: Path, trained: Trained, scores: Scores) -> None:
+def write_eval_json(out: Path, trained: Trained, models: Converted, quantized: Quantized, scores: Scores,
+                    cfg: BuildConfig) -> None:
     report = {
         "metric": "persona-token negative log-likelihood on val.jsonl, nats/token; perplexity = exp",
         "kv_cache": "f32",
         "quantized": scores.quantized,
         "f32": scores.f32,
         **({"base_quantized": scores.reference} if scores.reference is not None else {}),
+        # stage 5: the F32 GGUF in llama.cpp against the checkpoint in transformers (verify.py)
+        **({"conversion_check": models.check} if models.check is not None else {}),
+        "quantization": quantization_figures(quantized, cfg),
         **trained.eval_report,
     }
     (out / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def quantization_figures(quantized: Quantized, cfg: BuildConfig) -> dict:
+    """eval.json's `quantization`: the type, its drift from F32 (drift.py), the importance matrix,
+    and with --target the tolerance and every candidate."""
+    from .drift import DEFAULT_TOLERANCE
+
+    figures = {"quant": quantized.quant, "drift": quantized.drift, "imatrix": quantized.imatrix}
+    if quantized.target_table is not None:
+        figures["target"] = {"board": cfg.target, "candidates": quantized.target_table,
+                             "tolerance": cfg.quant_tolerance if cfg.quant_tolerance is not None else DEFAULT_TOLERANCE,
+                             "rule": "the smallest file that fits whose drift's upper 95 % bound is within the tolerance"}
+    return figures
+
+
+def check_lines(models: Converted, quantized: Quantized) -> list[str]:
+    """report.md's lines on the conversion check, the importance matrix and the quantization choice."""
+    lines = []
+    if (c := models.check) is not None:
+        lines.append(f"Conversion check ({c['weights']} GGUF in llama.cpp against the checkpoint in transformers, "
+                     f"{c['positions']} held-out positions): {'passed' if c['ok'] else 'FAILED'}; top-1 agreement "
+                     f"{c['top1']:.2%}, largest logit difference {c['max_abs_diff']:.2g} (allowed "
+                     f"{c['allowed_max_abs_diff']:.2g} at logit scale {c['logit_scale']:.3g}), loss "
+                     f"{c['loss_llama_cpp']:.5f} vs {c['loss_transformers']:.5f} nats/token; "
+                     f"{c['texts'] - c['texts_differing']} of {c['texts']} held-out texts tokenized alike.")
+    if (im := quantized.imatrix) is not None:
+        lines.append(f"Importance matrix: {im['source']}" + (f" ({im['tokens']} tokens in {im['chunks']} chunks, "
+                                                            f"{im['entries']} weight matrices)" if "tokens" in im else ""))
+    if (d := quantized.drift) is not None:
+        lines.append(f"{quantized.quant} against F32: NLL increase {d['nll_increase']:+.4f} nats/token (95 % interval "
+                     f"{d['low']:+.4f} to {d['high']:+.4f} over {d['conversations']} conversations, {d['tokens']} "
+                     f"tokens), top-1 agreement {d['top1_agreement']:.1%}.")
+    chosen = next((r for r in quantized.target_table or () if r["chosen"]), None)
+    if chosen is not None:
+        lines.append(f"Choice: {chosen['note']}.")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -55,13 +95,17 @@ def gguf_facts(path: Path) -> GgufFacts:
                      bool(bos.contents()) if bos is not None else False)
 
 
-def eval_figures(scores: Scores, val_conversations: int) -> dict:
-    """persona.toml's [eval]: the shipped file, its F32 source and (LoRA) the untuned base."""
+def eval_figures(scores: Scores, val_conversations: int, drift: dict | None = None) -> dict:
+    """persona.toml's [eval]: the shipped file, its F32 source and (LoRA) the untuned base; the
+    shipped file's drift from F32 with its 95 % interval."""
     q, f = scores.quantized, scores.f32
     figures = dict(val_loss=round(q["val_loss"], 5), val_perplexity=round(q["val_perplexity"], 4),
                    f32_val_loss=round(f["val_loss"], 5), f32_val_perplexity=round(f["val_perplexity"], 4),
                    quant_perplexity_increase=round(q["val_perplexity"] - f["val_perplexity"], 4),
                    val_tokens=q["tokens"])
+    if drift is not None:
+        figures.update(quant_nll_increase=round(drift["nll_increase"], 5), quant_nll_increase_low=round(drift["low"], 5),
+                       quant_nll_increase_high=round(drift["high"], 5))
     if (b := scores.reference) is not None:  # same quantization, same tokens
         figures.update(base_val_loss=round(b["val_loss"], 5), base_val_perplexity=round(b["val_perplexity"], 4),
                        perplexity_reduction=round(b["val_perplexity"] - q["val_perplexity"], 4))
@@ -96,7 +140,7 @@ def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Traine
             loss=cfg.loss,
             system_prompt_in_training=bool(persona.system_prompt),
         ),
-        eval=eval_figures(scores, len(data.val)),
+        eval=eval_figures(scores, len(data.val), quantized.drift),
         files=[file_entry(cfg.out, quantized.file), file_entry(cfg.out, EVAL_FILE)],
     )
 
@@ -145,14 +189,16 @@ def perplexity_rows(trained: Trained, models: Converted, quantized: Quantized, s
     rows.append(PerplexityRow(trained.label, "F32", models.f32.stat().st_size, scores.f32["val_perplexity"]))
     if quantized.quant != "F32":
         rows.append(PerplexityRow(trained.label, quantized.quant, quantized.model.bytes,
-                                  scores.quantized["val_perplexity"]))
+                                  scores.quantized["val_perplexity"], quantized.drift))
     for r in quantized.target_table or ():
         if r.get("val_perplexity") is not None and not r["chosen"]:
-            rows.append(PerplexityRow(f"candidate for {target}", r["quant"], r["bytes"], r["val_perplexity"]))
+            rows.append(PerplexityRow(f"candidate for {target}", r["quant"], r["bytes"], r["val_perplexity"],
+                                      r.get("drift")))
     return rows
 
 
-def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: Quantized) -> None:
+def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: Quantized,
+                 checks: list[str] = ()) -> None:
     """report.md (perplexity table and plot, style figures, privacy probe) and the Ollama Modelfile;
     not listed in persona.toml's files: `eval` writes them again. Adds the probe's verdict and,
     with --target, the board's figures to the manifest."""
@@ -161,7 +207,8 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     from . import evaluate
     from . import report as persona_report
 
-    outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed)
+    outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed,
+                                    checks=checks)
     persona_report.write_modelfile(cfg.out, manifest)
     manifest.eval["privacy_probe"] = outcome.probe.verdict
     if quantized.target_table is not None:
@@ -169,4 +216,5 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
         chosen = next(r for r in quantized.target_table if r["chosen"])
         manifest.model = manifest.model.model_copy(update={"target": cfg.target})
         manifest.eval["predicted_tokens_per_s"] = chosen.get("predicted_tokens_per_s")
+        manifest.eval["quant_within_tolerance"] = bool(chosen.get("within_tolerance"))
         manifest.eval["target_budget_mb"] = round(board.budget_bytes / 1e6)

@@ -108,15 +108,23 @@ def target_nll(llm, ctx: int, examples) -> tuple[float, int, int]:
         for piece, mask in chunks(ids, target, ctx):
             llm.reset()
             llm.eval(piece)
-            logits = np.asarray(llm.scores[: len(piece) - 1], dtype=np.float64)  # row i predicts token i+1
-            peak = logits.max(axis=1, keepdims=True)
-            lse = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
-            nll = lse - logits[np.arange(len(piece) - 1), piece[1:]]
+            nll = next_token_nll(np.asarray(llm.scores[: len(piece)], dtype=np.float64), piece)
             m = np.asarray(mask[1:], dtype=bool)
             total += float(nll[m].sum())
             count += int(m.sum())
             n_chunks += 1
     return total, count, n_chunks
+
+
+def next_token_nll(logits, ids):
+    """Negative log-likelihood (nats) of ids[i+1] under row i of `logits` (float64, one row per
+    position of `ids`): len(ids) - 1 values."""
+    import numpy as np
+
+    x = logits[: len(ids) - 1]
+    peak = x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(x - peak).sum(axis=1)) + peak[:, 0]
+    return lse - x[np.arange(len(ids) - 1), ids[1:]]
 
 
 class GGUFChatTokenizer:
@@ -295,6 +303,7 @@ def write_report(
     seed: int = DEFAULT_SEED,
     threads: int | None = None,
     val_note: str = "",
+    checks: list[str] = (),
 ) -> ReportOutcome:
     """Generate, measure and write report.md (default BUNDLE/report.md) with the SVG beside it.
 
@@ -302,7 +311,8 @@ def write_report(
     yet (`Bundle(out_dir, manifest)`). `rows`: report.PerplexityRow for each model scored
     (base, fine-tuned, each quantization). `train`: training conversations, for the share of
     generated words the owner used (left out when None). `private` / `blocklist`: the owner's
-    strings for the privacy probe; they never appear in the report.
+    strings for the privacy probe; they never appear in the report. `checks`: build's lines on
+    the conversion check and the quantization.
     """
     from . import report
 
@@ -339,7 +349,7 @@ def write_report(
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path = report_path.parent / report.PLOT_FILE
-    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note)
+    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks)
     plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
     report_path.write_text(text, encoding="utf-8")
     log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),

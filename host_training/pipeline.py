@@ -5,8 +5,11 @@
                                                        BUNDLE is touched
     3. out        stages.claim_out_dir, workspace      --force, --resume, --keep-work
     4. train      training.py                          scratch (tokenizer + tiny Llama) | LoRA + merge
-    5. convert    stages.convert                       HF checkpoint(s) -> F32 GGUF
-    6. quantize   stages.quantize                      --quant, or the best type for --target
+    5. convert    stages.convert, verify.py            HF checkpoint(s) -> F32 GGUF, then the GGUF checked
+                                                       against the checkpoint on held-out tokens
+    6. quantize   stages.quantize, imatrix.py,         the persona's importance matrix; --quant, or for
+                  drift.py                             --target the smallest type that fits the board
+                                                       with its drift from F32 within --quant-tolerance
     7. evaluate   stages.evaluate                      val perplexity of what ships, its F32 source
                                                        and (LoRA) the untuned base, in llama.cpp
     8. bundle     bundling.py                          eval.json, manifest and template check,
@@ -14,7 +17,7 @@
 
 Each stage takes and returns typed values (stages.Data, Trained, Converted, Quantized, Scores);
 nothing is written back into the configuration. A preflight (will this base fit, will it
-convert) belongs to stage 2, a check of the GGUF against its checkpoint to stage 5.
+convert) belongs to stage 2, the check of the GGUF against its checkpoint to stage 5.
 """
 
 from __future__ import annotations
@@ -75,16 +78,16 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
         if trained is None:
             return None
         models = stages.convert(trained, work, persona.name)
-        quantized = stages.quantize(cfg, models, work, trained.score)
+        quantized = stages.quantize(cfg, models, work, trained)
         scores = stages.evaluate(models, quantized, trained.score)
 
-        bundling.write_eval_json(cfg.out, trained, scores)
+        bundling.write_eval_json(cfg.out, trained, models, quantized, scores, cfg)
         facts = bundling.gguf_facts(quantized.model.path)
         manifest = bundling.manifest(cfg, data, persona, trained, quantized, scores, facts)
         bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
         bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
         rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
-        bundling.write_report(cfg, manifest, data, rows, quantized)
+        bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized))
         write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle
 
     ref = scores.reference

@@ -7,8 +7,9 @@ that tensor (e.g. Q4_K -> Q5_0, any I-quant -> IQ4_NL); the demo preset's dimens
 
 Types: F32 (a copy), F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K; and the I-quants
 (IQ4_XS ... IQ1_S), which this module accepts only with an importance matrix (`imatrix=`),
-see "Importance matrix" below. `for_target` quantizes to every type that may fit a board,
-scores each on val.jsonl and picks with targets.choose.
+see "Importance matrix" below (`build` computes the persona's own, imatrix.py). `for_target`
+quantizes to every type that may fit a board, measures each one's drift from the F32 model
+(drift.py) and picks with targets.choose: the smallest whose drift is within a tolerance.
 
 Cost of each type on an 8B model (perplexity increase, docs/figures.md): Q8_0 +0.003,
 Q4_K_M +0.175, Q3_K_M +0.66, Q2_K +3.5, IQ2_XXS +7.9. A model of a few million parameters
@@ -37,8 +38,8 @@ W is the GGUF tensor name (`blk.0.attn_q.weight`); its entry has n_in = ne[0] va
 importance goes to llama.cpp through `llama_model_quantize_params.imatrix` (a NULL-terminated
 array of {name, data, size}, exactly what llama-quantize builds), and the output GGUF records
 `quantize.imatrix.file/dataset/entries_count/chunks_count` as llama-quantize does.
-`write_imatrix` writes the GGUF form (for matrices computed elsewhere, e.g. from the HF
-checkpoint with torch hooks, as the tests do).
+`write_imatrix` writes the GGUF form (for matrices computed elsewhere: in llama.cpp by
+imatrix.py during `build`, or from the HF checkpoint with torch hooks, as the tests do).
 """
 
 from __future__ import annotations
@@ -72,8 +73,13 @@ QUANT_TYPES: dict[str, str] = {
     "Q3_K_M": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
     "Q2_K": "LLAMA_FTYPE_MOSTLY_Q2_K",
 }
-# The quantizations `--target` chooses among and `make bench` measures (the issue's list).
+# The quantizations `make bench` measures and `--target` chooses among (the issue's list) ...
 LISTED_QUANTS: tuple[str, ...] = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
+TARGET_QUANTS = LISTED_QUANTS
+# ... and, with an importance matrix (which `build` computes from the persona's own text), the
+# I-quants of each size class that llama.cpp's tables rank best for their size; IQ4_NL, IQ3_S,
+# IQ3_XS, IQ2_S and IQ2_XS sit between these at nearly the same cost, IQ1_* lose too much.
+TARGET_IQUANTS: tuple[str, ...] = ("IQ4_XS", "IQ3_M", "IQ3_XXS", "IQ2_M", "IQ2_XXS")
 # I-quants: only with an importance matrix. Name -> llama_ftype constant name.
 IQUANT_TYPES: dict[str, str] = {
     name: f"LLAMA_FTYPE_MOSTLY_{name}"
@@ -402,75 +408,81 @@ def min_file_bytes(src: str | Path, quant: str) -> int:
     return int(meta + low)
 
 
-def _perplexity(scored: Any) -> float:
-    if isinstance(scored, Mapping):
-        scored = scored["val_perplexity"]
-    ppl = float(scored)
-    if not math.isfinite(ppl) or ppl <= 0:
-        raise ValueError(f"the scorer returned {scored!r}; expected a positive, finite perplexity")
-    return ppl
+def _drift_bound(measured: Mapping[str, Any], quant: str) -> float:
+    try:
+        high = float(measured["high"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{quant}: the drift measure returned {measured!r}; expected a mapping with a 'high' "
+                         "(upper bound of the drift) entry") from None
+    if not math.isfinite(high):
+        raise ValueError(f"{quant}: the drift's upper bound is {high!r}; expected a finite number")
+    return high
 
 
 def for_target(
     f32_gguf: str | Path,
     board: str | targets.Board,
-    val_scorer: Callable[[Path], float | Mapping[str, Any]],
+    measure: Callable[[Path], Mapping[str, Any]],
     out_dir: str | Path,
     *,
-    quants: Iterable[str] = LISTED_QUANTS,
+    tolerance: float,
+    quants: Iterable[str] | None = None,
     n_ctx: int | None = None,
-    imatrix: str | Path | None = None,
-    ppl_tolerance: float = 0.0,
+    imatrix: str | Path | Imatrix | None = None,
     keep_all: bool = False,
     threads: int | None = None,
 ) -> tuple[Path, list[dict]]:
-    """Quantize for one board and choose the type with the best held-out quality that fits it.
+    """Quantize for one board and choose the smallest type that fits it with a drift within `tolerance`.
 
     Arguments:
       f32_gguf     the converter's F32 (or F16) GGUF.
       board        a target name for targets.board: pi-zero-2w, pi3, pi4, pi5, or a sized
                    variant such as pi4-4gb. ValueError for an unknown name.
-      val_scorer   called once per type that fits, with the path of the quantized GGUF; returns
-                   its val perplexity (lower is better) as a float, or a dict with a
-                   "val_perplexity" key, e.g.
-                   `lambda p: evaluate.score_gguf(p, val_convs, system_prompt)`.
+      measure      called once per type that fits, with the path of the quantized GGUF; returns
+                   its drift from `f32_gguf` as a mapping (drift.Drift.figures()): "high", the
+                   upper end of the drift's confidence interval, is what the choice compares
+                   with `tolerance`; every entry goes into the type's row.
       out_dir      where `model.<TYPE>.gguf` files are written (created if missing). Only the
                    chosen file is left there unless `keep_all`.
-      quants       types to consider (default LISTED_QUANTS: F16 ... Q2_K); I-quants among them
-                   need `imatrix` (QuantizeError otherwise).
+      tolerance    the largest drift upper bound accepted (targets.choose), in the measure's unit.
+      quants       types to consider; default TARGET_QUANTS, plus TARGET_IQUANTS with an
+                   `imatrix`. I-quants need `imatrix` (QuantizeError otherwise).
       n_ctx        context the payload will run with, for the KV cache (default: the GGUF's
                    training context).
-      ppl_tolerance  passed to targets.choose (0: strictly the lowest perplexity).
 
     Types whose lower-bound size (min_file_bytes) plus the KV cache and buffers already exceed
     the board's budget are skipped without quantizing; the others are quantized, measured, and
-    scored only if they fit. Returns (path of the chosen GGUF, table), the table one dict per
-    type in `quants` order: quant, bytes (None when skipped), val_perplexity (None when not
-    scored), fits (bool), predicted_tokens_per_s (on the board, from the actual or the
-    lower-bound size), chosen (bool), note (why skipped/unfit; the choice's reason on the chosen
-    row). Raises targets.NothingFits when no type fits (its message names the smallest
-    candidate and the budget), QuantizeError when llama.cpp fails.
+    measured only if they fit. Returns (path of the chosen GGUF, table), the table one dict per
+    type in `quants` order: quant, bytes (None when skipped), fits (bool), drift (the measure's
+    mapping) and val_perplexity (its entry), both absent when not measured,
+    predicted_tokens_per_s (on the board, from the actual or the lower-bound size), chosen
+    (bool), within_tolerance (the chosen row), note (why skipped/unfit; the choice's reason on
+    the chosen row). Raises targets.NothingFits when no
+    type fits (its message names the smallest candidate and the budget), QuantizeError when
+    llama.cpp fails.
     """
     b = targets.board(board)
     src, out_dir = Path(f32_gguf), Path(out_dir)
     if not src.is_file():
         raise QuantizeError(f"{src}: no such GGUF to quantize")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if quants is None:
+        quants = TARGET_QUANTS + (TARGET_IQUANTS if imatrix is not None else ())
     quants = [parse_quant(q, iquants=True) for q in quants]
     for q in quants:
         if q in IQUANT_TYPES and imatrix is None:
             raise QuantizeError(_iquant_refusal(q))  # before any file is written
+    out_dir.mkdir(parents=True, exist_ok=True)
     shape = model_shape(src, n_ctx)
     extra, kv_read = shape.runtime_bytes, shape.kv_read_bytes_per_token
-    im = read_imatrix(imatrix) if imatrix is not None else None
+    im = imatrix if imatrix is None or isinstance(imatrix, Imatrix) else read_imatrix(imatrix)
 
     rows: dict[str, dict] = {}
     candidates: dict[str, tuple[int, float]] = {}
     sizes: dict[str, int] = {}
     paths: dict[str, Path] = {}
-    for q in quants:
+    for i, q in enumerate(quants):
         low = min_file_bytes(src, q)
-        row = dict(quant=q, bytes=None, val_perplexity=None, fits=False, chosen=False,
+        row = dict(quant=q, bytes=None, fits=False, chosen=False,
                    predicted_tokens_per_s=targets.predicted_tokens_per_s(b, low, kv_read), note="")
         rows[q] = row
         if low + extra > b.budget_bytes:
@@ -486,14 +498,16 @@ def for_target(
                            f"> {b.budget_bytes / targets.MB:,.0f} MB budget")
             continue
         row["fits"] = True
-        ppl = row["val_perplexity"] = _perplexity(val_scorer(res.path))
-        candidates[q] = (res.bytes, ppl)
-        log.info("quantize.candidate", quant=q, bytes=res.bytes, val_perplexity=round(ppl, 4))
+        measured = dict(measure(res.path))
+        candidates[q] = (res.bytes, _drift_bound(measured, q))
+        row.update(val_perplexity=measured.get("val_perplexity"), drift=measured)
+        log.info("quantize.candidate", quant=q, n=i + 1, of=len(quants), bytes=res.bytes,
+                 drift_high=round(candidates[q][1], 5))
 
     try:
         if not candidates:  # choose() words the error: smallest candidate (measured or lower bound), budget
-            targets.choose(b, {q: (sizes[q], 1.0) for q in quants}, shape)
-        choice = targets.choose(b, candidates, shape, ppl_tolerance=ppl_tolerance)
+            targets.choose(b, {q: (sizes[q], 0.0) for q in quants}, shape, tolerance=tolerance)
+        choice = targets.choose(b, candidates, shape, tolerance=tolerance)
     except ValueError:
         if not keep_all:
             for p in paths.values():
@@ -503,6 +517,7 @@ def for_target(
         for q, p in paths.items():
             if q != choice.quant:
                 p.unlink(missing_ok=True)
-    rows[choice.quant].update(chosen=True, note=choice.reason)
-    log.info("quantize.target", board=b.name, chosen=choice.quant, reason=choice.reason)
+    rows[choice.quant].update(chosen=True, within_tolerance=choice.within_tolerance, note=choice.reason)
+    (log.info if choice.within_tolerance else log.warning)("quantize.target", board=b.name, chosen=choice.quant,
+                                                            reason=choice.reason)
     return paths[choice.quant], [rows[q] for q in quants]

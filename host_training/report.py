@@ -296,6 +296,7 @@ class PerplexityRow:
     quantization: str
     bytes: int | None
     val_perplexity: float
+    drift: dict | None = None  # drift.Drift.figures(): the NLL increase over the F32 model, its interval
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -389,6 +390,12 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.0f} %"
 
 
+def _drift(d: dict | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['nll_increase']:+.4f} ({d['low']:+.4f} to {d['high']:+.4f})"
+
+
 def _dist(d: dict | None) -> str:
     return "–" if d is None else f"{d['mean']:.1f} / {d['median']:.1f} / {d['p90']:.1f}"
 
@@ -424,9 +431,11 @@ def render_report(
     redactor: Redactor,
     val_note: str = "",
     plot_file: str = PLOT_FILE,
+    checks: Sequence[str] = (),
 ) -> str:
     """report.md as text. `manifest` is the bundle's BundleManifest; every text that comes from
-    data or generations goes through `redactor` and md_text. Same inputs, same bytes."""
+    data or generations goes through `redactor` and md_text. Same inputs, same bytes. `checks`:
+    lines on the conversion and the quantization (build's), under their own heading."""
     p, m, t = manifest.persona, manifest.model, manifest.training
     shipped = next((r for r in rows if r.quantization == m.quantization), rows[0] if rows else None)
     L = [
@@ -450,12 +459,20 @@ def render_report(
           "with an F32 KV cache): lower means the model finds the owner's real replies less surprising."
           + (f" {val_note}" if val_note else ""), ""]
     if rows:
-        L += ["| model | quantization | size | val perplexity |", "|---|---|---:|---:|"]
+        drifts = any(r.drift for r in rows)
+        L += ["| model | quantization | size | val perplexity |" + (" drift from F32 (95 % interval) |" if drifts else ""),
+              "|---|---|---:|---:|" + ("---|" if drifts else "")]
         L += [f"| {md_text(r.label, 60)} | {md_text(r.quantization, 20)} | {fmt_bytes(r.bytes)} | "
-              f"{_f(r.val_perplexity, '.3f') if math.isfinite(r.val_perplexity) else 'not finite'} |" for r in rows]
+              f"{_f(r.val_perplexity, '.3f') if math.isfinite(r.val_perplexity) else 'not finite'} |"
+              + (f" {_drift(r.drift)} |" if drifts else "") for r in rows]
+        if drifts:
+            L += ["", "Drift: the mean increase of the persona-token loss over the F32 model on the same tokens, in "
+                  "nats/token, with a 95 % bootstrap interval over the held-out conversations."]
         L += ["", f"![size vs perplexity]({plot_file})", ""]
     else:
         L += ["No model was scored.", ""]
+    if checks:
+        L += ["## Conversion and quantization", ""] + [f"- {md_text(c, 2000)}" for c in checks] + [""]
 
     L += ["## Style", ""]
     if style is None:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -22,6 +22,7 @@ import structlog
 from stratoecho import boards
 
 from .build_config import BuildConfig
+from .heldout import Tokens
 from .quantize import QuantResult
 from .tokenizer import Conversation, by_weight, example_weights, load_conversations
 
@@ -204,6 +205,8 @@ class Trained:
     eval_report: dict  # eval.json, the method's own entries (loss curves, merge check)
     reference_dir: Path | None = None  # the untuned base (LoRA), scored beside the tuned model
     reference_name: str = ""
+    heldout: Tokens | None = None  # val.jsonl in training's ids: the conversion check and the drift
+    calibration: list[list[int]] = field(default_factory=list)  # train.jsonl ids for the importance matrix
 
 
 # ----------------------------------------------------------------------------- convert
@@ -211,11 +214,13 @@ class Trained:
 class Converted:
     f32: Path
     reference_f32: Path | None
+    check: dict | None = None  # verify.Agreement.figures(): the GGUF against its checkpoint
 
 
 def convert(trained: Trained, work: Path, name: str) -> Converted:
-    """HF checkpoint(s) -> F32 GGUF. (A check of the GGUF against the checkpoint belongs here.)"""
-    from . import convert_gguf
+    """HF checkpoint(s) -> F32 GGUF, then the check that the GGUF computes what the checkpoint
+    computes on held-out tokens (verify.py): a mismatch is a BuildError with both models' figures."""
+    from . import convert_gguf, verify
 
     try:
         f32 = convert_gguf.convert(trained.model_dir, work / "model.F32.gguf", "f32", name=name)
@@ -223,10 +228,21 @@ def convert(trained: Trained, work: Path, name: str) -> Converted:
             trained.reference_dir, work / "base.F32.gguf", "f32", name=trained.reference_name)
     except convert_gguf.ConvertError as e:
         raise BuildError(f"GGUF conversion: {e}") from None
-    return Converted(f32, ref)
+    if trained.heldout is None:
+        return Converted(f32, ref)
+    try:
+        agreement = verify.check(trained.model_dir, f32, trained.heldout)
+    except verify.VerifyError as e:
+        raise BuildError(f"conversion check: {e}") from None
+    if not agreement.ok:
+        raise BuildError(agreement.message())
+    return Converted(f32, ref, agreement.figures())
 
 
 # ----------------------------------------------------------------------------- quantize
+NEEDS_NO_IMATRIX = ("F32", "F16", "Q8_0")  # types llama.cpp makes without reading an importance matrix
+
+
 @dataclass(frozen=True)
 class Quantized:
     """The bundle's model file and, with a reference, the reference in the same type."""
@@ -234,34 +250,77 @@ class Quantized:
     model: QuantResult  # already in BUNDLE
     file: str  # its name in BUNDLE: model.<QUANT>.gguf
     quant: str  # the type: --quant, or the one chosen for --target
-    target_table: list[dict] | None  # --target: every candidate type, scored or why not
+    target_table: list[dict] | None  # --target: every candidate type, measured or why not
     reference: QuantResult | None  # the untuned base, in `quant`
+    drift: dict | None = None  # drift.Drift.figures(): the shipped file against its F32 source
+    imatrix: dict | None = None  # the importance matrix used: where from, what it covers
 
 
-def quantize(cfg: BuildConfig, models: Converted, work: Path, score: Scorer) -> Quantized:
-    """`--quant` as asked, or with `--target` the listed type that fits the board and scores best
-    on val.jsonl; the reference (if any) is quantized to the same type, to compare like with like."""
+def importance_matrix(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) -> tuple[Path | None, dict | None]:
+    """--imatrix FILE as given; else, for a type that reads one, computed in llama.cpp from the
+    persona's training text (imatrix.py). Where it cannot be computed, the K-quants go on
+    without one (a warning) and an I-quant is a BuildError."""
+    from . import imatrix
+
+    if cfg.imatrix is not None:
+        return cfg.imatrix, {"source": str(cfg.imatrix)}
+    if (cfg.target is None and cfg.quant in NEEDS_NO_IMATRIX) or not trained.calibration:
+        return None, None
+    try:
+        r = imatrix.compute(models.f32, trained.calibration)
+    except imatrix.ImatrixError as e:
+        if cfg.target is None and cfg.quant.startswith("IQ"):
+            raise BuildError(f"importance matrix for {cfg.quant}: {e}") from None
+        log.warning("build.imatrix_unavailable", error=str(e), then="quantizing without one; no I-quants")
+        return None, None
+    path = imatrix.write(work / "imatrix.gguf", r, "persona train.jsonl")
+    return path, {"source": "computed in llama.cpp from train.jsonl", "tokens": r.tokens, "chunks": r.chunks,
+                  "chunk_size": r.chunk_size, "entries": len(r.sums), "seconds": r.seconds}
+
+
+def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) -> Quantized:
+    """`--quant` as asked, or with `--target` the smallest type that fits the board and whose drift
+    from the F32 model on val.jsonl is within --quant-tolerance (drift.py); the reference (if any)
+    is quantized to the same type, to compare like with like."""
+    from . import drift
     from . import quantize as q
+
+    im_path, im_info = importance_matrix(cfg, models, work, trained)
+    reference = None
+    if trained.heldout is not None and (cfg.target is not None or cfg.quant != "F32"):  # F32 drifts from nothing
+        reference = drift.token_scores(models.f32, trained.heldout)
+        if len(reference.nll) < drift.MIN_CONVERSATIONS:
+            log.warning("build.few_val_conversations", conversations=len(reference.nll),
+                        why=f"fewer than {drift.MIN_CONVERSATIONS}: the drift's interval understates its uncertainty")
+    elif cfg.target is not None:
+        raise BuildError("--target needs the held-out tokens training rendered; this training gave none")
+
+    def measure(path: Path) -> dict:
+        return drift.measure(reference, path, trained.heldout).figures()
 
     try:
         if cfg.target is None:
             quant, table = cfg.quant, None
             model_file = f"model.{quant}.gguf"
-            result = q.quantize(models.f32, cfg.out / model_file, quant, verbose=cfg.verbose, imatrix=cfg.imatrix)
+            result = q.quantize(models.f32, cfg.out / model_file, quant, verbose=cfg.verbose, imatrix=im_path)
+            shipped = measure(result.path) if quant != "F32" and reference is not None else None
         else:
-            chosen, table = q.for_target(models.f32, cfg.target, lambda p: score(p)["val_perplexity"],
-                                         work / "candidates", imatrix=cfg.imatrix)
+            tolerance = cfg.quant_tolerance if cfg.quant_tolerance is not None else drift.DEFAULT_TOLERANCE
+            # Sized at the context the bundle declares (the preflight's), not the base's longest.
+            chosen, table = q.for_target(models.f32, cfg.target, measure, work / "candidates", tolerance=tolerance,
+                                         imatrix=im_path, n_ctx=trained.context_length)
             row = next(r for r in table if r["chosen"])
             quant, model_file = row["quant"], f"model.{row['quant']}.gguf"
             shutil.move(str(chosen), cfg.out / model_file)
             log.info("build.target", board=cfg.target, quant=quant, why=row["note"])
             result = q.QuantResult(cfg.out / model_file, quant, row["bytes"], models.f32.stat().st_size,
-                                   str(cfg.imatrix) if cfg.imatrix else None)
-        reference = None if models.reference_f32 is None else q.quantize(
-            models.reference_f32, work / f"base.{quant}.gguf", quant, verbose=cfg.verbose, imatrix=cfg.imatrix)
+                                   str(im_path) if im_path else None)
+            shipped = row["drift"]
+        ref_model = None if models.reference_f32 is None else q.quantize(
+            models.reference_f32, work / f"base.{quant}.gguf", quant, verbose=cfg.verbose, imatrix=im_path)
     except (q.QuantizeError, boards.NothingFits) as e:
         raise BuildError(str(e)) from None
-    return Quantized(result, model_file, quant, table, reference)
+    return Quantized(result, model_file, quant, table, ref_model, shipped, im_info)
 
 
 # ----------------------------------------------------------------------------- evaluate

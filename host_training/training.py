@@ -55,7 +55,7 @@ class ScratchTraining:
         return Processes(True, lambda: None)
 
     def train(self, data: Data, persona: PersonaText, work: Path) -> Trained:
-        from . import evaluate, tokenizer, train_scratch
+        from . import evaluate, heldout, tokenizer, train_scratch
 
         hf_dir = work / "hf"
         hf_dir.mkdir(exist_ok=True)
@@ -67,6 +67,12 @@ class ScratchTraining:
             r = train_scratch.train(self.config, data.train, data.val, hf_dir, hf_dir, persona.system_prompt)
         except ValueError as e:  # data that renders to nothing trainable
             raise BuildError(f"training: {e}") from None
+        # val.jsonl and a sample of train.jsonl in the ids training used, for the checks after it
+        hf_tok = tokenizer.load_hf_tokenizer(hf_dir)
+        encode, special = tokenizer.hf_text_encoder(hf_tok), tokenizer.hf_special_ids(hf_tok)
+        held = heldout.from_chatml(data.val, encode, special, persona.system_prompt, r.context_length)
+        rendered = (tokenizer.render_ids(tokenizer.with_system_prompt(c, persona.system_prompt), encode, special)[0]
+                    for c in heldout.distinct(data.train))
         return Trained(
             model_dir=hf_dir, label="trained", base="scratch",
             template=Template(tokenizer.CHATML_TEMPLATE, list(tokenizer.STOP_STRINGS), tokenizer.EOT, tokenizer.EOT),
@@ -79,6 +85,8 @@ class ScratchTraining:
                           minutes=round(r.minutes, 3), **r.hparams),
             eval_report={"training_framework_val_loss": r.val_loss,
                          "training_val_curve": r.val_curve},  # [step, val_loss]; the best step's weights are kept
+            heldout=held, calibration=heldout.calibration(rendered, chunk=min(heldout.CALIBRATION_CHUNK,
+                                                                              r.context_length)),
         )
 
 
@@ -121,7 +129,8 @@ class LoraTraining:
         """None in a secondary process of `accelerate launch`: the main one goes on to the bundle."""
         from stratoecho.bundle import sha256_file
 
-        from . import evaluate, finetune
+        from . import evaluate, finetune, heldout
+        from .tokenizer import with_system_prompt
 
         base = self.opts.base
         log.info("build.base", base=str(base))
@@ -144,8 +153,11 @@ class LoraTraining:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(r.merged_dir)
-        val_ex = finetune.to_examples(data.val, finetune.ChatFormat(tok), persona.system_prompt, "persona",
-                                      r.context_length)
+        fmt = finetune.ChatFormat(tok)
+        val_ex = finetune.to_examples(data.val, fmt, persona.system_prompt, "persona", r.context_length)
+        held = heldout.from_chat_format(data.val, fmt, persona.system_prompt, r.context_length)
+        rendered = (fmt.ids_and_targets(with_system_prompt(c, persona.system_prompt))[0]
+                    for c in heldout.distinct(data.train))
         return Trained(
             model_dir=Path(r.merged_dir), label="fine-tuned", base=base.name,
             template=Template(r.chat_template, list(r.stop), r.bos_token, r.eos_token),
@@ -166,6 +178,8 @@ class LoraTraining:
                 **({"preflight": self.preflight.as_dict()} if self.preflight is not None else {}),
             },
             reference_dir=reference, reference_name=f"{base.name} (untuned)",
+            heldout=held, calibration=heldout.calibration(rendered, chunk=min(heldout.CALIBRATION_CHUNK,
+                                                                              r.context_length)),
         )
 
 

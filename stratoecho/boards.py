@@ -9,7 +9,8 @@ shared core that both import.
   * does a GGUF of N bytes, run with a context of n_ctx tokens, fit in what the board can
     give the model? (`fits`, `runtime_bytes`)
   * how many tokens/s will it generate there? (`predicted_tokens_per_s`)
-  * of the candidates that fit, which has the best held-out quality? (`choose`)
+  * of the candidates that fit, which is the smallest whose measured drift from the F32
+    model is within the tolerance? (`choose`)
 
 Memory budget of a board (`Board.budget_bytes`) = RAM
     - GPU/CMA reserve      64 MB: the firmware's carve-out for a headless image (Raspberry Pi
@@ -207,28 +208,36 @@ def predicted_tokens_per_s(board_name: str | Board, model_bytes: int, kv_read_by
 class Choice:
     quant: str
     reason: str
-    fitting: tuple[str, ...]  # every candidate that fits, best quality first
+    fitting: tuple[str, ...]  # every candidate that fits, least drift first
+    within_tolerance: bool  # False: nothing that fits is within it; `quant` has the least drift
 
 
 def choose(
     board_name: str | Board,
     candidates: Mapping[str, tuple[int, float]],
     shape: ModelShape | None = None,
-    ppl_tolerance: float = 0.0,
+    *,
+    tolerance: float,
 ) -> Choice:
-    """Among `candidates` ({quant: (file bytes, val perplexity)}), the best held-out quality that fits.
+    """Among `candidates` ({quant: (file bytes, drift)}), the smallest file that fits and whose
+    drift is within `tolerance`.
 
-    Best = lowest val perplexity; with `ppl_tolerance` > 0 (relative, e.g. 0.01 = 1 %), the
-    smallest file whose perplexity is within that fraction of the best wins instead (faster
-    on the board at no measurable cost). Ties go to the smaller file. NothingFits when none
-    fits, naming the smallest candidate and the board's budget.
+    The drift is what quantizing cost, measured with its uncertainty: the caller passes the
+    upper end of its confidence interval (host_training/drift.py: the increase of the held-out
+    loss over the F32 model, nats/token), so a type is taken only when even its pessimistic
+    figure is within the tolerance, and a bigger file is never taken for a difference inside
+    the noise. Ties go to the smaller drift. When nothing that fits is within the tolerance,
+    the least drift that fits is taken and the reason says so (`within_tolerance` False).
+    NothingFits when nothing fits, naming the smallest candidate and the board's budget.
     """
     b = board(board_name)
     if not candidates:
         raise ValueError("no candidates to choose from")
-    for q, (size, ppl) in candidates.items():
-        if size <= 0 or not (isinstance(ppl, (int, float)) and math.isfinite(ppl)):
-            raise ValueError(f"candidate {q}: needs a positive size and a finite perplexity, got {size!r}, {ppl!r}")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"the drift tolerance must be a finite number >= 0, got {tolerance!r}")
+    for q, (size, drift) in candidates.items():
+        if size <= 0 or not (isinstance(drift, (int, float)) and math.isfinite(drift)):
+            raise ValueError(f"candidate {q}: needs a positive size and a finite drift, got {size!r}, {drift!r}")
     extra = runtime_bytes(shape)
     ok = {q: v for q, v in candidates.items() if v[0] + extra <= b.budget_bytes}
     if not ok:
@@ -239,19 +248,23 @@ def choose(
         raise NothingFits(f"nothing fits {b.describe()}: the smallest candidate, {small_q}, needs {need}; "
                           "choose a bigger board, a shorter context, or a smaller model")
     ranked = sorted(ok, key=lambda q: (ok[q][1], ok[q][0]))
-    best_ppl = ok[ranked[0]][1]
-    within = [q for q in ranked if ok[q][1] <= best_ppl * (1.0 + ppl_tolerance)]
-    pick = min(within, key=lambda q: (ok[q][0], ok[q][1]))
-    size, ppl = ok[pick]
+    within = [q for q in ok if ok[q][1] <= tolerance]
+    if within:
+        pick = min(within, key=lambda q: (ok[q][0], ok[q][1]))
+        why = (f"the smallest file whose drift is within the tolerance ({ok[pick][1]:+.4f} <= {tolerance:g} "
+               f"nats/token, upper bound) among the {len(ok)} of {len(candidates)} candidates that fit")
+    else:
+        pick = ranked[0]
+        why = (f"NOT within the tolerance: none of the {len(ok)} of {len(candidates)} candidates that fit has a "
+               f"drift <= {tolerance:g} nats/token (upper bound); the least is {pick}'s {ok[pick][1]:+.4f}")
+    size = ok[pick][0]
     kv_read = shape.kv_read_bytes_per_token if shape is not None else 0
     tps = predicted_tokens_per_s(b, size, kv_read)
     lo, hi = (predicted_tokens_per_s(b, size, kv_read, bw) for bw in b.bandwidth_range_gb_s)
     speed = f"~{tps:,.1f} tokens/s" + (f" ({lo:,.1f}-{hi:,.1f})" if hi != lo else "")
     left_out = sorted(set(candidates) - set(ok))
-    why = (f"best val perplexity {ppl:.4g}" if pick == ranked[0]
-           else f"smallest file within {ppl_tolerance:.1%} of the best val perplexity ({ppl:.4g} vs {best_ppl:.4g})")
-    reason = (f"{pick} for {b.describe()}: {why} of the {len(ok)} of {len(candidates)} candidates that fit; "
+    reason = (f"{pick} for {b.describe()}: {why}; "
               f"{_mb(size)} file + {_mb(extra)} KV cache and buffers; predicted {speed} at "
               f"{b.bandwidth_gb_s:g} GB/s (bandwidth bound, an upper limit for small models)"
               + (f"; too big: {', '.join(left_out)}" if left_out else ""))
-    return Choice(pick, reason, tuple(ranked))
+    return Choice(pick, reason, tuple(ranked), bool(within))

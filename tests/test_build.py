@@ -131,10 +131,22 @@ def test_base_without_data_or_model_is_refused_before_any_work(tmp_path, chat_da
     assert not (tmp_path / "b").exists()
 
 
-def test_an_iquant_without_an_importance_matrix_is_refused_before_training(chat_data_dir, tmp_path, capsys):
-    rc = main(["build", "--data", str(chat_data_dir), "--from-scratch", "--quant", "IQ2_XXS", "--out", str(tmp_path / "b")])
-    assert rc == 2 and "imatrix" in capsys.readouterr().err.lower()
-    assert not (tmp_path / "b").exists()
+def test_an_iquant_is_quantized_with_the_persona_own_importance_matrix(chat_data_dir, tmp_path):
+    """No --imatrix: build computes one in llama.cpp from train.jsonl and quantizes with it."""
+    import gguf
+
+    out = tmp_path / "b"
+    assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
+                 "--vocab-size", "400", "--quant", "iq2_xxs", "--out", str(out)]) == 0
+    m = load_bundle(out).manifest
+    assert m.model.file == "model.IQ2_XXS.gguf" and m.model.quantization == "IQ2_XXS"
+    e = json.loads((out / "eval.json").read_text())
+    im = e["quantization"]["imatrix"]
+    assert im["source"] == "computed in llama.cpp from train.jsonl" and im["tokens"] > 1000 and im["entries"] == 14
+    fields = gguf.GGUFReader(str(out / m.model.file)).fields
+    assert fields["quantize.imatrix.entries_count"].contents() == 14
+    assert e["conversion_check"]["ok"] and e["quantization"]["drift"]["conversations"] == 12
+    assert "quant_nll_increase_high" in m.eval
 
 
 def test_unknown_quant_is_refused(chat_data_dir, tmp_path, capsys):
@@ -219,9 +231,19 @@ def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data
     assert m.model.target == "pi-zero-2w" and m.eval["predicted_tokens_per_s"] > 0
     assert m.model.file == f"model.{m.model.quantization}.gguf" and (out / m.model.file).is_file()
     report = (out / "report.md").read_text()
-    # Every listed type that fits was scored: all of them appear with their perplexity.
-    assert report.count("candidate for pi-zero-2w") >= 5
+    # Every type that fits was measured: all of them appear with their perplexity and drift.
+    assert report.count("candidate for pi-zero-2w") >= 12 and "drift from F32 (95 % interval)" in report
+    assert "Conversion check (F32 GGUF in llama.cpp against the checkpoint in transformers" in report
     assert not (out / "work").exists() and len(list(out.glob("*.gguf"))) == 1
+    q = json.loads((out / "eval.json").read_text())["quantization"]
+    assert q["target"]["tolerance"] == 0.02 and q["imatrix"]["entries"] > 0
+    rows = q["target"]["candidates"]
+    assert {r["quant"] for r in rows} >= {"Q4_K_M", "Q2_K", "IQ4_XS", "IQ2_XXS"}
+    chosen = next(r for r in rows if r["chosen"])
+    assert chosen["quant"] == m.model.quantization and chosen["within_tolerance"] and chosen["drift"]["high"] <= 0.02
+    # the smallest file within the tolerance: nothing smaller that fits was within it
+    assert all(r["drift"]["high"] > 0.02 for r in rows if r["fits"] and r["bytes"] < chosen["bytes"])
+    assert m.eval["quant_within_tolerance"] is True
 
 
 # ----------------------------------------------------------------------------- the declared options
@@ -234,7 +256,6 @@ def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data
         (["--base", "BASE", "--lora-rank", "0"], "--lora-rank: Input should be greater than 0 (got 0)"),
         (["--base", "BASE", "--epochs", "0", "--learning-rate", "0"], "--epochs: Input should be greater than 0 "
                                                                       "(got 0.0); --learning-rate:"),
-        (["--from-scratch", "--quant", "IQ2_XXS"], "--quant: IQ2_XXS is an I-quant"),
         (["--from-scratch", "--imatrix", "nofile.gguf"], "--imatrix nofile.gguf: no such file"),
         (["--from-scratch", "--blocklist", "nofile.txt"], "--blocklist nofile.txt: no such file"),
         (["--from-scratch", "--target", "pi9"], "--target: unknown target board 'pi9'; choose one of pi-zero-2w"),

@@ -230,6 +230,10 @@ def test_build_base_without_template(tmp_path, corpus_data_dir):
     pre = report["preflight"]
     assert pre["chat_template"]["source"] == "none" and "ChatML" in pre["chat_template"]["note"]
     assert pre["context"] == manifest["model"]["context_length"] and pre["memory"][0]["verdict"] == "fits"
+    # the merged model in transformers and its F32 GGUF in llama.cpp agree, the template's texts tokenize alike
+    check = report["conversion_check"]
+    assert check["ok"] and check["positions"] > 0 and check["texts"] > 0 and check["texts_differing"] == 0
+    assert report["quantization"]["imatrix"]["entries"] > 0 and report["quantization"]["drift"]["tokens"] > 0
     # the untuned base vs the tuned model, same quantization, same persona tokens
     e = manifest["eval"]
     assert e["val_perplexity"] < e["base_val_perplexity"]

@@ -4,8 +4,9 @@ and the choice of a quantization for a board (stratoecho/boards.py, quantize.for
 The model is a random 256-wide Llama built here (256 so that the K- and I-quants apply to
 every matrix instead of falling back to 32-blocks, as they do for the `test` preset), converted
 by the real converter. Its importance matrix is computed the way llama-imatrix computes one:
-mean squared input activations of every weight matrix over some text, here from the HF model
-with torch forward hooks.
+mean squared input activations of every weight matrix over some text, from the HF model with
+torch forward hooks, and the way `build` computes the persona's own: in llama.cpp (imatrix.py);
+the two must agree.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ def test_iquants_are_refused_without_an_importance_matrix(model, tmp_path, quant
     assert not (tmp_path / "out.gguf").exists()
 
 
-def hf_imatrix(hf, hf_tok, texts):
-    """{gguf tensor name: (sum of squared inputs per column, tokens)} from forward hooks on every Linear."""
+def hf_imatrix(hf, hf_tok, texts, ids=()):
+    """{gguf tensor name: (sum of squared inputs per column, tokens)} from forward hooks on every Linear,
+    over `texts` (tokenized here) and the token id lists `ids`."""
     import gguf
     import torch
 
@@ -128,8 +130,8 @@ def hf_imatrix(hf, hf_tok, texts):
 
             hooks.append(mod.register_forward_hook(hook))
     with torch.no_grad():
-        for t in texts:
-            hf(torch.tensor([hf_tok.encode(t, add_special_tokens=False)[:128]]))
+        for t in [hf_tok.encode(t, add_special_tokens=False)[:128] for t in texts] + list(ids):
+            hf(torch.tensor([t]))
     for h in hooks:
         h.remove()
     return sums, counts
@@ -232,34 +234,36 @@ def test_fits_counts_the_kv_cache():
     assert targets.fits(zero, file_bytes, targets.ModelShape(n_ctx=512, n_layers=8, n_embd_kv=256))
 
 
-CANDIDATES = {  # quant: (bytes, val perplexity): sizes like a 0.5B model's
-    "F16": (990 * MB, 20.00), "Q8_0": (530 * MB, 20.01), "Q6_K": (410 * MB, 20.05), "Q5_K_M": (380 * MB, 20.12),
-    "Q4_K_M": (350 * MB, 20.4), "Q4_0": (330 * MB, 20.9), "Q3_K_M": (300 * MB, 21.5), "Q2_K": (250 * MB, 26.0),
+CANDIDATES = {  # quant: (bytes, drift: upper bound of the NLL increase, nats/token): sizes like a 0.5B model's
+    "F16": (990 * MB, 0.0), "Q8_0": (530 * MB, 0.001), "Q6_K": (410 * MB, 0.004), "Q5_K_M": (380 * MB, 0.008),
+    "Q4_K_M": (350 * MB, 0.018), "Q4_0": (330 * MB, 0.03), "Q3_K_M": (300 * MB, 0.06), "Q2_K": (250 * MB, 0.25),
 }
 
 
-def test_choose_takes_the_best_quality_that_fits():
-    assert targets.choose("pi5-4gb", CANDIDATES).quant == "F16"
-    c = targets.choose("pi3", CANDIDATES)  # 694 MB budget: F16 is out
-    assert c.quant == "Q8_0" and "F16" not in c.fitting
-    assert "Q8_0 for pi3" in c.reason and "too big: F16" in c.reason and "tokens/s" in c.reason
+def test_choose_takes_the_smallest_file_within_the_tolerance_that_fits():
+    c = targets.choose("pi5-4gb", CANDIDATES, tolerance=0.02)
+    assert c.quant == "Q4_K_M" and c.within_tolerance
+    assert "Q4_K_M for pi5-4gb" in c.reason and "+0.0180 <= 0.02" in c.reason and "tokens/s" in c.reason
+    assert c.fitting == tuple(CANDIDATES)  # least drift first
+    assert targets.choose("pi5-4gb", CANDIDATES, tolerance=0.005).quant == "Q6_K"
+    c = targets.choose("pi3", CANDIDATES, tolerance=0.0)  # 694 MB budget: F16 is out; only Q8_0... none <= 0
+    assert c.quant == "Q8_0" and not c.within_tolerance and "too big: F16" in c.reason
     # the Zero 2 W gives a model 233 MB: the 240 MB Q3_K_M is out, the 200 MB Q2_K is in
-    small = {"Q2_K": (200 * MB, 26.0), "Q3_K_M": (240 * MB, 21.5)}
-    assert targets.choose("pi-zero-2w", small).quant == "Q2_K"
-    # ties go to the smaller file; a tolerance trades a hair of perplexity for speed
-    assert targets.choose("pi5-4gb", {"Q8_0": (530, 20.0), "F16": (990, 20.0)}).quant == "Q8_0"
-    assert targets.choose("pi5-4gb", CANDIDATES, ppl_tolerance=0.01).quant == "Q5_K_M"
+    small = {"Q2_K": (200 * MB, 0.01), "Q3_K_M": (240 * MB, 0.005)}
+    assert targets.choose("pi-zero-2w", small, tolerance=0.02).quant == "Q2_K"
+    # ties in size go to the smaller drift
+    assert targets.choose("pi5-4gb", {"A": (530, 0.002), "B": (530, 0.001)}, tolerance=0.02).quant == "B"
 
 
 def test_choose_refuses_when_nothing_fits():
     with pytest.raises(targets.NothingFits) as e:
-        targets.choose("pi-zero-2w", CANDIDATES)
+        targets.choose("pi-zero-2w", CANDIDATES, tolerance=0.02)
     msg = str(e.value)
     assert "nothing fits pi-zero-2w (512 MB RAM, 233 MB for the model" in msg
     assert "the smallest candidate, Q2_K, needs 250 MB" in msg
     shape = targets.ModelShape(n_ctx=4096, n_layers=24, n_embd_kv=256)  # 96 MB of F16 KV cache
     with pytest.raises(targets.NothingFits, match=r"Q2_K, needs 346 MB \(250 MB file \+ 96 MB KV cache"):
-        targets.choose("pi-zero-2w", CANDIDATES, shape)
+        targets.choose("pi-zero-2w", CANDIDATES, shape, tolerance=0.02)
 
 
 # ----------------------------------------------------------------------------- for_target
@@ -277,42 +281,99 @@ def tiny_board(budget_bytes):
     return b
 
 
-def test_for_target_quantizes_scores_and_chooses(model, tmp_path):
+def test_for_target_quantizes_measures_and_chooses(model, tmp_path):
     _, _, f32 = model
     shape = model_shape(f32)
     # F16 (1.7 MB) cannot fit; Q8_0 (0.9 MB) and smaller can.
     board = tiny_board(shape.runtime_bytes + int(1.2 * MB))
-    ppl = {"Q8_0": 10.0, "Q6_K": 9.9, "Q5_K_M": 10.1, "Q4_K_M": 10.5, "Q4_0": 10.7, "Q3_K_M": 11.5, "Q2_K": 14.0}
-    scored = []
+    high = {"Q8_0": 0.001, "Q6_K": 0.002, "Q5_K_M": 0.004, "Q4_K_M": 0.015, "Q4_0": 0.012, "Q3_K_M": 0.03, "Q2_K": 0.2}
+    measured = []
 
-    def scorer(path):
-        scored.append(path.name)
-        return {"val_perplexity": ppl[path.name.split(".")[1]]}
+    def measure(path):
+        q = path.name.split(".")[1]
+        measured.append(q)
+        return {"nll_increase": high[q] / 2, "low": 0.0, "high": high[q], "val_perplexity": 10.0 + high[q]}
 
-    chosen, table = for_target(f32, board, scorer, tmp_path / "out", threads=2)
-    assert chosen == tmp_path / "out" / "model.Q6_K.gguf" and chosen.is_file()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.Q6_K.gguf"]
-    assert "model.F16.gguf" not in scored and len(scored) == 7
+    chosen, table = for_target(f32, board, measure, tmp_path / "out", tolerance=0.02, threads=2)
+    # Q4_0 is smaller than Q4_K_M and within the tolerance; Q3_K_M and Q2_K are smaller but drift too much
+    assert chosen == tmp_path / "out" / "model.Q4_0.gguf" and chosen.is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.Q4_0.gguf"]
+    assert "F16" not in measured and len(measured) == 7
     rows = {r["quant"]: r for r in table}
     assert [r["quant"] for r in table] == list(LISTED_QUANTS)
     assert rows["F16"]["bytes"] is None and not rows["F16"]["fits"] and rows["F16"]["note"].startswith("skipped")
-    assert rows["Q6_K"]["chosen"] and "best val perplexity 9.9" in rows["Q6_K"]["note"]
+    assert rows["Q4_0"]["chosen"] and rows["Q4_0"]["within_tolerance"]
+    assert "the smallest file whose drift is within the tolerance (+0.0120 <= 0.02" in rows["Q4_0"]["note"]
     assert sum(r["chosen"] for r in table) == 1
-    for q in ppl:
+    for q in high:
         r = rows[q]
-        assert r["fits"] and r["val_perplexity"] == ppl[q] and r["bytes"] > 0
+        assert r["fits"] and r["drift"]["high"] == high[q] and r["val_perplexity"] == 10.0 + high[q] and r["bytes"] > 0
         assert r["predicted_tokens_per_s"] == pytest.approx(2.0e9 / (r["bytes"] + shape.kv_read_bytes_per_token))
+    with pytest.raises(ValueError, match="expected a mapping with a 'high'"):
+        for_target(f32, board, lambda p: {"val_perplexity": 3.0}, tmp_path / "out2", tolerance=0.02, quants=["Q8_0"])
 
 
 def test_for_target_when_nothing_fits(model, tmp_path):
     _, _, f32 = model
     calls = []
     with pytest.raises(targets.NothingFits, match="nothing fits tiny .* the smallest candidate, Q2_K"):
-        for_target(f32, tiny_board(100_000), calls.append, tmp_path / "out")
+        for_target(f32, tiny_board(100_000), calls.append, tmp_path / "out", tolerance=0.02)
     assert calls == [] and list((tmp_path / "out").iterdir()) == []
 
 
 def test_for_target_refuses_iquants_without_an_imatrix_before_any_work(model, tmp_path):
     with pytest.raises(QuantizeError, match="IQ2_XXS is an I-quant and needs an importance matrix"):
-        for_target(model[2], "pi4", lambda p: 1.0, tmp_path / "out", quants=["Q8_0", "IQ2_XXS"])
-    assert not any((tmp_path / "out").iterdir())
+        for_target(model[2], "pi4", lambda p: {"high": 0.0}, tmp_path / "out", tolerance=0.02,
+                   quants=["Q8_0", "IQ2_XXS"])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ----------------------------------------------------------------------------- the persona's own imatrix
+def calibration(hf_tok, n=12):
+    """Synthetic chats in ChatML ids, packed into chunks of 96 tokens (a short last one)."""
+    from host_training import heldout
+
+    rng = random.Random(9)
+    enc, special = T.hf_text_encoder(hf_tok), T.hf_special_ids(hf_tok)
+    rendered = [T.render_ids(make_conversation(rng)["messages"], enc, special)[0] for _ in range(n)]
+    return heldout.calibration(rendered, max_tokens=1000, chunk=96)
+
+
+def test_imatrix_from_llama_cpp_covers_every_weight_matrix_as_torch_sees_it(model):
+    import gguf
+
+    from host_training import imatrix
+
+    hf, hf_tok, f32 = model
+    chunks = calibration(hf_tok)
+    assert sum(map(len, chunks)) == 1000 and len(chunks[-1]) < 96
+    r = imatrix.compute(f32, chunks, threads=2)
+    seen = sum(len(c) for c in chunks if len(c) >= imatrix.MIN_ROWS)  # llama-imatrix skips tiny batches
+    assert r.tokens == seen and r.chunks == sum(len(c) >= imatrix.MIN_ROWS for c in chunks)
+    matrices = {t.name: t for t in gguf.GGUFReader(str(f32)).tensors
+                if len(t.shape) == 2 and t.name not in ("token_embd.weight", "output.weight")}
+    assert set(r.sums) == set(matrices)  # every matrix the quantizer will quantize, nothing else
+    for name, s in r.sums.items():
+        assert s.shape == (int(matrices[name].shape[0]),) and (s > 0).all() and np.isfinite(s).all()
+        assert r.counts[name] == seen
+    # the same numbers as torch hooks on the HF model over the same chunks (llama.cpp's attention
+    # runs with an F16 KV cache, so the inputs after it differ in the 4th digit)
+    sums, counts = hf_imatrix(hf, hf_tok, [], ids=[c for c in chunks if len(c) >= imatrix.MIN_ROWS])
+    for name in r.sums:
+        assert counts[name] == seen
+        np.testing.assert_allclose(r.sums[name], sums[name], rtol=5e-3, atol=1e-3 * float(sums[name].max()))
+
+
+def test_an_iquant_with_the_persona_imatrix_loads_and_generates(model, tmp_path):
+    from host_training import imatrix
+
+    hf, hf_tok, f32 = model
+    r = imatrix.compute(f32, calibration(hf_tok), threads=2)
+    path = imatrix.write(tmp_path / "imatrix.gguf", r, "persona train.jsonl")
+    im = read_imatrix(path)
+    assert im.chunk_count == r.chunks and im.datasets == ["persona train.jsonl"]
+    q = "blk.0.ffn_down.weight"
+    np.testing.assert_allclose(im.entries[q], r.sums[q] / r.counts[q], rtol=1e-5)
+    result = quantize(f32, tmp_path / "model.IQ2_XXS.gguf", "IQ2_XXS", threads=2, imatrix=path)
+    ftype, out = generate(result.path)
+    assert ftype == llama_cpp.LLAMA_FTYPE_MOSTLY_IQ2_XXS and out["choices"][0]["finish_reason"] == "length"
