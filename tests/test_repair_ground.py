@@ -261,7 +261,7 @@ def test_uplink_key_needs_a_source_that_transmits_and_a_usable_key(tmp_path, cap
     args = build_parser().parse_args(["listen", "--replay", "-", "--db", str(tmp_path / "g.db"),
                                       "--uplink-key", str(key_path)])
     assert cmd_listen(args) == 2
-    assert "--udp or --serial" in capsys.readouterr().err
+    assert "--udp, --serial or --lora" in capsys.readouterr().err
     key_path.chmod(0o644)
     args = build_parser().parse_args(["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"),
                                       "--uplink-key", str(key_path)])

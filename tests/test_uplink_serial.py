@@ -287,7 +287,7 @@ def test_uplink_needs_a_source_that_can_transmit(tmp_path, key, capsys):
     args = build_parser().parse_args(["listen", "--replay", "-", "--db", str(tmp_path / "g.db"),
                                       "--uplink-key", str(key_path)])
     assert cmd_listen(args) == 2
-    assert "--udp or --serial" in capsys.readouterr().err
+    assert "--udp, --serial or --lora" in capsys.readouterr().err
     args = build_parser().parse_args(["listen", "--replay", "-", "--raw", "--db", str(tmp_path / "g.db")])
     assert cmd_listen(args) == 2
     assert "--raw goes with --serial" in capsys.readouterr().err
