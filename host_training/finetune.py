@@ -195,17 +195,30 @@ class ChatFormat:
         raise FinetuneError(f"the chat template refuses a conversation even with roles alternating: {first}")
 
     # -- ids and targets
+    def prefix_renders(self, conv: Conversation) -> list[str]:
+        """render(conv[:i]) for i = 0..len(conv), each a prefix of the next. A template that closes
+        every rendering with the EOS (Phi-3's and Phi-4-mini's `{% else %}{{ eos_token }}`) has
+        that closing taken off each; any other that breaks the prefix property is refused."""
+        renders = [self.render(conv[:i]) for i in range(len(conv) + 1)]
+        eos = self.tok.eos_token or ""
+        for tail in ("", eos):
+            if tail and not all(r.endswith(tail) for r in renders[1:]):
+                continue
+            cut = [r[: len(r) - len(tail)] if tail and r.endswith(tail) else r for r in renders]
+            if all(cut[i + 1].startswith(cut[i]) for i in range(len(cut) - 1)):
+                return cut
+        bad = next(i for i in range(len(renders) - 1) if not renders[i + 1].startswith(renders[i]))
+        raise FinetuneError(
+            "the chat template renders a conversation differently from its beginning (message "
+            f"{bad}), so the persona's tokens cannot be located; use --chat-template chatml")
+
     def ids_and_targets(self, conv: Conversation, loss: str = "persona") -> tuple[list[int], list[bool]]:
         conv = self.fit(conv)
-        full = self.render(conv)
+        full = self.render(conv)  # the training text: with the template's closing, if it has one
+        cut = self.prefix_renders(conv)
         spans = []
-        prev = self.render([])
         for i, m in enumerate(conv):
-            upto = self.render(conv[: i + 1])
-            if not (full.startswith(upto) and upto.startswith(prev)):
-                raise FinetuneError(
-                    "the chat template renders a conversation differently from its beginning (message "
-                    f"{i}), so the persona's tokens cannot be located; use --chat-template chatml")
+            prev, upto = cut[i], cut[i + 1]
             added = upto[len(prev):]
             text = m["content"].strip()
             is_target = loss == "all" or m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")
@@ -214,7 +227,6 @@ class ChatFormat:
                 if at < 0:
                     raise FinetuneError(f"the chat template changes the text of message {i}; cannot locate it")
                 spans.append((len(prev) + at, len(prev) + len(added.rstrip())))
-            prev = upto
         enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
         ids = enc["input_ids"]
         if loss == "all":
@@ -225,10 +237,10 @@ class ChatFormat:
         return ids, [any(marks[s:e]) for s, e in enc["offset_mapping"]]
 
     def end_of_turn(self) -> str:
-        """What the template writes after a persona turn (e.g. <|im_end|>, <|eot_id|>, </s>)."""
+        """What the template writes after a persona turn (e.g. <|im_end|>, <|eot_id|>, </s>, <|end|>)."""
         probe = [{"role": "user", "name": "", "content": "Hello?"},
                  {"role": "assistant", "name": "", "content": "PERSONA-PROBE"}]
-        text = self.render(self.fit(probe))
+        text = self.prefix_renders(self.fit(probe))[-1]
         return text[text.rfind("PERSONA-PROBE") + len("PERSONA-PROBE"):].strip()
 
 
