@@ -53,8 +53,12 @@ PRESETS: dict[str, dict] = {
     "3b": dict(max_params=math.inf, rank=16, alpha=32, dropout=0.05, learning_rate=1e-4, epochs=2,
                max_length=1024, batch_size=1, grad_accum=16, gradient_checkpointing=True),
 }
-# Llama, Qwen2, Mistral, Gemma, Phi-3 name their projections like this; others get peft's "all-linear".
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The decoder's projections by the names each family gives them: Llama, Qwen2/3, Mistral, Gemma
+# (q/k/v/o, gate/up/down); Phi-3 and Phi-4-mini fuse q, k, v into qkv_proj and gate, up into
+# gate_up_proj; LFM2 names attention's output out_proj, its convolution blocks' in_proj and
+# out_proj, its MLP w1/w2/w3. A model with none of them gets peft's "all-linear".
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+               "qkv_proj", "gate_up_proj", "out_proj", "in_proj", "w1", "w2", "w3"]
 WARMUP_FRACTION = 0.05  # of the planned steps
 EVALS_PER_RUN = 5  # held-out loss this many times, plus once before training (= the base model)
 LOGS_PER_RUN = 50  # train-loss points in the curve
