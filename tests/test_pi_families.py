@@ -179,8 +179,11 @@ def test_f32_gguf_logits_match_transformers(chain, hf, family):
         got = np.asarray(llm.scores[: len(ids)])
         scale = max(1.0, float(np.abs(ref).max()))
         diff = float(np.abs(got - ref).max())
-        assert diff < F32_TOL.get(family, 1e-4) * scale, f"max abs diff {diff} at scale {scale}"
-        assert (got.argmax(-1) == ref.argmax(-1)).all()
+        tol = F32_TOL.get(family, 1e-4) * scale
+        assert diff < tol, f"max abs diff {diff} at scale {scale}"
+        top2 = np.sort(ref, -1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2 * tol  # the top token, wherever the tolerance cannot swap it
+        assert (got.argmax(-1) == ref.argmax(-1))[clear].all()
     llm.close()
 
 
