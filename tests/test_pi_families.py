@@ -219,6 +219,24 @@ def test_gguf_names_the_family_its_tokenizer_and_template(chain, hf, family):
     vocab.close()
 
 
+@pytest.mark.parametrize("family", NAMES)
+def test_real_model_sizes_use_the_converters_tensors_and_the_quantizers_types(chain, family, tmp_path):
+    """family_sizes lists the tensors the converter writes and llama.cpp's dry run sizes them as its
+    real run does: on the stand-in, exactly; on the real model, the same rules at real sizes."""
+    import gguf
+
+    from host_training import family_sizes
+    from host_training.quantize import quantize
+
+    b = chain(family)
+    shape = family_sizes.shape_of(json.loads((b.merged / "config.json").read_text()))
+    written = {(t.name, tuple(int(n) for n in t.shape)) for t in gguf.GGUFReader(str(b.f32)).tensors}
+    assert written == set(family_sizes.gguf_tensors(shape))
+    q = quantize(b.f32, tmp_path / "model.Q4_K_M.gguf", "Q4_K_M")
+    real = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(q.path)).tensors)
+    assert family_sizes.q4_k_m_tensor_bytes(b.f32, shape) == real
+
+
 @pytest.mark.parametrize("family", [n for n, f in FAMILIES.items() if f.tokenizer_model == "gpt2"])
 def test_declared_pre_tokenizer_of_each_bpe_family(tmp_path, family):
     """A tokenizer trained here hashes to nothing llama.cpp knows: its name comes from what its
