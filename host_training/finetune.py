@@ -53,8 +53,12 @@ PRESETS: dict[str, dict] = {
     "3b": dict(max_params=math.inf, rank=16, alpha=32, dropout=0.05, learning_rate=1e-4, epochs=2,
                max_length=1024, batch_size=1, grad_accum=16, gradient_checkpointing=True),
 }
-# Llama, Qwen2, Mistral, Gemma, Phi-3 name their projections like this; others get peft's "all-linear".
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The decoder's projections by the names each family gives them: Llama, Qwen2/3, Mistral, Gemma
+# (q/k/v/o, gate/up/down); Phi-3 and Phi-4-mini fuse q, k, v into qkv_proj and gate, up into
+# gate_up_proj; LFM2 names attention's output out_proj, its convolution blocks' in_proj and
+# out_proj, its MLP w1/w2/w3. A model with none of them gets peft's "all-linear".
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+               "qkv_proj", "gate_up_proj", "out_proj", "in_proj", "w1", "w2", "w3"]
 WARMUP_FRACTION = 0.05  # of the planned steps
 EVALS_PER_RUN = 5  # held-out loss this many times, plus once before training (= the base model)
 LOGS_PER_RUN = 50  # train-loss points in the curve
@@ -195,17 +199,30 @@ class ChatFormat:
         raise FinetuneError(f"the chat template refuses a conversation even with roles alternating: {first}")
 
     # -- ids and targets
+    def prefix_renders(self, conv: Conversation) -> list[str]:
+        """render(conv[:i]) for i = 0..len(conv), each a prefix of the next. A template that closes
+        every rendering with the EOS (Phi-3's and Phi-4-mini's `{% else %}{{ eos_token }}`) has
+        that closing taken off each; any other that breaks the prefix property is refused."""
+        renders = [self.render(conv[:i]) for i in range(len(conv) + 1)]
+        eos = self.tok.eos_token or ""
+        for tail in ("", eos):
+            if tail and not all(r.endswith(tail) for r in renders[1:]):
+                continue
+            cut = [r[: len(r) - len(tail)] if tail and r.endswith(tail) else r for r in renders]
+            if all(cut[i + 1].startswith(cut[i]) for i in range(len(cut) - 1)):
+                return cut
+        bad = next(i for i in range(len(renders) - 1) if not renders[i + 1].startswith(renders[i]))
+        raise FinetuneError(
+            "the chat template renders a conversation differently from its beginning (message "
+            f"{bad}), so the persona's tokens cannot be located; use --chat-template chatml")
+
     def ids_and_targets(self, conv: Conversation, loss: str = "persona") -> tuple[list[int], list[bool]]:
         conv = self.fit(conv)
-        full = self.render(conv)
+        full = self.render(conv)  # the training text: with the template's closing, if it has one
+        cut = self.prefix_renders(conv)
         spans = []
-        prev = self.render([])
         for i, m in enumerate(conv):
-            upto = self.render(conv[: i + 1])
-            if not (full.startswith(upto) and upto.startswith(prev)):
-                raise FinetuneError(
-                    "the chat template renders a conversation differently from its beginning (message "
-                    f"{i}), so the persona's tokens cannot be located; use --chat-template chatml")
+            prev, upto = cut[i], cut[i + 1]
             added = upto[len(prev):]
             text = m["content"].strip()
             is_target = loss == "all" or m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")
@@ -214,7 +231,6 @@ class ChatFormat:
                 if at < 0:
                     raise FinetuneError(f"the chat template changes the text of message {i}; cannot locate it")
                 spans.append((len(prev) + at, len(prev) + len(added.rstrip())))
-            prev = upto
         enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
         ids = enc["input_ids"]
         if loss == "all":
@@ -225,10 +241,10 @@ class ChatFormat:
         return ids, [any(marks[s:e]) for s, e in enc["offset_mapping"]]
 
     def end_of_turn(self) -> str:
-        """What the template writes after a persona turn (e.g. <|im_end|>, <|eot_id|>, </s>)."""
+        """What the template writes after a persona turn (e.g. <|im_end|>, <|eot_id|>, </s>, <|end|>)."""
         probe = [{"role": "user", "name": "", "content": "Hello?"},
                  {"role": "assistant", "name": "", "content": "PERSONA-PROBE"}]
-        text = self.render(self.fit(probe))
+        text = self.prefix_renders(self.fit(probe))[-1]
         return text[text.rfind("PERSONA-PROBE") + len("PERSONA-PROBE"):].strip()
 
 
@@ -534,5 +550,46 @@ def merge_adapter(base_dir, adapter_dir, out_dir, dtype_name: str, check_example
             f"merged model's logits differ from base+adapter by {diff:.3g} (allowed {tol:.3g}) on "
             f"{len(check_examples)} val chunks; the merge is wrong or --merge-dtype {dtype_name} too coarse")
     merged.save_pretrained(str(out_dir), safe_serialization=True)
-    tok.save_pretrained(str(out_dir))
+    save_tokenizer(tok, Path(base_dir), Path(out_dir))
     return diff, tol
+
+
+# Tokenizer files transformers 5 does not write back from a tokenizers-backed tokenizer. The
+# SentencePiece model is what llama.cpp's converter reads for SentencePiece families (Gemma,
+# Phi-3, Llama 2): without it, it takes the byte-level BPE path, which cannot describe them.
+TOKENIZER_FILES_KEPT = ("tokenizer.model",)
+
+
+def save_tokenizer(tok, base_dir: Path, out_dir: Path) -> None:
+    """`tok` into `out_dir` as llama.cpp's converter reads a checkpoint. transformers 5 writes a
+    leaner tokenizer_config.json than the one the converter was written against; put back:
+      * tokenizer_class as the base declared it (the converter picks Phi-4-mini's BPE
+        vocabulary over a SentencePiece one by it being GPT2Tokenizer; transformers 5 saves
+        the class it instantiated, TokenizersBackend);
+      * added_tokens_decoder, every added token with its flags (for SentencePiece families
+        the converter types added tokens from it: without it Gemma's <start_of_turn> is plain
+        text to llama.cpp, and ChatML tokens added to a SentencePiece base are missing);
+      * add_bos_token / add_eos_token as the tokenizer behaves (without them llama.cpp
+        guesses from the pre-tokenizer's name: a Llama 3 split gets a BOS whether or not
+        the tokenizer adds one);
+    and the base's SentencePiece model beside it (TOKENIZER_FILES_KEPT)."""
+    import shutil
+
+    tok.save_pretrained(str(out_dir))
+    for name in TOKENIZER_FILES_KEPT:
+        if (base_dir / name).is_file() and not (out_dir / name).exists():
+            shutil.copyfile(base_dir / name, out_dir / name)
+    path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    base_cfg = base_dir / "tokenizer_config.json"
+    declared = json.loads(base_cfg.read_text(encoding="utf-8")).get("tokenizer_class") if base_cfg.is_file() else None
+    if declared:
+        cfg["tokenizer_class"] = declared
+    ids = tok("x")["input_ids"]
+    cfg["add_bos_token"] = tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id]
+    cfg["add_eos_token"] = tok.eos_token_id is not None and len(ids) > 1 and ids[-1:] == [tok.eos_token_id]
+    cfg.setdefault("added_tokens_decoder", {
+        str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                 "single_word": t.single_word, "special": t.special}
+        for i, t in sorted(tok.added_tokens_decoder.items())})
+    path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -7,8 +7,12 @@
 for the rest of the pipeline. One change to the converter's behaviour, where its own rule
 cannot apply: a byte-level BPE tokenizer whose check-text hash it does not know (a tokenizer
 trained or extended here) gets its pre-tokenizer name from what its tokenizer.json declares
-(`pretokenizers.name_for`), instead of the converter stopping. Every other step, tensor and
-key is the converter's.
+(`pretokenizers.name_for`), instead of the converter stopping. And one change to the name it
+writes: llama.cpp gives Phi-3's special tokens the strip-whitespace-after behaviour its
+tokenizer files declare (rstrip) only when general.name says "phi-3" or "phi3"
+(src/llama-vocab.cpp); a Phi-3 GGUF named after a persona would tokenize "<|user|>\nhi" with
+a newline that training never saw, so such a name gets " (phi-3)" added. Every other step,
+tensor and key is the converter's.
 """
 
 from __future__ import annotations
@@ -38,6 +42,28 @@ def _declared_pre_tokenizer(original):
     return get_vocab_base_pre
 
 
+PHI3_NAMES = ("phi-3", "phi3")  # what llama.cpp looks for in general.name
+
+
+def _with_phi3_name(args: list[str]) -> list[str]:
+    """`args` with the --model-name made to name phi-3 when the checkpoint is a Phi-3 whose added
+    tokens strip the whitespace after them (Phi-3's own tokenizer files; not Phi-4-mini's)."""
+    if "--model-name" not in args or not args or args[0].startswith("-"):
+        return args
+    hf_dir = Path(args[0])
+    try:
+        archs = json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+        added = json.loads((hf_dir / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens") or []
+    except (OSError, ValueError):
+        return args
+    i = args.index("--model-name") + 1
+    name = args[i] if i < len(args) else ""
+    if ("Phi3ForCausalLM" in archs and any(t.get("rstrip") for t in added)
+            and not any(p in name.lower() for p in PHI3_NAMES)):
+        args = [*args[:i], f"{name} (phi-3)", *args[i + 1:]]
+    return args
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] != "--":
         raise SystemExit("usage: python -m host_training.llama_convert CONVERTER_DIR -- CONVERTER_ARGS...")
@@ -46,7 +72,7 @@ def main(argv: list[str]) -> None:
     from conversion import base  # the converter's own package, found first on the path above
 
     base.TextModel.get_vocab_base_pre = _declared_pre_tokenizer(base.TextModel.get_vocab_base_pre)
-    sys.argv = [str(where / "convert_hf_to_gguf.py"), *argv[2:]]
+    sys.argv = [str(where / "convert_hf_to_gguf.py"), *_with_phi3_name(argv[2:])]
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 

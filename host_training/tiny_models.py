@@ -115,29 +115,44 @@ def tiny_llama_bpe(out_dir: str | Path, seed: int = 0, tie_word_embeddings: bool
 
 
 # ----------------------------------------------------------------------------- Llama + SentencePiece
-def train_sentencepiece(lines: list[str], vocab_size: int = SP_VOCAB) -> bytes:
+def train_sentencepiece(lines: list[str], vocab_size: int = SP_VOCAB, *, dummy_prefix: bool = True,
+                        ids: tuple[int, int, int, int] = (0, 1, 2, -1), user_defined: tuple[str, ...] = (),
+                        control: tuple[str, ...] = ()) -> bytes:
     """A serialized SentencePiece BPE model set up as Llama 2's: identity normalization,
-    whitespace kept as is, a dummy prefix space, digits split, byte fallback, <unk> <s> </s> = 0 1 2."""
+    whitespace kept as is, a dummy prefix space, digits split, byte fallback, <unk> <s> </s> = 0 1 2.
+
+    Gemma's shape instead: `dummy_prefix=False`, `ids` (unk, bos, eos, pad) = (3, 2, 1, 0) with
+    the pieces named as Gemma names them, its turn markers as `user_defined` pieces."""
     import sentencepiece as spm
 
+    unk, bos, eos, pad = ids
+    names = {} if ids == (0, 1, 2, -1) else dict(unk_piece="<unk>", bos_piece="<bos>", eos_piece="<eos>",
+                                                  pad_piece="<pad>")
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=buf, model_type="bpe", vocab_size=vocab_size,
         character_coverage=1.0, byte_fallback=True, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True,
-        allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        num_threads=1, minloglevel=2,
+        remove_extra_whitespaces=False, add_dummy_prefix=dummy_prefix, split_digits=True,
+        allow_whitespace_only_pieces=True, unk_id=unk, bos_id=bos, eos_id=eos, pad_id=pad,
+        user_defined_symbols=list(user_defined), control_symbols=list(control),
+        num_threads=1, minloglevel=2, **names,
     )
     return buf.getvalue()
 
 
-def sentencepiece_tokenizer_json(sp_model: bytes, added: list[str]) -> dict:
+def sentencepiece_tokenizer_json(sp_model: bytes, added: list[str], *, dummy_prefix: bool = True,
+                                 bos: str = "<s>", user_defined: tuple[str, ...] = ()) -> dict:
     """tokenizer.json equivalent to the SentencePiece model, in the layout transformers 4.x's
     LlamaConverter wrote for Llama 2 (legacy): prepend "▁" and replace spaces in the
     normalizer, BPE with byte fallback, merges ordered by the merged piece's score.
-    `added` become special added tokens after the SP vocabulary."""
+    `added` become special added tokens after the SP vocabulary.
+
+    `dummy_prefix=False` is Gemma's layout (GemmaTokenizer's own pipeline): spaces replaced,
+    nothing prepended, a no-op split on " " and no strip in the decoder. The SP model's control
+    pieces and the `user_defined` ones it was trained with (<bos>, <start_of_turn>, ...) are
+    special added tokens at their ids (sentencepiece's Python API cannot tell user-defined pieces)."""
     import sentencepiece as spm
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
     sp = spm.SentencePieceProcessor(model_proto=sp_model)
@@ -145,7 +160,8 @@ def sentencepiece_tokenizer_json(sp_model: bytes, added: list[str]) -> dict:
     vocab = {p: i for i, (p, _) in enumerate(pieces)}
     # A merge (a, b) exists for every normal piece a+b whose halves are both pieces; SP applies
     # the highest-scoring merged piece first, so that is the merge order.
-    normal = [i for i in range(len(pieces)) if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
+    special = [i for i in range(len(pieces)) if sp.is_control(i) or sp.is_unknown(i) or pieces[i][0] in user_defined]
+    normal = [i for i in range(len(pieces)) if i not in special and not sp.is_byte(i)]
     merges = []
     for i in normal:
         piece = pieces[i][0]
@@ -154,15 +170,22 @@ def sentencepiece_tokenizer_json(sp_model: bytes, added: list[str]) -> dict:
             if a in vocab and b in vocab:
                 merges.append((pieces[i][1], vocab[a], vocab[b], a, b))
     merges.sort(key=lambda m: (-m[0], m[1], m[2]))
-    tok = Tokenizer(BPE(vocab=vocab, merges=[(a, b) for *_, a, b in merges], unk_token="<unk>",
+    unk = pieces[next(i for i in special if sp.is_unknown(i))][0]
+    tok = Tokenizer(BPE(vocab=vocab, merges=[(a, b) for *_, a, b in merges], unk_token=unk,
                         fuse_unk=True, byte_fallback=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(content=" ", left=1)])
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in ("<unk>", "<s>", "</s>")])
+    if dummy_prefix:
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(content=" ", left=1)])
+    else:
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(pieces[i][0], special=True, normalized=False) for i in special])
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in added])
-    bos = ("<s>", vocab["<s>"])  # BOS before every sequence, as add_bos_token says
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[bos])
+    bos_id = (bos, vocab[bos])  # BOS before every sequence, as add_bos_token says
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[bos_id])
     return json.loads(tok.to_str())
 
 

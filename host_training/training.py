@@ -147,7 +147,7 @@ class LoraTraining:
             m, t, _, _ = finetune.load_base(base, torch.float32, self.opts.chat_template)
             reference = work / "base-chatml"
             m.save_pretrained(str(reference))
-            t.save_pretrained(str(reference))
+            finetune.save_tokenizer(t, base, reference)
             del m
         # Scored on the very token ids training used.
         from transformers import AutoTokenizer

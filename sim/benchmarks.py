@@ -229,6 +229,66 @@ def bench_quant(bundle_dir: Path, n_tokens: int = 64) -> list[tuple]:
     return rows
 
 
+def bench_families(names: list[str] | None = None) -> list[tuple]:
+    """Each model family people fly (host_training/tiny_families.py: SmolLM2, Llama 3.2, Qwen2.5,
+    Qwen3, Gemma 3, Phi-3, Phi-4-mini, LFM2) as a tiny random stand-in of its exact shape:
+    seconds llama.cpp's converter takes to write its F32 GGUF (convert_gguf.convert, wall time,
+    the converter's own process start included: that is most of it at this size), then the
+    GGUF's logits in llama-cpp-python against transformers' on a conversation rendered with
+    the family's chat template and a plain sentence: the share of positions whose top token
+    agrees, and the largest logit difference, also as a fraction of the largest |logit|."""
+    import gguf
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from host_training.convert_gguf import convert
+    from host_training.tiny_families import FAMILIES
+
+    conversation = [{"role": "system", "content": "You are Ada, riding a weather balloon."},
+                    {"role": "user", "content": "How was the launch? 🎈"},
+                    {"role": "assistant", "content": "Honestly, wild. The jet stream was at 160 knots and we went east."}]
+    plain = "the clouds came in from the west at 23:15, and then the signal faded at the horizon"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names or list(FAMILIES):
+            family = FAMILIES[name]
+            hf_dir = family.build(Path(tmp) / name)
+            t0 = time.perf_counter()
+            f32 = convert(hf_dir, Path(tmp) / f"{name}.F32.gguf", "f32")
+            secs = time.perf_counter() - t0
+            tok = AutoTokenizer.from_pretrained(str(hf_dir))
+            model = AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
+            chat = tok.apply_chat_template(conversation, tokenize=False)
+            texts = [tok(chat, add_special_tokens=False)["input_ids"], tok(plain)["input_ids"]]
+            llm = Llama(model_path=str(f32), n_ctx=256, n_batch=256, n_ubatch=256, logits_all=True,
+                        type_k=0, type_v=0, n_threads=2, verbose=False)  # F32 KV cache, as evaluate scores
+            agree = n = 0
+            diff = scale = 0.0
+            for ids in texts:
+                with torch.no_grad():
+                    ref = model(torch.tensor([ids])).logits[0].numpy()
+                llm.reset()
+                llm.eval(ids)
+                got = np.asarray(llm.scores[: len(ids)])
+                agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+                n += len(ids)
+                diff, scale = max(diff, float(np.abs(got - ref).max())), max(scale, float(np.abs(ref).max()))
+            llm.close()
+            n_params = sum(p.numel() for p in model.parameters())
+            fields = gguf.GGUFReader(str(f32)).fields
+            arch, pre = (str(fields[k].contents()) for k in ("general.architecture", "tokenizer.ggml.pre"))
+            pre = f"pre {pre}" if str(fields["tokenizer.ggml.model"].contents()) == "gpt2" else "SentencePiece"
+            rows += [
+                (f"family {name}: {family.hf_class} -> F32 GGUF (llama.cpp's converter)", f"{secs:.1f}", "s",
+                 f"tiny stand-in, {n_params:,} parameters; GGUF arch {arch}, {pre}"),
+                (f"family {name}: F32 GGUF vs transformers, same top token", f"{agree / n:.1%}", "of positions",
+                 f"{n} positions; largest logit difference {diff:.1e} ({diff / max(scale, 1.0):.1e} x the largest)"),
+            ]  # fmt: skip
+    return rows
+
+
 _INGEST_CHILD = """
 import json, resource, sys, time
 
@@ -507,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_daemon_memory(args.persona)
-            + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona))
+            + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
+            + bench_families())
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

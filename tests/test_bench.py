@@ -14,8 +14,11 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(bench, "bench_quant", lambda persona: real_quant(persona, n_tokens=8))
     real_prepare = bench.bench_prepare
     monkeypatch.setattr(bench, "bench_prepare", lambda: real_prepare(2000))
+    real_families = bench.bench_families  # one family here; tests/test_pi_families.py checks them all
+    monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
     assert "make persona" in out
     assert "ingest: Telegram export" in out and "prepare: 2,000-message" in out
+    assert "family qwen3: Qwen3ForCausalLM -> F32 GGUF" in out and "family qwen3: F32 GGUF vs transformers" in out

@@ -290,3 +290,18 @@ def test_two_cpu_processes(tmp_path, corpus_data_dir):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     manifest = tomllib.loads((out / "persona.toml").read_text())
     assert manifest["training"]["processes"] == 2 and manifest["training"]["steps"] == 4
+
+
+def test_mask_phi_template_closing_with_eos(tmp_path):
+    """Phi-3's and Phi-4-mini's templates end every rendering with the EOS unless a generation
+    prompt follows: the persona's turns are still found, and a turn ends with <|end|>."""
+    from transformers import AutoTokenizer
+
+    from host_training.tiny_families import tiny_phi4_mini
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_phi4_mini(tmp_path / "phi")))
+    fmt = finetune.ChatFormat(tok)
+    ids, mask = fmt.ids_and_targets(CONV)
+    assert target_runs(tok, ids, mask) == ["morning. the frost is back<|end|>", "alive! on earlies, 0515 alarm<|end|>"]
+    assert tok.decode(ids).endswith("<|end|><|endoftext|>")  # the closing EOS is trained on as context only
+    assert fmt.end_of_turn() == "<|end|>"
