@@ -231,7 +231,9 @@ def convert(trained: Trained, work: Path, name: str) -> Converted:
     if trained.heldout is None:
         return Converted(f32, ref)
     try:
-        agreement = verify.check(trained.model_dir, f32, trained.heldout)
+        # at the context the bundle declares: llama.cpp picks some rope factors (LongRoPE's short or
+        # long) by the context it runs with, as the payload will run it
+        agreement = verify.check(trained.model_dir, f32, trained.heldout, n_ctx=trained.context_length)
     except verify.VerifyError as e:
         raise BuildError(f"conversion check: {e}") from None
     if not agreement.ok:

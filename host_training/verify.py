@@ -27,8 +27,9 @@ never trained on.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -50,6 +51,10 @@ class Tolerance:
 
 TOLERANCES = {"F32": Tolerance(top1=0.99, logit=1e-3, loss=1e-3),
               "F16": Tolerance(top1=0.99, logit=2e-2, loss=1e-2)}
+# llama.cpp computes GELU from an F16 lookup table (ggml's gelu), not exactly: a GELU model
+# (Gemma's gelu_pytorch_tanh) differs from transformers by ~3e-3 of the logit scale in F32.
+# Its logit limit is 1e-2, still under what the smallest wrong conversion does (~2e-2).
+GELU_LOGIT = 1e-2
 
 
 class VerifyError(ValueError):
@@ -73,10 +78,11 @@ class Agreement:
     texts_differing: int
     first_text_difference: str  # where the first one differs, in ids (never the text: it is private)
     seconds: float
+    gelu: bool = False  # a GELU model: llama.cpp's table-based GELU widens the logit limit (GELU_LOGIT)
 
     @property
     def tolerance(self) -> Tolerance:
-        return TOLERANCES[self.weights]
+        return tolerance_for(self.weights, self.gelu)
 
     @property
     def allowed_diff(self) -> float:
@@ -154,9 +160,22 @@ def sample(tokens: Tokens, ctx: int, max_tokens: int = MAX_TOKENS) -> list[Chunk
     return out
 
 
+def tolerance_for(weights: str, gelu: bool = False) -> Tolerance:
+    tol = TOLERANCES[weights]
+    return replace(tol, logit=max(tol.logit, GELU_LOGIT)) if gelu else tol
+
+
+def uses_gelu(hf_dir: str | Path) -> bool:
+    """Whether the checkpoint's MLP activation is a GELU (config.json, or its text_config)."""
+    cfg = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
+    cfg = {**cfg.get("text_config", {}), **cfg}
+    return any("gelu" in str(cfg.get(k) or "") for k in ("hidden_activation", "hidden_act", "activation_function"))
+
+
 def check(hf_dir: str | Path, gguf_path: str | Path, tokens: Tokens, max_tokens: int = MAX_TOKENS,
-          threads: int | None = None) -> Agreement:
-    """Compare the checkpoint in `hf_dir` with `gguf_path` on `tokens` (see the module docstring)."""
+          threads: int | None = None, n_ctx: int | None = None) -> Agreement:
+    """Compare the checkpoint in `hf_dir` with `gguf_path` on `tokens` (see the module docstring),
+    llama.cpp running with the context `n_ctx` (the bundle's; default the GGUF's, at most 2048)."""
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
@@ -165,7 +184,7 @@ def check(hf_dir: str | Path, gguf_path: str | Path, tokens: Tokens, max_tokens:
 
     t0 = time.monotonic()
     weights = weight_type(gguf_path)
-    llm, ctx = open_for_scoring(gguf_path, threads=threads)
+    llm, ctx = open_for_scoring(gguf_path, threads=threads, **({"max_ctx": n_ctx} if n_ctx else {}))
     try:
         picked = sample(tokens, ctx, max_tokens)
         if not picked:
@@ -194,14 +213,15 @@ def check(hf_dir: str | Path, gguf_path: str | Path, tokens: Tokens, max_tokens:
         differing, first = _tokenizer_differences(llm, tokens)
     finally:
         llm.close()
-    allowed = TOLERANCES[weights].logit * scale
+    gelu = uses_gelu(hf_dir)
+    allowed = tolerance_for(weights, gelu).logit * scale
     gap = np.concatenate(gaps)
     result = Agreement(
         weights=weights, positions=int(gap.size), targets=targets, chunks=len(picked),
         top1=float((gap <= allowed).mean()), max_abs_diff=diff, logit_scale=scale,
         loss_llama_cpp=nll_llama / max(targets, 1), loss_transformers=nll_hf / max(targets, 1),
         texts=len(tokens.texts), texts_differing=differing, first_text_difference=first,
-        seconds=round(time.monotonic() - t0, 2))
+        seconds=round(time.monotonic() - t0, 2), gelu=gelu)
     log.info("verify.done", ok=result.ok, weights=weights, positions=result.positions, top1=round(result.top1, 4),
              max_abs_diff=diff, logit_scale=round(scale, 3), loss_llama_cpp=round(result.loss_llama_cpp, 5),
              loss_transformers=round(result.loss_transformers, 5), texts_differing=differing,
