@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .common import WireError, crc16_ccitt
-from .sentence import parse_hms
+from .sentence import checked_body, parse_hms
 
 GATEWAY_MAX_LINE = 249  # bytes, "$$" to "\n": the LoRa gateway takes lines shorter than 250
 MAX_PARTS = 9
@@ -133,17 +133,7 @@ def is_musing_sentence(frame: bytes) -> bool:
 
 def decode_musing_sentence(frame: bytes) -> MusingSentence:
     """One musing part back from its sentence; WireError naming what is wrong."""
-    try:
-        line = frame.decode("ascii").rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise WireError("sentence not ascii", "musing sentence holds non-ASCII bytes") from e
-    if not line.startswith("$$") or "*" not in line:
-        raise WireError("sentence malformed", "not a UKHAS sentence: expected $$...*CRC")
-    body, _, crc_text = line[2:].rpartition("*")
-    if len(crc_text) != 4 or not all(c in "0123456789ABCDEFabcdef" for c in crc_text):
-        raise WireError("sentence malformed", f"UKHAS checksum {crc_text!r} is not 4 hex digits")
-    if int(crc_text, 16) != crc16_ccitt(body.encode("ascii")):
-        raise WireError("crc mismatch", "UKHAS checksum mismatch")
+    body = checked_body(frame)
     fields = body.split(",", 7)
     if len(fields) != 8:
         raise WireError("sentence field count", f"musing sentence has {len(fields)} fields, expected 8")

@@ -78,23 +78,29 @@ def encode_sentence(t: Telemetry) -> bytes:
     return f"$${body}*{crc16_ccitt(body.encode('ascii')):04X}\n".encode("ascii")
 
 
-def decode_sentence(frame: bytes) -> Telemetry:
-    try:
-        text = frame.decode("ascii").strip()
-    except UnicodeDecodeError as e:
-        raise WireError("sentence not ascii", "UKHAS sentence holds non-ASCII bytes") from e
+def checked_body(sentence: str | bytes) -> str:
+    """What lies between a UKHAS sentence's ``$$`` and ``*``, once its checksum is checked;
+    WireError saying what is wrong (not ASCII, no ``$$...*CRC`` shape, a bad checksum)."""
+    if isinstance(sentence, (bytes, bytearray)):
+        try:
+            sentence = bytes(sentence).decode("ascii")
+        except UnicodeDecodeError as e:
+            raise WireError("sentence not ascii", "UKHAS sentence holds non-ASCII bytes") from e
+    if not sentence.isascii():
+        raise WireError("sentence not ascii", "UKHAS sentence holds non-ASCII characters")
+    text = sentence.strip()
     if not text.startswith("$$") or "*" not in text:
         raise WireError("sentence malformed", "not a UKHAS sentence: expected $$...*CRC")
     body, _, crc_text = text[2:].rpartition("*")
-    if len(crc_text) != 4:
+    if len(crc_text) != 4 or not all(c in "0123456789ABCDEFabcdef" for c in crc_text):
         raise WireError("sentence malformed", f"UKHAS checksum {crc_text!r} is not 4 hex digits")
-    try:
-        crc = int(crc_text, 16)
-    except ValueError as e:
-        raise WireError("sentence malformed", f"UKHAS checksum {crc_text!r} is not hex") from e
-    if crc != crc16_ccitt(body.encode("ascii")):
+    if int(crc_text, 16) != crc16_ccitt(body.encode("ascii")):
         raise WireError("crc mismatch", "UKHAS checksum mismatch")
-    fields = body.split(",")
+    return body
+
+
+def decode_sentence(frame: bytes) -> Telemetry:
+    fields = checked_body(frame).split(",")
     if fields[-1].startswith("012345"):
         token, fields = fields[-1], fields[:-1]
         if not _TOKEN.fullmatch(token):

@@ -47,8 +47,8 @@ import math
 import re
 from collections.abc import Mapping
 
-from .common import WireError, crc16_ccitt
-from .sentence import decode_sentence, encode_sentence
+from .common import WireError
+from .sentence import checked_body, decode_sentence, encode_sentence
 
 FIELD_NAMES: dict[str, str] = {
     "0": "payload_callsign", "1": "sentence_id", "2": "time", "3": "lat", "4": "lon", "5": "alt",
@@ -86,21 +86,7 @@ def parse_sentence_with_fields(
     keyed ``field_<code>``. Raises `WireError` if the sentence is malformed, has
     no token, or the token does not name every field.
     """
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("ascii")
-        except UnicodeDecodeError as e:
-            raise WireError("sentence not ascii", "UKHAS sentence holds non-ASCII bytes") from e
-    if not text.isascii():
-        raise WireError("sentence not ascii", "UKHAS sentence holds non-ASCII characters")
-    text = text.strip()
-    if not text.startswith("$$") or "*" not in text:
-        raise WireError("sentence malformed", "not a UKHAS sentence: expected $$...*CRC")
-    body, _, crc_text = text[2:].rpartition("*")
-    if len(crc_text) != 4 or not all(c in "0123456789ABCDEFabcdef" for c in crc_text):
-        raise WireError("sentence malformed", f"UKHAS checksum {crc_text!r} is not 4 hex digits")
-    if int(crc_text, 16) != crc16_ccitt(body.encode("ascii")):
-        raise WireError("crc mismatch", "UKHAS checksum mismatch")
+    body = checked_body(text)
     *fields, token = body.split(",")
     if not _TOKEN.fullmatch(token):
         raise WireError("no field list", f"last field {token!r} is not a field-list token (012345...)")
