@@ -137,6 +137,12 @@ class GGUFChatTokenizer:
     def __init__(self, llm, bundle) -> None:
         self.llm, self.bundle = llm, bundle
 
+    @property
+    def eos_token(self) -> str | None:
+        """The GGUF's end-of-sequence token, as the template writes it (Phi-3 closes renderings with it)."""
+        eos = self.llm.token_eos()
+        return self.llm._model.token_get_text(eos) if eos >= 0 else None
+
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
         return self.bundle.render_prompt(messages, add_generation_prompt=add_generation_prompt)
 
