@@ -54,7 +54,7 @@ from stratoecho import wire
 from stratoecho.wire.sentence import parse_hms
 
 from .exports.base import telemetry_datetime
-from .receive import Position, SourceError, bind_shared_udp
+from .receive import Position, bind_shared_udp, receive_datagram
 
 log = structlog.get_logger(__name__)
 
@@ -126,13 +126,11 @@ class HorusUdpSource:
 
     def __iter__(self) -> Iterator[Position | None]:
         while True:
-            try:
-                data, peer = self._sock.recvfrom(65535)
-            except (TimeoutError, BlockingIOError):
+            got = receive_datagram(self._sock, f"Horus UDP port {self.address[1]}")
+            if got is None:
                 yield None
                 continue
-            except OSError as e:
-                raise SourceError(f"Horus UDP port {self.address[1]}: receive failed: {e}") from e
+            data, peer = got
             position = self._read(data, f"horus-udp {peer[0]}")
             if position is not None:
                 self.positions += 1

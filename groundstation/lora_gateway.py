@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import structlog
 from tenacity import RetryCallState, wait_exponential, wait_random
 
-from .receive import MAX_LINE, POLL_S, Received, SourceError, bind_shared_udp
+from .receive import MAX_LINE, POLL_S, Received, SourceError, bind_shared_udp, receive_datagram
 
 log = structlog.get_logger(__name__)
 
@@ -223,13 +223,11 @@ class GatewayUdpSource:
 
     def __iter__(self) -> Iterator[Received | None]:
         while True:
-            try:
-                data, peer = self._sock.recvfrom(65535)
-            except (TimeoutError, BlockingIOError):
+            got = receive_datagram(self._sock, f"gateway broadcast on UDP port {self.address[1]}")
+            if got is None:
                 yield None
                 continue
-            except OSError as e:
-                raise SourceError(f"gateway broadcast on UDP port {self.address[1]}: receive failed: {e}") from e
+            data, peer = got
             origin = f"gateway-udp {peer[0]}"
             for line in data.split(b"\n"):
                 line = line.strip(b"\r\n\0 ")

@@ -79,6 +79,17 @@ class Position(NamedTuple):
     origin: str  # "horus-udp 192.168.1.20"
 
 
+def receive_datagram(sock: socket.socket, what: str) -> tuple[bytes, tuple] | None:
+    """One datagram and its sender from a socket with a timeout (POLL_S); None when none came
+    in time; SourceError naming `what` (the port, the address) when receiving fails."""
+    try:
+        return sock.recvfrom(65535)
+    except (TimeoutError, BlockingIOError):
+        return None
+    except OSError as e:
+        raise SourceError(f"{what}: receive failed: {e}") from e
+
+
 def bind_shared_udp(host: str, port: int, what: str) -> socket.socket:
     """A UDP socket on HOST:PORT that other programs on this machine may bind as well
     (SO_REUSEADDR, and SO_REUSEPORT where the system has it, as the Horus tools set them):
@@ -162,13 +173,11 @@ class UdpSource:
                 if not self.clock.wait_readable([self._sock], None if self.clock.lockstep else POLL_S, self.stop):
                     yield None
                     continue
-            try:
-                data, peer = self._sock.recvfrom(65535)
-            except (TimeoutError, BlockingIOError):
+            got = receive_datagram(self._sock, f"UDP {self.address[0]}:{self.address[1]}")
+            if got is None:
                 yield None
                 continue
-            except OSError as e:
-                raise SourceError(f"UDP {self.address[0]}:{self.address[1]}: receive failed: {e}") from e
+            data, peer = got
             yield Received(data, f"udp {peer[0]}:{peer[1]}", peer)
 
     def send(self, frame: bytes, addr: tuple) -> None:
