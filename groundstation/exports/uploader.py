@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ class Answer:
     body: str = ""
 
 
-class BatchUploader(Generic[T]):
+class BatchUploader(ABC, Generic[T]):
     """The queue, the thread, the retries and the splitting; see the module docstring.
 
     A subclass names itself (`name`, `item_noun`, the hints for what was not sent), says how an
@@ -180,16 +181,19 @@ class BatchUploader(Generic[T]):
 
     # ------------------------------------------------------------------ what a subclass says
 
+    @abstractmethod
     def _key(self, item: T) -> Hashable:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _describe(self, item: T) -> dict:
         """The item in a log line: a few fields that name it."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _encode(self, batch: list[T]) -> tuple[bytes, dict[str, str]]:
         """The request body for `batch`, and any headers beyond Content-Type and User-Agent."""
-        raise NotImplementedError
+        ...
 
     def _log_sent(self, batch: list[T], answer: Answer) -> None:
         log.info(f"{self.name}_uploaded", items=len(batch), status=answer.status)

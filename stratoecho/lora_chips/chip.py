@@ -20,6 +20,7 @@ A subclass (one chip) provides its registers or commands: `_irq_flags`, `_start_
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ class PacketSignal:
     snr_db: float
 
 
-class SpiChip:
+class SpiChip(ABC):
     receives = True
     POLL_S = 0.05  # how often the IRQ flags are read while waiting (flight seconds)
     RESET_S = 0.01  # RESET held low (the datasheets ask 100 us), then 10 ms for the chip to start
@@ -113,25 +114,31 @@ class SpiChip:
 
     # ---------------------------------------------------------------- the chip's own (subclasses)
 
+    @abstractmethod
     def _irq_flags(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _start_rx(self) -> None:
         """Standby, set up for reception, flags cleared, then RX continuous (lock held)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _standby(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _take_packet(self, flags: int) -> tuple[bytes, PacketSignal] | None:
         """The packet `flags` announce, with its signal; None (counted in `errors`) if it was damaged."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _in_rx(self) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _sleep(self) -> None:
-        raise NotImplementedError
+        ...
 
     # ---------------------------------------------------------------- listening
 
