@@ -41,6 +41,8 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
+from .spi_bus import FakeSpiDev
+
 log = structlog.get_logger(__name__)
 
 MODE_SLEEP, MODE_STDBY_RC, MODE_STDBY_XOSC, MODE_FS, MODE_RX, MODE_TX = 0x0, 0x2, 0x3, 0x4, 0x5, 0x6
@@ -455,23 +457,6 @@ class Sx126xChip:
             self.mode, self._rx_timeout_at = MODE_STDBY_RC, None
         return True
 
-
-class FakeSpiDev:
-    """spidev.SpiDev's surface over a simulated chip (one NSS line)."""
-
-    def __init__(self, chip: Sx126xChip):
-        self.chip = chip
-        self.max_speed_hz = 0
-        self.mode = 0
-        self.closed = False
-
-    def xfer2(self, data: list[int]) -> list[int]:
-        if self.closed:
-            raise OSError(9, "Bad file descriptor")  # what spidev raises after close()
-        return self.chip.transfer(list(data))
-
-    def close(self) -> None:
-        self.closed = True
 
 
 READ_REGISTER, READ_BUFFER = 0x1D, 0x1E

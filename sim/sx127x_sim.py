@@ -37,6 +37,8 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
+from .spi_bus import FakeSpiDev
+
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
 REG_FIFO_ADDR_PTR, REG_FIFO_TX_BASE, REG_FIFO_RX_BASE, REG_FIFO_RX_CURRENT = 0x0D, 0x0E, 0x0F, 0x10
 REG_IRQ_FLAGS, REG_RX_NB_BYTES, REG_PKT_SNR, REG_PKT_RSSI = 0x12, 0x13, 0x19, 0x1A
@@ -264,20 +266,3 @@ class Sx127xChip:
         self._drive_dio0()
         return True
 
-
-class FakeSpiDev:
-    """spidev.SpiDev's surface over a simulated chip (one NSS line)."""
-
-    def __init__(self, chip: Sx127xChip):
-        self.chip = chip
-        self.max_speed_hz = 0
-        self.mode = 0
-        self.closed = False
-
-    def xfer2(self, data: list[int]) -> list[int]:
-        if self.closed:
-            raise OSError(9, "Bad file descriptor")  # what spidev raises after close()
-        return self.chip.transfer(list(data))
-
-    def close(self) -> None:
-        self.closed = True
