@@ -16,6 +16,7 @@ import json
 import re
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import urllib.error
@@ -519,3 +520,34 @@ def test_command_form_queues_and_refuses(browser, dashboard, ground_db):
         listener.mark_command_sent(1)
     wait(browser, lambda d: texts(d, "#outbox tr[data-id='1'] td:last-child")[0].startswith("sent "),
          "the sent state never showed")
+
+
+@browser_only
+def test_a_late_outbox_answer_does_not_undo_a_newer_event(browser, dashboard, ground_db, monkeypatch):
+    """The page asks for the outbox after queueing a command; on a loaded ground PC that answer
+    can arrive after the event stream has told of a newer state (the listener sent the command).
+    The stale answer must not put "queued" back."""
+    from groundstation.web import server as server_module
+
+    answered = threading.Event()
+    real_outbox_json = server_module.outbox_json
+
+    def slow_answer(rows):
+        answer = real_outbox_json(rows)
+        if sys._getframe(1).f_code.co_name != "_stream":  # the page's own request, not the stream
+            time.sleep(2 * server_module.POLL_S + 1)  # read before the send, answered after its event
+            answered.set()
+        return answer
+
+    open_page(browser, dashboard)
+    monkeypatch.setattr(server_module, "outbox_json", slow_answer)
+    browser.find_element("id", "cmd-note").send_keys("a note sent at once")
+    browser.find_element("id", "cmd-send").click()
+    wait(browser, lambda d: len(outbox_rows(ground_db)) == 1, "the note was not queued")
+    with Store(ground_db) as listener:
+        listener.mark_command_sent(1)
+    wait(browser, lambda d: texts(d, "#outbox tr[data-id='1'] td:last-child")[:1] != []
+         and texts(d, "#outbox tr[data-id='1'] td:last-child")[0].startswith("sent "), "the sent state never showed")
+    assert answered.wait(WAIT_S), "the page never asked for the outbox"
+    time.sleep(1)  # the stale answer has reached the page by now
+    assert texts(browser, "#outbox tr[data-id='1'] td:last-child")[0].startswith("sent ")

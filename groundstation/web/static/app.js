@@ -368,6 +368,17 @@
       : `${clock(heard)} UTC`;
   }
 
+  // The event stream and a command's own request both redraw the outbox. A request's answer may
+  // reach the page after a newer event (a loaded ground PC): it is drawn only if no event came
+  // while it was on its way; any change after that event brings another event.
+  let outboxEvents = 0;
+  function outboxEvent(rows) { outboxEvents += 1; drawOutbox(rows); }
+  async function refreshOutbox() {
+    const before = outboxEvents;
+    const rows = await getJSON("/api/outbox");
+    if (outboxEvents === before) drawOutbox(rows);
+  }
+
   function drawOutbox(rows) {
     $("outbox").tBodies[0].replaceChildren(...rows.map((c) => {
       const row = el("tr", null, null, { "data-id": c.id, class: c.state });
@@ -429,7 +440,7 @@
     events.onerror = () => setLive(false, "connection lost: reconnecting…");
     events.addEventListener("telemetry", (e) => addTelemetry(JSON.parse(e.data)));
     events.addEventListener("record", (e) => addRecords(JSON.parse(e.data)));
-    events.addEventListener("outbox", (e) => drawOutbox(JSON.parse(e.data)));
+    events.addEventListener("outbox", (e) => outboxEvent(JSON.parse(e.data)));
     events.addEventListener("link", refreshLinkSoon);
   }
 
@@ -498,7 +509,7 @@
       status.textContent = `queued #${answer.id}: ${answer.what}`;
       status.className = "ok";
       if (body.command === "memory_note") { $("cmd-note").value = ""; countNoteBytes(); }
-      drawOutbox(await getJSON("/api/outbox"));
+      await refreshOutbox();
     } catch (err) {
       status.textContent = `refused: ${err.message}`;
       status.className = "error";
