@@ -88,7 +88,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: lint $(SYSTEM_PACKAGES)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 bench: $(STAMP)
 	$(PY) -m sim.benchmarks
