@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from stratoecho.completion import complete
+
 SPECIAL_STRINGS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 ZERO_WIDTH_SPACE = "\u200b"
 
@@ -78,10 +80,10 @@ class PersonaChat:
             stop=list(self.persona.stop),
         )
         if stream is None:
-            out = self.llm.create_completion(prompt, **params)["choices"][0]["text"]
+            out = complete(self.llm, prompt, **params)["choices"][0]["text"]
         else:
             pieces = []
-            for chunk in self.llm.create_completion(prompt, stream=True, **params):
+            for chunk in complete(self.llm, prompt, stream=True, **params):
                 piece = chunk["choices"][0]["text"]
                 pieces.append(piece)
                 stream(piece)

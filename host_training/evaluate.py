@@ -35,6 +35,8 @@ from pathlib import Path
 
 import structlog
 
+from stratoecho.completion import complete
+
 from .tokenizer import (
     EOT,
     IM_END,
@@ -278,7 +280,7 @@ class PersonaGenerator:
         if prompt is None:
             return None
         s, p = self.bundle.manifest.sampling, self.bundle.manifest.persona
-        out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
+        out = complete(self.llm, prompt, max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
                                          top_k=s.top_k, repeat_penalty=s.repeat_penalty, stop=list(p.stop), seed=seed)
         return out["choices"][0]["text"].strip()
 

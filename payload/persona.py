@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from stratoecho.completion import complete
+
 if TYPE_CHECKING:  # the spawned worker imports this module: keep its imports light
     from stratoecho.bundle import Bundle
 
@@ -157,7 +159,7 @@ def _serve(conn: Connection, model_path: str, sha256: str, n_ctx: int, n_threads
             continue
         try:
             t0 = time.monotonic()
-            out = llm.create_completion(**req)
+            out = complete(llm, **req)  # stopped at the context's end (stratoecho/completion.py)
             choice = out["choices"][0]
             conn.send(("ok", choice["text"], out["usage"]["completion_tokens"], time.monotonic() - t0,
                        choice.get("finish_reason") or ""))

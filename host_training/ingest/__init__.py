@@ -41,7 +41,7 @@ class IngestError(Exception):
     """An export file that cannot be read at all; the message names the file and why."""
 
 
-@dataclass
+@dataclass(slots=True)  # slots: made once per message read, millions per export
 class Message:
     # The fields of messages.jsonl, in order.
     source: str  # "telegram", "whatsapp", "discord", "mail", "markdown"

@@ -107,6 +107,9 @@ def timestamp(raw: dict) -> tuple[datetime, bool]:
     raise BadMessage("no 'date_unixtime' or 'date'")
 
 
+_from_unix = datetime.fromtimestamp
+
+
 def _author_id(value: object) -> str:
     # Very old exports wrote from_id as a bare number.
     return f"user{value}" if isinstance(value, int) else str(value or "")
@@ -124,6 +127,9 @@ _SCALAR = re.compile(r'[^ \t\n\r,:\[\]{}"]*')
 _OPENER = {"]": "[", "}": "{"}
 _BOM = b"\xef\xbb\xbf"
 _decode = json.JSONDecoder().raw_decode  # C scanner; strict, like json.loads
+# The same C scanner without raw_decode's Python wrapper (it skips white space first, which the
+# message loop has done already): one message is one call. StopIteration: no value at that index.
+_scan = json.scanner.make_scanner(json.JSONDecoder())
 
 
 class _Pos(NamedTuple):
@@ -213,7 +219,9 @@ class _Window:
             self._pieces.append((end + added, start, self._lines, self._col))
             texts.append(text)
             added += len(text)
-            if (nl := text.count("\n")) > 0:
+            # Lines counted in the bytes (memchr; a newline is one byte in UTF-8), not in the
+            # text: counting a wide str is several times slower, on every piece of the file.
+            if (nl := data.count(b"\n")) > 0:
                 self._lines += nl
                 self._col = len(text) - text.rfind("\n") - 1
             else:
@@ -579,11 +587,11 @@ class TelegramReader(Reader):
             # The fast path: the whole message is in the window.
             buf, start = w.buf, w.pos
             try:
-                raw, end = _decode(buf, start)
+                raw, end = _scan(buf, start)
                 if type(raw) is not dict:
                     raise ValueError  # not a message: a number may go on in the next piece
                 w.pos = end
-            except ValueError:  # JSONDecodeError too: more to read, or a broken message
+            except (ValueError, StopIteration):  # JSONDecodeError too: more to read, or a broken message
                 try:
                     raw = w.value()
                 except _Bad as e:
@@ -633,9 +641,14 @@ class TelegramReader(Reader):
         mid = raw.get("id")
         if mid is None:
             raise BadMessage("no 'id'")
-        ts, assumed = timestamp(raw)
-        if assumed:
-            self.stats.repaired["date_assumed_utc"] += 1
+        unix = raw.get("date_unixtime")
+        # Every message of a current export: no call, no tuple; 11 digits stay below the year 9999.
+        if type(unix) is str and unix.isdecimal() and len(unix) <= 11:
+            ts = _from_unix(int(unix), timezone.utc)
+        else:
+            ts, assumed = timestamp(raw)
+            if assumed:
+                self.stats.repaired["date_assumed_utc"] += 1
         if raw.get("type", "message") != "message":
             # Service messages (joins, calls, pins, ...) and any type this reader does not know.
             return Message(
