@@ -1,11 +1,13 @@
 """`python -m host_training prepare EXPORT... --owner OWNER --out DIR`: exports in, training data out.
 
-One stage, read top to bottom: the options, then `run`, whose numbered steps are
+`prepare --list-authors EXPORT...` only reads, and prints each export's authors with the
+--owner value for each (`list_authors`). One stage, read top to bottom: the options, then `run`, whose numbered steps are
 
     1. blocklist   read the caller's extra private words before touching any export
     2. read        every export file, format sniffed from its content; a file that cannot be
                    read is reported and skipped, a bad message inside one is counted and skipped
-    3. owners      mark the owner's messages by stable id or display name (renames included)
+    3. owners      mark the owner's messages by stable id or display name (renames included),
+                   count them per export, and warn of an export where --owner matched nobody
     4. drop        service, forwarded, deleted, media-only, empty, repeated, duplicate owner messages
     5. scrub       every string that will be written: texts, titles, names, chat ids
     6. sessions    conversations and posts become examples with the owner as `assistant`,
