@@ -1,7 +1,9 @@
 """`python -m host_training prepare EXPORT... --owner OWNER --out DIR`: exports in, training data out.
 
 `prepare --list-authors EXPORT...` only reads, and prints each export's authors with the
---owner value for each (`list_authors`). One stage, read top to bottom: the options, then `run`, whose numbered steps are
+--owner value for each (`list_authors`), so the owner can find themselves first.
+
+One stage, read top to bottom: the options, then `run`, whose numbered steps are
 
     1. blocklist   read the caller's extra private words before touching any export
     2. read        every export file, format sniffed from its content; a file that cannot be
