@@ -62,6 +62,7 @@ from stratoecho.privacy import PrivacyScrubber, escape_special_tokens
 
 log = structlog.get_logger(__name__)
 
+SUMMARY_EXPORTS = 30  # exports listed one by one in the closing summary, besides those with a warning
 OUTPUT_FILES = ("messages.jsonl", "train.jsonl", "val.jsonl", "report.json")
 TOKEN_METHOD = (
     "approximate: ceil(characters / 4) summed over every turn's content (the usual figure for "
@@ -367,7 +368,8 @@ def _mail_addresses(reader: MboxReader) -> dict[str, str]:
     """mail_<hash> -> the address it hides, for --list-authors only: the owner knows their
     address, not its hash (an address is as good an --owner as the hash)."""
     _, senders = reader._scan()  # the reader's own cheap pass over the From headers
-    return {mail_id(address): address for _, address in senders}
+    # Lower-cased, as the hash is: one spelling however the mails wrote it.
+    return {mail_id(address): address.lower() for _, address in senders}
 
 
 def list_authors(args: argparse.Namespace) -> int:
@@ -444,10 +446,18 @@ def _owners_in_report(inputs: list[dict], per_input: list[ExportAuthors], owners
 
 
 def _print_owners_per_input(per_input: list[ExportAuthors], owners: Sequence[str]) -> None:
+    """A line per export (a few hundred Discord channels: the first ones), every warning."""
+    listed = left = 0
     for export in fold(per_input):
-        print(f"  {export.summary()}")
         if export.missed:
-            print(f"    warning: {export.warning(owners)}")
+            print(f"  {export.summary()}\n    warning: {export.warning(owners)}")
+        elif listed < SUMMARY_EXPORTS:
+            print(f"  {export.summary()}")
+            listed += 1
+        else:
+            left += 1
+    if left:
+        print(f"  ... and {left} more, each counted in report.json (inputs[].owner)")
 
 
 # ---------------------------------------------------------------------------------------------

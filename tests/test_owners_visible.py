@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from host_training import prepare as prepare_module
 from host_training.__main__ import main
+from host_training.ingest import Person, likely_owner, people
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = int(datetime(2024, 3, 12, 21, 14, tzinfo=timezone.utc).timestamp())
@@ -238,3 +240,29 @@ def test_help_says_list_authors_prints_real_names(capsys):
         main(["prepare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--list-authors" in text and "real display names" in text and "writes nothing" in text
+
+
+def test_a_renamed_id_is_one_person_and_the_suggestion_falls_back_to_the_most_frequent():
+    tally = {("telegram", "user1", "Ada L"): 2, ("telegram", "user1", "Ada Lindqvist"): 3, ("telegram", "user2", "Noor"): 4}
+    found = people(tally)
+    assert found == [Person("user1", ("Ada Lindqvist", "Ada L"), 5), Person("user2", ("Noor",), 4)]
+    assert likely_owner(found, ["user9", "Kit"]) == found[0]  # no name shares a word: the most frequent
+    assert likely_owner(found, ["noor"]) == found[1]  # case does not matter
+
+
+def test_the_summary_lists_the_first_exports_and_every_warning(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(prepare_module, "SUMMARY_EXPORTS", 1)
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    for n, (me, friend) in enumerate((("Mira", "Jonas"), ("Mira", "Kit"), ("Mira K.", "Sam"))):
+        (chats / f"chat{n}.txt").write_text(
+            f"14/03/2024, 09:0{n} - {friend}: hello\n14/03/2024, 09:1{n} - {me}: hi\n", encoding="utf-8")
+    assert prepare(str(chats), "--owner", "Mira", "--out", str(tmp_path / "out")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:5] == [
+        f"  {chats / 'chat0.txt'} (whatsapp): owner 1, others 1, 2 authors",
+        f"  {chats / 'chat2.txt'} (whatsapp): owner 0, others 2, 2 authors",
+        f"    warning: no message in {chats / 'chat2.txt'} matched --owner Mira; most frequent authors there: "
+        "Mira K. 1, Sam 1. If Mira K. is you, add --owner 'Mira K.'",
+        "  ... and 1 more, each counted in report.json (inputs[].owner)",
+    ]
