@@ -590,7 +590,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
         seen = Counter({(name, aid): spoke[k] for (_, aid, name), k in authors.items()})
         hint = "; ".join(f"{n} ({i})" if i != n else n for (n, i), _ in seen.most_common(8)) or "none"
         print(f"error: no message matched --owner {' / '.join(owners)}. Most frequent authors: {hint}. "
-              f"To see every export's authors: python -m host_training prepare --list-authors EXPORT...", file=sys.stderr)
+              "To see every export's authors: python -m host_training prepare --list-authors EXPORT...", file=sys.stderr)
         return 2
 
     def is_owner(author: Author) -> bool:
