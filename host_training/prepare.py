@@ -1,11 +1,15 @@
 """`python -m host_training prepare EXPORT... --owner OWNER --out DIR`: exports in, training data out.
 
+`prepare --list-authors EXPORT...` only reads, and prints each export's authors with the
+--owner value for each (`list_authors`), so the owner can find themselves first.
+
 One stage, read top to bottom: the options, then `run`, whose numbered steps are
 
     1. blocklist   read the caller's extra private words before touching any export
     2. read        every export file, format sniffed from its content; a file that cannot be
                    read is reported and skipped, a bad message inside one is counted and skipped
-    3. owners      mark the owner's messages by stable id or display name (renames included)
+    3. owners      mark the owner's messages by stable id or display name (renames included),
+                   count them per export, and warn of an export where --owner matched nobody
     4. drop        service, forwarded, deleted, media-only, empty, repeated, duplicate owner messages
     5. scrub       every string that will be written: texts, titles, names, chat ids
     6. sessions    conversations and posts become examples with the owner as `assistant`,
@@ -27,10 +31,11 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,21 +43,26 @@ import structlog
 from tqdm import tqdm
 
 from host_training import sessions as S
+from host_training.authors import ExportAuthors, fold
 from host_training.ingest import (
     ID_LIKE,
+    Author,
     IngestError,
     Message,
+    counts_for_author,
     discover,
     drop_reason,
     iso_utc,
     owner_match,
 )
+from host_training.ingest.mbox import MboxReader, mail_id
 from host_training.pseudonyms import Pseudonyms
 from host_training.spill import Spill
 from stratoecho.privacy import PrivacyScrubber, escape_special_tokens
 
 log = structlog.get_logger(__name__)
 
+SUMMARY_EXPORTS = 30  # exports listed one by one in the closing summary, besides those with a warning
 OUTPUT_FILES = ("messages.jsonl", "train.jsonl", "val.jsonl", "report.json")
 TOKEN_METHOD = (
     "approximate: ceil(characters / 4) summed over every turn's content (the usual figure for "
@@ -109,7 +119,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "DIR/report.json. Nothing is written until everything is scrubbed."
         ),
         epilog=(
-            "example:\n"
+            "examples:\n"
+            "  python -m host_training prepare --list-authors ~/Downloads/Telegram/result.json posts/   # who is who\n"
             "  python -m host_training prepare ~/Downloads/Telegram/result.json posts/ \\\n"
             '      --owner user5550101 --owner "Ada Lindqvist" --blocklist private.txt --out data/ada\n'
             "\n"
@@ -128,15 +139,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     what.add_argument(
         "--owner",
         action="append",
-        required=True,
         metavar="OWNER",
         help=(
-            "the person the persona speaks as: a Telegram id such as user5550101 (stable across "
-            "renames; see from_id in result.json) or a display name as it appears in the exports, "
-            'matched case-insensitively. Repeat for aliases: --owner user5550101 --owner "Ada Lindqvist"'
+            "required: the person the persona speaks as: a Telegram or Discord id such as user5550101 "
+            "(stable across renames), a mail address, or a display name as it appears in the exports, "
+            'matched case-insensitively. Repeat for aliases: --owner user5550101 --owner "Ada Lindqvist". '
+            "--list-authors shows who is who in each export"
         ),
     )
-    what.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
+    what.add_argument("--out", type=Path, metavar="DIR", help="required: output folder (created if missing)")
+    what.add_argument(
+        "--list-authors",
+        action="store_true",
+        help=(
+            "only list each export's authors, most messages first, with the id to give as --owner "
+            "(Telegram/Discord user..., mail address; WhatsApp has names only) and their real display "
+            "names, so you can find yourself before preparing; with --owner, marks who it matches. "
+            "Needs no --out and writes nothing: the names are printed on this machine only"
+        ),
+    )
+    what.add_argument("--json", action="store_true", help="with --list-authors: print JSON instead of a table")
 
     privacy = p.add_argument_group("privacy")
     privacy.add_argument(
@@ -323,14 +345,133 @@ def _say(c: Counter) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Who is the owner in each export: --list-authors, and the per-input counts of a real prepare
+
+
+def _missing_options(args: argparse.Namespace) -> str | None:
+    """What a real prepare lacks, said so the user can act (--list-authors needs neither)."""
+    missing = []
+    if args.json:
+        missing.append("--json goes with --list-authors (prepare itself writes DIR/report.json)")
+    if not args.owner or not any(o.strip() for o in args.owner):
+        missing.append(
+            "prepare needs --owner: who you are in the exports (a Telegram or Discord id such as user5550101, "
+            "a mail address, or your display name; repeat it for each). To see each export's authors with "
+            f"their ids: python -m host_training prepare --list-authors {shlex.join(args.exports)}"
+        )
+    if args.out is None:
+        missing.append("prepare needs --out DIR: the folder for messages.jsonl, train.jsonl, val.jsonl and report.json")
+    return "\nerror: ".join(missing) or None
+
+
+def _mail_addresses(reader: MboxReader) -> dict[str, str]:
+    """mail_<hash> -> the address it hides, for --list-authors only: the owner knows their
+    address, not its hash (an address is as good an --owner as the hash)."""
+    _, senders = reader._scan()  # the reader's own cheap pass over the From headers
+    # Lower-cased, as the hash is: one spelling however the mails wrote it.
+    return {mail_id(address): address.lower() for _, address in senders}
+
+
+def list_authors(args: argparse.Namespace) -> int:
+    """Every export's authors, most messages first, with the --owner value for each; writes
+    nothing. Exit 2 when no message could be read from any export."""
+    owners = [o.strip() for o in args.owner or () if o.strip()]
+    files, problems = export_files(args.exports)
+    read: list[tuple[str, str, Counter[Author], set[Author]]] = []
+    addresses: dict[str, str] = {}
+    total = 0
+    for path, reader_cls in files:
+        reader = reader_cls(path)
+        tally: Counter[Author] = Counter()
+        marked: set[Author] = set()  # the reader knows: posts, a data package, a Discord username
+        got = 0
+        try:
+            for m in tqdm(reader.read(owners), desc=f"read {path.name}", unit="msg", disable=None, leave=False):
+                got += 1
+                if counts_for_author(drop_reason(m)):
+                    tally[(m.source, m.author_id, m.author)] += 1
+                    if m.is_owner:
+                        marked.add((m.source, m.author_id, m.author))
+            if isinstance(reader, MboxReader):
+                addresses.update(_mail_addresses(reader))
+        except IngestError as e:
+            problems.append(str(e))  # what came before the damage is still listed
+            if not got:
+                continue
+        total += got
+        read.append((str(path), reader.format, tally, marked))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not total:
+        tried = "\n  ".join(problems) or "(no files)"
+        print(f"error: nothing could be read from {', '.join(args.exports)}:\n  {tried}", file=sys.stderr)
+        return 2
+
+    match = owner_match({a for _, _, tally, _ in read for a in tally}, owners)
+    exports = []
+    for path, fmt, tally, marked in read:
+        exports.append(ExportAuthors.of(path, fmt, tally, lambda a, marked=marked: a in marked or match.is_owner(*a)))
+    if args.json:
+        print(json.dumps({"inputs": [e.record(addresses) for e in exports], "problems": problems},
+                         ensure_ascii=False, indent=2))
+        return 0
+    for i, export in enumerate(fold(exports)):
+        print(*([""] if i else []), *export.table(addresses), sep="\n")
+        if owners and export.missed:
+            print(f"  (nobody here matches --owner {' / '.join(owners)})")
+    return 0
+
+
+def _owners_per_input(inputs: list[dict], tallies: list[Counter[Author]], is_owner: Callable[[Author], bool],
+                      owners: Sequence[str]) -> list[ExportAuthors]:
+    """Each input's authors once the owner is known; a warning for each where --owner matched nobody."""
+    exports = [ExportAuthors.of(i["path"], i["format"], t, is_owner) for i, t in zip(inputs, tallies)]
+    for e in exports:
+        if e.missed:
+            log.warning("no message in this export matched --owner", file=e.path, most_frequent=e.most_frequent(),
+                        add=e.suggestion(owners))
+    return exports
+
+
+def _owners_in_report(inputs: list[dict], per_input: list[ExportAuthors], owners: Sequence[str],
+                      clean_name: Callable[[str], str], pseudonyms: Pseudonyms | None) -> None:
+    """inputs[].owner in report.json: names as messages.jsonl writes them (scrubbed, Person N
+    under --pseudonyms, withheld where it has none), never the --owner values."""
+
+    def name(value: str) -> str | None:
+        return clean_name(value) if pseudonyms is None else pseudonyms.names.get(clean_name(value))
+
+    for entry, export in zip(inputs, per_input):
+        entry["owner"] = export.report(owners, clean_name, name)
+
+
+def _print_owners_per_input(per_input: list[ExportAuthors], owners: Sequence[str]) -> None:
+    """A line per export (a few hundred Discord channels: the first ones), every warning."""
+    listed = left = 0
+    for export in fold(per_input):
+        if export.missed:
+            print(f"  {export.summary()}\n    warning: {export.warning(owners)}")
+        elif listed < SUMMARY_EXPORTS:
+            print(f"  {export.summary()}")
+            listed += 1
+        else:
+            left += 1
+    if left:
+        print(f"  ... and {left} more, each counted in report.json (inputs[].owner)")
+
+
+# ---------------------------------------------------------------------------------------------
 # The stage
 
 
 def run(args: argparse.Namespace) -> int:
-    owners = [o.strip() for o in args.owner if o.strip()]
-    if not owners:
-        print("error: --owner is empty; give the owner's Telegram id or display name", file=sys.stderr)
+    if args.list_authors:
+        return list_authors(args)
+    missing = _missing_options(args)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
+    owners = [o.strip() for o in args.owner if o.strip()]
 
     # -- 1. blocklist: a privacy setting that cannot be read stops the run before any reading
     try:
@@ -387,15 +528,19 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
     authors: dict[tuple[str, str, str], int] = {}  # (source, author id, name) as read -> key
     spoke: Counter[int] = Counter()  # chat messages per author key
     marked_by_reader: set[int] = set()
+    tallies: list[Counter[Author]] = []  # per input: messages per author (see authors.py)
     seen_total = read_total = 0
     for path, reader_cls in files:
         reader = reader_cls(path)
         got = 0
         error = None
+        tally: Counter[Author] = Counter()
         try:
             for m in tqdm(reader.read(owners), desc=f"read {path.name}", unit="msg", disable=None, leave=False):
                 got += 1
                 reason = drop_reason(m)
+                if counts_for_author(reason):  # before "repeated": each export counts in full
+                    tally[(m.source, m.author_id, m.author)] += 1
                 if reason is None and not spill.first_time(m.source, m.chat_id, m.msg_id, m.ts.timestamp(), m.author_id, m.text):
                     reason = "repeated"  # the same message in two exports that overlap
                 if reason:
@@ -426,6 +571,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
             "path": str(path), "format": reader.format, "messages": got, "skipped": dict(reader.stats.skipped),
             "repaired": dict(reader.stats.repaired), "errors": reader.stats.errors,
         })  # fmt: skip
+        tallies.append(tally)
     spill.flush()
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -443,8 +589,15 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
     if not owner_keys:
         seen = Counter({(name, aid): spoke[k] for (_, aid, name), k in authors.items()})
         hint = "; ".join(f"{n} ({i})" if i != n else n for (n, i), _ in seen.most_common(8)) or "none"
-        print(f"error: no message matched --owner {' / '.join(owners)}. Most frequent authors: {hint}", file=sys.stderr)
+        print(f"error: no message matched --owner {' / '.join(owners)}. Most frequent authors: {hint}. "
+              "To see every export's authors: python -m host_training prepare --list-authors EXPORT...", file=sys.stderr)
         return 2
+
+    def is_owner(author: Author) -> bool:
+        key = authors.get(author)  # None: only dropped as not_owner (a received mail)
+        return key in owner_keys if key is not None else match.is_owner(*author)
+
+    per_input = _owners_per_input(inputs, tallies, is_owner, owners)
     # The persona's name: a name given as --owner, else the owner's most used display name.
     names = [o for o in owners if not ID_LIKE.match(o) and "@" not in o]  # an address is no name
     used = Counter({name: spoke[k] for (_, _, name), k in authors.items() if k in owner_keys and spoke[k] and name})
@@ -555,6 +708,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
             "pseudonyms": len(pseudonyms.names) if pseudonyms else 0,
         },
     }  # fmt: skip
+    _owners_in_report(inputs, per_input, owners, clean_name, pseudonyms)
     staged.open("report.json").write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     staged.commit()
 
@@ -562,6 +716,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
     dropped_n = sum(dropped.values())
     failed = f"; {len(problems)} problem(s), see report.json" if problems else ""
     print(f"read {seen_total} messages from {len(inputs)} file(s){failed}")
+    _print_owners_per_input(per_input, owners)
     print(f"kept {counts['kept']} ({counts['kept_owner']} by the owner, {counts['kept_posts']} posts); "
           f"dropped {dropped_n}: {_say(dropped)}")  # fmt: skip
     print(f"replaced private values: {_say(pii_text + pii_names)}; special tokens escaped: {escaped}")
