@@ -128,9 +128,10 @@ def _ack_run(text: str) -> int | None:
 def add_tier_options(p: argparse.ArgumentParser) -> None:
     tiers = p.add_argument_group(
         "tiers",
-        "every input has a tier: 1 writing (Markdown/plain-text posts, journals), 2 long-form (mbox mail), "
-        f"3 chat (Telegram, WhatsApp, Discord); a chat whose owner turns average {T.LONG_CHARS}+ characters is "
-        "long-form (2). Training takes most of its tokens from tiers 1-2 (report.json: tiers)",
+        "every input has a tier: 1 writing (Markdown/plain-text posts, journals), 2 long-form\n"
+        "(mbox mail), 3 chat (Telegram, WhatsApp, Discord). A chat whose owner turns average\n"
+        f"{T.LONG_CHARS}+ characters is long-form (2), unless --tier set its input. Training takes most\n"
+        "of its tokens from tiers 1-2; report.json: tiers shows them before and after",
     )
     tiers.add_argument(
         "--tier",
@@ -184,7 +185,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             '      --owner user5550101 --owner "Ada Lindqvist" --blocklist private.txt --out data/ada\n'
             "\n"
             "exit status: 0 done (files that could not be read are listed in report.json),\n"
-            "             2 nothing usable (no readable export, no message by the owner, bad blocklist)"
+            "             2 nothing usable (no readable export, no message by the owner, bad blocklist\n"
+            "               or a --tier that names no input)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
