@@ -141,7 +141,8 @@ def add_tier_options(p: argparse.ArgumentParser) -> None:
         metavar="PATH=N",
         help=(
             "set the tier (1, 2 or 3) of the inputs at or under PATH: a file or folder as you would give it "
-            "as EXPORT, or relative to a folder given as EXPORT. Repeat it; the most specific PATH wins. "
+            "as EXPORT, or relative to an EXPORT folder (or to the folder of an EXPORT file). Repeat it; the "
+            "most specific PATH wins. "
             "Example: --tier journal/=1 --tier old-mails.mbox=3. A PATH that names no input is an error"
         ),
     )

@@ -71,12 +71,12 @@ def parse_override(text: str) -> Override:
 
 def resolve_overrides(files: Iterable[Path], exports: Sequence[str], overrides: Sequence[Override]) -> dict[Path, int]:
     """The tier each --tier sets, by input file. PATH is a file or folder as given (relative to
-    the current folder) or relative to a folder given as EXPORT; it sets the tier of every
-    input at or under it, the most specific PATH winning. TierError for a PATH that names no
-    input, or one PATH given two tiers."""
+    the current folder) or relative to an EXPORT folder (a folder given as EXPORT, or the one
+    holding a file given as EXPORT); it sets the tier of every input at or under it, the most
+    specific PATH winning. TierError for a PATH that names no input, or one PATH given two tiers."""
     files = list(files)
     resolved = {f: f.resolve() for f in files}
-    folders = [Path(e) for e in exports if Path(e).is_dir()]
+    folders = [Path(e) if Path(e).is_dir() else Path(e).parent for e in exports]
     chosen: dict[Path, tuple[int, int, Override]] = {}  # file -> (depth of the PATH, tier, which)
     for o in overrides:
         candidates = {c.resolve() for c in [Path(o.path).expanduser(), *(d / o.path for d in folders)]}
@@ -96,7 +96,7 @@ def resolve_overrides(files: Iterable[Path], exports: Sequence[str], overrides: 
             listed = "\n  ".join(str(f) for f in files[:20]) + ("\n  ..." if len(files) > 20 else "")
             raise TierError(
                 f"--tier {o}: {o.path} names no input. Give a file or folder as listed here, or relative "
-                f"to a folder given as EXPORT; the inputs are:\n  {listed or '(none)'}"
+                f"to an EXPORT folder; the inputs are:\n  {listed or '(none)'}"
             )
     return {f: tier for f, (_, tier, _) in chosen.items()}
 

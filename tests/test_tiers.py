@@ -229,3 +229,39 @@ def test_a_malformed_tier_is_a_usage_error(exports, tmp_path, bad):
     with pytest.raises(SystemExit) as e:
         prepare(tmp_path / "out", str(exports["journal"]), "--tier", bad)
     assert e.value.code == 2
+
+
+def test_a_file_given_as_export_is_named_by_its_name(exports, tmp_path):
+    out = tmp_path / "out"
+    assert prepare(out, str(exports["mail"]), str(exports["journal"]), "--tier", "Sent.mbox=3") == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [(Path(i["path"]).name, i["tier"]) for i in report["inputs"]][0] == ("Sent.mbox", 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The owner's runs of acknowledgements, as prepare counts them
+
+
+def test_prepare_caps_the_owners_acks_and_counts_them(tmp_path):
+    chat = [tg(1, T0, "so the balloon went up", "noor")]
+    for i, ack in enumerate(["ok", "lol", "👍", "k", "yes"]):  # five in a row: three over the cap of 2
+        chat += [tg(10 + 2 * i, T0 + 60 * (i + 1), ack), tg(11 + 2 * i, T0 + 60 * (i + 1) + 30, f"and then {i}", "noor")]
+    chat += [tg(30, T0 + 600, "no way, how high?")]
+    root = tmp_path / "in"
+    root.mkdir()
+    data = {"chats": {"list": [{"name": "Noor Haddad", "type": "personal_chat", "id": 4440001, "messages": chat}]}}
+    (root / "result.json").write_text(json.dumps(data), encoding="utf-8")
+    outs = {}
+    for cap in ("2", "off"):
+        outs[cap] = tmp_path / f"out-{cap}"
+        assert prepare(outs[cap], str(root), "--max-ack-run", cap, "--val-fraction", "0") == 0
+    report = json.loads((outs["2"] / "report.json").read_text(encoding="utf-8"))
+    assert report["messages"]["dropped"] == {"ack_run": 3}
+    assert report["messages"]["seen"] == report["messages"]["kept"] + 3 == len(chat)
+    assert report["messages"]["kept_owner"] == 3 and report["settings"]["max_ack_run"] == 2
+    owner_turns = [t["content"] for ex in read_jsonl(outs["2"] / "train.jsonl") for t in ex["messages"]
+                   if t["role"] == "assistant"]
+    assert owner_turns == ["ok", "lol", "no way, how high?"]
+    assert [json.loads(line)["text"] for line in (outs["2"] / "messages.jsonl").read_text().splitlines()
+            if json.loads(line)["is_owner"]] == owner_turns
+    assert json.loads((outs["off"] / "report.json").read_text())["messages"]["dropped"] == {}
