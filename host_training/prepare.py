@@ -12,12 +12,14 @@ One stage, read top to bottom: the options, then `run`, whose numbered steps are
                    count them per export, and warn of an export where --owner matched nobody
     4. drop        service, forwarded, deleted, media-only, empty, repeated, duplicate owner messages
     5. scrub       every string that will be written: texts, titles, names, chat ids
-    6. sessions    conversations and posts become examples with the owner as `assistant`,
-                   weighted by quality tier (writing, long-form, chat)
+    6. sessions    conversations and posts become examples with the owner as `assistant`;
+                   runs of the owner's "ok"s are capped
     7. split       train/val by session and by time: every val session after every train
                    session (or whole chats held out, --val-split chat)
     8. write       DIR/messages.jsonl, train.jsonl, val.jsonl, report.json, each via a temp file
-                   and a rename, so DIR never holds a half-written or unscrubbed file
+                   and a rename, so DIR never holds a half-written or unscrubbed file; training
+                   examples weighted by tier (writing 1, long-form 2, chat 3) and the policy
+                   (tiers.py), validation never
 
 Steps 2 to 5 run as one stream: each message is read, judged, scrubbed and put in a scratch
 SQLite file in DIR (`spill.py`, only scrubbed text, deleted at the end), which also sorts
@@ -43,6 +45,7 @@ import structlog
 from tqdm import tqdm
 
 from host_training import sessions as S
+from host_training import tiers as T
 from host_training.authors import ExportAuthors, fold
 from host_training.ingest import (
     ID_LIKE,
@@ -92,19 +95,88 @@ def _positive(kind: type) -> Callable[[str], float | int]:
     return parse
 
 
-def _weights(text: str) -> dict[str, float]:
-    weights = dict(S.DEFAULT_WEIGHTS)
+# --weights before tiers had numbers named them; the old names still work.
+_OLD_TIER_NAMES = {"writing": 1, "long": 2, "long-form": 2, "chat": 3}
+
+
+def _weights(text: str) -> dict[int, float]:
+    """--weights 1=3,2=2,3=1: each tier's weight by hand; a tier not named keeps 1."""
+    weights = {1: 1.0, 2: 1.0, 3: 1.0}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        tier, _, value = part.partition("=")
-        if tier.strip() not in weights:
-            raise argparse.ArgumentTypeError(f"unknown tier {tier.strip()!r} in {text!r}; tiers: {', '.join(weights)}")
+        name, _, value = (x.strip() for x in part.partition("="))
+        tier = _OLD_TIER_NAMES.get(name) or (int(name) if name in ("1", "2", "3") else None)
+        if tier is None:
+            raise argparse.ArgumentTypeError(f"unknown tier {name!r} in {text!r}; tiers: 1 (writing), 2 (long-form), 3 (chat)")
         try:
-            weights[tier.strip()] = float(value)
+            weights[tier] = float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r}: the weight must be a number, as in writing=3") from None
-        if not 0 < weights[tier.strip()] <= 100:
+            raise argparse.ArgumentTypeError(f"{part!r}: the weight must be a number, as in 1=3") from None
+        if not 0 < weights[tier] <= 100:
             raise argparse.ArgumentTypeError(f"{part!r}: a weight must be above 0 and at most 100")
     return weights
+
+
+def _tier(text: str) -> T.Override:
+    try:
+        return T.parse_override(text)
+    except T.TierError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ack_run(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of messages (0 or more) or off") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected 0 or more (0 drops every acknowledgement), or off")
+    return value
+
+
+def add_tier_options(p: argparse.ArgumentParser) -> None:
+    tiers = p.add_argument_group(
+        "tiers",
+        "every input has a tier: 1 writing (Markdown/plain-text posts, journals), 2 long-form\n"
+        "(mbox mail), 3 chat (Telegram, WhatsApp, Discord). A chat whose owner turns average\n"
+        f"{T.LONG_CHARS}+ characters is long-form (2), unless --tier set its input. Training takes most\n"
+        "of its tokens from tiers 1-2; report.json: tiers shows them before and after",
+    )
+    tiers.add_argument(
+        "--tier",
+        type=_tier,
+        action="append",
+        default=[],
+        metavar="PATH=N",
+        help=(
+            "set the tier (1, 2 or 3) of the inputs at or under PATH: a file or folder as you would give it "
+            "as EXPORT, or relative to an EXPORT folder (or to the folder of an EXPORT file). Repeat it; the "
+            "most specific PATH wins. "
+            "Example: --tier journal/=1 --tier old-mails.mbox=3. A PATH that names no input is an error"
+        ),
+    )
+    how = tiers.add_mutually_exclusive_group()
+    how.add_argument(
+        "--top-tier-share",
+        type=_fraction,
+        default=T.DEFAULT_TOP_SHARE,
+        metavar="F",
+        help=(
+            "the policy: at least this share of the tokens training learns from comes from tiers 1-2 when there "
+            f"is chat too; writing and mail are repeated (at most {T.MAX_REPEAT:g} times), then chat thinned, "
+            "to meet it. Validation is never weighted. 0 turns the policy off (default %(default)g)"
+        ),
+    )
+    how.add_argument(
+        "--weights",
+        type=_weights,
+        metavar="TIER=W,...",
+        help=(
+            "instead of the policy, each tier's weight by hand (times an example is seen per epoch), as in "
+            "1=3,2=2,3=1; a tier not named gets 1. The old names writing, long and chat still work"
+        ),
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -125,7 +197,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             '      --owner user5550101 --owner "Ada Lindqvist" --blocklist private.txt --out data/ada\n'
             "\n"
             "exit status: 0 done (files that could not be read are listed in report.json),\n"
-            "             2 nothing usable (no readable export, no message by the owner, bad blocklist)"
+            "             2 nothing usable (no readable export, no message by the owner, bad blocklist\n"
+            "               or a --tier that names no input)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -211,16 +284,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             '("ok", "haha") are kept as part of the conversation (characters, default %(default)d)'
         ),
     )
-
     conv.add_argument(
-        "--weights",
-        type=_weights,
-        default=dict(S.DEFAULT_WEIGHTS),
-        metavar="TIER=W,...",
+        "--max-ack-run",
+        type=_ack_run,
+        default=S.DEFAULT_MAX_ACK_RUN,
+        metavar="N",
         help=(
-            "how much each quality tier counts in training: writing (posts, e-mail), long (chats where "
-            f"the owner's turns average {S.LONG_CHARS}+ characters), chat (default "
-            + ",".join(f"{k}={v:g}" for k, v in S.DEFAULT_WEIGHTS.items()) + ")"
+            'at most N of the owner\'s one-word acknowledgements ("ok", "k", "yes", "lol", an emoji alone) in a '
+            "row in a chat; the rest are dropped (report.json: messages.dropped.ack_run), so the persona does "
+            "not learn to answer everything with ok. off keeps them all (default %(default)s)"
         ),
     )
     conv.add_argument(
@@ -259,6 +331,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=1337,
         help="seed for --val-split chat: same exports and seed, same split (default %(default)d)",
     )
+    add_tier_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -480,6 +553,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     files, problems = export_files(args.exports)
+    try:  # a --tier that names no input stops the run before any reading, like a bad blocklist
+        file_tiers = T.resolve_overrides((path for path, _ in files), args.exports, args.tier)
+    except T.TierError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     created = not args.out.exists()
     try:
         spill = Spill(args.out)
@@ -488,7 +566,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     staged = Staged(args.out)
     try:
-        rc = _run(args, owners, blocklist, files, problems, spill, staged)
+        rc = _run(args, owners, blocklist, files, problems, spill, staged, file_tiers)
     except OSError as e:
         print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
         rc = 2
@@ -500,7 +578,7 @@ def run(args: argparse.Namespace) -> int:
     return rc
 
 
-def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged) -> int:
+def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged, file_tiers: dict[Path, int]) -> int:
     scrubber = PrivacyScrubber(blocklist)
     pii_text: Counter[str] = Counter()
     pii_names: Counter[str] = Counter()
@@ -530,8 +608,11 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
     marked_by_reader: set[int] = set()
     tallies: list[Counter[Author]] = []  # per input: messages per author (see authors.py)
     seen_total = read_total = 0
+    book = T.TierBook()
     for path, reader_cls in files:
         reader = reader_cls(path)
+        set_tier = file_tiers.get(path)
+        read_tiers: Counter[int] = Counter()
         got = 0
         error = None
         tally: Counter[Author] = Counter()
@@ -550,10 +631,14 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
                 spoke[key] += m.kind == "message"
                 if m.is_owner:
                     marked_by_reader.add(key)  # a data package or a mailbox knows its owner itself
-                spill.add(replace(
+                m = replace(
                     m, text=clean(m.text, pii_text), title=clean(m.title, pii_text), chat_id=clean_name(m.chat_id),
                     chat_name=clean_name(m.chat_name), msg_id=clean(m.msg_id, pii_names),  # ids: too many to cache
-                    author_id=clean_name(m.author_id), author=clean_name(m.author)), key)
+                    author_id=clean_name(m.author_id), author=clean_name(m.author))
+                spill.add(m, key)
+                tier = set_tier or T.default_tier(reader.format, m.kind)
+                book.note(m.source, m.chat_id, m.msg_id, m.kind, tier, set_tier is not None)
+                read_tiers[tier] += 1
         except IngestError as e:
             error = str(e)  # what came before the damage is kept; the file is named
             problems.append(error)
@@ -570,6 +655,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
         inputs.append({
             "path": str(path), "format": reader.format, "messages": got, "skipped": dict(reader.stats.skipped),
             "repaired": dict(reader.stats.repaired), "errors": reader.stats.errors,
+            **_input_tier(read_tiers, set_tier),
         })  # fmt: skip
         tallies.append(tally)
     spill.flush()
@@ -615,16 +701,17 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
     # -- 6. one ordered pass: messages.jsonl, and sessions and posts become examples
     n_sessions = n_with_owner = 0
     messages_out = staged.open("messages.jsonl")
+    acks = S.AckRuns(args.max_ack_run, args.session_gap_minutes)
 
     def ordered() -> Iterable[Message]:
-        for m in spill.ordered():
+        for m in filter(acks.keep, spill.ordered()):
             if m.kind == "post" and not names:
                 m = replace(m, author=persona)
             if pseudonyms is not None:
                 m = pseudonyms.apply(m)
             messages_out.write(json.dumps(m.record(), ensure_ascii=False) + "\n")
             if m.kind == "post":
-                for e in S.weigh(S.post_examples([m], persona, args.max_chars), args.weights):
+                for e in S.post_examples([m], persona, args.max_chars):
                     spill.add_example(e)
             yield m
 
@@ -632,9 +719,9 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
                         disable=None, leave=False):
         n_sessions += 1
         n_with_owner += session.has_owner
-        for e in S.weigh(S.chat_examples([session], persona, args.max_turns, args.max_chars,
-                                          all_speakers=args.train_all_speakers), args.weights):
+        for e in S.chat_examples([session], persona, args.max_turns, args.max_chars, all_speakers=args.train_all_speakers):
             spill.add_example(e)
+    _drop_acks(acks, dropped, counts)
 
     # -- 7. split by session: by time (val after train), or whole chats
     spans = spill.session_spans()
@@ -658,19 +745,31 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
         start, end = spans[e.session]
         return "val" if start >= cut else "train" if end < cut else "left_out"
 
-    # -- 8. write train/val, then commit all four files together
+    # -- 8. weigh the training examples by tier (a first pass counts what each tier holds), write
+    # train/val, then commit all four files together
+    def tier_of(e: S.Example) -> int:
+        return book.of(e.kind, e.session, e.chat, [t.content for t in e.turns if t.role == "assistant"])
+
+    learnt = _learnt_by_tier((e for i, e in enumerate(spill.examples()) if side(i, e) == "train"), tier_of)
+    weights = args.weights or T.policy_weights(learnt, args.top_tier_share)
     out = {"train": staged.open("train.jsonl"), "val": staged.open("val.jsonl")}
     n: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
     tiers: Counter[str] = Counter()
+    val_learnt: Counter[int] = Counter()
     train_until = val_from = None
     for index, e in enumerate(spill.examples()):
         where = side(index, e)
         n[where] += 1
         n[e.kind] += 1
-        tiers[e.tier] += 1
+        tier = tier_of(e)
+        tiers[str(tier)] += 1
         if where == "left_out":
             continue
+        if where == "train":
+            e = replace(e, weight=weights[tier])
+        else:  # validation measures the data as it is: never weighted
+            val_learnt[tier] += sum(S.approx_tokens(t) for t in e.learnt)
         out[where].write(json.dumps(e.record(), ensure_ascii=False) + "\n")
         tokens[where] += sum(S.approx_tokens(t.content) for t in e.turns)
         tokens[where + "_assistant"] += sum(S.approx_tokens(t.content) for t in e.turns if t.role == "assistant")
@@ -688,8 +787,9 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
         "sessions": {"total": n_sessions, "with_owner": n_with_owner, "gap_minutes": args.session_gap_minutes},
         "examples": {
             "train": n["train"], "val": n["val"], "chat": n["chat"], "post": n["post"],
-            "left_out_at_cut": n["left_out"], "tiers": _counts(tiers),
+            "left_out_at_cut": n["left_out"], "tiers": dict(sorted(tiers.items())),
         },
+        "tiers": tier_report(learnt, val_learnt, weights, None if args.weights else args.top_tier_share),
         "split": {
             "method": args.val_split,
             "cut": iso_utc(cut) if cut else None,
@@ -704,7 +804,9 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
             "owners": len(owners), "persona": persona, "blocklist_entries": len(blocklist),
             "val_fraction": args.val_fraction, "val_split": args.val_split, "seed": args.seed,
             "max_turns": args.max_turns, "max_chars": args.max_chars, "dedup_min_chars": args.dedup_min_chars,
-            "weights": args.weights, "train_all_speakers": args.train_all_speakers,
+            "tiers_set": [str(o) for o in args.tier], "top_tier_share": None if args.weights else args.top_tier_share,
+            "weights": {str(k): v for k, v in weights.items()}, "max_ack_run": args.max_ack_run,
+            "train_all_speakers": args.train_all_speakers,
             "pseudonyms": len(pseudonyms.names) if pseudonyms else 0,
         },
     }  # fmt: skip
@@ -723,5 +825,79 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged)
     left = f", {n['left_out']} across the time cut left out" if n["left_out"] else ""
     print(f"{n_sessions} sessions ({n_with_owner} with the owner) -> {n['chat'] + n['post']} examples: "
           f"{n['train']} train, {n['val']} val{left}; ~{tokens['train'] + tokens['val']} tokens (characters/4)")
+    print(say_tiers(report["tiers"]))
     print(f"wrote {', '.join(str(args.out / f) for f in OUTPUT_FILES)}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiers: what each holds, what the policy made of it (tiers.py)
+
+
+def _input_tier(read_tiers: Counter[int], set_tier: int | None) -> dict:
+    """report.json inputs[]: the input's tier (the most common of its messages' when a format
+    mixes posts and chats), and whether --tier set it."""
+    tier = set_tier or (read_tiers.most_common(1)[0][0] if read_tiers else None)
+    return {"tier": tier, "tier_set": set_tier is not None}
+
+
+def _drop_acks(acks: S.AckRuns, dropped: Counter[str], counts: dict[str, int]) -> None:
+    """The owner's capped acknowledgements, counted as dropped and no longer as kept."""
+    if acks.dropped:
+        dropped["ack_run"] += acks.dropped
+        counts["kept"] -= acks.dropped
+        counts["kept_owner"] -= acks.dropped
+
+
+def _learnt_by_tier(examples: Iterable[S.Example], tier_of: Callable[[S.Example], int]) -> Counter[int]:
+    """Tokens training learns from (the owner's turns; every turn with --train-all-speakers), by tier."""
+    learnt: Counter[int] = Counter()
+    for e in examples:
+        learnt[tier_of(e)] += sum(S.approx_tokens(t) for t in e.learnt)
+    return learnt
+
+
+def tier_report(train: Counter[int], val: Counter[int], weights: dict[int, float], share: float | None) -> dict:
+    """report.json `tiers`: per tier, the learnt tokens before (as read) and after weighting."""
+    after = {t: train[t] * weights[t] for t in T.TIERS}
+    if share is None:
+        policy = "weights set by hand (--weights): " + ", ".join(f"tier {t} x{weights[t]:g}" for t in T.TIERS)
+    elif not share:
+        policy = "none (--top-tier-share 0): every example weighs 1"
+    else:
+        policy = (f"at least {share:.0%} of the learnt training tokens from tiers 1-2 (writing, long-form) when there "
+                  f"is chat too: tiers 1-2 repeated up to {T.MAX_REPEAT:g} times, then chat thinned; validation "
+                  "never weighted")
+    before_share, after_share = T.top_share(train), T.top_share(after)
+    return {
+        "policy": policy,
+        "top_tier_share": share,
+        "tokens": "learnt tokens: the owner's turns (every turn with --train-all-speakers), characters/4; "
+                  "after = before x weight, what training sees per epoch on average",
+        "train": {
+            str(t): {"name": name, "tokens_before": train[t], "weight": weights[t], "tokens_after": round(after[t])}
+            for t, name in T.TIERS.items()
+        },
+        "val": {str(t): {"name": name, "tokens": val[t]} for t, name in T.TIERS.items()},
+        "top_share_before": None if before_share is None else round(before_share, 4),
+        "top_share_after": None if after_share is None else round(after_share, 4),
+    }  # fmt: skip
+
+
+def say_tiers(tiers: dict) -> str:
+    """The printed line: tokens per tier before and after, and the share of tiers 1-2."""
+    parts = [f"{t} {v['name']} ~{v['tokens_before']}" + (f" -> ~{v['tokens_after']} (x{v['weight']:g})"
+                                                           if v["weight"] != 1 else "")
+             for t, v in tiers["train"].items() if v["tokens_before"]]
+    share = ""
+    if tiers["top_share_before"] is not None:
+        share = f"; tiers 1-2 {tiers['top_share_before']:.0%}"
+        if tiers["top_share_after"] != tiers["top_share_before"]:
+            share += f" -> {tiers['top_share_after']:.0%}"
+    rule = " (--weights)" if tiers["top_tier_share"] is None else f" (policy: at least {tiers['top_tier_share']:.0%})"
+    line = f"training tokens by tier: {', '.join(parts) or 'none'}{share}{rule}"
+    chat = tiers["train"]["3"]
+    if tiers["top_tier_share"] and chat["weight"] < 1:
+        line += (f"\nnote: to meet the policy only about {chat['weight']:.0%} of the chat is trained on, as tiers "
+                 "1-2 hold little text; a lower --top-tier-share keeps more of it")
+    return line
