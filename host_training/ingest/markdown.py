@@ -25,6 +25,7 @@ from pathlib import Path
 import structlog
 
 from . import IngestError, Message, Reader, persona_names
+from .whatsapp import looks_like_chat
 
 log = structlog.get_logger(__name__)
 
@@ -141,11 +142,14 @@ class MarkdownReader(Reader):
     def sniff(cls, path: Path, head: str) -> bool:
         if head.startswith(("---\n", "---\r\n")):
             return True
-        # Prose: a known suffix, not JSON, and some words in it.
+        # Prose: a known suffix, not JSON, some words in it, and not a chat log: lines that start
+        # with a date and time are a conversation (WhatsApp's reader claims or refuses them),
+        # never the owner's own post with other people's words in it.
         return (
             path.suffix.lower() in SUFFIXES
             and not head.lstrip().startswith(("{", "["))
             and len(re.findall(r"[^\W\d_]{2,}", head)) >= 3
+            and not looks_like_chat(head)
         )
 
     def read(self, owners: Sequence[str]) -> Iterator[Message]:
