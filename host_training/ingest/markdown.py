@@ -12,7 +12,9 @@ lists, without a YAML library. The title is `title:`, else a leading `# heading`
 name. The date is `date:` (ISO forms; without a zone, UTC), else a `YYYY-MM-DD` file-name
 prefix, else the file's modification time (with a warning). Every post is one owner message in
 the chat "posts". Markdown noise is stripped: images and fenced code are dropped, link text is
-kept without its target, emphasis and heading marks go, list items become "- item".
+kept without its target, emphasis and heading marks go, list items become "- item". Text
+whose lines mostly start with a date and a time is a chat log, not a post: it is left to the
+WhatsApp reader, which reads it or names the line it cannot read.
 """
 
 from __future__ import annotations
