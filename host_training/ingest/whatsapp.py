@@ -98,7 +98,7 @@ class Vocabulary:
     attached: re.Pattern[str]  # iOS "<attached: file>" anywhere in a line
     file_attached: re.Pattern[str]  # Android "file (file attached)" as a whole line
     location: re.Pattern[str]  # Android "location: https://…" as the whole text
-    file_name: re.Pattern[str]  # the exported file's stem; group 1 the chat's name
+    file_name: re.Pattern[str]  # the exported file's stem; the group that matched is the chat's name
 
 
 def compile_vocabulary(table: dict) -> Vocabulary:
