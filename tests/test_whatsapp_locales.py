@@ -186,24 +186,103 @@ def test_prepare_refuses_an_unreadable_chat_and_makes_no_post(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_few_unreadable_lines_are_skipped_counted_and_named(tmp_path):
+def chat_with(tmp_path, header, line, name="chat.txt"):
+    """Three messages in the shape `header` (a format string for the minute), the second of which
+    goes on with `line`."""
+    path = tmp_path / name
+    path.write_text(
+        f"{header.format(14)}Jonas Berg: one\n{header.format(15)}Ada Lindqvist: two\n{line}\n"
+        f"and the line after it\n{header.format(17)}Jonas Berg: three\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "header, line",
+    [
+        ("13/03/2024, 21:{} - ", "12/03/2024 18:00: meeting"),  # the line that used to be lost
+        ("13/03/2024, 21:{} - ", "12/03/2024 18:00 - meeting"),  # no comma: not this file's date and time
+        ("13/03/2024, 21:{} - ", "13/03/2024, 21:16 Uhr - Jonas Berg: garbled"),
+        ("13/03/2024, 21:{} - ", "2024-03-12, 18:00 - a date as a phone in ISO would write it"),
+        ("13/03/2024, 21:{} - ", "12.03.2024, 18:00 - dots"),
+        ("13/03/2024, 21:{} - ", "12/03/24, 18:00 - two-digit year"),
+        ("13/03/2024, 21:{} - ", "12/03/2024, 6:00 PM - a 12-hour clock"),
+        ("13/03/2024, 21:{} - ", "12/03/2024, 18:00:30 - seconds"),
+        ("13/03/2024, 21:{} - ", "[12/03/2024, 18:00:30] Jonas Berg: pasted from an iPhone's export"),
+        ("[13/03/2024, 21:{}:05] ", "12/03/2024, 18:00 - Jonas Berg: pasted from an Android export"),
+        ("[13/03/2024, 21:{}:05] ", "[12/03/2024, 18:00] Jonas Berg: copied without seconds"),
+        ("13.03.24 um 21:{} - ", "12.03.24, 18:00 - no 'um'"),
+        ("3/13/24, 9:{} PM - ", "3/12/24, 18:00 - no PM"),
+    ],
+)
+def test_a_line_dated_in_another_shape_continues_the_message(header, line, tmp_path):
+    got, reader = read(chat_with(tmp_path, header, line))
+    assert [(m.author, m.text) for m in got] == [
+        ("Jonas Berg", "one"), (OWNER, f"two\n{line}\nand the line after it"), ("Jonas Berg", "three")
+    ]
+    assert not reader.stats.skipped and not reader.stats.errors
+
+
+@pytest.mark.parametrize(
+    "header, line",
+    [
+        ("13/03/2024, 21:{} - ", "12/03/2024, 18:00 meeting at the pier"),
+        ("13/03/2024, 21:{} - ", "12/03/2024, 18:00: meeting"),
+        ("13/03/2024, 21:{} - ", "12/03/2024, 18:00-19:00 - meeting"),
+        ("13/03/2024, 21:{} - ", "12/03/2024 - the day we met"),
+        ("13/03/2024, 21:{} - ", "12/03/2024: the day we met"),
+        ("[13/03/2024, 21:{}:05] ", "[12/03/2024, 18:00:00 meeting"),
+        ("[13/03/2024, 21:{}:05] ", "12/03/2024, 18:00:00] meeting"),
+    ],
+)
+def test_a_line_dated_in_the_files_shape_without_its_separator_continues_the_message(header, line, tmp_path):
+    got, reader = read(chat_with(tmp_path, header, line))
+    assert [m.text for m in got] == ["one", f"two\n{line}\nand the line after it", "three"]
+    assert not reader.stats.skipped and not reader.stats.errors
+
+
+@pytest.mark.parametrize("header", ["13/03/2024, 21:{} - ", "[13/03/2024, 21:{}:05] "])
+def test_a_message_line_with_an_impossible_date_is_the_only_line_lost(header, tmp_path):
+    line = header.replace("13/03", "31/02").format(16) + "Jonas Berg: garbled"
+    path = chat_with(tmp_path, header, line)
+    got, reader = read(path)
+    # Only the line that cannot be dated goes; the line under it stays with the message above.
+    assert [(m.msg_id, m.text) for m in got] == [("1", "one"), ("2", "two\nand the line after it"), ("5", "three")]
+    assert reader.stats.skipped == {"corrupt": 1} and reader.stats.messages == 3
+    assert reader.stats.errors == [
+        f"{path}: line 3: bad date or time (day is out of range for month); the lines after it, up to the next "
+        "message line, are kept with the message of line 2"
+    ]
+
+
+def test_an_impossible_date_on_the_first_line_counts_each_line_under_it(tmp_path):
     path = tmp_path / "chat.txt"
     path.write_text(
-        "13/03/2024, 21:14 - Jonas Berg: one\n"
-        "13/03/2024, 21:15 - Ada Lindqvist: two\n"
-        "13/03/2024, 21:16 Uhr - Jonas Berg: garbled\n"  # a shape no phone writes, and its next line
-        "still the garbled one\n"
-        "13/03/2024, 21:17 - Ada Lindqvist: three\n",
+        "31/02/2024, 21:13 - Jonas Berg: garbled\nits second line\n\nits third line\n"
+        "13/03/2024, 21:14 - Jonas Berg: one\n13/03/2024, 21:15 - Ada Lindqvist: two\n",
         encoding="utf-8",
     )
     got, reader = read(path)
-    assert [m.text for m in got] == ["one", "two", "three"]
-    assert reader.stats.skipped == {"corrupt": 1}
-    assert reader.stats.errors == [
-        f"{path}: line 3: starts with a date and time ('13/03/2024, 21:16') but is not a WhatsApp message line; "
-        "expected 'DATE, TIME - NAME: TEXT' (Android) or '[DATE, TIME] NAME: TEXT' (iOS) with a date and time as "
-        "a phone writes them; skipped with the lines that follow it"
-    ]
+    assert [m.text for m in got] == ["one", "two"]
+    assert reader.stats.skipped == {"corrupt": 3}  # the line that cannot be dated and the two under it
+    assert [e.split(": ", 2)[1] for e in reader.stats.errors] == ["line 1", "line 2", "line 4"]
+    assert reader.stats.errors[1].endswith(
+        "line 2: follows line 1, a message line whose date or time cannot be read, with no message before it"
+    )
+
+
+def test_lines_dated_in_another_shape_do_not_make_a_readable_chat_unreadable(tmp_path):
+    # A few pasted log lines in a message: text, and the file is read (most dated lines are messages).
+    path = tmp_path / "chat.txt"
+    path.write_text(
+        "13/03/2024, 21:14 - Jonas Berg: the log\n12/03/2024 18:00: start\n12/03/2024 18:05: stop\n"
+        "13/03/2024, 21:15 - Ada Lindqvist: thanks\n13/03/2024, 21:16 - Jonas Berg: np\n",
+        encoding="utf-8",
+    )
+    got, reader = read(path)
+    assert [m.text for m in got] == ["the log\n12/03/2024 18:00: start\n12/03/2024 18:05: stop", "thanks", "np"]
+    assert not reader.stats.skipped
 
 
 def test_system_line_with_a_colon_and_no_quotes(tmp_path):

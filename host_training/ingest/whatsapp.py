@@ -18,9 +18,16 @@ means day-first, a second field over 12 month-first); when nothing tells, day-fi
 Android exports of most of the world are. Times are the phone's local time without a zone and
 are taken as UTC: session gaps, which are differences, do not care. There are no stable ids,
 so `author_id` is the display name and the chat is named after the file ("WhatsApp Chat with
-Bob.txt" -> "Bob"). A line that is not UTF-8, or a dated line in no shape WhatsApp writes, is
-skipped, counted and named by its line number; a file whose dated lines are mostly unreadable
-is refused with an IngestError naming the first.
+Bob.txt" -> "Bob"). A line that is not UTF-8 is skipped, counted and named by its line number.
+
+A phone writes every message line of one export in one shape, so a message starts only at a line
+in the shape of the file's first message line (`file_header`): the same date and time shape and
+the same " - " or "[…] ". Every other line continues the message above and is kept, also one
+that starts with a date and time of its own ("12/03/2024 18:00: meeting", "2024-03-12 18:00 -
+note"). A line in the file's shape whose date or time does not exist (31/02) is skipped, counted and
+named by its line number as `corrupt`; only that line: the lines under it stay with the message
+above (with none above, each is counted and named). A file whose lines that look like message
+lines are mostly not in one readable shape is refused with an IngestError naming the first.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ _NO_MARKS = str.maketrans("", "", _MARKS)
 _LRM = "\u200e"  # what iOS puts in front of its own words
 # A line that begins with a date and a time, in any shape (used to recognise chat-shaped text)
 _STARTS_DATED = re.compile(r"^\[?\d{1,4}([./\-])\s?\d{1,2}\1\s?\d{2,4}\b.{0,20}?\d{1,2}[:.]\d{2}")
-# ... and then separates a header from the rest as chat exports do: a header we cannot read
+# ... and then separates a header from the rest as chat exports do: counted to refuse a file whose
+# message lines are mostly in no shape we read (a line alone is never dropped for it: see `read`)
 _DATED_HEADER = re.compile(_STARTS_DATED.pattern + r"(?:[:.]\d{2})?.{0,14}?(?:\]|\s[-–]\s|:\s|\t)")
 EXPECTED = (
     "expected 'DATE, TIME - NAME: TEXT' (Android) or '[DATE, TIME] NAME: TEXT' (iOS) with a date "
@@ -88,7 +96,8 @@ def _letters(marker: str) -> str:
 class Vocabulary:
     """Every language's words at once, compiled: what whatsapp_locales.toml says, ready to match."""
 
-    header: re.Pattern[str]
+    header: re.Pattern[str]  # a message line in any shape a phone writes
+    meridiem: str  # regex: any AM/PM marker
     pm: frozenset[str]  # 12-hour markers after noon, as `_letters`
     media: re.Pattern[str]  # a placeholder line, folded, fullmatch
     deleted: re.Pattern[str]  # a whole text, folded, fullmatch
@@ -119,13 +128,10 @@ def compile_vocabulary(table: dict) -> Vocabulary:
         r"\.?\s?".join(re.escape(ch) for ch in letters) + r"\.?"
         for letters in sorted({_letters(m) for m in merged["am"] + merged["pm"]}, key=len, reverse=True)
     ) or r"(?!)"
-    header = re.compile(
-        r"^\[?(?P<a>\d{1,4})(?P<sep>[./\-])\s?(?P<b>\d{1,2})(?P=sep)\s?(?P<c>\d{2,4})\.?"
-        rf"(?:,\s*|\s+)(?:(?:{_words(merged['date_words'])})\s+)?"
-        r"(?P<H>\d{1,2})[:.](?P<M>\d{2})(?:[:.](?P<S>\d{2}))?"
-        rf"(?:\s*(?P<ampm>{meridiem}))?"
-        r"(?:\]\s?|\s[-–]\s)(?P<rest>.*)$",
-        re.IGNORECASE,
+    header = _header_regex(
+        open_=r"\[?", a=r"\d{1,4}", sep=r"[./\-]", c=r"\d{2,4}",
+        join=rf"(?:,\s*|\s+)(?:(?:{_words(merged['date_words'])})\s+)?", tsep="[:.]",
+        seconds=r"(?:[:.](?P<S>\d{2}))?", ampm=rf"(?:\s*(?P<ampm>{meridiem}))?", close=r"\]\s?|\s[-–]\s",
     )
     edited = "|".join(
         re.escape(m.strip().rstrip(">").rstrip(".")) + r"\.?>" if m.strip().endswith(">") else re.escape(m.strip())
@@ -134,6 +140,7 @@ def compile_vocabulary(table: dict) -> Vocabulary:
     names = [re.escape(n).replace(r"\*", "(.+)", 1) for n in merged["file_name"]] or [r"(?!)"]
     return Vocabulary(
         header=header,
+        meridiem=meridiem,
         pm=frozenset(_letters(m) for m in merged["pm"]),
         media=_any(merged["media"]),
         deleted=_any(merged["deleted"]),
@@ -147,6 +154,43 @@ def compile_vocabulary(table: dict) -> Vocabulary:
         file_attached=re.compile(rf"\S.*\s\((?:{_words(merged['file_attached'])})\)", re.IGNORECASE),
         location=re.compile(rf"(?:{_words(merged['location'])})\s?:\s*https?://\S+", re.IGNORECASE),
         file_name=re.compile("|".join(f"(?:{n})" for n in names), re.IGNORECASE),
+    )
+
+
+def _header_regex(*, open_: str, a: str, sep: str, c: str, join: str, tsep: str, seconds: str, ampm: str,
+                  close: str) -> re.Pattern[str]:
+    """A message line: [date, time] (iOS) or date, time - (Android), then the rest. The named parts
+    (open, sep, join, tsep, S, ampm, close) are what `file_header` reads a file's own shape from."""
+    return re.compile(
+        rf"^(?P<open>{open_})(?P<a>{a})(?P<sep>{sep})\s?(?P<b>\d{{1,2}})(?P=sep)\s?(?P<c>{c})\.?"
+        rf"(?P<join>{join})(?P<H>\d{{1,2}})(?P<tsep>{tsep})(?P<M>\d{{2}}){seconds}{ampm}"
+        rf"(?P<close>{close})(?P<rest>.*)$",
+        re.IGNORECASE,
+    )
+
+
+def file_header(first: re.Match, vocab: Vocabulary) -> re.Pattern[str]:
+    """The message line of one file: the shape of its first message line `first` (a match of
+    `vocab.header`), as a phone writes every line of one export alike — the brackets or the " - ",
+    the date's separator, field widths and order, what stands between date and time, the time's
+    separator, seconds or none, a 12-hour marker or none. Only the numbers and the marker's
+    spelling (AM/PM, U+202F or a space before it) vary."""
+    year_first = len(first["a"]) == 4
+    word = re.sub(r"[\s,]+", "", first["join"])
+    if word:
+        join = rf"(?:,\s*|\s+){re.escape(word)}\s+"
+    else:
+        join = r",\s*" if "," in first["join"] else r"\s+"
+    return _header_regex(
+        open_=r"\[" if first["open"] else "",
+        a=r"\d{4}" if year_first else r"\d{1,2}",
+        sep=re.escape(first["sep"]),
+        c=r"\d{1,2}" if year_first else rf"\d{{{len(first['c'])}}}",
+        join=join,
+        tsep=re.escape(first["tsep"]),
+        seconds=r"[:.](?P<S>\d{2})" if first["S"] else r"(?P<S>)",
+        ampm=rf"\s*(?P<ampm>{vocab.meridiem})" if first["ampm"] else r"(?P<ampm>)",
+        close=r"\]\s?" if first["close"].startswith("]") else r"\s[-–]\s",
     )
 
 
@@ -229,15 +273,20 @@ class WhatsAppReader(Reader):
 
     def read(self, owners: Sequence[str]) -> Iterator[Message]:
         vocab = vocabulary()
-        lines = [(number, line, vocab.header.match(line)) for number, line in self._lines()]
+        numbered = self._lines()
+        first = next((m for _, line in numbered if (m := vocab.header.match(line))), None)
+        # Only a line in this file's own shape starts a message; any other line, dated or not
+        # ("12/03/2024 18:00: meeting" typed into a message), continues the message above.
+        header = file_header(first, vocab) if first else None
+        lines = [(number, line, header.match(line) if header else None) for number, line in numbered]
         headers = [m for _, _, m in lines if m]
         unreadable = [(number, line) for number, line, m in lines if m is None and _DATED_HEADER.match(line)]
         if not headers or len(unreadable) >= len(headers):
             # Not a WhatsApp file we can read: refuse it whole rather than guess at its lines.
-            first = unreadable or [(n, line) for n, line, _ in lines if _STARTS_DATED.match(line)]
-            if not first:
+            first_bad = unreadable or [(n, line) for n, line, _ in lines if _STARTS_DATED.match(line)]
+            if not first_bad:
                 raise IngestError(f"{self.path}: no line begins with a date and time; {EXPECTED}")
-            number, line = first[0]
+            number, line = first_bad[0]
             raise IngestError(
                 f"{self.path}: line {number}: starts with a date and time ('{_STARTS_DATED.match(line)[0]}') "
                 f"but is not a WhatsApp message line; {EXPECTED}. A WhatsApp export in a language or date "
@@ -246,25 +295,34 @@ class WhatsAppReader(Reader):
             )
         dayfirst = day_first(headers)
         chat = chat_name_for(self.path)
-        # The message being gathered: its line number, its header (None: a header we skip, with
-        # the lines that follow it) and its lines.
-        current: tuple[int, re.Match | None, list[str]] | None = None
+        # The message being gathered: its line number, its time and its lines.
+        current: tuple[int, datetime, list[str]] | None = None
+        lost = 0  # the line of a message line that could not be read, while no message came before it
         for number, line, m in lines:
-            unreadable_header = m is None and _DATED_HEADER.match(line)
-            if m is None and not unreadable_header:
+            if m is None:
                 if current is not None:
                     current[2].append(line)
                 elif line.strip():
-                    self.skip("corrupt", f"line {number}", "text before the first dated line")
+                    self.skip("corrupt", f"line {number}", f"follows line {lost}, a message line whose date or time "
+                              "cannot be read, with no message before it" if lost else "text before the first message line")
                 continue
-            if current is not None and (msg := self._message(chat, dayfirst, *current)):
-                yield msg
-            if unreadable_header:
-                self.skip("corrupt", f"line {number}", f"starts with a date and time ('{_STARTS_DATED.match(line)[0]}') "
-                          f"but is not a WhatsApp message line; {EXPECTED}; skipped with the lines that follow it")
-            current = (number, m, [m["rest"] if m else ""])
-        if current is not None and (msg := self._message(chat, dayfirst, *current)):
-            yield msg
+            try:
+                ts = header_time(m, dayfirst, vocab.pm)
+            except ValueError as e:
+                # Only this line is lost: the lines under it stay with the message above, as text
+                # is never dropped for a date, or, with none above, are each counted and named.
+                self.skip("corrupt", f"line {number}", f"bad date or time ({e}); " + (
+                    f"the lines after it, up to the next message line, are kept with the message of line {current[0]}"
+                    if current else "the lines after it, up to the next message line, are skipped and named"
+                ))
+                if current is None:
+                    lost = number
+                continue
+            if current is not None:
+                yield self._message(chat, *current)
+            current = (number, ts, [m["rest"]])
+        if current is not None:
+            yield self._message(chat, *current)
 
     def _lines(self) -> list[tuple[int, str]]:
         try:
@@ -281,15 +339,8 @@ class WhatsAppReader(Reader):
             out.append((number, line.lstrip(_MARKS)))
         return out
 
-    def _message(self, chat: str, dayfirst: bool, number: int, m: re.Match | None, body: list[str]) -> Message | None:
-        if m is None:
-            return None  # a header we could not read: skipped and counted where it was met
+    def _message(self, chat: str, number: int, ts: datetime, body: list[str]) -> Message:
         vocab = vocabulary()
-        try:
-            ts = header_time(m, dayfirst, vocab.pm)
-        except ValueError as e:
-            self.skip("corrupt", f"line {number}", f"bad date or time ({e})")
-            return None
         rest = "\n".join(body).rstrip()
         common = dict(source="whatsapp", chat_id=chat, chat_name=chat, msg_id=str(number), is_owner=False, ts=ts)
         self.stats.messages += 1
