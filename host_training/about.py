@@ -202,3 +202,31 @@ def interview_folders(data: Path) -> list[Path]:
             if folder.is_dir() and folder not in folders:
                 folders.append(folder)
     return folders
+
+
+def for_build(interview: Path | None, data: Path, blocklist: Sequence[str] = ()) -> tuple[SelfDescription | None, Path | None]:
+    """The approved self-description `build` uses, and the folder it came from: `interview`'s
+    self.toml when given, else the one of the interview `prepare` read into `data`; scrubbed again
+    with build's blocklist (words added to it since the interview count too). ValueError (or
+    ConfigError for a self.toml that does not read) says what to do."""
+    if interview is not None:
+        if not (Path(interview) / SELF_FILE).is_file():
+            raise ValueError(f"--interview {interview}: no {SELF_FILE} (approve a self-description first: "
+                             f"python -m host_training interview --out {interview} --self-description)")
+        folder = Path(interview)
+    else:
+        found = [f for f in interview_folders(data) if (f / SELF_FILE).is_file()]
+        if len(found) > 1:
+            raise ValueError(f"the data comes from several interviews with a self-description ({', '.join(map(str, found))}); "
+                             "choose one with --interview DIR")
+        if not found:
+            if interview_folders(data):
+                log.warning("the interview prepare read has no approved self-description; the system prompt "
+                            "is the default", folders=[str(f) for f in interview_folders(data)])
+            return None, None
+        folder = found[0]
+    sd = load_self(folder)
+    texts, replaced = scrub([sd.description, *sd.facts], blocklist)
+    if replaced:
+        log.warning("private values replaced in the self-description", file=str(folder / SELF_FILE), **replaced)
+    return SelfDescription(texts[0], tuple(texts[1:]), sd.about_sha256, sd.approved), folder
