@@ -104,8 +104,9 @@ def persona_text(cfg: BuildConfig, data: Data) -> PersonaText:
 
     name = cfg.name or persona_name(data.train)
     prompt = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT.format(name=name)
-    try:
-        own, folder = about.for_build(cfg.interview, cfg.data, load_blocklist(cfg.blocklist) if cfg.blocklist else [])
+    try:  # a --blocklist that is missing is check_inputs' to report
+        blocklist = load_blocklist(cfg.blocklist) if cfg.blocklist is not None and cfg.blocklist.is_file() else []
+        own, folder = about.for_build(cfg.interview, cfg.data, blocklist)
     except (ValueError, ConfigError, BlocklistError) as e:
         raise BuildError(str(e)) from None
     if own is None:
