@@ -215,7 +215,7 @@ def read_text(term: Terminal, commands: bool = True) -> str:
     while True:
         line = term.read("> ")
         word = line.strip()
-        if commands and not lines and word.startswith("/") and " " not in word:
+        if commands and not lines and re.fullmatch(r"/[a-z]+", word):  # "/dev/null" is an answer
             if word in COMMANDS:
                 return word
             term.say(f"{word} is no command; the commands are {', '.join(COMMANDS)}")

@@ -25,7 +25,17 @@ from host_training.__main__ import main
 from host_training.build_config import BuildConfig
 from host_training.ingest import detect
 from host_training.ingest.interview import ABOUT_PROMPT, AboutReader, InterviewReader, about_sections
-from host_training.interview import AnswerLog, Bank, BankError, Question, Terminal, ask, describe_self, load_bank
+from host_training.interview import (
+    AnswerLog,
+    Bank,
+    BankError,
+    Question,
+    Terminal,
+    ask,
+    describe_self,
+    load_bank,
+    read_text,
+)
 from payload.memory import OWNER, Memory
 from payload.prompts import build_prompt
 from stratoecho.bundle import BundleManifest, file_entry, load_bundle, write_bundle
@@ -339,6 +349,13 @@ def test_without_about_md_the_draft_comes_from_the_bank_s_draft_from_answers(tmp
     sd = describe_self(tmp_path, tmp_path / "about.md", bank, log, Terminal(lambda _: next(script), said.append))
     assert sd.description == "" and sd.facts == () and A.load_self(tmp_path) == sd
     assert any("I build radios. Write to <EMAIL_1>." in s for s in said)
+
+
+def test_a_command_is_a_lone_word_on_an_answer_s_first_line_and_anything_else_is_answer():
+    lines = iter(["/skp", "/dev/null is where it went", "/skip", "", "."])
+    said: list[str] = []
+    assert read_text(Terminal(lambda _: next(lines), said.append)) == "/dev/null is where it went\n/skip"
+    assert said == ["/skp is no command; the commands are /skip, /back, /quit, /help"]
 
 
 def test_the_terminal_s_end_of_input_stops_without_losing_what_was_ended(tmp_path):
