@@ -19,7 +19,7 @@ from . import pipeline
 from .build_config import BuildConfig
 from .drift import DEFAULT_TOLERANCE
 from .quantize import DEFAULT_QUANT, QUANT_TYPES, TARGET_IQUANTS, TARGET_QUANTS, parse_quant
-from .stages import DEFAULT_NAME, SYSTEM_PROMPT, BuildError
+from .stages import DEFAULT_NAME, SELF_PROMPT, SYSTEM_PROMPT, BuildError
 from .tokenizer import DEFAULT_VOCAB_SIZE, DataError
 from .train_scratch import PRESETS
 from .validation import Loc, describe
@@ -91,7 +91,12 @@ def add_parser(sub) -> None:
                         f"else {DEFAULT_NAME!r})")
     p.add_argument("--system-prompt", metavar="TEXT",
                    help="system prompt the model trains and runs with (default: "
-                        + SYSTEM_PROMPT.format(name="NAME") + ")")
+                        + SYSTEM_PROMPT.format(name="NAME") + SELF_PROMPT.format(description="<the "
+                        "self-description you approved in `interview`, if any>") + ")")
+    p.add_argument("--interview", type=Path, metavar="DIR",
+                   help="your interview folder: its approved self-description (self.toml) goes in the system "
+                        "prompt, its facts in the payload's memory (default: the interview folder prepare read "
+                        "into --data, if it has a self.toml)")
     p.add_argument("--loss", choices=("persona", "all"), default="persona",
                    help="train on the persona's words only (default) or on every token of the chats")
     p.add_argument("--blocklist", type=Path, metavar="FILE",
@@ -154,7 +159,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             data=args.data, out=args.out, training=training, steps=args.steps, max_minutes=args.max_minutes,
             batch_size=args.batch_size, seed=args.seed, imatrix=args.imatrix, quant=args.quant, target=args.target,
             quant_tolerance=args.quant_tolerance,
-            name=args.name, system_prompt=args.system_prompt, loss=args.loss, blocklist=args.blocklist,
+            name=args.name, system_prompt=args.system_prompt, interview=args.interview, loss=args.loss,
+            blocklist=args.blocklist,
             keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,
             verbose=(getattr(args, "log_level", None) or "").upper() == "DEBUG")
     except ValidationError as e:

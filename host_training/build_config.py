@@ -81,7 +81,8 @@ class BuildConfig(_Declared):
     # --target: the largest drift accepted (nats/token, upper 95 % bound); None: drift.DEFAULT_TOLERANCE
     quant_tolerance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
     name: str | None = None  # None: the name on the persona's turns
-    system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name
+    system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name (and the self-description)
+    interview: Path | None = None  # the owner's interview folder (self.toml); None: the one prepare read, if any
     loss: Literal["persona", "all"] = "persona"
     blocklist: Path | None = None
     keep_work: bool = False

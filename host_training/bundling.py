@@ -141,6 +141,7 @@ def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Traine
             system_prompt_in_training=bool(persona.system_prompt),
         ),
         eval=eval_figures(scores, len(data.val), quantized.drift),
+        memory=dict(notes=list(persona.notes)) if persona.notes else None,  # the owner's facts (interview)
         files=[file_entry(cfg.out, quantized.file), file_entry(cfg.out, EVAL_FILE)],
     )
 

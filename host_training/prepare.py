@@ -58,6 +58,7 @@ from host_training.ingest import (
     iso_utc,
     owner_match,
 )
+from host_training.ingest.interview import SOURCE as INTERVIEW
 from host_training.ingest.mbox import MboxReader, mail_id
 from host_training.pseudonyms import Pseudonyms
 from host_training.spill import Spill
@@ -66,6 +67,7 @@ from stratoecho.privacy import PrivacyScrubber, escape_special_tokens
 log = structlog.get_logger(__name__)
 
 SUMMARY_EXPORTS = 30  # exports listed one by one in the closing summary, besides those with a warning
+INTERVIEW_CHAT = f"{INTERVIEW}:{INTERVIEW}"  # an example's chat: source and chat id
 OUTPUT_FILES = ("messages.jsonl", "train.jsonl", "val.jsonl", "report.json")
 TOKEN_METHOD = (
     "approximate: ceil(characters / 4) summed over every turn's content (the usual figure for "
@@ -723,13 +725,19 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
             spill.add_example(e)
     _drop_acks(acks, dropped, counts)
 
-    # -- 7. split by session: by time (val after train), or whole chats
+    # -- 7. split by session: by time (val after train), or whole chats. The owner's interview
+    # answers were given to be learnt (ingest/interview.py): always train, split over the rest.
     spans = spill.session_spans()
+    sizes = spill.chat_sizes()
     n_examples = spill.example_count()
+    learn_always = INTERVIEW_CHAT in sizes and len(sizes) > 1
+    if learn_always:
+        spans = {k: v for k, v in spans.items() if not k.startswith(INTERVIEW_CHAT + ":")}
+        n_examples -= sizes.pop(INTERVIEW_CHAT)
     cut = lend_last = None
     val_chat_set: set[str] = set()
     if args.val_split == "chat":
-        val_chat_set = S.val_chats(spill.chat_sizes(), args.val_fraction, args.seed)
+        val_chat_set = S.val_chats(sizes, args.val_fraction, args.seed)
     elif len(spans) == 1 and n_examples >= 2 and args.val_fraction > 0:
         lend_last = n_examples - 1  # one long conversation: its last window is the latest there is
     else:
@@ -758,8 +766,11 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
     tiers: Counter[str] = Counter()
     val_learnt: Counter[int] = Counter()
     train_until = val_from = None
-    for index, e in enumerate(spill.examples()):
-        where = side(index, e)
+    index = 0  # among the examples the split decides
+    for e in spill.examples():
+        always = learn_always and e.chat == INTERVIEW_CHAT
+        where = "train" if always else side(index, e)
+        index += not always
         n[where] += 1
         n[e.kind] += 1
         tier = tier_of(e)
@@ -773,10 +784,10 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
         out[where].write(json.dumps(e.record(), ensure_ascii=False) + "\n")
         tokens[where] += sum(S.approx_tokens(t.content) for t in e.turns)
         tokens[where + "_assistant"] += sum(S.approx_tokens(t.content) for t in e.turns if t.role == "assistant")
-        if where == "train":
-            train_until = e.end if train_until is None else max(train_until, e.end)
-        else:
+        if where == "val":
             val_from = e.start if val_from is None else min(val_from, e.start)
+        elif not always:  # the time cut's figures: the interview's answers are outside it
+            train_until = e.end if train_until is None else max(train_until, e.end)
 
     report = {
         "inputs": inputs,

@@ -44,7 +44,8 @@ DEFAULT_DEDUP_MIN_CHARS = 8  # shorter owner messages ("ok", "haha") are convers
 POST_PROMPT = "Write a post: {title}"
 POST_CONTINUE_PROMPT = "Continue the post: {title}"
 # Writing that is not a post says what it is: the persona learns the register of each.
-PROMPTS = {"mail": ("Write an e-mail: {title}", "Continue the e-mail: {title}")}
+PROMPTS = {"mail": ("Write an e-mail: {title}", "Continue the e-mail: {title}"),
+           "interview": ("{title}", "Go on with your answer: {title}")}  # the interview's question itself
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and BPE tokenizers
 # One or two acknowledgements in a row are how people talk and stay; from the third on, nodding
 # along to a story, they add nothing and tilt the persona towards answering everything with "ok".

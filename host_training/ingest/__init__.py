@@ -1,7 +1,8 @@
 """Readers that turn chat and blog exports into one normalised `Message` type.
 
 One class per export format (`TelegramReader`, `WhatsAppReader`, `DiscordReader`,
-`DiscordPackageReader`, `MboxReader`, `MarkdownReader`), each with `sniff(path, head)` to
+`DiscordPackageReader`, `MboxReader`, `MarkdownReader`, and the owner's interview:
+`InterviewReader`, `AboutReader`), each with `sniff(path, head)` to
 recognise its files from their content and `read(owners)` to yield messages. A reader yields
 everything it could parse, with flags saying why a message should not be trained on (service,
 bot, forwarded, media only, deleted); `drop_reason` turns the flags into a reason and `prepare`
@@ -140,15 +141,18 @@ class Reader(ABC):
 
 
 def readers() -> tuple[type[Reader], ...]:
-    """In sniffing order: the strict JSON shapes first (Discord's need "guild"/"channel" or
-    "ID"/"Timestamp"/"Contents" keys), Markdown last, as it also takes plain prose .txt files."""
+    """In sniffing order: the strict JSON shapes first (an interview's answers.jsonl and its
+    about.md, then Discord's need "guild"/"channel" or "ID"/"Timestamp"/"Contents" keys),
+    Markdown last, as it also takes plain prose .txt files."""
     from .discord import DiscordPackageReader, DiscordReader
+    from .interview import AboutReader, InterviewReader
     from .markdown import MarkdownReader
     from .mbox import MboxReader
     from .telegram import TelegramReader
     from .whatsapp import WhatsAppReader
 
-    return (DiscordReader, DiscordPackageReader, TelegramReader, WhatsAppReader, MboxReader, MarkdownReader)
+    return (InterviewReader, AboutReader, DiscordReader, DiscordPackageReader, TelegramReader, WhatsAppReader,
+            MboxReader, MarkdownReader)
 
 
 def read_head(path: Path) -> str | None:
