@@ -37,7 +37,7 @@ import shlex
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -753,12 +753,20 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
         start, end = spans[e.session]
         return "val" if start >= cut else "train" if end < cut else "left_out"
 
+    def sides() -> Iterator[tuple[S.Example, str, bool]]:
+        """Every example with where it goes, and whether it is an interview answer kept for training."""
+        index = 0  # among the examples the split decides
+        for e in spill.examples():
+            always = learn_always and e.chat == INTERVIEW_CHAT
+            yield e, "train" if always else side(index, e), always
+            index += not always
+
     # -- 8. weigh the training examples by tier (a first pass counts what each tier holds), write
     # train/val, then commit all four files together
     def tier_of(e: S.Example) -> int:
         return book.of(e.kind, e.session, e.chat, [t.content for t in e.turns if t.role == "assistant"])
 
-    learnt = _learnt_by_tier((e for i, e in enumerate(spill.examples()) if side(i, e) == "train"), tier_of)
+    learnt = _learnt_by_tier((e for e, where, _ in sides() if where == "train"), tier_of)
     weights = args.weights or T.policy_weights(learnt, args.top_tier_share)
     out = {"train": staged.open("train.jsonl"), "val": staged.open("val.jsonl")}
     n: Counter[str] = Counter()
@@ -766,11 +774,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
     tiers: Counter[str] = Counter()
     val_learnt: Counter[int] = Counter()
     train_until = val_from = None
-    index = 0  # among the examples the split decides
-    for e in spill.examples():
-        always = learn_always and e.chat == INTERVIEW_CHAT
-        where = "train" if always else side(index, e)
-        index += not always
+    for e, where, always in sides():
         n[where] += 1
         n[e.kind] += 1
         tier = tier_of(e)

@@ -20,7 +20,6 @@ import pytest
 
 from host_training import about as A
 from host_training import bundling, stages
-from host_training import sessions as S
 from host_training.__main__ import main
 from host_training.build_config import BuildConfig
 from host_training.ingest import detect
@@ -228,7 +227,9 @@ def test_the_interview_survives_ctrl_c_resumes_and_its_answers_train_as_writing(
                  "--owner", "Ada", "--out", str(data)]) == 0
     train = [json.loads(line) for line in (data / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     pairs = {e["messages"][0]["content"]: (e["messages"][1]["content"], e.get("weight")) for e in train}
-    writing = S.DEFAULT_WEIGHTS["writing"]
+    report = json.loads((data / "report.json").read_text(encoding="utf-8"))
+    weight = report["tiers"]["train"]["1"]["weight"]  # tier 1, writing: the answers' tier
+    writing = None if weight == 1 else weight  # a weight of 1 is not written
     assert pairs["Introduce yourself."] == ("I am Ada, and I watch the sky for a living.\n\n  Mostly fog, to be "
                                             "honest.", writing)
     assert pairs["When did you last change your mind?"] == ("Last spring, about coffee.", writing)
@@ -237,8 +238,7 @@ def test_the_interview_survives_ctrl_c_resumes_and_its_answers_train_as_writing(
     assert pairs["Tell me about yourself: Things I like"][0] == "- Fog in the morning\n- Strong tea"
     val = (data / "val.jsonl").read_text(encoding="utf-8")
     assert "Quiet mornings" not in val and "fog came in" in val  # the latest posts are held out, not the answers
-    report = json.loads((data / "report.json").read_text(encoding="utf-8"))
-    assert report["examples"]["tiers"]["writing"] == report["examples"]["post"]
+    assert report["examples"]["tiers"]["1"] == report["examples"]["post"]
     assert report["messages"]["dropped"]["skipped"] == 1  # the skipped question
     assert report["split"]["train_until"] < report["split"]["val_from"]
     messages = (data / "messages.jsonl").read_text(encoding="utf-8")
