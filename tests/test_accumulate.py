@@ -267,3 +267,77 @@ def test_a_damaged_messages_file_is_named_and_nothing_is_touched(two_exports, tm
     assert prepare(*later, *OWNERS, "--out", str(out)) == 2
     assert f"{out / 'messages.jsonl'}:3: not valid JSON" in capsys.readouterr().err
     assert snapshot(out) == held
+
+
+# ----------------------------------------------------------------------------- build --continue
+def _build(*args: str) -> int:
+    return main(["--log-level", "WARNING", "build", *args])
+
+
+def test_continue_trains_the_parent_further_on_what_is_new(tiny_bundle, chat_data_dir, tmp_path, capsys):
+    """The session's tiny from-scratch bundle as the parent, then its data plus newer conversations:
+    the child learns only the new ones (and a replayed share), records whom it came from and both figures."""
+    import shutil
+
+    from host_training.continuing import TRAINED_ON, digest
+    from host_training.tokenizer import load_conversations
+    from stratoecho.bundle import load_bundle
+    from tests.chatdata import write_chat_dataset
+
+    parent = tiny_bundle  # read-only: a continue only reads its parent
+    newer = write_chat_dataset(tmp_path / "newer", n_train=8, n_val=4, seed=1)
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "train.jsonl").write_text((chat_data_dir / "train.jsonl").read_text() + (newer / "train.jsonl").read_text())
+    (v2 / "val.jsonl").write_text((newer / "val.jsonl").read_text())
+    (v2 / "report.json").write_text(json.dumps({"runs": [{"run": 1}, {"run": 2}]}))
+
+    learnt = (parent / "model" / TRAINED_ON).read_text().split()
+    assert sorted(learnt) == sorted({digest(c) for c in load_conversations(chat_data_dir / "train.jsonl")})
+    assert load_bundle(parent).manifest.training["model_folder"] == "model"  # and the bundle still verifies
+
+    child = tmp_path / "child"
+    capsys.readouterr()
+    assert _build("--data", str(v2), "--continue", str(parent), "--steps", "4", "--quant", "Q8_0",
+                  "--out", str(child)) == 0
+    assert "the parent's" in capsys.readouterr().out
+    m = load_bundle(child).manifest
+    lin = m.training["lineage"]
+    pm = load_bundle(parent).manifest
+    assert lin["parent"]["persona_sha256"] == hashlib_sha256(parent / "persona.toml")
+    assert lin["parent"]["model_sha256"] == pm.files[0].sha256 and lin["parent"]["data_sha256"] == pm.training[
+        "data_sha256"]
+    assert lin["generation"] == 2 and lin["parent"]["generation"] == 1
+    assert (lin["new_conversations"], lin["replayed_conversations"], lin["already_learnt"]) == (8, 3, 60)
+    assert lin["prepare_runs"] == [1, 2] and m.training["prepare_runs"] == [1, 2]
+    # before and after on the same current val set, same quantization; the parent's is what eval.json says
+    assert lin["before_val_perplexity"] == m.eval["base_val_perplexity"]
+    assert lin["after_val_perplexity"] == m.eval["val_perplexity"]
+    assert lin["before_val_loss"] > 0 and lin["after_val_loss"] > 0 and "Q8_0" in lin["figures_on"]
+    assert m.persona.name == "Ada" and m.persona.system_prompt == pm.persona.system_prompt
+    assert m.model.architecture == pm.model.architecture and m.training["data_sha256"] != pm.training["data_sha256"]
+    # what the child has learnt: the parent's and the new ones
+    assert set((child / "model" / TRAINED_ON).read_text().split()) >= set(learnt) | {
+        digest(c) for c in load_conversations(newer / "train.jsonl")}
+
+    # Refused, saying why, before anything is written: nothing new; no model folder; a changed model folder.
+    assert _build("--data", str(chat_data_dir), "--continue", str(parent), "--out", str(tmp_path / "c2")) == 2
+    assert "nothing new to learn" in capsys.readouterr().err and not (tmp_path / "c2").exists()
+    bare = tmp_path / "bare"
+    shutil.copytree(parent, bare)
+    shutil.rmtree(bare / "model")
+    assert _build("--data", str(v2), "--continue", str(bare), "--out", str(tmp_path / "c3")) == 2
+    assert "no model folder" in capsys.readouterr().err
+    shutil.copytree(parent / "model", bare / "model")
+    cfg = json.loads((bare / "model" / "config.json").read_text())
+    (bare / "model" / "config.json").write_text(json.dumps({**cfg, "model_type": "qwen2"}))
+    assert _build("--data", str(v2), "--continue", str(bare), "--out", str(tmp_path / "c3")) == 2
+    assert "is not the model this bundle was built from" in capsys.readouterr().err
+    assert _build("--data", str(v2), "--from-scratch", "--replay", "0.5", "--out", str(tmp_path / "c4")) == 2
+    assert "--replay applies to --continue only" in capsys.readouterr().err
+
+
+def hashlib_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
