@@ -65,12 +65,21 @@ class LoraOptions(_Declared):
     resume: bool = False  # continue from the last checkpoint in BUNDLE/work/checkpoints
 
 
+class ContinueOptions(LoraOptions):
+    """--continue PARENT: LoRA on PARENT's own model (BUNDLE/model; `base` is that folder), on what
+    is new since plus a replayed share of what it learnt (continuing.py)."""
+
+    method: Literal["continue"] = "continue"  # type: ignore[assignment]
+    parent: Path
+    replay: Annotated[float, Field(ge=0, lt=1)] = 0.25  # continuing.DEFAULT_REPLAY: old ones' share of the mix
+
+
 class BuildConfig(_Declared):
     """Everything `build` needs; `training` is the one part the two kinds of build do not share."""
 
     data: Path  # prepare's output folder
     out: Path  # the bundle folder
-    training: Annotated[ScratchOptions | LoraOptions, Field(discriminator="method")]
+    training: Annotated[ScratchOptions | LoraOptions | ContinueOptions, Field(discriminator="method")]
     steps: PositiveInt | None = None  # None: the preset's
     max_minutes: PositiveFloat | None = None
     batch_size: PositiveInt | None = None

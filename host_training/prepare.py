@@ -25,6 +25,11 @@ Steps 2 to 5 run as one stream: each message is read, judged, scrubbed and put i
 SQLite file in DIR (`spill.py`, only scrubbed text, deleted at the end), which also sorts
 them; so memory follows the number of people and chats, never the number of messages, and
 no private value reaches the disk unscrubbed.
+
+Run again on the same --out DIR, it adds to what DIR holds rather than replacing it: the
+messages of DIR/messages.jsonl are carried into the scratch store beside the new exports and
+merged by stable keys (`accumulate.py`: the rule, the options that must match, the history
+of runs in report.json).
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import structlog
 from tqdm import tqdm
 
+from host_training import accumulate
 from host_training import sessions as S
 from host_training import tiers as T
 from host_training.authors import ExportAuthors, fold
@@ -190,7 +197,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "recognised from each file's content), keep the owner's conversations, replace private\n"
             "values (e-mail, phone, card, IBAN, IP, secret URLs, your --blocklist) with placeholders\n"
             "such as <PHONE_1>, and write DIR/messages.jsonl, DIR/train.jsonl, DIR/val.jsonl and\n"
-            "DIR/report.json. Nothing is written until everything is scrubbed."
+            "DIR/report.json. Nothing is written until everything is scrubbed.\n"
+            "\n"
+            "Run it again with new exports and the same --out DIR to add them: what DIR holds is\n"
+            "kept, a message already there is not added twice, an edited one is updated, and\n"
+            "report.json says what was new (docs/data.md, \"Adding new exports\")."
         ),
         epilog=(
             "examples:\n"
@@ -222,7 +233,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "--list-authors shows who is who in each export"
         ),
     )
-    what.add_argument("--out", type=Path, metavar="DIR", help="required: output folder (created if missing)")
+    what.add_argument("--out", type=Path, metavar="DIR",
+                      help="required: output folder (created if missing); one that holds an earlier run's output "
+                           "gets the new exports added to it, nothing it held is lost")
     what.add_argument(
         "--list-authors",
         action="store_true",
@@ -554,6 +567,16 @@ def run(args: argparse.Namespace) -> int:
     except BlocklistError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:  # what an earlier run left in DIR: read back, or refused with what to do, before any work
+        previous = accumulate.scan(args.out) if args.out.is_dir() else None
+    except accumulate.PreviousError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    why = accumulate.refusals(previous, owners, args.pseudonyms, args.out) if previous else []
+    for reason in why:
+        print(f"error: {reason}", file=sys.stderr)
+    if why:
+        return 2
     files, problems = export_files(args.exports)
     try:  # a --tier that names no input stops the run before any reading, like a bad blocklist
         file_tiers = T.resolve_overrides((path for path, _ in files), args.exports, args.tier)
@@ -568,7 +591,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     staged = Staged(args.out)
     try:
-        rc = _run(args, owners, blocklist, files, problems, spill, staged, file_tiers)
+        rc = _run(args, owners, blocklist, files, problems, spill, staged, file_tiers, previous)
+    except accumulate.PreviousError as e:
+        print(f"error: {e}", file=sys.stderr)
+        rc = 2
     except OSError as e:
         print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
         rc = 2
@@ -580,8 +606,11 @@ def run(args: argparse.Namespace) -> int:
     return rc
 
 
-def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged, file_tiers: dict[Path, int]) -> int:
+def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged, file_tiers: dict[Path, int],
+         previous) -> int:
     scrubber = PrivacyScrubber(blocklist)
+    if previous is not None:
+        accumulate.reserve(scrubber.placeholder, previous.placeholders)
     pii_text: Counter[str] = Counter()
     pii_names: Counter[str] = Counter()
     escaped = 0
@@ -615,6 +644,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
         reader = reader_cls(path)
         set_tier = file_tiers.get(path)
         read_tiers: Counter[int] = Counter()
+        same_message = accumulate.ReadIdentities()
         got = 0
         error = None
         tally: Counter[Author] = Counter()
@@ -624,7 +654,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
                 reason = drop_reason(m)
                 if counts_for_author(reason):  # before "repeated": each export counts in full
                     tally[(m.source, m.author_id, m.author)] += 1
-                if reason is None and not spill.first_time(m.source, m.chat_id, m.msg_id, m.ts.timestamp(), m.author_id, m.text):
+                if reason is None and not spill.first_time(*same_message(m)):
                     reason = "repeated"  # the same message in two exports that overlap
                 if reason:
                     dropped[reason] += 1
@@ -660,6 +690,17 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
             **_input_tier(read_tiers, set_tier),
         })  # fmt: skip
         tallies.append(tally)
+    if previous is not None:  # -- what DIR held, scrubbed again (a newer --blocklist applies to it too)
+        def hold(m: Message, is_owner: bool) -> None:
+            key = authors.setdefault((m.source, m.author_id, m.author), len(authors))
+            if is_owner:
+                marked_by_reader.add(key)
+            # A held message's input is not known any more: its source's default tier (a --tier
+            # given for an earlier run is not kept; give it again with that export).
+            book.note(m.source, m.chat_id, m.msg_id, m.kind, T.default_tier(m.source, m.kind), False)
+            spill.add(accumulate.scrubbed(m, lambda v: clean(v, pii_text), clean_name), key, carried=True)
+
+        accumulate.carry_into(previous, hold)
     spill.flush()
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -693,12 +734,23 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
 
     # -- 4. the owner's repeats
     dropped.update(spill.dedupe_owner(args.dedup_min_chars))
-    counts = spill.counts()
 
     # Other people's names -> Person N, in order of first appearance (--pseudonyms).
-    others = [clean_name(name) for (_, _, name), k in authors.items() if k not in owner_keys and name]
+    others = [clean_name(name) for (_, _, name), k in authors.items() if k not in owner_keys and name
+              and not (previous and accumulate.PERSON.fullmatch(name))]  # pseudonyms DIR already holds
     mine = {clean_name(name) for (_, _, name), k in authors.items() if k in owner_keys}
-    pseudonyms = Pseudonyms([n for n in others if n not in mine]) if args.pseudonyms else None
+    pseudonyms = Pseudonyms([n for n in others if n not in mine], first=previous.persons + 1 if previous else 1) \
+        if args.pseudonyms else None
+
+    # -- 4b. merge with what DIR held: the same message once, the newer text of an edited one
+    outcome = Counter(new=spill.counts()["kept"])
+    if previous is not None:
+        spill.set_identities(lambda: accumulate.Identities(pseudonyms.apply if pseudonyms else lambda m: m))
+        outcome, met = spill.merge()
+        if pseudonyms is not None:  # whom DIR already calls Person N keeps that name
+            pseudonyms = Pseudonyms(list(pseudonyms.names), first=previous.persons + 1,
+                                    known=accumulate.known_pseudonyms(met))
+    counts = spill.counts()
 
     # -- 6. one ordered pass: messages.jsonl, and sessions and posts become examples
     n_sessions = n_with_owner = 0
@@ -711,7 +763,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
                 m = replace(m, author=persona)
             if pseudonyms is not None:
                 m = pseudonyms.apply(m)
-            messages_out.write(json.dumps(m.record(), ensure_ascii=False) + "\n")
+            messages_out.write(json.dumps(accumulate.record(m), ensure_ascii=False) + "\n")
             if m.kind == "post":
                 for e in S.post_examples([m], persona, args.max_chars):
                     spill.add_example(e)
@@ -826,6 +878,15 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
         },
     }  # fmt: skip
     _owners_in_report(inputs, per_input, owners, clean_name, pseudonyms)
+    report["accumulation"] = {
+        "held_before": previous.count if previous else 0, "new": outcome["new"],
+        "already_there": outcome["already_there"], "changed": outcome["changed"], "messages": counts["kept"],
+        "settings_changed": accumulate.settings_changed(
+            previous.settings, {**report["settings"], "gap_minutes": args.session_gap_minutes}) if previous else {},
+    }  # fmt: skip
+    report["runs"] = accumulate.next_run(
+        previous, at=datetime.now(timezone.utc), inputs=inputs, read=seen_total, outcome=outcome,
+        messages=counts["kept"], owners=owners, pseudonyms=args.pseudonyms)
     staged.open("report.json").write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     staged.commit()
 
@@ -834,6 +895,11 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
     failed = f"; {len(problems)} problem(s), see report.json" if problems else ""
     print(f"read {seen_total} messages from {len(inputs)} file(s){failed}")
     _print_owners_per_input(per_input, owners)
+    if previous is not None:
+        changed = "".join(f"; {k} {a} -> {b} (applied to the whole)"
+                          for k, (a, b) in report["accumulation"]["settings_changed"].items())
+        print(f"added to {args.out}: {outcome['new']} new, {outcome['already_there']} already there, "
+              f"{outcome['changed']} changed; it held {previous.count}, now {counts['kept']}{changed}")
     print(f"kept {counts['kept']} ({counts['kept_owner']} by the owner, {counts['kept_posts']} posts); "
           f"dropped {dropped_n}: {_say(dropped)}")  # fmt: skip
     print(f"replaced private values: {_say(pii_text + pii_names)}; special tokens escaped: {escaped}")

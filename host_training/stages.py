@@ -36,6 +36,7 @@ SYSTEM_PROMPT = (
 SELF_PROMPT = " You wrote of yourself: {description}"  # the owner's approved self-description (about.py)
 EVAL_FILE = "eval.json"
 WORK_DIR = "work"
+MODEL_DIR = "model"  # the checkpoint the GGUF came from, kept for `build --continue` (continuing.py)
 
 Scorer = Callable[[Path], dict]  # a GGUF -> its held-out figures (evaluate.score_gguf's dict)
 
@@ -135,7 +136,7 @@ def ours(p: Path) -> bool:
     """What a build writes into BUNDLE: safe to replace."""
     from .report import MODELFILE, PLOT_FILE, REPORT_FILE
 
-    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, REPORT_FILE, PLOT_FILE, MODELFILE) or (
+    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE) or (
         p.name.startswith("model.") and p.name.endswith(".gguf"))
 
 
@@ -170,7 +171,7 @@ def claim_out_dir(out: Path, force: bool, resume: bool = False) -> None:
         (out / "persona.toml").unlink(missing_ok=True)
         for p in out.iterdir():
             if ours(p) and p.name != WORK_DIR:
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         return
     if out.exists():
         # Only a previous build's files (a bundle being replaced, or what a failed build left):

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TIERS = {1: "writing", 2: "long-form", 3: "chat"}
-# By reader format. A format not named here: its posts are writing, its conversations chat.
-DEFAULT_TIERS = {"markdown": 1, "mbox": 2, "telegram": 3, "whatsapp": 3, "discord": 3, "discord_package": 3}
+# By reader format, and by message source for what an earlier run left (mail is the mbox's). A
+# format not named here: its posts are writing, its conversations chat.
+DEFAULT_TIERS = {"markdown": 1, "mbox": 2, "mail": 2, "telegram": 3, "whatsapp": 3, "discord": 3, "discord_package": 3}
 LONG_CHARS = 280  # owner turns this long on average make a chat long-form (about a short mail)
 DEFAULT_TOP_SHARE = 0.7
 # Up to about four passes over the same text train nearly as well as new text; more and a model
