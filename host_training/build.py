@@ -17,9 +17,10 @@ from stratoecho import boards as targets
 
 from . import pipeline
 from .build_config import BuildConfig
+from .continuing import DEFAULT_REPLAY
 from .drift import DEFAULT_TOLERANCE
 from .quantize import DEFAULT_QUANT, QUANT_TYPES, TARGET_IQUANTS, TARGET_QUANTS, parse_quant
-from .stages import DEFAULT_NAME, SYSTEM_PROMPT, BuildError
+from .stages import DEFAULT_NAME, MODEL_DIR, SELF_PROMPT, SYSTEM_PROMPT, BuildError
 from .tokenizer import DEFAULT_VOCAB_SIZE, DataError
 from .train_scratch import PRESETS
 from .validation import Loc, describe
@@ -49,6 +50,14 @@ def add_parser(sub) -> None:
     src.add_argument("--base", metavar="HF_MODEL_DIR", type=Path,
                      help="LoRA-fine-tune this local transformers model (Llama, Qwen2, ...) instead; "
                           "see docs/training.md")
+    src.add_argument("--continue", dest="continue_from", metavar="PARENT", type=Path,
+                     help="train the persona in bundle PARENT further: on what is new in --data since PARENT was "
+                          "built, plus a replayed share of what it learnt (--replay); PARENT's model, name and "
+                          "system prompt; its held-out figures beside the new ones (docs/training.md, "
+                          "\"Continuing a persona\")")
+    p.add_argument("--replay", type=float, default=DEFAULT_REPLAY, metavar="SHARE",
+                   help="with --continue: the share of the training mix taken from conversations PARENT already "
+                        f"learnt, so it does not forget them (0 to below 1, default {DEFAULT_REPLAY:g})")
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="output folder of `prepare` (train.jsonl, val.jsonl)")
     p.add_argument("--out", required=True, type=Path, metavar="BUNDLE",
@@ -91,7 +100,12 @@ def add_parser(sub) -> None:
                         f"else {DEFAULT_NAME!r})")
     p.add_argument("--system-prompt", metavar="TEXT",
                    help="system prompt the model trains and runs with (default: "
-                        + SYSTEM_PROMPT.format(name="NAME") + ")")
+                        + SYSTEM_PROMPT.format(name="NAME") + SELF_PROMPT.format(description="<the "
+                        "self-description you approved in `interview`, if any>") + ")")
+    p.add_argument("--interview", type=Path, metavar="DIR",
+                   help="your interview folder: its approved self-description (self.toml) goes in the system "
+                        "prompt, its facts in the payload's memory (default: the interview folder prepare read "
+                        "into --data, if it has a self.toml)")
     p.add_argument("--loss", choices=("persona", "all"), default="persona",
                    help="train on the persona's words only (default) or on every token of the chats")
     p.add_argument("--blocklist", type=Path, metavar="FILE",
@@ -106,7 +120,7 @@ def add_parser(sub) -> None:
                         "the preflight (does the base convert, its chat template, does it fit the board: memory "
                         "in MB); seconds, nothing written")
     # --base (LoRA) only; --steps, --batch-size, --seed, --loss, --max-minutes, --quant apply too
-    lora = p.add_argument_group("--base (LoRA fine-tuning)")
+    lora = p.add_argument_group("--base and --continue (LoRA fine-tuning)")
     lora.add_argument("--lora-preset", default="auto", choices=("auto", "tiny", "0.5b", "1b", "3b"),
                       help="LoRA rank, learning rate, epochs, row length, batch by model size "
                            "(default auto: from the base's parameter count; table in docs/training.md)")
@@ -132,6 +146,9 @@ FLAGS: dict[Loc, str] = {
     ("training", "from-scratch", "preset"): "--preset",
     ("training", "lora", "preset"): "--lora-preset",
     ("training", "lora", "rank"): "--lora-rank",
+    ("training", "continue", "replay"): "--replay",
+    ("training", "continue", "preset"): "--lora-preset",
+    ("training", "continue", "rank"): "--lora-rank",
     ("verbose",): "--log-level",
 }
 
@@ -142,11 +159,17 @@ def _flag(loc: Loc) -> str:
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """The one translation from flags to the declared configuration; BuildError naming the flag."""
-    if args.base:
+    lora = args.base or args.continue_from
+    if args.replay != DEFAULT_REPLAY and not args.continue_from:
+        raise BuildError("--replay applies to --continue only: it is the share of old conversations replayed")
+    if lora:
         training = dict(method="lora", base=args.base, preset=args.lora_preset, epochs=args.epochs,
                         learning_rate=args.learning_rate, rank=args.lora_rank, max_length=args.max_length,
                         gradient_checkpointing=args.gradient_checkpointing, chat_template=args.chat_template,
                         merge_dtype=args.merge_dtype, resume=args.resume)
+        if args.continue_from:
+            training.update(method="continue", parent=args.continue_from, base=args.continue_from / MODEL_DIR,
+                            replay=args.replay)
     else:
         training = dict(method="from-scratch", preset=args.preset, vocab_size=args.vocab_size)
     try:
@@ -154,7 +177,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             data=args.data, out=args.out, training=training, steps=args.steps, max_minutes=args.max_minutes,
             batch_size=args.batch_size, seed=args.seed, imatrix=args.imatrix, quant=args.quant, target=args.target,
             quant_tolerance=args.quant_tolerance,
-            name=args.name, system_prompt=args.system_prompt, loss=args.loss, blocklist=args.blocklist,
+            name=args.name, system_prompt=args.system_prompt, interview=args.interview, loss=args.loss,
+            blocklist=args.blocklist,
             keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,
             verbose=(getattr(args, "log_level", None) or "").upper() == "DEBUG")
     except ValidationError as e:
@@ -174,7 +198,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if summary is None:  # a secondary process of `accelerate launch`: the main one builds the bundle
         return 0
-    if summary.base_val_perplexity is not None:
+    if summary.base_val_perplexity is not None and cfg.training.method == "continue":
+        versus = f"the parent's {summary.base_val_perplexity:.3f} on the same val set"
+        steps = f"{summary.steps} LoRA steps"
+    elif summary.base_val_perplexity is not None:
         versus = f"the untuned base's {summary.base_val_perplexity:.3f}"
         steps = f"{summary.steps} LoRA steps"
     else:

@@ -65,12 +65,21 @@ class LoraOptions(_Declared):
     resume: bool = False  # continue from the last checkpoint in BUNDLE/work/checkpoints
 
 
+class ContinueOptions(LoraOptions):
+    """--continue PARENT: LoRA on PARENT's own model (BUNDLE/model; `base` is that folder), on what
+    is new since plus a replayed share of what it learnt (continuing.py)."""
+
+    method: Literal["continue"] = "continue"  # type: ignore[assignment]
+    parent: Path
+    replay: Annotated[float, Field(ge=0, lt=1)] = 0.25  # continuing.DEFAULT_REPLAY: old ones' share of the mix
+
+
 class BuildConfig(_Declared):
     """Everything `build` needs; `training` is the one part the two kinds of build do not share."""
 
     data: Path  # prepare's output folder
     out: Path  # the bundle folder
-    training: Annotated[ScratchOptions | LoraOptions, Field(discriminator="method")]
+    training: Annotated[ScratchOptions | LoraOptions | ContinueOptions, Field(discriminator="method")]
     steps: PositiveInt | None = None  # None: the preset's
     max_minutes: PositiveFloat | None = None
     batch_size: PositiveInt | None = None
@@ -81,7 +90,8 @@ class BuildConfig(_Declared):
     # --target: the largest drift accepted (nats/token, upper 95 % bound); None: drift.DEFAULT_TOLERANCE
     quant_tolerance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
     name: str | None = None  # None: the name on the persona's turns
-    system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name
+    system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name (and the self-description)
+    interview: Path | None = None  # the owner's interview folder (self.toml); None: the one prepare read, if any
     loss: Literal["persona", "all"] = "persona"
     blocklist: Path | None = None
     keep_work: bool = False

@@ -14,7 +14,7 @@ import structlog
 from stratoecho import boards
 
 from .build_config import BuildConfig
-from .stages import EVAL_FILE, BuildError, Converted, Data, PersonaText, Quantized, Scores, Trained
+from .stages import EVAL_FILE, MODEL_DIR, BuildError, Converted, Data, PersonaText, Quantized, Scores, Trained
 
 log = structlog.get_logger(__name__)
 
@@ -141,8 +141,23 @@ def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Traine
             system_prompt_in_training=bool(persona.system_prompt),
         ),
         eval=eval_figures(scores, len(data.val), quantized.drift),
+        memory=dict(notes=list(persona.notes)) if persona.notes else None,  # the owner's facts (interview)
         files=[file_entry(cfg.out, quantized.file), file_entry(cfg.out, EVAL_FILE)],
     )
+
+
+def keep_model(trained: Trained, out: Path, learnt: list, parent_seen: frozenset[str] = frozenset()) -> dict:
+    """The checkpoint the GGUF came from, into BUNDLE/model with what it has learnt, for a later
+    `build --continue` (continuing.py); not in [[files]]: the payload never reads it. Returns
+    persona.toml [training]'s entries for it."""
+    import shutil
+
+    from .continuing import model_digest, write_trained_on
+
+    folder = out / MODEL_DIR
+    shutil.copytree(trained.model_dir, folder, ignore=shutil.ignore_patterns("checkpoint-*", "*.gguf"))
+    write_trained_on(folder, learnt, parent_seen)
+    return dict(model_folder=MODEL_DIR, model_folder_sha256=model_digest(folder))
 
 
 def check_template(out: Path, manifest, trained: Trained, system_prompt: str, facts: GgufFacts) -> None:
@@ -184,7 +199,8 @@ def perplexity_rows(trained: Trained, models: Converted, quantized: Quantized, s
 
     rows = []
     if quantized.reference is not None:
-        rows.append(PerplexityRow("base (untuned)", quantized.quant, quantized.reference.bytes,
+        before = "parent (before)" if trained.label == "continued" else "base (untuned)"
+        rows.append(PerplexityRow(before, quantized.quant, quantized.reference.bytes,
                                   scores.reference["val_perplexity"]))
     rows.append(PerplexityRow(trained.label, "F32", models.f32.stat().st_size, scores.f32["val_perplexity"]))
     if quantized.quant != "F32":

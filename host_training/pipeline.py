@@ -13,7 +13,12 @@
     7. evaluate   stages.evaluate                      val perplexity of what ships, its F32 source
                                                        and (LoRA) the untuned base, in llama.cpp
     8. bundle     bundling.py                          eval.json, manifest and template check,
+                                                       BUNDLE/model (for a later --continue),
                                                        report.md, persona.toml last
+
+--continue PARENT (continuing.py) is --base on PARENT's own model: stage 1 also reads PARENT and
+picks what is new in the data plus a replayed share of the old; the parent is the reference
+scored beside the new model, and persona.toml gets [training.lineage].
 
 Each stage takes and returns typed values (stages.Data, Trained, Converted, Quantized, Scores);
 nothing is written back into the configuration. A preflight (will this base fit, will it
@@ -23,14 +28,14 @@ convert) belongs to stage 2, the check of the GGUF against its checkpoint to sta
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from stratoecho.bundle import write_bundle
 
-from . import bundling, stages
-from .build_config import BuildConfig
+from . import bundling, continuing, stages
+from .build_config import BuildConfig, ContinueOptions
 from .training import trainer_for
 
 log = structlog.get_logger(__name__)
@@ -50,14 +55,33 @@ class BuildSummary:
     minutes: float
 
 
+def prepare_runs(folder) -> list[dict]:
+    """The data folder's history of `prepare` runs (report.json "runs"; accumulate.py), or none."""
+    import json
+
+    try:
+        return list(json.loads((folder / "report.json").read_text(encoding="utf-8")).get("runs") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def build(cfg: BuildConfig) -> BuildSummary | None:
     """Data in, bundle out. None in a secondary process of `accelerate launch` (the main one
     writes the bundle) and with --preflight-only (stages 1 and 2 only: nothing written).
     BuildError or tokenizer.DataError say why a build cannot go on."""
     t0 = time.monotonic()
     data = stages.load_data(cfg.data)
-    persona = stages.persona_text(cfg, data)
-    trainer = trainer_for(cfg)
+    parent = plan = None
+    if isinstance(cfg.training, ContinueOptions):  # PARENT and what is new for it: refused here if it cannot work
+        parent = continuing.parent(cfg.training.parent)
+        plan = continuing.plan(data, parent, cfg.training.replay, cfg.seed)
+        persona = continuing.persona_text(cfg.name, cfg.system_prompt, parent)
+        data = plan.data
+        log.info("build.continue", parent=str(parent.folder), new=plan.new, replayed=plan.replayed,
+                 already_learnt=plan.already_learnt)
+    else:
+        persona = stages.persona_text(cfg, data)
+    trainer = continuing.ContinueTraining(cfg, cfg.training) if parent is not None else trainer_for(cfg)
     stages.check_inputs(cfg)
     preflight = trainer.check()  # --base: will it convert, which template, will it fit (preflight.py)
     if preflight is not None:
@@ -77,6 +101,9 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
         trained = trainer.train(data, persona, work)
         if trained is None:
             return None
+        if parent is not None:
+            trained = replace(trained, label="continued", base=parent.manifest.model.base,
+                              reference_name=f"{parent.manifest.persona.name} (parent)")
         models = stages.convert(trained, work, persona.name)
         quantized = stages.quantize(cfg, models, work, trained)
         scores = stages.evaluate(models, quantized, trained.score)
@@ -84,6 +111,13 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
         bundling.write_eval_json(cfg.out, trained, models, quantized, scores, cfg)
         facts = bundling.gguf_facts(quantized.model.path)
         manifest = bundling.manifest(cfg, data, persona, trained, quantized, scores, facts)
+        manifest.training.update(bundling.keep_model(trained, cfg.out, data.train,
+                                                     parent.trained_on if parent else frozenset()))
+        runs = prepare_runs(cfg.data)
+        manifest.training["prepare_runs"] = [r["run"] for r in runs if isinstance(r.get("run"), int)]
+        if parent is not None:
+            manifest.training["lineage"] = continuing.lineage(parent, plan, cfg.training.replay, runs,
+                                                              scores.reference, scores.quantized, quantized.quant)
         bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
         bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
         rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)

@@ -10,7 +10,7 @@ messages' order, so the same exports give the same pseudonyms.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from host_training.ingest import Message
@@ -36,13 +36,16 @@ def _pattern(names: dict[str, str]) -> re.Pattern[str] | None:
 
 class Pseudonyms:
     """The same replacement one message at a time, for `prepare`'s stream: `names` are the other
-    participants' display names in order of first appearance."""
+    participants' display names in order of first appearance; numbers start at `first`, and the
+    `known` ones keep the pseudonym a folder's earlier run gave them (accumulate.py)."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], first: int = 1, known: Mapping[str, str] | None = None) -> None:
         self.names: dict[str, str] = {}
+        known = known or {}  # name -> the pseudonym an earlier run gave it
         for name in names:
             if name and name not in self.names:
-                self.names[name] = f"Person {len(self.names) + 1}"
+                self.names[name] = known.get(name) or f"Person {first}"
+                first += name not in known
         self._pattern = _pattern(self.names)
         self._lookup: dict[str, str] = {}
         for name, alias in self.names.items():

@@ -12,9 +12,10 @@
   never ends on someone else's turn (nothing to learn there).
 - A post becomes `user: "Write a post: <title>"`, `assistant: <the post>`; a post longer than
   `max_chars` is cut at paragraph breaks, its later parts prompted "Continue the post: <title>".
-- Every example has a quality tier and a weight: finished writing (posts) above long-form
-  messages (the owner's turns average `LONG_CHARS` or more) above chat (`DEFAULT_WEIGHTS`,
-  configurable); the trainer sees an example about `weight` times per epoch.
+- Every example has a quality tier and a weight (`tiers.py`: writing 1, long-form 2, chat 3,
+  and the policy that weighs them); the trainer sees an example about `weight` times per epoch.
+- Runs of the owner's one-word acknowledgements ("ok", "lol", "👍") are capped (`AckRuns`):
+  a persona trained on every nod learns to answer everything with "ok".
 - The split is by session, so no conversation is half in train and half in val, and by time:
   every validation session starts after every training session ended (`split_by_time`), so
   the held-out figure measures the persona on what it has not seen yet, not on the other half
@@ -27,9 +28,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from host_training.ingest import Message, iso_utc
@@ -41,10 +44,12 @@ DEFAULT_DEDUP_MIN_CHARS = 8  # shorter owner messages ("ok", "haha") are convers
 POST_PROMPT = "Write a post: {title}"
 POST_CONTINUE_PROMPT = "Continue the post: {title}"
 # Writing that is not a post says what it is: the persona learns the register of each.
-PROMPTS = {"mail": ("Write an e-mail: {title}", "Continue the e-mail: {title}")}
+PROMPTS = {"mail": ("Write an e-mail: {title}", "Continue the e-mail: {title}"),
+           "interview": ("{title}", "Go on with your answer: {title}")}  # the interview's question itself
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and BPE tokenizers
-LONG_CHARS = 280  # owner turns this long on average make a chat "long-form"
-DEFAULT_WEIGHTS = {"writing": 3.0, "long": 2.0, "chat": 1.0}
+# One or two acknowledgements in a row are how people talk and stay; from the third on, nodding
+# along to a story, they add nothing and tilt the persona towards answering everything with "ok".
+DEFAULT_MAX_ACK_RUN = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -77,11 +82,9 @@ class Example:
     train_all: bool = False  # every speaker's turns are training targets, not only the owner's
 
     @property
-    def tier(self) -> str:
-        if self.kind == "post":
-            return "writing"
-        owner = [len(t.content) for t in self.turns if t.role == "assistant"]
-        return "long" if owner and sum(owner) / len(owner) >= LONG_CHARS else "chat"
+    def learnt(self) -> list[str]:
+        """The turns training learns from: the owner's, or every one with `train_all`."""
+        return [t.content for t in self.turns if self.train_all or t.role == "assistant"]
 
     def record(self) -> dict:
         """The train.jsonl / val.jsonl line: the turns, then how much it counts and whom to learn."""
@@ -91,12 +94,6 @@ class Example:
         if self.train_all:
             out["train"] = "all"
         return out
-
-
-def weigh(examples: Iterable[Example], weights: dict[str, float] | None = None) -> list[Example]:
-    """Each example with the weight of its tier."""
-    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
-    return [replace(e, weight=weights[e.tier]) for e in examples]
 
 
 def approx_tokens(text: str) -> int:
@@ -146,6 +143,65 @@ def dedupe_owner(messages: Iterable[Message], min_chars: int = DEFAULT_DEDUP_MIN
         else:
             kept.append(m)
     return kept, dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Acknowledgements
+
+# One word that only says "heard you", in the languages of our users, with its stretched forms
+# ("okkk", "hahaha", "yesss"); emoji alone count too. "no" and "maybe" answer, they stay.
+_ACK = re.compile(
+    r"(?:o+k+(?:a+y+)?|ok(?:e+y*|i+)|k+|y+e+[sp]+|y+u+p+|y+e+a+h*|y+a+|ja+|jo+|jep|yo|oui+|ouais|si|sí|da|sure|kk+"
+    r"|l+o+l+(?:o+l+)*|lmf?ao+|rofl|(?:h+a+)+h*|(?:h+e+)+h*|(?:j+a+){2,}|x+d+|thx|thanks|ty|danke|merci|gracias|np"
+    r"|cool|nice|great|alright|aight|right|true|same|mhm+|mm+|hm+|uh-?huh|genau|vale|d'accord|dacc|top)"
+)
+_ACK_PUNCT = re.compile(r"[\s!?.,:;~…\"()*]+")
+
+
+def is_ack(text: str) -> bool:
+    """Whether a message is only a one-word acknowledgement or emoji ("ok!", "lol 😂", "👍🏽")."""
+    rest = "".join(c for c in text if not _emoji_part(c))
+    words = _ACK_PUNCT.sub(" ", rest).split()
+    if not words:
+        return rest != text and not rest.strip()  # emoji, and nothing but punctuation besides
+    return len(words) == 1 and bool(_ACK.fullmatch(words[0].casefold()))
+
+
+def _emoji_part(c: str) -> bool:
+    # Symbols (So), skin tones (Sk), the joiner and variation selectors that build one emoji.
+    return unicodedata.category(c) in ("So", "Sk") or c in "\u200d\ufe0e\ufe0f"
+
+
+class AckRuns:
+    """Caps runs of the owner's acknowledgements (`is_ack`) at `max_run` in a row: in one chat,
+    with no silence longer than the session gap, other people's messages between them not
+    counting. Anything else the owner says ends the run. Fed messages in (source, chat, time)
+    order, as `iter_sessions` is."""
+
+    def __init__(self, max_run: int | None = DEFAULT_MAX_ACK_RUN, gap_minutes: float = DEFAULT_GAP_MINUTES) -> None:
+        self.max_run = max_run  # None: no cap
+        self.gap_s = gap_minutes * 60.0
+        self.dropped = 0
+        self._where: tuple[str, str] | None = None
+        self._last = None
+        self._run = 0
+
+    def keep(self, m: Message) -> bool:
+        if self.max_run is None or m.kind != "message":
+            return True
+        if (m.source, m.chat_id) != self._where or (m.ts - self._last).total_seconds() > self.gap_s:
+            self._run = 0
+        self._where, self._last = (m.source, m.chat_id), m.ts
+        if not m.is_owner:
+            return True
+        if not is_ack(m.text):
+            self._run = 0
+            return True
+        self._run += 1
+        if self._run > self.max_run:
+            self.dropped += 1
+            return False
+        return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Only scrubbed text is written here. Repeats are recognised by a keyed hash (HMAC
 that lives only in this process), so not even a digest of an unscrubbed message reaches the
 disk in a form anyone could test guesses against.
 
+Messages an earlier run kept (DIR/messages.jsonl, `accumulate.py`) come in here too, marked
+`carried`; `merge` then drops what is already there and lets a changed message replace its
+earlier version, by the stable keys `accumulate.identity` gives.
+
 It is scratch: no journal, no syncs; a crash leaves a hidden file that the next run removes.
 """
 
@@ -21,7 +25,7 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,7 +50,7 @@ class Spill:
         self.db.executescript("""
             CREATE TABLE messages (id INTEGER PRIMARY KEY, source TEXT, chat_id TEXT, chat_name TEXT, msg_id TEXT,
                 author_id TEXT, author TEXT, is_owner INTEGER, ts REAL, text TEXT, kind TEXT, title TEXT,
-                author_key INTEGER);
+                author_key INTEGER, carried INTEGER DEFAULT 0, key TEXT, slot TEXT, same TEXT);
             CREATE TABLE seen (h BLOB PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE examples (id INTEGER PRIMARY KEY, session TEXT, kind TEXT, start REAL, end REAL,
                 chat TEXT, weight REAL, train_all INTEGER, turns TEXT);
@@ -65,15 +69,16 @@ class Spill:
         digest = hmac.new(self._key, json.dumps(identity, default=str).encode(), hashlib.sha256).digest()[:16]
         return self.db.execute("INSERT OR IGNORE INTO seen (h) VALUES (?)", (digest,)).rowcount == 1
 
-    def add(self, m: Message, author_key: int) -> None:
+    def add(self, m: Message, author_key: int, carried: bool = False) -> None:
         self._pending.append((m.source, m.chat_id, m.chat_name, m.msg_id, m.author_id, m.author, int(m.is_owner),
-                              m.ts.timestamp(), m.text, m.kind, m.title, author_key))
+                              m.ts.timestamp(), m.text, m.kind, m.title, author_key, int(carried)))
         if len(self._pending) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
         self.db.executemany(
-            f"INSERT INTO messages ({', '.join(_FIELDS)}, author_key) VALUES ({', '.join('?' * (len(_FIELDS) + 1))})",
+            f"INSERT INTO messages ({', '.join(_FIELDS)}, author_key, carried) "
+            f"VALUES ({', '.join('?' * (len(_FIELDS) + 2))})",
             self._pending)
         self._pending.clear()
 
@@ -84,12 +89,14 @@ class Spill:
         self.db.execute("UPDATE messages SET is_owner = 1 WHERE author_key IN (SELECT k FROM owners)")
 
     def dedupe_owner(self, min_chars: int) -> Counter[str]:
-        """`sessions.repeat_reason` out of core: the owner's repeats after the first, in reading order."""
+        """`sessions.repeat_reason` out of core: the owner's repeats after the first, in reading order.
+        Only this run's messages: what an earlier run kept was judged then (and `merge` finds its
+        copies in a new export)."""
         dropped: Counter[str] = Counter()
         self.db.execute("DELETE FROM seen")
         gone: list[tuple[int]] = []
         cursor = self.db.cursor()
-        for rid, text in cursor.execute("SELECT id, text FROM messages WHERE is_owner ORDER BY id"):
+        for rid, text in cursor.execute("SELECT id, text FROM messages WHERE is_owner AND NOT carried ORDER BY id"):
             owner_text = Message("", "", "", "", "", "", True, _EPOCH, text)
             reason = repeat_reason(owner_text, self.first_time, min_chars)
             if reason:
@@ -107,15 +114,74 @@ class Spill:
             "kept_posts": one("SELECT count(*) FROM messages WHERE kind = 'post'"),
         }
 
-    def ordered(self) -> Iterator[Message]:
-        """Every kept message by source, chat and time (reading order on ties)."""
+    def ordered(self, carried: bool | None = None) -> Iterator[Message]:
+        """Every kept message by source, chat and time (reading order on ties); with `carried`
+        only an earlier run's (True) or only this run's (False)."""
+        for _, m in self._rows(carried):
+            yield m
+
+    def _rows(self, carried: bool | None) -> Iterator[tuple[int, Message]]:
         self.db.execute("CREATE INDEX IF NOT EXISTS by_chat ON messages (source, chat_id, ts, id)")
+        where = "" if carried is None else f"WHERE {'' if carried else 'NOT '}carried"
         cursor = self.db.cursor()
-        for row in cursor.execute(f"SELECT {', '.join(_FIELDS)} FROM messages ORDER BY source, chat_id, ts, id"):
-            values = dict(zip(_FIELDS, row))
+        for row in cursor.execute(f"SELECT id, {', '.join(_FIELDS)} FROM messages {where} ORDER BY source, chat_id, ts, id"):
+            values = dict(zip(_FIELDS, row[1:]))
             values["is_owner"] = bool(values["is_owner"])
             values["ts"] = datetime.fromtimestamp(values["ts"], timezone.utc)
-            yield Message(**values)
+            yield row[0], Message(**values)
+
+    # ------------------------------------------------------------------ merging with an earlier run
+
+    def set_identities(self, identities: Callable[[], Callable[[Message], tuple[str, str | None, str]]]) -> None:
+        """Give every message its stable key, slot and comparable text: `identities()` makes an
+        `accumulate.Identities`, a fresh one per side so that each side counts its own repeats."""
+        self.flush()
+        for carried in (True, False):
+            identify = identities()
+            rows: list[tuple] = []
+            for rid, m in self._rows(carried):  # updating columns the scan's index does not hold
+                rows.append((*identify(m), rid))
+                if len(rows) >= BATCH:
+                    self.db.executemany("UPDATE messages SET key = ?, slot = ?, same = ? WHERE id = ?", rows)
+                    rows.clear()
+            self.db.executemany("UPDATE messages SET key = ?, slot = ?, same = ? WHERE id = ?", rows)
+        self.db.execute("CREATE INDEX IF NOT EXISTS by_key ON messages (key, carried)")
+
+    def merge(self) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+        """This run's messages against the carried ones: one with a carried twin of the same text is
+        already there (this run's copy goes); one whose text differs is a change (the carried
+        version goes); a key-less message alone in its slot with a carried one alone in it is that
+        message edited. What is left of this run's is new. Counts by outcome, and how often an
+        author of this run's met each author of a carried twin (how --pseudonyms finds whom an
+        earlier run called Person 2)."""
+        outcome: Counter[str] = Counter()
+        authors: Counter[tuple[str, str]] = Counter()
+        drop_new: list[tuple[int]] = []
+        drop_carried: set[int] = set()
+        last = None
+        for new_id, old_id, same, new_author, old_author in self.db.execute(
+                "SELECT n.id, c.id, n.same = c.same, n.author, c.author FROM messages n JOIN messages c "
+                "ON n.key = c.key WHERE NOT n.carried AND c.carried ORDER BY n.id, c.id"):
+            authors[new_author, old_author] += 1
+            if same:
+                drop_new.append((new_id,))
+            else:
+                drop_carried.add(old_id)  # every earlier version of it
+            if new_id != last:
+                outcome["already_there" if same else "changed"] += 1
+            last = new_id
+        unmatched = ("slot IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.key = m.key "
+                     "AND o.carried != m.carried)")
+        for (old_id,) in self.db.execute(
+                f"SELECT max(CASE WHEN carried THEN id END) FROM messages m WHERE {unmatched} GROUP BY slot "
+                "HAVING sum(carried) = 1 AND sum(NOT carried) = 1").fetchall():
+            drop_carried.add(old_id)
+            outcome["changed"] += 1
+        self.db.executemany("DELETE FROM messages WHERE id = ?", drop_new)
+        self.db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in sorted(drop_carried)))
+        outcome["new"] = self.db.execute("SELECT count(*) FROM messages WHERE NOT carried").fetchone()[0] - outcome[
+            "changed"]
+        return outcome, authors
 
     # ------------------------------------------------------------------ examples
 

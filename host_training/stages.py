@@ -33,8 +33,10 @@ SYSTEM_PROMPT = (
     "You are {name}, riding a weather balloon high above the Earth. "
     "Say what you see and think, in your own words."
 )
+SELF_PROMPT = " You wrote of yourself: {description}"  # the owner's approved self-description (about.py)
 EVAL_FILE = "eval.json"
 WORK_DIR = "work"
+MODEL_DIR = "model"  # the checkpoint the GGUF came from, kept for `build --continue` (continuing.py)
 
 Scorer = Callable[[Path], dict]  # a GGUF -> its held-out figures (evaluate.score_gguf's dict)
 
@@ -65,6 +67,7 @@ class Data:
 class PersonaText:
     name: str
     system_prompt: str
+    notes: tuple[str, ...] = ()  # the owner's approved facts, seeded into the payload's memory
 
 
 def load_data(folder: Path) -> Data:
@@ -93,9 +96,27 @@ def persona_name(train: list[Conversation]) -> str:
 
 
 def persona_text(cfg: BuildConfig, data: Data) -> PersonaText:
+    """The name, the system prompt (with the owner's self-description from their interview unless
+    --system-prompt says otherwise) and the facts for the payload's memory."""
+    from stratoecho.config import ConfigError
+
+    from . import about
+    from .prepare import BlocklistError, load_blocklist
+
     name = cfg.name or persona_name(data.train)
     prompt = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT.format(name=name)
-    return PersonaText(name, prompt)
+    try:  # a --blocklist that is missing is check_inputs' to report
+        blocklist = load_blocklist(cfg.blocklist) if cfg.blocklist is not None and cfg.blocklist.is_file() else []
+        own, folder = about.for_build(cfg.interview, cfg.data, blocklist)
+    except (ValueError, ConfigError, BlocklistError) as e:
+        raise BuildError(str(e)) from None
+    if own is None:
+        return PersonaText(name, prompt)
+    if own.description and cfg.system_prompt is None:
+        prompt += SELF_PROMPT.format(description=own.description)
+    log.info("build.self_description", interview=str(folder), description=bool(own.description),
+             used=cfg.system_prompt is None, facts=len(own.facts))
+    return PersonaText(name, prompt, own.facts)
 
 
 def check_inputs(cfg: BuildConfig) -> None:
@@ -115,7 +136,7 @@ def ours(p: Path) -> bool:
     """What a build writes into BUNDLE: safe to replace."""
     from .report import MODELFILE, PLOT_FILE, REPORT_FILE
 
-    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, REPORT_FILE, PLOT_FILE, MODELFILE) or (
+    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE) or (
         p.name.startswith("model.") and p.name.endswith(".gguf"))
 
 
@@ -150,7 +171,7 @@ def claim_out_dir(out: Path, force: bool, resume: bool = False) -> None:
         (out / "persona.toml").unlink(missing_ok=True)
         for p in out.iterdir():
             if ours(p) and p.name != WORK_DIR:
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         return
     if out.exists():
         # Only a previous build's files (a bundle being replaced, or what a failed build left):

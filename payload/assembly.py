@@ -75,11 +75,15 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     if bundle is not None:
         worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
                                memory_limit_mb=cfg.persona.memory_limit_mb)
+    memory = Memory(data_dir / "memory.db")  # its own musings and the ground's notes
+    if bundle is not None:
+        # The facts the owner approved (host_training interview): the same notes after every boot.
+        memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
     return Components(
         sensors=sensors, radio=radio, store=store, boot=boot, outbound=outbound, transmitter=transmitter,
         governor=Governor(store, capacity_wh=cfg.power.battery_wh, battery_temp_fitted=sensors.battery_temp_fitted,
                           cpu_temp_fitted=pi_health is not None),
-        memory=Memory(data_dir / "memory.db"),  # its own musings and the ground's notes
+        memory=memory,
         reach=Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
                     clock.elapsed_s,
                     # On the bench its questions are drawn from the flight's seed, like everything else.

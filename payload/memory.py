@@ -4,6 +4,7 @@ SQLite through apsw (as the store, so the power-cut VFS can sit under it too), w
 FTS5 index (porter stemming over unicode61, diacritics folded) for recall by words::
 
     entries      id, kind ('musing' | 'note'), text, created (unix s, UTC), boot, seq, source
+                 (a note's source: "uplink" from the ground, "owner" seeded from the bundle)
     entries_fts  external-content FTS5 index over entries.text, kept by triggers
 
 Durability: WAL. A note arrives once over the air and cannot be asked for again, so
@@ -45,6 +46,7 @@ log = structlog.get_logger(__name__)
 SCHEMA_VERSION = 1
 KINDS = ("musing", "note")
 MAX_QUERY_TERMS = 24  # a MATCH of a few dozen ORed terms stays cheap; more adds nothing
+OWNER = "owner"  # the source of the notes the owner approved before the flight (seed_notes)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -88,7 +90,7 @@ class MemoryEntry:
     created: datetime  # UTC
     boot: int | None = None
     seq: int | None = None
-    source: str = "self"  # "self" for musings; where a note came from ("uplink")
+    source: str = "self"  # "self" for musings; where a note came from ("uplink", OWNER)
     id: int = 0
 
 
@@ -257,6 +259,31 @@ class Memory:
     def remember_note(self, text: str, created: datetime | float, source: str = "uplink") -> bool:
         """Keep a note from the ground; on the card when this returns True."""
         return self._insert("note", text, created, None, None, source, durable=True)
+
+    def seed_notes(self, texts: Iterable[str], created: datetime | float, source: str = OWNER) -> int:
+        """Make the notes from `source` exactly `texts`: the facts the owner approved, which the bundle
+        carries (persona.toml [memory]). Missing ones are added, ones no longer there removed, the
+        rest left as they are (their age included), so seeding at every boot changes nothing twice.
+        Returns how many were added."""
+        texts = list(dict.fromkeys(t for t in (_clean(t, self.max_text_chars) for t in texts) if t))
+        ts = _timestamp(created)
+
+        def work(db: apsw.Connection) -> int:
+            db.execute("PRAGMA synchronous=FULL")  # the bundle is the only other copy, and it stays
+            with db:
+                rows = list(db.execute("SELECT id, text FROM entries WHERE kind = 'note' AND source = ?", (source,)))
+                have = {text for _, text in rows}
+                gone = [(id_,) for id_, text in rows if text not in texts]
+                db.executemany("DELETE FROM entries WHERE id = ?", gone)
+                new = [t for t in texts if t not in have]
+                db.executemany("INSERT INTO entries (kind, text, created, boot, seq, source) VALUES ('note', ?, ?, "
+                               "NULL, NULL, ?)", [(t, ts, source) for t in new])
+                self._evict(db)
+            if new or gone:
+                log.info("memory_seeded", source=source, added=len(new), removed=len(gone))
+            return len(new)
+
+        return self._run("remember_seed", work, 0)
 
     def _insert(self, kind, text, created, boot, seq, source, durable: bool) -> bool:
         text = _clean(text, self.max_text_chars)

@@ -213,6 +213,8 @@ def _age(now: datetime, then: datetime | None) -> str:
 
 
 def _memory_line(m, now: datetime) -> str:
+    if getattr(m, "source", "") == "owner":  # memory.OWNER: what it knew before the flight, ageless
+        return f"- you know: {fit_musing(m.text, MEMORY_CHARS)}"
     who = "the ground told you" if m.kind == "note" else "you thought"
     return f"- {who}{_age(now, getattr(m, 'created', None))}: {fit_musing(m.text, MEMORY_CHARS)}"
 

@@ -10,6 +10,8 @@ flat tables the bundle uses (no extra dependency on the Pi).
     [training]  what produced it (data sha256, steps, seed, ...)
     [eval]      held-out figures (val_loss, val_perplexity, ...)
     [guard]     blocklist: the owner's blocklist, hashed (stratoecho/blocklist.py), if any
+    [memory]    notes: facts the owner approved (host_training interview), which the payload
+                keeps in its memory as notes (payload/memory.py, seed_notes)
     [[files]]   path, sha256, bytes  -- every file the bundle ships
 """
 
@@ -75,6 +77,10 @@ class GuardSection(_Strict):
     blocklist: str | None = None  # a file of the bundle, listed in [[files]]
 
 
+class MemorySection(_Strict):
+    notes: list[str] = Field(default_factory=list)
+
+
 class BundleManifest(_Strict):
     format: int = FORMAT_VERSION
     persona: PersonaSection
@@ -83,6 +89,7 @@ class BundleManifest(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
     guard: GuardSection = Field(default_factory=GuardSection)
+    memory: MemorySection | None = None  # absent without notes: such a bundle reads as before
     files: list[FileEntry]
 
 

@@ -125,8 +125,8 @@ def test_end_to_end(exports, tmp_path, capsys):
 
     # messages.jsonl: the contract's fields, in order, UTC timestamps
     messages = read_jsonl(out / "messages.jsonl")
-    for rec in messages:
-        assert list(rec) == MESSAGE_KEYS
+    for rec in messages:  # a post also has its kind and title, for a later run that adds to the folder
+        assert list(rec) == MESSAGE_KEYS + (["kind", "title"] if rec["source"] == "markdown" else [])
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["ts"])
         assert isinstance(rec["is_owner"], bool) and all(isinstance(rec[k], str) for k in MESSAGE_KEYS if k != "is_owner")
     by_id = {(r["source"], r["chat_id"], r["msg_id"]): r for r in messages}
@@ -150,8 +150,12 @@ def test_end_to_end(exports, tmp_path, capsys):
     posts = [ex for ex in examples if ex["messages"][0]["content"].startswith("Write a post: ")]
     assert sorted(ex["messages"][0]["content"] for ex in posts) == ["Write a post: Cold batteries", "Write a post: Gerald, "
                                                                                                     "or: a starter"]
-    assert {ex.get("weight") for ex in posts} == {3.0}  # finished writing counts most
-    assert {ex.get("weight", 1.0) for ex in examples if ex not in posts} == {1.0}
+    # The policy (tests/test_tiers.py): the little writing here is repeated 4 times, chat thinned;
+    # validation is never weighted.
+    train = read_jsonl(out / "train.jsonl")
+    assert {ex.get("weight") for ex in train if ex in posts} == {4.0}
+    assert {ex.get("weight") for ex in train if ex not in posts} == {0.4615}
+    assert all("weight" not in ex for ex in read_jsonl(out / "val.jsonl"))
 
     # nothing private anywhere, special tokens broken
     text = all_output(out)
@@ -174,7 +178,7 @@ def test_end_to_end(exports, tmp_path, capsys):
     assert report["sessions"] == {"total": 4, "with_owner": 3, "gap_minutes": 30.0}
     assert report["examples"] == {"train": len(examples) - report["examples"]["val"], "val": report["examples"]["val"],
                                   "chat": 3, "post": 2, "left_out_at_cut": 0,
-                                  "tiers": {"chat": 3, "writing": 2}}  # fmt: skip
+                                  "tiers": {"1": 2, "3": 3}}  # fmt: skip
     assert report["examples"]["val"] >= 1
     # By time: every val session starts after every train session ended.
     assert report["split"]["method"] == "time" and report["split"]["train_until"] < report["split"]["val_from"]

@@ -9,16 +9,17 @@ from hypothesis import strategies as st
 
 from host_training.ingest import Message
 from host_training.sessions import (
+    AckRuns,
     Example,
     Turn,
     chat_examples,
     dedupe_owner,
+    is_ack,
     join_bursts,
     post_examples,
     split_by_chat,
     split_by_time,
     split_sessions,
-    weigh,
     windows,
 )
 
@@ -179,15 +180,44 @@ def test_chat_split_holds_out_whole_chats_by_seed():
     assert any({e.chat for e in split_by_chat(examples, 0.2, seed=s).val} != val_chats for s in range(2, 6))
 
 
-def test_tiers_and_weights():
+def test_weight_and_learnt_turns():
     chat = Example("c", "chat", (Turn("user", "n", "hi"), Turn("assistant", "a", "short")))
-    long = Example("l", "chat", (Turn("user", "n", "hi"), Turn("assistant", "a", "x" * 300)))
-    post = Example("p", "post", (Turn("user", "", "Write a post: t"), Turn("assistant", "a", "x")))
-    weighted = weigh([chat, long, post], {"long": 1.5})
-    assert [(e.tier, e.weight) for e in weighted] == [("chat", 1.0), ("long", 1.5), ("writing", 3.0)]
-    assert weighted[0].record() == {"messages": [{"role": "user", "name": "n", "content": "hi"},
-                                                 {"role": "assistant", "name": "a", "content": "short"}]}
-    assert weighted[2].record()["weight"] == 3.0
+    assert chat.record() == {"messages": [{"role": "user", "name": "n", "content": "hi"},
+                                          {"role": "assistant", "name": "a", "content": "short"}]}
+    assert Example("c", "chat", chat.turns, weight=2.5).record()["weight"] == 2.5
+    assert chat.learnt == ["short"]
+    assert Example("c", "chat", chat.turns, train_all=True).learnt == ["hi", "short"]
+
+
+def test_what_is_an_acknowledgement():
+    for text in ["ok", "OK!", "okkk", "k", "kk", "yes", "Yesss", "yep", "lol", "LOLOL", "hahaha", "jajaja", "👍",
+                 "👍🏽", "❤️", "😂😂😂", "ok 👍", "lol 😂", "sí", "oui", "ja", "thx", "mhm", "uh-huh"]:
+        assert is_ack(text), text
+    for text in ["no", "maybe", "ok then", "Tuesday", "ok, see you at 9", "...", "?", "", "ok?! why"]:
+        assert not is_ack(text), text
+
+
+def test_runs_of_the_owners_acks_are_capped():
+    msgs = [
+        m("Noor", "so the balloon", 0 * MIN), m("Ada", "ok", 1 * MIN),
+        m("Noor", "went up", 2 * MIN), m("Ada", "lol", 3 * MIN),
+        m("Noor", "and then", 4 * MIN), m("Ada", "👍", 5 * MIN),  # the third in a row
+        m("Ada", "k", 5 * MIN + timedelta(seconds=5)),  # the fourth
+        m("Noor", "it popped", 6 * MIN), m("Ada", "no way, at what height?", 7 * MIN),  # ends the run
+        m("Noor", "30 km", 8 * MIN), m("Ada", "ok", 9 * MIN),
+        m("Ada", "ok", 2 * MIN, chat="c2"), m("Ada", "ok", 3 * MIN, chat="c2"),  # another chat: a new run
+        m("Noor", "back", 50 * MIN, chat="c2"), m("Ada", "yes", 51 * MIN, chat="c2"),  # after a silence: new run
+    ]
+    ordered = sorted(msgs, key=lambda x: (x.chat_id, x.ts))
+    acks = AckRuns(2, gap_minutes=30)
+    kept = [x.text for x in ordered if acks.keep(x)]
+    assert kept == ["so the balloon", "ok", "went up", "lol", "and then", "it popped", "no way, at what height?",
+                    "30 km", "ok", "ok", "ok", "back", "yes"]
+    assert acks.dropped == 2
+    off = AckRuns(None)
+    assert [x.text for x in ordered if off.keep(x)] == [x.text for x in ordered] and off.dropped == 0
+    none = AckRuns(0)
+    assert sum(none.keep(x) for x in ordered) == len(ordered) - 8 and none.dropped == 8
 
 
 def test_all_speakers_makes_examples_of_sessions_without_the_owner():

@@ -1,7 +1,8 @@
 """Readers that turn chat and blog exports into one normalised `Message` type.
 
 One class per export format (`TelegramReader`, `WhatsAppReader`, `DiscordReader`,
-`DiscordPackageReader`, `MboxReader`, `MarkdownReader`), each with `sniff(path, head)` to
+`DiscordPackageReader`, `MboxReader`, `MarkdownReader`, and the owner's interview:
+`InterviewReader`, `AboutReader`), each with `sniff(path, head)` to
 recognise its files from their content and `read(owners)` to yield messages. A reader yields
 everything it could parse, with flags saying why a message should not be trained on (service,
 bot, forwarded, media only, deleted); `drop_reason` turns the flags into a reason and `prepare`
@@ -10,7 +11,9 @@ counts them. What it could not parse at all it skips, counts in
 A file that cannot be read as a whole raises `IngestError`.
 
 Owners are resolved after every export is read (`mark_owners`), so a display name seen late
-in one export still marks the earlier messages sent under the same stable id.
+in one export still marks the earlier messages sent under the same stable id. Per export,
+`prepare` counts who wrote what (`counts_for_author`, `people`) so that an export where
+--owner matched nobody is named, with the author most likely to be the owner (`likely_owner`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import structlog
 
@@ -138,15 +141,18 @@ class Reader(ABC):
 
 
 def readers() -> tuple[type[Reader], ...]:
-    """In sniffing order: the strict JSON shapes first (Discord's need "guild"/"channel" or
-    "ID"/"Timestamp"/"Contents" keys), Markdown last, as it also takes plain prose .txt files."""
+    """In sniffing order: the strict JSON shapes first (an interview's answers.jsonl and its
+    about.md, then Discord's need "guild"/"channel" or "ID"/"Timestamp"/"Contents" keys),
+    Markdown last, as it also takes plain prose .txt files."""
     from .discord import DiscordPackageReader, DiscordReader
+    from .interview import AboutReader, InterviewReader
     from .markdown import MarkdownReader
     from .mbox import MboxReader
     from .telegram import TelegramReader
     from .whatsapp import WhatsAppReader
 
-    return (DiscordReader, DiscordPackageReader, TelegramReader, WhatsAppReader, MboxReader, MarkdownReader)
+    return (InterviewReader, AboutReader, DiscordReader, DiscordPackageReader, TelegramReader, WhatsAppReader,
+            MboxReader, MarkdownReader)
 
 
 def read_head(path: Path) -> str | None:
@@ -271,6 +277,59 @@ def owner_match(authors: Iterable[tuple[str, str, str]], owners: Sequence[str]) 
             named.setdefault((source, name.strip().casefold()), set()).add(aid)
     ambiguous = {name: got for (_, name), got in named.items() if len(got) > 1}
     return OwnerMatch(ids=ids, ambiguous=ambiguous, names=wanted)
+
+
+def counts_for_author(reason: str | None) -> bool:
+    """Whether a message with this `drop_reason` counts as its author's in the per-export
+    author counts: a person's own words, owner or not ("not_owner" is that very decision),
+    but no service line, bot, forward, deletion, media-only or empty message."""
+    return reason in (None, "not_owner")
+
+
+Author = tuple[str, str, str]  # (source, author id, display name) as read
+
+
+def owner_value(author: Author) -> str:
+    """What to give as --owner for an author: the stable id where the format has one
+    (Telegram's and Discord's user..., mail_...), else the display name (WhatsApp)."""
+    _, author_id, name = author
+    return author_id or name
+
+
+class Person(NamedTuple):
+    """One author of an export: an id seen under several names is one person."""
+
+    value: str  # what to give as --owner (`owner_value`)
+    names: tuple[str, ...]  # display names, most used first
+    messages: int
+
+    @property
+    def has_id(self) -> bool:
+        return self.value not in self.names
+
+
+def people(tally: Mapping[Author, int]) -> list[Person]:
+    """The authors of one export as people, most messages first (then by name and id: same
+    input, same order)."""
+    names: dict[str, Counter[str]] = {}
+    for author, n in tally.items():
+        names.setdefault(owner_value(author), Counter())[author[2]] += n
+    found = [Person(v, tuple(name for name, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))), c.total())
+             for v, c in names.items()]
+    return sorted(found, key=lambda p: (-p.messages, p.names[0].casefold(), p.value))
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.casefold()) if len(w) > 1}
+
+
+def likely_owner(found: Sequence[Person], owners: Sequence[str]) -> Person | None:
+    """In an export where no author matched --owner, the one most likely to be the owner: the
+    one with most messages whose name shares a word with an --owner name ("Mira" and
+    "Mira K."), else the one with most messages (people write most in their own exports)."""
+    wanted = set().union(*(_words(o) for o in owners if not ID_LIKE.match(o.strip()) and "@" not in o))
+    close = (p for p in found if any(wanted & _words(name) for name in p.names))
+    return next(close, found[0] if found else None)
 
 
 def mark_owners(messages: Sequence[Message], owners: Sequence[str]) -> tuple[list[Message], OwnerMatch]:

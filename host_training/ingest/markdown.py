@@ -12,7 +12,9 @@ lists, without a YAML library. The title is `title:`, else a leading `# heading`
 name. The date is `date:` (ISO forms; without a zone, UTC), else a `YYYY-MM-DD` file-name
 prefix, else the file's modification time (with a warning). Every post is one owner message in
 the chat "posts". Markdown noise is stripped: images and fenced code are dropped, link text is
-kept without its target, emphasis and heading marks go, list items become "- item".
+kept without its target, emphasis and heading marks go, list items become "- item". Text
+whose lines mostly start with a date and a time is a chat log, not a post: it is left to the
+WhatsApp reader, which reads it or names the line it cannot read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from . import IngestError, Message, Reader, persona_names
+from .whatsapp import looks_like_chat
 
 log = structlog.get_logger(__name__)
 
@@ -141,11 +144,14 @@ class MarkdownReader(Reader):
     def sniff(cls, path: Path, head: str) -> bool:
         if head.startswith(("---\n", "---\r\n")):
             return True
-        # Prose: a known suffix, not JSON, and some words in it.
+        # Prose: a known suffix, not JSON, some words in it, and not a chat log: lines that start
+        # with a date and time are a conversation (WhatsApp's reader claims or refuses them),
+        # never the owner's own post with other people's words in it.
         return (
             path.suffix.lower() in SUFFIXES
             and not head.lstrip().startswith(("{", "["))
             and len(re.findall(r"[^\W\d_]{2,}", head)) >= 3
+            and not looks_like_chat(head)
         )
 
     def read(self, owners: Sequence[str]) -> Iterator[Message]:

@@ -12,8 +12,13 @@ body decoded from its transfer encoding and charset (or, without one, a crude te
 text/html body), with what is not the owner's cut away: quoted lines ("> ..."), the "On ...,
 ... wrote:" line above them, Outlook's "-----Original Message-----" or "From:/Sent:" block and
 everything after it, a forwarded mail ("---------- Forwarded message ---------" and after), the
-signature (RFC 3676 "-- " line and after) and mobile footers ("Sent from my iPhone"). A mail
-that was only a forward is flagged forwarded. The title is the subject without Re:/Fwd:/AW:/SV:
+signature (RFC 3676 "-- " line and after) and mobile footers ("Sent from my iPhone"), in the
+languages clients write them in. A mail that was only a forward is flagged forwarded.
+
+Mail that no person wrote is passed over and counted by reason (`reader.stats.skipped`, which
+`prepare` adds to its drops): "notification" (an automated sender: Auto-Submitted, Precedence
+bulk, a list one cannot post to, a delivery report, a no-reply address; `automated`) and
+"calendar" (a calendar program's invitation or answer; `noise_reason`). The title is the subject without Re:/Fwd:/AW:/SV:
 prefixes; the chat is the thread (the first References id, else In-Reply-To, else the mail's
 own Message-ID, else the subject), hashed. The time is the Date header, to UTC; a mail without a
 readable Date is skipped.
@@ -56,29 +61,103 @@ _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fw|fwd|aw|sv|wg|vs|tr|antw|rif|odp|ref
 _FWD_SUBJECT = re.compile(r"^\s*(?:fw|fwd|wg|tr|rv|vs)\s*[:：]", re.I)
 
 # Where the quoted or forwarded part begins; everything from there is not the owner's.
-_ORIGINAL = re.compile(r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine)\s*-{2,}\s*$", re.I)
+# The localised forms are those mail clients write (Outlook, Gmail, Apple Mail, Thunderbird;
+# see docs/data.md for the sources).
+_ORIGINAL = re.compile(
+    r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original|Messaggio originale"
+    r"|Mensagem original|Oorspronkelijk bericht|Oprindelig meddelelse|Ursprungligt meddelande|Opprinnelig melding)"
+    r"\s*-{2,}\s*$",
+    re.I,
+)
 _FORWARD = re.compile(
-    r"^\s*(?:-{2,}\s*(?:Forwarded message|Forwarded Message|Weitergeleitete Nachricht|Message transféré)\s*-{2,}"
-    r"|Begin forwarded message:)\s*$",
+    r"^\s*(?:-{2,}\s*(?:Forwarded message|Forwarded Message|Weitergeleitete Nachricht|Message transféré"
+    r"|Mensaje reenviado|Messaggio inoltrato|Mensagem encaminhada|Doorgestuurd bericht|Vidarebefordrat meddelande)\s*-{2,}"
+    r"|Begin forwarded message:|Début du message réexpédié\s?:|Anfang der weitergeleiteten Nachricht:)\s*$",
     re.I,
 )
 _OUTLOOK_RULE = re.compile(r"^\s*_{10,}\s*$")
-_OUTLOOK_FROM = re.compile(r"^\s*\*?(?:From|Von|De|Från|Fra)\s*:\*?\s+\S", re.I)
+_OUTLOOK_FROM = re.compile(r"^\s*\*?(?:From|Von|De|Da|Van|Från|Fra|Od)\s*:\*?\s+\S", re.I)
 _OUTLOOK_NEXT = re.compile(
-    r"^\s*\*?(?:Sent|Date|Gesendet|Datum|Envoyé|Skickat|Sendt|To|An|À|Till|Til|Subject|Betreff|Objet|Ämne|Emne)\s*:",
+    r"^\s*\*?(?:Sent|Date|Gesendet|Datum|Envoyé|Enviado(?: el)?|Enviada em|Inviato|Verzonden|Skickat|Sendt|Wysłano"
+    r"|To|An|À|Para|A|Aan|Till|Til|Do|Subject|Betreff|Objet|Asunto|Assunto|Oggetto|Onderwerp|Ämne|Emne|Temat)\s*:",
     re.I,
 )
-_WROTE_WORDS = r"(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|skrev|napisał)"
-_ATTRIBUTION = re.compile(rf"^\s*(?:On|Am|Le|El|Il|Op|Den|På|W dniu)\s.*\b{_WROTE_WORDS}\b.*:\s*$", re.I | re.S)
+_WROTE_WORDS = (
+    r"(?:wrote|schrieb|a écrit|escribió|escreveu|ha scritto|schreef|skrev|napisał(?:\(a\))?|kirjoitti|írta"
+    r"|napsal(?:\(a\))?|написал(?:\(а\))?|yazdı)"
+)
+_ATTRIBUTION = re.compile(rf"^\s*(?:On|Am|Le|El|Em|Il|Op|Den|På|W dniu)\s.*\b{_WROTE_WORDS}\b.*:\s*$", re.I | re.S)
 _WROTE = re.compile(rf"{_WROTE_WORDS}\s*:\s*$", re.I)
+# Gmail in some languages starts with the weekday ("tir. 12. mar. 2024 kl. 21:14 skrev Noor <…>:")
+# or has no "wrote" at all ("вт, 12 мар. 2024 г. в 21:14, Noor <noor@…>:"): a date (at most two
+# short words before its first digit), a sender, a colon, just above a quote.
+_DATE_START = r"^\s*(?:\S{1,6}\s+){0,2}\d"
+_WROTE_AFTER_DATE = re.compile(rf"{_DATE_START}.*\b{_WROTE_WORDS}(?:\s|:)", re.I | re.S)
+_ADDRESS_COLON = re.compile(rf"{_DATE_START}.*<[^<>\s]+@[^<>\s]+>\)?\s*:\s*$", re.S)
 _SIGNATURE = re.compile(r"^-- ?$")
 _FROM_ESCAPED = re.compile(r"^>(>*From )", re.M)
 _FOOTER = re.compile(
     r"^\s*(?:Sent from my \S.*|Sent from (?:Mail|Outlook|Yahoo Mail|Gmail|Proton ?Mail|Samsung)\b.*"
     r"|Sent with Proton ?Mail.*|Get Outlook for \S+.*|Von meinem \S+ gesendet\.?|Envoyé de mon \S+.*"
-    r"|Enviado desde mi \S+.*|Skickat från min \S+.*)\s*$",
+    r"|Enviado desde mi \S+.*|Enviado do meu \S+.*|Inviato da(?:l mio)? \S+.*|Verzonden (?:vanaf|met) (?:mijn )?\S+.*"
+    r"|Skickat från min \S+.*|Sendt fra min \S+.*|Wysłane z (?:mojego )?\S+.*|Outlook für \S+ herunterladen)\s*$",
     re.I,
 )
+
+# Mail no person wrote. Auto-Submitted (RFC 3834: auto-replied, auto-generated, auto-notified)
+# and the X-Autoreply/X-Autorespond of older vacation programs; Precedence (not a standard,
+# RFC 2076, but what bulk senders and list servers set); the list headers of RFC 2369, where a
+# list one cannot post to (no List-Post mailto: a newsletter, an announcement list) is a
+# notification and a discussion list is people talking; delivery reports (multipart/report,
+# RFC 6522); and the senders' addresses that say so themselves.
+_AUTOMATED_SENDER = re.compile(
+    r"^(?:[^@]*[-_.+])?(?:no-?_?reply|do-?_?not-?_?reply|mailer-daemon|postmaster|bounces?|notifications?|notify"
+    r"|alerts?)(?:[-_.+][^@]*)?@",
+    re.I,
+)
+# A calendar program's invitation, answer or cancellation carries an iTIP method (RFC 5546),
+# on the part's Content-Type (iMIP, RFC 6047) or as the METHOD line of the iCalendar data;
+# an .ics merely attached to a mail (METHOD:PUBLISH or none) leaves the mail's text to read.
+_ITIP_METHODS = frozenset("request reply cancel counter declinecounter refresh add".split())
+_ICS_METHOD = re.compile(rb"^METHOD:[ \t]*([A-Za-z-]+)", re.M)
+
+
+def noise_reason(msg: EmailMessage) -> str | None:
+    """Why a mail is not writing at all: "calendar" (an invitation or its answer), "notification"
+    (an automated sender), or None."""
+    if any(_itip_method(part) in _ITIP_METHODS for part in msg.walk()):
+        return "calendar"
+    return "notification" if automated(msg) else None
+
+
+def automated(msg: EmailMessage) -> str:
+    """The header that shows a mail was sent by a program, not typed by a person; "" if none."""
+    submitted = str(msg.get("Auto-Submitted") or "").strip().lower()
+    if submitted and not submitted.startswith("no"):
+        return "Auto-Submitted"
+    for name in ("X-Autoreply", "X-Autorespond"):
+        if msg.get(name) is not None:
+            return name
+    precedence = str(msg.get("Precedence") or "").strip().lower()
+    if precedence in ("bulk", "junk", "auto_reply"):
+        return "Precedence"
+    discussion = "mailto:" in str(msg.get("List-Post") or "").lower()
+    if not discussion and (precedence == "list" or msg.get("List-Unsubscribe") is not None or msg.get("List-Id") is not None):
+        return "List-Unsubscribe"
+    if msg.get_content_type() == "multipart/report":
+        return "multipart/report"
+    _, address = email.utils.parseaddr(str(msg.get("From") or ""))
+    return "From" if _AUTOMATED_SENDER.match(address) else ""
+
+
+def _itip_method(part: EmailMessage) -> str:
+    if part.get_content_type() not in ("text/calendar", "application/ics"):
+        return ""
+    method = str(part.get_param("method") or "")
+    if not method:
+        found = _ICS_METHOD.search(part.get_payload(decode=True) or b"")
+        method = found[1].decode("ascii") if found else ""
+    return method.lower()
 
 
 def hashed(prefix: str, value: str) -> str:
@@ -195,9 +274,11 @@ def strip_quotes(text: str) -> tuple[str, bool]:
         # "On <date>, <name> wrote:" (wrapped over up to three lines), or "<name> wrote:", just
         # above a quote or the end of the text
         end = next((j for j in range(i, min(i + 3, len(lines))) if lines[j].rstrip().endswith(":")), None)
-        if end is not None and next((n.strip() for n in lines[end + 1 :] if n.strip()), ">").startswith(">"):
+        if (end is not None and all(x.strip() for x in lines[i : end + 1])
+                and next((n.strip() for n in lines[end + 1 :] if n.strip()), ">").startswith(">")):
             head = " ".join(x.strip() for x in lines[i : end + 1])
-            if _ATTRIBUTION.match(head) or (end == i and _WROTE.search(s)):
+            if (_ATTRIBUTION.match(head) or (end == i and _WROTE.search(s)) or _WROTE_AFTER_DATE.match(head)
+                    or _ADDRESS_COLON.match(head)):
                 i = end + 1
                 continue
         if s.startswith(">"):
@@ -246,12 +327,18 @@ class MboxReader(Reader):
                 try:
                     raw = box.get_bytes(key)
                     msg = email.message_from_bytes(raw, policy=policy.default)
-                    message = self._message(msg, index, wanted, owner_ids)
+                    noise = noise_reason(msg)
+                    if noise is None:
+                        message = self._message(msg, index, wanted, owner_ids)
                 except _BadMail as e:
                     self.skip("corrupt", where, str(e))
                     continue
                 except Exception as e:  # noqa: BLE001 - the email package raises many kinds on broken mail
                     self.skip("corrupt", where, f"cannot parse the mail ({type(e).__name__})")
+                    continue
+                if noise is not None:
+                    self.stats.skipped[noise] += 1  # counted, not an error: nothing is wrong with the file
+                    log.debug("not writing, passed over", file=str(self.path), where=where, reason=noise)
                     continue
                 self.stats.messages += 1
                 yield message
