@@ -253,26 +253,6 @@ def test_build_base_without_template(tmp_path, corpus_data_dir):
     llm.close()
 
 
-@pytest.mark.slow
-def test_build_base_qwen2(tmp_path, corpus_data_dir):
-    """A Qwen2-family base with its own (ChatML) template; the bundle's GGUF is qwen2 and generates."""
-    import llama_cpp
-
-    from host_training.tiny_models import tiny_qwen2
-    from stratoecho.bundle import load_bundle
-
-    base = tiny_qwen2(tmp_path / "qwen2")
-    manifest, _ = _build(base, corpus_data_dir, tmp_path / "bundle", "--quant", "Q8_0")
-    assert manifest["model"]["architecture"] == "qwen2"
-    assert manifest["training"]["chat_template_source"] == "base"
-    assert manifest["eval"]["val_perplexity"] < manifest["eval"]["base_val_perplexity"]
-    bundle = load_bundle(tmp_path / "bundle")
-    llm = llama_cpp.Llama(model_path=str(bundle.model_path), n_ctx=256, verbose=False)
-    out = llm.create_completion(bundle.render_prompt([{"role": "user", "content": "hi"}]), max_tokens=4)
-    assert out["usage"]["completion_tokens"] >= 1
-    llm.close()
-
-
 # ----------------------------------------------------------------------------- several processes
 @pytest.mark.slow
 def test_two_cpu_processes(tmp_path, corpus_data_dir):
