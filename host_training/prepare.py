@@ -424,6 +424,16 @@ class Staged:
         self._files.clear()
 
 
+def _said_problems(args, problems: list[str], read: int) -> bool:
+    """Each file that could not be read, as a warning; False (said as an error) when nothing was."""
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not read:
+        tried = "\n  ".join(problems) or "(no files)"
+        print(f"error: nothing could be read from {', '.join(args.exports)}:\n  {tried}", file=sys.stderr)
+    return bool(read)
+
+
 def _counts(c: Counter) -> dict[str, int]:
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -488,11 +498,7 @@ def list_authors(args: argparse.Namespace) -> int:
                 continue
         total += got
         read.append((str(path), reader.format, tally, marked))
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    if not total:
-        tried = "\n  ".join(problems) or "(no files)"
-        print(f"error: nothing could be read from {', '.join(args.exports)}:\n  {tried}", file=sys.stderr)
+    if not _said_problems(args, problems, total):
         return 2
 
     match = owner_match({a for _, _, tally, _ in read for a in tally}, owners)
@@ -702,11 +708,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
 
         accumulate.carry_into(previous, hold)
     spill.flush()
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    if not read_total:
-        tried = "\n  ".join(problems) or "(no files)"
-        print(f"error: nothing could be read from {', '.join(args.exports)}:\n  {tried}", file=sys.stderr)
+    if not _said_problems(args, problems, read_total):
         return 2
 
     # -- 3. owners: by id or name; an id once seen under an owner name is the owner everywhere
