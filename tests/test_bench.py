@@ -14,6 +14,10 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(bench, "bench_quant", lambda persona: real_quant(persona, n_tokens=8))
     real_prepare = bench.bench_prepare
     monkeypatch.setattr(bench, "bench_prepare", lambda: real_prepare(2000))
+    from sim import link_bench  # the protocol rows fly 400 musings six times: a few do here (tests/test_link_bench.py)
+
+    real_protocol = link_bench.protocol_rows
+    monkeypatch.setattr(link_bench, "protocol_rows", lambda: real_protocol(musings=12, drain_windows=4))
     real_families = bench.bench_families  # one family here; tests/test_pi_families.py checks them all
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
