@@ -465,9 +465,8 @@ def _missing_options(args: argparse.Namespace) -> str | None:
 def _mail_addresses(reader: MboxReader) -> dict[str, str]:
     """mail_<hash> -> the address it hides, for --list-authors only: the owner knows their
     address, not its hash (an address is as good an --owner as the hash)."""
-    _, senders = reader._scan()  # the reader's own cheap pass over the From headers
     # Lower-cased, as the hash is: one spelling however the mails wrote it.
-    return {mail_id(address): address.lower() for _, address in senders}
+    return {mail_id(address): address.lower() for _, address in reader.senders()}
 
 
 def list_authors(args: argparse.Namespace) -> int:

@@ -345,6 +345,11 @@ class MboxReader(Reader):
         finally:
             box.close()
 
+    def senders(self) -> set[tuple[str, str]]:
+        """Every (display name, address) in a From header of the file: who wrote in it, without
+        reading the mails (`prepare --list-authors` shows addresses, not their hashes)."""
+        return self._scan()[1]
+
     def _scan(self) -> tuple[list[int], set[tuple[str, str]]]:
         """One cheap pass before `mailbox`'s: the line of every "From " separator (found as
         `mailbox` finds them, for error messages) and every (display name, address) in a From
