@@ -121,10 +121,10 @@ class Terminalled:
             os.write(self.master, line.encode() + b"\n")
 
     def finish(self) -> int:
-        try:
-            while True:
-                self._read(WAIT_S)
-        except EOFError:
+        try:  # read until the command closes its terminal; silence for WAIT_S ends the loop and
+            while self._read(WAIT_S):  # the wait below fails on a command that hangs, not the test
+                continue
+        except EOFError:  # closed: everything it wrote has been read
             pass
         rc = self.proc.wait(timeout=WAIT_S)
         os.close(self.master)
