@@ -18,7 +18,7 @@ from stratoecho import boards as targets
 from . import pipeline
 from .build_config import BuildConfig
 from .continuing import DEFAULT_REPLAY
-from .drift import DEFAULT_TOLERANCE
+from .drift import DEFAULT_MIN_TOP1, DEFAULT_TOLERANCE
 from .quantize import DEFAULT_QUANT, QUANT_TYPES, TARGET_IQUANTS, TARGET_QUANTS, parse_quant
 from .stages import DEFAULT_NAME, MODEL_DIR, SELF_PROMPT, SYSTEM_PROMPT, BuildError
 from .tokenizer import DEFAULT_VOCAB_SIZE, DataError
@@ -89,6 +89,11 @@ def add_parser(sub) -> None:
                         "bootstrap interval of its held-out loss increase over the F32 model, in nats/token "
                         f"(default {DEFAULT_TOLERANCE}: a 2%% perplexity increase, about what Q4_K_M costs large "
                         "models; more than 0, at most 1)")
+    p.add_argument("--quant-min-top1", type=float, metavar="FRACTION",
+                   help="with --target: the least share of held-out persona tokens at which a type's most likely "
+                        "next token must be the F32 model's, as the lower end of its 95%% bootstrap interval "
+                        f"(default {DEFAULT_MIN_TOP1}: llama.cpp's tables put Q4_K_M at 92-95%% and Q2_K at 71-86%%; "
+                        "0 to judge by the drift alone)")
     p.add_argument("--imatrix", type=Path, metavar="FILE",
                    help="importance matrix from llama.cpp's llama-imatrix (GGUF or .dat) to quantize with, instead "
                         "of the one build computes from train.jsonl for every type below 8 bits")
@@ -177,6 +182,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             data=args.data, out=args.out, training=training, steps=args.steps, max_minutes=args.max_minutes,
             batch_size=args.batch_size, seed=args.seed, imatrix=args.imatrix, quant=args.quant, target=args.target,
             quant_tolerance=args.quant_tolerance,
+            quant_min_top1=args.quant_min_top1,
             name=args.name, system_prompt=args.system_prompt, interview=args.interview, loss=args.loss,
             blocklist=args.blocklist,
             keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,

@@ -89,6 +89,8 @@ class BuildConfig(_Declared):
     target: str | None = None  # a board: the quantization is chosen for it instead of `quant`
     # --target: the largest drift accepted (nats/token, upper 95 % bound); None: drift.DEFAULT_TOLERANCE
     quant_tolerance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+    # --target: the least top-1 agreement with F32 accepted (lower 95 % bound); None: drift.DEFAULT_MIN_TOP1
+    quant_min_top1: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     name: str | None = None  # None: the name on the persona's turns
     system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name (and the self-description)
     interview: Path | None = None  # the owner's interview folder (self.toml); None: the one prepare read, if any
@@ -111,12 +113,14 @@ class BuildConfig(_Declared):
         # The board's own name: `pi4` is recorded as the pi4-2gb it stands for. ValueError listing the boards.
         return None if v is None else boards.board(v).name
 
-    @field_validator("quant_tolerance")
+    @field_validator("quant_tolerance", "quant_min_top1")
     @classmethod
     def _with_a_target(cls, v: float | None, info) -> float | None:
         # ("target" is missing from info.data when --target itself was refused: that error says enough.)
         if v is not None and "target" in info.data and info.data["target"] is None:
-            raise ValueError("applies to --target only: it is the largest drift a board's candidate may have")
+            what = ("the largest drift" if info.field_name == "quant_tolerance"
+                    else "the least top-1 agreement with the F32 model")
+            raise ValueError(f"applies to --target only: it is {what} a board's candidate may have")
         return v
 
     @property

@@ -44,13 +44,15 @@ def write_eval_json(out: Path, trained: Trained, models: Converted, quantized: Q
 def quantization_figures(quantized: Quantized, cfg: BuildConfig) -> dict:
     """eval.json's `quantization`: the type, its drift from F32 (drift.py), the importance matrix,
     and with --target the tolerance and every candidate."""
-    from .drift import DEFAULT_TOLERANCE
+    from .drift import DEFAULT_MIN_TOP1, DEFAULT_TOLERANCE
 
     figures = {"quant": quantized.quant, "drift": quantized.drift, "imatrix": quantized.imatrix}
     if quantized.target_table is not None:
         figures["target"] = {"board": cfg.target, "candidates": quantized.target_table,
                              "tolerance": cfg.quant_tolerance if cfg.quant_tolerance is not None else DEFAULT_TOLERANCE,
-                             "rule": "the smallest file that fits whose drift's upper 95 % bound is within the tolerance"}
+                             "min_top1": cfg.quant_min_top1 if cfg.quant_min_top1 is not None else DEFAULT_MIN_TOP1,
+                             "rule": "the smallest file that fits whose drift's upper 95 % bound is within the tolerance "
+                                     "and whose top-1 agreement's lower 95 % bound reaches min_top1"}
     return figures
 
 
@@ -70,7 +72,8 @@ def check_lines(models: Converted, quantized: Quantized) -> list[str]:
     if (d := quantized.drift) is not None:
         lines.append(f"{quantized.quant} against F32: NLL increase {d['nll_increase']:+.4f} nats/token (95 % interval "
                      f"{d['low']:+.4f} to {d['high']:+.4f} over {d['conversations']} conversations, {d['tokens']} "
-                     f"tokens), top-1 agreement {d['top1_agreement']:.1%}.")
+                     f"tokens), top-1 agreement {d['top1_agreement']:.1%}"
+                     + (f" ({d['top1_low']:.1%} to {d['top1_high']:.1%})." if "top1_low" in d else "."))
     chosen = next((r for r in quantized.target_table or () if r["chosen"]), None)
     if chosen is not None:
         lines.append(f"Choice: {chosen['note']}.")

@@ -10,8 +10,15 @@ exp(increase) - 1 is the relative perplexity cost. Its uncertainty is a bootstra
 conversations (the tokens of one conversation are not independent of each other): the
 held-out conversations are resampled with replacement RESAMPLES times with a fixed seed,
 the ratio sum(increase) / sum(tokens) recomputed each time, and its 2.5th and 97.5th
-percentiles are the 95 % interval. Same data and seed, same interval. Reported beside it:
-the share of persona tokens at which the quantized model's top token is F32's.
+percentiles are the 95 % interval. Same data and seed, same interval.
+
+Beside it, the top-1 agreement: the share of persona tokens at which the quantized model's top
+token is F32's (llama-perplexity's "Same top p"), with its own bootstrap interval over the same
+resampled conversations. The NLL drift alone can miss a type that changes the model's choices:
+on a persona whose losses are high anyway, a 2-bit type can keep the mean NLL within the
+tolerance while picking another top token at most positions; a sampled musing then reads as a
+different model. So the board's pick also asks the lower end of the agreement's interval to
+reach a floor (DEFAULT_MIN_TOP1).
 
 Why the NLL difference rather than the KL divergence (llama-perplexity's --kl-divergence):
 the KL needs the reference's whole distribution at every token (n_vocab floats: 600 MB for a
@@ -45,6 +52,11 @@ MIN_CONVERSATIONS = 10
 # (+4 to +10 %) and Q2_K (+14 % and more) cost more; so the default asks "no worse than the
 # usual default quantization is known to be", proven on this persona's own held-out text.
 DEFAULT_TOLERANCE = 0.02
+# --target also asks the lower end of the top-1 agreement's 95 % interval to be at least this
+# (--quant-min-top1). llama.cpp's perplexity tables ("Same top p" against FP16): Q6_K 97.5 / 96.0 %,
+# Q4_K_M 94.7 / 91.9 %, Q2_K 85.6 / 71.1 % (LLaMA 2 7B / LLaMA 3 8B). 0.90 admits the usual
+# default, Q4_K_M, on both and refuses Q2_K on both.
+DEFAULT_MIN_TOP1 = 0.90
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class Drift:
     low: float  # the 95 % interval of nll_increase
     high: float
     top1_agreement: float  # share of persona tokens whose top token is the reference's
+    top1_low: float  # the 95 % interval of top1_agreement
+    top1_high: float
     val_loss: float  # the quantized model's mean NLL on these tokens
     reference_val_loss: float
     tokens: int
@@ -88,7 +102,7 @@ class Drift:
     def describe(self) -> str:
         return (f"NLL increase {self.nll_increase:+.4f} nats/token ({self.level:.0%} interval {self.low:+.4f} to "
                 f"{self.high:+.4f}, {self.conversations} conversations, {self.tokens} tokens), "
-                f"top-1 agreement {self.top1_agreement:.1%}")
+                f"top-1 agreement {self.top1_agreement:.1%} ({self.top1_low:.1%} to {self.top1_high:.1%})")
 
 
 def token_scores(gguf_path: str | Path, tokens: Tokens, threads: int | None = None) -> TokenScores:
@@ -152,9 +166,11 @@ def compare(reference: TokenScores, quantized: TokenScores, resamples: int = RES
     sums = np.array([d.sum() for d in diffs])
     counts = np.array([d.size for d in diffs], dtype=np.float64)
     low, high = bootstrap_interval(sums, counts, resamples, seed)
-    agree = sum(int((q == r).sum()) for q, r in zip(quantized.top, reference.top))
+    agree = np.array([int((q == r).sum()) for q, r in zip(quantized.top, reference.top)], dtype=np.float64)
+    top1_low, top1_high = bootstrap_interval(agree, counts, resamples, seed)  # the same resampled conversations
     n = int(counts.sum())
-    return Drift(nll_increase=float(sums.sum() / n), low=low, high=high, top1_agreement=agree / n,
+    return Drift(nll_increase=float(sums.sum() / n), low=low, high=high, top1_agreement=float(agree.sum() / n),
+                 top1_low=top1_low, top1_high=top1_high,
                  val_loss=quantized.loss, reference_val_loss=reference.loss, tokens=n, conversations=len(diffs),
                  resamples=resamples, seed=seed)
 
@@ -166,5 +182,6 @@ def measure(reference: TokenScores, gguf_path: str | Path, tokens: Tokens, threa
         log.warning("drift.few_conversations", conversations=drift.conversations, fewer_than=MIN_CONVERSATIONS,
                     why="the bootstrap interval understates the uncertainty")
     log.info("drift.measured", model=Path(gguf_path).name, nll_increase=round(drift.nll_increase, 5),
-             low=round(drift.low, 5), high=round(drift.high, 5), top1_agreement=round(drift.top1_agreement, 4))
+             low=round(drift.low, 5), high=round(drift.high, 5), top1_agreement=round(drift.top1_agreement, 4),
+             top1_low=round(drift.top1_low, 4))
     return drift

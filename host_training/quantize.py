@@ -408,15 +408,17 @@ def min_file_bytes(src: str | Path, quant: str) -> int:
     return int(meta + low)
 
 
-def _drift_bound(measured: Mapping[str, Any], quant: str) -> float:
+def _judged(measured: Mapping[str, Any], quant: str, size: int) -> tuple[int, float, float] | tuple[int, float]:
+    """(bytes, drift upper bound[, top-1 agreement lower bound]): what targets.choose compares."""
     try:
         high = float(measured["high"])
-    except (KeyError, TypeError, ValueError):
+        top1 = None if measured.get("top1_low") is None else float(measured["top1_low"])
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise ValueError(f"{quant}: the drift measure returned {measured!r}; expected a mapping with a 'high' "
-                         "(upper bound of the drift) entry") from None
+                         "(upper bound of the drift) entry and optionally 'top1_low'") from None
     if not math.isfinite(high):
         raise ValueError(f"{quant}: the drift's upper bound is {high!r}; expected a finite number")
-    return high
+    return (size, high) if top1 is None else (size, high, top1)
 
 
 def for_target(
@@ -426,6 +428,7 @@ def for_target(
     out_dir: str | Path,
     *,
     tolerance: float,
+    min_top1: float = 0.0,
     quants: Iterable[str] | None = None,
     n_ctx: int | None = None,
     imatrix: str | Path | Imatrix | None = None,
@@ -441,10 +444,12 @@ def for_target(
       measure      called once per type that fits, with the path of the quantized GGUF; returns
                    its drift from `f32_gguf` as a mapping (drift.Drift.figures()): "high", the
                    upper end of the drift's confidence interval, is what the choice compares
-                   with `tolerance`; every entry goes into the type's row.
+                   with `tolerance`, and "top1_low" (if given), the lower end of the top-1
+                   agreement's, with `min_top1`; every entry goes into the type's row.
       out_dir      where `model.<TYPE>.gguf` files are written (created if missing). Only the
                    chosen file is left there unless `keep_all`.
       tolerance    the largest drift upper bound accepted (targets.choose), in the measure's unit.
+      min_top1     the least top-1 agreement lower bound accepted (0: the drift alone decides).
       quants       types to consider; default TARGET_QUANTS, plus TARGET_IQUANTS with an
                    `imatrix`. I-quants need `imatrix` (QuantizeError otherwise).
       n_ctx        context the payload will run with, for the KV cache (default: the GGUF's
@@ -477,7 +482,7 @@ def for_target(
     im = imatrix if imatrix is None or isinstance(imatrix, Imatrix) else read_imatrix(imatrix)
 
     rows: dict[str, dict] = {}
-    candidates: dict[str, tuple[int, float]] = {}
+    candidates: dict[str, tuple] = {}
     sizes: dict[str, int] = {}
     paths: dict[str, Path] = {}
     for i, q in enumerate(quants):
@@ -499,7 +504,7 @@ def for_target(
             continue
         row["fits"] = True
         measured = dict(measure(res.path))
-        candidates[q] = (res.bytes, _drift_bound(measured, q))
+        candidates[q] = _judged(measured, q, res.bytes)
         row.update(val_perplexity=measured.get("val_perplexity"), drift=measured)
         log.info("quantize.candidate", quant=q, n=i + 1, of=len(quants), bytes=res.bytes,
                  drift_high=round(candidates[q][1], 5))
@@ -507,7 +512,7 @@ def for_target(
     try:
         if not candidates:  # choose() words the error: smallest candidate (measured or lower bound), budget
             targets.choose(b, {q: (sizes[q], 0.0) for q in quants}, shape, tolerance=tolerance)
-        choice = targets.choose(b, candidates, shape, tolerance=tolerance)
+        choice = targets.choose(b, candidates, shape, tolerance=tolerance, min_top1=min_top1)
     except ValueError:
         if not keep_all:
             for p in paths.values():

@@ -396,6 +396,12 @@ def _drift(d: dict | None) -> str:
     return f"{d['nll_increase']:+.4f} ({d['low']:+.4f} to {d['high']:+.4f})"
 
 
+def _top1(d: dict | None) -> str:
+    if not d or "top1_agreement" not in d:
+        return "–"
+    return f"{d['top1_agreement']:.1%}" + (f" ({d['top1_low']:.1%} to {d['top1_high']:.1%})" if "top1_low" in d else "")
+
+
 def _dist(d: dict | None) -> str:
     return "–" if d is None else f"{d['mean']:.1f} / {d['median']:.1f} / {d['p90']:.1f}"
 
@@ -460,14 +466,16 @@ def render_report(
           + (f" {val_note}" if val_note else ""), ""]
     if rows:
         drifts = any(r.drift for r in rows)
-        L += ["| model | quantization | size | val perplexity |" + (" drift from F32 (95 % interval) |" if drifts else ""),
-              "|---|---|---:|---:|" + ("---|" if drifts else "")]
+        L += ["| model | quantization | size | val perplexity |"
+              + (" drift from F32 (95 % interval) | top-1 as F32 (95 % interval) |" if drifts else ""),
+              "|---|---|---:|---:|" + ("---|---|" if drifts else "")]
         L += [f"| {md_text(r.label, 60)} | {md_text(r.quantization, 20)} | {fmt_bytes(r.bytes)} | "
               f"{_f(r.val_perplexity, '.3f') if math.isfinite(r.val_perplexity) else 'not finite'} |"
-              + (f" {_drift(r.drift)} |" if drifts else "") for r in rows]
+              + (f" {_drift(r.drift)} | {_top1(r.drift)} |" if drifts else "") for r in rows]
         if drifts:
             L += ["", "Drift: the mean increase of the persona-token loss over the F32 model on the same tokens, in "
-                  "nats/token, with a 95 % bootstrap interval over the held-out conversations."]
+                  "nats/token, with a 95 % bootstrap interval over the held-out conversations. Top-1: the share of "
+                  "those tokens at which the model's most likely next token is the F32 model's."]
         L += ["", f"![size vs perplexity]({plot_file})", ""]
     else:
         L += ["No model was scored.", ""]

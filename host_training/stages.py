@@ -302,8 +302,9 @@ def importance_matrix(cfg: BuildConfig, models: Converted, work: Path, trained: 
 
 
 def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) -> Quantized:
-    """`--quant` as asked, or with `--target` the smallest type that fits the board and whose drift
-    from the F32 model on val.jsonl is within --quant-tolerance (drift.py); the reference (if any)
+    """`--quant` as asked, or with `--target` the smallest type that fits the board, whose drift
+    from the F32 model on val.jsonl is within --quant-tolerance and whose top-1 agreement with it
+    reaches --quant-min-top1 (drift.py); the reference (if any)
     is quantized to the same type, to compare like with like."""
     from . import drift
     from . import quantize as q
@@ -329,9 +330,10 @@ def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) 
             shipped = measure(result.path) if quant != "F32" and reference is not None else None
         else:
             tolerance = cfg.quant_tolerance if cfg.quant_tolerance is not None else drift.DEFAULT_TOLERANCE
+            min_top1 = cfg.quant_min_top1 if cfg.quant_min_top1 is not None else drift.DEFAULT_MIN_TOP1
             # Sized at the context the bundle declares (the preflight's), not the base's longest.
             chosen, table = q.for_target(models.f32, cfg.target, measure, work / "candidates", tolerance=tolerance,
-                                         imatrix=im_path, n_ctx=trained.context_length)
+                                         min_top1=min_top1, imatrix=im_path, n_ctx=trained.context_length)
             row = next(r for r in table if r["chosen"])
             quant, model_file = row["quant"], f"model.{row['quant']}.gguf"
             shutil.move(str(chosen), cfg.out / model_file)

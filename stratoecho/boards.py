@@ -209,25 +209,29 @@ class Choice:
     quant: str
     reason: str
     fitting: tuple[str, ...]  # every candidate that fits, least drift first
-    within_tolerance: bool  # False: nothing that fits is within it; `quant` has the least drift
+    within_tolerance: bool  # False: nothing that fits meets the tolerance and floor; `quant` has the least drift
 
 
 def choose(
     board_name: str | Board,
-    candidates: Mapping[str, tuple[int, float]],
+    candidates: Mapping[str, tuple[int, float] | tuple[int, float, float]],
     shape: ModelShape | None = None,
     *,
     tolerance: float,
+    min_top1: float = 0.0,
 ) -> Choice:
-    """Among `candidates` ({quant: (file bytes, drift)}), the smallest file that fits and whose
-    drift is within `tolerance`.
+    """Among `candidates` ({quant: (file bytes, drift[, top-1 agreement])}), the smallest file
+    that fits, whose drift is within `tolerance` and whose top-1 agreement is at least `min_top1`.
 
     The drift is what quantizing cost, measured with its uncertainty: the caller passes the
     upper end of its confidence interval (host_training/drift.py: the increase of the held-out
     loss over the F32 model, nats/token), so a type is taken only when even its pessimistic
     figure is within the tolerance, and a bigger file is never taken for a difference inside
-    the noise. Ties go to the smaller drift. When nothing that fits is within the tolerance,
-    the least drift that fits is taken and the reason says so (`within_tolerance` False).
+    the noise. The top-1 agreement (share of tokens whose most likely next token is the F32
+    model's) is passed the same way, as the lower end of its interval; a candidate given
+    without one is judged on its drift alone. Ties go to the smaller drift. When nothing that
+    fits meets both, the least drift that fits is taken (ties: the better agreement) and the
+    reason says so (`within_tolerance` False).
     NothingFits when nothing fits, naming the smallest candidate and the board's budget.
     """
     b = board(board_name)
@@ -235,28 +239,50 @@ def choose(
         raise ValueError("no candidates to choose from")
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"the drift tolerance must be a finite number >= 0, got {tolerance!r}")
-    for q, (size, drift) in candidates.items():
+    if not (isinstance(min_top1, (int, float)) and 0 <= min_top1 <= 1):
+        raise ValueError(f"the top-1 agreement floor must be a number from 0 to 1, got {min_top1!r}")
+    judged: dict[str, tuple[int, float, float | None]] = {}
+    for q, v in candidates.items():
+        if len(v) not in (2, 3):
+            raise ValueError(f"candidate {q}: expected (bytes, drift) or (bytes, drift, top-1 agreement), got {v!r}")
+        size, drift, top1 = v[0], v[1], (v[2] if len(v) == 3 else None)
         if size <= 0 or not (isinstance(drift, (int, float)) and math.isfinite(drift)):
             raise ValueError(f"candidate {q}: needs a positive size and a finite drift, got {size!r}, {drift!r}")
+        if top1 is not None and not (isinstance(top1, (int, float)) and 0 <= top1 <= 1):
+            raise ValueError(f"candidate {q}: the top-1 agreement must be from 0 to 1, got {top1!r}")
+        judged[q] = (size, drift, top1)
     extra = runtime_bytes(shape)
-    ok = {q: v for q, v in candidates.items() if v[0] + extra <= b.budget_bytes}
+    ok = {q: v for q, v in judged.items() if v[0] + extra <= b.budget_bytes}
     if not ok:
-        small_q, (small_b, _) = min(candidates.items(), key=lambda kv: kv[1][0])
+        small_q, (small_b, _, _) = min(judged.items(), key=lambda kv: kv[1][0])
         need = _mb(small_b + extra)
         if extra:
             need += f" ({_mb(small_b)} file + {_mb(extra)} KV cache and buffers)"
         raise NothingFits(f"nothing fits {b.describe()}: the smallest candidate, {small_q}, needs {need}; "
                           "choose a bigger board, a shorter context, or a smaller model")
-    ranked = sorted(ok, key=lambda q: (ok[q][1], ok[q][0]))
-    within = [q for q in ok if ok[q][1] <= tolerance]
+
+    def agreement(q: str) -> float:
+        return 1.0 if ok[q][2] is None else ok[q][2]
+
+    ranked = sorted(ok, key=lambda q: (ok[q][1], -agreement(q), ok[q][0]))
+    within = [q for q in ok if ok[q][1] <= tolerance and agreement(q) >= min_top1]
+    floor = f" and top-1 agreement >= {min_top1:.0%} (lower bound)" if min_top1 else ""
     if within:
         pick = min(within, key=lambda q: (ok[q][0], ok[q][1]))
+        top1 = ok[pick][2]
         why = (f"the smallest file whose drift is within the tolerance ({ok[pick][1]:+.4f} <= {tolerance:g} "
-               f"nats/token, upper bound) among the {len(ok)} of {len(candidates)} candidates that fit")
+               "nats/token, upper bound)"
+               + (f" and whose top-1 agreement reaches the floor ({top1:.1%} >= {min_top1:.0%}, lower bound)"
+                  if min_top1 and top1 is not None else "")
+               + f" among the {len(ok)} of {len(candidates)} candidates that fit")
     else:
         pick = ranked[0]
+        misses = [q for q in ok if ok[q][1] <= tolerance]  # within the drift, below the agreement floor
         why = (f"NOT within the tolerance: none of the {len(ok)} of {len(candidates)} candidates that fit has a "
-               f"drift <= {tolerance:g} nats/token (upper bound); the least is {pick}'s {ok[pick][1]:+.4f}")
+               f"drift <= {tolerance:g} nats/token (upper bound){floor}; the least drift is {pick}'s "
+               f"{ok[pick][1]:+.4f}"
+               + (f" (top-1 agreement {ok[pick][2]:.1%})" if ok[pick][2] is not None else "")
+               + (f"; within the drift but below the agreement floor: {', '.join(sorted(misses))}" if misses else ""))
     size = ok[pick][0]
     kv_read = shape.kv_read_bytes_per_token if shape is not None else 0
     tps = predicted_tokens_per_s(b, size, kv_read)

@@ -236,13 +236,16 @@ def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data
     assert "Conversion check (F32 GGUF in llama.cpp against the checkpoint in transformers" in report
     assert not (out / "work").exists() and len(list(out.glob("*.gguf"))) == 1
     q = json.loads((out / "eval.json").read_text())["quantization"]
-    assert q["target"]["tolerance"] == 0.02 and q["imatrix"]["entries"] > 0
+    assert q["target"]["tolerance"] == 0.02 and q["target"]["min_top1"] == 0.9 and q["imatrix"]["entries"] > 0
     rows = q["target"]["candidates"]
     assert {r["quant"] for r in rows} >= {"Q4_K_M", "Q2_K", "IQ4_XS", "IQ2_XXS"}
     chosen = next(r for r in rows if r["chosen"])
     assert chosen["quant"] == m.model.quantization and chosen["within_tolerance"] and chosen["drift"]["high"] <= 0.02
-    # the smallest file within the tolerance: nothing smaller that fits was within it
-    assert all(r["drift"]["high"] > 0.02 for r in rows if r["fits"] and r["bytes"] < chosen["bytes"])
+    assert chosen["drift"]["top1_low"] >= 0.9
+    # the smallest file within the tolerance and the floor: nothing smaller that fits met both
+    assert all(r["drift"]["high"] > 0.02 or r["drift"]["top1_low"] < 0.9
+               for r in rows if r["fits"] and r["bytes"] < chosen["bytes"])
+    assert "top-1 as F32 (95 % interval)" in report
     assert m.eval["quant_within_tolerance"] is True
 
 

@@ -63,6 +63,22 @@ def test_compare_pairs_tokens_and_brackets_a_known_shift(reference):
         drift.compare(reference, scores("short", reference.nll[:-1]))
 
 
+def flipped(reference, name, share, seed):
+    """`reference`'s losses with the top token changed at about `share` of the positions."""
+    rng = np.random.default_rng(seed)
+    return drift.TokenScores(name, list(reference.nll),
+                             [np.where(rng.random(t.size) < share, t + 1, t) for t in reference.top])
+
+
+def test_the_top1_agreement_has_its_own_interval(reference):
+    d = drift.compare(reference, flipped(reference, "q", 0.2, seed=4))
+    assert d.nll_increase == 0.0 and d.top1_agreement == pytest.approx(0.8, abs=0.03)
+    assert d.top1_low < d.top1_agreement < d.top1_high and d.top1_high - d.top1_low < 0.1
+    assert d.figures()["top1_low"] == d.top1_low and "top-1 agreement 8" in d.describe()
+    same = drift.compare(reference, reference)
+    assert (same.top1_agreement, same.top1_low, same.top1_high) == (1.0, 1.0, 1.0)
+
+
 # ----------------------------------------------------------------------------- the choice
 def test_noise_never_buys_a_bigger_file_and_too_much_drift_is_not_taken(reference):
     # Q5_K_M and Q4_K_M differ by noise only (Q4_K_M even a hair worse on average), Q2_K drifts by 0.1 nats
@@ -89,6 +105,26 @@ def test_when_nothing_that_fits_is_within_tolerance_the_least_drift_is_taken_and
         boards.choose("pi5", candidates, tolerance=float("nan"))
 
 
+def test_a_type_that_changes_the_models_choices_is_not_taken_for_its_drift(reference):
+    # Q2_K keeps the mean loss (a high-loss persona hides it) but picks another top token 30 % of the time
+    q2 = drift.compare(reference, flipped(reference, "Q2_K", 0.3, seed=8))
+    q4 = drift.compare(reference, flipped(reference, "Q4_K_M", 0.03, seed=9))
+    assert q2.high <= drift.DEFAULT_TOLERANCE and q2.top1_low < drift.DEFAULT_MIN_TOP1 <= q4.top1_low
+    candidates = {"Q4_K_M": (350 * MB, q4.high, q4.top1_low), "Q2_K": (200 * MB, q2.high, q2.top1_low)}
+    c = boards.choose("pi5-4gb", candidates, tolerance=drift.DEFAULT_TOLERANCE, min_top1=drift.DEFAULT_MIN_TOP1)
+    assert c.quant == "Q4_K_M" and c.within_tolerance and "top-1 agreement reaches the floor" in c.reason
+    # the drift alone (floor 0) takes the smaller file
+    assert boards.choose("pi5-4gb", candidates, tolerance=drift.DEFAULT_TOLERANCE).quant == "Q2_K"
+    # when only Q2_K fits, it is the best there is, and the reason says what it missed
+    c = boards.choose("pi-zero-2w", candidates, tolerance=drift.DEFAULT_TOLERANCE, min_top1=drift.DEFAULT_MIN_TOP1)
+    assert c.quant == "Q2_K" and not c.within_tolerance
+    assert "within the drift but below the agreement floor: Q2_K" in c.reason
+    with pytest.raises(ValueError, match="top-1 agreement floor must be a number from 0 to 1"):
+        boards.choose("pi5", candidates, tolerance=0.02, min_top1=90)
+    with pytest.raises(ValueError, match="candidate Q2_K: the top-1 agreement must be from 0 to 1"):
+        boards.choose("pi5", {"Q2_K": (200 * MB, 0.01, 1.5)}, tolerance=0.02)
+
+
 # ----------------------------------------------------------------------------- the flag
 @pytest.mark.parametrize(
     "extra, message",
@@ -98,6 +134,9 @@ def test_when_nothing_that_fits_is_within_tolerance_the_least_drift_is_taken_and
         (["--target", "pi-zero-2w", "--quant-tolerance", "2"], "--quant-tolerance: Input should be less than or equal to 1"),
         (["--target", "pi-zero-2w", "--quant-tolerance", "nan"], "--quant-tolerance: Input should be a finite number"),
         (["--quant-tolerance", "0.05"], "--quant-tolerance: applies to --target only"),
+        (["--target", "pi-zero-2w", "--quant-min-top1", "90"], "--quant-min-top1: Input should be less than or equal to 1"),
+        (["--target", "pi-zero-2w", "--quant-min-top1", "-0.5"], "--quant-min-top1: Input should be greater than or equal to 0"),
+        (["--quant-min-top1", "0.9"], "--quant-min-top1: applies to --target only: it is the least top-1 agreement"),
     ],
 )
 def test_the_tolerance_flag_is_checked_before_any_work(chat_data_dir, tmp_path, capsys, extra, message):
