@@ -114,6 +114,37 @@ def test_flags_service_forwarded_and_media(tmp_path):
     assert got[5].text == "look at this cloud" and not got[5].media_only
 
 
+def test_the_shapes_a_message_can_take_read_alike(tmp_path):
+    """What the per-message fast code must still honour: whitespace-only text with media, text
+    only in text_entities, a numeric from_id, an explicit caption, a deleted account, service
+    messages without text, and a null text (corrupt)."""
+    only_entities = msg(2)
+    del only_entities["text"]
+    only_entities["text_entities"] = [{"type": "plain", "text": "from "}, {"type": "bold", "text": "entities"}]
+    null_text = msg(8)
+    null_text["text"] = None
+    messages = [
+        msg(1, " \n\t", photo="photos/p.jpg"),
+        only_entities,
+        msg(3, "old export", from_id=4440001),
+        msg(4, "", caption="the caption", photo="photos/c.jpg"),
+        msg(5, "gone", from_=None),
+        {"id": 6, "type": "service", "date_unixtime": str(T0), "actor_id": 4440001, "action": "pin_message"},
+        msg(7, ["see ", {"type": "link", "text": "https://example.org"}]),
+        null_text,
+    ]
+    got, reader = read(write(tmp_path, chat(messages)))
+    by_id = {m.msg_id: m for m in got}
+    assert by_id["1"].media_only and by_id["1"].text == " \n\t"
+    assert by_id["2"].text == "from entities"
+    assert by_id["3"].author_id == "user4440001"
+    assert by_id["4"].text == "the caption" and not by_id["4"].media_only
+    assert by_id["5"].author == "Deleted Account"
+    assert by_id["6"].service and by_id["6"].author_id == "user4440001" and by_id["6"].text == ""
+    assert by_id["7"].text == "see https://example.org"
+    assert "8" not in by_id and reader.stats.skipped == {"corrupt": 1}
+
+
 def test_bad_messages_are_skipped_counted_and_named(tmp_path):
     no_from = msg(3)
     del no_from["from_id"]

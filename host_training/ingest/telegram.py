@@ -108,6 +108,8 @@ def timestamp(raw: dict) -> tuple[datetime, bool]:
 
 
 _from_unix = datetime.fromtimestamp
+_UTC = timezone.utc
+_ABSENT = object()
 
 
 def _author_id(value: object) -> str:
@@ -130,6 +132,8 @@ _decode = json.JSONDecoder().raw_decode  # C scanner; strict, like json.loads
 # The same C scanner without raw_decode's Python wrapper (it skips white space first, which the
 # message loop has done already): one message is one call. StopIteration: no value at that index.
 _scan = json.scanner.make_scanner(json.JSONDecoder())
+
+LOOKAHEAD = 64 << 10  # characters kept ahead of a message in the window, so it is rarely cut
 
 
 class _Pos(NamedTuple):
@@ -401,7 +405,6 @@ class _Window:
 # The reader
 
 _CHAT_KEYS = ("name", "type", "id")
-_DAMAGED = object()  # a message that is not valid JSON, already counted
 
 
 class TelegramReader(Reader):
@@ -561,13 +564,12 @@ class TelegramReader(Reader):
             yield from self._messages(w, *self._chat_names(fields, ci))
             w.seek(resume)
 
-    def _chat_names(self, fields: dict[str, object], ci: int) -> tuple[str, str]:
+    def _chat_names(self, fields: dict[str, object], ci: int) -> tuple[str, str, bool]:
+        """(chat id, chat name, whether it is a chat with a bot: its replies are the bot's, and
+        the owner's side is commands)."""
         chat_id = str(fields.get("id", f"#{ci}"))
-        if fields.get("type") == "bot_chat":
-            # A chat with a bot: its replies are the bot's, and the owner's side is commands.
-            self._bot_chats = getattr(self, "_bot_chats", set()) | {chat_id}
         name = fields.get("name") or ("Saved Messages" if fields.get("type") == "saved_messages" else chat_id)
-        return chat_id, str(name)
+        return chat_id, str(name), fields.get("type") == "bot_chat"
 
     @staticmethod
     def _field(w: _Window) -> object:
@@ -576,7 +578,7 @@ class TelegramReader(Reader):
         except _Bad as e:
             raise _Bad(e.why, e.pos) from None  # a chat's own name or id: no reading on without it
 
-    def _messages(self, w: _Window, chat_id: str, chat_name: str) -> Iterator[Message]:
+    def _messages(self, w: _Window, chat_id: str, chat_name: str, bot_chat: bool) -> Iterator[Message]:
         """The array of one chat's messages, each decoded where it starts in the window."""
         w.pos += 1  # "["
         if w.peek() == "]":
@@ -584,32 +586,12 @@ class TelegramReader(Reader):
             return
         mi = 0
         while True:
-            # The fast path: the whole message is in the window.
-            buf, start = w.buf, w.pos
-            try:
-                raw, end = _scan(buf, start)
-                if type(raw) is not dict:
-                    raise ValueError  # not a message: a number may go on in the next piece
-                w.pos = end
-            except (ValueError, StopIteration):  # JSONDecodeError too: more to read, or a broken message
-                try:
-                    raw = w.value()
-                except _Bad as e:
-                    if not e.recoverable:
-                        raise
-                    self._damaged(f"chat {chat_id} message #{mi} at {e.pos}", e)
-                    raw = _DAMAGED
-            if raw is not _DAMAGED:
-                try:
-                    msg = self._message(raw, chat_id, chat_name)
-                except BadMessage as e:
-                    where = f"chat {chat_id} message " + (
-                        f"id {raw['id']}" if isinstance(raw, dict) and "id" in raw else f"#{mi} (no id)"
-                    )
-                    self.skip("corrupt", where, str(e))
-                else:
-                    self.stats.messages += 1
-                    yield msg
+            if len(w.buf) - w.pos < LOOKAHEAD and not w.eof:
+                w.fill(LOOKAHEAD)  # ahead of the decoder, not after it fails: its error counts lines from the window start
+            msg = self._decoded(w, chat_id, chat_name, bot_chat, mi)
+            if msg is not None:
+                self.stats.messages += 1
+                yield msg
             mi += 1
             buf = w.buf
             m = _SEP.match(buf, w.pos)
@@ -630,51 +612,79 @@ class TelegramReader(Reader):
             else:
                 raise w.bad("Expecting ',' delimiter")
 
+    def _decoded(self, w: _Window, chat_id: str, chat_name: str, bot_chat: bool, mi: int) -> Message | None:
+        """The message at `w.pos` through the json decoder and _message, `w.pos` moved past it;
+        None when it is skipped (counted and named)."""
+        try:  # the whole message is in the window
+            raw, end = _scan(w.buf, w.pos)
+            if type(raw) is not dict:
+                raise ValueError  # not a message: a number may go on in the next piece
+            w.pos = end
+        except (ValueError, StopIteration):  # JSONDecodeError too: more to read, or a broken message
+            try:
+                raw = w.value()
+            except _Bad as e:
+                if not e.recoverable:
+                    raise
+                self._damaged(f"chat {chat_id} message #{mi} at {e.pos}", e)
+                return None
+        try:
+            return self._message(raw, chat_id, chat_name, bot_chat)
+        except BadMessage as e:
+            where = f"chat {chat_id} message " + (
+                f"id {raw['id']}" if isinstance(raw, dict) and "id" in raw else f"#{mi} (no id)"
+            )
+            self.skip("corrupt", where, str(e))
+            return None
+
     def _damaged(self, where: str, e: _Bad) -> None:
         self.skip("corrupt", where, f"not valid JSON: {e.why}")
         if self._first_bad is None:
             self._first_bad = e
 
-    def _message(self, raw: object, chat_id: str, chat_name: str) -> Message:
-        if not isinstance(raw, dict):
+    def _message(self, raw: object, chat_id: str, chat_name: str, bot_chat: bool = False) -> Message:
+        # Run for every message of exports that hold millions: the common case first, without
+        # calls or copies that a text message does not need.
+        if type(raw) is not dict:
             raise BadMessage(f"a {type(raw).__name__}, not a message object")
         mid = raw.get("id")
         if mid is None:
             raise BadMessage("no 'id'")
         unix = raw.get("date_unixtime")
-        # Every message of a current export: no call, no tuple; 11 digits stay below the year 9999.
+        # Every message of a current export: 11 digits stay below the year 9999.
         if type(unix) is str and unix.isdecimal() and len(unix) <= 11:
-            ts = _from_unix(int(unix), timezone.utc)
+            ts = _from_unix(int(unix), _UTC)
         else:
             ts, assumed = timestamp(raw)
             if assumed:
                 self.stats.repaired["date_assumed_utc"] += 1
         if raw.get("type", "message") != "message":
             # Service messages (joins, calls, pins, ...) and any type this reader does not know.
-            return Message(
-                source="telegram", chat_id=chat_id, chat_name=chat_name, msg_id=str(mid), ts=ts,
-                author_id=_author_id(raw.get("actor_id")),
-                author=str(raw.get("actor") or ""),
-                is_owner=False,
-                text=join_text(raw.get("text", "")),
-                service=True,
-            )  # fmt: skip
-        if not raw.get("from_id"):
+            return Message("telegram", chat_id, chat_name, str(mid), _author_id(raw.get("actor_id")),
+                           str(raw.get("actor") or ""), False, ts, join_text(raw.get("text", "")), False, True)
+        from_id = raw.get("from_id")
+        if not from_id:
             raise BadMessage("no 'from_id'")
-        if "text" not in raw and "text_entities" not in raw:
-            raise BadMessage("no 'text'")
-        text = join_text(raw["text"] if "text" in raw else raw["text_entities"])
-        caption = raw.get("caption")
-        if isinstance(caption, (str, list)) and join_text(caption).strip() and not text.strip():
-            text = join_text(caption)
+        text = raw.get("text", _ABSENT)
+        if text is _ABSENT:
+            if "text_entities" not in raw:
+                raise BadMessage("no 'text'")
+            text = raw["text_entities"]
+        if type(text) is not str:
+            text = join_text(text)
+        empty = not text or text.isspace()
+        if empty and "caption" in raw and isinstance(raw["caption"], (str, list)):
+            caption = join_text(raw["caption"])
+            if caption and not caption.isspace():
+                text, empty = caption, False
         return Message(
-            source="telegram", chat_id=chat_id, chat_name=chat_name, msg_id=str(mid), ts=ts,
-            author_id=_author_id(raw["from_id"]),
-            author=str(raw.get("from") or "Deleted Account"),
-            is_owner=False,
-            text=text,
-            forwarded="forwarded_from" in raw,
-            media_only=not text.strip() and any(k in raw for k in _MEDIA_KEYS),
+            "telegram", chat_id, chat_name, str(mid),
+            from_id if type(from_id) is str else _author_id(from_id),
+            str(raw.get("from") or "Deleted Account"),
+            False, ts, text,
+            "forwarded_from" in raw,  # forwarded
+            False,  # service
             # Telegram marks no bot accounts, but only bots send via an inline bot or with buttons.
-            bot="via_bot" in raw or "inline_bot_buttons" in raw or chat_id in getattr(self, "_bot_chats", ()),
+            bot_chat or "via_bot" in raw or "inline_bot_buttons" in raw,
+            empty and any(k in raw for k in _MEDIA_KEYS),  # media_only
         )  # fmt: skip
