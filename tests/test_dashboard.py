@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from groundstation.db import Store
 from groundstation.web import register_cli, serve
-from groundstation.web.server import cmd_serve
+from groundstation.web.cli import cmd_serve
 from stratoecho import wire
 from stratoecho.wire.uplink import CommandId, MemoryNote, PowerMode, SetIntervals, SetMode
 
@@ -426,6 +426,8 @@ def musing_texts(driver) -> list[str]:
 def open_page(driver, server) -> None:
     driver.get(server.url)
     wait(driver, lambda d: len(musing_texts(d)) == len(MUSINGS), "the musings never appeared")
+    # who may queue commands (/api/session) decides whether the form shows
+    wait(driver, lambda d: texts(d, "#operator-state") not in ([], ["…"]), "the operator state never showed")
 
 
 def polyline_points(driver, selector: str) -> list[int]:

@@ -1,5 +1,6 @@
 """The ground station's web dashboard (`python -m groundstation serve`): see `server`."""
 
-from .server import Dashboard, register_cli, serve
+from .cli import register_cli
+from .server import Dashboard, serve
 
 __all__ = ["Dashboard", "register_cli", "serve"]

@@ -18,8 +18,13 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     GET  /api/outbox                commands queued for the payload, queued or sent
     GET  /api/events                Server-Sent Events: `telemetry` and `record` (lists of new rows),
                                     `outbox` (the whole outbox when it changes), `link` (frames grew)
+    GET  /api/session               {"operator": may this browser queue commands, "expires_in": its
+                                    session's seconds left, "login": can anyone log in here}
+    POST /api/login                 {"password": ...}: an operator session (a cookie), or 403;
+                                    429 after too many wrong passwords from one address
+    POST /api/logout                ends this browser's operator session
     POST /api/commands              queue a command (JSON: command = ping | set_mode |
-                                    set_intervals | memory_note, and its arguments)
+                                    set_intervals | memory_note, and its arguments); operator only
 
 Reading: every request (and every event stream) opens its own read-only
 `reading.GroundReader`; the database is in WAL mode, so the dashboard reads while the listener
@@ -33,7 +38,13 @@ format's own classes (`stratoecho.wire.uplink`) and queues it with
 `Store.queue_command`. The listener holds the key and the counter: it signs and
 sends queued commands in the payload's next listen window and marks them sent.
 
-Cross-site requests: a POST needs the token this server put in the page (header
+Who may write (`access.py`): everyone who reaches the page may watch; queuing a command
+needs an operator session, from the password set at the station
+(`python -m groundstation operator-password`). With no password set, commands are taken only
+on a dashboard that listens on a loopback address, from this machine; on any other address
+the dashboard is then read-only for everyone.
+
+Cross-site requests: every POST needs the token this server put in the page (header
 ``X-Stratoecho-Token``), a JSON body, and, where the browser says where it comes
 from (``Origin``, ``Sec-Fetch-Site``), the same origin. Every request must name an
 IP address, ``localhost``, a ``.local`` name or the ``--host`` given in its ``Host``
@@ -43,23 +54,21 @@ header, so a web page cannot reach the dashboard under a DNS name of its own
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import ipaddress
 import json
 import math
 import re
 import secrets
-import signal
 import socket
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -70,6 +79,7 @@ from stratoecho.wire.uplink import MemoryNote, Ping, PowerMode, SetIntervals, Se
 
 from ..db import Store, StoreError, utc_now
 from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
+from . import access
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +101,7 @@ POLL_S = 1.0  # how often an event stream asks the database whether anything was
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (finds closed browsers)
 BATCH_ROWS = 500  # rows per event; a stream far behind catches up without waiting a poll
 MAX_ROWS = 20000  # rows per JSON answer
-MAX_BODY_BYTES = 4096  # a command's JSON
+MAX_BODY_BYTES = 4096  # a command's JSON, or a login's
 LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 MISSING_RANGES = 20  # ranges of missing seqs listed per stream (the count covers all)
 
@@ -283,17 +293,26 @@ def _host_name(host_header: str) -> str:
     return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.partition("%")[0]).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 class Dashboard(ThreadingHTTPServer):
     """The dashboard's HTTP server; `url` is where a browser on this machine finds it."""
 
     daemon_threads = True  # event streams never hold up shutdown
     block_on_close = False
 
-    def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event):
+    def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
+                 sessions: access.Sessions | None = None):
         self.db_path = db_path
         self.stop = stop
         self.token = secrets.token_urlsafe(32)
         self.bound_host = host
+        self.sessions = sessions or access.Sessions(None, time.monotonic)
         self.pages = {path: ((STATIC_DIR / name).read_bytes(), ctype) for path, (name, ctype) in PAGES.items()}
         index, ctype = self.pages["/"]
         index = index.replace(TOKEN_PLACEHOLDER.encode(), self.token.encode())
@@ -308,6 +327,12 @@ class Dashboard(ThreadingHTTPServer):
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether it listens on a loopback address only: then, with no operator password,
+        this machine's own browser may queue commands."""
+        return _is_loopback(self.server_address[0])
 
     def host_allowed(self, host_header: str | None) -> bool:
         if not host_header:
@@ -370,6 +395,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/events":
             self._events(query)
             return
+        if path == "/api/session":
+            left = self._operator_seconds_left()
+            self._json({"operator": left is not None, "expires_in": None if left == math.inf else left,
+                        "login": self.server.sessions.can_log_in})
+            return
         if match := IMAGE_PATH.fullmatch(path):
             with self._reader() as db:
                 jpeg = db.image(int(match[1]), int(match[2]))
@@ -398,24 +428,80 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(answer)
 
     def _post(self, url) -> None:
-        if url.path != "/api/commands":
+        if url.path not in ("/api/commands", "/api/login", "/api/logout"):
             raise RequestError(HTTPStatus.NOT_FOUND, f"nothing to post to at {url.path}")
         self._refuse_cross_site()
+        body = self._body()  # read whole, even where unused: the connection goes on after it
+        if url.path == "/api/logout":
+            self.server.sessions.log_out(self._session_id())
+            self._json({"operator": False}, headers={"Set-Cookie": _cookie("", 0)})
+            return
+        if url.path == "/api/login":
+            self._log_in(body)
+            return
+        if self._operator_seconds_left() is None:
+            raise RequestError(HTTPStatus.FORBIDDEN, self._read_only_why())
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a command needs its Content-Length") from None
-        if not 0 < length <= MAX_BODY_BYTES:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a command is 1..{MAX_BODY_BYTES} bytes of JSON")
-        raw = self.rfile.read(length)
-        try:
-            cmd, what = parse_command(json.loads(raw))
-        except ValueError as e:  # JSON, UTF-8 and the command's own checks alike
+            cmd, what = parse_command(body)
+        except ValueError as e:  # the command's own checks
             raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         with Store(self.server.db_path) as store:
             row = store.queue_command(cmd.command_id, cmd.pack(), what)
         log.info("command queued", id=row, what=what, client=self.client_address[0])
         self._json({"id": row, "command": int(cmd.command_id), "what": what, "state": "queued"}, HTTPStatus.CREATED)
+
+    def _body(self) -> object:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a request needs its Content-Length") from None
+        if not 0 < length <= MAX_BODY_BYTES:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request is 1..{MAX_BODY_BYTES} bytes of JSON")
+        try:
+            return json.loads(self.rfile.read(length))
+        except ValueError as e:  # JSON and UTF-8 alike
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+
+    def _log_in(self, body: object) -> None:
+        password = body.get("password") if isinstance(body, dict) else None
+        if not isinstance(password, str) or not password:
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'a login is {"password": "..."}')
+        sessions, client = self.server.sessions, self.client_address[0]
+        if not sessions.can_log_in:
+            raise RequestError(HTTPStatus.FORBIDDEN, self._read_only_why())
+        try:
+            session = sessions.log_in(password, client)
+        except access.TooManyTries as e:
+            log.warning("operator login refused", client=client, why="too many tries")
+            raise RequestError(HTTPStatus.TOO_MANY_REQUESTS, str(e)) from None
+        if session is None:
+            log.warning("operator login failed", client=client)
+            raise RequestError(HTTPStatus.FORBIDDEN, "wrong password")
+        log.info("operator logged in", client=client)
+        self._json({"operator": True, "expires_in": sessions.session_s},
+                   headers={"Set-Cookie": _cookie(session.id, sessions.session_s)})
+
+    def _session_id(self) -> str | None:
+        try:
+            morsel = SimpleCookie(self.headers.get("Cookie", "")).get(access.COOKIE)
+        except CookieError:
+            return None
+        return morsel.value if morsel is not None else None
+
+    def _operator_seconds_left(self) -> float | None:
+        """Seconds left of this request's operator session; inf on a loopback dashboard without
+        a password, for this machine's own requests; None: it may not queue commands."""
+        sessions = self.server.sessions
+        if not sessions.can_log_in:
+            local = self.server.loopback_only and _is_loopback(self.client_address[0])
+            return math.inf if local else None
+        return sessions.valid(self._session_id())
+
+    def _read_only_why(self) -> str:
+        if self.server.sessions.can_log_in:
+            return "queuing commands needs the operator: log in with the station's operator password"
+        return ("this dashboard is read-only: no operator password is set at the station "
+                "(`python -m groundstation operator-password`, then restart `serve`)")
 
     def _refuse_cross_site(self) -> None:
         origin = self.headers.get("Origin")
@@ -514,12 +600,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a row id (a whole number), got {text!r}")
         return int(text)
 
-    def _json(self, data, status: HTTPStatus = HTTPStatus.OK) -> None:
+    def _json(self, data, status: HTTPStatus = HTTPStatus.OK, headers: dict | None = None) -> None:
         body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        self._send(body, "application/json; charset=utf-8", status=status)
+        self._send(body, "application/json; charset=utf-8", status=status, headers=headers)
 
-    def _send(self, body: bytes, ctype: str, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store") -> None:
+    def _send(self, body: bytes, ctype: str, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store",
+              headers: dict | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         if status != HTTPStatus.NO_CONTENT:
             self.send_header("Content-Length", str(len(body)))
@@ -534,17 +623,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+def _cookie(session_id: str, max_age: float) -> str:
+    # HttpOnly: no script reads it; SameSite=Strict: no other site's page sends it. Not Secure:
+    # the dashboard speaks plain HTTP on a field network (docs/ground.md says what that means).
+    return f"{access.COOKIE}={session_id}; Path=/; Max-Age={int(max_age)}; HttpOnly; SameSite=Strict"
+
+
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
-          stop_event: threading.Event | None = None) -> Dashboard:
+          stop_event: threading.Event | None = None, sessions: access.Sessions | None = None) -> Dashboard:
     """Start the dashboard in background threads and return its server (`.url`,
     `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
     ends every event stream within a poll. The database is created if missing (as the
     listener would), so the page can be opened before the first frame is heard;
-    StoreError if it is not a ground database, OSError if the address cannot be bound."""
+    StoreError if it is not a ground database, OSError if the address cannot be bound.
+    `sessions`: who may queue commands (access.py); None: nobody can log in."""
     db_path = Path(db_path)
     Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
     stop = stop_event or threading.Event()
-    server = Dashboard(db_path, host, port, stop)
+    server = Dashboard(db_path, host, port, stop, sessions)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
                      daemon=True).start()
 
@@ -556,65 +652,3 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
     threading.Thread(target=shut_down, name="dashboard-stop", daemon=True).start()
     log.info("dashboard serving", url=server.url, db=str(db_path))
     return server
-
-
-# --------------------------------------------------------------------------- command line
-
-SERVE_EXAMPLES = """\
-examples:
-  python -m groundstation serve --db flight.db                 # http://127.0.0.1:8080/ on this laptop
-  python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network
-  python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
-exit status: 0 after Ctrl-C or SIGTERM; 1 if the database or the address cannot be used
-"""
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535; 0 picks a free one)")
-    return int(text)
-
-
-def register_cli(subparsers) -> argparse.ArgumentParser:
-    """Add the `serve` command to `python -m groundstation`'s subparsers."""
-    parser = subparsers.add_parser(
-        "serve", help="serve a web dashboard of the ground database (works with no internet)",
-        description=(
-            "Serve a web dashboard of the ground database while `listen` fills it: the track, "
-            "altitude, temperature, battery and power mode against time, musings as they arrive, "
-            "pictures, link statistics per minute and per station with the records still missing, "
-            "and a form to queue signed commands (ping, set mode, set intervals, memory note) that "
-            "the listener signs and sends in the payload's next listen window. Everything the page "
-            "needs is served from here: no internet, no map tiles. Reads never block the listener. "
-            "Runs until Ctrl-C or SIGTERM."
-        ),
-        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--db", required=True, metavar="FILE",
-                        help="the ground database `listen --db` writes (created if missing)")
-    parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it "
-                             "to the field network, where anyone who can reach it can queue commands)")
-    parser.add_argument("--port", type=_port, default=8080, metavar="N",
-                        help="TCP port (default 8080; 0 picks a free one, logged)")
-    parser.set_defaults(func=cmd_serve)
-    return parser
-
-
-def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
-    stop = stop or threading.Event()
-    try:
-        server = serve(args.db, args.host, args.port, stop)
-    except (StoreError, OSError) as e:  # the database, or the address: a start-up error
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stop.wait()
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    return 0

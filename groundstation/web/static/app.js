@@ -499,13 +499,7 @@
     const button = $("cmd-send");
     button.disabled = true;
     try {
-      const response = await fetch("/api/commands", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "X-Stratoecho-Token": TOKEN },
-        body: JSON.stringify(body),
-      });
-      const answer = await response.json();
-      if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+      const answer = await post("/api/commands", body);
       status.textContent = `queued #${answer.id}: ${answer.what}`;
       status.className = "ok";
       if (body.command === "memory_note") { $("cmd-note").value = ""; countNoteBytes(); }
@@ -513,8 +507,79 @@
     } catch (err) {
       status.textContent = `refused: ${err.message}`;
       status.className = "error";
+      refreshSession();  // a session that ended meanwhile: back to the login
     } finally {
       button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ the operator
+  // Everyone may watch; the command form is the operator's. /api/session says whether this
+  // browser may queue commands (a login, or this machine on a dashboard without a password).
+
+  let sessionTimer = null;
+
+  async function post(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Stratoecho-Token": TOKEN },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+    return answer;
+  }
+
+  function showSession(session) {
+    const stateLine = $("operator-state");
+    $("command-form").hidden = !session.operator;
+    $("login-form").hidden = session.operator || !session.login;
+    $("logout").hidden = !(session.operator && session.login);
+    if (session.operator && session.login) {
+      const until = new Date(Date.now() + session.expires_in * 1000);
+      stateLine.textContent = `operator, until ${until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+    } else if (session.operator) {
+      stateLine.textContent = "this machine may queue commands (no operator password is set)";
+    } else if (session.login) {
+      stateLine.textContent = "watching: log in as the operator to queue commands";
+    } else {
+      stateLine.textContent = "read-only: no operator password is set at the station";
+    }
+    clearTimeout(sessionTimer);
+    if (session.operator && session.expires_in !== null) {  // back to watching when it expires
+      sessionTimer = setTimeout(refreshSession, Math.min(session.expires_in * 1000 + 500, 2 ** 31 - 1));
+    }
+  }
+
+  async function refreshSession() {
+    try {
+      showSession(await getJSON("/api/session"));
+    } catch (err) {
+      $("operator-state").textContent = `cannot ask the ground station who may send commands (${err.message})`;
+    }
+  }
+
+  async function logIn(event) {
+    event.preventDefault();
+    const field = $("login-password");
+    const stateLine = $("operator-state");
+    $("login-send").disabled = true;
+    try {
+      await post("/api/login", { password: field.value });
+      field.value = "";
+      await refreshSession();
+    } catch (err) {
+      stateLine.textContent = `not logged in: ${err.message}`;
+    } finally {
+      $("login-send").disabled = false;
+    }
+  }
+
+  async function logOut() {
+    try {
+      await post("/api/logout", {});
+    } finally {
+      await refreshSession();
     }
   }
 
@@ -522,6 +587,9 @@
 
   async function start() {
     $("command-form").addEventListener("submit", sendCommand);
+    $("login-form").addEventListener("submit", logIn);
+    $("logout").addEventListener("click", logOut);
+    refreshSession();
     $("cmd-kind").addEventListener("change", showCommandFields);
     $("cmd-note").addEventListener("input", countNoteBytes);
     showCommandFields();

@@ -1,0 +1,190 @@
+"""Who may queue commands from the dashboard: the operator, by a password set at the station.
+
+Everyone who can reach the dashboard may watch; queuing a command (the listener signs it and
+sends it to the balloon) needs an operator session. The password is set once per station with
+`python -m groundstation operator-password` and kept as a scrypt hash (the standard library's
+`hashlib.scrypt`, n=2**14, r=8, p=1: ~16 MB and a few tens of ms per try) in a small TOML file,
+by default `~/.config/stratoecho/operator.toml`, readable by its owner only. Nothing in it lets
+anyone recover the password.
+
+A login gives a session: a random 256-bit id in an HttpOnly, SameSite=Strict cookie, valid for
+`session_s` from the login (not renewed by use, so a phone left logged in on the field does not
+stay an operator), ended at once by logging out. Sessions live in the server's memory: a
+restart logs everyone out. Wrong passwords from one address are limited to `MAX_FAILURES` per
+`FAILURE_WINDOW_S`; further tries are refused unchecked until the window has passed.
+
+Without a password file, nobody can log in. Then the dashboard takes commands only where it
+listens on a loopback address and the request comes from this machine (one laptop, one user,
+as before); opened to a network (`serve --host 0.0.0.0`), it is read-only for everyone.
+
+Pure logic with the clock passed in (`clock`, seconds, monotonic), so the tests own the time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import tomllib
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SESSION_S = 8 * 3600  # a launch day's chase, then log in again
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 300.0
+MIN_PASSWORD_CHARS = 8
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+COOKIE = "stratoecho_operator"
+
+
+def default_file() -> Path:
+    """`$XDG_CONFIG_HOME/stratoecho/operator.toml`, else `~/.config/stratoecho/operator.toml`."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "stratoecho" / "operator.toml"
+
+
+class OperatorFileError(Exception):
+    """A password file that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The operator password's scrypt hash and its parameters."""
+
+    salt: bytes
+    digest: bytes
+    n: int = SCRYPT_N
+    r: int = SCRYPT_R
+    p: int = SCRYPT_P
+
+    @classmethod
+    def from_password(cls, password: str) -> Credential:
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise ValueError(f"the operator password needs at least {MIN_PASSWORD_CHARS} characters")
+        salt = secrets.token_bytes(16)
+        return cls(salt, _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P))
+
+    def verify(self, password: str) -> bool:
+        return hmac.compare_digest(_scrypt(password, self.salt, self.n, self.r, self.p), self.digest)
+
+    def write(self, path: Path) -> None:
+        """Write the file readable by its owner only (made so before the hash goes in)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = ("# stratoecho operator password (scrypt); set with `python -m groundstation operator-password`\n"
+                f'scrypt = {{ n = {self.n}, r = {self.r}, p = {self.p}, salt = "{self.salt.hex()}", '
+                f'hash = "{self.digest.hex()}" }}\n')
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> Credential:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise OperatorFileError(f"{path}: no such file; set a password with "
+                                    "`python -m groundstation operator-password`") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise OperatorFileError(f"{path}: cannot read: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise OperatorFileError(f"{path}: not TOML: {e}") from None
+        s = data.get("scrypt")
+        try:
+            n, r, p = int(s["n"]), int(s["r"]), int(s["p"])
+            salt, digest = bytes.fromhex(s["salt"]), bytes.fromhex(s["hash"])
+        except (TypeError, KeyError, ValueError):
+            raise OperatorFileError(f"{path}: expected a line `scrypt = {{ n = …, r = …, p = …, salt = \"hex\", "
+                                    "hash = \"hex\" }`, as `operator-password` writes it") from None
+        if not (n >= 2**10 and n & (n - 1) == 0 and 0 < r <= 64 and 0 < p <= 16 and len(salt) >= 8 and len(digest) >= 16):
+            raise OperatorFileError(f"{path}: scrypt parameters out of range (n a power of 2 >= 1024, r 1..64, "
+                                    "p 1..16, a salt of 8 bytes or more, a hash of 16 or more)")
+        if path.stat().st_mode & 0o077:
+            raise OperatorFileError(f"{path}: readable by others (mode {path.stat().st_mode & 0o777:o}); "
+                                    f"make it the owner's only: chmod 600 {path}")
+        return cls(salt, digest, n, r, p)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * r * n + (1 << 20),
+                          dklen=32)
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    expires_at: float  # on the clock given to Sessions
+
+
+class TooManyTries(Exception):
+    def __init__(self, wait_s: float):
+        super().__init__(f"too many wrong passwords from this address: try again in {wait_s:.0f} s")
+        self.wait_s = wait_s
+
+
+class Sessions:
+    """Logins against `credential` (None: nobody can log in), sessions and their expiry."""
+
+    def __init__(self, credential: Credential | None, clock: Callable[[], float],
+                 session_s: float = SESSION_S) -> None:
+        if session_s <= 0:
+            raise ValueError(f"a session lasts more than 0 s, got {session_s}")
+        self.credential, self.clock, self.session_s = credential, clock, session_s
+        self._live: dict[str, float] = {}
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()  # the server answers each request in its own thread
+
+    @property
+    def can_log_in(self) -> bool:
+        return self.credential is not None
+
+    def log_in(self, password: str, client: str) -> Session | None:
+        """A new session for the right password; None for a wrong one (or when none is set).
+        TooManyTries, before the password is even checked, after MAX_FAILURES wrong ones from
+        `client` within FAILURE_WINDOW_S."""
+        with self._lock:
+            tries = self._failures[client]
+            now = self.clock()
+            while tries and tries[0] <= now - FAILURE_WINDOW_S:
+                tries.popleft()
+            if len(tries) >= MAX_FAILURES:
+                raise TooManyTries(tries[0] + FAILURE_WINDOW_S - now)
+            tries.append(now)  # counted before the check: parallel tries cannot slip past the limit
+        right = self.credential is not None and self.credential.verify(password)  # slow: outside the lock
+        with self._lock:
+            if not right:
+                return None
+            tries.clear()
+            self._expire(now)
+            session = Session(secrets.token_urlsafe(32), now + self.session_s)
+            self._live[session.id] = session.expires_at
+            return session
+
+    def valid(self, session_id: str | None) -> float | None:
+        """Seconds left of the session `session_id`; None when there is no such live session."""
+        if not session_id:
+            return None
+        with self._lock:
+            now = self.clock()
+            expires = self._live.get(session_id)
+            if expires is None:
+                return None
+            if expires <= now:
+                del self._live[session_id]
+                return None
+            return expires - now
+
+    def log_out(self, session_id: str | None) -> None:
+        with self._lock:
+            self._live.pop(session_id or "", None)
+
+    def _expire(self, now: float) -> None:
+        for sid in [s for s, t in self._live.items() if t <= now]:
+            del self._live[sid]

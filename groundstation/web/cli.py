@@ -1,0 +1,154 @@
+"""The dashboard's command line: `serve`, and `operator-password` (who may queue commands)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..db import StoreError
+from . import access
+from .server import serve
+
+SERVE_EXAMPLES = """\
+examples:
+  python -m groundstation serve --db flight.db                 # http://127.0.0.1:8080/ on this laptop
+  python -m groundstation operator-password                    # once per station: who may send commands
+  python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network
+  python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
+exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address or the password file cannot be used
+"""
+
+PASSWORD_EXAMPLES = """\
+examples:
+  python -m groundstation operator-password                     # asks twice; ~/.config/stratoecho/operator.toml
+  python -m groundstation operator-password --file station.toml # then: serve --operator-file station.toml
+  printf '%s\\n' "$PW" | python -m groundstation operator-password --password-stdin
+exit status: 0 when written; 1 when the passwords differ, are too short, or the file cannot be written
+"""
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535; 0 picks a free one)")
+    return int(text)
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the `serve` command to `python -m groundstation`'s subparsers."""
+    parser = subparsers.add_parser(
+        "serve", help="serve a web dashboard of the ground database (works with no internet)",
+        description=(
+            "Serve a web dashboard of the ground database while `listen` fills it: the track, "
+            "altitude, temperature, battery and power mode against time, musings as they arrive, "
+            "pictures, link statistics per minute and per station with the records still missing, "
+            "and a form to queue signed commands (ping, set mode, set intervals, memory note) that "
+            "the listener signs and sends in the payload's next listen window. Everything the page "
+            "needs is served from here: no internet, no map tiles. Reads never block the listener. "
+            "Runs until Ctrl-C or SIGTERM."
+        ),
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", required=True, metavar="FILE",
+                        help="the ground database `listen --db` writes (created if missing)")
+    parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
+                             "the field network: everyone there may watch, only the operator may queue commands)")
+    parser.add_argument("--port", type=_port, default=8080, metavar="N",
+                        help="TCP port (default 8080; 0 picks a free one, logged)")
+    parser.add_argument("--operator-file", type=Path, metavar="FILE",
+                        help="the operator password `operator-password` wrote (default "
+                             f"{_home(access.default_file())} when it exists; without one, commands are taken "
+                             "only on a dashboard listening on 127.0.0.1, from this machine)")
+    parser.add_argument("--session-hours", type=_hours, default=access.SESSION_S / 3600, metavar="H",
+                        help=f"how long an operator login lasts (default {access.SESSION_S / 3600:g})")
+    parser.set_defaults(func=cmd_serve)
+
+    password = subparsers.add_parser(
+        "operator-password", help="set the password that lets a dashboard user queue commands",
+        description=(
+            "Set the station's operator password: on the dashboard (`serve`), everyone may watch, and only "
+            "a browser logged in with this password may queue commands for the balloon. Kept as a scrypt "
+            "hash in a file only its owner can read; restart `serve` to use a new one."
+        ),
+        epilog=PASSWORD_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    password.add_argument("--file", type=Path, default=None, metavar="FILE",
+                          help=f"where to keep it (default {_home(access.default_file())})")
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read the password from the first line of standard input instead of asking")
+    password.set_defaults(func=cmd_operator_password)
+    return parser
+
+
+def _home(path: Path) -> str:
+    home = str(Path.home())
+    return "~" + str(path)[len(home):] if str(path).startswith(home + "/") else str(path)
+
+
+def _hours(text: str) -> float:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 7):
+        raise argparse.ArgumentTypeError(f"{text} is not a session length in hours (more than 0, at most 168)")
+    return hours
+
+
+def load_sessions(args: argparse.Namespace) -> access.Sessions:
+    """The operator's password file (`--operator-file`, else the default one if it exists);
+    OperatorFileError names the file and what is wrong with it."""
+    path = args.operator_file
+    if path is None and access.default_file().exists():
+        path = access.default_file()
+    credential = access.Credential.read(path) if path is not None else None
+    return access.Sessions(credential, time.monotonic, args.session_hours * 3600)
+
+
+def cmd_operator_password(args: argparse.Namespace) -> int:
+    path = args.file or access.default_file()
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("operator password: ")
+        if getpass.getpass("again: ") != password:
+            print("error: the two passwords differ; nothing written", file=sys.stderr)
+            return 1
+    try:
+        access.Credential.from_password(password).write(path)
+    except ValueError as e:
+        print(f"error: {e}; nothing written", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {path}: cannot write: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"operator password written to {path} (restart `serve` to use it)", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    try:
+        server = serve(args.db, args.host, args.port, stop, load_sessions(args))
+    except (StoreError, OSError, access.OperatorFileError) as e:  # a start-up error
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)
+    if not server.sessions.can_log_in and not server.loopback_only:
+        print("read-only: no operator password is set, so nobody can queue commands from the dashboard "
+              "(`python -m groundstation operator-password`, then restart `serve`)", file=sys.stderr)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 0
