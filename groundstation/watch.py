@@ -33,6 +33,7 @@ import structlog
 
 from stratoecho.cli import positive_number
 
+from . import predict
 from .db import StoreError
 from .display import clean_text
 from .reading import GroundReader, TelemetryRow
@@ -131,6 +132,32 @@ class Musing:
 
 
 @dataclass(frozen=True)
+class Chase:
+    """What the crew knows before launch, for the landing prediction, and where they are."""
+
+    burst_alt_m: float = predict.DEFAULT_BURST_ALT_M
+    descent_rate_m_s: float = predict.DEFAULT_DESCENT_RATE_M_S
+    home: tuple[float, float, float] | None = None  # lat, lon, alt of the station or the car
+
+
+class Landing:
+    """The prediction, computed again only when a new position has arrived."""
+
+    def __init__(self, chase: Chase):
+        self.chase = chase
+        self._key: tuple | None = None
+        self._last: predict.Prediction | None = None
+
+    def __call__(self, rows: list[TelemetryRow]) -> predict.Prediction | None:
+        key = (len(rows), rows[-1].id if rows else None)
+        if key != self._key:
+            self._key = key
+            self._last = predict.predict(predict.track(rows), burst_alt_m=self.chase.burst_alt_m,
+                                         descent_rate_m_s=self.chase.descent_rate_m_s)
+        return self._last
+
+
+@dataclass(frozen=True)
 class FlightView:
     now: datetime
     position: Position | None
@@ -145,10 +172,12 @@ class FlightView:
     sentences_missed: int  # telemetry gaps in the latest boot
     missing: tuple[Missing, ...]
     musings: tuple[Musing, ...]  # the latest, in the order they completed (newest last)
+    landing: predict.Prediction | None = None
+    home: tuple[float, float, float] | None = None
 
     @classmethod
     def from_ground(cls, ground: GroundReader, *, now: datetime | None = None, window_s: float = 300.0,
-                    musings: int = 5) -> FlightView:
+                    musings: int = 5, landing: Landing | None = None) -> FlightView:
         now = now or datetime.now(timezone.utc)
         rows = ground.telemetry(limit=30)
         position = Position(**{k: getattr(rows[-1], k) for k in Position.__dataclass_fields__}) if rows else None
@@ -167,6 +196,8 @@ class FlightView:
             missing=missing_records(ground, health, health_key),
             musings=tuple(Musing(m.id, m.boot, m.seq, m.created, m.text)
                           for m in ground.last_completed("musing", musings)),
+            landing=landing(ground.telemetry()) if landing is not None else None,
+            home=landing.chase.home if landing is not None else None,
         )
 
 
@@ -253,6 +284,7 @@ def render(view: FlightView, width: int = 80) -> str:
         rate = "—" if view.ascent_mps is None else f"{view.ascent_mps:+.1f} m/s"
         lines.append(f"Position  {_num(p.lat, '.5f')},{_num(p.lon, '.5f')}   alt {_num(p.alt, ',')} m   "
                      f"ascent {rate}   {_num(p.sats, 'd')} sats")
+        lines += landing_lines(view)
     batt = _num(h.get("batt_mv"), ",", " mV") if "batt_mv" in h else _num(p.batt_mv if p else None, ",", " mV")
     lines.append(f"Power     battery {batt}   current {_num(h.get('batt_ma'), 'd', ' mA')}   "
                  f"used {_num(h.get('energy_wh'), '.1f', ' Wh')}   left {_num(h.get('hours_left'), '.1f', ' h')}")
@@ -295,6 +327,34 @@ def render(view: FlightView, width: int = 80) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def landing_lines(view: FlightView) -> list[str]:
+    """The predicted landing, and distance, bearing and elevation from where the crew is."""
+    lp, p = view.landing, view.position
+    if lp is None:
+        return ["Landing   — (after 3 positions over a minute)"] if p is not None else []
+    if lp.phase == "landed":
+        head = f"Landed    {lp.lat:.5f},{lp.lon:.5f}"
+    else:
+        burst = (f"burst {lp.burst_alt_m:,.0f} m " + ("seen" if lp.burst_seen else f"in {_minutes(lp.burst_in_s or 0)}"))
+        chute = f"parachute {lp.descent_rate_m_s:.1f} m/s " + ("measured" if lp.descent_rate_measured else "assumed")
+        head = (f"Landing   {lp.lat:.5f},{lp.lon:.5f} ±{lp.ellipse.semi_major_m / 1000:.1f} km in "
+                f"{_minutes(lp.landing_in_s)}   {burst}   {chute}")
+    lines = [head]
+    if view.home is not None and p is not None and _is_num(p.lat) and _is_num(p.lon):
+        hl, ho, ha = view.home
+        balloon = (f"balloon {predict.distance_m(hl, ho, p.lat, p.lon) / 1000:.1f} km at "
+                   f"{predict.bearing_deg(hl, ho, p.lat, p.lon):03.0f}°, "
+                   f"{predict.elevation_deg(hl, ho, ha, p.lat, p.lon, p.alt):.0f}° up")
+        land = (f"landing {predict.distance_m(hl, ho, lp.lat, lp.lon) / 1000:.1f} km at "
+                f"{predict.bearing_deg(hl, ho, lp.lat, lp.lon):03.0f}°")
+        lines.append(f"From you  {balloon}   {land}")
+    return lines
+
+
 def plain_summary(view: FlightView) -> str:
     """One line for appended output: where the balloon is and how the link goes."""
     p, h = view.position, view.health
@@ -304,27 +364,32 @@ def plain_summary(view: FlightView) -> str:
     frames = sum(s.frames for s in view.link)
     bad = sum(s.bad for s in view.link)
     missing = sum(m.count for m in view.missing)
+    lp = view.landing
+    landing = "" if lp is None else (f"  landing {lp.lat:.5f},{lp.lon:.5f} ±{lp.ellipse.semi_major_m / 1000:.1f} km"
+                                     + (f" in {_minutes(lp.landing_in_s)}" if lp.phase != "landed" else " (landed)"))
     return (f"{where}  mode {_line(h.get('mode'))} phase {_line(h.get('phase'))}  "
-            f"link {frames} frames/{bad} bad in {view.window_s / 60:g} min  missing {missing}")
+            f"link {frames} frames/{bad} bad in {view.window_s / 60:g} min  missing {missing}{landing}")
 
 
 class Watcher:
     """What to write at each step: the full screen (ANSI) or, plain, only what is new: a
     summary line when it changed and each musing once, in the order they completed."""
 
-    def __init__(self, plain: bool, window_s: float = 300.0, musings: int = 5):
+    def __init__(self, plain: bool, window_s: float = 300.0, musings: int = 5, chase: Chase | None = None):
         self.plain = plain
         self.window_s = window_s
         self.musings = musings
+        self.landing = Landing(chase or Chase())
         self._last_summary: str | None = None
         self._last_musing_id = 0
 
     def step(self, ground: GroundReader, width: int = 80, now: datetime | None = None) -> str:
         if not self.plain:
-            view = FlightView.from_ground(ground, now=now, window_s=self.window_s, musings=self.musings)
+            view = FlightView.from_ground(ground, now=now, window_s=self.window_s, musings=self.musings,
+                                          landing=self.landing)
             body = render(view, width)
             return "\x1b[H" + body.replace("\n", "\x1b[K\n") + "\x1b[J"
-        view = FlightView.from_ground(ground, now=now, window_s=self.window_s, musings=0)
+        view = FlightView.from_ground(ground, now=now, window_s=self.window_s, musings=0, landing=self.landing)
         out = []
         summary = plain_summary(view)
         if summary != self._last_summary:
@@ -337,12 +402,13 @@ class Watcher:
 
 
 def watch(db_path: str | Path, stop: threading.Event, out: TextIO, interval_s: float = 1.0, *,
-          plain: bool | None = None, window_s: float = 300.0, musings: int = 5, once: bool = False) -> None:
+          plain: bool | None = None, window_s: float = 300.0, musings: int = 5, once: bool = False,
+          chase: Chase | None = None) -> None:
     """Show the flight in `db_path` on `out` every `interval_s` until `stop` is set (or once).
     `plain` None: plain when `out` is not a terminal."""
     if plain is None:
         plain = not (hasattr(out, "isatty") and out.isatty())
-    watcher = Watcher(plain, window_s, musings)
+    watcher = Watcher(plain, window_s, musings, chase)
     GroundReader.open(db_path).close()  # StoreError now if this file will not do
     if not plain:
         out.write("\x1b[2J")
@@ -381,6 +447,15 @@ def register_cli(sub) -> argparse.ArgumentParser:
                    help="link quality over the last this many minutes (default 5)")
     p.add_argument("--musings", type=int, default=5, metavar="N", help="latest musings shown on screen (default 5)")
     p.add_argument("--once", action="store_true", help="show the view once and exit")
+    p.add_argument("--burst-alt", type=positive_number("metres"), default=predict.DEFAULT_BURST_ALT_M, metavar="M",
+                   help="the balloon's expected burst altitude, for the landing prediction until the burst is "
+                        f"seen (default {predict.DEFAULT_BURST_ALT_M:,.0f}; take the figure from the balloon's table)")
+    p.add_argument("--descent-rate", type=positive_number("m/s"), default=predict.DEFAULT_DESCENT_RATE_M_S,
+                   metavar="M/S", help="the parachute's descent rate at the ground, until the descent measures it "
+                                       f"(default {predict.DEFAULT_DESCENT_RATE_M_S:g})")
+    p.add_argument("--from", dest="home", nargs="+", type=float, metavar="LAT LON [ALT]",
+                   help="where you are (the station or the chase car): distance, bearing and elevation to the "
+                        "balloon and to the predicted landing")
     p.set_defaults(func=cmd_watch)
     return p
 
@@ -389,9 +464,18 @@ def cmd_watch(args: argparse.Namespace, stop: threading.Event | None = None, out
     if not Path(args.db).is_file():
         print(f"error: no database at {args.db} (start `listen --db {args.db}` first)", file=sys.stderr)
         return 1
+    home = getattr(args, "home", None)
+    if home is not None and (len(home) not in (2, 3) or abs(home[0]) > 90 or abs(home[1]) > 180):
+        print(f"error: --from takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, home))}",
+              file=sys.stderr)
+        return 2
+    chase = Chase(getattr(args, "burst_alt", predict.DEFAULT_BURST_ALT_M),
+                  getattr(args, "descent_rate", predict.DEFAULT_DESCENT_RATE_M_S),
+                  (home[0], home[1], home[2] if len(home) == 3 else 0.0) if home else None)
     try:
         watch(args.db, stop or threading.Event(), out or sys.stdout, args.interval,
-              plain=True if args.plain else None, window_s=args.window * 60, musings=args.musings, once=args.once)
+              plain=True if args.plain else None, window_s=args.window * 60, musings=args.musings, once=args.once,
+              chase=chase)
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

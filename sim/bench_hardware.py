@@ -35,9 +35,9 @@ from payload.clock import flight_clock
 from payload.devices import Devices, HardwareSensors
 from payload.hardware import Hardware
 from payload.pi_health import PiHealth
+from stratoecho import atmosphere
 from stratoecho.config import parse_hostport
 
-from . import atmosphere
 from .camera_sim import SimCameraBackend
 from .gps_sim import FakeUblox, SimFix
 from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device

@@ -563,6 +563,27 @@ def bench_flight_wall(bundle_dir: Path, minutes: float = 180.0) -> list[tuple]:
              f"{clock.get('turns', 0):,} turns, {clock.get('datagrams', 0):,} datagrams")]
 
 
+def bench_prediction() -> list[tuple]:
+    """The landing prediction against the real landings of 100 bench flights it never saw
+    (sim/prediction_bench.py: what it is told, how the flights are heard)."""
+    from .prediction_bench import SEEDS, run
+
+    t0 = time.perf_counter()
+    result = run(SEEDS)
+    seconds = time.perf_counter() - t0
+    rows = []
+    for at, r in result.items():
+        rows += [
+            (f"landing prediction at {at}: median error", f"{r['median_km']:,.2f}", "km",
+             f"{r['flights']} flights; 90th percentile {r['p90_km']:,.2f} km"),
+            (f"landing prediction at {at}: inside its 95 % ellipse", f"{100 * r['inside']:.0f}", "%",
+             "of the real landings"),
+        ]  # fmt: skip
+    rows.append(("landing prediction: time per prediction", f"{1000 * seconds / (2 * len(SEEDS)):,.0f}", "ms",
+                 "100 sampled flights each for the ellipse, flight simulation included"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.benchmarks", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -573,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families())
+            + bench_families() + bench_prediction())
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

@@ -12,7 +12,7 @@ and back west above. The drift is integrated as a vector along the flight once, 
 construction, on a 5 s grid; `position` and `state_at` interpolate that grid, so they
 cost the same at any time of the flight.
 
-Air: the ISA (`sim.atmosphere`), optionally colder by `cold_offset_c` at every height (a
+Air: the ISA (`stratoecho.atmosphere`), optionally colder by `cold_offset_c` at every height (a
 cold-soak scenario); density follows the colder air at the ISA pressure.
 
 Sun: `sim.sun` at the balloon's position and the flight's UTC; a balloon is sunlit while
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from payload.sensors import Readings
+from stratoecho import atmosphere
 from stratoecho.clock import Clock
 
-from . import atmosphere
 from .sun import solar_elevation_deg, sun_visible
 
 EARTH_RADIUS_M = 6_371_000.0

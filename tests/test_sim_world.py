@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sim import atmosphere
 from sim.loss import GilbertElliott, LossSpec
 from sim.world import Flight, FlightPlan
+from stratoecho import atmosphere
 
 
 @pytest.mark.parametrize("alt, hpa", [(0, 1013.25), (11_000, 226.3), (20_000, 54.7), (30_000, 11.7)])

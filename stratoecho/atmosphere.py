@@ -1,4 +1,5 @@
-"""The International Standard Atmosphere up to 47 km (pure functions, SI units in the names)."""
+"""The International Standard Atmosphere up to 47 km (pure functions, SI units in the names): the
+bench flies in it, and the ground station's landing prediction lets a parachute fall through it."""
 
 from __future__ import annotations
 

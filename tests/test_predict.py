@@ -1,0 +1,142 @@
+"""The landing prediction (groundstation/predict.py): on a flight with a known answer worked by
+hand, then on bench-world flights (sim/world.py) whose real landing is known: the prediction
+made at 5 km on the way down lands near it and its ellipse holds it; the parachute's rate and
+the burst are read from the track; the crew's numbers (distance, bearing, elevation)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from groundstation import predict as P
+from sim.world import Flight, FlightPlan
+from stratoecho import atmosphere
+
+
+def track(flight: Flight, until_s: float, every_s: float = 30.0) -> list[P.Fix]:
+    fixes, t = [], 0.0
+    while t <= until_s:
+        s = flight.state_at(t)
+        fixes.append(P.Fix(t, s.lat, s.lon, s.alt_m))
+        t += every_s
+    return fixes
+
+
+def when_down_to(flight: Flight, alt_m: float) -> float:
+    t = flight.ascent_s
+    while flight.altitude_m(t) > alt_m:
+        t += 5.0
+    return t
+
+
+def test_a_steady_wind_and_known_rates_give_the_landing_worked_by_hand():
+    # 5 m/s up through a steady 10 m/s westerly, seen to 10 km; burst at 12 km; parachute 5 m/s.
+    lat0, lon0 = 52.0, 0.0
+    fixes = [P.Fix(t, *P._moved(lat0, lon0, 10.0 * t, 0.0), 5.0 * t) for t in range(0, 2001, 20)]
+    p = P.predict(fixes, burst_alt_m=12_000, ground_alt_m=0.0, samples=0)
+    assert p.phase == "ascent" and not p.burst_seen and p.layers == 20
+    assert p.vertical_rate_m_s == pytest.approx(5.0) and p.burst_in_s == pytest.approx(400.0)
+    # The fall from 12 km at v0 * sqrt(rho0 / rho(h)), integrated finely here.
+    fall, h = 0.0, 12_000.0
+    while h > 0:
+        rate = 5.0 * math.sqrt(P.RHO0 / atmosphere.density_kg_m3(h - 0.5))
+        fall += 1.0 / rate
+        h -= 1.0
+    east = 10.0 * (2000 + 400 + fall)
+    lat, lon = P._moved(lat0, lon0, east, 0.0)
+    assert P.distance_m(p.lat, p.lon, lat, lon) < 0.002 * east
+    assert p.landing_in_s == pytest.approx(400 + fall, rel=0.002)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_at_5_km_on_the_way_down_it_lands_near_the_real_landing_inside_its_ellipse(seed):
+    flight = Flight(FlightPlan(seed=seed, descent_rate_sea_level_m_s=6.5, ascent_rate_m_s=4.5))
+    fixes = track(flight, when_down_to(flight, 5_000))
+    p = P.predict(fixes, seed=1)
+    landing = flight.position(flight.duration_s)
+    assert p.phase == "descent" and p.burst_seen and p.burst_alt_m == pytest.approx(flight.burst_alt_m, abs=200)
+    assert p.descent_rate_measured and p.descent_rate_m_s == pytest.approx(6.5, rel=0.03)
+    miss = P.distance_m(p.lat, p.lon, *landing)
+    assert miss < 500, miss
+    assert miss < p.ellipse.semi_major_m
+    assert p.landing_in_s == pytest.approx(flight.duration_s - fixes[-1].t_s, rel=0.05)
+    assert p == P.predict(fixes, seed=1)  # the same fixes, the same prediction
+
+
+def test_during_the_ascent_the_burst_is_the_expected_one_until_the_balloon_passes_it():
+    flight = Flight(FlightPlan(seed=3, burst_alt_m=33_000))
+    at_20km = track(flight, flight.ascent_s * 0.6)
+    p = P.predict(at_20km, burst_alt_m=30_000, samples=20)
+    assert p.phase == "ascent" and p.burst_alt_m == 30_000 and p.burst_in_s > 0
+    assert p.ellipse.semi_major_m > 1_000  # an unseen burst and an unmeasured parachute: wide
+    above = track(flight, flight.ascent_s - 60)
+    p = P.predict(above, burst_alt_m=30_000, samples=20)
+    assert p.burst_alt_m == pytest.approx(above[-1].alt_m + P.BURST_MARGIN_M)
+
+
+def test_landed_and_too_little():
+    flight = Flight(FlightPlan(seed=4))
+    fixes = track(flight, flight.duration_s + 600)
+    p = P.predict(fixes)
+    assert p.phase == "landed" and (p.lat, p.lon) == (fixes[-1].lat, fixes[-1].lon) and p.landing_in_s == 0
+    assert P.predict(fixes[:2]) is None  # two fixes
+    assert P.predict([P.Fix(0, 52, 0, 100), P.Fix(20, 52, 0, 200), P.Fix(40, 52, 0, 300)]) is None  # 40 s
+    # out of order and repeated fixes are the same fixes
+    shuffled = fixes[::-1] + fixes[:5]
+    assert P.predict(shuffled) == p
+    with pytest.raises(ValueError):
+        P.predict(fixes, burst_alt_m=0)
+
+
+def test_distance_bearing_and_elevation_for_the_crew():
+    # One degree of latitude north: 111.2 km at bearing 0.
+    assert P.distance_m(52.0, 0.0, 53.0, 0.0) == pytest.approx(111_195, rel=1e-3)
+    assert P.bearing_deg(52.0, 0.0, 53.0, 0.0) == pytest.approx(0.0)
+    assert P.bearing_deg(52.0, 0.0, 52.0, 1.0) == pytest.approx(89.6, abs=0.1)  # east, curving north
+    # 30 km up, 100 km away: above the horizon by less than the flat-earth 16.7 degrees (the curve)
+    flat = math.degrees(math.atan2(30_000, 100_000))
+    e = P.elevation_deg(52.0, 0.0, 0.0, *P._moved(52.0, 0.0, 0.0, 100_000), 30_000)
+    assert 0 < e < flat and e == pytest.approx(16.3, abs=0.2)
+    # a balloon at 30 km beyond 620 km is below the horizon
+    assert P.elevation_deg(52.0, 0.0, 0.0, *P._moved(52.0, 0.0, 0.0, 700_000), 30_000) < 0
+
+
+def test_the_bench_measures_errors_against_real_landings():
+    from sim import prediction_bench as B
+
+    result = B.run(range(10_000, 10_003))
+    assert set(result) == {"burst", "5 km"} and result["burst"]["flights"] == 3
+    # the prediction at 5 km knows the parachute and the burst: far closer than at burst
+    assert result["5 km"]["median_km"] < result["burst"]["median_km"]
+    assert result["5 km"]["p90_km"] < 1.0 and result["5 km"]["inside"] == 1.0
+
+
+def test_watch_shows_the_landing_and_the_crews_numbers(tmp_path):
+    """A flight heard to 5 km on the way down, in a real ground database, through `watch`."""
+    from groundstation.db import Store
+    from groundstation.reading import GroundReader
+    from groundstation.watch import Chase, Watcher
+    from stratoecho import wire
+
+    flight = Flight(FlightPlan(seed=21))
+    fixes = track(flight, when_down_to(flight, 5_000))
+    with Store(tmp_path / "flight.db") as store:
+        for seq, f in enumerate(fixes):
+            when = flight.utc(f.t_s)
+            store.add_telemetry(wire.Telemetry("STRATO1", seq, when.strftime("%H:%M:%S"), round(f.lat, 5),
+                                               round(f.lon, 5), int(f.alt_m), 9, -20.0, 500.0, 4000, 1),
+                                received_at=(when.isoformat(timespec="milliseconds")))
+    home = (flight.plan.launch_lat, flight.plan.launch_lon, flight.plan.launch_alt_m)
+    watcher = Watcher(plain=False, chase=Chase(burst_alt_m=30_000, home=home))
+    with GroundReader.open(tmp_path / "flight.db") as ground:
+        screen = watcher.step(ground, width=160)
+        assert watcher.step(ground, width=160) == screen  # nothing new: the same prediction, not computed again
+    landing_line = next(line for line in screen.split("\x1b[K\n") if line.startswith("Landing"))
+    lat, lon = (float(x) for x in landing_line.split()[1].split(","))
+    assert P.distance_m(lat, lon, *flight.position(flight.duration_s)) < 500
+    assert "burst" in landing_line and "seen" in landing_line and "parachute 5.0 m/s measured" in landing_line
+    from_you = next(line for line in screen.split("\x1b[K\n") if line.startswith("From you"))
+    assert "balloon" in from_you and "° up" in from_you and "landing" in from_you
+    plain = Watcher(plain=True).step(GroundReader.open(tmp_path / "flight.db"))
+    assert " landing " in plain and " km in " in plain
