@@ -40,10 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stratoecho import atmosphere
+from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved, offset_m  # noqa: F401  (the crew's numbers, for callers)
 
 from .exports.base import has_fix, telemetry_datetime, utc_time
 
-EARTH_RADIUS_M = 6_371_000.0
 LAYER_M = 500.0
 DEFAULT_BURST_ALT_M = 30_000.0  # a common 1200 g balloon's figure; pass the balloon's own
 DEFAULT_DESCENT_RATE_M_S = 5.0  # a parachute sized for ~5 m/s at the ground, the usual choice
@@ -117,47 +117,6 @@ def track(rows) -> list[Fix]:
     return fixes
 
 
-# ----------------------------------------------------------------------------- geometry
-
-
-def _offset_m(lat0: float, lon0: float, lat: float, lon: float) -> tuple[float, float]:
-    """(east, north) metres from (lat0, lon0), on a local flat earth."""
-    north = math.radians(lat - lat0) * EARTH_RADIUS_M
-    east = math.radians(lon - lon0) * EARTH_RADIUS_M * math.cos(math.radians((lat + lat0) / 2))
-    return east, north
-
-
-def _moved(lat: float, lon: float, east: float, north: float) -> tuple[float, float]:
-    lat2 = lat + math.degrees(north / EARTH_RADIUS_M)
-    lon2 = lon + math.degrees(east / (EARTH_RADIUS_M * math.cos(math.radians((lat + lat2) / 2))))
-    return lat2, lon2
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
-def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Initial great-circle bearing from the first point to the second, clockwise from north."""
-    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
-    y = math.sin(dl) * math.cos(p2)
-    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
-    return math.degrees(math.atan2(y, x)) % 360.0
-
-
-def elevation_deg(lat1: float, lon1: float, alt1_m: float, lat2: float, lon2: float, alt2_m: float) -> float:
-    """Elevation of the second point seen from the first, above the horizon, the earth's curve
-    included (where to point an antenna)."""
-    theta = distance_m(lat1, lon1, lat2, lon2) / EARTH_RADIUS_M
-    r1, r2 = EARTH_RADIUS_M + alt1_m, EARTH_RADIUS_M + alt2_m
-    # In the plane of the two points and the earth's centre.
-    x, y = r2 * math.sin(theta), r2 * math.cos(theta) - r1
-    return math.degrees(math.atan2(y, x))
-
-
 # ----------------------------------------------------------------------------- winds
 
 
@@ -197,7 +156,7 @@ class Winds:
             dt = b.t_s - a.t_s
             if not 0 < dt <= MAX_GAP_S:
                 continue
-            east, north = _offset_m(a.lat, a.lon, b.lat, b.lon)
+            east, north = offset_m(a.lat, a.lon, b.lat, b.lon)
             k = int(((a.alt_m + b.alt_m) / 2) // LAYER_M)
             (down if i > turn else up).setdefault(k, _Layer()).add(east / dt, north / dt, dt, b.t_s)
         self.layers = {**up, **down}
@@ -247,7 +206,7 @@ def _fly(lat: float, lon: float, alt: float, climb_m_s: float | None, burst: flo
         while alt < burst:
             dt = min(STEP_S * 2, (burst - alt) / climb_m_s)
             e, n = winds.at(alt + climb_m_s * dt / 2, offsets)
-            lat, lon = _moved(lat, lon, e * dt, n * dt)
+            lat, lon = moved(lat, lon, e * dt, n * dt)
             alt += climb_m_s * dt
             t += dt
         burst_in = t
@@ -257,7 +216,7 @@ def _fly(lat: float, lon: float, alt: float, climb_m_s: float | None, burst: flo
         rate = descent_rate_at(v0, max(mid, ground))
         dt = min(STEP_S, (alt - ground) / rate)
         e, n = winds.at(alt - rate * dt / 2, offsets)
-        lat, lon = _moved(lat, lon, e * dt, n * dt)
+        lat, lon = moved(lat, lon, e * dt, n * dt)
         alt -= rate * dt
         t += dt
     return lat, lon, t, burst_in
@@ -343,7 +302,7 @@ def predict(fixes: Sequence[Fix], *, burst_alt_m: float = DEFAULT_BURST_ALT_M, g
         b = burst if burst_seen else max(burst + rng.gauss(0, BURST_SIGMA_M), last.alt_m + 1)
         v = v0 * max(0.3, 1 + rng.gauss(0, DESCENT_SIGMA_SEEN if measured_v0 else DESCENT_SIGMA))
         plat, plon, _, _ = _fly(last.lat, last.lon, last.alt_m, climb, b, v, ground, winds, offsets)
-        points.append(_offset_m(lat, lon, plat, plon))
+        points.append(offset_m(lat, lon, plat, plon))
     return Prediction(phase, lat, lon, _ellipse(points), landing_in, burst, burst_seen, burst_in, rate, v0,
                       measured_v0 is not None, ground, len(winds), last.t_s)
 

@@ -31,6 +31,7 @@ from typing import TextIO
 
 import structlog
 
+from stratoecho import geo
 from stratoecho.cli import positive_number
 
 from . import predict
@@ -346,11 +347,11 @@ def landing_lines(view: FlightView) -> list[str]:
     lines = [head]
     if view.home is not None and p is not None and _is_num(p.lat) and _is_num(p.lon):
         hl, ho, ha = view.home
-        balloon = (f"balloon {predict.distance_m(hl, ho, p.lat, p.lon) / 1000:.1f} km at "
-                   f"{predict.bearing_deg(hl, ho, p.lat, p.lon):03.0f}°, "
-                   f"{predict.elevation_deg(hl, ho, ha, p.lat, p.lon, p.alt):.0f}° up")
-        land = (f"landing {predict.distance_m(hl, ho, lp.lat, lp.lon) / 1000:.1f} km at "
-                f"{predict.bearing_deg(hl, ho, lp.lat, lp.lon):03.0f}°")
+        balloon = (f"balloon {geo.distance_m(hl, ho, p.lat, p.lon) / 1000:.1f} km at "
+                   f"{geo.bearing_deg(hl, ho, p.lat, p.lon):03.0f}°, "
+                   f"{geo.elevation_deg(hl, ho, ha, p.lat, p.lon, p.alt):.0f}° up")
+        land = (f"landing {geo.distance_m(hl, ho, lp.lat, lp.lon) / 1000:.1f} km at "
+                f"{geo.bearing_deg(hl, ho, lp.lat, lp.lon):03.0f}°")
         lines.append(f"From you  {balloon}   {land}")
     return lines
 

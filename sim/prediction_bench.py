@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from groundstation import predict as P
+from stratoecho.geo import distance_m, moved, offset_m
 
 from .world import Flight, FlightPlan
 
@@ -42,14 +43,14 @@ def heard(flight: Flight, until_s: float, rng: random.Random) -> list[P.Fix]:
     while t <= until_s:
         if rng.random() >= LOSS:
             s = flight.state_at(t)
-            lat, lon = P._moved(s.lat, s.lon, rng.gauss(0, 3.0), rng.gauss(0, 3.0))
+            lat, lon = moved(s.lat, s.lon, rng.gauss(0, 3.0), rng.gauss(0, 3.0))
             fixes.append(P.Fix(t, lat, lon, s.alt_m + rng.gauss(0, 5.0)))
         t += EVERY_S
     return fixes
 
 
 def _inside(p: P.Prediction, lat: float, lon: float) -> bool:
-    east, north = P._offset_m(p.lat, p.lon, lat, lon)
+    east, north = offset_m(p.lat, p.lon, lat, lon)
     e = p.ellipse
     if e.semi_major_m <= 0:
         return False
@@ -71,7 +72,7 @@ def fly(seed: int) -> list[Miss]:
     misses = []
     for at, until in (("burst", flight.ascent_s), ("5 km", down_to_5km)):
         p = P.predict(heard(flight, until, random.Random(seed)), ground_alt_m=plan.launch_alt_m, seed=seed)
-        misses.append(Miss(at, P.distance_m(p.lat, p.lon, *landing), _inside(p, *landing)))
+        misses.append(Miss(at, distance_m(p.lat, p.lon, *landing), _inside(p, *landing)))
     return misses
 
 

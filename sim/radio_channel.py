@@ -31,6 +31,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from stratoecho import geo
 from stratoecho.airtime import lora_airtime_s
 
 from .loss import GilbertElliott, LossSpec
@@ -155,11 +156,8 @@ def _ecef_km(lat: float, lon: float, alt_m: float) -> tuple[float, float, float]
 
 
 def ground_distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance on a spherical Earth (haversine: exact at short range)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+    """Great-circle distance on a spherical Earth (stratoecho.geo)."""
+    return geo.distance_m(lat1, lon1, lat2, lon2) / 1000.0
 
 
 def slant_km(station: GroundStation, pos: Position) -> float:
@@ -169,13 +167,7 @@ def slant_km(station: GroundStation, pos: Position) -> float:
 
 def elevation_deg(station: GroundStation, pos: Position) -> float:
     """Angle of `pos` above the station's local horizontal (geometric, no refraction)."""
-    s, p = _ecef_km(station.lat, station.lon, station.alt_m), _ecef_km(*pos)
-    d = [pi - si for pi, si in zip(p, s)]
-    norm = math.hypot(*d)
-    if norm < 1e-6:
-        return 90.0  # on top of the station
-    up = [si / math.hypot(*s) for si in s]
-    return math.degrees(math.asin(max(-1.0, min(1.0, sum(a * b for a, b in zip(d, up)) / norm))))
+    return geo.elevation_deg(station.lat, station.lon, station.alt_m, *pos)
 
 
 def radio_horizon_km(h1_m: float, h2_m: float) -> float:

@@ -32,10 +32,10 @@ from datetime import datetime, timedelta, timezone
 from payload.sensors import Readings
 from stratoecho import atmosphere
 from stratoecho.clock import Clock
+from stratoecho.geo import EARTH_RADIUS_M
 
 from .sun import solar_elevation_deg, sun_visible
 
-EARTH_RADIUS_M = 6_371_000.0
 SEA_LEVEL_DENSITY = atmosphere.density_kg_m3(0.0)
 TRACK_STEP_S = 5.0
 WIND_LAYER_M = 2_000.0

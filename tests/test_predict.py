@@ -12,6 +12,7 @@ import pytest
 from groundstation import predict as P
 from sim.world import Flight, FlightPlan
 from stratoecho import atmosphere
+from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved
 
 
 def track(flight: Flight, until_s: float, every_s: float = 30.0) -> list[P.Fix]:
@@ -33,7 +34,7 @@ def when_down_to(flight: Flight, alt_m: float) -> float:
 def test_a_steady_wind_and_known_rates_give_the_landing_worked_by_hand():
     # 5 m/s up through a steady 10 m/s westerly, seen to 10 km; burst at 12 km; parachute 5 m/s.
     lat0, lon0 = 52.0, 0.0
-    fixes = [P.Fix(t, *P._moved(lat0, lon0, 10.0 * t, 0.0), 5.0 * t) for t in range(0, 2001, 20)]
+    fixes = [P.Fix(t, *moved(lat0, lon0, 10.0 * t, 0.0), 5.0 * t) for t in range(0, 2001, 20)]
     p = P.predict(fixes, burst_alt_m=12_000, ground_alt_m=0.0, samples=0)
     assert p.phase == "ascent" and not p.burst_seen and p.layers == 20
     assert p.vertical_rate_m_s == pytest.approx(5.0) and p.burst_in_s == pytest.approx(400.0)
@@ -44,8 +45,8 @@ def test_a_steady_wind_and_known_rates_give_the_landing_worked_by_hand():
         fall += 1.0 / rate
         h -= 1.0
     east = 10.0 * (2000 + 400 + fall)
-    lat, lon = P._moved(lat0, lon0, east, 0.0)
-    assert P.distance_m(p.lat, p.lon, lat, lon) < 0.002 * east
+    lat, lon = moved(lat0, lon0, east, 0.0)
+    assert distance_m(p.lat, p.lon, lat, lon) < 0.002 * east
     assert p.landing_in_s == pytest.approx(400 + fall, rel=0.002)
 
 
@@ -57,7 +58,7 @@ def test_at_5_km_on_the_way_down_it_lands_near_the_real_landing_inside_its_ellip
     landing = flight.position(flight.duration_s)
     assert p.phase == "descent" and p.burst_seen and p.burst_alt_m == pytest.approx(flight.burst_alt_m, abs=200)
     assert p.descent_rate_measured and p.descent_rate_m_s == pytest.approx(6.5, rel=0.03)
-    miss = P.distance_m(p.lat, p.lon, *landing)
+    miss = distance_m(p.lat, p.lon, *landing)
     assert miss < 500, miss
     assert miss < p.ellipse.semi_major_m
     assert p.landing_in_s == pytest.approx(flight.duration_s - fixes[-1].t_s, rel=0.05)
@@ -91,15 +92,15 @@ def test_landed_and_too_little():
 
 def test_distance_bearing_and_elevation_for_the_crew():
     # One degree of latitude north: 111.2 km at bearing 0.
-    assert P.distance_m(52.0, 0.0, 53.0, 0.0) == pytest.approx(111_195, rel=1e-3)
-    assert P.bearing_deg(52.0, 0.0, 53.0, 0.0) == pytest.approx(0.0)
-    assert P.bearing_deg(52.0, 0.0, 52.0, 1.0) == pytest.approx(89.6, abs=0.1)  # east, curving north
+    assert distance_m(52.0, 0.0, 53.0, 0.0) == pytest.approx(111_195, rel=1e-3)
+    assert bearing_deg(52.0, 0.0, 53.0, 0.0) == pytest.approx(0.0)
+    assert bearing_deg(52.0, 0.0, 52.0, 1.0) == pytest.approx(89.6, abs=0.1)  # east, curving north
     # 30 km up, 100 km away: above the horizon by less than the flat-earth 16.7 degrees (the curve)
     flat = math.degrees(math.atan2(30_000, 100_000))
-    e = P.elevation_deg(52.0, 0.0, 0.0, *P._moved(52.0, 0.0, 0.0, 100_000), 30_000)
+    e = elevation_deg(52.0, 0.0, 0.0, *moved(52.0, 0.0, 0.0, 100_000), 30_000)
     assert 0 < e < flat and e == pytest.approx(16.3, abs=0.2)
     # a balloon at 30 km beyond 620 km is below the horizon
-    assert P.elevation_deg(52.0, 0.0, 0.0, *P._moved(52.0, 0.0, 0.0, 700_000), 30_000) < 0
+    assert elevation_deg(52.0, 0.0, 0.0, *moved(52.0, 0.0, 0.0, 700_000), 30_000) < 0
 
 
 def test_the_bench_measures_errors_against_real_landings():
@@ -134,7 +135,7 @@ def test_watch_shows_the_landing_and_the_crews_numbers(tmp_path):
         assert watcher.step(ground, width=160) == screen  # nothing new: the same prediction, not computed again
     landing_line = next(line for line in screen.split("\x1b[K\n") if line.startswith("Landing"))
     lat, lon = (float(x) for x in landing_line.split()[1].split(","))
-    assert P.distance_m(lat, lon, *flight.position(flight.duration_s)) < 500
+    assert distance_m(lat, lon, *flight.position(flight.duration_s)) < 500
     assert "burst" in landing_line and "seen" in landing_line and "parachute 5.0 m/s measured" in landing_line
     from_you = next(line for line in screen.split("\x1b[K\n") if line.startswith("From you"))
     assert "balloon" in from_you and "° up" in from_you and "landing" in from_you

@@ -27,7 +27,7 @@ from datetime import datetime
 import structlog
 
 from groundstation.heard import Heard
-from stratoecho import wire
+from stratoecho import geo, wire
 
 from .base import has_fix, received_time, telemetry_datetime
 
@@ -35,22 +35,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 55672  # the Horus UDP port chasemapper listens on
-_EARTH_RADIUS_M = 6_371_000.0
 UNKNOWN = -1
-
-
-def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
-def _bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
-    x = math.sin(dl) * math.cos(p2)
-    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
-    return (math.degrees(math.atan2(x, y)) + 360.0) % 360.0
 
 
 def payload_summary(t: wire.Telemetry, previous: tuple[datetime, float, float] | None = None, *,
@@ -61,8 +46,8 @@ def payload_summary(t: wire.Telemetry, previous: tuple[datetime, float, float] |
     if previous is not None and when is not None:
         dt = (when - previous[0]).total_seconds()
         if dt > 0:
-            speed = round(_distance_m(previous[1], previous[2], t.lat, t.lon) / dt * 3.6, 1)
-            heading = round(_bearing_deg(previous[1], previous[2], t.lat, t.lon), 1)
+            speed = round(geo.distance_m(previous[1], previous[2], t.lat, t.lon) / dt * 3.6, 1)
+            heading = round(geo.bearing_deg(previous[1], previous[2], t.lat, t.lon), 1)
     packet = {
         "type": "PAYLOAD_SUMMARY",
         "callsign": t.callsign,
