@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +96,35 @@ class Prediction:
     ground_alt_m: float
     layers: int  # wind layers measured
     t_s: float  # the last fix's time: the prediction is as of then
+
+
+@dataclass(frozen=True)
+class Chase:
+    """What the crew knows before launch, for the prediction, and where they are."""
+
+    burst_alt_m: float = DEFAULT_BURST_ALT_M
+    descent_rate_m_s: float = DEFAULT_DESCENT_RATE_M_S
+    home: tuple[float, float, float] | None = None  # lat, lon, alt of the station or the car
+
+
+class Landing:
+    """The prediction from telemetry rows, computed again only when a new position arrived
+    (`watch` refreshes every second; the dashboard answers every browser)."""
+
+    def __init__(self, chase: Chase):
+        self.chase = chase
+        self._key: tuple | None = None
+        self._last: Prediction | None = None
+        self._lock = threading.Lock()  # the dashboard asks from a thread per request
+
+    def __call__(self, rows) -> Prediction | None:
+        key = (len(rows), rows[-1].id if rows else None)
+        with self._lock:
+            if key != self._key:
+                self._last = predict(track(rows), burst_alt_m=self.chase.burst_alt_m,
+                                     descent_rate_m_s=self.chase.descent_rate_m_s)
+                self._key = key
+            return self._last
 
 
 def track(rows) -> list[Fix]:

@@ -133,32 +133,6 @@ class Musing:
 
 
 @dataclass(frozen=True)
-class Chase:
-    """What the crew knows before launch, for the landing prediction, and where they are."""
-
-    burst_alt_m: float = predict.DEFAULT_BURST_ALT_M
-    descent_rate_m_s: float = predict.DEFAULT_DESCENT_RATE_M_S
-    home: tuple[float, float, float] | None = None  # lat, lon, alt of the station or the car
-
-
-class Landing:
-    """The prediction, computed again only when a new position has arrived."""
-
-    def __init__(self, chase: Chase):
-        self.chase = chase
-        self._key: tuple | None = None
-        self._last: predict.Prediction | None = None
-
-    def __call__(self, rows: list[TelemetryRow]) -> predict.Prediction | None:
-        key = (len(rows), rows[-1].id if rows else None)
-        if key != self._key:
-            self._key = key
-            self._last = predict.predict(predict.track(rows), burst_alt_m=self.chase.burst_alt_m,
-                                         descent_rate_m_s=self.chase.descent_rate_m_s)
-        return self._last
-
-
-@dataclass(frozen=True)
 class FlightView:
     now: datetime
     position: Position | None
@@ -178,7 +152,7 @@ class FlightView:
 
     @classmethod
     def from_ground(cls, ground: GroundReader, *, now: datetime | None = None, window_s: float = 300.0,
-                    musings: int = 5, landing: Landing | None = None) -> FlightView:
+                    musings: int = 5, landing: predict.Landing | None = None) -> FlightView:
         now = now or datetime.now(timezone.utc)
         rows = ground.telemetry(limit=30)
         position = Position(**{k: getattr(rows[-1], k) for k in Position.__dataclass_fields__}) if rows else None
@@ -376,11 +350,11 @@ class Watcher:
     """What to write at each step: the full screen (ANSI) or, plain, only what is new: a
     summary line when it changed and each musing once, in the order they completed."""
 
-    def __init__(self, plain: bool, window_s: float = 300.0, musings: int = 5, chase: Chase | None = None):
+    def __init__(self, plain: bool, window_s: float = 300.0, musings: int = 5, chase: predict.Chase | None = None):
         self.plain = plain
         self.window_s = window_s
         self.musings = musings
-        self.landing = Landing(chase or Chase())
+        self.landing = predict.Landing(chase or predict.Chase())
         self._last_summary: str | None = None
         self._last_musing_id = 0
 
@@ -404,7 +378,7 @@ class Watcher:
 
 def watch(db_path: str | Path, stop: threading.Event, out: TextIO, interval_s: float = 1.0, *,
           plain: bool | None = None, window_s: float = 300.0, musings: int = 5, once: bool = False,
-          chase: Chase | None = None) -> None:
+          chase: predict.Chase | None = None) -> None:
     """Show the flight in `db_path` on `out` every `interval_s` until `stop` is set (or once).
     `plain` None: plain when `out` is not a terminal."""
     if plain is None:
@@ -470,7 +444,7 @@ def cmd_watch(args: argparse.Namespace, stop: threading.Event | None = None, out
         print(f"error: --from takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, home))}",
               file=sys.stderr)
         return 2
-    chase = Chase(getattr(args, "burst_alt", predict.DEFAULT_BURST_ALT_M),
+    chase = predict.Chase(getattr(args, "burst_alt", predict.DEFAULT_BURST_ALT_M),
                   getattr(args, "descent_rate", predict.DEFAULT_DESCENT_RATE_M_S),
                   (home[0], home[1], home[2] if len(home) == 3 else 0.0) if home else None)
     try:

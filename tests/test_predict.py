@@ -117,7 +117,7 @@ def test_watch_shows_the_landing_and_the_crews_numbers(tmp_path):
     """A flight heard to 5 km on the way down, in a real ground database, through `watch`."""
     from groundstation.db import Store
     from groundstation.reading import GroundReader
-    from groundstation.watch import Chase, Watcher
+    from groundstation.watch import Watcher
     from stratoecho import wire
 
     flight = Flight(FlightPlan(seed=21))
@@ -129,7 +129,7 @@ def test_watch_shows_the_landing_and_the_crews_numbers(tmp_path):
                                                round(f.lon, 5), int(f.alt_m), 9, -20.0, 500.0, 4000, 1),
                                 received_at=(when.isoformat(timespec="milliseconds")))
     home = (flight.plan.launch_lat, flight.plan.launch_lon, flight.plan.launch_alt_m)
-    watcher = Watcher(plain=False, chase=Chase(burst_alt_m=30_000, home=home))
+    watcher = Watcher(plain=False, chase=P.Chase(burst_alt_m=30_000, home=home))
     with GroundReader.open(tmp_path / "flight.db") as ground:
         screen = watcher.step(ground, width=160)
         assert watcher.step(ground, width=160) == screen  # nothing new: the same prediction, not computed again
