@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stratoecho import atmosphere
+from stratoecho.cli import positive_number
 from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved, offset_m  # noqa: F401  (the crew's numbers, for callers)
 
 from .exports.base import has_fix, telemetry_datetime, utc_time
@@ -105,6 +106,29 @@ class Chase:
     burst_alt_m: float = DEFAULT_BURST_ALT_M
     descent_rate_m_s: float = DEFAULT_DESCENT_RATE_M_S
     home: tuple[float, float, float] | None = None  # lat, lon, alt of the station or the car
+
+
+def add_chase_arguments(parser, where: str) -> None:
+    """--burst-alt, --descent-rate and --from/--station (named `where`) for `watch` and `serve`."""
+    parser.add_argument("--burst-alt", type=positive_number("metres"), default=DEFAULT_BURST_ALT_M, metavar="M",
+                        help="the balloon's expected burst altitude, for the landing prediction until the burst is "
+                             f"seen (default {DEFAULT_BURST_ALT_M:,.0f}; take the figure from the balloon's table)")
+    parser.add_argument("--descent-rate", type=positive_number("m/s"), default=DEFAULT_DESCENT_RATE_M_S,
+                        metavar="M/S", help="the parachute's descent rate at the ground, until the descent measures "
+                                            f"it (default {DEFAULT_DESCENT_RATE_M_S:g})")
+    parser.add_argument(where, dest="home", nargs="+", type=float, metavar="LAT LON [ALT]",
+                        help="where you are (the station or the chase car, degrees and metres): distance, bearing "
+                             "and elevation to the balloon and to the predicted landing")
+
+
+def chase_from_args(args, where: str) -> Chase:
+    """The Chase that add_chase_arguments' options describe; ValueError naming the option."""
+    home = getattr(args, "home", None)
+    if home is not None and (len(home) not in (2, 3) or abs(home[0]) > 90 or abs(home[1]) > 180
+                             or not all(math.isfinite(x) for x in home)):
+        raise ValueError(f"{where} takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, home))}")
+    return Chase(args.burst_alt, args.descent_rate,
+                 (home[0], home[1], home[2] if len(home) == 3 else 0.0) if home else None)
 
 
 class Landing:

@@ -422,15 +422,7 @@ def register_cli(sub) -> argparse.ArgumentParser:
                    help="link quality over the last this many minutes (default 5)")
     p.add_argument("--musings", type=int, default=5, metavar="N", help="latest musings shown on screen (default 5)")
     p.add_argument("--once", action="store_true", help="show the view once and exit")
-    p.add_argument("--burst-alt", type=positive_number("metres"), default=predict.DEFAULT_BURST_ALT_M, metavar="M",
-                   help="the balloon's expected burst altitude, for the landing prediction until the burst is "
-                        f"seen (default {predict.DEFAULT_BURST_ALT_M:,.0f}; take the figure from the balloon's table)")
-    p.add_argument("--descent-rate", type=positive_number("m/s"), default=predict.DEFAULT_DESCENT_RATE_M_S,
-                   metavar="M/S", help="the parachute's descent rate at the ground, until the descent measures it "
-                                       f"(default {predict.DEFAULT_DESCENT_RATE_M_S:g})")
-    p.add_argument("--from", dest="home", nargs="+", type=float, metavar="LAT LON [ALT]",
-                   help="where you are (the station or the chase car): distance, bearing and elevation to the "
-                        "balloon and to the predicted landing")
+    predict.add_chase_arguments(p, "--from")
     p.set_defaults(func=cmd_watch)
     return p
 
@@ -439,14 +431,11 @@ def cmd_watch(args: argparse.Namespace, stop: threading.Event | None = None, out
     if not Path(args.db).is_file():
         print(f"error: no database at {args.db} (start `listen --db {args.db}` first)", file=sys.stderr)
         return 1
-    home = getattr(args, "home", None)
-    if home is not None and (len(home) not in (2, 3) or abs(home[0]) > 90 or abs(home[1]) > 180):
-        print(f"error: --from takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, home))}",
-              file=sys.stderr)
+    try:
+        chase = predict.chase_from_args(args, "--from")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    chase = predict.Chase(getattr(args, "burst_alt", predict.DEFAULT_BURST_ALT_M),
-                  getattr(args, "descent_rate", predict.DEFAULT_DESCENT_RATE_M_S),
-                  (home[0], home[1], home[2] if len(home) == 3 else 0.0) if home else None)
     try:
         watch(args.db, stop or threading.Event(), out or sys.stdout, args.interval,
               plain=True if args.plain else None, window_s=args.window * 60, musings=args.musings, once=args.once,

@@ -13,6 +13,7 @@ from groundstation import predict as P
 from sim.world import Flight, FlightPlan
 from stratoecho import atmosphere
 from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved
+from tests.test_dashboard import browser  # noqa: F401  (the shared headless Chromium)
 
 
 def track(flight: Flight, until_s: float, every_s: float = 30.0) -> list[P.Fix]:
@@ -141,3 +142,64 @@ def test_watch_shows_the_landing_and_the_crews_numbers(tmp_path):
     assert "balloon" in from_you and "° up" in from_you and "landing" in from_you
     plain = Watcher(plain=True).step(GroundReader.open(tmp_path / "flight.db"))
     assert " landing " in plain and " km in " in plain
+
+
+# --------------------------------------------------------------------------- the dashboard
+
+
+def test_the_dashboard_serves_the_prediction_and_the_station_numbers(tmp_path):
+    import json
+    import threading
+    import urllib.request
+
+    from groundstation.web import serve
+    from tests.test_dashboard import build_ground_db
+
+    db = tmp_path / "ground.db"
+    build_ground_db(db)
+    stop = threading.Event()
+    server = serve(db, "127.0.0.1", 0, stop, chase=P.Chase(burst_alt_m=12_000, home=(52.1, 0.0, 80.0)))
+    try:
+        with urllib.request.urlopen(server.url + "api/prediction", timeout=10) as r:
+            p = json.load(r)
+    finally:
+        stop.set()
+    assert p["phase"] == "ascent" and p["burst_alt_m"] == 12_000 and not p["burst_seen"]
+    assert p["vertical_rate_m_s"] == pytest.approx(15.0, abs=0.1) and p["burst_in_s"] > 0
+    assert p["landing_at"] > p["as_of"] and p["ellipse"]["semi_major_m"] >= p["ellipse"]["semi_minor_m"] > 0
+    # the wind is north-easterly-going: the landing lies north-east of the last position (52.258, 0.236)
+    assert p["lat"] > 52.258 and p["lon"] > 0.236
+    st = p["station"]
+    assert (st["lat"], st["lon"], st["alt_m"]) == (52.1, 0.0, 80.0)
+    assert 0 < st["balloon"]["bearing_deg"] < 90 and st["balloon"]["elevation_deg"] > 0
+    assert st["landing"]["distance_m"] > st["balloon"]["distance_m"]
+
+
+def test_in_chromium_the_track_shows_the_landing_its_ellipse_and_the_crews_numbers(tmp_path, browser):  # noqa: F811
+    import threading
+
+    from groundstation.web import serve
+    from tests.test_dashboard import CHROMIUM, build_ground_db, js, open_page, texts, wait
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    db = tmp_path / "ground.db"
+    build_ground_db(db)
+    stop = threading.Event()
+    server = serve(db, "127.0.0.1", 0, stop, chase=P.Chase(burst_alt_m=12_000, home=(52.1, 0.0, 80.0)))
+    try:
+        open_page(browser, server)
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('#track ellipse.landing-ellipse').length") == 1,
+             "no landing ellipse on the track")
+        assert js(browser, "return document.querySelectorAll('#track path.landing, #track rect.station').length") == 2
+        # the landing and its ellipse are inside the drawing, not cut off
+        box = js(browser, "const b = document.querySelector('#track ellipse.landing-ellipse').getBBox();"
+                          "return [b.x, b.y, b.x + b.width, b.y + b.height]")
+        assert box[0] >= -1 and box[1] >= -1 and box[2] <= 601 and box[3] <= 401, box
+        crew = dict(zip(texts(browser, "#crew dt"), texts(browser, "#crew dd")))
+        assert crew["burst"].startswith("12,000 m expected, in ")
+        assert crew["vertical rate"] == "+15.0 m/s"
+        assert " at 0" in crew["balloon from the station"] and "° up" in crew["balloon from the station"]
+        assert crew["lands in"].endswith(" UTC)") and crew["parachute"].endswith("(assumed)")
+    finally:
+        stop.set()

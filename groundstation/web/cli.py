@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import predict
 from ..db import StoreError
 from . import access
 from .server import serve
@@ -65,6 +66,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                         help="the operator password `operator-password` wrote (default "
                              f"{_home(access.default_file())} when it exists; without one, commands are taken "
                              "only on a dashboard listening on 127.0.0.1, from this machine)")
+    predict.add_chase_arguments(parser, "--station")
     parser.add_argument("--session-hours", type=_hours, default=access.SESSION_S / 3600, metavar="H",
                         help=f"how long an operator login lasts (default {access.SESSION_S / 3600:g})")
     parser.set_defaults(func=cmd_serve)
@@ -135,7 +137,12 @@ def cmd_operator_password(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     try:
-        server = serve(args.db, args.host, args.port, stop, load_sessions(args))
+        chase = predict.chase_from_args(args, "--station")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase)
     except (StoreError, OSError, access.OperatorFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,6 +16,9 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     GET  /api/link                  frames heard and bad per minute, telemetry lost per minute,
                                     per station (frames, signal, records heard), missing records
     GET  /api/outbox                commands queued for the payload, queued or sent
+    GET  /api/prediction            the predicted landing (groundstation/predict.py) with its 95 % ellipse,
+                                    the burst, the rates, and with `serve --station` distance, bearing and
+                                    elevation from the station; null until there is enough track
     GET  /api/events                Server-Sent Events: `telemetry` and `record` (lists of new rows),
                                     `outbox` (the whole outbox when it changes), `link` (frames grew)
     GET  /api/session               {"operator": may this browser queue commands, "expires_in": its
@@ -66,7 +69,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,8 +78,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from stratoecho import geo
 from stratoecho.wire.uplink import MemoryNote, Ping, PowerMode, SetIntervals, SetMode
 
+from .. import predict
 from ..db import Store, StoreError, utc_now
 from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
 from . import access
@@ -179,6 +184,40 @@ def record_json(row: RecordRow) -> dict:
 def outbox_json(rows: list[OutboxRow]) -> list[dict]:
     return [{"id": r.id, "queued_at": r.queued_at, "command": r.command, "what": r.what, "sent_at": r.sent_at,
              "state": r.state} for r in rows]
+
+
+def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:
+    """/api/prediction: the landing as `predict.Prediction` has it, its UTC times, and the
+    crew's numbers from the station when one was given."""
+    p = landing(db.telemetry())
+    if p is None:
+        return None
+    as_of = datetime.fromtimestamp(p.t_s, timezone.utc)
+    answer = {
+        "phase": p.phase, "lat": round(p.lat, 6), "lon": round(p.lon, 6),
+        "ellipse": {"semi_major_m": round(p.ellipse.semi_major_m), "semi_minor_m": round(p.ellipse.semi_minor_m),
+                    "bearing_deg": round(p.ellipse.bearing_deg, 1)},
+        "as_of": as_of.isoformat(), "landing_in_s": round(p.landing_in_s),
+        "landing_at": (as_of + timedelta(seconds=p.landing_in_s)).isoformat(),
+        "burst_alt_m": round(p.burst_alt_m), "burst_seen": p.burst_seen,
+        "burst_in_s": None if p.burst_in_s is None else round(p.burst_in_s),
+        "vertical_rate_m_s": round(p.vertical_rate_m_s, 2), "descent_rate_m_s": round(p.descent_rate_m_s, 2),
+        "descent_rate_measured": p.descent_rate_measured, "ground_alt_m": round(p.ground_alt_m), "layers": p.layers,
+        "station": None,
+    }
+    home, latest = landing.chase.home, db.latest_position()
+    if home is not None:
+        lat, lon, alt = home
+        station = {"lat": lat, "lon": lon, "alt_m": alt,
+                   "landing": {"distance_m": round(geo.distance_m(lat, lon, p.lat, p.lon)),
+                               "bearing_deg": round(geo.bearing_deg(lat, lon, p.lat, p.lon), 1)}}
+        if latest is not None:
+            station["balloon"] = {
+                "distance_m": round(geo.distance_m(lat, lon, latest.lat, latest.lon)),
+                "bearing_deg": round(geo.bearing_deg(lat, lon, latest.lat, latest.lon), 1),
+                "elevation_deg": round(geo.elevation_deg(lat, lon, alt, latest.lat, latest.lon, latest.alt), 1)}
+        answer["station"] = station
+    return answer
 
 
 def _position(row: TelemetryRow | None) -> dict | None:
@@ -307,12 +346,13 @@ class Dashboard(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
-                 sessions: access.Sessions | None = None):
+                 sessions: access.Sessions | None = None, chase: predict.Chase | None = None):
         self.db_path = db_path
         self.stop = stop
         self.token = secrets.token_urlsafe(32)
         self.bound_host = host
         self.sessions = sessions or access.Sessions(None, time.monotonic)
+        self.landing = predict.Landing(chase or predict.Chase())
         self.pages = {path: ((STATIC_DIR / name).read_bytes(), ctype) for path, (name, ctype) in PAGES.items()}
         index, ctype = self.pages["/"]
         index = index.replace(TOKEN_PLACEHOLDER.encode(), self.token.encode())
@@ -423,6 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
                 answer = link(db)
             elif path == "/api/outbox":
                 answer = outbox_json(db.outbox())
+            elif path == "/api/prediction":
+                answer = prediction_json(self.server.landing, db)
             else:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
         self._json(answer)
@@ -630,17 +672,19 @@ def _cookie(session_id: str, max_age: float) -> str:
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
-          stop_event: threading.Event | None = None, sessions: access.Sessions | None = None) -> Dashboard:
+          stop_event: threading.Event | None = None, sessions: access.Sessions | None = None,
+          chase: predict.Chase | None = None) -> Dashboard:
     """Start the dashboard in background threads and return its server (`.url`,
     `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
     ends every event stream within a poll. The database is created if missing (as the
     listener would), so the page can be opened before the first frame is heard;
     StoreError if it is not a ground database, OSError if the address cannot be bound.
-    `sessions`: who may queue commands (access.py); None: nobody can log in."""
+    `sessions`: who may queue commands (access.py); None: nobody can log in. `chase`: the
+    prediction's settings and the station's position (predict.Chase)."""
     db_path = Path(db_path)
     Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
     stop = stop_event or threading.Event()
-    server = Dashboard(db_path, host, port, stop, sessions)
+    server = Dashboard(db_path, host, port, stop, sessions, chase)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
                      daemon=True).start()
 

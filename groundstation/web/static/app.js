@@ -20,6 +20,7 @@
     images: new Map(), // "boot/seq" -> image record
     link: null,
     summary: null,
+    prediction: null, // /api/prediction: the landing, its ellipse, the crew's numbers
     clockOffsetMs: 0, // this browser's clock minus the server's
     cursor: { telemetry: 0, records: 0 },
   };
@@ -95,6 +96,7 @@
     if (parts.has("pictures")) drawPictures();
     if (parts.has("link")) drawLink();
     if (parts.has("summary")) drawSummary();
+    if (parts.has("crew")) drawCrew();
   }
 
   // ------------------------------------------------------------------ charts against time
@@ -232,7 +234,15 @@
     // Equirectangular, east-west shrunk by cos(latitude): true to scale over a flight's few hundred km.
     const lat0 = rows.reduce((s, r) => s + r.lat, 0) / rows.length;
     const k = Math.cos((lat0 * Math.PI) / 180);
-    const px = rows.map((r) => r.lon * k), py = rows.map((r) => r.lat);
+    const pred = state.prediction;
+    const places = rows.map((r) => [r.lat, r.lon]);
+    if (pred) {
+      places.push([pred.lat, pred.lon]);
+      const reach = pred.ellipse.semi_major_m / 111320; // degrees of latitude: the ellipse on the map too
+      places.push([pred.lat + reach, pred.lon + reach / k], [pred.lat - reach, pred.lon - reach / k]);
+      if (pred.station) places.push([pred.station.lat, pred.station.lon]);
+    }
+    const px = places.map(([, lon]) => lon * k), py = places.map(([lat]) => lat);
     const minSpan = 0.01; // degrees: a balloon on the ground still gets a sensible scale
     let [x0, x1, y0, y1] = [Math.min(...px), Math.max(...px), Math.min(...py), Math.max(...py)];
     if (x1 - x0 < minSpan) { const c = (x0 + x1) / 2; x0 = c - minSpan / 2; x1 = c + minSpan / 2; }
@@ -251,6 +261,24 @@
     svg("text", node, { x: X(first.lon) + 9, y: Y(first.lat) + 4, class: "label" }, "launch");
     svg("circle", node, { cx: X(last.lon), cy: Y(last.lat), r: 6, class: "latest" });
     svg("text", node, { x: X(last.lon) + 9, y: Y(last.lat) - 6, class: "label" }, `${last.alt} m`);
+    if (pred && pred.phase !== "landed") {
+      const pxPerM = scale / 111320;
+      const [lx, ly] = [X(pred.lon), Y(pred.lat)];
+      svg("polyline", node, { points: `${X(last.lon).toFixed(1)},${Y(last.lat).toFixed(1)} ${lx.toFixed(1)},${ly.toFixed(1)}`,
+        class: "to-landing" });
+      // The major axis's bearing is from north, clockwise; SVG turns an x-aligned ellipse clockwise.
+      svg("ellipse", node, { cx: lx, cy: ly, rx: Math.max(pred.ellipse.semi_major_m * pxPerM, 2),
+        ry: Math.max(pred.ellipse.semi_minor_m * pxPerM, 2), class: "landing-ellipse",
+        transform: `rotate(${pred.ellipse.bearing_deg - 90} ${lx} ${ly})` });
+      svg("path", node, { d: `M${lx - 6},${ly - 6} L${lx + 6},${ly + 6} M${lx - 6},${ly + 6} L${lx + 6},${ly - 6}`,
+        class: "landing" });
+      svg("text", node, { x: lx + 9, y: ly + 14, class: "label" }, "landing");
+    }
+    if (pred && pred.station) {
+      const [sx, sy] = [X(pred.station.lon), Y(pred.station.lat)];
+      svg("rect", node, { x: sx - 5, y: sy - 5, width: 10, height: 10, class: "station" });
+      svg("text", node, { x: sx + 9, y: sy + 4, class: "label" }, "station");
+    }
 
     // scale bar: a round distance about a quarter of the width
     const kmPerPx = 111.32 / scale;
@@ -264,6 +292,51 @@
 
     note.textContent = `latest ${last.lat.toFixed(5)}, ${last.lon.toFixed(5)} at ${last.alt} m, `
       + `${clock(isoMs(last.t))} UTC; launch ${first.lat.toFixed(5)}, ${first.lon.toFixed(5)}`;
+  }
+
+  // ------------------------------------------------------------------ for the crew
+
+  const km = (m) => (m >= 10000 ? `${(m / 1000).toFixed(0)} km` : `${(m / 1000).toFixed(1)} km`);
+  const minutes = (s) => (s >= 5400 ? `${(s / 3600).toFixed(1)} h` : `${Math.round(s / 60)} min`);
+  const compass = (deg) => `${String(Math.round(deg) % 360).padStart(3, "0")}°`;
+
+  function drawCrew() {
+    const p = state.prediction;
+    const set = (id, text) => { $(id).textContent = text; };
+    if (!p) {
+      for (const id of ["crew-landing", "crew-ellipse", "crew-landing-in", "crew-rate", "crew-burst", "crew-chute",
+        "crew-balloon", "crew-from"]) set(id, "–");
+      $("crew-note").textContent = "No prediction yet: it needs three positions over a minute.";
+      return;
+    }
+    set("crew-landing", p.phase === "landed" ? `landed at ${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`
+      : `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`);
+    set("crew-ellipse", p.phase === "landed" ? "–" : `${km(p.ellipse.semi_major_m)} × ${km(p.ellipse.semi_minor_m)}`);
+    set("crew-landing-in", p.phase === "landed" ? "landed"
+      : `${minutes(p.landing_in_s)} (${clock(isoMs(p.landing_at))} UTC)`);
+    set("crew-rate", `${p.vertical_rate_m_s >= 0 ? "+" : ""}${p.vertical_rate_m_s.toFixed(1)} m/s`);
+    set("crew-burst", `${p.burst_alt_m.toLocaleString()} m `
+      + (p.burst_seen ? "(seen)" : `expected, in ${minutes(p.burst_in_s || 0)}`));
+    set("crew-chute", `${p.descent_rate_m_s.toFixed(1)} m/s at the ground (${p.descent_rate_measured ? "measured" : "assumed"})`);
+    const st = p.station;
+    set("crew-balloon", st && st.balloon
+      ? `${km(st.balloon.distance_m)} at ${compass(st.balloon.bearing_deg)}, ${st.balloon.elevation_deg.toFixed(0)}° up` : "–");
+    set("crew-from", st ? `${km(st.landing.distance_m)} at ${compass(st.landing.bearing_deg)}` : "–");
+    $("crew-note").textContent = `As of ${clock(isoMs(p.as_of))} UTC, from ${p.layers} wind layers measured`
+      + (st ? "" : "; give serve --station LAT LON ALT for distances from the station") + ".";
+  }
+
+  let predictionTimer = null;
+
+  function refreshPredictionSoon() { // at most every 2 s: a new position moves the landing
+    if (predictionTimer) return;
+    predictionTimer = setTimeout(async () => {
+      try {
+        state.prediction = await getJSON("/api/prediction");
+        mark("track", "crew");
+      } catch (err) { /* the event stream reports the connection */ }
+      predictionTimer = null;
+    }, 2000);
   }
 
   // ------------------------------------------------------------------ musings and pictures
@@ -396,7 +469,7 @@
 
   function addTelemetry(rows) {
     for (const r of rows) state.telemetry.set(r.id, r);
-    if (rows.length) mark("track", "charts", "summary");
+    if (rows.length) { mark("track", "charts", "summary"); refreshPredictionSoon(); }
   }
 
   function addRecords(rows) {
@@ -599,16 +672,17 @@
         const summary = await getJSON("/api/summary");
         applySummary(summary);
         state.cursor = summary.cursor;
-        const [telemetry, musings, health, images, link, outbox] = await Promise.all([
+        const [telemetry, musings, health, images, link, outbox, prediction] = await Promise.all([
           getJSON("/api/telemetry?since=0"), getJSON("/api/musings?since=0"),
           getJSON("/api/records?kind=health&since=0"), getJSON("/api/records?kind=image&since=0"),
-          getJSON("/api/link"), getJSON("/api/outbox"),
+          getJSON("/api/link"), getJSON("/api/outbox"), getJSON("/api/prediction"),
         ]);
+        state.prediction = prediction;
         addTelemetry(telemetry);
         addRecords([...musings, ...health, ...images]);
         state.link = link;
         drawOutbox(outbox);
-        mark("track", "charts", "musings", "pictures", "link", "summary");
+        mark("track", "charts", "musings", "pictures", "link", "summary", "crew");
         break;
       } catch (err) {
         setLive(false, `cannot reach the ground station (${err.message}): trying again…`);
