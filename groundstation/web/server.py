@@ -57,6 +57,7 @@ header, so a web page cannot reach the dashboard under a DNS name of its own
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import ipaddress
 import json
@@ -245,10 +246,46 @@ def summary(db: GroundReader) -> dict:
     }
 
 
+def flight_offsets(db: GroundReader) -> dict[str, float]:
+    """For each minute of reception (YYYY-MM-DDTHH:MM) that heard telemetry, the median of
+    (sentence time - time heard) in seconds: what moves a minute of reception onto flight time.
+    Live it is a few seconds; on a replayed or imported database it is the days in between."""
+    by_minute: dict[str, list[float]] = {}
+    for r in db.telemetry():
+        try:
+            heard = datetime.fromisoformat(r.received_at)
+            sent = datetime.fromisoformat(sentence_time(r.time, r.received_at))
+        except ValueError:
+            continue
+        if heard.tzinfo is None:
+            heard = heard.replace(tzinfo=timezone.utc)
+        if sent.tzinfo is None:
+            sent = sent.replace(tzinfo=timezone.utc)
+        by_minute.setdefault(r.received_at[:16], []).append((sent - heard).total_seconds())
+    return {m: sorted(v)[len(v) // 2] for m, v in by_minute.items()}
+
+
+def _on_flight_time(minute: str, offsets: dict[str, float], known: list[str]) -> str:
+    """The minute of reception `minute` as a flight time (ISO, UTC): moved by its own offset, or
+    by that of the nearest minute that heard telemetry; unmoved when none did."""
+    start = datetime.fromisoformat(minute + ":00").replace(tzinfo=timezone.utc)
+    if not known:
+        return start.isoformat()
+    i = bisect.bisect_left(known, minute)
+    near = min(known[max(i - 1, 0):i + 1], key=lambda k: abs((datetime.fromisoformat(k + ":00").replace(
+        tzinfo=timezone.utc) - start).total_seconds()))
+    return (start + timedelta(seconds=offsets[near])).isoformat()
+
+
 def link(db: GroundReader) -> dict:
-    """Frames and telemetry lost per minute, per station figures, and the records still missing."""
-    minutes = {m.minute: {"minute": m.minute, "frames": m.frames, "bad": m.bad, "rssi_dbm": m.rssi_dbm,
-                          "snr_db": m.snr_db, "telemetry": 0, "telemetry_missing": 0}
+    """Frames and telemetry lost per minute, per station figures, and the records still missing.
+    Each minute is the minute the frames were heard, with `t`, that minute on flight time (the
+    sentences' own clock), where the page draws it beside the other charts."""
+    offsets = flight_offsets(db)
+    known = sorted(offsets)
+    minutes = {m.minute: {"minute": m.minute, "t": _on_flight_time(m.minute, offsets, known), "frames": m.frames,
+                          "bad": m.bad, "rssi_dbm": m.rssi_dbm, "snr_db": m.snr_db, "telemetry": 0,
+                          "telemetry_missing": 0}
                for m in db.frames_per_minute(LINK_MINUTES)}
     # A sentence is one frame: the holes in its numbers are frames lost, minute by minute.
     prev: SentenceHeard | None = None

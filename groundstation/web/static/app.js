@@ -375,7 +375,8 @@
   function drawLink() {
     const link = state.link;
     if (!link) return;
-    const minutes = link.minutes.map((m) => ({ ...m, t: Date.parse(`${m.minute}:00Z`) }));
+    // On flight time (the server moves each minute heard by the sentences' own clock), like the other charts.
+    const minutes = link.minutes.map((m) => ({ ...m, t: Date.parse(m.t) }));
     timeChart($("chart-frames"), minutes.map((m) => ({ t: m.t, v: m.frames - m.bad, v2: m.bad })),
       { kind: "bars", zero: true });
     timeChart($("chart-loss"), minutes.map((m) => {
