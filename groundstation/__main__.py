@@ -305,7 +305,13 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
             print(f"error: {e}", file=sys.stderr)
             return 1
     from .api_proxy import ProxyConfigError, proxy_from_args
+    from .network import auth_from_args
 
+    try:
+        auth_from_args(args, "mqtt-")  # the broker's password file and certificate, before anything opens
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         proxy = proxy_from_args(args)
     except ProxyConfigError as e:

@@ -4,7 +4,8 @@ aggregator merges it into the database the dashboard reads.
 Topics (``PREFIX`` is ``stratoecho`` unless told otherwise)::
 
     PREFIX/PAYLOAD/frames/STATION    QoS 1   one raw frame a message, as the station heard it
-    PREFIX/PAYLOAD/records/STATION   QoS 1   a record the station decoded itself (optional)
+    PREFIX/PAYLOAD/records/STATION   QoS 1   a record the station decoded itself (optional;
+                                             the aggregator refuses them: see "Trust")
     PREFIX/status/STATION            QoS 1   retained "online"; "offline" on a clean close, or
                                              the broker's last will when the station vanishes
 
@@ -16,9 +17,8 @@ was told), ``unknown`` before it heard any: fragments do not carry it. Messages 
     records: {"v": 1, "id": "SESSION:N", "station": ..., "received_at": ...,
               "record": Record.as_dict() or Telemetry.as_dict()}
 
-The aggregator reads a shared record back into the typed record it came from
-(`heard.record_from_json`); one that is not counts as a "bad record", with a warning
-naming the field, and the messages around it are kept.
+The aggregator counts a shared record and refuses it (see "Trust"); `heard.record_from_json`
+reads one back into the typed record it came from, for tools that want a station's own view.
 
 ``id`` is unique per publisher session (a random SESSION, then a counter), so the aggregator
 can drop the copies at-least-once delivery makes.
@@ -26,6 +26,16 @@ can drop the copies at-least-once delivery makes.
 Raw frames, not records: a record cut into k-of-n fragments may be heard in part by one
 station and in part by another, so neither can rebuild it alone. The aggregator feeds every
 station's frames into ONE `FrameDecoder`, and the union completes it.
+
+Trust. No station is believed on its word. The aggregator builds records only from raw frames
+it decodes itself (a decoded record a station publishes is counted and refused), and a frame
+counts only once it is vouched for: heard by a station the aggregator was told to trust
+(`--trust`), or by `quorum` different stations (default 2) sending the same bytes. Until then
+it is stored as that station's claim (the frames table, attributed to it) and held; a station
+making frames up alone cannot put a record in the flight's database. Which station a frame
+came from is the topic's last level: the broker must let each station's user write only its
+own topics (mosquitto: an acl_file with ``pattern write PREFIX/+/frames/%u``), and speak TLS
+with a password per station (`BrokerAuth`; docs/ground.md has a mosquitto configuration).
 
 Delivery. `StationPublisher.publish_frame` only appends to a bounded buffer and returns; one
 thread of the publisher owns the MQTT client, connects (tenacity back-off), publishes at QoS 1
@@ -50,6 +60,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,8 +74,8 @@ from stratoecho import wire
 from stratoecho.cli import hostport_type, positive_number, stop_on_signals
 
 from .db import Store, StoreError, utc_now
-from .decoder import Decoded, FrameDecoder
-from .heard import RecordJsonError, WireRecord, kind_name, record_from_json
+from .decoder import Decoded, FrameDecoder, classify
+from .heard import WireRecord
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +145,38 @@ def _iso(received_at: str | datetime | None) -> str:
     return str(received_at)
 
 
+# --------------------------------------------------------------------------- credentials
+
+@dataclass(frozen=True)
+class BrokerAuth:
+    """How a client proves itself to the broker and checks the broker: a user name and password
+    (read from a file, never given on a command line, where `ps` shows it), and TLS against
+    `ca_file` (None: the system's certificate authorities) when `tls` is set."""
+
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+
+    @classmethod
+    def from_files(cls, username: str | None, password_file: str | Path | None, ca_file: str | Path | None,
+                   tls: bool) -> BrokerAuth:
+        """ValueError naming the file or option that will not do."""
+        password = None
+        if password_file is not None:
+            try:
+                password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"{password_file}: cannot read the broker password: {e}") from None
+            if not password:
+                raise ValueError(f"{password_file}: empty; expected the broker password on its first line")
+            if username is None:
+                raise ValueError("a broker password file needs the user name too (--mqtt-user)")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"{ca_file}: no such certificate file")
+        return cls(username, password, tls or ca_file is not None, None if ca_file is None else str(ca_file))
+
+
 # --------------------------------------------------------------------------- one client, one thread
 
 class _NotConnected(Exception):
@@ -146,11 +189,17 @@ class _Session:
     and `_sleep` say when back-off stops and what it waits on."""
 
     def __init__(self, host: str, port: int, client_id: str, *, clean_session: bool, reconnect: Reconnect,
-                 name: str) -> None:
+                 name: str, auth: BrokerAuth | None = None) -> None:
         self.host, self.port, self.reconnect = host, port, reconnect
         self._log = log.bind(mqtt=name, broker=f"{host}:{port}")
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
                                    protocol=mqtt.MQTTv311)
+        if auth is not None and auth.username is not None:
+            self._client.username_pw_set(auth.username, auth.password)
+        if auth is not None and auth.tls:
+            # Verifies the broker's certificate and its name: a station never sends its password
+            # to a machine that merely answers on the broker's address.
+            self._client.tls_set(ca_certs=auth.ca_file)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._stop = threading.Event()
@@ -266,7 +315,7 @@ class StationPublisher:
 
     def __init__(self, broker_host: str, broker_port: int, station: str, callsign_hint: str | None = None,
                  topic_prefix: str = DEFAULT_PREFIX, *, buffer_messages: int = 10_000, max_inflight: int = 64,
-                 reconnect: Reconnect = Reconnect()) -> None:
+                 reconnect: Reconnect = Reconnect(), auth: BrokerAuth | None = None) -> None:
         self.station = topic_level(station, "station")
         self.prefix = check_prefix(topic_prefix)
         self._payload = payload_level(callsign_hint)
@@ -283,7 +332,7 @@ class StationPublisher:
         self._closing = threading.Event()
         self._close_deadline = math.inf
         self.stats = PublisherStats()
-        self._net = _PublisherSession(self, broker_host, broker_port, reconnect)
+        self._net = _PublisherSession(self, broker_host, broker_port, reconnect, auth)
         self._thread = threading.Thread(target=self._net._serve, name=f"mqtt-publisher-{station}", daemon=True)
         self._thread.start()
 
@@ -391,9 +440,10 @@ class StationPublisher:
 
 
 class _PublisherSession(_Session):
-    def __init__(self, owner: StationPublisher, host: str, port: int, reconnect: Reconnect) -> None:
+    def __init__(self, owner: StationPublisher, host: str, port: int, reconnect: Reconnect,
+                 auth: BrokerAuth | None) -> None:
         super().__init__(host, port, f"stratoecho-{owner.station}-{owner._session_id}", clean_session=True,
-                         reconnect=reconnect, name=f"station {owner.station}")
+                         reconnect=reconnect, name=f"station {owner.station}", auth=auth)
         self._owner = owner
         self._status = status_topic(owner.prefix, owner.station)
         self._client.will_set(self._status, OFFLINE, qos=1, retain=True)
@@ -444,23 +494,33 @@ class AggregateStats:
     duplicate_frames: int = 0  # frames with the same bytes as one heard before, by any station
     duplicate_records: int = 0  # records or sentences decoded again that the database already held
     records_new: int = 0  # telemetry and records new to the database
-    shared_records: int = 0  # decoded records stations sent on the records topic
+    refused_records: int = 0  # decoded records stations sent on the records topic: never stored
+    held_frames: int = 0  # frames stored as a station's claim, waiting for a second station or a trusted one
+    vouched_frames: int = 0  # distinct frames decoded once vouched for
     bad_messages: Counter = field(default_factory=Counter)  # by reason
 
 
 class Aggregator:
     """Merges every station's frames into one database; `run(stop)` until `stop` is set.
 
-    All frames go through ONE `FrameDecoder`, so fragments heard by different stations
+    All vouched frames go through ONE `FrameDecoder`, so fragments heard by different stations
     complete a record together. Each frame is stored with its station and signal, each
     record once (`INSERT OR IGNORE` by kind, boot, seq), and `heard` names every station
     that heard a frame of it. Commits come every `batch_messages` messages or
     `flush_interval_s`, whichever first, and only then are the messages acknowledged.
+
+    Trust (the module's docstring): a frame is decoded once `quorum` stations sent its bytes,
+    or one of `trusted` did; `quorum` 1 believes every station (a network of one's own).
     """
 
     def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
                  *, client_id: str = "stratoecho-aggregator", reconnect: Reconnect = Reconnect(),
-                 batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000) -> None:
+                 batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000,
+                 trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None) -> None:
+        if quorum < 1:
+            raise ValueError(f"a quorum is 1 station or more, got {quorum}")
+        self.trusted = frozenset(topic_level(t, "trusted station") for t in trusted)
+        self.quorum = quorum
         self.prefix = check_prefix(topic_prefix)
         self.store = Store(db_path, flush_interval_s)  # StoreError here, before anything connects
         self.decoder = FrameDecoder()
@@ -471,11 +531,13 @@ class Aggregator:
         self._remember = remember
         self._seen_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
+        self._held: OrderedDict[bytes, dict[str, str]] = OrderedDict()  # digest -> {station: received_at}
+        self._vouched: OrderedDict[bytes, None] = OrderedDict()
         self._contributors: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()  # incomplete records
         self._complete: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self._acks: list[tuple[int, int]] = []
         self._last_commit = time.monotonic()
-        self._net = _AggregatorSession(self, broker_host, broker_port, client_id, reconnect)
+        self._net = _AggregatorSession(self, broker_host, broker_port, client_id, reconnect, auth)
 
     def run(self, stop: threading.Event) -> None:
         """Receive, merge and store until `stop` is set; the database is committed and closed at the end."""
@@ -526,10 +588,10 @@ class Aggregator:
         received_at = msg.get("received_at")
         if not isinstance(received_at, str) or not _is_iso(received_at):
             received_at = utc_now()
-        if what == "frames":
-            self._frame(msg, station, received_at)
-        else:
-            self._shared_record(msg, station, received_at)
+        if what == "records":
+            self.stats.refused_records += 1
+            raise _BadMessage("decoded record refused")  # only frames this aggregator decodes count
+        self._frame(msg, station, received_at)
         if key is not None:
             _remember(self._seen_ids, key, self._remember)
 
@@ -540,16 +602,38 @@ class Aggregator:
             raise _BadMessage("bad hex") from e
         origin = msg.get("origin")
         source = f"mqtt {origin}" if isinstance(origin, str) and origin else "mqtt"
+        rssi, snr = _number(msg.get("rssi_dbm")), _number(msg.get("snr_db"))
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if digest in self._seen_frames:
             self.stats.duplicate_frames += 1
         _remember(self._seen_frames, digest, self._remember)
-        result = self.decoder.feed(data)
-        self.store.add_frame(data, source, result.error, received_at, station=station,
-                             rssi_dbm=_number(msg.get("rssi_dbm")), snr_db=_number(msg.get("snr_db")))
         self.stats.frames += 1
+        if digest in self._vouched:  # another station heard what is already believed
+            result = self.decoder.feed(data)
+            self.store.add_frame(data, source, result.error, received_at, station=station, rssi_dbm=rssi, snr_db=snr)
+            if result.ok:
+                self._merge(result, station, received_at)
+            return
+        claims = self._held.pop(digest, {})
+        claims.setdefault(station, received_at)
+        if station not in self.trusted and len(claims) < self.quorum:
+            # The station's claim, stored as such; checked, but not decoded into anything.
+            self.store.add_frame(data, source, _frame_error(data), received_at, station=station, rssi_dbm=rssi,
+                                 snr_db=snr)
+            self._held[digest] = claims
+            while len(self._held) > self._remember:
+                self._held.popitem(last=False)
+            self.stats.held_frames += 1
+            return
+        _remember(self._vouched, digest, self._remember)
+        self.stats.vouched_frames += 1
+        result = self.decoder.feed(data)
+        self.store.add_frame(data, source, result.error, received_at, station=station, rssi_dbm=rssi, snr_db=snr)
         if result.ok:
-            self._merge(result, station, received_at)
+            (first, at), *others = claims.items()
+            self._merge(result, first, at)
+            for name, at in others:  # the stations whose claims it confirmed heard it too
+                self._heard_too(result, name, at)
 
     def _merge(self, result: Decoded, station: str, received_at: str) -> None:
         frame = result.frame
@@ -577,20 +661,23 @@ class Aggregator:
                 while len(self._contributors) > self.decoder.max_pending:
                     self._contributors.popitem(last=False)
 
+    def _heard_too(self, result: Decoded, station: str, received_at: str) -> None:
+        """`station` heard the frame `result` came from as well: it goes in `heard`, nothing is stored again."""
+        frame = result.frame
+        if isinstance(frame, wire.Telemetry):
+            self.store.add_heard("telemetry", frame.boot, frame.seq, station, received_at)
+        elif isinstance(frame, wire.Fragment):
+            key = (frame.kind.name.lower(), frame.boot, frame.seq)
+            if key in self._complete:
+                self.store.add_heard(*key, station, received_at)
+            else:
+                self._contributors.setdefault(key, {}).setdefault(station, received_at)
+
     def _store(self, record: WireRecord, received_at: str) -> None:
         if self.store.add(record, received_at):
             self.stats.records_new += 1
         else:
             self.stats.duplicate_records += 1
-
-    def _shared_record(self, msg: dict, station: str, received_at: str) -> None:
-        try:
-            record = record_from_json(msg.get("record"))
-        except RecordJsonError as e:
-            raise _BadMessage("bad record", f"record from {station}: {e}") from e
-        self._store(record, received_at)
-        self.stats.shared_records += 1
-        self.store.add_heard(kind_name(record), record.boot, record.seq, station, received_at)
 
     # ------------------------------------------------------------ batching
 
@@ -615,8 +702,10 @@ class Aggregator:
 
 
 class _AggregatorSession(_Session):
-    def __init__(self, owner: Aggregator, host: str, port: int, client_id: str, reconnect: Reconnect) -> None:
-        super().__init__(host, port, client_id, clean_session=False, reconnect=reconnect, name="aggregator")
+    def __init__(self, owner: Aggregator, host: str, port: int, client_id: str, reconnect: Reconnect,
+                 auth: BrokerAuth | None) -> None:
+        super().__init__(host, port, client_id, clean_session=False, reconnect=reconnect, name="aggregator",
+                         auth=auth)
         self._owner = owner
         self.topics = [f"{owner.prefix}/+/frames/+", f"{owner.prefix}/+/records/+"]
         self._client.manual_ack_set(True)
@@ -644,6 +733,15 @@ class _AggregatorSession(_Session):
             owner._connection_lost()
 
 
+def _frame_error(data: bytes) -> str | None:
+    """Why `data` is not a frame (decoder.classify's reason), or None; decodes nothing into state."""
+    try:
+        wire.decode_frame(data)
+    except wire.WireError as e:
+        return classify(e)
+    return None
+
+
 def _remember(seen: OrderedDict, key, limit: int) -> None:
     seen[key] = None
     seen.move_to_end(key)
@@ -669,10 +767,12 @@ def _is_iso(text: str) -> bool:
 
 AGGREGATE_EXAMPLES = """\
 examples:
-  python -m groundstation aggregate --broker 127.0.0.1:1883 --db flight.db
-  python -m groundstation aggregate --broker mqtt.example.org:1883 --db flight.db --topic-prefix club/stratoecho
+  python -m groundstation aggregate --broker 127.0.0.1:1883 --db flight.db --trust hilltop
+  python -m groundstation aggregate --broker mqtt.example.org:8883 --user aggregator --password-file agg.pw \\
+      --ca club-ca.crt --db flight.db --topic-prefix club/stratoecho
   # each station, beside its own database:
-  python -m groundstation listen --serial /dev/ttyUSB0 --db here.db --mqtt mqtt.example.org:1883 --station hilltop
+  python -m groundstation listen --serial /dev/ttyUSB0 --db here.db --mqtt mqtt.example.org:8883 --station hilltop \\
+      --mqtt-user hilltop --mqtt-password-file hilltop.pw --mqtt-ca club-ca.crt
 broker: any MQTT 3.1.1 broker; run it with persistence on (mosquitto: "persistence true") so
 frames wait there for the aggregator while it or the broker restarts, and raise its
 max_queued_messages (mosquitto's default keeps 1000 a client) to what a long outage needs.
@@ -704,12 +804,13 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "aggregate", help="merge the frames several stations share over MQTT into one database",
         description=(
-            "Subscribe to every station's frames on an MQTT broker (TOPIC-PREFIX/+/frames/+, and records "
-            "stations decoded on TOPIC-PREFIX/+/records/+), put them all through one decoder so "
-            "fragments heard by different stations complete a record together, and store every frame "
-            "(with its station and signal) and every record once in the database, noting which stations "
-            "heard each. The dashboard reads that database. Runs until Ctrl-C or SIGTERM, then prints a "
-            "summary on standard error."
+            "Subscribe to every station's frames on an MQTT broker (TOPIC-PREFIX/+/frames/+), put them "
+            "through one decoder so fragments heard by different stations complete a record together, and "
+            "store every frame (with its station and signal) and every record once in the database, noting "
+            "which stations heard each. No station is believed on its word: records a station decoded "
+            "(TOPIC-PREFIX/+/records/+) are refused, and a frame counts once --quorum stations sent the same "
+            "bytes or a --trust station did; until then it is kept as that station's claim. The dashboard "
+            "reads that database. Runs until Ctrl-C or SIGTERM, then prints a summary on standard error."
         ),
         epilog=AGGREGATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -724,10 +825,42 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                         help="MQTT client id; the broker keeps this id's session (and the frames waiting for "
                              "it) while the aggregator is away. Two aggregators need two ids "
                              "(default stratoecho-aggregator)")
+    parser.add_argument("--trust", action="append", default=[], type=_station_type, metavar="STATION",
+                        help="a station whose frames count alone (your own); repeat for more. Others' count "
+                             "once --quorum stations sent the same bytes")
+    parser.add_argument("--quorum", type=int, default=2, metavar="N",
+                        help="how many stations must send a frame's bytes before an untrusted station's frame "
+                             "counts (default 2; 1 believes every station)")
+    _broker_auth_arguments(parser, "")
     parser.add_argument("--duration", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop after this many seconds (for scripted runs)")
     parser.set_defaults(func=cmd_aggregate)
     return parser
+
+
+def _broker_auth_arguments(parser, prefix: str) -> None:
+    """--user/--password-file/--ca/--tls (`prefix` "mqtt-" for a station's options)."""
+    parser.add_argument(f"--{prefix}user", metavar="NAME", help="user name at the broker")
+    parser.add_argument(f"--{prefix}password-file", metavar="FILE",
+                        help="file whose first line is the broker password (never the password itself on the "
+                             "command line, where anyone on the machine can read it)")
+    parser.add_argument(f"--{prefix}ca", metavar="FILE",
+                        help="certificate authority that signed the broker's certificate: speak TLS and check the "
+                             "broker with it (implies --" + prefix + "tls)")
+    parser.add_argument(f"--{prefix}tls", action="store_true",
+                        help="speak TLS, checking the broker against the system's certificate authorities "
+                             "(port 8883 by convention)")
+
+
+def auth_from_args(args: argparse.Namespace, prefix: str = "") -> BrokerAuth | None:
+    """The BrokerAuth of _broker_auth_arguments' options, None when none was given; ValueError
+    naming what will not do."""
+    key = prefix.replace("-", "_")
+    user, password_file = getattr(args, f"{key}user", None), getattr(args, f"{key}password_file", None)
+    ca, tls = getattr(args, f"{key}ca", None), getattr(args, f"{key}tls", False)
+    if user is None and password_file is None and ca is None and not tls:
+        return None
+    return BrokerAuth.from_files(user, password_file, ca, tls)
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -744,6 +877,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default: the host name)")
     group.add_argument("--mqtt-prefix", type=_prefix_type, default=DEFAULT_PREFIX, metavar="PREFIX",
                        help=f"first topic level(s) (default {DEFAULT_PREFIX}); must match the aggregator's")
+    _broker_auth_arguments(group, "mqtt-")
 
 
 def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
@@ -752,14 +886,22 @@ def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
         return None
     host, port = args.mqtt
     return StationPublisher(host, port, args.station or default_station(), getattr(args, "callsign", None),
-                            args.mqtt_prefix)
+                            args.mqtt_prefix, auth=auth_from_args(args, "mqtt-"))
 
 
 def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     host, port = args.broker
     try:
-        aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id)
+        auth = auth_from_args(args)
+        if args.quorum < 1:
+            raise ValueError(f"--quorum: 1 station or more, got {args.quorum}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id,
+                                trusted=args.trust, quorum=args.quorum, auth=auth)
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -790,8 +932,12 @@ def format_aggregate_summary(aggregator: Aggregator) -> str:
         f"  duplicates: {s.duplicate_frames} frames heard before, {s.duplicate_records} records already held, "
         f"{s.repeats} messages delivered again",
     ]
-    if s.shared_records:
-        lines.append(f"  shared records: {s.shared_records}")
+    trust = (f"  trust: {s.vouched_frames} frames vouched for (quorum {aggregator.quorum}"
+             + (f", trusted {', '.join(sorted(aggregator.trusted))}" if aggregator.trusted else "") + f"), "
+             f"{s.held_frames} held as one untrusted station's claim")
+    if s.refused_records:
+        trust += f", {s.refused_records} decoded records refused"
+    lines.append(trust)
     bad = {**s.bad_messages, **{f"frame: {k}": v for k, v in d.errors.items()}}
     if bad:
         lines.append("  ignored: " + ", ".join(f"{n} {reason}" for reason, n in sorted(bad.items())))

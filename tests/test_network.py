@@ -25,7 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
-from groundstation.db import Store, utc_now
+from groundstation.db import utc_now
 from groundstation.decoder import FrameDecoder
 from groundstation.network import (
     Aggregator,
@@ -189,7 +189,7 @@ def test_three_lossy_stations_merge_into_more_than_any_alone(broker, tmp_path):
     assert combined_only, "the seeds must give at least one record only the union completes"
 
     db = tmp_path / "aggregate.db"
-    run = Running(broker, db)
+    run = Running(broker, db, trusted=stations)  # the club's own three: each one's frames count alone
     run.wait_subscribed()
     publishers = {name: StationPublisher("127.0.0.1", broker.port, name, reconnect=FAST) for name in stations}
     for i, (name, pub) in enumerate(publishers.items()):
@@ -243,7 +243,8 @@ def test_broker_restart_loses_nothing_buffered(broker, tmp_path):
     db = tmp_path / "aggregate.db"
     # The aggregator comes back after the station has re-sent everything: the broker must
     # have kept its session (subscriptions, and the messages queued for it) across the restart.
-    run = Running(broker, db, reconnect=Reconnect(initial_s=1.5, max_s=3.0, connect_timeout_s=2.0, keepalive_s=5))
+    run = Running(broker, db, reconnect=Reconnect(initial_s=1.5, max_s=3.0, connect_timeout_s=2.0, keepalive_s=5),
+                  trusted=["hilltop"])
     run.wait_subscribed()
     pub = StationPublisher("127.0.0.1", broker.port, "hilltop", callsign_hint=CALLSIGN, reconnect=FAST)
     for f in frames[:10]:
@@ -306,55 +307,42 @@ def test_aggregator_counts_hostile_messages_and_keeps_going(broker, tmp_path):
         assert run.wait_for(lambda s: s.messages >= len(messages) + len(shared))
     run.finish()
     stats = run.agg.stats
-    assert stats.bad_messages == Counter({"not json": 2, "unknown version": 1, "bad hex": 1, "bad record": 2})
-    warned = [e["error"] for e in logs if e["event"] == "mqtt message ignored" and e["log_level"] == "warning"]
-    assert warned[1] == "record from evil: event 7/10: event store_fault field detail is str, not int"
-    assert warned[0].startswith("record from evil: ") and "'x'" in warned[0]
-    assert stats.repeats == 1 and stats.frames == 3 and stats.duplicate_frames == 1 and stats.shared_records == 1
+    assert stats.bad_messages == Counter({"not json": 2, "unknown version": 1, "bad hex": 1,
+                                          "decoded record refused": 3})
+    assert stats.refused_records == 3 and not [e for e in logs if e["log_level"] == "warning"]
+    assert stats.repeats == 1 and stats.frames == 3 and stats.duplicate_frames == 1
+    assert stats.held_frames == 3 and stats.vouched_frames == 0  # one untrusted station: claims, nothing more
     with sqlite3.connect(db) as c:
-        rows = c.execute("SELECT ok, error, rssi_dbm, received_at FROM frames ORDER BY id").fetchall()
+        rows = c.execute("SELECT ok, error, rssi_dbm, received_at, station FROM frames ORDER BY id").fetchall()
         heard = c.execute("SELECT kind, seq, station FROM heard ORDER BY kind").fetchall()
         texts = c.execute("SELECT text FROM records").fetchall()
-    assert [r[0] for r in rows] == [0, 1, 1] and rows[0][1] is not None
+        telemetry = c.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+    # its frames are kept as its claims, checked, attributed to it
+    assert [r[0] for r in rows] == [0, 1, 1] and rows[0][1] is not None and {r[4] for r in rows} == {"evil"}
     assert rows[1][2] is None  # "loud" is not a signal level
     assert rows[1][3] == good["received_at"] and rows[2][3] != "yesterday"
-    assert heard == [("event", 9, "evil"), ("telemetry", 3, "evil")]
-    assert texts == [("store fault: cut down",)]
+    # and nothing of them, nor of its decoded records, is in the flight
+    assert heard == [] and texts == [] and telemetry == 0
 
 
-def test_records_a_station_shares_are_stored_as_its_own_database_stores_them(broker, tmp_path):
+def test_records_a_station_decoded_are_refused_even_from_a_trusted_station(broker, tmp_path):
     at = "2024-05-01T12:00:00.000+00:00"
-    jpeg = b"\xff\xd8\xff\xe0 a small picture"
     shared = [wire.Telemetry(CALLSIGN, 4, "12:00:00", 52.0, 0.1, 900, 8, float("nan"), 990.0, 0, BOOT),
               wire.Record(wire.Kind.MUSING, BOOT, 1, 1_714_564_800, "a thought\nover two lines"),
               wire.Record(wire.Kind.EVENT, BOOT, 1, 1_714_564_800, event("phase", before="ascent", after="float",
-                                                                            alt_m=30120)),
-              wire.Record(wire.Kind.HEALTH, BOOT, 1, 1_714_564_800, {"mode": "NOMINAL", "loss": 0.5, "field_99": 3}),
-              wire.Record(wire.Kind.IMAGE, BOOT, 1, 1_714_564_800, jpeg),
-              wire.Record(wire.Kind.API_REQUEST, BOOT, 1, 1_714_564_800, {"api": "define", "query": "ozone"})]
-    run = Running(broker, tmp_path / "aggregate.db")
+                                                                            alt_m=30120))]
+    run = Running(broker, tmp_path / "aggregate.db", trusted=["hilltop"])
     run.wait_subscribed()
     pub = StationPublisher("127.0.0.1", broker.port, "hilltop", reconnect=FAST)
     for record in shared:
         pub.publish_record(record, at)
     assert pub.flush(10) and pub.payload == CALLSIGN  # learned from the sentence
     pub.close()
-    assert run.wait_for(lambda s: s.shared_records == len(shared))
+    assert run.wait_for(lambda s: s.refused_records == len(shared))
     run.finish()
-    assert not run.agg.stats.bad_messages
-    with Store(tmp_path / "local.db") as local:
-        for record in shared:
-            local.add(record, at)
-
-    def stored(db: Path) -> list:
-        with sqlite3.connect(db) as c:
-            return [c.execute("SELECT kind, boot, seq, created, text, data, received_at FROM records "
-                              "ORDER BY kind").fetchall(),
-                    c.execute("SELECT * FROM telemetry").fetchall()]
-
-    assert stored(tmp_path / "aggregate.db") == stored(tmp_path / "local.db")
     with sqlite3.connect(tmp_path / "aggregate.db") as c:
-        assert {r[0] for r in c.execute("SELECT station FROM heard")} == {"hilltop"}
+        assert c.execute("SELECT count(*) FROM records").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM telemetry").fetchone()[0] == 0
 
 
 def test_status_is_retained_online_then_offline(broker):
@@ -429,9 +417,17 @@ def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker):
     assert "--broker HOST:PORT" in capsys.readouterr().out
 
     db = tmp_path / "agg.db"
-    args = parser.parse_args(["aggregate", "--broker", f"127.0.0.1:{broker.port}", "--db", str(db), "--duration", "0.3"])
+    args = parser.parse_args(["aggregate", "--broker", f"127.0.0.1:{broker.port}", "--db", str(db), "--duration", "0.3",
+                              "--trust", "hill", "--quorum", "3"])
+    assert (args.trust, args.quorum) == (["hill"], 3)
     assert args.func(args) == 0
-    assert db.exists() and "aggregate: 0 messages" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert db.exists() and "aggregate: 0 messages" in err and "(quorum 3, trusted hill)" in err
+    for bad, message in ((["--quorum", "0"], "--quorum: 1 station or more"),
+                         (["--password-file", str(tmp_path / "nope")], "cannot read the broker password"),
+                         (["--ca", str(tmp_path / "nope.crt")], "no such certificate file")):
+        args = parser.parse_args(["aggregate", "--broker", "127.0.0.1:1", "--db", str(db), *bad])
+        assert cmd_aggregate(args) == 2 and message in capsys.readouterr().err
     (tmp_path / "not.db").write_text("not a database at all, just text " * 40)
     args = parser.parse_args(["aggregate", "--broker", "127.0.0.1:1", "--db", str(tmp_path / "not.db")])
     assert cmd_aggregate(args) == 1
