@@ -80,10 +80,12 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 from stratoecho import geo
+from stratoecho.wire.sentence import telemetry_datetime
 from stratoecho.wire.uplink import MemoryNote, Ping, PowerMode, SetIntervals, SetMode
 
 from .. import predict
 from ..db import Store, StoreError, utc_now
+from ..exports.base import utc_time
 from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
 from . import access
 
@@ -141,19 +143,13 @@ def _finite(value):
 
 
 def sentence_time(hms: str, received_at: str) -> str:
-    """A telemetry sentence's HH:MM:SS as a full UTC time: the date it was received, moved a
-    day where the two straddle midnight. `received_at` itself if the sentence time is unreadable."""
+    """A telemetry sentence's HH:MM:SS as a full UTC time (ISO), dated nearest to when it was
+    received (stratoecho.wire.sentence.telemetry_datetime); `received_at` itself if either is
+    unreadable."""
     try:
-        rx = datetime.fromisoformat(received_at)
-        h, m, s = (int(x) for x in hms.split(":"))
-        t = rx.replace(hour=h, minute=m, second=s, microsecond=0)
-    except ValueError:
+        return telemetry_datetime(hms, utc_time(received_at)).isoformat()
+    except ValueError:  # WireError too
         return received_at
-    if t - rx > timedelta(hours=12):
-        t -= timedelta(days=1)
-    elif rx - t > timedelta(hours=12):
-        t += timedelta(days=1)
-    return t.isoformat()
 
 
 def _holes(seqs: list[int], last_known: int) -> tuple[int, list[list[int]]]:
