@@ -232,3 +232,16 @@ def test_bot_messages_are_flagged_and_dropped(tmp_path):
                     name="Helper Bot", cid=888, ctype="bot_chat")
     got, _ = read(write(tmp_path, full(group, with_bot)))
     assert [(m.msg_id, drop_reason(m)) for m in got] == [("1", None), ("2", "bot"), ("3", "bot"), ("4", "bot"), ("5", "bot")]
+
+
+def test_telegrams_own_escapes_for_control_characters_are_read(tmp_path):
+    """Telegram Desktop writes a control character inside a string as \\xHH, which is not JSON: the
+    message is read with the character it means, counted as repaired, its neighbours untouched."""
+    path = tmp_path / "result.json"
+    body = json.dumps(chat([msg(1, "before"), msg(2, "BELL"), msg(3, r"a literal \x41 stays"), msg(4, "after")]),
+                      ensure_ascii=False)
+    body = body.replace('"BELL"', r'"ring\x07 the \x1Fbell"')  # as export_output_json.cpp writes them
+    path.write_text(body, encoding="utf-8")
+    got, reader = read(path)
+    assert [m.text for m in got] == ["before", "ring\x07 the \x1fbell", r"a literal \x41 stays", "after"]
+    assert reader.stats.repaired["telegram_x_escape"] == 1 and not reader.stats.skipped

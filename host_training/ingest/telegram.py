@@ -133,6 +133,8 @@ _decode = json.JSONDecoder().raw_decode  # C scanner; strict, like json.loads
 # message loop has done already): one message is one call. StopIteration: no value at that index.
 _scan = json.scanner.make_scanner(json.JSONDecoder())
 
+# \\xHH with an even number of backslashes before it: an escape, not an escaped backslash and "x".
+_TELEGRAM_X = re.compile(r"((?<!\\)(?:\\\\)*)\\x([0-9A-Fa-f]{2})")
 LOOKAHEAD = 64 << 10  # characters kept ahead of a message in the window, so it is rarely cut
 
 
@@ -621,13 +623,15 @@ class TelegramReader(Reader):
                 raise ValueError  # not a message: a number may go on in the next piece
             w.pos = end
         except (ValueError, StopIteration):  # JSONDecodeError too: more to read, or a broken message
-            try:
-                raw = w.value()
-            except _Bad as e:
-                if not e.recoverable:
-                    raise
-                self._damaged(f"chat {chat_id} message #{mi} at {e.pos}", e)
-                return None
+            raw = self._x_escapes(w)
+            if raw is None:
+                try:
+                    raw = w.value()
+                except _Bad as e:
+                    if not e.recoverable:
+                        raise
+                    self._damaged(f"chat {chat_id} message #{mi} at {e.pos}", e)
+                    return None
         try:
             return self._message(raw, chat_id, chat_name, bot_chat)
         except BadMessage as e:
@@ -636,6 +640,33 @@ class TelegramReader(Reader):
             )
             self.skip("corrupt", where, str(e))
             return None
+
+    def _x_escapes(self, w: _Window) -> dict | None:
+        """The message at `w.pos` read with Telegram's own escapes for control characters.
+
+        Telegram Desktop writes a control character other than tab, CR and LF inside a string as
+        `\\xHH` (export_output_json.cpp, SerializeString), which JSON does not have: such a
+        message, whole in the window, is read with those escapes as `\\u00HH` (the same
+        character) and counted in stats.repaired. None (nothing moved) for any other message."""
+        start = w.pos
+        if start >= len(w.buf) or w.buf[start] != "{":
+            return None
+        try:
+            end = w.extent(start)
+        except _Bad:
+            return None
+        if end is None or "\\x" not in w.buf[start:end]:
+            return None
+        text = _TELEGRAM_X.sub(r"\1\\u00\2", w.buf[start:end])
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            return None
+        if type(raw) is not dict:
+            return None
+        w.pos = end
+        self.stats.repaired["telegram_x_escape"] += 1
+        return raw
 
     def _damaged(self, where: str, e: _Bad) -> None:
         self.skip("corrupt", where, f"not valid JSON: {e.why}")
