@@ -30,7 +30,7 @@ from .hardware import Hardware, HardwareError, open_hardware
 from .outputs import BatteryHeater, StatusLed
 from .persona import PersonaError
 from .radio import RadioError
-from .radios import SPI_RADIOS, make_radio
+from .radios import SPI_RADIOS, ReopeningRadio, make_radio
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
 
@@ -153,13 +153,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         flight_s = float("inf")
 
-    try:
-        radio = make_radio(cfg.radio, clock=clock, spi_opener=parts.hardware.open_spi,
-                           pin_factory=parts.hardware.pin_factory)
-    except RadioError as e:
-        parts.close()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    def open_radio():
+        return make_radio(cfg.radio, clock=clock, spi_opener=parts.hardware.open_spi,
+                          pin_factory=parts.hardware.pin_factory)
+
+    daemon_ref: list = []  # the radio is opened before the daemon that reports on it exists
+
+    def radio_changed(up: bool, error: str) -> None:
+        if daemon_ref:
+            daemon_ref[0].outbound.event(event("device", device="radio", before="up" if not up else "down",
+                                               after="up" if up else f"down: {error[:60]}"))
+
+    if cfg.sensors == "sim":
+        try:  # on the bench a radio that will not open is a mistake to say at once
+            first = open_radio()
+        except RadioError as e:
+            parts.close()
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        radio = ReopeningRadio(open_radio, clock, opened=first, on_change=radio_changed)
+    else:
+        # In flight a radio that does not answer must not cost the rest: systemd would restart us
+        # and in the end reboot, logging nothing. Fly, keep everything queued, try it again.
+        radio = ReopeningRadio(open_radio, clock, on_change=radio_changed)
+        if not radio.up:
+            parts.problems.append(event("part_unavailable", part="radio", error=radio.error[:80]))
     stop = clock.event()
     # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would. On the bench's
     # lockstep clock liveness counts flight seconds: they stand for the Pi's real ones.
@@ -174,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parts.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    daemon_ref.append(daemon)
 
     interrupted = clock.event()
 

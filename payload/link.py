@@ -49,7 +49,7 @@ from stratoecho.wire import fec
 
 from .clock import Clock
 from .duty import AirtimeBudget, AirtimeLog, DutyBudget, beacon_per_hour_s, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
-from .radio import Radio
+from .radio import Radio, RadioUnavailable
 from .store import Queued, Store
 
 log = structlog.get_logger(__name__)
@@ -287,6 +287,9 @@ class Transmitter:
                 self._defer(wait, q.stream if q else "repair", factor)
                 return False
             self._bulk(take=True)
+        ready = getattr(self.radio, "ready", None)
+        if ready is not None:
+            ready()  # a radio that may be down (ReopeningRadio) says so before any airtime is counted
         self._log_airtime(air, beacon)  # before keying: a crash mid-frame still counts it
         keyed = self.clock.elapsed_s()
         self.radio.send(frame)
@@ -378,6 +381,12 @@ class Transmitter:
             self.wake.clear()  # before looking: a sentence queued from here on wakes the sleep below
             try:
                 sent = self.send_one()
+            except RadioUnavailable as e:
+                # No radio now (payload/radios.ReopeningRadio said so once): the record stays
+                # queued; wait for the next try without a traceback a second.
+                self.stats.failures += 1
+                self.wake.wait(timeout=min(max(e.retry_in_s, 1.0), 10.0))
+                continue
             except Exception:
                 # The radio must outlive any one bad record or store hiccup: log, pause, go on.
                 # The record stays queued, so nothing is lost by trying again.

@@ -36,9 +36,17 @@ from .clock import Clock
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "RadioError", "UdpRadio", "open_serial"]
+__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "RadioError", "RadioUnavailable", "UdpRadio", "open_serial"]
 
 CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether close() has begun
+
+
+class RadioUnavailable(RadioError):
+    """No radio to send with now; `retry_in_s` until it is tried again. The frame stays queued."""
+
+    def __init__(self, why: str, retry_in_s: float):
+        super().__init__(f"radio unavailable ({why}); trying again in {retry_in_s:.0f} s")
+        self.why, self.retry_in_s = why, retry_in_s
 
 
 class Radio(Protocol):

@@ -43,6 +43,7 @@ from .gps_sim import FakeUblox, SimFix
 from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
 from .power import PowerModel, PowerPlan
 from .scenarios import flight_for
+from .spi_bus import FakeSpiDev, SpiSocket
 from .sx126x_sim import Sx126xChip
 from .sx127x_sim import Sx127xChip
 from .world import Flight
@@ -67,6 +68,7 @@ FAULT_ACTIONS = {
     "ina219": ("unplug", "stick", "impossible"),
     "camera": ("hang", "unplug"),
     "i2c": ("hang",),  # the whole bus: a transfer that never completes holds the thread that asked
+    "radio": ("unplug",),  # the LoRa chip on SPI stops answering (sx127x, sx126x)
 }
 _FAULT_RE = re.compile(r"^(?P<device>[a-z0-9_]+):(?P<action>[a-z]+)@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?$")
 
@@ -192,6 +194,7 @@ class BenchHardware:
 
         self.flight, self.clock, self.root = flight, clock, Path(root)
         self.faults = FaultPlan(list(faults))
+        self.radio_socket = None  # the LoRa chip's place on SPI, when the configuration has one (radio:unplug)
         self.state_path = state_path
         self.brownout_kills = brownout_kills  # a browned-out battery kills this process, as it would the Pi
         self.load = load or PiLoad()
@@ -354,6 +357,11 @@ class BenchHardware:
                 self.camera.hang() if begin else self.camera.release()
             else:
                 self.camera.unplug() if begin else self.camera.plug()
+        elif fault.device == "radio":
+            if self.radio_socket is None:
+                log.warning("bench_fault_ignored", device="radio", why="no LoRa chip on SPI in this configuration")
+            else:
+                self.radio_socket.unplugged = begin
         elif fault.device == "i2c":
             if begin:
                 released = self._bus_released = self.clock.event()
@@ -423,7 +431,7 @@ def open_bench(cfg, data_dir: Path):
                       flight_clock=clock)
     sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
     pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
-    open_spi = _simulated_chip(cfg, clock, bench.pins) if cfg.radio.kind in ("sx127x", "sx126x") else None
+    open_spi = _simulated_chip(cfg, clock, bench) if cfg.radio.kind in ("sx127x", "sx126x") else None
     # On the lockstep a capture takes no flight time however long the bench machine renders;
     # on a free-running accelerated clock it is at least a wall second of flight seconds.
     return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
@@ -432,7 +440,7 @@ def open_bench(cfg, data_dir: Path):
                     closers=[bench.close, sensors.close])
 
 
-def _simulated_chip(cfg, clock, pins):
+def _simulated_chip(cfg, clock, bench):
     """The SPI bus with a simulated SX1278 (sim/sx127x_sim.py) or SX1262 (sim/sx126x_sim.py) on
     it, as `radio.kind` says: what the chip keys goes to `cfg.sim.air` (the bench channel) as a
     datagram, what comes back reaches its antenna, and it hears it only while the driver has it
@@ -460,15 +468,17 @@ def _simulated_chip(cfg, clock, pins):
     if cfg.radio.kind == "sx126x":  # a module built as the configuration says: its TCXO, its RF switch
         chip = Sx126xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, tcxo_volts=cfg.radio.tcxo_voltage,
                           rf_switch_on_dio2=cfg.radio.dio2_rf_switch)
-        chip.wire(pins, busy=cfg.radio.busy_pin, dio1=cfg.radio.dio1_pin)
+        chip.wire(bench.pins, busy=cfg.radio.busy_pin, dio1=cfg.radio.dio1_pin)
     else:
-        dio0 = pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
+        dio0 = bench.pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
         chip = Sx127xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, dio0_pin=dio0,
                           pa_boost_only=True)
+
+    bench.radio_socket = socket_ = SpiSocket(chip)
 
     def open_spi(bus: int, device: int):
         if (bus, device) != (cfg.radio.spi_bus, cfg.radio.spi_device):
             raise OSError(2, f"no SPI device {bus}.{device} on the bench")
-        return chip.spi()
+        return FakeSpiDev(socket_)
 
     return open_spi

@@ -25,3 +25,16 @@ class FakeSpiDev:
 
     def close(self) -> None:
         self.closed = True
+
+
+class SpiSocket:
+    """The chip's place on the bus, for the bench's `radio:unplug` fault: unplugged, every byte
+    clocked in reads 0x00 (MISO pulled low, nothing driving it) and writes go nowhere, as with a
+    module whose connector has shaken loose or whose supply has dropped."""
+
+    def __init__(self, chip: SpiChipSim):
+        self.chip = chip
+        self.unplugged = False
+
+    def transfer(self, data: list[int]) -> list[int]:
+        return [0] * len(data) if self.unplugged else self.chip.transfer(data)

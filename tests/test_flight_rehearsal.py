@@ -7,6 +7,7 @@ heard and when (air.hex, air.times), what the ground holds."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,25 @@ def test_fly_refuses_a_unit_it_cannot_read(tmp_path, bad, capsys):
     rc = sim_main(["fly", "--out", str(tmp_path / "f"), "--no-persona", "--unit", str(unit), "--minutes", "1"])
     assert rc == 1
     assert f"bad.service:3: {bad.split('=')[0]}=" in capsys.readouterr().err
+
+
+def test_a_radio_that_stops_answering_in_flight_costs_no_restart_and_nothing_queued(tmp_path):
+    """The Pi configuration's SX127x stops answering at minute 5 (a connector shaken loose) and
+    answers again at minute 9: the payload keeps running under its unit (no exit, no restart,
+    no reboot loop), keeps every record queued, tries the chip again each minute, and when it is
+    back says so on air and sends what waited."""
+    report = fly(tmp_path, "--config", str(PI_CONFIG), "--minutes", "20", "--fault", "radio:unplug@5m-9m")
+    unit = report["unit"]
+    assert unit["starts"] == 1 and unit["restarts"] == 0 and unit["watchdog_timeouts"] == 0, unit
+    log = (tmp_path / "payload.log").read_text()
+    assert "radio_failed" in log and "radio_back" in log
+    # Nothing went on the air while it was unplugged; the beacon is back within a minute of the replug.
+    times = beacons(tmp_path)
+    assert not [t for t in times if 5 * 60 + 60 < t < 9 * 60]
+    assert [t for t in times if 9 * 60 < t <= 9 * 60 + 90], "the beacon did not come back after the replug"
+    with sqlite3.connect(tmp_path / "ground.db") as con:
+        texts = [t for (t,) in con.execute("SELECT text FROM records WHERE kind = 'event'")]
+        seqs = [s for (s,) in con.execute("SELECT seq FROM telemetry ORDER BY seq")]
+    assert any(t.startswith("device radio: up -> down") for t in texts), texts
+    assert "device radio: down -> up" in texts
+    assert seqs and max(seqs) > 9 * 60 / load_config(PI_CONFIG).schedule.telemetry_s  # positions made after it
