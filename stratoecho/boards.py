@@ -230,8 +230,9 @@ def choose(
     the noise. The top-1 agreement (share of tokens whose most likely next token is the F32
     model's) is passed the same way, as the lower end of its interval; a candidate given
     without one is judged on its drift alone. Ties go to the smaller drift. When nothing that
-    fits meets both, the least drift that fits is taken (ties: the better agreement) and the
-    reason says so (`within_tolerance` False).
+    fits meets both, the candidate within the drift with the best agreement is taken, or, when
+    none is within the drift, the least drift that fits; the reason says which
+    (`within_tolerance` False).
     NothingFits when nothing fits, naming the smallest candidate and the board's budget.
     """
     b = board(board_name)
@@ -276,13 +277,19 @@ def choose(
                   if min_top1 and top1 is not None else "")
                + f" among the {len(ok)} of {len(candidates)} candidates that fit")
     else:
-        pick = ranked[0]
         misses = [q for q in ok if ok[q][1] <= tolerance]  # within the drift, below the agreement floor
-        why = (f"NOT within the tolerance: none of the {len(ok)} of {len(candidates)} candidates that fit has a "
-               f"drift <= {tolerance:g} nats/token (upper bound){floor}; the least drift is {pick}'s "
-               f"{ok[pick][1]:+.4f}"
-               + (f" (top-1 agreement {ok[pick][2]:.1%})" if ok[pick][2] is not None else "")
-               + (f"; within the drift but below the agreement floor: {', '.join(sorted(misses))}" if misses else ""))
+        head = (f"NOT within the tolerance: none of the {len(ok)} of {len(candidates)} candidates that fit has a "
+                f"drift <= {tolerance:g} nats/token (upper bound){floor}")
+        if misses and any(ok[q][2] is not None for q in misses):
+            # The floor is what failed: of those within the drift, the one that changes the model's
+            # choices least (then the least drift, then the smaller file).
+            pick = max(misses, key=lambda q: (agreement(q), -ok[q][1], -ok[q][0]))
+            why = (f"{head}; within the drift but below the agreement floor: {', '.join(sorted(misses))}; of "
+                   f"those the best top-1 agreement is {pick}'s {agreement(pick):.1%} (drift {ok[pick][1]:+.4f})")
+        else:
+            pick = ranked[0]
+            why = (f"{head}; the least drift is {pick}'s {ok[pick][1]:+.4f}"
+                   + (f" (top-1 agreement {ok[pick][2]:.1%})" if ok[pick][2] is not None else ""))
     size = ok[pick][0]
     kv_read = shape.kv_read_bytes_per_token if shape is not None else 0
     tps = predicted_tokens_per_s(b, size, kv_read)

@@ -119,6 +119,17 @@ def test_a_type_that_changes_the_models_choices_is_not_taken_for_its_drift(refer
     c = boards.choose("pi-zero-2w", candidates, tolerance=drift.DEFAULT_TOLERANCE, min_top1=drift.DEFAULT_MIN_TOP1)
     assert c.quant == "Q2_K" and not c.within_tolerance
     assert "within the drift but below the agreement floor: Q2_K" in c.reason
+    # Nothing reaches the floor (a model on random weights): the one that changes its choices least
+    # among those within the drift, not the least drift (the 135M build in docs/training.md).
+    near_flat = {"Q8_0": (125 * MB, 0.0012, 0.866), "Q3_K_M": (84 * MB, -0.0055, 0.309), "Q2_K": (80 * MB, 0.002, 0.152),
+                 "IQ2_M": (77 * MB, 0.0286, 0.136)}
+    c = boards.choose("pi-zero-2w", near_flat, tolerance=0.02, min_top1=0.9)
+    assert c.quant == "Q8_0" and not c.within_tolerance
+    assert "of those the best top-1 agreement is Q8_0's 86.6%" in c.reason
+    # and when nothing is within the drift either, the least drift
+    c = boards.choose("pi-zero-2w", {"IQ2_M": (77 * MB, 0.0286, 0.136), "Q2_K": (80 * MB, 0.05, 0.5)},
+                      tolerance=0.02, min_top1=0.9)
+    assert c.quant == "IQ2_M" and "the least drift is IQ2_M's" in c.reason
     with pytest.raises(ValueError, match="top-1 agreement floor must be a number from 0 to 1"):
         boards.choose("pi5", candidates, tolerance=0.02, min_top1=90)
     with pytest.raises(ValueError, match="candidate Q2_K: the top-1 agreement must be from 0 to 1"):
