@@ -63,7 +63,8 @@ class ReopeningRadio:
     and log nothing. `open_radio()` is tried now and again every `reopen_s`; while there is
     no radio `send` raises RadioUnavailable (the link keeps the frame queued and waits),
     `receive` hears nothing. A radio that fails while sending is closed and tried again the
-    same way. `on_change(up, error)` is told each time it goes down or comes back. `opened`:
+    same way. `clock` is the daemon's (`elapsed_s`, `wait`, `event`). `on_change(up, error)` is
+    told each time it goes down or comes back. `opened`:
     a radio already open (the first try was made by the caller)."""
 
     def __init__(self, open_radio: Callable[[], Radio], clock, *, opened: Radio | None = None, receives: bool = True,
@@ -75,6 +76,7 @@ class ReopeningRadio:
         self.error = ""
         self.reopened = 0
         self._closed = False
+        self._closing = clock.event()  # ends a listen window that waits on a radio that is down
         if opened is not None:
             self._radio = opened
         else:
@@ -108,8 +110,8 @@ class ReopeningRadio:
         self._next_try = self.clock.elapsed_s() + self.reopen_s
         try:
             radio.close()
-        except Exception:  # a module that failed may fail to close too; it is replaced anyway
-            pass
+        except Exception as e:  # a module that failed may fail to close too; it is replaced anyway
+            log.debug("radio_close_failed", error=str(e))
         log.error("radio_failed", error=error, retry_in_s=self.reopen_s)
         self._on_change(False, error)
 
@@ -138,15 +140,20 @@ class ReopeningRadio:
     def receive(self, timeout_s: float) -> list[bytes]:
         radio = self._radio
         if radio is None or not self.receives:
+            # Nothing can be heard; wait out the window as a radio would, or the link's listen
+            # loop would spin for the rest of it.
+            self.clock.wait(timeout_s, self._closing)
             return []
         try:
             return radio.receive(timeout_s)
         except RadioError as e:
             self._down(str(e))
+            self.clock.wait(timeout_s, self._closing)
             return []
 
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         radio, self._radio = self._radio, None
         if radio is not None:
             radio.close()

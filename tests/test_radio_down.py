@@ -20,13 +20,22 @@ from tests.fakes import RecordingRadio
 
 
 class Seconds:
-    """The radio's clock: flight seconds the test moves."""
+    """The radio's clock: flight seconds the test moves; a wait moves them as far as it waits."""
 
     def __init__(self) -> None:
         self.t = 0.0
+        self.waited: list[float] = []
 
     def elapsed_s(self) -> float:
         return self.t
+
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        self.waited.append(seconds)
+        self.t += seconds
+        return bool(stop is not None and stop.is_set())
+
+    def event(self) -> threading.Event:
+        return threading.Event()
 
 
 class Flaky(RecordingRadio):
@@ -103,7 +112,8 @@ def test_receive_hears_nothing_while_down_and_a_failing_receive_takes_the_radio_
 
     radio = ReopeningRadio(lambda: DeafAfterOne(), seconds, reopen_s=60)
     assert radio.up and radio.receive(1.0) == [] and not radio.up
-    assert radio.receive(1.0) == []  # down: nothing, at once
+    assert radio.receive(2.5) == []  # down: nothing, after the window a radio would have listened
+    assert seconds.waited == [1.0, 2.5]  # not at once: the link's listen loop would spin
     radio.close()
 
 
