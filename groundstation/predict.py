@@ -116,9 +116,9 @@ def add_chase_arguments(parser, where: str) -> None:
     parser.add_argument("--descent-rate", type=positive_number("m/s"), default=DEFAULT_DESCENT_RATE_M_S,
                         metavar="M/S", help="the parachute's descent rate at the ground, until the descent measures "
                                             f"it (default {DEFAULT_DESCENT_RATE_M_S:g})")
-    parser.add_argument(where, dest="home", nargs="+", type=float, metavar="LAT LON [ALT]",
-                        help="where you are (the station or the chase car, degrees and metres): distance, bearing "
-                             "and elevation to the balloon and to the predicted landing")
+    parser.add_argument(where, dest="home", nargs="+", type=float, metavar="COORD",
+                        help="LAT LON [ALT]: where you are (the station or the chase car, degrees and metres): "
+                             "distance, bearing and elevation to the balloon and to the predicted landing")
 
 
 def chase_from_args(args, where: str) -> Chase:

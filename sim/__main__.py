@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit")
     f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                    help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
-                        "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug")
+                        "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug, "
+                        "i2c:hang, radio:unplug (a LoRa chip on SPI)")
     f.add_argument("--no-api-proxy", action="store_true",
                    help="the ground does not answer the persona's questions (weather, a word, the news); by "
                         "default it asks the real APIs, and without internet it answers 'offline'")

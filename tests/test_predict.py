@@ -13,7 +13,7 @@ from groundstation import predict as P
 from sim.world import Flight, FlightPlan
 from stratoecho import atmosphere
 from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved
-from tests.test_dashboard import browser  # noqa: F401  (the shared headless Chromium)
+from tests.test_dashboard import browser, browser_only  # noqa: F401  (the shared headless Chromium)
 
 
 def track(flight: Flight, until_s: float, every_s: float = 30.0) -> list[P.Fix]:
@@ -175,14 +175,13 @@ def test_the_dashboard_serves_the_prediction_and_the_station_numbers(tmp_path):
     assert st["landing"]["distance_m"] > st["balloon"]["distance_m"]
 
 
+@browser_only
 def test_in_chromium_the_track_shows_the_landing_its_ellipse_and_the_crews_numbers(tmp_path, browser):  # noqa: F811
     import threading
 
     from groundstation.web import serve
-    from tests.test_dashboard import CHROMIUM, build_ground_db, js, open_page, texts, wait
+    from tests.test_dashboard import build_ground_db, js, open_page, texts, wait
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     db = tmp_path / "ground.db"
     build_ground_db(db)
     stop = threading.Event()

@@ -45,13 +45,15 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve", help="serve a web dashboard of the ground database (works with no internet)",
         description=(
-            "Serve a web dashboard of the ground database while `listen` fills it: the track, "
-            "altitude, temperature, battery and power mode against time, musings as they arrive, "
-            "pictures, link statistics per minute and per station with the records still missing, "
-            "and a form to queue signed commands (ping, set mode, set intervals, memory note) that "
-            "the listener signs and sends in the payload's next listen window. Everything the page "
-            "needs is served from here: no internet, no map tiles. Reads never block the listener. "
-            "Runs until Ctrl-C or SIGTERM."
+            "Serve a web dashboard of the ground database while `listen` fills it: the track with the "
+            "predicted landing and its 95 % ellipse, the crew's numbers (rates, time to burst and landing, "
+            "distance, bearing and elevation from --station), altitude, temperature, battery and power "
+            "mode against flight time, musings as they arrive, pictures, link statistics per minute and "
+            "per station with the records still missing, and the operator's form to queue signed "
+            "commands (ping, set mode, set intervals, memory note) that the listener signs and sends in "
+            "the payload's next listen window. Everyone may watch; queuing needs the operator's password "
+            "(operator-password). Everything the page needs is served from here: no internet. Reads "
+            "never block the listener. Runs until Ctrl-C or SIGTERM."
         ),
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
