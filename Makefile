@@ -55,7 +55,14 @@ $(STAMP): pyproject.toml $(LLAMA_SDIST) | $(PY)
 	$(PY) -m host_training.llama_cpp_source unpack "$(LLAMA_SDIST)"
 	@touch $@
 
-install: $(STAMP)
+# The dashboard's map libraries (Leaflet, protomaps-leaflet) from the npm registry, each checked
+# against the sha512 pinned in groundstation/web/vendor.py; served by the dashboard itself.
+MAPLIB := groundstation/web/static/vendor/MANIFEST.json
+$(MAPLIB): groundstation/web/vendor.py $(STAMP)
+	$(PY) -m groundstation.web.vendor
+	@touch $@
+
+install: $(STAMP) $(MAPLIB)
 
 # The ground station's browser test drives Debian's Chromium, and its multi-station test a
 # real Mosquitto broker: installed from Debian's packages when missing (as root, or with sudo).
@@ -77,7 +84,7 @@ $(PERSONA)/persona.toml: $(DATA)/train.jsonl
 
 persona: $(PERSONA)/persona.toml
 
-demo: $(PERSONA)/persona.toml
+demo: $(PERSONA)/persona.toml $(MAPLIB)
 	$(PY) -m sim fly --out out/demo --overwrite --persona $(PERSONA) --speedup $(SPEEDUP) --loss $(LOSS)
 	@echo
 	$(PY) -m sim report out/demo
@@ -87,7 +94,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: lint $(SYSTEM_PACKAGES)
+test: lint $(MAPLIB) $(SYSTEM_PACKAGES)
 	$(PY) -m pytest -q --durations=30
 
 bench: $(STAMP)

@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .api_proxy import add_proxy_arguments
     from .exports import register_cli as register_export_cli
+    from .maps.cli import add_map_parser
     from .network import add_publish_arguments
     from .network import register_cli as register_network_cli
     from .watch import register_cli as register_watch_cli
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_export_cli(sub)
     register_watch_cli(sub)
     register_serve_cli(sub)
+    add_map_parser(sub)
     return parser
 
 

@@ -30,6 +30,18 @@ settings.load_profile("stratoecho")
 TINY_BUNDLE_STEPS = 30
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _basemap_cache_in_tmp(tmp_path_factory):
+    """The dashboard's base map keeps its place index in a cache folder: a session's own, so the
+    tests never write to the home directory (built once per session, ~1 s)."""
+    from groundstation.maps import basemap
+
+    cache = tmp_path_factory.mktemp("basemap-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(basemap, "default_cache_dir", lambda: cache)
+        yield cache
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging_config():
     """Commands under test call setup_logging (a level filter, a renderer); put structlog back

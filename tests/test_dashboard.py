@@ -430,6 +430,12 @@ def open_page(driver, server) -> None:
     wait(driver, lambda d: texts(d, "#operator-state") not in ([], ["…"]), "the operator state never showed")
 
 
+def map_positions(driver) -> int:
+    """How many positions the map's track is drawn through (map.js notes it on the map)."""
+    return js(driver, "const m = document.getElementById('map'); return document.querySelector('#map path.track') "
+                      "? Number(m.dataset.positions) : 0")
+
+
 def polyline_points(driver, selector: str) -> list[int]:
     return js(driver, "return [...document.querySelectorAll(arguments[0])]"
                       ".map(p => p.points.numberOfItems)", selector)
@@ -444,11 +450,13 @@ def test_page_shows_everything_from_this_server_only(browser, dashboard):
     assert times == ["09:04:00", "09:02:00", "09:01:00"]
     assert js(browser, "return window.__pwned") is None
     assert js(browser, "return document.querySelectorAll('#musings img, #musings script').length") == 0
-    assert js(browser, "return document.scripts.length") == 1
+    base = dashboard.url.rstrip("/")
+    scripts = js(browser, "return [...document.scripts].map(s => s.src)")
+    assert scripts and all(src.startswith(base + "/") for src in scripts)  # the map's libraries too
 
-    wait(browser, lambda d: polyline_points(d, "#track polyline.track") == [29], "no track")
-    assert js(browser, "return document.querySelectorAll('#track circle.launch, #track circle.latest').length") == 2
-    assert any(t.endswith(" km") or t.endswith(" m") for t in texts(browser, "#track text"))
+    wait(browser, lambda d: map_positions(d) == 29, "no track on the map")
+    assert js(browser, "return document.querySelectorAll('#map path.launch, #map path.latest').length") == 2
+    assert any(t.endswith(" km") or t.endswith(" m") for t in texts(browser, "#map .leaflet-control-scale-line"))
     for chart, n in (("#chart-alt", 29), ("#chart-temp", 29), ("#chart-batt", 29)):
         assert polyline_points(browser, f"{chart} polyline.line") == [n], chart
     assert polyline_points(browser, "#chart-mode polyline.line")[0] >= 3  # NOMINAL, then a step to LOW_POWER
@@ -462,7 +470,6 @@ def test_page_shows_everything_from_this_server_only(browser, dashboard):
     assert any(m.startswith("musing boot 1: 2 missing") for m in missing), missing
     wait(browser, lambda d: texts(d, "#live") == ["live"], "the live feed never connected")
 
-    base = dashboard.url.rstrip("/")
     urls = js(browser, "return performance.getEntries().filter(e => e.name.includes('://')).map(e => e.name)")
     assert {u.split("?")[0] for u in urls} >= {base + "/", base + "/app.js", base + "/style.css",
                                                base + "/api/summary", base + "/api/images/1/1.jpg"}
@@ -483,7 +490,7 @@ def test_new_musings_and_positions_appear_live(browser, dashboard, ground_db):
         listener.add_telemetry(telemetry(30), received_at=at(300))
     wait(browser, lambda d: musing_texts(d)[:1] == ["A late thought, heard after the page loaded."],
          "the new musing never appeared")
-    wait(browser, lambda d: polyline_points(d, "#track polyline.track") == [30], "the track never grew")
+    wait(browser, lambda d: map_positions(d) == 30, "the track never grew")
     assert js(browser, "return window.__same_page") is True  # no reload happened
     assert len(musing_texts(browser)) == len(MUSINGS) + 1
 

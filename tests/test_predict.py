@@ -176,7 +176,7 @@ def test_the_dashboard_serves_the_prediction_and_the_station_numbers(tmp_path):
 
 
 @browser_only
-def test_in_chromium_the_track_shows_the_landing_its_ellipse_and_the_crews_numbers(tmp_path, browser):  # noqa: F811
+def test_in_chromium_the_map_shows_the_landing_its_ellipse_and_the_crews_numbers(tmp_path, browser):  # noqa: F811
     import threading
 
     from groundstation.web import serve
@@ -188,13 +188,14 @@ def test_in_chromium_the_track_shows_the_landing_its_ellipse_and_the_crews_numbe
     server = serve(db, "127.0.0.1", 0, stop, chase=P.Chase(burst_alt_m=12_000, home=(52.1, 0.0, 80.0)))
     try:
         open_page(browser, server)
-        wait(browser, lambda d: js(d, "return document.querySelectorAll('#track ellipse.landing-ellipse').length") == 1,
-             "no landing ellipse on the track")
-        assert js(browser, "return document.querySelectorAll('#track path.landing, #track rect.station').length") == 2
-        # the landing and its ellipse are inside the drawing, not cut off
-        box = js(browser, "const b = document.querySelector('#track ellipse.landing-ellipse').getBBox();"
-                          "return [b.x, b.y, b.x + b.width, b.y + b.height]")
-        assert box[0] >= -1 and box[1] >= -1 and box[2] <= 601 and box[3] <= 401, box
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('#map path.landing-ellipse').length") == 1,
+             "no landing ellipse on the map")
+        assert js(browser, "return document.querySelectorAll('#map path.landing, #map path.station').length") == 2
+        # the landing and its ellipse are in view, not cut off (fitted with the track when first drawn)
+        inside = js(browser, "const e = document.querySelector('#map path.landing-ellipse').getBoundingClientRect();"
+                             "const m = document.getElementById('map').getBoundingClientRect();"
+                             "return m.left <= e.left && e.right <= m.right && m.top <= e.top && e.bottom <= m.bottom")
+        assert inside
         crew = dict(zip(texts(browser, "#crew dt"), texts(browser, "#crew dd")))
         assert crew["burst"].startswith("12,000 m expected, in ")
         assert crew["vertical rate"] == "+15.0 m/s"

@@ -13,7 +13,10 @@ from pathlib import Path
 
 from .. import predict
 from ..db import StoreError
+from ..maps.basemap import BaseMap
+from ..maps.tiles import TileFileError, open_tiles
 from . import access
+from .maps import MapLayers, check_tile_url
 from .server import serve
 
 SERVE_EXAMPLES = """\
@@ -22,7 +25,8 @@ examples:
   python -m groundstation operator-password                    # once per station: who may send commands
   python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network
   python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
-exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address or the password file cannot be used
+  python -m groundstation serve --db flight.db --tiles ~/maps/launch.pmtiles --station 52.70 -2.75 90
+exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address, the password or tile file cannot be used
 """
 
 PASSWORD_EXAMPLES = """\
@@ -45,8 +49,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve", help="serve a web dashboard of the ground database (works with no internet)",
         description=(
-            "Serve a web dashboard of the ground database while `listen` fills it: the track with the "
-            "predicted landing and its 95 % ellipse, the crew's numbers (rates, time to burst and landing, "
+            "Serve a web dashboard of the ground database while `listen` fills it: the track on a map "
+            "that needs no internet (the station's own base map, and your region's OpenStreetMap tiles with "
+            "--tiles) with launch, burst, the predicted landing and its 95 % ellipse, the crew's numbers "
+            "(rates, time to burst and landing, "
             "distance, bearing and elevation from --station), altitude, temperature, battery and power "
             "mode against flight time, musings as they arrive, pictures, link statistics per minute and "
             "per station with the records still missing, and the operator's form to queue signed "
@@ -69,6 +75,15 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                              f"{_home(access.default_file())} when it exists; without one, commands are taken "
                              "only on a dashboard listening on 127.0.0.1, from this machine)")
     predict.add_chase_arguments(parser, "--station")
+    parser.add_argument("--tiles", type=Path, metavar="FILE",
+                        help="OpenStreetMap tiles of the chase region, installed at home: a PMTiles archive "
+                             "(`python -m groundstation map fetch`) or an MBTiles file, raster or vector "
+                             "(Protomaps schema); drawn over the built-in base map (coastlines, borders, "
+                             "rivers, places), which covers the rest of the world")
+    parser.add_argument("--tile-url", type=_tile_url, metavar="URL",
+                        help="a raster tile server's URL template with {z}, {x}, {y} (e.g. one on this laptop): "
+                             "the browser fetches its tiles itself, the only time the page reaches another "
+                             "machine")
     parser.add_argument("--session-hours", type=_hours, default=access.SESSION_S / 3600, metavar="H",
                         help=f"how long an operator login lasts (default {access.SESSION_S / 3600:g})")
     parser.set_defaults(func=cmd_serve)
@@ -88,6 +103,13 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                           help="read the password from the first line of standard input instead of asking")
     password.set_defaults(func=cmd_operator_password)
     return parser
+
+
+def _tile_url(text: str) -> str:
+    try:
+        return check_tile_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _home(path: Path) -> str:
@@ -144,8 +166,10 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase)
-    except (StoreError, OSError, access.OperatorFileError) as e:  # a start-up error
+        tiles = open_tiles(args.tiles) if args.tiles else None
+        layers = MapLayers(basemap=BaseMap(), tiles=tiles, tile_url=args.tile_url)
+        server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase, layers)
+    except (StoreError, OSError, access.OperatorFileError, TileFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)

@@ -88,6 +88,7 @@ from ..db import Store, StoreError, utc_now
 from ..exports.base import utc_time
 from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
 from . import access
+from .maps import MapLayers, MapRequestError
 
 log = structlog.get_logger(__name__)
 
@@ -96,14 +97,17 @@ PAGES = {  # path -> (file in STATIC_DIR, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/map.js": ("map.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 TOKEN_PLACEHOLDER = "{{COMMAND_TOKEN}}"
 TOKEN_HEADER = "X-Stratoecho-Token"
 # The page may load only from this server; inline script and style are refused, so
 # even markup that slipped into the page could not run.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# Images may also be data: URLs (Leaflet's blank tile) and, when the user named one, come from
+# the tile server (--tile-url): the map's only way off this machine, and only on request.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:{tiles}; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 POLL_S = 1.0  # how often an event stream asks the database whether anything was committed
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (finds closed browsers)
@@ -379,8 +383,12 @@ class Dashboard(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
-                 sessions: access.Sessions | None = None, chase: predict.Chase | None = None):
+                 sessions: access.Sessions | None = None, chase: predict.Chase | None = None,
+                 map_layers: MapLayers | None = None):
         self.db_path = db_path
+        self.map_layers = map_layers or MapLayers()
+        origin = self.map_layers.extra_img_origin
+        self.csp = CSP.format(tiles=f" {origin}" if origin else "")
         self.stop = stop
         self.token = secrets.token_urlsafe(32)
         self.bound_host = host
@@ -465,6 +473,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/favicon.ico":
             self._send(b"", "image/x-icon", status=HTTPStatus.NO_CONTENT)
             return
+        if path.startswith(("/vendor/", "/tiles/", "/api/map", "/api/basemap")):
+            self._map(path, query)
+            return
         if path == "/api/events":
             self._events(query)
             return
@@ -501,6 +512,27 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"nothing at {path}")
         self._json(answer)
+
+    def _map(self, path: str, query: dict) -> None:
+        layers = self.server.map_layers
+        try:
+            if path == "/api/map":
+                self._json(layers.config())
+            elif path == "/api/basemap":
+                self._send(layers.basemap_json(query), "application/json; charset=utf-8", cache="max-age=3600")
+            elif path.startswith("/vendor/"):
+                body, ctype = layers.vendor_file(path)
+                self._send(body, ctype, cache="max-age=86400")  # pinned versions: the bytes never change
+            else:
+                found = layers.tile(path)
+                if found is None:
+                    self._send(b"", "text/plain; charset=utf-8", status=HTTPStatus.NOT_FOUND, cache="max-age=3600")
+                    return
+                body, ctype, encoding = found
+                self._send(body, ctype, cache="max-age=86400",
+                           headers={"Content-Encoding": encoding} if encoding else None)
+        except MapRequestError as e:
+            raise RequestError(e.status, str(e)) from None
 
     def _post(self, url) -> None:
         if url.path not in ("/api/commands", "/api/login", "/api/logout"):
@@ -691,7 +723,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         if ctype.startswith("text/html"):
-            self.send_header("Content-Security-Policy", CSP)
+            self.send_header("Content-Security-Policy", self.server.csp)
             self.send_header("X-Frame-Options", "DENY")
         self.end_headers()
         if status != HTTPStatus.NO_CONTENT:
@@ -706,18 +738,19 @@ def _cookie(session_id: str, max_age: float) -> str:
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
           stop_event: threading.Event | None = None, sessions: access.Sessions | None = None,
-          chase: predict.Chase | None = None) -> Dashboard:
+          chase: predict.Chase | None = None, map_layers: MapLayers | None = None) -> Dashboard:
     """Start the dashboard in background threads and return its server (`.url`,
     `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
     ends every event stream within a poll. The database is created if missing (as the
     listener would), so the page can be opened before the first frame is heard;
     StoreError if it is not a ground database, OSError if the address cannot be bound.
     `sessions`: who may queue commands (access.py); None: nobody can log in. `chase`: the
-    prediction's settings and the station's position (predict.Chase)."""
+    prediction's settings and the station's position (predict.Chase). `map_layers`: what the
+    map is drawn from (maps.MapLayers; default: the base map alone)."""
     db_path = Path(db_path)
     Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
     stop = stop_event or threading.Event()
-    server = Dashboard(db_path, host, port, stop, sessions, chase)
+    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
                      daemon=True).start()
 

@@ -1,5 +1,5 @@
-// stratoecho ground dashboard: plain JavaScript and hand-drawn SVG, nothing fetched from
-// anywhere but this server. Text that came from the air (musings, station names, command
+// stratoecho ground dashboard: plain JavaScript and hand-drawn SVG (the map: map.js), nothing
+// fetched from anywhere but this server. Text that came from the air (musings, station names, command
 // lines) is only ever set with textContent, never parsed as markup.
 //
 // Flow: /api/summary first (its cursor is the newest row ids), then the lists, then the
@@ -226,6 +226,11 @@
     const W = 600, H = 400, PAD = 30;
     const rows = [...state.telemetry.values()].filter((r) => !(r.lat === 0 && r.lon === 0)).sort(bySeq);
     const note = $("track-note");
+    if (window.StratoechoMap && StratoechoMap.ready) {
+      StratoechoMap.draw(rows, state.prediction);
+      note.textContent = rows.length ? trackNote(rows[0], rows[rows.length - 1]) : "no position yet";
+      return;
+    }
     if (!rows.length) {
       svg("text", node, { x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle" }, "no position yet");
       note.textContent = "";
@@ -290,8 +295,21 @@
     svg("text", node, { x: W - 14, y: 20, class: "label", "text-anchor": "middle" }, "N");
     svg("polyline", node, { points: `${W - 14},40 ${W - 14},26`, class: "scale" });
 
-    note.textContent = `latest ${last.lat.toFixed(5)}, ${last.lon.toFixed(5)} at ${last.alt} m, `
-      + `${clock(isoMs(last.t))} UTC; launch ${first.lat.toFixed(5)}, ${first.lon.toFixed(5)}`;
+    note.textContent = trackNote(first, last);
+  }
+
+  const trackNote = (first, last) => `latest ${last.lat.toFixed(5)}, ${last.lon.toFixed(5)} at ${last.alt} m, `
+    + `${clock(isoMs(last.t))} UTC; launch ${first.lat.toFixed(5)}, ${first.lon.toFixed(5)}`;
+
+  async function startMap() { // the map replaces the SVG drawing once its library has loaded
+    try {
+      if (window.StratoechoMap && await StratoechoMap.start($("map"))) {
+        $("track").setAttribute("hidden", ""); // an SVG element has no `hidden` property
+        mark("track");
+      }
+    } catch (err) {
+      $("track-note").textContent = `the map could not start (${err.message}): the track is drawn without it`;
+    }
   }
 
   // ------------------------------------------------------------------ for the crew
@@ -668,6 +686,7 @@
     $("cmd-note").addEventListener("input", countNoteBytes);
     showCommandFields();
     setInterval(tickLastHeard, 1000);
+    startMap();
     for (;;) {
       try {
         const summary = await getJSON("/api/summary");

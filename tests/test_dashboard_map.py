@@ -1,0 +1,240 @@
+"""The crew's map, in a real headless Chromium with every name but 127.0.0.1 unresolvable: the
+station's own base map (land, borders, rivers, places) under the track, launch, latest position,
+the predicted landing with its ellipse and the station, at laptop and phone sizes; a user's
+MBTiles drawn over the base; and not one request leaving the machine. Over plain HTTP: the map's
+routes refuse what is not theirs."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from groundstation import predict as P
+from groundstation.maps.tiles import open_tiles
+from groundstation.web import serve
+from groundstation.web.maps import MapLayers
+from tests.test_dashboard import browser, browser_only, build_ground_db, js, open_page, texts, wait  # noqa: F401
+from tests.test_dashboard_layout import LAPTOP, PHONE
+
+STATION = (52.1, 0.0, 80.0)  # the flight of build_ground_db rises from 52.2 N, 0.12 E, drifting north-east
+CHASE = P.Chase(burst_alt_m=12_000, home=STATION)
+
+
+@pytest.fixture
+def ground_db(tmp_path):
+    db = tmp_path / "ground.db"
+    build_ground_db(db)
+    return db
+
+
+def start(db, **layers):
+    stop = threading.Event()
+    server = serve(db, "127.0.0.1", 0, stop, chase=CHASE, map_layers=MapLayers(**layers) if layers else None)
+    server.stop_event = stop
+    return server
+
+
+def get(server, path: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def mbtiles(path, zooms=range(6, 10), around=(52.3, 0.3)) -> set[tuple[int, int, int]]:
+    """A raster MBTiles of plain orange tiles around `around`: what a user's tile file would be."""
+    from groundstation.maps.region import tiles_in_bbox
+
+    bbox = (around[1] - 0.6, around[0] - 0.4, around[1] + 0.6, around[0] + 0.4)
+    png = io.BytesIO()
+    Image.new("RGB", (256, 256), (255, 140, 0)).save(png, format="PNG")
+    made = set()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE metadata (name TEXT, value TEXT)")
+        db.execute("CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_data BLOB)")
+        db.executemany("INSERT INTO metadata VALUES (?, ?)", [
+            ("name", "test region"), ("format", "png"), ("minzoom", str(min(zooms))), ("maxzoom", str(max(zooms))),
+            ("bounds", ",".join(map(str, bbox))), ("attribution", "© test tiles")])
+        for z in zooms:
+            for x, y in tiles_in_bbox(bbox, z):
+                db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, x, (1 << z) - 1 - y, png.getvalue()))
+                made.add((z, x, y))
+    return made
+
+
+# --------------------------------------------------------------------------- plain HTTP
+
+
+def test_the_map_routes_serve_their_own_and_refuse_the_rest(ground_db, tmp_path):
+    server = start(ground_db)
+    try:
+        status, _, body = get(server, "/api/map")
+        config = json.loads(body)
+        assert status == 200 and config["library"] is True and config["tiles"] is None
+        assert "GSHHG" in config["basemap"]["attribution"] and "GeoNames" in config["basemap"]["attribution"]
+        status, headers, body = get(server, "/api/basemap?bbox=-0.5,51.9,0.9,52.6&zoom=9")
+        layers = {f["properties"]["layer"] for f in json.loads(body)["features"]}
+        assert status == 200 and {"land", "place"} <= layers
+        names = {f["properties"].get("name") for f in json.loads(body)["features"]}
+        assert "Cambridge" in names
+        for bad in ("bbox=1,2,3&zoom=9", "bbox=a,b,c,d&zoom=9", "bbox=0,53,1,52&zoom=9", "bbox=0,52,1,53&zoom=40"):
+            status, _, body = get(server, "/api/basemap?" + bad)
+            assert status == 400 and json.loads(body)["error"], bad
+        status, headers, body = get(server, "/vendor/leaflet/leaflet.js")
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"1.9.4" in body[:400]
+        for path in ("/vendor/../server.py", "/vendor/leaflet/../../server.py", "/vendor/MANIFEST.json",
+                     "/tiles/3/1/1", "/tiles/x"):
+            assert get(server, path)[0] == 404, path
+    finally:
+        server.stop_event.set()
+
+
+def test_a_users_tile_file_is_served_by_tile_and_a_tile_server_is_let_through_the_policy(ground_db, tmp_path):
+    made = mbtiles(tmp_path / "region.mbtiles")
+    z, x, y = sorted(made)[0]
+    server = start(ground_db, tiles=open_tiles(tmp_path / "region.mbtiles"),
+                   tile_url="http://127.0.0.1:9/osm/{z}/{x}/{y}.png")
+    try:
+        config = json.loads(get(server, "/api/map")[2])
+        assert config["tiles"]["kind"] == "raster" and config["tiles"]["max_zoom"] == 9
+        assert config["tile_url"] == "http://127.0.0.1:9/osm/{z}/{x}/{y}.png"
+        status, headers, body = get(server, f"/tiles/{z}/{x}/{y}")
+        assert status == 200 and headers["Content-Type"] == "image/png" and body.startswith(b"\x89PNG")
+        assert get(server, f"/tiles/{z}/{x}/{(y + 50) % (1 << z)}")[0] == 404  # outside the region
+        assert get(server, f"/tiles/{z}/{1 << z}/0")[0] == 400  # not a tile at all
+        csp = get(server, "/")[1]["Content-Security-Policy"]
+        assert "img-src 'self' data: http://127.0.0.1:9;" in csp and "connect-src 'self';" in csp
+    finally:
+        server.stop_event.set()
+
+
+# --------------------------------------------------------------------------- Chromium
+
+
+TRACK_BLUE, LAND, SEA = (0x0B, 0x63, 0xB6), (0xF4, 0xF1, 0xE8), (0xCF, 0xE3, 0xEF)  # style.css
+
+
+def close_to(pixel, colour, tolerance: int = 40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour))
+
+
+def map_state(driver) -> dict:
+    return js(driver, """
+        const q = (s) => document.querySelectorAll(s);
+        const pane = (n) => Number(getComputedStyle(document.querySelector('.leaflet-' + n + '-pane')).zIndex);
+        const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+        const ellipse = document.querySelector('#map path.landing-ellipse');
+        return {
+          land: q('#map .leaflet-basemap-pane path.land').length,
+          places: [...q('#map .map-label.place')].map(e => e.textContent),
+          track: q('#map .leaflet-overlay-pane path.track').length,
+          marks: [...q('#map path.launch, #map path.latest, #map path.landing, #map path.station')]
+                   .map(e => e.getAttribute('class').split(' ')[0]).sort(),
+          ellipse: ellipse ? box(ellipse) : null,
+          map: box(document.getElementById('map')),
+          svgHidden: getComputedStyle(document.getElementById('track')).display === 'none',
+          panes: {basemap: pane('basemap'), tile: pane('tile'), overlay: pane('overlay')},
+          positions: Number(document.getElementById('map').dataset.positions || 0),
+          basemap: document.getElementById('map').dataset.basemap,
+        };""")
+
+
+def wait_for_map(driver):
+    wait(driver, lambda d: (lambda s: s["land"] and s["track"] and s["ellipse"] and s["basemap"] == "drawn")(map_state(d)),
+         "the map never showed the base map, the track and the landing ellipse")
+    return map_state(driver)
+
+
+def only_this_server(driver, server) -> None:
+    base = server.url.rstrip("/")
+    urls = js(driver, "return performance.getEntries().filter(e => e.name.includes('://')).map(e => e.name)")
+    assert [u for u in urls if not u.startswith(base + "/")] == []
+    problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert problems == []  # no refused resource, no policy violation, no script error
+
+
+@browser_only
+@pytest.mark.parametrize("size,mobile", [(LAPTOP, False), (PHONE, True)], ids=["laptop", "phone"])
+def test_in_chromium_the_base_map_lies_under_the_track_the_landing_and_its_ellipse(browser, ground_db, size, mobile):  # noqa: F811
+    server = start(ground_db)
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": mobile})
+    try:
+        browser.get_log("browser")  # start the log afresh
+        open_page(browser, server)
+        s = wait_for_map(browser)
+        assert s["svgHidden"] and s["positions"] == 29
+        assert s["marks"] == ["landing", "latest", "launch", "station"]
+        assert s["panes"]["basemap"] < s["panes"]["tile"] < s["panes"]["overlay"]  # the flight on top
+        # the places around the flight are named, none written over another
+        boxes = js(browser, "return [...document.querySelectorAll('#map .map-label.place')].map(e => {"
+                            "const r = e.firstChild.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })")
+        assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                    if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+        assert {"Cambridge", "Norwich", "Peterborough", "Ipswich"} & set(s["places"])
+        # the whole ellipse is in view, on the map, not cut off by it
+        (left, t, r, b), (ml, mt, mr, mb) = s["ellipse"], s["map"]
+        assert ml <= left < r <= mr and mt <= t < b <= mb, (s["ellipse"], s["map"])
+        assert mr - ml >= (0.55 if not mobile else 0.85) * size[0]
+        # along the track a crew sees its blue, drawn over the land's colour where no marker covers it
+        # (on the phone's wider view the markers at its two ends cover all of its few pixels)
+        points = js(browser, """
+            const p = document.querySelector('#map path.track'); const n = p.getTotalLength(), out = [];
+            for (let d = 0; d <= n; d += 1) {
+              const m = p.getPointAtLength(d); const at = new DOMPoint(m.x, m.y).matrixTransform(p.getScreenCTM());
+              out.push([Math.round(at.x), Math.round(at.y)]); }
+            return out""")
+        shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
+        blue = [xy for xy in points if close_to(shot.getpixel(tuple(xy)), TRACK_BLUE)]
+        assert len(blue) >= 3 or mobile, points
+        corner = shot.getpixel((round(s["map"][0]) + 5, round(s["map"][3]) - 60))  # bottom left, above the scale
+        assert close_to(corner, LAND) or close_to(corner, SEA), corner  # the base map, not a blank grid
+        only_this_server(browser, server)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        server.stop_event.set()
+
+
+@browser_only
+def test_in_chromium_a_users_tiles_are_drawn_over_the_base_map(browser, ground_db, tmp_path):  # noqa: F811
+    mbtiles(tmp_path / "region.mbtiles")
+    server = start(ground_db, tiles=open_tiles(tmp_path / "region.mbtiles"))
+    try:
+        browser.get_log("browser")
+        open_page(browser, server)
+        wait_for_map(browser)
+        wait(browser, lambda d: js(d, "return [...document.querySelectorAll('#map img.leaflet-tile')]"
+                                      ".filter(i => i.complete && i.naturalWidth === 256).length") > 0,
+             "no tile of the user's file was drawn")
+        tiles = js(browser, "return [...document.querySelectorAll('#map img.leaflet-tile')].map(i => i.src)")
+        assert all("/tiles/" in t for t in tiles)
+        assert "© test tiles" in " ".join(texts(browser, "#map .leaflet-control-attribution"))
+        only_this_server(browser, server)
+    finally:
+        server.stop_event.set()
+
+
+@browser_only
+def test_in_chromium_without_the_map_library_the_track_is_still_drawn(browser, ground_db, tmp_path):  # noqa: F811
+    server = start(ground_db, vendor_dir=tmp_path / "no-libraries")
+    try:
+        browser.get_log("browser")
+        open_page(browser, server)
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('#track polyline.track').length") == 1,
+             "no track drawing")
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('#track ellipse.landing-ellipse').length") == 1,
+             "no landing ellipse on the drawing")
+        assert js(browser, "return document.querySelectorAll('#track rect.station').length") == 1
+        assert js(browser, "return document.getElementById('map').hidden") is True
+        assert js(browser, "return typeof window.L") == "undefined"
+        only_this_server(browser, server)
+    finally:
+        server.stop_event.set()
