@@ -22,6 +22,9 @@ from groundstation.web import serve
 from groundstation.web.maps import MapLayers
 from tests.test_dashboard import browser, browser_only, build_ground_db, js, open_page, texts, wait  # noqa: F401
 from tests.test_dashboard_layout import LAPTOP, PHONE
+from tests.test_map_region import server as planet_server  # noqa: F401 (the planet over HTTP, with Range)
+from tests.test_map_tiles import write_pmtiles
+from tests.vector_tiles import chase_tile
 
 STATION = (52.1, 0.0, 80.0)  # the flight of build_ground_db rises from 52.2 N, 0.12 E, drifting north-east
 CHASE = P.Chase(burst_alt_m=12_000, home=STATION)
@@ -235,6 +238,53 @@ def test_in_chromium_without_the_map_library_the_track_is_still_drawn(browser, g
         assert js(browser, "return document.querySelectorAll('#track rect.station').length") == 1
         assert js(browser, "return document.getElementById('map').hidden") is True
         assert js(browser, "return typeof window.L") == "undefined"
+        only_this_server(browser, server)
+    finally:
+        server.stop_event.set()
+
+
+PLANET_BOX = (-0.6, 51.8, 1.6, 53.2)  # west, south, east, north: the flight, its landing and the station
+
+
+@pytest.fixture(scope="module")
+def planet(tmp_path_factory):
+    """A published planet as far as this test needs one: Protomaps-schema vector tiles (land and
+    two roads in each) at zooms 0..10 over PLANET_BOX."""
+    from groundstation.maps.region import tiles_in_bbox
+
+    tile = chase_tile()
+    tiles = {(z, x, y): tile for z in range(11) for x, y in tiles_in_bbox(PLANET_BOX, z)}
+    return write_pmtiles(tmp_path_factory.mktemp("planet") / "planet.pmtiles", tiles,
+                         metadata={"name": "planet", "attribution": "© OpenStreetMap"}, bounds=PLANET_BOX)
+
+
+@browser_only
+def test_in_chromium_a_region_fetched_at_home_shows_its_roads(browser, ground_db, tmp_path, planet_server):  # noqa: F811
+    """Home: `map fetch` cuts the chase region out of a planet by range requests. The field:
+    `serve --tiles` hands its vector tiles to protomaps-leaflet, which draws land and roads."""
+    from groundstation.__main__ import main
+
+    region = tmp_path / "region.pmtiles"
+    assert main(["map", "fetch", "--source", planet_server.url, "--around", "52.3", "0.4", "--radius-km", "40",
+                 "--max-zoom", "10", "-o", str(region)]) == 0
+    server = start(ground_db, tiles=open_tiles(region))
+    try:
+        browser.get_log("browser")
+        open_page(browser, server)
+        wait_for_map(browser)
+        # down a column of a tile painted from the region's data: the land, crossed by a road in
+        # another colour (protomaps-leaflet paints a display tile from the data tile a zoom above,
+        # so the road across the data tile's middle lies on a display tile's edge)
+        column = """return [...document.querySelectorAll('#map canvas.leaflet-tile')].filter(c => c.width > 0).map(c => {
+                      const g = c.getContext('2d'), out = {};
+                      for (let y = 0; y < c.height; y++) {
+                        const k = [...g.getImageData(Math.floor(c.width / 4), y, 1, 1).data].join();
+                        out[k] = (out[k] || 0) + 1; }
+                      return out; })"""
+        wait(browser, lambda d: any(len(c) >= 2 and max(c.values()) >= 0.9 * sum(c.values()) for c in js(d, column)),
+             "no road was drawn over the land from the region's tiles")
+        urls = js(browser, "return performance.getEntries().map(e => e.name).filter(u => u.includes('/tiles/'))")
+        assert urls and all(u.endswith(".mvt") for u in urls)
         only_this_server(browser, server)
     finally:
         server.stop_event.set()
