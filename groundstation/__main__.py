@@ -21,6 +21,7 @@ from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
 from .listen import Hooks, Limits, RepairLink, run_listen
+from .predict import FeedLanding, add_chase_arguments, chase_from_args
 from .receive import (
     FrameSource,
     KissSerialSource,
@@ -170,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("--udp-feed", metavar="HOST:PORT", type=hostport_type(),
                        help="send each new position to this UDP address (e.g. 127.0.0.1:55672 for chasemapper)")
     share.add_argument("--udp-broadcast", action="store_true", help="with --udp-feed: a broadcast address")
+    share.add_argument("--udp-feed-landing", action="store_true",
+                       help="with --udp-feed: also send the predicted landing (every 30 s of flight), as a payload "
+                            "named CALL-LANDING on the ground where the balloon will come down, for a chase-car map "
+                            "with no internet for its own predictor; --burst-alt and --descent-rate set it up")
+    add_chase_arguments(share, None)  # --burst-alt, --descent-rate
     listen.add_argument("--quiet", action="store_true", help="print no records, only the final summary")
     listen.add_argument("--json", action="store_true",
                         help="print one JSON object a line per record (with received_at) instead of text")
@@ -282,6 +288,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if args.kiss and not args.serial:
         print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
         return 2
+    if args.udp_feed_landing and not args.udp_feed:
+        print("error: --udp-feed-landing goes with --udp-feed HOST:PORT (the chase-car map's port)", file=sys.stderr)
+        return 2
     if args.raw and not args.serial:
         print("error: --raw goes with --serial DEV (a transparent LoRa module on a serial port)", file=sys.stderr)
         return 2
@@ -364,7 +373,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
                                    station, args.udp_feed, udp_broadcast=args.udp_broadcast,
                                    frequency_mhz=args.sondehub_frequency or (hat.settings.frequency_mhz if hat else None),
                                    modulation=args.sondehub_modulation,
-                                   comment=lambda: last_musing[0] if last_musing else None)
+                                   comment=lambda: last_musing[0] if last_musing else None,
+                                   udp_landing=FeedLanding(chase_from_args(args, "")) if args.udp_feed_landing else None)
     except ValueError as e:
         if ssdv_uploader is not None:  # its thread runs already
             ssdv_uploader.close(deadline_s=0)

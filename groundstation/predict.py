@@ -108,14 +108,17 @@ class Chase:
     home: tuple[float, float, float] | None = None  # lat, lon, alt of the station or the car
 
 
-def add_chase_arguments(parser, where: str) -> None:
-    """--burst-alt, --descent-rate and --from/--station (named `where`) for `watch` and `serve`."""
+def add_chase_arguments(parser, where: str | None) -> None:
+    """--burst-alt, --descent-rate and --from/--station (named `where`; None: none) for `watch`,
+    `serve` and `listen --udp-feed-landing`."""
     parser.add_argument("--burst-alt", type=positive_number("metres"), default=DEFAULT_BURST_ALT_M, metavar="M",
                         help="the balloon's expected burst altitude, for the landing prediction until the burst is "
                              f"seen (default {DEFAULT_BURST_ALT_M:,.0f}; take the figure from the balloon's table)")
     parser.add_argument("--descent-rate", type=positive_number("m/s"), default=DEFAULT_DESCENT_RATE_M_S,
                         metavar="M/S", help="the parachute's descent rate at the ground, until the descent measures "
                                             f"it (default {DEFAULT_DESCENT_RATE_M_S:g})")
+    if where is None:
+        return
     parser.add_argument(where, dest="home", nargs="+", type=float, metavar="COORD",
                         help="LAT LON [ALT]: where you are (the station or the chase car, degrees and metres): "
                              "distance, bearing and elevation to the balloon and to the predicted landing")
@@ -149,6 +152,32 @@ class Landing:
                                      descent_rate_m_s=self.chase.descent_rate_m_s)
                 self._key = key
             return self._last
+
+
+class FeedLanding:
+    """Positions as they are heard, one flight per callsign and boot, and the landing worked out
+    from them at most every `every_s` of flight time: for the chase-car feed (exports/udp_feed),
+    which sees sentences one at a time. The prediction takes ~0.2 s on a laptop core while the
+    balloon climbs, in the listener's thread: not for every sentence."""
+
+    def __init__(self, chase: Chase, every_s: float = 30.0):
+        self.chase, self.every_s = chase, every_s
+        self._flights: dict[str, tuple[int, list[Fix], float]] = {}  # callsign: boot, fixes, last predicted
+
+    def __call__(self, callsign: str, boot: int, t_s: float, lat: float, lon: float, alt_m: float) -> Prediction | None:
+        """The new landing after this fix (`t_s`: its time, seconds since the epoch), or None: not
+        due yet, too few fixes, or landed."""
+        fix = Fix(t_s, lat, lon, alt_m)
+        flight_boot, fixes, last = self._flights.get(callsign, (boot, [], -math.inf))
+        if boot != flight_boot:
+            fixes, last = [], -math.inf
+        fixes.append(fix)
+        due = fix.t_s - last >= self.every_s
+        self._flights[callsign] = (boot, fixes, fix.t_s if due else last)
+        if not due:
+            return None
+        p = predict(fixes, burst_alt_m=self.chase.burst_alt_m, descent_rate_m_s=self.chase.descent_rate_m_s)
+        return None if p is None or p.phase == "landed" else p
 
 
 def track(rows) -> list[Fix]:

@@ -633,6 +633,62 @@ def test_udp_feed_sends_payload_summaries_of_new_fixes():
     assert feed.stats["skipped_no_fix"] == 1 and feed.stats["skipped_stale"] == 1 and feed.stats["sent"] == 3
 
 
+def test_udp_feed_sends_the_predicted_landing_as_a_payload_on_the_ground():
+    """A bench flight heard every 10 s from launch to 5 km on the way down: every 30 s of flight
+    the feed also sends CALL-LANDING, a PAYLOAD_SUMMARY chasemapper reads as it reads any (its
+    latitude, longitude, altitude, callsign, HH:MM:SS time), near the flight's real landing at
+    the end; our own Horus UDP listener does not take it for a position. (Every 5 minutes here,
+    not the default 30 s: each prediction takes a fifth of a second while the balloon climbs.)"""
+    from groundstation import predict
+    from groundstation.horus_udp import HorusUdpSource
+    from sim.world import Flight, FlightPlan
+
+    flight = Flight(FlightPlan(seed=11, descent_rate_sea_level_m_s=6.5, ascent_rate_m_s=4.5))
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    feed = UdpFeed("127.0.0.1", rx.getsockname()[1],
+                   landing=predict.FeedLanding(predict.Chase(burst_alt_m=flight.burst_alt_m), every_s=300))
+    t, sent, packets = 0.0, 0, []
+    try:
+        while not (t > flight.ascent_s and flight.altitude_m(t) < 5_000):
+            s = flight.state_at(t)
+            when = START + timedelta(seconds=t)
+            feed.add(Heard(wire.Telemetry("STRATO1", sent, when.strftime("%H:%M:%S"), s.lat, s.lon, round(s.alt_m), 9,
+                                          -20.0, 500.0, 3900, 1), (when + timedelta(seconds=1)).isoformat()))
+            sent, t = sent + 1, t + 10.0
+            rx.settimeout(0)
+            try:
+                while True:
+                    packets.append(json.loads(rx.recv(4096)))
+            except BlockingIOError:
+                pass
+    finally:
+        feed.close()
+        rx.close()
+    positions = [p for p in packets if p["callsign"] == "STRATO1"]
+    landings = [p for p in packets if p["callsign"] == "STRATO1-LANDING"]
+    assert len(positions) == sent and feed.stats["sent"] == sent
+    assert len(landings) == feed.stats["sent_landing"] and sent / 30 - 3 <= len(landings) <= sent / 30 + 1
+    for p in landings:  # what chasemapper's summary handler reads, of the types it converts
+        assert p["type"] == "PAYLOAD_SUMMARY" and p["model"] == "stratoecho"
+        float(p["latitude"]), float(p["longitude"]), float(p["altitude"])
+        datetime.strptime(p["time"], "%H:%M:%S")
+        assert p["comment"].startswith("predicted landing of STRATO1: within ") and p["comment"].endswith("Z")
+    last = landings[-1]
+    real = flight.position(flight.duration_s)
+    radius_km = float(last["comment"].split("within ")[1].split(" km")[0])
+    assert predict.distance_m(last["latitude"], last["longitude"], *real[:2]) < max(2.0 * radius_km * 1000, 3_000)
+    assert last["altitude"] == pytest.approx(flight.plan.launch_alt_m, abs=1)
+    # a station whose --horus-udp hears its own feed takes neither for a position
+    source = HorusUdpSource("127.0.0.1", 0)
+    try:
+        assert source._read(json.dumps(last).encode(), "udp") is None
+        assert source.ignored["our own feed"] == 1
+    finally:
+        source.close()
+
+
 def test_payload_summary_speed_is_unknown_without_elapsed_time():
     when = START
     packet = payload_summary(sentence(2).record, (when, 52.0, -1.0), when=when)
@@ -711,3 +767,12 @@ def test_cli_export_to_sondehub_marks_history(flight_db, server, capsys):
     assert export(["--db", str(flight_db), "--format", "sondehub", "--out", server.url, "--uploader", "M0ABC"]) == 1
     assert len(server.objects()) == 9 + 8
     assert "8 positions sent, 2 without a fix skipped, 1 refused" in capsys.readouterr().out
+
+
+def test_udp_feed_landing_needs_the_feed(tmp_path, capsys):
+    from groundstation.__main__ import main
+
+    hexfile = tmp_path / "air.hex"
+    hexfile.write_text("")
+    assert main(["listen", "--replay", str(hexfile), "--db", str(tmp_path / "g.db"), "--udp-feed-landing"]) == 2
+    assert "--udp-feed-landing goes with --udp-feed" in capsys.readouterr().err

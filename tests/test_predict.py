@@ -203,3 +203,17 @@ def test_in_chromium_the_map_shows_the_landing_its_ellipse_and_the_crews_numbers
         assert crew["lands in"].endswith(" UTC)") and crew["parachute"].endswith("(assumed)")
     finally:
         stop.set()
+
+
+def test_the_feed_predicts_every_so_often_and_starts_again_for_a_new_boot():
+    feed = P.FeedLanding(P.Chase(burst_alt_m=12_000), every_s=60)
+    lat0, lon0 = 52.0, 0.0
+    got = {}
+    for t in range(0, 301, 20):  # 5 m/s up through a 10 m/s westerly
+        got[t] = feed("STRATO1", 1, 1e9 + t, *moved(lat0, lon0, 10.0 * t, 0.0), 5.0 * t)
+    due = [t for t, p in got.items() if p is not None]
+    assert due == [60, 120, 180, 240, 300]  # from the third fix on (predict needs three), once a minute
+    assert all(got[t].phase == "ascent" and got[t].lon > lon0 for t in due)
+    # a new boot is a new flight: its first fixes are too few to predict from
+    assert feed("STRATO1", 2, 1e9 + 400, lat0, lon0, 0.0) is None
+    assert feed("OTHER", 1, 1e9 + 400, lat0, lon0, 0.0) is None

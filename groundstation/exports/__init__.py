@@ -12,6 +12,7 @@ exporter)` runs one over a database.
     sondehub.SondeHubUploader   SondeHub-Amateur upload             background thread, batched
                                 (with the station, `station.Station`, as a listener)
     udp_feed.UdpFeed            Horus PAYLOAD_SUMMARY datagrams     chasemapper
+                                (and the predicted landing, as CALL-LANDING)
 
 and one for pictures, which takes SSDV packets instead of positions (`add(packet, received_at)`;
 the listener hands it each new packet the database kept, `ssdv_upload.ssdv_from_db` a database's):
@@ -65,7 +66,8 @@ never took some positions or packets; 2 a usage error
 def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
                    udp_feed: tuple[str, int] | None, *, udp_broadcast: bool = False,
                    frequency_mhz: float | None = None, modulation: str | None = None,
-                   comment: Callable[[], str | None] | None = None) -> list[Exporter]:
+                   comment: Callable[[], str | None] | None = None,
+                   udp_landing: Callable | None = None) -> list[Exporter]:
     """Exporters for the listener to feed as telemetry arrives, each guarded.
 
     `sondehub_url`: None for no SondeHub upload (`sondehub.DEFAULT_URL` for the real one),
@@ -73,7 +75,8 @@ def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
     the receiver's `frequency_mhz` and `modulation` with each position, and `comment()` as its
     comment (the last musing); `udp_feed`: (host, port) for
     chase-car PAYLOAD_SUMMARY datagrams (`udp_feed.DEFAULT_HOST`, `DEFAULT_PORT`: 127.0.0.1:55672),
-    None for none; `udp_broadcast` when that host is a broadcast address.
+    None for none; `udp_broadcast` when that host is a broadcast address; `udp_landing`: a
+    predict.FeedLanding, to send the predicted landing on the feed too (udp_feed.py).
     ValueError for a bad combination or a host that does not resolve.
     """
     exporters: list[Exporter] = []
@@ -84,7 +87,7 @@ def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
                                                   modulation=modulation, comment=comment), "sondehub"))
     if udp_feed is not None:
         host, port = udp_feed
-        exporters.append(Guarded(UdpFeed(host, port, broadcast=udp_broadcast), "udp_feed"))
+        exporters.append(Guarded(UdpFeed(host, port, broadcast=udp_broadcast, landing=udp_landing), "udp_feed"))
     return exporters
 
 

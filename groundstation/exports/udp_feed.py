@@ -14,6 +14,13 @@ as the Horus tools send it. temp is -1 likewise when the sensor had no reading.
 Only fixes go out, and only ones newer than the last one sent for that callsign: a
 sentence recovered late by a repair would otherwise make the map jump backwards.
 Sending never raises: a network error is counted and logged when the feed stops working.
+
+The predicted landing (`landing=`, a predict.FeedLanding; listen --udp-feed-landing): with a fix, a second
+PAYLOAD_SUMMARY, every 30 s of flight, under the callsign CALL-LANDING at the landing
+groundstation/predict.py works out from the track, with the fix's time and, as its comment, the 95 % radius and
+the landing time. The Horus UDP format has no message for a prediction, so a chase-car
+map shows it as one more payload, on the ground where the balloon will come down; with no
+internet in the car, chasemapper's own predictor (GFS or Tawhiri) has nothing to go on.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 55672  # the Horus UDP port chasemapper listens on
 UNKNOWN = -1
+LANDING_SUFFIX = "-LANDING"
 
 
 def payload_summary(t: wire.Telemetry, previous: tuple[datetime, float, float] | None = None, *,
@@ -76,7 +84,7 @@ class UdpFeed:
     broadcast address such as 255.255.255.255 or 192.168.1.255). Counters in `stats`."""
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, broadcast: bool = False,
-                 comment: str = "stratoecho", model: str = "stratoecho") -> None:
+                 comment: str = "stratoecho", model: str = "stratoecho", landing=None) -> None:
         try:
             family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         except (socket.gaierror, UnicodeError) as e:
@@ -87,6 +95,8 @@ class UdpFeed:
         if broadcast:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         self._last: dict[str, tuple[datetime, float, float]] = {}
+        # predict.FeedLanding, or None: called with each fix, answers a prediction when one is due
+        self.landing = landing
         self._working = True
         self.stats: Counter[str] = Counter()
 
@@ -108,6 +118,26 @@ class UdpFeed:
             return
         packet = payload_summary(t, previous, when=when, comment=self.comment, model=self.model)
         self._last[callsign] = (when, packet["latitude"], packet["longitude"])
+        if self._send(packet):
+            self.stats["sent"] += 1
+        if self.landing is not None:
+            self._send_landing(t, when)
+
+    def _send_landing(self, t: wire.Telemetry, when: datetime) -> None:
+        p = self.landing(t.callsign, t.boot, when.timestamp(), t.lat, t.lon, float(t.alt))
+        if p is None:
+            return
+        lands = datetime.fromtimestamp(p.t_s + p.landing_in_s, when.tzinfo).strftime("%H:%M:%S")
+        packet = {"type": "PAYLOAD_SUMMARY", "callsign": t.callsign + LANDING_SUFFIX,
+                  "latitude": round(p.lat, 6), "longitude": round(p.lon, 6), "altitude": round(p.ground_alt_m, 1),
+                  "speed": UNKNOWN, "heading": UNKNOWN, "time": t.time,
+                  "comment": f"predicted landing of {t.callsign}: within {p.ellipse.semi_major_m / 1000:.1f} km, "
+                             f"at {lands}Z",
+                  "model": self.model}
+        if self._send(packet):
+            self.stats["sent_landing"] += 1
+
+    def _send(self, packet: dict) -> bool:
         try:
             self._sock.sendto(json.dumps(packet).encode("utf-8"), self.address)
         except OSError as e:
@@ -115,11 +145,11 @@ class UdpFeed:
             if self._working:  # said once per outage, not once per sentence
                 log.warning("udp_feed_down", to=f"{self.address[0]}:{self.address[1]}", error=str(e))
             self._working = False
-            return
+            return False
         if not self._working:
             log.info("udp_feed_up", to=f"{self.address[0]}:{self.address[1]}")
         self._working = True
-        self.stats["sent"] += 1
+        return True
 
     def flush(self) -> None:
         """Nothing waits: every datagram left in add()."""
