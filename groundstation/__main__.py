@@ -288,6 +288,13 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if args.kiss and not args.serial:
         print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
         return 2
+    from .network import default_station, station_position
+
+    try:
+        here = station_position(args)  # where this station is: kept, and shared with --mqtt
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.udp_feed_landing and not args.udp_feed:
         print("error: --udp-feed-landing goes with --udp-feed HOST:PORT (the chase-car map's port)", file=sys.stderr)
         return 2
@@ -336,6 +343,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if here is not None:
+        store.set_station(args.station or default_station(), *here)
     try:
         source = _open_source(args, clock, stop, hat)
     except SourceError as e:

@@ -16,6 +16,8 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
     outbox     id, queued_at, command, args, what, sent_at,    commands waiting for the payload's next
                answers_boot, answers_seq, confirms            listen window (the dashboard queues, the
                                                                listener signs and sends)
+    stations   name, lat, lon, alt_m, updated_at              where each station is, as it says itself
+                                                               (listen --station-position; the network's)
 
 SSDV pictures have no boot or sequence number on the air: each is kept as an image record
 of boot 0 (the payload numbers its boots from 1) and seq its SSDV image id, rebuilt from
@@ -67,8 +69,9 @@ from stratoecho.wire.uplink import CommandId
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 6  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
-#                     5: what an outbox row answers or confirms, in columns; 6: ssdv_packets
+SCHEMA_VERSION = 7  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+#                     5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
+#                     7: stations (where each is)
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -111,6 +114,11 @@ CREATE TABLE outbox (
     command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
     sent_at TEXT,
     answers_boot INTEGER, answers_seq INTEGER, confirms INTEGER
+);
+CREATE TABLE stations (
+    name TEXT PRIMARY KEY,
+    lat REAL NOT NULL, lon REAL NOT NULL, alt_m REAL NOT NULL,
+    updated_at TEXT NOT NULL
 )
 """
 _TELEMETRY_COLUMNS = (
@@ -167,6 +175,10 @@ _MIGRATIONS = {
         callsign TEXT NOT NULL, image_id INTEGER NOT NULL, packet_id INTEGER NOT NULL,
         packet BLOB NOT NULL, received_at TEXT NOT NULL,
         PRIMARY KEY (callsign, image_id, packet_id))"""],
+    7: ["""CREATE TABLE stations (
+        name TEXT PRIMARY KEY,
+        lat REAL NOT NULL, lon REAL NOT NULL, alt_m REAL NOT NULL,
+        updated_at TEXT NOT NULL)"""],
 }
 
 
@@ -280,6 +292,14 @@ class Store:
         cur = self._db.execute("INSERT OR IGNORE INTO heard (kind, boot, seq, station, first_at) VALUES (?, ?, ?, ?, ?)",
                                (kind, boot, seq, station, at or utc_now()))
         return cur.rowcount == 1
+
+    def set_station(self, name: str, lat: float, lon: float, alt_m: float, updated_at: str | None = None) -> None:
+        """Where station `name` is (its own word: the crew's distances are measured from it).
+        ValueError for a position that is none."""
+        if not (all(math.isfinite(v) for v in (lat, lon, alt_m)) and abs(lat) <= 90 and abs(lon) <= 180):
+            raise ValueError(f"station {name}: {lat}, {lon}, {alt_m} is not a position (LAT LON in degrees, ALT in m)")
+        self._db.execute("INSERT OR REPLACE INTO stations (name, lat, lon, alt_m, updated_at) VALUES (?, ?, ?, ?, ?)",
+                         (name, float(lat), float(lon), float(alt_m), updated_at or utc_now()))
 
     def heard_by(self, kind: str, boot: int, seq: int) -> list[str]:
         rows = self._db.execute("SELECT station FROM heard WHERE kind = ? AND boot = ? AND seq = ? ORDER BY first_at",

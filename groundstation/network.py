@@ -8,6 +8,8 @@ Topics (``PREFIX`` is ``stratoecho`` unless told otherwise)::
                                              the aggregator refuses them: see "Trust")
     PREFIX/status/STATION            QoS 1   retained "online"; "offline" on a clean close, or
                                              the broker's last will when the station vanishes
+    PREFIX/position/STATION          QoS 1   retained: where the station is (listen
+                                             --station-position), for the crew's distances
 
 ``PAYLOAD`` is the callsign of the last telemetry sentence the station heard (or the one it
 was told), ``unknown`` before it heard any: fragments do not carry it. Messages are JSON::
@@ -16,6 +18,7 @@ was told), ``unknown`` before it heard any: fragments do not carry it. Messages 
               "hex": the frame, "rssi_dbm": float|null, "snr_db": float|null, "origin": str|null}
     records: {"v": 1, "id": "SESSION:N", "station": ..., "received_at": ...,
               "record": Record.as_dict() or Telemetry.as_dict()}
+    position: {"v": 1, "station": ..., "lat": degrees, "lon": degrees, "alt_m": metres, "at": ISO 8601 UTC}
 
 The aggregator counts a shared record and refuses it (see "Trust"); `heard.record_from_json`
 reads one back into the typed record it came from, for tools that want a station's own view.
@@ -133,6 +136,10 @@ def records_topic(prefix: str, payload: str, station: str) -> str:
 
 def status_topic(prefix: str, station: str) -> str:
     return f"{prefix}/status/{station}"
+
+
+def position_topic(prefix: str, station: str) -> str:
+    return f"{prefix}/position/{station}"
 
 
 def _iso(received_at: str | datetime | None) -> str:
@@ -315,8 +322,10 @@ class StationPublisher:
 
     def __init__(self, broker_host: str, broker_port: int, station: str, callsign_hint: str | None = None,
                  topic_prefix: str = DEFAULT_PREFIX, *, buffer_messages: int = 10_000, max_inflight: int = 64,
-                 reconnect: Reconnect = Reconnect(), auth: BrokerAuth | None = None) -> None:
+                 reconnect: Reconnect = Reconnect(), auth: BrokerAuth | None = None,
+                 position: tuple[float, float, float] | None = None) -> None:
         self.station = topic_level(station, "station")
+        self.position = position  # lat, lon, alt: said (retained) at every connect
         self.prefix = check_prefix(topic_prefix)
         self._payload = payload_level(callsign_hint)
         self._hinted = callsign_hint is not None
@@ -458,7 +467,12 @@ class _PublisherSession(_Session):
 
     def _online(self) -> None:
         self._client.publish(self._status, ONLINE, qos=1, retain=True)
-        self._owner._pump(self._client)
+        owner = self._owner
+        if owner.position is not None:
+            lat, lon, alt = owner.position
+            body = {"v": FORMAT_VERSION, "station": owner.station, "lat": lat, "lon": lon, "alt_m": alt, "at": utc_now()}
+            self._client.publish(position_topic(owner.prefix, owner.station), json.dumps(body), qos=1, retain=True)
+        owner._pump(self._client)
 
     def _tick(self) -> None:
         owner = self._owner
@@ -497,6 +511,7 @@ class AggregateStats:
     refused_records: int = 0  # decoded records stations sent on the records topic: never stored
     held_frames: int = 0  # frames stored as a station's claim, waiting for a second station or a trusted one
     vouched_frames: int = 0  # distinct frames decoded once vouched for
+    positions: int = 0  # stations' positions stored (each station's own word, on its own topic)
     bad_messages: Counter = field(default_factory=Counter)  # by reason
 
 
@@ -569,6 +584,9 @@ class Aggregator:
     def _handle(self, topic: str, payload: bytes) -> None:
         head = self.prefix + "/"
         parts = topic[len(head):].split("/") if topic.startswith(head) else []
+        if len(parts) == 2 and parts[0] == "position" and parts[1]:
+            self._position(parts[1], payload)
+            return
         if len(parts) != 3 or parts[1] not in ("frames", "records") or not parts[2]:
             raise _BadMessage("unknown topic")
         _, what, station = parts
@@ -594,6 +612,17 @@ class Aggregator:
         self._frame(msg, station, received_at)
         if key is not None:
             _remember(self._seen_ids, key, self._remember)
+
+    def _position(self, station: str, payload: bytes) -> None:
+        """Where a station says it is: believed of itself only (its topic is its own, by the ACL)."""
+        try:
+            msg = json.loads(payload)
+            lat, lon, alt = (float(msg[k]) for k in ("lat", "lon", "alt_m"))
+            at = msg.get("at") if isinstance(msg.get("at"), str) and _is_iso(msg["at"]) else None
+            self.store.set_station(station, lat, lon, alt, at)
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+            raise _BadMessage("bad position", str(e)) from e
+        self.stats.positions += 1
 
     def _frame(self, msg: dict, station: str, received_at: str) -> None:
         try:
@@ -707,7 +736,7 @@ class _AggregatorSession(_Session):
         super().__init__(host, port, client_id, clean_session=False, reconnect=reconnect, name="aggregator",
                          auth=auth)
         self._owner = owner
-        self.topics = [f"{owner.prefix}/+/frames/+", f"{owner.prefix}/+/records/+"]
+        self.topics = [f"{owner.prefix}/+/frames/+", f"{owner.prefix}/+/records/+", f"{owner.prefix}/position/+"]
         self._client.manual_ack_set(True)
         self._client.on_message = owner._on_message
 
@@ -877,7 +906,21 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default: the host name)")
     group.add_argument("--mqtt-prefix", type=_prefix_type, default=DEFAULT_PREFIX, metavar="PREFIX",
                        help=f"first topic level(s) (default {DEFAULT_PREFIX}); must match the aggregator's")
+    group.add_argument("--station-position", nargs="+", type=float, metavar="COORD",
+                       help="LAT LON [ALT]: where this station is (default: --sondehub-position); kept in its "
+                            "database and, with --mqtt, shared with the network, so the dashboard gives "
+                            "distance, bearing and elevation to the balloon from every station")
     _broker_auth_arguments(group, "mqtt-")
+
+
+def station_position(args: argparse.Namespace) -> tuple[float, float, float] | None:
+    """`--station-position` (else `--sondehub-position`) as (lat, lon, alt); ValueError naming it."""
+    given = getattr(args, "station_position", None) or getattr(args, "sondehub_position", None)
+    if given is None:
+        return None
+    if len(given) not in (2, 3) or abs(given[0]) > 90 or abs(given[1]) > 180 or not all(map(math.isfinite, given)):
+        raise ValueError(f"--station-position takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, given))}")
+    return given[0], given[1], given[2] if len(given) == 3 else 0.0
 
 
 def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
@@ -886,7 +929,7 @@ def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
         return None
     host, port = args.mqtt
     return StationPublisher(host, port, args.station or default_station(), getattr(args, "callsign", None),
-                            args.mqtt_prefix, auth=auth_from_args(args, "mqtt-"))
+                            args.mqtt_prefix, auth=auth_from_args(args, "mqtt-"), position=station_position(args))
 
 
 def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None) -> int:

@@ -116,6 +116,15 @@ class SentenceHeard:
 
 
 @dataclass(frozen=True)
+class StationRow:
+    name: str
+    lat: float
+    lon: float
+    alt_m: float
+    updated_at: str
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     id: int
     queued_at: str
@@ -249,6 +258,11 @@ class GroundReader:
 
     def latest_position(self) -> TelemetryRow | None:
         return self._position("DESC")
+
+    def stations(self) -> list[StationRow]:
+        """Where each station is, by name (none in a database older than schema 7)."""
+        rows = self._rows("stations", "SELECT name, lat, lon, alt_m, updated_at FROM stations ORDER BY name")
+        return [StationRow(**r) for r in rows]
 
     def _position(self, order: str) -> TelemetryRow | None:
         rows = self._rows("telemetry", f"SELECT {_TELEMETRY} FROM telemetry WHERE NOT (lat = 0 AND lon = 0) "

@@ -288,3 +288,47 @@ def test_in_chromium_a_region_fetched_at_home_shows_its_roads(browser, ground_db
         only_this_server(browser, server)
     finally:
         server.stop_event.set()
+
+
+# --------------------------------------------------------------------------- every station of a network
+
+
+def test_listen_keeps_where_its_station_is(tmp_path, capsys):
+    from groundstation.__main__ import main
+    from groundstation.reading import GroundReader
+
+    air = tmp_path / "air.hex"
+    air.write_text("")
+    db = tmp_path / "g.db"
+    assert main(["listen", "--replay", str(air), "--db", str(db), "--station", "hill",
+                 "--station-position", "52.1", "0.0", "80", "--quiet"]) == 0
+    with GroundReader.open(db) as reader:
+        assert [(s.name, s.lat, s.lon, s.alt_m) for s in reader.stations()] == [("hill", 52.1, 0.0, 80.0)]
+    assert main(["listen", "--replay", str(air), "--db", str(db), "--station-position", "95", "0"]) == 2
+    assert "--station-position takes LAT LON [ALT]" in capsys.readouterr().err
+
+
+@browser_only
+def test_in_chromium_the_crew_reads_distances_from_every_station(browser, ground_db):  # noqa: F811
+    from groundstation.db import Store
+
+    with Store(ground_db) as store:  # as the aggregator keeps what the network's stations said
+        store.set_station("harbour", 52.9, 1.3, 4.0)
+        store.set_station("<b>hill</b>", 52.3, 0.5, 120.0)  # a name from the network is text, never markup
+    server = start(ground_db)
+    try:
+        status, _, body = get(server, "/api/prediction")
+        stations = {s["name"]: s for s in json.loads(body)["stations"]}
+        assert set(stations) == {"harbour", "<b>hill</b>"}
+        assert stations["harbour"]["balloon"]["elevation_deg"] > 0 and stations["harbour"]["landing"]["distance_m"] > 0
+        open_page(browser, server)
+        wait(browser, lambda d: len(texts(d, "#crew-stations tbody tr")) == 2, "no station rows for the crew")
+        rows = js(browser, "return [...document.querySelectorAll('#crew-stations tbody tr')]"
+                           ".map(r => [...r.cells].map(c => c.textContent))")
+        assert [r[0] for r in rows] == ["<b>hill</b>", "harbour"] and all(r[1].endswith("°") for r in rows)
+        assert js(browser, "return document.querySelectorAll('#crew-stations b').length") == 0
+        wait_for_map(browser)
+        labels = texts(browser, "#map .map-label.flight")
+        assert {"station", "harbour", "<b>hill</b>"} <= set(labels)
+    finally:
+        server.stop_event.set()

@@ -59,7 +59,7 @@ class SecureBroker(Broker):
             "user aggregator\ntopic read stratoecho/#\n\n"
             # every other user: its own topics only (%u is the user name)
             "pattern write stratoecho/+/frames/%u\npattern write stratoecho/+/records/%u\n"
-            "pattern write stratoecho/status/%u\n")
+            "pattern write stratoecho/status/%u\npattern write stratoecho/position/%u\n")
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             f"cafile {folder}/ca.crt\ncertfile {folder}/server.crt\nkeyfile {folder}/server.key\n"
@@ -119,22 +119,28 @@ def test_a_hostile_station_with_a_login_cannot_put_anything_in_the_flight(secure
         for copy in range(2):  # again and again: one station is still one station
             evil.publish("stratoecho/SE1/frames/evil", message(frame.hex(), 10 * n + copy), qos=1).wait_for_publish(5)
         evil.publish("stratoecho/SE1/frames/hill", message(frame.hex(), 100 + n), qos=1).wait_for_publish(5)
+    # ... and says hill is somewhere it is not (the broker drops it), and where it is itself (its own word)
+    for station, lat in (("hill", 10.0), ("evil", 11.0)):
+        evil.publish(f"stratoecho/position/{station}",
+                     json.dumps({"v": 1, "station": station, "lat": lat, "lon": 20.0, "alt_m": 5.0}), qos=1,
+                     retain=True).wait_for_publish(5)
     record = wire.Record(wire.Kind.MUSING, BOOT, 55, 1_700_000_000, "I am not the balloon").as_dict()
     evil.publish("stratoecho/SE1/records/evil",
                  json.dumps({"v": 1, "id": "evil:r", "received_at": utc_now(), "record": record}), qos=1
                  ).wait_for_publish(5)
 
     # Two honest stations, not trusted either, hear the real flight.
-    honest = {name: StationPublisher("127.0.0.1", broker.port, name, reconnect=FAST, auth=broker.auth(name))
-              for name in ("hill", "harbour")}
+    places = {"hill": (52.1, 0.0, 80.0), "harbour": (52.9, 1.3, 4.0)}
+    honest = {name: StationPublisher("127.0.0.1", broker.port, name, reconnect=FAST, auth=broker.auth(name),
+                                     position=places[name]) for name in ("hill", "harbour")}
     for pub in honest.values():
         for f in frames:
             pub.publish_frame(f, utc_now())
     for pub in honest.values():
         assert pub.flush(20), f"{pub.station}: {pub.pending()} messages never acknowledged"
         pub.close()
-    expected_messages = 2 * len(frames) + 2 * len(sent) + 1  # the impersonations never reach it
-    assert run.wait_for(lambda s: s.messages >= expected_messages), run.agg.stats
+    expected_messages = 2 * len(frames) + 2 * len(sent) + 1 + 3  # the impersonations never reach it
+    assert run.wait_for(lambda s: s.messages >= expected_messages and s.positions == 3), run.agg.stats
     time.sleep(0.5)
     evil.disconnect()
     evil.loop_stop()
@@ -153,6 +159,9 @@ def test_a_hostile_station_with_a_login_cannot_put_anything_in_the_flight(secure
     # the forgeries are kept only as evil's own claims; nothing reached the aggregator under hill's name
     assert {station for hex_, station in frame_rows if hex_ in forged} == {"evil"}
     assert heard == {"hill", "harbour"}
+    with sqlite3.connect(db) as c:  # each station's position is its own word: hill's is hill's
+        stations = {r[0]: r[1:] for r in c.execute("SELECT name, lat, lon, alt_m FROM stations")}
+    assert stations == {**places, "evil": (11.0, 20.0, 5.0)}
     assert stats.refused_records == 1 and stats.vouched_frames == len(set(frames))
     assert stats.held_frames >= 2 * len(sent)
 

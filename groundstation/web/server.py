@@ -18,7 +18,8 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     GET  /api/outbox                commands queued for the payload, queued or sent
     GET  /api/prediction            the predicted landing (groundstation/predict.py) with its 95 % ellipse,
                                     the burst, the rates, and with `serve --station` distance, bearing and
-                                    elevation from the station; null until there is enough track
+                                    elevation from the station (and from every station whose position
+                                    the database holds, `stations`); null until there is enough track
     GET  /api/events                Server-Sent Events: `telemetry` and `record` (lists of new rows),
                                     `outbox` (the whole outbox when it changes), `link` (frames grew)
     GET  /api/session               {"operator": may this browser queue commands, "expires_in": its
@@ -189,7 +190,8 @@ def outbox_json(rows: list[OutboxRow]) -> list[dict]:
 
 def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:
     """/api/prediction: the landing as `predict.Prediction` has it, its UTC times, and the
-    crew's numbers from the station when one was given."""
+    crew's numbers from the station when one was given (`station`) and from every station
+    the database knows the position of (`stations`)."""
     p = landing(db.telemetry())
     if p is None:
         return None
@@ -208,17 +210,23 @@ def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:
     }
     home, latest = landing.chase.home, db.latest_position()
     if home is not None:
-        lat, lon, alt = home
-        station = {"lat": lat, "lon": lon, "alt_m": alt,
-                   "landing": {"distance_m": round(geo.distance_m(lat, lon, p.lat, p.lon)),
-                               "bearing_deg": round(geo.bearing_deg(lat, lon, p.lat, p.lon), 1)}}
-        if latest is not None:
-            station["balloon"] = {
-                "distance_m": round(geo.distance_m(lat, lon, latest.lat, latest.lon)),
-                "bearing_deg": round(geo.bearing_deg(lat, lon, latest.lat, latest.lon), 1),
-                "elevation_deg": round(geo.elevation_deg(lat, lon, alt, latest.lat, latest.lon, latest.alt), 1)}
-        answer["station"] = station
+        answer["station"] = _seen_from(*home, p, latest)
+    # every station that said where it is (listen --station-position, shared over the network)
+    answer["stations"] = [{"name": s.name, **_seen_from(s.lat, s.lon, s.alt_m, p, latest)} for s in db.stations()]
     return answer
+
+
+def _seen_from(lat: float, lon: float, alt: float, p: predict.Prediction, latest: TelemetryRow | None) -> dict:
+    """The crew's numbers from one place: to the landing, and to the balloon with its elevation."""
+    seen = {"lat": lat, "lon": lon, "alt_m": alt,
+            "landing": {"distance_m": round(geo.distance_m(lat, lon, p.lat, p.lon)),
+                        "bearing_deg": round(geo.bearing_deg(lat, lon, p.lat, p.lon), 1)}}
+    if latest is not None:
+        seen["balloon"] = {
+            "distance_m": round(geo.distance_m(lat, lon, latest.lat, latest.lon)),
+            "bearing_deg": round(geo.bearing_deg(lat, lon, latest.lat, latest.lon), 1),
+            "elevation_deg": round(geo.elevation_deg(lat, lon, alt, latest.lat, latest.lon, latest.alt), 1)}
+    return seen
 
 
 def _position(row: TelemetryRow | None) -> dict | None:

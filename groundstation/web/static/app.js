@@ -324,6 +324,7 @@
     if (!p) {
       for (const id of ["crew-landing", "crew-ellipse", "crew-landing-in", "crew-rate", "crew-burst", "crew-chute",
         "crew-balloon", "crew-from"]) set(id, "–");
+      $("crew-stations").hidden = true;
       $("crew-note").textContent = "No prediction yet: it needs three positions over a minute.";
       return;
     }
@@ -340,6 +341,16 @@
     set("crew-balloon", st && st.balloon
       ? `${km(st.balloon.distance_m)} at ${compass(st.balloon.bearing_deg)}, ${st.balloon.elevation_deg.toFixed(0)}° up` : "–");
     set("crew-from", st ? `${km(st.landing.distance_m)} at ${compass(st.landing.bearing_deg)}` : "–");
+    const others = p.stations || [];
+    $("crew-stations").hidden = !others.length;
+    $("crew-stations").tBodies[0].replaceChildren(...others.map((s) => { // names come from the network: text only
+      const row = el("tr");
+      el("td", row, s.name);
+      el("td", row, s.balloon ? `${km(s.balloon.distance_m)} at ${compass(s.balloon.bearing_deg)}` : "–");
+      el("td", row, s.balloon ? `${s.balloon.elevation_deg.toFixed(0)}°` : "–");
+      el("td", row, `${km(s.landing.distance_m)} at ${compass(s.landing.bearing_deg)}`);
+      return row;
+    }));
     $("crew-note").textContent = `As of ${clock(isoMs(p.as_of))} UTC, from ${p.layers} wind layers measured`
       + (st ? "" : "; give serve --station LAT LON ALT for distances from the station") + ".";
   }

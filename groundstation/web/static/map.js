@@ -182,10 +182,12 @@ window.StratoechoMap = (() => {
       L.marker([pred.lat, pred.lon], { icon: textIcon("landing", "flight"), interactive: false }).addTo(marks);
       extent.extend(L.latLngBounds(ring));
     }
-    if (pred && pred.station) {
-      const at = [pred.station.lat, pred.station.lon];
+    const stations = [...(pred && pred.station ? [{ ...pred.station, name: "station" }] : []),
+      ...(pred && pred.stations ? pred.stations : [])];
+    for (const s of stations) { // this station (serve --station) and the network's, by name
+      const at = [s.lat, s.lon];
       L.circleMarker(at, { radius: 6, className: "station" }).addTo(marks);
-      L.marker(at, { icon: textIcon("station", "flight"), interactive: false }).addTo(marks);
+      L.marker(at, { icon: textIcon(s.name, "flight"), interactive: false }).addTo(marks);
       extent.extend(at);
     }
     // The view follows the flight until the crew moves it; it then stays where they put it.
