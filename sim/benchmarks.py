@@ -584,6 +584,59 @@ def bench_prediction() -> list[tuple]:
     return rows
 
 
+_BASEMAP_CHILD = """
+import json, sys, time
+from pathlib import Path
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+from groundstation.maps.basemap import BaseMap
+cache = Path(sys.argv[1])
+before = rss_kib()
+t0 = time.perf_counter()
+first = BaseMap(cache).features((-3.75, 52.2, -1.75, 53.2), 9)  # the first start: builds the place index
+first_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+BaseMap(cache).features((-3.75, 52.2, -1.75, 53.2), 9)  # a later start: the cached index
+later_s = time.perf_counter() - t0
+m = BaseMap(cache)
+m.features((-3.75, 52.2, -1.75, 53.2), 9)
+times, sizes = [], []
+for i in range(20):  # chase-sized views (2 x 1 degrees, zoom 9) around the bench's launch site
+    box = (-3.75 + 0.05 * i, 52.2, -1.75 + 0.05 * i, 53.2)
+    t0 = time.perf_counter()
+    sizes.append(len(json.dumps(m.features(box, 9), separators=(",", ":"))))
+    times.append(time.perf_counter() - t0)
+world = len(json.dumps(m.features((-180, -85, 180, 85), 3), separators=(",", ":")))
+print(json.dumps({"first_s": first_s, "later_s": later_s, "view_ms": 1000 * sorted(times)[len(times) // 2],
+                  "view_kb": sorted(sizes)[len(sizes) // 2] / 1000, "world_kb": world / 1000,
+                  "rss_mib": (rss_kib() - before) / 1024}))
+"""
+
+
+def bench_basemap() -> list[tuple]:
+    """The dashboard's offline base map (groundstation/maps/basemap.py), in a process of its own
+    so its memory is its own: the first start (the place index built), a later one, a chase-sized
+    view's time and size, the world at zoom 3."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, "-c", _BASEMAP_CHILD, cache], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return [
+        ("base map: first start (place index built)", f"{r['first_s']:.2f}", "s", "cities500, kept in the cache"),
+        ("base map: a later start", f"{r['later_s']:.2f}", "s", "the cached index and resolution i"),
+        ("base map: a chase view (2 x 1 degrees, zoom 9)", f"{r['view_ms']:.1f}", "ms",
+         f"median of 20; {r['view_kb']:.0f} KB of GeoJSON"),
+        ("base map: the world at zoom 3", f"{r['world_kb']:.0f}", "KB", "clipped, thinned to the pixel"),
+        ("base map: memory", f"{r['rss_mib']:.0f}", "MiB", "RSS added by the index and the shapes loaded"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.benchmarks", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -594,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction())
+            + bench_families() + bench_prediction() + bench_basemap())
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))
