@@ -316,6 +316,7 @@
 
   const km = (m) => (m >= 10000 ? `${(m / 1000).toFixed(0)} km` : `${(m / 1000).toFixed(1)} km`);
   const minutes = (s) => (s >= 5400 ? `${(s / 3600).toFixed(1)} h` : `${Math.round(s / 60)} min`);
+  const degrees = (deg) => `${Math.round(deg) || 0}°`; // never "-0°" for a balloon just below the horizon
   const compass = (deg) => `${String(Math.round(deg) % 360).padStart(3, "0")}°`;
 
   function drawCrew() {
@@ -339,7 +340,7 @@
     set("crew-chute", `${p.descent_rate_m_s.toFixed(1)} m/s at the ground (${p.descent_rate_measured ? "measured" : "assumed"})`);
     const st = p.station;
     set("crew-balloon", st && st.balloon
-      ? `${km(st.balloon.distance_m)} at ${compass(st.balloon.bearing_deg)}, ${st.balloon.elevation_deg.toFixed(0)}° up` : "–");
+      ? `${km(st.balloon.distance_m)} at ${compass(st.balloon.bearing_deg)}, ${degrees(st.balloon.elevation_deg)} up` : "–");
     set("crew-from", st ? `${km(st.landing.distance_m)} at ${compass(st.landing.bearing_deg)}` : "–");
     const others = p.stations || [];
     $("crew-stations").hidden = !others.length;
@@ -347,7 +348,7 @@
       const row = el("tr");
       el("td", row, s.name);
       el("td", row, s.balloon ? `${km(s.balloon.distance_m)} at ${compass(s.balloon.bearing_deg)}` : "–");
-      el("td", row, s.balloon ? `${s.balloon.elevation_deg.toFixed(0)}°` : "–");
+      el("td", row, s.balloon ? degrees(s.balloon.elevation_deg) : "–");
       el("td", row, `${km(s.landing.distance_m)} at ${compass(s.landing.bearing_deg)}`);
       return row;
     }));
