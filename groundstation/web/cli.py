@@ -169,6 +169,9 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
     try:
         tiles = open_tiles(args.tiles) if args.tiles else None
         layers = MapLayers(basemap=BaseMap(), tiles=tiles, tile_url=args.tile_url)
+        # The base map's first use builds its place index (seconds on a Pi): not in a browser's wait.
+        threading.Thread(target=layers.basemap.features, args=((-1.0, -1.0, 1.0, 1.0), 8), name="basemap-warm-up",
+                         daemon=True).start()
         server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase, layers)
     except (StoreError, OSError, access.OperatorFileError, TileFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
