@@ -35,15 +35,22 @@ def elevation_deg(lat1: float, lon1: float, alt1_m: float, lat2: float, lon2: fl
     return math.degrees(math.atan2(up, across))
 
 
+def wrap_lon(lon: float) -> float:
+    """A longitude in -180..180 (180 itself stays 180)."""
+    return lon if -180.0 <= lon <= 180.0 else (lon + 180.0) % 360.0 - 180.0
+
+
 def offset_m(lat0: float, lon0: float, lat: float, lon: float) -> tuple[float, float]:
-    """(east, north) metres from (lat0, lon0) on a local flat earth (good to tens of km)."""
+    """(east, north) metres from (lat0, lon0) on a local flat earth (good to tens of km); the short
+    way round, so 179.9 E to 179.9 W is 0.2 degrees east, not 359.8 west."""
     north = math.radians(lat - lat0) * EARTH_RADIUS_M
-    east = math.radians(lon - lon0) * EARTH_RADIUS_M * math.cos(math.radians((lat + lat0) / 2))
+    east = math.radians(wrap_lon(lon - lon0)) * EARTH_RADIUS_M * math.cos(math.radians((lat + lat0) / 2))
     return east, north
 
 
 def moved(lat: float, lon: float, east_m: float, north_m: float) -> tuple[float, float]:
-    """The point `east_m`, `north_m` from (lat, lon) on a local flat earth."""
+    """The point `east_m`, `north_m` from (lat, lon) on a local flat earth; its longitude in
+    -180..180, over the antimeridian included."""
     lat2 = lat + math.degrees(north_m / EARTH_RADIUS_M)
     lon2 = lon + math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians((lat + lat2) / 2))))
-    return lat2, lon2
+    return lat2, wrap_lon(lon2)

@@ -332,3 +332,47 @@ def test_in_chromium_the_crew_reads_distances_from_every_station(browser, ground
         assert {"station", "harbour", "<b>hill</b>"} <= set(labels)
     finally:
         server.stop_event.set()
+
+
+@browser_only
+def test_in_chromium_a_flight_across_the_antimeridian_stays_in_one_piece(browser, tmp_path):  # noqa: F811
+    """East of New Zealand, from 179.6° E over 180° to the Chatham Islands: the track goes on
+    east rather than back round the world, and the islands' land is drawn beside it."""
+    from datetime import datetime, timedelta, timezone
+
+    from groundstation.db import Store
+    from stratoecho import wire
+
+    db = tmp_path / "ground.db"
+    t0 = datetime(2026, 3, 1, 22, 0, tzinfo=timezone.utc)
+    with Store(db) as store:
+        for seq in range(30):
+            when = t0 + timedelta(seconds=60 * seq)
+            lon = 179.6 + 0.12 * seq
+            lon = lon - 360 if lon > 180 else lon
+            store.add_telemetry(wire.Telemetry("STRATO1", seq, when.strftime("%H:%M:%S"), -43.9, lon, 200 + 300 * seq,
+                                               9, 10.0, 900.0, 4000, 1), received_at=when.isoformat())
+    stop = threading.Event()
+    server = serve(db, "127.0.0.1", 0, stop, chase=P.Chase(burst_alt_m=12_000))
+    try:
+        open_page_without_musings(browser, server)
+        wait(browser, lambda d: (lambda s: s["land"] and s["track"] and s["basemap"] == "drawn")(map_state(d)),
+             "no land or track near the antimeridian")
+        s = map_state(browser)
+        track = js(browser, "const r = document.querySelector('#map path.track').getBoundingClientRect();"
+                            "return [r.left, r.right]")
+        ml, mr = s["map"][0], s["map"][2]
+        assert ml <= track[0] < track[1] <= mr and track[1] - track[0] < 0.9 * (mr - ml), (track, s["map"])
+        (left, _, right, _) = s["ellipse"]  # the landing's ellipse too: on this side, not round the world
+        assert ml <= left < right <= mr, (s["ellipse"], s["map"])
+        lands = js(browser, "return [...document.querySelectorAll('#map path.land')].map(p => {"
+                            "const r = p.getBoundingClientRect(); return [r.left, r.right]; })")
+        assert any(ml <= left and right <= mr + 1 for left, right in lands), lands  # the islands, on this copy
+    finally:
+        stop.set()
+
+
+def open_page_without_musings(driver, server) -> None:
+    driver.get(server.url)
+    wait(driver, lambda d: js(d, "return document.getElementById('map').dataset.positions") not in (None, "0"),
+         "the map never drew the flight")

@@ -217,3 +217,21 @@ def test_the_feed_predicts_every_so_often_and_starts_again_for_a_new_boot():
     # a new boot is a new flight: its first fixes are too few to predict from
     assert feed("STRATO1", 2, 1e9 + 400, lat0, lon0, 0.0) is None
     assert feed("OTHER", 1, 1e9 + 400, lat0, lon0, 0.0) is None
+
+
+def test_across_the_antimeridian_the_prediction_is_the_same_as_anywhere_else():
+    """A westerly carries the balloon from 179.6 E over 180: the winds are measured the short way
+    round, and the landing and its ellipse are those of the same flight at 10 E, moved."""
+    from stratoecho.geo import offset_m, wrap_lon
+
+    assert offset_m(-43.9, 179.9, -43.9, -179.9)[0] == pytest.approx(offset_m(-43.9, 0.0, -43.9, 0.2)[0])
+    assert moved(-43.9, 179.9, 50_000.0, 0.0)[1] < -179 and wrap_lon(540.0) == -180.0 and wrap_lon(180.0) == 180.0
+
+    def flight(lon0: float) -> P.Prediction:
+        fixes = [P.Fix(1e9 + 60 * i, -43.9, wrap_lon(lon0 + 0.12 * i), 200.0 + 300 * i) for i in range(30)]
+        return P.predict(fixes, burst_alt_m=12_000, seed=1)
+
+    across, elsewhere = flight(179.6), flight(10.0)
+    assert -180 <= across.lon <= 180
+    assert wrap_lon(across.lon - 179.6) == pytest.approx(elsewhere.lon - 10.0, abs=1e-6)
+    assert across.ellipse.semi_major_m == pytest.approx(elsewhere.ellipse.semi_major_m, rel=1e-6)

@@ -102,7 +102,7 @@ def region_bbox(lat: float, lon: float, radius_km: float) -> tuple[float, float,
     south = max(moved(lat, lon, 0, -radius_m)[0], -MERCATOR_LAT)
     if abs(lat) + math.degrees(radius_m / EARTH_RADIUS_M) >= 89.9:
         return -180.0, south, 180.0, north
-    half = moved(lat, lon, radius_m, 0)[1] - lon
+    half = math.degrees(radius_m / (EARTH_RADIUS_M * math.cos(math.radians(lat))))  # degrees of longitude, unwrapped
     if half >= 180:
         return -180.0, south, 180.0, north
     west, east = lon - half, lon + half

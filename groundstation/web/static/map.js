@@ -48,12 +48,12 @@ window.StratoechoMap = (() => {
 
   // Places come biggest first; one whose name would overlap a bigger one's is left out, so
   // the names a crew reads at a glance stay readable at every zoom.
-  function thinPlaces(features) {
+  function thinPlaces(features, view) {
     const taken = [];
     return features.filter((f) => {
       if (f.properties.layer !== "place") return true;
       const [lon, lat] = f.geometry.coordinates;
-      const p = map.latLngToContainerPoint([lat, lon]);
+      const p = map.latLngToContainerPoint([lat, onScreen(lon, view)]);
       const box = [p.x - 4, p.y - 16, p.x + 12 + 7 * f.properties.name.length, p.y + 4];
       if (taken.some((t) => box[0] < t[2] && t[0] < box[2] && box[1] < t[3] && t[1] < box[3])) return false;
       taken.push(box);
@@ -61,12 +61,18 @@ window.StratoechoMap = (() => {
     });
   }
 
-  function drawBase(collection) {
+  // A view may reach past 180° (a flight near the antimeridian): the base map comes in -180..180,
+  // and each point is drawn on the copy of the world that is in view.
+  const onScreen = (lon, view) => (lon < view.west - 1 ? lon + 360 : lon > view.east + 1 ? lon - 360 : lon);
+  const wrap = (lon) => ((((lon + 180) % 360) + 360) % 360) - 180;
+
+  function drawBase(collection, view) {
     if (base) base.remove();
-    collection.features = thinPlaces(collection.features);
+    collection.features = thinPlaces(collection.features, view);
     base = L.geoJSON(collection, {
       pane: "basemap",
       interactive: false,
+      coordsToLatLng: (c) => L.latLng(c[1], onScreen(c[0], view)),
       style: (f) => ({ className: `base ${f.properties.layer}`, interactive: false }),
       pointToLayer: (f, latlng) => L.marker(latlng, {
         pane: "basemap-labels", interactive: false, keyboard: false,
@@ -80,15 +86,18 @@ window.StratoechoMap = (() => {
     const request = baseRequest = new AbortController();
     map.getContainer().dataset.basemap = "loading"; // "drawn" once this view's base map is
     const b = map.getBounds();
-    const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
-    const bbox = [clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -90, 90),
-      clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -90, 90)].map((v) => v.toFixed(4)).join(",");
+    const view = { west: b.getWest(), east: b.getEast() };
+    const whole = view.east - view.west >= 360;
+    const west = whole ? -180 : wrap(view.west); // west > east: across the antimeridian
+    const east = whole ? 180 : wrap(view.east) === -180 ? 180 : wrap(view.east);
+    const clamp = (v) => Math.min(90, Math.max(-90, v));
+    const bbox = [west, clamp(b.getSouth()), east, clamp(b.getNorth())].map((v) => v.toFixed(4)).join(",");
     try {
       const response = await fetch(`/api/basemap?bbox=${bbox}&zoom=${Math.round(map.getZoom())}`,
         { signal: request.signal });
       const collection = response.ok ? await response.json() : null;
       if (collection && request === baseRequest) {
-        drawBase(collection);
+        drawBase(collection, view);
         map.getContainer().dataset.basemap = "drawn";
       }
     } catch (err) { /* aborted by a newer view, or the station went away: the next move asks again */ }
@@ -160,6 +169,15 @@ window.StratoechoMap = (() => {
     if (!rows.length) {
       if (!fitted) { fitting = true; map.setView([20, 0], 2); fitting = false; }
       return;
+    }
+    // Across the antimeridian the track goes on east or west rather than back round the world:
+    // each longitude is taken on the side of the one before it, and so are the marks after it.
+    let lastLon = rows[0].lon;
+    const near = (lon) => lon + 360 * Math.round((lastLon - lon) / 360);
+    rows = rows.map((r) => ({ ...r, lon: (lastLon = near(r.lon)) }));
+    if (pred) {
+      pred = { ...pred, lon: near(pred.lon), station: pred.station && { ...pred.station, lon: near(pred.station.lon) },
+        stations: (pred.stations || []).map((s) => ({ ...s, lon: near(s.lon) })) };
     }
     const line = rows.map((r) => [r.lat, r.lon]);
     const extent = L.latLngBounds(line);
