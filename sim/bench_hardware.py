@@ -468,13 +468,18 @@ def _simulated_chip(cfg, clock, bench):
     if cfg.radio.kind == "sx126x":  # a module built as the configuration says: its TCXO, its RF switch
         chip = Sx126xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, tcxo_volts=cfg.radio.tcxo_voltage,
                           rf_switch_on_dio2=cfg.radio.dio2_rf_switch)
-        chip.wire(bench.pins, busy=cfg.radio.busy_pin, dio1=cfg.radio.dio1_pin)
+        socket_ = SpiSocket(chip)
+        # Unplugged (its supply gone), the module's BUSY reads low like its SPI lines: the driver
+        # gets no BUSY timeout to tell it, only status bytes of 0x00 and a TxDone that never comes.
+        chip.wire(bench.pins, busy=cfg.radio.busy_pin, dio1=cfg.radio.dio1_pin,
+                  busy_level=lambda: False if socket_.unplugged else chip.busy())
     else:
         dio0 = bench.pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
         chip = Sx127xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, dio0_pin=dio0,
                           pa_boost_only=True)
+        socket_ = SpiSocket(chip)
 
-    bench.radio_socket = socket_ = SpiSocket(chip)
+    bench.radio_socket = socket_
 
     def open_spi(bus: int, device: int):
         if (bus, device) != (cfg.radio.spi_bus, cfg.radio.spi_device):

@@ -151,9 +151,10 @@ class Sx126xChip:
 
     # ---------------------------------------------------------------- pins and SPI
 
-    def wire(self, factory, busy, dio1=None) -> None:
-        """BUSY (and DIO1) on pins of a gpiozero MockFactory, before the driver opens them."""
-        factory.pin(busy, pin_class=BusyPin, busy=self.busy)
+    def wire(self, factory, busy, dio1=None, busy_level: Callable[[], bool] | None = None) -> None:
+        """BUSY (and DIO1) on pins of a gpiozero MockFactory, before the driver opens them.
+        `busy_level`: what the pin reads instead of the chip's BUSY (the bench's unplugged module)."""
+        factory.pin(busy, pin_class=BusyPin, busy=busy_level or self.busy)
         if dio1 is not None:
             self.dio1_pin = factory.pin(dio1)
 
