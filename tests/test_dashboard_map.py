@@ -220,6 +220,9 @@ def test_in_chromium_a_users_tiles_are_drawn_over_the_base_map(browser, ground_d
         tiles = js(browser, "return [...document.querySelectorAll('#map img.leaflet-tile')].map(i => i.src)")
         assert all("/tiles/" in t for t in tiles)
         assert "© test tiles" in " ".join(texts(browser, "#map .leaflet-control-attribution"))
+        # inside the region the tiles name the places: the base map's names are not written over them
+        places = texts(browser, "#map .map-label.place")
+        assert "Cambridge" not in places and places, places
         only_this_server(browser, server)
     finally:
         server.stop_event.set()

@@ -13,6 +13,7 @@ window.StratoechoMap = (() => {
   let fitted = false; // the view was fitted to the flight once
   let userMoved = false; // the crew panned or zoomed: the view is theirs from then on
   let fitting = false; // a zoom of our own, not the crew's
+  let region = null; // the user's tiles: {bounds, min_zoom}; they name their own places there
 
   function loadScript(src) {
     return new Promise((resolve, reject) => {
@@ -53,6 +54,7 @@ window.StratoechoMap = (() => {
     return features.filter((f) => {
       if (f.properties.layer !== "place") return true;
       const [lon, lat] = f.geometry.coordinates;
+      if (region && map.getZoom() >= region.min_zoom && region.bounds.contains([lat, lon])) return false;
       const p = map.latLngToContainerPoint([lat, onScreen(lon, view)]);
       const box = [p.x - 4, p.y - 16, p.x + 12 + 7 * f.properties.name.length, p.y + 4];
       if (taken.some((t) => box[0] < t[2] && t[0] < box[2] && box[1] < t[3] && t[1] < box[3])) return false;
@@ -120,6 +122,10 @@ window.StratoechoMap = (() => {
     map.createPane("basemap-labels").style.zIndex = 450;
     if (config.basemap) map.attributionControl.addAttribution(asText(config.basemap.attribution));
     const tiles = config.tiles;
+    if (tiles && tiles.bounds) {
+      region = { min_zoom: tiles.min_zoom,
+        bounds: L.latLngBounds([tiles.bounds[1], tiles.bounds[0]], [tiles.bounds[3], tiles.bounds[2]]) };
+    }
     if (tiles && tiles.kind === "vector") {
       protomapsL.leafletLayer({
         url: tiles.url + ".mvt", flavor: "light", lang: "en", maxDataZoom: tiles.max_zoom,
