@@ -39,10 +39,12 @@ window.StratoechoMap = (() => {
     return node.innerHTML;
   }
 
-  function textIcon(text, cls) { // a label as a marker; the text is set as text, never markup
+  // A label as a marker, right of its point (`below`: under it, where a station stands at the
+  // launch site and both are named); the text is set as text, never markup.
+  function textIcon(text, cls, below = false) {
     const node = document.createElement("span");
     node.textContent = text;
-    return L.divIcon({ html: node, className: `map-label ${cls}`, iconSize: null, iconAnchor: [-8, 8] });
+    return L.divIcon({ html: node, className: `map-label ${cls}`, iconSize: null, iconAnchor: below ? [-8, -8] : [-8, 8] });
   }
 
   // ------------------------------------------------------------------ the base map
@@ -211,7 +213,7 @@ window.StratoechoMap = (() => {
     for (const s of stations) { // this station (serve --station) and the network's, by name
       const at = [s.lat, s.lon];
       L.circleMarker(at, { radius: 6, className: "station" }).addTo(marks);
-      L.marker(at, { icon: textIcon(s.name, "flight"), interactive: false }).addTo(marks);
+      L.marker(at, { icon: textIcon(s.name, "flight", true), interactive: false }).addTo(marks);
       extent.extend(at);
     }
     // The view follows the flight until the crew moves it; it then stays where they put it.
