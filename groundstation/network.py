@@ -74,7 +74,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from stratoecho import wire
-from stratoecho.cli import hostport_type, positive_number, stop_on_signals
+from stratoecho.cli import hostport_type, place, positive_number, stop_on_signals
 
 from .db import Store, StoreError, utc_now
 from .decoder import Decoded, FrameDecoder, classify
@@ -915,12 +915,11 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 def station_position(args: argparse.Namespace) -> tuple[float, float, float] | None:
     """`--station-position` (else `--sondehub-position`) as (lat, lon, alt); ValueError naming it."""
-    given = getattr(args, "station_position", None) or getattr(args, "sondehub_position", None)
-    if given is None:
-        return None
-    if len(given) not in (2, 3) or abs(given[0]) > 90 or abs(given[1]) > 180 or not all(map(math.isfinite, given)):
-        raise ValueError(f"--station-position takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, given))}")
-    return given[0], given[1], given[2] if len(given) == 3 else 0.0
+    if getattr(args, "station_position", None):
+        return place(args.station_position, "--station-position")
+    if getattr(args, "sondehub_position", None):
+        return place(args.sondehub_position, "--sondehub-position")
+    return None
 
 
 def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:

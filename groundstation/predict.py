@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stratoecho import atmosphere
-from stratoecho.cli import positive_number
+from stratoecho.cli import place, positive_number
 from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved, offset_m  # noqa: F401  (the crew's numbers, for callers)
 
 from .exports.base import has_fix, telemetry_datetime, utc_time
@@ -127,11 +127,7 @@ def add_chase_arguments(parser, where: str | None) -> None:
 def chase_from_args(args, where: str) -> Chase:
     """The Chase that add_chase_arguments' options describe; ValueError naming the option."""
     home = getattr(args, "home", None)
-    if home is not None and (len(home) not in (2, 3) or abs(home[0]) > 90 or abs(home[1]) > 180
-                             or not all(math.isfinite(x) for x in home)):
-        raise ValueError(f"{where} takes LAT LON [ALT] in degrees and metres, got {' '.join(map(str, home))}")
-    return Chase(args.burst_alt, args.descent_rate,
-                 (home[0], home[1], home[2] if len(home) == 3 else 0.0) if home else None)
+    return Chase(args.burst_alt, args.descent_rate, place(home, where) if home else None)
 
 
 class Landing:

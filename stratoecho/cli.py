@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -55,6 +56,24 @@ def positive_number(unit: str = ""):
         return value
 
     return parse
+
+
+def place(values, option: str, *, altitude: bool = True) -> tuple[float, ...]:
+    """A place given on the command line as LAT LON [ALT] or LAT,LON[,ALT] (strings or numbers):
+    (lat, lon, alt), alt 0 when not given, or (lat, lon) without `altitude`. ValueError naming
+    `option` and what it takes."""
+    parts = [p for value in values for p in str(value).replace(",", " ").split()]
+    takes = "LAT LON [ALT] in degrees and metres" if altitude else "LAT LON in degrees"
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in ((2, 3) if altitude else (2,)) or not all(map(math.isfinite, numbers)):
+        raise ValueError(f"{option} takes {takes}, got {' '.join(map(str, values))!r}")
+    lat, lon = numbers[:2]
+    if abs(lat) > 90 or abs(lon) > 180:
+        raise ValueError(f"{option} {lat:g} {lon:g}: latitude is -90..90, longitude -180..180")
+    return (lat, lon, numbers[2] if len(numbers) == 3 else 0.0) if altitude else (lat, lon)
 
 
 @contextmanager

@@ -308,7 +308,7 @@ def test_listen_keeps_where_its_station_is(tmp_path, capsys):
     with GroundReader.open(db) as reader:
         assert [(s.name, s.lat, s.lon, s.alt_m) for s in reader.stations()] == [("hill", 52.1, 0.0, 80.0)]
     assert main(["listen", "--replay", str(air), "--db", str(db), "--station-position", "95", "0"]) == 2
-    assert "--station-position takes LAT LON [ALT]" in capsys.readouterr().err
+    assert "--station-position 95 0: latitude is -90..90" in capsys.readouterr().err
 
 
 @browser_only

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
-from stratoecho.cli import positive_number
+from stratoecho.cli import place, positive_number
 
 from .region import (
     MAX_TILES,
@@ -115,18 +114,6 @@ def add_map_parser(sub) -> None:
     parser.set_defaults(func=run_map)
 
 
-def _coordinates(values: list[str]) -> tuple[float, float]:
-    """LAT LON or LAT,LON (what --from and --station take, comma or not); ValueError if not a place."""
-    parts = [p for value in values for p in value.replace(",", " ").split()]
-    try:
-        lat, lon = (float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--around takes LAT LON in degrees, got {' '.join(values)!r}") from None
-    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        raise ValueError(f"--around {lat} {lon}: latitude is -90..90, longitude -180..180")
-    return lat, lon
-
-
 def _region(args) -> tuple[tuple[float, float, float, float], int, int]:
     """The box and zooms asked for; ValueError (a usage error) saying what is wrong."""
     if not 0 <= args.min_zoom <= args.max_zoom <= MAX_ZOOM:
@@ -137,7 +124,7 @@ def _region(args) -> tuple[tuple[float, float, float, float], int, int]:
         return check_bbox(args.bbox.split(",")), args.min_zoom, args.max_zoom
     if args.radius_km is None:
         raise ValueError("--around needs --radius-km KM (how far around the place to install)")
-    return region_bbox(*_coordinates(args.around), args.radius_km), args.min_zoom, args.max_zoom
+    return region_bbox(*place(args.around, "--around", altitude=False), args.radius_km), args.min_zoom, args.max_zoom
 
 
 def _fetch(args) -> int:
