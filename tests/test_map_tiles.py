@@ -10,6 +10,7 @@ import io
 import random
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -160,25 +161,24 @@ def test_files_told_apart_by_content_not_by_name(tmp_path):
         assert isinstance(a, PMTiles) and isinstance(b, MBTiles)
 
 
+def sqlite_file(path: Path, sql: str) -> Path:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(sql)
+        db.commit()
+    return path
+
+
 def test_what_is_not_a_tile_archive_is_refused_naming_the_file(tmp_path):
     garbage = tmp_path / "garbage.pmtiles"
     garbage.write_bytes(b"<html>not found</html>" * 10)
     with pytest.raises(TileFileError, match="garbage.pmtiles: neither an MBTiles .* nor a PMTiles"):
         open_tiles(garbage)
 
-    other_db = tmp_path / "flight.db"
-    db = sqlite3.connect(other_db)
-    db.execute("CREATE TABLE frames (hex TEXT)")
-    db.commit()
-    db.close()
+    other_db = sqlite_file(tmp_path / "flight.db", "CREATE TABLE frames (hex TEXT)")
     with pytest.raises(TileFileError, match="flight.db: an SQLite database without a `tiles` table"):
         open_tiles(other_db)
 
-    lookalike = tmp_path / "lookalike.mbtiles"
-    db = sqlite3.connect(lookalike)
-    db.execute("CREATE TABLE tiles (z, x, y, data)")
-    db.commit()
-    db.close()
+    lookalike = sqlite_file(tmp_path / "lookalike.mbtiles", "CREATE TABLE tiles (z, x, y, data)")
     with pytest.raises(TileFileError, match="lookalike.mbtiles: not a readable MBTiles file .*zoom_level"):
         open_tiles(lookalike)
 

@@ -361,7 +361,7 @@ class BaseMap:
             log.debug("place index loaded", cache=str(cache), places=len(index["lat"]))
             return index
         except FileNotFoundError:
-            pass
+            pass  # not built yet: built below, once
         except (OSError, ValueError, KeyError) as e:  # damaged (a power cut while writing): rebuild
             log.warning("place index unreadable, rebuilding", cache=str(cache), error=str(e))
         log.info("building the place index (once)", source=str(source))

@@ -219,7 +219,7 @@ class _HttpSource:
         return data
 
     def close(self) -> None:
-        pass
+        pass  # nothing held: each range request opens and closes its own connection
 
 
 def _open_source(source: str | Path):

@@ -114,14 +114,14 @@ class TileArchive:
         return self._tile(z, x, y)
 
     def _tile(self, z: int, x: int, y: int) -> tuple[bytes, str | None] | None:
-        raise NotImplementedError
+        raise NotImplementedError  # each archive format (MBTiles, PMTiles below) reads its own
 
     def tile_count(self) -> int | None:
         """How many tiles the archive holds, or None where that would mean reading all of it."""
         return None
 
     def close(self) -> None:
-        pass
+        pass  # an archive that holds a file or a connection closes it
 
     def __enter__(self):
         return self
