@@ -119,11 +119,6 @@ def test_a_hostile_station_with_a_login_cannot_put_anything_in_the_flight(secure
         for copy in range(2):  # again and again: one station is still one station
             evil.publish("stratoecho/SE1/frames/evil", message(frame.hex(), 10 * n + copy), qos=1).wait_for_publish(5)
         evil.publish("stratoecho/SE1/frames/hill", message(frame.hex(), 100 + n), qos=1).wait_for_publish(5)
-    # ... and says hill is somewhere it is not (the broker drops it), and where it is itself (its own word)
-    for station, lat in (("hill", 10.0), ("evil", 11.0)):
-        evil.publish(f"stratoecho/position/{station}",
-                     json.dumps({"v": 1, "station": station, "lat": lat, "lon": 20.0, "alt_m": 5.0}), qos=1,
-                     retain=True).wait_for_publish(5)
     record = wire.Record(wire.Kind.MUSING, BOOT, 55, 1_700_000_000, "I am not the balloon").as_dict()
     evil.publish("stratoecho/SE1/records/evil",
                  json.dumps({"v": 1, "id": "evil:r", "received_at": utc_now(), "record": record}), qos=1
@@ -139,6 +134,12 @@ def test_a_hostile_station_with_a_login_cannot_put_anything_in_the_flight(secure
     for pub in honest.values():
         assert pub.flush(20), f"{pub.station}: {pub.pending()} messages never acknowledged"
         pub.close()
+    # Then the hostile station says hill is somewhere it is not (after hill said where it is: the
+    # broker must drop it, not the order), and where it is itself (its own word).
+    for station, lat in (("hill", 10.0), ("evil", 11.0)):
+        evil.publish(f"stratoecho/position/{station}",
+                     json.dumps({"v": 1, "station": station, "lat": lat, "lon": 20.0, "alt_m": 5.0}), qos=1,
+                     retain=True).wait_for_publish(5)
     expected_messages = 2 * len(frames) + 2 * len(sent) + 1 + 3  # the impersonations never reach it
     assert run.wait_for(lambda s: s.messages >= expected_messages and s.positions == 3), run.agg.stats
     time.sleep(0.5)
