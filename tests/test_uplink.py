@@ -303,7 +303,7 @@ _commands = st.one_of(
     st.builds(ApiAnswer, st.integers(0, 2**32 - 1), st.integers(0, 255), st.text(max_size=50)),
     st.builds(LinkReport, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
     st.builds(Ack, st.lists(st.builds(lambda k, b, a, n: AckRange(k, b, a, a + n), st.integers(0, 255),
-                                      st.integers(0, 0xFFFF), st.integers(0, 2**31), st.integers(0, 2**31)),
+                                      st.integers(0, 0xFFFF), st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
                             min_size=1, max_size=20).map(tuple)),
 )
 
