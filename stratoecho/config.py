@@ -7,6 +7,7 @@ misspelt key is an error, not a silently ignored default) and loads it with
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import TypeVar
@@ -72,3 +73,10 @@ def parse_hostport(text: str, listen: bool = False) -> tuple[str, int]:
         example = "127.0.0.1:7373, :7373 for all interfaces, or port 0 for any free port" if listen else "127.0.0.1:7373"
         raise ValueError(f"{text!r} is not HOST:PORT (for example {example})")
     return host or "0.0.0.0", int(port_text)
+
+
+def user_cache_dir() -> Path:
+    """Where stratoecho keeps what it can make again (the base map's place index, bases dequantized
+    from a GGUF): $XDG_CACHE_HOME/stratoecho, else ~/.cache/stratoecho."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "stratoecho"

@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from stratoecho.config import user_cache_dir
+
 log = structlog.get_logger(__name__)
 
 ATTRIBUTION = ("Coast, lakes, borders, rivers: GSHHG/WDBII © Wessel & Smith (LGPL) · "
@@ -265,8 +267,7 @@ def scan_places(source: Path) -> dict[str, np.ndarray]:
 
 
 def default_cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "stratoecho"
+    return user_cache_dir()
 
 
 def _package_dirs(module: str) -> list[Path]:
