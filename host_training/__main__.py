@@ -1,4 +1,4 @@
-"""`python -m host_training interview|prepare|build|eval|chat` — see each command's --help."""
+"""`python -m host_training interview|prepare|build|eval|judge|chat` — see each command's --help."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from stratoecho.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import build, chat, evaluate, interview, prepare
+    from . import build, chat, evaluate, interview, judge, prepare
 
     parser = argparse.ArgumentParser(
         prog="python -m host_training",
         description=(
             "Turn a person's exported messages into a persona that fits on a Raspberry Pi. "
             "Optionally answer questions with `interview` first; run `prepare` on the exports "
-            "(and the interview's folder), then `build` on its output; `eval` and `chat` "
+            "(and the interview's folder), then `build` on its output; `eval`, `judge` and `chat` "
             "look at the bundle that `build` wrote."
         ),
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (interview, prepare, build, evaluate, chat):
+    for module in (interview, prepare, build, evaluate, judge, chat):
         module.add_parser(sub)
     return parser
 
