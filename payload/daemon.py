@@ -28,6 +28,7 @@ import structlog
 
 from stratoecho import __version__, wire
 from stratoecho.bundle import Bundle
+from stratoecho.musing_quality import MusingFacts, Request
 from stratoecho.wire import ssdv, uplink
 from stratoecho.wire.events import Event, event
 
@@ -44,9 +45,10 @@ from .memory import Memory
 from .modes import Mode, policy_for
 from .outbound import Outbound
 from .persona import PersonaError, PersonaWorker
-from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars
+from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars, sun_is_up
 from .radio import Radio
-from .reach import Reach
+from .reach import Outcome, Reach
+from .reach import describe as describe_outcome
 from .sensors import Readings, Sensors, fresh
 from .store import Store
 from .watchdog import Liveness, RestartLimiter, boot_banner
@@ -306,12 +308,16 @@ class Daemon:
             return None  # the language model is the first load shed
         r = self._last_readings or self.sensors.read()
         phase, mode = self.governor.phase.value, self.governor.mode.value
+        # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
+        outcomes = self.reach.recent_outcomes(3)
         ctx = PromptContext(phase=phase, mode=mode, memories=self.memory.for_prompt(memory_query(r, phase, mode)),
-                            outcomes=self.reach.recent_lines(3))
+                            outcomes=[describe_outcome(o) for o in outcomes])
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
         if p.over_budget:
             log.warning("prompt_over_budget", chars=p.chars)
+        # The budget drops the oldest outcomes first: those kept are the newest.
+        facts = prompt_facts(fresh(r), phase, mode, outcomes[len(outcomes) - p.outcomes:], p.memories)
         prompt = self.bundle.render_prompt(p.messages)
         budget = self.musing_budget()
         max_tokens, max_chars = self.cfg.persona.max_tokens, self.cfg.persona.max_chars
@@ -341,17 +347,25 @@ class Daemon:
         self.stats.tokens += gen.tokens
         self.stats.generation_s += gen.seconds
         text = fit_musing(gen.text, max_chars)
+        # Each musing made is one event with what its prompt said, for the bench's measure of
+        # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
+        made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
+                "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
         if not text:
             self.stats.musings_empty += 1
+            # raw_chars > 0: it wrote only privacy placeholders, which fit_musing took out
+            log.info("musing_empty", raw_chars=len(gen.text.strip()), **made)
             return None
         if not self.guard.allow(text):
             self.stats.musings_dropped_by_guard += 1
             self.stats.guard_reasons = dict(self.guard.dropped)
-            log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text))
+            log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text), **made)
             return None
         seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
         self.stats.musings_queued += 1
-        log.info("musing", seq=seq, tokens=gen.tokens, seconds=round(gen.seconds, 2), text=text)
+        # fit_musing only shortens: given the whole length it cleans without cutting.
+        cut = text != fit_musing(gen.text, len(gen.text))
+        log.info("musing", seq=seq, seconds=round(gen.seconds, 2), text=text, cut=cut, **made)
         if self.cfg.persona.sentences:
             self.musing_sentences(seq, r, text)
         self.memory.remember_musing(self.boot, seq, r.time, text)
@@ -675,6 +689,26 @@ class Daemon:
                 tmp.unlink(missing_ok=True)  # a half-written copy only takes space
             except OSError:
                 pass
+
+
+def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int) -> MusingFacts:
+    """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
+    readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
+    and the number of memories the prompt kept. Rounded as the prompt rounds, no text: small enough
+    for every musing's log line on a Pi."""
+
+    def known(x) -> bool:
+        return x is not None and math.isfinite(x)
+
+    return MusingFacts(
+        phase=phase, mode=mode, fix=r.fix_valid, sats=r.sats, sun_up=sun_is_up(r), memories=memories,
+        alt_m=round(r.alt_m) if known(r.alt_m) else None,
+        temp_c=round(r.temp_c, 1) if known(r.temp_c) else None,
+        box_temp_c=round(r.box_temp_c, 1) if known(r.box_temp_c) else None,
+        pressure_hpa=round(r.pressure_hpa, 1) if known(r.pressure_hpa) else None,
+        batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
+        requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
+    )
 
 
 def record_kind(value: int) -> wire.Kind | None:

@@ -143,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scenarios)
 
     rp = sub.add_parser("report", help="a bench flight's report.json in words",
-                        description="Print what a finished `sim fly` flight did: delivery, loss, modes, faults, energy.")
+                        description="Print what a finished `sim fly` flight did: delivery, loss, modes, faults, energy, "
+                                    "and whether its musings were worth reading (measured afresh from DIR/payload.log).")
     rp.add_argument("out", type=Path, metavar="DIR", help="the flight's output folder (sim fly --out)")
+    rp.add_argument("--json", action="store_true",
+                    help="print report.json instead of words, its musings section measured afresh from payload.log")
     rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser(
@@ -265,16 +268,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         print(f"error: {path} is not JSON ({e}); the flight may not have finished", file=sys.stderr)
         return 2
-    print(describe_report(r, args.out))
+    if (args.out / "payload.log").exists():
+        from .musing_report import musings_section
+
+        # Measured now, not read back: a flight flown before a change to the measure reads by the new one.
+        r.setdefault("musings", {}).update(musings_section(args.out, persona=r.get("persona") is not None))
+    print(json.dumps(r, indent=2, ensure_ascii=False) if args.json else describe_report(r, args.out))
     return 0
 
 
 def describe_report(r: dict, out: Path) -> str:
+    from .musing_report import describe_musings
+
     m, t, f = r["musings"], r["telemetry"], r["frames"]
     lines = [
         f"{r.get('scenario', 'nominal')} flight, seed {r['seed']}: {r['flight_s'] / 60:.0f} flight minutes in "
         f"{r['wall_s']:.0f} s, up to {r['max_alt_m'] / 1000:.1f} km, {r.get('payload_boots', 1)} boot(s)",
         f"  musings    {m['delivered']}/{m['generated']} delivered ({m['dropped_by_guard']} held back by the guard)",
+        *describe_musings(m),
         f"  telemetry  {t['received']}/{t['sent']} sentences heard; frames {f['received']}/{f['sent']}",
     ]
     loss = r.get("loss") or {}

@@ -36,6 +36,7 @@ from groundstation.uplink import generate_key_file
 from .bench_hardware import Fault
 from .flight_report import summarise, write_flight_report
 from .loss import LossSpec
+from .musing_report import musings_section
 from .scenarios import Scenario, flight_for, scenario
 from .supervisor import PAYLOAD_UNIT, Supervisor, UnitError, kill_group, parse_unit
 from .timekeeper import Timekeeper, TimekeeperError
@@ -697,6 +698,9 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
         "world": world_figures(out / "payload" / "bench" / "world.json"),
     }
     report.update(summarise(out / "ground.db", stats, channel))
+    # Whether they were worth reading: every musing the payload made, measured against what its
+    # prompt told it, and the first ones as they came (docs/bench.md, "Musings worth reading").
+    report["musings"].update(musings_section(out, persona=opts.persona is not None))
     write_flight_report(out)
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))

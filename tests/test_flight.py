@@ -38,6 +38,26 @@ def test_report_has_the_contracted_figures(flight):
     assert report["max_alt_m"] > 5000
 
 
+def test_the_report_measures_every_musing_made_and_shows_the_first_as_they_came(flight, capsys):
+    report = json.loads((flight / "report.json").read_text())
+    m = report["musings"]
+    q, first = m["quality"], m["first"]
+    assert q["measured"] + q["withheld_by_guard"] == m["generated"] >= 5  # every musing made, from payload.log
+    assert q["grounded"]["of"] == q["degenerate"]["of"] == q["measured"]
+    assert 0 <= q["grounded"]["count"] <= q["measured"] and q["distinct"]["words"] > 0
+    assert len(first) == 5 and [e["t_s"] for e in first] == sorted(e["t_s"] for e in first)
+    assert all(e["facts"]["phase"] in ("pre-launch", "ascent") and e["facts"]["alt_m"] < 15_000 for e in first)
+    heard = {(boot, seq): text for boot, seq, text in musing_rows(flight / "ground.db")}
+    same = [e for e in first if (e["boot"], e["seq"]) in heard]
+    assert same and all(heard[e["boot"], e["seq"]] == e["text"] for e in same)  # exactly as they came
+    # `sim report` measures the folder afresh: the same figures, in JSON and in words.
+    assert sim_main(["report", str(flight), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["musings"] == m
+    assert sim_main(["report", str(flight)]) == 0
+    words = capsys.readouterr().out
+    assert f"{q['measured']} musings measured" in words and "first 5 musings, as they came:" in words
+
+
 def test_air_hex_is_what_ground_decode_reads(flight):
     air = (flight / "air.hex").read_text().split()
     report = json.loads((flight / "report.json").read_text())

@@ -1,0 +1,80 @@
+"""The daemon logs every musing it makes with the facts its prompt carried (payload/daemon.py,
+docs/payload.md "What each musing was told"), and the bench's report reads them back."""
+
+from __future__ import annotations
+
+import json
+
+from structlog.testing import capture_logs
+
+from payload.persona import Generation
+from payload.sensors import fresh
+from sim.musing_report import musings_section
+from stratoecho.bundle import load_bundle
+from stratoecho.musing_quality import MusingFacts
+from stratoecho.wire.uplink import ApiStatus
+from tests.test_payload import _daemon
+
+EVENTS = ("musing", "musing_empty", "musing_dropped_by_guard")
+
+
+def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+    prompts = []
+    said = iter([
+        Generation("Rising into the cold.", 5, 0.01, "stop"),
+        Generation("the air is thin and", 48, 0.01, "length"),
+        Generation("<PHONE_1> <EMAIL_2>", 6, 0.01, "stop"),  # only placeholders: nothing left to send
+        Generation("mail ada.lindqvist@example.org", 7, 0.01, "stop"),
+        Generation("a long thought. " * 40, 48, 0.01, "length"),
+    ])
+
+    def generate(prompt, max_tokens, seed=None):
+        prompts.append(prompt)
+        return next(said)
+
+    d.worker.generate = generate
+    d.beacon_once()
+    asked = d.reach.ask("weather", "52.7,-2.7")
+    d.reach.on_answer(asked, int(ApiStatus.OFFLINE), "")
+    with capture_logs() as logs:
+        d.think_once()  # the tiny model's context leaves no room for the outcome: the budget drops it
+        d.worker.n_ctx = 1024
+        for _ in range(4):
+            d.think_once()
+    events = [e for e in logs if e["event"] in EVENTS]
+    assert [e["event"] for e in events] == ["musing", "musing", "musing_empty", "musing_dropped_by_guard", "musing"]
+
+    r = fresh(d._last_readings)
+    for e, prompt in zip(events, prompts):
+        f = e["facts"]
+        assert MusingFacts.from_dict(f).to_dict() == f
+        assert f["phase"] == d.governor.phase.value and f["mode"] == d.governor.mode.value
+        assert f["alt_m"] == round(r.alt_m) and f"{f['alt_m'] / 1000:.1f} km up" in prompt
+        assert f["temp_c"] == round(r.temp_c, 1) and f"{round(f['temp_c'])} °C outside" in prompt
+        assert f["pressure_hpa"] == round(r.pressure_hpa, 1) and f"{f['pressure_hpa']:.0f} hPa" in prompt
+        assert f["batt_v"] == round(r.batt_mv / 1000, 3) and f"battery {f['batt_v']:.2f} V" in prompt
+        assert f["sun_up"] == ("in sunlight" in prompt) and f["sats"] == r.sats
+        assert e["boot"] == d.boot and e["t_s"] >= 0 and e["tokens"] > 0
+    # What the prompt carried of its question, and only then.
+    assert "requests" not in events[0]["facts"] and "no internet" not in prompts[0]
+    assert all(e["facts"]["requests"] == [{"api": "weather", "outcome": "offline"}] for e in events[1:])
+    assert "no internet" in prompts[1]
+
+    first, cut_short, empty, dropped, long = events
+    assert (first["text"], first["finish"], first["cut"]) == ("Rising into the cold.", "stop", False)
+    assert (cut_short["finish"], cut_short["cut"]) == ("length", False)
+    assert empty["raw_chars"] > 0 and "text" not in empty
+    assert "text" not in dropped and "example.org" not in json.dumps(dropped) and dropped["reasons"]
+    assert long["cut"] is True and len(long["text"]) <= d.cfg.persona.max_chars
+
+    # The bench reads the same events back from the log, in order.
+    (tmp_path / "payload.log").write_text("".join(json.dumps(e) + "\n" for e in logs))
+    section = musings_section(tmp_path)
+    q = section["quality"]
+    assert q["measured"] == 4 and q["withheld_by_guard"] == 1
+    assert q["degenerate"]["by_kind"]["cut_mid_word"]["count"] == 1  # "the air is thin and", at the token limit
+    assert q["degenerate"]["by_kind"]["no_words"]["count"] == 1  # the placeholders
+    assert q["cut_by_budget"]["count"] == 1
+    assert [e["text"] for e in section["first"]] == ["Rising into the cold.", "the air is thin and", "", None,
+                                                     long["text"]]
