@@ -133,10 +133,12 @@ def check_inputs(cfg: BuildConfig) -> None:
 
 # ----------------------------------------------------------------------------- the bundle folder
 def ours(p: Path) -> bool:
-    """What a build writes into BUNDLE: safe to replace."""
+    """What a build writes into BUNDLE: safe to replace (the judge folder's answers were made for
+    the model being replaced, so they go with it)."""
+    from .judge_score import JUDGE_DIR
     from .report import MODELFILE, PLOT_FILE, REPORT_FILE
 
-    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE) or (
+    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE, JUDGE_DIR) or (
         p.name.startswith("model.") and p.name.endswith(".gguf"))
 
 
