@@ -39,19 +39,24 @@ log = structlog.get_logger(__name__)
 # ----------------------------------------------------------------------------- configuration
 # LoRA settings by model size; `auto` picks the first preset whose max_params holds the base.
 # `tiny` is for the tests' few-million-parameter models (lr and epochs measured on the sample
-# corpus); the others are the usual starting points for persona-sized data (hundreds to a few
+# corpus); `small` for the ~100-300M models a Pi Zero 2 W runs (SmolLM2-135M, gemma-3-270m),
+# measured on the sample corpus with SmolLM2-135M-Instruct (docs/training.md, "What a step
+# costs"); the others are the usual starting points for persona-sized data (hundreds to a few
 # thousand chats): rank 16 / alpha 32 on every attention and MLP projection, lr 2e-4 falling
-# with size, 2-3 epochs (more memorises a small corpus), and gradient checkpointing from 0.5B
-# up so that a 1024-token row fits a consumer GPU. batch_size x grad_accum = 16 rows per step.
+# with size, 2-3 epochs (more memorises a small corpus). `max_length` is the bundle's context
+# and the longest training row; rows are packed to a length fitted to the corpus (packing.py).
+# Gradient checkpointing is decided from the memory there is (lora_step.plan_step) unless asked.
 PRESETS: dict[str, dict] = {
     "tiny": dict(max_params=50e6, rank=8, alpha=16, dropout=0.0, learning_rate=3e-3, epochs=3,
-                 max_length=256, batch_size=8, grad_accum=1, gradient_checkpointing=False),
+                 max_length=256, batch_size=8, grad_accum=1),
+    "small": dict(max_params=0.3e9, rank=16, alpha=32, dropout=0.0, learning_rate=1e-3, epochs=3,
+                  max_length=1024, batch_size=4, grad_accum=1),
     "0.5b": dict(max_params=0.8e9, rank=16, alpha=32, dropout=0.05, learning_rate=2e-4, epochs=3,
-                 max_length=1024, batch_size=4, grad_accum=4, gradient_checkpointing=True),
+                 max_length=1024, batch_size=4, grad_accum=4),
     "1b": dict(max_params=2e9, rank=16, alpha=32, dropout=0.05, learning_rate=1.5e-4, epochs=2,
-               max_length=1024, batch_size=2, grad_accum=8, gradient_checkpointing=True),
+               max_length=1024, batch_size=2, grad_accum=8),
     "3b": dict(max_params=math.inf, rank=16, alpha=32, dropout=0.05, learning_rate=1e-4, epochs=2,
-               max_length=1024, batch_size=1, grad_accum=16, gradient_checkpointing=True),
+               max_length=1024, batch_size=1, grad_accum=16),
 }
 # The decoder's projections by the names each family gives them: Llama, Qwen2/3, Mistral, Gemma
 # (q/k/v/o, gate/up/down); Phi-3 and Phi-4-mini fuse q, k, v into qkv_proj and gate, up into
@@ -86,7 +91,7 @@ class FinetuneConfig:
     rank: int | None = None  # LoRA rank; alpha scales with it (alpha/rank stays the preset's)
     batch_size: int | None = None
     max_length: int | None = None  # tokens per row; longer conversations are split
-    gradient_checkpointing: bool | None = None  # None: the preset's
+    gradient_checkpointing: bool | None = None  # None: on only where the activations would not fit (lora_step)
     seed: int = 1337
     loss: str = "persona"  # "persona": the persona's turns only; "all": every token
     chat_template: str = "base"  # "base": the tokenizer's own (ChatML if none); "chatml": always ChatML
@@ -273,55 +278,35 @@ def to_examples(convs, fmt: ChatFormat, system_prompt, loss: str, ctx: int):
     return out
 
 
-class Collator:
-    """Right-pad a batch of (input_ids, labels) rows: pad id, attention mask 0, label -100."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, rows):
-        import torch
-
-        n = max(len(r["input_ids"]) for r in rows)
-        pad = [n - len(r["input_ids"]) for r in rows]
-        return {
-            "input_ids": torch.tensor([r["input_ids"] + [self.pad_id] * k for r, k in zip(rows, pad)]),
-            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * k for r, k in zip(rows, pad)]),
-            "labels": torch.tensor([r["labels"] + [-100] * k for r, k in zip(rows, pad)]),
-        }
-
-
-def as_dataset(examples):
+def as_dataset(rows):
     from datasets import Dataset
 
-    return Dataset.from_dict({
-        "input_ids": [ids for ids, _ in examples],
-        "labels": [[i if t else -100 for i, t in zip(ids, tg, strict=True)] for ids, tg in examples],
-    })
+    return Dataset.from_dict({"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows],
+                              "position_ids": [r.position_ids for r in rows]})
 
 
 # ----------------------------------------------------------------------------- scoring
-def persona_nll(model, examples, pad_id: int, device=None) -> tuple[float, int]:
-    """Mean NLL (nats) over the target tokens of `examples`, each chunk scored on its own."""
+def persona_nll(model, examples, pad_id: int, targets_only: bool = False) -> tuple[float, int]:
+    """Mean NLL (nats) over the target tokens of `examples`, each chunk scored on its own, in the
+    model's own precision (no autocast)."""
     import torch
     import torch.nn.functional as F
 
-    device = device or next(model.parameters()).device
+    from .lora_step import target_logits
+    from .packing import Collator, pack
+
+    device = next(model.parameters()).device
+    collate = Collator(pad_id)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(examples), EVAL_BATCH):
-            batch = examples[i : i + EVAL_BATCH]
-            n = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([x + [pad_id] * (n - len(x)) for x, _ in batch], device=device)
-            att = torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x, _ in batch], device=device)
-            tgt = torch.tensor([t + [False] * (n - len(t)) for _, t in batch], device=device)
-            logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-            labels = ids[:, 1:].masked_fill(~tgt[:, 1:], -100)
-            total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                           ignore_index=-100, reduction="sum"))
-            count += int((labels != -100).sum())
+            rows = [pack([e], len(e[0]))[0] for e in examples[i : i + EVAL_BATCH]]
+            b = {k: v.to(device) for k, v in collate([vars(r) for r in rows]).items()}
+            logits, targets = target_logits(model, b["input_ids"], b["position_ids"], b["labels"], targets_only)
+            total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+            count += int(targets.numel())
     model.train(was_training)
     return (total / count if count else float("nan")), count
 
@@ -373,8 +358,11 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     import torch
     from accelerate import PartialState
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
+    from . import lora_step, packing
+
+    checkpointing_arg = _checkpointing_arg()
     t0 = time.monotonic()
     base_dir, work = Path(base_dir), Path(work)
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo groups under torchrun
@@ -386,7 +374,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     n_params = sum(t.numel() for t in model.parameters())
     preset = pick_preset(cfg.preset, n_params)
     p = dict(PRESETS[preset])
-    for k in ("epochs", "learning_rate", "batch_size", "max_length", "gradient_checkpointing"):
+    for k in ("epochs", "learning_rate", "batch_size", "max_length"):
         if getattr(cfg, k) is not None:
             p[k] = getattr(cfg, k)
     if cfg.rank is not None:
@@ -396,25 +384,38 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     log.info("finetune.base", base=str(base_dir), params=n_params, preset=preset, template=source,
              vocab=len(tok), added_tokens=len(added_ids), device=device, dtype=str(dtype).removeprefix("torch."))
 
-    # -- 2. data: conversations -> (ids, targets) chunks; val is always scored on persona tokens
-    train_ex = to_examples(train_convs, fmt, system_prompt, cfg.loss, ctx)
+    # -- 2. data: conversations -> (ids, targets), rows fitted to them; val is scored on persona tokens
+    rendered = [fmt.ids_and_targets(with_system_prompt(c, system_prompt), cfg.loss) for c in train_convs]
+    row_len = packing.fit_row_length([len(ids) for ids, _ in rendered], ctx)
+    train_ex = [c for ids, target in rendered for c in chunks(ids, target, row_len)]
     val_ex = to_examples(val_convs, fmt, system_prompt, "persona", ctx)
     if not train_ex:
         raise FinetuneError("train.jsonl yields no training targets (no persona turns with text?)")
     if not val_ex:
         raise FinetuneError("val.jsonl yields no persona tokens to evaluate")
+    model.to(state.device)
+    fast = lora_step.check_fast_path(model, train_ex, tok.pad_token_id)
+    rows = packing.pack(train_ex, row_len) if fast.packing else [packing.pack([e], row_len)[0] for e in train_ex]
     world = state.num_processes
+    step = lora_step.plan_step(model.config, device, p["batch_size"], row_len, cfg.gradient_checkpointing, dtype,
+                               world)
+    if device == "cpu":
+        torch.set_num_threads(step.threads)
+        p["dropout"] = 0.0  # a random mask over every adapted projection's input: a quarter of a CPU step
     rows_per_step = p["batch_size"] * p["grad_accum"] * world
-    planned = cfg.steps or max(1, math.ceil(p["epochs"] * len(train_ex) / rows_per_step))
-    log.info("finetune.data", train_chunks=len(train_ex), val_chunks=len(val_ex), ctx=ctx, steps=planned,
+    planned = cfg.steps or max(1, math.ceil(p["epochs"] * len(rows) / rows_per_step))
+    tokens, targets = packing.row_tokens(rows)
+    log.info("finetune.data", conversations=len(rendered), chunks=len(train_ex), rows=len(rows), row_length=row_len,
+             tokens=tokens, target_tokens=targets, val_chunks=len(val_ex), ctx=ctx, steps=planned,
              rows_per_step=rows_per_step, processes=world)
+    log.info("finetune.step", threads=step.threads, autocast=step.autocast, checkpointing=step.checkpointing,
+             why=step.checkpointing_why, **fast.as_dict())
 
     # -- the untuned model on the held-out persona tokens (the LoRA starts as the identity, B = 0)
-    model.to(state.device)
-    base_val, val_tokens = persona_nll(model, val_ex, tok.pad_token_id)
+    base_val, val_tokens = persona_nll(model, val_ex, tok.pad_token_id, fast.targets_only)
     log.info("finetune.base_eval", val_loss=round(base_val, 4), val_perplexity=round(math.exp(base_val), 3))
 
-    # -- 3. LoRA with the transformers Trainer on our pre-tokenized rows (labels carry the mask)
+    # -- 3. LoRA with the transformers Trainer on packed rows (labels carry the mask, positions the packing)
     out_dir = work / "checkpoints"
     every_eval = cfg.eval_steps or max(1, planned // EVALS_PER_RUN)
     args = TrainingArguments(
@@ -428,12 +429,13 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
         warmup_steps=max(1, int(WARMUP_FRACTION * planned)),
         weight_decay=0.0,
         max_grad_norm=1.0,
-        bf16=dtype == torch.bfloat16,
+        bf16=dtype == torch.bfloat16 or step.autocast == "bfloat16",  # on the CPU: autocast, weights stay fp32
         fp16=dtype == torch.float16,
-        gradient_checkpointing=p["gradient_checkpointing"],
+        **{checkpointing_arg: step.checkpointing},
         logging_steps=max(1, planned // LOGS_PER_RUN),
         eval_strategy="steps",
         eval_steps=every_eval,
+        prediction_loss_only=True,
         save_strategy="steps",
         save_steps=cfg.save_steps or max(1, planned // 5),
         save_total_limit=SAVE_CHECKPOINTS,
@@ -449,13 +451,16 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     if cfg.max_minutes:
         cbs.append(budget_callback(cfg.max_minutes * 60))
     model = get_peft_model(model, lora_config(model, p, added_ids))
-    if p["gradient_checkpointing"]:
+    if step.checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings' output must carry grad through checkpoints
     trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
     log.info("finetune.lora", rank=p["rank"], alpha=p["alpha"], trainable=trainable,
              targets=sorted(model.peft_config["default"].target_modules))
-    trainer = Trainer(model=model, args=args, train_dataset=as_dataset(train_ex), eval_dataset=as_dataset(val_ex),
-                      data_collator=Collator(tok.pad_token_id), processing_class=tok, callbacks=cbs)
+    trainer_cls = lora_step.trainer_class()
+    trainer_cls.targets_only = fast.targets_only
+    val_rows = [packing.pack([e], len(e[0]))[0] for e in val_ex]
+    trainer = trainer_cls(model=model, args=args, train_dataset=as_dataset(rows), eval_dataset=as_dataset(val_rows),
+                          data_collator=packing.Collator(tok.pad_token_id), processing_class=tok, callbacks=cbs)
     resume = None
     if cfg.resume:
         from transformers.trainer_utils import get_last_checkpoint
@@ -464,7 +469,9 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
         if resume is None:
             raise FinetuneError(f"--resume: no checkpoint in {out_dir}; start without --resume")
         log.info("finetune.resume", checkpoint=resume)
+    t_train = time.monotonic()
     trainer.train(resume_from_checkpoint=resume)
+    train_s = time.monotonic() - t_train
     adapter_dir = work / "adapter"
     trainer.save_model(str(adapter_dir))  # the adapter (and trainable token rows); gathered under FSDP
     hist = trainer.state.log_history
@@ -484,10 +491,11 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).to(state.device)
-    val_loss, _ = persona_nll(merged, val_ex, tok.pad_token_id)
+    val_loss, _ = persona_nll(merged, val_ex, tok.pad_token_id, fast.targets_only)
     del merged
     train_pts = curve["train"] or [[0, float("nan")]]
     bos_auto = bool(getattr(tok, "add_bos_token", False))
+    seen = tokens * (steps * rows_per_step / max(1, len(rows)))  # tokens through the model while training
     result = FinetuneResult(
         merged_dir=str(merged_dir), steps=steps, epochs=round(float(epochs), 3), preset=preset,
         base_val_loss=base_val, val_loss=val_loss, val_tokens=val_tokens,
@@ -500,13 +508,26 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
         minutes=(time.monotonic() - t0) / 60, device=device, dtype=str(dtype).removeprefix("torch."),
         hparams=dict(rank=p["rank"], alpha=p["alpha"], dropout=p["dropout"], learning_rate=p["learning_rate"],
                      epochs_planned=p["epochs"], batch_size=p["batch_size"], grad_accum=p["grad_accum"],
-                     processes=world, max_length=ctx, gradient_checkpointing=p["gradient_checkpointing"],
+                     processes=world, max_length=ctx, row_length=row_len, rows=len(rows),
+                     tokens_per_epoch=tokens, target_tokens_per_epoch=targets,
+                     packing=fast.packing, targets_only_logits=fast.targets_only,
+                     threads=step.threads, autocast=step.autocast or "none",
+                     gradient_checkpointing=step.checkpointing, gradient_checkpointing_why=step.checkpointing_why,
+                     train_seconds=round(train_s, 1), train_tokens_per_s=round(seen / train_s, 1) if train_s else None,
                      tokenizer_adds_bos=bos_auto),
     )
     (work / "loss_curve.json").write_text(json.dumps(curve, indent=1) + "\n", encoding="utf-8")
     log.info("finetune.done", steps=steps, base_val_loss=round(base_val, 4), val_loss=round(val_loss, 4),
-             merge_max_abs_diff=diff, minutes=round(result.minutes, 2))
+             merge_max_abs_diff=diff, tokens_per_s=result.hparams["train_tokens_per_s"],
+             minutes=round(result.minutes, 2))
     return result
+
+
+def _checkpointing_arg() -> str:
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__  # transformers 5 renamed it; 4.x has the old name only
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def budget_callback(seconds: float):
