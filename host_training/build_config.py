@@ -54,7 +54,7 @@ class LoraOptions(_Declared):
 
     method: Literal["lora"] = "lora"
     base: Path
-    preset: Literal["auto", "tiny", "0.5b", "1b", "3b"] = "auto"
+    preset: Literal["auto", "tiny", "small", "0.5b", "1b", "3b"] = "auto"
     epochs: PositiveFloat | None = None
     learning_rate: PositiveFloat | None = None
     rank: PositiveInt | None = None

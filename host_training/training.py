@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from .base_models import Base
 from .build_config import BuildConfig, LoraOptions, ScratchOptions
 from .preflight import Report
 from .stages import BuildError, Data, PersonaText, Template, Trained
@@ -105,13 +106,30 @@ class LoraTraining:
             merge_dtype=opts.merge_dtype)
         self.quant, self.target = cfg.quant, cfg.target
         self.preflight: Report | None = None
+        self.base: Base | None = None  # --base as a checkpoint folder (base_models.resolve), found by check()
+
+    def resolve_base(self) -> Base:
+        """--base as a checkpoint folder: a GGUF file or a pinned name is dequantized (once, cached)."""
+        from . import base_models
+
+        if self.base is None:
+            try:
+                self.base = base_models.resolve(self.opts.base)
+            except base_models.BaseModelError as e:
+                raise BuildError(str(e)) from None
+            if self.base.gguf is not None:
+                g = self.base.gguf
+                log.info("build.base_gguf", gguf=str(self.opts.base), quantization=g.quantization,
+                         architecture=g.architecture, folder=str(self.base.folder))
+        return self.base
 
     def check(self) -> Report:
         """The preflight (preflight.py): will the base convert, which template, will it fit the board."""
         from . import preflight
 
+        base = self.resolve_base()
         try:
-            self.preflight = preflight.run(self.opts.base, quant=self.quant, target=self.target,
+            self.preflight = preflight.run(base.folder, quant=self.quant, target=self.target,
                                            preset=self.opts.preset, max_length=self.opts.max_length,
                                            chat_template_mode=self.opts.chat_template)
         except preflight.PreflightError as e:
@@ -132,7 +150,8 @@ class LoraTraining:
         from . import evaluate, finetune, heldout
         from .tokenizer import with_system_prompt
 
-        base = self.opts.base
+        source = self.resolve_base()
+        base = source.folder
         log.info("build.base", base=str(base))
         try:
             r = finetune.train(self.config, base, data.train, data.val, work, persona.system_prompt)
@@ -158,8 +177,9 @@ class LoraTraining:
         held = heldout.from_chat_format(data.val, fmt, persona.system_prompt, r.context_length)
         rendered = (fmt.ids_and_targets(with_system_prompt(c, persona.system_prompt))[0]
                     for c in heldout.distinct(data.train))
+        lineage = {"base_gguf": source.gguf.as_dict()} if source.gguf is not None else {}
         return Trained(
-            model_dir=Path(r.merged_dir), label="fine-tuned", base=base.name,
+            model_dir=Path(r.merged_dir), label="fine-tuned", base=source.title,
             template=Template(r.chat_template, list(r.stop), r.bos_token, r.eos_token),
             score=lambda path: evaluate.score_gguf_ids(path, val_ex),
             context_length=r.context_length, n_params=r.n_params, steps=r.steps, minutes=r.minutes,
@@ -168,7 +188,7 @@ class LoraTraining:
                           trainable_params=r.trainable_params, device=r.device, dtype=r.dtype,
                           train_loss_first=r.train_loss_first, train_loss_last=r.train_loss_last,
                           merge_dtype=self.opts.merge_dtype, merge_max_abs_logit_diff=r.merge_max_abs_diff,
-                          minutes=round(r.minutes, 3), **r.hparams),
+                          minutes=round(r.minutes, 3), **r.hparams, **lineage),
             eval_report={
                 "transformers": {"base_val_loss": r.base_val_loss, "tuned_val_loss": r.val_loss,
                                  "tokens": r.val_tokens},
@@ -177,7 +197,7 @@ class LoraTraining:
                                 "dtype": self.opts.merge_dtype},
                 **({"preflight": self.preflight.as_dict()} if self.preflight is not None else {}),
             },
-            reference_dir=reference, reference_name=f"{base.name} (untuned)",
+            reference_dir=reference, reference_name=f"{source.title} (untuned)",
             heldout=held, calibration=heldout.calibration(rendered, chunk=min(heldout.CALIBRATION_CHUNK,
                                                                               r.context_length)),
         )
