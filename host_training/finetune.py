@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -98,6 +98,7 @@ class FinetuneConfig:
     resume: bool = False  # continue from the last checkpoint in WORK/checkpoints
     max_minutes: float | None = None  # stop training after this wall-clock time
     merge_dtype: str = "float32"
+    threads: int | None = None  # CPU threads; None: the free physical cores (lora_step.plan_step)
     save_steps: int | None = None  # None: ~5 checkpoints per run
     eval_steps: int | None = None
 
@@ -300,9 +301,10 @@ def persona_nll(model, examples, pad_id: int, targets_only: bool = False) -> tup
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    by_length = sorted(examples, key=lambda e: len(e[0]))  # batches of like lengths: little padding
     with torch.no_grad():
-        for i in range(0, len(examples), EVAL_BATCH):
-            rows = [pack([e], len(e[0]))[0] for e in examples[i : i + EVAL_BATCH]]
+        for i in range(0, len(by_length), EVAL_BATCH):
+            rows = [pack([e], len(e[0]))[0] for e in by_length[i : i + EVAL_BATCH]]
             b = {k: v.to(device) for k, v in collate([vars(r) for r in rows]).items()}
             logits, targets = target_logits(model, b["input_ids"], b["position_ids"], b["labels"], targets_only)
             total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
@@ -400,6 +402,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     step = lora_step.plan_step(model.config, device, p["batch_size"], row_len, cfg.gradient_checkpointing, dtype,
                                world)
     if device == "cpu":
+        step = replace(step, threads=cfg.threads or step.threads)
         torch.set_num_threads(step.threads)
         p["dropout"] = 0.0  # a random mask over every adapted projection's input: a quarter of a CPU step
     rows_per_step = p["batch_size"] * p["grad_accum"] * world

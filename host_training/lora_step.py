@@ -8,9 +8,12 @@ the rate, and on the output layer's 49,152-wide logits at every position when th
 turns are the only targets. So:
 
     rows            conversations packed into rows fitted to the corpus (packing.py)
-    threads         one per physical core this process may run on (hyper-threads share a
-                    core's multipliers and slow each other down), shared among the processes
-                    of a multi-process run; OMP_NUM_THREADS, when set, is obeyed
+    threads         one per physical core this process may run on and no other process is
+                    keeping busy when training starts (hyper-threads share a core's multipliers;
+                    a thread on a busy core holds every other one up at each barrier: on two
+                    cores with one busy, two threads made a step 1.8x slower than one), shared
+                    among the processes of a multi-process run; OMP_NUM_THREADS, when set, is
+                    obeyed
     dropout         none on the CPU: LoRA's dropout draws a random mask over the input of
                     every adapted projection, which cost a quarter of a CPU forward pass
     precision       bfloat16 autocast on a CPU with AVX512-BF16 or AMX (x86-64) or BF16
@@ -38,8 +41,10 @@ from .packing import IGNORE
 
 log = structlog.get_logger(__name__)
 
+BUSY_WINDOW_S = 0.5  # how long the CPU's idle time is watched before the threads are chosen
 MEMORY_SHARE = 0.5  # activations may take this share of the memory available before checkpointing goes on
 FAST_PATH_TOLERANCE = 1e-4  # max |logit difference| / max(1, max |logit|), float32
+CHECK_TOKENS = 96  # of each of the two conversations the fast path is checked on
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAGS = ("bf16",)
 
@@ -76,6 +81,27 @@ def physical_cores(sys_root: Path = Path("/sys/devices/system/cpu")) -> int:
         except OSError:
             return len(cpus)
     return max(1, len(cores))
+
+
+def _cpu_times(stat: str) -> tuple[int, int]:
+    """(idle, total) jiffies from /proc/stat's first line."""
+    fields = [int(x) for x in stat.splitlines()[0].split()[1:]]
+    return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
+
+
+def busy_cores(window_s: float = BUSY_WINDOW_S, read=lambda: Path("/proc/stat").read_text()) -> float:
+    """How many CPUs' worth of work other processes did over `window_s` (0 where unknown)."""
+    import time
+
+    try:
+        idle0, total0 = _cpu_times(read())
+        time.sleep(window_s)
+        idle1, total1 = _cpu_times(read())
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if total1 <= total0:
+        return 0.0
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 def available_memory_bytes(device: str) -> int | None:
@@ -121,8 +147,9 @@ def plan_step(config, device: str, rows: int, row_length: int, asked_checkpointi
 
     if device != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         threads = torch.get_num_threads()
-    else:
-        threads = max(1, physical_cores() // max(1, processes))
+    else:  # a thread on a core another process keeps busy stalls every step at its barriers
+        free = physical_cores() - round(busy_cores())
+        threads = max(1, free // max(1, processes))
     autocast = "bfloat16" if device == "cpu" and cpu_has_bf16() else None
     width = 2 if (autocast or weights_dtype in (torch.bfloat16, torch.float16)) else 4
     need = activation_bytes(config, rows, row_length, width)
@@ -195,7 +222,9 @@ def check_fast_path(model, examples, pad_id: int) -> FastPath:
 
     from .packing import Collator, pack
 
-    ex = [e for e in examples if any(e[1][1:])][:2]
+    # Two short pieces are proof enough, and cheap (a float32 forward pass of a whole 700-token
+    # conversation takes seconds on a small CPU): each cut to CHECK_TOKENS, keeping its targets.
+    ex = [(ids[:CHECK_TOKENS], tg[:CHECK_TOKENS]) for ids, tg in examples if any(tg[1:CHECK_TOKENS])][:2]
     if len(ex) < 2:
         return FastPath(False, False, float("nan"), float("nan"))
     col = Collator(pad_id)

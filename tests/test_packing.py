@@ -95,6 +95,14 @@ def test_physical_cores_counts_sibling_sets(tmp_path, monkeypatch):
     assert lora_step.physical_cores(tmp_path) == 5
 
 
+def test_busy_cores_from_proc_stat(monkeypatch):
+    monkeypatch.setattr(lora_step.os, "cpu_count", lambda: 2)
+    # cpu user nice system idle iowait irq softirq steal: 300 of 400 jiffies idle -> a quarter busy, of 2 CPUs
+    stats = iter(["cpu  100 0 100 800 0 0 0 0 0 0\n", "cpu  150 0 150 1100 0 0 0 0 0 0\n"])
+    assert lora_step.busy_cores(0.0, read=lambda: next(stats)) == pytest.approx(0.5)
+    assert lora_step.busy_cores(0.0, read=lambda: "") == 0.0  # unreadable: nothing known to be busy
+
+
 def test_checkpointing_only_when_activations_would_not_fit(monkeypatch):
     import torch
     from transformers import LlamaConfig
@@ -122,8 +130,13 @@ def test_threads_are_shared_among_processes_and_obey_omp(monkeypatch):
     cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(lora_step, "physical_cores", lambda: 8)
+    monkeypatch.setattr(lora_step, "busy_cores", lambda: 0.2)
     assert lora_step.plan_step(cfg, "cpu", 1, 128, None, torch.float32).threads == 8
     assert lora_step.plan_step(cfg, "cpu", 1, 128, None, torch.float32, processes=2).threads == 4
+    monkeypatch.setattr(lora_step, "busy_cores", lambda: 2.7)  # three cores kept busy by others
+    assert lora_step.plan_step(cfg, "cpu", 1, 128, None, torch.float32).threads == 5
+    monkeypatch.setattr(lora_step, "busy_cores", lambda: 11.0)
+    assert lora_step.plan_step(cfg, "cpu", 1, 128, None, torch.float32).threads == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert lora_step.plan_step(cfg, "cpu", 1, 128, None, torch.float32).threads == torch.get_num_threads()
 
