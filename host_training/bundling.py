@@ -217,19 +217,30 @@ def perplexity_rows(trained: Trained, models: Converted, quantized: Quantized, s
 
 
 def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: Quantized,
-                 checks: list[str] = ()) -> None:
-    """report.md (perplexity table and plot, style figures, privacy probe) and the Ollama Modelfile;
-    not listed in persona.toml's files: `eval` writes them again. Adds the probe's verdict and,
-    with --target, the board's figures to the manifest."""
+                 checks: list[str] = (), models: Converted | None = None) -> None:
+    """report.md (perplexity table and plot, whose voice, style figures, privacy probe) and the
+    Ollama Modelfile; not listed in persona.toml's files: `eval` writes them again. The untuned
+    base (or the parent) in the shipped quantization and, from `models`, the persona's F32 GGUF
+    answer the same held-out prompts as the shipped model (both still in the work folder).
+    Adds the probe's verdict, the voice shares and, with --target, the board's figures to the
+    manifest."""
     from stratoecho.bundle import Bundle
 
     from . import evaluate
     from . import report as persona_report
+    from .build_config import ContinueOptions
 
+    compare = []
+    if quantized.reference is not None:
+        before = "parent (before)" if isinstance(cfg.training, ContinueOptions) else "base (untuned)"
+        compare.append(evaluate.Compared(f"{before} {quantized.quant}", quantized.reference.path, "base"))
+    if models is not None and quantized.quant != "F32":
+        compare.append(evaluate.Compared("persona F32", models.f32, "tuned"))
     outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed,
-                                    checks=checks)
+                                    checks=checks, compare=compare)
     persona_report.write_modelfile(cfg.out, manifest)
     manifest.eval["privacy_probe"] = outcome.probe.verdict
+    manifest.eval.update(outcome.voice.eval_figures())
     if quantized.target_table is not None:
         board = boards.board(cfg.target)
         chosen = next(r for r in quantized.target_table if r["chosen"])

@@ -18,10 +18,14 @@ in report.py):
 
   4. style: the persona answers up to 32 messages from val.jsonl that the owner answered
      (the bundle's template, system prompt and sampling, fixed seeds), compared with the
-     owner's held-out turns;
-  5. privacy probe: N samples (half free-running after the system prompt, half replies to
+     owner's held-out turns; so do the other GGUFs given (`Compared`: build's untuned base
+     and unquantized persona, eval's --base-model), with the same prompts and seeds;
+  5. whose voice: an authorship classifier learnt from train.jsonl (voice.py) says which share
+     of each model's replies reads as the owner's, beside the owner's own held-out turns
+     (the ceiling) and the other speakers' (the floor);
+  6. privacy probe: N samples (half free-running after the system prompt, half replies to
      val messages) searched for private values and the owner's --private / --blocklist strings;
-  6. BUNDLE/report.md with the size-vs-perplexity SVG beside it, and BUNDLE/Modelfile for Ollama.
+  7. BUNDLE/report.md with the size-vs-perplexity SVG beside it, and BUNDLE/Modelfile for Ollama.
 """
 
 from __future__ import annotations
@@ -247,7 +251,9 @@ class PersonaGenerator:
     chat template (`Bundle.render_prompt`), its sampling defaults and stop strings, typed
     control-token strings defused, the oldest turns dropped until the reply fits the context."""
 
-    def __init__(self, bundle, threads: int | None = None) -> None:
+    def __init__(self, bundle, threads: int | None = None, model_path: str | Path | None = None) -> None:
+        """`model_path`: another GGUF to reply with (the untuned base, the unquantized persona),
+        prompted, sampled and stopped as the bundle says; by default the bundle's own."""
         import os
 
         import llama_cpp
@@ -255,8 +261,8 @@ class PersonaGenerator:
         self.bundle = bundle
         self.n_ctx = bundle.manifest.model.context_length
         threads = threads or os.cpu_count() or 1
-        self.llm = llama_cpp.Llama(model_path=str(bundle.model_path), n_ctx=self.n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, verbose=False)
+        self.llm = llama_cpp.Llama(model_path=str(model_path or bundle.model_path), n_ctx=self.n_ctx,
+                                   n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def _prompt(self, context: Conversation, max_tokens: int) -> str | None:
         from .chat import defuse
@@ -288,13 +294,31 @@ class PersonaGenerator:
         self.llm.close()
 
 
+def replies(gen: PersonaGenerator, cases: list[tuple[Conversation, str]], seed: int,
+            max_tokens: int = STYLE_MAX_TOKENS) -> list[str | None]:
+    """`gen`'s reply to each case's context, reply i with seed+i (None where it does not fit)."""
+    return [gen.reply(context, seed=seed + i, max_tokens=max_tokens) for i, (context, _) in enumerate(cases)]
+
+
 # ----------------------------------------------------------------------------- the report
+@dataclass(frozen=True)
+class Compared:
+    """Another GGUF that answers the same held-out prompts as the bundle's model, for "Whose
+    voice" and (the base) the Style table: same prompts, seeds, template, sampling and stops."""
+
+    label: str  # its row: "base (untuned) Q4_K_M", "persona F32"
+    path: Path
+    role: str  # "base" (the untuned base or the parent: the Style table's base column) or "tuned"
+
+
 @dataclass
 class ReportOutcome:
     report_path: Path
     plot_path: Path
     style: object  # report.StyleResult
     probe: object  # report.ProbeResult
+    voice: object  # voice.Authorship
+    replies: dict[str, list[str]]  # each model's label in the report -> its replies, as measured
 
 
 def write_report(
@@ -312,30 +336,28 @@ def write_report(
     threads: int | None = None,
     val_note: str = "",
     checks: list[str] = (),
+    compare: list[Compared] = (),
+    label: str = "persona",
 ) -> ReportOutcome:
     """Generate, measure and write report.md (default BUNDLE/report.md) with the SVG beside it.
 
     `bundle`: a stratoecho.bundle.Bundle; build may pass one whose persona.toml is not written
     yet (`Bundle(out_dir, manifest)`). `rows`: report.PerplexityRow for each model scored
-    (base, fine-tuned, each quantization). `train`: training conversations, for the share of
-    generated words the owner used (left out when None). `private` / `blocklist`: the owner's
-    strings for the privacy probe; they never appear in the report. `checks`: build's lines on
-    the conversion check and the quantization.
+    (base, fine-tuned, each quantization). `train`: training conversations, for the authorship
+    classifier and the share of generated words the owner used (neither without it).
+    `private` / `blocklist`: the owner's strings for the privacy probe; they never appear in
+    the report. `checks`: build's lines on the conversion check and the quantization.
+    `compare`: other GGUFs that answer the same prompts as the bundle's model, whose replies
+    are measured beside its own. `label`: the bundle's model in the report, with its
+    quantization and "(flown)" after it.
     """
-    from . import report
+    from . import report, voice
 
     redactor = report.Redactor(private, blocklist)
     cases = reply_cases(val, prompts)
     gen = PersonaGenerator(bundle, threads=threads)
     try:
-        examples, generated = [], []
-        for i, (context, owner_reply) in enumerate(cases):
-            text = gen.reply(context, seed=seed + i, max_tokens=STYLE_MAX_TOKENS)
-            if text is None:
-                continue
-            generated.append(text)
-            if len(examples) < 3:
-                examples.append((context[-1]["content"], owner_reply, text))
+        flown = replies(gen, cases, seed)
         probe_texts = []
         for i in range(samples):
             context = [] if i % 2 == 0 or not cases else cases[(i // 2) % len(cases)][0]
@@ -343,26 +365,51 @@ def write_report(
             probe_texts.append(text or "")
     finally:
         gen.close()
+    others: list[tuple[Compared, list[str | None]]] = []
+    for c in compare:  # one model in memory at a time
+        g = PersonaGenerator(bundle, threads=threads, model_path=c.path)
+        try:
+            others.append((c, replies(g, cases, seed)))
+        finally:
+            g.close()
+        log.info("eval.compared", model=str(c.path), role=c.role, replies=sum(r is not None for r in others[-1][1]))
 
+    # A prompt that does not fit one model's context (None) is left out for every model, so
+    # that all are measured on the same prompts.
+    keep = [i for i in range(len(cases)) if flown[i] is not None and all(r[i] is not None for _, r in others)]
+    generated = [flown[i] for i in keep]
     owner_turns = [m["content"] for c in val for m in c if m["role"] == "assistant"]
     train_vocab = report.vocabulary(m["content"] for c in (train or []) for m in c if m["role"] == "assistant")
     overlap = report.vocabulary_overlap(generated, owner_turns, train_vocab)
     if train is None:
         overlap["seen_share"] = None
+    flown_label = f"{label} {bundle.manifest.model.quantization} (flown)"
     style = report.StyleResult(owner=report.style_figures(owner_turns), generated=report.style_figures(generated),
-                               overlap=overlap, examples=examples, prompts=len(generated),
-                               max_tokens=STYLE_MAX_TOKENS, seed=seed)
+                               overlap=overlap, examples=[], prompts=len(generated), max_tokens=STYLE_MAX_TOKENS,
+                               seed=seed, label=flown_label, distance=voice.style_distances(owner_turns, generated))
+    base = next(((c, [r[i] for i in keep]) for c, r in others if c.role == "base"), None)
+    if base is not None:
+        style.base, style.base_label = report.style_figures(base[1]), base[0].label
+        style.base_distance = voice.style_distances(owner_turns, base[1])
+    for j, k in enumerate(keep[:3]):
+        context, owner_reply = cases[k]
+        style.examples.append((context[-1]["content"], owner_reply, flown[k]) + ((base[1][j],) if base else ()))
+    authorship = voice.authorship(train or [], val, [(c.label, c.role, [r[i] for i in keep]) for c, r in others]
+                                  + [(flown_label, "flown", generated)])
     probe = report.probe_privacy(probe_texts, redactor)
 
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path = report_path.parent / report.PLOT_FILE
-    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks)
+    text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks,
+                                voice=authorship)
     plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
     report_path.write_text(text, encoding="utf-8")
+    flown_share = authorship.find("flown")
     log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),
-             style_replies=len(generated))
-    return ReportOutcome(report_path, plot_path, style, probe)
+             style_replies=len(generated), voice_share=flown_share.share.share if flown_share else None)
+    measured = {c.label: [r[i] for i in keep] for c, r in others} | {flown_label: generated}
+    return ReportOutcome(report_path, plot_path, style, probe, authorship, measured)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -372,12 +419,13 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="held-out perplexity, style figures and a privacy probe of a persona bundle; writes report.md",
+        help="held-out perplexity, whose voice, style figures and a privacy probe of a persona bundle; writes report.md",
         description=textwrap.fill(
             "Score DIR/val.jsonl with the bundle's GGUF through llama-cpp-python: mean negative "
             "log-likelihood of the persona's tokens (nats/token) and its exponential, the perplexity. "
             "Then let the persona answer messages from val.jsonl and compare its replies with the "
-            "owner's (length, lines, punctuation, emoji, questions, vocabulary), search sampled "
+            "owner's (length, lines, casing, punctuation, emoji, questions, vocabulary) and by a classifier "
+            "of whose voice a text has (trained on train.jsonl: the owner against the other speakers), search sampled "
             "generations for private values, and write BUNDLE/report.md, the size-vs-perplexity plot "
             "beside it and BUNDLE/Modelfile (for trying the persona in Ollama).", width=88, break_on_hyphens=False,
         ),
@@ -398,8 +446,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument("bundle", metavar="BUNDLE", help="persona bundle directory (holds persona.toml)")
     p.add_argument("--data", required=True, metavar="DIR",
-                   help="output folder of `prepare`: val.jsonl is scored, train.jsonl gives the owner's vocabulary")
+                   help="output folder of `prepare`: val.jsonl is scored, train.jsonl teaches the voice classifier "
+                        "and gives the owner's vocabulary")
     p.add_argument("--model", metavar="GGUF", help="score this GGUF instead of the bundle's (e.g. an F32 one)")
+    p.add_argument("--base-model", metavar="GGUF", type=Path,
+                   help="an untuned base model's GGUF (in the bundle's quantization, for a fair comparison): it "
+                        "answers the same held-out messages, and the report shows its style and whose voice "
+                        "it has beside the persona's")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N conversations")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for llama.cpp (default: all)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-' for standard output)")
@@ -424,6 +477,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def voice_line(authorship) -> str:
+    """One line of eval's output: each set's share classified as the owner's."""
+    if authorship.cv is None:
+        return f"whose voice: not measured: {authorship.note}"
+    shares = "; ".join(f"{s.label} {s.share.share:.0%} ({s.share.interval[0]:.0%}-{s.share.interval[1]:.0%})"
+                       for s in authorship.sets if s.share.texts)
+    return (f"whose voice (share classified as the owner's, 95 % interval; classifier balanced accuracy "
+            f"{authorship.cv.balanced_accuracy:.2f}): {shares}")
+
+
 def _quant_of(path: Path, bundle) -> str:
     """The quantization named in a model.<QUANT>.gguf file name, else '?'."""
     if path.name == bundle.manifest.model.file:
@@ -440,6 +503,8 @@ def run(args) -> int:
 
     try:
         bundle = load_bundle(args.bundle)
+        if args.base_model is not None and not args.base_model.is_file():
+            raise ValueError(f"--base-model {args.base_model}: no such file")
         val = load_conversations(Path(args.data) / "val.jsonl")
         private = report.load_private_strings(args.private) if args.private else []
         blocklist = load_blocklist(args.blocklist) if args.blocklist else []
@@ -495,10 +560,12 @@ def run(args) -> int:
         note = ""
         if len(val) < len(all_val):
             note = f"Scored on the first {len(val)} of {len(all_val)} conversations (--limit)."
+        compare = [] if args.base_model is None else [
+            Compared(f"base {args.base_model.name}", args.base_model, "base")]
         try:
             outcome = write_report(bundle, val, rows, report_path, train=train, private=private, blocklist=blocklist,
                                    prompts=args.prompts, samples=args.samples, seed=args.seed, threads=args.threads,
-                                   val_note=note)
+                                   val_note=note, compare=compare)
             # The Modelfile goes beside the report: in the bundle by default (rewritten, but from
             # the same manifest it comes out the same; one that persona.toml checksums is left
             # alone), elsewhere with --report, so a read-only bundle is never touched.
@@ -512,11 +579,13 @@ def run(args) -> int:
         chars = g["chars"]["median"] if g["chars"] else float("nan")
         print(f"style: {g['turns']} replies, median {chars:.0f} characters "
               f"(owner {outcome.style.owner['chars']['median'] if outcome.style.owner['chars'] else float('nan'):.0f})")
+        print(voice_line(outcome.voice))
         kinds = ", ".join(f"{k} {n}" for k, n in probe.by_kind.items())
         print(f"privacy probe: {probe.verdict.upper()} ({probe.samples} samples" + (f"; {kinds})" if kinds else ")"))
         print(f"report: {outcome.report_path} ({outcome.plot_path.name} beside it); Ollama: {modelfile}")
         result["style"] = {"owner": outcome.style.owner, "generated": outcome.style.generated,
                            "vocabulary": outcome.style.overlap}
+        result["voice"] = outcome.voice.summary()
         result["privacy"] = probe.summary()
         result["report"] = str(outcome.report_path)
         if args.strict and probe.verdict == "fail":

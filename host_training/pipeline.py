@@ -121,7 +121,7 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
         bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
         bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
         rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
-        bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized))
+        bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized), models)
         write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle
 
     ref = scores.reference

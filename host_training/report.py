@@ -102,6 +102,20 @@ def count_punctuation(text: str) -> int:
     return sum(1 for c in text if unicodedata.category(c).startswith("P"))
 
 
+def upper_case_share(text: str) -> float | None:
+    """The share of the cased letters of `text` that are upper-case (placeholders such as
+    <PHONE_1> left out); None for a text with no cased letter."""
+    cased = [c for c in PLACEHOLDER.sub(" ", text) if c.isupper() or c.islower()]
+    return sum(c.isupper() for c in cased) / len(cased) if cased else None
+
+
+def lower_start(text: str) -> bool | None:
+    """Whether the first cased letter of `text` (placeholders left out) is lower-case, as in
+    "ok see you"; None for a text with no cased letter."""
+    first = next((c for c in PLACEHOLDER.sub(" ", text) if c.isupper() or c.islower()), None)
+    return None if first is None else first.islower()
+
+
 def words(text: str) -> list[str]:
     """Case-folded letter words of `text` (numbers and placeholders' digits left out)."""
     return [w.casefold() for w in WORD.findall(PLACEHOLDER.sub(" ", text))]
@@ -113,22 +127,31 @@ def vocabulary(texts: Iterable[str]) -> set[str]:
 
 def style_figures(texts: Sequence[str]) -> dict:
     """The style of a set of turns. Rates per 100 characters are over all the turns together;
-    shares are of turns. With no turns every figure but `turns` is None."""
+    shares are of turns (casing: of the turns with a cased letter; `upper_case_share` is the
+    mean over turns of each turn's share of upper-case letters). With no turns every figure
+    but `turns` is None."""
     n = len(texts)
     chars = sum(len(t) for t in texts)
     per_100 = (lambda k: 100 * k / chars) if chars else (lambda k: None)
     share = (lambda k: k / n) if n else (lambda k: None)
     lines = [count_lines(t) for t in texts]
+    upper = [u for u in map(upper_case_share, texts) if u is not None]
+    starts = [b for b in map(lower_start, texts) if b is not None]
     return {
         "turns": n,
         "chars": distribution([len(t) for t in texts]),
         "words": distribution([len(t.split()) for t in texts]),
         "lines": distribution(lines),
         "multi_line_share": share(sum(1 for k in lines if k > 1)),
+        # casing, of the turns that have a cased letter
+        "upper_case_share": statistics.fmean(upper) if upper else None,
+        "lower_start_share": sum(starts) / len(starts) if starts else None,
         "punctuation_per_100_chars": per_100(sum(count_punctuation(t) for t in texts)),
         "emoji_per_100_chars": per_100(sum(count_emoji(t) for t in texts)),
         "emoji_turn_share": share(sum(1 for t in texts if count_emoji(t))),
         "question_share": share(sum(1 for t in texts if "?" in t)),
+        "vocabulary_words": sum(len(words(t)) for t in texts) if n else None,
+        "vocabulary_size": len(vocabulary(texts)) if n else None,
     }
 
 
@@ -409,12 +432,132 @@ def _dist(d: dict | None) -> str:
 @dataclass
 class StyleResult:
     owner: dict  # style_figures of the held-out owner turns
-    generated: dict  # style_figures of the generated replies
+    generated: dict  # style_figures of the flown persona's replies
     overlap: dict  # vocabulary_overlap
-    examples: list[tuple[str, str, str]]  # (their message, owner's reply, persona's reply), raw
+    # (their message, owner's reply, persona's reply[, base's reply]), raw
+    examples: list[tuple[str, ...]]
     prompts: int = 0
     max_tokens: int = 0
     seed: int = 0
+    label: str = "persona"  # the flown persona's column
+    distance: dict | None = None  # voice.style_distances(owner turns, persona replies)
+    base: dict | None = None  # style_figures of the base's replies to the same prompts
+    base_label: str = "base"
+    base_distance: dict | None = None  # voice.style_distances(owner turns, base replies)
+
+
+# The Style table: (row, style_figures key and how to show it, voice.style_distances key).
+STYLE_ROWS = (
+    ("turns", "turns", None),
+    ("characters: mean / median / p90", "chars", "chars"),
+    ("words: mean / median / p90", "words", "words"),
+    ("lines per turn: mean / median / p90", "lines", "lines"),
+    ("turns of several lines", "multi_line_share", "multi_line"),
+    ("letters in upper case (mean per turn)", "upper_case_share", "upper_case"),
+    ("turns starting in lower case", "lower_start_share", "lower_start"),
+    ("punctuation per 100 characters", "punctuation_per_100_chars", "punctuation"),
+    ("emoji per 100 characters", "emoji_per_100_chars", "emoji"),
+    ("turns with an emoji", "emoji_turn_share", "emoji_turn"),
+    ("turns with a question mark", "question_share", "question"),
+    ("vocabulary: words / distinct", "vocabulary", "vocabulary"),
+)
+
+
+def _style_cell(figures: dict, key: str) -> str:
+    v = figures.get(key) if key != "vocabulary" else None
+    if key == "turns":
+        return str(figures["turns"])
+    if key == "vocabulary":
+        n = figures.get("vocabulary_words")
+        return "–" if n is None else f"{n} / {figures['vocabulary_size']}"
+    if key in ("chars", "words", "lines"):
+        return _dist(v)
+    if key.endswith("_per_100_chars"):
+        return _f(v, ".2f" if key.startswith("emoji") else ".1f")
+    return _pct(v)
+
+
+def _distance(d: dict | None, key: str | None) -> str:
+    return "" if key is None else _f(None if d is None else d.get(key), ".2f")
+
+
+def style_lines(style: StyleResult) -> list[str]:
+    """The Style section's text and tables."""
+    o = style.owner
+    base = style.base is not None
+    L = [
+        f"Replies to {style.prompts} messages from val.jsonl that the owner answered (seed {style.seed}, at most "
+        f"{style.max_tokens} tokens each, the bundle's sampling, the same prompts and seeds for every model), "
+        f"beside all {o['turns']} of the owner's held-out turns. Rates are per 100 characters; lines count the "
+        "messages of a burst. Distance to the owner: the two-sample Kolmogorov-Smirnov statistic between the "
+        "per-turn values (for a share, the difference of the shares), and for the vocabulary the Jensen-Shannon "
+        "distance between the word frequencies; 0 is the owner's distribution, 1 none of it. The owner's other "
+        "turns would not score 0 either: a few dozen turns differ by chance.",
+        "",
+    ]
+    head = ["figure", "owner"] + ([md_text(style.base_label, 60)] if base else []) + [md_text(style.label, 60)]
+    dist_head = ([f"distance: {md_text(style.base_label, 60)}"] if base else []) + [f"distance: {md_text(style.label, 60)}"]
+    L += ["| " + " | ".join(head + dist_head) + " |", "|---|" + "---:|" * (len(head) - 1 + len(dist_head))]
+    for name, key, dkey in STYLE_ROWS:
+        cells = [name, _style_cell(o, key)] + ([_style_cell(style.base, key)] if base else [])
+        cells += [_style_cell(style.generated, key)]
+        cells += ([_distance(style.base_distance, dkey)] if base else []) + [_distance(style.distance, dkey)]
+        L.append("| " + " | ".join(cells) + " |")
+    L += ["", f"Vocabulary: the {md_text(style.label, 60)} replies' and the owner's held-out word sets overlap by "
+              f"{_f(style.overlap['jaccard'], '.2f')} (Jaccard); {_pct(style.overlap['seen_share'])} of its "
+              f"{style.overlap['generated_words']} words are words the owner used in training.", ""]
+    return L
+
+
+def voice_lines(voice) -> list[str]:
+    """The "Whose voice" section for a voice.Authorship (duck-typed: report.py imports no model code)."""
+    if voice is None:
+        return ["Not measured.", ""]
+    if voice.cv is None:
+        return [f"Not measured: {md_text(voice.note, 300)}.", ""]
+    cv = voice.cv
+    L = [f"A classifier learnt the owner's {voice.owner_messages} distinct training messages against the other "
+         f"speakers' {voice.other_messages} (character 1-3-grams within words, case kept, logistic regression). "
+         f"On those messages, each scored by a classifier trained without it ({cv.folds}-fold cross-validation), "
+         f"it recognises {_pct(cv.owner_recognised)} of the owner's and rejects {_pct(cv.others_rejected)} of the "
+         f"others' (balanced accuracy {cv.balanced_accuracy:.2f}; 0.5 is a coin toss).", ""]
+    if cv.balanced_accuracy < WEAK_CLASSIFIER:
+        L += [f"**The classifier can barely tell the owner from the others** (balanced accuracy below "
+              f"{WEAK_CLASSIFIER}): the shares below say little.", ""]
+    L += ["| texts | role | texts | classified as the owner's | 95 % interval |", "|---|---|---:|---:|---|"]
+    for s in voice.sets:
+        iv = s.share.interval
+        L.append(f"| {md_text(s.label, 60)} | {VOICE_ROLES.get(s.role, md_text(s.role, 20))} | {s.share.texts} | "
+                 f"{_pct(s.share.share)} | {'–' if iv is None else f'{_pct(iv[0])} to {_pct(iv[1])}'} |")
+    L += ["", "The share of a model's replies that the classifier takes for the owner's, read between the floor "
+              "(other people's real messages, taken for the owner's this often) and the ceiling (the owner's own "
+              "unseen messages): near the ceiling the persona writes as recognisably like the owner as the owner "
+              "does, near the floor no more than anyone else; the base's share is where tuning started. "
+              "Intervals: Wilson score, 95 %.", ""]
+    return L
+
+
+WEAK_CLASSIFIER = 0.6  # balanced accuracy under which the report says the shares say little
+VOICE_ROLES = {"ceiling": "ceiling", "floor": "floor", "base": "before tuning", "tuned": "tuned, unquantized",
+               "flown": "**flown**"}
+
+
+def base_gguf_row(g) -> list[str]:
+    """The header's row for a base dequantized from a GGUF file (persona.toml [training]
+    base_gguf: file, quantization, sha256, architecture, source, licence); none without one.
+    Source and licence are left out where empty (a user's own file has no pinned source)."""
+    if not isinstance(g, dict):
+        return []
+
+    def get(key: str, limit: int = 80) -> str:
+        v = g.get(key)
+        return md_text(str(v), limit) if v not in (None, "") else ""
+
+    sha = str(g.get("sha256") or "")
+    parts = [f"dequantized from {get('file') or '?'} ({get('quantization', 20) or '?'}, sha256 "
+             f"{md_text(sha[:12], 12) + '…' if sha else '?'}, architecture {get('architecture', 40) or '?'})"]
+    parts += [f"{key} {get(key, 120)}" for key in ("source", "licence") if get(key)]
+    return [f"| base GGUF | {'; '.join(parts)} |"]
 
 
 VERDICT_LINE = {
@@ -438,10 +581,12 @@ def render_report(
     val_note: str = "",
     plot_file: str = PLOT_FILE,
     checks: Sequence[str] = (),
+    voice=None,
 ) -> str:
     """report.md as text. `manifest` is the bundle's BundleManifest; every text that comes from
     data or generations goes through `redactor` and md_text. Same inputs, same bytes. `checks`:
-    lines on the conversion and the quantization (build's), under their own heading."""
+    lines on the conversion and the quantization (build's), under their own heading. `voice`:
+    voice.Authorship, for "Whose voice"."""
     p, m, t = manifest.persona, manifest.model, manifest.training
     shipped = next((r for r in rows if r.quantization == m.quantization), rows[0] if rows else None)
     L = [
@@ -453,6 +598,7 @@ def render_report(
         "|---|---|",
         f"| persona | {md_text(redactor.redact(p.name), 80)} |",
         f"| base model | {md_text(m.base, 80)} ({md_text(str(t.get('method', '?')), 40)}) |",
+        *base_gguf_row(t.get("base_gguf")),
         f"| model file | {md_text(m.file, 80)}: {m.quantization}, {fmt_bytes(shipped.bytes) if shipped else '–'}, "
         f"{m.n_params:,} parameters, context {m.context_length} tokens |",
     ]
@@ -482,41 +628,20 @@ def render_report(
     if checks:
         L += ["## Conversion and quantization", ""] + [f"- {md_text(c, 2000)}" for c in checks] + [""]
 
+    L += ["## Whose voice", ""] + voice_lines(voice)
     L += ["## Style", ""]
     if style is None:
         L += ["Not measured.", ""]
     else:
-        o, g = style.owner, style.generated
-        L += [
-            f"The persona's replies to {style.prompts} messages from val.jsonl that the owner answered "
-            f"(seed {style.seed}, at most {style.max_tokens} tokens each, the bundle's sampling), beside all "
-            f"{o['turns']} of the owner's held-out turns. Rates are per 100 characters; lines count the "
-            "messages of a burst.",
-            "",
-            "| figure | owner | persona |",
-            "|---|---:|---:|",
-            f"| turns | {o['turns']} | {g['turns']} |",
-            f"| characters: mean / median / p90 | {_dist(o['chars'])} | {_dist(g['chars'])} |",
-            f"| words: mean / median / p90 | {_dist(o['words'])} | {_dist(g['words'])} |",
-            f"| lines per turn: mean / median / p90 | {_dist(o['lines'])} | {_dist(g['lines'])} |",
-            f"| turns of several lines | {_pct(o['multi_line_share'])} | {_pct(g['multi_line_share'])} |",
-            f"| punctuation per 100 characters | {_f(o['punctuation_per_100_chars'])} | "
-            f"{_f(g['punctuation_per_100_chars'])} |",
-            f"| emoji per 100 characters | {_f(o['emoji_per_100_chars'], '.2f')} | "
-            f"{_f(g['emoji_per_100_chars'], '.2f')} |",
-            f"| turns with an emoji | {_pct(o['emoji_turn_share'])} | {_pct(g['emoji_turn_share'])} |",
-            f"| turns with a question mark | {_pct(o['question_share'])} | {_pct(g['question_share'])} |",
-            "",
-            f"Vocabulary: the persona's and the owner's held-out word sets overlap by "
-            f"{_f(style.overlap['jaccard'], '.2f')} (Jaccard); {_pct(style.overlap['seen_share'])} of the "
-            f"persona's {style.overlap['generated_words']} words are words the owner used in training.",
-            "",
-        ]
+        L += style_lines(style)
         if style.examples:
+            with_base = style.base is not None and all(len(e) > 3 for e in style.examples)
             L += ["Examples (private values replaced by their kind):", "",
-                  "| message | the owner replied | the persona replied |", "|---|---|---|"]
-            L += [f"| {md_text(redactor.redact(a))} | {md_text(redactor.redact(b))} | {md_text(redactor.redact(c))} |"
-                  for a, b, c in style.examples]
+                  "| message | the owner replied | " + (f"{md_text(style.base_label, 60)} replied | " if with_base else "")
+                  + f"{md_text(style.label, 60)} replied |", "|---|---|---|" + ("---|" if with_base else "")]
+            for a, b, c, *rest in style.examples:
+                cells = [a, b] + (rest[:1] if with_base else []) + [c]
+                L.append("| " + " | ".join(md_text(redactor.redact(x)) for x in cells) + " |")
             L.append("")
 
     L += ["## Privacy probe", ""]

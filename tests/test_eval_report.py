@@ -17,6 +17,7 @@ import jinja2
 import pytest
 
 from host_training import report as R
+from host_training import voice as V
 from host_training.__main__ import main
 from host_training.evaluate import reply_cases
 from host_training.tokenizer import CHATML_TEMPLATE
@@ -58,6 +59,9 @@ def test_style_figures_on_hand_made_turns():
     assert f["emoji_turn_share"] == pytest.approx(1 / 4)
     assert f["emoji_per_100_chars"] == pytest.approx(100 * 2 / 38)
     assert f["punctuation_per_100_chars"] == pytest.approx(100 * 3 / 38)  # ! ? ?
+    assert f["upper_case_share"] == pytest.approx((1 / 7 + 0 + 2 / 10) / 3)  # H of Hithere; W and R of WhatReally
+    assert f["lower_start_share"] == pytest.approx(1 / 3)  # "ok": of the three turns with letters
+    assert (f["vocabulary_words"], f["vocabulary_size"]) == (7, 7)  # hi there ok see you what really
     empty = R.style_figures([])
     assert empty["turns"] == 0 and all(v is None for k, v in empty.items() if k != "turns")
 
@@ -199,7 +203,11 @@ def test_report_never_writes_a_private_string():
     assert "![size vs perplexity](size_vs_perplexity.svg)" in md
     assert "| fine-tuned | Q4\\_K\\_M | 135.0 kB | 64.224 |" in md
     assert md.endswith("\n") and not md.endswith("\n\n")
-    # Every table row has as many cells as its header.
+    assert_tables_are_whole(md)
+
+
+def assert_tables_are_whole(md: str) -> None:
+    """Every table row has as many cells as its header."""
     for block in re.split(r"\n\n", md):
         rows_ = [ln for ln in block.splitlines() if ln.startswith("|")]
         if rows_:
@@ -210,6 +218,85 @@ def test_report_never_writes_a_private_string():
 def test_report_with_nothing_measured():
     md = R.render_report(_manifest(), [], None, None, R.Redactor())
     assert "No model was scored." in md and "Not measured." in md and "Not run." in md
+    assert "## Whose voice\n\nNot measured." in md
+
+
+def _authorship(balanced=(0.8, 0.7)):
+    cv = V.CrossValidation(5, *balanced)
+    sets = [V.VoiceSet(V.OWNER_SET, "ceiling", V.Share(27, 22)), V.VoiceSet(V.OTHERS_SET, "floor", V.Share(21, 6)),
+            V.VoiceSet("base (untuned) Q4_K_M", "base", V.Share(20, 3)), V.VoiceSet("persona F32", "tuned", V.Share(20, 15)),
+            V.VoiceSet("persona Q4_K_M (flown)", "flown", V.Share(20, 14))]
+    return V.Authorship(263, 233, cv, sets)
+
+
+def test_report_whose_voice_with_ceiling_floor_and_models():
+    md = R.render_report(_manifest(), [], None, None, R.Redactor(), voice=_authorship())
+    section = md.split("## Whose voice")[1].split("## Style")[0]
+    assert "263 distinct training messages" in section and "other speakers' 233" in section
+    assert "recognises 80 % of the owner's and rejects 70 % of the others' (balanced accuracy 0.75" in section
+    low, high = V.wilson(22, 27)  # 0.63 to 0.92
+    assert f"| owner, held-out | ceiling | 27 | 81 % | {100 * low:.0f} % to {100 * high:.0f} % |" in section
+    assert "| others, held-out | floor | 21 | 29 % |" in section
+    assert "| base (untuned) Q4\\_K\\_M | before tuning | 20 | 15 % |" in section
+    assert "| persona Q4\\_K\\_M (flown) | **flown** | 20 | 70 % |" in section
+    assert "Wilson score" in section and "barely" not in section
+    assert_tables_are_whole(md)
+    weak = R.render_report(_manifest(), [], None, None, R.Redactor(), voice=_authorship((0.6, 0.5)))
+    assert "can barely tell the owner from the others" in weak
+    few = V.authorship([], [], [])
+    assert "Not measured: too few training messages" in R.render_report(_manifest(), [], None, None, R.Redactor(),
+                                                                        voice=few)
+
+
+def test_style_table_shows_the_base_and_each_ones_distance_to_the_owner():
+    owner = ["ok see you", "ha. the fog is lovely", "minus three - frost on the shed"]
+    persona = ["ok the fog", "ha. frost", "the shed is cold"]
+    base = ["Hello! How can I help you today?", "As an AI, I have no shed.", "Great question!"]
+    style = R.StyleResult(owner=R.style_figures(owner), generated=R.style_figures(persona),
+                          overlap=R.vocabulary_overlap(persona, owner, R.vocabulary(owner)),
+                          examples=[("hi", owner[0], persona[0], base[0])], prompts=3, max_tokens=48, seed=1,
+                          label="persona Q4_K_M (flown)", distance=V.style_distances(owner, persona),
+                          base=R.style_figures(base), base_label="base (untuned) Q4_K_M",
+                          base_distance=V.style_distances(owner, base))
+    md = R.render_report(_manifest(), [], style, None, R.Redactor())
+    assert ("| figure | owner | base (untuned) Q4\\_K\\_M | persona Q4\\_K\\_M (flown) | distance: base (untuned) "
+            "Q4\\_K\\_M | distance: persona Q4\\_K\\_M (flown) |") in md
+    # Every turn of the base starts in upper case and none of the owner's: distance 1; the persona's
+    # do as the owner's do: 0.
+    assert "| turns starting in lower case | 100 % | 0 % | 100 % | 1.00 | 0.00 |" in md
+    assert "| turns with a question mark | 0 % | 33 % | 0 % | 0.33 | 0.00 |" in md
+    assert "| turns | 3 | 3 | 3 |  |  |" in md
+    vocab = next(line for line in md.splitlines() if line.startswith("| vocabulary"))
+    base_d, persona_d = (float(x) for x in vocab.strip("| ").split(" | ")[-2:])
+    assert persona_d < base_d <= 1
+    assert "| message | the owner replied | base (untuned) Q4\\_K\\_M replied | persona Q4\\_K\\_M (flown) replied |" in md
+    assert "| hi | ok see you | Hello! How can I help you today? | ok the fog |" in md
+    assert_tables_are_whole(md)
+    # Without a base: owner, persona and one distance.
+    alone = R.render_report(_manifest(), [], R.StyleResult(owner=style.owner, generated=style.generated,
+                                                            overlap=style.overlap, examples=[], distance=style.distance),
+                            None, R.Redactor())
+    assert "| figure | owner | persona | distance: persona |" in alone
+    assert_tables_are_whole(alone)
+
+
+def test_header_says_the_base_was_dequantized_from_a_gguf():
+    m = _manifest()
+    assert "base GGUF" not in R.render_report(m, [], None, None, R.Redactor())
+    m.training["base_gguf"] = dict(file="SmolLM2-135M-Instruct-Q8_0.gguf", sha256="ab12cd34ef56" + "0" * 52,
+                                   quantization="Q8_0", architecture="llama",
+                                   source="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+                                   licence="Apache-2.0")
+    md = R.render_report(m, [], None, None, R.Redactor())
+    row = next(line for line in md.splitlines() if line.startswith("| base GGUF |"))
+    assert row == ("| base GGUF | dequantized from SmolLM2-135M-Instruct-Q8\\_0.gguf (Q8\\_0, sha256 ab12cd34ef56…, "
+                   "architecture llama); source https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF; "
+                   "licence Apache-2.0 |")
+    assert md.index("| base model |") < md.index(row)
+    # A user's own file: no pinned source, no licence in it; what is missing says so or is left out.
+    m.training["base_gguf"] = {"file": "x.gguf", "sha256": "", "quantization": "Q4_1", "source": "", "licence": ""}
+    assert "| base GGUF | dequantized from x.gguf (Q4\\_1, sha256 ?, architecture ?) |" in (
+        R.render_report(m, [], None, None, R.Redactor()))
 
 
 # ----------------------------------------------------------------------------- Modelfile
@@ -323,6 +410,8 @@ def test_eval_writes_report_plot_and_modelfile(bundle_copy, chat_data_dir, tmp_p
     assert len(circles) == 1 and "this bundle Q4_K_M" in texts
     figures = json.loads(out_json.read_text())
     assert figures["privacy"]["samples"] == 6 and figures["style"]["generated"]["turns"] > 0
+    assert [s["role"] for s in figures["voice"]["sets"]] == ["ceiling", "floor", "flown"]
+    assert "## Whose voice" in md and "whose voice" in printed
     modelfile = (bundle_copy / "Modelfile").read_text(encoding="utf-8")
     assert ("model", "./model.Q4_K_M.gguf") in parse_modelfile(modelfile)
     load_bundle(bundle_copy)  # the report and the Modelfile leave the bundle valid
@@ -330,6 +419,40 @@ def test_eval_writes_report_plot_and_modelfile(bundle_copy, chat_data_dir, tmp_p
     assert main(["eval", str(bundle_copy), "--data", str(chat_data_dir), "--private", str(private),
                  "--prompts", "8", "--samples", "6"]) == 0
     assert (bundle_copy / "report.md").read_text(encoding="utf-8") == md
+
+
+def test_eval_with_a_base_model_measures_it_beside_the_persona(bundle_copy, chat_data_dir, tmp_path, capsys):
+    """--base-model answers the same prompts with the same seeds. Given the bundle's own GGUF it
+    must reply word for word as the persona does: the same share, the same distances."""
+    out_json = tmp_path / "eval.json"
+    base = tmp_path / "base.Q4_K_M.gguf"
+    shutil.copy(bundle_copy / "model.Q4_K_M.gguf", base)
+    assert main(["eval", str(bundle_copy), "--data", str(chat_data_dir), "--prompts", "6", "--samples", "0",
+                 "--base-model", str(base), "--json", str(out_json)]) == 0
+    figures = json.loads(out_json.read_text())
+    sets = {s["role"]: s for s in figures["voice"]["sets"]}
+    assert sets["base"]["label"] == "base base.Q4_K_M.gguf" and sets["base"]["texts"] == sets["flown"]["texts"] > 0
+    assert (sets["base"]["owner"], sets["base"]["low"]) == (sets["flown"]["owner"], sets["flown"]["low"])
+    assert figures["voice"]["classifier"]["balanced_accuracy"] > 0.6
+    md = (bundle_copy / "report.md").read_text(encoding="utf-8")
+    assert "| base base.Q4\\_K\\_M.gguf | before tuning |" in md
+    table = [line for line in md.split("## Style")[1].split("Vocabulary:")[0].splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(R.STYLE_ROWS)
+    for line in table[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2] == cells[3] and cells[4] == cells[5], line  # base as the persona, figure and distance
+    assert main(["eval", str(bundle_copy), "--data", str(chat_data_dir), "--base-model", str(tmp_path / "no.gguf")]) == 2
+    assert "--base-model" in capsys.readouterr().err
+
+
+def test_build_measures_whose_voice_and_records_it(tiny_bundle):
+    """The build's report answers with the F32 model beside the flown one; persona.toml [eval] has the shares."""
+    m = load_bundle(tiny_bundle).manifest
+    assert 0 <= m.eval["voice_share_low"] <= m.eval["voice_share"] <= m.eval["voice_share_high"] <= 1
+    assert m.eval["voice_replies"] > 0 and "f32_voice_share" in m.eval and "base_voice_share" not in m.eval
+    assert m.eval["voice_classifier_balanced_accuracy"] > 0.6 and m.eval["voice_owner_share"] > m.eval["voice_others_share"]
+    md = (tiny_bundle / "report.md").read_text(encoding="utf-8")
+    assert "| persona F32 | tuned, unquantized |" in md and "| persona Q4\\_K\\_M (flown) | **flown** |" in md
 
 
 def test_eval_strict_fails_only_on_the_owners_strings(bundle_copy, chat_data_dir, tmp_path):
