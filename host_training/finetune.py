@@ -432,7 +432,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
         warmup_steps=max(1, int(WARMUP_FRACTION * planned)),
         weight_decay=0.0,
         max_grad_norm=1.0,
-        bf16=dtype == torch.bfloat16 or step.autocast == "bfloat16",  # on the CPU: autocast, weights stay fp32
+        bf16=dtype == torch.bfloat16,  # a GPU's; the CPU's autocast is the trainer's own (lora_step)
         fp16=dtype == torch.float16,
         **{checkpointing_arg: step.checkpointing},
         logging_steps=max(1, planned // LOGS_PER_RUN),
@@ -461,6 +461,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
              targets=sorted(model.peft_config["default"].target_modules))
     trainer_cls = lora_step.trainer_class()
     trainer_cls.targets_only = fast.targets_only
+    trainer_cls.cpu_autocast = step.autocast == "bfloat16"
     val_rows = [packing.pack([e], len(e[0]))[0] for e in val_ex]
     trainer = trainer_cls(model=model, args=args, train_dataset=as_dataset(rows), eval_dataset=as_dataset(val_rows),
                           data_collator=packing.Collator(tok.pad_token_id), processing_class=tok, callbacks=cbs)

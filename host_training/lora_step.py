@@ -268,10 +268,16 @@ def trainer_class():
 
     class PersonaTrainer(Trainer):
         targets_only = True
+        cpu_autocast = False  # bfloat16 autocast on the CPU (StepPlan.autocast)
         loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by the accumulation steps
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = target_loss(model, inputs, self.targets_only)
+            import torch
+
+            # Here, not through TrainingArguments(bf16=True): accelerate puts its autocast around the
+            # model's forward, which the targets-only path does not call.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_autocast):
+                loss = target_loss(model, inputs, self.targets_only)
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return PersonaTrainer

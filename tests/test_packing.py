@@ -235,3 +235,20 @@ def test_fast_path_knows_gemma2s_soft_cap(tmp_path):
             p.normal_(0, 0.5)  # logits large enough that the cap bites
     path = lora_step.check_fast_path(model, _two(None), pad_id=0)
     assert path.targets_only
+
+
+def test_the_trainer_autocasts_on_the_cpu_when_told(tiny_llama):
+    """The targets-only loss never calls the model's forward, so accelerate's autocast around it
+    would not apply: the trainer's own does (a bf16 loss differs from the fp32 one by rounding)."""
+    import torch
+
+    trainer = object.__new__(lora_step.trainer_class())
+    rows = [packing.pack([e], len(e[0]))[0] for e in _two(tiny_llama)]
+    batch = packing.Collator(pad_id=0)([vars(r) for r in rows])
+    losses = {}
+    for autocast in (False, True):
+        trainer.targets_only, trainer.cpu_autocast = True, autocast
+        with torch.no_grad():
+            losses[autocast] = float(trainer.compute_loss(tiny_llama, batch))
+    assert losses[False] == pytest.approx(float(lora_step.target_loss(tiny_llama, batch, True)), rel=1e-6)
+    assert 1e-6 < abs(losses[True] - losses[False]) / losses[False] < 2e-2
