@@ -62,6 +62,9 @@ STYLE_MAX_TOKENS = 48  # tokens per style reply, at most
 PROBE_SAMPLES = 32  # generations the privacy probe searches (default)
 DEFAULT_SEED = 1234  # style reply i uses seed+i, probe sample i seed+PROBE_SEED_OFFSET+i
 PROBE_SEED_OFFSET = 100_000
+VOICE_ROUNDS = 3  # replies of each model to each held-out prompt: a few dozen prompts alone leave the
+#                   base and the persona inside each other's intervals
+ROUND_SEED_OFFSET = 10_000  # round k's seeds start here x k
 
 
 def gguf_context_length(gguf_path: str | Path) -> int:
@@ -300,6 +303,14 @@ def replies(gen: PersonaGenerator, cases: list[tuple[Conversation, str]], seed: 
     return [gen.reply(context, seed=seed + i, max_tokens=max_tokens) for i, (context, _) in enumerate(cases)]
 
 
+def reply_rounds(gen: PersonaGenerator, cases: list[tuple[Conversation, str]], seed: int, rounds: int = VOICE_ROUNDS,
+                 max_tokens: int = STYLE_MAX_TOKENS) -> list[list[str] | None]:
+    """`rounds` replies of `gen` to each case (round k with seeds seed + k*ROUND_SEED_OFFSET + i; round 0
+    is `replies`), or None for a case whose context does not fit."""
+    runs = [replies(gen, cases, seed + k * ROUND_SEED_OFFSET, max_tokens) for k in range(rounds)]
+    return [None if any(run[i] is None for run in runs) else [run[i] for run in runs] for i in range(len(cases))]
+
+
 # ----------------------------------------------------------------------------- the report
 @dataclass(frozen=True)
 class Compared:
@@ -357,7 +368,7 @@ def write_report(
     cases = reply_cases(val, prompts)
     gen = PersonaGenerator(bundle, threads=threads)
     try:
-        flown = replies(gen, cases, seed)
+        flown = reply_rounds(gen, cases, seed)
         probe_texts = []
         for i in range(samples):
             context = [] if i % 2 == 0 or not cases else cases[(i // 2) % len(cases)][0]
@@ -365,19 +376,19 @@ def write_report(
             probe_texts.append(text or "")
     finally:
         gen.close()
-    others: list[tuple[Compared, list[str | None]]] = []
+    others: list[tuple[Compared, list[list[str] | None]]] = []
     for c in compare:  # one model in memory at a time
         g = PersonaGenerator(bundle, threads=threads, model_path=c.path)
         try:
-            others.append((c, replies(g, cases, seed)))
+            others.append((c, reply_rounds(g, cases, seed)))
         finally:
             g.close()
-        log.info("eval.compared", model=str(c.path), role=c.role, replies=sum(r is not None for r in others[-1][1]))
+        log.info("eval.compared", model=str(c.path), role=c.role, prompts=sum(r is not None for r in others[-1][1]))
 
     # A prompt that does not fit one model's context (None) is left out for every model, so
     # that all are measured on the same prompts.
     keep = [i for i in range(len(cases)) if flown[i] is not None and all(r[i] is not None for _, r in others)]
-    generated = [flown[i] for i in keep]
+    generated = [t for i in keep for t in flown[i]]
     owner_turns = [m["content"] for c in val for m in c if m["role"] == "assistant"]
     train_vocab = report.vocabulary(m["content"] for c in (train or []) for m in c if m["role"] == "assistant")
     overlap = report.vocabulary_overlap(generated, owner_turns, train_vocab)
@@ -385,17 +396,19 @@ def write_report(
         overlap["seen_share"] = None
     flown_label = f"{label} {bundle.manifest.model.quantization} (flown)"
     style = report.StyleResult(owner=report.style_figures(owner_turns), generated=report.style_figures(generated),
-                               overlap=overlap, examples=[], prompts=len(generated), max_tokens=STYLE_MAX_TOKENS,
-                               seed=seed, label=flown_label, distance=voice.style_distances(owner_turns, generated))
+                               overlap=overlap, examples=[], prompts=len(keep), max_tokens=STYLE_MAX_TOKENS,
+                               seed=seed, label=flown_label, distance=voice.style_distances(owner_turns, generated),
+                               rounds=VOICE_ROUNDS)
     base = next(((c, [r[i] for i in keep]) for c, r in others if c.role == "base"), None)
     if base is not None:
-        style.base, style.base_label = report.style_figures(base[1]), base[0].label
-        style.base_distance = voice.style_distances(owner_turns, base[1])
+        base_texts = [t for group in base[1] for t in group]
+        style.base, style.base_label = report.style_figures(base_texts), base[0].label
+        style.base_distance = voice.style_distances(owner_turns, base_texts)
     for j, k in enumerate(keep[:3]):
         context, owner_reply = cases[k]
-        style.examples.append((context[-1]["content"], owner_reply, flown[k]) + ((base[1][j],) if base else ()))
+        style.examples.append((context[-1]["content"], owner_reply, flown[k][0]) + ((base[1][j][0],) if base else ()))
     authorship = voice.authorship(train or [], val, [(c.label, c.role, [r[i] for i in keep]) for c, r in others]
-                                  + [(flown_label, "flown", generated)])
+                                  + [(flown_label, "flown", [flown[i] for i in keep])])
     probe = report.probe_privacy(probe_texts, redactor)
 
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
@@ -408,7 +421,7 @@ def write_report(
     flown_share = authorship.find("flown")
     log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),
              style_replies=len(generated), voice_share=flown_share.share.share if flown_share else None)
-    measured = {c.label: [r[i] for i in keep] for c, r in others} | {flown_label: generated}
+    measured = {c.label: [t for i in keep for t in r[i]] for c, r in others} | {flown_label: generated}
     return ReportOutcome(report_path, plot_path, style, probe, authorship, measured)
 
 

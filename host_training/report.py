@@ -444,6 +444,7 @@ class StyleResult:
     base: dict | None = None  # style_figures of the base's replies to the same prompts
     base_label: str = "base"
     base_distance: dict | None = None  # voice.style_distances(owner turns, base replies)
+    rounds: int = 1  # replies of each model to each prompt
 
 
 # The Style table: (row, style_figures key and how to show it, voice.style_distances key).
@@ -486,7 +487,8 @@ def style_lines(style: StyleResult) -> list[str]:
     o = style.owner
     base = style.base is not None
     L = [
-        f"Replies to {style.prompts} messages from val.jsonl that the owner answered (seed {style.seed}, at most "
+        f"Replies to {style.prompts} messages from val.jsonl that the owner answered"
+        + (f", {style.rounds} to each" if style.rounds > 1 else "") + f" (seed {style.seed}, at most "
         f"{style.max_tokens} tokens each, the bundle's sampling, the same prompts and seeds for every model), "
         f"beside all {o['turns']} of the owner's held-out turns. Rates are per 100 characters; lines count the "
         "messages of a burst. Distance to the owner: the two-sample Kolmogorov-Smirnov statistic between the "
@@ -524,16 +526,24 @@ def voice_lines(voice) -> list[str]:
     if cv.balanced_accuracy < WEAK_CLASSIFIER:
         L += [f"**The classifier can barely tell the owner from the others** (balanced accuracy below "
               f"{WEAK_CLASSIFIER}): the shares below say little.", ""]
-    L += ["| texts | role | texts | classified as the owner's | 95 % interval |", "|---|---|---:|---:|---|"]
+    gains = any(s.gain is not None for s in voice.sets)
+    L += ["| texts | role | texts | classified as the owner's | 95 % interval |"
+          + (" gain over the base, same prompts (95 % interval) |" if gains else ""),
+          "|---|---|---:|---:|---|" + ("---|" if gains else "")]
     for s in voice.sets:
-        iv = s.share.interval
+        iv, g = s.share.interval, s.gain
         L.append(f"| {md_text(s.label, 60)} | {VOICE_ROLES.get(s.role, md_text(s.role, 20))} | {s.share.texts} | "
-                 f"{_pct(s.share.share)} | {'–' if iv is None else f'{_pct(iv[0])} to {_pct(iv[1])}'} |")
+                 f"{_pct(s.share.share)} | {'–' if iv is None else f'{_pct(iv[0])} to {_pct(iv[1])}'} |"
+                 + ((" – |" if g is None else f" {100 * g.gain:+.0f} points ({100 * g.low:+.0f} to {100 * g.high:+.0f})"
+                     f"{' **beats the base**' if g.low > 0 else ''} |") if gains else ""))
     L += ["", "The share of a model's replies that the classifier takes for the owner's, read between the floor "
               "(other people's real messages, taken for the owner's this often) and the ceiling (the owner's own "
               "unseen messages): near the ceiling the persona writes as recognisably like the owner as the owner "
               "does, near the floor no more than anyone else; the base's share is where tuning started. "
-              "Intervals: Wilson score, 95 %.", ""]
+              "Intervals: Wilson score for the held-out turns; for a model's replies (several to each prompt) a "
+              "bootstrap over the prompts. The gain is the model's share minus the base's prompt by prompt, with a "
+              "paired bootstrap interval: above 0 at its lower end, tuning moved the replies towards the owner's "
+              "voice beyond what chance in these prompts explains.", ""]
     return L
 
 

@@ -42,6 +42,7 @@ MIN_MESSAGES = 20  # of either side: with fewer, the classifier is not trained (
 NGRAMS = (1, 3)  # character n-grams within words. On the sample corpus 1-3 cross-validates as
 #                  well as 1-4 or 2-5 (balanced accuracy 0.72 vs 0.71 and 0.69), several times faster
 C = 1.0  # inverse regularisation; 10 and 100 did no better on the sample corpus
+BOOTSTRAP = 4000  # resamplings of the prompts for a model's interval and its gain over the base
 FOLDS = 5
 SEED = 0  # the folds' shuffle and the solver: same messages, same figures
 
@@ -71,12 +72,15 @@ def training_messages(conversations: Iterable[Sequence[Mapping]]) -> tuple[list[
 # ----------------------------------------------------------------------------- the classifier
 @dataclass(frozen=True)
 class Share:
-    """How many of `texts` texts the classifier calls the owner's, with a 95 % Wilson score
-    interval: unlike the normal approximation it stays within 0..1 and is not empty at 0 or at
-    all of n, which matters for the few dozen held-out turns a persona has."""
+    """How many of `texts` texts the classifier calls the owner's, with a 95 % interval: for
+    independent texts (the held-out turns) the Wilson score interval, which unlike the normal
+    approximation stays within 0..1 and is not empty at 0 or at all of n; for a model's replies,
+    several to each prompt, `ci`, a bootstrap over the prompts (a prompt's replies resampled
+    together, since they share what they answer)."""
 
     texts: int
     owner: int
+    ci: tuple[float, float] | None = None
 
     @property
     def share(self) -> float | None:
@@ -84,7 +88,58 @@ class Share:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        return wilson(self.owner, self.texts)
+        return self.ci if self.ci is not None else wilson(self.owner, self.texts)
+
+
+@dataclass(frozen=True)
+class Gain:
+    """A model's share minus the base's on the same prompts: the mean over prompts of the
+    difference of their shares of replies to that prompt, with a 95 % paired bootstrap interval.
+    Above 0 at its lower end: tuning moved the replies towards the owner's voice."""
+
+    prompts: int
+    gain: float
+    low: float
+    high: float
+
+
+def _means(groups: Sequence[Sequence[bool]]):
+    import numpy as np
+
+    return np.array([sum(g) / len(g) for g in groups], dtype=float)
+
+
+def bootstrap_interval(per_prompt: Sequence[float], seed: int = SEED, rounds: int = BOOTSTRAP,
+                       weights: Sequence[int] | None = None) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of the (weighted) mean of `per_prompt` over `rounds`
+    resamplings of the prompts with replacement."""
+    import numpy as np
+
+    x = np.asarray(per_prompt, dtype=float)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(rounds, len(x)))
+    means = (x[idx] * w[idx]).sum(axis=1) / w[idx].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def grouped_share(verdicts: Sequence[Sequence[bool]], seed: int = SEED) -> Share:
+    """The share of replies called the owner's, replies grouped by the prompt they answer."""
+    groups = [g for g in verdicts if g]
+    n, k = sum(len(g) for g in groups), sum(sum(g) for g in groups)
+    if not groups:
+        return Share(0, 0)
+    return Share(n, k, bootstrap_interval(_means(groups), seed, weights=[len(g) for g in groups]))
+
+
+def paired_gain(model: Sequence[Sequence[bool]], base: Sequence[Sequence[bool]], seed: int = SEED) -> Gain | None:
+    """`model`'s share minus `base`'s, prompt by prompt (both answered the same prompts, in order)."""
+    pairs = [(m, b) for m, b in zip(model, base, strict=True) if m and b]
+    if not pairs:
+        return None
+    d = _means([m for m, _ in pairs]) - _means([b for _, b in pairs])
+    low, high = bootstrap_interval(d, seed)
+    return Gain(len(pairs), float(d.mean()), low, high)
 
 
 @dataclass(frozen=True)
@@ -170,8 +225,9 @@ class VoiceSet:
     """One row of "Whose voice": a set of texts and its share classified as the owner's."""
 
     label: str
-    role: str  # "ceiling" (the owner's own held-out text), "floor" (the others'), "base", "model"
+    role: str  # "ceiling" (the owner's own held-out text), "floor" (the others'), "base", "tuned", "flown"
     share: Share
+    gain: Gain | None = None  # over the base, on the same prompts (a tuned or flown model's, with a base)
 
 
 @dataclass
@@ -203,6 +259,9 @@ class Authorship:
                 continue
             low, high = s.share.interval
             out.update({key: round(s.share.share, 4), f"{key}_low": round(low, 4), f"{key}_high": round(high, 4)})
+            if s.gain is not None:
+                g, gkey = s.gain, key.replace("_share", "_gain_over_base")
+                out.update({gkey: round(g.gain, 4), f"{gkey}_low": round(g.low, 4), f"{gkey}_high": round(g.high, 4)})
             if role == "flown":
                 out["voice_replies"] = s.share.texts
         for role, key in (("ceiling", "voice_owner_share"), ("floor", "voice_others_share")):
@@ -223,15 +282,19 @@ class Authorship:
         for s in self.sets:
             iv = s.share.interval
             out["sets"].append({"label": s.label, "role": s.role, "texts": s.share.texts, "owner": s.share.owner,
-                                "share": s.share.share, "low": iv[0] if iv else None, "high": iv[1] if iv else None})
+                                "share": s.share.share, "low": iv[0] if iv else None, "high": iv[1] if iv else None,
+                                "interval": "bootstrap over prompts" if s.share.ci is not None else "Wilson score",
+                                **({"gain_over_base": vars(s.gain)} if s.gain is not None else {})})
         return out
 
 
 def authorship(train: Iterable[Sequence[Mapping]], val: Iterable[Sequence[Mapping]],
-               generated: Sequence[tuple[str, str, Sequence[str]]], seed: int = SEED) -> Authorship:
+               generated: Sequence[tuple[str, str, Sequence[Sequence[str]]]], seed: int = SEED) -> Authorship:
     """Train the classifier on `train`'s messages and score: the owner's held-out turns in
     `val` (ceiling), the others' (floor, left out when there are none), then each
-    (label, role, replies) of `generated` in the order given."""
+    (label, role, replies) of `generated` in the order given, `replies[i]` the model's replies
+    to held-out prompt i (the same prompts, in the same order, for every model). A model beside
+    one of role "base" also gets its gain over it, prompt by prompt."""
     owner, others = training_messages(train)
     clf = VoiceClassifier.fit(owner, others, seed)
     if clf is None:
@@ -243,7 +306,11 @@ def authorship(train: Iterable[Sequence[Mapping]], val: Iterable[Sequence[Mappin
     sets = [VoiceSet(OWNER_SET, "ceiling", clf.share(held_owner))]
     if held_others:
         sets.append(VoiceSet(OTHERS_SET, "floor", clf.share(held_others)))
-    sets += [VoiceSet(label, role, clf.share(texts)) for label, role, texts in generated]
+    verdicts = {label: [clf.is_owner(list(r)) for r in replies] for label, _, replies in generated}
+    base = next((verdicts[label] for label, role, _ in generated if role == "base"), None)
+    sets += [VoiceSet(label, role, grouped_share(verdicts[label], seed),
+                      paired_gain(verdicts[label], base, seed) if base is not None and role != "base" else None)
+             for label, role, _ in generated]
     return Authorship(clf.owner_messages, clf.other_messages, clf.cv, sets)
 
 

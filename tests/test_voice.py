@@ -74,7 +74,7 @@ def test_too_few_messages_give_no_classifier_and_say_why():
     assert V.VoiceClassifier.fit(QUIET, []) is None
     assert "19 of the owner's" in V.shortfall(19, 36) and "36" not in V.shortfall(19, 36)
     assert "0 of the other speakers'" in V.shortfall(20, 0) and V.shortfall(20, 20) is None
-    a = V.authorship(conversations(QUIET[:10], LOUD[:10]), [], [("persona", "flown", ["hi"])])
+    a = V.authorship(conversations(QUIET[:10], LOUD[:10]), [], [("persona", "flown", [["hi"]])])
     assert a.cv is None and a.sets == [] and "too few" in a.note and a.eval_figures() == {}
     assert V.authorship([], [], []).note  # nothing at all: said, not raised
 
@@ -93,8 +93,11 @@ def test_placeholders_and_repeats_are_not_learnt():
 def test_authorship_scores_ceiling_floor_and_models_in_order():
     train = conversations(split(QUIET)[0], split(LOUD)[0])
     val = conversations(split(QUIET)[1], split(LOUD)[1])
-    a = V.authorship(train, val, [("base", "base", LOUD[1:7]), ("persona F32", "tuned", QUIET[1:7]),
-                                  ("persona Q4_K_M (flown)", "flown", QUIET[1:5] + LOUD[1:3])])
+    # three prompts, two replies to each, in the same order for every model
+    q, loud = QUIET[1:7], LOUD[1:7]
+    a = V.authorship(train, val, [("base", "base", [loud[0:2], loud[2:4], loud[4:6]]),
+                                  ("persona F32", "tuned", [q[0:2], q[2:4], q[4:6]]),
+                                  ("persona Q4_K_M (flown)", "flown", [q[0:2], [q[2], loud[0]], [q[3], loud[1]]])])
     assert [(s.label, s.role) for s in a.sets] == [
         (V.OWNER_SET, "ceiling"), (V.OTHERS_SET, "floor"), ("base", "base"), ("persona F32", "tuned"),
         ("persona Q4_K_M (flown)", "flown")]
@@ -102,21 +105,50 @@ def test_authorship_scores_ceiling_floor_and_models_in_order():
     assert a.find("base").share.owner == 0 and a.find("tuned").share.owner == 6
     flown = a.find("flown").share
     assert (flown.texts, flown.owner) == (6, 4)
+    # a model's interval is the bootstrap over its prompts (each prompt's share is 1, 1/2 or 1/2)
+    assert flown.interval == V.bootstrap_interval([1, 0.5, 0.5], weights=[2, 2, 2]) != V.wilson(4, 6)
+    assert 0.5 <= flown.interval[0] <= 4 / 6 <= flown.interval[1] <= 1
+    # the gain over the base, prompt by prompt: +1 on each for F32; +1, +1/2, +1/2 for the flown
+    assert a.find("base").gain is None
+    assert (a.find("tuned").gain.gain, a.find("tuned").gain.low, a.find("tuned").gain.high) == (1, 1, 1)
+    g = a.find("flown").gain
+    assert g.prompts == 3 and g.gain == pytest.approx(2 / 3) and 0.5 <= g.low <= g.gain <= g.high <= 1
     figures = a.eval_figures()
     assert figures["voice_share"] == round(4 / 6, 4) and figures["voice_replies"] == 6
-    assert figures["voice_share_low"] == round(V.wilson(4, 6)[0], 4)
-    assert figures["base_voice_share"] == 0 and figures["base_voice_share_high"] > 0
+    assert figures["voice_share_low"] == round(flown.interval[0], 4)
+    assert figures["voice_gain_over_base"] == round(2 / 3, 4) and figures["voice_gain_over_base_low"] >= 0.5
+    assert figures["f32_voice_gain_over_base"] == 1 and "base_voice_gain_over_base" not in figures
+    assert figures["base_voice_share"] == 0 and figures["base_voice_share_high"] == 0
     assert figures["f32_voice_share"] == 1 and {"voice_owner_share", "voice_others_share",
                                                 "voice_classifier_balanced_accuracy"} <= figures.keys()
     tomli_w.dumps({"eval": figures})  # persona.toml can hold them: no None among them
     summary = a.summary()
-    assert summary["sets"][-1]["share"] == pytest.approx(4 / 6) and summary["interval"] == "95 % Wilson score"
+    assert summary["sets"][-1]["share"] == pytest.approx(4 / 6) and summary["sets"][-1]["interval"] == \
+        "bootstrap over prompts"
+    assert summary["sets"][0]["interval"] == "Wilson score"
     # No held-out turns of other speakers: no floor row, and nothing else changes.
     only_owner = [[m for m in c if m["role"] == "assistant"] for c in val]
     assert [s.role for s in V.authorship(train, only_owner, []).sets] == ["ceiling"]
 
 
 # ----------------------------------------------------------------------------- intervals
+def test_bootstrap_intervals_by_prompt():
+    # every prompt alike: no spread, whatever the resampling
+    assert V.bootstrap_interval([0.5] * 8) == (0.5, 0.5)
+    low, high = V.bootstrap_interval([0, 1] * 10)
+    assert 0.25 < low < 0.5 < high < 0.75  # ~ 0.5 +- 1.96 * 0.5 / sqrt(20)
+    assert V.bootstrap_interval([0, 1] * 10, seed=3) == V.bootstrap_interval([0, 1] * 10, seed=3)  # seeded
+    # weights: a prompt with more replies counts more in the pooled share
+    assert V.bootstrap_interval([1.0, 0.0], weights=[1000, 1])[1] == 1.0
+    # the paired gain: the same prompts for both; one empty group drops its prompt from both
+    gain = V.paired_gain([[True, True], [True, False], []], [[False, False], [True, True], [True]])
+    assert gain.prompts == 2 and gain.gain == pytest.approx((1 - 0.5) / 2)
+    assert V.paired_gain([[]], [[True]]) is None
+    share = V.grouped_share([[True, True, False], [], [False]])
+    assert (share.texts, share.owner) == (4, 2) and share.ci is not None
+    assert V.grouped_share([]) == V.Share(0, 0)
+
+
 def test_wilson_interval_by_hand():
     z2 = 1.959963984540054 ** 2
     assert V.wilson(0, 10) == (pytest.approx(0, abs=1e-12), pytest.approx(z2 / (10 + z2)))  # 0.2775, not empty
