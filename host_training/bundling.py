@@ -224,7 +224,7 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     answer the same held-out prompts as the shipped model (both still in the work folder).
     Adds the probe's verdict, the voice shares and, with --target, the board's figures to the
     manifest."""
-    from stratoecho.bundle import Bundle
+    from stratoecho.bundle import Bundle, sha256_file
 
     from . import evaluate
     from . import report as persona_report
@@ -237,7 +237,7 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     if models is not None and quantized.quant != "F32":
         compare.append(evaluate.Compared("persona F32", models.f32, "tuned"))
     outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed,
-                                    checks=checks, compare=compare)
+                                    checks=checks, compare=compare, data_sha256=sha256_file(data.val_path))
     persona_report.write_modelfile(cfg.out, manifest)
     manifest.eval["privacy_probe"] = outcome.probe.verdict
     manifest.eval.update(outcome.voice.eval_figures())

@@ -349,6 +349,7 @@ def write_report(
     checks: list[str] = (),
     compare: list[Compared] = (),
     label: str = "persona",
+    data_sha256: str | None = None,
 ) -> ReportOutcome:
     """Generate, measure and write report.md (default BUNDLE/report.md) with the SVG beside it.
 
@@ -360,9 +361,10 @@ def write_report(
     the report. `checks`: build's lines on the conversion check and the quantization.
     `compare`: other GGUFs that answer the same prompts as the bundle's model, whose replies
     are measured beside its own. `label`: the bundle's model in the report, with its
-    quantization and "(flown)" after it.
+    quantization and "(flown)" after it. `data_sha256`: of val.jsonl, so that people's judgements
+    (BUNDLE/judge, judge.py) are folded in only when made for this model on this data.
     """
-    from . import report, voice
+    from . import judge_score, report, voice
 
     redactor = report.Redactor(private, blocklist)
     cases = reply_cases(val, prompts)
@@ -414,8 +416,11 @@ def write_report(
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path = report_path.parent / report.PLOT_FILE
+    model_sha = next((f.sha256 for f in bundle.manifest.files if f.path == bundle.manifest.model.file), None)
+    judged = (judge_score.report_section(Path(bundle.root) / judge_score.JUDGE_DIR, model_sha, data_sha256)
+              if model_sha else [])
     text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks,
-                                voice=authorship)
+                                voice=authorship, judged=judged)
     plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
     report_path.write_text(text, encoding="utf-8")
     flown_share = authorship.find("flown")
@@ -509,7 +514,7 @@ def _quant_of(path: Path, bundle) -> str:
 
 
 def run(args) -> int:
-    from stratoecho.bundle import BundleError, load_bundle
+    from stratoecho.bundle import BundleError, load_bundle, sha256_file
 
     from . import report
     from .prepare import BlocklistError, load_blocklist
@@ -578,7 +583,8 @@ def run(args) -> int:
         try:
             outcome = write_report(bundle, val, rows, report_path, train=train, private=private, blocklist=blocklist,
                                    prompts=args.prompts, samples=args.samples, seed=args.seed, threads=args.threads,
-                                   val_note=note, compare=compare)
+                                   val_note=note, compare=compare,
+                                   data_sha256=sha256_file(Path(args.data) / "val.jsonl"))
             # The Modelfile goes beside the report: in the bundle by default (rewritten, but from
             # the same manifest it comes out the same; one that persona.toml checksums is left
             # alone), elsewhere with --report, so a read-only bundle is never touched.

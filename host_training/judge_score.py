@@ -29,12 +29,13 @@ This module imports nothing else of host_training, so the report (report.py) can
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stratoecho.stats import wilson
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +47,6 @@ KEY_FORMAT = "stratoecho-judge-key"
 ANSWERS_FORMAT = "stratoecho-judge-answers"
 VERSION = 1
 CANT_TELL = "cant_tell"
-Z95 = 1.959964  # two-sided 95 % normal quantile
 
 
 class JudgeError(ValueError):
@@ -141,18 +141,6 @@ def _pair_order(pair_id: str):
 
 
 # ----------------------------------------------------------------------------- the figures
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion successes/n (successes may be fractional: a "can't
-    tell" is half). Stays inside 0..1 and is sound for small n, unlike p +- z*se."""
-    if n <= 0:
-        raise ValueError("no trials")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _tally(answers: Answers, key: Key) -> dict:
     right = sum(1 for pid, pick in answers.answers.items() if pick == key.pairs[pid].owner)
     unsure = sum(1 for pick in answers.answers.values() if pick == CANT_TELL)

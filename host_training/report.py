@@ -547,6 +547,7 @@ def voice_lines(voice) -> list[str]:
     return L
 
 
+REFERENCE_LABELS = ("base", "parent")  # perplexity rows of the model before training (bundling.perplexity_rows)
 WEAK_CLASSIFIER = 0.6  # balanced accuracy under which the report says the shares say little
 VOICE_ROLES = {"ceiling": "ceiling", "floor": "floor", "base": "before tuning", "tuned": "tuned, unquantized",
                "flown": "**flown**"}
@@ -592,13 +593,17 @@ def render_report(
     plot_file: str = PLOT_FILE,
     checks: Sequence[str] = (),
     voice=None,
+    judged: Sequence[str] = (),
 ) -> str:
     """report.md as text. `manifest` is the bundle's BundleManifest; every text that comes from
     data or generations goes through `redactor` and md_text. Same inputs, same bytes. `checks`:
     lines on the conversion and the quantization (build's), under their own heading. `voice`:
-    voice.Authorship, for "Whose voice"."""
+    voice.Authorship, for "Whose voice". `judged`: the "Judged by people" section (judge_score.report_section),
+    when people have judged this model."""
     p, m, t = manifest.persona, manifest.model, manifest.training
-    shipped = next((r for r in rows if r.quantization == m.quantization), rows[0] if rows else None)
+    # the bundle's own row: its quantization, not the base's or the parent's row in the same one
+    ours = [r for r in rows if not r.label.startswith(REFERENCE_LABELS)]
+    shipped = next((r for r in ours if r.quantization == m.quantization), (ours or list(rows) or [None])[0])
     L = [
         f"# Persona report: {md_text(redactor.redact(p.name), 80)}",
         "",
@@ -654,6 +659,7 @@ def render_report(
                 L.append("| " + " | ".join(md_text(redactor.redact(x)) for x in cells) + " |")
             L.append("")
 
+    L += list(judged)
     L += ["## Privacy probe", ""]
     if probe is None:
         L += ["Not run.", ""]

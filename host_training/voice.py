@@ -32,8 +32,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from stratoecho.musing_quality import wilson  # the bench's musing figures use the same interval
 from stratoecho.privacy import PLACEHOLDER
+from stratoecho.stats import wilson
 
 from .report import count_emoji, count_lines, count_punctuation, lower_start, upper_case_share, words
 

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stratoecho.privacy import PLACEHOLDER
+from stratoecho.stats import wilson
 
 KINDS = ("altitude", "temperature", "cold", "phase", "sun", "pressure", "battery", "request")
 DEGENERATE_KINDS = ("empty", "no_words", "loop", "cut_mid_word")
@@ -69,7 +70,6 @@ LOOP_COVER = 0.5
 LOOP_REPEATS = 3
 LOOP_MAX_N = 4
 CHAR_RUN = 12
-Z95 = 1.959963984540054  # the normal quantile of a two-sided 95 % interval
 
 
 # ----------------------------------------------------------------------------- facts
@@ -346,17 +346,6 @@ def judge(m: Musing) -> Judgement:
 
 
 # ----------------------------------------------------------------------------- a sample
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson's score interval for k successes in n trials; None for no trials."""
-    if n <= 0:
-        return None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def share(k: int, n: int) -> dict:

@@ -540,3 +540,15 @@ def test_scoring_through_the_template_agrees_with_the_chatml_scorer(tiny_bundle,
     # counts as a target: a token or so per conversation; the figure must agree all the same.
     assert abs(via_template["tokens"] - direct["tokens"]) <= direct["conversations"] + 2, (via_template, direct)
     assert via_template["val_perplexity"] == pytest.approx(direct["val_perplexity"], rel=0.05), (via_template, direct)
+
+
+def test_the_header_gives_the_bundles_own_perplexity_not_the_bases():
+    """A LoRA build scores the untuned base in the shipped quantization too: the header's figure is the
+    bundle's row, whichever comes first."""
+    rows = [R.PerplexityRow("base (untuned)", "Q4_K_M", 105_000_000, 79.028),
+            R.PerplexityRow("fine-tuned", "F32", 540_000_000, 42.305),
+            R.PerplexityRow("fine-tuned", "Q4_K_M", 105_000_000, 44.467)]
+    md = R.render_report(_manifest(), rows, None, None, R.Redactor())
+    assert "| val perplexity | 44.467 (Q4_K_M) |" in md
+    rows[0] = R.PerplexityRow("parent (before)", "Q4_K_M", 105_000_000, 50.0)
+    assert "| val perplexity | 44.467 (Q4_K_M) |" in R.render_report(_manifest(), rows, None, None, R.Redactor())

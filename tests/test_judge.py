@@ -223,8 +223,7 @@ def test_wilson_by_hand_and_at_the_edges():
     low, high = S.wilson(0, 10)
     assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)
     assert S.wilson(10, 10) == (pytest.approx(1 - 0.2775, abs=1e-4), pytest.approx(1))
-    with pytest.raises(ValueError):
-        S.wilson(0, 0)
+    assert S.wilson(0, 0) is None
 
 
 @pytest.mark.parametrize("doc, says", [
@@ -518,3 +517,28 @@ def test_in_chromium_hostile_texts_stay_text_and_a_phone_reads_the_page(browser,
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     finally:
         browser.set_window_size(1000, 1600)
+
+
+def test_eval_folds_the_bundles_judgements_into_report_md(judged, tiny_bundle, chat_data_dir, tmp_path):
+    """People's answers in BUNDLE/judge reach report.md through `eval`, for this model and data only."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    folder = bundle / S.JUDGE_DIR
+    shutil.copytree(judged, folder)
+    key = json.loads((folder / "key.json").read_text())
+    picks = {pid: p["owner"] for pid, p in key["pairs"].items()}  # told apart every time
+    put(folder, "js.json", answers_doc(picks, page=key["page"], model_sha256=key["model_sha256"],
+                                       data_sha256=key["data_sha256"], pairs=PAIRS))
+    args = ["eval", str(bundle), "--data", str(chat_data_dir), "--samples", "0", "--prompts", "2", "--threads", "1"]
+    assert main(args) == 0
+    report = (bundle / "report.md").read_text()
+    assert "## Judged by people" in report and report.index("## Judged by people") < report.index("## Privacy probe")
+    assert f"| JS | {PAIRS} | {PAIRS} | 0 | 0 |" in report
+    # the same answers against other data (another val.jsonl): not folded
+    other = tmp_path / "data"
+    shutil.copytree(chat_data_dir, other)
+    with open(other / "val.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"messages": [{"role": "user", "name": "N", "content": "hi"},
+                                         {"role": "assistant", "name": "Ada", "content": "hello"}]}) + "\n")
+    assert main([*args[:3], str(other), *args[4:]]) == 0
+    assert "## Judged by people" not in (bundle / "report.md").read_text()
