@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 PRESETS: dict[str, dict] = {
     "tiny": dict(max_params=50e6, rank=8, alpha=16, dropout=0.0, learning_rate=3e-3, epochs=3,
                  max_length=256, batch_size=8, grad_accum=1),
-    "small": dict(max_params=0.3e9, rank=16, alpha=32, dropout=0.0, learning_rate=1e-3, epochs=3,
+    "small": dict(max_params=0.3e9, rank=16, alpha=32, dropout=0.0, learning_rate=2e-3, epochs=2,
                   max_length=1024, batch_size=4, grad_accum=1),
     "0.5b": dict(max_params=0.8e9, rank=16, alpha=32, dropout=0.05, learning_rate=2e-4, epochs=3,
                  max_length=1024, batch_size=4, grad_accum=4),
@@ -99,6 +99,7 @@ class FinetuneConfig:
     max_minutes: float | None = None  # stop training after this wall-clock time
     merge_dtype: str = "float32"
     threads: int | None = None  # CPU threads; None: the free physical cores (lora_step.plan_step)
+    layers: int | None = None  # LoRA on the top N decoder layers only; None: the preset's (0: all)
     save_steps: int | None = None  # None: ~5 checkpoints per run
     eval_steps: int | None = None
 
@@ -348,6 +349,10 @@ def lora_config(model, p: dict, added_ids: list[int]):
         if out is not None and not model.config.get_text_config().tie_word_embeddings:
             tokens[next(n for n, m in model.named_modules() if m is out).rsplit(".", 1)[-1]] = added_ids
         extra["trainable_token_indices"] = tokens
+    n_layers = model.config.get_text_config().num_hidden_layers
+    top = p.get("layers")
+    if top and top < n_layers:  # the top layers only: the backward pass stops below the lowest adapted one
+        extra["layers_to_transform"] = list(range(n_layers - top, n_layers))
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=p["rank"], lora_alpha=p["alpha"], lora_dropout=p["dropout"],
                       target_modules=targets, bias="none", **extra)
 
@@ -376,7 +381,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     n_params = sum(t.numel() for t in model.parameters())
     preset = pick_preset(cfg.preset, n_params)
     p = dict(PRESETS[preset])
-    for k in ("epochs", "learning_rate", "batch_size", "max_length"):
+    for k in ("epochs", "learning_rate", "batch_size", "max_length", "layers"):
         if getattr(cfg, k) is not None:
             p[k] = getattr(cfg, k)
     if cfg.rank is not None:
@@ -511,6 +516,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
         n_params=n_params, trainable_params=trainable, context_length=ctx,
         minutes=(time.monotonic() - t0) / 60, device=device, dtype=str(dtype).removeprefix("torch."),
         hparams=dict(rank=p["rank"], alpha=p["alpha"], dropout=p["dropout"], learning_rate=p["learning_rate"],
+                     lora_layers=p.get("layers") or "all",
                      epochs_planned=p["epochs"], batch_size=p["batch_size"], grad_accum=p["grad_accum"],
                      processes=world, max_length=ctx, row_length=row_len, rows=len(rows),
                      tokens_per_epoch=tokens, target_tokens_per_epoch=targets,

@@ -519,7 +519,9 @@ def voice_lines(voice) -> list[str]:
         return [f"Not measured: {md_text(voice.note, 300)}.", ""]
     cv = voice.cv
     L = [f"A classifier learnt the owner's {voice.owner_messages} distinct training messages against the other "
-         f"speakers' {voice.other_messages} (character 1-3-grams within words, case kept, logistic regression). "
+         f"speakers' {voice.other_messages} (character 2-4-grams of the texts with every word but the "
+         f"{voice.kept_words} most frequent masked, so that it learns how a person writes rather than what "
+         "about; logistic regression). "
          f"On those messages, each scored by a classifier trained without it ({cv.folds}-fold cross-validation), "
          f"it recognises {_pct(cv.owner_recognised)} of the owner's and rejects {_pct(cv.others_rejected)} of the "
          f"others' (balanced accuracy {cv.balanced_accuracy:.2f}; 0.5 is a coin toss).", ""]

@@ -240,7 +240,16 @@ def test_report_whose_voice_with_ceiling_floor_and_models():
     assert "| base (untuned) Q4\\_K\\_M | before tuning | 20 | 15 % |" in section
     assert "| persona Q4\\_K\\_M (flown) | **flown** | 20 | 70 % |" in section
     assert "Wilson score" in section and "barely" not in section
+    assert "gain over the base" not in section  # no gains measured: no column
     assert_tables_are_whole(md)
+    a = _authorship()
+    a.sets[-1] = V.VoiceSet("persona Q4_K_M (flown)", "flown", V.Share(60, 42, (0.55, 0.83)), V.Gain(20, 0.23, 0.12, 0.35))
+    a.sets[-2] = V.VoiceSet("persona F32", "tuned", V.Share(60, 40, (0.5, 0.8)), V.Gain(20, 0.05, -0.05, 0.15))
+    section = R.render_report(_manifest(), [], None, None, R.Redactor(), voice=a).split("## Whose voice")[1]
+    assert "| persona Q4\\_K\\_M (flown) | **flown** | 60 | 70 % | 55 % to 83 % | +23 points (+12 to +35) " \
+           "**beats the base** |" in section
+    assert "| persona F32 | tuned, unquantized | 60 | 67 % | 50 % to 80 % | +5 points (-5 to +15) |" in section
+    assert_tables_are_whole(R.render_report(_manifest(), [], None, None, R.Redactor(), voice=a))
     weak = R.render_report(_manifest(), [], None, None, R.Redactor(), voice=_authorship((0.6, 0.5)))
     assert "can barely tell the owner from the others" in weak
     few = V.authorship([], [], [])

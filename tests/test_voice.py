@@ -263,3 +263,23 @@ def test_a_persona_of_another_owner_scores_lower(corpus_bundle, corpus_data_dir,
     ada_label = next(k for k in replies if k.endswith("(flown)"))
     on_noors = noors.share(replies["Noor's persona"]), noors.share(replies[ada_label])
     assert on_noors[0].interval[0] > on_noors[1].share, on_noors
+
+
+# ----------------------------------------------------------------------------- distortion
+def test_distortion_masks_all_but_the_frequent_words():
+    kept = V.frequent_words(["the sky is the sky", "The frost is here", "is it"], n=2)
+    assert kept == {"the", "is"}
+    assert V.distort("The Gerald is 3 days old, the sky!", kept) == "The X***** is # **** ***, the ***!"
+    assert V.distort("Ünïcode stays a word, ok", frozenset()) == "X****** ***** * ****, **"
+
+
+def test_the_classifier_learns_how_not_what_about():
+    """The owner writes quietly about the weather, the other loudly about launches. A quiet text
+    about launches is the owner's; a loud one about the weather is not: style, not topic."""
+    clf = V.VoiceClassifier.fit(QUIET, LOUD)
+    quiet_launch = ["ha. the launch was a flat pewter colour", "honestly the payload is very still",
+                    "the tracker was late - and the radio was doing its thing again"]
+    loud_weather = ["OMG the frost was SO GOOD!! 🎈🎈", "WAIT the jet stream is literally insane!!! 😂",
+                    "NO WAY the cloud base is HUGE!!! 🚀"]
+    assert clf.is_owner(quiet_launch) == [True] * 3
+    assert clf.is_owner(loud_weather) == [False] * 3
