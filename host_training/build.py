@@ -120,6 +120,10 @@ def add_parser(sub) -> None:
                    help="prepare's blocklist (a word or phrase a line, or /regex/; # comments): the payload's "
                         "outbound guard drops any musing holding one. Phrases travel as salted hashes "
                         "(stratoecho/blocklist.py), regular expressions as written")
+    p.add_argument("--private", type=Path, metavar="FILE",
+                   help="strings you know are private (one a line, or a .json list / object of lists): the report's "
+                        "privacy probe searches the persona's samples for them and FAILs on a hit; never written "
+                        "anywhere (eval --private does the same later)")
     p.add_argument("--keep-work", action="store_true",
                    help="keep the HF checkpoint and the F32 GGUF under BUNDLE/work (else a temporary folder)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
@@ -188,7 +192,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             quant_tolerance=args.quant_tolerance,
             quant_min_top1=args.quant_min_top1,
             name=args.name, system_prompt=args.system_prompt, interview=args.interview, loss=args.loss,
-            blocklist=args.blocklist,
+            blocklist=args.blocklist, private=args.private,
             keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,
             verbose=(getattr(args, "log_level", None) or "").upper() == "DEBUG")
     except ValidationError as e:

@@ -96,6 +96,7 @@ class BuildConfig(_Declared):
     interview: Path | None = None  # the owner's interview folder (self.toml); None: the one prepare read, if any
     loss: Literal["persona", "all"] = "persona"
     blocklist: Path | None = None
+    private: Path | None = None  # the owner's private strings for the report's privacy probe
     keep_work: bool = False
     force: bool = False
     verbose: bool = False  # llama.cpp's own log while quantizing

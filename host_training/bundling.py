@@ -236,8 +236,10 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
         compare.append(evaluate.Compared(f"{before} {quantized.quant}", quantized.reference.path, "base"))
     if models is not None and quantized.quant != "F32":
         compare.append(evaluate.Compared("persona F32", models.f32, "tuned"))
+    private = persona_report.load_private_strings(cfg.private) if cfg.private is not None else []
     outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed,
-                                    checks=checks, compare=compare, data_sha256=sha256_file(data.val_path))
+                                    checks=checks, compare=compare, data_sha256=sha256_file(data.val_path),
+                                    private=private)
     persona_report.write_modelfile(cfg.out, manifest)
     manifest.eval["privacy_probe"] = outcome.probe.verdict
     manifest.eval.update(outcome.voice.eval_figures())

@@ -182,15 +182,19 @@ KIND_RANK = ("private", "blocked", "secret_url", "secret", "email", "iban", "car
 
 def load_private_strings(path: str | Path) -> list[str]:
     """`--private FILE`: one literal string a line (surrounding spaces and blank lines ignored;
-    no comments, since a private string may well start with #). ValueError names the line of
-    a string too short to search for."""
+    no comments, since a private string may well start with #); or, for a file ending in .json,
+    a JSON list of strings or an object whose values are such lists (the sample corpus's
+    planted_pii.json: {"phone": [...], "email": [...]}). ValueError names the line (or the key)
+    of a string too short to search for."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read the private strings: {e}") from e
+    if path.suffix.lower() == ".json":
+        return _private_json(path, text)
     out = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if not s:
             continue
@@ -198,6 +202,27 @@ def load_private_strings(path: str | Path) -> list[str]:
             raise ValueError(f"{path}:{number}: a private string needs at least {MIN_PRIVATE_CHARS} characters "
                              f"(shorter ones match nearly any text)")
         out.append(s)
+    return out
+
+
+def _private_json(path: Path, text: str) -> list[str]:
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    groups = doc.items() if isinstance(doc, dict) else [("", doc)]
+    out = []
+    for key, values in groups:
+        where = f"{path}" + (f", key {key!r}" if key else "")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{where}: expected a list of strings")
+        for v in (v.strip() for v in values):
+            if len(v) < MIN_PRIVATE_CHARS:
+                raise ValueError(f"{where}: a private string needs at least {MIN_PRIVATE_CHARS} characters "
+                                 f"(shorter ones match nearly any text)")
+            out.append(v)
     return out
 
 

@@ -126,6 +126,13 @@ def check_inputs(cfg: BuildConfig) -> None:
         raise BuildError(f"--imatrix {cfg.imatrix}: no such file")
     if cfg.blocklist is not None and not cfg.blocklist.is_file():
         raise BuildError(f"--blocklist {cfg.blocklist}: no such file")
+    if cfg.private is not None:  # read now, so a bad file stops the build before training, not after
+        from .report import load_private_strings
+
+        try:
+            load_private_strings(cfg.private)
+        except ValueError as e:
+            raise BuildError(f"--private: {e}") from None
     refusal = out_dir_refusal(cfg.out, cfg.force, cfg.resume)
     if refusal is not None:
         raise BuildError(refusal)

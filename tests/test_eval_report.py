@@ -561,3 +561,19 @@ def test_the_header_gives_the_bundles_own_perplexity_not_the_bases():
     assert "| val perplexity | 44.467 (Q4_K_M) |" in md
     rows[0] = R.PerplexityRow("parent (before)", "Q4_K_M", 105_000_000, 50.0)
     assert "| val perplexity | 44.467 (Q4_K_M) |" in R.render_report(_manifest(), rows, None, None, R.Redactor())
+
+
+def test_private_strings_from_json(tmp_path):
+    """The sample corpus's planted_pii.json is a private-strings file as it is (build --private)."""
+    from tests.conftest import CORPUS
+
+    strings = R.load_private_strings(CORPUS / "planted_pii.json")
+    assert "+44 7700 900123" in strings and "abc123SECRET" in strings and len(strings) == 16
+    f = tmp_path / "p.json"
+    f.write_text('["Gerald the starter", "Nimbus"]')
+    assert R.load_private_strings(f) == ["Gerald the starter", "Nimbus"]
+    for doc, says in (('{"phone": "07700"}', "key 'phone': expected a list of strings"),
+                      ('{"x": ["ab"]}', "at least 3 characters"), ("[1, 2", "not JSON")):
+        f.write_text(doc)
+        with pytest.raises(ValueError, match=says):
+            R.load_private_strings(f)
