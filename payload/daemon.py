@@ -45,7 +45,15 @@ from .memory import Memory
 from .modes import Mode, policy_for
 from .outbound import Outbound
 from .persona import PersonaError, PersonaWorker
-from .prompts import PromptContext, build_prompt, fit_musing, memory_query, prompt_budget_chars, sun_is_up
+from .prompts import (
+    PromptContext,
+    build_prompt,
+    finish_unfinished,
+    fit_musing,
+    memory_query,
+    prompt_budget_chars,
+    sun_is_up,
+)
 from .radio import Radio
 from .reach import Outcome, Reach
 from .reach import describe as describe_outcome
@@ -346,7 +354,7 @@ class Daemon:
         self.stats.musings_generated += 1
         self.stats.tokens += gen.tokens
         self.stats.generation_s += gen.seconds
-        text = fit_musing(gen.text, max_chars)
+        text = fit_musing(finish_unfinished(gen.text, gen.finish_reason), max_chars)
         # Each musing made is one event with what its prompt said, for the bench's measure of
         # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
         made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,

@@ -63,7 +63,8 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
 
     first, cut_short, empty, dropped, long = events
     assert (first["text"], first["finish"], first["cut"]) == ("Rising into the cold.", "stop", False)
-    assert (cut_short["finish"], cut_short["cut"]) == ("length", False)
+    # stopped at the token limit after "and": ended at its last whole word (prompts.finish_unfinished)
+    assert (cut_short["text"], cut_short["finish"], cut_short["cut"]) == ("the air is thin…", "length", True)
     assert empty["raw_chars"] > 0 and "text" not in empty
     assert "text" not in dropped and "example.org" not in json.dumps(dropped) and dropped["reasons"]
     assert long["cut"] is True and len(long["text"]) <= d.cfg.persona.max_chars
@@ -73,8 +74,8 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     section = musings_section(tmp_path)
     q = section["quality"]
     assert q["measured"] == 4 and q["withheld_by_guard"] == 1
-    assert q["degenerate"]["by_kind"]["cut_mid_word"]["count"] == 1  # "the air is thin and", at the token limit
+    assert q["degenerate"]["by_kind"]["cut_mid_word"]["count"] == 0  # "the air is thin and" was ended instead
     assert q["degenerate"]["by_kind"]["no_words"]["count"] == 1  # the placeholders
-    assert q["cut_by_budget"]["count"] == 1
-    assert [e["text"] for e in section["first"]] == ["Rising into the cold.", "the air is thin and", "", None,
+    assert q["cut_by_budget"]["count"] == 2
+    assert [e["text"] for e in section["first"]] == ["Rising into the cold.", "the air is thin…", "", None,
                                                      long["text"]]

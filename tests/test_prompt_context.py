@@ -180,3 +180,18 @@ def test_odd_memory_times_give_no_age_rather_than_an_error(created):
     m = MemoryEntry("musing", "x marks the spot", created, 1, 1)
     text = user(musing_messages(SYSTEM, readings(), PromptContext(memories=[m]), 10_000))
     assert "- you thought: x marks the spot" in text
+
+
+def test_a_musing_cut_at_the_token_limit_ends_where_it_can():
+    from payload.prompts import finish_unfinished
+
+    said = "The box is very cold up here. It has been a long climb and the sky is goi"
+    assert finish_unfinished(said, "length") == "The box is very cold up here."  # the last whole sentence: a third or more
+    assert finish_unfinished(said, "stop") == said  # the model ended it itself: left alone
+    long_then_cut = "Ha. " + "the blue up here goes on and on and on without an end in sight, deep and da"
+    assert finish_unfinished(long_then_cut, "length") == long_then_cut.rsplit(" ", 1)[0] + "…"  # "Ha." is too little
+    assert finish_unfinished("one two thr", "length") == "one two…"
+    assert finish_unfinished("Done. All of it!", "length") == "Done. All of it!"  # stopped on a sentence end
+    assert finish_unfinished("word", "length") == "word…"
+    assert finish_unfinished("   ", "length") == ""
+    assert finish_unfinished("the wind is, ", "length") == "the wind…"
