@@ -81,6 +81,7 @@ class Board:
     bandwidth_gb_s: float  # effective, as llama.cpp sees it (docs/figures.md); the prediction uses this
     bandwidth_range_gb_s: tuple[float, float]
     note: str
+    power_w: tuple[float, float] | None = None  # (idle, every core busy), docs/figures.md; None: no published figure
 
     @property
     def headroom_bytes(self) -> int:
@@ -106,15 +107,16 @@ def _mb(n: float) -> str:
 
 
 def _pi4(gb: int) -> Board:
-    return Board(f"pi4-{gb}gb", gb * GB, 200 * MB, 3.9, (3.3, 4.6), "Raspberry Pi 4 B, Cortex-A72, LPDDR4")
+    return Board(f"pi4-{gb}gb", gb * GB, 200 * MB, 3.9, (3.3, 4.6), "Raspberry Pi 4 B, Cortex-A72, LPDDR4", (1.6, 5.0))
 
 
 def _pi5(gb: int) -> Board:
-    return Board(f"pi5-{gb}gb", gb * GB, 200 * MB, 10.0, (10.0, 10.0), "Raspberry Pi 5, Cortex-A76, LPDDR4X")
+    return Board(f"pi5-{gb}gb", gb * GB, 200 * MB, 10.0, (10.0, 10.0), "Raspberry Pi 5, Cortex-A76, LPDDR4X", (2.8, 9.7))
 
 
 BOARDS: dict[str, Board] = {
-    "pi-zero-2w": Board("pi-zero-2w", 512 * MB, 100 * MB, 1.1, (1.1, 1.1), "Raspberry Pi Zero 2 W, RP3A0, LPDDR2"),
+    "pi-zero-2w": Board("pi-zero-2w", 512 * MB, 100 * MB, 1.1, (1.1, 1.1), "Raspberry Pi Zero 2 W, RP3A0, LPDDR2",
+                        (0.6, 2.3)),
     "pi3": Board("pi3", 1 * GB, 100 * MB, 1.1, (1.1, 1.1),
                  "Raspberry Pi 3 B/B+, BCM2837, LPDDR2; bandwidth taken from the Zero 2 W (same SoC family)"),
     "pi3-512mb": Board("pi3-512mb", 512 * MB, 100 * MB, 1.1, (1.1, 1.1),
