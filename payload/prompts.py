@@ -52,6 +52,7 @@ MEMORY_CHARS = 160  # one memory in the prompt, at most
 OUTCOME_CHARS = 120
 MAX_MEMORIES = 8  # a small model makes nothing of more; fewer to fit is the budget's job
 MAX_OUTCOMES = 4
+QUESTION = "What are you thinking?"  # the musing's question, after the readings
 CHARS_PER_TOKEN = 2.0  # small-vocabulary personas tokenise English at about this; larger ones do better
 
 
@@ -221,13 +222,13 @@ def _memory_line(m, now: datetime) -> str:
 
 def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str]) -> str:
     if not memory_lines and not outcome_lines:
-        return f"Right now you are {situation}. What are you thinking?"  # as before memory existed
+        return f"Right now you are {situation}. {QUESTION}"  # as before memory existed
     lines = [f"Right now you are {situation}."]
     if memory_lines:
         lines += ["You remember:", *memory_lines]
     if outcome_lines:
         lines += ["When you reached out lately:", *outcome_lines]
-    lines.append("What are you thinking?")
+    lines.append(QUESTION)
     return "\n".join(lines)
 
 
