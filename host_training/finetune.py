@@ -465,7 +465,9 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
     log.info("finetune.lora", rank=p["rank"], alpha=p["alpha"], trainable=trainable,
              targets=sorted(model.peft_config["default"].target_modules))
     trainer_cls = lora_step.trainer_class()
-    trainer_cls.targets_only = fast.targets_only
+    # Several processes: the Trainer wraps the model (DDP, FSDP), whose gradient exchange runs in the
+    # wrapper's forward, which the targets-only path would go round: the model's own forward there.
+    trainer_cls.targets_only = fast.targets_only and world == 1
     trainer_cls.cpu_autocast = step.autocast == "bfloat16"
     val_rows = [packing.pack([e], len(e[0]))[0] for e in val_ex]
     trainer = trainer_cls(model=model, args=args, train_dataset=as_dataset(rows), eval_dataset=as_dataset(val_rows),
@@ -520,7 +522,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
                      epochs_planned=p["epochs"], batch_size=p["batch_size"], grad_accum=p["grad_accum"],
                      processes=world, max_length=ctx, row_length=row_len, rows=len(rows),
                      tokens_per_epoch=tokens, target_tokens_per_epoch=targets,
-                     packing=fast.packing, targets_only_logits=fast.targets_only,
+                     packing=fast.packing, targets_only_logits=trainer_cls.targets_only,
                      threads=step.threads, autocast=step.autocast or "none",
                      gradient_checkpointing=step.checkpointing, gradient_checkpointing_why=step.checkpointing_why,
                      train_seconds=round(train_s, 1), train_tokens_per_s=round(seen / train_s, 1) if train_s else None,

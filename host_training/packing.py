@@ -11,7 +11,8 @@ multiplies through. Instead:
                      rows, best fit decreasing; each keeps its own positions (0, 1, 2, ... from
                      its start), which is how transformers tells packed sequences apart and
                      keeps one from attending to another (masking_utils, when no attention
-                     mask is given and no cache is used)
+                     mask is given and no cache is used), and its first token is no target
+                     (its context would be the sequence before it)
     Collator         a batch of rows padded to the longest: pad ids, labels -100, positions
                      starting again at 0, so padding is a sequence of its own that nothing reads
 
@@ -79,7 +80,9 @@ def pack(examples: Sequence[tuple[list[int], list[bool]]], row_length: int) -> l
         for i in members:
             e_ids, e_tgt = examples[i]
             ids += e_ids
-            labels += [t if y else IGNORE for t, y in zip(e_ids, e_tgt, strict=True)]
+            # A sequence's first token is never a target: predicting it would take the previous
+            # sequence's last token as its context (alone, position 0 has no context to be predicted from).
+            labels += [IGNORE] + [t if y else IGNORE for t, y in zip(e_ids[1:], e_tgt[1:], strict=True)]
             pos += range(len(e_ids))
         out.append(Row(ids, labels, pos, len(members)))
     return out

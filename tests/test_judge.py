@@ -344,8 +344,13 @@ def test_hostile_texts_stay_text(hostile):
     assert [tag for tag, _ in page.tags if tag in ("script", "img", "b")] == ["script"]
     assert page.scripts == [judge_page.SCRIPT]
     assert html.count("&lt;/script&gt;&lt;script&gt;window.__pwned = 1&lt;/script&gt;") == 3
-    assert html.count(J.clean(HOSTILE_OWNER).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                      .replace('"', "&quot;")) >= 3
+    # the owner's replies as the page shows them: cut to the key's length (which the persona's
+    # sampling decides), then escaped
+    limit = json.loads((hostile / "key.json").read_text())["max_chars"]
+    shown = [J.shorten(J.clean(f"{HOSTILE_OWNER} it was lovely {i}"), limit) for i in range(4)]
+    assert all(s.startswith('<img src=y onerror="window.__pwned = 3">') for s in shown)  # the attack survives the cut
+    escaped = [t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") for t in shown]
+    assert sum(html.count(e) for e in set(escaped)) >= 3
     assert "Which one did Ada &lt;img src=z onerror=&quot;window.__pwned = 4&quot;&gt; write?" in html
     assert "&lt;b&gt;Friend 0&lt;/b&gt;:" in html
 

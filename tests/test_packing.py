@@ -52,6 +52,15 @@ def test_pack_keeps_every_token_once_and_restarts_positions():
             assert r.labels[a + 1:b] == r.input_ids[a + 1:b]
 
 
+def test_a_packed_sequence_never_predicts_its_first_token_from_the_one_before():
+    """A piece of a long conversation may start inside a persona turn (target from its first
+    token): alone, position 0 is never predicted; packed, it must not be either."""
+    rows = packing.pack([ex(10, first_target=0, tag=1), ex(6, first_target=0, tag=2)], 16)
+    (row,) = rows
+    assert row.labels[0] == IGNORE and row.labels[10] == IGNORE
+    assert packing.row_tokens(rows) == (16, 14)
+
+
 def test_pack_is_deterministic_and_refuses_long_examples():
     examples = [ex(n, tag=i) for i, n in enumerate([30, 30, 30, 70, 70, 10])]
     assert packing.pack(examples, 100) == packing.pack(examples, 100)
@@ -156,7 +165,7 @@ def tiny_llama(tmp_path_factory):
 def test_targets_only_loss_is_the_models_own(tiny_llama):
     import torch
 
-    examples = [ex(40, first_target=25, tag=0), ex(30, first_target=10, tag=0)]
+    examples = [ex(40, first_target=25, tag=0), ex(30, first_target=0, tag=0)]  # a target at position 0 too
     examples = [([t % 600 for t in ids], tg) for ids, tg in examples]
     rows = [packing.pack([e], 40)[0] for e in examples]
     batch = packing.Collator(pad_id=0)([vars(r) for r in rows])
@@ -202,7 +211,7 @@ class Scaled(Leaky):
 
 def _two(tiny_llama):
     return [([(7 * i) % 600 for i in range(30)], [i > 3 for i in range(30)]),
-            ([(11 * i + 5) % 600 for i in range(20)], [i > 2 for i in range(20)])]
+            ([(11 * i + 5) % 600 for i in range(20)], [True] * 20)]  # a piece that starts inside a persona turn
 
 
 def test_fast_path_holds_on_a_llama(tiny_llama):
