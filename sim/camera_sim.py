@@ -39,6 +39,7 @@ from PIL import Image
 
 EARTH_RADIUS_M = 6_371_000.0
 SCALE_HEIGHT_M = 7_600.0
+_BAND_ROWS = 16  # rows rendered at a time: ~5 MB of temporaries, no slower
 
 
 def horizon_dip_deg(altitude_m: float) -> float:
@@ -169,6 +170,15 @@ class SimCameraBackend:
         f = (w / 2) / math.tan(math.radians(self.HFOV_DEG / 2))
         x = (np.arange(w) - (w - 1) / 2) / f
         y = (np.arange(hgt) - (hgt - 1) / 2) / f  # downwards
+        out = np.empty((hgt, w, 3), np.uint8)
+        # In bands of rows: every step is per pixel and the noise is drawn in the same order, so
+        # the frame is the same, but a whole frame's float64 temporaries (up to ~90 MB at 640x480)
+        # would land in the payload's memory, where the bench runs its camera.
+        for top in range(0, hgt, _BAND_ROWS):
+            out[top:top + _BAND_ROWS] = self._render_band(x, y[top:top + _BAND_ROWS], h)
+        return out
+
+    def _render_band(self, x: np.ndarray, y: np.ndarray, h: float) -> np.ndarray:
         X, Y = np.meshgrid(x, y)
         norm = np.sqrt(X * X + Y * Y + 1.0)
         dx, dy, dz = X / norm, -Y / norm, 1.0 / norm  # unit direction, dy up
