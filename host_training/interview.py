@@ -44,6 +44,7 @@ import structlog
 from stratoecho.config import ConfigError
 
 from . import about as A
+from .console import Console, CtrlC
 from .ingest import iso_utc
 from .ingest.interview import ABOUT_FILE, ANSWERS_FILE, FORMAT, SELF_FILE, read_answers
 
@@ -454,26 +455,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     about = args.about or args.out / ABOUT_FILE
-    answers, term = AnswerLog(args.out), Terminal()
-    try:
-        if not args.self_description:
-            if not ask(bank, answers, term, skipped_again=args.skipped):
-                term.say(f"Stopped. Your answers are kept in {answers.path}; run the same command to go on.")
+    answers = AnswerLog(args.out)
+    with CtrlC() as ctrl_c:
+        try:
+            if not _converse(args, bank, blocklist, approved, about, answers, Terminal(read=Console(ctrl_c).read)):
                 return 0
-            current = A.sha256_text(about.read_text(encoding="utf-8")) if about.is_file() else ""
-            if approved is not None and approved.about_sha256 == current:
-                term.say(f"Your self-description is approved ({args.out / SELF_FILE}); "
-                         "--self-description changes it.")
-                return 0
-        describe_self(args.out, about, bank, answers, term, blocklist)
-    except KeyboardInterrupt:
-        print(f"\nStopped. Every answer you ended is kept in {answers.path}; run the same command to go on.",
-              flush=True)
-        return 130
-    except EOFError:  # the terminal closed (or Ctrl-D): what was ended is on the disk
-        print(f"\nThe terminal closed. Every answer you ended is kept in {answers.path}.", flush=True)
-        return 0
-    except OSError as e:
-        print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
-        return 2
+            ctrl_c.check()  # a Ctrl-C while the last things were saved: all is kept, and it still stops
+        except KeyboardInterrupt:
+            print(f"\nStopped. Every answer you ended is kept in {answers.path}; run the same command to go on.",
+                  flush=True)
+            return 130
+        except EOFError:  # the terminal closed (or Ctrl-D): what was ended is on the disk
+            print(f"\nThe terminal closed. Every answer you ended is kept in {answers.path}.", flush=True)
+            return 0
+        except OSError as e:
+            print(f"error: cannot write to {args.out}: {e}", file=sys.stderr)
+            return 2
     return 0
+
+
+def _converse(args: argparse.Namespace, bank: Bank, blocklist: Sequence[str], approved: A.SelfDescription | None,
+              about: Path, answers: AnswerLog, term: Terminal) -> bool:
+    """The questions, then the self-description; False when the owner quit. Ctrl-C raises
+    KeyboardInterrupt only from `term.read`, so whatever was ended before it is saved."""
+    if not args.self_description:
+        if not ask(bank, answers, term, skipped_again=args.skipped):
+            term.say(f"Stopped. Your answers are kept in {answers.path}; run the same command to go on.")
+            return False
+        current = A.sha256_text(about.read_text(encoding="utf-8")) if about.is_file() else ""
+        if approved is not None and approved.about_sha256 == current:
+            term.say(f"Your self-description is approved ({args.out / SELF_FILE}); --self-description changes it.")
+            return True
+    describe_self(args.out, about, bank, answers, term, blocklist)
+    return True
