@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -244,6 +245,79 @@ def test_the_interview_survives_ctrl_c_resumes_and_its_answers_train_as_writing(
     messages = (data / "messages.jsonl").read_text(encoding="utf-8")
     answered = [json.loads(line) for line in messages.splitlines() if '"interview"' in line]
     assert {m["ts"] for m in answered} >= {latest["me.intro"]["at"]}  # each answer carries when it was given
+
+
+# The interview's main thread with SIGINT blocked and a thread that only waits: every Ctrl-C is
+# taken by that thread, so the interpreter's handler runs while the main thread's read is not
+# interrupted -- what a Ctrl-C that lands after the prompt is written but before the read blocks
+# does, here every time instead of now and then under load.
+CTRL_C_ELSEWHERE = """\
+import signal, sys, threading
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+from host_training.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_ctrl_c_that_interrupts_no_read_still_stops_the_interview(tmp_path):
+    bank = tmp_path / "bank.toml"
+    bank.write_text(BANK, encoding="utf-8")
+    folder = tmp_path / "interview"
+    t = Terminalled([sys.executable, "-c", CTRL_C_ELSEWHERE, "interview", "--out", str(folder), "--questions",
+                     str(bank), "--no-builtin"], cwd=ROOT)
+    try:
+        t.expect("Introduce yourself.")
+        t.type("I watch the sky.", ".")
+        t.expect("kept (1 answered")
+        t.expect("What fills your days?")
+        t.expect("> ")
+        os.write(t.master, b"half an answer\x03")
+        t.expect("Stopped. Every answer you ended is kept")
+        assert t.finish() == 130
+    finally:
+        if t.proc.poll() is None:  # a hang fails above; leave no process behind
+            t.proc.kill()
+    latest, _ = AnswerLog(folder).read()
+    assert list(latest) == ["me.intro"] and latest["me.intro"]["answer"] == "I watch the sky."
+
+
+def _stdin(monkeypatch, text: str) -> None:
+    """Standard input from a pipe holding `text`, then its end."""
+    r, w = os.pipe()
+    os.write(w, text.encode())
+    os.close(w)
+    monkeypatch.setattr(sys, "stdin", open(r, encoding="utf-8"))
+
+
+def test_a_ctrl_c_as_an_answer_is_ended_keeps_it_and_stops_before_the_next(tmp_path, monkeypatch, capsys):
+    bank = tmp_path / "bank.toml"
+    bank.write_text(BANK, encoding="utf-8")
+    _stdin(monkeypatch, "I watch the sky.\n.\nNot asked yet.\n.\n")
+    append = AnswerLog.append
+
+    def ctrl_c_first(self, record):  # Ctrl-C after the '.' was read, before the answer is saved
+        signal.raise_signal(signal.SIGINT)
+        append(self, record)
+
+    monkeypatch.setattr(AnswerLog, "append", ctrl_c_first)
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(["interview", "--out", str(tmp_path / "iv"), "--questions", str(bank), "--no-builtin"]) == 130
+    out = capsys.readouterr().out
+    assert "kept (1 answered" in out and "Stopped. Every answer you ended is kept" in out
+    assert "> " not in out.split("kept (1 answered")[1]  # stopped before reading the next answer
+    latest, _ = AnswerLog(tmp_path / "iv").read()
+    assert list(latest) == ["me.intro"] and latest["me.intro"]["answer"] == "I watch the sky."
+    assert signal.getsignal(signal.SIGINT) is handler and signal.set_wakeup_fd(-1) == -1  # all put back
+
+
+def test_the_end_of_standard_input_keeps_what_was_ended(tmp_path, monkeypatch, capsys):
+    bank = tmp_path / "bank.toml"
+    bank.write_text(BANK, encoding="utf-8")
+    _stdin(monkeypatch, "yes\n.\nand th")  # the input ends inside an answer
+    assert main(["interview", "--out", str(tmp_path / "iv"), "--questions", str(bank), "--no-builtin"]) == 0
+    assert "The terminal closed. Every answer you ended is kept" in capsys.readouterr().out
+    assert list(AnswerLog(tmp_path / "iv").read()[0]) == ["me.intro"]
 
 
 def test_a_bad_question_file_is_named_with_its_line_and_nothing_is_asked(tmp_path, capsys):
