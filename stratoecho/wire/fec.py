@@ -19,8 +19,10 @@ fresh parity later (NACK repair) and decoded with any n that covers the indices 
 
 Decoding with e data shards missing takes e parity shards; removing the known data shards'
 share of them leaves an e x e Cauchy system, whose inverse is cached per set of shard indices.
-Arithmetic runs on whole shards at once through a 256 x 256 product table built from the
-log/exp tables (64 KiB), so the Python work per record is a handful of numpy calls.
+Arithmetic runs on whole shards at once: multiplying a shard by a constant is one
+`bytes.translate` through that constant's row of a 256 x 256 product table (64 KiB), and adding
+shards is one XOR of them read as integers. No numpy: the payload daemon encodes every record
+with this, and importing numpy costs it ~8 MB of its own memory (docs/bench.md, the daemon).
 
 Overhead planning (`parity_for`, `LossEstimator`) models the channel as the two-state Markov
 chain of sim/loss.py; the notes on the model stand just before `parity_for`.
@@ -31,13 +33,10 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from collections.abc import Iterator, Mapping
-
-import numpy as np
+from collections.abc import Iterator, Mapping, Sequence
 
 PRIMITIVE_POLY = 0x11D
 MAX_SHARDS = 255  # a byte-wide index, and the field's 255 non-zero elements keep x's and y's distinct
-_MATMUL_CHUNK = 1 << 22  # bytes of intermediate product per numpy call: bounds memory on a Pi Zero
 
 
 class FecError(ValueError):
@@ -47,9 +46,9 @@ class FecError(ValueError):
 # --------------------------------------------------------------------------- GF(2^8)
 
 
-def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    exp = np.zeros(512, np.uint8)
-    log = np.zeros(256, np.int64)  # log[0] is undefined; every use masks zero out
+def _tables() -> tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], bytes]:
+    exp = [0] * 512
+    log = [0] * 256  # log[0] is undefined; every use leaves zero out
     x = 1
     for i in range(255):
         exp[i] = x
@@ -58,14 +57,10 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if x & 0x100:
             x ^= PRIMITIVE_POLY
     exp[255:510] = exp[:255]  # exp[log a + log b] then needs no modulo
-    nz = np.arange(1, 256)
-    mul = np.zeros((256, 256), np.uint8)
-    mul[1:, 1:] = exp[log[nz][:, None] + log[nz][None, :]]
-    inv = np.zeros(256, np.uint8)
-    inv[nz] = exp[255 - log[nz]]
-    for table in (exp, log, mul, inv):
-        table.flags.writeable = False
-    return exp, log, mul, inv
+    # mul[a] is a translation table: shard.translate(mul[a]) is a times every byte of the shard.
+    mul = tuple(bytes(exp[log[a] + log[b]] if a and b else 0 for b in range(256)) for a in range(256))
+    inv = bytes(exp[255 - log[a]] if a else 0 for a in range(256))
+    return tuple(exp), tuple(log), mul, inv
 
 
 _EXP, _LOG, _MUL, _INV = _tables()
@@ -79,13 +74,13 @@ def _element(a: int) -> int:
 
 def gf_mul(a: int, b: int) -> int:
     """Product in GF(2^8) mod 0x11D. (Addition and subtraction are both XOR.)"""
-    return int(_MUL[_element(a), _element(b)])
+    return _MUL[_element(a)][_element(b)]
 
 
 def gf_inv(a: int) -> int:
     if _element(a) == 0:
         raise ZeroDivisionError("0 has no inverse in GF(256)")
-    return int(_INV[a])
+    return _INV[a]
 
 
 def gf_div(a: int, b: int) -> int:
@@ -95,38 +90,43 @@ def gf_div(a: int, b: int) -> int:
 def gf_pow(a: int, e: int) -> int:
     if _element(a) == 0:
         return 1 if e == 0 else 0
-    return int(_EXP[(int(_LOG[a]) * e) % 255])
+    return _EXP[(_LOG[a] * e) % 255]
 
 
-def _gf_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(r x c) times (c x L) over GF(256): one table lookup and one XOR-reduction per chunk."""
-    r, c = a.shape
-    length = b.shape[1]
-    out = np.zeros((r, length), np.uint8)
-    if r == 0 or c == 0 or length == 0:
-        return out
-    step = max(1, _MATMUL_CHUNK // (r * c))
-    for s in range(0, length, step):
-        np.bitwise_xor.reduce(_MUL[a[:, :, None], b[None, :, s:s + step]], axis=1, out=out[:, s:s + step])
+_Matrix = tuple[bytes, ...]  # rows of field elements
+
+
+def _gf_matmul(a: _Matrix, b: Sequence[bytes], length: int) -> list[bytes]:
+    """(r x c) times (c x length) over GF(256), rows as bytes: each output row is the XOR of
+    b's rows, each multiplied by its coefficient through one translation table."""
+    out = []
+    for row in a:
+        acc = 0
+        for coef, shard in zip(row, b):
+            if coef:
+                acc ^= int.from_bytes(shard.translate(_MUL[coef]), "little")
+        out.append(acc.to_bytes(length, "little"))
     return out
 
 
-def _gf_invert(m: np.ndarray) -> np.ndarray:
-    """Gauss–Jordan over GF(256), eliminating a whole column per numpy call."""
-    size = m.shape[0]
-    aug = np.concatenate([m, np.eye(size, dtype=np.uint8)], axis=1)
+def _gf_invert(m: _Matrix) -> _Matrix:
+    """Gauss–Jordan over GF(256), a whole row of the augmented matrix per step."""
+    size = len(m)
+    width = 2 * size
+    aug = [int.from_bytes(bytes(row) + bytes(i == j for j in range(size)), "little") for i, row in enumerate(m)]
     for col in range(size):
-        rows = np.flatnonzero(aug[col:, col])
-        if rows.size == 0:  # cannot happen for a Cauchy submatrix; guards against a broken table
+        pivot = next((r for r in range(col, size) if aug[r] >> (8 * col) & 0xFF), None)
+        if pivot is None:  # cannot happen for a Cauchy submatrix; guards against a broken table
             raise FecError(f"singular {size}x{size} matrix over GF(256)")
-        pivot = col + int(rows[0])
-        if pivot != col:
-            aug[[col, pivot]] = aug[[pivot, col]]
-        aug[col] = _MUL[_INV[aug[col, col]], aug[col]]
-        factors = aug[:, col].copy()
-        factors[col] = 0
-        aug ^= _MUL[factors[:, None], aug[col][None, :]]
-    return aug[:, size:]
+        aug[col], aug[pivot] = aug[pivot], aug[col]
+        row = aug[col].to_bytes(width, "little")
+        row = row.translate(_MUL[_INV[row[col]]])
+        aug[col] = int.from_bytes(row, "little")
+        for r in range(size):
+            factor = aug[r] >> (8 * col) & 0xFF
+            if r != col and factor:
+                aug[r] ^= int.from_bytes(row.translate(_MUL[factor]), "little")
+    return tuple(a.to_bytes(width, "little")[size:] for a in aug)
 
 
 # --------------------------------------------------------------------------- the code
@@ -154,12 +154,8 @@ def shard_size(length: int, k: int) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _cauchy(k: int, n: int) -> np.ndarray:
-    x = np.arange(k, n)[:, None]
-    y = np.arange(k)[None, :]
-    c = _INV[x ^ y]
-    c.flags.writeable = False
-    return c
+def _cauchy(k: int, n: int) -> _Matrix:
+    return tuple(bytes(_INV[x ^ y] for y in range(k)) for x in range(k, n))
 
 
 def encode(data: bytes, k: int, n: int) -> list[bytes]:
@@ -170,13 +166,12 @@ def encode(data: bytes, k: int, n: int) -> list[bytes]:
     padded = buf + bytes(k * size - len(buf))
     shards = [padded[j * size:(j + 1) * size] for j in range(k)]
     if n > k:
-        rows = np.frombuffer(padded, np.uint8).reshape(k, size)
-        shards += [row.tobytes() for row in _gf_matmul(_cauchy(k, n), rows)]
+        shards += _gf_matmul(_cauchy(k, n), shards, size)
     return shards
 
 
 @functools.lru_cache(maxsize=1024)
-def _decode_matrix(k: int, n: int, chosen: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+def _decode_matrix(k: int, n: int, chosen: tuple[int, ...]) -> tuple[tuple[int, ...], _Matrix]:
     """For k chosen shard indices (sorted): the missing data indices and the e x k matrix that
     rebuilds them from the chosen shards, in the order given.
 
@@ -186,11 +181,11 @@ def _decode_matrix(k: int, n: int, chosen: tuple[int, ...]) -> tuple[tuple[int, 
     known = [i for i in chosen if i < k]
     parity = [i - k for i in chosen if i >= k]
     missing = sorted(set(range(k)).difference(known))
-    c = _cauchy(k, n)[parity]
-    inv = _gf_invert(c[:, missing])
-    matrix = np.concatenate([_gf_matmul(inv, c[:, known]), inv], axis=1)
-    matrix.flags.writeable = False
-    return tuple(missing), matrix
+    cauchy = _cauchy(k, n)
+    c = [cauchy[p] for p in parity]
+    inv = _gf_invert(tuple(bytes(row[j] for j in missing) for row in c))
+    inv_known = _gf_matmul(inv, [bytes(row[j] for j in known) for row in c], len(known))
+    return tuple(missing), tuple(a + b for a, b in zip(inv_known, inv))
 
 
 def decode(shards: dict[int, bytes], k: int, n: int, length: int) -> bytes:
@@ -235,9 +230,8 @@ def decode(shards: dict[int, bytes], k: int, n: int, length: int) -> bytes:
         return b"".join(got[i] for i in range(k))[:length]
     chosen = tuple(data_idx + [i for i in sorted(got) if i >= k][:k - len(data_idx)])
     missing, matrix = _decode_matrix(k, n, chosen)
-    inputs = np.frombuffer(b"".join(got[i] for i in chosen), np.uint8).reshape(k, size)
-    rebuilt = dict(zip(missing, _gf_matmul(matrix, inputs)))
-    return b"".join(got[j] if j in got else rebuilt[j].tobytes() for j in range(k))[:length]
+    rebuilt = dict(zip(missing, _gf_matmul(matrix, [got[i] for i in chosen], size)))
+    return b"".join(got[j] if j in got else rebuilt[j] for j in range(k))[:length]
 
 
 # --------------------------------------------------------------------------- overhead planning
@@ -264,20 +258,43 @@ def _chain(loss: float, burst: float) -> tuple[float, float]:
     return 1.0 - 1.0 / burst, loss / (burst * (1.0 - loss))
 
 
+def _sum(values: list[float], start: int, n: int) -> float:
+    """numpy's pairwise float64 sum of values[start:start + n], in its order of additions:
+    the planner gave the same parity when it summed with numpy, to the last bit."""
+    if n < 8:
+        total = 0.0
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    if n <= 128:
+        r = values[start:start + 8]
+        i, whole = 8, n - n % 8
+        while i < whole:
+            r = [r[j] + values[start + i + j] for j in range(8)]
+            i += 8
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for j in range(start + i, start + n):
+            total += values[j]
+        return total
+    half = n // 2
+    half -= half % 8
+    return _sum(values, start, half) + _sum(values, start + half, n - half)
+
+
 def _failures(k: int, loss: float, burst: float) -> Iterator[float]:
     """P(fewer than k of the first t frames arrive), for t = 1, 2, ... (endless)."""
     stay, enter = _chain(loss, burst)
+    go, leave = 1.0 - stay, 1.0 - enter
     # mass by received count r = 0..k (k absorbs "k or more"), split by the last frame's state
-    lost = np.zeros(k + 1)
-    recv = np.zeros(k + 1)
+    lost = [0.0] * (k + 1)
+    recv = [0.0] * (k + 1)
     lost[0] = loss
     recv[1] = 1.0 - loss
     while True:
-        yield float(lost[:k].sum() + recv[:k].sum())
-        to_lost = lost * stay + recv * enter
-        arrive = lost * (1.0 - stay) + recv * (1.0 - enter)
-        recv = np.zeros(k + 1)
-        recv[1:] = arrive[:-1]
+        yield _sum(lost, 0, k) + _sum(recv, 0, k)
+        to_lost = [a * stay + b * enter for a, b in zip(lost, recv)]
+        arrive = [a * go + b * leave for a, b in zip(lost, recv)]
+        recv = [0.0, *arrive[:-1]]
         recv[k] += arrive[k]
         lost = to_lost
 

@@ -17,7 +17,7 @@ This is independent of `fec` (an erasure code across whole fragments, another fi
 
 from __future__ import annotations
 
-import numpy as np
+import functools
 
 FIELD_POLY = 0x187
 PARITY_BYTES = 32
@@ -79,18 +79,25 @@ def parity(message: bytes) -> bytes:
     return reg.to_bytes(PARITY_BYTES, "big")
 
 
-# Syndrome i weighs the byte of degree d by beta^((112+i)*d): a table of exponents of alpha.
-_SYNDROME_EXPONENTS = (
-    (np.arange(FIRST_ROOT, FIRST_ROOT + PARITY_BYTES)[:, None] * ROOT_STEP * np.arange(CODEWORD_BYTES)[None, :]) % 255
-)
-_EXP_NP = np.array(_EXP, dtype=np.uint8)
-_LOG_NP = np.array(_LOG, dtype=np.int64)
+@functools.cache
+def _syndrome_tables():
+    """numpy and its tables, on the first packet to correct: only a receiver corrects, and the
+    payload daemon, which only adds parity, is ~8 MB lighter without numpy (docs/bench.md)."""
+    import numpy as np
+
+    # Syndrome i weighs the byte of degree d by beta^((112+i)*d): a table of exponents of alpha.
+    exponents = (
+        (np.arange(FIRST_ROOT, FIRST_ROOT + PARITY_BYTES)[:, None] * ROOT_STEP * np.arange(CODEWORD_BYTES)[None, :])
+        % 255
+    )
+    return np, exponents, np.array(_EXP, dtype=np.uint8), np.array(_LOG, dtype=np.int64)
 
 
 def _syndromes(codeword: bytes) -> list[int]:
+    np, exponents, exp, log = _syndrome_tables()
     values = np.frombuffer(codeword, dtype=np.uint8)[::-1]  # index = degree
     nonzero = values != 0
-    terms = _EXP_NP[(_LOG_NP[values[nonzero]][None, :] + _SYNDROME_EXPONENTS[:, : len(values)][:, nonzero]) % 255]
+    terms = exp[(log[values[nonzero]][None, :] + exponents[:, : len(values)][:, nonzero]) % 255]
     return [int(s) for s in np.bitwise_xor.reduce(terms, axis=1)] if terms.size else [0] * PARITY_BYTES
 
 
