@@ -469,39 +469,12 @@ def _payload_proc(args: list[str], data: Path, config: Path | None = None):
 
 
 def bench_daemon_memory(bundle_dir: Path, minutes: float = 10.0, speedup: float = 60.0) -> list[tuple]:
-    """The payload daemon's own memory: USS (pages only it holds) and RSS of a real
-    `python -m payload run --sim` process, sampled every 0.2 s over a bench flight of
-    `minutes` at `speedup`, largest sample; the persona worker (a child process, where the
-    model is mapped) is not counted. Without a bundle, --no-persona only."""
-    import psutil
+    """The payload daemon's own memory: a real `python -m payload run --sim` process sampled over
+    a bench flight of `minutes` at `speedup`, with the bench world's and rich's shares measured
+    apart (sim/memory_bench.py); the persona worker is not counted. Without a bundle, --no-persona only."""
+    from .memory_bench import rows
 
-    rows = []
-    variants = [("--no-persona", ["--no-persona"])]
-    if (bundle_dir / "persona.toml").is_file():
-        variants.append((f"persona {bundle_dir}", ["--persona", str(bundle_dir)]))
-    for what, extra in variants:
-        with tempfile.TemporaryDirectory() as d:
-            proc = _payload_proc([*extra, "--minutes", f"{minutes:g}", "--speedup", f"{speedup:g}"], Path(d) / "p")
-            ps, uss, rss, worker_rss = psutil.Process(proc.pid), 0, 0, 0
-            stop = threading.Event()
-            while proc.poll() is None:
-                try:
-                    info = ps.memory_full_info()
-                    uss, rss = max(uss, info.uss), max(rss, info.rss)
-                    worker_rss = max([worker_rss] + [c.memory_info().rss for c in ps.children()])
-                except psutil.Error:
-                    pass  # it ended between poll and sample
-                stop.wait(0.2)
-            err = proc.stderr.read().decode(errors="replace")
-            if proc.returncode != 0:
-                raise RuntimeError(f"daemon memory bench: payload run exited {proc.returncode}: {err[-500:]}")
-        worker = f"; worker (not counted) RSS {worker_rss / 1e6:,.0f} MB" if worker_rss else ""
-        rows += [
-            (f"daemon memory: USS, {what}", f"{uss / 1e6:,.1f}", "MB",
-             f"target <= 80 MB; {minutes:g} flight min at {speedup:g}x, largest of 0.2 s samples{worker}"),
-            (f"daemon memory: RSS, {what}", f"{rss / 1e6:,.1f}", "MB", "shared libraries included"),
-        ]  # fmt: skip
-    return rows
+    return rows(bundle_dir, minutes, speedup)
 
 
 _IDLE_TOML = """
