@@ -94,3 +94,75 @@ def test_an_altitude_below_sea_level_goes_as_zero_which_every_decoder_takes():
     assert parse_ukhas_string(sentence)["altitude"] == 0
     assert gateway_reads(sentence)["alt"] == 0 and wire.decode_frame(sentence.encode()).alt == 0
     assert wire.decode_frame(wire.encode_habpack(t)).alt == -412  # HABpack carries it signed, as it is
+
+
+# --------------------------------------------------------------------------- the rules as a check
+from datetime import datetime, timezone  # noqa: E402
+
+from stratoecho.wire import gateway_rules  # noqa: E402
+from stratoecho.wire.musing_sentence import GATEWAY_MAX_LINE  # noqa: E402
+
+
+def position(seq: int, hms: str, alt: int = 1000) -> bytes:
+    return wire.encode_sentence(wire.Telemetry("STRATO1", seq, hms, 52.1, -0.1, alt, 8, 10.0, 990.0, 3900, 1))
+
+
+def line(body: str) -> bytes:
+    return f"$${body}*{wire.crc16_ccitt(body.encode()):04X}\n".encode()
+
+
+def rules(frames: list[bytes]) -> list[str]:
+    return [v.rule for v in gateway_rules.check_air(frames)]
+
+
+def test_good_air_breaks_no_rule():
+    when = datetime(2026, 6, 20, 12, 0, 3, tzinfo=timezone.utc)
+    musing = wire.encode_musing_sentences("STRATO1", 2, when, 52.1, -0.1, 1000, 1, 4, "the sky " * 60)
+    assert len(musing) > 1 and max(map(len, musing)) <= GATEWAY_MAX_LINE
+    frames = [position(1, "12:00:00"), position(2, "12:00:02"), *musing, position(3, "12:01:00"),
+              wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 4, 0, "x"))[0],  # not a gateway's business
+              wire.encode_habpack(wire.Telemetry("STRATO1", 4, "12:01:30", 52.1, -0.1, 900, 8, 1.0, 2.0, 3900, 1))]
+    assert rules(frames) == []
+
+
+@pytest.mark.parametrize("frames, rule", [
+    ([line("STRATO1,1,12:00:00,52.1,-0.1,100,musing 1.1 1/1," + "x" * 160)], "length"),
+    ([line("STRATO1,1,12:00:00,52.1,-0.1,100,musing 1.1 1/1,012345 starts the text")], "field list"),
+    ([line("STRATO1,1,12:00:00,52.1,-0.1,100,5,0123456789ABCDEF")], "field list"),  # names more than it has
+    ([line("STRATO1,1,12:00:00,52.1,-0.1,100,5,012345" + "6" * 30)], "field list"),  # longer than FieldList[32]
+    ([line("STRATO1,1,12:00:00,52.1,-0.1,100,five,0123456")], "field list"),  # sats not a number
+    ([line('STRATO1,1,12:00:00,52.1,-0.1,100,say "hi"')], "json"),
+    ([position(1, "12:00:00").replace(b"52.1", b"53.1")], "checksum"),
+    ([line("STRATO1,one,12:00:00,52.1,-0.1,100")], "key fields"),
+    ([position(2, "12:00:10"), position(1, "12:00:00")], "time order"),  # a repair of an old position
+    ([position(1, "12:00:10"), line("STRATO1,1,12:00:10,52.1,-0.1,100,musing 1.1 1/1,hi")], "time order"),
+    ([position(5, "12:00:10"), line("STRATO1,4,12:00:20,52.1,-0.1,100,musing 1.1 1/1,hi")], "counter order"),
+])
+def test_each_rule_a_stock_gateway_sets_is_caught(frames, rule):
+    assert rule in rules(frames)
+
+
+def test_midnight_is_not_out_of_order():
+    assert rules([position(1, "23:59:50"), position(2, "00:00:20")]) == []
+    assert rules([position(1, "00:00:20"), position(2, "23:59:50")]) == ["time order"]
+
+
+def test_a_musing_that_starts_like_a_field_list_goes_as_plain_text():
+    when = datetime(2026, 6, 20, 12, 0, 3, tzinfo=timezone.utc)
+    for text in ("0123456789 and counting", "a long start " * 14 + "012345 more"):
+        lines = wire.encode_musing_sentences("STRATO1", 2, when, 52.1, -0.1, 1000, 1, 4, text)
+        assert rules([position(2, "12:00:02"), *lines]) == []
+        parts = [wire.decode_frame(f).text for f in lines]
+        assert " ".join(parts) == text.strip()  # our ground reads it back as it was
+    with pytest.raises(wire.WireError, match="field list"):
+        wire.encode_musing_sentences("0123456", 2, when, 52.1, -0.1, 1000, 1, 4, "hi")
+
+
+def test_a_restamped_musing_sentence_fits_wherever_the_original_did():
+    when = datetime(2026, 6, 20, 12, 0, 3, tzinfo=timezone.utc)
+    lines = wire.encode_musing_sentences("STRATO1", 2, when, 0.0, 0.0, 0, 1, 4, "word " * 200)
+    far = [wire.restamp(f, 4_294_967_295, when, -89.99999, -179.99999, 999_999) for f in lines]
+    assert max(map(len, far)) <= GATEWAY_MAX_LINE
+    s = wire.decode_frame(far[0])
+    assert (s.counter, s.lat, s.lon, s.alt, s.time) == (4_294_967_295, -89.99999, -179.99999, 999_999, "12:00:03")
+    assert [wire.decode_frame(f).text for f in far] == [wire.decode_frame(f).text for f in lines]
