@@ -2,7 +2,8 @@
 
 `FrameDecoder.feed(bytes)` decodes one frame with `wire.decode_frame`, feeds
 fragments to a `wire.Reassembler`, drops repeated telemetry by (boot, seq), and
-returns what happened as a `Decoded`: complete records are the wire's own types,
+returns what happened as a `Decoded`: complete records are the wire's own types (a position
+the payload sent late, as a record, comes out as the `wire.Telemetry` it carries),
 `wire.Telemetry` and `wire.Record`, read by attribute everywhere after. A musing's text
 sentences (`wire.musing_sentence`, for stock gateways) give the musing record once all its
 parts are heard, folded text and all, unless the record itself came first; the record
@@ -81,6 +82,8 @@ class FrameDecoder:
             return Decoded(error=reason, detail=str(e))
         if record is None:
             return Decoded(frame=decoded)
+        if record.kind is wire.Kind.TELEMETRY:
+            return self._late_position(record, decoded)
         return self._deliver(record, decoded)
 
     def position(self, t: wire.Telemetry) -> Decoded:
@@ -95,6 +98,21 @@ class FrameDecoder:
             return Decoded(frame=t)
         self._seen_telemetry.add(key)
         return self._deliver(t, t)
+
+    def _late_position(self, record: wire.Record, fragment: wire.Fragment) -> Decoded:
+        """A position the payload sent after a newer one, as a record: the sentence it carries, under
+        the record's own number (a record filed under another number is not that position)."""
+        t = wire.decode_position(record.content)
+        if (t.seq, t.boot) != (record.seq, record.boot):
+            self.errors["bad content"] += 1
+            return Decoded(error="bad content", detail=f"telemetry record {record.boot}.{record.seq} carries "
+                                                       f"position {t.boot}.{t.seq}", frame=fragment)
+        key = (t.boot, t.seq)
+        if key in self._seen_telemetry:
+            self.duplicates += 1
+            return Decoded(frame=fragment)
+        self._seen_telemetry.add(key)
+        return self._deliver(t, fragment)
 
     def _musing_part(self, s: wire.MusingSentence, received: datetime) -> Decoded:
         self.musing_sentences += 1

@@ -74,6 +74,7 @@ STOP_BUDGET_S = 10.0
 RADIO_CLOSE_S = 2.0  # of it, kept for closing a radio whose thread is stuck, and for that thread to end
 PROBATION_STATE = "uplink:probation"  # risky changes awaiting confirmation (payload/confirm.py)
 SSDV_IMAGE_STATE = "ssdv:next_image_id"  # the next picture's SSDV image id (0..255)
+STILLS_STATE = "camera:stills_taken"  # stills with a thumbnail, across reboots: which one goes down (send_every)
 MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs need the rest
 
 
@@ -194,6 +195,11 @@ class Daemon:
         if reading.thumbnail_jpeg is None:
             return False
         cam = self.cfg.devices.camera
+        taken = int(self.store.get_state(STILLS_STATE, "0"))
+        self.store.set_state(STILLS_STATE, str(taken + 1))
+        if cam is not None and taken % cam.send_every:
+            log.info("thumbnail_kept_on_card", still=taken, send_every=cam.send_every)
+            return True  # the still is on the card; the radio's time goes to one in send_every
         if cam is not None and cam.ssdv and self.ssdv_picture(reading.thumbnail_jpeg, cam):
             return True
         self.outbound.record(wire.Kind.IMAGE, reading.thumbnail_jpeg)
@@ -720,12 +726,13 @@ def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], me
 
 
 def record_kind(value: int) -> wire.Kind | None:
-    """The record kind an uplink item names; None for telemetry and SSDV (no records) or a kind unknown here."""
+    """The record kind an uplink item names; None for telemetry (a late position is not repaired:
+    a newer one has gone), SSDV and musing sentences (no records) or a kind unknown here."""
     try:
         kind = wire.Kind(value)
     except ValueError:
         return None
-    return None if kind in wire.NOT_RECORDS else kind
+    return None if kind in wire.NOT_RECORDS or kind is wire.Kind.TELEMETRY else kind
 
 
 def intervals_refused(telemetry_s: float, musing_s: float, planned_telemetry_s: float, limits) -> str | None:

@@ -3,7 +3,9 @@
 Each time the radio is free the transmitter picks ONE frame:
 
 1. the newest telemetry sentence, if it is still queued — position is never starved
-   by bulk (older sentences it superseded wait as backlog, in the store's order);
+   by bulk. Older sentences it superseded wait as backlog, in the store's order, and go as
+   records carrying the sentence (`wire.Kind.TELEMETRY`), never as ``$$`` lines: a gateway
+   that heard a newer position would draw its track stepping back;
 2. else a fragment the ground asked for again (a repair, see below);
 3. else the next frame of the records it has in hand, round-robin across up to
    `radio.interleave` records, so a burst of lost frames is spread over several
@@ -27,6 +29,12 @@ does not fit is deferred, not waited for: the radio stays free for the next sent
 looks again later. What went on air is logged in the data directory before each frame
 is keyed, so a restart does not hand the same hour's budget out twice.
 
+Musing sentences (``$$`` lines for stock gateways) are stamped as they are keyed
+(`wire.restamp`): the last position sentence on air, its number, and a time a second after
+the last ``$$`` line, at least `STAMP_MARGIN_S` in the past by the position's own clock (its
+fix time plus the flight time since it was keyed), so the next position sentence, from a fix
+taken later, is newer still. A line whose stamp is not yet that far in the past waits for it.
+
 Repair: after every `uplink.window_every`-th position sentence the radio listens
 for `uplink.window_s` (half duplex: nothing is sent meanwhile). Signed frames go
 to the `on_uplink` callback (the daemon's command gate); a RESEND becomes
@@ -36,10 +44,12 @@ never for a record that is still queued, which will go out whole anyway.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -74,16 +84,29 @@ LOG_SYNC_S = 60.0
 # RESEND asks for up to 255 items a frame, several frames a window; past this the ground's
 # asking outruns the air, and what is refused it asks for again in a later window.
 MAX_REPAIR_FRAMES = 2 * wire.records.MAX_SHARDS
+# How far in the past a musing sentence's stamp must be when it is keyed: the next position
+# sentence's fix may be up to a second old (1 Hz GPS), and must still be later than the stamp.
+STAMP_MARGIN_S = 2.0
+
+
+def record_body(q: Queued) -> bytes:
+    """What a stored item's record carries: the stored body, or for a position (stored as the
+    frame it would go on air as) its creation time and that frame."""
+    if q.kind is wire.Kind.TELEMETRY:
+        return struct.pack(">I", int(q.created)) + q.payload
+    return q.payload
 
 
 def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
-    """The air frames of one stored record; `parity_for(k)` says how many parity fragments."""
-    if q.kind in (wire.Kind.TELEMETRY, wire.Kind.MUSING_SENTENCE):
-        return [q.payload]  # already a UKHAS sentence
+    """The air frames of one stored item taken as bulk; `parity_for(k)` says how many parity
+    fragments. A position here is a backlog one, superseded: it goes as a record."""
+    if q.kind is wire.Kind.MUSING_SENTENCE:
+        return [q.payload]  # already a UKHAS sentence (restamped as it is keyed)
     if q.kind is wire.Kind.SSDV:
         return [q.payload]  # an SSDV packet without its sync byte: it carries its own Reed-Solomon FEC
-    k = wire.data_shards(len(q.payload), mtu)
-    return wire.fragment_body(q.kind, q.boot, q.seq, q.payload, mtu, parity=parity_for(k))
+    body = record_body(q)
+    k = wire.data_shards(len(body), mtu)
+    return wire.fragment_body(q.kind, q.boot, q.seq, body, mtu, parity=parity_for(k))
 
 
 @dataclass
@@ -133,6 +156,10 @@ class Transmitter:
         self._sent_at_window: dict[int, int] = {}  # sentence id -> frames sent up to it (this boot)
         self._reported: tuple[int, int] | None = None  # (frames sent, frames heard) at the last report
         self._report_window: int | None = None  # the window of the last accepted report
+        # The last position sentence keyed: (its number, fix time, lat, lon, alt, flight time keyed);
+        # and the time of day the last $$ line said. Musing sentences are stamped from them.
+        self._position: tuple[int, datetime, float, float, float, float] | None = None
+        self._line_time: datetime | None = None
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
 
@@ -234,7 +261,7 @@ class Transmitter:
             # The current sentence goes out alone, above; backlog sentences may join the hand.
             for q in self.store.queued(limit=room, exclude=tuple(self._hand), backlog_only=True):
                 frames = frames_for(q, self.cfg.mtu, self.parity)
-                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(len(q.payload), self.cfg.mtu)
+                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(len(record_body(q)), self.cfg.mtu)
                 self._hand[q.id] = (q, deque(frames), k, len(frames))
         if not self._hand:
             return None
@@ -268,6 +295,11 @@ class Transmitter:
             if item is None:
                 return False
         q, frame, last, is_parity = item
+        if q is not None and q.kind is wire.Kind.MUSING_SENTENCE:
+            frame, wait = self._stamped(frame)
+            if wait > 0:
+                self.deferred_s = wait  # its stamp must be in the past first; a sentence may go meanwhile
+                return False
         air = self.airtime(frame)
         if beacon:
             self.sentence_s = max(self.sentence_s, air)  # a longer sentence than planned: reserve for it
@@ -293,6 +325,8 @@ class Transmitter:
         self._log_airtime(air, beacon)  # before keying: a crash mid-frame still counts it
         keyed = self.clock.elapsed_s()
         self.radio.send(frame)
+        if frame[:2] == b"$$" or beacon:
+            self._keyed_line(frame, beacon, keyed)
         with self._lock:
             self.stats.frames_sent += 1
             self.stats.bytes_sent += len(frame)
@@ -313,6 +347,38 @@ class Transmitter:
                 self._sent_at_window.pop(next(iter(self._sent_at_window)))
             self.listen_window()
         return True
+
+    def _keyed_line(self, frame: bytes, beacon: bool, keyed: float) -> None:
+        """Remember what a position or musing sentence said, for the next musing sentence's stamp."""
+        try:
+            if not beacon:
+                self._line_time = self._at(wire.decode_musing_sentence(frame).time)
+                return
+            t = wire.decode_position(frame)
+        except wire.WireError as e:  # our own frame: never expected
+            log.error("keyed_line_unreadable", error=str(e))
+            return
+        fix = self._at(t.time)
+        self._position = (t.seq, fix, t.lat, t.lon, t.alt, keyed)
+        self._line_time = fix  # HABpack too: SondeHub orders and merges its positions by time alike
+
+    def _at(self, hms: str) -> datetime:
+        """A time of day as the moment nearest the flight's clock (across midnight too)."""
+        return wire.telemetry_datetime(hms, self.clock.now())
+
+    def _stamped(self, frame: bytes) -> tuple[bytes, float]:
+        """(a musing sentence carrying the last position keyed, seconds until its stamp is
+        STAMP_MARGIN_S in the past by that position's clock: 0 when it may go now). Before any
+        position this boot, the line as it was made."""
+        if self._position is None:
+            return frame, 0.0
+        seq, fix, lat, lon, alt, keyed = self._position
+        stamp = max(fix, self._line_time or fix) + timedelta(seconds=1)
+        now = fix + timedelta(seconds=self.clock.elapsed_s() - keyed)  # GPS time, never ahead of it
+        wait = (stamp - now).total_seconds() + STAMP_MARGIN_S
+        if wait > 0:
+            return frame, wait
+        return wire.restamp(frame, seq, stamp, lat, lon, alt), 0.0
 
     def _defer(self, wait: float, stream: str, factor: float | None) -> None:
         """Bulk waits for its share of the hour without holding the radio: logged once per spell."""

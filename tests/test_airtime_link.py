@@ -47,16 +47,26 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     boot = store.start_boot()
     body = wire.Record(wire.Kind.MUSING, boot, 1, 0, "a long thought " * 30).body()
     store.enqueue(Kind.MUSING, boot, lambda seq: body)
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T1\n", created=1.0)
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T2\n", created=2.0)
+    def position(seq: int) -> bytes:
+        return wire.encode_sentence(wire.Telemetry("T", seq, f"12:00:0{seq}", 52.0, 0.1, 100 * seq, 7, 10.0, 1000.0, 3900,
+                                                   boot))
+
+    store.enqueue(Kind.TELEMETRY, boot, position, created=1.0)
+    store.enqueue(Kind.TELEMETRY, boot, position, created=2.0)
     radio = RecordingRadio()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.0)  # a perfect link: no parity
     tx = Transmitter(store, radio, Clock(speedup=1e6), cfg, threading.Event())
     while tx.send_one():
         pass
-    assert radio.frames[0] == b"$$T2\n"  # newest position first
-    assert radio.frames[1] == b"$$T1\n"
-    assert len(radio.frames) == 2 + len(wire.fragment_record(wire.Record.from_body(wire.Kind.MUSING, boot, 1, body), 64))
+    assert radio.frames[0] == position(2)  # newest position first
+    # The one it superseded goes as a record carrying it: never a $$ line after a newer one.
+    late = [f for f in radio.frames[1:] if wire.decode_frame(f).kind is Kind.TELEMETRY]
+    reassembler = wire.Reassembler()
+    assert not any(f.startswith(b"$$") for f in radio.frames[1:])
+    rebuilt = [r for r in map(reassembler.add, map(wire.decode_frame, late)) if r is not None]
+    assert [(r.content, r.created) for r in rebuilt] == [(position(1), 1)]
+    musing = wire.fragment_record(wire.Record.from_body(wire.Kind.MUSING, boot, 1, body), 64)
+    assert len(radio.frames) == 1 + len(late) + len(musing)
     assert store.depth() == {}
     assert tx.stats.sent_by_stream == {"telemetry": 2, "musing": 1}
     assert tx.stats.airtime_s == pytest.approx(sum(tx.airtime(f) for f in radio.frames))

@@ -88,6 +88,23 @@ def test_records_are_the_wire_types_and_their_json_what_the_contract_promises():
     json.dumps([tele.as_dict(), musing.as_dict()], allow_nan=False)  # valid JSON, no NaN
 
 
+def late_position(t: wire.Telemetry, frame: bytes | None = None) -> list[bytes]:
+    """A position the payload sent after a newer one: a record carrying its sentence (payload/link.py)."""
+    body = struct.pack(">I", 1_750_000_000) + (frame or sentence(t))
+    return wire.fragment_body(wire.Kind.TELEMETRY, t.boot, t.seq, body, MTU, parity=1)
+
+
+def test_a_late_position_comes_as_a_record_and_is_the_telemetry_it_carries():
+    decoder = FrameDecoder()
+    late = late_position(TELEMETRY[0])
+    assert all(f[0] == wire.MAGIC for f in late)  # never a $$ line: gateways pass it by
+    got = feed_all(decoder, late[1:])  # any k of its n frames
+    assert got == [TELEMETRY[0]] and decoder.records == {"telemetry": 1}
+    assert feed_all(decoder, [sentence(TELEMETRY[0])]) == [] and decoder.duplicates == 1  # heard both ways: once
+    habpack = late_position(TELEMETRY[1], wire.encode_habpack(TELEMETRY[1]))
+    assert feed_all(decoder, habpack) == [TELEMETRY[1]]
+
+
 # --------------------------------------------------------------------------- hostile
 
 GOOD_FRAGMENT = one_fragment(EVENT)
@@ -119,7 +136,9 @@ HOSTILE = {
         "sentence field invalid"),
     "unknown version": ([fragment(vk=0x22, seal=False)], "unknown version"),  # version 2 had no record check
     "unknown kind": ([fragment(vk=0x3F)], "unknown kind"),
-    "telemetry as fragment": ([fragment(vk=0x30)], "telemetry as fragment"),
+    "telemetry record carrying no position": ([fragment(vk=0x30)], "bad content"),
+    "telemetry record carrying another position": (
+        [fragment(vk=0x30, seq=9, shard=struct.pack(">I", 0) + sentence(TELEMETRY[0]))], "bad content"),
     "bad fragment index": ([fragment(idx=2, k=1, n=2)], "bad fragment index"),
     "more data shards than shards": ([fragment(k=3, n=2)], "bad fragment index"),
     "bad shard size": ([fragment(length=100)], "bad shard size"),

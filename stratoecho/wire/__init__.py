@@ -9,7 +9,7 @@ LoRa gateways dispatch:
 | ``$`` | UKHAS telemetry sentence (ASCII, CRC16) | `sentence` |
 | ``$`` | a musing as UKHAS text sentences (seventh field ``musing B.S P/N``) | `musing_sentence` |
 | ``0x80``-``0x8F``, ``0xDE`` | HABpack telemetry (MessagePack map) | `habpack` |
-| ``0xEC`` | stratoecho record fragment, erasure-coded | `records` (+ `fec`, `content`) |
+| ``0xEC`` | stratoecho record fragment, erasure-coded (a late position too) | `records` (+ `fec`, `content`) |
 | ``0x66``, ``0x67`` | SSDV picture packet (255 bytes on air: no 0x55 sync) | `ssdv` (+ `jpeg_scan`, `ssdv_rs`) |
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
@@ -28,10 +28,16 @@ from .common import (
     WireError,
     crc16_ccitt,
 )
-from .content import API_REQUEST_FIELDS, HEALTH_FIELDS
+from .content import API_REQUEST_FIELDS, HEALTH_FIELDS, decode_position
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack, encode_habpack
-from .musing_sentence import MusingSentence, decode_musing_sentence, encode_musing_sentences, is_musing_sentence
+from .musing_sentence import (
+    MusingSentence,
+    decode_musing_sentence,
+    encode_musing_sentences,
+    is_musing_sentence,
+    restamp,
+)
 from .records import (
     CHECK_BYTES,
     CRC_BYTES,
@@ -76,7 +82,8 @@ __all__ = [
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
     "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",
-    "HABPACK_FIRST_BYTES", "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
+    "HABPACK_FIRST_BYTES", "decode_position", "restamp",
+    "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
     "SSDV_FIRST_BYTES", "SsdvPacket", "ssdv",
     "MusingSentence", "decode_musing_sentence", "encode_musing_sentences", "is_musing_sentence",
     "telemetry_datetime",

@@ -28,7 +28,10 @@ class WireError(ValueError):
 
 
 class Kind(enum.IntEnum):
-    TELEMETRY = 0  # only ever sent as a UKHAS sentence (or HABpack)
+    # A position: on air as a UKHAS sentence (or HABpack) while it is the newest; one sent after a
+    # newer one went (a backlog) travels as a record carrying that frame, which gateways ignore,
+    # so no gateway's track ever steps back.
+    TELEMETRY = 0
     MUSING = 1
     EVENT = 2
     HEALTH = 3  # the Pi's and the store's state, declared fields (content.py)
@@ -43,8 +46,7 @@ class Kind(enum.IntEnum):
 
 
 # Kinds that travel in a format of their own, never as our records' fragments: the format each takes.
-NOT_RECORDS = {Kind.TELEMETRY: "UKHAS sentences", Kind.SSDV: "SSDV packets",
-               Kind.MUSING_SENTENCE: "UKHAS text sentences"}
+NOT_RECORDS = {Kind.SSDV: "SSDV packets", Kind.MUSING_SENTENCE: "UKHAS text sentences"}
 
 
 def refuse_as_record(kind: Kind) -> None:

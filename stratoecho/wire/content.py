@@ -6,6 +6,8 @@
     health          declared fields (dict)  MessagePack map, integer keys from HEALTH_FIELDS
     image           a JPEG (bytes)          the JPEG file's bytes, SOI (FF D8) first
     api request     api and query (dict)    MessagePack map, integer keys from API_REQUEST_FIELDS
+    telemetry       a position frame        the UKHAS sentence or HABpack map as it would have
+                    (bytes)                 gone on air: a position sent after a newer one
 
 The payload asks the ground for outside information with an API request record;
 the record's own sequence number is the request id, and the answer travels up as
@@ -26,6 +28,9 @@ import msgpack
 
 from .common import Kind, WireError
 from .events import Event, decode_event, encode_event
+from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
+from .habpack import decode_habpack
+from .sentence import Telemetry, decode_sentence
 
 # key -> (name, type); the payload fills what it measures, any subset.
 HEALTH_FIELDS: dict[int, tuple[str, type]] = {
@@ -75,8 +80,23 @@ def _by_name(table: dict[int, tuple[str, type]]) -> dict[str, tuple[int, type]]:
     return {name: (key, typ) for key, (name, typ) in table.items()}
 
 
+def decode_position(frame: bytes) -> Telemetry:
+    """A position frame, UKHAS sentence or HABpack; WireError if it is neither."""
+    if frame[:2] == b"$$":
+        return decode_sentence(frame)
+    if frame[:1] and frame[0] in HABPACK_FIRST_BYTES:
+        return decode_habpack(frame)
+    raise WireError("bad content", "a telemetry record carries a UKHAS sentence or a HABpack map")
+
+
 def encode_content(kind: Kind, content) -> bytes:
     """The bytes of `content` for a record of `kind`; ValueError names what does not fit."""
+    if kind is Kind.TELEMETRY:
+        try:
+            decode_position(bytes(content))
+        except (WireError, TypeError) as e:
+            raise ValueError(f"a telemetry record carries a position frame as it would go on air: {e}") from e
+        return bytes(content)
     if kind in TEXT_KINDS:
         if not isinstance(content, str):
             raise ValueError(f"a {kind.name.lower()} carries text, not {type(content).__name__}")
@@ -107,6 +127,9 @@ def encode_content(kind: Kind, content) -> bytes:
 
 def decode_content(kind: Kind, data: bytes):
     """The content of a record of `kind` from its bytes; WireError if they are not that."""
+    if kind is Kind.TELEMETRY:
+        decode_position(data)
+        return data
     if kind in TEXT_KINDS:
         try:
             return data.decode("utf-8")
@@ -146,6 +169,9 @@ def summary(kind: Kind, content) -> str:
         return content.text
     if kind is Kind.IMAGE:
         return f"image: JPEG of {len(content):,} bytes"
+    if kind is Kind.TELEMETRY:
+        t = decode_position(content)
+        return f"position {t.seq} sent late: {t.time} {t.lat:.5f} {t.lon:.5f} {t.alt} m"
     if kind is Kind.API_REQUEST:
         return f"asks {content.get('api', '?')}: {content.get('query', '')}"
     return "health: " + ", ".join(f"{name} {value}" for name, value in content.items())

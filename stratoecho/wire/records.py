@@ -1,4 +1,4 @@
-"""Our own records (musings, events, health, images, API requests) as erasure-coded fragments.
+"""Our own records (musings, events, health, images, API requests, late positions) as erasure-coded fragments.
 
 A record's body — a ``u32`` creation time (Unix seconds) then its content, which
 depends on the kind (`content.py`) — is sealed with a ``u32`` record check (CRC-32,
@@ -165,8 +165,6 @@ def decode_fragment(frame: bytes) -> Fragment:
         kind = Kind(vk & 0x0F)
     except ValueError as e:
         raise WireError("unknown kind", f"unknown record kind {vk & 0x0F}") from e
-    if kind is Kind.TELEMETRY:
-        raise WireError("telemetry as fragment", "telemetry travels as UKHAS sentences, not fragments")
     if kind is Kind.SSDV:
         raise WireError("ssdv as fragment", "SSDV packets travel as they are (first byte 0x66/0x67), not as fragments")
     if kind is Kind.MUSING_SENTENCE:
