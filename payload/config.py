@@ -278,6 +278,8 @@ class CameraDeviceSection(Section):
     stills_mb: float = Field(
         4096.0, gt=0, description="most megabytes of stills kept in still_dir; beyond it the oldest are deleted. "
         "Never more than the card's size less store.min_free_mb")
+    send_every: int = Field(1, ge=1, le=1000, description="send the thumbnail of one still in this many, the first "
+                            "included; the others stay on the card only (a slow LoRa mode has air for few pictures)")
     ssdv: bool = Field(False, description="send each thumbnail as SSDV packets (the format the ssdv tool and the SSDV "
                        "server take) instead of as an image record: one 255-byte frame per packet")
     ssdv_callsign: str | None = Field(

@@ -83,6 +83,20 @@ def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
     again.camera.close()
 
 
+def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_path):
+    sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
+    d = daemon(tmp_path, ssdv_config(send_every=3), sim)
+    assert all(d.picture_once() for _ in range(4))  # stills 0-3: 0 and 3 go down
+    d.store.close()
+    d.camera.close()
+    again = daemon(tmp_path, ssdv_config(send_every=3), sim)
+    assert again.picture_once() and again.picture_once()  # stills 4 and 5: neither; 6 would
+    ids = {wire.decode_frame(q.payload).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))}
+    assert ids == {0, 1} and again.stats.images_queued == 0
+    assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card
+    again.camera.close()
+
+
 def test_the_ssdv_callsign_is_six_letters_and_digits_at_most():
     with pytest.raises(ValidationError, match="ssdv_callsign"):
         PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True}}})  # STRATO1 is 7
