@@ -288,6 +288,11 @@ def describe_report(r: dict, out: Path) -> str:
         *describe_musings(m),
         f"  telemetry  {t['received']}/{t['sent']} sentences heard; frames {f['received']}/{f['sent']}",
     ]
+    gw = r.get("gateway")
+    if gw is not None:
+        verdict = ("every one within a stock LoRa gateway's rules" if not gw["violations"]
+                   else f"{gw['violations']} break a stock LoRa gateway's rules, first: {gw['first'][0]}")
+        lines.append(f"  gateway    {gw['lines']} $$ lines on air, longest {gw['longest']} bytes: {verdict}")
     loss = r.get("loss") or {}
     if loss:
         gap = loss.get("longest_telemetry_gap") or {}

@@ -32,6 +32,7 @@ import structlog
 
 from groundstation.reading import GroundReader
 from groundstation.uplink import generate_key_file
+from stratoecho.wire import gateway_rules
 
 from .bench_hardware import Fault
 from .flight_report import summarise, write_flight_report
@@ -42,6 +43,9 @@ from .supervisor import PAYLOAD_UNIT, Supervisor, UnitError, kill_group, parse_u
 from .timekeeper import Timekeeper, TimekeeperError
 
 log = structlog.get_logger(__name__)
+# Set (as `make test` does, tests/conftest.py), a flight whose air breaks a stock LoRa gateway's
+# rules fails, report written; unset, the report says so (`gateway`) and `sim report` shows it.
+GATEWAY_STRICT_ENV = "STRATOECHO_GATEWAY_STRICT"
 SETTLE_S = 30.0  # flight seconds the channel and ground go on after the payload stops: held frames land
 RSS_EVERY_S = 60.0  # flight seconds between samples of the payload's resident memory
 MAX_REBOOTS = 3  # StartLimitAction=reboot this often in one flight: the payload cannot stay up, the flight fails
@@ -603,7 +607,12 @@ def fly(opts: FlyOptions) -> dict:
         clock_stats = asdict(flyer.tk.stats) if flyer.tk is not None else None
     finally:
         flyer.stop_all()
-    return write_report(opts, wall_s, flight_s, sc, flyer, clock_stats)
+    report = write_report(opts, wall_s, flight_s, sc, flyer, clock_stats)
+    gateway = report["gateway"]
+    if gateway["violations"] and os.environ.get(GATEWAY_STRICT_ENV):
+        raise FlyError(f"{gateway['violations']} lines on air break a stock LoRa gateway's rules "
+                       f"({opts.out / 'report.json'}): " + "; ".join(gateway["first"][:3]))
+    return report
 
 
 def world_figures(path: Path) -> dict:
@@ -639,6 +648,18 @@ def merged_stats(payload_dir: Path) -> dict:
     merged["daemon"]["boot"] = last["daemon"]["boot"]
     merged["boots"] = len(boots)
     return merged
+
+
+def gateway_section(air_hex: Path, shown: int = 10) -> dict:
+    """Every line the payload put on air against a stock LoRa gateway's rules
+    (`wire.gateway_rules`): how many lines, the longest, and the first violations."""
+    frames = [bytes.fromhex(h) for h in air_hex.read_text().split()] if air_hex.exists() else []
+    lines = [f for f in frames if f[:2] == b"$$"]
+    found = gateway_rules.check_air(frames)
+    if found:
+        log.error("gateway_rules_broken", count=len(found), first=str(found[0]))
+    return {"lines": len(lines), "longest": max(map(len, lines), default=0), "violations": len(found),
+            "first": [str(v) for v in found[:shown]]}
 
 
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
@@ -701,6 +722,7 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
     # Whether they were worth reading: every musing the payload made, measured against what its
     # prompt told it, and the first ones as they came (docs/bench.md, "Musings worth reading").
     report["musings"].update(musings_section(out, persona=opts.persona is not None))
+    report["gateway"] = gateway_section(out / "air.hex")
     write_flight_report(out)
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))

@@ -12,6 +12,7 @@ copy it (shutil.copytree) to tamper with it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,10 @@ settings.register_profile(
 settings.load_profile("stratoecho")
 
 TINY_BUNDLE_STEPS = 30
+
+# Every bench flight a test makes is checked against a stock LoRa gateway's rules
+# (stratoecho.wire.gateway_rules) and fails on the first line that breaks one: sim/fly.py.
+os.environ["STRATOECHO_GATEWAY_STRICT"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="session")

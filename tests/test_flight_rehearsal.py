@@ -6,16 +6,19 @@ heard and when (air.hex, air.times), what the ground holds."""
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from payload.config import load_config
 from sim.__main__ import main as sim_main
 from sim.soak import air_frames, check, soak
 from stratoecho import wire
+from stratoecho.wire import ssdv
 
 ROOT = Path(__file__).resolve().parent.parent
 PI_CONFIG = ROOT / "config" / "payload.pi.toml"
@@ -145,3 +148,36 @@ def test_a_radio_that_stops_answering_in_flight_costs_no_restart_and_nothing_que
     assert any(t.startswith("device radio: up -> down") for t in texts), texts
     assert "device radio: down -> up" in texts
     assert seqs and max(seqs) > 9 * 60 / load_config(PI_CONFIG).schedule.telemetry_s  # positions made after it
+
+
+def test_what_the_pi_configuration_puts_on_air_is_what_a_stock_gateway_takes(tmp_path, tiny_bundle):
+    """An hour of the flight configuration with a persona (musing sentences on): every $$ line
+    within the gateway's rules (tests/conftest.py makes `sim fly` fail on any), each musing
+    sentence carrying the position of the sentence whose number it gives, no position after a
+    newer one; and its first picture as SSDV packets that decode (the encoder and decoder match
+    the reference ssdv tool byte for byte: tests/test_ssdv.py)."""
+    out = tmp_path / "pi"
+    rc = sim_main(["fly", "--out", str(out), "--config", str(PI_CONFIG), "--persona", str(tiny_bundle),
+                   "--speedup", "max", "--seed", "7", "--minutes", "60", "--quiet"])
+    assert rc == 0, (out / "payload.log").read_text()[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["gateway"]["violations"] == 0 and report["gateway"]["longest"] <= 199, report["gateway"]
+    positions, musing_lines, pictures = {}, [], {}
+    for _, frame in air_frames(out):
+        if frame[0] in ssdv.FIRST_BYTES:
+            packet = wire.decode_frame(frame)
+            pictures.setdefault((packet.callsign, packet.image_id), []).append(packet)
+        if frame[:2] != b"$$":
+            continue
+        got = wire.decode_frame(frame)
+        if isinstance(got, wire.MusingSentence):
+            musing_lines.append(got)
+        else:
+            positions[got.seq] = got
+    assert musing_lines, "no musing sentence went on air"
+    for s in musing_lines:
+        p = positions[s.counter]
+        assert (s.lat, s.lon, s.alt) == (p.lat, p.lon, p.alt)  # its time after p's: the rules' order check
+    first = pictures[("STRAT1", 0)]
+    assert first[-1].eoi and [p.packet_id for p in first] == list(range(len(first)))
+    assert Image.open(io.BytesIO(ssdv.decode_image(first))).size == (160, 112)
