@@ -13,6 +13,11 @@ tokenizer files declare (rstrip) only when general.name says "phi-3" or "phi3"
 (src/llama-vocab.cpp); a Phi-3 GGUF named after a persona would tokenize "<|user|>\nhi" with
 a newline that training never saw, so such a name gets " (phi-3)" added. Every other step,
 tensor and key is the converter's.
+
+With --dry-run (the preflight) it also prints, before the converter exits, what it would
+write for the vocabulary: the tokens it lists and the rows of token_embd / output (one
+`PLAN_PREFIX` line on stderr, read by `vocab_rows.Layout.from_plan`). The converter reads no
+tensor data for that: its tensors are lazy until written.
 """
 
 from __future__ import annotations
@@ -40,6 +45,22 @@ def _declared_pre_tokenizer(original):
             return name
 
     return get_vocab_base_pre
+
+
+PLAN_PREFIX = "stratoecho-vocab-plan: "
+
+
+def _printing_vocab_plan(original):
+    def print_plan(self):
+        if self.dry_run:  # the writer exits inside print_plan: speak first
+            tokens = self.kv_data[0].get("tokenizer.ggml.tokens")
+            rows = {name: int(info.shape[0]) for part in self.tensors for name, info in part.items()
+                    if name in ("token_embd.weight", "output.weight")}
+            print(PLAN_PREFIX + json.dumps({"tokens": None if tokens is None else len(tokens.value), "rows": rows}),
+                  file=sys.stderr)
+        return original(self)
+
+    return print_plan
 
 
 PHI3_NAMES = ("phi-3", "phi3")  # what llama.cpp looks for in general.name
@@ -72,6 +93,7 @@ def main(argv: list[str]) -> None:
     from conversion import base  # the converter's own package, found first on the path above
 
     base.TextModel.get_vocab_base_pre = _declared_pre_tokenizer(base.TextModel.get_vocab_base_pre)
+    base.gguf.GGUFWriter.print_plan = _printing_vocab_plan(base.gguf.GGUFWriter.print_plan)
     sys.argv = [str(where / "convert_hf_to_gguf.py"), *_with_phi3_name(argv[2:])]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

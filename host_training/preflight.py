@@ -9,8 +9,10 @@ only show after hours of training.
                   candidate) + tokenizer + KV cache + compute buffer at the bundle's context,
                   against the board's budget (stratoecho.boards); a refusal names the
                   remedies in numbers (context, model size, quantization, board)
-    3. converts   llama.cpp's own converter, --vocab-only, into a temporary file: the
-                  architecture is one it knows and the tokenizer converts
+    3. converts   llama.cpp's own converter in a dry run (nothing written, no tensor data
+                  read): the architecture, its tensors and the tokenizer convert, and the
+                  token list and embedding rows it would write agree, or a cut of the rows
+                  no token uses makes them agree (vocab_rows.py; noted)
     4. template   the base's chat template, or the fallback the build will use (reported)
 
 Nothing here imports torch or transformers or reads a tensor's data: only JSON, the 8-byte
@@ -41,7 +43,6 @@ import json
 import math
 import re
 import struct
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +58,8 @@ MIN_CTX = 64  # below this no musing prompt fits (payload/budget.py's MIN_CTX)
 DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-FAMILIES = ("Llama (SmolLM2, TinyLlama, Llama 3.2)", "Qwen2 / Qwen2.5 / Qwen3", "Mistral", "Gemma 2 / 3", "Phi-3")
+FAMILIES = ("Llama (SmolLM2, TinyLlama, Llama 3.2)", "Qwen2 / Qwen2.5 / Qwen3", "Mistral", "Gemma 2 / 3", "Phi-3",
+            "Granite 3", "LFM2")
 
 # ----------------------------------------------------------------------------- llama.cpp's tensor types
 # Bits per weight of each tensor type (block bytes x 8 / weights per block).
@@ -612,30 +614,47 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
     report = Report(str(base), arch, n_params, files, tok.file, tok.tokens, vocab, template, ctx, ctx_source,
                     verdict_quant, board, fits, notes)
     if convert:
-        report.converter = converts(base, arch)
+        report.converter, note = converts(base, arch, None if tok.max_id is None else tok.max_id + 1)
+        report.notes += [note] if note else []
     report.seconds = time.monotonic() - t0
     return report
 
 
-def converts(base: Path, arch: str) -> str:
-    """llama.cpp's converter, --vocab-only, into a temporary folder; PreflightError with its reason."""
-    from . import convert_gguf
+def converts(base: Path, arch: str, n: int | None) -> tuple[str, str | None]:
+    """llama.cpp's converter in a dry run (convert_gguf.plan): (what it takes, a note on a padded
+    vocabulary or None), `n` the tokenizer's ids; PreflightError with its reason."""
+    from . import convert_gguf, vocab_rows
     from .llama_cpp_source import installed_version
 
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="stratoecho-preflight-") as tmp:
-        try:
-            out = convert_gguf.check_vocab(base, Path(tmp) / "vocab.gguf")
-        except convert_gguf.ConvertError as e:
-            what = ("its architecture" if "not supported" in str(e) else "its tokenizer" if "tokenizer" in str(e).lower()
-                    else "it")
-            raise PreflightError(
-                f"{base}: llama.cpp's converter does not take {what} (config.json architectures: {arch}), so no GGUF "
-                f"could be made after training. {e}\n  Remedies: a base of a family llama.cpp "
-                f"converts ({', '.join(FAMILIES)}, ...; the full list: python \"$(python -m "
-                "host_training.llama_cpp_source where)/convert_hf_to_gguf.py\" --print-supported-models), or a "
-                f"newer llama-cpp-python than {installed_version() or '?'} (pip install -U llama-cpp-python, then "
-                "make install, which unpacks its converter) if this architecture is newer than it") from None
-        size = out.stat().st_size
-    return f"yes: llama.cpp's converter takes {arch} and its tokenizer ({size / MB:,.1f} MB of vocabulary and keys, " \
-           f"{time.monotonic() - t0:.1f} s)"
+    try:
+        layout = convert_gguf.plan(base)
+    except convert_gguf.ConvertError as e:
+        what = ("its architecture" if "not supported" in str(e) else "its tokenizer" if "tokenizer" in str(e).lower()
+                else "it")
+        raise PreflightError(
+            f"{base}: llama.cpp's converter does not take {what} (config.json architectures: {arch}), so no GGUF "
+            f"could be made after training. {e}\n  Remedies: a base of a family llama.cpp "
+            f"converts ({', '.join(FAMILIES)}, ...; the full list: python \"$(python -m "
+            "host_training.llama_cpp_source where)/convert_hf_to_gguf.py\" --print-supported-models), or a "
+            f"newer llama-cpp-python than {installed_version() or '?'} (pip install -U llama-cpp-python, then "
+            "make install, which unpacks its converter) if this architecture is newer than it") from None
+    cut = vocab_rows.cut_to(layout)
+    if cut is not None and (n is None or n > cut):
+        raise PreflightError(
+            f"{base}: llama.cpp's converter writes {layout.describe()} for this base, which llama.cpp cannot load, "
+            f"and its tokenizer uses {n or '?'} ids, more than the {cut} rows the converter keeps, so no cut of "
+            "unused rows mends it and no GGUF could be made after training: the tokenizer files and config.json's "
+            "vocab_size do not describe one vocabulary (with tokenizer.model beside tokenizer.json the converter "
+            "takes its SentencePiece path, which pads)")
+    if cut is not None:
+        note = (f"vocabulary: llama.cpp's converter writes {layout.describe()} for this base, which llama.cpp "
+                f"cannot load; the build converts a copy cut to the {cut} rows it keeps (the tokenizer's {n} ids "
+                "among them; no text reaches the rows cut)")
+    elif n is not None and layout.tokens > n:
+        note = (f"vocabulary padded: {layout.tokens} embedding rows for {n} tokens; the GGUF lists the "
+                f"{layout.tokens - n} unused ids as [PAD] tokens and keeps their rows, as llama.cpp's converter does")
+    else:
+        note = None
+    return (f"yes: llama.cpp's converter takes {arch}, its tensors and its tokenizer ({layout.tokens:,} tokens, "
+            f"{time.monotonic() - t0:.1f} s)", note)

@@ -23,6 +23,10 @@ what a wrong conversion does: a Q tensor's rows out of rotary order, a wrong rop
 missing norm move the logits by a tenth of the scale or more (docs/training.md, "Conversion
 check"). Any text split differently is a failure: the payload would feed the model tokens it
 never trained on.
+
+A GGUF whose vocabulary the converter cut to the tokenizer (convert_gguf, vocab_rows.py: a
+vocabulary padded past its tokenizer) has fewer logits than the checkpoint: both are compared
+on the GGUF's tokens, the rows cut being ones no text reaches.
 """
 
 from __future__ import annotations
@@ -184,17 +188,23 @@ def check(hf_dir: str | Path, gguf_path: str | Path, tokens: Tokens, max_tokens:
 
     t0 = time.monotonic()
     weights = weight_type(gguf_path)
-    llm, ctx = open_for_scoring(gguf_path, threads=threads, **({"max_ctx": n_ctx} if n_ctx else {}))
+    try:
+        llm, ctx = open_for_scoring(gguf_path, threads=threads, **({"max_ctx": n_ctx} if n_ctx else {}))
+    except ValueError as e:  # llama-cpp-python's "Failed to load model": llama.cpp refused the file
+        raise VerifyError(f"llama.cpp cannot load {gguf_path}, which its own converter wrote from {hf_dir} ({e}); "
+                          "the converter and this llama.cpp disagree on this checkpoint (llama.cpp's reason: "
+                          "load the file with llama_cpp.Llama(..., verbose=True))") from None
     try:
         picked = sample(tokens, ctx, max_tokens)
         if not picked:
             raise VerifyError("no held-out tokens to compare the GGUF with its checkpoint on")
+        n_vocab = cut_vocab_size(llm, hf_dir, picked)
         model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
         gaps = []  # per position: transformers' best logit minus its logit for llama.cpp's top token
         diff, scale, nll_llama, nll_hf, targets = 0.0, 1.0, 0.0, 0.0, 0
         for i, (ids, target) in enumerate(picked):
             with torch.no_grad():
-                ref = model(torch.tensor([ids])).logits[0].double().numpy()
+                ref = model(torch.tensor([ids])).logits[0, :, :n_vocab].double().numpy()
             llm.reset()
             llm.eval(ids)
             got = np.asarray(llm.scores[: len(ids)], dtype=np.float64)
@@ -227,6 +237,24 @@ def check(hf_dir: str | Path, gguf_path: str | Path, tokens: Tokens, max_tokens:
              loss_transformers=round(result.loss_transformers, 5), texts_differing=differing,
              seconds=result.seconds)
     return result
+
+
+def cut_vocab_size(llm, hf_dir: str | Path, picked: list[Chunk]) -> int | None:
+    """The GGUF's token count when the converter cut the checkpoint's vocabulary to its tokenizer
+    (vocab_rows.py), else None (every logit compared). VerifyError when a held-out id is past it."""
+    from .preflight import read_tokenizer
+    from .vocab_rows import config_rows
+
+    rows, n = config_rows(Path(hf_dir)), int(llm.n_vocab())
+    if rows is None or n >= rows:
+        return None
+    max_id = read_tokenizer(Path(hf_dir)).max_id
+    used = max(max(max(ids) for ids, _ in picked), -1 if max_id is None else max_id) + 1
+    if n < used:
+        raise VerifyError(f"the GGUF lists {n} tokens but the checkpoint's tokenizer and held-out text use {used} "
+                          f"ids (of its {rows} rows): the conversion dropped tokens the persona uses")
+    log.info("verify.vocab_cut", gguf_tokens=n, checkpoint_rows=rows, why="rows past the tokenizer, cut")
+    return n
 
 
 def _tokenizer_differences(llm, tokens: Tokens) -> tuple[int, str]:
