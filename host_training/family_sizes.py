@@ -128,7 +128,8 @@ class Shape:
 
 
 ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
-         "Gemma3ForCausalLM": "gemma3", "Phi3ForCausalLM": "phi3", "Lfm2ForCausalLM": "lfm2"}
+         "Gemma3ForCausalLM": "gemma3", "Phi3ForCausalLM": "phi3", "Lfm2ForCausalLM": "lfm2",
+         "GraniteForCausalLM": "granite"}  # granite: llama's tensors (its multipliers are keys)
 
 
 def shape_of(config: dict) -> Shape:

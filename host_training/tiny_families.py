@@ -15,6 +15,7 @@ places, its `tokenizer_class` and its chat template (text-only parts; tool calli
   phi3        Phi-3-mini / Phi-3.5-mini-instruct      Phi3ForCausalLM     phi3       SentencePiece (Llama 2's)
   phi4-mini   Phi-4-mini-instruct                    Phi3ForCausalLM     phi3       BPE, GPT-4o split
   lfm2        LFM2-350M                              Lfm2ForCausalLM     lfm2       BPE, Llama 3 split
+  granite3    granite-3.x-instruct (2B)              GraniteForCausalLM  granite    BPE, StarCoder's (Digits + ByteLevel)
 
 What each tiny model keeps of its family (what a converter or runtime could get wrong):
 SmolLM2 tied embeddings, rope base 1e5; Llama 3.2 `rope_scaling` llama3 (factor 32, low 1,
@@ -28,7 +29,13 @@ minus one, embeddings scaled by sqrt(hidden), GELU, BOS added; Phi-3 fused qkv_p
 gate_up_proj, untied, added tokens past the SentencePiece vocabulary that strip the
 whitespace after them, a padded vocabulary, a template that closes with the EOS; Phi-4-mini
 partial rotary (0.75) with LongRoPE factors and attention factor, GQA, tied; LFM2
-short-convolution layers beside attention layers, its FFN size rule, q/k layernorms, BOS.
+short-convolution layers beside attention layers, its FFN size rule, q/k layernorms, BOS;
+Granite 3 its four multipliers (embeddings x12, attention by 1/head_dim, residuals x0.22,
+logits / 8), tied, StarCoder's special tokens first and the role tokens after the
+vocabulary, <|end_of_text|> as BOS, EOS and end of turn, no BOS added.
+
+`with_padded_vocabulary` gives any of them more embedding rows than tokenizer entries, as
+many real checkpoints have (docs/training.md, "Model families").
 
 Sizes: hidden 64, 2 layers (LFM2: a convolution layer then an attention layer; Gemma 3: 6,
 its window pattern), 4 query heads, a few hundred tokens of vocabulary: each builds in well
@@ -111,6 +118,14 @@ PHI3_TEMPLATE = (  # Phi-3.5-mini / Phi-3-mini-128k-instruct: role tokens strip 
 PHI4_MINI_TEMPLATE = (  # Phi-4-mini-instruct without tools: no newline after the role tag
     "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
+GRANITE3_TEMPLATE = (  # granite-3.0-instruct without tools: role tags, every turn closed by the EOS
+    "{%- for message in messages %}"
+    "{%- if message['role'] in ('system', 'user', 'assistant') %}"
+    "{{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' + message['content'] + '<|end_of_text|>\\n' }}"
+    "{%- endif %}"
+    "{%- if loop.last and add_generation_prompt %}{{- '<|start_of_role|>assistant<|end_of_role|>' }}{%- endif %}"
+    "{%- endfor %}"
 )
 LFM2_TEMPLATE = (  # LFM2: ChatML after the BOS
     "{{- bos_token -}}{%- for message in messages -%}"
@@ -383,6 +398,54 @@ def tiny_lfm2(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+# StarCoder's special tokens, at ids 0.. in Granite 3's tokenizer; its role tokens follow the vocabulary
+GRANITE_SPECIALS = ["<|end_of_text|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
+                    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
+                    "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<empty_output>", "<commit_before>",
+                    "<commit_msg>", "<commit_after>", "<reponame>"]
+GRANITE_ROLES = ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]
+
+
+def tiny_granite3(out_dir: str | Path, seed: int = 0) -> Path:
+    """granite-3.x-instruct's shape: GraniteForCausalLM, Llama with four multipliers (embedding
+    12, attention 1/head_dim in place of 1/sqrt(head_dim), residual 0.22, logits divided by 8:
+    what llama.cpp's granite architecture reads from the GGUF), GQA, tied; StarCoder's tokenizer
+    (digits split one by one, then ByteLevel: llama.cpp's "refact" for the real one) with its
+    special tokens first and the role tokens after the vocabulary, GPT2Tokenizer class,
+    <|end_of_text|> as BOS, EOS, pad and unk, no BOS added."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    out = _mkdir(out_dir)
+    tok = byte_level_bpe("smollm", GRANITE_SPECIALS, GRANITE_ROLES)
+    _save_hf_tokenizer(tok, out, "GPT2Tokenizer", GRANITE3_TEMPLATE, bos_token="<|end_of_text|>",
+                       eos_token="<|end_of_text|>", pad_token="<|end_of_text|>", unk_token="<|end_of_text|>")
+    (eot,) = _ids(tok, "<|end_of_text|>")
+    head_dim = SHAPE["hidden_size"] // SHAPE["num_attention_heads"]
+    cfg = GraniteConfig(vocab_size=tok.get_vocab_size(), rms_norm_eps=1e-5, initializer_range=INIT_STD,
+                        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0},
+                        embedding_multiplier=12.0, attention_multiplier=1.0 / head_dim, residual_multiplier=0.22,
+                        logits_scaling=8.0, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+                        tie_word_embeddings=True, **SHAPE)
+    _save_model(GraniteForCausalLM, cfg, out, seed)
+    return out
+
+
+def with_padded_vocabulary(model_dir: str | Path, rows: int, seed: int = 0) -> Path:
+    """The checkpoint in `model_dir` with `rows` embedding (and output) rows, however many tokens
+    its tokenizer has, as real checkpoints pad theirs (Qwen3-0.6B: 151,936 rows for 151,669
+    tokens); the new rows random, like the model's own initialisation. Rewritten in place."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = Path(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    model.save_pretrained(str(out))
+    return out
+
+
 # ----------------------------------------------------------------------------- helpers
 def _mkdir(out_dir: str | Path) -> Path:
     out = Path(out_dir)
@@ -428,7 +491,9 @@ class Family:
 # class is GPT2Tokenizer, which transformers 5 rebuilds with GPT-2's ByteLevel regex and no
 # Digits step, so the fine-tuned checkpoint's tokenizer.json declares "gpt-2". Both split
 # exactly alike on a vocabulary learnt with digits apart (no token holds two digits), which
-# test_pi_families checks; the real SmolLM2 keeps "smollm" through its hash.
+# test_pi_families checks; the real SmolLM2 keeps "smollm" through its hash. Granite 3's is
+# StarCoder's tokenizer, the same declaration: "smollm" (the real one hashes to llama.cpp's
+# "refact", the same split).
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("smollm2", tiny_smollm2, "LlamaForCausalLM", "llama", "gpt2", "smollm", "smollm", "gpt-2", T.IM_END),
     Family("llama3.2", tiny_llama32, "LlamaForCausalLM", "llama", "gpt2", "llama-bpe", "llama-bpe", "llama-bpe",
@@ -439,4 +504,6 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("phi3", tiny_phi3, "Phi3ForCausalLM", "phi3", "llama", "default", "", "default", "<|end|>"),
     Family("phi4-mini", tiny_phi4_mini, "Phi3ForCausalLM", "phi3", "gpt2", "gpt-4o", "gpt-4o", "gpt-4o", "<|end|>"),
     Family("lfm2", tiny_lfm2, "Lfm2ForCausalLM", "lfm2", "gpt2", "lfm2", "llama-bpe", "llama-bpe", T.IM_END),
+    Family("granite3", tiny_granite3, "GraniteForCausalLM", "granite", "gpt2", "refact", "smollm", "smollm",
+           "<|end_of_text|>"),
 )}
