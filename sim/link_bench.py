@@ -94,16 +94,35 @@ class VirtualClock(Clock):
         self.t = max(self.t, t)
 
 
+class _Floating:
+    """A clock for the world that stops at `float_s`: the balloon climbs, then floats there."""
+
+    def __init__(self, clock: VirtualClock, float_s: float):
+        self.clock, self.float_s = clock, float_s
+
+    def elapsed_s(self) -> float:
+        return min(self.clock.elapsed_s(), self.float_s)
+
+    def now(self) -> datetime:
+        return self.clock.start_utc + timedelta(seconds=self.elapsed_s())
+
+
 class CoarseSensors:
     """The bench world's readings (`payload.sensors.SimSensors`), refreshed every `every_s`
     flight seconds, the time always current: the world integrates its wind drift from launch
     at every read, which would dominate a 14-hour run, and a sentence's length hardly
-    changes within minutes."""
+    changes within minutes.
+
+    The balloon climbs for `float_s` (an hour: ~18 km) and floats there for the rest of the
+    run. Flown to its landing, 12 of the 14 hours would be the landed payload's: bulk gets half
+    the airtime (payload/modes.py) and a real one makes no musings; at 50 % loss the musings
+    then outran the air and a quarter were still queued at the end (sim/link_bench.py's rows
+    measure the protocol, not the landed policy)."""
 
     battery_temp_fitted = True
 
-    def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0):
-        self.world, self.clock, self.every_s = SimSensors(clock, seed), clock, every_s
+    def __init__(self, clock: VirtualClock, seed: int, every_s: float = 600.0, float_s: float = 3600.0):
+        self.world, self.clock, self.every_s = SimSensors(_Floating(clock, float_s), seed), clock, every_s
         self._last, self._at = None, -math.inf
 
     def restart(self) -> None:
