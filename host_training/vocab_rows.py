@@ -49,14 +49,14 @@ class VocabError(ValueError):
 class Layout:
     """What llama.cpp's converter writes for a checkpoint's vocabulary."""
 
-    tokens: int  # entries of tokenizer.ggml.tokens
-    rows: int  # token_embd.weight's rows
+    tokens: int  # entries of tokenizer.ggml.tokens (0: no token list; nothing to check)
+    rows: int | None  # token_embd.weight's rows (None: an architecture without one; nothing to check)
     output_rows: int | None = None  # output.weight's, None when tied to the embedding
 
     @property
     def loads(self) -> bool:
         """Whether llama.cpp accepts it: one row per listed token in every vocabulary matrix."""
-        return self.rows == self.tokens and self.output_rows in (None, self.tokens)
+        return not self.tokens or (self.rows in (None, self.tokens) and self.output_rows in (None, self.tokens))
 
     def describe(self) -> str:
         out = "" if self.output_rows is None else f" and {self.output_rows} output rows"
@@ -69,8 +69,7 @@ class Layout:
         r = gguf.GGUFReader(str(path))
         field = r.fields.get("tokenizer.ggml.tokens")
         rows = {t.name: int(t.shape[-1]) for t in r.tensors if t.name in ("token_embd.weight", "output.weight")}
-        return cls(len(field.data) if field is not None else 0, rows.get("token_embd.weight", 0),
-                   rows.get("output.weight"))
+        return cls(len(field.data) if field is not None else 0, rows.get("token_embd.weight"), rows.get("output.weight"))
 
     @classmethod
     def from_plan(cls, stderr: str) -> Layout | None:
@@ -82,7 +81,7 @@ class Layout:
             return None
         plan = json.loads(line[len(PLAN_PREFIX):])
         rows = plan["rows"]
-        return cls(int(plan["tokens"] or 0), int(rows.get("token_embd.weight", 0)), rows.get("output.weight"))
+        return cls(int(plan["tokens"] or 0), rows.get("token_embd.weight"), rows.get("output.weight"))
 
 
 def config_rows(hf_dir: Path) -> int | None:
