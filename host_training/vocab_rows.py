@@ -119,8 +119,8 @@ def cut(hf_dir: Path, n: int, out: Path) -> Path:
         if names:
             found[f] = names
     if not found:
-        raise VocabError(f"{hf_dir}: no embedding of {old} rows in its safetensors files to cut to the tokenizer's "
-                         f"{n} tokens (a pytorch_model.bin checkpoint is not cut: save it as safetensors)")
+        raise VocabError(f"{hf_dir}: no embedding of {old} rows in its safetensors files to cut to {n} rows, as "
+                         "llama.cpp needs here (a pytorch_model.bin checkpoint is not cut: save it as safetensors)")
     out.mkdir(parents=True, exist_ok=True)
     for f, names in found.items():
         with safe_open(str(f), "pt") as st:
