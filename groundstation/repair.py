@@ -49,10 +49,13 @@ class NackPlanner:
     retry_after: int = 2  # windows to wait after an ask before asking for the same record again
     # Asks per record before giving up on it. An ask counts even when the uplink loses it,
     # and one succeeds only if the window's sentence, the RESEND and enough of the repair
-    # get through: at 30-50 % loss each way that is one time in two to five, so 4 asks
-    # left ~1 % of musings unrepaired at 30 % (sim/link_bench.py). A RESEND item costs
-    # about 8 bytes of an uplink frame; a record given up on costs the whole record.
-    max_asks: int = 8
+    # get through: at 30-50 % loss each way that is one time in two to eight (a repair's
+    # frames go back to back, into the same bursts). 4 asks left ~1 % of musings unrepaired
+    # at 30 % and 8 asks 1-2 % at 50 %; 16 deliver 99.5-100 % at 50 % over seeds 1-4, for
+    # the same uplink airtime and fewer downlink bytes, and change nothing at 10 or 30 %
+    # (sim/link_bench.py). A RESEND item costs about 8 bytes of an uplink frame; a record
+    # given up on costs the whole record.
+    max_asks: int = 16
     max_gap: int = 50  # sequence holes wider than this are not asked about
     max_items: int = 64  # items per window, so one window's answer cannot swamp the downlink
     window: int = 0  # windows planned so far
