@@ -49,6 +49,7 @@ from .tokenizer import (
     DataError,
     SpecialIds,
     chunks,
+    fit_roles,
     load_conversations,
     render_ids,
     with_system_prompt,
@@ -275,7 +276,12 @@ class PersonaGenerator:
         head = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
         rest = msgs[len(head):]
         while True:
-            prompt = self.bundle.render_prompt(head + rest, add_generation_prompt=True)
+            # Shaped as training shaped it: a context that opens with the persona's turn is refused
+            # by templates that want roles alternating (Gemma's, Llama-2's).
+            fitted = fit_roles(head + rest, lambda c: self.bundle.render_prompt(c, add_generation_prompt=True))
+            if fitted is None:
+                return None
+            prompt = self.bundle.render_prompt(fitted, add_generation_prompt=True)
             n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
             if n + max_tokens <= self.n_ctx:
                 return prompt

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import structlog
 
-from .tokenizer import CHATML_TEMPLATE, IM_END, IM_START, Conversation, chunks, with_system_prompt
+from .tokenizer import CHATML_TEMPLATE, IM_END, IM_START, Conversation, chunks, fit_roles, with_system_prompt
 
 log = structlog.get_logger(__name__)
 
@@ -178,32 +178,13 @@ class ChatFormat:
         """The conversation in a shape the template accepts: as it is; else with consecutive turns of
         one role merged and an empty user turn before a persona that speaks first (Llama-2 wants
         user/assistant alternating); else with the system prompt folded into the first user turn."""
-        try:
-            self._apply(conv, False)
-            return conv
-        except Exception as e:  # noqa: BLE001 - Jinja's raise_exception, TemplateError, ...
-            first = e
-        merged: Conversation = []
-        for m in conv:
-            if merged and merged[-1]["role"] == m["role"]:
-                merged[-1] = {**merged[-1], "content": merged[-1]["content"] + "\n" + m["content"]}
-            else:
-                merged.append(dict(m))
-        i = 1 if merged and merged[0]["role"] == "system" else 0
-        if i < len(merged) and merged[i]["role"] == "assistant":
-            merged.insert(i, {"role": "user", "name": "", "content": ""})
-        candidates = [merged]
-        if merged and merged[0]["role"] == "system" and len(merged) > 1:
-            rest = [dict(m) for m in merged[1:]]
-            rest[0]["content"] = merged[0]["content"] + "\n\n" + rest[0]["content"]
-            candidates.append(rest)
-        for c in candidates:
+        fitted = fit_roles(conv, lambda c: self._apply(c, False))
+        if fitted is None:
             try:
-                self._apply(c, False)
-                return c
-            except Exception:  # noqa: BLE001
-                continue
-        raise FinetuneError(f"the chat template refuses a conversation even with roles alternating: {first}")
+                self._apply(conv, False)
+            except Exception as e:  # noqa: BLE001 - the template's own words say why
+                raise FinetuneError(f"the chat template refuses a conversation even with roles alternating: {e}") from e
+        return fitted
 
     # -- ids and targets
     def prefix_renders(self, conv: Conversation) -> list[str]:

@@ -140,6 +140,39 @@ def with_system_prompt(conv: Conversation, system_prompt: str | None) -> Convers
     return [{"role": "system", "name": "", "content": system_prompt}, *conv]
 
 
+def fit_roles(conv: Conversation, render: Callable[[Conversation], object]) -> Conversation | None:
+    """The conversation in a shape a chat template accepts (`render` raises when it does not): as it
+    is; else with consecutive turns of one role merged and an empty user turn before a persona
+    that speaks first (Llama-2's and Gemma's templates want user and assistant alternating); else
+    with the system prompt folded into the first user turn. None when the template takes none."""
+    try:
+        render(conv)
+        return conv
+    except Exception:  # noqa: BLE001 - Jinja's raise_exception, TemplateError, ...
+        pass
+    merged: Conversation = []
+    for m in conv:
+        if merged and merged[-1]["role"] == m["role"]:
+            merged[-1] = {**merged[-1], "content": merged[-1]["content"] + "\n" + m["content"]}
+        else:
+            merged.append(dict(m))
+    i = 1 if merged and merged[0]["role"] == "system" else 0
+    if i < len(merged) and merged[i]["role"] == "assistant":
+        merged.insert(i, {"role": "user", "name": "", "content": ""})
+    candidates = [merged]
+    if merged and merged[0]["role"] == "system" and len(merged) > 1:
+        rest = [dict(m) for m in merged[1:]]
+        rest[0]["content"] = merged[0]["content"] + "\n\n" + rest[0]["content"]
+        candidates.append(rest)
+    for c in candidates:
+        try:
+            render(c)
+            return c
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
 def tokenizer_training_text(conversations: Iterable[Conversation], system_prompt: str | None) -> Iterator[str]:
     """The text the BPE learns from: every turn, system prompt included, as the model will read it."""
     for conv in conversations:

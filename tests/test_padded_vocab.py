@@ -226,3 +226,25 @@ def test_the_preflight_refuses_what_no_cut_can_mend(tmp_path, monkeypatch):
     monkeypatch.setattr(convert_gguf, "plan", lambda hf_dir: vocab_rows.Layout(640, 640))
     notes = pf.run(base, quant="Q4_K_M", max_length=512).notes
     assert any("vocabulary padded: 640 embedding rows for 600 tokens" in n for n in notes), notes
+
+
+@pytest.mark.slow
+def test_a_padded_gemma3_builds_its_whole_report(small_data, tmp_path, monkeypatch, capsys):
+    """The report's sampled replies too: held-out contexts that open with the persona's turn are
+    shaped as training shaped them, which Gemma's template (roles must alternate) needs."""
+    import dataclasses
+
+    from host_training import stages
+    from host_training.__main__ import main
+
+    contexts = [json.loads(line)["messages"] for line in (small_data / "val.jsonl").read_text().splitlines()]
+    assert any(c[0]["role"] == "assistant" for c in contexts), "no context opens with the persona: nothing tested"
+    base, _, _ = padded_base("gemma3", tmp_path / "base")
+    convert = stages.convert
+    monkeypatch.setattr(stages, "convert", lambda trained, work, name: convert(
+        dataclasses.replace(trained, reference_dir=None), work, name))
+    rc = main(["build", "--base", str(base), "--data", str(small_data), "--out", str(tmp_path / "bundle"),
+               "--name", "Ada", "--steps", str(STEPS), "--quant", "Q8_0"])
+    assert rc == 0, capsys.readouterr().err
+    report = (tmp_path / "bundle" / "report.md").read_text()
+    assert "Whose voice" in report and "Traceback" not in report
