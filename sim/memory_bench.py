@@ -78,7 +78,7 @@ def private_mb(pid: int | str) -> tuple[float, float]:
                     backed += kb
                 else:
                     anon += kb
-    return anon * 1e3 / MB, backed * 1e3 / MB
+    return anon * 1024 / MB, backed * 1024 / MB  # smaps's kB are KiB
 
 
 def _child(what: str, hide_rich: bool = False) -> dict:
@@ -90,12 +90,17 @@ def _child(what: str, hide_rich: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def shares() -> dict[str, float]:
-    """USS in MB that the bench world and rich add to a payload process (module docstring)."""
+def shares() -> dict[str, tuple[float, float]]:
+    """(anonymous, file-backed) MB that the bench world and rich add to a payload process, and
+    the daemon's imports alone (module docstring)."""
     bench = _child("bench")
     with_rich, without = _child("daemon"), _child("daemon", hide_rich=True)
-    return {"bench": sum(bench["after"]) - sum(bench["daemon"]), "rich": sum(with_rich["daemon"]) - sum(without["daemon"]),
-            "imports": sum(without["daemon"])}
+
+    def minus(a, b):
+        return a[0] - b[0], a[1] - b[1]
+
+    return {"bench": minus(bench["after"], bench["daemon"]), "rich": minus(with_rich["daemon"], without["daemon"]),
+            "imports": tuple(without["daemon"])}
 
 
 def fly(cmd: list[str]) -> dict:
@@ -136,16 +141,18 @@ def rows(bundle_dir: Path, minutes: float = 10.0, speedup: float = 60.0) -> list
     for what, extra in variants:
         with tempfile.TemporaryDirectory() as d:
             m = fly([*base, "--data", str(Path(d) / "p"), *extra])
-        own = m["uss"] - share["bench"] - share["rich"]
+        own_anon = m["anon"] - share["bench"][0] - share["rich"][0]
+        own_file = m["file"] - share["bench"][1] - share["rich"][1]
+        bench, rich, imports = (sum(share[k]) for k in ("bench", "rich", "imports"))
         worker = f"; worker (not counted) RSS {m['worker_rss']:,.0f} MB" if m["worker_rss"] else ""
         out += [
             (f"daemon memory: USS of the payload process, {what}", f"{m['uss']:,.1f}", "MB",
              f"{minutes:g} flight min at {speedup:g}x, largest of 0.2 s samples: {m['anon']:,.1f} MB anonymous, "
              f"{m['file']:,.1f} MB library pages no other process maps (moves with what else runs){worker}"),
-            (f"daemon memory: the daemon's own, {what}", f"{own:,.1f}", "MB",
-             f"goal <= 60 MB, then 40; the USS above less the bench world ({share['bench']:,.1f} MB: sim, numpy, the "
-             f"world, its parts, camera renders) and rich ({share['rich']:,.1f} MB: structlog imports it where "
-             f"installed, not on the Pi); the daemon's imports alone {share['imports']:,.1f} MB"),
+            (f"daemon memory: the daemon's own, {what}", f"{own_anon + own_file:,.1f}", "MB",
+             f"goal <= 60 MB, then 40; the USS above less the bench world ({bench:,.1f} MB: sim, numpy, the world, "
+             f"its parts, camera renders) and rich ({rich:,.1f} MB: structlog imports it where installed, not on the "
+             f"Pi): {own_anon:,.1f} MB anonymous, {own_file:,.1f} MB library pages; its imports alone {imports:,.1f} MB"),
             (f"daemon memory: RSS, {what}", f"{m['rss']:,.1f}", "MB", "shared libraries included"),
         ]  # fmt: skip
     return out
