@@ -13,7 +13,7 @@ a Pi, for three reasons, each measured here rather than guessed:
   does not. Its share is the difference between two children importing the daemon, one with
   rich hidden;
 - a shared library's pages count in USS only while no other process maps them: on a busy bench
-  machine 3 to 20 MB of the figure comes and goes with what else runs. The anonymous part (heap,
+  machine 3 to 22 MB of the figure comes and goes with what else runs. The anonymous part (heap,
   Python's objects, stacks) is the daemon's whatever runs beside it, so it is printed too.
 """
 
