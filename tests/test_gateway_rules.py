@@ -142,6 +142,11 @@ def test_each_rule_a_stock_gateway_sets_is_caught(frames, rule):
     assert rule in rules(frames)
 
 
+def test_a_sentence_sent_again_whole_is_the_same_upload():
+    assert rules([position(1, "12:00:00"), position(1, "12:00:00"), position(2, "12:00:30")]) == []
+    assert rules([position(1, "12:00:00"), position(1, "12:00:00", alt=1200)]) == ["time order"]
+
+
 def test_midnight_is_not_out_of_order():
     assert rules([position(1, "23:59:50"), position(2, "00:00:20")]) == []
     assert rules([position(1, "00:00:20"), position(2, "23:59:50")]) == ["time order"]

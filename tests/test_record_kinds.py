@@ -84,9 +84,11 @@ def test_content_that_does_not_fit_its_kind_is_refused_by_name(kind, content, me
         wire.Record(kind, 1, 1, 0, content).body()
 
 
-def test_telemetry_is_not_a_record():
-    with pytest.raises(ValueError, match="UKHAS sentences"):
-        wire.Record(wire.Kind.TELEMETRY, 1, 1, 0, "x")
+def test_a_late_position_is_a_record_carrying_a_position_frame_and_nothing_else():
+    with pytest.raises(ValueError, match="position frame"):
+        wire.Record(wire.Kind.TELEMETRY, 1, 1, 0, "x").body()
+    with pytest.raises(wire.WireError, match="UKHAS sentence or a HABpack"):
+        wire.Record.from_body(wire.Kind.TELEMETRY, 1, 1, b"\0\0\0\0not a position")
 
 
 @pytest.mark.parametrize("kind, data, reason", [

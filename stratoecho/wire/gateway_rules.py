@@ -17,7 +17,7 @@ listeners run. Its rules, in our words, from its source:
 - it pastes the line into its JSON unescaped: no ``"`` or ``\\``;
 - SondeHub keeps one upload per payload and time, and the gateway's track and ascent rate
   follow the order lines arrive: every line's time later than the last one's, its counter
-  never lower.
+  never lower. The same line again (a sentence re-sent whole) is the same upload, and allowed.
 
 `check_air(frames)` applies them to every frame in the order it went on air (HABpack
 positions take part in the order); frames that are not ``$$`` lines or HABpack are not a
@@ -116,13 +116,14 @@ def check_air(frames: Iterable[bytes]) -> list[Violation]:
     times and counters across ``$$`` lines and HABpack positions (across midnight too)."""
     out: list[Violation] = []
     last: tuple[int, int, int] | None = None  # (index, seconds of day, counter)
+    last_frame = b""
     for i, frame in enumerate(frames):
         if frame[:2] == b"$$":
             out += [Violation(i, rule, detail) for rule, detail in check_line(frame)]
         elif not (frame[:1] and frame[0] in HABPACK_FIRST_BYTES):
             continue
         when = _when(frame)
-        if when is None:
+        if when is None or frame == last_frame:
             continue
         if last is not None:
             step = (when[0] - last[1]) % _DAY
@@ -131,7 +132,7 @@ def check_air(frames: Iterable[bytes]) -> list[Violation]:
                                                       "SondeHub keeps one upload a second, and a track must not step back"))
             if when[1] < last[2]:
                 out.append(Violation(i, "counter order", f"counter {when[1]} after {last[2]} (frame {last[0]})"))
-        last = (i, *when)
+        last, last_frame = (i, *when), frame
     return out
 
 
