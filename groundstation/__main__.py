@@ -34,6 +34,7 @@ from .receive import (
 from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
+REPLAY_DRAIN_S = 30.0  # seconds a --replay with --mqtt waits at its end for the broker to take what it queued
 
 LISTEN_EXAMPLES = """\
 examples:
@@ -426,7 +427,12 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         if proxy is not None:
             proxy.close(timeout_s=10)
         if publisher is not None:
-            publisher.close()
+            # A replay has queued the whole file by now: give the broker time to take it.
+            left = publisher.close(timeout_s=REPLAY_DRAIN_S if args.replay else 5.0)
+            if left:
+                print(f"error: {left} messages never reached the broker {args.mqtt[0]}:{args.mqtt[1]} "
+                      f"(is it running, and does it accept this station?)", file=sys.stderr)
+                status = status or 1
         store.close()
         errors = decoder.errors + source.errors
         summary = format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,

@@ -375,14 +375,16 @@ class StationPublisher:
         with self._drained:
             return self._drained.wait_for(lambda: not self._buffer and not self._unacked, timeout=timeout_s)
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Drain for up to `timeout_s` if the broker is there, say "offline", disconnect, stop the thread."""
+    def close(self, timeout_s: float = 5.0) -> int:
+        """Connect if need be and drain for up to `timeout_s`, say "offline", disconnect, stop the
+        thread. Returns how many messages the broker never acknowledged."""
         self._close_deadline = time.monotonic() + timeout_s
         self._closing.set()
         self._thread.join(timeout_s + 2 * POLL_S + self._net.reconnect.connect_timeout_s)
         left = self.pending()
         if left:
             log.warning("mqtt publisher closed with messages not delivered", station=self.station, pending=left)
+        return left
 
     def snapshot(self) -> PublisherStats:
         with self._lock:
@@ -460,10 +462,18 @@ class _PublisherSession(_Session):
         self._client.on_publish = lambda client, userdata, mid, reason_code, properties: owner._acknowledged(mid)
 
     def _give_up(self) -> bool:
-        return self._stop.is_set() or self._owner._closing.is_set()
+        # Closing still connects and drains until close()'s deadline: a replay queues everything
+        # before the first connect, and giving up at close() delivered none of it.
+        owner = self._owner
+        return self._stop.is_set() or (owner._closing.is_set() and (
+            owner.pending() == 0 or time.monotonic() >= owner._close_deadline))
 
     def _sleep(self, seconds: float) -> None:
-        self._owner._closing.wait(seconds)  # close() ends a back-off at once
+        owner = self._owner
+        if owner._closing.is_set():  # back off, but never past the deadline to drain by
+            self._stop.wait(max(0.0, min(seconds, owner._close_deadline - time.monotonic())))
+        else:
+            owner._closing.wait(seconds)  # close() ends a back-off at once: it has a deadline to keep
 
     def _online(self) -> None:
         self._client.publish(self._status, ONLINE, qos=1, retain=True)

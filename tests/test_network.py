@@ -442,3 +442,50 @@ def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker):
         assert (pub.station, pub.prefix, pub.payload) == ("hill", "stratoecho", "unknown")
     finally:
         pub.close()
+
+
+def test_a_replay_published_to_the_broker_arrives_whole_and_a_missing_broker_fails_the_command(
+        broker, tmp_path, capsys, monkeypatch):
+    """`listen --replay FILE --mqtt` queues the whole file before its publisher has connected: at
+    the end it must still connect and drain (it used to give up at once, exit 0 and deliver none)."""
+    from groundstation import __main__ as ground
+
+    frames = flight_frames()
+    air = tmp_path / "air.hex"
+    air.write_text("".join(f.hex() + "\n" for f in frames))
+    agg = Running(broker, tmp_path / "agg.db")
+    agg.wait_subscribed()
+    try:
+        rc = ground.main(["listen", "--replay", str(air), "--db", str(tmp_path / "g.db"), "--quiet",
+                          "--mqtt", f"127.0.0.1:{broker.port}", "--station", "replay"])
+        assert rc == 0, capsys.readouterr().err
+        assert agg.wait_for(lambda s: s.messages >= len(frames)), agg.agg.stats
+    finally:
+        agg.finish()
+    monkeypatch.setattr(ground, "REPLAY_DRAIN_S", 0.5)
+    rc = ground.main(["listen", "--replay", str(air), "--db", str(tmp_path / "g2.db"), "--quiet",
+                      "--mqtt", f"127.0.0.1:{_free_port()}", "--station", "replay"])
+    assert rc == 1 and "messages never reached the broker" in capsys.readouterr().err
+
+
+def test_close_still_connects_and_drains_what_was_queued_before_the_broker_answered(broker, tmp_path):
+    """The interleaving a replay makes: everything queued and close() called while the broker has
+    not answered yet. close() must keep trying until its deadline, not give up at once."""
+    broker.stop()
+    pub = StationPublisher("127.0.0.1", broker.port, "late", reconnect=FAST)
+    for f in flight_frames()[:20]:
+        pub.publish_frame(f)
+    left: list[int] = []
+    closer = threading.Thread(target=lambda: left.append(pub.close(timeout_s=20)))
+    closer.start()
+    while not pub._closing.is_set():  # close() has begun: only now may the broker answer
+        time.sleep(0.01)
+    broker.start()
+    agg = Running(broker, tmp_path / "agg.db")
+    agg.wait_subscribed()
+    try:
+        closer.join(30)
+        assert left == [0]
+        assert agg.wait_for(lambda s: s.messages >= 20), agg.agg.stats
+    finally:
+        agg.finish()
