@@ -287,6 +287,10 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    def frames_by_station(self) -> dict[str, int]:
+        """How many frames are stored from each station (a station's storage quota counts them)."""
+        return dict(self._db.execute("SELECT station, count(*) FROM frames WHERE station IS NOT NULL GROUP BY station"))
+
     def add_heard(self, kind: str, boot: int, seq: int, station: str, at: str | None = None) -> bool:
         """Note that `station` heard this record (or sentence); False if it was noted before."""
         cur = self._db.execute("INSERT OR IGNORE INTO heard (kind, boot, seq, station, first_at) VALUES (?, ?, ?, ?, ?)",

@@ -79,6 +79,7 @@ from stratoecho.cli import hostport_type, place, positive_number, stop_on_signal
 from .db import Store, StoreError, utc_now
 from .decoder import Decoded, FrameDecoder, classify
 from .heard import WireRecord
+from .station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
 
 log = structlog.get_logger(__name__)
 
@@ -522,6 +523,8 @@ class AggregateStats:
     held_frames: int = 0  # frames stored as a station's claim, waiting for a second station or a trusted one
     vouched_frames: int = 0  # distinct frames decoded once vouched for
     positions: int = 0  # stations' positions stored (each station's own word, on its own topic)
+    rate_dropped: int = 0  # frames over their station's rate: dropped, never stored (station_limits)
+    over_quota: int = 0  # frames past their station's storage quota: not stored (a vouched one still decoded)
     bad_messages: Counter = field(default_factory=Counter)  # by reason
 
 
@@ -536,12 +539,18 @@ class Aggregator:
 
     Trust (the module's docstring): a frame is decoded once `quorum` stations sent its bytes,
     or one of `trusted` did; `quorum` 1 believes every station (a network of one's own).
+
+    Limits (`station_limits`, `limits`): each station's frames pass its own token bucket (over
+    it they are counted and dropped), its claims held in memory are capped (a flood evicts its
+    own first), and the frames stored from it are capped by a quota (counted from the database
+    at start). `clock` is the monotonic clock the rate is measured on.
     """
 
     def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
                  *, client_id: str = "stratoecho-aggregator", reconnect: Reconnect = Reconnect(),
                  batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000,
-                 trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None) -> None:
+                 trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None,
+                 limits: StationLimits | None = None, clock=time.monotonic) -> None:
         if quorum < 1:
             raise ValueError(f"a quorum is 1 station or more, got {quorum}")
         self.trusted = frozenset(topic_level(t, "trusted station") for t in trusted)
@@ -554,9 +563,13 @@ class Aggregator:
         self.batch_messages = batch_messages
         self.flush_interval_s = flush_interval_s
         self._remember = remember
-        self._seen_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.limits, self._clock = limits or StationLimits(), clock
+        limits = self.limits
+        self._seen_ids = PerStationSeen(remember)  # (station, id): one station's ids forget only its own
         self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
-        self._held: OrderedDict[bytes, dict[str, str]] = OrderedDict()  # digest -> {station: received_at}
+        # digest -> {station: received_at}, capped per station: a flood evicts its own claims
+        self._held = PendingClaims(min(limits.pending_per_station, remember), min(limits.pending_total, remember))
+        self.gate = StationGate(limits, self.store.frames_by_station())
         self._vouched: OrderedDict[bytes, None] = OrderedDict()
         self._contributors: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()  # incomplete records
         self._complete: OrderedDict[tuple[str, int, int], None] = OrderedDict()
@@ -621,7 +634,7 @@ class Aggregator:
             raise _BadMessage("decoded record refused")  # only frames this aggregator decodes count
         self._frame(msg, station, received_at)
         if key is not None:
-            _remember(self._seen_ids, key, self._remember)
+            self._seen_ids.add(key)
 
     def _position(self, station: str, payload: bytes) -> None:
         """Where a station says it is: believed of itself only (its topic is its own, by the ACL)."""
@@ -635,6 +648,11 @@ class Aggregator:
         self.stats.positions += 1
 
     def _frame(self, msg: dict, station: str, received_at: str) -> None:
+        if not self.gate.admit(station, self._clock()):
+            self.stats.rate_dropped += 1
+            self._warn(station, "station over its frame rate: frames dropped", self.gate.rate_dropped[station],
+                       rate_frames_s=self.limits.rate_frames_s, burst=self.limits.burst_frames)
+            return
         try:
             data = bytes.fromhex(msg["hex"])
         except (KeyError, TypeError, ValueError) as e:
@@ -646,33 +664,48 @@ class Aggregator:
         if digest in self._seen_frames:
             self.stats.duplicate_frames += 1
         _remember(self._seen_frames, digest, self._remember)
-        self.stats.frames += 1
+        row = dict(source=source, received_at=received_at, station=station, rssi_dbm=rssi, snr_db=snr)
         if digest in self._vouched:  # another station heard what is already believed
             result = self.decoder.feed(data)
-            self.store.add_frame(data, source, result.error, received_at, station=station, rssi_dbm=rssi, snr_db=snr)
+            self._add_frame(data, result.error, **row)
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        claims = self._held.pop(digest, {})
+        if station not in self.trusted:
+            claims = self._held.claim(digest, station, received_at)
+            if len(claims) < self.quorum:
+                # The station's claim, stored as such; checked, but not decoded into anything.
+                self._add_frame(data, _frame_error(data), **row)
+                self.stats.held_frames += 1
+                return
+        claims = self._held.pop(digest)
         claims.setdefault(station, received_at)
-        if station not in self.trusted and len(claims) < self.quorum:
-            # The station's claim, stored as such; checked, but not decoded into anything.
-            self.store.add_frame(data, source, _frame_error(data), received_at, station=station, rssi_dbm=rssi,
-                                 snr_db=snr)
-            self._held[digest] = claims
-            while len(self._held) > self._remember:
-                self._held.popitem(last=False)
-            self.stats.held_frames += 1
-            return
         _remember(self._vouched, digest, self._remember)
         self.stats.vouched_frames += 1
         result = self.decoder.feed(data)
-        self.store.add_frame(data, source, result.error, received_at, station=station, rssi_dbm=rssi, snr_db=snr)
+        self._add_frame(data, result.error, **row)
         if result.ok:
             (first, at), *others = claims.items()
             self._merge(result, first, at)
             for name, at in others:  # the stations whose claims it confirmed heard it too
                 self._heard_too(result, name, at)
+
+    def _add_frame(self, data: bytes, error: str | None, *, source: str, received_at: str, station: str,
+                   rssi_dbm: float | None, snr_db: float | None) -> None:
+        """One row in `frames`, if `station` is under its storage quota."""
+        if not self.gate.may_store(station):
+            self.stats.over_quota += 1
+            self._warn(station, "station over its storage quota: frames not stored", self.gate.over_quota[station],
+                       quota_frames=self.limits.quota_frames)
+            return
+        self.store.add_frame(data, source, error, received_at, station=station, rssi_dbm=rssi_dbm, snr_db=snr_db)
+        self.stats.frames += 1
+
+    def _warn(self, station: str, what: str, total: int, **detail) -> None:
+        """`what` logged for `station` at most once every limits.warn_every_s, with the count since."""
+        since = self.gate.warnings.due((station, what), self._clock())
+        if since is not None:
+            log.warning(what, station=station, since_last_warning=since, total=total, **detail)
 
     def _merge(self, result: Decoded, station: str, received_at: str) -> None:
         frame = result.frame
@@ -990,6 +1023,16 @@ def format_aggregate_summary(aggregator: Aggregator) -> str:
     if s.refused_records:
         trust += f", {s.refused_records} decoded records refused"
     lines.append(trust)
+    if s.rate_dropped or s.over_quota or aggregator._held.evicted:
+        by = lambda counts: ", ".join(f"{st} {n}" for st, n in sorted(counts.items()))  # noqa: E731
+        limit = []
+        if s.rate_dropped:
+            limit.append(f"{s.rate_dropped} frames over a station's rate dropped ({by(aggregator.gate.rate_dropped)})")
+        if s.over_quota:
+            limit.append(f"{s.over_quota} past a station's storage quota not stored ({by(aggregator.gate.over_quota)})")
+        if aggregator._held.evicted:
+            limit.append(f"claims forgotten past a station's share: {by(aggregator._held.evicted)}")
+        lines.append("  limits: " + "; ".join(limit))
     bad = {**s.bad_messages, **{f"frame: {k}": v for k, v in d.errors.items()}}
     if bad:
         lines.append("  ignored: " + ", ".join(f"{n} {reason}" for reason, n in sorted(bad.items())))
