@@ -213,3 +213,20 @@ def test_time_span_reader():
     assert seconds("1min 30s") == 90
     with pytest.raises(AssertionError):
         seconds("thirty")
+
+
+def test_ground_units_hold_what_their_caps_need():
+    # The dashboard's caps (server.Limits) must fit inside the unit's limits with room to
+    # spare: a connection is a thread and a socket, its request or event stream a reader of <= 3 files.
+    from groundstation.web.server import Limits
+
+    limits = Limits()
+    dashboard = load("stratoecho-dashboard.service")
+    nofile = int(value(dashboard, "Service", "LimitNOFILE"))
+    tasks = int(value(dashboard, "Service", "TasksMax"))
+    assert nofile >= 1.5 * (limits.connections * (1 + 3) + 64)  # event streams are connections too
+    assert tasks >= 1.5 * (limits.connections + 16)
+    assert limits.client_connections < limits.connections and limits.client_streams < limits.streams
+    ground = load(GROUND)
+    assert int(value(ground, "Service", "LimitNOFILE")) > 1024
+    assert 0 < int(value(ground, "Service", "TasksMax")) < 1000

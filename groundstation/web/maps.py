@@ -7,17 +7,28 @@ Three layers, bottom up, all optional but the first:
   `maps/tiles.py`): OpenStreetMap roads and places down to street level, raster or vector;
 - a tile server the user names (`serve --tile-url`), fetched by the browser itself: the one
   way the page may reach another machine, and only when asked to.
-The map's scripts (vendor.py) are served from here too. Routes:
+The map's scripts (vendor.py) are served from here too.
+
+What a base-map view costs grows with its area at its zoom (a whole world at zoom 19 took ~5 s of
+CPU and 19 MB): a view may cover at most MAX_VIEW_TILES 256-pixel tiles at the zoom it asks for
+(a 4K screen is ~130, ~260 when the page rounds its zoom up), answers are kept in a small LRU
+cache by bytes (BASEMAP_CACHE_BYTES: views come back as the map pans back and forth), and at most
+BASEMAP_JOBS views are drawn at once; a request that waits BASEMAP_WAIT_S for its turn gets 503
+with Retry-After. A tile of the archive is one tile: its cost is one read. Routes:
     GET /api/map                  which layers there are: {"library", "basemap", "tiles", "tile_url"}
-    GET /api/basemap?bbox=W,S,E,N&zoom=Z   base map GeoJSON for that view (400 if the view is not one)
+    GET /api/basemap?bbox=W,S,E,N&zoom=Z   base map GeoJSON for that view (400 if the view is not one,
+                                  or bigger than a screen at that zoom: MAX_VIEW_TILES)
     GET /tiles/Z/X/Y              a tile of the archive (404 if the archive has none there)
     GET /vendor/...               Leaflet and protomaps-leaflet, when installed
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import re
+import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -36,14 +47,64 @@ VENDOR_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
                 ".png": "image/png", "": "text/plain; charset=utf-8"}
 MAX_ZOOM = 19  # the base map's: Leaflet's deepest
 MAX_TILE_ZOOM = 30  # the tile archives': the deepest a web-mercator tile can be
+MAX_VIEW_TILES = 400  # a base-map view covers at most this many 256-px tiles at its zoom
+BASEMAP_CACHE_BYTES = 32 << 20  # answers kept, most recently asked first
+BASEMAP_CACHE_ENTRY = 4 << 20  # an answer bigger than this is not kept
+BASEMAP_JOBS = 2  # views drawn at once
+BASEMAP_WAIT_S = 10.0  # how long a request waits for its turn before 503
+RETRY_AFTER_S = 5
+MERCATOR_LAT = 85.0511  # web mercator's edge
+
+
+def view_tiles(bbox: tuple[float, float, float, float], zoom: int) -> float:
+    """How many 256-pixel web-mercator tiles the view (west, south, east, north) covers at `zoom`:
+    what drawing it costs, give or take (west > east crosses the antimeridian)."""
+    west, south, east, north = bbox
+    width = east - west if west <= east else east + 360 - west
+
+    def y(lat: float) -> float:
+        lat = math.radians(max(-MERCATOR_LAT, min(MERCATOR_LAT, lat)))
+        return math.log(math.tan(math.pi / 4 + lat / 2)) / (2 * math.pi)
+
+    side = 2.0 ** zoom
+    return max(width / 360 * side, 1.0) * max((y(north) - y(south)) * side, 1.0)
 
 
 class MapRequestError(ValueError):
-    """A map request the server refuses: `status` and the reason."""
+    """A map request the server refuses: `status` and the reason (`retry_after`: seconds)."""
 
-    def __init__(self, status: HTTPStatus, message: str):
+    def __init__(self, status: HTTPStatus, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+class _Answers:
+    """A least-recently-used cache of answers, bounded by their bytes."""
+
+    def __init__(self, max_bytes: int, max_entry: int):
+        self.max_bytes, self.max_entry = max_bytes, max_entry
+        self.lock = threading.Lock()
+        self.entries: collections.OrderedDict[object, bytes] = collections.OrderedDict()
+        self.bytes = 0
+
+    def get(self, key) -> bytes | None:
+        with self.lock:
+            found = self.entries.get(key)
+            if found is not None:
+                self.entries.move_to_end(key)
+            return found
+
+    def put(self, key, value: bytes) -> None:
+        if len(value) > self.max_entry:
+            return
+        with self.lock:
+            if key in self.entries:
+                return
+            self.entries[key] = value
+            self.bytes += len(value)
+            while self.bytes > self.max_bytes:
+                self.bytes -= len(self.entries.popitem(last=False)[1])
 
 
 def check_tile_url(template: str) -> str:
@@ -67,8 +128,13 @@ class MapLayers:
     tiles: tile_archives.TileArchive | None = None
     tile_url: str | None = None
     vendor_dir: Path = vendor.VENDOR_DIR
+    max_view_tiles: float = MAX_VIEW_TILES
+    basemap_jobs: int = BASEMAP_JOBS
+    basemap_wait_s: float = BASEMAP_WAIT_S
 
     def __post_init__(self) -> None:
+        self.answers = _Answers(BASEMAP_CACHE_BYTES, BASEMAP_CACHE_ENTRY)
+        self.jobs = threading.BoundedSemaphore(self.basemap_jobs)
         self.library = vendor.installed(self.vendor_dir)
         # Only the files vendor.py unpacked are served, by exact name: nothing else under the tree.
         self.vendor_files = ({f"/vendor/{target}": self.vendor_dir / target
@@ -112,13 +178,34 @@ class MapLayers:
                                   f"bbox must be WEST,SOUTH,EAST,NORTH in degrees, got {bbox_text!r}") from None
         if not zoom_text.isdigit() or int(zoom_text) > MAX_ZOOM:
             raise MapRequestError(HTTPStatus.BAD_REQUEST, f"zoom must be 0..{MAX_ZOOM}, got {zoom_text!r}")
+        zoom = int(zoom_text)
         try:
-            collection = self.basemap.features(bbox, int(zoom_text))
+            basemap_data.view_rects(bbox, zoom)  # a view at all (ValueError says why not)
+        except ValueError as e:
+            raise MapRequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+        if (tiles := view_tiles(bbox, zoom)) > self.max_view_tiles:
+            raise MapRequestError(HTTPStatus.BAD_REQUEST,
+                                  f"view too big for zoom {zoom}: {tiles:.0f} tiles of 256 px, at most "
+                                  f"{self.max_view_tiles:.0f} (a screen's worth): zoom out or ask a smaller bbox")
+        key = (bbox, zoom)
+        if (found := self.answers.get(key)) is not None:
+            return found
+        if not self.jobs.acquire(timeout=self.basemap_wait_s):
+            raise MapRequestError(HTTPStatus.SERVICE_UNAVAILABLE, "the base map is busy drawing other views: "
+                                  "try again shortly", retry_after=RETRY_AFTER_S)
+        try:
+            if (found := self.answers.get(key)) is not None:  # drawn while this one waited
+                return found
+            collection = self.basemap.features(bbox, zoom)
+            body = json.dumps(collection, separators=(",", ":"), ensure_ascii=False).encode()
         except ValueError as e:
             raise MapRequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         except basemap_data.BaseMapError as e:
             raise MapRequestError(HTTPStatus.SERVICE_UNAVAILABLE, str(e)) from None
-        return json.dumps(collection, separators=(",", ":"), ensure_ascii=False).encode()
+        finally:
+            self.jobs.release()
+        self.answers.put(key, body)
+        return body
 
     def tile(self, path: str) -> tuple[bytes, str, str | None] | None:
         """(body, content type, content encoding) of /tiles/Z/X/Y; None: no tile there.

@@ -59,7 +59,9 @@ header, so a web page cannot reach the dashboard under a DNS name of its own
 from __future__ import annotations
 
 import bisect
+import collections
 import hmac
+import io
 import ipaddress
 import json
 import math
@@ -71,6 +73,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -125,12 +128,83 @@ ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "api_request_seq": "a
 RECORD_KIND = re.compile(r"[a-z_]{1,32}")
 IMAGE_PATH = re.compile(r"/api/images/(\d{1,10})/(\d{1,10})\.jpg")
 COMMANDS = ("ping", "set_mode", "set_intervals", "memory_note")
+REFUSED_LINGER_S = 1.0  # a refused connection stays half-open this long, so its 503 is read, not reset
+REFUSED_KEPT = 256  # refused connections lingering at most; beyond, the oldest is closed at once
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one dashboard lets its clients hold (docs/ground.md "Limits"). A client is one IP
+    address. Every connection is a thread and a file descriptor, an event stream also a
+    database reader (up to 3 more descriptors): the totals keep it well inside the unit's
+    LimitNOFILE and TasksMax. Beyond a cap the answer is 503 with Retry-After, at once."""
+
+    connections: int = 512  # open connections in all
+    client_connections: int = 32  # from one address (a browser opens ~6; a field NAT a few browsers)
+    streams: int = 128  # event streams (/api/events) in all
+    client_streams: int = 4  # from one address (one per open tab)
+    idle_s: float = 30.0  # waiting for a request's first line (a kept-alive connection too), or for any byte
+    header_s: float = 10.0  # a request's headers and body, from its first line
+    retry_after_s: int = 5  # what a refused client is told to wait
+
+
+class _Slots:
+    """Counts of what each client holds, of each kind, under one lock."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.lock = threading.Lock()
+        self.total = {"connection": 0, "stream": 0}
+        self.per_client: dict[tuple[str, str], int] = {}
+
+    def take(self, kind: str, client: str) -> bool:
+        cap, client_cap = ((self.limits.connections, self.limits.client_connections) if kind == "connection"
+                           else (self.limits.streams, self.limits.client_streams))
+        with self.lock:
+            held = self.per_client.get((kind, client), 0)
+            if self.total[kind] >= cap or held >= client_cap:
+                return False
+            self.total[kind] += 1
+            self.per_client[(kind, client)] = held + 1
+            return True
+
+    def give(self, kind: str, client: str) -> None:
+        with self.lock:
+            self.total[kind] -= 1
+            held = self.per_client.pop((kind, client)) - 1
+            if held:
+                self.per_client[(kind, client)] = held
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The request side of a connection: every read waits at most `idle_s`, and none goes on
+    past `deadline` (a client trickling a byte at a time cannot hold its thread)."""
+
+    def __init__(self, sock: socket.socket, idle_s: float):
+        super().__init__()
+        self.sock, self.idle_s = sock, idle_s
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took too long")
+        self.sock.settimeout(min(self.idle_s, left))
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.idle_s)  # what writes wait at most
 
 
 class RequestError(Exception):
-    """A request this server refuses: `status` and a message the page shows."""
+    """A request this server refuses: `status` and a message the page shows (`retry_after`:
+    seconds, sent as Retry-After)."""
 
-    def __init__(self, status: HTTPStatus, message: str):
+    def __init__(self, status: HTTPStatus, message: str, retry_after: int | None = None):
+        self.retry_after = retry_after
         super().__init__(message)
         self.status = status
 
@@ -389,11 +463,16 @@ class Dashboard(ThreadingHTTPServer):
 
     daemon_threads = True  # event streams never hold up shutdown
     block_on_close = False
+    request_queue_size = 128  # a burst of connections waits in the kernel, to be served or refused
 
     def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
                  sessions: access.Sessions | None = None, chase: predict.Chase | None = None,
-                 map_layers: MapLayers | None = None):
+                 map_layers: MapLayers | None = None, limits: Limits | None = None):
         self.db_path = db_path
+        self.limits = limits or Limits()
+        self.slots = _Slots(self.limits)
+        self.refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self.refusal = self._refusal_bytes()
         self.map_layers = map_layers or MapLayers()
         origin = self.map_layers.extra_img_origin
         self.csp = CSP.format(tiles=f" {origin}" if origin else "")
@@ -409,6 +488,76 @@ class Dashboard(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+
+    # ------------------------------------------------------------- connection caps
+    # process_request and service_actions run in the one thread that accepts connections.
+
+    def process_request(self, request, client_address) -> None:
+        client = client_address[0]
+        if not self.slots.take("connection", client):
+            log.debug("connection refused", client=client, why="too many connections")
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread for it (RuntimeError: can't start new thread)
+            self.slots.give("connection", client)
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.give("connection", client_address[0])
+
+    def handle_error(self, request, client_address) -> None:
+        log.warning("request failed", client=client_address[0], exc_info=True)
+
+    def _refusal_bytes(self) -> bytes:
+        body = json.dumps({"error": "the dashboard is serving too many connections (from this address, or in all): "
+                                    f"try again in {self.limits.retry_after_s} s"}).encode()
+        return (f"HTTP/1.1 503 Service Unavailable\r\nRetry-After: {self.limits.retry_after_s}\r\n"
+                f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode() + body
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Answer 503 without a thread, never waiting: the request is not read (what already
+        came is dropped), the answer sent and the connection half-closed, then left to linger
+        a moment before it is closed (closing it with unread bytes would reset it, and the
+        client might never see the 503)."""
+        try:
+            sock.setblocking(False)
+            self._drain(sock)
+            sock.send(self.refusal)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        self.refused.append((time.monotonic(), sock))
+        while len(self.refused) > REFUSED_KEPT:
+            self.refused.popleft()[1].close()
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:  # nothing more for now (BlockingIOError), or gone
+            pass
+
+    def service_actions(self) -> None:
+        super().service_actions()
+        now = time.monotonic()
+        while self.refused and now - self.refused[0][0] >= REFUSED_LINGER_S:
+            sock = self.refused.popleft()[1]
+            self._drain(sock)
+            sock.close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        while self.refused:
+            self.refused.popleft()[1].close()
 
     @property
     def url(self) -> str:
@@ -445,6 +594,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         log.debug("http", client=self.client_address[0], request=format % args)
 
+    def setup(self) -> None:
+        super().setup()
+        limits = self.server.limits
+        self.connection.settimeout(limits.idle_s)
+        self.reader = _DeadlineReader(self.connection, limits.idle_s)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.deadline = time.monotonic() + self.server.limits.idle_s  # for its first line
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self.reader.deadline = time.monotonic() + self.server.limits.header_s  # for its headers and body
+        return super().parse_request()
+
     # ------------------------------------------------------------- dispatch
 
     def do_GET(self) -> None:
@@ -465,7 +629,8 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestError as e:
             if self.command == "POST":
                 self.close_connection = True  # a refused body may be unread: never parse it as a request
-            self._json({"error": str(e)}, e.status)
+            self._json({"error": str(e)}, e.status,
+                       headers={"Retry-After": str(e.retry_after)} if e.retry_after is not None else None)
         except (sqlite3.Error, StoreError) as e:  # busy, or moved or replaced since the server started
             log.warning("database unavailable", error=str(e))
             self._json({"error": f"database unavailable: {e}"}, HTTPStatus.SERVICE_UNAVAILABLE)
@@ -540,7 +705,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(body, ctype, cache="max-age=86400",
                            headers={"Content-Encoding": encoding} if encoding else None)
         except MapRequestError as e:
-            raise RequestError(e.status, str(e)) from None
+            raise RequestError(e.status, str(e), e.retry_after) from None
 
     def _post(self, url) -> None:
         if url.path not in ("/api/commands", "/api/login", "/api/logout"):
@@ -634,6 +799,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _events(self, query: dict) -> None:
         cursor = self._stream_cursor(query)
+        client, slots = self.client_address[0], self.server.slots
+        if not slots.take("stream", client):
+            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
+                               "too many live feeds open (from this address, or in all): close a tab, or wait",
+                               retry_after=self.server.limits.retry_after_s)
+        try:
+            self._open_stream(cursor)
+        finally:
+            slots.give("stream", client)
+
+    def _open_stream(self, cursor: list[int]) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-store")
@@ -746,7 +922,8 @@ def _cookie(session_id: str, max_age: float) -> str:
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
           stop_event: threading.Event | None = None, sessions: access.Sessions | None = None,
-          chase: predict.Chase | None = None, map_layers: MapLayers | None = None) -> Dashboard:
+          chase: predict.Chase | None = None, map_layers: MapLayers | None = None,
+          limits: Limits | None = None) -> Dashboard:
     """Start the dashboard in background threads and return its server (`.url`,
     `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
     ends every event stream within a poll. The database is created if missing (as the
@@ -754,11 +931,12 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
     StoreError if it is not a ground database, OSError if the address cannot be bound.
     `sessions`: who may queue commands (access.py); None: nobody can log in. `chase`: the
     prediction's settings and the station's position (predict.Chase). `map_layers`: what the
-    map is drawn from (maps.MapLayers; default: the base map alone)."""
+    map is drawn from (maps.MapLayers; default: the base map alone). `limits`: the caps on
+    connections and event streams and the timeouts (Limits; default: Limits())."""
     db_path = Path(db_path)
     Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
     stop = stop_event or threading.Event()
-    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers)
+    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers, limits)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
                      daemon=True).start()
 

@@ -1,0 +1,210 @@
+"""The dashboard stays up for everyone while one client misbehaves (issue 31): connections and
+event streams are capped per address and in all (503 + Retry-After beyond), idle and slow
+requests time out, and a base-map view costs at most a screen's worth at its zoom, cached.
+
+The limits are made small here so each test takes a second or two; clients on other addresses
+are 127.0.0.2, 127.0.0.3 (all of 127/8 is loopback on Linux)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from groundstation.web import serve
+from groundstation.web.maps import MapLayers, MapRequestError, view_tiles
+from groundstation.web.server import Limits
+
+SAFETY_S = 10.0  # what any one wait may take before the test fails (never a speed claim)
+
+
+@pytest.fixture
+def start(tmp_path):
+    servers = []
+
+    def start(**limits):
+        stop = threading.Event()
+        server = serve(tmp_path / "ground.db", "127.0.0.1", 0, stop, map_layers=MapLayers(basemap=None),
+                       limits=Limits(**limits))
+        servers.append(stop)
+        return server
+
+    yield start
+    for stop in servers:
+        stop.set()
+
+
+def connect(server, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(server.server_address[:2], timeout=SAFETY_S, source_address=(source, 0))
+    return sock
+
+
+def ask(sock: socket.socket, server, path: str = "/api/session") -> None:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.server_address[1]}\r\n\r\n".encode())
+
+
+def head(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """The status and headers of the answer on `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    lines = data.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers
+
+
+def get(server, source: str = "127.0.0.1", path: str = "/api/session") -> tuple[int, dict[str, str]]:
+    with connect(server, source) as sock:
+        ask(sock, server, path)
+        return head(sock)
+
+
+def held(server, kind: str = "connection") -> int:
+    with server.slots.lock:
+        return server.slots.total[kind]
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + SAFETY_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_one_address_cannot_hold_every_connection(start):
+    server = start(connections=10, client_connections=3)
+    idle = [connect(server) for _ in range(3)]
+    try:
+        wait_for(lambda: held(server) == 3, "the idle connections were accepted")
+        status, headers = get(server)  # a fourth from the same address: refused at once
+        assert status == 503 and headers["Retry-After"] == "5"
+        assert get(server, "127.0.0.2")[0] == 200  # another address is served meanwhile
+        refused = connect(server)  # one that sends nothing still reads its 503
+        assert head(refused)[0] == 503
+        refused.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: held(server) == 0, "closed connections give their slots back")
+    assert get(server)[0] == 200
+
+
+def test_connections_are_capped_in_all(start):
+    server = start(connections=4, client_connections=3)
+    idle = [connect(server) for _ in range(3)] + [connect(server, "127.0.0.2")]
+    try:
+        wait_for(lambda: held(server) == 4, "the idle connections were accepted")
+        status, headers = get(server, "127.0.0.3")
+        assert status == 503 and int(headers["Retry-After"]) > 0
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_an_idle_connection_is_closed(start):
+    server = start(idle_s=0.3)
+    sock = connect(server)
+    wait_for(lambda: held(server) == 1, "accepted")
+    assert closed_by_server(sock)  # recv would raise TimeoutError (SAFETY_S) if it were kept
+    wait_for(lambda: held(server) == 0, "its slot is given back")
+    kept = connect(server)  # between two requests of a kept-alive connection likewise
+    ask(kept, server)
+    assert head(kept)[0] == 200
+    kept.settimeout(SAFETY_S)
+    assert closed_by_server(kept)
+
+
+def test_headers_trickled_a_byte_at_a_time_are_cut_off(start):
+    server = start(idle_s=2.0, header_s=0.5)
+    sock = connect(server)
+    sock.sendall(b"GET /api/session HTTP/1.1\r\n")
+    started = time.monotonic()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        while time.monotonic() - started < SAFETY_S:  # each byte well inside idle_s: only the deadline ends it
+            sock.sendall(b"X")
+            time.sleep(0.1)
+    wait_for(lambda: held(server) == 0, "its slot is given back")
+
+
+def test_event_streams_are_capped_per_address_and_in_all(start):
+    server = start(streams=3, client_streams=2)
+    streams = []
+    try:
+        for source in ("127.0.0.1", "127.0.0.1", "127.0.0.2"):
+            sock = connect(server, source)
+            ask(sock, server, "/api/events")
+            assert head(sock)[0] == 200
+            streams.append(sock)
+        status, headers = get(server, "127.0.0.1", "/api/events")  # a third from one address
+        assert status == 503 and headers["Retry-After"] == "5"
+        status, headers = get(server, "127.0.0.3", "/api/events")  # a fourth in all
+        assert status == 503 and headers["Retry-After"] == "5"
+        assert get(server, "127.0.0.3")[0] == 200  # the rest of the dashboard answers
+    finally:
+        for sock in streams:
+            sock.close()
+
+
+def test_view_tiles():
+    assert view_tiles((-180, -85.0511, 180, 85.0511), 0) == pytest.approx(1, rel=1e-3)
+    assert view_tiles((-180, -85.0511, 180, 85.0511), 3) == pytest.approx(64, rel=1e-3)
+    assert view_tiles((170, 0, -170, 1), 10) == view_tiles((0, 0, 20, 1), 10)  # across the antimeridian
+    assert view_tiles((0, 0, 0, 0), 19) == 1  # a point costs a tile
+
+
+class CountingBaseMap:
+    def __init__(self):
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def features(self, bbox, zoom):
+        self.calls += 1
+        self.release.wait(SAFETY_S)
+        return {"type": "FeatureCollection", "features": [], "zoom": zoom}
+
+
+def basemap(layers: MapLayers, bbox: str, zoom: int) -> bytes:
+    return layers.basemap_json({"bbox": [bbox], "zoom": [str(zoom)]})
+
+
+def test_a_view_bigger_than_a_screen_at_its_zoom_is_refused():
+    drawn = CountingBaseMap()
+    layers = MapLayers(basemap=drawn)
+    with pytest.raises(MapRequestError) as refused:
+        basemap(layers, "-180,-85,180,85", 19)  # the whole world at street level
+    assert refused.value.status == 400 and "view too big for zoom 19" in str(refused.value)
+    assert drawn.calls == 0
+    assert json.loads(basemap(layers, "-180,-85,180,85", 4))["zoom"] == 4  # the world, zoomed out
+    assert json.loads(basemap(layers, "-0.5,51.9,0.9,52.6", 9))["zoom"] == 9  # a chase's view
+
+
+def test_views_are_cached_and_drawn_a_few_at_a_time():
+    drawn = CountingBaseMap()
+    layers = MapLayers(basemap=drawn, basemap_jobs=1, basemap_wait_s=0.2)
+    first = basemap(layers, "-0.5,51.9,0.9,52.6", 9)
+    assert basemap(layers, "-0.5,51.9,0.9,52.6", 9) == first and drawn.calls == 1
+    drawn.release.clear()
+    busy = threading.Thread(target=basemap, args=(layers, "0,50,1,51", 9))
+    busy.start()
+    wait_for(lambda: drawn.calls == 2, "the first view is being drawn")
+    with pytest.raises(MapRequestError) as refused:
+        basemap(layers, "1,50,2,51", 9)
+    assert refused.value.status == 503 and refused.value.retry_after
+    assert basemap(layers, "-0.5,51.9,0.9,52.6", 9) == first  # a cached view needs no turn
+    drawn.release.set()
+    busy.join(SAFETY_S)
+    assert drawn.calls == 2
