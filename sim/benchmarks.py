@@ -611,6 +611,13 @@ def bench_basemap() -> list[tuple]:
     ]
 
 
+def bench_flood() -> list[tuple]:
+    """The station network's aggregator while one login floods it (sim/flood_bench.py)."""
+    from .flood_bench import rows
+
+    return rows()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.benchmarks", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -622,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_pi(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction() + bench_basemap())
+            + bench_families() + bench_prediction() + bench_basemap() + bench_flood())
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

@@ -20,9 +20,13 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(link_bench, "protocol_rows", lambda: real_protocol(musings=12, drain_windows=4))
     real_families = bench.bench_families  # one family here; tests/test_pi_families.py checks them all
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
+    from sim import flood_bench  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
+
+    monkeypatch.setattr(bench, "bench_flood", lambda: flood_bench.rows(junk=2000))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
     assert "make persona" in out
     assert "ingest: Telegram export" in out and "prepare: 2,000-message" in out
+    assert "aggregator under a flood: honest flight stored" in out
     assert "family qwen3: Qwen3ForCausalLM -> F32 GGUF" in out and "family qwen3: F32 GGUF vs transformers" in out

@@ -188,3 +188,11 @@ def test_throttled_warns_once_per_interval_with_the_count():
 def test_limits_refuse_nonsense(bad):
     with pytest.raises(ValueError):
         StationLimits(**bad)
+
+
+def test_the_flood_bench_rows():
+    from sim.flood_bench import rows
+
+    got = {name: value for name, value, _unit, _note in rows(junk=3000)}
+    assert got["aggregator under a flood: honest flight stored"] == "60 + 20"
+    assert got["aggregator under a flood: junk stored"] == "3,000"  # under the burst: all taken, under the quota
