@@ -40,6 +40,10 @@ came from is the topic's last level: the broker must let each station's user wri
 own topics (mosquitto: an acl_file with ``pattern write PREFIX/+/frames/%u``), and speak TLS
 with a password per station (`BrokerAuth`; docs/ground.md has a mosquitto configuration).
 
+Limits. A login is no licence to use up the aggregator: each station's frames pass its own
+rate limit, its claims held in memory are capped (a flood forgets its own first) and the frames
+stored from it have a quota (`station_limits`; docs/ground.md, "What a station is trusted with").
+
 Delivery. `StationPublisher.publish_frame` only appends to a bounded buffer and returns; one
 thread of the publisher owns the MQTT client, connects (tenacity back-off), publishes at QoS 1
 and keeps each message until the broker acknowledges it, re-sending after a reconnect. A full
