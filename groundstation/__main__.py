@@ -1,4 +1,4 @@
-"""`python -m groundstation listen|decode` — see each command's --help."""
+"""`python -m groundstation listen|decode|keygen` — see each command's --help."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
+from stratoecho.keygen import add_keygen_command
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, load_key
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("file", metavar="FILE", help="hex frame file, or '-' for standard input")
     decode.set_defaults(func=cmd_decode)
+    add_keygen_command(sub, "python -m groundstation")
 
     from .api_proxy import add_proxy_arguments
     from .exports import register_cli as register_export_cli

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratoecho.wire import DEFAULT_MTU
 from stratoecho.wire.uplink import DEFAULT_TAG_LEN, MAX_COUNTER, Command, Ping, key_fingerprint, load_key, sign
+from stratoecho.wire.uplink_keys import write_key_file
 
 try:
     import fcntl
@@ -82,16 +82,10 @@ def state_path_for_db(db_path: str | Path) -> Path:
     return db_path.with_name(db_path.name + ".uplink.json")
 
 
-def generate_key_file(path: str | Path) -> bytes:
-    """Write a new random 32-byte key as hex to `path` (mode 600; never overwrites). Copy the
-    same file to the payload."""
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return key
+def generate_key_file(path: str | Path, force: bool = False) -> bytes:
+    """Write a new random 32-byte key as hex to `path` (mode 600; never overwrites unless
+    `force`): what `python -m groundstation keygen` does. Copy the same file to the payload."""
+    return write_key_file(path, force=force)
 
 
 class CommandSigner:

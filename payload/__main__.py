@@ -1,4 +1,5 @@
-"""`python -m payload run` — the flight daemon. See `python -m payload run --help`."""
+"""`python -m payload run` — the flight daemon. See `python -m payload run --help`; `keygen` writes
+an uplink key file."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from stratoecho.bundle import BundleError, load_bundle
 from stratoecho.cli import run_cli
 from stratoecho.config import ConfigError, describe_validation_error
+from stratoecho.keygen import add_keygen_command
 from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--drain-s", type=float, default=300.0, help="flight seconds to keep transmitting the queue after the "
                                                                   "flight ends (default 300)")
     run.set_defaults(func=cmd_run)
+    add_keygen_command(sub, "python -m payload")
     return parser
 
 

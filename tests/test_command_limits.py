@@ -5,6 +5,7 @@ repair backlog with a bound."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,8 @@ from stratoecho.wire import Kind, uplink
 from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
-KEY = bytes(range(32))
+# A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
+KEY = hashlib.sha256(b"test_command_limits").digest()
 NEW_KEY = bytes(range(100, 132))
 PID = "STRATO1"
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)

@@ -3,6 +3,7 @@ fragments rebuilt from the store (never for a record that is still queued)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 from payload.assembly import build_daemon
@@ -17,7 +18,8 @@ from stratoecho.wire import Kind, uplink
 from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
-KEY = bytes(range(32))
+# A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
+KEY = hashlib.sha256(b"test_repair_payload").digest()
 
 
 class TwoWayRadio(RecordingRadio):

@@ -30,7 +30,6 @@ from stratoecho.wire.uplink import (
     AckRange,
     ApiAnswer,
     CommandId,
-    KeyFileError,
     LinkReport,
     MemoryNote,
     Ping,
@@ -41,7 +40,6 @@ from stratoecho.wire.uplink import (
     SetMode,
     UplinkRejected,
     Verified,
-    load_key,
     sign,
     verify,
 )
@@ -376,81 +374,7 @@ def test_fuzzed_frames_are_never_falsely_accepted():
     assert set(reasons) <= uplink.REJECT_REASONS
 
 
-# --------------------------------------------------------------------------- keys
-
-
-def _key_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
-    path.write_bytes(content)
-    path.chmod(mode)
-    return path
-
-
-def test_load_key_hex_and_raw(tmp_path):
-    assert load_key(_key_file(tmp_path / "hex", KEY.hex().encode() + b"\n")) == KEY
-    assert load_key(_key_file(tmp_path / "HEX", b"  " + KEY.hex().upper().encode() + b"\r\n")) == KEY
-    raw = bytes([0xFF]) + KEY[1:]
-    assert load_key(_key_file(tmp_path / "raw", raw)) == raw
-    assert load_key(_key_file(tmp_path / "k16", bytes(range(16)).hex().encode())) == bytes(range(16))
-
-
-@pytest.mark.parametrize("content,match", [
-    (bytes(range(15)).hex().encode(), "15 bytes; at least 16"),
-    (b"", "neither hex"),
-    (b"0x" + KEY.hex().encode(), "neither hex"),
-    (KEY.hex()[:32].encode() + b" " + KEY.hex()[32:].encode(), "neither hex"),
-    (b"g" + KEY.hex()[1:32].encode(), "neither hex"),  # 32 printable bytes: mistyped hex, not a raw key
-    (b"\xff" * 31, "neither hex"),
-    (bytes(32).hex().encode(), "is 00 repeated: anyone could guess it"),  # all zeros
-    (bytes([0xFF] * 32), "is ff repeated"),  # one raw byte
-    ((b"\xde\xad\xbe\xef" * 8).hex().encode(), "is deadbeef repeated"),
-    ((b"\x01\x02" * 8 + b"\x01").hex().encode(), "is 0102 repeated"),
-])
-def test_load_key_refuses_bad_keys(tmp_path, content, match):
-    path = _key_file(tmp_path / "key", content)
-    with pytest.raises(KeyFileError, match=match) as e:
-        load_key(path)
-    assert str(path) in str(e.value)
-
-
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o606, 0o660])
-def test_load_key_refuses_files_open_to_others(tmp_path, mode):
-    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode(), mode)
-    with pytest.raises(KeyFileError) as e:
-        load_key(path)
-    assert str(path) in str(e.value) and f"chmod 600 {path}" in str(e.value)
-    path.chmod(0o600)
-    assert load_key(path) == KEY
-    path.chmod(0o400)
-    assert load_key(path) == KEY
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="giving a file away needs root")
-def test_load_key_refuses_a_file_another_user_owns(tmp_path):
-    """Whoever owns the key file decides what it says: a key another user can rewrite is theirs."""
-    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode())
-    os.chown(path, 65534, -1)  # nobody
-    with pytest.raises(KeyFileError, match=r"belongs to uid 65534, not to this user \(uid 0\)") as e:
-        load_key(path)
-    assert str(path) in str(e.value)
-    os.chown(path, 0, -1)
-    assert load_key(path) == KEY
-
-
-def test_load_key_missing_file(tmp_path):
-    with pytest.raises(KeyFileError, match="cannot read"):
-        load_key(tmp_path / "nope")
-
-
-def test_generate_key_file(tmp_path):
-    path = tmp_path / "uplink.key"
-    key = generate_key_file(path)
-    assert len(key) == 32 and load_key(path) == key
-    if os.name == "posix":
-        assert path.stat().st_mode & 0o777 == 0o600
-    with pytest.raises(FileExistsError):
-        generate_key_file(path)
-    assert load_key(path) == key
+# Key files, weak keys and keygen: tests/test_uplink_keys.py
 
 
 # --------------------------------------------------------------------------- payload gate

@@ -78,6 +78,9 @@ Example (key ``00 01 .. 1f``, callsign ``STRATO1`` → pid ``0x7F66``, counter 1
 ``Ping(0xBEEF)``, T 8), 18 bytes::
 
     ed 11 00000001 7f66 beef 379fef62b575358b
+
+That key is published here, so a key file holding it is refused (`uplink_keys`, which says
+what a key file holds and which keys are too weak to use).
 """
 
 from __future__ import annotations
@@ -85,16 +88,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import os
-import stat
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Union
 
 from stratoecho.wire import DEFAULT_MTU, GATEWAY_FIRST_BYTES, WireError
 from stratoecho.wire import MAGIC as DOWNLINK_MAGIC
 from stratoecho.wire.events import Event, event
+from stratoecho.wire.uplink_keys import KeyFileError, load_key  # noqa: F401 - the key file rules live there
 
 MAGIC = 0xED
 VERSION = 1
@@ -102,7 +103,7 @@ _HEAD = struct.Struct(">BBIH")
 HEADER_BYTES = _HEAD.size  # 8
 DEFAULT_TAG_LEN = 8
 MIN_TAG_LEN, MAX_TAG_LEN = 4, 32
-MIN_KEY_BYTES = 16
+MIN_KEY_BYTES = 16  # what sign/verify accept; a key file holds exactly 32 (uplink_keys.py)
 MAX_COUNTER = 0xFFFFFFFF
 MAX_COUNTER_STEP = 1 << 20  # the furthest one accepted frame may move the counter
 MAX_NOTE_BYTES = 200
@@ -124,10 +125,6 @@ class UplinkRejected(WireError):
         if reason not in REJECT_REASONS:
             raise ValueError(f"unknown rejection reason {reason!r}")
         super().__init__(reason, message)
-
-
-class KeyFileError(ValueError):
-    """A key file that must not be used: too short, unreadable as a key, or open to others."""
 
 
 class CommandId(enum.IntEnum):
@@ -569,49 +566,3 @@ def resend_batches(items: list[ResendItem], tag_len: int = DEFAULT_TAG_LEN, mtu:
     if current:
         batches.append(Resend(tuple(current)))
     return batches
-
-
-# --------------------------------------------------------------------------- keys
-
-
-def load_key(path: str | Path) -> bytes:
-    """Read an uplink key: hex text (whitespace around it ignored) or exactly 32 raw bytes.
-
-    Refuses keys shorter than 16 bytes; keys anyone could guess (one byte repeated, or a
-    pattern of up to 4 bytes repeated: all zeros, `0102...`); files that anyone but their
-    owner can read or write, and files another user owns (the key would be as good as
-    published, or someone else decides what it is).
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-    except OSError as e:
-        raise KeyFileError(f"cannot read uplink key file {path}: {e.strerror}") from e
-    if os.name == "posix" and st.st_uid != os.geteuid():
-        raise KeyFileError(
-            f"uplink key file {path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}); "
-            f"run: chown $(id -un) {path}  (on the Pi: install -o stratoecho -m 600, docs/deploy.md)"
-        )
-    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"uplink key file {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
-    text = data.strip()
-    try:
-        # bytes.fromhex would skip inner spaces; a key is one unbroken hex string.
-        key = bytes.fromhex(text.decode("ascii")) if text and not any(c in text for c in b" \t\r\n") else None
-    except (UnicodeDecodeError, ValueError):
-        key = None
-    if key is None:
-        # 32 random bytes are all printable with odds of ~1e-14: such a file is mistyped hex.
-        if len(data) != 32 or all(0x20 <= b < 0x7F for b in data):
-            raise KeyFileError(f"uplink key file {path} holds neither hex text nor 32 raw bytes ({len(data)} bytes)")
-        key = data
-    if len(key) < MIN_KEY_BYTES:
-        raise KeyFileError(f"uplink key in {path} is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed (32 recommended)")
-    if period := next((n for n in range(1, 5) if key == key[:n] * (len(key) // n) + key[:len(key) % n]), None):
-        raise KeyFileError(f"uplink key in {path} is {key[:period].hex()} repeated: anyone could guess it; "
-                           "make one from 32 random bytes: python3 -c \"import secrets; print(secrets.token_hex(32))\"")
-    return key

@@ -1,0 +1,53 @@
+"""`keygen`, the same subcommand of `python -m groundstation` and `python -m payload`: write a
+new uplink key file (stratoecho/wire/uplink_keys.py says what it holds)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import structlog
+
+from stratoecho.wire.uplink_keys import KEY_BYTES, write_key_file
+
+log = structlog.get_logger(__name__)
+
+
+def add_keygen_command(sub, prog: str) -> argparse.ArgumentParser:
+    """Add `keygen` to a CLI's subcommands; `prog` is how the user runs that CLI."""
+    keygen = sub.add_parser(
+        "keygen", help="write a new random uplink key file (hex, mode 600)",
+        description=(
+            f"Write {KEY_BYTES} random bytes (Python's secrets module) to FILE as {2 * KEY_BYTES} hex digits "
+            "and a newline, readable and writable by you only (mode 600). The ground station "
+            "(listen --uplink-key FILE) and the payload ([uplink] key_file) must hold the same file: "
+            "make it once and copy it, e.g. with scp, then install it on the Pi with "
+            "`sudo install -o stratoecho -g stratoecho -m 600 FILE /etc/stratoecho/uplink.key` "
+            "(docs/deploy.md). An existing FILE is never replaced unless --force: a balloon in the "
+            "air keeps the key it flew with."
+        ),
+        epilog=(f"example:\n  {prog} keygen uplink.key\n"
+                "exit status: 0 when the key is written; 1 if FILE exists (without --force) or cannot be written"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keygen.add_argument("file", type=Path, metavar="FILE", help="where to write the key (e.g. uplink.key)")
+    keygen.add_argument("--force", action="store_true",
+                        help="replace FILE if it exists (the old key stops working on both sides)")
+    keygen.set_defaults(func=cmd_keygen)
+    return keygen
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        write_key_file(args.file, force=args.force)
+    except FileExistsError:
+        print(f"error: {args.file} exists; it may be the key a payload already holds. Use another FILE, "
+              f"or --force to replace it", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: cannot write {args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    log.info("uplink_key_written", file=str(args.file), mode="600")
+    print(f"wrote a new uplink key to {args.file} (mode 600); give the payload the same file", file=sys.stderr)
+    return 0

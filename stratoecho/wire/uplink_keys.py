@@ -1,0 +1,199 @@
+"""Uplink keys: what a key file may hold, which keys are refused, and how a good one is made.
+
+A key file holds exactly one 32-byte key in one of three forms:
+
+- raw: the 32 bytes themselves, nothing else (the file is 32 bytes long);
+- hex: 64 hex digits (either case), optionally followed by one newline (``\\n`` or ``\\r\\n``);
+- base64: the 44 characters of standard base64 (``+/``, ``=`` padding) of the 32 bytes,
+  optionally followed by one newline.
+
+`keygen` (``python -m groundstation keygen FILE``, ``python -m payload keygen FILE``) writes
+the hex form. Nothing else is read as a key: no spaces, no ``0x``, no other length. A key of
+another length is refused rather than hashed or padded, so the two ends can never disagree
+about what the key is.
+
+`key_weakness` refuses a key that was not drawn at random (pure logic, no files):
+
+1. a published key: the example key of ``stratoecho/wire/uplink.py`` and docs/protocol.md
+   (``00 01 .. 1f``) and the constant keys the tests sign with;
+2. a repeated pattern: any period of at most 16 bytes (the pattern appears at least twice).
+   A longer "period" is no pattern: period 31 only says the first and last bytes are equal,
+   which one random key in 256 does;
+3. a counting key: the differences between neighbouring bytes repeat with a period of at
+   most 15 (``00 01 02 ..``, ``64 65 66 ..``, ``00 02 04 ..``, a pattern added to a ramp);
+4. text: every byte printable ASCII, tab, CR or LF (a passphrase or a text line, not a key);
+5. too few different values: fewer than 16 distinct bytes (31 zeros and a 1, a key from a
+   small alphabet), or one byte value 9 times or more (a short key padded with zeros).
+
+How often 32 bytes from `secrets.token_bytes` are refused anyway, each bound from above:
+(2) sum over p <= 16 of 256^-(32-p) ~ 3e-39; (3) ~ 256^-16 ~ 3e-39; (4) (98/256)^32 ~ 4.6e-14;
+(5) P(at most 15 distinct) ~ 3.2e-17 (exact, from Stirling numbers) and
+P(a value 9+ times) <= 256 * C(32, 9) / 256^9 ~ 1.5e-12. In all below 2e-12: never, in
+practice (`tests/test_uplink_keys.py` recomputes it). `keygen` checks its own keys anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import stat
+from collections import Counter
+from pathlib import Path
+
+KEY_BYTES = 32
+MAX_PERIOD = KEY_BYTES // 2  # a pattern that repeats at least twice
+MIN_DISTINCT = 16
+MAX_SAME_BYTE = 8  # 9 of one value: a zero-padded short key
+_TEXT = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+# Keys anyone can read in this repository. Arithmetic progressions are refused by rule 3 as
+# well; they are listed so a published key is named as such.
+PUBLISHED_KEYS = {
+    bytes(range(32)): "the example key of docs/protocol.md and stratoecho/wire/uplink.py (00 01 .. 1f)",
+    bytes(range(1, 33)): "a test key in tests/ (01 02 .. 20)",
+    bytes(range(100, 132)): "a test key in tests/ (64 65 .. 83)",
+}
+MAKE_ONE = ("make a new key with: python -m groundstation keygen FILE (or python -m payload keygen FILE "
+            "on the Pi), and give the payload the same file")
+
+
+class KeyFileError(ValueError):
+    """A key file that must not be used: not a key in a known form, a weak key, or open to others."""
+
+
+def _period(data: bytes, longest: int) -> int | None:
+    """The shortest p <= `longest` with data[i] == data[i + p] throughout, or None."""
+    return next((p for p in range(1, longest + 1) if data[p:] == data[:-p]), None)
+
+
+def key_weakness(key: bytes) -> str | None:
+    """Why `key` must not be an uplink key (see the module docstring), or None if it may be."""
+    if len(key) != KEY_BYTES:
+        return f"is {len(key)} bytes; an uplink key is exactly {KEY_BYTES}"
+    if key in PUBLISHED_KEYS:
+        return f"is published: {PUBLISHED_KEYS[key]}; anyone can sign with it"
+    if p := _period(key, MAX_PERIOD):
+        return f"is {key[:p].hex()} repeated (a {p}-byte pattern): anyone could guess it"
+    steps = bytes((b - a) % 256 for a, b in zip(key, key[1:]))
+    if p := _period(steps, MAX_PERIOD - 1):
+        return f"counts in steps of {steps[:p].hex()} repeated: anyone could guess it"
+    if all(b in _TEXT for b in key):
+        return "is text (every byte printable ASCII): a passphrase, not 32 random bytes"
+    counts = Counter(key)
+    if len(counts) < MIN_DISTINCT:
+        return (f"has only {len(counts)} different byte values (32 random bytes have at least "
+                f"{MIN_DISTINCT}): far less entropy than a random key")
+    value, n = counts.most_common(1)[0]
+    if n > MAX_SAME_BYTE:
+        return (f"holds the byte {value:02x} {n} times (32 random bytes hold none more than "
+                f"{MAX_SAME_BYTE}): a short key padded, not a random one")
+    return None
+
+
+def _strip_newline(data: bytes) -> bytes:
+    for end in (b"\r\n", b"\n"):
+        if data.endswith(end):
+            return data[:-len(end)]
+    return data
+
+
+def parse_key(data: bytes) -> bytes:
+    """The key a key file's bytes hold (raw, hex or base64: module docstring); ValueError if none."""
+    text = _strip_newline(data)
+    if len(text) == 2 * KEY_BYTES and all(c in b"0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text.decode("ascii"))
+    if len(text) == 44 and text.endswith(b"="):
+        try:
+            key = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) == KEY_BYTES:
+            return key
+    if len(data) == KEY_BYTES:
+        return data  # raw; key_weakness refuses text that happens to be 32 bytes long
+    if text and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        raise ValueError(f"holds a {len(text) // 2}-byte key in hex; an uplink key is exactly {KEY_BYTES} bytes")
+    raise ValueError(f"holds {len(data)} bytes, which are not a key: a key file is {KEY_BYTES} raw bytes, "
+                     f"{2 * KEY_BYTES} hex digits or 44 base64 characters (a newline after the text forms)")
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def load_key(path: str | Path) -> bytes:
+    """Read and check an uplink key file; KeyFileError naming the file, the fault and the fix.
+
+    Refused: a file another user owns (they decide what the key is), one that group or others
+    may use at all (mode must be 600 or 400: the key would be as good as published), one that
+    holds no key in a known form, and a weak key (`key_weakness`).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read uplink key file {path}: {e.strerror}; {MAKE_ONE}") from e
+    if os.name == "posix" and st.st_uid != os.geteuid():
+        raise KeyFileError(
+            f"uplink key file {path} belongs to {_owner(st.st_uid)}, not to this user ({_owner(os.geteuid())}); "
+            f"run: chown $(id -un) {path}  (on the Pi: install -o stratoecho -m 600, docs/deploy.md)"
+        )
+    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"uplink key file {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}, owner "
+            f"{_owner(st.st_uid)}); run: chmod 600 {path}"
+        )
+    try:
+        key = parse_key(data)
+    except ValueError as e:
+        raise KeyFileError(f"uplink key file {path} {e}; {MAKE_ONE}") from None
+    if why := key_weakness(key):
+        raise KeyFileError(f"uplink key in {path} {why}; {MAKE_ONE}")
+    return key
+
+
+def new_key() -> bytes:
+    """32 bytes from the system's CSPRNG, drawn again in the ~2e-12 case `key_weakness` objects."""
+    while key_weakness(key := secrets.token_bytes(KEY_BYTES)):
+        pass
+    return key
+
+
+def write_key_file(path: str | Path, force: bool = False) -> bytes:
+    """Write a new key to `path` as hex and a newline, mode 600; return the key.
+
+    Written whole to a temporary file in the same folder first and then put in place, so a
+    reader never sees half a key. An existing `path` is left alone (FileExistsError) unless
+    `force`: a key replaced by mistake locks the ground out of a balloon already flying.
+    """
+    path = Path(path)
+    key = new_key()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key.hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: the O_EXCL of a rename
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # the new name survives a power cut too
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass  # not every file system syncs folders; the key itself is on disk
+    return key

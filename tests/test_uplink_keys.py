@@ -1,0 +1,242 @@
+"""Uplink key files (stratoecho/wire/uplink_keys.py): the forms a key file may take, the weak
+keys both sides refuse, file permissions, and `keygen` on both command lines."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from fractions import Fraction
+from math import comb, factorial
+from pathlib import Path
+
+import pytest
+
+from groundstation.__main__ import main as ground_main
+from groundstation.uplink import generate_key_file
+from payload.__main__ import main as payload_main
+from payload.commands import CommandGate
+from payload.store import Store
+from stratoecho.wire import uplink
+from stratoecho.wire.uplink import KeyFileError, load_key
+from stratoecho.wire.uplink_keys import (
+    MAX_SAME_BYTE,
+    MIN_DISTINCT,
+    PUBLISHED_KEYS,
+    key_weakness,
+    parse_key,
+)
+
+KEY = hashlib.sha256(b"test_uplink_keys").digest()  # passes every rule; made here, not on disk
+PID = "STRATO1"
+
+
+def _key_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+# --------------------------------------------------------------------------- what a key file holds
+
+
+@pytest.mark.parametrize("content", [
+    KEY.hex().encode(),
+    KEY.hex().encode() + b"\n",
+    KEY.hex().upper().encode() + b"\r\n",
+    base64.b64encode(KEY),
+    base64.b64encode(KEY) + b"\n",
+    KEY,  # raw
+])
+def test_a_key_file_holds_raw_hex_or_base64(tmp_path, content):
+    assert load_key(_key_file(tmp_path / "uplink.key", content)) == KEY
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "holds 0 bytes, which are not a key"),
+    (b"  " + KEY.hex().encode(), "not a key"),  # leading blanks: not the documented form
+    (KEY.hex().encode() + b"\n\n", "not a key"),  # one newline, not two
+    (b"0x" + KEY.hex().encode(), "not a key"),
+    (KEY.hex()[:32].encode() + b" " + KEY.hex()[32:].encode(), "not a key"),
+    (KEY.hex()[:63].encode(), "not a key"),
+    (base64.b64encode(KEY).rstrip(b"="), "not a key"),
+    (base64.urlsafe_b64encode(b"\xfb\xff" * 16), "not a key"),  # urlsafe: -_ are not standard base64
+    (KEY[:31], "holds 31 bytes"),
+    (KEY + b"\n", "holds 33 bytes"),
+    (bytes(range(15)).hex().encode(), "15-byte key in hex; an uplink key is exactly 32"),
+    ((KEY * 2).hex().encode(), "64-byte key in hex"),
+])
+def test_anything_else_is_not_a_key_file(tmp_path, content, match):
+    path = _key_file(tmp_path / "uplink.key", content)
+    with pytest.raises(KeyFileError, match=match) as e:
+        load_key(path)
+    assert str(path) in str(e.value) and "python -m groundstation keygen" in str(e.value)
+
+
+def test_parse_key_is_pure():
+    assert parse_key(KEY.hex().encode() + b"\n") == parse_key(base64.b64encode(KEY)) == parse_key(KEY) == KEY
+
+
+# --------------------------------------------------------------------------- weak keys
+# Every one of these was accepted by both `groundstation listen` and `payload run` before
+# uplink_keys.py (a repeat of up to 4 bytes was all that was refused).
+
+LINE31 = b"the uplink key is my cat's name"  # 31 characters
+assert len(LINE31) == 31
+WEAK = {
+    "5-byte pattern": ((b"\x13\x37\xc0\xff\xee" * 7)[:32], "is 1337c0ffee repeated"),
+    "8-byte pattern": (bytes.fromhex("0123456789abcdef") * 4, "is 0123456789abcdef repeated"),
+    "16-byte pattern": (KEY[:16] * 2, f"is {KEY[:16].hex()} repeated"),
+    "docs test vector": (bytes(range(32)), "is published: the example key of docs/protocol.md"),
+    "a test key": (bytes(range(1, 33)), "is published: a test key"),
+    "15 zeros and a 1": (bytes(15) + b"\x01", "16-byte key in hex; an uplink key is exactly 32"),
+    "31 zeros and a 1": (bytes(31) + b"\x01", "only 2 different byte values"),
+    "a 1 and 31 zeros": (b"\x01" + bytes(31), "only 2 different byte values"),
+    "zero-padded 16": (KEY[:16] + bytes(16), "holds the byte 00 16 times"),
+    "passwordpassword": (b"passwordpassword", "16-byte key in hex"),
+    "passwordpassword twice": (b"passwordpassword" * 2, "is 70617373776f7264 repeated"),
+    "a passphrase": (b"correct horse battery staple!!?!", "is text"),
+    "31-character line": (LINE31 + b"\n", "is text"),
+    "counting by 3": (bytes(range(0, 96, 3)), "counts in steps of 03"),
+    "small alphabet": (bytes(b % 8 for b in KEY), "different byte values"),
+}
+
+
+@pytest.mark.parametrize("name", list(WEAK))
+def test_weak_keys_are_refused_in_hex(tmp_path, name):
+    key, match = WEAK[name]
+    assert key_weakness(key) is not None
+    path = _key_file(tmp_path / "uplink.key", key.hex().encode() + b"\n")
+    with pytest.raises(KeyFileError, match=match) as e:
+        load_key(path)
+    message = str(e.value)
+    assert str(path) in message and "python -m groundstation keygen FILE" in message and "payload keygen" in message
+
+
+@pytest.mark.parametrize("name", [n for n, (k, _) in WEAK.items() if len(k) == 32])
+def test_weak_keys_are_refused_raw(tmp_path, name):
+    key, match = WEAK[name]
+    with pytest.raises(KeyFileError, match=match):
+        load_key(_key_file(tmp_path / "uplink.key", key))
+
+
+def test_a_text_line_is_not_a_raw_key(tmp_path):
+    """31 characters and a newline are 32 bytes: once read as a raw key, now refused as text."""
+    path = _key_file(tmp_path / "uplink.key", LINE31 + b"\n")
+    with pytest.raises(KeyFileError, match="is text .*a passphrase, not 32 random bytes"):
+        load_key(path)
+
+
+def test_both_sides_refuse_a_weak_key(tmp_path, capsys):
+    path = _key_file(tmp_path / "uplink.key", bytes(range(32)).hex().encode())
+    with pytest.raises(KeyFileError, match="published"):
+        CommandGate.from_key_file(Store(tmp_path / "q.db"), path, PID)  # what payload run builds
+    argv = ["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"), "--uplink-key", str(path)]
+    assert ground_main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"uplink key in {path} is published" in err and "keygen" in err
+
+
+def test_the_documented_example_key_is_on_the_published_list():
+    # The module docstring's example frame is signed with it: it is the key anyone can read.
+    example = bytes.fromhex("ed11000000017f66beef379fef62b575358b")
+    assert uplink.verify(bytes(range(32)), example, PID, 0).command == uplink.Ping(0xBEEF)
+    assert bytes(range(32)) in PUBLISHED_KEYS
+
+
+def _false_refusal_bound() -> float:
+    """An upper bound on the chance that 32 uniformly random bytes fail `key_weakness`."""
+    n, q = 32, 256
+    stirling = [[0] * (n + 1) for _ in range(n + 1)]
+    stirling[0][0] = 1
+    for i in range(1, n + 1):
+        for k in range(1, i + 1):
+            stirling[i][k] = k * stirling[i - 1][k] + stirling[i - 1][k - 1]
+    few_distinct = sum(Fraction(comb(q, k) * stirling[n][k] * factorial(k), q ** n) for k in range(1, MIN_DISTINCT))
+    same_byte = q * comb(n, MAX_SAME_BYTE + 1) * Fraction(1, q) ** (MAX_SAME_BYTE + 1)  # union bound
+    text = Fraction(98, q) ** n
+    periods = sum(Fraction(1, q) ** (n - p) for p in range(1, 17)) * 2  # the key, and its steps
+    published = Fraction(len(PUBLISHED_KEYS), q ** n)
+    return float(few_distinct + same_byte + text + periods + published)
+
+
+def test_random_keys_are_essentially_never_refused():
+    bound = _false_refusal_bound()
+    assert bound < 2e-12, bound  # the figure the module docstring gives
+    assert all(key_weakness(secrets.token_bytes(32)) is None for _ in range(20_000))
+
+
+# --------------------------------------------------------------------------- the file itself
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o606, 0o660, 0o610])
+def test_load_key_refuses_files_open_to_others(tmp_path, mode):
+    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode(), mode)
+    with pytest.raises(KeyFileError) as e:
+        load_key(path)
+    assert str(path) in str(e.value) and f"chmod 600 {path}" in str(e.value)
+    assert f"mode {mode:04o}, owner " in str(e.value) and f"uid {os.geteuid()}" in str(e.value)
+    path.chmod(0o600)
+    assert load_key(path) == KEY
+    path.chmod(0o400)
+    assert load_key(path) == KEY
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="giving a file away needs root")
+def test_load_key_refuses_a_file_another_user_owns(tmp_path):
+    """Whoever owns the key file decides what it says: a key another user can rewrite is theirs."""
+    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode())
+    os.chown(path, 65534, -1)  # nobody
+    with pytest.raises(KeyFileError, match=r"belongs to .*uid 65534\), not to this user \(.*uid 0\)") as e:
+        load_key(path)
+    assert str(path) in str(e.value)
+    os.chown(path, 0, -1)
+    assert load_key(path) == KEY
+
+
+def test_load_key_missing_file(tmp_path):
+    with pytest.raises(KeyFileError, match="cannot read .* keygen"):
+        load_key(tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------- keygen
+
+
+def test_generate_key_file(tmp_path):
+    path = tmp_path / "uplink.key"
+    key = generate_key_file(path)
+    assert len(key) == 32 and load_key(path) == key
+    assert path.read_bytes() == key.hex().encode() + b"\n"
+    if os.name == "posix":
+        assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        generate_key_file(path)
+    assert load_key(path) == key
+    assert generate_key_file(path, force=True) != key
+    assert [p.name for p in tmp_path.iterdir()] == ["uplink.key"]  # no temporary file left
+
+
+@pytest.mark.parametrize("main", [ground_main, payload_main], ids=["groundstation", "payload"])
+def test_keygen_command(tmp_path, capsys, main):
+    path = tmp_path / "uplink.key"
+    assert main(["keygen", str(path)]) == 0
+    key = load_key(path)
+    if os.name == "posix":
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert "wrote a new uplink key" in capsys.readouterr().err
+    assert main(["keygen", str(path)]) == 1
+    assert f"{path} exists" in capsys.readouterr().err and load_key(path) == key
+    assert main(["keygen", "--force", str(path)]) == 0
+    assert load_key(path) != key
+
+
+@pytest.mark.parametrize("main,prog", [(ground_main, "groundstation"), (payload_main, "payload")])
+def test_keygen_help_says_what_to_do(capsys, main, prog):
+    with pytest.raises(SystemExit) as e:
+        main(["keygen", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"python -m {prog} keygen uplink.key" in out and "mode 600" in out and "--force" in out
+    assert "install -o stratoecho" in out
