@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         "The counter state lives next to the database (DB.uplink.json). Without a key nothing is "
         "ever sent; --replay cannot send.")
     repair.add_argument("--uplink-key", type=Path, metavar="FILE",
-                        help="the balloon's uplink key (hex, mode 600; the payload holds the same file)")
+                        help="the balloon's uplink key file, made by `python -m groundstation keygen FILE` "
+                             "(mode 600; the payload holds the same file)")
     repair.add_argument("--callsign", metavar="CALL",
                         help="payload id the commands are signed for (default: the callsign of the first "
                              "telemetry sentence heard)")

@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-persona", action="store_true", help="fly without a language model: telemetry and events only")
     run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio (with --sim "
                                                         "and a radio chip on SPI: the simulated chip's air)")
-    run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground: listen for signed commands and "
-                                                          "repair requests (overrides uplink.key_file)")
+    run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground (`python -m payload keygen FILE` "
+                                                          "makes one): listen for signed commands and repair requests "
+                                                          "(overrides uplink.key_file)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
     run.add_argument("--speedup", type=float,
                      help="with --sim: flight seconds per wall second of a free-running clock (default 60); "

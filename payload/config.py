@@ -203,8 +203,9 @@ class RadioSection(Section):
 
 
 class UplinkSection(Section):
-    key_file: str | None = Field(None, description="HMAC key shared with the ground (hex or 32 raw bytes, mode 600); none: "
-                                                   "no uplink")
+    key_file: str | None = Field(None, description="HMAC key shared with the ground, made by `python -m "
+                                                   "payload keygen FILE` (32 bytes as hex, base64 or raw; mode 600); "
+                                                   "none: no uplink")
     window_every: int = Field(6, ge=1, description="listen after every Nth position sentence (sentence id a multiple of N)")
     window_s: float = Field(4.0, gt=0, description="flight seconds the receiver listens in each window")
     tag_len: int = Field(8, ge=4, le=32, description="bytes of the truncated HMAC tag; must match the ground")

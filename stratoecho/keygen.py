@@ -19,13 +19,13 @@ def add_keygen_command(sub, prog: str) -> argparse.ArgumentParser:
     keygen = sub.add_parser(
         "keygen", help="write a new random uplink key file (hex, mode 600)",
         description=(
-            f"Write {KEY_BYTES} random bytes (Python's secrets module) to FILE as {2 * KEY_BYTES} hex digits "
-            "and a newline, readable and writable by you only (mode 600). The ground station "
-            "(listen --uplink-key FILE) and the payload ([uplink] key_file) must hold the same file: "
-            "make it once and copy it, e.g. with scp, then install it on the Pi with "
-            "`sudo install -o stratoecho -g stratoecho -m 600 FILE /etc/stratoecho/uplink.key` "
-            "(docs/deploy.md). An existing FILE is never replaced unless --force: a balloon in the "
-            "air keeps the key it flew with."
+            f"Write {KEY_BYTES} random bytes (Python's secrets module) to FILE as {2 * KEY_BYTES} hex digits and a\n"
+            "newline, readable and writable by you only (mode 600). The ground station\n"
+            "(listen --uplink-key FILE) and the payload ([uplink] key_file) must hold the same\n"
+            "file: make it once, copy it (scp), and install it on the Pi with\n"
+            "  sudo install -o stratoecho -g stratoecho -m 600 FILE /etc/stratoecho/uplink.key\n"
+            "(docs/deploy.md). An existing FILE is never replaced unless --force: a balloon in\n"
+            "the air keeps the key it flew with."
         ),
         epilog=(f"example:\n  {prog} keygen uplink.key\n"
                 "exit status: 0 when the key is written; 1 if FILE exists (without --force) or cannot be written"),

@@ -66,6 +66,9 @@ def test_a_key_file_holds_raw_hex_or_base64(tmp_path, content):
     (KEY + b"\n", "holds 33 bytes"),
     (bytes(range(15)).hex().encode(), "15-byte key in hex; an uplink key is exactly 32"),
     ((KEY * 2).hex().encode(), "64-byte key in hex"),
+    (KEY[:16].hex().encode(), "16-byte key in hex"),  # 32 bytes long, but hex: not a raw key
+    ((bytes(15) + b"\x01").hex().encode(), "16-byte key in hex"),
+    (b"passwordpassword".hex().encode(), "16-byte key in hex"),
 ])
 def test_anything_else_is_not_a_key_file(tmp_path, content, match):
     path = _key_file(tmp_path / "uplink.key", content)

@@ -110,10 +110,12 @@ def parse_key(data: bytes) -> bytes:
             key = b""
         if len(key) == KEY_BYTES:
             return key
-    if len(data) == KEY_BYTES:
-        return data  # raw; key_weakness refuses text that happens to be 32 bytes long
+    # Before the raw form: 32 hex digits are a 16-byte key in hex, not 32 raw bytes (a random
+    # raw key is all hex digits with odds of (22/256)^32, ~1e-34).
     if text and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
         raise ValueError(f"holds a {len(text) // 2}-byte key in hex; an uplink key is exactly {KEY_BYTES} bytes")
+    if len(data) == KEY_BYTES:
+        return data  # raw; key_weakness refuses text that happens to be 32 bytes long
     raise ValueError(f"holds {len(data)} bytes, which are not a key: a key file is {KEY_BYTES} raw bytes, "
                      f"{2 * KEY_BYTES} hex digits or 44 base64 characters (a newline after the text forms)")
 
