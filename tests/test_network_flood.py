@@ -196,3 +196,57 @@ def test_the_flood_bench_rows():
     got = {name: value for name, value, _unit, _note in rows(junk=3000)}
     assert got["aggregator under a flood: honest flight stored"] == "60 + 20"
     assert got["aggregator under a flood: junk stored"] == "3,000"  # under the burst: all taken, under the quota
+
+
+# --------------------------------------------------------------------------- through a real broker
+
+def test_a_flood_through_the_broker_from_a_valid_login(tmp_path):
+    """The issue's run, scaled to seconds: mosquitto with TLS, a password per station and the ACL;
+    hill publishes the flight, evil (a valid login) 6,000 junk frames as fast as the broker takes
+    them, then harbour the flight. The aggregator remembers 1,000 claims in all."""
+    from pathlib import Path
+
+    from groundstation.db import utc_now
+    from groundstation.network import StationPublisher
+    from tests.test_network import MOSQUITTO, Running
+    from tests.test_network_trust import OPENSSL, PASSWD, SecureBroker, hostile_client
+
+    for tool, path in (("mosquitto", MOSQUITTO), ("openssl", OPENSSL), ("mosquitto_passwd", PASSWD)):
+        if not path or not Path(path).exists():
+            pytest.skip(f"{tool} is not installed")
+    broker = SecureBroker(tmp_path)
+    with broker.conf.open("a") as conf:
+        conf.write("max_queued_messages 100000\n")  # as docs/ground.md asks: the flood waits, not dropped
+    broker.start()
+    try:
+        db = tmp_path / "flight.db"
+        run = Running(broker, db, auth=broker.auth("aggregator"), remember=1000,
+                      limits=StationLimits(quota_frames=2000))
+        run.wait_subscribed()
+        frames = flight_frames()
+
+        def relay(name: str) -> None:
+            pub = StationPublisher("127.0.0.1", broker.port, name, auth=broker.auth(name))
+            for f in frames:
+                pub.publish_frame(f, utc_now())
+            assert pub.flush(30), f"{name}: {pub.pending()} messages never acknowledged"
+            pub.close()
+
+        relay("hill")
+        evil, rng, junk_n = hostile_client(broker), random.Random(5), 6000
+        infos = [evil.publish("stratoecho/SE1/frames/evil", json.dumps(
+            {"v": 1, "id": f"evil:{n}", "received_at": utc_now(), "hex": junk(rng).hex()}), qos=1)
+            for n in range(junk_n)]
+        infos[-1].wait_for_publish(60)
+        relay("harbour")
+        total = 2 * len(frames) + junk_n
+        assert run.wait_for(lambda s: s.messages >= total, 60), run.agg.stats
+        evil.disconnect()
+        evil.loop_stop()
+        run.finish()
+    finally:
+        broker.stop()
+    records, telemetry = db_keys(db)
+    assert set(records + telemetry) == decode_all(frames)
+    assert len(telemetry) == 60 and len(records) == 20
+    assert stored_by_station(db) == {"hill": len(frames), "harbour": len(frames), "evil": 2000}
