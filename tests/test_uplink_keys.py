@@ -221,6 +221,19 @@ def test_generate_key_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["uplink.key"]  # no temporary file left
 
 
+def test_generate_key_file_without_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # a FAT card
+    path = tmp_path / "uplink.key"
+    key = generate_key_file(path)
+    assert load_key(path) == key and [p.name for p in tmp_path.iterdir()] == ["uplink.key"]
+    with pytest.raises(FileExistsError):
+        generate_key_file(path)
+    assert load_key(path) == key
+
+
 @pytest.mark.parametrize("main", [ground_main, payload_main], ids=["groundstation", "payload"])
 def test_keygen_command(tmp_path, capsys, main):
     path = tmp_path / "uplink.key"

@@ -168,26 +168,37 @@ def new_key() -> bytes:
     return key
 
 
+def _write_new(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_key_file(path: str | Path, force: bool = False) -> bytes:
     """Write a new key to `path` as hex and a newline, mode 600; return the key.
 
     Written whole to a temporary file in the same folder first and then put in place, so a
-    reader never sees half a key. An existing `path` is left alone (FileExistsError) unless
+    reader never sees half a key (on a file system without hard links it is written in place,
+    still never over another file). An existing `path` is left alone (FileExistsError) unless
     `force`: a key replaced by mistake locks the ground out of a balloon already flying.
     """
     path = Path(path)
     key = new_key()
+    text = key.hex() + "\n"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(key.hex() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _write_new(tmp, text)  # inside the try: a card that fills up keeps no half-written key
         if force:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)  # fails if path exists: the O_EXCL of a rename
+            try:
+                os.link(tmp, path)  # fails if path exists: the O_EXCL of a rename
+            except FileExistsError:
+                raise
+            except OSError:
+                _write_new(path, text)  # no hard links here (FAT): O_EXCL on the file itself
     finally:
         tmp.unlink(missing_ok=True)
     try:  # the new name survives a power cut too
