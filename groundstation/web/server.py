@@ -629,8 +629,11 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestError as e:
             if self.command == "POST":
                 self.close_connection = True  # a refused body may be unread: never parse it as a request
-            self._json({"error": str(e)}, e.status,
-                       headers={"Retry-After": str(e.retry_after)} if e.retry_after is not None else None)
+            headers = None
+            if e.retry_after is not None:  # over a cap: the connection too is given back
+                self.close_connection = True
+                headers = {"Retry-After": str(e.retry_after), "Connection": "close"}
+            self._json({"error": str(e)}, e.status, headers=headers)
         except (sqlite3.Error, StoreError) as e:  # busy, or moved or replaced since the server started
             log.warning("database unavailable", error=str(e))
             self._json({"error": f"database unavailable: {e}"}, HTTPStatus.SERVICE_UNAVAILABLE)
