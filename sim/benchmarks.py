@@ -618,6 +618,13 @@ def bench_flood() -> list[tuple]:
     return rows()
 
 
+def bench_dashboard_load() -> list[tuple]:
+    """The dashboard while idle connections, event streams and heavy map asks hit it (sim/dashboard_bench.py)."""
+    from .dashboard_bench import rows
+
+    return rows()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.benchmarks", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -629,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_pi(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction() + bench_basemap() + bench_flood())
+            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_dashboard_load())
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

@@ -23,10 +23,14 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     from sim import flood_bench  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
 
     monkeypatch.setattr(bench, "bench_flood", lambda: flood_bench.rows(junk=2000))
+    from sim import dashboard_bench  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
+
+    monkeypatch.setattr(bench, "bench_dashboard_load", lambda: dashboard_bench.rows(idle=60, streams=12, maps=2, seconds=2))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
     assert "make persona" in out
     assert "ingest: Telegram export" in out and "prepare: 2,000-message" in out
     assert "aggregator under a flood: honest flight stored" in out
+    assert "dashboard under load: watcher's page p99" in out
     assert "family qwen3: Qwen3ForCausalLM -> F32 GGUF" in out and "family qwen3: F32 GGUF vs transformers" in out
