@@ -40,6 +40,8 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), resource.getrlimit
 from stratoecho.logs import setup_logging
 setup_logging("ERROR")
 from groundstation.web import serve
+from groundstation.web.server import SWITCH_INTERVAL_S
+sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `python -m groundstation serve` does
 server = serve(sys.argv[1], "127.0.0.1", 0, threading.Event())
 print(server.server_address[1], flush=True)
 sys.stdin.read()

@@ -17,7 +17,7 @@ from ..maps.basemap import BaseMap
 from ..maps.tiles import TileFileError, open_tiles
 from . import access
 from .maps import MapLayers, check_tile_url
-from .server import serve
+from .server import SWITCH_INTERVAL_S, serve
 
 SERVE_EXAMPLES = """\
 examples:
@@ -183,9 +183,12 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         stop.wait()
     finally:
+        sys.setswitchinterval(switch)
         for sig, old in previous.items():
             signal.signal(sig, old)
     return 0

@@ -128,6 +128,10 @@ ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "api_request_seq": "a
 RECORD_KIND = re.compile(r"[a-z_]{1,32}")
 IMAGE_PATH = re.compile(r"/api/images/(\d{1,10})/(\d{1,10})\.jpg")
 COMMANDS = ("ping", "set_mode", "set_intervals", "memory_note")
+# The interpreter hands its lock from a busy thread (a base-map view being drawn) to a waiting
+# one after this long (Python's default 5 ms): a watcher's request, which waits for it a dozen
+# times, is not held up by one heavy request. `serve` (cli.py) sets it for its process.
+SWITCH_INTERVAL_S = 0.001
 REFUSED_LINGER_S = 1.0  # a refused connection stays half-open this long, so its 503 is read, not reset
 REFUSED_KEPT = 256  # refused connections lingering at most; beyond, the oldest is closed at once
 
