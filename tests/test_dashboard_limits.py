@@ -223,3 +223,24 @@ def test_load_bench_runs_small():
     assert r["failed"] == 0 and r["samples"] >= 3
     assert r["idle_opened"] >= 60 and r["streams_opened"] >= 12
     assert r["maps"].get("400", 0) >= 1  # the whole world at zoom 19 is refused
+
+
+def test_views_asked_back_to_back_leave_the_pages_half_the_time():
+    class Slow:
+        def __init__(self):
+            self.spans = []
+
+        def features(self, bbox, zoom):
+            started = time.monotonic()
+            time.sleep(0.2)
+            self.spans.append((started, time.monotonic()))
+            return {"type": "FeatureCollection", "features": []}
+
+    drawn = Slow()
+    layers = MapLayers(basemap=drawn)
+    basemap(layers, "0,50,1,51", 9)
+    basemap(layers, "1,50,2,51", 9)
+    (_, first_end), (second_start, _) = drawn.spans
+    assert second_start - first_end >= 0.19  # rested as long as the first view took (BASEMAP_DUTY 0.5)
+    basemap(layers, "0,50,1,51", 9)  # a cached view rests for nothing
+    assert len(drawn.spans) == 2

@@ -12,9 +12,10 @@ The map's scripts (vendor.py) are served from here too.
 What a base-map view costs grows with its area at its zoom (a whole world at zoom 19 took ~5 s of
 CPU and 19 MB): a view may cover at most MAX_VIEW_TILES 256-pixel tiles at the zoom it asks for
 (a 4K screen is ~130, ~260 when the page rounds its zoom up), answers are kept in a small LRU
-cache by bytes (BASEMAP_CACHE_BYTES: views come back as the map pans back and forth), and at most
-BASEMAP_JOBS views are drawn at once; a request that waits BASEMAP_WAIT_S for its turn gets 503
-with Retry-After. A tile of the archive is one tile: its cost is one read. Routes:
+cache by bytes (BASEMAP_CACHE_BYTES: views come back as the map pans back and forth), at most
+BASEMAP_JOBS views are drawn at once, and views asked back to back take at most BASEMAP_DUTY of
+the time (after drawing one, the next waits as long again); a request that waits BASEMAP_WAIT_S
+for its turn gets 503 with Retry-After. A tile of the archive is one tile: its cost is one read. Routes:
     GET /api/map                  which layers there are: {"library", "basemap", "tiles", "tile_url"}
     GET /api/basemap?bbox=W,S,E,N&zoom=Z   base map GeoJSON for that view (400 if the view is not one,
                                   or bigger than a screen at that zoom: MAX_VIEW_TILES)
@@ -29,6 +30,7 @@ import json
 import math
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -52,6 +54,7 @@ BASEMAP_CACHE_BYTES = 32 << 20  # answers kept, most recently asked first
 BASEMAP_CACHE_ENTRY = 4 << 20  # an answer bigger than this is not kept
 BASEMAP_JOBS = 1  # views drawn at once (the interpreter runs one at a time anyway)
 BASEMAP_WAIT_S = 10.0  # how long a request waits for its turn before 503
+BASEMAP_DUTY = 0.5  # views drawn back to back take at most this share of the time (the rest is the pages')
 RETRY_AFTER_S = 5
 MERCATOR_LAT = 85.0511  # web mercator's edge
 
@@ -135,6 +138,7 @@ class MapLayers:
     def __post_init__(self) -> None:
         self.answers = _Answers(BASEMAP_CACHE_BYTES, BASEMAP_CACHE_ENTRY)
         self.jobs = threading.BoundedSemaphore(self.basemap_jobs)
+        self.rest_until = 0.0
         self.library = vendor.installed(self.vendor_dir)
         # Only the files vendor.py unpacked are served, by exact name: nothing else under the tree.
         self.vendor_files = ({f"/vendor/{target}": self.vendor_dir / target
@@ -196,8 +200,13 @@ class MapLayers:
         try:
             if (found := self.answers.get(key)) is not None:  # drawn while this one waited
                 return found
+            if (rest := self.rest_until - time.monotonic()) > 0:  # the last view's share of a core
+                time.sleep(rest)
+            started = time.monotonic()
             collection = self.basemap.features(bbox, zoom)
             body = json.dumps(collection, separators=(",", ":"), ensure_ascii=False).encode()
+            now = time.monotonic()
+            self.rest_until = now + (now - started) * (1 - BASEMAP_DUTY) / BASEMAP_DUTY
         except ValueError as e:
             raise MapRequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         except basemap_data.BaseMapError as e:
