@@ -467,7 +467,8 @@ class Dashboard(ThreadingHTTPServer):
 
     daemon_threads = True  # event streams never hold up shutdown
     block_on_close = False
-    request_queue_size = 128  # a burst of connections waits in the kernel, to be served or refused
+    request_queue_size = 1024  # a burst of connections waits in the kernel to be served or refused (a full
+    # backlog drops a newcomer's SYN, and its browser tries again only a second later)
 
     def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
                  sessions: access.Sessions | None = None, chase: predict.Chase | None = None,
