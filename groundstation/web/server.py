@@ -604,6 +604,7 @@ class _Handler(BaseHTTPRequestHandler):
         limits = self.server.limits
         self.connection.settimeout(limits.idle_s)
         self.reader = _DeadlineReader(self.connection, limits.idle_s)
+        self.rfile.close()  # the base class's reader, replaced (it holds a reference on the socket)
         self.rfile = io.BufferedReader(self.reader)
 
     def handle_one_request(self) -> None:
