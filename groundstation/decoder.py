@@ -91,13 +91,14 @@ class FrameDecoder:
         no frame, but counted and deduplicated as a sentence is."""
         return self._telemetry(t)
 
-    def _telemetry(self, t: wire.Telemetry) -> Decoded:
+    def _telemetry(self, t: wire.Telemetry, frame: wire.Telemetry | wire.Fragment | None = None) -> Decoded:
+        """A position, once per (boot, seq): from its sentence, or (`frame`) from a late record."""
         key = (t.boot, t.seq)
         if key in self._seen_telemetry:
             self.duplicates += 1
-            return Decoded(frame=t)
+            return Decoded(frame=frame or t)
         self._seen_telemetry.add(key)
-        return self._deliver(t, t)
+        return self._deliver(t, frame or t)
 
     def _late_position(self, record: wire.Record, fragment: wire.Fragment) -> Decoded:
         """A position the payload sent after a newer one, as a record: the sentence it carries, under
@@ -107,12 +108,7 @@ class FrameDecoder:
             self.errors["bad content"] += 1
             return Decoded(error="bad content", detail=f"telemetry record {record.boot}.{record.seq} carries "
                                                        f"position {t.boot}.{t.seq}", frame=fragment)
-        key = (t.boot, t.seq)
-        if key in self._seen_telemetry:
-            self.duplicates += 1
-            return Decoded(frame=fragment)
-        self._seen_telemetry.add(key)
-        return self._deliver(t, fragment)
+        return self._telemetry(t, fragment)
 
     def _musing_part(self, s: wire.MusingSentence, received: datetime) -> Decoded:
         self.musing_sentences += 1
