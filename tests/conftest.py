@@ -98,6 +98,20 @@ def corpus_data_dir(tmp_path_factory) -> Path:
     return out
 
 
+SMALL_TRAIN, SMALL_VAL = 16, 4  # conversations: enough to train a stand-in on and score it
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory, corpus_data_dir) -> Path:
+    """The first conversations of the prepared sample corpus (SMALL_TRAIN and SMALL_VAL): the
+    family stand-ins' builds (test_pi_families, test_padded_vocab) train and score on them."""
+    out = tmp_path_factory.mktemp("small_data")
+    for name, n in (("train.jsonl", SMALL_TRAIN), ("val.jsonl", SMALL_VAL)):
+        lines = (corpus_data_dir / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (out / name).write_text("".join(lines[:n]), encoding="utf-8")
+    return out
+
+
 @pytest.fixture(scope="session")
 def corpus_bundle(tmp_path_factory, corpus_data_dir) -> Path:
     """A test-preset persona trained on the prepared sample corpus: the thin path's own persona,

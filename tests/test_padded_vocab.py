@@ -34,7 +34,6 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 PAD_ROWS = 37  # as the report's Gemma 3: 603 tokens, 640 rows (no multiple of anything, on purpose)
 STEPS = 2
-TRAIN_CONVERSATIONS, VAL_CONVERSATIONS = 16, 4
 GEMMA3_JSON = "gemma3-tokenizer-json"
 
 
@@ -70,14 +69,6 @@ def padded_base(name: str, where: Path) -> tuple[Path, int, int]:
     assert json.loads((base / "config.json").read_text())["vocab_size"] == rows
     return base, rows, tokenizer_ids(base)
 
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory, corpus_data_dir) -> Path:
-    out = tmp_path_factory.mktemp("small_data")
-    for name, n in (("train.jsonl", TRAIN_CONVERSATIONS), ("val.jsonl", VAL_CONVERSATIONS)):
-        lines = (corpus_data_dir / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / name).write_text("".join(lines[:n]), encoding="utf-8")
-    return out
 
 
 def build(base: Path, data: Path, out: Path, monkeypatch) -> int:

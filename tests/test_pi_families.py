@@ -45,7 +45,6 @@ pytestmark = pytest.mark.slow
 # off by 0.1-1 x scale (measured while getting Gemma 3 right).
 F32_TOL = {"gemma3": 5e-3}
 STEPS = 2  # LoRA steps: enough for the adapter to move the weights; the chain is what is tested
-TRAIN_CONVERSATIONS, VAL_CONVERSATIONS = 16, 4
 
 
 @dataclasses.dataclass
@@ -57,15 +56,6 @@ class Built:
     manifest: dict
     error: BaseException | None = None
 
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory, corpus_data_dir) -> Path:
-    """The first conversations of the prepared sample corpus: enough to train and score on."""
-    out = tmp_path_factory.mktemp("small_data")
-    for name, n in (("train.jsonl", TRAIN_CONVERSATIONS), ("val.jsonl", VAL_CONVERSATIONS)):
-        lines = (corpus_data_dir / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / name).write_text("".join(lines[:n]), encoding="utf-8")
-    return out
 
 
 @pytest.fixture(scope="module")
