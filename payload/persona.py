@@ -77,14 +77,15 @@ def _sha256_fd(fd: int) -> str:
     return h.hexdigest()
 
 
-def _proc_status_kb() -> dict[str, int]:
-    """This process's VmData / VmRSS / VmSize in kB (Linux), for the ready message."""
+def proc_status_kb(pid: int | str = "self", keys: tuple[str, ...] = ("VmData", "VmRSS", "VmSize")) -> dict[str, int]:
+    """A process's memory figures in kB from /proc/PID/status (Linux; {} elsewhere or once it is
+    gone): by default this process's, for the ready message."""
     out: dict[str, int] = {}
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key in ("VmData", "VmRSS", "VmSize"):
+                if key in keys:
                     out[key] = int(value.split()[0])
     except OSError:
         pass
@@ -141,7 +142,7 @@ def _serve(conn: Connection, model_path: str, sha256: str, n_ctx: int, n_threads
     except BaseException as e:  # MemoryError under the limit included: report it, don't die silently
         conn.send(("error", f"cannot load {model_path}: {type(e).__name__}: {e}"))
         return
-    conn.send(("ready", {"n_ctx": llm.n_ctx(), "pid": os.getpid(), **_proc_status_kb()}))
+    conn.send(("ready", {"n_ctx": llm.n_ctx(), "pid": os.getpid(), **proc_status_kb()}))
     while True:
         try:
             req = conn.recv()

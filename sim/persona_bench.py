@@ -110,15 +110,9 @@ def bench_lora(data: Path = ROOT / "build" / "data") -> list[tuple]:
 
 # ----------------------------------------------------------------------------- on a Pi
 def _status_kb(pid: int) -> dict[str, int]:
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssFile", "RssAnon"):
-                out[key] = int(value.split()[0])
-    except OSError:
-        pass
-    return out
+    from payload.persona import proc_status_kb
+
+    return proc_status_kb(pid, ("VmRSS", "RssFile", "RssAnon"))
 
 
 def bench_pi(bundle_dir: Path = ROOT / "build" / "persona") -> list[tuple]:
