@@ -387,8 +387,9 @@ class Daemon:
         return text
 
     def musing_sentences(self, seq: int, r: Readings, text: str) -> None:
-        """The musing again as UKHAS text sentences for stock gateways, carrying the last position
-        and stamped now, never at the last position sentence's second (SondeHub would merge the two)."""
+        """The musing again as UKHAS text sentences for stock gateways, cut into parts here. The
+        radio stamps each as it is keyed with the last position sentence on air (payload/link.py,
+        `wire.restamp`); what is written here goes as it is only before any position this boot."""
         counter, last_time = self._last_sentence
         when = self.clock.now().replace(microsecond=0)
         if when.strftime("%H:%M:%S") == last_time:
