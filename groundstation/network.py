@@ -79,6 +79,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponen
 
 from stratoecho import wire
 from stratoecho.cli import hostport_type, place, positive_number, stop_on_signals
+from stratoecho.secret_files import secret_file_problem
 
 from .db import Store, StoreError, utc_now
 from .decoder import Decoded, FrameDecoder, classify
@@ -177,9 +178,12 @@ class BrokerAuth:
         password = None
         if password_file is not None:
             try:
+                st = Path(password_file).stat()
                 password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"{password_file}: cannot read the broker password: {e}") from None
+            if why := secret_file_problem(password_file, st, "broker password file"):
+                raise ValueError(why)
             if not password:
                 raise ValueError(f"{password_file}: empty; expected the broker password on its first line")
             if username is None:

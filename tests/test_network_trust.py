@@ -71,6 +71,7 @@ class SecureBroker(Broker):
     def auth(self, user: str, password: str | None = None) -> BrokerAuth:
         pw = self.folder / f"{user}.password"
         pw.write_text((password or USERS[user]) + "\n")
+        pw.chmod(0o600)
         return BrokerAuth.from_files(user, pw, self.folder / "ca.crt", tls=True)
 
 
@@ -204,3 +205,14 @@ def test_without_the_password_or_tls_nobody_gets_in(secure_broker, tmp_path):
         assert stranger.snapshot().connects == 0
     finally:
         stranger.close(0.1)
+
+
+def test_a_broker_password_file_others_can_read_is_refused(tmp_path):
+    """A station's broker password readable by every user on the machine is as good as published."""
+    pw = tmp_path / "hilltop.pw"
+    pw.write_text("a long broker password\n")
+    pw.chmod(0o644)
+    with pytest.raises(ValueError, match=r"broker password file .*hilltop.pw is open to other users .*chmod 600"):
+        BrokerAuth.from_files("hilltop", pw, None, tls=False)
+    pw.chmod(0o600)
+    assert BrokerAuth.from_files("hilltop", pw, None, tls=False).password == "a long broker password"

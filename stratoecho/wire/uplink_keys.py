@@ -38,9 +38,10 @@ import base64
 import binascii
 import os
 import secrets
-import stat
 from collections import Counter
 from pathlib import Path
+
+from ..secret_files import secret_file_problem
 
 KEY_BYTES = 32
 MAX_PERIOD = KEY_BYTES // 2  # a pattern that repeats at least twice
@@ -120,15 +121,6 @@ def parse_key(data: bytes) -> bytes:
                      f"{2 * KEY_BYTES} hex digits or 44 base64 characters (a newline after the text forms)")
 
 
-def _owner(uid: int) -> str:
-    try:
-        import pwd
-
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
 def load_key(path: str | Path) -> bytes:
     """Read and check an uplink key file; KeyFileError naming the file, the fault and the fix.
 
@@ -142,16 +134,8 @@ def load_key(path: str | Path) -> bytes:
         data = path.read_bytes()
     except OSError as e:
         raise KeyFileError(f"cannot read uplink key file {path}: {e.strerror}; {MAKE_ONE}") from e
-    if os.name == "posix" and st.st_uid != os.geteuid():
-        raise KeyFileError(
-            f"uplink key file {path} belongs to {_owner(st.st_uid)}, not to this user ({_owner(os.geteuid())}); "
-            f"run: chown $(id -un) {path}  (on the Pi: install -o stratoecho -m 600, docs/deploy.md)"
-        )
-    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"uplink key file {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}, owner "
-            f"{_owner(st.st_uid)}); run: chmod 600 {path}"
-        )
+    if why := secret_file_problem(path, st, "uplink key file"):
+        raise KeyFileError(why)
     try:
         key = parse_key(data)
     except ValueError as e:
