@@ -16,6 +16,7 @@ from ..db import StoreError
 from ..maps.basemap import BaseMap
 from ..maps.tiles import TileFileError, open_tiles
 from . import access
+from .hosts import check_name
 from .maps import MapLayers, check_tile_url
 from .server import SWITCH_INTERVAL_S, serve
 
@@ -23,7 +24,8 @@ SERVE_EXAMPLES = """\
 examples:
   python -m groundstation serve --db flight.db                 # http://127.0.0.1:8080/ on this laptop
   python -m groundstation operator-password                    # once per station: who may send commands
-  python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network
+  python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network, by IP address
+  python -m groundstation serve --db flight.db --host 0.0.0.0 --allow-host chase-laptop.local  # and by that name
   python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
   python -m groundstation serve --db flight.db --tiles ~/maps/launch.pmtiles --station 52.70 -2.75 90
 exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address, the password or tile file cannot be used
@@ -71,6 +73,12 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                              "the field network: everyone there may watch, only the operator may queue commands)")
     parser.add_argument("--port", type=_port, default=8080, metavar="N",
                         help="TCP port (default 8080; 0 picks a free one, logged)")
+    parser.add_argument("--allow-host", type=_allowed_host, action="append", default=[], metavar="NAME",
+                        help="a name the dashboard answers to (the Host a browser sends), besides localhost, "
+                             "127.0.0.1, [::1], the --host address and, with --host 0.0.0.0 or ::, any IP "
+                             "address; repeat for each (e.g. the laptop's chase-laptop.local). A request to any "
+                             "other name is refused: a web page cannot reach the dashboard under a name of its "
+                             "own (DNS rebinding)")
     parser.add_argument("--operator-file", type=Path, metavar="FILE",
                         help="the operator password `operator-password` wrote (default "
                              f"{_home(access.default_file())} when it exists; without one, commands are taken "
@@ -109,6 +117,13 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 def _tile_url(text: str) -> str:
     try:
         return check_tile_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _allowed_host(text: str) -> str:
+    try:
+        return check_name(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -172,11 +187,13 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
         # The base map's first use builds its place index (seconds on a Pi): not in a browser's wait.
         threading.Thread(target=layers.basemap.features, args=((-1.0, -1.0, 1.0, 1.0), 8), name="basemap-warm-up",
                          daemon=True).start()
-        server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase, layers)
+        server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase, layers,
+                       allowed_hosts=args.allow_host)
     except (StoreError, OSError, access.OperatorFileError, TileFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)
+    print(f"answers to {server.hosts.describe()} (--allow-host NAME adds a name)", file=sys.stderr)
     if not server.sessions.can_log_in and not server.loopback_only:
         print("read-only: no operator password is set, so nobody can queue commands from the dashboard "
               "(`python -m groundstation operator-password`, then restart `serve`)", file=sys.stderr)

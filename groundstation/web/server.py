@@ -50,10 +50,12 @@ the dashboard is then read-only for everyone.
 
 Cross-site requests: every POST needs the token this server put in the page (header
 ``X-Stratoecho-Token``), a JSON body, and, where the browser says where it comes
-from (``Origin``, ``Sec-Fetch-Site``), the same origin. Every request must name an
-IP address, ``localhost``, a ``.local`` name or the ``--host`` given in its ``Host``
-header, so a web page cannot reach the dashboard under a DNS name of its own
-(DNS rebinding). Text from the air is only ever shown as text by the page.
+from (``Origin``, ``Sec-Fetch-Site``), the same origin, itself an allowed one. Every
+request must name in its ``Host`` header a name the dashboard answers to (`hosts.py`:
+the loopback names, its ``--host``, any IP address when it listens on all of them, and
+the ``--allow-host`` names), so a web page cannot reach the dashboard under a DNS name
+of its own (DNS rebinding); others get 403 saying how to allow a name. Text from the
+air is only ever shown as text by the page.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -92,6 +94,7 @@ from ..db import Store, StoreError, utc_now
 from ..exports.base import utc_time
 from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
 from . import access
+from .hosts import HostAllowList
 from .maps import MapLayers, MapRequestError
 
 log = structlog.get_logger(__name__)
@@ -449,12 +452,6 @@ def parse_command(body: object) -> tuple[Ping | SetMode | SetIntervals | MemoryN
 # --------------------------------------------------------------------------- the server
 
 
-def _host_name(host_header: str) -> str:
-    if host_header.startswith("["):
-        return host_header[1:].partition("]")[0]
-    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
-
-
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address.partition("%")[0]).is_loopback
@@ -472,8 +469,10 @@ class Dashboard(ThreadingHTTPServer):
 
     def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
                  sessions: access.Sessions | None = None, chase: predict.Chase | None = None,
-                 map_layers: MapLayers | None = None, limits: Limits | None = None):
+                 map_layers: MapLayers | None = None, limits: Limits | None = None,
+                 allowed_hosts: Iterable[str] = ()):
         self.db_path = db_path
+        self.hosts = HostAllowList(host, allowed_hosts)
         self.limits = limits or Limits()
         self.slots = _Slots(self.limits)
         self.refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
@@ -483,7 +482,6 @@ class Dashboard(ThreadingHTTPServer):
         self.csp = CSP.format(tiles=f" {origin}" if origin else "")
         self.stop = stop
         self.token = secrets.token_urlsafe(32)
-        self.bound_host = host
         self.sessions = sessions or access.Sessions(None, time.monotonic)
         self.landing = predict.Landing(chase or predict.Chase())
         self.pages = {path: ((STATIC_DIR / name).read_bytes(), ctype) for path, (name, ctype) in PAGES.items()}
@@ -577,17 +575,6 @@ class Dashboard(ThreadingHTTPServer):
         this machine's own browser may queue commands."""
         return _is_loopback(self.server_address[0])
 
-    def host_allowed(self, host_header: str | None) -> bool:
-        if not host_header:
-            return False
-        name = _host_name(host_header.strip()).lower()
-        if name in ("localhost", self.bound_host.lower()) or name.endswith(".local"):
-            return True
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            return False
-        return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -628,9 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method) -> None:
         try:
-            if not self.server.host_allowed(self.headers.get("Host")):
-                raise RequestError(HTTPStatus.FORBIDDEN, "open the dashboard by IP address, localhost or "
-                                                         "the --host it was started with")
+            self._refuse_other_hosts()
             method(urlsplit(self.path))
         except RequestError as e:
             if self.command == "POST":
@@ -792,10 +777,20 @@ class _Handler(BaseHTTPRequestHandler):
         return ("this dashboard is read-only: no operator password is set at the station "
                 "(`python -m groundstation operator-password`, then restart `serve`)")
 
+    def _refuse_other_hosts(self) -> None:
+        """403 for a request to a name the dashboard does not answer to (DNS rebinding, hosts.py),
+        or with more than one Host header (which one would a proxy have read?)."""
+        hosts = self.headers.get_all("Host") or []
+        host = hosts[0] if len(hosts) == 1 else None
+        if not self.server.hosts.allows(host):
+            log.info("request refused", client=self.client_address[0], why="host not allowed",
+                     host=(hosts[0] if hosts else "")[:80])
+            raise RequestError(HTTPStatus.FORBIDDEN, self.server.hosts.refusal(host))
+
     def _refuse_cross_site(self) -> None:
         origin = self.headers.get("Origin")
-        if origin is not None and origin != f"http://{self.headers['Host']}":
-            raise RequestError(HTTPStatus.FORBIDDEN, f"cross-site request from {origin} refused")
+        if origin is not None and not self.server.hosts.origin_allowed(origin, self.headers["Host"]):
+            raise RequestError(HTTPStatus.FORBIDDEN, f"cross-site request from {origin[:80]} refused")
         if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise RequestError(HTTPStatus.FORBIDDEN, "cross-site request refused")
         token = self.headers.get(TOKEN_HEADER, "")
@@ -932,7 +927,7 @@ def _cookie(session_id: str, max_age: float) -> str:
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
           stop_event: threading.Event | None = None, sessions: access.Sessions | None = None,
           chase: predict.Chase | None = None, map_layers: MapLayers | None = None,
-          limits: Limits | None = None) -> Dashboard:
+          limits: Limits | None = None, allowed_hosts: Iterable[str] = ()) -> Dashboard:
     """Start the dashboard in background threads and return its server (`.url`,
     `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
     ends every event stream within a poll. The database is created if missing (as the
@@ -941,11 +936,12 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
     `sessions`: who may queue commands (access.py); None: nobody can log in. `chase`: the
     prediction's settings and the station's position (predict.Chase). `map_layers`: what the
     map is drawn from (maps.MapLayers; default: the base map alone). `limits`: the caps on
-    connections and event streams and the timeouts (Limits; default: Limits())."""
+    connections and event streams and the timeouts (Limits; default: Limits()). `allowed_hosts`:
+    names it answers to besides the loopback names and `host` (hosts.HostAllowList)."""
     db_path = Path(db_path)
     Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
     stop = stop_event or threading.Event()
-    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers, limits)
+    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers, limits, allowed_hosts)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
                      daemon=True).start()
 
