@@ -177,7 +177,7 @@ def test_payload_hardening():
     assert value(u, "Service", "ReadWritePaths").split() == value(u, "Unit", "RequiresMountsFor").split() \
         == ["/var/lib/stratoecho"]
     families = value(u, "Service", "RestrictAddressFamilies").split()
-    assert {"AF_UNIX", "AF_INET", "AF_INET6"} <= set(families)  # AF_UNIX: sd_notify itself
+    assert "AF_UNIX" in families  # sd_notify itself; no IP at all: tests/test_systemd_hardening.py
     assert value(u, "Service", "MemoryMax")
     assert int(value(u, "Service", "OOMScoreAdjust")) > -1000  # never unkillable
 
@@ -188,7 +188,9 @@ def test_payload_keeps_its_clock_and_its_devices():
     assert "CAP_SYS_TIME" in value(u, "Service", "CapabilityBoundingSet").split()
     assert values(u, "Service", "ProtectClock") in ([], ["no"])  # would forbid setting the clock
     assert values(u, "Service", "PrivateDevices") in ([], ["no"])  # would hide /dev/serial0, i2c, camera
-    assert values(u, "Service", "DeviceAllow") == [] and values(u, "Service", "DevicePolicy") in ([], ["auto"])
+    # Closed to what is listed; that the list holds every device the code opens:
+    # tests/test_systemd_hardening.py
+    assert value(u, "Service", "DevicePolicy") == "closed" and values(u, "Service", "DeviceAllow")
     # spi: the Pi configuration's radio is an SX127x on /dev/spidev0.1
     assert {"dialout", "i2c", "spi", "gpio", "video"} <= set(value(u, "Service", "SupplementaryGroups").split())
 
