@@ -10,8 +10,22 @@ anyone recover the password.
 A login gives a session: a random 256-bit id in an HttpOnly, SameSite=Strict cookie, valid for
 `session_s` from the login (not renewed by use, so a phone left logged in on the field does not
 stay an operator), ended at once by logging out. Sessions live in the server's memory: a
-restart logs everyone out. Wrong passwords from one address are limited to `MAX_FAILURES` per
-`FAILURE_WINDOW_S`; further tries are refused unchecked until the window has passed.
+restart logs everyone out.
+
+Wrong passwords (`LoginLimits`) are counted per address and per account (one today: OPERATOR,
+whoever has the station's password). An address has ADDRESS_FREE_TRIES wrong ones, the account
+ACCOUNT_FREE_TRIES from all addresses together; past them, every further try must wait a delay
+that doubles with each wrong one (FIRST_DELAY_S, 2 s, 4 s, ...) up to MAX_DELAY_S after the last
+wrong one, and is refused unchecked (429, Retry-After) until then; the right password clears
+both counts. So guesses spread over many addresses (a field network, a NAT, IPv6) meet the
+account's delay: about twenty tries in the first twenty minutes, then four an hour.
+
+The trade-off: someone who keeps guessing also keeps the operator waiting, since the account's
+delay holds for every address. It is a delay, never a lockout: it never grows past MAX_DELAY_S
+(15 min), the operator's own try is checked as soon as it has passed, and the counts live in
+the server's memory, so restarting `serve` at the station clears them at once (a permanent
+lockout would give anyone on the field network a way to take the commands away for the whole
+flight). Counts are forgotten FORGET_S after their last wrong try.
 
 Without a password file, nobody can log in. Then the dashboard takes commands only where it
 listens on a loopback address and the request comes from this machine (one laptop, one user,
@@ -24,18 +38,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import threading
 import tomllib
-from collections import defaultdict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 SESSION_S = 8 * 3600  # a launch day's chase, then log in again
-MAX_FAILURES = 5
-FAILURE_WINDOW_S = 300.0
+OPERATOR = "operator"  # the one account: whoever has the station's password
+ADDRESS_FREE_TRIES = 5  # wrong passwords from one address before each further try waits
+ACCOUNT_FREE_TRIES = 10  # wrong passwords for one account, from all addresses, before each further try waits
+FIRST_DELAY_S = 1.0  # the first wait; it doubles with each further wrong password
+MAX_DELAY_S = 900.0  # 15 min: the longest anyone guessing can keep the operator waiting
+FORGET_S = 24 * 3600.0  # a count with no wrong password for a day is forgotten
+MAX_ADDRESSES = 10_000  # addresses counted at most; beyond, the longest quiet is forgotten (the account still counts)
 MIN_PASSWORD_CHARS = 8
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 COOKIE = "stratoecho_operator"
@@ -124,9 +144,74 @@ class Session:
 
 
 class TooManyTries(Exception):
-    def __init__(self, wait_s: float):
-        super().__init__(f"too many wrong passwords from this address: try again in {wait_s:.0f} s")
-        self.wait_s = wait_s
+    """A login refused unchecked: `held` says by whose count ("address" or "account"),
+    `wait_s` how long until a try is checked again (`retry_after`: whole seconds, for Retry-After)."""
+
+    def __init__(self, wait_s: float, held: str):
+        self.wait_s, self.held = wait_s, held
+        self.retry_after = max(1, math.ceil(wait_s))
+        whose = "from this address" if held == "address" else "for the operator, from all addresses together"
+        super().__init__(f"too many wrong passwords {whose}: try again in {self.retry_after} s")
+
+
+@dataclass
+class _Count:
+    wrong: int = 0  # wrong passwords since the last right one
+    last: float = -math.inf  # when the last was tried
+
+
+def delay_s(wrong: int, free: int) -> float:
+    """How long after the last of `wrong` wrong passwords the next try waits, `free` of them costing nothing:
+    FIRST_DELAY_S after the first beyond them, doubling with each, at most MAX_DELAY_S."""
+    if wrong < free:
+        return 0.0
+    return min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** min(wrong - free, 32))
+
+
+class LoginLimits:
+    """Wrong passwords per address and per account, and how long each must wait (the module's
+    docstring says why a delay and not a lockout). Not thread-safe: Sessions holds its lock."""
+
+    def __init__(self) -> None:
+        self._addresses: OrderedDict[str, _Count] = OrderedDict()  # longest quiet first
+        self._accounts: dict[str, _Count] = {}
+
+    def check(self, account: str, address: str, now: float) -> None:
+        """TooManyTries when a try for `account` from `address` must still wait; the longer wait wins."""
+        self._forget(now)
+        waits = []
+        for held, count, free in (("address", self._addresses.get(address), ADDRESS_FREE_TRIES),
+                                  ("account", self._accounts.get(account), ACCOUNT_FREE_TRIES)):
+            if count is not None and (left := count.last + delay_s(count.wrong, free) - now) > 0:
+                waits.append((left, held))
+        if waits:
+            raise TooManyTries(*max(waits))
+
+    def count(self, account: str, address: str, now: float) -> None:
+        """One more try that may be wrong (counted before the password is checked, so tries sent
+        together cannot slip past the limit; `clear` takes it back when it was right)."""
+        for count in (self._addresses.setdefault(address, _Count()), self._accounts.setdefault(account, _Count())):
+            count.wrong += 1
+            count.last = now
+        self._addresses.move_to_end(address)
+        while len(self._addresses) > MAX_ADDRESSES:
+            self._addresses.popitem(last=False)
+
+    def clear(self, account: str, address: str) -> None:
+        """The right password: both counts start again."""
+        self._addresses.pop(address, None)
+        self._accounts.pop(account, None)
+
+    def wrong(self, account: str | None = None, address: str | None = None) -> int:
+        """Wrong passwords counted for `account` or `address`."""
+        count = self._accounts.get(account) if account is not None else self._addresses.get(address or "")
+        return count.wrong if count else 0
+
+    def _forget(self, now: float) -> None:
+        while self._addresses and next(iter(self._addresses.values())).last <= now - FORGET_S:
+            self._addresses.popitem(last=False)
+        for account in [a for a, c in self._accounts.items() if c.last <= now - FORGET_S]:
+            del self._accounts[account]
 
 
 class Sessions:
@@ -138,30 +223,26 @@ class Sessions:
             raise ValueError(f"a session lasts more than 0 s, got {session_s}")
         self.credential, self.clock, self.session_s = credential, clock, session_s
         self._live: dict[str, float] = {}
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.limits = LoginLimits()
         self._lock = threading.Lock()  # the server answers each request in its own thread
 
     @property
     def can_log_in(self) -> bool:
         return self.credential is not None
 
-    def log_in(self, password: str, client: str) -> Session | None:
+    def log_in(self, password: str, client: str, account: str = OPERATOR) -> Session | None:
         """A new session for the right password; None for a wrong one (or when none is set).
-        TooManyTries, before the password is even checked, after MAX_FAILURES wrong ones from
-        `client` within FAILURE_WINDOW_S."""
+        TooManyTries, before the password is even checked, while wrong ones from `client` or
+        for `account` must wait (LoginLimits)."""
         with self._lock:
-            tries = self._failures[client]
             now = self.clock()
-            while tries and tries[0] <= now - FAILURE_WINDOW_S:
-                tries.popleft()
-            if len(tries) >= MAX_FAILURES:
-                raise TooManyTries(tries[0] + FAILURE_WINDOW_S - now)
-            tries.append(now)  # counted before the check: parallel tries cannot slip past the limit
+            self.limits.check(account, client, now)
+            self.limits.count(account, client, now)
         right = self.credential is not None and self.credential.verify(password)  # slow: outside the lock
         with self._lock:
             if not right:
                 return None
-            tries.clear()
+            self.limits.clear(account, client)
             self._expire(now)
             session = Session(secrets.token_urlsafe(32), now + self.session_s)
             self._live[session.id] = session.expires_at

@@ -25,7 +25,8 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     GET  /api/session               {"operator": may this browser queue commands, "expires_in": its
                                     session's seconds left, "login": can anyone log in here}
     POST /api/login                 {"password": ...}: an operator session (a cookie), or 403;
-                                    429 after too many wrong passwords from one address
+                                    429 with Retry-After while wrong passwords from this address,
+                                    or for the account from any, must wait (access.LoginLimits)
     POST /api/logout                ends this browser's operator session
     POST /api/commands              queue a command (JSON: command = ping | set_mode |
                                     set_intervals | memory_note, and its arguments); operator only
@@ -746,8 +747,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             session = sessions.log_in(password, client)
         except access.TooManyTries as e:
-            log.warning("operator login refused", client=client, why="too many tries")
-            raise RequestError(HTTPStatus.TOO_MANY_REQUESTS, str(e)) from None
+            log.warning("operator login refused", client=client, why="too many tries", held=e.held,
+                        wait_s=e.retry_after)
+            raise RequestError(HTTPStatus.TOO_MANY_REQUESTS, str(e), retry_after=e.retry_after) from None
         if session is None:
             log.warning("operator login failed", client=client)
             raise RequestError(HTTPStatus.FORBIDDEN, "wrong password")
