@@ -163,10 +163,10 @@ def test_the_password_file(tmp_path, credential):
     assert again == credential and again.verify(PASSWORD) and not again.verify(PASSWORD + " ")
     assert PASSWORD not in path.read_text()
 
-    with pytest.raises(ValueError, match="at least 8 characters"):
+    with pytest.raises(ValueError, match="has 5 characters; it needs at least 15"):
         access.Credential.from_password("short")
     os.chmod(path, 0o644)
-    with pytest.raises(access.OperatorFileError, match=r"readable by others \(mode 644\); .*chmod 600"):
+    with pytest.raises(access.OperatorFileError, match=r"open to other users \(mode 0644, .*chmod 600"):
         access.Credential.read(path)
     path.write_text('scrypt = { n = 16384, r = 8, p = 1, salt = "zz", hash = "00" }\n')
     os.chmod(path, 0o600)
@@ -186,7 +186,8 @@ def test_the_command_line_sets_the_password_and_serve_uses_it(tmp_path, ground_d
 
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     args = parser.parse_args(["operator-password", "--password-stdin"])
-    assert args.func(args) == 1 and "at least 8 characters; nothing written" in capsys.readouterr().err
+    assert args.func(args) == 1 and "at least 15: a phrase of" in (err := capsys.readouterr().err)
+    assert err.rstrip().endswith("would do; nothing written")
     assert not access.default_file().exists()
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     assert args.func(args) == 0

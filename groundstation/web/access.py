@@ -4,8 +4,16 @@ Everyone who can reach the dashboard may watch; queuing a command (the listener 
 sends it to the balloon) needs an operator session. The password is set once per station with
 `python -m groundstation operator-password` and kept as a scrypt hash (the standard library's
 `hashlib.scrypt`, n=2**14, r=8, p=1: ~16 MB and a few tens of ms per try) in a small TOML file,
-by default `~/.config/stratoecho/operator.toml`, readable by its owner only. Nothing in it lets
-anyone recover the password.
+by default `~/.config/stratoecho/operator.toml`, which must be its reader's own and closed to
+everyone else (`stratoecho.secret_files`: another user who owns it decides who the operator is).
+Nothing in it lets anyone recover the password.
+
+A password is taken only if guessing it would take long (`password_problem`): at least
+MIN_PASSWORD_CHARS characters, NIST SP 800-63B-4's minimum for a password that is the only
+factor, and a guess count of 10^10 or more by zxcvbn (MIT; Dropbox's estimator, which knows
+common passwords, words, names, keyboard runs, repeats, sequences and dates), so that the hash,
+if its file ever leaks, holds against offline guessing too. No rules about which characters:
+those make passwords harder to remember, not to guess.
 
 A login gives a session: a random 256-bit id in an HttpOnly, SameSite=Strict cookie, valid for
 `session_s` from the login (not renewed by use, so a phone left logged in on the field does not
@@ -48,6 +56,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stratoecho.secret_files import secret_file_problem
+
 SESSION_S = 8 * 3600  # a launch day's chase, then log in again
 OPERATOR = "operator"  # the one account: whoever has the station's password
 ADDRESS_FREE_TRIES = 5  # wrong passwords from one address before each further try waits
@@ -56,7 +66,11 @@ FIRST_DELAY_S = 1.0  # the first wait; it doubles with each further wrong passwo
 MAX_DELAY_S = 900.0  # 15 min: the longest anyone guessing can keep the operator waiting
 FORGET_S = 24 * 3600.0  # a count with no wrong password for a day is forgotten
 MAX_ADDRESSES = 10_000  # addresses counted at most; beyond, the longest quiet is forgotten (the account still counts)
-MIN_PASSWORD_CHARS = 8
+MIN_PASSWORD_CHARS = 15  # NIST SP 800-63B-4, 3.1.1.2: a password that is the only factor
+MAX_PASSWORD_CHARS = 256  # what a login's body (server.MAX_BODY_BYTES) holds however it is escaped
+MIN_GUESSES_LOG10 = 10  # zxcvbn's score 4: "strong protection from an offline slow-hash attack"
+# What a guesser tries first against this station: its own words (zxcvbn's user inputs).
+STATION_WORDS = ("stratoecho", "groundstation", "operator", "dashboard", "balloon", "payload", "station")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 COOKIE = "stratoecho_operator"
 
@@ -83,8 +97,9 @@ class Credential:
 
     @classmethod
     def from_password(cls, password: str) -> Credential:
-        if len(password) < MIN_PASSWORD_CHARS:
-            raise ValueError(f"the operator password needs at least {MIN_PASSWORD_CHARS} characters")
+        """The hash of a new password; ValueError saying what is wrong with it and what would do."""
+        if problem := password_problem(password):
+            raise ValueError(problem)
         salt = secrets.token_bytes(16)
         return cls(salt, _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P))
 
@@ -106,9 +121,14 @@ class Credential:
         os.replace(tmp, path)
 
     @classmethod
-    def read(cls, path: Path) -> Credential:
+    def read(cls, path: Path, euid: int | None = None) -> Credential:
+        """The credential in `path`, which must be the reader's own (`euid`, default this process's)
+        and closed to others; OperatorFileError naming the file, what is wrong and the fix."""
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as f:  # asked of the file opened, not of whatever the name points to later
+                if problem := secret_file_problem(path, os.fstat(f.fileno()), "operator password file", euid):
+                    raise OperatorFileError(problem)
+                data = tomllib.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             raise OperatorFileError(f"{path}: no such file; set a password with "
                                     "`python -m groundstation operator-password`") from None
@@ -126,10 +146,27 @@ class Credential:
         if not (n >= 2**10 and n & (n - 1) == 0 and 0 < r <= 64 and 0 < p <= 16 and len(salt) >= 8 and len(digest) >= 16):
             raise OperatorFileError(f"{path}: scrypt parameters out of range (n a power of 2 >= 1024, r 1..64, "
                                     "p 1..16, a salt of 8 bytes or more, a hash of 16 or more)")
-        if path.stat().st_mode & 0o077:
-            raise OperatorFileError(f"{path}: readable by others (mode {path.stat().st_mode & 0o777:o}); "
-                                    f"make it the owner's only: chmod 600 {path}")
         return cls(salt, digest, n, r, p)
+
+
+def password_problem(password: str) -> str | None:
+    """What makes `password` unfit for the operator, and what would do; None when it will do."""
+    what_would_do = f"a phrase of three or four unrelated words, {MIN_PASSWORD_CHARS} characters or more, would do"
+    if len(password) < MIN_PASSWORD_CHARS:
+        return (f"the operator password has {len(password)} characters; it needs at least {MIN_PASSWORD_CHARS}: "
+                f"{what_would_do}")
+    if len(password) > MAX_PASSWORD_CHARS:
+        return (f"the operator password has {len(password)} characters; the dashboard's login takes at most "
+                f"{MAX_PASSWORD_CHARS}")
+    from zxcvbn import zxcvbn  # here, not at the top: ~13 MB of word lists that `serve` never needs
+
+    found = zxcvbn(password, user_inputs=list(STATION_WORDS), max_length=MAX_PASSWORD_CHARS)
+    if found["guesses_log10"] >= MIN_GUESSES_LOG10:
+        return None
+    feedback = found["feedback"]
+    why = (feedback["warning"] or "it is made of common words, names or patterns").rstrip(".")
+    return (f"the operator password is too easy to guess: {why[0].lower() + why[1:]} (found in about "
+            f"10^{found['guesses_log10']:.0f} guesses, it needs 10^{MIN_GUESSES_LOG10}); {what_would_do}")
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

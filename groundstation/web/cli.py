@@ -36,7 +36,8 @@ examples:
   python -m groundstation operator-password                     # asks twice; ~/.config/stratoecho/operator.toml
   python -m groundstation operator-password --file station.toml # then: serve --operator-file station.toml
   printf '%s\\n' "$PW" | python -m groundstation operator-password --password-stdin
-exit status: 0 when written; 1 when the passwords differ, are too short, or the file cannot be written
+exit status: 0 when written; 1 when the passwords differ, the password is too short or too easy to guess
+(it says why and what would do), or the file cannot be written
 """
 
 
