@@ -261,13 +261,17 @@ def test_payload_keeps_its_clock_through_the_system_call_filter():
     assert "clock_settime" in (ROOT / "payload" / "gps.py").read_text()
 
 
-def test_lgpio_has_a_writable_working_directory():
-    # lgpio makes the FIFO for GPIO edge callbacks in $LG_WD (default: the working directory,
-    # read-only under ProtectSystem=strict).
-    u = load(PAYLOAD)
+@pytest.mark.parametrize("name", [PAYLOAD, GROUND])
+def test_lgpio_has_a_writable_working_directory(name):
+    # Importing lgpio makes the FIFO for GPIO edge callbacks in $LG_WD (default: the working
+    # directory, read-only under ProtectSystem=strict) and chdirs there.
+    u = load(name)
     env = dict(w.split("=", 1) for v in values(u, "Service", "Environment") for w in v.split())
     runtime = "/run/" + value(u, "Service", "RuntimeDirectory")
     assert env.get("LG_WD") == runtime
+    assert value(u, "Service", "ProtectSystem") == "strict"
+    # After lgpio's chdir, a relative path would point elsewhere: the unit uses none.
+    assert all(a.startswith(("/", "-")) or "/" not in a for a in value(u, "Service", "ExecStart").split()[1:])
 
 
 # --------------------------------------------------------------------------- the contract
