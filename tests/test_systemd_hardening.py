@@ -17,6 +17,7 @@ for the score.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -352,9 +353,17 @@ def test_receivers_state_folder_cannot_be_taken_over_from_the_dashboard():
     assert mode & 0o1000, "sticky: only a file's owner may delete or replace it (the counter state)"
     assert mode & 0o2000, "setgid: what either service makes there is in the shared group"
     assert mode & 0o070 == 0o070 and mode & 0o007 == 0, f"{mode:o}: the group's, no one else's"
-    umask = int(value(ground, "Service", "UMask"), 8)
-    assert umask & 0o020 == 0, "the database must be group-writable (the dashboard's outbox)"
-    assert umask & 0o007 == 0o007, "nothing for other users"
+    for name in (GROUND, DASHBOARD):  # what they make is their own (the lock files too) ...
+        assert value(load(name), "Service", "UMask") == "0077", name
+    # ... but for the database, made group-writable once the receiver has it open (SQLite never
+    # creates it so): by name, so never the counter state (DB.uplink.json) or its lock.
+    post = " ".join(values(ground, "Service", "ExecStartPost"))
+    assert "g+rw" in post and STATE_DIR in post and "-user " + value(ground, "Service", "User") in post
+    names = re.findall(r"-name (\S+)", post)
+    assert sorted(names) == ["*.db", "*.db-shm", "*.db-wal"], names
+    for state_file in ("ground.db.uplink.json", "ground.db.uplink.json.lock", "ground.db.uplink.json.x.tmp"):
+        assert not any(fnmatch.fnmatchcase(state_file, n) for n in names), state_file
+    assert "-maxdepth 1" in post and post.startswith("-")  # never fails the receiver
 
 
 @pytest.mark.parametrize("name", ALL_UNITS)
