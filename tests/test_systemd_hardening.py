@@ -433,3 +433,103 @@ def test_llama_cpp_callbacks_and_the_persona_worker_run_under_memory_deny_write_
     if "NO-MDWE" in proc.stdout:
         pytest.skip(f"this kernel has no PR_SET_MDWE: {proc.stdout.strip()}")
     assert proc.returncode == 0 and "MDWE-OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+# --------------------------------------------------------------------------- the system-call filter
+
+SECCOMP_RUN = textwrap.dedent("""
+    # Runs argv[2:] under a unit's SystemCallFilter= allow list (names in argv[1], everything else
+    # EPERM) and MemoryDenyWriteExecute='s rules, built with libseccomp as systemd 252 builds them.
+    import ctypes, os, sys
+
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+
+
+    class Cmp(ctypes.Structure):
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(Cmp)]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    ALLOW, EPERM, MASKED_EQ = 0x7fff0000, 0x00050001, 7
+    allow = lib.seccomp_init(EPERM)
+    for name in open(sys.argv[1]).read().split():
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr >= 0:
+            assert lib.seccomp_rule_add_array(allow, ALLOW, nr, 0, None) == 0, name
+    mdwe = lib.seccomp_init(ALLOW)
+    for name, mask in (("mmap", 0x6), ("mprotect", 0x4), ("pkey_mprotect", 0x4), ("shmat", 0o100000)):
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr >= 0:  # refused when (argument 2 & mask) == mask: W+X maps, making memory executable
+            assert lib.seccomp_rule_add_array(mdwe, EPERM, nr, 1, (Cmp * 1)(Cmp(2, MASKED_EQ, mask, mask))) == 0
+    assert ctypes.CDLL(None).prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS, as NoNewPrivileges=yes
+    assert lib.seccomp_load(mdwe) == 0 and lib.seccomp_load(allow) == 0
+    os.execv(sys.argv[2], sys.argv[2:])
+""")
+
+
+def syscall_group(name: str, seen: frozenset = frozenset()) -> set[str]:
+    """The system calls of `@group` as this systemd-analyze lists them, nested groups expanded."""
+    if not name.startswith("@"):
+        return {name}
+    out = subprocess.run([SYSTEMD_ANALYZE, "syscall-filter", "--no-pager", name], capture_output=True, text=True,
+                         timeout=60).stdout
+    calls = set()
+    for line in out.splitlines()[1:]:
+        word = line.strip().split(" ")[0] if line.strip() else ""
+        if word and not word.startswith("#") and word not in seen:
+            calls |= syscall_group(word, seen | {name})
+    return calls
+
+
+def allowed_syscalls(unit: dict) -> set[str]:
+    """What the unit's SystemCallFilter= lines allow, applied in order as systemd does (an allow
+    list starts from @default)."""
+    lines = values(unit, "Service", "SystemCallFilter")
+    assert lines and not lines[0].startswith("~"), "not an allow list"
+    allowed = syscall_group("@default")
+    for line in lines:
+        deny = line.startswith("~")
+        for word in line.lstrip("~").split():
+            allowed = allowed - syscall_group(word) if deny else allowed | syscall_group(word)
+    return allowed
+
+
+def _libseccomp() -> bool:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libseccomp.so.2")
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None or not _libseccomp(),
+                    reason="needs systemd-analyze (the groups) and libseccomp (apt install libseccomp2)")
+def test_a_bench_flight_with_its_persona_runs_under_the_payload_units_filter(tiny_bundle, tmp_path):
+    # The payload's own code under the unit's system-call allow list and MemoryDenyWriteExecute:
+    # store, queue, persona worker (llama-cpp-python), radio, clean stop. Not the Pi's drivers
+    # (no I2C, SPI or camera here), and the bench's UDP radio stands in for the real one.
+    u = load(PAYLOAD)
+    allowed = allowed_syscalls(u)
+    assert {"clock_settime", "ioctl", "memfd_create"} <= allowed and not {"setuid", "mount", "reboot"} & allowed
+    names = tmp_path / "allowed.txt"
+    names.write_text("\n".join(sorted(allowed)))
+    runner = tmp_path / "seccomp_run.py"
+    runner.write_text(SECCOMP_RUN)
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, str(runner), str(names), sys.executable, "-m", "payload", "run", "--sim",
+         "--persona", str(tiny_bundle), "--udp", "127.0.0.1:9", "--data", str(data), "--speedup", "60",
+         "--minutes", "6", "--drain-s", "0"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert '"event": "stopped"' in log, log[-4000:]
+    assert '"event": "musing"' in log, "the persona worker said nothing under the filter:\n" + log[-4000:]
+    assert "Operation not permitted" not in log, log[-4000:]
