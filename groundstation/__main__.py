@@ -16,11 +16,12 @@ from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_sign
 from stratoecho.keygen import add_keygen_command
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
-from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, load_key
+from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 
 from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
+from .keys import add_key_arguments, auth_from_key_args
 from .listen import Hooks, Limits, RepairLink, run_listen
 from .predict import FeedLanding, add_chase_arguments, chase_from_args
 from .receive import (
@@ -50,10 +51,11 @@ examples:
   python -m groundstation listen --lora sx127x --spi-device 1 --dio0-pin 25 --frequency-mhz 434.225 \
       --lora-mode 2 --db flight.db                                       # an RFM98W HAT in the CE1 slot
   python -m groundstation listen --lora sx126x --busy-pin 6 --dio1-pin 26 --reset-pin 12 --tcxo-voltage 1.8 \
-      --frequency-mhz 434.225 --lora-mode 2 --db flight.db --uplink-key uplink.key   # an SX1262 module
-  python -m groundstation listen --udp :7355 --db flight.db --uplink-key uplink.key   # ask for losses
+      --frequency-mhz 434.225 --lora-mode 2 --db flight.db --flight-key uplink.key   # an SX1262 module
+  python -m groundstation listen --udp :7355 --db flight.db --flight-key uplink.key \
+      --uplink-to 192.168.1.40:7356                                      # a LoRa bridge on the network: ask for losses
   python -m groundstation listen --serial /dev/ttyUSB0 --db flight.db --sondehub-uploader M0ABC --ssdv-upload
-  python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --uplink-key uplink.key
+  python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --flight-key uplink.key
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
 HEX_FORMAT = (
@@ -185,29 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds (for scripted runs)")
     listen.add_argument("--until-idle", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop once no frame has arrived for this many seconds")
+    add_key_arguments(listen)
     repair = listen.add_argument_group(
-        "repair (--udp, --serial or --lora)",
-        "With --uplink-key, after every telemetry sentence whose number is a multiple of "
-        "--window-every (when the payload listens), the ground sends signed RESEND commands back "
-        "the way the sentence came, asking for missing fragments and records: over --udp to the "
-        "sentence's sender; over --serial out of the same port, as one hex line and newline per "
-        "frame (the bridge must transmit each line it is given as one packet), as a KISS data "
-        "frame (--kiss), or as the frame's bytes (--raw); over --lora as one packet from the HAT. "
-        "The counter state lives next to the database (DB.uplink.json). Without a key nothing is "
-        "ever sent; --replay cannot send.")
-    repair.add_argument("--uplink-key", type=Path, metavar="FILE",
-                        help="the balloon's uplink key file, made by `python -m groundstation keygen FILE` "
-                             "(mode 600; the payload holds the same file)")
+        "repair and commands (--udp with --uplink-to, --serial or --lora)",
+        "With --flight-key, each window cue the payload sends (tagged: it listens for a few seconds "
+        "after it) is answered with signed commands: a link report, what the operator queued, RESEND "
+        "for missing fragments and records, ACK for what is held. They go over --serial out of the "
+        "same port, as one hex line and newline per frame (the bridge must transmit each line it is "
+        "given as one packet), as a KISS data frame (--kiss), or as the frame's bytes (--raw); over "
+        "--lora as one packet from the HAT; over --udp only to --uplink-to, never to whoever sent a "
+        "datagram. The counter state lives next to the database (DB.uplink.json). Without the flight "
+        "key nothing is ever sent; --replay and --downlink-key never send.")
+    repair.add_argument("--uplink-to", metavar="HOST:PORT", type=hostport_type(),
+                        help="with --udp: the LoRa bridge that transmits the uplink (one datagram a frame); "
+                             "without it a --udp station only receives")
     repair.add_argument("--callsign", metavar="CALL",
-                        help="payload id the commands are signed for (default: the callsign of the first "
-                             "telemetry sentence heard)")
+                        help="payload id the commands are signed for (default: the callsign of a position sentence "
+                             "whose hash matches the one the payload's tagged window cue carries)")
     repair.add_argument("--uplink-skip-past", type=int, metavar="N",
                         help="after losing the counter state (DB.uplink.json): the payload's last accepted "
                              "counter, from its health records (uplink_counter); signing goes on from N+1. "
                              "Needs --callsign")
-    repair.add_argument("--window-every", type=_positive_int, default=6, metavar="N",
-                        help="the payload listens after sentences numbered 0, N, 2N... (default 6; "
-                             "must match the payload's window_every)")
     repair.add_argument("--tag-len", type=int, default=8, choices=range(4, 33), metavar="BYTES",
                         help="bytes of HMAC tag on each command, 4..32 (default 8; must match the payload's uplink.tag_len)")
     repair.add_argument("--uplink-mtu", type=int, default=255, choices=range(32, 256), metavar="BYTES",
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     decode.add_argument("file", metavar="FILE", help="hex frame file, or '-' for standard input")
+    add_key_arguments(decode)
     decode.set_defaults(func=cmd_decode)
     add_keygen_command(sub, "python -m groundstation")
 
@@ -305,16 +306,20 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     if args.raw and not args.serial:
         print("error: --raw goes with --serial DEV (a transparent LoRa module on a serial port)", file=sys.stderr)
         return 2
-    if args.uplink_key and not (args.udp or args.serial or args.lora):
-        print("error: --uplink-key needs a source that can transmit, --udp, --serial or --lora; "
-              "a --replay or another receiver's output cannot answer", file=sys.stderr)
+    if args.uplink_to and not args.udp:
+        print("error: --uplink-to goes with --udp (the bridge that transmits what a --udp station sends)",
+              file=sys.stderr)
         return 2
     if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
-        print("error: --uplink-skip-past needs --uplink-key and --callsign (whose counter moves)", file=sys.stderr)
+        print("error: --uplink-skip-past needs --flight-key and --callsign (whose counter moves)", file=sys.stderr)
         return 2
+    try:
+        downlink = auth_from_key_args(args)  # checks the key file now: a start-up error, not a surprise later
+    except (KeyFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.uplink_key:
-        try:  # a bad key or counter state is a start-up error, not a surprise at the first window
-            load_key(args.uplink_key)
+        try:  # a bad counter state is a start-up error, not a surprise at the first window
             if args.callsign:
                 signer = CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len,
                                               mtu=args.uplink_mtu)
@@ -340,7 +345,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         print(f"error: {e}", file=sys.stderr)
         return 1
     if proxy is not None and not args.uplink_key:
-        print("error: --api-proxy answers over the uplink: it needs --uplink-key", file=sys.stderr)
+        print("error: --api-proxy answers over the uplink: it needs --flight-key", file=sys.stderr)
         return 2
     try:
         store = Store(args.db)
@@ -357,10 +362,18 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         return 1
     if isinstance(source, UdpSource):
         log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=downlink)
+    if downlink is None:
+        log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
+                    "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
     repair = None
-    if args.uplink_key and not isinstance(source, ReplaySource):
-        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, args.window_every,
+    uplink_to = args.uplink_to if args.udp else getattr(source, "peer", None) or ((args.serial,) if args.serial else ("lora",))
+    if args.uplink_key and isinstance(source, ReplaySource):
+        pass  # a file cannot answer
+    elif args.uplink_key and args.udp and not args.uplink_to:
+        log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
+    elif args.uplink_key and (args.udp or args.serial or args.lora):
+        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, uplink_to=uplink_to,
                             tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
     hooks = Hooks(station=args.station)
     from .network import publisher_from_args
@@ -475,7 +488,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    decoder = FrameDecoder()
+    try:
+        decoder = FrameDecoder(auth=auth_from_key_args(args))
+    except (KeyFileError, ValueError) as e:
+        source.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     try:
         for item in source:
             if item is not None and (record := decoder.feed(item.data).record) is not None:

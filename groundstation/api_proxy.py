@@ -669,7 +669,7 @@ def load_config(path: str | Path | None, *, weather_url: str | None = None, defi
 def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     """`--api-proxy` and its options, on the `listen` parser."""
     group = parser.add_argument_group(
-        "API proxy (with --uplink-key)",
+        "API proxy (with --flight-key)",
         "With --api-proxy the ground answers the payload's API requests (weather, define, news) "
         "from real HTTP APIs and queues each answer as a signed API_ANSWER for the payload's next "
         "listen window. Default sources: Open-Meteo, the Free Dictionary API, BBC world news RSS.")

@@ -69,9 +69,9 @@ from stratoecho.wire.uplink import CommandId
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 7  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+SCHEMA_VERSION = 8  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
 #                     5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
-#                     7: stations (where each is)
+#                     7: stations (where each is); 8: authentic (tagged by the balloon, or open)
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -89,12 +89,14 @@ CREATE TABLE telemetry (
     lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
     temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
     received_at TEXT NOT NULL,
+    authentic INTEGER NOT NULL DEFAULT 1,
     UNIQUE (boot, seq)
 );
 CREATE TABLE records (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
     created TEXT NOT NULL, text TEXT NOT NULL, data BLOB, received_at TEXT NOT NULL,
+    authentic INTEGER NOT NULL DEFAULT 1,
     UNIQUE (kind, boot, seq)
 );
 ;
@@ -179,6 +181,9 @@ _MIGRATIONS = {
         name TEXT PRIMARY KEY,
         lat REAL NOT NULL, lon REAL NOT NULL, alt_m REAL NOT NULL,
         updated_at TEXT NOT NULL)"""],
+    # Rows from before tags were all believed as they are: 1 keeps them so.
+    8: ["ALTER TABLE telemetry ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE records ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1"],
 }
 
 
@@ -348,35 +353,46 @@ class Store:
         rows = self._db.execute("SELECT answers_boot, answers_seq FROM outbox WHERE answers_boot IS NOT NULL")
         return {(boot, seq) for boot, seq in rows}
 
-    def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None) -> bool:
-        """Store a position sentence; False if (boot, seq) was already there."""
-        return self._insert("telemetry", _TELEMETRY_COLUMNS, (
-            t.boot, t.seq, t.callsign, t.time, t.lat, t.lon, t.alt, t.sats,
-            _none_if_nan(t.temp_c), _none_if_nan(t.pressure_hpa), t.batt_mv,  # NULL: no reading
-        ), received_at)
-
-    def add_record(self, r: wire.Record, received_at: str | None = None) -> bool:
-        """Store a record; False if (kind, boot, seq) was already there. A musing kept from its text
-        sentences (its text folded for gateways) takes the record's exact text when the record comes,
-        which counts as new."""
-        created = datetime.fromtimestamp(r.created, timezone.utc).isoformat()
-        if self._insert("records", _RECORD_COLUMNS,
-                        (r.kind.name.lower(), r.boot, r.seq, created, r.text, _record_data(r)), received_at):
+    def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None, authentic: bool = False) -> bool:
+        """Store a position; False if (boot, seq) was already there. A sentence is open (anyone can
+        send one: `authentic` False); a position the balloon tagged (a late one, as a record) takes the
+        place of an open one under its number, which counts as new."""
+        values = (t.boot, t.seq, t.callsign, t.time, t.lat, t.lon, t.alt, t.sats,
+                  _none_if_nan(t.temp_c), _none_if_nan(t.pressure_hpa), t.batt_mv)  # NULL: no reading
+        if self._insert("telemetry", (*_TELEMETRY_COLUMNS, "authentic"), (*values, int(authentic)), received_at):
             return True
-        if r.kind is not wire.Kind.MUSING:
+        if not authentic:
             return False
-        cur = self._db.execute(
-            "UPDATE records SET text = ?, created = ?, received_at = ? WHERE kind = 'musing' AND boot = ? AND seq = ? "
-            "AND replace(text, ' ', '') = ? AND text != ?",  # spaces: a long word cut across two parts
-            (r.text, created, received_at or utc_now(), r.boot, r.seq,
-             wire.musing_sentence.fold_text(r.text).replace(" ", ""), r.text))
+        sets = ", ".join(f"{c} = ?" for c in _TELEMETRY_COLUMNS[2:])
+        cur = self._db.execute(f"UPDATE telemetry SET {sets}, received_at = ?, authentic = 1 "
+                               "WHERE boot = ? AND seq = ? AND authentic = 0",
+                               (*values[2:], received_at or utc_now(), t.boot, t.seq))
         return cur.rowcount == 1
 
-    def add(self, record: wire.Telemetry | wire.Record, received_at: str | None = None) -> bool:
-        """Store a sentence or a record, whichever it is."""
+    def add_record(self, r: wire.Record, received_at: str | None = None, authentic: bool = True) -> bool:
+        """Store a record; False if (kind, boot, seq) was already there. What the balloon tagged
+        (`authentic`: a record from fragments) takes the place of what was open under the same
+        number (a musing kept from its text sentences, which anyone could have sent), and that
+        counts as new; nothing open ever replaces a tagged record."""
+        created = datetime.fromtimestamp(r.created, timezone.utc).isoformat()
+        values = (r.kind.name.lower(), r.boot, r.seq, created, r.text, _record_data(r))
+        if self._insert("records", (*_RECORD_COLUMNS, "authentic"), (*values, int(authentic)), received_at):
+            return True
+        if not authentic:
+            return False
+        cur = self._db.execute(
+            "UPDATE records SET created = ?, text = ?, data = ?, received_at = ?, authentic = 1 "
+            "WHERE kind = ? AND boot = ? AND seq = ? AND authentic = 0",
+            (created, r.text, values[5], received_at or utc_now(), *values[:3]))
+        return cur.rowcount == 1
+
+    def add(self, record: wire.Telemetry | wire.Record, received_at: str | None = None,
+            authentic: bool | None = None) -> bool:
+        """Store a sentence or a record, whichever it is; `authentic`: it came with the balloon's tag
+        (None: as each usually comes, a position as an open sentence, a record from tagged fragments)."""
         if isinstance(record, wire.Telemetry):
-            return self.add_telemetry(record, received_at)
-        return self.add_record(record, received_at)
+            return self.add_telemetry(record, received_at, bool(authentic))
+        return self.add_record(record, received_at, authentic is not False)
 
     def add_ssdv(self, packet: wire.SsdvPacket, received_at: str | None = None) -> bool:
         """Keep an SSDV packet and rebuild its picture from every packet of it heard so far, as

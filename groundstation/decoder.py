@@ -10,6 +10,12 @@ parts are heard, folded text and all, unless the record itself came first; the r
 heard later still comes out, and the database keeps its exact text (`Store.add_record`). Nothing a
 frame holds can make it raise: every `WireError` is counted in `errors` under a
 short, stable reason so the summary (and the `frames.error` column) can group them.
+
+Trust: our fragments and the window cue are decoded only when their downlink tag checks
+under `auth` (`wire.downlink`); without the key, or with a tag that fails, the frame is an
+error ("unauthenticated", "bad tag") and stays a claim in the frames table, never a record.
+`Decoded.authentic` says whether what came out rests on the tag (records, late positions,
+the cue) or on open formats anyone can send (sentences, musing sentences, SSDV).
 """
 
 from __future__ import annotations
@@ -38,8 +44,13 @@ class Decoded:
     record: WireRecord | None = None
     error: str | None = None
     detail: str | None = None  # wire's own message, for the debug log
-    frame: wire.Telemetry | wire.MusingSentence | wire.Fragment | wire.SsdvPacket | None = None  # what the bytes
-    # decoded to (for repair)
+    frame: wire.Telemetry | wire.MusingSentence | wire.Fragment | wire.SsdvPacket | wire.Window | None = None  # what
+    # the bytes decoded to (for repair)
+
+    @property
+    def authentic(self) -> bool:
+        """What this frame gave carries the balloon's downlink tag (a fragment, the cue)."""
+        return isinstance(self.frame, (wire.Fragment, wire.Window))
 
     @property
     def ok(self) -> bool:
@@ -48,6 +59,7 @@ class Decoded:
 
 @dataclass
 class FrameDecoder:
+    auth: wire.DownlinkAuth | None = None  # checks our frames' tags; None: every fragment stays a claim
     max_pending: int = 4096
     frames: int = 0
     records: Counter = field(default_factory=Counter)  # complete records by kind
@@ -67,7 +79,9 @@ class FrameDecoder:
         """`received` (UTC; default now) dates a musing rebuilt from sentences, which carry a time of day."""
         self.frames += 1
         try:
-            decoded = wire.decode_frame(frame)
+            decoded = wire.decode_frame(frame, self.auth)
+            if isinstance(decoded, wire.Window):
+                return Decoded(frame=decoded)
             if isinstance(decoded, wire.Telemetry):
                 return self._telemetry(decoded)
             if isinstance(decoded, wire.MusingSentence):

@@ -4,17 +4,20 @@ One `threading.Event` ends it (SIGINT/SIGTERM set it); the loop checks it on eve
 frame and on every idle poll of the source (~0.2 s), so it never sleeps and stops
 at once. Whatever way it ends, the database is committed and the source closed.
 
-With a `RepairLink`, every decoded fragment feeds a `NackPlanner`, and each new
-telemetry sentence whose seq is a multiple of `window_every` — the payload listens
-for a few seconds after sending it — is answered at once, before anything is
-stored, with signed RESEND commands sent back the way the sentence came: to its
-UDP sender, or out of the serial port it was heard on (see `receive`).
+With a `RepairLink`, every decoded fragment feeds a `NackPlanner`, and each window cue
+(`wire.Window`, tagged by the balloon: it listens for a few seconds after sending it) is
+answered at once, before anything is stored, with signed commands sent to the configured
+uplink — the serial port or LoRa HAT it was heard on, or the `--uplink-to` address, never to
+whoever sent a datagram. A cue is answered once, and only one newer than any answered before
+(`CommandSigner.claim_window`, kept across restarts), so a recorded cue played back opens
+nothing. Position sentences, which anyone can send, open nothing at all.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +40,9 @@ from .repair import NackPlanner
 from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
+
+# Callsigns remembered from sentences to resolve a cue's hash: bounded, whatever a forger sends.
+MAX_CALLSIGN_HASHES, MAX_NAMES_PER_HASH = 256, 8
 
 # Health fields that name the last record of a stream the payload made this boot.
 ANNOUNCED = {f"{kind.name.lower()}_seq": int(kind) for kind in
@@ -78,15 +84,16 @@ class RepairLink:
 
     `send(frame, peer)` puts one uplink frame on the air (the source's `send`: a UDP
     datagram to `peer`, or a frame out of the serial port, for which `peer` is
-    `(device,)`). The signer is made at the first window when the callsign comes from
-    the telemetry.
+    `(device,)`); `uplink_to` is that peer, configured, never taken from a frame. The
+    signer is made at the first window; without `callsign` it is the callsign of a
+    position sentence whose hash is the one the cue vouches for.
     """
 
     key_path: Path
     db_path: Path
     send: Callable[[bytes, tuple], None]
-    callsign: str | None = None  # None: the first telemetry sentence's callsign
-    window_every: int = 6
+    callsign: str | None = None  # None: a heard sentence's callsign that matches the cue's hash
+    uplink_to: tuple | None = None  # where uplink goes: (host, port), or (device,) for a serial port
     tag_len: int = uplink.DEFAULT_TAG_LEN  # must match the payload's uplink.tag_len
     mtu: int = wire.DEFAULT_MTU  # the payload's radio.mtu: an E32 with 58-byte packets needs 58
     planner: NackPlanner = field(default_factory=NackPlanner)
@@ -100,12 +107,14 @@ class RepairLink:
     commands_sent: int = 0
     store: Store | None = None  # its outbox: commands queued by the dashboard and the API proxy
     _heard: dict[int, int] = field(default_factory=dict)  # boot -> frames heard that decoded
+    _callsigns: dict[int, Counter] = field(default_factory=dict)  # payload_hash -> callsigns heard, how often
+    cues_refused: int = 0  # authentic cues not answered: old (a replay), or for another callsign
 
-    def on_decoded(self, result: Decoded, peer: tuple | None,
+    def on_decoded(self, result: Decoded,
                    missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> None:
         """One decoded frame; `missing` is `FrameDecoder.missing`, asked only when a window opens."""
         frame = result.frame
-        if isinstance(frame, (wire.Fragment, wire.Telemetry)):
+        if isinstance(frame, (wire.Fragment, wire.Telemetry, wire.Window)):
             self._heard[frame.boot] = self._heard.get(frame.boot, 0) + 1
         record = result.record
         if isinstance(frame, wire.Fragment):
@@ -118,11 +127,62 @@ class RepairLink:
                     if kind is not None and isinstance(value, int) and value >= 0:
                         self.planner.announced(kind, frame.boot, value)
         elif isinstance(frame, wire.Telemetry) and record is not None:
-            if self.callsign is None:
-                self.callsign = frame.callsign
-            if frame.seq % self.window_every == 0 and peer is not None:
-                self.window(peer, missing(), wire_report=uplink.LinkReport(
-                    frame.boot, frame.seq, self._heard[frame.boot]))
+            self._heard_callsign(frame.callsign)
+        elif isinstance(frame, wire.Window):
+            self.on_cue(frame, missing)
+
+    def on_cue(self, cue: wire.Window,
+               missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> bool:
+        """The balloon's own cue (its tag checked by the decoder): answer it, once, if it is new."""
+        heard = self._callsigns.get(cue.pid)
+        callsign = self.callsign or (heard.most_common(1)[0][0] if heard else None)
+        if callsign is None or uplink.payload_hash(callsign) != cue.pid:
+            self.cues_refused += 1
+            log.warning("window cue not answered", why="for another callsign" if callsign else
+                        "callsign unknown: no position sentence heard with the cue's hash (give --callsign)",
+                        boot=cue.boot, seq=cue.seq)
+            return False
+        self.callsign = callsign
+        if self.uplink_to is None or not self._ensure_signer():
+            return False
+        try:
+            fresh = self._signer.claim_window(cue.boot, cue.seq)
+        except (SignerStateError, OSError) as e:
+            self.send_errors += 1
+            log.error("cannot record the window", error=str(e))
+            return False
+        if not fresh:
+            self.cues_refused += 1
+            log.warning("window cue not answered", why="not newer than one answered before (a replay?)",
+                        boot=cue.boot, seq=cue.seq)
+            return False
+        self.window(self.uplink_to, missing(), wire_report=uplink.LinkReport(
+            cue.boot, cue.seq, self._heard.get(cue.boot, 0)))
+        return True
+
+    def _heard_callsign(self, callsign: str) -> None:
+        """Names only, bounded: a sentence anyone can send may offer a callsign, and the cue's hash
+        picks among them (the one heard most: a forger must outshout the beacon; --callsign ends
+        the question)."""
+        names = self._callsigns.get(uplink.payload_hash(callsign))
+        if names is None:
+            if len(self._callsigns) >= MAX_CALLSIGN_HASHES:
+                return
+            names = self._callsigns[uplink.payload_hash(callsign)] = Counter()
+        if callsign in names or len(names) < MAX_NAMES_PER_HASH:
+            names[callsign] += 1
+
+    def _ensure_signer(self) -> bool:
+        try:
+            if self._signer is None:
+                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path,
+                                                    tag_len=self.tag_len, mtu=self.mtu)
+        except (KeyFileError, SignerStateError, OSError) as e:
+            # Checked at start-up already; if the files went bad since, keep receiving regardless.
+            self.send_errors += 1
+            log.error("cannot sign nacks", error=str(e))
+            return False
+        return True
 
     def confirm_if_asked(self, e: Event) -> bool:
         """The payload applied a risky command of ours on probation (`uplink.unconfirmed_event`):
@@ -153,14 +213,7 @@ class RepairLink:
         queued = self.store.pending_commands() if self.store is not None else []
         if not items and wire_report is None and not acks and not queued:
             return
-        try:
-            if self._signer is None:
-                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path,
-                                                    tag_len=self.tag_len, mtu=self.mtu)
-        except (KeyFileError, SignerStateError, OSError) as e:
-            # Checked at start-up already; if the files went bad since, keep receiving regardless.
-            self.send_errors += 1
-            log.error("cannot sign nacks", error=str(e))
+        if not self._ensure_signer():
             return
         commands: list = [wire_report] if wire_report is not None else []
         outbox: dict[int, int] = {}  # id(command) -> outbox row, marked sent once on the air
@@ -209,7 +262,7 @@ class RepairLink:
                 for i in batch.items])
 
     def stats(self) -> dict:
-        return {"nacks_sent": self.nacks_sent, "items_requested": self.items_requested,
+        return {"nacks_sent": self.nacks_sent, "items_requested": self.items_requested, "cues_refused": self.cues_refused,
                 "link_reports": self.link_reports, "acks_sent": self.acks_sent,
                 "given_up": self.planner.given_up, "windows": self.planner.window,
                 "send_errors": self.send_errors, "commands_sent": self.commands_sent}
@@ -254,7 +307,7 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
     received_at = utc_now()
     result = decoder.feed(data, datetime.fromisoformat(received_at))
     if repair is not None and result.ok:
-        repair.on_decoded(result, item.peer, decoder.missing)  # first: the payload's window is only seconds long
+        repair.on_decoded(result, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)
     store.add_frame(data, origin, result.error, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
     hooks.call(hooks.on_frame, data, received_at, hooks.station, rssi, snr)
@@ -266,17 +319,17 @@ def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_js
                   packet_id=result.frame.packet_id)
         hooks.call(hooks.on_ssdv, result.frame, received_at)
     if result.record is not None:
-        _store_new(result.record, received_at, store, out, as_json, hooks, rssi, snr)
+        _store_new(result.record, received_at, store, out, as_json, hooks, rssi, snr, result.authentic)
 
 
 def _store_new(record, received_at: str, store: Store, out: TextIO | None, as_json: bool, hooks: Hooks,
-               rssi: float | None = None, snr: float | None = None) -> None:
+               rssi: float | None = None, snr: float | None = None, authentic: bool = False) -> None:
     """A complete record or sentence: who heard it, then into the database, the hooks and `out` if new."""
     if hooks.station is not None:
         store.add_heard(kind_name(record), record.boot, record.seq, hooks.station, received_at)
     # The database decides what is new, so a record heard again after a ground
     # restart (when the decoder has forgotten it) is stored and printed once.
-    if not store.add(record, received_at):
+    if not store.add(record, received_at, authentic):
         return
     heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
     hooks.call(hooks.on_new, heard)

@@ -182,7 +182,7 @@ def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:
                             "--busy-pin for an sx126x (see 'LoRa HAT' below and docs/ground.md)")
     hat = listen.add_argument_group(
         "LoRa HAT (--lora)",
-        "The chip listens continuously and reports each packet's RSSI and SNR; with --uplink-key it also "
+        "The chip listens continuously and reports each packet's RSSI and SNR; with --flight-key it also "
         "transmits the uplink. Its settings must be the payload's ([radio] in its configuration, the same "
         "names): --frequency-mhz, and --lora-mode N or --spreading-factor/--bandwidth-hz/--coding-rate "
         f"(default SF{DEFAULT_SPREADING_FACTOR}, {DEFAULT_BANDWIDTH_HZ / 1000:g} kHz, 4/{DEFAULT_CODING_RATE}: "

@@ -31,11 +31,15 @@ station and in part by another, so neither can rebuild it alone. The aggregator 
 station's frames into ONE `FrameDecoder`, and the union completes it.
 
 Trust. No station is believed on its word. The aggregator builds records only from raw frames
-it decodes itself (a decoded record a station publishes is counted and refused), and a frame
-counts only once it is vouched for: heard by a station the aggregator was told to trust
-(`--trust`), or by `quorum` different stations (default 2) sending the same bytes. Until then
-it is stored as that station's claim (the frames table, attributed to it) and held; a station
-making frames up alone cannot put a record in the flight's database. Which station a frame
+it decodes itself (a decoded record a station publishes is counted and refused). Our own
+frames (record fragments, window cues) vouch for themselves: with the flight's downlink key
+(`--downlink-key`, or `--flight-key`) one whose tag checks counts at once, from any station,
+and one whose tag fails never counts, whatever number of stations send it (stored as their
+claim). Frames anyone can make (UKHAS and HABpack sentences, SSDV) count once vouched for:
+heard by a station the aggregator was told to trust (`--trust`), or by `quorum` different
+stations (default 2) sending the same bytes. Until then a frame is stored as that station's
+claim (the frames table, attributed to it) and held; stations making frames up, alone or
+together, cannot put a record in the flight's database, and alone not even a position. Which station a frame
 came from is the topic's last level: the broker must let each station's user write only its
 own topics (mosquitto: an acl_file with ``pattern write PREFIX/+/frames/%u``), and speak TLS
 with a password per station (`BrokerAuth`; docs/ground.md has a mosquitto configuration).
@@ -80,10 +84,12 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponen
 from stratoecho import wire
 from stratoecho.cli import hostport_type, place, positive_number, stop_on_signals
 from stratoecho.secret_files import secret_file_problem
+from stratoecho.wire.uplink import KeyFileError
 
 from .db import Store, StoreError, utc_now
 from .decoder import Decoded, FrameDecoder, classify
 from .heard import WireRecord
+from .keys import add_key_arguments, auth_from_key_args
 from .station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
 
 log = structlog.get_logger(__name__)
@@ -533,6 +539,7 @@ class AggregateStats:
     positions: int = 0  # stations' positions stored (each station's own word, on its own topic)
     rate_dropped: int = 0  # frames over their station's rate: dropped, never stored (station_limits)
     over_quota: int = 0  # frames past their station's storage quota: not stored (a vouched one still decoded)
+    bad_tags: int = 0  # our frames whose downlink tag failed (or no key to check it): claims, never decoded
     bad_messages: Counter = field(default_factory=Counter)  # by reason
 
 
@@ -558,14 +565,15 @@ class Aggregator:
                  *, client_id: str = "stratoecho-aggregator", reconnect: Reconnect = Reconnect(),
                  batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000,
                  trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None,
-                 limits: StationLimits | None = None, clock=time.monotonic) -> None:
+                 limits: StationLimits | None = None, clock=time.monotonic,
+                 downlink: wire.DownlinkAuth | None = None) -> None:
         if quorum < 1:
             raise ValueError(f"a quorum is 1 station or more, got {quorum}")
         self.trusted = frozenset(topic_level(t, "trusted station") for t in trusted)
         self.quorum = quorum
         self.prefix = check_prefix(topic_prefix)
         self.store = Store(db_path, flush_interval_s)  # StoreError here, before anything connects
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(auth=downlink)
         self.stats = AggregateStats()
         # Below mosquitto's default of 20 unacknowledged messages in flight per client.
         self.batch_messages = batch_messages
@@ -679,14 +687,21 @@ class Aggregator:
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        if station not in self.trusted:
+        if data[:1] in TAGGED:  # vouches for itself, or never counts
+            error = _frame_error(data, self.decoder.auth)
+            if error is not None:
+                self._add_frame(data, error, **row)
+                self.stats.held_frames += 1
+                self.stats.bad_tags += error in ("bad tag", "unauthenticated")
+                return
+        elif station not in self.trusted:
             claims = self._held.claim(digest, station, received_at)
             if len(claims) < self.quorum:
                 # The station's claim, stored as such; checked, but not decoded into anything.
                 self._add_frame(data, _frame_error(data), **row)
                 self.stats.held_frames += 1
                 return
-        claims = self._held.pop(digest)
+        claims = self._held.pop(digest) if data[:1] not in TAGGED else {}
         claims.setdefault(station, received_at)
         _remember(self._vouched, digest, self._remember)
         self.stats.vouched_frames += 1
@@ -813,10 +828,14 @@ class _AggregatorSession(_Session):
             owner._connection_lost()
 
 
-def _frame_error(data: bytes) -> str | None:
-    """Why `data` is not a frame (decoder.classify's reason), or None; decodes nothing into state."""
+TAGGED = (bytes([wire.MAGIC]), bytes([wire.CONTROL_MAGIC]))  # first bytes of the frames that carry our tag
+
+
+def _frame_error(data: bytes, auth: wire.DownlinkAuth | None = None) -> str | None:
+    """Why `data` is not a frame (decoder.classify's reason, "bad tag" for a forgery), or None;
+    decodes nothing into state."""
     try:
-        wire.decode_frame(data)
+        wire.decode_frame(data, auth)
     except wire.WireError as e:
         return classify(e)
     return None
@@ -908,6 +927,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--trust", action="append", default=[], type=_station_type, metavar="STATION",
                         help="a station whose frames count alone (your own); repeat for more. Others' count "
                              "once --quorum stations sent the same bytes")
+    add_key_arguments(parser)
     parser.add_argument("--quorum", type=int, default=2, metavar="N",
                         help="how many stations must send a frame's bytes before an untrusted station's frame "
                              "counts (default 2; 1 believes every station)")
@@ -993,8 +1013,15 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        downlink = auth_from_key_args(args)
+        if downlink is None:
+            log.warning("no downlink key", consequence="record fragments are kept as claims, never decoded",
+                        fix="--downlink-key FILE (keygen --downlink-from FLIGHT_KEY FILE)")
         aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id,
-                                trusted=args.trust, quorum=args.quorum, auth=auth)
+                                trusted=args.trust, quorum=args.quorum, auth=auth, downlink=downlink)
+    except (KeyFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -1027,7 +1054,8 @@ def format_aggregate_summary(aggregator: Aggregator) -> str:
     ]
     trust = (f"  trust: {s.vouched_frames} frames vouched for (quorum {aggregator.quorum}"
              + (f", trusted {', '.join(sorted(aggregator.trusted))}" if aggregator.trusted else "") + f"), "
-             f"{s.held_frames} held as one untrusted station's claim")
+             f"{s.held_frames} held as one untrusted station's claim, {s.bad_tags} with a tag that failed or was "
+             "not checked")
     if s.refused_records:
         trust += f", {s.refused_records} decoded records refused"
     lines.append(trust)

@@ -60,6 +60,7 @@ class RecordRow:
     received_at: str
     fields: dict | None = None  # health and API requests: their fields; events: event, severity and fields
     jpeg_bytes: int | None = None  # an image record: the size of its JPEG (`GroundReader.image`)
+    authentic: bool = True  # False: from open frames anyone can send (a musing's text sentences), untagged
 
 
 @dataclass(frozen=True)
@@ -217,15 +218,17 @@ class GroundReader:
         return self._db.execute(sql, args).fetchall() if self._has(table) else []
 
     def _record_columns(self) -> str:
-        if "data" not in self._columns.get("records", ()):  # version 1
-            return "id, kind, boot, seq, created, text, received_at, NULL AS fields, NULL AS jpeg_bytes"
+        columns = self._columns.get("records", ())
+        authentic = "authentic" if "authentic" in columns else "1 AS authentic"  # before version 8: all believed
+        if "data" not in columns:  # version 1
+            return f"id, kind, boot, seq, created, text, received_at, NULL AS fields, NULL AS jpeg_bytes, {authentic}"
         return ("id, kind, boot, seq, created, text, received_at, "
                 "CASE WHEN typeof(data) = 'text' THEN data END AS fields, "
-                "CASE WHEN typeof(data) = 'blob' THEN length(data) END AS jpeg_bytes")
+                f"CASE WHEN typeof(data) = 'blob' THEN length(data) END AS jpeg_bytes, {authentic}")
 
     @staticmethod
     def _record(row: sqlite3.Row) -> RecordRow:
-        return RecordRow(**{**dict(row), "fields": _fields(row["fields"])})
+        return RecordRow(**{**dict(row), "fields": _fields(row["fields"]), "authentic": bool(row["authentic"])})
 
     # ------------------------------------------------------------- changes
 

@@ -25,10 +25,10 @@ Burst framing (`RawSerialSource`, a transparent UART LoRa module such as an Ebyt
 E32/E22 in normal mode): the module writes each packet it hears to its UART as one
 binary burst, so a frame is the bytes between two pauses of `gap_s`.
 
-Sources that can transmit have `send(frame, peer)`, used for the uplink: the
-`peer` a frame came with is where its answer goes. For UDP that is the sender's
-socket address; for serial sources it is `(device,)` and the answer goes out on
-the same port, framed the way that port speaks:
+Sources that can transmit have `send(frame, peer)`, used for the uplink: `peer` is
+where it goes, configured by the listener and never taken from a frame (anyone can send
+a datagram). For UDP it is the bridge named by `listen --uplink-to`; for serial sources
+it is `(device,)` and the answer goes out on the same port, framed the way that port speaks:
 
 * hex-line bridge (`SerialSource`): the frame as one line of hex and "\n" — the
   contract such a bridge must honour: it transmits each line it is given as one packet;

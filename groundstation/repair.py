@@ -1,7 +1,7 @@
 """What to ask the balloon to send again: pure logic, no I/O, no clock.
 
 The payload listens for uplink for a few seconds after every `window_every`-th
-telemetry sentence. At each such window the ground asks (RESEND, see
+telemetry sentence, and says so with its tagged window cue. At each such window the ground asks (RESEND, see
 `stratoecho.wire.uplink`) for two things:
 
 * **incomplete records** — some fragments heard, not yet k of them: ask for

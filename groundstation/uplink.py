@@ -67,6 +67,8 @@ class PayloadCounters(BaseModel):
     next_counter: Counter
     key: str | None = None  # the key's fingerprint; None in a file from before keys were told apart
     retired: dict[str, Counter] = Field(default_factory=dict)  # fingerprint -> next counter of an old key
+    # (boot, sentence) of the newest window cue answered: a cue no newer is a replay (claim_window)
+    window: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = None
 
 
 class SignerState(BaseModel):
@@ -125,6 +127,17 @@ class CommandSigner:
             self._write(state)
         return frame
 
+    def claim_window(self, boot: int, seq: int) -> bool:
+        """True, and remembered durably, when the window cue of sentence `seq` of `boot` is newer
+        than every cue answered before; False for one that is not (played back, or out of order)."""
+        with self._locked() as state:
+            entry = self._entry(state)
+            if entry.window is not None and (boot, seq) <= tuple(entry.window):
+                return False
+            entry.window = (boot, seq)
+            self._write(state)
+            return True
+
     def skip_to(self, counter: int) -> int:
         """Make the next counter at least `counter` (never lower it); returns the next counter."""
         with self._locked() as state:
@@ -144,6 +157,7 @@ class CommandSigner:
         if entry.key != fp:  # a new key (or an old one back): its own counters
             entry.retired[entry.key] = entry.next_counter
             entry.next_counter, entry.key = entry.retired.pop(fp, 1), fp
+            entry.window = None  # cues are answered per key: a new flight's boots start again
         return entry
 
     @contextmanager

@@ -68,9 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-persona", action="store_true", help="fly without a language model: telemetry and events only")
     run.add_argument("--udp", metavar="HOST:PORT", help="send frames to this UDP address instead of a radio (with --sim "
                                                         "and a radio chip on SPI: the simulated chip's air)")
-    run.add_argument("--uplink-key", metavar="FILE", help="HMAC key shared with the ground (`python -m payload keygen FILE` "
-                                                          "makes one): listen for signed commands and repair requests "
-                                                          "(overrides uplink.key_file)")
+    run.add_argument("--flight-key", "--uplink-key", dest="uplink_key", metavar="FILE",
+                     help="the flight key shared with the ground (`python -m payload keygen FILE` makes one): records "
+                          "go tagged with the downlink key derived from it, and the payload listens for signed "
+                          "commands and repair requests (overrides uplink.key_file)")
+    run.add_argument("--no-uplink", action="store_true", help="open no listen windows (transmit only; records still "
+                                                              "tagged with the flight key)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
     run.add_argument("--speedup", type=float,
                      help="with --sim: flight seconds per wall second of a free-running clock (default 60); "
@@ -114,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg.radio.udp = args.udp
     if args.uplink_key:
         cfg.uplink.key_file = args.uplink_key
+    if args.no_uplink:
+        cfg.uplink.listen = False
     if args.speedup is not None:
         cfg.sim.speedup = args.speedup
     if args.seed is not None:

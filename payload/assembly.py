@@ -11,8 +11,11 @@ import threading
 from pathlib import Path
 from random import Random
 
+import structlog
+
 from stratoecho import wire
 from stratoecho.bundle import Bundle
+from stratoecho.wire import downlink
 from stratoecho.wire.events import event
 
 from .clock import Clock
@@ -32,6 +35,8 @@ from .reach import Reach
 from .sensors import Sensors
 from .store import Budgets, Store
 from .watchdog import Liveness
+
+log = structlog.get_logger(__name__)
 
 
 def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, disk_usage=None) -> Store:
@@ -59,11 +64,21 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     store = open_store(data_dir, cfg, clock, disk_usage)
     boot = store.start_boot()
     # The hour's airtime, the beacon's share first, logged across restarts (payload/duty.py).
+    auth = None
+    if cfg.uplink.key_file:
+        try:  # uplink.KeyFileError names the file when the key is missing or exposed
+            auth = downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len)
+        except BaseException:
+            store.close()
+            raise
+    else:
+        log.error("no_flight_key", consequence="records stay queued: only position and musing sentences and "
+                  "pictures go on air", fix="python -m payload keygen FILE, then uplink.key_file = FILE")
     transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
-                              sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)))
+                              sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth)
     outbound = Outbound(store, boot, clock, transmitter.wake)
     gate = None
-    if cfg.uplink.key_file:
+    if cfg.uplink.key_file and cfg.uplink.listen:
         try:  # uplink.KeyFileError names the file when the key is missing or exposed
             gate = CommandGate.from_key_file(store, cfg.uplink.key_file, cfg.callsign, tag_len=cfg.uplink.tag_len,
                                              mtu=cfg.radio.mtu, on_refused=lambda e: outbound.event(

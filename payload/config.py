@@ -203,12 +203,17 @@ class RadioSection(Section):
 
 
 class UplinkSection(Section):
-    key_file: str | None = Field(None, description="HMAC key shared with the ground, made by `python -m "
-                                                   "payload keygen FILE` (32 bytes as hex, base64 or raw; mode 600); "
-                                                   "none: no uplink")
+    key_file: str | None = Field(None, description="the flight key shared with the ground, made by `python -m "
+                                                   "payload keygen FILE` (32 bytes as hex, base64 or raw; mode 600): "
+                                                   "it signs the uplink and tags the downlink; none: no uplink, and "
+                                                   "records stay queued (only sentences and pictures go)")
     window_every: int = Field(6, ge=1, description="listen after every Nth position sentence (sentence id a multiple of N)")
     window_s: float = Field(4.0, gt=0, description="flight seconds the receiver listens in each window")
     tag_len: int = Field(8, ge=4, le=32, description="bytes of the truncated HMAC tag; must match the ground")
+    downlink_tag_len: int = Field(8, ge=4, le=16, description="bytes of the downlink tag on every record fragment and "
+                                  "window cue (key derived from key_file); must match the ground's --downlink-tag-len")
+    listen: bool = Field(True, description="open listen windows (with key_file); false: transmit only, records still "
+                         "tagged")
     first_pass_target: float = Field(
         0.5, gt=0, lt=1, description="chance each record should arrive whole before any repair, while the ground "
         "answers the windows (it asks for the rest; radio.fec_target applies when it does not)")

@@ -151,7 +151,7 @@ class Daemon:
         self.transmitter.follow(lambda: self.governor.period_s("beacon", self.schedule.telemetry_s),
                                 self.governor.transmit_factor)
         if self.gate is not None:
-            self.transmitter.listen_after(cfg.uplink, self.on_uplink)
+            self.transmitter.listen_after(cfg.uplink, self.on_uplink, uplink.payload_hash(cfg.callsign))
         # The ground floor is durable, so its probation is too; intervals come back from the
         # configuration at every start.
         self._probation_lock = threading.Lock()  # the radio's thread offers, the beacon's reverts

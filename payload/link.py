@@ -35,8 +35,13 @@ the last ``$$`` line, at least `STAMP_MARGIN_S` in the past by the position's ow
 fix time plus the flight time since it was keyed), so the next position sentence, from a fix
 taken later, is newer still. A line whose stamp is not yet that far in the past waits for it.
 
-Repair: after every `uplink.window_every`-th position sentence the radio listens
-for `uplink.window_s` (half duplex: nothing is sent meanwhile). Signed frames go
+Every record fragment carries the downlink tag (`wire.downlink`, the key derived from the
+flight key): a payload without a flight key sends positions, musing sentences and pictures,
+which need none, and keeps its records queued until it has one (`Transmitter.auth`).
+
+Repair: after every `uplink.window_every`-th position sentence the radio sends the window
+cue (`wire.Window`, tagged: the ground answers only the balloon's own cue, never a sentence
+anyone could send) and listens for `uplink.window_s` (half duplex: nothing is sent meanwhile). Signed frames go
 to the `on_uplink` callback (the daemon's command gate); a RESEND becomes
 `request_repair`, which rebuilds the asked-for fragments from the stored record —
 never for a record that is still queued, which will go out whole anyway.
@@ -87,6 +92,8 @@ MAX_REPAIR_FRAMES = 2 * wire.records.MAX_SHARDS
 # How far in the past a musing sentence's stamp must be when it is keyed: the next position
 # sentence's fix may be up to a second old (1 Hz GPS), and must still be later than the stamp.
 STAMP_MARGIN_S = 2.0
+# What may go on air without a flight key: the frames that travel in the community's own formats.
+UNTAGGED = tuple(wire.NOT_RECORDS)
 
 
 def record_body(q: Queued) -> bytes:
@@ -97,16 +104,22 @@ def record_body(q: Queued) -> bytes:
     return q.payload
 
 
-def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0) -> list[bytes]:
+def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0, *, auth: wire.DownlinkAuth | None) -> list[bytes]:
     """The air frames of one stored item taken as bulk; `parity_for(k)` says how many parity
-    fragments. A position here is a backlog one, superseded: it goes as a record."""
+    fragments, `auth` tags them. A position here is a backlog one, superseded: it goes as a record."""
     if q.kind is wire.Kind.MUSING_SENTENCE:
         return [q.payload]  # already a UKHAS sentence (restamped as it is keyed)
     if q.kind is wire.Kind.SSDV:
         return [q.payload]  # an SSDV packet without its sync byte: it carries its own Reed-Solomon FEC
+    if auth is None:
+        raise NoFlightKey("records go tagged with the downlink key, and there is no flight key (uplink.key_file)")
     body = record_body(q)
-    k = wire.data_shards(len(body), mtu)
-    return wire.fragment_body(q.kind, q.boot, q.seq, body, mtu, parity=parity_for(k))
+    k = wire.data_shards(len(body), mtu, auth.tag_len)
+    return wire.fragment_body(q.kind, q.boot, q.seq, body, mtu, parity=parity_for(k), auth=auth)
+
+
+class NoFlightKey(RuntimeError):
+    """A record cannot go on air untagged; it stays queued."""
 
 
 @dataclass
@@ -125,13 +138,17 @@ class LinkStats:
     beacon_waits: int = 0  # sentences that waited (0 unless the beacon outgrows its reservation)
     bulk_deferred: int = 0  # bulk frames held back for the beacon's share or the governor
     failures: int = 0
+    cues_sent: int = 0  # window cues (tagged control frames), in frames_sent too
+    windows_skipped: int = 0  # windows not opened: the law held the cue back
     held_frames: int = 0  # radio turns that found records waiting while out of contact (kept for the next pass)
 
 
 class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event,
-                 airtime_log: Path | None = None, sentence_bytes: int | None = None):
+                 airtime_log: Path | None = None, sentence_bytes: int | None = None,
+                 auth: wire.DownlinkAuth | None = None):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
+        self.auth = auth  # the downlink tag's key: None keeps records queued (NoFlightKey)
         self.on_loop: Callable[[], None] = lambda: None
         self.budget = DutyBudget(cfg.duty_cycle)
         # The beacon's reservation: its worst-case sentence (grown by any longer one sent), one every
@@ -162,6 +179,7 @@ class Transmitter:
         self._line_time: datetime | None = None
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
+        self.pid = 0  # uplink.payload_hash of the callsign, carried by the window cue
 
     def follow(self, beacon_period_s: Callable[[], float], bulk_factor: Callable[[], float | None]) -> None:
         """The beacon's period and bulk's transmit factor now (the governor's, read at every frame)."""
@@ -186,9 +204,10 @@ class Transmitter:
     def _bulk_room_s(self) -> float:
         return max(self.budget.allowance_s - beacon_per_hour_s(self.sentence_s, self.beacon_period_s()), 0.0)
 
-    def listen_after(self, uplink_cfg, on_uplink) -> None:
-        """Open a listen window after every `uplink_cfg.window_every`-th sentence; frames go to `on_uplink`."""
-        self.uplink_cfg, self.on_uplink = uplink_cfg, on_uplink
+    def listen_after(self, uplink_cfg, on_uplink, pid: int = 0) -> None:
+        """Open a listen window after every `uplink_cfg.window_every`-th sentence; frames go to
+        `on_uplink`. `pid` (`uplink.payload_hash` of the callsign) goes in the window cue."""
+        self.uplink_cfg, self.on_uplink, self.pid = uplink_cfg, on_uplink, pid
 
     def request_repair(self, kind: wire.Kind, boot: int, seq: int, fragments: tuple[int, ...]) -> int:
         """Queue the fragments the ground asked for (all, with parity, if none are named);
@@ -201,7 +220,10 @@ class Transmitter:
         if state == "queued" or q.id in self._hand:
             self.stats.repairs_skipped_queued += 1  # it will go out whole anyway
             return 0
-        k = wire.data_shards(len(q.payload), self.cfg.mtu)
+        if self.auth is None:
+            return 0  # nothing of a record goes untagged
+        body = record_body(q)  # a late position's record carries its time too
+        k = wire.data_shards(len(body), self.cfg.mtu, self.auth.tag_len)
         wanted = sorted(set(fragments)) or list(range(k + self.parity(k)))
         room = MAX_REPAIR_FRAMES - len(self._repairs)
         if len(wanted) > room:
@@ -210,7 +232,8 @@ class Transmitter:
             wanted = wanted[:max(room, 0)]
             if not wanted:
                 return 0
-        frames = wire.fragment_body(kind, q.boot, q.seq, q.payload, self.cfg.mtu, parity=max(wanted[-1] + 1 - k, 0))
+        frames = wire.fragment_body(kind, q.boot, q.seq, body, self.cfg.mtu, parity=max(wanted[-1] + 1 - k, 0),
+                                    auth=self.auth)
         self._repairs.extend(frames[i] for i in wanted)
         self.wake.set()
         return len(wanted)
@@ -259,9 +282,11 @@ class Transmitter:
         room = self.cfg.interleave - len(self._hand)
         if room > 0:
             # The current sentence goes out alone, above; backlog sentences may join the hand.
-            for q in self.store.queued(limit=room, exclude=tuple(self._hand), backlog_only=True):
-                frames = frames_for(q, self.cfg.mtu, self.parity)
-                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(len(record_body(q)), self.cfg.mtu)
+            for q in self.store.queued(limit=room, exclude=tuple(self._hand), backlog_only=True,
+                                       kinds=None if self.auth is not None else UNTAGGED):
+                frames = frames_for(q, self.cfg.mtu, self.parity, auth=self.auth)
+                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(len(record_body(q)), self.cfg.mtu,
+                                                                                     self.auth.tag_len)
                 self._hand[q.id] = (q, deque(frames), k, len(frames))
         if not self._hand:
             return None
@@ -342,10 +367,7 @@ class Transmitter:
         if self.clock.wait(air - (self.clock.elapsed_s() - keyed), self.stop):
             return False
         if q is not None and q.kind is wire.Kind.TELEMETRY and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
-            self._sent_at_window[q.seq] = self.stats.frames_sent
-            while len(self._sent_at_window) > 64:  # only recent windows can be reported on
-                self._sent_at_window.pop(next(iter(self._sent_at_window)))
-            self.listen_window()
+            self.listen_window(q.boot, q.seq)
         return True
 
     def _keyed_line(self, frame: bytes, beacon: bool, keyed: float) -> None:
@@ -426,10 +448,31 @@ class Transmitter:
         log.info("link_report", heard=frames_heard, sent=sent, loss=round(self.loss.loss, 3))
         return True
 
-    def listen_window(self) -> None:
-        """Half duplex: listen for `window_s` flight seconds, handing each frame to `on_uplink`."""
-        if self.on_uplink is None or not self.radio.receives:
+    def listen_window(self, boot: int, seq: int) -> None:
+        """Half duplex: say so with the window cue after sentence `seq` of `boot`, then listen for
+        `window_s` flight seconds, handing each frame to `on_uplink`."""
+        if self.on_uplink is None or not self.radio.receives or self.auth is None:
             return  # no key, or a transmit-only radio: nothing to listen with
+        cue = wire.encode_window(wire.Window(boot, seq, self.pid), self.auth)
+        air = self.airtime(cue)
+        if self.budget.wait_s(self.clock.elapsed_s(), air) > 0:
+            self.stats.windows_skipped += 1  # the law first: no cue, so no window (the ground would not answer)
+            log.info("window_skipped", why="duty cycle", seq=seq)
+            return
+        self._log_airtime(air, True)
+        keyed = self.clock.elapsed_s()
+        self.radio.send(cue)
+        with self._lock:
+            self.stats.cues_sent += 1
+            self.stats.frames_sent += 1
+            self.stats.bytes_sent += len(cue)
+            self.stats.airtime_s += air
+        # The ground's link report counts what it heard up to this cue, the cue included.
+        self._sent_at_window[seq] = self.stats.frames_sent
+        while len(self._sent_at_window) > 64:  # only recent windows can be reported on
+            self._sent_at_window.pop(next(iter(self._sent_at_window)))
+        if self.clock.wait(air - (self.clock.elapsed_s() - keyed), self.stop):
+            return
         self.stats.windows += 1
         end = self.clock.elapsed_s() + self.uplink_cfg.window_s
         left = self.uplink_cfg.window_s

@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write frame counts, per-station blocks and a per-minute timeline here as JSON on exit")
     c.add_argument("--uplink-loss", type=_loss, metavar="SPEC",
                    help="loss on the way back, ground to payload (default: the same as --loss; its own random stream)")
+    c.add_argument("--uplink-port", type=int, action="append", default=[], metavar="PORT",
+                   help="the port each station (in order) sends its uplink to, its listen --uplink-to "
+                        "(default: any free port)")
     c.add_argument("--uplink-hex", type=Path, metavar="FILE",
                    help="append every frame the ground sends back here, one hex line each")
     c.add_argument("--world-clock", type=Path, metavar="FILE",
@@ -200,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LoRa mode for sensitivity and time on air, e.g. 11/20800/8 (default 9/125000/5, the bench payload's)")
     c.add_argument("--no-path-loss", action="store_true",
                    help="no horizon and no link budget: only the Gilbert-Elliott loss (for exact loss rates)")
+    c.add_argument("--frames-at-end", action="store_true",
+                   help="each frame arrives when its last symbol has gone (the payload flies a simulated LoRa "
+                        "chip), not when it is keyed (a UDP radio)")
     c.add_argument("--no-half-duplex", action="store_true",
                    help="let the payload hear uplink frames while it transmits")
     c.set_defaults(func=cmd_channel)
@@ -357,7 +363,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
         config = ChannelConfig(
             path_loss=not args.no_path_loss, freq_mhz=args.freq_mhz, tx_dbm=args.tx_dbm,
             lora=args.lora or LoRaMode(), ber=args.ber, duplicate=args.duplicate, reorder=args.reorder,
-            outages=tuple(args.outage), half_duplex=not args.no_half_duplex,
+            outages=tuple(args.outage), half_duplex=not args.no_half_duplex, frames_at_end=args.frames_at_end,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -369,7 +375,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        ch = Channel(args.listen, args.forward[0], args.loss, args.seed, args.air_hex, stop,
+        ch = Channel(args.listen, args.forward[0], args.loss, args.seed, args.air_hex, stop, uplink_ports=args.uplink_port,
                      uplink_loss=args.uplink_loss, uplink_hex=args.uplink_hex, stations=stations,
                      position=position, config=config, clock=WorldClock(args.world_clock, args.speedup),
                      bench=bench)

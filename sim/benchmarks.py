@@ -34,18 +34,20 @@ def _rate(fn, min_s: float = 0.5) -> float:
 
 def bench_wire() -> list[tuple]:
     from stratoecho import wire
+    from stratoecho.wire.uplink_keys import new_key
 
+    auth = wire.DownlinkAuth.from_flight_key(new_key())
     text = "The horizon is a thin blue line and the battery is complaining about the cold. " * 3
     rec = wire.Record(wire.Kind.MUSING, 3, 7, 1767225600, text[:280])
 
     def roundtrip():
         ra = wire.Reassembler()
-        for f in wire.fragment_record(rec, 64):
-            ra.add(wire.decode_frame(f))
+        for f in wire.fragment_record(rec, 64, auth=auth):
+            ra.add(wire.decode_frame(f, auth))
 
     t = wire.Telemetry("STRATO1", 42, "10:04:11", 52.70123, -2.71234, 12345, 9, -40.5, 180.2, 3890, 3)
     return [
-        ("wire: 280-char musing, MTU 64, fragment+decode+rebuild", f"{_rate(roundtrip):,.0f}", "records/s", ""),
+        ("wire: 280-char musing, MTU 64, fragment+tag+check+decode+rebuild", f"{_rate(roundtrip):,.0f}", "records/s", ""),
         ("wire: UKHAS sentence encode+decode", f"{_rate(lambda: wire.decode_frame(wire.encode_sentence(t))):,.0f}",
          "sentences/s", ""),
     ]

@@ -113,11 +113,17 @@ def balloon_position(seed: int = 1) -> Callable[[float], Position]:
     return lambda t: (*flight.position(t), flight.altitude_m(t))
 
 
-def _bind_towards(forward: tuple[str, int], udp: Callable[[], socket.socket]) -> socket.socket:
+def _bind_towards(forward: tuple[str, int], udp: Callable[[], socket.socket], port: int = 0) -> socket.socket:
     out = udp()
     # Bound now, not implicitly at the first sendto, so select() can wait on it from the start;
     # on loopback only when the ground is local, so no one else can inject uplink through it.
-    out.bind(("127.0.0.1" if forward[0] in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+    # `port`: where that station sends its uplink (its --uplink-to); 0: any free port.
+    host = "127.0.0.1" if forward[0] in ("127.0.0.1", "localhost") else "0.0.0.0"
+    try:
+        out.bind((host, port))
+    except OSError as e:
+        out.close()
+        raise OSError(f"channel cannot take uplink port {host}:{port}: {e.strerror}") from e
     out.setblocking(False)
     return out
 
@@ -139,6 +145,7 @@ class Channel:
         config: ChannelConfig | None = None,
         clock: Callable[[], float] | None = None,
         bench=None,
+        uplink_ports: Sequence[int] = (),
     ):
         """`stations` without a `forward` of their own send to `forward`. `clock` gives
         flight seconds (default: a `WorldClock` at 60×); a `speedup` attribute on it turns
@@ -168,7 +175,9 @@ class Channel:
         host, port = self.sock.getsockname()[:2]
         log.info("listening", address=f"{host}:{port}", forward=f"{self.forward[0]}:{self.forward[1]}",
                  loss=loss.mean_loss, stations=[s.name for s in stations], path_loss=cfg.path_loss)
-        self.outs = [_bind_towards(s.forward, udp) for s in stations]  # one per station: uplink says who sent it
+        # One per station, uplink says who sent it; bound to that station's uplink port, if given.
+        self.outs = [_bind_towards(s.forward, udp, port) for s, port in
+                     itertools.zip_longest(stations, uplink_ports[:len(stations)], fillvalue=0)]
         self.out = self.outs[0]
         self.sock.setblocking(False)
         self.air = open(air_hex, "a", encoding="ascii")

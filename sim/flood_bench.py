@@ -15,9 +15,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from stratoecho.wire.downlink import DownlinkAuth
+from stratoecho.wire.uplink_keys import new_key
+
 CALLSIGN, BOOT = "SE1", 7
 AT = "2026-05-01T10:00:00.000+00:00"
 
+
+# The flight's key, made afresh for each run: the aggregator checks the honest frames' tags with it.
+AUTH = DownlinkAuth.from_flight_key(new_key())
 
 def flight() -> list[bytes]:
     """60 telemetry sentences and 20 musings and events, each in fragments with 2 parity."""
@@ -36,7 +42,7 @@ def flight() -> list[bytes]:
             text = f"{kind.name.lower()} {seqs[kind]}: " + "the clouds below are a slow grey sea. " * rng.randint(6, 18)
             content = event("store_fault", detail=text) if kind is wire.Kind.EVENT else text
             frames += wire.fragment_record(wire.Record(kind, BOOT, seqs[kind], 1_700_000_000 + i * 30, content),
-                                           parity=2)
+                                           parity=2, auth=AUTH)
             seqs[kind] += 1
     return frames
 
@@ -64,7 +70,7 @@ def measure(junk: int, db: Path) -> dict:
     honest_messages = [_message(s, n, f) for s, n, f in honest]
     per = len(junk_messages) // len(honest_messages) + 1
     before = hwm_kib()
-    agg = Aggregator("127.0.0.1", 1, db)  # never connects: fed directly, default limits
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH)  # never connects: fed directly, default limits
     t0 = time.perf_counter()
     j = 0
     for topic, payload in honest_messages:

@@ -4,8 +4,10 @@ processes talking over loopback UDP — ending with a flight report.
     payload --UDP--> channel (bursty loss, writes air.hex) --UDP--> ground station (SQLite)
     payload <--UDP-- channel (bursty loss, writes uplink.hex) <--UDP-- ground station (signed NACKs)
 
-Unless --no-uplink, a fresh key (uplink.key, mode 600) is shared by payload and
-ground, and the ground asks for what it missed in the payload's listen windows.
+A flight key (uplink.key, mode 600, from the seed: `bench_key`) is shared by payload and ground: the payload
+tags its records with it, and the ground reads only what the tag vouches for. Unless
+--no-uplink, the ground also answers the payload's tagged window cues, sending signed
+commands to the channel's uplink port (`--uplink-to`), and asks for what it missed.
 
 The ground station's live output (musings as they complete, positions) is this
 command's output; each process's log goes to a file in the output folder.
@@ -19,9 +21,11 @@ as the machine allows. At `--speedup 1` every process reads the system's monoton
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,8 +35,10 @@ from pathlib import Path
 import structlog
 
 from groundstation.reading import GroundReader
-from groundstation.uplink import generate_key_file
+from payload.config import load_config
+from payload.radios import SPI_RADIOS
 from stratoecho.wire import gateway_rules
+from stratoecho.wire.uplink_keys import write_key_file
 
 from .bench_hardware import Fault
 from .flight_report import summarise, write_flight_report
@@ -106,6 +112,20 @@ def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s:
     raise FlyError(f"{what} did not report a listening port within {timeout_s:.0f} s; see {log_path}")
 
 
+def bench_key(seed: int) -> bytes:
+    """The bench flight's key: from its seed, so the same seed flies the same frames, tags and all.
+    Anyone can compute it — it is for the bench, never for a flight (keygen makes those)."""
+    return hashlib.sha256(b"stratoecho bench flight key\0" + str(seed).encode()).digest()
+
+
+def free_udp_port() -> int:
+    """A UDP port free on loopback now, for the channel to bind (another program could take it
+    first; then the channel says so and the flight stops)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def stop(proc: subprocess.Popen, what: str, timeout_s: float = 20.0) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -173,6 +193,7 @@ class Flyer:
         self.logs = {n: open(self.out / f"{n}.log", "a") for n in ("ground", "channel", "payload")}
         self.procs: dict[str, subprocess.Popen] = {}
         self.ground_port = 0
+        self.uplink_port = free_udp_port()  # where the ground sends uplink: the channel binds it
         self.payload_boots = 0
         self.unplanned_reboots = 0
         self.actions: list[tuple[float, str]] = sorted(
@@ -211,7 +232,8 @@ class Flyer:
         self.procs["ground"] = subprocess.Popen(
             [py, "-m", "groundstation", "listen", "--udp", f"127.0.0.1:{self.ground_port}", "--db",
              str(self.out / "ground.db"), "--stats", str(self.out / "ground.json")]
-            + (["--uplink-key", str(self.key)] if self.opts.uplink else [])
+            + ["--flight-key", str(self.key)]
+            + (["--uplink-to", f"127.0.0.1:{self.uplink_port}"] if self.opts.uplink else [])
             + (["--api-proxy"] if self.opts.uplink and self.opts.api_proxy else [])
             + ["--station", "home"]
             + (["--quiet"] if self.opts.quiet else []),
@@ -231,7 +253,12 @@ class Flyer:
                f"127.0.0.1:{self.ground_port}", "--loss", f"{opts.loss.mean_loss}:burst={opts.loss.burst}",
                "--seed", str(opts.seed), "--air-hex", str(self.out / "air.hex"), "--stats",
                str(self.out / "channel.json"), "--uplink-hex", str(self.out / "uplink.hex"),
+               "--uplink-port", str(self.uplink_port),
                "--world-clock", str(self.world_clock), "--scenario", self.sc.name, "--speedup", str(opts.speedup or 60)]
+        radio = load_config(opts.config).radio  # the channel keys time on air and sensitivity to the payload's mode
+        cmd += ["--lora", f"{radio.spreading_factor}/{radio.bandwidth_hz:g}/{radio.coding_rate}"]
+        if radio.kind in SPI_RADIOS:
+            cmd += ["--frames-at-end"]  # the simulated chip hands a packet to the air when it has gone
         for a, b in self.sc.outages:
             cmd += ["--outage", f"{a:g}:{b:g}"]
         cmd += list(self.sc.channel_args)
@@ -250,7 +277,7 @@ class Flyer:
                "--scenario", self.sc.name]
         cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
         cmd += ["--sim-config", str(opts.config)] if opts.config else []
-        cmd += ["--uplink-key", str(self.key)] if opts.uplink else []
+        cmd += ["--flight-key", str(self.key)] + ([] if opts.uplink else ["--no-uplink"])
         for f in (*self.sc.faults, *opts.faults):
             cmd += ["--fault", f]
         self.payload_boots += 1
@@ -576,8 +603,7 @@ def fly(opts: FlyOptions) -> dict:
     flight = flight_for(sc.name, opts.seed)
     minutes = opts.minutes or sc.minutes
     flight_s = minutes * 60 if minutes else flight.duration_s + 300
-    if opts.uplink:
-        generate_key_file(opts.out / "uplink.key")  # mode 600; both ends read the same file
+    write_key_file(opts.out / "uplink.key", force=True, key=bench_key(opts.seed))  # mode 600; both ends read it
     flyer = Flyer(opts, sc, flight_s)
     try:
         flyer.start_ground()

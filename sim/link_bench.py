@@ -213,8 +213,8 @@ class LinkRun:
 class SimGround:
     """The ground station's receive path as `groundstation.listen` runs it, minus the database."""
 
-    def __init__(self, repair, run: LinkRun):
-        self.decoder = FrameDecoder()
+    def __init__(self, repair, run: LinkRun, auth: wire.DownlinkAuth):
+        self.decoder = FrameDecoder(auth=auth)
         self.repair = repair  # a RepairLink, or None without uplink
         self.run = run
         self.outbox: list[bytes] = []  # uplink frames for the window now opening
@@ -229,7 +229,7 @@ class SimGround:
             raise AssertionError(f"the ground rejected a frame the channel passed intact: {result.error}")
         if self.repair is not None:
             # First, as listen._handle does: the payload's window is only seconds long.
-            self.repair.on_decoded(result, PEER, self.decoder.missing)
+            self.repair.on_decoded(result, self.decoder.missing)
         record = result.record
         if isinstance(record, wire.Record) and record.kind is wire.Kind.MUSING:
             self.run.heard[record.seq] = record.text
@@ -321,13 +321,14 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="link_bench.") as tmp:
         tmp = Path(tmp)
         repair = None
+        cfg.uplink.key_file = str(tmp / "uplink.key")  # records go tagged, with or without an uplink
+        flight_key = generate_key_file(cfg.uplink.key_file)
+        cfg.uplink.listen = uplink
         if uplink:
-            cfg.uplink.key_file = str(tmp / "uplink.key")
-            generate_key_file(cfg.uplink.key_file)
-            repair = RepairLink(tmp / "uplink.key", tmp / "ground.db", send=None, window_every=every)
+            repair = RepairLink(tmp / "uplink.key", tmp / "ground.db", send=None, uplink_to=PEER)
             if planner is not None:
                 repair.planner = planner
-        ground = SimGround(repair, run)
+        ground = SimGround(repair, run, wire.DownlinkAuth.from_flight_key(flight_key, cfg.uplink.downlink_tag_len))
         if repair is not None:
             repair.send = ground.send
         radio = SimRadio(clock, cfg.radio, GilbertElliott(spec, seed), GilbertElliott(spec, seed ^ UPLINK_SEED),
@@ -390,8 +391,9 @@ def _count(daemon, repair, run: LinkRun, cfg) -> None:
         if run.texts.get(seq) != text:
             raise AssertionError(f"musing {seq}: the ground rebuilt other text than was sent")
         body = 4 + len(text.encode("utf-8"))
-        k = data_shards(body, mtu)
-        frame = wire.HEADER_BYTES + wire.CRC_BYTES + math.ceil(body / k)
+        tag = cfg.uplink.downlink_tag_len
+        k = data_shards(body, mtu, tag)
+        frame = wire.HEADER_BYTES + tag + wire.CRC_BYTES + math.ceil(body / k)
         run.delivered += 1
         run.delivered_bytes += body
         run.delivered_floor_bytes += k * frame

@@ -124,6 +124,9 @@ class ChannelConfig:
     reorder_max_hold_s: float = 30.0  # a held frame goes out anyway after this long
     outages: tuple[tuple[float, float], ...] = ()  # (start_s, end_s) flight-time windows
     half_duplex: bool = True
+    # The payload's datagram comes when its last symbol has gone (a simulated chip's air), not when
+    # it was keyed (a UDP radio): the ground has it at once, and the payload was busy until then.
+    frames_at_end: bool = False
 
     def __post_init__(self):
         for name in ("ber", "duplicate", "reorder"):
@@ -362,7 +365,7 @@ class RadioChannel:
         Deliveries come in the order to hand them out; `delay_s` > 0 for late duplicates."""
         cfg = self.config
         seq, self._seq = self._seq, self._seq + 1
-        air = cfg.lora.airtime_s(len(frame))
+        air = 0.0 if cfg.frames_at_end else cfg.lora.airtime_s(len(frame))  # what is still to come of it
         self._tx_until = max(self._tx_until, t_s + air)
         pos = self.position(t_s)
         out: list[Delivery] = []

@@ -8,8 +8,9 @@ damaged on purpose, the way a radio link and a careless or hostile sender damage
 - bits flipped, bytes replaced, frames cut short or run long, bytes that are not a frame;
 - **frames forged to pass the frame CRC**: a header field (kind, boot, seq, idx, k, n,
   length) or the shard changed and the CRC16 computed again, and headers spliced onto
-  another record's shard. The CRC16 cannot catch these; the record check (CRC-32 over the
-  rebuilt record, docs/protocol.md) must.
+  another record's shard. The CRC16 cannot catch these; the downlink tag (an HMAC under a
+  key the forger lacks, docs/protocol.md) must, and the record check behind it (CRC-32
+  over the rebuilt record) would catch what a tag ever let through.
 
 A *wrong record* is a record delivered whose content is not what was sent under its kind,
 boot and seq. Telemetry sentences are fuzzed too, but only for exceptions: a sentence
@@ -31,6 +32,10 @@ from groundstation.decoder import FrameDecoder
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.records import HEADER_BYTES
+from stratoecho.wire.uplink_keys import new_key
+
+# This run's flight key: the fuzz forges frames without it, as an attacker must.
+AUTH = wire.DownlinkAuth.from_flight_key(new_key())
 
 _HEAD = struct.Struct(">BBHIBBBH")
 _WORDS = "the horizon curves cold battery thin air blue black sun silence frost ballast".split()
@@ -133,13 +138,14 @@ def fuzz(frames: int = 100_000, seed: int = 1, mutate: float = 0.7, forge: float
     rng = random.Random(seed)
     records = _records(rng)
     sent = {(int(r.kind), r.boot, r.seq): r for r in records}
-    fragments = [f for r in records for f in wire.fragment_record(r, rng.choice([64, 128, 255]), parity=rng.randint(0, 3))]
+    fragments = [f for r in records
+                 for f in wire.fragment_record(r, rng.choice([64, 128, 255]), parity=rng.randint(0, 3), auth=AUTH)]
     sentences = _sentences(rng)
     result = FuzzResult()
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     while result.frames < frames:
         if result.frames and result.frames % (len(fragments) * 2) == 0:
-            decoder = FrameDecoder()  # a new ground station: every record can be delivered again
+            decoder = FrameDecoder(auth=AUTH)  # a new ground station: every record can be delivered again
         frame = rng.choice(fragments) if rng.random() < 0.85 else rng.choice(sentences)
         if rng.random() < mutate:
             result.mutated += 1

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.chatdata import write_chat_dataset
+from tests.fakes import write_flight_key
 
 # A loaded 2-core CI machine is slow: no per-example deadline, and slow generation of
 # big hostile inputs is not a failure. Everything else hypothesis checks stays on.
@@ -141,3 +142,12 @@ def mock_factory():
     finally:
         factory.reset()
         Device.pin_factory = previous
+
+
+@pytest.fixture
+def flight_key(tmp_path) -> Path:
+    """tests/fakes.py's FLIGHT_KEY in a key file as keygen writes one (hex, mode 600): what
+    `--flight-key` reads, so a ground reads the records tests tag with `fakes.AUTH`."""
+    path = tmp_path / "flight.key"
+    write_flight_key(path)
+    return path

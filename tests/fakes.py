@@ -1,9 +1,12 @@
 """Small stand-ins shared by tests (real parts are used wherever the test is about them):
-a radio that records, a clock the test sets, and waiting with a deadline."""
+a radio that records, a clock the test sets, waiting with a deadline, and a flight key."""
 
 from __future__ import annotations
 
 import time
+
+from stratoecho.wire.downlink import DownlinkAuth
+from stratoecho.wire.uplink_keys import new_key, write_key_file
 
 
 class RecordingRadio:
@@ -45,3 +48,23 @@ def wait_for(predicate, timeout_s: float = 30.0, poll_s: float = 0.02) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s"
         time.sleep(poll_s)
+
+
+# A flight key made afresh for each test run (never a constant: a published key is refused),
+# and the downlink check derived from it, for tests that build and read our tagged frames.
+FLIGHT_KEY = new_key()
+AUTH = DownlinkAuth.from_flight_key(FLIGHT_KEY)
+
+
+def write_flight_key(path) -> bytes:
+    """FLIGHT_KEY in a key file the way keygen writes one (hex, mode 600); returns the key."""
+    return write_key_file(path, key=FLIGHT_KEY)
+
+
+def flight_auth(out) -> DownlinkAuth:
+    """The downlink check of a `sim fly` flight: the key it wrote in its output folder."""
+    from pathlib import Path
+
+    from stratoecho.wire.uplink_keys import load_key
+
+    return DownlinkAuth.from_flight_key(load_key(Path(out) / "uplink.key"))

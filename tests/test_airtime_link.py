@@ -13,7 +13,7 @@ from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import Kind
-from tests.fakes import RecordingRadio
+from tests.fakes import AUTH, RecordingRadio
 
 
 @pytest.mark.parametrize(
@@ -55,17 +55,18 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store.enqueue(Kind.TELEMETRY, boot, position, created=2.0)
     radio = RecordingRadio()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.0)  # a perfect link: no parity
-    tx = Transmitter(store, radio, Clock(speedup=1e6), cfg, threading.Event())
+    tx = Transmitter(store, radio, Clock(speedup=1e6), cfg,
+                     threading.Event(), auth=AUTH)
     while tx.send_one():
         pass
     assert radio.frames[0] == position(2)  # newest position first
     # The one it superseded goes as a record carrying it: never a $$ line after a newer one.
-    late = [f for f in radio.frames[1:] if wire.decode_frame(f).kind is Kind.TELEMETRY]
+    late = [f for f in radio.frames[1:] if wire.decode_frame(f, AUTH).kind is Kind.TELEMETRY]
     reassembler = wire.Reassembler()
     assert not any(f.startswith(b"$$") for f in radio.frames[1:])
-    rebuilt = [r for r in map(reassembler.add, map(wire.decode_frame, late)) if r is not None]
+    rebuilt = [r for r in map(reassembler.add, (wire.decode_frame(f, AUTH) for f in late)) if r is not None]
     assert [(r.content, r.created) for r in rebuilt] == [(position(1), 1)]
-    musing = wire.fragment_record(wire.Record.from_body(wire.Kind.MUSING, boot, 1, body), 64)
+    musing = wire.fragment_record(wire.Record.from_body(wire.Kind.MUSING, boot, 1, body), 64, auth=AUTH)
     assert len(radio.frames) == 1 + len(late) + len(musing)
     assert store.depth() == {}
     assert tx.stats.sent_by_stream == {"telemetry": 2, "musing": 1}
@@ -83,7 +84,7 @@ def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
             super().send(frame)
             stop.set()  # power dies after the first fragment
 
-    tx = Transmitter(store, StopAfterOne(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), stop)
+    tx = Transmitter(store, StopAfterOne(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), stop, auth=AUTH)
     assert tx.send_one() is False
     assert store.depth() == {"musing": 1}
 
@@ -100,16 +101,17 @@ def test_parity_grows_with_expected_loss_and_any_k_frames_rebuild(tmp_path):
         boot = store.start_boot()
         _musings(store, boot, ["thin air and a thinner signal " * 8])
         radio = RecordingRadio()
-        tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=loss), threading.Event())
+        tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=loss),
+                     threading.Event(), auth=AUTH)
         while tx.send_one():
             pass
         sent[loss] = radio.frames
-        assert tx.stats.parity_frames == len(radio.frames) - wire.decode_frame(radio.frames[0]).k
+        assert tx.stats.parity_frames == len(radio.frames) - wire.decode_frame(radio.frames[0], AUTH).k
     assert len(sent[0.0]) < len(sent[0.1]) < len(sent[0.3])
     frames = sent[0.3]
-    k = wire.decode_frame(frames[0]).k
+    k = wire.decode_frame(frames[0], AUTH).k
     ra = wire.Reassembler()
-    out = [r for f in frames[-k:] if (r := ra.add(wire.decode_frame(f)))]  # only the last k arrive
+    out = [r for f in frames[-k:] if (r := ra.add(wire.decode_frame(f, AUTH)))]  # only the last k arrive
     assert out and out[0].text.startswith("thin air")
 
 
@@ -118,13 +120,14 @@ def test_frames_of_queued_records_are_interleaved_and_telemetry_cuts_in(tmp_path
     boot = store.start_boot()
     _musings(store, boot, ["first " * 40, "second " * 40, "third " * 40])
     radio = RecordingRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2), threading.Event())
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2),
+                     threading.Event(), auth=AUTH)
     for _ in range(3):
         tx.send_one()
     store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$POSITION\n")
     while tx.send_one():
         pass
-    seqs = [wire.decode_frame(f).seq if f[0] == wire.MAGIC else "T" for f in radio.frames]
+    seqs = [wire.decode_frame(f, AUTH).seq if f[0] == wire.MAGIC else "T" for f in radio.frames]
     assert seqs[:3] == [1, 2, 1]  # two records in hand, alternating
     assert seqs[3] == "T"  # a fresh position goes before the rest of the bulk
     assert set(seqs) == {1, 2, 3, "T"} and store.depth() == {}
@@ -139,7 +142,8 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     _musings(store, boot, ["one " * 30])
-    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
+    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0),
+                     threading.Event(), auth=AUTH)
     real_queued, late = store.queued, []
 
     def queued(limit=1, kinds=None, exclude=(), backlog_only=False):
@@ -149,7 +153,7 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
 
     interleaved = []
     real_frames_for = link.frames_for
-    monkeypatch.setattr(link, "frames_for", lambda q, *a: (interleaved.append(q.stream), real_frames_for(q, *a))[1])
+    monkeypatch.setattr(link, "frames_for", lambda q, *a, **kw: (interleaved.append(q.stream), real_frames_for(q, *a, **kw))[1])
     store.queued = queued
     while tx.send_one():
         pass

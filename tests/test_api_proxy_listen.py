@@ -11,9 +11,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from groundstation.__main__ import build_parser, cmd_listen
-from groundstation.uplink import generate_key_file
 from stratoecho import wire
 from stratoecho.wire import uplink
+from tests.fakes import AUTH, write_flight_key
 
 
 class Weather(BaseHTTPRequestHandler):
@@ -33,7 +33,7 @@ def test_a_question_is_answered_from_the_api_and_sent_signed_in_the_next_window(
     http = ThreadingHTTPServer(("127.0.0.1", 0), Weather)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     key = tmp_path / "uplink.key"
-    generate_key_file(key)
+    write_flight_key(key)
     ground = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ground.bind(("127.0.0.1", 0))
     port = ground.getsockname()[1]
@@ -42,8 +42,8 @@ def test_a_question_is_answered_from_the_api_and_sent_signed_in_the_next_window(
     payload.bind(("127.0.0.1", 0))
     payload.settimeout(0.2)
     args = build_parser().parse_args([
-        "listen", "--udp", f"127.0.0.1:{port}", "--db", str(tmp_path / "g.db"), "--uplink-key", str(key),
-        "--callsign", "STRATO1", "--api-proxy", "--api-weather-url", f"http://127.0.0.1:{http.server_port}/v1/forecast",
+        "listen", "--udp", f"127.0.0.1:{port}", "--db", str(tmp_path / "g.db"), "--flight-key", str(key),
+        "--uplink-to", "%s:%d" % payload.getsockname(), "--callsign", "STRATO1", "--api-proxy", "--api-weather-url", f"http://127.0.0.1:{http.server_port}/v1/forecast",
         "--quiet"])
     stop = threading.Event()
     listener = threading.Thread(target=cmd_listen, args=(args, stop), daemon=True)
@@ -55,10 +55,12 @@ def test_a_question_is_answered_from_the_api_and_sent_signed_in_the_next_window(
         deadline = time.monotonic() + 30
         seq = 6
         while not answers and time.monotonic() < deadline:
-            for frame in wire.fragment_record(request, 255):
+            for frame in wire.fragment_record(request, 255, auth=AUTH):
                 payload.sendto(frame, ("127.0.0.1", port))
-            # A sentence numbered for a listen window: the ground answers what it has queued.
+            # A sentence numbered for a listen window and its cue: the ground answers what it has queued.
             payload.sendto(wire.encode_sentence(sentence.__class__(**{**sentence.__dict__, "seq": seq})),
+                           ("127.0.0.1", port))
+            payload.sendto(wire.encode_window(wire.Window(1, seq, uplink.payload_hash("STRATO1")), AUTH),
                            ("127.0.0.1", port))
             seq += 6
             end = time.monotonic() + 1.0

@@ -27,11 +27,13 @@ from sim.link_bench import simulate
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink
+from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
 KEY = hashlib.sha256(b"test_command_limits").digest()
+AUTH = DownlinkAuth.from_flight_key(KEY)  # what the payload tags its records with
 NEW_KEY = bytes(range(100, 132))
 PID = "STRATO1"
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
@@ -328,7 +330,7 @@ def test_the_repair_backlog_has_a_bound(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0),
-                     threading.Event())
+                     threading.Event(), auth=AUTH)
     store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 3000).body())
     while tx.send_one():
         pass

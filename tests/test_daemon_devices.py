@@ -16,7 +16,7 @@ from sim.camera_sim import SimCameraBackend
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind
-from tests.fakes import RecordingRadio
+from tests.fakes import RecordingRadio, write_flight_key
 
 
 def daemon(tmp_path, camera=None, pi_health=None) -> Daemon:
@@ -70,9 +70,11 @@ def test_the_flight_configuration_starts_on_a_board_with_none_of_its_parts(tmp_p
     from payload.store import Store
 
     root = Path(__file__).resolve().parent.parent
+    write_flight_key(tmp_path / "uplink.key")  # in place of /etc/stratoecho/uplink.key
     proc = subprocess.run(
         [sys.executable, "-m", "payload", "run", "--config", str(root / "config/payload.pi.toml"), "--no-persona",
-         "--udp", "127.0.0.1:9", "--data", str(tmp_path / "p"), "--minutes", "0.1", "--drain-s", "0"],
+         "--udp", "127.0.0.1:9", "--data", str(tmp_path / "p"), "--minutes", "0.1", "--drain-s", "0",
+         "--flight-key", str(tmp_path / "uplink.key")],
         capture_output=True, text=True, timeout=120, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     store = Store(tmp_path / "p" / "queue.db")

@@ -23,6 +23,7 @@ from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import Kind
 from tests.conftest import ROOT as REPO
+from tests.fakes import AUTH
 
 START = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)
 PI = load_config(REPO / "config" / "payload.pi.toml")
@@ -127,7 +128,7 @@ def make_tx(tmp_path, cfg: RadioSection, clock: FlightClock, period_s: float, na
     radio = TimedRadio(clock)
     tx = Transmitter(store, radio, clock, cfg, threading.Event(),
                      airtime_log=tmp_path / "airtime.json" if log else None,
-                     sentence_bytes=len(worst_sentence("STRATO1")))
+                     sentence_bytes=len(worst_sentence("STRATO1")), auth=AUTH)
     tx.follow(lambda: period_s, lambda: 1.0)
     return store, boot, radio, tx
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sim.__main__ import main as sim_main
+from tests.fakes import flight_auth
 from tests.test_dashboard import browser, browser_only, musing_texts, wait  # noqa: F401 - browser is a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,8 @@ def test_air_hex_is_what_ground_decode_reads(flight):
     air = (flight / "air.hex").read_text().split()
     report = json.loads((flight / "report.json").read_text())
     assert len(air) == report["frames"]["sent"]
-    proc = subprocess.run([sys.executable, "-m", "groundstation", "decode", str(flight / "air.hex")],
+    proc = subprocess.run([sys.executable, "-m", "groundstation", "decode", str(flight / "air.hex"),
+                           "--flight-key", str(flight / "uplink.key")],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0
     records = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -94,7 +96,8 @@ def test_no_planted_private_data_in_prepare_outputs_or_on_the_air(flight, corpus
 
     frames = [bytes.fromhex(h) for h in (flight / "air.hex").read_text().split()]
     ra = wire.Reassembler()
-    texts = [r.text for f in frames if isinstance(d := wire.decode_frame(f), wire.Fragment) and (r := ra.add(d))]
+    auth = flight_auth(flight)
+    texts = [r.text for f in frames if isinstance(d := wire.decode_frame(f, auth), wire.Fragment) and (r := ra.add(d))]
     air_text = b"".join(frames).decode("utf-8", errors="replace") + "\n".join(texts)
     assert texts
     for kind, values in planted.items():
@@ -113,7 +116,8 @@ def replayed(flight, tmp_path_factory) -> Path:
     from groundstation.__main__ import main as ground_main
 
     replay = tmp_path_factory.mktemp("replay") / "replay.db"
-    assert ground_main(["listen", "--replay", str(flight / "air.hex"), "--db", str(replay), "--quiet"]) == 0
+    assert ground_main(["listen", "--replay", str(flight / "air.hex"), "--db", str(replay), "--quiet",
+                        "--flight-key", str(flight / "uplink.key")]) == 0
     return replay
 
 

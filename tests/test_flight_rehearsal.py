@@ -19,6 +19,7 @@ from sim.__main__ import main as sim_main
 from sim.soak import air_frames, check, soak
 from stratoecho import wire
 from stratoecho.wire import ssdv
+from tests.fakes import AUTH
 
 ROOT = Path(__file__).resolve().parent.parent
 PI_CONFIG = ROOT / "config" / "payload.pi.toml"
@@ -35,7 +36,7 @@ def beacons(out: Path) -> list[float]:
     times = []
     for t, frame in air_frames(out):
         try:
-            if isinstance(wire.decode_frame(frame), wire.Telemetry):
+            if isinstance(wire.decode_frame(frame, AUTH), wire.Telemetry):
                 times.append(t)
         except wire.WireError:
             pass
@@ -165,11 +166,11 @@ def test_what_the_pi_configuration_puts_on_air_is_what_a_stock_gateway_takes(tmp
     positions, musing_lines, pictures = {}, [], {}
     for _, frame in air_frames(out):
         if frame[0] in ssdv.FIRST_BYTES:
-            packet = wire.decode_frame(frame)
+            packet = wire.decode_frame(frame, AUTH)
             pictures.setdefault((packet.callsign, packet.image_id), []).append(packet)
         if frame[:2] != b"$$":
             continue
-        got = wire.decode_frame(frame)
+        got = wire.decode_frame(frame, AUTH)
         if isinstance(got, wire.MusingSentence):
             musing_lines.append(got)
         else:

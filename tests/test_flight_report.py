@@ -27,6 +27,7 @@ from sim.flight_report import (
 )
 from stratoecho import wire
 from stratoecho.wire.events import event
+from tests.fakes import AUTH
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2024, 6, 1, 23, 40, 0, tzinfo=timezone.utc)  # midnight falls 20 minutes in
@@ -90,7 +91,7 @@ def write_air_hex(path) -> None:
             records.append(wire.Record(wire.Kind.EVENT, boot, 0, int(when.timestamp()), event("store_fault", detail=STORE_FAULT)))
         if not lost(t):
             frames.append(sentence)
-            frames += [f for r in records for f in wire.fragment_record(r)]
+            frames += [f for r in records for f in wire.fragment_record(r, auth=AUTH)]
     path.write_text("".join(f.hex() + "\n" for f in frames))
 
 
@@ -99,7 +100,7 @@ def fill_ground(tmp_path):
     write_air_hex(air)
     db = tmp_path / "ground.db"
     with Store(db) as store:
-        run_listen(ReplaySource(air), store, FrameDecoder(), threading.Event(), out=None)
+        run_listen(ReplaySource(air), store, FrameDecoder(auth=AUTH), threading.Event(), out=None)
     return db
 
 

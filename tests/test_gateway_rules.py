@@ -21,6 +21,7 @@ from horusdemodlib.decoder import parse_ukhas_string
 
 from sim.fly import FlyOptions, fly
 from stratoecho import wire
+from tests.fakes import AUTH
 
 
 def strtok(text: str, delimiters: str) -> list[str]:
@@ -60,7 +61,7 @@ def test_every_sentence_of_a_flight_with_sensor_faults_reads_right_through_the_g
     sentences = [f for f in faulty_flight if f.startswith(b"$$")]
     missing_temp = missing_batt = 0
     for frame in sentences:
-        ours = wire.decode_frame(frame)
+        ours = wire.decode_frame(frame, AUTH)
         got = gateway_reads(frame.decode("ascii"))
         assert (got["callsign"], got["seq"], got["time"], got["alt"]) == (ours.callsign, ours.seq, ours.time, ours.alt)
         assert (got["lat"], got["lon"]) == pytest.approx((ours.lat, ours.lon), abs=1e-5)
@@ -84,7 +85,7 @@ def test_every_sentence_of_a_flight_with_sensor_faults_reads_right_through_the_g
 def test_horusdemodlib_parses_every_sentence_of_the_flight(faulty_flight):
     for frame in (f for f in faulty_flight if f.startswith(b"$$")):
         parsed = parse_ukhas_string(frame.decode("ascii"))
-        ours = wire.decode_frame(frame)
+        ours = wire.decode_frame(frame, AUTH)
         assert (parsed["callsign"], parsed["sequence_number"], parsed["altitude"]) == (ours.callsign, ours.seq, ours.alt)
 
 
@@ -92,8 +93,8 @@ def test_an_altitude_below_sea_level_goes_as_zero_which_every_decoder_takes():
     t = wire.Telemetry("STRATO1", 7, "06:00:00", 31.5, 35.4, -412, 8, 30.1, 1058.0, 4100, 2)  # by the Dead Sea
     sentence = wire.encode_sentence(t).decode("ascii")
     assert parse_ukhas_string(sentence)["altitude"] == 0
-    assert gateway_reads(sentence)["alt"] == 0 and wire.decode_frame(sentence.encode()).alt == 0
-    assert wire.decode_frame(wire.encode_habpack(t)).alt == -412  # HABpack carries it signed, as it is
+    assert gateway_reads(sentence)["alt"] == 0 and wire.decode_frame(sentence.encode(), AUTH).alt == 0
+    assert wire.decode_frame(wire.encode_habpack(t), AUTH).alt == -412  # HABpack carries it signed, as it is
 
 
 # --------------------------------------------------------------------------- the rules as a check
@@ -120,7 +121,7 @@ def test_good_air_breaks_no_rule():
     musing = wire.encode_musing_sentences("STRATO1", 2, when, 52.1, -0.1, 1000, 1, 4, "the sky " * 60)
     assert len(musing) > 1 and max(map(len, musing)) <= GATEWAY_MAX_LINE
     frames = [position(1, "12:00:00"), position(2, "12:00:02"), *musing, position(3, "12:01:00"),
-              wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 4, 0, "x"))[0],  # not a gateway's business
+              wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 4, 0, "x"), auth=AUTH)[0],  # not a gateway's business
               wire.encode_habpack(wire.Telemetry("STRATO1", 4, "12:01:30", 52.1, -0.1, 900, 8, 1.0, 2.0, 3900, 1))]
     assert rules(frames) == []
 
@@ -157,7 +158,7 @@ def test_a_musing_that_starts_like_a_field_list_goes_as_plain_text():
     for text in ("0123456789 and counting", "a long start " * 14 + "012345 more"):
         lines = wire.encode_musing_sentences("STRATO1", 2, when, 52.1, -0.1, 1000, 1, 4, text)
         assert rules([position(2, "12:00:02"), *lines]) == []
-        parts = [wire.decode_frame(f).text for f in lines]
+        parts = [wire.decode_frame(f, AUTH).text for f in lines]
         assert " ".join(parts) == text.strip()  # our ground reads it back as it was
     with pytest.raises(wire.WireError, match="field list"):
         wire.encode_musing_sentences("0123456", 2, when, 52.1, -0.1, 1000, 1, 4, "hi")
@@ -168,6 +169,6 @@ def test_a_restamped_musing_sentence_fits_wherever_the_original_did():
     lines = wire.encode_musing_sentences("STRATO1", 2, when, 0.0, 0.0, 0, 1, 4, "word " * 200)
     far = [wire.restamp(f, 4_294_967_295, when, -89.99999, -179.99999, 999_999) for f in lines]
     assert max(map(len, far)) <= GATEWAY_MAX_LINE
-    s = wire.decode_frame(far[0])
+    s = wire.decode_frame(far[0], AUTH)
     assert (s.counter, s.lat, s.lon, s.alt, s.time) == (4_294_967_295, -89.99999, -179.99999, 999_999, "12:00:03")
-    assert [wire.decode_frame(f).text for f in far] == [wire.decode_frame(f).text for f in lines]
+    assert [wire.decode_frame(f, AUTH).text for f in far] == [wire.decode_frame(f, AUTH).text for f in lines]

@@ -16,6 +16,7 @@ from groundstation.decoder import INVALID, FrameDecoder, classify
 from groundstation.display import clean_text, format_record
 from stratoecho import wire
 from stratoecho.wire.events import event
+from tests.fakes import AUTH, write_flight_key
 
 TELEMETRY = [
     wire.Telemetry("STRATO", seq, "12:04:11", 52.10123, -0.10234, 12345 + seq, 9, -40.5, 180.2, 3700, 3)
@@ -37,7 +38,7 @@ def reseal(frame_without_crc: bytes) -> bytes:
 
 
 def one_fragment(record: wire.Record) -> bytes:
-    (frame,) = wire.fragment_record(record)
+    (frame,) = wire.fragment_record(record, auth=AUTH)
     return frame
 
 
@@ -57,11 +58,11 @@ def feed_all(decoder: FrameDecoder, frames: list[bytes]) -> list[wire.Telemetry 
 
 
 def test_golden_frames_duplicated_and_reordered_decode_exactly_once():
-    musing_frames = wire.fragment_record(MUSING, mtu=MTU)
+    musing_frames = wire.fragment_record(MUSING, mtu=MTU, auth=AUTH)
     assert len(musing_frames) >= 5
-    frames = [sentence(t) for t in TELEMETRY] * 2 + musing_frames * 2 + wire.fragment_record(EVENT, mtu=MTU) * 3
+    frames = [sentence(t) for t in TELEMETRY] * 2 + musing_frames * 2 + wire.fragment_record(EVENT, mtu=MTU, auth=AUTH) * 3
     random.Random(7).shuffle(frames)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     records = feed_all(decoder, frames)
     assert sorted(records, key=key) == sorted(expected_records(), key=key)
     assert decoder.errors == {}
@@ -71,8 +72,8 @@ def test_golden_frames_duplicated_and_reordered_decode_exactly_once():
 
 
 def test_missing_fragment_leaves_record_incomplete_until_it_arrives():
-    frames = wire.fragment_record(MUSING, mtu=MTU)
-    decoder = FrameDecoder()
+    frames = wire.fragment_record(MUSING, mtu=MTU, auth=AUTH)
+    decoder = FrameDecoder(auth=AUTH)
     assert feed_all(decoder, frames[:2] + frames[3:]) == []
     assert decoder.incomplete() == 1
     assert feed_all(decoder, [frames[2]]) == [MUSING]
@@ -80,8 +81,8 @@ def test_missing_fragment_leaves_record_incomplete_until_it_arrives():
 
 
 def test_records_are_the_wire_types_and_their_json_what_the_contract_promises():
-    decoder = FrameDecoder()
-    tele, musing = feed_all(decoder, [sentence(TELEMETRY[0]), *wire.fragment_record(MUSING)])
+    decoder = FrameDecoder(auth=AUTH)
+    tele, musing = feed_all(decoder, [sentence(TELEMETRY[0]), *wire.fragment_record(MUSING, auth=AUTH)])
     assert tele == TELEMETRY[0] and musing == MUSING  # typed, nothing lost on the way
     assert {"kind", "boot", "seq", "lat", "lon", "alt"} <= tele.as_dict().keys()
     assert {"kind", "boot", "seq", "text"} <= musing.as_dict().keys()
@@ -91,11 +92,11 @@ def test_records_are_the_wire_types_and_their_json_what_the_contract_promises():
 def late_position(t: wire.Telemetry, frame: bytes | None = None) -> list[bytes]:
     """A position the payload sent after a newer one: a record carrying its sentence (payload/link.py)."""
     body = struct.pack(">I", 1_750_000_000) + (frame or sentence(t))
-    return wire.fragment_body(wire.Kind.TELEMETRY, t.boot, t.seq, body, MTU, parity=1)
+    return wire.fragment_body(wire.Kind.TELEMETRY, t.boot, t.seq, body, MTU, parity=1, auth=AUTH)
 
 
 def test_a_late_position_comes_as_a_record_and_is_the_telemetry_it_carries():
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     late = late_position(TELEMETRY[0])
     assert all(f[0] == wire.MAGIC for f in late)  # never a $$ line: gateways pass it by
     got = feed_all(decoder, late[1:])  # any k of its n frames
@@ -112,13 +113,17 @@ GOOD_SENTENCE = sentence(TELEMETRY[0])
 BODY = EVENT.body()  # a record's body before its check
 
 
-def fragment(vk=0x32, boot=3, seq=1, idx=0, k=1, n=1, length=None, shard=BODY, seal=True) -> bytes:
-    """A hand-packed v3 fragment with a valid CRC (and, with `seal`, a valid record check):
-    hostile content, well-checksummed."""
+def fragment(vk=0x42, boot=3, seq=1, idx=0, k=1, n=1, length=None, shard=BODY, seal=True, auth=AUTH) -> bytes:
+    """A hand-packed v4 fragment with a valid tag (`auth`; None: none) and CRC (and, with `seal`,
+    a valid record check): hostile content, well-checksummed, as a broken payload could send."""
     if seal:
         shard = shard + struct.pack(">I", wire.record_check(vk & 0x0F, boot, seq, shard))
     length = len(shard) if length is None else length
-    return reseal(struct.pack(">BBHIBBBH", wire.MAGIC, vk, boot, seq, idx, k, n, length) + shard)
+    body = struct.pack(">BBHIBBBH", wire.MAGIC, vk, boot, seq, idx, k, n, length) + shard
+    return reseal(body + (auth.tag(body) if auth is not None else b""))
+
+
+OTHER_FLIGHT = wire.DownlinkAuth.from_flight_key(bytes(range(32)))  # the published vector key
 HOSTILE = {
     "empty": ([b""], "empty"),
     "unknown first byte": ([b"hello world"], "unknown first byte"),
@@ -134,17 +139,21 @@ HOSTILE = {
     "sentence field invalid": (
         [b"$$" + (body := b"A,x,12:00:00,1,2,3,4,5,6,7,8") + b"*" + b"%04X" % wire.crc16_ccitt(body)],
         "sentence field invalid"),
-    "unknown version": ([fragment(vk=0x22, seal=False)], "unknown version"),  # version 2 had no record check
-    "unknown kind": ([fragment(vk=0x3F)], "unknown kind"),
-    "telemetry record carrying no position": ([fragment(vk=0x30)], "bad content"),
+    "unknown version": ([fragment(vk=0x32, auth=None)], "unknown version"),  # version 3 had no tag
+    "untagged fragment": ([fragment(auth=None)], "bad tag"),  # a forger's CRC16 without the key
+    "fragment of another flight": ([fragment(auth=OTHER_FLIGHT)], "bad tag"),
+    "forged window cue": ([wire.encode_window(wire.Window(3, 42, 0x7F66), OTHER_FLIGHT)], "bad tag"),
+    "unknown kind": ([fragment(vk=0x4F)], "unknown kind"),
+    "telemetry record carrying no position": ([fragment(vk=0x40)], "bad content"),
     "telemetry record carrying another position": (
-        [fragment(vk=0x30, seq=9, shard=struct.pack(">I", 0) + sentence(TELEMETRY[0]))], "bad content"),
+        [fragment(vk=0x40, seq=9, shard=struct.pack(">I", 0) + sentence(TELEMETRY[0]))], "bad content"),
     "bad fragment index": ([fragment(idx=2, k=1, n=2)], "bad fragment index"),
     "more data shards than shards": ([fragment(k=3, n=2)], "bad fragment index"),
     "bad shard size": ([fragment(length=100)], "bad shard size"),
     "record too short": ([fragment(shard=b"\x00\x01")], "record too short"),
     "record check wrong": ([fragment(shard=BODY + b"\x00\x00\x00\x00", seal=False)], "record check failed"),
-    "record filed under another seq": ([fragment(seq=2, shard=GOOD_FRAGMENT[wire.HEADER_BYTES:-2], seal=False)],
+    "record filed under another seq": ([fragment(seq=2, shard=GOOD_FRAGMENT[wire.HEADER_BYTES:-2 - AUTH.tag_len],
+                                                 seal=False)],
                                        "record check failed"),
     "garbled event": ([fragment(shard=BODY[:4] + b"\xff\xfe\xc3")], "bad content"),
     "nan position": ([b"$$" + (nan := b"S,1,00:00:00,nan,0.0,0,0,0.0,0.0,0,1") + b"*" + b"%04X" % wire.crc16_ccitt(nan)],
@@ -154,7 +163,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("frames, reason", HOSTILE.values(), ids=HOSTILE.keys())
 def test_hostile_frames_are_counted_by_reason_never_raised(frames, reason):
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     results = [decoder.feed(f) for f in frames]
     assert all(r.record is None for r in results)
     assert decoder.errors == {reason: 1}
@@ -169,10 +178,10 @@ def test_every_wire_error_reason_is_named():
 
 def test_hostile_frames_do_not_disturb_good_ones():
     hostile = [f for frames, _ in HOSTILE.values() for f in frames]
-    good = [sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=MTU)
+    good = [sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=MTU, auth=AUTH)
     mixed = good + hostile
     random.Random(3).shuffle(mixed)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     records = feed_all(decoder, mixed)
     assert sorted(records, key=key) == sorted(expected_records()[:3], key=key)
     assert sum(decoder.errors.values()) == len(HOSTILE)
@@ -183,7 +192,7 @@ def test_hostile_frames_do_not_disturb_good_ones():
     lambda prefix: st.binary(max_size=300).map(lambda tail: prefix + tail)))
 def test_random_bytes_never_raise(data):
     # Prefixes steer the bytes past the first-byte dispatch into each parser.
-    result = FrameDecoder().feed(data)
+    result = FrameDecoder(auth=AUTH).feed(data)
     assert result.ok or result.error != INVALID
 
 
@@ -193,11 +202,11 @@ def test_a_flipped_bit_never_yields_a_wrong_record(frame, data):
     bit = data.draw(st.integers(0, len(frame) * 8 - 1))
     flipped = bytearray(frame)
     flipped[bit // 8] ^= 1 << (bit % 8)
-    result = FrameDecoder().feed(bytes(flipped))
+    result = FrameDecoder(auth=AUTH).feed(bytes(flipped))
     # Some flips are harmless (a hex digit's case, a trailing whitespace byte): then the
     # record must be the original one, never a corrupted one.
     if result.record is not None:
-        assert result.record == FrameDecoder().feed(frame).record
+        assert result.record == FrameDecoder(auth=AUTH).feed(frame).record
     else:
         assert result.error not in (None, INVALID)
 
@@ -212,9 +221,15 @@ def write_hex(path, frames, extra_lines=()):
 
 
 def test_decode_cli_prints_complete_records_and_counts_errors(tmp_path, capsys):
-    frames = [sentence(TELEMETRY[0])] + wire.fragment_record(MUSING, mtu=MTU)[::-1] + [sentence(TELEMETRY[0])]
+    frames = [sentence(TELEMETRY[0])] + wire.fragment_record(MUSING, mtu=MTU, auth=AUTH)[::-1] + [sentence(TELEMETRY[0])]
     path = write_hex(tmp_path / "air.hex", frames + [GOOD_FRAGMENT[:-3], b"hello"], ["not hex", "abc", "   "])
-    assert main(["decode", str(path)]) == 0
+    assert main(["decode", str(path)]) == 0  # without the key: the sentence only, the fragments unread
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == [TELEMETRY[0].as_dict()]
+    assert "unauthenticated: " in err
+    key = tmp_path / "flight.key"
+    write_flight_key(key)
+    assert main(["decode", str(path), "--flight-key", str(key)]) == 0
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert records == [TELEMETRY[0].as_dict(), MUSING.as_dict()]

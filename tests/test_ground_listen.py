@@ -26,13 +26,13 @@ from groundstation.listen import Hooks, run_listen
 from groundstation.receive import ReplaySource, SerialSource, SourceError, UdpSource
 from stratoecho import wire
 from stratoecho.logs import setup_logging
-from tests.fakes import wait_for
+from tests.fakes import AUTH, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TELEMETRY = [wire.Telemetry("STRATO", s, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
              for s in (1, 2)]
 MUSING = wire.Record(wire.Kind.MUSING, 3, 7, 1714565055, "From up here the borders are invisible. " * 4)
-FRAMES = ([wire.encode_sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=48)[::-1]
+FRAMES = ([wire.encode_sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=48, auth=AUTH)[::-1]
           + [wire.encode_sentence(TELEMETRY[0]), b"\xec\x11garbage"])
 N_FRAMES = len(FRAMES)
 
@@ -57,11 +57,11 @@ def _logging_to_this_tests_stderr():
 # --------------------------------------------------------------------------- replay
 
 
-def test_listen_replay_stores_and_prints(tmp_path, capsys):
+def test_listen_replay_stores_and_prints(tmp_path, capsys, flight_key):
     air = tmp_path / "air.hex"
     air.write_text("# bench flight\n\n" + "\n".join(f.hex() for f in FRAMES) + "\nxyz\n")
     db = tmp_path / "g.db"
-    assert main(["listen", "--replay", str(air), "--db", str(db)]) == 0
+    assert main(["listen", "--flight-key", str(flight_key), "--replay", str(air), "--db", str(db)]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[:2] == [
         "12:04:11  TELEMETRY #1 boot 3  52.10123,-0.10234  12345 m  -40.5°C  180.2 hPa  3700 mV  9 sats",
@@ -73,23 +73,23 @@ def test_listen_replay_stores_and_prints(tmp_path, capsys):
     assert "3 new to the database" in err and "bad hex: 1" in err and "truncated: 1" in err
 
     # The same flight again (a restarted ground hearing repeats): nothing new stored or printed.
-    assert main(["listen", "--replay", str(air), "--db", str(db), "--json"]) == 0
+    assert main(["listen", "--flight-key", str(flight_key), "--replay", str(air), "--db", str(db), "--json"]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "0 new to the database" in err
     assert counts(db) == {**EXPECTED, "frames": 2 * N_FRAMES}
 
 
-def test_listen_json_and_quiet(tmp_path, capsys):
+def test_listen_json_and_quiet(tmp_path, capsys, flight_key):
     air = tmp_path / "air.hex"
     air.write_text("\n".join(f.hex() for f in FRAMES) + "\n")
-    assert main(["listen", "--replay", str(air), "--db", str(tmp_path / "a.db"), "--json"]) == 0
+    assert main(["listen", "--flight-key", str(flight_key), "--replay", str(air), "--db", str(tmp_path / "a.db"), "--json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["kind"] for r in records] == ["telemetry", "telemetry", "musing"]
     assert records[2]["text"] == MUSING.text and records[2]["received_at"].endswith("+00:00")
     # The JSON that leaves the program: each record's own, and when it was heard.
     assert [{k: v for k, v in r.items() if k != "received_at"} for r in records] == [
         TELEMETRY[0].as_dict(), TELEMETRY[1].as_dict(), MUSING.as_dict()]
-    assert main(["listen", "--replay", str(air), "--db", str(tmp_path / "b.db"), "--quiet"]) == 0
+    assert main(["listen", "--flight-key", str(flight_key), "--replay", str(air), "--db", str(tmp_path / "b.db"), "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "listen:" in err
     assert counts(tmp_path / "b.db") == EXPECTED
@@ -106,7 +106,7 @@ def test_hooks_hear_each_new_record_typed_and_a_failing_one_is_counted(tmp_path)
     hooks = Hooks(station="hill", on_new=[heard.append, broken],
                   on_frame=[lambda data, received_at, station, rssi, snr: frames.append((data, station))])
     with Store(tmp_path / "g.db") as store:
-        run_listen(ReplaySource(str(air)), store, FrameDecoder(), threading.Event(), out=None, hooks=hooks)
+        run_listen(ReplaySource(str(air)), store, FrameDecoder(auth=AUTH), threading.Event(), out=None, hooks=hooks)
         assert store.heard_by("musing", 3, 7) == ["hill"]
     assert [h.record for h in heard] == [*TELEMETRY, MUSING]  # the wire's own types, each once
     assert all(isinstance(h, Heard) and h.received_at.endswith("+00:00") for h in heard)
@@ -160,7 +160,7 @@ def test_udp_bind_failure_names_the_address():
 
 def test_run_listen_in_thread_stops_on_event(tmp_path):
     source, store, stop = UdpSource("127.0.0.1", 0), Store(tmp_path / "g.db"), threading.Event()
-    worker = threading.Thread(target=run_listen, args=(source, store, FrameDecoder(), stop, None))
+    worker = threading.Thread(target=run_listen, args=(source, store, FrameDecoder(auth=AUTH), stop, None))
     worker.start()
     try:
         send_all(source.address, FRAMES)
@@ -179,11 +179,12 @@ def test_listen_udp_duration_ends_by_itself(tmp_path, capsys):
     assert "listen: 0 frames" in capsys.readouterr().err
 
 
-def test_listen_udp_subprocess_stores_prints_and_stops_on_sigterm(tmp_path):
+def test_listen_udp_subprocess_stores_prints_and_stops_on_sigterm(tmp_path, flight_key):
     db = tmp_path / "g.db"
     env = {**os.environ, "STRATOECHO_LOG_JSON": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(db), "--json"],
+        [sys.executable, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(db), "--json",
+         "--flight-key", str(flight_key)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
     lines: queue.Queue[str] = queue.Queue()
@@ -231,7 +232,7 @@ def test_serial_source_over_loop_url():
         source.close()
 
 
-def test_listen_serial_socket_url_until_idle(tmp_path, capsys):
+def test_listen_serial_socket_url_until_idle(tmp_path, capsys, flight_key):
     # A LoRa UART bridge stood in for by a TCP socket speaking the same lines: pyserial's socket://.
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -250,7 +251,8 @@ def test_listen_serial_socket_url_until_idle(tmp_path, capsys):
     thread = threading.Thread(target=bridge, daemon=True)
     thread.start()
     db = tmp_path / "g.db"
-    argv = ["listen", "--serial", f"socket://127.0.0.1:{port}", "--db", str(db), "--until-idle", "1"]
+    argv = ["listen", "--serial", f"socket://127.0.0.1:{port}", "--db", str(db), "--until-idle", "1",
+            "--flight-key", str(flight_key)]
     assert main(argv) == 0
     thread.join(timeout=5)
     server.close()
@@ -258,7 +260,7 @@ def test_listen_serial_socket_url_until_idle(tmp_path, capsys):
     assert "MUSING boot 3 #7" in capsys.readouterr().out
 
 
-def test_serial_bridge_hanging_up_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
+def test_serial_bridge_hanging_up_is_a_clear_error_and_loses_nothing(tmp_path, capsys, flight_key):
     server = socket.create_server(("127.0.0.1", 0))
 
     def bridge() -> None:
@@ -272,18 +274,19 @@ def test_serial_bridge_hanging_up_is_a_clear_error_and_loses_nothing(tmp_path, c
     thread.start()
     db = tmp_path / "g.db"
     url = f"socket://127.0.0.1:{server.getsockname()[1]}"
-    assert main(["listen", "--serial", url, "--db", str(db), "--quiet", "--duration", "5"]) == 1
+    assert main(["listen", "--flight-key", str(flight_key), "--serial", url, "--db", str(db), "--quiet", "--duration", "5"]) == 1
     thread.join(timeout=5)
     server.close()
     assert f"serial {url}: read failed" in capsys.readouterr().err
     assert counts(db) == EXPECTED
 
 
-def test_a_named_station_keeps_its_name_with_every_frame_and_what_it_heard(tmp_path, capsys):
+def test_a_named_station_keeps_its_name_with_every_frame_and_what_it_heard(tmp_path, capsys, flight_key):
     air = tmp_path / "air.hex"
     air.write_text("\n".join(f.hex() for f in FRAMES) + "\n")
     db = tmp_path / "g.db"
-    assert main(["listen", "--replay", str(air), "--db", str(db), "--station", "hill", "--quiet"]) == 0
+    assert main(["listen", "--replay", str(air), "--db", str(db), "--station", "hill", "--quiet",
+                 "--flight-key", str(flight_key)]) == 0
     with closing(sqlite3.connect(db)) as conn:
         assert {r[0] for r in conn.execute("SELECT station FROM frames")} == {"hill"}
         heard = conn.execute("SELECT kind, boot, seq, station FROM heard ORDER BY kind, seq").fetchall()

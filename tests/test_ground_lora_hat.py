@@ -21,7 +21,6 @@ from groundstation import lora_hat
 from groundstation.__main__ import build_parser, main
 from groundstation.lora_hat import HatOptions, LoRaHatSource, hat_options
 from groundstation.receive import SourceError
-from groundstation.uplink import generate_key_file
 from payload.config import RadioSection
 from sim.sx126x_sim import MODE_RX, MODE_STDBY_RC, Sx126xChip
 from sim.sx127x_sim import Sx127xChip
@@ -30,6 +29,7 @@ from stratoecho.logs import setup_logging
 from stratoecho.lora import ukhas_mode
 from stratoecho.lora_chips.spi import open_chip
 from stratoecho.wire import uplink
+from tests.fakes import AUTH, write_flight_key
 from tests.test_sx127x import ScheduledClock
 
 KINDS = ("sx127x", "sx126x")
@@ -37,7 +37,7 @@ DIO0, BUSY, DIO1, RESET = 25, 6, 26, 12  # docs/hardware.md's wiring
 TELEMETRY = [wire.Telemetry("STRATO", s, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
              for s in (1, 2)]
 MUSING = wire.Record(wire.Kind.MUSING, 3, 7, 1714565055, "From up here the borders are invisible. " * 3)
-FRAMES = [wire.encode_sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=64)
+FRAMES = [wire.encode_sentence(t) for t in TELEMETRY] + wire.fragment_record(MUSING, mtu=64, auth=AUTH)
 
 
 @pytest.fixture(autouse=True)
@@ -265,7 +265,7 @@ def test_help_says_which_chips_how_to_wire_them_and_what_they_need(capsys):
                    "--lora-mode N", "--spi-device D", "0 is CE0 (pin 24), 1 is CE1 (pin 26)", "--dio0-pin GPIO",
                    "--busy-pin GPIO", "--dio1-pin GPIO", "--tcxo-voltage VOLTS", "raspi-config",
                    "the user in groups spi and gpio", "listen --lora sx127x --spi-device 1 --dio0-pin 25",
-                   "repair (--udp, --serial or --lora)"):
+                   "repair and commands (--udp with --uplink-to, --serial or --lora)"):
         assert needed in text, needed
 
 
@@ -349,13 +349,14 @@ def hat_on_the_bench(monkeypatch, bench: Bench) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_listen_stores_what_the_hat_hears_with_its_signal(tmp_path, capsys, monkeypatch, kind):
+def test_listen_stores_what_the_hat_hears_with_its_signal(tmp_path, capsys, monkeypatch, kind, flight_key):
     bench = Bench(kind)
     bench.chip.signal = (-112.0, 4.5)
     bench.air.extend(FRAMES)
     hat_on_the_bench(monkeypatch, bench)
     db, stats = tmp_path / "ground.db", tmp_path / "stats.json"
-    argv = [*chip_args(kind), "--frequency-mhz", "434.225", "--lora-mode", "2", "--spi-device", "1"]
+    argv = [*chip_args(kind), "--frequency-mhz", "434.225", "--lora-mode", "2", "--spi-device", "1",
+            "--flight-key", str(flight_key)]
     assert main(["listen", *argv, "--db", str(db), "--duration", "1", "--json", "--stats", str(stats)]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["kind"], r["seq"]) for r in out] == [("telemetry", 1), ("telemetry", 2), ("musing", 7)]
@@ -367,15 +368,16 @@ def test_listen_stores_what_the_hat_hears_with_its_signal(tmp_path, capsys, monk
 
 
 def test_listen_answers_the_payloads_window_through_the_hat(tmp_path, capsys, monkeypatch):
-    key = generate_key_file(tmp_path / "uplink.key")
+    key = write_flight_key(tmp_path / "uplink.key")
     bench = Bench("sx126x")
     window = wire.Telemetry("STRATO", 6, "12:05:11", 52.1, -0.1, 12400, 9, -41.0, 180.0, 3700, 3)
-    bench.air.append(wire.encode_sentence(window))  # seq 6: the payload listens after it
+    bench.air.append(wire.encode_sentence(window))  # seq 6: the payload listens after it, and says so
+    bench.air.append(wire.encode_window(wire.Window(3, 6, uplink.payload_hash("STRATO")), AUTH))
     hat_on_the_bench(monkeypatch, bench)
     argv = [*chip_args("sx126x"), "--frequency-mhz", "434.225", "--lora-mode", "2",
-            "--uplink-key", str(tmp_path / "uplink.key")]
+            "--flight-key", str(tmp_path / "uplink.key")]
     assert main(["listen", *argv, "--db", str(tmp_path / "ground.db"), "--duration", "1", "--quiet"]) == 0
     sent = [packet for packet, _ in bench.chip.sent]
     assert sent, capsys.readouterr().err
     first = uplink.verify(key, sent[0], "STRATO", 0)
-    assert first.command == uplink.LinkReport(boot=window.boot, last_seq=6, frames=1)
+    assert first.command == uplink.LinkReport(boot=window.boot, last_seq=6, frames=2)

@@ -25,7 +25,7 @@ from groundstation.lora_gateway import Backoff, GatewaySource, GatewayUdpSource
 from groundstation.receive import SourceError
 from stratoecho import wire
 from stratoecho.logs import setup_logging
-from tests.fakes import wait_for
+from tests.fakes import AUTH, wait_for, write_flight_key
 
 SENTENCES = [wire.Telemetry("STRATO", s, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
              for s in (1, 2, 3)]
@@ -44,7 +44,7 @@ def rows(db, sql: str) -> list[tuple]:
 
 def listening(source, db, **hooks) -> tuple[threading.Thread, threading.Event, Store, FrameDecoder]:
     """run_listen in a thread, as the listener runs it; stop with the event."""
-    store, stop, decoder = Store(db), threading.Event(), FrameDecoder()
+    store, stop, decoder = Store(db), threading.Event(), FrameDecoder(auth=AUTH)
     worker = threading.Thread(target=run_listen, args=(source, store, decoder, stop, None),
                               kwargs={"hooks": Hooks(**hooks)}, daemon=True)
     worker.start()
@@ -177,11 +177,14 @@ def test_listen_gateway_from_the_command_line(tmp_path, capsys):
 
 
 def test_no_uplink_through_another_receiver(tmp_path, capsys):
+    """Another receiver's output cannot transmit: the flight key only checks tags there, and an
+    uplink address is refused."""
     key = tmp_path / "uplink.key"
-    key.write_text("00" * 32)
-    argv = ["listen", "--gateway", "127.0.0.1:6004", "--db", str(tmp_path / "g.db"), "--uplink-key", str(key)]
+    write_flight_key(key)
+    argv = ["listen", "--gateway", "127.0.0.1:6004", "--db", str(tmp_path / "g.db"), "--flight-key", str(key),
+            "--uplink-to", "127.0.0.1:7356"]
     assert main(argv) == 2
-    assert "another receiver's output cannot answer" in capsys.readouterr().err
+    assert "--uplink-to goes with --udp" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the LoRa gateway's UDP broadcast

@@ -14,6 +14,7 @@ from groundstation.decoder import FrameDecoder
 from groundstation.reading import GroundReader
 from stratoecho import wire
 from stratoecho.wire import ssdv
+from tests.fakes import AUTH
 
 
 def picture(colour=(200, 40, 40), size=(64, 48)) -> bytes:
@@ -51,7 +52,7 @@ def shown(path, seq: int):
 
 def test_a_partial_picture_is_shown_and_completed_as_packets_arrive(tmp_path):
     packets = ssdv.encode_image(picture(), "STRAT1", 3)
-    decoder, store = FrameDecoder(), Store(tmp_path / "g.db")
+    decoder, store = FrameDecoder(auth=AUTH), Store(tmp_path / "g.db")
     for p in packets[:-1]:
         store.add_ssdv(decoder.feed(p[1:]).frame)
     store.commit()
@@ -70,7 +71,7 @@ def test_an_image_id_used_again_after_the_wrap_replaces_the_old_picture(tmp_path
     new = ssdv.encode_image(picture((40, 40, 200), size=(48, 32)), "STRAT1", 9)
     store = Store(tmp_path / "g.db")
     for p in old + new[:1]:
-        store.add_ssdv(wire.decode_frame(p[1:]))
+        store.add_ssdv(wire.decode_frame(p[1:], AUTH))
     store.commit()
     assert shown(tmp_path / "g.db", 9)[1] == ssdv.decode_image(new[:1])
     store.close()

@@ -14,6 +14,7 @@ from payload.link import Transmitter
 from payload.store import Store
 from sim import link_bench
 from stratoecho.wire import Kind
+from tests.fakes import AUTH
 
 MUSINGS = 30
 
@@ -136,7 +137,7 @@ def test_first_pass_parity_is_thin_only_while_the_ground_answers(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     clock = link_bench.VirtualClock()
-    tx = Transmitter(store, _QuietRadio(clock), clock, RadioSection(fec_prior_loss=0.3), threading.Event())
+    tx = Transmitter(store, _QuietRadio(clock), clock, RadioSection(fec_prior_loss=0.3), threading.Event(), auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1, first_pass_target=0.5), lambda frame: None)
 
     def sentence_and_window() -> None:

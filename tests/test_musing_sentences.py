@@ -22,6 +22,7 @@ from payload.persona import Generation
 from stratoecho import wire
 from stratoecho.bundle import load_bundle
 from stratoecho.wire.musing_sentence import GATEWAY_MAX_LINE, fold_text
+from tests.fakes import AUTH
 from tests.test_gateway_rules import gateway_reads
 from tests.test_payload import _daemon
 
@@ -63,7 +64,7 @@ def test_a_long_musing_goes_as_parts_every_gateway_takes():
 
 def test_the_parts_come_back_as_the_folded_musing_in_any_order():
     lines = sentences()
-    d = FrameDecoder()
+    d = FrameDecoder(auth=AUTH)
     assert all(d.feed(lines[i], WHEN).record is None for i in (3, 0, 2))
     got = d.feed(lines[1], WHEN).record
     assert got == wire.Record(wire.Kind.MUSING, 3, 17, int(WHEN.timestamp()), fold_text(LONG))
@@ -79,19 +80,20 @@ def test_folding_keeps_the_words_and_drops_what_gateways_cannot_carry():
 
 def test_the_exact_record_replaces_the_folded_text_and_wins_over_later_parts(tmp_path):
     lines = sentences()
-    d, store = FrameDecoder(), Store(tmp_path / "g.db")
+    d, store = FrameDecoder(auth=AUTH), Store(tmp_path / "g.db")
     folded = [d.feed(line, WHEN).record for line in lines][-1]
-    assert store.add(folded)
+    assert store.add(folded, authentic=False)  # open text sentences, as listen stores them
     record = wire.Record(wire.Kind.MUSING, 3, 17, int(WHEN.timestamp()) - 20, LONG)
-    whole = [d.feed(f).record for f in wire.fragment_record(record)][-1]
+    whole = [d.feed(f).record for f in wire.fragment_record(record, auth=AUTH)][-1]
     assert whole == record
-    assert store.add(whole) and not store.add(whole) and not store.add(folded)
+    assert store.add(whole, authentic=True) and not store.add(whole, authentic=True)
+    assert not store.add(folded, authentic=False)
     store.commit()
     with GroundReader.open(tmp_path / "g.db") as ground:
         assert [r.text for r in ground.records("musing")] == [LONG]
     # The other way round: the record first, its sentences afterwards add nothing.
-    d2 = FrameDecoder()
-    assert [d2.feed(f).record for f in wire.fragment_record(record)][-1] == record
+    d2 = FrameDecoder(auth=AUTH)
+    assert [d2.feed(f).record for f in wire.fragment_record(record, auth=AUTH)][-1] == record
     assert all(d2.feed(line, WHEN).record is None for line in lines)
 
 
@@ -99,7 +101,7 @@ def test_malformed_musing_sentences_are_counted_not_crashing():
     good = sentences(text="short and sweet")[0]
     bad_crc = good.replace(b"sweet", b"sweat")
     bad_tag = re.sub(rb"musing 3\.17 1/1", b"musing x.17 1/1", good)
-    d = FrameDecoder()
+    d = FrameDecoder(auth=AUTH)
     for frame in (bad_crc, bad_tag):
         assert d.feed(frame, WHEN).error is not None
     assert sum(d.errors.values()) == 2
@@ -126,9 +128,9 @@ def test_the_payload_sends_its_musing_as_sentences_too_when_asked(tmp_path, tiny
         pass
     lines = [f for f in d.radio.frames if wire.is_musing_sentence(f)]
     assert len(lines) == 1 and d.stats.musing_sentences_queued == 1
-    s = wire.decode_frame(lines[0])
+    s = wire.decode_frame(lines[0], AUTH)
     assert s.text == "The air is thin; and I am 'calm'." and (s.boot, s.part, s.parts) == (d.boot, 1, 1)
-    beacon = next(wire.decode_frame(f) for f in d.radio.frames if f.startswith(b"$$") and f not in lines)
+    beacon = next(wire.decode_frame(f, AUTH) for f in d.radio.frames if f.startswith(b"$$") and f not in lines)
     assert s.counter == beacon.seq and s.time != beacon.time  # never the position's second
     assert (s.lat, s.lon, s.alt) == (beacon.lat, beacon.lon, beacon.alt)  # the position it names
 

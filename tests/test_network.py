@@ -40,6 +40,7 @@ from groundstation.network import (
 from sim.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.wire.events import event
+from tests.fakes import AUTH
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 FAST = Reconnect(initial_s=0.05, max_s=0.3, connect_timeout_s=2.0, keepalive_s=5)
@@ -106,7 +107,7 @@ class Running:
 
     def __init__(self, broker: Broker, db: Path, **kw) -> None:
         self.stop = threading.Event()
-        self.agg = Aggregator("127.0.0.1", broker.port, db, **{"reconnect": FAST, **kw})
+        self.agg = Aggregator("127.0.0.1", broker.port, db, **{"reconnect": FAST, "downlink": AUTH, **kw})
         self.thread = threading.Thread(target=self.agg.run, args=(self.stop,), daemon=True)
         self.thread.start()
 
@@ -145,17 +146,17 @@ def flight_frames() -> list[bytes]:
             content = event("store_fault", detail=text) if kind is wire.Kind.EVENT else text
             record = wire.Record(kind, BOOT, next_seq[kind], 1_700_000_000 + i * 30, content)
             next_seq[kind] += 1
-            frames += wire.fragment_record(record, parity=2)
+            frames += wire.fragment_record(record, parity=2, auth=AUTH)
     return frames
 
 
 def key_of(frame: bytes) -> tuple[str, int, int]:
-    decoded = wire.decode_frame(frame)
+    decoded = wire.decode_frame(frame, AUTH)
     return (decoded.kind.name.lower(), decoded.boot, decoded.seq)
 
 
 def decode_all(frames: list[bytes]) -> set[tuple[str, int, int]]:
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     out = set()
     for f in frames:
         if (record := decoder.feed(f).record) is not None:

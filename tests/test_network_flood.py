@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from groundstation.network import Aggregator, format_aggregate_summary
 from groundstation.station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits, Throttled, TokenBucket
+from tests.fakes import AUTH
 from tests.test_network import db_keys, decode_all, flight_frames
 
 AT = "2026-05-01T10:00:00.000+00:00"
@@ -69,7 +70,7 @@ def test_a_flood_from_one_login_does_not_push_out_the_honest_flight(tmp_path):
     one (15,000 in all). Before the limits, the junk pushed hill's claims out of the aggregator's
     memory before harbour's copies came, and nothing of the flight was stored."""
     db = tmp_path / "flight.db"
-    agg = Aggregator("127.0.0.1", 1, db, remember=2000)  # never connects: fed directly
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, remember=2000)  # never connects: fed directly
     rng = random.Random(31)
     frames = flight_frames()
     for station in ("hill", "harbour"):
@@ -89,7 +90,7 @@ def test_rate_pending_and_quota_bound_the_flood_and_the_flight_is_whole(tmp_path
     clock = Clock()
     limits = StationLimits(rate_frames_s=20.0, burst_frames=500, pending_per_station=300, pending_total=1000,
                            quota_frames=400, warn_every_s=60.0)
-    agg = Aggregator("127.0.0.1", 1, db, limits=limits, clock=clock)
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=clock)
     frames = flight_frames()
     with capture_logs() as logs:
         sent = fly_under_flood(agg, clock, flood_per_frame=100)  # 200 junk frames a second, 10 x the rate
@@ -121,13 +122,13 @@ def test_rate_pending_and_quota_bound_the_flood_and_the_flight_is_whole(tmp_path
 def test_the_quota_counts_what_the_database_already_holds(tmp_path):
     db = tmp_path / "flight.db"
     limits = StationLimits(quota_frames=10)
-    agg = Aggregator("127.0.0.1", 1, db, limits=limits, clock=Clock())
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=Clock())
     rng = random.Random(1)
     for n in range(6):
         agg._handle(*frame_message("evil", n, junk(rng)))
     agg.store.commit()
     agg.store.close()
-    again = Aggregator("127.0.0.1", 1, db, limits=limits, clock=Clock())  # a restart
+    again = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=Clock())  # a restart
     for n in range(6, 20):
         again._handle(*frame_message("evil", n, junk(rng)))
     again.store.commit()

@@ -23,6 +23,7 @@ from groundstation.db import utc_now
 from groundstation.network import BrokerAuth, Reconnect, StationPublisher
 from stratoecho import wire
 from stratoecho.wire.events import event
+from stratoecho.wire.uplink_keys import new_key
 from tests.test_network import BOOT, CALLSIGN, FAST, MOSQUITTO, Broker, Running, db_keys, decode_all, flight_frames
 
 OPENSSL = shutil.which("openssl")
@@ -113,7 +114,8 @@ def test_a_hostile_station_with_a_login_cannot_put_anything_in_the_flight(secure
     fake_position = wire.encode_sentence(wire.Telemetry(CALLSIGN, 999, "11:11:11", 48.85, 2.35, 31000, 9, -50.0, 10.0,
                                                         3900, BOOT))
     cut_down = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 77, 1_700_000_000,
-                                                event("store_fault", detail="CUT DOWN NOW")), parity=0)
+                                                event("store_fault", detail="CUT DOWN NOW")), parity=0,
+                                   auth=wire.DownlinkAuth.from_flight_key(new_key()))  # any key but the flight's
     evil = hostile_client(broker)
     sent = [fake_position, *cut_down]
     for n, frame in enumerate(sent):

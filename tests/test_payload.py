@@ -14,18 +14,19 @@ import pytest
 
 from payload.assembly import build_daemon
 from payload.clock import Clock
-from payload.config import PayloadConfig
+from payload.config import PayloadConfig, UplinkSection
 from payload.daemon import Daemon
 from payload.modes import Mode, ModeLadder
 from payload.persona import Generation, PersonaError, PersonaWorker
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.bundle import load_bundle
-from tests.fakes import RecordingRadio
+from tests.fakes import AUTH, RecordingRadio, write_flight_key
 
 
 def _daemon(tmp_path, bundle=None) -> Daemon:
-    cfg = PayloadConfig()
+    write_flight_key(tmp_path / "flight.key")  # records go tagged (fakes.AUTH reads them)
+    cfg = PayloadConfig(uplink=UplinkSection(key_file=str(tmp_path / "flight.key")))
     clock = Clock(speedup=1000)
     d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
     d.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
@@ -106,7 +107,7 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
     assert d.store.depth() == {"telemetry": 1}
 
 
-def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path):
+def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path, flight_key):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.5)
@@ -127,7 +128,7 @@ def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path):
         proc = subprocess.run(
             [sys.executable, "-m", "payload", "run", "--sim", "--persona", str(tiny_bundle), "--udp",
              f"127.0.0.1:{port}", "--data", str(tmp_path / "p"), "--speedup", "300", "--minutes", "12",
-             "--drain-s", "120"],
+             "--drain-s", "120", "--flight-key", str(flight_key), "--no-uplink"],
             capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,
         )
     finally:
@@ -135,7 +136,7 @@ def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path):
         t.join()
         sock.close()
     assert proc.returncode == 0, proc.stderr[-2000:]
-    decoded = [wire.decode_frame(f) for f in frames]
+    decoded = [wire.decode_frame(f, AUTH) for f in frames]
     telemetry = [d for d in decoded if isinstance(d, wire.Telemetry)]
     ra = wire.Reassembler()
     records = [r for d in decoded if isinstance(d, wire.Fragment) and (r := ra.add(d))]

@@ -42,7 +42,7 @@ from stratoecho.airtime import lora_airtime_s
 from stratoecho.config import ConfigError, parse_toml
 from stratoecho.wire.kiss import FEND, MAX_FRAME, KissDecoder, kiss_encode
 from stratoecho.wire.uplink import LinkReport, sign, verify
-from tests.fakes import wait_for
+from tests.fakes import AUTH, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 M0, M1, AUX = 17, 27, 22  # BCM numbers; not 2/3, which have fixed pull-ups on a Pi
@@ -553,7 +553,7 @@ def test_payload_daemon_transmits_through_a_kiss_tnc_on_a_tty(tmp_path):
         os.close(master)
         os.close(slave)
     decoder = KissDecoder()
-    decoded = [wire.decode_frame(f) for f in decoder.feed(bytes(heard))]
+    decoded = [wire.decode_frame(f, AUTH) for f in decoder.feed(bytes(heard))]
     assert not decoder.errors and decoder.skipped_bytes == 0
     telemetry = [d for d in decoded if isinstance(d, wire.Telemetry)]
     # Every frame the payload says it keyed came out of the TNC's port intact (how many fit in the
@@ -567,7 +567,7 @@ def test_payload_daemon_transmits_through_a_kiss_tnc_on_a_tty(tmp_path):
 
 MUSING = wire.Record(wire.Kind.MUSING, 3, 7, 1714565055, "Thin air, loud silence. " * 6)
 GROUND_FRAMES = ([wire.encode_sentence(wire.Telemetry("STRATO", s, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3))
-                  for s in (1, 2)] + wire.fragment_record(MUSING, mtu=48)[::-1])
+                  for s in (1, 2)] + wire.fragment_record(MUSING, mtu=48, auth=AUTH)[::-1])
 TNC_STREAM = (b"\x05noise before the first FEND"
               + bytes.fromhex("c0 c0 01 32 c0")  # back-to-back FENDs, a TXDELAY echo
               + kiss_stream(GROUND_FRAMES[:2])
@@ -582,7 +582,7 @@ def db_counts(db: Path) -> dict:
                 "musings": one("SELECT count(*) FROM records WHERE kind='musing'")}
 
 
-def test_listen_serial_loop_kiss(tmp_path, monkeypatch, capsys):
+def test_listen_serial_loop_kiss(tmp_path, monkeypatch, capsys, flight_key):
     real_open = serial.serial_for_url
 
     def tnc_with_frames_waiting(url, *args, **kwargs):
@@ -592,7 +592,8 @@ def test_listen_serial_loop_kiss(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(serial, "serial_for_url", tnc_with_frames_waiting)
     db = tmp_path / "g.db"
-    assert ground_main(["listen", "--serial", "loop://", "--kiss", "--db", str(db), "--until-idle", "0.5"]) == 0
+    assert ground_main(["listen", "--serial", "loop://", "--kiss", "--db", str(db), "--until-idle", "0.5",
+                        "--flight-key", str(flight_key)]) == 0
     out, err = capsys.readouterr()
     assert db_counts(db) == {"frames": len(GROUND_FRAMES), "telemetry": 2, "musings": 1}
     assert "MUSING boot 3 #7: Thin air" in out

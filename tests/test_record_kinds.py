@@ -17,6 +17,7 @@ from groundstation.decoder import FrameDecoder
 from groundstation.reading import GroundReader
 from stratoecho import wire
 from stratoecho.wire.content import decode_content, encode_content
+from tests.fakes import AUTH
 
 
 def jpeg(size: int = 64) -> bytes:
@@ -31,8 +32,8 @@ HEALTH = {"uptime_s": 5400, "mode": "NOMINAL", "cpu_temp_c": 41.5, "throttled": 
 
 def rebuilt(record: wire.Record, mtu: int = 255, parity: int = 1) -> wire.Record:
     ra, out = wire.Reassembler(), []
-    for frame in reversed(wire.fragment_record(record, mtu, parity)[1:]):  # one lost, order reversed
-        if (r := ra.add(wire.decode_frame(frame))) is not None:
+    for frame in reversed(wire.fragment_record(record, mtu, parity, auth=AUTH)[1:]):  # one lost, order reversed
+        if (r := ra.add(wire.decode_frame(frame, AUTH))) is not None:
             out.append(r)
     assert len(out) == 1
     return out[0]
@@ -103,10 +104,10 @@ def test_a_late_position_is_a_record_carrying_a_position_frame_and_nothing_else(
     (wire.Kind.EVENT, b"\x92\x05\x91\x01", "bad content"),  # its detail a number
 ])
 def test_hostile_content_is_a_wire_error_the_ground_counts(kind, data, reason):
-    frames = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "x"))
+    frames = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "x"), auth=AUTH)
     # A valid frame and record check around hostile content, as a transmitter with a bug (or a prankster) would.
-    (frame,) = wire.fragment_body(kind, 1, 1, bytes(4) + data)
-    decoder = FrameDecoder()
+    (frame,) = wire.fragment_body(kind, 1, 1, bytes(4) + data, auth=AUTH)
+    decoder = FrameDecoder(auth=AUTH)
     assert decoder.feed(frame).error == reason
     assert decoder.feed(frames[0]).record.text == "x"  # and it goes on decoding
 

@@ -18,8 +18,8 @@ from sim.channel import UPLINK_SEED, Channel
 from sim.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging
-from stratoecho.wire.uplink import Ack, AckRange, LinkReport, Resend, ResendItem, verify
-from tests.fakes import wait_for
+from stratoecho.wire.uplink import Ack, AckRange, LinkReport, Resend, ResendItem, payload_hash, verify
+from tests.fakes import AUTH, wait_for, write_flight_key
 
 MUSING, EVENT = int(wire.Kind.MUSING), int(wire.Kind.EVENT)
 
@@ -29,7 +29,7 @@ def record(seq: int, kind: wire.Kind = wire.Kind.MUSING, boot: int = 3, words: i
 
 
 def frags(rec: wire.Record, mtu: int = 40, parity: int = 1) -> list[wire.Fragment]:
-    return [wire.decode_fragment(f) for f in wire.fragment_record(rec, mtu=mtu, parity=parity)]
+    return [wire.decode_fragment(f, AUTH) for f in wire.fragment_record(rec, mtu=mtu, parity=parity, auth=AUTH)]
 
 
 def feed(planner: NackPlanner, reasm: wire.Reassembler, fragments: list[wire.Fragment]) -> None:
@@ -188,24 +188,32 @@ def sentence(seq: int) -> bytes:
         wire.Telemetry("STRATO", seq, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3))
 
 
-def test_listen_answers_a_window_with_a_signed_resend(tmp_path, capsys):
+def cue(seq: int, boot: int = 3, callsign: str = "STRATO", auth=AUTH) -> bytes:
+    """The payload's window cue after sentence `seq`, tagged with `auth`."""
+    return wire.encode_window(wire.Window(boot, seq, payload_hash(callsign)), auth)
+
+
+def test_listen_answers_a_window_cue_with_a_signed_resend_to_the_uplink_address(tmp_path, capsys):
     key_path = tmp_path / "uplink.key"
-    key = generate_key_file(key_path)
-    worker, stop, address, box = start_listen(tmp_path, "--uplink-key", str(key_path), "--window-every", "6")
-    payload = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    key = write_flight_key(key_path)
+    payload = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where uplink goes: the bridge's transmitter
+    bridge = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where the frames come from
     try:
         payload.bind(("127.0.0.1", 0))
+        bridge.bind(("127.0.0.1", 0))
         payload.settimeout(5)
-        partial = wire.fragment_record(record(7), mtu=40, parity=1)
-        k = wire.decode_fragment(partial[0]).k
-        frames = ([sentence(5)] + wire.fragment_record(record(4), mtu=40) + partial[:k - 1]
-                  + wire.fragment_record(record(6), mtu=40) + [sentence(6)])
+        worker, stop, address, box = start_listen(tmp_path, "--flight-key", str(key_path),
+                                                  "--uplink-to", "%s:%d" % payload.getsockname())
+        partial = wire.fragment_record(record(7), mtu=40, parity=1, auth=AUTH)
+        k = wire.decode_fragment(partial[0], AUTH).k
+        frames = ([sentence(5)] + wire.fragment_record(record(4), mtu=40, auth=AUTH) + partial[:k - 1]
+                  + wire.fragment_record(record(6), mtu=40, auth=AUTH) + [sentence(6), cue(6)])
         for f in frames:
-            payload.sendto(f, address)
-        got, sender = payload.recvfrom(4096)  # sent back from the listening socket itself
+            bridge.sendto(f, address)
+        got, sender = payload.recvfrom(4096)  # sent from the listening socket itself
         assert sender == address
-        report = verify(key, got, "STRATO", last_counter=0)  # callsign taken from the sentences
-        # First what the ground heard of boot 3 up to sentence 6 (every frame sent so far).
+        report = verify(key, got, "STRATO", last_counter=0)  # callsign: the sentences' that matches the cue
+        # First what the ground heard of boot 3 up to the cue (every frame sent so far, the cue too).
         assert report.counter == 1 and report.command == LinkReport(3, 6, len(frames))
         got, _ = payload.recvfrom(4096)
         v = verify(key, got, "STRATO", last_counter=1)
@@ -217,22 +225,28 @@ def test_listen_answers_a_window_with_a_signed_resend(tmp_path, capsys):
         got, _ = payload.recvfrom(4096)
         v = verify(key, got, "STRATO", last_counter=2)
         assert v.counter == 3 and v.command == Ack((AckRange(MUSING, 3, 4, 4), AckRange(MUSING, 3, 6, 6)))
-        payload.sendto(sentence(7), address)  # not a window: no answer
+        bridge.sendto(sentence(12), address)  # a sentence numbered for a window, without a cue: nothing
+        bridge.sendto(cue(6), address)  # the same cue again (a replay): nothing
+        bridge.settimeout(0.5)
         payload.settimeout(0.5)
         with pytest.raises(TimeoutError):
             payload.recvfrom(4096)
+        with pytest.raises(TimeoutError):
+            bridge.recvfrom(4096)  # never to a datagram's sender
     finally:
         stop.set()
         worker.join(timeout=5)
         payload.close()
+        bridge.close()
     assert not worker.is_alive() and box["rc"] == 0
     err = capsys.readouterr().err
     assert "repair: 1 nacks sent, 2 items requested" in err
     assert err.count('"event": "nack"') == 1  # logged once
     stats = json.loads((tmp_path / "g.json").read_text())
-    assert stats["nacks_sent"] == 1 and stats["items_requested"] == 2 and stats["frames"] == len(frames) + 1
-    assert stats["link_reports"] == 1 and stats["acks_sent"] == 1
-    assert json.loads((tmp_path / "g.db.uplink.json").read_text())["payloads"]["STRATO"]["next_counter"] == 4
+    assert stats["nacks_sent"] == 1 and stats["items_requested"] == 2 and stats["frames"] == len(frames) + 2
+    assert stats["link_reports"] == 1 and stats["acks_sent"] == 1 and stats["cues_refused"] == 1
+    state = json.loads((tmp_path / "g.db.uplink.json").read_text())["payloads"]["STRATO"]
+    assert state["next_counter"] == 4 and state["window"] == [3, 6]
 
 
 def test_listen_without_a_key_never_sends(tmp_path, capsys):
@@ -241,7 +255,8 @@ def test_listen_without_a_key_never_sends(tmp_path, capsys):
     try:
         payload.bind(("127.0.0.1", 0))
         payload.settimeout(0.5)
-        for f in wire.fragment_record(record(4), mtu=40) + wire.fragment_record(record(6), mtu=40) + [sentence(0)]:
+        frames = wire.fragment_record(record(4), mtu=40, auth=AUTH) + wire.fragment_record(record(6), mtu=40, auth=AUTH)
+        for f in frames + [sentence(0)]:
             payload.sendto(f, address)
         with pytest.raises(TimeoutError):
             payload.recvfrom(4096)
@@ -259,9 +274,9 @@ def test_uplink_key_needs_a_source_that_transmits_and_a_usable_key(tmp_path, cap
     key_path = tmp_path / "uplink.key"
     generate_key_file(key_path)
     args = build_parser().parse_args(["listen", "--replay", "-", "--db", str(tmp_path / "g.db"),
-                                      "--uplink-key", str(key_path)])
+                                      "--flight-key", str(key_path), "--uplink-to", "127.0.0.1:9"])
     assert cmd_listen(args) == 2
-    assert "--udp, --serial or --lora" in capsys.readouterr().err
+    assert "--uplink-to goes with --udp" in capsys.readouterr().err
     key_path.chmod(0o644)
     args = build_parser().parse_args(["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"),
                                       "--uplink-key", str(key_path)])
@@ -364,20 +379,21 @@ def test_a_health_record_naming_the_last_musing_gets_a_musing_lost_whole_asked_f
     from groundstation.decoder import FrameDecoder
 
     key_path = tmp_path / "uplink.key"
-    key = generate_key_file(key_path)
+    key = write_flight_key(key_path)
     sent: list[bytes] = []
-    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO")
-    decoder = FrameDecoder()
+    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", uplink_to=("127.0.0.1", 1))
+    decoder = FrameDecoder(auth=AUTH)
 
     def hear(frame: bytes) -> None:
-        link.on_decoded(decoder.feed(frame), ("127.0.0.1", 1), decoder.missing)
+        link.on_decoded(decoder.feed(frame), decoder.missing)
 
-    for f in wire.fragment_record(record(4)):
+    for f in wire.fragment_record(record(4), auth=AUTH):
         hear(f)  # musing 4 heard; 5 and 6 were lost whole
     health = wire.Record(wire.Kind.HEALTH, 3, 1, 0, {"uptime_s": 600, "musing_seq": 6, "event_seq": 1})
-    for f in wire.fragment_record(health):
+    for f in wire.fragment_record(health, auth=AUTH):
         hear(f)
-    hear(sentence(6))  # the window
+    hear(sentence(6))
+    hear(cue(6))  # the window
     asked = [verify(key, f, "STRATO", last_counter=i).command for i, f in enumerate(sent)]
     items = [(i.stream, i.boot, i.seq, i.fragments) for c in asked if isinstance(c, Resend) for i in c.items]
     assert items == [(MUSING, 3, 5, ()), (MUSING, 3, 6, ()), (EVENT, 3, 1, ())]

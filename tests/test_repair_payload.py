@@ -15,11 +15,13 @@ from payload.store import Store
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink
+from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
 from tests.fakes import RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
 KEY = hashlib.sha256(b"test_repair_payload").digest()
+AUTH = DownlinkAuth.from_flight_key(KEY)  # what the payload tags its records with
 
 
 class TwoWayRadio(RecordingRadio):
@@ -48,15 +50,15 @@ def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_pat
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     radio = RecordingRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event(), auth=AUTH)
     _sent_musing(store, boot, "the horizon curves and the battery sighs " * 6, tx)
-    first = [wire.decode_frame(f) for f in radio.frames]
+    first = [wire.decode_frame(f, AUTH) for f in radio.frames]
     k = first[0].k
     # The ground heard all but two data fragments and asks for two parity shards beyond n.
     assert tx.request_repair(Kind.MUSING, boot, 1, (k, k + 1)) == 2
     while tx.send_one():
         pass
-    repairs = [wire.decode_frame(f) for f in radio.frames[len(first):]]
+    repairs = [wire.decode_frame(f, AUTH) for f in radio.frames[len(first):]]
     assert [r.index for r in repairs] == [k, k + 1] and tx.stats.repair_frames == 2
     ra = wire.Reassembler()
     heard = first[: k - 2] + repairs
@@ -67,7 +69,7 @@ def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_pat
 def test_repair_of_a_still_queued_record_is_skipped(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
-    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(), threading.Event())
+    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(), threading.Event(), auth=AUTH)
     store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
     assert tx.request_repair(Kind.MUSING, boot, 1, ()) == 0
     assert tx.stats.repairs_skipped_queued == 1
@@ -99,7 +101,7 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     assert d.gate.rejections == {"bad tag": 1, "replayed": 1}
     while d.transmitter.send_one():
         pass
-    repaired = [wire.decode_frame(f) for f in radio.frames[sent_before:] if f[0] == wire.MAGIC]
+    repaired = [wire.decode_frame(f, AUTH) for f in radio.frames[sent_before:] if f[0] == wire.MAGIC]
     # (the beacons' readings may also have sent a phase or mode event meanwhile)
     assert [(r.seq, r.index) for r in repaired if r.kind == wire.Kind.MUSING] == [(1, 0)]
 
@@ -108,15 +110,15 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.3)
-    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), cfg, threading.Event())
-    tx.listen_after(UplinkSection(window_every=1), lambda frame: None)
+    tx = Transmitter(store, TwoWayRadio(), Clock(speedup=1e6), cfg, threading.Event(), auth=AUTH)
+    tx.listen_after(UplinkSection(window_every=1, window_s=0.01), lambda frame: None)
     k = 4
     before = tx.parity(k)
     heard = 0
     for seq in range(1, 601):  # six hundred windows (the estimate has a 200-frame half-life), all heard
         store.enqueue(Kind.TELEMETRY, boot, lambda s: b"$$T\n")
         tx.send_one()
-        heard += 1
+        heard += 2  # the sentence and its window cue
         assert tx.on_link_report(seq, heard)
     assert tx.loss.loss < 0.05 and tx.parity(k) < before
     assert not tx.on_link_report(999, heard)  # a window we never opened
@@ -125,7 +127,10 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
 def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_path):
     from groundstation.decoder import FrameDecoder
 
-    cfg = PayloadConfig(telemetry_format="habpack")
+    key_file = tmp_path / "uplink.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    cfg = PayloadConfig(telemetry_format="habpack", uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
     radio = RecordingRadio()
     d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
@@ -135,11 +140,11 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
         pass
     positions = [f for f in radio.frames if f[0] in wire.HABPACK_FIRST_BYTES]
     assert len(positions) == 1  # the newest; the one it superseded goes late, as a record carrying it
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     records = [r for r in (decoder.feed(f).record for f in radio.frames) if r is not None]
     assert [(r.kind, r.boot, r.seq, r.callsign) for r in records if r.kind is wire.Kind.TELEMETRY] == [
         (wire.Kind.TELEMETRY, d.boot, 2, "STRATO1"), (wire.Kind.TELEMETRY, d.boot, 1, "STRATO1")]  # newest first
-    assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0])))  # shorter on air
+    assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0], AUTH)))  # shorter on air
 
 
 def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
@@ -188,7 +193,7 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     radio = TwoWayRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event())
+    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event(), auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
     assert not tx.out_of_contact()  # never heard: a receive-only ground must get everything
     tx._report_window = 0  # the ground answered in window 0 ...
@@ -215,7 +220,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     boot = store.start_boot()
     radio = TwoWayRadio()
     tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=255, fec_prior_loss=0.0, interleave=1),
-                     threading.Event())
+                     threading.Event(), auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
     tx._report_window, tx.stats.windows = 0, CONTACT_LOST_WINDOWS  # between passes
     body = lambda kind, content: (lambda seq: wire.Record(kind, boot, seq, 0, content).body())  # noqa: E731
@@ -229,7 +234,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass
-    kinds = [wire.decode_frame(f).kind if f[0] == wire.MAGIC else "sentence" for f in radio.frames]
+    kinds = [wire.decode_frame(f, AUTH).kind if f[0] == wire.MAGIC else "sentence" for f in radio.frames]
     order = [k for i, k in enumerate(kinds) if k not in kinds[:i]]  # first appearance of each
     assert order == ["sentence", wire.Kind.EVENT, wire.Kind.MUSING, wire.Kind.HEALTH, wire.Kind.IMAGE]
 

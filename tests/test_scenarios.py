@@ -35,7 +35,8 @@ def fly(tmp_path_factory, scenario: str, *extra: str) -> Path:
 
 def on_air(out: Path) -> list[dict]:
     """Everything the payload put on the air, decoded by the ground's own decoder."""
-    proc = subprocess.run([sys.executable, "-m", "groundstation", "decode", str(out / "air.hex")],
+    proc = subprocess.run([sys.executable, "-m", "groundstation", "decode", str(out / "air.hex"),
+                           "--flight-key", str(out / "uplink.key")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]

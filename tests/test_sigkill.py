@@ -24,6 +24,7 @@ import pytest
 
 from payload.store import stream_name
 from stratoecho import wire
+from tests.fakes import AUTH, write_flight_key
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -50,10 +51,10 @@ class Ground:
                 frame = self.sock.recvfrom(65535)[0]
             except socket.timeout:
                 continue
-            decoded = wire.decode_frame(frame)
+            decoded = wire.decode_frame(frame, AUTH)
             if isinstance(decoded, wire.Telemetry):
                 self.telemetry.append(decoded)
-            elif (record := self._reassembler.add(decoded)) is not None:
+            elif isinstance(decoded, wire.Fragment) and (record := self._reassembler.add(decoded)) is not None:
                 self.records.append(record)
 
     def close(self) -> None:
@@ -62,12 +63,21 @@ class Ground:
         self.sock.close()
 
 
+def _flight_key(folder: Path) -> Path:
+    """fakes.FLIGHT_KEY in `folder`, once: what the payload tags its records with (AUTH reads them)."""
+    path = folder / "flight.key"
+    if not path.exists():
+        write_flight_key(path)
+    return path
+
+
 def _fly(bundle: Path, data: Path, ground: Ground, log: Path) -> subprocess.Popen:
     env = {**os.environ, "STRATOECHO_LOG_JSON": "1"}
     with open(log, "w") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "payload", "run", "--sim", "--persona", str(bundle), "--udp", ground.address,
-             "--data", str(data), "--speedup", "300", "--minutes", "600", "--seed", "3"],
+             "--data", str(data), "--speedup", "300", "--minutes", "600", "--seed", "3",
+             "--flight-key", str(_flight_key(data.parent))],
             stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env)
 
 

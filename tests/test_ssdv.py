@@ -14,6 +14,7 @@ from PIL import Image
 from sim.camera_sim import SimCameraBackend
 from stratoecho import wire
 from stratoecho.wire import jpeg_scan, ssdv, ssdv_rs
+from tests.fakes import AUTH
 
 VECTORS = Path(__file__).parent / "data" / "ssdv_vectors"  # README.md there says how they were made
 
@@ -186,10 +187,10 @@ def test_too_many_errors_or_no_fec_fail_the_crc(sky_jpeg):
 
 def test_decode_frame_dispatches_ssdv_as_a_gateway_does(sky_jpeg):
     frame = ssdv.encode_image(sky_jpeg, "STRATO", 9)[1][1:]
-    packet = wire.decode_frame(frame)
+    packet = wire.decode_frame(frame, AUTH)
     assert isinstance(packet, ssdv.SsdvPacket) and packet.packet_id == 1 and packet.lora_frame == frame
     with pytest.raises(wire.WireError) as err:
-        wire.decode_frame(frame[:100])
+        wire.decode_frame(frame[:100], AUTH)
     assert err.value.reason == "bad length"
 
 
@@ -224,7 +225,7 @@ def test_the_ground_decoder_takes_an_ssdv_packet_as_a_frame_heard_and_goes_on(sk
     from groundstation.decoder import FrameDecoder
 
     packets = ssdv.encode_image(ssdv.prepare_jpeg(sky_jpeg), "STRATO", 3)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     got = decoder.feed(packets[0][1:])  # as it comes over LoRa: without the sync byte
     assert got.ok and got.record is None and isinstance(got.frame, wire.SsdvPacket) and decoder.ssdv_packets == 1
     t = wire.Telemetry("STRATO1", 1, "10:00:00", 52.0, -2.0, 1000, 9, 10.0, 900.0, 3900, 1)

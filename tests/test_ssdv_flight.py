@@ -18,7 +18,7 @@ from sim.camera_sim import SimCameraBackend
 from sim.world import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, ssdv
-from tests.fakes import RecordingRadio
+from tests.fakes import AUTH, RecordingRadio
 
 
 def ssdv_config(**camera) -> PayloadConfig:
@@ -48,7 +48,7 @@ def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_pat
     assert d.picture_once() and d.picture_once()
     assert not d.store.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
     frames = drain(d)
-    packets = [wire.decode_frame(f) for f in frames if f[0] in ssdv.FIRST_BYTES]
+    packets = [wire.decode_frame(f, AUTH) for f in frames if f[0] in ssdv.FIRST_BYTES]
     assert all(isinstance(p, wire.SsdvPacket) for p in packets)
     assert all(len(f) == ssdv.LORA_FRAME_BYTES for f in frames if f[0] in ssdv.FIRST_BYTES)
     assert not [f for f in frames if f[0] == wire.MAGIC]  # nothing went as record fragments
@@ -71,13 +71,13 @@ def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
     d = daemon(tmp_path, ssdv_config(), sim)
     d.store.set_state("ssdv:next_image_id", "255")
     assert d.picture_once() and d.picture_once()
-    ids = sorted({wire.decode_frame(q.payload).image_id for q in d.store.queued(limit=100, kinds=(Kind.SSDV,))})
+    ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.store.queued(limit=100, kinds=(Kind.SSDV,))})
     assert ids == [0, 255]
     d.store.close()
     d.camera.close()
     again = daemon(tmp_path, ssdv_config(), sim)
     assert again.picture_once()
-    ids = {wire.decode_frame(q.payload).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))
+    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))
            if q.boot == again.boot}
     assert ids == {1}
     again.camera.close()
@@ -91,7 +91,7 @@ def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_
     d.camera.close()
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
     assert again.picture_once() and again.picture_once()  # stills 4 and 5: neither; 6 would
-    ids = {wire.decode_frame(q.payload).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))}
+    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))}
     assert ids == {0, 1} and again.stats.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card
     again.camera.close()
@@ -113,5 +113,5 @@ def test_ssdv_is_never_a_record_on_the_wire():
     with pytest.raises(ValueError):
         wire.Record(Kind.SSDV, 1, 1, 0, b"x")
     with pytest.raises(ValueError):
-        wire.fragment_body(Kind.SSDV, 1, 1, b"\0" * 10)
+        wire.fragment_body(Kind.SSDV, 1, 1, b"\0" * 10, auth=AUTH)
     assert record_kind(int(Kind.SSDV)) is None  # no repair asked by kind: SSDV carries its own FEC

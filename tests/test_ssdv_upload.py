@@ -26,6 +26,7 @@ from groundstation.exports import SsdvUploader, UploadPolicy
 from groundstation.exports.ssdv_upload import ssdv_object
 from stratoecho import wire
 from stratoecho.wire import ssdv
+from tests.fakes import AUTH
 from tests.test_ground_ssdv import picture
 
 PATH = "/api/v0/packets"
@@ -189,7 +190,7 @@ def test_packets_arrive_whole_with_the_station_and_when_each_was_heard(server):
     try:
         for i, raw in enumerate(sent):
             # as the listener hands them over (parsed), or as a LoRa frame (no sync byte), or whole
-            given = wire.decode_frame(raw[1:]) if i % 3 == 0 else raw[1:] if i % 3 == 1 else raw
+            given = wire.decode_frame(raw[1:], AUTH) if i % 3 == 0 else raw[1:] if i % 3 == 1 else raw
             assert up.add(given, HEARD_AT)
         assert not up.add(sent[0], HEARD_AT)  # heard again: never queued twice
         up.flush()

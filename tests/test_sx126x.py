@@ -16,6 +16,7 @@ from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, ukhas_mode
 from stratoecho.lora_chips.chip import RadioError
 from stratoecho.lora_chips.sx126x import Sx126xRadio, frf, image_band, pa_params, sync_word_register
+from tests.fakes import flight_auth
 from tests.test_sx127x import ScheduledClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -222,4 +223,6 @@ def test_a_bench_flight_flies_the_driver_over_a_simulated_sx1262_in_a_ukhas_mode
     assert '"chip_missed_packet"' not in log
     assert '"chip_refused"' not in log  # no command lost to BUSY, nothing the chip would not do
     frames = [bytes.fromhex(h) for h in (tmp_path / "fly" / "air.hex").read_text().split()]
-    assert frames and all(isinstance(wire.decode_frame(f), (wire.Telemetry, wire.Fragment)) for f in frames)
+    auth = flight_auth(tmp_path / "fly")
+    assert frames and all(isinstance(wire.decode_frame(f, auth), (wire.Telemetry, wire.Fragment, wire.Window))
+                          for f in frames)

@@ -15,6 +15,7 @@ from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, LoRaSettings, ukhas_mode
 from stratoecho.lora_chips.chip import RadioError
 from stratoecho.lora_chips.sx127x import Sx127xRadio, frf, packet_rssi_dbm
+from tests.fakes import flight_auth
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,4 +164,6 @@ def test_a_bench_flight_flies_the_driver_over_a_simulated_sx1278_in_a_ukhas_mode
     assert heard >= 0.8 * report["uplink"]["received"] > 0  # the ground's frames, heard in the windows
     assert '"chip_missed_packet"' not in log  # nothing arrived while the chip was not listening
     frames = [bytes.fromhex(h) for h in (tmp_path / "fly" / "air.hex").read_text().split()]
-    assert frames and all(isinstance(wire.decode_frame(f), (wire.Telemetry, wire.Fragment)) for f in frames)
+    auth = flight_auth(tmp_path / "fly")
+    assert frames and all(isinstance(wire.decode_frame(f, auth), (wire.Telemetry, wire.Fragment, wire.Window))
+                          for f in frames)

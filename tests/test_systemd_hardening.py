@@ -333,7 +333,8 @@ def test_dashboard_has_no_path_to_the_uplink_key():
     # Where the ground's unit says the key goes, and where its ExecStart points once it has one.
     ground_text = (UNITS / GROUND).read_text()
     assert KEY_FILE in ground_text
-    key_args = re.findall(r"--(?:uplink-key|mqtt-password-file)[= ](\S+)", value(ground, "Service", "ExecStart"))
+    key_args = re.findall(r"--(?:uplink-key|flight-key|downlink-key|mqtt-password-file)[= ](\S+)",
+                          value(ground, "Service", "ExecStart"))
     for key in key_args:
         assert _under(key, hidden), f"the ground's {key} is visible to the dashboard"
         assert not _under(key, [STATE_DIR]), f"{key}: the dashboard's group may list {STATE_DIR}"
@@ -343,7 +344,7 @@ def test_dashboard_has_no_path_to_the_uplink_key():
         for v in values(dash, "Service", key):
             for p in re.split(r"[\s:]", v):
                 assert not _under(p.lstrip("-+"), [KEY_DIR]), f"{key}={v}"
-    assert "uplink-key" not in value(dash, "Service", "ExecStart")
+    assert not re.search(r"uplink-key|flight-key|downlink-key", value(dash, "Service", "ExecStart"))
     assert value(dash, "Service", "PrivateUsers") == "yes"
 
 

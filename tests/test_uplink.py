@@ -43,6 +43,7 @@ from stratoecho.wire.uplink import (
     sign,
     verify,
 )
+from tests.fakes import AUTH
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = bytes(range(32))
@@ -85,7 +86,7 @@ def test_first_byte_is_free_and_not_downlink():
     assert uplink.MAGIC == 0xED
     assert uplink.MAGIC not in wire.GATEWAY_FIRST_BYTES and uplink.MAGIC != wire.MAGIC
     with pytest.raises(wire.WireError, match="unknown first byte"):  # the downlink decoder never takes one
-        wire.decode_frame(sign(KEY, 1, PID, Ping(1)))
+        wire.decode_frame(sign(KEY, 1, PID, Ping(1)), AUTH)
 
 
 def test_golden_frame_matches_docstring_and_independent_build():
@@ -231,7 +232,7 @@ def test_unknown_version_and_not_uplink():
     assert reason_of(raw_frame(CommandId.PING, 1, b"\x00\x01", version=2)) == "unknown version"
     assert reason_of(raw_frame(CommandId.PING, 1, b"\x00\x01", version=0)) == "unknown version"
     assert reason_of(b"$$STRATO1,1,00:00:00,0,0,0,0,0,0,0,1*0000\n") == "not uplink"
-    assert reason_of(wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "hi"))[0]) == "not uplink"
+    assert reason_of(wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 0, "hi"), auth=AUTH)[0]) == "not uplink"
 
 
 def test_too_long_is_refused_before_hashing():

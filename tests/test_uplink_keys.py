@@ -241,7 +241,7 @@ def test_keygen_command(tmp_path, capsys, main):
     key = load_key(path)
     if os.name == "posix":
         assert path.stat().st_mode & 0o777 == 0o600
-    assert "wrote a new uplink key" in capsys.readouterr().err
+    assert "wrote a new flight key" in capsys.readouterr().err
     assert main(["keygen", str(path)]) == 1
     assert f"{path} exists" in capsys.readouterr().err and load_key(path) == key
     assert main(["keygen", "--force", str(path)]) == 0

@@ -2,7 +2,7 @@
 
 * Each serial ground source's `send`, at the bytes it puts on the line: a hex line
   for a bridge, a KISS data frame for a TNC, the bare frame for a transparent module.
-* `listen --serial ... --uplink-key` answering the payload's window: over a hex-line
+* `listen --serial ... --flight-key` answering the payload's window: over a hex-line
   bridge (the test plays the bridge), and end to end through two KISS TNCs (a pty
   pair joined by a relay, the air) to the payload's `KissRadio.receive`.
 * End to end over two fake Ebyte modules (`sim.lora_module`, one each side, the air
@@ -29,13 +29,13 @@ import pytest
 
 from groundstation.__main__ import build_parser, cmd_listen
 from groundstation.receive import KissSerialSource, RawSerialSource, SerialSource, describe_peer
-from groundstation.uplink import generate_key_file
 from payload.radio import KissRadio, LoRaUartRadio
 from sim.lora_module import FakeLoRaModule
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.kiss import KissDecoder, kiss_encode
-from stratoecho.wire.uplink import LinkReport, Resend, verify
+from stratoecho.wire.uplink import LinkReport, Resend, payload_hash, verify
+from tests.fakes import AUTH, write_flight_key
 
 MUSING = int(wire.Kind.MUSING)
 LORA = dict(sf=9, bw_hz=125_000, cr=5)
@@ -54,11 +54,12 @@ def record(seq: int) -> wire.Record:
 
 def window_frames() -> tuple[list[bytes], int]:
     """What the payload sends before its window: one fragment of a record short of complete,
-    then sentence 6 (window_every 6). Returns the frames and the record's k."""
-    fragments = wire.fragment_record(record(7), mtu=60)
-    k = wire.decode_fragment(fragments[0]).k
+    then sentence 6 (window_every 6) and the window cue. Returns the frames and the record's k."""
+    fragments = wire.fragment_record(record(7), mtu=60, auth=AUTH)
+    k = wire.decode_fragment(fragments[0], AUTH).k
     assert k >= 2
-    return [fragments[0], sentence(6)], k
+    cue = wire.encode_window(wire.Window(3, 6, payload_hash("STRATO")), AUTH)
+    return [fragments[0], sentence(6), cue], k
 
 
 def check_window_answer(key: bytes, got: list[bytes], heard: int, k: int) -> None:
@@ -130,7 +131,7 @@ def listening(tmp_path: Path, *argv: str) -> Iterator[dict]:
 @pytest.fixture
 def key(tmp_path) -> tuple[Path, bytes]:
     path = tmp_path / "uplink.key"
-    return path, generate_key_file(path)
+    return path, write_flight_key(path)
 
 
 # --------------------------------------------------------------------------- each source's send
@@ -201,18 +202,18 @@ def test_raw_source_drops_bursts_longer_than_a_packet_without_keeping_them():
         source.close()
 
 
-# --------------------------------------------------------------------------- listen --serial --uplink-key
+# --------------------------------------------------------------------------- listen --serial --flight-key
 
 
 def test_listen_hex_bridge_answers_the_window_with_hex_lines(tmp_path, key, pty):
     key_path, secret = key
     master, path = pty
     frames, k = window_frames()
-    with listening(tmp_path, "--serial", path, "--uplink-key", str(key_path)) as box:
+    with listening(tmp_path, "--serial", path, "--flight-key", str(key_path)) as box:
         os.write(master, b"".join(f.hex().encode() + b"\n" for f in frames))
         lines = read_available(master, lambda d: d.count(b"\n") >= 2).splitlines()
     assert box["rc"] == 0
-    check_window_answer(secret, [bytes.fromhex(line.decode()) for line in lines], heard=2, k=k)
+    check_window_answer(secret, [bytes.fromhex(line.decode()) for line in lines], heard=3, k=k)
     stats = json.loads((tmp_path / "g.json").read_text())
     assert stats["nacks_sent"] == 1 and stats["link_reports"] == 1 and stats["send_errors"] == 0
 
@@ -241,7 +242,7 @@ def test_listen_kiss_tnc_uplink_reaches_the_payloads_kiss_radio(tmp_path, key):
     try:
         frames, k = window_frames()
         with listening(tmp_path, "--serial", os.ttyname(ground_slave), "--kiss",
-                       "--uplink-key", str(key_path)) as box:
+                       "--flight-key", str(key_path)) as box:
             for frame in frames:
                 radio.send(frame)  # the downlink, through both TNCs
             got: list[bytes] = []
@@ -249,7 +250,7 @@ def test_listen_kiss_tnc_uplink_reaches_the_payloads_kiss_radio(tmp_path, key):
             while len(got) < 2 and time.monotonic() < deadline:
                 got += radio.receive(timeout_s=1.0)  # the payload's listen window
         assert box["rc"] == 0
-        check_window_answer(secret, got, heard=2, k=k)
+        check_window_answer(secret, got, heard=3, k=k)
     finally:
         radio.close()
         stop.set()
@@ -267,7 +268,7 @@ def test_listen_raw_module_uplink_reaches_the_payloads_lora_module(tmp_path, key
         try:
             frames, k = window_frames()
             with listening(tmp_path, "--serial", ground.port, "--raw", "--tx-gap", "0.4",
-                           "--uplink-key", str(key_path)) as box:
+                           "--flight-key", str(key_path)) as box:
                 for frame in frames:
                     radio.send(frame)
                 got: list[bytes] = []
@@ -275,7 +276,7 @@ def test_listen_raw_module_uplink_reaches_the_payloads_lora_module(tmp_path, key
                 while len(got) < 2 and time.monotonic() < deadline:
                     got += radio.receive(timeout_s=1.0)
             assert box["rc"] == 0
-            check_window_answer(secret, got, heard=2, k=k)
+            check_window_answer(secret, got, heard=3, k=k)
             assert ground.frames == got  # one packet per uplink frame
             assert not radio.errors
         finally:
@@ -285,9 +286,9 @@ def test_listen_raw_module_uplink_reaches_the_payloads_lora_module(tmp_path, key
 def test_uplink_needs_a_source_that_can_transmit(tmp_path, key, capsys):
     key_path, _ = key
     args = build_parser().parse_args(["listen", "--replay", "-", "--db", str(tmp_path / "g.db"),
-                                      "--uplink-key", str(key_path)])
+                                      "--flight-key", str(key_path), "--uplink-to", "127.0.0.1:9"])
     assert cmd_listen(args) == 2
-    assert "--udp, --serial or --lora" in capsys.readouterr().err
+    assert "--uplink-to goes with --udp" in capsys.readouterr().err
     args = build_parser().parse_args(["listen", "--replay", "-", "--raw", "--db", str(tmp_path / "g.db")])
     assert cmd_listen(args) == 2
     assert "--raw goes with --serial" in capsys.readouterr().err

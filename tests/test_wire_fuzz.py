@@ -7,6 +7,7 @@ import random
 from groundstation.decoder import FrameDecoder
 from stratoecho import wire
 from stratoecho.wire import habpack, horus
+from tests.fakes import AUTH
 
 N_MUTATIONS = 100_000
 
@@ -16,9 +17,9 @@ def _originals() -> tuple[list[bytes], set[str]]:
     for seq in range(1, 6):
         t = wire.Telemetry("STRATO1", seq, "10:04:11", 52.7 + seq / 1000, -2.7, 12000 + seq, 9, -40.5, 180.2, 3890, 3)
         frames.append(wire.encode_sentence(t))
-        truths.add(repr(sorted(wire.decode_frame(frames[-1]).as_dict().items())))  # as sent (5 decimals)
+        truths.add(repr(sorted(wire.decode_frame(frames[-1], AUTH).as_dict().items())))  # as sent (5 decimals)
         rec = wire.Record(wire.Kind.MUSING, 3, seq, 1767225600, f"musing {seq}: the horizon is a blue wire " * (seq % 3 + 1))
-        frames += wire.fragment_record(rec, mtu=64, parity=2)
+        frames += wire.fragment_record(rec, mtu=64, parity=2, auth=AUTH)
         truths.add(repr(sorted(rec.as_dict().items())))
     return frames, truths
 
@@ -50,14 +51,14 @@ def _mutate(rng: random.Random, frame: bytes, pool: list[bytes]) -> bytes:
 def test_mutated_frames_never_raise_and_never_deliver_a_wrong_record():
     frames, truths = _originals()
     rng = random.Random(20261121)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(auth=AUTH)
     wrong = []
     for _ in range(N_MUTATIONS):
         result = decoder.feed(_mutate(rng, rng.choice(frames), frames))
         if result.record is not None and repr(sorted(result.record.as_dict().items())) not in truths:
             wrong.append(result.record)
         if rng.random() < 0.01:
-            decoder = FrameDecoder()  # fresh state now and then, so good records can complete again
+            decoder = FrameDecoder(auth=AUTH)  # fresh state now and then, so good records can complete again
     assert wrong == []
     assert sum(decoder.errors.values()) > 0
 

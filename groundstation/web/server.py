@@ -257,7 +257,7 @@ def telemetry_json(row: TelemetryRow) -> dict:
 def record_json(row: RecordRow) -> dict:
     """A record as the page reads it: `fields` where it has them, `image` (its URL) for a picture."""
     out = {"id": row.id, "kind": row.kind, "boot": row.boot, "seq": row.seq, "created": row.created,
-           "text": row.text, "received_at": row.received_at}
+           "text": row.text, "received_at": row.received_at, "authentic": row.authentic}
     if row.fields is not None:
         out["fields"] = _finite(row.fields)
     if row.jpeg_bytes is not None:

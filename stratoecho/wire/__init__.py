@@ -9,7 +9,8 @@ LoRa gateways dispatch:
 | ``$`` | UKHAS telemetry sentence (ASCII, CRC16) | `sentence` |
 | ``$`` | a musing as UKHAS text sentences (seventh field ``musing B.S P/N``) | `musing_sentence` |
 | ``0x80``-``0x8F``, ``0xDE`` | HABpack telemetry (MessagePack map) | `habpack` |
-| ``0xEC`` | stratoecho record fragment, erasure-coded (a late position too) | `records` (+ `fec`, `content`) |
+| ``0xEC`` | our record fragment, erasure-coded (a late position too), tagged | `records` (+ `fec`, `content`, `downlink`) |
+| ``0xEE`` | stratoecho control frame: the window cue, tagged | `downlink` |
 | ``0x66``, ``0x67`` | SSDV picture packet (255 bytes on air: no 0x55 sync) | `ssdv` (+ `jpeg_scan`, `ssdv_rs`) |
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from . import ssdv
 from .common import (
+    CONTROL_MAGIC,
     DEFAULT_MTU,
     GATEWAY_FIRST_BYTES,
     MAGIC,
@@ -29,6 +31,7 @@ from .common import (
     crc16_ccitt,
 )
 from .content import API_REQUEST_FIELDS, HEALTH_FIELDS, decode_position
+from .downlink import DownlinkAuth, Window, decode_window, encode_window
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack, encode_habpack
 from .musing_sentence import (
@@ -62,8 +65,10 @@ HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
 TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
 
 
-def decode_frame(frame: bytes) -> Telemetry | MusingSentence | Fragment | SsdvPacket:
-    """Dispatch on the first byte, as a gateway does."""
+def decode_frame(frame: bytes, auth: DownlinkAuth | None = None) -> Telemetry | MusingSentence | Fragment | SsdvPacket | Window:
+    """Dispatch on the first byte, as a gateway does. Our fragments and control frames are
+    returned only when their downlink tag checks under `auth` (else WireError "unauthenticated"
+    or "bad tag"); sentences, HABpack and SSDV carry no tag and come back as they are."""
     if not frame:
         raise WireError("empty", "empty frame")
     if frame[:2] == b"$$":
@@ -71,13 +76,16 @@ def decode_frame(frame: bytes) -> Telemetry | MusingSentence | Fragment | SsdvPa
     if frame[0] in HABPACK_FIRST_BYTES:
         return decode_habpack(frame)
     if frame[0] == MAGIC:
-        return decode_fragment(frame)
+        return decode_fragment(frame, auth)
+    if frame[0] == CONTROL_MAGIC:
+        return decode_window(frame, auth)
     if frame[0] in SSDV_FIRST_BYTES:
         return ssdv.parse_packet(frame)
     raise WireError("unknown first byte", f"unknown first byte 0x{frame[0]:02X}")
 
 
 __all__ = [
+    "CONTROL_MAGIC", "DownlinkAuth", "Window", "decode_window", "encode_window",
     "CHECK_BYTES", "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "NOT_RECORDS", "UPLINK_MAGIC",
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",

@@ -10,15 +10,17 @@ record is delivered only when its check matches too, so a damaged frame whose CR
 still matches (one in 65,536) or a frame from another record cannot make a wrong one.
 All integers big-endian::
 
-     0      1      2        4              8      9      10     11       13           n-2    n
-    +------+------+--------+--------------+------+------+------+--------+------------+------+
-    | 0xEC | v|k  | boot   | seq          | idx  | k    | n    | length | shard ...  | crc  |
-    +------+------+--------+--------------+------+------+------+--------+------------+------+
-      magic  ver:4  u16      u32            u8     u8     u8     u16      ceil(len/k)  u16
+     0      1      2        4              8      9      10     11       13           n-2-T  n-2    n
+    +------+------+--------+--------------+------+------+------+--------+------------+------+------+
+    | 0xEC | v|k  | boot   | seq          | idx  | k    | n    | length | shard ...  | tag  | crc  |
+    +------+------+--------+--------------+------+------+------+--------+------------+------+------+
+      magic  ver:4  u16      u32            u8     u8     u8     u16      ceil(len/k)  T      u16
              kind:4
 
 ``idx`` < ``n``; ``length`` is the sealed body's length, check included (the last
-data shard is padded);
+data shard is padded); the tag is the downlink tag (`downlink.py`: HMAC-SHA256 under the
+key derived from the flight key, its first ``T`` bytes, default 8) over every byte before it,
+so each fragment — a NACK's answer too — is the balloon's own or is not decoded at all;
 the CRC16-CCITT covers every byte before it. Receivers key on (kind, boot, seq):
 duplicates and reordering are harmless. A shard does not depend on ``n``, so a
 repair may send parity shards beyond the first ``n``; a record re-sent with
@@ -36,11 +38,12 @@ from datetime import datetime, timezone
 
 from .common import DEFAULT_MTU, MAGIC, Kind, WireError, crc16_ccitt, refuse_as_record
 from .content import content_json, decode_content, encode_content, summary
+from .downlink import DEFAULT_TAG_LEN, DownlinkAuth, authenticate
 from .fec import FecError
 from .fec import decode as fec_decode
 from .fec import encode as fec_encode
 
-VERSION = 3  # 3: the record check; 2 had none
+VERSION = 4  # 4: the downlink tag on every fragment; 3: the record check; 2 had none
 _HEAD = struct.Struct(">BBHIBBBH")
 HEADER_BYTES = _HEAD.size  # 13
 CRC_BYTES = 2
@@ -107,25 +110,28 @@ class Fragment:
         return (int(self.kind), self.boot, self.seq)
 
 
-def shard_capacity(mtu: int) -> int:
-    cap = mtu - HEADER_BYTES - CRC_BYTES
+def shard_capacity(mtu: int, tag_len: int = DEFAULT_TAG_LEN) -> int:
+    cap = mtu - HEADER_BYTES - tag_len - CRC_BYTES
     if cap < 1:
-        raise ValueError(f"MTU {mtu} leaves no room for data after {HEADER_BYTES + CRC_BYTES} bytes of framing")
+        raise ValueError(f"MTU {mtu} leaves no room for data after {HEADER_BYTES + tag_len + CRC_BYTES} bytes of "
+                         "framing and tag")
     return cap
 
 
-def data_shards(body_bytes: int, mtu: int = DEFAULT_MTU) -> int:
+def data_shards(body_bytes: int, mtu: int = DEFAULT_MTU, tag_len: int = DEFAULT_TAG_LEN) -> int:
     """k: how many frames a body of this size (`Record.body()`, its check not counted) needs
-    without parity."""
-    return max(1, math.ceil((body_bytes + CHECK_BYTES) / shard_capacity(mtu)))
+    without parity, with a `tag_len`-byte downlink tag on each."""
+    return max(1, math.ceil((body_bytes + CHECK_BYTES) / shard_capacity(mtu, tag_len)))
 
 
-def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
-    """Cut a record into `k + parity` frames of at most `mtu` bytes; any k rebuild it."""
-    return fragment_body(record.kind, record.boot, record.seq, record.body(), mtu, parity)
+def fragment_record(record: Record, mtu: int = DEFAULT_MTU, parity: int = 0, *, auth: DownlinkAuth) -> list[bytes]:
+    """Cut a record into `k + parity` frames of at most `mtu` bytes, each tagged with `auth`;
+    any k rebuild it."""
+    return fragment_body(record.kind, record.boot, record.seq, record.body(), mtu, parity, auth=auth)
 
 
-def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAULT_MTU, parity: int = 0) -> list[bytes]:
+def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAULT_MTU, parity: int = 0, *,
+                  auth: DownlinkAuth) -> list[bytes]:
     """`fragment_record` from a body already encoded (`Record.body()`, as the payload's queue
     keeps it): what is stored is cut as it is, never decoded and encoded again."""
     refuse_as_record(kind)
@@ -136,7 +142,7 @@ def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAU
     sealed = body + struct.pack(">I", record_check(kind, boot, seq, body))
     if len(sealed) > 0xFFFF:
         raise WireError("too long", f"record of {len(body)} bytes; at most {0xFFFF - CHECK_BYTES}")
-    k = data_shards(len(body), mtu)
+    k = data_shards(len(body), mtu, auth.tag_len)
     n = k + max(parity, 0)
     if n > MAX_SHARDS:
         raise WireError("too long", f"record of {len(body)} bytes needs {k}+{parity} fragments; at most {MAX_SHARDS} at MTU "
@@ -145,11 +151,14 @@ def fragment_body(kind: Kind, boot: int, seq: int, body: bytes, mtu: int = DEFAU
     for i, shard in enumerate(fec_encode(sealed, k, n)):
         head = _HEAD.pack(MAGIC, (VERSION << 4) | kind, boot, seq, i, k, n, len(sealed))
         data = head + shard
+        data += auth.tag(data)
         frames.append(data + struct.pack(">H", crc16_ccitt(data)))
     return frames
 
 
-def decode_fragment(frame: bytes) -> Fragment:
+def decode_fragment(frame: bytes, auth: DownlinkAuth | None) -> Fragment:
+    """Parse a fragment and check its downlink tag; WireError ("unauthenticated" without `auth`,
+    "bad tag" when the tag fails) for one that is not the balloon's: nothing of it is believed."""
     if len(frame) < HEADER_BYTES + CRC_BYTES + 1:
         raise WireError("truncated", f"frame of {len(frame)} bytes is shorter than the {HEADER_BYTES + CRC_BYTES}-byte "
                                      "framing plus data")
@@ -171,7 +180,8 @@ def decode_fragment(frame: bytes) -> Fragment:
         raise WireError("musing sentence as fragment", "musing sentences travel as UKHAS text, not as fragments")
     if not 1 <= k <= n or idx >= n:
         raise WireError("bad fragment index", f"fragment index {idx} with k={k} of n={n}")
-    shard = frame[HEADER_BYTES:-2]
+    authenticate(frame, None, auth, f"{kind.name.lower()} {boot}.{seq} fragment {idx}")
+    shard = frame[HEADER_BYTES:-2 - auth.tag_len]
     if length < 4 + CHECK_BYTES:
         raise WireError("record too short", f"record of {length} bytes is shorter than its 4-byte time and "
                                             f"{CHECK_BYTES}-byte check")

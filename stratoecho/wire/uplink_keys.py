@@ -160,8 +160,9 @@ def _write_new(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def write_key_file(path: str | Path, force: bool = False) -> bytes:
-    """Write a new key to `path` as hex and a newline, mode 600; return the key.
+def write_key_file(path: str | Path, force: bool = False, key: bytes | None = None) -> bytes:
+    """Write a new key (or `key`: a downlink key derived from a flight key) to `path` as hex and a
+    newline, mode 600; return the key.
 
     Written whole to a temporary file in the same folder first and then put in place, so a
     reader never sees half a key (on a file system without hard links it is written in place,
@@ -169,7 +170,7 @@ def write_key_file(path: str | Path, force: bool = False) -> bytes:
     `force`: a key replaced by mistake locks the ground out of a balloon already flying.
     """
     path = Path(path)
-    key = new_key()
+    key = new_key() if key is None else key
     text = key.hex() + "\n"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:

@@ -378,6 +378,10 @@
       const item = el("li", null, null, { "data-key": `${m.boot}/${m.seq}` });
       timeEl(item, m.created);
       el("span", item, m.text, { class: "text" });
+      if (m.authentic === false) { // its text sentences only: anyone can send those
+        el("span", item, "open", { class: "open", title: "heard only as UKHAS text sentences, which anyone can " +
+          "send; not yet vouched for by the balloon's tag" });
+      }
       return item;
     }));
     if (!rows.length) el("li", list, "none received yet", { class: "note" });
