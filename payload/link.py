@@ -263,17 +263,6 @@ class Transmitter:
         return (self.uplink_cfg is not None and self._report_window is not None
                 and self.stats.windows - self._report_window >= CONTACT_LOST_WINDOWS)
 
-    def next_frame(self) -> tuple[Queued, bytes, bool, bool] | None:
-        """(record, frame, is its last frame, is parity) for the radio's next slot, or None."""
-        fresh = self.store.current_telemetry(exclude=tuple(self._hand))
-        if fresh is not None:
-            return fresh, fresh.payload, True, False
-        if self.out_of_contact():
-            if self._hand or self._repairs or self.store.depth():
-                self.stats.held_frames += 1
-            return None  # the beacon alone, which is how the ground finds us again
-        return self._bulk(take=True)
-
     def _bulk(self, take: bool) -> tuple[Queued | None, bytes, bool, bool] | None:
         """The next bulk frame (a repair, else the hand's next), consumed only with `take`:
         a frame the budget defers stays where it was."""
