@@ -13,6 +13,9 @@ The payload under test is the flight code (payload.devices, payload.gps, payload
 payload.camera, payload.pi_health, payload.outputs); only the hardware is simulated. Faults
 are scheduled in flight time (`FaultPlan`) and thrown at the simulators' own fault switches.
 The battery survives a payload reboot: its state is saved to `state_path` as the world steps.
+The bench's own files (its /proc and /sys, the battery) live in `bench_dir(data_dir)`, a
+sibling of the payload's data folder, never inside it: the simulated card holds only the
+payload's data, and a full card stops the payload's writes, not the bench's hardware.
 """
 
 from __future__ import annotations
@@ -185,14 +188,17 @@ class PiLoad:
 class BenchHardware:
     """Starts the simulated parts, steps the world on `clock` in a thread, and hands the payload
     what it would open on a Pi: `gps_port`, `bus_opener`, `pin_factory`, `camera_factory`,
-    `sysfs_root` and `vcgencmd`."""
+    `sysfs_root` and `vcgencmd`. `root` is the bench's own folder for its /proc and /sys
+    (`bench_dir`); `card` the payload's data folder, what the simulated card holds beside the
+    OS (None: nothing but the OS)."""
 
     def __init__(self, flight: Flight, clock, root: Path, *, seed: int = 1, faults: list[Fault] = (),
                  state_path: Path | None = None, heater_pin: int | None = 24, load: PiLoad | None = None,
-                 power_plan: PowerPlan | None = None, brownout_kills: bool = True):
+                 power_plan: PowerPlan | None = None, brownout_kills: bool = True, card: Path | None = None):
         from gpiozero.pins.mock import MockFactory
 
         self.flight, self.clock, self.root = flight, clock, Path(root)
+        self.card = None if card is None else Path(card)
         self.faults = FaultPlan(list(faults))
         self.radio_socket = None  # the LoRa chip's place on SPI, when the configuration has one (radio:unplug)
         self.state_path = state_path
@@ -277,11 +283,12 @@ class BenchHardware:
 
     def card_usage(self, path) -> shutil._ntuple_diskusage:
         """The simulated SD card, as shutil.disk_usage says it: CARD_BYTES, of which the OS takes
-        CARD_OS_BYTES and the payload what its data folder holds (its databases and stills; not the
-        JSON bookkeeping, whose size follows wall-clock figures). The bench machine's own disk
-        would make a flight's health records depend on it."""
+        CARD_OS_BYTES and the payload what its data folder (`card`) holds (its databases and
+        stills; not the JSON bookkeeping, whose size follows wall-clock figures). The bench's own
+        /proc and /sys are not on it. The bench machine's own disk would make a flight's health
+        records depend on it."""
         used = CARD_OS_BYTES
-        for p in self.root.parent.rglob("*"):
+        for p in self.card.rglob("*") if self.card is not None else ():
             if p.suffix not in (".json", ".tmp"):
                 try:
                     used += p.stat().st_size if p.is_file() else 0
@@ -407,6 +414,15 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)  # a reader never sees half a file
 
 
+def bench_dir(data_dir: Path) -> Path:
+    """The bench's own folder for a payload's `data_dir`: its sibling `<data_dir>.bench` (the
+    simulated /proc and /sys, the battery). Never inside the data folder, so the card is only the
+    payload's; beside it, so a restarted payload on the same data folder finds the same world,
+    and a bench flight's files can be read after it."""
+    data = Path(os.path.abspath(data_dir))  # "." and "x/" have a name to add to; no symlink followed
+    return data.with_name(data.name + ".bench")
+
+
 def open_bench(cfg, data_dir: Path):
     """The bench's `payload.hardware.Hardware` (entry point ``stratoecho.hardware: bench``): the
     payload's own drivers over this world's parts — an NMEA pseudo-terminal, register-level I2C,
@@ -423,8 +439,9 @@ def open_bench(cfg, data_dir: Path):
     rejoined = world_clock is not None and world_clock.exists()
     if rejoined:
         clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
-    bench = BenchHardware(flight, clock, data_dir / "bench", seed=cfg.sim.seed, faults=faults,
-                          state_path=data_dir / "bench" / "world.json", heater_pin=cfg.outputs.heater_pin)
+    own = bench_dir(data_dir)
+    bench = BenchHardware(flight, clock, own, seed=cfg.sim.seed, faults=faults, state_path=own / "world.json",
+                          heater_pin=cfg.outputs.heater_pin, card=Path(data_dir))
     if cfg.devices.gps is not None:
         cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
     devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port,

@@ -40,7 +40,7 @@ from payload.radios import SPI_RADIOS
 from stratoecho.wire import gateway_rules
 from stratoecho.wire.uplink_keys import write_key_file
 
-from .bench_hardware import Fault
+from .bench_hardware import Fault, bench_dir
 from .flight_report import summarise, write_flight_report
 from .loss import LossSpec
 from .musing_report import musings_section
@@ -140,15 +140,18 @@ def stop(proc: subprocess.Popen, what: str, timeout_s: float = 20.0) -> int:
 
 def prepare_out(opts: FlyOptions) -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
-    existing = [n for n in OUTPUTS if (opts.out / n).exists()] + (["payload/"] if (opts.out / "payload").exists() else [])
+    # The payload's data folder and the bench's own beside it (its /proc, /sys and battery).
+    folders = [opts.out / "payload", bench_dir(opts.out / "payload")]
+    existing = [n for n in OUTPUTS if (opts.out / n).exists()] + [f"{d.name}/" for d in folders if d.exists()]
     if existing and not opts.overwrite:
         raise FlyError(f"{opts.out} already holds a flight ({', '.join(existing)}); pass --overwrite or choose another --out")
     for n in OUTPUTS:
         (opts.out / n).unlink(missing_ok=True)
-    if (opts.out / "payload").exists():
-        import shutil
+    for d in folders:
+        if d.exists():
+            import shutil
 
-        shutil.rmtree(opts.out / "payload")
+            shutil.rmtree(d)
 
 
 def ground_counts(db: Path) -> dict:
@@ -742,7 +745,7 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
         "actions": flyer.done_actions if flyer else [],
         "unit": flyer.sup.report() if flyer and flyer.sup else None,
         "payload_rss_kb": flyer.rss if flyer else [],
-        "world": world_figures(out / "payload" / "bench" / "world.json"),
+        "world": world_figures(bench_dir(out / "payload") / "world.json"),
     }
     report.update(summarise(out / "ground.db", stats, channel))
     # Whether they were worth reading: every musing the payload made, measured against what its
