@@ -20,6 +20,8 @@ the listener hands it each new packet the database kept, `ssdv_upload.ssdv_from_
     ssdv_upload.SsdvUploader    the SSDV server (ssdv.habhub.org)   background thread, batched
 
 Both uploaders are `uploader.BatchUploader`s: the queue, retries and splitting are shared.
+`export --format` offers the formats registered in one table, `formats.FORMATS`: each entry
+says how to build its exporter from the options and what to report (formats.py).
 """
 
 from __future__ import annotations
@@ -31,24 +33,22 @@ from pathlib import Path
 
 from .base import Exporter, ExportError, Guarded, from_db
 from .csv_export import CsvTable
+from .formats import FORMATS, ExportFormat, Report, register_format
 from .gpx import GpxTrack
 from .kml import KmlTrack
-from .sondehub import DEFAULT_URL, SondeHubPolicy, SondeHubUploader
+from .sondehub import DEFAULT_URL, SondeHubUploader
 from .ssdv_upload import DEFAULT_URL as SSDV_URL
 from .ssdv_upload import SsdvUploader, ssdv_from_db
 from .station import Station
 from .udp_feed import DEFAULT_HOST, DEFAULT_PORT, UdpFeed
-from .uploader import BatchUploader, UploadPolicy
+from .uploader import UploadPolicy
 
 __all__ = [
-    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "SSDV_URL", "CsvTable", "ExportError", "Exporter", "GpxTrack",
-    "Guarded", "KmlTrack", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
-    "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli", "ssdv_from_args",
-    "ssdv_from_db", "station_from_args",
+    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "FORMATS", "SSDV_URL", "CsvTable", "ExportError", "ExportFormat",
+    "Exporter", "GpxTrack", "Guarded", "KmlTrack", "Report", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
+    "UploadPolicy", "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli",
+    "register_format", "ssdv_from_args", "ssdv_from_db", "station_from_args",
 ]
-
-FILE_FORMATS = {"gpx": GpxTrack, "kml": KmlTrack, "csv": CsvTable}
-FORMATS = (*FILE_FORMATS, "sondehub", "ssdv")
 
 EXPORT_EXAMPLES = """\
 examples:
@@ -181,19 +181,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Run one format's entry over the database: its checks, its exporter, its report."""
     from groundstation.db import Store, StoreError  # here: the package imports without the database layer
 
-    if args.format in FILE_FORMATS and not args.out:
-        print(f"error: --format {args.format} needs --out FILE (where to write the {args.format.upper()})",
-              file=sys.stderr)
-        return 2
-    if args.format in ("sondehub", "ssdv") and not args.uploader:
-        print(f"error: --format {args.format} needs --uploader CALL (your callsign, shown as the receiving station)",
-              file=sys.stderr)
-        return 2
-    if args.format == "ssdv" and args.dev:
-        print("error: --dev is SondeHub's test mode; the SSDV server has none (point --out at a test server)",
-              file=sys.stderr)
+    fmt = FORMATS[args.format]
+    usage_error = fmt.check(args)
+    if usage_error:
+        print(f"error: {usage_error}", file=sys.stderr)
         return 2
     if not Path(args.db).is_file():  # Store would create an empty database and export nothing
         print(f"error: database {args.db} does not exist", file=sys.stderr)
@@ -206,12 +200,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         store = Store(args.db)
     except StoreError as e:
-        if isinstance(exporter, BatchUploader):
-            exporter.close()
+        fmt.discard(exporter)
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        rows = ssdv_from_db(store, exporter) if isinstance(exporter, SsdvUploader) else from_db(store, exporter)
+        rows = fmt.feed(store, exporter)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -220,38 +213,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _report(args, exporter, rows)
 
 
-def _make(args: argparse.Namespace) -> Exporter | SsdvUploader:
-    if args.format in FILE_FORMATS:
-        out = Path(args.out)
-        if not out.parent.is_dir():
-            raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
-        return FILE_FORMATS[args.format](out)
-    if args.format == "ssdv":  # a whole flight's pictures at once: time to send them all
-        return SsdvUploader(args.uploader, args.out or SSDV_URL, policy=UploadPolicy(close_deadline_s=300.0))
-    return SondeHubUploader(args.uploader, args.out or DEFAULT_URL, method=args.method, gzip=not args.no_gzip,
-                            historical=True, dev=args.dev,
-                            # a whole flight at once: bigger batches, and time to send them all
-                            policy=SondeHubPolicy(batch_max_items=200, close_deadline_s=300.0))
+def _make(args: argparse.Namespace) -> object:
+    return FORMATS[args.format].make(args)
 
 
-def _report(args: argparse.Namespace, exporter: Exporter | SsdvUploader, rows: int) -> int:
-    if isinstance(exporter, CsvTable):
-        print(f"wrote {exporter.rows} rows to {exporter.path} ({rows} sentences in {args.db})")
-        return 0
-    if isinstance(exporter, (GpxTrack, KmlTrack)):
-        print(f"wrote {exporter.points} positions to {exporter.path} ({rows} sentences in {args.db}; "
-              f"{exporter.skipped_no_fix} without a GPS fix left out)")
-        if exporter.points == 0:
-            print(f"warning: no position with a GPS fix in {args.db}: the track is empty", file=sys.stderr)
-        return 0
-    if isinstance(exporter, SsdvUploader):
-        s = exporter.summary()
-        print(f"ssdv {exporter.url}: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} given up "
-              f"after server errors, {s['unsent']} not sent ({rows} packets in {args.db})")
-        return 1 if s["refused"] or s["dropped"] or s["unsent"] else 0
-    assert isinstance(exporter, SondeHubUploader)
-    s = exporter.stats
-    print(f"sondehub {exporter.url}: {s['sent']} positions sent, {s['skipped_no_fix']} without a fix skipped, "
-          f"{s['rejected_items']} refused, {s['failed_items']} given up after server errors, "
-          f"{s['unsent_at_close']} not sent ({rows} sentences in {args.db})")
-    return 1 if s["rejected_items"] or s["failed_items"] or s["unsent_at_close"] else 0
+def _report(args: argparse.Namespace, exporter: object, rows: int) -> int:
+    report = FORMATS[args.format].report(args, exporter, rows)
+    for line in report.lines:
+        print(line)
+    for line in report.warnings:
+        print(line, file=sys.stderr)
+    return report.status
