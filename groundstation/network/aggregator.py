@@ -1,0 +1,373 @@
+"""The aggregator side: every station's frames into one decoder and one database, believed for what
+they prove (tagged frames) or for how many stations agree (open frames), within each station's limits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from stratoecho import wire
+
+from ..db import Store, utc_now
+from ..decoder import Decoded, FrameDecoder, classify
+from ..heard import WireRecord
+from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
+from .session import _Session
+from .topics import DEFAULT_PREFIX, FORMAT_VERSION, POLL_S, BrokerAuth, Reconnect, check_prefix, topic_level
+
+log = structlog.get_logger(__name__)
+
+
+# --------------------------------------------------------------------------- aggregator side
+
+class _BadMessage(Exception):
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class AggregateStats:
+    messages: int = 0  # MQTT messages handled
+    frames: int = 0  # frames stored (one row each)
+    repeats: int = 0  # messages delivered again (same id): ignored
+    duplicate_frames: int = 0  # frames with the same bytes as one heard before, by any station
+    duplicate_records: int = 0  # records or sentences decoded again that the database already held
+    records_new: int = 0  # telemetry and records new to the database
+    refused_records: int = 0  # decoded records stations sent on the records topic: never stored
+    held_frames: int = 0  # frames stored as a station's claim, waiting for a second station or a trusted one
+    vouched_frames: int = 0  # distinct frames decoded once vouched for
+    positions: int = 0  # stations' positions stored (each station's own word, on its own topic)
+    rate_dropped: int = 0  # frames over their station's rate: dropped, never stored (station_limits)
+    over_quota: int = 0  # frames past their station's storage quota: not stored (a vouched one still decoded)
+    bad_tags: int = 0  # our frames whose downlink tag failed (or no key to check it): claims, never decoded
+    bad_messages: Counter = field(default_factory=Counter)  # by reason
+
+
+class Aggregator:
+    """Merges every station's frames into one database; `run(stop)` until `stop` is set.
+
+    All vouched frames go through ONE `FrameDecoder`, so fragments heard by different stations
+    complete a record together. Each frame is stored with its station and signal, each
+    record once (`INSERT OR IGNORE` by kind, boot, seq), and `heard` names every station
+    that heard a frame of it. Commits come every `batch_messages` messages or
+    `flush_interval_s`, whichever first, and only then are the messages acknowledged.
+
+    Trust (the module's docstring): a frame is decoded once `quorum` stations sent its bytes,
+    or one of `trusted` did; `quorum` 1 believes every station (a network of one's own).
+
+    Limits (`station_limits`, `limits`): each station's frames pass its own token bucket (over
+    it they are counted and dropped), its claims held in memory are capped (a flood evicts its
+    own first), and the frames stored from it are capped by a quota (counted from the database
+    at start). `clock` is the monotonic clock the rate is measured on.
+    """
+
+    def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
+                 *, client_id: str = "stratoecho-aggregator", reconnect: Reconnect = Reconnect(),
+                 batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000,
+                 trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None,
+                 limits: StationLimits | None = None, clock=time.monotonic,
+                 downlink: wire.DownlinkAuth | None = None) -> None:
+        if quorum < 1:
+            raise ValueError(f"a quorum is 1 station or more, got {quorum}")
+        self.trusted = frozenset(topic_level(t, "trusted station") for t in trusted)
+        self.quorum = quorum
+        self.prefix = check_prefix(topic_prefix)
+        self.store = Store(db_path, flush_interval_s)  # StoreError here, before anything connects
+        self.decoder = FrameDecoder(auth=downlink)
+        self.stats = AggregateStats()
+        # Below mosquitto's default of 20 unacknowledged messages in flight per client.
+        self.batch_messages = batch_messages
+        self.flush_interval_s = flush_interval_s
+        self._remember = remember
+        self.limits, self._clock = limits or StationLimits(), clock
+        limits = self.limits
+        self._seen_ids = PerStationSeen(remember)  # (station, id): one station's ids forget only its own
+        self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
+        # digest -> {station: received_at}, capped per station: a flood evicts its own claims
+        self._held = PendingClaims(min(limits.pending_per_station, remember), min(limits.pending_total, remember))
+        self.gate = StationGate(limits, self.store.frames_by_station())
+        self._vouched: OrderedDict[bytes, None] = OrderedDict()
+        self._contributors: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()  # incomplete records
+        self._complete: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._acks: list[tuple[int, int]] = []
+        self._last_commit = time.monotonic()
+        self._net = _AggregatorSession(self, broker_host, broker_port, client_id, reconnect, auth)
+
+    def run(self, stop: threading.Event) -> None:
+        """Receive, merge and store until `stop` is set; the database is committed and closed at the end."""
+        self._net._stop = stop
+        self._net._log.info("aggregating", db=self.store.path, topics=self._net.topics)
+        try:
+            self._net._serve()
+        finally:
+            self.store.close()
+
+    # ------------------------------------------------------------ one message
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            self._handle(message.topic, message.payload)
+        except _BadMessage as e:
+            self.stats.bad_messages[e.reason] += 1
+            if e.detail:  # a station that sends what this one cannot read: its software differs
+                log.warning("mqtt message ignored", topic=message.topic, reason=e.reason, error=e.detail)
+            else:
+                log.debug("mqtt message ignored", topic=message.topic, reason=e.reason)
+        # Anything else (a database that cannot be written) propagates: the message is not
+        # acknowledged, and the broker offers it again after a restart.
+        self.stats.messages += 1
+        self._acks.append((message.mid, message.qos))
+        if len(self._acks) >= self.batch_messages:
+            self._commit()
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        head = self.prefix + "/"
+        parts = topic[len(head):].split("/") if topic.startswith(head) else []
+        if len(parts) == 2 and parts[0] == "position" and parts[1]:
+            self._position(parts[1], payload)
+            return
+        if len(parts) != 3 or parts[1] not in ("frames", "records") or not parts[2]:
+            raise _BadMessage("unknown topic")
+        _, what, station = parts
+        try:
+            msg = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _BadMessage("not json") from e
+        if not isinstance(msg, dict):
+            raise _BadMessage("not json")
+        if msg.get("v") != FORMAT_VERSION:
+            raise _BadMessage("unknown version")
+        msg_id = msg.get("id")
+        key = (station, msg_id) if isinstance(msg_id, str) else None
+        if key is not None and key in self._seen_ids:
+            self.stats.repeats += 1
+            return
+        received_at = msg.get("received_at")
+        if not isinstance(received_at, str) or not _is_iso(received_at):
+            received_at = utc_now()
+        if what == "records":
+            self.stats.refused_records += 1
+            raise _BadMessage("decoded record refused")  # only frames this aggregator decodes count
+        self._frame(msg, station, received_at)
+        if key is not None:
+            self._seen_ids.add(key)
+
+    def _position(self, station: str, payload: bytes) -> None:
+        """Where a station says it is: believed of itself only (its topic is its own, by the ACL)."""
+        try:
+            msg = json.loads(payload)
+            lat, lon, alt = (float(msg[k]) for k in ("lat", "lon", "alt_m"))
+            at = msg.get("at") if isinstance(msg.get("at"), str) and _is_iso(msg["at"]) else None
+            self.store.set_station(station, lat, lon, alt, at)
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+            raise _BadMessage("bad position", str(e)) from e
+        self.stats.positions += 1
+
+    def _frame(self, msg: dict, station: str, received_at: str) -> None:
+        if not self.gate.admit(station, self._clock()):
+            self.stats.rate_dropped += 1
+            self._warn(station, "station over its frame rate: frames dropped", self.gate.rate_dropped[station],
+                       rate_frames_s=self.limits.rate_frames_s, burst=self.limits.burst_frames)
+            return
+        try:
+            data = bytes.fromhex(msg["hex"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _BadMessage("bad hex") from e
+        origin = msg.get("origin")
+        source = f"mqtt {origin}" if isinstance(origin, str) and origin else "mqtt"
+        rssi, snr = _number(msg.get("rssi_dbm")), _number(msg.get("snr_db"))
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest in self._seen_frames:
+            self.stats.duplicate_frames += 1
+        _remember(self._seen_frames, digest, self._remember)
+        row = dict(source=source, received_at=received_at, station=station, rssi_dbm=rssi, snr_db=snr)
+        if digest in self._vouched:  # another station heard what is already believed
+            result = self.decoder.feed(data)
+            self._add_frame(data, result.error, **row)
+            if result.ok:
+                self._merge(result, station, received_at)
+            return
+        if data[:1] in TAGGED:  # vouches for itself, or never counts
+            error = _frame_error(data, self.decoder.auth)
+            if error is not None:
+                self._add_frame(data, error, **row)
+                self.stats.held_frames += 1
+                self.stats.bad_tags += error in ("bad tag", "unauthenticated")
+                return
+        elif station not in self.trusted:
+            claims = self._held.claim(digest, station, received_at)
+            if len(claims) < self.quorum:
+                # The station's claim, stored as such; checked, but not decoded into anything.
+                self._add_frame(data, _frame_error(data), **row)
+                self.stats.held_frames += 1
+                return
+        claims = self._held.pop(digest) if data[:1] not in TAGGED else {}
+        claims.setdefault(station, received_at)
+        _remember(self._vouched, digest, self._remember)
+        self.stats.vouched_frames += 1
+        result = self.decoder.feed(data)
+        self._add_frame(data, result.error, **row)
+        if result.ok:
+            (first, at), *others = claims.items()
+            self._merge(result, first, at)
+            for name, at in others:  # the stations whose claims it confirmed heard it too
+                self._heard_too(result, name, at)
+
+    def _add_frame(self, data: bytes, error: str | None, *, source: str, received_at: str, station: str,
+                   rssi_dbm: float | None, snr_db: float | None) -> None:
+        """One row in `frames`, if `station` is under its storage quota."""
+        if not self.gate.may_store(station):
+            self.stats.over_quota += 1
+            self._warn(station, "station over its storage quota: frames not stored", self.gate.over_quota[station],
+                       quota_frames=self.limits.quota_frames)
+            return
+        self.store.add_frame(data, source, error, received_at, station=station, rssi_dbm=rssi_dbm, snr_db=snr_db)
+        self.stats.frames += 1
+
+    def _warn(self, station: str, what: str, total: int, **detail) -> None:
+        """`what` logged for `station` at most once every limits.warn_every_s, with the count since."""
+        since = self.gate.warnings.due((station, what), self._clock())
+        if since is not None:
+            log.warning(what, station=station, since_last_warning=since, total=total, **detail)
+
+    def _merge(self, result: Decoded, station: str, received_at: str) -> None:
+        frame = result.frame
+        if isinstance(frame, wire.Telemetry):
+            key = ("telemetry", frame.boot, frame.seq)
+            if result.record is None:
+                self.stats.duplicate_records += 1  # the decoder had it already
+            else:
+                self._store(result.record, received_at)
+            self.store.add_heard(*key, station, received_at)
+        elif isinstance(frame, wire.Fragment):
+            key = (frame.kind.name.lower(), frame.boot, frame.seq)
+            if result.record is not None:
+                self._store(result.record, received_at)
+                heard = self._contributors.pop(key, {})
+                heard.setdefault(station, received_at)
+                for name, at in heard.items():
+                    self.store.add_heard(*key, name, at)
+                _remember(self._complete, key, self._remember)
+            elif key in self._complete:
+                self.store.add_heard(*key, station, received_at)
+            else:
+                self._contributors.setdefault(key, {}).setdefault(station, received_at)
+                self._contributors.move_to_end(key)
+                while len(self._contributors) > self.decoder.max_pending:
+                    self._contributors.popitem(last=False)
+
+    def _heard_too(self, result: Decoded, station: str, received_at: str) -> None:
+        """`station` heard the frame `result` came from as well: it goes in `heard`, nothing is stored again."""
+        frame = result.frame
+        if isinstance(frame, wire.Telemetry):
+            self.store.add_heard("telemetry", frame.boot, frame.seq, station, received_at)
+        elif isinstance(frame, wire.Fragment):
+            key = (frame.kind.name.lower(), frame.boot, frame.seq)
+            if key in self._complete:
+                self.store.add_heard(*key, station, received_at)
+            else:
+                self._contributors.setdefault(key, {}).setdefault(station, received_at)
+
+    def _store(self, record: WireRecord, received_at: str) -> None:
+        if self.store.add(record, received_at):
+            self.stats.records_new += 1
+        else:
+            self.stats.duplicate_records += 1
+
+    # ------------------------------------------------------------ batching
+
+    def _commit(self) -> None:
+        """Commit, then acknowledge what the commit made durable."""
+        self.store.commit()
+        self._last_commit = time.monotonic()
+        for mid, qos in self._acks:
+            self._net._client.ack(mid, qos)
+        self._acks.clear()
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._last_commit >= self.flush_interval_s:
+            self._commit()
+
+    def _connection_lost(self) -> None:
+        # Message ids belong to one connection: the broker offers these again (persistent
+        # session), and `_seen_ids` recognises the ones already stored.
+        self.store.commit()
+        self._last_commit = time.monotonic()
+        self._acks.clear()
+
+
+class _AggregatorSession(_Session):
+    def __init__(self, owner: Aggregator, host: str, port: int, client_id: str, reconnect: Reconnect,
+                 auth: BrokerAuth | None) -> None:
+        super().__init__(host, port, client_id, clean_session=False, reconnect=reconnect, name="aggregator",
+                         auth=auth)
+        self._owner = owner
+        self.topics = [f"{owner.prefix}/+/frames/+", f"{owner.prefix}/+/records/+", f"{owner.prefix}/position/+"]
+        self._client.manual_ack_set(True)
+        self._client.on_message = owner._on_message
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+        self._owner._connection_lost()
+
+    def _online(self) -> None:
+        # Subscribing again is harmless when the broker kept the session, and needed when it did not.
+        self._client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _tick(self) -> None:
+        self._owner._tick()
+
+    def _shutdown(self) -> None:
+        owner = self._owner
+        if self._connected:
+            owner._commit()
+            self._client.disconnect()
+            self._client.loop(timeout=POLL_S)
+            self._connected = False
+        else:
+            owner._connection_lost()
+
+
+TAGGED = (bytes([wire.MAGIC]), bytes([wire.CONTROL_MAGIC]))  # first bytes of the frames that carry our tag
+
+
+def _frame_error(data: bytes, auth: wire.DownlinkAuth | None = None) -> str | None:
+    """Why `data` is not a frame (decoder.classify's reason, "bad tag" for a forgery), or None;
+    decodes nothing into state."""
+    try:
+        wire.decode_frame(data, auth)
+    except wire.WireError as e:
+        return classify(e)
+    return None
+
+
+def _remember(seen: OrderedDict, key, limit: int) -> None:
+    seen[key] = None
+    seen.move_to_end(key)
+    while len(seen) > limit:
+        seen.popitem(last=False)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _is_iso(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
