@@ -367,14 +367,14 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
         log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
                     "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
     repair = None
-    uplink_to = args.uplink_to if args.udp else getattr(source, "peer", None) or ((args.serial,) if args.serial else ("lora",))
-    if args.uplink_key and isinstance(source, ReplaySource):
-        pass  # a file cannot answer
-    elif args.uplink_key and args.udp and not args.uplink_to:
-        log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
-    elif args.uplink_key and (args.udp or args.serial or args.lora):
-        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign, uplink_to=uplink_to,
+    # Uplink only through a radio of our own: the serial port or HAT heard on, or the --udp bridge
+    # named by --uplink-to (never a datagram's sender); a replay or another receiver's output cannot answer.
+    if args.uplink_key and (args.serial or args.lora or (args.udp and args.uplink_to)):
+        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign,
+                            uplink_to=args.uplink_to if args.udp else source.peer,
                             tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
+    elif args.uplink_key and args.udp:
+        log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
     hooks = Hooks(station=args.station)
     from .network import publisher_from_args
 

@@ -249,6 +249,29 @@ def test_listen_answers_a_window_cue_with_a_signed_resend_to_the_uplink_address(
     assert state["next_counter"] == 4 and state["window"] == [3, 6]
 
 
+def test_a_udp_station_without_uplink_to_answers_no_cue(tmp_path):
+    """--udp gives no address of its own to send on: without --uplink-to the station only listens,
+    whoever sent the cue (it never answers a datagram's sender)."""
+    key_path = tmp_path / "uplink.key"
+    write_flight_key(key_path)
+    worker, stop, address, box = start_listen(tmp_path, "--flight-key", str(key_path))
+    payload = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        payload.bind(("127.0.0.1", 0))
+        payload.settimeout(0.5)
+        for f in [sentence(6), cue(6)]:
+            payload.sendto(f, address)
+        with pytest.raises(TimeoutError):
+            payload.recvfrom(4096)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+        payload.close()
+    assert box["rc"] == 0
+    stats = json.loads((tmp_path / "g.json").read_text())
+    assert stats["frames"] == 2 and stats["nacks_sent"] == 0 and "link_reports" not in stats
+
+
 def test_listen_without_a_key_never_sends(tmp_path, capsys):
     worker, stop, address, box = start_listen(tmp_path)
     payload = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
