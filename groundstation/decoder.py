@@ -68,7 +68,7 @@ class FrameDecoder:
     musing_sentences: int = 0  # musing text sentences heard (their musings count as "musing_sentence")
     errors: Counter = field(default_factory=Counter)
     _reassembler: wire.Reassembler = field(init=False)
-    _seen_telemetry: set[tuple[int, int]] = field(default_factory=set)
+    _seen_telemetry: dict[tuple[int, int], bool] = field(default_factory=dict)  # (boot, seq) -> heard tagged
     _musing_parts: OrderedDict = field(default_factory=OrderedDict)  # (boot, seq) -> {part: MusingSentence}
     _musings_done: set[tuple[int, int]] = field(default_factory=set)  # whole, from fragments or sentences
 
@@ -107,11 +107,13 @@ class FrameDecoder:
 
     def _telemetry(self, t: wire.Telemetry, frame: wire.Telemetry | wire.Fragment | None = None) -> Decoded:
         """A position, once per (boot, seq): from its sentence, or (`frame`) from a late record."""
-        key = (t.boot, t.seq)
-        if key in self._seen_telemetry:
+        key, tagged = (t.boot, t.seq), isinstance(frame, wire.Fragment)
+        # Once per number; but the balloon's tagged copy still comes out after an open sentence
+        # under that number (anyone could have sent the sentence), never the other way round.
+        if key in self._seen_telemetry and (self._seen_telemetry[key] or not tagged):
             self.duplicates += 1
             return Decoded(frame=frame or t)
-        self._seen_telemetry.add(key)
+        self._seen_telemetry[key] = tagged
         return self._deliver(t, frame or t)
 
     def _late_position(self, record: wire.Record, fragment: wire.Fragment) -> Decoded:

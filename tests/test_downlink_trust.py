@@ -10,6 +10,7 @@ The ground is driven as `listen` drives it (`run_listen` over a file of frames, 
 from __future__ import annotations
 
 import json
+import struct
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,3 +205,20 @@ def test_keygen_downlink_from_writes_the_derived_key_that_checks_but_cannot_sign
     weak.chmod(0o600)
     assert main(["keygen", "--downlink-from", str(weak), str(tmp_path / "d2.key")]) == 1
     assert "keygen" in capsys.readouterr().err and not (tmp_path / "d2.key").exists()
+
+
+def test_a_tagged_late_position_takes_the_place_of_an_open_sentence_under_its_number(tmp_path):
+    """Sentences are open: a forged one heard first stands only until the balloon's own tagged copy
+    of that position (a late position record) comes; an open one never replaces a tagged one."""
+    g = Ground(tmp_path)
+    forged = wire.Telemetry(CALL, 6, "10:04:11", 48.85, 2.35, 31000, 9, -50.0, 10.0, 3900, BOOT)
+    real = wire.Telemetry(CALL, 6, "10:04:11", 52.2, 0.12, 12345, 9, -40.5, 180.2, 3890, BOOT)
+    late = wire.fragment_body(wire.Kind.TELEMETRY, BOOT, 6, struct.pack(">I", 1_767_225_600) + wire.encode_sentence(real),
+                              auth=AUTH)
+    query = "SELECT lat, alt, authentic FROM telemetry WHERE seq = 6"
+    g.hear(wire.encode_sentence(forged))
+    assert g.rows(query) == [(48.85, 31000, 0)]
+    g.hear(*late)
+    assert g.rows(query) == [(52.2, 12345, 1)]
+    g.hear(wire.encode_sentence(forged))
+    assert g.rows(query) == [(52.2, 12345, 1)]
