@@ -198,21 +198,25 @@ class Aggregator:
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        if data[:1] in TAGGED:  # vouches for itself, or never counts
-            error = _frame_error(data, self.decoder.auth)
-            if error is not None:
-                self._add_frame(data, error, **row)
+        if data[:1] in TAGGED:  # vouches for itself, or never counts: the decoder checks its tag first
+            result = self.decoder.feed(data)
+            self._add_frame(data, result.error, **row)
+            if not result.ok:  # forged, another flight's, no key to tell, or damaged: a claim
                 self.stats.held_frames += 1
-                self.stats.bad_tags += error in ("bad tag", "unauthenticated")
+                self.stats.bad_tags += result.error in ("bad tag", "unauthenticated")
                 return
-        elif station not in self.trusted:
+            _remember(self._vouched, digest, self._remember)
+            self.stats.vouched_frames += 1
+            self._merge(result, station, received_at)
+            return
+        if station not in self.trusted:
             claims = self._held.claim(digest, station, received_at)
             if len(claims) < self.quorum:
                 # The station's claim, stored as such; checked, but not decoded into anything.
                 self._add_frame(data, _frame_error(data), **row)
                 self.stats.held_frames += 1
                 return
-        claims = self._held.pop(digest) if data[:1] not in TAGGED else {}
+        claims = self._held.pop(digest)
         claims.setdefault(station, received_at)
         _remember(self._vouched, digest, self._remember)
         self.stats.vouched_frames += 1
@@ -342,11 +346,10 @@ class _AggregatorSession(_Session):
 TAGGED = (bytes([wire.MAGIC]), bytes([wire.CONTROL_MAGIC]))  # first bytes of the frames that carry our tag
 
 
-def _frame_error(data: bytes, auth: wire.DownlinkAuth | None = None) -> str | None:
-    """Why `data` is not a frame (decoder.classify's reason, "bad tag" for a forgery), or None;
-    decodes nothing into state."""
+def _frame_error(data: bytes) -> str | None:
+    """Why `data` is not a frame (decoder.classify's reason), or None; decodes nothing into state."""
     try:
-        wire.decode_frame(data, auth)
+        wire.decode_frame(data)
     except wire.WireError as e:
         return classify(e)
     return None
