@@ -30,16 +30,23 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> i
         return 0
 
 
-def hostport_type(listen: bool = False):
-    """An argparse `type=` for HOST:PORT (see `stratoecho.config.parse_hostport`)."""
+def checked(check):
+    """An argparse `type=` from a check that raises ValueError with its reason: argparse then
+    shows that reason as the usage error."""
 
-    def parse(text: str) -> tuple[str, int]:
+    def parse(text: str):
         try:
-            return parse_hostport(text, listen=listen)
+            return check(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from e
 
+    parse.__name__ = getattr(check, "__name__", "value")  # argparse names the type in some errors
     return parse
+
+
+def hostport_type(listen: bool = False):
+    """An argparse `type=` for HOST:PORT (see `stratoecho.config.parse_hostport`)."""
+    return checked(lambda text: parse_hostport(text, listen=listen))
 
 
 def positive_number(unit: str = ""):

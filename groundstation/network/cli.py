@@ -10,7 +10,7 @@ import threading
 
 import structlog
 
-from stratoecho.cli import hostport_type, place, positive_number, stop_on_signals
+from stratoecho.cli import checked, hostport_type, place, positive_number, stop_on_signals
 from stratoecho.wire.uplink import KeyFileError
 
 from ..db import StoreError
@@ -39,23 +39,12 @@ exit status: 0 after a clean stop; 1 if the database cannot be used; 2 for a usa
 """
 
 
-def _prefix_type(text: str) -> str:
-    try:
-        return check_prefix(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _station_type(text: str) -> str:
-    try:
-        return topic_level(text, "station")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
 def default_station() -> str:
     """This machine's host name as a topic level."""
     return _NOT_A_LEVEL.sub("_", socket.gethostname()) or "station"
+
+
+STATION_NAME = checked(lambda name: topic_level(name, "station"))  # argparse type: a topic level
 
 
 def register_cli(subparsers) -> argparse.ArgumentParser:
@@ -78,13 +67,13 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--db", required=True, metavar="FILE",
                         help="SQLite database to store into (created if missing; safe to reuse: records "
                              "already there are not stored twice)")
-    parser.add_argument("--topic-prefix", default=DEFAULT_PREFIX, type=_prefix_type, metavar="PREFIX",
+    parser.add_argument("--topic-prefix", default=DEFAULT_PREFIX, type=checked(check_prefix), metavar="PREFIX",
                         help=f"first topic level(s) the stations publish under (default {DEFAULT_PREFIX})")
     parser.add_argument("--client-id", default="stratoecho-aggregator", metavar="ID",
                         help="MQTT client id; the broker keeps this id's session (and the frames waiting for "
                              "it) while the aggregator is away. Two aggregators need two ids "
                              "(default stratoecho-aggregator)")
-    parser.add_argument("--trust", action="append", default=[], type=_station_type, metavar="STATION",
+    parser.add_argument("--trust", action="append", default=[], type=STATION_NAME, metavar="STATION",
                         help="a station whose frames count alone (your own); repeat for more. Others' count "
                              "once --quorum stations sent the same bytes")
     add_key_arguments(parser)
@@ -132,10 +121,10 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
         "Publishing never holds up receiving: while the broker is away frames wait in a bounded buffer.")
     group.add_argument("--mqtt", metavar="HOST:PORT", type=hostport_type(),
                        help="MQTT broker to publish heard frames to, e.g. mqtt.example.org:1883")
-    group.add_argument("--station", type=_station_type, default=None, metavar="NAME",
+    group.add_argument("--station", type=STATION_NAME, default=None, metavar="NAME",
                        help="this station's name in topics and in the aggregate's heard-by lists "
                             "(default: the host name)")
-    group.add_argument("--mqtt-prefix", type=_prefix_type, default=DEFAULT_PREFIX, metavar="PREFIX",
+    group.add_argument("--mqtt-prefix", type=checked(check_prefix), default=DEFAULT_PREFIX, metavar="PREFIX",
                        help=f"first topic level(s) (default {DEFAULT_PREFIX}); must match the aggregator's")
     group.add_argument("--station-position", nargs="+", type=float, metavar="COORD",
                        help="LAT LON [ALT]: where this station is (default: --sondehub-position); kept in its "
@@ -179,10 +168,7 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
                         fix="--downlink-key FILE (keygen --downlink-from FLIGHT_KEY FILE)")
         aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id,
                                 trusted=args.trust, quorum=args.quorum, auth=auth, downlink=downlink)
-    except (KeyFileError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except StoreError as e:
+    except (KeyFileError, ValueError, StoreError) as e:  # the key file or the database will not do
         print(f"error: {e}", file=sys.stderr)
         return 1
     timer = threading.Timer(args.duration, stop.set) if args.duration else None

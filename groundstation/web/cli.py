@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from stratoecho.cli import checked
+
 from .. import predict
 from ..db import StoreError
 from ..maps.basemap import BaseMap
@@ -74,7 +76,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                              "the field network: everyone there may watch, only the operator may queue commands)")
     parser.add_argument("--port", type=_port, default=8080, metavar="N",
                         help="TCP port (default 8080; 0 picks a free one, logged)")
-    parser.add_argument("--allow-host", type=_allowed_host, action="append", default=[], metavar="NAME",
+    parser.add_argument("--allow-host", type=checked(check_name), action="append", default=[], metavar="NAME",
                         help="a name the dashboard answers to (the Host a browser sends), besides localhost, "
                              "127.0.0.1, [::1], the --host address and, with --host 0.0.0.0 or ::, any IP "
                              "address; repeat for each (e.g. the laptop's chase-laptop.local). A request to any "
@@ -90,7 +92,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                              "(`python -m groundstation map fetch`) or an MBTiles file, raster or vector "
                              "(Protomaps schema); drawn over the built-in base map (coastlines, borders, "
                              "rivers, places), which covers the rest of the world")
-    parser.add_argument("--tile-url", type=_tile_url, metavar="URL",
+    parser.add_argument("--tile-url", type=checked(check_tile_url), metavar="URL",
                         help="a raster tile server's URL template with {z}, {x}, {y} (e.g. one on this laptop): "
                              "the browser fetches its tiles itself, the only time the page reaches another "
                              "machine")
@@ -113,20 +115,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                           help="read the password from the first line of standard input instead of asking")
     password.set_defaults(func=cmd_operator_password)
     return parser
-
-
-def _tile_url(text: str) -> str:
-    try:
-        return check_tile_url(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _allowed_host(text: str) -> str:
-    try:
-        return check_name(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _home(path: Path) -> str:
