@@ -17,7 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from stratoecho.bundle import BundleError, load_bundle
-from stratoecho.cli import run_cli
+from stratoecho.cli import SIGNAL_POLL_S, run_cli
 from stratoecho.config import ConfigError, describe_validation_error
 from stratoecho.keygen import add_keygen_command
 from stratoecho.wire.events import Event, event
@@ -249,8 +249,9 @@ def cmd_run(args: argparse.Namespace) -> int:
              flight_minutes=round(flight_s / 60, 1), data=str(data_dir))
     # Statistics are saved every flight minute: a power cut loses at most a minute of counts.
     next_stats = clock.elapsed_s() + STATS_EVERY_S
+    slice_s = SIGNAL_POLL_S * clock.speedup  # flight seconds; the lockstep's waits are its own
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
-        interrupted.wait(max(min(next_stats, flight_s) - clock.elapsed_s(), 0.0))
+        interrupted.wait(max(min(next_stats, flight_s, clock.elapsed_s() + slice_s) - clock.elapsed_s(), 0.0))
         if clock.elapsed_s() >= next_stats:
             daemon.write_stats()
             next_stats = clock.elapsed_s() + STATS_EVERY_S

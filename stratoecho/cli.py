@@ -83,6 +83,18 @@ def place(values, option: str, *, altitude: bool = True) -> tuple[float, ...]:
     return (lat, lon, numbers[2] if len(numbers) == 3 else 0.0) if altitude else (lat, lon)
 
 
+# The kernel gives a process's SIGTERM to any of its threads that does not block it, and Python
+# runs the handler only in the main thread, which a signal taken by another does not wake from a
+# wait: a main thread waiting for a stop never waits longer than this at a time.
+SIGNAL_POLL_S = 0.5
+
+
+def wait_for_stop(stop: threading.Event) -> None:
+    """Wait until `stop` is set, in slices short enough for a signal handler to run in time."""
+    while not stop.wait(SIGNAL_POLL_S):
+        pass
+
+
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT and SIGTERM set `stop` while inside (handlers exist only in the main thread;

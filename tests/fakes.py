@@ -3,7 +3,10 @@ a radio that records, a clock the test sets, waiting with a deadline, and a flig
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import time
+from pathlib import Path
 
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.uplink_keys import new_key, write_key_file
@@ -68,3 +71,17 @@ def flight_auth(out) -> DownlinkAuth:
     from stratoecho.wire.uplink_keys import load_key
 
     return DownlinkAuth.from_flight_key(load_key(Path(out) / "uplink.key"))
+
+
+# tgkill(2)'s number: a signal for one chosen thread, as the kernel may pick any thread of a
+# process for a signal sent to the process.
+_TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+CAN_SIGNAL_A_THREAD = _TGKILL is not None
+
+
+def signal_another_thread(pid: int, signum: int) -> None:
+    """Send `signum` to a thread of process `pid` other than its main one."""
+    others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
+    assert others, f"process {pid} runs no thread besides its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_TGKILL, pid, others[-1], signum) == 0, f"tgkill: errno {ctypes.get_errno()}"

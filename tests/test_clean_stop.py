@@ -25,6 +25,7 @@ import pytest
 
 from payload.radio import LoRaUartRadio, RadioError
 from sim.lora_module import FakeLoRaModule
+from tests.fakes import CAN_SIGNAL_A_THREAD, signal_another_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_STOP_S = 20.0  # systemd/stratoecho-payload.service
@@ -133,6 +134,25 @@ def test_sigterm_when_idle_stops_at_once(tmp_path):
     p.wait_for("flying")
     rc, took = p.stop()
     _assert_clean(p, rc, took, [])
+
+
+@pytest.mark.skipif(not CAN_SIGNAL_A_THREAD, reason="tgkill's number is not known on this machine")
+def test_sigterm_that_lands_on_another_thread_still_stops_at_once(tmp_path):
+    """Which thread takes a process's SIGTERM is the kernel's choice; Python runs the handler
+    only in the main thread, and a signal taken by another does not wake the main thread's
+    wait. It waited a minute (the statistics' period) once, in CI: the stop overran the unit."""
+    p = Payload(tmp_path, None, _config(tmp_path))
+    p.wait_for("flying")
+    t0 = time.monotonic()
+    signal_another_thread(p.proc.pid, signal.SIGTERM)
+    try:
+        rc = p.proc.wait(timeout=TIMEOUT_STOP_S)
+    except subprocess.TimeoutExpired:
+        p.proc.kill()
+        p.proc.wait()
+        pytest.fail("a SIGTERM taken by another thread did not stop the payload within TimeoutStopSec")
+    p._reader.join(timeout=5)
+    _assert_clean(p, rc, time.monotonic() - t0, [])
 
 
 def test_sigterm_during_a_hung_generation_cuts_it_short(tmp_path, tiny_bundle):

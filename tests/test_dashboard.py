@@ -14,8 +14,10 @@ import argparse
 import io
 import json
 import re
+import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -32,6 +34,7 @@ from groundstation.web import register_cli, serve
 from groundstation.web.cli import cmd_serve
 from stratoecho import wire
 from stratoecho.wire.uplink import CommandId, MemoryNote, PowerMode, SetIntervals, SetMode
+from tests.fakes import CAN_SIGNAL_A_THREAD, signal_another_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -373,6 +376,26 @@ def test_command_line(tmp_path, capsys):
         stop.set()
         runner.join(5)
     assert result == [0] and (tmp_path / "new.db").exists()
+
+
+@pytest.mark.skipif(not CAN_SIGNAL_A_THREAD, reason="tgkill's number is not known on this machine")
+def test_a_sigterm_taken_by_a_server_thread_stops_serve(tmp_path):
+    """The kernel may give systemd's SIGTERM to the thread that serves pages; `serve` once
+    waited for its stop with no time-out, so only the unit's SIGKILL ended it."""
+    proc = subprocess.Popen([sys.executable, "-m", "groundstation", "serve", "--db", str(tmp_path / "g.db"),
+                             "--port", "0"], cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("answers to"):
+                break
+        else:
+            pytest.fail(f"serve ended before it answered (status {proc.wait()})")
+        signal_another_thread(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------- the real browser

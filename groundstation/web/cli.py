@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import math
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-from stratoecho.cli import checked
+from stratoecho.cli import checked, stop_on_signals, wait_for_stop
 
 from .. import predict
 from ..db import StoreError
@@ -186,15 +185,11 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
     if not server.sessions.can_log_in and not server.loopback_only:
         print("read-only: no operator password is set, so nobody can queue commands from the dashboard "
               "(`python -m groundstation operator-password`, then restart `serve`)", file=sys.stderr)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     switch = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        stop.wait()
+        with stop_on_signals(stop):
+            wait_for_stop(stop)
     finally:
         sys.setswitchinterval(switch)
-        for sig, old in previous.items():
-            signal.signal(sig, old)
     return 0
