@@ -244,7 +244,32 @@ def choose(
         raise ValueError(f"the drift tolerance must be a finite number >= 0, got {tolerance!r}")
     if not (isinstance(min_top1, (int, float)) and 0 <= min_top1 <= 1):
         raise ValueError(f"the top-1 agreement floor must be a number from 0 to 1, got {min_top1!r}")
-    judged: dict[str, tuple[int, float, float | None]] = {}
+    judged = _judged(candidates)
+    extra = runtime_bytes(shape)
+    ok = {q: v for q, v in judged.items() if v[0] + extra <= b.budget_bytes}
+    if not ok:
+        raise _nothing_fits(b, judged, extra)
+    pick, why, within, ranked = _pick(ok, len(candidates), tolerance, min_top1)
+    size = ok[pick][0]
+    kv_read = shape.kv_read_bytes_per_token if shape is not None else 0
+    tps = predicted_tokens_per_s(b, size, kv_read)
+    lo, hi = (predicted_tokens_per_s(b, size, kv_read, bw) for bw in b.bandwidth_range_gb_s)
+    speed = f"~{tps:,.1f} tokens/s" + (f" ({lo:,.1f}-{hi:,.1f})" if hi != lo else "")
+    left_out = sorted(set(candidates) - set(ok))
+    reason = (f"{pick} for {b.describe()}: {why}; "
+              f"{_mb(size)} file + {_mb(extra)} KV cache and buffers; predicted {speed} at "
+              f"{b.bandwidth_gb_s:g} GB/s (bandwidth bound, an upper limit for small models)"
+              + (f"; too big: {', '.join(left_out)}" if left_out else ""))
+    return Choice(pick, reason, tuple(ranked), within)
+
+
+# {quant: (file bytes, drift, top-1 agreement or None)}
+_Judged = dict[str, tuple[int, float, float | None]]
+
+
+def _judged(candidates: Mapping[str, tuple[int, float] | tuple[int, float, float]]) -> _Judged:
+    """The candidates checked and normalised to (bytes, drift, top-1 or None); ValueError naming a bad one."""
+    judged: _Judged = {}
     for q, v in candidates.items():
         if len(v) not in (2, 3):
             raise ValueError(f"candidate {q}: expected (bytes, drift) or (bytes, drift, top-1 agreement), got {v!r}")
@@ -254,15 +279,22 @@ def choose(
         if top1 is not None and not (isinstance(top1, (int, float)) and 0 <= top1 <= 1):
             raise ValueError(f"candidate {q}: the top-1 agreement must be from 0 to 1, got {top1!r}")
         judged[q] = (size, drift, top1)
-    extra = runtime_bytes(shape)
-    ok = {q: v for q, v in judged.items() if v[0] + extra <= b.budget_bytes}
-    if not ok:
-        small_q, (small_b, _, _) = min(judged.items(), key=lambda kv: kv[1][0])
-        need = _mb(small_b + extra)
-        if extra:
-            need += f" ({_mb(small_b)} file + {_mb(extra)} KV cache and buffers)"
-        raise NothingFits(f"nothing fits {b.describe()}: the smallest candidate, {small_q}, needs {need}; "
-                          "choose a bigger board, a shorter context, or a smaller model")
+    return judged
+
+
+def _nothing_fits(b: Board, judged: _Judged, extra: int) -> NothingFits:
+    small_q, (small_b, _, _) = min(judged.items(), key=lambda kv: kv[1][0])
+    need = _mb(small_b + extra)
+    if extra:
+        need += f" ({_mb(small_b)} file + {_mb(extra)} KV cache and buffers)"
+    return NothingFits(f"nothing fits {b.describe()}: the smallest candidate, {small_q}, needs {need}; "
+                       "choose a bigger board, a shorter context, or a smaller model")
+
+
+def _pick(ok: _Judged, n_candidates: int, tolerance: float,
+          min_top1: float) -> tuple[str, str, bool, list[str]]:
+    """Of the candidates that fit, (the pick, why, whether it is within tolerance and floor,
+    every one ranked least drift first); the rules are `choose`'s."""
 
     def agreement(q: str) -> float:
         return 1.0 if ok[q][2] is None else ok[q][2]
@@ -277,10 +309,10 @@ def choose(
                "nats/token, upper bound)"
                + (f" and whose top-1 agreement reaches the floor ({top1:.1%} >= {min_top1:.0%}, lower bound)"
                   if min_top1 and top1 is not None else "")
-               + f" among the {len(ok)} of {len(candidates)} candidates that fit")
+               + f" among the {len(ok)} of {n_candidates} candidates that fit")
     else:
         misses = [q for q in ok if ok[q][1] <= tolerance]  # within the drift, below the agreement floor
-        head = (f"NOT within the tolerance: none of the {len(ok)} of {len(candidates)} candidates that fit has a "
+        head = (f"NOT within the tolerance: none of the {len(ok)} of {n_candidates} candidates that fit has a "
                 f"drift <= {tolerance:g} nats/token (upper bound){floor}")
         if misses and any(ok[q][2] is not None for q in misses):
             # The floor is what failed: of those within the drift, the one that changes the model's
@@ -292,14 +324,4 @@ def choose(
             pick = ranked[0]
             why = (f"{head}; the least drift is {pick}'s {ok[pick][1]:+.4f}"
                    + (f" (top-1 agreement {ok[pick][2]:.1%})" if ok[pick][2] is not None else ""))
-    size = ok[pick][0]
-    kv_read = shape.kv_read_bytes_per_token if shape is not None else 0
-    tps = predicted_tokens_per_s(b, size, kv_read)
-    lo, hi = (predicted_tokens_per_s(b, size, kv_read, bw) for bw in b.bandwidth_range_gb_s)
-    speed = f"~{tps:,.1f} tokens/s" + (f" ({lo:,.1f}-{hi:,.1f})" if hi != lo else "")
-    left_out = sorted(set(candidates) - set(ok))
-    reason = (f"{pick} for {b.describe()}: {why}; "
-              f"{_mb(size)} file + {_mb(extra)} KV cache and buffers; predicted {speed} at "
-              f"{b.bandwidth_gb_s:g} GB/s (bandwidth bound, an upper limit for small models)"
-              + (f"; too big: {', '.join(left_out)}" if left_out else ""))
-    return Choice(pick, reason, tuple(ranked), bool(within))
+    return pick, why, bool(within), ranked
