@@ -281,14 +281,9 @@ class Camera:
 
     def capture(self) -> CameraReading:
         self.counters.captures += 1
-        if self._backend is None and self.clock() < self._next_attempt_at:
-            self.counters.skipped += 1
-            return self._reading(self._last_fault, "waiting for back-off")
-        self._abandoned = [t for t in self._abandoned if t.is_alive()]
-        if len(self._abandoned) >= self.max_abandoned:
-            # Each blocked thread still holds a handle in the driver; do not pile up more.
-            return self._fault("hung", f"{len(self._abandoned)} capture threads still blocked in the driver; "
-                                       "the camera process needs a restart")
+        refused = self._refuse_while_faulty()
+        if refused is not None:
+            return refused
         try:
             self.still_dir.mkdir(parents=True, exist_ok=True)
             final = self._next_path()
@@ -297,6 +292,42 @@ class Camera:
         part = final.with_name(final.stem + ".part.jpg")
         self.last_exc = None
 
+        job, worker = self._start_worker(part)
+        if not job.done.wait(self.timeout_s):
+            job.abandoned = True
+            self._abandoned.append(worker)
+            self.counters.abandoned += 1
+            self._backend = job.backend  # closed by _fault (quietly, not waited for)
+            return self._fault("hung", f"{job.stage} did not return within {self.timeout_s:g} s")
+
+        if job.exc is not None:
+            self.last_exc = job.exc  # the daemon tells a full card (ENOSPC) from a failing camera
+            if job.stage == "open":
+                return self._fault("absent", f"{type(job.exc).__name__}: {job.exc}")
+            self._backend = job.backend
+            self._discard(part)  # a still cut short by a full card is only taking space
+            return self._fault("error", f"capture: {type(job.exc).__name__}: {job.exc}")
+        if self._backend is None:
+            self._backend = job.backend
+            self.counters.reinits += 1
+        return self._keep_still(part, final)
+
+    def _refuse_while_faulty(self) -> CameraReading | None:
+        """A reading without touching the camera while the back-off runs, or a fault when too
+        many capture threads are still blocked in the driver; None: go ahead."""
+        if self._backend is None and self.clock() < self._next_attempt_at:
+            self.counters.skipped += 1
+            return self._reading(self._last_fault, "waiting for back-off")
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        if len(self._abandoned) >= self.max_abandoned:
+            # Each blocked thread still holds a handle in the driver; do not pile up more.
+            return self._fault("hung", f"{len(self._abandoned)} capture threads still blocked in the driver; "
+                                       "the camera process needs a restart")
+        return None
+
+    def _start_worker(self, part: Path) -> tuple[_Job, threading.Thread]:
+        """Open the camera if needed and capture to ``part``, on a worker thread: the caller
+        waits on the job's ``done`` at most ``timeout_s``."""
         job = _Job()
         if self.flight_clock is not None:
             job.done = self.flight_clock.event()
@@ -332,24 +363,10 @@ class Camera:
         else:
             worker = threading.Thread(target=work, name="camera-capture", daemon=True)
             worker.start()
-        if not job.done.wait(self.timeout_s):
-            job.abandoned = True
-            self._abandoned.append(worker)
-            self.counters.abandoned += 1
-            self._backend = job.backend  # closed by _fault (quietly, not waited for)
-            return self._fault("hung", f"{job.stage} did not return within {self.timeout_s:g} s")
+        return job, worker
 
-        if job.exc is not None:
-            self.last_exc = job.exc  # the daemon tells a full card (ENOSPC) from a failing camera
-            if job.stage == "open":
-                return self._fault("absent", f"{type(job.exc).__name__}: {job.exc}")
-            self._backend = job.backend
-            self._discard(part)  # a still cut short by a full card is only taking space
-            return self._fault("error", f"capture: {type(job.exc).__name__}: {job.exc}")
-        if self._backend is None:
-            self._backend = job.backend
-            self.counters.reinits += 1
-
+    def _keep_still(self, part: Path, final: Path) -> CameraReading:
+        """The captured still under its final name, read back, and its thumbnail for the air."""
         try:
             part.replace(final)
             with Image.open(final) as im:
