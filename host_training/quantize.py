@@ -470,15 +470,9 @@ def for_target(
     src, out_dir = Path(f32_gguf), Path(out_dir)
     if not src.is_file():
         raise QuantizeError(f"{src}: no such GGUF to quantize")
-    if quants is None:
-        quants = TARGET_QUANTS + (TARGET_IQUANTS if imatrix is not None else ())
-    quants = [parse_quant(q, iquants=True) for q in quants]
-    for q in quants:
-        if q in IQUANT_TYPES and imatrix is None:
-            raise QuantizeError(_iquant_refusal(q))  # before any file is written
+    quants = _target_quants(quants, imatrix)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = model_shape(src, n_ctx)
-    extra, kv_read = shape.runtime_bytes, shape.kv_read_bytes_per_token
     im = imatrix if imatrix is None or isinstance(imatrix, Imatrix) else read_imatrix(imatrix)
 
     rows: dict[str, dict] = {}
@@ -486,29 +480,65 @@ def for_target(
     sizes: dict[str, int] = {}
     paths: dict[str, Path] = {}
     for i, q in enumerate(quants):
-        low = min_file_bytes(src, q)
-        row = dict(quant=q, bytes=None, fits=False, chosen=False,
-                   predicted_tokens_per_s=targets.predicted_tokens_per_s(b, low, kv_read), note="")
-        rows[q] = row
-        if low + extra > b.budget_bytes:
-            row["note"] = (f"skipped: at least {low / targets.MB:,.1f} MB + {extra / targets.MB:,.1f} MB runtime "
-                           f"> {b.budget_bytes / targets.MB:,.0f} MB budget")
-            sizes[q] = low
+        rows[q], sizes[q], path = _quantize_if_it_may_fit(src, out_dir / f"model.{q}.gguf", q, b, shape,
+                                                          threads=threads, imatrix=im)
+        if path is not None:
+            paths[q] = path
+        if not rows[q]["fits"]:
             continue
-        res = quantize(src, out_dir / f"model.{q}.gguf", q, threads=threads, imatrix=im)
-        paths[q], sizes[q] = res.path, res.bytes
-        row.update(bytes=res.bytes, predicted_tokens_per_s=targets.predicted_tokens_per_s(b, res.bytes, kv_read))
-        if not targets.fits(b, res.bytes, shape):
-            row["note"] = (f"does not fit: {res.bytes / targets.MB:,.1f} MB + {extra / targets.MB:,.1f} MB runtime "
-                           f"> {b.budget_bytes / targets.MB:,.0f} MB budget")
-            continue
-        row["fits"] = True
-        measured = dict(measure(res.path))
-        candidates[q] = _judged(measured, q, res.bytes)
-        row.update(val_perplexity=measured.get("val_perplexity"), drift=measured)
-        log.info("quantize.candidate", quant=q, n=i + 1, of=len(quants), bytes=res.bytes,
+        measured = dict(measure(path))
+        candidates[q] = _judged(measured, q, sizes[q])
+        rows[q].update(val_perplexity=measured.get("val_perplexity"), drift=measured)
+        log.info("quantize.candidate", quant=q, n=i + 1, of=len(quants), bytes=sizes[q],
                  drift_high=round(candidates[q][1], 5))
 
+    choice = _choose_keeping_the_pick(b, quants, candidates, sizes, paths, shape, tolerance=tolerance,
+                                      min_top1=min_top1, keep_all=keep_all)
+    rows[choice.quant].update(chosen=True, within_tolerance=choice.within_tolerance, note=choice.reason)
+    (log.info if choice.within_tolerance else log.warning)("quantize.target", board=b.name, chosen=choice.quant,
+                                                            reason=choice.reason)
+    return paths[choice.quant], [rows[q] for q in quants]
+
+
+def _target_quants(quants: Iterable[str] | None, imatrix: object) -> list[str]:
+    """`for_target`'s types, parsed; QuantizeError for an I-quant without an importance matrix,
+    before any file is written."""
+    if quants is None:
+        quants = TARGET_QUANTS + (TARGET_IQUANTS if imatrix is not None else ())
+    quants = [parse_quant(q, iquants=True) for q in quants]
+    for q in quants:
+        if q in IQUANT_TYPES and imatrix is None:
+            raise QuantizeError(_iquant_refusal(q))
+    return quants
+
+
+def _quantize_if_it_may_fit(src: Path, dest: Path, q: str, b: targets.Board, shape: targets.ModelShape, *,
+                            threads: int | None, imatrix: Imatrix | None) -> tuple[dict, int, Path | None]:
+    """One type's table row (fits True when the quantized file fits the board), its size (the
+    lower bound when skipped) and its file (None when skipped without quantizing)."""
+    extra, kv_read = shape.runtime_bytes, shape.kv_read_bytes_per_token
+    low = min_file_bytes(src, q)
+    row = dict(quant=q, bytes=None, fits=False, chosen=False,
+               predicted_tokens_per_s=targets.predicted_tokens_per_s(b, low, kv_read), note="")
+    if low + extra > b.budget_bytes:
+        row["note"] = (f"skipped: at least {low / targets.MB:,.1f} MB + {extra / targets.MB:,.1f} MB runtime "
+                       f"> {b.budget_bytes / targets.MB:,.0f} MB budget")
+        return row, low, None
+    res = quantize(src, dest, q, threads=threads, imatrix=imatrix)
+    row.update(bytes=res.bytes, predicted_tokens_per_s=targets.predicted_tokens_per_s(b, res.bytes, kv_read))
+    if not targets.fits(b, res.bytes, shape):
+        row["note"] = (f"does not fit: {res.bytes / targets.MB:,.1f} MB + {extra / targets.MB:,.1f} MB runtime "
+                       f"> {b.budget_bytes / targets.MB:,.0f} MB budget")
+    else:
+        row["fits"] = True
+    return row, res.bytes, res.path
+
+
+def _choose_keeping_the_pick(b: targets.Board, quants: list[str], candidates: dict[str, tuple],
+                             sizes: dict[str, int], paths: dict[str, Path], shape: targets.ModelShape, *,
+                             tolerance: float, min_top1: float, keep_all: bool) -> targets.Choice:
+    """targets.choose over the measured candidates; every other file written is removed unless
+    `keep_all` (all of them when the choice fails)."""
     try:
         if not candidates:  # choose() words the error: smallest candidate (measured or lower bound), budget
             targets.choose(b, {q: (sizes[q], 0.0) for q in quants}, shape, tolerance=tolerance)
@@ -522,7 +552,4 @@ def for_target(
         for q, p in paths.items():
             if q != choice.quant:
                 p.unlink(missing_ok=True)
-    rows[choice.quant].update(chosen=True, within_tolerance=choice.within_tolerance, note=choice.reason)
-    (log.info if choice.within_tolerance else log.warning)("quantize.target", board=b.name, chosen=choice.quant,
-                                                            reason=choice.reason)
-    return paths[choice.quant], [rows[q] for q in quants]
+    return choice
