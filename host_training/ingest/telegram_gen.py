@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 OWNER = ("Ada L", "user5550101")
 PEOPLE = [
@@ -72,39 +73,94 @@ def write_export(
         raise ValueError(f"shape {shape!r}: expected 'full' or 'single'")
     rng = random.Random(seed)
     pool = _text_pool(rng, 2048, mean_text_chars)
-    enc = json.encoder.encode_basestring  # C: escapes quotes, backslashes, control characters
-    out = Written()
-
-    # How many messages each chat gets: one big chat, a long tail, a small Saved Messages.
-    if shape == "single":
-        sizes = [n_messages]
-    else:
-        weights = [1 / (i + 1) ** 1.2 for i in range(max(1, n_chats))]
-        total = sum(weights)
-        sizes = [int(n_messages * w / total) for w in weights]
-        sizes[0] += n_messages - sum(sizes)
+    sizes = _chat_sizes(n_messages, shape, n_chats)
     left = min(sizes[0], n_messages // 100) if shape == "full" else 0
     sizes[0] -= left
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        export = _ExportWriter(f, rng, pool)
+        if shape == "single":
+            person = PEOPLE[0]
+            export.chat(4440001, "personal_chat", person[0], sizes[0], 0, [person])
+            f.write("\n")
+        else:
+            export.full(sizes, left)
+        export.out.bytes = f.tell()
+    return export.out
 
-    def entities(text: str, ind: str) -> tuple[str, str]:
-        """(`text` as a list with a bold word and a link, `text_entities`) for one message."""
-        cut = text.find(" ", len(text) // 3)
-        if cut < 0:
-            plain = [{"type": "plain", "text": text}]
-            return enc(text), _entity_list(plain, ind, enc)
-        head, word, tail = text[:cut], "https://example.org/flight", text[cut:]
-        parts = [
-            {"type": "plain", "text": head},
-            {"type": "link", "text": word},
-            {"type": "bold", "text": tail},
-        ]
-        as_list = "[\n" + ",\n".join(
-            f"{ind}  {enc(head)}" if i == 0 else f"{ind}  {{\n{ind}   \"type\": \"{p['type']}\",\n{ind}   \"text\": {enc(p['text'])}\n{ind}  }}"
-            for i, p in enumerate(parts)
-        ) + f"\n{ind} ]"
-        return as_list, _entity_list(parts, ind, enc)
 
-    def message(mid: int, t: int, chat_people: list[tuple[str, str]], ind: str) -> str:
+def _chat_sizes(n_messages: int, shape: str, n_chats: int) -> list[int]:
+    """How many messages each chat gets: one big chat, a long tail, a small Saved Messages."""
+    if shape == "single":
+        return [n_messages]
+    weights = [1 / (i + 1) ** 1.2 for i in range(max(1, n_chats))]
+    total = sum(weights)
+    sizes = [int(n_messages * w / total) for w in weights]
+    sizes[0] += n_messages - sum(sizes)
+    return sizes
+
+
+class _ExportWriter:
+    """Writes the export's chats and messages to `f`, drawing everything from `rng` in one fixed
+    order (same seed, same bytes), and counts what it wrote in `out`."""
+
+    def __init__(self, f: TextIO, rng: random.Random, pool: list[str]) -> None:
+        self.f, self.rng, self.pool = f, rng, pool
+        self.enc = json.encoder.encode_basestring  # C: escapes quotes, backslashes, control characters
+        self.out = Written()
+
+    def full(self, sizes: list[int], left: int) -> None:
+        """The whole export: preamble, every chat (Saved Messages last), a left chat, other data."""
+        f, rng = self.f, self.rng
+        f.write(_preamble(rng, self.enc))
+        f.write(' "chats": {\n  "about": "This page lists all chats from this export.",\n  "list": [\n')
+        kinds = ["personal_chat", "private_group", "private_supergroup", "public_channel"]
+        for i, size in enumerate(sizes):
+            if i == len(sizes) - 1 and len(sizes) > 1:
+                f.write(",\n")
+                self.chat(5550101, "saved_messages", None, size, 3, [OWNER])  # no "name", as Telegram writes it
+                continue
+            if i:
+                f.write(",\n")
+            ctype = kinds[i % len(kinds)]
+            if ctype == "personal_chat":
+                people = [PEOPLE[i % len(PEOPLE)]]
+                name = people[0][0]
+            else:
+                people = rng.sample(PEOPLE, 4)
+                name = f"Group {i}: launch crew"
+            self.chat(4440100 + i, ctype, name, size, 3, people)
+        f.write("\n  ]\n },\n")
+        f.write(' "left_chats": {\n  "about": "This page lists all chats you left.",\n  "list": [\n')
+        self.chat(4449999, "private_supergroup", "Old club", left, 3, PEOPLE[:3])
+        f.write("\n  ]\n },\n")
+        f.write(' "other_data": {\n  "about": "Other data.",\n  "changes_log": [\n')
+        f.write(",\n".join(f'   {{\n    "date": "2023-01-0{k + 1}T10:00:00",\n    "change": "profile_name"\n   }}' for k in range(5)))
+        f.write("\n  ]\n }\n}\n")
+
+    def chat(self, cid: int, ctype: str, name: str | None, size: int, level: int,
+             people: list[tuple[str, str]]) -> None:
+        f, rng, enc = self.f, self.rng, self.enc
+        ind = " " * level
+        j = ind + " "
+        named = f'{j}"name": {enc(name)},\n' if name is not None else ""
+        f.write(f'{ind}{{\n{named}{j}"type": "{ctype}",\n{j}"id": {cid},\n{j}"messages": [\n')
+        t = START_UNIX + rng.randrange(86_400)
+        batch = []
+        for mid in range(1, size + 1):
+            t += int(rng.expovariate(1 / 600)) + 1
+            batch.append(self.message(mid, t, people, j + " "))
+            if len(batch) == 1000:
+                f.write(",\n".join(batch))
+                batch.clear()
+                if mid < size:
+                    f.write(",\n")
+        f.write(",\n".join(batch))
+        f.write(f"\n{j}]\n{ind}}}")
+        self.out.messages += size
+        self.out.chats[str(cid)] = size
+
+    def message(self, mid: int, t: int, chat_people: list[tuple[str, str]], ind: str) -> str:
+        rng, enc, pool = self.rng, self.enc, self.pool
         j = ind + " "
         r = rng.random()
         date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t + 3600))  # local time, UTC+1 machine
@@ -132,67 +188,31 @@ def write_export(
         elif r < 0.12:
             extra += f'{j}"forwarded_from": "Upper Air Bulletin",\n'
         if text and rng.random() < 0.15:
-            as_text, ents = entities(text, j)
+            as_text, ents = self.entities(text, j)
         else:
             as_text = enc(text)
             ents = _entity_list([{"type": "plain", "text": text}] if text else [], j, enc)
         return (f'{head}{j}"type": "message",\n{when}{j}"from": {enc(name)},\n{j}"from_id": "{uid}",\n{extra}'
                 f'{j}"text": {as_text},\n{j}"text_entities": {ents}\n{ind}}}')  # fmt: skip
 
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-
-        def chat(cid: int, ctype: str, name: str | None, size: int, level: int, people: list[tuple[str, str]]) -> None:
-            ind = " " * level
-            j = ind + " "
-            named = f'{j}"name": {enc(name)},\n' if name is not None else ""
-            f.write(f'{ind}{{\n{named}{j}"type": "{ctype}",\n{j}"id": {cid},\n{j}"messages": [\n')
-            t = START_UNIX + rng.randrange(86_400)
-            batch = []
-            for mid in range(1, size + 1):
-                t += int(rng.expovariate(1 / 600)) + 1
-                batch.append(message(mid, t, people, j + " "))
-                if len(batch) == 1000:
-                    f.write(",\n".join(batch))
-                    batch.clear()
-                    if mid < size:
-                        f.write(",\n")
-            f.write(",\n".join(batch))
-            f.write(f"\n{j}]\n{ind}}}")
-            out.messages += size
-            out.chats[str(cid)] = size
-
-        if shape == "single":
-            person = PEOPLE[0]
-            chat(4440001, "personal_chat", person[0], sizes[0], 0, [person])
-            f.write("\n")
-        else:
-            f.write(_preamble(rng, enc))
-            f.write(' "chats": {\n  "about": "This page lists all chats from this export.",\n  "list": [\n')
-            kinds = ["personal_chat", "private_group", "private_supergroup", "public_channel"]
-            for i, size in enumerate(sizes):
-                if i == len(sizes) - 1 and len(sizes) > 1:
-                    f.write(",\n")
-                    chat(5550101, "saved_messages", None, size, 3, [OWNER])  # no "name", as Telegram writes it
-                    continue
-                if i:
-                    f.write(",\n")
-                ctype = kinds[i % len(kinds)]
-                if ctype == "personal_chat":
-                    people = [PEOPLE[i % len(PEOPLE)]]
-                    name = people[0][0]
-                else:
-                    people = rng.sample(PEOPLE, 4)
-                    name = f"Group {i}: launch crew"
-                chat(4440100 + i, ctype, name, size, 3, people)
-            f.write("\n  ]\n },\n")
-            f.write(' "left_chats": {\n  "about": "This page lists all chats you left.",\n  "list": [\n')
-            chat(4449999, "private_supergroup", "Old club", left, 3, PEOPLE[:3])
-            f.write("\n  ]\n },\n")
-            f.write(' "other_data": {\n  "about": "Other data.",\n  "changes_log": [\n')
-            f.write(",\n".join(f'   {{\n    "date": "2023-01-0{k + 1}T10:00:00",\n    "change": "profile_name"\n   }}' for k in range(5)))
-            f.write("\n  ]\n }\n}\n")
-        out.bytes = f.tell()
-    return out
+    def entities(self, text: str, ind: str) -> tuple[str, str]:
+        """(`text` as a list with a bold word and a link, `text_entities`) for one message."""
+        enc = self.enc
+        cut = text.find(" ", len(text) // 3)
+        if cut < 0:
+            plain = [{"type": "plain", "text": text}]
+            return enc(text), _entity_list(plain, ind, enc)
+        head, word, tail = text[:cut], "https://example.org/flight", text[cut:]
+        parts = [
+            {"type": "plain", "text": head},
+            {"type": "link", "text": word},
+            {"type": "bold", "text": tail},
+        ]
+        as_list = "[\n" + ",\n".join(
+            f"{ind}  {enc(head)}" if i == 0 else f"{ind}  {{\n{ind}   \"type\": \"{p['type']}\",\n{ind}   \"text\": {enc(p['text'])}\n{ind}  }}"
+            for i, p in enumerate(parts)
+        ) + f"\n{ind} ]"
+        return as_list, _entity_list(parts, ind, enc)
 
 
 def _entity_list(parts: list[dict], ind: str, enc) -> str:
