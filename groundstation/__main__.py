@@ -24,7 +24,7 @@ from .display import format_json, format_summary
 from .keys import add_key_arguments, auth_from_key_args
 from .listen import Hooks, Limits, RepairLink, run_listen
 from .predict import FeedLanding, add_chase_arguments, chase_from_args
-from .receive import (
+from .sources import (
     FrameSource,
     KissSerialSource,
     RawSerialSource,
@@ -261,15 +261,15 @@ def _open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> F
             return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
         return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
     if args.gateway:
-        from .lora_gateway import GatewaySource
+        from .sources.lora_gateway import GatewaySource
 
         return GatewaySource(*args.gateway)
     if args.gateway_udp:
-        from .lora_gateway import GatewayUdpSource
+        from .sources.lora_gateway import GatewayUdpSource
 
         return GatewayUdpSource(*args.gateway_udp)
     if args.horus_udp:
-        from .horus_udp import HorusUdpSource
+        from .sources.horus_udp import HorusUdpSource
 
         return HorusUdpSource(*args.horus_udp)
     return ReplaySource(args.replay)

@@ -35,8 +35,8 @@ from .db import Store, utc_now
 from .decoder import Decoded, FrameDecoder
 from .display import format_json, format_record
 from .heard import Heard, kind_name
-from .receive import FrameSource, Position, describe_peer
 from .repair import NackPlanner
+from .sources import FrameSource, Position, describe_peer
 from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)

@@ -49,7 +49,7 @@ from stratoecho.lora_chips.spi import CHIPS, open_chip
 from stratoecho.lora_chips.sx126x import TCXO_CODES, pa_params
 from stratoecho.lora_chips.sx127x import pa_registers
 
-from .receive import POLL_S, Received, SourceError
+from .sources import POLL_S, Received, SourceError
 
 log = structlog.get_logger(__name__)
 

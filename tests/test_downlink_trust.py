@@ -21,7 +21,7 @@ from groundstation.db import Store
 from groundstation.decoder import FrameDecoder
 from groundstation.listen import RepairLink, run_listen
 from groundstation.network import Aggregator
-from groundstation.receive import ReplaySource
+from groundstation.sources import ReplaySource
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.musing_sentence import encode_musing_sentences

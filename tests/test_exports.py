@@ -640,7 +640,7 @@ def test_udp_feed_sends_the_predicted_landing_as_a_payload_on_the_ground():
     the end; our own Horus UDP listener does not take it for a position. (Every 5 minutes here,
     not the default 30 s: each prediction takes a fifth of a second while the balloon climbs.)"""
     from groundstation import predict
-    from groundstation.horus_udp import HorusUdpSource
+    from groundstation.sources.horus_udp import HorusUdpSource
     from sim.world import Flight, FlightPlan
 
     flight = Flight(FlightPlan(seed=11, descent_rate_sea_level_m_s=6.5, ascent_rate_m_s=4.5))

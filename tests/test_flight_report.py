@@ -16,7 +16,7 @@ from groundstation.db import Store
 from groundstation.decoder import FrameDecoder
 from groundstation.listen import run_listen
 from groundstation.reading import GroundReader
-from groundstation.receive import ReplaySource
+from groundstation.sources import ReplaySource
 from sim.flight_report import (
     PAYLOAD_ESTIMATE,
     UNKNOWN_MODE,

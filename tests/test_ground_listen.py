@@ -23,7 +23,7 @@ from groundstation.db import Store
 from groundstation.decoder import FrameDecoder
 from groundstation.heard import Heard
 from groundstation.listen import Hooks, run_listen
-from groundstation.receive import ReplaySource, SerialSource, SourceError, UdpSource
+from groundstation.sources import ReplaySource, SerialSource, SourceError, UdpSource
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from tests.fakes import AUTH, wait_for

@@ -20,7 +20,7 @@ from gpiozero.pins.mock import MockFactory
 from groundstation import lora_hat
 from groundstation.__main__ import build_parser, main
 from groundstation.lora_hat import HatOptions, LoRaHatSource, hat_options
-from groundstation.receive import SourceError
+from groundstation.sources import SourceError
 from payload.config import RadioSection
 from sim.sx126x_sim import MODE_RX, MODE_STDBY_RC, Sx126xChip
 from sim.sx127x_sim import Sx127xChip

@@ -19,10 +19,10 @@ from groundstation.__main__ import main
 from groundstation.db import Store
 from groundstation.decoder import FrameDecoder
 from groundstation.exports.udp_feed import payload_summary
-from groundstation.horus_udp import HorusUdpSource, SummaryError, summary_telemetry
 from groundstation.listen import Hooks, run_listen
-from groundstation.lora_gateway import Backoff, GatewaySource, GatewayUdpSource
-from groundstation.receive import SourceError
+from groundstation.sources import SourceError
+from groundstation.sources.horus_udp import HorusUdpSource, SummaryError, summary_telemetry
+from groundstation.sources.lora_gateway import Backoff, GatewaySource, GatewayUdpSource
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from tests.fakes import AUTH, wait_for, write_flight_key

@@ -31,7 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from groundstation.__main__ import main as ground_main
-from groundstation.receive import KissSerialSource
+from groundstation.sources import KissSerialSource
 from payload.__main__ import main as payload_main
 from payload.config import PayloadConfig, RadioSection, load_config
 from payload.radio import KissRadio, LoRaUartRadio, RadioError, UdpRadio

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import build_parser, cmd_listen
-from groundstation.receive import KissSerialSource, RawSerialSource, SerialSource, describe_peer
+from groundstation.sources import KissSerialSource, RawSerialSource, SerialSource, describe_peer
 from payload.radio import KissRadio, LoRaUartRadio
 from sim.lora_module import FakeLoRaModule
 from stratoecho import wire

@@ -51,10 +51,10 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratoecho import wire
-from stratoecho.wire.sentence import parse_hms
+from stratoecho.wire.sentence import parse_hms, telemetry_datetime
 
-from .exports.base import telemetry_datetime
-from .receive import Position, bind_shared_udp, receive_datagram
+from .base import Position
+from .udp import bind_shared_udp, receive_datagram
 
 log = structlog.get_logger(__name__)
 

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 import structlog
 from tenacity import RetryCallState, wait_exponential, wait_random
 
-from .receive import MAX_LINE, POLL_S, Received, SourceError, bind_shared_udp, receive_datagram
+from .base import MAX_LINE, POLL_S, Received, SourceError
+from .udp import bind_shared_udp, receive_datagram
 
 log = structlog.get_logger(__name__)
 
