@@ -149,7 +149,7 @@ class Channel:
     ):
         """`stations` without a `forward` of their own send to `forward`. `clock` gives
         flight seconds (default: a `WorldClock` at 60×); a `speedup` attribute on it turns
-        flight-time delays into wall time. `bench` (a `stratoecho.clock.LockstepClock`)
+        flight-time delays into wall time. `bench` (a `sim.lockstep.LockstepClock`)
         replaces both: its flight time, its sockets, its waits."""
         base = config if config is not None else ChannelConfig(path_loss=False, half_duplex=False)
         cfg = replace(base, loss=loss, uplink_loss=uplink_loss)

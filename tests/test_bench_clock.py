@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from sim.lockstep import LockstepClock, LockstepError
 from sim.timekeeper import Timekeeper, TimekeeperError, speedup_arg
-from stratoecho.clock import Clock, LockstepClock, LockstepError
+from stratoecho.clock import Clock
 
 
 @pytest.fixture
@@ -177,6 +178,18 @@ def test_real_time_clock_waits_are_ordinary():
     t = c.thread(lambda: None, "quick")
     assert c.join(t, 1000.0)
     assert c.spend(5.0) is False and c.load_cores(0, 1) is None
+
+
+def test_flight_code_finds_the_lockstep_through_the_benchs_entry_point(monkeypatch):
+    """The payload and the ground station never import the bench: `flight_clock` looks the
+    lockstep up among the installed entry points, and says so when the bench is not installed."""
+    from stratoecho import clock as core_clock
+
+    assert core_clock.bench_clock_class() is LockstepClock
+    monkeypatch.setenv(core_clock.ENV, "/nonexistent/timekeeper.sock")
+    monkeypatch.setattr(core_clock, "entry_points", lambda group: [])
+    with pytest.raises(core_clock.BenchClockError, match="bench is not installed"):
+        core_clock.flight_clock(name="payload")
 
 
 # ------------------------------------------------------------------ a whole bench flight
