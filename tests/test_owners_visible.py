@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from host_training import prepare as prepare_module
 from host_training.__main__ import main
 from host_training.ingest import Person, likely_owner, people
+from host_training.prepare import owners as prepare_owners
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = int(datetime(2024, 3, 12, 21, 14, tzinfo=timezone.utc).timestamp())
@@ -251,7 +251,7 @@ def test_a_renamed_id_is_one_person_and_the_suggestion_falls_back_to_the_most_fr
 
 
 def test_the_summary_lists_the_first_exports_and_every_warning(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(prepare_module, "SUMMARY_EXPORTS", 1)
+    monkeypatch.setattr(prepare_owners, "SUMMARY_EXPORTS", 1)  # read where the summary is printed
     chats = tmp_path / "chats"
     chats.mkdir()
     for n, (me, friend) in enumerate((("Mira", "Jonas"), ("Mira", "Kit"), ("Mira K.", "Sam"))):
