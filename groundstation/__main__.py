@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import threading
 from pathlib import Path
 
-import structlog
-
-from stratoecho import wire
-from stratoecho.cli import hostport_type, positive_number, run_cli, stop_on_signals
+from stratoecho.cli import hostport_type, positive_number, run_cli
 from stratoecho.keygen import add_keygen_command
-from stratoecho.systemd import SystemdNotifier
-from stratoecho.wire import Telemetry
-from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
+from stratoecho.wire.uplink import KeyFileError
 
-from .db import Store, StoreError
+from .assembly import StartError, build_listener
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
 from .keys import add_key_arguments, auth_from_key_args
-from .listen import Hooks, Limits, RepairLink, run_listen
-from .predict import FeedLanding, add_chase_arguments, chase_from_args
-from .sources import (
-    FrameSource,
-    KissSerialSource,
-    RawSerialSource,
-    ReplaySource,
-    SerialSource,
-    SourceError,
-    UdpSource,
-)
-from .uplink import CommandSigner, SignerStateError
-
-log = structlog.get_logger(__name__)
-REPLAY_DRAIN_S = 30.0  # seconds a --replay with --mqtt waits at its end for the broker to take what it queued
+from .predict import add_chase_arguments
+from .sources import ReplaySource, SourceError
 
 LISTEN_EXAMPLES = """\
 examples:
@@ -249,237 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> FrameSource:
-    if hat is not None:
-        from .lora_hat import LoRaHatSource
-
-        return LoRaHatSource(hat, clock=clock)
-    if args.udp:
-        return UdpSource(*args.udp, clock, stop)
-    if args.serial:
-        if args.raw:
-            return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
-        return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
-    if args.gateway:
-        from .sources.lora_gateway import GatewaySource
-
-        return GatewaySource(*args.gateway)
-    if args.gateway_udp:
-        from .sources.lora_gateway import GatewayUdpSource
-
-        return GatewayUdpSource(*args.gateway_udp)
-    if args.horus_udp:
-        from .sources.horus_udp import HorusUdpSource
-
-        return HorusUdpSource(*args.horus_udp)
-    return ReplaySource(args.replay)
-
-
 def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
-    import os
-
-    from stratoecho.clock import ENV, flight_clock
-
-    # Under `sim fly` the station is one of the bench's lockstep processes: its waits are flight time.
-    clock = flight_clock(name="ground") if os.environ.get(ENV) and stop is None else None
-    stop = stop or (clock.event() if clock is not None else threading.Event())
-    from .lora_hat import hat_options
-
+    """Build the listener's parts (groundstation/assembly.py), run them until stopped, report."""
     try:
-        hat = hat_options(args)  # None without --lora
-    except ValueError as e:
+        listener = build_listener(args, stop)
+    except StartError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.kiss and not args.serial:
-        print("error: --kiss goes with --serial DEV (a KISS TNC on a serial port)", file=sys.stderr)
-        return 2
-    from .network import default_station, station_position
-
-    try:
-        here = station_position(args)  # where this station is: kept, and shared with --mqtt
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.udp_feed_landing and not args.udp_feed:
-        print("error: --udp-feed-landing goes with --udp-feed HOST:PORT (the chase-car map's port)", file=sys.stderr)
-        return 2
-    if args.raw and not args.serial:
-        print("error: --raw goes with --serial DEV (a transparent LoRa module on a serial port)", file=sys.stderr)
-        return 2
-    if args.uplink_to and not args.udp:
-        print("error: --uplink-to goes with --udp (the bridge that transmits what a --udp station sends)",
-              file=sys.stderr)
-        return 2
-    if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
-        print("error: --uplink-skip-past needs --flight-key and --callsign (whose counter moves)", file=sys.stderr)
-        return 2
-    try:
-        downlink = auth_from_key_args(args)  # checks the key file now: a start-up error, not a surprise later
-    except (KeyFileError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if args.uplink_key:
-        try:  # a bad counter state is a start-up error, not a surprise at the first window
-            if args.callsign:
-                signer = CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len,
-                                              mtu=args.uplink_mtu)
-                if args.uplink_skip_past is not None:
-                    if not 0 <= args.uplink_skip_past < MAX_COUNTER:
-                        raise ValueError(f"--uplink-skip-past {args.uplink_skip_past} is outside 0..{MAX_COUNTER - 1}")
-                    log.info("uplink counter", callsign=args.callsign,
-                             next_counter=signer.skip_to(args.uplink_skip_past + 1))
-        except (KeyFileError, SignerStateError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-    from .api_proxy import ProxyConfigError, proxy_from_args
-    from .network import auth_from_args
-
-    try:
-        auth_from_args(args, "mqtt-")  # the broker's password file and certificate, before anything opens
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        proxy = proxy_from_args(args)
-    except ProxyConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if proxy is not None and not args.uplink_key:
-        print("error: --api-proxy answers over the uplink: it needs --flight-key", file=sys.stderr)
-        return 2
-    try:
-        store = Store(args.db)
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if here is not None:
-        store.set_station(args.station or default_station(), *here)
-    try:
-        source = _open_source(args, clock, stop, hat)
-    except SourceError as e:
-        store.close()
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if isinstance(source, UdpSource):
-        log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
-    decoder = FrameDecoder(auth=downlink)
-    if downlink is None:
-        log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
-                    "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
-    repair = None
-    # Uplink only through a radio of our own: the serial port or HAT heard on, or the --udp bridge
-    # named by --uplink-to (never a datagram's sender); a replay or another receiver's output cannot answer.
-    if args.uplink_key and (args.serial or args.lora or (args.udp and args.uplink_to)):
-        repair = RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign,
-                            uplink_to=args.uplink_to if args.udp else source.peer,
-                            tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
-    elif args.uplink_key and args.udp:
-        log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
-    hooks = Hooks(station=args.station)
-    from .network import publisher_from_args
-
-    publisher = publisher_from_args(args)  # None without --mqtt
-    if publisher is not None:
-        hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
-            data, received_at, rssi_dbm=rssi, snr_db=snr))
-    from .exports import DEFAULT_URL, Guarded, live_exporters, ssdv_from_args, station_from_args
-    from .exports.sondehub import musing_comment
-
-    last_musing: list[str] = []  # SondeHub shows it as the comment of each position after it
-
-    def note_musing(heard) -> None:
-        if isinstance(heard.record, wire.Record) and heard.record.kind is wire.Kind.MUSING:
-            last_musing[:] = [musing_comment(heard.record)]
-
-    ssdv_uploader = None
-    try:
-        station = station_from_args(args)
-        ssdv_uploader = ssdv_from_args(args, station)
-        exporters = live_exporters((args.sondehub_url or DEFAULT_URL) if station else None,
-                                   station, args.udp_feed, udp_broadcast=args.udp_broadcast,
-                                   frequency_mhz=args.sondehub_frequency or (hat.settings.frequency_mhz if hat else None),
-                                   modulation=args.sondehub_modulation,
-                                   comment=lambda: last_musing[0] if last_musing else None,
-                                   udp_landing=FeedLanding(chase_from_args(args, "")) if args.udp_feed_landing else None)
-    except ValueError as e:
-        if ssdv_uploader is not None:  # its thread runs already
-            ssdv_uploader.close(deadline_s=0)
-        store.close()
-        source.close()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if proxy is not None and clock is not None:
-        proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
-    if proxy is not None:  # the payload's questions, answered into the outbox for its next window
-        hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store))
-    hooks.on_new.append(note_musing)
-    for e in exporters:  # positions only: that is all an exporter takes
-        hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
-    if ssdv_uploader is not None:  # every SSDV packet the database kept as new, with when it was heard
-        exporters.append(Guarded(ssdv_uploader, "ssdv"))
-        hooks.on_ssdv.append(exporters[-1].add)
-    status = 0
-    # Under systemd (Type=notify): ready once the source is open and the database usable.
-    notifier = SystemdNotifier()
-    where = getattr(source, "address", None) or args.serial or args.replay or getattr(source, "name", None)
-    notifier.ready(status=f"listening on {where}")
-    try:
-        with stop_on_signals(stop):
-            run_listen(source, store, decoder, stop, None if args.quiet else sys.stdout,
-                       as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=repair,
-                       hooks=hooks)
-    except SourceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        status = 1
-    finally:
-        notifier.stopping()
-        # SondeHub and the SSDV server may each take seconds to send what is still queued: side by
-        # side, so stopping takes the longest close deadline, not their sum (systemd waits 20 s).
-        closing = [threading.Thread(target=e.close, name="exporter-close") for e in exporters]
-        for t in closing:
-            t.start()
-        for t in closing:
-            t.join()
-        if proxy is not None:
-            proxy.close(timeout_s=10)
-        if publisher is not None:
-            # A replay has queued the whole file by now: give the broker time to take it.
-            left = publisher.close(timeout_s=REPLAY_DRAIN_S if args.replay else 5.0)
-            if left:
-                print(f"error: {left} messages never reached the broker {args.mqtt[0]}:{args.mqtt[1]} "
-                      f"(is it running, and does it accept this station?)", file=sys.stderr)
-                status = status or 1
-        store.close()
-        errors = decoder.errors + source.errors
-        summary = format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,
-                                 errors, decoder.incomplete(), store.inserted)
-        if repair is not None:
-            summary += (f"\n  repair: {repair.nacks_sent} nacks sent, {repair.items_requested} items requested, "
-                        f"{repair.planner.given_up} records given up")
-        if ssdv_uploader is not None:
-            s = ssdv_uploader.summary()
-            summary += (f"\n  ssdv upload: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} dropped, "
-                        f"{s['unsent']} not sent")
-        print(summary, file=sys.stderr)
-        if args.stats is not None:
-            write_stats(args.stats, {
-                "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
-                "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
-                "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
-                **({"api_proxy": proxy.stats()} if proxy is not None else {}),
-                **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
-            })
-    return status
-
-
-def write_stats(path: Path, stats: dict) -> None:
-    """Temporary file then rename: a reader (sim fly) sees the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        print(f"error: cannot write stats to {path}: {e.strerror}", file=sys.stderr)
+        return e.status
+    return listener.run()
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

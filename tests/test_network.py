@@ -450,6 +450,7 @@ def test_a_replay_published_to_the_broker_arrives_whole_and_a_missing_broker_fai
     """`listen --replay FILE --mqtt` queues the whole file before its publisher has connected: at
     the end it must still connect and drain (it used to give up at once, exit 0 and deliver none)."""
     from groundstation import __main__ as ground
+    from groundstation import assembly
 
     frames = flight_frames()
     air = tmp_path / "air.hex"
@@ -463,7 +464,7 @@ def test_a_replay_published_to_the_broker_arrives_whole_and_a_missing_broker_fai
         assert agg.wait_for(lambda s: s.messages >= len(frames)), agg.agg.stats
     finally:
         agg.finish()
-    monkeypatch.setattr(ground, "REPLAY_DRAIN_S", 0.5)
+    monkeypatch.setattr(assembly, "REPLAY_DRAIN_S", 0.5)
     rc = ground.main(["listen", "--replay", str(air), "--db", str(tmp_path / "g2.db"), "--quiet",
                       "--mqtt", f"127.0.0.1:{_free_port()}", "--station", "replay"])
     assert rc == 1 and "messages never reached the broker" in capsys.readouterr().err

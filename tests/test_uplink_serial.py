@@ -99,13 +99,13 @@ def read_available(fd: int, until, timeout_s: float = 10.0) -> bytes:
 def listening(tmp_path: Path, *argv: str) -> Iterator[dict]:
     """`cmd_listen` in a thread, stopped and joined on exit; yields a box with its exit status
     once the source is open (pyserial empties a port's input as it opens it)."""
-    import groundstation.__main__ as gm
+    import groundstation.assembly as gm
 
     setup_logging()
     args = build_parser().parse_args(["listen", *argv, "--db", str(tmp_path / "g.db"), "--quiet",
                                       "--stats", str(tmp_path / "g.json")])
     stop, box, opened = threading.Event(), {}, threading.Event()
-    real_open = gm._open_source
+    real_open = gm.open_source
 
     def open_and_tell(*a):
         try:
@@ -113,13 +113,13 @@ def listening(tmp_path: Path, *argv: str) -> Iterator[dict]:
         finally:
             opened.set()
 
-    gm._open_source = open_and_tell
+    gm.open_source = open_and_tell
     worker = threading.Thread(target=lambda: box.setdefault("rc", cmd_listen(args, stop)))
     try:
         worker.start()
         assert opened.wait(10)
     finally:
-        gm._open_source = real_open
+        gm.open_source = real_open
     try:
         yield box
     finally:

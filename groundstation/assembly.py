@@ -1,0 +1,380 @@
+"""The listener put together: every part `listen` runs, built from its options in the order
+each needs the last (the checks of the options, the keys, the database, the source, the
+decoder, the repair link, the station network's publisher, the exporters and the API proxy,
+and the hooks that join them to the listen loop), then run until told to stop and closed.
+
+`build_listener` builds them, or raises `StartError` with the message and exit status the
+command prints (2: options that do not go together; 1: a key, database, port or file that
+cannot be used), having closed what it had opened. `Listener.run` runs the loop
+(groundstation/listen.py), closes every part and prints the summary; it returns the exit status.
+`python -m groundstation listen` (`cmd_listen`) is build, run, report; so is the bench's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from stratoecho import wire
+from stratoecho.cli import stop_on_signals
+from stratoecho.systemd import SystemdNotifier
+from stratoecho.wire import Telemetry
+from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
+
+from .db import Store, StoreError
+from .decoder import FrameDecoder
+from .display import format_summary
+from .keys import auth_from_key_args
+from .listen import Hooks, Limits, RepairLink, run_listen
+from .predict import FeedLanding, chase_from_args
+from .sources import (
+    FrameSource,
+    KissSerialSource,
+    RawSerialSource,
+    ReplaySource,
+    SerialSource,
+    SourceError,
+    UdpSource,
+)
+from .uplink import CommandSigner, SignerStateError
+
+log = structlog.get_logger(__name__)
+REPLAY_DRAIN_S = 30.0  # seconds a --replay with --mqtt waits at its end for the broker to take what it queued
+
+
+class StartError(Exception):
+    """A listener that cannot start: the message for standard error, and the exit status
+    (2: options that do not go together; 1: a key, database, port or file that cannot be used)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------- the options
+
+
+def check_options(args: argparse.Namespace):
+    """The LoRa HAT's settings (None without --lora) and where this station is (None when not
+    given), once the options are known to go together; StartError (status 2) if they do not."""
+    from .lora_hat import hat_options
+    from .network import station_position
+
+    try:
+        hat = hat_options(args)  # None without --lora
+    except ValueError as e:
+        raise StartError(str(e), 2) from e
+    if args.kiss and not args.serial:
+        raise StartError("--kiss goes with --serial DEV (a KISS TNC on a serial port)", 2)
+    try:
+        here = station_position(args)  # where this station is: kept, and shared with --mqtt
+    except ValueError as e:
+        raise StartError(str(e), 2) from e
+    if args.udp_feed_landing and not args.udp_feed:
+        raise StartError("--udp-feed-landing goes with --udp-feed HOST:PORT (the chase-car map's port)", 2)
+    if args.raw and not args.serial:
+        raise StartError("--raw goes with --serial DEV (a transparent LoRa module on a serial port)", 2)
+    if args.uplink_to and not args.udp:
+        raise StartError("--uplink-to goes with --udp (the bridge that transmits what a --udp station sends)", 2)
+    if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
+        raise StartError("--uplink-skip-past needs --flight-key and --callsign (whose counter moves)", 2)
+    return hat, here
+
+
+def check_keys(args: argparse.Namespace):
+    """The downlink's key (None without one), and the uplink's counter state checked (moved on
+    with --uplink-skip-past): a bad key file or counter is a start-up error, not a surprise at
+    the first window. StartError (status 1) naming what will not do."""
+    try:
+        downlink = auth_from_key_args(args)
+    except (KeyFileError, ValueError) as e:
+        raise StartError(str(e), 1) from e
+    if not (args.uplink_key and args.callsign):
+        return downlink
+    try:
+        signer = CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len,
+                                      mtu=args.uplink_mtu)
+        if args.uplink_skip_past is not None:
+            if not 0 <= args.uplink_skip_past < MAX_COUNTER:
+                raise ValueError(f"--uplink-skip-past {args.uplink_skip_past} is outside 0..{MAX_COUNTER - 1}")
+            log.info("uplink counter", callsign=args.callsign,
+                     next_counter=signer.skip_to(args.uplink_skip_past + 1))
+    except (KeyFileError, SignerStateError, ValueError) as e:
+        raise StartError(str(e), 1) from e
+    return downlink
+
+
+def open_proxy(args: argparse.Namespace):
+    """The API proxy `--api-proxy` asks for (None without it), once the broker's password file and
+    certificate are known to be readable, before anything opens. StartError: 2 for options, 1 for
+    its configuration file."""
+    from .api_proxy import ProxyConfigError, proxy_from_args
+    from .network import auth_from_args
+
+    try:
+        auth_from_args(args, "mqtt-")
+    except ValueError as e:
+        raise StartError(str(e), 2) from e
+    try:
+        proxy = proxy_from_args(args)
+    except ProxyConfigError as e:
+        raise StartError(str(e), 1) from e
+    if proxy is not None and not args.uplink_key:
+        raise StartError("--api-proxy answers over the uplink: it needs --flight-key", 2)
+    return proxy
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> FrameSource:
+    """The source the options name; SourceError if it cannot be opened."""
+    if hat is not None:
+        from .lora_hat import LoRaHatSource
+
+        return LoRaHatSource(hat, clock=clock)
+    if args.udp:
+        return UdpSource(*args.udp, clock, stop)
+    if args.serial:
+        if args.raw:
+            return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
+        return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
+    if args.gateway:
+        from .sources.lora_gateway import GatewaySource
+
+        return GatewaySource(*args.gateway)
+    if args.gateway_udp:
+        from .sources.lora_gateway import GatewayUdpSource
+
+        return GatewayUdpSource(*args.gateway_udp)
+    if args.horus_udp:
+        from .sources.horus_udp import HorusUdpSource
+
+        return HorusUdpSource(*args.horus_udp)
+    return ReplaySource(args.replay)
+
+
+def repair_link(args: argparse.Namespace, source: FrameSource, store: Store) -> RepairLink | None:
+    """The link that answers the payload's windows, where this station can send (else None)."""
+    # Uplink only through a radio of our own: the serial port or HAT heard on, or the --udp bridge
+    # named by --uplink-to (never a datagram's sender); a replay or another receiver's output cannot answer.
+    if args.uplink_key and (args.serial or args.lora or (args.udp and args.uplink_to)):
+        return RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign,
+                          uplink_to=args.uplink_to if args.udp else source.peer,
+                          tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
+    if args.uplink_key and args.udp:
+        log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
+    return None
+
+
+class LastMusing:
+    """The newest musing heard, as SondeHub shows it: the comment of each position after it."""
+
+    def __init__(self) -> None:
+        self.comment: str | None = None
+
+    def note(self, heard) -> None:
+        from .exports.sondehub import musing_comment
+
+        if isinstance(heard.record, wire.Record) and heard.record.kind is wire.Kind.MUSING:
+            self.comment = musing_comment(heard.record)
+
+    def __call__(self) -> str | None:
+        return self.comment
+
+
+@dataclass
+class Listener:
+    """Every part of one `listen`, open; `run` runs them and closes them."""
+
+    args: argparse.Namespace
+    stop: threading.Event
+    clock: object | None  # the bench's lockstep clock under `sim fly`, else None
+    store: Store
+    source: FrameSource
+    decoder: FrameDecoder
+    hooks: Hooks
+    repair: RepairLink | None = None
+    proxy: object | None = None  # api_proxy.ApiProxy
+    publisher: object | None = None  # network.StationPublisher
+    exporters: list = field(default_factory=list)
+    ssdv_uploader: object | None = None  # exports.SsdvUploader
+    musing: LastMusing = field(default_factory=LastMusing)
+
+    def add_publisher(self) -> None:
+        """Every frame to the station network (--mqtt)."""
+        from .network import publisher_from_args
+
+        publisher = self.publisher = publisher_from_args(self.args)  # None without --mqtt
+        if publisher is not None:
+            self.hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
+                data, received_at, rssi_dbm=rssi, snr_db=snr))
+
+    def add_exporters(self, hat) -> None:
+        """SondeHub, the chase-car feed and the SSDV upload, as the options ask; ValueError for
+        options they cannot use (the SSDV uploader, whose thread runs already, stopped again)."""
+        from .exports import DEFAULT_URL, live_exporters, ssdv_from_args, station_from_args
+
+        args = self.args
+        try:
+            station = station_from_args(args)
+            self.ssdv_uploader = ssdv_from_args(args, station)
+            self.exporters = live_exporters(
+                (args.sondehub_url or DEFAULT_URL) if station else None, station, args.udp_feed,
+                udp_broadcast=args.udp_broadcast,
+                frequency_mhz=args.sondehub_frequency or (hat.settings.frequency_mhz if hat else None),
+                modulation=args.sondehub_modulation, comment=self.musing,
+                udp_landing=FeedLanding(chase_from_args(args, "")) if args.udp_feed_landing else None)
+        except ValueError:
+            if self.ssdv_uploader is not None:  # its thread runs already
+                self.ssdv_uploader.close(deadline_s=0)
+            raise
+
+    def join_hooks(self) -> None:
+        """What hears each new record and SSDV packet besides the database, in this order."""
+        from .exports import Guarded
+
+        proxy, store, hooks = self.proxy, self.store, self.hooks
+        if proxy is not None and self.clock is not None:
+            proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
+        if proxy is not None:  # the payload's questions, answered into the outbox for its next window
+            hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store))
+        hooks.on_new.append(self.musing.note)
+        for e in self.exporters:  # positions only: that is all an exporter takes
+            hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
+        if self.ssdv_uploader is not None:  # every SSDV packet the database kept as new, with when it was heard
+            self.exporters.append(Guarded(self.ssdv_uploader, "ssdv"))
+            hooks.on_ssdv.append(self.exporters[-1].add)
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> int:
+        """Listen until stopped (a signal, --duration, --until-idle, a replay's end), then close
+        every part and print the summary; the exit status."""
+        args, source, status = self.args, self.source, 0
+        # Under systemd (Type=notify): ready once the source is open and the database usable.
+        notifier = SystemdNotifier()
+        where = getattr(source, "address", None) or args.serial or args.replay or getattr(source, "name", None)
+        notifier.ready(status=f"listening on {where}")
+        try:
+            with stop_on_signals(self.stop):
+                run_listen(source, self.store, self.decoder, self.stop, None if args.quiet else sys.stdout,
+                           as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=self.repair,
+                           hooks=self.hooks)
+        except SourceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 1
+        finally:
+            notifier.stopping()
+            status = self.close() or status
+            self.report()
+        return status
+
+    def close(self) -> int:
+        """Stop the exporters, the proxy and the publisher, and close the database; 1 when the
+        broker never took some of what was published, else 0."""
+        status = 0
+        # SondeHub and the SSDV server may each take seconds to send what is still queued: side by
+        # side, so stopping takes the longest close deadline, not their sum (systemd waits 20 s).
+        closing = [threading.Thread(target=e.close, name="exporter-close") for e in self.exporters]
+        for t in closing:
+            t.start()
+        for t in closing:
+            t.join()
+        if self.proxy is not None:
+            self.proxy.close(timeout_s=10)
+        if self.publisher is not None:
+            # A replay has queued the whole file by now: give the broker time to take it.
+            left = self.publisher.close(timeout_s=REPLAY_DRAIN_S if self.args.replay else 5.0)
+            if left:
+                print(f"error: {left} messages never reached the broker {self.args.mqtt[0]}:{self.args.mqtt[1]} "
+                      f"(is it running, and does it accept this station?)", file=sys.stderr)
+                status = 1
+        self.store.close()
+        return status
+
+    def report(self) -> None:
+        """The summary on standard error, and the counts in --stats FILE."""
+        decoder, store, repair, ssdv_uploader = self.decoder, self.store, self.repair, self.ssdv_uploader
+        errors = decoder.errors + self.source.errors
+        summary = format_summary("listen", decoder.frames, decoder.records, decoder.duplicates,
+                                 errors, decoder.incomplete(), store.inserted)
+        if repair is not None:
+            summary += (f"\n  repair: {repair.nacks_sent} nacks sent, {repair.items_requested} items requested, "
+                        f"{repair.planner.given_up} records given up")
+        if ssdv_uploader is not None:
+            s = ssdv_uploader.summary()
+            summary += (f"\n  ssdv upload: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} dropped, "
+                        f"{s['unsent']} not sent")
+        print(summary, file=sys.stderr)
+        if self.args.stats is not None:
+            write_stats(self.args.stats, {
+                "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
+                "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
+                "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
+                **({"api_proxy": self.proxy.stats()} if self.proxy is not None else {}),
+                **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
+            })
+
+
+def write_stats(path: Path, stats: dict) -> None:
+    """Temporary file then rename: a reader (sim fly) sees the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        print(f"error: cannot write stats to {path}: {e.strerror}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_listener(args: argparse.Namespace, stop: threading.Event | None = None) -> Listener:
+    """Every part `listen`'s options ask for, open and joined, in the order each needs the
+    last; StartError (having closed what was open) if one cannot be had."""
+    from stratoecho.clock import ENV, flight_clock
+
+    # Under `sim fly` the station is one of the bench's lockstep processes: its waits are flight time.
+    clock = flight_clock(name="ground") if os.environ.get(ENV) and stop is None else None
+    stop = stop or (clock.event() if clock is not None else threading.Event())
+    hat, here = check_options(args)
+    downlink = check_keys(args)
+    proxy = open_proxy(args)
+    try:
+        store = Store(args.db)
+    except StoreError as e:
+        raise StartError(str(e), 1) from e
+    if here is not None:
+        from .network import default_station
+
+        store.set_station(args.station or default_station(), *here)
+    try:
+        source = open_source(args, clock, stop, hat)
+    except SourceError as e:
+        store.close()
+        raise StartError(str(e), 1) from e
+    if isinstance(source, UdpSource):
+        log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
+    decoder = FrameDecoder(auth=downlink)
+    if downlink is None:
+        log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
+                    "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
+    listener = Listener(args, stop, clock, store, source, decoder, Hooks(station=args.station),
+                        repair=repair_link(args, source, store), proxy=proxy)
+    listener.add_publisher()
+    try:
+        listener.add_exporters(hat)
+    except ValueError as e:
+        store.close()
+        source.close()
+        raise StartError(str(e), 2) from e
+    listener.join_hooks()
+    return listener
