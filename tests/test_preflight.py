@@ -1,4 +1,4 @@
-"""`build --base`'s preflight (host_training/preflight.py): in seconds, before training and
+"""`build --base`'s preflight (host_training/preflight/): in seconds, before training and
 before BUNDLE is touched, whether the base converts, which chat template it trains with, and
 whether it fits the board, in MB.
 
