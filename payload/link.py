@@ -146,10 +146,10 @@ class LinkStats:
 class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event,
                  airtime_log: Path | None = None, sentence_bytes: int | None = None,
-                 auth: wire.DownlinkAuth | None = None):
+                 auth: wire.DownlinkAuth | None = None, on_loop: Callable[[], None] | None = None):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
         self.auth = auth  # the downlink tag's key: None keeps records queued (NoFlightKey)
-        self.on_loop: Callable[[], None] = lambda: None
+        self.on_loop = on_loop or (lambda: None)  # each turn of the radio's loop (the daemon's liveness)
         self.budget = DutyBudget(cfg.duty_cycle)
         # The beacon's reservation: its worst-case sentence (grown by any longer one sent), one every
         # `beacon_period_s()`; bulk gets `1/bulk_factor()` of the rest (None: shed). See follow().
@@ -180,6 +180,10 @@ class Transmitter:
         self.uplink_cfg = None  # set with on_uplink to open listen windows
         self.on_uplink = None  # callable(frame) -> None
         self.pid = 0  # uplink.payload_hash of the callsign, carried by the window cue
+
+    def loss_estimate(self) -> float:
+        """The frame loss the link estimates now (0..1), from the ground's link reports."""
+        return self.loss.loss
 
     def follow(self, beacon_period_s: Callable[[], float], bulk_factor: Callable[[], float | None]) -> None:
         """The beacon's period and bulk's transmit factor now (the governor's, read at every frame)."""

@@ -239,6 +239,13 @@ class Memory:
                 self._fault(f"memory {what} failed: {type(e).__name__}: {e}")
                 return default
 
+    def take_faults(self) -> list[str]:
+        """The faults kept since the last call, oldest first, to go down as events."""
+        taken = []
+        while self.faults:
+            taken.append(self.faults.popleft())
+        return taken
+
     def close(self) -> None:
         with self._lock:
             if self.db is not None:

@@ -401,9 +401,9 @@ def _count(daemon, repair, run: LinkRun, cfg) -> None:
     s = tx.stats
     run.parity_frames, run.repair_frames, run.windows = s.parity_frames, s.repair_frames, s.windows
     run.repairs_skipped_queued, run.budget_waits = s.repairs_skipped_queued, s.budget_waits
-    run.loss_estimate = tx.loss.loss
-    run.resends_accepted = daemon.stats.commands.get("resend", 0)
-    run.reports_accepted = daemon.stats.commands.get("link_report", 0)
+    run.loss_estimate = tx.loss_estimate()
+    run.resends_accepted = daemon.commands.stats.commands.get("resend", 0)
+    run.reports_accepted = daemon.commands.stats.commands.get("link_report", 0)
     run.gate_rejections = dict(daemon.gate.rejections) if daemon.gate else {}
     if repair is not None:
         run.items_requested, run.given_up = repair.items_requested, repair.planner.given_up

@@ -185,7 +185,7 @@ def test_a_ground_floor_on_probation_survives_a_restart_and_then_reverts(tmp_pat
     d.store.close()
     d2, _, _ = _daemon(tmp_path, clock=clock)
     try:
-        assert d2.governor.ground_floor.value == "survival" and "set_mode" in d2.probation.pending
+        assert d2.governor.ground_floor.value == "survival" and "set_mode" in d2.commands.probation.pending
         clock.t = 100_000.0
         d2.beacon_once()
         assert d2.governor.ground_floor.value == "nominal"

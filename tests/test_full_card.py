@@ -350,7 +350,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     assert d.store.card.full and d.store.degraded
     assert not d.picture_once() and cam.counters.captures == captures  # no stills on a full card
     newest = d.store.current_telemetry()
-    assert newest is not None and newest.seq == d.stats.telemetry_queued  # beaconing from memory
+    assert newest is not None and newest.seq == d.beacon.stats.telemetry_queued  # beaconing from memory
     before = stats.read_text()
     d.write_stats()
     assert stats.read_text() == before  # stats wait for room
@@ -369,7 +369,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     d.shutdown()
     db = tmp_path / "data" / "queue.db"
     seqs = [s for (s,) in rows(db, "SELECT seq FROM records WHERE stream = 'telemetry' ORDER BY seq")]
-    assert seqs == list(range(1, d.stats.telemetry_queued + 1))  # nothing the beacon queued was lost
+    assert seqs == list(range(1, d.beacon.stats.telemetry_queued + 1))  # nothing the beacon queued was lost
 
 
 @pytest.mark.timeout(120)

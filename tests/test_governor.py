@@ -77,12 +77,12 @@ def test_a_cold_soak_steps_down_the_ladder_sheds_thinking_first_and_keeps_the_be
     d, clock, sensors = make(tmp_path)
     assert run(d, clock, sensors, GOOD, 120)[-1] == "nominal"  # a fresh boot proves itself first
     assert d.governor.runs("think") and d.governor.runs("beacon")
-    beacons = d.stats.telemetry_queued
+    beacons = d.beacon.stats.telemetry_queued
     cold = run(d, clock, sensors, replace(GOOD, box_temp_c=-12.0), 60)
     assert cold[-1] == "low_power" and not d.governor.runs("think") and d.governor.runs("capture")
     frozen = run(d, clock, sensors, replace(GOOD, box_temp_c=-25.0, batt_mv=3450), 60)
     assert frozen[-1] == "survival" and not d.governor.runs("capture") and d.governor.runs("beacon")
-    assert d.stats.telemetry_queued - beacons == 12  # every beacon still went out
+    assert d.beacon.stats.telemetry_queued - beacons == 12  # every beacon still went out
     assert d.governor.period_s("beacon", 10.0) == 20.0  # stretched, never stopped
     # Recovery: one rung at a time, each proven for a minute.
     back = run(d, clock, sensors, GOOD, 200)
@@ -162,9 +162,9 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     led = StatusLed(23, pin_factory=pins, time_scale=0.001)
     d, clock, sensors = make(tmp_path, heater=heater, led=led)
     run(d, clock, sensors, GOOD, 120)
-    assert not pins.pin(24).state and d._led_pattern == "nominal"
+    assert not pins.pin(24).state and d.beacon._led_pattern == "nominal"
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
-    assert pins.pin(24).state and d._led_pattern == "low_power"
+    assert pins.pin(24).state and d.beacon._led_pattern == "low_power"
     d.health_once()
     (h,) = [q for q in d.store.queued(limit=50, kinds=(Kind.HEALTH,))]
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content

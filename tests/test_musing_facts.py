@@ -45,7 +45,7 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     events = [e for e in logs if e["event"] in EVENTS]
     assert [e["event"] for e in events] == ["musing", "musing", "musing_empty", "musing_dropped_by_guard", "musing"]
 
-    r = fresh(d._last_readings)
+    r = fresh(d.beacon.last_readings())
     for e, prompt in zip(events, prompts):
         f = e["facts"]
         assert MusingFacts.from_dict(f).to_dict() == f

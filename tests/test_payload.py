@@ -86,8 +86,8 @@ def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle)
     assert d.think_once() is None
     assert d.think_once() is None
     assert d.think_once() == "the sky is ink"
-    assert d.stats.musings_dropped_by_guard == 2
-    assert set(d.guard.dropped) >= {"phone", "email"}
+    assert d.musings.stats.musings_dropped_by_guard == 2
+    assert set(d.musings.guard.dropped) >= {"phone", "email"}
     while d.transmitter.send_one():
         pass
     air = b"".join(d.radio.frames)
@@ -103,7 +103,7 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
     d.worker.generate = broken
     assert d.think_once() is None
     d.beacon_once()
-    assert d.stats.persona_failures == 1
+    assert d.musings.stats.persona_failures == 1
     assert d.store.depth() == {"telemetry": 1}
 
 
@@ -193,11 +193,11 @@ def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bun
         return Generation("a long thought " * 40, 60, 0.01)
 
     d.worker.generate = generate
-    full = d.musing_budget()
+    full = d.musings.budget()
     text = d.think_once()
     assert asked[-1] == full.max_tokens and len(text) <= full.max_chars
     d.governor.used_wh = 0.9 * d.cfg.power.battery_wh  # most of the battery spent
-    low = d.musing_budget()
+    low = d.musings.budget()
     assert low.max_tokens <= full.max_tokens and low.n_threads == 1
     d.think_once()
     assert asked[-1] == low.max_tokens and d.worker.timeout_s == low.timeout_s

@@ -97,7 +97,7 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
         d.transmitter.send_one()
     assert d.transmitter.stats.windows == 1  # sentence 3 opened the window, 1 and 2 did not
     assert d.gate.rejections == {"bad tag": 1, "replayed": 1}, d.gate.rejections
-    assert d.stats.commands == {"resend": 1} and d.stats.repairs_requested == 1
+    assert d.commands.stats.commands == {"resend": 1} and d.commands.stats.repairs_requested == 1
     assert d.gate.rejections == {"bad tag": 1, "replayed": 1}
     while d.transmitter.send_one():
         pass
@@ -164,7 +164,7 @@ def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3),
                       uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
     d.on_uplink(uplink.sign(KEY, 1, cfg.callsign, ack))
-    assert d.stats.records_acknowledged == 2
+    assert d.commands.stats.records_acknowledged == 2
     d.store.db.close()  # no clean close: what acknowledge returned must already be on the card
     store = Store(tmp_path / "data" / "queue.db")
     states = [store.find(Kind.MUSING, d.boot, seq)[1] for seq in range(1, 6)]

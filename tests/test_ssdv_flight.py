@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from payload.assembly import build_daemon
 from payload.camera import Camera
 from payload.clock import Clock
+from payload.command_handler import record_kind
 from payload.config import PayloadConfig
-from payload.daemon import Daemon, record_kind
+from payload.daemon import Daemon
 from sim.camera_sim import SimCameraBackend
 from sim.world import SimSensors
 from stratoecho import wire
@@ -62,7 +63,7 @@ def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_pat
         assert group[-1].eoi and group[0].quality == 3
         picture = Image.open(io.BytesIO(ssdv.decode_image(group)))
         assert picture.size == (160, 112)  # the thumbnail's 160x120, cut to multiples of 16
-    assert d.stats.ssdv_packets_queued == len(packets)
+    assert d.pictures.stats.ssdv_packets_queued == len(packets)
     d.camera.close()
 
 
@@ -92,7 +93,7 @@ def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
     assert again.picture_once() and again.picture_once()  # stills 4 and 5: neither; 6 would
     ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))}
-    assert ids == {0, 1} and again.stats.images_queued == 0
+    assert ids == {0, 1} and again.pictures.stats.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card
     again.camera.close()
 

@@ -1,0 +1,241 @@
+"""Musings: every `schedule.musing_s`, the last readings become a prompt, the persona worker a
+musing, the outbound guard lets it through or not, and it goes to the store as a record (and,
+with `persona.sentences`, as UKHAS text sentences for stock gateways)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+
+from stratoecho import wire
+from stratoecho.bundle import Bundle
+from stratoecho.musing_quality import MusingFacts, Request
+
+from ..budget import musing_record_bytes, think_budget
+from ..clock import Clock
+from ..config import PayloadConfig, ScheduleSection
+from ..governor import Governor
+from ..guard import OutboundGuard
+from ..memory import Memory
+from ..outbound import Outbound
+from ..persona import PersonaError, PersonaWorker
+from ..prompts import (
+    PromptContext,
+    build_prompt,
+    finish_unfinished,
+    fit_musing,
+    memory_query,
+    prompt_budget_chars,
+    sun_is_up,
+)
+from ..reach import Outcome, Reach
+from ..reach import describe as describe_outcome
+from ..sensors import Readings, Sensors, fresh
+from ..watchdog import RestartLimiter
+from .beacon import Beacon
+
+log = structlog.get_logger(__name__)
+
+MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs need the rest
+# What a generation costs on the board being rehearsed, in flight seconds, from the model's,
+# the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
+# one; in flight the generation has already taken its time.
+PriceGeneration = Callable[[int, int, int], float]
+
+
+@dataclass
+class MusingStats:
+    musings_generated: int = 0
+    musings_queued: int = 0
+    musing_sentences_queued: int = 0  # [persona] sentences: the text sentences of the musings queued
+    musings_dropped_by_guard: int = 0
+    musings_empty: int = 0
+    persona_failures: int = 0
+    tokens: int = 0
+    generation_s: float = 0.0
+    guard_reasons: dict = field(default_factory=dict)
+
+
+class Musings:
+    def __init__(self, cfg: PayloadConfig, schedule: ScheduleSection, bundle: Bundle, worker: PersonaWorker,
+                 boot: int, clock: Clock, sensors: Sensors, beacon: Beacon, governor: Governor, memory: Memory,
+                 reach: Reach, guard: OutboundGuard, outbound: Outbound, stopping: threading.Event,
+                 seed: int | None = None, price_generation: PriceGeneration | None = None):
+        self.cfg, self.schedule, self.bundle, self.worker, self.boot = cfg, schedule, bundle, worker, boot
+        self.clock, self.sensors, self.beacon, self.governor = clock, sensors, beacon, governor
+        self.memory, self.reach, self.guard, self.outbound = memory, reach, guard, outbound
+        self.stopping = stopping  # set when the daemon stops: a generation cut short is no failure
+        self.seed, self.price_generation = seed, price_generation
+        self.stats = MusingStats()
+        self.restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
+        self._persona_down = False
+        self._asked = 0  # musings asked for this boot (the sampling seed)
+
+    def once(self) -> str | None:
+        """One musing from the current readings; None when nothing worth sending came out."""
+        if not self.governor.runs("think"):
+            return None  # the language model is the first load shed
+        r = self.beacon.last_readings() or self.sensors.read()
+        prompt, facts = self._prompt(r)
+        max_tokens, max_chars = self.cfg.persona.max_tokens, self.cfg.persona.max_chars
+        budget = self.budget()
+        if budget is not None:
+            if not budget.enabled:
+                return None
+            max_tokens, max_chars = budget.max_tokens, budget.max_chars
+            self.worker.set_budget(budget.timeout_s, budget.n_threads, budget.n_ctx)
+        gen = self._generate(prompt, max_tokens)
+        if gen is None:
+            return None
+        text = fit_musing(finish_unfinished(gen.text, gen.finish_reason), max_chars)
+        # Each musing made is one event with what its prompt said, for the bench's measure of
+        # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
+        made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
+                "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
+        if not self._passes(text, gen, made):
+            return None
+        seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
+        self.stats.musings_queued += 1
+        # fit_musing only shortens: given the whole length it cleans without cutting.
+        cut = text != fit_musing(gen.text, len(gen.text))
+        log.info("musing", seq=seq, seconds=round(gen.seconds, 2), text=text, cut=cut, **made)
+        if self.cfg.persona.sentences:
+            self.sentences(seq, r, text)
+        self.memory.remember_musing(self.boot, seq, r.time, text)
+        self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
+        return text
+
+    def _prompt(self, r: Readings) -> tuple[str, MusingFacts]:
+        """The prompt for readings `r`, rendered for the model, and what it told the persona."""
+        phase, mode = self.governor.phase.value, self.governor.mode.value
+        # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
+        outcomes = self.reach.recent_outcomes(3)
+        ctx = PromptContext(phase=phase, mode=mode, memories=self.memory.for_prompt(memory_query(r, phase, mode)),
+                            outcomes=[describe_outcome(o) for o in outcomes])
+        p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
+                         prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
+        if p.over_budget:
+            log.warning("prompt_over_budget", chars=p.chars)
+        # The budget drops the oldest outcomes first: those kept are the newest.
+        facts = prompt_facts(fresh(r), phase, mode, outcomes[len(outcomes) - p.outcomes:], p.memories)
+        return self.bundle.render_prompt(p.messages), facts
+
+    def _generate(self, prompt: str, max_tokens: int):
+        """The worker's generation; None when there is none (a failure, a stop, a worker resting)."""
+        if self._persona_down:  # generate() restarts a dead worker: only as often as the limiter allows
+            if not self.restarts.allow():
+                return None
+            self._persona_down = False
+        self._asked += 1
+        log.debug("musing_asked", n=self._asked, max_tokens=max_tokens)
+        try:
+            gen = self.worker.generate(prompt, max_tokens, seed=self._sampling_seed())
+            if not self._spend(prompt, gen):
+                return None  # over the deadline on the board (the bench) or stopping
+        except PersonaError as e:
+            if self.stopping.is_set():
+                return None  # cut short by a stop: not the persona's failure
+            self.stats.persona_failures += 1
+            self._persona_down = True
+            log.warning("persona_failed", error=str(e))
+            return None
+        self.stats.musings_generated += 1
+        self.stats.tokens += gen.tokens
+        self.stats.generation_s += gen.seconds
+        return gen
+
+    def _passes(self, text: str, gen, made: dict) -> bool:
+        """A musing worth sending: not empty once cleaned, and let through by the outbound guard."""
+        if not text:
+            self.stats.musings_empty += 1
+            # raw_chars > 0: it wrote only privacy placeholders, which fit_musing took out
+            log.info("musing_empty", raw_chars=len(gen.text.strip()), **made)
+            return False
+        if not self.guard.allow(text):
+            self.stats.musings_dropped_by_guard += 1
+            self.stats.guard_reasons = dict(self.guard.dropped)
+            log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text), **made)
+            return False
+        return True
+
+    def sentences(self, seq: int, r: Readings, text: str) -> None:
+        """The musing again as UKHAS text sentences for stock gateways, cut into parts here. The
+        radio stamps each as it is keyed with the last position sentence on air (payload/link.py,
+        `wire.restamp`); what is written here goes as it is only before any position this boot."""
+        counter, last_time = self.beacon.last_sentence()
+        when = self.clock.now().replace(microsecond=0)
+        if when.strftime("%H:%M:%S") == last_time:
+            when += timedelta(seconds=1)
+        try:
+            lines = wire.encode_musing_sentences(self.cfg.callsign, counter, when, r.lat, r.lon, r.alt_m,
+                                                 self.boot, seq, text, max_bytes=self.cfg.radio.mtu)
+        except wire.WireError as e:  # a musing of nothing a gateway can carry: the record still goes
+            log.warning("musing_sentences_skipped", seq=seq, error=str(e))
+            return
+        self.outbound.musing_sentences(lines)
+        self.stats.musing_sentences_queued += len(lines)
+
+    def _sampling_seed(self) -> int | None:
+        """With a flight seed (the bench's), a sampling seed from it, the boot and the musing's
+        number: the same flight says the same things. In flight: None, llama.cpp's own."""
+        if self.seed is None:
+            return None
+        return (self.seed * 1_000_003 + self.boot * 10_007 + self._asked) & 0x7FFFFFFF
+
+    def _spend(self, prompt: str, gen) -> bool:
+        """Where compute time is modelled (the bench's clock cannot time it), the generation takes
+        the flight time it would take on the rehearsed board, not what this machine took; past the
+        worker's deadline it is killed there, as on the Pi. True when the musing may go on."""
+        if self.price_generation is None:
+            return True  # real time: the generation already took its time
+        cost = self.price_generation(self.bundle.model_path.stat().st_size, len(prompt.encode("utf-8")), gen.tokens)
+        deadline = self.worker.timeout_s
+        if self.clock.spend(min(cost, deadline), cores=self.worker.n_threads, stop=self.stopping):
+            return False
+        if cost > deadline:
+            self.worker.kill()
+            raise PersonaError(f"no musing within {deadline:g} s on the rehearsed board "
+                               f"(the bench prices this one at {cost:.0f} s); worker killed")
+        return True
+
+    def budget(self):
+        """With `persona.board` set, what this musing may cost (payload/budget.py) from the board,
+        the energy left and the mode; None: the fixed [persona] values."""
+        board = self.cfg.persona.board
+        if board is None:
+            return None
+        r, g = self.cfg.radio, self.governor
+        energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
+        # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
+        airtime_s = r.duty_cycle * self.schedule.musing_s * MUSING_AIRTIME_SHARE
+        if self.cfg.persona.sentences:
+            airtime_s /= 2  # the record and its text sentences carry the same words
+        record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
+        return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
+                            max_tokens=self.cfg.persona.max_tokens,
+                            context_length=self.bundle.manifest.model.context_length, record_bytes=record)
+
+
+def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int) -> MusingFacts:
+    """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
+    readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
+    and the number of memories the prompt kept. Rounded as the prompt rounds, no text: small enough
+    for every musing's log line on a Pi."""
+
+    def known(x) -> bool:
+        return x is not None and math.isfinite(x)
+
+    return MusingFacts(
+        phase=phase, mode=mode, fix=r.fix_valid, sats=r.sats, sun_up=sun_is_up(r), memories=memories,
+        alt_m=round(r.alt_m) if known(r.alt_m) else None,
+        temp_c=round(r.temp_c, 1) if known(r.temp_c) else None,
+        box_temp_c=round(r.box_temp_c, 1) if known(r.box_temp_c) else None,
+        pressure_hpa=round(r.pressure_hpa, 1) if known(r.pressure_hpa) else None,
+        batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
+        requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
+    )
