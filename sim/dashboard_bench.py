@@ -1,7 +1,7 @@
 """The dashboard under load (issue 31): while idle connections, event streams and heavy base-map
 requests hit it from loopback, how long a watcher's page and the operator's command take; the
 figures `make bench` prints. The dashboard runs in a process of its own with its shipped limits
-(groundstation/web/server.py Limits) and the unit's LimitNOFILE; the load comes from this one.
+(groundstation/web/limits.py Limits) and the unit's LimitNOFILE; the load comes from this one.
 
 Each kind of load comes from an address of its own, as one misbehaving client would:
 127.0.0.1 holds `idle` connections that never send a byte (each one refused or timed out is

@@ -559,20 +559,20 @@ def test_a_late_outbox_answer_does_not_undo_a_newer_event(browser, dashboard, gr
     """The page asks for the outbox after queueing a command; on a loaded ground PC that answer
     can arrive after the event stream has told of a newer state (the listener sent the command).
     The stale answer must not put "queued" back."""
+    from groundstation.web import handler
     from groundstation.web import server as server_module
 
     answered = threading.Event()
-    real_outbox_json = server_module.outbox_json
+    real_outbox_json = handler.outbox_json
 
-    def slow_answer(rows):
+    def slow_answer(rows):  # the page's own request (handler.py), not the stream (events.py)
         answer = real_outbox_json(rows)
-        if sys._getframe(1).f_code.co_name != "_stream":  # the page's own request, not the stream
-            time.sleep(2 * server_module.POLL_S + 1)  # read before the send, answered after its event
-            answered.set()
+        time.sleep(2 * server_module.POLL_S + 1)  # read before the send, answered after its event
+        answered.set()
         return answer
 
     open_page(browser, dashboard)
-    monkeypatch.setattr(server_module, "outbox_json", slow_answer)
+    monkeypatch.setattr(handler, "outbox_json", slow_answer)
     browser.find_element("id", "cmd-note").send_keys("a note sent at once")
     browser.find_element("id", "cmd-send").click()
     wait(browser, lambda d: len(outbox_rows(ground_db)) == 1, "the note was not queued")

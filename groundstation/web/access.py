@@ -67,7 +67,7 @@ MAX_DELAY_S = 900.0  # 15 min: the longest anyone guessing can keep the operator
 FORGET_S = 24 * 3600.0  # a count with no wrong password for a day is forgotten
 MAX_ADDRESSES = 10_000  # addresses counted at most; beyond, the longest quiet is forgotten (the account still counts)
 MIN_PASSWORD_CHARS = 15  # NIST SP 800-63B-4, 3.1.1.2: a password that is the only factor
-MAX_PASSWORD_CHARS = 256  # what a login's body (server.MAX_BODY_BYTES) holds however it is escaped
+MAX_PASSWORD_CHARS = 256  # what a login's body (handler.MAX_BODY_BYTES) holds however it is escaped
 MIN_GUESSES_LOG10 = 10  # zxcvbn's score 4: "strong protection from an offline slow-hash attack"
 # What a guesser tries first against this station: its own words (zxcvbn's user inputs).
 STATION_WORDS = ("stratoecho", "groundstation", "operator", "dashboard", "balloon", "payload", "station")

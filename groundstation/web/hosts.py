@@ -42,6 +42,14 @@ def _ip(text: str) -> str | None:
         return None
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a socket address (a client's, or the one the dashboard listens on) is this machine's own."""
+    try:
+        return ipaddress.ip_address(address.partition("%")[0]).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 def normal_name(text: str) -> str:
     """A host name as compared: lower case, without a final dot; an IP address in its usual spelling."""
     text = text.strip().lower()

@@ -1,0 +1,79 @@
+"""What one dashboard lets its clients hold (docs/ground.md "Limits"): the caps on connections
+and event streams (`Limits`, counted per client by `Slots`), and the deadline on reading a
+request (`DeadlineReader`), so no client can hold the server's threads or descriptors."""
+
+from __future__ import annotations
+
+import io
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one dashboard lets its clients hold (docs/ground.md "Limits"). A client is one IP
+    address. Every connection is a thread and a file descriptor, an event stream also a
+    database reader (up to 3 more descriptors): the totals keep it well inside the unit's
+    LimitNOFILE and TasksMax. Beyond a cap the answer is 503 with Retry-After, at once."""
+
+    connections: int = 512  # open connections in all
+    client_connections: int = 32  # from one address (a browser opens ~6; a field NAT a few browsers)
+    streams: int = 128  # event streams (/api/events) in all
+    client_streams: int = 4  # from one address (one per open tab)
+    idle_s: float = 30.0  # waiting for a request's first line (a kept-alive connection too), or for any byte
+    header_s: float = 10.0  # a request's headers and body, from its first line
+    retry_after_s: int = 5  # what a refused client is told to wait
+
+
+class Slots:
+    """Counts of what each client holds, of each kind, under one lock."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.lock = threading.Lock()
+        self.total = {"connection": 0, "stream": 0}
+        self.per_client: dict[tuple[str, str], int] = {}
+
+    def take(self, kind: str, client: str) -> bool:
+        cap, client_cap = ((self.limits.connections, self.limits.client_connections) if kind == "connection"
+                           else (self.limits.streams, self.limits.client_streams))
+        with self.lock:
+            held = self.per_client.get((kind, client), 0)
+            if self.total[kind] >= cap or held >= client_cap:
+                return False
+            self.total[kind] += 1
+            self.per_client[(kind, client)] = held + 1
+            return True
+
+    def give(self, kind: str, client: str) -> None:
+        with self.lock:
+            self.total[kind] -= 1
+            held = self.per_client.pop((kind, client)) - 1
+            if held:
+                self.per_client[(kind, client)] = held
+
+
+class DeadlineReader(io.RawIOBase):
+    """The request side of a connection: every read waits at most `idle_s`, and none goes on
+    past `deadline` (a client trickling a byte at a time cannot hold its thread)."""
+
+    def __init__(self, sock: socket.socket, idle_s: float):
+        super().__init__()
+        self.sock, self.idle_s = sock, idle_s
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took too long")
+        self.sock.settimeout(min(self.idle_s, left))
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.idle_s)  # what writes wait at most
