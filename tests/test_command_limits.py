@@ -339,3 +339,13 @@ def test_the_repair_backlog_has_a_bound(tmp_path):
         queued += tx.request_repair(Kind.MUSING, boot, 1, tuple(range(60)))
     assert queued == MAX_REPAIR_FRAMES and tx.stats.repairs_refused == 20 * 60 - MAX_REPAIR_FRAMES
     store.close()
+
+
+def test_every_declared_command_has_a_handler(tmp_path):
+    """A command added to the wire's COMMANDS table without a handler here would be counted and
+    said to be ignored on air; the handler table must cover the declared table exactly."""
+    d, _, _ = _daemon(tmp_path)
+    try:
+        assert d.commands.handles() == set(uplink.COMMANDS)
+    finally:
+        d.store.close()
