@@ -23,7 +23,7 @@ answers/*.json (written by the page):
 only the later counts. A "can't tell" counts as half a right pick, what a coin toss scores,
 so a judge cannot raise the figure by answering only the easy pairs.
 
-This module imports nothing else of host_training, so the report (report.py) can use it.
+This module imports nothing else of host_training, so the report (report/) can use it.
 """
 
 from __future__ import annotations
