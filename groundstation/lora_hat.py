@@ -1,4 +1,5 @@
-"""A LoRa HAT on the ground Pi as a source: `listen --lora sx127x|sx126x`.
+"""A LoRa HAT on the ground Pi as a source: `listen --lora CHIP`, any registered chip
+(`stratoecho.lora_chips.profiles`: its own options are flags here, from its profile).
 
 The chip on the HAT is driven by the payload's own drivers (`stratoecho.lora_chips`), with the
 same settings by the same names (the payload's `[radio]`: `frequency_mhz`, `lora_mode` or
@@ -45,9 +46,8 @@ from stratoecho.lora import (
     ukhas_mode,
 )
 from stratoecho.lora_chips.chip import RadioError
-from stratoecho.lora_chips.spi import CHIPS, open_chip
-from stratoecho.lora_chips.sx126x import TCXO_CODES, pa_params
-from stratoecho.lora_chips.sx127x import pa_registers
+from stratoecho.lora_chips.profiles import PIN, SWITCH, chip_names, chip_options, chip_profile
+from stratoecho.lora_chips.spi import open_chip
 
 from .sources import POLL_S, Received, SourceError
 
@@ -57,14 +57,13 @@ DEFAULT_TX_POWER_DBM = 10  # the payload's radio.tx_power_dbm default: 10 mW int
 # Without DIO0/DIO1 wired the chip's IRQ flags are read this often (its driver's 50 ms suits the
 # payload's listen windows; a turbo-mode packet lasts less): the chip keeps one packet.
 NO_IRQ_POLL_S = 0.01
-# The options of the HAT group, by their destination; the defaults are applied in `hat_options`,
-# so an option given without --lora can be told from one left out.
+# The options of the HAT group every chip has, by their destination (and after them each chip's
+# own, from its profile); the defaults are applied in `hat_options`, so an option given without
+# --lora can be told from one left out.
 MODEM = ("spreading_factor", "bandwidth_hz", "coding_rate", "explicit_header", "low_data_rate_optimize")
-SX127X_ONLY = ("dio0_pin", "pa_boost")
-SX126X_ONLY = ("busy_pin", "dio1_pin", "tcxo_voltage", "dio2_rf_switch")
 HAT_OPTIONS = ("frequency_mhz", "lora_mode", *MODEM, "crc", "sync_word", "preamble", "spi_bus", "spi_device",
-               "reset_pin", "tx_power_dbm", *SX127X_ONLY, *SX126X_ONLY)
-SWITCHES = ("explicit_header", "low_data_rate_optimize", "crc", "pa_boost", "dio2_rf_switch")
+               "reset_pin", "tx_power_dbm")
+SWITCHES = ("explicit_header", "low_data_rate_optimize", "crc")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class HatOptions:
 
 
 class LoRaHatSource:
-    """An SX127x or SX126x on the Pi's SPI bus, listening continuously (see the module's text)."""
+    """A LoRa chip on the Pi's SPI bus, listening continuously (see the module's text)."""
 
     def __init__(self, hat: HatOptions, *, spi_opener: Callable | None = None, pin_factory=None, clock=None) -> None:
         self.errors: Counter = Counter()
@@ -93,7 +92,8 @@ class LoRaHatSource:
         except (RadioError, OSError) as e:
             raise SourceError(f"{self.name}: {e}") from e
         self.errors = self.radio.errors  # one counter: the listen summary shows CRC failures as the source's
-        if hat.chip.get("dio0_pin") is None and hat.chip.get("dio1_pin") is None:
+        irq_pin = chip_profile(hat.kind).irq_pin
+        if irq_pin is None or hat.chip.get(irq_pin) is None:
             self.radio.POLL_S = NO_IRQ_POLL_S
         try:
             self.radio.listen()
@@ -176,10 +176,11 @@ def _whole(low: int, high: int):
 
 def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:
     """`--lora` among the sources (`where`), and the HAT's options in a group of their own."""
-    where.add_argument("--lora", choices=tuple(CHIPS), metavar="CHIP",
-                       help="a LoRa HAT or module on this Pi's SPI bus: sx127x (SX1276/77/78: RFM95W/96W/98W, "
-                            "Uputronics and PITS boards) or sx126x (SX1262/68 HATs); needs --frequency-mhz, and "
-                            "--busy-pin for an sx126x (see 'LoRa HAT' below and docs/ground.md)")
+    chips = [chip_profile(name) for name in chip_names()]
+    needs = "".join(f", and {o.flag} for {_an(c.name)}" for c in chips for o in c.options if o.required)
+    where.add_argument("--lora", choices=chip_names(), metavar="CHIP",
+                       help=f"a LoRa HAT or module on this Pi's SPI bus: {_either(f'{c.name} ({c.parts})' for c in chips)}; "
+                            f"needs --frequency-mhz{needs} (see 'LoRa HAT' below and docs/ground.md)")
     hat = listen.add_argument_group(
         "LoRa HAT (--lora)",
         "The chip listens continuously and reports each packet's RSSI and SNR; with --flight-key it also "
@@ -213,47 +214,57 @@ def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:
                      help="the chip select: 0 is CE0 (pin 24), 1 is CE1 (pin 26) (default 0)")
     hat.add_argument("--reset-pin", type=_pin, metavar="GPIO",
                      help="GPIO (BCM number or name) wired to the chip's RESET/NRESET: pulsed at start (optional)")
-    hat.add_argument("--dio0-pin", type=_pin, metavar="GPIO",
-                     help="sx127x: GPIO wired to DIO0 (RxDone, TxDone); unset: the IRQ flags are polled")
-    hat.add_argument("--busy-pin", type=_pin, metavar="GPIO", help="sx126x: GPIO wired to BUSY (required)")
-    hat.add_argument("--dio1-pin", type=_pin, metavar="GPIO",
-                     help="sx126x: GPIO wired to DIO1 (RxDone, TxDone); unset: the IRQ status is polled")
-    hat.add_argument("--tcxo-voltage", type=float, choices=tuple(TCXO_CODES), metavar="VOLTS",
-                     help="sx126x: the voltage DIO3 gives the module's TCXO (1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0 or "
-                          "3.3, as its data sheet says; often 1.8); unset: a crystal")
-    hat.add_argument("--dio2-rf-switch", action=argparse.BooleanOptionalAction, default=None,
-                     help="sx126x: DIO2 drives the module's antenna switch (default: yes, as on most modules)")
+    for option, owners in chip_options().values():  # each chip's own, as its profile declares them
+        described = f"{', '.join(owners)}: {option.help}"
+        if option.kind == SWITCH:
+            hat.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None, help=described)
+        else:
+            hat.add_argument(option.flag, type=_pin if option.kind == PIN else float, choices=option.choices or None,
+                             metavar=option.metavar, help=described)
     hat.add_argument("--tx-power-dbm", type=int, metavar="DBM",
-                     help=f"uplink power (default {DEFAULT_TX_POWER_DBM}): sx127x 2..17 or 20 through PA_BOOST "
-                          "(-1..14 with --no-pa-boost), sx126x -9..22")
-    hat.add_argument("--pa-boost", action=argparse.BooleanOptionalAction, default=None,
-                     help="sx127x: transmit through PA_BOOST (default: yes, the only pin an RFM9xW wires to its "
-                          "antenna)")
+                     help=f"uplink power (default {DEFAULT_TX_POWER_DBM}): "
+                          f"{', '.join(f'{c.name} {c.power_help}' for c in chips)}")
+
+
+def _an(word: str) -> str:
+    """`word` after its article, as its first letter is said aloud: "an SX127x", "a chip"."""
+    return f"{'an' if word[:1].lower() in 'aefhilmnorsx' else 'a'} {word}"
+
+
+def _either(choices) -> str:
+    """"a", "a or b", "a, b or c"."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def _flag(name: str) -> str:
     dashed = name.replace("_", "-")
-    return f"--[no-]{dashed}" if name in SWITCHES else f"--{dashed}"
+    own = chip_options().get(name)
+    switch = name in SWITCHES or (own is not None and own[0].kind == SWITCH)
+    return f"--[no-]{dashed}" if switch else f"--{dashed}"
 
 
 def hat_options(args: argparse.Namespace) -> HatOptions | None:
     """The HAT `args` describe, None without --lora. ValueError, naming the options, for any that
-    do not go together: a HAT option without --lora, one that is the other chip's, a mode and a
-    modem option that disagree, settings no chip takes, no frequency, an sx126x without BUSY."""
-    given = [name for name in HAT_OPTIONS if getattr(args, name, None) is not None]
+    do not go together: a HAT option without --lora, one that is another chip's, a mode and a
+    modem option that disagree, settings no chip takes, no frequency, a chip without an option it
+    cannot work without (an SX126x's BUSY)."""
+    own = chip_options()
+    given = [name for name in (*HAT_OPTIONS, *own) if getattr(args, name, None) is not None]
     kind = getattr(args, "lora", None)
     if kind is None:
         if given:
-            raise ValueError(f"{', '.join(_flag(n) for n in given)}: for a LoRa HAT, with --lora sx127x|sx126x")
+            raise ValueError(f"{', '.join(_flag(n) for n in given)}: for a LoRa HAT, with --lora {'|'.join(chip_names())}")
         return None
-    other = SX126X_ONLY if kind == "sx127x" else SX127X_ONLY
-    if wrong := [n for n in given if n in other]:
-        chip = "an SX126x" if kind == "sx127x" else "an SX127x"
-        raise ValueError(f"{', '.join(_flag(n) for n in wrong)}: for {chip}, not --lora {kind}")
+    profile = chip_profile(kind)
+    if wrong := [n for n in given if n in own and profile.option(n) is None]:
+        chips = dict.fromkeys(_an(chip_profile(c).label) for n in wrong for c in own[n][1])
+        raise ValueError(f"{', '.join(_flag(n) for n in wrong)}: for {_either(chips)}, not --lora {kind}")
     if args.frequency_mhz is None:
         raise ValueError("--lora needs --frequency-mhz MHZ (the payload's radio.frequency_mhz)")
-    if kind == "sx126x" and args.busy_pin is None:
-        raise ValueError("--lora sx126x needs --busy-pin GPIO: the chip loses every command sent while BUSY is high")
+    for option in profile.options:
+        if option.required and getattr(args, option.name) is None:
+            raise ValueError(f"--lora {kind} needs {option.flag} {option.metavar}: {option.required}")
     modem = {name: getattr(args, name) for name in MODEM if getattr(args, name) is not None}
     if args.lora_mode is not None:
         mode = ukhas_mode(args.lora_mode)
@@ -274,14 +285,11 @@ def hat_options(args: argparse.Namespace) -> HatOptions | None:
     settings = LoRaSettings(args.frequency_mhz, **modem, **{k: v for k, v in optional.items() if v is not None})
     power = DEFAULT_TX_POWER_DBM if args.tx_power_dbm is None else args.tx_power_dbm
     chip: dict = {"reset_pin": args.reset_pin, "tx_power_dbm": power}
+    for option in profile.options:
+        value = getattr(args, option.name)
+        chip[option.name] = option.default if value is None else value
     try:
-        if kind == "sx127x":
-            chip |= {"dio0_pin": args.dio0_pin, "pa_boost": args.pa_boost is not False}
-            pa_registers(power, chip["pa_boost"])
-        else:
-            chip |= {"busy_pin": args.busy_pin, "dio1_pin": args.dio1_pin, "tcxo_voltage": args.tcxo_voltage,
-                     "dio2_rf_switch": args.dio2_rf_switch is not False}
-            pa_params(power)
+        profile.check_power(power, chip)
     except RadioError as e:
         raise ValueError(f"--tx-power-dbm: {e}") from None
     return HatOptions(kind, settings, args.spi_bus or 0, args.spi_device or 0, chip)

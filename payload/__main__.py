@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from stratoecho.bundle import BundleError, load_bundle
 from stratoecho.cli import SIGNAL_POLL_S, run_cli
 from stratoecho.config import ConfigError, describe_validation_error
 from stratoecho.keygen import add_keygen_command
+from stratoecho.lora_chips.profiles import is_chip
 from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink import KeyFileError
 
@@ -32,7 +32,7 @@ from .hardware import Hardware, HardwareError, open_hardware
 from .outputs import BatteryHeater, StatusLed
 from .persona import PersonaError
 from .radio import RadioError
-from .radios import SPI_RADIOS, ReopeningRadio, make_radio
+from .radios import ReopeningRadio, make_radio
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
 
@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: --udp: {e}", file=sys.stderr)
             return 2
-        if cfg.sensors == "sim" and cfg.radio.kind in SPI_RADIOS:
+        if cfg.sensors == "sim" and is_chip(cfg.radio.kind):
             cfg.sim.air = args.udp  # the bench flies the chip's driver; the simulated chip's air is this address
         else:
             cfg.radio.kind = "udp"  # --udp overrides whatever radio the configuration names
@@ -188,10 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not radio.up:
             parts.problems.append(event("part_unavailable", part="radio", error=radio.error[:80]))
     stop = clock.event()
-    # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would. On the bench's
-    # lockstep clock liveness counts flight seconds: they stand for the Pi's real ones.
+    # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would.
     notifier = SystemdNotifier()
-    liveness = Liveness(clock=clock.elapsed_s) if clock.lockstep else Liveness()
+    liveness = Liveness(clock=clock.liveness_time)
     try:
         daemon = build_daemon(cfg, sensors, radio, clock, bundle, data_dir, stop, camera=parts.camera,
                               pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater,
@@ -239,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.outbound.event(persona_problem)
     for problem in parts.problems:
         daemon.outbound.event(problem)
-    Watchdog(liveness, notifier, clock=clock.elapsed_s if clock.lockstep else time.monotonic).start(stop, clock.thread)
+    Watchdog(liveness, notifier, clock=clock.liveness_time).start(stop, clock.thread)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:
         tmp = world_clock.with_suffix(".tmp")

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from stratoecho import bandplan
 from stratoecho.boards import board
@@ -24,6 +25,7 @@ from stratoecho.lora import (
     default_low_data_rate_optimize,
     ukhas_mode,
 )
+from stratoecho.lora_chips.profiles import chip_names, chip_profile, is_chip, option_values
 from stratoecho.wire import WireError, encode_musing_sentences, ssdv, uplink
 from stratoecho.wire.musing_sentence import MIN_TEXT
 
@@ -42,9 +44,13 @@ PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
 
 
 class RadioSection(Section):
-    kind: Literal["udp", "kiss", "lora_uart", "sx127x", "sx126x"] = Field(
+    # A LoRa chip's own keys (its pins, its PA...) are its profile's options (stratoecho/lora_chips/profiles.py),
+    # kept beside the declared keys (`_chip_keys`): every registered chip's, given or their defaults.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    kind: str = Field(
         "udp", description="udp (bench / IP link), kiss (KISS TNC on serial), lora_uart (Ebyte-style UART LoRa module), "
-        "sx127x (SX1276/77/78, RFM95W/96W/98W on SPI), sx126x (SX1262/SX1268 on SPI)")
+        "or a LoRa chip on SPI by its name (the registered ones: stratoecho/lora_chips/profiles.py)")
     udp: str = "127.0.0.1:7373"
     serial_port: str | None = Field(None, description="kiss, lora_uart: serial device or pyserial URL (/dev/serial0)")
     baud: int = Field(9600, gt=0, description="kiss, lora_uart: UART speed in bit/s (Ebyte default 9600)")
@@ -55,20 +61,10 @@ class RadioSection(Section):
     packet_bytes: int = Field(240, ge=1, le=255, description="lora_uart: module packet size (E32: 58; E22: 240/128/64/32)")
     rx_gap_s: float | None = Field(None, gt=0, description="lora_uart: UART pause that ends a received packet (default 20 "
                                                            "ms, or 4 byte times at slow baud)")
-    spi_bus: int = Field(0, ge=0, description="sx127x, sx126x: the SPI bus (/dev/spidevBUS.DEVICE)")
-    spi_device: int = Field(0, ge=0, description="sx127x, sx126x: the chip select (0: CE0, 1: CE1)")
-    reset_pin: PinName | None = Field(None, description="sx127x, sx126x: GPIO driving the chip's RESET")
-    dio0_pin: PinName | None = Field(None, description="sx127x: GPIO reading DIO0 (TxDone/RxDone); unset: polled")
-    tx_power_dbm: int = Field(10, ge=-9, le=22, description="sx127x: output power (PA_BOOST 2..17 or 20, RFO -1..14); "
-                              "sx126x: -9..22 (14, 17, 20 and 22 use the datasheet's most efficient PA settings)")
-    pa_boost: bool = Field(True, description="sx127x: transmit through PA_BOOST (every RFM95W/96W/98W; false: RFO)")
-    busy_pin: PinName | None = Field(None, description="sx126x: GPIO reading BUSY (required: the chip loses a command "
-                                                       "sent while BUSY is high)")
-    dio1_pin: PinName | None = Field(None, description="sx126x: GPIO reading DIO1 (TxDone/RxDone); unset: polled")
-    tcxo_voltage: float | None = Field(None, description="sx126x: the voltage DIO3 gives the module's TCXO (1.6, 1.7, "
-                                                         "1.8, 2.2, 2.4, 2.7, 3.0 or 3.3; the module's data sheet says "
-                                                         "which); unset: the module has a crystal")
-    dio2_rf_switch: bool = Field(True, description="sx126x: DIO2 drives the module's antenna switch (most modules)")
+    spi_bus: int = Field(0, ge=0, description="a LoRa chip: the SPI bus (/dev/spidevBUS.DEVICE)")
+    spi_device: int = Field(0, ge=0, description="a LoRa chip: the chip select (0: CE0, 1: CE1)")
+    reset_pin: PinName | None = Field(None, description="a LoRa chip: GPIO driving the chip's RESET")
+    tx_power_dbm: int = Field(10, ge=-9, le=22, description="a LoRa chip: output power, in the range its profile gives")
     mtu: int = Field(255, ge=16, le=255)
     lora_mode: int | None = Field(
         None, ge=0, le=8, description="a UKHAS LoRa mode as the PITS gateway numbers them (0 telemetry, 2 repeater, "
@@ -105,11 +101,25 @@ class RadioSection(Section):
         "udp": ("udp",),
         "kiss": ("serial_port",),
         "lora_uart": ("serial_port", "m0_pin", "m1_pin", "aux_pin"),
-        "sx127x": ("frequency_mhz",),
-        "sx126x": ("frequency_mhz", "busy_pin"),
-    }
-    TX_POWER_DBM: ClassVar[dict[str, tuple[int, int]]] = {"sx127x": (-1, 20), "sx126x": (-9, 22)}
-    TCXO_VOLTAGES: ClassVar[tuple[float, ...]] = (1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0, 3.3)
+    }  # a chip's: its profile's `required_keys`
+    OTHER_KINDS: ClassVar[tuple[str, ...]] = ("udp", "kiss", "lora_uart")  # the radios that are not a chip on SPI
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _chip_keys(cls, data, handler):
+        """The chips' own keys, checked against their profiles (misspelt keys stay errors)."""
+        if isinstance(data, dict):
+            data = {**data, **option_values(data, declared=cls.model_fields)}
+        return handler(data)
+
+    @field_validator("kind")
+    @classmethod
+    def _check_kind_name(cls, v: str) -> str:
+        kinds = (*cls.OTHER_KINDS, *chip_names())
+        if v not in kinds:
+            expected = ", ".join(repr(k) for k in kinds[:-1]) + f" or {kinds[-1]!r}"
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return v
 
     @field_validator("udp")
     @classmethod
@@ -166,15 +176,17 @@ class RadioSection(Section):
 
     @model_validator(mode="after")
     def _check_kind(self) -> RadioSection:
-        missing = [key for key in self.REQUIRED[self.kind] if getattr(self, key) is None]
+        chip = chip_profile(self.kind) if is_chip(self.kind) else None
+        required = chip.required_keys if chip else self.REQUIRED[self.kind]
+        missing = [key for key in required if getattr(self, key) is None]
         if missing:
             raise ValueError(f"kind = {self.kind!r} needs {', '.join(missing)}")
-        low, high = self.TX_POWER_DBM.get(self.kind, (-9, 22))
+        low, high = chip.tx_power_dbm if chip else (-9, 22)
         if not low <= self.tx_power_dbm <= high:
             raise ValueError(f"tx_power_dbm {self.tx_power_dbm}: an {self.kind} gives {low}..{high} dBm")
-        if self.kind == "sx126x" and self.tcxo_voltage is not None and self.tcxo_voltage not in self.TCXO_VOLTAGES:
-            volts = ", ".join(f"{v:g}" for v in self.TCXO_VOLTAGES)
-            raise ValueError(f"tcxo_voltage {self.tcxo_voltage:g}: DIO3 gives {volts} V (unset for a crystal)")
+        for option in chip.options if chip else ():
+            if option.check is not None and getattr(self, option.name) is not None:
+                option.check(getattr(self, option.name))
         if self.kind == "lora_uart":
             # A frame must fit one module packet, and AUX must be allowed to stay low for its time on air.
             if self.mtu > self.packet_bytes:
@@ -197,7 +209,7 @@ class RadioSection(Section):
     @property
     def address(self) -> str:
         """Where frames go, for logs: the UDP address or the serial port."""
-        if self.kind in ("sx127x", "sx126x"):
+        if is_chip(self.kind):
             return f"SPI {self.spi_bus}.{self.spi_device} at {self.frequency_mhz:g} MHz"
         return self.udp if self.kind == "udp" else str(self.serial_port)
 

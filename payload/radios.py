@@ -1,7 +1,8 @@
 """The radio the configuration names (`radio.kind`), opened on the parts the hardware gives:
 its SPI bus and pin factory (payload/hardware.py) and the payload's clock.
 
-One entry per kind in `RADIOS`; `config.RadioSection`'s Literal lists the same names.
+One entry per kind in `RADIOS`, `config.RadioSection.OTHER_KINDS` lists the same names; a LoRa
+chip on SPI is any registered chip (`stratoecho.lora_chips.profiles`), opened from its profile.
 """
 
 from __future__ import annotations
@@ -11,38 +12,35 @@ from collections.abc import Callable
 import structlog
 
 from stratoecho.lora_chips.chip import SpiDevice
-from stratoecho.lora_chips.spi import CHIPS, open_chip
+from stratoecho.lora_chips.profiles import chip_names, chip_profile, is_chip
+from stratoecho.lora_chips.spi import open_chip
 
 from .config import parse_hostport
 from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, RadioUnavailable, UdpRadio
 
 log = structlog.get_logger(__name__)
 
-SPI_RADIOS = tuple(CHIPS)  # the kinds that are a chip on the SPI bus (the bench simulates the chip)
+# The chips registered when this module was imported; is_chip() also knows one registered later.
+# Kept only for sim/fly.py until it asks is_chip() too.
+SPI_RADIOS = chip_names()
 
 
 def _udp(cfg, clock, spi_opener, pin_factory) -> UdpRadio:
     return UdpRadio(*parse_hostport(cfg.udp), clock=clock)
 
 
-def _sx127x(cfg, clock, spi_opener, pin_factory) -> Radio:
-    return open_chip("sx127x", cfg.spi_bus, cfg.spi_device, cfg.lora_settings(), spi_opener=spi_opener, clock=clock,
-                     reset_pin=cfg.reset_pin, dio0_pin=cfg.dio0_pin, pin_factory=pin_factory,
-                     tx_power_dbm=cfg.tx_power_dbm, pa_boost=cfg.pa_boost)
+def _spi_chip(cfg, clock, spi_opener, pin_factory) -> Radio:
+    """The chip `cfg.kind` names, with the options its profile declares from the section's keys."""
+    options = {option.name: getattr(cfg, option.name) for option in chip_profile(cfg.kind).options}
+    return open_chip(cfg.kind, cfg.spi_bus, cfg.spi_device, cfg.lora_settings(), spi_opener=spi_opener, clock=clock,
+                     reset_pin=cfg.reset_pin, pin_factory=pin_factory, tx_power_dbm=cfg.tx_power_dbm, **options)
 
 
-def _sx126x(cfg, clock, spi_opener, pin_factory) -> Radio:
-    return open_chip("sx126x", cfg.spi_bus, cfg.spi_device, cfg.lora_settings(), spi_opener=spi_opener, clock=clock,
-                     busy_pin=cfg.busy_pin, reset_pin=cfg.reset_pin, dio1_pin=cfg.dio1_pin, pin_factory=pin_factory,
-                     tx_power_dbm=cfg.tx_power_dbm, tcxo_voltage=cfg.tcxo_voltage, dio2_rf_switch=cfg.dio2_rf_switch)
-
-
+# The radios that are not a chip on the SPI bus (those are the registered chips).
 RADIOS: dict[str, Callable[..., Radio]] = {
     "udp": _udp,
     "kiss": lambda cfg, *_: KissRadio.from_config(cfg),
     "lora_uart": lambda cfg, *_: LoRaUartRadio.from_config(cfg),
-    "sx127x": _sx127x,
-    "sx126x": _sx126x,
 }
 
 
@@ -51,7 +49,8 @@ def make_radio(cfg, clock=None, spi_opener: Callable[[int, int], SpiDevice] | No
     """The radio `cfg` (a `RadioSection`) names, opened; `RadioError` if it cannot be. `clock`
     (the daemon's) times its waits; `spi_opener(bus, device)` and `pin_factory` are the
     hardware's (None: the Pi's own, spidev and gpiozero's default)."""
-    return RADIOS[cfg.kind](cfg, clock, spi_opener, pin_factory)
+    open_radio = _spi_chip if is_chip(cfg.kind) else RADIOS[cfg.kind]
+    return open_radio(cfg, clock, spi_opener, pin_factory)
 
 
 REOPEN_S = 60.0  # how often a radio that is down is tried again (flight seconds)

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -39,16 +38,14 @@ from payload.devices import Devices, HardwareSensors
 from payload.hardware import Hardware
 from payload.pi_health import PiHealth
 from stratoecho import atmosphere
-from stratoecho.config import parse_hostport
+from stratoecho.lora_chips.profiles import is_chip
 
 from .camera_sim import SimCameraBackend
+from .chips import simulated_spi
 from .gps_sim import FakeUblox, SimFix
 from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
 from .power import PowerModel, PowerPlan
 from .scenarios import flight_for
-from .spi_bus import FakeSpiDev, SpiSocket
-from .sx126x_sim import Sx126xChip
-from .sx127x_sim import Sx127xChip
 from .world import Flight
 
 log = structlog.get_logger(__name__)
@@ -71,7 +68,7 @@ FAULT_ACTIONS = {
     "ina219": ("unplug", "stick", "impossible"),
     "camera": ("hang", "unplug"),
     "i2c": ("hang",),  # the whole bus: a transfer that never completes holds the thread that asked
-    "radio": ("unplug",),  # the LoRa chip on SPI stops answering (sx127x, sx126x)
+    "radio": ("unplug",),  # the LoRa chip on SPI stops answering (any chip the bench simulates: sim/chips.py)
 }
 _FAULT_RE = re.compile(r"^(?P<device>[a-z0-9_]+):(?P<action>[a-z]+)@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?$")
 
@@ -448,7 +445,9 @@ def open_bench(cfg, data_dir: Path):
                       flight_clock=clock)
     sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
     pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
-    open_spi = _simulated_chip(cfg, clock, bench) if cfg.radio.kind in ("sx127x", "sx126x") else None
+    open_spi = None
+    if is_chip(cfg.radio.kind):  # the chip's own driver, over its simulator (sim/chips.py)
+        open_spi, bench.radio_socket = simulated_spi(cfg.radio, cfg.sim.air, clock, bench.pins)
     # On the lockstep a capture takes no flight time however long the bench machine renders;
     # on a free-running accelerated clock it is at least a wall second of flight seconds.
     return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
@@ -456,51 +455,3 @@ def open_bench(cfg, data_dir: Path):
                     camera_min_timeout_s=0.0 if clock.lockstep else clock.speedup * 1.0, open_spi=open_spi,
                     closers=[bench.close, sensors.close])
 
-
-def _simulated_chip(cfg, clock, bench):
-    """The SPI bus with a simulated SX1278 (sim/sx127x_sim.py) or SX1262 (sim/sx126x_sim.py) on
-    it, as `radio.kind` says: what the chip keys goes to `cfg.sim.air` (the bench channel) as a
-    datagram, what comes back reaches its antenna, and it hears it only while the driver has it
-    listening. The chip drives the configured mock pins (DIO0; or BUSY and DIO1)."""
-    if not cfg.sim.air:
-        raise ValueError("a simulated LoRa chip needs the bench's air: run with --udp HOST:PORT (sim fly passes it)")
-    host, port = parse_hostport(cfg.sim.air)
-    sock = clock.udp_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-
-    def transmit(packet: bytes, settings) -> None:
-        try:
-            sock.sendto(packet, (host, port))
-        except OSError:
-            pass  # nobody listening: the packet was on the air all the same
-
-    def listen() -> list[bytes]:
-        heard = []
-        sock.setblocking(False)  # what has arrived, without waiting (the lockstep's clock delivers it)
-        while True:
-            try:
-                heard.append(sock.recvfrom(65535)[0])
-            except (BlockingIOError, OSError):
-                return heard
-
-    if cfg.radio.kind == "sx126x":  # a module built as the configuration says: its TCXO, its RF switch
-        chip = Sx126xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, tcxo_volts=cfg.radio.tcxo_voltage,
-                          rf_switch_on_dio2=cfg.radio.dio2_rf_switch)
-        socket_ = SpiSocket(chip)
-        # Unplugged (its supply gone), the module's BUSY reads low like its SPI lines: the driver
-        # gets no BUSY timeout to tell it, only status bytes of 0x00 and a TxDone that never comes.
-        chip.wire(bench.pins, busy=cfg.radio.busy_pin, dio1=cfg.radio.dio1_pin,
-                  busy_level=lambda: False if socket_.unplugged else chip.busy())
-    else:
-        dio0 = bench.pins.pin(cfg.radio.dio0_pin) if cfg.radio.dio0_pin is not None else None
-        chip = Sx127xChip(now=clock.elapsed_s, transmit=transmit, listen=listen, dio0_pin=dio0,
-                          pa_boost_only=True)
-        socket_ = SpiSocket(chip)
-
-    bench.radio_socket = socket_
-
-    def open_spi(bus: int, device: int):
-        if (bus, device) != (cfg.radio.spi_bus, cfg.radio.spi_device):
-            raise OSError(2, f"no SPI device {bus}.{device} on the bench")
-        return FakeSpiDev(socket_)
-
-    return open_spi

@@ -1,7 +1,12 @@
-"""spidev.SpiDev's surface over a simulated chip: what the drivers open on the bench."""
+"""spidev.SpiDev's surface over a simulated chip: what the drivers open on the bench; and the
+bench's simulators by the chip they are (`SIMULATORS`), one for each LoRa chip registered in
+stratoecho/lora_chips/profiles.py. Each simulator module registers its own when imported
+(sim/chips.py imports them all).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -10,7 +15,7 @@ class SpiChipSim(Protocol):
 
 
 class FakeSpiDev:
-    """One NSS line to a simulated chip (sim/sx127x_sim.py, sim/sx126x_sim.py)."""
+    """One NSS line to a simulated chip (one of `SIMULATORS`)."""
 
     def __init__(self, chip: SpiChipSim):
         self.chip = chip
@@ -38,3 +43,23 @@ class SpiSocket:
 
     def transfer(self, data: list[int]) -> list[int]:
         return [0] * len(data) if self.unplugged else self.chip.transfer(data)
+
+
+# A chip's simulator on the bench: `on_the_bench(radio, now=, transmit=, listen=, pins=)` builds the
+# chip the payload's `[radio]` section (`radio`) describes, its lines on the bench's mock `pins`,
+# keying `transmit(packet, settings)` and hearing what `listen()` gives, on the clock `now`, and
+# gives the socket it sits in.
+SIMULATORS: dict[str, Callable[..., SpiSocket]] = {}
+
+
+def register_simulator(chip: str, on_the_bench: Callable[..., SpiSocket]) -> None:
+    """The bench simulates the chip registered as `chip` (its profile's name) with `on_the_bench`."""
+    SIMULATORS[chip] = on_the_bench
+
+
+def chip_simulator(chip: str) -> Callable[..., SpiSocket]:
+    """The simulator of `chip`; a ValueError naming the chips the bench simulates if it has none."""
+    try:
+        return SIMULATORS[chip]
+    except KeyError:
+        raise ValueError(f"the bench has no simulated {chip!r} chip: it simulates {', '.join(SIMULATORS)}") from None

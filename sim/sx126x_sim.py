@@ -41,7 +41,7 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
-from .spi_bus import FakeSpiDev
+from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
 
@@ -492,3 +492,18 @@ _COMMANDS: dict[int, tuple[int, Callable]] = {
     0x82: (3, Sx126xChip._set_rx),
     0xC0: (1, Sx126xChip._get_status),
 }
+
+
+def on_the_bench(radio, *, now, transmit, listen, pins) -> SpiSocket:
+    """An SX1262 module built as the payload's `[radio]` says (its TCXO, its RF switch), driving
+    BUSY and DIO1 on the configured mock pins."""
+    chip = Sx126xChip(now=now, transmit=transmit, listen=listen, tcxo_volts=radio.tcxo_voltage,
+                      rf_switch_on_dio2=radio.dio2_rf_switch)
+    socket_ = SpiSocket(chip)
+    # Unplugged (its supply gone), the module's BUSY reads low like its SPI lines: the driver
+    # gets no BUSY timeout to tell it, only status bytes of 0x00 and a TxDone that never comes.
+    chip.wire(pins, busy=radio.busy_pin, dio1=radio.dio1_pin, busy_level=lambda: False if socket_.unplugged else chip.busy())
+    return socket_
+
+
+register_simulator("sx126x", on_the_bench)

@@ -37,7 +37,7 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
-from .spi_bus import FakeSpiDev
+from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
 REG_FIFO_ADDR_PTR, REG_FIFO_TX_BASE, REG_FIFO_RX_BASE, REG_FIFO_RX_CURRENT = 0x0D, 0x0E, 0x0F, 0x10
@@ -266,3 +266,13 @@ class Sx127xChip:
         self._drive_dio0()
         return True
 
+
+
+def on_the_bench(radio, *, now, transmit, listen, pins) -> SpiSocket:
+    """An SX1278 module as the payload's `[radio]` has it: DIO0 on its mock pin when wired, and
+    only PA_BOOST to the antenna (every RFM9xW)."""
+    dio0 = pins.pin(radio.dio0_pin) if radio.dio0_pin is not None else None
+    return SpiSocket(Sx127xChip(now=now, transmit=transmit, listen=listen, dio0_pin=dio0, pa_boost_only=True))
+
+
+register_simulator("sx127x", on_the_bench)

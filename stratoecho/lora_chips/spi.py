@@ -13,13 +13,10 @@ from collections.abc import Callable
 
 from stratoecho.lora import LoRaSettings
 
-from .chip import RadioError, SpiDevice
-from .sx126x import Sx126xRadio
-from .sx127x import Sx127xRadio
+from .chip import RadioError, SpiChip, SpiDevice
+from .profiles import chip_profile
 
-SPI_HZ = 5_000_000  # the SX127x takes up to 10 MHz, the SX126x 16; 5 is safe on long jumper wires
-# The kinds that are a chip on the SPI bus, and their drivers.
-CHIPS: dict[str, type[Sx127xRadio] | type[Sx126xRadio]] = {"sx127x": Sx127xRadio, "sx126x": Sx126xRadio}
+SPI_HZ = 5_000_000  # the chips take 10 MHz or more; 5 is safe on long jumper wires
 
 
 def open_spidev(bus: int, device: int) -> SpiDevice:
@@ -42,12 +39,12 @@ def open_spidev(bus: int, device: int) -> SpiDevice:
 
 def open_chip(kind: str, spi_bus: int, spi_device: int, settings: LoRaSettings, *,
               spi_opener: Callable[[int, int], SpiDevice] | None = None, name: str | None = None,
-              **driver_options) -> Sx127xRadio | Sx126xRadio:
-    """The `kind` chip ("sx127x" or "sx126x") on SPI `spi_bus`.`spi_device`, programmed with
-    `settings`; `driver_options` are its driver's (pins, pin_factory, clock, power...). A
-    `RadioError` names the device and what failed (no spidev, no such device, no chip answering,
-    a pin that cannot be opened); nothing is left open then."""
-    driver = CHIPS[kind]
+              **driver_options) -> SpiChip:
+    """The `kind` chip (a registered profile's name, profiles.py) on SPI `spi_bus`.`spi_device`,
+    programmed with `settings`; `driver_options` are its driver's (pins, pin_factory, clock,
+    power...). A `RadioError` names the device and what failed (no spidev, no such device, no chip
+    answering, a pin that cannot be opened); nothing is left open then. ValueError for a `kind`
+    no chip is registered as."""
+    profile = chip_profile(kind)
     spi = (spi_opener or open_spidev)(spi_bus, spi_device)
-    label = "SX127x" if kind == "sx127x" else "SX126x"
-    return driver(spi, settings, name=name or f"{label} on SPI {spi_bus}.{spi_device}", **driver_options)
+    return profile.driver(spi, settings, name=name or f"{profile.label} on SPI {spi_bus}.{spi_device}", **driver_options)

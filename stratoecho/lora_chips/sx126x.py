@@ -38,6 +38,7 @@ from stratoecho.clock import Clock
 from stratoecho.lora import BANDWIDTHS_HZ, LoRaSettings, bandwidth_code
 
 from .chip import PacketSignal, RadioError, SpiChip, SpiDevice
+from .profiles import NUMBER, SWITCH, ChipOption, ChipProfile, register_chip
 
 log = structlog.get_logger(__name__)
 
@@ -294,3 +295,28 @@ class Sx126xRadio(SpiChip):
     def _sleep(self) -> None:
         if hasattr(self, "busy"):
             self.command(SET_SLEEP, 0x00)  # cold start: the transmitter off, the configuration let go
+
+
+def _check_tcxo(volts: float) -> None:
+    if volts not in TCXO_CODES:
+        raise ValueError(f"tcxo_voltage {volts:g}: DIO3 gives {', '.join(f'{v:g}' for v in TCXO_CODES)} V "
+                         "(unset for a crystal)")
+
+
+# What the payload's [radio], its radio factory, the ground's --lora and the bench know of this chip.
+PROFILE = register_chip(ChipProfile(
+    name="sx126x", label="SX126x", driver=Sx126xRadio, parts="SX1262/68 HATs",
+    tx_power_dbm=(-9, 22), power_help="-9..22",
+    check_power=lambda tx_power_dbm, options: pa_params(tx_power_dbm),
+    options=(
+        ChipOption("busy_pin", "GPIO wired to BUSY (required)",
+                   required="the chip loses every command sent while BUSY is high"),
+        ChipOption("dio1_pin", "GPIO wired to DIO1 (RxDone, TxDone); unset: the IRQ status is polled"),
+        ChipOption("tcxo_voltage", "the voltage DIO3 gives the module's TCXO (1.6, 1.7, 1.8, 2.2, 2.4, 2.7, 3.0 or "
+                   "3.3, as its data sheet says; often 1.8); unset: a crystal",
+                   kind=NUMBER, choices=tuple(TCXO_CODES), metavar="VOLTS", check=_check_tcxo),
+        ChipOption("dio2_rf_switch", "DIO2 drives the module's antenna switch (default: yes, as on most modules)",
+                   kind=SWITCH, default=True),
+    ),
+    irq_pin="dio1_pin",
+))

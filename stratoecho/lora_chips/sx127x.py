@@ -31,6 +31,7 @@ from stratoecho.clock import Clock
 from stratoecho.lora import LoRaSettings, bandwidth_code
 
 from .chip import PacketSignal, RadioError, SpiChip, SpiDevice
+from .profiles import SWITCH, ChipOption, ChipProfile, register_chip
 
 log = structlog.get_logger(__name__)
 
@@ -209,3 +210,18 @@ class Sx127xRadio(SpiChip):
 
     def _sleep(self) -> None:
         self.write(OP_MODE, LONG_RANGE | SLEEP)
+
+
+# What the payload's [radio], its radio factory, the ground's --lora and the bench know of this chip.
+PROFILE = register_chip(ChipProfile(
+    name="sx127x", label="SX127x", driver=Sx127xRadio,
+    parts="SX1276/77/78: RFM95W/96W/98W, Uputronics and PITS boards",
+    tx_power_dbm=(-1, 20), power_help="2..17 or 20 through PA_BOOST (-1..14 with --no-pa-boost)",
+    check_power=lambda tx_power_dbm, options: pa_registers(tx_power_dbm, options["pa_boost"]),
+    options=(
+        ChipOption("dio0_pin", "GPIO wired to DIO0 (RxDone, TxDone); unset: the IRQ flags are polled"),
+        ChipOption("pa_boost", "transmit through PA_BOOST (default: yes, the only pin an RFM9xW wires to its antenna)",
+                   kind=SWITCH, default=True),
+    ),
+    irq_pin="dio0_pin",
+))
