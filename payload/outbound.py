@@ -1,5 +1,5 @@
 """The one port every producer sends through: a record numbered and stored on its kind's
-stream (durably where the stream is: payload/store.py), then the radio woken.
+stream (durably where the stream is: payload/store/), then the radio woken.
 
 The beacon, the health loop, the camera, the persona, the command gate and Reach all hand
 their records here; nothing else writes to the queue, so "store, then wake the radio" is

@@ -224,7 +224,7 @@ def test_stale_byte_totals_are_counted_again_before_an_eviction_decides(tmp_path
     for _ in range(2):
         store.enqueue(Kind.IMAGE, boot, lambda seq: b"\xff\xd8" + bytes(998))
     # As after a fault whose recount failed: the totals in memory are wrong.
-    store._bytes_by_stream, store._totals_stale = {"image": 10**9}, True
+    store.database.bytes_by_stream, store.database.totals_stale = {"image": 10**9}, True
     store.enqueue(Kind.IMAGE, boot, lambda seq: b"\xff\xd8" + bytes(998))
-    assert store.evicted == {} and store._bytes_by_stream["image"] == 3000  # recounted: nothing had to go
+    assert store.evicted == {} and store.database.bytes_by_stream["image"] == 3000  # recounted: nothing had to go
     store.close()
