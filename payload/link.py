@@ -10,7 +10,7 @@ Each time the radio is free the transmitter picks ONE frame:
 3. else the next frame of the records it has in hand, round-robin across up to
    `radio.interleave` records, so a burst of lost frames is spread over several
    records instead of wiping one out (each only needs any k of its n frames);
-   the hand is refilled from the store in its order (priority, aged: see store.py).
+   the hand is refilled from the store in its order (priority, aged: see payload/store/queue.py).
 
 A record gets as many parity fragments as the measured loss calls for
 (`fec.parity_for`, from a `LossEstimator` seeded with `radio.fec_prior_loss`), for
