@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,9 +189,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not radio.up:
             parts.problems.append(event("part_unavailable", part="radio", error=radio.error[:80]))
     stop = clock.event()
-    # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would.
+    # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would. On the bench's
+    # lockstep clock liveness counts flight seconds: they stand for the Pi's real ones.
     notifier = SystemdNotifier()
-    liveness = Liveness(clock=clock.liveness_time)
+    liveness = Liveness(clock=clock.elapsed_s) if clock.lockstep else Liveness()
     try:
         daemon = build_daemon(cfg, sensors, radio, clock, bundle, data_dir, stop, camera=parts.camera,
                               pi_health=parts.hardware.pi_health, led=parts.led, heater=parts.heater,
@@ -238,7 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.outbound.event(persona_problem)
     for problem in parts.problems:
         daemon.outbound.event(problem)
-    Watchdog(liveness, notifier, clock=clock.liveness_time).start(stop, clock.thread)
+    Watchdog(liveness, notifier, clock=clock.elapsed_s if clock.lockstep else time.monotonic).start(stop, clock.thread)
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if world_clock is not None and not rejoin:
         tmp = world_clock.with_suffix(".tmp")
