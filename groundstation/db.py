@@ -460,18 +460,3 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ----------------------------------------------------------------- reading
-
-    def telemetry(self) -> list[dict]:
-        """Every telemetry row as the decoder's dict (with `received_at`), in the payload's order
-        (boot, seq): what an exporter replays. Everything else is read with `reading.GroundReader`."""
-        columns = ", ".join((*_TELEMETRY_COLUMNS, "received_at"))
-        return [dict(row) for row in self._db.execute(f"SELECT {columns} FROM telemetry ORDER BY boot, seq")]
-
-    def ssdv_packets(self) -> list[dict]:
-        """Every SSDV packet kept (callsign, image_id, packet_id, packet: its 256 bytes, received_at),
-        in the order heard: what `export --format ssdv` uploads."""
-        return [dict(row) for row in self._db.execute(
-            "SELECT callsign, image_id, packet_id, packet, received_at FROM ssdv_packets "
-            "ORDER BY received_at, callsign, image_id, packet_id")]

@@ -1,5 +1,5 @@
-"""Reading the ground database: typed rows for the dashboard, `watch`, `sim fly`, the flight
-report and the soak verdict, from one place.
+"""Reading the ground database: typed rows for the dashboard, `watch`, `export`, `sim fly`, the
+flight report and the soak verdict, from one place.
 
     with GroundReader.open("flight.db") as ground:
         ground.counts().of("musing"), ground.latest_record("health").fields, ground.station_stats()
@@ -113,6 +113,17 @@ class StationStats:
 class SentenceHeard:
     boot: int
     seq: int
+    received_at: str
+
+
+@dataclass(frozen=True)
+class SsdvPacketRow:
+    """One SSDV picture packet kept, as `export --format ssdv` uploads it."""
+
+    callsign: str
+    image_id: int
+    packet_id: int
+    packet: bytes  # all 256 bytes, sync byte included
     received_at: str
 
 
@@ -288,6 +299,14 @@ class GroundReader:
         """Sentences of `boot` between the first and the last heard that never arrived."""
         return self._one("telemetry", "SELECT sum(seq - prev - 1) FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev "
                                       "FROM telemetry WHERE boot = ?) WHERE seq - prev > 1", (boot,), default=0)
+
+    # ------------------------------------------------------------- pictures' packets
+
+    def ssdv_packets(self) -> list[SsdvPacketRow]:
+        """Every SSDV packet kept, in the order heard (none in a database older than schema 6)."""
+        rows = self._rows("ssdv_packets", "SELECT callsign, image_id, packet_id, packet, received_at FROM ssdv_packets "
+                                          "ORDER BY received_at, callsign, image_id, packet_id")
+        return [SsdvPacketRow(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
     # ------------------------------------------------------------- records
 

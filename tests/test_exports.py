@@ -37,6 +37,7 @@ from groundstation.exports.sondehub import SondeHubPolicy, SondeHubUploader, son
 from groundstation.exports.station import Station, listener_object
 from groundstation.exports.udp_feed import payload_summary
 from groundstation.heard import Heard
+from groundstation.reading import GroundReader
 from stratoecho import wire
 from tests.fakes import wait_for
 
@@ -516,8 +517,8 @@ def test_sondehub_rejects_a_bad_configuration():
 
 def test_gpx_track_reads_back_and_is_structurally_valid(flight_db, tmp_path):
     out = tmp_path / "flight.gpx"
-    with Store(flight_db) as store:
-        assert from_db(store, GpxTrack(out)) == 11
+    with GroundReader.open(flight_db) as ground:
+        assert from_db(ground, GpxTrack(out)) == 11
     gpx = gpxpy.parse(out.read_text(encoding="utf-8"))
     assert [t.name for t in gpx.tracks] == ["STRATO1"]
     points = gpx.tracks[0].segments[0].points
@@ -541,8 +542,8 @@ def test_gpx_track_reads_back_and_is_structurally_valid(flight_db, tmp_path):
 
 def test_kml_track_has_line_and_launch_burst_last(flight_db, tmp_path):
     out = tmp_path / "flight.kml"
-    with Store(flight_db) as store:
-        from_db(store, KmlTrack(out))
+    with GroundReader.open(flight_db) as ground:
+        from_db(ground, KmlTrack(out))
     root = ET.parse(out).getroot()
     assert root.tag == f"{KML_NS}kml"
     line = root.find(f".//{KML_NS}LineString")
@@ -588,8 +589,8 @@ def test_a_file_that_cannot_be_written_is_named(tmp_path):
 
 def test_csv_has_one_row_per_sentence_with_empty_cells_for_no_reading(flight_db, tmp_path):
     out = tmp_path / "flight.csv"
-    with Store(flight_db) as store:
-        from_db(store, CsvTable(out))
+    with GroundReader.open(flight_db) as ground:
+        from_db(ground, CsvTable(out))
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["boot", "seq", "callsign", "datetime_utc", "lat", "lon", "alt", "sats", "temp_c",

@@ -98,9 +98,10 @@ def test_exporters_replay_telemetry_in_the_payloads_order(tmp_path):
     with Store(tmp_path / "g.db") as store:
         for seq in (5, 3, 4):
             store.add_telemetry(replace(T, seq=seq))
-        tele = store.telemetry()
-        assert [t["seq"] for t in tele] == [3, 4, 5] and tele[0]["lat"] == pytest.approx(52.10123)
-        assert tele[0]["received_at"].endswith("+00:00") and "id" not in tele[0]
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        tele = ground.telemetry()
+    assert [t.seq for t in tele] == [3, 4, 5] and tele[0].lat == pytest.approx(52.10123)
+    assert tele[0].received_at.endswith("+00:00") and [t.id for t in tele] == [2, 3, 1]  # ids: the order heard
 
 
 def test_commits_come_in_batches(tmp_path):

@@ -3,8 +3,8 @@
 Every exporter has the same three calls (`base.Exporter`): `add(heard)` (a `Heard`
 position: a `wire.Telemetry` and when it was heard), `flush()`, `close()`. Decoders never
 know about them; the listener hands each new position to every exporter, each wrapped
-(`base.Guarded`) so one failing cannot stop the others or the decoding. `from_db(store,
-exporter)` runs one over a database.
+(`base.Guarded`) so one failing cannot stop the others or the decoding. `from_db(ground,
+exporter)` runs one over a database, read through `reading.GroundReader`.
 
     gpx.GpxTrack(path)          GPX 1.1 track                       file, rewritten atomically
     kml.KmlTrack(path)          KML track + launch/burst/last       file, rewritten atomically
@@ -182,14 +182,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run one format's entry over the database: its checks, its exporter, its report."""
-    from groundstation.db import Store, StoreError  # here: the package imports without the database layer
+    from groundstation.db import StoreError  # here: the package imports without the database layer
+    from groundstation.reading import GroundReader
 
     fmt = FORMATS[args.format]
     usage_error = fmt.check(args)
     if usage_error:
         print(f"error: {usage_error}", file=sys.stderr)
         return 2
-    if not Path(args.db).is_file():  # Store would create an empty database and export nothing
+    if not Path(args.db).is_file():  # export's own words: the reader's would suggest starting `listen`
         print(f"error: database {args.db} does not exist", file=sys.stderr)
         return 1
     try:
@@ -198,18 +199,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        store = Store(args.db)
+        ground = GroundReader.open(args.db)  # read-only: an export never changes the station's database
     except StoreError as e:
         fmt.discard(exporter)
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        rows = fmt.feed(store, exporter)
+        rows = fmt.feed(ground, exporter)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        store.close()
+        ground.close()
     return _report(args, exporter, rows)
 
 

@@ -11,7 +11,8 @@ for one that ships, or `register_format(...)` from elsewhere before the command 
     report     what it did: a `Report` (lines for standard output, warnings for standard error,
                the exit status)
     check      a usage error in the options, before the database is opened (exit 2), or None
-    feed       the database into the exporter, closing it; the number of rows fed (`from_db`)
+    feed       the database (its typed rows, `reading.GroundReader`) into the exporter, closing it;
+               the number of rows fed (`from_db`)
     discard    an exporter never fed (the database cannot be opened): stop what it started
 """
 
@@ -34,7 +35,7 @@ from .ssdv_upload import SsdvUploader, ssdv_from_db
 from .uploader import BatchUploader, UploadPolicy
 
 if TYPE_CHECKING:
-    from groundstation.db import Store
+    from groundstation.reading import GroundReader
 
 E = TypeVar("E")
 
@@ -65,7 +66,7 @@ class ExportFormat(Generic[E]):
     make: Callable[[argparse.Namespace], E]
     report: Callable[[argparse.Namespace, E, int], Report]
     check: Callable[[argparse.Namespace], str | None] = _no_usage_error
-    feed: Callable[[Store, E], int] = from_db
+    feed: Callable[[GroundReader, E], int] = from_db
     discard: Callable[[E], None] = _leave
 
 

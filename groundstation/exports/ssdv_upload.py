@@ -46,7 +46,7 @@ from .station import SOFTWARE_NAME, Station
 from .uploader import BatchUploader, UploadPolicy, check_url
 
 if TYPE_CHECKING:
-    from groundstation.db import Store
+    from groundstation.reading import GroundReader
 
 log = structlog.get_logger(__name__)
 
@@ -124,12 +124,12 @@ class SsdvUploader(BatchUploader[_Queued]):
         return ssdv_body([item.obj for item in batch]), {"Accept": "application/json"}
 
 
-def ssdv_from_db(store: Store, uploader: SsdvUploader, *, close: bool = True) -> int:
-    """Feed every SSDV packet kept in `store` to `uploader` in the order heard, then close it
+def ssdv_from_db(ground: GroundReader, uploader: SsdvUploader, *, close: bool = True) -> int:
+    """Feed every SSDV packet kept in `ground` to `uploader` in the order heard, then close it
     (or only flush it, with close=False). Returns the number of packets fed."""
-    rows = store.ssdv_packets()
+    rows = ground.ssdv_packets()
     for row in rows:
-        uploader.add(bytes(row["packet"]), row["received_at"])
+        uploader.add(row.packet, row.received_at)
     if close:
         uploader.close()
     else:
