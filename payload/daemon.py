@@ -96,7 +96,6 @@ class Daemon:
         self.beacon, self.health, self.pictures, self.musings = parts.beacon, parts.health, parts.pictures, parts.musings
         self.commands = parts.commands
         self.camera, self.led, self.heater, self.disk_usage = parts.camera, parts.led, parts.heater, parts.disk_usage
-        self.lockstep = clock.lockstep  # the bench's clock: liveness counts flight seconds
         self.stop = stop or clock.event()
         self.producers_stop = parts.stopping  # producers end first; the radio may drain after
         # The intervals in force: the configuration's, until a SET_INTERVALS changes them (on probation).
@@ -130,12 +129,10 @@ class Daemon:
     # ------------------------------------------------------------------ loops
 
     def _allowance_s(self, name: str, period_s: float, first_s: float) -> float:
-        """Wall seconds a loop may go without a ping: its period, what one run may take, a margin."""
+        """Seconds (the clock's `liveness_time`) a loop may go without a ping: its period, what one run may take, a margin."""
         run_s = {"think": 2 * self.cfg.persona.timeout_s,
                  "camera": self.cfg.devices.camera.timeout_s if self.cfg.devices.camera else 60.0}.get(name, 60.0)
-        # On the bench's lockstep liveness counts flight seconds (payload/__main__.py): no conversion.
-        wait_s = max(period_s, first_s)
-        return (wait_s if self.lockstep else self.clock.wall_s(wait_s)) + run_s + 30.0
+        return self.clock.liveness_s(max(period_s, first_s)) + run_s + 30.0
 
     def _ran(self, name: str, period_s: float) -> None:
         """A loop has run: its allowance follows its period (the uplink can change it) and its
@@ -179,7 +176,7 @@ class Daemon:
         g = self.governor
         self.outbound.event(self.banner())
         window_s = self.cfg.uplink.window_s
-        self.liveness.register("radio", (window_s if self.lockstep else self.clock.wall_s(window_s)) + 120.0)
+        self.liveness.register("radio", self.clock.liveness_s(window_s) + 120.0)
         specs = [
             ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
                                            "beacon")),

@@ -150,6 +150,14 @@ class LockstepClock(Clock):
     def wall_s(self, flight_seconds: float) -> float:
         return 0.0
 
+    def liveness_time(self) -> float:
+        """Liveness counts flight seconds here: they stand for the Pi's real ones, and the
+        supervisor (sim/supervisor.py) counts its watchdog in them too."""
+        return self._now
+
+    def liveness_s(self, flight_seconds: float) -> float:
+        return flight_seconds
+
     # -- waiting -----------------------------------------------------------------------
 
     def _task(self) -> _Task | None:

@@ -76,6 +76,17 @@ class Clock:
     def wall_s(self, flight_seconds: float) -> float:
         return flight_seconds / self.speedup
 
+    # -- liveness: the seconds a watchdog counts -------------------------------------------
+
+    def liveness_time(self) -> float:
+        """Now, in the seconds the payload's liveness and watchdog count: the system's own
+        (systemd's WatchdogSec is real time, whatever the flight's speedup)."""
+        return time.monotonic()
+
+    def liveness_s(self, flight_seconds: float) -> float:
+        """A span of flight seconds in the seconds `liveness_time` counts."""
+        return self.wall_s(flight_seconds)
+
     # -- waiting -----------------------------------------------------------------------
 
     def wait(self, flight_seconds: float, stop: threading.Event | None = None) -> bool:
