@@ -9,6 +9,7 @@ chip up by the name in `radio.kind` and never spells one out.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from stratoecho.config import parse_hostport
 
@@ -19,7 +20,7 @@ from . import sx126x_sim  # noqa: F401
 from .spi_bus import FakeSpiDev, SpiSocket, chip_simulator
 
 
-def simulated_spi(radio, air: str | None, clock, pins) -> tuple:
+def simulated_spi(radio, air: str | None, clock, pins) -> tuple[Callable[[int, int], FakeSpiDev], SpiSocket]:
     """(`open_spi(bus, device)`, the chip's `SpiSocket`): the SPI bus with the simulated chip
     `radio.kind` names on it, built as `radio` (the payload's `[radio]`) says: what the chip keys
     goes to `air` (the bench channel) as a datagram, what comes back reaches its antenna, and it
@@ -47,7 +48,7 @@ def simulated_spi(radio, air: str | None, clock, pins) -> tuple:
 
     socket_: SpiSocket = on_the_bench(radio, now=clock.elapsed_s, transmit=transmit, listen=listen, pins=pins)
 
-    def open_spi(bus: int, device: int):
+    def open_spi(bus: int, device: int) -> FakeSpiDev:
         if (bus, device) != (radio.spi_bus, radio.spi_device):
             raise OSError(2, f"no SPI device {bus}.{device} on the bench")
         return FakeSpiDev(socket_)
