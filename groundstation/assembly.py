@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -45,6 +46,13 @@ from .sources import (
 )
 from .uplink import CommandSigner, SignerStateError
 
+if TYPE_CHECKING:
+    from stratoecho.wire.downlink import DownlinkAuth
+
+    from .api_proxy import ApiProxy
+    from .exports import SsdvUploader
+    from .network import StationPublisher
+
 log = structlog.get_logger(__name__)
 REPLAY_DRAIN_S = 30.0  # seconds a --replay with --mqtt waits at its end for the broker to take what it queued
 
@@ -61,7 +69,7 @@ class StartError(Exception):
 # --------------------------------------------------------------------------- the options
 
 
-def check_options(args: argparse.Namespace):
+def check_options(args: argparse.Namespace) -> tuple[object | None, tuple[float, float, float] | None]:
     """The LoRa HAT's settings (None without --lora) and where this station is (None when not
     given), once the options are known to go together; StartError (status 2) if they do not."""
     from .lora_hat import hat_options
@@ -88,7 +96,7 @@ def check_options(args: argparse.Namespace):
     return hat, here
 
 
-def check_keys(args: argparse.Namespace):
+def check_keys(args: argparse.Namespace) -> DownlinkAuth | None:
     """The downlink's key (None without one), and the uplink's counter state checked (moved on
     with --uplink-skip-past): a bad key file or counter is a start-up error, not a surprise at
     the first window. StartError (status 1) naming what will not do."""
@@ -111,7 +119,7 @@ def check_keys(args: argparse.Namespace):
     return downlink
 
 
-def open_proxy(args: argparse.Namespace):
+def open_proxy(args: argparse.Namespace) -> ApiProxy | None:
     """The API proxy `--api-proxy` asks for (None without it), once the broker's password file and
     certificate are known to be readable, before anything opens. StartError: 2 for options, 1 for
     its configuration file."""
@@ -196,16 +204,16 @@ class Listener:
 
     args: argparse.Namespace
     stop: threading.Event
-    clock: object | None  # the bench's lockstep clock under `sim fly`, else None
+    clock: object | None  # the bench's lockstep clock under `sim fly` (stratoecho.clock), else None
     store: Store
     source: FrameSource
     decoder: FrameDecoder
     hooks: Hooks
     repair: RepairLink | None = None
-    proxy: object | None = None  # api_proxy.ApiProxy
-    publisher: object | None = None  # network.StationPublisher
+    proxy: ApiProxy | None = None
+    publisher: StationPublisher | None = None
     exporters: list = field(default_factory=list)
-    ssdv_uploader: object | None = None  # exports.SsdvUploader
+    ssdv_uploader: SsdvUploader | None = None
     musing: LastMusing = field(default_factory=LastMusing)
 
     def add_publisher(self) -> None:

@@ -49,7 +49,6 @@ class RequestError(Exception):
         self.status = status
 
 
-
 class Handler(BaseHTTPRequestHandler):
     """One connection to the dashboard: its requests routed to what answers them."""
 
