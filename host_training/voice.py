@@ -1,7 +1,7 @@
 """Whose voice a text has: an authorship classifier, and style as distributions.
 
 Pure functions of the texts they are given: no model is loaded, nothing is read or written.
-`evaluate.py` generates the replies; `report.py` renders what is measured here.
+`evaluate` generates the replies; `report` renders what is measured here.
 
     authorship  a classifier learns the owner's training messages (the assistant turns of
                 train.jsonl) against everyone else's (the user turns): character 2-4-grams
