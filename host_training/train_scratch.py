@@ -227,7 +227,6 @@ def train(
 ) -> TrainResult:
     """Train from scratch and save the HF checkpoint (model + tokenizer) in `out_dir`."""
     import torch
-    from tqdm import tqdm
     from transformers import LlamaForCausalLM
 
     from .tokenizer import load_hf_tokenizer
@@ -244,6 +243,54 @@ def train(
     # -- data: conversations -> (ids, targets) chunks -> packed rows
     hf_tok = load_hf_tokenizer(tokenizer_dir)
     encode, special = hf_text_encoder(hf_tok), hf_special_ids(hf_tok)
+    data_ids, data_labels, val_ex = _training_data(cfg, train_convs, val_convs, encode, special, system_prompt, ctx)
+
+    # -- model
+    model = LlamaForCausalLM(llama_config(p, len(hf_tok), special))
+    model.train()
+    n_params = sum(t.numel() for t in model.parameters())
+    log.info("train.model", preset=cfg.preset, params=n_params, hidden=p["hidden_size"],
+             layers=p["num_hidden_layers"], vocab=len(hf_tok))
+    opt = _optimizer(model, p)
+
+    run = _run_steps(cfg, p, model, opt, data_ids, data_labels, val_ex, special.eot, t0)
+
+    # -- held-out loss at the end; fall back to the best weights if the end is worse
+    val_loss, val_tokens = evaluate_loss(model, val_ex, ctx, special.eot)
+    if not run.curve or run.curve[-1][0] != run.step:
+        run.curve.append([run.step, round(val_loss, 5)])
+    kept = run.step
+    if run.best_state is not None and run.best_val < val_loss:
+        model.load_state_dict(run.best_state)
+        val_loss, kept = run.best_val, run.best_step
+        log.info("train.kept_best", kept_step=kept, val_loss=round(val_loss, 4), last_step=run.step)
+    tail = run.losses[:kept][-max(1, min(20, kept // 5)) :]  # training loss around the kept weights
+    train_loss = sum(tail) / len(tail)
+    log.info("train.done", steps=run.step, kept_step=kept, train_loss=round(train_loss, 4),
+             val_loss=round(val_loss, 4), minutes=round(run.seconds / 60, 2))
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    hf_tok.save_pretrained(str(out_dir))
+    return TrainResult(
+        steps=run.step,  # steps run (the kept weights are from best_step)
+        train_loss=train_loss,
+        val_loss=val_loss,
+        val_tokens=val_tokens,
+        best_step=kept,
+        val_curve=run.curve,
+        minutes=(time.monotonic() - t0) / 60,
+        n_params=n_params,
+        context_length=ctx,
+        tokens_per_step=p["batch_size"] * ctx,
+        hparams={k: p[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                   "num_key_value_heads", "intermediate_size", "tie_word_embeddings",
+                                   "batch_size", "learning_rate")},
+    )
+
+
+def _training_data(cfg: TrainConfig, train_convs: list[Conversation], val_convs: list[Conversation], encode,
+                   special: SpecialIds, system_prompt: str | None, ctx: int):
+    """(ids, labels) of the packed training rows, shuffled with the seed, and the val chunks."""
     train_ex = to_examples(train_convs, encode, special, system_prompt, cfg.loss, ctx)
     # Held-out loss is always over the persona's tokens: the figure `eval` reports for the GGUF.
     val_ex = to_examples(val_convs, encode, special, system_prompt, "persona", ctx)
@@ -254,54 +301,65 @@ def train(
     data_ids, data_labels = labels_from(rows, masks)
     log.info("train.data", rows=len(rows), ctx=ctx, target_tokens=int((data_labels != -100).sum()),
              val_chunks=len(val_ex))
+    return data_ids, data_labels, val_ex
 
-    # -- model
-    model = LlamaForCausalLM(llama_config(p, len(hf_tok), special))
-    model.train()
-    n_params = sum(t.numel() for t in model.parameters())
-    log.info("train.model", preset=cfg.preset, params=n_params, hidden=p["hidden_size"],
-             layers=p["num_hidden_layers"], vocab=len(hf_tok))
 
-    # -- optimiser: decay matrices, not norms (nanoGPT's split)
+def _optimizer(model, p: dict):
+    """AdamW that decays matrices, not norms (nanoGPT's split)."""
+    import torch
+
     decay = [t for t in model.parameters() if t.dim() >= 2]
     no_decay = [t for t in model.parameters() if t.dim() < 2]
-    opt = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
         lr=p["learning_rate"], betas=BETAS, fused=False,
     )
 
-    # -- loop: random rows each step (seeded generator), schedule over `total` steps
+
+@dataclass
+class _Run:
+    """What the loop leaves: the steps run, their losses, the val curve, and the best val
+    evaluation with its weights (a small corpus is soon memorised)."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    curve: list[list] = field(default_factory=list)  # [step, val_loss]
+    best_val: float = float("inf")
+    best_step: int = 0
+    best_state: dict | None = None
+    misses: int = 0
+    seconds: float = 0.0  # in the loop
+
+
+def _run_steps(cfg: TrainConfig, p: dict, model, opt, data_ids, data_labels, val_ex, pad_id: int,
+               t0: float) -> _Run:
+    """The loop: random rows each step (seeded generator), schedule over `total` steps, fitted
+    to --max-minutes; held-out loss now and then, stopping after PATIENCE misses."""
+    import torch
+    from tqdm import tqdm
+
+    ctx = p["context_length"]
     gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(rows), generator=gen)
+    order = torch.randperm(len(data_ids), generator=gen)
     cursor = 0
     total = p["steps"]
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
-    losses: list[float] = []
     every = cfg.eval_every if cfg.eval_every is not None else max(1, total // 10)
-    curve: list[list] = []  # [step, val_loss]
-    best_val, best_step, best_state, misses = float("inf"), 0, None, 0
+    run = _Run()
     bar = tqdm(total=total, desc="train", unit="step", mininterval=1.0, dynamic_ncols=True)
     t_loop = time.monotonic()
     t_timing = None
-    step = 0
-    while step < total:
+    while run.step < total:
         if cursor + p["batch_size"] > len(order):  # next epoch, new order
-            order, cursor = torch.randperm(len(rows), generator=gen), 0
+            order, cursor = torch.randperm(len(data_ids), generator=gen), 0
         idx = order[cursor : cursor + p["batch_size"]]
         cursor += p["batch_size"]
-        lr = lr_at(step, total, p["learning_rate"])
-        for g in opt.param_groups:
-            g["lr"] = lr
-        nll, n = token_nll(model, data_ids[idx], data_labels[idx])
-        loss = nll / max(n, 1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
-        losses.append(loss.item())
-        step += 1
+        lr = lr_at(run.step, total, p["learning_rate"])
+        run.losses.append(_step(model, opt, data_ids[idx], data_labels[idx], lr))
+        run.step += 1
+        step = run.step
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
+        bar.set_postfix(loss=f"{run.losses[-1]:.3f}", lr=f"{lr:.1e}")
 
         # -- time budget: after a few timed steps, shrink the plan so the cosine still ends at the budget
         if budget_s is not None:
@@ -321,48 +379,39 @@ def train(
 
         # -- held-out loss now and then; remember the best weights (a small corpus is soon memorised)
         if every and step % every == 0 and step < total:
-            v, _ = evaluate_loss(model, val_ex, ctx, special.eot)
-            curve.append([step, round(v, 5)])
-            log.info("train.eval", step=step, val_loss=round(v, 4), train_loss=round(losses[-1], 4))
-            if cfg.keep_best and v < best_val:
-                best_val, best_step, misses = v, step, 0
-                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-            elif cfg.keep_best:
-                misses += 1
-                if misses >= PATIENCE:  # memorising the training set now; nothing more to gain
-                    log.info("train.stop_early", step=step, best_step=best_step, best_val_loss=round(best_val, 4))
-                    break
+            if _held_out(model, val_ex, ctx, pad_id, run, cfg.keep_best):
+                break
     bar.close()
-    train_s = time.monotonic() - t_loop
+    run.seconds = time.monotonic() - t_loop
+    return run
 
-    # -- held-out loss at the end; fall back to the best weights if the end is worse
-    val_loss, val_tokens = evaluate_loss(model, val_ex, ctx, special.eot)
-    if not curve or curve[-1][0] != step:
-        curve.append([step, round(val_loss, 5)])
-    kept = step
-    if best_state is not None and best_val < val_loss:
-        model.load_state_dict(best_state)
-        val_loss, kept = best_val, best_step
-        log.info("train.kept_best", kept_step=kept, val_loss=round(val_loss, 4), last_step=step)
-    tail = losses[:kept][-max(1, min(20, kept // 5)) :]  # training loss around the kept weights
-    train_loss = sum(tail) / len(tail)
-    log.info("train.done", steps=step, kept_step=kept, train_loss=round(train_loss, 4),
-             val_loss=round(val_loss, 4), minutes=round(train_s / 60, 2))
-    out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir))
-    hf_tok.save_pretrained(str(out_dir))
-    return TrainResult(
-        steps=step,  # steps run (the kept weights are from best_step)
-        train_loss=train_loss,
-        val_loss=val_loss,
-        val_tokens=val_tokens,
-        best_step=kept,
-        val_curve=curve,
-        minutes=(time.monotonic() - t0) / 60,
-        n_params=n_params,
-        context_length=ctx,
-        tokens_per_step=p["batch_size"] * ctx,
-        hparams={k: p[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                   "num_key_value_heads", "intermediate_size", "tie_word_embeddings",
-                                   "batch_size", "learning_rate")},
-    )
+
+def _step(model, opt, ids, labels, lr: float) -> float:
+    """One optimizer step at learning rate `lr`; its loss per target token."""
+    import torch
+
+    for g in opt.param_groups:
+        g["lr"] = lr
+    nll, n = token_nll(model, ids, labels)
+    loss = nll / max(n, 1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    opt.step()
+    return loss.item()
+
+
+def _held_out(model, val_ex, ctx: int, pad_id: int, run: _Run, keep_best: bool) -> bool:
+    """Score val.jsonl now, keep the weights if they are the best yet; True: stop (PATIENCE misses)."""
+    v, _ = evaluate_loss(model, val_ex, ctx, pad_id)
+    run.curve.append([run.step, round(v, 5)])
+    log.info("train.eval", step=run.step, val_loss=round(v, 4), train_loss=round(run.losses[-1], 4))
+    if keep_best and v < run.best_val:
+        run.best_val, run.best_step, run.misses = v, run.step, 0
+        run.best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+    elif keep_best:
+        run.misses += 1
+        if run.misses >= PATIENCE:  # memorising the training set now; nothing more to gain
+            log.info("train.stop_early", step=run.step, best_step=run.best_step, best_val_loss=round(run.best_val, 4))
+            return True
+    return False
