@@ -32,7 +32,7 @@ settings.load_profile("stratoecho")
 TINY_BUNDLE_STEPS = 30
 
 # Every bench flight a test makes is checked against a stock LoRa gateway's rules
-# (stratoecho.wire.gateway_rules) and fails on the first line that breaks one: sim/fly.py.
+# (stratoecho.wire.gateway_rules) and fails on the first line that breaks one: sim/fly/flight.py.
 os.environ["STRATOECHO_GATEWAY_STRICT"] = "1"
 
 

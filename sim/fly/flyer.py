@@ -1,173 +1,33 @@
-"""`sim fly`: a whole bench flight — payload, channel and ground station as separate
-processes talking over loopback UDP — ending with a flight report.
-
-    payload --UDP--> channel (bursty loss, writes air.hex) --UDP--> ground station (SQLite)
-    payload <--UDP-- channel (bursty loss, writes uplink.hex) <--UDP-- ground station (signed NACKs)
-
-A flight key (uplink.key, mode 600, from the seed: `bench_key`) is shared by payload and ground: the payload
-tags its records with it, and the ground reads only what the tag vouches for. Unless
---no-uplink, the ground also answers the payload's tagged window cues, sending signed
-commands to the channel's uplink port (`--uplink-to`), and asks for what it missed.
-
-The ground station's live output (musings as they complete, positions) is this
-command's output; each process's log goes to a file in the output folder.
-
-Flight time: unless --speedup is 1, the three processes run on the bench's lockstep
-clock (`sim/timekeeper.py`, `stratoecho/clock.py`): this command owns flight time and
-moves it only when every process has done what is due, so a flight's results depend on
-its seed alone — `--speedup N` flies at most N times real time, `--speedup max` as fast
-as the machine allows. At `--speedup 1` every process reads the system's monotonic clock.
-"""
+"""The flight's processes in flight: `Flyer` starts the payload, channel and ground station,
+runs the scenario's reboots and restarts in flight time (on the lockstep or at real time)
+under the unit's service manager, and stops everything at the end."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
 
-from groundstation.reading import GroundReader
 from payload.config import load_config
-from payload.radios import SPI_RADIOS
-from stratoecho.wire import gateway_rules
-from stratoecho.wire.uplink_keys import write_key_file
+from stratoecho.lora_chips.profiles import is_chip
 
-from .bench_hardware import Fault, bench_dir
-from .flight_report import summarise, write_flight_report
-from .loss import LossSpec
-from .musing_report import musings_section
-from .scenarios import Scenario, flight_for, scenario
-from .supervisor import PAYLOAD_UNIT, Supervisor, UnitError, kill_group, parse_unit
-from .timekeeper import Timekeeper, TimekeeperError
+from ..scenarios import Scenario
+from ..supervisor import Supervisor, UnitError, kill_group, parse_unit
+from ..timekeeper import Timekeeper, TimekeeperError
+from .options import FlyError, FlyOptions
+from .processes import free_udp_port, stop, wait_listening
 
 log = structlog.get_logger(__name__)
-# Set (as `make test` does, tests/conftest.py), a flight whose air breaks a stock LoRa gateway's
-# rules fails, report written; unset, the report says so (`gateway`) and `sim report` shows it.
-GATEWAY_STRICT_ENV = "STRATOECHO_GATEWAY_STRICT"
+
 SETTLE_S = 30.0  # flight seconds the channel and ground go on after the payload stops: held frames land
 RSS_EVERY_S = 60.0  # flight seconds between samples of the payload's resident memory
 MAX_REBOOTS = 3  # StartLimitAction=reboot this often in one flight: the payload cannot stay up, the flight fails
-
-DEFAULT_PERSONA = Path("build/persona")
-OUTPUTS = ("report.json", "air.hex", "air.times", "ground.db", "ground.db-wal", "ground.db-shm", "channel.json",
-           "musings.txt", "payload.log", "channel.log", "ground.log", "uplink.hex", "uplink.key",
-           "ground.json", "ground.db.uplink.json", "ground.db.uplink.json.lock", "world.json", "flight.svg")
-
-
-class FlyError(Exception):
-    """A bench flight that could not start or finish; the message names the process and its log."""
-
-
-@dataclass
-class FlyOptions:
-    out: Path
-    persona: Path | None = DEFAULT_PERSONA
-    minutes: float | None = None
-    speedup: float | None = 60.0  # None: as fast as the machine allows (lockstep); 1: real time
-    loss: LossSpec = LossSpec()
-    seed: int = 1
-    overwrite: bool = False
-    config: Path | None = None
-    quiet: bool = False
-    uplink: bool = True  # ground asks for lost fragments over the reverse path
-    scenario: str = "nominal"  # sim/scenarios.py
-    faults: list[str] = field(default_factory=list)  # more faults, beside the scenario's
-    path_loss: bool = True  # distance and horizon on top of --loss (off: exactly --loss)
-    api_proxy: bool = True  # the ground answers the persona's questions from real APIs (offline: says so)
-    unit: Path | None = PAYLOAD_UNIT  # the systemd unit whose contract the payload flies under; None: unsupervised
-
-
-def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60.0,
-                   skip: int = 0) -> int:
-    """The UDP port `proc` bound, read from its `listening` log line (after the first `skip`
-    of them: a restarted process appends to its log).
-
-    Each process binds port 0 and says which port it got, so no two can race for one.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        seen = 0
-        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("event") == "listening":
-                seen += 1
-                if seen <= skip:
-                    continue
-                address = entry.get("address") or entry.get("source", "").split()[-1]
-                return int(address.rsplit(":", 1)[1])
-        if proc.poll() is not None:
-            raise FlyError(f"{what} exited with code {proc.returncode} before it was ready; see {log_path}")
-        time.sleep(0.05)
-    raise FlyError(f"{what} did not report a listening port within {timeout_s:.0f} s; see {log_path}")
-
-
-def bench_key(seed: int) -> bytes:
-    """The bench flight's key: from its seed, so the same seed flies the same frames, tags and all.
-    Anyone can compute it — it is for the bench, never for a flight (keygen makes those)."""
-    return hashlib.sha256(b"stratoecho bench flight key\0" + str(seed).encode()).digest()
-
-
-def free_udp_port() -> int:
-    """A UDP port free on loopback now, for the channel to bind (another program could take it
-    first; then the channel says so and the flight stops)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen, what: str, timeout_s: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("kill", process=what)
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def prepare_out(opts: FlyOptions) -> None:
-    opts.out.mkdir(parents=True, exist_ok=True)
-    # The payload's data folder and the bench's own beside it (its /proc, /sys and battery).
-    folders = [opts.out / "payload", bench_dir(opts.out / "payload")]
-    existing = [n for n in OUTPUTS if (opts.out / n).exists()] + [f"{d.name}/" for d in folders if d.exists()]
-    if existing and not opts.overwrite:
-        raise FlyError(f"{opts.out} already holds a flight ({', '.join(existing)}); pass --overwrite or choose another --out")
-    for n in OUTPUTS:
-        (opts.out / n).unlink(missing_ok=True)
-    for d in folders:
-        if d.exists():
-            import shutil
-
-            shutil.rmtree(d)
-
-
-def ground_counts(db: Path) -> dict:
-    """What the ground got, for report.json and musings.txt (zeros where it heard nothing)."""
-    if not db.exists():
-        return {"frames": 0, "telemetry": 0, "musings": 0, "events": 0, "transcript": []}
-    with GroundReader.open(db) as ground:
-        counts = ground.counts()
-        return {
-            "frames": counts.frames_good,
-            "telemetry": counts.telemetry,
-            "musings": counts.of("musing"),
-            "events": counts.of("event"),
-            "max_alt": ground.max_altitude() or 0,
-            "transcript": [(m.created, m.text) for m in ground.records("musing")],
-        }
 
 
 def flight_time_s(world_clock: Path) -> float:
@@ -260,7 +120,7 @@ class Flyer:
                "--world-clock", str(self.world_clock), "--scenario", self.sc.name, "--speedup", str(opts.speedup or 60)]
         radio = load_config(opts.config).radio  # the channel keys time on air and sensitivity to the payload's mode
         cmd += ["--lora", f"{radio.spreading_factor}/{radio.bandwidth_hz:g}/{radio.coding_rate}"]
-        if radio.kind in SPI_RADIOS:
+        if is_chip(radio.kind):
             cmd += ["--frames-at-end"]  # the simulated chip hands a packet to the air when it has gone
         for a, b in self.sc.outages:
             cmd += ["--outage", f"{a:g}:{b:g}"]
@@ -588,175 +448,3 @@ class Flyer:
         shutil.rmtree(self._sock_dir, ignore_errors=True)
         for f in self.logs.values():
             f.close()
-
-
-def fly(opts: FlyOptions) -> dict:
-    if opts.persona is not None and not (opts.persona / "persona.toml").is_file():
-        raise FlyError(
-            f"no persona bundle at {opts.persona} (persona.toml missing): run `make persona` to build the "
-            "sample persona, pass --persona BUNDLE, or --no-persona to fly without one"
-        )
-    try:
-        sc = scenario(opts.scenario)
-        for f in opts.faults:
-            Fault.parse(f)
-    except ValueError as e:
-        raise FlyError(str(e)) from e
-    prepare_out(opts)
-    flight = flight_for(sc.name, opts.seed)
-    minutes = opts.minutes or sc.minutes
-    flight_s = minutes * 60 if minutes else flight.duration_s + 300
-    write_key_file(opts.out / "uplink.key", force=True, key=bench_key(opts.seed))  # mode 600; both ends read it
-    flyer = Flyer(opts, sc, flight_s)
-    try:
-        flyer.start_ground()
-        channel_port = flyer.start_channel()
-        if opts.speedup is None:
-            pace = "as fast as this machine allows"
-        else:
-            wall = flight_s / opts.speedup
-            pace = (f"{'at most ' if opts.speedup != 1 else ''}{opts.speedup:g}x "
-                    f"(~{f'{wall:.0f} s' if wall < 90 else f'{wall / 60:.1f} min'})")
-        print(
-            f"sim fly: {sc.name}: {flight_s / 60:.0f} flight minutes, {pace}, "
-            + (f"burst at {flight.burst_alt_m / 1000:.1f} km, " if hasattr(flight, "burst_alt_m") else "")
-            + f"loss {opts.loss.mean_loss:.0%} in bursts of {opts.loss.burst:g}; logs in {opts.out}/",
-            file=sys.stderr, flush=True,
-        )
-        flyer.start_payload(channel_port)
-        if flyer.tk is not None:
-            wall_s = flyer.run_lockstep(channel_port)
-            flyer.stop_lockstep("channel")
-            flyer.stop_lockstep("ground")
-        else:
-            wall_s = flyer.run(channel_port)
-            time.sleep(0.5)  # the last frames are still in flight through the channel
-            stop(flyer.procs["channel"], "channel")
-            stop(flyer.procs["ground"], "ground station")
-        clock_stats = asdict(flyer.tk.stats) if flyer.tk is not None else None
-    finally:
-        flyer.stop_all()
-    report = write_report(opts, wall_s, flight_s, sc, flyer, clock_stats)
-    gateway = report["gateway"]
-    if gateway["violations"] and os.environ.get(GATEWAY_STRICT_ENV):
-        raise FlyError(f"{gateway['violations']} lines on air break a stock LoRa gateway's rules "
-                       f"({opts.out / 'report.json'}): " + "; ".join(gateway["first"][:3]))
-    return report
-
-
-def world_figures(path: Path) -> dict:
-    """The battery as the bench world left it: what the flight really cost."""
-    try:
-        w = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in w.items() if not isinstance(v, dict)}
-
-
-def merged_stats(payload_dir: Path) -> dict:
-    """The payload's statistics summed over its boots (each boot starts its own at zero)."""
-    files = sorted(payload_dir.glob("stats.boot*.json"), key=lambda p: int(p.stem.split("boot")[1]))
-    files += [payload_dir / "stats.json"]
-    boots = [json.loads(f.read_text()) for f in files if f.exists()]
-    if not boots:
-        raise FlyError(f"the payload wrote no statistics in {payload_dir}; see its log")
-
-    def add(a, b):
-        if isinstance(a, dict) and isinstance(b, dict):
-            return {k: add(a.get(k, 0), b.get(k, 0)) if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-            return a + b
-        return b
-
-    merged = boots[0]
-    for b in boots[1:]:
-        merged = add(merged, b)
-    last = boots[-1]
-    merged["flight_s"] = last["flight_s"]  # a time, not a count
-    merged["queue_depth"] = last["queue_depth"]
-    merged["daemon"]["boot"] = last["daemon"]["boot"]
-    merged["boots"] = len(boots)
-    return merged
-
-
-def gateway_section(air_hex: Path, shown: int = 10) -> dict:
-    """Every line the payload put on air against a stock LoRa gateway's rules
-    (`wire.gateway_rules`): how many lines, the longest, and the first violations."""
-    frames = [bytes.fromhex(h) for h in air_hex.read_text().split()] if air_hex.exists() else []
-    lines = [f for f in frames if f[:2] == b"$$"]
-    found = gateway_rules.check_air(frames)
-    if found:
-        log.error("gateway_rules_broken", count=len(found), first=str(found[0]))
-    return {"lines": len(lines), "longest": max(map(len, lines), default=0), "violations": len(found),
-            "first": [str(v) for v in found[:shown]]}
-
-
-def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
-                 flyer: Flyer | None = None, clock_stats: dict | None = None) -> dict:
-    out = opts.out
-    stats = merged_stats(out / "payload")
-    channel = json.loads((out / "channel.json").read_text())
-    # Written by the ground station at exit; absent if it was killed rather than stopped.
-    ground_stats = json.loads(g.read_text()) if (g := out / "ground.json").exists() else {}
-    ground = ground_counts(out / "ground.db")
-    link, daemon = stats["link"], stats["daemon"]
-    report = {
-        "musings": {
-            "generated": daemon["musings_generated"],
-            "queued": daemon["musings_queued"],
-            "dropped_by_guard": daemon["musings_dropped_by_guard"],
-            "sent": link["sent_by_stream"].get("musing", 0),
-            "delivered": ground["musings"],
-        },
-        "telemetry": {
-            "generated": daemon["telemetry_queued"],
-            "sent": link["sent_by_stream"].get("telemetry", 0),
-            "received": ground["telemetry"],
-        },
-        "events": {"sent": link["sent_by_stream"].get("event", 0), "received": ground["events"]},
-        "frames": {
-            "sent": link["frames_sent"],
-            "on_air": channel["frames_in"],
-            "dropped_by_channel": channel["frames_dropped"],
-            "received": ground["frames"],
-        },
-        "repair": {
-            "nacks_sent": ground_stats.get("nacks_sent", 0),
-            "items_requested": ground_stats.get("items_requested", 0),
-        },
-        "uplink": {"sent": channel.get("uplink_in", 0), "received": channel.get("uplink_forwarded", 0)},
-        "airtime_s": round(link["airtime_s"], 2),
-        "energy_wh": round(stats["energy_wh"], 3),
-        "max_alt_m": ground.get("max_alt", 0),
-        "flight_s": round(stats["flight_s"], 1),
-        "wall_s": round(wall_s, 1),
-        "speedup": "max" if opts.speedup is None else opts.speedup,
-        "achieved_speedup": round(stats["flight_s"] / wall_s, 1) if wall_s > 0 else None,
-        "clock": "lockstep" if clock_stats is not None else "monotonic",
-        "bench_clock": clock_stats or {},
-        "loss_spec": {"mean": opts.loss.mean_loss, "burst": opts.loss.burst},
-        "seed": opts.seed,
-        "persona": str(opts.persona) if opts.persona else None,
-        "tokens": daemon["tokens"],
-        "persona_failures": daemon["persona_failures"],
-        "queue_left": stats["queue_depth"],
-        "scenario": sc.name if sc else "nominal",
-        "payload_boots": stats["boots"],
-        "actions": flyer.done_actions if flyer else [],
-        "unit": flyer.sup.report() if flyer and flyer.sup else None,
-        "payload_rss_kb": flyer.rss if flyer else [],
-        "world": world_figures(bench_dir(out / "payload") / "world.json"),
-    }
-    report.update(summarise(out / "ground.db", stats, channel))
-    # Whether they were worth reading: every musing the payload made, measured against what its
-    # prompt told it, and the first ones as they came (docs/bench.md, "Musings worth reading").
-    report["musings"].update(musings_section(out, persona=opts.persona is not None))
-    report["gateway"] = gateway_section(out / "air.hex")
-    write_flight_report(out)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "report.json")
-    (out / "musings.txt").write_text(
-        "".join(f"{created}  {text}\n" for created, text in ground["transcript"]), encoding="utf-8"
-    )
-    return report
