@@ -12,17 +12,13 @@ from collections.abc import Callable
 import structlog
 
 from stratoecho.lora_chips.chip import SpiDevice
-from stratoecho.lora_chips.profiles import chip_names, chip_profile, is_chip
+from stratoecho.lora_chips.profiles import chip_profile, is_chip
 from stratoecho.lora_chips.spi import open_chip
 
 from .config import parse_hostport
 from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, RadioUnavailable, UdpRadio
 
 log = structlog.get_logger(__name__)
-
-# The chips registered when this module was imported; is_chip() also knows one registered later.
-# Kept only for sim/fly.py until it asks is_chip() too.
-SPI_RADIOS = chip_names()
 
 
 def _udp(cfg, clock, spi_opener, pin_factory) -> UdpRadio:
