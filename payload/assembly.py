@@ -1,13 +1,20 @@
-"""The payload put together: every component the daemon schedules, built from the
-configuration and the parts it was given (the GPS and sensors, the radio, the camera, the
-LED and heater: payload/hardware.py opens them). The daemon builds nothing itself; it is
-handed its `Components` and runs them, so a test or the bench can hand it others.
+"""The payload put together, in one place and in the order each part needs the last:
+
+    open_parts     the hardware `sensors` names (payload/hardware.py), the camera, LED, heater
+    open_boot      the queue, numbering this boot, and the outbound port records leave by
+    open_radio     the configured radio, reporting its ups and downs through that port
+    assemble       the components: link, command gate and handler, memory, governor, producers
+    Daemon         which only schedules them (payload/daemon.py)
+
+`build_payload` does all of it for `payload run`; `build_daemon` the last two over parts a test
+or the bench hands in. The daemon builds nothing itself.
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
 
@@ -16,25 +23,31 @@ import structlog
 from stratoecho import wire
 from stratoecho.bundle import Bundle
 from stratoecho.wire import downlink, uplink
-from stratoecho.wire.events import event
+from stratoecho.wire.events import Event, event
 
+from .camera import Camera
 from .clock import Clock
 from .command_handler import CommandHandler
 from .commands import CommandGate
+from .components import Components
 from .config import PayloadConfig
 from .confirm import Confirmations
-from .daemon import Components, Daemon
+from .daemon import Daemon
 from .duty import worst_sentence
 from .governor import Governor
 from .guard import OutboundGuard
+from .hardware import Hardware, open_hardware
 from .link import Transmitter
 from .memory import Memory
 from .outbound import Outbound
+from .outputs import BatteryHeater, StatusLed
 from .persona import PersonaWorker
 from .producers import Beacon, DeviceWatch, Health, Musings, Pictures
 from .producers.musings import PriceGeneration
 from .radio import Radio
+from .radios import ReopeningRadio, make_radio
 from .reach import Reach
+from .rigs import PI
 from .sensors import Sensors
 from .store import Budgets, Store
 from .watchdog import Liveness
@@ -56,9 +69,25 @@ def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, d
                  memory_limit=sc.memory_records, **extra)
 
 
+@dataclass
+class Boot:
+    """One boot's queue, opened first: its number, and the one port records leave by."""
+
+    store: Store
+    number: int
+    outbound: Outbound
+
+
+def open_boot(cfg: PayloadConfig, data_dir: Path, clock: Clock, disk_usage=None) -> Boot:
+    """The queue in `data_dir`, numbering this boot (`store.StoreError` names the file)."""
+    store = open_store(Path(data_dir), cfg, clock, disk_usage or shutil.disk_usage)
+    boot = store.start_boot()
+    return Boot(store, boot, Outbound(store, boot, clock, clock.event()))
+
+
 def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
-             data_dir: Path, stop: threading.Event, *, camera=None, pi_health=None, led=None, heater=None,
-             disk_usage=None, liveness: Liveness | None = None, seed: int | None = None,
+             data_dir: Path, stop: threading.Event, *, boot: Boot | None = None, camera=None, pi_health=None,
+             led=None, heater=None, disk_usage=None, liveness: Liveness | None = None, seed: int | None = None,
              price_generation: PriceGeneration | None = None) -> Components:
     """Every component of one boot, in the order they need each other. Opens the queue (and so
     numbers the boot), the memory and the airtime log in `data_dir`; raises `store.StoreError` or
@@ -67,8 +96,8 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     (a hardware that models compute time) gives each generation its time on the rehearsed board."""
     data_dir = Path(data_dir)
     disk_usage = disk_usage or shutil.disk_usage  # the card: the bench simulates one
-    store = open_store(data_dir, cfg, clock, disk_usage)
-    boot = store.start_boot()
+    opened = boot or open_boot(cfg, data_dir, clock, disk_usage)
+    store, boot, outbound = opened.store, opened.number, opened.outbound
     try:
         auth, gate_key = _flight_key(cfg)
     except BaseException:
@@ -78,8 +107,7 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     # The hour's airtime, the beacon's share first, logged across restarts (payload/duty.py).
     transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
                               sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
-                              on_loop=lambda: liveness.ping("radio"))
-    outbound = Outbound(store, boot, clock, transmitter.wake)
+                              on_loop=lambda: liveness.ping("radio"), wake=outbound.wake)
     gate = None
     if gate_key:
         try:  # uplink.KeyFileError names the file when the key is missing or exposed
@@ -103,11 +131,10 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
                   clock.elapsed_s, rng=Random(seed * 7919 + boot) if seed is not None else None)
     schedule = cfg.schedule.model_copy()  # the intervals in force: SET_INTERVALS changes them, on probation
     commands = CommandHandler(boot, schedule, cfg.schedule.telemetry_s, cfg.uplink, clock, store, transmitter,
-                              governor, memory, reach, outbound, Confirmations(cfg.uplink.window_s))
+                              governor, memory, reach, outbound, Confirmations(cfg.uplink.window_s), gate=gate)
     transmitter.follow(lambda: governor.period_s("beacon", schedule.telemetry_s), governor.transmit_factor)
     if gate is not None:
-        transmitter.listen_after(cfg.uplink, lambda frame: _act_on(gate, commands, frame),
-                                 uplink.payload_hash(cfg.callsign))
+        transmitter.listen_after(cfg.uplink, commands.on_frame, uplink.payload_hash(cfg.callsign))
     devices = DeviceWatch(outbound)
     beacon = Beacon(cfg.callsign, cfg.telemetry_format, boot, sensors, clock, governor, outbound, reach, devices,
                     pi_health=pi_health, led=led, heater=heater)
@@ -139,21 +166,124 @@ def _flight_key(cfg: PayloadConfig) -> tuple[downlink.DownlinkAuth | None, bool]
     return downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len), cfg.uplink.listen
 
 
-def _act_on(gate: CommandGate, commands: CommandHandler, frame: bytes) -> None:
-    """A frame heard in a listen window: acted on only if the gate says it is ours and fresh."""
-    cmd = gate.accept(frame)
-    if cmd is not None:
-        commands.on_command(cmd)
-
-
 def build_daemon(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
                  data_dir: Path, stop: threading.Event | None = None, *, camera=None, pi_health=None, led=None,
                  heater=None, liveness: Liveness | None = None, disk_usage=None, seed: int | None = None,
-                 price_generation: PriceGeneration | None = None) -> Daemon:
+                 price_generation: PriceGeneration | None = None, boot: Boot | None = None) -> Daemon:
     """A daemon with the components `assemble` builds from these parts."""
     stop = stop or clock.event()
     liveness = liveness or Liveness()
-    parts = assemble(cfg, sensors, radio, clock, bundle, data_dir, stop, camera=camera, pi_health=pi_health,
-                     led=led, heater=heater, disk_usage=disk_usage, liveness=liveness, seed=seed,
+    parts = assemble(cfg, sensors, radio, clock, bundle, data_dir, stop, boot=boot, camera=camera,
+                     pi_health=pi_health, led=led, heater=heater, disk_usage=disk_usage, liveness=liveness, seed=seed,
                      price_generation=price_generation)
     return Daemon(cfg, clock, bundle, data_dir, parts, stop=stop, liveness=liveness)
+
+
+# ------------------------------------------------------------------ the program's parts
+
+@dataclass
+class Parts:
+    """What the daemon senses and drives, on the hardware they were opened on."""
+
+    hardware: Hardware
+    camera: object | None
+    led: object | None
+    heater: object | None
+    problems: list[Event] = field(default_factory=list)  # parts that could not be opened: events at start
+
+    @property
+    def clock(self) -> Clock:
+        return self.hardware.clock
+
+    @property
+    def sensors(self):
+        return self.hardware.sensors
+
+    def close(self) -> None:
+        for part in (self.led, self.heater):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception as e:  # noqa: BLE001 - closed already (the daemon closes the heater): go on
+                    log.debug("close_twice", part=type(part).__name__, error=str(e))
+        self.hardware.close()
+
+
+def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
+    """The drivers in [devices] and [outputs], over the hardware `cfg.sensors` names
+    (payload/hardware.py): on a Pi its real buses, ports and pins; on a rig (the bench,
+    `sensors = "sim"`) its simulated parts behind the same drivers, so what is tested is the
+    flight code; `settings` are the rig's. A missing part is a status, never a failed start."""
+    data_dir = Path(data_dir).resolve()
+    hw = open_hardware(cfg, data_dir, settings)
+    clock, pins = hw.clock, hw.pin_factory
+    camera = None
+    if (c := cfg.devices.camera) is not None:
+        # The hang timeout is flight time; the hardware may ask for more (a bench rendering frames).
+        camera = Camera(hw.camera_backend, still_dir=data_dir / c.still_dir, thumb_px=c.thumb_px,
+                        thumb_max_bytes=c.thumb_max_bytes, timeout_s=max(c.timeout_s, hw.camera_min_timeout_s),
+                        clock=clock.elapsed_s, flight_clock=clock)
+    o = cfg.outputs
+    problems: list[Event] = []
+
+    def output(name: str, make):
+        # GPIO that cannot be claimed (no pin factory, a pin in use) costs that output, never the beacon.
+        try:
+            return make()
+        except Exception as e:  # noqa: BLE001 - gpiozero raises its own family and OSError alike
+            log.error("output_unavailable", output=name, error=str(e))
+            problems.append(event("part_unavailable", part=name, error=str(e)[:80]))
+            return None
+
+    led = heater = None
+    if o.status_led_pin is not None:
+        led = output("status LED", lambda: StatusLed(o.status_led_pin, pin_factory=pins,
+                                                     time_scale=1.0 if clock.lockstep else 1.0 / clock.speedup))
+    if o.heater_pin is not None:
+        heater = output("battery heater", lambda: BatteryHeater(
+            o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,
+            max_duty=o.heater_max_duty, min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s))
+    return Parts(hw, camera, led, heater, problems)
+
+
+def open_radio(cfg: PayloadConfig, parts: Parts, outbound: Outbound) -> ReopeningRadio:
+    """The configured radio over the parts' buses and pins; its ups and downs go on air as events.
+    On a rig a radio that will not open is a mistake said at once (RadioError); in flight it must
+    not cost the rest (systemd would restart us and in the end reboot, logging nothing): fly, keep
+    everything queued, and try it again."""
+    clock, hw = parts.clock, parts.hardware
+
+    def make():
+        return make_radio(cfg.radio, clock=clock, spi_opener=hw.open_spi, pin_factory=hw.pin_factory)
+
+    def changed(up: bool, error: str) -> None:
+        outbound.event(event("device", device="radio", before="up" if not up else "down",
+                             after="up" if up else f"down: {error[:60]}"))
+
+    if cfg.sensors != PI:
+        return ReopeningRadio(make, clock, opened=make(), on_change=changed)
+    radio = ReopeningRadio(make, clock, on_change=changed)
+    if not radio.up:
+        parts.problems.append(event("part_unavailable", part="radio", error=radio.error[:80]))
+    return radio
+
+
+def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_dir: Path,
+                  liveness: Liveness) -> Daemon:
+    """The whole payload over `parts`, in the order each needs the last: the boot's queue, the
+    radio (which reports through it), the components, the daemon. Raises StoreError,
+    KeyFileError or (on a rig) RadioError, having closed what it opened."""
+    hw = parts.hardware
+    boot = open_boot(cfg, data_dir, parts.clock, hw.card_usage)
+    try:
+        radio = open_radio(cfg, parts, boot.outbound)
+    except BaseException:
+        boot.store.close()
+        raise
+    try:
+        return build_daemon(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, camera=parts.camera,
+                            pi_health=hw.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
+                            disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation, boot=boot)
+    except BaseException:
+        radio.close()  # a serial port or GPIO pins would otherwise stay claimed
+        raise

@@ -142,13 +142,12 @@ def think_budget(board_name: str | Board, model_bytes: int, energy: float, mode:
                        expected_tokens_per_s=tps, fits=fits, reason=reason)
 
 
-# On the bench the persona's generation is not timed on the bench machine (that would make a
-# flight depend on it) but priced on the board being rehearsed: prompt tokens at PREFILL_SPEEDUP
+# Where a generation cannot be timed (the bench's lockstep: that would make a flight depend on the
+# machine) it is priced on the board being rehearsed: prompt tokens at PREFILL_SPEEDUP
 # times the generation speed (prompt processing is batched and compute bound, several times
 # faster than generating on these boards), then each generated token at the predicted speed.
 PREFILL_SPEEDUP = 4.0
 BYTES_PER_PROMPT_TOKEN = 4  # a prompt's tokens, estimated from its UTF-8 length
-BENCH_BOARD = "pi-zero-2w"  # the board the bench flies when the configuration names none
 
 
 def generation_s(board_name: str | Board, model_bytes: int, prompt_bytes: int, tokens: int) -> float:

@@ -19,6 +19,7 @@ from stratoecho.wire import uplink
 from stratoecho.wire.events import event
 
 from .clock import Clock
+from .commands import CommandGate
 from .config import ScheduleSection, UplinkSection
 from .confirm import Confirmations
 from .governor import Governor
@@ -44,11 +45,12 @@ class CommandStats:
 class CommandHandler:
     def __init__(self, boot: int, schedule: ScheduleSection, planned_telemetry_s: float, limits: UplinkSection,
                  clock: Clock, store: Store, transmitter: Transmitter, governor: Governor, memory: Memory,
-                 reach: Reach, outbound: Outbound, probation: Confirmations):
+                 reach: Reach, outbound: Outbound, probation: Confirmations, gate: CommandGate | None = None):
         self.boot, self.schedule, self.limits, self.clock = boot, schedule, limits, clock
         self.planned_telemetry_s = planned_telemetry_s  # what the duty cycle was planned for
         self.store, self.transmitter, self.governor, self.memory = store, transmitter, governor, memory
         self.reach, self.outbound, self.probation = reach, outbound, probation
+        self.gate = gate  # None: no uplink key, so no command is ever accepted
         self.stats = CommandStats()
         self._probation_lock = threading.Lock()  # the radio's thread offers, the beacon's reverts
         self._handlers: dict[uplink.CommandId, Callable] = {
@@ -69,6 +71,12 @@ class CommandHandler:
     def handles(self) -> set[uplink.CommandId]:
         """The commands this payload acts on."""
         return set(self._handlers)
+
+    def on_frame(self, frame: bytes) -> None:
+        """A frame heard in a listen window: acted on only if the gate says it is ours and fresh."""
+        cmd = self.gate.accept(frame) if self.gate is not None else None
+        if cmd is not None:
+            self.on_command(cmd)
 
     def on_command(self, cmd: uplink.Command) -> None:
         """A command the gate accepted: count it, act on it (a command without a handler is said on air)."""

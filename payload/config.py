@@ -30,6 +30,7 @@ from stratoecho.wire import WireError, encode_musing_sentences, ssdv, uplink
 from stratoecho.wire.musing_sentence import MIN_TEXT
 
 from .duty import beacon_refusal
+from .rigs import PI, rig_names
 
 
 class ScheduleSection(Section):
@@ -376,26 +377,12 @@ class PowerSection(Section):
     battery_wh: float = Field(20.0, gt=0, description="the battery's capacity when warm: the energy budget counts down from it")
 
 
-class SimSection(Section):
-    speedup: float = Field(60.0, gt=0, description="flight seconds per wall second")
-    scenario: str = Field("nominal", description="the bench world's rehearsal (sim/scenarios.py): nominal, cold-soak, "
-                                                 "night, orbit ...")
-    world_clock: str | None = Field(
-        None, description="file holding the flight's launch time, shared with the channel; a rebooted payload rejoins it")
-    faults: list[str] = Field(default_factory=list,
-                              description="faults thrown at the simulated parts: DEVICE:ACTION@START[-END], e.g. "
-                                          "gps:silence@40m-55m")
-    seed: int = 1
-    minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
-    air: str | None = Field(None, description="HOST:PORT the simulated radio chip's antenna sends to and hears from "
-                                              "(the bench channel); set by --udp when the radio is a chip on SPI")
-
-
 class PayloadConfig(Section):
     callsign: str = Field("STRATO1", pattern=r"^[A-Za-z0-9/_-]{1,16}$")
     data_dir: str = "/var/lib/stratoecho"
-    sensors: Literal["sim", "hardware"] = Field(
-        "sim", description="sim: the bench world; hardware: the drivers in [devices]")
+    sensors: str = Field(
+        "hardware", description="hardware: the Pi's own parts, through the drivers in [devices]; or the name of a rig "
+        "that stands in for them (payload/hardware.py: `sim`, the bench world)")
     devices: DevicesSection = Field(default_factory=DevicesSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     telemetry_format: Literal["ukhas", "habpack"] = Field(
@@ -406,7 +393,26 @@ class PayloadConfig(Section):
     store: StoreSection = Field(default_factory=StoreSection)
     persona: PersonaSection = Field(default_factory=PersonaSection)
     power: PowerSection = Field(default_factory=PowerSection)
-    sim: SimSection = Field(default_factory=SimSection)
+    # A rig's own settings: its table, named after it ([sim] for the bench), checked by the rig.
+    rigs: dict[str, dict] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rig_tables(cls, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            tables = {name: data.pop(name) for name in rig_names() if isinstance(data.get(name), dict)}
+            if tables:
+                data["rigs"] = {**data.get("rigs", {}), **tables}
+        return data
+
+    @field_validator("sensors")
+    @classmethod
+    def _known_hardware(cls, value: str) -> str:
+        names = [PI, *rig_names()]
+        if value not in names:
+            raise ValueError(f"sensors {value!r} is neither the Pi's parts nor an installed rig: one of {', '.join(names)}")
+        return value
 
     @model_validator(mode="after")
     def _beacon_fits_duty_cycle(self) -> PayloadConfig:

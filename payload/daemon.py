@@ -8,20 +8,15 @@
                                            its listen windows hand commands to CommandHandler
 
 The work is the producers' (payload/producers/); the daemon owns their threads, their
-liveness for the systemd watchdog, the stop and the statistics file. payload/assembly.py
-builds everything it schedules.
+liveness for the systemd watchdog, the stop, and when the statistics file is written
+(payload/flight_stats.py). payload/assembly.py builds everything it schedules
+(payload/components.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import threading
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -30,24 +25,10 @@ from stratoecho.bundle import Bundle
 from stratoecho.wire.events import Event
 
 from .clock import Clock
-from .command_handler import CommandHandler
-from .commands import CommandGate
+from .components import Components
 from .config import PayloadConfig
-from .governor import Governor
-from .link import Transmitter
-from .memory import Memory
-from .outbound import Outbound
-from .persona import PersonaWorker
-from .producers import Beacon, Health, Musings, MusingStats, Pictures, PictureStats
-from .radio import Radio
-from .reach import Reach
-from .sensors import Sensors
-from .store import Store
+from .flight_stats import FlightStats
 from .watchdog import Liveness, boot_banner
-
-if TYPE_CHECKING:  # the parts' types only: the daemon never opens a camera or a pin itself
-    from .camera import Camera
-    from .outputs import BatteryHeater, StatusLed
 
 log = structlog.get_logger(__name__)
 
@@ -55,34 +36,6 @@ log = structlog.get_logger(__name__)
 # TimeoutStopSec=20, so a planned stop never turns into systemd's SIGKILL.
 STOP_BUDGET_S = 10.0
 RADIO_CLOSE_S = 2.0  # of it, kept for closing a radio whose thread is stuck, and for that thread to end
-
-
-@dataclass
-class Components:
-    """What the daemon schedules: the parts it senses and drives, and the components of one boot
-    (payload/assembly.py builds them; a test may hand in others)."""
-
-    sensors: Sensors
-    radio: Radio
-    store: Store
-    boot: int  # the store's number for this boot
-    outbound: Outbound  # the one port records leave by
-    transmitter: Transmitter
-    governor: Governor
-    memory: Memory
-    reach: Reach
-    beacon: Beacon
-    health: Health
-    commands: CommandHandler
-    stopping: threading.Event  # set first at a stop: the producers end, the radio may drain after
-    pictures: Pictures | None = None  # None: no camera
-    musings: Musings | None = None  # None: no persona flies
-    worker: PersonaWorker | None = None
-    gate: CommandGate | None = None  # None: no uplink key, no commands
-    camera: Camera | None = None
-    led: StatusLed | None = None
-    heater: BatteryHeater | None = None
-    disk_usage: Callable = shutil.disk_usage  # the card's free space
 
 
 class Daemon:
@@ -103,6 +56,7 @@ class Daemon:
         # Keyed liveness: each loop pings after each run; the systemd watchdog is fed only while all are current.
         self.liveness = liveness or Liveness()
         self._threads: list[threading.Thread] = []
+        self.flight_stats = FlightStats(self.data_dir / "stats.json", cfg, clock, parts)
         structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
 
     # ------------------------------------------------------------------ one run of each loop
@@ -121,10 +75,10 @@ class Daemon:
         return self.musings.once() if self.musings is not None else None
 
     def on_uplink(self, frame: bytes) -> None:
-        """A frame heard in a listen window: acted on only if the gate says it is ours and fresh."""
-        cmd = self.gate.accept(frame) if self.gate is not None else None
-        if cmd is not None:
-            self.commands.on_command(cmd)
+        self.commands.on_frame(frame)
+
+    def write_stats(self) -> None:
+        self.flight_stats.write()
 
     # ------------------------------------------------------------------ loops
 
@@ -246,7 +200,7 @@ class Daemon:
             self.led.show("off")
         self.governor.close()
         self.memory.close()
-        self.write_stats(final=True)
+        self.flight_stats.write(final=True)
         self.store.close()
         self.radio.close()
 
@@ -255,55 +209,3 @@ class Daemon:
         for t in threads:
             self.clock.join(t, max(deadline - self.clock.elapsed_s(), 0.0))
         return [t for t in threads if t.is_alive()]
-
-    # ------------------------------------------------------------------ report
-
-    def energy_wh(self) -> float:
-        p = self.cfg
-        joules = (
-            p.power.base_w * self.clock.elapsed_s()
-            + p.persona.joules_per_token * (self.musings.stats.tokens if self.musings is not None else 0)
-            + p.radio.tx_power_w * self.transmitter.stats.airtime_s
-        )
-        return joules / 3600.0
-
-    def stats(self) -> dict:
-        """The producers' statistics, each part's own, as one table (stats.json's "daemon")."""
-        merged = {"boot": self.boot}
-        for stats in (self.beacon.stats, self.health.stats, self.commands.stats,
-                      self.pictures.stats if self.pictures is not None else PictureStats(),
-                      self.musings.stats if self.musings is not None else MusingStats()):  # a part not flying: zeros
-            merged.update(asdict(stats))
-        return merged
-
-    def snapshot(self) -> dict:
-        return {
-            "daemon": self.stats(),
-            "link": asdict(self.transmitter.stats),
-            "queue_depth": self.store.depth(),
-            "flight_s": self.clock.elapsed_s(),
-            "energy_wh": self.energy_wh(),
-            "persona_restarts": self.worker.restarts if self.worker else 0,
-            "uplink_rejected": dict(self.gate.rejections) if self.gate else {},
-            "loss_estimate": round(self.transmitter.loss_estimate(), 4),
-            "reach": self.reach.stats(),
-            "mode": self.governor.mode.value,
-            "phase": self.governor.phase.value,
-        }
-
-    def write_stats(self, final: bool = False) -> None:
-        """stats.json, replaced whole; not while the card is full, but for the `final` one at a
-        stop (a few kB, the flight's last word). A refused write never ends the daemon."""
-        if self.store.card.full and not final:
-            return
-        path = self.data_dir / "stats.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(self.snapshot(), indent=2))
-            os.replace(tmp, path)
-        except OSError as e:
-            self.store.card_refused("stats.json", e)
-            try:
-                tmp.unlink(missing_ok=True)  # a half-written copy only takes space
-            except OSError:
-                pass

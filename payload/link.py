@@ -146,7 +146,8 @@ class LinkStats:
 class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event,
                  airtime_log: Path | None = None, sentence_bytes: int | None = None,
-                 auth: wire.DownlinkAuth | None = None, on_loop: Callable[[], None] | None = None):
+                 auth: wire.DownlinkAuth | None = None, on_loop: Callable[[], None] | None = None,
+                 wake: threading.Event | None = None):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
         self.auth = auth  # the downlink tag's key: None keeps records queued (NoFlightKey)
         self.on_loop = on_loop or (lambda: None)  # each turn of the radio's loop (the daemon's liveness)
@@ -166,7 +167,7 @@ class Transmitter:
         self._log_synced_at = -LOG_SYNC_S
         self.loss = fec.LossEstimator(prior_loss=cfg.fec_prior_loss, prior_burst=cfg.fec_prior_burst)
         self.stats = LinkStats()
-        self.wake = clock.event()  # set by producers when they queue something
+        self.wake = wake or clock.event()  # set by producers when they queue something (payload/outbound.py)
         self._lock = threading.Lock()
         self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int, int]] = OrderedDict()  # record, frames left, k, n
         self._repairs: deque[bytes] = deque()

@@ -29,10 +29,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import structlog
 
+from payload.budget import generation_s
 from payload.clock import flight_clock
 from payload.devices import Devices, HardwareSensors
 from payload.hardware import Hardware
@@ -40,6 +42,7 @@ from payload.pi_health import PiHealth
 from stratoecho import atmosphere
 from stratoecho.lora_chips.profiles import is_chip
 
+from .bench_settings import BENCH_BOARD, BenchSettings
 from .camera_sim import SimCameraBackend
 from .chips import simulated_spi
 from .gps_sim import FakeUblox, SimFix
@@ -420,24 +423,26 @@ def bench_dir(data_dir: Path) -> Path:
     return data.with_name(data.name + ".bench")
 
 
-def open_bench(cfg, data_dir: Path):
-    """The bench's `payload.hardware.Hardware` (entry point ``stratoecho.hardware: bench``): the
-    payload's own drivers over this world's parts — an NMEA pseudo-terminal, register-level I2C,
-    a simulated camera, mock GPIO pins, a simulated card and sysfs — on the bench's clock.
-    `cfg.sim` chooses the flight (scenario, seed), its faults and the world clock to rejoin."""
-    faults = [Fault.parse(f) for f in cfg.sim.faults]  # ValueError names the bad one
-    flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
+def open_bench(cfg, data_dir: Path, settings: BenchSettings | None = None):
+    """The bench's `payload.hardware.Hardware` (the ``sim`` rig, sim/rig.py): the payload's own
+    drivers over this world's parts — an NMEA pseudo-terminal, register-level I2C, a simulated
+    camera, mock GPIO pins, a simulated card and sysfs — on the bench's clock. `settings` (the
+    `[sim]` table and --sim options) choose the flight (scenario, seed), its faults and the world
+    clock to rejoin."""
+    settings = settings or BenchSettings()
+    faults = [Fault.parse(f) for f in settings.faults]  # ValueError names the bad one
+    flight = flight_for(settings.scenario, settings.seed)
     # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
     # system's clock scaled by --speedup (a payload flown by hand against a bench world).
-    clock = flight_clock(cfg.sim.speedup, start_utc=flight.utc(0.0), name="payload")
+    clock = flight_clock(settings.speedup, start_utc=flight.utc(0.0), name="payload")
     # Rejoin a flight under way before any simulated part starts: the GPS must not stamp
     # its first fixes with a clock that began at this boot.
-    world_clock = Path(cfg.sim.world_clock) if cfg.sim.world_clock else None
+    world_clock = Path(settings.world_clock) if settings.world_clock else None
     rejoined = world_clock is not None and world_clock.exists()
     if rejoined:
         clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
     own = bench_dir(data_dir)
-    bench = BenchHardware(flight, clock, own, seed=cfg.sim.seed, faults=faults, state_path=own / "world.json",
+    bench = BenchHardware(flight, clock, own, seed=settings.seed, faults=faults, state_path=own / "world.json",
                           heater_pin=cfg.outputs.heater_pin, card=Path(data_dir))
     if cfg.devices.gps is not None:
         cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
@@ -447,11 +452,26 @@ def open_bench(cfg, data_dir: Path):
     pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
     open_spi = None
     if is_chip(cfg.radio.kind):  # the chip's own driver, over its simulator (sim/chips.py)
-        open_spi, bench.radio_socket = simulated_spi(cfg.radio, cfg.sim.air, clock, bench.pins)
+        open_spi, bench.radio_socket = simulated_spi(cfg.radio, settings.air, clock, bench.pins)
+    # On the lockstep the flight is a function of its seed: the persona samples and the payload
+    # asks its questions from it, and a generation takes the time the rehearsed board would take
+    # (payload.budget.generation_s), which the lockstep cannot measure.
+    lockstep = clock.lockstep
+    price = partial(generation_s, cfg.persona.board or BENCH_BOARD) if lockstep else None
+
+    def flying() -> None:
+        """Once the payload flies, its launch time goes where the channel and a rebooted payload read it."""
+        if world_clock is not None and not rejoined:
+            tmp = world_clock.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"epoch_unix": clock.epoch_unix(), "speedup": clock.speedup,
+                                       "seed": settings.seed}))
+            os.replace(tmp, world_clock)
+
     # On the lockstep a capture takes no flight time however long the bench machine renders;
     # on a free-running accelerated clock it is at least a wall second of flight seconds.
     return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
-                    flight_s=flight.duration_s + 300, launches=True, rejoined=rejoined,
-                    camera_min_timeout_s=0.0 if clock.lockstep else clock.speedup * 1.0, open_spi=open_spi,
-                    closers=[bench.close, sensors.close])
+                    flight_s=settings.minutes * 60 if settings.minutes else flight.duration_s + 300,
+                    launches=not rejoined, camera_min_timeout_s=0.0 if lockstep else clock.speedup * 1.0,
+                    open_spi=open_spi, seed=settings.seed if lockstep else None, price_generation=price,
+                    flying=flying, closers=[bench.close, sensors.close])
 

@@ -43,13 +43,14 @@ daemon = private_mb("self")
 if sys.argv[1] == "bench":
     from payload.clock import flight_clock
     from sim.bench_hardware import BenchHardware
+    from sim.bench_settings import BenchSettings
     from sim.scenarios import flight_for
 
-    cfg = load_config(None)
+    cfg, bench_settings = load_config(None), BenchSettings()
     with tempfile.TemporaryDirectory() as d:
-        flight = flight_for(cfg.sim.scenario, cfg.sim.seed)
-        clock = flight_clock(cfg.sim.speedup, start_utc=flight.utc(0.0), name="payload")
-        bench = BenchHardware(flight, clock, Path(d), seed=cfg.sim.seed, state_path=Path(d) / "world.json",
+        flight = flight_for(bench_settings.scenario, bench_settings.seed)
+        clock = flight_clock(bench_settings.speedup, start_utc=flight.utc(0.0), name="payload")
+        bench = BenchHardware(flight, clock, Path(d), seed=bench_settings.seed, state_path=Path(d) / "world.json",
                               heater_pin=cfg.outputs.heater_pin)
         camera = bench.camera_factory()
         for i in range(3):

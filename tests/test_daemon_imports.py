@@ -26,6 +26,16 @@ def test_the_daemon_imports_no_numpy():
     assert not heavy, f"the daemon imports {heavy[:5]}"
 
 
+def test_the_options_of_an_installed_rig_bring_in_only_the_rig():
+    """`payload run` asks every installed rig for its options (payload/rigs.py): on a Pi the
+    bench's rig is installed too, and all it may load is its own small module and settings,
+    never the simulated world (numpy, the channel, the GPS simulator)."""
+    loaded = _modules_after("from payload.__main__ import build_parser; build_parser()")
+    bench = sorted(m for m in loaded if m.split(".")[0] == "sim")
+    assert set(bench) <= {"sim", "sim.rig", "sim.bench_settings"}, bench
+    assert not any(m.split(".")[0] in ("numpy", "groundstation", "host_training", "llama_cpp") for m in loaded)
+
+
 def test_a_receiver_still_corrects_ssdv_packets_with_numpy():
     from stratoecho.wire import ssdv_rs
 

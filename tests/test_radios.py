@@ -525,7 +525,7 @@ def test_payload_udp_option_overrides_the_configured_radio(tmp_path, monkeypatch
         seen.append((cfg.kind, cfg.udp))
         raise RadioError("stop here")
 
-    monkeypatch.setattr("payload.__main__.make_radio", make_radio_spy)
+    monkeypatch.setattr("payload.assembly.make_radio", make_radio_spy)
     argv = ["run", "--sim", "--sim-config", str(config), "--no-persona", "--data", str(tmp_path / "p")]
     assert payload_main([*argv, "--udp", "127.0.0.1:7999"]) == 2
     assert seen == [("udp", "127.0.0.1:7999")]
