@@ -58,7 +58,7 @@ class FlightStats:
         """Replaced whole; not while the card is full, but for the `final` one at a stop (a few
         kB, the flight's last word). A refused write never ends the daemon."""
         store = self.parts.store
-        if store.card.full and not final:
+        if store.card_is_full() and not final:
             return
         tmp = self.path.with_suffix(".tmp")
         try:

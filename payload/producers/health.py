@@ -41,9 +41,9 @@ class Health:
 
     def once(self) -> None:
         self.store.maybe_flush()
-        while self.store.faults:
+        for detail in self.store.take_faults():
             self.stats.store_faults += 1
-            self.outbound.event(event("store_fault", detail=self.store.faults.popleft()))
+            self.outbound.event(event("store_fault", detail=detail))
         for detail in self.memory.take_faults():
             self.outbound.event(event("memory_fault", detail=detail))
         for notice in self.store.take_notices():  # card full / recovered, once each (docs/storage.md)

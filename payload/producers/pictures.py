@@ -47,7 +47,7 @@ class Pictures:
         """True when a still was kept (its thumbnail sent, or kept on the card for `send_every`)."""
         if not self.governor.runs("capture"):
             return False
-        if self.store.card.full:
+        if self.store.card_is_full():
             return False  # no stills while the card is full: what room is left is the queue's
         reading = self.camera.capture()
         self.devices.note({"camera": reading.status})
@@ -97,4 +97,4 @@ class Pictures:
                 total = self.disk_usage(self.data_dir).total
             except OSError:
                 total = None
-            self.camera.prune_stills(stills_budget(cam.stills_mb, total, self.store.budgets.min_free))
+            self.camera.prune_stills(stills_budget(cam.stills_mb, total, self.store.min_free_bytes()))

@@ -108,6 +108,21 @@ class Store:
     on_card = property(lambda self: self.database.on_card)
     degraded = property(lambda self: self.fallback.degraded)
 
+    def take_faults(self) -> list[str]:
+        """The faults kept since the last call, oldest first, to go down as events."""
+        faults, taken = self.database.faults, []
+        while faults:
+            taken.append(faults.popleft())
+        return taken
+
+    def card_is_full(self) -> bool:
+        """The card refuses writes, or has less free than [store] min_free_mb (payload/card.py)."""
+        return self.database.card.full
+
+    def min_free_bytes(self) -> int:
+        """What the card must keep free ([store] min_free_mb), in bytes."""
+        return self.budgets.min_free
+
     def _fault(self, message: str) -> None:
         self.database.fault(message)
 
