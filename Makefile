@@ -108,7 +108,7 @@ test: lint $(MAPLIB) $(SYSTEM_PACKAGES)
 	$(PY) -m pytest -q --durations=30
 
 bench: $(STAMP)
-	$(PY) -m sim.benchmarks
+	$(PY) -m sim.bench.benchmarks
 
 # A day aloft: the Pi configuration under its systemd unit on the bench's clock, judged from outside
 # (docs/bench.md, "A day aloft"). `make test` flies a two-hour share of it.
@@ -116,11 +116,11 @@ SOAK_HOURS ?= 24
 soak: $(PERSONA)/persona.toml
 	$(PY) -m sim soak --out out/soak --overwrite --hours $(SOAK_HOURS) --persona $(PERSONA)
 
-# A million damaged and forged frames against the ground's decoder (sim/wire_fuzz.py): no exception,
+# A million damaged and forged frames against the ground's decoder (sim/bench/wire_fuzz.py): no exception,
 # no wrong record. `make test` runs 60,000.
 FUZZ_FRAMES ?= 1000000
 fuzz: $(STAMP)
-	$(PY) -m sim.wire_fuzz --frames $(FUZZ_FRAMES)
+	$(PY) -m sim.bench.wire_fuzz --frames $(FUZZ_FRAMES)
 
 # `make test` cuts the power 1,000 times; this is the nightly-sized run.
 POWERCUT_CUTS ?= 10000

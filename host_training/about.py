@@ -3,7 +3,7 @@
     description  at most DESCRIPTION_CHARS, which `build` puts in the bundle's system prompt.
                  Every musing prompt carries it and a tiny model's context is 256-512 tokens,
                  so it is a few sentences, not a biography.
-    facts        short sentences the payload seeds into its memory as notes (payload/memory.py),
+    facts        short sentences the payload seeds into its memory as notes (payload/persona/memory.py),
                  recalled by their words when a musing touches them.
 
 Drafting is deterministic, no model: the description is the opening sentences of about.md (or,

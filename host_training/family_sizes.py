@@ -21,7 +21,7 @@ each row names its repository). From them:
   * tokens/s: stratoecho.boards.predicted_tokens_per_s, effective memory bandwidth over the
     bytes read per token (the file, and the KV cache of the context half full), an upper
     bound, with the longest context up to MAX_CONTEXT whose KV cache and compute buffers fit
-    beside the file in the board's model budget (boards.fits, as payload/budget.py sizes the
+    beside the file in the board's model budget (boards.fits, as payload/policy/budget.py sizes the
     persona's context), on the board's smallest RAM size, or on the smallest Pi 4 / Pi 5
     size that holds the model when that one cannot.
 """
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from stratoecho import boards
 
-MAX_CONTEXT, MIN_CONTEXT = 2048, 64  # the persona's context: the longest in this range that fits (payload/budget.py)
+MAX_CONTEXT, MIN_CONTEXT = 2048, 64  # the persona's context: the longest in this range that fits (payload/policy/budget.py)
 BOARDS = ("pi-zero-2w", "pi3", "pi4", "pi5")
 # GGUF header bytes per vocabulary entry: the token's text (8-byte length + ~7 bytes), its type
 # (4) and, for a byte-level BPE, a merge (8 + ~13); for SentencePiece, a score (4).
@@ -320,7 +320,7 @@ class Row:
 
 def speed_on(board_name: str, s: Shape, file_bytes: int) -> Speed:
     """Predicted tokens/s on `board_name` (or its smallest RAM size that holds the model), with the
-    longest context that fits beside the file, as payload/budget.py sizes the persona's context:
+    longest context that fits beside the file, as payload/policy/budget.py sizes the persona's context:
     KV cache and compute buffers (stratoecho.boards.ModelShape) within the board's model budget."""
     family = boards.board(board_name).name.split("-")[0]
     sizes = sorted((b for b in boards.BOARDS.values() if b.name.split("-")[0] == family and family in ("pi4", "pi5")),

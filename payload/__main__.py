@@ -24,8 +24,8 @@ from .assembly import Parts, build_payload, open_parts
 from .clock import Clock
 from .config import PayloadConfig, load_config, parse_hostport
 from .daemon import STOP_BUDGET_S, Daemon
-from .persona import PersonaError
-from .radio import RadioError
+from .parts.radio import RadioError
+from .persona.worker import PersonaError
 from .rigs import PI, HardwareError, load_rig, rig_names
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--minutes", type=float, help="flight minutes to run (default: until stopped; --sim: the whole flight)")
     run.add_argument("--drain-s", type=float, default=300.0, help="flight seconds to keep transmitting the queue after the "
                                                                   "flight ends (default 300)")
-    for name in rig_names():  # a rig's own options (the bench's --sim, --seed, --fault ...: sim/rig.py)
+    for name in rig_names():  # a rig's own options (the bench's --sim, --seed, --fault ...: sim/world/rig.py)
         load_rig(name).add_arguments(run, src)
     run.set_defaults(func=cmd_run, hardware=None, base_config=None)
     add_keygen_command(sub, "python -m payload")

@@ -1,6 +1,6 @@
 """The payload put together, in one place and in the order each part needs the last:
 
-    open_parts     the hardware `sensors` names (payload/hardware.py), the camera, LED, heater
+    open_parts     the hardware `sensors` names (payload/parts/hardware.py), the camera, LED, heater
     open_boot      the queue, numbering this boot, and the outbound port records leave by
     open_radio     the configured radio, reporting its ups and downs through that port
     assemble       the components: link, command gate and handler, memory, governor, producers
@@ -25,31 +25,31 @@ from stratoecho.bundle import Bundle
 from stratoecho.wire import downlink, uplink
 from stratoecho.wire.events import Event, event
 
-from .camera import Camera
 from .clock import Clock
-from .command_handler import CommandHandler
-from .commands import CommandGate
 from .components import Components
 from .config import PayloadConfig
-from .confirm import Confirmations
 from .daemon import Daemon
-from .duty import worst_sentence
-from .governor import Governor
-from .guard import OutboundGuard
-from .hardware import Hardware, open_hardware
-from .link import Transmitter
-from .memory import Memory
-from .outbound import Outbound
-from .outputs import BatteryHeater, StatusLed
-from .persona import PersonaWorker
+from .link.outbound import Outbound
+from .link.transmitter import Transmitter
+from .parts.camera import Camera
+from .parts.hardware import Hardware, open_hardware
+from .parts.outputs import BatteryHeater, StatusLed
+from .parts.radio import Radio
+from .parts.radios import ReopeningRadio, make_radio
+from .parts.sensors import Sensors
+from .persona.guard import OutboundGuard
+from .persona.memory import Memory
+from .persona.reach import Reach
+from .persona.worker import PersonaWorker
+from .policy.duty import worst_sentence
+from .policy.governor import Governor
 from .producers import Beacon, DeviceWatch, Health, Musings, Pictures
 from .producers.musings import PriceGeneration
-from .radio import Radio
-from .radios import ReopeningRadio, make_radio
-from .reach import Reach
 from .rigs import PI
-from .sensors import Sensors
 from .store import Budgets, Store
+from .uplink.gate import CommandGate
+from .uplink.handler import CommandHandler
+from .uplink.probation import Confirmations
 from .watchdog import Liveness
 
 log = structlog.get_logger(__name__)
@@ -104,7 +104,7 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         store.close()
         raise
     liveness = liveness or Liveness()
-    # The hour's airtime, the beacon's share first, logged across restarts (payload/duty.py).
+    # The hour's airtime, the beacon's share first, logged across restarts (payload/policy/duty.py).
     transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
                               sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
                               on_loop=lambda: liveness.ping("radio"), wake=outbound.wake)
@@ -211,7 +211,7 @@ class Parts:
 
 def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
     """The drivers in [devices] and [outputs], over the hardware `cfg.sensors` names
-    (payload/hardware.py): on a Pi its real buses, ports and pins; on a rig (the bench,
+    (payload/parts/hardware.py): on a Pi its real buses, ports and pins; on a rig (the bench,
     `sensors = "sim"`) its simulated parts behind the same drivers, so what is tested is the
     flight code; `settings` are the rig's. A missing part is a status, never a failed start."""
     data_dir = Path(data_dir).resolve()

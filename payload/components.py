@@ -9,22 +9,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .command_handler import CommandHandler
-from .commands import CommandGate
-from .governor import Governor
-from .link import Transmitter
-from .memory import Memory
-from .outbound import Outbound
-from .persona import PersonaWorker
+from .link.outbound import Outbound
+from .link.transmitter import Transmitter
+from .parts.radio import Radio
+from .parts.sensors import Sensors
+from .persona.memory import Memory
+from .persona.reach import Reach
+from .persona.worker import PersonaWorker
+from .policy.governor import Governor
 from .producers import Beacon, Health, Musings, Pictures
-from .radio import Radio
-from .reach import Reach
-from .sensors import Sensors
 from .store import Store
+from .uplink.gate import CommandGate
+from .uplink.handler import CommandHandler
 
 if TYPE_CHECKING:  # the parts' types only: nothing here opens a camera or a pin
-    from .camera import Camera
-    from .outputs import BatteryHeater, StatusLed
+    from .parts.camera import Camera
+    from .parts.outputs import BatteryHeater, StatusLed
 
 
 @dataclass

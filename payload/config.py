@@ -29,7 +29,7 @@ from stratoecho.lora_chips.profiles import chip_names, chip_profile, is_chip, op
 from stratoecho.wire import WireError, encode_musing_sentences, ssdv, uplink
 from stratoecho.wire.musing_sentence import MIN_TEXT
 
-from .duty import beacon_refusal
+from .policy.duty import beacon_refusal
 from .rigs import PI, rig_names
 
 
@@ -358,7 +358,7 @@ class PersonaSection(Section):
         None, ge=64, description="the worker's private memory cap (RLIMIT_DATA), MB; the mapped model not included")
     board: str | None = Field(
         None, description="pi-zero-2w, pi3, pi4 or pi5: size each musing (threads, tokens, timeout, characters) "
-                          "from the board and the energy left (payload/budget.py); unset: the fixed values above")
+                          "from the board and the energy left (payload/policy/budget.py); unset: the fixed values above")
     sentences: bool = Field(
         False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
                            "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "
@@ -382,7 +382,7 @@ class PayloadConfig(Section):
     data_dir: str = "/var/lib/stratoecho"
     sensors: str = Field(
         "hardware", description="hardware: the Pi's own parts, through the drivers in [devices]; or the name of a rig "
-        "that stands in for them (payload/hardware.py: `sim`, the bench world)")
+        "that stands in for them (payload/parts/hardware.py: `sim`, the bench world)")
     devices: DevicesSection = Field(default_factory=DevicesSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     telemetry_format: Literal["ukhas", "habpack"] = Field(
@@ -417,7 +417,7 @@ class PayloadConfig(Section):
     @model_validator(mode="after")
     def _beacon_fits_duty_cycle(self) -> PayloadConfig:
         # A beacon the duty cycle cannot carry would be throttled at once and starve everything
-        # else: refuse it here, with the numbers and what would fit (payload/duty.py).
+        # else: refuse it here, with the numbers and what would fit (payload/policy/duty.py).
         why = beacon_refusal(self.radio, self.callsign, self.telemetry_format, self.schedule.telemetry_s)
         if why:
             raise ValueError(f"[radio] / [schedule] telemetry_s: {why}")

@@ -1,7 +1,7 @@
 """The rigs that can stand in for the Pi's parts, by name: ``stratoecho.hardware`` entry
 points (pyproject.toml), so the flight code finds the bench (``sim``) without importing it.
 Light on purpose: the configuration checks `sensors` against these names, and `payload run`
-asks each rig for its options, without opening anything (payload/hardware.py opens them)."""
+asks each rig for its options, without opening anything (payload/parts/hardware.py opens them)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Rig(Protocol):
         air and sets it to None, so the payload does not put a UDP radio in the chip's place."""
 
     def open(self, cfg, settings: object, data_dir: Path):
-        """Its `payload.hardware.Hardware` for a payload keeping its state in `data_dir`."""
+        """Its `payload.parts.hardware.Hardware` for a payload keeping its state in `data_dir`."""
 
 
 def rig_names() -> list[str]:

@@ -15,7 +15,7 @@ from stratoecho.cli import hostport_type, run_cli
 
 
 def _loss(value: str):
-    from .loss import LossSpec
+    from .channel.loss import LossSpec
 
     try:
         return LossSpec.parse(value)
@@ -24,7 +24,7 @@ def _loss(value: str):
 
 
 def _station(value: str):
-    from .radio_channel import GroundStation
+    from .channel.radio import GroundStation
 
     try:
         return GroundStation.parse(value)
@@ -33,7 +33,7 @@ def _station(value: str):
 
 
 def _lora(value: str):
-    from .radio_channel import LoRaMode
+    from .channel.radio import LoRaMode
 
     try:
         return LoRaMode.parse(value)
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _speedup(text: str) -> float | None:
-    from .timekeeper import speedup_arg
+    from .bench.timekeeper import speedup_arg
 
     try:
         return speedup_arg(text)
@@ -222,8 +222,8 @@ def _speedup(text: str) -> float | None:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    from .fly import FlyError
-    from .soak import soak
+    from .bench.fly import FlyError
+    from .bench.soak import soak
 
     try:
         verdict = soak(args.out, args.config, args.hours, None if args.no_persona else args.persona,
@@ -236,8 +236,8 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_fly(args: argparse.Namespace) -> int:
-    from .fly import FlyError, FlyOptions, fly
-    from .supervisor import PAYLOAD_UNIT
+    from .bench.fly import FlyError, FlyOptions, fly
+    from .bench.supervisor import PAYLOAD_UNIT
 
     opts = FlyOptions(
         out=args.out, persona=None if args.no_persona else args.persona, minutes=args.minutes,
@@ -275,7 +275,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {path} is not JSON ({e}); the flight may not have finished", file=sys.stderr)
         return 2
     if (args.out / "payload.log").exists():
-        from .musing_report import musings_section
+        from .bench.musing_report import musings_section
 
         # Measured now, not read back: a flight flown before a change to the measure reads by the new one.
         r.setdefault("musings", {}).update(musings_section(args.out, persona=r.get("persona") is not None))
@@ -284,7 +284,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def describe_report(r: dict, out: Path) -> str:
-    from .musing_report import describe_musings
+    from .bench.musing_report import describe_musings
 
     m, t, f = r["musings"], r["telemetry"], r["frames"]
     lines = [
@@ -324,7 +324,7 @@ def describe_report(r: dict, out: Path) -> str:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from .scenarios import SCENARIOS
+    from .world.scenarios import SCENARIOS
 
     for s in SCENARIOS.values():
         length = f"{s.minutes:g} min" if s.minutes else "whole flight"
@@ -333,8 +333,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_channel(args: argparse.Namespace) -> int:
-    from .channel import Channel, WorldClock, balloon_position, launch_station
-    from .radio_channel import ChannelConfig, LoRaMode
+    from .bench.relay import Channel, WorldClock, balloon_position, launch_station
+    from .channel.radio import ChannelConfig, LoRaMode
 
     stations = args.station or [launch_station(args.seed)]
     if len(args.forward) not in (1, len(stations)):
@@ -344,7 +344,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
     forwards = args.forward if len(args.forward) == len(stations) else args.forward * len(stations)
     stations = [dataclasses.replace(s, forward=f) for s, f in zip(stations, forwards)]
     if args.scenario:
-        from .scenarios import flight_for
+        from .world.scenarios import flight_for
 
         try:
             world = flight_for(args.scenario, args.seed)
@@ -354,7 +354,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
         position = (world.orbit.position if hasattr(world, "orbit")
                     else lambda t: (*world.position(t), world.altitude_m(t)))
     elif args.profile == "orbit":
-        from .orbit import Orbit
+        from .world.orbit import Orbit
 
         position = Orbit().position
     else:

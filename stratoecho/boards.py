@@ -1,7 +1,7 @@
 """Which quantization fits which Raspberry Pi, and how fast it will run there. Pure logic, no I/O.
 
 Shared facts about the boards: the workstation sizes a model for one with them, and the
-payload sizes each musing to the one it runs on (payload/budget.py), so they live in the
+payload sizes each musing to the one it runs on (payload/policy/budget.py), so they live in the
 shared core that both import.
 
 `build --target BOARD` (through quantize.for_target) asks three questions of this module:

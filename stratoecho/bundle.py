@@ -11,7 +11,7 @@ flat tables the bundle uses (no extra dependency on the Pi).
     [eval]      held-out figures (val_loss, val_perplexity, ...)
     [guard]     blocklist: the owner's blocklist, hashed (stratoecho/blocklist.py), if any
     [memory]    notes: facts the owner approved (host_training interview), which the payload
-                keeps in its memory as notes (payload/memory.py, seed_notes)
+                keeps in its memory as notes (payload/persona/memory.py, seed_notes)
     [[files]]   path, sha256, bytes  -- every file the bundle ships
 """
 

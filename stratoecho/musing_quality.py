@@ -1,6 +1,6 @@
 """Whether the persona's musings are worth reading: grounded in what its prompt told it, not
 degenerate, not saying the same thing again. Pure functions, no I/O: the bench measures a
-flight with them (sim/musing_report.py), and a workstation can measure generations the same way.
+flight with them (sim/bench/musing_report.py), and a workstation can measure generations the same way.
 
     MusingFacts                  what one musing's prompt carried (the payload logs it with the musing)
     judge(Musing) -> Judgement   one musing: the kinds of fact it is grounded in, mismatches, degeneracy
@@ -80,7 +80,7 @@ class Request:
     """A question to the ground whose outcome the prompt carried."""
 
     api: str
-    outcome: str  # payload.reach.OutcomeKind's value: ok, silent_link, timeout, offline, ...
+    outcome: str  # payload.persona.reach.OutcomeKind's value: ok, silent_link, timeout, offline, ...
 
     @property
     def failed(self) -> bool:
@@ -98,7 +98,7 @@ class MusingFacts:
     box_temp_c: float | None = None
     pressure_hpa: float | None = None
     batt_v: float | None = None
-    mode: str | None = None  # payload.modes.Mode value
+    mode: str | None = None  # payload.policy.modes.Mode value
     sun_up: bool | None = None
     sats: int | None = None
     requests: tuple[Request, ...] = ()

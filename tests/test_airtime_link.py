@@ -8,7 +8,7 @@ import pytest
 
 from payload.clock import Clock
 from payload.config import RadioSection
-from payload.link import AirtimeBudget, Transmitter
+from payload.link.transmitter import AirtimeBudget, Transmitter
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
@@ -137,7 +137,7 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     """Regression: telemetry queued between the telemetry check and the refill went into the
     hand as if it were a record (in the demo, the transmitter then failed on it for the rest
     of the flight)."""
-    import payload.link as link
+    import payload.link.transmitter as link
 
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()

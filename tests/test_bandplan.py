@@ -1,5 +1,5 @@
 """The band plan decides the duty cycle; a configuration is legal under its rule and its beacon fits
-(stratoecho/bandplan.py, payload/config.py [radio], payload/duty.py)."""
+(stratoecho/bandplan.py, payload/config.py [radio], payload/policy/duty.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from payload.config import PayloadConfig, RadioSection, load_config
-from payload.duty import MIN_BULK_SHARE, beacon_plan
+from payload.policy.duty import MIN_BULK_SHARE, beacon_plan
 from stratoecho import bandplan
 from stratoecho.config import ConfigError, parse_toml
 from tests.conftest import ROOT

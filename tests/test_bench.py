@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim import benchmarks as bench
+from sim.bench import benchmarks as bench
 
 
 def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monkeypatch):
@@ -14,16 +14,20 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(bench, "bench_quant", lambda persona: real_quant(persona, n_tokens=8))
     real_prepare = bench.bench_prepare
     monkeypatch.setattr(bench, "bench_prepare", lambda: real_prepare(2000))
-    from sim import link_bench  # the protocol rows fly 400 musings six times: a few do here (tests/test_link_bench.py)
+    from sim.bench import (
+        link as link_bench,  # the protocol rows fly 400 musings six times: a few do here (tests/test_link_bench.py)
+    )
 
     real_protocol = link_bench.protocol_rows
     monkeypatch.setattr(link_bench, "protocol_rows", lambda: real_protocol(musings=12, drain_windows=4))
     real_families = bench.bench_families  # one family here; tests/test_pi_families.py checks them all
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
-    from sim import flood_bench  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
+    from sim.bench import flood as flood_bench  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
 
     monkeypatch.setattr(bench, "bench_flood", lambda: flood_bench.rows(junk=2000))
-    from sim import dashboard_bench  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
+    from sim.bench import (
+        dashboard as dashboard_bench,  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
+    )
 
     monkeypatch.setattr(bench, "bench_dashboard_load", lambda: dashboard_bench.rows(idle=60, streams=12, maps=2, seconds=2))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0

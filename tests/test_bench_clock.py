@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.lockstep import LockstepClock, LockstepError
-from sim.timekeeper import Timekeeper, TimekeeperError, speedup_arg
+from sim.bench.lockstep import LockstepClock, LockstepError
+from sim.bench.timekeeper import Timekeeper, TimekeeperError, speedup_arg
 from stratoecho.clock import Clock
 
 

@@ -1,5 +1,5 @@
 """The bench's own files — its simulated /proc and /sys, the battery — live beside the payload's
-data folder, never inside it (sim/bench_hardware.py, `bench_dir`): the simulated card holds only
+data folder, never inside it (sim/world/hardware.py, `bench_dir`): the simulated card holds only
 the payload's data, and a full card stops the payload's writes, not the bench's hardware.
 
 The card is made full as tests/test_full_card.py makes it: every new file or folder under the
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import sim.bench_hardware as bench_hardware
+import sim.world.hardware as bench_hardware
 from payload.config import load_config
-from sim.bench_hardware import CARD_OS_BYTES, bench_dir, open_bench
+from sim.world.hardware import CARD_OS_BYTES, bench_dir, open_bench
 
 STILL = 4096  # the payload's data on the card: one still
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from payload.guard import OutboundGuard
+from payload.persona.guard import OutboundGuard
 from stratoecho.blocklist import BlocklistFormatError, HashedBlocklist
 
 

@@ -1,4 +1,4 @@
-"""Camera driver (payload.camera) against the simulated camera (sim.camera_sim)."""
+"""Camera driver (payload.parts.camera) against the simulated camera (sim.world.camera)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from payload.camera import INSTALL_HINT, Camera, CameraAbsent, Picamera2Backend, make_thumbnail, sky_controls
-from payload.i2c_sensors import Backoff
-from sim.camera_sim import SimCameraBackend, horizon_dip_deg
+from payload.parts.camera import INSTALL_HINT, Camera, CameraAbsent, Picamera2Backend, make_thumbnail, sky_controls
+from payload.parts.i2c_sensors import Backoff
+from sim.world.camera import SimCameraBackend, horizon_dip_deg
 from tests.fakes import FakeClock
 
 

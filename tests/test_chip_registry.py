@@ -1,4 +1,4 @@
-"""A LoRa chip is added by registration alone (stratoecho/lora_chips/profiles.py, sim/spi_bus.py):
+"""A LoRa chip is added by registration alone (stratoecho/lora_chips/profiles.py, sim/chips/spi_bus.py):
 a fake chip, its profile and its simulator registered here and nowhere else, is taken by the
 payload's [radio], built by its radio factory, accepted by the ground's --lora and flown on the
 bench; unregistered, every end refuses it by a message naming the chips there are."""
@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from groundstation.__main__ import build_parser
 from groundstation.lora_hat import LoRaHatSource, hat_options
 from payload.config import RadioSection
-from payload.radios import make_radio
-from sim import spi_bus
-from sim.chips import simulated_spi
-from sim.spi_bus import SpiSocket, chip_simulator, register_simulator
-from sim.sx127x_sim import Sx127xChip
+from payload.parts.radios import make_radio
+from sim.chips import spi_bus
+from sim.chips.simulated import simulated_spi
+from sim.chips.spi_bus import SpiSocket, chip_simulator, register_simulator
+from sim.chips.sx127x import Sx127xChip
 from stratoecho.lora_chips import profiles
 from stratoecho.lora_chips.profiles import ChipOption, ChipProfile, chip_names, chip_profile, register_chip
 from stratoecho.lora_chips.sx127x import Sx127xRadio

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from payload.radio import LoRaUartRadio, RadioError
-from sim.lora_module import FakeLoRaModule
+from payload.parts.radio import LoRaUartRadio, RadioError
+from sim.chips.lora_module import FakeLoRaModule
 from tests.fakes import CAN_SIGNAL_A_THREAD, signal_another_thread
 
 ROOT = Path(__file__).resolve().parent.parent

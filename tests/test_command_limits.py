@@ -17,14 +17,14 @@ from groundstation.listen import RepairLink
 from groundstation.uplink import CommandSigner, SignerStateError
 from payload.assembly import build_daemon
 from payload.clock import Clock
-from payload.commands import LEGACY_COUNTER_NAME, CommandGate
 from payload.config import PayloadConfig, RadioSection, UplinkSection
-from payload.confirm import Confirmations
 from payload.daemon import Daemon
-from payload.link import MAX_REPAIR_FRAMES, Transmitter
+from payload.link.transmitter import MAX_REPAIR_FRAMES, Transmitter
 from payload.store import Store
-from sim.link_bench import simulate
-from sim.world import SimSensors
+from payload.uplink.gate import LEGACY_COUNTER_NAME, CommandGate
+from payload.uplink.probation import Confirmations
+from sim.bench.link import simulate
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth

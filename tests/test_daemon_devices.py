@@ -7,13 +7,13 @@ import io
 from PIL import Image
 
 from payload.assembly import build_daemon
-from payload.camera import Camera
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
-from payload.pi_health import PiHealth
-from sim.camera_sim import SimCameraBackend
-from sim.world import SimSensors
+from payload.parts.camera import Camera
+from payload.parts.pi_health import PiHealth
+from sim.world.camera import SimCameraBackend
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind
 from tests.fakes import RecordingRadio, write_flight_key

@@ -32,7 +32,7 @@ def test_the_options_of_an_installed_rig_bring_in_only_the_rig():
     never the simulated world (numpy, the channel, the GPS simulator)."""
     loaded = _modules_after("from payload.__main__ import build_parser; build_parser()")
     bench = sorted(m for m in loaded if m.split(".")[0] == "sim")
-    assert set(bench) <= {"sim", "sim.rig", "sim.bench_settings"}, bench
+    assert set(bench) <= {"sim", "sim.world", "sim.world.rig", "sim.world.settings"}, bench
     assert not any(m.split(".")[0] in ("numpy", "groundstation", "host_training", "llama_cpp") for m in loaded)
 
 

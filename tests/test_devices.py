@@ -6,9 +6,9 @@ import math
 import time
 
 from payload.config import PayloadConfig
-from payload.devices import Devices, HardwareSensors
-from sim.gps_sim import FakeUblox, SimFix
-from sim.i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
+from payload.parts.devices import Devices, HardwareSensors
+from sim.world.gps import FakeUblox, SimFix
+from sim.world.i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
 
 
 def config(gps_port: str) -> PayloadConfig:
@@ -84,7 +84,7 @@ def test_the_gps_is_followed_on_its_own_thread_so_a_beacon_gets_the_latest_fix_n
 
 
 def test_the_system_clock_is_set_from_a_trusted_fix_and_checked_again_hourly():
-    from payload.gps import system_time_from_gps
+    from payload.parts.gps import system_time_from_gps
 
     gps = FakeUblox(lambda t: SimFix(52.0, -0.1, 1000.0), period_s=0.05)
     set_to: list[float] = []

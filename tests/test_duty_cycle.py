@@ -1,5 +1,5 @@
 """The hour's airtime: the beacon is never starved by bulk, the duty cycle holds across restarts,
-and the radio follows the governor (payload/duty.py, payload/link.py).
+and the radio follows the governor (payload/policy/duty.py, payload/link/transmitter.py).
 
 Every flight here runs on a virtual clock: waiting moves time on at once, so hours of flight take
 a second and nothing depends on the machine's speed."""
@@ -14,10 +14,10 @@ import pytest
 
 from payload.clock import Clock
 from payload.config import RadioSection, load_config
-from payload.duty import DutyBudget, beacon_per_hour_s, beacon_plan, worst_sentence
-from payload.governor import Governor
-from payload.link import Transmitter
-from payload.modes import Mode
+from payload.link.transmitter import Transmitter
+from payload.policy.duty import DutyBudget, beacon_per_hour_s, beacon_plan, worst_sentence
+from payload.policy.governor import Governor
+from payload.policy.modes import Mode
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s

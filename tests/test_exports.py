@@ -642,7 +642,7 @@ def test_udp_feed_sends_the_predicted_landing_as_a_payload_on_the_ground():
     not the default 30 s: each prediction takes a fifth of a second while the balloon climbs.)"""
     from groundstation import predict
     from groundstation.sources.horus_udp import HorusUdpSource
-    from sim.world import Flight, FlightPlan
+    from sim.world.flight import Flight, FlightPlan
 
     flight = Flight(FlightPlan(seed=11, descent_rate_sea_level_m_s=6.5, ascent_rate_m_s=4.5))
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sim import fec_bench
-from sim.loss import GilbertElliott, LossSpec
+from sim.bench import fec as fec_bench
+from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho.wire import fec
 from stratoecho.wire.fec import FecError
 
@@ -198,7 +198,7 @@ def _binomial_delivery(k: int, n: int, p: float) -> float:
 
 
 def _markov_delivery_brute(k: int, n: int, p: float, burst: float) -> float:
-    """Every loss pattern of n frames, weighted by the two-state chain (sim/loss.py's)."""
+    """Every loss pattern of n frames, weighted by the two-state chain (sim/channel/loss.py's)."""
     stay = 1 - 1 / burst
     enter = p / (burst * (1 - p))
     total = 0.0

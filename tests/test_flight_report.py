@@ -17,7 +17,7 @@ from groundstation.decoder import FrameDecoder
 from groundstation.listen import run_listen
 from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
-from sim.flight_report import (
+from sim.bench.flight_report import (
     PAYLOAD_ESTIMATE,
     UNKNOWN_MODE,
     flight_series,

@@ -21,15 +21,15 @@ import apsw
 import pytest
 
 from payload.assembly import build_daemon
-from payload.camera import Camera, stills_to_prune
-from payload.card import MB, CardWatch, stills_budget
 from payload.clock import Clock
 from payload.config import CameraDeviceSection, PayloadConfig
 from payload.daemon import Daemon
-from payload.memory import Memory
+from payload.parts.camera import Camera, stills_to_prune
+from payload.parts.card import MB, CardWatch, stills_budget
+from payload.persona.memory import Memory
 from payload.store import Budgets, Store
-from sim.camera_sim import SimCameraBackend
-from sim.world import SimSensors
+from sim.world.camera import SimCameraBackend
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind
 from tests.fakes import RecordingRadio

@@ -19,7 +19,7 @@ import re
 import pytest
 from horusdemodlib.decoder import parse_ukhas_string
 
-from sim.fly import FlyOptions, fly
+from sim.bench.fly import FlyOptions, fly
 from stratoecho import wire
 from tests.fakes import AUTH
 

@@ -13,8 +13,8 @@ from gpiozero.pins.mock import MockFactory
 from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.outputs import BatteryHeater, StatusLed
-from payload.sensors import Readings
+from payload.parts.outputs import BatteryHeater, StatusLed
+from payload.parts.sensors import Readings
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from tests.fakes import RecordingRadio

@@ -1,5 +1,5 @@
-"""The GPS driver (payload.gps): NMEA and UBX parsing with real and hostile bytes, then
-`GpsReceiver` against `sim.gps_sim.FakeUblox` on a real pseudo-terminal."""
+"""The GPS driver (payload.parts.gps): NMEA and UBX parsing with real and hostile bytes, then
+`GpsReceiver` against `sim.world.gps.FakeUblox` on a real pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from payload.gps import (
+from payload.parts.gps import (
     CFG_NAV5_LEN,
     Fix,
     FixState,
@@ -24,7 +24,7 @@ from payload.gps import (
     ubx_checksum,
     ubx_frame,
 )
-from sim.gps_sim import FakeUblox, SimFix
+from sim.world.gps import FakeUblox, SimFix
 
 # Real sentences, checksums as published (NMEA tutorials and a u-blox/SiRF log).
 GGA_DUBLIN = b"$GPGGA,092750.000,5321.6802,N,00630.3372,W,1,8,1.03,61.7,M,55.2,M,,*76\r\n"

@@ -90,7 +90,7 @@ def test_records_are_the_wire_types_and_their_json_what_the_contract_promises():
 
 
 def late_position(t: wire.Telemetry, frame: bytes | None = None) -> list[bytes]:
-    """A position the payload sent after a newer one: a record carrying its sentence (payload/link.py)."""
+    """A position the payload sent after a newer one: a record carrying its sentence (payload/link/transmitter.py)."""
     body = struct.pack(">I", 1_750_000_000) + (frame or sentence(t))
     return wire.fragment_body(wire.Kind.TELEMETRY, t.boot, t.seq, body, MTU, parity=1, auth=AUTH)
 

@@ -1,6 +1,6 @@
 """`listen --lora`: a LoRa HAT on the ground Pi, the payload's own chip drivers
-(stratoecho/lora_chips) against the register- and command-level simulators (sim/sx127x_sim.py,
-sim/sx126x_sim.py) on a fake SPI bus, with gpiozero's MockFactory for their GPIO lines.
+(stratoecho/lora_chips) against the register- and command-level simulators (sim/chips/sx127x.py,
+sim/chips/sx126x.py) on a fake SPI bus, with gpiozero's MockFactory for their GPIO lines.
 
 Packets reach a simulated chip through its air (`listen`: what a sender keyed, each arriving one
 time on air after the one before) or `hear` at a set time; time is the tests' virtual clock."""
@@ -22,8 +22,8 @@ from groundstation.__main__ import build_parser, main
 from groundstation.lora_hat import HatOptions, LoRaHatSource, hat_options
 from groundstation.sources import SourceError
 from payload.config import RadioSection
-from sim.sx126x_sim import MODE_RX, MODE_STDBY_RC, Sx126xChip
-from sim.sx127x_sim import Sx127xChip
+from sim.chips.sx126x import MODE_RX, MODE_STDBY_RC, Sx126xChip
+from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.lora import ukhas_mode

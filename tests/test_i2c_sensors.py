@@ -1,4 +1,4 @@
-"""BME280 / INA219 drivers against the register-level fake bus (sim.i2c_bus)."""
+"""BME280 / INA219 drivers against the register-level fake bus (sim.world.i2c_bus)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from payload.i2c_sensors import (
+from payload.parts.i2c_sensors import (
     Backoff,
     Bme280,
     Bme280Calibration,
@@ -16,7 +16,7 @@ from payload.i2c_sensors import (
     ina219_calibration,
     swap16,
 )
-from sim.i2c_bus import DATASHEET_CALIBRATION, Bme280Device, FakeI2cBus, Ina219Device, calibration_bytes
+from sim.world.i2c_bus import DATASHEET_CALIBRATION, Bme280Device, FakeI2cBus, Ina219Device, calibration_bytes
 from tests.fakes import FakeClock
 
 

@@ -36,8 +36,8 @@ from host_training.interview import (
     load_bank,
     read_text,
 )
-from payload.memory import OWNER, Memory
-from payload.prompts import build_prompt
+from payload.persona.memory import OWNER, Memory
+from payload.persona.prompts import build_prompt
 from stratoecho.bundle import BundleManifest, file_entry, load_bundle, write_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -545,8 +545,8 @@ def test_a_daemon_seeds_its_memory_from_its_bundle_and_the_prompt_says_it_knows(
     from payload.assembly import build_daemon
     from payload.clock import Clock
     from payload.config import PayloadConfig
-    from payload.prompts import PromptContext
-    from sim.world import SimSensors
+    from payload.persona.prompts import PromptContext
+    from sim.world.flight import SimSensors
     from tests.fakes import RecordingRadio
 
     bundle = load_bundle(_bundle(tmp_path, ("I like fog.",)))

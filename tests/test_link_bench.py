@@ -1,4 +1,4 @@
-"""The protocol bench (sim/link_bench.py): real payload and ground code over a lossy link
+"""The protocol bench (sim/bench/link.py): real payload and ground code over a lossy link
 in virtual time. Small flights at 30 % loss; the figures themselves are `make bench`'s."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import threading
 import time
 from dataclasses import asdict
 
-from payload import link
 from payload.config import RadioSection, UplinkSection
-from payload.link import Transmitter
+from payload.link import transmitter as link
+from payload.link.transmitter import Transmitter
 from payload.store import Store
-from sim import link_bench
+from sim.bench import link as link_bench
 from stratoecho.wire import Kind
 from tests.fakes import AUTH
 
@@ -100,7 +100,7 @@ def test_the_figures_do_not_depend_on_the_machine(monkeypatch):
 
 
 def test_the_balloon_floats_for_the_whole_bench_flight():
-    # Landed, the payload halves bulk's airtime (payload/modes.py): 12 landed hours of the
+    # Landed, the payload halves bulk's airtime (payload/policy/modes.py): 12 landed hours of the
     # 14-hour bench left a quarter of the musings queued at 50 % loss.
     clock = link_bench.VirtualClock()
     sensors = link_bench.CoarseSensors(clock, seed=1)

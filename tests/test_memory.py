@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from payload.memory import Memory, MemoryEntry, match_expression
-from sim.powercut import PowerCutVFS
+from payload.persona.memory import Memory, MemoryEntry, match_expression
+from sim.bench.powercut import PowerCutVFS
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_musings_and_notes_survive_close_and_reopen(tmp_path):
 def test_a_note_is_on_disk_when_remember_note_returns(tmp_path):
     # The writer dies without closing (no checkpoint, no clean shutdown): the note must be there.
     path = tmp_path / "memory.db"
-    code = ("import os, sys; from payload.memory import Memory; m = Memory(sys.argv[1]); "
+    code = ("import os, sys; from payload.persona.memory import Memory; m = Memory(sys.argv[1]); "
             "ok = m.remember_note('balloon launched from Welshpool', 1780000000.0); os._exit(0 if ok else 3)")
     subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, check=True, timeout=60)
     m = Memory(path)

@@ -1,4 +1,4 @@
-"""The power-mode ladder, the task policy and the energy budget (payload/modes.py).
+"""The power-mode ladder, the task policy and the energy budget (payload/policy/modes.py).
 
 Traces are sequences of (flight second, readings) fed to a ladder; assertions are on
 the decisions and on the count and order of transitions, never on wall-clock time.
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payload.modes import (
+from payload.parts.outputs import PATTERNS
+from payload.policy.modes import (
     PHASE_POLICY,
     POLICY,
     REASONS,
@@ -31,8 +32,7 @@ from payload.modes import (
     runs,
     shedding_order,
 )
-from payload.outputs import PATTERNS
-from payload.phases import Phase
+from payload.policy.phases import Phase
 
 LIM = ModeLimits()
 GOOD = dict(battery_v=3.95, battery_temp_c=15.0, cpu_temp_c=50.0)
@@ -467,7 +467,7 @@ def test_energy_budget_refuses_nonsense(args):
 
 
 def test_a_signal_not_fitted_is_left_out_not_counted_as_invalid():
-    from payload.modes import Mode, ModeInputs, ModeLadder
+    from payload.policy.modes import Mode, ModeInputs, ModeLadder
 
     ladder = ModeLadder(initial=Mode.NOMINAL)
     for t in range(0, 120, 5):

@@ -18,7 +18,7 @@ from groundstation.heard import Heard
 from groundstation.reading import GroundReader
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
-from payload.persona import Generation
+from payload.persona.worker import Generation
 from stratoecho import wire
 from stratoecho.bundle import load_bundle
 from stratoecho.wire.musing_sentence import GATEWAY_MAX_LINE, fold_text

@@ -37,7 +37,7 @@ from groundstation.network import (
     register_cli,
     status_topic,
 )
-from sim.loss import GilbertElliott, LossSpec
+from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.wire.events import event
 from tests.fakes import AUTH

@@ -192,7 +192,7 @@ def test_limits_refuse_nonsense(bad):
 
 
 def test_the_flood_bench_rows():
-    from sim.flood_bench import rows
+    from sim.bench.flood import rows
 
     got = {name: value for name, value, _unit, _note in rows(junk=3000)}
     assert got["aggregator under a flood: honest flight stored"] == "60 + 20"

@@ -1,4 +1,4 @@
-"""The orbital profile (sim/orbit.py): Kepler period, ground track, eclipses and passes."""
+"""The orbital profile (sim/world/orbit.py): Kepler period, ground track, eclipses and passes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from sim.orbit import Orbit, julian_date, sun_direction
-from sim.radio_channel import GroundStation, ground_distance_km
+from sim.channel.radio import GroundStation, ground_distance_km
+from sim.world.orbit import Orbit, julian_date, sun_direction
 
 HOME = GroundStation("home", 52.7, -2.75, 20.0)
 DAY = 86_400.0

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payload.outputs import (
+from payload.parts.outputs import (
     PATTERNS,
     BatteryHeater,
     StatusLed,

@@ -16,9 +16,9 @@ from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, UplinkSection
 from payload.daemon import Daemon
-from payload.modes import Mode, ModeLadder
-from payload.persona import Generation, PersonaError, PersonaWorker
-from sim.world import SimSensors
+from payload.persona.worker import Generation, PersonaError, PersonaWorker
+from payload.policy.modes import Mode, ModeLadder
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.bundle import load_bundle
 from tests.fakes import AUTH, RecordingRadio, write_flight_key

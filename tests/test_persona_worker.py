@@ -1,7 +1,7 @@
 """The persona worker survives what a language model can do to it: segfaults, hangs, running
 out of memory, a model file changed after verification. Real llama-cpp-python, real tiny
 GGUF (conftest's tiny_bundle); signals sent to the real worker process. Also the budget
-that sizes each musing (payload.budget), by its properties."""
+that sizes each musing (payload.policy.budget), by its properties."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payload.assembly import build_daemon
-from payload.budget import (
+from payload.clock import Clock
+from payload.config import PayloadConfig
+from payload.persona.worker import PersonaError, PersonaWorker
+from payload.policy.budget import (
     CORES,
     MAX_CHARS,
     MIN_CHARS,
@@ -27,11 +30,8 @@ from payload.budget import (
     musing_record_bytes,
     think_budget,
 )
-from payload.clock import Clock
-from payload.config import PayloadConfig
-from payload.modes import Mode
-from payload.persona import PersonaError, PersonaWorker
-from sim.world import SimSensors
+from payload.policy.modes import Mode
+from sim.world.flight import SimSensors
 from stratoecho.bundle import load_bundle
 from tests.fakes import RecordingRadio
 

@@ -1,4 +1,4 @@
-"""Flight phase detection (payload/phases.py) on synthetic flights.
+"""Flight phase detection (payload/policy/phases.py) on synthetic flights.
 
 A flight is simulated at 1 s resolution (true altitude), then sampled like the payload
 would: GPS altitude with ±15 m noise when it has a fix, pressure from the ISA at the true
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payload.phases import (
+from payload.policy.phases import (
     ISA_MAX_HPA,
     ISA_MIN_HPA,
     Phase,

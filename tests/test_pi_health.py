@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from payload.pi_health import (
+from payload.parts.pi_health import (
     SOURCES,
     THROTTLE_BITS,
     HealthReading,

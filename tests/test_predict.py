@@ -1,5 +1,5 @@
 """The landing prediction (groundstation/predict.py): on a flight with a known answer worked by
-hand, then on bench-world flights (sim/world.py) whose real landing is known: the prediction
+hand, then on bench-world flights (sim/world/flight.py) whose real landing is known: the prediction
 made at 5 km on the way down lands near it and its ellipse holds it; the parachute's rate and
 the burst are read from the track; the crew's numbers (distance, bearing, elevation)."""
 
@@ -10,7 +10,7 @@ import math
 import pytest
 
 from groundstation import predict as P
-from sim.world import Flight, FlightPlan
+from sim.world.flight import Flight, FlightPlan
 from stratoecho import atmosphere
 from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved
 from tests.test_dashboard import browser, browser_only  # noqa: F401  (the shared headless Chromium)
@@ -105,7 +105,7 @@ def test_distance_bearing_and_elevation_for_the_crew():
 
 
 def test_the_bench_measures_errors_against_real_landings():
-    from sim import prediction_bench as B
+    from sim.bench import prediction as B
 
     result = B.run(range(10_000, 10_003))
     assert set(result) == {"burst", "5 km"} and result["burst"]["flights"] == 3

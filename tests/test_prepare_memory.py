@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from host_training.ingest.telegram_gen import write_export
-from sim.training_bench import _PREPARE_CHILD
+from sim.bench.training import _PREPARE_CHILD
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payload.memory import MemoryEntry
-from payload.modes import Mode
-from payload.phases import Phase
-from payload.prompts import (
+from payload.parts.sensors import Readings
+from payload.persona.memory import MemoryEntry
+from payload.persona.prompts import (
     DEFAULT_PROMPT_CHARS,
     MEMORY_CHARS,
     PromptContext,
@@ -24,7 +23,8 @@ from payload.prompts import (
     sun_elevation_deg,
     sun_is_up,
 )
-from payload.sensors import Readings
+from payload.policy.modes import Mode
+from payload.policy.phases import Phase
 
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 MIDNIGHT = datetime(2026, 6, 1, 0, 0, tzinfo=timezone.utc)
@@ -183,7 +183,7 @@ def test_odd_memory_times_give_no_age_rather_than_an_error(created):
 
 
 def test_a_musing_cut_at_the_token_limit_ends_where_it_can():
-    from payload.prompts import finish_unfinished
+    from payload.persona.prompts import finish_unfinished
 
     said = "The box is very cold up here. It has been a long climb and the sky is goi"
     assert finish_unfinished(said, "length") == "The box is very cold up here."  # the last whole sentence: a third or more

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from payload.config import PayloadConfig, load_config
-from payload.prompts import describe, fit_musing, musing_messages
-from payload.sensors import Readings
+from payload.parts.sensors import Readings
+from payload.persona.prompts import describe, fit_musing, musing_messages
 from stratoecho.config import ConfigError
 
 R = Readings(datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc), 52.7, -2.7, 21_400.0, 9, -55.2, 46.0, 3810, "ascent")

@@ -11,9 +11,9 @@ import pytest
 
 from payload.clock import Clock
 from payload.config import RadioSection
-from payload.link import Transmitter
-from payload.radio import RadioError, RadioUnavailable
-from payload.radios import ReopeningRadio
+from payload.link.transmitter import Transmitter
+from payload.parts.radio import RadioError, RadioUnavailable
+from payload.parts.radios import ReopeningRadio
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.wire import Kind

@@ -2,7 +2,7 @@
 
 * KISS framing (pure): golden bytes, hostile bytes, and Hypothesis properties.
 * `KissRadio` over pyserial's `loop://`: what it writes comes back decoded.
-* `LoRaUartRadio` against `sim.lora_module.FakeLoRaModule` on a real pseudo-terminal
+* `LoRaUartRadio` against `sim.chips.lora_module.FakeLoRaModule` on a real pseudo-terminal
   and gpiozero `MockFactory` pins: the fake reads M0/M1 and drives AUX as the module
   does, so ordering is checked from its event log, never from the wall clock.
 * `make_radio` and the configuration that picks the class; the payload daemon
@@ -33,9 +33,9 @@ from groundstation.__main__ import main as ground_main
 from groundstation.sources import KissSerialSource
 from payload.__main__ import main as payload_main
 from payload.config import PayloadConfig, RadioSection, load_config
-from payload.radio import KissRadio, LoRaUartRadio, RadioError, UdpRadio
-from payload.radios import RADIOS, make_radio
-from sim.lora_module import FakeLoRaModule
+from payload.parts.radio import KissRadio, LoRaUartRadio, RadioError, UdpRadio
+from payload.parts.radios import RADIOS, make_radio
+from sim.chips.lora_module import FakeLoRaModule
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.config import ConfigError, parse_toml

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from payload.reach import (
+from payload.persona.reach import (
     MAX_LINE_CHARS,
     Outcome,
     OutcomeKind,
@@ -573,7 +573,7 @@ def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_p
     from payload.assembly import build_daemon
     from payload.clock import Clock
     from payload.config import PayloadConfig
-    from sim.world import SimSensors
+    from sim.world.flight import SimSensors
     from tests.fakes import RecordingRadio
 
     clock = Clock(speedup=1.0)

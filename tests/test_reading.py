@@ -11,8 +11,8 @@ import pytest
 
 from groundstation.db import SCHEMA_VERSION, Store, StoreError
 from groundstation.reading import Counts, Cursor, GroundReader, StationStats
-from sim.flight_report import flight_series
-from sim.fly import ground_counts
+from sim.bench.flight_report import flight_series
+from sim.bench.fly import ground_counts
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink import CommandId

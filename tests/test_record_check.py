@@ -1,4 +1,4 @@
-"""The whole-record check against forged frames, and sim/wire_fuzz.py (a share of `make fuzz`'s million)."""
+"""The whole-record check against forged frames, and sim/bench/wire_fuzz.py (a share of `make fuzz`'s million)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sim import wire_fuzz
+from sim.bench import wire_fuzz
 from stratoecho import wire
 from stratoecho.wire import downlink, records
 from tests.fakes import AUTH

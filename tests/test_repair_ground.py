@@ -14,8 +14,8 @@ from groundstation.__main__ import build_parser, cmd_listen
 from groundstation.listen import RepairLink
 from groundstation.repair import NackPlanner
 from groundstation.uplink import generate_key_file
-from sim.channel import UPLINK_SEED, Channel
-from sim.loss import GilbertElliott, LossSpec
+from sim.bench.relay import UPLINK_SEED, Channel
+from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.uplink import Ack, AckRange, LinkReport, Resend, ResendItem, payload_hash, verify

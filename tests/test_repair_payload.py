@@ -10,9 +10,9 @@ from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
 from payload.daemon import Daemon
-from payload.link import Transmitter
+from payload.link.transmitter import Transmitter
 from payload.store import Store
-from sim.world import SimSensors
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
@@ -188,7 +188,7 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
 
 
 def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_next_pass(tmp_path):
-    from payload.link import CONTACT_LOST_WINDOWS
+    from payload.link.transmitter import CONTACT_LOST_WINDOWS
 
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
@@ -214,7 +214,7 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
 def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     """Out of contact everything waits; the first frames of the next pass carry the newest
     position, then events and musings, and only then health and pictures."""
-    from payload.link import CONTACT_LOST_WINDOWS
+    from payload.link.transmitter import CONTACT_LOST_WINDOWS
 
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()

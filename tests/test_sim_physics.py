@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sim.power import PowerModel, PowerPlan, ocv_v
-from sim.sun import horizon_dip_deg, solar_azimuth_deg, solar_elevation_deg, sun_visible
-from sim.world import EARTH_RADIUS_M, Flight, FlightPlan, WorldState
+from sim.world.flight import EARTH_RADIUS_M, Flight, FlightPlan, WorldState
+from sim.world.power import PowerModel, PowerPlan, ocv_v
+from sim.world.sun import horizon_dip_deg, solar_azimuth_deg, solar_elevation_deg, sun_visible
 from stratoecho import atmosphere
 
 UTC = timezone.utc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.loss import GilbertElliott, LossSpec
-from sim.world import Flight, FlightPlan
+from sim.channel.loss import GilbertElliott, LossSpec
+from sim.world.flight import Flight, FlightPlan
 from stratoecho import atmosphere
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sim.camera_sim import SimCameraBackend
+from sim.world.camera import SimCameraBackend
 from stratoecho import wire
 from stratoecho.wire import jpeg_scan, ssdv, ssdv_rs
 from tests.fakes import AUTH

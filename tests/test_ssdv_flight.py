@@ -10,13 +10,13 @@ from PIL import Image
 from pydantic import ValidationError
 
 from payload.assembly import build_daemon
-from payload.camera import Camera
 from payload.clock import Clock
-from payload.command_handler import record_kind
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
-from sim.camera_sim import SimCameraBackend
-from sim.world import SimSensors
+from payload.parts.camera import Camera
+from payload.uplink.handler import record_kind
+from sim.world.camera import SimCameraBackend
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, ssdv
 from tests.fakes import AUTH, RecordingRadio

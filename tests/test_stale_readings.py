@@ -20,8 +20,8 @@ import pytest
 from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.sensors import Readings, fresh
-from sim.world import SimSensors
+from payload.parts.sensors import Readings, fresh
+from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, habpack
 from stratoecho.wire.ukhas import parse_sentence_with_fields, with_field_list

@@ -1,4 +1,4 @@
-"""The SX126x driver (stratoecho/lora_chips/sx126x.py) against the command-level simulator (sim/sx126x_sim.py)."""
+"""The SX126x driver (stratoecho/lora_chips/sx126x.py) against the command-level simulator (sim/chips/sx126x.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
 from payload.config import RadioSection
-from payload.radios import make_radio
-from sim.sx126x_sim import MODE_SLEEP, MODE_STDBY_RC, Sx126xChip
+from payload.parts.radios import make_radio
+from sim.chips.sx126x import MODE_SLEEP, MODE_STDBY_RC, Sx126xChip
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, ukhas_mode
 from stratoecho.lora_chips.chip import RadioError
@@ -204,7 +204,7 @@ def test_a_bench_flight_flies_the_driver_over_a_simulated_sx1262_in_a_ukhas_mode
     """`sim fly` with a configuration whose radio is an SX1262: the payload's own driver programs
     the bench's simulated chip over its fake SPI bus behind BUSY, the chip's packets are the
     channel's frames, and the ground's signed frames reach it in the listen windows."""
-    from sim.fly import FlyOptions, fly
+    from sim.bench.fly import FlyOptions, fly
 
     config = (REPO / "config" / "payload.sim.toml").read_text()
     start = config.index("[radio]")

@@ -1,4 +1,4 @@
-"""The SX127x driver (stratoecho/lora_chips/sx127x.py) against the register-level simulator (sim/sx127x_sim.py)."""
+"""The SX127x driver (stratoecho/lora_chips/sx127x.py) against the register-level simulator (sim/chips/sx127x.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from sim.link_bench import VirtualClock
-from sim.sx127x_sim import Sx127xChip
+from sim.bench.link import VirtualClock
+from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, LoRaSettings, ukhas_mode
 from stratoecho.lora_chips.chip import RadioError
@@ -147,7 +147,7 @@ def test_a_bench_flight_flies_the_driver_over_a_simulated_sx1278_in_a_ukhas_mode
     """`sim fly` with a configuration whose radio is an SX127x: the payload's own driver programs the
     bench's simulated chip over its fake SPI bus, the chip's packets are the channel's frames, and
     the ground's signed frames reach it in the listen windows, one time on air after another."""
-    from sim.fly import FlyOptions, fly
+    from sim.bench.fly import FlyOptions, fly
 
     config = (REPO / "config" / "payload.sim.toml").read_text()
     start = config.index("[radio]")

@@ -238,7 +238,7 @@ def test_payload_proc_view_keeps_what_the_health_record_reads():
     system_wide = set()
     for text in sources("payload").values():
         system_wide |= {p for p in re.findall(r"/proc/(\w+)", text) if p not in {"self", "PID"}}
-    assert {"meminfo", "uptime", "loadavg"} <= system_wide, system_wide  # payload/pi_health.py
+    assert {"meminfo", "uptime", "loadavg"} <= system_wide, system_wide  # payload/parts/pi_health.py
     # ProcSubset=pid would hide them.
     assert values(u, "Service", "ProcSubset") in ([], ["all"])
 
@@ -279,7 +279,7 @@ def test_lgpio_has_a_writable_working_directory(name):
 
 
 def test_payload_notify_watchdog_and_stop_contract_is_unchanged():
-    # What payload/watchdog.py, the bench's supervisor (sim/supervisor.py), docs/deploy.md and
+    # What payload/watchdog.py, the bench's supervisor (sim/bench/supervisor.py), docs/deploy.md and
     # the soak hold the daemon to. Hardening must not move any of it.
     u = load(PAYLOAD)
     expected_service = {
@@ -294,7 +294,7 @@ def test_payload_notify_watchdog_and_stop_contract_is_unchanged():
     for key in ("TimeoutSec", "TimeoutAbortSec", "WatchdogSignal", "RuntimeMaxSec", "FinalKillSignal"):
         assert values(u, "Service", key) == [], key
 
-    from sim.supervisor import parse_unit
+    from sim.bench.supervisor import parse_unit
 
     contract = parse_unit(UNITS / PAYLOAD)
     assert contract.watchdog_s == 30 and contract.timeout_start_s == 300 and contract.restart_s == 5
@@ -406,7 +406,7 @@ MDWE_PROBE = textwrap.dedent("""
         libc.qsort(arr, 4, ctypes.sizeof(ctypes.c_int), cmp(lambda a, b: a[0] - b[0]))  # C calls Python
         assert list(arr) == [1, 2, 3, 4], list(arr)
         # The persona worker: a real model loaded and run in a child, which inherits MDWE.
-        from payload.persona import PersonaWorker
+        from payload.persona.worker import PersonaWorker
         from stratoecho.bundle import load_bundle
         bundle = load_bundle(sys.argv[1])
         worker = PersonaWorker(bundle, n_ctx=128, n_threads=1, timeout_s=60)

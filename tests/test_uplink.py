@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groundstation.uplink import CommandSigner, SignerStateError, generate_key_file, state_path_for_db
-from payload.commands import CommandGate
 from payload.store import Store
+from payload.uplink.gate import CommandGate
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import (
@@ -428,7 +428,7 @@ def test_counter_is_durable_when_accept_returns(tmp_path):
     code = (
         "import os, signal\n"
         "from payload.store import Store\n"
-        "from payload.commands import CommandGate\n"
+        "from payload.uplink.gate import CommandGate\n"
         f"gate = CommandGate(Store({str(db)!r}), {KEY!r}, {PID!r})\n"
         f"assert gate.accept(bytes.fromhex({frame.hex()!r})) is not None\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -16,8 +16,8 @@ import pytest
 from groundstation.__main__ import main as ground_main
 from groundstation.uplink import generate_key_file
 from payload.__main__ import main as payload_main
-from payload.commands import CommandGate
 from payload.store import Store
+from payload.uplink.gate import CommandGate
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import KeyFileError, load_key
 from stratoecho.wire.uplink_keys import (

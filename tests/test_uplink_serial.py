@@ -5,7 +5,7 @@
 * `listen --serial ... --flight-key` answering the payload's window: over a hex-line
   bridge (the test plays the bridge), and end to end through two KISS TNCs (a pty
   pair joined by a relay, the air) to the payload's `KissRadio.receive`.
-* End to end over two fake Ebyte modules (`sim.lora_module`, one each side, the air
+* End to end over two fake Ebyte modules (`sim.chips.lora_module`, one each side, the air
   between them `on_air=other.hear`): the payload's `LoRaUartRadio` sends telemetry,
   `listen --serial --raw` hears it and answers, the payload's `receive` gets the
   signed commands, and `stratoecho.wire.uplink.verify` accepts them.
@@ -29,8 +29,8 @@ import pytest
 
 from groundstation.__main__ import build_parser, cmd_listen
 from groundstation.sources import KissSerialSource, RawSerialSource, SerialSource, describe_peer
-from payload.radio import KissRadio, LoRaUartRadio
-from sim.lora_module import FakeLoRaModule
+from payload.parts.radio import KissRadio, LoRaUartRadio
+from sim.chips.lora_module import FakeLoRaModule
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.kiss import KissDecoder, kiss_encode

@@ -17,7 +17,7 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from payload.modes import Mode
+from payload.policy.modes import Mode
 from payload.watchdog import DEFAULT_INTERVAL_S, Liveness, RestartLimiter, SystemdNotifier, Watchdog, boot_banner
 from tests.fakes import FakeClock
 

@@ -27,8 +27,8 @@ from stratoecho import boards
 from ..quantize import LISTED_QUANTS, MIN_BITS_PER_WEIGHT
 from .checkpoint import MB, PreflightError, Tensor, text_config
 
-CTX_STEP = 32  # a shorter context is suggested in steps of this many tokens (as payload/budget.py sizes n_ctx)
-MIN_CTX = 64  # below this no musing prompt fits (payload/budget.py's MIN_CTX)
+CTX_STEP = 32  # a shorter context is suggested in steps of this many tokens (as payload/policy/budget.py sizes n_ctx)
+MIN_CTX = 64  # below this no musing prompt fits (payload/policy/budget.py's MIN_CTX)
 
 # ----------------------------------------------------------------------------- llama.cpp's tensor types
 # Bits per weight of each tensor type (block bytes x 8 / weights per block).

@@ -16,15 +16,15 @@ import structlog
 from stratoecho import wire
 
 from ..clock import Clock
-from ..governor import Governor
-from ..outbound import Outbound
-from ..reach import Reach
-from ..sensors import Readings, Sensors, fresh
+from ..link.outbound import Outbound
+from ..parts.sensors import Readings, Sensors, fresh
+from ..persona.reach import Reach
+from ..policy.governor import Governor
 from .devices import DeviceWatch
 
 if TYPE_CHECKING:  # the parts' types only: the beacon opens no pin itself
-    from ..outputs import BatteryHeater, StatusLed
-    from ..pi_health import PiHealth
+    from ..parts.outputs import BatteryHeater, StatusLed
+    from ..parts.pi_health import PiHealth
 
 log = structlog.get_logger(__name__)
 

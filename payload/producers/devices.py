@@ -7,7 +7,7 @@ from __future__ import annotations
 from stratoecho import wire
 from stratoecho.wire.events import event
 
-from ..outbound import Outbound
+from ..link.outbound import Outbound
 
 
 class DeviceWatch:

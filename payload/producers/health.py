@@ -12,16 +12,16 @@ from stratoecho import wire
 from stratoecho.wire.events import event
 
 from ..clock import Clock
-from ..governor import Governor
-from ..link import Transmitter
-from ..memory import Memory
-from ..outbound import Outbound
+from ..link.outbound import Outbound
+from ..link.transmitter import Transmitter
+from ..persona.memory import Memory
+from ..policy.governor import Governor
 from ..store import Store
 from .devices import DeviceWatch
 
 if TYPE_CHECKING:
-    from ..commands import CommandGate
-    from ..pi_health import PiHealth
+    from ..parts.pi_health import PiHealth
+    from ..uplink.gate import CommandGate
 
 
 @dataclass

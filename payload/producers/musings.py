@@ -16,15 +16,13 @@ from stratoecho import wire
 from stratoecho.bundle import Bundle
 from stratoecho.musing_quality import MusingFacts, Request
 
-from ..budget import musing_record_bytes, think_budget
 from ..clock import Clock
 from ..config import PayloadConfig, ScheduleSection
-from ..governor import Governor
-from ..guard import OutboundGuard
-from ..memory import Memory
-from ..outbound import Outbound
-from ..persona import PersonaError, PersonaWorker
-from ..prompts import (
+from ..link.outbound import Outbound
+from ..parts.sensors import Readings, Sensors, fresh
+from ..persona.guard import OutboundGuard
+from ..persona.memory import Memory
+from ..persona.prompts import (
     PromptContext,
     build_prompt,
     finish_unfinished,
@@ -33,9 +31,11 @@ from ..prompts import (
     prompt_budget_chars,
     sun_is_up,
 )
-from ..reach import Outcome, Reach
-from ..reach import describe as describe_outcome
-from ..sensors import Readings, Sensors, fresh
+from ..persona.reach import Outcome, Reach
+from ..persona.reach import describe as describe_outcome
+from ..persona.worker import PersonaError, PersonaWorker
+from ..policy.budget import musing_record_bytes, think_budget
+from ..policy.governor import Governor
 from ..watchdog import RestartLimiter
 from .beacon import Beacon
 
@@ -165,7 +165,7 @@ class Musings:
 
     def sentences(self, seq: int, r: Readings, text: str) -> None:
         """The musing again as UKHAS text sentences for stock gateways, cut into parts here. The
-        radio stamps each as it is keyed with the last position sentence on air (payload/link.py,
+        radio stamps each as it is keyed with the last position sentence on air (payload/link/transmitter.py,
         `wire.restamp`); what is written here goes as it is only before any position this boot."""
         counter, last_time = self.beacon.last_sentence()
         when = self.clock.now().replace(microsecond=0)
@@ -204,7 +204,7 @@ class Musings:
         return True
 
     def budget(self):
-        """With `persona.board` set, what this musing may cost (payload/budget.py) from the board,
+        """With `persona.board` set, what this musing may cost (payload/policy/budget.py) from the board,
         the energy left and the mode; None: the fixed [persona] values."""
         board = self.cfg.persona.board
         if board is None:

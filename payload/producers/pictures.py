@@ -14,15 +14,15 @@ import structlog
 from stratoecho import wire
 from stratoecho.wire import ssdv
 
-from ..card import is_no_space, stills_budget
-from ..governor import Governor
-from ..outbound import Outbound
+from ..link.outbound import Outbound
+from ..parts.card import is_no_space, stills_budget
+from ..policy.governor import Governor
 from ..store import Store
 from .devices import DeviceWatch
 
 if TYPE_CHECKING:
-    from ..camera import Camera
-    from ..config import CameraSection
+    from ..config import CameraDeviceSection as CameraSection
+    from ..parts.camera import Camera
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +87,7 @@ class Pictures:
 
     def _keep_stills_in_budget(self, reading) -> None:
         """A still the card refused marks the card full; a still kept may push the oldest out
-        of `devices.camera.stills_mb` (bounded by the card's size: payload/card.py)."""
+        of `devices.camera.stills_mb` (bounded by the card's size: payload/parts/card.py)."""
         exc = self.camera.last_exc
         if reading.status == "error" and exc is not None and is_no_space(exc):
             self.store.card_refused("stills", exc)

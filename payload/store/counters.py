@@ -13,7 +13,7 @@ import os
 
 import structlog
 
-from ..card import is_no_space
+from ..parts.card import is_no_space
 from .database import Database
 from .schema import WRITE_FAULTS
 

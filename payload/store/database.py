@@ -20,7 +20,7 @@ from pathlib import Path
 import apsw
 import structlog
 
-from ..card import CardWatch, is_no_space
+from ..parts.card import CardWatch, is_no_space
 from .held import HeldRecords
 from .schema import CARD_REFUSALS, open_current
 from .streams import PRIORITY

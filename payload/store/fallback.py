@@ -14,7 +14,7 @@ import structlog
 
 from stratoecho.wire.events import Event
 
-from ..card import is_no_space
+from ..parts.card import is_no_space
 from .counters import Counters
 from .database import Database
 from .records import RecordTable

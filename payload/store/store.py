@@ -14,7 +14,7 @@ import structlog
 from stratoecho.wire import Kind
 from stratoecho.wire.events import Event
 
-from ..card import is_no_space
+from ..parts.card import is_no_space
 from .counters import Counters
 from .database import Database
 from .fallback import CardFallback
@@ -116,7 +116,7 @@ class Store:
         return taken
 
     def card_is_full(self) -> bool:
-        """The card refuses writes, or has less free than [store] min_free_mb (payload/card.py)."""
+        """The card refuses writes, or has less free than [store] min_free_mb (payload/parts/card.py)."""
         return self.database.card.full
 
     def min_free_bytes(self) -> int:

@@ -9,7 +9,7 @@ ground station (a LoRa HAT on the ground Pi).
 * `spi` — opening one: /dev/spidevB.D through spidev, and the chip's driver on it.
 
 spidev and gpiozero are imported only when a chip is opened on a Pi: the tests and the bench
-hand the drivers a simulated chip's SPI device (sim/sx127x_sim.py, sim/sx126x_sim.py) and
+hand the drivers a simulated chip's SPI device (sim/chips/sx127x.py, sim/chips/sx126x.py) and
 gpiozero's MockFactory pins.
 """
 

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 class RadioError(Exception):
     """A radio that cannot be opened or cannot send; the message names the part and why.
 
-    The payload's radios raise it too (`payload.radio.RadioError` is this class)."""
+    The payload's radios raise it too (`payload.parts.radio.RadioError` is this class)."""
 
 
 class SpiDevice(Protocol):

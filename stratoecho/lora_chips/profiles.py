@@ -4,7 +4,7 @@ that driver takes beyond those every chip has, and the output powers it gives.
 A chip's module (sx127x.py, sx126x.py) declares its profile next to its driver and registers it
 when imported (this package's `__init__` imports each). Everything else looks a chip up here by
 its name: the payload's `[radio]` (its `kind` and the chip's own keys) and radio factory, the
-ground's `listen --lora CHIP` and its flags, the bench's simulators (sim/chips.py). So a new chip
+ground's `listen --lora CHIP` and its flags, the bench's simulators (sim/chips/simulated.py). So a new chip
 is its driver, its profile and its simulator, and nothing else (docs/architecture.md, "Adding a
 LoRa chip").
 """

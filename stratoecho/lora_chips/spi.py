@@ -1,7 +1,7 @@
 """Opening a LoRa chip on the Pi's SPI bus: /dev/spidevBUS.DEVICE through spidev, then the
 chip's driver on it (which opens its RESET, DIO and BUSY lines through gpiozero).
 
-The payload (`payload.radios`, from its `[radio]` section) and the ground station
+The payload (`payload.parts.radios`, from its `[radio]` section) and the ground station
 (`listen --lora`) both open their chip here. spidev exists only on Linux, and is needed only
 there: `spi_opener(bus, device)` replaces it (the bench's and the tests' simulated chips).
 """

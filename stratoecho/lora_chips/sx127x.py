@@ -7,7 +7,7 @@ payload accounts for is the airtime of the packets the chip sends.
 Wiring (docs/hardware.md): SPI0 (MOSI, MISO, SCLK, CE0 or CE1 as NSS), RESET to a GPIO
 output, DIO0 to a GPIO input (optional: without it the driver polls the IRQ flags). The SPI
 device is anything with spidev's `xfer2` (`spidev.SpiDev` on a Pi; the bench's register-level
-simulator, sim/sx127x_sim.py).
+simulator, sim/chips/sx127x.py).
 
 Registers (SX1276/77/78/79 datasheet rev. 7, 6.4): a read is the address with bit 7 clear
 followed by dummy bytes, a write the address with bit 7 set followed by the data; an access

@@ -76,7 +76,7 @@ _SPECS = (
     EventSpec(11, "intervals_refused", WARN, (("why", str),), _template("set_intervals refused: {why}; intervals unchanged")),
     EventSpec(12, "command_ignored", INFO, (("command", str),),
               _template("command {command} received; not acted on in this version")),
-    # Risky commands on probation (payload/confirm.py): `args` is the command's argument bytes
+    # Risky commands on probation (payload/uplink/probation.py): `args` is the command's argument bytes
     # in hex, so the ground can send exactly the same command again to confirm it.
     EventSpec(13, "unconfirmed", WARN, (("command", str), ("args", str), ("what", str), ("revert_s", int)),
               _template("unconfirmed {command} {args}: {what}; reverts in {revert_s} s unless sent again")),

@@ -25,7 +25,7 @@ shards is one XOR of them read as integers. No numpy: the payload daemon encodes
 with this, and importing numpy costs it ~8 MB of its own memory (docs/bench.md, the daemon).
 
 Overhead planning (`parity_for`, `LossEstimator`) models the channel as the two-state Markov
-chain of sim/loss.py; the notes on the model stand just before `parity_for`.
+chain of sim/channel/loss.py; the notes on the model stand just before `parity_for`.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def decode(shards: dict[int, bytes], k: int, n: int, length: int) -> bytes:
 # --------------------------------------------------------------------------- overhead planning
 #
 # Channel model: each frame is lost or received, and the state (lost / received) is a Markov
-# chain, exactly sim/loss.py's Gilbert–Elliott channel (bad state loses every frame, good state
+# chain, exactly sim/channel/loss.py's Gilbert–Elliott channel (bad state loses every frame, good state
 # none). With mean loss p and mean burst b (mean run of consecutive losses):
 #   P(lost | previous lost)     = 1 - 1/b
 #   P(lost | previous received) = p / (b (1 - p))      (so the stationary loss share is p)

@@ -1,0 +1,216 @@
+"""The device registry: which sensor sits on which bus, address or port, from the TOML config,
+and `HardwareSensors`, which turns their readings into the `Readings` every producer sees.
+
+    [devices.gps]       port = "/dev/serial0", baud = 9600
+    [devices.bme280]    bus = 1, address = 0x76
+    [devices.ina219]    bus = 1, address = 0x40, shunt_ohms = 0.1, max_amps = 3.2
+
+A device that is missing or failing never stops the payload: its driver answers with a
+status ("absent", "silent", "i2c_error", ...) and retries with its own back-off, and
+`HardwareSensors` keeps the last good value of what it measured (a balloon's telemetry
+with a stale temperature beats no telemetry), reports the status of each device in
+`Readings.status` (the health record sends it down) and logs each status change once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import structlog
+
+from .gps import GpsReceiver
+from .i2c_sensors import Bme280, Ina219
+from .sensors import Readings
+
+log = structlog.get_logger(__name__)
+
+
+class LazyBus:
+    """An I2C bus opened at first use: a Pi without I2C enabled (no /dev/i2c-1) gives the
+    drivers an OSError they treat as an absent chip, retried with back-off, instead of a
+    payload that cannot start."""
+
+    def __init__(self, number: int, opener: Callable[[int], object] | None = None):
+        self.number, self._opener, self._bus = number, opener, None
+
+    def _get(self):
+        if self._bus is None:
+            opener = self._opener
+            if opener is None:
+                from smbus2 import SMBus  # the Pi's I2C; imported where used
+
+                opener = SMBus
+            self._bus = opener(self.number)  # OSError when the bus does not exist
+        return self._bus
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+
+class Devices:
+    """The drivers the configuration names, built but not yet talking (each opens on first read)."""
+
+    def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic,
+                 gps_port: str | None = None, flight_clock=None):
+        buses: dict[int, LazyBus] = {}
+
+        def bus(n: int) -> LazyBus:
+            return buses.setdefault(n, LazyBus(n, bus_opener))
+
+        self.flight_clock = flight_clock  # waits (the GPS's, its follower's thread) are on this clock
+        self.gps = (GpsReceiver(gps_port or cfg.gps.port, cfg.gps.baud, silent_after_s=cfg.gps.silent_after_s,
+                                clock=clock, flight_clock=flight_clock) if cfg.gps else None)
+        self.bme280 = Bme280(bus(cfg.bme280.bus), cfg.bme280.address, clock=clock) if cfg.bme280 else None
+        self.bme280_box = (Bme280(bus(cfg.bme280_box.bus), cfg.bme280_box.address, clock=clock)
+                           if cfg.bme280_box else None)
+        self.ina219 = (Ina219(bus(cfg.ina219.bus), cfg.ina219.address, shunt_ohms=cfg.ina219.shunt_ohms,
+                              max_amps=cfg.ina219.max_amps, clock=clock) if cfg.ina219 else None)
+
+    def close(self) -> None:
+        if self.gps is not None:
+            self.gps.stop.set()
+            self.gps.close()
+
+
+class GpsFollower:
+    """Reads the GPS continuously on its own thread and keeps the latest reading.
+
+    A UART's kernel buffer holds ~4 KB (under 30 s of NMEA) and drops what comes after:
+    a GPS read only when a beacon is due would hand over a fix that old. Reading all the
+    time, as gpsd does, keeps the position as fresh as the last epoch.
+    """
+
+    def __init__(self, gps, poll_s: float = 1.0, flight_clock=None):
+        self.gps, self.poll_s = gps, poll_s
+        self.flight_clock = flight_clock
+        self._lock = threading.Lock()
+        self._latest = None
+        if flight_clock is not None:
+            self._thread = flight_clock.thread(self._run, "gps")
+        else:
+            self._thread = threading.Thread(target=self._run, name="gps", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self.gps.stop.is_set():
+            try:
+                reading = self.gps.read(self.poll_s)
+            except Exception:  # the driver never raises for device faults; anything else is a bug to log
+                log.exception("gps_read_failed")
+                self.gps.stop.wait(1.0)
+                continue
+            with self._lock:
+                self._latest = reading
+
+    def latest(self):
+        with self._lock:
+            return self._latest
+
+    def forget(self) -> None:
+        """Drop the reading held: the bench restarts its flight clock at launch, and a fix
+        stamped before that must not be the first position of the flight."""
+        with self._lock:
+            self._latest = None
+
+    def close(self) -> None:
+        self.gps.stop.set()
+        if self.flight_clock is not None:
+            self.flight_clock.join(self._thread, 5.0)
+        else:
+            self._thread.join(timeout=5)
+
+
+class HardwareSensors:
+    """`Sensors` over the real drivers: the GPS for time and position, the BME280s for the
+    air's and the battery's temperature and the pressure, the INA219 for the battery.
+
+    `now` gives UTC when the GPS has no fix (the system clock on the Pi, which the GPS sets;
+    the flight clock on the bench); `follow_gps` reads the GPS on its own thread."""
+
+    def __init__(self, devices: Devices, gps_timeout_s: float = 0.5, *,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), follow_gps: bool = True,
+                 fix_max_age_s: float = 5.0, clock_from_gps: Callable | None = None,
+                 clock_check_s: float = 3600.0):
+        self.devices = devices
+        self.gps_timeout_s = gps_timeout_s
+        self.now = now
+        # A fix older than this is stale: its position stands in, but it is not sent as a fresh
+        # fix and the time comes from the clock (a GPS goes quiet before the driver calls it silent).
+        self.fix_max_age_s = fix_max_age_s
+        # On the Pi: payload.parts.gps.system_time_from_gps, so the system clock (no RTC on a Pi) follows
+        # the GPS; asked again every clock_check_s until it answers "set" or "in_sync", then hourly.
+        self.clock_from_gps, self.clock_check_s = clock_from_gps, clock_check_s
+        self._clock_checked_at: float | None = None
+        self.clock_result = None
+        self.follower = (GpsFollower(devices.gps, flight_clock=devices.flight_clock)
+                         if devices.gps is not None and follow_gps else None)
+        self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
+                      "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
+        self._status: dict[str, str] = {}
+        self.battery_temp_fitted = devices.bme280_box is not None  # the mode ladder leaves out what is not fitted
+        self.last_fix = None  # the latest valid GPS fix (its time sets the system clock)
+
+    def _note(self, device: str, status: str, error: str = "") -> None:
+        if self._status.get(device) != status:
+            (log.info if status == "ok" else log.warning)("device_status", device=device, status=status, error=error)
+        self._status[device] = status
+
+    def read(self) -> Readings:
+        d, last = self.devices, self._last
+        when, sats, fix_valid = self.now(), 0, False
+        if d.gps is not None:
+            g = self.follower.latest() if self.follower is not None else d.gps.read(self.gps_timeout_s)
+            if g is None:  # the follower has not finished its first read
+                g = d.gps.read(self.gps_timeout_s) if self.follower is None else None
+            self._note("gps", g.status if g is not None else "starting")
+            if g is not None and g.fix is not None and g.fix.valid and g.status == "ok":
+                last.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
+                fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
+                if fresh:
+                    sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                    if g.fix.utc is not None:
+                        when = g.fix.utc
+                    self._maybe_set_clock(g.fix, d.gps.clock())
+        if d.bme280 is not None:
+            b = d.bme280.read()
+            self._note("bme280", b.status, b.error)
+            if b.status == "ok":
+                last.update(temp_c=b.temperature_c, pressure_hpa=b.pressure_hpa)
+        if d.bme280_box is not None:
+            b = d.bme280_box.read()
+            self._note("bme280_box", b.status, b.error)
+            # No stale value here: the heater must not act on a battery temperature it no longer knows.
+            last["box_temp_c"] = b.temperature_c if b.status == "ok" else math.nan
+        if d.ina219 is not None:
+            p = d.ina219.read()
+            self._note("ina219", p.status, p.error)
+            if p.status == "ok":
+                last.update(batt_mv=int(round(p.bus_v * 1000)), batt_ma=p.current_a * 1000.0)
+            else:
+                last["batt_ma"] = math.nan
+        return Readings(time=when, lat=last["lat"], lon=last["lon"], alt_m=last["alt_m"], sats=sats,
+                        temp_c=last["temp_c"], pressure_hpa=last["pressure_hpa"], batt_mv=last["batt_mv"],
+                        phase="unknown", status=dict(self._status), box_temp_c=last["box_temp_c"],
+                        batt_ma=last["batt_ma"], fix_valid=fix_valid)
+
+    def _maybe_set_clock(self, fix, now: float) -> None:
+        if self.clock_from_gps is None:
+            return
+        settled = self.clock_result is not None and self.clock_result.action in ("set", "in_sync")
+        if self._clock_checked_at is not None and now - self._clock_checked_at < (self.clock_check_s if settled else 10.0):
+            return
+        self._clock_checked_at = now
+        self.clock_result = self.clock_from_gps(fix)
+
+    def restart(self) -> None:
+        if self.follower is not None:
+            self.follower.forget()
+
+    def close(self) -> None:
+        if self.follower is not None:
+            self.follower.close()
+        self.devices.close()

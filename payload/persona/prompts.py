@@ -1,0 +1,313 @@
+"""What the persona is asked, and how its answer is fitted to the radio (pure functions).
+
+The musing prompt is the bundle's system prompt, untouched (the persona was trained with
+it), and one user turn::
+
+    Right now you are <the readings in plain words>.
+    You remember:                       (memories: notes from the ground, its own musings)
+    - the ground told you (3 h ago): ...
+    - you thought (20 min ago): ...
+    When you reached out lately:        (outcomes of its requests for information, oldest first)
+    - asked the ground for the weather at 52.6N: no answer (the link was silent)
+    What are you thinking?
+
+Everything is fitted to a character budget (`prompt_budget_chars` from the context size),
+because llama.cpp refuses a prompt longer than its context and the musing is lost. What is
+dropped first: its own musings (least relevant first), then the ground's notes, then the
+outcomes (oldest first). The system prompt and the readings are never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from stratoecho.privacy import PLACEHOLDER
+
+from ..parts.sensors import Readings
+
+if TYPE_CHECKING:
+    from .memory import MemoryEntry
+
+# A small model also writes placeholders half-formed ("<PHONE_1:", "<EMAIL_").
+_PLACEHOLDER_PIECE = re.compile(r"<[A-Z]{2,}(?:_[A-Z0-9]*)*>?")
+
+_PHASE_WORDS = {
+    "pre-launch": "still on the ground, waiting for launch",
+    "ascent": "rising",
+    "float": "floating at the top of the flight, neither rising nor falling",
+    "descent": "falling under the parachute",
+    "landed": "back on the ground",
+}
+_MODE_WORDS = {  # payload.policy.modes.Mode values; nominal needs no words
+    "low_power": "saving power",
+    "survival": "in survival mode, saving every last bit of power",
+}
+EARTH_RADIUS_M = 6_371_000.0
+MEMORY_CHARS = 160  # one memory in the prompt, at most
+OUTCOME_CHARS = 120
+MAX_MEMORIES = 8  # a small model makes nothing of more; fewer to fit is the budget's job
+MAX_OUTCOMES = 4
+QUESTION = "What are you thinking?"  # the musing's question, after the readings
+CHARS_PER_TOKEN = 2.0  # small-vocabulary personas tokenise English at about this; larger ones do better
+
+
+def _known(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _deg(x: float) -> str:
+    return f"{int(round(x))} °C"  # int(round()): never "-0 °C"
+
+
+def sun_elevation_deg(t: datetime, lat: float, lon: float) -> float:
+    """The sun's elevation above the astronomical horizon, to about a degree (low-precision
+    almanac formulas): enough to tell day from night, not to point anything."""
+    if t.tzinfo is None:  # the payload's clocks are UTC; never the Pi's local zone
+        t = t.replace(tzinfo=timezone.utc)
+    d = t.timestamp() / 86400.0 - 10957.5  # days since J2000.0 (2000-01-01 12:00 UTC)
+    g = math.radians(357.529 + 0.98560028 * d)
+    ecl_lon = math.radians(280.459 + 0.98564736 * d + 1.915 * math.sin(g) + 0.020 * math.sin(2 * g))
+    obliquity = math.radians(23.439 - 0.00000036 * d)
+    ra = math.atan2(math.cos(obliquity) * math.sin(ecl_lon), math.cos(ecl_lon))
+    dec = math.asin(math.sin(obliquity) * math.sin(ecl_lon))
+    gmst_deg = (280.46061837 + 360.98564736629 * d) % 360.0
+    hour_angle = math.radians(gmst_deg + lon) - ra
+    lat_r = math.radians(lat)
+    s = math.sin(lat_r) * math.sin(dec) + math.cos(lat_r) * math.cos(dec) * math.cos(hour_angle)
+    return math.degrees(math.asin(max(-1.0, min(1.0, s))))
+
+
+def sun_is_up(r: Readings) -> bool | None:
+    """Whether the payload sees the sun; None when its position is unknown. From altitude the
+    horizon dips (about 5.5° at 30 km), so the sun rises there before it does on the ground."""
+    if not (_known(r.lat) and _known(r.lon)) or (r.lat == 0.0 and r.lon == 0.0):
+        return None  # GPS receivers report 0,0 before their first fix
+    alt = max(r.alt_m, 0.0) if _known(r.alt_m) else 0.0
+    dip = math.degrees(math.acos(EARTH_RADIUS_M / (EARTH_RADIUS_M + alt)))
+    return sun_elevation_deg(r.time, r.lat, r.lon) > -dip
+
+
+def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> str:
+    """The readings in plain words, the way a person would say them. A value not measured
+    (NaN, no battery reading) is left out rather than said wrong.
+
+    `phase` (the daemon's detector) overrides `r.phase`; `mode` is a payload.policy.modes.Mode value."""
+    phase = str(getattr(phase, "value", phase) or r.phase)
+    mode = str(getattr(mode, "value", mode) or "")
+    parts = []
+    if phase in _PHASE_WORDS:
+        parts.append(_PHASE_WORDS[phase])
+    alt = f"{r.alt_m / 1000:.1f} km up" if _known(r.alt_m) else None
+    if r.fix_valid and alt:
+        parts.append(alt)
+    elif not r.fix_valid:
+        parts.append(f"with no GPS fix (last known {alt})" if alt else "with no GPS fix")
+    if _known(r.temp_c):
+        parts.append(f"{_deg(r.temp_c)} outside")
+    if _known(r.box_temp_c):
+        parts.append(f"{_deg(r.box_temp_c)} inside the box")
+    if _known(r.pressure_hpa):
+        parts.append(f"{r.pressure_hpa:.0f} hPa")
+    if r.batt_mv and _known(r.batt_mv):
+        parts.append(f"battery {r.batt_mv / 1000:.2f} V")
+    if mode in _MODE_WORDS:
+        parts.append(_MODE_WORDS[mode])
+    sun = sun_is_up(r)
+    if sun is not None:
+        parts.append("in sunlight" if sun else "in the night")
+    if r.sats is not None:
+        parts.append(f"{r.sats} satellites in view")
+    return ", ".join(parts) or "somewhere, not sure where"
+
+
+def memory_query(r: Readings, phase: str | None = None, mode: str | None = None) -> str:
+    """Words for `Memory.recall` from the situation: what past musings about the same moment
+    would have said (the index stems them: "freezing" finds "freeze")."""
+    phase = str(getattr(phase, "value", phase) or r.phase)
+    mode = str(getattr(mode, "value", mode) or "")
+    words = {
+        "pre-launch": ["launch", "waiting", "ground"],
+        "ascent": ["rising", "climbing", "up"],
+        "float": ["float", "floating", "drifting"],
+        "descent": ["falling", "parachute", "down"],
+        "landed": ["landed", "ground", "home"],
+    }.get(phase, [])
+    if _known(r.alt_m) and phase not in ("pre-launch", "landed"):
+        km = r.alt_m / 1000
+        words += (["low", "fields"] if km < 1.5 else ["clouds", "sky"] if km < 12
+                  else ["stratosphere", "dark", "sky"] if km < 30 else ["stratosphere", "space", "edge"])
+    if _known(r.temp_c):
+        if r.temp_c < 0:
+            words += ["cold", "freezing"] if r.temp_c < -40 else ["cold"]
+        elif r.temp_c > 25:
+            words.append("warm")
+    if _known(r.box_temp_c) and r.box_temp_c < 0:
+        words += ["battery", "cold"]
+    if mode in _MODE_WORDS:
+        words += ["power", "battery", "tired"]
+    if not r.fix_valid:
+        words += ["lost", "gps"]
+    sun = sun_is_up(r)
+    if sun is not None:
+        words += ["sun", "light"] if sun else ["night", "dark", "stars"]
+    return " ".join(dict.fromkeys(words))  # in order, each once
+
+
+# ------------------------------------------------------------------ the musing prompt
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What the persona is told beyond the readings.
+
+    memories: `payload.persona.memory.MemoryEntry` (anything with kind, text, created), most relevant
+    first, as `Memory.for_prompt` gives them. outcomes: short lines about its requests for
+    information, oldest first ("asked the ground for the weather at 52.6N: no answer")."""
+
+    phase: str | None = None  # the daemon's detector; overrides Readings.phase
+    mode: str | None = None  # payload.policy.modes.Mode value
+    memories: Sequence[MemoryEntry] = ()
+    outcomes: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[dict[str, str]]
+    chars: int  # of all message contents together
+    memories: int  # kept
+    outcomes: int
+    dropped_memories: int = 0  # left out for the cap or the budget
+    dropped_outcomes: int = 0
+    over_budget: bool = False  # system prompt and readings alone exceed the budget (sent anyway)
+    kept: list = field(default_factory=list, repr=False)  # the MemoryEntry objects kept
+
+
+def prompt_budget_chars(n_ctx: int, max_tokens: int, chars_per_token: float = CHARS_PER_TOKEN,
+                        template_tokens: int = 24) -> int:
+    """Characters of message content that fit a context of `n_ctx` tokens, leaving room for
+    `max_tokens` of answer and the chat template's own tokens."""
+    return max(0, int((n_ctx - max_tokens - template_tokens) * chars_per_token))
+
+
+DEFAULT_PROMPT_CHARS = prompt_budget_chars(256, 48)  # the default configuration's context and answer
+
+
+def _age(now: datetime, then: datetime | None) -> str:
+    try:
+        s = (now - then).total_seconds()
+    except (TypeError, AttributeError):  # naive against aware, or no time: say nothing
+        return ""
+    if s < 0:
+        return ""
+    if s < 90:
+        return " (just now)"
+    if s < 90 * 60:
+        return f" ({round(s / 60)} min ago)"
+    if s < 36 * 3600:
+        return f" ({round(s / 3600)} h ago)"
+    return f" ({round(s / 86400)} days ago)"
+
+
+def _memory_line(m, now: datetime) -> str:
+    if getattr(m, "source", "") == "owner":  # memory.OWNER: what it knew before the flight, ageless
+        return f"- you know: {fit_musing(m.text, MEMORY_CHARS)}"
+    who = "the ground told you" if m.kind == "note" else "you thought"
+    return f"- {who}{_age(now, getattr(m, 'created', None))}: {fit_musing(m.text, MEMORY_CHARS)}"
+
+
+def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str]) -> str:
+    if not memory_lines and not outcome_lines:
+        return f"Right now you are {situation}. {QUESTION}"  # as before memory existed
+    lines = [f"Right now you are {situation}."]
+    if memory_lines:
+        lines += ["You remember:", *memory_lines]
+    if outcome_lines:
+        lines += ["When you reached out lately:", *outcome_lines]
+    lines.append(QUESTION)
+    return "\n".join(lines)
+
+
+def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None = None,
+                 max_prompt_chars: int = DEFAULT_PROMPT_CHARS) -> Prompt:
+    """The musing messages within `max_prompt_chars` of content, and what had to be left out."""
+    ctx = context or PromptContext()
+    situation = describe(r, ctx.phase, ctx.mode)
+    memories = [m for m in ctx.memories if m.text and m.text.strip()][:MAX_MEMORIES]
+    outcomes = [o for o in ctx.outcomes if o and o.strip()][-MAX_OUTCOMES:]
+    capped_m = len(ctx.memories) - len(memories)
+    capped_o = len(ctx.outcomes) - len(outcomes)
+    mem_lines = [_memory_line(m, r.time) for m in memories]
+    out_lines = ["- " + fit_musing(o, OUTCOME_CHARS) for o in outcomes]
+
+    # Drop order: musings from the least relevant, then notes likewise, then outcomes oldest first.
+    order = ([("m", i) for i in reversed(range(len(memories))) if memories[i].kind != "note"]
+             + [("m", i) for i in reversed(range(len(memories))) if memories[i].kind == "note"]
+             + [("o", i) for i in range(len(outcomes))])
+    keep_m, keep_o = set(range(len(memories))), set(range(len(outcomes)))
+
+    def render() -> str:
+        return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)])
+
+    user = render()
+    for what, i in order:
+        if len(system_prompt) + len(user) <= max_prompt_chars:
+            break
+        (keep_m if what == "m" else keep_o).discard(i)
+        user = render()
+    chars = len(system_prompt) + len(user)
+    return Prompt(
+        messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": user}],
+        chars=chars, memories=len(keep_m), outcomes=len(keep_o),
+        dropped_memories=capped_m + len(memories) - len(keep_m),
+        dropped_outcomes=capped_o + len(outcomes) - len(keep_o),
+        over_budget=chars > max_prompt_chars, kept=[memories[i] for i in sorted(keep_m)],
+    )
+
+
+def musing_messages(system_prompt: str, r: Readings, context: PromptContext | None = None,
+                    max_prompt_chars: int = DEFAULT_PROMPT_CHARS) -> list[dict[str, str]]:
+    return build_prompt(system_prompt, r, context, max_prompt_chars).messages
+
+
+_SPACE = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
+
+
+def finish_unfinished(text: str, finish_reason: str) -> str:
+    """What a model cut off at its token limit ("length") says, ended where it ends: after its last
+    whole sentence when that keeps at least a third of the text, else after its last whole word,
+    with an ellipsis. A musing that stops in the middle of a word reads as broken on the air
+    (the bench counted 6 of 36 so with SmolLM2-135M at 48 tokens). Finished text is left alone."""
+    text = text.rstrip()
+    if finish_reason != "length" or not text:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if ends and ends[-1] == len(text):
+        return text  # it happened to stop at a sentence end
+    if ends and ends[-1] >= len(text) // 3:
+        return text[: ends[-1]]
+    head = text.rsplit(None, 1)[0] if len(text.split()) > 1 else text
+    return head.rstrip(",;:-") + "…"
+
+
+def fit_musing(text: str, max_chars: int) -> str:
+    """One line of at most `max_chars`, cut at a sentence end (else a word) when too long.
+
+    Privacy placeholders the model learned from its scrubbed training text (``<PHONE_2>``)
+    carry nothing and mean nothing to a listener: they are taken out.
+    """
+    text = _SPACE.sub(" ", _PLACEHOLDER_PIECE.sub("", PLACEHOLDER.sub("", text))).strip()
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+    if ends and ends[-1] >= max_chars // 3:
+        return head[: ends[-1]].strip()
+    head = head[: max_chars - 1]  # room for the ellipsis
+    cut = head.rsplit(" ", 1)[0] if " " in head else head
+    return cut.rstrip(",;:-") + "…"

@@ -1,0 +1,158 @@
+"""The daemon's power sense: flight phase, mode ladder and energy budget, kept across reboots.
+
+Each beacon hands the governor the readings; it updates the phase detector
+(payload.policy.phases) and the mode ladder (payload.policy.modes), integrates the battery's energy
+from the INA219's volts and amps, persists what changed in the store's durable state,
+and answers the loops' questions: does this task run now, and how often. Changes come
+back as event texts for the air.
+
+Boot: an unplanned reboot (no clean-shutdown mark from the last run) starts at least in
+LOW_POWER — the reboot may have been a brown-out — and climbs only when the readings
+prove it safe. The phase is restored, so a payload rebooting at 20 km is not "pre-launch".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import structlog
+
+from stratoecho.wire.events import Event, event
+
+from ..parts.sensors import Readings
+from .modes import Mode, ModeInputs, ModeLadder, boot_mode, energy_budget, policy_for
+from .phases import Phase, PhaseDetector
+
+log = structlog.get_logger(__name__)
+
+CLEAN = "clean_shutdown"
+
+
+class Governor:
+    def __init__(self, store, *, capacity_wh: float, battery_temp_fitted: bool = True, cpu_temp_fitted: bool = True):
+        self.store = store
+        self.capacity_wh = capacity_wh
+        self.not_fitted = frozenset(
+            name for name, fitted in (("battery_temp", battery_temp_fitted), ("cpu_temp", cpu_temp_fitted))
+            if not fitted)
+        saved = _json(store.get_state("mode"))
+        clean = store.get_state(CLEAN) == "1"
+        self.boot_mode = boot_mode(saved.get("mode") if saved else None, clean)
+        self.unplanned_reboot = saved is not None and not clean
+        self.ladder = ModeLadder(initial=self.boot_mode)
+        self.ground_floor = Mode(store.get_state("ground_floor") or Mode.NOMINAL.value)
+        phase = _json(store.get_state("phase"))
+        self.phases = PhaseDetector.from_dict(phase) if phase else PhaseDetector()
+        self.used_wh = float(store.get_state("energy_used_wh") or 0.0)
+        self.load_w = math.nan
+        self._last_t: float | None = None
+        self._last_saved_wh = self.used_wh
+        store.set_state(CLEAN, "0")  # until a clean shutdown says otherwise
+        store.set_state("mode", json.dumps(self.ladder.to_dict()))
+
+    @property
+    def mode(self) -> Mode:
+        """The ladder's mode, or the ground's floor when that is more frugal."""
+        return Mode.worst(self.ladder.mode, self.ground_floor)
+
+    def set_ground_floor(self, mode: Mode) -> None:
+        """The ground may ask for a more frugal mode (to save the battery for a long recovery);
+        it cannot make a cold or flat battery nominal. NOMINAL clears the floor."""
+        self.ground_floor = Mode(mode)
+        self.store.set_state("ground_floor", self.ground_floor.value)
+
+    @property
+    def phase(self) -> Phase:
+        return self.phases.phase
+
+    def update(self, r: Readings, now_s: float, cpu_temp_c: float | None) -> list[Event]:
+        """Take one set of readings; the events to send down (mode and phase changes)."""
+        events = []
+        before = self.phases.phase
+        phase = self.phases.update(now_s, r.alt_m if r.fix_valid else None, _finite(r.pressure_hpa), r.fix_valid)
+        if phase != before:
+            events.append(event("phase", before=before.value, after=phase.value, alt_m=int(round(r.alt_m))))
+            self.store.set_state("phase", json.dumps(self.phases.to_dict()))
+        self._integrate(r, now_s)
+        d = self.ladder.update(ModeInputs(
+            battery_v=r.batt_mv / 1000.0 if _battery_read(r) else None, battery_temp_c=_finite(r.box_temp_c),
+            cpu_temp_c=cpu_temp_c, phase=phase.value, soc=None, not_fitted=self.not_fitted), now_s)
+        if d.changed:
+            why = ", ".join(d.reasons) or "readings recovered"
+            events.append(event("mode", before=d.previous.value, after=d.mode.value, why=why))
+            log.warning("mode_changed", previous=d.previous.value, mode=d.mode.value, reasons=list(d.reasons))
+            self.store.set_state("mode", json.dumps(self.ladder.to_dict()))  # persisted on each change
+        return events
+
+    def _integrate(self, r: Readings, now_s: float) -> None:
+        """Energy out of the battery: volts x amps over flight time (the INA219 on the battery lead).
+        While the INA219 cannot be read, the last load it measured goes on being drawn: the
+        estimate keeps counting from time and the known load instead of standing still."""
+        if _battery_read(r) and not math.isnan(r.batt_ma):
+            self.load_w = r.batt_mv / 1000.0 * r.batt_ma / 1000.0
+        if self._last_t is not None and now_s > self._last_t and not math.isnan(self.load_w):
+            self.used_wh += max(self.load_w, 0.0) * (now_s - self._last_t) / 3600.0
+        self._last_t = now_s
+        if self.used_wh - self._last_saved_wh > 0.05:  # a reboot loses at most 50 mWh of accounting
+            self.store.set_state("energy_used_wh", f"{self.used_wh:.4f}")
+            self._last_saved_wh = self.used_wh
+
+    def runs(self, task: str) -> bool:
+        return policy_for(self.mode, self.phase.value)[task] is not None
+
+    def period_s(self, task: str, base_s: float) -> float:
+        """The task's period now; a shed task is still polled at its base period (it runs again
+        as soon as the mode allows)."""
+        factor = policy_for(self.mode, self.phase.value)[task]
+        return base_s * (factor or 1.0)
+
+    def transmit_factor(self) -> float | None:
+        """The radio's bulk traffic in this mode and phase: 1.0 all it may have, 4.0 a quarter of
+        it (survival), None none (the beacon alone). The transmitter scales bulk's share of the
+        hour's airtime by it; the beacon follows `period_s("beacon", ...)`."""
+        return policy_for(self.mode, self.phase.value)["transmit"]
+
+    def fields(self) -> dict:
+        """Mode, phase and the energy budget for the health record."""
+        out = {"mode": self.mode.value, "phase": self.phase.value, "energy_wh": round(self.used_wh, 3)}
+        if not math.isnan(self.load_w) and self.capacity_wh > 0:
+            soc = max(0.0, 100.0 * (1.0 - self.used_wh / self.capacity_wh))
+            budget = energy_budget(soc, self.capacity_wh, max(self.load_w, 0.0))
+            if math.isfinite(budget.hours_left):
+                out["hours_left"] = round(budget.hours_left, 2)
+        return out
+
+    def led_pattern(self, faulted: bool) -> str:
+        if self.phase is Phase.LANDED:
+            return "landed"
+        if faulted and self.mode is Mode.NOMINAL:
+            return "fault"
+        return self.mode.value
+
+    def close(self) -> None:
+        """A clean stop: the next boot may resume this mode."""
+        self.store.set_state("energy_used_wh", f"{self.used_wh:.4f}")
+        self.store.set_state("phase", json.dumps(self.phases.to_dict()))
+        self.store.set_state(CLEAN, "1")
+
+
+def _json(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        log.warning("state_unreadable", text=text[:80])
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _battery_read(r: Readings) -> bool:
+    """The battery's voltage was measured at this reading: the sensors keep a failed INA219's last
+    good value for the telemetry, which must not pass for a fresh one here (unreadable is low)."""
+    return bool(r.batt_mv) and r.status.get("ina219", "ok") == "ok"

@@ -1,0 +1,138 @@
+"""The aggregator under a flood (issue 31): one station with a valid login publishes junk frames
+as fast as the aggregator takes them, while two honest stations relay a flight; the figures
+`make bench` prints. The aggregator is fed message by message (what its MQTT callback does), in
+a process of its own so its memory is its own; the broker is not part of the measure.
+
+    python -m sim.bench.flood [--junk 100500]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from stratoecho.wire.downlink import DownlinkAuth
+from stratoecho.wire.uplink_keys import new_key
+
+CALLSIGN, BOOT = "SE1", 7
+AT = "2026-05-01T10:00:00.000+00:00"
+
+
+# The flight's key, made afresh for each run: the aggregator checks the honest frames' tags with it.
+AUTH = DownlinkAuth.from_flight_key(new_key())
+
+def flight() -> list[bytes]:
+    """60 telemetry sentences and 20 musings and events, each in fragments with 2 parity."""
+    from stratoecho import wire
+    from stratoecho.wire.events import event
+
+    rng = random.Random(11)
+    frames: list[bytes] = []
+    seqs = {wire.Kind.EVENT: 0, wire.Kind.MUSING: 0}
+    for i in range(60):
+        frames.append(wire.encode_sentence(wire.Telemetry(
+            CALLSIGN, i, f"10:{i // 6:02d}:{i % 6 * 10:02d}", 52.2 + i * 0.001, 0.12 + i * 0.002, 400 + i * 300, 9,
+            14.0 - i * 0.8, 1000.0 - i * 15, 3950 - i, BOOT)))
+        if i % 3 == 1:
+            kind = wire.Kind.EVENT if i % 4 == 0 else wire.Kind.MUSING
+            text = f"{kind.name.lower()} {seqs[kind]}: " + "the clouds below are a slow grey sea. " * rng.randint(6, 18)
+            content = event("store_fault", detail=text) if kind is wire.Kind.EVENT else text
+            frames += wire.fragment_record(wire.Record(kind, BOOT, seqs[kind], 1_700_000_000 + i * 30, content),
+                                           parity=2, auth=AUTH)
+            seqs[kind] += 1
+    return frames
+
+
+def _message(station: str, n: int, data: bytes) -> tuple[str, bytes]:
+    body = {"v": 1, "id": f"{station}:{n}", "station": station, "received_at": AT, "hex": data.hex()}
+    return f"stratoecho/{CALLSIGN}/frames/{station}", json.dumps(body).encode()
+
+
+def measure(junk: int, db: Path) -> dict:
+    """hill relays the flight, then harbour; `evil`'s junk is spread evenly through both."""
+    import sqlite3
+    import time
+
+    from groundstation.network import Aggregator
+
+    def hwm_kib() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+    frames = flight()
+    honest = [(s, n, f) for s in ("hill", "harbour") for n, f in enumerate(frames)]
+    rng = random.Random(31)
+    junk_messages = [_message("evil", n, rng.randbytes(rng.randint(40, 120))) for n in range(junk)]
+    honest_messages = [_message(s, n, f) for s, n, f in honest]
+    per = len(junk_messages) // len(honest_messages) + 1
+    before = hwm_kib()
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH)  # never connects: fed directly, default limits
+    t0 = time.perf_counter()
+    j = 0
+    for topic, payload in honest_messages:
+        agg._handle(topic, payload)
+        for topic, payload in junk_messages[j:j + per]:
+            agg._handle(topic, payload)
+        j += per
+        if j % 4096 < per:
+            agg.store.commit()
+    agg.store.commit()
+    elapsed = time.perf_counter() - t0
+    peak = hwm_kib() - before
+    s = agg.stats
+    agg.store.close()
+    with sqlite3.connect(db) as c:
+        telemetry = c.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+        records = c.execute("SELECT count(*) FROM records").fetchone()[0]
+        evil = c.execute("SELECT count(*), coalesce(sum(length(hex)), 0) FROM frames WHERE station = 'evil'").fetchone()
+    return {"junk": junk, "honest": len(honest_messages), "elapsed_s": elapsed,
+            "rate_dropped": s.rate_dropped, "over_quota": s.over_quota, "junk_stored": evil[0],
+            "telemetry": telemetry, "records": records, "db_mb": db.stat().st_size / 1e6,
+            "peak_mib": peak / 1024, "held": len(agg._held)}
+
+
+def rows(junk: int = 100_500) -> list[tuple]:
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run([sys.executable, "-m", "sim.bench.flood", "--child", "--junk", str(junk), "--db",
+                              str(Path(d) / "agg.db")], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    total = r["junk"] + r["honest"]
+    return [
+        ("aggregator under a flood: frames handled", f"{total / r['elapsed_s']:,.0f}", "frames/s",
+         f"{r['junk']:,} junk from one login + {r['honest']} honest, in {r['elapsed_s']:.1f} s"),
+        ("aggregator under a flood: honest flight stored", f"{r['telemetry']} + {r['records']}", "sent+records",
+         "of 60 + 20 relayed by two untrusted stations"),
+        ("aggregator under a flood: junk dropped over the rate", f"{r['rate_dropped']:,}", "frames",
+         "20 a second after a burst of 20,000 (groundstation/station_limits.py)"),
+        ("aggregator under a flood: junk stored", f"{r['junk_stored']:,}", "frames",
+         f"quota 200,000 a station; database {r['db_mb']:.1f} MB in all"),
+        ("aggregator under a flood: memory", f"{r['peak_mib']:.0f}", "MiB",
+         f"peak RSS added; {r['held']:,} claims held (at most 20,000 a station)"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sim.bench.flood", description=__doc__.splitlines()[0])
+    p.add_argument("--junk", type=int, default=100_500, help="junk frames the hostile station sends (default 100500)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        from stratoecho.logs import setup_logging
+
+        setup_logging("ERROR")  # the throttled warnings are the aggregator's, not the figure
+        print(json.dumps(measure(args.junk, args.db)))
+        return 0
+    for name, value, unit, note in rows(args.junk):
+        print(f"{name:<52}  {value:>12}  {unit:<12}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

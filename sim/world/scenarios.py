@@ -1,0 +1,75 @@
+"""Named rehearsals: each a bench flight with one thing made hard, run by `sim fly --scenario NAME`.
+
+A scenario says what the world does (the flight plan: cold air, a night launch, an orbit)
+and what goes wrong (faults thrown at the simulated parts, radio outages, a brown-out,
+a ground station restart), all in flight time, so a seed replays it exactly.
+tests/test_scenarios.py flies each one and checks what a flight engineer would check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .flight import Flight, FlightPlan
+from .orbit_world import OrbitFlight
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    minutes: float | None = None  # None: launch to landing, plus the recovery beacon
+    plan: dict = field(default_factory=dict)  # sim.world.flight.FlightPlan overrides
+    profile: str = "balloon"  # or "orbit": a low Earth orbit with short passes
+    faults: tuple[str, ...] = ()  # sim.world.hardware.Fault specs
+    outages: tuple[tuple[float, float], ...] = ()  # flight seconds when nothing passes either way
+    reboots: tuple[float, ...] = ()  # flight seconds at which the payload loses power (SIGKILL)
+    reboot_s: float = 60.0  # flight seconds it stays down
+    ground_restarts: tuple[float, ...] = ()  # flight seconds at which the ground station is restarted
+    ground_down_s: float = 120.0
+    service_restarts: tuple[float, ...] = ()  # flight seconds of a `systemctl restart` (SIGTERM, stop timeout)
+    channel_args: tuple[str, ...] = ()  # more `sim channel` flags (a satellite's stronger link)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("nominal", "a summer morning flight: launch, burst near 32 km, parachute, landing"),
+    Scenario("cold-soak", "a winter flight in air 25 degC colder than standard: the battery sags, the heater "
+             "works, the payload steps down its mode ladder and back", minutes=150,
+             plan={"cold_offset_c": -25.0, "launch_utc": datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)}),
+    Scenario("blackout", "a 30-minute radio blackout during the ascent: the queue holds everything, "
+             "delivery resumes after", minutes=120, outages=((1800.0, 3600.0),)),
+    Scenario("gps-loss", "the GPS goes silent for 20 minutes, then talks garbage for 5: telemetry keeps "
+             "flowing with the last position and the fault is seen at the ground", minutes=90,
+             faults=("gps:silence@20m-40m", "gps:garbage@50m-55m")),
+    Scenario("sensor-faults", "an I2C sensor shakes loose, the battery monitor sticks, the camera hangs",
+             minutes=90, faults=("bme280:unplug@15m-35m", "ina219:stick@40m-50m", "camera:hang@20m-60m")),
+    Scenario("brownout", "the payload loses power mid-flight and reboots: no durable record is lost, "
+             "the beacon comes back", minutes=90, reboots=(2400.0,)),
+    Scenario("ground-restart", "the ground station is restarted mid-flight: it resumes from its database "
+             "and asks for what it missed", minutes=90, ground_restarts=(2400.0,)),
+    Scenario("service-restart", "the payload's service is restarted twice mid-flight, once while it muses: "
+             "it stops inside the unit's TimeoutStopSec and the beacon comes back", minutes=60,
+             service_restarts=(1500.0, 2460.0)),
+    Scenario("night", "a launch two hours before sunrise: no sun on the panel, a colder box", minutes=150,
+             plan={"launch_utc": datetime(2026, 6, 21, 1, 0, tzinfo=timezone.utc)}),
+    # 1 W into a ground Yagi of ~6 dBi (36 dBm EIRP-equivalent): what closes a 500 km LoRa link.
+    Scenario("orbit", "a low Earth orbit instead of a balloon: contact only during passes of a few minutes "
+             "over the ground station, eclipses every orbit", minutes=24 * 60, profile="orbit",
+             channel_args=("--tx-dbm", "36")),
+)}
+
+
+def scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError(f"no scenario {name!r}; one of: {', '.join(SCENARIOS)}") from None
+
+
+def flight_for(name: str, seed: int):
+    """The world of scenario `name`: a sim.world.flight.Flight (or the orbit's stand-in) for `seed`."""
+    s = scenario(name)
+    if s.profile == "orbit":
+        return OrbitFlight(seed=seed, **s.plan)
+    return Flight(FlightPlan(seed=seed, **s.plan))
