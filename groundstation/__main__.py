@@ -45,16 +45,6 @@ HEX_FORMAT = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
-    return value
-
-
 def _udp_listen(text: str) -> tuple[str, int]:
     """PORT, :PORT or HOST:PORT to listen on; a bare port is every interface (to hear broadcasts)."""
     if text.isdigit():
