@@ -256,10 +256,10 @@ def test_payload_keeps_its_clock_through_the_system_call_filter():
     u = load(PAYLOAD)
     filters = values(u, "Service", "SystemCallFilter")
     assert filters[0] == "@system-service"
-    # The last word on @clock allows it again (the GPS sets the clock: payload/gps/system_time.py).
+    # The last word on @clock allows it again (the GPS sets the clock: payload/parts/gps/system_time.py).
     assert [f for f in filters if "@clock" in f][-1] == "@clock"
     assert "CAP_SYS_TIME" in value(u, "Service", "CapabilityBoundingSet").split()
-    assert "clock_settime" in (ROOT / "payload" / "gps" / "system_time.py").read_text()
+    assert "clock_settime" in (ROOT / "payload" / "parts" / "gps" / "system_time.py").read_text()
 
 
 @pytest.mark.parametrize("name", [PAYLOAD, GROUND])

@@ -80,7 +80,7 @@ def _flight_hour_io(flush_s: float | None):
     from payload.store import Store
     from sim.bench.powercut import PowerCutVFS
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "config" / "payload.sim.toml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "payload.sim.toml")
     tel, mus, hea = (int(x) for x in (cfg.schedule.telemetry_s, cfg.schedule.musing_s, cfg.schedule.health_s))
     window = tel * cfg.uplink.window_every
 
@@ -216,7 +216,7 @@ def bench_persona_worker(bundle_dir: Path, runs: int = 12, max_tokens: int = 64,
 def _payload_proc(args: list[str], data: Path, config: Path | None = None):
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--sim", "--udp", "127.0.0.1:9",
            "--data", str(data), "--drain-s", "0", *args]
     if config is not None:
