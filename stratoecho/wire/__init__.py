@@ -25,6 +25,7 @@ from .common import (
     GATEWAY_FIRST_BYTES,
     MAGIC,
     NOT_RECORDS,
+    RELAY_MAGIC,
     UPLINK_MAGIC,
     Kind,
     WireError,
@@ -87,6 +88,7 @@ def decode_frame(frame: bytes, auth: DownlinkAuth | None = None) -> Telemetry | 
 __all__ = [
     "CONTROL_MAGIC", "DownlinkAuth", "Window", "decode_window", "encode_window",
     "CHECK_BYTES", "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "NOT_RECORDS", "UPLINK_MAGIC",
+    "RELAY_MAGIC",
     "VERSION", "Fragment", "Kind", "Reassembler", "Record", "Telemetry", "WireError",
     "crc16_ccitt", "data_shards", "decode_fragment", "decode_frame", "decode_sentence",
     "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",

@@ -9,11 +9,12 @@ DEFAULT_MTU = 255  # SX127x FIFO
 MAGIC = 0xEC  # our downlink record fragments
 UPLINK_MAGIC = 0xED  # signed commands, ground to payload
 CONTROL_MAGIC = 0xEE  # tagged control frames, payload to ground (the window cue)
+RELAY_MAGIC = 0xEF  # another payload's frame, relayed in an envelope (relay.py)
 # First bytes that existing LoRa gateways dispatch on; our binary frames avoid them all.
 GATEWAY_FIRST_BYTES = frozenset(
     [0x24, 0x25, 0x5E, 0x21, 0x2A, 0x00, 0x66, 0x67, 0x68, 0x69, 0xDE, *range(0x80, 0x90)]
 )
-assert not {MAGIC, UPLINK_MAGIC, CONTROL_MAGIC} & GATEWAY_FIRST_BYTES
+assert not {MAGIC, UPLINK_MAGIC, CONTROL_MAGIC, RELAY_MAGIC} & GATEWAY_FIRST_BYTES
 
 
 class WireError(ValueError):

@@ -1,0 +1,142 @@
+"""Which frames this payload relays for the other payloads it hears, and when (docs/network.md).
+
+Pure logic, no radio: the listen windows hand it what they heard (`hear`), and the radio
+asks it for the next frame to send on (`next_frame`) only with airtime its own frames do not
+need. The rules, each a reason counted in `stats.refused`:
+
+- only a flight the operator allows (`allowed`, by callsign) is relayed, and never our own;
+- a record fragment or a window cue is relayed only when that flight's downlink key checks
+  its tag (a station that cannot tag cannot use us as its transmitter); a UKHAS sentence
+  names its callsign and is relayed open, as the community's gateways take it;
+- at most `max_hops` relays in all: a frame heard in another relayer's envelope goes on only
+  while hops are left, and is re-wrapped, never nested;
+- once: a frame heard again (directly, or through another relayer) by its origin and
+  sequence is a duplicate;
+- within `share` of the hour's airtime budget, counted over the last hour, and at most
+  `pending` frames waiting: the oldest waiting frame gives way to a new one, so a flood
+  evicts only what it floods with;
+- a frame that would not fit the radio's MTU in its envelope is not cut, only refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from stratoecho.wire import RELAY_MAGIC, WireError
+from stratoecho.wire.downlink import DownlinkAuth
+from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, origin_of, overhead
+from stratoecho.wire.uplink import payload_hash
+
+HOUR_S = 3600.0
+SEEN = 4096  # frames remembered for duplicates: hours of a neighbour's traffic
+
+
+@dataclass(frozen=True)
+class RelayRules:
+    callsign: str  # ours: our frames are never relayed back, our envelopes carry its hash
+    allowed: Mapping[str, DownlinkAuth | None]  # the flights we relay; None: their open sentences only
+    max_hops: int = 2  # relays a frame may take in all, ours included
+    share: float = 0.2  # of the hour's airtime budget (duty cycle x 3600 s)
+    duty_cycle: float = 0.1
+    mtu: int = 255
+    pending: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_hops <= MAX_HOPS + 1:
+            raise ValueError(f"max_hops {self.max_hops} is outside 1..{MAX_HOPS + 1}")
+        if not 0.0 < self.share < 1.0:
+            raise ValueError(f"relay share {self.share} is not between 0 and 1 (the rest is the payload's own)")
+        if self.callsign in self.allowed:
+            raise ValueError(f"{self.callsign} is this payload's own callsign: it never relays itself")
+
+
+@dataclass
+class RelayStats:
+    heard: int = 0
+    queued: int = 0
+    forwarded: int = 0
+    airtime_s: float = 0.0
+    refused: Counter = field(default_factory=Counter)  # by reason
+    by_origin: Counter = field(default_factory=Counter)  # frames forwarded, by the callsign they came from
+
+
+class Relay:
+    def __init__(self, rules: RelayRules, auth: DownlinkAuth):
+        self.rules, self.auth = rules, auth
+        self.own = payload_hash(rules.callsign)
+        self._relayers = {payload_hash(c): a for c, a in rules.allowed.items() if a is not None}
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._waiting: deque[tuple[bytes, str]] = deque()
+        self._spent: deque[tuple[float, float]] = deque()  # (when, airtime) of each relay this hour
+        self.stats = RelayStats()
+
+    def hear(self, frame: bytes) -> str | None:
+        """A frame heard in a listen window: queued to go on (None), or why it will not."""
+        self.stats.heard += 1
+        try:
+            frame, hops_left, origin = self._judge(frame)
+        except WireError as e:
+            return self._refuse(e.reason)
+        out = encode_relayed(frame, self.own, hops_left, self.auth)
+        if len(out) > self.rules.mtu:
+            return self._refuse("too long")
+        if len(self._waiting) >= self.rules.pending:
+            self._waiting.popleft()
+            self.stats.refused["evicted"] += 1
+        self._waiting.append((out, origin))
+        self.stats.queued += 1
+        return None
+
+    def next_frame(self, now_s: float, airtime_s: Callable[[int], float]) -> bytes | None:
+        """The next frame to relay, if the relay's share of the last hour's airtime allows it
+        (`airtime_s(n)`: seconds on air for n bytes); None leaves the air to the payload's own."""
+        while self._spent and self._spent[0][0] <= now_s - HOUR_S:
+            self._spent.popleft()
+        if not self._waiting:
+            return None
+        frame, origin = self._waiting[0]
+        cost = airtime_s(len(frame))
+        allowance = self.rules.share * self.rules.duty_cycle * HOUR_S
+        if sum(a for _, a in self._spent) + cost > allowance:
+            return None
+        self._waiting.popleft()
+        self._spent.append((now_s, cost))
+        self.stats.forwarded += 1
+        self.stats.airtime_s += cost
+        self.stats.by_origin[origin] += 1
+        return frame
+
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def _judge(self, frame: bytes) -> tuple[bytes, int, str]:
+        """The frame to send on, the hops it may take after ours, and its origin; WireError why not."""
+        hops_left = self.rules.max_hops - 1
+        if frame[:1] == bytes([RELAY_MAGIC]):
+            relayed = decode_relayed(frame, self._relayers, self.auth.tag_len)
+            if relayed.relayer == self.own:
+                raise WireError("own frame", "our own relay, heard back")
+            if relayed.hops_left == 0:
+                raise WireError("hops exhausted", "relayed as far as its first relayer allowed")
+            frame, hops_left = relayed.frame, relayed.hops_left - 1
+        origin = origin_of(frame, {**self.rules.allowed, self.rules.callsign: self.auth})
+        if origin.callsign == self.rules.callsign:
+            raise WireError("own frame", "our own frame, heard back")
+        if origin.key in self._seen:
+            self._seen.move_to_end(origin.key)
+            raise WireError("duplicate", f"{origin.callsign}'s frame, heard before")
+        self._seen[origin.key] = None
+        while len(self._seen) > SEEN:
+            self._seen.popitem(last=False)
+        return frame, hops_left, origin.callsign
+
+    def _refuse(self, reason: str) -> str:
+        self.stats.refused[reason] += 1
+        return reason
+
+
+def relay_overhead(tag_len: int) -> int:
+    """What a payload whose frames may be relayed leaves free of its MTU (docs/network.md)."""
+    return overhead(tag_len)

@@ -1,0 +1,139 @@
+"""Relayed frames: one payload carries another's frame, as it heard it, in an envelope of its own.
+
+A payload that hears another payload's frame in its listen windows may send it on
+(payload/link/relay.py decides which). It sends the frame byte for byte inside this envelope,
+so whoever hears the relay sees who relayed it, how many more hops it may take, and the
+frame itself, still under its origin's own downlink tag: the ground believes a relayed record
+exactly as far as it would believe it heard directly (docs/network.md).
+
+All integers big-endian::
+
+     0      1      2          4                    4+L        4+L+T    6+L+T
+    +------+------+----------+------- ... --------+--- ... ---+--------+
+    | 0xEF | v|h  | relayer  | the frame as heard | tag       | crc16  |
+    +------+------+----------+------- ... --------+--- ... ---+--------+
+      magic  ver:4  u16        L bytes, unchanged   the relayer's  CRC16-CCITT of
+             hops:4 callsign   (its own tag and     downlink tag,  every byte
+                    hash       CRC inside)          T bytes        before it
+
+``v`` is 1. ``hops`` is how many more times the frame may be relayed after this one (0: none).
+The relayer's id is its callsign hash (`uplink.payload_hash`), as the window cue carries it;
+its tag is made with the relayer's own downlink key, so no station can put words in a
+relayer's mouth, and a relayed frame's origin is still only whoever can tag the inner frame.
+An envelope inside an envelope is refused: a relayer re-wraps the frame it heard, never nests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .common import CONTROL_MAGIC, MAGIC, RELAY_MAGIC, UPLINK_MAGIC, WireError, crc16_ccitt
+from .downlink import DownlinkAuth, decode_window
+from .records import decode_fragment
+
+RELAY_VERSION = 1
+MAX_HOPS = 15  # four bits
+_HEAD = struct.Struct(">BBH")
+CRC_BYTES = 2
+
+
+def overhead(tag_len: int) -> int:
+    """The bytes an envelope adds to the frame it carries."""
+    return _HEAD.size + tag_len + CRC_BYTES
+
+
+@dataclass(frozen=True)
+class Relayed:
+    relayer: int  # the relayer's callsign hash
+    hops_left: int  # further relays allowed
+    frame: bytes  # the frame as the relayer heard it
+    relayer_authentic: bool  # its tag checked with the relayer's key (False: no key for it here)
+
+
+def encode_relayed(frame: bytes, relayer: int, hops_left: int, auth: DownlinkAuth) -> bytes:
+    """`frame` in an envelope from `relayer` (its callsign hash), tagged with its own downlink key."""
+    if not 0 <= hops_left <= MAX_HOPS:
+        raise ValueError(f"hops left {hops_left} is outside 0..{MAX_HOPS}")
+    if frame[:1] == bytes([RELAY_MAGIC]):
+        raise ValueError("an envelope is never put inside another: re-wrap the frame it carries")
+    body = _HEAD.pack(RELAY_MAGIC, RELAY_VERSION << 4 | hops_left, relayer) + frame
+    body += auth.tag(body)
+    return body + struct.pack(">H", crc16_ccitt(body))
+
+
+def decode_relayed(frame: bytes, relayers: Mapping[int, DownlinkAuth], tag_len: int) -> Relayed:
+    """The envelope's parts; its tag checked when `relayers` has the relayer's key (by callsign hash).
+    WireError for an envelope that is damaged, nested, or whose tag fails its relayer's key."""
+    if len(frame) < overhead(tag_len) + 1:
+        raise WireError("truncated", f"relayed frame of {len(frame)} bytes is shorter than its "
+                                     f"{overhead(tag_len)}-byte envelope plus a frame")
+    if struct.unpack(">H", frame[-2:])[0] != crc16_ccitt(frame[:-2]):
+        raise WireError("crc mismatch", "relayed frame CRC mismatch")
+    magic, vh, relayer = _HEAD.unpack_from(frame)
+    if magic != RELAY_MAGIC:
+        raise WireError("unknown first byte", f"first byte 0x{magic:02X} is not 0x{RELAY_MAGIC:02X}")
+    if vh >> 4 != RELAY_VERSION:
+        raise WireError("unknown version", f"relay version {vh >> 4} is not {RELAY_VERSION}")
+    end = len(frame) - CRC_BYTES - tag_len
+    inner = frame[_HEAD.size:end]
+    if inner[:1] == bytes([RELAY_MAGIC]):
+        raise WireError("nested relay", "an envelope inside an envelope")
+    auth = relayers.get(relayer)
+    if auth is not None and not auth.check(frame[:end], frame[end:-CRC_BYTES]):
+        raise WireError("bad tag", f"relayed frame: tag does not match relayer 0x{relayer:04X}'s downlink key")
+    return Relayed(relayer, vh & 0x0F, inner, auth is not None)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Whose a heard frame is, as far as the frame itself shows it."""
+
+    callsign: str
+    authentic: bool  # its own downlink tag checked with that flight's key (False: an open sentence)
+    key: bytes  # what makes it the same frame heard twice: its origin and sequence, as its bytes carry them
+
+
+def origin_of(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
+    """Which of `flights` (callsign -> its downlink key, or None when only its open sentences are
+    known) a heard frame belongs to. A record fragment or window cue is its origin's only when
+    that flight's key checks its tag; a UKHAS sentence names its callsign and stays open.
+    WireError ("bad tag", "unknown origin", "not relayed") for anything else."""
+    first = frame[:1]
+    if first in (bytes([MAGIC]), bytes([CONTROL_MAGIC])):
+        return _tagged_origin(frame, flights)
+    if frame.startswith(b"$$"):
+        callsign = frame[2:].split(b",", 1)[0].decode("ascii", "replace")
+        if callsign not in flights:
+            raise WireError("unknown origin", f"sentence from {callsign!r}, not a flight this payload relays")
+        return Origin(callsign, False, _digest(frame))
+    if first == bytes([UPLINK_MAGIC]):
+        raise WireError("not relayed", "uplink commands go from a ground station to its own balloon only")
+    raise WireError("not relayed", f"first byte 0x{frame[0]:02X}: only records, window cues and sentences "
+                                   "are relayed" if frame else "empty frame")
+
+
+def _tagged_origin(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
+    keyed = {c: a for c, a in flights.items() if a is not None}
+    failed = False
+    for callsign, auth in keyed.items():
+        try:
+            if frame[0] == MAGIC:
+                f = decode_fragment(frame, auth)
+                return Origin(callsign, True, _digest(callsign.encode(), bytes([f.kind]),
+                                                      struct.pack(">HIH", f.boot, f.seq, f.index)))
+            w = decode_window(frame, auth)
+            return Origin(callsign, True, _digest(callsign.encode(), b"cue", struct.pack(">HI", w.boot, w.seq)))
+        except WireError as e:
+            failed |= e.reason == "bad tag"
+            if e.reason not in ("bad tag", "bad length"):
+                raise
+    if failed:
+        raise WireError("bad tag", "no relayed flight's downlink key checks this frame's tag")
+    raise WireError("unknown origin", "a tagged frame, and no flight key to tell whose it is")
+
+
+def _digest(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"|".join(parts)).digest()[:8]

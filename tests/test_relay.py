@@ -1,0 +1,161 @@
+"""Relaying for another payload (issue 33's first part): the envelope on the wire
+(stratoecho/wire/relay.py) and the rules a payload relays by (payload/link/relay.py). A
+relayed frame with a bad tag, an exhausted hop limit or from a callsign not allowed is never
+forwarded; an allowed one goes on once, inside the relay's share of the air."""
+
+from __future__ import annotations
+
+import pytest
+
+from payload.link.relay import Relay, RelayRules
+from stratoecho import wire
+from stratoecho.wire.downlink import DownlinkAuth, Window, encode_window
+from stratoecho.wire.relay import decode_relayed, encode_relayed, origin_of, overhead
+from stratoecho.wire.uplink import payload_hash
+
+NEAR, FAR, STRANGER = "NEAR1", "FAR1", "STRANGE1"
+NEAR_AUTH = DownlinkAuth.from_flight_key(bytes(range(32)))
+FAR_AUTH = DownlinkAuth.from_flight_key(bytes(range(1, 33)))
+STRANGER_AUTH = DownlinkAuth.from_flight_key(bytes(range(2, 34)))
+
+
+def fragments(auth: DownlinkAuth, seq: int = 5, text: str = "the sky is ink", mtu: int = 200) -> list[bytes]:
+    return wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, seq, 1_780_000_000, text), mtu, auth=auth)
+
+
+def sentence(callsign: str, seq: int = 7) -> bytes:
+    return wire.encode_sentence(wire.Telemetry(callsign=callsign, seq=seq, time="12:00:00", lat=52.1, lon=-0.2,
+                                               alt=20000, sats=9, temp_c=-40.0, pressure_hpa=55.0, batt_mv=3900,
+                                               boot=1))
+
+
+def near_relay(**kw) -> Relay:
+    rules = dict(callsign=NEAR, allowed={FAR: FAR_AUTH}, max_hops=2, share=0.5, duty_cycle=1.0)
+    return Relay(RelayRules(**(rules | kw)), NEAR_AUTH)
+
+
+def airtime(n: int) -> float:
+    return n / 100.0  # a second per hundred bytes
+
+
+# --------------------------------------------------------------------------- the envelope
+
+
+def test_an_envelope_carries_the_frame_unchanged_under_the_relayers_tag():
+    frame = fragments(FAR_AUTH)[0]
+    out = encode_relayed(frame, payload_hash(NEAR), 1, NEAR_AUTH)
+    assert out[0] == wire.RELAY_MAGIC and len(out) == len(frame) + overhead(NEAR_AUTH.tag_len)
+    r = decode_relayed(out, {payload_hash(NEAR): NEAR_AUTH}, NEAR_AUTH.tag_len)
+    assert (r.relayer, r.hops_left, r.frame, r.relayer_authentic) == (payload_hash(NEAR), 1, frame, True)
+    # The inner frame is still its origin's: its own tag checks with the far flight's key only.
+    assert wire.decode_fragment(r.frame, FAR_AUTH).seq == 5
+    # Without the relayer's key the envelope is read, not vouched for.
+    assert decode_relayed(out, {}, NEAR_AUTH.tag_len).relayer_authentic is False
+
+
+def test_an_envelope_forged_or_damaged_or_nested_is_refused():
+    out = bytearray(encode_relayed(fragments(FAR_AUTH)[0], payload_hash(NEAR), 1, NEAR_AUTH))
+    with pytest.raises(wire.WireError) as e:  # a stranger claiming to be the near balloon
+        decode_relayed(encode_relayed(fragments(FAR_AUTH)[0], payload_hash(NEAR), 1, STRANGER_AUTH),
+                       {payload_hash(NEAR): NEAR_AUTH}, NEAR_AUTH.tag_len)
+    assert e.value.reason == "bad tag"
+    out[10] ^= 0x01
+    with pytest.raises(wire.WireError, match="CRC"):
+        decode_relayed(bytes(out), {}, NEAR_AUTH.tag_len)
+    with pytest.raises(ValueError, match="never put inside another"):
+        encode_relayed(encode_relayed(b"$$FAR1,1", 1, 1, NEAR_AUTH), 2, 1, NEAR_AUTH)
+    with pytest.raises(ValueError, match="outside"):
+        encode_relayed(b"$$FAR1,1", 1, 16, NEAR_AUTH)
+
+
+def test_origin_is_whoever_can_tag_the_frame():
+    flights = {FAR: FAR_AUTH, STRANGER: None}
+    assert origin_of(fragments(FAR_AUTH)[0], flights).callsign == FAR
+    cue = encode_window(Window(1, 12, payload_hash(FAR)), FAR_AUTH)
+    assert origin_of(cue, flights) == origin_of(cue, flights) and origin_of(cue, flights).authentic
+    assert origin_of(sentence(STRANGER), flights).authentic is False  # open: a sentence names itself
+    with pytest.raises(wire.WireError) as e:
+        origin_of(fragments(STRANGER_AUTH)[0], flights)
+    assert e.value.reason == "bad tag"
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_an_allowed_flights_frames_go_on_once_in_an_envelope():
+    relay = near_relay()
+    frames = fragments(FAR_AUTH)
+    for f in frames:
+        assert relay.hear(f) is None
+    assert relay.hear(frames[0]) == "duplicate"  # heard twice: sent on once
+    sent = [relay.next_frame(0.0, airtime) for _ in frames]
+    assert relay.next_frame(0.0, airtime) is None
+    got = [decode_relayed(s, {payload_hash(NEAR): NEAR_AUTH}, 8) for s in sent]
+    assert [g.frame for g in got] == frames and {g.hops_left for g in got} == {1}
+    assert relay.stats.forwarded == len(frames) and relay.stats.by_origin == {FAR: len(frames)}
+
+
+def test_a_frame_with_a_bad_tag_is_never_forwarded():
+    relay = near_relay()
+    forged = bytearray(fragments(FAR_AUTH)[0])
+    forged[12] ^= 0x40  # a changed byte, the CRC made right again: only the tag can tell
+    forged[-2:] = wire.crc16_ccitt(bytes(forged[:-2])).to_bytes(2, "big")
+    assert relay.hear(bytes(forged)) == "bad tag"
+    assert relay.hear(fragments(STRANGER_AUTH)[0]) == "bad tag"  # another flight's key
+    assert relay.next_frame(0.0, airtime) is None and relay.stats.refused["bad tag"] == 2
+
+
+def test_a_callsign_not_allowed_is_never_forwarded():
+    relay = near_relay()
+    assert relay.hear(sentence(STRANGER)) == "unknown origin"
+    assert relay.hear(sentence(FAR)) is None  # allowed: relayed open, as gateways take it
+    assert relay.hear(sentence(NEAR)) == "own frame"
+    assert relay.hear(fragments(NEAR_AUTH)[0]) == "own frame"
+    assert relay.hear(bytes([wire.UPLINK_MAGIC]) + bytes(30)) == "not relayed"  # commands stay between ground and balloon
+    assert relay.waiting() == 1
+
+
+def test_an_exhausted_hop_limit_is_never_forwarded():
+    relay = near_relay(max_hops=3, allowed={FAR: FAR_AUTH, "MID1": None})
+    frames = [fragments(FAR_AUTH, seq=s)[0] for s in (9, 10, 11)]
+    last_hop = encode_relayed(frames[0], payload_hash("MID1"), 0, FAR_AUTH)
+    assert relay.hear(last_hop) == "hops exhausted"
+    one_more = encode_relayed(frames[1], payload_hash("MID1"), 1, FAR_AUTH)
+    assert relay.hear(one_more) is None
+    out = decode_relayed(relay.next_frame(0.0, airtime), {}, 8)
+    assert (out.relayer, out.hops_left, out.frame) == (payload_hash(NEAR), 0, frames[1])  # re-wrapped, not nested
+    # A frame heard directly starts with the rule's hops; our own envelope heard back is ours.
+    assert relay.hear(frames[2]) is None
+    assert decode_relayed(relay.next_frame(0.0, airtime), {}, 8).hops_left == 2
+    assert relay.hear(encode_relayed(frames[0], payload_hash(NEAR), 2, NEAR_AUTH)) == "own frame"
+
+
+def test_relays_stay_inside_their_share_of_the_hour_and_a_flood_evicts_only_itself():
+    relay = near_relay(share=0.01, duty_cycle=0.1, pending=4)  # 3.6 s of relays an hour
+    texts = [f"musing {i} " * 8 for i in range(10)]
+    for i, text in enumerate(texts):
+        relay.hear(fragments(FAR_AUTH, seq=i, text=text)[0])
+    assert relay.waiting() == 4 and relay.stats.refused["evicted"] == 6  # the newest kept
+    sent = []
+    while (f := relay.next_frame(0.0, airtime)) is not None:
+        sent.append(f)
+    assert relay.stats.airtime_s <= 3.6 and relay.waiting() == 4 - len(sent) > 0
+    assert relay.next_frame(1800.0, airtime) is None  # still inside the hour
+    assert relay.next_frame(3600.0, airtime) is not None  # the hour has passed
+
+
+def test_a_frame_that_would_not_fit_in_its_envelope_is_refused_not_cut():
+    relay = near_relay(mtu=255)
+    big = fragments(FAR_AUTH, text="x" * 2000, mtu=255)
+    assert relay.hear(big[0]) == "too long"
+    small = fragments(FAR_AUTH, seq=6, text="x" * 2000, mtu=255 - overhead(8))
+    assert relay.hear(small[0]) is None
+
+
+def test_rules_that_cannot_hold_are_refused():
+    with pytest.raises(ValueError, match="own callsign"):
+        RelayRules(callsign=FAR, allowed={FAR: FAR_AUTH})
+    with pytest.raises(ValueError, match="share"):
+        RelayRules(callsign=NEAR, allowed={}, share=1.0)
+    with pytest.raises(ValueError, match="max_hops"):
+        RelayRules(callsign=NEAR, allowed={}, max_hops=0)
