@@ -30,6 +30,7 @@ from .components import Components
 from .config import PayloadConfig
 from .daemon import Daemon
 from .link.outbound import Outbound
+from .link.relay import Relay, RelayRules
 from .link.transmitter import Transmitter
 from .parts.camera import Camera
 from .parts.hardware import Hardware, open_hardware
@@ -105,9 +106,14 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         raise
     liveness = liveness or Liveness()
     # The hour's airtime, the beacon's share first, logged across restarts (payload/policy/duty.py).
+    try:
+        relay = open_relay(cfg, auth)
+    except BaseException:
+        store.close()
+        raise
     transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
                               sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
-                              on_loop=lambda: liveness.ping("radio"), wake=outbound.wake)
+                              on_loop=lambda: liveness.ping("radio"), wake=outbound.wake, relay=relay)
     gate = None
     if gate_key:
         try:  # uplink.KeyFileError names the file when the key is missing or exposed
@@ -154,6 +160,22 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         governor=governor, memory=memory, reach=reach, beacon=beacon, health=health, commands=commands,
         stopping=stopping, pictures=pictures, musings=musings, worker=worker, gate=gate, camera=camera, led=led,
         heater=heater, disk_usage=disk_usage)
+
+
+def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None) -> Relay | None:
+    """The relay for the flights `[relay] allow` names, each with its downlink key when given
+    (KeyFileError names a key file that will not do); None when none is named, or without our
+    own flight key (an envelope carries our tag) or listen windows (we hear others only there)."""
+    r = cfg.relay
+    if not r.allow:
+        return None
+    if auth is None or not cfg.uplink.listen:
+        log.error("relay_off", why="relaying needs the flight key and listen windows", flights=len(r.allow))
+        return None
+    allowed = {f.callsign: downlink.load_auth(f.key_file, cfg.uplink.downlink_tag_len, derived=True)
+               if f.key_file else None for f in r.allow}
+    return Relay(RelayRules(cfg.callsign, allowed, max_hops=r.max_hops, share=r.share,
+                            duty_cycle=cfg.radio.duty_cycle, mtu=cfg.radio.mtu, pending=r.pending), auth)
 
 
 def _flight_key(cfg: PayloadConfig) -> tuple[downlink.DownlinkAuth | None, bool]:

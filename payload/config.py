@@ -241,6 +241,24 @@ class UplinkSection(Section):
         "under the new settings)")
 
 
+class RelayedFlight(Section):
+    callsign: str = Field(pattern=r"^[A-Za-z0-9/_-]{1,16}$", description="the other payload's callsign")
+    key_file: str | None = Field(None, description="its downlink key (`python -m groundstation keygen --downlink-from "
+                                 "ITS_FLIGHT_KEY FILE`: checks its tags, signs nothing); none: only its open UKHAS "
+                                 "sentences are relayed")
+
+
+class RelaySection(Section):
+    """Frames of other payloads this one sends on (docs/network.md); off unless flights are named."""
+
+    allow: list[RelayedFlight] = Field(default_factory=list, description="the flights relayed, by callsign; empty: "
+                                       "no relaying")
+    max_hops: int = Field(2, ge=1, le=16, description="relays a frame may take in all, the first included")
+    share: float = Field(0.2, gt=0, lt=1, description="of the hour's airtime budget (radio.duty_cycle x 3600 s) "
+                         "relays may take; the beacon's reservation is never touched")
+    pending: int = Field(32, ge=1, le=1024, description="frames waiting to be relayed; a new one pushes out the oldest")
+
+
 STORE_STREAMS = ("telemetry", "event", "musing", "api_request", "health", "image")
 
 
@@ -390,6 +408,7 @@ class PayloadConfig(Section):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     radio: RadioSection = Field(default_factory=RadioSection)
     uplink: UplinkSection = Field(default_factory=UplinkSection)
+    relay: RelaySection = Field(default_factory=RelaySection)
     store: StoreSection = Field(default_factory=StoreSection)
     persona: PersonaSection = Field(default_factory=PersonaSection)
     power: PowerSection = Field(default_factory=PowerSection)

@@ -50,6 +50,7 @@ class FlightStats:
             "uplink_rejected": dict(parts.gate.rejections) if parts.gate else {},
             "loss_estimate": round(parts.transmitter.loss_estimate(), 4),
             "reach": parts.reach.stats(),
+            "relay": relay_stats(parts.transmitter.relay),
             "mode": parts.governor.mode.value,
             "phase": parts.governor.phase.value,
         }
@@ -70,3 +71,12 @@ class FlightStats:
                 tmp.unlink(missing_ok=True)  # a half-written copy only takes space
             except OSError:
                 pass
+
+
+def relay_stats(relay) -> dict:
+    """What the relay heard, sent on and refused (docs/network.md); {} when this payload relays nothing."""
+    if relay is None:
+        return {}
+    s = relay.stats
+    return {"heard": s.heard, "queued": s.queued, "forwarded": s.forwarded, "airtime_s": round(s.airtime_s, 2),
+            "waiting": relay.waiting(), "refused": dict(s.refused), "by_origin": dict(s.by_origin)}

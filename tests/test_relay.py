@@ -159,3 +159,52 @@ def test_rules_that_cannot_hold_are_refused():
         RelayRules(callsign=NEAR, allowed={}, share=1.0)
     with pytest.raises(ValueError, match="max_hops"):
         RelayRules(callsign=NEAR, allowed={}, max_hops=0)
+
+
+# --------------------------------------------------------------------------- in the payload
+
+
+def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tmp_path):
+    from payload.assembly import build_daemon
+    from payload.clock import Clock
+    from payload.config import PayloadConfig
+    from sim.world.flight import SimSensors
+    from stratoecho.wire.downlink import derive_downlink_key
+    from stratoecho.wire.uplink_keys import new_key, write_key_file
+    from tests.test_repair_payload import TwoWayRadio
+
+    near_key, far_key = new_key(), new_key()
+    write_key_file(tmp_path / "near.key", key=near_key)
+    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(far_key))
+    far = DownlinkAuth.from_flight_key(far_key)
+    cfg = PayloadConfig.model_validate({
+        "callsign": NEAR, "uplink": {"key_file": str(tmp_path / "near.key"), "window_every": 1},
+        "relay": {"allow": [{"callsign": FAR, "key_file": str(tmp_path / "far.downlink")}, {"callsign": "OPEN1"}]}})
+    clock = Clock(speedup=1e6)
+    radio = TwoWayRadio()
+    d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    try:
+        heard = fragments(far, seq=3)[0]
+        radio.inbox = [heard, fragments(STRANGER_AUTH)[0], sentence("OPEN1"), sentence(STRANGER), heard]
+        d.beacon_once()
+        while d.transmitter.send_one():
+            pass
+        sent = radio.frames
+        assert sent[0].startswith(b"$$" + NEAR.encode())  # our own beacon first, then our window's cue
+        relayed = [decode_relayed(f, {}, 8) for f in sent if f[0] == wire.RELAY_MAGIC]
+        assert [r.frame for r in relayed] == [heard, sentence("OPEN1")]  # once each; the forged and the stranger not
+        assert wire.decode_fragment(relayed[0].frame, far).seq == 3
+        stats = d.flight_stats.snapshot()["relay"]
+        assert stats["forwarded"] == 2 and stats["refused"] == {"bad tag": 1, "unknown origin": 1, "duplicate": 1}
+        assert stats["by_origin"] == {FAR: 1, "OPEN1": 1} and d.transmitter.stats.relayed_frames == 2
+    finally:
+        d.store.close()
+
+
+def test_a_relay_needs_the_flight_key(tmp_path):
+    from payload.assembly import open_relay
+    from payload.config import PayloadConfig
+
+    cfg = PayloadConfig.model_validate({"relay": {"allow": [{"callsign": FAR}]}})
+    assert open_relay(cfg, None) is None  # no envelope without our own tag: said in the log
+    assert open_relay(PayloadConfig(), NEAR_AUTH) is None  # nothing named: nothing relayed

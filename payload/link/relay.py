@@ -89,23 +89,33 @@ class Relay:
         self.stats.queued += 1
         return None
 
-    def next_frame(self, now_s: float, airtime_s: Callable[[int], float]) -> bytes | None:
+    def due(self, now_s: float, airtime_s: Callable[[int], float]) -> bytes | None:
         """The next frame to relay, if the relay's share of the last hour's airtime allows it
-        (`airtime_s(n)`: seconds on air for n bytes); None leaves the air to the payload's own."""
+        (`airtime_s(n)`: seconds on air for n bytes); None leaves the air to the payload's own.
+        It stays first in line until `sent` says it went."""
         while self._spent and self._spent[0][0] <= now_s - HOUR_S:
             self._spent.popleft()
         if not self._waiting:
             return None
-        frame, origin = self._waiting[0]
-        cost = airtime_s(len(frame))
+        frame = self._waiting[0][0]
         allowance = self.rules.share * self.rules.duty_cycle * HOUR_S
-        if sum(a for _, a in self._spent) + cost > allowance:
+        if sum(a for _, a in self._spent) + airtime_s(len(frame)) > allowance:
             return None
-        self._waiting.popleft()
-        self._spent.append((now_s, cost))
+        return frame
+
+    def sent(self, now_s: float, airtime_s: float) -> None:
+        """The frame `due` gave went on air, taking `airtime_s`."""
+        _, origin = self._waiting.popleft()
+        self._spent.append((now_s, airtime_s))
         self.stats.forwarded += 1
-        self.stats.airtime_s += cost
+        self.stats.airtime_s += airtime_s
         self.stats.by_origin[origin] += 1
+
+    def next_frame(self, now_s: float, airtime_s: Callable[[int], float]) -> bytes | None:
+        """`due` and `sent` at once: the frame, counted as gone."""
+        frame = self.due(now_s, airtime_s)
+        if frame is not None:
+            self.sent(now_s, airtime_s(len(frame)))
         return frame
 
     def waiting(self) -> int:

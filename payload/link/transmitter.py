@@ -66,6 +66,7 @@ from ..clock import Clock
 from ..parts.radio import Radio, RadioUnavailable
 from ..policy.duty import AirtimeBudget, AirtimeLog, DutyBudget, beacon_per_hour_s, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
 from ..store import Queued, Store
+from .relay import Relay
 
 log = structlog.get_logger(__name__)
 
@@ -141,16 +142,18 @@ class LinkStats:
     cues_sent: int = 0  # window cues (tagged control frames), in frames_sent too
     windows_skipped: int = 0  # windows not opened: the law held the cue back
     held_frames: int = 0  # radio turns that found records waiting while out of contact (kept for the next pass)
+    relayed_frames: int = 0  # other payloads' frames sent on (payload/link/relay.py), in frames_sent too
 
 
 class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event,
                  airtime_log: Path | None = None, sentence_bytes: int | None = None,
                  auth: wire.DownlinkAuth | None = None, on_loop: Callable[[], None] | None = None,
-                 wake: threading.Event | None = None):
+                 wake: threading.Event | None = None, relay: Relay | None = None):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
         self.auth = auth  # the downlink tag's key: None keeps records queued (NoFlightKey)
         self.on_loop = on_loop or (lambda: None)  # each turn of the radio's loop (the daemon's liveness)
+        self.relay = relay  # other payloads' frames heard in our windows, sent on (docs/network.md); None: none
         self.budget = DutyBudget(cfg.duty_cycle)
         # The beacon's reservation: its worst-case sentence (grown by any longer one sent), one every
         # `beacon_period_s()`; bulk gets `1/bulk_factor()` of the rest (None: shed). See follow().
@@ -309,6 +312,8 @@ class Transmitter:
             if self._hand or self._repairs or self.store.depth():
                 self.stats.held_frames += 1
             return False  # the beacon alone, which is how the ground finds us again
+        elif self._send_relayed():
+            return True
         else:
             item, beacon = self._bulk(take=False), False
             if item is None:
@@ -362,6 +367,35 @@ class Transmitter:
             return False
         if q is not None and q.kind is wire.Kind.TELEMETRY and self.uplink_cfg and q.seq % self.uplink_cfg.window_every == 0:
             self.listen_window(q.boot, q.seq)
+        return True
+
+    def _send_relayed(self) -> bool:
+        """Another payload's frame, when the relay's share and the bulk budget (the beacon's
+        reservation kept) both allow it; True when one went."""
+        now = self.clock.elapsed_s()
+        frame = self.relay.due(now, lambda n: self.airtime(b"\0" * n)) if self.relay is not None else None
+        if frame is None:
+            return False
+        air = self.airtime(frame)
+        factor = self.bulk_factor()  # relays are bulk: the governor sheds them with the rest
+        wait = self.budget.bulk_wait_s(now, air, self.sentence_s, self.beacon_period_s(),
+                                       None if factor is None else 1.0 / factor)
+        if wait > 0:
+            self.deferred_s = wait  # the radio's loop looks again then, unless our own bulk says sooner
+            return False
+        ready = getattr(self.radio, "ready", None)
+        if ready is not None:
+            ready()
+        self._log_airtime(air, False)
+        keyed = self.clock.elapsed_s()
+        self.radio.send(frame)
+        self.relay.sent(keyed, air)
+        with self._lock:
+            self.stats.frames_sent += 1
+            self.stats.bytes_sent += len(frame)
+            self.stats.airtime_s += air
+            self.stats.relayed_frames += 1
+        self.clock.wait(air - (self.clock.elapsed_s() - keyed), self.stop)
         return True
 
     def _keyed_line(self, frame: bytes, beacon: bool, keyed: float) -> None:
@@ -473,7 +507,10 @@ class Transmitter:
         while True:  # at least one receive, however fast the bench clock runs
             for frame in self.radio.receive(left):
                 self.stats.uplink_frames += 1
-                self.on_uplink(frame)
+                if self.relay is not None and frame[:1] != bytes([wire.UPLINK_MAGIC]):
+                    self.relay.hear(frame)  # another payload's: perhaps ours to send on
+                else:
+                    self.on_uplink(frame)
             left = end - self.clock.elapsed_s()
             if left <= 0 or self.stop.is_set():
                 return
