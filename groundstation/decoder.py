@@ -21,10 +21,12 @@ the cue) or on open formats anyone can send (sentences, musing sentences, SSDV).
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from stratoecho import wire
+from stratoecho.wire.downlink import DEFAULT_TAG_LEN
+from stratoecho.wire.relay import decode_relayed
 
 from .heard import WireRecord, kind_name
 
@@ -46,6 +48,7 @@ class Decoded:
     detail: str | None = None  # wire's own message, for the debug log
     frame: wire.Telemetry | wire.MusingSentence | wire.Fragment | wire.SsdvPacket | wire.Window | None = None  # what
     # the bytes decoded to (for repair)
+    relayed_by: int | None = None  # the relaying payload's callsign hash, for a frame heard in its envelope
 
     @property
     def authentic(self) -> bool:
@@ -67,6 +70,8 @@ class FrameDecoder:
     ssdv_packets: int = 0  # picture packets (SSDV): kept as frames heard; pictures are not records
     musing_sentences: int = 0  # musing text sentences heard (their musings count as "musing_sentence")
     errors: Counter = field(default_factory=Counter)
+    relayed: int = 0  # frames heard in another payload's envelope (docs/network.md)
+    relayers: dict = field(default_factory=dict)  # callsign hash -> DownlinkAuth: relayers whose envelopes we check
     _reassembler: wire.Reassembler = field(init=False)
     _seen_telemetry: dict[tuple[int, int], bool] = field(default_factory=dict)  # (boot, seq) -> heard tagged
     _musing_parts: OrderedDict = field(default_factory=OrderedDict)  # (boot, seq) -> {part: MusingSentence}
@@ -76,8 +81,23 @@ class FrameDecoder:
         self._reassembler = wire.Reassembler(max_pending=self.max_pending)
 
     def feed(self, frame: bytes, received: datetime | None = None) -> Decoded:
-        """`received` (UTC; default now) dates a musing rebuilt from sentences, which carry a time of day."""
+        """`received` (UTC; default now) dates a musing rebuilt from sentences, which carry a time of day.
+        A frame another payload relayed is taken out of its envelope and decoded as if heard
+        directly, so what is heard both ways is one record; it is believed no more than its own
+        tag allows (an envelope vouches only for who relayed it)."""
         self.frames += 1
+        if frame[:1] != bytes([wire.RELAY_MAGIC]):
+            return self._decode(frame, received)
+        tag_len = self.auth.tag_len if self.auth is not None else DEFAULT_TAG_LEN
+        try:
+            relayed = decode_relayed(frame, self.relayers, tag_len)
+        except wire.WireError as e:
+            self.errors[classify(e)] += 1
+            return Decoded(error=classify(e), detail=str(e))
+        self.relayed += 1
+        return replace(self._decode(relayed.frame, received), relayed_by=relayed.relayer)
+
+    def _decode(self, frame: bytes, received: datetime | None) -> Decoded:
         try:
             decoded = wire.decode_frame(frame, self.auth)
             if isinstance(decoded, wire.Window):

@@ -208,3 +208,28 @@ def test_a_relay_needs_the_flight_key(tmp_path):
     cfg = PayloadConfig.model_validate({"relay": {"allow": [{"callsign": FAR}]}})
     assert open_relay(cfg, None) is None  # no envelope without our own tag: said in the log
     assert open_relay(PayloadConfig(), NEAR_AUTH) is None  # nothing named: nothing relayed
+
+
+# --------------------------------------------------------------------------- at the ground
+
+
+def test_the_ground_reads_a_relayed_frame_as_if_heard_and_merges_the_two_paths():
+    from groundstation.decoder import FrameDecoder
+
+    near = payload_hash(NEAR)
+    frames = fragments(FAR_AUTH, seq=8, text="far and quiet " * 30, mtu=120)
+    assert len(frames) >= 3
+    decoder = FrameDecoder(auth=FAR_AUTH, relayers={near: NEAR_AUTH})
+    # Half heard directly, half only through the near balloon: one record, once.
+    results = [decoder.feed(f if i % 2 else encode_relayed(f, near, 1, NEAR_AUTH)) for i, f in enumerate(frames)]
+    records = [r.record for r in results if r.record is not None]
+    assert len(records) == 1 and records[0].text == "far and quiet " * 30
+    assert {r.relayed_by for r in results} == {None, near} and decoder.relayed == (len(frames) + 1) // 2
+    # Heard again both ways: nothing new.
+    again = [decoder.feed(encode_relayed(f, near, 1, NEAR_AUTH)) for f in frames] + [decoder.feed(f) for f in frames]
+    assert not [r for r in again if r.record is not None]
+    # The envelope vouches only for the relayer: a frame inside it is believed by its own tag.
+    inner = fragments(STRANGER_AUTH, seq=9)[0]
+    assert decoder.feed(encode_relayed(inner, near, 1, NEAR_AUTH)).error == "bad tag"
+    # And a station that is not the near balloon cannot relay in its name.
+    assert decoder.feed(encode_relayed(frames[0], near, 1, STRANGER_AUTH)).error == "bad tag"
