@@ -39,7 +39,7 @@ from .parts.radio import Radio
 from .parts.radios import ReopeningRadio, make_radio
 from .parts.sensors import Sensors
 from .persona.guard import OutboundGuard
-from .persona.memory import Memory
+from .persona.memory import Memory, heard_from
 from .persona.reach import Reach
 from .persona.worker import PersonaWorker
 from .policy.duty import worst_sentence
@@ -106,9 +106,11 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         raise
     liveness = liveness or Liveness()
     # The hour's airtime, the beacon's share first, logged across restarts (payload/policy/duty.py).
+    memory = Memory(data_dir / "memory.db")  # its own musings, the ground's notes, what other payloads said
     try:
-        relay = open_relay(cfg, auth)
+        relay = open_relay(cfg, auth, memory)
     except BaseException:
+        memory.close()
         store.close()
         raise
     transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
@@ -121,9 +123,9 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
                                              mtu=cfg.radio.mtu, on_refused=lambda e: outbound.event(
                                                  event("command_refused", reason=e.reason, detail=str(e))))
         except BaseException:
+            memory.close()
             store.close()
             raise
-    memory = Memory(data_dir / "memory.db")  # its own musings and the ground's notes
     worker = None
     if bundle is not None:
         worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
@@ -162,10 +164,11 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         heater=heater, disk_usage=disk_usage)
 
 
-def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None) -> Relay | None:
+def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None, memory: Memory | None = None) -> Relay | None:
     """The relay for the flights `[relay] allow` names, each with its downlink key when given
     (KeyFileError names a key file that will not do); None when none is named, or without our
-    own flight key (an envelope carries our tag) or listen windows (we hear others only there)."""
+    own flight key (an envelope carries our tag) or listen windows (we hear others only there).
+    What the other payloads muse goes into `memory` in their names: our persona hears it."""
     r = cfg.relay
     if not r.allow:
         return None
@@ -174,8 +177,13 @@ def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None) -> Relay 
         return None
     allowed = {f.callsign: downlink.load_auth(f.key_file, cfg.uplink.downlink_tag_len, derived=True)
                if f.key_file else None for f in r.allow}
+    heard = None
+    if memory is not None:
+        def heard(callsign: str, text: str, created: float) -> None:
+            memory.remember_note(text, created, source=heard_from(callsign))
     return Relay(RelayRules(cfg.callsign, allowed, max_hops=r.max_hops, share=r.share,
-                            duty_cycle=cfg.radio.duty_cycle, mtu=cfg.radio.mtu, pending=r.pending), auth)
+                            duty_cycle=cfg.radio.duty_cycle, mtu=cfg.radio.mtu, pending=r.pending), auth,
+                 on_musing=heard)
 
 
 def _flight_key(cfg: PayloadConfig) -> tuple[downlink.DownlinkAuth | None, bool]:

@@ -233,3 +233,41 @@ def test_the_ground_reads_a_relayed_frame_as_if_heard_and_merges_the_two_paths()
     assert decoder.feed(encode_relayed(inner, near, 1, NEAR_AUTH)).error == "bad tag"
     # And a station that is not the near balloon cannot relay in its name.
     assert decoder.feed(encode_relayed(frames[0], near, 1, STRANGER_AUTH)).error == "bad tag"
+
+
+# --------------------------------------------------------------------------- they talk
+
+
+def test_a_payload_hears_what_another_mused_in_its_name_and_its_prompt_says_who(tmp_path):
+    from datetime import datetime, timezone
+
+    from payload.assembly import open_relay
+    from payload.config import PayloadConfig
+    from payload.parts.sensors import Readings
+    from payload.persona.memory import Memory
+    from payload.persona.prompts import PromptContext, build_prompt
+    from stratoecho.wire.downlink import derive_downlink_key
+    from stratoecho.wire.uplink_keys import new_key, write_key_file
+
+    far_key = new_key()
+    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(far_key))
+    far = DownlinkAuth.from_flight_key(far_key)
+    cfg = PayloadConfig.model_validate({"callsign": NEAR, "relay": {"allow": [
+        {"callsign": FAR, "key_file": str(tmp_path / "far.downlink")}]}})
+    memory = Memory(tmp_path / "memory.db")
+    relay = open_relay(cfg, NEAR_AUTH, memory)
+    said = "Is anyone else up here? The sky is so quiet at this height. " * 3
+    for f in fragments(far, seq=4, text=said, mtu=100):
+        relay.hear(f)
+    for f in fragments(far, seq=4, text=said, mtu=100):  # heard again through another relayer: once
+        relay.hear(encode_relayed(f, payload_hash("MID1"), 1, STRANGER_AUTH))
+    relay.hear(fragments(STRANGER_AUTH, seq=5, text="a forged voice")[0])  # never heard as FAR1's
+    assert relay.stats.musings_heard == 1
+    notes = memory.for_prompt("quiet sky")
+    assert [(m.text, m.source) for m in notes] == [(said.strip(), "heard:" + FAR)]
+    r = Readings(time=datetime(2026, 5, 1, 12, tzinfo=timezone.utc), lat=52.1, lon=-0.2, alt_m=21000.0, sats=9,
+                 temp_c=-50.0, pressure_hpa=45.0, batt_mv=3900, phase="float")
+    prompt = build_prompt("You are a balloon.", r, PromptContext(phase="float", mode="nominal", memories=notes), 4000)
+    user = prompt.messages[-1]["content"]
+    assert f"- {FAR} said" in user and "Is anyone else up here?" in user
+    memory.close()

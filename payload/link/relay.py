@@ -16,6 +16,10 @@ need. The rules, each a reason counted in `stats.refused`:
   `pending` frames waiting: the oldest waiting frame gives way to a new one, so a flood
   evicts only what it floods with;
 - a frame that would not fit the radio's MTU in its envelope is not cut, only refused.
+
+What it hears it also listens to: a musing of an allowed flight, whole and proven by its
+tag, goes to `on_musing` in its maker's name (the payload keeps it in its memory, so its own
+persona hears what the other said and may answer).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from stratoecho.wire import RELAY_MAGIC, WireError
+from stratoecho.wire import MAGIC, RELAY_MAGIC, Kind, Reassembler, WireError, decode_fragment
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, origin_of, overhead
 from stratoecho.wire.uplink import payload_hash
@@ -60,11 +64,16 @@ class RelayStats:
     airtime_s: float = 0.0
     refused: Counter = field(default_factory=Counter)  # by reason
     by_origin: Counter = field(default_factory=Counter)  # frames forwarded, by the callsign they came from
+    musings_heard: int = 0  # other payloads' musings heard whole (their persona's words for ours)
 
 
 class Relay:
-    def __init__(self, rules: RelayRules, auth: DownlinkAuth):
+    def __init__(self, rules: RelayRules, auth: DownlinkAuth,
+                 on_musing: Callable[[str, str, float], None] | None = None):
         self.rules, self.auth = rules, auth
+        # A musing another payload made, whole and proven by its tag: (callsign, text, Unix seconds made).
+        self.on_musing = on_musing
+        self._musings: dict[str, Reassembler] = {}
         self.own = payload_hash(rules.callsign)
         self._relayers = {payload_hash(c): a for c, a in rules.allowed.items() if a is not None}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -140,7 +149,21 @@ class Relay:
         self._seen[origin.key] = None
         while len(self._seen) > SEEN:
             self._seen.popitem(last=False)
+        if origin.authentic and frame[0] == MAGIC:
+            self._listen(origin.callsign, frame)
         return frame, hops_left, origin.callsign
+
+    def _listen(self, callsign: str, frame: bytes) -> None:
+        """A proven fragment: its musing, once whole, goes to `on_musing`, said in its maker's name."""
+        if self.on_musing is None:
+            return
+        fragment = decode_fragment(frame, self.rules.allowed[callsign])
+        if fragment.kind is not Kind.MUSING:
+            return
+        record = self._musings.setdefault(callsign, Reassembler(max_pending=64)).add(fragment)
+        if record is not None:
+            self.stats.musings_heard += 1
+            self.on_musing(callsign, record.text, float(record.created))
 
     def _refuse(self, reason: str) -> str:
         self.stats.refused[reason] += 1

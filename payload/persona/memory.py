@@ -47,6 +47,17 @@ SCHEMA_VERSION = 1
 KINDS = ("musing", "note")
 MAX_QUERY_TERMS = 24  # a MATCH of a few dozen ORed terms stays cheap; more adds nothing
 OWNER = "owner"  # the source of the notes the owner approved before the flight (seed_notes)
+HEARD = "heard:"  # + a callsign: the source of a musing another payload made, heard and relayed (docs/network.md)
+
+
+def heard_from(callsign: str) -> str:
+    """The source a musing heard from payload `callsign` is kept under."""
+    return HEARD + callsign
+
+
+def speaker(source: str) -> str | None:
+    """The payload a note was heard from; None for the ground's notes and the owner's."""
+    return source[len(HEARD):] if source.startswith(HEARD) else None
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -90,7 +101,7 @@ class MemoryEntry:
     created: datetime  # UTC
     boot: int | None = None
     seq: int | None = None
-    source: str = "self"  # "self" for musings; where a note came from ("uplink", OWNER)
+    source: str = "self"  # "self" for musings; where a note came from ("uplink", OWNER, heard_from(callsign))
     id: int = 0
 
 

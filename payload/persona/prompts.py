@@ -4,8 +4,9 @@ The musing prompt is the bundle's system prompt, untouched (the persona was trai
 it), and one user turn::
 
     Right now you are <the readings in plain words>.
-    You remember:                       (memories: notes from the ground, its own musings)
-    - the ground told you (3 h ago): ...
+    You remember:                       (memories: notes from the ground, what other payloads
+    - the ground told you (3 h ago): ...   said in their musings, heard by relay, its own musings)
+    - FAR1 said (5 min ago): ...
     - you thought (20 min ago): ...
     When you reached out lately:        (outcomes of its requests for information, oldest first)
     - asked the ground for the weather at 52.6N: no answer (the link was silent)
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from stratoecho.privacy import PLACEHOLDER
 
 from ..parts.sensors import Readings
+from .memory import speaker
 
 if TYPE_CHECKING:
     from .memory import MemoryEntry
@@ -216,7 +218,8 @@ def _age(now: datetime, then: datetime | None) -> str:
 def _memory_line(m, now: datetime) -> str:
     if getattr(m, "source", "") == "owner":  # memory.OWNER: what it knew before the flight, ageless
         return f"- you know: {fit_musing(m.text, MEMORY_CHARS)}"
-    who = "the ground told you" if m.kind == "note" else "you thought"
+    heard = speaker(getattr(m, "source", ""))
+    who = f"{heard} said" if heard else "the ground told you" if m.kind == "note" else "you thought"
     return f"- {who}{_age(now, getattr(m, 'created', None))}: {fit_musing(m.text, MEMORY_CHARS)}"
 
 
