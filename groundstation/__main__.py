@@ -14,7 +14,7 @@ from stratoecho.wire.uplink import KeyFileError
 from .assembly import StartError, build_listener
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
-from .keys import add_key_arguments, auth_from_key_args
+from .keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
 from .predict import add_chase_arguments
 from .sources import ReplaySource, SourceError
 
@@ -236,7 +236,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        decoder = FrameDecoder(auth=auth_from_key_args(args))
+        decoder = FrameDecoder(auth=auth_from_key_args(args), relayers=relayers_from_key_args(args))
     except (KeyFileError, ValueError) as e:
         source.close()
         print(f"error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_summary
-from .keys import auth_from_key_args
+from .keys import auth_from_key_args, relayers_from_key_args
 from .listen import Hooks, Limits, RepairLink, run_listen
 from .predict import FeedLanding, chase_from_args
 from .sources import (
@@ -371,7 +371,13 @@ def build_listener(args: argparse.Namespace, stop: threading.Event | None = None
         raise StartError(str(e), 1) from e
     if isinstance(source, UdpSource):
         log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
-    decoder = FrameDecoder(auth=downlink)
+    try:
+        relayers = relayers_from_key_args(args)
+    except (KeyFileError, ValueError) as e:
+        store.close()
+        source.close()
+        raise StartError(str(e), 1) from e
+    decoder = FrameDecoder(auth=downlink, relayers=relayers)
     if downlink is None:
         log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
                     "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")

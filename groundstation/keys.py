@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from stratoecho.wire import downlink as downlink_auth
+from stratoecho.wire.uplink import payload_hash
 
 
 def add_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,10 @@ def add_key_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--downlink-key", type=Path, metavar="FILE",
                        help="a downlink key only (`keygen --downlink-from FLIGHT_KEY FILE`): checks the downlink, "
                             "can sign nothing; for a station that must not command the balloon")
+    keys.add_argument("--relayer-key", action="append", default=[], metavar="CALLSIGN=FILE",
+                      help="another payload that relays this flight's frames, and its downlink key "
+                           "(`keygen --downlink-from`): its relay envelopes are checked too (repeatable; without it "
+                           "an envelope is read, and what it carries is still checked by its own tag; docs/network.md)")
     keys.add_argument("--downlink-tag-len", type=int, default=downlink_auth.DEFAULT_TAG_LEN,
                       choices=range(downlink_auth.MIN_TAG_LEN, downlink_auth.MAX_TAG_LEN + 1), metavar="BYTES",
                       help="bytes of downlink tag, 4..16 (default 8; must match the payload's uplink.downlink_tag_len)")
@@ -33,3 +38,15 @@ def auth_from_key_args(args: argparse.Namespace) -> downlink_auth.DownlinkAuth |
     if getattr(args, "downlink_key", None):
         return downlink_auth.load_auth(args.downlink_key, args.downlink_tag_len, derived=True)
     return None
+
+
+def relayers_from_key_args(args: argparse.Namespace) -> dict[int, downlink_auth.DownlinkAuth]:
+    """--relayer-key CALLSIGN=FILE as the decoder takes them (by callsign hash); ValueError for a
+    malformed option, KeyFileError naming a key file that will not do."""
+    relayers = {}
+    for option in getattr(args, "relayer_key", None) or []:
+        callsign, sep, path = option.partition("=")
+        if not sep or not callsign or not path:
+            raise ValueError(f"--relayer-key {option!r}: expected CALLSIGN=FILE, e.g. NEAR1=/etc/stratoecho/near1.downlink")
+        relayers[payload_hash(callsign)] = downlink_auth.load_auth(path, args.downlink_tag_len, derived=True)
+    return relayers

@@ -271,3 +271,25 @@ def test_a_payload_hears_what_another_mused_in_its_name_and_its_prompt_says_who(
     user = prompt.messages[-1]["content"]
     assert f"- {FAR} said" in user and "Is anyone else up here?" in user
     memory.close()
+
+
+def test_decode_checks_a_relayers_envelope_with_the_key_it_is_given(tmp_path, capsys):
+    from groundstation.__main__ import main as ground
+    from stratoecho.wire.downlink import derive_downlink_key
+    from stratoecho.wire.uplink_keys import new_key, write_key_file
+
+    far_key, near_key = new_key(), new_key()
+    write_key_file(tmp_path / "far.key", key=far_key)
+    write_key_file(tmp_path / "near.downlink", key=derive_downlink_key(near_key))
+    far, near = DownlinkAuth.from_flight_key(far_key), DownlinkAuth.from_flight_key(near_key)
+    honest = [encode_relayed(f, payload_hash(NEAR), 1, near) for f in fragments(far, seq=2, text="far away")]
+    posing = [encode_relayed(f, payload_hash(NEAR), 1, STRANGER_AUTH) for f in fragments(far, seq=3, text="who?")]
+    (tmp_path / "heard.txt").write_text("".join(f.hex() + "\n" for f in honest + posing))
+    base = ["decode", str(tmp_path / "heard.txt"), "--flight-key", str(tmp_path / "far.key")]
+    assert ground(base) == 0  # no relayer key: both envelopes read, each frame believed by its own tag
+    assert capsys.readouterr().out.count('"kind": "musing"') == 2
+    assert ground(base + ["--relayer-key", f"{NEAR}={tmp_path / 'near.downlink'}"]) == 0
+    out = capsys.readouterr()
+    assert '"far away"' in out.out and '"who?"' not in out.out and "bad tag" in out.err
+    assert ground(base + ["--relayer-key", "NEAR1"]) == 1
+    assert "expected CALLSIGN=FILE" in capsys.readouterr().err

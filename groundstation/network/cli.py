@@ -14,7 +14,7 @@ from stratoecho.cli import checked, hostport_type, place, positive_number, stop_
 from stratoecho.wire.uplink import KeyFileError
 
 from ..db import StoreError
-from ..keys import add_key_arguments, auth_from_key_args
+from ..keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
 from .aggregator import Aggregator
 from .publisher import StationPublisher
 from .topics import _NOT_A_LEVEL, DEFAULT_PREFIX, BrokerAuth, check_prefix, topic_level
@@ -166,8 +166,10 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
         if downlink is None:
             log.warning("no downlink key", consequence="record fragments are kept as claims, never decoded",
                         fix="--downlink-key FILE (keygen --downlink-from FLIGHT_KEY FILE)")
+        relayers = relayers_from_key_args(args)
         aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id,
                                 trusted=args.trust, quorum=args.quorum, auth=auth, downlink=downlink)
+        aggregator.decoder.relayers.update(relayers)
     except (KeyFileError, ValueError, StoreError) as e:  # the key file or the database will not do
         print(f"error: {e}", file=sys.stderr)
         return 1
