@@ -431,7 +431,7 @@ def open_bench(cfg, data_dir: Path, settings: BenchSettings | None = None):
     clock to rejoin."""
     settings = settings or BenchSettings()
     faults = [Fault.parse(f) for f in settings.faults]  # ValueError names the bad one
-    flight = flight_for(settings.scenario, settings.seed)
+    flight = flight_for(settings.scenario, settings.seed, settings.balloon)
     # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
     # system's clock scaled by --speedup (a payload flown by hand against a bench world).
     clock = flight_clock(settings.speedup, start_utc=flight.utc(0.0), name="payload")

@@ -42,6 +42,9 @@ class BenchRig:
         run.add_argument("--scenario", metavar="NAME",
                          help="with --sim: the bench world's rehearsal: nominal (default), cold-soak, night, orbit ... "
                               "(python -m sim scenarios)")
+        run.add_argument("--balloon", type=int, metavar="N",
+                         help="with --sim: fly balloon N of a scenario that flies several (two-balloons: 0 near, 1 far; "
+                              "--seed is then that balloon's own)")
         run.add_argument("--world-clock", metavar="FILE",
                          help="with --sim: the flight's launch time, written at launch and rejoined after a reboot "
                               "(sim fly passes it)")
@@ -52,7 +55,8 @@ class BenchRig:
         except ValidationError as e:
             raise ValueError(describe_validation_error(f"[{self.name}]", e)) from None
         flags = {"speedup": getattr(args, "speedup", None), "seed": getattr(args, "seed", None),
-                 "scenario": getattr(args, "scenario", None), "world_clock": getattr(args, "world_clock", None)}
+                 "scenario": getattr(args, "scenario", None), "balloon": getattr(args, "balloon", None),
+                 "world_clock": getattr(args, "world_clock", None)}
         for key, value in flags.items():
             if value is not None:
                 setattr(settings, key, value)

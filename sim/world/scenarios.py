@@ -16,6 +16,16 @@ from .orbit_world import OrbitFlight
 
 
 @dataclass(frozen=True)
+class Balloon:
+    """Another payload flying in the same world, on the same channel: its own callsign, launch
+    site and winds (`seed_offset` added to the flight's seed), its own processes under `sim fly`."""
+
+    callsign: str
+    plan: dict = field(default_factory=dict)  # FlightPlan overrides on top of the scenario's: where it launches
+    seed_offset: int = 1000  # its flight seed is the flight's seed plus this: winds, burst, keys of its own
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     summary: str
@@ -30,6 +40,8 @@ class Scenario:
     ground_down_s: float = 120.0
     service_restarts: tuple[float, ...] = ()  # flight seconds of a `systemctl restart` (SIGTERM, stop timeout)
     channel_args: tuple[str, ...] = ()  # more `sim channel` flags (a satellite's stronger link)
+    callsign: str | None = None  # the first payload's callsign when others fly beside it (its config's otherwise)
+    balloons: tuple[Balloon, ...] = ()  # more payloads in the same world: balloon 1, 2 ... (docs/network.md)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -54,6 +66,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("night", "a launch two hours before sunrise: no sun on the panel, a colder box", minutes=150,
              plan={"launch_utc": datetime(2026, 6, 21, 1, 0, tzinfo=timezone.utc)}),
     # 1 W into a ground Yagi of ~6 dBi (36 dBm EIRP-equivalent): what closes a 500 km LoRa link.
+    # The ground station sits in a valley: hills hide everything below 6 degrees of elevation. The near
+    # balloon climbs above it within minutes; the far one, 150 km east, stays under 6 degrees for the
+    # first hours (about 3 degrees at 9 km), while the two balloons see each other from a few hundred
+    # metres up (4.12 km x (sqrt h1 + sqrt h2) of radio horizon).
+    Scenario("two-balloons", "two payloads 150 km apart on one channel: the ground hears only the nearer, "
+             "which relays the farther one's telemetry and musings, and each hears what the other says",
+             minutes=60, callsign="NEAR1", channel_args=("--station", "home:52.7:-2.75:10:6"),
+             balloons=(Balloon("FAR1", {"launch_lat": 52.70, "launch_lon": -0.53}),)),
     Scenario("orbit", "a low Earth orbit instead of a balloon: contact only during passes of a few minutes "
              "over the ground station, eclipses every orbit", minutes=24 * 60, profile="orbit",
              channel_args=("--tx-dbm", "36")),
@@ -67,9 +87,22 @@ def scenario(name: str) -> Scenario:
         raise ValueError(f"no scenario {name!r}; one of: {', '.join(SCENARIOS)}") from None
 
 
-def flight_for(name: str, seed: int):
-    """The world of scenario `name`: a sim.world.flight.Flight (or the orbit's stand-in) for `seed`."""
+def balloon_seed(name: str, seed: int, balloon: int = 0) -> int:
+    """The flight seed of balloon `balloon` of scenario `name` when the flight's seed is `seed`."""
+    s = scenario(name)
+    if not 0 <= balloon <= len(s.balloons):
+        raise ValueError(f"scenario {name!r} flies {len(s.balloons) + 1} balloon(s): no balloon {balloon}")
+    return seed if balloon == 0 else seed + s.balloons[balloon - 1].seed_offset
+
+
+def flight_for(name: str, seed: int, balloon: int = 0):
+    """The world of scenario `name`: a sim.world.flight.Flight (or the orbit's stand-in) for `seed`.
+    `balloon` > 0: another payload of the scenario (`Scenario.balloons`), `seed` being its own
+    (`balloon_seed`), launched where the scenario says."""
     s = scenario(name)
     if s.profile == "orbit":
         return OrbitFlight(seed=seed, **s.plan)
-    return Flight(FlightPlan(seed=seed, **s.plan))
+    if not 0 <= balloon <= len(s.balloons):
+        raise ValueError(f"scenario {name!r} flies {len(s.balloons) + 1} balloon(s): no balloon {balloon}")
+    plan = s.plan if balloon == 0 else {**s.plan, **s.balloons[balloon - 1].plan}
+    return Flight(FlightPlan(seed=seed, **plan))

@@ -23,6 +23,8 @@ class BenchSettings(Section):
                               description="faults thrown at the simulated parts: DEVICE:ACTION@START[-END], e.g. "
                                           "gps:silence@40m-55m")
     seed: int = 1
+    balloon: int = Field(0, ge=0, description="which of the scenario's balloons this payload flies (0: the first; "
+                                              "a scenario such as two-balloons flies more, each with its own seed)")
     minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
     air: str | None = Field(None, description="HOST:PORT the simulated radio chip's antenna sends to and hears from "
                                               "(the bench channel); set by --udp when the radio is a chip on SPI")
