@@ -201,6 +201,60 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
         d.store.close()
 
 
+class _TimedRadio:
+    """A receiver on a hand-driven clock: each receive() passes its timeout (the radio listened that
+    long) and hands out what is due by then."""
+
+    receives = True
+
+    def __init__(self, clock, schedule: list[tuple[float, bytes]]):
+        self.clock, self.schedule, self.turns = clock, schedule, []
+
+    def receive(self, timeout_s: float) -> list[bytes]:
+        self.turns.append(timeout_s)
+        self.clock.t += timeout_s
+        due = [f for t, f in self.schedule if t <= self.clock.t]
+        self.schedule = [(t, f) for t, f in self.schedule if t > self.clock.t]
+        return due
+
+
+def test_a_relaying_payload_hears_other_balloons_between_its_own_frames_not_only_in_windows():
+    import threading
+
+    from payload.link.transmitter import RELAY_LISTEN_S, Transmitter
+
+    class Clock:
+        t = 100.0
+
+        def elapsed_s(self):
+            return self.t
+
+        def event(self):
+            return threading.Event()
+
+    clock = Clock()
+    heard = fragments(FAR_AUTH, seq=9)[0]
+    radio = _TimedRadio(clock, [(102.5, heard)])
+    tx = Transmitter.__new__(Transmitter)  # only what idle() reads: the radio, the relay, the clock, the events
+    tx.radio, tx.clock, tx.relay, tx.on_uplink = radio, clock, near_relay(), None
+    tx.wake, tx.stop = threading.Event(), threading.Event()
+    from payload.link.transmitter import LinkStats
+
+    tx.stats = LinkStats()
+    tx.idle(5.0)
+    assert radio.turns == [RELAY_LISTEN_S] * 5  # listened the whole pause, in turns
+    assert tx.relay.waiting() == 1 and tx.stats.relay_heard == 1  # the far balloon's frame, heard while idle
+    tx.wake.set()  # a producer queued a sentence: the radio stops listening at once
+    radio.turns.clear()
+    tx.idle(5.0)
+    assert radio.turns == []
+    tx.relay = None  # a payload that relays for nobody does not listen between its frames
+    tx.wake.clear()
+    tx.wake.wait = lambda timeout: radio.turns.append(("slept", timeout))
+    tx.idle(3.0)
+    assert radio.turns == [("slept", 3.0)]
+
+
 def test_a_relay_needs_the_flight_key(tmp_path):
     from payload.assembly import open_relay
     from payload.config import PayloadConfig

@@ -93,6 +93,9 @@ MAX_REPAIR_FRAMES = 2 * wire.records.MAX_SHARDS
 # How far in the past a musing sentence's stamp must be when it is keyed: the next position
 # sentence's fix may be up to a second old (1 Hz GPS), and must still be later than the stamp.
 STAMP_MARGIN_S = 2.0
+# A relaying payload listens between its own frames in turns this long (flight seconds): a sentence
+# queued meanwhile waits at most this for the radio, well inside the beacon's slot.
+RELAY_LISTEN_S = 1.0
 # What may go on air without a flight key: the frames that travel in the community's own formats.
 UNTAGGED = tuple(wire.NOT_RECORDS)
 
@@ -143,6 +146,7 @@ class LinkStats:
     windows_skipped: int = 0  # windows not opened: the law held the cue back
     held_frames: int = 0  # radio turns that found records waiting while out of contact (kept for the next pass)
     relayed_frames: int = 0  # other payloads' frames sent on (payload/link/relay.py), in frames_sent too
+    relay_heard: int = 0  # frames heard between our own while listening for other payloads (idle)
 
 
 class Transmitter:
@@ -537,4 +541,25 @@ class Transmitter:
                 # Nothing to send, or bulk deferred: sleep until a producer queues something (a
                 # sentence goes at once), until the deferral ends, or until we stop.
                 pause = 1.0 if self.deferred_s is None else min(max(self.deferred_s, 1.0), DEFER_LOOK_S)
-                self.wake.wait(timeout=pause)  # flight seconds
+                self.idle(pause)  # flight seconds
+
+    def idle(self, pause_s: float) -> None:
+        """The radio has nothing to send for `pause_s`: a relaying payload keeps its receiver on
+        (other balloons are heard whenever we are not keyed, not only in our windows) in turns of
+        `RELAY_LISTEN_S`, looking between turns whether a producer queued something; any other
+        payload sleeps until woken."""
+        if self.relay is None or not self.radio.receives:
+            self.wake.wait(timeout=pause_s)
+            return
+        end = self.clock.elapsed_s() + pause_s
+        while not (self.wake.is_set() or self.stop.is_set()):
+            left = end - self.clock.elapsed_s()
+            if left <= 0:
+                return
+            for frame in self.radio.receive(min(left, RELAY_LISTEN_S)):
+                self.stats.relay_heard += 1
+                if frame[:1] == bytes([wire.UPLINK_MAGIC]):
+                    if self.on_uplink is not None:
+                        self.on_uplink(frame)  # the gate checks it as in a window: signed, fresh, ours
+                else:
+                    self.relay.hear(frame)
