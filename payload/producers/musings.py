@@ -21,7 +21,7 @@ from ..config import PayloadConfig, ScheduleSection
 from ..link.outbound import Outbound
 from ..parts.sensors import Readings, Sensors, fresh
 from ..persona.guard import OutboundGuard
-from ..persona.memory import Memory
+from ..persona.memory import Memory, speaker
 from ..persona.prompts import (
     PromptContext,
     build_prompt,
@@ -81,7 +81,7 @@ class Musings:
         if not self.governor.runs("think"):
             return None  # the language model is the first load shed
         r = self.beacon.last_readings() or self.sensors.read()
-        prompt, facts = self._prompt(r)
+        prompt, facts, heard_from = self._prompt(r)
         max_tokens, max_chars = self.cfg.persona.max_tokens, self.cfg.persona.max_chars
         budget = self.budget()
         if budget is not None:
@@ -97,6 +97,8 @@ class Musings:
         # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
         made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
                 "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
+        if heard_from:
+            made["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
         if not self._passes(text, gen, made):
             return None
         seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
@@ -110,8 +112,9 @@ class Musings:
         self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
         return text
 
-    def _prompt(self, r: Readings) -> tuple[str, MusingFacts]:
-        """The prompt for readings `r`, rendered for the model, and what it told the persona."""
+    def _prompt(self, r: Readings) -> tuple[str, MusingFacts, list[str]]:
+        """The prompt for readings `r`, rendered for the model, what it told the persona, and the
+        other balloons whose musings it quoted ("FAR1 said ...")."""
         phase, mode = self.governor.phase.value, self.governor.mode.value
         # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
         outcomes = self.reach.recent_outcomes(3)
@@ -123,7 +126,9 @@ class Musings:
             log.warning("prompt_over_budget", chars=p.chars)
         # The budget drops the oldest outcomes first: those kept are the newest.
         facts = prompt_facts(fresh(r), phase, mode, outcomes[len(outcomes) - p.outcomes:], p.memories)
-        return self.bundle.render_prompt(p.messages), facts
+        rendered = self.bundle.render_prompt(p.messages)
+        offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
+        return rendered, facts, [who for who in offered if f"{who} said" in rendered]
 
     def _generate(self, prompt: str, max_tokens: int):
         """The worker's generation; None when there is none (a failure, a stop, a worker resting)."""
