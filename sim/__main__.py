@@ -52,6 +52,16 @@ def _outage(value: str) -> tuple[float, float]:
     return window
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
+
+
 def _probability(value: str) -> float:
     try:
         p = float(value)
@@ -154,12 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
         "channel", help="the lossy radio channel alone (sim fly starts it for you)",
         description=(
             "Relay UDP frames between the payload and one or more ground stations through a simulated "
-            "radio path: radio horizon, LoRa link budget, Gilbert-Elliott bursts, bit errors, duplicates, "
-            "reordering, outages and the payload's half duplex, all driven by flight time."
+            "radio path: radio horizon, terrain masks, LoRa link budget, Gilbert-Elliott bursts, bit errors, "
+            "duplicates, reordering, outages and the payload's half duplex, all driven by flight time. "
+            "With several balloons (--balloons, or a scenario that flies more) they share the air: each has "
+            "its own listening port (logged in 'listening' as 'balloons', balloon 0's on --listen) and its own "
+            "air-N.hex/air-N.times beside --air-hex; each hears the others (and is sent what it hears at the "
+            "address it last sent from), frames that overlap on the air collide (the stronger survives "
+            "only with 6 dB to spare), and uplink goes to every balloon in reach."
         ),
     )
     c.add_argument("--listen", required=True, type=hostport_type(listen=True), metavar="HOST:PORT",
-                   help="where the payload sends frames (port 0: any free port, logged as 'listening')")
+                   help="where the payload (balloon 0) sends frames (port 0: any free port, logged as 'listening'); "
+                        "other balloons get free ports on the same host")
+    c.add_argument("--balloons", type=_positive_int, default=None, metavar="N",
+                   help="payloads sharing the air (default: 1, or 1 + the --scenario's other balloons); balloon "
+                        "N's track is the scenario's balloon N, or without one the bench flight of --seed + 1000*N")
     c.add_argument("--forward", required=True, action="append", type=hostport_type(), metavar="HOST:PORT",
                    help="a ground station's UDP address; repeat to pair one with each --station in order "
                         "(one --forward for several stations: all send there)")
@@ -187,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "overrides --profile")
     c.add_argument("--profile", choices=("balloon", "orbit"), default="balloon",
                    help="what carries the payload: the --seed's bench balloon flight, or a 500 km, 51.6 deg orbit")
-    c.add_argument("--station", action="append", type=_station, metavar="NAME:LAT:LON[:ALT_M]",
-                   help="a ground station, degrees and metres above ground; repeatable (default: 'home' at the launch site)")
+    c.add_argument("--station", action="append", type=_station, metavar="NAME:LAT:LON[:ALT_M[:MASK_DEG]]",
+                   help="a ground station, degrees and metres above ground; MASK_DEG: terrain (hills, buildings) "
+                        "hides everything below this elevation, counted as loss 'terrain' (default 0); repeatable "
+                        "(default: 'home' at the launch site)")
     c.add_argument("--outage", action="append", type=_outage, default=[], metavar="START_S:END_S",
                    help="flight seconds during which nothing passes either way; repeatable")
     c.add_argument("--ber", type=_probability, default=0.0, metavar="P",
@@ -332,8 +353,36 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _track(world):
+    """(lat, lon, alt_m) of flight seconds, for a scenario's flight or its orbit stand-in."""
+    return world.orbit.position if hasattr(world, "orbit") else lambda t: (*world.position(t), world.altitude_m(t))
+
+
+def _channel_tracks(args: argparse.Namespace) -> list:
+    """One track per balloon on the air; ValueError says what is wrong with the options."""
+    from .bench.relay import balloon_position
+
+    if args.scenario:
+        from .world.scenarios import balloon_seed, flight_for, scenario
+
+        try:
+            n = args.balloons or 1 + len(scenario(args.scenario).balloons)
+            return [_track(flight_for(args.scenario, balloon_seed(args.scenario, args.seed, b), b)) for b in range(n)]
+        except ValueError as e:
+            raise ValueError(f"--scenario: {e}") from e
+    n = args.balloons or 1
+    if args.profile == "orbit":
+        if n > 1:
+            raise ValueError("--balloons: only balloons fly together (--profile orbit has one payload)")
+        from .world.orbit import Orbit
+
+        return [Orbit().position]
+    # Other balloons fly the bench flight of their own seed, as a scenario's Balloon does by default.
+    return [balloon_position(args.seed + 1000 * b) for b in range(n)]
+
+
 def cmd_channel(args: argparse.Namespace) -> int:
-    from .bench.relay import Channel, WorldClock, balloon_position, launch_station
+    from .bench.relay import Channel, WorldClock, launch_station
     from .channel.radio import ChannelConfig, LoRaMode
 
     stations = args.station or [launch_station(args.seed)]
@@ -343,22 +392,11 @@ def cmd_channel(args: argparse.Namespace) -> int:
         return 2
     forwards = args.forward if len(args.forward) == len(stations) else args.forward * len(stations)
     stations = [dataclasses.replace(s, forward=f) for s, f in zip(stations, forwards)]
-    if args.scenario:
-        from .world.scenarios import flight_for
-
-        try:
-            world = flight_for(args.scenario, args.seed)
-        except ValueError as e:
-            print(f"error: --scenario: {e}", file=sys.stderr)
-            return 2
-        position = (world.orbit.position if hasattr(world, "orbit")
-                    else lambda t: (*world.position(t), world.altitude_m(t)))
-    elif args.profile == "orbit":
-        from .world.orbit import Orbit
-
-        position = Orbit().position
-    else:
-        position = balloon_position(args.seed)
+    try:
+        positions = _channel_tracks(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         config = ChannelConfig(
             path_loss=not args.no_path_loss, freq_mhz=args.freq_mhz, tx_dbm=args.tx_dbm,
@@ -377,7 +415,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
     try:
         ch = Channel(args.listen, args.forward[0], args.loss, args.seed, args.air_hex, stop, uplink_ports=args.uplink_port,
                      uplink_loss=args.uplink_loss, uplink_hex=args.uplink_hex, stations=stations,
-                     position=position, config=config, clock=WorldClock(args.world_clock, args.speedup),
+                     positions=positions, config=config, clock=WorldClock(args.world_clock, args.speedup),
                      bench=bench)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,6 +14,15 @@ through that station's uplink losses and the payload's half duplex.
     payload ──sock──▶ channel ──outs[i]──▶ ground station i
     payload ◀──sock── channel ◀──outs[i]── ground station i
 
+With several payloads (`positions`, one track each: `sim channel --balloons N` or a scenario's
+`balloons`) they share one air (`sim/channel/fleet.py`): balloon b has its own socket `socks[b]`
+(balloon 0's on `listen`, the others on free ports of the same host, all logged in `listening`'s
+`balloons`) and its own `air-<b>.hex`/`air-<b>.times` beside `air.hex`. What it sends goes to the
+ground stations and to every other balloon that hears it, sent from that balloon's socket to
+where that balloon last sent from (lost, and counted, before its first frame); collisions and
+half duplex are settled as each delivery is handed out. Uplink goes to every balloon that hears
+it, each through its own checks; each payload checks signatures itself.
+
 Flight time comes from the bench's lockstep clock when `sim fly` runs the relay (`bench`:
 its sockets, its waits), else from `WorldClock`: the bench world's clock file once the
 flight has launched (on the pad until then), or the relay's own start times a speed-up.
@@ -37,8 +46,9 @@ from pathlib import Path
 
 import structlog
 
+from ..channel.fleet import Fleet
 from ..channel.loss import LossSpec
-from ..channel.radio import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position, RadioChannel
+from ..channel.radio import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position
 from ..world.flight import Flight, FlightPlan
 
 __all__ = ["UPLINK_SEED", "Channel", "ChannelStats", "WorldClock", "balloon_position", "launch_station"]
@@ -113,6 +123,13 @@ def balloon_position(seed: int = 1) -> Callable[[float], Position]:
     return lambda t: (*flight.position(t), flight.altitude_m(t))
 
 
+def _open_air(air_hex: Path, balloon: int) -> tuple:
+    """Balloon 0 writes `air_hex`; balloon b ≥ 1 `air-<b>.hex` beside it. Each has, line for line,
+    the flight second each frame was heard beside it (`.times`): gaps and duty cycle on air."""
+    path = Path(air_hex) if balloon == 0 else Path(air_hex).with_name(f"air-{balloon}.hex")
+    return open(path, "a", encoding="ascii"), open(path.with_suffix(".times"), "a", encoding="ascii")
+
+
 def _bind_towards(forward: tuple[str, int], udp: Callable[[], socket.socket], port: int = 0) -> socket.socket:
     out = udp()
     # Bound now, not implicitly at the first sendto, so select() can wait on it from the start;
@@ -146,44 +163,73 @@ class Channel:
         clock: Callable[[], float] | None = None,
         bench=None,
         uplink_ports: Sequence[int] = (),
+        positions: Sequence[Callable[[float], Position]] | None = None,
     ):
         """`stations` without a `forward` of their own send to `forward`. `clock` gives
         flight seconds (default: a `WorldClock` at 60×); a `speedup` attribute on it turns
         flight-time delays into wall time. `bench` (a `sim.bench.lockstep.LockstepClock`)
-        replaces both: its flight time, its sockets, its waits."""
+        replaces both: its flight time, its sockets, its waits. `positions`: one track per
+        balloon sharing the air (replaces `position`, balloon 0's)."""
         base = config if config is not None else ChannelConfig(path_loss=False, half_duplex=False)
         cfg = replace(base, loss=loss, uplink_loss=uplink_loss)
         stations = [replace(s, forward=s.forward or forward) for s in (stations or [launch_station(seed)])]
-        self.radio = RadioChannel(stations, position or balloon_position(seed), cfg, seed)
+        self.fleet = Fleet(stations, positions or [position or balloon_position(seed)], cfg, seed)
+        self.radio = self.fleet.radios[0]
+        n = len(self.fleet.radios)
         self.bench = bench
         self.clock = bench.elapsed_s if bench is not None else (clock or WorldClock(None, DEFAULT_SPEEDUP))
         udp = bench.udp_socket if bench is not None else (lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         self.forward = stations[0].forward
-        self.payload_addr: tuple | None = None  # where the latest payload frame came from
+        self.payload_addrs: list[tuple | None] = [None] * n  # where each balloon's latest frame came from
         self.stop = stop
         self.stats = ChannelStats()
-        self._forwarded: set[int] = set()  # downlink seqs that reached some station
+        self.balloon_in = [0] * n  # frames each balloon put on the air
+        self.balloon_forwarded = [0] * n  # of those, how many reached some station
+        self.unaddressed = {pair: 0 for pair in self.fleet.peer_stats}  # heard before the hearer's first frame
+        self._forwarded: set[tuple[int, int]] = set()  # (balloon, seq) of frames that reached some station
         # (due, tiebreak, delivery): due in flight seconds on the lockstep, else in wall seconds
         # (time.monotonic()), so a test that sets flight time by hand still sees copies arrive.
         self._queue: list[tuple[float, int, Delivery]] = []
         self._tiebreak = itertools.count()
-        self.sock = udp()
-        try:
-            self.sock.bind(listen)
-        except OSError as e:
-            raise OSError(f"channel cannot listen on {listen[0]}:{listen[1]}: {e.strerror}") from e
-        host, port = self.sock.getsockname()[:2]
-        log.info("listening", address=f"{host}:{port}", forward=f"{self.forward[0]}:{self.forward[1]}",
-                 loss=loss.mean_loss, stations=[s.name for s in stations], path_loss=cfg.path_loss)
+        self.socks = self._listen(listen, n, udp)
+        self.sock = self.socks[0]
+        log.info("listening", address=self._addr(self.sock), forward=f"{self.forward[0]}:{self.forward[1]}",
+                 loss=loss.mean_loss, stations=[s.name for s in stations], path_loss=cfg.path_loss,
+                 balloons=[self._addr(s) for s in self.socks])
         # One per station, uplink says who sent it; bound to that station's uplink port, if given.
         self.outs = [_bind_towards(s.forward, udp, port) for s, port in
                      itertools.zip_longest(stations, uplink_ports[:len(stations)], fillvalue=0)]
         self.out = self.outs[0]
-        self.sock.setblocking(False)
-        self.air = open(air_hex, "a", encoding="ascii")
-        # Beside it, line for line, the flight second each frame was heard: gaps and duty cycle on air.
-        self.air_times = open(Path(air_hex).with_suffix(".times"), "a", encoding="ascii")
+        self.airs = [_open_air(air_hex, b) for b in range(n)]
+        self.air, self.air_times = self.airs[0]
         self.uplink = open(uplink_hex, "a", encoding="ascii") if uplink_hex is not None else None
+
+    @staticmethod
+    def _listen(listen: tuple[str, int], n: int, udp: Callable[[], socket.socket]) -> list[socket.socket]:
+        """Balloon 0 on `listen`, the others on free ports of the same host."""
+        socks = []
+        for b in range(n):
+            sock = udp()
+            socks.append(sock)
+            addr = listen if b == 0 else (listen[0], 0)
+            try:
+                sock.bind(addr)
+            except OSError as e:
+                for s in socks:
+                    s.close()
+                raise OSError(f"channel cannot listen on {addr[0]}:{addr[1]}: {e.strerror}") from e
+            sock.setblocking(False)
+        return socks
+
+    @staticmethod
+    def _addr(sock: socket.socket) -> str:
+        host, port = sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    @property
+    def payload_addr(self) -> tuple | None:
+        """Where balloon 0's latest frame came from."""
+        return self.payload_addrs[0]
 
     @property
     def speedup(self) -> float:
@@ -191,7 +237,7 @@ class Channel:
 
     def _wait(self) -> list:
         """The sockets with something to read, waiting at most until the next delivery is due."""
-        socks = [self.sock, *self.outs]
+        socks = [*self.socks, *self.outs]
         if self.bench is not None:
             return self.bench.wait_readable(socks, self._due_in_s(), self.stop)
         ready, _, _ = select.select(socks, [], [], max(min(POLL_S, self._due_in_s() / self.speedup), 0.0))
@@ -203,8 +249,9 @@ class Channel:
         while not self.stop.is_set():
             # One thread over all sockets; the timeout is how promptly a stop or a due frame is noticed.
             ready = self._wait()
-            if self.sock in ready:
-                self._downlink()
+            for b, sock in enumerate(self.socks):
+                if sock in ready:
+                    self._downlink(b)
             for i, out in enumerate(self.outs):
                 if out in ready:
                     self._uplink(i)
@@ -222,14 +269,14 @@ class Channel:
         if self._queue:
             wait = self._queue[0][0] - self._queue_now()
             due.append(now + (wait if self.bench is not None else wait * self.speedup))
-        if (release := self.radio.next_release_s()) is not None:
+        if (release := self.fleet.next_release_s()) is not None:
             due.append(release)
         if self.bench is not None:
             return max(min(due) - now, 0.0) if due else None  # nothing due: wait for a frame
         return max(min([now + POLL_S * self.speedup, *due]) - now, 0.0)
 
     def _send_due(self, everything: bool = False) -> None:
-        for d in self.radio.release(self.clock(), everything=everything):
+        for d in self.fleet.release(self.clock(), everything=everything):
             self._send(d)
         now = self._queue_now()
         while self._queue and (everything or self._queue[0][0] <= now):
@@ -237,23 +284,25 @@ class Channel:
 
     # ------------------------------------------------------------ downlink
 
-    def _downlink(self) -> None:
+    def _downlink(self, balloon: int = 0) -> None:
         try:
-            frame, peer = self.sock.recvfrom(65535)
+            frame, peer = self.socks[balloon].recvfrom(65535)
         except (BlockingIOError, InterruptedError):
             return
         except ConnectionError:
             return  # an ICMP error from an earlier uplink send to a payload that is gone
         t = self.clock()  # the moment it was heard, before anything else takes time
-        self.payload_addr = peer
+        self.payload_addrs[balloon] = peer
         self.stats.frames_in += 1
+        self.balloon_in[balloon] += 1
         self.stats.bytes_in += len(frame)
         self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
-        self.air.write(frame.hex() + "\n")
-        self.air.flush()
-        self.air_times.write(f"{t:.3f}\n")
-        self.air_times.flush()
-        for d in self.radio.downlink(frame, t):
+        air, times = self.airs[balloon]
+        air.write(frame.hex() + "\n")
+        air.flush()
+        times.write(f"{t:.3f}\n")
+        times.flush()
+        for d in self.fleet.transmit(balloon, frame, t):
             if d.delay_s > 0:
                 late = d.delay_s if self.bench is not None else d.delay_s / self.speedup
                 heapq.heappush(self._queue, (self._queue_now() + late, next(self._tiebreak), d))
@@ -261,17 +310,34 @@ class Channel:
                 self._send(d)
 
     def _send(self, d: Delivery) -> None:
-        station = self.radio.stations[d.station_index]
+        if not self.fleet.settle(d):
+            return  # lost to another balloon's frame, or its hearer was transmitting
+        if d.to_balloon:
+            self._send_to_balloon(d)
+            return
+        station = self.fleet.stations[d.station_index]
         try:
             self.outs[d.station_index].sendto(d.frame, station.forward)
         except OSError:
             return  # ground not listening: lost all the same
         self.stats.copies_forwarded += 1
         self.stats.copies_corrupted += d.corrupted
-        if d.seq not in self._forwarded:
-            self._forwarded.add(d.seq)
+        if (d.balloon, d.seq) not in self._forwarded:
+            self._forwarded.add((d.balloon, d.seq))
             self.stats.frames_forwarded += 1
+            self.balloon_forwarded[d.balloon] += 1
             self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
+
+    def _send_to_balloon(self, d: Delivery) -> None:
+        """Balloon `d.station_index` heard balloon `d.balloon`: out of the hearer's own socket."""
+        to = d.station_index
+        if self.payload_addrs[to] is None:
+            self.unaddressed[(d.balloon, to)] += 1  # it has not spoken yet: nowhere to send
+            return
+        try:
+            self.socks[to].sendto(d.frame, self.payload_addrs[to])
+        except OSError:
+            pass  # payload gone: lost all the same
 
     # ------------------------------------------------------------ uplink
 
@@ -287,30 +353,53 @@ class Channel:
         if self.uplink is not None:
             self.uplink.write(frame.hex() + "\n")
             self.uplink.flush()
-        heard = self.radio.uplink(frame, station_index, t)
-        if heard is None or self.payload_addr is None:
-            self.stats.uplink_dropped += 1
-            return
-        try:
-            self.sock.sendto(heard, self.payload_addr)
+        reached = False
+        for b, heard in self.fleet.uplink(frame, station_index, t):
+            if self.payload_addrs[b] is None:
+                continue
+            try:
+                self.socks[b].sendto(heard, self.payload_addrs[b])
+                reached = True
+            except OSError:
+                pass  # payload gone: lost all the same
+        # Counted per frame: forwarded when at least one balloon got it.
+        if reached:
             self.stats.uplink_forwarded += 1
-        except OSError:
-            self.stats.uplink_dropped += 1  # payload gone: lost all the same
+        else:
+            self.stats.uplink_dropped += 1
 
     # ------------------------------------------------------------ the end
 
-    def stats_dict(self) -> dict:
-        stations = self.radio.stats_dict()
-        for entry, st in zip(stations, self.radio.stations):
+    @staticmethod
+    def _stations_dict(radio) -> list[dict]:
+        stations = radio.stats_dict()
+        for entry, st in zip(stations, radio.stations):
             entry["forward"] = f"{st.forward[0]}:{st.forward[1]}"
-        return {**asdict(self.stats), "stations": stations, "timeline": self.radio.timeline()}
+        return stations
+
+    def stats_dict(self) -> dict:
+        """Balloon 0's counts as a lone payload's; with several balloons also `balloons` (each one's
+        frames and per-station blocks) and `peers` (what each balloon heard of each other; its
+        `delivered` counts what the air let through, `unaddressed` how much of that the bench
+        could not send because the hearer had not sent a frame yet)."""
+        out = {**asdict(self.stats), "stations": self._stations_dict(self.radio), "timeline": self.radio.timeline()}
+        if not self.fleet.alone:
+            out["balloons"] = [
+                {"balloon": b, "frames_in": self.balloon_in[b], "frames_forwarded": self.balloon_forwarded[b],
+                 "stations": self._stations_dict(r), "timeline": r.timeline()}
+                for b, r in enumerate(self.fleet.radios)]
+            out["peers"] = [{**p, "unaddressed": self.unaddressed[(p["from"], p["to"])]}
+                            for p in self.fleet.peers_dict()]
+        return out
 
     def close(self, stats_path: Path | None = None) -> None:
-        self.air.close()
-        self.air_times.close()
+        for air, times in self.airs:
+            air.close()
+            times.close()
         if self.uplink is not None:
             self.uplink.close()
-        self.sock.close()
+        for sock in self.socks:
+            sock.close()
         for out in self.outs:
             out.close()
         if stats_path is not None:

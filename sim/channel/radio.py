@@ -6,6 +6,7 @@ what it hands back. For each frame and each station, in this order:
 1. **outage** — a configured flight-time window in which nothing passes either way;
 2. **horizon** — past the radio horizon with 4/3-Earth refraction,
    d ≈ 4.12·(√h1 + √h2) km (h in metres above ground), nothing gets through;
+   **terrain** — below the station's `mask_deg` of elevation (hills, buildings), nothing either;
 3. **margin** — received power (TX dBm + gains − free-space path loss) against the LoRa
    receiver's sensitivity for the mode (−174 dBm/Hz + 10·log10 BW + noise figure + the
    SX127x demodulator's SNR limit for the SF). The frame is lost with probability
@@ -18,6 +19,9 @@ what it hands back. For each frame and each station, in this order:
 Uplink frames pass the same outage/horizon/margin/burst checks on their station's own
 streams, plus **half duplex**: a frame arriving while the payload transmits (each downlink
 frame keys the radio for its LoRa time on air, `stratoecho.airtime`) is lost.
+
+A frame a station hears may still be lost to a **collision** with another payload's frame
+(`LOSS_REASONS` counts it; only `sim/channel/fleet.py`, several payloads on one channel, causes one).
 
 Every station draws from its own random streams, seeded from (seed, station, purpose), so
 adding a station changes nobody else's losses. Station 0 keeps the historic Gilbert–Elliott
@@ -46,7 +50,7 @@ SNR_LIMIT_DB = {6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: 
 BER_AT_ZERO_MARGIN = 1e-4
 BER_DB_PER_DECADE = 3.0
 BER_CAP = 0.01
-LOSS_REASONS = ("outage", "horizon", "margin", "burst", "half_duplex")
+LOSS_REASONS = ("outage", "horizon", "terrain", "margin", "burst", "half_duplex", "collision")
 Position = tuple[float, float, float]  # lat, lon (degrees), altitude (m)
 
 
@@ -60,21 +64,25 @@ class GroundStation:
     lon: float
     alt_m: float = 0.0  # antenna height above the ground the horizon is measured from
     forward: tuple[str, int] | None = None  # where the bench relay sends what it hears
+    mask_deg: float = 0.0  # terrain (hills, buildings) hides everything below this elevation
 
     @classmethod
     def parse(cls, text: str) -> GroundStation:
-        """'NAME:LAT:LON[:ALT_M]' (the CLI's --station)."""
+        """'NAME:LAT:LON[:ALT_M[:MASK_DEG]]' (the CLI's --station)."""
         parts = text.split(":")
-        if len(parts) not in (3, 4) or not parts[0]:
-            raise ValueError(f"station {text!r}: expected NAME:LAT:LON[:ALT_M], e.g. home:52.7:-2.75:20")
+        if len(parts) not in (3, 4, 5) or not parts[0]:
+            raise ValueError(f"station {text!r}: expected NAME:LAT:LON[:ALT_M[:MASK_DEG]], e.g. home:52.7:-2.75:20:6")
         try:
             lat, lon = float(parts[1]), float(parts[2])
-            alt = float(parts[3]) if len(parts) == 4 else 0.0
+            alt = float(parts[3]) if len(parts) >= 4 else 0.0
+            mask = float(parts[4]) if len(parts) == 5 else 0.0
         except ValueError as e:
-            raise ValueError(f"station {text!r}: latitude, longitude and altitude must be numbers") from e
+            raise ValueError(f"station {text!r}: latitude, longitude, altitude and mask must be numbers") from e
         if not (-90 <= lat <= 90 and -180 <= lon <= 360):
             raise ValueError(f"station {text!r}: latitude must be within ±90 and longitude within -180..360")
-        return cls(parts[0], lat, lon, alt)
+        if not 0 <= mask < 90:
+            raise ValueError(f"station {text!r}: the terrain mask must be an elevation in [0, 90) degrees")
+        return cls(parts[0], lat, lon, alt, mask_deg=mask)
 
 
 @dataclass(frozen=True)
@@ -208,9 +216,12 @@ class LinkState:
     margin_db: float
     p_loss: float  # from the margin alone (1 beyond the horizon); bursts and outages come on top
     ber: float  # margin's share plus the configured floor
+    below_mask: bool = False  # under the station's terrain mask: not heard (loss reason "terrain")
 
 
 def link_state(station: GroundStation, pos: Position, cfg: ChannelConfig) -> LinkState:
+    """The path from `pos` to `station`. Past the horizon or under the station's terrain mask
+    nothing is heard (p_loss 1); without `cfg.path_loss` neither applies, nor does the margin."""
     ground = ground_distance_km(station.lat, station.lon, pos[0], pos[1])
     slant = slant_km(station, pos)
     horizon = radio_horizon_km(station.alt_m, pos[2])
@@ -219,9 +230,12 @@ def link_state(station: GroundStation, pos: Position, cfg: ChannelConfig) -> Lin
     margin = rx - cfg.receiver_sensitivity_dbm
     if not cfg.path_loss:
         return LinkState(slant, ground, elevation_deg(station, pos), horizon, False, rx, margin, 0.0, cfg.ber)
-    p = 1.0 if beyond else loss_probability(margin, cfg.fade_width_db)
+    elevation = elevation_deg(station, pos)
+    # Only a mask above 0 is checked, so a plain station's numbers stay exactly as they were.
+    masked = station.mask_deg > 0 and elevation < station.mask_deg
+    p = 1.0 if beyond or masked else loss_probability(margin, cfg.fade_width_db)
     ber = min(0.5, cfg.ber + ber_for_margin(margin))
-    return LinkState(slant, ground, elevation_deg(station, pos), horizon, beyond, rx, margin, p, ber)
+    return LinkState(slant, ground, elevation, horizon, beyond, rx, margin, p, ber, masked)
 
 
 def flip_bits(frame: bytes, ber: float, rng: random.Random) -> tuple[bytes, int]:
@@ -285,6 +299,8 @@ class Delivery:
     seq: int  # which downlink frame (0, 1, … in the order they went on the air)
     duplicate: bool = False
     corrupted: bool = False  # bits were flipped on the way
+    balloon: int = 0  # which payload put it on the air (sim/channel/fleet.py; 0 when there is one)
+    to_balloon: bool = False  # heard by payload `station_index`, not by a ground station
 
 
 # --------------------------------------------------------------------------- the channel
@@ -302,6 +318,21 @@ class _Streams:
         self.margin = rng("margin")
         self.bits = rng("bits")
         self.misc = rng("misc")
+
+
+def fate(streams: _Streams, link: LinkState, t_s: float, cfg: ChannelConfig) -> str | None:
+    """Why a frame is lost at this receiver, or None. Every stream advances each frame."""
+    burst = streams.ge.drop()
+    margin_lost = streams.margin.random() < link.p_loss
+    if cfg.in_outage(t_s):
+        return "outage"
+    if link.beyond_horizon:
+        return "horizon"
+    if link.below_mask:
+        return "terrain"
+    if margin_lost:
+        return "margin"
+    return "burst" if burst else None
 
 
 class RadioChannel:
@@ -340,6 +371,11 @@ class RadioChannel:
     def transmitting(self, t_s: float) -> bool:
         return t_s < self._tx_until
 
+    @property
+    def next_seq(self) -> int:
+        """The `seq` the next downlink frame will carry."""
+        return self._seq
+
     def next_release_s(self) -> float | None:
         """Flight time at which a held (reordered) frame goes out even without a next frame."""
         times = [h[0] + self.config.reorder_max_hold_s for h in self._held if h is not None]
@@ -348,16 +384,7 @@ class RadioChannel:
     # ------------------------------------------------------------ downlink
 
     def _fate(self, streams: _Streams, link: LinkState, t_s: float) -> str | None:
-        """Why the frame is lost at this receiver, or None. Every stream advances each frame."""
-        burst = streams.ge.drop()
-        margin_lost = streams.margin.random() < link.p_loss
-        if self.config.in_outage(t_s):
-            return "outage"
-        if link.beyond_horizon:
-            return "horizon"
-        if margin_lost:
-            return "margin"
-        return "burst" if burst else None
+        return fate(streams, link, t_s, self.config)
 
     def downlink(self, frame: bytes, t_s: float) -> list[Delivery]:
         """The payload puts `frame` on the air at flight time `t_s`: what each station hears.
@@ -412,6 +439,15 @@ class RadioChannel:
                 out.append(h[1])
                 self._held[i] = None
         return out
+
+    def revoke(self, station_index: int, t_s: float, corrupted: bool, reason: str = "collision") -> None:
+        """A frame of `t_s` counted as delivered to a station was lost after all (a collision that
+        `sim/channel/fleet.py` settles when the frame is handed out): count it lost instead."""
+        s = self.stats[station_index]
+        s.downlink.delivered -= 1
+        s.downlink.corrupted -= corrupted
+        s.downlink.lost_by[reason] += 1
+        s.minutes[int(max(t_s, 0.0) // 60)][1] -= 1
 
     # ------------------------------------------------------------ uplink
 
