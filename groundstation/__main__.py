@@ -5,16 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 from stratoecho.cli import hostport_type, positive_number, run_cli
 from stratoecho.keygen import add_keygen_command
-from stratoecho.wire.uplink import KeyFileError
+from stratoecho.wire.uplink import KeyFileError, payload_hash
 
 from .assembly import StartError, build_listener
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
-from .keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
+from .flights import Flight, Flights
+from .keys import (
+    add_follow_arguments,
+    add_key_arguments,
+    auth_from_key_args,
+    followed_from_key_args,
+    relayer_names_from_key_args,
+    relayers_from_key_args,
+)
 from .predict import add_chase_arguments
 from .sources import ReplaySource, SourceError
 
@@ -36,6 +45,8 @@ examples:
       --uplink-to 192.168.1.40:7356                                      # a LoRa bridge on the network: ask for losses
   python -m groundstation listen --serial /dev/ttyUSB0 --db flight.db --sondehub-uploader M0ABC --ssdv-upload
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db --flight-key uplink.key
+  python -m groundstation listen --serial /dev/ttyUSB0 --db ground.db --flight-key near1.key --callsign NEAR1 \
+      --follow FAR1=far1.downlink --station home       # FAR1 too, in ground.FAR1.db, heard directly or via NEAR1
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
 """
 HEX_FORMAT = (
@@ -158,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--until-idle", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop once no frame has arrived for this many seconds")
     add_key_arguments(listen)
+    add_follow_arguments(listen)
     repair = listen.add_argument_group(
         "repair and commands (--udp with --uplink-to, --serial or --lora)",
         "With --flight-key, each window cue the payload sends (tagged: it listens for a few seconds "
@@ -198,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("file", metavar="FILE", help="hex frame file, or '-' for standard input")
     add_key_arguments(decode)
+    add_follow_arguments(decode, db_rule=False)
     decode.set_defaults(func=cmd_decode)
     add_keygen_command(sub, "python -m groundstation")
 
@@ -229,6 +242,17 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
     return listener.run()
 
 
+def decode_flights(args: argparse.Namespace) -> Flights:
+    """The flights `decode` reads: the primary (the key options) and each --follow'ed one, every
+    envelope checked with every relayer's key known here; KeyFileError or ValueError naming the option."""
+    relayers, followed = relayers_from_key_args(args), followed_from_key_args(args)
+    for callsign, auth in followed.items():
+        relayers[payload_hash(callsign)] = auth
+    primary = Flight(None, FrameDecoder(auth=auth_from_key_args(args), relayers=relayers))
+    return Flights(primary, {c: Flight(c, FrameDecoder(auth=a, relayers=relayers)) for c, a in followed.items()},
+                   relayers, relayer_names_from_key_args(args), args.downlink_tag_len)
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     try:
         source = ReplaySource(args.file)
@@ -236,21 +260,27 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        decoder = FrameDecoder(auth=auth_from_key_args(args), relayers=relayers_from_key_args(args))
+        flights = decode_flights(args)
     except (KeyFileError, ValueError) as e:
         source.close()
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
         for item in source:
-            if item is not None and (record := decoder.feed(item.data).record) is not None:
-                print(format_json(record.as_dict()))
+            if item is None:
+                continue
+            flight = flights.route(item.data)
+            if (record := flight.decoder.feed(item.data).record) is not None:
+                print(format_json({**record.as_dict(), **({"flight": flight.callsign} if flight.callsign else {})}))
     except KeyboardInterrupt:
         return 130
     finally:
         source.close()
-        print(format_summary("decode", decoder.frames, decoder.records, decoder.duplicates,
-                             decoder.errors + source.errors, decoder.incomplete()), file=sys.stderr)
+        for flight in flights.all():
+            d = flight.decoder
+            print(format_summary("decode" if flight.callsign is None else f"decode {flight.callsign}", d.frames,
+                                 d.records, d.duplicates, d.errors + (source.errors if flight.callsign is None else
+                                                                      Counter()), d.incomplete()), file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,10 @@ each needs the last (the checks of the options, the keys, the database, the sour
 decoder, the repair link, the station network's publisher, the exporters and the API proxy,
 and the hooks that join them to the listen loop), then run until told to stop and closed.
 
+With `--follow` the decoder is one per flight (groundstation/flights.py), each followed flight
+with its database beside `--db` (ground.db -> ground.CALLSIGN.db); the primary flight keeps
+`--db`, the repair link, the uplink and the API proxy.
+
 `build_listener` builds them, or raises `StartError` with the message and exit status the
 command prints (2: options that do not go together; 1: a key, database, port or file that
 cannot be used), having closed what it had opened. `Listener.run` runs the loop
@@ -27,12 +31,13 @@ from stratoecho import wire
 from stratoecho.cli import stop_on_signals
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
-from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
+from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, payload_hash
 
 from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_summary
-from .keys import auth_from_key_args, relayers_from_key_args
+from .flights import Flight, Flights, flight_db_path
+from .keys import auth_from_key_args, followed_from_key_args, relayer_names_from_key_args, relayers_from_key_args
 from .listen import Hooks, Limits, RepairLink, run_listen
 from .predict import FeedLanding, chase_from_args
 from .sources import (
@@ -183,19 +188,27 @@ def repair_link(args: argparse.Namespace, source: FrameSource, store: Store) -> 
 
 
 class LastMusing:
-    """The newest musing heard, as SondeHub shows it: the comment of each position after it."""
+    """The newest musing heard of each flight, as SondeHub shows it: the comment of each of that
+    flight's positions after it, never another flight's."""
 
     def __init__(self) -> None:
-        self.comment: str | None = None
+        self.comments: dict[str | None, str] = {}  # flight (None: the primary) -> its last musing
+        self._flight: str | None = None  # whose record the hooks are hearing now
+
+    @property
+    def comment(self) -> str | None:
+        return self.comments.get(None)
 
     def note(self, heard) -> None:
         from .exports.sondehub import musing_comment
 
+        # The exporters ask `self()` right after this hook, for the same record: its flight's comment.
+        self._flight = getattr(heard, "flight", None)
         if isinstance(heard.record, wire.Record) and heard.record.kind is wire.Kind.MUSING:
-            self.comment = musing_comment(heard.record)
+            self.comments[self._flight] = musing_comment(heard.record)
 
     def __call__(self) -> str | None:
-        return self.comment
+        return self.comments.get(self._flight)
 
 
 @dataclass
@@ -215,6 +228,11 @@ class Listener:
     exporters: list = field(default_factory=list)
     ssdv_uploader: SsdvUploader | None = None
     musing: LastMusing = field(default_factory=LastMusing)
+    flights: Flights | None = None  # with --follow: the primary (store, decoder) and the followed flights
+
+    def __post_init__(self) -> None:
+        if self.flights is None:
+            self.flights = Flights(Flight(None, self.decoder, self.store, Path(self.args.db)))
 
     def add_publisher(self) -> None:
         """Every frame to the station network (--mqtt)."""
@@ -253,7 +271,7 @@ class Listener:
         if proxy is not None and self.clock is not None:
             proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
         if proxy is not None:  # the payload's questions, answered into the outbox for its next window
-            hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store))
+            hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store) if heard.flight is None else None)
         hooks.on_new.append(self.musing.note)
         for e in self.exporters:  # positions only: that is all an exporter takes
             hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
@@ -275,7 +293,7 @@ class Listener:
             with stop_on_signals(self.stop):
                 run_listen(source, self.store, self.decoder, self.stop, None if args.quiet else sys.stdout,
                            as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=self.repair,
-                           hooks=self.hooks)
+                           hooks=self.hooks, flights=self.flights)
         except SourceError as e:
             print(f"error: {e}", file=sys.stderr)
             status = 1
@@ -306,6 +324,8 @@ class Listener:
                       f"(is it running, and does it accept this station?)", file=sys.stderr)
                 status = 1
         self.store.close()
+        for flight in self.flights.followed.values():
+            flight.store.close()
         return status
 
     def report(self) -> None:
@@ -321,6 +341,10 @@ class Listener:
             s = ssdv_uploader.summary()
             summary += (f"\n  ssdv upload: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} dropped, "
                         f"{s['unsent']} not sent")
+        for callsign, f in self.flights.stats().items():
+            summary += (f"\n  flight {callsign}: {f['frames']} frames, {sum(f['records'].values())} records "
+                        f"({', '.join(f'{k} {n}' for k, n in sorted(f['records'].items())) or 'none'}), "
+                        f"{f['relayed']} relayed, {f['errors']} errors, {f['stored']} new to {f['db']}")
         print(summary, file=sys.stderr)
         if self.args.stats is not None:
             write_stats(self.args.stats, {
@@ -329,6 +353,7 @@ class Listener:
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
                 **({"api_proxy": self.proxy.stats()} if self.proxy is not None else {}),
                 **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
+                **({"flights": self.flights.stats()} if self.flights.followed else {}),
             })
 
 
@@ -343,6 +368,44 @@ def write_stats(path: Path, stats: dict) -> None:
 
 
 # --------------------------------------------------------------------------- building
+
+
+def open_flights(args: argparse.Namespace, downlink: DownlinkAuth | None, store: Store,
+                 here: tuple[float, float, float] | None) -> Flights:
+    """The primary flight (`store`, `downlink`) and each --follow'ed one with its own decoder and
+    database beside --db, every envelope checked with every relayer's key known here; StartError
+    (1: a key file or database that will not do, or a bad --relayer-key as ever; 2: a malformed
+    --follow), having closed the followed databases it opened."""
+    try:
+        relayers = relayers_from_key_args(args)
+    except (KeyFileError, ValueError) as e:
+        raise StartError(str(e), 1) from e
+    try:
+        followed = followed_from_key_args(args)
+    except KeyFileError as e:
+        raise StartError(str(e), 1) from e
+    except ValueError as e:
+        raise StartError(str(e), 2) from e
+    if downlink is not None and args.callsign:  # our own envelope, heard back, is checked too
+        relayers.setdefault(payload_hash(args.callsign), downlink)
+    for callsign, auth in followed.items():
+        relayers[payload_hash(callsign)] = auth
+    flights: dict[str, Flight] = {}
+    try:
+        for callsign, auth in followed.items():
+            path = flight_db_path(args.db, callsign)
+            flights[callsign] = Flight(callsign, FrameDecoder(auth=auth, relayers=relayers), Store(path), path)
+            if here is not None:
+                from .network import default_station
+
+                flights[callsign].store.set_station(args.station or default_station(), *here)
+            log.info("following", callsign=callsign, db=str(path))
+    except StoreError as e:
+        for flight in flights.values():
+            flight.store.close()
+        raise StartError(str(e), 1) from e
+    primary = Flight(None, FrameDecoder(auth=downlink, relayers=relayers), store, Path(args.db))
+    return Flights(primary, flights, relayers, relayer_names_from_key_args(args), args.downlink_tag_len)
 
 
 def build_listener(args: argparse.Namespace, stop: threading.Event | None = None) -> Listener:
@@ -372,22 +435,23 @@ def build_listener(args: argparse.Namespace, stop: threading.Event | None = None
     if isinstance(source, UdpSource):
         log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
     try:
-        relayers = relayers_from_key_args(args)
-    except (KeyFileError, ValueError) as e:
+        flights = open_flights(args, downlink, store, here)
+    except StartError:
         store.close()
         source.close()
-        raise StartError(str(e), 1) from e
-    decoder = FrameDecoder(auth=downlink, relayers=relayers)
+        raise
+    decoder = flights.primary.decoder
     if downlink is None:
         log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
                     "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
     listener = Listener(args, stop, clock, store, source, decoder, Hooks(station=args.station),
-                        repair=repair_link(args, source, store), proxy=proxy)
+                        repair=repair_link(args, source, store), proxy=proxy, flights=flights)
     listener.add_publisher()
     try:
         listener.add_exporters(hat)
     except ValueError as e:
-        store.close()
+        for s in flights.stores():
+            s.close()
         source.close()
         raise StartError(str(e), 2) from e
     listener.join_hooks()

@@ -33,6 +33,16 @@ and API requests as JSON, the JPEG of an image, NULL for musings and events.
 `answers_boot`/`answers_seq` name the API request an API_ANSWER replies to, and
 `confirms` the outbox row whose risky command a confirmation repeats (NULL otherwise).
 
+One database is one flight. `listen --follow CALLSIGN=FILE` keeps each followed flight in a
+database of its own beside `--db` (ground.db -> ground.CALLSIGN.db, `flights.flight_db_path`),
+with this same schema, so the same (boot, seq) of two balloons never collide.
+
+Which way a frame came: `frames.station` and `heard.station` are the receiving station's name,
+or "<station> via <RELAYER>" for a frame heard inside another payload's relay envelope
+(RELAYER its callsign where the listener knows it, else its callsign hash as 0x1A2B); the
+frames row keeps the envelope as heard (`hex` starts with ef). A record heard both directly and
+relayed is one row in `records` and a `heard` row for each way.
+
 Reading is `reading.GroundReader`'s (read-only, any schema version); `Store` reads only
 what its writers need on their own connection (the outbox, who heard what).
 

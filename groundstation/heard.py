@@ -46,10 +46,13 @@ class Heard:
     station: str | None = None
     rssi_dbm: float | None = None
     snr_db: float | None = None
+    flight: str | None = None  # a followed flight's callsign (`listen --follow`); None: the primary flight
 
     def as_json(self) -> dict:
-        """The object `listen --json` prints: the record's JSON and `received_at`."""
-        return {**self.record.as_dict(), "received_at": self.received_at}
+        """The object `listen --json` prints: the record's JSON and `received_at` (and `flight`
+        for a followed flight's)."""
+        return {**self.record.as_dict(), "received_at": self.received_at,
+                **({"flight": self.flight} if self.flight is not None else {})}
 
 
 class RecordJsonError(ValueError):

@@ -1,5 +1,6 @@
 """The key options every ground command that reads our frames shares: the flight key (checks the
-downlink and signs the uplink) or a downlink key alone (checks, signs nothing)."""
+downlink and signs the uplink) or a downlink key alone (checks, signs nothing); and, for `listen`
+and `decode`, the other flights followed beside it (`--follow`, docs/network.md)."""
 
 from __future__ import annotations
 
@@ -40,13 +41,62 @@ def auth_from_key_args(args: argparse.Namespace) -> downlink_auth.DownlinkAuth |
     return None
 
 
+def _callsign_file(option: str, value: str, example: str) -> tuple[str, str]:
+    callsign, sep, path = value.partition("=")
+    if not sep or not callsign or not path:
+        raise ValueError(f"{option} {value!r}: expected CALLSIGN=FILE, e.g. {example}")
+    return callsign, path
+
+
 def relayers_from_key_args(args: argparse.Namespace) -> dict[int, downlink_auth.DownlinkAuth]:
     """--relayer-key CALLSIGN=FILE as the decoder takes them (by callsign hash); ValueError for a
     malformed option, KeyFileError naming a key file that will not do."""
     relayers = {}
     for option in getattr(args, "relayer_key", None) or []:
-        callsign, sep, path = option.partition("=")
-        if not sep or not callsign or not path:
-            raise ValueError(f"--relayer-key {option!r}: expected CALLSIGN=FILE, e.g. NEAR1=/etc/stratoecho/near1.downlink")
+        callsign, path = _callsign_file("--relayer-key", option, "NEAR1=/etc/stratoecho/near1.downlink")
         relayers[payload_hash(callsign)] = downlink_auth.load_auth(path, args.downlink_tag_len, derived=True)
     return relayers
+
+
+def relayer_names_from_key_args(args: argparse.Namespace) -> dict[int, str]:
+    """Callsign hash -> callsign of every payload these options name (--relayer-key, --callsign),
+    so a relayed frame's path can say who relayed it."""
+    names = {payload_hash(c): c for c in [o.partition("=")[0] for o in getattr(args, "relayer_key", None) or []] if c}
+    if getattr(args, "callsign", None):
+        names[payload_hash(args.callsign)] = args.callsign
+    return names
+
+
+def add_follow_arguments(parser: argparse.ArgumentParser, db_rule: bool = True) -> None:
+    """--follow / --follow-flight-key CALLSIGN=FILE: other flights read beside the primary one."""
+    where = ("; its records go to a database of its own beside --db: --db ground.db keeps FAR1's in "
+             "ground.FAR1.db" if db_rule else "; its records are printed with \"flight\": CALLSIGN")
+    follow = parser.add_argument_group(
+        "other flights (docs/network.md, 'The ground follows several flights')",
+        "Follow other balloons on the same frequency, read-only: each has its own downlink check, "
+        "reassembly and dedup; nothing is ever sent or signed for it. A tagged frame goes to the flight "
+        "whose key checks it, a sentence or SSDV packet to the flight its callsign names, anything else "
+        "to the primary flight (--flight-key/--downlink-key), whose unread frames stay claims.")
+    follow.add_argument("--follow", action="append", default=[], metavar="CALLSIGN=FILE",
+                        help="follow flight CALLSIGN with its downlink key (`keygen --downlink-from FLIGHT_KEY "
+                             "FILE`: checks, can sign nothing), repeatable" + where)
+    follow.add_argument("--follow-flight-key", action="append", default=[], metavar="CALLSIGN=FILE",
+                        help="the same with the flight's own flight key (for a crew flying several balloons; the "
+                             "downlink key is derived from it and nothing is signed with it), repeatable")
+
+
+def followed_from_key_args(args: argparse.Namespace) -> dict[str, downlink_auth.DownlinkAuth]:
+    """Callsign -> downlink check of each followed flight; ValueError naming the option for a
+    malformed or repeated one (or the primary's own --callsign), KeyFileError naming a key file."""
+    from .flights import check_callsign
+
+    followed: dict[str, downlink_auth.DownlinkAuth] = {}
+    for option, derived in (("--follow", True), ("--follow-flight-key", False)):
+        for value in getattr(args, option[2:].replace("-", "_"), None) or []:
+            callsign, path = _callsign_file(option, value, "FAR1=/etc/stratoecho/far1.downlink")
+            check_callsign(callsign, option)
+            if callsign in followed or callsign == getattr(args, "callsign", None):
+                raise ValueError(f"{option} {value!r}: {callsign} is followed twice, or is the primary flight "
+                                 "(--callsign): follow each other flight once")
+            followed[callsign] = downlink_auth.load_auth(path, args.downlink_tag_len, derived=derived)
+    return followed

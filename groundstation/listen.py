@@ -11,6 +11,9 @@ uplink — the serial port or LoRa HAT it was heard on, or the `--uplink-to` add
 whoever sent a datagram. A cue is answered once, and only one newer than any answered before
 (`CommandSigner.claim_window`, kept across restarts), so a recorded cue played back opens
 nothing. Position sentences, which anyone can send, open nothing at all.
+
+With `Flights` (`listen --follow`), each frame goes to the flight it belongs to, into that
+flight's database; only the primary flight's frames reach the repair link.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 from .db import Store, utc_now
 from .decoder import Decoded, FrameDecoder
 from .display import format_json, format_record
+from .flights import Flight, Flights
 from .heard import Heard, kind_name
 from .repair import NackPlanner
 from .sources import FrameSource, Position, describe_peer
@@ -270,21 +274,25 @@ class RepairLink:
 
 def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: threading.Event,
                out: TextIO | None, as_json: bool = False, limits: Limits | None = None,
-               repair: RepairLink | None = None, hooks: Hooks | None = None) -> None:
+               repair: RepairLink | None = None, hooks: Hooks | None = None, flights: Flights | None = None) -> None:
     """Receive until the source ends, `stop` is set or a limit is reached.
 
     `out` gets one line per record new to the database (None: print nothing);
-    `repair` (optional) answers the payload's uplink windows with NACKs.
+    `repair` (optional) answers the payload's uplink windows with NACKs, for the primary flight
+    (`store`, `decoder`) only; `flights` (optional; its primary is `store` and `decoder`) routes
+    each frame to the flight it belongs to (groundstation/flights.py), each with its own database.
     """
     limits = limits or Limits()
+    flights = flights or Flights(Flight(None, decoder, store))
     start = last_frame = time.monotonic()
     try:
         for item in source:
             now = time.monotonic()
             if item is not None:
                 last_frame = now
-                _handle(item, store, decoder, out, as_json, repair, hooks or Hooks())
-            store.maybe_commit()
+                _handle(item, flights, out, as_json, repair, hooks or Hooks())
+            for s in flights.stores():
+                s.maybe_commit()
             if stop.is_set():
                 break
             if limits.duration_s is not None and now - start >= limits.duration_s:
@@ -292,46 +300,62 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
             if limits.until_idle_s is not None and now - last_frame >= limits.until_idle_s:
                 break
     finally:
-        store.commit()
+        for s in flights.stores():
+            s.commit()
         source.close()
 
 
-def _handle(item, store: Store, decoder: FrameDecoder, out: TextIO | None, as_json: bool,
-            repair: RepairLink | None, hooks: Hooks) -> None:
+def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, repair: RepairLink | None,
+            hooks: Hooks) -> None:
     if isinstance(item, Position):  # decoded elsewhere: no frame to keep, to publish or to answer
-        result = decoder.position(item.telemetry)
+        flight = flights.by_callsign(item.telemetry.callsign)
+        result = flight.decoder.position(item.telemetry)
         if result.record is not None:
-            _store_new(result.record, utc_now(), store, out, as_json, hooks)
+            _store_new(result.record, utc_now(), flight, out, as_json, hooks, hooks.station)
         return
     data, origin = item.data, item.origin
     received_at = utc_now()
+    flight = flights.route(data)
+    store, decoder = flight.store, flight.decoder
     result = decoder.feed(data, datetime.fromisoformat(received_at))
-    if repair is not None and result.ok:
+    if repair is not None and result.ok and flight is flights.primary:  # followed flights: read-only
         repair.on_decoded(result, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)
-    store.add_frame(data, origin, result.error, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
+    path = flights.path(hooks.station, result.relayed_by)  # "<station> via <RELAYER>" when relayed
+    store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr)
     hooks.call(hooks.on_frame, data, received_at, hooks.station, rssi, snr)
     if not result.ok:
-        log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail)
+        log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail,
+                  flight=flight.callsign)
         return
+    if path is not None:  # a record heard directly and relayed: a row for each way, not only the first
+        for row in flight.paths.heard(result, path, received_at):
+            store.add_heard(*row)
     if isinstance(result.frame, wire.SsdvPacket) and store.add_ssdv(result.frame, received_at):
         log.debug("ssdv packet kept", callsign=result.frame.callsign, image_id=result.frame.image_id,
                   packet_id=result.frame.packet_id)
         hooks.call(hooks.on_ssdv, result.frame, received_at)
     if result.record is not None:
-        _store_new(result.record, received_at, store, out, as_json, hooks, rssi, snr, result.authentic)
+        _store_new(result.record, received_at, flight, out, as_json, hooks, path, rssi, snr, result.authentic)
 
 
-def _store_new(record, received_at: str, store: Store, out: TextIO | None, as_json: bool, hooks: Hooks,
-               rssi: float | None = None, snr: float | None = None, authentic: bool = False) -> None:
-    """A complete record or sentence: who heard it, then into the database, the hooks and `out` if new."""
-    if hooks.station is not None:
-        store.add_heard(kind_name(record), record.boot, record.seq, hooks.station, received_at)
+def _store_new(record, received_at: str, flight: Flight, out: TextIO | None, as_json: bool, hooks: Hooks,
+               path: str | None, rssi: float | None = None, snr: float | None = None,
+               authentic: bool = False) -> None:
+    """A complete record or sentence: who heard it (and which way), then into its flight's
+    database, the hooks and `out` if new."""
+    store = flight.store
+    if path is not None:
+        store.add_heard(kind_name(record), record.boot, record.seq, path, received_at)
     # The database decides what is new, so a record heard again after a ground
     # restart (when the decoder has forgotten it) is stored and printed once.
     if not store.add(record, received_at, authentic):
         return
-    heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr)
+    heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr, flight=flight.callsign)
     hooks.call(hooks.on_new, heard)
-    if out is not None:
-        print(format_json(heard.as_json()) if as_json else format_record(record), file=out, flush=True)
+    if out is None:
+        return
+    if as_json:
+        print(format_json(heard.as_json()), file=out, flush=True)
+    else:  # a followed flight's records say whose they are; the primary's read as they always have
+        print((f"{flight.callsign}: " if flight.callsign else "") + format_record(record), file=out, flush=True)
