@@ -6,7 +6,9 @@ what it hands back. For each frame and each station, in this order:
 1. **outage** — a configured flight-time window in which nothing passes either way;
 2. **horizon** — past the radio horizon with 4/3-Earth refraction,
    d ≈ 4.12·(√h1 + √h2) km (h in metres above ground), nothing gets through;
-   **terrain** — below the station's `mask_deg` of elevation (hills, buildings), nothing either;
+   **terrain** — below the station's `mask_deg` of elevation (hills, buildings; `--station
+   NAME:LAT:LON:ALT_M:MASK_DEG`), nothing either, counted apart from the horizon as its own
+   loss reason "terrain"; a mask of 0 (the default) is never checked;
 3. **margin** — received power (TX dBm + gains − free-space path loss) against the LoRa
    receiver's sensitivity for the mode (−174 dBm/Hz + 10·log10 BW + noise figure + the
    SX127x demodulator's SNR limit for the SF). The frame is lost with probability
@@ -16,7 +18,7 @@ what it hands back. For each frame and each station, in this order:
    shrinks), may be **duplicated** (a second copy a little later) or **reordered**
    (held back and handed out after the next frame on the air).
 
-Uplink frames pass the same outage/horizon/margin/burst checks on their station's own
+Uplink frames pass the same outage/horizon/terrain/margin/burst checks on their station's own
 streams, plus **half duplex**: a frame arriving while the payload transmits (each downlink
 frame keys the radio for its LoRa time on air, `stratoecho.airtime`) is lost.
 
