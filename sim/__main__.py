@@ -185,10 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loss", type=_loss, default=_loss("0"), metavar="SPEC",
                    help="Gilbert-Elliott fading on top of the link budget, as for fly (default 0)")
     c.add_argument("--seed", type=int, default=1, help="seed for the losses and for the balloon's flight (default 1)")
-    c.add_argument("--air-hex", type=Path, required=True, metavar="FILE", help="append every frame put on the air here, one "
-                                                                               "hex line each")
+    c.add_argument("--air-hex", type=Path, required=True, metavar="FILE",
+                   help="append every frame put on the air here, one hex line each, and its flight second to the "
+                        ".times file beside it; balloon N >= 1 writes air-N.hex and air-N.times in the same folder")
     c.add_argument("--stats", type=Path, metavar="FILE",
-                   help="write frame counts, per-station blocks and a per-minute timeline here as JSON on exit")
+                   help="write frame counts, per-station blocks and a per-minute timeline here as JSON on exit; "
+                        "with several balloons also 'balloons' (each one's counts and stations) and 'peers' "
+                        "(what each balloon heard of each other: in, delivered, lost_by, unaddressed)")
     c.add_argument("--uplink-loss", type=_loss, metavar="SPEC",
                    help="loss on the way back, ground to payload (default: the same as --loss; its own random stream)")
     c.add_argument("--uplink-port", type=int, action="append", default=[], metavar="PORT",
