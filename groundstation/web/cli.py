@@ -28,6 +28,7 @@ examples:
   python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network, by IP address
   python -m groundstation serve --db flight.db --host 0.0.0.0 --allow-host chase-laptop.local  # and by that name
   python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
+  python -m groundstation serve --db ground.db                 # with ground.FAR1.db beside it: both flights
   python -m groundstation serve --db flight.db --tiles ~/maps/launch.pmtiles --station 52.70 -2.75 90
 exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address, the password or tile file cannot be used
 """
@@ -70,6 +71,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--db", required=True, metavar="FILE",
                         help="the ground database `listen --db` writes (created if missing)")
+    parser.add_argument("--flight-db", type=Path, action="append", default=[], metavar="FILE",
+                        help="another flight's ground database, kept elsewhere, shown beside --db's (repeat for "
+                             "each; read only). Those `listen --follow` keeps beside --db (ground.CALLSIGN.db "
+                             "for --db ground.db) are found without it, a new one within seconds")
     parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                              "the field network: everyone there may watch, only the operator may queue commands)")
@@ -176,7 +181,7 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
         threading.Thread(target=layers.basemap.features, args=((-1.0, -1.0, 1.0, 1.0), 8), name="basemap-warm-up",
                          daemon=True).start()
         server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase, layers,
-                       allowed_hosts=args.allow_host)
+                       allowed_hosts=args.allow_host, flight_dbs=args.flight_db)
     except (StoreError, OSError, access.OperatorFileError, TileFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
         return 1

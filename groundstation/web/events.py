@@ -2,7 +2,8 @@
 browser's cursor. Once a second (`POLL_S`) it asks SQLite whether anyone committed
 (``PRAGMA data_version``) and only then looks for rows past its cursor: `telemetry` and
 `record` (lists of new rows), `outbox` (the whole outbox when it changes), `link` (frames
-grew). The cursor (the newest telemetry and record ids sent) is each event's id, so a browser
+grew), `flights` (a followed flight's database appeared or was written: the page asks
+/api/flights and /api/conversation again). The cursor (the newest telemetry and record ids sent) is each event's id, so a browser
 that reconnects resumes where it was."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 from ..reading import GroundReader
@@ -20,12 +22,20 @@ KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (finds clo
 BATCH_ROWS = 500  # rows per event; a stream far behind catches up without waiting a poll
 
 
-def stream(wfile: BinaryIO, db: GroundReader, cursor: list[int], stop: threading.Event) -> None:
-    """Send events to `wfile` from `db` past `cursor` (moved on as they go) until `stop` is set."""
+def stream(wfile: BinaryIO, db: GroundReader, cursor: list[int], stop: threading.Event,
+           watch: Callable[[], object] | None = None) -> None:
+    """Send events to `wfile` from `db` past `cursor` (moved on as they go) until `stop` is set.
+    `watch`: what changes when another flight's database does (flights.FlightFiles.signature);
+    each change is a `flights` event, nothing at the start (the page has just read them)."""
     version = outbox = frames = None
+    watched = watch() if watch else None
     last_sent = time.monotonic()
     while not stop.is_set():
         sent = False
+        if watch and (now_watched := watch()) != watched:
+            watched = now_watched
+            write_event(wfile, "flights", {"flights": len(now_watched) + 1})  # with the primary
+            sent = True
         if (now_version := db.data_version()) != version:
             version = now_version
             telemetry = [telemetry_json(r) for r in db.telemetry_since(cursor[0], BATCH_ROWS)]

@@ -26,6 +26,7 @@ from ..db import Store, StoreError
 from ..reading import GroundReader
 from . import access, events
 from .api import link, outbox_json, parse_command, prediction_json, record_json, summary, telemetry_json
+from .flights import conversation_json, flights_json, heard_paths
 from .hosts import is_loopback
 from .limits import DeadlineReader
 from .maps import MapRequestError
@@ -125,6 +126,10 @@ class Handler(BaseHTTPRequestHandler):
             self._json({"operator": left is not None, "expires_in": None if left == math.inf else left,
                         "login": self.server.sessions.can_log_in})
             return
+        if path in ("/api/flights", "/api/conversation"):  # every flight's database, each opened on its own
+            files = self.server.flight_files
+            self._json(flights_json(files) if path == "/api/flights" else conversation_json(files))
+            return
         if match := IMAGE_PATH.fullmatch(path):
             with self._reader() as db:
                 jpeg = db.image(int(match[1]), int(match[2]))
@@ -138,7 +143,9 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/api/telemetry":
                 answer = [telemetry_json(r) for r in db.telemetry_since(self._since(query), MAX_ROWS)]
             elif path == "/api/musings":
-                answer = [record_json(r) for r in db.records_since(self._since(query), "musing", MAX_ROWS)]
+                paths = heard_paths(self.server.db_path, "musing")  # which way each came: ["home via NEAR1"]
+                answer = [{**record_json(r), "paths": paths.get(("musing", r.boot, r.seq), [])}
+                          for r in db.records_since(self._since(query), "musing", MAX_ROWS)]
             elif path == "/api/records":
                 kind = query.get("kind", [""])[0]
                 if kind and not RECORD_KIND.fullmatch(kind):
@@ -304,7 +311,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _stream(self, cursor: list[int]) -> None:
         with self._reader() as db:
-            events.stream(self.wfile, db, cursor, self.server.stop)
+            events.stream(self.wfile, db, cursor, self.server.stop, watch=self.server.flight_files.signature)
 
     def _stream_cursor(self, query: dict) -> list[int]:
         """Where the stream starts: the browser's Last-Event-ID when it reconnects, else the

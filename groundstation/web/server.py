@@ -10,8 +10,15 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     GET  /app.js, /style.css        its script and style
     GET  /api/summary               counts, cursor (newest row ids), launch, latest position, latest health
     GET  /api/telemetry?since=ID    telemetry rows, each with `t`: the sentence time as a full UTC date
-    GET  /api/musings?since=ID      musings
+    GET  /api/musings?since=ID      musings, each with `paths`: which way it was heard ("home",
+                                    "home via NEAR1": in NEAR1's relay envelope)
     GET  /api/records?kind=K&since=ID   records of one kind: health `fields`, image `image` (its URL)
+    GET  /api/flights               every flight this station follows, the primary (--db) first, then
+                                    each ground.CALLSIGN.db beside it and each --flight-db (flights.py):
+                                    callsign, latest position, track (at most 500 points), counts, and
+                                    how its frames came (`paths`: heard directly, by relay, per relayer)
+    GET  /api/conversation          the newest 500 musings of all those flights, oldest first by when
+                                    they were made, each with its callsign and `paths`
     GET  /api/images/BOOT/SEQ.jpg   an image record's JPEG (image/jpeg)
     GET  /api/link                  frames heard and bad per minute, telemetry lost per minute,
                                     per station (frames, signal, records heard), missing records
@@ -21,7 +28,8 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
                                     elevation from the station (and from every station whose position
                                     the database holds, `stations`); null until there is enough track
     GET  /api/events                Server-Sent Events: `telemetry` and `record` (lists of new rows),
-                                    `outbox` (the whole outbox when it changes), `link` (frames grew)
+                                    `outbox` (the whole outbox when it changes), `link` (frames grew),
+                                    `flights` (another flight's database appeared or was written)
     GET  /api/session               {"operator": may this browser queue commands, "expires_in": its
                                     session's seconds left, "login": can anyone log in here}
     POST /api/login                 {"password": ...}: an operator session (a cookie), or 403;
@@ -93,6 +101,7 @@ from .api import (
     telemetry_json,
 )
 from .events import BATCH_ROWS, KEEPALIVE_S, POLL_S
+from .flights import FlightFiles
 from .handler import MAX_BODY_BYTES, MAX_ROWS, TOKEN_HEADER, Handler, RequestError
 from .hosts import HostAllowList, is_loopback
 from .limits import Limits, Slots
@@ -112,6 +121,7 @@ PAGES = {  # path -> (file in STATIC_DIR, content type)
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/map.js": ("map.js", "text/javascript; charset=utf-8"),
+    "/flights.js": ("flights.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 TOKEN_PLACEHOLDER = "{{COMMAND_TOKEN}}"
@@ -141,8 +151,9 @@ class Dashboard(ThreadingHTTPServer):
     def __init__(self, db_path: Path, host: str, port: int, stop: threading.Event,
                  sessions: access.Sessions | None = None, chase: predict.Chase | None = None,
                  map_layers: MapLayers | None = None, limits: Limits | None = None,
-                 allowed_hosts: Iterable[str] = ()):
+                 allowed_hosts: Iterable[str] = (), flight_dbs: Iterable[Path] = ()):
         self.db_path = db_path
+        self.flight_files = FlightFiles(db_path, flight_dbs)  # the other flights' databases, read only
         self.hosts = HostAllowList(host, allowed_hosts)
         self.limits = limits or Limits()
         self.slots = Slots(self.limits)
@@ -250,7 +261,8 @@ class Dashboard(ThreadingHTTPServer):
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
           stop_event: threading.Event | None = None, sessions: access.Sessions | None = None,
           chase: predict.Chase | None = None, map_layers: MapLayers | None = None,
-          limits: Limits | None = None, allowed_hosts: Iterable[str] = ()) -> Dashboard:
+          limits: Limits | None = None, allowed_hosts: Iterable[str] = (),
+          flight_dbs: Iterable[str | Path] = ()) -> Dashboard:
     """Start the dashboard in background threads and return its server (`.url`,
     `.server_address`; port 0 picks a free one). Setting `stop_event` shuts it down and
     ends every event stream within a poll. The database is created if missing (as the
@@ -260,11 +272,14 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
     prediction's settings and the station's position (predict.Chase). `map_layers`: what the
     map is drawn from (maps.MapLayers; default: the base map alone). `limits`: the caps on
     connections and event streams and the timeouts (Limits; default: Limits()). `allowed_hosts`:
-    names it answers to besides the loopback names and `host` (hosts.HostAllowList)."""
+    names it answers to besides the loopback names and `host` (hosts.HostAllowList). `flight_dbs`:
+    followed flights' databases kept elsewhere than beside `db_path` (flights.FlightFiles finds
+    those beside it); they are only ever read, and one missing is shown with its error."""
     db_path = Path(db_path)
     Store(db_path).close()  # makes or migrates the schema, or says why this file will not do
     stop = stop_event or threading.Event()
-    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers, limits, allowed_hosts)
+    server = Dashboard(db_path, host, port, stop, sessions, chase, map_layers, limits, allowed_hosts,
+                       [Path(p) for p in flight_dbs])
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard",
                      daemon=True).start()
 

@@ -21,6 +21,8 @@
     link: null,
     summary: null,
     prediction: null, // /api/prediction: the landing, its ellipse, the crew's numbers
+    flights: [], // /api/flights: every flight this station follows, the primary first
+    conversation: [], // /api/conversation: the musings of them all, oldest first
     clockOffsetMs: 0, // this browser's clock minus the server's
     cursor: { telemetry: 0, records: 0 },
   };
@@ -97,6 +99,7 @@
     if (parts.has("link")) drawLink();
     if (parts.has("summary")) drawSummary();
     if (parts.has("crew")) drawCrew();
+    if (parts.has("flights") && window.StratoechoFlights) StratoechoFlights.draw(state.flights, state.conversation);
   }
 
   // ------------------------------------------------------------------ charts against time
@@ -227,6 +230,7 @@
     const rows = [...state.telemetry.values()].filter((r) => !(r.lat === 0 && r.lon === 0)).sort(bySeq);
     const note = $("track-note");
     if (window.StratoechoMap && StratoechoMap.ready) {
+      if (window.StratoechoFlights) StratoechoMap.drawFlights(state.flights, StratoechoFlights.colour);
       StratoechoMap.draw(rows, state.prediction);
       note.textContent = rows.length ? trackNote(rows[0], rows[rows.length - 1]) : "no position yet";
       return;
@@ -505,12 +509,13 @@
   function addTelemetry(rows) {
     for (const r of rows) state.telemetry.set(r.id, r);
     if (rows.length) { mark("track", "charts", "summary"); refreshPredictionSoon(); }
+    if (rows.length && state.flights.length > 1) refreshFlightsSoon(); // the panel's counts
   }
 
   function addRecords(rows) {
     for (const r of rows) {
       const key = `${r.boot}/${r.seq}`;
-      if (r.kind === "musing") { state.musings.set(key, r); mark("musings", "summary"); }
+      if (r.kind === "musing") { state.musings.set(key, r); mark("musings", "summary"); refreshFlightsSoon(); }
       else if (r.kind === "health") { state.health.set(r.id, r); mark("charts", "summary"); }
       else if (r.kind === "image" && r.image) { state.images.set(key, r); mark("pictures"); }
     }
@@ -528,6 +533,24 @@
       } catch (err) { /* the event stream reports the connection */ }
       linkTimer = null;
     }, 3000);
+  }
+
+  let flightsTimer = null;
+  function refreshFlightsSoon() { // another flight's database is written several times a second: every 3 s at most
+    if (flightsTimer) return;
+    flightsTimer = setTimeout(async () => {
+      try {
+        const [flights, conversation] = await Promise.all([getJSON("/api/flights"), getJSON("/api/conversation")]);
+        applyFlights(flights, conversation);
+      } catch (err) { /* the event stream reports the connection */ }
+      flightsTimer = null;
+    }, 3000);
+  }
+
+  function applyFlights(flights, conversation) {
+    state.flights = flights;
+    state.conversation = conversation;
+    mark("flights", "track");
   }
 
   function applySummary(summary) {
@@ -550,6 +573,7 @@
     events.addEventListener("record", (e) => addRecords(JSON.parse(e.data)));
     events.addEventListener("outbox", (e) => outboxEvent(JSON.parse(e.data)));
     events.addEventListener("link", refreshLinkSoon);
+    events.addEventListener("flights", refreshFlightsSoon);
   }
 
   // ------------------------------------------------------------------ the command form
@@ -708,11 +732,13 @@
         const summary = await getJSON("/api/summary");
         applySummary(summary);
         state.cursor = summary.cursor;
-        const [telemetry, musings, health, images, link, outbox, prediction] = await Promise.all([
+        const [telemetry, musings, health, images, link, outbox, prediction, flights, conversation] = await Promise.all([
           getJSON("/api/telemetry?since=0"), getJSON("/api/musings?since=0"),
           getJSON("/api/records?kind=health&since=0"), getJSON("/api/records?kind=image&since=0"),
           getJSON("/api/link"), getJSON("/api/outbox"), getJSON("/api/prediction"),
+          getJSON("/api/flights"), getJSON("/api/conversation"),
         ]);
+        applyFlights(flights, conversation);
         state.prediction = prediction;
         addTelemetry(telemetry);
         addRecords([...musings, ...health, ...images]);

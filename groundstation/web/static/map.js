@@ -14,6 +14,9 @@ window.StratoechoMap = (() => {
   let userMoved = false; // the crew panned or zoomed: the view is theirs from then on
   let fitting = false; // a zoom of our own, not the crew's
   let region = null; // the user's tiles: {bounds, min_zoom}; they name their own places there
+  let fleet = null; // L.LayerGroup: the other flights this station follows (drawFlights)
+  let fleetExtent = null; // their tracks' bounds, in the view the flight is fitted to
+  let primaryName = null; // the primary's callsign, named at its latest position beside the others
 
   function loadScript(src) {
     return new Promise((resolve, reject) => {
@@ -145,6 +148,7 @@ window.StratoechoMap = (() => {
       L.tileLayer(config.tile_url, { attribution: asText(`tiles: ${host}`) }).addTo(map);
     }
     L.control.scale({ imperial: false }).addTo(map);
+    fleet = L.layerGroup().addTo(map);
     marks = L.layerGroup().addTo(map);
     if (config.basemap) map.on("moveend", loadBase);
     map.on("dragstart", () => { userMoved = true; });
@@ -175,7 +179,12 @@ window.StratoechoMap = (() => {
     marks.clearLayers();
     map.getContainer().dataset.positions = rows.length; // what is drawn, for a reader of the page
     if (!rows.length) {
-      if (!fitted) { fitting = true; map.setView([20, 0], 2); fitting = false; }
+      if (!fitted) { // the world while nothing is heard, or the other flights already heard
+        fitting = true;
+        if (fleetExtent) map.fitBounds(fleetExtent.pad(0.1), { maxZoom: 13, animate: false });
+        else map.setView([20, 0], 2);
+        fitting = false;
+      }
       return;
     }
     // Across the antimeridian the track goes on east or west rather than back round the world:
@@ -199,7 +208,8 @@ window.StratoechoMap = (() => {
       L.marker([top.lat, top.lon], { icon: textIcon(`burst ${top.alt} m`, "flight"), interactive: false }).addTo(marks);
     }
     L.circleMarker([last.lat, last.lon], { radius: 7, className: "latest" }).addTo(marks);
-    L.marker([last.lat, last.lon], { icon: textIcon(`${last.alt} m`, "flight"), interactive: false }).addTo(marks);
+    L.marker([last.lat, last.lon], { icon: textIcon(primaryName ? `${primaryName} ${last.alt} m` : `${last.alt} m`,
+      "flight"), interactive: false }).addTo(marks);
     if (pred && pred.phase !== "landed") {
       const ring = ellipse(pred.lat, pred.lon, pred.ellipse);
       L.polygon(ring, { className: "landing-ellipse", interactive: false }).addTo(marks);
@@ -216,6 +226,7 @@ window.StratoechoMap = (() => {
       L.marker(at, { icon: textIcon(s.name, "flight", true), interactive: false }).addTo(marks);
       extent.extend(at);
     }
+    if (fleetExtent) extent.extend(fleetExtent);
     // The view follows the flight until the crew moves it; it then stays where they put it.
     if (!userMoved && (!fitted || !map.getBounds().contains(extent))) {
       fitting = true;
@@ -225,5 +236,26 @@ window.StratoechoMap = (() => {
     }
   }
 
-  return { start, draw, get ready() { return map !== null; } };
+  // The other flights (/api/flights, the primary first, which draw() draws from its live rows):
+  // each track in its own colour (colour(i): a class of style.css) with its callsign at its
+  // latest position. draw() then fits the view to them all.
+  function drawFlights(flights, colour) {
+    if (!map) return;
+    fleet.clearLayers();
+    fleetExtent = null;
+    primaryName = flights.length > 1 ? flights[0].callsign : null;
+    flights.forEach((f, i) => {
+      if (i === 0 || !f.track.length) return;
+      let lastLon = f.track[0].lon; // across the antimeridian, as draw() does
+      const line = f.track.map((p) => [p.lat, (lastLon = p.lon + 360 * Math.round((lastLon - p.lon) / 360))]);
+      const last = line[line.length - 1], cls = colour(i);
+      L.polyline(line, { className: `track ${cls}`, interactive: false }).addTo(fleet);
+      L.circleMarker(last, { radius: 6, className: `latest ${cls}` }).bindTooltip(f.callsign).addTo(fleet);
+      L.marker(last, { icon: textIcon(`${f.callsign} ${f.track[f.track.length - 1].alt} m`, "flight"),
+        interactive: false }).addTo(fleet);
+      fleetExtent = fleetExtent ? fleetExtent.extend(L.latLngBounds(line)) : L.latLngBounds(line);
+    });
+  }
+
+  return { start, draw, drawFlights, get ready() { return map !== null; } };
 })();

@@ -1,0 +1,216 @@
+"""Several flights on one dashboard (issue 33, docs/network.md): the listener keeps the primary
+flight in `--db ground.db` and each flight it follows (`listen --follow CALLSIGN=FILE`) in its
+own database beside it, `ground.CALLSIGN.db`; `serve --flight-db FILE` adds one kept elsewhere.
+
+`FlightFiles` finds them (a directory listing at most every `RESCAN_S`, so a flight followed
+after the dashboard started appears within seconds) and says cheaply, from the files' sizes and
+times, whether any of them changed (the live feed's `flights` event). `flights_json` answers
+GET /api/flights and `conversation_json` GET /api/conversation: the musings of every flight
+merged in the order they were made, each with the paths it came by.
+
+Every database is read through its own read-only connection (`GroundReader`, and for the
+`heard` table, which GroundReader has no query for, a plain ``mode=ro`` one here): the dashboard
+never writes to a followed flight's database. Paths are the `heard` table's station names:
+``home`` for a frame heard directly, ``home via NEAR1`` for one inside NEAR1's relay envelope.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from ..db import StoreError
+from ..reading import GroundReader, TelemetryRow
+from .api import sentence_time
+
+RESCAN_S = 3.0  # how often the directory is listed for a newly followed flight's database
+TRACK_POINTS = 500  # points per flight's track in /api/flights, the first and the latest kept
+CONVERSATION_ROWS = 500  # musings in /api/conversation: the newest, of all flights together
+VIA = " via "  # a heard path "<station> via <RELAYER>": the frame came in RELAYER's envelope
+# A followed flight's file, ground.CALLSIGN.db: callsigns as `listen --follow` takes them.
+_CALLSIGN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's own files beside a database, never a flight
+
+
+class FlightFiles:
+    """The primary database, the followed flights' beside it, and those named with --flight-db."""
+
+    def __init__(self, primary: Path, extra: Iterable[Path] = (), rescan_s: float = RESCAN_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.primary = Path(primary)
+        self.extra = [Path(p) for p in extra]
+        self._rescan_s, self._clock = rescan_s, clock
+        self._lock = threading.Lock()
+        self._found: list[Path] = []
+        self._scanned_at: float | None = None
+
+    def paths(self) -> list[Path]:
+        """The primary first, then the followed flights beside it by name, then --flight-db's."""
+        with self._lock:
+            now = self._clock()
+            if self._scanned_at is None or now - self._scanned_at >= self._rescan_s:
+                self._found, self._scanned_at = self._beside(), now
+            found = list(self._found)
+        seen = {self.primary.resolve()}
+        out = [self.primary]
+        for path in [*found, *self.extra]:
+            if (key := path.resolve()) not in seen:
+                seen.add(key)
+                out.append(path)
+        return out
+
+    def _beside(self) -> list[Path]:
+        stem, suffix = self.primary.stem, self.primary.suffix
+        try:
+            names = sorted(p.name for p in self.primary.parent.iterdir())
+        except OSError:  # the directory went away: no followed flights until it is back
+            return []
+        out = []
+        for name in names:
+            middle = name[len(stem) + 1:len(name) - len(suffix)] if name.endswith(suffix) else ""
+            if (name.startswith(stem + ".") and _CALLSIGN.fullmatch(middle) and not name.endswith(_SIDE_FILES)
+                    and (self.primary.parent / name).is_file()):
+                out.append(self.primary.parent / name)
+        return out
+
+    def callsign_from_name(self, path: Path) -> str:
+        """ground.FAR1.db -> FAR1 (the listener's naming); any other file: its name less the suffix."""
+        parts = path.name.split(".")
+        if path != self.primary and len(parts) == 3 and _CALLSIGN.fullmatch(parts[1]):
+            return parts[1]
+        return path.stem
+
+    def signature(self) -> tuple:
+        """Changes when a followed flight appears or any of theirs is written (the database or
+        its WAL grows or is touched): what the live feed watches, with no query."""
+        out = []
+        for path in self.paths()[1:]:
+            out.append((str(path), *_stat(path), *_stat(Path(f"{path}-wal"))))
+        return tuple(out)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
+
+
+@contextmanager
+def _heard_table(path: Path) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection to `path` for its `heard` table; None where it has none (an older
+    or a new, empty database)."""
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+    with closing(db):
+        has = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'heard'").fetchone()
+        yield db if has else None
+
+
+def heard_paths(path: Path, kind: str | None = None) -> dict[tuple[str, int, int], list[str]]:
+    """(kind, boot, seq) -> the paths it was heard by, in the order first heard."""
+    with _heard_table(path) as db:
+        if db is None:
+            return {}
+        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        rows = db.execute(f"SELECT kind, boot, seq, station FROM heard {where} ORDER BY first_at, station", args)
+        out: dict[tuple[str, int, int], list[str]] = {}
+        for k, boot, seq, station in rows:
+            out.setdefault((k, boot, seq), []).append(station)
+        return out
+
+
+def path_counts(paths: dict[tuple[str, int, int], list[str]]) -> dict:
+    """How the frames came: per class (sentences, musings, records of any kind but sentences, and
+    all), how many were heard directly, how many by relay, and how many through each relayer.
+    A record heard both ways counts in both; heard by two stations the same way, once."""
+    classes = {"sentences": {}, "musings": {}, "records": {}, "all": {}}
+    for c in classes.values():
+        c.update(heard=0, direct=0, relayed=0, via={})
+    for (kind, _, _), stations in paths.items():
+        relayers = {s.split(VIA, 1)[1] for s in stations if VIA in s}
+        direct = any(VIA not in s for s in stations)
+        names = ["all", "sentences"] if kind == "telemetry" else ["all", "records"] + (["musings"] if kind == "musing"
+                                                                                       else [])
+        for name in names:
+            c = classes[name]
+            c["heard"] += 1
+            c["direct"] += direct
+            c["relayed"] += bool(relayers)
+            for relayer in relayers:
+                c["via"][relayer] = c["via"].get(relayer, 0) + 1
+    return classes
+
+
+def thin_track(rows: list[TelemetryRow], points: int = TRACK_POINTS) -> list[TelemetryRow]:
+    """At most `points` of `rows`, evenly spread, the first and the latest always kept."""
+    if len(rows) <= points:
+        return rows
+    step = (len(rows) - 1) / (points - 1)
+    return [rows[round(i * step)] for i in range(points)]
+
+
+def _position(row: TelemetryRow | None) -> dict | None:
+    if row is None:
+        return None
+    return {"boot": row.boot, "seq": row.seq, "lat": row.lat, "lon": row.lon, "alt": row.alt,
+            "t": sentence_time(row.time, row.received_at), "received_at": row.received_at}
+
+
+def flight_json(files: FlightFiles, path: Path) -> dict:
+    """One flight of /api/flights; a database that cannot be read (yet) says why in `error`."""
+    out = {"callsign": files.callsign_from_name(path), "file": path.name, "primary": path == files.primary,
+           "latest": None, "track": [], "counts": {"sentences": 0, "records": 0, "musings": 0},
+           "paths": path_counts({}), "error": None}
+    try:
+        with GroundReader.open(path) as db:
+            out["callsign"] = db.callsign() or out["callsign"]
+            counts = db.counts()
+            out["counts"] = {"sentences": counts.telemetry, "records": sum(counts.records.values()),
+                             "musings": counts.of("musing")}
+            out["latest"] = _position(db.latest_position())
+            track = [r for r in db.telemetry() if not (r.lat == 0 and r.lon == 0)]
+        out["track"] = [{"lat": r.lat, "lon": r.lon, "alt": r.alt, "t": sentence_time(r.time, r.received_at)}
+                        for r in thin_track(track)]
+        out["paths"] = path_counts(heard_paths(path))
+    except (StoreError, sqlite3.Error) as e:  # being made by the listener, moved, or not a ground database
+        out["error"] = str(e)
+    return out
+
+
+def flights_json(files: FlightFiles) -> list[dict]:
+    """GET /api/flights: every flight, the primary first."""
+    return [flight_json(files, path) for path in files.paths()]
+
+
+def _musings(db: GroundReader, limit: int) -> list[dict]:
+    """The newest `limit` musings of one database by when they were made."""
+    # GroundReader orders by (boot, seq); the conversation is by `created`: musings are few and
+    # small, so all are read and the newest kept.
+    rows = sorted(db.records("musing"), key=lambda r: (r.created, r.boot, r.seq))[-limit:]
+    return [{"boot": r.boot, "seq": r.seq, "created": r.created, "text": r.text, "received_at": r.received_at,
+             "authentic": r.authentic} for r in rows]
+
+
+def conversation_json(files: FlightFiles, limit: int = CONVERSATION_ROWS) -> list[dict]:
+    """GET /api/conversation: the newest `limit` musings of all flights, oldest first by when they
+    were made, each with its flight's callsign and its paths. A flight that cannot be read is left out."""
+    merged = []
+    for order, path in enumerate(files.paths()):
+        try:
+            with GroundReader.open(path) as db:
+                callsign = db.callsign() or files.callsign_from_name(path)
+                musings = _musings(db, limit)
+            paths = heard_paths(path, "musing")
+        except (StoreError, sqlite3.Error):
+            continue
+        for m in musings:
+            merged.append((m["created"], order, m["boot"], m["seq"],
+                           {"callsign": callsign, **m, "paths": paths.get(("musing", m["boot"], m["seq"]), [])}))
+    merged.sort(key=lambda x: x[:4])
+    return [m[-1] for m in merged[-limit:]]
