@@ -35,6 +35,9 @@ from .rigs import PI, rig_names
 
 class ScheduleSection(Section):
     telemetry_s: float = Field(10.0, gt=0, description="seconds between position sentences")
+    beacon_slot_s: float | None = Field(
+        None, ge=0, description="the second of each telemetry period (by UTC) at which the position sentence is "
+        "keyed, so payloads sharing a frequency take turns (docs/network.md); unset: every telemetry_s from start")
     musing_s: float = Field(180.0, gt=0, description="seconds between musings")
     first_musing_s: float = Field(30.0, ge=0, description="seconds after start before the first musing")
     health_s: float = Field(300.0, gt=0, description="seconds between health records (queue, card, faults)")

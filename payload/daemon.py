@@ -28,6 +28,7 @@ from .clock import Clock
 from .components import Components
 from .config import PayloadConfig
 from .flight_stats import FlightStats
+from .policy.slots import next_slot
 from .watchdog import Liveness, boot_banner
 
 log = structlog.get_logger(__name__)
@@ -95,9 +96,15 @@ class Daemon:
         self.liveness.register(name, self._allowance_s(name, period_s, 0.0))
         self.liveness.ping(name)
 
-    def _every(self, period_s, first_s: float, action, name: str) -> None:
-        """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it)."""
-        due = self.clock.elapsed_s() + first_s
+    def _every(self, period_s, first_s: float, action, name: str, slot_s: float | None = None) -> None:
+        """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it);
+        with `slot_s`, at that second of each period by UTC (policy/slots.py)."""
+        def align(due: float) -> float:
+            if slot_s is None:
+                return due
+            return next_slot(due, self.clock.elapsed_s(), self.clock.now().timestamp(), period_s(), slot_s)
+
+        due = align(self.clock.elapsed_s() + first_s)
         self.liveness.register(name, self._allowance_s(name, period_s(), first_s))
         while not self.producers_stop.is_set():
             if self.clock.wait(due - self.clock.elapsed_s(), self.producers_stop):
@@ -110,6 +117,7 @@ class Daemon:
             due += period_s()
             if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
                 due = self.clock.elapsed_s() + period_s()
+            due = align(due)  # a new period (the governor's mode) moves the grid: back onto our slot
 
     def fly_without_persona(self) -> None:
         """A model that will not load: the loops start without the think loop."""
@@ -133,7 +141,7 @@ class Daemon:
         self.liveness.register("radio", self.clock.liveness_s(window_s) + 120.0)
         specs = [
             ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
-                                           "beacon")),
+                                           "beacon", sched.beacon_slot_s)),
             ("radio", self.transmitter.run),
             ("health", lambda: self._every(lambda: g.period_s("housekeeping", sched.health_s), sched.health_s,
                                            self.health_once, "health")),

@@ -1,0 +1,70 @@
+"""The beacon's time slot (payload/policy/slots.py): payloads sharing a frequency key their
+position sentences at their own second of each period, by UTC, so they take turns on the air."""
+
+from __future__ import annotations
+
+import pytest
+
+from payload.policy.slots import next_slot
+
+
+def test_a_due_moves_to_the_next_second_of_the_period_that_is_its_slot():
+    # Flight second 100 is UTC 1000.3: slot 5 of a 10 s period opens at UTC 1005, flight 104.7.
+    assert next_slot(100.0, 100.0, 1000.3, 10.0, 5.0) == pytest.approx(104.7)
+    # Slot 0 at UTC 1010: flight 109.7; the grid does not care where flight time started.
+    assert next_slot(100.0, 100.0, 1000.3, 10.0, 0.0) == pytest.approx(109.7)
+    # A due later than now is aligned at its own time: flight 112 is UTC 1012.3, next slot 5 at 1015.
+    assert next_slot(112.0, 100.0, 1000.3, 10.0, 5.0) == pytest.approx(114.7)
+
+
+def test_a_due_already_on_its_slot_stays_and_a_slot_past_the_period_wraps():
+    assert next_slot(104.7, 100.0, 1000.3, 10.0, 5.0) == pytest.approx(104.7)
+    assert next_slot(100.0, 100.0, 1000.3, 10.0, 15.0) == pytest.approx(104.7)
+    # A longer period (a low-power mode) keeps the slot as the offset into it.
+    assert next_slot(100.0, 100.0, 1000.3, 60.0, 5.0) == pytest.approx(124.7)  # UTC 1025: 17 x 60 + 5
+
+
+def test_two_payloads_on_the_same_clock_never_key_in_the_same_second():
+    near = [next_slot(t, 0.0, 1_780_000_000.0, 10.0, 0.0) for t in range(0, 600, 10)]
+    far = [next_slot(t, 0.0, 1_780_000_000.0, 10.0, 5.0) for t in range(0, 600, 10)]
+    assert min(abs(a - b) for a in near for b in far) == pytest.approx(5.0)
+
+
+def test_a_period_of_nothing_has_no_slots():
+    with pytest.raises(ValueError, match="no slots"):
+        next_slot(0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
+    from datetime import datetime, timezone
+
+    from payload.assembly import build_daemon
+    from payload.clock import Clock
+    from payload.config import PayloadConfig
+    from sim.world.flight import SimSensors
+    from tests.test_repair_payload import TwoWayRadio
+
+    class StepClock(Clock):
+        """Flight time that moves only when waited on: each wait is exactly as long as asked."""
+
+        def __init__(self):
+            super().__init__(speedup=1.0, start_utc=datetime(2026, 6, 21, 8, 0, 3, tzinfo=timezone.utc))
+            self.t = 0.0
+
+        def elapsed_s(self) -> float:
+            return self.t
+
+        def wait(self, seconds: float, stop=None) -> bool:
+            self.t += max(seconds, 0.0)
+            return self.t > 40.0  # three beacons, then stop
+
+    cfg = PayloadConfig.model_validate({"schedule": {"telemetry_s": 10.0, "beacon_slot_s": 5.0}})
+    clock = StepClock()
+    d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    keyed = []
+    d.beacon_once = lambda: keyed.append(clock.now().second)
+    try:
+        d._every(lambda: 10.0, 0.0, d.beacon_once, "beacon", 5.0)
+    finally:
+        d.store.close()
+    assert keyed == [5, 15, 25, 35]  # UTC seconds 5, 15 ...: not 3, 13, 23 as from the start
