@@ -236,3 +236,25 @@ def test_with_one_flight_the_page_hides_the_new_panels(browser, tmp_path):  # no
                            "document.getElementById('conversation-section').hidden]") == [True, True]
     finally:
         server.stop_event.set()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_another_balloon_speaking_appears_live_and_fits_a_phone(browser, dashboard, ground):  # noqa: F811
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        browser.get(dashboard.url)
+        wait(browser, lambda d: len(texts(d, "#conversation li .text")) == 4, "the conversation never showed")
+        wait(browser, lambda d: texts(d, "#live") == ["live"], "the live feed never connected")
+        assert js(browser, "return document.documentElement.scrollWidth") <= 390  # one column, nothing cut off
+        js(browser, "window.__same_page = true")
+        with Store(ground.with_name("ground.FAR1.db")) as listener:  # FAR1 answers, through NEAR1
+            listener.add_record(musing(3, 5, "FAR1: the sun is up over the cloud."), received_at=at(305))
+            listener.add_heard("musing", 1, 3, "home via NEAR1", at(305))
+        wait(browser, lambda d: js(d, "const li = document.querySelector('#conversation li');"
+                                      "return li && li.dataset.key") == "FAR1/1/3", "the new musing never appeared")
+        assert texts(browser, "#conversation li:first-child .text")[0].startswith("FAR1: the sun is up")
+        assert texts(browser, "#conversation li:first-child .via") == ["via NEAR1"]
+        assert js(browser, "return window.__same_page") is True
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
