@@ -19,6 +19,7 @@ import pytest
 from groundstation.db import Store
 from groundstation.web import serve
 from groundstation.web.flights import FlightFiles, conversation_json, thin_track
+from groundstation.web.maps import MapLayers
 from stratoecho import wire
 from tests.test_dashboard import CHROMIUM, browser, js, texts, wait  # noqa: F401
 
@@ -74,6 +75,8 @@ def ground(tmp_path) -> Path:
 
 def start(db: Path, **kwargs):
     stop = threading.Event()
+    if "vendor_dir" in kwargs:  # a station without the map's libraries
+        kwargs["map_layers"] = MapLayers(vendor_dir=kwargs.pop("vendor_dir"))
     server = serve(db, "127.0.0.1", 0, stop, **kwargs)
     server.stop_event = stop
     server.flight_files._rescan_s = 0.2  # a test need not wait the seconds a station does
@@ -258,3 +261,17 @@ def test_another_balloon_speaking_appears_live_and_fits_a_phone(browser, dashboa
         assert js(browser, "return window.__same_page") is True
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_without_the_map_library_both_tracks_are_drawn(browser, ground, tmp_path):  # noqa: F811
+    server = start(ground, vendor_dir=tmp_path / "no-libraries")
+    try:
+        browser.get(server.url)
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('#track polyline.track').length") == 2,
+             "the drawing never showed both tracks")
+        assert js(browser, "return document.querySelector('#track polyline.track.flight-c1').points.numberOfItems") == 12
+        labels = texts(browser, "#track text.label")
+        assert "FAR1 1750 m" in labels and "NEAR1 2950 m" in labels, labels
+    finally:
+        server.stop_event.set()

@@ -245,6 +245,8 @@
     const k = Math.cos((lat0 * Math.PI) / 180);
     const pred = state.prediction;
     const places = rows.map((r) => [r.lat, r.lon]);
+    const others = state.flights.slice(1).map((f, i) => ({ ...f, index: i + 1 })).filter((f) => f.track.length);
+    for (const f of others) places.push(...f.track.map((p) => [p.lat, p.lon]));
     if (pred) {
       places.push([pred.lat, pred.lon]);
       const reach = pred.ellipse.semi_major_m / 111320; // degrees of latitude: the ellipse on the map too
@@ -269,7 +271,15 @@
     svg("circle", node, { cx: X(first.lon), cy: Y(first.lat), r: 6, class: "launch" });
     svg("text", node, { x: X(first.lon) + 9, y: Y(first.lat) + 4, class: "label" }, "launch");
     svg("circle", node, { cx: X(last.lon), cy: Y(last.lat), r: 6, class: "latest" });
-    svg("text", node, { x: X(last.lon) + 9, y: Y(last.lat) - 6, class: "label" }, `${last.alt} m`);
+    const name = others.length ? `${state.flights[0].callsign} ` : "";
+    svg("text", node, { x: X(last.lon) + 9, y: Y(last.lat) - 6, class: "label" }, `${name}${last.alt} m`);
+    for (const f of others) { // the other flights this station follows, each in its colour (flights.js)
+      const cls = StratoechoFlights.colour(f.index), end = f.track[f.track.length - 1];
+      svg("polyline", node, { points: f.track.map((p) => `${X(p.lon).toFixed(1)},${Y(p.lat).toFixed(1)}`).join(" "),
+        class: `track ${cls}` });
+      svg("circle", node, { cx: X(end.lon), cy: Y(end.lat), r: 5, class: `latest ${cls}` });
+      svg("text", node, { x: X(end.lon) + 9, y: Y(end.lat) - 6, class: "label" }, `${f.callsign} ${end.alt} m`);
+    }
     if (pred && pred.phase !== "landed") {
       const pxPerM = scale / 111320;
       const [lx, ly] = [X(pred.lon), Y(pred.lat)];
