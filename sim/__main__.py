@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no ground-to-payload link: the ground never asks for lost fragments (no uplink.key)")
     f.add_argument("--scenario", default="nominal", metavar="NAME",
                    help="a named rehearsal (python -m sim scenarios lists them): nominal (default), cold-soak, "
-                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit")
+                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit, two-balloons")
     f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                    help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
                         "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug, "
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default it asks the real APIs, and without internet it answers 'offline'")
     f.add_argument("--no-path-loss", action="store_true",
                    help="only the --loss bursts: no distance, horizon or fading from the radio model")
+    f.add_argument("--no-relay", action="store_true",
+                   help="in a scenario of several balloons (two-balloons), none relays for the others: what the "
+                        "ground cannot hear directly is lost (docs/network.md)")
     f.set_defaults(func=cmd_fly)
 
     so = sub.add_parser(
@@ -268,7 +271,7 @@ def cmd_fly(args: argparse.Namespace) -> int:
         speedup=args.speedup, loss=args.loss, seed=args.seed, overwrite=args.overwrite,
         config=args.config, quiet=args.quiet, uplink=not args.no_uplink, scenario=args.scenario,
         faults=args.fault, path_loss=not args.no_path_loss, api_proxy=not args.no_api_proxy,
-        unit=None if args.no_unit else (args.unit or PAYLOAD_UNIT),
+        unit=None if args.no_unit else (args.unit or PAYLOAD_UNIT), relay=not args.no_relay,
     )
     try:
         report = fly(opts)

@@ -381,6 +381,13 @@ def bench_dashboard_load() -> list[tuple]:
     return rows()
 
 
+def bench_network(bundle_dir: Path) -> list[tuple]:
+    """Two balloons on one channel, the far one heard only through the near one (sim/bench/relays.py)."""
+    from .relays import rows
+
+    return rows(bundle_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.bench.benchmarks", description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
@@ -392,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_pi(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_dashboard_load())
+            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_dashboard_load()
+            + bench_network(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

@@ -57,6 +57,9 @@ from stratoecho.clock import ENV, Clock
 log = structlog.get_logger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0  # wall seconds a reported datagram may take to reach its socket before it is written off
+# A process's name on the lockstep instead of the one its code gives: two payloads of one bench
+# flight (sim/bench/fly/fleet.py) are both "payload" to their code, and names order their turns.
+NAME_ENV = "STRATOECHO_BENCH_NAME"
 UNMANAGED_POLL_S = 0.02  # how often a thread the lockstep does not schedule looks at flight time
 
 RUNNING, READY, BLOCKED, DONE = "running", "ready", "blocked", "done"
@@ -92,7 +95,7 @@ class LockstepClock(Clock):
         self.speedup = math.inf  # no fixed ratio: as fast as the slowest process
         self._fixed_utc = True
         self.start_utc = start_utc or datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self.name = name
+        self.name = name = os.environ.get(NAME_ENV) or name
         self._lock = threading.RLock()
         self._now = 0.0
         self._tasks: dict[int, _Task] = {}  # thread ident -> task

@@ -42,6 +42,7 @@ class Scenario:
     channel_args: tuple[str, ...] = ()  # more `sim channel` flags (a satellite's stronger link)
     callsign: str | None = None  # the first payload's callsign when others fly beside it (its config's otherwise)
     balloons: tuple[Balloon, ...] = ()  # more payloads in the same world: balloon 1, 2 ... (docs/network.md)
+    listen_only: tuple[str, ...] = ()  # balloons that hear the others but send nothing on (no ground in reach)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -73,7 +74,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("two-balloons", "two payloads 150 km apart on one channel: the ground hears only the nearer, "
              "which relays the farther one's telemetry and musings, and each hears what the other says",
              minutes=60, callsign="NEAR1", channel_args=("--station", "home:52.7:-2.75:10:6"),
-             balloons=(Balloon("FAR1", {"launch_lat": 52.70, "launch_lon": -0.53}),)),
+             balloons=(Balloon("FAR1", {"launch_lat": 52.70, "launch_lon": -0.53}),),
+             # FAR1 hears no ground: relaying NEAR1, whom the ground hears anyway, would spend its air for nothing.
+             listen_only=("FAR1",)),
     Scenario("orbit", "a low Earth orbit instead of a balloon: contact only during passes of a few minutes "
              "over the ground station, eclipses every orbit", minutes=24 * 60, profile="orbit",
              channel_args=("--tx-dbm", "36")),

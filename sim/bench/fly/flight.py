@@ -13,6 +13,8 @@ from stratoecho.wire.uplink_keys import write_key_file
 
 from ...world.hardware import Fault, bench_dir
 from ...world.scenarios import flight_for, scenario
+from .fleet import FLEET_OUTPUTS, fleet
+from .fleet_report import fleet_section
 from .flyer import Flyer
 from .options import FlyError, FlyOptions
 from .processes import stop
@@ -37,10 +39,12 @@ def prepare_out(opts: FlyOptions) -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
     # The payload's data folder and the bench's own beside it (its /proc, /sys and battery).
     folders = [opts.out / "payload", bench_dir(opts.out / "payload")]
-    existing = [n for n in OUTPUTS if (opts.out / n).exists()] + [f"{d.name}/" for d in folders if d.exists()]
+    folders += [d for pattern in FLEET_OUTPUTS for d in opts.out.glob(pattern) if d.is_dir()]
+    files = [*OUTPUTS, *(f.name for pattern in FLEET_OUTPUTS for f in opts.out.glob(pattern) if f.is_file())]
+    existing = [n for n in files if (opts.out / n).exists()] + [f"{d.name}/" for d in folders if d.exists()]
     if existing and not opts.overwrite:
         raise FlyError(f"{opts.out} already holds a flight ({', '.join(existing)}); pass --overwrite or choose another --out")
-    for n in OUTPUTS:
+    for n in files:
         (opts.out / n).unlink(missing_ok=True)
     for d in folders:
         if d.exists():
@@ -66,7 +70,7 @@ def fly(opts: FlyOptions) -> dict:
     minutes = opts.minutes or sc.minutes
     flight_s = minutes * 60 if minutes else flight.duration_s + 300
     write_key_file(opts.out / "uplink.key", force=True, key=bench_key(opts.seed))  # mode 600; both ends read it
-    flyer = Flyer(opts, sc, flight_s)
+    flyer = Flyer(opts, sc, flight_s, fleet(opts, sc, bench_key))
     try:
         flyer.start_ground()
         channel_port = flyer.start_channel()
@@ -83,19 +87,23 @@ def fly(opts: FlyOptions) -> dict:
             file=sys.stderr, flush=True,
         )
         flyer.start_payload(channel_port)
+        flyer.start_balloons(flyer.balloon_ports)
         if flyer.tk is not None:
             wall_s = flyer.run_lockstep(channel_port)
+            flyer.land_balloons()
             flyer.stop_lockstep("channel")
             flyer.stop_lockstep("ground")
         else:
             wall_s = flyer.run(channel_port)
+            flyer.land_balloons()
             time.sleep(0.5)  # the last frames are still in flight through the channel
             stop(flyer.procs["channel"], "channel")
             stop(flyer.procs["ground"], "ground station")
         clock_stats = asdict(flyer.tk.stats) if flyer.tk is not None else None
     finally:
         flyer.stop_all()
-    report = write_report(opts, wall_s, flight_s, sc, flyer, clock_stats)
+    fleet_rows = fleet_section(opts.out, flyer.members, flyer.balloon_exits()) if flyer.members else None
+    report = write_report(opts, wall_s, flight_s, sc, flyer, clock_stats, fleet_rows)
     gateway = report["gateway"]
     if gateway["violations"] and os.environ.get(GATEWAY_STRICT_ENV):
         raise FlyError(f"{gateway['violations']} lines on air break a stock LoRa gateway's rules "

@@ -20,13 +20,15 @@ from stratoecho.lora_chips.profiles import is_chip
 from ...world.scenarios import Scenario
 from ..supervisor import Supervisor, UnitError, kill_group, parse_unit
 from ..timekeeper import Timekeeper, TimekeeperError
+from .fleet import Member
 from .options import FlyError, FlyOptions
-from .processes import free_udp_port, stop, wait_listening
+from .processes import free_udp_port, listening_entry, stop, wait_listening
 
 log = structlog.get_logger(__name__)
 
 SETTLE_S = 30.0  # flight seconds the channel and ground go on after the payload stops: held frames land
 RSS_EVERY_S = 60.0  # flight seconds between samples of the payload's resident memory
+DRAIN_WAIT_S = 330.0  # flight seconds the other balloons get to drain their queues and stop (payload --drain-s + 30)
 MAX_REBOOTS = 3  # StartLimitAction=reboot this often in one flight: the payload cannot stay up, the flight fails
 
 
@@ -43,8 +45,9 @@ class Flyer:
     """Starts the three processes, runs the scenario's reboots and restarts in flight time,
     restarts a payload that browned out, and stops everything at the end."""
 
-    def __init__(self, opts: FlyOptions, sc: Scenario, flight_s: float):
+    def __init__(self, opts: FlyOptions, sc: Scenario, flight_s: float, members: list[Member] = ()):
         self.opts, self.sc, self.flight_s = opts, sc, flight_s
+        self.members = list(members)  # the scenario's balloons (fleet.py); [] for a flight of one
         try:
             contract = parse_unit(opts.unit) if opts.unit is not None else None
         except UnitError as e:
@@ -53,11 +56,13 @@ class Flyer:
         self.env = dict(os.environ, STRATOECHO_LOG_JSON="1", PYTHONUNBUFFERED="1")
         self.world_clock = self.out / "world.json"
         self.key = self.out / "uplink.key"
-        self.logs = {n: open(self.out / f"{n}.log", "a") for n in ("ground", "channel", "payload")}
+        self.logs = {n: open(self.out / f"{n}.log", "a")
+                     for n in ("ground", "channel", "payload", *(m.name for m in self.members[1:]))}
         self.procs: dict[str, subprocess.Popen] = {}
         self.ground_port = 0
         self.uplink_port = free_udp_port()  # where the ground sends uplink: the channel binds it
         self.payload_boots = 0
+        self.balloon_ports: list[int] = []  # the channel's port for each balloon (fleet)
         self.unplanned_reboots = 0
         self.actions: list[tuple[float, str]] = sorted(
             [(t, "reboot") for t in sc.reboots] + [(t, "ground") for t in sc.ground_restarts]
@@ -99,11 +104,22 @@ class Flyer:
             + (["--uplink-to", f"127.0.0.1:{self.uplink_port}"] if self.opts.uplink else [])
             + (["--api-proxy"] if self.opts.uplink and self.opts.api_proxy else [])
             + ["--station", "home"]
+            + self._fleet_ground_args()
             + (["--quiet"] if self.opts.quiet else []),
             stdout=None if not self.opts.quiet else subprocess.DEVNULL, stderr=self.logs["ground"], env=self.env,
         )
         self._admit("ground", "ground station")
         self.ground_port = wait_listening(self.out / "ground.log", self.procs["ground"], "ground station", skip=seen)
+
+    def _fleet_ground_args(self) -> list[str]:
+        """The ground follows every balloon: its own flight under --callsign, the others by their
+        downlink keys (docs/network.md, 'The ground follows several flights')."""
+        if not self.members:
+            return []
+        args = ["--callsign", self.members[0].callsign]
+        for m in self.members[1:]:
+            args += ["--follow", f"{m.callsign}={m.downlink}"]
+        return args
 
     def _listening_lines(self, name: str) -> int:
         """How many `listening` lines the log holds already (a restarted process appends its own)."""
@@ -130,7 +146,14 @@ class Flyer:
         self.procs["channel"] = subprocess.Popen(cmd, stdout=self.logs["channel"], stderr=self.logs["channel"],
                                                  env=self.env)
         self._admit("channel", "channel")
-        return wait_listening(self.out / "channel.log", self.procs["channel"], "channel")
+        port = wait_listening(self.out / "channel.log", self.procs["channel"], "channel")
+        if self.members:  # one port per balloon, in order (sim channel's fleet mode)
+            addresses = listening_entry(self.out / "channel.log").get("balloons") or []
+            if len(addresses) != len(self.members):
+                raise FlyError(f"the channel listens for {len(addresses)} balloons, the scenario flies "
+                               f"{len(self.members)}; see {self.out / 'channel.log'}")
+            self.balloon_ports = [int(a.rsplit(":", 1)[1]) for a in addresses]
+        return port
 
     def start_payload(self, channel_port: int) -> None:
         opts = self.opts
@@ -139,7 +162,8 @@ class Flyer:
                "--minutes", str(self.flight_s / 60), "--world-clock", str(self.world_clock),
                "--scenario", self.sc.name]
         cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
-        cmd += ["--sim-config", str(opts.config)] if opts.config else []
+        config = self.members[0].config if self.members else opts.config
+        cmd += ["--sim-config", str(config)] if config else []
         cmd += ["--flight-key", str(self.key)] + ([] if opts.uplink else ["--no-uplink"])
         for f in (*self.sc.faults, *opts.faults):
             cmd += ["--fault", f]
@@ -154,6 +178,45 @@ class Flyer:
         self._admit("payload", "payload")
         if self.tk is not None:
             self._supervise(self.tk.now)
+
+    def start_balloons(self, ports: list[int]) -> None:
+        """The scenario's other balloons (fleet.py), each on its own channel port, unsupervised."""
+        opts = self.opts
+        for m, port in zip(self.members[1:], ports[1:]):
+            cmd = [sys.executable, "-m", "payload", "run", "--sim", "--udp", f"127.0.0.1:{port}",
+                   "--data", str(self.out / m.name), "--speedup", str(opts.speedup or 60), "--seed", str(m.seed),
+                   "--balloon", str(m.index), "--minutes", str(self.flight_s / 60),
+                   "--world-clock", str(self.out / f"world-{m.callsign}.json"), "--scenario", self.sc.name,
+                   "--sim-config", str(m.config), "--flight-key", str(m.key)]
+            cmd += ["--persona", str(opts.persona)] if opts.persona else ["--no-persona"]
+            env = dict(self.env, STRATOECHO_BENCH_NAME=m.name)  # its own name on the lockstep
+            self.procs[m.name] = subprocess.Popen(cmd, stdout=self.logs[m.name], stderr=self.logs[m.name],
+                                                  env=env, start_new_session=True)
+            self._admit(m.name, f"balloon {m.callsign}")
+
+    def land_balloons(self) -> None:
+        """The other balloons end their flights as the first did: each drains its queue first (the
+        payload's --drain-s), so time runs on until they have, then anything left is stopped."""
+        others = [self.procs[m.name] for m in self.members[1:] if m.name in self.procs]
+        if self.tk is not None:
+            try:
+                self.tk.run(until=lambda: all(p.poll() is not None for p in others), until_s=self.tk.now + DRAIN_WAIT_S)
+            except TimekeeperError as e:
+                raise FlyError(str(e)) from e
+            for p in others:  # off the lockstep once it said goodbye; its interpreter still has to exit
+                self.tk.settle(lambda p=p: p.poll() is not None, timeout_s=30.0)
+            for m in self.members[1:]:
+                self.stop_lockstep(m.name)
+        else:
+            deadline = time.monotonic() + DRAIN_WAIT_S / (self.opts.speedup or 60)
+            while any(p.poll() is None for p in others) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for m in self.members[1:]:
+                stop(self.procs[m.name], m.name)
+
+    def balloon_exits(self) -> dict[str, int | None]:
+        """Each other balloon's exit code once the flight is over (None: it had to be killed)."""
+        return {m.callsign: self.procs[m.name].returncode for m in self.members[1:] if m.name in self.procs}
 
     def _admit(self, name: str, what: str) -> None:
         """On the lockstep: nothing moves until the process has started and waits for flight time."""
@@ -431,12 +494,12 @@ class Flyer:
 
     def stop_all(self) -> None:
         if self.tk is not None:
-            for name in ("payload", "channel", "ground"):
+            for name in ("payload", *(m.name for m in self.members[1:]), "channel", "ground"):
                 try:
                     self.stop_lockstep(name, timeout_s=20.0)
                 except TimekeeperError:
                     pass  # killed below
-        for name in ("payload", "channel", "ground"):
+        for name in ("payload", *(m.name for m in self.members[1:]), "channel", "ground"):
             if name in self.procs:
                 stop(self.procs[name], name)
         if self.tk is not None:

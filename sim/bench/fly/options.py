@@ -31,4 +31,5 @@ class FlyOptions:
     faults: list[str] = field(default_factory=list)  # more faults, beside the scenario's
     path_loss: bool = True  # distance and horizon on top of --loss (off: exactly --loss)
     api_proxy: bool = True  # the ground answers the persona's questions from real APIs (offline: says so)
+    relay: bool = True  # in a scenario of several balloons, each relays for the others (off: none does)
     unit: Path | None = PAYLOAD_UNIT  # the systemd unit whose contract the payload flies under; None: unsupervised

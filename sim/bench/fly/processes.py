@@ -26,22 +26,28 @@ def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s:
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        seen = 0
-        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("event") == "listening":
-                seen += 1
-                if seen <= skip:
-                    continue
-                address = entry.get("address") or entry.get("source", "").split()[-1]
-                return int(address.rsplit(":", 1)[1])
+        if entry := listening_entry(log_path, skip):
+            address = entry.get("address") or entry.get("source", "").split()[-1]
+            return int(address.rsplit(":", 1)[1])
         if proc.poll() is not None:
             raise FlyError(f"{what} exited with code {proc.returncode} before it was ready; see {log_path}")
         time.sleep(0.05)
     raise FlyError(f"{what} did not report a listening port within {timeout_s:.0f} s; see {log_path}")
+
+
+def listening_entry(log_path: Path, skip: int = 0) -> dict:
+    """The log entry of the `listening` line after the first `skip` ({} if there is none yet)."""
+    seen = 0
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "listening":
+            seen += 1
+            if seen > skip:
+                return entry
+    return {}
 
 
 def free_udp_port() -> int:

@@ -89,7 +89,7 @@ def gateway_section(air_hex: Path, shown: int = 10) -> dict:
 
 
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
-                 flyer: Flyer | None = None, clock_stats: dict | None = None) -> dict:
+                 flyer: Flyer | None = None, clock_stats: dict | None = None, fleet: list[dict] | None = None) -> dict:
     out = opts.out
     stats = merged_stats(out / "payload")
     channel = json.loads((out / "channel.json").read_text())
@@ -149,6 +149,8 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
     # prompt told it, and the first ones as they came (docs/bench.md, "Musings worth reading").
     report["musings"].update(musings_section(out, persona=opts.persona is not None))
     report["gateway"] = gateway_section(out / "air.hex")
+    if fleet is not None:  # several balloons on one channel (fleet_report.py)
+        report["fleet"] = fleet
     write_flight_report(out)
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))

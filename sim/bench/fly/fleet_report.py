@@ -1,0 +1,95 @@
+"""What a flight of several balloons did (report.json's `fleet`): per balloon, what it put on the
+air and whether its beacon kept every slot, what it relayed for the others, and what reached the
+ground from it — directly or through which balloon.
+
+Read from the files the flight leaves: each balloon's air (`air.hex`, `air-<i>.hex` with their
+`.times`), its payload's stats.json, and the ground's database for its flight (`ground.db` for
+balloon 0, `ground.<CALLSIGN>.db` for the others, whose `heard` table names the path).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from payload.config import load_config
+from stratoecho import wire
+
+from .fleet import Member
+from .report import merged_stats
+
+SLOT_SLACK = 1.5  # a gap between position sentences longer than this many beacon periods is a missed slot
+
+
+def air_files(out: Path, index: int) -> tuple[Path, Path]:
+    hexes = out / ("air.hex" if index == 0 else f"air-{index}.hex")
+    return hexes, hexes.with_suffix(".times")
+
+
+def ground_db(out: Path, m: Member) -> Path:
+    return out / ("ground.db" if m.index == 0 else f"ground.{m.callsign}.db")
+
+
+def beacon_section(out: Path, m: Member) -> dict:
+    """Its position sentences on the air: how many, and the longest gap against its period."""
+    hexes, times = air_files(out, m.index)
+    frames = hexes.read_text().split() if hexes.exists() else []
+    stamps = [float(t) for t in times.read_text().split()] if times.exists() else []
+    at = []
+    for h, t in zip(frames, stamps):
+        try:
+            decoded = wire.decode_frame(bytes.fromhex(h), None)
+        except (wire.WireError, ValueError):
+            continue  # a tagged record: not ours to read without the key, and not a sentence
+        if isinstance(decoded, wire.Telemetry) and decoded.callsign == m.callsign:
+            at.append(t)
+    period = load_config(m.config).schedule.telemetry_s
+    gap = max((b - a for a, b in zip(at, at[1:])), default=None)
+    return {"sentences": len(at), "period_s": period, "longest_gap_s": None if gap is None else round(gap, 1),
+            "missed_slots": sum(int((b - a) // (SLOT_SLACK * period)) for a, b in zip(at, at[1:]))}
+
+
+def ground_section(path: Path) -> dict:
+    """What the ground kept of this flight and by which path (heard.station 'home' or 'home via NEAR1')."""
+    if not path.exists():
+        return {"telemetry": 0, "musings": 0, "paths": {}}
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        telemetry = con.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
+        musings = con.execute("SELECT COUNT(*) FROM records WHERE kind = 'musing'").fetchone()[0]
+        paths: dict[str, dict[str, int]] = {}
+        for kind, station, n in con.execute("SELECT kind, station, COUNT(*) FROM heard GROUP BY kind, station"):
+            paths.setdefault(kind, {})[station] = n
+        # A musing whose every hearing came through another balloon reached us only by relay.
+        only_relayed = con.execute(
+            "SELECT COUNT(*) FROM records r WHERE r.kind = 'musing' AND EXISTS (SELECT 1 FROM heard h WHERE "
+            "h.kind = 'musing' AND h.boot = r.boot AND h.seq = r.seq) AND NOT EXISTS (SELECT 1 FROM heard h WHERE "
+            "h.kind = 'musing' AND h.boot = r.boot AND h.seq = r.seq AND h.station NOT LIKE '% via %')").fetchone()[0]
+    finally:
+        con.close()
+    return {"telemetry": telemetry, "musings": musings, "musings_only_relayed": only_relayed, "paths": paths}
+
+
+def fleet_section(out: Path, members: list[Member], exits: dict[str, int | None]) -> list[dict]:
+    rows = []
+    for m in members:
+        stats = merged_stats(out / m.name)
+        link, daemon, relay = stats["link"], stats["daemon"], stats.get("relay") or {}
+        rows.append({
+            "balloon": m.index, "callsign": m.callsign, "seed": m.seed, "exit_code": exits.get(m.callsign, 0),
+            "beacon": beacon_section(out, m),
+            "musings_queued": daemon["musings_queued"],
+            "musings_sent": link["sent_by_stream"].get("musing", 0),
+            "airtime_s": round(link["airtime_s"], 1),
+            "relay": {"heard_idle": link.get("relay_heard", 0), "forwarded": relay.get("forwarded", 0),
+                      "airtime_s": round(relay.get("airtime_s", 0.0), 1), "refused": relay.get("refused", {}),
+                      "by_origin": relay.get("by_origin", {}),
+                      "musings_heard": relay.get("musings_heard", 0)},
+            "ground": ground_section(ground_db(out, m)),
+        })
+    channel = json.loads((out / "channel.json").read_text()) if (out / "channel.json").exists() else {}
+    for row in rows:
+        row["heard_by_balloons"] = {p["to"]: p.get("delivered", 0) for p in channel.get("peers", [])
+                                    if p.get("from") == row["balloon"]}
+    return rows

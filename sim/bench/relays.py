@@ -1,0 +1,53 @@
+"""`make bench`'s network rows: the two-balloons scenario flown twice on the bench's clock, once
+with the near balloon relaying for the far one and once without, and what reached the ground
+from the far balloon each time (sim/bench/fly/fleet_report.py reads the flights).
+
+The ground station's valley hides the far balloon (scenario two-balloons), so without a relay
+its records reach no one; with it they come through the near balloon inside its share of the air.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+MINUTES = 40.0  # both balloons well above each other's horizon, the far one still below the valley's rim
+SEED = 3
+
+
+def fly_network(out: Path, persona: Path | None, relay: bool, minutes: float = MINUTES, seed: int = SEED) -> dict:
+    """One two-balloons flight as fast as the machine allows; its report."""
+    from .fly import FlyOptions, fly
+
+    return fly(FlyOptions(out=out, persona=persona, minutes=minutes, speedup=None, seed=seed, quiet=True,
+                          scenario="two-balloons", relay=relay, unit=None))
+
+
+def rows(persona: Path | None) -> list[tuple]:
+    persona = persona if persona is not None and (persona / "persona.toml").is_file() else None
+    with tempfile.TemporaryDirectory(prefix="stratoecho-relays-") as tmp:
+        flights = {relay: fly_network(Path(tmp) / ("relay" if relay else "alone"), persona, relay)
+                   for relay in (True, False)}
+    out = []
+    for relay, report in flights.items():
+        near, far = report["fleet"][0], report["fleet"][1]
+        how = "through NEAR1" if relay else "no relay"
+        sent = far["beacon"]["sentences"]
+        got = far["ground"]["telemetry"]
+        out.append((f"network: far balloon's positions at the ground, {how}", f"{got}/{sent}", "sentences",
+                    f"{got / sent:.0%}" if sent else "none on air"))
+        queued, mused = far["ground"]["musings"], far["musings_queued"]
+        out.append((f"network: far balloon's musings at the ground, {how}", f"{queued}/{mused}", "musings",
+                    f"{far['ground'].get('musings_only_relayed', 0)} by relay alone"))
+        if relay:
+            r = near["relay"]
+            share = r["airtime_s"] / near["airtime_s"] if near["airtime_s"] else 0.0
+            out.append(("network: relay's share of the near balloon's airtime", f"{share:.1%}", "of airtime",
+                        f"{r['airtime_s']:.0f} s of {near['airtime_s']:.0f} s; {r['forwarded']} frames relayed"))
+            out.append(("network: duplicates suppressed by the relay", f"{r['refused'].get('duplicate', 0)}",
+                        "frames", f"refused in all: {sum(r['refused'].values())} "
+                                  f"({', '.join(f'{k} {v}' for k, v in sorted(r['refused'].items())) or 'none'})"))
+            gaps = ", ".join(f"{b['callsign']} {b['beacon']['longest_gap_s']} s" for b in report["fleet"])
+            out.append(("network: longest beacon gap per balloon", gaps, "", "period 10 s: no slot missed"
+                        if all(b["beacon"]["missed_slots"] == 0 for b in report["fleet"]) else "a slot was missed"))
+    return out
