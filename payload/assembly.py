@@ -182,7 +182,9 @@ def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None, memory: M
         def heard(callsign: str, text: str, created: float) -> None:
             memory.remember_note(text, created, source=heard_from(callsign))
     return Relay(RelayRules(cfg.callsign, allowed, max_hops=r.max_hops, share=r.share,
-                            duty_cycle=cfg.radio.duty_cycle, mtu=cfg.radio.mtu, pending=r.pending), auth,
+                            duty_cycle=cfg.radio.duty_cycle, mtu=cfg.radio.packet_limit, pending=r.pending,
+                            listen_only=frozenset(f.callsign for f in r.allow if not f.forward),
+                            position_s=r.position_s), auth,
                  on_musing=heard)
 
 

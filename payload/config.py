@@ -174,6 +174,12 @@ class RadioSection(Section):
                             explicit_header=self.explicit_header, crc=self.crc, low_data_rate_optimize=ldro,
                             sync_word=self.sync_word, preamble=self.preamble)
 
+    @property
+    def packet_limit(self) -> int:
+        """The most bytes one packet on air holds: a UART module's packet, else LoRa's 255. Our own
+        frames are `mtu` at most; a relayed one, envelope and all, this (docs/network.md)."""
+        return self.packet_bytes if self.kind == "lora_uart" else 255
+
     def airtime_s(self, n_bytes: int) -> float:
         """Seconds on air for one frame of `n_bytes` with these settings."""
         return self.lora_settings().airtime_s(n_bytes)
@@ -249,6 +255,8 @@ class RelayedFlight(Section):
     key_file: str | None = Field(None, description="its downlink key (`python -m groundstation keygen --downlink-from "
                                  "ITS_FLIGHT_KEY FILE`: checks its tags, signs nothing); none: only its open UKHAS "
                                  "sentences are relayed")
+    forward: bool = Field(True, description="false: only listen to this flight (its musings reach our persona), never "
+                          "send its frames on: for a balloon that knows it is far from any ground")
 
 
 class RelaySection(Section):
@@ -260,6 +268,8 @@ class RelaySection(Section):
     share: float = Field(0.2, gt=0, lt=1, description="of the hour's airtime budget (radio.duty_cycle x 3600 s) "
                          "relays may take; the beacon's reservation is never touched")
     pending: int = Field(32, ge=1, le=1024, description="frames waiting to be relayed; a new one pushes out the oldest")
+    position_s: float = Field(60.0, ge=0, description="at most one position sentence of each flight relayed this often "
+                              "(flight seconds; the newest heard then): a track needs no more, the share goes to records")
 
 
 STORE_STREAMS = ("telemetry", "event", "musing", "api_request", "health", "image")

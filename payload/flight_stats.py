@@ -79,4 +79,5 @@ def relay_stats(relay) -> dict:
         return {}
     s = relay.stats
     return {"heard": s.heard, "queued": s.queued, "forwarded": s.forwarded, "airtime_s": round(s.airtime_s, 2),
-            "waiting": relay.waiting(), "refused": dict(s.refused), "by_origin": dict(s.by_origin)}
+            "waiting": relay.waiting(), "refused": dict(s.refused), "by_origin": dict(s.by_origin),
+            "musings_heard": s.musings_heard}

@@ -152,6 +152,29 @@ def test_a_frame_that_would_not_fit_in_its_envelope_is_refused_not_cut():
     assert relay.hear(small[0]) is None
 
 
+def test_a_window_cue_is_never_relayed_and_positions_are_thinned_to_one_a_minute():
+    relay = near_relay()
+    cue = encode_window(Window(1, 6, payload_hash(FAR)), FAR_AUTH)
+    assert relay.hear(cue, 10.0) == "window cue"  # the ground answers a cue only from its own balloon
+    assert relay.hear(sentence(FAR, seq=1), 10.0) is None
+    assert relay.hear(sentence(FAR, seq=2), 20.0) == "position thinned"
+    assert relay.hear(sentence(FAR, seq=7), 70.0) is None  # a minute on: the newest heard then goes
+    # Records are not thinned: each fragment of a musing goes on.
+    assert all(relay.hear(f, 21.0) is None for f in fragments(FAR_AUTH, seq=8, mtu=40))
+    assert relay.stats.refused == {"window cue": 1, "position thinned": 1}
+    # Without a time (a caller that cannot say when) nothing is thinned.
+    assert near_relay().hear(sentence(FAR, seq=3)) is None
+
+
+def test_a_flight_allowed_only_to_be_heard_is_listened_to_but_never_sent_on():
+    said = []
+    relay = Relay(RelayRules(NEAR, {FAR: FAR_AUTH}, listen_only=frozenset({FAR})), NEAR_AUTH,
+                  on_musing=lambda who, text, created: said.append((who, text)))
+    for f in fragments(FAR_AUTH, seq=4, text="hello from the far one", mtu=40):
+        assert relay.hear(f, 5.0) == "listen only"
+    assert said == [(FAR, "hello from the far one")] and relay.waiting() == 0
+
+
 def test_rules_that_cannot_hold_are_refused():
     with pytest.raises(ValueError, match="own callsign"):
         RelayRules(callsign=FAR, allowed={FAR: FAR_AUTH})

@@ -5,9 +5,13 @@ asks it for the next frame to send on (`next_frame`) only with airtime its own f
 need. The rules, each a reason counted in `stats.refused`:
 
 - only a flight the operator allows (`allowed`, by callsign) is relayed, and never our own;
-- a record fragment or a window cue is relayed only when that flight's downlink key checks
-  its tag (a station that cannot tag cannot use us as its transmitter); a UKHAS sentence
-  names its callsign and is relayed open, as the community's gateways take it;
+  a flight allowed only to be heard (`listen_only`) is listened to and never sent on;
+- a record fragment is relayed only when that flight's downlink key checks its tag (a
+  station that cannot tag cannot use us as its transmitter); a UKHAS sentence names its
+  callsign and is relayed open, as the community's gateways take it; a window cue is never
+  relayed: the ground answers a cue only from its own balloon, and no uplink is relayed;
+- a flight's position sentences at most one per `position_s` (the newest heard then): a
+  track needs no more, and the share is left for its records;
 - at most `max_hops` relays in all: a frame heard in another relayer's envelope goes on only
   while hops are left, and is re-wrapped, never nested;
 - once: a frame heard again (directly, or through another relayer) by its origin and
@@ -15,7 +19,8 @@ need. The rules, each a reason counted in `stats.refused`:
 - within `share` of the hour's airtime budget, counted over the last hour, and at most
   `pending` frames waiting: the oldest waiting frame gives way to a new one, so a flood
   evicts only what it floods with;
-- a frame that would not fit the radio's MTU in its envelope is not cut, only refused.
+- a frame that would not fit one packet (`mtu`: LoRa's 255 bytes, a UART module's packet) in
+  its envelope is not cut, only refused.
 
 What it hears it also listens to: a musing of an allowed flight, whole and proven by its
 tag, goes to `on_musing` in its maker's name (the payload keeps it in its memory, so its own
@@ -28,7 +33,17 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from stratoecho.wire import MAGIC, RELAY_MAGIC, Kind, Reassembler, WireError, decode_fragment
+from stratoecho.wire import (
+    CONTROL_MAGIC,
+    MAGIC,
+    RELAY_MAGIC,
+    Kind,
+    Reassembler,
+    Telemetry,
+    WireError,
+    decode_fragment,
+    decode_frame,
+)
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, origin_of, overhead
 from stratoecho.wire.uplink import payload_hash
@@ -44,8 +59,10 @@ class RelayRules:
     max_hops: int = 2  # relays a frame may take in all, ours included
     share: float = 0.2  # of the hour's airtime budget (duty cycle x 3600 s)
     duty_cycle: float = 0.1
-    mtu: int = 255
+    mtu: int = 255  # the most one packet holds: an envelope longer than this is refused, never cut
     pending: int = 32
+    listen_only: frozenset[str] = frozenset()  # allowed flights heard (their musings) but never sent on
+    position_s: float = 60.0  # at most one position sentence per flight this often (flight seconds)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_hops <= MAX_HOPS + 1:
@@ -79,15 +96,26 @@ class Relay:
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._waiting: deque[tuple[bytes, str]] = deque()
         self._spent: deque[tuple[float, float]] = deque()  # (when, airtime) of each relay this hour
+        self._last_position: dict[str, float] = {}  # origin -> flight second its last position was queued
         self.stats = RelayStats()
 
-    def hear(self, frame: bytes) -> str | None:
-        """A frame heard in a listen window: queued to go on (None), or why it will not."""
+    def hear(self, frame: bytes, now_s: float | None = None) -> str | None:
+        """A frame heard at flight second `now_s` (None: position sentences are not thinned):
+        queued to go on (None), or why it will not."""
         self.stats.heard += 1
         try:
             frame, hops_left, origin = self._judge(frame)
         except WireError as e:
             return self._refuse(e.reason)
+        if origin in self.rules.listen_only:
+            return self._refuse("listen only")
+        if frame[:1] == bytes([CONTROL_MAGIC]):
+            return self._refuse("window cue")
+        if now_s is not None and _is_position(frame):
+            last = self._last_position.get(origin)
+            if last is not None and now_s - last < self.rules.position_s:
+                return self._refuse("position thinned")
+            self._last_position[origin] = now_s
         out = encode_relayed(frame, self.own, hops_left, self.auth)
         if len(out) > self.rules.mtu:
             return self._refuse("too long")
@@ -168,6 +196,16 @@ class Relay:
     def _refuse(self, reason: str) -> str:
         self.stats.refused[reason] += 1
         return reason
+
+
+def _is_position(frame: bytes) -> bool:
+    """An open position sentence (not a musing's text sentence, which is a record's words)."""
+    if not frame.startswith(b"$$"):
+        return False
+    try:
+        return isinstance(decode_frame(frame, None), Telemetry)
+    except WireError:
+        return False
 
 
 def relay_overhead(tag_len: int) -> int:

@@ -512,7 +512,7 @@ class Transmitter:
             for frame in self.radio.receive(left):
                 self.stats.uplink_frames += 1
                 if self.relay is not None and frame[:1] != bytes([wire.UPLINK_MAGIC]):
-                    self.relay.hear(frame)  # another payload's: perhaps ours to send on
+                    self.relay.hear(frame, self.clock.elapsed_s())  # another payload's: perhaps ours to send on
                 else:
                     self.on_uplink(frame)
             left = end - self.clock.elapsed_s()
@@ -562,4 +562,4 @@ class Transmitter:
                     if self.on_uplink is not None:
                         self.on_uplink(frame)  # the gate checks it as in a window: signed, fresh, ours
                 else:
-                    self.relay.hear(frame)
+                    self.relay.hear(frame, self.clock.elapsed_s())
