@@ -182,6 +182,29 @@ def test_colluding_stations_cannot_forge_a_record_and_one_honest_station_is_enou
     assert agg.stats.bad_tags == 3 * len(forged)
 
 
+def test_a_relayed_record_counts_from_one_station_when_its_own_tag_checks(tmp_path):
+    """Another balloon's envelope is open to anyone to make, but what it carries vouches for itself:
+    a tagged fragment inside counts from the first station, a forged one never, an open sentence
+    inside still needs the quorum."""
+    from stratoecho.wire.relay import encode_relayed
+    from stratoecho.wire.uplink import payload_hash
+
+    relayer = wire.DownlinkAuth.from_flight_key(new_key())
+    agg = Aggregator("127.0.0.1", 1, tmp_path / "net.db", downlink=AUTH, quorum=2)  # fed directly
+    agg.decoder.relayers[payload_hash("NEAR1")] = relayer  # aggregate --relayer-key NEAR1=FILE
+    n = 0
+    for text, auth in (("Relayed and real.", AUTH), ("Relayed and forged.", FORGER)):
+        for f in musing_fragments(3 if auth is AUTH else 4, text, auth):
+            n += 1
+            agg._handle(*_message("hill", n, encode_relayed(f, payload_hash("NEAR1"), 1, relayer)))
+    agg._handle(*_message("hill", n + 1, encode_relayed(position(6), payload_hash("NEAR1"), 1, relayer)))
+    agg.store.commit()
+    texts = [r[0] for r in agg.store._db.execute("SELECT text FROM records")]
+    positions = agg.store._db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+    agg.store.close()
+    assert texts == ["Relayed and real."] and positions == 0  # the open sentence: one station's claim
+
+
 def test_keygen_downlink_from_writes_the_derived_key_that_checks_but_cannot_sign(tmp_path, capsys):
     from groundstation.__main__ import main
     from stratoecho.wire.downlink import derive_downlink_key, load_auth

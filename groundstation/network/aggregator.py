@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from stratoecho import wire
+from stratoecho.wire.relay import HEAD_BYTES
 
 from ..db import Store, utc_now
 from ..decoder import Decoded, FrameDecoder, classify
@@ -198,7 +199,7 @@ class Aggregator:
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        if data[:1] in TAGGED:  # vouches for itself, or never counts: the decoder checks its tag first
+        if _tagged(data):  # vouches for itself, or never counts: the decoder checks its tag first
             result = self.decoder.feed(data)
             self._add_frame(data, result.error, **row)
             if not result.ok:  # forged, another flight's, no key to tell, or damaged: a claim
@@ -344,6 +345,14 @@ class _AggregatorSession(_Session):
 
 
 TAGGED = (bytes([wire.MAGIC]), bytes([wire.CONTROL_MAGIC]))  # first bytes of the frames that carry our tag
+
+
+def _tagged(data: bytes) -> bool:
+    """One of our tagged frames, or another balloon's relay envelope carrying one (docs/network.md):
+    its own tag says whether it counts, so one station is enough; anything open needs the quorum."""
+    if data[:1] == bytes([wire.RELAY_MAGIC]):
+        data = data[HEAD_BYTES:]
+    return data[:1] in TAGGED
 
 
 def _frame_error(data: bytes) -> str | None:

@@ -37,6 +37,7 @@ from .records import decode_fragment
 RELAY_VERSION = 1
 MAX_HOPS = 15  # four bits
 _HEAD = struct.Struct(">BBH")
+HEAD_BYTES = _HEAD.size  # the heard frame starts this far into its envelope
 CRC_BYTES = 2
 
 
