@@ -7,7 +7,7 @@ CDN, no fonts, no map tiles (the track is drawn as SVG from the positions).
 Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)::
 
     GET  /                          the page (with this server's command token in a <meta>)
-    GET  /app.js, /style.css        its script and style
+    GET  /app.js, /style.css        its script and style (and /dom.js, /map.js, /flights.js beside it)
     GET  /api/summary               counts, cursor (newest row ids), launch, latest position, latest health
     GET  /api/telemetry?since=ID    telemetry rows, each with `t`: the sentence time as a full UTC date
     GET  /api/musings?since=ID      musings, each with `paths`: which way it was heard ("home",
@@ -121,6 +121,7 @@ PAGES = {  # path -> (file in STATIC_DIR, content type)
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/map.js": ("map.js", "text/javascript; charset=utf-8"),
+    "/dom.js": ("dom.js", "text/javascript; charset=utf-8"),
     "/flights.js": ("flights.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }

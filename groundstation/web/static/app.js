@@ -29,15 +29,7 @@
 
   // ------------------------------------------------------------------ small helpers
 
-  const $ = (id) => document.getElementById(id);
-
-  function el(tag, parent, text, attrs) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    if (parent) parent.appendChild(node);
-    return node;
-  }
+  const { $, el } = window.StratoechoDom; // dom.js
 
   function svg(tag, parent, attrs, text) {
     const node = document.createElementNS(SVG_NS, tag);

@@ -9,15 +9,7 @@ window.StratoechoFlights = (() => {
   const COLOURS = 6; // flight-c0 (the primary) .. flight-c5 in style.css and on the map
 
   const colour = (index) => `flight-c${index % COLOURS}`;
-  const $ = (id) => document.getElementById(id);
-
-  function el(tag, parent, text, attrs) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    if (parent) parent.appendChild(node);
-    return node;
-  }
+  const { $, el } = window.StratoechoDom; // dom.js
 
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   const names = (via) => Object.keys(via).sort().join(" and ");
