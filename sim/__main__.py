@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no ground-to-payload link: the ground never asks for lost fragments (no uplink.key)")
     f.add_argument("--scenario", default="nominal", metavar="NAME",
                    help="a named rehearsal (python -m sim scenarios lists them): nominal (default), cold-soak, "
-                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit, two-balloons")
+                        "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit, "
+                        "two-balloons")
     f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                    help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
                         "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug, "
