@@ -183,6 +183,27 @@ def test_followed_databases_are_never_written(dashboard, ground):
         db.execute("INSERT INTO heard VALUES ('musing', 1, 9, 'home', '2025-06-01T10:00:00')")
 
 
+def test_a_flight_is_read_again_only_once_its_database_changed(ground, monkeypatch):
+    """Every open page asks every few seconds: an unchanged flight's answer is kept, not re-read."""
+    from groundstation.web import flights as module
+    from groundstation.web.flights import flights_json
+
+    opened = []
+    real = module.GroundReader.open
+    monkeypatch.setattr(module.GroundReader, "open", classmethod(lambda cls, p: opened.append(p) or real(p)))
+    files = FlightFiles(ground)
+    first = flights_json(files)
+    conversation_json(files)
+    reads = len(opened)
+    assert reads == 4  # each flight once for /api/flights, once for the conversation
+    assert flights_json(files) == first and len(conversation_json(files)) == 4 and len(opened) == reads
+    with Store(ground.parent / "ground.FAR1.db") as store:  # FAR1 says something new
+        store.add_record(musing(3, 6, "FAR1: still here."), received_at=at(370))
+    conversation_json(files)
+    assert opened[reads:] == [ground.parent / "ground.FAR1.db"]  # only the flight that changed
+    assert [f["counts"]["musings"] for f in flights_json(files)] == [2, 3]
+
+
 def test_a_long_track_is_thinned_keeping_both_ends():
     rows = list(range(1234))
     thin = thin_track(rows, 500)

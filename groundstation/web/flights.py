@@ -48,6 +48,7 @@ class FlightFiles:
         self._lock = threading.Lock()
         self._found: list[Path] = []
         self._scanned_at: float | None = None
+        self._answers: dict[tuple[str, Path], tuple[tuple, object]] = {}  # (what, file) -> (its files' stat, answer)
 
     def paths(self) -> list[Path]:
         """The primary first, then the followed flights beside it by name, then --flight-db's."""
@@ -90,8 +91,30 @@ class FlightFiles:
         its WAL grows or is touched): what the live feed watches, with no query."""
         out = []
         for path in self.paths()[1:]:
-            out.append((str(path), *_stat(path), *_stat(Path(f"{path}-wal"))))
+            out.append((str(path), *_changes(path)))
         return tuple(out)
+
+
+    def cached(self, what: str, path: Path, build: Callable[[], object]) -> object:
+        """`build()`'s answer about `path`, built again only once its files changed (sizes and
+        times, as `signature`): every open page asks every few seconds, and reading a long flight's
+        whole track each time would cost more than the flight's writes ever do."""
+        stat = _changes(path)  # before building: a write meanwhile is seen next time
+        with self._lock:
+            hit = self._answers.get((what, path))
+        if hit is not None and hit[0] == stat:
+            return hit[1]
+        answer = build()
+        with self._lock:
+            self._answers[(what, path)] = (stat, answer)
+        return answer
+
+
+def _changes(path: Path) -> tuple:
+    """What moves when a database is written: its own size and time, and its WAL's. An empty WAL
+    is no WAL (a reader's first open makes one, empty: that is no change)."""
+    wal = _stat(Path(f"{path}-wal"))
+    return (*_stat(path), *(wal if wal[1] else (0, 0)))
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -185,7 +208,7 @@ def flight_json(files: FlightFiles, path: Path) -> dict:
 
 def flights_json(files: FlightFiles) -> list[dict]:
     """GET /api/flights: every flight, the primary first."""
-    return [flight_json(files, path) for path in files.paths()]
+    return [files.cached("flight", path, lambda path=path: flight_json(files, path)) for path in files.paths()]
 
 
 def _musings(db: GroundReader, limit: int) -> list[dict]:
@@ -202,15 +225,19 @@ def conversation_json(files: FlightFiles, limit: int = CONVERSATION_ROWS) -> lis
     were made, each with its flight's callsign and its paths. A flight that cannot be read is left out."""
     merged = []
     for order, path in enumerate(files.paths()):
-        try:
-            with GroundReader.open(path) as db:
-                callsign = db.callsign() or files.callsign_from_name(path)
-                musings = _musings(db, limit)
-            paths = heard_paths(path, "musing")
-        except (StoreError, sqlite3.Error):
-            continue
-        for m in musings:
-            merged.append((m["created"], order, m["boot"], m["seq"],
-                           {"callsign": callsign, **m, "paths": paths.get(("musing", m["boot"], m["seq"]), [])}))
+        for m in files.cached(f"musings {limit}", path, lambda path=path: _flight_musings(files, path, limit)):
+            merged.append((m["created"], order, m["boot"], m["seq"], m))
     merged.sort(key=lambda x: x[:4])
     return [m[-1] for m in merged[-limit:]]
+
+
+def _flight_musings(files: FlightFiles, path: Path, limit: int) -> list[dict]:
+    """One flight's newest `limit` musings with its callsign and their paths; [] while it cannot be read."""
+    try:
+        with GroundReader.open(path) as db:
+            callsign = db.callsign() or files.callsign_from_name(path)
+            musings = _musings(db, limit)
+        paths = heard_paths(path, "musing")
+    except (StoreError, sqlite3.Error):
+        return []
+    return [{"callsign": callsign, **m, "paths": paths.get(("musing", m["boot"], m["seq"]), [])} for m in musings]
