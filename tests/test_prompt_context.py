@@ -195,3 +195,18 @@ def test_a_musing_cut_at_the_token_limit_ends_where_it_can():
     assert finish_unfinished("word", "length") == "word…"
     assert finish_unfinished("   ", "length") == ""
     assert finish_unfinished("the wind is, ", "length") == "the wind…"
+
+
+def test_a_musing_that_writes_the_prompts_memory_list_again_ends_before_it():
+    """A small model continues the prompt's "- FAR1 said (…): …" list and makes up what FAR1 said:
+    on air that would be a quote nobody made. The musing ends where the list begins again."""
+    from payload.persona.prompts import cut_prompt_echo
+
+    made_up = "I'm thinking about the sky. It's always something new! - FAR1 said: \"this is a great day\""
+    assert cut_prompt_echo(made_up, ["FAR1"]) == "I'm thinking about the sky. It's always something new!"
+    assert cut_prompt_echo("- FAR1 said (5 min ago): the river shines", ["FAR1"]) == ""  # nothing of its own: dropped
+    assert cut_prompt_echo("Cold up here. the ground told you (3 h ago): rise", []) == "Cold up here."
+    # Words of its own stay: another speaker, "said" without the list's form, an unquoted balloon.
+    for own in ("and then he said: wow.", "FAR1 said hello to me and I waved", "what you thought: fine",
+                "MID2 said: hi"):
+        assert cut_prompt_echo(own, ["FAR1"]) == own

@@ -298,6 +298,19 @@ def finish_unfinished(text: str, finish_reason: str) -> str:
     return head.rstrip(",;:-") + "…"
 
 
+def cut_prompt_echo(text: str, speakers: Sequence[str] = ()) -> str:
+    """`text` up to where it starts writing the prompt's memory list again ("- FAR1 said (5 min
+    ago): ...", "the ground told you: ..."): a small model continues the list and invents what
+    another balloon or the ground said, and on air that is a quote nobody made (the two-balloons
+    rehearsal's SmolLM2-135M did it once in 19 musings). `speakers`: the other balloons its
+    prompt quoted."""
+    forms = [r"(?:the ground told you|you thought)\s*\("]  # the prompt's own lines, "(3 h ago):"
+    if quoted := "|".join(re.escape(s) for s in speakers if s):
+        forms.append(rf"(?:{quoted}) said\s*[(:]")  # and a quote made up in their form
+    echo = re.search(r"(?:^|\s)(?:-\s*)?(?:" + "|".join(forms) + ")", text)
+    return text[:echo.start()].rstrip(" -,;:\u2013\u2014") if echo else text
+
+
 def fit_musing(text: str, max_chars: int) -> str:
     """One line of at most `max_chars`, cut at a sentence end (else a word) when too long.
 

@@ -25,6 +25,7 @@ from ..persona.memory import Memory, speaker
 from ..persona.prompts import (
     PromptContext,
     build_prompt,
+    cut_prompt_echo,
     finish_unfinished,
     fit_musing,
     memory_query,
@@ -92,7 +93,7 @@ class Musings:
         gen = self._generate(prompt, max_tokens)
         if gen is None:
             return None
-        text = fit_musing(finish_unfinished(gen.text, gen.finish_reason), max_chars)
+        text = fit_musing(cut_prompt_echo(finish_unfinished(gen.text, gen.finish_reason), heard_from), max_chars)
         # Each musing made is one event with what its prompt said, for the bench's measure of
         # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
         made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
