@@ -184,6 +184,19 @@ def test_telemetry_alone_still_rolls_over_midnight(tmp_path):
     assert s.modes == [] and s.loss == {} and s.reboots == []
 
 
+def test_a_fault_between_two_health_records_is_seen_by_its_device_events(tmp_path):
+    """A sensor out for two minutes between health records shows only in its device events (a
+    real-time run of the Pi configuration said "faults: none seen at the ground" of one)."""
+    with Store(tmp_path / "g.db") as store:
+        store.add_telemetry(wire.Telemetry("S", 0, START.strftime("%H:%M:%S"), 52.0, 0.1, 100, 9, 1.0, 900.0, 4100, 1))
+        for seq, (t, before, after) in enumerate(((60, "starting", "ok"), (180, "ok", "i2c_error"),
+                                                 (210, "i2c_error", "absent"), (300, "absent", "ok"))):
+            store.add_record(wire.Record(wire.Kind.EVENT, 1, seq, int((START + timedelta(seconds=t)).timestamp()),
+                                         event("device", device="bme280", before=before, after=after)))
+    faults = [(f.t_s, f.device, f.status) for f in flight_series(tmp_path / "g.db").faults]
+    assert faults == [(180.0, "bme280", "i2c_error"), (210.0, "bme280", "absent")]
+
+
 # ----------------------------------------------------------------------------- summary
 def test_summary_modes(ground):
     modes = summarise(ground, PAYLOAD, CHANNEL)["modes"]

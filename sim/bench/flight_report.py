@@ -161,6 +161,9 @@ def _epoch(created: str) -> float | None:
     return t.timestamp()
 
 
+NOT_FAULTS = (None, "ok", "starting")  # a device event's `after` that is no fault: working, or coming up
+
+
 def _fault_status(detail: str) -> str:
     """A store_fault event's detail 'store write failed (FullError: disk full); running degraded'
     -> 'store write failed'."""
@@ -205,6 +208,10 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
         fields = record.fields or {}  # none where schema version 1 kept none
         if record.kind == "event" and fields.get("event") == "store_fault":
             series.faults.append(Fault(t, "store", _fault_status(str(fields.get("detail", "")))))
+        # A device's own event says when it failed, to the second; health says so every five minutes,
+        # and a fault between two health records (an I2C sensor out for two minutes) only here.
+        if record.kind == "event" and fields.get("event") == "device" and fields.get("after") not in NOT_FAULTS:
+            series.faults.append(Fault(t, str(fields.get("device") or "device"), str(fields.get("after"))))
         if record.kind != "health":
             continue
         mode = fields.get("mode")
