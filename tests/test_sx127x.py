@@ -167,3 +167,21 @@ def test_a_bench_flight_flies_the_driver_over_a_simulated_sx1278_in_a_ukhas_mode
     auth = flight_auth(tmp_path / "fly")
     assert frames and all(isinstance(wire.decode_frame(f, auth), (wire.Telemetry, wire.Fragment, wire.Window))
                           for f in frames)
+
+
+def test_a_payload_listening_between_its_frames_keeps_the_chip_in_rx_and_hears_a_long_packet_whole():
+    """A relaying payload listens in one-second turns between its own frames (docs/network.md). A
+    mode-0 packet lasts seconds: a chip put back in standby after each turn would miss it; `hear`
+    leaves it in RX continuous, so a packet that lands between two turns is still heard."""
+    from payload.parts.radios import ReopeningRadio
+
+    r, chip, clock = radio(0)
+    clock.event = threading.Event  # ReopeningRadio's closing event
+    payload_radio = ReopeningRadio(lambda: r, clock, opened=r)
+    assert payload_radio.hear(1.0) == [] and chip.mode & 0x07 == 0x05  # RX continuous after the turn
+    assert chip.hear(b"FAR1's long packet") is True  # between two turns: the chip still listens
+    assert payload_radio.hear(1.0) == [b"FAR1's long packet"] and chip.missed == 0
+    r.send(b"$$NEAR1,1")  # our own frame: the chip leaves RX to send it
+    assert chip.hear(b"while we sent") is False and chip.missed == 1  # half duplex
+    assert payload_radio.receive(1.0) == [] and chip.mode == 0x01  # a listen window still ends in standby
+    r.close()

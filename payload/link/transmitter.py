@@ -551,12 +551,13 @@ class Transmitter:
         if self.relay is None or not self.radio.receives:
             self.wake.wait(timeout=pause_s)
             return
+        hear = getattr(self.radio, "hear", self.radio.receive)  # a chip stays in RX between the turns
         end = self.clock.elapsed_s() + pause_s
         while not (self.wake.is_set() or self.stop.is_set()):
             left = end - self.clock.elapsed_s()
             if left <= 0:
                 return
-            for frame in self.radio.receive(min(left, RELAY_LISTEN_S)):
+            for frame in hear(min(left, RELAY_LISTEN_S)):
                 self.stats.relay_heard += 1
                 if frame[:1] == bytes([wire.UPLINK_MAGIC]):
                     if self.on_uplink is not None:

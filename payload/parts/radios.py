@@ -146,6 +146,22 @@ class ReopeningRadio:
             self.clock.wait(timeout_s, self._closing)
             return []
 
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """What is heard within `timeout_s` by a radio left listening between our own frames: a
+        LoRa chip stays in RX continuous (`listen`, then `poll`), so a packet longer than one turn
+        of listening is still heard whole; any other radio as `receive`."""
+        radio = self._radio
+        if radio is None or not all(hasattr(radio, name) for name in ("listen", "poll", "in_rx")):
+            return self.receive(timeout_s)
+        try:
+            if not radio.in_rx():
+                radio.listen()
+            return [packet for packet, _signal in radio.poll(timeout_s)]
+        except RadioError as e:
+            self._down(str(e))
+            self.clock.wait(timeout_s, self._closing)
+            return []
+
     def close(self) -> None:
         self._closed = True
         self._closing.set()

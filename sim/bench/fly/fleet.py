@@ -4,8 +4,9 @@ each its own process, callsign, seed, flight key, data folder and log, on the on
 Every balloon relays for the others (docs/network.md): its configuration, written here from the
 flight's own (`--config`, or the bench's defaults), names them in `[relay] allow` with their
 downlink keys, and gives it its own beacon slot (`schedule.beacon_slot_s`: balloon i of n keys
-its position i/n of the way into each period), so their sentences do not collide, and an MTU
-that leaves room for the relay envelope in a 255-byte packet.
+its position i/n of the way into each period), so their sentences do not collide. A balloon
+another one forwards gets an MTU that leaves room for the relay envelope in a 255-byte packet,
+and sends its pictures as records rather than SSDV packets, which no envelope can hold.
 
 Balloon 0 is the flight's payload as ever (uplink.key, payload/, payload.log), under the
 scenario's callsign; balloon i ≥ 1 writes beside it under its callsign:
@@ -69,20 +70,29 @@ def fleet(opts: FlyOptions, sc: Scenario, bench_key) -> list[Member]:
         downlink = opts.out / f"{callsign}.downlink"
         write_key_file(downlink, force=True, key=derive_downlink_key(flight_key))
         members.append(Member(i, callsign, seed, key, downlink, opts.out / f"payload-{callsign}.toml"))
-    schedule, radio = base.get("schedule", {}), base.get("radio", {})
-    period = schedule.get("telemetry_s", 10.0)
-    # Room for the envelope in a 255-byte packet, so every frame of one balloon fits in another's.
-    mtu = min(radio.get("mtu", 255), 255 - overhead(base.get("uplink", {}).get("downlink_tag_len", DEFAULT_TAG_LEN)))
     for m in members:
-        forward = m.callsign not in sc.listen_only  # a balloon out of the ground's reach only listens
-        others = [{"callsign": o.callsign, "key_file": str(o.downlink), "forward": forward}
-                  for o in members if o is not m and opts.relay]
-        cfg = {**base, "callsign": m.callsign, "relay": {**base.get("relay", {}), "allow": others},
-               # Each its own slot of the beacon's period, as payloads sharing a frequency take turns.
-               "schedule": {**schedule, "beacon_slot_s": m.index * period / len(members)},
-               "radio": {**radio, "mtu": mtu}}
-        m.config.write_text(tomli_w.dumps(cfg), encoding="utf-8")
+        m.config.write_text(tomli_w.dumps(_config(base, m, members, sc, opts.relay)), encoding="utf-8")
     return members
+
+
+def _config(base: dict, m: Member, members: list[Member], sc: Scenario, relay: bool) -> dict:
+    """Balloon `m`'s configuration: the flight's own with its callsign, its beacon slot, the others
+    in `[relay] allow`, and, when another balloon forwards it, frames that fit in an envelope."""
+    schedule, radio, devices = base.get("schedule", {}), base.get("radio", {}), base.get("devices", {})
+    forward = m.callsign not in sc.listen_only  # a balloon out of the ground's reach only listens
+    others = [{"callsign": o.callsign, "key_file": str(o.downlink), "forward": forward}
+              for o in members if o is not m and relay]
+    cfg = {**base, "callsign": m.callsign, "relay": {**base.get("relay", {}), "allow": others},
+           # Each its own slot of the beacon's period, as payloads sharing a frequency take turns.
+           "schedule": {**schedule, "beacon_slot_s": m.index * schedule.get("telemetry_s", 10.0) / len(members)}}
+    if relay and any(o is not m and o.callsign not in sc.listen_only for o in members):
+        # Relayed: room for the envelope in a 255-byte packet, and pictures as records, which fit
+        # it (an SSDV packet is a whole 255-byte frame: no relay can carry one).
+        tag = base.get("uplink", {}).get("downlink_tag_len", DEFAULT_TAG_LEN)
+        cfg["radio"] = {**radio, "mtu": min(radio.get("mtu", 255), 255 - overhead(tag))}
+        if "camera" in devices:
+            cfg["devices"] = {**devices, "camera": {**devices["camera"], "ssdv": False}}
+    return cfg
 
 
 def _base_config(path: Path | None) -> dict:

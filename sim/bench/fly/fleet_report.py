@@ -14,12 +14,11 @@ import sqlite3
 from pathlib import Path
 
 from payload.config import load_config
+from payload.link.transmitter import RELAY_LISTEN_S
 from stratoecho import wire
 
 from .fleet import Member
 from .report import merged_stats
-
-SLOT_SLACK = 1.5  # a gap between position sentences longer than this many beacon periods is a missed slot
 
 
 def air_files(out: Path, index: int) -> tuple[Path, Path]:
@@ -32,22 +31,26 @@ def ground_db(out: Path, m: Member) -> Path:
 
 
 def beacon_section(out: Path, m: Member) -> dict:
-    """Its position sentences on the air: how many, and the longest gap against its period."""
+    """Its position sentences on the air: how many, the longest gap, and the slots it missed: gaps
+    longer than its period plus its longest frame (a beacon waits for the frame on air, as the
+    soak allows) plus one turn of listening for the others (`RELAY_LISTEN_S`)."""
     hexes, times = air_files(out, m.index)
-    frames = hexes.read_text().split() if hexes.exists() else []
+    frames = [bytes.fromhex(h) for h in hexes.read_text().split()] if hexes.exists() else []
     stamps = [float(t) for t in times.read_text().split()] if times.exists() else []
     at = []
-    for h, t in zip(frames, stamps):
+    for frame, t in zip(frames, stamps):
         try:
-            decoded = wire.decode_frame(bytes.fromhex(h), None)
-        except (wire.WireError, ValueError):
+            decoded = wire.decode_frame(frame, None)
+        except wire.WireError:
             continue  # a tagged record: not ours to read without the key, and not a sentence
         if isinstance(decoded, wire.Telemetry) and decoded.callsign == m.callsign:
             at.append(t)
-    period = load_config(m.config).schedule.telemetry_s
-    gap = max((b - a for a, b in zip(at, at[1:])), default=None)
-    return {"sentences": len(at), "period_s": period, "longest_gap_s": None if gap is None else round(gap, 1),
-            "missed_slots": sum(int((b - a) // (SLOT_SLACK * period)) for a, b in zip(at, at[1:]))}
+    cfg = load_config(m.config)
+    period = cfg.schedule.telemetry_s
+    limit = period + max((cfg.radio.airtime_s(len(f)) for f in frames), default=0.0) + RELAY_LISTEN_S
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    return {"sentences": len(at), "period_s": period, "longest_gap_s": round(max(gaps), 1) if gaps else None,
+            "gap_limit_s": round(limit, 1), "missed_slots": sum(int(g // limit) for g in gaps)}
 
 
 def ground_section(path: Path) -> dict:
