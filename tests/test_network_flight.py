@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.uplink_keys import load_key
 
 MINUTES = 40.0
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_each_balloon_flies_its_own_seed_key_and_callsign_and_relays_for_the_others(tmp_path):
@@ -37,6 +39,13 @@ def test_each_balloon_flies_its_own_seed_key_and_callsign_and_relays_for_the_oth
         assert cfg.schedule.beacon_slot_s == me.index * cfg.schedule.telemetry_s / 2  # turns on the air
         proof = DownlinkAuth(load_key(other.downlink))
         assert proof.key == DownlinkAuth.from_flight_key(bench_key(other.seed)).key
+    # FAR1 is forwarded: its frames leave room for NEAR1's envelope. NEAR1, whom FAR1 only hears, keeps its own.
+    assert (load_config(near.config).radio.mtu, load_config(far.config).radio.mtu) == (255, 241)
+    (tmp_path / "pi").mkdir()
+    pi = fleet(FlyOptions(out=tmp_path / "pi", seed=5, config=REPO / "config" / "payload.pi.toml"),
+               scenario("two-balloons"), bench_key)
+    near_cam, far_cam = (load_config(m.config).devices.camera for m in pi)
+    assert near_cam.ssdv and not far_cam.ssdv  # a relay carries no SSDV packet: FAR1's pictures go as records
     (tmp_path / "alone").mkdir()
     alone = fleet(FlyOptions(out=tmp_path / "alone", seed=5, relay=False), scenario("two-balloons"), bench_key)
     assert all(load_config(m.config).relay.allow == [] for m in alone)
