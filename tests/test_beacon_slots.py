@@ -68,3 +68,16 @@ def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
     finally:
         d.store.close()
     assert keyed == [5, 15, 25, 35]  # UTC seconds 5, 15 ...: not 3, 13, 23 as from the start
+
+
+def test_a_slot_is_missed_past_the_period_the_longest_frame_and_for_a_relay_one_listening_turn():
+    from payload.config import PayloadConfig
+    from payload.link.transmitter import RELAY_LISTEN_S
+    from sim.bench.beacons import gap_limit_s
+
+    alone = PayloadConfig.model_validate({"schedule": {"telemetry_s": 30.0}})
+    relaying = PayloadConfig.model_validate({"schedule": {"telemetry_s": 30.0},
+                                             "relay": {"allow": [{"callsign": "FAR1"}]}})
+    assert gap_limit_s(alone, [0.4, 2.5]) == pytest.approx(32.5)  # a sentence waits for the frame under way
+    assert gap_limit_s(alone, [2.5], factor=2.0) == pytest.approx(62.5)  # survival's slower beacon
+    assert gap_limit_s(relaying, [2.5]) == pytest.approx(32.5 + RELAY_LISTEN_S)  # and a turn listening

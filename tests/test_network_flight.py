@@ -67,6 +67,7 @@ def test_two_balloons_the_far_ones_musings_reach_the_ground_only_through_the_nea
     for balloon in (near, far):
         assert balloon["exit_code"] == 0
         assert balloon["beacon"]["missed_slots"] == 0, balloon["beacon"]
+        assert balloon["gateway"]["lines"] > 0 and balloon["gateway"]["violations"] == 0  # a stock gateway hears both
         assert balloon["beacon"]["sentences"] >= 0.95 * MINUTES * 60 / balloon["beacon"]["period_s"]
     # The ground never heard the far balloon itself: every hearing came through NEAR1.
     ground = far["ground"]

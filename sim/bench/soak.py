@@ -5,7 +5,7 @@ What a day aloft must not do, measured from outside the payload:
 - more time on air in any sliding hour than the duty cycle allows (every frame the channel
   heard, with its flight second, in air.times/air.hex, priced with the configured LoRa settings);
 - a gap between two position beacons on air longer than the beacon interval in force plus
-  one frame's time on air;
+  one frame's time on air (and a listening turn for a payload that relays: sim/bench/beacons.py);
 - resident memory that grows: the payload's RSS after the first hour against its last hour.
 
 `check` is pure (it reads a flight's output folder); `soak` flies one first.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from groundstation.reading import GroundReader
 from payload.config import load_config
-from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 
+from .beacons import air_frames, beacon_times, gap_limit_s
 from .fly import FlyOptions, fly
 
 RSS_GROWTH_LIMIT = 0.05  # 5 % between the first and the last hour after warm-up
@@ -67,15 +67,6 @@ class SoakVerdict:
         return "\n".join(lines)
 
 
-def air_frames(out: Path) -> list[tuple[float, bytes]]:
-    """Every frame the channel heard, with its flight second."""
-    hexes = (out / "air.hex").read_text().split()
-    times = (out / "air.times").read_text().split()
-    if len(hexes) != len(times):
-        raise ValueError(f"{out}: air.hex has {len(hexes)} frames but air.times {len(times)} times")
-    return [(float(t), bytes.fromhex(h)) for t, h in zip(times, hexes)]
-
-
 def worst_hour(frames: list[tuple[float, float]], window_s: float = 3600.0) -> float:
     """The most seconds on air in any `window_s` window, from (start, airtime) pairs in time order."""
     worst = used = 0.0
@@ -105,11 +96,10 @@ def check(out: Path, cfg) -> SoakVerdict:
     duty = getattr(r, "effective_duty_cycle", r.duty_cycle)
     duty = duty() if callable(duty) else duty
     limit_s = duty * 3600.0 if duty is not None and duty < 1.0 else None
-    beacons = [t for t, f in frames if isinstance(_decoded(f), wire.Telemetry)]
+    beacons = beacon_times(frames)
     gaps = [b - a for a, b in zip(beacons, beacons[1:])]
     factor = SURVIVAL_BEACON_FACTOR if _survival_seen(out / "ground.db") else 1.0
-    longest_frame = max((a for _, a in priced), default=0.0)
-    gap_limit = cfg.schedule.telemetry_s * factor + longest_frame
+    gap_limit = gap_limit_s(cfg, [a for _, a in priced], factor)
     unit = report.get("unit") or {}
     rss = [(t, kb) for t, _boot, kb in report.get("payload_rss_kb", []) if t >= WARM_UP_S]
     first = [kb for t, kb in rss if t < rss[0][0] + 3600] if rss else []
@@ -139,13 +129,6 @@ def check(out: Path, cfg) -> SoakVerdict:
     if v.rss_growth is not None and v.rss_growth >= RSS_GROWTH_LIMIT:
         v.problems.append(f"the payload's memory grew {v.rss_growth:.1%} from its first to its last hour")
     return v
-
-
-def _decoded(frame: bytes):
-    try:
-        return wire.decode_frame(frame)
-    except wire.WireError:
-        return None
 
 
 def soak(out: Path, config: Path, hours: float, persona: Path | None, seed: int = 1, overwrite: bool = False,

@@ -14,16 +14,14 @@ import sqlite3
 from pathlib import Path
 
 from payload.config import load_config
-from payload.link.transmitter import RELAY_LISTEN_S
-from stratoecho import wire
 
+from ..beacons import air_frames, beacon_times, gap_limit_s
 from .fleet import Member
-from .report import merged_stats
+from .report import gateway_section, merged_stats
 
 
-def air_files(out: Path, index: int) -> tuple[Path, Path]:
-    hexes = out / ("air.hex" if index == 0 else f"air-{index}.hex")
-    return hexes, hexes.with_suffix(".times")
+def air_hex(out: Path, m: Member) -> Path:
+    return out / ("air.hex" if m.index == 0 else f"air-{m.index}.hex")
 
 
 def ground_db(out: Path, m: Member) -> Path:
@@ -31,26 +29,16 @@ def ground_db(out: Path, m: Member) -> Path:
 
 
 def beacon_section(out: Path, m: Member) -> dict:
-    """Its position sentences on the air: how many, the longest gap, and the slots it missed: gaps
-    longer than its period plus its longest frame (a beacon waits for the frame on air, as the
-    soak allows) plus one turn of listening for the others (`RELAY_LISTEN_S`)."""
-    hexes, times = air_files(out, m.index)
-    frames = [bytes.fromhex(h) for h in hexes.read_text().split()] if hexes.exists() else []
-    stamps = [float(t) for t in times.read_text().split()] if times.exists() else []
-    at = []
-    for frame, t in zip(frames, stamps):
-        try:
-            decoded = wire.decode_frame(frame, None)
-        except wire.WireError:
-            continue  # a tagged record: not ours to read without the key, and not a sentence
-        if isinstance(decoded, wire.Telemetry) and decoded.callsign == m.callsign:
-            at.append(t)
+    """Its position sentences on the air: how many, the longest gap, and the slots it missed
+    (the soak's rule, sim/bench/beacons.py), from the frames it put on the air."""
+    frames = air_frames(out, m.index) if air_hex(out, m).exists() else []
     cfg = load_config(m.config)
-    period = cfg.schedule.telemetry_s
-    limit = period + max((cfg.radio.airtime_s(len(f)) for f in frames), default=0.0) + RELAY_LISTEN_S
+    limit = gap_limit_s(cfg, [cfg.radio.airtime_s(len(f)) for _, f in frames])
+    at = beacon_times(frames, m.callsign)
     gaps = [b - a for a, b in zip(at, at[1:])]
-    return {"sentences": len(at), "period_s": period, "longest_gap_s": round(max(gaps), 1) if gaps else None,
-            "gap_limit_s": round(limit, 1), "missed_slots": sum(int(g // limit) for g in gaps)}
+    return {"sentences": len(at), "period_s": cfg.schedule.telemetry_s,
+            "longest_gap_s": round(max(gaps), 1) if gaps else None, "gap_limit_s": round(limit, 1),
+            "missed_slots": sum(int(g // limit) for g in gaps)}
 
 
 def ground_section(path: Path) -> dict:
@@ -82,6 +70,7 @@ def fleet_section(out: Path, members: list[Member], exits: dict[str, int | None]
         rows.append({
             "balloon": m.index, "callsign": m.callsign, "seed": m.seed, "exit_code": exits.get(m.callsign, 0),
             "beacon": beacon_section(out, m),
+            "gateway": gateway_section(air_hex(out, m)),  # each balloon's $$ lines, as a stock gateway takes them
             "musings_queued": daemon["musings_queued"],
             "musings_sent": link["sent_by_stream"].get("musing", 0),
             "airtime_s": round(link["airtime_s"], 1),

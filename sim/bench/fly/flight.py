@@ -104,8 +104,9 @@ def fly(opts: FlyOptions) -> dict:
         flyer.stop_all()
     fleet_rows = fleet_section(opts.out, flyer.members, flyer.balloon_exits()) if flyer.members else None
     report = write_report(opts, wall_s, flight_s, sc, flyer, clock_stats, fleet_rows)
-    gateway = report["gateway"]
-    if gateway["violations"] and os.environ.get(GATEWAY_STRICT_ENV):
-        raise FlyError(f"{gateway['violations']} lines on air break a stock LoRa gateway's rules "
-                       f"({opts.out / 'report.json'}): " + "; ".join(gateway["first"][:3]))
+    # Every balloon's air, in a flight of several: a gateway hears the far one too.
+    for gateway in [report["gateway"], *(b["gateway"] for b in report.get("fleet", [])[1:])]:
+        if gateway["violations"] and os.environ.get(GATEWAY_STRICT_ENV):
+            raise FlyError(f"{gateway['violations']} lines on air break a stock LoRa gateway's rules "
+                           f"({opts.out / 'report.json'}): " + "; ".join(gateway["first"][:3]))
     return report
