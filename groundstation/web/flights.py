@@ -16,7 +16,6 @@ never writes to a followed flight's database. Paths are the `heard` table's stat
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
@@ -25,6 +24,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from ..db import StoreError
+from ..flights import CALLSIGN  # a followed flight's file is ground.CALLSIGN.db, as `listen --follow` names it
 from ..reading import GroundReader, TelemetryRow
 from .api import sentence_time
 
@@ -32,8 +32,6 @@ RESCAN_S = 3.0  # how often the directory is listed for a newly followed flight'
 TRACK_POINTS = 500  # points per flight's track in /api/flights, the first and the latest kept
 CONVERSATION_ROWS = 500  # musings in /api/conversation: the newest, of all flights together
 VIA = " via "  # a heard path "<station> via <RELAYER>": the frame came in RELAYER's envelope
-# A followed flight's file, ground.CALLSIGN.db: callsigns as `listen --follow` takes them.
-_CALLSIGN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's own files beside a database, never a flight
 
 
@@ -74,7 +72,7 @@ class FlightFiles:
         out = []
         for name in names:
             middle = name[len(stem) + 1:len(name) - len(suffix)] if name.endswith(suffix) else ""
-            if (name.startswith(stem + ".") and _CALLSIGN.fullmatch(middle) and not name.endswith(_SIDE_FILES)
+            if (name.startswith(stem + ".") and CALLSIGN.fullmatch(middle) and not name.endswith(_SIDE_FILES)
                     and (self.primary.parent / name).is_file()):
                 out.append(self.primary.parent / name)
         return out
@@ -82,7 +80,7 @@ class FlightFiles:
     def callsign_from_name(self, path: Path) -> str:
         """ground.FAR1.db -> FAR1 (the listener's naming); any other file: its name less the suffix."""
         parts = path.name.split(".")
-        if path != self.primary and len(parts) == 3 and _CALLSIGN.fullmatch(parts[1]):
+        if path != self.primary and len(parts) == 3 and CALLSIGN.fullmatch(parts[1]):
             return parts[1]
         return path.stem
 
