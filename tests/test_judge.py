@@ -450,6 +450,12 @@ def click(driver, pair: str, value: str) -> None:
         By.XPATH, "..").click()  # the label, as a finger would
 
 
+def restored(driver) -> None:
+    """Wait for the page's script to have restored the answers: a load can return before it has run."""
+    wait(driver, lambda d: d.execute_script("return document.documentElement.dataset.ready") == "yes",
+         "the page's script did not run")
+
+
 def severe_console(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -464,6 +470,7 @@ def test_in_chromium_a_judge_clicks_through_saves_and_the_answers_fold(browser, 
     browser.get((folder / "judge.html").as_uri())
     browser.execute_script("localStorage.clear()")
     browser.refresh()
+    restored(browser)
     progress = lambda d: d.find_element(By.ID, "done").text  # noqa: E731
     assert progress(browser) == "0"
 
@@ -496,6 +503,7 @@ def test_in_chromium_a_judge_clicks_through_saves_and_the_answers_fold(browser, 
 
     # A reload (a closed tab) keeps the answers and the name, and the same session: a re-save replaces.
     browser.refresh()
+    restored(browser)
     assert progress(browser) == str(PAIRS)
     assert browser.find_element(By.ID, "judge-name").get_attribute("value") == "T. J."
     click(browser, "6", sides["6"])
@@ -511,7 +519,8 @@ def test_in_chromium_hostile_texts_stay_text_and_a_phone_reads_the_page(browser,
     from selenium.webdriver.common.by import By
 
     browser.get((hostile / "judge.html").as_uri())
-    wait(browser, lambda d: d.find_element(By.ID, "done").text == "0", "the page's script did not run")
+    restored(browser)
+    assert browser.find_element(By.ID, "done").text == "0"
     assert browser.execute_script("return window.__pwned") is None
     assert browser.execute_script("return document.querySelectorAll('img, b, main script').length") == 0
     contexts = browser.execute_script("return [...document.querySelectorAll('.context .text')].map(e => e.textContent)")
