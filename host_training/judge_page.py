@@ -7,8 +7,9 @@ Content-Security-Policy runs only its own script (by hash) and allows no network
 even text that escaped escaping could neither run nor call home.
 
 The page works opened from disk (file://) in any current browser, on a phone too: radio
-buttons hold the answers (changeable until saved), a bar counts them, localStorage keeps
-them across a reload where the browser allows it, and "Save my answers" offers a JSON file
+buttons hold the answers (changeable until saved), a bar counts them, the URL's fragment keeps
+them across a reload and localStorage across a closed tab where the browser allows it, and
+"Save my answers" offers a JSON file
 (Blob + a download link) and shows the same JSON in a text box to copy, for browsers that
 block downloads from file://.
 """
@@ -110,10 +111,32 @@ SCRIPT = """
     });
     return out;
   }
+  // The state goes two places. localStorage keeps it for a tab opened again later; the URL's
+  // fragment keeps it for this tab's reload, because Chromium sometimes reloads a file:// page
+  // into a fresh, empty localStorage (seen in headless Chromium 156).
+  function toFragment(state) {
+    var q = new URLSearchParams();
+    q.set("page", meta.page);
+    q.set("s", state.session);
+    q.set("j", state.judge);
+    Object.keys(state.answers).forEach(function (pid) { q.set("a" + pid, state.answers[pid]); });
+    return "#" + q.toString();
+  }
+  function fromFragment() {
+    var q = new URLSearchParams(window.location.hash.slice(1));
+    if (q.get("page") !== meta.page) { return {}; }  // another page once had this file's name
+    var state = { session: q.get("s") || "", judge: q.get("j") || "", answers: {} };
+    q.forEach(function (value, key) {
+      if (key.charAt(0) === "a") { state.answers[key.slice(1)] = value; }
+    });
+    return state;
+  }
   function remember() {
+    var state = { session: session, judge: nameInput.value, answers: answers() };
+    try { window.history.replaceState(null, "", toFragment(state)); } catch (e) { /* kept in storage only */ }
     if (!store) { return; }
     try {
-      store.setItem(storeKey, JSON.stringify({ session: session, judge: nameInput.value, answers: answers() }));
+      store.setItem(storeKey, JSON.stringify(state));
     } catch (e) { /* private mode or full: the answers stay on the page until it is closed */ }
   }
   function update() {
@@ -166,7 +189,8 @@ SCRIPT = """
       "copy the text below into a message instead.";
   }
 
-  var before = store ? remembered() : {};
+  var here = fromFragment();  // this tab's own state first, then what the browser kept
+  var before = here.session ? here : (store ? remembered() : {});
   var session = typeof before.session === "string" && before.session ? before.session : randomId();
   if (typeof before.judge === "string") { nameInput.value = before.judge; }
   pairs.forEach(function (p) {

@@ -423,7 +423,7 @@ def browser(tmp_path_factory):
     options = Options()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,1600",
-                "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND"):
+                "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
@@ -501,7 +501,11 @@ def test_in_chromium_a_judge_clicks_through_saves_and_the_answers_fold(browser, 
     assert (s["judges"], s["answered"], s["owner_picked"], s["persona_picked"], s["cant_tell"]) == (1, PAIRS, 5, 2, 1)
     assert s["per_judge"][0]["judge"] == "T. J."
 
-    # A reload (a closed tab) keeps the answers and the name, and the same session: a re-save replaces.
+    # A reload keeps the answers and the name, and the same session: a re-save replaces. The tab's
+    # URL carries them: Chromium sometimes reloads a file:// page into an empty localStorage,
+    # which the cleared storage here stands for.
+    assert "s=" in browser.current_url.split("#", 1)[1]
+    browser.execute_script("localStorage.clear()")
     browser.refresh()
     restored(browser)
     assert progress(browser) == str(PAIRS)
@@ -513,6 +517,64 @@ def test_in_chromium_a_judge_clicks_through_saves_and_the_answers_fold(browser, 
     put(folder, "resaved.json", again)
     assert S.summary(folder)["owner_picked"] == 6 and S.summary(folder)["judges"] == 1
     assert severe_console(browser) == []  # the CSP let the page's own script run, and nothing failed
+
+
+@pytest.fixture
+def served(judged, tmp_path):
+    """The judging folder over loopback HTTP, where Chromium keeps localStorage as it should
+    (opened from file:// it sometimes starts a reload on an empty one)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path / "judge"
+    shutil.copytree(judged, folder)
+    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}/judge.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_in_chromium_a_tab_opened_again_gets_the_answers_from_the_browsers_storage(browser, served):
+    from selenium.webdriver.common.by import By
+
+    folder, url = served
+    sides = {pid: p["owner"] for pid, p in json.loads((folder / "key.json").read_text())["pairs"].items()}
+    browser.get(url)
+    browser.execute_script("localStorage.clear()")
+    browser.get(url)  # no fragment: a fresh start
+    restored(browser)
+    for pid in "123":
+        click(browser, pid, sides[pid])
+    browser.find_element(By.ID, "judge-name").send_keys("K")
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        browser.get(url)  # the page opened again from its link: no fragment, only the storage
+        restored(browser)
+        assert browser.find_element(By.ID, "done").text == "3"
+        assert browser.find_element(By.ID, "judge-name").get_attribute("value") == "K"
+        assert browser.execute_script("return document.querySelectorAll('.pair.answered').length") == 3
+    finally:
+        browser.close()
+        browser.switch_to.window(first)
+    # A fragment another page left at this address (a new page made in the same folder) is not
+    # these pairs' answers. A new query makes each a new load, not a jump within the page.
+    page = json.loads((folder / "key.json").read_text())["page"]
+    fragment = browser.current_url.split("#", 1)[1]
+    assert f"page={page}" in fragment and "a1=" in fragment
+    browser.execute_script("localStorage.clear()")
+    browser.get(f"{url}?again#{fragment.replace(f'page={page}', 'page=' + '0' * 16)}")
+    restored(browser)
+    assert browser.find_element(By.ID, "done").text == "0"
+    browser.get(f"{url}?own#{fragment}")  # and its own fragment is
+    restored(browser)
+    assert browser.find_element(By.ID, "done").text == "3"
 
 
 def test_in_chromium_hostile_texts_stay_text_and_a_phone_reads_the_page(browser, hostile):
