@@ -57,6 +57,26 @@ def _far_musings_made(log) -> list[str]:
             or '"event":"musing"' in line]
 
 
+def test_the_report_counts_each_record_by_the_ways_it_came(tmp_path):
+    """report.json's `ways`: a record heard directly and through a relay is one record, counted
+    once as "both"; from the ground's own database as `listen` leaves it."""
+    from groundstation.db import Store
+    from sim.bench.fly.fleet_report import ground_section
+
+    store = Store(tmp_path / "ground.FAR1.db")
+    for kind, seq, stations in (("telemetry", 1, ["home"]), ("telemetry", 2, ["home via NEAR1"]),
+                                ("telemetry", 3, ["home via NEAR1", "home", "hill via NEAR1"]),
+                                ("musing", 1, ["home via NEAR1"]), ("musing", 2, ["hill", "home"])):
+        for station in stations:
+            store.add_heard(kind, 7, seq, station)
+    store.commit()
+    store.close()
+    ways = ground_section(tmp_path / "ground.FAR1.db")["ways"]
+    assert ways == {"telemetry": {"direct": 1, "relayed": 1, "both": 1}, "musing": {"direct": 1, "relayed": 1, "both": 0}}
+    assert ground_section(tmp_path / "ground.FAR1.db")["musings_only_relayed"] == 1
+    assert ground_section(tmp_path / "missing.db")["ways"] == {}
+
+
 @pytest.mark.timeout(900)
 def test_two_balloons_the_far_ones_musings_reach_the_ground_only_through_the_near_one(tmp_path, corpus_bundle):
     from sim.bench.relays import fly_network

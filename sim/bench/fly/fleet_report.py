@@ -42,9 +42,11 @@ def beacon_section(out: Path, m: Member) -> dict:
 
 
 def ground_section(path: Path) -> dict:
-    """What the ground kept of this flight and by which path (heard.station 'home' or 'home via NEAR1')."""
+    """What the ground kept of this flight and by which path (heard.station 'home' or 'home via NEAR1').
+    `ways`: per kind, how many records (positions too) came directly only, through another balloon
+    only, or both ways — each of the last stored once, with a `heard` row per path."""
     if not path.exists():
-        return {"telemetry": 0, "musings": 0, "paths": {}}
+        return {"telemetry": 0, "musings": 0, "musings_only_relayed": 0, "paths": {}, "ways": {}}
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         telemetry = con.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
@@ -52,14 +54,18 @@ def ground_section(path: Path) -> dict:
         paths: dict[str, dict[str, int]] = {}
         for kind, station, n in con.execute("SELECT kind, station, COUNT(*) FROM heard GROUP BY kind, station"):
             paths.setdefault(kind, {})[station] = n
-        # A musing whose every hearing came through another balloon reached us only by relay.
-        only_relayed = con.execute(
-            "SELECT COUNT(*) FROM records r WHERE r.kind = 'musing' AND EXISTS (SELECT 1 FROM heard h WHERE "
-            "h.kind = 'musing' AND h.boot = r.boot AND h.seq = r.seq) AND NOT EXISTS (SELECT 1 FROM heard h WHERE "
-            "h.kind = 'musing' AND h.boot = r.boot AND h.seq = r.seq AND h.station NOT LIKE '% via %')").fetchone()[0]
+        ways: dict[str, dict[str, int]] = {}
+        for kind, direct, relayed, n in con.execute(
+                "SELECT kind, direct, relayed, COUNT(*) FROM (SELECT kind, MAX(station NOT LIKE '% via %') AS direct, "
+                "MAX(station LIKE '% via %') AS relayed FROM heard GROUP BY kind, boot, seq) GROUP BY kind, direct, relayed"):
+            way = "both" if direct and relayed else "direct" if direct else "relayed"
+            ways.setdefault(kind, {"direct": 0, "relayed": 0, "both": 0})[way] += n
     finally:
         con.close()
-    return {"telemetry": telemetry, "musings": musings, "musings_only_relayed": only_relayed, "paths": paths}
+    # A musing whose every hearing came through another balloon reached us only by relay.
+    only_relayed = ways.get("musing", {}).get("relayed", 0)
+    return {"telemetry": telemetry, "musings": musings, "musings_only_relayed": only_relayed, "paths": paths,
+            "ways": ways}
 
 
 def fleet_section(out: Path, members: list[Member], exits: dict[str, int | None]) -> list[dict]:
