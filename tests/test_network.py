@@ -32,11 +32,13 @@ from groundstation.network import (
     Reconnect,
     StationPublisher,
     add_publish_arguments,
+    cli,
     cmd_aggregate,
     publisher_from_args,
     register_cli,
     status_topic,
 )
+from groundstation.station_limits import StationLimits
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.wire.events import event
@@ -405,7 +407,7 @@ def test_station_and_prefix_must_be_topic_levels():
         StationPublisher("127.0.0.1", 1, "ok", topic_prefix="strato/#")
 
 
-def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker):
+def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker, monkeypatch):
     parser = argparse.ArgumentParser(prog="python -m groundstation")
     sub = parser.add_subparsers(dest="command", required=True)
     register_cli(sub)
@@ -426,9 +428,32 @@ def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker):
     assert db.exists() and "aggregate: 0 messages" in err and "(quorum 3, trusted hill)" in err
     for bad, message in ((["--quorum", "0"], "--quorum: 1 station or more"),
                          (["--password-file", str(tmp_path / "nope")], "cannot read the broker password"),
-                         (["--ca", str(tmp_path / "nope.crt")], "no such certificate file")):
+                         (["--ca", str(tmp_path / "nope.crt")], "no such certificate file"),
+                         (["--station-rate", "0"], "--station-rate: a positive number of frames a second, got 0"),
+                         (["--station-rate", "nan"], "--station-rate: a positive number"),
+                         (["--station-burst", "0"], "--station-burst: 1 frame or more, got 0"),
+                         (["--station-quota", "-1"], "--station-quota: 0 frames or more, got -1"),
+                         (["--station-pending", "500", "--pending-total", "400"],
+                          "--pending-total 400 is below --station-pending 500")):
         args = parser.parse_args(["aggregate", "--broker", "127.0.0.1:1", "--db", str(db), *bad])
         assert cmd_aggregate(args) == 2 and message in capsys.readouterr().err
+    # the limits given reach the aggregator, its memory sized for a total above the default
+    made = {}
+
+    class Recorded(cli.Aggregator):
+        def __init__(self, *a, **kw):
+            made.update(kw)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(cli, "Aggregator", Recorded)
+    args = parser.parse_args(["aggregate", "--broker", f"127.0.0.1:{broker.port}", "--db", str(db), "--duration", "0.2",
+                              "--station-rate", "50", "--station-burst", "900", "--station-pending", "30000",
+                              "--pending-total", "250000", "--station-quota", "7"])
+    assert cmd_aggregate(args) == 0
+    capsys.readouterr()
+    assert made["limits"] == StationLimits(rate_frames_s=50.0, burst_frames=900, pending_per_station=30_000,
+                                           pending_total=250_000, quota_frames=7)
+    assert made["remember"] == 250_000
     (tmp_path / "not.db").write_text("not a database at all, just text " * 40)
     args = parser.parse_args(["aggregate", "--broker", "127.0.0.1:1", "--db", str(tmp_path / "not.db")])
     assert cmd_aggregate(args) == 1

@@ -27,6 +27,7 @@ from .session import _Session
 from .topics import DEFAULT_PREFIX, FORMAT_VERSION, POLL_S, BrokerAuth, Reconnect, check_prefix, topic_level
 
 log = structlog.get_logger(__name__)
+REMEMBER = 100_000  # frame digests, message ids and finished records remembered (per station for ids)
 
 
 # --------------------------------------------------------------------------- aggregator side
@@ -75,7 +76,7 @@ class Aggregator:
 
     def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
                  *, client_id: str = "stratoecho-aggregator", reconnect: Reconnect = Reconnect(),
-                 batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = 100_000,
+                 batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = REMEMBER,
                  trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None,
                  limits: StationLimits | None = None, clock=time.monotonic,
                  downlink: wire.DownlinkAuth | None = None) -> None:

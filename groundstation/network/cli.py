@@ -15,7 +15,8 @@ from stratoecho.wire.uplink import KeyFileError
 
 from ..db import StoreError
 from ..keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
-from .aggregator import Aggregator
+from ..station_limits import StationLimits
+from .aggregator import REMEMBER, Aggregator
 from .publisher import StationPublisher
 from .topics import _NOT_A_LEVEL, DEFAULT_PREFIX, BrokerAuth, check_prefix, topic_level
 
@@ -81,10 +82,50 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                         help="how many stations must send a frame's bytes before an untrusted station's frame "
                              "counts (default 2; 1 believes every station)")
     _broker_auth_arguments(parser, "")
+    _limit_arguments(parser)
     parser.add_argument("--duration", type=positive_number("seconds"), metavar="SECONDS",
                         help="stop after this many seconds (for scripted runs)")
     parser.set_defaults(func=cmd_aggregate)
     return parser
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Each station's share of the aggregator (docs/ground.md, "What a station is trusted with")."""
+    d = StationLimits()
+    group = parser.add_argument_group(
+        "each station's limits", "what one login may cost the aggregator; the defaults fit a four-hour flight "
+                                 "heard by a handful of stations. Raise them for a float flight of days or a "
+                                 "station with several receivers")
+    group.add_argument("--station-rate", type=float, default=d.rate_frames_s, metavar="FRAMES_S",
+                       help=f"frames a second a station may send, past its burst (default {d.rate_frames_s:g})")
+    group.add_argument("--station-burst", type=int, default=d.burst_frames, metavar="FRAMES",
+                       help=f"frames a station may send at once, catching up after an outage (default {d.burst_frames})")
+    group.add_argument("--station-pending", type=int, default=d.pending_per_station, metavar="FRAMES",
+                       help="a station's claims held in memory, waiting for another station to vouch for them "
+                            f"(default {d.pending_per_station})")
+    group.add_argument("--pending-total", type=int, default=d.pending_total, metavar="FRAMES",
+                       help=f"all stations' claims held in memory together (default {d.pending_total})")
+    group.add_argument("--station-quota", type=int, default=d.quota_frames, metavar="FRAMES",
+                       help=f"frames stored per station, ~110 bytes each (default {d.quota_frames}; 0 stores none "
+                            "of its frames, though vouched ones still decode)")
+
+
+def limits_from_args(args: argparse.Namespace) -> StationLimits:
+    """The StationLimits `_limit_arguments` gave; ValueError naming the option that will not do."""
+    if not args.station_rate > 0:
+        raise ValueError(f"--station-rate: a positive number of frames a second, got {args.station_rate:g}")
+    for option, value, least in (("--station-burst", args.station_burst, 1),
+                                 ("--station-pending", args.station_pending, 1),
+                                 ("--pending-total", args.pending_total, 1),
+                                 ("--station-quota", args.station_quota, 0)):
+        if value < least:
+            raise ValueError(f"{option}: {least} frame{'s' if least != 1 else ''} or more, got {value}")
+    if args.pending_total < args.station_pending:
+        raise ValueError(f"--pending-total {args.pending_total} is below --station-pending {args.station_pending}: "
+                         "all stations' claims together hold at least one station's")
+    return StationLimits(rate_frames_s=args.station_rate, burst_frames=args.station_burst,
+                         pending_per_station=args.station_pending, pending_total=args.pending_total,
+                         quota_frames=args.station_quota)
 
 
 def _broker_auth_arguments(parser, prefix: str) -> None:
@@ -158,6 +199,7 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
         auth = auth_from_args(args)
         if args.quorum < 1:
             raise ValueError(f"--quorum: 1 station or more, got {args.quorum}")
+        limits = limits_from_args(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -168,7 +210,8 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
                         fix="--downlink-key FILE (keygen --downlink-from FLIGHT_KEY FILE)")
         relayers = relayers_from_key_args(args)
         aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id,
-                                trusted=args.trust, quorum=args.quorum, auth=auth, downlink=downlink)
+                                trusted=args.trust, quorum=args.quorum, auth=auth, downlink=downlink,
+                                limits=limits, remember=max(REMEMBER, limits.pending_total))
         aggregator.decoder.relayers.update(relayers)
     except (KeyFileError, ValueError, StoreError) as e:  # the key file or the database will not do
         print(f"error: {e}", file=sys.stderr)
