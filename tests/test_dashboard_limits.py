@@ -26,6 +26,7 @@ def start(tmp_path):
     servers = []
 
     def start(**limits):
+        limits.setdefault("local_reserve", 0)  # every client here is loopback: the totals alone
         stop = threading.Event()
         server = serve(tmp_path / "ground.db", "127.0.0.1", 0, stop, map_layers=MapLayers(basemap=None),
                        limits=Limits(**limits))
@@ -35,6 +36,28 @@ def start(tmp_path):
     yield start
     for stop in servers:
         stop.set()
+
+
+def test_the_station_itself_is_served_past_the_totals_the_field_network_filled():
+    """Every slot taken by clients on the field network: this machine's own (its screen, the
+    operator at it) still gets `local_reserve` more, each within its own per-client cap."""
+    from groundstation.web.limits import Slots
+
+    slots = Slots(Limits(connections=4, client_connections=2, streams=2, client_streams=1, local_reserve=2))
+    for client in ("10.0.0.2", "10.0.0.2", "10.0.0.3", "fd00::7"):
+        assert slots.take("connection", client)
+    assert not slots.take("connection", "10.0.0.4")  # the total
+    assert slots.take("connection", "127.0.0.1") and slots.take("connection", "::1")
+    assert not slots.take("connection", "127.0.0.2")  # the reserve is spent too
+    assert not slots.take("connection", "192.168.1.9")
+    slots.give("connection", "10.0.0.2")
+    assert not slots.take("connection", "10.0.0.4")  # the station's own count in the total too
+    slots.give("connection", "127.0.0.1")
+    slots.give("connection", "::1")
+    assert slots.take("connection", "10.0.0.4")  # below the total again: anyone
+    assert slots.take("stream", "10.0.0.2") and slots.take("stream", "10.0.0.3")
+    assert not slots.take("stream", "10.0.0.4")
+    assert slots.take("stream", "127.0.0.1") and not slots.take("stream", "127.0.0.1")  # one per client still
 
 
 def connect(server, source: str = "127.0.0.1") -> socket.socket:

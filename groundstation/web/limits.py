@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .hosts import is_loopback
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -26,6 +28,9 @@ class Limits:
     idle_s: float = 30.0  # waiting for a request's first line (a kept-alive connection too), or for any byte
     header_s: float = 10.0  # a request's headers and body, from its first line
     retry_after_s: int = 5  # what a refused client is told to wait
+    # This machine's own clients (the station's screen, its operator) may go this far past the
+    # totals: the field network filling every slot does not lock the station out of itself.
+    local_reserve: int = 16
 
 
 class Slots:
@@ -40,6 +45,8 @@ class Slots:
     def take(self, kind: str, client: str) -> bool:
         cap, client_cap = ((self.limits.connections, self.limits.client_connections) if kind == "connection"
                            else (self.limits.streams, self.limits.client_streams))
+        if is_loopback(client):
+            cap += self.limits.local_reserve
         with self.lock:
             held = self.per_client.get((kind, client), 0)
             if self.total[kind] >= cap or held >= client_cap:
