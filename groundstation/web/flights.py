@@ -92,7 +92,6 @@ class FlightFiles:
             out.append((str(path), *_changes(path)))
         return tuple(out)
 
-
     def cached(self, what: str, path: Path, build: Callable[[], object]) -> object:
         """`build()`'s answer about `path`, built again only once its files changed (sizes and
         times, as `signature`): every open page asks every few seconds, and reading a long flight's

@@ -38,7 +38,7 @@ def rows(persona: Path | None) -> list[tuple]:
         sent, got = far["beacon"]["sentences"], far["ground"]["telemetry"]
         out.append((f"network: far balloon's positions at the ground, {how}", f"{got}", "positions",
                     f"of {sent} on air in {MINUTES:.0f} flight minutes; "
-                    + ("a relay sends one a minute" if relay else "the ground hears none")))
+                    + _ways(far["ground"]["ways"].get("telemetry", {}), relay)))
         queued, mused = far["ground"]["musings"], far["musings_queued"]
         out.append((f"network: far balloon's musings at the ground, {how}", f"{queued}/{mused}", "musings",
                     f"{far['ground'].get('musings_only_relayed', 0)} by relay alone"))
@@ -53,6 +53,16 @@ def rows(persona: Path | None) -> list[tuple]:
             gaps = ", ".join(f"{b['callsign']} {b['beacon']['longest_gap_s']} s" for b in report["fleet"])
             limit = report["fleet"][0]["beacon"]["gap_limit_s"]
             missed = sum(b["beacon"]["missed_slots"] for b in report["fleet"])
-            out.append(("network: longest beacon gap per balloon", gaps, "", f"period 10 s, a slot missed past "
-                        f"{limit} s: " + ("none missed" if not missed else f"{missed} missed")))
+            period = report["fleet"][0]["beacon"]["period_s"]
+            out.append(("network: longest beacon gap per balloon", gaps, "", f"period {period:g} s, a slot missed "
+                        f"past {limit} s: " + ("none missed" if not missed else f"{missed} missed")))
     return out
+
+
+def _ways(telemetry: dict, relay: bool) -> str:
+    """How the far balloon's positions came, as the ground's `heard` table says."""
+    direct, relayed, both = (telemetry.get(k, 0) for k in ("direct", "relayed", "both"))
+    if not direct and not both:
+        return "all through NEAR1 (it relays one a minute)" if relayed else "the ground heard none"
+    return f"{relayed} through NEAR1 only, {direct} heard directly only, {both} both ways" if relay else \
+        f"{direct} heard directly"
