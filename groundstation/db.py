@@ -14,8 +14,8 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
                received_at                                    sync byte included); the picture they make is
                                                                an image record of boot 0 (`add_ssdv`)
     outbox     id, queued_at, command, args, what, sent_at,    commands waiting for the payload's next
-               answers_boot, answers_seq, confirms            listen window (the dashboard queues, the
-                                                               listener signs and sends)
+               answers_boot, answers_seq, confirms, refused   listen window (the dashboard queues, the
+                                                               listener signs and sends, or refuses)
     stations   name, lat, lon, alt_m, updated_at              where each station is, as it says itself
                                                                (listen --station-position; the network's)
 
@@ -32,6 +32,9 @@ and API requests as JSON, the JPEG of an image, NULL for musings and events.
 `outbox.what` is the line a person reads; what a program asks of a row is in columns:
 `answers_boot`/`answers_seq` name the API request an API_ANSWER replies to, and
 `confirms` the outbox row whose risky command a confirmation repeats (NULL otherwise).
+`refused` says why the listener would not sign a row (its arguments do not unpack as its
+command's): the dashboard writes the outbox under another user, so the listener reads it as
+it reads the air, and a bad row costs that row, never the listener.
 
 One database is one flight. `listen --follow CALLSIGN=FILE` keeps each followed flight in a
 database of its own beside `--db` (ground.db -> ground.CALLSIGN.db, `flights.flight_db_path`),
@@ -79,9 +82,10 @@ from stratoecho.wire.uplink import CommandId
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 8  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+SCHEMA_VERSION = 9  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
 #                     5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
-#                     7: stations (where each is); 8: authentic (tagged by the balloon, or open)
+#                     7: stations (where each is); 8: authentic (tagged by the balloon, or open);
+#                     9: outbox.refused (a row the listener would not sign, and why)
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -125,7 +129,8 @@ CREATE TABLE outbox (
     queued_at TEXT NOT NULL,
     command INTEGER NOT NULL, args BLOB NOT NULL, what TEXT NOT NULL,
     sent_at TEXT,
-    answers_boot INTEGER, answers_seq INTEGER, confirms INTEGER
+    answers_boot INTEGER, answers_seq INTEGER, confirms INTEGER,
+    refused TEXT
 );
 CREATE TABLE stations (
     name TEXT PRIMARY KEY,
@@ -194,6 +199,7 @@ _MIGRATIONS = {
     # Rows from before tags were all believed as they are: 1 keeps them so.
     8: ["ALTER TABLE telemetry ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE records ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1"],
+    9: ["ALTER TABLE outbox ADD COLUMN refused TEXT"],
 }
 
 
@@ -342,11 +348,16 @@ class Store:
 
     def pending_commands(self, limit: int = 8) -> list[dict]:
         rows = self._db.execute("SELECT id, queued_at, command, args, what, answers_boot, answers_seq, confirms "
-                                "FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,))
+                                "FROM outbox WHERE sent_at IS NULL AND refused IS NULL ORDER BY id LIMIT ?", (limit,))
         return [dict(r) for r in rows]
 
     def mark_command_sent(self, command_id: int) -> None:
         self._db.execute("UPDATE outbox SET sent_at = ? WHERE id = ?", (utc_now(), command_id))
+        self.commit()
+
+    def refuse_command(self, command_id: int, why: str) -> None:
+        """A row the listener will not sign: never sent, and the outbox says why."""
+        self._db.execute("UPDATE outbox SET refused = ? WHERE id = ?", (why, command_id))
         self.commit()
 
     def last_command(self, command: int, args: bytes) -> dict | None:

@@ -18,6 +18,7 @@ flight's database; only the primary flight's frames reach the repair link.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections import Counter
@@ -223,10 +224,11 @@ class RepairLink:
         outbox: dict[int, int] = {}  # id(command) -> outbox row, marked sent once on the air
         for row in queued:  # what a person or the API proxy asked for: before repairs, it is rarer
             try:
-                cmd = uplink.COMMANDS[uplink.CommandId(row["command"])].unpack(row["args"])
-            except (ValueError, KeyError) as e:
-                log.error("outbox command unreadable; dropped", id=row["id"], error=str(e))
-                self.store.mark_command_sent(row["id"])
+                cmd = uplink.COMMANDS[uplink.CommandId(row["command"])].unpack(bytes(row["args"]))
+            except (ValueError, KeyError, TypeError, struct.error) as e:  # written by another user: read as input
+                why = f"command {row['command']!r} with {len(row['args'] or b'')} bytes of arguments does not unpack ({e})"
+                log.error("outbox command refused", id=row["id"], why=why)
+                self.store.refuse_command(row["id"], why)
                 continue
             outbox[id(cmd)] = row["id"]
             commands.append(cmd)

@@ -146,10 +146,11 @@ class OutboxRow:
     answers_boot: int | None = None  # an API answer: the request it replies to
     answers_seq: int | None = None
     confirms: int | None = None  # a confirmation: the outbox row whose command it repeats
+    refused: str | None = None  # why the listener would not sign it (never sent)
 
     @property
     def state(self) -> str:
-        return "sent" if self.sent_at else "queued"
+        return "sent" if self.sent_at else "refused" if self.refused else "queued"
 
 
 def _fields(text) -> dict | None:
@@ -409,15 +410,17 @@ class GroundReader:
     def outbox(self, limit: int = 100) -> list[OutboxRow]:
         """The newest commands queued for the payload, newest first."""
         sql = ("SELECT id, queued_at, command, what, sent_at, "
-               + ", ".join(self._column("outbox", c) for c in ("answers_boot", "answers_seq", "confirms"))
+               + ", ".join(self._column("outbox", c) for c in ("answers_boot", "answers_seq", "confirms", "refused"))
                + " FROM outbox ORDER BY id DESC LIMIT ?")
         return [OutboxRow(*r) for r in self._rows("outbox", sql, (limit,))]
 
     def outbox_state(self) -> tuple[int, int]:
-        """(newest row, rows sent): changes when a command is queued or sent."""
-        rows = self._rows("outbox", "SELECT coalesce(max(id), 0), count(sent_at) FROM outbox")
+        """(newest row, rows sent or refused): changes when a command is queued, sent or refused."""
+        rows = self._rows("outbox", "SELECT coalesce(max(id), 0), count(sent_at) + count("
+                          + self._column("outbox", "refused") + ") FROM outbox")
         return tuple(rows[0]) if rows else (0, 0)
 
     def commands_queued(self) -> int:
         """Commands waiting for the payload's next listen window."""
-        return self._one("outbox", "SELECT count(*) FROM outbox WHERE sent_at IS NULL", default=0)
+        return self._one("outbox", "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND "
+                         + self._column("outbox", "refused") + " IS NULL", default=0)

@@ -152,6 +152,38 @@ def test_a_forged_unconfirmed_event_makes_the_ground_sign_nothing_again(tmp_path
     assert any(isinstance(c, uplink.SetMode) for c in g.commands())
 
 
+
+@pytest.mark.parametrize("command, args", [
+    (int(uplink.CommandId.PING), b""),  # short: struct.error, which killed the listener
+    (int(uplink.CommandId.SET_MODE), b"\x09"),  # no such mode
+    (250, b"\x00"),  # no such command
+    (int(uplink.CommandId.PING), "text in the blob column"),  # SQLite keeps what it is given
+])
+def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(tmp_path, command, args):
+    """The dashboard writes the outbox as another user: a row whose arguments do not unpack as its
+    command's (a damaged database, a hostile web user) is refused with the reason, shown as
+    refused, never marked sent, and the operator's good command behind it still goes out signed."""
+    from groundstation.reading import GroundReader
+
+    g = Ground(tmp_path)
+    if isinstance(args, str):  # past Store's own checks, as another writer of the file can
+        bad = g.store._db.execute("INSERT INTO outbox (queued_at, command, args, what) VALUES (?, ?, ?, ?)",
+                                  ("2026-05-01T10:00:00.000+00:00", command, args, "text")).lastrowid
+        g.store.commit()
+    else:
+        bad = g.store.queue_command(command, args, "a row no dashboard writes")
+    ping = uplink.Ping(7)
+    good = g.store.queue_command(int(ping.command_id), ping.pack(), "ping")
+    g.hear(position(6), cue(6))
+    assert uplink.Ping(7) in g.commands()
+    assert g.store.pending_commands() == []
+    with GroundReader.open(g.db) as reader:
+        rows = {r.id: r for r in reader.outbox()}
+        assert reader.commands_queued() == 0
+    assert rows[good].state == "sent"
+    assert rows[bad].state == "refused" and rows[bad].sent_at is None
+    assert "does not unpack" in rows[bad].refused
+
 def _message(station: str, n: int, data: bytes) -> tuple[str, bytes]:
     body = {"v": 1, "id": f"{station}:{n}", "station": station, "received_at": "2026-05-01T10:00:00.000+00:00",
             "hex": data.hex()}

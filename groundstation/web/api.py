@@ -78,7 +78,7 @@ def record_json(row: RecordRow) -> dict:
 
 def outbox_json(rows: list[OutboxRow]) -> list[dict]:
     return [{"id": r.id, "queued_at": r.queued_at, "command": r.command, "what": r.what, "sent_at": r.sent_at,
-             "state": r.state} for r in rows]
+             "state": r.state, "refused": r.refused} for r in rows]
 
 
 def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:

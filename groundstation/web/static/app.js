@@ -501,6 +501,7 @@
       el("td", row, c.what);
       const cell = el("td", row, c.state);
       if (c.sent_at) { cell.textContent = "sent "; timeEl(cell, c.sent_at); }
+      else if (c.refused) cell.textContent = `refused: ${c.refused}`;
       return row;
     }));
     if (!rows.length) el("tr", $("outbox").tBodies[0]).appendChild(el("td", null, "nothing queued", { colspan: 4 }));
