@@ -80,3 +80,24 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     assert q["cut_by_budget"]["count"] == 2
     assert [e["text"] for e in section["first"]] == ["Rising into the cold.", "the air is thin…", "", None,
                                                      long["text"]]
+
+
+def test_its_own_musings_reach_the_prompt_only_when_the_configuration_asks(tmp_path, tiny_bundle):
+    """A 135M persona given its own last musings copied them (the Pi configuration's bench flights,
+    docs/payload.md): by default a prompt offers none; `recall_musings = N` offers up to N."""
+    said = ["The fields are a patchwork from here.", "Colder now, and the sky is darker."]
+    for recall, expect in ((0, False), (2, True)):
+        (tmp_path / str(recall)).mkdir()
+        d = _daemon(tmp_path / str(recall), load_bundle(tiny_bundle))
+        d.cfg.persona.recall_musings = recall
+        d.worker.n_ctx = 1024  # room for every memory: only the setting decides
+        prompts, answers = [], iter(Generation(t, 8, 0.01, "stop") for t in said)
+        d.worker.generate = lambda prompt, max_tokens, seed=None: prompts.append(prompt) or next(answers)
+        d.beacon_once()
+        with capture_logs() as logs:
+            d.think_once()
+            d.think_once()
+        assert [e.get("text") for e in logs if e["event"] == "musing"] == said
+        assert ("you thought" in prompts[1] and said[0] in prompts[1]) is expect
+        assert "you thought" not in prompts[0]
+        assert logs[-1]["facts"].get("memories", 0) == (1 if expect else 0)

@@ -119,8 +119,8 @@ class Musings:
         phase, mode = self.governor.phase.value, self.governor.mode.value
         # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
         outcomes = self.reach.recent_outcomes(3)
-        ctx = PromptContext(phase=phase, mode=mode, memories=self.memory.for_prompt(memory_query(r, phase, mode)),
-                            outcomes=[describe_outcome(o) for o in outcomes])
+        memories = self.memory.for_prompt(memory_query(r, phase, mode), musings=self.cfg.persona.recall_musings)
+        ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o) for o in outcomes])
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
         if p.over_budget:
