@@ -392,7 +392,7 @@ class PersonaSection(Section):
                           "from the board and the energy left (payload/policy/budget.py); unset: the fixed values above")
     recall_musings: int = Field(
         0, ge=0, le=8, description="the persona's own earlier musings offered in each prompt ('you thought ...'); "
-                                   "0: none, as a small model copies them (docs/payload.md, 'Memory and reaching out')")
+                                   "0: none, as a small model copies them (docs/payload.md, 'What the persona is told')")
     sentences: bool = Field(
         False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
                            "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "

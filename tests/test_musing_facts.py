@@ -38,7 +38,8 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     asked = d.reach.ask("weather", "52.7,-2.7")
     d.reach.on_answer(asked, int(ApiStatus.OFFLINE), "")
     with capture_logs() as logs:
-        d.think_once()  # the tiny model's context leaves no room for the outcome: the budget drops it
+        d.worker.n_ctx = 200
+        d.think_once()  # a small context leaves no room for the outcome: the budget drops it
         d.worker.n_ctx = 1024
         for _ in range(4):
             d.think_once()
@@ -55,12 +56,15 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
         assert f["temp_c"] == round(r.temp_c, 1) and f"{int(round(r.temp_c))} °C outside" in prompt
         assert f["pressure_hpa"] == round(r.pressure_hpa, 1) and f"{r.pressure_hpa:.0f} hPa" in prompt
         assert f["batt_v"] == round(r.batt_mv / 1000, 3) and f"battery {f['batt_v']:.2f} V" in prompt
-        assert f["sun_up"] == ("in sunlight" in prompt) and f["sats"] == r.sats
+        assert f["sun_up"] == ("in sunlight" in prompt) and "sats" not in f and "satellite" not in prompt
+        assert "box_temp_c" not in f and "inside the box" not in prompt
         assert e["boot"] == d.boot and e["t_s"] >= 0 and e["tokens"] > 0
     # What the prompt carried of its question, and only then.
     assert "requests" not in events[0]["facts"] and "no internet" not in prompts[0]
-    assert all(e["facts"]["requests"] == [{"api": "weather", "outcome": "offline"}] for e in events[1:])
-    assert "no internet" in prompts[1]
+    # Then in the next two prompts (musings.OUTCOME_PROMPTS), and no more: it is news, not the flight.
+    assert all(e["facts"]["requests"] == [{"api": "weather", "outcome": "offline"}] for e in events[1:3])
+    assert "no internet" in prompts[1] and "no internet" in prompts[2]
+    assert all("requests" not in e["facts"] for e in events[3:]) and "no internet" not in prompts[3] + prompts[4]
 
     first, cut_short, empty, dropped, long = events
     assert (first["text"], first["finish"], first["cut"]) == ("Rising into the cold.", "stop", False)
@@ -92,7 +96,8 @@ def test_its_own_musings_reach_the_prompt_only_when_the_configuration_asks(tmp_p
         d.cfg.persona.recall_musings = recall
         d.worker.n_ctx = 1024  # room for every memory: only the setting decides
         prompts, answers = [], iter(Generation(t, 8, 0.01, "stop") for t in said)
-        d.worker.generate = lambda prompt, max_tokens, seed=None: prompts.append(prompt) or next(answers)
+        d.worker.generate = (lambda prompt, max_tokens, seed=None, prompts=prompts, answers=answers:
+                             prompts.append(prompt) or next(answers))
         d.beacon_once()
         with capture_logs() as logs:
             d.think_once()

@@ -98,6 +98,11 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> 
     """The readings in plain words, the way a person would say them. A value not measured
     (NaN, no battery reading) is left out rather than said wrong.
 
+    What the words say is what a small model muses about, so they say only what a person aloft
+    would notice. The box's temperature and the GPS's satellites are left out: SmolLM2-135M made
+    "a satellite in the box" of them in most musings, and without them its musings kept to the
+    flight (docs/payload.md, "What the persona is told"). A lost fix is still said as such.
+
     `phase` (the daemon's detector) overrides `r.phase`; `mode` is a payload.policy.modes.Mode value."""
     phase = str(getattr(phase, "value", phase) or r.phase)
     mode = str(getattr(mode, "value", mode) or "")
@@ -111,8 +116,6 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> 
         parts.append(f"with no GPS fix (last known {alt})" if alt else "with no GPS fix")
     if _known(r.temp_c):
         parts.append(f"{_deg(r.temp_c)} outside")
-    if _known(r.box_temp_c):
-        parts.append(f"{_deg(r.box_temp_c)} inside the box")
     if _known(r.pressure_hpa):
         parts.append(f"{r.pressure_hpa:.0f} hPa")
     if r.batt_mv and _known(r.batt_mv):
@@ -122,8 +125,6 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> 
     sun = sun_is_up(r)
     if sun is not None:
         parts.append("in sunlight" if sun else "in the night")
-    if r.sats is not None:
-        parts.append(f"{r.sats} satellites in view")
     return ", ".join(parts) or "somewhere, not sure where"
 
 

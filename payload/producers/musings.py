@@ -43,6 +43,10 @@ from .beacon import Beacon
 log = structlog.get_logger(__name__)
 
 MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs need the rest
+# An answer (or the lack of one) is news for the next musings, not for the next hour: kept in every
+# prompt until the next question, "asked for the news: nobody answered" was what SmolLM2-135M
+# mused about instead of its flight (docs/payload.md, "What the persona is told").
+OUTCOME_PROMPTS = 2
 # What a generation costs on the board being rehearsed, in flight seconds, from the model's,
 # the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
 # one; in flight the generation has already taken its time.
@@ -76,6 +80,7 @@ class Musings:
         self.restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
         self._persona_down = False
         self._asked = 0  # musings asked for this boot (the sampling seed)
+        self._told: dict[tuple, int] = {}  # an outcome -> the prompts that carried it
 
     def once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
@@ -118,7 +123,9 @@ class Musings:
         other balloons whose musings it quoted ("FAR1 said ...")."""
         phase, mode = self.governor.phase.value, self.governor.mode.value
         # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
-        outcomes = self.reach.recent_outcomes(3)
+        recent = {_outcome_key(o): o for o in self.reach.recent_outcomes(3)}
+        self._told = {k: self._told.get(k, 0) for k in recent}  # forget those no longer recent
+        outcomes = [o for k, o in recent.items() if self._told[k] < OUTCOME_PROMPTS]
         memories = self.memory.for_prompt(memory_query(r, phase, mode), musings=self.cfg.persona.recall_musings)
         ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o) for o in outcomes])
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
@@ -126,7 +133,10 @@ class Musings:
         if p.over_budget:
             log.warning("prompt_over_budget", chars=p.chars)
         # The budget drops the oldest outcomes first: those kept are the newest.
-        facts = prompt_facts(fresh(r), phase, mode, outcomes[len(outcomes) - p.outcomes:], p.memories)
+        kept = outcomes[len(outcomes) - p.outcomes:]
+        for o in kept:
+            self._told[_outcome_key(o)] += 1
+        facts = prompt_facts(fresh(r), phase, mode, kept, p.memories)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
         return rendered, facts, [who for who in offered if f"{who} said" in rendered]
@@ -227,6 +237,10 @@ class Musings:
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record)
 
 
+def _outcome_key(o: Outcome) -> tuple:
+    return o.api, o.query, o.kind, o.at
+
+
 def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int) -> MusingFacts:
     """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
     readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
@@ -237,10 +251,9 @@ def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], me
         return x is not None and math.isfinite(x)
 
     return MusingFacts(
-        phase=phase, mode=mode, fix=r.fix_valid, sats=r.sats, sun_up=sun_is_up(r), memories=memories,
+        phase=phase, mode=mode, fix=r.fix_valid, sun_up=sun_is_up(r), memories=memories,  # no satellites, no box: never said
         alt_m=round(r.alt_m) if known(r.alt_m) else None,
         temp_c=round(r.temp_c, 1) if known(r.temp_c) else None,
-        box_temp_c=round(r.box_temp_c, 1) if known(r.box_temp_c) else None,
         pressure_hpa=round(r.pressure_hpa, 1) if known(r.pressure_hpa) else None,
         batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
         requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
