@@ -58,6 +58,8 @@ def test_the_station_itself_is_served_past_the_totals_the_field_network_filled()
     assert slots.take("stream", "10.0.0.2") and slots.take("stream", "10.0.0.3")
     assert not slots.take("stream", "10.0.0.4")
     assert slots.take("stream", "127.0.0.1") and not slots.take("stream", "127.0.0.1")  # one per client still
+    assert slots.take("stream", "::ffff:127.0.0.1")  # the station itself, heard by a dashboard on `::`
+    assert not slots.take("stream", "::ffff:10.0.0.5")  # the field network, likewise
 
 
 def connect(server, source: str = "127.0.0.1") -> socket.socket:

@@ -43,11 +43,14 @@ def _ip(text: str) -> str | None:
 
 
 def is_loopback(address: str) -> bool:
-    """Whether a socket address (a client's, or the one the dashboard listens on) is this machine's own."""
+    """Whether a socket address (a client's, or the one the dashboard listens on) is this machine's own.
+    A dashboard on `::` hears IPv4 clients as IPv4-mapped addresses (::ffff:127.0.0.1), which
+    Python before 3.13 does not call loopback."""
     try:
-        return ipaddress.ip_address(address.partition("%")[0]).is_loopback
+        ip = ipaddress.ip_address(address.partition("%")[0])
     except ValueError:
         return address == "localhost"
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 def normal_name(text: str) -> str:
