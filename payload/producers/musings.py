@@ -80,7 +80,7 @@ class Musings:
         self.restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
         self._persona_down = False
         self._asked = 0  # musings asked for this boot (the sampling seed)
-        self._told: dict[tuple, int] = {}  # an outcome -> the prompts that carried it
+        self._told: dict[Outcome, int] = {}  # an outcome (frozen: equal by value) -> the prompts that carried it
 
     def once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
@@ -123,9 +123,9 @@ class Musings:
         other balloons whose musings it quoted ("FAR1 said ...")."""
         phase, mode = self.governor.phase.value, self.governor.mode.value
         # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
-        recent = {_outcome_key(o): o for o in self.reach.recent_outcomes(3)}
-        self._told = {k: self._told.get(k, 0) for k in recent}  # forget those no longer recent
-        outcomes = [o for k, o in recent.items() if self._told[k] < OUTCOME_PROMPTS]
+        recent = self.reach.recent_outcomes(3)
+        self._told = {o: self._told.get(o, 0) for o in recent}  # forget those no longer recent
+        outcomes = [o for o in recent if self._told[o] < OUTCOME_PROMPTS]
         memories = self.memory.for_prompt(memory_query(r, phase, mode), musings=self.cfg.persona.recall_musings)
         ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o) for o in outcomes])
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
@@ -135,7 +135,7 @@ class Musings:
         # The budget drops the oldest outcomes first: those kept are the newest.
         kept = outcomes[len(outcomes) - p.outcomes:]
         for o in kept:
-            self._told[_outcome_key(o)] += 1
+            self._told[o] += 1
         facts = prompt_facts(fresh(r), phase, mode, kept, p.memories)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
@@ -235,10 +235,6 @@ class Musings:
         return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
                             max_tokens=self.cfg.persona.max_tokens,
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record)
-
-
-def _outcome_key(o: Outcome) -> tuple:
-    return o.api, o.query, o.kind, o.at
 
 
 def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int) -> MusingFacts:
