@@ -312,6 +312,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def describe_report(r: dict, out: Path) -> str:
+    from .bench.flight_report import describe_faults
     from .bench.musing_report import describe_musings
 
     m, t, f = r["musings"], r["telemetry"], r["frames"]
@@ -336,9 +337,7 @@ def describe_report(r: dict, out: Path) -> str:
     if modes:
         total = sum(modes.values()) or 1
         lines.append("  modes      " + ", ".join(f"{k} {v / total:.0%}" for k, v in modes.items()))
-    faults = (r.get("faults") or {}).get("by_device") or []
-    lines.append("  faults     " + (", ".join(f"{x['device']} {x['status']} (from {x['first_s'] / 60:.0f} min)"
-                                             for x in faults) or "none seen at the ground"))
+    lines.append("  faults     " + describe_faults((r.get("faults") or {}).get("by_device") or []))
     world = r.get("world") or {}
     energy = r.get("energy") or {}
     if world:

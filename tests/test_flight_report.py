@@ -20,6 +20,7 @@ from groundstation.sources import ReplaySource
 from sim.bench.flight_report import (
     PAYLOAD_ESTIMATE,
     UNKNOWN_MODE,
+    describe_faults,
     flight_series,
     flight_svg,
     summarise,
@@ -195,6 +196,14 @@ def test_a_fault_between_two_health_records_is_seen_by_its_device_events(tmp_pat
                                          event("device", device="bme280", before=before, after=after)))
     faults = [(f.t_s, f.device, f.status) for f in flight_series(tmp_path / "g.db").faults]
     assert faults == [(180.0, "bme280", "i2c_error"), (210.0, "bme280", "absent")]
+    # and when it was back: a report that said only "absent (from 4 min)" read as lost for good
+    summary = summarise(tmp_path / "g.db", None, None)["faults"]["by_device"]
+    assert [(f["status"], f.get("ok_again_s")) for f in summary] == [("i2c_error", 300.0), ("absent", 300.0)]
+    assert describe_faults(summary) == ("bme280 i2c_error (from 3 min, ok again at 5 min), "
+                                        "bme280 absent (from 4 min, ok again at 5 min)")
+    assert describe_faults([{k: v for k, v in summary[1].items() if k != "ok_again_s"}]) == \
+        "bme280 absent (from 4 min)"
+    assert describe_faults([]) == "none seen at the ground"
 
 
 # ----------------------------------------------------------------------------- summary
@@ -213,8 +222,10 @@ def test_summary_modes(ground):
 def test_summary_faults_loss_energy_reboots(ground):
     r = summarise(ground, PAYLOAD, CHANNEL)
     assert r["faults"] == {"total": 4, "by_device": [
-        {"device": "gps", "status": "silent", "count": 3, "first_s": 2400.0, "last_s": 3000.0},
-        {"device": "store", "status": "store write failed", "count": 1, "first_s": 4020.0, "last_s": 4020.0},
+        # each heard working again at the next health record
+        {"device": "gps", "status": "silent", "count": 3, "first_s": 2400.0, "last_s": 3000.0, "ok_again_s": 3300.0},
+        {"device": "store", "status": "store write failed", "count": 1, "first_s": 4020.0, "last_s": 4020.0,
+         "ok_again_s": 4200.0},
     ]}
     loss = r["loss"]
     assert loss["lost_share"] == pytest.approx(520 / 2420, abs=1e-4) and loss["lost_share_from"] == "channel"

@@ -83,6 +83,7 @@ class FlightSeries:
     boots: list[int] = field(default_factory=list)
     reboots: list[tuple[float, int]] = field(default_factory=list)  # (first time seen, boot)
     faults: list[Fault] = field(default_factory=list)
+    working: list[tuple[float, str]] = field(default_factory=list)  # (when, device) it was heard ok
 
     @property
     def start_s(self) -> float:
@@ -210,8 +211,12 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
             series.faults.append(Fault(t, "store", _fault_status(str(fields.get("detail", "")))))
         # A device's own event says when it failed, to the second; health says so every five minutes,
         # and a fault between two health records (an I2C sensor out for two minutes) only here.
-        if record.kind == "event" and fields.get("event") == "device" and fields.get("after") not in NOT_FAULTS:
-            series.faults.append(Fault(t, str(fields.get("device") or "device"), str(fields.get("after"))))
+        if record.kind == "event" and fields.get("event") == "device":
+            device, after = str(fields.get("device") or "device"), fields.get("after")
+            if after not in NOT_FAULTS:
+                series.faults.append(Fault(t, device, str(after)))
+            elif after == "ok":
+                series.working.append((t, device))
         if record.kind != "health":
             continue
         mode = fields.get("mode")
@@ -225,12 +230,15 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
             status = fields.get(device)
             if isinstance(status, str) and status != "ok":
                 series.faults.append(Fault(t, device, status))
+            elif status == "ok":
+                series.working.append((t, device))
 
     for name in ("altitude_m", "outside_c", "box_c", "cpu_c", "battery_v"):
         getattr(series, name).sort()
     series.telemetry_t.sort()
     series.modes.sort(key=lambda m: m[0])
     series.faults.sort(key=lambda f: (f.t_s, f.device))
+    series.working.sort()
     series.boots = sorted(first_seen)
     series.reboots = [(first_seen[b], b) for b in series.boots[1:]]
     series.end_s = max([e - t0 for _, e in tele_epochs] + [e - t0 for _, e in rec_epochs])
@@ -285,7 +293,19 @@ def _faults(s: FlightSeries) -> dict:
                                                      "first_s": round(f.t_s, 1)})
         g["count"] += 1
         g["last_s"] = round(f.t_s, 1)
+    for g in groups.values():  # heard working after its last fault: a flight report that said only
+        # "absent (from 6 min)" read as a sensor lost for good when it was back at 9
+        back = next((t for t, device in s.working if device == g["device"] and t > g["last_s"]), None)
+        if back is not None:
+            g["ok_again_s"] = round(back, 1)
     return {"total": len(s.faults), "by_device": list(groups.values())}
+
+
+def describe_faults(by_device: list[dict]) -> str:
+    """`sim report`'s faults line: "bme280 absent (from 6 min, ok again at 9 min)", each group once."""
+    return ", ".join(f"{x['device']} {x['status']} (from {x['first_s'] / 60:.0f} min"
+                     + (f", ok again at {x['ok_again_s'] / 60:.0f} min" if "ok_again_s" in x else "") + ")"
+                     for x in by_device) or "none seen at the ground"
 
 
 def _ground_frames(ground_db: Path) -> int | None:
