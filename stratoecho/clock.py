@@ -92,7 +92,9 @@ class Clock:
     def wait(self, flight_seconds: float, stop: threading.Event | None = None) -> bool:
         """Wait `flight_seconds`; True if `stop` was set meanwhile (at once when it is)."""
         stop = stop if stop is not None else threading.Event()
-        return stop.wait(max(flight_seconds, 0.0) / self.speedup)
+        # The wall seconds, whatever the event: one of this clock's own (`event()`) would scale them
+        # again, and a loop waiting on it would run `speedup` times too often.
+        return threading.Event.wait(stop, max(flight_seconds, 0.0) / self.speedup)
 
     def event(self) -> threading.Event:
         """An event whose `wait(timeout)` counts flight seconds."""
