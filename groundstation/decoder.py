@@ -162,7 +162,8 @@ class FrameDecoder:
         del self._musing_parts[key]
         self._musings_done.add(key)
         first = parts[1]
-        created = wire.telemetry_datetime(first.time, received)
+        # Made when its tag says (the line's own time is when it went on air); older lines: that.
+        created = wire.telemetry_datetime(first.made or first.time, received)
         text = " ".join(parts[i].text for i in range(1, s.parts + 1))
         record = wire.Record(wire.Kind.MUSING, s.boot, s.seq, int(created.timestamp()), text)
         self.records["musing_sentence"] += 1

@@ -11,21 +11,29 @@ returns it); the tracker's map shows a position's ``comment`` but hides ``raw``,
 gateway never sends ``comment``. So the form that gets furthest is a sentence with a
 position and the text as its last field::
 
-    $$STRATO1,57,12:04:13,52.10000,-0.10000,12345,musing 3.17 1/2,The sky is black above me;...*ABCD\\n
+    $$STRATO1,57,12:04:13,52.10000,-0.10000,12345,musing 3.17 1/2 12:01:40,The sky is black above me;...*ABCD\\n
 
 Fields 0-5 are a position sentence's (callsign, counter, time, lat, lon, alt) and say one
 position: the last position sentence that went on air, with its number, stamped a second or
 more after it (`restamp`, at the moment the line is keyed); so every gateway reads the line as
-that position, and the track never steps back. The seventh, ``musing B.S P/N``, names the
-musing record it copies (boot B, sequence S) and which part of how many this is; the eighth is
-the text. Rules the gateway sets, and why:
+that position, and the track never steps back. The seventh, ``musing B.S P/N HH:MM:SS``, names
+the musing record it copies (boot B, sequence S), which part of how many this is, and the time
+(UTC) the musing was made: the line's own time says when it went on air, which can be minutes
+later, and the tag is the one field a restamp keeps. Lines from older payloads have no made
+time (``musing B.S P/N``) and still decode. The eighth is the text. Rules the gateway sets,
+and why:
 
 - the whole line, ``$$`` to the line feed, at most 199 bytes (`GATEWAY_MAX_LINE`): the
   gateway drops lines of 250 bytes or more (ProcessTelemetryMessage), and its JSON port
   (server.c, SendJSON) formats each sentence into a 400-byte buffer with up to ~200 bytes of
   its own around it, so a longer line overruns that buffer while a client such as
   ``listen --gateway`` is connected. A musing longer than that goes as parts, cut between
-  words, with room left for the longest prefix any restamp can give it;
+  words, with room left for the longest prefix any restamp can give it (`musing_text_room`,
+  the made time included). It goes as the fewest parts that hold it (`parts_needed`), cut as
+  evenly as the words allow, not filled one by one: each part is a whole sentence on air
+  (~15 s in the slowest LoRa mode), so a full part and a one-word tail would spend a
+  sentence's time on a word. No part is shorter than MIN_PART characters where the words
+  allow it (`encode_musing_sentences` says when they do not);
 - plain ASCII, and none of ``"`` ``\\`` (pasted unescaped into its JSON), ``*`` ``$`` (the
   checksum and the start of a sentence), ``,`` (fields, split by strtok) or control
   characters: `fold_text` writes the musing in those terms (é -> e, ’ -> ', — -> -, , -> ;);
@@ -45,8 +53,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from .common import WireError, crc16_ccitt
 from .sentence import checked_body, parse_hms
@@ -55,7 +65,8 @@ GATEWAY_MAX_LINE = 199  # bytes, "$$" to "\n": what the LoRa gateway's JSON port
 FIELD_LIST_MARK = "012345"  # a token starting so is a field list to the PITS gateway (sondehub.c)
 MAX_PARTS = 9
 MIN_TEXT = 20  # characters of text a part must have room for, or the frame is too small
-_TAG = re.compile(r"musing (\d{1,5})\.(\d{1,10}) ([1-9])/([1-9])")
+MIN_PART = 25  # characters: no part of a musing cut into several is shorter, where the words allow it
+_TAG = re.compile(r"musing (\d{1,5})\.(\d{1,10}) ([1-9])/([1-9])(?: (\d\d:\d\d:\d\d))?")
 _FOLD = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
     "\u201c": "'", "\u201d": "'", "\u201e": "'", "\u2033": "'", '"': "'", "\u00ab": "'", "\u00bb": "'",
@@ -73,7 +84,7 @@ class MusingSentence:
 
     callsign: str
     counter: int  # the sentence counter of the position it carries
-    time: str  # HH:MM:SS UTC
+    time: str  # HH:MM:SS UTC: when the line went on air (`restamp`)
     lat: float
     lon: float
     alt: int
@@ -82,6 +93,7 @@ class MusingSentence:
     part: int  # 1-based
     parts: int
     text: str  # this part's text, folded
+    made: str | None = None  # HH:MM:SS UTC the musing was made, when the tag says it (older lines do not)
 
 
 def fold_text(text: str) -> str:
@@ -98,66 +110,181 @@ def _line(body: str) -> bytes:
 
 
 def _prefix(callsign: str, counter: int, hms: str, lat: float, lon: float, alt: int, boot: int, seq: int,
-            part: int, parts: int) -> str:
-    return (f"{callsign},{counter},{hms},{lat:.5f},{lon:.5f},{max(int(round(alt)), 0)},"
-            f"musing {boot}.{seq} {part}/{parts},")
+            part: int, parts: int, made: str | None) -> str:
+    tag = f"musing {boot}.{seq} {part}/{parts}" + (f" {made}" if made is not None else "")
+    return f"{callsign},{counter},{hms},{lat:.5f},{lon:.5f},{max(int(round(alt)), 0)},{tag},"
 
 
 def _widest_prefix(callsign: str, boot: int, seq: int) -> int:
     """The longest prefix a part of this musing can have whatever position stamps it: the
-    largest counter, the farthest coordinates, an altitude of six digits, nine parts."""
-    return len(_prefix(callsign, 2**32 - 1, "00:00:00", -89.99999, -179.99999, 999999, boot, seq, MAX_PARTS, MAX_PARTS))
+    largest counter, the farthest coordinates, an altitude of six digits, nine parts, and a
+    made time (reserved whether or not the musing carries one, so a part's room never depends
+    on it)."""
+    return len(_prefix(callsign, 2**32 - 1, "00:00:00", -89.99999, -179.99999, 999999, boot, seq, MAX_PARTS,
+                       MAX_PARTS, "00:00:00"))
+
+
+def _check_callsign(callsign: str) -> None:
+    if not callsign or not callsign.isascii() or any(c in callsign for c in ',*$"\\\n'):
+        raise WireError("bad callsign", f"callsign {callsign!r} must be plain ASCII without , * $ \" \\ or newline")
+    if callsign.startswith(FIELD_LIST_MARK):
+        raise WireError("bad callsign", f"callsign {callsign!r} starts with {FIELD_LIST_MARK}, which LoRa gateways "
+                                        "take for a field list")
+
+
+def musing_text_room(callsign: str, boot: int, seq: int, max_bytes: int = GATEWAY_MAX_LINE) -> int:
+    """The characters of folded text one part of musing (`boot`, `seq`) can carry in a line of
+    at most `max_bytes` (and never more than `GATEWAY_MAX_LINE`), whatever position `restamp`
+    gives it and whether or not it carries its made time; 0 if none. `encode_musing_sentences`
+    refuses a room under MIN_TEXT. WireError for a callsign no sentence can carry."""
+    _check_callsign(callsign)
+    # 8: "*CRC\n" (6) and a space a field-list-safe part may gain, with one to spare.
+    return max(min(max_bytes, GATEWAY_MAX_LINE) - _widest_prefix(callsign, boot, seq) - 8, 0)
+
+
+def _cuts(text: str, room: int) -> list[tuple[int, int]]:
+    """Where in the folded `text` a part may end and the next begin, (end, start), in order: at
+    each space (which neither part keeps), and between any two characters of a word longer
+    than `room`; the last is the text's end."""
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    for word in text.split(" "):
+        end = start + len(word)
+        if len(word) > room:
+            cuts += [(i, i) for i in range(start + 1, end)]
+        cuts.append((end, end + 1))
+        start = end + 1
+    return cuts
+
+
+def parts_needed(text: str, room: int) -> int:
+    """The fewest parts of at most `room` characters the musing `text` goes as, once folded:
+    cut between words, and inside a word only where it is longer than `room` (0 for a text
+    that folds to nothing). Filling each part as far as it goes needs no more than any other
+    cut, so that is how they are counted."""
+    if room < 1:
+        raise ValueError(f"a part of {room} characters holds no text")
+    folded = fold_text(text)
+    if not folded:
+        return 0
+    cuts = _cuts(folded, room)
+    ends = [end for end, _ in cuts]
+    parts, start = 0, 0
+    while True:
+        parts += 1
+        k = bisect_right(ends, start + room) - 1  # the farthest end this part reaches
+        if k == len(cuts) - 1:
+            return parts
+        start = cuts[k][1]
+
+
+def _split(text: str, cuts: list[tuple[int, int]], parts: int, lo: int, hi: int,
+           cost: Callable[[int], int]) -> list[str] | None:
+    """`text` as exactly `parts` parts of `lo` to `hi` characters, cut at `cuts`, with the
+    largest cost(length) of a part as small as it can be; None if no cut allows it. A dynamic
+    programme over the cut points: the best way to end part k at each one."""
+    starts = [0] + [s for _, s in cuts]  # node 0: the text's start; node j: after cut j - 1
+    ends = [0] + [e for e, _ in cuts]
+    last = len(cuts)
+    inf = float("inf")
+    score = [-inf] + [inf] * last  # the best largest cost of the parts so far, ending at each node
+    back: list[list[int]] = []
+    for _ in range(parts):
+        new, came = [inf] * (last + 1), [-1] * (last + 1)
+        for j in range(1, last + 1):
+            for i in range(bisect_left(starts, ends[j] - hi), min(bisect_right(starts, ends[j] - lo), j)):
+                if score[i] < inf and (c := max(score[i], cost(ends[j] - starts[i]))) < new[j]:
+                    new[j], came[j] = c, i
+        score = new
+        back.append(came)
+    if score[last] == inf:
+        return None
+    out, j = [], last
+    for came in reversed(back):
+        i = came[j]
+        out.append(text[starts[i]:ends[j]])
+        j = i
+    return out[::-1]
+
+
+def _balanced_parts(text: str, room: int, parts: int) -> list[str]:
+    """The folded `text` as `parts` parts (the fewest, `parts_needed`) of at most `room`
+    characters, as even as the words allow: the longest part as short as it can be, then the
+    shortest as long as it can be with that longest; and when that still leaves a part under
+    MIN_PART, no part under MIN_PART if any cut into `parts` parts allows it (the longest then
+    as short as it can be)."""
+    if parts == 1:
+        return [text]
+    cuts = _cuts(text, room)
+    even = _split(text, cuts, parts, 1, room, lambda n: n)
+    assert even is not None  # `parts` parts of `room` hold it
+    longest = max(map(len, even))
+    even = _split(text, cuts, parts, 1, longest, lambda n: -n)
+    assert even is not None
+    if min(map(len, even)) >= MIN_PART:
+        return even
+    return _split(text, cuts, parts, MIN_PART, room, lambda n: n) or even
 
 
 def _field_list_safe(text: str) -> str:
     return " " + text if text.startswith(FIELD_LIST_MARK) else text
 
 
+def _hms(t: datetime) -> str:
+    return t.strftime("%H:%M:%S")
+
+
 def encode_musing_sentences(callsign: str, counter: int, when: datetime, lat: float, lon: float, alt: float,
-                            boot: int, seq: int, text: str, max_bytes: int = GATEWAY_MAX_LINE) -> list[bytes]:
+                            boot: int, seq: int, text: str, max_bytes: int = GATEWAY_MAX_LINE,
+                            made: datetime | None = None) -> list[bytes]:
     """The musing `text` as one or more sentences of at most `max_bytes` each (the line feed
-    included), part i stamped `when` + i - 1 seconds; each leaves room for `restamp` to give it
-    any other position. WireError when the text folds to nothing, when even a short part
-    cannot fit, or when it needs more than MAX_PARTS parts."""
-    max_bytes = min(max_bytes, GATEWAY_MAX_LINE)
-    if not callsign or not callsign.isascii() or any(c in callsign for c in ',*$"\\\n'):
-        raise WireError("bad callsign", f"callsign {callsign!r} must be plain ASCII without , * $ \" \\ or newline")
-    if callsign.startswith(FIELD_LIST_MARK):
-        raise WireError("bad callsign", f"callsign {callsign!r} starts with {FIELD_LIST_MARK}, which LoRa gateways "
-                                        "take for a field list")
-    words = fold_text(text).split(" ")
-    if words == [""]:
+    included), part i stamped `when` + i - 1 seconds, each tag with the time the musing was
+    `made` (UTC; an aware time is converted) when it is given; each leaves room for `restamp`
+    to give it any other position.
+
+    A text that fits one part (`musing_text_room` characters) is one part. A longer one goes as
+    the fewest parts that hold it (`parts_needed`), cut where the parts come out as even as
+    the words allow (`_balanced_parts`): never a full part and a one-word tail, each a whole
+    sentence on air. Every part then has at least MIN_PART characters whenever some cut into
+    that many parts allows it, and one always does when no word of at most `room` characters
+    is longer than room / 2 - MIN_PART (30 in the 110-character room of musing 3.17 in a
+    199-byte line with a 7-character callsign; a word longer than `room` is cut wherever it
+    suits, so it never counts): with the fewest parts, every part but the last filled greedily has at least
+    room - W characters for W the longest such word, and moving the last cut back a word at a
+    time gives the last part MIN_PART to MIN_PART + W of them, leaving room - 2W - MIN_PART
+    >= MIN_PART to the one before. Only a word longer than that, next to where a cut must
+    fall, can leave a shorter part: in a room of 110, a 108-character word and "ok" go as
+    that word and "ok" (there is no other cut).
+
+    WireError when the text folds to nothing, when even a short part cannot fit (a room under
+    MIN_TEXT), or when it needs more than MAX_PARTS parts."""
+    room = musing_text_room(callsign, boot, seq, max_bytes)
+    folded = fold_text(text)
+    if not folded:
         raise WireError("empty musing", "the musing has no characters a gateway can carry")
-    # 8: "*CRC\n" (6) and a space a field-list-safe part may gain, with one to spare.
-    room = max_bytes - _widest_prefix(callsign, boot, seq) - 8
     if room < MIN_TEXT:
-        raise WireError("frame too small", f"a {max_bytes}-byte frame leaves {max(room, 0)} characters for a musing "
+        raise WireError("frame too small", f"a {max_bytes}-byte frame leaves {room} characters for a musing "
                                            f"part; {MIN_TEXT} at least are needed")
-    chunks: list[str] = []
-    for word in words:
-        while len(word) > room:  # a word longer than a part (a URL): cut it
-            chunks.append(word[:room])
-            word = word[room:]
-        if chunks and len(chunks[-1]) + 1 + len(word) <= room:
-            chunks[-1] += " " + word
-        else:
-            chunks.append(word)
-    if len(chunks) > MAX_PARTS:
-        raise WireError("musing too long", f"the musing needs {len(chunks)} sentences of {max_bytes} bytes; "
+    parts = parts_needed(folded, room)
+    if parts > MAX_PARTS:
+        raise WireError("musing too long", f"the musing needs {parts} sentences of {max_bytes} bytes; "
                                            f"{MAX_PARTS} at most")
-    return [_line(_prefix(callsign, counter, (when + timedelta(seconds=i)).strftime("%H:%M:%S"), lat, lon, alt,
-                          boot, seq, i + 1, len(chunks)) + _field_list_safe(chunk))
-            for i, chunk in enumerate(chunks)]
+    if made is not None and made.tzinfo is not None:
+        made = made.astimezone(timezone.utc)
+    made_hms = _hms(made) if made is not None else None
+    return [_line(_prefix(callsign, counter, _hms(when + timedelta(seconds=i)), lat, lon, alt, boot, seq, i + 1,
+                          parts, made_hms) + _field_list_safe(chunk))
+            for i, chunk in enumerate(_balanced_parts(folded, room, parts))]
 
 
 def restamp(frame: bytes, counter: int, when: datetime, lat: float, lon: float, alt: float) -> bytes:
     """The musing sentence `frame` carrying another position: the position sentence number
-    `counter`'s coordinates, stamped `when`. Its part and text are kept; it fits wherever the
-    original did (`encode_musing_sentences` left room for any position). WireError if `frame`
-    is not a musing sentence."""
+    `counter`'s coordinates, stamped `when`. Its part, made time and text are kept; it fits
+    wherever the original did (`encode_musing_sentences` left room for any position and a made
+    time). WireError if `frame` is not a musing sentence."""
     s = decode_musing_sentence(frame)
-    return _line(_prefix(s.callsign, counter, when.strftime("%H:%M:%S"), lat, lon, alt, s.boot, s.seq, s.part,
-                         s.parts) + _field_list_safe(s.text))
+    return _line(_prefix(s.callsign, counter, _hms(when), lat, lon, alt, s.boot, s.seq, s.part, s.parts, s.made)
+                 + _field_list_safe(s.text))
 
 
 def is_musing_sentence(frame: bytes) -> bool:
@@ -167,19 +294,23 @@ def is_musing_sentence(frame: bytes) -> bool:
 
 
 def decode_musing_sentence(frame: bytes) -> MusingSentence:
-    """One musing part back from its sentence; WireError naming what is wrong."""
+    """One musing part back from its sentence, its tag with or without the made time (older
+    payloads send none); WireError naming what is wrong."""
     body = checked_body(frame)
     fields = body.split(",", 7)
     if len(fields) != 8:
         raise WireError("sentence field count", f"musing sentence has {len(fields)} fields, expected 8")
     tag = _TAG.fullmatch(fields[6])
     if tag is None:
-        raise WireError("sentence field invalid", f"musing tag {fields[6]!r} is not 'musing BOOT.SEQ PART/PARTS'")
+        raise WireError("sentence field invalid",
+                        f"musing tag {fields[6]!r} is not 'musing BOOT.SEQ PART/PARTS' with an optional HH:MM:SS")
     parse_hms(fields[2])
+    if tag[5] is not None:
+        parse_hms(tag[5])
     try:
         s = MusingSentence(callsign=fields[0], counter=int(fields[1]), time=fields[2], lat=float(fields[3]),
                            lon=float(fields[4]), alt=int(fields[5]), boot=int(tag[1]), seq=int(tag[2]),
-                           part=int(tag[3]), parts=int(tag[4]), text=fields[7].lstrip(" "))
+                           part=int(tag[3]), parts=int(tag[4]), text=fields[7].lstrip(" "), made=tag[5])
     except ValueError as e:
         raise WireError("sentence field invalid", f"musing sentence field does not parse: {e}") from e
     if s.part > s.parts or s.boot > 0xFFFF or s.seq > 0xFFFFFFFF:
