@@ -229,6 +229,7 @@ def test_relay_with_two_balloons(tmp_path):
             wait_for(lambda: ch.stats.frames_in == n + 1)
 
         send(0, b"$$zero", 10.0)  # balloon 1 has not spoken: nowhere to send what it heard
+        wait_for(lambda: ch.unaddressed[(0, 1)] == 1)  # handed out (a moment after) before balloon 1 speaks
         send(1, b"$$one", 20.0)
         assert drain(gnd) == [b"$$zero", b"$$one"]
         payloads[0].settimeout(2)
@@ -247,7 +248,8 @@ def test_relay_with_two_balloons(tmp_path):
     assert not worker.is_alive()
     assert (tmp_path / "air.hex").read_text().split() == [b"$$zero".hex()]
     assert (tmp_path / "air-1.hex").read_text().split() == [b"$$one".hex()]
-    assert (tmp_path / "air-1.times").read_text().split() == ["20.000"]
+    # When it was heard and its time on air: a bare frame, priced with the flight's mode.
+    assert (tmp_path / "air-1.times").read_text() == f"20.000 {ChannelConfig().lora.airtime_s(5):.3f}\n"
     stats = json.loads((tmp_path / "channel.json").read_text())
     assert (stats["frames_in"], stats["frames_forwarded"], stats["uplink_forwarded"]) == (2, 2, 1)
     assert [(b["balloon"], b["frames_in"], b["stations"][0]["downlink"]["delivered"]) for b in stats["balloons"]] == [

@@ -16,6 +16,7 @@ from groundstation.lora_hat import LoRaHatSource, hat_options
 from payload.config import RadioSection
 from payload.parts.radios import make_radio
 from sim.chips import spi_bus
+from sim.chips.air import unwrap
 from sim.chips.simulated import simulated_spi
 from sim.chips.spi_bus import SpiSocket, chip_simulator, register_simulator
 from sim.chips.sx127x import Sx127xChip
@@ -112,7 +113,7 @@ def test_the_payload_flies_a_registered_chip_over_its_simulator_on_the_bench(fak
         assert isinstance(radio, FakeRadio) and radio.tx_led_pin == TX_LED
         assert radio.name == "Fake127x on SPI 0.0"
         radio.send(b"hello from the fake chip")
-        assert air.recv(4096) == b"hello from the fake chip"
+        assert unwrap(air.recv(4096))[0] == b"hello from the fake chip"  # behind the settings it was keyed with
         assert socket_.chip.sent[0][1].spreading_factor == 8  # mode 2, as the configuration said
     finally:
         radio.close()

@@ -3,7 +3,11 @@
 their flight seconds (`air.hex`/`air.times` for the first, `air-<i>.hex`/`.times` for balloon i);
 a slot is missed when two position sentences are further apart than the beacon's period plus
 the longest frame on air (a sentence waits for the frame under way) plus, for a payload that
-relays, one turn of listening for the others."""
+relays, one turn of listening for the others.
+
+A `.times` line is `FLIGHT_SECOND AIRTIME_S` (sim/bench/relay.py): the frame's time on air as
+it was keyed, which a payload switching modes between frames makes the only true price of it.
+Files written before the second column are read all the same: their frames have no airtime."""
 
 from __future__ import annotations
 
@@ -13,14 +17,26 @@ from payload.link.transmitter import RELAY_LISTEN_S
 from stratoecho import wire
 
 
-def air_frames(out: Path, balloon: int = 0) -> list[tuple[float, bytes]]:
-    """Every frame balloon `balloon` put on the air, with its flight second."""
+def _air_lines(out: Path, balloon: int) -> tuple[list[str], list[list[str]]]:
+    """(each frame's hex, each frame's `.times` fields) of balloon `balloon`, line for line."""
     name = "air" if balloon == 0 else f"air-{balloon}"
     hexes = (out / f"{name}.hex").read_text().split()
-    times = (out / f"{name}.times").read_text().split()
+    times = [line.split() for line in (out / f"{name}.times").read_text().splitlines() if line.strip()]
     if len(hexes) != len(times):
         raise ValueError(f"{out}: {name}.hex has {len(hexes)} frames but {name}.times {len(times)} times")
-    return [(float(t), bytes.fromhex(h)) for t, h in zip(times, hexes)]
+    return hexes, times
+
+
+def air_frames(out: Path, balloon: int = 0) -> list[tuple[float, bytes]]:
+    """Every frame balloon `balloon` put on the air, with its flight second."""
+    hexes, times = _air_lines(out, balloon)
+    return [(float(fields[0]), bytes.fromhex(h)) for fields, h in zip(times, hexes)]
+
+
+def air_airtimes(out: Path, balloon: int = 0) -> list[float | None]:
+    """Each of `air_frames`' frames' seconds on air as the relay priced it with the settings it was
+    keyed with; None for a frame of a file written before the relay wrote them (price it yourself)."""
+    return [float(fields[1]) if len(fields) > 1 else None for fields in _air_lines(out, balloon)[1]]
 
 
 def beacon_times(frames: list[tuple[float, bytes]], callsign: str | None = None) -> list[float]:

@@ -6,6 +6,12 @@ put on the air, in order, before any loss) and handed to `RadioChannel`
 duplicates, reordering, outages), which says what each ground station hears; that is
 forwarded to the station's UDP address. Runs until SIGTERM/SIGINT.
 
+A simulated chip's frame comes wrapped with the settings it was keyed with (sim/chips/air.py);
+a bare one (the bench's UDP radio) is on the flight's `LoRaMode`. Each is priced with its own:
+time on air, margin, collisions. `air.hex` and the ground get the bare frame as it went on air
+(the ground stations stand for a gateway listening on every channel), and `air.times` has, line
+for line, `FLIGHT_SECOND AIRTIME_S`: when the frame was heard and its time on air as keyed.
+
 The uplink runs the other way: each station has its own forwarding socket, so what a
 ground station sends back to it (NACKs) is known to come through that station; it is
 written to `uplink.hex` and relayed to wherever the latest payload frame came from,
@@ -19,9 +25,11 @@ With several payloads (`positions`, one track each: `sim channel --balloons N` o
 (balloon 0's on `listen`, the others on free ports of the same host, all logged in `listening`'s
 `balloons`) and its own `air-<b>.hex`/`air-<b>.times` beside `air.hex`. What it sends goes to the
 ground stations and to every other balloon that hears it, sent from that balloon's socket to
-where that balloon last sent from (lost, and counted, before its first frame); collisions and
-half duplex are settled as each delivery is handed out. Uplink goes to every balloon that hears
-it, each through its own checks; each payload checks signatures itself.
+where that balloon last sent from (lost, and counted, before its first frame), wrapped with its
+sender's settings when both are simulated chips, so the hearer's chip can tell whether it was
+tuned to that channel; collisions and half duplex are settled as each delivery is handed out.
+Uplink goes to every balloon that hears it, each through its own checks; each payload checks
+signatures itself.
 
 Flight time comes from the bench's lockstep clock when `sim fly` runs the relay (`bench`:
 its sockets, its waits), else from `WorldClock`: the bench world's clock file once the
@@ -49,6 +57,7 @@ import structlog
 from ..channel.fleet import Fleet
 from ..channel.loss import LossSpec
 from ..channel.radio import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position
+from ..chips.air import AirSettings, unwrap, wrap
 from ..world.flight import Flight, FlightPlan
 
 __all__ = ["UPLINK_SEED", "Channel", "ChannelStats", "WorldClock", "balloon_position", "launch_station"]
@@ -71,6 +80,7 @@ class ChannelStats:
     uplink_dropped: int = 0
     copies_forwarded: int = 0  # datagrams sent to ground stations: every station, every duplicate
     copies_corrupted: int = 0  # of those, how many carried flipped bits
+    airtime_s: float = 0.0  # seconds on air of every frame in, each priced with its own settings
 
 
 class WorldClock:
@@ -125,7 +135,8 @@ def balloon_position(seed: int = 1) -> Callable[[float], Position]:
 
 def _open_air(air_hex: Path, balloon: int) -> tuple:
     """Balloon 0 writes `air_hex`; balloon b ≥ 1 `air-<b>.hex` beside it. Each has, line for line,
-    the flight second each frame was heard beside it (`.times`): gaps and duty cycle on air."""
+    the flight second each frame was heard and its time on air beside it (`.times`): gaps and duty
+    cycle on air (sim/bench/beacons.py reads them)."""
     path = Path(air_hex) if balloon == 0 else Path(air_hex).with_name(f"air-{balloon}.hex")
     return open(path, "a", encoding="ascii"), open(path.with_suffix(".times"), "a", encoding="ascii")
 
@@ -185,6 +196,10 @@ class Channel:
         self.stats = ChannelStats()
         self.balloon_in = [0] * n  # frames each balloon put on the air
         self.balloon_forwarded = [0] * n  # of those, how many reached some station
+        self.balloon_airtime_s = [0.0] * n  # their seconds on air
+        # Each balloon's latest settings on air; None: it keys bare frames (a UDP radio, which
+        # could not read a wrapped one, so what it hears goes to it bare).
+        self.keyed: list[AirSettings | None] = [None] * n
         self.unaddressed = {pair: 0 for pair in self.fleet.peer_stats}  # heard before the hearer's first frame
         self._forwarded: set[tuple[int, int]] = set()  # (balloon, seq) of frames that reached some station
         # (due, tiebreak, delivery): due in flight seconds on the lockstep, else in wall seconds
@@ -292,22 +307,36 @@ class Channel:
         except ConnectionError:
             return  # an ICMP error from an earlier uplink send to a payload that is gone
         t = self.clock()  # the moment it was heard, before anything else takes time
+        frame, settings = unwrap(frame)
+        airtime = self.fleet.config.airtime_s(len(frame), settings)
         self.payload_addrs[balloon] = peer
+        self._keyed(balloon, settings, t)
         self.stats.frames_in += 1
         self.balloon_in[balloon] += 1
         self.stats.bytes_in += len(frame)
+        self.stats.airtime_s += airtime
+        self.balloon_airtime_s[balloon] += airtime
         self.stats.frames_dropped = self.stats.frames_in - self.stats.frames_forwarded
         air, times = self.airs[balloon]
         air.write(frame.hex() + "\n")
         air.flush()
-        times.write(f"{t:.3f}\n")
+        times.write(f"{t:.3f} {airtime:.3f}\n")
         times.flush()
-        for d in self.fleet.transmit(balloon, frame, t):
+        for d in self.fleet.transmit(balloon, frame, t, settings):
             if d.delay_s > 0:
                 late = d.delay_s if self.bench is not None else d.delay_s / self.speedup
                 heapq.heappush(self._queue, (self._queue_now() + late, next(self._tiebreak), d))
             else:
                 self._send(d)
+
+    def _keyed(self, balloon: int, settings: AirSettings | None, t: float) -> None:
+        """Note what balloon `balloon` keys with now; a change (a payload sending SSDV in another
+        mode than its positions) is logged, once per change, not per frame."""
+        if settings != self.keyed[balloon] and settings is not None:
+            log.info("air_settings", balloon=balloon, mhz=settings.frequency_mhz, sf=settings.spreading_factor,
+                     bw_hz=settings.bandwidth_hz, cr=f"4/{settings.coding_rate}", explicit=settings.explicit_header,
+                     ldro=settings.low_data_rate_optimize, at_s=round(t, 3))
+        self.keyed[balloon] = settings
 
     def _send(self, d: Delivery) -> None:
         if not self.fleet.settle(d):
@@ -334,8 +363,10 @@ class Channel:
         if self.payload_addrs[to] is None:
             self.unaddressed[(d.balloon, to)] += 1  # it has not spoken yet: nowhere to send
             return
+        # A chip hears it with its sender's settings, to tell whether it was on its channel.
+        datagram = wrap(d.frame, d.settings) if d.settings is not None and self.keyed[to] is not None else d.frame
         try:
-            self.socks[to].sendto(d.frame, self.payload_addrs[to])
+            self.socks[to].sendto(datagram, self.payload_addrs[to])
         except OSError:
             pass  # payload gone: lost all the same
 
@@ -383,10 +414,12 @@ class Channel:
         `delivered` counts what the air let through, `unaddressed` how much of that the bench
         could not send because the hearer had not sent a frame yet)."""
         out = {**asdict(self.stats), "stations": self._stations_dict(self.radio), "timeline": self.radio.timeline()}
+        out["airtime_s"] = round(self.stats.airtime_s, 3)
         if not self.fleet.alone:
             out["balloons"] = [
                 {"balloon": b, "frames_in": self.balloon_in[b], "frames_forwarded": self.balloon_forwarded[b],
-                 "stations": self._stations_dict(r), "timeline": r.timeline()}
+                 "airtime_s": round(self.balloon_airtime_s[b], 3), "stations": self._stations_dict(r),
+                 "timeline": r.timeline()}
                 for b, r in enumerate(self.fleet.radios)]
             out["peers"] = [{**p, "unaddressed": self.unaddressed[(p["from"], p["to"])]}
                             for p in self.fleet.peers_dict()]

@@ -3,7 +3,8 @@
 What a day aloft must not do, measured from outside the payload:
 - a watchdog kill, a restart or a stop that ran out of time (the supervisor's verdicts);
 - more time on air in any sliding hour than the duty cycle allows (every frame the channel
-  heard, with its flight second, in air.times/air.hex, priced with the configured LoRa settings);
+  heard, with its flight second, in air.times/air.hex, priced with the airtime the relay wrote
+  beside it from the settings it was keyed with, or in an older file with the configured ones);
 - a gap between two position beacons on air longer than the beacon interval in force plus
   one frame's time on air (and a listening turn for a payload that relays: sim/bench/beacons.py);
 - resident memory that grows: the payload's RSS after the first hour against its last hour.
@@ -21,7 +22,7 @@ from groundstation.reading import GroundReader
 from payload.config import load_config
 from stratoecho.airtime import lora_airtime_s
 
-from .beacons import air_frames, beacon_times, gap_limit_s
+from .beacons import air_airtimes, air_frames, beacon_times, gap_limit_s
 from .fly import FlyOptions, fly
 
 RSS_GROWTH_LIMIT = 0.05  # 5 % between the first and the last hour after warm-up
@@ -92,7 +93,9 @@ def check(out: Path, cfg) -> SoakVerdict:
     report = json.loads((out / "report.json").read_text())
     r = cfg.radio
     frames = air_frames(out)
-    priced = [(t, lora_airtime_s(len(f), r.spreading_factor, r.bandwidth_hz, r.coding_rate)) for t, f in frames]
+    # A frame's own airtime (SSDV keyed in another mode than positions); configured settings for old files.
+    priced = [(t, air if air is not None else lora_airtime_s(len(f), r.spreading_factor, r.bandwidth_hz, r.coding_rate))
+              for (t, f), air in zip(frames, air_airtimes(out))]
     duty = getattr(r, "effective_duty_cycle", r.duty_cycle)
     duty = duty() if callable(duty) else duty
     limit_s = duty * 3600.0 if duty is not None and duty < 1.0 else None

@@ -15,7 +15,11 @@ Balloon 0, 1, … each put frames on the same air. For a frame of balloon i at f
 also reaches that receiver above its sensitivity is lost unless it is at least `CAPTURE_DB`
 stronger than each such frame; so the weaker always goes, and both go when they are within
 6 dB. Without `path_loss` every overlapping frame counts, compared by free-space power.
-Uplink frames from the ground are not on this air: they never collide.
+Uplink frames from the ground are not on this air: they never collide. Frames keyed with their
+own settings (sim/chips/air.py) take their own time on air and margin, and collide only with frames
+on the same channel (carrier, spreading factor, bandwidth); a bare frame is on every channel.
+A balloon is handed what it may hear with its sender's settings (`Delivery.settings`): whether its
+chip was tuned to that channel is the chip's to say (sim/chips/sx127x.py).
 
 `transmit` says who may hear a frame, each a `Delivery` (`balloon`: the sender; `to_balloon`:
 `station_index` is then the hearing balloon). Collisions and a balloon's half duplex are only
@@ -32,6 +36,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .radio import (
     ChannelConfig,
@@ -45,6 +50,9 @@ from .radio import (
     flip_bits,
     link_state,
 )
+
+if TYPE_CHECKING:
+    from ..chips.air import AirSettings
 
 # LoRa's capture effect: of two overlapping frames on the same spreading factor the receiver
 # still decodes the stronger when it leads by about 6 dB, the co-SF capture threshold commonly
@@ -66,6 +74,11 @@ class _OnAir:
     start: float  # its time on air: [start, end)
     end: float
     pos: Position  # where its sender was
+    settings: AirSettings | None = None  # what it was keyed with (None: bare, the flight's mode)
+
+    def shares_channel(self, other: _OnAir) -> bool:
+        """Whether the two can interfere: a bare frame is taken to be on every channel."""
+        return self.settings is None or other.settings is None or self.settings.same_channel(other.settings)
 
 
 @dataclass
@@ -115,18 +128,19 @@ class Fleet:
 
     # ------------------------------------------------------------ the air
 
-    def transmit(self, balloon: int, frame: bytes, t_s: float) -> list[Delivery]:
-        """Balloon `balloon` puts `frame` on the air at `t_s`: who may hear it (see `settle`)."""
+    def transmit(self, balloon: int, frame: bytes, t_s: float, settings: AirSettings | None = None) -> list[Delivery]:
+        """Balloon `balloon` puts `frame` on the air at `t_s`, keyed with `settings` (None: bare, on
+        the flight's mode): who may hear it (see `settle`)."""
         radio, cfg = self.radios[balloon], self.config
         seq = radio.next_seq
         before = [(s.downlink.delivered, s.downlink.corrupted) for s in radio.stats]
-        out = radio.downlink(frame, t_s)
+        out = radio.downlink(frame, t_s, settings)
         if self.alone:
             return out  # nothing else on the air: exactly a lone payload's channel
         out = [replace(d, balloon=balloon) for d in out]
-        air = cfg.lora.airtime_s(len(frame))
+        air = cfg.airtime_s(len(frame), settings)
         start = t_s - air if cfg.frames_at_end else t_s
-        sent = _OnAir(balloon, seq, t_s, start, start + air, radio.position(t_s))
+        sent = _OnAir(balloon, seq, t_s, start, start + air, radio.position(t_s), settings)
         self._forget(t_s)
         self._on_air.append(sent)
         for k, (st, s) in enumerate(zip(self.stations, radio.stats)):
@@ -144,7 +158,7 @@ class Fleet:
             stats, streams = self.peer_stats[(i, j)], self._peer[(i, j)]
             stats.in_ += 1
             hearer = self.balloon_station(j, sent.t_s)
-            link = link_state(hearer, sent.pos, cfg)
+            link = link_state(hearer, sent.pos, cfg, sent.settings)
             reason = fate(streams, link, sent.t_s, cfg)
             if reason is not None:
                 stats.lost_by[reason] += 1
@@ -155,7 +169,7 @@ class Fleet:
             self._rx[(i, sent.seq, True, j)] = _Reception(sent, j, True, hearer, link.rx_dbm, flipped > 0)
             # Heard when its last symbol arrives, as on the ground.
             out.append(Delivery(j, body, air if cfg.half_duplex else 0.0, sent.seq, corrupted=flipped > 0,
-                                balloon=i, to_balloon=True))
+                                balloon=i, to_balloon=True, settings=sent.settings))
         return out
 
     def balloon_station(self, balloon: int, t_s: float) -> GroundStation:
@@ -187,6 +201,7 @@ class Fleet:
         return rx.lost is None
 
     def _overlapping(self, f: _OnAir) -> list[_OnAir]:
+        """Other balloons' frames on the air while `f` is (on any channel: see `_verdict`)."""
         return [g for g in self._on_air if g.balloon != f.balloon and g.start < f.end and f.start < g.end]
 
     def _verdict(self, rx: _Reception) -> str | None:
@@ -196,7 +211,9 @@ class Fleet:
         for g in others:
             if rx.to_balloon and g.balloon == rx.receiver:
                 continue  # its own frame: half duplex's business, not interference
-            link = link_state(rx.station, g.pos, cfg)
+            if not rx.frame.shares_channel(g):
+                continue  # another channel: the receiver's filter never lets it in
+            link = link_state(rx.station, g.pos, cfg, g.settings)
             if cfg.path_loss and (link.beyond_horizon or link.below_mask or link.margin_db < 0):
                 continue  # below the receiver's sensitivity: noise, not a collision
             if rx.rx_dbm < link.rx_dbm + CAPTURE_DB:

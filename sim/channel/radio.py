@@ -25,6 +25,13 @@ frame keys the radio for its LoRa time on air, `stratoecho.airtime`) is lost.
 A frame a station hears may still be lost to a **collision** with another payload's frame
 (`LOSS_REASONS` counts it; only `sim/channel/fleet.py`, several payloads on one channel, causes one).
 
+**One frame, its own mode**: the flight's `LoRaMode` prices a bare frame. A frame a simulated chip
+keyed comes with the settings it was keyed with (sim/chips/air.py: a payload may send SSDV in UKHAS
+mode 1 and positions in mode 0 on another frequency, reprogramming its chip between them), and
+those give its time on air (half duplex, when the ground has it) and the sensitivity its margin is
+measured against. The ground stations stand for a gateway listening on every channel the payload
+uses, so they hear either; path loss stays at the configured `freq_mhz`.
+
 Every station draws from its own random streams, seeded from (seed, station, purpose), so
 adding a station changes nobody else's losses. Station 0 keeps the historic Gilbert–Elliott
 seeds (`seed` down, `seed ^ UPLINK_SEED` up) so flights seeded before this module look the same.
@@ -36,16 +43,21 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from stratoecho import geo
 from stratoecho.airtime import lora_airtime_s
 
 from .loss import GilbertElliott, LossSpec
 
+if TYPE_CHECKING:  # the channel stays pure logic: it only reads a frame's settings
+    from ..chips.air import AirSettings
+
 EARTH_RADIUS_KM = 6371.0
 UPLINK_SEED = 0x55504C4B  # "UPLK": mixed into the seed for the uplink's own loss stream
-# SX127x demodulator SNR limits (dB) by spreading factor, from the datasheet's table.
-SNR_LIMIT_DB = {6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
+# SX127x demodulator SNR limits (dB) by spreading factor, from the datasheet's table; SF5 (an
+# SX126x's only) from the SX126x datasheet's.
+SNR_LIMIT_DB = {5: -2.5, 6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
 # BER at zero margin and how many dB of margin buy a decade less; capped where the frame
 # would be lost anyway. Chosen so that a 10 dB margin leaves an 80-byte frame clean
 # about 99.99 % of the time, and a frame at the edge is usually hit.
@@ -109,7 +121,13 @@ class LoRaMode:
         return lora_airtime_s(min(payload_bytes, 255), self.sf, self.bw_hz, self.cr)
 
     def sensitivity_dbm(self, noise_figure_db: float = 6.0) -> float:
-        return -174.0 + 10 * math.log10(self.bw_hz) + noise_figure_db + SNR_LIMIT_DB[self.sf]
+        return lora_sensitivity_dbm(self.sf, self.bw_hz, noise_figure_db)
+
+
+def lora_sensitivity_dbm(sf: int, bw_hz: float, noise_figure_db: float = 6.0) -> float:
+    """A LoRa receiver's sensitivity: thermal noise in the bandwidth, its noise figure, and the
+    demodulator's SNR limit for the spreading factor."""
+    return -174.0 + 10 * math.log10(bw_hz) + noise_figure_db + SNR_LIMIT_DB[sf]
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,18 @@ class ChannelConfig:
         if self.sensitivity_dbm is not None:
             return self.sensitivity_dbm
         return self.lora.sensitivity_dbm(self.noise_figure_db)
+
+    def sensitivity_for(self, settings: AirSettings | None = None) -> float:
+        """The receiver's sensitivity to a frame keyed with `settings` (None: a bare frame, on the
+        flight's mode). A configured `sensitivity_dbm` holds for every frame."""
+        if settings is None or self.sensitivity_dbm is not None:
+            return self.receiver_sensitivity_dbm
+        return lora_sensitivity_dbm(settings.spreading_factor, settings.bandwidth_hz, self.noise_figure_db)
+
+    def airtime_s(self, payload_bytes: int, settings: AirSettings | None = None) -> float:
+        """Seconds on air of a frame of `payload_bytes`: with the settings it was keyed with, or
+        (a bare frame) the flight's mode."""
+        return settings.airtime_s(payload_bytes) if settings is not None else self.lora.airtime_s(payload_bytes)
 
     def in_outage(self, t_s: float) -> bool:
         return any(start <= t_s < end for start, end in self.outages)
@@ -221,15 +251,17 @@ class LinkState:
     below_mask: bool = False  # under the station's terrain mask: not heard (loss reason "terrain")
 
 
-def link_state(station: GroundStation, pos: Position, cfg: ChannelConfig) -> LinkState:
-    """The path from `pos` to `station`. Past the horizon or under the station's terrain mask
-    nothing is heard (p_loss 1); without `cfg.path_loss` neither applies, nor does the margin."""
+def link_state(station: GroundStation, pos: Position, cfg: ChannelConfig,
+               settings: AirSettings | None = None) -> LinkState:
+    """The path from `pos` to `station` for a frame keyed with `settings` (None: the flight's
+    mode). Past the horizon or under the station's terrain mask nothing is heard (p_loss 1);
+    without `cfg.path_loss` neither applies, nor does the margin."""
     ground = ground_distance_km(station.lat, station.lon, pos[0], pos[1])
     slant = slant_km(station, pos)
     horizon = radio_horizon_km(station.alt_m, pos[2])
     beyond = ground > horizon
     rx = cfg.tx_dbm + cfg.tx_gain_dbi + cfg.rx_gain_dbi - fspl_db(slant, cfg.freq_mhz)
-    margin = rx - cfg.receiver_sensitivity_dbm
+    margin = rx - cfg.sensitivity_for(settings)
     if not cfg.path_loss:
         return LinkState(slant, ground, elevation_deg(station, pos), horizon, False, rx, margin, 0.0, cfg.ber)
     elevation = elevation_deg(station, pos)
@@ -303,6 +335,7 @@ class Delivery:
     corrupted: bool = False  # bits were flipped on the way
     balloon: int = 0  # which payload put it on the air (sim/channel/fleet.py; 0 when there is one)
     to_balloon: bool = False  # heard by payload `station_index`, not by a ground station
+    settings: AirSettings | None = None  # what its sender's chip keyed it with (None: a bare frame)
 
 
 # --------------------------------------------------------------------------- the channel
@@ -388,13 +421,14 @@ class RadioChannel:
     def _fate(self, streams: _Streams, link: LinkState, t_s: float) -> str | None:
         return fate(streams, link, t_s, self.config)
 
-    def downlink(self, frame: bytes, t_s: float) -> list[Delivery]:
-        """The payload puts `frame` on the air at flight time `t_s`: what each station hears.
+    def downlink(self, frame: bytes, t_s: float, settings: AirSettings | None = None) -> list[Delivery]:
+        """The payload puts `frame` on the air at flight time `t_s`, keyed with `settings` (None: a
+        bare frame, on the flight's mode): what each station hears.
 
         Deliveries come in the order to hand them out; `delay_s` > 0 for late duplicates."""
         cfg = self.config
         seq, self._seq = self._seq, self._seq + 1
-        air = 0.0 if cfg.frames_at_end else cfg.lora.airtime_s(len(frame))  # what is still to come of it
+        air = 0.0 if cfg.frames_at_end else cfg.airtime_s(len(frame), settings)  # what is still to come of it
         self._tx_until = max(self._tx_until, t_s + air)
         pos = self.position(t_s)
         out: list[Delivery] = []
@@ -403,7 +437,7 @@ class RadioChannel:
             stats.downlink.in_ += 1
             minute = stats.minutes.setdefault(int(max(t_s, 0.0) // 60), [0, 0])
             minute[0] += 1
-            link = link_state(st, pos, cfg)
+            link = link_state(st, pos, cfg, settings)
             reason = self._fate(streams, link, t_s)
             dup, reorder = streams.misc.random() < cfg.duplicate, streams.misc.random() < cfg.reorder
             dup_delay = streams.misc.random() * cfg.duplicate_max_delay_s
@@ -418,7 +452,8 @@ class RadioChannel:
                 # A receiver has the frame when its last symbol arrives: the payload's UDP datagram
                 # marks the start of its time on air, so the ground hears it `air` later (and can
                 # only answer after it, when the payload has stopped transmitting).
-                delivery = Delivery(i, body, air if cfg.half_duplex else 0.0, seq, corrupted=flipped > 0)
+                delivery = Delivery(i, body, air if cfg.half_duplex else 0.0, seq, corrupted=flipped > 0,
+                                    settings=settings)
                 if reorder and held is None:
                     stats.downlink.reordered += 1
                     self._held[i] = (t_s, delivery)
@@ -427,7 +462,8 @@ class RadioChannel:
                 if dup:
                     stats.downlink.duplicated += 1
                     copy, n = flip_bits(frame, link.ber, streams.bits)  # a second reception, its own errors
-                    out.append(Delivery(i, copy, air + dup_delay, seq, duplicate=True, corrupted=n > 0))
+                    out.append(Delivery(i, copy, air + dup_delay, seq, duplicate=True, corrupted=n > 0,
+                                        settings=settings))
             if held is not None:  # the frame held back last time goes out after this one
                 self._held[i] = None
                 out.append(held[1])

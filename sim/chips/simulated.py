@@ -17,6 +17,7 @@ from stratoecho.config import parse_hostport
 from . import sx127x  # noqa: F401  (registers its simulator)
 from . import sx126x  # noqa: F401
 # isort: on
+from .air import wrap
 from .spi_bus import FakeSpiDev, SpiSocket, chip_simulator
 
 
@@ -24,7 +25,10 @@ def simulated_spi(radio, air: str | None, clock, pins) -> tuple[Callable[[int, i
     """(`open_spi(bus, device)`, the chip's `SpiSocket`): the SPI bus with the simulated chip
     `radio.kind` names on it, built as `radio` (the payload's `[radio]`) says: what the chip keys
     goes to `air` (the bench channel) as a datagram, what comes back reaches its antenna, and it
-    hears it only while the driver has it listening. The chip drives the configured mock `pins`."""
+    hears it only while the driver has it listening. The chip drives the configured mock `pins`.
+
+    Each packet goes out wrapped with the settings it was keyed with (sim/chips/air.py): the
+    driver may reprogram the chip between packets, and the channel prices each with its own."""
     if not air:
         raise ValueError("a simulated LoRa chip needs the bench's air: run with --udp HOST:PORT (sim fly passes it)")
     on_the_bench = chip_simulator(radio.kind)
@@ -33,11 +37,12 @@ def simulated_spi(radio, air: str | None, clock, pins) -> tuple[Callable[[int, i
 
     def transmit(packet: bytes, settings) -> None:
         try:
-            sock.sendto(packet, (host, port))
+            sock.sendto(wrap(packet, settings), (host, port))
         except OSError:
             pass  # nobody listening: the packet was on the air all the same
 
     def listen() -> list[bytes]:
+        # Datagrams as they came: the chip unwraps each (bare or with its sender's settings).
         heard = []
         sock.setblocking(False)  # what has arrived, without waiting (the lockstep's clock delivers it)
         while True:

@@ -27,7 +27,8 @@
 
 The chip's air is the SX127x simulator's (sim/chips/sx127x.py): `transmit(packet, settings)`,
 `hear(packet, rssi_dbm, snr_db)`, or `listen()` asked at each SPI access for what a sender keyed
-since, each of those arriving one time on air after the one before.
+since (the bench's air datagrams, sim/chips/air.py), each of those arriving one time on air after
+the one before, and heard only on the channel its sender keyed it on (else `other_channel`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
+from .air import AirSettings, unwrap
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
@@ -115,6 +117,7 @@ class Sx126xChip:
     commands: list[tuple[int, bytes]] = field(default_factory=list)  # every command taken, for tests
     sent: list[tuple[bytes, ChipSettings]] = field(default_factory=list)  # what went on air
     missed: int = 0  # packets that arrived while the chip was not listening
+    other_channel: int = 0  # packets sent on a channel the chip was not tuned to: never noticed
     refused: list[str] = field(default_factory=list)  # what the chip would not do as configured
     packet_type: int = 0x00  # GFSK after reset
     frf: int = 0
@@ -142,7 +145,8 @@ class Sx126xChip:
     _tx_end: float | None = None
     _tx_packet: tuple[bytes, ChipSettings] | None = None
     _tx_timed_out: bool = False
-    _inbox: list[tuple[float, bytes]] = field(default_factory=list)  # (whole at, packet) still on the air
+    # (whole at, packet, its sender's settings or None) still on the air
+    _inbox: list[tuple[float, bytes, AirSettings | None]] = field(default_factory=list)
     _air_free: float = 0.0
 
     def __post_init__(self) -> None:
@@ -380,14 +384,18 @@ class Sx126xChip:
             self._raise(IRQ_TIMEOUT)
         if self.listen is None:
             return
-        for packet in self.listen():
-            # The sender keys its packets one after another: each is whole here one time on air later.
-            self._air_free = max(now, self._air_free) + self.settings().airtime_s(len(packet))
-            self._inbox.append((self._air_free, packet))
+        for datagram in self.listen():
+            packet, sent_with = unwrap(datagram)
+            # The sender keys its packets one after another: each is whole here one time on air
+            # later, its own time on air when it said its settings, else this chip's.
+            self._air_free = max(now, self._air_free) + (sent_with or self.settings()).airtime_s(len(packet))
+            self._inbox.append((self._air_free, packet, sent_with))
         while self._inbox and self._inbox[0][0] <= now:
-            packet = self._inbox.pop(0)[1]
-            if not self.hear(packet, *self.signal):
-                log.info("chip_missed_packet", bytes=len(packet), mode=self.mode, at_s=round(now, 2))
+            _, packet, sent_with = self._inbox.pop(0)
+            other = self.other_channel
+            if not self.hear(packet, *self.signal, sent_with=sent_with):
+                log.info("chip_other_channel" if self.other_channel > other else "chip_missed_packet",
+                         bytes=len(packet), mode=self.mode, at_s=round(now, 2))
 
     def _finish_tx(self) -> None:
         if self._tx_end is not None and self.now() >= self._tx_end:
@@ -433,14 +441,20 @@ class Sx126xChip:
             preamble=preamble, payload_length=length,
             power_dbm=row - (22 - self.tx_power) if row is not None else math.nan)
 
-    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True) -> bool:
-        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed."""
+    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True, *,
+             sent_with: AirSettings | None = None) -> bool:
+        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
+        `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
+        heard (`other_channel`), listening or not. None: on the chip's own channel."""
         self._finish_tx()
+        s = self.settings()
+        if sent_with is not None and not sent_with.heard_with(s):
+            self.other_channel += 1
+            return False
         switched = self.dio2_switch or not self.rf_switch_on_dio2
         if self.mode != MODE_RX or self.packet_type != 0x01 or not switched:
             self.missed += 1
             return False
-        s = self.settings()
         if not s.explicit_header:
             packet = packet[:s.payload_length].ljust(s.payload_length, b"\0")
         self._rx_start = self._rx_ptr

@@ -24,6 +24,12 @@ The chip's air: `transmit(packet, settings)` when a packet has gone out; `hear(p
 snr_db)` hands it one now, or `listen()` is asked at each SPI access for what a sender keyed
 since, and each of those packets arrives one time on air after the one before it (a radio
 keys one packet at a time). `spi()` gives a spidev-like device.
+
+What `listen()` gives are the bench's air datagrams (sim/chips/air.py): a packet wrapped with the
+settings its sender keyed it with takes *their* time on air, and is heard only by a chip listening
+on that channel (frequency, spreading factor, bandwidth, header mode); one on another channel is
+counted in `other_channel`, as a real chip never notices it. A bare packet is on the chip's own
+channel, as the ground's uplink always is.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
+from .air import AirSettings, unwrap
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
@@ -91,10 +98,12 @@ class Sx127xChip:
     fifo: bytearray = field(default_factory=lambda: bytearray(256))
     sent: list[tuple[bytes, ChipSettings]] = field(default_factory=list)  # what went on air
     missed: int = 0  # packets that arrived while the chip was not listening
+    other_channel: int = 0  # packets sent on a channel the chip was not tuned to: never noticed
     refused: list[str] = field(default_factory=list)  # what the chip would not do as configured
     _tx_end: float | None = None
     _tx_packet: tuple[bytes, ChipSettings] | None = None
-    _inbox: list[tuple[float, bytes]] = field(default_factory=list)  # (whole at, packet) still on the air
+    # (whole at, packet, its sender's settings or None) still on the air
+    _inbox: list[tuple[float, bytes, AirSettings | None]] = field(default_factory=list)
     _air_free: float = 0.0  # when the sender's last packet is whole
 
     def __post_init__(self) -> None:
@@ -184,14 +193,18 @@ class Sx127xChip:
         if self.listen is None:
             return
         now = self.now()
-        for packet in self.listen():
-            # The sender keys its packets one after another: each is whole here one time on air later.
-            self._air_free = max(now, self._air_free) + self.settings().airtime_s(len(packet))
-            self._inbox.append((self._air_free, packet))
+        for datagram in self.listen():
+            packet, sent_with = unwrap(datagram)
+            # The sender keys its packets one after another: each is whole here one time on air
+            # later, its own time on air when it said its settings, else this chip's.
+            self._air_free = max(now, self._air_free) + (sent_with or self.settings()).airtime_s(len(packet))
+            self._inbox.append((self._air_free, packet, sent_with))
         while self._inbox and self._inbox[0][0] <= now:
-            packet = self._inbox.pop(0)[1]
-            if not self.hear(packet, *self.signal):
-                log.info("chip_missed_packet", bytes=len(packet), mode=self.mode, at_s=round(now, 2))
+            _, packet, sent_with = self._inbox.pop(0)
+            other = self.other_channel
+            if not self.hear(packet, *self.signal, sent_with=sent_with):
+                log.info("chip_other_channel" if self.other_channel > other else "chip_missed_packet",
+                         bytes=len(packet), mode=self.mode, at_s=round(now, 2))
 
     def _finish_tx(self) -> None:
         if self._tx_end is not None and self.now() >= self._tx_end:
@@ -241,13 +254,19 @@ class Sx127xChip:
             power_dbm=power,
         )
 
-    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True) -> bool:
-        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed."""
+    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True, *,
+             sent_with: AirSettings | None = None) -> bool:
+        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
+        `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
+        heard (`other_channel`), listening or not. None: on the chip's own channel."""
         self._finish_tx()
+        s = self.settings()
+        if sent_with is not None and not sent_with.heard_with(s):
+            self.other_channel += 1
+            return False
         if not (self.lora and self.mode in (MODE_RX_CONTINUOUS, MODE_RX_SINGLE)):
             self.missed += 1
             return False
-        s = self.settings()
         if not s.explicit_header:
             packet = packet[:self.regs[REG_PAYLOAD_LENGTH]].ljust(self.regs[REG_PAYLOAD_LENGTH], b"\0")
         base = self.regs[REG_FIFO_RX_BASE]

@@ -1,0 +1,116 @@
+"""The bench's air datagram: a LoRa packet with the modem settings it was keyed with.
+
+On real air a packet's time on air follows from the settings it was sent with, and a receiver
+hears it only on the frequency, spreading factor, bandwidth and header mode it listens with. The
+bench's air is UDP, which carries none of that, and a payload may reprogram its chip between
+frames (SSDV in UKHAS mode 1 on one frequency, positions in mode 0 on another). So a simulated
+chip (sim/chips/simulated.py) sends each packet behind a short header naming its settings; the
+channel relay (sim/bench/relay.py) prices it with them and hands it to other balloons' chips
+still wrapped, so each can tell whether it was listening on that channel.
+
+Layout: `HEADER` (network byte order, 19 bytes), then the packet exactly as the chip keyed it
+(in implicit-header mode all RegPayloadLength bytes, padding included):
+
+    offset  size  field
+    0       4     MAGIC, b"\\xa7AIR"
+    4       4     carrier frequency, Hz
+    8       1     spreading factor (5..12)
+    9       4     bandwidth, Hz
+    13      1     coding rate denominator (4/5..4/8: 5..8)
+    14      1     explicit header (0/1)
+    15      1     low data rate optimisation (0/1)
+    16      2     preamble, symbols
+    18      1     payload CRC (0/1)
+
+0xA7 is no first byte a LoRa gateway dispatches on nor one of our wire magics (0xEC..0xEF;
+stratoecho/wire/common.py), so no real frame starts with MAGIC. A datagram that is not MAGIC
+followed by a valid header is *bare*: a packet on the flight's own mode, as the bench's UDP
+radio and the ground's uplink send them. A changed layout takes a new magic.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+from stratoecho.airtime import lora_airtime_s
+
+MAGIC = b"\xa7AIR"
+HEADER = struct.Struct("!4sIBIBBBHB")
+# How far apart two carriers may be and still be one channel: a LoRa receiver locks on a
+# carrier up to a quarter of its bandwidth off (5 kHz of 20.8 kHz); the UKHAS channels are
+# 25 kHz or more apart, and chips' frequency steps (61 Hz, 1 Hz) are far below it.
+CHANNEL_TOLERANCE_HZ = 5_000
+
+
+@dataclass(frozen=True)
+class AirSettings:
+    """The settings a packet went on the bench's air with (what `HEADER` carries)."""
+
+    frequency_hz: int
+    spreading_factor: int
+    bandwidth_hz: int
+    coding_rate: int  # the denominator of 4/x
+    explicit_header: bool = True
+    low_data_rate_optimize: bool = False
+    preamble: int = 8
+    crc: bool = True
+
+    @classmethod
+    def of(cls, s) -> AirSettings:
+        """From anything with the chips' settings' names: either simulator's `ChipSettings`,
+        `stratoecho.lora.LoRaSettings`, or an `AirSettings`."""
+        return cls(round(s.frequency_mhz * 1e6), s.spreading_factor, round(s.bandwidth_hz), s.coding_rate,
+                   bool(s.explicit_header), bool(s.low_data_rate_optimize), s.preamble, bool(s.crc))
+
+    @property
+    def frequency_mhz(self) -> float:
+        return self.frequency_hz / 1e6
+
+    def airtime_s(self, n: int) -> float:
+        """Seconds on air of a packet of `n` bytes as keyed (an implicit-header packet's `n` is
+        the fixed length the chip sent). SF6..12: the SX127x datasheet's formula, as the payload
+        and the UKHAS modes count it; SF5, which only an SX126x keys: the SX126x datasheet's."""
+        n = min(n, 255)  # a LoRa packet holds at most 255 bytes
+        sf, symbol_s = self.spreading_factor, 2**self.spreading_factor / self.bandwidth_hz
+        if sf >= 6:
+            return lora_airtime_s(n, sf, self.bandwidth_hz, self.coding_rate, preamble=self.preamble,
+                                  explicit_header=self.explicit_header, crc=self.crc,
+                                  low_data_rate_optimize=self.low_data_rate_optimize)
+        bits = 8 * n + (16 if self.crc else 0) - 4 * sf + (20 if self.explicit_header else 0)
+        return (self.preamble + 6.25 + 8 + math.ceil(max(bits, 0) / (4 * sf)) * self.coding_rate) * symbol_s
+
+    def same_channel(self, other) -> bool:
+        """Whether `other` (settings as `of` takes them) is on this channel: the same carrier
+        within `CHANNEL_TOLERANCE_HZ`, spreading factor and bandwidth. Packets on one channel
+        interfere; on two they do not (LoRa's spreading factors counted as orthogonal)."""
+        return (abs(self.frequency_mhz - other.frequency_mhz) * 1e6 <= CHANNEL_TOLERANCE_HZ
+                and self.spreading_factor == other.spreading_factor
+                and abs(self.bandwidth_hz - other.bandwidth_hz) <= self.bandwidth_hz / 100)
+
+    def heard_with(self, listener) -> bool:
+        """Whether a chip listening with `listener` (its settings now) demodulates a packet sent
+        with these: on the same channel, in the same header mode (an implicit-header receiver
+        reads an explicit header as payload, and the other way round finds no header)."""
+        return self.same_channel(listener) and self.explicit_header == bool(listener.explicit_header)
+
+
+def wrap(packet: bytes, settings) -> bytes:
+    """The datagram for `packet` keyed with `settings` (anything `AirSettings.of` takes)."""
+    s = AirSettings.of(settings)
+    return HEADER.pack(MAGIC, s.frequency_hz, s.spreading_factor, s.bandwidth_hz, s.coding_rate,
+                       s.explicit_header, s.low_data_rate_optimize, s.preamble, s.crc) + bytes(packet)
+
+
+def unwrap(datagram: bytes) -> tuple[bytes, AirSettings | None]:
+    """(packet, its settings), or (datagram, None) for a bare one: no MAGIC, or a header no chip
+    keys (which cannot be one of ours, so it is taken as a frame like any other)."""
+    if len(datagram) < HEADER.size or not datagram.startswith(MAGIC):
+        return bytes(datagram), None
+    _, hz, sf, bw, cr, explicit, ldro, preamble, crc = HEADER.unpack_from(datagram)
+    if not (5 <= sf <= 12 and 5 <= cr <= 8 and bw > 0 and hz > 0 and preamble > 0
+            and {explicit, ldro, crc} <= {0, 1}):
+        return bytes(datagram), None
+    settings = AirSettings(hz, sf, bw, cr, bool(explicit), bool(ldro), preamble, bool(crc))
+    return bytes(datagram[HEADER.size:]), settings
