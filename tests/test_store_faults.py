@@ -175,7 +175,15 @@ def test_a_version_1_store_is_migrated_and_keeps_its_queue(tmp_path):
     assert store.depth() == {"musing": 1}
     assert store.start_boot() == 8
     assert store.enqueue(Kind.MUSING, 8, lambda q: b"m")[0] == 42
+    # Schema 3 lets a record expire unsent (a musing gone stale): the old rows carried over, whole.
+    gone = store.expire_stale((Kind.MUSING,), created_before=2.0)
+    assert [(q.boot, q.seq, q.payload) for q in gone] == [(7, 41, b"\x00")]
+    assert store.find(Kind.MUSING, 7, 41)[1] == "expired" and store.depth() == {"musing": 1}
     store.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        with pytest.raises(sqlite3.IntegrityError):  # the CHECK still refuses a state nobody wrote
+            db.execute("UPDATE records SET state = 'lost'")
 
 
 class CorruptOnce:

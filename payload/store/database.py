@@ -22,7 +22,7 @@ import structlog
 
 from ..parts.card import CardWatch, is_no_space
 from .held import HeldRecords
-from .schema import CARD_REFUSALS, open_current
+from .schema import CARD_REFUSALS, UNFINISHED, open_current
 from .streams import PRIORITY
 
 log = structlog.get_logger(__name__)
@@ -233,7 +233,7 @@ class Database:
         try:
             for stream, boot, seq, created, payload, state in self.db.execute(
                     "SELECT stream, boot, seq, created, payload, state FROM records "
-                    "WHERE state != 'acknowledged' ORDER BY id"):
+                    f"WHERE state IN {UNFINISHED} ORDER BY id"):
                 if stream in PRIORITY:
                     self.held.hold(stream, boot, seq, created, payload, state == "sent")
                     salvaged += 1

@@ -18,7 +18,7 @@ from ..parts.card import is_no_space
 from .counters import Counters
 from .database import Database
 from .records import RecordTable
-from .schema import WRITE_FAULTS
+from .schema import UNFINISHED, WRITE_FAULTS
 from .state import NamedState
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ class CardFallback:
         ram = database.db
         for stream, boot, seq, created, payload, state, rid in ram.execute(
                 "SELECT stream, boot, seq, created, payload, state, id FROM records "
-                "WHERE state != 'acknowledged' ORDER BY id").fetchall():
+                f"WHERE state IN {UNFINISHED} ORDER BY id").fetchall():
             database.held.hold(stream, boot, seq, created, payload, state == "sent")
             database.held.retired_ids.add(rid)
         self.counters.hold_refused(ram.execute("SELECT name, value FROM counters").fetchall())

@@ -78,6 +78,36 @@ class RecordQueue:
             except WRITE_FAULTS as e:
                 database.write_failed(e)
 
+    def expire_stale(self, kinds: tuple[Kind, ...], created_before: float,
+                     exclude: tuple[int, ...] = ()) -> list[Queued]:
+        """Queued records of `kinds` made before `created_before` (a musing gone stale before it
+        aired) leave the queue: kept as 'expired', never sent. Returns them. `exclude`: records
+        partly on air already, which go on. Batched: a mark lost in a power cut only means it is
+        found stale again."""
+        streams = tuple(map(stream_name, kinds))
+        database = self.database
+        with database.lock:
+            gone = [Queued.row(mid, r[0], r[1], r[2], r[3], r[4], 0) for mid, r in database.held.records.items()
+                    if r[0] in streams and not r[5] and r[3] < created_before and mid not in exclude]
+            for q in gone:
+                database.held.records[q.id][5] = True  # out of the queue; on the card it reads as sent
+            marks = ",".join("?" * len(streams))
+            skip = f" AND id NOT IN ({','.join('?' * len(exclude))})" if exclude else ""
+            where = f"state = 'queued' AND stream IN ({marks}) AND created < ?{skip}"
+            args = (*streams, created_before, *exclude)
+
+            def work():
+                rows = database.db.execute(f"SELECT {_COLUMNS} FROM records WHERE {where}", args).fetchall()
+                if rows:
+                    database.db.execute(f"UPDATE records SET state = 'expired' WHERE {where}", args)
+                return rows
+            try:
+                rows = database.op(work, durable=False)
+            except WRITE_FAULTS as e:
+                database.write_failed(e)
+                rows = []
+        return gone + [Queued.row(*row) for row in rows]
+
     def acknowledge(self, kind: Kind, boot: int, up_to_seq: int, from_seq: int = 0) -> int:
         """The ground holds every record of `kind` and `boot` from `from_seq` to `up_to_seq`:
         durable, never sent again, and the first to go when space is short. Returns how many

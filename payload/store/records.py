@@ -91,7 +91,7 @@ class RecordTable:
     def _evict_until(self, within, streams: tuple[str, ...], keep_id: int, rounds: int | None = None) -> None:
         database = self.database
         marks = ",".join("?" * len(streams))
-        for state in ("acknowledged", "sent", "queued"):
+        for state in ("expired", "acknowledged", "sent", "queued"):
             while not within():
                 rows = database.db.execute(
                     f"SELECT id, stream, length(payload) FROM records WHERE state = ? AND stream IN ({marks}) "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import apsw
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS records (
     created        REAL    NOT NULL,
     payload        BLOB    NOT NULL,
     send_count     INTEGER NOT NULL DEFAULT 0,
-    state          TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent', 'acknowledged')),
+    state          TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent', 'acknowledged', 'expired')),
     sent_at        REAL,
     UNIQUE (stream, boot, seq)
 );
@@ -27,8 +27,19 @@ CREATE INDEX IF NOT EXISTS records_queue ON records (state, priority, created);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# 3: a record may expire unsent (a musing gone stale before it aired): a CHECK is changed only by
+# building the table anew, in the migration's one transaction.
 _MIGRATIONS = {2: ["ALTER TABLE records ADD COLUMN sent_at REAL",
-                   "CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]}
+                   "CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+               3: [_SCHEMA.split(";")[0].replace("CREATE TABLE IF NOT EXISTS records", "CREATE TABLE records_v3"),
+                   "INSERT INTO records_v3 (id, stream, priority, boot, seq, created, payload, send_count, state, "
+                   "sent_at) SELECT id, stream, priority, boot, seq, created, payload, send_count, state, sent_at "
+                   "FROM records",
+                   "DROP TABLE records",
+                   "ALTER TABLE records_v3 RENAME TO records",
+                   "CREATE INDEX IF NOT EXISTS records_queue ON records (state, priority, created)"]}
+# The states of a record that may still go on air (the others are done with).
+UNFINISHED = "('queued', 'sent')"
 # What a write can fail with while the payload must go on.
 WRITE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CorruptError, apsw.NotADBError, apsw.ReadOnlyError)
 # What opening the card's database can fail with when the card, not the software, is at fault:

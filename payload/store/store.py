@@ -175,6 +175,9 @@ class Store:
     def mark_sent(self, record_id: int) -> None:
         self.queue.mark_sent(record_id)
 
+    def expire_stale(self, kinds: tuple[Kind, ...], created_before: float, exclude: tuple[int, ...] = ()) -> list[Queued]:
+        return self.queue.expire_stale(kinds, created_before, exclude)
+
     def acknowledge(self, kind: Kind, boot: int, up_to_seq: int, from_seq: int = 0) -> int:
         return self.queue.acknowledge(kind, boot, up_to_seq, from_seq)
 
