@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from .config import PayloadConfig, load_config, parse_hostport
 from .daemon import STOP_BUDGET_S, Daemon
 from .parts.radio import RadioError
 from .persona.worker import PersonaError
+from .policy.airplan import air_plan
 from .rigs import PI, HardwareError, load_rig, rig_names
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
@@ -72,8 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
     for name in rig_names():  # a rig's own options (the bench's --sim, --seed, --fault ...: sim/world/rig.py)
         load_rig(name).add_arguments(run, src)
     run.set_defaults(func=cmd_run, hardware=None, base_config=None)
+    plan = sub.add_parser(
+        "plan", help="print a configuration's air plan: what it sends in an hour, and whether it closes",
+        description=(
+            "The air plan of a payload configuration, read like a link budget: seconds of air an hour for "
+            "each kind of frame, positions, musings and how long they wait for the air, pictures, relaying, "
+            "the headroom, and whether it closes. `run` refuses a configuration whose plan does not close; "
+            "this says which setting to change. Exit status 0 when it closes, 1 when not, 2 for a bad file."),
+    )
+    plan.add_argument("config", metavar="CONFIG", help="payload configuration (TOML), e.g. config/payload.pi.toml")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON instead of a table")
+    plan.add_argument("--flight-key", action="store_true",
+                      help="plan as if uplink.key_file were set (a bench configuration leaves it to sim fly): "
+                           "records, windows and their parity included")
+    plan.set_defaults(func=cmd_plan)
     add_keygen_command(sub, "python -m payload")
     return parser
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.flight_key and not cfg.uplink.key_file:
+        cfg.uplink.key_file = "(flight key)"
+    plan = air_plan(cfg)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+    return 0 if plan.closes else 1
 
 
 def configure(args: argparse.Namespace) -> tuple[PayloadConfig, object]:
@@ -97,9 +126,13 @@ def configure(args: argparse.Namespace) -> tuple[PayloadConfig, object]:
     if args.no_uplink:
         cfg.uplink.listen = False
     try:  # the options changed the configuration: it must still hold together (the key needs a window)
-        return PayloadConfig.model_validate(cfg.model_dump()), settings
+        cfg = PayloadConfig.model_validate(cfg.model_dump())
     except ValidationError as e:
         raise ValueError(describe_validation_error("the configuration with these options", e)) from None
+    refusal = air_plan(cfg).refusal()  # what it sends must arrive, in time: planned like a link budget
+    if refusal:
+        raise ValueError(f"{args.config or args.base_config or 'the configuration'}: {refusal}")
+    return cfg, settings
 
 
 def load_persona(args: argparse.Namespace, cfg: PayloadConfig) -> tuple[Bundle | None, Event | None]:

@@ -42,8 +42,10 @@ from .persona.guard import OutboundGuard
 from .persona.memory import Memory, heard_from
 from .persona.reach import Reach
 from .persona.worker import PersonaWorker
+from .policy.airplan import MIN_RECORD_FRAME_BYTES, Turn, turn_of
 from .policy.duty import worst_sentence
 from .policy.governor import Governor
+from .policy.turns import BeaconTimes
 from .producers import Beacon, DeviceWatch, Health, Musings, Pictures
 from .producers.musings import PriceGeneration
 from .rigs import PI
@@ -113,9 +115,9 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         memory.close()
         store.close()
         raise
-    transmitter = Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
-                              sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
-                              on_loop=lambda: liveness.ping("radio"), wake=outbound.wake, relay=relay)
+    turn = turn_of(cfg)
+    transmitter = open_transmitter(cfg, store, radio, clock, stop, data_dir, auth, outbound, relay, turn,
+                                   on_loop=lambda: liveness.ping("radio"))
     gate = None
     if gate_key:
         try:  # uplink.KeyFileError names the file when the key is missing or exposed
@@ -132,7 +134,8 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
                                memory_limit_mb=cfg.persona.memory_limit_mb)
         # The facts the owner approved (host_training interview): the same notes after every boot.
         memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
-    governor = Governor(store, capacity_wh=cfg.power.battery_wh, battery_temp_fitted=sensors.battery_temp_fitted,
+    governor = Governor(store, capacity_wh=cfg.power.battery_wh, beacon_period_s=cfg.schedule.telemetry_s,
+                        battery_temp_fitted=sensors.battery_temp_fitted,
                         cpu_temp_fitted=pi_health is not None)
     # On the bench its questions are drawn from the flight's seed, like everything else.
     reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
@@ -156,12 +159,25 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     if worker is not None:
         musings = Musings(cfg, schedule, bundle, worker, boot, clock, sensors, beacon, governor, memory, reach,
                           OutboundGuard(hashed=bundle.blocklist()), outbound, stopping, seed=seed,
-                          price_generation=price_generation)
+                          price_generation=price_generation,
+                          line_bytes=max(turn.sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
     return Components(
         sensors=sensors, radio=radio, store=store, boot=boot, outbound=outbound, transmitter=transmitter,
         governor=governor, memory=memory, reach=reach, beacon=beacon, health=health, commands=commands,
         stopping=stopping, pictures=pictures, musings=musings, worker=worker, gate=gate, camera=camera, led=led,
         heater=heater, disk_usage=disk_usage)
+
+
+def open_transmitter(cfg: PayloadConfig, store: Store, radio: Radio, clock: Clock, stop: threading.Event,
+                     data_dir: Path, auth, outbound: Outbound, relay: Relay | None, turn: Turn,
+                     on_loop) -> Transmitter:
+    """The link, keeping the turn the air plan planned (payload/policy/airplan.py): records cut to
+    fit it, nothing keyed into the next position sentence, stale musings expired."""
+    frame_bytes = turn.record_frame_bytes if turn.record_frame_bytes >= MIN_RECORD_FRAME_BYTES else cfg.radio.mtu
+    return Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
+                       sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
+                       on_loop=on_loop, wake=outbound.wake, relay=relay, turns=BeaconTimes(cfg.schedule.turn_s),
+                       frame_bytes=frame_bytes, stale_s=cfg.persona.stale_s)
 
 
 def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None, memory: Memory | None = None) -> Relay | None:

@@ -42,9 +42,35 @@ class ScheduleSection(Section):
     first_musing_s: float = Field(30.0, ge=0, description="seconds after start before the first musing")
     health_s: float = Field(300.0, gt=0, description="seconds between health records (queue, card, faults)")
     image_s: float = Field(900.0, gt=0, description="seconds between pictures (a thumbnail goes down as an image record)")
+    turn_s: float | None = Field(
+        None, gt=0, description="the seconds of each telemetry period this balloon may transmit in, from its position "
+        "sentence on (unset: the whole period, less a guard before the next sentence): balloons sharing a frequency "
+        "each take a turn (docs/network.md); nothing is keyed that would not end inside it")
+
+    @model_validator(mode="after")
+    def _turn_within_period(self) -> ScheduleSection:
+        if self.turn_s is not None and self.turn_s > self.telemetry_s:
+            raise ValueError(f"turn_s {self.turn_s:g} is longer than the telemetry period telemetry_s "
+                             f"{self.telemetry_s:g}: a turn is a share of one period")
+        return self
 
 
 PinName = int | str  # gpiozero pin: 17 (GPIO number), "GPIO17", "BOARD11"
+
+
+class PicturesChannel(Section):
+    """A second channel for the pictures: SSDV packets keyed in a faster LoRa mode on a frequency of
+    their own, the radio returning to its own channel for everything else. A stock LoRa gateway
+    hears both on its two channels (docs/payload.md, "Pictures on a second channel")."""
+
+    lora_mode: int = Field(1, ge=0, le=8, description="the UKHAS LoRa mode of the pictures: 1 (SSDV: SF6, 20.8 kHz, "
+                           "4/5, implicit header, ~1.4 s a packet) is what gateways use for them")
+    frequency_mhz: float = Field(gt=0, description="the pictures' carrier: the gateway's second channel listens here")
+
+    def lora_settings(self, radio: RadioSection) -> LoRaSettings:
+        """The pictures' modem settings: the mode's, with the radio's sync word and preamble."""
+        return ukhas_mode(self.lora_mode).settings(self.frequency_mhz, sync_word=radio.sync_word,
+                                                   preamble=radio.preamble)
 
 
 class RadioSection(Section):
@@ -99,6 +125,9 @@ class RadioSection(Section):
     fec_target: float = Field(0.99, gt=0, lt=1, description="chance each record should arrive whole")
     max_parity: int = Field(32, ge=0, le=254, description="most parity fragments one record may get")
     interleave: int = Field(8, ge=1, le=64, description="records whose frames are interleaved against burst loss")
+    pictures: PicturesChannel | None = Field(
+        None, description="[radio.pictures]: SSDV packets on a second channel, in their own mode and frequency "
+        "(unset: on the radio's own channel, where a slow mode may have no room for them)")
 
     # What each kind cannot do without; the checks below name the missing keys.
     REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -213,8 +242,33 @@ class RadioSection(Section):
         if not self.explicit_header:
             raise ValueError("explicit_header = false (implicit-header modes 1, 4, 6, 8) carries fixed 255-byte "
                              "packets, for SSDV: the downlink's frames differ in length; fly an explicit mode "
-                             "(0, 2, 3, 5 or 7)")
+                             "(0, 2, 3, 5 or 7), and the pictures in [radio.pictures] if they need mode 1")
+        self._check_pictures_channel()
         return self
+
+    def _check_pictures_channel(self) -> None:
+        p = self.pictures
+        if p is None:
+            return
+        if self.kind in ("kiss", "lora_uart"):
+            raise ValueError(f"[radio.pictures]: a {self.kind} radio keys every frame in the one mode its module is set "
+                             "to; a second channel needs a LoRa chip on SPI (or leave [radio.pictures] out)")
+        mine = self.lora_settings()
+        theirs = p.lora_settings(self)
+        if self.band_plan not in bandplan.OWN_RULES:
+            try:
+                bandplan.check(bandplan.rule(self.band_plan), p.frequency_mhz, theirs.bandwidth_hz, self.erp_mw)
+            except bandplan.BandPlanError as e:
+                raise ValueError(f"[radio.pictures]: {e}") from None
+        if self.frequency_mhz is not None and abs(p.frequency_mhz - self.frequency_mhz) * 1e6 < (
+                mine.bandwidth_hz + theirs.bandwidth_hz) / 2:
+            raise ValueError(f"[radio.pictures] frequency_mhz {p.frequency_mhz:g} overlaps the radio's own channel at "
+                             f"{self.frequency_mhz:g} MHz: give the pictures a channel of their own (the gateway's "
+                             "second channel)")
+
+    def pictures_settings(self) -> LoRaSettings | None:
+        """The pictures' modem settings ([radio.pictures]), or None: they go on the radio's own."""
+        return None if self.pictures is None else self.pictures.lora_settings(self)
 
     @property
     def address(self) -> str:
@@ -393,6 +447,9 @@ class PersonaSection(Section):
     recall_musings: int = Field(
         0, ge=0, le=8, description="the persona's own earlier musings offered in each prompt ('you thought ...'); "
                                    "0: none, as a small model copies them (docs/payload.md, 'What the persona is told')")
+    stale_s: float = Field(
+        360.0, gt=0, description="a musing none of which is on air this many seconds after it was made is not sent: "
+        "it is made again from fresh readings (what airs is true when it airs)")
     sentences: bool = Field(
         False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
                            "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "
@@ -464,11 +521,12 @@ class PayloadConfig(Section):
         if cam is None or not cam.ssdv:
             return self
         if cam.ssdv_callsign is None:
-            # SSDV packs the callsign in base 40, six characters at most: derive it only when it fits.
-            if not (len(self.callsign) <= 6 and self.callsign.isascii() and self.callsign.isalnum()):
-                raise ValueError(f"[devices.camera] ssdv: the callsign {self.callsign!r} does not fit SSDV's 1 to 6 "
-                                 "letters and digits; set ssdv_callsign (e.g. a 6-character form of it)")
-            cam.ssdv_callsign = self.callsign.upper()
+            # SSDV packs the callsign in base 40, six letters and digits at most: a form of ours.
+            form = ssdv.callsign_form(self.callsign)
+            if form is None:
+                raise ValueError(f"[devices.camera] ssdv: the callsign {self.callsign!r} has no letter or digit SSDV "
+                                 "can carry; set ssdv_callsign (1 to 6 letters and digits)")
+            cam.ssdv_callsign = form
         if self.radio.mtu < ssdv.LORA_FRAME_BYTES:
             raise ValueError(f"[devices.camera] ssdv: an SSDV packet is a {ssdv.LORA_FRAME_BYTES}-byte frame, "
                              f"larger than [radio] mtu {self.radio.mtu}")

@@ -1,9 +1,11 @@
 """The payload daemon: it decides when each part works, and stops them in order.
 
-    beacon    every schedule.telemetry_s:  producers.Beacon (after the commands' probation check)
+    beacon    every schedule.telemetry_s:  producers.Beacon (after the commands' probation check); tells
+                                           the radio when each sentence is due (policy/turns.py)
     health    every schedule.health_s:     producers.Health
     camera    every schedule.image_s:      producers.Pictures
-    think     every schedule.musing_s:     producers.Musings
+    think     every schedule.musing_s:     producers.Musings, right after a position sentence and only
+                                           when the last musing has gone on air; at once for one gone stale
     radio     continuously:                link.Transmitter (store -> frames -> airtime -> radio);
                                            its listen windows hand commands to CommandHandler
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from stratoecho import __version__
+from stratoecho import __version__, wire
 from stratoecho.bundle import Bundle
 from stratoecho.wire.events import Event
 
@@ -58,13 +60,26 @@ class Daemon:
         self.liveness = liveness or Liveness()
         self._threads: list[threading.Thread] = []
         self.flight_stats = FlightStats(self.data_dir / "stats.json", cfg, clock, parts)
+        # Set by each position sentence made, by a musing gone stale and by the stop: the think loop looks then.
+        self.beacon_ran = clock.event()
+        self._remake = False
+        parts.transmitter.on_stale = self.on_stale
         structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
 
     # ------------------------------------------------------------------ one run of each loop
 
     def beacon_once(self):
         self.commands.revert_unconfirmed()
-        return self.beacon.once()
+        try:
+            return self.beacon.once()
+        finally:
+            self.beacon_ran.set()  # fresh readings and a turn ahead: the moment for a musing
+
+    def on_stale(self, q) -> None:
+        """A musing went stale before any of it aired (the radio expired it): make another now."""
+        if q.kind is wire.Kind.MUSING or not self.transmitter.auth:
+            self._remake = True
+            self.beacon_ran.set()
 
     def health_once(self) -> None:
         self.health.once()
@@ -96,28 +111,68 @@ class Daemon:
         self.liveness.register(name, self._allowance_s(name, period_s, 0.0))
         self.liveness.ping(name)
 
-    def _every(self, period_s, first_s: float, action, name: str, slot_s: float | None = None) -> None:
+    def _every(self, period_s, first_s: float, action, name: str, slot_s: float | None = None,
+               on_due=None) -> None:
         """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it);
-        with `slot_s`, at that second of each period by UTC (policy/slots.py)."""
+        with `slot_s`, at that second of each period by UTC (policy/slots.py). `on_due(this, next)`
+        hears when this run was due and the next will be (None, None once the loop ends)."""
         def align(due: float) -> float:
             if slot_s is None:
                 return due
             return next_slot(due, self.clock.elapsed_s(), self.clock.now().timestamp(), period_s(), slot_s)
 
+        on_due = on_due or (lambda this, nxt: None)
         due = align(self.clock.elapsed_s() + first_s)
         self.liveness.register(name, self._allowance_s(name, period_s(), first_s))
+        on_due(None, due)
+        try:
+            while not self.producers_stop.is_set():
+                if self.clock.wait(due - self.clock.elapsed_s(), self.producers_stop):
+                    return
+                on_due(due, align(due + period_s()))
+                try:
+                    action()
+                except Exception:  # one failing task must not end the others
+                    log.exception("task_failed", task=name)
+                self._ran(name, period_s())
+                this = due
+                due += period_s()
+                if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
+                    due = self.clock.elapsed_s() + period_s()
+                due = align(due)  # a new period (the governor's mode) moves the grid: back onto our slot
+                on_due(this, due)
+        finally:
+            on_due(None, None)
+
+    def _think(self) -> None:
+        """A musing every `musing_s` (the governor's), made right after a position sentence — its
+        readings fresh and its turn ahead, the air to send it near — and only once the last one has
+        gone on air; one gone stale unsent is made again at the next chance (payload/policy/airplan.py
+        plans for it)."""
+        sched, g = self.schedule, self.governor
+        period = lambda: g.period_s("think", sched.musing_s)  # noqa: E731
+        due = self.clock.elapsed_s() + sched.first_musing_s
+        self.liveness.register("think", self._allowance_s("think", period(), sched.first_musing_s))
         while not self.producers_stop.is_set():
-            if self.clock.wait(due - self.clock.elapsed_s(), self.producers_stop):
+            # Woken by each position sentence (or a stale musing, or the stop); at least once a period.
+            self.clock.wait(max(due - self.clock.elapsed_s(), g.period_s("beacon", sched.telemetry_s)) + 1.0,
+                            self.beacon_ran)
+            self.beacon_ran.clear()
+            if self.producers_stop.is_set():
                 return
-            try:
-                action()
-            except Exception:  # one failing task must not end the others
-                log.exception("task_failed", task=name)
-            self._ran(name, period_s())
-            due += period_s()
-            if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
-                due = self.clock.elapsed_s() + period_s()
-            due = align(due)  # a new period (the governor's mode) moves the grid: back onto our slot
+            if (self.clock.elapsed_s() >= due or self._remake) and not self.transmitter.musing_waiting():
+                self._remake = False
+                try:
+                    self.think_once()
+                except Exception:  # one failing task must not end the others
+                    log.exception("task_failed", task="think")
+                if self.musings.ask_again:  # too short to be worth its air: once more, from the next readings
+                    self.musings.ask_again, self._remake = False, True
+                else:
+                    due += period()
+                    if due < self.clock.elapsed_s():
+                        due = self.clock.elapsed_s() + period()
+            self._ran("think", period())
 
     def fly_without_persona(self) -> None:
         """A model that will not load: the loops start without the think loop."""
@@ -141,7 +196,7 @@ class Daemon:
         self.liveness.register("radio", self.clock.liveness_s(window_s) + 120.0)
         specs = [
             ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
-                                           "beacon", sched.beacon_slot_s)),
+                                           "beacon", sched.beacon_slot_s, on_due=self.transmitter.turns.due)),
             ("radio", self.transmitter.run),
             ("health", lambda: self._every(lambda: g.period_s("housekeeping", sched.health_s), sched.health_s,
                                            self.health_once, "health")),
@@ -150,8 +205,7 @@ class Daemon:
             specs.append(("camera", lambda: self._every(lambda: g.period_s("capture", sched.image_s),
                                                         sched.image_s / 2, self.picture_once, "camera")))
         if self.musings is not None:
-            specs.append(("think", lambda: self._every(lambda: g.period_s("think", sched.musing_s),
-                                                       sched.first_musing_s, self.think_once, "think")))
+            specs.append(("think", self._think))
         for name, target in specs:
             self._threads.append(self.clock.thread(target, name))
 
@@ -179,6 +233,7 @@ class Daemon:
         for key in self.liveness.keys():
             self.liveness.pause(key)  # stopping threads are not hung ones
         self.producers_stop.set()
+        self.beacon_ran.set()  # the think loop sees the stop now, not at the next sentence
         if self.worker is not None:
             self.worker.cancel()  # a musing in flight would hold the think loop for persona.timeout_s
         radio_thread = [t for t in self._threads if t.name == "radio"]

@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from stratoecho.clock import Clock
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.uplink_keys import new_key, write_key_file
 
 
 class RecordingRadio:
-    """A radio that keeps every frame it is asked to send, in order."""
+    """A radio that keeps every frame it is asked to send, in order, and the channel it was keyed
+    on (`channels`: None for the radio's own, else the second channel's settings)."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.channels: list = []
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, settings=None) -> None:
         self.frames.append(frame)
+        self.channels.append(settings)
 
     receives = False  # transmit only: no listen windows
 
@@ -28,6 +34,27 @@ class RecordingRadio:
 
     def close(self) -> None:
         """Nothing to release: the frames stay for the test to read."""
+
+
+class FlightClock(Clock):
+    """Flight time that moves only when someone waits; UTC follows it from `start_utc`: hours of
+    flight take no time, and nothing depends on the machine's speed."""
+
+    def __init__(self, start_utc: datetime = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)):
+        super().__init__(1.0, start_utc)
+        self.t = 0.0
+
+    def elapsed_s(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return self.start_utc + timedelta(seconds=self.t)
+
+    def wait(self, flight_seconds: float, stop: threading.Event | None = None) -> bool:
+        if stop is not None and stop.is_set():
+            return True
+        self.t += max(flight_seconds, 0.0)
+        return False
 
 
 class FakeClock:

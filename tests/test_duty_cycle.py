@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
-from payload.clock import Clock
 from payload.config import RadioSection, load_config
 from payload.link.transmitter import Transmitter
 from payload.policy.duty import DutyBudget, beacon_per_hour_s, beacon_plan, worst_sentence
@@ -23,30 +22,10 @@ from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import Kind
 from tests.conftest import ROOT as REPO
-from tests.fakes import AUTH
+from tests.fakes import AUTH, FlightClock
 
 START = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)
 PI = load_config(REPO / "config" / "payload.pi.toml")
-
-
-class FlightClock(Clock):
-    """Flight time that moves only when someone waits; UTC follows it from `start_utc`."""
-
-    def __init__(self, start_utc: datetime = START):
-        super().__init__(1.0, start_utc)
-        self.t = 0.0
-
-    def elapsed_s(self) -> float:
-        return self.t
-
-    def now(self) -> datetime:
-        return self.start_utc + timedelta(seconds=self.t)
-
-    def wait(self, flight_seconds: float, stop: threading.Event | None = None) -> bool:
-        if stop is not None and stop.is_set():
-            return True
-        self.t += max(flight_seconds, 0.0)
-        return False
 
 
 class TimedRadio:

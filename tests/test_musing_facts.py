@@ -22,8 +22,8 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     prompts = []
     said = iter([
-        Generation("Rising into the cold.", 5, 0.01, "stop"),
-        Generation("the air is thin and", 48, 0.01, "length"),
+        Generation("Rising into the cold, thin air.", 5, 0.01, "stop"),
+        Generation("the air is thin and the sky above is", 48, 0.01, "length"),
         Generation("<PHONE_1> <EMAIL_2>", 6, 0.01, "stop"),  # only placeholders: nothing left to send
         Generation("mail ada.lindqvist@example.org", 7, 0.01, "stop"),
         Generation("a long thought. " * 40, 48, 0.01, "length"),
@@ -67,9 +67,10 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     assert all("requests" not in e["facts"] for e in events[3:]) and "no internet" not in prompts[3] + prompts[4]
 
     first, cut_short, empty, dropped, long = events
-    assert (first["text"], first["finish"], first["cut"]) == ("Rising into the cold.", "stop", False)
-    # stopped at the token limit after "and": ended at its last whole word (prompts.finish_unfinished)
-    assert (cut_short["text"], cut_short["finish"], cut_short["cut"]) == ("the air is thin…", "length", True)
+    assert (first["text"], first["finish"], first["cut"]) == ("Rising into the cold, thin air.", "stop", False)
+    # stopped at the token limit after "is": ended at its last whole word (prompts.finish_unfinished)
+    assert (cut_short["text"], cut_short["finish"], cut_short["cut"]) == ("the air is thin and the sky above…",
+                                                                          "length", True)
     assert empty["raw_chars"] > 0 and "text" not in empty
     assert "text" not in dropped and "example.org" not in json.dumps(dropped) and dropped["reasons"]
     assert long["cut"] is True and len(long["text"]) <= d.cfg.persona.max_chars
@@ -79,11 +80,11 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     section = musings_section(tmp_path)
     q = section["quality"]
     assert q["measured"] == 4 and q["withheld_by_guard"] == 1
-    assert q["degenerate"]["by_kind"]["cut_mid_word"]["count"] == 0  # "the air is thin and" was ended instead
+    assert q["degenerate"]["by_kind"]["cut_mid_word"]["count"] == 0  # "... the sky above is" was ended instead
     assert q["degenerate"]["by_kind"]["no_words"]["count"] == 1  # the placeholders
     assert q["cut_by_budget"]["count"] == 2
-    assert [e["text"] for e in section["first"]] == ["Rising into the cold.", "the air is thin…", "", None,
-                                                     long["text"]]
+    assert [e["text"] for e in section["first"]] == ["Rising into the cold, thin air.",
+                                                     "the air is thin and the sky above…", "", None, long["text"]]
 
 
 def test_its_own_musings_reach_the_prompt_only_when_the_configuration_asks(tmp_path, tiny_bundle):

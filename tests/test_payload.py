@@ -81,17 +81,18 @@ def test_worker_refuses_a_tampered_bundle(tiny_bundle, tmp_path):
 
 def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
-    leaks = iter(["call me on +44 7700 900123 when it lands", "mail ada.lindqvist@example.org", "the sky is ink"])
+    leaks = iter(["call me on +44 7700 900123 when it lands", "mail ada.lindqvist@example.org",
+                  "the sky is ink above the clouds"])
     d.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(leaks), 5, 0.01)
     assert d.think_once() is None
     assert d.think_once() is None
-    assert d.think_once() == "the sky is ink"
+    assert d.think_once() == "the sky is ink above the clouds"
     assert d.musings.stats.musings_dropped_by_guard == 2
     assert set(d.musings.guard.dropped) >= {"phone", "email"}
     while d.transmitter.send_one():
         pass
     air = b"".join(d.radio.frames)
-    assert b"7700" not in air and b"example.org" not in air and b"the sky is ink" in air
+    assert b"7700" not in air and b"example.org" not in air and b"the sky is ink above the clouds" in air
 
 
 def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
@@ -128,7 +129,7 @@ def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path, flight_key):
         proc = subprocess.run(
             [sys.executable, "-m", "payload", "run", "--sim", "--persona", str(tiny_bundle), "--udp",
              f"127.0.0.1:{port}", "--data", str(tmp_path / "p"), "--speedup", "300", "--minutes", "12",
-             "--drain-s", "120", "--flight-key", str(flight_key), "--no-uplink"],
+             "--drain-s", "120", "--flight-key", str(flight_key)],
             capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,
         )
     finally:

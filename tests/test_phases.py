@@ -185,6 +185,18 @@ def test_a_whole_flight_with_gps_noise():
     assert sources == {None, "gps"}  # GPS preferred whenever it has a fix (None: first 20 s)
 
 
+@pytest.mark.parametrize("period_s", [30.0, 60.0, 120.0])
+def test_a_sample_a_beacon_period_still_follows_the_flight(period_s):
+    """One altitude per position sentence: at a sentence a minute (LoRa mode 0) a 60 s window
+    held one or two samples, no rate, and the balloon stayed "pre-launch" at 13 km."""
+    samples = sample(FLIGHT, step=lambda rng: period_s)
+    if period_s > 30:
+        assert run(PhaseDetector(), samples) == []  # the old 60 s window: blind all flight
+    limits = PhaseLimits.for_samples_every(period_s)
+    assert limits.window_s >= limits.min_fit_samples * period_s
+    assert_flight(run(PhaseDetector(limits), samples), FLIGHT, slack_s=2.5 * period_s)
+
+
 def test_a_flight_with_a_float():
     flight = simulate(burst_m=0, float_m=25_000.0, float_s=3600)
     assert_flight(run(PhaseDetector(), sample(flight, seed=2)), flight, with_float=True)

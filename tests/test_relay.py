@@ -5,6 +5,8 @@ forwarded; an allowed one goes on once, inside the relay's share of the air."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from payload.link.relay import Relay, RelayRules
@@ -161,9 +163,43 @@ def test_a_window_cue_is_never_relayed_and_positions_are_thinned_to_one_a_minute
     assert relay.hear(sentence(FAR, seq=7), 70.0) is None  # a minute on: the newest heard then goes
     # Records are not thinned: each fragment of a musing goes on.
     assert all(relay.hear(f, 21.0) is None for f in fragments(FAR_AUTH, seq=8, mtu=40))
-    assert relay.stats.refused == {"window cue": 1, "position thinned": 1}
+    # Only a flight's newest position waits (seq 7 replaced seq 1, unsent), and it goes before the records.
+    assert relay.stats.refused == {"window cue": 1, "position thinned": 1, "position superseded": 1}
+    assert relay.next_frame(80.0, lambda n: 0.1) == encode_relayed(sentence(FAR, seq=7), payload_hash(NEAR), 1,
+                                                                   NEAR_AUTH)
+    assert relay.waiting() == len(fragments(FAR_AUTH, seq=8, mtu=40))
     # Without a time (a caller that cannot say when) nothing is thinned.
     assert near_relay().hear(sentence(FAR, seq=3)) is None
+
+
+def test_records_go_on_by_priority_with_their_data_and_half_as_much_parity_again():
+    """FAR1 heard by nobody but us sizes its parity for a link it never hears back from: eleven
+    parity frames for one data frame. We send on what the next hop needs, the urgent first."""
+    relay = near_relay()
+    picture = wire.fragment_record(wire.Record(wire.Kind.IMAGE, 1, 2, 1_780_000_000, b"\xff\xd8" + bytes(300)), 200,
+                                   parity=11, auth=FAR_AUTH)
+    musing = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 3, 1_780_000_000, "up here the sky is ink"), 200,
+                                  parity=11, auth=FAR_AUTH)
+    k_picture = wire.decode_fragment(picture[0], FAR_AUTH).k
+    heard = [relay.hear(f, 1.0) for f in picture + musing]
+    assert heard.count(None) == (k_picture + math.ceil(k_picture / 2)) + (1 + 1)
+    assert relay.stats.refused["parity enough"] == len(picture) + len(musing) - heard.count(None)
+    assert relay.hear(sentence(FAR, seq=9), 2.0) is None
+    went = [relay.next_frame(3.0, airtime) for _ in range(relay.waiting())]
+    inner = [decode_relayed(f, {}, 8).frame for f in went]
+    assert inner[0] == sentence(FAR, seq=9)  # the track first
+    kinds = [wire.decode_fragment(f, FAR_AUTH).kind for f in inner[1:]]
+    assert kinds == [wire.Kind.MUSING] * 2 + [wire.Kind.IMAGE] * (k_picture + math.ceil(k_picture / 2))
+
+
+def test_a_full_queue_gives_up_its_least_urgent_record():
+    relay = near_relay(pending=2)
+    picture = wire.fragment_record(wire.Record(wire.Kind.IMAGE, 1, 2, 1_780_000_000, b"\xff\xd8"), 200, auth=FAR_AUTH)
+    assert relay.hear(picture[0], 1.0) is None and relay.hear(fragments(FAR_AUTH, seq=4)[0], 1.0) is None
+    assert relay.hear(fragments(FAR_AUTH, seq=5)[0], 1.0) is None  # the picture makes way, not the older musing
+    assert relay.stats.refused["evicted"] == 1
+    assert {wire.decode_fragment(decode_relayed(relay.next_frame(2.0, airtime), {}, 8).frame, FAR_AUTH).kind
+            for _ in range(2)} == {wire.Kind.MUSING}
 
 
 def test_a_flight_allowed_only_to_be_heard_is_listened_to_but_never_sent_on():
@@ -215,8 +251,9 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
         sent = radio.frames
         assert sent[0].startswith(b"$$" + NEAR.encode())  # our own beacon first, then our window's cue
         relayed = [decode_relayed(f, {}, 8) for f in sent if f[0] == wire.RELAY_MAGIC]
-        assert [r.frame for r in relayed] == [heard, sentence("OPEN1")]  # once each; the forged and the stranger not
-        assert wire.decode_fragment(relayed[0].frame, far).seq == 3
+        # Once each, the position first; the forged and the stranger not.
+        assert [r.frame for r in relayed] == [sentence("OPEN1"), heard]
+        assert wire.decode_fragment(relayed[1].frame, far).seq == 3
         stats = d.flight_stats.snapshot()["relay"]
         assert stats["forwarded"] == 2 and stats["refused"] == {"bad tag": 1, "unknown origin": 1, "duplicate": 1}
         assert stats["by_origin"] == {FAR: 1, "OPEN1": 1} and d.transmitter.stats.relayed_frames == 2

@@ -99,8 +99,16 @@ def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_
 
 
 def test_the_ssdv_callsign_is_six_letters_and_digits_at_most():
+    # Unset, it is a form of the payload's callsign: the name's first letters and its number.
+    cfg = PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True}}})
+    assert cfg.devices.camera.ssdv_callsign == "STRAT1"  # STRATO1 is 7
+    for callsign, form in (("NEAR1", "NEAR1"), ("far1", "FAR1"), ("M0ABC-11", "M0AB11"), ("STRATO12", "STRA12"),
+                           ("BALLOON", "BALLOO"), ("VK3/ZZZ-123456", "V23456")):
+        cfg = PayloadConfig.model_validate({"callsign": callsign, "devices": {"camera": {"ssdv": True}}})
+        assert cfg.devices.camera.ssdv_callsign == form, callsign
+        assert ssdv.decode_callsign(ssdv.encode_callsign(form)) == form
     with pytest.raises(ValidationError, match="ssdv_callsign"):
-        PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True}}})  # STRATO1 is 7
+        PayloadConfig.model_validate({"callsign": "/-_", "devices": {"camera": {"ssdv": True}}})
     with pytest.raises(ValidationError, match="SSDV callsign"):
         PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True, "ssdv_callsign": "STRATO1"}}})
     cfg = PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True, "ssdv_callsign": "so1"}}})

@@ -49,10 +49,11 @@ class Outbound:
         self.wake.set()
         return seqs
 
-    def musing_sentences(self, lines: list[bytes]) -> list[int]:
+    def musing_sentences(self, lines: list[bytes], created: float | None = None) -> list[int]:
         """A musing's text sentences (`wire.encode_musing_sentences`), each stored as the frame it
-        goes on air as; returns their sequence numbers on their own stream."""
-        made = self.clock.now().timestamp()
+        goes on air as, made at `created` (the musing's readings; default now); returns their
+        sequence numbers on their own stream."""
+        made = self.clock.now().timestamp() if created is None else created
         seqs = [self.store.enqueue(wire.Kind.MUSING_SENTENCE, self.boot, lambda s, line=line: line, created=made)[0]
                 for line in lines]
         self.wake.set()

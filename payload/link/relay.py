@@ -11,14 +11,21 @@ need. The rules, each a reason counted in `stats.refused`:
   callsign and is relayed open, as the community's gateways take it; a window cue is never
   relayed: the ground answers a cue only from its own balloon, and no uplink is relayed;
 - a flight's position sentences at most one per `position_s` (the newest heard then): a
-  track needs no more, and the share is left for its records;
+  track needs no more, and the share is left for its records. Positions go first, and only a
+  flight's newest waits (a newer one replaces it): a flood of records never delays or evicts
+  the track;
 - at most `max_hops` relays in all: a frame heard in another relayer's envelope goes on only
   while hops are left, and is re-wrapped, never nested;
 - once: a frame heard again (directly, or through another relayer) by its origin and
   sequence is a duplicate;
+- records in the order the payload sends its own (events, then musings, then health, then
+  pictures; the oldest first), and of each record at most its k data fragments and half as
+  many again (`PARITY_SHARE`): the origin sized its parity for a link it cannot hear back from
+  (no window of its reaches the ground), and every parity frame more is a frame of another
+  record's less in the share;
 - within `share` of the hour's airtime budget, counted over the last hour, and at most
-  `pending` frames waiting: the oldest waiting frame gives way to a new one, so a flood
-  evicts only what it floods with;
+  `pending` records waiting: the least urgent waiting record (the oldest of the lowest
+  priority) gives way to a new one, so a flood evicts only what it floods with;
 - a frame that would not fit one packet (`mtu`: LoRa's 255 bytes, a UART module's packet) in
   its envelope is not cut, only refused.
 
@@ -29,6 +36,8 @@ persona hears what the other said and may answer).
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,8 +57,12 @@ from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, origin_of, overhead
 from stratoecho.wire.uplink import payload_hash
 
+from ..policy.air_layout import PARITY_SHARE
+from ..store.streams import STREAMS
+
 HOUR_S = 3600.0
 SEEN = 4096  # frames remembered for duplicates: hours of a neighbour's traffic
+OTHER_PRIORITY = max(s.priority for s in STREAMS.values())  # what is not a record: with the pictures
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,11 @@ class Relay:
         self.own = payload_hash(rules.callsign)
         self._relayers = {payload_hash(c): a for c, a in rules.allowed.items() if a is not None}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._waiting: deque[tuple[bytes, str]] = deque()
+        self._positions: OrderedDict[str, bytes] = OrderedDict()  # origin -> its newest position, to go first
+        # Records (and musing sentences): (priority, order heard, frame, origin), the most urgent first.
+        self._waiting: list[tuple[int, int, bytes, str]] = []
+        self._order = itertools.count()
+        self._per_record: OrderedDict[tuple, int] = OrderedDict()  # (origin, kind, boot, seq) -> fragments queued
         self._spent: deque[tuple[float, float]] = deque()  # (when, airtime) of each relay this hour
         self._last_position: dict[str, float] = {}  # origin -> flight second its last position was queued
         self.stats = RelayStats()
@@ -113,18 +130,44 @@ class Relay:
             return self._refuse("window cue")
         if now_s is not None and _is_position(frame):
             last = self._last_position.get(origin)
-            if last is not None and now_s - last < self.rules.position_s:
+            # A tenth of slack: a sentence every `position_s` is heard a moment early or late.
+            if last is not None and now_s - last < 0.9 * self.rules.position_s:
                 return self._refuse("position thinned")
             self._last_position[origin] = now_s
         out = encode_relayed(frame, self.own, hops_left, self.auth)
         if len(out) > self.rules.mtu:
             return self._refuse("too long")
+        if _is_position(frame):
+            if self._positions.pop(origin, None) is not None:
+                self.stats.refused["position superseded"] += 1
+            self._positions[origin] = out
+            self.stats.queued += 1
+            return None
+        priority = self._priority(origin, frame)
+        if priority is None:
+            return self._refuse("parity enough")
         if len(self._waiting) >= self.rules.pending:
-            self._waiting.popleft()
+            self._waiting.remove(max(self._waiting, key=lambda w: (w[0], -w[1])))
             self.stats.refused["evicted"] += 1
-        self._waiting.append((out, origin))
+        self._waiting.append((priority, next(self._order), out, origin))
         self.stats.queued += 1
         return None
+
+    def _priority(self, origin: str, frame: bytes) -> int | None:
+        """Where a frame waits among the records: its kind's priority (payload/store/streams.py);
+        None for a record fragment past its k data and `PARITY_SHARE` parity fragments."""
+        if frame[:1] != bytes([MAGIC]) or self.rules.allowed.get(origin) is None:
+            return STREAMS[Kind.MUSING_SENTENCE].priority if frame.startswith(b"$$") else OTHER_PRIORITY
+        f = decode_fragment(frame, self.rules.allowed[origin])  # its tag was checked when it was judged
+        key = (origin, f.kind, f.boot, f.seq)
+        queued = self._per_record.pop(key, 0)
+        if queued >= f.k + math.ceil(PARITY_SHARE * f.k):
+            self._per_record[key] = queued
+            return None
+        self._per_record[key] = queued + 1
+        while len(self._per_record) > SEEN:
+            self._per_record.popitem(last=False)
+        return STREAMS[f.kind].priority if f.kind in STREAMS else OTHER_PRIORITY
 
     def due(self, now_s: float, airtime_s: Callable[[int], float]) -> bytes | None:
         """The next frame to relay, if the relay's share of the last hour's airtime allows it
@@ -132,9 +175,12 @@ class Relay:
         It stays first in line until `sent` says it went."""
         while self._spent and self._spent[0][0] <= now_s - HOUR_S:
             self._spent.popleft()
-        if not self._waiting:
+        if self._positions:
+            frame = next(iter(self._positions.values()))
+        elif self._waiting:
+            frame = min(self._waiting)[2]
+        else:
             return None
-        frame = self._waiting[0][0]
         allowance = self.rules.share * self.rules.duty_cycle * HOUR_S
         if sum(a for _, a in self._spent) + airtime_s(len(frame)) > allowance:
             return None
@@ -142,7 +188,12 @@ class Relay:
 
     def sent(self, now_s: float, airtime_s: float) -> None:
         """The frame `due` gave went on air, taking `airtime_s`."""
-        _, origin = self._waiting.popleft()
+        if self._positions:
+            origin, _ = self._positions.popitem(last=False)
+        else:
+            first = min(self._waiting)
+            self._waiting.remove(first)
+            origin = first[3]
         self._spent.append((now_s, airtime_s))
         self.stats.forwarded += 1
         self.stats.airtime_s += airtime_s
@@ -156,7 +207,7 @@ class Relay:
         return frame
 
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._positions) + len(self._waiting)
 
     def _judge(self, frame: bytes) -> tuple[bytes, int, str]:
         """The frame to send on, the hops it may take after ours, and its origin; WireError why not."""

@@ -49,23 +49,24 @@ never for a record that is still queued, which will go out whole anyway.
 
 from __future__ import annotations
 
-import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from stratoecho import wire
+from stratoecho.lora import LoRaSettings
 from stratoecho.wire import fec
 
 from ..clock import Clock
 from ..parts.radio import Radio, RadioUnavailable
 from ..policy.duty import AirtimeBudget, AirtimeLog, DutyBudget, beacon_per_hour_s, worst_sentence  # noqa: F401 (AirtimeBudget: its old home)
+from ..policy.turns import BeaconTimes
 from ..store import Queued, Store
+from .frames import PERISHABLE, UNTAGGED, LinkStats, NoFlightKey, frames_for, record_body  # noqa: F401 (their old home)
 from .relay import Relay
 
 log = structlog.get_logger(__name__)
@@ -96,65 +97,25 @@ STAMP_MARGIN_S = 2.0
 # A relaying payload listens between its own frames in turns this long (flight seconds): a sentence
 # queued meanwhile waits at most this for the radio, well inside the beacon's slot.
 RELAY_LISTEN_S = 1.0
-# What may go on air without a flight key: the frames that travel in the community's own formats.
-UNTAGGED = tuple(wire.NOT_RECORDS)
 
-
-def record_body(q: Queued) -> bytes:
-    """What a stored item's record carries: the stored body, or for a position (stored as the
-    frame it would go on air as) its creation time and that frame."""
-    if q.kind is wire.Kind.TELEMETRY:
-        return struct.pack(">I", int(q.created)) + q.payload
-    return q.payload
-
-
-def frames_for(q: Queued, mtu: int, parity_for=lambda k: 0, *, auth: wire.DownlinkAuth | None) -> list[bytes]:
-    """The air frames of one stored item taken as bulk; `parity_for(k)` says how many parity
-    fragments, `auth` tags them. A position here is a backlog one, superseded: it goes as a record."""
-    if q.kind is wire.Kind.MUSING_SENTENCE:
-        return [q.payload]  # already a UKHAS sentence (restamped as it is keyed)
-    if q.kind is wire.Kind.SSDV:
-        return [q.payload]  # an SSDV packet without its sync byte: it carries its own Reed-Solomon FEC
-    if auth is None:
-        raise NoFlightKey("records go tagged with the downlink key, and there is no flight key (uplink.key_file)")
-    body = record_body(q)
-    k = wire.data_shards(len(body), mtu, auth.tag_len)
-    return wire.fragment_body(q.kind, q.boot, q.seq, body, mtu, parity=parity_for(k), auth=auth)
-
-
-class NoFlightKey(RuntimeError):
-    """A record cannot go on air untagged; it stays queued."""
-
-
-@dataclass
-class LinkStats:
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    airtime_s: float = 0.0
-    parity_frames: int = 0
-    repair_frames: int = 0
-    repairs_skipped_queued: int = 0
-    repairs_refused: int = 0  # repair frames past MAX_REPAIR_FRAMES
-    windows: int = 0
-    uplink_frames: int = 0
-    sent_by_stream: dict = field(default_factory=dict)
-    budget_waits: int = 0  # sentences that waited for the law, plus bulk deferrals begun
-    beacon_waits: int = 0  # sentences that waited (0 unless the beacon outgrows its reservation)
-    bulk_deferred: int = 0  # bulk frames held back for the beacon's share or the governor
-    failures: int = 0
-    cues_sent: int = 0  # window cues (tagged control frames), in frames_sent too
-    windows_skipped: int = 0  # windows not opened: the law held the cue back
-    held_frames: int = 0  # radio turns that found records waiting while out of contact (kept for the next pass)
-    relayed_frames: int = 0  # other payloads' frames sent on (payload/link/relay.py), in frames_sent too
-    relay_heard: int = 0  # frames heard between our own while listening for other payloads (idle)
 
 
 class Transmitter:
     def __init__(self, store: Store, radio: Radio, clock: Clock, cfg, stop: threading.Event,
                  airtime_log: Path | None = None, sentence_bytes: int | None = None,
                  auth: wire.DownlinkAuth | None = None, on_loop: Callable[[], None] | None = None,
-                 wake: threading.Event | None = None, relay: Relay | None = None):
+                 wake: threading.Event | None = None, relay: Relay | None = None,
+                 turns: BeaconTimes | None = None, frame_bytes: int | None = None,
+                 stale_s: float | None = None, on_stale: Callable[[Queued], None] | None = None):
         self.store, self.radio, self.clock, self.cfg, self.stop = store, radio, clock, cfg, stop
+        # The turn: nothing is keyed that would not end before the next position sentence
+        # (payload/policy/turns.py); records are cut into frames that fit it (the air plan's size).
+        self.turns = turns or BeaconTimes()
+        self.frame_bytes = min(frame_bytes or cfg.mtu, cfg.mtu)
+        self.pictures: LoRaSettings | None = cfg.pictures_settings()
+        # A musing none of which aired within `stale_s` of being made is expired, and `on_stale` told
+        # (the persona makes another from fresh readings); None: musings never go stale.
+        self.stale_s, self.on_stale = stale_s, on_stale or (lambda q: None)
         self.auth = auth  # the downlink tag's key: None keeps records queued (NoFlightKey)
         self.on_loop = on_loop or (lambda: None)  # each turn of the radio's loop (the daemon's liveness)
         self.relay = relay  # other payloads' frames heard in our windows, sent on (docs/network.md); None: none
@@ -253,16 +214,25 @@ class Transmitter:
     def airtime(self, frame: bytes) -> float:
         return self.cfg.airtime_s(len(frame))
 
+    def channel_of(self, kind: wire.Kind | None) -> LoRaSettings | None:
+        """The modem settings a frame of `kind` is keyed with: the pictures' channel for SSDV when
+        there is one ([radio.pictures]); None: the radio's own."""
+        return self.pictures if kind is wire.Kind.SSDV else None
+
+    def frame_air(self, kind: wire.Kind | None, frame: bytes) -> float:
+        channel = self.channel_of(kind)
+        return self.airtime(frame) if channel is None else channel.airtime_s(len(frame))
+
+    def room_s(self) -> float:
+        """Seconds the radio may still key before its turn ends (inf: no beacon to keep)."""
+        return self.turns.room_s(self.clock.elapsed_s())
+
     def parity(self, k: int) -> int:
         """Parity fragments for a record of k data shards. Its frames go out about
         `interleave` frames apart, which breaks up the bursts it sees."""
-        burst = fec.interleaved_burst(self.loss.loss, self.loss.burst, min(self.cfg.interleave, 1 + len(self._hand)))
-        cap = min(self.cfg.max_parity, wire.records.MAX_SHARDS - k)
         target = self.uplink_cfg.first_pass_target if self.ground_answering() else self.cfg.fec_target
-        try:
-            return min(fec.parity_for(k, self.loss.loss, target, burst=burst, max_n=k + cap), cap)
-        except fec.FecError:  # the target is out of reach at this loss: send the most we allow
-            return cap
+        return fec.record_parity(k, self.loss.loss, self.loss.burst, min(self.cfg.interleave, 1 + len(self._hand)),
+                                 target, self.cfg.max_parity)
 
     def ground_answering(self) -> bool:
         """A link report was accepted in the last `FEEDBACK_WINDOWS` windows: repair works."""
@@ -275,32 +245,59 @@ class Transmitter:
         return (self.uplink_cfg is not None and self._report_window is not None
                 and self.stats.windows - self._report_window >= CONTACT_LOST_WINDOWS)
 
-    def _bulk(self, take: bool) -> tuple[Queued | None, bytes, bool, bool] | None:
-        """The next bulk frame (a repair, else the hand's next), consumed only with `take`:
-        a frame the budget defers stays where it was."""
+    def _bulk(self, take: bool, room_s: float = float("inf"), qid: int | None = None
+              ) -> tuple[Queued | None, bytes, bool, bool] | None:
+        """The next bulk frame that ends within `room_s` (a repair, else the first of the hand's in
+        its round-robin order), consumed only with `take` (of record `qid`, the one offered before):
+        a frame the budget defers stays where it was. None: nothing to send, or nothing that fits."""
         if self._repairs:
-            return None, (self._repairs.popleft() if take else self._repairs[0]), False, True
-        room = self.cfg.interleave - len(self._hand)
-        if room > 0:
+            if take and qid is None or not take and self.airtime(self._repairs[0]) <= room_s:
+                return None, (self._repairs.popleft() if take else self._repairs[0]), False, True
+        space = self.cfg.interleave - len(self._hand)
+        if space > 0 and not take:
             # The current sentence goes out alone, above; backlog sentences may join the hand.
-            for q in self.store.queued(limit=room, exclude=tuple(self._hand), backlog_only=True,
+            for q in self.store.queued(limit=space, exclude=tuple(self._hand), backlog_only=True,
                                        kinds=None if self.auth is not None else UNTAGGED):
-                frames = frames_for(q, self.cfg.mtu, self.parity, auth=self.auth)
-                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(len(record_body(q)), self.cfg.mtu,
-                                                                                     self.auth.tag_len)
+                frames = frames_for(q, self.frame_bytes, self.parity, auth=self.auth)
+                k = len(frames) if q.kind in wire.NOT_RECORDS else wire.data_shards(
+                    len(record_body(q)), self.frame_bytes, self.auth.tag_len)
                 self._hand[q.id] = (q, deque(frames), k, len(frames))
-        if not self._hand:
-            return None
-        qid, (q, frames, k, n) = next(iter(self._hand.items()))
-        index = n - len(frames)  # data shards come first, then parity
-        last = len(frames) == 1
         if not take:
-            return q, frames[0], last, index >= k
-        frame = frames.popleft()
-        self._hand.move_to_end(qid)
-        if last:
-            del self._hand[qid]
-        return q, frame, last, index >= k
+            self.expire_stale()
+        for hid, (q, frames, k, n) in self._hand.items():
+            if (qid if take else None) not in (None, hid) or not take and self.frame_air(q.kind, frames[0]) > room_s:
+                continue
+            index = n - len(frames)  # data shards come first, then parity
+            last = len(frames) == 1
+            if not take:
+                return q, frames[0], last, index >= k
+            frame = frames.popleft()
+            self._hand.move_to_end(hid)
+            if last:
+                del self._hand[hid]
+            return q, frame, last, index >= k
+        return None
+
+    def expire_stale(self) -> None:
+        """Musings none of whose frames went on air, made more than `stale_s` ago: expired (kept in
+        the store, never sent) and `on_stale` told of each (the persona makes one from fresh readings)."""
+        if self.stale_s is None:
+            return
+        now = self.clock.now().timestamp()
+        started = tuple(hid for hid, (_q, frames, _k, n) in self._hand.items() if len(frames) < n)
+        for q in self.store.expire_stale(PERISHABLE, now - self.stale_s, exclude=started):
+            self._hand.pop(q.id, None)
+            with self._lock:
+                self.stats.expired[q.stream] = self.stats.expired.get(q.stream, 0) + 1
+            log.info("musing_stale", stream=q.stream, seq=q.seq, age_s=round(now - q.created), stale_s=self.stale_s)
+            self.on_stale(q)
+
+    def musing_waiting(self) -> bool:
+        """A musing (record or sentence) is queued that can still go: the last one has not all gone."""
+        self.expire_stale()
+        depth = self.store.depth()
+        kinds = PERISHABLE if self.auth is not None else (wire.Kind.MUSING_SENTENCE,)
+        return any(depth.get(k.name.lower(), 0) for k in kinds)
 
     def send_one(self) -> bool:
         """Put one frame on the air; False when there is nothing to send, when bulk must wait for
@@ -319,16 +316,19 @@ class Transmitter:
         elif self._send_relayed():
             return True
         else:
-            item, beacon = self._bulk(take=False), False
+            item, beacon = self._bulk(take=False, room_s=self.room_s()), False
             if item is None:
-                return False
+                return self._wait_for_turn()
         q, frame, last, is_parity = item
         if q is not None and q.kind is wire.Kind.MUSING_SENTENCE:
             frame, wait = self._stamped(frame)
             if wait > 0:
                 self.deferred_s = wait  # its stamp must be in the past first; a sentence may go meanwhile
                 return False
-        air = self.airtime(frame)
+        kind = q.kind if q is not None else None
+        air = self.frame_air(kind, frame)
+        if not beacon and air > self.room_s():  # the stamp made it longer, or the stamp's wait ate the turn
+            return self._wait_for_turn()
         if beacon:
             self.sentence_s = max(self.sentence_s, air)  # a longer sentence than planned: reserve for it
             wait = self.budget.wait_s(self.clock.elapsed_s(), air)  # only the law holds a sentence back
@@ -346,13 +346,17 @@ class Transmitter:
             if wait > 0:
                 self._defer(wait, q.stream if q else "repair", factor)
                 return False
-            self._bulk(take=True)
+            self._bulk(take=True, qid=None if q is None else q.id)
         ready = getattr(self.radio, "ready", None)
         if ready is not None:
             ready()  # a radio that may be down (ReopeningRadio) says so before any airtime is counted
         self._log_airtime(air, beacon)  # before keying: a crash mid-frame still counts it
         keyed = self.clock.elapsed_s()
-        self.radio.send(frame)
+        channel = self.channel_of(kind)
+        if channel is None:
+            self.radio.send(frame)
+        else:
+            self.radio.send(frame, channel)  # keyed on the pictures' channel; the radio goes home after
         if frame[:2] == b"$$" or beacon:
             self._keyed_line(frame, beacon, keyed)
         with self._lock:
@@ -361,6 +365,7 @@ class Transmitter:
             self.stats.airtime_s += air
             self.stats.parity_frames += int(is_parity and q is not None)
             self.stats.repair_frames += int(q is None)
+            self.stats.pictures_frames += int(channel is not None)
         if last and q is not None:
             self.store.mark_sent(q.id)
             with self._lock:
@@ -373,14 +378,25 @@ class Transmitter:
             self.listen_window(q.boot, q.seq)
         return True
 
+    def _wait_for_turn(self) -> bool:
+        """Nothing to send that ends within the turn: what waits goes in the next (False)."""
+        if self._hand or self._repairs:
+            nxt = self.turns.next_due_s()
+            if nxt is not None:
+                self.stats.turn_waits += 1
+                self.deferred_s = max(nxt - self.clock.elapsed_s(), 0.0)  # the sentence wakes us sooner
+        return False
+
     def _send_relayed(self) -> bool:
         """Another payload's frame, when the relay's share and the bulk budget (the beacon's
-        reservation kept) both allow it; True when one went."""
+        reservation kept) both allow it and it ends within the turn; True when one went."""
         now = self.clock.elapsed_s()
         frame = self.relay.due(now, lambda n: self.airtime(b"\0" * n)) if self.relay is not None else None
         if frame is None:
             return False
         air = self.airtime(frame)
+        if air > self.room_s():
+            return False  # our own smaller frames may still fit; it goes first in the next turn
         factor = self.bulk_factor()  # relays are bulk: the governor sheds them with the rest
         wait = self.budget.bulk_wait_s(now, air, self.sentence_s, self.beacon_period_s(),
                                        None if factor is None else 1.0 / factor)
@@ -490,6 +506,10 @@ class Transmitter:
         if self.budget.wait_s(self.clock.elapsed_s(), air) > 0:
             self.stats.windows_skipped += 1  # the law first: no cue, so no window (the ground would not answer)
             log.info("window_skipped", why="duty cycle", seq=seq)
+            return
+        if air + self.uplink_cfg.window_s > self.room_s():
+            self.stats.windows_skipped += 1  # listening on would key the next sentence late (the plan says so)
+            log.info("window_skipped", why="turn", seq=seq, room_s=round(self.room_s(), 1))
             return
         self._log_airtime(air, True)
         keyed = self.clock.elapsed_s()

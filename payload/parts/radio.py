@@ -29,6 +29,7 @@ from typing import Protocol
 
 import structlog
 
+from stratoecho.lora import LoRaSettings
 from stratoecho.lora_chips.chip import RadioError
 from stratoecho.wire.kiss import MAX_FRAME, KissDecoder, kiss_encode
 
@@ -52,7 +53,8 @@ class RadioUnavailable(RadioError):
 class Radio(Protocol):
     receives: bool  # False: transmit only (no uplink, no listen windows)
 
-    def send(self, frame: bytes) -> None: ...
+    def send(self, frame: bytes, settings: LoRaSettings | None = None) -> None:
+        """Key one frame; with `settings`, on that channel (a LoRa chip: [radio.pictures]), else the radio's own."""
 
     def receive(self, timeout_s: float) -> list[bytes]:
         """Frames heard within `timeout_s` (the uplink's listen window); blocks that long at most."""
@@ -73,7 +75,8 @@ class UdpRadio:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = self.clock.udp_socket(family)
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, settings: LoRaSettings | None = None) -> None:
+        """One datagram; `settings` (a second channel's) only prices it: an IP link has no modes."""
         try:
             self.sock.sendto(frame, self.address)
         except OSError:

@@ -123,11 +123,11 @@ class ReopeningRadio:
             if self._radio is None:
                 raise RadioUnavailable(self.error, self.reopen_s)
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, settings=None) -> None:
         self.ready()
         radio = self._radio
         try:
-            radio.send(frame)
+            radio.send(frame) if settings is None else radio.send(frame, settings)
         except RadioError as e:
             self._down(str(e))
             raise RadioUnavailable(str(e), self.reopen_s) from None

@@ -22,7 +22,7 @@ from stratoecho.wire.events import Event, event
 
 from ..parts.sensors import Readings
 from .modes import Mode, ModeInputs, ModeLadder, boot_mode, energy_budget, policy_for
-from .phases import Phase, PhaseDetector
+from .phases import Phase, PhaseDetector, PhaseLimits
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +30,8 @@ CLEAN = "clean_shutdown"
 
 
 class Governor:
-    def __init__(self, store, *, capacity_wh: float, battery_temp_fitted: bool = True, cpu_temp_fitted: bool = True):
+    def __init__(self, store, *, capacity_wh: float, battery_temp_fitted: bool = True, cpu_temp_fitted: bool = True,
+                 beacon_period_s: float | None = None):
         self.store = store
         self.capacity_wh = capacity_wh
         self.not_fitted = frozenset(
@@ -43,7 +44,9 @@ class Governor:
         self.ladder = ModeLadder(initial=self.boot_mode)
         self.ground_floor = Mode(store.get_state("ground_floor") or Mode.NOMINAL.value)
         phase = _json(store.get_state("phase"))
-        self.phases = PhaseDetector.from_dict(phase) if phase else PhaseDetector()
+        # The phase follows the altitude of each position sentence: its window holds a few of them.
+        limits = PhaseLimits.for_samples_every(beacon_period_s) if beacon_period_s else None
+        self.phases = PhaseDetector.from_dict(phase, limits) if phase else PhaseDetector(limits)
         self.used_wh = float(store.get_state("energy_used_wh") or 0.0)
         self.load_w = math.nan
         self._last_t: float | None = None

@@ -156,6 +156,15 @@ class PhaseLimits(BaseModel):
     landed_dwell_s: float = Field(180.0, ge=0)
     landed_max_alt_m: float = 5_000.0
 
+    @classmethod
+    def for_samples_every(cls, period_s: float) -> PhaseLimits:
+        """The limits for an altitude sample every `period_s` (one per position sentence): the
+        rate's window holds at least `min_fit_samples` of them, however slow the beacon (a
+        sentence a minute in LoRa mode 0 would leave a 60 s window one or two: no rate, and a
+        balloon at 13 km still "pre-launch")."""
+        base = cls()
+        return cls(window_s=max(base.window_s, (base.min_fit_samples + 0.5) * period_s))
+
     @model_validator(mode="after")
     def _consistent(self) -> PhaseLimits:
         if not 2 <= self.min_fit_samples <= self.max_fit_samples:

@@ -15,6 +15,7 @@ import structlog
 from stratoecho import wire
 from stratoecho.bundle import Bundle
 from stratoecho.musing_quality import MusingFacts, Request
+from stratoecho.wire.musing_sentence import MIN_PART
 
 from ..clock import Clock
 from ..config import PayloadConfig, ScheduleSection
@@ -60,6 +61,7 @@ class MusingStats:
     musing_sentences_queued: int = 0  # [persona] sentences: the text sentences of the musings queued
     musings_dropped_by_guard: int = 0
     musings_empty: int = 0
+    musings_too_short: int = 0  # under wire's MIN_PART characters: asked again once, at the next sentence
     persona_failures: int = 0
     tokens: int = 0
     generation_s: float = 0.0
@@ -70,13 +72,18 @@ class Musings:
     def __init__(self, cfg: PayloadConfig, schedule: ScheduleSection, bundle: Bundle, worker: PersonaWorker,
                  boot: int, clock: Clock, sensors: Sensors, beacon: Beacon, governor: Governor, memory: Memory,
                  reach: Reach, guard: OutboundGuard, outbound: Outbound, stopping: threading.Event,
-                 seed: int | None = None, price_generation: PriceGeneration | None = None):
+                 seed: int | None = None, price_generation: PriceGeneration | None = None,
+                 line_bytes: int | None = None):
         self.cfg, self.schedule, self.bundle, self.worker, self.boot = cfg, schedule, bundle, worker, boot
         self.clock, self.sensors, self.beacon, self.governor = clock, sensors, beacon, governor
         self.memory, self.reach, self.guard, self.outbound = memory, reach, guard, outbound
         self.stopping = stopping  # set when the daemon stops: a generation cut short is no failure
         self.seed, self.price_generation = seed, price_generation
+        # A musing's $$ lines end within the turn after a position sentence (the air plan's size).
+        self.line_bytes = min(line_bytes or cfg.radio.mtu, cfg.radio.mtu)
         self.stats = MusingStats()
+        self.ask_again = False  # the last musing was too short to be worth its air: the daemon asks once more
+        self._short_before = False
         self.restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
         self._persona_down = False
         self._asked = 0  # musings asked for this boot (the sampling seed)
@@ -172,6 +179,14 @@ class Musings:
             # raw_chars > 0: it wrote only privacy placeholders, which fit_musing took out
             log.info("musing_empty", raw_chars=len(gen.text.strip()), **made)
             return False
+        if len(text) < MIN_PART:
+            # A few words hold a slow mode's air about as long as the sentence's own prefix: not
+            # worth a line. Asked again once, at the next position sentence.
+            self.stats.musings_too_short += 1
+            self.ask_again, self._short_before = not self._short_before, not self._short_before
+            log.info("musing_too_short", chars=len(text), min_chars=MIN_PART, **made)
+            return False
+        self._short_before = False
         if not self.guard.allow(text):
             self.stats.musings_dropped_by_guard += 1
             self.stats.guard_reasons = dict(self.guard.dropped)
@@ -189,11 +204,11 @@ class Musings:
             when += timedelta(seconds=1)
         try:
             lines = wire.encode_musing_sentences(self.cfg.callsign, counter, when, r.lat, r.lon, r.alt_m,
-                                                 self.boot, seq, text, max_bytes=self.cfg.radio.mtu)
+                                                 self.boot, seq, text, max_bytes=self.line_bytes, made=r.time)
         except wire.WireError as e:  # a musing of nothing a gateway can carry: the record still goes
             log.warning("musing_sentences_skipped", seq=seq, error=str(e))
             return
-        self.outbound.musing_sentences(lines)
+        self.outbound.musing_sentences(lines, created=r.time.timestamp())
         self.stats.musing_sentences_queued += len(lines)
 
     def _sampling_seed(self) -> int | None:

@@ -64,6 +64,7 @@ class SpiChip(ABC):
     def __init__(self, spi: SpiDevice, settings: LoRaSettings, clock: Clock | None, name: str,
                  tx_timeout_s: float | None):
         self.spi, self.settings, self.name = spi, settings, name
+        self.home = settings  # its own channel: listening is always here; a frame may be keyed elsewhere
         self.clock = clock or Clock()
         self.tx_timeout_s = tx_timeout_s
         self.errors: Counter = Counter()  # packets heard but dropped, by reason
@@ -140,11 +141,20 @@ class SpiChip(ABC):
     def _sleep(self) -> None:
         ...
 
+    def _tune(self, settings: LoRaSettings | None) -> None:
+        """Ready to key (or hear) with `settings` (None: the chip's own channel): programmed
+        again only on a change, so a frame on a second channel (pictures in their own mode and
+        frequency) costs one `configure` there and one back."""
+        want = settings or self.home
+        if want != self.settings:
+            self.configure(want)
+
     # ---------------------------------------------------------------- listening
 
     def receive(self, timeout_s: float) -> list[bytes]:
         """Packets heard within `timeout_s` flight seconds; returns after the first. The chip
-        listens only within the window."""
+        listens only within the window, on its own channel."""
+        self._tune(None)
         with self._lock:
             self._start_rx()
             try:
@@ -155,6 +165,7 @@ class SpiChip(ABC):
 
     def listen(self) -> None:
         """RX continuous from now on, until a send, a `receive` window or `close()`."""
+        self._tune(None)
         with self._lock:
             self._start_rx()
 

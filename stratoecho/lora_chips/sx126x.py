@@ -241,7 +241,9 @@ class Sx126xRadio(SpiChip):
 
     # ---------------------------------------------------------------- the air
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, settings: LoRaSettings | None = None) -> None:
+        """Key `frame` with `settings` (None: the chip's own channel); returns at TxDone."""
+        self._tune(settings)
         s = self.settings
         n = s.packet_bytes(len(frame))
         if len(frame) > n or n > 255:

@@ -63,6 +63,11 @@ _WINDOW = struct.Struct(">BBHIH")
 CRC_BYTES = 2
 
 
+def cue_bytes(tag_len: int) -> int:
+    """A window cue's length on air with a `tag_len`-byte tag."""
+    return _WINDOW.size + tag_len + CRC_BYTES
+
+
 def derive_downlink_key(flight_key: bytes) -> bytes:
     """The downlink key of a flight key (module docstring)."""
     if len(flight_key) != KEY_BYTES:

@@ -351,6 +351,17 @@ def _parity_for(k: int, loss: float, target: float, burst: float, max_n: int) ->
     )
 
 
+def record_parity(k: int, loss: float, burst: float, spacing: float, target: float, cap: int) -> int:
+    """Parity fragments for a record of `k` data shards sent `spacing` frames apart on a channel
+    of `loss` in bursts of `burst`, for `target`, at most `cap`: the most allowed when the target is
+    out of reach. The payload's radio sizes each record with it, and its air plan prices them alike."""
+    cap = max(0, min(cap, MAX_SHARDS - k))
+    try:
+        return min(parity_for(k, loss, target, burst=interleaved_burst(loss, burst, spacing), max_n=k + cap), cap)
+    except FecError:
+        return cap
+
+
 def interleaved_burst(loss: float, burst: float, spacing: float) -> float:
     """Mean burst seen by frames `spacing` frames apart on a channel of mean burst `burst`.
 

@@ -101,6 +101,20 @@ def encode_callsign(callsign: str) -> int:
     return code
 
 
+def callsign_form(callsign: str) -> str | None:
+    """The form of a payload's callsign that SSDV can carry (1 to 6 of A-Z 0-9), or None when
+    none can: its letters and digits upper-cased, and when more than six, the first ones kept
+    with its trailing number (the flight's number, which tells STRATO1 from STRATO2: "STRAT1")."""
+    kept = "".join(c for c in callsign.upper() if c.isascii() and c.isalnum())
+    if not kept:
+        return None
+    if len(kept) <= 6:
+        return kept
+    number = len(kept) - len(kept.rstrip("0123456789"))
+    number = min(number, 5)  # at least one letter of the name stays
+    return kept[:6 - number] + kept[len(kept) - number:]
+
+
 def decode_callsign(code: int) -> str:
     if code >= 40**6:
         return ""
@@ -113,6 +127,9 @@ def decode_callsign(code: int) -> str:
 
 def _payload_bytes(fec: bool, packet_size: int) -> int:
     return packet_size - HEADER_BYTES - CRC_BYTES - (ssdv_rs.PARITY_BYTES if fec else 0)
+
+
+DATA_BYTES = _payload_bytes(True, PACKET_BYTES)  # of JPEG in a packet with its Reed-Solomon parity: 205
 
 
 def _round_div(value: int, divisor: int) -> int:
