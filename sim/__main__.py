@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gilbert-Elliott fading on top of the link budget, as for fly (default 0)")
     c.add_argument("--seed", type=int, default=1, help="seed for the losses and for the balloon's flight (default 1)")
     c.add_argument("--air-hex", type=Path, required=True, metavar="FILE",
-                   help="append every frame put on the air here, one hex line each, and its flight second to the "
-                        ".times file beside it; balloon N >= 1 writes air-N.hex and air-N.times in the same folder")
+                   help="append every frame put on the air here, one hex line each, and to the .times file beside "
+                        "it the flight second it was heard and its time on air (from the settings a simulated chip "
+                        "keyed it with); balloon N >= 1 writes air-N.hex and air-N.times in the same folder")
     c.add_argument("--stats", type=Path, metavar="FILE",
                    help="write frame counts, per-station blocks and a per-minute timeline here as JSON on exit; "
                         "with several balloons also 'balloons' (each one's counts and stations) and 'peers' "
@@ -328,6 +329,10 @@ def describe_report(r: dict, out: Path) -> str:
         verdict = ("every one within a stock LoRa gateway's rules" if not gw["violations"]
                    else f"{gw['violations']} break a stock LoRa gateway's rules, first: {gw['first'][0]}")
         lines.append(f"  gateway    {gw['lines']} $$ lines on air, longest {gw['longest']} bytes: {verdict}")
+    if r.get("air"):
+        from .bench.air_report import describe_air
+
+        lines += describe_air(r["air"])
     loss = r.get("loss") or {}
     if loss:
         gap = loss.get("longest_telemetry_gap") or {}

@@ -156,13 +156,24 @@ def test_what_the_pi_configuration_puts_on_air_is_what_a_stock_gateway_takes(tmp
     within the gateway's rules (tests/conftest.py makes `sim fly` fail on any), each musing
     sentence carrying the position of the sentence whose number it gives, no position after a
     newer one; and its first picture as SSDV packets that decode (the encoder and decoder match
-    the reference ssdv tool byte for byte: tests/test_ssdv.py)."""
+    the reference ssdv tool byte for byte: tests/test_ssdv.py). And what its air plan promises
+    (payload/policy/airplan.py): a position every period, musings on air within minutes of being
+    made and never a stray tail, pictures whole on their own channel."""
     out = tmp_path / "pi"
     rc = sim_main(["fly", "--out", str(out), "--config", str(PI_CONFIG), "--persona", str(tiny_bundle),
                    "--speedup", "max", "--seed", "7", "--minutes", "60", "--quiet"])
     assert rc == 0, (out / "payload.log").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["gateway"]["violations"] == 0 and report["gateway"]["longest"] <= 199, report["gateway"]
+    air, period = report["air"]["measured"], load_config(PI_CONFIG).schedule.telemetry_s
+    assert report["air"]["plan"]["closes"]
+    assert air["positions"]["share"] >= 0.97 and air["positions"]["longest_gap_s"] <= 2 * period, air["positions"]
+    m = air["musings"]
+    assert m["made"] >= 4 and m["never_aired"] == 0, m
+    assert m["delay_s"]["median"] <= 180 and m["delay_s"]["p90"] <= 360, m
+    assert m["parts_under_25_chars"] == 0, m
+    assert air["pictures"]["whole_at_ground"] >= 1, air["pictures"]
+    assert air["rows"]["picture"]["air_s_per_hour"] < 120  # SSDV in mode 1: ~1.4 s a packet, not ~47 s
     positions, musing_lines, pictures = {}, [], {}
     for _, frame in air_frames(out):
         if frame[0] in ssdv.FIRST_BYTES:

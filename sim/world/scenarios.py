@@ -38,6 +38,7 @@ class Scenario:
     reboot_s: float = 60.0  # flight seconds it stays down
     ground_restarts: tuple[float, ...] = ()  # flight seconds at which the ground station is restarted
     ground_down_s: float = 120.0
+    config: str | None = None  # the payload configuration it flies unless --config names another (from the repository)
     service_restarts: tuple[float, ...] = ()  # flight seconds of a `systemctl restart` (SIGTERM, stop timeout)
     channel_args: tuple[str, ...] = ()  # more `sim channel` flags (a satellite's stronger link)
     callsign: str | None = None  # the first payload's callsign when others fly beside it (its config's otherwise)
@@ -76,7 +77,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              minutes=60, callsign="NEAR1", channel_args=("--station", "home:52.7:-2.75:10:6"),
              balloons=(Balloon("FAR1", {"launch_lat": 52.70, "launch_lon": -0.53}),),
              # FAR1 hears no ground: relaying NEAR1, whom the ground hears anyway, would spend its air for nothing.
-             listen_only=("FAR1",)),
+             listen_only=("FAR1",),
+             # Planned for a network: two turns of a 30 s period in mode 7 (docs/network.md, "A network's air").
+             config="config/payload.network.toml"),
     Scenario("orbit", "a low Earth orbit instead of a balloon: contact only during passes of a few minutes "
              "over the ground station, eclipses every orbit", minutes=24 * 60, profile="orbit",
              channel_args=("--tx-dbm", "36")),

@@ -4,7 +4,9 @@ each its own process, callsign, seed, flight key, data folder and log, on the on
 Every balloon relays for the others (docs/network.md): its configuration, written here from the
 flight's own (`--config`, or the bench's defaults), names them in `[relay] allow` with their
 downlink keys, and gives it its own beacon slot (`schedule.beacon_slot_s`: balloon i of n keys
-its position i/n of the way into each period), so their sentences do not collide. A balloon
+its position i/n of the way into each period) and turn (`schedule.turn_s`), so nothing one keys
+runs into another's: a configuration that gives no turn was planned for a balloon alone, and each
+balloon keeps a turn as long as its period, the shared period n times as long. A balloon
 another one forwards gets an MTU that leaves room for the relay envelope in a 255-byte packet,
 and sends its pictures as records rather than SSDV packets, which no envelope can hold.
 
@@ -82,9 +84,15 @@ def _config(base: dict, m: Member, members: list[Member], sc: Scenario, relay: b
     forward = m.callsign not in sc.listen_only  # a balloon out of the ground's reach only listens
     others = [{"callsign": o.callsign, "key_file": str(o.downlink), "forward": forward}
               for o in members if o is not m and relay]
+    # Each its own slot of the beacon's period and the turn that follows it, as payloads sharing a
+    # frequency take turns: nothing one keys runs into the other's sentence. A configuration that
+    # names no turn was planned for a balloon alone: each keeps a turn as long as its period, and
+    # the period they share is that many times longer.
+    turn = schedule.get("turn_s")
+    period = schedule.get("telemetry_s", 10.0) * (1 if turn else len(members))
     cfg = {**base, "callsign": m.callsign, "relay": {**base.get("relay", {}), "allow": others},
-           # Each its own slot of the beacon's period, as payloads sharing a frequency take turns.
-           "schedule": {**schedule, "beacon_slot_s": m.index * schedule.get("telemetry_s", 10.0) / len(members)}}
+           "schedule": {**schedule, "telemetry_s": period, "beacon_slot_s": m.index * period / len(members),
+                        "turn_s": turn or period / len(members)}}
     if relay and any(o is not m and o.callsign not in sc.listen_only for o in members):
         # Relayed: room for the envelope in a 255-byte packet, and pictures as records, which fit
         # it (an SSDV packet is a whole 255-byte frame: no relay can carry one).

@@ -7,7 +7,8 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 
 from stratoecho.wire.uplink_keys import write_key_file
 
@@ -19,6 +20,8 @@ from .flyer import Flyer
 from .options import FlyError, FlyOptions
 from .processes import stop
 from .report import write_report
+
+REPO = Path(__file__).resolve().parents[3]  # a scenario names its configuration from the checkout's root
 
 # Set (as `make test` does, tests/conftest.py), a flight whose air breaks a stock LoRa gateway's
 # rules fails, report written; unset, the report says so (`gateway`) and `sim report` shows it.
@@ -65,6 +68,8 @@ def fly(opts: FlyOptions) -> dict:
             Fault.parse(f)
     except ValueError as e:
         raise FlyError(str(e)) from e
+    if opts.config is None and sc.config is not None:  # the configuration the scenario is planned for
+        opts = replace(opts, config=REPO / sc.config)
     prepare_out(opts)
     flight = flight_for(sc.name, opts.seed)
     minutes = opts.minutes or sc.minutes

@@ -225,7 +225,8 @@ class Flyer:
         try:
             self.tk.admit(self.procs[name], what)
         except TimekeeperError as e:
-            raise FlyError(f"{e}; see {self.out / (name + '.log')}") from e
+            log_path = self.out / (name + ".log")
+            raise FlyError(f"{e}; see {log_path}{_said(log_path)}") from e
 
     def keep_stats(self) -> None:
         """A payload about to be restarted starts its statistics afresh: keep this boot's."""
@@ -511,3 +512,13 @@ class Flyer:
         shutil.rmtree(self._sock_dir, ignore_errors=True)
         for f in self.logs.values():
             f.close()
+
+
+def _said(log_path: Path) -> str:
+    """What a process that would not start said of why (its last `error:` line), to show with ours."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    why = next((line for line in reversed(lines) if line.startswith("error:")), None)
+    return f"\n{why}" if why else ""

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from groundstation.reading import GroundReader
-from stratoecho.wire import gateway_rules
+from payload.config import PayloadConfig, load_config
+from payload.policy.airplan import air_plan
+from stratoecho.wire import downlink, gateway_rules
 
 from ...world.hardware import bench_dir
 from ...world.scenarios import Scenario
+from ..air_report import air_section
 from ..flight_report import summarise, write_flight_report
 from ..musing_report import musings_section
 from .options import FlyError, FlyOptions
@@ -88,6 +91,28 @@ def gateway_section(air_hex: Path, shown: int = 10) -> dict:
             "first": [str(v) for v in found[:shown]]}
 
 
+def flown_config(opts: FlyOptions, config: Path | None = None) -> PayloadConfig:
+    """The configuration the (first) payload flew: its file, the flight key sim fly gave it, the uplink."""
+    cfg = load_config(config if config is not None else opts.config)
+    key = opts.out / "uplink.key"
+    if key.exists():
+        cfg.uplink.key_file = str(key)
+    if not opts.uplink:
+        cfg.uplink.listen = False
+    return cfg
+
+
+def air_of(opts: FlyOptions, flight_s: float, config: Path | None = None) -> dict:
+    """The air plan of what flew, beside what went on air (sim/bench/air_report.py)."""
+    cfg = flown_config(opts, config)
+    own, pictures = cfg.radio.lora_settings(), cfg.radio.pictures_settings()
+    auth = downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len) if cfg.uplink.key_file else None
+
+    def airtime(row: str, frame: bytes) -> float:
+        return (pictures if row == "picture" and pictures is not None else own).airtime_s(len(frame))
+    return air_section(opts.out, air_plan(cfg), auth, airtime, flight_s)
+
+
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
                  flyer: Flyer | None = None, clock_stats: dict | None = None, fleet: list[dict] | None = None) -> dict:
     out = opts.out
@@ -149,6 +174,7 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
     # prompt told it, and the first ones as they came (docs/bench.md, "Musings worth reading").
     report["musings"].update(musings_section(out, persona=opts.persona is not None))
     report["gateway"] = gateway_section(out / "air.hex")
+    report["air"] = air_of(opts, stats["flight_s"], fleet and opts.out / f"payload-{fleet[0]['callsign']}.toml")
     if fleet is not None:  # several balloons on one channel (fleet_report.py)
         report["fleet"] = fleet
     write_flight_report(out)
