@@ -194,6 +194,8 @@ class Daemon:
         self.outbound.event(self.banner())
         window_s = self.cfg.uplink.window_s
         self.liveness.register("radio", self.clock.liveness_s(window_s) + 120.0)
+        # The first sentence is due now: the radio keys nothing before the beacon's loop says when.
+        self.transmitter.turns.due(None, self.clock.elapsed_s())
         specs = [
             ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
                                            "beacon", sched.beacon_slot_s, on_due=self.transmitter.turns.due)),

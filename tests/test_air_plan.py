@@ -14,7 +14,7 @@ from payload.__main__ import main as payload_main
 from payload.config import PayloadConfig, load_config
 from payload.link.transmitter import Transmitter
 from payload.policy.airplan import GUARD_S, MAX_LOAD, air_plan, largest_frame, turn_of
-from payload.policy.turns import BeaconTimes
+from payload.policy.turns import SENTENCE_WAIT_S, BeaconTimes
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES
@@ -126,6 +126,14 @@ def test_the_turn_ends_a_guard_before_the_next_sentence_or_at_its_share():
     assert shared.room_s(30.0) == pytest.approx(9.0) and shared.room_s(45.0) < 0
     t.due(None, None)  # the beacon stopped (the drain at the end): the radio is free
     assert t.room_s(1e6) == math.inf
+    # From the moment a sentence is due until it is keyed the turn is closed; a beacon that made
+    # none leaves it closed SENTENCE_WAIT_S at most.
+    t.due(120.0, 180.0)
+    assert t.room_s(120.0) == 0 and t.opens_in_s(121.0) == pytest.approx(SENTENCE_WAIT_S - 1)
+    assert t.room_s(120.0 + SENTENCE_WAIT_S) == pytest.approx(180.0 - GUARD_S - 125.0)
+    t.due(120.0, 180.0)  # the loop says it again after its run: nothing changes
+    t.keyed()
+    assert t.room_s(121.0) == pytest.approx(58.0) and t.opens_in_s(121.0) == pytest.approx(59.0)
 
 
 def _queue_musing(store: Store, boot: int, created: float, chars: int = 150) -> int:
@@ -151,7 +159,10 @@ def test_the_radio_keys_nothing_that_would_run_into_the_next_position(tmp_path):
     assert not tx.send_one() and radio.frames == []
     assert tx.deferred_s == pytest.approx(30.0) and tx.stats.turn_waits == 1
     clock.t, _ = 60.0, turns.due(60.0, 120.0)
-    assert tx.send_one()  # a new turn: it goes, and ends before the next sentence is due
+    assert not tx.send_one() and radio.frames == []  # due, not yet keyed (the beacon reads its sensors)
+    assert tx.deferred_s == pytest.approx(SENTENCE_WAIT_S)
+    turns.keyed()
+    assert tx.send_one()  # the sentence went: a new turn, and the frame ends before the next is due
     assert len(radio.frames[0]) <= frame_bytes and clock.t <= 120.0 - GUARD_S
     assert air(len(radio.frames[0])) <= 60.0 - GUARD_S
 

@@ -251,8 +251,10 @@ class Transmitter:
         its round-robin order), consumed only with `take` (of record `qid`, the one offered before):
         a frame the budget defers stays where it was. None: nothing to send, or nothing that fits."""
         if self._repairs:
-            if take and qid is None or not take and self.airtime(self._repairs[0]) <= room_s:
-                return None, (self._repairs.popleft() if take else self._repairs[0]), False, True
+            if take and qid is None:
+                return None, self._repairs.popleft(), False, True
+            if not take and self.airtime(self._repairs[0]) <= room_s:
+                return None, self._repairs[0], False, True
         space = self.cfg.interleave - len(self._hand)
         if space > 0 and not take:
             # The current sentence goes out alone, above; backlog sentences may join the hand.
@@ -265,8 +267,10 @@ class Transmitter:
         if not take:
             self.expire_stale()
         for hid, (q, frames, k, n) in self._hand.items():
-            if (qid if take else None) not in (None, hid) or not take and self.frame_air(q.kind, frames[0]) > room_s:
-                continue
+            if take and hid != qid:
+                continue  # take what was offered
+            if not take and self.frame_air(q.kind, frames[0]) > room_s:
+                continue  # would run past the turn: perhaps another record's next frame fits
             index = n - len(frames)  # data shards come first, then parity
             last = len(frames) == 1
             if not take:
@@ -293,11 +297,13 @@ class Transmitter:
             self.on_stale(q)
 
     def musing_waiting(self) -> bool:
-        """A musing (record or sentence) is queued that can still go: the last one has not all gone."""
+        """A musing (record or sentence) is queued that can go and none of whose frames has aired
+        (stale ones expired first): the next one would wait behind it. One under way, its parity
+        still to go, does not count."""
         self.expire_stale()
-        depth = self.store.depth()
         kinds = PERISHABLE if self.auth is not None else (wire.Kind.MUSING_SENTENCE,)
-        return any(depth.get(k.name.lower(), 0) for k in kinds)
+        started = {hid for hid, (_q, frames, _k, n) in self._hand.items() if len(frames) < n}
+        return any(q.id not in started for q in self.store.queued(limit=len(started) + 1, kinds=kinds))
 
     def send_one(self) -> bool:
         """Put one frame on the air; False when there is nothing to send, when bulk must wait for
@@ -357,6 +363,8 @@ class Transmitter:
             self.radio.send(frame)
         else:
             self.radio.send(frame, channel)  # keyed on the pictures' channel; the radio goes home after
+        if beacon:
+            self.turns.keyed()  # this period's turn is open
         if frame[:2] == b"$$" or beacon:
             self._keyed_line(frame, beacon, keyed)
         with self._lock:
@@ -381,10 +389,10 @@ class Transmitter:
     def _wait_for_turn(self) -> bool:
         """Nothing to send that ends within the turn: what waits goes in the next (False)."""
         if self._hand or self._repairs:
-            nxt = self.turns.next_due_s()
-            if nxt is not None:
+            opens = self.turns.opens_in_s(self.clock.elapsed_s())
+            if opens is not None:
                 self.stats.turn_waits += 1
-                self.deferred_s = max(nxt - self.clock.elapsed_s(), 0.0)  # the sentence wakes us sooner
+                self.deferred_s = opens  # a sentence queued meanwhile wakes us sooner
         return False
 
     def _send_relayed(self) -> bool:
@@ -528,8 +536,12 @@ class Transmitter:
         self.stats.windows += 1
         end = self.clock.elapsed_s() + self.uplink_cfg.window_s
         left = self.uplink_cfg.window_s
+        # A chip stays in RX continuous for the whole window (`hear`, as between frames when relaying):
+        # the ground answers with several frames back to back (a link report, a RESEND, an ACK), and
+        # one that began while the chip was between two receives would be lost.
+        hear = getattr(self.radio, "hear", self.radio.receive)
         while True:  # at least one receive, however fast the bench clock runs
-            for frame in self.radio.receive(left):
+            for frame in hear(left):
                 self.stats.uplink_frames += 1
                 if self.relay is not None and frame[:1] != bytes([wire.UPLINK_MAGIC]):
                     self.relay.hear(frame, self.clock.elapsed_s())  # another payload's: perhaps ours to send on
