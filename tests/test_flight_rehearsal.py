@@ -169,7 +169,7 @@ def test_what_the_pi_configuration_puts_on_air_is_what_a_stock_gateway_takes(tmp
     assert report["air"]["plan"]["closes"]
     assert air["positions"]["share"] >= 0.97 and air["positions"]["longest_gap_s"] <= 2 * period, air["positions"]
     m = air["musings"]
-    assert m["made"] >= 4 and m["never_aired"] == 0, m
+    assert m["made"] >= 3 and m["never_aired"] == 0, m
     assert m["delay_s"]["median"] <= 180 and m["delay_s"]["p90"] <= 360, m
     assert m["parts_under_25_chars"] == 0, m
     assert air["pictures"]["whole_at_ground"] >= 1, air["pictures"]

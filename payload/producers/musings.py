@@ -179,19 +179,20 @@ class Musings:
             # raw_chars > 0: it wrote only privacy placeholders, which fit_musing took out
             log.info("musing_empty", raw_chars=len(gen.text.strip()), **made)
             return False
-        if len(text) < MIN_PART:
-            # A few words hold a slow mode's air about as long as the sentence's own prefix: not
-            # worth a line. Asked again once, at the next position sentence.
-            self.stats.musings_too_short += 1
-            self.ask_again, self._short_before = not self._short_before, not self._short_before
-            log.info("musing_too_short", chars=len(text), min_chars=MIN_PART, **made)
-            return False
-        self._short_before = False
         if not self.guard.allow(text):
             self.stats.musings_dropped_by_guard += 1
             self.stats.guard_reasons = dict(self.guard.dropped)
             log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text), **made)
             return False
+        if len(text) < MIN_PART:
+            # A few words hold a slow mode's air about as long as the sentence's own prefix: not
+            # worth a line. Asked again once, at the next position sentence. (Past the guard: its
+            # text may be logged, and the bench's measure of musings counts it.)
+            self.stats.musings_too_short += 1
+            self.ask_again, self._short_before = not self._short_before, not self._short_before
+            log.info("musing_too_short", text=text, min_chars=MIN_PART, **made)
+            return False
+        self._short_before = False
         return True
 
     def sentences(self, seq: int, r: Readings, text: str) -> None:

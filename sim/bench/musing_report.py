@@ -3,8 +3,9 @@ from its log with the facts its prompt carried, measured by `stratoecho.musing_q
 
 The payload logs one event per musing it made (docs/payload.md, "What each musing was told"):
 `musing` (queued: its text, whether the radio's budget cut it), `musing_empty` (nothing left
-once placeholders were taken out) or `musing_dropped_by_guard` (no text: it held something
-private). Each carries `t_s`, `finish` and `facts`. payload.log holds every boot's, in order.
+once placeholders were taken out), `musing_too_short` (its text: under 25 characters, not sent,
+the persona asked again) or `musing_dropped_by_guard` (no text: it held something private). Each
+carries `t_s`, `finish` and `facts`. payload.log holds every boot's, in order.
 
     logged_musings(payload_log)                -> [LoggedMusing], as they came
     musings_section(out_dir, persona, first=5) -> {"quality": {...}, "first": [...]}  (report.json's musings)
@@ -21,7 +22,7 @@ from pathlib import Path
 from stratoecho.musing_quality import Musing, MusingFacts, judge, measure
 
 FIRST = 5  # musings shown as they came: the first ones, never chosen
-EVENTS = ("musing", "musing_empty", "musing_dropped_by_guard")
+EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_dropped_by_guard")
 TEXT_CHARS = 160  # of a musing in the words of `sim report`
 
 
@@ -69,7 +70,8 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
         found.append(LoggedMusing(
             t_s=float(t_s) if isinstance(t_s, (int, float)) and not isinstance(t_s, bool) else None,
             boot=_int(e.get("boot")), seq=_int(e.get("seq")),
-            musing=Musing(text=e.get("text") if kind == "musing" and isinstance(e.get("text"), str) else "",
+            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short")
+                          and isinstance(e.get("text"), str) else "",
                           facts=MusingFacts.from_dict(e.get("facts")), finish=str(e.get("finish") or ""),
                           cut_by_budget=e.get("cut") is True, raw_chars=_int(e.get("raw_chars")) or 0),
             withheld=[str(r) for r in e.get("reasons") or []] if withheld else None,

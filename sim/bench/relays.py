@@ -63,6 +63,6 @@ def _ways(telemetry: dict, relay: bool) -> str:
     """How the far balloon's positions came, as the ground's `heard` table says."""
     direct, relayed, both = (telemetry.get(k, 0) for k in ("direct", "relayed", "both"))
     if not direct and not both:
-        return "all through NEAR1 (it relays one a minute)" if relayed else "the ground heard none"
+        return "all through NEAR1" if relayed else "the ground heard none"
     return f"{relayed} through NEAR1 only, {direct} heard directly only, {both} both ways" if relay else \
         f"{direct} heard directly"
