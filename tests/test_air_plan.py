@@ -5,6 +5,7 @@ radio keeping the turn: nothing keyed runs into the next position sentence."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 
@@ -207,3 +208,15 @@ def test_a_musing_that_did_not_air_in_time_is_expired_and_made_again(tmp_path):
     assert store.find(Kind.MUSING, boot, old)[1] == "expired"
     assert store.find(Kind.MUSING, boot, fresh)[1] in ("queued", "sent")
     assert store.counts()["musing"].get("expired") == 1
+
+
+def test_payload_plan_says_what_is_wrong_with_a_file_and_prints_json(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[schedule]\ntelemetry_s = "x"\n')
+    assert payload_main(["plan", str(bad)]) == 2
+    assert "schedule.telemetry_s" in capsys.readouterr().err
+    assert payload_main(["plan", str(tmp_path / "missing.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert payload_main(["plan", str(PI), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["closes"] and plan["period_s"] == 60 and {r["kind"] for r in plan["rows"]} >= {"position", "picture"}
