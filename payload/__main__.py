@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("config", metavar="CONFIG", help="payload configuration (TOML), e.g. config/payload.pi.toml")
     plan.add_argument("--json", action="store_true", help="the plan as JSON instead of a table")
+    plan.add_argument("--no-persona", action="store_true", help="plan a flight without a language model (run's "
+                      "--no-persona): no musings")
     plan.add_argument("--flight-key", action="store_true",
                       help="plan as if uplink.key_file were set (a bench configuration leaves it to sim fly): "
                            "records, windows and their parity included")
@@ -100,7 +102,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 2
     if args.flight_key and not cfg.uplink.key_file:
         cfg.uplink.key_file = "(flight key)"
-    plan = air_plan(cfg)
+    plan = air_plan(cfg, persona=not args.no_persona)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
     return 0 if plan.closes else 1
 
@@ -129,7 +131,7 @@ def configure(args: argparse.Namespace) -> tuple[PayloadConfig, object]:
         cfg = PayloadConfig.model_validate(cfg.model_dump())
     except ValidationError as e:
         raise ValueError(describe_validation_error("the configuration with these options", e)) from None
-    refusal = air_plan(cfg).refusal()  # what it sends must arrive, in time: planned like a link budget
+    refusal = air_plan(cfg, persona=not args.no_persona).refusal()  # what it sends must arrive, in time
     if refusal:
         raise ValueError(f"{args.config or args.base_config or 'the configuration'}: {refusal}")
     return cfg, settings

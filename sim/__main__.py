@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace a previous flight in --out")
     f.add_argument("--quiet", action="store_true", help="do not show the ground station's live output")
     f.add_argument("--no-uplink", action="store_true",
-                   help="no ground-to-payload link: the ground never asks for lost fragments (no uplink.key)")
+                   help="no ground-to-payload link: the ground never asks for lost fragments, and every record "
+                        "goes with the parity radio.fec_target asks for. The bench's defaults then need more air "
+                        "than their 10 %% duty cycle with a persona musing every 3 minutes, and the payload's air "
+                        "plan refuses them: add --no-persona, or --config a file with fewer musings")
     f.add_argument("--scenario", default="nominal", metavar="NAME",
                    help="a named rehearsal (python -m sim scenarios lists them): nominal (default), cold-soak, "
                         "blackout, gps-loss, sensor-faults, brownout, ground-restart, service-restart, night, orbit, "

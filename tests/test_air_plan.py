@@ -220,3 +220,15 @@ def test_payload_plan_says_what_is_wrong_with_a_file_and_prints_json(tmp_path, c
     assert payload_main(["plan", str(PI), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["closes"] and plan["period_s"] == 60 and {r["kind"] for r in plan["rows"]} >= {"position", "picture"}
+
+
+def test_a_flight_without_a_persona_plans_no_musings():
+    """`payload run --no-persona` is planned as it flies: the bench's defaults without a ground that
+    answers need full parity, which only fits the 10 % duty cycle without the persona's musings."""
+    data = PayloadConfig().model_dump()
+    data["uplink"] |= {"key_file": "flight.key", "listen": False}
+    cfg = PayloadConfig.model_validate(data)
+    with_persona, without = air_plan(cfg), air_plan(cfg, persona=False)
+    assert not with_persona.closes and "over the duty cycle" in with_persona.refusal()
+    assert without.closes and without.musings_per_hour == 0
+    assert not {r.kind for r in without.rows} & {"musing", "musing sentence", "question"}

@@ -149,7 +149,9 @@ class _Hours:
             if it.kind == "musing" or not t.musing:
                 self.out.musings_remade += last
                 self.musing_due = min(self.musing_due, t0)
-        if t0 >= self.musing_due and not any(i.kind in PERISHABLE and i.first_air is None for i in self.items):
+        musings = t.musing or t.musing_lines  # none without a persona
+        if musings and t0 >= self.musing_due and not any(i.kind in PERISHABLE and i.first_air is None
+                                                          for i in self.items):
             self.musing_n += 1
             self.out.musings_made += last
             self.add("musing", t0, t.musing, musing=self.musing_n)

@@ -270,8 +270,9 @@ def turn_of(cfg) -> Turn:
 # ---------------------------------------------------------------------------- the traffic
 
 
-def traffic_of(cfg, turn: Turn) -> tuple[Traffic, list[Problem]]:
-    """What `cfg` puts on air, item by item, and what of it can never fit a turn."""
+def traffic_of(cfg, turn: Turn, musings: bool = True) -> tuple[Traffic, list[Problem]]:
+    """What `cfg` puts on air, item by item (no `musings`: no persona flies), and what of it can
+    never fit a turn."""
     r, sched, up, persona = cfg.radio, cfg.schedule, cfg.uplink, cfg.persona
     own, pics = r.lora_settings(), r.pictures_settings()
     air, room, tag = own.airtime_s, turn.room_s, up.downlink_tag_len
@@ -300,7 +301,7 @@ def traffic_of(cfg, turn: Turn) -> tuple[Traffic, list[Problem]]:
         return relayed_copy([frame(n) for n in record_frames(body, turn.record_frame_bytes, tag, share)])
 
     lines: list[Frame] = []
-    if persona.sentences:
+    if musings and persona.sentences:
         try:
             lines = [frame(len(x)) for x in wire.encode_musing_sentences(
                 cfg.callsign, 999_999, _noon(), -89.99999, -179.99999, 49_999, 999, 99_999,
@@ -328,7 +329,8 @@ def traffic_of(cfg, turn: Turn) -> tuple[Traffic, list[Problem]]:
     musing_body = len(wire.Record(Kind.MUSING, 1, 1, 0, _musing_text(persona.max_chars)).body())
     return Traffic(
         period_s=sched.telemetry_s, turn_s=turn.turn_s, sentence=frame(len(turn.sentence)), cue=cue,
-        listen_s=up.window_s, window_every=up.window_every, musing=record(musing_body), musing_lines=lines,
+        listen_s=up.window_s, window_every=up.window_every, musing=record(musing_body) if musings else [],
+        musing_lines=lines,
         musing_s=sched.musing_s, first_musing_s=sched.first_musing_s, stale_s=persona.stale_s,
         question=record(QUESTION_BODY_BYTES), health=record(HEALTH_BODY_BYTES), health_s=sched.health_s,
         event=record(EVENT_BODY_BYTES), events_per_hour=EVENTS_PER_HOUR, picture=picture,
@@ -362,8 +364,9 @@ def _picture(cam, channel: LoRaSettings, second: bool, room: float, record, prob
 # ---------------------------------------------------------------------------- the plan
 
 
-def air_plan(cfg, *, hours: int = HOURS) -> AirPlan:
-    """The plan of `cfg` (a `PayloadConfig`)."""
+def air_plan(cfg, *, hours: int = HOURS, persona: bool = True) -> AirPlan:
+    """The plan of `cfg` (a `PayloadConfig`); without `persona`, a flight with no language model
+    (`payload run --no-persona`): no musings, no questions."""
     r, sched = cfg.radio, cfg.schedule
     own, pics = r.lora_settings(), r.pictures_settings()
     turn = turn_of(cfg)
@@ -384,7 +387,7 @@ def air_plan(cfg, *, hours: int = HOURS) -> AirPlan:
                                  f"{MIN_RECORD_FRAME_BYTES} at least ({own.airtime_s(MIN_RECORD_FRAME_BYTES):.1f} s "
                                  "on air): a longer period, or a faster lora_mode")]
         return plan
-    traffic, plan.problems = traffic_of(cfg, turn)
+    traffic, plan.problems = traffic_of(cfg, turn, persona)
     if plan.problems:
         return plan
     layout = lay_out(traffic, hours)
@@ -422,7 +425,7 @@ def _closing(plan: AirPlan, layout: Layout, traffic: Traffic, cfg) -> list[Probl
     elif plan.load > MAX_LOAD:
         problems.append(Problem(busiest, f"the turns are {plan.load:.0%} full; at most {MAX_LOAD:.0%} leaves room "
                                 "for repairs and lost frames"))
-    asked = WINDOW_S / traffic.musing_s if persona_flies(cfg) else 0.0
+    asked = WINDOW_S / traffic.musing_s if persona_flies(cfg) and (traffic.musing or traffic.musing_lines) else 0.0
     if layout.musings_made < math.floor(asked * 0.9):
         problems.append(Problem("schedule.musing_s", f"asks for {asked:.0f} musings an hour; the turns carry "
                                 f"{layout.musings_made} (a musing is made when the last one has gone on air): a "

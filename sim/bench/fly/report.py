@@ -110,7 +110,7 @@ def air_of(opts: FlyOptions, flight_s: float, config: Path | None = None) -> dic
 
     def airtime(row: str, frame: bytes) -> float:
         return (pictures if row == "picture" and pictures is not None else own).airtime_s(len(frame))
-    return air_section(opts.out, air_plan(cfg), auth, airtime, flight_s)
+    return air_section(opts.out, air_plan(cfg, persona=opts.persona is not None), auth, airtime, flight_s)
 
 
 def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario | None = None,
