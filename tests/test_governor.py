@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -205,3 +205,41 @@ def test_a_battery_monitor_that_cannot_be_read_counts_as_low_and_energy_keeps_co
     assert run(d, clock, sensors, failed, 120)[-1] == "low_power"
     assert any("battery_v_invalid" in e for e in events(d))
     assert d.governor.used_wh - used == pytest.approx(4.0 * 0.3 * 120 / 3600, rel=0.1)
+
+
+def _climb(d, clock, sensors, seconds: float, lon_step: float = 0.001) -> None:
+    """Climbing at 5 m/s and drifting east, the GPS's time moving with the flight's."""
+    for _ in range(int(seconds // 10)):
+        clock.t += 10
+        r = sensors.now
+        sensors.now = replace(r, alt_m=r.alt_m + 50, lon=r.lon + lon_step, time=r.time + timedelta(seconds=10))
+        d.beacon_once()
+
+
+def test_the_launch_is_kept_across_a_reboot_for_the_time_aloft_and_the_distance(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    run(d, clock, sensors, GOOD, 120)
+    g = d.governor
+    assert g.phase.value == "pre-launch" and g.aloft_s(GOOD.time.timestamp() + 999) == 0.0
+    assert g.from_launch_km(GOOD.lat, GOOD.lon + 1) == 0.0  # on the pad: it has gone nowhere
+    _climb(d, clock, sensors, 600)
+    assert g.phase.value == "ascent" and g.launch is not None
+    launched = g.launch["utc"]
+    assert GOOD.time.timestamp() < launched < sensors.now.time.timestamp()  # when the detector saw it go
+    now = sensors.now.time.timestamp()
+    assert g.aloft_s(now) == pytest.approx(now - launched)
+    assert g.from_launch_km(sensors.now.lat, sensors.now.lon) > 3.0  # 60 steps of 0.001° east, less the lag
+    d.store.close()  # the power goes
+    d2, _, _ = make(tmp_path)
+    assert d2.governor.launch == g.launch  # the flight's start outlives the boot
+    assert d2.governor.aloft_s(now + 60) == pytest.approx(now + 60 - launched)
+
+
+def test_a_payload_that_wakes_aloft_does_not_know_when_it_launched(tmp_path):
+    d, clock, sensors = make(tmp_path)
+    sensors.now = replace(GOOD, alt_m=9000.0)  # first boot at 9 km: no pad was seen
+    _climb(d, clock, sensors, 300)
+    g = d.governor
+    assert g.phase.value == "ascent" and g.launch is None
+    assert g.aloft_s(sensors.now.time.timestamp()) is None and g.from_launch_km(52.0, 0.0) is None
+    assert 0.0 < g.energy_share() <= 1.0

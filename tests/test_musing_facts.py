@@ -22,7 +22,7 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     prompts = []
     said = iter([
-        Generation("Rising into the cold, thin air.", 5, 0.01, "stop"),
+        Generation("Waiting here under the thin blue sky.", 5, 0.01, "stop"),
         Generation("the air is thin and the sky above is", 48, 0.01, "length"),
         Generation("<PHONE_1> <EMAIL_2>", 6, 0.01, "stop"),  # only placeholders: nothing left to send
         Generation("mail ada.lindqvist@example.org", 7, 0.01, "stop"),
@@ -67,7 +67,7 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     assert all("requests" not in e["facts"] for e in events[3:]) and "no internet" not in prompts[3] + prompts[4]
 
     first, cut_short, empty, dropped, long = events
-    assert (first["text"], first["finish"], first["cut"]) == ("Rising into the cold, thin air.", "stop", False)
+    assert (first["text"], first["finish"], first["cut"]) == ("Waiting here under the thin blue sky.", "stop", False)
     # stopped at the token limit after "is": ended at its last whole word (prompts.finish_unfinished)
     assert (cut_short["text"], cut_short["finish"], cut_short["cut"]) == ("the air is thin and the sky above…",
                                                                           "length", True)
@@ -83,14 +83,14 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
     assert q["degenerate"]["by_kind"]["cut_mid_word"]["count"] == 0  # "... the sky above is" was ended instead
     assert q["degenerate"]["by_kind"]["no_words"]["count"] == 1  # the placeholders
     assert q["cut_by_budget"]["count"] == 2
-    assert [e["text"] for e in section["first"]] == ["Rising into the cold, thin air.",
+    assert [e["text"] for e in section["first"]] == ["Waiting here under the thin blue sky.",
                                                      "the air is thin and the sky above…", "", None, long["text"]]
 
 
 def test_its_own_musings_reach_the_prompt_only_when_the_configuration_asks(tmp_path, tiny_bundle):
     """A 135M persona given its own last musings copied them (the Pi configuration's bench flights,
     docs/payload.md): by default a prompt offers none; `recall_musings = N` offers up to N."""
-    said = ["The fields are a patchwork from here.", "Colder now, and the sky is darker."]
+    said = ["The fields are a patchwork from here.", "The sky is darker now, and wider."]
     for recall, expect in ((0, False), (2, True)):
         (tmp_path / str(recall)).mkdir()
         d = _daemon(tmp_path / str(recall), load_bundle(tiny_bundle))

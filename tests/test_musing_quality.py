@@ -11,7 +11,7 @@ import pytest
 
 from sim.bench.musing_report import describe_musings, logged_musings, musings_section, quality_of_flight
 from stratoecho.musing_quality import (
-    KINDS,
+    TOLD_KINDS,
     Musing,
     MusingFacts,
     Request,
@@ -192,7 +192,7 @@ def test_measure_counts_shares_and_intervals_of_a_sample():
     assert {k: q["grounded"][k] for k in ("count", "of", "share")} == {"count": 2, "of": 4, "share": 0.5}
     assert q["grounded"]["ci95"] == [0.1500, 0.8500]
     by = q["grounded"]["by_kind"]
-    assert set(by) == set(KINDS)
+    assert set(by) == set(TOLD_KINDS)  # the time aloft, speed and distance are never told: claims, not grounding
     assert (by["altitude"]["count"], by["altitude"]["of"]) == (2, 3)  # the empty one was told no altitude
     assert (by["phase"]["count"], by["phase"]["of"]) == (2, 4)
     assert (by["request"]["count"], by["request"]["of"], by["request"]["mismatched"]) == (0, 3, 0)

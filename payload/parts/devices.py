@@ -161,7 +161,7 @@ class HardwareSensors:
 
     def read(self) -> Readings:
         d, last = self.devices, self._last
-        when, sats, fix_valid = self.now(), 0, False
+        when, sats, fix_valid, speed = self.now(), 0, False, math.nan
         if d.gps is not None:
             g = self.follower.latest() if self.follower is not None else d.gps.read(self.gps_timeout_s)
             if g is None:  # the follower has not finished its first read
@@ -172,6 +172,7 @@ class HardwareSensors:
                 fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
                 if fresh:
                     sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                    speed = g.fix.speed_mps if g.fix.speed_mps is not None else math.nan
                     if g.fix.utc is not None:
                         when = g.fix.utc
                     self._maybe_set_clock(g.fix, d.gps.clock())
@@ -195,7 +196,7 @@ class HardwareSensors:
         return Readings(time=when, lat=last["lat"], lon=last["lon"], alt_m=last["alt_m"], sats=sats,
                         temp_c=last["temp_c"], pressure_hpa=last["pressure_hpa"], batt_mv=last["batt_mv"],
                         phase="unknown", status=dict(self._status), box_temp_c=last["box_temp_c"],
-                        batt_ma=last["batt_ma"], fix_valid=fix_valid)
+                        batt_ma=last["batt_ma"], fix_valid=fix_valid, speed_mps=speed)
 
     def _maybe_set_clock(self, fix, now: float) -> None:
         if self.clock_from_gps is None:

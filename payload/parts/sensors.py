@@ -29,6 +29,7 @@ class Readings:
     box_temp_c: float = math.nan  # the battery's temperature inside the box (second BME280)
     batt_ma: float = math.nan  # battery current (INA219)
     fix_valid: bool = True  # a GPS fix this reading (False: the position is the last one known)
+    speed_mps: float = math.nan  # over the ground, the GPS's (NaN: not known this reading)
 
 
 def fresh(r: Readings) -> Readings:

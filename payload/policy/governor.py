@@ -18,6 +18,7 @@ import math
 
 import structlog
 
+from stratoecho.geo import distance_m
 from stratoecho.wire.events import Event, event
 
 from ..parts.sensors import Readings
@@ -27,6 +28,7 @@ from .phases import Phase, PhaseDetector, PhaseLimits
 log = structlog.get_logger(__name__)
 
 CLEAN = "clean_shutdown"
+LAUNCH = "launch"  # the store's state: when and where the balloon left the ground ({"utc", "lat", "lon"})
 
 
 class Governor:
@@ -47,6 +49,9 @@ class Governor:
         # The phase follows the altitude of each position sentence: its window holds a few of them.
         limits = PhaseLimits.for_samples_every(beacon_period_s) if beacon_period_s else None
         self.phases = PhaseDetector.from_dict(phase, limits) if phase else PhaseDetector(limits)
+        launch = _json(store.get_state(LAUNCH)) or {}
+        self.launch: dict | None = launch if all(isinstance(launch.get(k), (int, float)) for k in ("utc", "lat", "lon")) \
+            else None
         self.used_wh = float(store.get_state("energy_used_wh") or 0.0)
         self.load_w = math.nan
         self._last_t: float | None = None
@@ -77,6 +82,7 @@ class Governor:
         if phase != before:
             events.append(event("phase", before=before.value, after=phase.value, alt_m=int(round(r.alt_m))))
             self.store.set_state("phase", json.dumps(self.phases.to_dict()))
+            self._note_launch(before, r)
         self._integrate(r, now_s)
         d = self.ladder.update(ModeInputs(
             battery_v=r.batt_mv / 1000.0 if _battery_read(r) else None, battery_temp_c=_finite(r.box_temp_c),
@@ -87,6 +93,35 @@ class Governor:
             log.warning("mode_changed", previous=d.previous.value, mode=d.mode.value, reasons=list(d.reasons))
             self.store.set_state("mode", json.dumps(self.ladder.to_dict()))  # persisted on each change
         return events
+
+    def _note_launch(self, before: Phase, r: Readings) -> None:
+        """Left the pad: when and where, kept across reboots (the persona's time aloft and distance
+        from the launch site are measured from it). Not from a detector that woke aloft and
+        jumped to ascent: it does not know when the flight began."""
+        if before is not Phase.PRE_LAUNCH or self.launch is not None or not r.fix_valid:
+            return
+        if r.alt_m > self.phases.limits.max_ground_alt_m:
+            return
+        self.launch = {"utc": r.time.timestamp(), "lat": r.lat, "lon": r.lon}
+        self.store.set_state(LAUNCH, json.dumps(self.launch))
+
+    def aloft_s(self, now_utc: float) -> float | None:
+        """Seconds since launch: 0 before it; None when the flight's start is not known."""
+        if self.phase is Phase.PRE_LAUNCH:
+            return 0.0
+        return None if self.launch is None else max(now_utc - float(self.launch["utc"]), 0.0)
+
+    def from_launch_km(self, lat: float, lon: float) -> float | None:
+        """Kilometres over the ground from the launch site; None when it is not known."""
+        if self.phase is Phase.PRE_LAUNCH:
+            return 0.0
+        if self.launch is None:
+            return None
+        return distance_m(float(self.launch["lat"]), float(self.launch["lon"]), lat, lon) / 1000.0
+
+    def energy_share(self) -> float:
+        """The energy budget left, 0..1."""
+        return max(0.0, 1.0 - self.used_wh / self.capacity_wh) if self.capacity_wh > 0 else 0.0
 
     def _integrate(self, r: Readings, now_s: float) -> None:
         """Energy out of the battery: volts x amps over flight time (the INA219 on the battery lead).

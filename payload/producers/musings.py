@@ -21,6 +21,7 @@ from ..clock import Clock
 from ..config import PayloadConfig, ScheduleSection
 from ..link.outbound import Outbound
 from ..parts.sensors import Readings, Sensors, fresh
+from ..persona import truth
 from ..persona.guard import OutboundGuard
 from ..persona.memory import Memory, speaker
 from ..persona.prompts import (
@@ -62,6 +63,8 @@ class MusingStats:
     musings_dropped_by_guard: int = 0
     musings_empty: int = 0
     musings_too_short: int = 0  # under wire's MIN_PART characters: asked again once, at the next sentence
+    musings_untrue: int = 0  # made a false claim (persona/truth.py): cut, made again or held back
+    musings_held_untrue: int = 0  # of those, none of whose versions could air
     persona_failures: int = 0
     tokens: int = 0
     generation_s: float = 0.0
@@ -102,18 +105,30 @@ class Musings:
                 return None
             max_tokens, max_chars = budget.max_tokens, budget.max_chars
             self.worker.set_budget(budget.timeout_s, budget.n_threads, budget.n_ctx)
-        gen = self._generate(prompt, max_tokens)
-        if gen is None:
+        for attempt in range(1 + truth.MAKE_AGAIN):
+            gen = self._generate(prompt, max_tokens)
+            if gen is None:
+                return None
+            text = fit_musing(cut_prompt_echo(finish_unfinished(gen.text, gen.finish_reason), heard_from), max_chars)
+            # Each musing made is one event with what its prompt said, for the bench's measure of
+            # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
+            made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
+                    "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
+            if heard_from:
+                made["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
+            if not self._passes(text, gen, made):
+                return None
+            verdict = truth.judge(text, facts)  # what it claims, against what the payload knows now
+            if verdict.text is not None:
+                break
+            self._untrue(verdict, text, "made again" if attempt < truth.MAKE_AGAIN else "held back", made)
+        else:
+            self.stats.musings_held_untrue += 1
             return None
-        text = fit_musing(cut_prompt_echo(finish_unfinished(gen.text, gen.finish_reason), heard_from), max_chars)
-        # Each musing made is one event with what its prompt said, for the bench's measure of
-        # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
-        made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
-                "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
-        if heard_from:
-            made["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
-        if not self._passes(text, gen, made):
-            return None
+        if verdict.cut:
+            self._untrue(verdict, text, "cut", made)
+            text = verdict.text
+        made["claims"] = truth.judge(text, facts).counts()
         seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
         self.stats.musings_queued += 1
         # fit_musing only shortens: given the whole length it cleans without cutting.
@@ -143,7 +158,10 @@ class Musings:
         kept = outcomes[len(outcomes) - p.outcomes:]
         for o in kept:
             self._told[o] += 1
-        facts = prompt_facts(fresh(r), phase, mode, kept, p.memories)
+        g = self.governor  # what it knows beside what the prompt says: its truth guard holds the musing to both
+        facts = prompt_facts(fresh(r), phase, mode, kept, p.memories, aloft_s=g.aloft_s(r.time.timestamp()),
+                             rate_m_s=g.phases.rate_m_s, battery_share=g.energy_share(),
+                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
         return rendered, facts, [who for who in offered if f"{who} said" in rendered]
@@ -171,6 +189,12 @@ class Musings:
         self.stats.tokens += gen.tokens
         self.stats.generation_s += gen.seconds
         return gen
+
+    def _untrue(self, verdict: truth.Verdict, text: str, action: str, made: dict) -> None:
+        """A musing that made a false claim: counted and logged with the claims, for the flight report."""
+        self.stats.musings_untrue += 1
+        log.info("musing_untrue", action=action, text=text, claims=verdict.counts(),
+                 false=[f"{c.kind}: {c.said}" for c in verdict.false], **made)
 
     def _passes(self, text: str, gen, made: dict) -> bool:
         """A musing worth sending: not empty once cleaned, and let through by the outbound guard."""
@@ -253,16 +277,24 @@ class Musings:
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record)
 
 
-def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int) -> MusingFacts:
+def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int, *,
+                 aloft_s: float | None = None, rate_m_s: float | None = None, distance_km: float | None = None,
+                 battery_share: float | None = None) -> MusingFacts:
     """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
     readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
-    and the number of memories the prompt kept. Rounded as the prompt rounds, no text: small enough
-    for every musing's log line on a Pi."""
+    and the number of memories the prompt kept; and what the payload knows that its truth guard
+    holds the musing to (the time since launch, the speeds, the distance from the launch site, the
+    energy left). Rounded as the prompt rounds, no text: small enough for every musing's log line on a Pi."""
 
     def known(x) -> bool:
         return x is not None and math.isfinite(x)
 
+    def rounded(x, digits: int):
+        return round(x, digits) if known(x) else None
+
     return MusingFacts(
+        aloft_s=rounded(aloft_s, 0), rate_m_s=rounded(rate_m_s, 1), distance_km=rounded(distance_km, 1),
+        battery_share=rounded(battery_share, 2), speed_kmh=rounded(r.speed_mps * 3.6, 1),
         phase=phase, mode=mode, fix=r.fix_valid, sun_up=sun_is_up(r), memories=memories,  # no satellites, no box: never said
         alt_m=round(r.alt_m) if known(r.alt_m) else None,
         temp_c=round(r.temp_c, 1) if known(r.temp_c) else None,

@@ -152,7 +152,7 @@ def _place_telemetry(rows: list[TelemetryRow], record_epochs: list[float]) -> li
     return [None if u is None else float(base + u) for u in unwrapped]
 
 
-def _epoch(created: str) -> float | None:
+def epoch_of(created: str) -> float | None:
     try:
         t = datetime.fromisoformat(created)
     except ValueError:
@@ -160,6 +160,14 @@ def _epoch(created: str) -> float | None:
     if t.tzinfo is None:
         t = t.replace(tzinfo=timezone.utc)  # the schema says UTC
     return t.timestamp()
+
+
+def placed_telemetry(ground_db: Path) -> tuple[list[tuple[TelemetryRow, float]], list[RecordRow]]:
+    """The ground's telemetry as (row, Unix seconds), those whose time parses, and its records."""
+    tele_rows, rec_rows = _read_ground(Path(ground_db))
+    rec_epochs = [e for r in rec_rows if (e := epoch_of(r.created)) is not None]
+    placed = [(r, e) for r, e in zip(tele_rows, _place_telemetry(tele_rows, rec_epochs)) if e is not None]
+    return placed, rec_rows
 
 
 NOT_FAULTS = (None, "ok", "starting")  # a device event's `after` that is no fault: working, or coming up
@@ -180,10 +188,8 @@ def _number(v) -> float | None:
 
 def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightSeries:
     """The flight's time series from the ground database (and the channel's per-minute timeline)."""
-    tele_rows, rec_rows = _read_ground(Path(ground_db))
-    rec_epochs = [(r, e) for r in rec_rows if (e := _epoch(r.created)) is not None]
-    tele_epochs = [(r, e) for r, e in zip(tele_rows, _place_telemetry(tele_rows, [e for _, e in rec_epochs]))
-                   if e is not None]
+    tele_epochs, rec_rows = placed_telemetry(Path(ground_db))
+    rec_epochs = [(r, e) for r in rec_rows if (e := epoch_of(r.created)) is not None]
     series = FlightSeries()
     if not tele_epochs and not rec_epochs:
         series.loss, series.loss_source = _timeline_loss(channel_stats)

@@ -4,8 +4,10 @@ from its log with the facts its prompt carried, measured by `stratoecho.musing_q
 The payload logs one event per musing it made (docs/payload.md, "What each musing was told"):
 `musing` (queued: its text, whether the radio's budget cut it), `musing_empty` (nothing left
 once placeholders were taken out), `musing_too_short` (its text: under 25 characters, not sent,
-the persona asked again) or `musing_dropped_by_guard` (no text: it held something private). Each
-carries `t_s`, `finish` and `facts`. payload.log holds every boot's, in order.
+the persona asked again), `musing_untrue` (its text: a false claim the truth guard caught; one cut
+short is also a `musing`, the others are not sent) or `musing_dropped_by_guard` (no text: it held
+something private). Each carries `t_s`, `finish` and `facts`. payload.log holds every boot's, in order.
+The claims are counted apart (truth_report.py).
 
     logged_musings(payload_log)                -> [LoggedMusing], as they came
     musings_section(out_dir, persona, first=5) -> {"quality": {...}, "first": [...]}  (report.json's musings)
@@ -21,8 +23,10 @@ from pathlib import Path
 
 from stratoecho.musing_quality import Musing, MusingFacts, judge, measure
 
+from .truth_report import claims_section, describe_claims
+
 FIRST = 5  # musings shown as they came: the first ones, never chosen
-EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_dropped_by_guard")
+EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_untrue", "musing_dropped_by_guard")
 TEXT_CHARS = 160  # of a musing in the words of `sim report`
 
 
@@ -65,12 +69,14 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
         if not isinstance(e, dict) or e.get("event") not in EVENTS:
             continue
         kind = e["event"]
+        if kind == "musing_untrue" and e.get("action") == "cut":
+            continue  # the same musing is logged again as the `musing` that aired, cut
         withheld = kind == "musing_dropped_by_guard"
         t_s = e.get("t_s")
         found.append(LoggedMusing(
             t_s=float(t_s) if isinstance(t_s, (int, float)) and not isinstance(t_s, bool) else None,
             boot=_int(e.get("boot")), seq=_int(e.get("seq")),
-            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short")
+            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short", "musing_untrue")
                           and isinstance(e.get("text"), str) else "",
                           facts=MusingFacts.from_dict(e.get("facts")), finish=str(e.get("finish") or ""),
                           cut_by_budget=e.get("cut") is True, raw_chars=_int(e.get("raw_chars")) or 0),
@@ -85,12 +91,13 @@ def musings_section(out_dir: Path, persona: bool = True, first: int = FIRST) -> 
     they came."""
     if not persona:
         return {"quality": {"measured": 0, "note": "no persona flew"}, "first": []}
+    claims = claims_section(out_dir)
     logged = logged_musings(Path(out_dir) / "payload.log")
     quality = measure([m.musing for m in logged if m.withheld is None])
     quality["withheld_by_guard"] = sum(m.withheld is not None for m in logged)
     if not logged:
         quality["note"] = "the persona made no musings"
-    return {"quality": quality, "first": [m.entry() for m in logged[:first]]}
+    return {"quality": quality, "claims": claims, "first": [m.entry() for m in logged[:first]]}
 
 
 def quality_of_flight(out_dir: Path) -> dict:
@@ -148,6 +155,8 @@ def describe_musings(musings: dict) -> list[str]:
         two = "-" if dist["distinct_2"] is None else f"{dist['distinct_2']:.2f}"  # one-word musings: no bigrams
         lines.append(f"             distinct-1 {dist['distinct_1']:.2f}, distinct-2 {two} over {dist['words']} words; "
                      f"near-duplicates {near['count']}/{near['of']}")
+    if musings.get("claims"):
+        lines += describe_claims(musings["claims"])
     first = musings.get("first") or []
     if first:
         lines.append(f"  first {len(first)} musings, as they came:")

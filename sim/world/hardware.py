@@ -307,7 +307,10 @@ class BenchHardware:
     def _fix(self, _t: float) -> SimFix:
         t = self.clock.elapsed_s()
         s = self.flight.state_at(t)
-        return SimFix(lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats)
+        # A balloon drifts with the wind: its speed over the ground is the wind's, toward where it blows.
+        moving = s.phase not in ("pre-launch", "landed")
+        return SimFix(lat=s.lat, lon=s.lon, alt_m=s.alt_m, sats=s.sats,
+                      speed_mps=s.wind_speed_m_s if moving else 0.0, course_deg=(s.wind_dir_deg + 180.0) % 360.0)
 
     def heater_on(self) -> bool:
         if self.heater_pin is None:
