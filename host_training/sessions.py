@@ -40,7 +40,10 @@ from host_training.ingest import Message, iso_utc
 DEFAULT_GAP_MINUTES = 30.0
 DEFAULT_MAX_TURNS = 16
 DEFAULT_MAX_CHARS = 4000  # ~1000 tokens: fits a 2048-token context with the template around it
-DEFAULT_DEDUP_MIN_CHARS = 8  # shorter owner messages ("ok", "haha") are conversation, kept
+# Shorter repeats of the owner's are how he talks and keep their real frequency: "ok", "haha", and a
+# catchphrase ("ja digga", "bin dabei", "see you there") that is in one turn of seven. A repeat this
+# long is a paste (a greeting sent to a list, a link, a packing list), kept once.
+DEFAULT_DEDUP_MIN_CHARS = 40
 POST_PROMPT = "Write a post: {title}"
 POST_CONTINUE_PROMPT = "Continue the post: {title}"
 # Writing that is not a post says what it is: the persona learns the register of each.
@@ -114,7 +117,7 @@ def repeat_reason(m: Message, first_time, min_chars: int = DEFAULT_DEDUP_MIN_CHA
     (the same after folding case and whitespace), or None to keep it. `first_time(kind, text)`
     remembers what was seen and says whether this is new: a set here, a table in prepare's
     scratch store (spill.py) for exports too big for memory. Others' messages, and short ones
-    ("ok", "haha": conversation), are never repeats."""
+    ("ok", "haha", a catchphrase: under `min_chars`), are never repeats."""
     norm = normalise(m.text)
     if not m.is_owner or len(norm) < min_chars:
         return None

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from host_training.ingest import Message
 from host_training.sessions import (
+    DEFAULT_DEDUP_MIN_CHARS,
     AckRuns,
     Example,
     Turn,
@@ -121,6 +122,18 @@ def test_dedupe_owner_exact_and_near_duplicates():
     assert [x.author for x in kept] == ["Ada", "Noor", "Ada", "Ada"]
     assert dropped == {"duplicate": 1, "near_duplicate": 1}
     assert dedupe_owner(msgs, min_chars=0)[1] == {"duplicate": 2, "near_duplicate": 1}
+
+
+def test_a_catchphrase_keeps_its_real_frequency_and_a_paste_is_kept_once():
+    # Issue 40: a German owner's "ja digga" (in one turn of seven) was kept once, so no persona
+    # trained on it ever said "digga"; a greeting pasted to a list is still one message.
+    paste = "Frohe Weihnachten und einen guten Rutsch euch allen!"
+    msgs = [m("Jannik", text, i * MIN, owner=True) for i, text in enumerate(
+        ["ja digga", "bin dabei", "ja digga", "JA  digga", "bin dabei", paste, paste, "ja digga"])]
+    kept, dropped = dedupe_owner(msgs)
+    assert [x.text for x in kept].count("ja digga") == 3 and len(kept) == 7
+    assert dropped == {"duplicate": 1}
+    assert len("ja digga") < DEFAULT_DEDUP_MIN_CHARS <= len(paste)
 
 
 def ex(session: str, start_min: float = 0, minutes: float = 10, chat: str = "c1") -> Example:

@@ -225,8 +225,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=S.DEFAULT_DEDUP_MIN_CHARS,
         metavar="N",
         help=(
-            "repeats of the owner's messages this long or longer are dropped; shorter ones "
-            '("ok", "haha") are kept as part of the conversation (characters, default %(default)d)'
+            "repeats of the owner's messages this long or longer are dropped (a paste: a greeting sent to a "
+            'list, a link); shorter ones ("ok", "haha", a catchphrase) keep their real frequency '
+            "(characters, default %(default)d)"
         ),
     )
     conv.add_argument(

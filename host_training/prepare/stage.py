@@ -17,6 +17,7 @@ from host_training.spill import Spill
 
 from .conversations import merge_previous, name_others, write_sessions
 from .files import BlocklistError, Staged, _said_problems, export_files, load_blocklist
+from .languages import owner_writing, recommendation, report_entry, summary_lines
 from .owners import _missing_options, find_owner, list_authors
 from .reading import carry_previous, read_exports
 from .scrubbing import Cleaner
@@ -98,6 +99,7 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
     pseudonyms = Pseudonyms(others, first=previous.persons + 1 if previous else 1) if args.pseudonyms else None
     outcome, pseudonyms = merge_previous(spill, previous, pseudonyms)
     counts = spill.counts()
+    writing = owner_writing(spill, args.dedup_min_chars)  # 4c. the owner's language and catchphrases
     # -- 6. messages.jsonl, and the examples; 7. split; 8. weigh and write train/val
     sessions = write_sessions(args, spill, staged, owner, pseudonyms, reading.dropped, counts)
     split = Split(args, spill)
@@ -105,8 +107,10 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
     # then commit all four files together
     report = report_json(args, owners, blocklist, reading, counts, cleaner, sessions, split, written, owner,
                          pseudonyms, previous, outcome)
+    report["language"] = report_entry(writing)
     staged.open("report.json").write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     staged.commit()
     # -- 9. say what happened
     print_summary(args, owners, report, reading, counts, cleaner, sessions, written, owner, previous, outcome)
+    print("\n".join(summary_lines(writing, recommendation(writing.language))))
     return 0
