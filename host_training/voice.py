@@ -4,21 +4,22 @@ Pure functions of the texts they are given: no model is loaded, nothing is read 
 `evaluate` generates the replies; `report` renders what is measured here.
 
     authorship  a classifier learns the owner's training messages (the assistant turns of
-                train.jsonl) against everyone else's (the user turns): character 2-4-grams
-                (case kept, sublinear tf-idf) of the texts *distorted* (Stamatatos 2017,
-                "Authorship attribution using text distortion"): every word but the
-                DISTORTION_WORDS most frequent of the training messages has its letters masked
-                (X for a capital, * otherwise) and every digit becomes #, so what is learnt is
-                how a person writes (function words, punctuation, casing, word lengths), not
-                what about. Undistorted, the classifier was a topic detector: the owner is the
-                one who talks about balloons, and so does a base model prompted with her
-                conversations (SmolLM2-135M untuned: 97 % "the owner's", above her own 81 %).
-                A logistic regression with balanced class weights; its own quality by
-                stratified 5-fold cross-validation on those messages. Then each set of texts
-                gets the share the classifier calls the owner's, with a 95 % interval: the
-                owner's real held-out replies (the ceiling), the other speakers' held-out
-                turns (the floor: the false-positive rate), and the replies of each model to
-                the same held-out prompts, with a model's gain over the base prompt by prompt.
+                train.jsonl) against everyone else's (the user turns), from how they are written,
+                not what about (voice_model.py: character 2-4-grams of the texts *distorted* --
+                every word but the DISTORTION_WORDS most frequent masked, every digit # (Stamatatos
+                2017) -- beside the frequencies of those frequent words and the writer's habits:
+                casing, punctuation, burst shape). Undistorted, the classifier was a topic
+                detector: the owner is the one who talks about balloons, and so does a base model
+                prompted with her conversations. A calibrated logistic regression; its own quality
+                held out by conversation, for single messages and for samples of SAMPLE turns of
+                one speaker (a person is told apart by a handful of messages, not by "ok"). Then
+                each set of texts gets the share the classifier calls the owner's, with a 95 %
+                interval, and the share of its samples: the owner's real held-out replies (the
+                ceiling), the other speakers' held-out turns (the floor: the false-positive rate),
+                and the replies of each model to the same held-out prompts, with a model's gain
+                over the base prompt by prompt. Beside each, the share of its words that are real
+                words of the owner's language (real_words.py): lower-case babble in the owner's
+                letters reads as the owner's to any classifier of habits, and fails there.
     distances   per-turn figures (lengths, lines, casing, punctuation, emoji, questions) of two
                 sets of turns compared as distributions by the two-sample Kolmogorov-Smirnov
                 statistic, and their word frequencies by the Jensen-Shannon distance: 0 for
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,18 +43,17 @@ from dataclasses import dataclass, field
 from stratoecho.privacy import PLACEHOLDER
 from stratoecho.stats import wilson
 
+from .real_words import RealWords, babble_verdict, best_language
+from .real_words import share as real_share
 from .report import WORD, count_emoji, count_lines, count_punctuation, lower_start, upper_case_share, words
+from .voice_model import FOLDS, SAMPLE, Turn, held_out_probabilities, pipeline, recognised, samples
+from .voice_model import distort as distort  # the texts as the classifier reads them: voice.distort
 
 # ----------------------------------------------------------------------------- configuration
 MIN_MESSAGES = 20  # of either side: with fewer, the classifier is not trained (and says so)
-NGRAMS = (2, 4)  # character n-grams of the distorted text
-DISTORTION_WORDS = 100  # words kept as written. On the sample corpus (balanced accuracy; untuned base vs tuned
-#                         persona's share): 50 words 0.77, 100 0.74, 200 0.73, 400 0.71, none 0.72; with 100 the
-#                         persona's gain over the base was +23 points (+12 to +35), undistorted +12 (-2 to +25)
-C = 1.0  # inverse regularisation; 10 and 100 did no better on the sample corpus
-DIGIT = re.compile(r"\d")
+DISTORTION_WORDS = 100  # words kept as written (and counted as function words). Character n-grams alone, on the
+#                         sample corpus: 50 words 0.77, 100 0.74, 200 0.73, 400 0.71, none 0.72 (balanced accuracy)
 BOOTSTRAP = 4000  # resamplings of the prompts for a model's interval and its gain over the base
-FOLDS = 5
 SEED = 0  # the folds' shuffle and the solver: same messages, same figures
 
 
@@ -65,19 +64,29 @@ def clean(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def training_messages(conversations: Iterable[Sequence[Mapping]]) -> tuple[list[str], list[str]]:
-    """(the owner's messages, the other speakers' messages) of prepare-style conversations:
-    assistant turns are the owner's, user turns the others'; system turns are neither. Each
-    message cleaned, empty ones dropped, each distinct text once, in order of first appearance."""
-    owner: dict[str, None] = {}
-    others: dict[str, None] = {}
-    for conv in conversations:
+def training_turns(conversations: Iterable[Sequence[Mapping]]) -> list[Turn]:
+    """The owner's and the other speakers' turns of prepare-style conversations: assistant turns
+    are the owner's, user turns the others'; system turns are neither. Each cleaned, empty ones
+    dropped, each distinct text once (in the conversation where it first appears): prepare
+    weights conversations by repeating them, and a message learnt twice could be scored by a
+    model that trained on it."""
+    seen: set[str] = set()
+    turns = []
+    for c, conv in enumerate(conversations):
         for m in conv:
-            side = {"assistant": owner, "user": others}.get(m["role"])
             text = clean(m["content"])
-            if side is not None and text:
-                side[text] = None
-    return list(owner), list(others)
+            if m["role"] not in ("assistant", "user") or not text or text in seen:
+                continue
+            seen.add(text)
+            owner = m["role"] == "assistant"
+            turns.append(Turn(text, owner, c, "\u0000owner" if owner else (m.get("name") or "\u0000others")))
+    return turns
+
+
+def training_messages(conversations: Iterable[Sequence[Mapping]]) -> tuple[list[str], list[str]]:
+    """(the owner's messages, the other speakers' messages) of `training_turns`, in order of first appearance."""
+    turns = training_turns(conversations)
+    return [t.text for t in turns if t.owner], [t.text for t in turns if not t.owner]
 
 
 # ----------------------------------------------------------------------------- the classifier
@@ -156,83 +165,94 @@ def paired_gain(model: Sequence[Sequence[bool]], base: Sequence[Sequence[bool]],
 @dataclass(frozen=True)
 class CrossValidation:
     """The classifier's own quality on the training messages, each scored by a model that did
-    not see it (stratified `folds`-fold)."""
+    not see its conversation (`folds` folds of whole conversations): single messages, and
+    samples of `sample_size` turns of one speaker scored by their mean probability."""
 
     folds: int
     owner_recognised: float  # share of the owner's messages called the owner's
     others_rejected: float  # share of the others' messages not called the owner's
+    sample_size: int = 1
+    samples: int = 0  # how many samples were scored (0: messages only)
+    samples_owner_recognised: float | None = None
+    samples_others_rejected: float | None = None
+
+    @property
+    def message_balanced_accuracy(self) -> float:
+        """The mean of the two shares for single messages: 0.5 is a coin toss whatever the sides' sizes."""
+        return (self.owner_recognised + self.others_rejected) / 2
 
     @property
     def balanced_accuracy(self) -> float:
-        """The mean of the two: 0.5 is a coin toss whatever the two sides' sizes, 1 is perfect."""
-        return (self.owner_recognised + self.others_rejected) / 2
+        """The classifier's figure: for samples where they were scored, else for single messages."""
+        if self.samples_owner_recognised is None or self.samples_others_rejected is None:
+            return self.message_balanced_accuracy
+        return (self.samples_owner_recognised + self.samples_others_rejected) / 2
 
 
 class VoiceClassifier:
-    """Owner or not, from character n-grams of distorted text. Made by `fit`, which refuses too
-    little data."""
+    """Owner or not, from how a text is written (voice_model.py). Made by `fit` or `fit_turns`,
+    which refuse too little data."""
 
-    def __init__(self, pipeline, owner_messages: int, other_messages: int, cv: CrossValidation,
+    def __init__(self, model, owner_messages: int, other_messages: int, cv: CrossValidation,
                  kept: frozenset[str] = frozenset()) -> None:
-        self._pipeline = pipeline
+        self._model = model
         self.owner_messages = owner_messages
         self.other_messages = other_messages
         self.cv = cv
-        self.kept = kept  # the words distortion leaves as they are
+        self.kept = kept  # the words distortion leaves as they are, and counts
 
     @classmethod
     def fit(cls, owner: Sequence[str], others: Sequence[str], seed: int = SEED) -> VoiceClassifier | None:
-        """Train on the owner's and the others' messages (clean ones: see `training_messages`);
-        None when either side has fewer than MIN_MESSAGES (`shortfall` says which)."""
-        if shortfall(len(owner), len(others)) is not None:
-            return None
-        import numpy as np
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        """Train on the owner's and the others' messages (clean ones), each message a conversation
+        of its own and the others one speaker; see `fit_turns`."""
+        return cls.fit_turns([Turn(t, True, i, "owner") for i, t in enumerate(owner)]
+                             + [Turn(t, False, len(owner) + i, "others") for i, t in enumerate(others)], seed)
 
-        kept = frequent_words(list(owner) + list(others))
-        texts = [distort(t, kept) for t in list(owner) + list(others)]
-        labels = np.array([1] * len(owner) + [0] * len(others))
-        folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-        predicted = cross_val_predict(_pipeline(seed), texts, labels, cv=folds)
-        cv = CrossValidation(FOLDS, float(predicted[labels == 1].mean()), float(1 - predicted[labels == 0].mean()))
-        return cls(_pipeline(seed).fit(texts, labels), len(owner), len(others), cv, kept)
+    @classmethod
+    def fit_turns(cls, turns: Sequence[Turn], seed: int = SEED) -> VoiceClassifier | None:
+        """Train on `turns` (see `training_turns`); None when either side has fewer than
+        MIN_MESSAGES (`shortfall` says which)."""
+        n_owner = sum(t.owner for t in turns)
+        if shortfall(n_owner, len(turns) - n_owner) is not None:
+            return None
+        probs, fold_of = held_out_probabilities(turns, frequent_words, seed)
+        labels = [int(t.owner) for t in turns]
+        by_message = recognised(probs, labels, [[i] for i in range(len(turns))])
+        units = samples([f"{fold_of[i]}\u0000{t.speaker}" for i, t in enumerate(turns)])
+        by_sample = recognised(probs, labels, units)
+        cv = CrossValidation(FOLDS, *by_message, SAMPLE, len(units), *by_sample)
+        texts = [t.text for t in turns]
+        kept = frequent_words(texts)
+        model = pipeline(kept, seed, groups=[t.conversation for t in turns], labels=labels).fit(texts, labels)
+        return cls(model, n_owner, len(turns) - n_owner, cv, kept)
+
+    def probabilities(self, texts: Sequence[str]) -> list[float | None]:
+        """P(the owner's) of each text; None for a text with nothing left once placeholders are
+        taken out (an empty reply has no voice at all)."""
+        cleaned = [clean(t) for t in texts]
+        todo = [t for t in cleaned if t]
+        p = iter(self._model.predict_proba(todo)[:, 1].tolist() if todo else [])
+        return [float(next(p)) if t else None for t in cleaned]
 
     def is_owner(self, texts: Sequence[str]) -> list[bool]:
-        """Whether each text reads as the owner's. Placeholders are taken out first; a text with
-        nothing left (an empty reply) has no voice at all and is never the owner's."""
-        cleaned = [clean(t) for t in texts]
-        todo = [distort(t, self.kept) for t in cleaned if t]
-        verdict = iter(self._pipeline.predict(todo).tolist() if todo else [])
-        return [bool(next(verdict)) if t else False for t in cleaned]
+        """Whether each text reads as the owner's (P above 0.5); an empty one never does."""
+        return [p is not None and p > 0.5 for p in self.probabilities(texts)]
 
     def share(self, texts: Sequence[str]) -> Share:
         return Share(len(texts), sum(self.is_owner(texts)))
+
+    def sample_share(self, texts: Sequence[str], speakers: Sequence[str] | None = None) -> Share:
+        """How many samples of SAMPLE consecutive texts (of one speaker, where `speakers` says
+        whose each is) read as the owner's by their mean probability; an empty text counts 0."""
+        probs = [p or 0.0 for p in self.probabilities(texts)]
+        units = samples(speakers if speakers is not None else [""] * len(texts))
+        return Share(len(units), sum(1 for u in units if sum(probs[i] for i in u) / len(u) > 0.5))
 
 
 def frequent_words(texts: Sequence[str], n: int = DISTORTION_WORDS) -> frozenset[str]:
     """The `n` most frequent words of `texts`, case-folded (ties in order of first appearance)."""
     counts = Counter(w.casefold() for t in texts for w in WORD.findall(t))
     return frozenset(w for w, _ in counts.most_common(n))
-
-
-def distort(text: str, kept: frozenset[str]) -> str:
-    """`text` with the letters of every word not in `kept` masked (X capital, * other) and every
-    digit #: "Gerald is 3 days old" -> "X***** is # days old" when "is", "days" and "old" are kept."""
-    masked = WORD.sub(lambda m: m[0] if m[0].casefold() in kept else
-                      "".join("X" if c.isupper() else "*" for c in m[0]), text)
-    return DIGIT.sub("#", masked)
-
-
-def _pipeline(seed: int):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    # Case kept: whether a person writes "ok" or "OK", "i" or "I" is much of a voice.
-    return make_pipeline(
-        TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, lowercase=False, sublinear_tf=True),
-        LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed),
-    )
 
 
 def shortfall(owner: int, others: int) -> str | None:
@@ -257,6 +277,16 @@ class VoiceSet:
     role: str  # "ceiling" (the owner's own held-out text), "floor" (the others'), "base", "tuned", "flown"
     share: Share
     gain: Gain | None = None  # over the base, on the same prompts (a tuned or flown model's, with a base)
+    samples: Share | None = None  # samples of SAMPLE texts read as the owner's by their mean probability
+    real: RealWords | None = None  # its words that are real words of the owner's language
+
+    def verdict(self, owner: RealWords | None) -> str | None:
+        """The voice judged with the words: "babble" when its share of real words falls more than
+        real_words.TOLERANCE below the owner's own held-out share, whatever the classifier says;
+        else "real words"; None when either has no words."""
+        if self.real is None or owner is None:
+            return None
+        return babble_verdict(self.real, owner)
 
 
 @dataclass
@@ -270,6 +300,13 @@ class Authorship:
     sets: list[VoiceSet] = field(default_factory=list)
     note: str = ""
     kept_words: int = DISTORTION_WORDS  # words distortion left as written
+    language: str | None = None  # the owner's language, whose word list real_words counts against
+
+    @property
+    def owner_real(self) -> RealWords | None:
+        """The owner's held-out real-word share: what a model's is read against."""
+        ceiling = self.find("ceiling")
+        return ceiling.real if ceiling is not None else None
 
     def find(self, role: str) -> VoiceSet | None:
         return next((s for s in self.sets if s.role == role), None)
@@ -277,12 +314,16 @@ class Authorship:
     def eval_figures(self) -> dict[str, float | int]:
         """persona.toml [eval]'s flat keys: `voice_share` (the flown model), `f32_voice_share`,
         `base_voice_share` (the untuned base, or the parent), each with `_low`/`_high` (its 95 %
-        Wilson interval), `voice_replies`; the ceiling `voice_owner_share`, the floor
-        `voice_others_share` and the classifier's `voice_classifier_balanced_accuracy`. A figure
-        not measured is left out (TOML has no null)."""
+        interval), `voice_replies`; the ceiling `voice_owner_share`, the floor
+        `voice_others_share`; the classifier's `voice_classifier_balanced_accuracy` (samples of
+        `voice_sample_size` turns) and `voice_classifier_message_balanced_accuracy`; the shares of
+        real words `voice_real_words_share`, `f32_real_words_share`, `base_real_words_share` and
+        the owner's `voice_owner_real_words_share`. A figure not measured is left out (TOML has no null)."""
         out: dict[str, float | int] = {}
         if self.cv is not None:
             out["voice_classifier_balanced_accuracy"] = round(self.cv.balanced_accuracy, 4)
+            out["voice_classifier_message_balanced_accuracy"] = round(self.cv.message_balanced_accuracy, 4)
+            out["voice_sample_size"] = self.cv.sample_size
         for role, key in (("flown", "voice_share"), ("tuned", "f32_voice_share"), ("base", "base_voice_share")):
             s = self.find(role)
             if s is None or s.share.share is None:
@@ -292,21 +333,30 @@ class Authorship:
             if s.gain is not None:
                 g, gkey = s.gain, key.replace("_share", "_gain_over_base")
                 out.update({gkey: round(g.gain, 4), f"{gkey}_low": round(g.low, 4), f"{gkey}_high": round(g.high, 4)})
+            if s.real is not None and s.real.share is not None:
+                out[key.replace("voice_share", "real_words_share")] = round(s.real.share, 4)
             if role == "flown":
                 out["voice_replies"] = s.share.texts
         for role, key in (("ceiling", "voice_owner_share"), ("floor", "voice_others_share")):
             s = self.find(role)
             if s is not None and s.share.share is not None:
                 out[key] = round(s.share.share, 4)
+        if self.owner_real is not None and self.owner_real.share is not None:
+            out["voice_owner_real_words_share"] = round(self.owner_real.share, 4)
         return out
 
     def summary(self) -> dict:
         """The figures as plain data (eval --json): one entry per set."""
+        cv = self.cv
         out: dict = {"owner_messages": self.owner_messages, "other_messages": self.other_messages,
-                     "classifier": None if self.cv is None else {
-                         "folds": self.cv.folds, "balanced_accuracy": self.cv.balanced_accuracy,
-                         "owner_recognised": self.cv.owner_recognised, "others_rejected": self.cv.others_rejected},
-                     "interval": "95 % Wilson score", "sets": []}
+                     "classifier": None if cv is None else {
+                         "folds": cv.folds, "held_out": "by conversation", "balanced_accuracy": cv.balanced_accuracy,
+                         "sample_size": cv.sample_size, "samples": cv.samples,
+                         "samples_owner_recognised": cv.samples_owner_recognised,
+                         "samples_others_rejected": cv.samples_others_rejected,
+                         "message_balanced_accuracy": cv.message_balanced_accuracy,
+                         "owner_recognised": cv.owner_recognised, "others_rejected": cv.others_rejected},
+                     "language": self.language, "interval": "95 % Wilson score", "sets": []}
         if self.note:
             out["note"] = self.note
         for s in self.sets:
@@ -314,34 +364,47 @@ class Authorship:
             out["sets"].append({"label": s.label, "role": s.role, "texts": s.share.texts, "owner": s.share.owner,
                                 "share": s.share.share, "low": iv[0] if iv else None, "high": iv[1] if iv else None,
                                 "interval": "bootstrap over prompts" if s.share.ci is not None else "Wilson score",
-                                **({"gain_over_base": vars(s.gain)} if s.gain is not None else {})})
+                                **({"gain_over_base": vars(s.gain)} if s.gain is not None else {}),
+                                **({"samples": s.samples.texts, "samples_owner": s.samples.owner} if s.samples else {}),
+                                **({"words": s.real.words, "real_words": s.real.real, "real_words_share": s.real.share,
+                                    "verdict": s.verdict(self.owner_real)} if s.real else {})})
         return out
 
 
 def authorship(train: Iterable[Sequence[Mapping]], val: Iterable[Sequence[Mapping]],
-               generated: Sequence[tuple[str, str, Sequence[Sequence[str]]]], seed: int = SEED) -> Authorship:
-    """Train the classifier on `train`'s messages and score: the owner's held-out turns in
+               generated: Sequence[tuple[str, str, Sequence[Sequence[str]]]], seed: int = SEED,
+               language: str | None = None) -> Authorship:
+    """Train the classifier on `train`'s turns and score: the owner's held-out turns in
     `val` (ceiling), the others' (floor, left out when there are none), then each
     (label, role, replies) of `generated` in the order given, `replies[i]` the model's replies
     to held-out prompt i (the same prompts, in the same order, for every model). A model beside
-    one of role "base" also gets its gain over it, prompt by prompt."""
-    owner, others = training_messages(train)
-    clf = VoiceClassifier.fit(owner, others, seed)
+    one of role "base" also gets its gain over it, prompt by prompt. Every set also gets its
+    samples' share and its share of real words of `language` (by default the language of the
+    owner's training messages: real_words.best_language)."""
+    turns = training_turns(train)
+    clf = VoiceClassifier.fit_turns(turns, seed)
+    n_owner = sum(t.owner for t in turns)
     if clf is None:
-        return Authorship(len(owner), len(others), None, note=shortfall(len(owner), len(others)) or "")
-    held_owner, held_others = [], []
+        return Authorship(n_owner, len(turns) - n_owner, None, note=shortfall(n_owner, len(turns) - n_owner) or "")
+    language = language or best_language([t.text for t in turns if t.owner])
+    held: dict[str, list[tuple[str, str]]] = {"assistant": [], "user": []}
     for conv in val:  # every turn, repeats included: these are counted, not learnt
         for m in conv:
-            {"assistant": held_owner, "user": held_others}.get(m["role"], []).append(m["content"])
-    sets = [VoiceSet(OWNER_SET, "ceiling", clf.share(held_owner))]
-    if held_others:
-        sets.append(VoiceSet(OTHERS_SET, "floor", clf.share(held_others)))
+            held.get(m["role"], []).append((m["content"], m.get("name") or ""))
+
+    def scored(label: str, role: str, texts: list[str], speakers: list[str] | None = None, **kw) -> VoiceSet:
+        return VoiceSet(label, role, kw.pop("share", None) or clf.share(texts), samples=clf.sample_share(texts, speakers),
+                        real=real_share(texts, language), **kw)
+
+    sets = [scored(OWNER_SET, "ceiling", [t for t, _ in held["assistant"]])]
+    if held["user"]:
+        sets.append(scored(OTHERS_SET, "floor", [t for t, _ in held["user"]], [n for _, n in held["user"]]))
     verdicts = {label: [clf.is_owner(list(r)) for r in replies] for label, _, replies in generated}
     base = next((verdicts[label] for label, role, _ in generated if role == "base"), None)
-    sets += [VoiceSet(label, role, grouped_share(verdicts[label], seed),
-                      paired_gain(verdicts[label], base, seed) if base is not None and role != "base" else None)
-             for label, role, _ in generated]
-    return Authorship(clf.owner_messages, clf.other_messages, clf.cv, sets, kept_words=len(clf.kept))
+    sets += [scored(label, role, [t for r in replies for t in r], share=grouped_share(verdicts[label], seed),
+                    gain=paired_gain(verdicts[label], base, seed) if base is not None and role != "base" else None)
+             for label, role, replies in generated]
+    return Authorship(clf.owner_messages, clf.other_messages, clf.cv, sets, kept_words=len(clf.kept), language=language)
 
 
 # ----------------------------------------------------------------------------- distances

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections import Counter
 
 import pytest
@@ -63,10 +64,13 @@ def test_the_classifier_tells_two_voices_apart_and_says_how_well():
 
 
 def test_a_classifier_that_cannot_tell_says_so():
-    """The same texts on both sides: no voice to learn, cross-validation near a coin toss."""
-    same = QUIET[:30]
-    clf = V.VoiceClassifier.fit(same, list(reversed(same)))
-    assert clf is not None and clf.cv.balanced_accuracy <= 0.6
+    """Both voices dealt at random to both sides: no voice to learn, cross-validation near a coin
+    toss for messages and for samples alike (measured: 0.47 and 0.40)."""
+    pool = QUIET + LOUD
+    random.Random(0).shuffle(pool)
+    clf = V.VoiceClassifier.fit(pool[:36], pool[36:])
+    assert clf is not None and clf.cv.samples > 0
+    assert clf.cv.message_balanced_accuracy <= 0.6 and clf.cv.balanced_accuracy <= 0.6, clf.cv
 
 
 def test_too_few_messages_give_no_classifier_and_say_why():
