@@ -1,4 +1,4 @@
-"""`python -m host_training interview|prepare|build|eval|judge|chat|base-bundle` — see each command's --help."""
+"""`python -m host_training interview|prepare|build|eval|judge|chat|base-bundle|voice-of-flight` — see each command's --help."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from stratoecho.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import base_bundle, build, chat, evaluate, interview, judge, prepare
+    from . import base_bundle, build, chat, evaluate, interview, judge, prepare, voice_of_flight
 
     parser = argparse.ArgumentParser(
         prog="python -m host_training",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (interview, prepare, build, evaluate, judge, chat, base_bundle):
+    for module in (interview, prepare, build, evaluate, judge, chat, base_bundle, voice_of_flight):
         module.add_parser(sub)
     return parser
 

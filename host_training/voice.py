@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from stratoecho.privacy import PLACEHOLDER
 from stratoecho.stats import wilson
 
-from .real_words import RealWords, babble_verdict, best_language
+from .real_words import TOLERANCE, RealWords, babble_verdict, best_language
 from .real_words import share as real_share
 from .report import WORD, count_emoji, count_lines, count_punctuation, lower_start, upper_case_share, words
 from .voice_model import FOLDS, SAMPLE, Turn, held_out_probabilities, pipeline, recognised, samples
@@ -301,6 +301,7 @@ class Authorship:
     note: str = ""
     kept_words: int = DISTORTION_WORDS  # words distortion left as written
     language: str | None = None  # the owner's language, whose word list real_words counts against
+    babble_tolerance: float = TOLERANCE  # a model's real-word share this far below the owner's is babble
 
     @property
     def owner_real(self) -> RealWords | None:
@@ -317,8 +318,8 @@ class Authorship:
         interval), `voice_replies`; the ceiling `voice_owner_share`, the floor
         `voice_others_share`; the classifier's `voice_classifier_balanced_accuracy` (samples of
         `voice_sample_size` turns) and `voice_classifier_message_balanced_accuracy`; the shares of
-        real words `voice_real_words_share`, `f32_real_words_share`, `base_real_words_share` and
-        the owner's `voice_owner_real_words_share`. A figure not measured is left out (TOML has no null)."""
+        real words `real_words_share` (the flown model), `f32_real_words_share`, `base_real_words_share`
+        and the owner's held-out `owner_real_words_share`. A figure not measured is left out (TOML has no null)."""
         out: dict[str, float | int] = {}
         if self.cv is not None:
             out["voice_classifier_balanced_accuracy"] = round(self.cv.balanced_accuracy, 4)
@@ -342,7 +343,7 @@ class Authorship:
             if s is not None and s.share.share is not None:
                 out[key] = round(s.share.share, 4)
         if self.owner_real is not None and self.owner_real.share is not None:
-            out["voice_owner_real_words_share"] = round(self.owner_real.share, 4)
+            out["owner_real_words_share"] = round(self.owner_real.share, 4)
         return out
 
     def summary(self) -> dict:

@@ -233,7 +233,7 @@ def test_report_whose_voice_with_ceiling_floor_and_models():
     md = R.render_report(_manifest(), [], None, None, R.Redactor(), voice=_authorship())
     section = md.split("## Whose voice")[1].split("## Style")[0]
     assert "263 distinct training messages" in section and "other speakers' 233" in section
-    assert "recognises 80 % of the owner's and rejects 70 % of the others' (balanced accuracy 0.75" in section
+    assert "recognises 80 % of the owner's messages and rejects 70 % of the others' (balanced accuracy 0.75" in section
     low, high = V.wilson(22, 27)  # 0.63 to 0.92
     assert f"| owner, held-out | ceiling | 27 | 81 % | {100 * low:.0f} % to {100 * high:.0f} % |" in section
     assert "| others, held-out | floor | 21 | 29 % |" in section
@@ -255,6 +255,29 @@ def test_report_whose_voice_with_ceiling_floor_and_models():
     few = V.authorship([], [], [])
     assert "Not measured: too few training messages" in R.render_report(_manifest(), [], None, None, R.Redactor(),
                                                                         voice=few)
+
+
+def test_report_whose_voice_shows_samples_and_real_words_and_calls_babble():
+    """The sample-level accuracy, each set's samples and real-word share; a model whose words are
+    far less often real than the owner's is called babble whatever its voice share."""
+    from host_training.real_words import RealWords
+
+    cv = V.CrossValidation(5, 0.8, 0.7, 5, 118, 0.95, 0.9)
+    real = {"ceiling": RealWords("en", 800, 792), "floor": RealWords("en", 160, 158),
+            "base": RealWords("en", 400, 398), "tuned": RealWords("en", 400, 360), "flown": RealWords("en", 400, 300)}
+    sets = [V.VoiceSet(s.label, s.role, s.share, samples=V.Share(6, 5), real=real[s.role]) for s in _authorship().sets]
+    section = R.render_report(_manifest(), [], None, None, R.Redactor(), voice=V.Authorship(263, 233, cv, sets,
+                                                                                             language="en"))
+    section = section.split("## Whose voice")[1].split("## Style")[0]
+    assert "samples of 5 turns of one speaker apart at balanced accuracy 0.93 (118 samples)" in section
+    assert "(balanced accuracy 0.75" in section  # single messages
+    assert "| samples of 5 read as the owner's | real words (en) |" in section
+    assert "| 5 of 6 | 99.0 % of 800 words |" in section  # the ceiling
+    assert "| 5 of 6 | 75.0 % of 400 words **babble** |" in section  # 24 points below the owner's
+    assert "| 5 of 6 | 90.0 % of 400 words |" in section  # 9 points below: within the tolerance
+    assert section.count("**babble**") == 2  # the row and the note under the table
+    assert_tables_are_whole(R.render_report(_manifest(), [], None, None, R.Redactor(),
+                                            voice=V.Authorship(263, 233, cv, sets, language="en")))
 
 
 def test_style_table_shows_the_base_and_each_ones_distance_to_the_owner():

@@ -85,8 +85,10 @@ def voice_line(authorship) -> str:
         return f"whose voice: not measured: {authorship.note}"
     shares = "; ".join(f"{s.label} {s.share.share:.0%} ({s.share.interval[0]:.0%}-{s.share.interval[1]:.0%})"
                        for s in authorship.sets if s.share.texts)
+    cv = authorship.cv
     return (f"whose voice (share classified as the owner's, 95 % interval; classifier balanced accuracy "
-            f"{authorship.cv.balanced_accuracy:.2f}): {shares}")
+            f"{cv.balanced_accuracy:.2f} for samples of {cv.sample_size} turns, {cv.message_balanced_accuracy:.2f} "
+            f"a message, held out by conversation): {shares}")
 
 
 def _quant_of(path: Path, bundle) -> str:

@@ -32,10 +32,18 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.0f} %"
 
 
+QUANT_TOLERANCE = 0.02  # nats/token: drift.DEFAULT_TOLERANCE (drift imports what imports the report; a test holds them equal)
+
+
 def _drift(d: dict | None) -> str:
+    """The drift cell, with its verdict against the tolerance (drift.py's default, 0.02 nats/token,
+    or the build's --quant-tolerance where the row carries one): within when the upper end of its
+    95 % interval is at most the tolerance, as --target chooses."""
     if not d:
         return "–"
-    return f"{d['nll_increase']:+.4f} ({d['low']:+.4f} to {d['high']:+.4f})"
+    tolerance = d.get("tolerance") or QUANT_TOLERANCE
+    verdict = f"within {tolerance:g}" if d["high"] <= tolerance else f"**not within {tolerance:g}**"
+    return f"{d['nll_increase']:+.4f} ({d['low']:+.4f} to {d['high']:+.4f}) {verdict}"
 
 
 def _top1(d: dict | None) -> str:
@@ -137,26 +145,35 @@ def voice_lines(voice) -> list[str]:
     if voice.cv is None:
         return [f"Not measured: {md_text(voice.note, 300)}.", ""]
     cv = voice.cv
+    size = getattr(cv, "sample_size", 1)
     L = [f"A classifier learnt the owner's {voice.owner_messages} distinct training messages against the other "
-         f"speakers' {voice.other_messages} (character 2-4-grams of the texts with every word but the "
-         f"{voice.kept_words} most frequent masked, so that it learns how a person writes rather than what "
-         "about; logistic regression). "
-         f"On those messages, each scored by a classifier trained without it ({cv.folds}-fold cross-validation), "
-         f"it recognises {_pct(cv.owner_recognised)} of the owner's and rejects {_pct(cv.others_rejected)} of the "
-         f"others' (balanced accuracy {cv.balanced_accuracy:.2f}; 0.5 is a coin toss).", ""]
+         f"speakers' {voice.other_messages} from how they are written, not what about: character 2-4-grams of the "
+         f"texts with every word but the {voice.kept_words} most frequent masked, beside habits (casing, "
+         "punctuation, length and lines of a burst); a logistic regression, calibrated. "
+         f"Held out by conversation ({cv.folds} folds: no message is scored by a classifier that read its "
+         f"conversation), it recognises {_pct(cv.owner_recognised)} of the owner's messages and rejects "
+         f"{_pct(cv.others_rejected)} of the others' (balanced accuracy "
+         f"{getattr(cv, 'message_balanced_accuracy', cv.balanced_accuracy):.2f}; 0.5 is a coin toss)"
+         + (f", and tells samples of {size} turns of one speaker apart at balanced accuracy "
+            f"{cv.balanced_accuracy:.2f} ({cv.samples} samples)" if size > 1 and getattr(cv, "samples", 0) else "")
+         + ".", ""]
     if cv.balanced_accuracy < WEAK_CLASSIFIER:
         L += [f"**The classifier can barely tell the owner from the others** (balanced accuracy below "
               f"{WEAK_CLASSIFIER}): the shares below say little.", ""]
     gains = any(s.gain is not None for s in voice.sets)
+    words = any(getattr(s, "real", None) is not None for s in voice.sets)
+    owner_real = getattr(voice, "owner_real", None)
     L += ["| texts | role | texts | classified as the owner's | 95 % interval |"
-          + (" gain over the base, same prompts (95 % interval) |" if gains else ""),
-          "|---|---|---:|---:|---|" + ("---|" if gains else "")]
+          + (" gain over the base, same prompts (95 % interval) |" if gains else "")
+          + (f" samples of {size} read as the owner's | real words ({md_text(str(voice.language), 10)}) |" if words else ""),
+          "|---|---|---:|---:|---|" + ("---|" if gains else "") + ("---:|---|" if words else "")]
     for s in voice.sets:
         iv, g = s.share.interval, s.gain
         L.append(f"| {md_text(s.label, 60)} | {VOICE_ROLES.get(s.role, md_text(s.role, 20))} | {s.share.texts} | "
                  f"{_pct(s.share.share)} | {'–' if iv is None else f'{_pct(iv[0])} to {_pct(iv[1])}'} |"
                  + ((" – |" if g is None else f" {100 * g.gain:+.0f} points ({100 * g.low:+.0f} to {100 * g.high:+.0f})"
-                     f"{' **beats the base**' if g.low > 0 else ''} |") if gains else ""))
+                     f"{' **beats the base**' if g.low > 0 else ''} |") if gains else "")
+                 + (_words_cells(s, owner_real) if words else ""))
     L += ["", "The share of a model's replies that the classifier takes for the owner's, read between the floor "
               "(other people's real messages, taken for the owner's this often) and the ceiling (the owner's own "
               "unseen messages): near the ceiling the persona writes as recognisably like the owner as the owner "
@@ -164,8 +181,21 @@ def voice_lines(voice) -> list[str]:
               "Intervals: Wilson score for the held-out turns; for a model's replies (several to each prompt) a "
               "bootstrap over the prompts. The gain is the model's share minus the base's prompt by prompt, with a "
               "paired bootstrap interval: above 0 at its lower end, tuning moved the replies towards the owner's "
-              "voice beyond what chance in these prompts explains.", ""]
+              "voice beyond what chance in these prompts explains. Real words: the share of the texts' words "
+              "that the owner's language's word list holds (wordfreq); a model's more than "
+              f"{100 * getattr(voice, 'babble_tolerance', 0):.0f} points below the owner's own is **babble**, "
+              "whatever the classifier says of its voice.", ""]
     return L
+
+
+def _words_cells(s, owner_real) -> str:
+    """A set's samples and real-word cells; a model's share far below the owner's is called babble."""
+    smp = getattr(s, "samples", None)
+    real = getattr(s, "real", None)
+    cell = "–" if real is None or real.share is None else f"{100 * real.share:.1f} % of {real.words} words"
+    if s.role not in ("ceiling", "floor") and s.verdict(owner_real) == "babble":
+        cell += " **babble**"
+    return f" {'–' if smp is None or not smp.texts else f'{smp.owner} of {smp.texts}'} | {cell} |"
 
 
 REFERENCE_LABELS = ("base", "parent")  # perplexity rows of the model before training (bundling.perplexity_rows)
