@@ -300,6 +300,56 @@ def gguf_source(path: Path, sha256: str | None = None) -> GgufSource:
         source=pin.source if pin else "", licence=pin.licence if pin else str(field("general.license") or ""))
 
 
+def terms_path(base_gguf: dict) -> Path | None:
+    """The terms of use kept beside a pinned base's GGUF (PinnedBase.terms_file) for the lineage
+    `base_gguf` (persona.toml [training.base_gguf]); None for a base without one, and with a
+    warning when the pin has terms but they were not found (the GGUF was given by path from
+    elsewhere: its licence still names where to read them)."""
+    pin = pinned_by_sha(str(base_gguf.get("sha256") or ""))
+    if pin is None or pin.terms_file is None:
+        return None
+    path = fetch_dir() / pin.terms_file
+    if not path.is_file():
+        log.warning("base.terms_missing", base=pin.name, expected=str(path), licence=pin.licence,
+                    fix=f"python -m host_training.base_models fetch {pin.name}")
+        return None
+    return path
+
+
+def report_lines(base_gguf: dict | None) -> list[str]:
+    """report.md's section on the pinned bases, board by board (a persona built from a GGUF only):
+    this persona's base marked, each with its licence and languages, and how its Q4_K_M persona
+    fits each board (fits_on). Markdown; nothing in it comes from the owner's data."""
+    if not isinstance(base_gguf, dict):
+        return []
+    ours = pinned_by_sha(str(base_gguf.get("sha256") or ""))
+    head = "| base | licence | writes | " + " | ".join(f"{n} ({_ram(n)})" for n in boards.TARGETS) + " |"
+    L = ["## Which base fits which board", "",
+         "A Q4\\_K\\_M persona of each pinned base, as the payload sizes it: the longest context up to 2,048 tokens "
+         "whose KV cache and compute buffers fit beside the file in what the board gives the model, and the "
+         "tokens/s its memory bandwidth allows (predicted, an upper limit; `python -m host_training.base_models "
+         "list`). `--target BOARD` refuses a base that does not fit and names one that does.", "",
+         head, "|---" * (3 + len(boards.TARGETS)) + "|"]
+    for pin in sorted(PINNED.values(), key=lambda p: p.q4_k_m_bytes):
+        if not pin.q4_k_m_bytes:
+            continue
+        cells = []
+        for name in boards.TARGETS:
+            f = fits_on(pin.name, name)
+            cells.append(f"{f.need / boards.MB:,.0f} of {f.budget / boards.MB:,.0f} MB at ctx {f.n_ctx}, "
+                         f"~{f.tokens_per_s:,.1f} tokens/s" if f.fits else
+                         f"does not fit ({f.need / boards.MB:,.0f} of {f.budget / boards.MB:,.0f} MB)")
+        langs = "many languages" if ANY_LANGUAGE in pin.languages else ", ".join(pin.languages)
+        name = f"**{pin.title}** (this persona's)" if pin is ours else pin.title
+        L.append(f"| {name} | {pin.licence} | {langs} | " + " | ".join(cells) + " |")
+    return L + [""]
+
+
+def _ram(board: str) -> str:
+    ram = boards.board(board).ram_bytes
+    return f"{ram // boards.GB} GB" if ram >= boards.GB else f"{ram // boards.MB} MB"
+
+
 # ----------------------------------------------------------------------------- fetching a pinned base
 def fetch(name: str, dest: Path) -> Path:
     """The pinned base's GGUF in `dest` (fetched once; its sha256 checked every time)."""

@@ -198,6 +198,26 @@ def add_blocklist(blocklist: Path | None, out: Path, manifest) -> None:
     manifest.files.append(file_entry(out, BLOCKLIST_FILE))
 
 
+def add_base_terms(out: Path, manifest) -> None:
+    """A pinned base's terms of use into the bundle, where its package carries them (Gemma's, which
+    ask that a copy travels with the model and its derivatives): copied beside the GGUF, listed in
+    [[files]] and named in persona.toml [training.base_gguf] terms_file. The licence's name and
+    where to read it are in base_gguf's licence whatever happens here."""
+    import shutil
+
+    from stratoecho.bundle import file_entry
+
+    from .base_models import terms_path
+
+    g = manifest.training.get("base_gguf")
+    src = terms_path(g) if isinstance(g, dict) else None
+    if src is None:
+        return
+    shutil.copyfile(src, out / src.name)
+    g["terms_file"] = src.name
+    manifest.files.append(file_entry(out, src.name))
+
+
 def perplexity_rows(trained: Trained, models: Converted, quantized: Quantized, scores: Scores,
                     target: str | None) -> list:
     """The report's table and plot: every model scored, smallest claim first."""

@@ -120,6 +120,7 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
                                                               scores.reference, scores.quantized, quantized.quant)
         bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
         bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
+        bundling.add_base_terms(cfg.out, manifest)  # a pinned base's terms of use travel with it
         rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
         bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized), models)
         write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle

@@ -171,3 +171,54 @@ def test_the_pinned_gemma_is_the_published_model(tmp_path):
     with safe_open(str(base.folder / "model.safetensors"), "pt") as f:
         n = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert n == 268_098_176
+
+
+# ----------------------------------------------------------------------------- the bundle and the report
+def test_a_pinned_bases_terms_travel_in_the_bundle(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from host_training import bundling
+
+    gemma = base_models.PINNED["gemma3-270m"]
+    kept = tmp_path / "bases"
+    kept.mkdir()
+    (kept / "GEMMA_TERMS.html").write_bytes(TERMS)
+    monkeypatch.setattr(base_models, "fetch_dir", lambda: kept)
+    out = tmp_path / "bundle"
+    out.mkdir()
+    manifest = SimpleNamespace(training={"base_gguf": {"sha256": gemma.gguf_sha256, "licence": gemma.licence}}, files=[])
+    bundling.add_base_terms(out, manifest)
+    assert (out / "GEMMA_TERMS.html").read_bytes() == TERMS
+    assert manifest.training["base_gguf"]["terms_file"] == "GEMMA_TERMS.html"
+    assert [(f.path, f.sha256) for f in manifest.files] == [("GEMMA_TERMS.html", _sha(TERMS))]
+    # SmolLM2's Apache-2.0 needs no file; a pinned file given by path whose terms are not kept: named only
+    smol = SimpleNamespace(training={"base_gguf": {"sha256": base_models.PINNED[base_models.SAMPLE_BASE].gguf_sha256}},
+                           files=[])
+    bundling.add_base_terms(out, smol)
+    (kept / "GEMMA_TERMS.html").unlink()
+    bare = SimpleNamespace(training={"base_gguf": {"sha256": gemma.gguf_sha256}}, files=[])
+    bundling.add_base_terms(tmp_path, bare)
+    assert smol.files == [] == bare.files and "terms_file" not in bare.training["base_gguf"]
+
+
+def test_the_report_puts_the_pinned_bases_side_by_side_on_every_board():
+    from host_training.report.privacy_probe import Redactor
+    from host_training.report.report_md import render_report
+    from stratoecho.bundle import BundleManifest
+
+    assert base_models.report_lines(None) == []
+    lines = base_models.report_lines({"sha256": base_models.PINNED["gemma3-270m"].gguf_sha256})
+    table = [line for line in lines if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1 and len(table) == 2 + 2
+    gemma = next(line for line in table if "Gemma 3 270M" in line)
+    assert "**Gemma 3 270M** (this persona's) | Gemma Terms of Use, https://ai.google.dev/gemma/terms" in gemma
+    assert "| many languages | does not fit" in gemma and "tokens/s" in gemma
+    assert "pi-zero-2w (512 MB)" in table[0] and "pi3 (1 GB)" in table[0]
+    sha = base_models.PINNED["gemma3-270m"].gguf_sha256
+    manifest = BundleManifest(persona=dict(name="Ada", system_prompt="", chat_template="x", stop=["<|im_end|>"]),
+                              sampling=dict(temperature=0.4, top_p=0.95, top_k=40, repeat_penalty=1.15, max_tokens=64),
+                              model=dict(file="m.gguf", quantization="Q4_K_M", architecture="gemma3",
+                                         base="Gemma 3 270M", context_length=1024, n_params=268_099_456),
+                              training=dict(method="lora", base_gguf={"sha256": sha, "licence": "Gemma"}), files=[])
+    md = render_report(manifest, [], None, None, Redactor())
+    assert "## Which base fits which board" in md and md.index("Which base fits") < md.index("## Whose voice")

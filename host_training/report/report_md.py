@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..base_models import report_lines as pinned_bases
 from .plot import PLOT_FILE, PerplexityRow, fmt_bytes
 from .privacy_probe import EXCERPT_CHARS, ProbeResult, Redactor
 
@@ -255,6 +256,7 @@ def render_report(
     L += _perplexity_lines(rows, val_note, plot_file)
     if checks:
         L += ["## Conversion and quantization", ""] + [f"- {md_text(c, 2000)}" for c in checks] + [""]
+    L += pinned_bases(manifest.training.get("base_gguf"))  # which pinned base fits which board
 
     L += ["## Whose voice", ""] + voice_lines(voice)
     L += ["## Style", ""] + _style_section(style, redactor)
