@@ -86,7 +86,9 @@ def add_parser(sub) -> None:
                         f"memory ({', '.join(TARGET_QUANTS + TARGET_IQUANTS)}) is measured against the F32 model "
                         "on val.jsonl, and the smallest whose drift is within --quant-tolerance wins; the "
                         "predicted tokens/s from the board's memory bandwidth go in the report "
-                        f"({', '.join(targets.TARGETS)}; pi4-4gb style names for other RAM sizes)")
+                        f"({', '.join(targets.TARGETS)}; pi4-4gb style names for other RAM sizes). The preflight "
+                        "names the pinned bases that fit BOARD (a Zero 2 W holds SmolLM2-135M, not Gemma 3 270M): "
+                        "python -m host_training.base_models list")
     p.add_argument("--quant-tolerance", type=float, metavar="NATS",
                    help="with --target: the largest drift a type may have, as the upper end of the 95%% "
                         "bootstrap interval of its held-out loss increase over the F32 model, in nats/token "
