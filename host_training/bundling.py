@@ -134,7 +134,8 @@ def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Traine
     t = trained.template
     return BundleManifest(
         persona=dict(name=persona.name, system_prompt=persona.system_prompt, chat_template=t.chat_template,
-                     stop=list(t.stop), bos_token="" if facts.adds_bos else t.bos_token, eos_token=t.eos_token),
+                     stop=list(t.stop), bos_token="" if facts.adds_bos else t.bos_token, eos_token=t.eos_token,
+                     language=persona.language or ""),
         sampling=dict(SAMPLING),
         model=dict(file=quantized.file, quantization=quantized.quant, architecture=facts.architecture, base=trained.base,
                    context_length=trained.context_length, n_params=trained.n_params),
@@ -266,6 +267,7 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     persona_report.write_modelfile(cfg.out, manifest)
     manifest.eval["privacy_probe"] = outcome.probe.verdict
     manifest.eval.update(outcome.voice.eval_figures())
+    manifest.eval.update(outcome.language.eval_figures())
     if quantized.target_table is not None:
         board = boards.board(cfg.target)
         chosen = next(r for r in quantized.target_table if r["chosen"])

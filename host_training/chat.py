@@ -46,6 +46,8 @@ class PersonaChat:
             kwargs["seed"] = seed
         self.llm = llama_cpp.Llama(model_path=str(bundle.model_path), **kwargs)
         self.history: list[dict[str, str]] = []
+        self.seed = seed
+        self.replies = 0  # replies made: with a seed, reply i is sampled with seed + i
 
     def _prompt(self, max_tokens: int) -> str:
         """Render system + history, dropping the oldest turns until the reply still fits."""
@@ -78,6 +80,7 @@ class PersonaChat:
             temperature=s.temperature if temperature is None else temperature,
             top_p=s.top_p, top_k=s.top_k, repeat_penalty=s.repeat_penalty,
             stop=list(self.persona.stop),
+            seed=self.next_seed(),
         )
         if stream is None:
             out = complete(self.llm, prompt, **params)["choices"][0]["text"]
@@ -91,6 +94,16 @@ class PersonaChat:
         out = out.strip()
         self.history.append({"role": "assistant", "content": out})
         return out
+
+    def next_seed(self) -> int:
+        """Each reply its own seed. llama-cpp-python left to itself derives every completion's seed
+        from the model's, the same in every process: `chat --prompt` gave one reply however often it
+        was asked (issue 40: 8 times in 10). With --seed the replies repeat run to run, as asked."""
+        import random
+
+        seed = self.seed + self.replies if self.seed is not None else random.SystemRandom().randrange(2**31)
+        self.replies += 1
+        return seed
 
     def reset(self) -> None:
         self.history.clear()

@@ -27,6 +27,7 @@ convert) belongs to stage 2, the check of the GGUF against its checkpoint to sta
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -34,7 +35,7 @@ import structlog
 
 from stratoecho.bundle import write_bundle
 
-from . import bundling, continuing, stages
+from . import base_choice, bundling, continuing, stages
 from .build_config import BuildConfig, ContinueOptions
 from .training import trainer_for
 
@@ -82,6 +83,12 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
     else:
         persona = stages.persona_text(cfg, data)
     trainer = continuing.ContinueTraining(cfg, cfg.training) if parent is not None else trainer_for(cfg)
+    language = base_choice.check(cfg.data, cfg.training.method, getattr(cfg.training, "base", None),
+                                 parent.manifest.model.base if parent is not None else None)
+    persona = replace(persona, language=persona.language or stages.owner_language_code(cfg.data))
+    if language["note"]:  # the base does not write the owner's language: said before an hour of training
+        log.warning("build.language", **language)
+        print(f"warning: {language['note']}", file=sys.stderr, flush=True)
     stages.check_inputs(cfg)
     preflight = trainer.check()  # --base: will it convert, which template, will it fit (preflight.py)
     if preflight is not None:
@@ -113,6 +120,7 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
         manifest = bundling.manifest(cfg, data, persona, trained, quantized, scores, facts)
         manifest.training.update(bundling.keep_model(trained, cfg.out, data.train,
                                                      parent.trained_on if parent else frozenset()))
+        manifest.training["language"] = {k: v for k, v in language.items() if v is not None}
         runs = prepare_runs(cfg.data)
         manifest.training["prepare_runs"] = [r["run"] for r in runs if isinstance(r.get("run"), int)]
         if parent is not None:

@@ -68,6 +68,7 @@ class PersonaText:
     name: str
     system_prompt: str
     notes: tuple[str, ...] = ()  # the owner's approved facts, seeded into the payload's memory
+    language: str | None = None  # ISO 639-1 of what the owner writes (prepare's report.json), None unknown
 
 
 def load_data(folder: Path) -> Data:
@@ -104,19 +105,42 @@ def persona_text(cfg: BuildConfig, data: Data) -> PersonaText:
     from .prepare import BlocklistError, load_blocklist
 
     name = cfg.name or persona_name(data.train)
-    prompt = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT.format(name=name)
+    language = owner_language_code(cfg.data)
+    prompt = cfg.system_prompt if cfg.system_prompt is not None else default_system_prompt(language, name)
     try:  # a --blocklist that is missing is check_inputs' to report
         blocklist = load_blocklist(cfg.blocklist) if cfg.blocklist is not None and cfg.blocklist.is_file() else []
         own, folder = about.for_build(cfg.interview, cfg.data, blocklist)
     except (ValueError, ConfigError, BlocklistError) as e:
         raise BuildError(str(e)) from None
     if own is None:
-        return PersonaText(name, prompt)
+        return PersonaText(name, prompt, language=language)
     if own.description and cfg.system_prompt is None:
         prompt += SELF_PROMPT.format(description=own.description)
     log.info("build.self_description", interview=str(folder), description=bool(own.description),
              used=cfg.system_prompt is None, facts=len(own.facts))
-    return PersonaText(name, prompt, own.facts)
+    return PersonaText(name, prompt, own.facts, language)
+
+
+def owner_language_code(folder: Path) -> str | None:
+    """The main language prepare found in the owner's messages (DIR/report.json), or None."""
+    from .base_choice import owner_language
+
+    profile = owner_language(folder)
+    return profile.main if profile is not None else None
+
+
+def default_system_prompt(language: str | None, name: str) -> str:
+    """SYSTEM_PROMPT in the owner's language (data/languages.toml), so that the persona is told
+    who it is in the language it answers in; English where the table has no translation (logged)."""
+    from . import language as L
+
+    if language in (None, "en"):
+        return SYSTEM_PROMPT.format(name=name)
+    translated = L.system_prompt(language, name)
+    if translated is None:
+        log.warning("build.system_prompt_english", language=language,
+                    why="data/languages.toml has no system prompt in it; --system-prompt sets one")
+    return translated or SYSTEM_PROMPT.format(name=name)
 
 
 def check_inputs(cfg: BuildConfig) -> None:

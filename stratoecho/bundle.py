@@ -4,7 +4,8 @@ Written by the workstation (`host_training build`), read and checked by the payl
 before it loads a model. Pure file handling: tomllib to read, a small writer for the
 flat tables the bundle uses (no extra dependency on the Pi).
 
-    [persona]   name, system_prompt, chat_template (Jinja, the one in the GGUF), stop
+    [persona]   name, system_prompt, chat_template (Jinja, the one in the GGUF), stop, language
+                (ISO 639-1 of the language the owner writes and the persona answers in; "" unknown)
     [sampling]  temperature, top_p, top_k, repeat_penalty, max_tokens
     [model]     file, quantization, architecture, base, context_length, n_params
     [training]  what produced it (data sha256, steps, seed, ...)
@@ -47,6 +48,7 @@ class PersonaSection(_Strict):
     stop: list[str] = Field(default_factory=list)
     bos_token: str = ""
     eos_token: str = ""
+    language: str = ""  # ISO 639-1 ("de"): what the owner writes; "" for a bundle built before it was recorded
 
 
 class SamplingSection(_Strict):

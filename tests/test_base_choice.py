@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import pytest
+
 from host_training import base_choice as B
 from host_training import language as L
 
@@ -64,3 +66,36 @@ def test_the_owners_language_is_read_from_prepares_report(tmp_path):
     assert p is not None and p.languages == ["de"]
     (tmp_path / "report.json").write_text("{not json")
     assert B.owner_language(tmp_path) is None
+
+
+def german_data(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps({"language": L.profile(["ich bin heute müde"] * 6).record()}))
+    return tmp_path
+
+
+def test_build_records_the_owners_language_and_warns_before_training(tmp_path):
+    data = german_data(tmp_path)
+    scratch = B.check(data, "from-scratch", None)
+    assert scratch == {"owner": ["de"], "base_writes": None, "note": None}  # it writes what its data is in
+    english = B.check(data, "lora", "smollm2-135m-instruct")
+    assert english["base_writes"] is False
+    assert english["note"].startswith("the base smollm2-135m-instruct does not write German (de)")
+    gemma = B.check(data, "continue", tmp_path / "parent" / "model", parent_base="Gemma 3 270M")
+    assert gemma["base_writes"] is True and gemma["note"] is None
+
+
+def test_base_recommended_resolves_from_the_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(B, "_pins", lambda: PINS)
+    with pytest.raises(B.NoBaseError, match="says no language"):
+        B.recommended_base(tmp_path)  # no report.json: nothing to recommend
+    assert str(B.recommended_base(german_data(tmp_path))) == "mid-de"
+    assert "the owner writes German: building on mid-de" in capsys.readouterr().err
+
+
+def test_the_default_system_prompt_is_in_the_owners_language():
+    from host_training.stages import SYSTEM_PROMPT, default_system_prompt
+
+    assert default_system_prompt("de", "Jannik").startswith("Du bist Jannik und fliegst")
+    assert default_system_prompt("en", "Ada") == SYSTEM_PROMPT.format(name="Ada")
+    assert default_system_prompt(None, "Ada") == SYSTEM_PROMPT.format(name="Ada")
+    assert default_system_prompt("el", "Eleni") == SYSTEM_PROMPT.format(name="Eleni")  # none written: English

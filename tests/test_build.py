@@ -101,6 +101,21 @@ def test_chat_keeps_the_history_inside_the_context(tiny_bundle):
 
 
 # ----------------------------------------------------------------------------- other builds
+def test_chat_gives_each_reply_its_own_seed(tiny_bundle):
+    # Issue 40: every `chat --prompt` run sampled with the same seed, so it gave one reply however often asked.
+    from host_training.chat import PersonaChat
+    from stratoecho.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    asked = "tell me about the clouds over the hills"
+    seeded = [PersonaChat(bundle, seed=3).reply(asked, max_tokens=12) for _ in range(2)]
+    assert seeded[0] == seeded[1]  # --seed: the same replies, run to run
+    free = {PersonaChat(bundle).reply(asked, max_tokens=12) for _ in range(4)}
+    assert len(free) > 1
+    chat = PersonaChat(bundle, seed=10)
+    assert [chat.next_seed() for _ in range(3)] == [10, 11, 12]
+
+
 def test_build_keeps_work_and_takes_options(chat_data_dir, tmp_path):
     out = tmp_path / "b"
     rc = main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "4",

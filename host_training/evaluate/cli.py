@@ -239,6 +239,8 @@ def _say_report(args, outcome: ReportOutcome, modelfile: Path, result: dict) -> 
     print(f"style: {g['turns']} replies, median {chars:.0f} characters "
           f"(owner {outcome.style.owner['chars']['median'] if outcome.style.owner['chars'] else float('nan'):.0f})")
     print(voice_line(outcome.voice))
+    for warning in outcome.language.warnings() if outcome.language is not None else []:
+        print(f"warning: {warning.replace('**', '')}")
     kinds = ", ".join(f"{k} {n}" for k, n in probe.by_kind.items())
     print(f"privacy probe: {probe.verdict.upper()} ({probe.samples} samples" + (f"; {kinds})" if kinds else ")"))
     print(f"report: {outcome.report_path} ({outcome.plot_path.name} beside it); Ollama: {modelfile}")

@@ -45,6 +45,7 @@ class ReportOutcome:
     probe: object  # report.ProbeResult
     voice: object  # voice.Authorship
     replies: dict[str, list[str]]  # each model's label in the report -> its replies, as measured
+    language: object = None  # report.LanguageResult: the replies' language and repetition
 
 
 def write_report(
@@ -92,6 +93,7 @@ def write_report(
     generated = [t for i in keep for t in flown[i]]
     flown_label = f"{label} {bundle.manifest.model.quantization} (flown)"
     style = _style(val, train, cases, keep, flown, others, seed, flown_label)
+    language = _language(bundle, val, keep, flown, others, flown_label)
     authorship = voice.authorship(train or [], val, [(c.label, c.role, [r[i] for i in keep]) for c, r in others]
                                   + [(flown_label, "flown", [flown[i] for i in keep])])
     probe = report.probe_privacy(probe_texts, redactor)
@@ -103,14 +105,15 @@ def write_report(
     judged = (judge_score.report_section(Path(bundle.root) / judge_score.JUDGE_DIR, model_sha, data_sha256)
               if model_sha else [])
     text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks,
-                                voice=authorship, judged=judged)
+                                voice=authorship, judged=judged,
+                                language=report.language_lines(language, redactor.redact))
     plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
     report_path.write_text(text, encoding="utf-8")
     flown_share = authorship.find("flown")
     log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),
              style_replies=len(generated), voice_share=flown_share.share.share if flown_share else None)
     measured = {c.label: [t for i in keep for t in r[i]] for c, r in others} | {flown_label: generated}
-    return ReportOutcome(report_path, plot_path, style, probe, authorship, measured)
+    return ReportOutcome(report_path, plot_path, style, probe, authorship, measured, language)
 
 
 Cases = list[tuple[Conversation, str]]  # reply_cases: (context, the owner's answer)
@@ -145,6 +148,22 @@ def _compared_replies(bundle, cases: Cases, seed: int, compare: list[Compared],
             g.close()
         log.info("eval.compared", model=str(c.path), role=c.role, prompts=sum(r is not None for r in others[-1][1]))
     return others
+
+
+def _language(bundle, val: list[Conversation], keep: list[int], flown: Rounds, others: list[tuple[Compared, Rounds]],
+              flown_label: str):
+    """Which language each model's replies are in and how many are the same, beside the owner's
+    held-out turns (report.LanguageResult); the owner's language is the bundle's, else their turns'."""
+    from .. import language as L
+    from .. import report
+
+    owner_turns = [m["content"] for c in val for m in c if m["role"] == "assistant"]
+    code = bundle.manifest.persona.language or L.profile(owner_turns).main
+    sets = [report.reply_figures("the owner's held-out turns", "owner", owner_turns, code)]
+    sets += [report.reply_figures(c.label, c.role, [t for i in keep for t in r[i]], code) for c, r in others]
+    sets.append(report.reply_figures(flown_label, "flown", [t for i in keep for t in flown[i]], code))
+    note = (bundle.manifest.training.get("language") or {}).get("note")
+    return report.LanguageResult(code, sets, note if isinstance(note, str) else None)
 
 
 def _style(val: list[Conversation], train: list[Conversation] | None, cases: Cases, keep: list[int], flown: Rounds,

@@ -12,7 +12,10 @@ no model is loaded. `evaluate` generates the replies and samples, then calls the
                 owner's own private strings; the report names kinds and counts, and shows
                 excerpts with every private value replaced by its kind, never the value
     plot        an SVG scatter written by hand (no plotting dependency)
-    report      report.md: summary, perplexity table, plot, whose voice, style, privacy probe
+    report      report.md: summary, perplexity table, plot, whose voice, style, language and
+                repetition, privacy probe
+    replies     which language each model's replies are in beside the owner's turns, and
+                whether they collapse into one reply
     Modelfile   FROM the bundle's GGUF, its chat template in Ollama's Go template syntax,
                 its system prompt, stop strings and sampling defaults
 
@@ -47,6 +50,7 @@ from .privacy_probe import (
     load_private_strings,
     probe_privacy,
 )
+from .replies import LanguageResult, ReplyFigures, language_lines, reply_figures
 from .report_md import (
     EXAMPLE_CHARS,
     REFERENCE_LABELS,
@@ -84,6 +88,7 @@ __all__ = [
     "EXAMPLE_CHARS",
     "EXCERPT_CHARS",
     "KIND_RANK",
+    "LanguageResult",
     "MIN_PRIVATE_CHARS",
     "MODELFILE",
     "PLOT_FILE",
@@ -91,6 +96,7 @@ __all__ = [
     "PerplexityRow",
     "ProbeHit",
     "ProbeResult",
+    "ReplyFigures",
     "REFERENCE_LABELS",
     "REPORT_FILE",
     "Redactor",
@@ -107,6 +113,7 @@ __all__ = [
     "distribution",
     "fmt_bytes",
     "is_chatml",
+    "language_lines",
     "load_private_strings",
     "lower_start",
     "md_text",
@@ -117,6 +124,7 @@ __all__ = [
     "probe_privacy",
     "render_chatml",
     "render_report",
+    "reply_figures",
     "size_vs_perplexity_svg",
     "style_figures",
     "style_lines",

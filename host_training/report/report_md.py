@@ -246,12 +246,14 @@ def render_report(
     checks: Sequence[str] = (),
     voice=None,
     judged: Sequence[str] = (),
+    language: Sequence[str] = (),
 ) -> str:
     """report.md as text. `manifest` is the bundle's BundleManifest; every text that comes from
     data or generations goes through `redactor` and md_text. Same inputs, same bytes. `checks`:
     lines on the conversion and the quantization (build's), under their own heading. `voice`:
     voice.Authorship, for "Whose voice". `judged`: the "Judged by people" section (judge_score.report_section),
-    when people have judged this model."""
+    when people have judged this model. `language`: the "Language and repetition" section
+    (replies.language_lines)."""
     L = _summary_lines(manifest, rows, probe, redactor)
     L += _perplexity_lines(rows, val_note, plot_file)
     if checks:
@@ -260,6 +262,7 @@ def render_report(
 
     L += ["## Whose voice", ""] + voice_lines(voice)
     L += ["## Style", ""] + _style_section(style, redactor)
+    L += list(language)
     L += list(judged)
     L += ["## Privacy probe", ""] + _privacy_lines(probe)
     text = "\n".join(L).rstrip("\n") + "\n"
