@@ -104,7 +104,9 @@ def pipeline(kept: frozenset[str], seed: int, groups: Sequence[int] | None = Non
                          TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, lowercase=False, sublinear_tf=True))
     habit = make_pipeline(FunctionTransformer(lambda ts: [habits(t) for t in ts]), StandardScaler())
     lr = make_pipeline(make_union(char, habit),
-                       LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed))
+                       # liblinear: the same figures as lbfgs on the sample corpus in a quarter of the time
+                       LogisticRegression(C=C, class_weight="balanced", solver="liblinear", max_iter=1000,
+                                          random_state=seed))
     from sklearn.calibration import CalibratedClassifierCV
 
     return EvenOdds(CalibratedClassifierCV(lr, method="sigmoid", cv=_folds(CALIBRATION_FOLDS, seed, groups, labels)))
