@@ -25,7 +25,7 @@
 
 On the sample corpus (Ada against her six correspondents; 263 and 233 distinct messages, 128
 conversations; fold seeds 0-2): the distorted character n-grams alone, as before, 0.74-0.75 a
-message and 0.85-0.87 a sample of 5; with habits, calibrated, 0.80-0.83 a message and 0.90-0.94
+message and 0.85-0.87 a sample of 5; with habits, calibrated, 0.81-0.83 a message and 0.90-0.94
 a sample of 5 (0.90-0.91 of 3, 0.90-0.94 of 8).
 """
 

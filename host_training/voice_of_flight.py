@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from . import voice
@@ -81,6 +82,9 @@ def measure(data: Path, flights: list[Path], bases: list[Path], language: str | 
     a = voice.authorship(train, val, generated, seed=seed, language=language)
     if a.cv is None:
         raise FlightError(f"{data}: {a.note}")
+    # Musings are independent texts, not replies grouped by prompt: the Wilson interval, which
+    # unlike a bootstrap is not empty at 0 or all of n.
+    a.sets = [replace(s, share=voice.Share(s.share.texts, s.share.owner)) for s in a.sets]
     return a
 
 
