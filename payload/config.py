@@ -450,6 +450,10 @@ class PersonaSection(Section):
     stale_s: float = Field(
         360.0, gt=0, description="a musing none of which is on air this many seconds after it was made is not sent: "
         "it is made again from fresh readings (what airs is true when it airs)")
+    figure_goal: float = Field(
+        0.3, ge=0, le=1, description="share of musings that should state a true figure of the flight (height, "
+        "temperature, phase, time aloft): one without is made again while fewer of the last ten had one; 0: never "
+        "(docs/payload.md, 'Not a template')")
     sentences: bool = Field(
         False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
                            "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "

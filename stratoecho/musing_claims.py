@@ -54,6 +54,8 @@ from dataclasses import dataclass
 KINDS = ("altitude", "temperature", "cold", "phase", "sun", "pressure", "battery", "request", "time_aloft",
          "speed", "distance", "warm")
 PHASES = ("pre-launch", "ascent", "float", "descent", "landed")
+# A figure of the flight stated rightly: what a listener can hold against the telemetry (issue 40).
+FIGURE_KINDS = ("altitude", "temperature", "phase", "time_aloft")
 
 # Tolerances: wide enough for a person's rounding of what the prompt said ("21.4 km up" ->
 # "about 21 km", "-55 °C" -> "-53 degrees"), narrow enough that another flight's number fails.

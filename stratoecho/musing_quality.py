@@ -5,10 +5,17 @@ flight with them (sim/bench/musing_report.py), and a workstation can measure gen
     MusingFacts                  what the payload knew when it made a musing (logged with the musing)
     judge(Musing) -> Judgement   one musing: the kinds of fact it is grounded in, mismatches, degeneracy
     measure([Musing]) -> dict    a sample's figures: counts, shares and Wilson 95 % intervals
+    opening(text) -> str         its first three words: a template repeats them (the payload makes
+                                 a musing again that opens as a recent one did)
 
 Grounded and mismatched are read off the musing's claims (stratoecho/musing_claims.py, which has
 each kind's rule and tolerance, the same the payload's truth guard holds a musing to before it
 airs): a kind is grounded when a claim of it is true, mismatched when it is claimed only falsely.
+
+Beside grounded: grounded in anything but the sun (sun words were most of it), a *figure* (a true
+claim of the height, the temperature, the phase or the time aloft: what a listener can hold
+against the telemetry; the goal is 30 % of musings), and the openings (the goal: none in more than
+15 % of the musings).
 
 Degenerate kinds: `empty` (the model said nothing), `no_words` (only privacy placeholders,
 punctuation or symbols), `loop` (a run of 1-4 characters repeated to 12 or more, the same
@@ -26,17 +33,19 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from stratoecho.musing_claims import KINDS, PHASES, WARM_C, Claim, MusingFacts, Request, claims
+from stratoecho.musing_claims import FIGURE_KINDS, KINDS, PHASES, WARM_C, Claim, MusingFacts, Request, claims
 from stratoecho.privacy import PLACEHOLDER
 from stratoecho.stats import wilson
 
-__all__ = ["KINDS", "TOLD_KINDS", "Claim", "Judgement", "Musing", "MusingFacts", "Request", "carried", "claims", "distinct_n",
-           "judge", "measure", "near_duplicates", "tokens", "wilson"]
+__all__ = ["FIGURE_KINDS", "KINDS", "TOLD_KINDS", "Claim", "Judgement", "Musing", "MusingFacts", "Request", "carried",
+           "claims", "distinct_n", "judge", "measure", "near_duplicates", "opening", "openings", "tokens", "wilson"]
 
-# Grounded means agreeing with what the prompt told: the time aloft, the speed and the distance are
+# Grounded means agreeing with what the prompt told: the speed and the distance are
 # known to the payload's truth guard, never told, so they are claims (sim/bench/truth_report.py), not grounding.
-TOLD_KINDS = tuple(k for k in KINDS if k not in ("time_aloft", "speed", "distance"))
+TOLD_KINDS = tuple(k for k in KINDS if k not in ("speed", "distance"))
 DEGENERATE_KINDS = ("empty", "no_words", "loop", "cut_mid_word")
+OPENING_WORDS = 3
+OPENING_MOST = 0.15  # of a flight's musings, at most, open alike (issue 40)
 NEAR_DUPLICATE = 0.6  # Jaccard similarity of word-bigram sets: one word changed in ten is a near-duplicate
 LOOP_COVER = 0.5
 LOOP_REPEATS = 3
@@ -53,6 +62,7 @@ class Musing:
     finish: str = ""  # the generation's finish reason: "stop", "length" (the token limit), "" unknown
     cut_by_budget: bool = False  # fit_musing shortened it to the radio's characters
     raw_chars: int = 0  # non-space characters the model wrote before placeholders were taken out
+    aired: bool = True  # queued for the radio; False: made again or held back (false, a repeated opening)
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,8 @@ def carried(facts: MusingFacts) -> set[str]:
             "cold": any(t < 0 for t in facts.temperatures()), "phase": facts.phase in PHASES,
             "sun": facts.sun_up is not None, "pressure": facts.pressure_hpa is not None,
             "battery": facts.batt_v is not None, "request": any(r.failed for r in facts.requests),
-            "warm": any(t >= WARM_C for t in facts.temperatures())}
+            "warm": any(t >= WARM_C for t in facts.temperatures()),
+            "time_aloft": (facts.aloft_s or 0) >= 60}  # said from the first minute (payload/persona/prompts.py)
     return {k for k, v in have.items() if v}
 
 
@@ -99,6 +110,20 @@ _CHAR_LOOP = re.compile(r"(.{1,4}?)\1{2,}", re.S)
 def tokens(text: str) -> list[str]:
     """Lower-case words and numbers ("21.4" is one), as distinct-n and near-duplicates count them."""
     return _TOKEN.findall(text.lower().replace("’", "'"))
+
+
+def opening(text: str) -> str:
+    """A musing's first OPENING_WORDS words, lower case ("i'm thinking about"): what a template repeats."""
+    return " ".join(tokens(text)[:OPENING_WORDS])
+
+
+def openings(texts: Iterable[str], top: int = 5) -> dict:
+    """The most common openings of `texts` with their counts, and the share of the commonest
+    (the goal: at most OPENING_MOST)."""
+    said = [o for o in map(opening, texts) if o]
+    common = Counter(said).most_common(top)
+    return {"most": {**share(common[0][1] if common else 0, len(said)), "goal": OPENING_MOST},
+            "top": [{"opening": o, "count": k} for o, k in common]}
 
 
 def _is_loop(text: str) -> bool:
@@ -183,7 +208,8 @@ def near_duplicates(texts: Sequence[Sequence[str]], threshold: float = NEAR_DUPL
 def measure(musings: Sequence[Musing]) -> dict:
     """The sample's figures, as report.json's `musings.quality` holds them (docs/bench.md).
 
-    Grounded overall and degenerate are shares of every musing measured; grounded per kind is a
+    Grounded overall and degenerate are shares of every musing measured (made again or not); the
+    figure and the openings of those that aired; grounded per kind is a
     share of the musings whose facts carried that kind (`of`), with `mismatched` beside it;
     near-duplicates are a share of the musings with words; distinct-n is over their words."""
     judged = [judge(m) for m in musings]
@@ -194,9 +220,14 @@ def measure(musings: Sequence[Musing]) -> dict:
         by_kind[kind] = {**share(sum(kind in j.grounded for j in judged), told),
                          "mismatched": sum(kind in j.mismatched for j in judged)}
     worded = [tokens(m.text) for m, j in zip(musings, judged) if not {"empty", "no_words"} & set(j.degenerate)]
+    aired = [j for m, j in zip(musings, judged) if m.aired]  # what listeners read: the figure and the openings
     figures = {
         "measured": n,
-        "grounded": {**share(sum(bool(j.grounded) for j in judged), n), "by_kind": by_kind},
+        "grounded": {**share(sum(bool(j.grounded) for j in judged), n), "by_kind": by_kind,
+                     "without_sun": share(sum(bool(set(j.grounded) - {"sun"}) for j in judged), n)},
+        "figure": {**share(sum(any(c.true and c.kind in FIGURE_KINDS for c in j.claims) for j in aired), len(aired)),
+                   "kinds": list(FIGURE_KINDS)},
+        "openings": openings(m.text for m in musings if m.aired),
         "degenerate": {**share(sum(bool(j.degenerate) for j in judged), n),
                        "by_kind": {k: share(sum(k in j.degenerate for j in judged), n) for k in DEGENERATE_KINDS}},
         "cut_by_budget": share(sum(j.cut_by_budget for j in judged), n),

@@ -106,19 +106,22 @@ def test_the_payload_never_queues_a_false_claim(tmp_path, tiny_bundle):
         "The grass below is so green today. It's freezing up here at 20 km.",  # cut: the second sentence
         "I've been flying for 12 years and it's scorching hot.",  # made again...
         "Waiting on the pad for the wind to settle down.",  # ...true
-        "The stars are out at midnight and I'm falling.",  # held back: false twice
+        "The stars are out at midnight and I'm falling.",  # held back: false four times
         "It's 30 km up and minus 50 degrees.",
+        "Landed in a field at last.",
+        "I've been flying for 12 years.",
     ])
     with capture_logs() as logs:
         assert d.think_once() == "The grass below is so green today."
         assert d.think_once() == "Waiting on the pad for the wind to settle down."
         assert d.think_once() is None
     untrue = [(e["action"], sorted({f.split(":")[0] for f in e["false"]})) for e in logs if e["event"] == "musing_untrue"]
-    assert [a for a, _ in untrue] == ["cut", "made again", "made again", "held back"]
-    for (_, kinds), expected in zip(untrue, (["altitude", "cold"], ["time_aloft"], ["phase"], ["altitude", "temperature"])):
+    assert [a for a, _ in untrue] == ["cut", "made again", "made again", "made again", "made again", "held back"]
+    for (_, kinds), expected in zip(untrue, (["altitude", "cold"], ["time_aloft"], ["phase"], ["altitude", "temperature"],
+                                             ["phase"], ["time_aloft"])):
         assert set(expected) <= set(kinds), untrue
     stats = d.musings.stats
-    assert (stats.musings_untrue, stats.musings_held_untrue, stats.musings_queued) == (4, 1, 2)
+    assert (stats.musings_untrue, stats.musings_held_untrue, stats.musings_queued) == (6, 1, 2)
     queued = [e for e in logs if e["event"] == "musing"]
     assert all(counts[1] == 0 for e in queued for counts in e["claims"].values())
     assert queued[1]["claims"] == {"phase": [1, 0]}

@@ -13,6 +13,7 @@ from groundstation.db import Store
 from sim.bench.flight_report import placed_telemetry
 from sim.bench.truth_report import claims_section, describe_claims, ground_claims, ground_facts, payload_claims
 from stratoecho import wire
+from stratoecho.musing_claims import claims
 
 START = datetime(2024, 6, 1, 23, 50, 0, tzinfo=timezone.utc)  # noon is not night: the sun is not asked here
 LAT, LON = 52.0, 0.1
@@ -130,3 +131,14 @@ def test_the_report_says_both_counts(ground, tmp_path):
                                "(3 musings judged)")
     assert "altitude 1/2 (1 caught)" in lines[1]
     assert 'false at the ground: altitude "30 km" in musing 2' in "\n".join(lines)
+
+
+def test_a_ground_that_first_heard_the_balloon_aloft_knows_it_is_climbing(ground):
+    """No position from the pad: the track starts in the climb, and the ground says ascent there,
+    not pre-launch, with no time aloft to hold a claim to (seed 3 of the Pi configuration)."""
+    placed, _ = placed_telemetry(ground)
+    track = sorted((e, r) for r, e in placed if r.callsign == "S")
+    aloft = [(e, r) for e, r in track if e >= track[0][0] + PAD_S + 60]
+    f = ground_facts(aloft, [], aloft[1][0])
+    assert f.phase == "ascent" and f.aloft_s is None
+    assert [c.true for c in claims("I'm still going up.", f)] == [True]

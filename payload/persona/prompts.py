@@ -10,7 +10,11 @@ it), and one user turn::
     - you thought (20 min ago): ...
     When you reached out lately:        (outcomes of its requests for information, oldest first)
     - asked the ground for the weather at 52.6N: no answer (the link was silent)
-    What are you thinking?
+    What are you thinking?              (or another of QUESTIONS, in turn, or of PHASE_QUESTIONS
+                                         when it is made again for a figure: `question`)
+
+The readings end with the time since launch ("launched 80 minutes ago"), said as the truth
+guard (payload/persona/truth.py) reads a claim of it back.
 
 Everything is fitted to a character budget (`prompt_budget_chars` from the context size),
 because llama.cpp refuses a prompt longer than its context and the musing is lost. What is
@@ -55,6 +59,10 @@ OUTCOME_CHARS = 120
 MAX_MEMORIES = 8  # a small model makes nothing of more; fewer to fit is the budget's job
 MAX_OUTCOMES = 4
 QUESTION = "What are you thinking?"  # the musing's question, after the readings
+# Asked in turn, aloft: with the one question SmolLM2-135M opened 9 of 11 musings "I'm thinking
+# about/of" (issue 40); the others ask about this moment, which invites its figures.
+QUESTIONS = (QUESTION, "What do you notice up here?", "How does it feel, this far up?",
+             "What would you tell the people listening on the ground?", "What is on your mind at this height?")
 CHARS_PER_TOKEN = 2.0  # small-vocabulary personas tokenise English at about this; larger ones do better
 
 
@@ -94,7 +102,38 @@ def sun_is_up(r: Readings) -> bool | None:
     return sun_elevation_deg(r.time, r.lat, r.lon) > -dip
 
 
-def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> str:
+# Asked when a musing is made again for a figure of the flight: SmolLM2-135M answered "Are you still
+# climbing?" and the like with its phase rightly 9 times in 10, where asked its height or time aloft
+# outright it mostly invented one (docs/payload.md, "Not a template"). Worded in turn: one wording
+# opened its answers alike ("I'm still climbing").
+PHASE_QUESTIONS = {
+    "pre-launch": ("Are you still waiting on the ground?", "How is the wait before launch?"),
+    "ascent": ("Are you still climbing?", "How is the climb going?", "Still going up?"),
+    "float": ("Are you floating now?", "How is it, floating at the top of the flight?"),
+    "descent": ("Are you coming down now?", "How is the fall going?", "Is the parachute open?"),
+    "landed": ("Have you landed?", "How was the landing?"),
+}
+
+
+def question(n: int, phase: str | None = None, figure: bool = False) -> str:
+    """The `n`th musing's question: in turn aloft, the plain one before launch and after landing;
+    with `figure`, the question of its phase (PHASE_QUESTIONS) where it has one."""
+    phase = str(getattr(phase, "value", phase) or "")
+    if figure and phase in PHASE_QUESTIONS:
+        return PHASE_QUESTIONS[phase][n % len(PHASE_QUESTIONS[phase])]
+    return QUESTION if phase in ("pre-launch", "landed") else QUESTIONS[n % len(QUESTIONS)]
+
+
+def _aloft(aloft_s: float | None) -> str | None:
+    """How long since launch, in one unit as people say it (the truth guard reads it back:
+    "launched 80 minutes ago"); nothing before launch or when not known."""
+    if aloft_s is None or not math.isfinite(aloft_s) or aloft_s < 60:
+        return None
+    minutes = round(aloft_s / 60)
+    return f"launched {minutes} minutes ago" if minutes < 90 else f"launched {aloft_s / 3600:.1f} hours ago"
+
+
+def describe(r: Readings, phase: str | None = None, mode: str | None = None, aloft_s: float | None = None) -> str:
     """The readings in plain words, the way a person would say them. A value not measured
     (NaN, no battery reading) is left out rather than said wrong.
 
@@ -103,7 +142,8 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> 
     "a satellite in the box" of them in most musings, and without them its musings kept to the
     flight (docs/payload.md, "What the persona is told"). A lost fix is still said as such.
 
-    `phase` (the daemon's detector) overrides `r.phase`; `mode` is a payload.policy.modes.Mode value."""
+    `phase` (the daemon's detector) overrides `r.phase`; `mode` is a payload.policy.modes.Mode value;
+    `aloft_s` the time since launch (None: not said)."""
     phase = str(getattr(phase, "value", phase) or r.phase)
     mode = str(getattr(mode, "value", mode) or "")
     parts = []
@@ -125,6 +165,8 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None) -> 
     sun = sun_is_up(r)
     if sun is not None:
         parts.append("in sunlight" if sun else "in the night")
+    if since := _aloft(aloft_s):
+        parts.append(since)
     return ", ".join(parts) or "somewhere, not sure where"
 
 
@@ -176,6 +218,8 @@ class PromptContext:
     mode: str | None = None  # payload.policy.modes.Mode value
     memories: Sequence[MemoryEntry] = ()
     outcomes: Sequence[str] = ()
+    aloft_s: float | None = None  # since launch: said as "launched 80 minutes ago"
+    question: str = QUESTION
 
 
 @dataclass(frozen=True)
@@ -224,15 +268,15 @@ def _memory_line(m, now: datetime) -> str:
     return f"- {who}{_age(now, getattr(m, 'created', None))}: {fit_musing(m.text, MEMORY_CHARS)}"
 
 
-def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str]) -> str:
+def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION) -> str:
     if not memory_lines and not outcome_lines:
-        return f"Right now you are {situation}. {QUESTION}"  # as before memory existed
+        return f"Right now you are {situation}. {ask}"  # as before memory existed
     lines = [f"Right now you are {situation}."]
     if memory_lines:
         lines += ["You remember:", *memory_lines]
     if outcome_lines:
         lines += ["When you reached out lately:", *outcome_lines]
-    lines.append(QUESTION)
+    lines.append(ask)
     return "\n".join(lines)
 
 
@@ -240,7 +284,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
                  max_prompt_chars: int = DEFAULT_PROMPT_CHARS) -> Prompt:
     """The musing messages within `max_prompt_chars` of content, and what had to be left out."""
     ctx = context or PromptContext()
-    situation = describe(r, ctx.phase, ctx.mode)
+    situation = describe(r, ctx.phase, ctx.mode, ctx.aloft_s)
     memories = [m for m in ctx.memories if m.text and m.text.strip()][:MAX_MEMORIES]
     outcomes = [o for o in ctx.outcomes if o and o.strip()][-MAX_OUTCOMES:]
     capped_m = len(ctx.memories) - len(memories)
@@ -255,7 +299,8 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
     keep_m, keep_o = set(range(len(memories))), set(range(len(outcomes)))
 
     def render() -> str:
-        return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)])
+        return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)],
+                          ctx.question)
 
     user = render()
     for what, i in order:

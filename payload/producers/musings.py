@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import structlog
 
 from stratoecho import wire
 from stratoecho.bundle import Bundle
-from stratoecho.musing_quality import MusingFacts, Request
+from stratoecho.musing_quality import MusingFacts, Request, opening
 from stratoecho.wire.musing_sentence import MIN_PART
 
 from ..clock import Clock
@@ -32,6 +33,7 @@ from ..persona.prompts import (
     fit_musing,
     memory_query,
     prompt_budget_chars,
+    question,
     sun_is_up,
 )
 from ..persona.reach import Outcome, Reach
@@ -49,6 +51,13 @@ MUSING_AIRTIME_SHARE = 0.25  # of the duty-cycle budget: the beacon and repairs 
 # prompt until the next question, "asked for the news: nobody answered" was what SmolLM2-135M
 # mused about instead of its flight (docs/payload.md, "What the persona is told").
 OUTCOME_PROMPTS = 2
+# A musing that opens with the first three words of one of the last this many is made again: the goal
+# is no opening in more than 15 % of a flight's musings (issue 40), and the Pi configuration makes ~12 in 2 h.
+OPENINGS_KEPT = 12
+# A musing is made again for a figure of the flight (a true height, temperature, phase or time aloft)
+# while fewer than `[persona] figure_goal` of the last FIGURE_WINDOW had one: SmolLM2-135M states one
+# in about one musing in five unasked, and invents figures when asked for them outright (docs/payload.md).
+FIGURE_WINDOW = 10
 # What a generation costs on the board being rehearsed, in flight seconds, from the model's,
 # the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
 # one; in flight the generation has already taken its time.
@@ -65,6 +74,7 @@ class MusingStats:
     musings_too_short: int = 0  # under wire's MIN_PART characters: asked again once, at the next sentence
     musings_untrue: int = 0  # made a false claim (persona/truth.py): cut, made again or held back
     musings_held_untrue: int = 0  # of those, none of whose versions could air
+    made_again: dict = field(default_factory=dict)  # why a musing that could air was made again: opening, no figure
     persona_failures: int = 0
     tokens: int = 0
     generation_s: float = 0.0
@@ -91,13 +101,14 @@ class Musings:
         self._persona_down = False
         self._asked = 0  # musings asked for this boot (the sampling seed)
         self._told: dict[Outcome, int] = {}  # an outcome (frozen: equal by value) -> the prompts that carried it
+        self._openings: deque | None = None  # the last musings' openings (_recent_openings)
+        self._figures: deque = deque(maxlen=FIGURE_WINDOW)  # whether each of the last musings stated a true figure
 
     def once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
         if not self.governor.runs("think"):
             return None  # the language model is the first load shed
         r = self.beacon.last_readings() or self.sensors.read()
-        prompt, facts, heard_from = self._prompt(r)
         max_tokens, max_chars = self.cfg.persona.max_tokens, self.cfg.persona.max_chars
         budget = self.budget()
         if budget is not None:
@@ -105,7 +116,40 @@ class Musings:
                 return None
             max_tokens, max_chars = budget.max_tokens, budget.max_chars
             self.worker.set_budget(budget.timeout_s, budget.n_threads, budget.n_ctx)
+        chosen = self._make(r, max_tokens, max_chars)
+        if chosen is None:
+            return None
+        verdict, text, gen, made, facts = chosen
+        if verdict.cut:
+            self._untrue(verdict, text, "cut", made)
+            text = verdict.text
+        self._recent_openings().append(opening(text))
+        self._figures.append(verdict.figure)
+        made["claims"] = truth.judge(text, facts).counts()
+        seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
+        self.stats.musings_queued += 1
+        # fit_musing only shortens: given the whole length it cleans without cutting.
+        cut = text != fit_musing(gen.text, len(gen.text))
+        log.info("musing", seq=seq, seconds=round(gen.seconds, 2), text=text, cut=cut, **made)
+        if self.cfg.persona.sentences:
+            self.sentences(seq, r, text)
+        self.memory.remember_musing(self.boot, seq, r.time, text)
+        self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
+        return text
+
+    def _make(self, r: Readings, max_tokens: int, max_chars: int):
+        """The musing to air for readings `r`: its verdict, text as made, generation, log fields and
+        facts; None when nothing could air. Made again (within `truth.MAKE_AGAIN`, asked the next
+        question, or its phase's when a figure is owed) while its claims are false, while it opens
+        as one of the last OPENINGS_KEPT did, or while it states no true figure of the flight and
+        the last FIGURE_WINDOW musings have too few (`_owes_figure`). Of the versions that may air, the first without fault goes;
+        when none is, the best: a fresh opening first, then a figure."""
+        ctx, facts, heard_from = self._context(r)
+        owes_figure = self._owes_figure()
+        best, best_score = None, None
         for attempt in range(1 + truth.MAKE_AGAIN):
+            ask = question(self.stats.musings_queued + attempt, ctx.phase, figure=owes_figure and attempt > 0)
+            prompt = self._render(r, replace(ctx, question=ask))
             gen = self._generate(prompt, max_tokens)
             if gen is None:
                 return None
@@ -119,52 +163,69 @@ class Musings:
             if not self._passes(text, gen, made):
                 return None
             verdict = truth.judge(text, facts)  # what it claims, against what the payload knows now
-            if verdict.text is not None:
-                break
-            self._untrue(verdict, text, "made again" if attempt < truth.MAKE_AGAIN else "held back", made)
-        else:
+            last = attempt == truth.MAKE_AGAIN
+            if verdict.text is None:
+                self._untrue(verdict, text, "held back" if last and best is None else "made again", made)
+                continue
+            fresh_opening = opening(verdict.text) not in self._recent_openings()
+            score = (fresh_opening, verdict.figure or not owes_figure)
+            if all(score):
+                return verdict, text, gen, made, facts
+            if best_score is None or score > best_score:
+                best, best_score = (verdict, text, gen, made, facts), score
+            if not last:
+                why = "opening" if not fresh_opening else "no figure"
+                self.stats.made_again[why] = self.stats.made_again.get(why, 0) + 1
+                log.info("musing_made_again", why=why, opening=opening(verdict.text), text=text, **made)
+        if best is None:
             self.stats.musings_held_untrue += 1
-            return None
-        if verdict.cut:
-            self._untrue(verdict, text, "cut", made)
-            text = verdict.text
-        made["claims"] = truth.judge(text, facts).counts()
-        seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
-        self.stats.musings_queued += 1
-        # fit_musing only shortens: given the whole length it cleans without cutting.
-        cut = text != fit_musing(gen.text, len(gen.text))
-        log.info("musing", seq=seq, seconds=round(gen.seconds, 2), text=text, cut=cut, **made)
-        if self.cfg.persona.sentences:
-            self.sentences(seq, r, text)
-        self.memory.remember_musing(self.boot, seq, r.time, text)
-        self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
-        return text
+        return best
 
-    def _prompt(self, r: Readings) -> tuple[str, MusingFacts, list[str]]:
-        """The prompt for readings `r`, rendered for the model, what it told the persona, and the
-        other balloons whose musings it quoted ("FAR1 said ...")."""
+    def _owes_figure(self) -> bool:
+        """Whether this musing should state a true figure of the flight: without one, fewer than
+        `[persona] figure_goal` of the last FIGURE_WINDOW musings (this boot's) would have."""
+        return sum(self._figures) < self.cfg.persona.figure_goal * (len(self._figures) + 1)
+
+    def _recent_openings(self) -> deque:
+        """The openings of the last OPENINGS_KEPT musings, this boot's and (after a reboot) those memory holds."""
+        if self._openings is None:
+            older = self.memory.recent(OPENINGS_KEPT, kinds=("musing",))
+            self._openings = deque((opening(m.text) for m in reversed(older)), maxlen=OPENINGS_KEPT)
+        return self._openings
+
+    def _render(self, r: Readings, ctx: PromptContext) -> str:
+        p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
+                         prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
+        if p.over_budget:
+            log.warning("prompt_over_budget", chars=p.chars)
+        return self.bundle.render_prompt(p.messages)
+
+    def _context(self, r: Readings) -> tuple[PromptContext, MusingFacts, list[str]]:
+        """What the prompt for readings `r` says beside its question, what it told the persona, and
+        the other balloons whose musings it may quote ("FAR1 said ...")."""
         phase, mode = self.governor.phase.value, self.governor.mode.value
         # Read once, so the facts logged name the outcomes the prompt says (the radio's thread may add one).
         recent = self.reach.recent_outcomes(3)
         self._told = {o: self._told.get(o, 0) for o in recent}  # forget those no longer recent
         outcomes = [o for o in recent if self._told[o] < OUTCOME_PROMPTS]
         memories = self.memory.for_prompt(memory_query(r, phase, mode), musings=self.cfg.persona.recall_musings)
-        ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o) for o in outcomes])
+        g = self.governor  # what it knows beside the readings: the time aloft is said, the rest the truth guard holds
+        aloft = g.aloft_s(r.time.timestamp())
+        ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o) for o in outcomes],
+                            aloft_s=aloft, question=question(self.stats.musings_queued, phase))
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
-        if p.over_budget:
-            log.warning("prompt_over_budget", chars=p.chars)
         # The budget drops the oldest outcomes first: those kept are the newest.
         kept = outcomes[len(outcomes) - p.outcomes:]
         for o in kept:
             self._told[o] += 1
-        g = self.governor  # what it knows beside what the prompt says: its truth guard holds the musing to both
-        facts = prompt_facts(fresh(r), phase, mode, kept, p.memories, aloft_s=g.aloft_s(r.time.timestamp()),
+        ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o) for o in kept])  # asked again, the same
+        facts = prompt_facts(fresh(r), phase, mode, kept, p.memories, aloft_s=aloft,
                              rate_m_s=g.phases.rate_m_s, battery_share=g.energy_share(),
                              distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
-        return rendered, facts, [who for who in offered if f"{who} said" in rendered]
+        return ctx, facts, [who for who in offered if f"{who} said" in rendered]
 
     def _generate(self, prompt: str, max_tokens: int):
         """The worker's generation; None when there is none (a failure, a stop, a worker resting)."""

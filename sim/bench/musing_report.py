@@ -5,9 +5,10 @@ The payload logs one event per musing it made (docs/payload.md, "What each musin
 `musing` (queued: its text, whether the radio's budget cut it), `musing_empty` (nothing left
 once placeholders were taken out), `musing_too_short` (its text: under 25 characters, not sent,
 the persona asked again), `musing_untrue` (its text: a false claim the truth guard caught; one cut
-short is also a `musing`, the others are not sent) or `musing_dropped_by_guard` (no text: it held
-something private). Each carries `t_s`, `finish` and `facts`. payload.log holds every boot's, in order.
-The claims are counted apart (truth_report.py).
+short is also a `musing`, the others are not sent), `musing_made_again` (its text: it could have
+aired, but opened as a recent one did or stated no figure that was owed, and was made again) or
+`musing_dropped_by_guard` (no text: it held something private). Each carries `t_s`, `finish` and
+`facts`. payload.log holds every boot's, in order. The claims are counted apart (truth_report.py).
 
     logged_musings(payload_log)                -> [LoggedMusing], as they came
     musings_section(out_dir, persona, first=5) -> {"quality": {...}, "first": [...]}  (report.json's musings)
@@ -26,7 +27,7 @@ from stratoecho.musing_quality import Musing, MusingFacts, judge, measure
 from .truth_report import claims_section, describe_claims
 
 FIRST = 5  # musings shown as they came: the first ones, never chosen
-EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_untrue", "musing_dropped_by_guard")
+EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_untrue", "musing_made_again", "musing_dropped_by_guard")
 TEXT_CHARS = 160  # of a musing in the words of `sim report`
 
 
@@ -76,8 +77,8 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
         found.append(LoggedMusing(
             t_s=float(t_s) if isinstance(t_s, (int, float)) and not isinstance(t_s, bool) else None,
             boot=_int(e.get("boot")), seq=_int(e.get("seq")),
-            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short", "musing_untrue")
-                          and isinstance(e.get("text"), str) else "",
+            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short", "musing_untrue", "musing_made_again")
+                          and isinstance(e.get("text"), str) else "", aired=kind == "musing",
                           facts=MusingFacts.from_dict(e.get("facts")), finish=str(e.get("finish") or ""),
                           cut_by_budget=e.get("cut") is True, raw_chars=_int(e.get("raw_chars")) or 0),
             withheld=[str(r) for r in e.get("reasons") or []] if withheld else None,
@@ -150,6 +151,12 @@ def describe_musings(musings: dict) -> list[str]:
             f"{k} {v['count']}/{v['of']}" + (f" ({v['mismatched']} mismatched)" if v["mismatched"] else "")
             for k, v in g["by_kind"].items()),
     ]
+    if "figure" in q:  # reports from before issue 40 have none
+        o = q["openings"]
+        lines.append(f"             grounded without the sun {_pct(g['without_sun'])}; a true figure "
+                     f"({', '.join(k.replace('_', ' ') for k in q['figure']['kinds'])}) {_pct(q['figure'])}")
+        lines.append(f"             openings: the commonest in {_pct(o['most'])} (goal at most {o['most']['goal']:.0%}): "
+                     + "; ".join(f"\"{t['opening']}\" {t['count']}" for t in o["top"]))
     dist, near = q["distinct"], q["near_duplicates"]
     if dist["words"]:
         two = "-" if dist["distinct_2"] is None else f"{dist['distinct_2']:.2f}"  # one-word musings: no bigrams

@@ -33,6 +33,7 @@ from stratoecho.musing_claims import KINDS, MusingFacts, claims
 from .flight_report import epoch_of, placed_telemetry
 
 LAUNCH_CLIMB_M = 150.0  # as the payload's phase detector: this far above the pad is flying
+CLIMBING_M_S = 2.0  # a balloon climbs at 4-6 m/s; a payload carried about on the pad does not
 NEAREST_S = 300.0  # a musing is judged against telemetry at most this far from when it was made
 
 
@@ -102,6 +103,10 @@ def ground_facts(track: list[tuple[float, TelemetryRow]], box: list[tuple[float,
     t, row = track[near]
     first = track[0][1]
     launch = next((tt for tt, r in track if r.alt > first.alt + LAUNCH_CLIMB_M), None)
+    (t0, r0), (t2_, r2) = track[0], track[min(2, len(track) - 1)]
+    heard_aloft = t2_ > t0 and (r2.alt - r0.alt) / (t2_ - t0) > CLIMBING_M_S
+    if heard_aloft:
+        launch = None  # first heard in the climb: when it left the pad is not in this track
     lo, hi = max(near - 2, 0), min(near + 2, len(track) - 1)
     (t1, a), (t2, b) = track[lo], track[hi]
     rate = speed = None
@@ -109,7 +114,9 @@ def ground_facts(track: list[tuple[float, TelemetryRow]], box: list[tuple[float,
         rate = (b.alt - a.alt) / (t2 - t1)
         speed = geo.distance_m(a.lat, a.lon, b.lat, b.lon) / (t2 - t1) * 3.6
     peak = max(r.alt for _, r in track[:near + 1])
-    launched = launch is not None and at >= launch
+    # Climbing at balloon rates is flying, and so is all that follows a track first heard in the
+    # climb (the ground heard nothing from the pad, so no climb above it shows).
+    launched = heard_aloft or (launch is not None and at >= launch) or (rate is not None and rate > CLIMBING_M_S)
     box_c = min(box, key=lambda p: abs(p[0] - at), default=None)
     when = datetime.fromtimestamp(t, timezone.utc)
     sun = sun_is_up(Readings(when, row.lat, row.lon, float(row.alt), row.sats, math.nan, math.nan, 0, ""))
@@ -117,7 +124,8 @@ def ground_facts(track: list[tuple[float, TelemetryRow]], box: list[tuple[float,
         phase=_phase(rate, row.alt, launched, peak - row.alt > 1000), alt_m=row.alt, temp_c=row.temp_c,
         box_temp_c=box_c[1] if box_c is not None and abs(box_c[0] - at) <= 2 * NEAREST_S else None,
         pressure_hpa=row.pressure_hpa, batt_v=row.batt_mv / 1000 if row.batt_mv > 0 else None, sun_up=sun,
-        aloft_s=max(at - launch, 0.0) if launched else 0.0, speed_kmh=speed, rate_m_s=rate,
+        aloft_s=(max(at - launch, 0.0) if launch is not None else None) if launched else 0.0,
+        speed_kmh=speed, rate_m_s=rate,
         distance_km=geo.distance_m(first.lat, first.lon, row.lat, row.lon) / 1000.0)
 
 
