@@ -154,7 +154,7 @@ PINNED = {p.name: p for p in (
             ("1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
              "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267")))),
         languages=(ANY_LANGUAGE,),  # its model card: over 140 languages
-        sizes="gemma-3-270m-it", q4_k_m_bytes=253_113_024),  # the instruct model's shapes; the pinned file
+        sizes="gemma-3-270m-it", q4_k_m_bytes=261_318_912),  # the instruct model's shapes; /tmp/gemma-build (docs)
 )}
 SAMPLE_BASE = "smollm2-135m-instruct"  # the sample persona's (make persona)
 
