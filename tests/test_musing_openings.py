@@ -121,13 +121,13 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
         "A crow sat on the fence by the van.",  # 1 of 4 would be too few: made again, three times...
         "The tea in the flask is nearly gone.",
         "My boots are wet from the long grass.",
-        "The van smells of coffee and cables.",  # ...and the first of the four airs
+        "The van smells of coffee and cables.",  # ...the last try for a figure airs
     ], prompts := [])
     with capture_logs() as logs:
         assert d.think_once() == "Still waiting on the pad for the wind."
         assert d.think_once() == "The wind is soft and the sky is grey."
         assert d.think_once() == "A kite went over the hedge just now."
-        assert d.think_once() == "A crow sat on the fence by the van."
+        assert d.think_once() == "The van smells of coffee and cables."  # the last try for a figure airs
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 4
     assert list(d.musings._figures) == [True, False, False, False]
     asked = [p.rsplit("?", 1)[0].rsplit(". ", 1)[-1].split("\n")[-1] + "?" for p in prompts]
@@ -145,3 +145,16 @@ def test_a_reboot_remembers_the_openings_of_its_last_musings(tmp_path, tiny_bund
     with capture_logs() as logs:
         assert d.think_once() == "A quiet morning here on the pad."
     assert [e["event"] for e in logs if e["event"].startswith("musing")] == ["musing_made_again", "musing"]
+
+
+def test_a_version_made_again_that_cannot_air_leaves_the_one_before_it(tmp_path, tiny_bundle):
+    """Asked again for a figure, a persona may answer in two words: the musing it made first airs."""
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+    d.cfg.persona.figure_goal = 0.3
+    d.beacon_once()
+    _scripted(d, ["The grass is so green this morning.", "Oh yes"], [])
+    with capture_logs() as logs:
+        assert d.think_once() == "The grass is so green this morning."
+    assert [e["event"] for e in logs if e["event"].startswith("musing")] == [
+        "musing_made_again", "musing_too_short", "musing"]
+    assert d.musings.ask_again is False  # the musing aired: nothing to ask again

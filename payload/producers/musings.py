@@ -58,6 +58,7 @@ OPENINGS_KEPT = 12
 # while fewer than `[persona] figure_goal` of the last FIGURE_WINDOW had one: SmolLM2-135M states one
 # in about one musing in five unasked, and invents figures when asked for them outright (docs/payload.md).
 FIGURE_WINDOW = 10
+FIGURE_TRIES = 3  # generations a musing may take again for a figure alone (all of truth.MAKE_AGAIN)
 # What a generation costs on the board being rehearsed, in flight seconds, from the model's,
 # the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
 # one; in flight the generation has already taken its time.
@@ -160,15 +161,17 @@ class Musings:
                     "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
             if heard_from:
                 made["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
-            if not self._passes(text, gen, made):
-                return None
+            if not self._passes(text, gen, made, again=best is not None):
+                return best  # a version made again that cannot air: the best before it airs
             verdict = truth.judge(text, facts)  # what it claims, against what the payload knows now
             last = attempt == truth.MAKE_AGAIN
             if verdict.text is None:
                 self._untrue(verdict, text, "held back" if last and best is None else "made again", made)
                 continue
             fresh_opening = opening(verdict.text) not in self._recent_openings()
-            score = (fresh_opening, verdict.figure or not owes_figure)
+            # At most FIGURE_TRIES more generations for a figure: with one, seed 2 of the Pi configuration
+            # fell to 25 % (docs/payload.md); a persona that never says one spends them on every owed musing.
+            score = (fresh_opening, verdict.figure or not owes_figure or attempt >= FIGURE_TRIES)
             if all(score):
                 return verdict, text, gen, made, facts
             if best_score is None or score > best_score:
@@ -257,7 +260,7 @@ class Musings:
         log.info("musing_untrue", action=action, text=text, claims=verdict.counts(),
                  false=[f"{c.kind}: {c.said}" for c in verdict.false], **made)
 
-    def _passes(self, text: str, gen, made: dict) -> bool:
+    def _passes(self, text: str, gen, made: dict, again: bool = False) -> bool:
         """A musing worth sending: not empty once cleaned, and let through by the outbound guard."""
         if not text:
             self.stats.musings_empty += 1
@@ -274,7 +277,8 @@ class Musings:
             # worth a line. Asked again once, at the next position sentence. (Past the guard: its
             # text may be logged, and the bench's measure of musings counts it.)
             self.stats.musings_too_short += 1
-            self.ask_again, self._short_before = not self._short_before, not self._short_before
+            if not again:  # a version made again that came out short: an earlier one airs instead
+                self.ask_again, self._short_before = not self._short_before, not self._short_before
             log.info("musing_too_short", text=text, min_chars=MIN_PART, **made)
             return False
         self._short_before = False

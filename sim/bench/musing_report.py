@@ -83,7 +83,9 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
                           cut_by_budget=e.get("cut") is True, raw_chars=_int(e.get("raw_chars")) or 0),
             withheld=[str(r) for r in e.get("reasons") or []] if withheld else None,
         ))
-    return found
+    # A version made again that aired after all (the best of those made) is logged twice: once here.
+    aired = {(m.boot, m.t_s, m.musing.text) for m in found if m.seq is not None}
+    return [m for m in found if m.seq is not None or m.musing.aired or (m.boot, m.t_s, m.musing.text) not in aired]
 
 
 def musings_section(out_dir: Path, persona: bool = True, first: int = FIRST) -> dict:
