@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
+from payload.persona.memory import MemoryEntry, heard_from
 from payload.persona.prompts import (
     PHASE_QUESTIONS,
     QUESTION,
@@ -21,7 +22,7 @@ from stratoecho.bundle import load_bundle
 from stratoecho.musing_claims import MusingFacts, claims
 from stratoecho.musing_quality import Musing, measure, opening, openings
 from tests.test_payload import _daemon
-from tests.test_prompt_context import readings
+from tests.test_prompt_context import NOON, readings
 
 ALOFT = MusingFacts(phase="ascent", alt_m=12000, temp_c=-50.0, sun_up=True, aloft_s=4800)
 
@@ -75,6 +76,23 @@ def test_the_time_aloft_is_said_as_the_guard_reads_it_back():
     assert "launched" not in describe(readings(), phase="ascent", aloft_s=None)
 
 
+def test_a_small_context_asks_the_plain_question_before_it_drops_a_note():
+    """The bench's 256-token context: another balloon's words are news, the longer question and the
+    time since launch are not, so those go first (after its own musings)."""
+    heard = MemoryEntry("note", "the jet stream is fast today and I can see the coast", NOON, None, None,
+                        heard_from("FAR1"), 1)
+    ctx = PromptContext(phase="ascent", memories=[heard], aloft_s=4800, question=QUESTIONS[3])
+    roomy = build_prompt("You are Ada.", readings(), ctx, max_prompt_chars=2000)
+    assert roomy.question == QUESTIONS[3] and roomy.said_aloft and roomy.memories == 1
+    need = roomy.chars - len(QUESTIONS[3]) + len(QUESTION)  # room for all but the longer question
+    tight = build_prompt("You are Ada.", readings(), ctx, max_prompt_chars=need)
+    assert tight.question == QUESTION and tight.said_aloft and tight.memories == 1
+    tighter = build_prompt("You are Ada.", readings(), ctx, max_prompt_chars=need - len(", launched 80 minutes ago"))
+    assert tighter.question == QUESTION and not tighter.said_aloft and tighter.memories == 1
+    assert "FAR1 said" in tighter.messages[1]["content"] and "launched" not in tighter.messages[1]["content"]
+    assert build_prompt("You are Ada.", readings(), ctx, max_prompt_chars=need - 40).memories == 0  # then the note
+
+
 def _scripted(d, texts, prompts):
     said = iter(texts)
 
@@ -121,13 +139,13 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
         "A crow sat on the fence by the van.",  # 1 of 4 would be too few: made again, three times...
         "The tea in the flask is nearly gone.",
         "My boots are wet from the long grass.",
-        "The van smells of coffee and cables.",  # ...the last try for a figure airs
+        "The van smells of coffee and cables.",  # ...and the first of the four airs
     ], prompts := [])
     with capture_logs() as logs:
         assert d.think_once() == "Still waiting on the pad for the wind."
         assert d.think_once() == "The wind is soft and the sky is grey."
         assert d.think_once() == "A kite went over the hedge just now."
-        assert d.think_once() == "The van smells of coffee and cables."  # the last try for a figure airs
+        assert d.think_once() == "A crow sat on the fence by the van."
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 4
     assert list(d.musings._figures) == [True, False, False, False]
     asked = [p.rsplit("?", 1)[0].rsplit(". ", 1)[-1].split("\n")[-1] + "?" for p in prompts]
@@ -148,13 +166,29 @@ def test_a_reboot_remembers_the_openings_of_its_last_musings(tmp_path, tiny_bund
 
 
 def test_a_version_made_again_that_cannot_air_leaves_the_one_before_it(tmp_path, tiny_bundle):
-    """Asked again for a figure, a persona may answer in two words: the musing it made first airs."""
+    """Asked again for a figure, a persona may answer in two words: asked on, and when every answer
+    is too short, the musing it made first airs."""
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
     d.beacon_once()
-    _scripted(d, ["The grass is so green this morning.", "Oh yes"], [])
+    _scripted(d, ["The grass is so green this morning.", "Oh yes", "Hm", "Still waiting"], [])
     with capture_logs() as logs:
         assert d.think_once() == "The grass is so green this morning."
     assert [e["event"] for e in logs if e["event"].startswith("musing")] == [
-        "musing_made_again", "musing_too_short", "musing"]
+        "musing_made_again", "musing_too_short", "musing_too_short", "musing_too_short", "musing"]
     assert d.musings.ask_again is False  # the musing aired: nothing to ask again
+
+
+def test_a_persona_that_never_answers_with_a_figure_is_not_asked_for_one_for_ever(tmp_path, tiny_bundle):
+    """Three questions about its phase answered without one, and the payload stops spending
+    generations on figures this boot: a model that cannot say one (issue 40) makes each musing once."""
+    d = _daemon(tmp_path, load_bundle(tiny_bundle))
+    d.cfg.persona.figure_goal = 0.3
+    d.beacon_once()
+    texts = [f"A quiet thought number {n} about the hedge." for n in range(10)]
+    _scripted(d, [f"{t[:2]}{i} {t[2:]}" for i, t in enumerate(texts)], prompts := [])
+    with capture_logs() as logs:
+        for _ in range(4):
+            assert d.think_once()
+    assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 3
+    assert len(prompts) == 4 + 3  # the first musing asked three more times; the next three once each

@@ -18,8 +18,9 @@ guard (payload/persona/truth.py) reads a claim of it back.
 
 Everything is fitted to a character budget (`prompt_budget_chars` from the context size),
 because llama.cpp refuses a prompt longer than its context and the musing is lost. What is
-dropped first: its own musings (least relevant first), then the ground's notes, then the
-outcomes (oldest first). The system prompt and the readings are never dropped.
+dropped first: its own musings (least relevant first), then the longer question (the plain one
+is asked) and the time since launch, then the ground's notes and what other balloons said, then
+the outcomes (oldest first). The system prompt and the readings are never dropped.
 """
 
 from __future__ import annotations
@@ -232,6 +233,8 @@ class Prompt:
     dropped_outcomes: int = 0
     over_budget: bool = False  # system prompt and readings alone exceed the budget (sent anyway)
     kept: list = field(default_factory=list, repr=False)  # the MemoryEntry objects kept
+    question: str = QUESTION  # asked: the context's, or QUESTION where the budget had no room for it
+    said_aloft: bool = False  # the time since launch is in it
 
 
 def prompt_budget_chars(n_ctx: int, max_tokens: int, chars_per_token: float = CHARS_PER_TOKEN,
@@ -284,7 +287,6 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
                  max_prompt_chars: int = DEFAULT_PROMPT_CHARS) -> Prompt:
     """The musing messages within `max_prompt_chars` of content, and what had to be left out."""
     ctx = context or PromptContext()
-    situation = describe(r, ctx.phase, ctx.mode, ctx.aloft_s)
     memories = [m for m in ctx.memories if m.text and m.text.strip()][:MAX_MEMORIES]
     outcomes = [o for o in ctx.outcomes if o and o.strip()][-MAX_OUTCOMES:]
     capped_m = len(ctx.memories) - len(memories)
@@ -292,21 +294,29 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
     mem_lines = [_memory_line(m, r.time) for m in memories]
     out_lines = ["- " + fit_musing(o, OUTCOME_CHARS) for o in outcomes]
 
-    # Drop order: musings from the least relevant, then notes likewise, then outcomes oldest first.
+    # Drop order: musings from the least relevant, then the question's and the launch's words (the
+    # plain question, no time since launch), then notes likewise, then outcomes oldest first. A
+    # note from the ground or another balloon's words are news; a longer question is not.
     order = ([("m", i) for i in reversed(range(len(memories))) if memories[i].kind != "note"]
+             + [("q", 0), ("a", 0)]
              + [("m", i) for i in reversed(range(len(memories))) if memories[i].kind == "note"]
              + [("o", i) for i in range(len(outcomes))])
     keep_m, keep_o = set(range(len(memories))), set(range(len(outcomes)))
+    plain = set()  # "q": asked QUESTION; "a": the time since launch left out
 
     def render() -> str:
+        situation = describe(r, ctx.phase, ctx.mode, None if "a" in plain else ctx.aloft_s)
         return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)],
-                          ctx.question)
+                          QUESTION if "q" in plain else ctx.question)
 
     user = render()
     for what, i in order:
         if len(system_prompt) + len(user) <= max_prompt_chars:
             break
-        (keep_m if what == "m" else keep_o).discard(i)
+        if what in ("q", "a"):
+            plain.add(what)
+        else:
+            (keep_m if what == "m" else keep_o).discard(i)
         user = render()
     chars = len(system_prompt) + len(user)
     return Prompt(
@@ -315,6 +325,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
         dropped_memories=capped_m + len(memories) - len(keep_m),
         dropped_outcomes=capped_o + len(outcomes) - len(keep_o),
         over_budget=chars > max_prompt_chars, kept=[memories[i] for i in sorted(keep_m)],
+        question=QUESTION if "q" in plain else ctx.question, said_aloft="a" not in plain and _aloft(ctx.aloft_s) is not None,
     )
 
 

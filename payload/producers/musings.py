@@ -58,7 +58,10 @@ OPENINGS_KEPT = 12
 # while fewer than `[persona] figure_goal` of the last FIGURE_WINDOW had one: SmolLM2-135M states one
 # in about one musing in five unasked, and invents figures when asked for them outright (docs/payload.md).
 FIGURE_WINDOW = 10
-FIGURE_TRIES = 3  # generations a musing may take again for a figure alone (all of truth.MAKE_AGAIN)
+# Asked its phase for a figure, a persona must answer with one more often than this (counting one
+# answer before the first question) to be asked again this boot: a model that never does (a tiny
+# test model, a persona that writes another language) would spend four generations on every musing.
+FIGURE_ANSWERS = 0.25
 # What a generation costs on the board being rehearsed, in flight seconds, from the model's,
 # the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
 # one; in flight the generation has already taken its time.
@@ -104,6 +107,7 @@ class Musings:
         self._told: dict[Outcome, int] = {}  # an outcome (frozen: equal by value) -> the prompts that carried it
         self._openings: deque | None = None  # the last musings' openings (_recent_openings)
         self._figures: deque = deque(maxlen=FIGURE_WINDOW)  # whether each of the last musings stated a true figure
+        self._figure_asked, self._figure_answered = 0, 0  # versions asked its phase for a figure; those with one
 
     def once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
@@ -143,13 +147,17 @@ class Musings:
         facts; None when nothing could air. Made again (within `truth.MAKE_AGAIN`, asked the next
         question, or its phase's when a figure is owed) while its claims are false, while it opens
         as one of the last OPENINGS_KEPT did, or while it states no true figure of the flight and
-        the last FIGURE_WINDOW musings have too few (`_owes_figure`). Of the versions that may air, the first without fault goes;
-        when none is, the best: a fresh opening first, then a figure."""
+        the last FIGURE_WINDOW musings have too few (`_owes_figure`) and it still answers such a
+        question with one (`_answers_figures`). Of the versions that may air, the first without
+        fault goes; when none is, the best: a fresh opening first, then a figure."""
         ctx, facts, heard_from = self._context(r)
         owes_figure = self._owes_figure()
         best, best_score = None, None
         for attempt in range(1 + truth.MAKE_AGAIN):
-            ask = question(self.stats.musings_queued + attempt, ctx.phase, figure=owes_figure and attempt > 0)
+            owes_figure = owes_figure and self._answers_figures()
+            asked_figure = owes_figure and attempt > 0
+            ask = question(self.stats.musings_queued + attempt, ctx.phase, figure=asked_figure)
+            self._figure_asked += asked_figure
             prompt = self._render(r, replace(ctx, question=ask))
             gen = self._generate(prompt, max_tokens)
             if gen is None:
@@ -161,17 +169,18 @@ class Musings:
                     "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
             if heard_from:
                 made["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
-            if not self._passes(text, gen, made, again=best is not None):
-                return best  # a version made again that cannot air: the best before it airs
-            verdict = truth.judge(text, facts)  # what it claims, against what the payload knows now
             last = attempt == truth.MAKE_AGAIN
+            if not self._passes(text, gen, made, again=attempt > 0):
+                if attempt == 0:
+                    return None
+                continue  # a version made again that cannot air: the next, or the best before it
+            verdict = truth.judge(text, facts)  # what it claims, against what the payload knows now
+            self._figure_answered += asked_figure and verdict.text is not None and verdict.figure
             if verdict.text is None:
                 self._untrue(verdict, text, "held back" if last and best is None else "made again", made)
                 continue
             fresh_opening = opening(verdict.text) not in self._recent_openings()
-            # At most FIGURE_TRIES more generations for a figure: with one, seed 2 of the Pi configuration
-            # fell to 25 % (docs/payload.md); a persona that never says one spends them on every owed musing.
-            score = (fresh_opening, verdict.figure or not owes_figure or attempt >= FIGURE_TRIES)
+            score = (fresh_opening, verdict.figure or not owes_figure)
             if all(score):
                 return verdict, text, gen, made, facts
             if best_score is None or score > best_score:
@@ -188,6 +197,12 @@ class Musings:
         """Whether this musing should state a true figure of the flight: without one, fewer than
         `[persona] figure_goal` of the last FIGURE_WINDOW musings (this boot's) would have."""
         return sum(self._figures) < self.cfg.persona.figure_goal * (len(self._figures) + 1)
+
+    def _answers_figures(self) -> bool:
+        """Whether asking its phase is still worth a generation: more than FIGURE_ANSWERS of the
+        versions asked so far this boot (and one before the first) stated a figure: after three
+        asked and none answered, no more are asked."""
+        return self._figure_answered + 1 > FIGURE_ANSWERS * (self._figure_asked + 1)
 
     def _recent_openings(self) -> deque:
         """The openings of the last OPENINGS_KEPT musings, this boot's and (after a reboot) those memory holds."""
