@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from stratoecho.privacy import PLACEHOLDER
 from stratoecho.stats import wilson
 
-from .real_words import TOLERANCE, RealWords, babble_verdict, best_language
+from .real_words import CANDIDATES, TOLERANCE, RealWords, babble_verdict, best_language
 from .real_words import share as real_share
 from .report import WORD, count_emoji, count_lines, count_punctuation, lower_start, upper_case_share, words
 from .voice_model import FOLDS, SAMPLE, Turn, held_out_probabilities, pipeline, recognised, samples
@@ -380,14 +380,16 @@ def authorship(train: Iterable[Sequence[Mapping]], val: Iterable[Sequence[Mappin
     (label, role, replies) of `generated` in the order given, `replies[i]` the model's replies
     to held-out prompt i (the same prompts, in the same order, for every model). A model beside
     one of role "base" also gets its gain over it, prompt by prompt. Every set also gets its
-    samples' share and its share of real words of `language` (by default the language of the
-    owner's training messages: real_words.best_language)."""
+    samples' share and its share of real words of `language` (the bundle's, prepare's detection;
+    when none or one without a word list here, the language of the owner's training messages:
+    real_words.best_language)."""
     turns = training_turns(train)
     clf = VoiceClassifier.fit_turns(turns, seed)
     n_owner = sum(t.owner for t in turns)
     if clf is None:
         return Authorship(n_owner, len(turns) - n_owner, None, note=shortfall(n_owner, len(turns) - n_owner) or "")
-    language = language or best_language([t.text for t in turns if t.owner])
+    if language not in CANDIDATES:  # prepare's language (the bundle's) where a word list of it is read here
+        language = best_language([t.text for t in turns if t.owner])
     held: dict[str, list[tuple[str, str]]] = {"assistant": [], "user": []}
     for conv in val:  # every turn, repeats included: these are counted, not learnt
         for m in conv:

@@ -78,6 +78,21 @@ def test_babble_in_the_owners_letters_fails_on_real_words(corpus):
     assert json.dumps(a.summary())  # eval --json can print it
 
 
+def test_the_language_prepare_found_is_the_one_words_are_counted_in(corpus):
+    """The bundle's language (prepare's detection) decides the word list; one without a list here
+    falls back to the owner's training messages. Counted by the German list, fewer of Ada's words
+    are real (not many fewer: wordfreq's German web text holds much English, so which language
+    the replies are in is report.md's "Language and repetition", not this share)."""
+    train, val, _ = corpus
+    owner = [[m["content"]] for c in val for m in c if m["role"] == "assistant"]
+    english = V.authorship(train, val, [("hers", "tuned", owner)], language="en")
+    german = V.authorship(train, val, [("hers", "tuned", owner)], language="de")
+    assert (english.language, german.language) == ("en", "de")
+    assert german.owner_real.share < english.owner_real.share - 0.02
+    for unknown in ("xx", None, ""):
+        assert V.authorship(train, val, [("hers", "tuned", owner)], language=unknown).language == "en"
+
+
 def test_real_words_by_the_languages_own_list():
     assert RW.share(["the sky at that hour is a flat pewter colour"], "en").share == 1
     # The babble a German owner's persona wrote: "geklässen" is no word, "kampel" too rare to be one.

@@ -95,7 +95,8 @@ def write_report(
     style = _style(val, train, cases, keep, flown, others, seed, flown_label)
     language = _language(bundle, val, keep, flown, others, flown_label)
     authorship = voice.authorship(train or [], val, [(c.label, c.role, [r[i] for i in keep]) for c, r in others]
-                                  + [(flown_label, "flown", [flown[i] for i in keep])])
+                                  + [(flown_label, "flown", [flown[i] for i in keep])],
+                                  language=bundle.manifest.persona.language or None)
     probe = report.probe_privacy(probe_texts, redactor)
 
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
