@@ -147,6 +147,10 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
         assert d.think_once() == "A kite went over the hedge just now."
         assert d.think_once() == "A crow sat on the fence by the van."
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 4
+    # The last version, worse than the first, is logged too: every generation is measured (sim report).
+    assert [e["text"] for e in logs if e["event"] == "musing_passed_over"] == ["The van smells of coffee and cables."]
+    assert d.musings.stats.musings_generated == len(prompts) == len(
+        {e["text"] for e in logs if e["event"] in ("musing", "musing_made_again", "musing_passed_over")})
     assert list(d.musings._figures) == [True, False, False, False]
     asked = [p.rsplit("?", 1)[0].rsplit(". ", 1)[-1].split("\n")[-1] + "?" for p in prompts]
     wait, before = PHASE_QUESTIONS["pre-launch"]

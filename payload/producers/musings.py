@@ -183,12 +183,15 @@ class Musings:
             score = (fresh_opening, verdict.figure or not owes_figure)
             if all(score):
                 return verdict, text, gen, made, facts
-            if best_score is None or score > best_score:
+            chosen = best_score is None or score > best_score
+            if chosen:
                 best, best_score = (verdict, text, gen, made, facts), score
+            why = "opening" if not fresh_opening else "no figure"
             if not last:
-                why = "opening" if not fresh_opening else "no figure"
                 self.stats.made_again[why] = self.stats.made_again.get(why, 0) + 1
                 log.info("musing_made_again", why=why, opening=opening(verdict.text), text=text, **made)
+            elif not chosen:  # the last version, worse than an earlier one: logged, so every one made is measured
+                log.info("musing_passed_over", why=why, opening=opening(verdict.text), text=text, **made)
         if best is None:
             self.stats.musings_held_untrue += 1
         return best

@@ -6,7 +6,8 @@ The payload logs one event per musing it made (docs/payload.md, "What each musin
 once placeholders were taken out), `musing_too_short` (its text: under 25 characters, not sent,
 the persona asked again), `musing_untrue` (its text: a false claim the truth guard caught; one cut
 short is also a `musing`, the others are not sent), `musing_made_again` (its text: it could have
-aired, but opened as a recent one did or stated no figure that was owed, and was made again) or
+aired, but opened as a recent one did or stated no figure that was owed, and was made again),
+`musing_passed_over` (its text: the last version made, worse than an earlier one that aired) or
 `musing_dropped_by_guard` (no text: it held something private). Each carries `t_s`, `finish` and
 `facts`. payload.log holds every boot's, in order. The claims are counted apart (truth_report.py).
 
@@ -27,7 +28,8 @@ from stratoecho.musing_quality import Musing, MusingFacts, judge, measure
 from .truth_report import claims_section, describe_claims
 
 FIRST = 5  # musings shown as they came: the first ones, never chosen
-EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_untrue", "musing_made_again", "musing_dropped_by_guard")
+EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_untrue", "musing_made_again", "musing_passed_over",
+          "musing_dropped_by_guard")
 TEXT_CHARS = 160  # of a musing in the words of `sim report`
 
 
@@ -77,7 +79,8 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
         found.append(LoggedMusing(
             t_s=float(t_s) if isinstance(t_s, (int, float)) and not isinstance(t_s, bool) else None,
             boot=_int(e.get("boot")), seq=_int(e.get("seq")),
-            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short", "musing_untrue", "musing_made_again")
+            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short", "musing_untrue", "musing_made_again",
+                                                                       "musing_passed_over")
                           and isinstance(e.get("text"), str) else "", aired=kind == "musing",
                           facts=MusingFacts.from_dict(e.get("facts")), finish=str(e.get("finish") or ""),
                           cut_by_budget=e.get("cut") is True, raw_chars=_int(e.get("raw_chars")) or 0),
