@@ -14,7 +14,8 @@ it), and one user turn::
                                          when it is made again for a figure: `question`)
 
 The readings end with the time since launch ("launched 80 minutes ago"), said as the truth
-guard (payload/persona/truth.py) reads a claim of it back.
+guard (payload/persona/truth.py) reads a claim of it back. All of it is in the persona's language
+(`PromptContext.language`, the bundle's): the words are payload/persona/wording.py's tables.
 
 Everything is fitted to a character budget (`prompt_budget_chars` from the context size),
 because llama.cpp refuses a prompt longer than its context and the musing is lost. What is
@@ -36,6 +37,7 @@ from stratoecho.privacy import PLACEHOLDER
 
 from ..parts.sensors import Readings
 from .memory import speaker
+from .wording import EN, Wording, wording
 
 if TYPE_CHECKING:
     from .memory import MemoryEntry
@@ -43,27 +45,14 @@ if TYPE_CHECKING:
 # A small model also writes placeholders half-formed ("<PHONE_1:", "<EMAIL_").
 _PLACEHOLDER_PIECE = re.compile(r"<[A-Z]{2,}(?:_[A-Z0-9]*)*>?")
 
-_PHASE_WORDS = {
-    "pre-launch": "still on the ground, waiting for launch",
-    "ascent": "rising",
-    "float": "floating at the top of the flight, neither rising nor falling",
-    "descent": "falling under the parachute",
-    "landed": "back on the ground",
-}
-_MODE_WORDS = {  # payload.policy.modes.Mode values; nominal needs no words
-    "low_power": "saving power",
-    "survival": "in survival mode, saving every last bit of power",
-}
 EARTH_RADIUS_M = 6_371_000.0
 MEMORY_CHARS = 160  # one memory in the prompt, at most
 OUTCOME_CHARS = 120
 MAX_MEMORIES = 8  # a small model makes nothing of more; fewer to fit is the budget's job
 MAX_OUTCOMES = 4
-QUESTION = "What are you thinking?"  # the musing's question, after the readings
-# Asked in turn, aloft: with the one question SmolLM2-135M opened 9 of 11 musings "I'm thinking
-# about/of" (issue 40); the others ask about this moment, which invites its figures.
-QUESTIONS = (QUESTION, "What do you notice up here?", "How does it feel, this far up?",
-             "What would you tell the people listening on the ground?", "What is on your mind at this height?")
+QUESTION = EN.question  # the musing's question, after the readings (English: wording.py has the others)
+QUESTIONS = EN.questions
+PHASE_QUESTIONS = EN.phase_questions
 CHARS_PER_TOKEN = 2.0  # small-vocabulary personas tokenise English at about this; larger ones do better
 
 
@@ -73,6 +62,10 @@ def _known(x) -> bool:
 
 def _deg(x: float) -> str:
     return f"{int(round(x))} °C"  # int(round()): never "-0 °C"
+
+
+def _words(language: str | Wording | None) -> Wording:
+    return language if isinstance(language, Wording) else wording(language)
 
 
 def sun_elevation_deg(t: datetime, lat: float, lon: float) -> float:
@@ -103,38 +96,28 @@ def sun_is_up(r: Readings) -> bool | None:
     return sun_elevation_deg(r.time, r.lat, r.lon) > -dip
 
 
-# Asked when a musing is made again for a figure of the flight: SmolLM2-135M answered "Are you still
-# climbing?" and the like with its phase rightly 9 times in 10, where asked its height or time aloft
-# outright it mostly invented one (docs/payload.md, "Not a template"). Worded in turn: one wording
-# opened its answers alike ("I'm still climbing").
-PHASE_QUESTIONS = {
-    "pre-launch": ("Are you still waiting on the ground?", "How is the wait before launch?"),
-    "ascent": ("Are you still climbing?", "How is the climb going?", "Still going up?"),
-    "float": ("Are you floating now?", "How is it, floating at the top of the flight?"),
-    "descent": ("Are you coming down now?", "How is the fall going?", "Is the parachute open?"),
-    "landed": ("Have you landed?", "How was the landing?"),
-}
-
-
-def question(n: int, phase: str | None = None, figure: bool = False) -> str:
+def question(n: int, phase: str | None = None, figure: bool = False, language: str | Wording | None = None) -> str:
     """The `n`th musing's question: in turn aloft, the plain one before launch and after landing;
-    with `figure`, the question of its phase (PHASE_QUESTIONS) where it has one."""
+    with `figure`, the question of its phase (wording's `phase_questions`: asked when a musing is
+    made again for a figure of the flight) where it has one."""
+    w = _words(language)
     phase = str(getattr(phase, "value", phase) or "")
-    if figure and phase in PHASE_QUESTIONS:
-        return PHASE_QUESTIONS[phase][n % len(PHASE_QUESTIONS[phase])]
-    return QUESTION if phase in ("pre-launch", "landed") else QUESTIONS[n % len(QUESTIONS)]
+    if figure and phase in w.phase_questions:
+        return w.phase_questions[phase][n % len(w.phase_questions[phase])]
+    return w.question if phase in ("pre-launch", "landed") else w.questions[n % len(w.questions)]
 
 
-def _aloft(aloft_s: float | None) -> str | None:
+def _aloft(aloft_s: float | None, w: Wording = EN) -> str | None:
     """How long since launch, in one unit as people say it (the truth guard reads it back:
     "launched 80 minutes ago"); nothing before launch or when not known."""
     if aloft_s is None or not math.isfinite(aloft_s) or aloft_s < 60:
         return None
     minutes = round(aloft_s / 60)
-    return f"launched {minutes} minutes ago" if minutes < 90 else f"launched {aloft_s / 3600:.1f} hours ago"
+    return w.aloft_minutes.format(n=minutes) if minutes < 90 else w.aloft_hours.format(h=w.number(aloft_s / 3600, 1))
 
 
-def describe(r: Readings, phase: str | None = None, mode: str | None = None, aloft_s: float | None = None) -> str:
+def describe(r: Readings, phase: str | None = None, mode: str | None = None, aloft_s: float | None = None,
+             language: str | Wording | None = None) -> str:
     """The readings in plain words, the way a person would say them. A value not measured
     (NaN, no battery reading) is left out rather than said wrong.
 
@@ -144,36 +127,38 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None, alo
     flight (docs/payload.md, "What the persona is told"). A lost fix is still said as such.
 
     `phase` (the daemon's detector) overrides `r.phase`; `mode` is a payload.policy.modes.Mode value;
-    `aloft_s` the time since launch (None: not said)."""
+    `aloft_s` the time since launch (None: not said); `language` the persona's (wording.py)."""
+    w = _words(language)
     phase = str(getattr(phase, "value", phase) or r.phase)
     mode = str(getattr(mode, "value", mode) or "")
     parts = []
-    if phase in _PHASE_WORDS:
-        parts.append(_PHASE_WORDS[phase])
-    alt = f"{r.alt_m / 1000:.1f} km up" if _known(r.alt_m) else None
+    if phase in w.phases:
+        parts.append(w.phases[phase])
+    alt = w.up.format(km=w.number(r.alt_m / 1000, 1)) if _known(r.alt_m) else None
     if r.fix_valid and alt:
         parts.append(alt)
     elif not r.fix_valid:
-        parts.append(f"with no GPS fix (last known {alt})" if alt else "with no GPS fix")
+        parts.append(w.no_fix_last.format(alt=alt) if alt else w.no_fix)
     if _known(r.temp_c):
-        parts.append(f"{_deg(r.temp_c)} outside")
+        parts.append(w.outside.format(deg=_deg(r.temp_c)))
     if _known(r.pressure_hpa):
         parts.append(f"{r.pressure_hpa:.0f} hPa")
     if r.batt_mv and _known(r.batt_mv):
-        parts.append(f"battery {r.batt_mv / 1000:.2f} V")
-    if mode in _MODE_WORDS:
-        parts.append(_MODE_WORDS[mode])
+        parts.append(w.battery.format(volts=w.number(r.batt_mv / 1000, 2)))
+    if mode in w.modes:
+        parts.append(w.modes[mode])
     sun = sun_is_up(r)
     if sun is not None:
-        parts.append("in sunlight" if sun else "in the night")
-    if since := _aloft(aloft_s):
+        parts.append(w.sunlight if sun else w.night)
+    if since := _aloft(aloft_s, w):
         parts.append(since)
-    return ", ".join(parts) or "somewhere, not sure where"
+    return ", ".join(parts) or w.nowhere
 
 
-def memory_query(r: Readings, phase: str | None = None, mode: str | None = None) -> str:
+def memory_query(r: Readings, phase: str | None = None, mode: str | None = None,
+                 language: str | Wording | None = None) -> str:
     """Words for `Memory.recall` from the situation: what past musings about the same moment
-    would have said (the index stems them: "freezing" finds "freeze")."""
+    would have said (the index stems them: "freezing" finds "freeze"), in the persona's language."""
     phase = str(getattr(phase, "value", phase) or r.phase)
     mode = str(getattr(mode, "value", mode) or "")
     words = {
@@ -194,14 +179,15 @@ def memory_query(r: Readings, phase: str | None = None, mode: str | None = None)
             words.append("warm")
     if _known(r.box_temp_c) and r.box_temp_c < 0:
         words += ["battery", "cold"]
-    if mode in _MODE_WORDS:
+    if mode in EN.modes:
         words += ["power", "battery", "tired"]
     if not r.fix_valid:
         words += ["lost", "gps"]
     sun = sun_is_up(r)
     if sun is not None:
         words += ["sun", "light"] if sun else ["night", "dark", "stars"]
-    return " ".join(dict.fromkeys(words))  # in order, each once
+    recall = _words(language).recall
+    return " ".join(dict.fromkeys(recall.get(w, w) for w in words))  # in order, each once
 
 
 # ------------------------------------------------------------------ the musing prompt
@@ -221,6 +207,7 @@ class PromptContext:
     outcomes: Sequence[str] = ()
     aloft_s: float | None = None  # since launch: said as "launched 80 minutes ago"
     question: str = QUESTION
+    language: str = ""  # ISO 639-1 of the persona (the bundle's): the prompt's words (wording.py)
 
 
 @dataclass(frozen=True)
@@ -247,7 +234,7 @@ def prompt_budget_chars(n_ctx: int, max_tokens: int, chars_per_token: float = CH
 DEFAULT_PROMPT_CHARS = prompt_budget_chars(256, 48)  # the default configuration's context and answer
 
 
-def _age(now: datetime, then: datetime | None) -> str:
+def _age(now: datetime, then: datetime | None, w: Wording = EN) -> str:
     try:
         s = (now - then).total_seconds()
     except (TypeError, AttributeError):  # naive against aware, or no time: say nothing
@@ -255,30 +242,31 @@ def _age(now: datetime, then: datetime | None) -> str:
     if s < 0:
         return ""
     if s < 90:
-        return " (just now)"
+        return w.just_now
     if s < 90 * 60:
-        return f" ({round(s / 60)} min ago)"
+        return w.minutes_ago.format(n=round(s / 60))
     if s < 36 * 3600:
-        return f" ({round(s / 3600)} h ago)"
-    return f" ({round(s / 86400)} days ago)"
+        return w.hours_ago.format(n=round(s / 3600))
+    return w.days_ago.format(n=round(s / 86400))
 
 
-def _memory_line(m, now: datetime) -> str:
+def _memory_line(m, now: datetime, w: Wording = EN) -> str:
     if getattr(m, "source", "") == "owner":  # memory.OWNER: what it knew before the flight, ageless
-        return f"- you know: {fit_musing(m.text, MEMORY_CHARS)}"
+        return w.you_know.format(text=fit_musing(m.text, MEMORY_CHARS))
     heard = speaker(getattr(m, "source", ""))
-    who = f"{heard} said" if heard else "the ground told you" if m.kind == "note" else "you thought"
-    return f"- {who}{_age(now, getattr(m, 'created', None))}: {fit_musing(m.text, MEMORY_CHARS)}"
+    who = w.said.format(who=heard) if heard else w.ground_told if m.kind == "note" else w.thought
+    return f"- {who}{_age(now, getattr(m, 'created', None), w)}: {fit_musing(m.text, MEMORY_CHARS)}"
 
 
-def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION) -> str:
+def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION,
+               w: Wording = EN) -> str:
     if not memory_lines and not outcome_lines:
-        return f"Right now you are {situation}. {ask}"  # as before memory existed
-    lines = [f"Right now you are {situation}."]
+        return f"{w.situation.format(situation=situation)} {ask}"  # as before memory existed
+    lines = [w.situation.format(situation=situation)]
     if memory_lines:
-        lines += ["You remember:", *memory_lines]
+        lines += [w.remember, *memory_lines]
     if outcome_lines:
-        lines += ["When you reached out lately:", *outcome_lines]
+        lines += [w.reached_out, *outcome_lines]
     lines.append(ask)
     return "\n".join(lines)
 
@@ -287,11 +275,12 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
                  max_prompt_chars: int = DEFAULT_PROMPT_CHARS) -> Prompt:
     """The musing messages within `max_prompt_chars` of content, and what had to be left out."""
     ctx = context or PromptContext()
+    w = wording(ctx.language)
     memories = [m for m in ctx.memories if m.text and m.text.strip()][:MAX_MEMORIES]
     outcomes = [o for o in ctx.outcomes if o and o.strip()][-MAX_OUTCOMES:]
     capped_m = len(ctx.memories) - len(memories)
     capped_o = len(ctx.outcomes) - len(outcomes)
-    mem_lines = [_memory_line(m, r.time) for m in memories]
+    mem_lines = [_memory_line(m, r.time, w) for m in memories]
     out_lines = ["- " + fit_musing(o, OUTCOME_CHARS) for o in outcomes]
 
     # Drop order: musings from the least relevant, then the question's and the launch's words (the
@@ -305,9 +294,9 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
     plain = set()  # "q": asked QUESTION; "a": the time since launch left out
 
     def render() -> str:
-        situation = describe(r, ctx.phase, ctx.mode, None if "a" in plain else ctx.aloft_s)
+        situation = describe(r, ctx.phase, ctx.mode, None if "a" in plain else ctx.aloft_s, w)
         return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)],
-                          QUESTION if "q" in plain else ctx.question)
+                          w.question if "q" in plain else ctx.question, w)
 
     user = render()
     for what, i in order:
@@ -325,7 +314,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
         dropped_memories=capped_m + len(memories) - len(keep_m),
         dropped_outcomes=capped_o + len(outcomes) - len(keep_o),
         over_budget=chars > max_prompt_chars, kept=[memories[i] for i in sorted(keep_m)],
-        question=QUESTION if "q" in plain else ctx.question, said_aloft="a" not in plain and _aloft(ctx.aloft_s) is not None,
+        question=w.question if "q" in plain else ctx.question, said_aloft="a" not in plain and _aloft(ctx.aloft_s) is not None,
     )
 
 
@@ -355,16 +344,20 @@ def finish_unfinished(text: str, finish_reason: str) -> str:
     return head.rstrip(",;:-") + "…"
 
 
-def cut_prompt_echo(text: str, speakers: Sequence[str] = ()) -> str:
+def cut_prompt_echo(text: str, speakers: Sequence[str] = (), language: str | Wording | None = None) -> str:
     """`text` up to where it starts writing the prompt's memory list again ("- FAR1 said (5 min
     ago): ...", "the ground told you: ..."): a small model continues the list and invents what
     another balloon or the ground said, and on air that is a quote nobody made (the two-balloons
     rehearsal's SmolLM2-135M did it once in 19 musings). `speakers`: the other balloons its
-    prompt quoted."""
-    forms = [r"(?:the ground told you|you thought)\s*\("]  # the prompt's own lines, "(3 h ago):"
+    prompt quoted; `language` the prompt's (its lines are in its words, and in English's)."""
+    lines = {(w.ground_told, w.thought, w.said) for w in (EN, _words(language))}
+    own = "|".join(re.escape(x) for told, thought, _ in lines for x in (told, thought))
+    forms = [rf"(?:{own})\s*\("]  # the prompt's own lines, "(3 h ago):"
     if quoted := "|".join(re.escape(s) for s in speakers if s):
-        forms.append(rf"(?:{quoted}) said\s*[(:]")  # and a quote made up in their form
-    echo = re.search(r"(?:^|\s)(?:-\s*)?(?:" + "|".join(forms) + ")", text)
+        said = "|".join(f"{re.escape(before)}(?:{quoted}){re.escape(after)}"
+                        for _, _, form in lines for before, after in [form.split("{who}")])
+        forms.append(rf"(?:{said})\s*[(:]")  # and a quote made up in their form
+    echo = re.search(r"(?:^|\s)(?:-\s*)?(?:" + "|".join(forms) + ")", text, re.IGNORECASE)
     return text[:echo.start()].rstrip(" -,;:\u2013\u2014") if echo else text
 
 

@@ -154,47 +154,73 @@ def clean_text(text, limit: int) -> str:
     return text
 
 
+# The lines in the persona's language (payload/persona/wording.py): English, and German.
 _ASKED = {
-    "weather": "asked for the weather at {query}",
-    "news": "asked for the news",
-    "define": "asked the ground what '{query}' means",
+    "en": {"weather": "asked for the weather at {query}", "news": "asked for the news",
+           "define": "asked the ground what '{query}' means", "": "asked the ground's {api} service about '{query}'"},
+    "de": {"weather": "nach dem Wetter bei {query} gefragt", "news": "nach den Nachrichten gefragt",
+           "define": "die Bodenstation gefragt, was '{query}' heißt",
+           "": "den Dienst {api} der Bodenstation nach '{query}' gefragt"},
 }
-_ASKED_OTHER = "asked the ground's {api} service about '{query}'"
-_TOPIC = {"weather": "the weather", "news": "the news", "define": "word meanings"}
+_TOPIC = {"en": {"weather": "the weather", "news": "the news", "define": "word meanings"},
+          "de": {"weather": "dem Wetter", "news": "den Nachrichten", "define": "Wortbedeutungen"}}
 _RESULT = {
-    OutcomeKind.OK: "got an answer: {text}",
-    OutcomeKind.NOT_FOUND: "the ground found nothing",
-    OutcomeKind.REFUSED: "the ground may not ask that",
-    OutcomeKind.TIMEOUT: "the ground's source did not answer in time",
-    OutcomeKind.UPSTREAM_ERROR: "the ground's source failed",
-    OutcomeKind.BAD_REQUEST: "the ground could not make sense of the question",
-    OutcomeKind.RATE_LIMITED: "the ground said to ask less often",
-    OutcomeKind.OFFLINE: "the ground has no internet just now",
-    OutcomeKind.SILENT_LINK: "nobody answered",
-    OutcomeKind.NOT_SENT: "the question could not be sent",
+    "en": {
+        OutcomeKind.OK: "got an answer: {text}",
+        OutcomeKind.NOT_FOUND: "the ground found nothing",
+        OutcomeKind.REFUSED: "the ground may not ask that",
+        OutcomeKind.TIMEOUT: "the ground's source did not answer in time",
+        OutcomeKind.UPSTREAM_ERROR: "the ground's source failed",
+        OutcomeKind.BAD_REQUEST: "the ground could not make sense of the question",
+        OutcomeKind.RATE_LIMITED: "the ground said to ask less often",
+        OutcomeKind.OFFLINE: "the ground has no internet just now",
+        OutcomeKind.SILENT_LINK: "nobody answered",
+        OutcomeKind.NOT_SENT: "the question could not be sent",
+        None: "something went wrong", "empty": "got an empty answer",
+        "stopped": "stopped asking for {topic} for a while: it failed {times}",
+    },
+    "de": {
+        OutcomeKind.OK: "Antwort bekommen: {text}",
+        OutcomeKind.NOT_FOUND: "die Bodenstation hat nichts gefunden",
+        OutcomeKind.REFUSED: "das darf die Bodenstation nicht fragen",
+        OutcomeKind.TIMEOUT: "die Quelle der Bodenstation hat nicht rechtzeitig geantwortet",
+        OutcomeKind.UPSTREAM_ERROR: "die Quelle der Bodenstation ist ausgefallen",
+        OutcomeKind.BAD_REQUEST: "die Bodenstation hat die Frage nicht verstanden",
+        OutcomeKind.RATE_LIMITED: "die Bodenstation sagt, seltener fragen",
+        OutcomeKind.OFFLINE: "die Bodenstation hat gerade kein Internet",
+        OutcomeKind.SILENT_LINK: "niemand hat geantwortet",
+        OutcomeKind.NOT_SENT: "die Frage ging nicht raus",
+        None: "etwas ist schiefgegangen", "empty": "leere Antwort bekommen",
+        "stopped": "eine Weile nicht mehr nach {topic} gefragt: es ging {times} schief",
+    },
 }
-_TIMES = {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times", 6: "six times",
-          7: "seven times", 8: "eight times", 9: "nine times", 10: "ten times"}
+_TIMES = {"en": {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times", 6: "six times",
+                 7: "seven times", 8: "eight times", 9: "nine times", 10: "ten times"},
+          "de": {1: "einmal", 2: "zweimal", 3: "dreimal", 4: "viermal", 5: "fünfmal", 6: "sechsmal",
+                 7: "siebenmal", 8: "achtmal", 9: "neunmal", 10: "zehnmal"}}
 
 
-def _times(n: int) -> str:
-    return _TIMES.get(n, f"{n} times")
+def _times(n: int, lang: str = "en") -> str:
+    return _TIMES[lang].get(n, f"{n} times" if lang == "en" else f"{n}-mal")
 
 
-def describe(outcome: Outcome) -> str:
-    """One short line for the persona's prompt, e.g. "asked for the news: nobody answered"."""
+def describe(outcome: Outcome, language: str | None = None) -> str:
+    """One short line for the persona's prompt, e.g. "asked for the news: nobody answered", in
+    the persona's language where there is a table for it (English otherwise)."""
+    lang = language if language in _RESULT else "en"
     api = clean_text(outcome.api, 20) or "?"
     query = clean_text(outcome.query, _QUERY_IN_LINE_CHARS)
+    result = _RESULT[lang]
     if outcome.kind is OutcomeKind.CIRCUIT_OPEN:
-        line = f"stopped asking for {_TOPIC.get(api, api)} for a while: it failed {_times(outcome.attempts)}"
+        line = result["stopped"].format(topic=_TOPIC[lang].get(api, api), times=_times(outcome.attempts, lang))
     else:
-        asked = _ASKED.get(api, _ASKED_OTHER).format(api=api, query=query)
+        asked = _ASKED[lang].get(api, _ASKED[lang][""]).format(api=api, query=query)
         if outcome.kind is OutcomeKind.SILENT_LINK and outcome.attempts > 1:
-            asked += f" ({_times(outcome.attempts)})"
-        result = _RESULT.get(outcome.kind, "something went wrong")
+            asked += f" ({_times(outcome.attempts, lang)})"
+        said = result.get(outcome.kind, result[None])
         if outcome.kind is OutcomeKind.OK and not outcome.text:
-            result = "got an empty answer"
-        line = f"{asked}: " + result.format(text=clean_text(outcome.text, MAX_LINE_CHARS))
+            said = result["empty"]
+        line = f"{asked}: " + said.format(text=clean_text(outcome.text, MAX_LINE_CHARS))
     return clean_text(line, MAX_LINE_CHARS)
 
 

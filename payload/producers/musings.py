@@ -15,6 +15,7 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.bundle import Bundle
+from stratoecho.claim_words import GUARDED
 from stratoecho.musing_quality import MusingFacts, Request, opening
 from stratoecho.wire.musing_sentence import MIN_PART
 
@@ -38,6 +39,7 @@ from ..persona.prompts import (
 )
 from ..persona.reach import Outcome, Reach
 from ..persona.reach import describe as describe_outcome
+from ..persona.wording import wording
 from ..persona.worker import PersonaError, PersonaWorker
 from ..policy.budget import musing_record_bytes, think_budget
 from ..policy.governor import Governor
@@ -108,6 +110,10 @@ class Musings:
         self._openings: deque | None = None  # the last musings' openings (_recent_openings)
         self._figures: deque = deque(maxlen=FIGURE_WINDOW)  # whether each of the last musings stated a true figure
         self._figure_asked, self._figure_answered = 0, 0  # versions asked its phase for a figure; those with one
+        self.language = bundle.manifest.persona.language or ""  # the prompt's words and the guard's (docs/payload.md)
+        if self.language and self.language not in GUARDED:
+            log.warning("persona_language_unguarded", language=self.language, asked_in="en", guarded=list(GUARDED),
+                        hint="its musings are asked in English and their claims read in English words and numbers")
 
     def once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
@@ -156,13 +162,14 @@ class Musings:
         for attempt in range(1 + truth.MAKE_AGAIN):
             owes_figure = owes_figure and self._answers_figures()
             asked_figure = owes_figure and attempt > 0
-            ask = question(self.stats.musings_queued + attempt, ctx.phase, figure=asked_figure)
+            ask = question(self.stats.musings_queued + attempt, ctx.phase, figure=asked_figure, language=ctx.language)
             self._figure_asked += asked_figure
             prompt = self._render(r, replace(ctx, question=ask))
             gen = self._generate(prompt, max_tokens)
             if gen is None:
                 return None
-            text = fit_musing(cut_prompt_echo(finish_unfinished(gen.text, gen.finish_reason), heard_from), max_chars)
+            text = fit_musing(cut_prompt_echo(finish_unfinished(gen.text, gen.finish_reason), heard_from, ctx.language),
+                              max_chars)
             # Each musing made is one event with what its prompt said, for the bench's measure of
             # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
             made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
@@ -229,24 +236,26 @@ class Musings:
         recent = self.reach.recent_outcomes(3)
         self._told = {o: self._told.get(o, 0) for o in recent}  # forget those no longer recent
         outcomes = [o for o in recent if self._told[o] < OUTCOME_PROMPTS]
-        memories = self.memory.for_prompt(memory_query(r, phase, mode), musings=self.cfg.persona.recall_musings)
+        lang = self.language
+        memories = self.memory.for_prompt(memory_query(r, phase, mode, lang), musings=self.cfg.persona.recall_musings)
         g = self.governor  # what it knows beside the readings: the time aloft is said, the rest the truth guard holds
         aloft = g.aloft_s(r.time.timestamp())
-        ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o) for o in outcomes],
-                            aloft_s=aloft, question=question(self.stats.musings_queued, phase))
+        ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o, lang) for o in outcomes],
+                            aloft_s=aloft, question=question(self.stats.musings_queued, phase, language=lang), language=lang)
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
         # The budget drops the oldest outcomes first: those kept are the newest.
         kept = outcomes[len(outcomes) - p.outcomes:]
         for o in kept:
             self._told[o] += 1
-        ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o) for o in kept])  # asked again, the same
+        ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o, lang) for o in kept])  # asked again, the same
         facts = prompt_facts(fresh(r), phase, mode, kept, p.memories, aloft_s=aloft,
                              rate_m_s=g.phases.rate_m_s, battery_share=g.energy_share(),
-                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None)
+                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None, language=lang)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
-        return ctx, facts, [who for who in offered if f"{who} said" in rendered]
+        said = wording(lang).said
+        return ctx, facts, [who for who in offered if said.format(who=who) in rendered]
 
     def _generate(self, prompt: str, max_tokens: int):
         """The worker's generation; None when there is none (a failure, a stop, a worker resting)."""
@@ -362,7 +371,7 @@ class Musings:
 
 def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int, *,
                  aloft_s: float | None = None, rate_m_s: float | None = None, distance_km: float | None = None,
-                 battery_share: float | None = None) -> MusingFacts:
+                 battery_share: float | None = None, language: str | None = None) -> MusingFacts:
     """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
     readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
     and the number of memories the prompt kept; and what the payload knows that its truth guard
@@ -384,4 +393,5 @@ def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], me
         pressure_hpa=round(r.pressure_hpa, 1) if known(r.pressure_hpa) else None,
         batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
         requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
+        language=language if language in GUARDED else None,  # the claims' words: English for a language without a table
     )

@@ -18,9 +18,11 @@ Two counts, by kind of claim (stratoecho/musing_claims.py: one definition of tru
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -129,8 +131,9 @@ def ground_facts(track: list[tuple[float, TelemetryRow]], box: list[tuple[float,
         distance_km=geo.distance_m(first.lat, first.lon, row.lat, row.lon) / 1000.0)
 
 
-def ground_claims(ground_db: Path, shown: int = 10) -> dict:
-    """The ground's count: each musing it holds, judged against its own telemetry of that moment."""
+def ground_claims(ground_db: Path, shown: int = 10, language: str | None = None) -> dict:
+    """The ground's count: each musing it holds, judged against its own telemetry of that moment,
+    its claims read in `language` (the persona's: the air does not say it)."""
     placed, records = placed_telemetry(Path(ground_db))
     calls = Counter(r.callsign for r, _ in placed)
     own = calls.most_common(1)[0][0] if calls else None  # a network's ground hears others too
@@ -145,6 +148,7 @@ def ground_claims(ground_db: Path, shown: int = 10) -> dict:
         facts = ground_facts(track, box, made) if made is not None and track else None
         if facts is None:
             continue
+        facts = replace(facts, language=language)
         judged += 1
         for c in claims(m.text, facts):
             if c.kind == "request":
@@ -160,7 +164,21 @@ def ground_claims(ground_db: Path, shown: int = 10) -> dict:
 
 def claims_section(out_dir: Path) -> dict:
     out_dir = Path(out_dir)
-    return {"payload": payload_claims(out_dir / "payload.log"), "ground": ground_claims(out_dir / "ground.db")}
+    return {"payload": payload_claims(out_dir / "payload.log"),
+            "ground": ground_claims(out_dir / "ground.db", language=flown_language(out_dir / "payload.log"))}
+
+
+def flown_language(payload_log: Path) -> str | None:
+    """The language the payload read its musings' claims in (their logged facts), None: English."""
+    try:
+        with open(payload_log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if '"language"' in line and '"facts"' in line:
+                    with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                        return json.loads(line).get("facts", {}).get("language")
+    except FileNotFoundError:
+        pass
+    return None
 
 
 def describe_claims(section: dict) -> list[str]:
