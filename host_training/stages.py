@@ -352,8 +352,10 @@ def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) 
     elif cfg.target is not None:
         raise BuildError("--target needs the held-out tokens training rendered; this training gave none")
 
-    def measure(path: Path) -> dict:
-        return drift.measure(reference, path, trained.heldout).figures()
+    tolerance = cfg.quant_tolerance if cfg.quant_tolerance is not None else drift.DEFAULT_TOLERANCE
+
+    def measure(path: Path) -> dict:  # with the tolerance the build judges it by: the report's verdict
+        return {**drift.measure(reference, path, trained.heldout).figures(), "tolerance": tolerance}
 
     try:
         if cfg.target is None:
@@ -362,7 +364,6 @@ def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) 
             result = q.quantize(models.f32, cfg.out / model_file, quant, verbose=cfg.verbose, imatrix=im_path)
             shipped = measure(result.path) if quant != "F32" and reference is not None else None
         else:
-            tolerance = cfg.quant_tolerance if cfg.quant_tolerance is not None else drift.DEFAULT_TOLERANCE
             min_top1 = cfg.quant_min_top1 if cfg.quant_min_top1 is not None else drift.DEFAULT_MIN_TOP1
             # Sized at the context the bundle declares (the preflight's), not the base's longest.
             chosen, table = q.for_target(models.f32, cfg.target, measure, work / "candidates", tolerance=tolerance,

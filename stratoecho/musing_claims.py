@@ -115,6 +115,7 @@ class MusingFacts:
     distance_km: float | None = None  # from the launch site
     battery_share: float | None = None  # of the energy budget left, 0..1
     language: str | None = None  # ISO 639-1 the claims are read in (the persona's); None: English
+    aloft_told: bool = True  # the prompt said the time since launch (a small context's budget may leave it out)
 
     def to_dict(self) -> dict:
         d: dict = {k: getattr(self, k) for k in ("phase", *_NUMERIC[:5], "fix", "mode", "sun_up", "sats",
@@ -126,6 +127,8 @@ class MusingFacts:
             d["memories"] = self.memories
         if self.language:
             d["language"] = self.language
+        if not self.aloft_told:
+            d["aloft_told"] = False
         return d
 
     @classmethod
@@ -148,7 +151,7 @@ class MusingFacts:
                    sun_up=d["sun_up"] if isinstance(d.get("sun_up"), bool) else None,
                    sats=sats if isinstance(sats, int) and not isinstance(sats, bool) else None, requests=requests,
                    memories=memories if isinstance(memories, int) and not isinstance(memories, bool) else 0,
-                   language=text("language"),
+                   language=text("language"), aloft_told=d.get("aloft_told") is not False,
                    **{k: num(k) for k in _NUMERIC})
 
     def temperatures(self) -> list[float]:

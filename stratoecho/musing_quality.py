@@ -93,7 +93,8 @@ def carried(facts: MusingFacts) -> set[str]:
             "sun": facts.sun_up is not None, "pressure": facts.pressure_hpa is not None,
             "battery": facts.batt_v is not None, "request": any(r.failed for r in facts.requests),
             "warm": any(t >= WARM_C for t in facts.temperatures()),
-            "time_aloft": (facts.aloft_s or 0) >= 60}  # said from the first minute (payload/persona/prompts.py)
+            # said from the first minute (payload/persona/prompts.py), where the prompt's budget had room
+            "time_aloft": facts.aloft_told and (facts.aloft_s or 0) >= 60}
     return {k for k, v in have.items() if v}
 
 

@@ -262,6 +262,16 @@ def test_target_picks_the_best_fitting_quantization_and_predicts_speed(chat_data
                for r in rows if r["fits"] and r["bytes"] < chosen["bytes"])
     assert "top-1 as F32 (95 % interval)" in report
     assert m.eval["quant_within_tolerance"] is True
+    assert all(r["drift"]["tolerance"] == 0.02 for r in rows if r.get("drift"))  # each row judged by the build's
+
+
+def test_the_report_judges_every_row_by_the_builds_own_tolerance(chat_data_dir, tmp_path):
+    """With --quant-tolerance, each candidate's verdict in report.md is against it, not the default."""
+    out = tmp_path / "b"
+    assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
+                 "--target", "pi-zero-2w", "--quant-tolerance", "0.3", "--out", str(out)]) == 0
+    rows = [line for line in (out / "report.md").read_text().splitlines() if "candidate for pi-zero-2w" in line]
+    assert rows and all("within 0.3" in line for line in rows) and not any("0.02" in line for line in rows)
 
 
 # ----------------------------------------------------------------------------- the declared options

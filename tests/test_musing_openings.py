@@ -196,3 +196,14 @@ def test_a_persona_that_never_answers_with_a_figure_is_not_asked_for_one_for_eve
             assert d.think_once()
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 3
     assert len(prompts) == 4 + 3  # the first musing asked three more times; the next three once each
+
+
+def test_the_time_aloft_counts_as_told_only_where_the_prompt_said_it():
+    """A small context's budget may leave "launched N minutes ago" out: the measure then does not
+    count the time aloft among what the musing was told (its `aloft_told` fact)."""
+    from stratoecho.musing_quality import carried
+    told = MusingFacts(phase="ascent", aloft_s=4800)
+    assert "time_aloft" in carried(told)
+    left_out = MusingFacts.from_dict({**told.to_dict(), "aloft_told": False})
+    assert left_out.aloft_told is False and "time_aloft" not in carried(left_out) and "phase" in carried(left_out)
+    assert MusingFacts.from_dict(told.to_dict()).aloft_told is True and "aloft_told" not in told.to_dict()

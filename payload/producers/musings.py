@@ -251,7 +251,8 @@ class Musings:
         ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o, lang) for o in kept])  # asked again, the same
         facts = prompt_facts(fresh(r), phase, mode, kept, p.memories, aloft_s=aloft,
                              rate_m_s=g.phases.rate_m_s, battery_share=g.energy_share(),
-                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None, language=lang)
+                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None, language=lang,
+                             aloft_told=p.said_aloft)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
         said = wording(lang).said
@@ -371,7 +372,7 @@ class Musings:
 
 def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int, *,
                  aloft_s: float | None = None, rate_m_s: float | None = None, distance_km: float | None = None,
-                 battery_share: float | None = None, language: str | None = None) -> MusingFacts:
+                 battery_share: float | None = None, language: str | None = None, aloft_told: bool = True) -> MusingFacts:
     """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
     readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
     and the number of memories the prompt kept; and what the payload knows that its truth guard
@@ -394,4 +395,5 @@ def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], me
         batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
         requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
         language=language if language in GUARDED else None,  # the claims' words: English for a language without a table
+        aloft_told=aloft_told,
     )
