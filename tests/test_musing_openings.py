@@ -113,18 +113,26 @@ def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_que
         "I'm thinking about the clouds over the hills.",  # a template again: made again...
         "I'm thinking about the hills below.",  # ...and again...
         "I'm thinking about the van.",  # ...and again...
-        "It's 30 km up and minus 50 degrees.",  # ...false: the first template airs rather than nothing
+        "It's 30 km up and minus 50 degrees.",  # ...false: silence rather than the template
+        "It's 30 km up above the hills.", "It's 31 km up above the hills.",  # false three times...
+        "It's 32 km up above the hills.",
+        "I'm thinking about the van again.",  # ...and the last a template: held back too
     ], prompts)
     with capture_logs() as logs:
         assert d.think_once() == "I'm thinking about the grass below the pad."
         assert d.think_once() == "The wind is gentle here on the pad."
-        assert d.think_once() == "I'm thinking about the clouds over the hills."
+        assert d.think_once() is None
+        assert d.think_once() is None
     again = [(e["why"], e["opening"]) for e in logs if e["event"] == "musing_made_again"]
     assert again == [("opening", "i'm thinking about")] * 4
-    assert [e["action"] for e in logs if e["event"] == "musing_untrue"] == ["made again"]
+    assert [e["action"] for e in logs if e["event"] == "musing_untrue"] == ["made again"] * 4
+    held = [e for e in logs if e["event"] == "musing_held_back"]
+    # The first held back was logged when it was made again; the second, the last made, with its text.
+    assert [(e["why"], e.get("text")) for e in held] == [("opening", None), ("opening", "I'm thinking about the van again.")]
     stats = d.musings.stats
-    assert (stats.made_again, stats.musings_queued, stats.musings_held_untrue) == ({"opening": 4}, 3, 0)
-    assert len(prompts) == 7
+    assert (stats.made_again, stats.musings_queued, stats.musings_held_untrue, stats.musings_held_repeated) == (
+        {"opening": 4}, 2, 0, 2)
+    assert len(prompts) == 11
 
 
 def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, tiny_bundle):

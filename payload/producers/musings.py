@@ -80,6 +80,7 @@ class MusingStats:
     musings_too_short: int = 0  # under wire's MIN_PART characters: asked again once, at the next sentence
     musings_untrue: int = 0  # made a false claim (persona/truth.py): cut, made again or held back
     musings_held_untrue: int = 0  # of those, none of whose versions could air
+    musings_held_repeated: int = 0  # every version that could air opened as a recent musing did: none aired
     made_again: dict = field(default_factory=dict)  # why a musing that could air was made again: opening, no figure
     persona_failures: int = 0
     tokens: int = 0
@@ -158,7 +159,7 @@ class Musings:
         fault goes; when none is, the best: a fresh opening first, then a figure."""
         ctx, facts, heard_from = self._context(r)
         owes_figure = self._owes_figure()
-        best, best_score = None, None
+        best, best_score, best_last = None, None, False
         for attempt in range(1 + truth.MAKE_AGAIN):
             owes_figure = owes_figure and self._answers_figures()
             asked_figure = owes_figure and attempt > 0
@@ -192,7 +193,7 @@ class Musings:
                 return verdict, text, gen, made, facts
             chosen = best_score is None or score > best_score
             if chosen:
-                best, best_score = (verdict, text, gen, made, facts), score
+                best, best_score, best_last = (verdict, text, gen, made, facts), score, last
             why = "opening" if not fresh_opening else "no figure"
             if not last:
                 self.stats.made_again[why] = self.stats.made_again.get(why, 0) + 1
@@ -201,6 +202,14 @@ class Musings:
                 log.info("musing_passed_over", why=why, opening=opening(verdict.text), text=text, **made)
         if best is None:
             self.stats.musings_held_untrue += 1
+        elif not best_score[0]:
+            # Every version opened as one of the last OPENINGS_KEPT did: a turn of silence rather
+            # than a template (no opening in more than 15 % of a flight's musings, issue 40).
+            self.stats.musings_held_repeated += 1
+            verdict, text, _, made, _ = best
+            unlogged = {"text": text} if best_last else {}  # an earlier version was logged as made again
+            log.info("musing_held_back", why="opening", opening=opening(verdict.text), **unlogged, **made)
+            return None
         return best
 
     def _owes_figure(self) -> bool:

@@ -7,7 +7,9 @@ once placeholders were taken out), `musing_too_short` (its text: under 25 charac
 the persona asked again), `musing_untrue` (its text: a false claim the truth guard caught; one cut
 short is also a `musing`, the others are not sent), `musing_made_again` (its text: it could have
 aired, but opened as a recent one did or stated no figure that was owed, and was made again),
-`musing_passed_over` (its text: the last version made, worse than an earlier one that aired) or
+`musing_passed_over` (its text: the last version made, worse than an earlier one that aired),
+`musing_held_back` (its text, when not logged before: every version opened as a recent one did,
+and none aired) or
 `musing_dropped_by_guard` (no text: it held something private). Each carries `t_s`, `finish` and
 `facts`. payload.log holds every boot's, in order. The claims are counted apart (truth_report.py).
 
@@ -29,7 +31,8 @@ from .truth_report import claims_section, describe_claims
 
 FIRST = 5  # musings shown as they came: the first ones, never chosen
 EVENTS = ("musing", "musing_empty", "musing_too_short", "musing_untrue", "musing_made_again", "musing_passed_over",
-          "musing_dropped_by_guard")
+          "musing_held_back", "musing_dropped_by_guard")
+TEXTS = EVENTS[:-1]  # those that log the musing's text
 TEXT_CHARS = 160  # of a musing in the words of `sim report`
 
 
@@ -74,14 +77,15 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
         kind = e["event"]
         if kind == "musing_untrue" and e.get("action") == "cut":
             continue  # the same musing is logged again as the `musing` that aired, cut
+        if kind == "musing_held_back" and "text" not in e:
+            continue  # its version was logged when it was made again
         withheld = kind == "musing_dropped_by_guard"
         t_s = e.get("t_s")
         found.append(LoggedMusing(
             t_s=float(t_s) if isinstance(t_s, (int, float)) and not isinstance(t_s, bool) else None,
             boot=_int(e.get("boot")), seq=_int(e.get("seq")),
-            musing=Musing(text=e.get("text") if kind in ("musing", "musing_too_short", "musing_untrue", "musing_made_again",
-                                                                       "musing_passed_over")
-                          and isinstance(e.get("text"), str) else "", aired=kind == "musing",
+            musing=Musing(text=e.get("text") if kind in TEXTS and isinstance(e.get("text"), str) else "",
+                          aired=kind == "musing",
                           facts=MusingFacts.from_dict(e.get("facts")), finish=str(e.get("finish") or ""),
                           cut_by_budget=e.get("cut") is True, raw_chars=_int(e.get("raw_chars")) or 0),
             withheld=[str(r) for r in e.get("reasons") or []] if withheld else None,
