@@ -188,6 +188,14 @@ class SpecialIds:
     im_end: int
 
 
+def with_bos(ids: list[int], target: list[bool], bos: int | None) -> tuple[list[int], list[bool]]:
+    """`ids` (and their target flags) with `bos` first, where there is one and it is not there yet:
+    what llama.cpp feeds a model whose tokenizer puts a BOS first. The BOS is never a target."""
+    if bos is None or ids[:1] == [bos]:
+        return ids, target
+    return [bos, *ids], [False, *target]
+
+
 def render_ids(
     conv: Conversation,
     encode: Callable[[str], list[int]],

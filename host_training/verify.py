@@ -260,8 +260,11 @@ def cut_vocab_size(llm, hf_dir: str | Path, picked: list[Chunk]) -> int | None:
 def _tokenizer_differences(llm, tokens: Tokens) -> tuple[int, str]:
     """(how many of `tokens.texts` llama.cpp splits differently, where the first one differs)."""
     differing, first = 0, ""
+    bos = llm.token_bos() if llm._model.add_bos_token() and llm.token_bos() >= 0 else None
     for i, t in enumerate(tokens.texts):
         got = llm.tokenize(t.text.encode("utf-8"), add_bos=False, special=t.special) if t.text else []
+        if t.ids[:1] == [bos] and got[:1] != [bos]:  # llama.cpp puts the BOS first on the Pi: training did too
+            got = [bos, *got]
         if got != t.ids:
             differing += 1
             if not first:

@@ -285,3 +285,37 @@ def test_mask_phi_template_closing_with_eos(tmp_path):
     assert target_runs(tok, ids, mask) == ["morning. the frost is back<|end|>", "alive! on earlies, 0515 alarm<|end|>"]
     assert tok.decode(ids).endswith("<|end|><|endoftext|>")  # the closing EOS is trained on as context only
     assert fmt.end_of_turn() == "<|end|>"
+
+
+def test_a_raw_base_whose_tokenizer_puts_a_bos_first_trains_and_is_scored_with_it(tmp_path, small_data):
+    """Gemma 3 270M pretrained: no chat template, a tokenizer that puts <bos> first. ChatML is
+    added; every conversation trained and scored starts with the BOS, as llama.cpp starts every
+    prompt on the Pi, and llama.cpp's held-out loss is transformers' on the same tokens."""
+    import gguf
+
+    from host_training.finetune import ChatFormat
+    from transformers import AutoTokenizer
+
+    from host_training.tiny_families import tiny_gemma3
+
+    base = tiny_gemma3(tmp_path / "gemma")
+    cfg_path = base / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("chat_template", None)  # a raw base, as the pinned pretrained Gemma comes
+    cfg_path.write_text(json.dumps(cfg))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    assert not tok.chat_template
+    fmt = ChatFormat(tok)
+    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    ids, target = fmt.ids_and_targets([{"role": "user", "content": "hallo"}, {"role": "assistant", "content": "na du"}])
+    assert ids[0] == tok.bos_token_id == fmt.bos_id and ids[1] != tok.bos_token_id and target[0] is False
+    out = tmp_path / "bundle"
+    manifest, report = _build(base, small_data, out, "--quant", "Q8_0")
+    assert manifest["training"]["chat_template_source"] == "chatml-added" and manifest["persona"]["bos_token"] == ""
+    reader = gguf.GGUFReader(str(out / "work" / "model.F32.gguf"))
+    assert bool(reader.fields["tokenizer.ggml.add_bos_token"].contents()) is True
+    assert report["conversion_check"]["ok"]
+    # The same persona tokens, BOS first on both sides: llama.cpp's F32 loss is transformers'.
+    assert report["f32"]["val_loss"] == pytest.approx(report["transformers"]["tuned_val_loss"], rel=1e-3)
+    assert report["f32"]["tokens"] == report["transformers"]["tokens"]

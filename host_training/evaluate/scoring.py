@@ -9,7 +9,7 @@ import math
 import time
 from pathlib import Path
 
-from ..tokenizer import EOT, IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_system_prompt
+from ..tokenizer import EOT, IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_bos, with_system_prompt
 
 GGML_TYPE_F32 = 0  # ggml_type for type_k / type_v
 
@@ -102,7 +102,14 @@ class GGUFChatTokenizer:
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
         return self.bundle.render_prompt(messages, add_generation_prompt=add_generation_prompt)
 
-    def __call__(self, text: str, add_special_tokens: bool = False, return_offsets_mapping: bool = True) -> dict:
+    @property
+    def bos_token_id(self) -> int | None:
+        bos = self.llm.token_bos()
+        return bos if bos >= 0 else None
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = True) -> dict:
+        """As a transformers tokenizer: with add_special_tokens, the BOS first where the GGUF says
+        llama.cpp adds one (`ChatFormat` probes it so)."""
         ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else []
         offsets, at = [], 0
         for tid in ids:
@@ -113,6 +120,8 @@ class GGUFChatTokenizer:
             end = min(len(text), start + len(piece))
             offsets.append((start, end))
             at = end
+        if add_special_tokens and self.llm._model.add_bos_token() and self.bos_token_id is not None:
+            ids, offsets = [self.bos_token_id, *ids], [(0, 0), *offsets]
         return {"input_ids": ids, "offset_mapping": offsets}
 
 
@@ -161,7 +170,9 @@ def score_gguf(
     def encode(text: str) -> list[int]:
         return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
-    rendered = (render_ids(with_system_prompt(conv, system_prompt), encode, special, loss="persona")
+    # The BOS first where llama.cpp adds one (as training put it: finetune.ChatFormat).
+    bos = llm.token_bos() if llm._model.add_bos_token() and llm.token_bos() >= 0 else None
+    rendered = (with_bos(*render_ids(with_system_prompt(conv, system_prompt), encode, special, loss="persona"), bos)
                 for conv in conversations)
     total, count, n_chunks = target_nll(llm, ctx, rendered)
     llm.close()
