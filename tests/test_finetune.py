@@ -292,10 +292,9 @@ def test_a_raw_base_whose_tokenizer_puts_a_bos_first_trains_and_is_scored_with_i
     added; every conversation trained and scored starts with the BOS, as llama.cpp starts every
     prompt on the Pi, and llama.cpp's held-out loss is transformers' on the same tokens."""
     import gguf
-
-    from host_training.finetune import ChatFormat
     from transformers import AutoTokenizer
 
+    from host_training.finetune import ChatFormat
     from host_training.tiny_families import tiny_gemma3
 
     base = tiny_gemma3(tmp_path / "gemma")
