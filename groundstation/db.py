@@ -18,6 +18,9 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
                                                                listener signs and sends, or refuses)
     stations   name, lat, lon, alt_m, updated_at              where each station is, as it says itself
                                                                (listen --station-position; the network's)
+    dead_letters id, at, topic, reason, size, head           messages the network's aggregator could not
+                                                               handle: set aside (acknowledged), their
+                                                               first bytes kept, the newest DEAD_LETTERS_KEPT
 
 SSDV pictures have no boot or sequence number on the air: each is kept as an image record
 of boot 0 (the payload numbers its boots from 1) and seq its SSDV image id, rebuilt from
@@ -82,10 +85,16 @@ from stratoecho.wire.uplink import CommandId
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 9  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
-#                     5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
-#                     7: stations (where each is); 8: authentic (tagged by the balloon, or open);
-#                     9: outbox.refused (a row the listener would not sign, and why)
+SCHEMA_VERSION = 10  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+#                      5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
+#                      7: stations (where each is); 8: authentic (tagged by the balloon, or open);
+#                      9: outbox.refused (a row the listener would not sign, and why); 10: dead_letters
+DEAD_LETTERS_KEPT = 1_000  # rows; a flood of bad messages replaces its own, never grows the file
+DEAD_LETTER_HEAD = 256  # bytes of a set-aside message kept to read it by
+_DEAD_LETTERS = """CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, size INTEGER NOT NULL, head BLOB NOT NULL
+)"""
 
 _SCHEMA = """
 CREATE TABLE frames (
@@ -136,8 +145,8 @@ CREATE TABLE stations (
     name TEXT PRIMARY KEY,
     lat REAL NOT NULL, lon REAL NOT NULL, alt_m REAL NOT NULL,
     updated_at TEXT NOT NULL
-)
-"""
+);
+""" + _DEAD_LETTERS
 _TELEMETRY_COLUMNS = (
     "boot", "seq", "callsign", "time", "lat", "lon", "alt", "sats", "temp_c", "pressure_hpa", "batt_mv",
 )
@@ -200,6 +209,7 @@ _MIGRATIONS = {
     8: ["ALTER TABLE telemetry ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE records ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1"],
     9: ["ALTER TABLE outbox ADD COLUMN refused TEXT"],
+    10: [_DEAD_LETTERS],
 }
 
 
@@ -307,6 +317,14 @@ class Store:
             (received_at or utc_now(), source, data.hex(), int(error is None), error, station, rssi_dbm, snr_db),
         )
         return int(cur.lastrowid or 0)
+
+    def add_dead_letter(self, topic: str, reason: str, payload: bytes, at: str | None = None) -> None:
+        """A message set aside: acknowledged so that the broker never offers it again, its first
+        DEAD_LETTER_HEAD bytes kept; the newest DEAD_LETTERS_KEPT rows stay."""
+        cur = self._db.execute("INSERT INTO dead_letters (at, topic, reason, size, head) VALUES (?, ?, ?, ?, ?)",
+                               (at or utc_now(), topic[:200], reason[:300], len(payload),
+                                bytes(payload[:DEAD_LETTER_HEAD])))
+        self._db.execute("DELETE FROM dead_letters WHERE id <= ?", (int(cur.lastrowid or 0) - DEAD_LETTERS_KEPT,))
 
     def frames_by_station(self) -> dict[str, int]:
         """How many frames are stored from each station (a station's storage quota counts them)."""

@@ -4,8 +4,8 @@ they prove (tagged frames) or for how many stations agree (open frames), within 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import structlog
 
-from stratoecho import wire
+from stratoecho import bounded_json, wire
 from stratoecho.wire.relay import HEAD_BYTES
 
-from ..db import Store, utc_now
+from ..db import Store, StoreError, utc_now
 from ..decoder import Decoded, FrameDecoder, classify
 from ..heard import WireRecord
 from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
@@ -28,6 +28,12 @@ from .topics import DEFAULT_PREFIX, FORMAT_VERSION, POLL_S, BrokerAuth, Reconnec
 
 log = structlog.get_logger(__name__)
 REMEMBER = 100_000  # frame digests, message ids and finished records remembered (per station for ids)
+# A message is one frame (at most a LoRa payload, 255 bytes: 510 in hex) and a few short fields,
+# or a station's position: flat JSON objects. Past these it is refused unread (bounded_json).
+MAX_MESSAGE_BYTES = 2_048
+MAX_DEPTH = 2
+MAX_ID_CHARS = 100  # a message id (the publisher's "station:counter"); longer ones are refused
+MAX_STATION_CHARS = 64  # a station's name, its topic level
 
 
 # --------------------------------------------------------------------------- aggregator side
@@ -54,6 +60,7 @@ class AggregateStats:
     over_quota: int = 0  # frames past their station's storage quota: not stored (a vouched one still decoded)
     bad_tags: int = 0  # our frames whose downlink tag failed (or no key to check it): claims, never decoded
     bad_messages: Counter = field(default_factory=Counter)  # by reason
+    dead_letters: int = 0  # messages this code failed on: set aside in the dead_letters table, acknowledged
 
 
 class Aggregator:
@@ -126,31 +133,41 @@ class Aggregator:
                 log.warning("mqtt message ignored", topic=message.topic, reason=e.reason, error=e.detail)
             else:
                 log.debug("mqtt message ignored", topic=message.topic, reason=e.reason)
-        # Anything else (a database that cannot be written) propagates: the message is not
-        # acknowledged, and the broker offers it again after a restart.
+        except (sqlite3.Error, StoreError):
+            raise  # a database that cannot be written: not acknowledged, the broker offers it again
+        except Exception as e:  # noqa: BLE001 - any other failure is this message's: set aside, never offered again
+            self._dead_letter(message.topic, message.payload, e)
         self.stats.messages += 1
         self._acks.append((message.mid, message.qos))
         if len(self._acks) >= self.batch_messages:
             self._commit()
 
+    def _dead_letter(self, topic: str, payload: bytes, error: Exception) -> None:
+        """A message this code failed on (a bug, or an input nobody foresaw): kept aside with its
+        first bytes, logged, and acknowledged with the rest, so that it cannot stop the aggregator
+        at every restart (issue 41)."""
+        reason = f"{type(error).__name__}: {str(error)[:200]}"
+        self.stats.dead_letters += 1
+        self.store.add_dead_letter(topic, reason, bytes(payload))
+        log.error("mqtt message set aside", topic=topic[:200], bytes=len(payload), error=reason)
+
     def _handle(self, topic: str, payload: bytes) -> None:
         head = self.prefix + "/"
         parts = topic[len(head):].split("/") if topic.startswith(head) else []
+        if any(len(p) > MAX_STATION_CHARS for p in parts):
+            raise _BadMessage("name too long")
         if len(parts) == 2 and parts[0] == "position" and parts[1]:
             self._position(parts[1], payload)
             return
         if len(parts) != 3 or parts[1] not in ("frames", "records") or not parts[2]:
             raise _BadMessage("unknown topic")
         _, what, station = parts
-        try:
-            msg = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise _BadMessage("not json") from e
-        if not isinstance(msg, dict):
-            raise _BadMessage("not json")
+        msg = _read(payload)
         if msg.get("v") != FORMAT_VERSION:
             raise _BadMessage("unknown version")
         msg_id = msg.get("id")
+        if isinstance(msg_id, str) and len(msg_id) > MAX_ID_CHARS:
+            raise _BadMessage("id too long")
         key = (station, msg_id) if isinstance(msg_id, str) else None
         if key is not None and key in self._seen_ids:
             self.stats.repeats += 1
@@ -167,8 +184,8 @@ class Aggregator:
 
     def _position(self, station: str, payload: bytes) -> None:
         """Where a station says it is: believed of itself only (its topic is its own, by the ACL)."""
+        msg = _read(payload)
         try:
-            msg = json.loads(payload)
             lat, lon, alt = (float(msg[k]) for k in ("lat", "lon", "alt_m"))
             at = msg.get("at") if isinstance(msg.get("at"), str) and _is_iso(msg["at"]) else None
             self.store.set_station(station, lat, lon, alt, at)
@@ -186,6 +203,8 @@ class Aggregator:
             data = bytes.fromhex(msg["hex"])
         except (KeyError, TypeError, ValueError) as e:
             raise _BadMessage("bad hex") from e
+        if not 0 < len(data) <= wire.DEFAULT_MTU:
+            raise _BadMessage("not a frame's length")  # nothing on the air is longer than a LoRa payload
         origin = msg.get("origin")
         source = f"mqtt {origin}" if isinstance(origin, str) and origin else "mqtt"
         rssi, snr = _number(msg.get("rssi_dbm")), _number(msg.get("snr_db"))
@@ -363,6 +382,17 @@ def _frame_error(data: bytes) -> str | None:
     except wire.WireError as e:
         return classify(e)
     return None
+
+
+def _read(payload: bytes) -> dict:
+    """A message's JSON object, read within MAX_MESSAGE_BYTES and MAX_DEPTH; _BadMessage otherwise."""
+    try:
+        msg = bounded_json.loads(payload, max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_DEPTH)
+    except bounded_json.JsonRefused as e:
+        raise _BadMessage(e.reason) from None
+    if not isinstance(msg, dict):
+        raise _BadMessage("not json")
+    return msg
 
 
 def _remember(seen: OrderedDict, key, limit: int) -> None:
