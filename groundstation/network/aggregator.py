@@ -162,6 +162,9 @@ class Aggregator:
         if len(parts) != 3 or parts[1] not in ("frames", "records") or not parts[2]:
             raise _BadMessage("unknown topic")
         _, what, station = parts
+        if what == "records":
+            self.stats.refused_records += 1
+            raise _BadMessage("decoded record refused")  # only frames this aggregator decodes count; unread
         msg = _read(payload)
         if msg.get("v") != FORMAT_VERSION:
             raise _BadMessage("unknown version")
@@ -175,9 +178,6 @@ class Aggregator:
         received_at = msg.get("received_at")
         if not isinstance(received_at, str) or not _is_iso(received_at):
             received_at = utc_now()
-        if what == "records":
-            self.stats.refused_records += 1
-            raise _BadMessage("decoded record refused")  # only frames this aggregator decodes count
         self._frame(msg, station, received_at)
         if key is not None:
             self._seen_ids.add(key)
