@@ -135,6 +135,17 @@ def test_truncated_export_names_the_file(tmp_path):
         read(DiscordReader, cut)
 
 
+@pytest.mark.parametrize("hostile", ["9" * 100_000, "[" * 100_000 + "]" * 100_000])
+def test_json_beyond_any_export_is_refused_by_name(tmp_path, hostile):
+    """A 100,000-digit number or nesting 100,000 deep is valid JSON no export holds: an
+    IngestError naming the file, never a traceback (issue 41, attack 10)."""
+    text = DCE.read_text(encoding="utf-8")
+    path = tmp_path / "hostile.json"
+    path.write_text(text.replace('"messages": [', f'"hostile": {hostile}, "messages": [', 1), encoding="utf-8")
+    with pytest.raises(IngestError, match=re.escape(str(path)) + ": JSON beyond what an export holds"):
+        read(DiscordReader, path)
+
+
 def test_json_without_messages_is_an_error(tmp_path):
     path = tmp_path / "x.json"
     path.write_text('{"guild": {"id": "1"}, "channel": {"id": "2"}, "messages": {}}')

@@ -310,6 +310,26 @@ def test_a_malformed_message_is_skipped_with_its_position_and_the_rest_are_read(
         assert text.encode()[first : first + 1] == b","
 
 
+def test_valid_json_beyond_any_export_is_skipped_by_name_not_a_traceback(tmp_path):
+    """A 100,000-digit number (Python refuses to convert one past 4,300) and a message nested
+    100,000 deep (past the parser's recursion) are valid JSON: each is one message skipped with
+    its place and reason, and the messages around them are read (issue 41, attack 10)."""
+    head = '{"name": "Nöör", "type": "personal_chat", "id": 4440001, "messages": [\n'
+    good = [json.dumps(msg(i, "tëxt")) for i in (1, 2, 3)]
+    huge = '{"id": ' + "9" * 100_000 + ', "text": "x"}'
+    deep = '{"id": 8, "text": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    text = head + ",\n".join([good[0], huge, good[1], deep, good[2]]) + "\n]}"
+    path = tmp_path / "result.json"
+    path.write_text(text, encoding="utf-8")
+    for chunk in (4096, None):
+        got, reader = stream(path, chunk)
+        assert [m.msg_id for m in got] == ["1", "2", "3"]
+        assert reader.stats.skipped == {"corrupt": 2}
+        first, second = reader.stats.errors
+        assert "message #1 at line 3, column 1" in first and "a number of more than 4,300 digits" in first
+        assert "message #3 at line 5, column 1" in second and "nesting deeper than the parser goes" in second
+
+
 def test_broken_structure_keeps_what_came_before_and_names_the_place(tmp_path):
     text = json.dumps(full(chat([msg(1), msg(2)]), chat([msg(3)], cid=7)))
     broken = text.replace('"messages": [{"id": 3', '"messages": [}{"id": 3')

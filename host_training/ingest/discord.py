@@ -141,6 +141,9 @@ def load_json(reader: Reader) -> object:
         raise IngestError(
             f"{path}: not valid JSON (a truncated export?): {e.msg} at line {e.lineno}, column {e.colno}"
         ) from e
+    except (ValueError, RecursionError) as e:  # valid JSON past any export: a number of 4,300+ digits, deep nesting
+        raise IngestError(f"{path}: JSON beyond what an export holds ({str(e)[:80]}): "
+                          "not read; is this file an export?") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +256,7 @@ def _read_json(path: Path | None) -> object:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

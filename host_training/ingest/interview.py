@@ -48,6 +48,8 @@ def parse_record(line: str) -> dict:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg}; a line cut short?)") from None
+    except (ValueError, RecursionError) as e:  # a number of 4,300+ digits, nesting past the parser
+        raise ValueError(f"not an answer: {str(e)[:80]}") from None
     if not isinstance(record, dict) or record.get("interview") != FORMAT:
         raise ValueError(f'not an interview answer (expected an object with "interview": {FORMAT})')
     for key in ("id", "question", "at"):

@@ -146,7 +146,7 @@ class JsonWindow:
             start = self.pos
             try:
                 obj, end = _decode(self.buf, start)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError; so is a number too long
                 end = self.extent(start)
                 if end is None:  # not all of it is in the window yet
                     if len(self.buf) - start > MAX_VALUE_CHARS:
@@ -155,7 +155,13 @@ class JsonWindow:
                         continue
                     raise self.cut_short(start) from None
                 self.pos = end
-                raise BadJson(e.msg, self.where(e.pos), recoverable=True) from None
+                if isinstance(e, json.JSONDecodeError):
+                    raise BadJson(e.msg, self.where(e.pos), recoverable=True) from None
+                # Valid JSON beyond what any export holds: a number of thousands of digits (Python
+                # refuses to convert one past 4,300), or nesting past the parser's recursion.
+                why = ("a number of more than 4,300 digits" if isinstance(e, ValueError) else
+                       "nesting deeper than the parser goes")
+                raise BadJson(why, self.where(start), recoverable=True) from None
             if not self.eof and not isinstance(obj, (dict, list, str)) and _SCALAR.match(self.buf, start).end() == len(self.buf):
                 self.fill()  # a number ("12", "1e") may go on in the next piece
                 continue

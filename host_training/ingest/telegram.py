@@ -342,7 +342,7 @@ class TelegramReader(Reader):
             if type(raw) is not dict:
                 raise ValueError  # not a message: a number may go on in the next piece
             w.pos = end
-        except (ValueError, StopIteration):  # JSONDecodeError too: more to read, or a broken message
+        except (ValueError, StopIteration, RecursionError):  # JSONDecodeError too: more to read, or a broken message
             raw = self._x_escapes(w)
             if raw is None:
                 try:
@@ -380,7 +380,7 @@ class TelegramReader(Reader):
         text = _TELEGRAM_X.sub(r"\1\\u00\2", w.buf[start:end])
         try:
             raw = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # w.value() names what is wrong with it
             return None
         if type(raw) is not dict:
             return None
