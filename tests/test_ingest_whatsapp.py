@@ -135,3 +135,29 @@ def test_every_common_locale_reads_the_same_conversation(tmp_path):
         assert got[0].ts == datetime(2024, 3, 12, 21, 14, 5 if seconds else 0, tzinfo=UTC), locale
         assert got[2].ts.date().isoformat() == "2024-03-13", locale
         assert not reader.stats.skipped, locale
+
+
+def test_a_message_longer_than_any_chat_is_refused_by_name_and_memory_stays_flat(tmp_path):
+    """Issue 41, attack 10, at a tenth of the size: a 5 MB message of many lines and a 3 MB line
+    with no end are each refused by their line number, the messages around them are read, and the
+    reader never holds more than a small part of the file (two passes, a line at a time)."""
+    import tracemalloc
+
+    from host_training.ingest.whatsapp import MAX_MESSAGE_CHARS
+
+    path = tmp_path / "WhatsApp Chat with Jonas Berg.txt"
+    with path.open("w", encoding="utf-8") as f:
+        f.write("12/03/2024, 21:14 - Jonas Berg: before\n")
+        f.write("12/03/2024, 21:15 - Jonas Berg: a flood\n" + ("x" * 999 + "\n") * 5_000)
+        f.write("12/03/2024, 21:16 - Ada Lindqvist: between\n")
+        f.write("12/03/2024, 21:17 - Jonas Berg: " + "y" * 3_000_000 + "\n")
+        f.write("12/03/2024, 21:18 - Ada Lindqvist: after\n")
+    tracemalloc.start()
+    got, reader = read(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [m.text for m in got] == ["before", "between", "after"]
+    assert reader.stats.skipped == {"too_long": 2}
+    assert [e.split(": ", 2)[1] for e in reader.stats.errors] == ["line 2", "line 5004"]
+    assert f"more than {MAX_MESSAGE_CHARS:,} characters" in reader.stats.errors[0]
+    assert peak < path.stat().st_size / 4, f"{peak:,} bytes held for a {path.stat().st_size:,}-byte file"

@@ -32,9 +32,10 @@ lines are mostly not in one readable shape is refused with an IngestError naming
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -55,6 +56,18 @@ _STARTS_DATED = re.compile(r"^\[?\d{1,4}([./\-])\s?\d{1,2}\1\s?\d{2,4}\b.{0,20}?
 # ... and then separates a header from the rest as chat exports do: counted to refuse a file whose
 # message lines are mostly in no shape we read (a line alone is never dropped for it: see `read`)
 _DATED_HEADER = re.compile(_STARTS_DATED.pattern + r"(?:[:.]\d{2})?.{0,14}?(?:\]|\s[-–]\s|:\s|\t)")
+# No chat message is this long (a journal belongs in posts); past it a message is refused whole,
+# and a line past MAX_LINE_BYTES is passed over unread, so memory stays flat on any file.
+MAX_MESSAGE_CHARS = 100_000
+MAX_LINE_BYTES = 4 * MAX_MESSAGE_CHARS  # UTF-8: at most 4 bytes a character
+
+
+@dataclass(frozen=True)
+class _Shape:
+    header: re.Pattern  # the file's message line (`file_header`)
+    dayfirst: bool
+
+
 EXPECTED = (
     "expected 'DATE, TIME - NAME: TEXT' (Android) or '[DATE, TIME] NAME: TEXT' (iOS) with a date "
     "and time as a phone writes them"
@@ -214,7 +227,9 @@ def chat_name_for(path: Path) -> str:
     return next((g for g in m.groups() if g), stem).strip() if m else stem
 
 
-def day_first(headers: list[re.Match]) -> bool:
+def day_first(headers: Iterable[re.Match], undecided: bool | None = True) -> bool | None:
+    """Whether the dates are day-first: the first header whose first field is over 12 says yes,
+    whose second is, no; `undecided` when none tells (day-first, as most of the world writes)."""
     for m in headers:
         a, b = int(m["a"]), int(m["b"])
         if len(m["a"]) == 4:
@@ -223,7 +238,7 @@ def day_first(headers: list[re.Match]) -> bool:
             return True
         if b > 12:
             return False
-    return True
+    return undecided
 
 
 def header_time(m: re.Match, dayfirst: bool, pm: frozenset[str]) -> datetime:
@@ -273,36 +288,21 @@ class WhatsAppReader(Reader):
 
     def read(self, owners: Sequence[str]) -> Iterator[Message]:
         vocab = vocabulary()
-        numbered = self._lines()
-        first = next((m for _, line in numbered if (m := vocab.header.match(line))), None)
-        # Only a line in this file's own shape starts a message; any other line, dated or not
-        # ("12/03/2024 18:00: meeting" typed into a message), continues the message above.
-        header = file_header(first, vocab) if first else None
-        lines = [(number, line, header.match(line) if header else None) for number, line in numbered]
-        headers = [m for _, _, m in lines if m]
-        unreadable = [(number, line) for number, line, m in lines if m is None and _DATED_HEADER.match(line)]
-        if not headers or len(unreadable) >= len(headers):
-            # Not a WhatsApp file we can read: refuse it whole rather than guess at its lines.
-            first_bad = unreadable or [(n, line) for n, line, _ in lines if _STARTS_DATED.match(line)]
-            if not first_bad:
-                raise IngestError(f"{self.path}: no line begins with a date and time; {EXPECTED}")
-            number, line = first_bad[0]
-            raise IngestError(
-                f"{self.path}: line {number}: starts with a date and time ('{_STARTS_DATED.match(line)[0]}') "
-                f"but is not a WhatsApp message line; {EXPECTED}. A WhatsApp export in a language or date "
-                f"style not yet known can be added to host_training/ingest/{LOCALES_FILE} (docs/data.md, "
-                "WhatsApp); your own writing is read as a post when it starts with a '---' front-matter block"
-            )
-        dayfirst = day_first(headers)
+        shape = self._shape(vocab)
+        header, dayfirst = shape.header, shape.dayfirst
         chat = chat_name_for(self.path)
-        # The message being gathered: its line number, its time and its lines.
+        # The message being gathered: its line number, its time, its lines and their characters.
         current: tuple[int, datetime, list[str]] | None = None
+        size = 0
         lost = 0  # the line of a message line that could not be read, while no message came before it
-        for number, line, m in lines:
+        for number, line, whole in self._lines():
+            m = header.match(line)
             if m is None:
                 if current is not None:
-                    current[2].append(line)
-                elif line.strip():
+                    if size <= MAX_MESSAGE_CHARS:  # past it, nothing more is kept: the message is refused whole
+                        current[2].append(line)
+                    size += len(line) + 1 if whole else MAX_LINE_BYTES
+                elif line.strip() or not whole:
                     self.skip("corrupt", f"line {number}", f"follows line {lost}, a message line whose date or time "
                               "cannot be read, with no message before it" if lost else "text before the first message line")
                 continue
@@ -318,26 +318,80 @@ class WhatsAppReader(Reader):
                 if current is None:
                     lost = number
                 continue
-            if current is not None:
-                yield self._message(chat, *current)
-            current = (number, ts, [m["rest"]])
-        if current is not None:
-            yield self._message(chat, *current)
+            if current is not None and (msg := self._bounded(chat, current, size)):
+                yield msg
+            current, size = (number, ts, [m["rest"]]), len(m["rest"]) if whole else MAX_LINE_BYTES
+        if current is not None and (msg := self._bounded(chat, current, size)):
+            yield msg
 
-    def _lines(self) -> list[tuple[int, str]]:
+    def _bounded(self, chat: str, current: tuple[int, datetime, list[str]], size: int) -> Message | None:
+        """The gathered message, or None (counted and named) when it is longer than any chat message."""
+        if size > MAX_MESSAGE_CHARS:
+            self.skip("too_long", f"line {current[0]}", f"a message of more than {MAX_MESSAGE_CHARS:,} characters "
+                      f"({size:,} or more): no chat message is that long; not read")
+            return None
+        return self._message(chat, *current)
+
+    def _shape(self, vocab: Vocabulary) -> _Shape:
+        """The file's message-line shape and date order, from a first pass over its lines (nothing
+        kept but counts); IngestError for a file that is not a WhatsApp export we can read."""
+        header = first_bad = dayfirst = None
+        headers = unreadable = 0
+        for number, line, _ in self._lines(skip=False):
+            m = header.match(line) if header else vocab.header.match(line)
+            if m is not None and header is None:
+                # Only a line in this file's own shape starts a message; any other line, dated or
+                # not ("12/03/2024 18:00: meeting" typed into a message), continues the one above.
+                header = file_header(m, vocab)
+                m = header.match(line)
+            if m is not None:
+                headers += 1
+                if dayfirst is None and (decided := day_first([m], None)) is not None:
+                    dayfirst = decided
+            elif _DATED_HEADER.match(line):
+                unreadable += 1
+                first_bad = first_bad if first_bad and first_bad[2] else (number, line, True)
+            elif first_bad is None and _STARTS_DATED.match(line):
+                first_bad = (number, line, False)
+        if not headers or unreadable >= headers:
+            # Not a WhatsApp file we can read: refuse it whole rather than guess at its lines.
+            if first_bad is None:
+                raise IngestError(f"{self.path}: no line begins with a date and time; {EXPECTED}")
+            number, line, _ = first_bad
+            raise IngestError(
+                f"{self.path}: line {number}: starts with a date and time ('{_STARTS_DATED.match(line)[0]}') "
+                f"but is not a WhatsApp message line; {EXPECTED}. A WhatsApp export in a language or date "
+                f"style not yet known can be added to host_training/ingest/{LOCALES_FILE} (docs/data.md, "
+                "WhatsApp); your own writing is read as a post when it starts with a '---' front-matter block"
+            )
+        return _Shape(header, True if dayfirst is None else dayfirst)
+
+    def _lines(self, skip: bool = True) -> Iterator[tuple[int, str, bool]]:
+        """(line number, text, whole) of each line, read a line at a time: memory stays flat
+        whatever the file. Of a line longer than MAX_LINE_BYTES only its first MAX_LINE_BYTES are
+        read (whole False: it may still start a message, which is then refused); a line not UTF-8
+        is skipped (with `skip`: counted and named)."""
         try:
-            raw = self.path.read_bytes()
+            f = self.path.open("rb")
         except OSError as e:
             raise IngestError(f"{self.path}: cannot read: {e.strerror or e}") from e
-        out = []
-        for number, chunk in enumerate(raw.split(b"\n"), start=1):
-            try:
-                line = chunk.rstrip(b"\r").decode("utf-8")
-            except UnicodeDecodeError:
-                self.skip("undecodable", f"line {number}", "not valid UTF-8")
-                continue
-            out.append((number, line.lstrip(_MARKS)))
-        return out
+        with f:
+            for number in itertools.count(1):
+                chunk = f.readline(MAX_LINE_BYTES + 1)
+                if not chunk:
+                    return
+                if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+                    while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                        pass  # the rest of a line no chat holds, passed over a piece at a time
+                    yield number, chunk[:MAX_LINE_BYTES].decode("utf-8", "ignore").lstrip(_MARKS), False
+                    continue
+                try:
+                    line = chunk.rstrip(b"\n").rstrip(b"\r").decode("utf-8")
+                except UnicodeDecodeError:
+                    if skip:
+                        self.skip("undecodable", f"line {number}", "not valid UTF-8")
+                    continue
+                yield number, line.lstrip(_MARKS), True
 
     def _message(self, chat: str, number: int, ts: datetime, body: list[str]) -> Message:
         vocab = vocabulary()
