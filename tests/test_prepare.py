@@ -243,6 +243,24 @@ def test_corrupt_export_is_named_and_skipped(exports, tmp_path, capsys):
     assert report["examples"]["post"] == 2
 
 
+def test_an_export_cut_short_stops_the_run_unless_accepted(tmp_path, capsys):
+    """A download cut at 60 %: prepare names the file and the byte where it ends and writes
+    nothing (exit 2); with --accept-cut it prepares from what was read, and says so (issue 41)."""
+    sample = Path(__file__).resolve().parent.parent / "samples" / "corpus" / "telegram" / "result.json"
+    data = sample.read_bytes()
+    cut = tmp_path / "result.json"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    out = tmp_path / "out"
+    assert run_prepare(str(cut), *OWNERS, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"error: {re.escape(str(cut))}: .*ends at byte {len(data) * 6 // 10}", err), err
+    assert "--accept-cut" in err and not out.exists()
+    assert run_prepare(str(cut), *OWNERS, "--out", str(out), "--accept-cut") == 0
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["problems"]) == 1 and "ends at byte" in report["problems"][0]
+    assert report["inputs"][0]["messages"] > 0
+
+
 def test_nothing_readable_exits_2_naming_each_file(tmp_path, capsys):
     broken = tmp_path / "result.json"
     broken.write_text('{"chats": {"list": [ {"messages": [}', encoding="utf-8")

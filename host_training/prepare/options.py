@@ -177,6 +177,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     what.add_argument("--json", action="store_true", help="with --list-authors: print JSON instead of a table")
+    what.add_argument(
+        "--accept-cut",
+        action="store_true",
+        help=(
+            "use what was read of an export that ends early (a download cut short): without it prepare "
+            "stops, naming the file and the byte where it ends, and writes nothing; export again, or "
+            "pass this to build from the part that was read"
+        ),
+    )
 
     privacy = p.add_argument_group("privacy")
     privacy.add_argument(

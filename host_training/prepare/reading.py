@@ -27,6 +27,7 @@ class Reading:
     """What the reading gathered: the inputs for report.json and who wrote what."""
 
     problems: list[str]  # files that could not be read, or only in part
+    cut: list[str] = field(default_factory=list)  # of those, files read in part: damage after their first messages
     dropped: Counter[str] = field(default_factory=Counter)
     inputs: list[dict] = field(default_factory=list)
     authors: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (source, author id, name) as read -> key
@@ -86,6 +87,8 @@ def _read_export(reading: Reading, path: Path, reader, owners: list[str], set_ti
     reading.seen_total += got + sum(reader.stats.skipped.values())
     if error and not got:
         return
+    if error:
+        reading.cut.append(error)
     if not got:
         skipped = sum(reader.stats.skipped.values())
         first = f"; first: {reader.stats.errors[0]}" if reader.stats.errors else ""

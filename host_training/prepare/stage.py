@@ -89,6 +89,13 @@ def _run(args, owners, blocklist, files, problems, spill: Spill, staged: Staged,
     spill.flush()
     if not _said_problems(args, problems, reading.read_total):
         return 2
+    if reading.cut and not args.accept_cut:
+        # A download cut at 60 % would build a persona from 60 % of a life: said, nothing written.
+        for cut in reading.cut:
+            print(f"error: {cut}", file=sys.stderr)
+        print("error: an export ends early (a download cut short?): nothing was written. Export it again, "
+              "or pass --accept-cut to prepare from what was read", file=sys.stderr)
+        return 2
     # -- 3. owners
     owner = find_owner(reading, owners, spill, cleaner.name)
     if owner is None:
