@@ -150,6 +150,18 @@ def test_udp_source_receives_datagrams_and_polls_when_idle():
         source.close()
 
 
+def test_a_datagram_longer_than_any_frame_is_counted_and_never_stored():
+    """64 KB datagrams once went into the database whole: now each is counted and dropped."""
+    source = UdpSource("127.0.0.1", 0)
+    try:
+        send_all(source.address, [b"\xaa" * 65_000, b"", FRAMES[0], b"\xbb" * 256])
+        got = [g for g, _ in zip(iter(source), range(6)) if g is not None]
+        assert [g.data for g in got] == [FRAMES[0]]
+        assert source.errors == {"datagram not a frame's length": 3}
+    finally:
+        source.close()
+
+
 def test_udp_bind_failure_names_the_address():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

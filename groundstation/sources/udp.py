@@ -7,7 +7,13 @@ import socket
 from collections import Counter
 from collections.abc import Iterator
 
+from stratoecho import wire
+
 from .base import POLL_S, Received, SourceError
+
+# Nothing on the air is longer than a LoRa payload: a longer datagram is no frame, and storing
+# each whole let a sender fill the disk (issue 41: 664 MB in 20 s of 64 KB datagrams).
+MAX_DATAGRAM = wire.DEFAULT_MTU
 
 
 def receive_datagram(sock: socket.socket, what: str) -> tuple[bytes, tuple] | None:
@@ -45,7 +51,8 @@ def bind_shared_udp(host: str, port: int, what: str) -> socket.socket:
 
 
 class UdpSource:
-    """One UDP datagram is one frame. Port 0 binds a free port; `address` tells which.
+    """One UDP datagram is one frame. Port 0 binds a free port; `address` tells which. A
+    datagram empty or longer than MAX_DATAGRAM is counted in `errors` and dropped unread.
 
     With `clock` (a `stratoecho.clock` clock; the bench's lockstep under `sim fly`) the socket
     is the clock's and waiting for a frame is a wait on it, ended at once by `stop`."""
@@ -79,6 +86,10 @@ class UdpSource:
                 yield None
                 continue
             data, peer = got
+            if not 0 < len(data) <= MAX_DATAGRAM:
+                self.errors["datagram not a frame's length"] += 1  # counted in the summary, never stored
+                yield None
+                continue
             yield Received(data, f"udp {peer[0]}:{peer[1]}", peer)
 
     def send(self, frame: bytes, addr: tuple) -> None:
