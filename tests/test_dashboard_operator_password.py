@@ -28,6 +28,10 @@ WEAK = {
     "abcdefghijklmnop": "too easy to guess: sequences like",
     "iloveyouiloveyou": "too easy to guess: repeats like",
     "stratoecho balloon": "too easy to guess: it is made of common words, names or patterns",
+    # published as an example (xkcd 936), and the station's own words with spaces (issue 41)
+    "correcthorsebatterystaple": "too easy to guess",
+    "correct horse battery staple": "too easy to guess",
+    "ground station operator": "too easy to guess",
 }
 
 
