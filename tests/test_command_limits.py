@@ -5,7 +5,6 @@ repair backlog with a bound."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from datetime import datetime, timedelta, timezone
@@ -29,10 +28,11 @@ from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
+from stratoecho.wire.uplink_keys import new_key
 from tests.fakes import RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
-KEY = hashlib.sha256(b"test_command_limits").digest()
+KEY = new_key()  # a hash of a string in tests/ is a published key: refused
 AUTH = DownlinkAuth.from_flight_key(KEY)  # what the payload tags its records with
 NEW_KEY = bytes(range(100, 132))
 PID = "STRATO1"

@@ -3,7 +3,6 @@ fragments rebuilt from the store (never for a record that is still queued)."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 from payload.assembly import build_daemon
@@ -17,10 +16,11 @@ from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
+from stratoecho.wire.uplink_keys import new_key
 from tests.fakes import RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
-KEY = hashlib.sha256(b"test_repair_payload").digest()
+KEY = new_key()  # a hash of a string in tests/ is a published key: refused
 AUTH = DownlinkAuth.from_flight_key(KEY)  # what the payload tags its records with
 
 

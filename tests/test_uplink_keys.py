@@ -25,11 +25,19 @@ from stratoecho.wire.uplink_keys import (
     MIN_DISTINCT,
     PUBLISHED_KEYS,
     key_weakness,
+    new_key,
     parse_key,
 )
 
-KEY = hashlib.sha256(b"test_uplink_keys").digest()  # passes every rule; made here, not on disk
+KEY = new_key()  # passes every rule; made here, not on disk (a hash of a string in tests/ is published)
 PID = "STRATO1"
+
+
+def _fibonacci(n: int) -> list[int]:
+    out = [1, 1]
+    while len(out) < n:
+        out.append((out[-1] + out[-2]) % 256)
+    return out
 
 
 def _key_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
@@ -103,6 +111,15 @@ WEAK = {
     "31-character line": (LINE31 + b"\n", "is text"),
     "counting by 3": (bytes(range(0, 96, 3)), "counts in steps of 03"),
     "small alphabet": (bytes(b % 8 for b in KEY), "different byte values"),
+    # issue 41: sequences, published keys and a passphrase in another script that passed before
+    "squares": (bytes(i * i % 256 for i in range(32)), r"follows x\[i\] = 2·x\[i-1\] \+ 255·x\[i-2\] \+ 2"),
+    "powers of 3": (bytes(pow(3, i, 256) for i in range(32)), "follows x"),
+    "Fibonacci": (bytes(_fibonacci(32)), r"follows x\[i\] = 1·x\[i-1\] \+ 1·x\[i-2\] \+ 0"),
+    "a quadratic": (bytes((7 * i * i + 3 * i + 5) % 256 for i in range(32)), "follows x"),
+    "the docs' downlink key": (bytes.fromhex("06f37c8923a9b91b79948d0d8fe748147982f1c7d456fea43f781b928d6cf4ba"),
+                               "is published: the downlink key of the example key"),
+    "a test's hashed string": (hashlib.sha256(b"test_command_limits").digest(), "is published: a test key"),
+    "a UTF-8 passphrase": ("grüße aus münchen, mücke schläft".encode()[:32], "is text"),
 }
 
 
@@ -158,15 +175,23 @@ def _false_refusal_bound() -> float:
             stirling[i][k] = k * stirling[i - 1][k] + stirling[i - 1][k - 1]
     few_distinct = sum(Fraction(comb(q, k) * stirling[n][k] * factorial(k), q ** n) for k in range(1, MIN_DISTINCT))
     same_byte = q * comb(n, MAX_SAME_BYTE + 1) * Fraction(1, q) ** (MAX_SAME_BYTE + 1)  # union bound
-    text = Fraction(98, q) ** n
+    # Text: 32 bytes of valid UTF-8 without an ASCII control character (but tab, CR, LF), counted
+    # by the lengths of their characters: 98 one-byte, 1,920 two-byte, 61,440 three-byte (no
+    # overlong forms or surrogates) and 1,048,576 four-byte ones. An upper bound: it does not ask
+    # that the other characters be printable.
+    count = [1]
+    for i in range(1, n + 1):
+        count.append(sum(w * count[i - k] for k, w in ((1, 98), (2, 1920), (3, 61_440), (4, 1_048_576)) if i >= k))
+    text = Fraction(count[n], q ** n)
+    recurrences = Fraction(q * q, q ** (n - 3))  # (a, b); c from the first three bytes; 29 more must hold
     periods = sum(Fraction(1, q) ** (n - p) for p in range(1, 17)) * 2  # the key, and its steps
     published = Fraction(len(PUBLISHED_KEYS), q ** n)
-    return float(few_distinct + same_byte + text + periods + published)
+    return float(few_distinct + same_byte + text + periods + published + recurrences)
 
 
 def test_random_keys_are_essentially_never_refused():
     bound = _false_refusal_bound()
-    assert bound < 2e-12, bound  # the figure the module docstring gives
+    assert bound < 3e-11, bound  # the figure the module docstring gives
     assert all(key_weakness(secrets.token_bytes(32)) is None for _ in range(20_000))
 
 
@@ -256,3 +281,35 @@ def test_keygen_help_says_what_to_do(capsys, main, prog):
     out = capsys.readouterr().out
     assert f"python -m {prog} keygen uplink.key" in out and "mode 600" in out and "--force" in out
     assert "install -o stratoecho" in out
+
+
+def test_every_key_that_stands_in_this_repository_is_refused():
+    """A key written anywhere a reader can find it — 64 hex digits in the docs, the README, the
+    configurations, the samples or the tests, or the SHA-256 of a string a test hashes into a key
+    — is published: `key_weakness` refuses each (a new one in the docs must join PUBLISHED_KEYS)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    texts = [p for folder in ("docs", "config", "samples", "tests") for p in (root / folder).rglob("*")
+             if p.is_file() and p.suffix in (".md", ".toml", ".py", ".txt", ".json")] + [root / "README.md"]
+    found: dict[bytes, str] = {}
+    for path in texts:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for m in re.finditer(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])", text):
+            found.setdefault(bytes.fromhex(m[0]), f"{path.relative_to(root)}: {m[0][:12]}…")
+        for m in re.finditer(r'sha256\(b"([^"]*)"\)\.digest\(\)', text):
+            found.setdefault(hashlib.sha256(m[1].encode()).digest(), f"{path.relative_to(root)}: sha256({m[1]!r})")
+    # 64 hex digits are also checksums (sha256 pins of wheels, files): only those that are keys
+    # here are held to it — the ones named as keys, and every hashed string.
+    keys = {k: where for k, where in found.items() if "sha256(" in where or _named_as_key(where, texts, root)}
+    assert keys, "nothing found: the scan is broken"
+    unrefused = [where for k, where in keys.items() if key_weakness(k) is None]
+    assert not unrefused, f"published keys that key_weakness lets through: {unrefused}"
+
+
+def _named_as_key(where: str, texts: list[Path], root: Path) -> bool:
+    """Whether the 64 hex digits at `where` stand next to the word key (not a checksum's pin)."""
+    name, prefix = where.split(": ", 1)
+    text = (root / name).read_text(encoding="utf-8", errors="replace")
+    at = text.find(prefix.rstrip("…"))
+    return "key" in text[max(0, at - 80):at].lower() and "sha256" not in text[max(0, at - 40):at].lower()

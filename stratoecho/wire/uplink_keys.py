@@ -14,21 +14,29 @@ about what the key is.
 
 `key_weakness` refuses a key that was not drawn at random (pure logic, no files):
 
-1. a published key: the example key of ``stratoecho/wire/uplink.py`` and docs/protocol.md
-   (``00 01 .. 1f``) and the constant keys the tests sign with;
+1. a published key: every key that stands in this repository's text — the example key of
+   ``stratoecho/wire/uplink.py`` and docs/protocol.md (``00 01 .. 1f``), the downlink key
+   docs/protocol.md derives from it, the constant keys the tests sign with and the SHA-256 of
+   the strings they hash (``tests/test_uplink_keys.py`` finds them all and checks each is here);
 2. a repeated pattern: any period of at most 16 bytes (the pattern appears at least twice).
    A longer "period" is no pattern: period 31 only says the first and last bytes are equal,
    which one random key in 256 does;
 3. a counting key: the differences between neighbouring bytes repeat with a period of at
    most 15 (``00 01 02 ..``, ``64 65 66 ..``, ``00 02 04 ..``, a pattern added to a ramp);
-4. text: every byte printable ASCII, tab, CR or LF (a passphrase or a text line, not a key);
-5. too few different values: fewer than 16 distinct bytes (31 zeros and a 1, a key from a
+4. a short recurrence: each byte from the one or two before it, x[i] = a·x[i-1] + b·x[i-2] + c
+   (mod 256) for any a, b, c — squares, powers, Fibonacci and Lucas numbers, a geometric series;
+5. text: every byte printable ASCII, tab, CR or LF, or the whole key valid UTF-8 of printable
+   characters (a passphrase in any language, not a key);
+6. too few different values: fewer than 16 distinct bytes (31 zeros and a 1, a key from a
    small alphabet), or one byte value 9 times or more (a short key padded with zeros).
 
 How often 32 bytes from `secrets.token_bytes` are refused anyway, each bound from above:
-(2) sum over p <= 16 of 256^-(32-p) ~ 3e-39; (3) ~ 256^-16 ~ 3e-39; (4) (98/256)^32 ~ 4.6e-14;
-(5) P(at most 15 distinct) ~ 3.2e-17 (exact, from Stirling numbers) and
-P(a value 9+ times) <= 256 * C(32, 9) / 256^9 ~ 1.5e-12. In all below 2e-12: never, in
+(2) sum over p <= 16 of 256^-(32-p) ~ 3e-39; (3) ~ 256^-16 ~ 3e-39; (4) 256^2 recurrences,
+each holding at 29 more places by chance with 256^-29: ~ 256^-27 ~ 1e-65; (5) at most ~1.9e-11,
+the share of 32-byte strings that are valid UTF-8 at all with no ASCII control character (counted
+by the lengths of their characters; printable ASCII alone is (98/256)^32 ~ 4.6e-14);
+(6) P(at most 15 distinct) ~ 3.2e-17 (exact, from Stirling numbers) and
+P(a value 9+ times) <= 256 * C(32, 9) / 256^9 ~ 1.5e-12. In all below 3e-11: never, in
 practice (`tests/test_uplink_keys.py` recomputes it). `keygen` checks its own keys anyway.
 """
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import secrets
 from collections import Counter
@@ -54,6 +63,11 @@ PUBLISHED_KEYS = {
     bytes(range(32)): "the example key of docs/protocol.md and stratoecho/wire/uplink.py (00 01 .. 1f)",
     bytes(range(1, 33)): "a test key in tests/ (01 02 .. 20)",
     bytes(range(100, 132)): "a test key in tests/ (64 65 .. 83)",
+    bytes.fromhex("06f37c8923a9b91b79948d0d8fe748147982f1c7d456fea43f781b928d6cf4ba"):
+        "the downlink key of the example key in docs/protocol.md",
+    # The strings the tests hash into keys: SHA-256 of a string anyone can read is no secret.
+    **{hashlib.sha256(seed).digest(): f"a test key in tests/ (SHA-256 of {seed.decode()!r})"
+       for seed in (b"test_uplink_keys", b"test_command_limits", b"test_repair_payload")},
 }
 MAKE_ONE = ("make a new key with: python -m groundstation keygen FILE (or python -m payload keygen FILE "
             "on the Pi), and give the payload the same file")
@@ -79,8 +93,8 @@ def key_weakness(key: bytes) -> str | None:
     steps = bytes((b - a) % 256 for a, b in zip(key, key[1:]))
     if p := _period(steps, MAX_PERIOD - 1):
         return f"counts in steps of {steps[:p].hex()} repeated: anyone could guess it"
-    if all(b in _TEXT for b in key):
-        return "is text (every byte printable ASCII): a passphrase, not 32 random bytes"
+    if all(b in _TEXT for b in key) or _printable_utf8(key):
+        return "is text (printable characters): a passphrase, not 32 random bytes"
     counts = Counter(key)
     if len(counts) < MIN_DISTINCT:
         return (f"has only {len(counts)} different byte values (32 random bytes have at least "
@@ -89,7 +103,50 @@ def key_weakness(key: bytes) -> str | None:
     if n > MAX_SAME_BYTE:
         return (f"holds the byte {value:02x} {n} times (32 random bytes hold none more than "
                 f"{MAX_SAME_BYTE}): a short key padded, not a random one")
+    if rule := _recurrence(key):
+        return f"follows {rule} (mod 256) from its first bytes: anyone could guess it"
     return None
+
+
+def _recurrence(key: bytes) -> str | None:
+    """"x[i] = a·x[i-1] + b·x[i-2] + c" when every byte of `key` after its second follows from the
+    two before it so (squares, powers, Fibonacci), else None. For each a, the b that fit the
+    first differences (d2 = a·d1 + b·d0) are solved for and c follows from the first three bytes;
+    a few hundred short tries for a random key."""
+    x0, x1, x2, rest = key[0], key[1], key[2], key[3:]
+    d0, d1, d2 = (x1 - x0) % 256, (x2 - x1) % 256, (key[3] - x2) % 256
+    for a in range(256):
+        for b in _solve(d0, (d2 - a * d1) % 256):
+            c = (x2 - a * x1 - b * x0) % 256
+            p2, p1 = x1, x2
+            for v in rest:
+                if (a * p1 + b * p2 + c) % 256 != v:
+                    break
+                p2, p1 = p1, v
+            else:
+                return f"x[i] = {a}·x[i-1] + {b}·x[i-2] + {c}"
+    return None
+
+
+def _solve(d: int, r: int) -> range | tuple[int, ...]:
+    """Every b in 0..255 with b·d ≡ r (mod 256)."""
+    if d == 0:
+        return range(256) if r == 0 else ()
+    k = (d & -d).bit_length() - 1  # d = 2^k·u, u odd
+    if r % (1 << k):
+        return ()
+    m = 256 >> k
+    b = (r >> k) * pow(d >> k, -1, m) % m
+    return tuple(range(b, 256, m))
+
+
+def _printable_utf8(key: bytes) -> bool:
+    """Valid UTF-8 of printable characters (and tab, CR, LF): text in any script, not a key."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
 
 
 def _strip_newline(data: bytes) -> bytes:
@@ -146,7 +203,7 @@ def load_key(path: str | Path) -> bytes:
 
 
 def new_key() -> bytes:
-    """32 bytes from the system's CSPRNG, drawn again in the ~2e-12 case `key_weakness` objects."""
+    """32 bytes from the system's CSPRNG, drawn again in the ~3e-11 case `key_weakness` objects."""
     while key_weakness(key := secrets.token_bytes(KEY_BYTES)):
         pass
     return key
