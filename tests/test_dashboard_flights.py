@@ -296,3 +296,39 @@ def test_without_the_map_library_both_tracks_are_drawn(browser, ground, tmp_path
         assert "FAR1 1750 m" in labels and "NEAR1 2950 m" in labels, labels
     finally:
         server.stop_event.set()
+
+
+HOSTILE = '<img src="x" class="pwned" onerror="document.body.dataset.pwned=1">'
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_markup_from_the_air_is_shown_as_text_everywhere(browser, tmp_path):  # noqa: F811
+    """Issue 41, attack 8: a balloon calling itself markup (a HABpack callsign), musing markup,
+    heard by a station named in markup. The page shows each as text — the map's labels and the
+    tooltip it opens on a track's last point included — and no element of theirs exists."""
+    primary = tmp_path / "ground.db"
+    build_near(primary)
+    with Store(tmp_path / "ground.EVIL1.db") as store:
+        for seq in range(6):
+            store.add_telemetry(position(HOSTILE, seq, 52.6), received_at=at(10 * seq + 2))
+            store.add_heard("telemetry", 1, seq, f"home via {HOSTILE}", at(10 * seq + 2))
+        store.add_record(musing(1, 2, f"hello {HOSTILE}"), received_at=at(127))
+        store.add_heard("musing", 1, 1, f"{HOSTILE} station", at(127))
+    server = start(primary)
+    try:
+        browser.get(server.url)
+        wait(browser, lambda d: len(texts(d, "#conversation li .text")) == 3, "the conversation never showed")
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('#map path.latest').length") >= 1,
+             "the map never drew the hostile flight's last point")
+        js(browser, "document.querySelectorAll('#map path.latest').forEach(p => p.dispatchEvent("
+                    "new MouseEvent('mouseover', {bubbles: true})))")
+        wait(browser, lambda d: js(d, "return document.querySelectorAll('.leaflet-tooltip').length") >= 1,
+             "no tooltip opened")
+        tooltips = js(browser, "return [...document.querySelectorAll('.leaflet-tooltip')].map(t => t.textContent)")
+        assert HOSTILE in tooltips
+        assert any(HOSTILE in t for t in texts(browser, "#map .map-label.flight"))
+        assert any(HOSTILE in t for t in texts(browser, "#conversation li .text"))
+        assert js(browser, "return document.querySelectorAll('img.pwned, [onerror]').length") == 0
+        assert js(browser, "return document.body.dataset.pwned || null") is None
+    finally:
+        server.stop_event.set()

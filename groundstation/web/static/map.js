@@ -42,6 +42,14 @@ window.StratoechoMap = (() => {
     return node.innerHTML;
   }
 
+  // A tooltip's content as a node holding text: Leaflet reads a string as markup, and a
+  // callsign comes from the air (a HABpack sentence may name itself "<img onerror=...>").
+  function textNode(text) {
+    const node = document.createElement("span");
+    node.textContent = text;
+    return node;
+  }
+
   // A label as a marker, right of its point (`below`: under it, where a station stands at the
   // launch site and both are named); the text is set as text, never markup.
   function textIcon(text, cls, below = false) {
@@ -200,7 +208,7 @@ window.StratoechoMap = (() => {
     const extent = L.latLngBounds(line);
     L.polyline(line, { className: "track", interactive: false }).addTo(marks);
     const first = rows[0], last = rows[rows.length - 1];
-    L.circleMarker(line[0], { radius: 6, className: "launch" }).bindTooltip("launch").addTo(marks);
+    L.circleMarker(line[0], { radius: 6, className: "launch" }).bindTooltip(textNode("launch")).addTo(marks);
     L.marker(line[0], { icon: textIcon("launch", "flight"), interactive: false }).addTo(marks);
     if (pred && pred.burst_seen) {
       const top = rows.reduce((a, r) => (r.alt > a.alt ? r : a), first);
@@ -250,7 +258,7 @@ window.StratoechoMap = (() => {
       const line = f.track.map((p) => [p.lat, (lastLon = p.lon + 360 * Math.round((lastLon - p.lon) / 360))]);
       const last = line[line.length - 1], cls = colour(i);
       L.polyline(line, { className: `track ${cls}`, interactive: false }).addTo(fleet);
-      L.circleMarker(last, { radius: 6, className: `latest ${cls}` }).bindTooltip(f.callsign).addTo(fleet);
+      L.circleMarker(last, { radius: 6, className: `latest ${cls}` }).bindTooltip(textNode(f.callsign)).addTo(fleet);
       L.marker(last, { icon: textIcon(`${f.callsign} ${f.track[f.track.length - 1].alt} m`, "flight"),
         interactive: false }).addTo(fleet);
       fleetExtent = fleetExtent ? fleetExtent.extend(L.latLngBounds(line)) : L.latLngBounds(line);
