@@ -132,14 +132,38 @@ def test_one_address_cannot_hold_every_connection(start):
 
 
 def test_connections_are_capped_in_all(start):
+    """Every slot held by requests under way (their headers still coming): a newcomer gets 503."""
     server = start(connections=4, client_connections=3)
-    idle = [connect(server) for _ in range(3)] + [connect(server, "127.0.0.2")]
+    busy = [connect(server) for _ in range(3)] + [connect(server, "127.0.0.2")]
     try:
-        wait_for(lambda: held(server) == 4, "the idle connections were accepted")
+        for sock in busy:
+            sock.sendall(b"GET /api/session HTTP/1.1\r\n")  # a first line: a request, not idle
+        wait_for(lambda: held(server) == 4 and not server.idle.waiting, "the requests were accepted")
         status, headers = get(server, "127.0.0.3")
         assert status == 503 and int(headers["Retry-After"]) > 0
     finally:
-        for sock in idle:
+        for sock in busy:
+            sock.close()
+
+
+def test_idle_connections_of_a_few_addresses_make_room_for_anyone_else(start):
+    """Issue 41, attack 7, small: two addresses hold every slot with connections that send
+    nothing. A third address is served at once: the oldest idle connection of the address that
+    holds the most is closed for it. A holder's own extra connection still meets its own cap."""
+    server = start(connections=6, client_connections=4)
+    hogs = [connect(server, "127.0.0.2") for _ in range(4)] + [connect(server, "127.0.0.3") for _ in range(2)]
+    try:
+        wait_for(lambda: held(server) == 6 and len(server.idle.waiting) == 6, "the idle connections were accepted")
+        assert get(server, "127.0.0.4")[0] == 200  # the operator's phone, say
+        assert closed_by_server(hogs[0])  # 127.0.0.2's oldest made the room
+        assert server.idle.closed == 1
+        wait_for(lambda: held(server) == 5, "the newcomer's and the closed connection's slots came back")
+        hogs.append(connect(server, "127.0.0.2"))  # back at its own cap of 4 (one slot was free)
+        wait_for(lambda: len(server.idle.waiting) == 6, "its fourth was accepted")
+        assert get(server, "127.0.0.2")[0] == 503  # a fifth: its own cap, nobody else's room taken
+        assert server.idle.closed == 1
+    finally:
+        for sock in hogs:
             sock.close()
 
 

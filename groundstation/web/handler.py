@@ -71,9 +71,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.reader.deadline = time.monotonic() + self.server.limits.idle_s  # for its first line
-        super().handle_one_request()
+        self.server.idle.wait(self.connection, self.client_address[0])  # may be closed to make room
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.idle.busy(self.connection)
 
     def parse_request(self) -> bool:
+        self.server.idle.busy(self.connection)  # its first line came: a request, never closed for room
         self.reader.deadline = time.monotonic() + self.server.limits.header_s  # for its headers and body
         return super().parse_request()
 

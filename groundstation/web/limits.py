@@ -42,14 +42,16 @@ class Slots:
         self.total = {"connection": 0, "stream": 0}
         self.per_client: dict[tuple[str, str], int] = {}
 
-    def take(self, kind: str, client: str) -> bool:
+    def take(self, kind: str, client: str, past_total: bool = False) -> bool:
+        """A slot of `kind` for `client`, within its own cap and (unless `past_total`: one made
+        room for, whose slot is on its way back) the total."""
         cap, client_cap = ((self.limits.connections, self.limits.client_connections) if kind == "connection"
                            else (self.limits.streams, self.limits.client_streams))
         if is_loopback(client):
             cap += self.limits.local_reserve
         with self.lock:
             held = self.per_client.get((kind, client), 0)
-            if self.total[kind] >= cap or held >= client_cap:
+            if (self.total[kind] >= cap and not past_total) or held >= client_cap:
                 return False
             self.total[kind] += 1
             self.per_client[(kind, client)] = held + 1
@@ -61,6 +63,49 @@ class Slots:
             held = self.per_client.pop((kind, client)) - 1
             if held:
                 self.per_client[(kind, client)] = held
+
+
+class IdleConnections:
+    """The connections waiting for a request's first line (a new one, or a kept-alive one
+    between requests), so that a newcomer finding every slot taken can have the oldest of them
+    closed instead of a 503: idle connections held by a few addresses can no longer shut
+    everyone else out (issue 41: 16 addresses x 32 idle connections sent every remote client,
+    the operator's phone included, to 503). A connection busy with a request, or an event
+    stream, is never idle."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: dict[socket.socket, tuple[float, str]] = {}  # -> (idle since, client)
+        self.closed = 0  # closed to make room
+
+    def wait(self, sock: socket.socket, client: str) -> None:
+        with self.lock:
+            self.waiting[sock] = (time.monotonic(), client)
+
+    def busy(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.waiting.pop(sock, None)
+
+    def close_one(self, newcomer: str) -> bool:
+        """Close the oldest idle connection of the address holding the most idle ones (never the
+        newcomer's own); False when none is idle. Its thread ends and gives its slot back."""
+        with self.lock:
+            counts: dict[str, int] = {}
+            for _, client in self.waiting.values():
+                counts[client] = counts.get(client, 0) + 1
+            counts.pop(newcomer, None)
+            if not counts:
+                return False
+            most = max(counts.values())
+            sock = min((s for s, (_, c) in self.waiting.items() if counts.get(c) == most),
+                       key=lambda s: self.waiting[s][0])
+            del self.waiting[sock]
+            self.closed += 1
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # its handler's read ends at once; the thread closes it
+        except OSError:
+            pass
+        return True
 
 
 class DeadlineReader(io.RawIOBase):

@@ -104,7 +104,7 @@ from .events import BATCH_ROWS, KEEPALIVE_S, POLL_S
 from .flights import FlightFiles
 from .handler import MAX_BODY_BYTES, MAX_ROWS, TOKEN_HEADER, Handler, RequestError
 from .hosts import HostAllowList, is_loopback
-from .limits import Limits, Slots
+from .limits import IdleConnections, Limits, Slots
 from .maps import MapLayers
 
 __all__ = [  # what other modules and tests import from here, wherever it is made now
@@ -158,6 +158,7 @@ class Dashboard(ThreadingHTTPServer):
         self.hosts = HostAllowList(host, allowed_hosts)
         self.limits = limits or Limits()
         self.slots = Slots(self.limits)
+        self.idle = IdleConnections()
         self.refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
         self.refusal = self._refusal_bytes()
         self.map_layers = map_layers or MapLayers()
@@ -180,7 +181,8 @@ class Dashboard(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         client = client_address[0]
-        if not self.slots.take("connection", client):
+        if not self.slots.take("connection", client) and not (
+                self.slots.take("connection", client, past_total=True) and self._made_room(client)):
             log.debug("connection refused", client=client, why="too many connections")
             self._refuse(request)
             return
@@ -196,6 +198,16 @@ class Dashboard(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.give("connection", client_address[0])
+
+    def _made_room(self, client: str) -> bool:
+        """Every slot is taken but `client` is within its own cap (its slot is taken past the
+        total): an idle connection of another address is closed for it, or the slot is given
+        back and False (all are busy: the newcomer gets its 503)."""
+        if self.idle.close_one(client):
+            log.info("idle connection closed to make room", client=client, closed=self.idle.closed)
+            return True
+        self.slots.give("connection", client)
+        return False
 
     def handle_error(self, request, client_address) -> None:
         log.warning("request failed", client=client_address[0], exc_info=True)
