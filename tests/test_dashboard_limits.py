@@ -293,3 +293,43 @@ def test_views_asked_back_to_back_leave_the_pages_half_the_time():
     assert second_start - first_end >= 0.19  # rested as long as the first view took (BASEMAP_DUTY 0.5)
     basemap(layers, "0,50,1,51", 9)  # a cached view rests for nothing
     assert len(drawn.spans) == 2
+
+
+def test_the_operators_live_feed_is_kept_room_for_when_the_field_network_fills_them(tmp_path):
+    """Issue 41, attack 7, feeds: every live feed taken by other addresses, a logged-in operator
+    (a session, whatever the address) still gets one; anyone else still gets 503."""
+    import http.client
+
+    from groundstation.web import access
+
+    password = "velvet quarry oboe sprocket"
+    stop = threading.Event()
+    server = serve(tmp_path / "ground.db", "127.0.0.1", 0, stop, access.Sessions(
+        access.Credential.from_password(password), time.monotonic), map_layers=MapLayers(basemap=None),
+        limits=Limits(streams=2, client_streams=1, local_reserve=0))
+    streams = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.3"):
+            sock = connect(server, source)
+            ask(sock, server, "/api/events")
+            assert head(sock)[0] == 200
+            streams.append(sock)
+        assert get(server, "127.0.0.5", "/api/events")[0] == 503
+        host, port = server.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=SAFETY_S, source_address=("127.0.0.4", 0))
+        conn.request("POST", "/api/login", json.dumps({"password": password}),
+                     {"Content-Type": "application/json", "X-Stratoecho-Token": server.token})
+        answer = conn.getresponse()
+        assert answer.status == 200
+        cookie = answer.headers["Set-Cookie"].split(";", 1)[0]
+        answer.read()
+        conn.close()
+        sock = connect(server, "127.0.0.4")
+        sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n".encode())
+        assert head(sock)[0] == 200  # past the total: the operator's
+        streams.append(sock)
+        assert get(server, "127.0.0.5", "/api/events")[0] == 503  # still nobody else's
+    finally:
+        for sock in streams:
+            sock.close()
+        stop.set()

@@ -291,7 +291,10 @@ class Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict) -> None:
         cursor = self._stream_cursor(query)
         client, slots = self.client_address[0], self.server.slots
-        if not slots.take("stream", client):
+        # The operator's feed is kept room for past the total (a session, not an address: the
+        # field network's feeds filling every slot once left the operator's phone without one).
+        operator = self.server.sessions.can_log_in and self._operator_seconds_left() is not None
+        if not slots.take("stream", client, past_total=operator):
             raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
                                "too many live feeds open (from this address, or in all): close a tab, or wait",
                                retry_after=self.server.limits.retry_after_s)
