@@ -77,6 +77,7 @@ import collections
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -210,6 +211,12 @@ class Dashboard(ThreadingHTTPServer):
         return False
 
     def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            # A client that went away or stalled (a phone losing the field network, a connection
+            # closed to make room): its own affair, not a fault of the station's to log as one.
+            log.debug("client gone", client=client_address[0], error=type(error).__name__)
+            return
         log.warning("request failed", client=client_address[0], exc_info=True)
 
     def _refusal_bytes(self) -> bytes:
