@@ -16,6 +16,7 @@ from .assembly import StartError, build_listener
 from .decoder import FrameDecoder
 from .display import format_json, format_summary
 from .flights import Flight, Flights
+from .frame_quota import add_frame_quota_arguments
 from .keys import (
     add_follow_arguments,
     add_key_arguments,
@@ -184,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --udp: the LoRa bridge that transmits the uplink (one datagram a frame); "
                              "without it a --udp station only receives")
     repair.add_argument("--callsign", metavar="CALL",
-                        help="payload id the commands are signed for (default: the callsign of a position sentence "
-                             "whose hash matches the one the payload's tagged window cue carries)")
+                        help="the payload's callsign (its payload.toml's `callsign`), which commands are signed for. "
+                             "Without it: the callsign the payload's tagged boot event named, or after a restart the "
+                             "one this key signed for before; never one a position sentence names (anyone can send "
+                             "one). Until a tagged frame names it, windows go unanswered: give it")
     repair.add_argument("--uplink-skip-past", type=int, metavar="N",
                         help="after losing the counter state (DB.uplink.json): the payload's last accepted "
                              "counter, from its health records (uplink_counter); signing goes on from N+1. "
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "58 for an E32 module with 58-byte packets)")
     listen.add_argument("--stats", type=Path, metavar="FILE",
                         help="write counts (frames, records, nacks_sent, items_requested...) here as JSON on exit")
+    add_frame_quota_arguments(listen)  # --source-quota-mb, --quota-total-mb
     listen.set_defaults(func=cmd_listen)
 
     decode = sub.add_parser(

@@ -37,6 +37,7 @@ from .db import Store, StoreError
 from .decoder import FrameDecoder
 from .display import format_summary
 from .flights import Flight, Flights, flight_db_path
+from .frame_quota import frame_quota_from_args
 from .keys import auth_from_key_args, followed_from_key_args, relayer_names_from_key_args, relayers_from_key_args
 from .listen import Hooks, Limits, RepairLink, run_listen
 from .predict import FeedLanding, chase_from_args
@@ -98,6 +99,10 @@ def check_options(args: argparse.Namespace) -> tuple[object | None, tuple[float,
         raise StartError("--uplink-to goes with --udp (the bridge that transmits what a --udp station sends)", 2)
     if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
         raise StartError("--uplink-skip-past needs --flight-key and --callsign (whose counter moves)", 2)
+    try:
+        frame_quota_from_args(args)  # --source-quota-mb, --quota-total-mb
+    except ValueError as e:
+        raise StartError(str(e), 2) from e
     return hat, here
 
 
@@ -174,14 +179,16 @@ def open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> Fr
     return ReplaySource(args.replay)
 
 
-def repair_link(args: argparse.Namespace, source: FrameSource, store: Store) -> RepairLink | None:
-    """The link that answers the payload's windows, where this station can send (else None)."""
+def repair_link(args: argparse.Namespace, source: FrameSource, store: Store, clock=None) -> RepairLink | None:
+    """The link that answers the payload's windows, where this station can send (else None); a cue
+    is dated on `clock` (the bench's lockstep under `sim fly`) when there is one, else on real time."""
     # Uplink only through a radio of our own: the serial port or HAT heard on, or the --udp bridge
     # named by --uplink-to (never a datagram's sender); a replay or another receiver's output cannot answer.
     if args.uplink_key and (args.serial or args.lora or (args.udp and args.uplink_to)):
         return RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign,
                           uplink_to=args.uplink_to if args.udp else source.peer,
-                          tag_len=args.tag_len, mtu=args.uplink_mtu, store=store)
+                          tag_len=args.tag_len, mtu=args.uplink_mtu, store=store,
+                          **({"now": lambda: clock.now().timestamp()} if clock is not None else {}))
     if args.uplink_key and args.udp:
         log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
     return None
@@ -345,11 +352,15 @@ class Listener:
             summary += (f"\n  flight {callsign}: {f['frames']} frames, {sum(f['records'].values())} records "
                         f"({', '.join(f'{k} {n}' for k, n in sorted(f['records'].items())) or 'none'}), "
                         f"{f['relayed']} relayed, {f['errors']} errors, {f['stored']} new to {f['db']}")
+        if not_stored := store.frames_not_stored:
+            summary += (f"\n  storage quota: {sum(not_stored.values())} frames past it not stored ("
+                        + ", ".join(f"{source} {n}" for source, n in sorted(not_stored.items())) + ")")
         print(summary, file=sys.stderr)
         if self.args.stats is not None:
             write_stats(self.args.stats, {
                 "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
+                "frames_not_stored": sum(store.frames_not_stored.values()),
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
                 **({"api_proxy": self.proxy.stats()} if self.proxy is not None else {}),
                 **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
@@ -394,7 +405,8 @@ def open_flights(args: argparse.Namespace, downlink: DownlinkAuth | None, store:
     try:
         for callsign, auth in followed.items():
             path = flight_db_path(args.db, callsign)
-            flights[callsign] = Flight(callsign, FrameDecoder(auth=auth, relayers=relayers), Store(path), path)
+            flights[callsign] = Flight(callsign, FrameDecoder(auth=auth, relayers=relayers),
+                                       Store(path, frame_quota=store.frame_quota), path)
             if here is not None:
                 from .network import default_station
 
@@ -420,7 +432,7 @@ def build_listener(args: argparse.Namespace, stop: threading.Event | None = None
     downlink = check_keys(args)
     proxy = open_proxy(args)
     try:
-        store = Store(args.db)
+        store = Store(args.db, frame_quota=frame_quota_from_args(args))
     except StoreError as e:
         raise StartError(str(e), 1) from e
     if here is not None:
@@ -445,7 +457,7 @@ def build_listener(args: argparse.Namespace, stop: threading.Event | None = None
         log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
                     "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
     listener = Listener(args, stop, clock, store, source, decoder, Hooks(station=args.station),
-                        repair=repair_link(args, source, store), proxy=proxy, flights=flights)
+                        repair=repair_link(args, source, store, clock), proxy=proxy, flights=flights)
     listener.add_publisher()
     try:
         listener.add_exporters(hat)

@@ -378,13 +378,13 @@ class Store:
         self._db.execute("UPDATE outbox SET refused = ? WHERE id = ?", (why, command_id))
         self.commit()
 
-    def last_command(self, command: int, args: bytes) -> dict | None:
-        """The newest outbox row for exactly this command and these arguments, or None. With
+    def last_command(self, command: int) -> dict | None:
+        """The newest outbox row of this command, whatever its arguments (`args`), or None. With
         it, `asked` and `asked_what`: the row queued as itself (this one, or the one it confirms)."""
         rows = self._db.execute(
-            "SELECT o.id, o.queued_at, o.what, o.sent_at, o.confirms, coalesce(a.id, o.id) AS asked, "
+            "SELECT o.id, o.args, o.queued_at, o.what, o.sent_at, o.confirms, coalesce(a.id, o.id) AS asked, "
             "coalesce(a.what, o.what) AS asked_what FROM outbox AS o LEFT JOIN outbox AS a ON a.id = o.confirms "
-            "WHERE o.command = ? AND o.args = ? ORDER BY o.id DESC LIMIT 1", (int(command), bytes(args))).fetchall()
+            "WHERE o.command = ? ORDER BY o.id DESC LIMIT 1", (int(command),)).fetchall()
         return dict(rows[0]) if rows else None
 
     def answered_requests(self) -> set[tuple[int, int]]:
@@ -424,6 +424,12 @@ class Store:
             "WHERE kind = ? AND boot = ? AND seq = ? AND authentic = 0",
             (created, r.text, values[5], received_at or utc_now(), *values[:3]))
         return cur.rowcount == 1
+
+    def has_record(self, kind: wire.Kind, boot: int, seq: int) -> bool:
+        """A tagged record under this number is in the database already (heard before, maybe
+        before a restart)."""
+        return self._db.execute("SELECT 1 FROM records WHERE kind = ? AND boot = ? AND seq = ? AND authentic = 1",
+                                (kind.name.lower(), boot, seq)).fetchone() is not None
 
     def add(self, record: wire.Telemetry | wire.Record, received_at: str | None = None,
             authentic: bool | None = None) -> bool:

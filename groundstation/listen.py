@@ -10,7 +10,11 @@ answered at once, before anything is stored, with signed commands sent to the co
 uplink — the serial port or LoRa HAT it was heard on, or the `--uplink-to` address, never to
 whoever sent a datagram. A cue is answered once, and only one newer than any answered before
 (`CommandSigner.claim_window`, kept across restarts), so a recorded cue played back opens
-nothing. Position sentences, which anyone can send, open nothing at all.
+nothing, and only while the window it opened is still open (the cue says when it was sent and for
+how long the payload listens), so a cue the ground missed, played back later, opens nothing
+either. A cue heard only inside another payload's relay envelope is not answered. Position
+sentences, which anyone can send, open nothing at all and name nobody: the callsign the uplink
+signs for is `--callsign`, or the one the balloon's tagged boot event named.
 
 With `Flights` (`listen --follow`), each frame goes to the flight it belongs to, into that
 flight's database; only the primary flight's frames reach the repair link.
@@ -21,7 +25,6 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,12 +49,19 @@ from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
 
-# Callsigns remembered from sentences to resolve a cue's hash: bounded, whatever a forger sends.
-MAX_CALLSIGN_HASHES, MAX_NAMES_PER_HASH = 256, 8
+# Callsigns tagged frames named (a key is one flight's: more than a few is a fleet sharing one)
+MAX_LEARNED_CALLSIGNS = 16
 
 # Health fields that name the last record of a stream the payload made this boot.
 ANNOUNCED = {f"{kind.name.lower()}_seq": int(kind) for kind in
              (wire.Kind.MUSING, wire.Kind.EVENT, wire.Kind.API_REQUEST, wire.Kind.IMAGE)}
+
+
+def _steady_wall_clock() -> Callable[[], float]:
+    """Wall-clock seconds that never jump while the process runs (an NTP step mid-flight would
+    make every cue look late, or early): the monotonic clock, set to the wall clock once."""
+    base = time.time() - time.monotonic()
+    return lambda: time.monotonic() + base
 
 
 @dataclass
@@ -90,8 +100,9 @@ class RepairLink:
     `send(frame, peer)` puts one uplink frame on the air (the source's `send`: a UDP
     datagram to `peer`, or a frame out of the serial port, for which `peer` is
     `(device,)`); `uplink_to` is that peer, configured, never taken from a frame. The
-    signer is made at the first window; without `callsign` it is the callsign of a
-    position sentence whose hash is the one the cue vouches for.
+    signer is made at the first window; without `callsign` it is the callsign a tagged frame
+    named (the boot event, a late position) or, after a restart, the one this key signed for
+    before, whose hash is the one the cue vouches for — never one an open sentence names.
     """
 
     key_path: Path
@@ -112,8 +123,11 @@ class RepairLink:
     commands_sent: int = 0
     store: Store | None = None  # its outbox: commands queued by the dashboard and the API proxy
     _heard: dict[int, int] = field(default_factory=dict)  # boot -> frames heard that decoded
-    _callsigns: dict[int, Counter] = field(default_factory=dict)  # payload_hash -> callsigns heard, how often
-    cues_refused: int = 0  # authentic cues not answered: old (a replay), or for another callsign
+    _learned: dict[int, str] = field(default_factory=dict)  # payload_hash -> callsign a tagged frame named
+    cues_refused: int = 0  # authentic cues not answered: old (a replay), late, relayed, or for another callsign
+    # The ground's clock that dates cues, in seconds (`CommandSigner.claim_window`): monotonic while
+    # it runs, wall time across restarts; the bench's flight time under `sim fly`.
+    now: Callable[[], float] = field(default_factory=_steady_wall_clock)
 
     def on_decoded(self, result: Decoded,
                    missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> None:
@@ -124,58 +138,72 @@ class RepairLink:
         record = result.record
         if isinstance(frame, wire.Fragment):
             self.planner.heard(frame, complete=record is not None)
+            if isinstance(record, wire.Telemetry):  # a late position: the record carries it, tagged
+                self._learn_callsign(record.callsign, "a tagged position")
             if isinstance(record, wire.Record) and record.kind is wire.Kind.EVENT:
-                self.confirm_if_asked(record.content)
+                if record.content.name == "boot":
+                    self._learn_callsign(record.content.fields.get("callsign", ""), "the boot event")
+                if self.store is None or not self.store.has_record(record.kind, record.boot, record.seq):
+                    self.confirm_if_asked(record.content)  # once: an event heard before (a replay) is not answered
             if isinstance(record, wire.Record) and record.kind is wire.Kind.HEALTH:
                 for name, value in record.content.items():
                     kind = ANNOUNCED.get(name)
                     if kind is not None and isinstance(value, int) and value >= 0:
                         self.planner.announced(kind, frame.boot, value)
-        elif isinstance(frame, wire.Telemetry) and record is not None:
-            self._heard_callsign(frame.callsign)
+        elif isinstance(frame, wire.Window) and result.relayed_by is not None:
+            self.cues_refused += 1  # a relay keys it later, when the window may be long shut
+            log.warning("window cue not answered", why="heard only by relay", boot=frame.boot, seq=frame.seq)
         elif isinstance(frame, wire.Window):
             self.on_cue(frame, missing)
 
     def on_cue(self, cue: wire.Window,
                missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> bool:
         """The balloon's own cue (its tag checked by the decoder): answer it, once, if it is new."""
-        heard = self._callsigns.get(cue.pid)
-        callsign = self.callsign or (heard.most_common(1)[0][0] if heard else None)
+        callsign = self.callsign or self._learned.get(cue.pid) or self._remembered(cue.pid)
         if callsign is None or uplink.payload_hash(callsign) != cue.pid:
             self.cues_refused += 1
             log.warning("window cue not answered", why="for another callsign" if callsign else
-                        "callsign unknown: no position sentence heard with the cue's hash (give --callsign)",
+                        "callsign unknown: no tagged frame has named it yet (give --callsign)",
                         boot=cue.boot, seq=cue.seq)
             return False
         self.callsign = callsign
         if self.uplink_to is None or not self._ensure_signer():
             return False
         try:
-            fresh = self._signer.claim_window(cue.boot, cue.seq)
+            why = self._signer.claim_window(cue, self.now())
         except (SignerStateError, OSError) as e:
             self.send_errors += 1
             log.error("cannot record the window", error=str(e))
             return False
-        if not fresh:
+        if why is not None:
             self.cues_refused += 1
-            log.warning("window cue not answered", why="not newer than one answered before (a replay?)",
-                        boot=cue.boot, seq=cue.seq)
+            log.warning("window cue not answered", why=why, boot=cue.boot, seq=cue.seq)
             return False
         self.window(self.uplink_to, missing(), wire_report=uplink.LinkReport(
             cue.boot, cue.seq, self._heard.get(cue.boot, 0)))
         return True
 
-    def _heard_callsign(self, callsign: str) -> None:
-        """Names only, bounded: a sentence anyone can send may offer a callsign, and the cue's hash
-        picks among them (the one heard most: a forger must outshout the beacon; --callsign ends
-        the question)."""
-        names = self._callsigns.get(uplink.payload_hash(callsign))
-        if names is None:
-            if len(self._callsigns) >= MAX_CALLSIGN_HASHES:
-                return
-            names = self._callsigns[uplink.payload_hash(callsign)] = Counter()
-        if callsign in names or len(names) < MAX_NAMES_PER_HASH:
-            names[callsign] += 1
+    def _learn_callsign(self, callsign: str, what: str) -> None:
+        """A callsign a tagged frame named (the boot event, a late position): only the balloon could
+        have sent it, so the cue's hash may pick it. Open sentences never teach this (anyone can
+        send one, under any name, and a 16-bit hash is found in seconds)."""
+        if not callsign or self._learned.get(uplink.payload_hash(callsign)) == callsign:
+            return
+        if len(self._learned) >= MAX_LEARNED_CALLSIGNS:
+            return
+        self._learned[uplink.payload_hash(callsign)] = callsign
+        log.info("uplink callsign learned", callsign=callsign, source=what)
+
+    def _remembered(self, pid: int) -> str | None:
+        """After a restart: the one callsign this key signed for before whose hash the cue carries
+        (`DB.uplink.json`), if exactly one; none, or two, and the cue waits for a tagged frame."""
+        try:
+            names = [c for c in CommandSigner.callsigns_for_key(self.key_path, self.db_path)
+                     if uplink.payload_hash(c) == pid]
+        except (KeyFileError, SignerStateError, OSError) as e:
+            log.error("cannot read the uplink state", error=str(e))
+            return None
+        return names[0] if len(names) == 1 else None
 
     def _ensure_signer(self) -> bool:
         try:
@@ -193,15 +221,19 @@ class RepairLink:
         """The payload applied a risky command of ours on probation (`uplink.unconfirmed_event`):
         hearing it proves the downlink works under the new settings, so queue the same command
         again for the next window, which proves the uplink does. Only commands this station
-        sent are confirmed: a change nobody here asked for is left to revert."""
+        sent are confirmed, and only the newest this station sent of that command: an old event
+        played back (a change the operator has since replaced) is left to revert, never signed
+        again over the newer one."""
         cmd = uplink.unconfirmed_command(e)
         if cmd is None or self.store is None:
             return False
         args = cmd.pack()
-        row = self.store.last_command(cmd.command_id, args)
-        if row is None or row["sent_at"] is None:
-            log.info("confirmation not queued", command=cmd.command_id.name.lower(),
-                     why="not sent from this station" if row is None else "already queued")
+        row = self.store.last_command(cmd.command_id)
+        why = ("not sent from this station" if row is None else
+               "a newer one was queued here since" if bytes(row["args"]) != args else
+               "already queued" if row["sent_at"] is None else None)
+        if why is not None:
+            log.info("confirmation not queued", command=cmd.command_id.name.lower(), why=why)
             return False
         # A confirmation confirms what was asked, even when the last row was itself a confirmation.
         self.store.queue_command(cmd.command_id, args, f"confirm: {row['asked_what']}", confirms=row["asked"])

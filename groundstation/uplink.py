@@ -41,7 +41,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stratoecho.wire import DEFAULT_MTU
+from stratoecho.wire import DEFAULT_MTU, Window
 from stratoecho.wire.uplink import DEFAULT_TAG_LEN, MAX_COUNTER, Command, Ping, key_fingerprint, load_key, sign
 from stratoecho.wire.uplink_keys import write_key_file
 
@@ -69,6 +69,8 @@ class PayloadCounters(BaseModel):
     retired: dict[str, Counter] = Field(default_factory=dict)  # fingerprint -> next counter of an old key
     # (boot, sentence) of the newest window cue answered: a cue no newer is a replay (claim_window)
     window: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = None
+    # (boot, ground clock minus payload clock): the smallest its cues showed, which dates a cue (claim_window)
+    clock_offset: tuple[Annotated[int, Field(ge=0)], float] | None = None
 
 
 class SignerState(BaseModel):
@@ -82,6 +84,23 @@ class SignerState(BaseModel):
 def state_path_for_db(db_path: str | Path) -> Path:
     db_path = Path(db_path)
     return db_path.with_name(db_path.name + ".uplink.json")
+
+
+def read_state(state_path: Path) -> SignerState:
+    """The state file (empty state when there is none); SignerStateError for one that does not read."""
+    try:
+        text = state_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return SignerState(version=STATE_VERSION, payloads={})
+    try:
+        return SignerState.model_validate_json(text)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}"
+                             for err in e.errors(include_url=False)[:3])
+        raise SignerStateError(
+            f"uplink state file {state_path} is not version {STATE_VERSION} signer state ({problems}); "
+            "restore it from a backup, or delete it and use skip_to() past the payload's last accepted counter"
+        ) from e
 
 
 def generate_key_file(path: str | Path, force: bool = False) -> bytes:
@@ -110,6 +129,12 @@ class CommandSigner:
     def for_db(cls, key_path: str | Path, payload_id: str, db_path: str | Path, **kwargs) -> CommandSigner:
         return cls(load_key(key_path), payload_id, state_path_for_db(db_path), **kwargs)
 
+    @classmethod
+    def callsigns_for_key(cls, key_path: str | Path, db_path: str | Path) -> list[str]:
+        """The balloons this key has signed for at this database (its state file), in its order."""
+        fp = key_fingerprint(load_key(key_path))
+        return [name for name, entry in read_state(state_path_for_db(db_path)).payloads.items() if entry.key == fp]
+
     @property
     def next_counter(self) -> int:
         with self._locked() as state:
@@ -127,16 +152,28 @@ class CommandSigner:
             self._write(state)
         return frame
 
-    def claim_window(self, boot: int, seq: int) -> bool:
-        """True, and remembered durably, when the window cue of sentence `seq` of `boot` is newer
-        than every cue answered before; False for one that is not (played back, or out of order)."""
+    def claim_window(self, cue: Window, now_s: float) -> str | None:
+        """None, and remembered durably, when `cue` may be answered: newer than every cue answered
+        before and still open at `now_s` (the ground's clock, in seconds); else why not.
+
+        How long ago a cue was sent is read through the boot's clock offset: the ground's clock
+        minus the payload's, the smallest any cue of that boot showed (a cue is never heard
+        before it was sent, so the smallest is the truest). The first cue heard of a boot sets
+        it and is taken as it comes."""
         with self._locked() as state:
             entry = self._entry(state)
-            if entry.window is not None and (boot, seq) <= tuple(entry.window):
-                return False
-            entry.window = (boot, seq)
+            if entry.window is not None and (cue.boot, cue.seq) <= tuple(entry.window):
+                return "not newer than one answered before (a replay?)"
+            offset = now_s - cue.sent_s
+            if entry.clock_offset is not None and entry.clock_offset[0] == cue.boot:
+                late_s = offset - entry.clock_offset[1]
+                if late_s >= cue.listen_s:
+                    return (f"heard {late_s:.0f} s after it was sent, past its {cue.listen_s} s window (played "
+                            "back? or this station's clock jumped)")
+                offset = min(offset, entry.clock_offset[1])
+            entry.window, entry.clock_offset = (cue.boot, cue.seq), (cue.boot, offset)
             self._write(state)
-            return True
+            return None
 
     def skip_to(self, counter: int) -> int:
         """Make the next counter at least `counter` (never lower it); returns the next counter."""
@@ -174,19 +211,7 @@ class CommandSigner:
                     fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read(self) -> SignerState:
-        try:
-            text = self.state_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return SignerState(version=STATE_VERSION, payloads={})
-        try:
-            return SignerState.model_validate_json(text)
-        except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}"
-                                 for err in e.errors(include_url=False)[:3])
-            raise SignerStateError(
-                f"uplink state file {self.state_path} is not version {STATE_VERSION} signer state ({problems}); "
-                "restore it from a backup, or delete it and use skip_to() past the payload's last accepted counter"
-            ) from e
+        return read_state(self.state_path)
 
     def _write(self, state: SignerState) -> None:
         # Temporary file in the same folder, synced, then renamed over: the file is

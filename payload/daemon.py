@@ -220,7 +220,8 @@ class Daemon:
         except OSError:
             free_mb = None
         return boot_banner(__version__, m.persona.name if m else None, sha[:8] if sha else None,
-                           free_mb, self.boot, g.mode.value, unplanned=g.unplanned_reboot, phase=g.phase.value)
+                           free_mb, self.boot, g.mode.value, unplanned=g.unplanned_reboot, phase=g.phase.value,
+                           callsign=self.cfg.callsign)
 
     def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None,
                  budget_s: float = STOP_BUDGET_S) -> None:

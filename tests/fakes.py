@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from stratoecho.clock import Clock
-from stratoecho.wire.downlink import DownlinkAuth
+from stratoecho.wire.downlink import MAX_LISTEN_S, DownlinkAuth, Window, encode_window
 from stratoecho.wire.uplink_keys import new_key, write_key_file
 
 
@@ -84,6 +84,12 @@ def wait_for(predicate, timeout_s: float = 30.0, poll_s: float = 0.02) -> None:
 # and the downlink check derived from it, for tests that build and read our tagged frames.
 FLIGHT_KEY = new_key()
 AUTH = DownlinkAuth.from_flight_key(FLIGHT_KEY)
+
+
+def live_cue(boot: int, seq: int, pid: int, auth: DownlinkAuth | None = None) -> bytes:
+    """A window cue sent now by real time, for a ground process on real time: it says it listens
+    for the longest a cue can (255 s), so a busy machine's delay never makes it late."""
+    return encode_window(Window(boot, seq, pid, int(time.time()), MAX_LISTEN_S), auth or AUTH)
 
 
 def write_flight_key(path) -> bytes:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from groundstation.__main__ import build_parser, cmd_listen
 from stratoecho import wire
 from stratoecho.wire import uplink
-from tests.fakes import AUTH, write_flight_key
+from tests.fakes import AUTH, live_cue, write_flight_key
 
 
 class Weather(BaseHTTPRequestHandler):
@@ -60,7 +60,7 @@ def test_a_question_is_answered_from_the_api_and_sent_signed_in_the_next_window(
             # A sentence numbered for a listen window and its cue: the ground answers what it has queued.
             payload.sendto(wire.encode_sentence(sentence.__class__(**{**sentence.__dict__, "seq": seq})),
                            ("127.0.0.1", port))
-            payload.sendto(wire.encode_window(wire.Window(1, seq, uplink.payload_hash("STRATO1")), AUTH),
+            payload.sendto(live_cue(1, seq, uplink.payload_hash("STRATO1")),
                            ("127.0.0.1", port))
             seq += 6
             end = time.monotonic() + 1.0

@@ -39,13 +39,13 @@ def position(seq: int) -> bytes:
 
 
 def cue(seq: int, auth: wire.DownlinkAuth = AUTH) -> bytes:
-    return wire.encode_window(wire.Window(BOOT, seq, uplink.payload_hash(CALL)), auth)
+    return wire.encode_window(wire.Window(BOOT, seq, uplink.payload_hash(CALL), seq * 30, 20), auth)
 
 
 class Ground:
     """A listening ground station with the flight key: what it stored, and what it put on air."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, callsign: str | None = CALL) -> None:
         self.tmp = tmp_path
         self.key_path = tmp_path / "flight.key"
         self.key = write_flight_key(self.key_path)
@@ -53,7 +53,7 @@ class Ground:
         self.store = Store(self.db)
         self.sent: list[tuple[bytes, tuple]] = []
         self.link = RepairLink(self.key_path, self.db, lambda f, peer: self.sent.append((f, peer)),
-                               uplink_to=UPLINK_TO, store=self.store)
+                               callsign=callsign, uplink_to=UPLINK_TO, store=self.store)
         self.decoder = FrameDecoder(auth=AUTH)
         self._n = 0
 
@@ -106,7 +106,7 @@ def test_a_recorded_cue_played_back_opens_nothing_even_after_a_ground_restart(tm
 
 def test_a_cue_for_another_callsign_is_not_answered(tmp_path):
     g = Ground(tmp_path)
-    other = wire.encode_window(wire.Window(BOOT, 6, uplink.payload_hash("NOTUS")), AUTH)
+    other = wire.encode_window(wire.Window(BOOT, 6, uplink.payload_hash("NOTUS"), 180, 20), AUTH)
     g.hear(position(6), other)  # tagged, but no sentence heard under a callsign of that hash
     assert g.sent == [] and g.link.cues_refused == 1
 

@@ -262,7 +262,7 @@ def test_a_version_4_outbox_gets_its_columns_from_its_lines(tmp_path):
     with Store(path) as store:
         assert store.answered_requests() == {(3, 7), (12, 80)}  # a note that quotes an answer answers nothing
         assert [(c["id"], c["confirms"]) for c in store.pending_commands()] == [(5, 1), (6, None), (7, None)]
-        assert store.last_command(CommandId.SET_MODE, b"\x01")["asked"] == 1
+        assert store.last_command(CommandId.SET_MODE)["asked"] == 1
     got = rows(path, "SELECT id, what, answers_boot, answers_seq, confirms FROM outbox ORDER BY id")
     assert got == [(1, "set mode low_power", None, None, None), (2, "api answer to request 3/7: ok", 3, 7, None),
                    (3, "set mode survival", None, None, None), (4, "confirm: set mode low_power", None, None, 1),

@@ -142,7 +142,7 @@ HOSTILE = {
     "unknown version": ([fragment(vk=0x32, auth=None)], "unknown version"),  # version 3 had no tag
     "untagged fragment": ([fragment(auth=None)], "bad tag"),  # a forger's CRC16 without the key
     "fragment of another flight": ([fragment(auth=OTHER_FLIGHT)], "bad tag"),
-    "forged window cue": ([wire.encode_window(wire.Window(3, 42, 0x7F66), OTHER_FLIGHT)], "bad tag"),
+    "forged window cue": ([wire.encode_window(wire.Window(3, 42, 0x7F66, 1260, 4), OTHER_FLIGHT)], "bad tag"),
     "unknown kind": ([fragment(vk=0x4F)], "unknown kind"),
     "telemetry record carrying no position": ([fragment(vk=0x40)], "bad content"),
     "telemetry record carrying another position": (

@@ -80,7 +80,7 @@ def test_each_frame_goes_to_the_flight_whose_key_or_callsign_it_carries():
     primary, far = flights.primary, flights.followed[FAR]
     assert flights.route(musing(NEAR_AUTH, 5, "near")[0]) is primary
     assert flights.route(musing(FAR_AUTH, 5, "far")[0]) is far
-    assert flights.route(encode_window(Window(1, 3, payload_hash(FAR)), FAR_AUTH)) is far
+    assert flights.route(encode_window(Window(1, 3, payload_hash(FAR), 90, 4), FAR_AUTH)) is far
     assert flights.route(position(FAR, 1, 53.0)) is far and flights.route(position(NEAR, 1, 52.0)) is primary
     assert flights.route(position("OTHER", 1, 50.0)) is primary  # nobody followed by that name
     sentences = wire.encode_musing_sentences(FAR, 1, datetime(2026, 5, 1, 12, tzinfo=timezone.utc), 53.0, -0.2, 20000, 1, 9,

@@ -29,7 +29,7 @@ from stratoecho.logs import setup_logging
 from stratoecho.lora import ukhas_mode
 from stratoecho.lora_chips.spi import open_chip
 from stratoecho.wire import uplink
-from tests.fakes import AUTH, write_flight_key
+from tests.fakes import AUTH, live_cue, write_flight_key
 from tests.test_sx127x import ScheduledClock
 
 KINDS = ("sx127x", "sx126x")
@@ -372,10 +372,10 @@ def test_listen_answers_the_payloads_window_through_the_hat(tmp_path, capsys, mo
     bench = Bench("sx126x")
     window = wire.Telemetry("STRATO", 6, "12:05:11", 52.1, -0.1, 12400, 9, -41.0, 180.0, 3700, 3)
     bench.air.append(wire.encode_sentence(window))  # seq 6: the payload listens after it, and says so
-    bench.air.append(wire.encode_window(wire.Window(3, 6, uplink.payload_hash("STRATO")), AUTH))
+    bench.air.append(live_cue(3, 6, uplink.payload_hash("STRATO")))
     hat_on_the_bench(monkeypatch, bench)
     argv = [*chip_args("sx126x"), "--frequency-mhz", "434.225", "--lora-mode", "2",
-            "--flight-key", str(tmp_path / "uplink.key")]
+            "--flight-key", str(tmp_path / "uplink.key"), "--callsign", "STRATO"]
     assert main(["listen", *argv, "--db", str(tmp_path / "ground.db"), "--duration", "1", "--quiet"]) == 0
     sent = [packet for packet, _ in bench.chip.sent]
     assert sent, capsys.readouterr().err

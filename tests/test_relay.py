@@ -73,7 +73,7 @@ def test_an_envelope_forged_or_damaged_or_nested_is_refused():
 def test_origin_is_whoever_can_tag_the_frame():
     flights = {FAR: FAR_AUTH, STRANGER: None}
     assert origin_of(fragments(FAR_AUTH)[0], flights).callsign == FAR
-    cue = encode_window(Window(1, 12, payload_hash(FAR)), FAR_AUTH)
+    cue = encode_window(Window(1, 12, payload_hash(FAR), 360, 4), FAR_AUTH)
     assert origin_of(cue, flights) == origin_of(cue, flights) and origin_of(cue, flights).authentic
     assert origin_of(sentence(STRANGER), flights).authentic is False  # open: a sentence names itself
     with pytest.raises(wire.WireError) as e:
@@ -156,7 +156,7 @@ def test_a_frame_that_would_not_fit_in_its_envelope_is_refused_not_cut():
 
 def test_a_window_cue_is_never_relayed_and_positions_are_thinned_to_one_a_minute():
     relay = near_relay()
-    cue = encode_window(Window(1, 6, payload_hash(FAR)), FAR_AUTH)
+    cue = encode_window(Window(1, 6, payload_hash(FAR), 180, 4), FAR_AUTH)
     assert relay.hear(cue, 10.0) == "window cue"  # the ground answers a cue only from its own balloon
     assert relay.hear(sentence(FAR, seq=1), 10.0) is None
     assert relay.hear(sentence(FAR, seq=2), 20.0) == "position thinned"

@@ -19,7 +19,7 @@ from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.uplink import Ack, AckRange, LinkReport, Resend, ResendItem, payload_hash, verify
-from tests.fakes import AUTH, wait_for, write_flight_key
+from tests.fakes import AUTH, live_cue, wait_for, write_flight_key
 
 MUSING, EVENT = int(wire.Kind.MUSING), int(wire.Kind.EVENT)
 
@@ -190,7 +190,7 @@ def sentence(seq: int) -> bytes:
 
 def cue(seq: int, boot: int = 3, callsign: str = "STRATO", auth=AUTH) -> bytes:
     """The payload's window cue after sentence `seq`, tagged with `auth`."""
-    return wire.encode_window(wire.Window(boot, seq, payload_hash(callsign)), auth)
+    return live_cue(boot, seq, payload_hash(callsign), auth)
 
 
 def test_listen_answers_a_window_cue_with_a_signed_resend_to_the_uplink_address(tmp_path, capsys):
@@ -202,7 +202,7 @@ def test_listen_answers_a_window_cue_with_a_signed_resend_to_the_uplink_address(
         payload.bind(("127.0.0.1", 0))
         bridge.bind(("127.0.0.1", 0))
         payload.settimeout(5)
-        worker, stop, address, box = start_listen(tmp_path, "--flight-key", str(key_path),
+        worker, stop, address, box = start_listen(tmp_path, "--flight-key", str(key_path), "--callsign", "STRATO",
                                                   "--uplink-to", "%s:%d" % payload.getsockname())
         partial = wire.fragment_record(record(7), mtu=40, parity=1, auth=AUTH)
         k = wire.decode_fragment(partial[0], AUTH).k
@@ -212,7 +212,7 @@ def test_listen_answers_a_window_cue_with_a_signed_resend_to_the_uplink_address(
             bridge.sendto(f, address)
         got, sender = payload.recvfrom(4096)  # sent from the listening socket itself
         assert sender == address
-        report = verify(key, got, "STRATO", last_counter=0)  # callsign: the sentences' that matches the cue
+        report = verify(key, got, "STRATO", last_counter=0)
         # First what the ground heard of boot 3 up to the cue (every frame sent so far, the cue too).
         assert report.counter == 1 and report.command == LinkReport(3, 6, len(frames))
         got, _ = payload.recvfrom(4096)

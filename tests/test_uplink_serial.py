@@ -35,7 +35,7 @@ from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.kiss import KissDecoder, kiss_encode
 from stratoecho.wire.uplink import LinkReport, Resend, payload_hash, verify
-from tests.fakes import AUTH, write_flight_key
+from tests.fakes import AUTH, live_cue, write_flight_key
 
 MUSING = int(wire.Kind.MUSING)
 LORA = dict(sf=9, bw_hz=125_000, cr=5)
@@ -58,7 +58,7 @@ def window_frames() -> tuple[list[bytes], int]:
     fragments = wire.fragment_record(record(7), mtu=60, auth=AUTH)
     k = wire.decode_fragment(fragments[0], AUTH).k
     assert k >= 2
-    cue = wire.encode_window(wire.Window(3, 6, payload_hash("STRATO")), AUTH)
+    cue = live_cue(3, 6, payload_hash("STRATO"))
     return [fragments[0], sentence(6), cue], k
 
 
@@ -103,7 +103,7 @@ def listening(tmp_path: Path, *argv: str) -> Iterator[dict]:
 
     setup_logging()
     args = build_parser().parse_args(["listen", *argv, "--db", str(tmp_path / "g.db"), "--quiet",
-                                      "--stats", str(tmp_path / "g.json")])
+                                      "--callsign", "STRATO", "--stats", str(tmp_path / "g.json")])
     stop, box, opened = threading.Event(), {}, threading.Event()
     real_open = gm.open_source
 

@@ -504,12 +504,18 @@ class Transmitter:
         log.info("link_report", heard=frames_heard, sent=sent, loss=round(self.loss.loss, 3))
         return True
 
+    def _cue(self, boot: int, seq: int, heard_at_s: float = 0.0) -> bytes:
+        """The window cue: the ground answers it only while `listen_s` from `sent_s` (this clock's
+        second the cue ends on air) has not passed, so a cue played back late opens nothing."""
+        listen_s = min(max(int(self.uplink_cfg.window_s), 1), wire.downlink.MAX_LISTEN_S)
+        return wire.encode_window(wire.Window(boot, seq, self.pid, int(heard_at_s), listen_s), self.auth)
+
     def listen_window(self, boot: int, seq: int) -> None:
         """Half duplex: say so with the window cue after sentence `seq` of `boot`, then listen for
         `window_s` flight seconds, handing each frame to `on_uplink`."""
         if self.on_uplink is None or not self.radio.receives or self.auth is None:
             return  # no key, or a transmit-only radio: nothing to listen with
-        cue = wire.encode_window(wire.Window(boot, seq, self.pid), self.auth)
+        cue = self._cue(boot, seq)
         air = self.airtime(cue)
         if self.budget.wait_s(self.clock.elapsed_s(), air) > 0:
             self.stats.windows_skipped += 1  # the law first: no cue, so no window (the ground would not answer)
@@ -521,6 +527,7 @@ class Transmitter:
             return
         self._log_airtime(air, True)
         keyed = self.clock.elapsed_s()
+        cue = self._cue(boot, seq, heard_at_s=keyed + air)  # the ground hears it when it ends
         self.radio.send(cue)
         with self._lock:
             self.stats.cues_sent += 1

@@ -325,7 +325,8 @@ def simulate(
         flight_key = generate_key_file(cfg.uplink.key_file)
         cfg.uplink.listen = uplink
         if uplink:
-            repair = RepairLink(tmp / "uplink.key", tmp / "ground.db", send=None, uplink_to=PEER)
+            repair = RepairLink(tmp / "uplink.key", tmp / "ground.db", send=None, callsign=cfg.callsign,
+                                uplink_to=PEER, now=clock.elapsed_s)
             if planner is not None:
                 repair.planner = planner
         ground = SimGround(repair, run, wire.DownlinkAuth.from_flight_key(flight_key, cfg.uplink.downlink_tag_len))

@@ -29,18 +29,22 @@ frame, so a forger cannot ask for a shorter one. Each forged frame passes with p
 The window cue (first byte ``0xEE``), sent right after the position sentence that opens a
 listen window, all integers big-endian::
 
-     0      1      2        4              8        10          10+T     12+T
-    +------+------+--------+--------------+--------+-- ... ---+--------+
-    | 0xEE | v|t  | boot   | seq          | pid    | tag      | crc16  |
-    +------+------+--------+--------------+--------+-- ... ---+--------+
-      magic  ver:4  u16      u32            u16      HMAC,      CRC16-CCITT of
-             type:4          the sentence            T bytes    every byte before it
+     0      1      2        4              8        10             14       15          15+T     17+T
+    +------+------+--------+--------------+--------+--------------+--------+-- ... ---+--------+
+    | 0xEE | v|t  | boot   | seq          | pid    | sent_s       | listen | tag      | crc16  |
+    +------+------+--------+--------------+--------+--------------+--------+-- ... ---+--------+
+      magic  ver:4  u16      u32            u16      u32            u8       HMAC,      CRC16-CCITT of
+             type:4          the sentence            the payload's  seconds  T bytes    every byte before it
+                                                     clock
 
-``v`` 1, type 1 (the only one): "I sent position sentence ``seq`` of boot ``boot`` and listen
-now". ``pid`` is the uplink's 2-byte callsign hash (`uplink.payload_hash`), so the ground
-signs for the callsign the balloon vouches for, never for one a forged sentence names. The
-ground answers a cue once, and only one newer (by boot, then seq) than any it answered before
-(`uplink state`, kept across restarts), so a recorded cue played back later opens nothing.
+``v`` 2, type 1 (the only one): "I sent position sentence ``seq`` of boot ``boot`` at second
+``sent_s`` of my clock, and listen for ``listen`` seconds now". ``pid`` is the uplink's 2-byte
+callsign hash (`uplink.payload_hash`), so the ground signs for the callsign the balloon vouches
+for, never for one a forged sentence names. The ground answers a cue once, only one newer (by
+boot, then seq) than any it answered before, and only while its window is open: ``sent_s`` is
+compared with the ground's own clock through the offset the boot's earlier cues showed, so a cue
+the ground missed, played back later (even inside a relay envelope), opens nothing. Version 1
+cues (without the clock) are refused: a payload and its ground are updated together.
 """
 
 from __future__ import annotations
@@ -57,9 +61,10 @@ DEFAULT_TAG_LEN = 8
 MIN_TAG_LEN, MAX_TAG_LEN = 4, 16
 KEY_BYTES = 32
 DERIVATION = b"stratoecho downlink key v1"
-CONTROL_VERSION = 1
+CONTROL_VERSION = 2  # 2: the cue says when it was sent and how long the payload listens
 WINDOW = 1  # the control frame's type: "listening now"
-_WINDOW = struct.Struct(">BBHIH")
+_WINDOW = struct.Struct(">BBHIHIB")
+MAX_LISTEN_S = 255
 CRC_BYTES = 2
 
 
@@ -125,11 +130,14 @@ def load_auth(path: str | Path, tag_len: int = DEFAULT_TAG_LEN, derived: bool = 
 @dataclass(frozen=True)
 class Window:
     """The cue that the payload listens now, after position sentence `seq` of `boot`; `pid` is
-    `uplink.payload_hash` of its callsign."""
+    `uplink.payload_hash` of its callsign; `sent_s` the payload clock's second it was sent at,
+    `listen_s` how many seconds it listens from then."""
 
     boot: int
     seq: int
     pid: int
+    sent_s: int
+    listen_s: int
 
     @property
     def key(self) -> tuple[int, int]:
@@ -137,9 +145,11 @@ class Window:
 
 
 def encode_window(w: Window, auth: DownlinkAuth) -> bytes:
-    if not (0 <= w.boot <= 0xFFFF and 0 <= w.seq <= 0xFFFFFFFF and 0 <= w.pid <= 0xFFFF):
-        raise WireError("out of range", f"window cue boot {w.boot}, seq {w.seq} or pid {w.pid} out of range")
-    body = _WINDOW.pack(CONTROL_MAGIC, (CONTROL_VERSION << 4) | WINDOW, w.boot, w.seq, w.pid)
+    if not (0 <= w.boot <= 0xFFFF and 0 <= w.seq <= 0xFFFFFFFF and 0 <= w.pid <= 0xFFFF
+            and 0 <= w.sent_s <= 0xFFFFFFFF and 1 <= w.listen_s <= MAX_LISTEN_S):
+        raise WireError("out of range", f"window cue boot {w.boot}, seq {w.seq}, pid {w.pid}, sent_s {w.sent_s} "
+                                        f"or listen_s {w.listen_s} out of range")
+    body = _WINDOW.pack(CONTROL_MAGIC, (CONTROL_VERSION << 4) | WINDOW, w.boot, w.seq, w.pid, w.sent_s, w.listen_s)
     body += auth.tag(body)
     return body + struct.pack(">H", crc16_ccitt(body))
 
@@ -147,18 +157,24 @@ def encode_window(w: Window, auth: DownlinkAuth) -> bytes:
 def decode_window(frame: bytes, auth: DownlinkAuth | None) -> Window:
     """Parse and authenticate a window cue; WireError ("unauthenticated" without a key, "bad tag")
     for one this ground cannot vouch for."""
-    if len(frame) < _WINDOW.size + MIN_TAG_LEN + CRC_BYTES:
+    if len(frame) < 2 + CRC_BYTES:
         raise WireError("truncated", f"control frame of {len(frame)} bytes is too short")
     (crc,) = struct.unpack(">H", frame[-CRC_BYTES:])
     if crc != crc16_ccitt(frame[:-CRC_BYTES]):
         raise WireError("crc mismatch", "frame CRC mismatch")
-    magic, vt, boot, seq, pid = _WINDOW.unpack_from(frame)
-    if vt >> 4 != CONTROL_VERSION:
-        raise WireError("unknown version", f"control frame version {vt >> 4} is not {CONTROL_VERSION}")
-    if vt & 0x0F != WINDOW:
-        raise WireError("unknown control", f"unknown control frame type {vt & 0x0F}")
+    if frame[1] >> 4 != CONTROL_VERSION:
+        raise WireError("unknown version", f"control frame version {frame[1] >> 4} is not {CONTROL_VERSION}"
+                                           + (" (a payload older than this ground: update both)" if frame[1] >> 4 == 1
+                                              else ""))
+    if frame[1] & 0x0F != WINDOW:
+        raise WireError("unknown control", f"unknown control frame type {frame[1] & 0x0F}")
+    if len(frame) < _WINDOW.size + MIN_TAG_LEN + CRC_BYTES:
+        raise WireError("truncated", f"control frame of {len(frame)} bytes is too short")
+    magic, vt, boot, seq, pid, sent_s, listen_s = _WINDOW.unpack_from(frame)
     authenticate(frame, _WINDOW.size, auth, "window cue")
-    return Window(boot, seq, pid)
+    if listen_s == 0:
+        raise WireError("out of range", "window cue says it listens for 0 seconds")
+    return Window(boot, seq, pid, sent_s, listen_s)
 
 
 def authenticate(frame: bytes, body_end: int | None, auth: DownlinkAuth | None, what: str) -> None:

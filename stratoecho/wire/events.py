@@ -37,6 +37,13 @@ class EventSpec:
     severity: Severity
     fields: tuple[tuple[str, type], ...]
     render: Callable[[dict], str]  # the text a person reads, from the fields
+    # Fields declared after the event first flew, last in `fields`, and what an older payload's
+    # event (without them) reads as: an event only ever grows at its end.
+    added: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = tuple(key for key, _ in self.fields)
+        assert names[len(names) - len(self.added):] == tuple(key for key, _ in self.added), self.name
 
 
 def _template(text: str) -> Callable[[dict], str]:
@@ -57,7 +64,9 @@ def _boot(f: dict) -> str:
 INFO, WARN, CRIT = Severity.INFO, Severity.WARNING, Severity.CRITICAL
 _SPECS = (
     EventSpec(1, "boot", INFO, (("boot", int), ("version", str), ("mode", str), ("persona", str), ("model", str),
-                             ("free_mb", int), ("unplanned", bool), ("phase", str)), _boot),
+                             ("free_mb", int), ("unplanned", bool), ("phase", str), ("callsign", str)), _boot,
+              # The callsign under the flight's tag: how a ground not told it learns whom to sign for.
+              added=(("callsign", ""),)),
     EventSpec(2, "phase", INFO, (("before", str), ("after", str), ("alt_m", int)),
               _template("phase {before} -> {after} at {alt_m} m")),
     EventSpec(3, "mode", WARN, (("before", str), ("after", str), ("why", str)), _template("mode {before} -> {after} ({why})")),
@@ -126,6 +135,7 @@ def event(name: str, **fields) -> Event:
     if spec is None:
         raise ValueError(f"no event {name!r}; declared: {', '.join(BY_NAME)}")
     declared = dict(spec.fields)
+    fields = {**dict(spec.added), **fields}
     if set(fields) != set(declared):
         missing, extra = sorted(set(declared) - set(fields)), sorted(set(fields) - set(declared))
         raise ValueError(f"event {name}: " + "; ".join(
@@ -160,8 +170,10 @@ def decode_event(data: bytes) -> Event:
     spec = EVENTS.get(event_id)
     if spec is None:
         return Event(f"event_{event_id}", {f"field_{i}": v for i, v in enumerate(values)})
-    if len(values) != len(spec.fields):
+    missing = len(spec.fields) - len(values)
+    if not 0 <= missing <= len(spec.added):
         raise WireError("bad content", f"event {spec.name} has {len(values)} values, declared {len(spec.fields)}")
+    values = values + [default for _, default in spec.added[len(spec.added) - missing:]]
     for (key, typ), value in zip(spec.fields, values):
         if isinstance(value, bool) != (typ is bool) or not isinstance(value, typ):
             raise WireError("bad content", f"event {spec.name} field {key} is not {typ.__name__}")

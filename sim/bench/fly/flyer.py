@@ -112,10 +112,11 @@ class Flyer:
         self.ground_port = wait_listening(self.out / "ground.log", self.procs["ground"], "ground station", skip=seen)
 
     def _fleet_ground_args(self) -> list[str]:
-        """The ground follows every balloon: its own flight under --callsign, the others by their
-        downlink keys (docs/network.md, 'The ground follows several flights')."""
+        """The ground signs for its own flight's callsign, named as the shipped unit names it, and
+        follows the other balloons by their downlink keys (docs/network.md, 'The ground follows
+        several flights')."""
         if not self.members:
-            return []
+            return ["--callsign", load_config(self.opts.config).callsign]
         args = ["--callsign", self.members[0].callsign]
         for m in self.members[1:]:
             args += ["--follow", f"{m.callsign}={m.downlink}"]
