@@ -5,7 +5,10 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
     frames     id, received_at, source, hex, ok, error,        one row per frame heard, good or bad
                station, rssi_dbm, snr_db                      (signal where the radio gives it)
     telemetry  id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c,
-               pressure_hpa, batt_mv, received_at             UNIQUE(boot, seq)
+               pressure_hpa, batt_mv, received_at, authentic  UNIQUE(callsign, boot, seq, time, lat, lon, alt):
+                                                               an open sentence is a claim of its own
+                                                               callsign; two claims under one number
+                                                               are both kept (`add_telemetry`)
     records    id, kind, boot, seq, created, text, data, received_at
                                                                UNIQUE(kind, boot, seq)
     heard      kind, boot, seq, station, first_at              which station heard which record or
@@ -85,10 +88,11 @@ from stratoecho.wire.uplink import CommandId
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 10  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+SCHEMA_VERSION = 11  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
 #                      5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
 #                      7: stations (where each is); 8: authentic (tagged by the balloon, or open);
-#                      9: outbox.refused (a row the listener would not sign, and why); 10: dead_letters
+#                      9: outbox.refused (a row the listener would not sign, and why); 10: dead_letters;
+#                      11: telemetry unique per claim (callsign, number and position), not per number
 DEAD_LETTERS_KEPT = 1_000  # rows; a flood of bad messages replaces its own, never grows the file
 DEAD_LETTER_HEAD = 256  # bytes of a set-aside message kept to read it by
 _DEAD_LETTERS = """CREATE TABLE dead_letters (
@@ -113,7 +117,7 @@ CREATE TABLE telemetry (
     temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
     received_at TEXT NOT NULL,
     authentic INTEGER NOT NULL DEFAULT 1,
-    UNIQUE (boot, seq)
+    UNIQUE (callsign, boot, seq, time, lat, lon, alt)
 );
 CREATE TABLE records (
     id INTEGER PRIMARY KEY,
@@ -210,6 +214,19 @@ _MIGRATIONS = {
         "ALTER TABLE records ADD COLUMN authentic INTEGER NOT NULL DEFAULT 1"],
     9: ["ALTER TABLE outbox ADD COLUMN refused TEXT"],
     10: [_DEAD_LETTERS],
+    # A sentence under one number blocked every other under it, another callsign's too: a forger
+    # sending future numbers hid the real positions. Rebuilt, rows and ids kept.
+    11: ["""CREATE TABLE telemetry_v11 (
+            id INTEGER PRIMARY KEY,
+            boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
+            lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
+            temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
+            received_at TEXT NOT NULL,
+            authentic INTEGER NOT NULL DEFAULT 1,
+            UNIQUE (callsign, boot, seq, time, lat, lon, alt))""",
+         "INSERT INTO telemetry_v11 SELECT * FROM telemetry",
+         "DROP TABLE telemetry",
+         "ALTER TABLE telemetry_v11 RENAME TO telemetry"],
 }
 
 
@@ -393,20 +410,22 @@ class Store:
         return {(boot, seq) for boot, seq in rows}
 
     def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None, authentic: bool = False) -> bool:
-        """Store a position; False if (boot, seq) was already there. A sentence is open (anyone can
-        send one: `authentic` False); a position the balloon tagged (a late one, as a record) takes the
-        place of an open one under its number, which counts as new."""
+        """Store a position; False if it was there already. A sentence is open (anyone can send one:
+        `authentic` False), a claim of its own callsign: another callsign's sentence under the same
+        number, or another claim of this one's with a different position, is kept beside it, never
+        in its place (the reader leaves numbers with two claims out of the track). A position the
+        balloon tagged (a late one, as a record) takes the place of every open claim under its
+        callsign and number, which counts as new; nothing open is kept beside it after."""
+        number = (t.callsign, t.boot, t.seq)
+        tagged = self._db.execute("SELECT 1 FROM telemetry WHERE callsign = ? AND boot = ? AND seq = ? AND authentic = 1",
+                                  number).fetchone() is not None
+        if tagged:
+            return False
+        if authentic:
+            self._db.execute("DELETE FROM telemetry WHERE callsign = ? AND boot = ? AND seq = ? AND authentic = 0", number)
         values = (t.boot, t.seq, t.callsign, t.time, t.lat, t.lon, t.alt, t.sats,
                   _none_if_nan(t.temp_c), _none_if_nan(t.pressure_hpa), t.batt_mv)  # NULL: no reading
-        if self._insert("telemetry", (*_TELEMETRY_COLUMNS, "authentic"), (*values, int(authentic)), received_at):
-            return True
-        if not authentic:
-            return False
-        sets = ", ".join(f"{c} = ?" for c in _TELEMETRY_COLUMNS[2:])
-        cur = self._db.execute(f"UPDATE telemetry SET {sets}, received_at = ?, authentic = 1 "
-                               "WHERE boot = ? AND seq = ? AND authentic = 0",
-                               (*values[2:], received_at or utc_now(), t.boot, t.seq))
-        return cur.rowcount == 1
+        return self._insert("telemetry", (*_TELEMETRY_COLUMNS, "authentic"), (*values, int(authentic)), received_at)
 
     def add_record(self, r: wire.Record, received_at: str | None = None, authentic: bool = True) -> bool:
         """Store a record; False if (kind, boot, seq) was already there. What the balloon tagged

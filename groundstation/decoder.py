@@ -1,7 +1,8 @@
 """Frames in, complete records out: pure logic over `stratoecho.wire`, no I/O.
 
 `FrameDecoder.feed(bytes)` decodes one frame with `wire.decode_frame`, feeds
-fragments to a `wire.Reassembler`, drops repeated telemetry by (boot, seq), and
+fragments to a `wire.Reassembler`, drops repeated telemetry (the same claim: callsign, number
+and position; another claim under the number comes out beside it), and
 returns what happened as a `Decoded`: complete records are the wire's own types (a position
 the payload sent late, as a record, comes out as the `wire.Telemetry` it carries),
 `wire.Telemetry` and `wire.Record`, read by attribute everywhere after. A musing's text
@@ -31,6 +32,7 @@ from stratoecho.wire.relay import decode_relayed
 from .heard import WireRecord, kind_name
 
 INVALID = "invalid frame"
+MAX_CLAIMS_KEPT = 200_000  # sentences remembered to count repeats: a day of flight heard by a busy gateway
 
 
 def classify(err: wire.WireError) -> str:
@@ -73,7 +75,8 @@ class FrameDecoder:
     relayed: int = 0  # frames heard in another payload's envelope (docs/network.md)
     relayers: dict = field(default_factory=dict)  # callsign hash -> DownlinkAuth: relayers whose envelopes we check
     _reassembler: wire.Reassembler = field(init=False)
-    _seen_telemetry: dict[tuple[int, int], bool] = field(default_factory=dict)  # (boot, seq) -> heard tagged
+    _seen_telemetry: dict[tuple, bool] = field(default_factory=dict)  # claim -> heard tagged, oldest first
+    _tagged_numbers: set[tuple[str, int, int]] = field(default_factory=set)  # (callsign, boot, seq) the balloon tagged
     _musing_parts: OrderedDict = field(default_factory=OrderedDict)  # (boot, seq) -> {part: MusingSentence}
     _musings_done: set[tuple[int, int]] = field(default_factory=set)  # whole, from fragments or sentences
 
@@ -126,14 +129,21 @@ class FrameDecoder:
         return self._telemetry(t)
 
     def _telemetry(self, t: wire.Telemetry, frame: wire.Telemetry | wire.Fragment | None = None) -> Decoded:
-        """A position, once per (boot, seq): from its sentence, or (`frame`) from a late record."""
-        key, tagged = (t.boot, t.seq), isinstance(frame, wire.Fragment)
-        # Once per number; but the balloon's tagged copy still comes out after an open sentence
-        # under that number (anyone could have sent the sentence), never the other way round.
-        if key in self._seen_telemetry and (self._seen_telemetry[key] or not tagged):
+        """A position, once per claim: from its sentence, or (`frame`) from a late record."""
+        number, tagged = (t.callsign, t.boot, t.seq), isinstance(frame, wire.Fragment)
+        claim = (*number, t.time, t.lat, t.lon, t.alt)
+        # An open sentence is a claim of its own callsign: another callsign's, or another position
+        # under the same number, comes out beside it (a forger's sentence under a future number must
+        # not hide the real one). The balloon's tagged copy comes out after any open claim, and after
+        # it nothing open under that number does.
+        if number in self._tagged_numbers or (claim in self._seen_telemetry and not tagged):
             self.duplicates += 1
             return Decoded(frame=frame or t)
-        self._seen_telemetry[key] = tagged
+        self._seen_telemetry[claim] = tagged
+        if tagged:
+            self._tagged_numbers.add(number)
+        while len(self._seen_telemetry) > MAX_CLAIMS_KEPT:  # a forger's flood of distinct claims: oldest go
+            self._seen_telemetry.pop(next(iter(self._seen_telemetry)))
         return self._deliver(t, frame or t)
 
     def _late_position(self, record: wire.Record, fragment: wire.Fragment) -> Decoded:

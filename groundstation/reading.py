@@ -29,6 +29,10 @@ from .db import StoreError, check_schema
 _TELEMETRY = "id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c, pressure_hpa, batt_mv, received_at"
 
 
+def _telemetry_row(row: sqlite3.Row) -> TelemetryRow:
+    return TelemetryRow(**{**dict(row), "authentic": bool(row["authentic"])})
+
+
 @dataclass(frozen=True)
 class TelemetryRow:
     id: int  # database row: the order heard
@@ -44,6 +48,7 @@ class TelemetryRow:
     pressure_hpa: float | None
     batt_mv: int
     received_at: str
+    authentic: bool = True  # False: an open sentence (anyone can send one); True: the balloon tagged it (late)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -229,6 +234,11 @@ class GroundReader:
     def _rows(self, table: str, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self._db.execute(sql, args).fetchall() if self._has(table) else []
 
+    def _telemetry_columns(self) -> str:
+        # before version 8 every position was believed as it came
+        authentic = "authentic" if "authentic" in self._columns.get("telemetry", ()) else "1 AS authentic"
+        return f"{_TELEMETRY}, {authentic}"
+
     def _record_columns(self) -> str:
         columns = self._columns.get("records", ())
         authentic = "authentic" if "authentic" in columns else "1 AS authentic"  # before version 8: all believed
@@ -258,14 +268,17 @@ class GroundReader:
     # ------------------------------------------------------------- telemetry
 
     def telemetry(self, limit: int | None = None) -> list[TelemetryRow]:
-        """Sentences in the payload's order (boot, seq); with `limit`, the latest ones."""
-        sql = f"SELECT {_TELEMETRY} FROM telemetry ORDER BY boot DESC, seq DESC LIMIT ?"
-        return [TelemetryRow(**r) for r in reversed(self._rows("telemetry", sql, (-1 if limit is None else limit,)))]
+        """The flight's positions in the payload's order (boot, seq); with `limit`, the latest ones.
+        The flight's: its own callsign's only, and no number two claims contest (`flight_filter`)."""
+        where, args = self.flight_filter()
+        sql = f"SELECT {self._telemetry_columns()} FROM telemetry AS t WHERE {where} ORDER BY boot DESC, seq DESC LIMIT ?"
+        return [_telemetry_row(r) for r in reversed(self._rows("telemetry", sql, (*args, -1 if limit is None else limit)))]
 
     def telemetry_since(self, after_id: int = 0, limit: int = -1) -> list[TelemetryRow]:
-        """Sentences heard after row `after_id`, in the order heard."""
-        sql = f"SELECT {_TELEMETRY} FROM telemetry WHERE id > ? ORDER BY id LIMIT ?"
-        return [TelemetryRow(**r) for r in self._rows("telemetry", sql, (after_id, limit))]
+        """The flight's positions heard after row `after_id`, in the order heard."""
+        where, args = self.flight_filter()
+        sql = f"SELECT {self._telemetry_columns()} FROM telemetry AS t WHERE id > ? AND {where} ORDER BY id LIMIT ?"
+        return [_telemetry_row(r) for r in self._rows("telemetry", sql, (after_id, *args, limit))]
 
     def first_position(self) -> TelemetryRow | None:
         """The first sentence with a position fix (0, 0 is none): where the flight started."""
@@ -280,26 +293,69 @@ class GroundReader:
         return [StationRow(**r) for r in rows]
 
     def _position(self, order: str) -> TelemetryRow | None:
-        rows = self._rows("telemetry", f"SELECT {_TELEMETRY} FROM telemetry WHERE NOT (lat = 0 AND lon = 0) "
-                                       f"ORDER BY boot {order}, seq {order} LIMIT 1")
-        return TelemetryRow(**rows[0]) if rows else None
+        where, args = self.flight_filter()
+        rows = self._rows("telemetry", f"SELECT {self._telemetry_columns()} FROM telemetry AS t WHERE NOT (lat = 0 AND lon = 0) "
+                                       f"AND {where} ORDER BY boot {order}, seq {order} LIMIT 1", args)
+        return _telemetry_row(rows[0]) if rows else None
+
+    # ------------------------------------------------------------- whose flight
+
+    def flight_filter(self) -> tuple[str, tuple]:
+        """SQL over `telemetry AS t` for the flight's positions: its callsign's, and of a number
+        only when one claim stands under it (a forger's sentence under a number the balloon also
+        used leaves that number out of the track, never in place of the real one)."""
+        callsign = self.callsign()
+        contested = ("(SELECT count(*) FROM telemetry AS c WHERE c.callsign = t.callsign AND c.boot = t.boot "
+                     "AND c.seq = t.seq) = 1")
+        return (f"t.callsign = ? AND {contested}", (callsign,)) if callsign is not None else ("0", ())
 
     def callsign(self) -> str | None:
-        """The callsign of the sentence heard last."""
-        return self._one("telemetry", "SELECT callsign FROM telemetry ORDER BY id DESC LIMIT 1")
+        """The flight's callsign: the one the balloon's tagged frames named (a late position, the
+        boot event), else the one most sentences carry (open sentences are claims: a forger must
+        outshout the beacon for this, and still moves nothing the tagged frames name)."""
+        return self.tagged_callsign() or self._one(
+            "telemetry", "SELECT callsign FROM telemetry GROUP BY callsign ORDER BY count(*) DESC, max(id) DESC LIMIT 1")
+
+    def tagged_callsign(self) -> str | None:
+        """The callsign a frame with the balloon's tag named, newest first; None when none has."""
+        if "authentic" in self._columns.get("telemetry", ()):
+            if found := self._one("telemetry", "SELECT callsign FROM telemetry WHERE authentic = 1 "
+                                               "ORDER BY id DESC LIMIT 1"):
+                return found
+        if "authentic" not in self._columns.get("records", ()) or "data" not in self._columns.get("records", ()):
+            return None
+        return self._one("records", "SELECT json_extract(data, '$.callsign') FROM records WHERE kind = 'event' "
+                                    "AND authentic = 1 AND typeof(data) = 'text' AND json_valid(data) "
+                                    "AND json_extract(data, '$.event') = 'boot' "
+                                    "AND coalesce(json_extract(data, '$.callsign'), '') != '' ORDER BY id DESC LIMIT 1")
+
+    def claims(self) -> dict:
+        """What open sentences claim beside the flight: other callsigns' sentences, and the
+        flight's numbers two claims contest (left out of its track)."""
+        callsign = self.callsign()
+        others = self._rows("telemetry", "SELECT callsign, count(*) FROM telemetry WHERE callsign != ? "
+                                         "GROUP BY callsign ORDER BY count(*) DESC LIMIT 20", (callsign or "",))
+        contested = self._one("telemetry", "SELECT count(*) FROM (SELECT 1 FROM telemetry WHERE callsign = ? "
+                                           "GROUP BY boot, seq HAVING count(*) > 1)", (callsign or "",), default=0)
+        return {"callsign": callsign, "callsign_tagged": self.tagged_callsign() is not None,
+                "other_callsigns": {r[0]: r[1] for r in others}, "contested_numbers": contested}
 
     def max_altitude(self) -> int | None:
-        return self._one("telemetry", "SELECT max(alt) FROM telemetry")
+        where, args = self.flight_filter()
+        return self._one("telemetry", f"SELECT max(alt) FROM telemetry AS t WHERE {where}", args)
 
     def sentences(self) -> list[SentenceHeard]:
-        """Every sentence's number and when it was heard, in the payload's order."""
-        return [SentenceHeard(*r) for r in self._rows("telemetry", "SELECT boot, seq, received_at FROM telemetry "
-                                                                    "ORDER BY boot, seq")]
+        """Every one of the flight's sentences' numbers and when it was heard, in the payload's order."""
+        where, args = self.flight_filter()
+        return [SentenceHeard(*r) for r in self._rows("telemetry", "SELECT boot, seq, received_at FROM telemetry AS t "
+                                                                    f"WHERE {where} ORDER BY boot, seq", args)]
 
     def sentences_missing(self, boot: int) -> int:
         """Sentences of `boot` between the first and the last heard that never arrived."""
+        where, args = self.flight_filter()
         return self._one("telemetry", "SELECT sum(seq - prev - 1) FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev "
-                                      "FROM telemetry WHERE boot = ?) WHERE seq - prev > 1", (boot,), default=0)
+                                      f"FROM telemetry AS t WHERE boot = ? AND {where}) WHERE seq - prev > 1",
+                         (boot, *args), default=0)
 
     # ------------------------------------------------------------- pictures' packets
 

@@ -154,7 +154,7 @@ def test_summary_and_lists(dashboard):
     assert [r["seq"] for r in rows] == [s for s in range(30) if s != LOST_SENTENCE]
     assert rows[3]["t"] == (T0 + timedelta(seconds=30)).isoformat()  # sentence time, dated
     expected = {k: v for k, v in telemetry(0).as_dict().items() if k != "kind"}
-    assert rows[0] == {**expected, "id": 1, "t": T0.isoformat(), "received_at": at(0)}
+    assert rows[0] == {**expected, "id": 1, "t": T0.isoformat(), "received_at": at(0), "authentic": False}
     newer = get_json(dashboard, f"/api/telemetry?since={rows[-2]['id']}")
     assert [r["seq"] for r in newer] == [29]
 

@@ -137,6 +137,7 @@ def summary(db: GroundReader) -> dict:
                    "health": counts.of("health")},
         "cursor": {"telemetry": cursor.telemetry, "records": cursor.records},
         "callsign": db.callsign(),
+        "claims": db.claims(),  # which callsign is tagged, and what open sentences claim beside it
         "launch": _position(db.first_position()),
         "latest": _position(db.latest_position()),
         "max_alt": db.max_altitude(),

@@ -452,10 +452,25 @@
 
   // ------------------------------------------------------------------ summary and outbox
 
+  // Which is which: the callsign the balloon's tagged frames named, or only what open sentences
+  // (anyone's) say; other callsigns' sentences and contested numbers are kept apart from the track.
+  function drawClaims(c) {
+    if (!c) return;
+    $("callsign-from").textContent = !c.callsign ? "" : c.callsign_tagged ? "(named by its tagged frames)"
+      : "(named by open sentences only)";
+    const others = Object.entries(c.other_callsigns || {});
+    const parts = [];
+    if (others.length) parts.push(`open sentences under other callsigns, not on this track: ${others.map(([k, n]) => `${k} (${n})`).join(", ")}`);
+    if (c.contested_numbers) parts.push(`${c.contested_numbers} sentence numbers claimed twice, left out of the track`);
+    $("claims").textContent = parts.join("; ");
+    $("claims").hidden = !parts.length;
+  }
+
   function drawSummary() {
     const s = state.summary;
     if (!s) return;
     $("callsign").textContent = s.callsign || "";
+    drawClaims(s.claims);
     const rows = [...state.telemetry.values()].sort(bySeq);
     const latest = rows.length ? rows[rows.length - 1] : s.latest;
     $("sum-alt").textContent = latest ? `${latest.alt} m` : "–";
