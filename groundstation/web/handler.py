@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from . import access, events
 from .api import link, outbox_json, parse_command, prediction_json, record_json, summary, telemetry_json
 from .flights import conversation_json, flights_json, heard_paths
 from .hosts import is_loopback
-from .limits import DeadlineReader
+from .limits import ADDRESS, NETWORK, TOTAL, DeadlineReader
 from .maps import MapRequestError
 
 log = structlog.get_logger(__name__)
@@ -38,6 +39,7 @@ MAX_ROWS = 20000  # rows per JSON answer
 MAX_BODY_BYTES = 4096  # a command's JSON, or a login's
 RECORD_KIND = re.compile(r"[a-z_]{1,32}")
 IMAGE_PATH = re.compile(r"/api/images/(\d{1,10})/(\d{1,10})\.jpg")
+FULL_SAYS = {ADDRESS: "from this address", NETWORK: "from this network", TOTAL: "in all"}  # a cap reached
 
 
 class RequestError(Exception):
@@ -290,20 +292,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def _events(self, query: dict) -> None:
         cursor = self._stream_cursor(query)
-        client, slots = self.client_address[0], self.server.slots
-        # The operator's feed is kept room for past the total (a session, not an address: the
-        # field network's feeds filling every slot once left the operator's phone without one).
+        # The operator's feed is kept room for past the total and its network's cap (a session,
+        # not an address: the field network's feeds filling every slot once left the operator's
+        # phone without one); a newcomer finding all taken may have another network's closed for
+        # it (limits.Feeds).
         operator = self.server.sessions.can_log_in and self._operator_seconds_left() is not None
-        if not slots.take("stream", client, past_total=operator):
+        feed = self.server.feeds.open(self.client_address[0], operator)
+        if isinstance(feed, str):
             raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
-                               "too many live feeds open (from this address, or in all): close a tab, or wait",
+                               f"too many live feeds open ({FULL_SAYS[feed]}): close a tab, or wait",
                                retry_after=self.server.limits.retry_after_s)
         try:
-            self._open_stream(cursor)
+            self._open_stream(cursor, feed.ended)
         finally:
-            slots.give("stream", client)
+            self.server.feeds.close(feed)
 
-    def _open_stream(self, cursor: list[int]) -> None:
+    def _open_stream(self, cursor: list[int], ended: threading.Event) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-store")
@@ -313,13 +317,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"retry: 2000\n\n")
         self.wfile.flush()
         try:
-            self._stream(cursor)
+            self._stream(cursor, ended)
         except (sqlite3.Error, StoreError) as e:  # the headers are gone: end the stream, the browser reconnects
             log.warning("event stream ended", error=str(e))
 
-    def _stream(self, cursor: list[int]) -> None:
+    def _stream(self, cursor: list[int], ended: threading.Event) -> None:
         with self._reader() as db:
-            events.stream(self.wfile, db, cursor, self.server.stop, watch=self.server.flight_files.signature)
+            events.stream(self.wfile, db, cursor, ended, watch=self.server.flight_files.signature)
 
     def _stream_cursor(self, query: dict) -> list[int]:
         """Where the stream starts: the browser's Last-Event-ID when it reconnects, else the

@@ -105,7 +105,7 @@ from .events import BATCH_ROWS, KEEPALIVE_S, POLL_S
 from .flights import FlightFiles
 from .handler import MAX_BODY_BYTES, MAX_ROWS, TOKEN_HEADER, Handler, RequestError
 from .hosts import HostAllowList, is_loopback
-from .limits import IdleConnections, Limits, Slots
+from .limits import NETWORK, TOTAL, Feeds, IdleConnections, Limits, Slots, network_of
 from .maps import MapLayers
 
 __all__ = [  # what other modules and tests import from here, wherever it is made now
@@ -160,6 +160,7 @@ class Dashboard(ThreadingHTTPServer):
         self.limits = limits or Limits()
         self.slots = Slots(self.limits)
         self.idle = IdleConnections()
+        self.feeds = Feeds(self.slots, stop)
         self.refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
         self.refusal = self._refusal_bytes()
         self.map_layers = map_layers or MapLayers()
@@ -182,9 +183,11 @@ class Dashboard(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         client = client_address[0]
-        if not self.slots.take("connection", client) and not (
-                self.slots.take("connection", client, past_total=True) and self._made_room(client)):
-            log.debug("connection refused", client=client, why="too many connections")
+        full = self.slots.claim("connection", client)
+        if full in (NETWORK, TOTAL) and self._made_room(client, full):
+            full = None
+        if full is not None:
+            log.debug("connection refused", client=client, why=f"too many connections ({full})")
             self._refuse(request)
             return
         try:
@@ -200,11 +203,14 @@ class Dashboard(ThreadingHTTPServer):
         finally:
             self.slots.give("connection", client_address[0])
 
-    def _made_room(self, client: str) -> bool:
-        """Every slot is taken but `client` is within its own cap (its slot is taken past the
-        total): an idle connection of another address is closed for it, or the slot is given
-        back and False (all are busy: the newcomer gets its 503)."""
-        if self.idle.close_one(client):
+    def _made_room(self, client: str, full: str) -> bool:
+        """Every slot is taken (in all, or in `client`'s network: `full`) but `client` is within
+        its own cap: its slot is taken past them and an idle connection of another address (in
+        its network, when that is what is full) is closed for it; or False (all are busy: the
+        newcomer gets its 503)."""
+        if self.slots.claim("connection", client, (TOTAL, NETWORK)) is not None:
+            return False
+        if self.idle.close_one(client, network_of(client) if full == NETWORK else None):
             log.info("idle connection closed to make room", client=client, closed=self.idle.closed)
             return True
         self.slots.give("connection", client)
@@ -220,8 +226,8 @@ class Dashboard(ThreadingHTTPServer):
         log.warning("request failed", client=client_address[0], exc_info=True)
 
     def _refusal_bytes(self) -> bytes:
-        body = json.dumps({"error": "the dashboard is serving too many connections (from this address, or in all): "
-                                    f"try again in {self.limits.retry_after_s} s"}).encode()
+        body = json.dumps({"error": "the dashboard is serving too many connections (from this address or its "
+                                    f"network, or in all): try again in {self.limits.retry_after_s} s"}).encode()
         return (f"HTTP/1.1 503 Service Unavailable\r\nRetry-After: {self.limits.retry_after_s}\r\n"
                 f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode() + body
@@ -305,6 +311,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8080,
 
     def shut_down() -> None:
         stop.wait()
+        server.feeds.end_all()
         server.shutdown()
         server.server_close()
 

@@ -381,6 +381,13 @@ def bench_dashboard_load() -> list[tuple]:
     return rows()
 
 
+def bench_dashboard_lockout() -> list[tuple]:
+    """The logged-in operator's page and live feed while every slot is held (sim/bench/lockout.py)."""
+    from .lockout import rows
+
+    return rows()
+
+
 def bench_network(bundle_dir: Path) -> list[tuple]:
     """Two balloons on one channel, the far one heard only through the near one (sim/bench/relays.py)."""
     from .relays import rows
@@ -400,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
             + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_dashboard_load()
-            + bench_network(args.persona))
+            + bench_dashboard_lockout() + bench_network(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))
