@@ -52,6 +52,9 @@ or "<station> via <RELAYER>" for a frame heard inside another payload's relay en
 frames row keeps the envelope as heard (`hex` starts with ef). A record heard both directly and
 relayed is one row in `records` and a `heard` row for each way.
 
+The frames table keeps what its byte quotas let in (`Store(frame_quota=...)`, groundstation/frame_quota.py):
+the balloon's own tagged frames always, anything else up to a share per source and a total.
+
 Reading is `reading.GroundReader`'s (read-only, any schema version); `Store` reads only
 what its writers need on their own connection (the outbox, who heard what).
 
@@ -86,6 +89,8 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 from stratoecho import wire
 from stratoecho.wire.uplink import CommandId
 
+from .frame_quota import FrameBudget, FrameQuota, bytes_by_sql
+
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 11  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
@@ -93,6 +98,7 @@ SCHEMA_VERSION = 11  # 2: records.data; 3: NULL temp/pressure (no reading); 4: s
 #                      7: stations (where each is); 8: authentic (tagged by the balloon, or open);
 #                      9: outbox.refused (a row the listener would not sign, and why); 10: dead_letters;
 #                      11: telemetry unique per claim (callsign, number and position), not per number
+DEFAULT_FRAME_QUOTA = FrameQuota()  # what the frames table keeps per source and in all (frame_quota)
 DEAD_LETTERS_KEPT = 1_000  # rows; a flood of bad messages replaces its own, never grows the file
 DEAD_LETTER_HEAD = 256  # bytes of a set-aside message kept to read it by
 _DEAD_LETTERS = """CREATE TABLE dead_letters (
@@ -267,9 +273,15 @@ def utc_now() -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path, flush_interval_s: float = 0.5) -> None:
+    """`frame_quota`: the bytes the frames table may hold per source and in all (`frame_quota`;
+    None: no limit, for the aggregator, which keeps its own per station); `clock` times its warnings."""
+
+    def __init__(self, path: str | Path, flush_interval_s: float = 0.5, *,
+                 frame_quota: FrameQuota | None = DEFAULT_FRAME_QUOTA, clock=time.monotonic) -> None:
         self.path = str(path)
         self.flush_interval_s = flush_interval_s
+        self.frame_quota, self._clock = frame_quota, clock
+        self._frame_budget: FrameBudget | None = None  # counted from the database at the first frame
         try:
             # A Store may be opened in one thread and handed to the listener's thread;
             # it is used by one thread at a time, which is all sqlite3 needs.
@@ -328,12 +340,37 @@ class Store:
 
     def add_frame(self, data: bytes, source: str, error: str | None = None, received_at: str | None = None, *,
                   station: str | None = None, rssi_dbm: float | None = None, snr_db: float | None = None) -> int:
+        """One row for a frame heard; its id, or 0 when the frame quota keeps it out (an error or an
+        open frame past its source's share or the total: counted in `frames_not_stored`)."""
+        received_at = received_at or utc_now()
+        if self.frame_quota is not None and not self._frame_fits(data, source, error, received_at, station):
+            return 0
         cur = self._db.execute(
             "INSERT INTO frames (received_at, source, hex, ok, error, station, rssi_dbm, snr_db) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (received_at or utc_now(), source, data.hex(), int(error is None), error, station, rssi_dbm, snr_db),
+            (received_at, source, data.hex(), int(error is None), error, station, rssi_dbm, snr_db),
         )
         return int(cur.lastrowid or 0)
+
+    def _frame_fits(self, data: bytes, source: str, error: str | None, received_at: str, station: str | None) -> bool:
+        if self._frame_budget is None:  # a Store that never stores a frame (the dashboard's) never counts
+            self._frame_budget = FrameBudget(self.frame_quota, self.frame_bytes_by_source())
+        budget = self._frame_budget
+        if budget.admit(data, source, error, received_at, station):
+            return True
+        since = budget.warning_due(source, self._clock())
+        if since is not None:
+            key = budget.key(source)
+            log.warning("frames past the storage quota not stored", source=key, since_last_warning=since,
+                        total=budget.over_quota[key], source_quota_mb=self.frame_quota.source_bytes / 1e6,
+                        total_quota_mb=self.frame_quota.total_bytes / 1e6,
+                        stored_mb=round(budget.bytes.total_used / 1e6, 3))
+        return False
+
+    @property
+    def frames_not_stored(self) -> dict[str, int]:
+        """Frames the quota kept out since opening, by source."""
+        return dict(self._frame_budget.over_quota) if self._frame_budget is not None else {}
 
     def add_dead_letter(self, topic: str, reason: str, payload: bytes, at: str | None = None) -> None:
         """A message set aside: acknowledged so that the broker never offers it again, its first
@@ -343,9 +380,13 @@ class Store:
                                 bytes(payload[:DEAD_LETTER_HEAD])))
         self._db.execute("DELETE FROM dead_letters WHERE id <= ?", (int(cur.lastrowid or 0) - DEAD_LETTERS_KEPT,))
 
-    def frames_by_station(self) -> dict[str, int]:
-        """How many frames are stored from each station (a station's storage quota counts them)."""
-        return dict(self._db.execute("SELECT station, count(*) FROM frames WHERE station IS NOT NULL GROUP BY station"))
+    def frame_bytes_by_source(self) -> dict[str, int]:
+        """The bytes of the frames stored, by origin, as `frame_quota.row_bytes` counts them."""
+        return dict(self._db.execute(bytes_by_sql("source")))
+
+    def frame_bytes_by_station(self) -> dict[str, int]:
+        """The bytes of the frames stored from each station (the aggregator's quota counts them)."""
+        return dict(self._db.execute(bytes_by_sql("station")))
 
     def add_heard(self, kind: str, boot: int, seq: int, station: str, at: str | None = None) -> bool:
         """Note that `station` heard this record (or sentence); False if it was noted before."""

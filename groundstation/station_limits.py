@@ -1,5 +1,5 @@
 """What one station of the network may cost the aggregator: frames a second, claims held in
-memory, frames kept on disk. Pure bookkeeping (no I/O, the clock passed in), so a flood from
+memory, bytes of frames kept on disk. Pure bookkeeping (no I/O, the clock passed in), so a flood from
 one login evicts and drops only that station's own frames; `network.Aggregator` applies it.
 
 The numbers (docs/ground.md, "What a station is trusted with"):
@@ -13,8 +13,17 @@ The numbers (docs/ground.md, "What a station is trusted with"):
 - `PENDING_PER_STATION`: a station's claims not yet vouched for (heard by it alone, so far). A
   four-hour flight heard at one frame every ~0.7 s is 20,000 frames: a station far from the
   others may hold a whole flight's claims.
-- `QUOTA_FRAMES`: frames stored per station, ~110 bytes a row in SQLite (~22 MB): a four-hour
-  flight heard at 14 frames a second, the most a radio hears.
+- `QUOTA_BYTES`: the frames table's bytes per station, 90 MB: a four-hour flight heard at the
+  most a radio hears, in bytes. UKHAS LoRa mode 4 (turbo-x: SF6, 250 kHz, implicit header)
+  carries a 255-byte packet every 0.114 s, ~2,240 bytes a second (stratoecho/lora.py's airtime);
+  four hours of it is ~126,000 rows of ~680 bytes each in SQLite (`frame_quota.row_bytes`: the
+  frame in hex, the row's other text, SQLite's own, its page's share), 86 MB. Mode 3 carries more
+  frames (15 a second) but shorter ones: ~47 MB. Counted in bytes, not frames: the text of a row
+  is partly a station's to choose (its origin, up to a message's 2 KB), so the 200,000 frames of
+  the frame quota before it meant anything from 22 MB to 800 MB (a ~2 KB row fills a page alone).
+- `QUOTA_TOTAL_BYTES`: all stations' frames together, 450 MB: five stations storing a whole
+  flight each (as `PENDING_TOTAL`), so that logins past the first few flooding together still
+  stop at a figure the aggregator's disk was sized for.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ RATE_FRAMES_S = 20.0
 BURST_FRAMES = 20_000
 PENDING_PER_STATION = 20_000
 PENDING_TOTAL = 100_000  # all stations' claims together (five stations holding a flight each)
-QUOTA_FRAMES = 200_000
+QUOTA_BYTES = 90_000_000
+QUOTA_TOTAL_BYTES = 450_000_000  # five stations' flights
 WARN_EVERY_S = 60.0  # one warning a minute per station and reason, with the count since the last
 
 
@@ -37,14 +47,17 @@ class StationLimits:
     burst_frames: int = BURST_FRAMES
     pending_per_station: int = PENDING_PER_STATION
     pending_total: int = PENDING_TOTAL
-    quota_frames: int = QUOTA_FRAMES
+    quota_bytes: int = QUOTA_BYTES
+    quota_total_bytes: int = QUOTA_TOTAL_BYTES
     warn_every_s: float = WARN_EVERY_S
 
     def __post_init__(self) -> None:
         if self.rate_frames_s <= 0 or self.burst_frames < 1:
             raise ValueError("a station's rate and burst must be positive")
-        if self.pending_per_station < 1 or self.pending_total < 1 or self.quota_frames < 0:
+        if self.pending_per_station < 1 or self.pending_total < 1 or self.quota_bytes < 0:
             raise ValueError("pending limits must be 1 or more and the quota 0 or more")
+        if self.quota_total_bytes < self.quota_bytes:
+            raise ValueError("the total quota must hold at least one station's")
 
 
 class TokenBucket:
@@ -167,14 +180,38 @@ class PerStationSeen:
             seen.popitem(last=False)
 
 
+class ByteQuota:
+    """Bytes used per key (a station, a source) against `per_key` each and `total` in all."""
+
+    def __init__(self, per_key: int, total: int, used: dict[Hashable, int] | None = None) -> None:
+        self.per_key, self.total = per_key, total
+        self.used: dict[Hashable, int] = dict(used or {})
+        self.total_used = sum(self.used.values())
+
+    def fits(self, key: Hashable, n: int) -> bool:
+        return self.used.get(key, 0) + n <= self.per_key and self.total_used + n <= self.total
+
+    def add(self, key: Hashable, n: int) -> None:
+        self.used[key] = self.used.get(key, 0) + n
+        self.total_used += n
+
+    def take(self, key: Hashable, n: int) -> bool:
+        """Count `n` bytes against `key` if they fit its share and the total; False (nothing counted) if not."""
+        if not self.fits(key, n):
+            return False
+        self.add(key, n)
+        return True
+
+
 class StationGate:
-    """Per station: the token bucket that admits its frames, and the count of frames stored
-    against its quota. `admit` and `may_store` are asked for every frame, in that order."""
+    """Per station: the token bucket that admits its frames, and the bytes stored against its
+    quota and the total. `admit` and `may_store` are asked for every frame, in that order."""
 
     def __init__(self, limits: StationLimits, stored: dict[str, int] | None = None) -> None:
         self.limits = limits
         self._buckets: dict[str, TokenBucket] = {}
-        self.stored: dict[str, int] = dict(stored or {})  # frames kept, by station (the database's own at start)
+        # bytes kept, by station (the database's own at start: Store.frame_bytes_by_station)
+        self.stored = ByteQuota(limits.quota_bytes, limits.quota_total_bytes, stored)
         self.rate_dropped: dict[str, int] = {}
         self.over_quota: dict[str, int] = {}
         self.warnings = Throttled(limits.warn_every_s)
@@ -188,11 +225,10 @@ class StationGate:
         self.rate_dropped[station] = self.rate_dropped.get(station, 0) + 1
         return False
 
-    def may_store(self, station: str) -> bool:
-        """True and counted if `station` is under its quota; False (counted) when it is not."""
-        n = self.stored.get(station, 0)
-        if n < self.limits.quota_frames:
-            self.stored[station] = n + 1
+    def may_store(self, station: str, nbytes: int) -> bool:
+        """True and counted if a row of `nbytes` fits `station`'s quota and the total; False (the
+        frame counted in `over_quota`) when it does not."""
+        if self.stored.take(station, nbytes):
             return True
         self.over_quota[station] = self.over_quota.get(station, 0) + 1
         return False

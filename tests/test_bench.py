@@ -25,6 +25,10 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     from sim.bench import flood as flood_bench  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
 
     monkeypatch.setattr(bench, "bench_flood", lambda: flood_bench.rows(junk=2000))
+    from sim.bench import listen_flood  # 400,000 datagrams: `make bench`'s; tests/test_frame_quota.py checks the rows
+
+    monkeypatch.setattr(bench, "bench_listen_flood", lambda: listen_flood.rows(datagrams=2000, source_mb=0.05,
+                                                                                total_mb=0.2))
     from sim.bench import (
         dashboard as dashboard_bench,  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
     )
@@ -36,5 +40,6 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     assert "make persona" in out
     assert "ingest: Telegram export" in out and "prepare: 2,000-message" in out
     assert "aggregator under a flood: honest flight stored" in out
+    assert "listen under a UDP flood: database after" in out
     assert "dashboard under load: watcher's page p99" in out
     assert "family qwen3: Qwen3ForCausalLM -> F32 GGUF" in out and "family qwen3: F32 GGUF vs transformers" in out

@@ -432,7 +432,10 @@ def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker, monkeypatch)
                          (["--station-rate", "0"], "--station-rate: a positive number of frames a second, got 0"),
                          (["--station-rate", "nan"], "--station-rate: a positive number"),
                          (["--station-burst", "0"], "--station-burst: 1 frame or more, got 0"),
-                         (["--station-quota", "-1"], "--station-quota: 0 frames or more, got -1"),
+                         (["--station-quota-mb", "-1"], "--station-quota-mb: 0 MB or more, got -1"),
+                         (["--station-quota-mb", "nan"], "--station-quota-mb: 0 MB or more"),
+                         (["--station-quota-mb", "50", "--quota-total-mb", "40"],
+                          "--quota-total-mb 40 is below --station-quota-mb 50"),
                          (["--station-pending", "500", "--pending-total", "400"],
                           "--pending-total 400 is below --station-pending 500")):
         args = parser.parse_args(["aggregate", "--broker", "127.0.0.1:1", "--db", str(db), *bad])
@@ -448,11 +451,12 @@ def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker, monkeypatch)
     monkeypatch.setattr(cli, "Aggregator", Recorded)
     args = parser.parse_args(["aggregate", "--broker", f"127.0.0.1:{broker.port}", "--db", str(db), "--duration", "0.2",
                               "--station-rate", "50", "--station-burst", "900", "--station-pending", "30000",
-                              "--pending-total", "250000", "--station-quota", "7"])
+                              "--pending-total", "250000", "--station-quota-mb", "7.5", "--quota-total-mb", "20"])
     assert cmd_aggregate(args) == 0
     capsys.readouterr()
     assert made["limits"] == StationLimits(rate_frames_s=50.0, burst_frames=900, pending_per_station=30_000,
-                                           pending_total=250_000, quota_frames=7)
+                                           pending_total=250_000, quota_bytes=7_500_000,
+                                           quota_total_bytes=20_000_000)
     assert made["remember"] == 250_000
     (tmp_path / "not.db").write_text("not a database at all, just text " * 40)
     args = parser.parse_args(["aggregate", "--broker", "127.0.0.1:1", "--db", str(tmp_path / "not.db")])

@@ -16,8 +16,17 @@ import sqlite3
 import pytest
 from structlog.testing import capture_logs
 
+from groundstation.frame_quota import bytes_by_sql
 from groundstation.network import Aggregator, format_aggregate_summary
-from groundstation.station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits, Throttled, TokenBucket
+from groundstation.station_limits import (
+    ByteQuota,
+    PendingClaims,
+    PerStationSeen,
+    StationGate,
+    StationLimits,
+    Throttled,
+    TokenBucket,
+)
 from tests.fakes import AUTH
 from tests.test_network import db_keys, decode_all, flight_frames
 
@@ -65,6 +74,14 @@ def stored_by_station(db) -> dict[str, int]:
         return dict(c.execute("SELECT station, count(*) FROM frames GROUP BY station"))
 
 
+def bytes_by_station(db) -> dict[str, int]:
+    with sqlite3.connect(db) as c:
+        return dict(c.execute(bytes_by_sql("station")))
+
+
+BIGGEST_JUNK_ROW = 2 * 120 + 400  # a junk frame's row at most, as counted (its hex, text columns, its page's share)
+
+
 def test_a_flood_from_one_login_does_not_push_out_the_honest_flight(tmp_path):
     """The issue's failure, scaled: pending memory of 2,000 and 50 junk frames for every honest
     one (15,000 in all). Before the limits, the junk pushed hill's claims out of the aggregator's
@@ -89,7 +106,7 @@ def test_rate_pending_and_quota_bound_the_flood_and_the_flight_is_whole(tmp_path
     db = tmp_path / "flight.db"
     clock = Clock()
     limits = StationLimits(rate_frames_s=20.0, burst_frames=500, pending_per_station=300, pending_total=1000,
-                           quota_frames=400, warn_every_s=60.0)
+                           quota_bytes=120_000, warn_every_s=60.0)
     agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=clock)
     frames = flight_frames()
     with capture_logs() as logs:
@@ -103,13 +120,14 @@ def test_rate_pending_and_quota_bound_the_flood_and_the_flight_is_whole(tmp_path
     assert len(telemetry) == 60 and len(records) == 20
     stored = stored_by_station(db)
     assert stored["hill"] == stored["harbour"] == len(frames)  # every honest frame kept
-    assert stored["evil"] == 400  # the quota, and no more
+    used = bytes_by_station(db)["evil"]
+    assert 120_000 - BIGGEST_JUNK_ROW < used <= 120_000  # the quota, and no more
     # Over its rate: only the burst and 20 a second got past; the rest was dropped, never stored.
     duration = clock.t - 1000.0
     assert sent > 5 * (500 + 20 * duration)
     assert 500 + 20 * (duration - 1) <= sent - s.rate_dropped <= 500 + 20 * duration  # the first junk came 0.5 s in
     assert agg.gate.rate_dropped == {"evil": s.rate_dropped}
-    assert s.over_quota == agg.gate.over_quota["evil"] == sent - s.rate_dropped - 400
+    assert s.over_quota == agg.gate.over_quota["evil"] == sent - s.rate_dropped - stored["evil"]
     assert agg._held.held_by("evil") <= 300 and len(agg._held) <= 1000
     assert "hill" not in agg._held.evicted and "harbour" not in agg._held.evicted
     # Warned, but not once a frame: the first time, then once a minute of the test's clock.
@@ -121,19 +139,44 @@ def test_rate_pending_and_quota_bound_the_flood_and_the_flight_is_whole(tmp_path
 
 def test_the_quota_counts_what_the_database_already_holds(tmp_path):
     db = tmp_path / "flight.db"
-    limits = StationLimits(quota_frames=10)
+    limits = StationLimits(quota_bytes=4000)  # ten junk rows or so
     agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=Clock())
     rng = random.Random(1)
     for n in range(6):
         agg._handle(*frame_message("evil", n, junk(rng)))
     agg.store.commit()
     agg.store.close()
+    assert agg.stats.over_quota == 0
     again = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=Clock())  # a restart
-    for n in range(6, 20):
+    assert again.gate.stored.used == bytes_by_station(db)  # counted from the database
+    for n in range(6, 40):
         again._handle(*frame_message("evil", n, junk(rng)))
     again.store.commit()
     again.store.close()
-    assert stored_by_station(db) == {"evil": 10} and again.stats.over_quota == 10
+    assert 4000 - BIGGEST_JUNK_ROW < bytes_by_station(db)["evil"] <= 4000
+    assert again.stats.over_quota == 40 - stored_by_station(db)["evil"] > 0
+
+
+def test_the_total_quota_holds_against_many_logins_and_vouched_frames_still_decode(tmp_path):
+    """Ten logins flood together, each under its own share: the total stops them all. The honest
+    flight's tagged frames, arriving past the total, are not stored but still decode into records."""
+    db = tmp_path / "flight.db"
+    limits = StationLimits(quota_bytes=3000, quota_total_bytes=10_000)
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, limits=limits, clock=Clock())
+    rng = random.Random(3)
+    for n in range(20):
+        for k in range(10):
+            agg._handle(*frame_message(f"evil{k}", n, junk(rng)))
+    frames = flight_frames()
+    for n, f in enumerate(frames):
+        agg._handle(*frame_message("hill", n, f))
+    agg.store.commit()
+    records, _telemetry = db_keys(db)
+    agg.store.close()
+    used = bytes_by_station(db)
+    assert 10_000 - BIGGEST_JUNK_ROW < sum(used.values()) <= 10_000 and max(used.values()) <= 3000
+    assert len(records) == 20  # every record from tagged fragments, stored or not as frames
+    assert agg.gate.over_quota["hill"] > 0
 
 
 # --------------------------------------------------------------------------- the pure bookkeeping
@@ -169,12 +212,25 @@ def test_seen_ids_are_forgotten_per_station():
 
 
 def test_gate_counts_drops_and_quota_per_station():
-    g = StationGate(StationLimits(rate_frames_s=1.0, burst_frames=2, quota_frames=3), stored={"hill": 2})
+    g = StationGate(StationLimits(rate_frames_s=1.0, burst_frames=2, quota_bytes=300, quota_total_bytes=500),
+                    stored={"hill": 200})
     assert [g.admit("evil", 0.0) for _ in range(3)] == [True, True, False]
     assert g.admit("hill", 0.0)  # its own bucket
     assert g.rate_dropped == {"evil": 1}
-    assert [g.may_store("hill") for _ in range(2)] == [True, False]
-    assert g.stored["hill"] == 3 and g.over_quota == {"hill": 1}
+    assert [g.may_store("hill", 60) for _ in range(3)] == [True, False, False]  # 260, then 320 > 300
+    assert g.may_store("hill", 40)  # exactly its share
+    assert [g.may_store("evil", 150) for _ in range(2)] == [True, False]  # 450, then 600 > the total
+    assert g.stored.used == {"hill": 300, "evil": 150} and g.stored.total_used == 450
+    assert g.over_quota == {"hill": 2, "evil": 1}
+
+
+def test_byte_quota_counts_per_key_and_in_all():
+    q = ByteQuota(per_key=100, total=150, used={"a": 90})
+    assert q.take("a", 10) and not q.take("a", 1)
+    assert q.take("b", 50) and not q.take("c", 1)  # the total is full
+    assert q.used == {"a": 100, "b": 50} and q.total_used == 150
+    q.add("c", 7)  # counted whatever the quota (what is stored anyway)
+    assert q.total_used == 157 and not q.fits("d", 0) and q.fits("d", -7)
 
 
 def test_throttled_warns_once_per_interval_with_the_count():
@@ -185,7 +241,8 @@ def test_throttled_warns_once_per_interval_with_the_count():
 
 
 @pytest.mark.parametrize("bad", [dict(rate_frames_s=0), dict(burst_frames=0), dict(pending_per_station=0),
-                                 dict(pending_total=0), dict(quota_frames=-1)])
+                                 dict(pending_total=0), dict(quota_bytes=-1),
+                                 dict(quota_bytes=10, quota_total_bytes=9)])
 def test_limits_refuse_nonsense(bad):
     with pytest.raises(ValueError):
         StationLimits(**bad)
@@ -197,6 +254,18 @@ def test_the_flood_bench_rows():
     got = {name: value for name, value, _unit, _note in rows(junk=3000)}
     assert got["aggregator under a flood: honest flight stored"] == "60 + 20"
     assert got["aggregator under a flood: junk stored"] == "3,000"  # under the burst: all taken, under the quota
+
+
+def test_the_storage_bench_rows():
+    """`make bench`'s flood through a real mosquitto, scaled: the database ends within its cap."""
+    from sim.bench.flood import MOSQUITTO, storage_rows
+
+    if not MOSQUITTO.exists():
+        pytest.skip(f"{MOSQUITTO} is not installed")
+    got = {name: (value, note) for name, value, _unit, note in storage_rows(0.2, 0.5, stations=5, messages=200)}
+    value, note = got["aggregator under a flood through mosquitto: database after"]
+    assert float(value) <= 0.5 * 1.02 + 0.1 and "cap 0.5 MB in all (0.2 a station)" in note
+    assert got["aggregator under a flood through mosquitto: messages"][0] == "1,000"
 
 
 # --------------------------------------------------------------------------- through a real broker
@@ -222,7 +291,7 @@ def test_a_flood_through_the_broker_from_a_valid_login(tmp_path):
     try:
         db = tmp_path / "flight.db"
         run = Running(broker, db, auth=broker.auth("aggregator"), remember=1000,
-                      limits=StationLimits(quota_frames=2000))
+                      limits=StationLimits(quota_bytes=600_000))
         run.wait_subscribed()
         frames = flight_frames()
 
@@ -250,4 +319,6 @@ def test_a_flood_through_the_broker_from_a_valid_login(tmp_path):
     records, telemetry = db_keys(db)
     assert set(records + telemetry) == decode_all(frames)
     assert len(telemetry) == 60 and len(records) == 20
-    assert stored_by_station(db) == {"hill": len(frames), "harbour": len(frames), "evil": 2000}
+    stored = stored_by_station(db)
+    assert stored["hill"] == stored["harbour"] == len(frames) and 0 < stored["evil"] < junk_n
+    assert 600_000 - BIGGEST_JUNK_ROW < bytes_by_station(db)["evil"] <= 600_000

@@ -46,7 +46,8 @@ with a password per station (`BrokerAuth`; docs/ground.md has a mosquitto config
 
 Limits. A login is no licence to use up the aggregator: each station's frames pass its own
 rate limit, its claims held in memory are capped (a flood forgets its own first) and the frames
-stored from it have a quota (`station_limits`; docs/ground.md, "What a station is trusted with").
+stored from it have a quota in bytes, as have all stations' together (`station_limits`;
+docs/ground.md, "What a station is trusted with").
 
 Delivery. `StationPublisher.publish_frame` only appends to a bounded buffer and returns; one
 thread of the publisher owns the MQTT client, connects (tenacity back-off), publishes at QoS 1
@@ -64,7 +65,8 @@ station options of `listen`).
 
 from __future__ import annotations
 
-from .aggregator import TAGGED, AggregateStats, Aggregator
+from ..frame_quota import TAGGED
+from .aggregator import AggregateStats, Aggregator
 from .cli import (
     AGGREGATE_EXAMPLES,
     add_publish_arguments,

@@ -17,10 +17,10 @@ from pathlib import Path
 import structlog
 
 from stratoecho import bounded_json, wire
-from stratoecho.wire.relay import HEAD_BYTES
 
 from ..db import Store, StoreError, utc_now
 from ..decoder import Decoded, FrameDecoder, classify
+from ..frame_quota import row_bytes, tagged
 from ..heard import WireRecord
 from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
 from .session import _Session
@@ -77,8 +77,8 @@ class Aggregator:
 
     Limits (`station_limits`, `limits`): each station's frames pass its own token bucket (over
     it they are counted and dropped), its claims held in memory are capped (a flood evicts its
-    own first), and the frames stored from it are capped by a quota (counted from the database
-    at start). `clock` is the monotonic clock the rate is measured on.
+    own first), and the bytes of the frames stored from it are capped by a quota, as are all
+    stations' together (counted from the database at start). `clock` is the monotonic clock the rate is measured on.
     """
 
     def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
@@ -92,7 +92,8 @@ class Aggregator:
         self.trusted = frozenset(topic_level(t, "trusted station") for t in trusted)
         self.quorum = quorum
         self.prefix = check_prefix(topic_prefix)
-        self.store = Store(db_path, flush_interval_s)  # StoreError here, before anything connects
+        # StoreError here, before anything connects; the quota is per station (`gate`), not the receiver's
+        self.store = Store(db_path, flush_interval_s, frame_quota=None)
         self.decoder = FrameDecoder(auth=downlink)
         self.stats = AggregateStats()
         # Below mosquitto's default of 20 unacknowledged messages in flight per client.
@@ -105,7 +106,7 @@ class Aggregator:
         self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
         # digest -> {station: received_at}, capped per station: a flood evicts its own claims
         self._held = PendingClaims(min(limits.pending_per_station, remember), min(limits.pending_total, remember))
-        self.gate = StationGate(limits, self.store.frames_by_station())
+        self.gate = StationGate(limits, self.store.frame_bytes_by_station())
         self._vouched: OrderedDict[bytes, None] = OrderedDict()
         self._contributors: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()  # incomplete records
         self._complete: OrderedDict[tuple[str, int, int], None] = OrderedDict()
@@ -219,7 +220,7 @@ class Aggregator:
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        if _tagged(data):  # vouches for itself, or never counts: the decoder checks its tag first
+        if tagged(data):  # vouches for itself, or never counts: the decoder checks its tag first
             result = self.decoder.feed(data)
             self._add_frame(data, result.error, **row)
             if not result.ok:  # forged, another flight's, no key to tell, or damaged: a claim
@@ -251,11 +252,12 @@ class Aggregator:
 
     def _add_frame(self, data: bytes, error: str | None, *, source: str, received_at: str, station: str,
                    rssi_dbm: float | None, snr_db: float | None) -> None:
-        """One row in `frames`, if `station` is under its storage quota."""
-        if not self.gate.may_store(station):
+        """One row in `frames`, if it fits `station`'s storage quota and the total."""
+        if not self.gate.may_store(station, row_bytes(len(data), source, received_at, station, error)):
             self.stats.over_quota += 1
             self._warn(station, "station over its storage quota: frames not stored", self.gate.over_quota[station],
-                       quota_frames=self.limits.quota_frames)
+                       quota_mb=self.limits.quota_bytes / 1e6, total_quota_mb=self.limits.quota_total_bytes / 1e6,
+                       stored_mb=round(self.gate.stored.used.get(station, 0) / 1e6, 3))
             return
         self.store.add_frame(data, source, error, received_at, station=station, rssi_dbm=rssi_dbm, snr_db=snr_db)
         self.stats.frames += 1
@@ -362,17 +364,6 @@ class _AggregatorSession(_Session):
             self._connected = False
         else:
             owner._connection_lost()
-
-
-TAGGED = (bytes([wire.MAGIC]), bytes([wire.CONTROL_MAGIC]))  # first bytes of the frames that carry our tag
-
-
-def _tagged(data: bytes) -> bool:
-    """One of our tagged frames, or another balloon's relay envelope carrying one (docs/network.md):
-    its own tag says whether it counts, so one station is enough; anything open needs the quorum."""
-    if data[:1] == bytes([wire.RELAY_MAGIC]):
-        data = data[HEAD_BYTES:]
-    return data[:1] in TAGGED
 
 
 def _frame_error(data: bytes) -> str | None:

@@ -105,9 +105,14 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default {d.pending_per_station})")
     group.add_argument("--pending-total", type=int, default=d.pending_total, metavar="FRAMES",
                        help=f"all stations' claims held in memory together (default {d.pending_total})")
-    group.add_argument("--station-quota", type=int, default=d.quota_frames, metavar="FRAMES",
-                       help=f"frames stored per station, ~110 bytes each (default {d.quota_frames}; 0 stores none "
-                            "of its frames, though vouched ones still decode)")
+    group.add_argument("--station-quota-mb", type=float, default=d.quota_bytes / 1e6, metavar="MB",
+                       help=f"megabytes of frames stored per station, a frame's row ~200 to ~700 bytes (default "
+                            f"{d.quota_bytes / 1e6:g}: a four-hour flight at the most a radio hears; 0 stores none of "
+                            "its frames, though vouched ones still decode)")
+    group.add_argument("--quota-total-mb", type=float, default=d.quota_total_bytes / 1e6, metavar="MB",
+                       help=f"megabytes of frames stored from all stations together (default "
+                            f"{d.quota_total_bytes / 1e6:g}); past it no station's frames are stored, vouched ones "
+                            "still decode")
 
 
 def limits_from_args(args: argparse.Namespace) -> StationLimits:
@@ -116,16 +121,21 @@ def limits_from_args(args: argparse.Namespace) -> StationLimits:
         raise ValueError(f"--station-rate: a positive number of frames a second, got {args.station_rate:g}")
     for option, value, least in (("--station-burst", args.station_burst, 1),
                                  ("--station-pending", args.station_pending, 1),
-                                 ("--pending-total", args.pending_total, 1),
-                                 ("--station-quota", args.station_quota, 0)):
+                                 ("--pending-total", args.pending_total, 1)):
         if value < least:
             raise ValueError(f"{option}: {least} frame{'s' if least != 1 else ''} or more, got {value}")
     if args.pending_total < args.station_pending:
         raise ValueError(f"--pending-total {args.pending_total} is below --station-pending {args.station_pending}: "
                          "all stations' claims together hold at least one station's")
+    if not args.station_quota_mb >= 0:
+        raise ValueError(f"--station-quota-mb: 0 MB or more, got {args.station_quota_mb:g}")
+    if not args.quota_total_mb >= args.station_quota_mb:
+        raise ValueError(f"--quota-total-mb {args.quota_total_mb:g} is below --station-quota-mb "
+                         f"{args.station_quota_mb:g}: all stations' frames together hold at least one station's")
     return StationLimits(rate_frames_s=args.station_rate, burst_frames=args.station_burst,
                          pending_per_station=args.station_pending, pending_total=args.pending_total,
-                         quota_frames=args.station_quota)
+                         quota_bytes=round(args.station_quota_mb * 1e6),
+                         quota_total_bytes=round(args.quota_total_mb * 1e6))
 
 
 def _broker_auth_arguments(parser, prefix: str) -> None:

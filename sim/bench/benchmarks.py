@@ -368,8 +368,16 @@ def bench_basemap() -> list[tuple]:
 
 
 def bench_flood() -> list[tuple]:
-    """The station network's aggregator while one login floods it (sim/bench/flood.py)."""
-    from .flood import rows
+    """The station network's aggregator while one login floods it, and its storage under a flood
+    through a real mosquitto (sim/bench/flood.py)."""
+    from .flood import rows, storage_rows
+
+    return rows() + storage_rows()
+
+
+def bench_listen_flood() -> list[tuple]:
+    """A real `listen --udp` under a flood of junk datagrams: the database against its cap (sim/bench/listen_flood.py)."""
+    from .listen_flood import rows
 
     return rows()
 
@@ -406,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_pi(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_dashboard_load()
+            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_listen_flood()
+            + bench_dashboard_load()
             + bench_dashboard_lockout() + bench_network(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")

@@ -3,7 +3,11 @@ as fast as the aggregator takes them, while two honest stations relay a flight; 
 `make bench` prints. The aggregator is fed message by message (what its MQTT callback does), in
 a process of its own so its memory is its own; the broker is not part of the measure.
 
-    python -m sim.bench.flood [--junk 100500]
+Its storage under a flood through a real mosquitto (issue 41, `storage_rows`): many logins each
+publish messages as long as the aggregator reads (a 255-byte frame and an origin of ~1.3 KB), and
+the database stops at the byte quota; skipped, saying so, where mosquitto is not installed.
+
+    python -m sim.bench.flood [--junk 100500] [--storage]
 """
 
 from __future__ import annotations
@@ -109,9 +113,113 @@ def rows(junk: int = 100_500) -> list[tuple]:
         ("aggregator under a flood: junk dropped over the rate", f"{r['rate_dropped']:,}", "frames",
          "20 a second after a burst of 20,000 (groundstation/station_limits.py)"),
         ("aggregator under a flood: junk stored", f"{r['junk_stored']:,}", "frames",
-         f"quota 200,000 a station; database {r['db_mb']:.1f} MB in all"),
+         f"quota 90 MB a station, 450 MB in all; database {r['db_mb']:.1f} MB in all"),
         ("aggregator under a flood: memory", f"{r['peak_mib']:.0f}", "MiB",
          f"peak RSS added; {r['held']:,} claims held (at most 20,000 a station)"),
+    ]
+
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+STORAGE_STATIONS, STORAGE_MESSAGES = 30, 1_000  # logins, and the messages each publishes
+ORIGIN = "o" * 1_300  # a station's word for where it heard a frame: stored with the frame, counted
+
+
+def _broker(folder: Path) -> tuple[subprocess.Popen, int]:
+    """mosquitto on a free loopback port, anonymous, its queue long enough to hold the flood."""
+    import getpass
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = folder / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 200000\n"
+                    f"user {getpass.getuser()}\n")
+    proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start")
+
+
+def measure_storage(folder: Path, quota_mb: float, total_mb: float, stations: int = STORAGE_STATIONS,
+                    messages: int = STORAGE_MESSAGES) -> dict:
+    """The flood through the broker into an aggregator with these quotas; sizes and counts."""
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from groundstation.network import Aggregator
+    from groundstation.station_limits import StationLimits
+    from sim.bench.listen_flood import db_bytes
+
+    proc, port = _broker(folder)
+    db = folder / "agg.db"
+    try:
+        limits = StationLimits(quota_bytes=round(quota_mb * 1e6), quota_total_bytes=round(total_mb * 1e6))
+        agg, stop = Aggregator("127.0.0.1", port, db, downlink=AUTH, limits=limits), threading.Event()
+        runner = threading.Thread(target=agg.run, args=(stop,), daemon=True)
+        runner.start()
+        while agg._net.connects == 0:
+            time.sleep(0.05)
+        time.sleep(0.5)  # its SUBSCRIBE on the way
+        before, rng = db_bytes(db), random.Random(41)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flood")
+        client.max_queued_messages_set(0)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        t0, sent = time.perf_counter(), stations * messages
+        for n in range(messages):
+            for k in range(stations):
+                body = {"v": 1, "id": f"s{k}:{n}", "received_at": AT, "hex": rng.randbytes(255).hex(), "origin": ORIGIN}
+                info = client.publish(f"stratoecho/{CALLSIGN}/frames/s{k:02d}", json.dumps(body), qos=1)
+        info.wait_for_publish(300)
+        deadline = time.monotonic() + 300
+        while agg.stats.messages < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        client.disconnect()
+        client.loop_stop()
+        stop.set()
+        runner.join(30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    s = agg.stats
+    return {"sent": sent, "stations": stations, "handled": s.messages, "stored": s.frames, "over_quota": s.over_quota,
+            "elapsed_s": elapsed, "before": before, "after": db_bytes(db), "quota_mb": quota_mb, "total_mb": total_mb}
+
+
+def storage_rows(quota_mb: float = 9.0, total_mb: float = 45.0, stations: int = STORAGE_STATIONS,
+                 messages: int = STORAGE_MESSAGES) -> list[tuple]:
+    """The aggregator's database under a flood through a real mosquitto, against its byte quotas
+    (a tenth of the defaults, 90 and 450 MB, so that the flood takes seconds)."""
+    name = "aggregator under a flood through mosquitto: database after"
+    if not MOSQUITTO.exists():
+        return [(name, "skipped", "", f"{MOSQUITTO} is not installed (Debian package mosquitto)")]
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run([sys.executable, "-m", "sim.bench.flood", "--storage-child", "--db", d,
+                              "--quota-mb", str(quota_mb), "--total-mb", str(total_mb),
+                              "--stations", str(stations), "--messages", str(messages)],
+                             capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    from groundstation.frame_quota import row_bytes
+
+    offered = r["sent"] * row_bytes(255, "mqtt " + ORIGIN, AT, "s00", "unknown first byte") / 1e6  # every row stored
+    return [
+        (name, f"{r['after'] / 1e6:,.2f}", "MB",
+         f"cap {r['total_mb']:g} MB in all ({r['quota_mb']:g} a station); before {r['before'] / 1e6:.2f} MB; "
+         f"{offered:,.0f} MB for every message"),
+        ("aggregator under a flood through mosquitto: messages", f"{r['handled']:,}", "handled",
+         f"of {r['sent']:,} of ~2 KB from {r['stations']} logins ({r['elapsed_s']:.0f} s); {r['stored']:,} stored, "
+         f"{r['over_quota']:,} past the quota"),
     ]
 
 
@@ -120,16 +228,24 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m sim.bench.flood", description=__doc__.splitlines()[0])
     p.add_argument("--junk", type=int, default=100_500, help="junk frames the hostile station sends (default 100500)")
+    p.add_argument("--storage", action="store_true", help="the storage flood through a real mosquitto instead")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--storage-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--quota-mb", type=float, default=9.0, help=argparse.SUPPRESS)
+    p.add_argument("--total-mb", type=float, default=45.0, help=argparse.SUPPRESS)
+    p.add_argument("--stations", type=int, default=STORAGE_STATIONS, help=argparse.SUPPRESS)
+    p.add_argument("--messages", type=int, default=STORAGE_MESSAGES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
+    if args.child or args.storage_child:
         from stratoecho.logs import setup_logging
 
         setup_logging("ERROR")  # the throttled warnings are the aggregator's, not the figure
-        print(json.dumps(measure(args.junk, args.db)))
+        got = (measure_storage(args.db, args.quota_mb, args.total_mb, args.stations, args.messages)
+               if args.storage_child else measure(args.junk, args.db))
+        print(json.dumps(got))
         return 0
-    for name, value, unit, note in rows(args.junk):
+    for name, value, unit, note in (storage_rows() if args.storage else rows(args.junk)):
         print(f"{name:<52}  {value:>12}  {unit:<12}  {note}")
     return 0
 

@@ -1,0 +1,185 @@
+"""The single receiver under a flood (issue 41): a real `python -m groundstation listen --udp`
+process takes a fixed number of 255-byte junk datagrams from many addresses and ports, and the
+database must stop growing at the storage quota (groundstation/frame_quota.py). The figures
+`make bench` prints; tests/test_frame_quota.py drives the same process.
+
+    python -m sim.bench.listen_flood [--datagrams 400000] [--source-quota-mb 90] [--quota-total-mb 180]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATAGRAM = 255  # the longest frame on the air, and the longest `listen --udp` takes
+SENDERS = 16  # loopback addresses the flood comes from, 127.0.0.1 to 127.0.0.16
+PER_PORT = 50  # datagrams sent from one source port before the next
+
+
+def db_bytes(db: Path) -> int:
+    """The database on disk: the file, its write-ahead log and its shared-memory index."""
+    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
+               if p.exists())
+
+
+class ListenProcess:
+    """`python -m groundstation listen --udp 127.0.0.1:0 --db DB --quiet ARGS...`, its JSON log lines
+    read as they come (`events`), its UDP address taken from its "listening" line."""
+
+    def __init__(self, db: Path, *args: str, stats: Path | None = None, start_timeout_s: float = 60.0) -> None:
+        env = {**os.environ, "STRATOECHO_LOG_JSON": "1", "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "-m", "groundstation", "listen", "--udp", "127.0.0.1:0", "--db", str(db), "--quiet",
+               *(["--stats", str(stats)] if stats else []), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                     cwd=REPO)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + start_timeout_s
+        while (line := self._next(deadline)) is not None:
+            if '"listening"' in line and (m := re.search(r"udp ([\d.]+):(\d+)", line)):
+                self.address = (m[1], int(m[2]))
+                return
+        self.proc.kill()
+        raise RuntimeError("listen never said where it listens:\n" + "".join(self.lines))
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self._queue.put(line)
+
+    def _next(self, deadline: float) -> str | None:
+        try:
+            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+        self.lines.append(line)
+        return line
+
+    def events(self, name: str) -> list[dict]:
+        """The JSON log lines so far whose event is `name`."""
+        while not self._queue.empty():
+            self.lines.append(self._queue.get_nowait())
+        found = []
+        for line in self.lines:
+            if line.startswith("{") and f'"{name}"' in line:
+                event = json.loads(line)
+                if event.get("event") == name:
+                    found.append(event)
+        return found
+
+    def stop(self, timeout_s: float = 60.0) -> tuple[int, str]:
+        """SIGTERM, then its exit status and everything it wrote on standard error."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(timeout=timeout_s)
+        finally:
+            self.proc.kill()
+        self._reader.join(timeout=10)
+        self.proc.stderr.close()
+        self.events("")  # drain
+        return status, "".join(self.lines)
+
+
+def flood(address: tuple[str, int], datagrams: int, *, senders: int = SENDERS, seed: int = 41,
+          pace_s: float = 0.0) -> int:
+    """Send `datagrams` junk datagrams of DATAGRAM bytes to `address`, from 127.0.0.1..127.0.0.`senders`
+    in turn, each address changing its source port every PER_PORT datagrams; `pace_s` after each
+    round of `senders`. The junk starts with no byte a frame starts with, so each is an error."""
+    rng = random.Random(seed)
+    socks: list[socket.socket] = []
+    try:
+        for i in range(datagrams):
+            k = i % senders
+            if i % (senders * PER_PORT) < senders:  # a fresh port for this address
+                if len(socks) > k:
+                    socks[k].close()
+                    socks[k] = _bound(k)
+                else:
+                    socks.append(_bound(k))
+            socks[k].sendto(b"\x00" + rng.randbytes(DATAGRAM - 1), address)
+            if pace_s and k == senders - 1:
+                time.sleep(pace_s)
+    finally:
+        for s in socks:
+            s.close()
+    return datagrams
+
+
+def _bound(k: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((f"127.0.0.{k + 1}", 0))
+    return s
+
+
+def measure(datagrams: int, quota: list[str], pace_s: float) -> dict:
+    """A fresh database, listen on it, the flood, then listen stopped: sizes before, after, its counts."""
+    with tempfile.TemporaryDirectory() as d:
+        db, stats = Path(d) / "ground.db", Path(d) / "stats.json"
+        listen = ListenProcess(db, *quota, stats=stats)
+        before = db_bytes(db)
+        t0 = time.perf_counter()
+        flood(listen.address, datagrams, pace_s=pace_s)
+        sent_s = time.perf_counter() - t0
+        time.sleep(1.0)  # the last datagrams in the socket's buffer, and a commit
+        peak = db_bytes(db)
+        status, err = listen.stop()
+        if status != 0:
+            raise RuntimeError(f"listen exited {status}:\n{err[-2000:]}")
+        counts = json.loads(stats.read_text())
+        warnings = len([e for e in listen.events("frames past the storage quota not stored")])
+        return {"datagrams": datagrams, "sent_s": sent_s, "before": before, "running": peak, "after": db_bytes(db),
+                "heard": counts["frames"], "not_stored": counts["frames_not_stored"], "warnings": warnings}
+
+
+def rows(datagrams: int = 400_000, source_mb: float | None = None, total_mb: float | None = None,
+         pace_s: float = 0.002) -> list[tuple]:
+    """The flood against `listen` with its default quotas (or these): the database's size before,
+    while flooded and after, against the cap."""
+    from argparse import Namespace
+
+    from groundstation.db import utc_now
+    from groundstation.frame_quota import MB, SOURCE_QUOTA_BYTES, TOTAL_QUOTA_BYTES, frame_quota_from_args, row_bytes
+
+    cap = frame_quota_from_args(Namespace(source_quota_mb=SOURCE_QUOTA_BYTES / MB if source_mb is None else source_mb,
+                                          quota_total_mb=TOTAL_QUOTA_BYTES / MB if total_mb is None else total_mb))
+    options = ["--source-quota-mb", f"{cap.source_bytes / MB:g}", "--quota-total-mb", f"{cap.total_bytes / MB:g}"]
+    r = measure(datagrams, options, pace_s)
+    offered = r["heard"] * row_bytes(DATAGRAM, "udp 127.0.0.16:65535", utc_now(), "unknown first byte") / MB
+    return [
+        ("listen under a UDP flood: database after", f"{r['after'] / MB:,.2f}", "MB",
+         f"cap {cap.total_bytes / MB:g} MB in all ({cap.source_bytes / MB:g} a source); before {r['before'] / MB:.2f} MB, "
+         f"{r['running'] / MB:.1f} with its log while flooded; {offered:,.0f} MB for every frame heard"),
+        ("listen under a UDP flood: datagrams", f"{r['heard']:,}", "heard",
+         f"of {r['datagrams']:,} of {DATAGRAM} B sent from {SENDERS} addresses, a new port every {PER_PORT} "
+         f"({r['sent_s']:.0f} s); {r['not_stored']:,} not stored, {r['warnings']} warnings"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sim.bench.listen_flood", description=__doc__.splitlines()[0])
+    p.add_argument("--datagrams", type=int, default=400_000, help="junk datagrams sent (default 400000)")
+    p.add_argument("--source-quota-mb", type=float, help="listen's option (default its own)")
+    p.add_argument("--quota-total-mb", type=float, help="listen's option (default its own)")
+    args = p.parse_args(argv)
+    for name, value, unit, note in rows(args.datagrams, args.source_quota_mb, args.quota_total_mb):
+        print(f"{name:<44}  {value:>12}  {unit:<8}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
