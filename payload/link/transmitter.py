@@ -39,12 +39,10 @@ Every record fragment carries the downlink tag (`wire.downlink`, the key derived
 flight key): a payload without a flight key sends positions, musing sentences and pictures,
 which need none, and keeps its records queued until it has one (`Transmitter.auth`).
 
-Repair: after every `uplink.window_every`-th position sentence the radio sends the window
-cue (`wire.Window`, tagged: the ground answers only the balloon's own cue, never a sentence
-anyone could send) and listens for `uplink.window_s` (half duplex: nothing is sent meanwhile). Signed frames go
-to the `on_uplink` callback (the daemon's command gate); a RESEND becomes
-`request_repair`, which rebuilds the asked-for fragments from the stored record —
-never for a record that is still queued, which will go out whole anyway.
+Repair: after every `uplink.window_every`-th position sentence the radio sends the window cue
+(`wire.Window`, tagged, with when it ends on air and how long the radio listens) and listens for
+`uplink.window_s` (half duplex). Signed frames go to `on_uplink` (the daemon's command gate); a
+RESEND becomes `request_repair`, which rebuilds the asked-for fragments from the stored record.
 """
 
 from __future__ import annotations
@@ -505,18 +503,15 @@ class Transmitter:
         return True
 
     def _cue(self, boot: int, seq: int, heard_at_s: float = 0.0) -> bytes:
-        """The window cue: the ground answers it only while `listen_s` from `sent_s` (this clock's
-        second the cue ends on air) has not passed, so a cue played back late opens nothing."""
+        """The window cue, which the ground answers only until `listen_s` after `heard_at_s`."""
         listen_s = min(max(int(self.uplink_cfg.window_s), 1), wire.downlink.MAX_LISTEN_S)
         return wire.encode_window(wire.Window(boot, seq, self.pid, int(heard_at_s), listen_s), self.auth)
 
     def listen_window(self, boot: int, seq: int) -> None:
-        """Half duplex: say so with the window cue after sentence `seq` of `boot`, then listen for
-        `window_s` flight seconds, handing each frame to `on_uplink`."""
+        """Half duplex: the window cue after sentence `seq` of `boot`, then `window_s` listening."""
         if self.on_uplink is None or not self.radio.receives or self.auth is None:
             return  # no key, or a transmit-only radio: nothing to listen with
-        cue = self._cue(boot, seq)
-        air = self.airtime(cue)
+        air = self.airtime(self._cue(boot, seq))
         if self.budget.wait_s(self.clock.elapsed_s(), air) > 0:
             self.stats.windows_skipped += 1  # the law first: no cue, so no window (the ground would not answer)
             log.info("window_skipped", why="duty cycle", seq=seq)
@@ -527,8 +522,7 @@ class Transmitter:
             return
         self._log_airtime(air, True)
         keyed = self.clock.elapsed_s()
-        cue = self._cue(boot, seq, heard_at_s=keyed + air)  # the ground hears it when it ends
-        self.radio.send(cue)
+        self.radio.send(cue := self._cue(boot, seq, heard_at_s=keyed + air))  # the ground hears it as it ends
         with self._lock:
             self.stats.cues_sent += 1
             self.stats.frames_sent += 1
