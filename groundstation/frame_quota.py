@@ -7,6 +7,8 @@ What is always stored: a frame that decoded (`error` None) and is ours, a record
 window cue whose downlink tag checked (`tagged`). Everything else (errors, sentences and
 pictures anyone can send, fragments whose tag failed) counts against the quotas, and past them
 is counted by source (`over_quota`), not stored; a warning a minute per source says how many.
+The listener keeps out what such a frame decodes to as well (a sentence's position, a musing
+sentence, an SSDV packet), so valid sentences under ever new numbers cannot fill the other tables.
 Past the quotas an authentic frame byte for byte the same as one stored before (a recording
 played back) is no news and is not stored either; a flight's own frames are all new.
 

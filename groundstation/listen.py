@@ -356,12 +356,14 @@ def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, repair: R
         repair.on_decoded(result, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)
     path = flights.path(hooks.station, result.relayed_by)  # "<station> via <RELAYER>" when relayed
-    store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr)
+    kept = store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr)
     hooks.call(hooks.on_frame, data, received_at, hooks.station, rssi, snr)
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail,
                   flight=flight.callsign)
         return
+    if not kept and not result.authentic:  # past its source's byte quota: its open claim stays out with it,
+        return  # or a flood of valid sentences under ever new numbers would fill the other tables instead
     if path is not None:  # a record heard directly and relayed: a row for each way, not only the first
         for row in flight.paths.heard(result, path, received_at):
             store.add_heard(*row)

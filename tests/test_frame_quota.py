@@ -242,3 +242,32 @@ def test_the_bench_rows():
     value, note = got["listen under a UDP flood: database after"]
     assert float(value) <= 0.2 * (1 + MARGIN) + 0.07 and "cap 0.2 MB in all (0.05 a source)" in note
     assert "of 3,000 of 255 B sent from 16 addresses" in got["listen under a UDP flood: datagrams"][1]
+
+
+def test_valid_sentences_past_the_quota_fill_no_other_table(tmp_path):
+    """A flood of well-formed sentences under ever new numbers: each decodes, so before, each
+    position was stored even when its frame was kept out. Now the position stays out with it,
+    and a tagged musing after the flood still lands."""
+    import threading
+
+    from groundstation.decoder import FrameDecoder
+    from groundstation.listen import run_listen
+    from groundstation.sources import ReplaySource
+    from stratoecho import wire
+    from tests.fakes import AUTH
+
+    def sentence(seq: int) -> bytes:
+        return wire.encode_sentence(wire.Telemetry("FORGED", seq, "10:04:11", 52.2, 0.1, 1000, 9, 5.0, 900.0, 3900, 7))
+
+    air = tmp_path / "air.hex"
+    musing = wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, 1, 1_767_225_600, "still here"), auth=AUTH)
+    air.write_text("".join(f.hex() + "\n" for f in [*(sentence(i) for i in range(200)), *musing]))
+    quota = FrameQuota(source_bytes=10 * row(sentence(0), "replay x"), total_bytes=20 * row(sentence(0), "replay x"))
+    with Store(tmp_path / "g.db", frame_quota=quota) as store:
+        run_listen(ReplaySource(str(air)), store, FrameDecoder(auth=AUTH), threading.Event(), None)
+    with closing(sqlite3.connect(tmp_path / "g.db")) as c:
+        positions = c.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+        frames = c.execute("SELECT count(*) FROM frames WHERE hex LIKE '2424%'").fetchone()[0]
+        texts = [r[0] for r in c.execute("SELECT text FROM records")]
+    assert positions == frames and 5 <= frames <= 12  # as many as the quota let in, then none
+    assert texts == ["still here"]
