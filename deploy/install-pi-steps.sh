@@ -249,7 +249,7 @@ step_config() {
         say "$CONFIG is there, with your changes: kept, never overwritten"
     fi
     check "$CONFIG exists and its data_dir is $DATA_DIR" "data_dir must be the data partition (docs/deploy.md step 2)" config_right
-    if can_exec_in_root && [ -x "$(R "$VENV")/bin/python" ]; then
+    if payload_installed; then
         check_in_root "the air plan of $CONFIG closes" "change what payload plan says in $CONFIG and run again" \
             "$VENV/bin/python" -m payload plan "$CONFIG"
     else
@@ -320,7 +320,7 @@ step_key() {
     owned_by_user "$KEY_PATH" || own "$KEY_PATH"
     [ "$(stat -c %a "$dest" 2>/dev/null)" = 600 ] || run chmod 600 "$dest"
     check "$KEY_PATH is $USER_NAME's, mode 600" "docs/deploy.md step 6" key_right
-    if can_exec_in_root && [ -x "$(R "$VENV")/bin/python" ]; then
+    if payload_installed; then
         check_in_root "the payload, as $USER_NAME, accepts the key" "the reason is above; make a good key with keygen" \
             runuser -u "$USER_NAME" -- "$VENV/bin/python" -c "from stratoecho.wire.uplink_keys import load_key; load_key('$KEY_PATH')"
     fi

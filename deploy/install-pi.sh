@@ -179,6 +179,13 @@ can_exec_in_root() {
     [ "$ROOT" = / ] || { [ "$(id -u)" = 0 ] && [ -x "$ROOT/bin/sh" ]; }
 }
 
+# Whether the payload is installed in the venv (a run with --only may leave it out).
+payload_installed() {
+    can_exec_in_root && [ -x "$(R "$VENV")/bin/python" ] || return 1
+    if [ "$ROOT" = / ]; then "$VENV/bin/python" -c 'import payload' 2>/dev/null
+    else chroot "$ROOT" "$VENV/bin/python" -c 'import payload' 2>/dev/null; fi
+}
+
 need_exec_in_root() {
     can_exec_in_root || die "cannot run commands inside $ROOT: chroot needs root, and $ROOT needs its own /bin/sh (a root made with mmdebstrap has one); run as root, or leave this step out with --only"
 }
