@@ -48,7 +48,7 @@ from typing import Any
 import msgpack
 
 from .common import WireError
-from .sentence import Telemetry, parse_hms
+from .sentence import Telemetry, integer_out_of_range, parse_hms
 
 KEY_CALLSIGN = 0
 KEY_SENTENCE_ID = 1
@@ -134,7 +134,7 @@ def decode_habpack(packet: bytes) -> Telemetry:
         raise WireError("habpack field invalid", f"position {lat}, {lon} is not on Earth")
     when = _unsigned(fields, KEY_TIME, "time")
     when %= _SECONDS_IN_DAY  # seconds of day pass unchanged; a Unix time keeps its time of day
-    return Telemetry(
+    t = Telemetry(
         callsign=callsign,
         seq=_unsigned(fields, KEY_SENTENCE_ID, "sentence id"),
         time=f"{when // 3600:02d}:{when // 60 % 60:02d}:{when % 60:02d}",
@@ -147,6 +147,9 @@ def decode_habpack(packet: bytes) -> Telemetry:
         batt_mv=round(_scaled(fields, KEY_VOLTAGE, "voltage") * _MILLI) if KEY_VOLTAGE in fields else 0,
         boot=_unsigned(fields, KEY_BOOT, "boot"),
     )
+    if (why := integer_out_of_range(t)) is not None:  # msgpack's unsigned 64 bits go past the ground's signed ones
+        raise WireError("habpack field invalid", f"HABpack {why}")
+    return t
 
 
 def _is_int(v: Any) -> bool:

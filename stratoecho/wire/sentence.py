@@ -35,6 +35,7 @@ from .common import Kind, WireError, crc16_ccitt
 
 FIELD_LIST = "0123456BR9I"  # callsign..alt, sats, B outside temp, R pressure, 9 battery mV, I boot
 _TOKEN = re.compile(r"0123456B?R?9?I")  # ours: the optional readings present, in this order
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # an integer field's range: SQLite's INTEGER
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ def decode_sentence(frame: bytes) -> Telemetry:
     except ValueError as e:
         raise WireError("sentence field invalid", f"UKHAS field does not parse: {e}") from e
     _check_finite(t)
+    if (why := integer_out_of_range(t)) is not None:
+        raise WireError("sentence field invalid", f"UKHAS sentence {why}")
     return t
 
 
@@ -169,6 +172,16 @@ def _read_optional(text: str) -> float:
     if text.strip().lower() in ("nan", "+nan", "-nan"):
         raise ValueError(f"{text!r}: a missing value is an empty field")
     return float(text)
+
+
+def integer_out_of_range(t: Telemetry) -> str | None:
+    """Why an integer field of `t` is beyond a signed 64-bit integer, what the ground stores it as
+    (a 40-digit altitude is no position, and its INSERT would raise), or None."""
+    for name in ("seq", "alt", "sats", "batt_mv", "boot"):
+        value = getattr(t, name)
+        if not INT64_MIN <= value <= INT64_MAX:
+            return f"{name} of {len(str(abs(value)))} digits does not fit a 64-bit integer"
+    return None
 
 
 def _check_finite(t: Telemetry) -> None:

@@ -108,6 +108,10 @@ def _number(name: str, value: str) -> int | float:
         number = float(value) if "." in value else int(value)
     except ValueError as e:  # int() refuses more than 4300 digits
         raise WireError("sentence field invalid", f"field {name} is too long a number") from e
-    if not math.isfinite(number):  # a long enough digit string overflows to inf
-        raise WireError("sentence field invalid", f"field {name} = {value[:20]!r}... is not finite")
+    try:
+        finite = math.isfinite(number)  # a long enough digit string overflows a float to inf
+    except OverflowError:  # and an integer of over 308 digits does not fit a float at all
+        finite = False
+    if not finite:
+        raise WireError("sentence field invalid", f"field {name} = {value[:20]!r}... is not a finite number")
     return number
