@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import IngestError, Message, Reader, persona_names
-from .markdown import parse_date, strip_markdown
+from .markdown import heading_text, parse_date, strip_markdown
 
 SOURCE = "interview"  # also the chat: sessions' keys of its examples start "interview:"
 ANSWERS_FILE = "answers.jsonl"
@@ -39,7 +39,7 @@ FORMAT = 1  # the "interview" value of every answers.jsonl line
 ABOUT_PROMPT = "Tell me about yourself."
 ABOUT_SECTION_PROMPT = "Tell me about yourself: {heading}"
 
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+)$", re.MULTILINE)  # its text: heading_text(m[1])
 
 
 def parse_record(line: str) -> dict:
@@ -88,7 +88,7 @@ def about_sections(markdown: str) -> list[tuple[str, str]]:
     if marks and not markdown[: marks[0].start()].strip() and marks[0][0].lstrip().startswith("# "):
         markdown, marks = markdown[marks[0].end():], list(_HEADING.finditer(markdown[marks[0].end():]))  # a title
     cuts = [("", 0, marks[0].start() if marks else len(markdown))]
-    cuts += [(m[1].strip(), m.end(), marks[i + 1].start() if i + 1 < len(marks) else len(markdown))
+    cuts += [(heading_text(m[1]).strip(), m.end(), marks[i + 1].start() if i + 1 < len(marks) else len(markdown))
              for i, m in enumerate(marks)]
     out = []
     for heading, start, end in cuts:

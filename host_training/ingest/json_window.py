@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 MAX_VALUE_CHARS = 64 << 20  # a single message larger than this is not one: the structure is broken
+# Objects passed over (`skip`) nest no deeper than this: an export nests a handful of levels, and each
+# level is a Python call, so 1,000 of them ended in a RecursionError that no reader expects.
+MAX_SKIP_DEPTH = 200
 
 _WS = re.compile(r"[ \t\n\r]*")
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -233,12 +236,15 @@ class JsonWindow:
             else:
                 raise self.bad("Expecting ',' delimiter")
 
-    def skip(self) -> None:
-        """Pass over the value at the next character, an array element or a member at a time."""
+    def skip(self, depth: int = 0) -> None:
+        """Pass over the value at the next character, an array element or a member at a time.
+        Objects nested deeper than MAX_SKIP_DEPTH are a `BadJson` that cannot be recovered from."""
         c = self.peek()
         if c == "{":
+            if depth >= MAX_SKIP_DEPTH:
+                raise BadJson(f"objects nested deeper than {MAX_SKIP_DEPTH} levels", self.where(self.pos))
             for _ in self.members():
-                self.skip()
+                self.skip(depth + 1)
         elif c == "[":
             self.pos += 1
             if self.peek() == "]":

@@ -57,6 +57,12 @@ _HEADER_LINE = re.compile(r"^[!-9;-~]+:[ \t]")  # an RFC 822 field name, a colon
 _KNOWN_HEADERS = re.compile(
     r"^(?:from|date|subject|message-id|to|received|return-path|x-gm-thrid|x-mozilla-status)\s*:", re.I | re.M
 )
+# The headers read as structures (addresses, MIME parameters): the email package parses one in time
+# growing with the square of its length (32 KB of quotes in a Content-Type took minutes), so a mail
+# with one longer than any mail program writes is skipped as corrupt before it is parsed at all.
+MAX_PARSED_HEADER_CHARS = 2000
+_PARSED_HEADER = re.compile(rb"^(?:from|content-type|content-transfer-encoding|content-disposition)[ \t]*:"
+                            rb"[^\n]*(?:\n[ \t][^\n]*)*", re.I | re.M)  # the field and its folded lines
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fw|fwd|aw|sv|wg|vs|tr|antw|rif|odp|ref)\s*(?:\[\d+\])?\s*[:：]\s*)+", re.I)
 _FWD_SUBJECT = re.compile(r"^\s*(?:fw|fwd|wg|tr|rv|vs)\s*[:：]", re.I)
 
@@ -326,6 +332,7 @@ class MboxReader(Reader):
                 where = f"mail #{index + 1}" + (f" (line {line})" if line else "")
                 try:
                     raw = box.get_bytes(key)
+                    _check_header_lengths(raw)
                     msg = email.message_from_bytes(raw, policy=policy.default)
                     noise = noise_reason(msg)
                     if noise is None:
@@ -361,6 +368,8 @@ class MboxReader(Reader):
 
         def sender(value: list[bytes]) -> None:
             header = b"".join(value).decode("utf-8", errors="replace")
+            if len(header) > MAX_PARSED_HEADER_CHARS:
+                return  # the mail is skipped, and named, when read
             try:
                 parsed = policy.default.header_factory("from", header.split(":", 1)[1].strip())
                 for a in parsed.addresses:
@@ -490,6 +499,15 @@ class MboxReader(Reader):
             self.stats.repaired["bad_charset"] += 1
             payload = part.get_payload(decode=True) or b""
             return payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else str(payload)
+
+
+def _check_header_lengths(raw: bytes) -> None:
+    """_BadMail for a mail (or a part of it) whose From or MIME header is past MAX_PARSED_HEADER_CHARS."""
+    for m in _PARSED_HEADER.finditer(raw):
+        if len(m[0]) > MAX_PARSED_HEADER_CHARS:
+            name = m[0].split(b":", 1)[0].decode("ascii", "replace").strip()
+            raise _BadMail(f"a {name} header of {len(m[0]):,} characters (a mail program writes at most "
+                           f"{MAX_PARSED_HEADER_CHARS:,})")
 
 
 class _BadMail(ValueError):
