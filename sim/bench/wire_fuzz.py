@@ -82,6 +82,15 @@ def _sentences(rng: random.Random, n: int = 60) -> list[bytes]:
                                                 9, -40.5, 180.2, 3890, 1)) for i in range(1, n + 1)]
 
 
+def flight(rng: random.Random, auth: wire.DownlinkAuth = AUTH) -> tuple[list[wire.Record], list[bytes], list[bytes]]:
+    """A flight's worth of real frames: its records, their fragments as the payload cuts and tags
+    them (MTU 64 to 255, 0 to 3 parity), and position sentences (sim/bench/fuzz's corpus too)."""
+    records = _records(rng)
+    fragments = [f for r in records
+                 for f in wire.fragment_record(r, rng.choice([64, 128, 255]), parity=rng.randint(0, 3), auth=auth)]
+    return records, fragments, _sentences(rng)
+
+
 def _recrc(frame: bytes) -> bytes:
     return frame[:-2] + struct.pack(">H", wire.crc16_ccitt(frame[:-2]))
 
@@ -136,11 +145,8 @@ def fuzz(frames: int = 100_000, seed: int = 1, mutate: float = 0.7, forge: float
     """Feed `frames` frames, a share `mutate` of them damaged (of those, a share `forge`
     forged with a valid frame CRC), to a fresh `FrameDecoder`; what came out, checked."""
     rng = random.Random(seed)
-    records = _records(rng)
+    records, fragments, sentences = flight(rng)
     sent = {(int(r.kind), r.boot, r.seq): r for r in records}
-    fragments = [f for r in records
-                 for f in wire.fragment_record(r, rng.choice([64, 128, 255]), parity=rng.randint(0, 3), auth=AUTH)]
-    sentences = _sentences(rng)
     result = FuzzResult()
     decoder = FrameDecoder(auth=AUTH)
     while result.frames < frames:
