@@ -45,11 +45,14 @@ def test_the_summary_reads_the_flight_and_the_headroom():
               "gateway": {"lines": 40, "violations": 0}, "flight_s": 1800}
     peak = {"payload": (80 * 1024, 60 * 1024), "persona worker": (230 * 1024, 200 * 1024),
             "together": (310 * 1024, 260 * 1024)}
-    rows = pi_check.summary(tokens, {"report": report, "peak_kb": peak, "wall_s": 700}, overhead_kb=40 * 1024)
+    native = {"payload": (60 * 1024, 50 * 1024), "persona worker": (200 * 1024, 180 * 1024),
+              "together": (290 * 1024, 250 * 1024)}
+    rows = pi_check.summary(tokens, {"report": report, "peak_kb": peak, "wall_s": 700}, native)
     assert "parted at token 2: 'a b c' / 'a b d'" in rows[0]
     assert "30 flight minutes in 700 s; musings made 5, aired 4, heard 3; sentences heard 27/30" in rows[1]
     assert "gateway violations 0" in rows[1]
-    assert "~230 MB: 282 MB of a Zero 2 W's 512 MB left" in rows[-1]  # 310 less two processes' 40
+    assert "memory, persona worker: peak RSS 230 MB, USS 200 MB under qemu" in rows[3] and "200 / 180 MB natively" in rows[3]
+    assert "512 MB less the native 290 MB: 222 MB for the kernel" in rows[-1]
 
 
 @pytest.mark.parametrize("argv", [["--help"]])
