@@ -102,7 +102,7 @@ def build_root(root: Path) -> None:
         raise PiCheckError("mmdebstrap missing: apt-get install mmdebstrap qemu-user-static")
     tar = root.with_suffix(".tar")
     if not tar.exists():
-        log.info("building the arm64 root", suite=SUITE, packages=len(ROOT_PACKAGES), expect="about 3 minutes")
+        log.info("building the arm64 root", suite=SUITE, packages=len(ROOT_PACKAGES), expect="about 5 minutes")
         tar.parent.mkdir(parents=True, exist_ok=True)
         part = tar.with_name(tar.name + ".part")  # renamed once whole: a cut build is never taken for one
         run(["mmdebstrap", f"--arch={ARCH}", "--variant=minbase", "--format=tar",
@@ -139,7 +139,7 @@ def mounted(root: Path):
 # Pi OS's python3-picamera2 and python3-lgpio are not Debian's) and `payload` (its import check
 # imports picamera2); the payload's pip packages go in below instead, as `payload` would install them.
 SCRIPT_STEPS = "data,user,project,venv,llama,config,persona,key,watchdog,units"
-PIP_EXTRA = ".venv/bin/pip install --quiet -e '.[payload,ground]'"
+PIP_EXTRA = ".venv/bin/pip install --quiet -e '.[payload,ground]' psutil"  # psutil: the bench world at real time
 
 
 def install(root: Path, wheel: Path, key: Path, persona: Path | None) -> None:
@@ -264,8 +264,10 @@ BOOT_DROPIN = """# pi-check only (sim/bench/pi_check.py): the payload's unit boo
 RequiresMountsFor=
 [Service]
 # The bench's world for the hardware (no SPI, GPS or I2C here); its radio sends UDP into nothing.
+# Its data one level down: the bench keeps its world beside it (payload.bench), inside ReadWritePaths.
 ExecStart=
-ExecStart=/opt/stratoecho/.venv/bin/python -m payload run --sim --udp 127.0.0.1:7373 --config /etc/stratoecho/payload.toml
+ExecStart=/opt/stratoecho/.venv/bin/python -m payload run --sim --sim-config /etc/stratoecho/payload.toml \\
+    --udp 127.0.0.1:7373 --data /var/lib/stratoecho/payload
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET
 # qemu-user writes the code it runs (its JIT): W^X would stop every instruction.
 MemoryDenyWriteExecute=no
@@ -278,8 +280,11 @@ PROBE = """#!/bin/sh
 out=/var/lib/pi-check.txt; : > $out
 show() { systemctl show stratoecho-payload -p "$1" --value; }
 say() { echo "$*" >> $out; }
-i=0; while [ "$(show ActiveState)" != active ] && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); done
-say "ready: $(show ActiveState)/$(show SubState) after ${i} s (Type=notify: READY=1 came)"
+i=0; while [ "$(show ActiveState)" != active ] && [ "$(show NRestarts)" = 0 ] && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); done
+say "ready: $(show ActiveState)/$(show SubState) after ${i} s, result $(show Result), restarts $(show NRestarts)"
+if [ "$(show ActiveState)" != active ]; then
+    journalctl -u stratoecho-payload --no-pager -n 20 -o cat >> $out 2>&1; systemctl poweroff; exit 0
+fi
 w1=$(show WatchdogTimestampMonotonic); sleep 45; w2=$(show WatchdogTimestampMonotonic)
 say "watchdog: last ping ${w1} then ${w2} us, fed: $([ "$w2" != "$w1" ] && [ "$w2" != 0 ] && echo yes || echo no)"
 pid=$(show MainPID); systemctl kill -s KILL stratoecho-payload
@@ -320,8 +325,8 @@ def boot_check(root: Path, timeout_s: float = 1800) -> list[str]:
     log.info("booting the root", how="systemd-nspawn --boot", expect="minutes under emulation")
     with open(root.parent / "boot.log", "wb") as console:
         try:
-            subprocess.run(["systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit",
-                            "--console=pipe"], stdout=console, stderr=subprocess.STDOUT, timeout=timeout_s,
+            subprocess.run(["systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit", "--machine=pi-check",
+                            "--console=read-only"], stdout=console, stderr=subprocess.STDOUT, timeout=timeout_s,
                            stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired:
             pass

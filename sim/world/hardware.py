@@ -147,21 +147,28 @@ class ModelledCpu:
 
 
 class CpuMeter:
-    """Share of one core this process and its children (the persona worker) used since the last call."""
+    """Share of one core this process and its children (the persona worker) used since the last call.
+
+    Read from /proc, not psutil: under qemu-user (make pi-check) a process's own /proc/self/stat
+    is the emulator's rendering, and psutil took the start time it shows there for a reused pid
+    and refused every read."""
 
     def __init__(self):
-        import psutil  # bench only
-
-        self._proc = psutil.Process()
+        self._tick = os.sysconf("SC_CLK_TCK")
         self._last = (time.monotonic(), self._cpu_s())
 
     def _cpu_s(self) -> float:
-        total = sum(self._proc.cpu_times()[:2])
-        for child in self._proc.children(recursive=True):
+        total, me = time.process_time(), os.getpid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
             try:
-                total += sum(child.cpu_times()[:2])
-            except Exception:  # noqa: BLE001 - a child that just exited used nothing more
-                pass
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:  # a process that just exited used nothing more
+                continue
+            if int(fields[1]) == me:  # its parent; then its user and system time, in clock ticks
+                total += (int(fields[11]) + int(fields[12])) / self._tick
         return total
 
     def busy(self) -> float:
