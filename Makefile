@@ -14,7 +14,7 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages
+.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages pi-wheel
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
@@ -24,6 +24,7 @@ help:
 	@echo "make soak     24 flight hours of the Pi configuration under its systemd unit, judged (SOAK_HOURS=N)"
 	@echo "make powercut 10,000 simulated power cuts under the store (~3 min; POWERCUT_CUTS=N, POWERCUT_SEED=S)"
 	@echo "make fuzz     every parser of outside bytes, 23 targets x 8 s, then 1,000,000 forged frames (~3.5 min; FUZZ_SECONDS=N FUZZ_FRAMES=N FUZZ_SEED=S)"
+	@echo "make pi-wheel arm64 wheels of llama-cpp-python for the Pis, cross-compiled and checked under qemu (~8 min on 2 cores; PI_WHEEL_FAMILIES=a53)"
 	@echo "make persona  only build the sample persona into $(PERSONA)"
 	@echo "make clean    remove build/ and out/ (keeps .venv)"
 
@@ -54,6 +55,15 @@ $(STAMP): pyproject.toml $(LLAMA_SDIST) | $(PY)
 	$(PIP) install --quiet -e ".[train,payload,ground,dev]"
 	$(PY) -m host_training.llama_cpp_source unpack "$(LLAMA_SDIST)"
 	@touch $@
+
+# An arm64 wheel of llama-cpp-python for the Raspberry Pi from the same pinned source distribution,
+# cross-compiled with Debian's aarch64 toolchain, one per board family (a53: Zero 2 W, Pi 3, Pi 4;
+# a76: Pi 5), each checked under qemu-aarch64-static; installs the cross compilers, cmake, ninja and
+# qemu-user-static from Debian's packages when missing (as root, or with sudo). Not part of `make test`.
+# docs/deploy.md, "A wheel built on your workstation".
+PI_WHEEL_FAMILIES ?= a53 a76
+pi-wheel: $(LLAMA_SDIST) | $(PY)
+	$(PY) -m host_training.pi_wheel --sdist $(LLAMA_SDIST) --out build/pi-wheel $(addprefix --family ,$(PI_WHEEL_FAMILIES))
 
 # The dashboard's map libraries (Leaflet, protomaps-leaflet) from the npm registry, each checked
 # against the sha512 pinned in groundstation/web/vendor.py; served by the dashboard itself.
