@@ -14,7 +14,7 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages pi-wheel
+.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages pi-wheel pi-check
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
@@ -25,6 +25,7 @@ help:
 	@echo "make powercut 10,000 simulated power cuts under the store (~3 min; POWERCUT_CUTS=N, POWERCUT_SEED=S)"
 	@echo "make fuzz     every parser of outside bytes, 23 targets x 8 s, then 1,000,000 forged frames (~3.5 min; FUZZ_SECONDS=N FUZZ_FRAMES=N FUZZ_SEED=S)"
 	@echo "make pi-wheel arm64 wheels of llama-cpp-python for the Pis, cross-compiled and checked under qemu (~8 min on 2 cores; PI_WHEEL_FAMILIES=a53)"
+	@echo "make pi-check the Pi configuration flown in a Debian arm64 root under qemu, as root (~12 min; after pi-wheel)"
 	@echo "make persona  only build the sample persona into $(PERSONA)"
 	@echo "make clean    remove build/ and out/ (keeps .venv)"
 
@@ -64,6 +65,14 @@ $(STAMP): pyproject.toml $(LLAMA_SDIST) | $(PY)
 PI_WHEEL_FAMILIES ?= a53 a76
 pi-wheel: $(LLAMA_SDIST) | $(PY)
 	$(PY) -m host_training.pi_wheel --sdist $(LLAMA_SDIST) --out build/pi-wheel $(addprefix --family ,$(PI_WHEEL_FAMILIES))
+
+# The payload on the Pi's own architecture: a Debian bookworm arm64 root (mmdebstrap) run under
+# qemu-user, installed by deploy/install-pi.sh with the A53 wheel, greedy tokens against x86-64, the
+# Pi configuration flown with the persona, its memory, and the unit booted with systemd-nspawn.
+# As root; not part of `make test`. docs/deploy.md, "Checked on arm64, under emulation".
+pi-check: $(PERSONA)/persona.toml | $(PY)
+	test -n "$$(ls build/pi-wheel/a53/*.whl 2>/dev/null)" || $(MAKE) pi-wheel PI_WHEEL_FAMILIES=a53
+	$(PY) -m sim.bench.pi_check --boot --wheel "$$(ls -t build/pi-wheel/a53/*.whl | head -1)" --persona $(PERSONA)
 
 # The dashboard's map libraries (Leaflet, protomaps-leaflet) from the npm registry, each checked
 # against the sha512 pinned in groundstation/web/vendor.py; served by the dashboard itself.

@@ -150,6 +150,9 @@ def install(root: Path, wheel: Path, key: Path, persona: Path | None) -> None:
            "--only", SCRIPT_STEPS]
     if persona is not None:
         cmd += ["--persona", persona]
+    clone = root / PROJECT.lstrip("/")
+    if (clone / ".git").exists():  # the script leaves a copy alone; a check flies this checkout's commit
+        run(["git", "-C", clone, "-c", "safe.directory=*", "pull", "--quiet", "--ff-only"])
     log.info("install script", steps=SCRIPT_STEPS)
     run(cmd)
     log.info("payload packages", expect="minutes under emulation (spidev compiles)")
