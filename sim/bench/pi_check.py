@@ -81,13 +81,27 @@ def in_root(root: Path, shell: str, **kw) -> subprocess.CompletedProcess:
 # ------------------------------------------------------------------ the root
 
 
+HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "qemu-aarch64-static": "qemu-user-static",
+                 "systemd-nspawn": "systemd-container"}  # program -> the Debian package that has it
+
+
+def ensure_host_packages() -> None:
+    """What this machine needs, from Debian's registry when missing (a fresh machine of ours)."""
+    missing = sorted({pkg for prog, pkg in HOST_PACKAGES.items() if shutil.which(prog) is None})
+    if missing:
+        log.info("installing from Debian", packages=missing)
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
 def ensure_binfmt() -> None:
     """arm64 programs run here: Debian's qemu-aarch64 registered with binfmt_misc (F: fixed)."""
     if not (BINFMT / "register").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT])
     if not (BINFMT / "qemu-aarch64").exists():
         if not QEMU_CONF.exists():
-            raise PiCheckError(f"{QEMU_CONF} missing: apt-get install qemu-user-static")
+            raise PiCheckError(f"{QEMU_CONF} missing: Debian's qemu-user-static puts it there")
         (BINFMT / "register").write_text(QEMU_CONF.read_text().strip())
     if "F" not in (BINFMT / "qemu-aarch64").read_text().split("flags:")[1].split("\n")[0]:
         raise PiCheckError("qemu-aarch64 is registered without the F flag: programs in the root would not find it")
@@ -98,8 +112,6 @@ def build_root(root: Path) -> None:
     if (root / "usr/bin/python3").exists():
         log.info("root kept", root=str(root))
         return
-    if shutil.which("mmdebstrap") is None:
-        raise PiCheckError("mmdebstrap missing: apt-get install mmdebstrap qemu-user-static")
     tar = root.with_suffix(".tar")
     if not tar.exists():
         log.info("building the arm64 root", suite=SUITE, packages=len(ROOT_PACKAGES), expect="about 5 minutes")
@@ -384,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: pi-check needs root (chroot, mounts, binfmt_misc)", file=sys.stderr)
         return 2
     if args.only_boot:
+        ensure_host_packages()
         ensure_binfmt()
         for row in boot_check(args.root):
             print("  " + row)
@@ -397,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     model = next(args.persona.glob("*.gguf"))
     key = args.root.parent / "flight.key"
     try:
+        ensure_host_packages()
         ensure_binfmt()
         build_root(args.root)
         trust_this_machines_registries(args.root)
