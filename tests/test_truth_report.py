@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from groundstation.db import Store
+from payload.watchdog import boot_banner
 from sim.bench.flight_report import placed_telemetry
 from sim.bench.truth_report import claims_section, describe_claims, ground_claims, ground_facts, payload_claims
 from stratoecho import wire
@@ -69,9 +70,12 @@ def test_the_payload_count_holds_every_version_once(tmp_path):
 @pytest.fixture
 def ground(tmp_path):
     """Ten minutes on the pad, then a climb at 5 m/s drifting east, positions every minute;
-    health every ten minutes with the box at 20 °C; a stranger's positions heard as well."""
+    health every ten minutes with the box at 20 °C; a stranger's positions heard as well, as
+    many: the balloon's tagged boot event says which flight is the station's."""
     db = tmp_path / "ground.db"
     with Store(db) as store:
+        store.add_record(wire.Record(wire.Kind.EVENT, 1, 1, int(START.timestamp()),
+                                     boot_banner("0.1.0", None, None, 800, 1, "nominal", callsign="S")))
         for seq, t in enumerate(range(0, 3 * 3600, PERIOD)):
             lat, lon = position(t)
             hms = (START + timedelta(seconds=t)).strftime("%H:%M:%S")
