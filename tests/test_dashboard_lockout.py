@@ -151,7 +151,7 @@ def ended_by_server(socks: list[socket.socket], at_least: int) -> int:
                 try:
                     if key.fileobj.recv(65536):
                         continue
-                except OSError:
+                except OSError:  # reset by the server: ended, as a close is
                     pass
                 sel.unregister(key.fileobj)
                 ended += 1

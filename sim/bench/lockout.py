@@ -218,7 +218,7 @@ class Holders(threading.Thread):
                 try:
                     if self._event(sel, sock, state, events):
                         continue
-                except OSError:
+                except OSError:  # reset by the server: ended, as a close is
                     pass
                 sel.unregister(sock)
                 sock.close()

@@ -343,14 +343,20 @@ def boot_check(root: Path, timeout_s: float = 1800) -> list[str]:
             subprocess.run(["systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit", "--machine=pi-check",
                             "--console=read-only"], stdout=console, stderr=subprocess.STDOUT, timeout=timeout_s,
                            stdin=subprocess.DEVNULL, check=False)
-        except subprocess.TimeoutExpired:
-            pass
+        except subprocess.TimeoutExpired:  # said below: the probe's report is what it got to
+            timed_out = True
+        else:
+            timed_out = False
     wants.unlink(missing_ok=True)
     dropin.unlink()
     report = root / "var/lib/pi-check.txt"
-    if not report.exists():
-        return [f"boot: the probe wrote nothing; the console is in {root.parent / 'boot.log'}"]
-    return ["boot: " + line for line in report.read_text(errors="replace").splitlines()[:4]]
+    lines = report.read_text(errors="replace").splitlines()[:4] if report.exists() else []
+    if timed_out:
+        lines.append(f"the container was still up after {timeout_s:.0f} s and was killed")
+    if not lines:
+        lines = ["the probe wrote nothing"]
+    return ["boot: " + line for line in lines] + ([f"boot: the console is in {root.parent / 'boot.log'}"]
+                                                  if timed_out or len(lines) < 4 else [])
 
 
 # ------------------------------------------------------------------ the run
