@@ -13,11 +13,11 @@ from stratoecho.keygen import add_keygen_command
 from stratoecho.wire.uplink import KeyFileError, payload_hash
 
 from .assembly import StartError, build_listener
-from .decoder import FrameDecoder
 from .display import format_json, format_summary
-from .flights import Flight, Flights
 from .frame_quota import add_frame_quota_arguments
-from .keys import (
+from .link.decoder import FrameDecoder
+from .link.flights import Flight, Flights
+from .link.keys import (
     add_follow_arguments,
     add_key_arguments,
     auth_from_key_args,
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--horus-udp", metavar="[HOST:]PORT", nargs="?", const=("0.0.0.0", 55672), type=_udp_listen,
                        help="Horus UDP PAYLOAD_SUMMARY broadcasts from horus-gui or horusdemodlib (default "
                             "port 55672, shared with chasemapper): each becomes a position (docs/ground.md)")
-    from .lora_hat import add_lora_arguments
+    from .sources.lora_hat import add_lora_arguments
 
     add_lora_arguments(listen, where)  # --lora CHIP and the HAT's own options
     listen.add_argument("--db", required=True, metavar="FILE",

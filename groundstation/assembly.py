@@ -3,14 +3,14 @@ each needs the last (the checks of the options, the keys, the database, the sour
 decoder, the repair link, the station network's publisher, the exporters and the API proxy,
 and the hooks that join them to the listen loop), then run until told to stop and closed.
 
-With `--follow` the decoder is one per flight (groundstation/flights.py), each followed flight
+With `--follow` the decoder is one per flight (groundstation/link/flights.py), each followed flight
 with its database beside `--db` (ground.db -> ground.CALLSIGN.db); the primary flight keeps
 `--db`, the repair link, the uplink and the API proxy.
 
 `build_listener` builds them, or raises `StartError` with the message and exit status the
 command prints (2: options that do not go together; 1: a key, database, port or file that
 cannot be used), having closed what it had opened. `Listener.run` runs the loop
-(groundstation/listen.py), closes every part and prints the summary; it returns the exit status.
+(groundstation/link/listen.py), closes every part and prints the summary; it returns the exit status.
 `python -m groundstation listen` (`cmd_listen`) is build, run, report; so is the bench's.
 """
 
@@ -34,12 +34,13 @@ from stratoecho.wire import Telemetry
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, payload_hash
 
 from .db import Store, StoreError
-from .decoder import FrameDecoder
 from .display import format_summary
-from .flights import Flight, Flights, flight_db_path
 from .frame_quota import frame_quota_from_args
-from .keys import auth_from_key_args, followed_from_key_args, relayer_names_from_key_args, relayers_from_key_args
-from .listen import Hooks, Limits, RepairLink, run_listen
+from .link.decoder import FrameDecoder
+from .link.flights import Flight, Flights, flight_db_path
+from .link.keys import auth_from_key_args, followed_from_key_args, relayer_names_from_key_args, relayers_from_key_args
+from .link.listen import Hooks, Limits, RepairLink, run_listen
+from .link.uplink import CommandSigner, SignerStateError
 from .predict import FeedLanding, chase_from_args
 from .sources import (
     FrameSource,
@@ -50,7 +51,6 @@ from .sources import (
     SourceError,
     UdpSource,
 )
-from .uplink import CommandSigner, SignerStateError
 
 if TYPE_CHECKING:
     from stratoecho.wire.downlink import DownlinkAuth
@@ -78,8 +78,8 @@ class StartError(Exception):
 def check_options(args: argparse.Namespace) -> tuple[object | None, tuple[float, float, float] | None]:
     """The LoRa HAT's settings (None without --lora) and where this station is (None when not
     given), once the options are known to go together; StartError (status 2) if they do not."""
-    from .lora_hat import hat_options
     from .network import station_position
+    from .sources.lora_hat import hat_options
 
     try:
         hat = hat_options(args)  # None without --lora
@@ -155,7 +155,7 @@ def open_proxy(args: argparse.Namespace) -> ApiProxy | None:
 def open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> FrameSource:
     """The source the options name; SourceError if it cannot be opened."""
     if hat is not None:
-        from .lora_hat import LoRaHatSource
+        from .sources.lora_hat import LoRaHatSource
 
         return LoRaHatSource(hat, clock=clock)
     if args.udp:

@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 
 from groundstation.__main__ import build_parser
-from groundstation.lora_hat import LoRaHatSource, hat_options
+from groundstation.sources.lora_hat import LoRaHatSource, hat_options
 from payload.config import RadioSection
 from payload.parts.radios import make_radio
 from sim.chips import spi_bus

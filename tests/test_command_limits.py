@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from groundstation.db import Store as GroundStore
-from groundstation.listen import RepairLink
-from groundstation.uplink import CommandSigner, SignerStateError
+from groundstation.link.listen import RepairLink
+from groundstation.link.uplink import CommandSigner, SignerStateError
 from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection

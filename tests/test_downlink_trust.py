@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
-from groundstation.listen import RepairLink, run_listen
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.listen import RepairLink, run_listen
 from groundstation.network import Aggregator
 from groundstation.sources import ReplaySource
 from stratoecho import wire

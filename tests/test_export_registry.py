@@ -13,7 +13,7 @@ from groundstation.__main__ import build_parser, main
 from groundstation.db import Store
 from groundstation.exports import FORMATS, ExportFormat, Report, register_format
 from groundstation.exports.base import has_fix
-from groundstation.heard import Heard
+from groundstation.link.heard import Heard
 from stratoecho import wire
 
 

@@ -36,7 +36,7 @@ from groundstation.exports.base import telemetry_datetime
 from groundstation.exports.sondehub import SondeHubPolicy, SondeHubUploader, sondehub_object
 from groundstation.exports.station import Station, listener_object
 from groundstation.exports.udp_feed import payload_summary
-from groundstation.heard import Heard
+from groundstation.link.heard import Heard
 from groundstation.reading import GroundReader
 from stratoecho import wire
 from tests.fakes import wait_for

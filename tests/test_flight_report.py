@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
-from groundstation.listen import run_listen
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.listen import run_listen
 from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
 from sim.bench.flight_report import (

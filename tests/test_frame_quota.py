@@ -250,8 +250,8 @@ def test_valid_sentences_past_the_quota_fill_no_other_table(tmp_path):
     and a tagged musing after the flood still lands."""
     import threading
 
-    from groundstation.decoder import FrameDecoder
-    from groundstation.listen import run_listen
+    from groundstation.link.decoder import FrameDecoder
+    from groundstation.link.listen import run_listen
     from groundstation.sources import ReplaySource
     from stratoecho import wire
     from tests.fakes import AUTH

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groundstation.__main__ import main
-from groundstation.decoder import INVALID, FrameDecoder, classify
 from groundstation.display import clean_text, format_record
+from groundstation.link.decoder import INVALID, FrameDecoder, classify
 from stratoecho import wire
 from stratoecho.wire.events import event
 from tests.fakes import AUTH, write_flight_key

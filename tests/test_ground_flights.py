@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import main
-from groundstation.decoder import FrameDecoder
 from groundstation.exports.sondehub import SondeHubUploader
-from groundstation.flights import Flight, Flights, check_callsign, flight_db_path, heard_path
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.flights import Flight, Flights, check_callsign, flight_db_path, heard_path
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.downlink import DownlinkAuth, Window, derive_downlink_key, encode_window

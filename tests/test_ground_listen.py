@@ -20,9 +20,9 @@ import pytest
 
 from groundstation.__main__ import main
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
-from groundstation.heard import Heard
-from groundstation.listen import Hooks, run_listen
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.heard import Heard
+from groundstation.link.listen import Hooks, run_listen
 from groundstation.sources import ReplaySource, SerialSource, SourceError, UdpSource
 from stratoecho import wire
 from stratoecho.logs import setup_logging

@@ -17,10 +17,9 @@ from contextlib import closing
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from groundstation import lora_hat
 from groundstation.__main__ import build_parser, main
-from groundstation.lora_hat import HatOptions, LoRaHatSource, hat_options
-from groundstation.sources import SourceError
+from groundstation.sources import SourceError, lora_hat
+from groundstation.sources.lora_hat import HatOptions, LoRaHatSource, hat_options
 from payload.config import RadioSection
 from sim.chips.sx126x import MODE_RX, MODE_STDBY_RC, Sx126xChip
 from sim.chips.sx127x import Sx127xChip

@@ -17,9 +17,9 @@ import pytest
 
 from groundstation.__main__ import main
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
 from groundstation.exports.udp_feed import payload_summary
-from groundstation.listen import Hooks, run_listen
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.listen import Hooks, run_listen
 from groundstation.sources import SourceError
 from groundstation.sources.horus_udp import HorusUdpSource, SummaryError, summary_telemetry
 from groundstation.sources.lora_gateway import Backoff, GatewaySource, GatewayUdpSource

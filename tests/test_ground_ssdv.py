@@ -10,7 +10,7 @@ from PIL import Image
 
 from groundstation.__main__ import main as ground_main
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from groundstation.reading import GroundReader
 from stratoecho import wire
 from stratoecho.wire import ssdv

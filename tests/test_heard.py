@@ -1,4 +1,4 @@
-"""Typed records inside the ground, JSON at its edges: `groundstation.heard`."""
+"""Typed records inside the ground, JSON at its edges: `groundstation.link.heard`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from groundstation.heard import Heard, RecordJsonError, kind_name, record_from_json
+from groundstation.link.heard import Heard, RecordJsonError, kind_name, record_from_json
 from stratoecho import wire
 from stratoecho.wire.events import Event, event
 

@@ -13,10 +13,10 @@ import pytest
 from horusdemodlib.decoder import parse_ukhas_string
 
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
 from groundstation.exports.sondehub import musing_comment, sondehub_object
 from groundstation.exports.station import Station
-from groundstation.heard import Heard
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.heard import Heard
 from groundstation.reading import GroundReader
 from payload.config import PayloadConfig
 from payload.daemon import Daemon

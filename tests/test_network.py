@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
 from groundstation.db import utc_now
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from groundstation.network import (
     Aggregator,
     Reconnect,

@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from groundstation.predict import Chase, Landing
 from groundstation.reading import GroundReader
 from groundstation.web import api

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from groundstation.db import SCHEMA_VERSION, Store
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from groundstation.reading import GroundReader
 from stratoecho import wire
 from stratoecho.wire.content import decode_content, encode_content

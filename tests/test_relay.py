@@ -328,7 +328,7 @@ def test_a_relay_needs_the_flight_key(tmp_path):
 
 
 def test_the_ground_reads_a_relayed_frame_as_if_heard_and_merges_the_two_paths():
-    from groundstation.decoder import FrameDecoder
+    from groundstation.link.decoder import FrameDecoder
 
     near = payload_hash(NEAR)
     frames = fragments(FAR_AUTH, seq=8, text="far and quiet " * 30, mtu=120)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import build_parser, cmd_listen
-from groundstation.listen import RepairLink
-from groundstation.repair import NackPlanner
-from groundstation.uplink import generate_key_file
+from groundstation.link.listen import RepairLink
+from groundstation.link.repair import NackPlanner
+from groundstation.link.uplink import generate_key_file
 from sim.bench.relay import UPLINK_SEED, Channel
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
@@ -399,7 +399,7 @@ def test_a_small_uplink_mtu_keeps_every_command_within_it(tmp_path):
 
 def test_a_health_record_naming_the_last_musing_gets_a_musing_lost_whole_asked_for(tmp_path):
     """Without it the ground cannot know of a musing lost whole after the last one it heard."""
-    from groundstation.decoder import FrameDecoder
+    from groundstation.link.decoder import FrameDecoder
 
     key_path = tmp_path / "uplink.key"
     key = write_flight_key(key_path)
@@ -432,8 +432,8 @@ def test_an_announced_record_already_heard_is_not_asked_for():
 
 def test_commands_queued_in_the_outbox_go_out_signed_in_the_next_window_once(tmp_path):
     from groundstation.db import Store
-    from groundstation.listen import RepairLink
-    from groundstation.uplink import generate_key_file
+    from groundstation.link.listen import RepairLink
+    from groundstation.link.uplink import generate_key_file
     from stratoecho.wire import uplink as up
 
     key_path = tmp_path / "k"

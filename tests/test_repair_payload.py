@@ -125,7 +125,7 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
 
 
 def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_path):
-    from groundstation.decoder import FrameDecoder
+    from groundstation.link.decoder import FrameDecoder
 
     key_file = tmp_path / "uplink.key"
     key_file.write_text(KEY.hex())

@@ -222,7 +222,7 @@ def test_pictures_ssdv_cannot_carry_are_refused_clearly(sky):
 def test_the_ground_decoder_takes_an_ssdv_packet_as_a_frame_heard_and_goes_on(sky_jpeg):
     """A picture packet on the channel (a payload sending SSDV beside its records) is a frame the
     ground keeps, never a crash of the listener."""
-    from groundstation.decoder import FrameDecoder
+    from groundstation.link.decoder import FrameDecoder
 
     packets = ssdv.encode_image(ssdv.prepare_jpeg(sky_jpeg), "STRATO", 3)
     decoder = FrameDecoder(auth=AUTH)

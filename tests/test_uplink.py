@@ -20,7 +20,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from groundstation.uplink import CommandSigner, SignerStateError, generate_key_file, state_path_for_db
+from groundstation.link.uplink import CommandSigner, SignerStateError, generate_key_file, state_path_for_db
 from payload.store import Store
 from payload.uplink.gate import CommandGate
 from stratoecho import wire
@@ -541,7 +541,7 @@ def test_signers_in_processes_never_share_a_counter(tmp_path):
     state = tmp_path / "s.json"
     code = (
         "import sys\n"
-        "from groundstation.uplink import CommandSigner\n"
+        "from groundstation.link.uplink import CommandSigner\n"
         "from stratoecho.wire.uplink import Ping\n"
         f"s = CommandSigner({KEY!r}, {PID!r}, {str(state)!r})\n"
         "for _ in range(25): print(s.sign(Ping(0)).hex(), flush=True)\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import main as ground_main
-from groundstation.uplink import generate_key_file
+from groundstation.link.uplink import generate_key_file
 from payload.__main__ import main as payload_main
 from payload.store import Store
 from payload.uplink.gate import CommandGate

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from groundstation.db import Store
-from groundstation.decoder import FrameDecoder
-from groundstation.listen import RepairLink
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.listen import RepairLink
 from payload.watchdog import boot_banner
 from sim.bench.fly.processes import wait_listening
 from stratoecho import wire

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
 from stratoecho.wire import habpack, horus
 from tests.fakes import AUTH

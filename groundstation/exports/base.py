@@ -2,7 +2,7 @@
 from reaching the others, the run over a database, and the small pure helpers
 (sentence time to a full UTC date-time, "is this a real fix", atomic file writes).
 
-An exporter takes each position as a `Heard` (groundstation/heard.py): its `record` a
+An exporter takes each position as a `Heard` (groundstation/link/heard.py): its `record` a
 `stratoecho.wire.Telemetry` (temp_c and pressure_hpa NaN for no reading, batt_mv 0), its
 `received_at` when the ground heard it (ISO 8601 UTC). The listener hands over each new
 one; `from_db` reads them back from a database, as typed rows (`reading.TelemetryRow`). Dicts appear only where JSON leaves the
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
-from groundstation.heard import Heard
+from groundstation.link.heard import Heard
 from stratoecho import wire
 from stratoecho.wire.sentence import telemetry_datetime  # noqa: F401  (exporters import it from here)
 

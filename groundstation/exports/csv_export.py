@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from groundstation.heard import Heard
+from groundstation.link.heard import Heard
 from stratoecho.wire.common import WireError
 
 from .base import iso_z, received_time, telemetry_datetime, write_atomic

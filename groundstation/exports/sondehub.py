@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from groundstation.heard import Heard
+from groundstation.link.heard import Heard
 from stratoecho import __version__, wire
 from stratoecho.wire.musing_sentence import fold_text
 

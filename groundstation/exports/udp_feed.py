@@ -33,7 +33,7 @@ from datetime import datetime
 
 import structlog
 
-from groundstation.heard import Heard
+from groundstation.link.heard import Heard
 from stratoecho import geo, wire
 
 from .base import has_fix, received_time, telemetry_datetime

@@ -19,9 +19,9 @@ import structlog
 from stratoecho import bounded_json, wire
 
 from ..db import Store, StoreError, utc_now
-from ..decoder import Decoded, FrameDecoder, classify
 from ..frame_quota import row_bytes, tagged
-from ..heard import WireRecord
+from ..link.decoder import Decoded, FrameDecoder, classify
+from ..link.heard import WireRecord
 from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
 from .session import _Session
 from .topics import DEFAULT_PREFIX, FORMAT_VERSION, POLL_S, BrokerAuth, Reconnect, check_prefix, topic_level

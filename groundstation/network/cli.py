@@ -14,7 +14,7 @@ from stratoecho.cli import checked, hostport_type, place, positive_number, stop_
 from stratoecho.wire.uplink import KeyFileError
 
 from ..db import StoreError
-from ..keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
+from ..link.keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
 from ..station_limits import StationLimits
 from .aggregator import REMEMBER, Aggregator
 from .publisher import StationPublisher

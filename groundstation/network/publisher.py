@@ -17,7 +17,7 @@ import structlog
 from stratoecho import wire
 
 from ..db import utc_now
-from ..heard import WireRecord
+from ..link.heard import WireRecord
 from .session import _Session
 from .topics import (
     DEFAULT_PREFIX,

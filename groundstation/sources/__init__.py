@@ -1,5 +1,5 @@
 """Frame sources: where the ground station hears frames from (`listen`'s --udp, --serial,
---replay, --gateway, --gateway-udp, --horus-udp; the LoRa HAT's is groundstation/lora_hat.py).
+--replay, --gateway, --gateway-udp, --horus-udp; the LoRa HAT's is groundstation/sources/lora_hat.py).
 
 Every source has the same tiny interface:
 

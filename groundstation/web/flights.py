@@ -24,7 +24,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from ..db import StoreError
-from ..flights import CALLSIGN  # a followed flight's file is ground.CALLSIGN.db, as `listen --follow` names it
+from ..link.flights import CALLSIGN  # a followed flight's file is ground.CALLSIGN.db, as `listen --follow` names it
 from ..reading import GroundReader, TelemetryRow
 from .api import sentence_time
 

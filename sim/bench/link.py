@@ -45,9 +45,9 @@ from pathlib import Path
 
 import structlog
 
-from groundstation.decoder import FrameDecoder
-from groundstation.listen import RepairLink
-from groundstation.uplink import generate_key_file
+from groundstation.link.decoder import FrameDecoder
+from groundstation.link.listen import RepairLink
+from groundstation.link.uplink import generate_key_file
 from payload.assembly import build_daemon
 from payload.config import PayloadConfig
 from stratoecho import wire
@@ -211,7 +211,7 @@ class LinkRun:
 
 
 class SimGround:
-    """The ground station's receive path as `groundstation.listen` runs it, minus the database."""
+    """The ground station's receive path as `groundstation.link.listen` runs it, minus the database."""
 
     def __init__(self, repair, run: LinkRun, auth: wire.DownlinkAuth):
         self.decoder = FrameDecoder(auth=auth)

@@ -28,7 +28,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.records import HEADER_BYTES

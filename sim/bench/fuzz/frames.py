@@ -24,7 +24,7 @@ import struct
 from datetime import datetime, timezone
 from functools import cache
 
-from groundstation.decoder import FrameDecoder
+from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
 from stratoecho.wire import horus, kiss, relay, ssdv, ukhas, uplink
 from stratoecho.wire.downlink import Window, encode_window

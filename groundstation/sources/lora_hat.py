@@ -49,7 +49,7 @@ from stratoecho.lora_chips.chip import RadioError
 from stratoecho.lora_chips.profiles import PIN, SWITCH, chip_names, chip_options, chip_profile
 from stratoecho.lora_chips.spi import open_chip
 
-from .sources import POLL_S, Received, SourceError
+from . import POLL_S, Received, SourceError
 
 log = structlog.get_logger(__name__)
 

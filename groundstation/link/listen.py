@@ -38,13 +38,13 @@ from stratoecho.wire import uplink
 from stratoecho.wire.events import Event
 from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 
-from .db import Store, utc_now
+from ..db import Store, utc_now
+from ..display import format_json, format_record
+from ..sources import FrameSource, Position, describe_peer
 from .decoder import Decoded, FrameDecoder
-from .display import format_json, format_record
 from .flights import Flight, Flights
 from .heard import Heard, kind_name
 from .repair import NackPlanner
-from .sources import FrameSource, Position, describe_peer
 from .uplink import CommandSigner, SignerStateError
 
 log = structlog.get_logger(__name__)
@@ -314,7 +314,7 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
     `out` gets one line per record new to the database (None: print nothing);
     `repair` (optional) answers the payload's uplink windows with NACKs, for the primary flight
     (`store`, `decoder`) only; `flights` (optional; its primary is `store` and `decoder`) routes
-    each frame to the flight it belongs to (groundstation/flights.py), each with its own database.
+    each frame to the flight it belongs to (groundstation/link/flights.py), each with its own database.
     """
     limits = limits or Limits()
     flights = flights or Flights(Flight(None, decoder, store))
