@@ -14,6 +14,7 @@ from payload.parts.gps import (
     Fix,
     FixState,
     GpsReceiver,
+    GpsTiming,
     NmeaParser,
     NmeaSentence,
     UbxFrame,
@@ -206,9 +207,9 @@ def ublox():
 
 
 def receiver(port: str, **kw) -> GpsReceiver:
-    options = dict(ack_timeout_s=0.5, ack_retry_s=0.2, silent_after_s=0.4, backoff_initial_s=0.05, backoff_max_s=0.2)
-    options.update(kw)
-    return GpsReceiver(port, 9600, **options)
+    timing = dict(ack_timeout_s=0.5, ack_retry_s=0.2, silent_after_s=0.4, backoff_initial_s=0.05, backoff_max_s=0.2)
+    timing.update({k: kw.pop(k) for k in list(kw) if k in GpsTiming.__dataclass_fields__})
+    return GpsReceiver(port, 9600, timing=GpsTiming(**timing), **kw)
 
 
 def read_until(gps: GpsReceiver, predicate, reads: int = 200):
@@ -282,7 +283,7 @@ def test_no_fix_from_the_module():
 
 def test_a_missing_port_is_reported_never_raised():
     stop = threading.Event()
-    gps = GpsReceiver("/dev/does-not-exist-gps", backoff_initial_s=0.01, backoff_max_s=0.02, stop=stop)
+    gps = GpsReceiver("/dev/does-not-exist-gps", timing=GpsTiming(backoff_initial_s=0.01, backoff_max_s=0.02), stop=stop)
     reading = gps.read(0.05)
     assert reading.status == "no_device" and reading.errors["open"] >= 1
     stop.set()

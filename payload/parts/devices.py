@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 import structlog
 
-from .gps import GpsReceiver
+from .gps import GpsReceiver, GpsTiming
 from .i2c_sensors import Bme280, Ina219
 from .sensors import Readings
 
@@ -62,7 +62,8 @@ class Devices:
             return buses.setdefault(n, LazyBus(n, bus_opener))
 
         self.flight_clock = flight_clock  # waits (the GPS's, its follower's thread) are on this clock
-        self.gps = (GpsReceiver(gps_port or cfg.gps.port, cfg.gps.baud, silent_after_s=cfg.gps.silent_after_s,
+        self.gps = (GpsReceiver(gps_port or cfg.gps.port, cfg.gps.baud,
+                                timing=GpsTiming(silent_after_s=cfg.gps.silent_after_s),
                                 clock=clock, flight_clock=flight_clock) if cfg.gps else None)
         self.bme280 = Bme280(bus(cfg.bme280.bus), cfg.bme280.address, clock=clock) if cfg.bme280 else None
         self.bme280_box = (Bme280(bus(cfg.bme280_box.bus), cfg.bme280_box.address, clock=clock)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .fix import Fix, FixState, Gga, Rmc, parse_gga, parse_rmc
 from .nmea import NMEA_MAX_LINE, NmeaParser, NmeaSentence
-from .receiver import STATUSES, GpsReading, GpsReceiver
+from .receiver import STATUSES, GpsReading, GpsReceiver, GpsTiming
 from .system_time import EARLIEST_TRUSTED, ClockResult, system_time_from_gps
 from .ubx import (
     CFG_NAV5_LEN,
@@ -43,7 +43,7 @@ __all__ = [
     "CFG_NAV5_LEN", "CLASS_ACK", "CLASS_CFG", "DYN_AIRBORNE_1G", "DYN_PORTABLE", "EARLIEST_TRUSTED",
     "ID_ACK_ACK", "ID_ACK_NAK", "ID_CFG_NAV5", "NAV5_MASK_DYN", "NMEA_MAX_LINE", "STATUSES",
     "UBX_MAX_PAYLOAD", "UBX_SYNC",
-    "ClockResult", "Fix", "FixState", "Gga", "GpsReading", "GpsReceiver", "NmeaParser",
+    "ClockResult", "Fix", "FixState", "Gga", "GpsReading", "GpsReceiver", "GpsTiming", "NmeaParser",
     "NmeaSentence", "Rmc", "UbxFrame", "cfg_nav5", "parse_gga", "parse_rmc",
     "system_time_from_gps", "ubx_checksum", "ubx_frame",
 ]

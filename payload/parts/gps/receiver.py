@@ -38,11 +38,26 @@ class GpsReading:
     errors: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GpsTiming:
+    """How long the receiver waits for each thing the module owes it, in seconds (see
+    `GpsReceiver`): an ACK, a retry, the periodic re-send, silence, and the re-open back-off."""
+
+    ack_timeout_s: float = 1.0
+    ack_retry_s: float = 5.0
+    reconfigure_every_s: float = 600.0
+    silent_after_s: float = 3.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+
 class GpsReceiver:
     """A u-blox receiver on `port` (a device path or any pyserial URL).
 
     `read(timeout_s)` never raises for device faults: it returns a `GpsReading` whose
     status says what is wrong and whose `errors` count it. Faults handled:
+
+    The waits are `timing`'s (`GpsTiming`):
 
     * the configuration not acknowledged (NAK: "nak"; no answer in `ack_timeout_s`:
       "ack_timeout") — sent again after `ack_retry_s`;
@@ -66,12 +81,7 @@ class GpsReceiver:
         baud: int = 9600,
         *,
         dyn_model: int = DYN_AIRBORNE_1G,
-        ack_timeout_s: float = 1.0,
-        ack_retry_s: float = 5.0,
-        reconfigure_every_s: float = 600.0,
-        silent_after_s: float = 3.0,
-        backoff_initial_s: float = 1.0,
-        backoff_max_s: float = 60.0,
+        timing: GpsTiming = GpsTiming(),
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         flight_clock=None,
@@ -81,9 +91,10 @@ class GpsReceiver:
         self._serial_error = serial.SerialException
         self.port_name, self.baud = port, baud
         self.dyn_model = dyn_model
-        self.ack_timeout_s, self.ack_retry_s = ack_timeout_s, ack_retry_s
-        self.reconfigure_every_s, self.silent_after_s = reconfigure_every_s, silent_after_s
-        self.backoff = Backoff(initial_s=backoff_initial_s, factor=2.0, max_s=backoff_max_s)
+        t = timing
+        self.ack_timeout_s, self.ack_retry_s = t.ack_timeout_s, t.ack_retry_s
+        self.reconfigure_every_s, self.silent_after_s = t.reconfigure_every_s, t.silent_after_s
+        self.backoff = Backoff(initial_s=t.backoff_initial_s, factor=2.0, max_s=t.backoff_max_s)
         self._failed_opens = 0  # consecutive: sets the back-off
         self.flight_clock = flight_clock
         self.stop = stop or (flight_clock.event() if flight_clock is not None else threading.Event())
