@@ -35,6 +35,7 @@ from stratoecho.wire.downlink import DEFAULT_TAG_LEN, DownlinkAuth
 from stratoecho.wire.relay import decode_relayed
 from stratoecho.wire.uplink import payload_hash
 
+from ..db import Store
 from .decoder import Decoded, FrameDecoder
 
 # A followed callsign names a database file: letters, digits, - and _ only (UKHAS callsigns are).
@@ -109,7 +110,7 @@ class Flight:
 
     callsign: str | None
     decoder: FrameDecoder
-    store: object | None = None  # its groundstation.db.Store; opened and closed by the listener
+    store: Store | None = None  # its database; opened and closed by the listener
     db_path: Path | None = None
     paths: Paths = field(default_factory=Paths)
 
@@ -118,7 +119,7 @@ class Flight:
         d = self.decoder
         return {"frames": d.frames, "records": dict(d.records), "relayed": d.relayed,
                 "errors": sum(d.errors.values()), "duplicates": d.duplicates, "incomplete": d.incomplete(),
-                "stored": getattr(self.store, "inserted", 0), "db": str(self.db_path) if self.db_path else None}
+                "stored": self.store.inserted if self.store is not None else 0, "db": str(self.db_path) if self.db_path else None}
 
 
 @dataclass
