@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from groundstation.__main__ import main
 from groundstation.display import clean_text, format_record
-from groundstation.link.decoder import INVALID, FrameDecoder, classify
+from groundstation.link.decoder import INVALID, FrameDecoder, error_reason
 from stratoecho import wire
 from stratoecho.wire.events import event
 from tests.fakes import AUTH, write_flight_key
@@ -173,7 +173,7 @@ def test_hostile_frames_are_counted_by_reason_never_raised(frames, reason):
 def test_every_wire_error_reason_is_named():
     # Every hostile case is counted under wire's own reason, never the catch-all.
     assert all(reason != INVALID for _, reason in HOSTILE.values())
-    assert classify(ValueError("not a wire error at all")) == INVALID
+    assert error_reason(ValueError("not a wire error at all")) == INVALID
 
 
 def test_hostile_frames_do_not_disturb_good_ones():

@@ -1,6 +1,7 @@
 """Frames in, complete records out: pure logic over `stratoecho.wire`, no I/O.
 
-`FrameDecoder.feed(bytes)` decodes one frame with `wire.decode_frame`, feeds
+`FrameDecoder.feed` decodes one frame, as bytes or as the `wire.HeardFrame` that `wire.classify`
+made of it (routing among flights classifies it first and hands it on), feeds
 fragments to a `wire.Reassembler`, drops repeated telemetry (the same claim: callsign, number
 and position; another claim under the number comes out beside it), and
 returns what happened as a `Decoded`: complete records are the wire's own types (a position
@@ -27,7 +28,7 @@ from datetime import datetime, timezone
 
 from stratoecho import wire
 from stratoecho.wire.downlink import DEFAULT_TAG_LEN
-from stratoecho.wire.relay import decode_relayed
+from stratoecho.wire.relay import check_envelope
 
 from .heard import WireRecord, kind_name
 
@@ -35,7 +36,7 @@ INVALID = "invalid frame"
 MAX_CLAIMS_KEPT = 200_000  # sentences remembered to count repeats: a day of flight heard by a busy gateway
 
 
-def classify(err: wire.WireError) -> str:
+def error_reason(err: wire.WireError) -> str:
     """The short reason a wire error is counted under."""
     return getattr(err, "reason", None) or INVALID
 
@@ -83,26 +84,35 @@ class FrameDecoder:
     def __post_init__(self) -> None:
         self._reassembler = wire.Reassembler(max_pending=self.max_pending)
 
-    def feed(self, frame: bytes, received: datetime | None = None) -> Decoded:
+    @property
+    def tag_len(self) -> int:
+        """The downlink tag's length this decoder reads: its key's, else the default."""
+        return self.auth.tag_len if self.auth is not None else DEFAULT_TAG_LEN
+
+    def feed(self, frame: bytes | wire.HeardFrame, received: datetime | None = None) -> Decoded:
         """`received` (UTC; default now) dates a musing rebuilt from sentences, which carry a time of day.
         A frame another payload relayed is taken out of its envelope and decoded as if heard
         directly, so what is heard both ways is one record; it is believed no more than its own
         tag allows (an envelope vouches only for who relayed it)."""
+        heard = frame if isinstance(frame, wire.HeardFrame) else wire.classify(frame, self.tag_len)
         self.frames += 1
-        if frame[:1] != bytes([wire.RELAY_MAGIC]):
-            return self._decode(frame, received)
-        tag_len = self.auth.tag_len if self.auth is not None else DEFAULT_TAG_LEN
-        try:
-            relayed = decode_relayed(frame, self.relayers, tag_len)
-        except wire.WireError as e:
-            self.errors[classify(e)] += 1
-            return Decoded(error=classify(e), detail=str(e))
+        if heard.kind is not wire.FrameKind.RELAYED:
+            return self._decode(heard, received)
+        error = heard.error  # a damaged envelope
+        if error is None:
+            try:
+                check_envelope(heard.envelope, self.relayers)
+            except wire.WireError as e:
+                error = e
+        if error is not None:
+            self.errors[error_reason(error)] += 1
+            return Decoded(error=error_reason(error), detail=str(error))
         self.relayed += 1
-        return replace(self._decode(relayed.frame, received), relayed_by=relayed.relayer)
+        return replace(self._decode(heard.inner, received), relayed_by=heard.envelope.relayer)
 
-    def _decode(self, frame: bytes, received: datetime | None) -> Decoded:
+    def _decode(self, heard: wire.HeardFrame, received: datetime | None) -> Decoded:
         try:
-            decoded = wire.decode_frame(frame, self.auth)
+            decoded = wire.decode_heard(heard, self.auth)
             if isinstance(decoded, wire.Window):
                 return Decoded(frame=decoded)
             if isinstance(decoded, wire.Telemetry):
@@ -114,7 +124,7 @@ class FrameDecoder:
                 return Decoded(frame=decoded)
             record = self._reassembler.add(decoded)
         except wire.WireError as e:
-            reason = classify(e)
+            reason = error_reason(e)
             self.errors[reason] += 1
             return Decoded(error=reason, detail=str(e))
         if record is None:

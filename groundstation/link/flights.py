@@ -4,7 +4,8 @@
 each followed flight its own `FrameDecoder` (its downlink key, reassembler and dedup by
 (boot, seq)) and its own database (`flight_db_path`); the primary flight (`--flight-key` or
 `--downlink-key`) keeps `--db`, the repair link and the uplink. `Flights.route` picks the
-flight a frame goes to, before it is decoded:
+flight a frame goes to, before it is decoded, from what `wire.classify` made of it (the listener
+classifies each frame once, routes it, and hands the same `wire.HeardFrame` to that flight's decoder):
 
 - a relay envelope (0xEF) is opened, checked with the relayers' keys (every followed flight's,
   the primary's own under `--callsign`, and `--relayer-key`s), and its inner frame routed as
@@ -30,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stratoecho import wire
-from stratoecho.wire import ssdv
 from stratoecho.wire.downlink import DEFAULT_TAG_LEN, DownlinkAuth
-from stratoecho.wire.relay import decode_relayed
+from stratoecho.wire.relay import Envelope, check_envelope
 from stratoecho.wire.uplink import payload_hash
 
 from ..db import Store
@@ -40,8 +40,6 @@ from .decoder import Decoded, FrameDecoder
 
 # A followed callsign names a database file: letters, digits, - and _ only (UKHAS callsigns are).
 CALLSIGN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-_CRC_BYTES = 2
-_TAGGED = (wire.MAGIC, wire.CONTROL_MAGIC)
 
 
 def check_callsign(callsign: str, option: str) -> str:
@@ -151,41 +149,42 @@ class Flights:
     def path(self, station: str | None, relayer: int | None) -> str | None:
         return heard_path(station, relayer, self.names)
 
-    def route(self, frame: bytes) -> Flight:
+    def classify(self, frame: bytes) -> wire.HeardFrame:
+        """`wire.classify` with this fleet's tag length: done once per frame, and handed to `route`
+        and then to the chosen flight's decoder."""
+        return wire.classify(frame, self.tag_len)
+
+    def route(self, frame: bytes | wire.HeardFrame) -> Flight:
         """The flight this frame goes to (see the module docstring); the primary when none claims it."""
         if not self.followed:
             return self.primary  # one flight: everything is the primary's, as ever
-        if frame[:1] == bytes([wire.RELAY_MAGIC]):
-            try:
-                frame = decode_relayed(frame, self.relayers, self.tag_len).frame
-            except wire.WireError:
+        heard = frame if isinstance(frame, wire.HeardFrame) else self.classify(frame)
+        if heard.kind is wire.FrameKind.RELAYED:
+            if heard.error is not None or not self._envelope_holds(heard.envelope):
                 return self.primary  # its decoder refuses it the same way: a claim, as without --follow
-        return self._owner(frame)
+            heard = heard.inner
+        return self._owner(heard)
 
-    def _owner(self, frame: bytes) -> Flight:
-        if not frame:
-            return self.primary
-        if frame[0] in _TAGGED:
-            return self._tag_owner(frame)
-        if frame.startswith(b"$$"):
-            return self.by_callsign(frame[2:].split(b",", 1)[0].decode("ascii", "replace"))
+    def _envelope_holds(self, envelope: Envelope) -> bool:
+        """Its tag checks under its relayer's key, or no key here is its relayer's."""
         try:
-            if frame[0] in wire.HABPACK_FIRST_BYTES:
-                return self.by_callsign(wire.decode_habpack(frame).callsign)
-            if frame[0] in wire.SSDV_FIRST_BYTES:
-                return self._ssdv.get(ssdv.parse_packet(frame).callsign, self.primary)
+            check_envelope(envelope, self.relayers)
         except wire.WireError:
-            pass  # the primary's decoder counts it as it always has
-        return self.primary
+            return False
+        return True
 
-    def _tag_owner(self, frame: bytes) -> Flight:
-        """The flight whose downlink key checks the tag: fragments and cues both end tag, CRC16."""
+    def _owner(self, heard: wire.HeardFrame) -> Flight:
+        if heard.tagged:
+            return self._tag_owner(heard)
+        if heard.kind is wire.FrameKind.SSDV:
+            return self._ssdv.get(heard.callsign, self.primary)
+        return self.by_callsign(heard.callsign)  # a sentence's or HABpack's; None (anything else): the primary
+
+    def _tag_owner(self, heard: wire.HeardFrame) -> Flight:
+        """The flight whose downlink key checks the tag."""
         for flight in self.all():
             auth = flight.decoder.auth
-            if auth is None:
-                continue
-            end = len(frame) - _CRC_BYTES - auth.tag_len
-            if end > 0 and auth.check(frame[:end], frame[end:-_CRC_BYTES]):
+            if auth is not None and heard.tag_checks(auth):
                 return flight
         return self.primary  # nobody's: the primary keeps it as a claim ("bad tag", "unauthenticated")
 

@@ -317,7 +317,7 @@ def run_listen(source: FrameSource, store: Store, decoder: FrameDecoder, stop: t
     each frame to the flight it belongs to (groundstation/link/flights.py), each with its own database.
     """
     limits = limits or Limits()
-    flights = flights or Flights(Flight(None, decoder, store))
+    flights = flights or Flights(Flight(None, decoder, store), tag_len=decoder.tag_len)
     start = last_frame = time.monotonic()
     try:
         for item in source:
@@ -349,9 +349,10 @@ def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, repair: R
         return
     data, origin = item.data, item.origin
     received_at = utc_now()
-    flight = flights.route(data)
+    heard = flights.classify(data)  # once: routing and the decoder read the same
+    flight = flights.route(heard)
     store, decoder = flight.store, flight.decoder
-    result = decoder.feed(data, datetime.fromisoformat(received_at))
+    result = decoder.feed(heard, datetime.fromisoformat(received_at))
     if repair is not None and result.ok and flight is flights.primary:  # followed flights: read-only
         repair.on_decoded(result, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)

@@ -20,7 +20,7 @@ from stratoecho import bounded_json, wire
 
 from ..db import Store, StoreError, utc_now
 from ..frame_quota import row_bytes, tagged
-from ..link.decoder import Decoded, FrameDecoder, classify
+from ..link.decoder import Decoded, FrameDecoder, error_reason
 from ..link.heard import WireRecord
 from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
 from .session import _Session
@@ -367,11 +367,11 @@ class _AggregatorSession(_Session):
 
 
 def _frame_error(data: bytes) -> str | None:
-    """Why `data` is not a frame (decoder.classify's reason), or None; decodes nothing into state."""
+    """Why `data` is not a frame (decoder.error_reason), or None; decodes nothing into state."""
     try:
         wire.decode_frame(data)
     except wire.WireError as e:
-        return classify(e)
+        return error_reason(e)
     return None
 
 

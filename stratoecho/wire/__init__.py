@@ -12,6 +12,11 @@ LoRa gateways dispatch:
 | ``0xEC`` | our record fragment, erasure-coded (a late position too), tagged | `records` (+ `fec`, `content`, `downlink`) |
 | ``0xEE`` | stratoecho control frame: the window cue, tagged | `downlink` |
 | ``0x66``, ``0x67`` | SSDV picture packet (255 bytes on air: no 0x55 sync) | `ssdv` (+ `jpeg_scan`, `ssdv_rs`) |
+| ``0xEF`` | another payload's frame in a relay envelope, tagged by the relayer | `relay` |
+| ``0xED`` | signed uplink command, ground to payload | `uplink` |
+
+`classify` (`classify.py`) tells a heard frame apart once, for the ground's routing and its
+decoder alike; `decode_frame` is `decode_heard(classify(frame))`.
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
 """
@@ -19,6 +24,7 @@ LoRa gateways dispatch:
 from __future__ import annotations
 
 from . import ssdv
+from .classify import FrameKind, HeardFrame, classify, decode_frame, decode_heard
 from .common import (
     CONTROL_MAGIC,
     DEFAULT_MTU,
@@ -66,25 +72,6 @@ HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
 TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
 
 
-def decode_frame(frame: bytes, auth: DownlinkAuth | None = None) -> Telemetry | MusingSentence | Fragment | SsdvPacket | Window:
-    """Dispatch on the first byte, as a gateway does. Our fragments and control frames are
-    returned only when their downlink tag checks under `auth` (else WireError "unauthenticated"
-    or "bad tag"); sentences, HABpack and SSDV carry no tag and come back as they are."""
-    if not frame:
-        raise WireError("empty", "empty frame")
-    if frame[:2] == b"$$":
-        return decode_musing_sentence(frame) if is_musing_sentence(frame) else decode_sentence(frame)
-    if frame[0] in HABPACK_FIRST_BYTES:
-        return decode_habpack(frame)
-    if frame[0] == MAGIC:
-        return decode_fragment(frame, auth)
-    if frame[0] == CONTROL_MAGIC:
-        return decode_window(frame, auth)
-    if frame[0] in SSDV_FIRST_BYTES:
-        return ssdv.parse_packet(frame)
-    raise WireError("unknown first byte", f"unknown first byte 0x{frame[0]:02X}")
-
-
 __all__ = [
     "CONTROL_MAGIC", "DownlinkAuth", "Window", "decode_window", "encode_window",
     "CHECK_BYTES", "CRC_BYTES", "DEFAULT_MTU", "GATEWAY_FIRST_BYTES", "HEADER_BYTES", "MAGIC", "NOT_RECORDS", "UPLINK_MAGIC",
@@ -96,5 +83,5 @@ __all__ = [
     "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
     "SSDV_FIRST_BYTES", "SsdvPacket", "ssdv",
     "MusingSentence", "decode_musing_sentence", "encode_musing_sentences", "is_musing_sentence",
-    "telemetry_datetime",
+    "telemetry_datetime", "FrameKind", "HeardFrame", "classify", "decode_heard",
 ]

@@ -65,9 +65,20 @@ def encode_relayed(frame: bytes, relayer: int, hops_left: int, auth: DownlinkAut
     return body + struct.pack(">H", crc16_ccitt(body))
 
 
-def decode_relayed(frame: bytes, relayers: Mapping[int, DownlinkAuth], tag_len: int) -> Relayed:
-    """The envelope's parts; its tag checked when `relayers` has the relayer's key (by callsign hash).
-    WireError for an envelope that is damaged, nested, or whose tag fails its relayer's key."""
+@dataclass(frozen=True)
+class Envelope:
+    """An envelope as its bytes show it, before any key: who says they relayed it, and what."""
+
+    relayer: int  # the relayer's callsign hash
+    hops_left: int  # further relays allowed
+    frame: bytes  # the frame as the relayer heard it
+    signed: bytes  # what its tag covers: every byte before it
+    tag: bytes
+
+
+def open_envelope(frame: bytes, tag_len: int) -> Envelope:
+    """The envelope's parts, its tag not checked (that needs the relayer's key: `check_envelope`).
+    WireError for an envelope that is damaged or nested."""
     if len(frame) < overhead(tag_len) + 1:
         raise WireError("truncated", f"relayed frame of {len(frame)} bytes is shorter than its "
                                      f"{overhead(tag_len)}-byte envelope plus a frame")
@@ -82,10 +93,24 @@ def decode_relayed(frame: bytes, relayers: Mapping[int, DownlinkAuth], tag_len: 
     inner = frame[_HEAD.size:end]
     if inner[:1] == bytes([RELAY_MAGIC]):
         raise WireError("nested relay", "an envelope inside an envelope")
-    auth = relayers.get(relayer)
-    if auth is not None and not auth.check(frame[:end], frame[end:-CRC_BYTES]):
-        raise WireError("bad tag", f"relayed frame: tag does not match relayer 0x{relayer:04X}'s downlink key")
-    return Relayed(relayer, vh & 0x0F, inner, auth is not None)
+    return Envelope(relayer, vh & 0x0F, inner, frame[:end], frame[end:-CRC_BYTES])
+
+
+def check_envelope(envelope: Envelope, relayers: Mapping[int, DownlinkAuth]) -> bool:
+    """True when `relayers` has the relayer's key (by callsign hash) and it checks the tag; False
+    when there is no key for it here; WireError "bad tag" when the key does not check it."""
+    auth = relayers.get(envelope.relayer)
+    if auth is not None and not auth.check(envelope.signed, envelope.tag):
+        raise WireError("bad tag", f"relayed frame: tag does not match relayer 0x{envelope.relayer:04X}'s downlink key")
+    return auth is not None
+
+
+def decode_relayed(frame: bytes, relayers: Mapping[int, DownlinkAuth], tag_len: int) -> Relayed:
+    """The envelope's parts; its tag checked when `relayers` has the relayer's key (by callsign hash).
+    WireError for an envelope that is damaged, nested, or whose tag fails its relayer's key."""
+    envelope = open_envelope(frame, tag_len)
+    authentic = check_envelope(envelope, relayers)
+    return Relayed(envelope.relayer, envelope.hops_left, envelope.frame, authentic)
 
 
 @dataclass(frozen=True)
