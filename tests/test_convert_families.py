@@ -1,6 +1,6 @@
 """HF -> GGUF for every model family we convert, checked against transformers through llama-cpp-python.
 
-One tiny random checkpoint per family (host_training.tiny_models: Llama + our byte-level BPE,
+One tiny random checkpoint per family (host_training.base.tiny_models: Llama + our byte-level BPE,
 Llama + SentencePiece, Qwen2 + Qwen2-style BPE), converted to F32 and F16. llama.cpp must
 give transformers' logits, split text into the HF tokenizer's ids, carry the special tokens
 and chat template, and generate what transformers generates.
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host_training import tiny_models as M
-from host_training.convert_gguf import ConvertError, convert
+from host_training.base import tiny_models as M
+from host_training.convert.convert_gguf import ConvertError, convert
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -136,7 +136,7 @@ def test_greedy_generation_matches_transformers(built, family):
 @pytest.mark.parametrize("text", PARITY_STRINGS)
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_llama_cpp_tokenizes_like_the_hf_tokenizer(built, family, text):
-    from host_training.tokenizer import hf_text_encoder
+    from host_training.train.tokenizer import hf_text_encoder
 
     b = built[family]
     llm = llama_cpp.Llama(model_path=str(b.f32), vocab_only=True, verbose=False)

@@ -15,9 +15,9 @@ import shutil
 import numpy as np
 import pytest
 
-from host_training import tokenizer as T
-from host_training.convert_gguf import ConvertError, convert
-from host_training.quantize import QUANT_TYPES, QuantizeError, parse_quant, quantize
+from host_training.convert.convert_gguf import ConvertError, convert
+from host_training.quantize.quantizer import QUANT_TYPES, QuantizeError, parse_quant, quantize
+from host_training.train import tokenizer as T
 from tests.chatdata import make_conversation
 
 llama_cpp = pytest.importorskip("llama_cpp")

@@ -1,4 +1,4 @@
-"""The drift of a quantization with error bars (host_training/drift.py) and the choice it drives
+"""The drift of a quantization with error bars (host_training/evaluate/drift.py) and the choice it drives
 (stratoecho.boards.choose): deterministic bootstrap, noise never buys a bigger file, a drift
 beyond the tolerance is not taken, --quant-tolerance is checked before any work.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host_training import drift
+from host_training.evaluate import drift
 from stratoecho import boards
 
 MB = boards.MB

@@ -17,10 +17,10 @@ import jinja2
 import pytest
 
 from host_training import report as R
-from host_training import voice as V
 from host_training.__main__ import main
 from host_training.evaluate import reply_cases
-from host_training.tokenizer import CHATML_TEMPLATE
+from host_training.evaluate import voice as V
+from host_training.train.tokenizer import CHATML_TEMPLATE
 from stratoecho.bundle import BundleManifest, file_entry, load_bundle, write_bundle
 from tests.conftest import CORPUS
 
@@ -260,7 +260,7 @@ def test_report_whose_voice_with_ceiling_floor_and_models():
 def test_report_whose_voice_shows_samples_and_real_words_and_calls_babble():
     """The sample-level accuracy, each set's samples and real-word share; a model whose words are
     far less often real than the owner's is called babble whatever its voice share."""
-    from host_training.real_words import RealWords
+    from host_training.evaluate.real_words import RealWords
 
     cv = V.CrossValidation(5, 0.8, 0.7, 5, 118, 0.95, 0.9)
     real = {"ceiling": RealWords("en", 800, 792), "floor": RealWords("en", 160, 158),
@@ -560,7 +560,7 @@ def test_scoring_through_the_template_agrees_with_the_chatml_scorer(tiny_bundle,
     """The path `eval` takes for a base model's own template (build --base), checked on a ChatML
     bundle where the direct ChatML scorer gives the reference figure."""
     from host_training.evaluate import is_chatml, score_gguf, score_gguf_template
-    from host_training.tokenizer import load_conversations
+    from host_training.train.tokenizer import load_conversations
     from stratoecho.bundle import load_bundle
 
     bundle = load_bundle(tiny_bundle)

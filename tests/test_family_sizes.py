@@ -1,4 +1,4 @@
-"""host_training/family_sizes.py: the real models' shapes, counted as their model cards count them.
+"""host_training/base/family_sizes.py: the real models' shapes, counted as their model cards count them.
 
 (The tensor lists and llama.cpp's dry-run sizes are checked against the converter's and the
 quantizer's real output on every family's tiny stand-in in tests/test_pi_families.py.)
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from host_training import family_sizes as S
-from host_training.tiny_families import FAMILIES
+from host_training.base import family_sizes as S
+from host_training.base.tiny_families import FAMILIES
 
 
 @pytest.mark.parametrize("model", S.REAL_MODELS, ids=lambda m: m.name)

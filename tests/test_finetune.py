@@ -1,6 +1,6 @@
 """`build --base`: LoRA fine-tuning of a (tiny, local) pretrained model, merged, converted, bundled.
 
-Real transformers/peft training on models of ~0.1M parameters (host_training/tiny_models.py,
+Real transformers/peft training on models of ~0.1M parameters (host_training/base/tiny_models.py,
 plus a base without any chat template built here), so every step runs in seconds.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from host_training import finetune
-from host_training.tokenizer import EOT, load_conversations
+from host_training.train.tokenizer import EOT, load_conversations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def base_without_template(out: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from host_training.tiny_models import corpus_lines
+    from host_training.base.tiny_models import corpus_lines
 
     hf = PreTrainedTokenizerFast(tokenizer_object=_bpe([EOT], corpus_lines()), bos_token=EOT, eos_token=EOT,
                                  pad_token=EOT, clean_up_tokenization_spaces=False)
@@ -84,7 +84,7 @@ def base_without_template(out: Path) -> Path:
 def llama3_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
-    from host_training.tiny_models import corpus_lines
+    from host_training.base.tiny_models import corpus_lines
 
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     return PreTrainedTokenizerFast(tokenizer_object=_bpe(specials, corpus_lines()), bos_token="<|begin_of_text|>",
@@ -109,7 +109,7 @@ def target_runs(tok, ids, mask) -> list[str]:
 def test_mask_chatml(tmp_path):
     from transformers import AutoTokenizer
 
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_bpe(tmp_path / "b")))
     fmt = finetune.ChatFormat(tok)
@@ -137,7 +137,7 @@ def test_mask_llama2_inst_sentencepiece(tmp_path):
     persona speaking first) is fitted, and the persona's words end with </s>."""
     from transformers import AutoTokenizer
 
-    from host_training.tiny_models import tiny_llama_sentencepiece
+    from host_training.base.tiny_models import tiny_llama_sentencepiece
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_sentencepiece(tmp_path / "sp")))
     tok.chat_template = LLAMA2_TEMPLATE
@@ -174,7 +174,7 @@ def test_resume_continues_from_checkpoint(tmp_path, corpus_data_dir):
     """An interrupted run resumed from its checkpoint ends where an uninterrupted one does."""
     import torch
 
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
 
     base = tiny_llama_bpe(tmp_path / "base")
     train = load_conversations(corpus_data_dir / "train.jsonl")[:40]
@@ -257,7 +257,7 @@ def test_build_base_without_template(tmp_path, corpus_data_dir):
 @pytest.mark.slow
 def test_two_cpu_processes(tmp_path, corpus_data_dir):
     """Two CPU processes (torchrun, gloo; data-parallel): both train, the main one builds the bundle."""
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
 
     base = tiny_llama_bpe(tmp_path / "base")
     out = tmp_path / "bundle"
@@ -277,7 +277,7 @@ def test_mask_phi_template_closing_with_eos(tmp_path):
     prompt follows: the persona's turns are still found, and a turn ends with <|end|>."""
     from transformers import AutoTokenizer
 
-    from host_training.tiny_families import tiny_phi4_mini
+    from host_training.base.tiny_families import tiny_phi4_mini
 
     tok = AutoTokenizer.from_pretrained(str(tiny_phi4_mini(tmp_path / "phi")))
     fmt = finetune.ChatFormat(tok)
@@ -294,8 +294,8 @@ def test_a_raw_base_whose_tokenizer_puts_a_bos_first_trains_and_is_scored_with_i
     import gguf
     from transformers import AutoTokenizer
 
+    from host_training.base.tiny_families import tiny_gemma3
     from host_training.finetune import ChatFormat
-    from host_training.tiny_families import tiny_gemma3
 
     base = tiny_gemma3(tmp_path / "gemma")
     cfg_path = base / "tokenizer_config.json"

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from host_training import about as A
-from host_training import bundling, stages
 from host_training.__main__ import main
-from host_training.build_config import BuildConfig
 from host_training.ingest import detect
 from host_training.ingest.interview import ABOUT_PROMPT, AboutReader, InterviewReader, about_sections
-from host_training.interview import (
+from host_training.pipeline import bundling, stages
+from host_training.pipeline.build_config import BuildConfig
+from host_training.prepare import about as A
+from host_training.prepare.interview import (
     AnswerLog,
     Bank,
     BankError,

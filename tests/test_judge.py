@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from host_training import judge as J
-from host_training import judge_page
-from host_training import judge_score as S
 from host_training.__main__ import main
+from host_training.evaluate import judge_score as S
 from host_training.evaluate import reply_cases
-from host_training.tokenizer import load_conversations
+from host_training.judge import cli as J
+from host_training.judge import page as judge_page
+from host_training.train.tokenizer import load_conversations
 from stratoecho.bundle import load_bundle, sha256_file, write_bundle
 
 PAIRS = 8

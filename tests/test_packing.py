@@ -1,4 +1,4 @@
-"""LoRA's training rows (host_training/packing.py) and the step's shortcuts (host_training/lora_step.py).
+"""LoRA's training rows (host_training/train/packing.py) and the step's shortcuts (host_training/train/lora_step.py).
 
 The shortcuts change nothing but speed: packed rows give every conversation the logits it has
 alone, targets-only logits are the model's own, and a model where either is not so is caught
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from host_training import lora_step, packing
-from host_training.packing import IGNORE
+from host_training.train import lora_step, packing
+from host_training.train.packing import IGNORE
 
 
 def ex(n: int, first_target: int = 1, tag: int = 0) -> tuple[list[int], list[bool]]:
@@ -156,7 +156,7 @@ def tiny_llama(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
 
     path = tiny_llama_bpe(tmp_path_factory.mktemp("llama") / "base")
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)

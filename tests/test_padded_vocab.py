@@ -1,7 +1,7 @@
 """A vocabulary padded past its tokenizer, in every family, through `build --base` (vocab_rows.py).
 
 Real checkpoints keep more embedding rows than their tokenizer has tokens (Qwen3-0.6B 151,936
-for 151,669, Phi-3 32,064 for 32,011). Each family's tiny stand-in (host_training/tiny_families.py)
+for 151,669, Phi-3 32,064 for 32,011). Each family's tiny stand-in (host_training/base/tiny_families.py)
 gets PAD_ROWS rows more than its config.json had (tiny_families.with_padded_vocabulary) and goes
 through `python -m host_training build --base ... --quant Q8_0`: the preflight (which must say
 what the build will do with the padding), LoRA steps, merge, llama.cpp's converter on the merged
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from host_training import tiny_families as TF
-from host_training import vocab_rows
+from host_training.base import tiny_families as TF
+from host_training.base.tiny_families import FAMILIES, with_padded_vocabulary
+from host_training.convert import vocab_rows
 from host_training.preflight import read_tokenizer
-from host_training.tiny_families import FAMILIES, with_padded_vocabulary
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -77,8 +77,8 @@ def build(base: Path, data: Path, out: Path, monkeypatch) -> int:
     conversion, cut, is test_a_sentencepiece_tokenizer_json_without_its_model_converts_cut's)."""
     import dataclasses
 
-    from host_training import bundling, stages
     from host_training.__main__ import main
+    from host_training.pipeline import bundling, stages
 
     convert = stages.convert
     monkeypatch.setattr(stages, "convert", lambda trained, work, name: convert(
@@ -140,8 +140,8 @@ def test_a_sentencepiece_tokenizer_json_without_its_model_converts_cut(tmp_path)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from host_training.convert_gguf import ConvertError, convert
-    from host_training.tiny_models import tiny_llama_sentencepiece
+    from host_training.base.tiny_models import tiny_llama_sentencepiece
+    from host_training.convert.convert_gguf import ConvertError, convert
     from tests.test_convert_families import open_gguf
 
     base = tiny_llama_sentencepiece(tmp_path / "base")
@@ -171,7 +171,7 @@ def test_a_sentencepiece_tokenizer_json_without_its_model_converts_cut(tmp_path)
 def test_the_cut_keeps_the_first_rows_and_links_the_rest(tmp_path):
     from safetensors import safe_open
 
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
 
     base = tiny_llama_bpe(tmp_path / "base")  # untied: embedding and lm_head
     rows = json.loads((base / "config.json").read_text())["vocab_size"]
@@ -194,7 +194,7 @@ def test_no_cut_where_the_converter_pads_a_cut_to_the_rows_it_keeps_elsewhere():
 
 
 def test_the_plan_line_of_a_dry_run_is_read_back():
-    from host_training.llama_convert import PLAN_PREFIX
+    from host_training.convert.llama_convert import PLAN_PREFIX
 
     stderr = ("INFO:hf-to-gguf:Loading model\n" + PLAN_PREFIX
               + json.dumps({"tokens": 640, "rows": {"token_embd.weight": 603}}) + "\nINFO:gguf:Dry run\n")
@@ -203,8 +203,8 @@ def test_the_plan_line_of_a_dry_run_is_read_back():
 
 
 def test_the_preflight_refuses_what_no_cut_can_mend(tmp_path, monkeypatch):
-    from host_training import convert_gguf
     from host_training import preflight as pf
+    from host_training.convert import convert_gguf
     from tests.test_preflight import SMOLLM2_135M, fake_base
 
     base = fake_base(tmp_path / "base", dict(SMOLLM2_135M, vocab_size=640), tokens=600)
@@ -225,8 +225,8 @@ def test_a_padded_gemma3_builds_its_whole_report(small_data, tmp_path, monkeypat
     shaped as training shaped them, which Gemma's template (roles must alternate) needs."""
     import dataclasses
 
-    from host_training import stages
     from host_training.__main__ import main
+    from host_training.pipeline import stages
 
     contexts = [json.loads(line)["messages"] for line in (small_data / "val.jsonl").read_text().splitlines()]
     assert any(c[0]["role"] == "assistant" for c in contexts), "no context opens with the persona: nothing tested"

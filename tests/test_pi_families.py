@@ -1,6 +1,6 @@
 """Every family people fly on a Pi, through the real `build --base` chain, checked against transformers.
 
-For each family of host_training/tiny_families.py (SmolLM2, Llama 3.2, Qwen2.5, Qwen3,
+For each family of host_training/base/tiny_families.py (SmolLM2, Llama 3.2, Qwen2.5, Qwen3,
 Gemma 3, Phi-3, Phi-4-mini, LFM2) a tiny base of the family's exact shape goes through
 `python -m host_training build --base ... --quant Q8_0` (the command line's own code: LoRA
 steps, merge and merge check, llama.cpp's converter, llama.cpp's quantizer, held-out
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host_training import pretokenizers
-from host_training.tiny_families import FAMILIES
+from host_training.base.tiny_families import FAMILIES
+from host_training.convert import pretokenizers
 from tests.test_convert_families import LOGIT_TEXTS, PARITY_STRINGS, metadata, open_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -61,8 +61,8 @@ class Built:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, small_data):
     """family name -> Built, each family built on first use (a failing family fails only its tests)."""
-    from host_training import bundling, stages
     from host_training.__main__ import main
+    from host_training.pipeline import bundling, stages
 
     root = tmp_path_factory.mktemp("families")
     done: dict[str, Built] = {}
@@ -180,7 +180,7 @@ def test_f32_gguf_logits_match_transformers(chain, hf, family):
 # ----------------------------------------------------------------------------- tokenizer
 @pytest.mark.parametrize("family", NAMES)
 def test_llama_cpp_tokenizes_like_the_hf_tokenizer(chain, hf, family):
-    from host_training.tokenizer import hf_text_encoder
+    from host_training.train.tokenizer import hf_text_encoder
 
     _, tok = hf(family)
     plain_hf = hf_text_encoder(tok)
@@ -215,8 +215,8 @@ def test_real_model_sizes_use_the_converters_tensors_and_the_quantizers_types(ch
     real run does: on the stand-in, exactly; on the real model, the same rules at real sizes."""
     import gguf
 
-    from host_training import family_sizes
-    from host_training.quantize import quantize
+    from host_training.base import family_sizes
+    from host_training.quantize.quantizer import quantize
 
     b = chain(family)
     shape = family_sizes.shape_of(json.loads((b.merged / "config.json").read_text()))

@@ -177,8 +177,9 @@ def test_the_weight_estimate_matches_llama_cpps_files(tmp_path):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from host_training import convert_gguf, quantize
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
+    from host_training.convert import convert_gguf
+    from host_training.quantize import quantizer as quantize
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_bpe(tmp_path / "tok")))
     d = tmp_path / "w576"
@@ -258,7 +259,7 @@ def test_too_large_a_model_fails_build_before_training(tmp_path, chat_data_dir, 
 
 @pytest.mark.slow
 def test_an_unsupported_architecture_fails_build_before_training(tmp_path, chat_data_dir, no_training, capsys):
-    from host_training.tiny_models import tiny_llama_bpe
+    from host_training.base.tiny_models import tiny_llama_bpe
 
     base = tiny_llama_bpe(tmp_path / "odd")
     config = json.loads((base / "config.json").read_text())
@@ -274,7 +275,7 @@ def test_an_unsupported_architecture_fails_build_before_training(tmp_path, chat_
 
 @pytest.mark.slow
 def test_preflight_only_reports_a_fitting_base_and_writes_nothing(tmp_path, chat_data_dir, no_training, capsys):
-    from host_training.tiny_models import tiny_qwen2
+    from host_training.base.tiny_models import tiny_qwen2
 
     base = tiny_qwen2(tmp_path / "qwen2")
     out = tmp_path / "bundle"

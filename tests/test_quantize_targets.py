@@ -17,9 +17,8 @@ import struct
 import numpy as np
 import pytest
 
-from host_training import tokenizer as T
-from host_training.convert_gguf import convert
-from host_training.quantize import (
+from host_training.convert.convert_gguf import convert
+from host_training.quantize.quantizer import (
     IQUANT_TYPES,
     LISTED_QUANTS,
     QUANT_TYPES,
@@ -32,6 +31,7 @@ from host_training.quantize import (
     read_imatrix,
     write_imatrix,
 )
+from host_training.train import tokenizer as T
 from stratoecho import boards as targets
 from tests.chatdata import make_conversation
 
@@ -331,7 +331,7 @@ def test_for_target_refuses_iquants_without_an_imatrix_before_any_work(model, tm
 # ----------------------------------------------------------------------------- the persona's own imatrix
 def calibration(hf_tok, n=12):
     """Synthetic chats in ChatML ids, packed into chunks of 96 tokens (a short last one)."""
-    from host_training import heldout
+    from host_training.train import heldout
 
     rng = random.Random(9)
     enc, special = T.hf_text_encoder(hf_tok), T.hf_special_ids(hf_tok)
@@ -342,7 +342,7 @@ def calibration(hf_tok, n=12):
 def test_imatrix_from_llama_cpp_covers_every_weight_matrix_as_torch_sees_it(model):
     import gguf
 
-    from host_training import imatrix
+    from host_training.quantize import imatrix
 
     hf, hf_tok, f32 = model
     chunks = calibration(hf_tok)
@@ -365,7 +365,7 @@ def test_imatrix_from_llama_cpp_covers_every_weight_matrix_as_torch_sees_it(mode
 
 
 def test_an_iquant_with_the_persona_imatrix_loads_and_generates(model, tmp_path):
-    from host_training import imatrix
+    from host_training.quantize import imatrix
 
     hf, hf_tok, f32 = model
     r = imatrix.compute(f32, calibration(hf_tok), threads=2)

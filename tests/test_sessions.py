@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host_training.ingest import Message
-from host_training.sessions import (
+from host_training.prepare.sessions import (
     DEFAULT_DEDUP_MIN_CHARS,
     AckRuns,
     Example,

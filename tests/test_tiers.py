@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from host_training.__main__ import main
-from host_training.sessions import approx_tokens
-from host_training.tiers import MAX_REPEAT, Override, TierBook, TierError, parse_override, policy_weights, top_share
+from host_training.prepare.sessions import approx_tokens
+from host_training.prepare.tiers import MAX_REPEAT, Override, TierBook, TierError, parse_override, policy_weights, top_share
 
 T0 = int(datetime(2024, 3, 12, 21, 14, tzinfo=timezone.utc).timestamp())
 DAY = 86400

@@ -7,7 +7,7 @@ import json
 import jinja2
 import pytest
 
-from host_training import tokenizer as T
+from host_training.train import tokenizer as T
 from tests.chatdata import make_conversation, write_chat_dataset
 
 STRINGS = [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from host_training.tokenizer import DataError, by_weight, example_weights, load_conversations, render_ids
+from host_training.train.tokenizer import DataError, by_weight, example_weights, load_conversations, render_ids
 
 
 def write(path, examples):

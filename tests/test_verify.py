@@ -1,6 +1,6 @@
-"""Stage 5's conversion check (host_training/verify.py): the GGUF against its checkpoint on held-out tokens.
+"""Stage 5's conversion check (host_training/evaluate/verify.py): the GGUF against its checkpoint on held-out tokens.
 
-Tiny random checkpoints (host_training.tiny_models, 2 layers, hidden 64) converted by the
+Tiny random checkpoints (host_training.base.tiny_models, 2 layers, hidden 64) converted by the
 real converter: a faithful conversion passes with figures near float precision; a GGUF
 broken after conversion (its Q and K rows back in HF's rotary order, as if the converter had
 skipped the permutation, or two tokens swapped in its vocabulary) fails with both models'
@@ -14,10 +14,12 @@ import random
 import numpy as np
 import pytest
 
-from host_training import heldout, stages, verify
-from host_training import tiny_models as M
-from host_training import tokenizer as T
-from host_training.convert_gguf import convert
+from host_training.base import tiny_models as M
+from host_training.convert.convert_gguf import convert
+from host_training.evaluate import verify
+from host_training.pipeline import stages
+from host_training.train import heldout
+from host_training.train import tokenizer as T
 from tests.chatdata import make_conversation
 
 pytest.importorskip("llama_cpp")
@@ -131,7 +133,7 @@ def test_a_swapped_vocabulary_entry_fails_on_the_tokenizer(llama, tmp_path):
 
 
 def test_a_quantized_gguf_is_not_a_conversion_to_check(llama, tmp_path):
-    from host_training.quantize import quantize
+    from host_training.quantize.quantizer import quantize
 
     hf, f32, tokens = llama
     q8 = quantize(f32, tmp_path / "q8.gguf", "Q8_0", threads=2).path
@@ -148,7 +150,7 @@ def trained(hf, tokens) -> stages.Trained:
 
 
 def test_the_convert_stage_checks_and_refuses_a_broken_conversion(llama, tmp_path, monkeypatch):
-    from host_training import convert_gguf
+    from host_training.convert import convert_gguf
 
     hf, _, tokens = llama
     good = stages.convert(trained(hf, tokens), tmp_path, "Ada")
@@ -166,8 +168,8 @@ def test_the_convert_stage_checks_and_refuses_a_broken_conversion(llama, tmp_pat
 
 
 def test_a_build_with_a_broken_converter_stops_after_conversion(chat_data_dir, tmp_path, monkeypatch, capsys):
-    from host_training import convert_gguf
     from host_training.__main__ import main
+    from host_training.convert import convert_gguf
 
     real = convert_gguf.convert
 

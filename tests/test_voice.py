@@ -1,4 +1,4 @@
-"""Whose voice (host_training/voice.py): the authorship classifier, its intervals, the style distances.
+"""Whose voice (host_training/evaluate/voice.py): the authorship classifier, its intervals, the style distances.
 
 Hand-written texts in two plainly different voices first; then the check that the measure can
 fail: a persona trained on another owner's messages (Noor's, from the sample corpus) must score
@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 import tomli_w
 
-from host_training import voice as V
+from host_training.evaluate import voice as V
 from host_training.report import lower_start, upper_case_share
 from tests.conftest import CORPUS
 
@@ -244,7 +244,7 @@ def test_a_persona_of_another_owner_scores_lower(corpus_bundle, corpus_data_dir,
     on Noor's classifier the other way round (20 of 20, 84 % to 100 %, against 1 of 20): the
     figure follows whose messages a model learnt, not which model writes more or longer."""
     from host_training import evaluate
-    from host_training.tokenizer import load_conversations
+    from host_training.train.tokenizer import load_conversations
     from stratoecho.bundle import load_bundle
 
     ada_train = load_conversations(corpus_data_dir / "train.jsonl")

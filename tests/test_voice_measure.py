@@ -11,12 +11,12 @@ import random
 
 import pytest
 
-from host_training import base_bundle as BB
-from host_training import real_words as RW
-from host_training import voice as V
-from host_training import voice_of_flight as VF
+from host_training.base import base_bundle as BB
+from host_training.evaluate import real_words as RW
+from host_training.evaluate import voice as V
+from host_training.evaluate import voice_of_flight as VF
 from host_training.report import WORD
-from host_training.tokenizer import load_conversations
+from host_training.train.tokenizer import load_conversations
 from tests.test_eval_report import _manifest
 
 
@@ -123,7 +123,7 @@ def _persona_bundle(root, base_sha="0" * 64):
 
 
 def test_the_base_bundle_is_told_what_the_persona_is_told(tmp_path):
-    from host_training.base_models import sha256_file
+    from host_training.base.base_models import sha256_file
     from stratoecho.bundle import load_bundle
 
     base = tmp_path / "base.Q4_1.gguf"
@@ -174,8 +174,8 @@ def test_a_flights_musings_are_scored_beside_the_bases(corpus_data_dir, corpus, 
 
 
 def test_the_quantization_row_gets_a_verdict_against_the_tolerance():
-    from host_training import drift
     from host_training import report as R
+    from host_training.evaluate import drift
 
     assert R.report_md.QUANT_TOLERANCE == drift.DEFAULT_TOLERANCE
     rows = [R.PerplexityRow("fine-tuned", "F32", 100, 41.2),

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tokenizer import Conversation, DataError, load_conversations
+from ..train.tokenizer import Conversation, DataError, load_conversations
 from .generation import DEFAULT_SEED, PROBE_SAMPLES, STYLE_PROMPTS
 from .reporting import Compared, ReportOutcome, write_report
 from .scoring import is_chatml, score_gguf, score_gguf_template

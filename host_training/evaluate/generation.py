@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stratoecho.completion import complete
 
-from ..tokenizer import Conversation, fit_roles, with_system_prompt
+from ..train.tokenizer import Conversation, fit_roles, with_system_prompt
 
 STYLE_PROMPTS = 32  # val messages the persona answers for the style figures
 STYLE_MAX_TOKENS = 48  # tokens per style reply, at most

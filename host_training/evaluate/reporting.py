@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from ..tokenizer import Conversation
+from ..train.tokenizer import Conversation
 from .generation import (
     DEFAULT_SEED,
     PROBE_SAMPLES,
@@ -80,7 +80,8 @@ def write_report(
     quantization and "(flown)" after it. `data_sha256`: of val.jsonl, so that people's judgements
     (BUNDLE/judge, judge.py) are folded in only when made for this model on this data.
     """
-    from .. import judge_score, report, voice
+    from .. import report
+    from . import judge_score, voice
 
     redactor = report.Redactor(private, blocklist)
     cases = reply_cases(val, prompts)
@@ -171,7 +172,8 @@ def _style(val: list[Conversation], train: list[Conversation] | None, cases: Cas
            others: list[tuple[Compared, Rounds]], seed: int, flown_label: str):
     """The Style table's figures (report.StyleResult): the owner's held-out turns, the flown
     model's replies and the base's (a compared model of role "base"), with a few examples."""
-    from .. import report, voice
+    from .. import report
+    from . import voice
 
     generated = [t for i in keep for t in flown[i]]
     owner_turns = [m["content"] for c in val for m in c if m["role"] == "assistant"]

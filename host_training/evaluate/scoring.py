@@ -9,7 +9,7 @@ import math
 import time
 from pathlib import Path
 
-from ..tokenizer import EOT, IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_bos, with_system_prompt
+from ..train.tokenizer import EOT, IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_bos, with_system_prompt
 
 GGML_TYPE_F32 = 0  # ggml_type for type_k / type_v
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..tokenizer import CHATML_TEMPLATE, IM_END, IM_START, Conversation, chunks, fit_roles, with_bos, with_system_prompt
+from ..train.tokenizer import CHATML_TEMPLATE, IM_END, IM_START, Conversation, chunks, fit_roles, with_bos, with_system_prompt
 from .config import FinetuneError
 
 

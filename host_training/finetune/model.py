@@ -15,8 +15,8 @@ def persona_nll(model, examples, pad_id: int, targets_only: bool = False) -> tup
     import torch
     import torch.nn.functional as F
 
-    from ..lora_step import target_logits
-    from ..packing import Collator, pack
+    from ..train.lora_step import target_logits
+    from ..train.packing import Collator, pack
 
     device = next(model.parameters()).device
     collate = Collator(pad_id)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from ..tokenizer import chunks, with_system_prompt
+from ..train.tokenizer import chunks, with_system_prompt
 from .chat_format import ChatFormat, to_examples
 from .config import (
     EVAL_BATCH,
@@ -150,7 +150,7 @@ def _training_data(cfg: FinetuneConfig, p: dict, model, tok, fmt: ChatFormat, ct
     (threads set on the CPU, where dropout is turned off: `p` is changed), and the step count."""
     import torch
 
-    from .. import lora_step, packing
+    from ..train import lora_step, packing
 
     rendered = [fmt.ids_and_targets(with_system_prompt(c, system_prompt), cfg.loss) for c in train_convs]
     row_len = packing.fit_row_length([len(ids) for ids, _ in rendered], ctx)
@@ -225,7 +225,7 @@ def _lora_trainer(cfg: FinetuneConfig, p: dict, model, tok, added_ids: list[int]
     logits of the target tokens only)."""
     from peft import get_peft_model
 
-    from .. import lora_step, packing
+    from ..train import lora_step, packing
 
     cbs = list(callbacks or [])
     if cfg.max_minutes:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from stratoecho import boards
 
-from ..quantize import LISTED_QUANTS, parse_quant
+from ..quantize.quantizer import LISTED_QUANTS, parse_quant
 from .checkpoint import (
     DTYPE_BYTES,
     MAX_HEADER_BYTES,
@@ -245,16 +245,16 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
 
 def _pinned_on(board: str) -> str:
     """Which pinned base fits `board` (base_models.fits_on: a Q4_K_M persona, the longest context that fits)."""
-    from ..base_models import board_summary
+    from ..base.base_models import board_summary
 
-    return board_summary(board) + " (python -m host_training.base_models list; --base NAME)"
+    return board_summary(board) + " (python -m host_training.base.base_models list; --base NAME)"
 
 
 def converts(base: Path, arch: str, n: int | None) -> tuple[str, str | None]:
     """llama.cpp's converter in a dry run (convert_gguf.plan): (what it takes, a note on a padded
     vocabulary or None), `n` the tokenizer's ids; PreflightError with its reason."""
-    from .. import convert_gguf, vocab_rows
-    from ..llama_cpp_source import installed_version
+    from ..convert import convert_gguf, vocab_rows
+    from ..convert.llama_cpp_source import installed_version
 
     t0 = time.monotonic()
     try:
@@ -266,7 +266,7 @@ def converts(base: Path, arch: str, n: int | None) -> tuple[str, str | None]:
             f"{base}: llama.cpp's converter does not take {what} (config.json architectures: {arch}), so no GGUF "
             f"could be made after training. {e}\n  Remedies: a base of a family llama.cpp "
             f"converts ({', '.join(FAMILIES)}, ...; the full list: python \"$(python -m "
-            "host_training.llama_cpp_source where)/convert_hf_to_gguf.py\" --print-supported-models), or a "
+            "host_training.convert.llama_cpp_source where)/convert_hf_to_gguf.py\" --print-supported-models), or a "
             f"newer llama-cpp-python than {installed_version() or '?'} (pip install -U llama-cpp-python, then "
             "make install, which unpacks its converter) if this architecture is newer than it") from None
     cut = vocab_rows.cut_to(layout)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from stratoecho import boards
 
-from ..quantize import LISTED_QUANTS, MIN_BITS_PER_WEIGHT
+from ..quantize.quantizer import LISTED_QUANTS, MIN_BITS_PER_WEIGHT
 from .checkpoint import MB, PreflightError, Tensor, text_config
 
 CTX_STEP = 32  # a shorter context is suggested in steps of this many tokens (as payload/policy/budget.py sizes n_ctx)

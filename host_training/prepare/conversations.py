@@ -12,11 +12,11 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from host_training import accumulate
-from host_training import sessions as S
 from host_training.ingest import Message
-from host_training.pseudonyms import Pseudonyms
-from host_training.spill import Spill
+from host_training.prepare import accumulate
+from host_training.prepare import sessions as S
+from host_training.prepare.pseudonyms import Pseudonyms
+from host_training.prepare.spill import Spill
 
 from .files import Staged
 from .owners import Owner

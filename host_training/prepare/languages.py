@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from host_training import base_choice
 from host_training import language as L
-from host_training.sessions import normalise
-from host_training.spill import Spill
+from host_training.base import base_choice
+from host_training.prepare.sessions import normalise
+from host_training.prepare.spill import Spill
 
 TOP_MARKERS = 3  # catchphrases named in the summary
 MIN_MARKER_REPEATS = 3  # a short message written this often is named as a habit

@@ -10,8 +10,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from host_training import sessions as S
-from host_training import tiers as T
+from host_training.prepare import sessions as S
+from host_training.prepare import tiers as T
 
 from .stage import run
 

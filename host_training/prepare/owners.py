@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import structlog
 from tqdm import tqdm
 
-from host_training.authors import ExportAuthors, fold
 from host_training.ingest import ID_LIKE, Author, IngestError, counts_for_author, drop_reason, owner_match
 from host_training.ingest.mbox import MboxReader, mail_id
-from host_training.pseudonyms import Pseudonyms
-from host_training.spill import Spill
+from host_training.prepare.authors import ExportAuthors, fold
+from host_training.prepare.pseudonyms import Pseudonyms
+from host_training.prepare.spill import Spill
 
 from .files import _said_problems, export_files
 from .reading import Reading

@@ -12,10 +12,10 @@ from pathlib import Path
 import structlog
 from tqdm import tqdm
 
-from host_training import accumulate
-from host_training import tiers as T
 from host_training.ingest import Author, IngestError, Message, counts_for_author, drop_reason
-from host_training.spill import Spill
+from host_training.prepare import accumulate
+from host_training.prepare import tiers as T
+from host_training.prepare.spill import Spill
 
 from .scrubbing import Cleaner
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from host_training import accumulate
 from host_training.ingest import Message
+from host_training.prepare import accumulate
 from stratoecho.privacy import PrivacyScrubber, escape_special_tokens
 
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from host_training import sessions as S
-from host_training import tiers as T
 from host_training.ingest.interview import SOURCE as INTERVIEW
-from host_training.spill import Spill
+from host_training.prepare import sessions as S
+from host_training.prepare import tiers as T
+from host_training.prepare.spill import Spill
 
 from .files import Staged
 from .tier_figures import _learnt_by_tier

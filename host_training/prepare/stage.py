@@ -10,10 +10,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from host_training import accumulate
-from host_training import tiers as T
-from host_training.pseudonyms import Pseudonyms
-from host_training.spill import Spill
+from host_training.prepare import accumulate
+from host_training.prepare import tiers as T
+from host_training.prepare.pseudonyms import Pseudonyms
+from host_training.prepare.spill import Spill
 
 from .conversations import merge_previous, name_others, write_sessions
 from .files import BlocklistError, Staged, _said_problems, export_files, load_blocklist

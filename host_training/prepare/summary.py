@@ -7,9 +7,9 @@ import argparse
 from collections import Counter
 from datetime import datetime, timezone
 
-from host_training import accumulate
 from host_training.ingest import iso_utc
-from host_training.pseudonyms import Pseudonyms
+from host_training.prepare import accumulate
+from host_training.prepare.pseudonyms import Pseudonyms
 
 from .files import _counts, _say
 from .owners import Owner, _owners_in_report, _print_owners_per_input

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from host_training import sessions as S
-from host_training import tiers as T
+from host_training.prepare import sessions as S
+from host_training.prepare import tiers as T
 
 
 def _learnt_by_tier(examples: Iterable[S.Example], tier_of: Callable[[S.Example], int]) -> Counter[int]:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..base_models import report_lines as pinned_bases
+from ..base.base_models import report_lines as pinned_bases
 from .plot import PLOT_FILE, PerplexityRow, fmt_bytes
 from .privacy_probe import EXCERPT_CHARS, ProbeResult, Redactor
 

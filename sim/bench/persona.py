@@ -32,7 +32,7 @@ MUSING_TOKENS = 48  # the bench configuration's persona.max_tokens
 
 
 def _base_folder():
-    from host_training import base_models
+    from host_training.base import base_models
 
     gguf = base_models.fetch_dir() / Path(base_models.PINNED[base_models.SAMPLE_BASE].member).name
     return base_models.resolve(gguf).folder if gguf.is_file() else None
@@ -79,7 +79,9 @@ def bench_lora(data: Path = ROOT / "build" / "data") -> list[tuple]:
         return [("LoRA training: (no SmolLM2 base or build/data here: run `make persona`)", "-", "", "")]
     from transformers import AutoTokenizer
 
-    from host_training import finetune, stages, tokenizer
+    from host_training import finetune
+    from host_training.pipeline import stages
+    from host_training.train import tokenizer
 
     convs = stages.load_data(data)
     train = convs.train[:LORA_CONVERSATIONS]
@@ -163,7 +165,13 @@ def bench_target_pick(bundle_dir: Path, board: str = "pi-zero-2w") -> list[tuple
         return [(f"--target {board}: (no BUNDLE/model or build/data: run `make persona`)", "-", "", "")]
     from transformers import AutoTokenizer
 
-    from host_training import convert_gguf, drift, finetune, heldout, imatrix, quantize, stages, tokenizer
+    from host_training import finetune
+    from host_training.convert import convert_gguf
+    from host_training.evaluate import drift
+    from host_training.pipeline import stages
+    from host_training.quantize import imatrix
+    from host_training.quantize import quantizer as quantize
+    from host_training.train import heldout, tokenizer
     from stratoecho.bundle import load_bundle
 
     manifest = load_bundle(bundle_dir).manifest

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def bench_quant(bundle_dir: Path, n_tokens: int = 64) -> list[tuple]:
-    """Every listed quantization (host_training.quantize.LISTED_QUANTS): seconds llama.cpp takes to
+    """Every listed quantization (host_training.quantize.quantizer.LISTED_QUANTS): seconds llama.cpp takes to
     write it, its size, and its generation speed here with llama-cpp-python (2 threads, a fixed
     ChatML prompt, greedy, `n_tokens` tokens with the end-of-turn tokens forbidden so that every
     run is as long; llama.cpp's own decode timer, prompt excluded, best of 5 runs), each against
@@ -20,15 +20,15 @@ def bench_quant(bundle_dir: Path, n_tokens: int = 64) -> list[tuple]:
     what it says is noise, but sizes and speeds are those of a demo persona."""
     import llama_cpp
 
-    from host_training import tokenizer as T
-    from host_training.quantize import LISTED_QUANTS, quantize
+    from host_training.quantize.quantizer import LISTED_QUANTS, quantize
+    from host_training.train import tokenizer as T
 
     def random_demo_gguf(d: Path) -> Path:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        from host_training.convert_gguf import convert
-        from host_training.train_scratch import PRESETS
+        from host_training.convert.convert_gguf import convert
+        from host_training.train.train_scratch import PRESETS
 
         p = PRESETS["demo"]
         text = ["The horizon is a thin blue line and the battery is complaining about the cold."] * 50
@@ -86,7 +86,7 @@ def bench_quant(bundle_dir: Path, n_tokens: int = 64) -> list[tuple]:
 
 
 def bench_families(names: list[str] | None = None) -> list[tuple]:
-    """Each model family people fly (host_training/tiny_families.py: SmolLM2, Llama 3.2, Qwen2.5,
+    """Each model family people fly (host_training/base/tiny_families.py: SmolLM2, Llama 3.2, Qwen2.5,
     Qwen3, Gemma 3, Phi-3, Phi-4-mini, LFM2) as a tiny random stand-in of its exact shape:
     seconds llama.cpp's converter takes to write its F32 GGUF (convert_gguf.convert, wall time,
     the converter's own process start included: that is most of it at this size), then the
@@ -99,8 +99,8 @@ def bench_families(names: list[str] | None = None) -> list[tuple]:
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from host_training.convert_gguf import convert
-    from host_training.tiny_families import FAMILIES
+    from host_training.base.tiny_families import FAMILIES
+    from host_training.convert.convert_gguf import convert
 
     conversation = [{"role": "system", "content": "You are Ada, riding a weather balloon."},
                     {"role": "user", "content": "How was the launch? 🎈"},

@@ -1,0 +1,147 @@
+"""`build` as its stages, in order; --from-scratch and --base differ in the training stage only.
+
+    1. data       stages.load_data, persona_text       train.jsonl / val.jsonl, checked line by line
+    2. check      stages.check_inputs, trainer.check   every refusal that needs no training, before
+                                                       BUNDLE is touched
+    3. out        stages.claim_out_dir, workspace      --force, --resume, --keep-work
+    4. train      training.py                          scratch (tokenizer + tiny Llama) | LoRA + merge
+    5. convert    stages.convert, verify.py            HF checkpoint(s) -> F32 GGUF, then the GGUF checked
+                                                       against the checkpoint on held-out tokens
+    6. quantize   stages.quantize, imatrix.py,         the persona's importance matrix; --quant, or for
+                  drift.py                             --target the smallest type that fits the board
+                                                       with its drift from F32 within --quant-tolerance
+    7. evaluate   stages.evaluate                      val perplexity of what ships, its F32 source
+                                                       and (LoRA) the untuned base, in llama.cpp
+    8. bundle     bundling.py                          eval.json, manifest and template check,
+                                                       BUNDLE/model (for a later --continue),
+                                                       report.md, persona.toml last
+
+--continue PARENT (continuing.py) is --base on PARENT's own model: stage 1 also reads PARENT and
+picks what is new in the data plus a replayed share of the old; the parent is the reference
+scored beside the new model, and persona.toml gets [training.lineage].
+
+Each stage takes and returns typed values (stages.Data, Trained, Converted, Quantized, Scores);
+nothing is written back into the configuration. A preflight (will this base fit, will it
+convert) belongs to stage 2, the check of the GGUF against its checkpoint to stage 5.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import structlog
+
+from stratoecho.bundle import write_bundle
+
+from ..base import base_choice
+from . import bundling, continuing, stages
+from .build_config import BuildConfig, ContinueOptions
+from .training import trainer_for
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    bundle: str
+    model: str  # the model file's name in the bundle
+    bytes: int
+    quant: str
+    val_perplexity: float
+    f32_val_perplexity: float
+    base_val_perplexity: float | None  # LoRA: the untuned base, same quantization
+    steps: int
+    train_minutes: float
+    minutes: float
+
+
+def prepare_runs(folder) -> list[dict]:
+    """The data folder's history of `prepare` runs (report.json "runs"; accumulate.py), or none."""
+    import json
+
+    try:
+        return list(json.loads((folder / "report.json").read_text(encoding="utf-8")).get("runs") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def build(cfg: BuildConfig) -> BuildSummary | None:
+    """Data in, bundle out. None in a secondary process of `accelerate launch` (the main one
+    writes the bundle) and with --preflight-only (stages 1 and 2 only: nothing written).
+    BuildError or tokenizer.DataError say why a build cannot go on."""
+    t0 = time.monotonic()
+    data = stages.load_data(cfg.data)
+    parent = plan = None
+    if isinstance(cfg.training, ContinueOptions):  # PARENT and what is new for it: refused here if it cannot work
+        parent = continuing.parent(cfg.training.parent)
+        plan = continuing.plan(data, parent, cfg.training.replay, cfg.seed)
+        persona = continuing.persona_text(cfg.name, cfg.system_prompt, parent)
+        data = plan.data
+        log.info("build.continue", parent=str(parent.folder), new=plan.new, replayed=plan.replayed,
+                 already_learnt=plan.already_learnt)
+    else:
+        persona = stages.persona_text(cfg, data)
+    trainer = continuing.ContinueTraining(cfg, cfg.training) if parent is not None else trainer_for(cfg)
+    language = base_choice.check(cfg.data, cfg.training.method, getattr(cfg.training, "base", None),
+                                 parent.manifest.model.base if parent is not None else None)
+    persona = replace(persona, language=persona.language or stages.owner_language_code(cfg.data))
+    if language["note"]:  # the base does not write the owner's language: said before an hour of training
+        log.warning("build.language", **language)
+        print(f"warning: {language['note']}", file=sys.stderr, flush=True)
+    stages.check_inputs(cfg)
+    preflight = trainer.check()  # --base: will it convert, which template, will it fit (preflight.py)
+    if preflight is not None:
+        log.info("build.preflight", **preflight.log_fields())
+        print(preflight.text(), flush=True)
+    if cfg.preflight_only:
+        return None
+    # Checks done: only now touch BUNDLE (a --force rebuild removes the old bundle here).
+    procs = trainer.processes()
+    if procs.is_main:
+        stages.claim_out_dir(cfg.out, cfg.force, cfg.resume)
+    procs.wait()
+    log.info("build.data", train=len(data.train), val=len(data.val), name=persona.name, method=cfg.training.method)
+
+    # A secondary process keeps the workspace: the main one may still be using it.
+    with stages.workspace(cfg.out, cfg.keep_work or not procs.is_main, trainer.resumable) as work:
+        trained = trainer.train(data, persona, work)
+        if trained is None:
+            return None
+        if parent is not None:
+            trained = replace(trained, label="continued", base=parent.manifest.model.base,
+                              reference_name=f"{parent.manifest.persona.name} (parent)")
+        models = stages.convert(trained, work, persona.name)
+        quantized = stages.quantize(cfg, models, work, trained)
+        scores = stages.evaluate(models, quantized, trained.score)
+
+        bundling.write_eval_json(cfg.out, trained, models, quantized, scores, cfg)
+        facts = bundling.gguf_facts(quantized.model.path)
+        manifest = bundling.manifest(cfg, data, persona, trained, quantized, scores, facts)
+        manifest.training.update(bundling.keep_model(trained, cfg.out, data.train,
+                                                     parent.trained_on if parent else frozenset()))
+        manifest.training["language"] = {k: v for k, v in language.items() if v is not None}
+        runs = prepare_runs(cfg.data)
+        manifest.training["prepare_runs"] = [r["run"] for r in runs if isinstance(r.get("run"), int)]
+        if parent is not None:
+            manifest.training["lineage"] = continuing.lineage(parent, plan, cfg.training.replay, runs,
+                                                              scores.reference, scores.quantized, quantized.quant)
+        bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
+        bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
+        bundling.add_base_terms(cfg.out, manifest)  # a pinned base's terms of use travel with it
+        rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
+        bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized), models)
+        write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle
+
+    ref = scores.reference
+    summary = BuildSummary(
+        bundle=str(cfg.out), model=quantized.file, bytes=quantized.model.bytes, quant=quantized.quant,
+        val_perplexity=scores.quantized["val_perplexity"], f32_val_perplexity=scores.f32["val_perplexity"],
+        base_val_perplexity=ref["val_perplexity"] if ref is not None else None,
+        steps=trained.steps, train_minutes=trained.minutes, minutes=(time.monotonic() - t0) / 60)
+    log.info("build.done", bundle=summary.bundle, model=summary.model, bytes=summary.bytes,
+             val_perplexity=round(summary.val_perplexity, 4), f32_val_perplexity=round(summary.f32_val_perplexity, 4),
+             base_val_perplexity=None if ref is None else round(summary.base_val_perplexity, 4),
+             minutes=round(summary.minutes, 2))
+    return summary
