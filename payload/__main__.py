@@ -212,11 +212,11 @@ def fly(daemon: Daemon, parts: Parts, liveness: Liveness, flight_s: float, drain
     notifier.ready(status=f"flying, boot {daemon.boot}")
     if parts.hardware.flying is not None:
         parts.hardware.flying()
-    log.info("flying", radio=daemon.cfg.radio.kind, to=daemon.cfg.radio.address, speedup=clock.speedup,
+    log.info("flying", radio=daemon.cfg.radio.kind, to=daemon.cfg.radio.address, clock=clock.describe(),
              flight_minutes=round(flight_s / 60, 1), data=str(daemon.data_dir))
     # Statistics are saved every flight minute: a power cut loses at most a minute of counts.
     next_stats = clock.elapsed_s() + STATS_EVERY_S
-    slice_s = SIGNAL_POLL_S * clock.speedup  # flight seconds; the lockstep's waits are its own
+    slice_s = clock.flight_s(SIGNAL_POLL_S)  # flight seconds; the lockstep's waits are its own
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
         interrupted.wait(max(min(next_stats, flight_s, clock.elapsed_s() + slice_s) - clock.elapsed_s(), 0.0))
         if clock.elapsed_s() >= next_stats:
@@ -237,7 +237,7 @@ def _stop_on_signals(daemon: Daemon, interrupted: threading.Event, clock: Clock)
         interrupted.set()
         if daemon.worker is not None:
             daemon.worker.cancel()  # a model still loading, or a musing under way, ends now
-        if not clock.lockstep and not interrupted_before:
+        if clock.system_deadlines_hold() and not interrupted_before:
             # Last resort, off the bench's clock: a stop that overruns writes every thread's stack
             # to the journal and exits before systemd's SIGKILL at TimeoutStopSec, which tells nothing.
             faulthandler.dump_traceback_later(STOP_BUDGET_S + STOP_SLACK_S, exit=True)

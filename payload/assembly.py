@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from random import Random
 
@@ -25,10 +26,11 @@ from stratoecho.bundle import Bundle
 from stratoecho.wire import downlink, uplink
 from stratoecho.wire.events import Event, event
 
+from .cadence import Cadence
 from .clock import Clock
 from .components import Components
 from .config import PayloadConfig
-from .daemon import Daemon
+from .daemon import Daemon, Loop
 from .link.outbound import Outbound
 from .link.relay import Relay, RelayRules
 from .link.transmitter import Transmitter
@@ -38,24 +40,23 @@ from .parts.outputs import BatteryHeater, StatusLed
 from .parts.radio import Radio
 from .parts.radios import ReopeningRadio, make_radio
 from .parts.sensors import Sensors
-from .persona.guard import OutboundGuard
 from .persona.memory import Memory, heard_from
 from .persona.reach import Reach
 from .persona.worker import PersonaWorker
-from .policy.airplan import MIN_RECORD_FRAME_BYTES, Turn, turn_of
+from .policy.airplan import MIN_RECORD_FRAME_BYTES, turn_of
 from .policy.duty import worst_sentence
 from .policy.governor import Governor
 from .policy.turns import BeaconTimes
-from .producers import Beacon, DeviceWatch, Health, Musings, Pictures
-from .producers.musings import PriceGeneration
+from .producers import Beacon, DeviceWatch, Fitted, Flight, Health, Musings, Pictures
 from .rigs import PI
 from .store import Budgets, Store
 from .uplink.gate import CommandGate
 from .uplink.handler import CommandHandler
-from .uplink.probation import Confirmations
 from .watchdog import Liveness
 
 log = structlog.get_logger(__name__)
+
+NOTHING_FITTED = Fitted()  # sensors and a radio only: no camera, LED, heater or Pi health
 
 
 def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, disk_usage=None) -> Store:
@@ -89,94 +90,105 @@ def open_boot(cfg: PayloadConfig, data_dir: Path, clock: Clock, disk_usage=None)
 
 
 def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
-             data_dir: Path, stop: threading.Event, *, boot: Boot | None = None, camera=None, pi_health=None,
-             led=None, heater=None, disk_usage=None, liveness: Liveness | None = None, seed: int | None = None,
-             price_generation: PriceGeneration | None = None) -> Components:
+             data_dir: Path, stop: threading.Event, *, boot: Boot | None = None, fitted: Fitted = NOTHING_FITTED,
+             liveness: Liveness | None = None) -> Components:
     """Every component of one boot, in the order they need each other. Opens the queue (and so
     numbers the boot), the memory and the airtime log in `data_dir`; raises `store.StoreError` or
     `wire.uplink.KeyFileError`, the file named, when the queue or the uplink key cannot be used.
-    `seed` (the bench's flight seed) makes sampling and questions repeatable; `price_generation`
-    (a hardware that models compute time) gives each generation its time on the rehearsed board."""
+    `fitted.seed` (the bench's flight seed) makes sampling and questions repeatable;
+    `fitted.price_generation` (a hardware that models compute time) gives each generation its
+    time on the rehearsed board."""
     data_dir = Path(data_dir)
-    disk_usage = disk_usage or shutil.disk_usage  # the card: the bench simulates one
-    opened = boot or open_boot(cfg, data_dir, clock, disk_usage)
-    store, boot, outbound = opened.store, opened.number, opened.outbound
+    fitted = replace(fitted, disk_usage=fitted.disk_usage or shutil.disk_usage)  # the card: the bench simulates one
+    opened = boot or open_boot(cfg, data_dir, clock, fitted.disk_usage)
+    store, outbound = opened.store, opened.outbound
     try:
         auth, gate_key = _flight_key(cfg)
     except BaseException:
         store.close()
         raise
     liveness = liveness or Liveness()
-    # The hour's airtime, the beacon's share first, logged across restarts (payload/policy/duty.py).
     memory = Memory(data_dir / "memory.db")  # its own musings, the ground's notes, what other payloads said
     try:
         relay = open_relay(cfg, auth, memory)
+        gate = open_gate(cfg, opened) if gate_key else None
     except BaseException:
         memory.close()
         store.close()
         raise
-    turn = turn_of(cfg)
-    transmitter = open_transmitter(cfg, store, radio, clock, stop, data_dir, auth, outbound, relay, turn,
-                                   on_loop=lambda: liveness.ping("radio"))
-    gate = None
-    if gate_key:
-        try:  # uplink.KeyFileError names the file when the key is missing or exposed
-            gate = CommandGate.from_key_file(store, cfg.uplink.key_file, cfg.callsign, tag_len=cfg.uplink.tag_len,
-                                             mtu=cfg.radio.mtu, on_refused=lambda e: outbound.event(
-                                                 event("command_refused", reason=e.reason, detail=str(e))))
-        except BaseException:
-            memory.close()
-            store.close()
-            raise
-    worker = None
-    if bundle is not None:
-        worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
-                               memory_limit_mb=cfg.persona.memory_limit_mb)
-        # The facts the owner approved (host_training interview): the same notes after every boot.
-        memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
     governor = Governor(store, capacity_wh=cfg.power.battery_wh, beacon_period_s=cfg.schedule.telemetry_s,
                         battery_temp_fitted=sensors.battery_temp_fitted,
-                        cpu_temp_fitted=pi_health is not None)
+                        cpu_temp_fitted=fitted.pi_health is not None)
+    cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
+    transmitter = open_transmitter(cfg, opened, radio, clock, stop, data_dir, auth, relay,
+                                   on_loop=lambda: liveness.ping("radio"))
+    transmitter.follow(lambda: cadence.beacon_s, governor.transmit_factor)
+    flight = Flight(cfg, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
     # On the bench its questions are drawn from the flight's seed, like everything else.
     reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
-                  clock.elapsed_s, rng=Random(seed * 7919 + boot) if seed is not None else None)
-    schedule = cfg.schedule.model_copy()  # the intervals in force: SET_INTERVALS changes them, on probation
-    commands = CommandHandler(boot, schedule, cfg.schedule.telemetry_s, cfg.uplink, clock, store, transmitter,
-                              governor, memory, reach, outbound, Confirmations(cfg.uplink.window_s), gate=gate)
-    transmitter.follow(lambda: governor.period_s("beacon", schedule.telemetry_s), governor.transmit_factor)
+                  clock.elapsed_s, rng=Random(fitted.seed * 7919 + flight.boot) if fitted.seed is not None else None)
+    commands = CommandHandler(flight.boot, cadence, cfg.uplink, clock, store, transmitter, memory, reach, outbound,
+                              gate=gate)
     if gate is not None:
         transmitter.listen_after(cfg.uplink, commands.on_frame, uplink.payload_hash(cfg.callsign))
-    devices = DeviceWatch(outbound)
-    beacon = Beacon(cfg.callsign, cfg.telemetry_format, boot, sensors, clock, governor, outbound, reach, devices,
-                    pi_health=pi_health, led=led, heater=heater)
-    health = Health(store, memory, transmitter, governor, clock, outbound, devices, beacon.power_fields,
-                    pi_health=pi_health, gate=gate)
-    stopping = clock.event()
-    pictures = None
-    if camera is not None:
-        pictures = Pictures(camera, cfg.devices.camera, store, governor, outbound, devices, data_dir, disk_usage)
-    musings = None
-    if worker is not None:
-        musings = Musings(cfg, schedule, bundle, worker, boot, clock, sensors, beacon, governor, memory, reach,
-                          OutboundGuard(hashed=bundle.blocklist()), outbound, stopping, seed=seed,
-                          price_generation=price_generation,
-                          line_bytes=max(turn.sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
-    return Components(
-        sensors=sensors, radio=radio, store=store, boot=boot, outbound=outbound, transmitter=transmitter,
-        governor=governor, memory=memory, reach=reach, beacon=beacon, health=health, commands=commands,
-        stopping=stopping, pictures=pictures, musings=musings, worker=worker, gate=gate, camera=camera, led=led,
-        heater=heater, disk_usage=disk_usage)
+    beacon = Beacon(flight, sensors, reach)
+    parts = Components(flight=flight, cadence=cadence, sensors=sensors, radio=radio, store=store,
+                       transmitter=transmitter, memory=memory, reach=reach, beacon=beacon,
+                       health=Health(flight, store, memory, transmitter, beacon.power_fields, gate=gate),
+                       commands=commands, stopping=clock.event(), gate=gate)
+    if fitted.camera is not None:
+        parts.pictures = Pictures(flight, fitted.camera, store, data_dir)
+    if bundle is not None:
+        parts.worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
+                                     memory_limit_mb=cfg.persona.memory_limit_mb)
+        # The facts the owner approved (host_training interview): the same notes after every boot.
+        memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
+        parts.musings = Musings(flight, cadence, bundle, parts.worker, sensors, beacon, memory, reach, parts.stopping,
+                                line_bytes=max(turn_of(cfg).sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
+    return parts
 
 
-def open_transmitter(cfg: PayloadConfig, store: Store, radio: Radio, clock: Clock, stop: threading.Event,
-                     data_dir: Path, auth, outbound: Outbound, relay: Relay | None, turn: Turn,
-                     on_loop) -> Transmitter:
+def loops(parts: Components) -> list[Loop]:
+    """The daemon's loops, in the order their threads start (payload/daemon.py runs them): each
+    loop's work, its period from the Cadence (read at every run), when it first runs, and what
+    hears of it. The camera's and the think loop are there only when a camera is fitted and a
+    persona flies."""
+    cadence, cfg, tx = parts.cadence, parts.flight.cfg, parts.transmitter
+    table = [
+        # At its second of each period by UTC (a shared frequency's turn); the radio hears when each sentence is due.
+        Loop("beacon", parts.beacon.once, lambda: cadence.beacon_s, cadence.first_s("beacon"),
+             slot_s=cadence.beacon_slot_s, on_due=tx.turns.due, before=parts.commands.revert_unconfirmed),
+        Loop("radio", tx.run, run_s=cfg.uplink.window_s),  # its quietest spell: a listen window
+        Loop("health", parts.health.once, partial(cadence.period_s, "health"), cadence.first_s("health")),
+    ]
+    if parts.pictures is not None:
+        table.append(Loop("camera", parts.pictures.once, partial(cadence.period_s, "camera"),
+                          cadence.first_s("camera"), run_s=cfg.devices.camera.timeout_s if cfg.devices.camera else 60.0))
+    if parts.musings is not None:
+        musings = parts.musings
+        table.append(Loop("think", musings.once, partial(cadence.period_s, "think"), cadence.first_s("think"),
+                          run_s=2 * cfg.persona.timeout_s, after="beacon", ready=lambda: not tx.musing_waiting(),
+                          again=musings.take_ask_again, remade_when_stale=True))
+    return table
+
+
+def open_gate(cfg: PayloadConfig, boot: Boot) -> CommandGate:
+    """The uplink's gate with the flight key; uplink.KeyFileError names the file when the key is
+    missing or exposed. A refused command goes down as an event."""
+    return CommandGate.from_key_file(boot.store, cfg.uplink.key_file, cfg.callsign, tag_len=cfg.uplink.tag_len,
+                                     mtu=cfg.radio.mtu, on_refused=lambda e: boot.outbound.event(
+                                         event("command_refused", reason=e.reason, detail=str(e))))
+
+
+def open_transmitter(cfg: PayloadConfig, boot: Boot, radio: Radio, clock: Clock, stop: threading.Event,
+                     data_dir: Path, auth, relay: Relay | None, on_loop) -> Transmitter:
     """The link, keeping the turn the air plan planned (payload/policy/airplan.py): records cut to
     fit it, nothing keyed into the next position sentence, stale musings expired."""
+    turn = turn_of(cfg)
     frame_bytes = turn.record_frame_bytes if turn.record_frame_bytes >= MIN_RECORD_FRAME_BYTES else cfg.radio.mtu
-    return Transmitter(store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
+    return Transmitter(boot.store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
                        sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
-                       on_loop=on_loop, wake=outbound.wake, relay=relay, turns=BeaconTimes(cfg.schedule.turn_s),
+                       on_loop=on_loop, wake=boot.outbound.wake, relay=relay, turns=BeaconTimes(cfg.schedule.turn_s),
                        frame_bytes=frame_bytes, stale_s=cfg.persona.stale_s)
 
 
@@ -215,16 +227,13 @@ def _flight_key(cfg: PayloadConfig) -> tuple[downlink.DownlinkAuth | None, bool]
 
 
 def build_daemon(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
-                 data_dir: Path, stop: threading.Event | None = None, *, camera=None, pi_health=None, led=None,
-                 heater=None, liveness: Liveness | None = None, disk_usage=None, seed: int | None = None,
-                 price_generation: PriceGeneration | None = None, boot: Boot | None = None) -> Daemon:
-    """A daemon with the components `assemble` builds from these parts."""
+                 data_dir: Path, stop: threading.Event | None = None, *, fitted: Fitted = NOTHING_FITTED,
+                 liveness: Liveness | None = None, boot: Boot | None = None) -> Daemon:
+    """A daemon with the components `assemble` builds from these parts, running the `loops` table."""
     stop = stop or clock.event()
     liveness = liveness or Liveness()
-    parts = assemble(cfg, sensors, radio, clock, bundle, data_dir, stop, boot=boot, camera=camera,
-                     pi_health=pi_health, led=led, heater=heater, disk_usage=disk_usage, liveness=liveness, seed=seed,
-                     price_generation=price_generation)
-    return Daemon(cfg, clock, bundle, data_dir, parts, stop=stop, liveness=liveness)
+    parts = assemble(cfg, sensors, radio, clock, bundle, data_dir, stop, boot=boot, fitted=fitted, liveness=liveness)
+    return Daemon(cfg, clock, bundle, data_dir, parts, loops, stop=stop, liveness=liveness)
 
 
 # ------------------------------------------------------------------ the program's parts
@@ -286,7 +295,7 @@ def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
     led = heater = None
     if o.status_led_pin is not None:
         led = output("status LED", lambda: StatusLed(o.status_led_pin, pin_factory=pins,
-                                                     time_scale=1.0 if clock.lockstep else 1.0 / clock.speedup))
+                                                     time_scale=clock.real_time_scale()))
     if o.heater_pin is not None:
         heater = output("battery heater", lambda: BatteryHeater(
             o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,
@@ -329,9 +338,10 @@ def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_
         boot.store.close()
         raise
     try:
-        return build_daemon(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, camera=parts.camera,
-                            pi_health=hw.pi_health, led=parts.led, heater=parts.heater, liveness=liveness,
-                            disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation, boot=boot)
+        fitted = Fitted(camera=parts.camera, pi_health=hw.pi_health, led=parts.led, heater=parts.heater,
+                        disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation)
+        return build_daemon(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, fitted=fitted,
+                            liveness=liveness, boot=boot)
     except BaseException:
         radio.close()  # a serial port or GPIO pins would otherwise stay claimed
         raise

@@ -1,23 +1,28 @@
-"""The payload daemon: it decides when each part works, and stops them in order.
+"""The payload daemon: it runs the loops payload/assembly.py declares (`loops`), and stops them in order.
 
-    beacon    every schedule.telemetry_s:  producers.Beacon (after the commands' probation check); tells
-                                           the radio when each sentence is due (policy/turns.py)
-    health    every schedule.health_s:     producers.Health
-    camera    every schedule.image_s:      producers.Pictures
-    think     every schedule.musing_s:     producers.Musings, right after a position sentence and only
-                                           when the last musing has gone on air; at once for one gone stale
-    radio     continuously:                link.Transmitter (store -> frames -> airtime -> radio);
-                                           its listen windows hand commands to CommandHandler
+    beacon    every cadence.beacon_s:        producers.Beacon (after the commands' probation check); tells
+                                             the radio when each sentence is due (policy/turns.py)
+    radio     continuously:                  link.Transmitter (store -> frames -> airtime -> radio);
+                                             its listen windows hand commands to CommandHandler
+    health    every cadence.period_s(health): producers.Health
+    camera    every cadence.period_s(camera): producers.Pictures, when a camera is fitted
+    think     every cadence.period_s(think):  producers.Musings, when a persona flies: right after a position
+                                             sentence and only when the last musing has gone on air; at
+                                             once for one gone stale
 
-The work is the producers' (payload/producers/); the daemon owns their threads, their
-liveness for the systemd watchdog, the stop, and when the statistics file is written
-(payload/flight_stats.py). payload/assembly.py builds everything it schedules
-(payload/components.py).
+The periods are the Cadence's (payload/cadence.py: the configuration, the uplink's SET_INTERVALS and
+the governor's stretch), read before each run. The work is the producers' (payload/producers/);
+the daemon owns their threads, their liveness for the systemd watchdog, the stop, and when the
+statistics file is written (payload/flight_stats.py). payload/assembly.py builds everything it
+schedules (payload/components.py).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -39,56 +44,103 @@ log = structlog.get_logger(__name__)
 # TimeoutStopSec=20, so a planned stop never turns into systemd's SIGKILL.
 STOP_BUDGET_S = 10.0
 RADIO_CLOSE_S = 2.0  # of it, kept for closing a radio whose thread is stuck, and for that thread to end
+LIVENESS_MARGIN_S = 30.0  # a periodic loop's allowance past its period and its longest run
+CONTINUOUS_MARGIN_S = 120.0  # a continuous loop's past its longest quiet spell
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One of the daemon's threads, as payload/assembly.py's `loops` table declares it."""
+
+    name: str
+    once: Callable[[], object]  # one run; for a continuous loop, the whole of it
+    period_s: Callable[[], float] | None = None  # read at each run (the Cadence's); None: runs continuously
+    first_s: float = 0.0  # flight seconds from the start to the first run
+    run_s: float = 60.0  # the longest one run may take; a continuous loop's longest quiet spell
+    slot_s: float | None = None  # at this second of each period by UTC (policy/slots.py)
+    on_due: Callable[[float | None, float | None], None] | None = None  # hears when this run was due and the next is
+    before: Callable[[], object] | None = None  # done before each run, on the loop's thread
+    after: str | None = None  # runs right after a run of this loop, once its own period is due
+    ready: Callable[[], bool] = _always  # an `after` loop runs only while this holds
+    again: Callable[[], bool] = _never  # after a run: make another at the next chance, not a period on
+    remade_when_stale: bool = False  # a record of its gone stale unaired (the radio's on_stale): another at once
 
 
 class Daemon:
     def __init__(self, cfg: PayloadConfig, clock: Clock, bundle: Bundle | None, data_dir: Path, parts: Components,
-                 stop: threading.Event | None = None, liveness: Liveness | None = None):
+                 loops: Callable[[Components], Sequence[Loop]], stop: threading.Event | None = None,
+                 liveness: Liveness | None = None):
         self.cfg, self.clock, self.bundle, self.data_dir = cfg, clock, bundle, Path(data_dir)
         self.parts = parts
-        self.sensors, self.radio, self.store, self.boot = parts.sensors, parts.radio, parts.store, parts.boot
-        self.outbound, self.transmitter, self.governor = parts.outbound, parts.transmitter, parts.governor
+        self.sensors, self.radio, self.store, self.boot = parts.sensors, parts.radio, parts.store, parts.flight.boot
+        self.outbound, self.transmitter, self.governor = parts.flight.outbound, parts.transmitter, parts.flight.governor
         self.memory, self.reach, self.worker, self.gate = parts.memory, parts.reach, parts.worker, parts.gate
         self.beacon, self.health, self.pictures, self.musings = parts.beacon, parts.health, parts.pictures, parts.musings
-        self.commands = parts.commands
-        self.camera, self.led, self.heater, self.disk_usage = parts.camera, parts.led, parts.heater, parts.disk_usage
+        self.commands, self.cadence = parts.commands, parts.cadence
+        fitted = parts.flight.fitted
+        self.camera, self.led, self.heater = fitted.camera, fitted.led, fitted.heater
+        self.disk_usage = fitted.disk_usage
         self.stop = stop or clock.event()
         self.producers_stop = parts.stopping  # producers end first; the radio may drain after
-        # The intervals in force: the configuration's, until a SET_INTERVALS changes them (on probation).
-        self.schedule = parts.commands.schedule
         # Keyed liveness: each loop pings after each run; the systemd watchdog is fed only while all are current.
         self.liveness = liveness or Liveness()
         self._threads: list[threading.Thread] = []
-        self.flight_stats = FlightStats(self.data_dir / "stats.json", cfg, clock, parts)
-        # Set by each position sentence made, by a musing gone stale and by the stop: the think loop looks then.
-        self.beacon_ran = clock.event()
-        self._remake = False
+        self.declare = loops
+        self._remake: set[str] = set()  # loops to run again at the next chance (a stale musing, a short one)
+        self._take_loops()
         parts.transmitter.on_stale = self.on_stale
         structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
 
+    def _take_loops(self) -> None:
+        """The loops table over the parts as they are now (a persona that will not load has left it)."""
+        self.loops = {loop.name: loop for loop in self.declare(self.parts)}
+        self._followers = {name: [f.name for f in self.loops.values() if f.after == name] for name in self.loops}
+        # Each loop's wake: set by a run of the loop it follows, by a stale record of its and by the stop.
+        self.wakes = {name: self.clock.event() for name in self.loops}
+        self.flight_stats = FlightStats(self.data_dir / "stats.json", self.cfg, self.clock, self.parts)
+
     # ------------------------------------------------------------------ one run of each loop
 
-    def beacon_once(self):
-        self.commands.revert_unconfirmed()
+    def run_once(self, name: str):
+        """One run of the loop `name` (what its thread does each period): what its producer returned."""
+        return self._run(self.loops[name])
+
+    def _run(self, loop: Loop):
+        if loop.before is not None:
+            loop.before()
         try:
-            return self.beacon.once()
+            return loop.once()
         finally:
-            self.beacon_ran.set()  # fresh readings and a turn ahead: the moment for a musing
+            for follower in self._followers.get(loop.name, ()):
+                self.wakes[follower].set()  # fresh readings and a turn ahead: the moment for a musing
+
+    def beacon_once(self):
+        return self.run_once("beacon")
+
+    def health_once(self) -> None:
+        self.run_once("health")
+
+    def picture_once(self) -> bool:
+        return self.run_once("camera") if "camera" in self.loops else False
+
+    def think_once(self) -> str | None:
+        return self.run_once("think") if "think" in self.loops else None
 
     def on_stale(self, q) -> None:
         """A musing went stale before any of it aired (the radio expired it): make another now."""
         if q.kind is wire.Kind.MUSING or not self.transmitter.auth:
-            self._remake = True
-            self.beacon_ran.set()
-
-    def health_once(self) -> None:
-        self.health.once()
-
-    def picture_once(self) -> bool:
-        return self.pictures.once() if self.pictures is not None else False
-
-    def think_once(self) -> str | None:
-        return self.musings.once() if self.musings is not None else None
+            for loop in self.loops.values():
+                if loop.remade_when_stale:
+                    self._remake.add(loop.name)
+                    self.wakes[loop.name].set()
 
     def on_uplink(self, frame: bytes) -> None:
         self.commands.on_frame(frame)
@@ -98,32 +150,31 @@ class Daemon:
 
     # ------------------------------------------------------------------ loops
 
-    def _allowance_s(self, name: str, period_s: float, first_s: float) -> float:
+    def _allowance_s(self, loop: Loop, period_s: float, first_s: float) -> float:
         """Seconds (the clock's `liveness_time`) a loop may go without a ping: its period, what one run may take, a margin."""
-        run_s = {"think": 2 * self.cfg.persona.timeout_s,
-                 "camera": self.cfg.devices.camera.timeout_s if self.cfg.devices.camera else 60.0}.get(name, 60.0)
-        return self.clock.liveness_s(max(period_s, first_s)) + run_s + 30.0
+        return self.clock.liveness_s(max(period_s, first_s)) + loop.run_s + LIVENESS_MARGIN_S
 
-    def _ran(self, name: str, period_s: float) -> None:
+    def _ran(self, loop: Loop, period_s: float) -> None:
         """A loop has run: its allowance follows its period (the uplink can change it) and its
         silence starts again. Registering alone would only change the allowance, and a loop
         that keeps running would be declared hung one allowance after it started."""
-        self.liveness.register(name, self._allowance_s(name, period_s, 0.0))
-        self.liveness.ping(name)
+        self.liveness.register(loop.name, self._allowance_s(loop, period_s, 0.0))
+        self.liveness.ping(loop.name)
 
-    def _every(self, period_s, first_s: float, action, name: str, slot_s: float | None = None,
-               on_due=None) -> None:
-        """Run `action` every `period_s()` flight seconds (read each time: the uplink can change it);
-        with `slot_s`, at that second of each period by UTC (policy/slots.py). `on_due(this, next)`
-        hears when this run was due and the next will be (None, None once the loop ends)."""
+    def _every(self, loop: Loop) -> None:
+        """Run `loop` every `loop.period_s()` flight seconds (read each time: the uplink and the
+        governor change it); with `slot_s`, at that second of each period by UTC (policy/slots.py).
+        `on_due(this, next)` hears when this run was due and the next will be (None, None once the loop ends)."""
+        period_s, slot_s = loop.period_s, loop.slot_s
+
         def align(due: float) -> float:
             if slot_s is None:
                 return due
             return next_slot(due, self.clock.elapsed_s(), self.clock.now().timestamp(), period_s(), slot_s)
 
-        on_due = on_due or (lambda this, nxt: None)
-        due = align(self.clock.elapsed_s() + first_s)
-        self.liveness.register(name, self._allowance_s(name, period_s(), first_s))
+        on_due = loop.on_due or (lambda this, nxt: None)
+        due = align(self.clock.elapsed_s() + loop.first_s)
+        self.liveness.register(loop.name, self._allowance_s(loop, period_s(), loop.first_s))
         on_due(None, due)
         try:
             while not self.producers_stop.is_set():
@@ -131,10 +182,10 @@ class Daemon:
                     return
                 on_due(due, align(due + period_s()))
                 try:
-                    action()
+                    self._run(loop)
                 except Exception:  # one failing task must not end the others
-                    log.exception("task_failed", task=name)
-                self._ran(name, period_s())
+                    log.exception("task_failed", task=loop.name)
+                self._ran(loop, period_s())
                 this = due
                 due += period_s()
                 if due < self.clock.elapsed_s():  # fell behind (slow model): skip, don't burst
@@ -144,72 +195,63 @@ class Daemon:
         finally:
             on_due(None, None)
 
-    def _think(self) -> None:
-        """A musing every `musing_s` (the governor's), made right after a position sentence — its
-        readings fresh and its turn ahead, the air to send it near — and only once the last one has
-        gone on air; one gone stale unsent is made again at the next chance (payload/policy/airplan.py
-        plans for it)."""
-        sched, g = self.schedule, self.governor
-        period = lambda: g.period_s("think", sched.musing_s)  # noqa: E731
-        due = self.clock.elapsed_s() + sched.first_musing_s
-        self.liveness.register("think", self._allowance_s("think", period(), sched.first_musing_s))
+    def _after(self, loop: Loop) -> None:
+        """Run `loop` every `loop.period_s()`, right after a run of the loop it follows — for the
+        think loop, a position sentence: its readings fresh and its turn ahead, the air to send it
+        near — and only while `loop.ready()` (the last musing has gone on air); one asked `again`
+        or gone stale unsent is made at the next chance (payload/policy/airplan.py plans for it)."""
+        period, followed, wake = loop.period_s, self.loops[loop.after], self.wakes[loop.name]
+        due = self.clock.elapsed_s() + loop.first_s
+        self.liveness.register(loop.name, self._allowance_s(loop, period(), loop.first_s))
         while not self.producers_stop.is_set():
-            # Woken by each position sentence (or a stale musing, or the stop); at least once a period.
-            self.clock.wait(max(due - self.clock.elapsed_s(), g.period_s("beacon", sched.telemetry_s)) + 1.0,
-                            self.beacon_ran)
-            self.beacon_ran.clear()
+            # Woken by each run of the loop followed (or a stale record, or the stop); at least once a period.
+            self.clock.wait(max(due - self.clock.elapsed_s(), followed.period_s()) + 1.0, wake)
+            wake.clear()
             if self.producers_stop.is_set():
                 return
-            if (self.clock.elapsed_s() >= due or self._remake) and not self.transmitter.musing_waiting():
-                self._remake = False
+            if (self.clock.elapsed_s() >= due or loop.name in self._remake) and loop.ready():
+                self._remake.discard(loop.name)
                 try:
-                    self.think_once()
+                    self._run(loop)
                 except Exception:  # one failing task must not end the others
-                    log.exception("task_failed", task="think")
-                if self.musings.ask_again:  # too short to be worth its air: once more, from the next readings
-                    self.musings.ask_again, self._remake = False, True
+                    log.exception("task_failed", task=loop.name)
+                if loop.again():  # too short to be worth its air: once more, from the next readings
+                    self._remake.add(loop.name)
                 else:
                     due += period()
                     if due < self.clock.elapsed_s():
                         due = self.clock.elapsed_s() + period()
-            self._ran("think", period())
+            self._ran(loop, period())
 
     def fly_without_persona(self) -> None:
         """A model that will not load: the loops start without the think loop."""
         if self.worker is not None:
             self.worker.close()
         self.worker = self.musings = None
+        self.parts = replace(self.parts, worker=None, musings=None)
+        self._take_loops()
 
     def start(self, launch: bool = False) -> None:
-        """Start the loops; with `launch`, flight time starts now (the bench world's launch)."""
+        """Start the loops of the table; with `launch`, flight time starts now (the bench world's launch)."""
         if self.worker is not None:
             self.worker.start()
         if launch:
             self.clock.restart()  # loading the model is not part of the flight
             self.sensors.restart()
-        sched = self.schedule
         if self.led is not None:
             self.led.show("booting")
-        g = self.governor
         self.outbound.event(self.banner())
-        window_s = self.cfg.uplink.window_s
-        self.liveness.register("radio", self.clock.liveness_s(window_s) + 120.0)
-        # The first sentence is due now: the radio keys nothing before the beacon's loop says when.
-        self.transmitter.turns.due(None, self.clock.elapsed_s())
-        specs = [
-            ("beacon", lambda: self._every(lambda: g.period_s("beacon", sched.telemetry_s), 0.0, self.beacon_once,
-                                           "beacon", sched.beacon_slot_s, on_due=self.transmitter.turns.due)),
-            ("radio", self.transmitter.run),
-            ("health", lambda: self._every(lambda: g.period_s("housekeeping", sched.health_s), sched.health_s,
-                                           self.health_once, "health")),
-        ]
-        if self.camera is not None:
-            specs.append(("camera", lambda: self._every(lambda: g.period_s("capture", sched.image_s),
-                                                        sched.image_s / 2, self.picture_once, "camera")))
-        if self.musings is not None:
-            specs.append(("think", self._think))
-        for name, target in specs:
-            self._threads.append(self.clock.thread(target, name))
+        now = self.clock.elapsed_s()
+        for loop in self.loops.values():
+            if loop.on_due is not None:
+                loop.on_due(None, now)  # the first sentence is due now: the radio keys nothing before the beacon says when
+        for loop in self.loops.values():
+            if loop.period_s is None:
+                self.liveness.register(loop.name, self.clock.liveness_s(loop.run_s) + CONTINUOUS_MARGIN_S)
+                target = loop.once
+            else:
+                target = partial(self._after if loop.after else self._every, loop)
+            self._threads.append(self.clock.thread(target, loop.name))
 
     def banner(self) -> Event:
         """The first event of a boot: what flies, how it woke, what room it has (docs/payload.md)."""
@@ -236,14 +278,15 @@ class Daemon:
         for key in self.liveness.keys():
             self.liveness.pause(key)  # stopping threads are not hung ones
         self.producers_stop.set()
-        self.beacon_ran.set()  # the think loop sees the stop now, not at the next sentence
+        for wake in self.wakes.values():
+            wake.set()  # the think loop sees the stop now, not at the next sentence
         if self.worker is not None:
             self.worker.cancel()  # a musing in flight would hold the think loop for persona.timeout_s
         radio_thread = [t for t in self._threads if t.name == "radio"]
         left_behind = self._join_by([t for t in self._threads if t not in radio_thread],
                                     self.clock.elapsed_s() + budget_s / 2)
         end = self.clock.elapsed_s() + drain_s
-        while (drain_s > 0 and sum(self.store.depth().values()) and self.clock.elapsed_s() < end
+        while (drain_s > 0 and sum(self.store.queue.depth().values()) and self.clock.elapsed_s() < end
                and not (abort is not None and abort.is_set())):
             self.clock.wait(min(1.0, end - self.clock.elapsed_s()), abort)
         if on_stopping is not None:

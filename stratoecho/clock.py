@@ -76,6 +76,27 @@ class Clock:
     def wall_s(self, flight_seconds: float) -> float:
         return flight_seconds / self.speedup
 
+    def flight_s(self, wall_seconds: float) -> float:
+        """The flight seconds that pass in `wall_seconds` of the system's time: how far ahead a loop
+        polling the system (a signal) may sleep. Unbounded on the lockstep, whose waits are its own."""
+        return wall_seconds * self.speedup
+
+    def real_time_scale(self) -> float:
+        """The system's seconds a flight second lasts, for a part that keeps time by itself (an LED's
+        blink): 1 on the lockstep, whose flight seconds have no fixed length."""
+        return 1.0 if self.lockstep else 1.0 / self.speedup
+
+    def system_deadlines_hold(self) -> bool:
+        """Whether a deadline counted in the system's seconds (faulthandler's, systemd's stop timeout)
+        means what it says here: not on the lockstep, where the bench's supervisor counts flight time."""
+        return not self.lockstep
+
+    def describe(self) -> str:
+        """What time this is, for a log line: real time, sped up, or the bench's lockstep."""
+        if self.lockstep:
+            return "lockstep"
+        return "real time" if self.speedup == 1 else f"real time x{self.speedup:g}"
+
     # -- liveness: the seconds a watchdog counts -------------------------------------------
 
     def liveness_time(self) -> float:
@@ -110,6 +131,11 @@ class Clock:
         """Wait up to `timeout_s` flight seconds for `thread` to end; True if it has."""
         thread.join(None if timeout_s is None else max(timeout_s, 0.0) / self.speedup)
         return not thread.is_alive()
+
+    def receive_timeout_s(self, poll_s: float) -> float | None:
+        """How long a receiver waits for input before it looks at its stop and deadlines: `poll_s`;
+        on the lockstep, until input comes or the stop is set (nothing else needs it meanwhile)."""
+        return None if self.lockstep else poll_s
 
     def wait_readable(self, files: Iterable, timeout_s: float | None, stop: threading.Event | None = None) -> list:
         """Those of `files` (sockets, file objects, descriptors) with something to read, waiting up

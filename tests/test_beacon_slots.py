@@ -41,6 +41,7 @@ def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
     from payload.assembly import build_daemon
     from payload.clock import Clock
     from payload.config import PayloadConfig
+    from payload.daemon import Loop
     from sim.world.flight import SimSensors
     from tests.test_repair_payload import TwoWayRadio
 
@@ -62,9 +63,8 @@ def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
     clock = StepClock()
     d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
     keyed = []
-    d.beacon_once = lambda: keyed.append(clock.now().second)
     try:
-        d._every(lambda: 10.0, 0.0, d.beacon_once, "beacon", 5.0)
+        d._every(Loop("beacon", lambda: keyed.append(clock.now().second), lambda: 10.0, slot_s=5.0))
     finally:
         d.store.close()
     assert keyed == [5, 15, 25, 35]  # UTC seconds 5, 15 ...: not 3, 13, 23 as from the start

@@ -134,17 +134,17 @@ def test_set_intervals_reverts_at_the_next_beacon_after_its_deadline(tmp_path):
     d, cfg, clock = _daemon(tmp_path)
     try:
         _send(d, 1, uplink.SetIntervals(120, 900))
-        assert (d.schedule.telemetry_s, d.schedule.musing_s) == (120.0, 900.0)
+        assert (d.cadence.telemetry_s, d.cadence.musing_s) == (120.0, 900.0)
         assert cfg.schedule.telemetry_s == 10.0  # the daemon's intervals change, never the configuration
         pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
         # Two windows at 120 s x 6 sentences are 1440 s: the configured 1800 s covers them.
         assert len(pending) == 1 and pending[0].endswith("reverts in 1800 s unless sent again")
         clock.t = 1799.0
         d.beacon_once()
-        assert d.schedule.telemetry_s == 120.0
+        assert d.cadence.telemetry_s == 120.0
         clock.t = 1800.0
         d.beacon_once()
-        assert (d.schedule.telemetry_s, d.schedule.musing_s) == (10.0, 180.0)
+        assert (d.cadence.telemetry_s, d.cadence.musing_s) == (10.0, 180.0)
         assert "set_intervals not confirmed in time; back to intervals 10 s telemetry, 180 s musings" in _events(d)
     finally:
         d.store.close()
@@ -162,7 +162,7 @@ def test_set_intervals_sent_again_from_a_later_window_stays(tmp_path):
         assert "set_intervals confirmed: intervals 60 s telemetry, 900 s musings" in _events(d)
         clock.t = 100_000.0
         d.beacon_once()
-        assert d.schedule.telemetry_s == 60.0
+        assert d.cadence.telemetry_s == 60.0
     finally:
         d.store.close()
 
@@ -221,14 +221,14 @@ def test_the_ground_confirms_its_own_change_and_the_payload_keeps_it():
     daemon, events = _probation_flight(ground_confirms=True)
     assert any(e.startswith("unconfirmed set_intervals") for e in events)
     assert "set_intervals confirmed: intervals 60 s telemetry, 600 s musings" in events
-    assert daemon.schedule.telemetry_s == 60.0
+    assert daemon.cadence.telemetry_s == 60.0
 
 
 def test_a_change_the_ground_never_confirms_reverts_in_flight():
     daemon, events = _probation_flight(ground_confirms=False)
     assert any(e.startswith("unconfirmed set_intervals") for e in events)
     assert any(e.startswith("set_intervals not confirmed in time; back to intervals 30 s") for e in events)
-    assert daemon.schedule.telemetry_s == 30.0
+    assert daemon.cadence.telemetry_s == 30.0
 
 
 def test_the_ground_confirms_only_commands_it_sent(tmp_path):

@@ -12,6 +12,7 @@ from payload.config import PayloadConfig
 from payload.daemon import Daemon
 from payload.parts.camera import Camera
 from payload.parts.pi_health import PiHealth
+from payload.producers import Fitted
 from sim.world.camera import SimCameraBackend
 from sim.world.flight import SimSensors
 from stratoecho import wire
@@ -22,7 +23,7 @@ from tests.fakes import RecordingRadio, write_flight_key
 def daemon(tmp_path, camera=None, pi_health=None) -> Daemon:
     clock = Clock(speedup=1e6)
     return build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
-                  camera=camera, pi_health=pi_health)
+                  fitted=Fitted(camera=camera, pi_health=pi_health))
 
 
 def test_a_picture_goes_down_as_an_image_record_and_its_status_into_health(tmp_path):

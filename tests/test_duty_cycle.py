@@ -235,7 +235,7 @@ def test_the_governor_gives_the_radio_its_transmit_factor_per_mode():
     g.set_ground_floor(Mode.LOW_POWER)
     assert g.transmit_factor() == 2.0
     g.set_ground_floor(Mode.SURVIVAL)
-    assert g.transmit_factor() == 4.0 and g.period_s("beacon", 30.0) == 60.0
+    assert g.transmit_factor() == 4.0 and g.stretch("beacon") == 2.0
 
 
 def test_in_survival_bulk_gets_a_quarter_of_what_the_beacon_leaves_and_the_beacon_keeps_its_period(tmp_path):

@@ -27,6 +27,7 @@ from payload.daemon import Daemon
 from payload.parts.camera import Camera, stills_to_prune
 from payload.parts.card import MB, CardWatch, stills_budget
 from payload.persona.memory import Memory
+from payload.producers import Fitted
 from payload.store import Budgets, Store
 from sim.world.camera import SimCameraBackend
 from sim.world.flight import SimSensors
@@ -312,8 +313,8 @@ def make_daemon(tmp_path, card, **cfg) -> tuple[Daemon, Camera]:
     config = PayloadConfig(**cfg)
     sim = SimCameraBackend(lambda: 25_000.0, size=(160, 120))
     cam = Camera(sim.factory, still_dir=tmp_path / "data" / "stills", thumb_max_bytes=4000, timeout_s=5)
-    return build_daemon(config, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data", camera=cam,
-                  disk_usage=card.usage), cam
+    return build_daemon(config, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+                  fitted=Fitted(camera=cam, disk_usage=card.usage)), cam
 
 
 def events(d: Daemon) -> list[str]:
@@ -350,7 +351,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     assert d.store.card.full and d.store.degraded
     assert not d.picture_once() and cam.counters.captures == captures  # no stills on a full card
     newest = d.store.current_telemetry()
-    assert newest is not None and newest.seq == d.beacon.stats.telemetry_queued  # beaconing from memory
+    assert newest is not None and newest.seq == d.beacon.counts.telemetry_queued  # beaconing from memory
     before = stats.read_text()
     d.write_stats()
     assert stats.read_text() == before  # stats wait for room
@@ -369,7 +370,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     d.shutdown()
     db = tmp_path / "data" / "queue.db"
     seqs = [s for (s,) in rows(db, "SELECT seq FROM records WHERE stream = 'telemetry' ORDER BY seq")]
-    assert seqs == list(range(1, d.beacon.stats.telemetry_queued + 1))  # nothing the beacon queued was lost
+    assert seqs == list(range(1, d.beacon.counts.telemetry_queued + 1))  # nothing the beacon queued was lost
 
 
 @pytest.mark.timeout(120)

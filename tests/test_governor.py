@@ -15,6 +15,7 @@ from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.parts.outputs import BatteryHeater, StatusLed
 from payload.parts.sensors import Readings
+from payload.producers import Fitted
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from tests.fakes import RecordingRadio
@@ -77,13 +78,13 @@ def test_a_cold_soak_steps_down_the_ladder_sheds_thinking_first_and_keeps_the_be
     d, clock, sensors = make(tmp_path)
     assert run(d, clock, sensors, GOOD, 120)[-1] == "nominal"  # a fresh boot proves itself first
     assert d.governor.runs("think") and d.governor.runs("beacon")
-    beacons = d.beacon.stats.telemetry_queued
+    beacons = d.beacon.counts.telemetry_queued
     cold = run(d, clock, sensors, replace(GOOD, box_temp_c=-12.0), 60)
     assert cold[-1] == "low_power" and not d.governor.runs("think") and d.governor.runs("capture")
     frozen = run(d, clock, sensors, replace(GOOD, box_temp_c=-25.0, batt_mv=3450), 60)
     assert frozen[-1] == "survival" and not d.governor.runs("capture") and d.governor.runs("beacon")
-    assert d.beacon.stats.telemetry_queued - beacons == 12  # every beacon still went out
-    assert d.governor.period_s("beacon", 10.0) == 20.0  # stretched, never stopped
+    assert d.beacon.counts.telemetry_queued - beacons == 12  # every beacon still went out
+    assert d.cadence.beacon_s == 20.0  # stretched, never stopped
     # Recovery: one rung at a time, each proven for a minute.
     back = run(d, clock, sensors, GOOD, 200)
     assert back.index("nominal") > back.index("low_power")
@@ -160,7 +161,7 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     pins = MockFactory()
     heater = BatteryHeater(24, pin_factory=pins, max_duty=1.0, clock=lambda: 0.0)
     led = StatusLed(23, pin_factory=pins, time_scale=0.001)
-    d, clock, sensors = make(tmp_path, heater=heater, led=led)
+    d, clock, sensors = make(tmp_path, fitted=Fitted(heater=heater, led=led))
     run(d, clock, sensors, GOOD, 120)
     assert not pins.pin(24).state and d.beacon._led_pattern == "nominal"
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
@@ -184,11 +185,12 @@ def test_a_loop_that_keeps_running_stays_current_for_the_watchdog(tmp_path):
     t = {"now": 0.0}
     live = Liveness(lambda: t["now"])
     d, clock, sensors = make(tmp_path, liveness=live)
-    allowance = d._allowance_s("beacon", 10.0, 0.0)
+    beacon = d.loops["beacon"]
+    allowance = d._allowance_s(beacon, 10.0, 0.0)
     live.register("beacon", allowance)  # as _every does when the loop starts
     for run in range(1, 50):  # far past one allowance, a run every 10 s
         t["now"] = run * 10.0
-        d._ran("beacon", 10.0)
+        d._ran(beacon, 10.0)
         assert live.overdue() == []
     t["now"] += allowance + 1.0  # then the loop stops running: now it is hung
     assert live.overdue() == ["beacon"]

@@ -129,7 +129,7 @@ def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_que
     held = [e for e in logs if e["event"] == "musing_held_back"]
     # The first held back was logged when it was made again; the second, the last made, with its text.
     assert [(e["why"], e.get("text")) for e in held] == [("opening", None), ("opening", "I'm thinking about the van again.")]
-    stats = d.musings.stats
+    stats = d.musings.counts
     assert (stats.made_again, stats.musings_queued, stats.musings_held_untrue, stats.musings_held_repeated) == (
         {"opening": 4}, 2, 0, 2)
     assert len(prompts) == 11
@@ -157,7 +157,7 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 4
     # The last version, worse than the first, is logged too: every generation is measured (sim report).
     assert [e["text"] for e in logs if e["event"] == "musing_passed_over"] == ["The van smells of coffee and cables."]
-    assert d.musings.stats.musings_generated == len(prompts) == len(
+    assert d.musings.counts.musings_generated == len(prompts) == len(
         {e["text"] for e in logs if e["event"] in ("musing", "musing_made_again", "musing_passed_over")})
     assert list(d.musings._figures) == [True, False, False, False]
     asked = [p.rsplit("?", 1)[0].rsplit(". ", 1)[-1].split("\n")[-1] + "?" for p in prompts]

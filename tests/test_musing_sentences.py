@@ -139,7 +139,7 @@ def test_the_payload_sends_its_musing_as_sentences_too_when_asked(tmp_path, tiny
     while tx.send_one() or (tx.deferred_s is not None and not tx.clock.wait(tx.deferred_s, tx.stop)):
         pass
     lines = [f for f in d.radio.frames if wire.is_musing_sentence(f)]
-    assert len(lines) == 1 and d.musings.stats.musing_sentences_queued == 1
+    assert len(lines) == 1 and d.musings.counts.musing_sentences_queued == 1
     s = wire.decode_frame(lines[0], AUTH)
     assert s.text == "The air is thin; and I am 'calm'." and (s.boot, s.part, s.parts) == (d.boot, 1, 1)
     beacon = next(wire.decode_frame(f, AUTH) for f in d.radio.frames if f.startswith(b"$$") and f not in lines)

@@ -88,7 +88,7 @@ def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle)
     assert d.think_once() is None
     assert d.think_once() is None
     assert d.think_once() == "the sky is ink above the clouds"
-    assert d.musings.stats.musings_dropped_by_guard == 2
+    assert d.musings.counts.musings_dropped_by_guard == 2
     assert set(d.musings.guard.dropped) >= {"phone", "email"}
     while d.transmitter.send_one():
         pass
@@ -105,7 +105,7 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
     d.worker.generate = broken
     assert d.think_once() is None
     d.beacon_once()
-    assert d.musings.stats.persona_failures == 1
+    assert d.musings.counts.persona_failures == 1
     assert d.store.depth() == {"telemetry": 1}
 
 

@@ -231,17 +231,17 @@ def test_daemon_keeps_beaconing_while_its_worker_is_killed_or_stopped(tmp_path, 
     cfg.persona.n_ctx = 256  # the musing prompt is ~130 tokens with the tiny tokenizer
     clock = Clock(speedup=200)  # a sentence every 50 ms of wall time
     d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, load_bundle(tiny_bundle), tmp_path / "data")
-    telemetry = lambda: d.beacon.stats.telemetry_queued  # noqa: E731
+    telemetry = lambda: d.beacon.counts.telemetry_queued  # noqa: E731
 
     try:
         d.start()
-        assert _wait_for(lambda: d.musings.stats.musings_generated + d.musings.stats.musings_empty
-                         + d.musings.stats.musings_dropped_by_guard >= 1)
+        assert _wait_for(lambda: d.musings.counts.musings_generated + d.musings.counts.musings_empty
+                         + d.musings.counts.musings_dropped_by_guard >= 1)
         victim = d.worker.pid
         os.kill(victim, how)
         before = telemetry()
         # The persona is out (dead, or stopped until its 2 s timeout): the beacon must not notice.
-        assert _wait_for(lambda: d.musings.stats.persona_failures >= 1 or d.worker.restarts >= 1)
+        assert _wait_for(lambda: d.musings.counts.persona_failures >= 1 or d.worker.restarts >= 1)
         # (Waited for, not read at once: a kill noticed within a sentence's 50 ms left it equal.)
         assert _wait_for(lambda: telemetry() > before)
         during = telemetry()

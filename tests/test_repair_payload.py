@@ -253,11 +253,11 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     counter = iter(range(1, 100))
     for cmd in (uplink.SetIntervals(65535, 600), uplink.SetIntervals(1, 600), uplink.SetIntervals(30, 10)):
         d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
-        assert (d.schedule.telemetry_s, d.schedule.musing_s) == (planned, 180.0)
+        assert (d.cadence.telemetry_s, d.cadence.musing_s) == (planned, 180.0)
     refused = [e for e in _events(d) if e.startswith("set_intervals refused")]
     assert len(refused) == 3 and "65535 s is outside 10..120 s" in refused[0] and "below the 60 s" in refused[2]
     d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
-    assert (d.schedule.telemetry_s, d.schedule.musing_s) == (60.0, 900.0)
+    assert (d.cadence.telemetry_s, d.cadence.musing_s) == (60.0, 900.0)
     pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
     assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]
     (unconfirmed,) = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content

@@ -14,6 +14,7 @@ from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
 from payload.parts.camera import Camera
+from payload.producers import Fitted
 from payload.uplink.handler import record_kind
 from sim.world.camera import SimCameraBackend
 from sim.world.flight import SimSensors
@@ -29,7 +30,8 @@ def ssdv_config(**camera) -> PayloadConfig:
 def daemon(tmp_path, cfg: PayloadConfig, sim: SimCameraBackend) -> Daemon:
     clock = Clock(speedup=1e6)
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=6000, timeout_s=5)
-    return build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data", camera=cam)
+    return build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+                        fitted=Fitted(camera=cam))
 
 
 def drain(d: Daemon) -> list[bytes]:
@@ -63,7 +65,7 @@ def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_pat
         assert group[-1].eoi and group[0].quality == 3
         picture = Image.open(io.BytesIO(ssdv.decode_image(group)))
         assert picture.size == (160, 112)  # the thumbnail's 160x120, cut to multiples of 16
-    assert d.pictures.stats.ssdv_packets_queued == len(packets)
+    assert d.pictures.counts.ssdv_packets_queued == len(packets)
     d.camera.close()
 
 
@@ -93,7 +95,7 @@ def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
     assert again.picture_once() and again.picture_once()  # stills 4 and 5: neither; 6 would
     ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))}
-    assert ids == {0, 1} and again.pictures.stats.images_queued == 0
+    assert ids == {0, 1} and again.pictures.counts.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card
     again.camera.close()
 

@@ -3,8 +3,8 @@
 Each beacon hands the governor the readings; it updates the phase detector
 (payload.policy.phases) and the mode ladder (payload.policy.modes), integrates the battery's energy
 from the INA219's volts and amps, persists what changed in the store's durable state,
-and answers the loops' questions: does this task run now, and how often. Changes come
-back as event texts for the air.
+and answers the loops' questions: does this task run now, and how stretched is its period
+(payload/cadence.py works the periods out). Changes come back as event texts for the air.
 
 Boot: an unplanned reboot (no clean-shutdown mark from the last run) starts at least in
 LOW_POWER — the reboot may have been a brown-out — and climbs only when the readings
@@ -139,16 +139,16 @@ class Governor:
     def runs(self, task: str) -> bool:
         return policy_for(self.mode, self.phase.value)[task] is not None
 
-    def period_s(self, task: str, base_s: float) -> float:
-        """The task's period now; a shed task is still polled at its base period (it runs again
-        as soon as the mode allows)."""
-        factor = policy_for(self.mode, self.phase.value)[task]
-        return base_s * (factor or 1.0)
+    def stretch(self, task: str, mode: Mode | None = None) -> float:
+        """How many times its interval the task's period is now (or in `mode`); 1 for a shed
+        task, still polled at its interval to run again as soon as the mode allows. Periods
+        themselves are worked out by payload/cadence.py."""
+        return policy_for(mode or self.mode, self.phase.value)[task] or 1.0
 
     def transmit_factor(self) -> float | None:
         """The radio's bulk traffic in this mode and phase: 1.0 all it may have, 4.0 a quarter of
         it (survival), None none (the beacon alone). The transmitter scales bulk's share of the
-        hour's airtime by it; the beacon follows `period_s("beacon", ...)`."""
+        hour's airtime by it; the beacon follows `Cadence.beacon_s`."""
         return policy_for(self.mode, self.phase.value)["transmit"]
 
     def fields(self) -> dict:

@@ -8,23 +8,15 @@ store, whose priorities put telemetry first.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, replace
 
 import structlog
 
 from stratoecho import wire
 
-from ..clock import Clock
-from ..link.outbound import Outbound
 from ..parts.sensors import Readings, Sensors, fresh
 from ..persona.reach import Reach
-from ..policy.governor import Governor
-from .devices import DeviceWatch
-
-if TYPE_CHECKING:  # the parts' types only: the beacon opens no pin itself
-    from ..parts.outputs import BatteryHeater, StatusLed
-    from ..parts.pi_health import PiHealth
+from .flight import Flight
 
 log = structlog.get_logger(__name__)
 
@@ -35,14 +27,13 @@ class BeaconStats:
 
 
 class Beacon:
-    def __init__(self, callsign: str, telemetry_format: str, boot: int, sensors: Sensors, clock: Clock,
-                 governor: Governor, outbound: Outbound, reach: Reach, devices: DeviceWatch,
-                 pi_health: PiHealth | None = None, led: StatusLed | None = None, heater: BatteryHeater | None = None):
-        self.callsign, self.boot = callsign, boot
-        self.encode = wire.TELEMETRY_ENCODERS[telemetry_format]
-        self.sensors, self.clock, self.governor, self.outbound = sensors, clock, governor, outbound
-        self.reach, self.devices, self.pi_health, self.led, self.heater = reach, devices, pi_health, led, heater
-        self.stats = BeaconStats()
+    def __init__(self, flight: Flight, sensors: Sensors, reach: Reach):
+        self.callsign, self.boot = flight.cfg.callsign, flight.boot
+        self.encode = wire.TELEMETRY_ENCODERS[flight.cfg.telemetry_format]
+        self.sensors, self.clock, self.governor, self.outbound = sensors, flight.clock, flight.governor, flight.outbound
+        self.reach, self.devices, self.pi_health = reach, flight.devices, flight.fitted.pi_health
+        self.led, self.heater = flight.fitted.led, flight.fitted.heater
+        self.counts = BeaconStats()
         self._last_readings: Readings | None = None
         self._last_sentence = (0, "")  # the last position sentence's number and time (musing sentences)
         self._led_pattern = None
@@ -72,9 +63,12 @@ class Beacon:
 
         seq = self.outbound.sentence(sentence, created=r.time.timestamp())
         self._last_sentence = (seq, r.time.strftime("%H:%M:%S"))
-        self.stats.telemetry_queued += 1
+        self.counts.telemetry_queued += 1
         log.debug("telemetry_queued", seq=seq, alt=round(r.alt_m), phase=r.phase)
         return r
+
+    def stats(self) -> dict[str, object]:
+        return asdict(self.counts)
 
     def last_readings(self) -> Readings | None:
         """The readings of the last beacon; None before the first."""

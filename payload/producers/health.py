@@ -5,22 +5,18 @@ record of the Pi, the link, the store, the devices, the power and the governor."
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from stratoecho import wire
 from stratoecho.wire.events import event
 
-from ..clock import Clock
-from ..link.outbound import Outbound
 from ..link.transmitter import Transmitter
 from ..persona.memory import Memory
-from ..policy.governor import Governor
 from ..store import Store
-from .devices import DeviceWatch
+from .flight import Flight
 
 if TYPE_CHECKING:
-    from ..parts.pi_health import PiHealth
     from ..uplink.gate import CommandGate
 
 
@@ -31,18 +27,18 @@ class HealthStats:
 
 
 class Health:
-    def __init__(self, store: Store, memory: Memory, transmitter: Transmitter, governor: Governor, clock: Clock,
-                 outbound: Outbound, devices: DeviceWatch, power_fields: Callable[[], dict],
-                 pi_health: PiHealth | None = None, gate: CommandGate | None = None):
-        self.store, self.memory, self.transmitter, self.governor = store, memory, transmitter, governor
-        self.clock, self.outbound, self.devices, self.power_fields = clock, outbound, devices, power_fields
-        self.pi_health, self.gate = pi_health, gate
-        self.stats = HealthStats()
+    def __init__(self, flight: Flight, store: Store, memory: Memory, transmitter: Transmitter,
+                 power_fields: Callable[[], dict], gate: CommandGate | None = None):
+        self.store, self.memory, self.transmitter, self.governor = store, memory, transmitter, flight.governor
+        self.clock, self.outbound, self.devices, self.power_fields = (flight.clock, flight.outbound, flight.devices,
+                                                                      power_fields)
+        self.pi_health, self.gate = flight.fitted.pi_health, gate
+        self.counts = HealthStats()
 
     def once(self) -> None:
         self.store.maybe_flush()
         for detail in self.store.take_faults():
-            self.stats.store_faults += 1
+            self.counts.store_faults += 1
             self.outbound.event(event("store_fault", detail=detail))
         for detail in self.memory.take_faults():
             self.outbound.event(event("memory_fault", detail=detail))
@@ -56,4 +52,7 @@ class Health:
         if self.gate is not None:
             fields["uplink_counter"] = self.gate.last_counter
         self.outbound.record(wire.Kind.HEALTH, fields)
-        self.stats.health_queued += 1
+        self.counts.health_queued += 1
+
+    def stats(self) -> dict[str, object]:
+        return asdict(self.counts)

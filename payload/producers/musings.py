@@ -8,7 +8,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 
 import structlog
@@ -19,9 +19,7 @@ from stratoecho.claim_words import GUARDED
 from stratoecho.musing_quality import MusingFacts, Request, opening
 from stratoecho.wire.musing_sentence import MIN_PART
 
-from ..clock import Clock
-from ..config import PayloadConfig, ScheduleSection
-from ..link.outbound import Outbound
+from ..cadence import Cadence
 from ..parts.sensors import Readings, Sensors, fresh
 from ..persona import truth
 from ..persona.guard import OutboundGuard
@@ -42,9 +40,9 @@ from ..persona.reach import describe as describe_outcome
 from ..persona.wording import wording
 from ..persona.worker import PersonaError, PersonaWorker
 from ..policy.budget import musing_record_bytes, think_budget
-from ..policy.governor import Governor
 from ..watchdog import RestartLimiter
 from .beacon import Beacon
+from .flight import Flight
 
 log = structlog.get_logger(__name__)
 
@@ -89,19 +87,19 @@ class MusingStats:
 
 
 class Musings:
-    def __init__(self, cfg: PayloadConfig, schedule: ScheduleSection, bundle: Bundle, worker: PersonaWorker,
-                 boot: int, clock: Clock, sensors: Sensors, beacon: Beacon, governor: Governor, memory: Memory,
-                 reach: Reach, guard: OutboundGuard, outbound: Outbound, stopping: threading.Event,
-                 seed: int | None = None, price_generation: PriceGeneration | None = None,
+    def __init__(self, flight: Flight, cadence: Cadence, bundle: Bundle, worker: PersonaWorker, sensors: Sensors,
+                 beacon: Beacon, memory: Memory, reach: Reach, stopping: threading.Event,
                  line_bytes: int | None = None):
-        self.cfg, self.schedule, self.bundle, self.worker, self.boot = cfg, schedule, bundle, worker, boot
-        self.clock, self.sensors, self.beacon, self.governor = clock, sensors, beacon, governor
-        self.memory, self.reach, self.guard, self.outbound = memory, reach, guard, outbound
+        cfg = flight.cfg
+        self.cfg, self.cadence, self.bundle, self.worker, self.boot = cfg, cadence, bundle, worker, flight.boot
+        self.clock, self.sensors, self.beacon, self.governor = flight.clock, sensors, beacon, flight.governor
+        self.memory, self.reach, self.outbound = memory, reach, flight.outbound
+        self.guard = OutboundGuard(hashed=bundle.blocklist())
         self.stopping = stopping  # set when the daemon stops: a generation cut short is no failure
-        self.seed, self.price_generation = seed, price_generation
+        self.seed, self.price_generation = flight.fitted.seed, flight.fitted.price_generation
         # A musing's $$ lines end within the turn after a position sentence (the air plan's size).
         self.line_bytes = min(line_bytes or cfg.radio.mtu, cfg.radio.mtu)
-        self.stats = MusingStats()
+        self.counts = MusingStats()
         self.ask_again = False  # the last musing was too short to be worth its air: the daemon asks once more
         self._short_before = False
         self.restarts = RestartLimiter(3, 3600.0)  # then fly on without musings for the hour
@@ -115,6 +113,15 @@ class Musings:
         if self.language and self.language not in GUARDED:
             log.warning("persona_language_unguarded", language=self.language, asked_in="en", guarded=list(GUARDED),
                         hint="its musings are asked in English and their claims read in English words and numbers")
+
+    def stats(self) -> dict[str, object]:
+        return asdict(self.counts)
+
+    def take_ask_again(self) -> bool:
+        """Whether the last musing was too short to be worth its air and should be asked once more
+        (from the next readings); asking clears it."""
+        again, self.ask_again = self.ask_again, False
+        return again
 
     def once(self) -> str | None:
         """One musing from the current readings; None when nothing worth sending came out."""
@@ -139,7 +146,7 @@ class Musings:
         self._figures.append(verdict.figure)
         made["claims"] = truth.judge(text, facts).counts()
         seq = self.outbound.record(wire.Kind.MUSING, text, created=r.time.timestamp())
-        self.stats.musings_queued += 1
+        self.counts.musings_queued += 1
         # fit_musing only shortens: given the whole length it cleans without cutting.
         cut = text != fit_musing(gen.text, len(gen.text))
         log.info("musing", seq=seq, seconds=round(gen.seconds, 2), text=text, cut=cut, **made)
@@ -163,7 +170,7 @@ class Musings:
         for attempt in range(1 + truth.MAKE_AGAIN):
             owes_figure = owes_figure and self._answers_figures()
             asked_figure = owes_figure and attempt > 0
-            ask = question(self.stats.musings_queued + attempt, ctx.phase, figure=asked_figure, language=ctx.language)
+            ask = question(self.counts.musings_queued + attempt, ctx.phase, figure=asked_figure, language=ctx.language)
             self._figure_asked += asked_figure
             prompt = self._render(r, replace(ctx, question=ask))
             gen = self._generate(prompt, max_tokens)
@@ -196,16 +203,16 @@ class Musings:
                 best, best_score, best_last = (verdict, text, gen, made, facts), score, last
             why = "opening" if not fresh_opening else "no figure"
             if not last:
-                self.stats.made_again[why] = self.stats.made_again.get(why, 0) + 1
+                self.counts.made_again[why] = self.counts.made_again.get(why, 0) + 1
                 log.info("musing_made_again", why=why, opening=opening(verdict.text), text=text, **made)
             elif not chosen:  # the last version, worse than an earlier one: logged, so every one made is measured
                 log.info("musing_passed_over", why=why, opening=opening(verdict.text), text=text, **made)
         if best is None:
-            self.stats.musings_held_untrue += 1
+            self.counts.musings_held_untrue += 1
         elif not best_score[0]:
             # Every version opened as one of the last OPENINGS_KEPT did: a turn of silence rather
             # than a template (no opening in more than 15 % of a flight's musings, issue 40).
-            self.stats.musings_held_repeated += 1
+            self.counts.musings_held_repeated += 1
             verdict, text, _, made, _ = best
             unlogged = {"text": text} if best_last else {}  # an earlier version was logged as made again
             log.info("musing_held_back", why="opening", opening=opening(verdict.text), **unlogged, **made)
@@ -250,7 +257,7 @@ class Musings:
         g = self.governor  # what it knows beside the readings: the time aloft is said, the rest the truth guard holds
         aloft = g.aloft_s(r.time.timestamp())
         ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o, lang) for o in outcomes],
-                            aloft_s=aloft, question=question(self.stats.musings_queued, phase, language=lang), language=lang)
+                            aloft_s=aloft, question=question(self.counts.musings_queued, phase, language=lang), language=lang)
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
         # The budget drops the oldest outcomes first: those kept are the newest.
@@ -258,9 +265,9 @@ class Musings:
         for o in kept:
             self._told[o] += 1
         ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o, lang) for o in kept])  # asked again, the same
-        facts = prompt_facts(fresh(r), phase, mode, kept, p.memories, aloft_s=aloft,
-                             rate_m_s=g.phases.rate_m_s, battery_share=g.energy_share(),
-                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None, language=lang,
+        facts = prompt_facts(fresh(r), ctx, kept, p.memories, rate_m_s=g.phases.rate_m_s,
+                             battery_share=g.energy_share(),
+                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None,
                              aloft_told=p.said_aloft)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
@@ -282,38 +289,38 @@ class Musings:
         except PersonaError as e:
             if self.stopping.is_set():
                 return None  # cut short by a stop: not the persona's failure
-            self.stats.persona_failures += 1
+            self.counts.persona_failures += 1
             self._persona_down = True
             log.warning("persona_failed", error=str(e))
             return None
-        self.stats.musings_generated += 1
-        self.stats.tokens += gen.tokens
-        self.stats.generation_s += gen.seconds
+        self.counts.musings_generated += 1
+        self.counts.tokens += gen.tokens
+        self.counts.generation_s += gen.seconds
         return gen
 
     def _untrue(self, verdict: truth.Verdict, text: str, action: str, made: dict) -> None:
         """A musing that made a false claim: counted and logged with the claims, for the flight report."""
-        self.stats.musings_untrue += 1
+        self.counts.musings_untrue += 1
         log.info("musing_untrue", action=action, text=text, claims=verdict.counts(),
                  false=[f"{c.kind}: {c.said}" for c in verdict.false], **made)
 
     def _passes(self, text: str, gen, made: dict, again: bool = False) -> bool:
         """A musing worth sending: not empty once cleaned, and let through by the outbound guard."""
         if not text:
-            self.stats.musings_empty += 1
+            self.counts.musings_empty += 1
             # raw_chars > 0: it wrote only privacy placeholders, which fit_musing took out
             log.info("musing_empty", raw_chars=len(gen.text.strip()), **made)
             return False
         if not self.guard.allow(text):
-            self.stats.musings_dropped_by_guard += 1
-            self.stats.guard_reasons = dict(self.guard.dropped)
+            self.counts.musings_dropped_by_guard += 1
+            self.counts.guard_reasons = dict(self.guard.dropped)
             log.warning("musing_dropped_by_guard", reasons=self.guard.reasons(text), **made)
             return False
         if len(text) < MIN_PART:
             # A few words hold a slow mode's air about as long as the sentence's own prefix: not
             # worth a line. Asked again once, at the next position sentence. (Past the guard: its
             # text may be logged, and the bench's measure of musings counts it.)
-            self.stats.musings_too_short += 1
+            self.counts.musings_too_short += 1
             if not again:  # a version made again that came out short: an earlier one airs instead
                 self.ask_again, self._short_before = not self._short_before, not self._short_before
             log.info("musing_too_short", text=text, min_chars=MIN_PART, **made)
@@ -323,7 +330,7 @@ class Musings:
 
     def sentences(self, seq: int, r: Readings, text: str) -> None:
         """The musing again as UKHAS text sentences for stock gateways, cut into parts here. The
-        radio stamps each as it is keyed with the last position sentence on air (payload/link/transmitter.py,
+        radio stamps each as it is keyed with the last position sentence on air (payload/link/stamping.py,
         `wire.restamp`); what is written here goes as it is only before any position this boot."""
         counter, last_time = self.beacon.last_sentence()
         when = self.clock.now().replace(microsecond=0)
@@ -336,7 +343,7 @@ class Musings:
             log.warning("musing_sentences_skipped", seq=seq, error=str(e))
             return
         self.outbound.musing_sentences(lines, created=r.time.timestamp())
-        self.stats.musing_sentences_queued += len(lines)
+        self.counts.musing_sentences_queued += len(lines)
 
     def _sampling_seed(self) -> int | None:
         """With a flight seed (the bench's), a sampling seed from it, the boot and the musing's
@@ -370,7 +377,7 @@ class Musings:
         r, g = self.cfg.radio, self.governor
         energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
         # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
-        airtime_s = r.duty_cycle * self.schedule.musing_s * MUSING_AIRTIME_SHARE
+        airtime_s = r.duty_cycle * self.cadence.musing_s * MUSING_AIRTIME_SHARE
         if self.cfg.persona.sentences:
             airtime_s /= 2  # the record and its text sentences carry the same words
         record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
@@ -379,14 +386,15 @@ class Musings:
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record)
 
 
-def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], memories: int, *,
-                 aloft_s: float | None = None, rate_m_s: float | None = None, distance_km: float | None = None,
-                 battery_share: float | None = None, language: str | None = None, aloft_told: bool = True) -> MusingFacts:
+def prompt_facts(r: Readings, ctx: PromptContext, outcomes: list[Outcome], memories: int, *,
+                 rate_m_s: float | None = None, distance_km: float | None = None,
+                 battery_share: float | None = None, aloft_told: bool = True) -> MusingFacts:
     """What a musing's prompt told the persona, as payload/prompts.describe says it in words: the
-    readings `r` as prompted (`fresh`: a value not read is not said), the outcomes of its questions
-    and the number of memories the prompt kept; and what the payload knows that its truth guard
-    holds the musing to (the time since launch, the speeds, the distance from the launch site, the
-    energy left). Rounded as the prompt rounds, no text: small enough for every musing's log line on a Pi."""
+    readings `r` as prompted (`fresh`: a value not read is not said), the phase, mode, time aloft
+    and language of its context `ctx`, the outcomes of its questions and the number of memories
+    the prompt kept; and what the payload knows that its truth guard holds the musing to (the time
+    since launch, the speeds, the distance from the launch site, the energy left). Rounded as the
+    prompt rounds, no text: small enough for every musing's log line on a Pi."""
 
     def known(x) -> bool:
         return x is not None and math.isfinite(x)
@@ -395,14 +403,15 @@ def prompt_facts(r: Readings, phase: str, mode: str, outcomes: list[Outcome], me
         return round(x, digits) if known(x) else None
 
     return MusingFacts(
-        aloft_s=rounded(aloft_s, 0), rate_m_s=rounded(rate_m_s, 1), distance_km=rounded(distance_km, 1),
+        aloft_s=rounded(ctx.aloft_s, 0), rate_m_s=rounded(rate_m_s, 1), distance_km=rounded(distance_km, 1),
         battery_share=rounded(battery_share, 2), speed_kmh=rounded(r.speed_mps * 3.6, 1),
-        phase=phase, mode=mode, fix=r.fix_valid, sun_up=sun_is_up(r), memories=memories,  # no satellites, no box: never said
+        # No satellites, no box: never said.
+        phase=ctx.phase, mode=ctx.mode, fix=r.fix_valid, sun_up=sun_is_up(r), memories=memories,
         alt_m=round(r.alt_m) if known(r.alt_m) else None,
         temp_c=round(r.temp_c, 1) if known(r.temp_c) else None,
         pressure_hpa=round(r.pressure_hpa, 1) if known(r.pressure_hpa) else None,
         batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
         requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
-        language=language if language in GUARDED else None,  # the claims' words: English for a language without a table
+        language=ctx.language if ctx.language in GUARDED else None,  # the claims' words: English for a language without a table
         aloft_told=aloft_told,
     )

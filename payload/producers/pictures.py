@@ -4,8 +4,7 @@ thumbnail for the air — one in `send_every` of them, as an image record or as 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,11 +13,9 @@ import structlog
 from stratoecho import wire
 from stratoecho.wire import ssdv
 
-from ..link.outbound import Outbound
 from ..parts.card import is_no_space, stills_budget
-from ..policy.governor import Governor
 from ..store import Store
-from .devices import DeviceWatch
+from .flight import Flight
 
 if TYPE_CHECKING:
     from ..config import CameraDeviceSection as CameraSection
@@ -37,11 +34,15 @@ class PictureStats:
 
 
 class Pictures:
-    def __init__(self, camera: Camera, settings: CameraSection | None, store: Store, governor: Governor,
-                 outbound: Outbound, devices: DeviceWatch, data_dir: Path, disk_usage: Callable = shutil.disk_usage):
-        self.camera, self.settings, self.store, self.governor = camera, settings, store, governor
-        self.outbound, self.devices, self.data_dir, self.disk_usage = outbound, devices, Path(data_dir), disk_usage
-        self.stats = PictureStats()
+    def __init__(self, flight: Flight, camera: Camera, store: Store, data_dir: Path):
+        self.camera, self.store, self.governor = camera, store, flight.governor
+        self.settings: CameraSection | None = flight.cfg.devices.camera
+        self.outbound, self.devices, self.data_dir = flight.outbound, flight.devices, Path(data_dir)
+        self.disk_usage = flight.fitted.disk_usage or shutil.disk_usage
+        self.counts = PictureStats()
+
+    def stats(self) -> dict[str, object]:
+        return asdict(self.counts)
 
     def once(self) -> bool:
         """True when a still was kept (its thumbnail sent, or kept on the card for `send_every`)."""
@@ -63,7 +64,7 @@ class Pictures:
         if cam is not None and cam.ssdv and self._ssdv_picture(reading.thumbnail_jpeg, cam):
             return True
         self.outbound.record(wire.Kind.IMAGE, reading.thumbnail_jpeg)
-        self.stats.images_queued += 1
+        self.counts.images_queued += 1
         return True
 
     def _ssdv_picture(self, thumbnail: bytes, cam: CameraSection) -> bool:
@@ -80,8 +81,8 @@ class Pictures:
             return False
         self.store.set_state(SSDV_IMAGE_STATE, str((image_id + 1) % 256))
         self.outbound.ssdv(packets)
-        self.stats.images_queued += 1
-        self.stats.ssdv_packets_queued += len(packets)
+        self.counts.images_queued += 1
+        self.counts.ssdv_packets_queued += len(packets)
         log.info("ssdv_queued", image_id=image_id, packets=len(packets))
         return True
 

@@ -18,14 +18,15 @@ from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.events import event
 
+from ..cadence import Cadence
 from ..clock import Clock
-from ..config import ScheduleSection, UplinkSection
+from ..config import UplinkSection
 from ..link.outbound import Outbound
 from ..link.transmitter import Transmitter
 from ..persona.memory import Memory
 from ..persona.reach import Reach
 from ..policy.governor import Governor
-from ..policy.modes import Mode, policy_for
+from ..policy.modes import Mode
 from ..store import Store
 from .gate import CommandGate
 from .probation import Confirmations
@@ -43,13 +44,15 @@ class CommandStats:
 
 
 class CommandHandler:
-    def __init__(self, boot: int, schedule: ScheduleSection, planned_telemetry_s: float, limits: UplinkSection,
-                 clock: Clock, store: Store, transmitter: Transmitter, governor: Governor, memory: Memory,
-                 reach: Reach, outbound: Outbound, probation: Confirmations, gate: CommandGate | None = None):
-        self.boot, self.schedule, self.limits, self.clock = boot, schedule, limits, clock
-        self.planned_telemetry_s = planned_telemetry_s  # what the duty cycle was planned for
-        self.store, self.transmitter, self.governor, self.memory = store, transmitter, governor, memory
-        self.reach, self.outbound, self.probation = reach, outbound, probation
+    def __init__(self, boot: int, cadence: Cadence, limits: UplinkSection, clock: Clock, store: Store,
+                 transmitter: Transmitter, memory: Memory, reach: Reach, outbound: Outbound,
+                 gate: CommandGate | None = None):
+        # SET_INTERVALS changes the cadence the loops and the transmitter read, never a copy.
+        self.boot, self.cadence, self.limits, self.clock = boot, cadence, limits, clock
+        self.planned_telemetry_s = cadence.planned.telemetry_s  # what the duty cycle was planned for
+        self.governor: Governor = cadence.governor
+        self.store, self.transmitter, self.memory = store, transmitter, memory
+        self.reach, self.outbound, self.probation = reach, outbound, Confirmations(limits.window_s)
         self.gate = gate  # None: no uplink key, so no command is ever accepted
         self.stats = CommandStats()
         self._probation_lock = threading.Lock()  # the radio's thread offers, the beacon's reverts
@@ -108,8 +111,8 @@ class CommandHandler:
         if refused:
             self.outbound.event(event("intervals_refused", why=refused))
             return
-        sched = self.schedule
-        self._on_risky(cmd, "set_intervals", (cmd.telemetry_s, cmd.musing_s), (sched.telemetry_s, sched.musing_s))
+        c = self.cadence
+        self._on_risky(cmd, "set_intervals", (cmd.telemetry_s, cmd.musing_s), (c.telemetry_s, c.musing_s))
 
     def _set_mode(self, cmd: uplink.SetMode) -> None:
         floor = ("nominal", "low_power", "survival")[int(cmd.mode)]
@@ -120,11 +123,11 @@ class CommandHandler:
     def _on_risky(self, cmd, name: str, value: tuple, current: tuple) -> None:
         """Apply a change that could make us quieter on probation, or confirm one (payload/uplink/probation.py)."""
         # Two listen windows under the new settings at least: one for the event, one for the answer.
-        g, telemetry_s = self.governor, self.schedule.telemetry_s
+        g, telemetry_s = self.governor, self.cadence.telemetry_s
         if name == "set_intervals":
             telemetry_s = max(telemetry_s, value[0])
         mode = Mode.worst(g.mode, value[0]) if name == "set_mode" else g.mode
-        windows_s = 2 * self.limits.window_every * telemetry_s * (policy_for(mode, g.phase.value)["beacon"] or 1.0)
+        windows_s = 2 * self.limits.window_every * self.cadence.beacon_s_under(telemetry_s, mode)
         confirm_s = max(self.limits.confirm_s, windows_s + self.limits.window_s)
         with self._probation_lock:
             outcome = self.probation.offer(name, value, current, self.clock.now().timestamp(), confirm_s)
@@ -152,7 +155,7 @@ class CommandHandler:
 
     def _apply(self, name: str, value: tuple) -> None:
         if name == "set_intervals":
-            self.schedule.telemetry_s, self.schedule.musing_s = float(value[0]), float(value[1])
+            self.cadence.set_intervals(float(value[0]), float(value[1]))
         else:
             self.governor.set_ground_floor(value[0])
 
