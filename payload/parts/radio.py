@@ -1,5 +1,7 @@
-"""Radios behind one port: `send(frame)` puts one frame on the air; `receive(timeout_s)`
-returns the frames heard (the uplink, asked for in the link's listen windows).
+"""Radios behind one port (`Radio`): `send(frame)` puts one frame on the air; `receive(timeout_s)`
+returns the frames heard (the uplink, asked for in the link's listen windows); `hear(timeout_s)`
+the same for a radio left listening between the link's turns; `ready()` says whether there is a
+radio to key now. Every radio has all of them: the link calls them, never asks whether they exist.
 
 * `UdpRadio` — the bench radio (and a real link to a ground station over IP).
 * `KissRadio` — a KISS TNC on a serial port (`stratoecho.wire.kiss` framing).
@@ -59,6 +61,15 @@ class Radio(Protocol):
     def receive(self, timeout_s: float) -> list[bytes]:
         """Frames heard within `timeout_s` (the uplink's listen window); blocks that long at most."""
 
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """As `receive`, for a radio that listens turn after turn (a window's whole length, a relay
+        between frames): a LoRa chip stays in RX between the turns, so a packet that began between
+        two of them is still heard whole. A radio that buffers what it hears anyway: `receive`."""
+
+    def ready(self) -> None:
+        """Nothing when the radio can key now; `RadioUnavailable` (with when to try again) when
+        there is none, said before a frame's airtime is counted."""
+
     def close(self) -> None: ...
 
 
@@ -97,6 +108,13 @@ class UdpRadio:
         except OSError:
             return []  # e.g. an ICMP "unreachable" from an earlier send: nothing was received
         return [frame]
+
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """As `receive`: datagrams wait in the socket between turns."""
+        return self.receive(timeout_s)
+
+    def ready(self) -> None:
+        """Nothing: a socket that opened can always send (an unheard datagram is a frame nobody heard)."""
 
     def close(self) -> None:
         self.sock.close()
@@ -162,6 +180,13 @@ class KissRadio:
         except self._serial_error as e:
             raise RadioError(f"KISS TNC {self.name}: read failed: {e}") from e
         return frames
+
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """As `receive`: the TNC listens by itself, and what it hears waits in the serial buffer."""
+        return self.receive(timeout_s)
+
+    def ready(self) -> None:
+        """Nothing: a port that opened is there (a failing write says so with a RadioError)."""
 
     def close(self) -> None:
         self.port.close()
@@ -352,6 +377,13 @@ class LoRaUartRadio:
             if not frames and self._read_error:
                 raise RadioError(f"LoRa module {self.name}: read failed: {self._read_error}")
         return frames
+
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """As `receive`: the module is always listening, and the reader keeps what it hears."""
+        return self.receive(timeout_s)
+
+    def ready(self) -> None:
+        """Nothing: a module that opened is there (a send that fails says why with a RadioError)."""
 
     def _read_bursts(self) -> None:
         """The reader thread: UART bytes -> frames, one per burst.

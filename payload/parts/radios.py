@@ -32,11 +32,20 @@ def _spi_chip(cfg, clock, spi_opener, pin_factory) -> Radio:
                      reset_pin=cfg.reset_pin, pin_factory=pin_factory, tx_power_dbm=cfg.tx_power_dbm, **options)
 
 
-# The radios that are not a chip on the SPI bus (those are the registered chips).
+def _kiss(cfg, clock, spi_opener, pin_factory) -> KissRadio:
+    return KissRadio.from_config(cfg)
+
+
+def _lora_uart(cfg, clock, spi_opener, pin_factory) -> LoRaUartRadio:
+    return LoRaUartRadio.from_config(cfg)
+
+
+# The radios that are not a chip on the SPI bus (those are the registered chips); each opener's
+# return type names its class (tests/test_radio_port.py holds each to the whole `Radio` port).
 RADIOS: dict[str, Callable[..., Radio]] = {
     "udp": _udp,
-    "kiss": lambda cfg, *_: KissRadio.from_config(cfg),
-    "lora_uart": lambda cfg, *_: LoRaUartRadio.from_config(cfg),
+    "kiss": _kiss,
+    "lora_uart": _lora_uart,
 }
 
 
@@ -61,6 +70,8 @@ class ReopeningRadio:
     same way. `clock` is the daemon's (`elapsed_s`, `wait`, `event`). `on_change(up, error)` is
     told each time it goes down or comes back. `opened`:
     a radio already open (the first try was made by the caller)."""
+
+    receives: bool  # as the radio it opens says (given: it may not be open yet)
 
     def __init__(self, open_radio: Callable[[], Radio], clock, *, opened: Radio | None = None, receives: bool = True,
                  reopen_s: float = REOPEN_S, on_change: Callable[[bool, str], None] | None = None):
@@ -147,16 +158,13 @@ class ReopeningRadio:
             return []
 
     def hear(self, timeout_s: float) -> list[bytes]:
-        """What is heard within `timeout_s` by a radio left listening between our own frames: a
-        LoRa chip stays in RX continuous (`listen`, then `poll`), so a packet longer than one turn
-        of listening is still heard whole; any other radio as `receive`."""
+        """What the radio hears within `timeout_s` left listening between our own frames (its
+        `hear`: a LoRa chip stays in RX continuous); nothing while it is down, as `receive`."""
         radio = self._radio
-        if radio is None or not all(hasattr(radio, name) for name in ("listen", "poll", "in_rx")):
+        if radio is None or not self.receives:
             return self.receive(timeout_s)
         try:
-            if not radio.in_rx():
-                radio.listen()
-            return [packet for packet, _signal in radio.poll(timeout_s)]
+            return radio.hear(timeout_s)
         except RadioError as e:
             self._down(str(e))
             self.clock.wait(timeout_s, self._closing)

@@ -283,6 +283,13 @@ class SimRadio:
         self.clock.wait(timeout_s, threading.Event())
         return heard
 
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """As `receive`: the ground's answers wait for the window, whichever way it listens."""
+        return self.receive(timeout_s)
+
+    def ready(self) -> None:
+        """Nothing: a simulated radio is always there."""
+
     def close(self) -> None:
         """The Radio port's close; a simulated radio holds nothing to release."""
 

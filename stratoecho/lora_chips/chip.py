@@ -11,7 +11,9 @@ and listens two ways:
 * `listen()` then `poll(timeout_s)` again and again — the ground's receiver: the chip stays in
   RX continuous between polls, so a packet that arrives while nobody asks waits in the chip
   (one packet: the chip keeps the last one it heard) until the next poll takes it. A `send`
-  leaves RX (the chip is half duplex): `listen()` again after it.
+  leaves RX (the chip is half duplex): `listen()` again after it;
+* `hear(timeout_s)` — the two joined for the payload's link (the `Radio` port of
+  payload/parts/radio.py), which listens turn after turn: `listen()` when not in RX, then `poll`.
 
 A subclass (one chip) provides its registers or commands: `_irq_flags`, `_start_rx`,
 `_standby`, `_take_packet`, `_in_rx`, `_sleep`, and `RX_EVENT`, `configure` and `send`.
@@ -175,6 +177,20 @@ class SpiChip(ABC):
         with self._lock:
             packet = self._next_packet(timeout_s)
             return [] if packet is None else [packet]
+
+    def hear(self, timeout_s: float) -> list[bytes]:
+        """What is heard within `timeout_s` by a chip left listening turn after turn (the payload's
+        windows and a relay between its frames): RX continuous (`listen` when not in RX, then
+        `poll`), so a packet longer than one turn is still heard whole."""
+        if not self.in_rx():
+            self.listen()
+        return [packet for packet, _signal in self.poll(timeout_s)]
+
+    def ready(self) -> None:
+        """Nothing while the chip is open (one that stops answering fails its send with a
+        RadioError; the payload's ReopeningRadio then says when it is tried again)."""
+        if self._closing.is_set():
+            raise RadioError(f"{self.name}: closed")
 
     def in_rx(self) -> bool:
         """Whether the chip is in RX continuous now: not after a send, nor after a reset or a
