@@ -31,6 +31,7 @@ from .clock import Clock
 from .components import Components
 from .config import PayloadConfig
 from .daemon import Daemon, Loop
+from .link.frames import LinkParts, LinkPlan
 from .link.outbound import Outbound
 from .link.relay import Relay, RelayRules
 from .link.transmitter import Transmitter
@@ -120,9 +121,8 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
                         battery_temp_fitted=sensors.battery_temp_fitted,
                         cpu_temp_fitted=fitted.pi_health is not None)
     cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
-    transmitter = open_transmitter(cfg, opened, radio, clock, stop, data_dir, auth, relay,
+    transmitter = open_transmitter(cfg, opened, radio, clock, stop, data_dir, auth, relay, cadence,
                                    on_loop=lambda: liveness.ping("radio"))
-    transmitter.follow(lambda: cadence.beacon_s, governor.transmit_factor)
     flight = Flight(cfg, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
     # On the bench its questions are drawn from the flight's seed, like everything else.
     reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
@@ -181,15 +181,17 @@ def open_gate(cfg: PayloadConfig, boot: Boot) -> CommandGate:
 
 
 def open_transmitter(cfg: PayloadConfig, boot: Boot, radio: Radio, clock: Clock, stop: threading.Event,
-                     data_dir: Path, auth, relay: Relay | None, on_loop) -> Transmitter:
+                     data_dir: Path, auth, relay: Relay | None, cadence: Cadence, on_loop) -> Transmitter:
     """The link, keeping the turn the air plan planned (payload/policy/airplan.py): records cut to
-    fit it, nothing keyed into the next position sentence, stale musings expired."""
+    fit it, nothing keyed into the next position sentence, stale musings expired; the beacon's
+    period and bulk's share are the cadence's and its governor's."""
     turn = turn_of(cfg)
     frame_bytes = turn.record_frame_bytes if turn.record_frame_bytes >= MIN_RECORD_FRAME_BYTES else cfg.radio.mtu
-    return Transmitter(boot.store, radio, clock, cfg.radio, stop, airtime_log=data_dir / "airtime.json",
-                       sentence_bytes=len(worst_sentence(cfg.callsign, cfg.telemetry_format)), auth=auth,
-                       on_loop=on_loop, wake=boot.outbound.wake, relay=relay, turns=BeaconTimes(cfg.schedule.turn_s),
-                       frame_bytes=frame_bytes, stale_s=cfg.persona.stale_s)
+    plan = LinkPlan(BeaconTimes(cfg.schedule.turn_s), frame_bytes,
+                    len(worst_sentence(cfg.callsign, cfg.telemetry_format)), cfg.persona.stale_s)
+    return Transmitter(LinkParts(boot.store, radio, clock, stop, boot.outbound.wake, relay), cfg.radio, cadence,
+                       auth=auth, plan=plan, airtime_log=data_dir / "airtime.json", on_loop=on_loop,
+                       transmit_factor=cadence.governor.transmit_factor)
 
 
 def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None, memory: Memory | None = None) -> Relay | None:

@@ -7,6 +7,7 @@ import ctypes
 import platform
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,8 +33,25 @@ class RecordingRadio:
     def receive(self, timeout_s: float) -> list[bytes]:
         return []
 
+    def hear(self, timeout_s: float) -> list[bytes]:
+        return self.receive(timeout_s)
+
+    def ready(self) -> None:
+        """Always there: a recording never goes down."""
+
     def close(self) -> None:
         """Nothing to release: the frames stay for the test to read."""
+
+
+@dataclass(frozen=True)
+class FixedCadence:
+    """The intervals in force as the transmitter reads them (payload/cadence.py), held still:
+    `beacon_s`, the beacon's period in flight seconds."""
+
+    beacon_s: float = 10.0
+
+
+EVERY_10_S = FixedCadence(10.0)  # the configuration's default beacon period
 
 
 class FlightClock(Clock):

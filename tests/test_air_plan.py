@@ -13,6 +13,7 @@ import pytest
 
 from payload.__main__ import main as payload_main
 from payload.config import PayloadConfig, load_config
+from payload.link.frames import LinkParts, LinkPlan
 from payload.link.transmitter import Transmitter
 from payload.policy.airplan import GUARD_S, MAX_LOAD, air_plan, largest_frame, turn_of
 from payload.policy.turns import SENTENCE_WAIT_S, BeaconTimes
@@ -21,7 +22,7 @@ from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES
 from stratoecho.wire import Kind
 from tests.conftest import ROOT
-from tests.fakes import AUTH, FlightClock, RecordingRadio
+from tests.fakes import AUTH, FixedCadence, FlightClock, RecordingRadio
 
 PI = ROOT / "config" / "payload.pi.toml"
 SHIPPED = sorted((ROOT / "config").glob("payload*.toml"))
@@ -151,8 +152,8 @@ def test_the_radio_keys_nothing_that_would_run_into_the_next_position(tmp_path):
     turns = BeaconTimes()
     radio = RecordingRadio()
     frame_bytes = turn_of(cfg).record_frame_bytes
-    tx = Transmitter(store, radio, clock, cfg.radio, threading.Event(), auth=AUTH, turns=turns, frame_bytes=frame_bytes)
-    tx.follow(lambda: 60.0, lambda: 1.0)  # the beacon's period, as the daemon tells it
+    tx = Transmitter(LinkParts(store, radio, clock, threading.Event()), cfg.radio, FixedCadence(60.0), auth=AUTH,
+                     plan=LinkPlan(turns=turns, frame_bytes=frame_bytes))
     _queue_musing(store, boot, clock.now().timestamp())
     air = UKHAS_MODES[0].settings(434.25).airtime_s
     turns.due(0.0, 60.0)
@@ -175,9 +176,8 @@ def test_pictures_are_keyed_on_their_own_channel_and_fit_where_a_record_does_not
     boot = store.start_boot()
     turns = BeaconTimes()
     radio = RecordingRadio()
-    tx = Transmitter(store, radio, clock, cfg.radio, threading.Event(), auth=AUTH, turns=turns,
-                     frame_bytes=turn_of(cfg).record_frame_bytes)
-    tx.follow(lambda: 60.0, lambda: 1.0)
+    tx = Transmitter(LinkParts(store, radio, clock, threading.Event()), cfg.radio, FixedCadence(60.0), auth=AUTH,
+                     plan=LinkPlan(turns=turns, frame_bytes=turn_of(cfg).record_frame_bytes))
     _queue_musing(store, boot, clock.now().timestamp())
     packet = bytes([wire.ssdv.TYPE_FEC]) + bytes(254)
     store.enqueue(Kind.SSDV, boot, lambda s: packet)
@@ -195,9 +195,8 @@ def test_a_musing_that_did_not_air_in_time_is_expired_and_made_again(tmp_path):
     store = Store(tmp_path / "q.db", clock=lambda: clock.now().timestamp())
     boot = store.start_boot()
     stale: list = []
-    tx = Transmitter(store, RecordingRadio(), clock, cfg.radio, threading.Event(), auth=AUTH, stale_s=360.0,
-                     on_stale=stale.append)
-    tx.follow(lambda: 60.0, lambda: 1.0)
+    tx = Transmitter(LinkParts(store, RecordingRadio(), clock, threading.Event()), cfg.radio, FixedCadence(60.0),
+                     auth=AUTH, on_stale=stale.append, plan=LinkPlan(stale_s=360.0))
     old = _queue_musing(store, boot, clock.now().timestamp())
     clock.t = 300.0
     fresh = _queue_musing(store, boot, clock.now().timestamp())

@@ -8,12 +8,14 @@ import pytest
 
 from payload.clock import Clock
 from payload.config import RadioSection
-from payload.link.transmitter import AirtimeBudget, Transmitter
+from payload.link.frames import LinkParts
+from payload.link.transmitter import Transmitter
+from payload.policy.duty import AirtimeBudget
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import Kind
-from tests.fakes import AUTH, RecordingRadio
+from tests.fakes import AUTH, EVERY_10_S, RecordingRadio
 
 
 @pytest.mark.parametrize(
@@ -55,8 +57,7 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store.enqueue(Kind.TELEMETRY, boot, position, created=2.0)
     radio = RecordingRadio()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.0)  # a perfect link: no parity
-    tx = Transmitter(store, radio, Clock(speedup=1e6), cfg,
-                     threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()), cfg, EVERY_10_S, auth=AUTH)
     while tx.send_one():
         pass
     assert radio.frames[0] == position(2)  # newest position first
@@ -70,7 +71,7 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     assert len(radio.frames) == 1 + len(late) + len(musing)
     assert store.depth() == {}
     assert tx.stats.sent_by_stream == {"telemetry": 2, "musing": 1}
-    assert tx.stats.airtime_s == pytest.approx(sum(tx.airtime(f) for f in radio.frames))
+    assert tx.stats.airtime_s == pytest.approx(sum(tx.airtime.seconds(f) for f in radio.frames))
 
 
 def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
@@ -84,7 +85,8 @@ def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
             super().send(frame)
             stop.set()  # power dies after the first fragment
 
-    tx = Transmitter(store, StopAfterOne(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), stop, auth=AUTH)
+    tx = Transmitter(LinkParts(store, StopAfterOne(), Clock(speedup=1e6), stop),
+                     RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
     assert tx.send_one() is False
     assert store.depth() == {"musing": 1}
 
@@ -101,8 +103,8 @@ def test_parity_grows_with_expected_loss_and_any_k_frames_rebuild(tmp_path):
         boot = store.start_boot()
         _musings(store, boot, ["thin air and a thinner signal " * 8])
         radio = RecordingRadio()
-        tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=loss),
-                     threading.Event(), auth=AUTH)
+        tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
+                         RadioSection(mtu=64, fec_prior_loss=loss), EVERY_10_S, auth=AUTH)
         while tx.send_one():
             pass
         sent[loss] = radio.frames
@@ -120,8 +122,8 @@ def test_frames_of_queued_records_are_interleaved_and_telemetry_cuts_in(tmp_path
     boot = store.start_boot()
     _musings(store, boot, ["first " * 40, "second " * 40, "third " * 40])
     radio = RecordingRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2),
-                     threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2), EVERY_10_S, auth=AUTH)
     for _ in range(3):
         tx.send_one()
     store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$POSITION\n")
@@ -137,14 +139,14 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     """Regression: telemetry queued between the telemetry check and the refill went into the
     hand as if it were a record (in the demo, the transmitter then failed on it for the rest
     of the flight)."""
-    import payload.link.transmitter as link
+    import payload.link.frames as link
 
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     _musings(store, boot, ["one " * 30])
-    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0),
-                     threading.Event(), auth=AUTH)
-    real_queued, late = store.queued, []
+    tx = Transmitter(LinkParts(store, RecordingRadio(), Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
+    real_queued, late = store.queue.queued, []
 
     def queued(limit=1, kinds=None, exclude=(), backlog_only=False):
         if not late:  # a position lands just before the refill
@@ -154,7 +156,7 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     interleaved = []
     real_frames_for = link.frames_for
     monkeypatch.setattr(link, "frames_for", lambda q, *a, **kw: (interleaved.append(q.stream), real_frames_for(q, *a, **kw))[1])
-    store.queued = queued
+    store.queue.queued = queued
     while tx.send_one():
         pass
     assert late and interleaved == ["musing"]

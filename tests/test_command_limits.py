@@ -18,7 +18,8 @@ from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
 from payload.daemon import Daemon
-from payload.link.transmitter import MAX_REPAIR_FRAMES, Transmitter
+from payload.link.frames import MAX_REPAIR_FRAMES, LinkParts
+from payload.link.transmitter import Transmitter
 from payload.store import Store
 from payload.uplink.gate import LEGACY_COUNTER_NAME, CommandGate
 from payload.uplink.probation import Confirmations
@@ -29,7 +30,7 @@ from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink_keys import new_key
-from tests.fakes import RecordingRadio
+from tests.fakes import EVERY_10_S, RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
 KEY = new_key()  # a hash of a string in tests/ is a published key: refused
@@ -329,8 +330,8 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
 def test_the_repair_backlog_has_a_bound(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
-    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0),
-                     threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, RecordingRadio(), Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
     store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 3000).body())
     while tx.send_one():
         pass

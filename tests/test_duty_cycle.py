@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from payload.config import RadioSection, load_config
+from payload.link.frames import LinkParts, LinkPlan
 from payload.link.transmitter import Transmitter
 from payload.policy.duty import DutyBudget, beacon_per_hour_s, beacon_plan, worst_sentence
 from payload.policy.governor import Governor
@@ -22,7 +23,7 @@ from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.wire import Kind
 from tests.conftest import ROOT as REPO
-from tests.fakes import AUTH, FlightClock
+from tests.fakes import AUTH, FixedCadence, FlightClock
 
 START = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)
 PI = load_config(REPO / "config" / "payload.pi.toml")
@@ -38,6 +39,9 @@ class TimedRadio:
 
     def send(self, frame: bytes) -> None:
         self.sent.append((self.clock.now().timestamp(), frame))
+
+    def ready(self) -> None:
+        """Always there."""
 
     def close(self) -> None:
         pass
@@ -101,14 +105,15 @@ def beacon_times(radio: TimedRadio) -> list[float]:
     return [t for t, f in radio.sent if f.startswith(b"$$")]
 
 
-def make_tx(tmp_path, cfg: RadioSection, clock: FlightClock, period_s: float, name: str = "a", log: bool = True):
+def make_tx(tmp_path, cfg: RadioSection, clock: FlightClock, period_s: float, name: str = "a", log: bool = True,
+            transmit_factor: float | None = 1.0):
     store = Store(tmp_path / f"{name}.db", clock=lambda: clock.now().timestamp())
     boot = store.start_boot()
     radio = TimedRadio(clock)
-    tx = Transmitter(store, radio, clock, cfg, threading.Event(),
-                     airtime_log=tmp_path / "airtime.json" if log else None,
-                     sentence_bytes=len(worst_sentence("STRATO1")), auth=AUTH)
-    tx.follow(lambda: period_s, lambda: 1.0)
+    tx = Transmitter(LinkParts(store, radio, clock, threading.Event()), cfg, FixedCadence(period_s),
+                     airtime_log=tmp_path / "airtime.json" if log else None, auth=AUTH,
+                     transmit_factor=lambda: transmit_factor,
+                     plan=LinkPlan(sentence_bytes=len(worst_sentence("STRATO1"))))
     return store, boot, radio, tx
 
 
@@ -141,7 +146,7 @@ def test_every_beacon_goes_out_on_time_over_a_deep_bulk_queue_and_no_hour_breaks
     air = priced(radio, cfg)
     assert worst_hour(air) <= cfg.duty_cycle * 3600 + 1e-6
     bulk = [a for (t, f), (_, a) in zip(radio.sent, air) if not f.startswith(b"$$")]
-    assert sum(bulk) > 0.5 * (cfg.duty_cycle * 3600 - beacon_per_hour_s(tx.sentence_s, period_s)), \
+    assert sum(bulk) > 0.5 * (cfg.duty_cycle * 3600 - beacon_per_hour_s(tx.airtime.sentence_s, period_s)), \
         "bulk should use most of what the beacon leaves"
 
 
@@ -209,7 +214,7 @@ def test_an_unreadable_airtime_log_counts_as_bulk_spent_and_keeps_the_beacon(tmp
     store, boot, radio, tx = make_tx(tmp_path, cfg, clock, 240.0)
     deep_queue(store, boot, images=1, musings=0)
     fly(tx, store, clock, boot, hours=0.5, period_s=lambda: 240.0)
-    assert "airtime.json" in tx.airtime_log_problem
+    assert "airtime.json" in tx.airtime.log_problem
     assert all(f.startswith(b"$$") for _, f in radio.sent) and len(radio.sent) >= 7
 
 
@@ -242,13 +247,12 @@ def test_in_survival_bulk_gets_a_quarter_of_what_the_beacon_leaves_and_the_beaco
     cfg = radio_cfg()  # the shipped Pi radio: no duty-cycle limit, so only the governor holds bulk back
     period_s = 2 * PI.schedule.telemetry_s  # survival's beacon period
     clock = FlightClock()
-    store, boot, radio, tx = make_tx(tmp_path, cfg, clock, period_s, log=False)
-    tx.follow(lambda: period_s, lambda: 4.0)
+    store, boot, radio, tx = make_tx(tmp_path, cfg, clock, period_s, log=False, transmit_factor=4.0)
     deep_queue(store, boot)
     fly(tx, store, clock, boot, hours=3, period_s=lambda: period_s)
     air = priced(radio, cfg)
     bulk = [(t, a) for (t, f), (_, a) in zip(radio.sent, air) if not f.startswith(b"$$")]
-    share = (cfg.duty_cycle * 3600 - beacon_per_hour_s(tx.sentence_s, period_s)) / 4
+    share = (cfg.duty_cycle * 3600 - beacon_per_hour_s(tx.airtime.sentence_s, period_s)) / 4
     assert 0.5 * share < worst_hour(bulk) <= share + 1e-6
     beacons = beacon_times(radio)
     longest_frame = lora_airtime_s(cfg.mtu, cfg.spreading_factor, cfg.bandwidth_hz, cfg.coding_rate)
@@ -258,8 +262,7 @@ def test_in_survival_bulk_gets_a_quarter_of_what_the_beacon_leaves_and_the_beaco
 def test_when_the_mode_sheds_transmit_only_the_beacon_flies(tmp_path):
     cfg = radio_cfg()
     clock = FlightClock()
-    store, boot, radio, tx = make_tx(tmp_path, cfg, clock, 30.0, log=False)
-    tx.follow(lambda: 30.0, lambda: None)
+    store, boot, radio, tx = make_tx(tmp_path, cfg, clock, 30.0, log=False, transmit_factor=None)
     deep_queue(store, boot, images=1, musings=1)
     fly(tx, store, clock, boot, hours=0.5, period_s=lambda: 30.0)
     assert radio.sent and all(f.startswith(b"$$") for _, f in radio.sent)

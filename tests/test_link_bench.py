@@ -9,12 +9,13 @@ import time
 from dataclasses import asdict
 
 from payload.config import RadioSection, UplinkSection
-from payload.link import transmitter as link
+from payload.link import windows as link
+from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
 from payload.store import Store
 from sim.bench import link as link_bench
 from stratoecho.wire import Kind
-from tests.fakes import AUTH
+from tests.fakes import AUTH, EVERY_10_S
 
 MUSINGS = 30
 
@@ -132,24 +133,31 @@ class _QuietRadio:
         self.clock.wait(timeout_s, threading.Event())
         return []
 
+    def hear(self, timeout_s: float) -> list[bytes]:
+        return self.receive(timeout_s)
+
+    def ready(self) -> None:
+        """Always there."""
+
 
 def test_first_pass_parity_is_thin_only_while_the_ground_answers(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     clock = link_bench.VirtualClock()
-    tx = Transmitter(store, _QuietRadio(clock), clock, RadioSection(fec_prior_loss=0.3), threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, _QuietRadio(clock), clock, threading.Event()), RadioSection(fec_prior_loss=0.3),
+                     EVERY_10_S, auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1, first_pass_target=0.5), lambda frame: None)
 
     def sentence_and_window() -> None:
         store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T\n")
         assert tx.send_one()
 
-    assert tx.parity(2) > 0 and not tx.ground_answering()  # no report yet: parity alone must do
+    assert tx.hand.parity(2) > 0 and not tx.windows.ground_answering()  # no report yet: parity alone must do
     sentence_and_window()
     assert tx.on_link_report(1, 1)
-    assert tx.ground_answering() and tx.parity(2) == 0  # the ground will ask for what is missing
+    assert tx.windows.ground_answering() and tx.hand.parity(2) == 0  # the ground will ask for what is missing
     for _ in range(link.FEEDBACK_WINDOWS - 1):
         sentence_and_window()
-    assert tx.ground_answering()
+    assert tx.windows.ground_answering()
     sentence_and_window()  # FEEDBACK_WINDOWS windows without a report: the ground is gone
-    assert not tx.ground_answering() and tx.parity(2) > 0
+    assert not tx.windows.ground_answering() and tx.hand.parity(2) > 0

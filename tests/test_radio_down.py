@@ -11,13 +11,14 @@ import pytest
 
 from payload.clock import Clock
 from payload.config import RadioSection
+from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
 from payload.parts.radio import RadioError, RadioUnavailable
 from payload.parts.radios import ReopeningRadio
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.wire import Kind
-from tests.fakes import AUTH, RecordingRadio
+from tests.fakes import AUTH, EVERY_10_S, RecordingRadio
 
 
 class Seconds:
@@ -72,7 +73,8 @@ def test_a_radio_that_will_not_open_is_tried_again_and_nothing_queued_is_lost(tm
 
     radio = ReopeningRadio(open_radio, seconds, reopen_s=60, on_change=lambda up, error: changes.append((up, error)))
     assert not radio.up and "RegVersion" in radio.error
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
 
     with pytest.raises(RadioUnavailable, match=r"trying again in 60 s"):
         tx.send_one()

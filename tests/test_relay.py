@@ -277,11 +277,15 @@ class _TimedRadio:
         self.schedule = [(t, f) for t, f in self.schedule if t > self.clock.t]
         return due
 
+    def hear(self, timeout_s: float) -> list[bytes]:
+        return self.receive(timeout_s)
+
 
 def test_a_relaying_payload_hears_other_balloons_between_its_own_frames_not_only_in_windows():
     import threading
 
-    from payload.link.transmitter import RELAY_LISTEN_S, Transmitter
+    from payload.link.frames import LinkParts, LinkStats
+    from payload.link.windows import RELAY_LISTEN_S, Windows
 
     class Clock:
         t = 100.0
@@ -289,29 +293,23 @@ def test_a_relaying_payload_hears_other_balloons_between_its_own_frames_not_only
         def elapsed_s(self):
             return self.t
 
-        def event(self):
-            return threading.Event()
-
     clock = Clock()
     heard = fragments(FAR_AUTH, seq=9)[0]
     radio = _TimedRadio(clock, [(102.5, heard)])
-    tx = Transmitter.__new__(Transmitter)  # only what idle() reads: the radio, the relay, the clock, the events
-    tx.radio, tx.clock, tx.relay, tx.on_uplink = radio, clock, near_relay(), None
-    tx.wake, tx.stop = threading.Event(), threading.Event()
-    from payload.link.transmitter import LinkStats
-
-    tx.stats = LinkStats()
-    tx.idle(5.0)
+    # Only what idle() reads: the radio, the relay, the clock, the events and the counts.
+    windows = Windows(LinkParts(None, radio, clock, threading.Event(), threading.Event(), near_relay()), LinkStats(),
+                      threading.Lock(), airtime=None, loss=None, auth=None)
+    windows.idle(5.0)
     assert radio.turns == [RELAY_LISTEN_S] * 5  # listened the whole pause, in turns
-    assert tx.relay.waiting() == 1 and tx.stats.relay_heard == 1  # the far balloon's frame, heard while idle
-    tx.wake.set()  # a producer queued a sentence: the radio stops listening at once
+    assert windows.relay.waiting() == 1 and windows.stats.relay_heard == 1  # the far balloon's frame, heard while idle
+    windows.wake.set()  # a producer queued a sentence: the radio stops listening at once
     radio.turns.clear()
-    tx.idle(5.0)
+    windows.idle(5.0)
     assert radio.turns == []
-    tx.relay = None  # a payload that relays for nobody does not listen between its frames
-    tx.wake.clear()
-    tx.wake.wait = lambda timeout: radio.turns.append(("slept", timeout))
-    tx.idle(3.0)
+    windows.relay = None  # a payload that relays for nobody does not listen between its frames
+    windows.wake.clear()
+    windows.wake.wait = lambda timeout: radio.turns.append(("slept", timeout))
+    windows.idle(3.0)
     assert radio.turns == [("slept", 3.0)]
 
 

@@ -9,6 +9,7 @@ from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
 from payload.daemon import Daemon
+from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
 from payload.store import Store
 from sim.world.flight import SimSensors
@@ -17,7 +18,7 @@ from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink_keys import new_key
-from tests.fakes import RecordingRadio
+from tests.fakes import EVERY_10_S, RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
 KEY = new_key()  # a hash of a string in tests/ is a published key: refused
@@ -50,7 +51,8 @@ def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_pat
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     radio = RecordingRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
     _sent_musing(store, boot, "the horizon curves and the battery sighs " * 6, tx)
     first = [wire.decode_frame(f, AUTH) for f in radio.frames]
     k = first[0].k
@@ -69,7 +71,8 @@ def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_pat
 def test_repair_of_a_still_queued_record_is_skipped(tmp_path):
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
-    tx = Transmitter(store, RecordingRadio(), Clock(speedup=1e6), RadioSection(), threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, RecordingRadio(), Clock(speedup=1e6), threading.Event()), RadioSection(),
+                     EVERY_10_S, auth=AUTH)
     store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
     assert tx.request_repair(Kind.MUSING, boot, 1, ()) == 0
     assert tx.stats.repairs_skipped_queued == 1
@@ -110,17 +113,18 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.3)
-    tx = Transmitter(store, TwoWayRadio(), Clock(speedup=1e6), cfg, threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, TwoWayRadio(), Clock(speedup=1e6), threading.Event()), cfg, EVERY_10_S,
+                     auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1, window_s=0.01), lambda frame: None)
     k = 4
-    before = tx.parity(k)
+    before = tx.hand.parity(k)
     heard = 0
     for seq in range(1, 601):  # six hundred windows (the estimate has a 200-frame half-life), all heard
         store.enqueue(Kind.TELEMETRY, boot, lambda s: b"$$T\n")
         tx.send_one()
         heard += 2  # the sentence and its window cue
         assert tx.on_link_report(seq, heard)
-    assert tx.loss.loss < 0.05 and tx.parity(k) < before
+    assert tx.loss_estimate() < 0.05 and tx.hand.parity(k) < before
     assert not tx.on_link_report(999, heard)  # a window we never opened
 
 
@@ -188,24 +192,25 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
 
 
 def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_next_pass(tmp_path):
-    from payload.link.transmitter import CONTACT_LOST_WINDOWS
+    from payload.link.windows import CONTACT_LOST_WINDOWS
 
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     radio = TwoWayRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=64, fec_prior_loss=0.0), threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
-    assert not tx.out_of_contact()  # never heard: a receive-only ground must get everything
-    tx._report_window = 0  # the ground answered in window 0 ...
+    assert not tx.windows.out_of_contact()  # never heard: a receive-only ground must get everything
+    tx.windows.report_window = 0  # the ground answered in window 0 ...
     tx.stats.windows = CONTACT_LOST_WINDOWS  # ... and has said nothing since
-    assert tx.out_of_contact()
+    assert tx.windows.out_of_contact()
     store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "held " * 20).body())
     store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,1,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass
     assert [f[:2] for f in radio.frames] == [b"$$"]  # the beacon went, the musing waits
     assert store.depth() == {"musing": 1} and tx.stats.held_frames >= 1
-    tx._report_window = tx.stats.windows  # a pass begins: the ground is heard again
+    tx.windows.report_window = tx.stats.windows  # a pass begins: the ground is heard again
     while tx.send_one():
         pass
     assert store.depth() == {} and any(f[0] == wire.MAGIC for f in radio.frames)
@@ -214,15 +219,15 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
 def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     """Out of contact everything waits; the first frames of the next pass carry the newest
     position, then events and musings, and only then health and pictures."""
-    from payload.link.transmitter import CONTACT_LOST_WINDOWS
+    from payload.link.windows import CONTACT_LOST_WINDOWS
 
     store = Store(tmp_path / "q.db")
     boot = store.start_boot()
     radio = TwoWayRadio()
-    tx = Transmitter(store, radio, Clock(speedup=1e6), RadioSection(mtu=255, fec_prior_loss=0.0, interleave=1),
-                     threading.Event(), auth=AUTH)
+    tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
+                     RadioSection(mtu=255, fec_prior_loss=0.0, interleave=1), EVERY_10_S, auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
-    tx._report_window, tx.stats.windows = 0, CONTACT_LOST_WINDOWS  # between passes
+    tx.windows.report_window, tx.stats.windows = 0, CONTACT_LOST_WINDOWS  # between passes
     body = lambda kind, content: (lambda seq: wire.Record(kind, boot, seq, 0, content).body())  # noqa: E731
     store.enqueue(Kind.IMAGE, boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
     store.enqueue(Kind.HEALTH, boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
@@ -230,7 +235,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     store.enqueue(Kind.EVENT, boot, body(wire.Kind.EVENT, event("mode", before="nominal", after="low_power", why="x")))
     store.flush()
     assert not tx.send_one()  # nothing goes into the void
-    tx._report_window = tx.stats.windows  # the ground is heard: a pass begins
+    tx.windows.report_window = tx.stats.windows  # the ground is heard: a pass begins
     store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass

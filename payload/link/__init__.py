@@ -1,2 +1,3 @@
-"""The downlink: the one port records leave by, and the transmitter that frames them, spends
-the airtime budget and opens listen windows."""
+"""The downlink: the one port records leave by (`outbound`), and the radio's loop (`transmitter`)
+that joins the link's parts — which frame next (`frames`), the hour's airtime (`airtime`), musing
+sentences' stamps (`stamping`), listening (`windows`) and relaying (`relay`)."""

@@ -31,13 +31,13 @@ class Outbound:
         """A record of `kind` (`content` as `wire.Record` takes it), created now unless
         `created` (Unix seconds) says when; returns its sequence number."""
         made = int(self.clock.now().timestamp() if created is None else created)
-        seq, _ = self.store.enqueue(kind, self.boot, lambda s: wire.Record(kind, self.boot, s, made, content).body())
+        seq, _ = self.store.queue.enqueue(kind, self.boot, lambda s: wire.Record(kind, self.boot, s, made, content).body())
         self.wake.set()
         return seq
 
     def sentence(self, build: Callable[[int], bytes], created: float) -> int:
         """A position sentence: `build(seq)` encodes it once its number is known."""
-        seq, _ = self.store.enqueue(wire.Kind.TELEMETRY, self.boot, build, created=created)
+        seq, _ = self.store.queue.enqueue(wire.Kind.TELEMETRY, self.boot, build, created=created)
         self.wake.set()
         return seq
 
@@ -45,7 +45,7 @@ class Outbound:
         """A picture's SSDV packets (`wire.ssdv.encode_image`), each stored as the one frame it goes
         on air as: without its sync byte, as LoRa gateways expect. Returns their sequence numbers."""
         made = self.clock.now().timestamp()
-        seqs = [self.store.enqueue(wire.Kind.SSDV, self.boot, lambda s, p=p: p[1:], created=made)[0] for p in packets]
+        seqs = [self.store.queue.enqueue(wire.Kind.SSDV, self.boot, lambda s, p=p: p[1:], created=made)[0] for p in packets]
         self.wake.set()
         return seqs
 
@@ -54,7 +54,7 @@ class Outbound:
         goes on air as, made at `created` (the musing's readings; default now); returns their
         sequence numbers on their own stream."""
         made = self.clock.now().timestamp() if created is None else created
-        seqs = [self.store.enqueue(wire.Kind.MUSING_SENTENCE, self.boot, lambda s, line=line: line, created=made)[0]
+        seqs = [self.store.queue.enqueue(wire.Kind.MUSING_SENTENCE, self.boot, lambda s, line=line: line, created=made)[0]
                 for line in lines]
         self.wake.set()
         return seqs

@@ -50,7 +50,7 @@ MIN_BULK_SHARE = 0.10
 def worst_sentence(callsign: str, telemetry_format: str = "ukhas") -> bytes:
     """The longest position frame this callsign is likely to send: every field present and at
     its longest (southern and western hemisphere, 5-digit altitude, a year of sentences).
-    Telemetry goes on air as it is (payload.link.transmitter.frames_for): no link framing is added."""
+    Telemetry goes on air as it is (payload.link.frames.frames_for): no link framing is added."""
     t = wire.Telemetry(callsign=callsign, seq=999_999, time="23:59:59", lat=-89.99999, lon=-179.99999,
                        alt=49_999, sats=24, temp_c=-55.5, pressure_hpa=1013.2, batt_mv=12_600, boot=9_999)
     return wire.TELEMETRY_ENCODERS[telemetry_format](t)

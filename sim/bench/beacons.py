@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from payload.link.transmitter import RELAY_LISTEN_S
+from payload.link.windows import RELAY_LISTEN_S
 from stratoecho import wire
 
 
