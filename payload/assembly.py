@@ -86,7 +86,7 @@ class Boot:
 def open_boot(cfg: PayloadConfig, data_dir: Path, clock: Clock, disk_usage=None) -> Boot:
     """The queue in `data_dir`, numbering this boot (`store.StoreError` names the file)."""
     store = open_store(Path(data_dir), cfg, clock, disk_usage or shutil.disk_usage)
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     return Boot(store, boot, Outbound(store, boot, clock, clock.event()))
 
 

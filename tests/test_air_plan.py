@@ -140,7 +140,7 @@ def test_the_turn_ends_a_guard_before_the_next_sentence_or_at_its_share():
 
 def _queue_musing(store: Store, boot: int, created: float, chars: int = 150) -> int:
     text = "the sky above me is black " * (chars // 26)
-    return store.enqueue(Kind.MUSING, boot, lambda s: wire.Record(Kind.MUSING, boot, s, int(created), text).body(),
+    return store.queue.enqueue(Kind.MUSING, boot, lambda s: wire.Record(Kind.MUSING, boot, s, int(created), text).body(),
                          created=created)[0]
 
 
@@ -148,7 +148,7 @@ def test_the_radio_keys_nothing_that_would_run_into_the_next_position(tmp_path):
     cfg = load_config(PI)
     clock = FlightClock()
     store = Store(tmp_path / "q.db", clock=lambda: clock.now().timestamp())
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     turns = BeaconTimes()
     radio = RecordingRadio()
     frame_bytes = turn_of(cfg).record_frame_bytes
@@ -173,14 +173,14 @@ def test_pictures_are_keyed_on_their_own_channel_and_fit_where_a_record_does_not
     cfg = load_config(PI)
     clock = FlightClock()
     store = Store(tmp_path / "q.db", clock=lambda: clock.now().timestamp())
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     turns = BeaconTimes()
     radio = RecordingRadio()
     tx = Transmitter(LinkParts(store, radio, clock, threading.Event()), cfg.radio, FixedCadence(60.0), auth=AUTH,
                      plan=LinkPlan(turns=turns, frame_bytes=turn_of(cfg).record_frame_bytes))
     _queue_musing(store, boot, clock.now().timestamp())
     packet = bytes([wire.ssdv.TYPE_FEC]) + bytes(254)
-    store.enqueue(Kind.SSDV, boot, lambda s: packet)
+    store.queue.enqueue(Kind.SSDV, boot, lambda s: packet)
     turns.due(0.0, 60.0)
     clock.t = 50.0  # 9 s left: no mode-0 record frame, but a 1.4 s SSDV packet in mode 1
     assert tx.send_one()
@@ -193,7 +193,7 @@ def test_a_musing_that_did_not_air_in_time_is_expired_and_made_again(tmp_path):
     cfg = load_config(PI)
     clock = FlightClock()
     store = Store(tmp_path / "q.db", clock=lambda: clock.now().timestamp())
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     stale: list = []
     tx = Transmitter(LinkParts(store, RecordingRadio(), clock, threading.Event()), cfg.radio, FixedCadence(60.0),
                      auth=AUTH, on_stale=stale.append, plan=LinkPlan(stale_s=360.0))
@@ -204,9 +204,9 @@ def test_a_musing_that_did_not_air_in_time_is_expired_and_made_again(tmp_path):
     clock.t = 400.0  # the first is 400 s old, the second 100 s
     assert tx.send_one()
     assert [q.seq for q in stale] == [old] and tx.stats.expired == {"musing": 1}
-    assert store.find(Kind.MUSING, boot, old)[1] == "expired"
-    assert store.find(Kind.MUSING, boot, fresh)[1] in ("queued", "sent")
-    assert store.counts()["musing"].get("expired") == 1
+    assert store.queue.find(Kind.MUSING, boot, old)[1] == "expired"
+    assert store.queue.find(Kind.MUSING, boot, fresh)[1] in ("queued", "sent")
+    assert store.queue.counts()["musing"].get("expired") == 1
 
 
 def test_payload_plan_says_what_is_wrong_with_a_file_and_prints_json(tmp_path, capsys):

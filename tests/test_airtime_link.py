@@ -46,15 +46,15 @@ def test_budget_waits_until_old_transmissions_leave_the_window():
 
 def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     body = wire.Record(wire.Kind.MUSING, boot, 1, 0, "a long thought " * 30).body()
-    store.enqueue(Kind.MUSING, boot, lambda seq: body)
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: body)
     def position(seq: int) -> bytes:
         return wire.encode_sentence(wire.Telemetry("T", seq, f"12:00:0{seq}", 52.0, 0.1, 100 * seq, 7, 10.0, 1000.0, 3900,
                                                    boot))
 
-    store.enqueue(Kind.TELEMETRY, boot, position, created=1.0)
-    store.enqueue(Kind.TELEMETRY, boot, position, created=2.0)
+    store.queue.enqueue(Kind.TELEMETRY, boot, position, created=1.0)
+    store.queue.enqueue(Kind.TELEMETRY, boot, position, created=2.0)
     radio = RecordingRadio()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.0)  # a perfect link: no parity
     tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()), cfg, EVERY_10_S, auth=AUTH)
@@ -69,15 +69,15 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     assert [(r.content, r.created) for r in rebuilt] == [(position(1), 1)]
     musing = wire.fragment_record(wire.Record.from_body(wire.Kind.MUSING, boot, 1, body), 64, auth=AUTH)
     assert len(radio.frames) == 1 + len(late) + len(musing)
-    assert store.depth() == {}
+    assert store.queue.depth() == {}
     assert tx.stats.sent_by_stream == {"telemetry": 2, "musing": 1}
     assert tx.stats.airtime_s == pytest.approx(sum(tx.airtime.seconds(f) for f in radio.frames))
 
 
 def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
-    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 500).body())
+    boot = store.counters.start_boot()
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 500).body())
     stop = threading.Event()
 
     class StopAfterOne(RecordingRadio):
@@ -88,19 +88,19 @@ def test_transmitter_stopping_mid_record_leaves_it_queued(tmp_path):
     tx = Transmitter(LinkParts(store, StopAfterOne(), Clock(speedup=1e6), stop),
                      RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
     assert tx.send_one() is False
-    assert store.depth() == {"musing": 1}
+    assert store.queue.depth() == {"musing": 1}
 
 
 def _musings(store, boot, texts):
     for text in texts:
-        store.enqueue(Kind.MUSING, boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
+        store.queue.enqueue(Kind.MUSING, boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
 
 
 def test_parity_grows_with_expected_loss_and_any_k_frames_rebuild(tmp_path):
     sent = {}
     for loss in (0.0, 0.1, 0.3):
         store = Store(tmp_path / f"q{loss}.db")
-        boot = store.start_boot()
+        boot = store.counters.start_boot()
         _musings(store, boot, ["thin air and a thinner signal " * 8])
         radio = RecordingRadio()
         tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
@@ -119,20 +119,20 @@ def test_parity_grows_with_expected_loss_and_any_k_frames_rebuild(tmp_path):
 
 def test_frames_of_queued_records_are_interleaved_and_telemetry_cuts_in(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     _musings(store, boot, ["first " * 40, "second " * 40, "third " * 40])
     radio = RecordingRadio()
     tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
                      RadioSection(mtu=64, fec_prior_loss=0.0, interleave=2), EVERY_10_S, auth=AUTH)
     for _ in range(3):
         tx.send_one()
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$POSITION\n")
+    store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$POSITION\n")
     while tx.send_one():
         pass
     seqs = [wire.decode_frame(f, AUTH).seq if f[0] == wire.MAGIC else "T" for f in radio.frames]
     assert seqs[:3] == [1, 2, 1]  # two records in hand, alternating
     assert seqs[3] == "T"  # a fresh position goes before the rest of the bulk
-    assert set(seqs) == {1, 2, 3, "T"} and store.depth() == {}
+    assert set(seqs) == {1, 2, 3, "T"} and store.queue.depth() == {}
 
 
 def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
     import payload.link.frames as link
 
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     _musings(store, boot, ["one " * 30])
     tx = Transmitter(LinkParts(store, RecordingRadio(), Clock(speedup=1e6), threading.Event()),
                      RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
@@ -150,7 +150,7 @@ def test_a_position_queued_while_the_hand_refills_never_enters_the_interleaver(t
 
     def queued(limit=1, kinds=None, exclude=(), backlog_only=False):
         if not late:  # a position lands just before the refill
-            late.append(store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$LATE\n"))
+            late.append(store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$LATE\n"))
         return real_queued(limit=limit, kinds=kinds, exclude=exclude, backlog_only=backlog_only)
 
     interleaved = []

@@ -124,7 +124,7 @@ def _daemon(tmp_path, clock=None, **uplink_options):
 
 def _events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queued(limit=1000, kinds=(Kind.EVENT,))]
+            for q in d.store.queue.queued(limit=1000, kinds=(Kind.EVENT,))]
 
 
 def _send(d: Daemon, counter: int, cmd, key: bytes = KEY) -> None:
@@ -191,7 +191,7 @@ def test_a_ground_floor_on_probation_survives_a_restart_and_then_reverts(tmp_pat
         d2.beacon_once()
         assert d2.governor.ground_floor.value == "nominal"
         assert any(e.startswith("set_mode not confirmed in time; back to ground floor nominal") for e in _events(d2))
-        assert d2.store.get_state("ground_floor") == "nominal"
+        assert d2.store.state.get("ground_floor") == "nominal"
     finally:
         d2.store.close()
 
@@ -283,7 +283,7 @@ def test_used_up_counters_have_a_way_out_a_new_key_on_both_sides(tmp_path):
     # The payload: the old key's high-water mark stays where it is; the new key has its own.
     store = Store(tmp_path / "q.db")
     old_gate = CommandGate(store, KEY, PID)
-    store.set_counter_max(old_gate.counter_name, uplink.MAX_COUNTER)
+    store.counters.set_max(old_gate.counter_name, uplink.MAX_COUNTER)
     assert old_gate.accept(uplink.sign(KEY, uplink.MAX_COUNTER, PID, uplink.Ping(1))) is None
     new_gate = CommandGate(store, NEW_KEY, PID)
     assert new_gate.accept(frame) == uplink.Ping(7) and new_gate.last_counter == 1
@@ -296,7 +296,7 @@ def test_used_up_counters_have_a_way_out_a_new_key_on_both_sides(tmp_path):
 
 def test_a_store_from_before_per_key_counters_keeps_its_counter_for_the_key_in_use(tmp_path):
     store = Store(tmp_path / "q.db")
-    store.set_counter_max(LEGACY_COUNTER_NAME, 50)
+    store.counters.set_max(LEGACY_COUNTER_NAME, 50)
     assert CommandGate(store, KEY, PID).last_counter == 50
     assert CommandGate(store, NEW_KEY, PID).last_counter == 0  # migrated once, to the first key
     assert CommandGate(store, KEY, PID).accept(uplink.sign(KEY, 50, PID, uplink.Ping(1))) is None
@@ -307,7 +307,7 @@ def test_the_ground_signs_on_past_the_counter_the_payload_reports(tmp_path):
     signer = CommandSigner(KEY, PID, tmp_path / "s.json")
     assert signer.skip_to(4242 + 1) == 4243
     gate = CommandGate(Store(tmp_path / "q.db"), KEY, PID)
-    gate.store.set_counter_max(gate.counter_name, 4242)
+    gate.store.counters.set_max(gate.counter_name, 4242)
     assert gate.accept(signer.sign(uplink.Ping(3))) == uplink.Ping(3)
     gate.store.close()
 
@@ -317,7 +317,7 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
     try:
         _send(d, 9, uplink.Ping(1))
         d.health_once()
-        (q,) = d.store.queued(limit=10, kinds=(Kind.HEALTH,))
+        (q,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         record = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload)
         assert record.content["uplink_counter"] == 9
     finally:
@@ -329,10 +329,10 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
 
 def test_the_repair_backlog_has_a_bound(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     tx = Transmitter(LinkParts(store, RecordingRadio(), Clock(speedup=1e6), threading.Event()),
                      RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
-    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 3000).body())
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "x" * 3000).body())
     while tx.send_one():
         pass
     queued = 0

@@ -31,14 +31,14 @@ def test_a_picture_goes_down_as_an_image_record_and_its_status_into_health(tmp_p
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=4000, timeout_s=5)
     d = daemon(tmp_path, camera=cam)
     assert d.picture_once()
-    (q,) = d.store.queued(limit=5, kinds=(Kind.IMAGE,))
+    (q,) = d.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))
     record = wire.Record.from_body(wire.Kind.IMAGE, q.boot, q.seq, q.payload)
     assert len(record.content) <= 4000 and Image.open(io.BytesIO(record.content)).format == "JPEG"
     assert list((tmp_path / "stills").glob("*.jpg"))  # the full still stays on the card
     sim.unplug()
     d.picture_once()  # a camera lost mid-flight: a status, not an exception
     d.health_once()
-    (h,) = d.store.queued(limit=5, kinds=(Kind.HEALTH,))
+    (h,) = d.store.queue.queued(limit=5, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["camera"] != "ok"
     cam.close()
@@ -54,7 +54,7 @@ def test_pi_health_fields_reach_the_health_record(tmp_path):
     health = PiHealth(str(root), data_dir=str(tmp_path), runner=lambda argv: "throttled=0x50005\n")
     d = daemon(tmp_path, pi_health=health)
     d.health_once()
-    (h,) = d.store.queued(limit=5, kinds=(Kind.HEALTH,))
+    (h,) = d.store.queue.queued(limit=5, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["cpu_temp_c"] == 48.2 or fields["cpu_temp_c"] == 48.3
     assert fields["throttled"] == 0x50005 and fields["mem_free_kb"] == 215000
@@ -81,8 +81,8 @@ def test_the_flight_configuration_starts_on_a_board_with_none_of_its_parts(tmp_p
     store = Store(tmp_path / "p" / "queue.db")
     try:
         texts = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-                 for q in store.queued(limit=100, kinds=(Kind.EVENT,))]
-        telemetry = sum(store.counts().get("telemetry", {}).values())  # queued, or on air already (it goes first)
+                 for q in store.queue.queued(limit=100, kinds=(Kind.EVENT,))]
+        telemetry = sum(store.queue.counts().get("telemetry", {}).values())  # queued, or on air already (it goes first)
     finally:
         store.close()
     assert any(t.startswith("status LED unavailable") for t in texts), texts

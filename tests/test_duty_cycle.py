@@ -61,10 +61,10 @@ def sentence(callsign: str, seq: int, boot: int) -> bytes:
 def deep_queue(store: Store, boot: int, images: int = 12, musings: int = 12) -> None:
     for i in range(images):
         jpeg = b"\xff\xd8" + bytes((i * 7 + j) % 251 for j in range(5998))  # a thumbnail at its 6 kB budget
-        store.enqueue(Kind.IMAGE, boot, lambda seq, b=jpeg: wire.Record(wire.Kind.IMAGE, boot, seq, 0, b).body())
+        store.queue.enqueue(Kind.IMAGE, boot, lambda seq, b=jpeg: wire.Record(wire.Kind.IMAGE, boot, seq, 0, b).body())
     for i in range(musings):
         text = f"musing {i}: " + "the curve of the world is a thin blue line " * 6
-        store.enqueue(Kind.MUSING, boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
+        store.queue.enqueue(Kind.MUSING, boot, lambda seq, t=text: wire.Record(wire.Kind.MUSING, boot, seq, 0, t).body())
 
 
 def fly(tx: Transmitter, store: Store, clock: FlightClock, boot: int, hours: float, period_s) -> None:
@@ -76,7 +76,7 @@ def fly(tx: Transmitter, store: Store, clock: FlightClock, boot: int, hours: flo
     due = clock.t
     while clock.t < end:
         while clock.t >= due:  # the beacon thread queues on time whatever the radio does
-            store.enqueue(Kind.TELEMETRY, boot, lambda seq: sentence("STRATO1", seq, boot), created=due)
+            store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: sentence("STRATO1", seq, boot), created=due)
             due += period_s()
         if not tx.send_one():
             step = due - clock.t
@@ -108,7 +108,7 @@ def beacon_times(radio: TimedRadio) -> list[float]:
 def make_tx(tmp_path, cfg: RadioSection, clock: FlightClock, period_s: float, name: str = "a", log: bool = True,
             transmit_factor: float | None = 1.0):
     store = Store(tmp_path / f"{name}.db", clock=lambda: clock.now().timestamp())
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     radio = TimedRadio(clock)
     tx = Transmitter(LinkParts(store, radio, clock, threading.Event()), cfg, FixedCadence(period_s),
                      airtime_log=tmp_path / "airtime.json" if log else None, auth=AUTH,
@@ -159,7 +159,7 @@ def test_a_bulk_frame_that_does_not_fit_is_deferred_without_holding_the_radio(tm
         pass
     assert tx.deferred_s is not None and tx.deferred_s > 0
     t = clock.t  # deferring spent no flight time: the radio is free at once
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: sentence("STRATO1", seq, boot), created=clock.t)
+    store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: sentence("STRATO1", seq, boot), created=clock.t)
     assert tx.send_one() and radio.sent[-1][1].startswith(b"$$")
     assert radio.sent[-1][0] == pytest.approx(START.timestamp() + t)
 
@@ -221,15 +221,16 @@ def test_an_unreadable_airtime_log_counts_as_bulk_spent_and_keeps_the_beacon(tmp
 # ------------------------------------------------------------------ the radio follows the governor
 
 
+class _State(dict):
+    """The store's named state, in memory: `get` is the dict's own."""
+
+    def set(self, key, value):
+        self[key] = value
+
+
 class _Store:
     def __init__(self):
-        self.state = {}
-
-    def get_state(self, key):
-        return self.state.get(key)
-
-    def set_state(self, key, value):
-        self.state[key] = value
+        self.state = _State()
 
 
 def test_the_governor_gives_the_radio_its_transmit_factor_per_mode():

@@ -133,22 +133,22 @@ def test_a_store_on_a_card_that_filled_while_it_was_down_opens_and_goes_on(tmp_p
     """Fact: at every start apsw.FullError in Store._connect ended the daemon (a crash loop)."""
     path = tmp_path / "q.db"
     store = Store(path, vfs=card.vfs.name, disk_usage=card.usage)
-    boot = store.start_boot()
-    store.enqueue(Kind.EVENT, boot, lambda seq: b"before")
+    boot = store.counters.start_boot()
+    store.queue.enqueue(Kind.EVENT, boot, lambda seq: b"before")
     store.close()
     card.full = True
     store = Store(path, vfs=card.vfs.name, disk_usage=card.usage, flush_s=1e9)
-    boot2 = store.start_boot()
+    boot2 = store.counters.start_boot()
     assert boot2 == boot + 1
-    seq, _ = store.enqueue(Kind.TELEMETRY, boot2, lambda seq: b"$$T%d" % seq)
-    assert store.current_telemetry().payload == b"$$T%d" % seq  # the beacon goes on
-    assert store.degraded and store.card.full
-    store.maybe_flush()
-    assert [n for n in store.take_notices() if n.name == "card_full"]
+    seq, _ = store.queue.enqueue(Kind.TELEMETRY, boot2, lambda seq: b"$$T%d" % seq)
+    assert store.queue.current_telemetry().payload == b"$$T%d" % seq  # the beacon goes on
+    assert store.fallback.degraded and store.database.card.full
+    store.fallback.maybe_flush()
+    assert [n for n in store.fallback.take_notices() if n.name == "card_full"]
     card.full = False
-    store.maybe_flush()
-    assert not store.degraded
-    assert [n.text for n in store.take_notices()] == ["card recovered: 9537 MB free; stills and stats resume"]
+    store.fallback.maybe_flush()
+    assert not store.fallback.degraded
+    assert [n.text for n in store.fallback.take_notices()] == ["card recovered: 9537 MB free; stills and stats resume"]
     store.close()
     assert rows(path, "SELECT value FROM counters WHERE name = 'boot'") == [(boot2,)]
     assert rows(path, "SELECT stream, boot FROM records ORDER BY id") == [("event", boot), ("telemetry", boot2)]
@@ -160,22 +160,22 @@ def test_a_card_that_cannot_hold_a_new_database_runs_the_store_from_memory(tmp_p
     page_limit["pages"] = 1  # SQLITE_FULL while the schema is written
     clock = Tick()
     store = Store(tmp_path / "q.db", clock=clock, flush_s=60)
-    assert not store.on_card and store.degraded
-    assert "running from memory" in store.faults[0]
-    boot = store.start_boot()
+    assert not store.database.on_card and store.fallback.degraded
+    assert "running from memory" in store.database.faults[0]
+    boot = store.counters.start_boot()
     for _ in range(3):
-        store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
-    store.enqueue(Kind.MUSING, boot, lambda seq: b"a thought")
-    assert store.current_telemetry().payload == b"$$T3"
-    store.mark_sent(store.current_telemetry().id)
+        store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: b"a thought")
+    assert store.queue.current_telemetry().payload == b"$$T3"
+    store.queue.mark_sent(store.queue.current_telemetry().id)
     assert store.health()["store"] == "degraded"
     page_limit["pages"] = None  # room again
-    store.maybe_flush()
-    assert not store.on_card, "the card is tried again only after flush_s"
+    store.fallback.maybe_flush()
+    assert not store.database.on_card, "the card is tried again only after flush_s"
     clock.t += 60
-    store.maybe_flush()
-    assert store.on_card and not store.degraded
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
+    store.fallback.maybe_flush()
+    assert store.database.on_card and not store.fallback.degraded
+    store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T%d" % seq)
     store.close()
     assert rows(tmp_path / "q.db", "SELECT stream, seq, state FROM records ORDER BY stream, seq") == [
         ("musing", 1, "queued"), ("telemetry", 1, "queued"), ("telemetry", 2, "queued"),
@@ -189,17 +189,17 @@ def test_a_card_that_fills_in_flight_is_said_once_and_the_queue_goes_on(tmp_path
     when the card has room."""
     path = tmp_path / "q.db"
     store = Store(path, flush_s=1e9)
-    boot = store.start_boot()
-    pages = store.db.execute("PRAGMA page_count").fetchall()[0][0]
-    store.db.execute(f"PRAGMA max_page_count={pages}")
-    seqs = [store.enqueue(Kind.MUSING, boot, lambda seq: b"m" * 500)[0] for _ in range(60)]
-    assert store.degraded
-    assert len(store.faults) == 1 and "FullError" in store.faults[0]
-    assert store.refused_writes > 10  # every later refusal counted, none said again
-    assert store.card.full
-    store.db.execute("PRAGMA max_page_count=1000000")
-    store.maybe_flush()
-    assert not store.degraded
+    boot = store.counters.start_boot()
+    pages = store.database.db.execute("PRAGMA page_count").fetchall()[0][0]
+    store.database.db.execute(f"PRAGMA max_page_count={pages}")
+    seqs = [store.queue.enqueue(Kind.MUSING, boot, lambda seq: b"m" * 500)[0] for _ in range(60)]
+    assert store.fallback.degraded
+    assert len(store.database.faults) == 1 and "FullError" in store.database.faults[0]
+    assert store.database.refused_writes > 10  # every later refusal counted, none said again
+    assert store.database.card.full
+    store.database.db.execute("PRAGMA max_page_count=1000000")
+    store.fallback.maybe_flush()
+    assert not store.fallback.degraded
     store.close()
     assert [s for (s,) in rows(path, "SELECT seq FROM records ORDER BY seq")] == seqs
 
@@ -208,12 +208,12 @@ def test_min_free_larger_than_the_card_deletes_nothing_queued(tmp_path):
     """Fact: with min_free_mb larger than the card, four queued events were deleted unsent at start."""
     usage = lambda _p: shutil._ntuple_diskusage(CARD, CARD - 10**9, 10**9)  # noqa: E731
     store = Store(tmp_path / "q.db", budgets=Budgets(min_free=CARD * 2), disk_usage=usage)
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     for _ in range(6):
-        store.enqueue(Kind.EVENT, boot, lambda seq: b"event %d" % seq)
-    assert store.evicted == {}
-    assert store.depth() == {"event": 6}
-    notes = store.take_notices()
+        store.queue.enqueue(Kind.EVENT, boot, lambda seq: b"event %d" % seq)
+    assert store.database.evicted == {}
+    assert store.queue.depth() == {"event": 6}
+    notes = store.fallback.take_notices()
     assert len([n for n in notes if n.name == "min_free_unreachable" and "cannot be met" in n.text]) == 1
     store.close()
 
@@ -224,14 +224,14 @@ def test_a_min_free_the_store_can_meet_still_evicts_in_the_documented_order(tmp_
     free = {"bytes": 10**9}
     usage = lambda _p: shutil._ntuple_diskusage(CARD, CARD - free["bytes"], free["bytes"])  # noqa: E731
     store = Store(tmp_path / "q.db", budgets=Budgets(min_free=10 * MB), disk_usage=usage)
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     for _ in range(3):
-        store.enqueue(Kind.EVENT, boot, lambda seq: b"e")
-    store.acknowledge(Kind.EVENT, boot, 1)
+        store.queue.enqueue(Kind.EVENT, boot, lambda seq: b"e")
+    store.queue.acknowledge(Kind.EVENT, boot, 1)
     free["bytes"] = 10 * MB - 1000  # the store's files would give back more than the 1000 bytes missing
-    store.enqueue(Kind.EVENT, boot, lambda seq: b"e")
-    assert store.evicted == {"event": 1}
-    assert store.depth() == {"event": 3}  # the acknowledged one went
+    store.queue.enqueue(Kind.EVENT, boot, lambda seq: b"e")
+    assert store.database.evicted == {"event": 1}
+    assert store.queue.depth() == {"event": 3}  # the acknowledged one went
     store.close()
 
 
@@ -319,7 +319,7 @@ def make_daemon(tmp_path, card, **cfg) -> tuple[Daemon, Camera]:
 
 def events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queued(limit=10_000, kinds=(Kind.EVENT,))]
+            for q in d.store.queue.queued(limit=10_000, kinds=(Kind.EVENT,))]
 
 
 @pytest.fixture
@@ -348,9 +348,9 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
         d.beacon_once()
     d.write_stats()  # refused: not an exception
     d.health_once()
-    assert d.store.card.full and d.store.degraded
+    assert d.store.database.card.full and d.store.fallback.degraded
     assert not d.picture_once() and cam.counters.captures == captures  # no stills on a full card
-    newest = d.store.current_telemetry()
+    newest = d.store.queue.current_telemetry()
     assert newest is not None and newest.seq == d.beacon.counts.telemetry_queued  # beaconing from memory
     before = stats.read_text()
     d.write_stats()
@@ -363,7 +363,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
 
     card.full = False
     d.health_once()
-    assert not d.store.degraded and not d.store.card.full
+    assert not d.store.fallback.degraded and not d.store.database.card.full
     assert [e for e in events(d) if e.startswith("card recovered")]
     d.write_stats()
     assert stats.read_text() != before
@@ -383,7 +383,7 @@ def test_the_daemon_starts_on_a_full_card(tmp_path, default_card):
     d, cam = make_daemon(tmp_path, card)  # ended the daemon with apsw.FullError before
     d.beacon_once()
     d.health_once()
-    assert d.store.current_telemetry() is not None
+    assert d.store.queue.current_telemetry() is not None
     assert [e for e in events(d) if e.startswith("card full")]
     d.shutdown()
 

@@ -69,7 +69,7 @@ def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 1
 
 def events(d) -> list[str]:
     out = []
-    for q in d.store.queued(limit=500, kinds=(Kind.EVENT,)):
+    for q in d.store.queue.queued(limit=500, kinds=(Kind.EVENT,)):
         out.append(wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text)
     return out
 
@@ -167,7 +167,7 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
     assert pins.pin(24).state and d.beacon._led_pattern == "low_power"
     d.health_once()
-    (h,) = [q for q in d.store.queued(limit=50, kinds=(Kind.HEALTH,))]
+    (h,) = [q for q in d.store.queue.queued(limit=50, kinds=(Kind.HEALTH,))]
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["heater"] == "on:cold" and fields["mode"] == "low_power" and fields["box_temp_c"] == -15.0
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0, batt_mv=3300), 10)

@@ -142,14 +142,14 @@ class _QuietRadio:
 
 def test_first_pass_parity_is_thin_only_while_the_ground_answers(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     clock = link_bench.VirtualClock()
     tx = Transmitter(LinkParts(store, _QuietRadio(clock), clock, threading.Event()), RadioSection(fec_prior_loss=0.3),
                      EVERY_10_S, auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1, first_pass_target=0.5), lambda frame: None)
 
     def sentence_and_window() -> None:
-        store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T\n")
+        store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$T\n")
         assert tx.send_one()
 
     assert tx.hand.parity(2) > 0 and not tx.windows.ground_answering()  # no report yet: parity alone must do

@@ -106,7 +106,7 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
     assert d.think_once() is None
     d.beacon_once()
     assert d.musings.counts.persona_failures == 1
-    assert d.store.depth() == {"telemetry": 1}
+    assert d.store.queue.depth() == {"telemetry": 1}
 
 
 def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path, flight_key):
@@ -182,7 +182,7 @@ def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(t
     assert len(lines) == 2 and all(line in prompts[-1] for line in lines)
     assert "\x1b" not in prompts[-1]
     assert d.reach.stats()["answers_unknown"] == 1
-    assert d.store.depth().get("api_request") == 2  # both questions went into the durable queue
+    assert d.store.queue.depth().get("api_request") == 2  # both questions went into the durable queue
 
 
 def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bundle):

@@ -93,16 +93,16 @@ def run_workload(seed: int, vfs: PowerCutVFS, path: Path) -> Oracle:
             raise
         if vfs.tripped:
             raise Cut
-        if store is not None and store.fault_count > len(oracle.faults):
-            oracle.faults = list(store.faults)
+        if store is not None and store.database.fault_count > len(oracle.faults):
+            oracle.faults = list(store.database.faults)
         return result
 
     try:
         for _ in range(SESSIONS):
             store = None
             store = step(lambda: Store(path, vfs=vfs.name, flush_s=1e9))
-            store.db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
-            boot = step(store.start_boot)
+            store.database.db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
+            boot = step(store.counters.start_boot)
             oracle.boots.append(boot)
             oracle.commit()
             for _ in range(STEPS):
@@ -113,7 +113,7 @@ def run_workload(seed: int, vfs: PowerCutVFS, path: Path) -> Oracle:
     except Cut:
         if store is not None:
             try:
-                store.db.close(True)  # abandon it: the VFS refuses whatever it still tries
+                store.database.db.close(True)  # abandon it: the VFS refuses whatever it still tries
             except apsw.Error:
                 pass  # the refusal is the point: the power is off
     return oracle
@@ -131,36 +131,36 @@ def _one_step(rng, store, boot, oracle, step) -> None:
             oracle.issued[(stream, boot, seq)] = data
             return data
 
-        seq, data = step(lambda: store.enqueue(kind_of(stream), boot, build, created=created))
+        seq, data = step(lambda: store.queue.enqueue(kind_of(stream), boot, build, created=created))
         assert data == oracle.issued[(stream, boot, seq)]
         oracle.handed[stream] = max(oracle.handed.get(stream, 0), seq)
         oracle.pending.append((stream, boot, seq))
         if stream in DURABLE:
             oracle.commit()
     elif r < 0.73:
-        step(store.flush)
+        step(store.fallback.flush)
         oracle.commit()
     elif r < 0.83:
         keys = sorted(oracle.issued)
         if keys:
             key = rng.choice(keys)
-            found = step(lambda: store.find(kind_of(key[0]), *key[1:]))
+            found = step(lambda: store.queue.find(kind_of(key[0]), *key[1:]))
             if found is not None:
                 oracle.marked.add(key)
-                step(lambda: store.mark_sent(found[0].id))
+                step(lambda: store.queue.mark_sent(found[0].id))
     elif r < 0.91:
         stream = rng.choice(BATCHED + DURABLE)
         top = oracle.handed.get(stream, 0)
         up_to = rng.randint(0, top) if top else 0
         ack = (stream, boot, up_to)
         oracle.acks_tried.append(ack)
-        step(lambda: store.acknowledge(kind_of(ack[0]), *ack[1:]))
+        step(lambda: store.queue.acknowledge(kind_of(ack[0]), *ack[1:]))
         oracle.acks_confirmed.append(ack)
         oracle.commit()
     elif r < 0.97:
         name, value = rng.choice(("mode", "note")), f"v{rng.randrange(10**6)}"
         oracle.state_inflight = (name, value)
-        assert step(lambda: store.set_state(name, value)) is True
+        assert step(lambda: store.state.set(name, value)) is True
         oracle.state[name], oracle.state_inflight = value, None
         oracle.commit()
     else:
@@ -191,11 +191,11 @@ def check_recovery(image: Path, oracle: Oracle) -> list[str]:
 
     store = Store(image / "queue.db")
     try:
-        if store.fault_count:
-            problems.append(f"store found a fault on reopening: {list(store.faults)}")
+        if store.database.fault_count:
+            problems.append(f"store found a fault on reopening: {list(store.database.faults)}")
         present = {(s, b, q): (p, st) for s, b, q, p, st in rows}
         for key, payload in oracle.confirmed.items():
-            found = store.find(kind_of(key[0]), *key[1:])
+            found = store.queue.find(kind_of(key[0]), *key[1:])
             if found is None:
                 problems.append(f"confirmed record {key} lost")
             elif found[0].payload != payload:
@@ -220,20 +220,20 @@ def check_recovery(image: Path, oracle: Oracle) -> list[str]:
             allowed = {oracle.state.get(name)}  # None: never confirmed, and never set is fine
             if oracle.state_inflight and oracle.state_inflight[0] == name:
                 allowed.add(oracle.state_inflight[1])  # the step the power cut into
-            if (got := store.get_state(name)) not in allowed:
+            if (got := store.state.get(name)) not in allowed:
                 problems.append(f"state {name!r} is {got!r}, confirmed {oracle.state.get(name)!r}")
 
-        boot = store.start_boot()
+        boot = store.counters.start_boot()
         if oracle.boots and boot <= max(oracle.boots):
             problems.append(f"boot {boot} after boots {oracle.boots}")
-        if store.counter("boot") != boot:
-            problems.append(f"boot counter {store.counter('boot')} != {boot}")
+        if store.counters.get("boot") != boot:
+            problems.append(f"boot counter {store.counters.get('boot')} != {boot}")
         for stream in BATCHED + DURABLE:
-            seq, _ = store.enqueue(kind_of(stream), boot, lambda q: b"after", created=2e6)
+            seq, _ = store.queue.enqueue(kind_of(stream), boot, lambda q: b"after", created=2e6)
             before = max([oracle.handed.get(stream, 0)] + [k[2] for k in present if k[0] == stream])
             if seq <= before:
                 problems.append(f"{stream}: seq {seq} after the reboot, but {before} was handed out before the cut")
-        store.flush()
+        store.fallback.flush()
     finally:
         store.close()
     return problems

@@ -58,9 +58,9 @@ class Flaky(RecordingRadio):
 
 def test_a_radio_that_will_not_open_is_tried_again_and_nothing_queued_is_lost(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     for i in range(3):
-        store.enqueue(Kind.TELEMETRY, boot, lambda seq, i=i: f"$$T{i}\n".encode(), created=float(i))
+        store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq, i=i: f"$$T{i}\n".encode(), created=float(i))
     opened, attempts, changes = [], [], []
     seconds = Seconds()
 
@@ -81,26 +81,26 @@ def test_a_radio_that_will_not_open_is_tried_again_and_nothing_queued_is_lost(tm
     seconds.t = 30
     with pytest.raises(RadioUnavailable, match=r"in 30 s"):  # not tried again before its minute
         tx.send_one()
-    assert attempts == [0.0] and tx.stats.airtime_s == 0 and store.depth() == {"telemetry": 3}
+    assert attempts == [0.0] and tx.stats.airtime_s == 0 and store.queue.depth() == {"telemetry": 3}
     seconds.t = 60
     with pytest.raises(RadioUnavailable):
         tx.send_one()  # tried, still down
     seconds.t = 120
     assert tx.send_one()  # back: the newest position goes first
     assert attempts == [0.0, 60.0, 120.0] and changes == [(True, radio.error)]
-    assert store.depth() == {"telemetry": 2} and opened[0].frames == [b"$$T2\n"]
+    assert store.queue.depth() == {"telemetry": 2} and opened[0].frames == [b"$$T2\n"]
 
     # It fails while sending: closed, the record stays queued, tried again a minute later.
     opened[0].fail_sends = 1
     seconds.t = 121
     with pytest.raises(RadioUnavailable, match="TxDone never came"):
         tx.send_one()
-    assert changes[-1] == (False, "TxDone never came (module not answering)") and store.depth() == {"telemetry": 2}
+    assert changes[-1] == (False, "TxDone never came (module not answering)") and store.queue.depth() == {"telemetry": 2}
     assert opened[0].closed == 1
     seconds.t = 181
     while tx.send_one():
         pass
-    assert store.depth() == {} and changes[-1][0] is True and len(opened) == 2
+    assert store.queue.depth() == {} and changes[-1][0] is True and len(opened) == 2
     # The two it superseded, in the store's order, as records carrying them (never $$ after a newer one).
     late = opened[1].frames
     assert [f[0] for f in late] == [wire.MAGIC] * 2 and b"$$T1\n" in late[0] and b"$$T0\n" in late[1]

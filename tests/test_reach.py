@@ -583,7 +583,7 @@ def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_p
     before = int(clock.now().timestamp())
     seq = d.reach.ask("define", "tropopause")
     assert seq == 1 and d.transmitter.wake.is_set()
-    queued, state = store.find(Kind.API_REQUEST, boot, seq)
+    queued, state = store.queue.find(Kind.API_REQUEST, boot, seq)
     rec = wire.Record.from_body(wire.Kind.API_REQUEST, boot, seq, queued.payload)
     assert rec.content == {"api": "define", "query": "tropopause"} and before <= rec.created <= before + 5
     assert state == "queued"

@@ -42,14 +42,14 @@ class TwoWayRadio(RecordingRadio):
 
 
 def _sent_musing(store: Store, boot: int, text: str, tx: Transmitter) -> None:
-    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, text).body())
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, text).body())
     while tx.send_one():
         pass
 
 
 def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     radio = RecordingRadio()
     tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
                      RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
@@ -70,10 +70,10 @@ def test_repair_rebuilds_named_fragments_and_parity_beyond_the_first_cut(tmp_pat
 
 def test_repair_of_a_still_queued_record_is_skipped(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     tx = Transmitter(LinkParts(store, RecordingRadio(), Clock(speedup=1e6), threading.Event()), RadioSection(),
                      EVERY_10_S, auth=AUTH)
-    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "not sent yet").body())
     assert tx.request_repair(Kind.MUSING, boot, 1, ()) == 0
     assert tx.stats.repairs_skipped_queued == 1
     assert tx.request_repair(Kind.MUSING, boot, 99, ()) == 0  # unknown: nothing to send
@@ -88,7 +88,8 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     clock = Clock(speedup=1e6)
     radio = TwoWayRadio()
     d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
-    d.store.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "a thought " * 30).body())
+    d.store.queue.enqueue(Kind.MUSING, d.boot,
+                          lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "a thought " * 30).body())
     while d.transmitter.send_one():
         pass
     sent_before = len(radio.frames)
@@ -111,7 +112,7 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
 
 def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp_path):
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     cfg = RadioSection(mtu=64, fec_prior_loss=0.3)
     tx = Transmitter(LinkParts(store, TwoWayRadio(), Clock(speedup=1e6), threading.Event()), cfg, EVERY_10_S,
                      auth=AUTH)
@@ -120,7 +121,7 @@ def test_link_reports_from_the_ground_drive_the_loss_estimate_and_the_parity(tmp
     before = tx.hand.parity(k)
     heard = 0
     for seq in range(1, 601):  # six hundred windows (the estimate has a 200-frame half-life), all heard
-        store.enqueue(Kind.TELEMETRY, boot, lambda s: b"$$T\n")
+        store.queue.enqueue(Kind.TELEMETRY, boot, lambda s: b"$$T\n")
         tx.send_one()
         heard += 2  # the sentence and its window cue
         assert tx.on_link_report(seq, heard)
@@ -164,14 +165,14 @@ def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
 def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     d, cfg = _keyed_daemon(tmp_path)
     for _ in range(5):
-        d.store.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
+        d.store.queue.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
     ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3),
                       uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
     d.on_uplink(uplink.sign(KEY, 1, cfg.callsign, ack))
     assert d.commands.stats.records_acknowledged == 2
-    d.store.db.close()  # no clean close: what acknowledge returned must already be on the card
+    d.store.database.db.close()  # no clean close: what acknowledge returned must already be on the card
     store = Store(tmp_path / "data" / "queue.db")
-    states = [store.find(Kind.MUSING, d.boot, seq)[1] for seq in range(1, 6)]
+    states = [store.queue.find(Kind.MUSING, d.boot, seq)[1] for seq in range(1, 6)]
     assert states == ["queued", "acknowledged", "acknowledged", "queued", "queued"]
 
 
@@ -179,13 +180,13 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
     cfg = PayloadConfig()
     clock = Clock(speedup=1e6)
     d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
-    d.store.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
-    d.store._fault("store write failed (FullError: disk full); running degraded")
+    d.store.queue.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
+    d.store.database.fault("store write failed (FullError: disk full); running degraded")
     d.health_once()
     events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-              for q in d.store.queued(limit=10, kinds=(Kind.EVENT,))]
+              for q in d.store.queue.queued(limit=10, kinds=(Kind.EVENT,))]
     assert events == ["store fault: store write failed (FullError: disk full); running degraded"]
-    (health,) = d.store.queued(limit=10, kinds=(Kind.HEALTH,))
+    (health,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, health.boot, health.seq, health.payload).content
     assert fields["queue_depth"] == 2 and fields["faults"] == 1 and fields["musing_seq"] == 1
     assert fields["store"] == "ok" and fields["disk_free_kb"] > 0
@@ -195,7 +196,7 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
     from payload.link.windows import CONTACT_LOST_WINDOWS
 
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     radio = TwoWayRadio()
     tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
                      RadioSection(mtu=64, fec_prior_loss=0.0), EVERY_10_S, auth=AUTH)
@@ -204,16 +205,16 @@ def test_out_of_contact_the_payload_beacons_alone_and_keeps_its_records_for_the_
     tx.windows.report_window = 0  # the ground answered in window 0 ...
     tx.stats.windows = CONTACT_LOST_WINDOWS  # ... and has said nothing since
     assert tx.windows.out_of_contact()
-    store.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "held " * 20).body())
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,1,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
+    store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "held " * 20).body())
+    store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,1,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass
     assert [f[:2] for f in radio.frames] == [b"$$"]  # the beacon went, the musing waits
-    assert store.depth() == {"musing": 1} and tx.stats.held_frames >= 1
+    assert store.queue.depth() == {"musing": 1} and tx.stats.held_frames >= 1
     tx.windows.report_window = tx.stats.windows  # a pass begins: the ground is heard again
     while tx.send_one():
         pass
-    assert store.depth() == {} and any(f[0] == wire.MAGIC for f in radio.frames)
+    assert store.queue.depth() == {} and any(f[0] == wire.MAGIC for f in radio.frames)
 
 
 def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
@@ -222,21 +223,21 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     from payload.link.windows import CONTACT_LOST_WINDOWS
 
     store = Store(tmp_path / "q.db")
-    boot = store.start_boot()
+    boot = store.counters.start_boot()
     radio = TwoWayRadio()
     tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()),
                      RadioSection(mtu=255, fec_prior_loss=0.0, interleave=1), EVERY_10_S, auth=AUTH)
     tx.listen_after(UplinkSection(window_every=1000), lambda frame: None)
     tx.windows.report_window, tx.stats.windows = 0, CONTACT_LOST_WINDOWS  # between passes
     body = lambda kind, content: (lambda seq: wire.Record(kind, boot, seq, 0, content).body())  # noqa: E731
-    store.enqueue(Kind.IMAGE, boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
-    store.enqueue(Kind.HEALTH, boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
-    store.enqueue(Kind.MUSING, boot, body(wire.Kind.MUSING, "the ground went quiet an hour ago"))
-    store.enqueue(Kind.EVENT, boot, body(wire.Kind.EVENT, event("mode", before="nominal", after="low_power", why="x")))
-    store.flush()
+    store.queue.enqueue(Kind.IMAGE, boot, body(wire.Kind.IMAGE, b"\xff\xd8" + bytes(150)))
+    store.queue.enqueue(Kind.HEALTH, boot, body(wire.Kind.HEALTH, {"uptime_s": 5}))
+    store.queue.enqueue(Kind.MUSING, boot, body(wire.Kind.MUSING, "the ground went quiet an hour ago"))
+    store.queue.enqueue(Kind.EVENT, boot, body(wire.Kind.EVENT, event("mode", before="nominal", after="low_power", why="x")))
+    store.fallback.flush()
     assert not tx.send_one()  # nothing goes into the void
     tx.windows.report_window = tx.stats.windows  # the ground is heard: a pass begins
-    store.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
+    store.queue.enqueue(Kind.TELEMETRY, boot, lambda seq: b"$$STRATO1,9,10:00:00,52.1,-0.1,1000,9,1.0,900.0,4000,1*0000\n")
     while tx.send_one():
         pass
     kinds = [wire.decode_frame(f, AUTH).kind if f[0] == wire.MAGIC else "sentence" for f in radio.frames]
@@ -246,7 +247,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
 
 def _events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queued(limit=100, kinds=(Kind.EVENT,))]
+            for q in d.store.queue.queued(limit=100, kinds=(Kind.EVENT,))]
 
 
 def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycle(tmp_path):
@@ -266,6 +267,6 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
     assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]
     (unconfirmed,) = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
-                      for q in d.store.queued(limit=100, kinds=(Kind.EVENT,))
+                      for q in d.store.queue.queued(limit=100, kinds=(Kind.EVENT,))
                       if wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content.name == "unconfirmed"]
     assert uplink.unconfirmed_command(unconfirmed) == uplink.SetIntervals(60, 900)  # what the ground sends back

@@ -37,11 +37,11 @@ def daemon(tmp_path, cfg: PayloadConfig, sim: SimCameraBackend) -> Daemon:
 def drain(d: Daemon) -> list[bytes]:
     """Every queued frame on the radio; the frames sent."""
     for _ in range(1000):
-        if not d.store.depth():
+        if not d.store.queue.depth():
             break
         if not d.transmitter.send_one() and d.transmitter.deferred_s:
             d.clock.wait(d.transmitter.deferred_s, d.stop)  # bulk waits for its share of the hour
-    assert not d.store.depth()
+    assert not d.store.queue.depth()
     return d.radio.frames
 
 
@@ -49,7 +49,7 @@ def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_pat
     sim = SimCameraBackend(lambda: 25_000.0, size=(320, 240))
     d = daemon(tmp_path, ssdv_config(ssdv_quality=3), sim)
     assert d.picture_once() and d.picture_once()
-    assert not d.store.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
+    assert not d.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
     frames = drain(d)
     packets = [wire.decode_frame(f, AUTH) for f in frames if f[0] in ssdv.FIRST_BYTES]
     assert all(isinstance(p, wire.SsdvPacket) for p in packets)
@@ -72,15 +72,15 @@ def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_pat
 def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(), sim)
-    d.store.set_state("ssdv:next_image_id", "255")
+    d.store.state.set("ssdv:next_image_id", "255")
     assert d.picture_once() and d.picture_once()
-    ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.store.queued(limit=100, kinds=(Kind.SSDV,))})
+    ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.store.queue.queued(limit=100, kinds=(Kind.SSDV,))})
     assert ids == [0, 255]
     d.store.close()
     d.camera.close()
     again = daemon(tmp_path, ssdv_config(), sim)
     assert again.picture_once()
-    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))
+    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queue.queued(limit=100, kinds=(Kind.SSDV,))
            if q.boot == again.boot}
     assert ids == {1}
     again.camera.close()
@@ -94,7 +94,7 @@ def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_
     d.camera.close()
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
     assert again.picture_once() and again.picture_once()  # stills 4 and 5: neither; 6 would
-    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queued(limit=100, kinds=(Kind.SSDV,))}
+    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queue.queued(limit=100, kinds=(Kind.SSDV,))}
     assert ids == {0, 1} and again.pictures.counts.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card
     again.camera.close()

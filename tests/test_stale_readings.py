@@ -126,11 +126,11 @@ def test_a_dead_power_monitor_is_no_reading_on_air_and_in_health(tmp_path):
     try:
         d.beacon_once()
         d.beacon_once()
-        sentences = sorted((wire.decode_sentence(q.payload) for q in d.store.queued(limit=10, kinds=(Kind.TELEMETRY,))),
+        sentences = sorted((wire.decode_sentence(q.payload) for q in d.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))),
                            key=lambda s: s.seq)
         assert [s.batt_mv for s in sentences] == [4168, 0]  # read, then no reading: never 4168 again
         d.health_once()
-        (q,) = d.store.queued(limit=10, kinds=(Kind.HEALTH,))
+        (q,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         health = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload).content
         assert "batt_mv" not in health and health["ina219"] == "i2c_error"  # missing, and why
     finally:

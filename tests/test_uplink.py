@@ -383,21 +383,21 @@ def test_fuzzed_frames_are_never_falsely_accepted():
 
 def test_store_set_counter_max(tmp_path):
     s = Store(tmp_path / "q.db")
-    assert s.set_counter_max("uplink", 5) == 5
-    assert s.set_counter_max("uplink", 3) == 5  # never lowered
-    assert s.set_counter_max("uplink", 9) == 9
+    assert s.counters.set_max("uplink", 5) == 5
+    assert s.counters.set_max("uplink", 3) == 5  # never lowered
+    assert s.counters.set_max("uplink", 9) == 9
     other = Store(tmp_path / "q.db")  # committed: another connection sees it at once
-    assert other.counter("uplink") == 9
+    assert other.counters.get("uplink") == 9
     other.close()
     s.close()
-    assert Store(tmp_path / "q.db").counter("uplink") == 9
+    assert Store(tmp_path / "q.db").counters.get("uplink") == 9
 
 
 def test_gate_accepts_each_command_once_and_counts_rejections(tmp_path):
     gate = CommandGate(Store(tmp_path / "q.db"), KEY, PID)
     f5, f6, f7 = (sign(KEY, n, PID, Ping(n)) for n in (5, 6, 7))
     assert gate.accept(f6) == Ping(6)
-    assert gate.last_counter == 6 and gate.store.counter(gate.counter_name) == 6
+    assert gate.last_counter == 6 and gate.store.counters.get(gate.counter_name) == 6
     assert gate.accept(f6) is None  # same counter twice
     assert gate.accept(f5) is None  # lower counter, heard late
     assert gate.accept(f7) == Ping(7)

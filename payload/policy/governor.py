@@ -39,25 +39,25 @@ class Governor:
         self.not_fitted = frozenset(
             name for name, fitted in (("battery_temp", battery_temp_fitted), ("cpu_temp", cpu_temp_fitted))
             if not fitted)
-        saved = _json(store.get_state("mode"))
-        clean = store.get_state(CLEAN) == "1"
+        saved = _json(store.state.get("mode"))
+        clean = store.state.get(CLEAN) == "1"
         self.boot_mode = boot_mode(saved.get("mode") if saved else None, clean)
         self.unplanned_reboot = saved is not None and not clean
         self.ladder = ModeLadder(initial=self.boot_mode)
-        self.ground_floor = Mode(store.get_state("ground_floor") or Mode.NOMINAL.value)
-        phase = _json(store.get_state("phase"))
+        self.ground_floor = Mode(store.state.get("ground_floor") or Mode.NOMINAL.value)
+        phase = _json(store.state.get("phase"))
         # The phase follows the altitude of each position sentence: its window holds a few of them.
         limits = PhaseLimits.for_samples_every(beacon_period_s) if beacon_period_s else None
         self.phases = PhaseDetector.from_dict(phase, limits) if phase else PhaseDetector(limits)
-        launch = _json(store.get_state(LAUNCH)) or {}
+        launch = _json(store.state.get(LAUNCH)) or {}
         self.launch: dict | None = launch if all(isinstance(launch.get(k), (int, float)) for k in ("utc", "lat", "lon")) \
             else None
-        self.used_wh = float(store.get_state("energy_used_wh") or 0.0)
+        self.used_wh = float(store.state.get("energy_used_wh") or 0.0)
         self.load_w = math.nan
         self._last_t: float | None = None
         self._last_saved_wh = self.used_wh
-        store.set_state(CLEAN, "0")  # until a clean shutdown says otherwise
-        store.set_state("mode", json.dumps(self.ladder.to_dict()))
+        store.state.set(CLEAN, "0")  # until a clean shutdown says otherwise
+        store.state.set("mode", json.dumps(self.ladder.to_dict()))
 
     @property
     def mode(self) -> Mode:
@@ -68,7 +68,7 @@ class Governor:
         """The ground may ask for a more frugal mode (to save the battery for a long recovery);
         it cannot make a cold or flat battery nominal. NOMINAL clears the floor."""
         self.ground_floor = Mode(mode)
-        self.store.set_state("ground_floor", self.ground_floor.value)
+        self.store.state.set("ground_floor", self.ground_floor.value)
 
     @property
     def phase(self) -> Phase:
@@ -81,7 +81,7 @@ class Governor:
         phase = self.phases.update(now_s, r.alt_m if r.fix_valid else None, _finite(r.pressure_hpa), r.fix_valid)
         if phase != before:
             events.append(event("phase", before=before.value, after=phase.value, alt_m=int(round(r.alt_m))))
-            self.store.set_state("phase", json.dumps(self.phases.to_dict()))
+            self.store.state.set("phase", json.dumps(self.phases.to_dict()))
             self._note_launch(before, r)
         self._integrate(r, now_s)
         d = self.ladder.update(ModeInputs(
@@ -91,7 +91,7 @@ class Governor:
             why = ", ".join(d.reasons) or "readings recovered"
             events.append(event("mode", before=d.previous.value, after=d.mode.value, why=why))
             log.warning("mode_changed", previous=d.previous.value, mode=d.mode.value, reasons=list(d.reasons))
-            self.store.set_state("mode", json.dumps(self.ladder.to_dict()))  # persisted on each change
+            self.store.state.set("mode", json.dumps(self.ladder.to_dict()))  # persisted on each change
         return events
 
     def _note_launch(self, before: Phase, r: Readings) -> None:
@@ -103,7 +103,7 @@ class Governor:
         if r.alt_m > self.phases.limits.max_ground_alt_m:
             return
         self.launch = {"utc": r.time.timestamp(), "lat": r.lat, "lon": r.lon}
-        self.store.set_state(LAUNCH, json.dumps(self.launch))
+        self.store.state.set(LAUNCH, json.dumps(self.launch))
 
     def aloft_s(self, now_utc: float) -> float | None:
         """Seconds since launch: 0 before it; None when the flight's start is not known."""
@@ -133,7 +133,7 @@ class Governor:
             self.used_wh += max(self.load_w, 0.0) * (now_s - self._last_t) / 3600.0
         self._last_t = now_s
         if self.used_wh - self._last_saved_wh > 0.05:  # a reboot loses at most 50 mWh of accounting
-            self.store.set_state("energy_used_wh", f"{self.used_wh:.4f}")
+            self.store.state.set("energy_used_wh", f"{self.used_wh:.4f}")
             self._last_saved_wh = self.used_wh
 
     def runs(self, task: str) -> bool:
@@ -170,9 +170,9 @@ class Governor:
 
     def close(self) -> None:
         """A clean stop: the next boot may resume this mode."""
-        self.store.set_state("energy_used_wh", f"{self.used_wh:.4f}")
-        self.store.set_state("phase", json.dumps(self.phases.to_dict()))
-        self.store.set_state(CLEAN, "1")
+        self.store.state.set("energy_used_wh", f"{self.used_wh:.4f}")
+        self.store.state.set("phase", json.dumps(self.phases.to_dict()))
+        self.store.state.set(CLEAN, "1")
 
 
 def _json(text: str | None) -> dict | None:

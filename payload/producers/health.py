@@ -36,13 +36,13 @@ class Health:
         self.counts = HealthStats()
 
     def once(self) -> None:
-        self.store.maybe_flush()
-        for detail in self.store.take_faults():
+        self.store.fallback.maybe_flush()
+        for detail in self.store.database.take_faults():
             self.counts.store_faults += 1
             self.outbound.event(event("store_fault", detail=detail))
         for detail in self.memory.take_faults():
             self.outbound.event(event("memory_fault", detail=detail))
-        for notice in self.store.take_notices():  # card full / recovered, once each (docs/storage.md)
+        for notice in self.store.fallback.take_notices():  # card full / recovered, once each (docs/storage.md)
             self.outbound.event(notice)
         pi = self.pi_health.read().as_health_fields() if self.pi_health is not None else {}
         pi.pop("uptime_s", None)  # the flight's uptime, below, not the OS's

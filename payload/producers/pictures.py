@@ -48,7 +48,7 @@ class Pictures:
         """True when a still was kept (its thumbnail sent, or kept on the card for `send_every`)."""
         if not self.governor.runs("capture"):
             return False
-        if self.store.card_is_full():
+        if self.store.database.card.full:
             return False  # no stills while the card is full: what room is left is the queue's
         reading = self.camera.capture()
         self.devices.note({"camera": reading.status})
@@ -56,8 +56,8 @@ class Pictures:
         if reading.thumbnail_jpeg is None:
             return False
         cam = self.settings
-        taken = int(self.store.get_state(STILLS_STATE, "0"))
-        self.store.set_state(STILLS_STATE, str(taken + 1))
+        taken = int(self.store.state.get(STILLS_STATE, "0"))
+        self.store.state.set(STILLS_STATE, str(taken + 1))
         if cam is not None and taken % cam.send_every:
             log.info("thumbnail_kept_on_card", still=taken, send_every=cam.send_every)
             return True  # the still is on the card; the radio's time goes to one in send_every
@@ -72,14 +72,14 @@ class Pictures:
         (a JPEG the encoder refuses): the caller then sends it as a record, so it still goes down."""
         # SSDV's image id is one byte: it wraps at 256, numbered on across reboots so the ground's
         # (callsign, image id) does not meet an old picture's packets minutes later.
-        image_id = int(self.store.get_state(SSDV_IMAGE_STATE, "0"))
+        image_id = int(self.store.state.get(SSDV_IMAGE_STATE, "0"))
         try:
             packets = ssdv.encode_image(ssdv.prepare_jpeg(thumbnail, quality=cam.ssdv_quality), cam.ssdv_callsign,
                                         image_id, quality=cam.ssdv_quality)
         except (ValueError, OSError) as e:  # WireError is a ValueError; Pillow's unreadable image an OSError
             log.warning("ssdv_refused", error=str(e), image_id=image_id)
             return False
-        self.store.set_state(SSDV_IMAGE_STATE, str((image_id + 1) % 256))
+        self.store.state.set(SSDV_IMAGE_STATE, str((image_id + 1) % 256))
         self.outbound.ssdv(packets)
         self.counts.images_queued += 1
         self.counts.ssdv_packets_queued += len(packets)
@@ -91,11 +91,11 @@ class Pictures:
         of `devices.camera.stills_mb` (bounded by the card's size: payload/parts/card.py)."""
         exc = self.camera.last_exc
         if reading.status == "error" and exc is not None and is_no_space(exc):
-            self.store.card_refused("stills", exc)
+            self.store.fallback.card_refused("stills", exc)
         cam = self.settings
         if reading.status == "ok" and cam is not None:
             try:
                 total = self.disk_usage(self.data_dir).total
             except OSError:
                 total = None
-            self.camera.prune_stills(stills_budget(cam.stills_mb, total, self.store.min_free_bytes()))
+            self.camera.prune_stills(stills_budget(cam.stills_mb, total, self.store.budgets.min_free))

@@ -147,6 +147,13 @@ class Database:
         self.faults.append(message)
         log.error("store_fault", detail=message)
 
+    def take_faults(self) -> list[str]:
+        """The faults kept since the last call, oldest first, to go down as events."""
+        taken = []
+        while self.faults:
+            taken.append(self.faults.popleft())
+        return taken
+
     # ------------------------------------------------------------------ transactions
 
     def begin(self) -> None:

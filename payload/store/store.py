@@ -1,6 +1,8 @@
 """`Store`: opens the one database and holds the parts that work over it — the queue, the card
-fallback, the counters and the named state — and answers for them all as the store did
-before it was cut by job (payload/store/__init__.py tells how it keeps what it is given)."""
+fallback, the counters and the named state — and closes it. Callers use the parts themselves
+(`store.queue.enqueue(...)`, `store.state.get(...)`); the store answers only for the whole:
+closing, the WAL checkpoint and the health record's summary (payload/store/__init__.py tells
+how it keeps what it is given)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-import apsw
 import structlog
-
-from stratoecho.wire import Kind
-from stratoecho.wire.events import Event
 
 from ..parts.card import is_no_space
 from .counters import Counters
@@ -22,7 +20,6 @@ from .queue import RecordQueue
 from .records import Budgets, RecordTable
 from .schema import WRITE_FAULTS
 from .state import NamedState
-from .streams import Queued
 
 log = structlog.get_logger(__name__)
 
@@ -77,112 +74,7 @@ class Store:
         """What the health record reports about the store (wire.HEALTH_FIELDS names): the
         queue, the card, and the last sequence number handed out this boot per record stream."""
         last = {f"{stream}_seq": seq for stream, seq in self.counters.last_seqs(_HEALTH_STREAMS).items()}
-        return {"queue_depth": sum(self.depth().values()),
-                "disk_free_kb": self.free_bytes() // 1024,
-                "store": "degraded" if self.degraded else "ok",
-                "faults": self.fault_count, **last}
-
-    # ------------------------------------------------------------------ the parts' own words
-    # What callers used before the store was cut by job, each passed to the part that does it.
-
-    @property
-    def db(self) -> apsw.Connection:
-        return self.database.db
-
-    @db.setter
-    def db(self, connection: apsw.Connection) -> None:
-        self.database.db = connection
-
-    path = property(lambda self: self.database.path)
-    vfs = property(lambda self: self.database.vfs)
-    flush_s = property(lambda self: self.database.flush_s)
-    clock = property(lambda self: self.database.clock)
-    disk_usage = property(lambda self: self.database.disk_usage)
-    aging_s = property(lambda self: self.queue.aging_s)
-    memory_limit = property(lambda self: self.database.held.limit)
-    card = property(lambda self: self.database.card)
-    faults = property(lambda self: self.database.faults)
-    fault_count = property(lambda self: self.database.fault_count)
-    refused_writes = property(lambda self: self.database.refused_writes)
-    evicted = property(lambda self: self.database.evicted)
-    on_card = property(lambda self: self.database.on_card)
-    degraded = property(lambda self: self.fallback.degraded)
-
-    def take_faults(self) -> list[str]:
-        """The faults kept since the last call, oldest first, to go down as events."""
-        faults, taken = self.database.faults, []
-        while faults:
-            taken.append(faults.popleft())
-        return taken
-
-    def card_is_full(self) -> bool:
-        """The card refuses writes, or has less free than [store] min_free_mb (payload/parts/card.py)."""
-        return self.database.card.full
-
-    def min_free_bytes(self) -> int:
-        """What the card must keep free ([store] min_free_mb), in bytes."""
-        return self.budgets.min_free
-
-    def _fault(self, message: str) -> None:
-        self.database.fault(message)
-
-    def free_bytes(self) -> int:
-        return self.database.free_bytes()
-
-    def flush(self) -> None:
-        self.fallback.flush()
-
-    def maybe_flush(self) -> None:
-        self.fallback.maybe_flush()
-
-    def card_refused(self, where: str, e: BaseException) -> None:
-        self.fallback.card_refused(where, e)
-
-    def take_notices(self) -> list[Event]:
-        return self.fallback.take_notices()
-
-    def counter(self, name: str) -> int:
-        return self.counters.get(name)
-
-    def set_counter_max(self, name: str, value: int) -> int:
-        return self.counters.set_max(name, value)
-
-    def start_boot(self) -> int:
-        return self.counters.start_boot()
-
-    def set_state(self, name: str, value: str) -> bool:
-        return self.state.set(name, value)
-
-    def get_state(self, name: str, default: str | None = None) -> str | None:
-        return self.state.get(name, default)
-
-    def enqueue(self, kind: Kind, boot: int, build_payload, created: float | None = None) -> tuple[int, bytes]:
-        return self.queue.enqueue(kind, boot, build_payload, created)
-
-    def next_queued(self) -> Queued | None:
-        return self.queue.next_queued()
-
-    def current_telemetry(self, exclude: tuple[int, ...] = ()) -> Queued | None:
-        return self.queue.current_telemetry(exclude)
-
-    def queued(self, limit: int = 1, kinds: tuple[Kind, ...] | None = None, exclude: tuple[int, ...] = (),
-               backlog_only: bool = False) -> list[Queued]:
-        return self.queue.queued(limit, kinds, exclude, backlog_only)
-
-    def find(self, kind: Kind, boot: int, seq: int) -> tuple[Queued, str] | None:
-        return self.queue.find(kind, boot, seq)
-
-    def mark_sent(self, record_id: int) -> None:
-        self.queue.mark_sent(record_id)
-
-    def expire_stale(self, kinds: tuple[Kind, ...], created_before: float, exclude: tuple[int, ...] = ()) -> list[Queued]:
-        return self.queue.expire_stale(kinds, created_before, exclude)
-
-    def acknowledge(self, kind: Kind, boot: int, up_to_seq: int, from_seq: int = 0) -> int:
-        return self.queue.acknowledge(kind, boot, up_to_seq, from_seq)
-
-    def depth(self) -> dict[str, int]:
-        return self.queue.depth()
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        return self.queue.counts()
+        return {"queue_depth": sum(self.queue.depth().values()),
+                "disk_free_kb": self.database.free_bytes() // 1024,
+                "store": "degraded" if self.fallback.degraded else "ok",
+                "faults": self.database.fault_count, **last}

@@ -73,11 +73,11 @@ class CommandGate:
     def _migrate_legacy_counter(self) -> None:
         # A store from before per-key counters: its counter belongs to the key in use at the
         # upgrade (once only, so a key made later still starts afresh).
-        if self.store.get_state(_MIGRATED) is None:
-            legacy = self.store.counter(LEGACY_COUNTER_NAME)
+        if self.store.state.get(_MIGRATED) is None:
+            legacy = self.store.counters.get(LEGACY_COUNTER_NAME)
             if legacy:
-                self.store.set_counter_max(self.counter_name, legacy)
-            self.store.set_state(_MIGRATED, "1")
+                self.store.counters.set_max(self.counter_name, legacy)
+            self.store.state.set(_MIGRATED, "1")
 
     @classmethod
     def from_key_file(cls, store: Store, key_path: str | Path, payload_id: str, **kwargs) -> CommandGate:
@@ -85,19 +85,19 @@ class CommandGate:
 
     @property
     def last_counter(self) -> int:
-        return self.store.counter(self.counter_name)
+        return self.store.counters.get(self.counter_name)
 
     def accept(self, frame: bytes) -> Command | None:
         """The command `frame` carries if it is authentic, fresh and for us; else None (counted)."""
         with self._lock:
-            last = self.store.counter(self.counter_name)
+            last = self.store.counters.get(self.counter_name)
             try:
                 verified = verify(self._key, frame, self.payload_id, last, tag_len=self.tag_len, mtu=self.mtu)
             except UplinkRejected as e:
                 self._rejected(e)
                 return None
             # Stored (and synced) before anyone acts on the command.
-            stored = self.store.set_counter_max(self.counter_name, verified.counter)
+            stored = self.store.counters.set_max(self.counter_name, verified.counter)
             if stored != verified.counter:
                 # Another gate on the same store got there first: this frame is now a replay.
                 self._rejected(UplinkRejected(

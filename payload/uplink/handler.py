@@ -68,7 +68,7 @@ class CommandHandler:
         }
         # The ground floor is durable, so its probation is too; intervals come back from the
         # configuration at every start.
-        for problem in self.probation.load_json(self.store.get_state(PROBATION_STATE), {"set_mode"}):
+        for problem in self.probation.load_json(self.store.state.get(PROBATION_STATE), {"set_mode"}):
             log.warning("probation_state_dropped", problem=problem)
 
     def handles(self) -> set[uplink.CommandId]:
@@ -100,7 +100,7 @@ class CommandHandler:
     def _ack(self, cmd: uplink.Ack) -> None:
         for r in cmd.ranges:
             if (kind := record_kind(r.stream)) is not None:
-                self.stats.records_acknowledged += self.store.acknowledge(kind, r.boot, r.last, from_seq=r.first)
+                self.stats.records_acknowledged += self.store.queue.acknowledge(kind, r.boot, r.last, from_seq=r.first)
 
     def _link_report(self, cmd: uplink.LinkReport) -> None:
         if cmd.boot == self.boot:
@@ -136,7 +136,7 @@ class CommandHandler:
                 return
             if outcome in ("pending", "restored"):
                 self._apply(name, value)
-            self.store.set_state(PROBATION_STATE, self.probation.to_json())
+            self.store.state.set(PROBATION_STATE, self.probation.to_json())
         what = self._describe(name, value)
         self.outbound.event(uplink.unconfirmed_event(cmd, what, confirm_s) if outcome == "pending"
                             else event(outcome, command=name, what=what))
@@ -148,7 +148,7 @@ class CommandHandler:
             for p in expired:
                 self._apply(p.name, p.previous)
             if expired:
-                self.store.set_state(PROBATION_STATE, self.probation.to_json())
+                self.store.state.set(PROBATION_STATE, self.probation.to_json())
         for p in expired:
             self.outbound.event(event("reverted", command=p.name, what=self._describe(p.name, p.previous)))
             log.warning("risky_command_reverted", command=p.name, value=p.value, back_to=p.previous)

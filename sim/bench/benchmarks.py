@@ -58,9 +58,9 @@ def bench_store() -> list[tuple]:
 
     with tempfile.TemporaryDirectory() as d:
         s = Store(Path(d) / "q.db")
-        b = s.start_boot()
-        durable = _rate(lambda: s.enqueue(Kind.MUSING, b, lambda q: b"a thought " * 28))
-        batched = _rate(lambda: s.enqueue(Kind.TELEMETRY, b, lambda q: b"$$STRATO1,1*0000\n"))
+        b = s.counters.start_boot()
+        durable = _rate(lambda: s.queue.enqueue(Kind.MUSING, b, lambda q: b"a thought " * 28))
+        batched = _rate(lambda: s.queue.enqueue(Kind.TELEMETRY, b, lambda q: b"$$STRATO1,1*0000\n"))
         s.close()
     hour, synced = _flight_hour_io(flush_s=None), _flight_hour_io(flush_s=0.0)
     return [
@@ -88,19 +88,19 @@ def _flight_hour_io(flush_s: float | None):
     with tempfile.TemporaryDirectory() as d, PowerCutVFS("bench-count") as vfs:
         flush_s = cfg.store.flush_s if flush_s is None else flush_s
         store = Store(Path(d) / "q.db", vfs=vfs.name, flush_s=flush_s, clock=lambda: now[0])
-        boot = store.start_boot()
+        boot = store.counters.start_boot()
         for t in range(0, 3600, tel):
             now[0] += tel
-            store.enqueue(Kind.TELEMETRY, boot, lambda q: SENTENCE % q)
+            store.queue.enqueue(Kind.TELEMETRY, boot, lambda q: SENTENCE % q)
             if t % mus == 0:
-                store.enqueue(Kind.MUSING, boot, lambda q: bytes(4) + b"the horizon curves " * 14)
+                store.queue.enqueue(Kind.MUSING, boot, lambda q: bytes(4) + b"the horizon curves " * 14)
             if t % hea == 0:
-                store.enqueue(Kind.HEALTH, boot, lambda q: bytes(4) + bytes(40))
-            while (q := store.current_telemetry() or store.next_queued()) is not None:
-                store.mark_sent(q.id)
+                store.queue.enqueue(Kind.HEALTH, boot, lambda q: bytes(4) + bytes(40))
+            while (q := store.queue.current_telemetry() or store.queue.next_queued()) is not None:
+                store.queue.mark_sent(q.id)
             if t % window == 0:
-                store.acknowledge(Kind.MUSING, boot, 10**9)
-            store.maybe_flush()
+                store.queue.acknowledge(Kind.MUSING, boot, 10**9)
+            store.fallback.maybe_flush()
         store.close()
         return vfs.total()
 

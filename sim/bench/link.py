@@ -371,7 +371,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
         if end is None and now >= next_musing:
             text = _musing_text(rng)
             created = int(clock.now().timestamp())
-            seq, _ = store.enqueue(Kind.MUSING, boot,
+            seq, _ = store.queue.enqueue(Kind.MUSING, boot,
                                    lambda s, created=created, text=text:
                                    wire.Record(wire.Kind.MUSING, boot, s, created, text).body())
             run.texts[seq] = text
@@ -382,7 +382,7 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
             due = [next_beacon, next_health] + ([next_musing] if end is None else [])
             clock.advance_to(min(due))
     run.flight_s = clock.elapsed_s()
-    run.left_queued = sum(1 for q in store.queued(limit=10**6, kinds=(Kind.MUSING,)))
+    run.left_queued = sum(1 for q in store.queue.queued(limit=10**6, kinds=(Kind.MUSING,)))
 
 
 def _next_due(due: float, period_s: float, now: float) -> float:
