@@ -17,7 +17,12 @@ if TYPE_CHECKING:  # the parts' types only: nothing here opens a camera or a pin
     from ..parts.camera import Camera
     from ..parts.outputs import BatteryHeater, StatusLed
     from ..parts.pi_health import PiHealth
-    from .musings import PriceGeneration
+
+
+# What a generation costs on the board being rehearsed, in flight seconds, from the model's,
+# the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
+# one; in flight the generation has already taken its time.
+PriceGeneration = Callable[[int, int, int], float]
 
 
 class Producer(Protocol):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 
@@ -62,10 +61,6 @@ FIGURE_WINDOW = 10
 # answer before the first question) to be asked again this boot: a model that never does (a tiny
 # test model, a persona that writes another language) would spend four generations on every musing.
 FIGURE_ANSWERS = 0.25
-# What a generation costs on the board being rehearsed, in flight seconds, from the model's,
-# the prompt's bytes and the tokens made: a hardware that models compute time (the bench) gives
-# one; in flight the generation has already taken its time.
-PriceGeneration = Callable[[int, int, int], float]
 
 
 @dataclass
