@@ -9,27 +9,31 @@ from collections import Counter
 from pathlib import Path
 
 from stratoecho.cli import hostport_type, positive_number, run_cli
+from stratoecho.config import ConfigError
 from stratoecho.keygen import add_keygen_command
-from stratoecho.wire.uplink import KeyFileError, payload_hash
+from stratoecho.wire.uplink import KeyFileError
 
 from .assembly import StartError, build_listener
+from .config import ground_config, unset_listen_defaults
 from .display import format_json, format_summary
 from .frame_quota import add_frame_quota_arguments
-from .link.decoder import FrameDecoder
-from .link.flights import Flight, Flights
+from .link.flights import Flights
 from .link.keys import (
     add_follow_arguments,
     add_key_arguments,
-    auth_from_key_args,
-    followed_from_key_args,
-    relayer_names_from_key_args,
-    relayers_from_key_args,
+    build_flights,
+    downlink_check,
+    followed_checks,
+    keys_from_args,
 )
 from .predict import add_chase_arguments
 from .sources import ReplaySource, SourceError
+from .sources.registry import add_source_flags
 
 LISTEN_EXAMPLES = """\
 examples:
+  python -m groundstation listen --config /etc/stratoecho/ground.toml        # a station's file (config/ground.toml)
+  python -m groundstation listen --config ground.toml --db try.db --quiet    # ... with flags over its keys
   python -m groundstation listen --udp 127.0.0.1:7355 --db flight.db       # bench payload
   python -m groundstation listen --serial /dev/ttyUSB0 --baud 57600 --db flight.db
   python -m groundstation listen --serial /dev/ttyACM0 --kiss --db flight.db      # KISS TNC
@@ -57,13 +61,6 @@ HEX_FORMAT = (
 )
 
 
-def _udp_listen(text: str) -> tuple[str, int]:
-    """PORT, :PORT or HOST:PORT to listen on; a bare port is every interface (to hear broadcasts)."""
-    if text.isdigit():
-        text = ":" + text
-    return hostport_type(listen=True)(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m groundstation",
@@ -85,53 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=LISTEN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    where = listen.add_mutually_exclusive_group(required=True)
-    where.add_argument("--udp", metavar="HOST:PORT", type=hostport_type(listen=True),
-                       help="bind a UDP socket there; one datagram is one frame (port 0: any free port, "
-                            "logged); e.g. 127.0.0.1:7355 for a bench payload, :7355 for all interfaces")
-    where.add_argument("--serial", metavar="DEV",
-                       help="serial device or pyserial URL (/dev/ttyUSB0, loop://, socket://HOST:PORT) "
-                            "from a LoRa UART bridge printing one received frame a line as hex, and "
-                            "transmitting each hex line written to it as one packet (the uplink); "
-                            "or a KISS TNC (--kiss), or a transparent LoRa module (--raw)")
-    where.add_argument("--replay", metavar="FILE",
-                       help="an air.hex file ('-' for standard input), run through once")
-    where.add_argument("--gateway", metavar="HOST:PORT", type=hostport_type(),
-                       help="a LoRa gateway (PiInTheSky lora-gateway): connect to its JSON port "
-                            "(ServerPort, 6004 in its sample gateway.txt; one client at a time) and take "
-                            "each POSN line's sentence, with its signal; reconnects when it drops")
-    where.add_argument("--gateway-udp", metavar="[HOST:]PORT", type=_udp_listen,
-                       help="a LoRa gateway's raw telemetry broadcast (its UDPPort): each $$ sentence "
-                            "it broadcasts; the port is shared with other listeners on this machine")
-    where.add_argument("--horus-udp", metavar="[HOST:]PORT", nargs="?", const=("0.0.0.0", 55672), type=_udp_listen,
-                       help="Horus UDP PAYLOAD_SUMMARY broadcasts from horus-gui or horusdemodlib (default "
-                            "port 55672, shared with chasemapper): each becomes a position (docs/ground.md)")
-    from .sources.lora_hat import add_lora_arguments
-
-    add_lora_arguments(listen, where)  # --lora CHIP and the HAT's own options
-    listen.add_argument("--db", required=True, metavar="FILE",
+    listen.add_argument("--config", type=Path, metavar="FILE",
+                        help="the station's configuration (TOML; config/ground.toml is an annotated example, "
+                             "docs/ground.md describes it): every option below overrides its key there")
+    add_source_flags(listen)  # --udp, --serial, --replay, ... --lora: one source, each registered's flags
+    listen.add_argument("--db", metavar="FILE",
                         help="SQLite database to store into (created if missing; safe to reuse: "
-                             "records already there are not stored or printed twice)")
-    framing = listen.add_mutually_exclusive_group()
-    framing.add_argument("--kiss", action="store_true",
-                         help="with --serial: the device is a KISS TNC sending binary KISS data frames, "
-                              "not hex lines (uplink frames go to it as KISS data frames, TNC port 0)")
-    framing.add_argument("--raw", action="store_true",
-                         help="with --serial: the device is a transparent UART LoRa module (Ebyte E32/E22 "
-                              "in normal mode, M0 = M1 = low) putting each packet it hears out as one "
-                              "binary burst; frames are cut at pauses of --burst-gap (uplink frames are "
-                              "written to it as they are, one packet each)")
-    listen.add_argument("--baud", type=int, default=None, metavar="N",
-                        help="serial speed in bit/s (default 115200, or 9600 with --raw, the Ebyte "
-                             "default; ignored for URLs without one)")
-    listen.add_argument("--burst-gap", type=positive_number("seconds"), default=0.03, metavar="SECONDS",
-                        help="with --raw: a pause this long on the serial line ends a received packet "
-                             "(default 0.03; longer than a USB adapter's latency, shorter than a "
-                             "packet's time on air)")
-    listen.add_argument("--tx-gap", type=positive_number("seconds"), default=1.3, metavar="SECONDS",
-                        help="with --raw: least time between two uplink frames written to the module, "
-                             "so each leaves as its own packet (default 1.3: a 255-byte frame's time "
-                             "on air at SF9/125 kHz; set it to your link's)")
+                             "records already there are not stored or printed twice); required, here or "
+                             "as [database] path in --config")
     share = listen.add_argument_group(
         "sharing (as telemetry and pictures arrive)",
         "Upload each new position to SondeHub's amateur database with the station's details and the "
@@ -228,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_proxy_arguments(listen)
     add_publish_arguments(listen)  # --mqtt, --station, --mqtt-prefix
+    unset_listen_defaults(listen)  # the defaults are the configuration's: a flag given always overrides
     register_network_cli(sub)
     register_export_cli(sub)
     register_watch_cli(sub)
@@ -237,9 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
-    """Build the listener's parts (groundstation/assembly.py), run them until stopped, report."""
+    """The station's configuration (--config FILE with the flags over it), its listener's parts
+    built from it (groundstation/assembly.py), run until stopped, reported."""
     try:
-        listener = build_listener(args, stop)
+        config = ground_config(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        listener = build_listener(config, stop)
     except StartError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.status
@@ -247,14 +212,10 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event | None = None) ->
 
 
 def decode_flights(args: argparse.Namespace) -> Flights:
-    """The flights `decode` reads: the primary (the key options) and each --follow'ed one, every
-    envelope checked with every relayer's key known here; KeyFileError or ValueError naming the option."""
-    relayers, followed = relayers_from_key_args(args), followed_from_key_args(args)
-    for callsign, auth in followed.items():
-        relayers[payload_hash(callsign)] = auth
-    primary = Flight(None, FrameDecoder(auth=auth_from_key_args(args), relayers=relayers))
-    return Flights(primary, {c: Flight(c, FrameDecoder(auth=a, relayers=relayers)) for c, a in followed.items()},
-                   relayers, relayer_names_from_key_args(args), args.downlink_tag_len)
+    """The flights `decode` reads: the primary (the key options) and each --follow'ed one, built as
+    `listen` builds them; KeyFileError or ValueError naming the option."""
+    keys = keys_from_args(args)
+    return build_flights(keys, downlink_check(keys), followed_checks(keys))
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -273,9 +234,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         for item in source:
             if item is None:
                 continue
-            heard = flights.classify(item.data)
-            flight = flights.route(heard)
-            if (record := flight.decoder.feed(heard).record) is not None:
+            flight = flights.route(item.data)
+            if (record := flight.decoder.feed(item.data).record) is not None:
                 print(format_json({**record.as_dict(), **({"flight": flight.callsign} if flight.callsign else {})}))
     except KeyboardInterrupt:
         return 130

@@ -1,14 +1,18 @@
-"""The listener put together: every part `listen` runs, built from its options in the order
-each needs the last (the checks of the options, the keys, the database, the source, the
-decoder, the repair link, the station network's publisher, the exporters and the API proxy,
-and the hooks that join them to the listen loop), then run until told to stop and closed.
+"""The listener put together: every part `listen` runs, built from the station's configuration
+(`GroundConfig`, groundstation/config.py: the file with the flags over it) in the order each
+needs the last (the keys, the API proxy, the database, the source, the flights and their
+decoders, the repair link, the station network's publisher, the exporters, and the hooks that
+join them to the listen loop), then run until told to stop and closed. Nothing here sees the
+command line.
 
-With `--follow` the decoder is one per flight (groundstation/link/flights.py), each followed flight
-with its database beside `--db` (ground.db -> ground.CALLSIGN.db); the primary flight keeps
-`--db`, the repair link, the uplink and the API proxy.
+The source is the one `[source]` names, opened by its registered kind (groundstation/sources/
+registry.py). With followed flights (`[keys] follow`) the decoder is one per flight
+(groundstation/link/flights.py, built by `link.keys.build_flights`), each followed flight with its
+database beside the primary's (ground.db -> ground.CALLSIGN.db); the primary flight keeps that
+database, the repair link, the uplink and the API proxy.
 
 `build_listener` builds them, or raises `StartError` with the message and exit status the
-command prints (2: options that do not go together; 1: a key, database, port or file that
+command prints (2: settings that do not go together; 1: a key, database, port or file that
 cannot be used), having closed what it had opened. `Listener.run` runs the loop
 (groundstation/link/listen.py), closes every part and prints the summary; it returns the exit status.
 `python -m groundstation listen` (`cmd_listen`) is build, run, report; so is the bench's.
@@ -16,7 +20,6 @@ cannot be used), having closed what it had opened. `Listener.run` runs the loop
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,33 +34,25 @@ from stratoecho import wire
 from stratoecho.cli import stop_on_signals
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
-from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError, payload_hash
+from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 
+from .config import GroundConfig, NetworkSection
 from .db import Store, StoreError
 from .display import format_summary
-from .frame_quota import frame_quota_from_args
 from .link.decoder import FrameDecoder
 from .link.flights import Flight, Flights, flight_db_path
-from .link.keys import auth_from_key_args, followed_from_key_args, relayer_names_from_key_args, relayers_from_key_args
+from .link.keys import build_flights, downlink_check, followed_checks
 from .link.listen import Hooks, Limits, RepairLink, run_listen
 from .link.uplink import CommandSigner, SignerStateError
-from .predict import FeedLanding, chase_from_args
-from .sources import (
-    FrameSource,
-    KissSerialSource,
-    RawSerialSource,
-    ReplaySource,
-    SerialSource,
-    SourceError,
-    UdpSource,
-)
+from .predict import Chase, FeedLanding
+from .sources import SOURCES, FrameSource, SourceContext, SourceError, UdpSource
 
 if TYPE_CHECKING:
     from stratoecho.wire.downlink import DownlinkAuth
 
     from .api_proxy import ApiProxy
     from .exports import SsdvUploader
-    from .network import StationPublisher
+    from .network import BrokerAuth, StationPublisher
 
 log = structlog.get_logger(__name__)
 REPLAY_DRAIN_S = 30.0  # seconds a --replay with --mqtt waits at its end for the broker to take what it queued
@@ -72,79 +67,71 @@ class StartError(Exception):
         self.status = status
 
 
-# --------------------------------------------------------------------------- the options
+# --------------------------------------------------------------------------- the configuration
 
 
-def check_options(args: argparse.Namespace) -> tuple[object | None, tuple[float, float, float] | None]:
-    """The LoRa HAT's settings (None without --lora) and where this station is (None when not
-    given), once the options are known to go together; StartError (status 2) if they do not."""
-    from .network import station_position
-    from .sources.lora_hat import hat_options
+def station_here(config: GroundConfig) -> tuple[float, float, float] | None:
+    """Where this station is ([station] position, else [exports.sondehub] position), None when not
+    given; StartError (status 2) for one that is no place."""
+    from stratoecho.cli import place
 
     try:
-        hat = hat_options(args)  # None without --lora
+        if config.station.position:
+            return place(config.station.position, "--station-position")
+        if config.exports.sondehub.position:
+            return place(list(config.exports.sondehub.position), "--sondehub-position")
     except ValueError as e:
         raise StartError(str(e), 2) from e
-    if args.kiss and not args.serial:
-        raise StartError("--kiss goes with --serial DEV (a KISS TNC on a serial port)", 2)
-    try:
-        here = station_position(args)  # where this station is: kept, and shared with --mqtt
-    except ValueError as e:
-        raise StartError(str(e), 2) from e
-    if args.udp_feed_landing and not args.udp_feed:
-        raise StartError("--udp-feed-landing goes with --udp-feed HOST:PORT (the chase-car map's port)", 2)
-    if args.raw and not args.serial:
-        raise StartError("--raw goes with --serial DEV (a transparent LoRa module on a serial port)", 2)
-    if args.uplink_to and not args.udp:
-        raise StartError("--uplink-to goes with --udp (the bridge that transmits what a --udp station sends)", 2)
-    if args.uplink_skip_past is not None and not (args.uplink_key and args.callsign):
-        raise StartError("--uplink-skip-past needs --flight-key and --callsign (whose counter moves)", 2)
-    try:
-        frame_quota_from_args(args)  # --source-quota-mb, --quota-total-mb
-    except ValueError as e:
-        raise StartError(str(e), 2) from e
-    return hat, here
+    return None
 
 
-def check_keys(args: argparse.Namespace) -> DownlinkAuth | None:
+def check_keys(config: GroundConfig) -> DownlinkAuth | None:
     """The downlink's key (None without one), and the uplink's counter state checked (moved on
-    with --uplink-skip-past): a bad key file or counter is a start-up error, not a surprise at
+    with uplink.skip_past): a bad key file or counter is a start-up error, not a surprise at
     the first window. StartError (status 1) naming what will not do."""
+    keys, uplink = config.keys, config.uplink
     try:
-        downlink = auth_from_key_args(args)
+        downlink = downlink_check(keys)
     except (KeyFileError, ValueError) as e:
         raise StartError(str(e), 1) from e
-    if not (args.uplink_key and args.callsign):
+    if not (keys.flight_key and keys.callsign):
         return downlink
     try:
-        signer = CommandSigner.for_db(args.uplink_key, args.callsign, args.db, tag_len=args.tag_len,
-                                      mtu=args.uplink_mtu)
-        if args.uplink_skip_past is not None:
-            if not 0 <= args.uplink_skip_past < MAX_COUNTER:
-                raise ValueError(f"--uplink-skip-past {args.uplink_skip_past} is outside 0..{MAX_COUNTER - 1}")
-            log.info("uplink counter", callsign=args.callsign,
-                     next_counter=signer.skip_to(args.uplink_skip_past + 1))
+        signer = CommandSigner.for_db(keys.flight_key, keys.callsign, config.database.path, tag_len=uplink.tag_len,
+                                      mtu=uplink.mtu)
+        if uplink.skip_past is not None:
+            if not 0 <= uplink.skip_past < MAX_COUNTER:
+                raise ValueError(f"--uplink-skip-past {uplink.skip_past} is outside 0..{MAX_COUNTER - 1}")
+            log.info("uplink counter", callsign=keys.callsign, next_counter=signer.skip_to(uplink.skip_past + 1))
     except (KeyFileError, SignerStateError, ValueError) as e:
         raise StartError(str(e), 1) from e
     return downlink
 
 
-def open_proxy(args: argparse.Namespace) -> ApiProxy | None:
-    """The API proxy `--api-proxy` asks for (None without it), once the broker's password file and
-    certificate are known to be readable, before anything opens. StartError: 2 for options, 1 for
+def broker_auth(network: NetworkSection) -> BrokerAuth | None:
+    """How the station network's publisher signs in (None: as anyone); ValueError naming the file."""
+    from .network import BrokerAuth
+
+    if network.user is None and network.password_file is None and network.ca is None and not network.tls:
+        return None
+    return BrokerAuth.from_files(network.user, network.password_file, network.ca, network.tls)
+
+
+def open_proxy(config: GroundConfig) -> ApiProxy | None:
+    """The API proxy [proxy] asks for (None unless enabled), once the broker's password file and
+    certificate are known to be readable, before anything opens. StartError: 2 for settings, 1 for
     its configuration file."""
-    from .api_proxy import ProxyConfigError, proxy_from_args
-    from .network import auth_from_args
+    from .api_proxy import ProxyConfigError, proxy_from_config
 
     try:
-        auth_from_args(args, "mqtt-")
+        broker_auth(config.network)
     except ValueError as e:
         raise StartError(str(e), 2) from e
     try:
-        proxy = proxy_from_args(args)
+        proxy = proxy_from_config(config.proxy, config.uplink.tag_len, config.uplink.mtu)
     except ProxyConfigError as e:
         raise StartError(str(e), 1) from e
-    if proxy is not None and not args.uplink_key:
+    if proxy is not None and not config.keys.flight_key:
         raise StartError("--api-proxy answers over the uplink: it needs --flight-key", 2)
     return proxy
 
@@ -152,44 +139,23 @@ def open_proxy(args: argparse.Namespace) -> ApiProxy | None:
 # --------------------------------------------------------------------------- the parts
 
 
-def open_source(args: argparse.Namespace, clock=None, stop=None, hat=None) -> FrameSource:
-    """The source the options name; SourceError if it cannot be opened."""
-    if hat is not None:
-        from .sources.lora_hat import LoRaHatSource
-
-        return LoRaHatSource(hat, clock=clock)
-    if args.udp:
-        return UdpSource(*args.udp, clock, stop)
-    if args.serial:
-        if args.raw:
-            return RawSerialSource(args.serial, args.baud or 9600, gap_s=args.burst_gap, tx_gap_s=args.tx_gap)
-        return (KissSerialSource if args.kiss else SerialSource)(args.serial, args.baud or 115200)
-    if args.gateway:
-        from .sources.lora_gateway import GatewaySource
-
-        return GatewaySource(*args.gateway)
-    if args.gateway_udp:
-        from .sources.lora_gateway import GatewayUdpSource
-
-        return GatewayUdpSource(*args.gateway_udp)
-    if args.horus_udp:
-        from .sources.horus_udp import HorusUdpSource
-
-        return HorusUdpSource(*args.horus_udp)
-    return ReplaySource(args.replay)
+def open_source(config: GroundConfig, clock=None, stop=None) -> FrameSource:
+    """The source [source] names, opened by its registered kind; SourceError if it cannot be."""
+    return SOURCES[config.source.kind].open(config.source, SourceContext(clock, stop))
 
 
-def repair_link(args: argparse.Namespace, source: FrameSource, store: Store, clock=None) -> RepairLink | None:
+def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=None) -> RepairLink | None:
     """The link that answers the payload's windows, where this station can send (else None); a cue
     is dated on `clock` (the bench's lockstep under `sim fly`) when there is one, else on real time."""
-    # Uplink only through a radio of our own: the serial port or HAT heard on, or the --udp bridge
-    # named by --uplink-to (never a datagram's sender); a replay or another receiver's output cannot answer.
-    if args.uplink_key and (args.serial or args.lora or (args.udp and args.uplink_to)):
-        return RepairLink(args.uplink_key, Path(args.db), source.send, args.callsign,
-                          uplink_to=args.uplink_to if args.udp else source.peer,
-                          tag_len=args.tag_len, mtu=args.uplink_mtu, store=store,
+    keys = config.keys
+    # Uplink only through a radio of our own: the serial port or HAT heard on, or the bridge a UDP
+    # source names (never a datagram's sender); a replay or another receiver's output cannot answer.
+    peer = config.source.uplink_peer(source)
+    if keys.flight_key and peer is not None:
+        return RepairLink(keys.flight_key, Path(config.database.path), source.send, keys.callsign,
+                          uplink_to=peer, tag_len=config.uplink.tag_len, mtu=config.uplink.mtu, store=store,
                           **({"now": lambda: clock.now().timestamp()} if clock is not None else {}))
-    if args.uplink_key and args.udp:
+    if keys.flight_key and config.source.kind == "udp":
         log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
     return None
 
@@ -222,7 +188,7 @@ class LastMusing:
 class Listener:
     """Every part of one `listen`, open; `run` runs them and closes them."""
 
-    args: argparse.Namespace
+    config: GroundConfig
     stop: threading.Event
     clock: object | None  # the bench's lockstep clock under `sim fly` (stratoecho.clock), else None
     store: Store
@@ -239,32 +205,37 @@ class Listener:
 
     def __post_init__(self) -> None:
         if self.flights is None:
-            self.flights = Flights(Flight(None, self.decoder, self.store, Path(self.args.db)))
+            self.flights = Flights(Flight(None, self.decoder, self.store, Path(self.config.database.path)))
 
     def add_publisher(self) -> None:
-        """Every frame to the station network (--mqtt)."""
-        from .network import publisher_from_args
+        """Every frame to the station network ([network] broker, --mqtt)."""
+        from .network import StationPublisher, default_station
 
-        publisher = self.publisher = publisher_from_args(self.args)  # None without --mqtt
+        config = self.config
+        if config.network.broker is None:
+            return
+        publisher = self.publisher = StationPublisher(
+            *config.network.broker, config.station.name or default_station(), config.keys.callsign,
+            config.network.prefix, auth=broker_auth(config.network), position=station_here(config))
         if publisher is not None:
             self.hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
                 data, received_at, rssi_dbm=rssi, snr_db=snr))
 
-    def add_exporters(self, hat) -> None:
-        """SondeHub, the chase-car feed and the SSDV upload, as the options ask; ValueError for
-        options they cannot use (the SSDV uploader, whose thread runs already, stopped again)."""
-        from .exports import DEFAULT_URL, live_exporters, ssdv_from_args, station_from_args
+    def add_exporters(self) -> None:
+        """SondeHub, the chase-car feed and the SSDV upload, as [exports] asks; ValueError for
+        settings they cannot use (the SSDV uploader, whose thread runs already, stopped again)."""
+        from .exports import DEFAULT_URL, live_exporters, ssdv_from_config, station_from_config
 
-        args = self.args
+        sondehub, feed = self.config.exports.sondehub, self.config.exports.udp_feed
+        tuned = self.config.source.frequency_mhz()  # the receiver's own, where the source is a radio
         try:
-            station = station_from_args(args)
-            self.ssdv_uploader = ssdv_from_args(args, station)
+            station = station_from_config(sondehub)
+            self.ssdv_uploader = ssdv_from_config(self.config.exports.ssdv, station)
             self.exporters = live_exporters(
-                (args.sondehub_url or DEFAULT_URL) if station else None, station, args.udp_feed,
-                udp_broadcast=args.udp_broadcast,
-                frequency_mhz=args.sondehub_frequency or (hat.settings.frequency_mhz if hat else None),
-                modulation=args.sondehub_modulation, comment=self.musing,
-                udp_landing=FeedLanding(chase_from_args(args, "")) if args.udp_feed_landing else None)
+                (sondehub.url or DEFAULT_URL) if station else None, station, feed.address,
+                udp_broadcast=feed.broadcast, frequency_mhz=sondehub.frequency_mhz or tuned,
+                modulation=sondehub.modulation, comment=self.musing,
+                udp_landing=FeedLanding(Chase(feed.burst_alt_m, feed.descent_rate_m_s)) if feed.landing else None)
         except ValueError:
             if self.ssdv_uploader is not None:  # its thread runs already
                 self.ssdv_uploader.close(deadline_s=0)
@@ -291,15 +262,15 @@ class Listener:
     def run(self) -> int:
         """Listen until stopped (a signal, --duration, --until-idle, a replay's end), then close
         every part and print the summary; the exit status."""
-        args, source, status = self.args, self.source, 0
+        config, source, status = self.config, self.source, 0
         # Under systemd (Type=notify): ready once the source is open and the database usable.
         notifier = SystemdNotifier()
-        where = getattr(source, "address", None) or args.serial or args.replay or getattr(source, "name", None)
-        notifier.ready(status=f"listening on {where}")
+        notifier.ready(status=f"listening on {config.source.where()}")
         try:
             with stop_on_signals(self.stop):
-                run_listen(source, self.store, self.decoder, self.stop, None if args.quiet else sys.stdout,
-                           as_json=args.json, limits=Limits(args.duration, args.until_idle), repair=self.repair,
+                out = None if config.output.records == "none" else sys.stdout
+                run_listen(source, self.store, self.decoder, self.stop, out, as_json=config.output.records == "json",
+                           limits=Limits(config.limits.duration_s, config.limits.until_idle_s), repair=self.repair,
                            hooks=self.hooks, flights=self.flights)
         except SourceError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -325,9 +296,10 @@ class Listener:
             self.proxy.close(timeout_s=10)
         if self.publisher is not None:
             # A replay has queued the whole file by now: give the broker time to take it.
-            left = self.publisher.close(timeout_s=REPLAY_DRAIN_S if self.args.replay else 5.0)
+            left = self.publisher.close(timeout_s=REPLAY_DRAIN_S if self.config.source.ends else 5.0)
             if left:
-                print(f"error: {left} messages never reached the broker {self.args.mqtt[0]}:{self.args.mqtt[1]} "
+                host, port = self.config.network.broker
+                print(f"error: {left} messages never reached the broker {host}:{port} "
                       f"(is it running, and does it accept this station?)", file=sys.stderr)
                 status = 1
         self.store.close()
@@ -356,8 +328,8 @@ class Listener:
             summary += (f"\n  storage quota: {sum(not_stored.values())} frames past it not stored ("
                         + ", ".join(f"{source} {n}" for source, n in sorted(not_stored.items())) + ")")
         print(summary, file=sys.stderr)
-        if self.args.stats is not None:
-            write_stats(self.args.stats, {
+        if self.config.output.stats is not None:
+            write_stats(self.config.output.stats, {
                 "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
                 "frames_not_stored": sum(store.frames_not_stored.values()),
@@ -381,73 +353,62 @@ def write_stats(path: Path, stats: dict) -> None:
 # --------------------------------------------------------------------------- building
 
 
-def open_flights(args: argparse.Namespace, downlink: DownlinkAuth | None, store: Store,
+def open_flights(config: GroundConfig, downlink: DownlinkAuth | None, store: Store,
                  here: tuple[float, float, float] | None) -> Flights:
-    """The primary flight (`store`, `downlink`) and each --follow'ed one with its own decoder and
-    database beside --db, every envelope checked with every relayer's key known here; StartError
-    (1: a key file or database that will not do, or a bad --relayer-key as ever; 2: a malformed
-    --follow), having closed the followed databases it opened."""
+    """The primary flight (`store`, `downlink`) and each followed one with its own decoder and
+    database beside the primary's (`build_flights`, the one rule for relayers); StartError (1: a
+    key file or database that will not do), having closed the followed databases it opened."""
+    db = Path(config.database.path)
     try:
-        relayers = relayers_from_key_args(args)
-    except (KeyFileError, ValueError) as e:
-        raise StartError(str(e), 1) from e
-    try:
-        followed = followed_from_key_args(args)
+        followed = followed_checks(config.keys)
     except KeyFileError as e:
         raise StartError(str(e), 1) from e
-    except ValueError as e:
-        raise StartError(str(e), 2) from e
-    if downlink is not None and args.callsign:  # our own envelope, heard back, is checked too
-        relayers.setdefault(payload_hash(args.callsign), downlink)
-    for callsign, auth in followed.items():
-        relayers[payload_hash(callsign)] = auth
-    flights: dict[str, Flight] = {}
+    stores: dict[str, tuple[Store, Path]] = {}
     try:
-        for callsign, auth in followed.items():
-            path = flight_db_path(args.db, callsign)
-            flights[callsign] = Flight(callsign, FrameDecoder(auth=auth, relayers=relayers),
-                                       Store(path, frame_quota=store.frame_quota), path)
+        for callsign in followed:
+            path = flight_db_path(db, callsign)
+            stores[callsign] = (Store(path, frame_quota=store.frame_quota), path)
             if here is not None:
                 from .network import default_station
 
-                flights[callsign].store.set_station(args.station or default_station(), *here)
+                stores[callsign][0].set_station(config.station.name or default_station(), *here)
             log.info("following", callsign=callsign, db=str(path))
-    except StoreError as e:
-        for flight in flights.values():
-            flight.store.close()
+        return build_flights(config.keys, downlink, followed, (store, db), stores)
+    except (StoreError, KeyFileError) as e:
+        for opened, _ in stores.values():
+            opened.close()
         raise StartError(str(e), 1) from e
-    primary = Flight(None, FrameDecoder(auth=downlink, relayers=relayers), store, Path(args.db))
-    return Flights(primary, flights, relayers, relayer_names_from_key_args(args), args.downlink_tag_len)
 
 
-def build_listener(args: argparse.Namespace, stop: threading.Event | None = None) -> Listener:
-    """Every part `listen`'s options ask for, open and joined, in the order each needs the
-    last; StartError (having closed what was open) if one cannot be had."""
+def build_listener(config: GroundConfig, stop: threading.Event | None = None) -> Listener:
+    """Every part the station's configuration asks for, open and joined, in the order each needs
+    the last; StartError (having closed what was open) if one cannot be had."""
     from stratoecho.clock import ENV, flight_clock
 
     # Under `sim fly` the station is one of the bench's lockstep processes: its waits are flight time.
     clock = flight_clock(name="ground") if os.environ.get(ENV) and stop is None else None
     stop = stop or (clock.event() if clock is not None else threading.Event())
-    hat, here = check_options(args)
-    downlink = check_keys(args)
-    proxy = open_proxy(args)
+    here = station_here(config)
+    downlink = check_keys(config)
+    proxy = open_proxy(config)
+    db = config.database
     try:
-        store = Store(args.db, frame_quota=frame_quota_from_args(args))
+        store = Store(db.path, frame_quota=db.frame_quota())
     except StoreError as e:
         raise StartError(str(e), 1) from e
     if here is not None:
         from .network import default_station
 
-        store.set_station(args.station or default_station(), *here)
+        store.set_station(config.station.name or default_station(), *here)
     try:
-        source = open_source(args, clock, stop, hat)
+        source = open_source(config, clock, stop)
     except SourceError as e:
         store.close()
         raise StartError(str(e), 1) from e
     if isinstance(source, UdpSource):
-        log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=args.db)
+        log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=str(db.path))
     try:
-        flights = open_flights(args, downlink, store, here)
+        flights = open_flights(config, downlink, store, here)
     except StartError:
         store.close()
         source.close()
@@ -456,12 +417,14 @@ def build_listener(args: argparse.Namespace, stop: threading.Event | None = None
     if downlink is None:
         log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
                     "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
-    listener = Listener(args, stop, clock, store, source, decoder, Hooks(station=args.station),
-                        repair=repair_link(args, source, store, clock), proxy=proxy, flights=flights)
-    listener.add_publisher()
+    listener = Listener(config, stop, clock, store, source, decoder, Hooks(station=config.station.name),
+                        repair=repair_link(config, source, store, clock), proxy=proxy, flights=flights)
     try:
-        listener.add_exporters(hat)
+        listener.add_publisher()
+        listener.add_exporters()
     except ValueError as e:
+        if listener.publisher is not None:
+            listener.publisher.close(timeout_s=0)
         for s in flights.stores():
             s.close()
         source.close()

@@ -176,16 +176,3 @@ def add_frame_quota_arguments(parser) -> None:
                             f"(default {SOURCE_QUOTA_BYTES / MB:g}: a four-hour flight at the most a radio hears)")
     group.add_argument("--quota-total-mb", type=float, default=TOTAL_QUOTA_BYTES / MB, metavar="MB",
                        help=f"megabytes of frames kept from all sources together (default {TOTAL_QUOTA_BYTES / MB:g})")
-
-
-def frame_quota_from_args(args) -> FrameQuota:
-    """The FrameQuota `add_frame_quota_arguments` gave (the defaults where a caller has no such
-    options); ValueError naming the option that will not do."""
-    source = getattr(args, "source_quota_mb", SOURCE_QUOTA_BYTES / MB)
-    total = getattr(args, "quota_total_mb", TOTAL_QUOTA_BYTES / MB)
-    if not source >= 0:
-        raise ValueError(f"--source-quota-mb: 0 MB or more, got {source:g}")
-    if not total >= source:
-        raise ValueError(f"--quota-total-mb {total:g} is below --source-quota-mb {source:g}: "
-                         "all sources together hold at least one source's")
-    return FrameQuota(round(source * MB), round(total * MB))

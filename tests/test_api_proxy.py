@@ -16,12 +16,12 @@ from groundstation.api_proxy import (
     DefineApi,
     NewsApi,
     ProxyConfigError,
+    ProxySection,
     WeatherApi,
-    add_proxy_arguments,
     answer_room,
     clip,
     load_config,
-    proxy_from_args,
+    proxy_from_config,
 )
 from groundstation.db import Store
 from stratoecho import wire
@@ -369,15 +369,8 @@ type = "news"
 url = "{upstream.base}/nowhere.xml"
 headlines = 1
 """, encoding="utf-8")
-    import argparse
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tag-len", type=int, default=8)
-    parser.add_argument("--uplink-mtu", type=int, default=255)
-    add_proxy_arguments(parser)
-    assert proxy_from_args(parser.parse_args([])) is None
-    args = parser.parse_args(["--api-proxy", "--api-config", str(cfg), "--api-news-url", "http://unused.invalid/x",
-                              "--uplink-mtu", "64"])
-    p = proxy_from_args(args)
+    assert proxy_from_config(ProxySection(), 8, 255) is None
+    p = proxy_from_config(ProxySection(enabled=True, config=cfg, news_url="http://unused.invalid/x"), 8, 64)
     assert set(p.apis) == {"define", "headlines"} and p.timeout_s == 3 and p.cache_s == 60
     assert p.room == answer_room(8, 64)
     assert p.answer(1, "weather", "1,2").status == ApiStatus.REFUSED  # not listed in the file

@@ -129,11 +129,11 @@ def test_the_ground_listens_through_a_registered_chip_with_its_own_flags(fake_ch
     assert "--tx-led-pin GPIO fake127x: GPIO lighting the TX LED" in shown
     assert "--dio0-pin GPIO sx127x, fake127x: GPIO wired to DIO0 (RxDone, TxDone)" in shown
     with pytest.raises(ValueError, match="--lora fake127x needs --tx-led-pin GPIO: the board keys its PA"):
-        hat_options(listen_args("--lora", "fake127x", "--frequency-mhz", "434.225"))
+        hat_options(vars(listen_args("--lora", "fake127x", "--frequency-mhz", "434.225")))
     with pytest.raises(ValueError, match="--busy-pin: for an SX126x, not --lora fake127x"):
-        hat_options(listen_args("--lora", "fake127x", "--frequency-mhz", "434.225", "--busy-pin", "6"))
-    hat = hat_options(listen_args("--lora", "fake127x", "--frequency-mhz", "434.225", "--lora-mode", "2",
-                                  "--tx-led-pin", str(TX_LED), "--dio0-pin", str(DIO0)))
+        hat_options(vars(listen_args("--lora", "fake127x", "--frequency-mhz", "434.225", "--busy-pin", "6")))
+    hat = hat_options(vars(listen_args("--lora", "fake127x", "--frequency-mhz", "434.225", "--lora-mode", "2",
+                                       "--tx-led-pin", str(TX_LED), "--dio0-pin", str(DIO0))))
     assert hat.kind == "fake127x" and hat.chip == {"reset_pin": None, "tx_power_dbm": 10, "dio0_pin": DIO0,
                                                    "tx_led_pin": TX_LED}
     clock, pins = ScheduledClock(), MockFactory()

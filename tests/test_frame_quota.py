@@ -9,13 +9,14 @@ import os
 import socket
 import sqlite3
 import time
-from argparse import Namespace
 from contextlib import closing
 
 import pytest
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from groundstation.__main__ import main
+from groundstation.config import DatabaseSection
 from groundstation.db import Store
 from groundstation.frame_quota import (
     MAX_SOURCES,
@@ -23,7 +24,6 @@ from groundstation.frame_quota import (
     FrameBudget,
     FrameQuota,
     bytes_by_sql,
-    frame_quota_from_args,
     row_bytes,
     source_key,
 )
@@ -106,13 +106,14 @@ def test_a_warning_a_minute_per_source_with_the_count():
     assert budget.warning_due("udp 10.0.0.1:4", 160.0) == 3
 
 
-def test_the_quota_options_refuse_nonsense():
-    assert frame_quota_from_args(Namespace(source_quota_mb=1.5, quota_total_mb=4)) == FrameQuota(1_500_000, 4_000_000)
-    assert frame_quota_from_args(Namespace()) == FrameQuota()
-    for bad, message in (((-1, 4), "--source-quota-mb: 0 MB or more"), ((float("nan"), 4), "--source-quota-mb"),
-                         ((5, 4), "--quota-total-mb 4 is below --source-quota-mb 5")):
-        with pytest.raises(ValueError, match=message):
-            frame_quota_from_args(Namespace(source_quota_mb=bad[0], quota_total_mb=bad[1]))
+def test_the_quota_settings_refuse_nonsense():
+    assert DatabaseSection(source_quota_mb=1.5, quota_total_mb=4).frame_quota() == FrameQuota(1_500_000, 4_000_000)
+    assert DatabaseSection().frame_quota() == FrameQuota()
+    for bad, message in (((-1, 4), "source_quota_mb\n.*greater than or equal to 0"),
+                         ((float("nan"), 4), "source_quota_mb"),
+                         ((5, 4), r"quota_total_mb 4 \(--quota-total-mb\) is below source_quota_mb 5")):
+        with pytest.raises(ValidationError, match=message):
+            DatabaseSection(source_quota_mb=bad[0], quota_total_mb=bad[1])
     with pytest.raises(ValueError):
         FrameQuota(source_bytes=10, total_bytes=9)
 
@@ -120,7 +121,8 @@ def test_the_quota_options_refuse_nonsense():
 def test_listen_refuses_a_total_below_a_source(tmp_path, capsys):
     assert main(["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"), "--source-quota-mb", "2",
                  "--quota-total-mb", "1"]) == 2
-    assert "--quota-total-mb 1 is below --source-quota-mb 2" in capsys.readouterr().err
+    assert "error: quota_total_mb 1 (--quota-total-mb) is below source_quota_mb 2 (--source-quota-mb)" in \
+        capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the Store

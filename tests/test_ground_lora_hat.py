@@ -44,8 +44,9 @@ def _logging_to_this_tests_stderr():
     setup_logging()
 
 
-def cli(*argv: str):
-    return build_parser().parse_args(["listen", "--db", "unused.db", *argv])
+def cli(*argv: str) -> dict:
+    """The HAT's options as `listen` parses them, by name (what `hat_options` reads)."""
+    return vars(build_parser().parse_args(["listen", "--db", "unused.db", *argv]))
 
 
 def chip_args(kind: str, dio: bool = True) -> list[str]:

@@ -160,7 +160,7 @@ def test_planner_refuses_nonsense_settings():
 
 def start_listen(tmp_path: Path, *extra: str) -> tuple[threading.Thread, threading.Event, tuple[str, int], dict]:
     """cmd_listen in a thread on a free loopback port; returns its address from the bound socket."""
-    import groundstation.assembly as gm
+    import groundstation.sources.udp as gm  # the module the registered udp source opens from
 
     setup_logging()
     args = build_parser().parse_args(["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"),

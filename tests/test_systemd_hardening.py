@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_systemd_units import ROOT, UNITS, load, value, values
+from tests.test_systemd_units import ROOT, UNITS, ground_unit_config, load, value, values
 
 PAYLOAD = "stratoecho-payload.service"
 GROUND = "stratoecho-ground.service"
@@ -335,6 +335,11 @@ def test_dashboard_has_no_path_to_the_uplink_key():
     assert KEY_FILE in ground_text
     key_args = re.findall(r"--(?:uplink-key|flight-key|downlink-key|mqtt-password-file)[= ](\S+)",
                           value(ground, "Service", "ExecStart"))
+    config = ground_unit_config()  # and in the configuration file it names
+    keys = [config.keys.flight_key, config.keys.downlink_key, config.network.password_file,
+            *config.keys.relayers.values(), *config.keys.follow.values(), *config.keys.follow_flight_keys.values()]
+    key_args += [str(k) for k in keys if k is not None]
+    assert KEY_FILE in key_args, "the ground's configuration no longer names the flight key"
     for key in key_args:
         assert _under(key, hidden), f"the ground's {key} is visible to the dashboard"
         assert not _under(key, [STATE_DIR]), f"{key}: the dashboard's group may list {STATE_DIR}"

@@ -77,6 +77,23 @@ def load(name: str) -> dict:
     return parse_unit((UNITS / name).read_text())
 
 
+def ground_unit_config():
+    """The station configuration the shipped ground unit runs: its ExecStart parsed as `listen`
+    parses it, the --config file it names being the shipped config/ground.toml, which the unit's
+    comment installs there."""
+    from groundstation.__main__ import build_parser
+    from groundstation.config import ground_config
+
+    text = (UNITS / GROUND).read_text()
+    argv = value(parse_unit(text), "Service", "ExecStart").split("-m groundstation ", 1)[1].split()
+    args = build_parser().parse_args(argv)
+    assert args.config is not None, "the ground unit names no --config file"
+    assert re.search(rf"install .*config/ground\.toml {re.escape(str(args.config))}$", text, re.M), \
+        f"the unit's comment does not install config/ground.toml as {args.config}"
+    args.config = ROOT / "config" / "ground.toml"
+    return ground_config(args)
+
+
 def verifiable_copy(name: str, directory: Path, edit=lambda text: text) -> Path:
     """The unit as shipped, made loadable on this machine (see the module docstring)."""
     text = (UNITS / name).read_text()
@@ -206,7 +223,7 @@ def test_ground_unit_type_matches_what_the_ground_station_does():
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "ProtectKernelTunables", "ProtectControlGroups"):
         assert value(u, "Service", key) == "yes", key
     assert value(u, "Service", "ProtectSystem") == "strict"
-    db = re.search(r"--db (\S+)", value(u, "Service", "ExecStart")).group(1)
+    db = str(ground_unit_config().database.path)  # in the file the unit names
     assert db.startswith("/var/lib/" + value(u, "Service", "StateDirectory") + "/")
 
 

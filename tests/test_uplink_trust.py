@@ -274,10 +274,7 @@ def test_the_attacks_against_a_real_listen_process_across_a_restart(tmp_path):
 
 
 def test_the_shipped_ground_unit_names_the_callsign_it_signs_for():
-    from groundstation.__main__ import build_parser
+    from tests.test_systemd_units import ground_unit_config
 
-    unit = (Path(__file__).resolve().parents[1] / "systemd" / "stratoecho-ground.service").read_text()
-    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    argv = exec_start.split("-m groundstation ", 1)[1].split()
-    args = build_parser().parse_args(argv)
-    assert args.callsign == "STRATO1" and str(args.uplink_key) == "/etc/stratoecho/uplink.key"
+    keys = ground_unit_config().keys  # the configuration file the unit's ExecStart names
+    assert keys.callsign == "STRATO1" and str(keys.flight_key) == "/etc/stratoecho/uplink.key"

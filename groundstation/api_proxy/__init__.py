@@ -28,7 +28,7 @@ answered twice gets the same answer.
 
 One class per backend (`WeatherApi`, `DefineApi`, `NewsApi`): each turns a query into a
 URL and a response body into one short line. Base URLs come from a TOML file or flags
-(`add_proxy_arguments`, `proxy_from_args`)::
+(`add_proxy_arguments`, `proxy_from_config`)::
 
     timeout_s = 8
     cache_s = 600
@@ -58,12 +58,20 @@ from .backends import (
     WeatherApi,
     default_apis,
 )
-from .config import ApiTable, ProxyConfigError, ProxyFile, add_proxy_arguments, load_config, proxy_from_args
+from .config import (
+    ApiTable,
+    ProxyConfigError,
+    ProxyFile,
+    ProxySection,
+    add_proxy_arguments,
+    load_config,
+    proxy_from_config,
+)
 from .proxy import MAX_BODY_BYTES, MAX_QUERY_CHARS, USER_AGENT, ApiProxy
 
 __all__ = [
     "BACKENDS", "DEFAULT_DEFINE_URL", "DEFAULT_NEWS_URL", "DEFAULT_WEATHER_URL", "MAX_BODY_BYTES", "MAX_QUERY_CHARS",
     "USER_AGENT", "WMO_CODES", "ApiFailure", "ApiProxy", "ApiSpec", "ApiTable", "DefineApi", "NewsApi",
     "ProxyConfigError", "ProxyFile", "WeatherApi", "add_proxy_arguments", "answer_room", "clean", "clip",
-    "default_apis", "load_config", "proxy_from_args",
+    "ProxySection", "default_apis", "load_config", "proxy_from_config",
 ]

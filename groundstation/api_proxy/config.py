@@ -10,8 +10,6 @@ from typing import Literal
 from pydantic import Field
 
 from stratoecho.config import ConfigError, Section, load_toml
-from stratoecho.wire import DEFAULT_MTU
-from stratoecho.wire.uplink import DEFAULT_TAG_LEN
 
 from .backends import BACKENDS, DEFAULT_DEFINE_URL, DEFAULT_NEWS_URL, DEFAULT_WEATHER_URL, ApiSpec, NewsApi
 from .proxy import ApiProxy
@@ -70,6 +68,15 @@ def load_config(path: str | Path | None, *, weather_url: str | None = None, defi
     return out
 
 
+class ProxySection(Section):
+    enabled: bool = Field(False, description="answer the payload's API requests (needs keys.flight_key)")
+    config: Path | None = Field(None, description="the API table (TOML: timeout_s, cache_s, [apis.NAME])")
+    timeout_s: float | None = Field(None, gt=0)
+    weather_url: str | None = None
+    define_url: str | None = None
+    news_url: str | None = None
+
+
 def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     """`--api-proxy` and its options, on the `listen` parser."""
     group = parser.add_argument_group(
@@ -88,18 +95,17 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-news-url", metavar="URL", help="RSS or Atom feed for the news")
 
 
-def proxy_from_args(args: argparse.Namespace) -> ApiProxy | None:
-    """The ApiProxy `listen` asked for, or None without --api-proxy. ProxyConfigError (a
-    ValueError) for a bad file, URL or timeout: a start-up error."""
-    if not getattr(args, "api_proxy", False):
+def proxy_from_config(proxy: ProxySection, tag_len: int, mtu: int) -> ApiProxy | None:
+    """The ApiProxy `[proxy]` (listen's --api-* flags) asks for, or None unless enabled; its answers
+    are cut to the uplink's tag (`tag_len`) and frame size (`mtu`). ProxyConfigError (a ValueError) for a bad file, URL
+    or timeout: a start-up error."""
+    if not proxy.enabled:
         return None
-    kwargs = load_config(getattr(args, "api_config", None), weather_url=getattr(args, "api_weather_url", None),
-                         define_url=getattr(args, "api_define_url", None),
-                         news_url=getattr(args, "api_news_url", None))
-    if getattr(args, "api_timeout", None) is not None:
-        kwargs["timeout_s"] = args.api_timeout
+    kwargs = load_config(proxy.config, weather_url=proxy.weather_url, define_url=proxy.define_url,
+                         news_url=proxy.news_url)
+    if proxy.timeout_s is not None:
+        kwargs["timeout_s"] = proxy.timeout_s
     try:
-        return ApiProxy(kwargs.pop("apis"), tag_len=getattr(args, "tag_len", DEFAULT_TAG_LEN),
-                        mtu=getattr(args, "uplink_mtu", DEFAULT_MTU), **kwargs)
+        return ApiProxy(kwargs.pop("apis"), tag_len=tag_len, mtu=mtu, **kwargs)
     except ValueError as e:
         raise ProxyConfigError(str(e)) from e

@@ -36,6 +36,7 @@ from .csv_export import CsvTable
 from .formats import FORMATS, ExportFormat, Report, register_format
 from .gpx import GpxTrack
 from .kml import KmlTrack
+from .settings import SondeHubSection, SsdvSection
 from .sondehub import DEFAULT_URL, SondeHubUploader
 from .ssdv_upload import DEFAULT_URL as SSDV_URL
 from .ssdv_upload import SsdvUploader, ssdv_from_db
@@ -47,7 +48,7 @@ __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "FORMATS", "SSDV_URL", "CsvTable", "ExportError", "ExportFormat",
     "Exporter", "GpxTrack", "Guarded", "KmlTrack", "Report", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
     "UploadPolicy", "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli",
-    "register_format", "ssdv_from_args", "ssdv_from_db", "station_from_args",
+    "register_format", "ssdv_from_config", "ssdv_from_db", "station_from_config",
 ]
 
 EXPORT_EXAMPLES = """\
@@ -110,40 +111,42 @@ def add_station_arguments(group: argparse._ArgumentGroup) -> None:
                        help="the modulation sent with every position (default LoRa, what the payload transmits)")
 
 
-STATION_OPTIONS = ("position", "radio", "antenna", "email", "mobile", "frequency")
+STATION_OPTIONS = ("position", "radio", "antenna", "email", "mobile", "frequency_mhz")
 
 
-def station_from_args(args: argparse.Namespace) -> Station | None:
-    """The station from `listen`'s options; None without --sondehub-uploader. ValueError for a
-    station detail without the callsign, or a bad detail."""
-    if not args.sondehub_uploader:
-        given = [f"--sondehub-{name}" for name in STATION_OPTIONS if getattr(args, f"sondehub_{name}")]
+def station_from_config(sondehub: SondeHubSection) -> Station | None:
+    """The station `[exports.sondehub]` (listen's --sondehub-* flags) describes; None without its
+    uploader. ValueError for a station detail without the callsign, or a bad detail."""
+    if not sondehub.uploader:
+        given = [name for name in STATION_OPTIONS if getattr(sondehub, name)]
         if given:
-            raise ValueError(f"{', '.join(given)} goes with --sondehub-uploader CALL (the station's callsign)")
+            flags = ", ".join(f"--sondehub-{name.removesuffix('_mhz')}" for name in given)
+            raise ValueError(f"{flags} goes with --sondehub-uploader CALL (the station's callsign; in the file: "
+                             f"[exports.sondehub] {', '.join(given)} go with uploader)")
         return None
-    position = args.sondehub_position
-    return Station(args.sondehub_uploader, position=tuple(position) if position else None,
-                   radio=args.sondehub_radio, antenna=args.sondehub_antenna, contact_email=args.sondehub_email,
-                   mobile=args.sondehub_mobile)
+    return Station(sondehub.uploader, position=sondehub.position, radio=sondehub.radio, antenna=sondehub.antenna,
+                   contact_email=sondehub.email, mobile=sondehub.mobile)
 
 
-def ssdv_from_args(args: argparse.Namespace, station: Station | None) -> SsdvUploader | None:
-    """The SSDV upload from `listen`'s options: None without --ssdv-upload. The receiver is the
-    station's callsign: --ssdv-upload CALL, or --sondehub-uploader CALL (`station`) with
-    --ssdv-upload alone. ValueError for a missing or second callsign, or --ssdv-url alone."""
-    call = args.ssdv_upload  # None: off; "" (the option alone): the station's callsign
-    if call is None:
-        if args.ssdv_url:
-            raise ValueError("--ssdv-url goes with --ssdv-upload (turn the upload of pictures on)")
+def ssdv_from_config(ssdv: SsdvSection, station: Station | None) -> SsdvUploader | None:
+    """The SSDV upload `[exports.ssdv]` (--ssdv-upload, --ssdv-url) asks for: None unless `upload`.
+    The receiver is the station's callsign: `uploader` (--ssdv-upload CALL), or the SondeHub
+    uploader's (`station`) when that is unset. ValueError for a missing or second callsign, or a
+    URL with the upload off."""
+    if not ssdv.upload:
+        if ssdv.url:
+            raise ValueError("--ssdv-url goes with --ssdv-upload (turn the upload of pictures on; in the file: "
+                             "[exports.ssdv] upload = true)")
         return None
-    call = call.strip()
+    call = (ssdv.uploader or "").strip()
     if not call and station is None:
         raise ValueError("--ssdv-upload needs the station's callsign: --ssdv-upload CALL, "
-                         "or --sondehub-uploader CALL beside it")
+                         "or --sondehub-uploader CALL beside it ([exports.ssdv] uploader or [exports.sondehub] "
+                         "uploader in the file)")
     if call and station is not None and call.upper() != station.callsign.upper():
         raise ValueError(f"--ssdv-upload {call} and --sondehub-uploader {station.callsign}: one station, "
                          "one callsign (give --ssdv-upload alone to use the SondeHub one)")
-    return SsdvUploader(station or Station(call), args.ssdv_url or SSDV_URL)
+    return SsdvUploader(station or Station(call), ssdv.url or SSDV_URL)
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from stratoecho.cli import checked, hostport_type, place, positive_number, stop_
 from stratoecho.wire.uplink import KeyFileError
 
 from ..db import StoreError
-from ..link.keys import add_key_arguments, auth_from_key_args, relayers_from_key_args
+from ..link.keys import add_key_arguments, downlink_check, keys_from_args, relayer_checks
 from ..station_limits import StationLimits
 from .aggregator import REMEMBER, Aggregator
 from .publisher import StationPublisher
@@ -214,11 +214,12 @@ def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None)
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        downlink = auth_from_key_args(args)
+        keys = keys_from_args(args)
+        downlink = downlink_check(keys)
         if downlink is None:
             log.warning("no downlink key", consequence="record fragments are kept as claims, never decoded",
                         fix="--downlink-key FILE (keygen --downlink-from FLIGHT_KEY FILE)")
-        relayers = relayers_from_key_args(args)
+        relayers = relayer_checks(keys, None, {})  # the --relayer-key ones: no flight of its own to add
         aggregator = Aggregator(host, port, args.db, args.topic_prefix, client_id=args.client_id,
                                 trusted=args.trust, quorum=args.quorum, auth=auth, downlink=downlink,
                                 limits=limits, remember=max(REMEMBER, limits.pending_total))

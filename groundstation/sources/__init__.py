@@ -1,5 +1,7 @@
 """Frame sources: where the ground station hears frames from (`listen`'s --udp, --serial,
 --replay, --gateway, --gateway-udp, --horus-udp; the LoRa HAT's is groundstation/sources/lora_hat.py).
+Each is registered by name in `SOURCES` (registry.py; the shipped ones in kinds.py) with its
+`[source]` keys, its flags and how it opens: the listener opens the one configured.
 
 Every source has the same tiny interface:
 
@@ -40,6 +42,7 @@ it is `(device,)` and the answer goes out on the same port, framed the way that 
 
 from __future__ import annotations
 
+from . import kinds  # noqa: F401  (registers the sources that ship)
 from .base import (
     MAX_LINE,
     POLL_S,
@@ -50,6 +53,7 @@ from .base import (
     describe_peer,
     parse_signal_line,
 )
+from .registry import SOURCES, SourceContext, SourceKind, SourceSettings, register_source
 from .replay import ReplaySource
 from .serial_port import KissSerialSource, RawSerialSource, SerialSource
 from .udp import UdpSource, bind_shared_udp, receive_datagram
@@ -59,7 +63,8 @@ from .udp import UdpSource, bind_shared_udp, receive_datagram
 FrameSource = UdpSource | ReplaySource | SerialSource  # KissSerialSource and RawSerialSource are SerialSources
 
 __all__ = [
-    "MAX_LINE", "POLL_S", "WRITE_TIMEOUT_S", "FrameSource", "KissSerialSource", "Position", "RawSerialSource",
-    "Received", "ReplaySource", "SerialSource", "SourceError", "UdpSource", "bind_shared_udp", "describe_peer",
-    "parse_signal_line", "receive_datagram",
+    "MAX_LINE", "POLL_S", "SOURCES", "WRITE_TIMEOUT_S", "FrameSource", "KissSerialSource", "Position",
+    "RawSerialSource", "Received", "ReplaySource", "SerialSource", "SourceContext", "SourceError", "SourceKind",
+    "SourceSettings", "UdpSource", "bind_shared_udp", "describe_peer", "parse_signal_line", "receive_datagram",
+    "register_source",
 ]

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import structlog
 
@@ -244,14 +245,21 @@ def _flag(name: str) -> str:
     return f"--[no-]{dashed}" if switch else f"--{dashed}"
 
 
-def hat_options(args: argparse.Namespace) -> HatOptions | None:
-    """The HAT `args` describe, None without --lora. ValueError, naming the options, for any that
+def hat_option_names() -> tuple[str, ...]:
+    """The HAT's settings by name (the flags' dests, the `[source]` keys of a `lora` source), the chip's own too."""
+    return (*HAT_OPTIONS, *chip_options())
+
+
+def hat_options(options: Mapping[str, object]) -> HatOptions | None:
+    """The HAT `options` describe (by name, as `listen`'s flags' dests; "lora": the chip; absent
+    or None: not given; other names are not the HAT's), None without --lora. ValueError, naming the options, for any that
     do not go together: a HAT option without --lora, one that is another chip's, a mode and a
     modem option that disagree, settings no chip takes, no frequency, a chip without an option it
     cannot work without (an SX126x's BUSY)."""
     own = chip_options()
-    given = [name for name in (*HAT_OPTIONS, *own) if getattr(args, name, None) is not None]
-    kind = getattr(args, "lora", None)
+    opt = SimpleNamespace(**{name: options.get(name) for name in hat_option_names()})
+    given = [name for name in (*HAT_OPTIONS, *own) if getattr(opt, name) is not None]
+    kind = options.get("lora")
     if kind is None:
         if given:
             raise ValueError(f"{', '.join(_flag(n) for n in given)}: for a LoRa HAT, with --lora {'|'.join(chip_names())}")
@@ -260,14 +268,14 @@ def hat_options(args: argparse.Namespace) -> HatOptions | None:
     if wrong := [n for n in given if n in own and profile.option(n) is None]:
         chips = dict.fromkeys(_an(chip_profile(c).label) for n in wrong for c in own[n][1])
         raise ValueError(f"{', '.join(_flag(n) for n in wrong)}: for {_either(chips)}, not --lora {kind}")
-    if args.frequency_mhz is None:
+    if opt.frequency_mhz is None:
         raise ValueError("--lora needs --frequency-mhz MHZ (the payload's radio.frequency_mhz)")
     for option in profile.options:
-        if option.required and getattr(args, option.name) is None:
+        if option.required and getattr(opt, option.name) is None:
             raise ValueError(f"--lora {kind} needs {option.flag} {option.metavar}: {option.required}")
-    modem = {name: getattr(args, name) for name in MODEM if getattr(args, name) is not None}
-    if args.lora_mode is not None:
-        mode = ukhas_mode(args.lora_mode)
+    modem = {name: getattr(opt, name) for name in MODEM if getattr(opt, name) is not None}
+    if opt.lora_mode is not None:
+        mode = ukhas_mode(opt.lora_mode)
         wanted = mode.modem()
         if clash := [f"{_flag(k)} {v}" for k, v in modem.items() if v != wanted[k]]:
             raise ValueError(f"--lora-mode {mode.number} ({mode.name}) sets SF{mode.spreading_factor}, "
@@ -281,15 +289,15 @@ def hat_options(args: argparse.Namespace) -> HatOptions | None:
     if not modem["explicit_header"]:
         raise ValueError("implicit-header packets (--no-explicit-header, or modes 1, 4, 6, 8) have one fixed "
                          "length, for SSDV; the payload flies explicit-header modes only (0, 2, 3, 5, 7)")
-    optional = {"crc": args.crc, "sync_word": args.sync_word, "preamble": args.preamble}
-    settings = LoRaSettings(args.frequency_mhz, **modem, **{k: v for k, v in optional.items() if v is not None})
-    power = DEFAULT_TX_POWER_DBM if args.tx_power_dbm is None else args.tx_power_dbm
-    chip: dict = {"reset_pin": args.reset_pin, "tx_power_dbm": power}
+    optional = {"crc": opt.crc, "sync_word": opt.sync_word, "preamble": opt.preamble}
+    settings = LoRaSettings(opt.frequency_mhz, **modem, **{k: v for k, v in optional.items() if v is not None})
+    power = DEFAULT_TX_POWER_DBM if opt.tx_power_dbm is None else opt.tx_power_dbm
+    chip: dict = {"reset_pin": opt.reset_pin, "tx_power_dbm": power}
     for option in profile.options:
-        value = getattr(args, option.name)
+        value = getattr(opt, option.name)
         chip[option.name] = option.default if value is None else value
     try:
         profile.check_power(power, chip)
     except RadioError as e:
         raise ValueError(f"--tx-power-dbm: {e}") from None
-    return HatOptions(kind, settings, args.spi_bus or 0, args.spi_device or 0, chip)
+    return HatOptions(kind, settings, opt.spi_bus or 0, opt.spi_device or 0, chip)

@@ -77,8 +77,7 @@ class UdpSource:
     def __iter__(self) -> Iterator[Received | None]:
         while True:
             if self.clock is not None:
-                # On the lockstep nothing else needs us until a frame comes or we are stopped.
-                if not self.clock.wait_readable([self._sock], None if self.clock.lockstep else POLL_S, self.stop):
+                if not self.clock.wait_readable([self._sock], self.clock.receive_timeout_s(POLL_S), self.stop):
                     yield None
                     continue
             got = receive_datagram(self._sock, f"UDP {self.address[0]}:{self.address[1]}")

@@ -148,13 +148,12 @@ def rows(datagrams: int = 400_000, source_mb: float | None = None, total_mb: flo
          pace_s: float = 0.002) -> list[tuple]:
     """The flood against `listen` with its default quotas (or these): the database's size before,
     while flooded and after, against the cap."""
-    from argparse import Namespace
-
+    from groundstation.config import DatabaseSection
     from groundstation.db import utc_now
-    from groundstation.frame_quota import MB, SOURCE_QUOTA_BYTES, TOTAL_QUOTA_BYTES, frame_quota_from_args, row_bytes
+    from groundstation.frame_quota import MB, SOURCE_QUOTA_BYTES, TOTAL_QUOTA_BYTES, row_bytes
 
-    cap = frame_quota_from_args(Namespace(source_quota_mb=SOURCE_QUOTA_BYTES / MB if source_mb is None else source_mb,
-                                          quota_total_mb=TOTAL_QUOTA_BYTES / MB if total_mb is None else total_mb))
+    cap = DatabaseSection(source_quota_mb=SOURCE_QUOTA_BYTES / MB if source_mb is None else source_mb,
+                                         quota_total_mb=TOTAL_QUOTA_BYTES / MB if total_mb is None else total_mb).frame_quota()
     options = ["--source-quota-mb", f"{cap.source_bytes / MB:g}", "--quota-total-mb", f"{cap.total_bytes / MB:g}"]
     r = measure(datagrams, options, pace_s)
     offered = r["heard"] * row_bytes(DATAGRAM, "udp 127.0.0.16:65535", utc_now(), "unknown first byte") / MB

@@ -98,29 +98,32 @@ class Flyer:
         py = sys.executable
         seen = self._listening_lines("ground")
         self.procs["ground"] = subprocess.Popen(
-            [py, "-m", "groundstation", "listen", "--udp", f"127.0.0.1:{self.ground_port}", "--db",
-             str(self.out / "ground.db"), "--stats", str(self.out / "ground.json")]
-            + ["--flight-key", str(self.key)]
-            + (["--uplink-to", f"127.0.0.1:{self.uplink_port}"] if self.opts.uplink else [])
-            + (["--api-proxy"] if self.opts.uplink and self.opts.api_proxy else [])
-            + ["--station", "home"]
-            + self._fleet_ground_args()
-            + (["--quiet"] if self.opts.quiet else []),
+            [py, "-m", "groundstation", "listen", "--config", str(self.write_ground_config())],
             stdout=None if not self.opts.quiet else subprocess.DEVNULL, stderr=self.logs["ground"], env=self.env,
         )
         self._admit("ground", "ground station")
         self.ground_port = wait_listening(self.out / "ground.log", self.procs["ground"], "ground station", skip=seen)
 
-    def _fleet_ground_args(self) -> list[str]:
-        """The ground signs for its own flight's callsign, named as the shipped unit names it, and
-        follows the other balloons by their downlink keys (docs/network.md, 'The ground follows
-        several flights')."""
-        if not self.members:
-            return ["--callsign", load_config(self.opts.config).callsign]
-        args = ["--callsign", self.members[0].callsign]
-        for m in self.members[1:]:
-            args += ["--follow", f"{m.callsign}={m.downlink}"]
-        return args
+    def write_ground_config(self) -> Path:
+        """The bench's ground station as a station's file (docs/ground.md, "The station's
+        configuration file"), which `listen --config` runs as a real station's: it signs for its own
+        flight's callsign, named as the shipped configuration names it, and follows the other
+        balloons by their downlink keys (docs/network.md, 'The ground follows several flights')."""
+        q = json.dumps  # a TOML basic string is a JSON string
+        callsign = self.members[0].callsign if self.members else load_config(self.opts.config).callsign
+        lines = ["[source]", 'kind = "udp"', f"address = {q(f'127.0.0.1:{self.ground_port}')}"]
+        if self.opts.uplink:
+            lines.append(f"uplink_to = {q(f'127.0.0.1:{self.uplink_port}')}")
+        lines += ["[database]", f"path = {q(str(self.out / 'ground.db'))}",
+                  "[keys]", f"flight_key = {q(str(self.key))}", f"callsign = {q(callsign)}",
+                  "[keys.follow]", *(f"{m.callsign} = {q(str(m.downlink))}" for m in self.members[1:]),
+                  "[station]", 'name = "home"',
+                  "[proxy]", f"enabled = {str(bool(self.opts.uplink and self.opts.api_proxy)).lower()}",
+                  "[output]", f"stats = {q(str(self.out / 'ground.json'))}",
+                  f"records = {q('none' if self.opts.quiet else 'text')}"]
+        path = self.out / "ground.toml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 
     def _listening_lines(self, name: str) -> int:
         """How many `listening` lines the log holds already (a restarted process appends its own)."""
