@@ -74,3 +74,87 @@ def test_the_flight_code_names_no_bench():
             if {"sim", "bench"} & set(name.lower().replace(".", "_").split("_")):
                 named.append(f"{p.relative_to(ROOT)}:{line} {name}")
     assert not named, "the bench named in flight code:\n" + "\n".join(named)
+
+
+MAX_PARAMETERS = 10  # payload/: more than this and the parts want a name of their own (a dataclass)
+# Ports the flight and the ground plug parts into (docs/architecture.md): what one offers is declared
+# on the port, so no code asks a part whether it has a method.
+PORT_NAMES = {"radio", "camera", "gps", "sensors", "source", "chip", "worker", "store", "led", "hat", "sink"}
+# Where the bench's clock may be asked whether it is the lockstep or how fast it runs: the clocks
+# themselves, and the bench that builds them. Everywhere else asks the clock the question it has.
+CLOCK_FILES = ("stratoecho/clock.py", "payload/clock.py")
+STATIC = ROOT / "groundstation" / "web" / "static"
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    a = node.args
+    named = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+    return len(named) + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def _over_parameters(tree: ast.AST, where: str) -> list[str]:
+    return [f"{where}:{n.lineno} {n.name}: {_parameters(n)} parameters" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and _parameters(n) > MAX_PARAMETERS]
+
+
+def test_no_flight_constructor_takes_more_than_ten_parameters():
+    """A builder that repacks sixteen parts is a table that has not been named (issue 43)."""
+    long = [line for p in sorted((ROOT / "payload").rglob("*.py"))
+            for line in _over_parameters(ast.parse(p.read_text(encoding="utf-8")), str(p.relative_to(ROOT)))]
+    assert not long, f"over {MAX_PARAMETERS} parameters (group the parts):\n" + "\n".join(long)
+
+
+def _terminal_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _port_probes(tree: ast.AST, where: str) -> list[str]:
+    probes = []
+    for n in ast.walk(tree):
+        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("getattr", "hasattr")
+                and n.args and (_terminal_name(n.args[0]) or "").lstrip("_") in PORT_NAMES):
+            probes.append(f"{where}:{n.lineno} {ast.unparse(n)}")
+    return probes
+
+
+def test_no_port_is_probed():
+    """A port says what it offers (docs/architecture.md): `getattr(self.radio, "hear", ...)` hides a
+    part that does not keep the port behind a default nobody tested."""
+    probes = [line for pkg in ("stratoecho", "payload", "groundstation") for p in sorted((ROOT / pkg).rglob("*.py"))
+              for line in _port_probes(ast.parse(p.read_text(encoding="utf-8")), str(p.relative_to(ROOT)))]
+    assert not probes, "ports probed:\n" + "\n".join(probes)
+
+
+def test_only_the_clock_knows_it_is_the_bench():
+    """`clock.lockstep` / `clock.speedup` read outside the clock spreads the bench's time through the
+    flight: the code asks the clock what it needs (how long to sleep, what scale) instead."""
+    reads = []
+    for pkg in ("stratoecho", "payload", "groundstation"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            if str(p.relative_to(ROOT)) in CLOCK_FILES:
+                continue
+            for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+                if isinstance(n, ast.Attribute) and n.attr in ("lockstep", "speedup"):
+                    reads.append(f"{p.relative_to(ROOT)}:{n.lineno} {ast.unparse(n)}")
+    assert not reads, "the bench's clock read outside the clock:\n" + "\n".join(reads)
+
+
+def test_the_dashboard_script_is_read_in_a_sitting():
+    """The dashboard's own scripts (not the vendored ones) keep the same 600-line rule."""
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for p in sorted(STATIC.glob("*.js"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES]
+    assert not long, f"over {MAX_FILE_LINES} lines:\n" + "\n".join(long)
+
+
+def test_the_new_rules_see_what_they_forbid():
+    """Not vacuous: a probe, an eleven-parameter constructor and a lockstep read are each caught."""
+    tree = ast.parse("class T:\n    def __init__(self, a, b, c, d, e, f, g, h, i, j, k):\n"
+                     "        self.ok = hasattr(self.radio, 'hear') or getattr(source, 'address', None)\n"
+                     "        self.fine = getattr(cfg, 'x')\n")
+    assert _over_parameters(tree, "t") == ["t:2 __init__: 11 parameters"]
+    assert len(_port_probes(tree, "t")) == 2
+    assert _parameters(ast.parse("def f(self, *a, b, **k): pass").body[0]) == 3
