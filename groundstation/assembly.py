@@ -36,7 +36,7 @@ from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 
-from .config import GroundConfig, NetworkSection
+from .config import GroundConfig
 from .db import Store, StoreError
 from .display import format_summary
 from .link.decoder import FrameDecoder
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from .api_proxy import ApiProxy
     from .exports import SsdvUploader
-    from .network import BrokerAuth, StationPublisher
+    from .network import StationPublisher
 
 log = structlog.get_logger(__name__)
 REPLAY_DRAIN_S = 30.0  # seconds a --replay with --mqtt waits at its end for the broker to take what it queued
@@ -108,15 +108,6 @@ def check_keys(config: GroundConfig) -> DownlinkAuth | None:
     return downlink
 
 
-def broker_auth(network: NetworkSection) -> BrokerAuth | None:
-    """How the station network's publisher signs in (None: as anyone); ValueError naming the file."""
-    from .network import BrokerAuth
-
-    if network.user is None and network.password_file is None and network.ca is None and not network.tls:
-        return None
-    return BrokerAuth.from_files(network.user, network.password_file, network.ca, network.tls)
-
-
 def open_proxy(config: GroundConfig) -> ApiProxy | None:
     """The API proxy [proxy] asks for (None unless enabled), once the broker's password file and
     certificate are known to be readable, before anything opens. StartError: 2 for settings, 1 for
@@ -124,7 +115,7 @@ def open_proxy(config: GroundConfig) -> ApiProxy | None:
     from .api_proxy import ProxyConfigError, proxy_from_config
 
     try:
-        broker_auth(config.network)
+        config.network.broker_auth()
     except ValueError as e:
         raise StartError(str(e), 2) from e
     try:
@@ -209,14 +200,12 @@ class Listener:
 
     def add_publisher(self) -> None:
         """Every frame to the station network ([network] broker, --mqtt)."""
-        from .network import StationPublisher, default_station
+        from .network import default_station
+        from .network.settings import publisher_from_config
 
         config = self.config
-        if config.network.broker is None:
-            return
-        publisher = self.publisher = StationPublisher(
-            *config.network.broker, config.station.name or default_station(), config.keys.callsign,
-            config.network.prefix, auth=broker_auth(config.network), position=station_here(config))
+        publisher = self.publisher = publisher_from_config(
+            config.network, config.station.name or default_station(), config.keys.callsign, station_here(config))
         if publisher is not None:
             self.hooks.on_frame.append(lambda data, received_at, station, rssi, snr: publisher.publish_frame(
                 data, received_at, rssi_dbm=rssi, snr_db=snr))

@@ -27,6 +27,8 @@ from .api_proxy.config import ProxySection
 from .exports.settings import SondeHubSection, SsdvSection
 from .frame_quota import MB, SOURCE_QUOTA_BYTES, TOTAL_QUOTA_BYTES, FrameQuota
 from .link.keys import KEY_FLAGS, KeysSection
+from .network.settings import NetworkSection
+from .network.topics import topic_level
 from .predict import DEFAULT_BURST_ALT_M, DEFAULT_DESCENT_RATE_M_S
 from .sources.registry import HostPort, SourceSettings, source_from_flags, source_settings
 
@@ -82,14 +84,10 @@ class StationSection(Section):
     position: list[float] | None = Field(None, min_length=2, max_length=3, description="[LAT, LON] or "
                                          "[LAT, LON, ALT] (unset: exports.sondehub.position)")
 
-
-class NetworkSection(Section):
-    broker: HostPort | None = Field(None, description="MQTT broker to publish every frame heard to")
-    prefix: str = Field("stratoecho", description="first topic level(s); must match the aggregator's")
-    user: str | None = None
-    password_file: str | None = None
-    ca: str | None = None
-    tls: bool = False
+    @field_validator("name")
+    @classmethod
+    def _a_topic_level(cls, v: str | None) -> str | None:
+        return v if v is None else topic_level(v, "station")
 
 
 class OutputSection(Section):

@@ -60,6 +60,10 @@ BAD = [
     ('[keys]\nflight_key = "a.key"\ndownlink_key = "b.downlink"\n',
      ["flight_key and downlink_key (--flight-key, --downlink-key): one or the other"]),
     ('[keys.follow]\n"FAR 1" = "far.downlink"\n', ["[keys.follow] Value error, follow: 'FAR 1': a callsign is"]),
+    ('[station]\nname = "home/attic"\n', ["[station.name] Value error, station 'home/attic' cannot be an MQTT "
+                                           "topic level"]),
+    ('[network]\nbroker = "mqtt.example.org:8883"\nprefix = "stratoecho/#"\n',
+     ["[network.prefix] Value error, topic prefix level '#' cannot be an MQTT topic level"]),
     ('[uplink]\nskip_past = 41\n', ["uplink.skip_past needs keys.flight_key and keys.callsign"]),
     ('[exports.udp_feed]\nlanding = true\n', ["exports.udp_feed.landing goes with exports.udp_feed.address"]),
 ]

@@ -23,6 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from groundstation.db import utc_now
@@ -34,10 +35,10 @@ from groundstation.network import (
     add_publish_arguments,
     cli,
     cmd_aggregate,
-    publisher_from_args,
     register_cli,
     status_topic,
 )
+from groundstation.network.settings import NetworkSection, publisher_from_config
 from groundstation.station_limits import StationLimits
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
@@ -464,10 +465,12 @@ def test_cli_aggregate_and_listen_options(tmp_path, capsys, broker, monkeypatch)
 
     listen = argparse.ArgumentParser()
     add_publish_arguments(listen)
-    assert publisher_from_args(listen.parse_args([])) is None
+    assert publisher_from_config(NetworkSection(), "hill", None, None) is None
     with pytest.raises(SystemExit):
         listen.parse_args(["--mqtt", "127.0.0.1:1883", "--station", "a/b"])
-    pub = publisher_from_args(listen.parse_args(["--mqtt", f"127.0.0.1:{broker.port}", "--station", "hill"]))
+    with pytest.raises(ValidationError, match="topic prefix level"):
+        NetworkSection(prefix="a/#")
+    pub = publisher_from_config(NetworkSection(broker=f"127.0.0.1:{broker.port}"), "hill", None, None)
     try:
         assert (pub.station, pub.prefix, pub.payload) == ("hill", "stratoecho", "unknown")
     finally:

@@ -74,9 +74,7 @@ from .cli import (
     cmd_aggregate,
     default_station,
     format_aggregate_summary,
-    publisher_from_args,
     register_cli,
-    station_position,
 )
 from .publisher import PublisherStats, StationPublisher
 from .topics import (
@@ -124,7 +122,5 @@ __all__ = [
     "cmd_aggregate",
     "default_station",
     "format_aggregate_summary",
-    "publisher_from_args",
     "register_cli",
-    "station_position",
 ]

@@ -10,14 +10,13 @@ import threading
 
 import structlog
 
-from stratoecho.cli import checked, hostport_type, place, positive_number, stop_on_signals
+from stratoecho.cli import checked, hostport_type, positive_number, stop_on_signals
 from stratoecho.wire.uplink import KeyFileError
 
 from ..db import StoreError
 from ..link.keys import add_key_arguments, downlink_check, keys_from_args, relayer_checks
 from ..station_limits import StationLimits
 from .aggregator import REMEMBER, Aggregator
-from .publisher import StationPublisher
 from .topics import _NOT_A_LEVEL, DEFAULT_PREFIX, BrokerAuth, check_prefix, topic_level
 
 log = structlog.get_logger(__name__)
@@ -182,24 +181,6 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
                             "database and, with --mqtt, shared with the network, so the dashboard gives "
                             "distance, bearing and elevation to the balloon from every station")
     _broker_auth_arguments(group, "mqtt-")
-
-
-def station_position(args: argparse.Namespace) -> tuple[float, float, float] | None:
-    """`--station-position` (else `--sondehub-position`) as (lat, lon, alt); ValueError naming it."""
-    if getattr(args, "station_position", None):
-        return place(args.station_position, "--station-position")
-    if getattr(args, "sondehub_position", None):
-        return place(args.sondehub_position, "--sondehub-position")
-    return None
-
-
-def publisher_from_args(args: argparse.Namespace) -> StationPublisher | None:
-    """A `StationPublisher` for `add_publish_arguments`' options; None without --mqtt."""
-    if getattr(args, "mqtt", None) is None:
-        return None
-    host, port = args.mqtt
-    return StationPublisher(host, port, args.station or default_station(), getattr(args, "callsign", None),
-                            args.mqtt_prefix, auth=auth_from_args(args, "mqtt-"), position=station_position(args))
 
 
 def cmd_aggregate(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
