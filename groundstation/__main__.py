@@ -53,6 +53,7 @@ examples:
   python -m groundstation listen --serial /dev/ttyUSB0 --db ground.db --flight-key near1.key --callsign NEAR1 \
       --follow FAR1=far1.downlink --station home       # FAR1 too, in ground.FAR1.db, heard directly or via NEAR1
 exit status: 0 after a clean stop; 1 if the source or database cannot be used; 2 for a usage error
+or a configuration file that will not do (named, with the key and what was expected)
 """
 HEX_FORMAT = (
     "Hex format (air.hex): one frame a line as a hex string, optionally followed by the radio's "
