@@ -105,7 +105,9 @@ def test_a_source_is_registered_once_under_a_plain_name(hexlist):
         register_source(HEXLIST)
     with pytest.raises(ValueError, match="lower-case"):
         register_source(SourceKind("Hex List", HexListSettings, HEXLIST.open))
-    assert not any(kind.name == "Hex List" for kind in SOURCES.values())
+    with pytest.raises(ValueError, match="its settings' kind defaults to 'hexlist', not 'hexfile'"):
+        register_source(SourceKind("hexfile", HexListSettings, HEXLIST.open))
+    assert not {"Hex List", "hexfile"} & set(SOURCES)
 
 
 def test_the_shipped_sources_are_the_flags_listen_offers():

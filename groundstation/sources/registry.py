@@ -104,6 +104,9 @@ def register_source(kind: SourceKind) -> SourceKind:
         raise ValueError(f"frame source name {kind.name!r}: lower-case letters, digits and _ only")
     if not issubclass(kind.settings, SourceSettings):
         raise ValueError(f"frame source {kind.name!r}: its settings must be a SourceSettings model")
+    if kind.settings.model_fields["kind"].default != kind.name:  # a file's kind must find its own model
+        raise ValueError(f"frame source {kind.name!r}: its settings' kind defaults to "
+                         f"{kind.settings.model_fields['kind'].default!r}, not {kind.name!r}")
     SOURCES[kind.name] = kind
     return kind
 
