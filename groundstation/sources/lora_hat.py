@@ -33,7 +33,6 @@ import argparse
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import structlog
 
@@ -252,13 +251,13 @@ def hat_option_names() -> tuple[str, ...]:
 
 def hat_options(options: Mapping[str, object]) -> HatOptions | None:
     """The HAT `options` describe (by name, as `listen`'s flags' dests; "lora": the chip; absent
-    or None: not given; other names are not the HAT's), None without --lora. ValueError, naming the options, for any that
-    do not go together: a HAT option without --lora, one that is another chip's, a mode and a
-    modem option that disagree, settings no chip takes, no frequency, a chip without an option it
-    cannot work without (an SX126x's BUSY)."""
+    or None: not given; other names are not the HAT's), None without --lora. ValueError, naming
+    the options, for any that do not go together: a HAT option without --lora, one that is
+    another chip's, a mode and a modem option that disagree, settings no chip takes, no
+    frequency, a chip without an option it cannot work without (an SX126x's BUSY)."""
     own = chip_options()
-    opt = SimpleNamespace(**{name: options.get(name) for name in hat_option_names()})
-    given = [name for name in (*HAT_OPTIONS, *own) if getattr(opt, name) is not None]
+    opt = {name: options.get(name) for name in hat_option_names()}
+    given = [name for name in (*HAT_OPTIONS, *own) if opt[name] is not None]
     kind = options.get("lora")
     if kind is None:
         if given:
@@ -268,14 +267,14 @@ def hat_options(options: Mapping[str, object]) -> HatOptions | None:
     if wrong := [n for n in given if n in own and profile.option(n) is None]:
         chips = dict.fromkeys(_an(chip_profile(c).label) for n in wrong for c in own[n][1])
         raise ValueError(f"{', '.join(_flag(n) for n in wrong)}: for {_either(chips)}, not --lora {kind}")
-    if opt.frequency_mhz is None:
+    if opt["frequency_mhz"] is None:
         raise ValueError("--lora needs --frequency-mhz MHZ (the payload's radio.frequency_mhz)")
     for option in profile.options:
-        if option.required and getattr(opt, option.name) is None:
+        if option.required and opt[option.name] is None:
             raise ValueError(f"--lora {kind} needs {option.flag} {option.metavar}: {option.required}")
-    modem = {name: getattr(opt, name) for name in MODEM if getattr(opt, name) is not None}
-    if opt.lora_mode is not None:
-        mode = ukhas_mode(opt.lora_mode)
+    modem = {name: opt[name] for name in MODEM if opt[name] is not None}
+    if opt["lora_mode"] is not None:
+        mode = ukhas_mode(opt["lora_mode"])
         wanted = mode.modem()
         if clash := [f"{_flag(k)} {v}" for k, v in modem.items() if v != wanted[k]]:
             raise ValueError(f"--lora-mode {mode.number} ({mode.name}) sets SF{mode.spreading_factor}, "
@@ -289,15 +288,15 @@ def hat_options(options: Mapping[str, object]) -> HatOptions | None:
     if not modem["explicit_header"]:
         raise ValueError("implicit-header packets (--no-explicit-header, or modes 1, 4, 6, 8) have one fixed "
                          "length, for SSDV; the payload flies explicit-header modes only (0, 2, 3, 5, 7)")
-    optional = {"crc": opt.crc, "sync_word": opt.sync_word, "preamble": opt.preamble}
-    settings = LoRaSettings(opt.frequency_mhz, **modem, **{k: v for k, v in optional.items() if v is not None})
-    power = DEFAULT_TX_POWER_DBM if opt.tx_power_dbm is None else opt.tx_power_dbm
-    chip: dict = {"reset_pin": opt.reset_pin, "tx_power_dbm": power}
+    optional = {"crc": opt["crc"], "sync_word": opt["sync_word"], "preamble": opt["preamble"]}
+    settings = LoRaSettings(opt["frequency_mhz"], **modem, **{k: v for k, v in optional.items() if v is not None})
+    power = DEFAULT_TX_POWER_DBM if opt["tx_power_dbm"] is None else opt["tx_power_dbm"]
+    chip: dict = {"reset_pin": opt["reset_pin"], "tx_power_dbm": power}
     for option in profile.options:
-        value = getattr(opt, option.name)
+        value = opt[option.name]
         chip[option.name] = option.default if value is None else value
     try:
         profile.check_power(power, chip)
     except RadioError as e:
         raise ValueError(f"--tx-power-dbm: {e}") from None
-    return HatOptions(kind, settings, opt.spi_bus or 0, opt.spi_device or 0, chip)
+    return HatOptions(kind, settings, opt["spi_bus"] or 0, opt["spi_device"] or 0, chip)
