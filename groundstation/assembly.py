@@ -216,7 +216,7 @@ class Listener:
         from .exports import DEFAULT_URL, live_exporters, ssdv_from_config, station_from_config
 
         sondehub, feed = self.config.exports.sondehub, self.config.exports.udp_feed
-        tuned = self.config.source.frequency_mhz()  # the receiver's own, where the source is a radio
+        tuned = self.config.source.tuned_mhz()  # the receiver's own, where the source is a radio
         try:
             station = station_from_config(sondehub)
             self.ssdv_uploader = ssdv_from_config(self.config.exports.ssdv, station)

@@ -55,6 +55,8 @@ BAD = [
     ('[source]\nkind = "udp"\n', ["[source.address] Field required"]),
     ('[source]\nkind = "udp"\naddress = "nowhere"\n', ["[source.address] Value error, 'nowhere' is not HOST:PORT"]),
     ('[source]\nkind = "lora"\nchip = "sx127x"\n', ["[source] Value error, --lora needs --frequency-mhz"]),
+    ('[source]\nkind = "lora"\nchip = "sx127x"\nfrequency_mhz = 434.225\ndio0pin = 25\npa_boost = "maybe"\n',
+     ["[source.dio0pin] Extra inputs are not permitted", "[source.pa_boost] Input should be a valid boolean"]),
     ('[source]\nkind = "serial"\ndevice = "/dev/ttyUSB0"\nframing = "ax25"\n',
      ["[source.framing] Input should be 'hex', 'kiss' or 'raw'"]),
     ('[keys]\nflight_key = "a.key"\ndownlink_key = "b.downlink"\n',
@@ -168,3 +170,19 @@ def test_listen_and_decode_build_their_flights_by_one_rule(tmp_path):
         ["decode", "x.hex", "--flight-key", str(key), "--follow", f"FAR1={far}", "--relayer-key", f"NEAR1={near}"]))
     assert set(decode.relayers) == {payload_hash("FAR1"), payload_hash("NEAR1")}  # decode names no callsign
     assert set(decode.followed) == {"FAR1"} and decode.primary.decoder.auth is not None
+
+
+def test_a_hat_in_the_file_is_the_hat_its_flags_describe(tmp_path):
+    from groundstation.sources.lora_hat import hat_options
+
+    path = write(tmp_path, '[source]\nkind = "lora"\nchip = "sx126x"\nfrequency_mhz = 434.225\nlora_mode = 2\n'
+                           'busy_pin = 6\ndio1_pin = "GPIO26"\ntcxo_voltage = 1.8\nspi_device = 1\n'
+                           '[database]\npath = "g.db"\n')
+    from_file = listen_config("--config", str(path))
+    from_flags = listen_config("--lora", "sx126x", "--frequency-mhz", "434.225", "--lora-mode", "2", "--busy-pin", "6",
+                               "--dio1-pin", "GPIO26", "--tcxo-voltage", "1.8", "--spi-device", "1", "--db", "g.db")
+    assert hat_options(from_file.source.options()) == hat_options(from_flags.source.options())
+    assert from_file.source.tuned_mhz() == 434.225 and from_file.source.where() == "lora sx126x"
+    tuned = listen_config("--config", str(path), "--frequency-mhz", "434.4")  # a flag over one of the HAT's keys
+    assert tuned.source.frequency_mhz == 434.4 and tuned.source.model_extra == {"busy_pin": 6, "dio1_pin": "GPIO26",
+                                                                                  "tcxo_voltage": 1.8}

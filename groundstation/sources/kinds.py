@@ -241,34 +241,58 @@ def _open_horus(s: HorusUdpSettings, ctx: SourceContext):
 
 class LoraHatSettings(SourceSettings):
     """`chip` and the HAT's settings by the payload's `[radio]` names (frequency_mhz, lora_mode,
-    spreading_factor..., the chip's pins): checked as `listen --lora` checks its flags."""
+    spreading_factor..., the chip's own pins and switches, each checked against the chip profiles'
+    kinds as the payload's are): together checked as `listen --lora` checks its flags."""
 
-    model_config = SourceSettings.model_config | {"extra": "allow"}  # the chip's own keys, checked below
+    model_config = SourceSettings.model_config | {"extra": "allow"}  # the chips' own keys, checked below
     kind: Literal["lora"] = "lora"
     chip: str = Field(description="the chip's registered name (stratoecho/lora_chips/profiles.py): sx127x, sx126x")
+    frequency_mhz: float | None = Field(None, gt=0, description="the payload's radio.frequency_mhz; required")
+    lora_mode: int | None = Field(None, ge=0, le=8, description="a UKHAS LoRa mode: sets the five modem keys")
+    spreading_factor: int | None = Field(None, ge=7, le=12)
+    bandwidth_hz: float | None = Field(None, gt=0)
+    coding_rate: int | None = Field(None, ge=5, le=8, description="the denominator of 4/N")
+    explicit_header: bool | None = None
+    low_data_rate_optimize: bool | None = None
+    crc: bool | None = None
+    sync_word: int | None = Field(None, ge=0, le=0xFF)
+    preamble: int | None = Field(None, ge=6, le=0xFFFF)
+    spi_bus: int | None = Field(None, ge=0, le=9)
+    spi_device: int | None = Field(None, ge=0, le=9, description="the chip select: 0 CE0, 1 CE1")
+    reset_pin: int | str | None = None
+    tx_power_dbm: int | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _chip_keys(cls, data, handler):
+        """Each chip's own keys checked against its profile, as the payload's [radio] checks them
+        (a key that is neither the HAT's nor a chip's is an error naming it)."""
+        from stratoecho.lora_chips.profiles import option_values
+
+        if isinstance(data, dict):
+            checked = option_values(data, declared=cls.model_fields)
+            data = {**data, **{key: checked[key] for key in data if key in checked}}
+        return handler(data)
 
     @model_validator(mode="after")
     def _check_hat(self) -> LoraHatSettings:
-        from .lora_hat import hat_option_names, hat_options
+        from .lora_hat import hat_options
 
-        if unknown := sorted(set(self.model_extra or {}) - set(hat_option_names())):
-            raise ValueError(f"{', '.join(unknown)}: no LoRa HAT setting; expected chip and "
-                             f"{', '.join(hat_option_names())}")
         try:
-            hat_options(self.options())  # ValueError naming what will not do
-        except TypeError as e:  # a key of the wrong type in the file (a word where a number goes)
-            raise ValueError(f"a LoRa HAT setting of the wrong type: {e}") from None
+            hat_options(self.options())
+        except ValueError as e:  # said in the flags' words: the keys are their names, `chip` is --lora
+            raise ValueError(f"{e} (here the keys are those flags' names: --frequency-mhz is frequency_mhz)") from None
         return self
 
     def options(self) -> dict:
         """The HAT's options by name, as `hat_options` reads them ("lora": the chip)."""
-        return {**(self.model_extra or {}), "lora": self.chip}
+        return {**self.model_dump(exclude={"kind", "chip"}), **(self.model_extra or {}), "lora": self.chip}
 
     def where(self) -> str:
         return f"lora {self.chip}"
 
-    def frequency_mhz(self) -> float | None:
-        return self.options().get("frequency_mhz")
+    def tuned_mhz(self) -> float | None:
+        return self.frequency_mhz
 
     def uplink_peer(self, source) -> tuple | None:
         return source.peer  # the HAT transmits the uplink itself

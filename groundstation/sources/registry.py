@@ -64,7 +64,7 @@ class SourceSettings(Section):
         None: a source that only hears (a replay, another receiver's output) never answers."""
         return None
 
-    def frequency_mhz(self) -> float | None:
+    def tuned_mhz(self) -> float | None:
         """The frequency this source's own radio is tuned to (a HAT), for the exports; None: not ours to know."""
         return None
 
