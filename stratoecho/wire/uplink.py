@@ -18,7 +18,7 @@ Frame layout, all integers big-endian::
   not our downlink fragment (``0xEC``), so neither side mistakes one for the other.
 - ``v|c``: uplink format version (high nibble, ``1``) and command id (low nibble,
   ``1``..``15``; ``0`` is never a command, so a zeroed byte cannot be one). The eight
-  commands below leave seven ids free; a sixteenth would need version 2.
+  commands of `commands.py` leave seven ids free; a sixteenth would need version 2.
 - ``counter``: strictly increasing per balloon, chosen by the ground, never reused.
   The payload accepts a frame only if its counter is above the last one it accepted,
   and stores that counter before acting on the command: a recorded frame replayed
@@ -35,31 +35,14 @@ Frame layout, all integers big-endian::
 - ``pid``: the first two bytes of SHA-256 of the payload's callsign (UTF-8, case
   as configured), so a command meant for another balloon is refused before any
   hashing. It is a routing check, not a security boundary: each balloon has its own key.
-- ``args``: the command's arguments, struct-packed (table below). Their length is
+- ``args``: the command's arguments, struct-packed (`commands.py`). Their length is
   what lies between the header and the tag; there is no length byte.
 - ``tag``: HMAC-SHA256(key, every byte before the tag), truncated to its first ``T``
   bytes. ``T`` is configured on both sides (default 8, allowed 4..32), never read
   from the frame, so a forger cannot ask for a shorter tag.
 
-Commands (ids are the low nibble of byte 1):
-
-====  =============  ==================================================================
-id    command        args
-====  =============  ==================================================================
-1     PING           nonce u16 (the payload echoes it, so the ground can match replies)
-2     SET_MODE       mode u8: 0 nominal, 1 low power, 2 survival
-3     SET_INTERVALS  telemetry_s u16, musing_s u16 (each 1..65535 s)
-4     RESEND         n u8 (1..255), then n × [stream u8 (``wire.Kind``), boot u16, seq u32,
-                     k u8, k × fragment index u8]; k = 0 asks for every fragment
-5     MEMORY_NOTE    UTF-8 text, 1..200 bytes, up to the tag
-6     API_ANSWER     request_seq u32, status u8 (0 ok, else the proxy's error code),
-                     UTF-8 text up to the tag (0..234 bytes at MTU 255, T 8)
-7     LINK_REPORT    boot u16, last_seq u32, frames u32 (frames of `boot` heard up to
-                     sentence `last_seq`)
-8     ACK            n u8 (1..255), then n × [stream u8 (``wire.Kind``), boot u16,
-                     first u32, last u32]: the ground holds every record of that kind
-                     and boot from seq `first` to `last`
-====  =============  ==================================================================
+The commands, their ids and their arguments are declared in `stratoecho/wire/commands.py`
+(its docstring tabulates them); this module re-exports them.
 
 Verification order (`verify`), each failure an `UplinkRejected` with its `reason`:
 ``truncated``, ``not uplink``, ``too long`` (over the MTU), ``unknown version``,
@@ -85,15 +68,34 @@ what a key file holds and which keys are too weak to use).
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
-from typing import ClassVar, Union
 
 from stratoecho.wire import DEFAULT_MTU, GATEWAY_FIRST_BYTES, WireError
 from stratoecho.wire import MAGIC as DOWNLINK_MAGIC
+from stratoecho.wire.commands import (  # noqa: F401 - the commands are declared there; callers import them here
+    COMMANDS,
+    MAX_NOTE_BYTES,
+    Ack,
+    AckRange,
+    ApiAnswer,
+    ApiStatus,
+    Command,
+    CommandId,
+    LinkReport,
+    MemoryNote,
+    Ping,
+    PowerMode,
+    Resend,
+    ResendItem,
+    SetIntervals,
+    SetMode,
+    _check_uint,
+    is_risky,
+    register_command,
+)
 from stratoecho.wire.events import Event, event
 from stratoecho.wire.uplink_keys import KeyFileError, load_key  # noqa: F401 - the key file rules live there
 
@@ -106,7 +108,6 @@ MIN_TAG_LEN, MAX_TAG_LEN = 4, 32
 MIN_KEY_BYTES = 16  # what sign/verify accept; a key file holds exactly 32 (uplink_keys.py)
 MAX_COUNTER = 0xFFFFFFFF
 MAX_COUNTER_STEP = 1 << 20  # the furthest one accepted frame may move the counter
-MAX_NOTE_BYTES = 200
 assert MAGIC not in GATEWAY_FIRST_BYTES and MAGIC != DOWNLINK_MAGIC
 
 REJECT_REASONS = frozenset({
@@ -127,284 +128,6 @@ class UplinkRejected(WireError):
         super().__init__(reason, message)
 
 
-class CommandId(enum.IntEnum):
-    PING = 1
-    SET_MODE = 2
-    SET_INTERVALS = 3
-    RESEND = 4
-    MEMORY_NOTE = 5
-    API_ANSWER = 6
-    LINK_REPORT = 7
-    ACK = 8
-
-
-class PowerMode(enum.IntEnum):
-    NOMINAL = 0
-    LOW_POWER = 1
-    SURVIVAL = 2
-
-
-def _check_uint(name: str, value: int, bits: int, low: int = 0) -> None:
-    # bool is an int; a True nonce is a bug on the caller's side, not a 1.
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < (1 << bits):
-        raise ValueError(f"{name} must be an integer in {low}..{(1 << bits) - 1}, got {value!r}")
-
-
-# --------------------------------------------------------------------------- commands
-# Each command: a frozen dataclass whose constructor validates, `pack()` -> args bytes,
-# `unpack(args)` -> command, raising ValueError or struct.error on bad bytes.
-
-
-@dataclass(frozen=True)
-class Ping:
-    nonce: int
-    command_id: ClassVar[CommandId] = CommandId.PING
-    _fmt: ClassVar[struct.Struct] = struct.Struct(">H")
-
-    def __post_init__(self) -> None:
-        _check_uint("nonce", self.nonce, 16)
-
-    def pack(self) -> bytes:
-        return self._fmt.pack(self.nonce)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> Ping:
-        return cls(*cls._fmt.unpack(data))
-
-
-@dataclass(frozen=True)
-class SetMode:
-    mode: PowerMode
-    command_id: ClassVar[CommandId] = CommandId.SET_MODE
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", PowerMode(self.mode))  # ValueError if not a mode
-
-    def pack(self) -> bytes:
-        return bytes([self.mode])
-
-    @classmethod
-    def unpack(cls, data: bytes) -> SetMode:
-        (mode,) = struct.unpack(">B", data)
-        return cls(PowerMode(mode))
-
-
-@dataclass(frozen=True)
-class SetIntervals:
-    telemetry_s: int
-    musing_s: int
-    command_id: ClassVar[CommandId] = CommandId.SET_INTERVALS
-    _fmt: ClassVar[struct.Struct] = struct.Struct(">HH")
-
-    def __post_init__(self) -> None:
-        # Zero would mean "transmit continuously": never a sane interval on a duty-cycled band.
-        _check_uint("telemetry_s", self.telemetry_s, 16, low=1)
-        _check_uint("musing_s", self.musing_s, 16, low=1)
-
-    def pack(self) -> bytes:
-        return self._fmt.pack(self.telemetry_s, self.musing_s)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> SetIntervals:
-        return cls(*cls._fmt.unpack(data))
-
-
-@dataclass(frozen=True)
-class ResendItem:
-    """One record the ground wants again; `fragments` empty means all of them."""
-
-    stream: int  # wire.Kind of the record
-    boot: int
-    seq: int
-    fragments: tuple[int, ...] = ()
-    _fmt: ClassVar[struct.Struct] = struct.Struct(">BHIB")
-
-    def __post_init__(self) -> None:
-        _check_uint("stream", self.stream, 8)
-        _check_uint("boot", self.boot, 16)
-        _check_uint("seq", self.seq, 32)
-        frags = tuple(sorted(set(self.fragments)))  # order and repeats carry nothing
-        for i in frags:
-            # A fragment index is below its count, and a count is at most 255.
-            _check_uint("fragment index", i, 8)
-            if i == 0xFF:
-                raise ValueError("fragment index must be in 0..254, got 255")
-        object.__setattr__(self, "fragments", frags)
-
-    @property
-    def size(self) -> int:
-        return self._fmt.size + len(self.fragments)
-
-    def pack(self) -> bytes:
-        return self._fmt.pack(self.stream, self.boot, self.seq, len(self.fragments)) + bytes(self.fragments)
-
-
-@dataclass(frozen=True)
-class Resend:
-    items: tuple[ResendItem, ...]
-    command_id: ClassVar[CommandId] = CommandId.RESEND
-
-    def __post_init__(self) -> None:
-        items = tuple(self.items)
-        if not 1 <= len(items) <= 255:
-            raise ValueError(f"RESEND holds 1..255 items, got {len(items)}")
-        if not all(isinstance(i, ResendItem) for i in items):
-            raise ValueError("RESEND items must be ResendItem")
-        object.__setattr__(self, "items", items)
-
-    def pack(self) -> bytes:
-        return bytes([len(self.items)]) + b"".join(i.pack() for i in self.items)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> Resend:
-        if not data:
-            raise ValueError("RESEND without its item count")
-        n, pos, items = data[0], 1, []
-        for _ in range(n):
-            stream, boot, seq, k = ResendItem._fmt.unpack_from(data, pos)
-            pos += ResendItem._fmt.size
-            if pos + k > len(data):
-                raise ValueError(f"RESEND item claims {k} fragment indices, {len(data) - pos} bytes remain")
-            items.append(ResendItem(stream, boot, seq, tuple(data[pos:pos + k])))
-            pos += k
-        if pos != len(data):
-            raise ValueError(f"RESEND has {len(data) - pos} bytes after its {n} items")
-        return cls(tuple(items))
-
-
-def _utf8(data: bytes) -> str:
-    return data.decode("utf-8")  # strict: UnicodeDecodeError is a ValueError
-
-
-@dataclass(frozen=True)
-class MemoryNote:
-    """Text the ground wants the persona to remember."""
-
-    text: str
-    command_id: ClassVar[CommandId] = CommandId.MEMORY_NOTE
-
-    def __post_init__(self) -> None:
-        n = len(self.text.encode("utf-8"))
-        if not 1 <= n <= MAX_NOTE_BYTES:
-            raise ValueError(f"MEMORY_NOTE text must be 1..{MAX_NOTE_BYTES} bytes of UTF-8, got {n}")
-
-    def pack(self) -> bytes:
-        return self.text.encode("utf-8")
-
-    @classmethod
-    def unpack(cls, data: bytes) -> MemoryNote:
-        return cls(_utf8(data))
-
-
-@dataclass(frozen=True)
-class ApiAnswer:
-    """The ground's answer to an API request the payload sent down as record `request_seq`."""
-
-    request_seq: int
-    status: int  # 0 ok, else the API proxy's error code
-    text: str = ""
-    command_id: ClassVar[CommandId] = CommandId.API_ANSWER
-    _fmt: ClassVar[struct.Struct] = struct.Struct(">IB")
-
-    def __post_init__(self) -> None:
-        _check_uint("request_seq", self.request_seq, 32)
-        _check_uint("status", self.status, 8)
-        self.text.encode("utf-8")  # lone surrogates cannot travel
-
-    def pack(self) -> bytes:
-        return self._fmt.pack(self.request_seq, self.status) + self.text.encode("utf-8")
-
-    @classmethod
-    def unpack(cls, data: bytes) -> ApiAnswer:
-        seq, status = cls._fmt.unpack_from(data)
-        return cls(seq, status, _utf8(data[cls._fmt.size:]))
-
-
-class ApiStatus(enum.IntEnum):
-    """`ApiAnswer.status` codes: the payload and the ground's API proxy share this table.
-    A code the payload does not know reads as UPSTREAM_ERROR there."""
-
-    OK = 0
-    NOT_FOUND = 1  # the API answered: there is nothing for that query
-    REFUSED = 2  # the API is not on the ground's allow-list
-    TIMEOUT = 3  # the API did not answer the ground in time
-    UPSTREAM_ERROR = 4  # the API failed, or answered something the proxy could not read
-    BAD_REQUEST = 5  # the query made no sense to the proxy or the API
-    RATE_LIMITED = 6  # the API (or the proxy's own budget) says: ask less often
-    OFFLINE = 7  # the ground station has no internet
-
-
-@dataclass(frozen=True)
-class LinkReport:
-    """How many downlink frames of `boot` the ground has heard, up to and including the
-    sentence `last_seq` that opened this window: the payload turns it into a loss estimate
-    and sizes its parity to it."""
-
-    boot: int
-    last_seq: int
-    frames: int
-    command_id: ClassVar[CommandId] = CommandId.LINK_REPORT
-    _fmt: ClassVar[struct.Struct] = struct.Struct(">HII")
-
-    def __post_init__(self) -> None:
-        _check_uint("boot", self.boot, 16)
-        _check_uint("last_seq", self.last_seq, 32)
-        _check_uint("frames", self.frames, 32)
-
-    def pack(self) -> bytes:
-        return self._fmt.pack(self.boot, self.last_seq, self.frames)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> LinkReport:
-        return cls(*cls._fmt.unpack(data))
-
-
-@dataclass(frozen=True)
-class AckRange:
-    """The ground holds every record of `stream` and `boot` with seq in first..last."""
-
-    stream: int  # wire.Kind of the records
-    boot: int
-    first: int
-    last: int
-    _fmt: ClassVar[struct.Struct] = struct.Struct(">BHII")
-
-    def __post_init__(self) -> None:
-        _check_uint("stream", self.stream, 8)
-        _check_uint("boot", self.boot, 16)
-        _check_uint("first", self.first, 32)
-        _check_uint("last", self.last, 32)
-        if self.first > self.last:
-            raise ValueError(f"ACK range {self.first}..{self.last} is empty")
-
-
-@dataclass(frozen=True)
-class Ack:
-    """Records the ground holds whole: the payload may let them go first when space is short,
-    and never sends them again. Ranges, not a cumulative "up to": a record never heard at
-    all (the first of a boot lost whole) must not be acknowledged by accident."""
-
-    ranges: tuple[AckRange, ...]
-    command_id: ClassVar[CommandId] = CommandId.ACK
-
-    def __post_init__(self) -> None:
-        ranges = tuple(self.ranges)
-        if not 1 <= len(ranges) <= 255 or not all(isinstance(r, AckRange) for r in ranges):
-            raise ValueError(f"ACK holds 1..255 AckRange items, got {len(ranges)}")
-        object.__setattr__(self, "ranges", ranges)
-
-    def pack(self) -> bytes:
-        return bytes([len(self.ranges)]) + b"".join(
-            AckRange._fmt.pack(r.stream, r.boot, r.first, r.last) for r in self.ranges)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> Ack:
-        if not data or len(data) != 1 + data[0] * AckRange._fmt.size:
-            raise ValueError(f"ACK of {len(data)} bytes does not hold its announced ranges")
-        return cls(tuple(AckRange(*AckRange._fmt.unpack_from(data, 1 + i * AckRange._fmt.size))
-                         for i in range(data[0])))
-
-
 def ack_batches(ranges: list[AckRange], tag_len: int = DEFAULT_TAG_LEN, mtu: int = DEFAULT_MTU) -> list[Ack]:
     """Pack acknowledged ranges into as few ACK commands as fit the MTU, in order."""
     per = min(255, (mtu - HEADER_BYTES - tag_len - 1) // AckRange._fmt.size)
@@ -413,25 +136,17 @@ def ack_batches(ranges: list[AckRange], tag_len: int = DEFAULT_TAG_LEN, mtu: int
     return [Ack(tuple(ranges[i:i + per])) for i in range(0, len(ranges), per)]
 
 
-Command = Union[Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport, Ack]
-COMMANDS: dict[CommandId, type] = {
-    c.command_id: c for c in (Ping, SetMode, SetIntervals, Resend, MemoryNote, ApiAnswer, LinkReport, Ack)
-}
-assert set(COMMANDS) == set(CommandId)
-
-
 # --------------------------------------------------------------------------- confirmations
-# A change that could make the payload quieter (SET_INTERVALS, SET_MODE) is on probation:
+# A change that could make the payload quieter (a command whose form is `risky`: SET_INTERVALS,
+# SET_MODE) is on probation:
 # the payload applies it, says so in an event the ground reads back, and reverts it unless
 # the same command arrives again in a later listen window — proof that the link still works
 # both ways under the new settings. The event's text carries the command's bytes.
 
-RISKY = frozenset({CommandId.SET_INTERVALS, CommandId.SET_MODE})
-
 
 def unconfirmed_event(command: Command, what: str, confirm_s: float) -> Event:
     """The event a payload sends when `command` is applied on probation."""
-    return event("unconfirmed", command=command.command_id.name.lower(), args=command.pack().hex(), what=what,
+    return event("unconfirmed", command=command.name(), args=command.pack().hex(), what=what,
                  revert_s=round(confirm_s))
 
 
@@ -440,9 +155,9 @@ def unconfirmed_command(e: Event) -> Command | None:
     if e.name != "unconfirmed":
         return None
     try:
-        cid = CommandId[str(e.fields["command"]).upper()]
-        return COMMANDS[cid].unpack(bytes.fromhex(e.fields["args"])) if cid in RISKY else None
-    except (KeyError, ValueError, struct.error):
+        (cls,) = [c for c in COMMANDS.values() if c.name() == e.fields["command"]]
+        return cls.unpack(bytes.fromhex(e.fields["args"])) if is_risky(cls) else None
+    except (KeyError, ValueError, struct.error):  # ValueError: no command of that name, or bad bytes
         return None
 
 
@@ -526,10 +241,9 @@ def verify(key: bytes, frame: bytes, payload_id: str, last_counter: int,
     if counter - last_counter > MAX_COUNTER_STEP:
         raise UplinkRejected("counter jump", f"counter {counter} is more than {MAX_COUNTER_STEP} above the last "
                                              f"accepted {last_counter}; it would use up the counter space")
-    try:
-        cls = COMMANDS[CommandId(vc & 0x0F)]
-    except ValueError:
-        raise UplinkRejected("unknown command", f"command id {vc & 0x0F} is not on the allow-list") from None
+    cls = COMMANDS.get(vc & 0x0F)
+    if cls is None:
+        raise UplinkRejected("unknown command", f"command id {vc & 0x0F} is not on the allow-list")
     try:
         command = cls.unpack(body[HEADER_BYTES:])
     except (ValueError, struct.error) as e:
