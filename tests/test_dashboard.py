@@ -33,7 +33,7 @@ from groundstation.db import Store
 from groundstation.web import register_cli, serve
 from groundstation.web.cli import cmd_serve
 from stratoecho import wire
-from stratoecho.wire.uplink import CommandId, MemoryNote, PowerMode, SetIntervals, SetMode
+from stratoecho.wire.uplink import MAX_NOTE_BYTES, CommandId, MemoryNote, PowerMode, SetIntervals, SetMode
 from tests.fakes import CAN_SIGNAL_A_THREAD, signal_another_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -231,7 +231,10 @@ def test_commands_are_validated_and_queued(dashboard, ground_db):
            {"command": "set_intervals", "telemetry_s": 0, "musing_s": 60},
            {"command": "set_intervals", "telemetry_s": 30.5, "musing_s": 60},
            {"command": "ping", "nonce": 70000},
-           {"command": "resend"},
+           {"command": "ping", "nonce": 1, "colour": "red"},  # a field the command does not have
+           {"command": "set_intervals", "telemetry_s": 30},  # one missing
+           {"command": "set_mode", "mode": 2},  # modes by name
+           {"command": "resend"},  # the ground's own: not the operator's to queue
            ["ping"]]
     for command in bad:
         status, answer = post_command(dashboard, command)
@@ -245,6 +248,21 @@ def test_commands_are_validated_and_queued(dashboard, ground_db):
     with Store(ground_db) as listener:  # the listener sends the newest
         listener.mark_command_sent(outbox[0]["id"])
     assert [c["state"] for c in get_json(dashboard, "/api/outbox")] == ["sent", "queued", "queued", "queued"]
+
+
+def test_the_commands_are_listed_as_the_wire_declares_them(dashboard):
+    """GET /api/commands is what the page draws its form from: the declarations' fields and bounds."""
+    listed = {c["command"]: c for c in get_json(dashboard, "/api/commands")}
+    assert list(listed) == ["ping", "set_mode", "set_intervals", "memory_note"]  # by id
+    (text,) = listed["memory_note"]["fields"]
+    assert (text["type"], text["min_bytes"], text["max_bytes"], text["required"]) == ("text", 1, MAX_NOTE_BYTES, True)
+    (mode,) = listed["set_mode"]["fields"]
+    assert mode["choices"] == [m.name.lower() for m in PowerMode] and listed["set_mode"]["risky"]
+    assert [(f["name"], f["min"], f["max"], f["unit"]) for f in listed["set_intervals"]["fields"]] == [
+        ("telemetry_s", 1, 0xFFFF, "s"), ("musing_s", 1, 0xFFFF, "s")]
+    (nonce,) = listed["ping"]["fields"]
+    assert not nonce["required"] and not listed["ping"]["risky"]  # left out, the server picks one
+    assert all(c["label"] and c["help"] for c in listed.values())
 
 
 def test_cross_site_posts_are_refused(dashboard, ground_db):
@@ -453,6 +471,18 @@ def open_page(driver, server) -> None:
     wait(driver, lambda d: texts(d, "#operator-state") not in ([], ["…"]), "the operator state never showed")
 
 
+NOTE_INPUT = "cmd-memory_note-text"  # commands.js names each input cmd-COMMAND-FIELD
+
+
+def choose_command(driver, name: str) -> None:
+    """Pick a command in the form drawn from /api/commands (its fields show, the others hide)."""
+    from selenium.webdriver.support.ui import Select
+
+    wait(driver, lambda d: js(d, "return [...document.querySelectorAll('#cmd-kind option')]"
+                                 ".some(o => o.value === arguments[0])", name), f"the form never offered {name}")
+    Select(driver.find_element("id", "cmd-kind")).select_by_value(name)
+
+
 def map_positions(driver) -> int:
     """How many positions the map's track is drawn through (map.js notes it on the map)."""
     return js(driver, "const m = document.getElementById('map'); return document.querySelector('#map path.track') "
@@ -525,7 +555,8 @@ def test_command_form_queues_and_refuses(browser, dashboard, ground_db):
     open_page(browser, dashboard)
     find = lambda id_: browser.find_element("id", id_)  # noqa: E731
     note = "Remember the river — Ålvsbyn"
-    find("cmd-note").send_keys(note)
+    choose_command(browser, "memory_note")
+    find(NOTE_INPUT).send_keys(note)
     find("cmd-send").click()
     wait(browser, lambda d: find("cmd-status").text.startswith("queued #"), "the note was not queued")
     assert outbox_rows(ground_db) == [(int(CommandId.MEMORY_NOTE), note.encode(), f"memory note: {note}", None)]
@@ -533,17 +564,17 @@ def test_command_form_queues_and_refuses(browser, dashboard, ground_db):
          "the outbox row never showed")
     assert texts(browser, "#outbox tbody tr td:last-child") == ["queued"]
 
-    find("cmd-note").send_keys("é" * 150)  # 150 characters, 300 bytes
-    assert find("cmd-note-bytes").text == "300"
+    find(NOTE_INPUT).send_keys("é" * 150)  # 150 characters, 300 bytes
+    assert find(NOTE_INPUT + "-bytes").text == "300"
     find("cmd-send").click()
     wait(browser, lambda d: find("cmd-status").text.startswith("not sent"), "the long note was not refused")
     assert "300" in find("cmd-status").text
     time.sleep(0.5)
     assert len(outbox_rows(ground_db)) == 1  # nothing left the page
 
-    find("cmd-note").clear()
-    Select(find("cmd-kind")).select_by_value("set_mode")
-    Select(find("cmd-mode")).select_by_value("survival")
+    find(NOTE_INPUT).clear()
+    choose_command(browser, "set_mode")
+    Select(find("cmd-set_mode-mode")).select_by_value("survival")
     find("cmd-send").click()
     wait(browser, lambda d: len(outbox_rows(ground_db)) == 2, "set mode was not queued")
     assert outbox_rows(ground_db)[1][:2] == (int(CommandId.SET_MODE), bytes([PowerMode.SURVIVAL]))
@@ -573,7 +604,8 @@ def test_a_late_outbox_answer_does_not_undo_a_newer_event(browser, dashboard, gr
 
     open_page(browser, dashboard)
     monkeypatch.setattr(handler, "outbox_json", slow_answer)
-    browser.find_element("id", "cmd-note").send_keys("a note sent at once")
+    choose_command(browser, "memory_note")
+    browser.find_element("id", NOTE_INPUT).send_keys("a note sent at once")
     browser.find_element("id", "cmd-send").click()
     wait(browser, lambda d: len(outbox_rows(ground_db)) == 1, "the note was not queued")
     with Store(ground_db) as listener:

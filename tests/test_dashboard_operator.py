@@ -20,7 +20,18 @@ import pytest
 
 from groundstation.web import access, register_cli, serve
 from groundstation.web.cli import cmd_serve
-from tests.test_dashboard import CHROMIUM, browser, ground_db, open_page, outbox_rows, request, texts, wait  # noqa: F401
+from tests.test_dashboard import (  # noqa: F401
+    CHROMIUM,
+    NOTE_INPUT,
+    browser,
+    choose_command,
+    ground_db,
+    open_page,
+    outbox_rows,
+    request,
+    texts,
+    wait,
+)
 
 PASSWORD = "correct horse battery"
 NOTE = {"command": "memory_note", "text": "from the operator"}
@@ -260,13 +271,14 @@ def test_in_chromium_a_watcher_sees_no_form_and_the_operator_logs_in(browser, da
     wait(browser, lambda d: visible(d, "command-form"), "the command form never showed")
     assert find("operator-state").text.startswith("operator, until ") and visible(browser, "logout")
     assert browser.execute_script("return document.cookie") == ""  # HttpOnly: no script reads the session
-    find("cmd-note").send_keys("logged in from Chromium")
+    choose_command(browser, "memory_note")
+    find(NOTE_INPUT).send_keys("logged in from Chromium")
     find("cmd-send").click()
     wait(browser, lambda d: find("cmd-status").text.startswith("queued #"), "the note was not queued")
     assert [row[2] for row in outbox_rows(ground_db)] == ["memory note: logged in from Chromium"]
 
     clock.now += 601  # the session ends: the next command is refused and the page goes back to watching
-    find("cmd-note").send_keys("too late")
+    find(NOTE_INPUT).send_keys("too late")
     find("cmd-send").click()
     wait(browser, lambda d: not visible(d, "command-form") and visible(d, "login-form"),
          "the page never went back to watching")

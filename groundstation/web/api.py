@@ -1,17 +1,17 @@
 """The API's answers: what each GET /api/... returns, built from typed rows
-(`reading.GroundReader`) into the JSON the page reads, and the commands POST /api/commands
-takes, checked by the wire format's own classes (`parse_command`)."""
+(`reading.GroundReader`) into the JSON the page reads; the commands the operator may queue as
+the wire package declares them (`commands_json`, GET /api/commands), and those POST
+/api/commands takes, made by the same declaration (`parse_command`)."""
 
 from __future__ import annotations
 
 import bisect
 import math
-import secrets
 from datetime import datetime, timedelta, timezone
 
 from stratoecho import geo
+from stratoecho.wire.commands import Command, PowerMode, operator_command, operator_commands, required_fields
 from stratoecho.wire.sentence import telemetry_datetime
-from stratoecho.wire.uplink import MemoryNote, Ping, PowerMode, SetIntervals, SetMode
 
 from .. import predict
 from ..db import utc_now
@@ -25,7 +25,6 @@ MISSING_RANGES = 20  # ranges of missing seqs listed per stream (the count cover
 # a record lost after the last one heard still counts as missing.
 ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "api_request_seq": "api_request",
              "image_seq": "image"}
-COMMANDS = ("ping", "set_mode", "set_intervals", "memory_note")
 
 
 # --------------------------------------------------------------------------- reading
@@ -144,6 +143,7 @@ def summary(db: GroundReader) -> dict:
         "health": record_json(health) if health else None,
         "last_heard": db.last_heard(),
         "outbox_queued": db.commands_queued(),
+        "modes": [m.name.lower() for m in PowerMode],  # best first, as the wire has them: the mode chart's rungs
         "server_time": utc_now(),
     }
 
@@ -234,29 +234,20 @@ def missing(streams: dict[tuple[str, int], list[int]], health: list[RecordRow]) 
 # --------------------------------------------------------------------------- commands
 
 
-def parse_command(body: object) -> tuple[Ping | SetMode | SetIntervals | MemoryNote, str]:
-    """A command from the page's JSON, validated by the wire format's own classes, and the line
-    the outbox shows for it. ValueError says what is wrong."""
+def commands_json() -> list[dict]:
+    """GET /api/commands: each command the operator may queue, by id, with what its form needs
+    (stratoecho/wire/commands.py), from which the page draws the form."""
+    return [{"command": cls.name(), "id": int(cls.command_id), "label": cls.form.label, "help": cls.form.help,
+             "risky": cls.form.risky,
+             "fields": [{"name": f.name, "label": f.label, "help": f.help, **f.as_json(),
+                         "required": f.name in required_fields(cls)} for f in cls.form.fields]}
+            for cls in operator_commands()]
+
+
+def parse_command(body: object) -> tuple[Command, str]:
+    """A command from the page's JSON, made and checked by its declaration, and the line the
+    outbox shows for it. ValueError says what is wrong."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
-    name = body.get("command")
-    if name == "ping":
-        nonce = body.get("nonce", secrets.randbelow(1 << 16))
-        cmd = Ping(nonce)
-        return cmd, f"ping (nonce {cmd.nonce})"
-    if name == "set_mode":
-        mode = body.get("mode")
-        if not isinstance(mode, str) or mode.upper() not in PowerMode.__members__:
-            raise ValueError(f"mode must be one of {', '.join(m.lower() for m in PowerMode.__members__)}, got {mode!r}")
-        cmd = SetMode(PowerMode[mode.upper()])
-        return cmd, f"set mode {cmd.mode.name.lower()}"
-    if name == "set_intervals":
-        cmd = SetIntervals(body.get("telemetry_s"), body.get("musing_s"))
-        return cmd, f"set intervals: telemetry every {cmd.telemetry_s} s, musing every {cmd.musing_s} s"
-    if name == "memory_note":
-        text = body.get("text")
-        if not isinstance(text, str):
-            raise ValueError("a memory note needs its text")
-        cmd = MemoryNote(text)
-        return cmd, f"memory note: {text}"
-    raise ValueError(f"unknown command {name!r}: use one of {', '.join(COMMANDS)}")
+    cmd = operator_command(body.get("command")).from_operator(body)
+    return cmd, cmd.what()

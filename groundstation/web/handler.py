@@ -26,7 +26,16 @@ import structlog
 from ..db import Store, StoreError
 from ..reading import GroundReader
 from . import access, events
-from .api import link, outbox_json, parse_command, prediction_json, record_json, summary, telemetry_json
+from .api import (
+    commands_json,
+    link,
+    outbox_json,
+    parse_command,
+    prediction_json,
+    record_json,
+    summary,
+    telemetry_json,
+)
 from .flights import conversation_json, flights_json, heard_paths
 from .hosts import is_loopback
 from .limits import ADDRESS, NETWORK, TOTAL, DeadlineReader
@@ -132,6 +141,9 @@ class Handler(BaseHTTPRequestHandler):
             left = self._operator_seconds_left()
             self._json({"operator": left is not None, "expires_in": None if left == math.inf else left,
                         "login": self.server.sessions.can_log_in})
+            return
+        if path == "/api/commands":  # what the operator may queue: no secret, so every watcher may read it
+            self._json(commands_json())
             return
         if path in ("/api/flights", "/api/conversation"):  # every flight's database, each opened on its own
             files = self.server.flight_files

@@ -7,7 +7,8 @@ CDN, no fonts, no map tiles (the track is drawn as SVG from the positions).
 Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)::
 
     GET  /                          the page (with this server's command token in a <meta>)
-    GET  /app.js, /style.css        its script and style (and /dom.js, /map.js, /flights.js beside it)
+    GET  /app.js, /style.css        its script and style (and /dom.js, /charts.js, /map.js, /flights.js,
+                                    /commands.js beside it)
     GET  /api/summary               counts, cursor (newest row ids), launch, latest position, latest health
     GET  /api/telemetry?since=ID    telemetry rows, each with `t`: the sentence time as a full UTC date
     GET  /api/musings?since=ID      musings, each with `paths`: which way it was heard ("home",
@@ -23,6 +24,9 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     GET  /api/link                  frames heard and bad per minute, telemetry lost per minute,
                                     per station (frames, signal, records heard), missing records
     GET  /api/outbox                commands queued for the payload, queued or sent
+    GET  /api/commands              the commands the operator may queue, as stratoecho/wire/commands.py
+                                    declares them: name, label, help, risky, and each field's type and
+                                    bounds (min/max, max_bytes, choices); the page draws its form from it
     GET  /api/prediction            the predicted landing (groundstation/predict.py) with its 95 % ellipse,
                                     the burst, the rates, and with `serve --station` distance, bearing and
                                     elevation from the station (and from every station whose position
@@ -36,8 +40,8 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
                                     429 with Retry-After while wrong passwords from this address,
                                     or for the account from any, must wait (access.LoginLimits)
     POST /api/logout                ends this browser's operator session
-    POST /api/commands              queue a command (JSON: command = ping | set_mode |
-                                    set_intervals | memory_note, and its arguments); operator only
+    POST /api/commands              queue a command (JSON: "command", one of GET /api/commands' names,
+                                    and its fields by name), checked by that same declaration; operator only
 
 The server (this file) accepts connections within the caps (limits.py) and hands each to
 handler.py, which routes its requests: the API's answers are built in api.py, the live feed
@@ -50,8 +54,8 @@ anyone committed (``PRAGMA data_version``) and only then looks for rows past its
 cursor (the newest telemetry and record ids it sent, also its SSE event id, so a
 browser that reconnects resumes where it was).
 
-Writing: only ``POST /api/commands``, which validates the command with the wire
-format's own classes (`stratoecho.wire.uplink`) and queues it with
+Writing: only ``POST /api/commands``, which makes the command from its declaration in the wire
+package (`stratoecho.wire.commands`: the same fields and bounds the form was drawn from) and queues it with
 `Store.queue_command`. The listener holds the key and the counter: it signs and
 sends queued commands in the payload's next listen window and marks them sent.
 
@@ -123,7 +127,9 @@ PAGES = {  # path -> (file in STATIC_DIR, content type)
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/map.js": ("map.js", "text/javascript; charset=utf-8"),
     "/dom.js": ("dom.js", "text/javascript; charset=utf-8"),
+    "/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
     "/flights.js": ("flights.js", "text/javascript; charset=utf-8"),
+    "/commands.js": ("commands.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 TOKEN_PLACEHOLDER = "{{COMMAND_TOKEN}}"

@@ -1,5 +1,6 @@
-// stratoecho ground dashboard: plain JavaScript and hand-drawn SVG (the map: map.js), nothing
-// fetched from anywhere but this server. Text that came from the air (musings, station names, command
+// stratoecho ground dashboard: plain JavaScript and hand-drawn SVG (the map: map.js, the charts:
+// charts.js, the commands panel: commands.js, the flights: flights.js), nothing fetched from
+// anywhere but this server. Text that came from the air (musings, station names, command
 // lines) is only ever set with textContent, never parsed as markup.
 //
 // Flow: /api/summary first (its cursor is the newest row ids), then the lists, then the
@@ -8,11 +9,6 @@
 "use strict";
 
 (() => {
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  const NOTE_MAX_BYTES = 200;
-  const TOKEN = document.querySelector('meta[name="stratoecho-token"]').content;
-  const MODES = ["NOMINAL", "LOW_POWER", "SURVIVAL"];
-
   const state = {
     telemetry: new Map(), // id -> telemetry row
     health: new Map(), // id -> health record
@@ -29,42 +25,12 @@
 
   // ------------------------------------------------------------------ small helpers
 
-  const { $, el } = window.StratoechoDom; // dom.js
-
-  function svg(tag, parent, attrs, text) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = String(text);
-    if (parent) parent.appendChild(node);
-    return node;
-  }
-
-  const pad2 = (n) => String(n).padStart(2, "0");
-
-  function clock(ms, seconds = true) {
-    if (!Number.isFinite(ms)) return "–";
-    const d = new Date(ms);
-    const hm = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}`;
-    return seconds ? `${hm}:${pad2(d.getUTCSeconds())}` : hm;
-  }
-
-  const isoMs = (iso) => (iso ? Date.parse(iso) : NaN);
-
-  function timeEl(parent, iso) {
-    const node = el("time", parent, clock(isoMs(iso)), { datetime: iso || "" });
-    node.title = iso ? `${iso} (UTC)` : "";
-    return node;
-  }
+  const { $, el, svg, clock, isoMs, timeEl, getJSON } = window.StratoechoDom; // dom.js
+  const { timeChart } = window.StratoechoCharts; // charts.js
 
   function num(value, digits = 0, unit = "") {
     return value === null || value === undefined || !Number.isFinite(Number(value))
       ? "–" : `${Number(value).toFixed(digits)}${unit}`;
-  }
-
-  async function getJSON(url) {
-    const response = await fetch(url, { cache: "no-store" });
-    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-    return response.json();
   }
 
   const bySeq = (a, b) => a.boot - b.boot || a.seq - b.seq;
@@ -96,100 +62,6 @@
 
   // ------------------------------------------------------------------ charts against time
 
-  function niceStep(span, count) {
-    const raw = span / count;
-    const mag = 10 ** Math.floor(Math.log10(raw));
-    const norm = raw / mag;
-    return (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * mag;
-  }
-
-  function ticks(min, max, count) {
-    const step = niceStep(max - min || 1, count);
-    const out = [];
-    for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-6; v += step) out.push(Number(v.toFixed(10)));
-    return out;
-  }
-
-  const TIME_STEPS_MIN = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440];
-
-  // points: [{t: ms, v: number|null, v2?: number}] sorted by t.
-  // opts.kind: "line" (nulls break the line), "step" (categories), "bars" (v, and v2 stacked on top).
-  function timeChart(node, points, opts = {}) {
-    node.replaceChildren();
-    const box = node.viewBox.baseVal;
-    const W = box.width, H = box.height;
-    const L = 56, R = 10, T = 8, B = 20;
-    const kind = opts.kind || "line";
-    const valued = points.filter((p) => p.v !== null && p.v !== undefined && Number.isFinite(p.v));
-    if (!valued.length) {
-      svg("text", node, { x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle" }, "no data yet");
-      return;
-    }
-    let t0 = valued[0].t, t1 = valued[valued.length - 1].t;
-    if (kind === "bars") t1 += 60000;
-    if (t1 - t0 < 120000) { t0 -= 60000; t1 += 60000; }
-    let lo, hi;
-    if (kind === "step") {
-      lo = -0.5; hi = opts.categories.length - 0.5;
-    } else {
-      const values = valued.map((p) => p.v + (p.v2 || 0));
-      lo = opts.zero ? 0 : Math.min(...values);
-      hi = Math.max(...values);
-      if (opts.max !== undefined) hi = Math.max(hi, opts.max);
-      const margin = (hi - lo) * 0.08 || Math.abs(hi) * 0.05 || 1;
-      if (!opts.zero) lo -= margin;
-      hi += margin;
-    }
-    const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
-    const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
-
-    // y axis: grid and labels
-    const yTicks = kind === "step" ? opts.categories.map((_, i) => i) : ticks(lo, hi, 4);
-    for (const v of yTicks) {
-      svg("line", node, { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" });
-      const label = kind === "step" ? opts.categories[v].toLowerCase().replace("_", " ") : String(v);
-      svg("text", node, { x: L - 4, y: y(v) + 4, class: "axis", "text-anchor": "end" }, label);
-    }
-    // x axis: times of day (UTC) at a round step
-    const spanMin = (t1 - t0) / 60000;
-    const stepMin = TIME_STEPS_MIN.find((s) => spanMin / s <= 6) || 1440;
-    const stepMs = stepMin * 60000;
-    for (let t = Math.ceil(t0 / stepMs) * stepMs; t <= t1; t += stepMs) {
-      svg("line", node, { x1: x(t), x2: x(t), y1: T, y2: H - B, class: "grid" });
-      svg("text", node, { x: x(t), y: H - 5, class: "axis", "text-anchor": "middle" }, clock(t, false));
-    }
-    svg("rect", node, { x: L, y: T, width: W - L - R, height: H - T - B, class: "frame" });
-
-    if (kind === "bars") {
-      for (const p of valued) {
-        const w = Math.max(1, (x(p.t + 60000) - x(p.t)) * 0.8);
-        const base = y(Math.max(lo, 0));
-        svg("rect", node, { x: x(p.t), y: y(p.v), width: w, height: Math.max(0, base - y(p.v)), class: "bar" });
-        if (p.v2) {
-          svg("rect", node, { x: x(p.t), y: y(p.v + p.v2), width: w, height: y(p.v) - y(p.v + p.v2), class: "bar bad" });
-        }
-      }
-      return;
-    }
-    // lines: one polyline per run of values; a step chart holds each value until the next
-    let run = [];
-    const flush = () => {
-      if (run.length) svg("polyline", node, { points: run.join(" "), class: `line ${opts.cls || ""}` });
-      run = [];
-    };
-    let prev = null;
-    for (const p of points) {
-      if (p.v === null || p.v === undefined || !Number.isFinite(p.v)) { flush(); prev = null; continue; }
-      if (kind === "step" && prev !== null) run.push(`${x(p.t).toFixed(1)},${y(prev).toFixed(1)}`);
-      run.push(`${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`);
-      prev = p.v;
-    }
-    if (kind === "step" && prev !== null) run.push(`${(W - R).toFixed(1)},${y(prev).toFixed(1)}`);
-    flush();
-    const last = valued[valued.length - 1];
-    svg("circle", node, { cx: x(last.t), cy: y(last.v), r: 3, class: `dot ${opts.cls || ""}` });
-  }
-
   function telemetryByTime() {
     return [...state.telemetry.values()].map((r) => ({ ...r, ms: isoMs(r.t) })).sort((a, b) => a.ms - b.ms);
   }
@@ -199,12 +71,13 @@
     timeChart($("chart-alt"), rows.map((r) => ({ t: r.ms, v: r.alt })), { zero: true, cls: "alt" });
     timeChart($("chart-temp"), rows.map((r) => ({ t: r.ms, v: r.temp_c })), { cls: "temp" });
     timeChart($("chart-batt"), rows.map((r) => ({ t: r.ms, v: r.batt_mv })), { cls: "batt" });
+    const rungs = state.summary ? state.summary.modes : []; // best first, as the wire declares them
     const modes = [...state.health.values()]
       .filter((h) => h.fields && typeof h.fields.mode === "string")
-      .map((h) => ({ t: isoMs(h.created), v: MODES.indexOf(h.fields.mode.toUpperCase()) }))
+      .map((h) => ({ t: isoMs(h.created), v: rungs.indexOf(h.fields.mode.toLowerCase()) }))
       .map((p) => ({ ...p, v: p.v < 0 ? null : p.v }))
       .sort((a, b) => a.t - b.t);
-    timeChart($("chart-mode"), modes, { kind: "step", categories: MODES, cls: "mode" });
+    timeChart($("chart-mode"), modes, { kind: "step", categories: rungs, cls: "mode" });
   }
 
   // ------------------------------------------------------------------ the track
@@ -450,7 +323,7 @@
     if (!gaps.length) el("li", list, link.missing.length ? "nothing missing" : "nothing heard yet", { class: "note" });
   }
 
-  // ------------------------------------------------------------------ summary and outbox
+  // ------------------------------------------------------------------ summary
 
   // Which is which: the callsign the balloon's tagged frames named, or only what open sentences
   // (anyone's) say; other callsigns' sentences and contested numbers are kept apart from the track.
@@ -495,31 +368,6 @@
     const ago = Math.max(0, Math.round((Date.now() - state.clockOffsetMs - heard) / 1000));
     $("sum-heard").textContent = ago < 120 ? `${ago} s ago` : ago < 7200 ? `${Math.round(ago / 60)} min ago`
       : `${clock(heard)} UTC`;
-  }
-
-  // The event stream and a command's own request both redraw the outbox. A request's answer may
-  // reach the page after a newer event (a loaded ground PC): it is drawn only if no event came
-  // while it was on its way; any change after that event brings another event.
-  let outboxEvents = 0;
-  function outboxEvent(rows) { outboxEvents += 1; drawOutbox(rows); }
-  async function refreshOutbox() {
-    const before = outboxEvents;
-    const rows = await getJSON("/api/outbox");
-    if (outboxEvents === before) drawOutbox(rows);
-  }
-
-  function drawOutbox(rows) {
-    $("outbox").tBodies[0].replaceChildren(...rows.map((c) => {
-      const row = el("tr", null, null, { "data-id": c.id, class: c.state });
-      el("td", row, c.id);
-      timeEl(el("td", row), c.queued_at);
-      el("td", row, c.what);
-      const cell = el("td", row, c.state);
-      if (c.sent_at) { cell.textContent = "sent "; timeEl(cell, c.sent_at); }
-      else if (c.refused) cell.textContent = `refused: ${c.refused}`;
-      return row;
-    }));
-    if (!rows.length) el("tr", $("outbox").tBodies[0]).appendChild(el("td", null, "nothing queued", { colspan: 4 }));
   }
 
   // ------------------------------------------------------------------ rows in
@@ -589,160 +437,15 @@
     events.onerror = () => setLive(false, "connection lost: reconnecting…");
     events.addEventListener("telemetry", (e) => addTelemetry(JSON.parse(e.data)));
     events.addEventListener("record", (e) => addRecords(JSON.parse(e.data)));
-    events.addEventListener("outbox", (e) => outboxEvent(JSON.parse(e.data)));
+    events.addEventListener("outbox", (e) => StratoechoCommands.outboxEvent(JSON.parse(e.data)));
     events.addEventListener("link", refreshLinkSoon);
     events.addEventListener("flights", refreshFlightsSoon);
-  }
-
-  // ------------------------------------------------------------------ the command form
-
-  const utf8Bytes = (text) => new TextEncoder().encode(text).length;
-
-  function commandFromForm() {
-    const command = $("cmd-kind").value;
-    if (command === "memory_note") {
-      const text = $("cmd-note").value;
-      const n = utf8Bytes(text);
-      if (n < 1 || n > NOTE_MAX_BYTES) {
-        throw new Error(`a memory note is 1 to ${NOTE_MAX_BYTES} bytes of UTF-8; this one is ${n}`);
-      }
-      return { command, text };
-    }
-    if (command === "set_mode") return { command, mode: $("cmd-mode").value };
-    if (command === "set_intervals") {
-      const body = { command };
-      for (const [name, id] of [["telemetry_s", "cmd-telemetry-s"], ["musing_s", "cmd-musing-s"]]) {
-        const value = Number($(id).value);
-        if (!Number.isInteger(value) || value < 1 || value > 65535) {
-          throw new Error(`${name.replace("_s", "")} interval must be a whole number of seconds, 1 to 65535`);
-        }
-        body[name] = value;
-      }
-      return body;
-    }
-    return { command: "ping" };
-  }
-
-  function showCommandFields() {
-    const kind = $("cmd-kind").value;
-    for (const set of document.querySelectorAll("#command-form fieldset")) set.hidden = set.dataset.command !== kind;
-  }
-
-  function countNoteBytes() {
-    const n = utf8Bytes($("cmd-note").value);
-    const counter = $("cmd-note-bytes");
-    counter.textContent = String(n);
-    counter.className = n > NOTE_MAX_BYTES ? "over" : "";
-  }
-
-  async function sendCommand(event) {
-    event.preventDefault();
-    const status = $("cmd-status");
-    let body;
-    try {
-      body = commandFromForm();
-    } catch (err) {
-      status.textContent = `not sent: ${err.message}`;
-      status.className = "error";
-      return;
-    }
-    const button = $("cmd-send");
-    button.disabled = true;
-    try {
-      const answer = await post("/api/commands", body);
-      status.textContent = `queued #${answer.id}: ${answer.what}`;
-      status.className = "ok";
-      if (body.command === "memory_note") { $("cmd-note").value = ""; countNoteBytes(); }
-      await refreshOutbox();
-    } catch (err) {
-      status.textContent = `refused: ${err.message}`;
-      status.className = "error";
-      refreshSession();  // a session that ended meanwhile: back to the login
-    } finally {
-      button.disabled = false;
-    }
-  }
-
-  // ------------------------------------------------------------------ the operator
-  // Everyone may watch; the command form is the operator's. /api/session says whether this
-  // browser may queue commands (a login, or this machine on a dashboard without a password).
-
-  let sessionTimer = null;
-
-  async function post(path, body) {
-    const response = await fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-Stratoecho-Token": TOKEN },
-      body: JSON.stringify(body),
-    });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
-    return answer;
-  }
-
-  function showSession(session) {
-    const stateLine = $("operator-state");
-    $("command-form").hidden = !session.operator;
-    $("login-form").hidden = session.operator || !session.login;
-    $("logout").hidden = !(session.operator && session.login);
-    if (session.operator && session.login) {
-      const until = new Date(Date.now() + session.expires_in * 1000);
-      stateLine.textContent = `operator, until ${until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
-    } else if (session.operator) {
-      stateLine.textContent = "this machine may queue commands (no operator password is set)";
-    } else if (session.login) {
-      stateLine.textContent = "watching: log in as the operator to queue commands";
-    } else {
-      stateLine.textContent = "read-only: no operator password is set at the station";
-    }
-    clearTimeout(sessionTimer);
-    if (session.operator && session.expires_in !== null) {  // back to watching when it expires
-      sessionTimer = setTimeout(refreshSession, Math.min(session.expires_in * 1000 + 500, 2 ** 31 - 1));
-    }
-  }
-
-  async function refreshSession() {
-    try {
-      showSession(await getJSON("/api/session"));
-    } catch (err) {
-      $("operator-state").textContent = `cannot ask the ground station who may send commands (${err.message})`;
-    }
-  }
-
-  async function logIn(event) {
-    event.preventDefault();
-    const field = $("login-password");
-    const stateLine = $("operator-state");
-    $("login-send").disabled = true;
-    try {
-      await post("/api/login", { password: field.value });
-      field.value = "";
-      await refreshSession();
-    } catch (err) {
-      stateLine.textContent = `not logged in: ${err.message}`;
-    } finally {
-      $("login-send").disabled = false;
-    }
-  }
-
-  async function logOut() {
-    try {
-      await post("/api/logout", {});
-    } finally {
-      await refreshSession();
-    }
   }
 
   // ------------------------------------------------------------------ start
 
   async function start() {
-    $("command-form").addEventListener("submit", sendCommand);
-    $("login-form").addEventListener("submit", logIn);
-    $("logout").addEventListener("click", logOut);
-    refreshSession();
-    $("cmd-kind").addEventListener("change", showCommandFields);
-    $("cmd-note").addEventListener("input", countNoteBytes);
-    showCommandFields();
+    StratoechoCommands.start();
     setInterval(tickLastHeard, 1000);
     startMap();
     for (;;) {
@@ -761,7 +464,7 @@
         addTelemetry(telemetry);
         addRecords([...musings, ...health, ...images]);
         state.link = link;
-        drawOutbox(outbox);
+        StratoechoCommands.drawOutbox(outbox);
         mark("track", "charts", "musings", "pictures", "link", "summary", "crew");
         break;
       } catch (err) {
