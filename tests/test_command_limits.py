@@ -22,6 +22,7 @@ from payload.link.frames import MAX_REPAIR_FRAMES, LinkParts
 from payload.link.transmitter import Transmitter
 from payload.store import Store
 from payload.uplink.gate import LEGACY_COUNTER_NAME, CommandGate
+from payload.uplink.handler import TABLE, OnProbation
 from payload.uplink.probation import Confirmations
 from sim.bench.link import simulate
 from sim.world.flight import SimSensors
@@ -348,5 +349,8 @@ def test_every_declared_command_has_a_handler(tmp_path):
     d, _, _ = _daemon(tmp_path)
     try:
         assert d.commands.handles() == set(uplink.COMMANDS)
+        # what the wire declares risky, and only that, is applied on probation
+        on_probation = {cid for cid, entry in TABLE.items() if isinstance(entry, OnProbation)}
+        assert on_probation == {cid for cid, cls in uplink.COMMANDS.items() if uplink.is_risky(cls)}
     finally:
         d.store.close()

@@ -1,9 +1,11 @@
 """What the payload does with an uplink command the gate has let through (payload/uplink/gate.py):
-one handler per command declared in `stratoecho.wire.uplink.COMMANDS`, found in a table by the
-command's id, so adding a command means declaring it there and giving it a handler here.
+one entry per command declared in `stratoecho.wire.commands`, in `TABLE` by the command's id, so
+adding a command means declaring it there and giving it an entry here.
 
-SET_INTERVALS and SET_MODE could make the payload quieter, so they are applied on probation:
-reverted unless the ground confirms them in time (payload/uplink/probation.py, `revert_unconfirmed`).
+A command the wire declares risky (SET_INTERVALS, SET_MODE: they could make the payload quieter)
+has an `OnProbation` entry, which says how to apply and describe what it sets: it is applied on
+probation and reverted unless the ground confirms it in time (payload/uplink/probation.py,
+`revert_unconfirmed`). Any other has an `Acts` entry: what to do with it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from stratoecho import wire
 from stratoecho.wire import uplink
-from stratoecho.wire.events import event
+from stratoecho.wire.events import Event, event
 
 from ..cadence import Cadence
 from ..clock import Clock
@@ -56,24 +59,15 @@ class CommandHandler:
         self.gate = gate  # None: no uplink key, so no command is ever accepted
         self.stats = CommandStats()
         self._probation_lock = threading.Lock()  # the radio's thread offers, the beacon's reverts
-        self._handlers: dict[uplink.CommandId, Callable] = {
-            uplink.CommandId.RESEND: self._resend,
-            uplink.CommandId.ACK: self._ack,
-            uplink.CommandId.LINK_REPORT: self._link_report,
-            uplink.CommandId.PING: lambda cmd: self.outbound.event(event("pong", nonce=cmd.nonce)),
-            uplink.CommandId.SET_INTERVALS: self._set_intervals,
-            uplink.CommandId.MEMORY_NOTE: lambda cmd: self.memory.remember_note(cmd.text, self.clock.now()),
-            uplink.CommandId.API_ANSWER: lambda cmd: self.reach.on_answer(cmd.request_seq, cmd.status, cmd.text),
-            uplink.CommandId.SET_MODE: self._set_mode,
-        }
-        # The ground floor is durable, so its probation is too; intervals come back from the
-        # configuration at every start.
-        for problem in self.probation.load_json(self.store.state.get(PROBATION_STATE), {"set_mode"}):
+        # What outlives a restart (the ground floor) keeps its probation; intervals come back
+        # from the configuration at every start.
+        durable = {name for name, entry in _on_probation().items() if entry.durable}
+        for problem in self.probation.load_json(self.store.state.get(PROBATION_STATE), durable):
             log.warning("probation_state_dropped", problem=problem)
 
-    def handles(self) -> set[uplink.CommandId]:
+    def handles(self) -> set[int]:
         """The commands this payload acts on."""
-        return set(self._handlers)
+        return set(TABLE)
 
     def on_frame(self, frame: bytes) -> None:
         """A frame heard in a listen window: acted on only if the gate says it is ours and fresh."""
@@ -85,11 +79,11 @@ class CommandHandler:
         """A command the gate accepted: count it, act on it (a command without a handler is said on air)."""
         name = cmd.command_id.name.lower()
         self.stats.commands[name] = self.stats.commands.get(name, 0) + 1
-        handler = self._handlers.get(cmd.command_id)
-        if handler is None:
+        entry = TABLE.get(cmd.command_id)
+        if entry is None:
             self.outbound.event(event("command_ignored", command=name))
             return
-        handler(cmd)
+        entry.run(self, cmd)
 
     def _resend(self, cmd: uplink.Resend) -> None:
         for item in cmd.items:
@@ -106,28 +100,17 @@ class CommandHandler:
         if cmd.boot == self.boot:
             self.transmitter.on_link_report(cmd.last_seq, cmd.frames)
 
-    def _set_intervals(self, cmd: uplink.SetIntervals) -> None:
-        refused = intervals_refused(cmd.telemetry_s, cmd.musing_s, self.planned_telemetry_s, self.limits)
-        if refused:
-            self.outbound.event(event("intervals_refused", why=refused))
-            return
-        c = self.cadence
-        self._on_risky(cmd, "set_intervals", (cmd.telemetry_s, cmd.musing_s), (c.telemetry_s, c.musing_s))
-
-    def _set_mode(self, cmd: uplink.SetMode) -> None:
-        floor = ("nominal", "low_power", "survival")[int(cmd.mode)]
-        self._on_risky(cmd, "set_mode", (floor,), (self.governor.ground_floor.value,))
-
     # ------------------------------------------------------------------ probation
 
-    def _on_risky(self, cmd, name: str, value: tuple, current: tuple) -> None:
+    def on_probation(self, cmd: uplink.Command, entry: OnProbation) -> None:
         """Apply a change that could make us quieter on probation, or confirm one (payload/uplink/probation.py)."""
+        refusal = entry.refuse(self, cmd)
+        if refusal is not None:
+            self.outbound.event(refusal)
+            return
+        name, value, current = cmd.name(), entry.asks(self, cmd), entry.current(self)
         # Two listen windows under the new settings at least: one for the event, one for the answer.
-        g, telemetry_s = self.governor, self.cadence.telemetry_s
-        if name == "set_intervals":
-            telemetry_s = max(telemetry_s, value[0])
-        mode = Mode.worst(g.mode, value[0]) if name == "set_mode" else g.mode
-        windows_s = 2 * self.limits.window_every * self.cadence.beacon_s_under(telemetry_s, mode)
+        windows_s = 2 * self.limits.window_every * self.cadence.beacon_s_under(*entry.under(self, value))
         confirm_s = max(self.limits.confirm_s, windows_s + self.limits.window_s)
         with self._probation_lock:
             outcome = self.probation.offer(name, value, current, self.clock.now().timestamp(), confirm_s)
@@ -135,9 +118,9 @@ class CommandHandler:
             if outcome == "repeat":
                 return
             if outcome in ("pending", "restored"):
-                self._apply(name, value)
+                entry.apply(self, value)
             self.store.state.set(PROBATION_STATE, self.probation.to_json())
-        what = self._describe(name, value)
+        what = entry.describe(self, value)
         self.outbound.event(uplink.unconfirmed_event(cmd, what, confirm_s) if outcome == "pending"
                             else event(outcome, command=name, what=what))
 
@@ -146,23 +129,78 @@ class CommandHandler:
         with self._probation_lock:
             expired = self.probation.expired(self.clock.now().timestamp())
             for p in expired:
-                self._apply(p.name, p.previous)
+                _on_probation()[p.name].apply(self, p.previous)
             if expired:
                 self.store.state.set(PROBATION_STATE, self.probation.to_json())
         for p in expired:
-            self.outbound.event(event("reverted", command=p.name, what=self._describe(p.name, p.previous)))
+            what = _on_probation()[p.name].describe(self, p.previous)
+            self.outbound.event(event("reverted", command=p.name, what=what))
             log.warning("risky_command_reverted", command=p.name, value=p.value, back_to=p.previous)
 
-    def _apply(self, name: str, value: tuple) -> None:
-        if name == "set_intervals":
-            self.cadence.set_intervals(float(value[0]), float(value[1]))
-        else:
-            self.governor.set_ground_floor(value[0])
 
-    def _describe(self, name: str, value: tuple) -> str:
-        if name == "set_intervals":
-            return f"intervals {value[0]:g} s telemetry, {value[1]:g} s musings"
-        return f"ground floor {value[0]}, mode {self.governor.mode.value}"
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Acts:
+    """A command acted on as it comes."""
+
+    act: Callable[[CommandHandler, Any], None]  # (the handler, the command)
+
+    def run(self, handler: CommandHandler, cmd: uplink.Command) -> None:
+        self.act(handler, cmd)
+
+
+@dataclass(frozen=True)
+class OnProbation:
+    """A risky command: what it sets, as a tuple (what probation keeps and a restart reads back),
+    and how to apply and describe it. Each callable is handed the handler first."""
+
+    asks: Callable[[CommandHandler, Any], tuple]  # the setting the command asks for
+    current: Callable[[CommandHandler], tuple]  # the setting in force
+    apply: Callable[[CommandHandler, tuple], None]
+    describe: Callable[[CommandHandler, tuple], str]  # said in the events that tell the ground
+    # the position interval and the mode a setting would leave in force: how long two windows take
+    under: Callable[[CommandHandler, tuple], tuple[float, Mode]]
+    refuse: Callable[[CommandHandler, Any], Event | None] = lambda handler, cmd: None  # why not at all
+    durable: bool = False  # what it sets outlives a restart, so its probation must too
+
+    def run(self, handler: CommandHandler, cmd: uplink.Command) -> None:
+        handler.on_probation(cmd, self)
+
+
+def _intervals_refused(h: CommandHandler, cmd: uplink.SetIntervals) -> Event | None:
+    why = intervals_refused(cmd.telemetry_s, cmd.musing_s, h.planned_telemetry_s, h.limits)
+    return event("intervals_refused", why=why) if why else None
+
+
+TABLE: dict[int, Acts | OnProbation] = {
+    uplink.CommandId.PING: Acts(lambda h, cmd: h.outbound.event(event("pong", nonce=cmd.nonce))),
+    uplink.CommandId.SET_MODE: OnProbation(  # the ground floor: the governor runs no better than it
+        asks=lambda h, cmd: (Mode[cmd.mode.name].value,),
+        current=lambda h: (h.governor.ground_floor.value,),
+        apply=lambda h, floor: h.governor.set_ground_floor(floor[0]),
+        describe=lambda h, floor: f"ground floor {floor[0]}, mode {h.governor.mode.value}",
+        under=lambda h, floor: (h.cadence.telemetry_s, Mode.worst(h.governor.mode, floor[0])),
+        durable=True),
+    uplink.CommandId.SET_INTERVALS: OnProbation(
+        asks=lambda h, cmd: (cmd.telemetry_s, cmd.musing_s),
+        current=lambda h: (h.cadence.telemetry_s, h.cadence.musing_s),
+        apply=lambda h, v: h.cadence.set_intervals(float(v[0]), float(v[1])),
+        describe=lambda h, v: f"intervals {v[0]:g} s telemetry, {v[1]:g} s musings",
+        under=lambda h, v: (max(h.cadence.telemetry_s, v[0]), h.governor.mode),
+        refuse=_intervals_refused),
+    uplink.CommandId.RESEND: Acts(CommandHandler._resend),
+    uplink.CommandId.MEMORY_NOTE: Acts(lambda h, cmd: h.memory.remember_note(cmd.text, h.clock.now())),
+    uplink.CommandId.API_ANSWER: Acts(lambda h, cmd: h.reach.on_answer(cmd.request_seq, cmd.status, cmd.text)),
+    uplink.CommandId.LINK_REPORT: Acts(CommandHandler._link_report),
+    uplink.CommandId.ACK: Acts(CommandHandler._ack),
+}
+
+
+def _on_probation() -> dict[str, OnProbation]:
+    """The risky commands' entries by name, as probation keeps them."""
+    return {uplink.COMMANDS[cid].name(): entry for cid, entry in TABLE.items() if isinstance(entry, OnProbation)}
 
 
 def record_kind(value: int) -> wire.Kind | None:

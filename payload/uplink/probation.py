@@ -1,16 +1,18 @@
 """Risky uplink changes on probation: applied at once, reverted unless confirmed in time.
 
-A SET_INTERVALS or SET_MODE can make the payload quieter. If the new settings break the
-link — the ground no longer hears the beacon, or cannot reach a listen window — no later
-command could undo them, so each is on probation, like a router's "commit confirmed":
-the payload applies it, sends `stratoecho.wire.uplink.unconfirmed_event`, and keeps it
-only if the same command arrives again at least one listen window later (the ground
-heard the event, and its frame reached a window under the new settings). Otherwise,
+A command the wire declares risky (SET_INTERVALS, SET_MODE) can make the payload quieter.
+If the new settings break the link — the ground no longer hears the beacon, or cannot reach
+a listen window — no later command could undo them, so each is on probation, like a
+router's "commit confirmed": the payload applies it, sends
+`stratoecho.wire.uplink.unconfirmed_event`, and keeps it only if the same command arrives
+again at least one listen window later (the ground heard the event, and its frame reached a
+window under the new settings). Otherwise,
 `uplink.confirm_s` after it was applied (longer if two listen windows take longer under
 the new settings), it reverts to the last confirmed value.
 
 Pure logic on numbers the caller passes (the time in seconds, the values as tuples);
-the daemon applies the values and persists `to_json()` where a restart must see it.
+the command handler applies the values (its table's `OnProbation` entries say how) and
+persists `to_json()` where a restart must see it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 class Pending:
     """A change on probation: `value` in force, `previous` (the last confirmed) to restore."""
 
-    name: str  # "set_intervals" or "set_mode"
+    name: str  # the command's name (`Command.name()`): "set_intervals"
     value: tuple
     previous: tuple
     applied_s: float
