@@ -3,10 +3,12 @@
     open_parts     the hardware `sensors` names (payload/parts/hardware.py), the camera, LED, heater
     open_boot      the queue, numbering this boot, and the outbound port records leave by
     open_radio     the configured radio, reporting its ups and downs through that port
-    assemble       the components: link, command gate and handler, memory, governor, producers
-    Daemon         which only schedules them (payload/daemon.py)
+    assemble       the components: governor and Cadence, link, command gate and handler, memory,
+                   producers
+    loops          the table of the daemon's loops: each one's work, period, first run, slot
+    Daemon         which only runs that table (payload/daemon.py)
 
-`build_payload` does all of it for `payload run`; `build_daemon` the last two over parts a test
+`build_payload` does all of it for `payload run`; `build_daemon` the last three over parts a test
 or the bench hands in. The daemon builds nothing itself.
 """
 

@@ -1,14 +1,14 @@
 """The payload daemon: it runs the loops payload/assembly.py declares (`loops`), and stops them in order.
 
-    beacon    every cadence.beacon_s:        producers.Beacon (after the commands' probation check); tells
-                                             the radio when each sentence is due (policy/turns.py)
-    radio     continuously:                  link.Transmitter (store -> frames -> airtime -> radio);
-                                             its listen windows hand commands to CommandHandler
-    health    every cadence.period_s(health): producers.Health
-    camera    every cadence.period_s(camera): producers.Pictures, when a camera is fitted
-    think     every cadence.period_s(think):  producers.Musings, when a persona flies: right after a position
-                                             sentence and only when the last musing has gone on air; at
-                                             once for one gone stale
+    beacon    every cadence.beacon_s:          producers.Beacon (after the commands' probation check);
+                                               tells the radio when each sentence is due (policy/turns.py)
+    radio     continuously:                    link.Transmitter (store -> frames -> airtime -> radio);
+                                               its listen windows hand commands to CommandHandler
+    health    every cadence.period_s(health):  producers.Health
+    camera    every cadence.period_s(camera):  producers.Pictures, when a camera is fitted
+    think     every cadence.period_s(think):   producers.Musings, when a persona flies: right after a
+                                               position sentence and only when the last musing has gone
+                                               on air; at once for one gone stale
 
 The periods are the Cadence's (payload/cadence.py: the configuration, the uplink's SET_INTERVALS and
 the governor's stretch), read before each run. The work is the producers' (payload/producers/);
