@@ -42,8 +42,9 @@ from .display import format_summary
 from .link.decoder import FrameDecoder
 from .link.flights import Flight, Flights, flight_db_path
 from .link.keys import build_flights, downlink_check, followed_checks
-from .link.listen import Hooks, Limits, RepairLink, run_listen
+from .link.listen import Hooks, Limits, run_listen
 from .link.uplink import CommandSigner, SignerStateError
+from .link.windows import WindowAnswerer
 from .predict import Chase, FeedLanding
 from .sources import SOURCES, FrameSource, SourceContext, SourceError, UdpSource
 
@@ -135,7 +136,7 @@ def open_source(config: GroundConfig, clock=None, stop=None) -> FrameSource:
     return SOURCES[config.source.kind].open(config.source, SourceContext(clock, stop))
 
 
-def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=None) -> RepairLink | None:
+def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=None) -> WindowAnswerer | None:
     """The link that answers the payload's windows, where this station can send (else None); a cue
     is dated on `clock` (the bench's lockstep under `sim fly`) when there is one, else on real time."""
     keys = config.keys
@@ -143,7 +144,7 @@ def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=N
     # source names (never a datagram's sender); a replay or another receiver's output cannot answer.
     peer = config.source.uplink_peer(source)
     if keys.flight_key and peer is not None:
-        return RepairLink(keys.flight_key, Path(config.database.path), source.send, keys.callsign,
+        return WindowAnswerer(keys.flight_key, Path(config.database.path), source.send, keys.callsign,
                           uplink_to=peer, tag_len=config.uplink.tag_len, mtu=config.uplink.mtu, store=store,
                           **({"now": lambda: clock.now().timestamp()} if clock is not None else {}))
     if keys.flight_key and config.source.kind == "udp":
@@ -186,7 +187,7 @@ class Listener:
     source: FrameSource
     decoder: FrameDecoder
     hooks: Hooks
-    repair: RepairLink | None = None
+    repair: WindowAnswerer | None = None
     proxy: ApiProxy | None = None
     publisher: StationPublisher | None = None
     exporters: list = field(default_factory=list)

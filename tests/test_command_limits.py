@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from groundstation.db import Store as GroundStore
-from groundstation.link.listen import RepairLink
 from groundstation.link.uplink import CommandSigner, SignerStateError
+from groundstation.link.windows import WindowAnswerer
 from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
@@ -235,7 +235,7 @@ def test_a_change_the_ground_never_confirms_reverts_in_flight():
 
 def test_the_ground_confirms_only_commands_it_sent(tmp_path):
     store = GroundStore(tmp_path / "ground.db")
-    link = RepairLink(tmp_path / "k", tmp_path / "ground.db", send=None, store=store)
+    link = WindowAnswerer(tmp_path / "k", tmp_path / "ground.db", send=None, store=store)
     cmd = uplink.SetIntervals(60, 600)
     e = uplink.unconfirmed_event(cmd, "intervals 60 s telemetry, 600 s musings", 1800)
     assert not link.confirm_if_asked(e)  # nobody here asked for it

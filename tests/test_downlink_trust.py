@@ -4,7 +4,7 @@ attacker can make it — right format, right CRC, any key but the flight's — a
 the ground acting on the real frame too, so it cannot pass by the ground doing nothing.
 
 The ground is driven as `listen` drives it (`run_listen` over a file of frames, with the
-`RepairLink` that answers windows), its sends collected instead of put on air.
+`WindowAnswerer` that answers windows), its sends collected instead of put on air.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 
 from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
-from groundstation.link.listen import RepairLink, run_listen
+from groundstation.link.listen import run_listen
+from groundstation.link.windows import WindowAnswerer
 from groundstation.network import Aggregator
 from groundstation.sources import ReplaySource
 from stratoecho import wire
@@ -52,7 +53,7 @@ class Ground:
         self.db = tmp_path / "ground.db"
         self.store = Store(self.db)
         self.sent: list[tuple[bytes, tuple]] = []
-        self.link = RepairLink(self.key_path, self.db, lambda f, peer: self.sent.append((f, peer)),
+        self.link = WindowAnswerer(self.key_path, self.db, lambda f, peer: self.sent.append((f, peer)),
                                callsign=callsign, uplink_to=UPLINK_TO, store=self.store)
         self.decoder = FrameDecoder(auth=AUTH)
         self._n = 0
@@ -95,7 +96,7 @@ def test_a_recorded_cue_played_back_opens_nothing_even_after_a_ground_restart(tm
     answered = len(g.sent)
     assert answered >= 1  # at least the link report
     g.hear(cue(6))
-    restarted = RepairLink(g.key_path, g.db, lambda f, peer: g.sent.append((f, peer)), uplink_to=UPLINK_TO,
+    restarted = WindowAnswerer(g.key_path, g.db, lambda f, peer: g.sent.append((f, peer)), uplink_to=UPLINK_TO,
                            store=g.store)
     g.link = restarted  # a new process: only the state file remembers
     g.hear(position(6), cue(6))

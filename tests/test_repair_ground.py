@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import build_parser, cmd_listen
-from groundstation.link.listen import RepairLink
 from groundstation.link.repair import NackPlanner
 from groundstation.link.uplink import generate_key_file
+from groundstation.link.windows import WindowAnswerer
 from sim.bench.relay import UPLINK_SEED, Channel
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
@@ -388,7 +388,7 @@ def test_a_small_uplink_mtu_keeps_every_command_within_it(tmp_path):
     key_path = tmp_path / "uplink.key"
     key = generate_key_file(key_path)
     sent: list[bytes] = []
-    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", mtu=58)
+    link = WindowAnswerer(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", mtu=58)
     for seq in range(1, 60, 2):  # many separate runs and many holes
         link.planner.completed((MUSING, 3, seq))
     link.window(("127.0.0.1", 1), {}, LinkReport(3, 6, 40))
@@ -404,7 +404,7 @@ def test_a_health_record_naming_the_last_musing_gets_a_musing_lost_whole_asked_f
     key_path = tmp_path / "uplink.key"
     key = write_flight_key(key_path)
     sent: list[bytes] = []
-    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", uplink_to=("127.0.0.1", 1))
+    link = WindowAnswerer(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", uplink_to=("127.0.0.1", 1))
     decoder = FrameDecoder(auth=AUTH)
 
     def hear(frame: bytes) -> None:
@@ -432,8 +432,8 @@ def test_an_announced_record_already_heard_is_not_asked_for():
 
 def test_commands_queued_in_the_outbox_go_out_signed_in_the_next_window_once(tmp_path):
     from groundstation.db import Store
-    from groundstation.link.listen import RepairLink
     from groundstation.link.uplink import generate_key_file
+    from groundstation.link.windows import WindowAnswerer
     from stratoecho.wire import uplink as up
 
     key_path = tmp_path / "k"
@@ -442,7 +442,7 @@ def test_commands_queued_in_the_outbox_go_out_signed_in_the_next_window_once(tmp
     note = up.MemoryNote("the river bends west")
     store.queue_command(int(note.command_id), note.pack(), "a note")
     sent: list[bytes] = []
-    link = RepairLink(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", store=store)
+    link = WindowAnswerer(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", store=store)
     link.window(("127.0.0.1", 9), {})
     key = up.load_key(key_path)
     got = [up.verify(key, f, "STRATO", 0).command for f in sent]

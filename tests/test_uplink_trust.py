@@ -22,7 +22,7 @@ from pathlib import Path
 
 from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
-from groundstation.link.listen import RepairLink
+from groundstation.link.windows import WindowAnswerer
 from payload.watchdog import boot_banner
 from sim.bench.fly.processes import wait_listening
 from stratoecho import wire
@@ -67,7 +67,7 @@ def restart(g: Ground, t: list[float], callsign: str | None = CALL) -> Ground:
     """The same station started again: its database and state file, nothing heard yet."""
     g.store.close()
     g.store = Store(g.db)
-    g.link = RepairLink(g.key_path, g.db, lambda f, peer: g.sent.append((f, peer)), callsign=callsign,
+    g.link = WindowAnswerer(g.key_path, g.db, lambda f, peer: g.sent.append((f, peer)), callsign=callsign,
                         uplink_to=UPLINK_TO, store=g.store, now=lambda: t[0])
     g.decoder = FrameDecoder(auth=AUTH)
     return g

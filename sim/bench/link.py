@@ -7,13 +7,13 @@ flight take seconds:
     musings + sentences ─▶ Store ─▶ Transmitter ─▶ SimRadio.send ─▶ downlink loss ─▶ ground
                                          ▲                                              │
              Daemon.on_uplink ◀── SimRadio.receive ◀── uplink loss ◀── signed frames ◀──┘
-             (CommandGate)          (listen window)                    (RepairLink)
+             (CommandGate)          (listen window)                    (WindowAnswerer)
 
 Real code: the payload's `Daemon` (its telemetry builder `beacon_once`, its command
 dispatch `on_uplink` behind the real `CommandGate` and HMAC check), `Transmitter` (parity
 sizing, interleaving, duty-cycle budget, listen windows, `request_repair`,
 `on_link_report`) over a real `Store` in a temporary folder; the ground's `FrameDecoder`,
-`RepairLink` and `NackPlanner`, signing with a real `CommandSigner`. Simulated: the clock,
+`WindowAnswerer` and `NackPlanner`, signing with a real `CommandSigner`. Simulated: the clock,
 the radio (`SimRadio`), a seeded Gilbert–Elliott channel each way (`sim/channel/loss.py`, the
 uplink with its own seed stream, as `sim/bench/relay.py` does), and the musings (random text,
 as `fec_bench` makes them: nothing here needs a persona).
@@ -46,8 +46,8 @@ from pathlib import Path
 import structlog
 
 from groundstation.link.decoder import FrameDecoder
-from groundstation.link.listen import RepairLink
 from groundstation.link.uplink import generate_key_file
+from groundstation.link.windows import WindowAnswerer
 from payload.assembly import build_daemon
 from payload.config import PayloadConfig
 from stratoecho import wire
@@ -62,7 +62,7 @@ from ..world.flight import SimSensors
 UPLINK_SEED = 0x55504C4B  # as sim/bench/relay.py: the uplink's losses have their own random stream
 START_UTC = datetime(2026, 1, 1, tzinfo=timezone.utc)  # fixed, so the same seed gives the same bytes
 _ALPHABET = string.ascii_letters + string.digits + " .,'-"  # fec_bench's musing alphabet
-PEER = ("sim", 0)  # RepairLink answers only frames that came from somewhere
+PEER = ("sim", 0)  # WindowAnswerer answers only frames that came from somewhere
 
 
 class VirtualClock(Clock):
@@ -215,12 +215,12 @@ class SimGround:
 
     def __init__(self, repair, run: LinkRun, auth: wire.DownlinkAuth):
         self.decoder = FrameDecoder(auth=auth)
-        self.repair = repair  # a RepairLink, or None without uplink
+        self.repair = repair  # a WindowAnswerer, or None without uplink
         self.run = run
         self.outbox: list[bytes] = []  # uplink frames for the window now opening
 
     def send(self, frame: bytes, peer: tuple) -> None:
-        """RepairLink's `send`: queue for the payload's window."""
+        """WindowAnswerer's `send`: queue for the payload's window."""
         self.outbox.append(frame)
 
     def hear(self, frame: bytes) -> None:
@@ -332,7 +332,7 @@ def simulate(
         flight_key = generate_key_file(cfg.uplink.key_file)
         cfg.uplink.listen = uplink
         if uplink:
-            repair = RepairLink(tmp / "uplink.key", tmp / "ground.db", send=None, callsign=cfg.callsign,
+            repair = WindowAnswerer(tmp / "uplink.key", tmp / "ground.db", send=None, callsign=cfg.callsign,
                                 uplink_to=PEER, now=clock.elapsed_s)
             if planner is not None:
                 repair.planner = planner
