@@ -220,7 +220,7 @@ class WindowAnswerer:
         outbox: dict[int, int] = {}  # id(command) -> outbox row, marked sent once on the air
         for row in queued:  # what a person or the API proxy asked for: before repairs, it is rarer
             try:
-                cmd = uplink.COMMANDS[uplink.CommandId(row["command"])].unpack(bytes(row["args"]))
+                cmd = uplink.COMMANDS[row["command"]].unpack(bytes(row["args"]))
             except (ValueError, KeyError, TypeError, struct.error) as e:  # written by another user: read as input
                 why = f"command {row['command']!r} with {len(row['args'] or b'')} bytes of arguments does not unpack ({e})"
                 log.error("outbox command refused", id=row["id"], why=why)
