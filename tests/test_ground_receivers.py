@@ -22,14 +22,15 @@ from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import Hooks, run_listen
 from groundstation.sources import SourceError
 from groundstation.sources.horus_udp import HorusUdpSource, SummaryError, summary_telemetry
-from groundstation.sources.lora_gateway import Backoff, GatewaySource, GatewayUdpSource
+from groundstation.sources.lora_gateway import GatewaySource, GatewayUdpSource
 from stratoecho import wire
+from stratoecho.backoff import Backoff
 from stratoecho.logs import setup_logging
 from tests.fakes import AUTH, wait_for, write_flight_key
 
 SENTENCES = [wire.Telemetry("STRATO", s, "12:04:11", 52.10123, -0.10234, 12345, 9, -40.5, 180.2, 3700, 3)
              for s in (1, 2, 3)]
-FAST = Backoff(initial_s=0.05, max_s=0.2)
+FAST = Backoff(initial_s=0.05, max_s=0.2, jitter_s=0.05)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import structlog
 import tenacity
 
 from stratoecho import wire
+from stratoecho.backoff import Backoff
 from stratoecho.wire import DEFAULT_MTU
 from stratoecho.wire.uplink import DEFAULT_TAG_LEN, ApiAnswer, ApiStatus, CommandId
 
@@ -91,6 +92,7 @@ class ApiProxy:
         self.cache_s = float(cache_s)
         self.retry_attempts = max(1, int(retry_attempts))
         self.retry_wait_s = float(retry_wait_s)
+        self._backoff = Backoff(self.retry_wait_s, 2.0, math.inf)  # the lookup's timeout_s bounds it, not a cap
         self._offline_check = offline_check or self._no_host_reachable
         self._clock = clock
         self._remember = remember
@@ -168,15 +170,12 @@ class ApiProxy:
         """The body at `url`, with retries on transient failures, all within timeout_s."""
         deadline = self._clock() + self.timeout_s
 
-        def wait_s(state: tenacity.RetryCallState) -> float:
-            return self.retry_wait_s * 2 ** (state.attempt_number - 1)
-
         def stop(state: tenacity.RetryCallState) -> bool:
             return (state.attempt_number >= self.retry_attempts or self._stop.is_set()
-                    or deadline - self._clock() <= wait_s(state) + 0.05)
+                    or deadline - self._clock() <= self._backoff.wait(state) + 0.05)
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(Transient), wait=wait_s, stop=stop,
+            retry=tenacity.retry_if_exception_type(Transient), wait=self._backoff.wait, stop=stop,
             sleep=self._stop.wait, reraise=True,
             before_sleep=lambda s: log.info("api_retry", url=url, attempt=s.attempt_number,
                                             error=str(s.outcome.exception())[:120]),

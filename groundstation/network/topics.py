@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tenacity import wait_exponential, wait_random
-
+from stratoecho.backoff import Backoff
 from stratoecho.secret_files import secret_file_problem
 
 from ..db import utc_now
@@ -36,7 +35,7 @@ class Reconnect:
 
     def wait(self):
         """The tenacity wait strategy."""
-        return wait_exponential(multiplier=self.initial_s, max=self.max_s) + wait_random(0, self.initial_s)
+        return Backoff(self.initial_s, 2.0, self.max_s, jitter_s=self.initial_s).wait
 
 
 def topic_level(name: str, what: str = "station") -> str:

@@ -21,7 +21,7 @@ programs (its Sockets.md, server.c, udpclient.c, gateway.c):
 line's `sentence` goes to the decoder as the frame heard (with its line feed back, so the
 stored frame is the one the payload sent) with the signal the line reports; other classes
 are counted in `ignored`. A connection that drops, or stays silent for `silence_s` (the
-gateway writes STATS every second), is opened again with tenacity's exponential back-off,
+gateway writes STATS every second), is opened again after an exponential back-off with jitter (`GATEWAY_BACKOFF`),
 waiting in steps of `POLL_S` so the listener still stops at once (an attempt itself takes
 at most `connect_timeout_s`). The first connection must succeed:
 a wrong address is an error at start, not a retry forever.
@@ -43,10 +43,10 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import structlog
-from tenacity import RetryCallState, wait_exponential, wait_random
+
+from stratoecho.backoff import Backoff
 
 from .base import MAX_LINE, POLL_S, Received, SourceError
 from .udp import bind_shared_udp, receive_datagram
@@ -56,19 +56,8 @@ log = structlog.get_logger(__name__)
 JSON_PORT = 6004  # ServerPort in the gateway's sample gateway.txt
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Waits between attempts to reach the gateway again: from `initial_s`, doubling, up to
-    `max_s`, with up to `initial_s` of jitter."""
-
-    initial_s: float = 1.0
-    max_s: float = 30.0
-
-    def delay_s(self, attempt: int) -> float:
-        """The wait before attempt number `attempt` (1 for the first retry), by tenacity's strategy."""
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        return (wait_exponential(multiplier=self.initial_s, max=self.max_s) + wait_random(0, self.initial_s))(state)
+# Waits between attempts to reach the gateway again: from 1 s, doubling, up to 30 s, with up to 1 s of jitter.
+GATEWAY_BACKOFF = Backoff(initial_s=1.0, max_s=30.0, jitter_s=1.0)
 
 
 def _signal(value: object) -> float | None:
@@ -110,7 +99,7 @@ def posn_frame(line: bytes, where: str, errors: Counter, ignored: Counter) -> Re
 class GatewaySource:
     """A client of the LoRa gateway's JSON port (`ServerPort`); see the module's docstring."""
 
-    def __init__(self, host: str, port: int = JSON_PORT, *, backoff: Backoff = Backoff(), silence_s: float = 30.0,
+    def __init__(self, host: str, port: int = JSON_PORT, *, backoff: Backoff = GATEWAY_BACKOFF, silence_s: float = 30.0,
                  connect_timeout_s: float = 3.0) -> None:
         self.host, self.port = host, port
         self.address = (host, port)

@@ -60,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stratoecho.backoff import Backoff
 from stratoecho.secret_files import secret_file_problem
 
 SESSION_S = 8 * 3600  # a launch day's chase, then log in again
@@ -68,6 +69,7 @@ ADDRESS_FREE_TRIES = 5  # wrong passwords from one address before each further t
 ACCOUNT_FREE_TRIES = 10  # wrong passwords for one account, from all addresses, before each further try waits
 FIRST_DELAY_S = 1.0  # the first wait; it doubles with each further wrong password
 MAX_DELAY_S = 900.0  # 15 min: the longest anyone guessing can keep the operator waiting
+PASSWORD_BACKOFF = Backoff(FIRST_DELAY_S, 2.0, MAX_DELAY_S)
 FORGET_S = 24 * 3600.0  # a count with no wrong password for a day is forgotten
 MAX_ADDRESSES = 10_000  # addresses counted at most; beyond, the longest quiet is forgotten (the account still counts)
 MIN_PASSWORD_CHARS = 15  # NIST SP 800-63B-4, 3.1.1.2: a password that is the only factor
@@ -213,9 +215,7 @@ class _Count:
 def delay_s(wrong: int, free: int) -> float:
     """How long after the last of `wrong` wrong passwords the next try waits, `free` of them costing nothing:
     FIRST_DELAY_S after the first beyond them, doubling with each, at most MAX_DELAY_S."""
-    if wrong < free:
-        return 0.0
-    return min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** min(wrong - free, 32))
+    return PASSWORD_BACKOFF.delay_s(wrong - free + 1)
 
 
 class LoginLimits:

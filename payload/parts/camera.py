@@ -18,7 +18,7 @@ Faults never raise out of ``Camera.capture()``. Every reading carries a ``status
     error    the capture raised, or the still it wrote is not a readable JPEG
 
 and the running error counters. After any fault the backend is closed and re-created,
-no earlier than the back-off policy allows (``payload.parts.i2c_sensors.Backoff``); in
+no earlier than the back-off policy allows (``stratoecho.backoff.Backoff``); in
 between, ``capture()`` returns at once without touching the camera. Time for the
 back-off comes from an injected monotonic clock; the only real waiting is the bounded
 wait for the worker thread (at most ``timeout_s``).
@@ -46,7 +46,7 @@ from typing import Callable, Protocol
 import structlog
 from PIL import Image
 
-from payload.parts.backoff import Backoff
+from stratoecho.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 

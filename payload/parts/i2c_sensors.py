@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from .backoff import Backoff  # the drivers' shared policy (payload/parts/backoff.py)
+from stratoecho.backoff import Backoff  # the drivers' shared policy
 
 
 class SMBusLike(Protocol):

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ..backoff import Backoff
+from stratoecho.backoff import Backoff
+
 from ..radio import RadioError, open_serial
 from .fix import Fix, FixState
 from .nmea import NmeaParser
