@@ -56,10 +56,6 @@ def worst_sentence(callsign: str, telemetry_format: str = "ukhas") -> bytes:
     return wire.TELEMETRY_ENCODERS[telemetry_format](t)
 
 
-def radio_airtime_s(radio, n_bytes: int) -> float:
-    return radio.airtime_s(n_bytes)
-
-
 @dataclass(frozen=True)
 class BeaconPlan:
     sentence_bytes: int

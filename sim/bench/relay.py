@@ -242,11 +242,6 @@ class Channel:
         return f"{host}:{port}"
 
     @property
-    def payload_addr(self) -> tuple | None:
-        """Where balloon 0's latest frame came from."""
-        return self.payload_addrs[0]
-
-    @property
     def speedup(self) -> float:
         return getattr(self.clock, "speedup", DEFAULT_SPEEDUP)
 

@@ -399,10 +399,6 @@ class RadioChannel:
 
     # ------------------------------------------------------------ queries
 
-    def link_at(self, t_s: float, station: int | GroundStation = 0) -> LinkState:
-        st = self.stations[station] if isinstance(station, int) else station
-        return link_state(st, self.position(t_s), self.config)
-
     def transmitting(self, t_s: float) -> bool:
         return t_s < self._tx_until
 

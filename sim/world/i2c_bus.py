@@ -95,9 +95,6 @@ class FakeI2cBus:
             raise ValueError(f"Desired block length over {I2C_SMBUS_BLOCK_MAX} bytes")
         return list(self._device(i2c_addr).read_bytes(register, length))
 
-    def write_i2c_block_data(self, i2c_addr: int, register: int, data, force=None) -> None:
-        self._device(i2c_addr).write_bytes(register, bytes(data))
-
     def close(self) -> None:
         """As SMBus.close; a fake bus holds no file to release."""
 

@@ -22,7 +22,6 @@ MU_KM3_S2 = 398_600.4418  # Earth's gravitational parameter
 EARTH_EQ_RADIUS_KM = 6378.137  # sets the orbit's radius and the shadow's
 EARTH_MEAN_RADIUS_KM = 6371.0  # the ground track's sphere, as in sim/channel/radio.py
 J2 = 1.08263e-3
-SIDEREAL_DEG_S = 360.98564736629 / 86_400.0  # Earth's rotation against the stars
 JD_UNIX_EPOCH = 2_440_587.5
 JD_J2000 = 2_451_545.0
 DEFAULT_EPOCH = datetime(2025, 3, 20, 12, 0, tzinfo=timezone.utc)  # near equinox: a fixed, repeatable start

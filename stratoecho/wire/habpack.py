@@ -61,8 +61,6 @@ KEY_PRESSURE = 12
 KEY_BOOT = 100  # stratoecho's own; >= 100 stays clear of the community's keys
 
 MANDATORY_KEYS = (KEY_CALLSIGN, KEY_SENTENCE_ID, KEY_TIME, KEY_POSITION, KEY_SATELLITES, KEY_BOOT)
-# Left out while the sensor has no current reading: a stale value never travels as fresh.
-OPTIONAL_KEYS = (KEY_VOLTAGE, KEY_EXTERNAL_TEMPERATURE, KEY_PRESSURE)
 FIRST_BYTES = frozenset([*range(0x80, 0x90), 0xDE])  # what gateways dispatch on as HABpack
 
 _SECONDS_IN_DAY = 86_400
@@ -89,6 +87,7 @@ def encode_habpack(t: Telemetry) -> bytes:
         KEY_POSITION: [round(t.lat * _POSITION_SCALE), round(t.lon * _POSITION_SCALE), int(round(t.alt))],
         # Gateways read satellites and pressure as unsigned only: clamp, or they drop the packet.
         KEY_SATELLITES: max(0, int(t.sats)),
+        # Left out (None) while the sensor has no current reading: a stale value never travels as fresh.
         KEY_VOLTAGE: int(t.batt_mv) if t.batt_mv != 0 else None,  # 0: no current reading
         KEY_EXTERNAL_TEMPERATURE: None if math.isnan(t.temp_c) else round(t.temp_c * _MILLI),
         KEY_PRESSURE: None if math.isnan(t.pressure_hpa) else max(0, round(t.pressure_hpa * _MILLI)),

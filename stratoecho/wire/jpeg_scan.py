@@ -144,9 +144,6 @@ class BitWriter:
         if self._count:
             self.write(0xFF, 8 - self._count)
 
-    def pending_bits(self) -> int:
-        return self._count
-
 
 def magnitude_bits(value: int) -> tuple[int, int]:
     """JPEG's (size category, extra bits) for a coefficient: negatives in ones' complement."""
@@ -195,10 +192,6 @@ class BaselineJpeg:
     components: int  # 1 or 3
     quant: list[list[int]]  # per component, zigzag order
     mcus: list[list[Block]] = field(default_factory=list)
-
-    @property
-    def blocks_per_mcu(self) -> int:
-        return (self.sampling >> 4) * (self.sampling & 15) + (2 if self.components == 3 else 0)
 
 
 def _segments(jpeg: bytes):
