@@ -11,8 +11,9 @@ import pytest
 
 from payload.link.relay import Relay, RelayRules
 from stratoecho import wire
+from stratoecho.wire.dispatch import origin_of
 from stratoecho.wire.downlink import DownlinkAuth, Window, encode_window
-from stratoecho.wire.relay import decode_relayed, encode_relayed, origin_of, overhead
+from stratoecho.wire.relay import decode_relayed, encode_relayed, overhead
 from stratoecho.wire.uplink import payload_hash
 
 NEAR, FAR, STRANGER = "NEAR1", "FAR1", "STRANGE1"

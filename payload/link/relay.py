@@ -53,8 +53,9 @@ from stratoecho.wire import (
     decode_fragment,
     decode_frame,
 )
+from stratoecho.wire.dispatch import origin_of
 from stratoecho.wire.downlink import DownlinkAuth
-from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, origin_of, overhead
+from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, overhead
 from stratoecho.wire.uplink import payload_hash
 
 from ..policy.air_layout import PARITY_SHARE

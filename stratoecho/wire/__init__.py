@@ -15,7 +15,7 @@ LoRa gateways dispatch:
 | ``0xEF`` | another payload's frame in a relay envelope, tagged by the relayer | `relay` |
 | ``0xED`` | signed uplink command, ground to payload | `uplink` |
 
-`classify` (`classify.py`) tells a heard frame apart once, for the ground's routing and its
+`classify` (`dispatch.py`) tells a heard frame apart once, for the ground's routing and its
 decoder alike; `decode_frame` is `decode_heard(classify(frame))`.
 
 `docs/protocol.md` describes every frame with test vectors, which the tests check.
@@ -24,7 +24,6 @@ decoder alike; `decode_frame` is `decode_heard(classify(frame))`.
 from __future__ import annotations
 
 from . import ssdv
-from .classify import FrameKind, HeardFrame, classify, decode_frame, decode_heard
 from .common import (
     CONTROL_MAGIC,
     DEFAULT_MTU,
@@ -38,6 +37,7 @@ from .common import (
     crc16_ccitt,
 )
 from .content import API_REQUEST_FIELDS, HEALTH_FIELDS, decode_position
+from .dispatch import FrameKind, HeardFrame, classify, decode_frame, decode_heard
 from .downlink import DownlinkAuth, Window, decode_window, encode_window
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack, encode_habpack

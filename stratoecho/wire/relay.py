@@ -25,14 +25,12 @@ An envelope inside an envelope is refused: a relayer re-wraps the frame it heard
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .common import CONTROL_MAGIC, MAGIC, RELAY_MAGIC, UPLINK_MAGIC, WireError, crc16_ccitt
-from .downlink import DownlinkAuth, decode_window
-from .records import decode_fragment
+from .common import RELAY_MAGIC, WireError, crc16_ccitt
+from .downlink import DownlinkAuth
 
 RELAY_VERSION = 1
 MAX_HOPS = 15  # four bits
@@ -111,55 +109,3 @@ def decode_relayed(frame: bytes, relayers: Mapping[int, DownlinkAuth], tag_len: 
     envelope = open_envelope(frame, tag_len)
     authentic = check_envelope(envelope, relayers)
     return Relayed(envelope.relayer, envelope.hops_left, envelope.frame, authentic)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Whose a heard frame is, as far as the frame itself shows it."""
-
-    callsign: str
-    authentic: bool  # its own downlink tag checked with that flight's key (False: an open sentence)
-    key: bytes  # what makes it the same frame heard twice: its origin and sequence, as its bytes carry them
-
-
-def origin_of(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
-    """Which of `flights` (callsign -> its downlink key, or None when only its open sentences are
-    known) a heard frame belongs to. A record fragment or window cue is its origin's only when
-    that flight's key checks its tag; a UKHAS sentence names its callsign and stays open.
-    WireError ("bad tag", "unknown origin", "not relayed") for anything else."""
-    first = frame[:1]
-    if first in (bytes([MAGIC]), bytes([CONTROL_MAGIC])):
-        return _tagged_origin(frame, flights)
-    if frame.startswith(b"$$"):
-        callsign = frame[2:].split(b",", 1)[0].decode("ascii", "replace")
-        if callsign not in flights:
-            raise WireError("unknown origin", f"sentence from {callsign!r}, not a flight this payload relays")
-        return Origin(callsign, False, _digest(frame))
-    if first == bytes([UPLINK_MAGIC]):
-        raise WireError("not relayed", "uplink commands go from a ground station to its own balloon only")
-    raise WireError("not relayed", f"first byte 0x{frame[0]:02X}: only records, window cues and sentences "
-                                   "are relayed" if frame else "empty frame")
-
-
-def _tagged_origin(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
-    keyed = {c: a for c, a in flights.items() if a is not None}
-    failed = False
-    for callsign, auth in keyed.items():
-        try:
-            if frame[0] == MAGIC:
-                f = decode_fragment(frame, auth)
-                return Origin(callsign, True, _digest(callsign.encode(), bytes([f.kind]),
-                                                      struct.pack(">HIH", f.boot, f.seq, f.index)))
-            w = decode_window(frame, auth)
-            return Origin(callsign, True, _digest(callsign.encode(), b"cue", struct.pack(">HI", w.boot, w.seq)))
-        except WireError as e:
-            failed |= e.reason == "bad tag"
-            if e.reason not in ("bad tag", "bad length"):
-                raise
-    if failed:
-        raise WireError("bad tag", "no relayed flight's downlink key checks this frame's tag")
-    raise WireError("unknown origin", "a tagged frame, and no flight key to tell whose it is")
-
-
-def _digest(*parts: bytes) -> bytes:
-    return hashlib.sha256(b"|".join(parts)).digest()[:8]

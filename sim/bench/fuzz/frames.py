@@ -6,7 +6,7 @@ Contracts, from the parsers' own words:
 - `FrameDecoder.feed` never raises: every `wire.WireError` becomes `Decoded.error` (its docstring,
   "Nothing a frame holds can make it raise"); with and without a downlink key.
 - the sentence parsers (UKHAS, musing sentences, HABpack, the field-list reader) raise `WireError`.
-- `relay.decode_relayed` and `relay.origin_of` raise `WireError`.
+- `relay.decode_relayed` and `dispatch.origin_of` raise `WireError`.
 - `downlink.decode_window` raises `WireError`.
 - `uplink.verify` raises `UplinkRejected` (a `WireError` whose reason is one of `REJECT_REASONS`).
 
@@ -26,7 +26,7 @@ from functools import cache
 
 from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
-from stratoecho.wire import horus, kiss, relay, ssdv, ukhas, uplink
+from stratoecho.wire import dispatch, horus, kiss, relay, ssdv, ukhas, uplink
 from stratoecho.wire.downlink import Window, encode_window
 
 from ..wire_fuzz import flight
@@ -175,7 +175,7 @@ def _origin(scratch):
 
     def run(data: bytes) -> str:
         try:
-            relay.origin_of(data, flights)
+            dispatch.origin_of(data, flights)
         except wire.WireError as e:
             return e.reason
         return "ok"
@@ -284,7 +284,7 @@ TARGETS = [
            _open_sentences, _sentence, FRAME_TOKENS, _checksum, max_bytes=600, probe_bytes=PROBE_BYTES),
     Target("relay", "relay.decode_relayed, the envelope: WireError",
            _envelopes, _relay, FRAME_TOKENS, _reseal, max_bytes=600),
-    Target("relay_origin", "relay.origin_of, whose a heard frame is (the payload's relay): WireError",
+    Target("relay_origin", "dispatch.origin_of, whose a heard frame is (the payload's relay): WireError",
            lambda: _flight()[0][:8] + _flight()[1][:4] + _cues() + _commands()[:2], _origin, FRAME_TOKENS,
            _reseal, max_bytes=600),
     Target("window", "downlink.decode_window, with and without the key: WireError",

@@ -3,8 +3,10 @@
 Frames share the channel and are told apart by their first byte, as LoRa gateways dispatch
 (the table in `stratoecho/wire/__init__.py`). `classify` does it once per frame: the ground's
 routing among flights (`groundstation/link/flights.py`) and its decoder
-(`groundstation/link/decoder.py`) read the same `HeardFrame`, and `decode_frame` is
-`decode_heard(classify(frame))`. What each kind gives before any key is used:
+(`groundstation/link/decoder.py`) read the same `HeardFrame`, `decode_frame` is
+`decode_heard(classify(frame))`, and the payload's relay (`payload/link/relay.py`) asks
+`origin_of` whose a frame it heard is, from the same classification. What each kind gives before
+any key is used:
 
 - the open formats anyone can send (UKHAS and musing sentences, HABpack, SSDV) are parsed here,
   since that needs no key: `opened` is what they say, or `error` why they do not parse;
@@ -24,6 +26,9 @@ its own to be told by (`horus.py`). Pure logic: `classify` never raises, whateve
 from __future__ import annotations
 
 import enum
+import hashlib
+import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import ssdv
@@ -140,3 +145,56 @@ def decode_frame(frame: bytes, auth: DownlinkAuth | None = None) -> Telemetry | 
         SsdvPacket | Window:
     """Dispatch on the first byte, as a gateway does: `decode_heard(classify(frame), auth)`."""
     return decode_heard(classify(frame), auth)
+
+
+# --------------------------------------------------------------------------- whose, for the payload's relay
+
+@dataclass(frozen=True)
+class Origin:
+    """Whose a heard frame is, as far as the frame itself shows it."""
+
+    callsign: str
+    authentic: bool  # its own downlink tag checked with that flight's key (False: an open sentence)
+    key: bytes  # what makes it the same frame heard twice: its origin and sequence, as its bytes carry them
+
+
+def origin_of(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
+    """Which of `flights` (callsign -> its downlink key, or None when only its open sentences are
+    known) a heard frame belongs to, as the payload's relay asks. A record fragment or window cue is
+    its origin's only when that flight's key checks its tag; a UKHAS or musing sentence names its
+    callsign and stays open. WireError ("bad tag", "unknown origin", "not relayed") for anything else."""
+    heard = classify(frame)
+    if heard.tagged:
+        return _tagged_origin(heard, flights)
+    if heard.kind in (FrameKind.SENTENCE, FrameKind.MUSING_SENTENCE):
+        if heard.callsign not in flights:
+            raise WireError("unknown origin", f"sentence from {heard.callsign!r}, not a flight this payload relays")
+        return Origin(heard.callsign, False, _digest(frame))
+    if heard.kind is FrameKind.UPLINK:
+        raise WireError("not relayed", "uplink commands go from a ground station to its own balloon only")
+    raise WireError("not relayed", f"first byte 0x{frame[0]:02X}: only records, window cues and sentences "
+                                   "are relayed" if frame else "empty frame")
+
+
+def _tagged_origin(heard: HeardFrame, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
+    keyed = {c: a for c, a in flights.items() if a is not None}
+    failed = False
+    for callsign, auth in keyed.items():
+        try:
+            if heard.kind is FrameKind.FRAGMENT:
+                f = decode_fragment(heard.data, auth)
+                return Origin(callsign, True, _digest(callsign.encode(), bytes([f.kind]),
+                                                      struct.pack(">HIH", f.boot, f.seq, f.index)))
+            w = decode_window(heard.data, auth)
+            return Origin(callsign, True, _digest(callsign.encode(), b"cue", struct.pack(">HI", w.boot, w.seq)))
+        except WireError as e:
+            failed |= e.reason == "bad tag"
+            if e.reason not in ("bad tag", "bad length"):
+                raise
+    if failed:
+        raise WireError("bad tag", "no relayed flight's downlink key checks this frame's tag")
+    raise WireError("unknown origin", "a tagged frame, and no flight key to tell whose it is")
+
+
+def _digest(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"|".join(parts)).digest()[:8]
