@@ -235,8 +235,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         for item in source:
             if item is None:
                 continue
-            flight = flights.route(item.data)
-            if (record := flight.decoder.feed(item.data).record) is not None:
+            heard = flights.classify(item.data)
+            flight = flights.route(heard)
+            if (record := flight.decoder.feed(heard).record) is not None:
                 print(format_json({**record.as_dict(), **({"flight": flight.callsign} if flight.callsign else {})}))
     except KeyboardInterrupt:
         return 130
