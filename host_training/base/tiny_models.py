@@ -38,7 +38,7 @@ from pathlib import Path
 from host_training.train import tokenizer as T
 
 # ----------------------------------------------------------------------------- configuration
-CORPUS = Path(__file__).resolve().parents[1] / "samples" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "samples" / "corpus"
 SHAPE = dict(  # every family: small enough that building one takes well under a second
     hidden_size=64, intermediate_size=128, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
