@@ -50,6 +50,11 @@ def say_tiers(tiers: dict) -> str:
     parts = [f"{t} {v['name']} ~{v['tokens_before']}" + (f" -> ~{v['tokens_after']} (x{v['weight']:g})"
                                                            if v["weight"] != 1 else "")
              for t, v in tiers["train"].items() if v["tokens_before"]]
+    if tiers["top_share_before"] == 0 and tiers["top_tier_share"] != 0:
+        # Chats only: the policy has nothing to weigh, and a 0 % beside "at least 70 %" read as a failure.
+        names = f"1 ({T.TIERS[1]}) and 2 ({T.TIERS[2]})"  # the tiers top_share counts
+        return (f"training tokens by tier: {', '.join(parts) or 'none'} (chats only, as expected for chat exports: "
+                f"tiers {names} are the owner's own posts and mails, which weigh more when there are some)")
     share = ""
     if tiers["top_share_before"] is not None:
         share = f"; tiers 1-2 {tiers['top_share_before']:.0%}"
