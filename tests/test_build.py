@@ -31,7 +31,8 @@ def test_tiny_bundle_verifies_and_describes_itself(tiny_bundle, chat_data_dir):
     assert 0 < m.training["kept_step"] <= m.training["steps"] <= 30
     assert {f.path for f in m.files} == {"model.Q4_K_M.gguf", "eval.json"}
     assert sorted(p.name for p in tiny_bundle.iterdir()) == [  # model/: what `build --continue` starts from
-        "Modelfile", "eval.json", "model", "model.Q4_K_M.gguf", "persona.toml", "report.md", "size_vs_perplexity.svg"]
+        "Modelfile", "build.log", "eval.json", "model", "model.Q4_K_M.gguf", "persona.toml", "report.md",
+        "size_vs_perplexity.svg"]
     assert "| privacy probe |" in (tiny_bundle / "report.md").read_text() and "FROM ./model.Q4_K_M.gguf" in (
         tiny_bundle / "Modelfile").read_text()
     # The F32 GGUF scored by llama.cpp equals the training framework's held-out loss: the
@@ -134,7 +135,8 @@ def test_build_keeps_work_and_takes_options(chat_data_dir, tmp_path):
     assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
                  "--quant", "Q4_0", "--out", str(out), "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "Modelfile", "eval.json", "model", "model.Q4_0.gguf", "persona.toml", "report.md", "size_vs_perplexity.svg"]
+        "Modelfile", "build.log", "eval.json", "model", "model.Q4_0.gguf", "persona.toml", "report.md",
+        "size_vs_perplexity.svg"]
     load_bundle(out)
 
 

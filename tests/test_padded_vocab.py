@@ -98,7 +98,7 @@ def test_a_padded_vocabulary_builds_and_loads(name, small_data, tmp_path, monkey
     out = tmp_path / "bundle"
     cut = name == GEMMA3_JSON  # every family's converter lists the padding as [PAD] tokens but this one
     assert build(base, small_data, out, monkeypatch) == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # the preflight's notes, on the terminal beside the stage lines
     layout = vocab_rows.Layout.from_gguf(out / "work" / "model.F32.gguf")
     assert layout.loads
     if cut:  # to the rows the converter keeps, every id of the tokenizer among them; the preflight said so

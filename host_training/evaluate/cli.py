@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import progress
 from ..train.tokenizer import Conversation, DataError, load_conversations
 from .generation import DEFAULT_SEED, PROBE_SAMPLES, STYLE_PROMPTS
 from .reporting import Compared, ReportOutcome, write_report
@@ -216,10 +217,12 @@ def _report(args, got: _Inputs, model: Path, result: dict) -> int:
     compare = [] if args.base_model is None else [
         Compared(f"base {args.base_model.name}", args.base_model, "base")]
     try:
-        outcome = write_report(bundle, val, rows, report_path, train=train, private=got.private,
-                               blocklist=got.blocklist, prompts=args.prompts, samples=args.samples, seed=args.seed,
-                               threads=args.threads, val_note=note, compare=compare,
-                               data_sha256=sha256_file(Path(args.data) / "val.jsonl"))
+        # the replies take minutes on a CPU: their count and the time left on standard error
+        with progress.shown(progress.Terminal(sys.stderr)), progress.stage("report"):
+            outcome = write_report(bundle, val, rows, report_path, train=train, private=got.private,
+                                   blocklist=got.blocklist, prompts=args.prompts, samples=args.samples,
+                                   seed=args.seed, threads=args.threads, val_note=note, compare=compare,
+                                   data_sha256=sha256_file(Path(args.data) / "val.jsonl"))
         # The Modelfile goes beside the report: in the bundle by default (rewritten, but from
         # the same manifest it comes out the same; one that persona.toml checksums is left
         # alone), elsewhere with --report, so a read-only bundle is never touched.

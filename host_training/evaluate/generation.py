@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stratoecho.completion import complete
 
+from .. import progress
 from ..train.tokenizer import Conversation, fit_roles, with_system_prompt
 
 STYLE_PROMPTS = 32  # val messages the persona answers for the style figures
@@ -76,7 +77,14 @@ class PersonaGenerator:
             rest = rest[1:]
 
     def reply(self, context: Conversation, seed: int, max_tokens: int) -> str | None:
-        """The persona's next turn after `context` (None when it cannot fit the context)."""
+        """The persona's next turn after `context` (None when it cannot fit the context); a step
+        of the stage that asks for it (the report's replies: progress.py)."""
+        try:
+            return self._reply(context, seed, max_tokens)
+        finally:
+            progress.advance()
+
+    def _reply(self, context: Conversation, seed: int, max_tokens: int) -> str | None:
         prompt = self._prompt(context, max_tokens)
         if prompt is None:
             return None

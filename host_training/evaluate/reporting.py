@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from .. import progress
 from ..train.tokenizer import Conversation
 from .generation import (
     DEFAULT_SEED,
@@ -85,6 +86,7 @@ def write_report(
 
     redactor = report.Redactor(private, blocklist)
     cases = reply_cases(val, prompts)
+    progress.expect(len(cases) * VOICE_ROUNDS * (1 + len(compare)) + samples, "replies")  # each one a step
     flown, probe_texts = _flown_replies(bundle, cases, seed, samples, threads)
     others = _compared_replies(bundle, cases, seed, compare, threads)
 

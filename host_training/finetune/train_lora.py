@@ -72,7 +72,7 @@ def train(cfg: FinetuneConfig, base_dir, train_convs, val_convs, work: Path, sys
 
     # -- 3. LoRA with the transformers Trainer on packed rows (labels carry the mask, positions the packing)
     out_dir = work / "checkpoints"
-    args = _training_args(cfg, p, data, out_dir, state, device, dtype, checkpointing_arg)
+    args = _training_args(cfg, p, data, out_dir, device, dtype, checkpointing_arg)
     trainer, trainable, targets_only = _lora_trainer(cfg, p, model, tok, added_ids, data, args, callbacks)
     resume = _last_checkpoint(out_dir) if cfg.resume else None
     t_train = time.monotonic()
@@ -181,7 +181,7 @@ def _training_data(cfg: FinetuneConfig, p: dict, model, tok, fmt: ChatFormat, ct
     return _TrainingData(val_ex, rows, row_len, fast, step, world, rows_per_step, planned, tokens, targets)
 
 
-def _training_args(cfg: FinetuneConfig, p: dict, data: _TrainingData, out_dir: Path, state, device: str, dtype,
+def _training_args(cfg: FinetuneConfig, p: dict, data: _TrainingData, out_dir: Path, device: str, dtype,
                    checkpointing_arg: str):
     import torch
     from transformers import TrainingArguments
@@ -214,7 +214,7 @@ def _training_args(cfg: FinetuneConfig, p: dict, data: _TrainingData, out_dir: P
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=not state.is_main_process,
+        disable_tqdm=True,  # the build's own line shows the steps (progress_callback)
         use_cpu=device == "cpu",
     )
 
@@ -227,7 +227,7 @@ def _lora_trainer(cfg: FinetuneConfig, p: dict, model, tok, added_ids: list[int]
 
     from ..train import lora_step, packing
 
-    cbs = list(callbacks or [])
+    cbs = [*(callbacks or []), progress_callback()]
     if cfg.max_minutes:
         cbs.append(budget_callback(cfg.max_minutes * 60))
     model = get_peft_model(model, lora_config(model, p, added_ids))
@@ -304,3 +304,20 @@ def budget_callback(seconds: float):
                 control.should_save = True
 
     return Budget()
+
+
+def progress_callback():
+    """The trainer's steps as the train stage's bar (progress.py), in place of its own tqdm bars."""
+    from transformers import TrainerCallback
+
+    from .. import progress
+
+    class Steps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            progress.steps(state.max_steps, "steps")
+            progress.advance(state.global_step)  # a resumed run starts part-way
+
+        def on_step_end(self, args, state, control, **kw):
+            progress.advance()
+
+    return Steps()

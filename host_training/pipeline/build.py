@@ -1,13 +1,14 @@
 """`python -m host_training build --data DIR --from-scratch|--base BASE --out BUNDLE`.
 
 The command line only: its flags become one BuildConfig (build_config.py) in `config_from_args`,
-the one place argparse is read; pipeline.py runs the stages (data, checks, training, GGUF,
+the one place argparse is read; run.py runs the stages (data, checks, training, GGUF,
 quantization, evaluation, bundle) on that; docs/training.md describes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from pydantic import ValidationError
 
 from stratoecho import boards as targets
 
+from .. import progress
 from ..base.base_choice import RECOMMENDED, NoBaseError, recommended_base
 from ..base.base_models import PINNED
 from ..evaluate.drift import DEFAULT_MIN_TOP1, DEFAULT_TOLERANCE
 from ..quantize.quantizer import DEFAULT_QUANT, QUANT_TYPES, TARGET_IQUANTS, TARGET_QUANTS, parse_quant
+from ..quiet import LOG_FILE, Quiet
 from ..train.tokenizer import DEFAULT_VOCAB_SIZE, DataError
 from ..train.train_scratch import PRESETS
 from ..validation import Loc, describe
@@ -68,9 +71,10 @@ def add_parser(sub) -> None:
                    help="output folder of `prepare` (train.jsonl, val.jsonl)")
     p.add_argument("--out", required=True, type=Path, metavar="BUNDLE",
                    help="bundle folder to write (created if missing)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                   help="model size: demo (hidden 256, 4 layers, ~4M parameters; 1-3 minutes on 2 cores) "
-                        "or test (hidden 64, 2 layers, ~0.2M; seconds); default demo")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="--from-scratch model size: demo (hidden 256, 4 layers, ~4M parameters; 1-3 minutes on 2 "
+                        "cores) or test (hidden 64, 2 layers, ~0.2M; seconds); default demo. With --base the "
+                        "LoRA's size is --lora-preset")
     p.add_argument("--steps", type=int, metavar="N",
                    help="optimizer steps at most (default: the preset's, " +
                         ", ".join(f"{k} {v['steps']}" for k, v in PRESETS.items()) +
@@ -185,6 +189,10 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     lora = args.base or args.continue_from
     if args.replay != DEFAULT_REPLAY and not args.continue_from:
         raise BuildError("--replay applies to --continue only: it is the share of old conversations replayed")
+    if lora and args.preset is not None:
+        smallest = "tiny" if args.preset == "test" else "auto"
+        raise BuildError(f"--preset sizes a --from-scratch model; with {'--base' if args.base else '--continue'} "
+                         f"use --lora-preset {smallest} (auto, tiny, small, 0.5b, 1b, 3b)")
     if lora:
         training = dict(method="lora", base=args.base, preset=args.lora_preset, epochs=args.epochs,
                         learning_rate=args.learning_rate, rank=args.lora_rank, max_length=args.max_length,
@@ -194,7 +202,9 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             training.update(method="continue", parent=args.continue_from, base=args.continue_from / MODEL_DIR,
                             replay=args.replay)
     else:
-        training = dict(method="from-scratch", preset=args.preset, vocab_size=args.vocab_size)
+        training = dict(method="from-scratch", vocab_size=args.vocab_size)
+        if args.preset is not None:  # else ScratchOptions' default, demo
+            training["preset"] = args.preset
     try:
         return BuildConfig(
             data=args.data, out=args.out, training=training, steps=args.steps, max_minutes=args.max_minutes,
@@ -212,9 +222,39 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
-        summary = pipeline.build(cfg)
-    except (BuildError, DataError) as e:
+    except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if cfg.verbose:  # --log-level DEBUG: every library's output on the terminal, as it comes
+        with progress.shown(progress.Terminal(sys.stderr)):
+            summary, error = _attempt(cfg)
+        return _finish(cfg, summary, error)
+    quiet = Quiet()
+    try:
+        with quiet, progress.shown(progress.Terminal(quiet.terminal, results=quiet.results)):
+            summary, error = _attempt(cfg)
+    except BaseException:
+        print(f"log: {quiet.path}", file=sys.stderr)
+        raise
+    log_path = quiet.path
+    if summary is not None:  # the bundle keeps its build's log; a failed build's stays where it was
+        log_path = Path(shutil.move(quiet.path, cfg.out / LOG_FILE))
+    for line in quiet.summary(log_path):
+        print(line, file=sys.stderr)
+    return _finish(cfg, summary, error)
+
+
+def _attempt(cfg: BuildConfig) -> tuple[pipeline.BuildSummary | None, Exception | None]:
+    try:
+        return pipeline.build(cfg), None
+    except (BuildError, DataError) as e:
+        return None, e
+
+
+def _finish(cfg: BuildConfig, summary: pipeline.BuildSummary | None, error: Exception | None) -> int:
+    """The closing line: the error, the preflight's verdict or the bundle's figures."""
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if cfg.preflight_only:
         print(f"preflight passed: nothing trained, {cfg.out} untouched; run the same command without "

@@ -5,10 +5,10 @@
                                                        BUNDLE is touched
     3. out        stages.claim_out_dir, workspace      --force, --resume, --keep-work
     4. train      training.py                          scratch (tokenizer + tiny Llama) | LoRA + merge
-    5. convert    stages.convert, verify.py            HF checkpoint(s) -> F32 GGUF, then the GGUF checked
+    5. convert    stages.convert, evaluate/verify.py   HF checkpoint(s) -> F32 GGUF, then the GGUF checked
                                                        against the checkpoint on held-out tokens
-    6. quantize   stages.quantize, imatrix.py,         the persona's importance matrix; --quant, or for
-                  drift.py                             --target the smallest type that fits the board
+    6. quantize   stages.quantize, quantize/imatrix.py the persona's importance matrix; --quant, or for
+                  evaluate/drift.py                    --target the smallest type that fits the board
                                                        with its drift from F32 within --quant-tolerance
     7. evaluate   stages.evaluate                      val perplexity of what ships, its F32 source
                                                        and (LoRA) the untuned base, in llama.cpp
@@ -22,12 +22,13 @@ scored beside the new model, and persona.toml gets [training.lineage].
 
 Each stage takes and returns typed values (stages.Data, Trained, Converted, Quantized, Scores);
 nothing is written back into the configuration. A preflight (will this base fit, will it
-convert) belongs to stage 2, the check of the GGUF against its checkpoint to stage 5.
+convert) belongs to stage 2, the check of the GGUF against its checkpoint to stage 5. On the
+terminal each stage is one line (progress.py; stage 3 shows in check's), its steps counted
+where it has them; `build` runs this inside quiet.Quiet, so the libraries' output goes to the log.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -35,6 +36,7 @@ import structlog
 
 from stratoecho.bundle import write_bundle
 
+from .. import progress
 from ..base import base_choice
 from . import bundling, continuing, stages
 from .build_config import BuildConfig, ContinueOptions
@@ -67,14 +69,24 @@ def prepare_runs(folder) -> list[dict]:
         return []
 
 
-def build(cfg: BuildConfig) -> BuildSummary | None:
-    """Data in, bundle out. None in a secondary process of `accelerate launch` (the main one
-    writes the bundle) and with --preflight-only (stages 1 and 2 only: nothing written).
-    BuildError or tokenizer.DataError say why a build cannot go on."""
-    t0 = time.monotonic()
+@dataclass(frozen=True)
+class _Inputs:
+    """What stage 1 read and planned: the data, the persona's text, the trainer, and for
+    --continue the parent with what is new for it."""
+
+    data: stages.Data
+    persona: stages.PersonaText
+    trainer: object  # training.trainer_for's, or continuing.ContinueTraining
+    language: dict
+    parent: continuing.Parent | None = None
+    plan: continuing.Plan | None = None
+
+
+def _read(cfg: BuildConfig) -> _Inputs:
+    """Stage 1: the data, and for --continue PARENT and what is new for it (refused here if it cannot work)."""
     data = stages.load_data(cfg.data)
     parent = plan = None
-    if isinstance(cfg.training, ContinueOptions):  # PARENT and what is new for it: refused here if it cannot work
+    if isinstance(cfg.training, ContinueOptions):
         parent = continuing.parent(cfg.training.parent)
         plan = continuing.plan(data, parent, cfg.training.replay, cfg.seed)
         persona = continuing.persona_text(cfg.name, cfg.system_prompt, parent)
@@ -89,51 +101,84 @@ def build(cfg: BuildConfig) -> BuildSummary | None:
     persona = replace(persona, language=persona.language or stages.owner_language_code(cfg.data))
     if language["note"]:  # the base does not write the owner's language: said before an hour of training
         log.warning("build.language", **language)
-        print(f"warning: {language['note']}", file=sys.stderr, flush=True)
-    stages.check_inputs(cfg)
-    preflight = trainer.check()  # --base: will it convert, which template, will it fit (preflight.py)
-    if preflight is not None:
-        log.info("build.preflight", **preflight.log_fields())
-        print(preflight.text(), flush=True)
-    if cfg.preflight_only:
-        return None
-    # Checks done: only now touch BUNDLE (a --force rebuild removes the old bundle here).
-    procs = trainer.processes()
-    if procs.is_main:
-        stages.claim_out_dir(cfg.out, cfg.force, cfg.resume)
-    procs.wait()
+        progress.say(f"warning: {language['note']}")
+    return _Inputs(data, persona, trainer, language, parent, plan)
+
+
+def build(cfg: BuildConfig) -> BuildSummary | None:
+    """Data in, bundle out. None in a secondary process of `accelerate launch` (the main one
+    writes the bundle) and with --preflight-only (stages 1 and 2 only: nothing written).
+    BuildError or tokenizer.DataError say why a build cannot go on. Each stage is one line on the
+    terminal when one is shown (progress.py)."""
+    t0 = time.monotonic()
+    with progress.stage("data"):
+        inputs = _read(cfg)
+    with progress.stage("check"):
+        stages.check_inputs(cfg)
+        preflight = inputs.trainer.check()  # --base: will it convert, which template, will it fit (preflight/)
+        if preflight is not None:
+            log.info("build.preflight", **preflight.log_fields())
+            if cfg.preflight_only:
+                progress.say(preflight.text(), result=True)
+            else:  # the verdict on the terminal, the whole report in the log
+                log.info("build.preflight_report", text=preflight.text())
+                progress.say(preflight.short())
+        if cfg.preflight_only:
+            return None
+        # Checks done: only now touch BUNDLE (a --force rebuild removes the old bundle here).
+        procs = inputs.trainer.processes()
+        if procs.is_main:
+            stages.claim_out_dir(cfg.out, cfg.force, cfg.resume)
+        procs.wait()
+    data, persona = inputs.data, inputs.persona
     log.info("build.data", train=len(data.train), val=len(data.val), name=persona.name, method=cfg.training.method)
 
     # A secondary process keeps the workspace: the main one may still be using it.
-    with stages.workspace(cfg.out, cfg.keep_work or not procs.is_main, trainer.resumable) as work:
-        trained = trainer.train(data, persona, work)
+    with stages.workspace(cfg.out, cfg.keep_work or not procs.is_main, inputs.trainer.resumable) as work:
+        with progress.stage("train"):
+            trained = inputs.trainer.train(data, persona, work)
         if trained is None:
             return None
-        if parent is not None:
-            trained = replace(trained, label="continued", base=parent.manifest.model.base,
-                              reference_name=f"{parent.manifest.persona.name} (parent)")
-        models = stages.convert(trained, work, persona.name)
-        quantized = stages.quantize(cfg, models, work, trained)
-        scores = stages.evaluate(models, quantized, trained.score)
+        if inputs.parent is not None:
+            trained = replace(trained, label="continued", base=inputs.parent.manifest.model.base,
+                              reference_name=f"{inputs.parent.manifest.persona.name} (parent)")
+        with progress.stage("convert"):
+            models = stages.convert(trained, work, persona.name)
+        with progress.stage("quantize"):
+            quantized = stages.quantize(cfg, models, work, trained)
+        with progress.stage("evaluate"):
+            scores = stages.evaluate(models, quantized, trained.score)
+        with progress.stage("bundle"):
+            _bundle(cfg, inputs, trained, models, quantized, scores)
+    return _summary(cfg, trained, quantized, scores, t0)
 
-        bundling.write_eval_json(cfg.out, trained, models, quantized, scores, cfg)
-        facts = bundling.gguf_facts(quantized.model.path)
-        manifest = bundling.manifest(cfg, data, persona, trained, quantized, scores, facts)
-        manifest.training.update(bundling.keep_model(trained, cfg.out, data.train,
-                                                     parent.trained_on if parent else frozenset()))
-        manifest.training["language"] = {k: v for k, v in language.items() if v is not None}
-        runs = prepare_runs(cfg.data)
-        manifest.training["prepare_runs"] = [r["run"] for r in runs if isinstance(r.get("run"), int)]
-        if parent is not None:
-            manifest.training["lineage"] = continuing.lineage(parent, plan, cfg.training.replay, runs,
-                                                              scores.reference, scores.quantized, quantized.quant)
-        bundling.check_template(cfg.out, manifest, trained, persona.system_prompt, facts)
-        bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
-        bundling.add_base_terms(cfg.out, manifest)  # a pinned base's terms of use travel with it
-        rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
-        bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized), models)
-        write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle
 
+def _bundle(cfg: BuildConfig, inputs: _Inputs, trained: stages.Trained, models: stages.Converted,
+            quantized: stages.Quantized, scores: stages.Scores) -> None:
+    """Stage 8: eval.json, the manifest and its checks, report.md (the replies it measures are the
+    stage's steps), persona.toml last."""
+    data, parent = inputs.data, inputs.parent
+    bundling.write_eval_json(cfg.out, trained, models, quantized, scores, cfg)
+    facts = bundling.gguf_facts(quantized.model.path)
+    manifest = bundling.manifest(cfg, data, inputs.persona, trained, quantized, scores, facts)
+    manifest.training.update(bundling.keep_model(trained, cfg.out, data.train,
+                                                 parent.trained_on if parent else frozenset()))
+    manifest.training["language"] = {k: v for k, v in inputs.language.items() if v is not None}
+    runs = prepare_runs(cfg.data)
+    manifest.training["prepare_runs"] = [r["run"] for r in runs if isinstance(r.get("run"), int)]
+    if parent is not None:
+        manifest.training["lineage"] = continuing.lineage(parent, inputs.plan, cfg.training.replay, runs,
+                                                          scores.reference, scores.quantized, quantized.quant)
+    bundling.check_template(cfg.out, manifest, trained, inputs.persona.system_prompt, facts)
+    bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
+    bundling.add_base_terms(cfg.out, manifest)  # a pinned base's terms of use travel with it
+    rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
+    bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized), models)
+    write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle
+
+
+def _summary(cfg: BuildConfig, trained: stages.Trained, quantized: stages.Quantized, scores: stages.Scores,
+             t0: float) -> BuildSummary:
     ref = scores.reference
     summary = BuildSummary(
         bundle=str(cfg.out), model=quantized.file, bytes=quantized.model.bytes, quant=quantized.quant,

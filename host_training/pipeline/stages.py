@@ -166,9 +166,11 @@ def ours(p: Path) -> bool:
     """What a build writes into BUNDLE: safe to replace (the judge folder's answers were made for
     the model being replaced, so they go with it)."""
     from ..evaluate.judge_score import JUDGE_DIR
+    from ..quiet import LOG_FILE
     from ..report import MODELFILE, PLOT_FILE, REPORT_FILE
 
-    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE, JUDGE_DIR) or (
+    return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE, JUDGE_DIR,
+                      LOG_FILE) or (
         p.name.startswith("model.") and p.name.endswith(".gguf"))
 
 
@@ -391,7 +393,17 @@ class Scores:
 
 
 def evaluate(models: Converted, quantized: Quantized, score: Scorer) -> Scores:
-    q = score(quantized.model.path)
-    f32 = score(models.f32) if quantized.quant != "F32" else q
-    ref = score(quantized.reference.path) if quantized.reference is not None else None
+    from .. import progress
+
+    progress.steps(1 + (quantized.quant != "F32") + (quantized.reference is not None), "models")
+
+    def scored(path: Path) -> dict:
+        try:
+            return score(path)
+        finally:
+            progress.advance()
+
+    q = scored(quantized.model.path)
+    f32 = scored(models.f32) if quantized.quant != "F32" else q
+    ref = scored(quantized.reference.path) if quantized.reference is not None else None
     return Scores(q, f32, ref)

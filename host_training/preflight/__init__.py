@@ -140,6 +140,13 @@ class Report:
     def text(self) -> str:
         return "\n".join(self.lines())
 
+    def short(self) -> str:
+        """The verdict in one line, and the notes: what a build shows of it (the whole in its log)."""
+        f = self.verdict
+        out = [f"preflight: {self.architecture}, {self.n_params / 1e6:,.1f} M parameters, context {self.context}; "
+               f"{f.board} at {self.quant}: {f.verdict} ({f.need / MB:,.1f} MB of {f.budget / MB:,.1f})"]
+        return "\n".join(out + [f"  note: {n}" for n in self.notes])
+
     def log_fields(self) -> dict:
         """The figures the verdict rests on, in MB, for the log."""
         f = self.verdict

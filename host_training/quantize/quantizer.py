@@ -58,6 +58,8 @@ import structlog
 
 from stratoecho import boards as targets
 
+from .. import progress
+
 log = structlog.get_logger(__name__)
 
 # ----------------------------------------------------------------------------- configuration
@@ -479,18 +481,19 @@ def for_target(
     candidates: dict[str, tuple] = {}
     sizes: dict[str, int] = {}
     paths: dict[str, Path] = {}
+    progress.steps(len(quants), "types")
     for i, q in enumerate(quants):
         rows[q], sizes[q], path = _quantize_if_it_may_fit(src, out_dir / f"model.{q}.gguf", q, b, shape,
                                                           threads=threads, imatrix=im)
         if path is not None:
             paths[q] = path
-        if not rows[q]["fits"]:
-            continue
-        measured = dict(measure(path))
-        candidates[q] = _judged(measured, q, sizes[q])
-        rows[q].update(val_perplexity=measured.get("val_perplexity"), drift=measured)
-        log.info("quantize.candidate", quant=q, n=i + 1, of=len(quants), bytes=sizes[q],
-                 drift_high=round(candidates[q][1], 5))
+        if rows[q]["fits"]:
+            measured = dict(measure(path))
+            candidates[q] = _judged(measured, q, sizes[q])
+            rows[q].update(val_perplexity=measured.get("val_perplexity"), drift=measured)
+            log.info("quantize.candidate", quant=q, n=i + 1, of=len(quants), bytes=sizes[q],
+                     drift_high=round(candidates[q][1], 5))
+        progress.advance()
 
     choice = _choose_keeping_the_pick(b, quants, candidates, sizes, paths, shape, tolerance=tolerance,
                                       min_top1=min_top1, keep_all=keep_all)

@@ -336,7 +336,8 @@ def _run_steps(cfg: TrainConfig, p: dict, model, opt, data_ids, data_labels, val
     """The loop: random rows each step (seeded generator), schedule over `total` steps, fitted
     to --max-minutes; held-out loss now and then, stopping after PATIENCE misses."""
     import torch
-    from tqdm import tqdm
+
+    from .. import progress
 
     ctx = p["context_length"]
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -346,7 +347,7 @@ def _run_steps(cfg: TrainConfig, p: dict, model, opt, data_ids, data_labels, val
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
     every = cfg.eval_every if cfg.eval_every is not None else max(1, total // 10)
     run = _Run()
-    bar = tqdm(total=total, desc="train", unit="step", mininterval=1.0, dynamic_ncols=True)
+    progress.steps(total, "steps")
     t_loop = time.monotonic()
     t_timing = None
     while run.step < total:
@@ -358,8 +359,7 @@ def _run_steps(cfg: TrainConfig, p: dict, model, opt, data_ids, data_labels, val
         run.losses.append(_step(model, opt, data_ids[idx], data_labels[idx], lr))
         run.step += 1
         step = run.step
-        bar.update(1)
-        bar.set_postfix(loss=f"{run.losses[-1]:.3f}", lr=f"{lr:.1e}")
+        progress.advance()
 
         # -- time budget: after a few timed steps, shrink the plan so the cosine still ends at the budget
         if budget_s is not None:
@@ -372,7 +372,7 @@ def _run_steps(cfg: TrainConfig, p: dict, model, opt, data_ids, data_labels, val
                     log.info("train.budget", max_minutes=cfg.max_minutes, s_per_step=round(per_step, 3),
                              planned=total, fitted=fitted)
                     total = fitted
-                    bar.total = total
+                    progress.steps(total, "steps")
             if time.monotonic() - t0 > budget_s * 1.1:  # estimate was off by a lot: stop anyway
                 log.warning("train.budget_exceeded", step=step, planned=total)
                 break
@@ -381,7 +381,6 @@ def _run_steps(cfg: TrainConfig, p: dict, model, opt, data_ids, data_labels, val
         if every and step % every == 0 and step < total:
             if _held_out(model, val_ex, ctx, pad_id, run, cfg.keep_best):
                 break
-    bar.close()
     run.seconds = time.monotonic() - t_loop
     return run
 
