@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from stratoecho.config import ConfigError, Section, load_toml
+from stratoecho.config import ConfigError, Section, load_toml, read_toml
 
 from .api_proxy.config import ProxySection
 from .exports.settings import SondeHubSection, SsdvSection
@@ -207,24 +207,6 @@ def flag_overrides(args: argparse.Namespace, data: dict) -> dict:
     return data
 
 
-def read_ground_toml(path: str | Path) -> dict:
-    """The file's tables as written, unchecked (checked once the flags are over them): ConfigError
-    for a file that cannot be read or is not TOML, naming the file and the line."""
-    import tomllib
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: configuration file not found") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read configuration: {e}") from e
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e  # tomllib says "(at line N, column M)"
-
-
 def _plain(err: dict) -> str:
     """One problem with the flags: a check's own sentence (it names the flags), else the key's."""
     if err["type"] == "value_error":
@@ -240,7 +222,7 @@ def ground_config(args: argparse.Namespace) -> GroundConfig:
     from stratoecho.config import describe_validation_error
 
     where = "the command line" if args.config is None else str(args.config)
-    data = {} if args.config is None else read_ground_toml(args.config)
+    data = {} if args.config is None else read_toml(args.config)
     try:
         data = flag_overrides(args, data)
     except ValueError as e:  # a flag's own: said in its words, with the file it was set against

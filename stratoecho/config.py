@@ -37,19 +37,17 @@ def describe_validation_error(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_toml(text: str, model: type[M], source: str = "<string>") -> M:
+def toml_tables(text: str, source: str = "<string>") -> dict:
+    """The tables of a TOML text as written, unchecked: ConfigError naming `source` if it is not TOML."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         # tomllib's message already carries "(at line N, column M)".
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(source, e)) from e
 
 
-def load_toml(path: str | Path, model: type[M]) -> M:
+def read_toml(path: str | Path) -> dict:
+    """The tables of a TOML file, unchecked: ConfigError naming the file it cannot read or parse."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -57,7 +55,22 @@ def load_toml(path: str | Path, model: type[M]) -> M:
         raise ConfigError(f"{path}: configuration file not found") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read configuration: {e}") from e
-    return parse_toml(text, model, source=str(path))
+    return toml_tables(text, str(path))
+
+
+def validate(data: dict, model: type[M], source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(source, e)) from e
+
+
+def parse_toml(text: str, model: type[M], source: str = "<string>") -> M:
+    return validate(toml_tables(text, source), model, source)
+
+
+def load_toml(path: str | Path, model: type[M]) -> M:
+    return validate(read_toml(path), model, str(path))
 
 
 def parse_hostport(text: str, listen: bool = False) -> tuple[str, int]:
