@@ -254,10 +254,11 @@ class Listener:
         every part and print the summary; the exit status."""
         config, source, status = self.config, self.source, 0
         # Under systemd (Type=notify): ready once the source is open and the database usable.
+        # The handlers go in first: a SIGTERM right after READY stops it cleanly, closing every part.
         notifier = SystemdNotifier()
-        notifier.ready(status=f"listening on {config.source.where()}")
         try:
             with stop_on_signals(self.stop):
+                notifier.ready(status=f"listening on {config.source.where()}")
                 out = None if config.output.records == "none" else sys.stdout
                 run_listen(source, self.store, self.decoder, self.stop, out, as_json=config.output.records == "json",
                            limits=Limits(config.limits.duration_s, config.limits.until_idle_s), repair=self.repair,

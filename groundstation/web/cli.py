@@ -185,15 +185,17 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
     except (StoreError, OSError, access.OperatorFileError, TileFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)
-    print(f"answers to {server.hosts.describe()} (--allow-host NAME adds a name)", file=sys.stderr)
-    if not server.sessions.can_log_in and not server.loopback_only:
-        print("read-only: no operator password is set, so nobody can queue commands from the dashboard "
-              "(`python -m groundstation operator-password`, then restart `serve`)", file=sys.stderr)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    # The handlers go in before the first line says the dashboard is up: a SIGTERM sent as soon as
+    # it is (systemd's stop, a test) must stop it cleanly, not find the default action still there.
     try:
         with stop_on_signals(stop):
+            print(f"dashboard: {server.url}  (Ctrl-C to stop)", file=sys.stderr)
+            print(f"answers to {server.hosts.describe()} (--allow-host NAME adds a name)", file=sys.stderr)
+            if not server.sessions.can_log_in and not server.loopback_only:
+                print("read-only: no operator password is set, so nobody can queue commands from the dashboard "
+                      "(`python -m groundstation operator-password`, then restart `serve`)", file=sys.stderr)
             wait_for_stop(stop)
     finally:
         sys.setswitchinterval(switch)
