@@ -13,6 +13,8 @@ flat tables the bundle uses (no extra dependency on the Pi).
     [guard]     blocklist: the owner's blocklist, hashed (stratoecho/blocklist.py), if any
     [memory]    notes: facts the owner approved (host_training interview), which the payload
                 keeps in its memory as notes (payload/persona/memory.py, seed_notes)
+    [owner]     voice, lines: the owner's voice classifier and own lines by situation (files);
+                fillers, words_beyond: the owner's commonest words and how much a turn says beyond them
     [[files]]   path, sha256, bytes  -- every file the bundle ships
 """
 
@@ -83,6 +85,16 @@ class MemorySection(_Strict):
     notes: list[str] = Field(default_factory=list)
 
 
+class OwnerSection(_Strict):
+    """What the bundle carries of its owner's own writing for the payload to choose musings with
+    (docs/payload.md, "Musings made of the owner's words"). Absent in bundles built before it."""
+
+    voice: str | None = None  # the owner's voice classifier (stratoecho/voice_score.py), a file in [[files]]
+    lines: str | None = None  # the owner's own lines indexed by situation (stratoecho/exemplars.py), in [[files]]
+    fillers: list[str] = Field(default_factory=list)  # the owner's commonest words (stratoecho/substance.py)
+    words_beyond: float | None = Field(None, ge=0.0)  # the owner's held-out words beyond them, per turn
+
+
 class BundleManifest(_Strict):
     format: int = FORMAT_VERSION
     persona: PersonaSection
@@ -92,6 +104,7 @@ class BundleManifest(_Strict):
     eval: dict[str, Any] = Field(default_factory=dict)
     guard: GuardSection = Field(default_factory=GuardSection)
     memory: MemorySection | None = None  # absent without notes: such a bundle reads as before
+    owner: OwnerSection | None = None  # absent in bundles built before it: musings chosen as before
     files: list[FileEntry]
 
 
