@@ -7,8 +7,11 @@ so it is pure and uses the standard library only.
 Kinds found (each by a regex for candidates, then a check that throws out look-alikes):
 
     email       local@domain.tld
-    phone       +44 7700 900123, 07700 900456, +1 (555) 010-2345, 0049-30-1234567;
-                not dates, times, years, decimals/coordinates, versions or short numbers
+    phone       +44 7700 900123, 07700 900456, +1 (555) 010-2345, 0049-30-1234567, and the national
+                forms without a trunk 0 (655 21 48 37, 912 345 678, (11) 98765-4321:
+                national_phones); not dates, times, years, decimals/coordinates, versions,
+                amounts or short numbers
+    es_dni, fr_nir, ...  national identity numbers with valid check digits (national_ids)
     card        13-19 digits, optionally grouped by spaces/dashes, Luhn-valid, not starting with 0
     iban        country + check digits + BBAN, with or without spaces, ISO 7064 mod-97 valid
     ip          IPv4 (not after "v"/"version") and IPv6 (checked by `ipaddress`)
@@ -34,8 +37,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from . import national_ids
+from .national_ids import STRONG_KINDS, WEAK_KINDS, find_ids
+from .national_phones import national_phone
+
 __all__ = [
     "Finding",
+    "KINDS",
     "PrivacyScrubber",
     "contains_private",
     "escape_special_tokens",
@@ -49,8 +57,10 @@ __all__ = [
 # What `PrivacyScrubber.placeholder` writes; a model trained on scrubbed text may echo these.
 PLACEHOLDER = re.compile(r"<[A-Z]+(?:_[A-Z]+)*_\d+>")
 
-# Priority when two findings overlap: the earlier kind names the merged span.
-KINDS = ("secret_url", "secret", "email", "iban", "card", "ip", "phone", "blocked")
+# Priority when two findings overlap: the earlier kind names the merged span. An id whose check
+# digits hold is more specific than a card's Luhn or a phone's shape; a bare nine-digit id with a
+# one-in-eleven check (BSN, NIF) is less likely than the Spanish or Portuguese phone it looks like.
+KINDS = ("secret_url", "secret", "email", "iban", *STRONG_KINDS, "card", "ip", "phone", *WEAK_KINDS, "blocked")
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,7 @@ def _phone_trim(text: str, start: int, end: int) -> tuple[int, int]:
 def _phones(text: str) -> Iterable[tuple[int, int]]:
     for m in _PHONE_RUN.finditer(text):
         start, end = _phone_trim(text, *m.span())
-        if _phone_ok(text[start:end]):
+        if _phone_ok(text[start:end]) or national_phone(text, start, end):
             yield start, end
             continue
         tokens = [(t.start() + m.start(), t.end() + m.start()) for t in re.finditer(r"\S+", m.group())]
@@ -156,7 +166,7 @@ def _phones(text: str) -> Iterable[tuple[int, int]]:
                     if not 7 <= sum(ndigits[i:j]) <= 17:
                         continue  # too few or too many digits for any phone number
                     s, e = _phone_trim(text, tokens[i][0], tokens[j - 1][1])
-                    if s < e and _phone_ok(text[s:e]):
+                    if s < e and (_phone_ok(text[s:e]) or national_phone(text, s, e)):
                         yield s, e
                         i, found = j, True
                         break
@@ -351,6 +361,7 @@ def find_private(text: str, blocklist: Iterable[str | re.Pattern[str]] = ()) -> 
     """Every private value in `text`, in order, without overlaps."""
     patterns = _compile_blocklist(blocklist)
     spans = [(kind, s, e) for kind, detect in _DETECTORS.items() for s, e in detect(text)]
+    spans += find_ids(text)
     spans += [("blocked", m.start(), m.end()) for p in patterns for m in p.finditer(text) if m.end() > m.start()]
     return _resolve(text, spans)
 
@@ -393,6 +404,8 @@ def _key(kind: str, value: str) -> str:
             return value
     if kind in ("email", "blocked"):
         return value.casefold()
+    if kind in STRONG_KINDS or kind in WEAK_KINDS:
+        return national_ids.compact(value)  # "12345678-Z" is "12345678Z"
     return value
 
 
