@@ -13,6 +13,10 @@ Two counts, by kind of claim (stratoecho/musing_claims.py: one definition of tru
   launch the track shows (its first position 150 m above the first heard), the sun seen from there,
   and the phase the track says. A question's outcome is not known at the ground: "no answer"
   claims are left out.
+
+Where the persona's language has no claim words, the payload logs `persona_language_unguarded`
+when it starts and its guard reads little or nothing: "aired false: 0" then means little, and the
+report says so in words (`unguarded`), not only payload.log.
 """
 
 from __future__ import annotations
@@ -165,7 +169,26 @@ def ground_claims(ground_db: Path, shown: int = 10, language: str | None = None)
 def claims_section(out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     return {"payload": payload_claims(out_dir / "payload.log"),
-            "ground": ground_claims(out_dir / "ground.db", language=flown_language(out_dir / "payload.log"))}
+            "ground": ground_claims(out_dir / "ground.db", language=flown_language(out_dir / "payload.log")),
+            "unguarded": unguarded_language(out_dir / "payload.log")}
+
+
+def unguarded_language(payload_log: Path) -> dict | None:
+    """The payload's `persona_language_unguarded` warning (the first boot's): the persona's
+    language, which has no claim words, and what its guard reads instead (`reads`, where logged);
+    None when the language was guarded."""
+    try:
+        with open(payload_log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "persona_language_unguarded" not in line:
+                    continue
+                with contextlib.suppress(json.JSONDecodeError):
+                    e = json.loads(line)
+                    if isinstance(e, dict) and e.get("event") == "persona_language_unguarded":
+                        return {k: e[k] for k in ("language", "reads", "asked_in", "guarded") if k in e}
+    except FileNotFoundError:
+        pass
+    return None
 
 
 def flown_language(payload_log: Path) -> str | None:
@@ -196,4 +219,17 @@ def describe_claims(section: dict) -> list[str]:
         lines.append("             true by kind: " + ", ".join(kinds))
     for f in g["first_false"][:3]:
         lines.append(f"             false at the ground: {f['kind']} \"{f['said']}\" in musing {f['seq']}")
+    if section.get("unguarded"):
+        lines.append(describe_unguarded(section["unguarded"]))
     return lines
+
+
+def describe_unguarded(u: dict) -> str:
+    """The payload's warning that the persona's language is not guarded, in words."""
+    from host_training.language import name
+
+    code = str(u.get("language") or "?")
+    reads = u.get("reads")
+    reads = ", ".join(map(str, reads)) if isinstance(reads, list) else str(reads or "English words and numbers")
+    return (f"             UNGUARDED: the truth guard has no claim words for {name(code)} ({code}); it read the "
+            f"musings' claims in {reads} only, so \"aired false\" counts only those")
