@@ -26,6 +26,7 @@ from .clock import Clock
 from .config import PayloadConfig, load_config, parse_hostport
 from .daemon import STOP_BUDGET_S, Daemon
 from .parts.radio import RadioError
+from .persona.wording import unguarded
 from .persona.worker import PersonaError
 from .policy.airplan import air_plan
 from .rigs import PI, HardwareError, load_rig, rig_names
@@ -164,6 +165,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BundleError as e:
         print(f"error: {e}\n(build one with `make persona`, or fly with --no-persona)", file=sys.stderr)
         return 2
+    if bundle is not None and (note := unguarded(bundle.manifest.persona.language)):
+        # Also logged (persona_language_unguarded), but a log under `sim fly` or systemd is a file nobody reads at start.
+        print(f"warning: {note}", file=sys.stderr)
     try:
         parts = open_parts(cfg, data_dir, settings)
     except (ValueError, HardwareError) as e:  # a fault the bench cannot throw, no rig installed

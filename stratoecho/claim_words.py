@@ -1,34 +1,57 @@
-"""The words and numbers a musing's claims are read from, one table per language
+"""The words and numbers a musing's claims are read from, for any language
 (stratoecho/musing_claims.py reads them; what each kind means and its tolerance is there).
 
-    ClaimWords                      one language's patterns (all match lower-case text)
-    claim_words(code) -> ClaimWords the table of ISO 639-1 `code`; English for "" and for a
-                                    language without a table (GUARDED says which have one)
+    ClaimWords                      one language's patterns (all match lower-case text, plain spaces)
+    claim_words(code) -> ClaimWords the patterns of ISO 639-1 `code`: its file's words
+                                    (stratoecho/languages/<code>.toml, GUARDED says which have one)
+                                    with CLDR's numbers and unit names; for a language without a
+                                    file, CLDR's numbers and units alone; English for none
 
-English is the table the truth guard was built on. German reads numbers as German is written
-("12,4 km": a decimal comma; "12.400 m": a thousands point) and its own words for the phase,
-the sun, the cold and the time since launch; the units' symbols (km, m, °C, hPa, V) and the
-English words of the sun, cold and heat are read too, since a persona on an English-trained
-base slips into them. English phase words are not: German "auf jeden Fall" ("in any case")
-is not a fall, nor "falls" ("if"), nor "mir fällt auf" ("I notice").
+Numbers are read as the language writes them, from CLDR's decimal and group marks ("12,4 km": a
+decimal comma in German; "12 400 m" in French, whose group mark is a space); the units from the
+file's words and CLDR's names in every plural form ("3 timmar", "12,4 kilometer", "−41 °C"). A
+language without a file has no words for the phase, the sun, the cold or the time aloft: its
+numbers with units are its claims. The words are read in the file's language only, with what of
+English it lists in `english_too`: German "auf jeden Fall" ("in any case") is no fall, Italian
+"star bene" no star.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+
+from .languages import UNIT_KEYS, Claims, base_code, cldr, codes, language, words
+
+NEVER = re.compile(r"(?!)")  # what a language without words for it never says
 
 
 def _f_to_c(f: float) -> float:
     return (f - 32.0) * 5.0 / 9.0
 
 
-def _w(pattern: str) -> re.Pattern:
-    return re.compile(rf"\b(?:{pattern})\b")
-
-
-def _units(table) -> tuple:
-    return tuple((kind, re.compile(pattern), convert) for kind, pattern, convert in table)
+# What each of UNIT_KEYS is, in order: its kind, to the facts' units, and CLDR's units of it.
+UNITS = {
+    "speed_kmh": ("speed", lambda x: x, ("speed-kilometer-per-hour",)),
+    "speed_mph": ("speed", lambda x: x * 1.609344, ("speed-mile-per-hour",)),
+    "speed_knots": ("speed", lambda x: x * 1.852, ("speed-knot",)),
+    "speed_ms": ("speed m/s", lambda x: x * 3.6, ("speed-meter-per-second",)),
+    "altitude_kft": ("altitude", lambda x: x * 304.8, ()),
+    "altitude_km": ("altitude", lambda x: x * 1000.0, ("length-kilometer",)),
+    "altitude_mi": ("altitude", lambda x: x * 1609.344, ("length-mile",)),
+    "altitude_m": ("altitude", lambda x: x, ("length-meter",)),
+    "altitude_ft": ("altitude", lambda x: x * 0.3048, ("length-foot",)),
+    "temperature_f": ("temperature", _f_to_c, ("temperature-fahrenheit",)),
+    "temperature_c": ("temperature", lambda x: x, ("temperature-celsius", "temperature-generic")),
+    "pressure_hpa": ("pressure", lambda x: x, ("pressure-hectopascal", "pressure-millibar")),
+    "pressure_kpa": ("pressure", lambda x: x * 10.0, ("pressure-kilopascal",)),
+    "battery_mv": ("battery", lambda x: x / 1000.0, ()),
+    "battery_v": ("battery", lambda x: x, ("electric-volt",)),
+}
+assert tuple(UNITS) == UNIT_KEYS
+DURATIONS = {"duration-second": 1, "duration-minute": 60, "duration-hour": 3600, "duration-day": 86400,
+             "duration-week": 604800, "duration-month": 2629800, "duration-year": 31557600}
 
 
 @dataclass(frozen=True)
@@ -58,186 +81,133 @@ class ClaimWords:
     cold: re.Pattern
     warm: re.Pattern
     unanswered: re.Pattern
+    time_names: dict = None  # CLDR's names of time units -> seconds ("timmar": 3600), read before `time_units`
 
     def seconds(self, unit: str) -> float:
+        if self.time_names and unit in self.time_names:
+            return self.time_names[unit]
         return next((s for head, s in self.time_units.items() if unit.startswith(head)), 1)
 
 
-# ----------------------------------------------------------------------------- English
-
-_PER_HOUR = r"\s?(?:/\s?h\b|/hr\b|ph\b|\s(?:an|per|a)\s+hour\b)"
-_EN_UNITS = (
-    ("speed", r"\s?(?:km|kilomet(?:er|re)s?)" + _PER_HOUR + r"|\s?kmh\b|\s?kph\b", lambda x: x),
-    ("speed", r"\s?(?:mph\b|miles?\s+(?:an|per|a)\s+hour\b)", lambda x: x * 1.609344),
-    ("speed", r"\s?(?:knots?\b|kts?\b)", lambda x: x * 1.852),
-    ("speed m/s", r"\s?(?:m/s\b|met(?:er|re)s?\s+(?:a|per)\s+second\b)", lambda x: x * 3.6),
-    ("altitude", r"\s?-?\s?k\s?(?:ft|feet)\b", lambda x: x * 304.8),
-    ("altitude", r"\s?-?\s?(?:kms?|kilomet(?:er|re)s?)\b", lambda x: x * 1000.0),
-    ("altitude", r"\s?-?\s?(?:mi|miles?)\b", lambda x: x * 1609.344),
-    ("altitude", r"\s?-?\s?(?:m|met(?:er|re)s?)\b(?!\s*/|\s*per\b)", lambda x: x),
-    ("altitude", r"\s?-?\s?(?:ft|feet|foot)\b", lambda x: x * 0.3048),
-    ("temperature", r"\s?(?:°|º|degrees?\b|deg\b)\s?(?:f|fahrenheit)\b|\s?fahrenheit\b", _f_to_c),
-    ("temperature", r"\s?(?:°|º)\s?(?:c\b|celsius\b)?|\s?(?:degrees?|deg)\b(?:\s?(?:c|celsius|centigrade)\b)?"
-                    r"|\s?(?:c|celsius|centigrade)\b|(?=\s+below\s+(?:zero|freezing)\b)", lambda x: x),
-    ("pressure", r"\s?(?:hpa|hectopascals?|mbar|mb|millibars?)\b", lambda x: x),
-    ("pressure", r"\s?kpa\b", lambda x: x * 10.0),
-    ("battery", r"\s?(?:mv|millivolts?)\b", lambda x: x / 1000.0),
-    ("battery", r"\s?(?:v|volts?)\b", lambda x: x),
-)
-_EN_UP = (r"(?:up|flying|aloft|airborne|in the air|in the sky|in space|in flight|floating|climbing|rising|drifting"
-          r"|out here|up here|on this flight|on the way up)")
-_ABOUT = r"(?:about |almost |nearly |over |just |only |around |more than |less than |some )?"
-_EN_COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-              "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
-_EN_T = r"(?P<unit>seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)"
-_TIME_UNITS = {"sec": 1, "min": 60, "hou": 3600, "hrs": 3600, "hr": 3600, "day": 86400, "wee": 604800,
-               "mon": 2629800, "yea": 31557600}
-_EN_SUN_UP = r"sun|sunlight|sunshine|sunny|sunlit|daylight|daytime"
-_EN_SUN_DOWN = r"night|nights|night-?time|tonight|midnight|moon|moonlight|moonlit|stars?|starry|starlight"
-_EN_COLD = r"cold|colder|coldest|freez(?:e|es|ing)|frozen|icy|ice|frost|frosty|chilly|frigid"
-_EN_WARM = (r"(?:it's|it is|so|very|too|getting|feels?|quite)\s+(?:very\s+|so\s+)?(?:hot|warm)|(?:hot|warm)"
-            r" (?:up )?here|heat ?wave|scorching|sweltering|boiling hot")
+def _w(pattern: str) -> re.Pattern:
+    return re.compile(rf"\b(?:{pattern})\b")
 
 
-def _aloft_en(n: str) -> tuple:
-    return tuple(re.compile(p) for p in (
-        rf"\b{_EN_UP}\s+(?:now\s+|here\s+|already\s+)?for\s+{_ABOUT}{n}\s+{_EN_T}\b",
-        rf"\b{n}\s+{_EN_T}\s+(?:up|aloft|in the air|in the sky|in space|in flight|since (?:launch|lift-?off|take-?off))\b",
-        rf"\b(?:launched|took off|lifted off|left the ground|set off)\s+{_ABOUT}{n}\s+{_EN_T}\s+ago\b"))
+def _either(*patterns: str) -> str:
+    return "|".join(f"(?:{p})" for p in patterns if p)
 
 
-EN = ClaimWords(
-    code="en",
-    # An optional sign (a minus sign or "minus" before it, never a hyphen inside "20-25"),
-    # thousands with commas, one decimal point.
-    number=re.compile(r"(?:(?P<minus>\bminus\s+|\bnegative\s+)|(?P<sign>(?<![\w.,])[-−–]))?"
-                      r"(?<![\w.,])(?P<num>\d{1,3}(?:,\d{3})+(?![\d,])|\d+)(?:\.(?P<frac>\d+))?"),
-    thousands=",",
-    units=_units(_EN_UNITS),
-    below=re.compile(r"\s*below\b(?:\s+(?:zero|freezing)\b)?"),
-    # Degrees that are an angle ("52 degrees north", "the sun 10° above the horizon") ...
-    angle_after=re.compile(r"\s*(?:[nsew]\b|north|south|east|west|above\b|(?:below\s+)?the\s+horizon"
-                           r"|of\s+(?:latitude|longitude|arc)|elevation|latitude|longitude)"),
-    # ... and before the number, with no clause between ("the sun is up and it's 15 degrees" is a temperature).
-    angle_before=re.compile(r"\b(?:sun|horizon|angle|tilt\w*|turn\w*|rotat\w*|spin\w*|heading|bearing|compass)"
-                            r"(?:\s+(?!and\b|but\b|it'?s\b|is\s+\w+\s+and\b)[a-z']+){0,4}\s+$"),
-    distance_after=re.compile(r"\s*(?:away|from\b|downrange|east|west|north|south|to the (?:east|west|north|south)"
-                              r"|across|off\b|of drift|inland|out to sea)"),
-    distance_before=re.compile(r"\b(?:drift(?:ed|ing)?|travel(?:l?ed|l?ing)|flown|flew|moved|covered|gone)"
-                               r"(?:\s+\w+){0,2}\s+(?:about\s+|some\s+|nearly\s+|over\s+)?$"),
-    percent=re.compile(r"\s?(?:%|percent\b|per cent\b)"),
-    battery_word=_w(r"battery|batteries|phone|charge|power"),
-    counts=_EN_COUNTS,
-    time_units=_TIME_UNITS,
-    aloft=_aloft_en(r"(?P<n>\d+(?:\.\d+)?|" + "|".join(_EN_COUNTS) + r")"),
-    decimal=".",
-    phases={
-        "pre-launch": _w(r"launch|launching|lift-?off|on the (?:ground|pad)|before (?:the )?launch"),
-        "ascent": _w(r"ris(?:e|es|ing)|climb(?:s|ing)?(?! down)|ascen(?:t|d|ds|ding)|going up|up and up"
-                     r"|higher and higher"),
-        "float": _w(r"float(?:s|ing)?|hover(?:s|ing)?|at the top"),
-        "descent": _w(r"fall(?:s|ing)?|descen(?:t|d|ds|ding)|coming down|going down|climb(?:s|ing)? down"
-                      r"|parachute|sinking"),
-        "landed": _w(r"landed|landing|touch(?:ed)? ?down|on the ground|back on (?:the )?(?:ground|earth)"),
-    },
-    sun_up=_w(_EN_SUN_UP),
-    sun_down=_w(_EN_SUN_DOWN),
-    cold=_w(_EN_COLD),
-    warm=_w(_EN_WARM),
-    unanswered=_w(
-        r"no answers?|(?:nobody|no ?one) (?:answered|answers|replied|replies)|no (?:reply|replies|response)|unanswered"
-        r"|(?:didn't|did not|haven't|have not|hasn't|has not|never|don't|do not) hear(?:d)?|heard nothing"
-        r"|nothing back|no word (?:from|back)|not answering|silence from|found nothing|no internet|offline"),
-)
+def _names(names) -> str:
+    return "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in sorted(set(names), key=lambda s: (-len(s), s)))
 
-# ----------------------------------------------------------------------------- German
 
-_DE_COUNTS = {"ein": 1, "eine": 1, "einer": 1, "einem": 1, "einen": 1, "eins": 1, "zwei": 2, "drei": 3,
-              "vier": 4, "fünf": 5, "sechs": 6, "sieben": 7, "acht": 8, "neun": 9, "zehn": 10, "elf": 11,
-              "zwölf": 12, "anderthalb": 1.5, "eineinhalb": 1.5}
-_DE_T = r"(?P<unit>sekunden?|sek|minuten?|min|stunden?|std|tagen?|tage|wochen?|monaten?|monate|jahren?|jahre)"
-_DE_TIME_UNITS = {"sek": 1, "min": 60, "stu": 3600, "std": 3600, "tag": 86400, "woc": 604800, "mon": 2629800,
-                  "jah": 31557600}
-_DE_N = r"(?P<n>\d+(?:,\d+)?|" + "|".join(sorted(_DE_COUNTS, key=len, reverse=True)) + r")"
-_DE_ABOUT = r"(?:etwa |ungefähr |fast |knapp |über |gut |erst |schon |rund |mehr als |weniger als |circa |ca\. )?"
-_DE_UP = r"(?:in der luft|oben|hier oben|unterwegs|am fliegen|am steigen|auf reisen|im himmel)"
-_DE_UNITS = (
-    ("speed", r"\s?(?:km|kilometer)\s?(?:/\s?h\b|pro\s+stunde\b|in der stunde\b|die stunde\b)|\s?kmh\b"
-              r"|\s?(?:stundenkilometer|sachen)\b", lambda x: x),
-    ("speed", r"\s?(?:knoten|kn)\b", lambda x: x * 1.852),
-    ("speed m/s", r"\s?(?:m/s|meter\s+(?:pro|in der|die)\s+sekunde)\b", lambda x: x * 3.6),
-    ("altitude", r"\s?-?\s?(?:kms?|kilometern?)\b(?!\s*/)", lambda x: x * 1000.0),
-    ("altitude", r"\s?-?\s?(?:meilen?)\b", lambda x: x * 1609.344),
-    ("altitude", r"\s?-?\s?(?:m|metern?)\b(?!\s*/|\s*pro\b)", lambda x: x),
-    ("altitude", r"\s?-?\s?(?:ft|fuß)\b", lambda x: x * 0.3048),
-    ("temperature", r"\s?(?:°|º|grad\b)\s?(?:f|fahrenheit)\b", _f_to_c),
-    ("temperature", r"\s?(?:°|º)\s?(?:c\b|celsius\b)?|\s?grad\b(?:\s?(?:c|celsius)\b)?|\s?celsius\b"
-                    r"|(?=\s+unter\s+(?:null|dem gefrierpunkt)\b)", lambda x: x),
-    ("pressure", r"\s?(?:hpa|hektopascal|mbar|millibar)\b", lambda x: x),
-    ("pressure", r"\s?kpa\b", lambda x: x * 10.0),
-    ("battery", r"\s?(?:mv|millivolt)\b", lambda x: x / 1000.0),
-    ("battery", r"\s?(?:v|volt)\b", lambda x: x),
-)
+def _cldr_units(code: str, not_units=()) -> dict[str, str]:
+    """Each unit key's CLDR names in locale `code` as a pattern after the number; a name CLDR gives
+    two keys (or the file says is a word) is left out: it cannot tell which unit was meant."""
+    names = {key: set(n for unit in UNITS[key][2] for n in cldr.unit_names(code, unit)) for key in UNITS}
+    clash = {n for key in names for n in names[key] if any(n in names[k] for k in names if k != key)}
+    clash |= set(not_units)
+    return {key: rf"\s?(?:{_names(n - clash)})(?!\w)(?!\s*/)" for key, n in names.items() if n - clash}
 
-DE = ClaimWords(
-    code="de",
-    # "minus 40", "-40"; thousands with points ("12.400"), one decimal comma ("12,4"). A point or
-    # comma at a sentence's end is punctuation: the fraction needs a digit after it.
-    number=re.compile(r"(?:(?P<minus>\bminus\s+)|(?P<sign>(?<![\w.,])[-−–]))?"
-                      r"(?<![\w.,])(?P<num>\d{1,3}(?:\.\d{3})+(?![\d.])|\d+)(?:,(?P<frac>\d+))?"),
-    thousands=".",
-    units=_units(_DE_UNITS + _EN_UNITS),  # the English units after: "10 miles", "-40 degrees"
-    below=re.compile(r"\s*unter\b(?:\s+(?:null|dem gefrierpunkt)\b)?"),
-    angle_after=re.compile(r"\s*(?:[nsow]\b|nord|süd|ost|west|über dem horizont|unter dem horizont"
-                           r"|(?:nördlicher|südlicher|östlicher|westlicher) (?:breite|länge)|breite|länge|höhe über)"),
-    angle_before=re.compile(r"\b(?:sonne|horizont|winkel|neig\w*|dreh\w*|kurs|kompass|richtung)"
-                            r"(?:\s+(?!und\b|aber\b|es\b|ist\s+\w+\s+und\b)[a-zäöüß']+){0,4}\s+$"),
-    distance_after=re.compile(r"\s*(?:entfernt|weit weg|weg\b|vom start|von\b|östlich|westlich|nördlich|südlich"
-                              r"|nach (?:osten|westen|norden|süden)|richtung|abgetrieben|getrieben|gedriftet"
-                              r"|geflogen|zurückgelegt|weit\s+\w*(?:driftet|trieben|flogen)|landeinwärts|aufs meer)"),
-    distance_before=re.compile(r"\b(?:abgetrieben|getrieben|gedriftet|geflogen|zurückgelegt)(?:\s+\w+){0,2}"
-                               r"\s+(?:um\s+|etwa\s+|rund\s+|fast\s+|über\s+)?$"),
-    percent=re.compile(r"\s?(?:%|prozent\b)"),
-    battery_word=_w(r"akku|akkus|batterie|batterien|handy|ladung|strom|energie|battery|power"),
-    counts={**_EN_COUNTS, **_DE_COUNTS},  # the English patterns below read English counts
-    time_units={**_DE_TIME_UNITS, **_TIME_UNITS},
-    aloft=(
-        re.compile(rf"\bseit\s+{_DE_ABOUT}{_DE_N}\s+{_DE_T}\b(?:\s+\w+){{0,3}}\s+{_DE_UP}"),
-        re.compile(rf"\b{_DE_UP}\s+(?:bin ich\s+|sind wir\s+)?(?:jetzt\s+|schon\s+)?seit\s+{_DE_ABOUT}{_DE_N}\s+{_DE_T}\b"),
-        re.compile(rf"\b{_DE_N}\s+{_DE_T}\s+(?:in der luft|oben|unterwegs|seit dem start|nach dem start)\b"),
-        re.compile(rf"\bvor\s+{_DE_ABOUT}{_DE_N}\s+{_DE_T}\s+(?:\w+\s+){{0,2}}(?:gestartet|losgeflogen|abgehoben"
-                   rf"|aufgestiegen|losgegangen)\b"),
-        *_aloft_en(r"(?P<n>\d+(?:\.\d+)?|" + "|".join(_EN_COUNTS) + r")"),
-    ),
-    decimal=",",
-    phases={
-        "pre-launch": _w(r"warte(?:n|st)? (?:\w+ )?auf den start|vor dem start|startplatz|noch nicht gestartet"
-                         r"|(?:gleich|bald) geht(?:'?s| es) los|noch am boden"),
-        "ascent": _w(r"steig(?:e|st|t|en|end)|aufstieg|aufsteigen|aufwärts|immer höher|höher und höher"
-                     r"|klett(?:er|ere|erst|ert|ern)|geht(?:'?s| es)(?: \w+)? (?:hoch|rauf|nach oben|aufwärts)"),
-        "float": _w(r"schweb(?:e|st|t|en|end)|am höchsten punkt"),
-        "descent": _w(r"(?:ich|wir) falle(?:n)?|falle ich|am fallen|runterfallen|herunterfallen|sink(?:e|st|t|en|end)"
-                      r"|abstieg|abwärts|geht(?:'?s| es)(?: \w+)? (?:runter|abwärts|nach unten)"
-                      r"|komm(?:e|t|en)? (?:runter|herunter)|fallschirm\w*"),
-        "landed": _w(r"gelandet|landung|aufgesetzt|wieder (?:am|auf dem) boden|wieder unten|zurück auf der erde"),
-    },
-    # Not "Sonnenuntergang" nor "gute Nacht" (a farewell), as English counts no sunset.
-    sun_up=_w(r"sonne|sonnig|sonnenlicht|sonnenschein|sonnenstrahl\w*|tageslicht|taghell|" + _EN_SUN_UP),
-    sun_down=_w(r"(?<!gute )nacht|nachts|nächte|mitternacht|heute nacht|mond|mondlicht|mondschein|sterne?|sternen\w*|"
-                + _EN_SUN_DOWN),
-    cold=_w(r"kalt|kälter|kälteste\w*|eiskalt|saukalt|arschkalt|frier(?:e|st|t|en)|gefroren|eis|eisig|frost|frostig"
-            r"|kälte|" + _EN_COLD),
-    warm=_w(r"(?:es ist|so|sehr|zu|echt|voll|ganz schön|ziemlich)\s+(?:sehr\s+|so\s+)?(?:heiß|warm)|(?:heiß|warm)"
-            r" hier(?: oben)?|hitze|brütend heiß|affenhitze|" + _EN_WARM),
-    unanswered=_w(
-        r"keine antwort(?:en)?|(?:niemand|keiner|keine[rs]?) (?:hat )?(?:geantwortet|antwortet)|antwortet (?:niemand|keiner)"
-        r"|nichts gehört|nichts (?:zurück|gekommen)|funkstille|kein internet|offline|nichts gefunden"),
-)
 
-TABLES = {"en": EN, "de": DE}
-GUARDED = tuple(TABLES)  # the languages the truth guard reads
+def _number(code: str, minus_words: str) -> tuple[re.Pattern, str]:
+    """The number pattern of locale `code` (CLDR's marks) and its group mark. An optional sign (a
+    minus sign or a minus word before it, never a hyphen inside "20-25"); groups of three digits;
+    one decimal mark. A mark at a sentence's end is punctuation: the fraction needs a digit after it."""
+    s = cldr.symbols(code)
+    group, decimal = re.escape(s.group), re.escape(s.decimal)
+    signs = "".join(dict.fromkeys("-−–" + s.minus))
+    minus = rf"(?P<minus>\b(?:{minus_words})\s+)|" if minus_words else ""
+    return re.compile(rf"(?:{minus}(?P<sign>(?<![\w.,]){'[' + re.escape(signs) + ']'}))?"
+                      rf"(?<![\w.,])(?P<num>\d{{1,3}}(?:{group}\d{{3}})+(?!{group}?\d)|\d+)(?:{decimal}(?P<frac>\d+))?"), s.group
+
+
+def _time_names(code: str) -> dict[str, int]:
+    """CLDR's names of the time units in locale `code` -> seconds; a trailing point taken off
+    ("std." reads as "std"), a name of two units left out."""
+    out: dict[str, int] = {}
+    for unit, seconds in DURATIONS.items():
+        for name in cldr.unit_names(code, unit):
+            name = name.rstrip(".")
+            out[name] = seconds if out.get(name, seconds) == seconds else -1
+    return {n: s for n, s in out.items() if s > 0 and n}
+
+
+def _aloft(c: Claims, code: str, decimal: str) -> tuple[tuple[re.Pattern, ...], dict]:
+    names = _time_names(code)
+    counts = "|".join(re.escape(w) for w in sorted(c.counts, key=len, reverse=True))
+    n = rf"(?P<n>\d+(?:{re.escape(decimal)}\d+)?" + (f"|{counts})" if counts else ")")
+    unit = rf"(?P<unit>{_either(c.time_units, _names(names))})"
+    fill = {"{up}": f"(?:{c.up})", "{about}": f"(?:{c.about})?", "{n}": n, "{unit}": unit}
+    patterns = []
+    for p in c.aloft:
+        for mark, text in fill.items():
+            p = p.replace(mark, text)
+        patterns.append(re.compile(p))
+    return tuple(patterns), names
+
+
+def _from_file(code: str, c: Claims, en: Claims | None) -> ClaimWords:
+    too = set(c.english_too) if en is not None else set()
+    number, group = _number(code, c.minus)
+    # Each unit: the file's words, English's where it reads them too, then CLDR's names of both.
+    sources = [c.units, _cldr_units(code, c.not_units)]
+    if "units" in too:
+        sources += [en.units, _cldr_units("en")]
+    units = tuple((UNITS[k][0], re.compile(_either(*(src.get(k, "") for src in sources))), UNITS[k][1])
+                  for k in UNITS if any(src.get(k) for src in sources))
+    aloft, names = _aloft(c, code, cldr.symbols(code).decimal)
+    counts, prefixes = dict(c.counts), dict(c.time_prefixes)
+    if "aloft" in too:  # English's patterns read English's numbers and units
+        en_aloft, en_names = _aloft(en, "en", ".")
+        aloft, names = aloft + en_aloft, {**en_names, **names}
+        counts, prefixes = {**en.counts, **counts}, {**prefixes, **en.time_prefixes}
+    percent = _either(c.percent, _names(n for n in cldr.unit_names(code, "concentr-percent")))
+
+    def words(own: str, key: str) -> re.Pattern:
+        return _w(_either(own, getattr(en, key)) if key in too or (key in ("sun_up", "sun_down") and "sun" in too) else own)
+
+    return ClaimWords(
+        code=code, number=number, thousands=group, units=units,
+        below=re.compile(c.below), angle_after=re.compile(c.angle_after), angle_before=re.compile(c.angle_before),
+        distance_after=re.compile(c.distance_after), distance_before=re.compile(c.distance_before),
+        percent=re.compile(rf"\s?(?:{percent})"), battery_word=_w(c.battery_word), counts=counts, time_units=prefixes,
+        aloft=aloft, decimal=cldr.symbols(code).decimal, phases={p: _w(words) for p, words in c.phases.items()},
+        sun_up=words(c.sun_up, "sun_up"), sun_down=words(c.sun_down, "sun_down"), cold=words(c.cold, "cold"),
+        warm=words(c.warm, "warm"), unanswered=_w(c.unanswered), time_names=names,
+    )
+
+
+def _numbers_only(code: str) -> ClaimWords:
+    """A language without a file: its numbers and CLDR's units, no words (docs/payload.md)."""
+    number, group = _number(code, "")
+    units = tuple((UNITS[k][0], re.compile(p), UNITS[k][1]) for k, p in _cldr_units(code).items())
+    percent = _names(cldr.unit_names(code, "concentr-percent")) or "%"
+    return ClaimWords(code=code, number=number, thousands=group, units=units, below=NEVER, angle_after=NEVER,
+                      angle_before=NEVER, distance_after=NEVER, distance_before=NEVER,
+                      percent=re.compile(rf"\s?(?:{percent})"), battery_word=NEVER, counts={}, time_units={}, aloft=(),
+                      decimal=cldr.symbols(code).decimal, phases={}, sun_up=NEVER, sun_down=NEVER, cold=NEVER,
+                      warm=NEVER, unanswered=NEVER, time_names={})
+
+
+@functools.cache
+def _claim_words(code: str) -> ClaimWords:
+    own = language(code)
+    if own is not None:
+        return _from_file(code, own.claims, language("en").claims if code != "en" else None)
+    return _numbers_only(code)
 
 
 def claim_words(code: str | None) -> ClaimWords:
-    """The table of language `code`: English for none and for a language without one."""
-    return TABLES.get((code or "").lower(), EN)
+    """The patterns of language `code`: its file's and CLDR's; CLDR's alone for a language without
+    a file; English for none and for a code CLDR does not know either."""
+    own = words(code)
+    return _claim_words(own.code if own is not None else base_code(code))
+
+
+def guarded(code: str | None) -> bool:
+    """Whether the claims of language `code` are read in its own words, not only its numbers."""
+    return not code or language(code) is not None
+
+
+GUARDED = codes()  # the languages with a file of words: their claims are read in their words besides their numbers

@@ -7,8 +7,9 @@ facts in, claims out.
     claims(text, facts) -> [Claim]   each checkable claim in the text, held against the facts
 
 A claim is a conservative text match, in the words of the persona's language (`facts.language`:
-the tables of stratoecho/claim_words.py, English and German; English for any other). Its kinds,
-and when each is true (the English words given; German's are its own, "12,4 km", "seit 2 Stunden
+stratoecho/claim_words.py, from its file in stratoecho/languages/ and CLDR's numbers and units;
+for a language without a file its numbers with units only; English for none). Its kinds, and
+when each is true (the English words given; German's are its own, "12,4 km", "seit 2 Stunden
 in der Luft", "minus 40 Grad", "wir sinken"):
 
 - altitude: a number with a unit of length (km, kilometres, m, metres, ft, feet, miles; "21k
@@ -54,6 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .claim_words import ClaimWords, claim_words
+from .languages.cldr import plain
 
 KINDS = ("altitude", "temperature", "cold", "phase", "sun", "pressure", "battery", "request", "time_aloft",
          "speed", "distance", "warm")
@@ -241,7 +243,7 @@ def _number_true(kind: str, value: float, f: MusingFacts) -> bool | None:
 def claims(text: str, facts: MusingFacts) -> list[Claim]:
     """Every checkable claim `text` makes about the flight, each held against `facts`, read in
     the language of the facts (stratoecho/claim_words.py)."""
-    text = (text or "").lower().replace("’", "'")
+    text = plain((text or "").lower().replace("’", "'"))  # CLDR's no-break spaces are typed as spaces
     w = claim_words(facts.language)
     out: list[Claim] = []
     for kind, value, said in _numbers(text, w):

@@ -139,9 +139,14 @@ def test_the_whole_german_prompt_memories_outcomes_and_question():
         "ganz still hier"
 
 
-def test_a_language_without_a_table_is_asked_and_judged_in_english():
-    assert set(GUARDED) == {"en", "de"} and claim_words("fr").code == "en" and claim_words(None).code == "en"
-    assert describe(readings(), "ascent", language="fr").startswith("rising, 21.4 km up")
+def test_a_language_without_a_file_is_asked_in_its_figures_never_in_english():
+    """Swedish has no file: its prompt is the readings as Swedish writes them (CLDR's decimal comma,
+    minus sign and unit names), no word of English or German; its claims are read on their numbers."""
+    assert "sv" not in GUARDED and claim_words("sv").code == "sv" and claim_words(None).code == "en"
+    assert describe(readings(), "ascent", language="sv", aloft_s=5_340) == "21,4 km, −55 °C, 46 hPa, 3,81 V, 89 minuter"
+    p = build_prompt("Du är Ada.", readings(), PromptContext(phase="ascent", language="sv", aloft_s=5_340))
+    assert p.messages[1]["content"] == "21,4 km, −55 °C, 46 hPa, 3,81 V, 89 minuter."
+    assert claim_words("xx").code == "en"  # a code CLDR does not know either: read in English
 
 
 @pytest.fixture

@@ -60,8 +60,8 @@ def _known(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def _deg(x: float) -> str:
-    return f"{int(round(x))} °C"  # int(round()): never "-0 °C"
+def _deg(x: float, w: Wording = EN) -> str:
+    return f"{w.number(int(round(x)), 0)} °C"  # int(round()): never "-0 °C"
 
 
 def _words(language: str | Wording | None) -> Wording:
@@ -131,28 +131,25 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None, alo
     w = _words(language)
     phase = str(getattr(phase, "value", phase) or r.phase)
     mode = str(getattr(mode, "value", mode) or "")
-    parts = []
-    if phase in w.phases:
-        parts.append(w.phases[phase])
+    parts = [w.phases.get(phase, "")]
     alt = w.up.format(km=w.number(r.alt_m / 1000, 1)) if _known(r.alt_m) else None
     if r.fix_valid and alt:
         parts.append(alt)
     elif not r.fix_valid:
         parts.append(w.no_fix_last.format(alt=alt) if alt else w.no_fix)
     if _known(r.temp_c):
-        parts.append(w.outside.format(deg=_deg(r.temp_c)))
+        parts.append(w.outside.format(deg=_deg(r.temp_c, w)))
     if _known(r.pressure_hpa):
-        parts.append(f"{r.pressure_hpa:.0f} hPa")
+        parts.append(w.pressure.format(hpa=w.number(r.pressure_hpa, 0)))
     if r.batt_mv and _known(r.batt_mv):
         parts.append(w.battery.format(volts=w.number(r.batt_mv / 1000, 2)))
-    if mode in w.modes:
-        parts.append(w.modes[mode])
+    parts.append(w.modes.get(mode, ""))
     sun = sun_is_up(r)
     if sun is not None:
         parts.append(w.sunlight if sun else w.night)
-    if since := _aloft(aloft_s, w):
-        parts.append(since)
-    return ", ".join(parts) or w.nowhere
+    parts.append(_aloft(aloft_s, w) or "")
+    # A language without a file has no words for the phase, the mode or the sun: left out, not said in another.
+    return ", ".join(p for p in parts if p) or w.nowhere
 
 
 def memory_query(r: Readings, phase: str | None = None, mode: str | None = None,
@@ -206,7 +203,7 @@ class PromptContext:
     memories: Sequence[MemoryEntry] = ()
     outcomes: Sequence[str] = ()
     aloft_s: float | None = None  # since launch: said as "launched 80 minutes ago"
-    question: str = QUESTION
+    question: str | None = None  # None: its language's plain question (wording.py)
     language: str = ""  # ISO 639-1 of the persona (the bundle's): the prompt's words (wording.py)
 
 
@@ -255,20 +252,21 @@ def _memory_line(m, now: datetime, w: Wording = EN) -> str:
         return w.you_know.format(text=fit_musing(m.text, MEMORY_CHARS))
     heard = speaker(getattr(m, "source", ""))
     who = w.said.format(who=heard) if heard else w.ground_told if m.kind == "note" else w.thought
-    return f"- {who}{_age(now, getattr(m, 'created', None), w)}: {fit_musing(m.text, MEMORY_CHARS)}"
+    head = f"{who}{_age(now, getattr(m, 'created', None), w)}".strip()  # a language without words: its age alone
+    return f"- {head}: {fit_musing(m.text, MEMORY_CHARS)}" if head else f"- {fit_musing(m.text, MEMORY_CHARS)}"
 
 
 def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION,
                w: Wording = EN) -> str:
     if not memory_lines and not outcome_lines:
-        return f"{w.situation.format(situation=situation)} {ask}"  # as before memory existed
+        return f"{w.situation.format(situation=situation)} {ask}".rstrip()  # as before memory existed
     lines = [w.situation.format(situation=situation)]
     if memory_lines:
         lines += [w.remember, *memory_lines]
     if outcome_lines:
         lines += [w.reached_out, *outcome_lines]
     lines.append(ask)
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)  # a language without a file has no headings nor question
 
 
 def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None = None,
@@ -276,6 +274,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
     """The musing messages within `max_prompt_chars` of content, and what had to be left out."""
     ctx = context or PromptContext()
     w = wording(ctx.language)
+    asked = w.question if ctx.question is None else ctx.question
     memories = [m for m in ctx.memories if m.text and m.text.strip()][:MAX_MEMORIES]
     outcomes = [o for o in ctx.outcomes if o and o.strip()][-MAX_OUTCOMES:]
     capped_m = len(ctx.memories) - len(memories)
@@ -296,7 +295,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
     def render() -> str:
         situation = describe(r, ctx.phase, ctx.mode, None if "a" in plain else ctx.aloft_s, w)
         return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)],
-                          w.question if "q" in plain else ctx.question, w)
+                          w.question if "q" in plain else asked, w)
 
     user = render()
     for what, i in order:
@@ -314,7 +313,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
         dropped_memories=capped_m + len(memories) - len(keep_m),
         dropped_outcomes=capped_o + len(outcomes) - len(keep_o),
         over_budget=chars > max_prompt_chars, kept=[memories[i] for i in sorted(keep_m)],
-        question=w.question if "q" in plain else ctx.question, said_aloft="a" not in plain and _aloft(ctx.aloft_s) is not None,
+        question=w.question if "q" in plain else asked, said_aloft="a" not in plain and _aloft(ctx.aloft_s) is not None,
     )
 
 
@@ -351,7 +350,7 @@ def cut_prompt_echo(text: str, speakers: Sequence[str] = (), language: str | Wor
     rehearsal's SmolLM2-135M did it once in 19 musings). `speakers`: the other balloons its
     prompt quoted; `language` the prompt's (its lines are in its words, and in English's)."""
     lines = {(w.ground_told, w.thought, w.said) for w in (EN, _words(language))}
-    own = "|".join(re.escape(x) for told, thought, _ in lines for x in (told, thought))
+    own = "|".join(re.escape(x) for told, thought, _ in lines for x in (told, thought) if x)
     forms = [rf"(?:{own})\s*\("]  # the prompt's own lines, "(3 h ago):"
     if quoted := "|".join(re.escape(s) for s in speakers if s):
         said = "|".join(f"{re.escape(before)}(?:{quoted}){re.escape(after)}"

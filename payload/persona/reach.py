@@ -42,6 +42,7 @@ import structlog
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from stratoecho.languages import words as words_for
 from stratoecho.wire.uplink import ApiStatus
 
 log = structlog.get_logger(__name__)
@@ -154,70 +155,35 @@ def clean_text(text, limit: int) -> str:
     return text
 
 
-# The lines in the persona's language (payload/persona/wording.py): English, and German.
-_ASKED = {
-    "en": {"weather": "asked for the weather at {query}", "news": "asked for the news",
-           "define": "asked the ground what '{query}' means", "": "asked the ground's {api} service about '{query}'"},
-    "de": {"weather": "nach dem Wetter bei {query} gefragt", "news": "nach den Nachrichten gefragt",
-           "define": "die Bodenstation gefragt, was '{query}' heißt",
-           "": "den Dienst {api} der Bodenstation nach '{query}' gefragt"},
-}
-_TOPIC = {"en": {"weather": "the weather", "news": "the news", "define": "word meanings"},
-          "de": {"weather": "dem Wetter", "news": "den Nachrichten", "define": "Wortbedeutungen"}}
-_RESULT = {
-    "en": {
-        OutcomeKind.OK: "got an answer: {text}",
-        OutcomeKind.NOT_FOUND: "the ground found nothing",
-        OutcomeKind.REFUSED: "the ground may not ask that",
-        OutcomeKind.TIMEOUT: "the ground's source did not answer in time",
-        OutcomeKind.UPSTREAM_ERROR: "the ground's source failed",
-        OutcomeKind.BAD_REQUEST: "the ground could not make sense of the question",
-        OutcomeKind.RATE_LIMITED: "the ground said to ask less often",
-        OutcomeKind.OFFLINE: "the ground has no internet just now",
-        OutcomeKind.SILENT_LINK: "nobody answered",
-        OutcomeKind.NOT_SENT: "the question could not be sent",
-        None: "something went wrong", "empty": "got an empty answer",
-        "stopped": "stopped asking for {topic} for a while: it failed {times}",
-    },
-    "de": {
-        OutcomeKind.OK: "Antwort bekommen: {text}",
-        OutcomeKind.NOT_FOUND: "die Bodenstation hat nichts gefunden",
-        OutcomeKind.REFUSED: "das darf die Bodenstation nicht fragen",
-        OutcomeKind.TIMEOUT: "die Quelle der Bodenstation hat nicht rechtzeitig geantwortet",
-        OutcomeKind.UPSTREAM_ERROR: "die Quelle der Bodenstation ist ausgefallen",
-        OutcomeKind.BAD_REQUEST: "die Bodenstation hat die Frage nicht verstanden",
-        OutcomeKind.RATE_LIMITED: "die Bodenstation sagt, seltener fragen",
-        OutcomeKind.OFFLINE: "die Bodenstation hat gerade kein Internet",
-        OutcomeKind.SILENT_LINK: "niemand hat geantwortet",
-        OutcomeKind.NOT_SENT: "die Frage ging nicht raus",
-        None: "etwas ist schiefgegangen", "empty": "leere Antwort bekommen",
-        "stopped": "eine Weile nicht mehr nach {topic} gefragt: es ging {times} schief",
-    },
-}
-_TIMES = {"en": {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times", 6: "six times",
-                 7: "seven times", 8: "eight times", 9: "nine times", 10: "ten times"},
-          "de": {1: "einmal", 2: "zweimal", 3: "dreimal", 4: "viermal", 5: "fünfmal", 6: "sechsmal",
-                 7: "siebenmal", 8: "achtmal", 9: "neunmal", 10: "zehnmal"}}
+_RESULTS = {OutcomeKind.OK: "ok", OutcomeKind.NOT_FOUND: "not_found", OutcomeKind.REFUSED: "refused",
+            OutcomeKind.TIMEOUT: "timeout", OutcomeKind.UPSTREAM_ERROR: "upstream_error",
+            OutcomeKind.BAD_REQUEST: "bad_request", OutcomeKind.RATE_LIMITED: "rate_limited",
+            OutcomeKind.OFFLINE: "offline", OutcomeKind.SILENT_LINK: "silent_link", OutcomeKind.NOT_SENT: "not_sent"}
 
 
-def _times(n: int, lang: str = "en") -> str:
-    return _TIMES[lang].get(n, f"{n} times" if lang == "en" else f"{n}-mal")
+def _times(n: int, words) -> str:
+    return words.times[n - 1] if 1 <= n <= len(words.times) else words.times_more.format(n=n)
 
 
 def describe(outcome: Outcome, language: str | None = None) -> str:
-    """One short line for the persona's prompt, e.g. "asked for the news: nobody answered", in
-    the persona's language where there is a table for it (English otherwise)."""
-    lang = language if language in _RESULT else "en"
+    """One short line for the persona's prompt, e.g. "asked for the news: nobody answered", in the
+    persona's language: the [outcomes] of its file (stratoecho/languages/). A language without a
+    file has no words for it: the answer's own text where one came, else nothing (the prompt
+    leaves an empty line out), never a line in another language."""
+    own = words_for(language)
+    if own is None:
+        return clean_text(outcome.text, MAX_LINE_CHARS) if outcome.kind is OutcomeKind.OK else ""
+    words = own.outcomes
     api = clean_text(outcome.api, 20) or "?"
     query = clean_text(outcome.query, _QUERY_IN_LINE_CHARS)
-    result = _RESULT[lang]
+    result = words.result
     if outcome.kind is OutcomeKind.CIRCUIT_OPEN:
-        line = result["stopped"].format(topic=_TOPIC[lang].get(api, api), times=_times(outcome.attempts, lang))
+        line = result["stopped"].format(topic=words.topic.get(api, api), times=_times(outcome.attempts, words))
     else:
-        asked = _ASKED[lang].get(api, _ASKED[lang][""]).format(api=api, query=query)
+        asked = words.asked.get(api, words.asked["other"]).format(api=api, query=query)
         if outcome.kind is OutcomeKind.SILENT_LINK and outcome.attempts > 1:
-            asked += f" ({_times(outcome.attempts, lang)})"
-        said = result.get(outcome.kind, result[None])
+            asked += f" ({_times(outcome.attempts, words)})"
+        said = result.get(_RESULTS.get(outcome.kind, ""), result["unknown"])
         if outcome.kind is OutcomeKind.OK and not outcome.text:
             said = result["empty"]
         line = f"{asked}: " + said.format(text=clean_text(outcome.text, MAX_LINE_CHARS))

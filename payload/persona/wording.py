@@ -1,19 +1,26 @@
-"""The musing prompt's words, one table per language (payload/persona/prompts.py builds the
-prompt from them). A persona is asked in the language its owner writes (the bundle's
-`persona.language`), so the question, the readings and its memories are in the words it was
-trained on, and it answers in them; the truth guard reads its claims in the same language
-(stratoecho/claim_words.py). A language without a table is asked in English.
+"""The musing prompt's words, in the language its owner writes (payload/persona/prompts.py builds
+the prompt from them). A persona is asked in the bundle's `persona.language`, so the question, the
+readings and its memories are in the words it was trained on, and it answers in them; the truth
+guard reads its claims in the same language (stratoecho/claim_words.py).
 
     Wording                   one language's words
-    wording(code) -> Wording  the table of ISO 639-1 `code`; English for "" and any without one
+    wording(code) -> Wording  from stratoecho/languages/<code>.toml; for a language without a
+                              file, its figures alone with CLDR's unit names; English for none
+    unguarded(code) -> str | None  what a user must be told of a language without a file (the
+                              payload logs it and prints it at start); None for one with a file
 
-Numbers are written as the language writes them ("12,4 km hoch"): a persona copies the
-prompt's figures, and the guard reads them back with that language's decimal mark.
+Numbers are written as the language writes them, with CLDR's decimal mark and minus sign ("12,4
+km hoch", "−41 °C"): a persona copies the prompt's figures, and the guard reads them back with the
+same marks. A language without a file is asked in its figures and nothing else: "21,4 km, −55 °C,
+46 hPa, 3,81 V, 89 minuter." — no English word it would answer in, no German one either.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+
+from stratoecho.languages import Language, base_code, cldr, language, words
 
 
 @dataclass(frozen=True)
@@ -47,90 +54,73 @@ class Wording:
     questions: tuple[str, ...]  # asked in turn aloft
     phase_questions: dict[str, tuple[str, ...]]  # asked when a figure of the flight is owed
     recall: dict[str, str] = field(default_factory=dict)  # memory_query's English words in this language
+    pressure: str = "{hpa} hPa"
+    minus: str = "-"
+    words: bool = True  # False: a language without a file, asked in its figures alone
 
     def number(self, x: float, digits: int) -> str:
-        return f"{x:.{digits}f}".replace(".", self.decimal)
+        text = f"{abs(x):.{digits}f}".replace(".", self.decimal)
+        return self.minus + text if x < 0 and text.strip("0" + self.decimal) else text
 
 
-EN = Wording(
-    code="en",
-    phases={
-        "pre-launch": "still on the ground, waiting for launch",
-        "ascent": "rising",
-        "float": "floating at the top of the flight, neither rising nor falling",
-        "descent": "falling under the parachute",
-        "landed": "back on the ground",
-    },
-    modes={"low_power": "saving power", "survival": "in survival mode, saving every last bit of power"},
-    decimal=".",
-    up="{km} km up", no_fix="with no GPS fix", no_fix_last="with no GPS fix (last known {alt})",
-    outside="{deg} outside", battery="battery {volts} V", sunlight="in sunlight", night="in the night",
-    aloft_minutes="launched {n} minutes ago", aloft_hours="launched {h} hours ago",
-    nowhere="somewhere, not sure where",
-    situation="Right now you are {situation}.",
-    remember="You remember:", reached_out="When you reached out lately:",
-    you_know="- you know: {text}", said="{who} said", ground_told="the ground told you", thought="you thought",
-    just_now=" (just now)", minutes_ago=" ({n} min ago)", hours_ago=" ({n} h ago)", days_ago=" ({n} days ago)",
-    question="What are you thinking?",
-    # Asked in turn, aloft: with the one question SmolLM2-135M opened 9 of 11 musings "I'm thinking
-    # about/of" (issue 40); the others ask about this moment, which invites its figures.
-    questions=("What are you thinking?", "What do you notice up here?", "How does it feel, this far up?",
-               "What would you tell the people listening on the ground?", "What is on your mind at this height?"),
-    # SmolLM2-135M answered "Are you still climbing?" and the like with its phase rightly 9 times
-    # in 10, where asked its height or time aloft outright it mostly invented one (docs/payload.md,
-    # "Not a template"). Worded in turn: one wording opened its answers alike ("I'm still climbing").
-    phase_questions={
-        "pre-launch": ("Are you still waiting on the ground?", "How is the wait before launch?"),
-        "ascent": ("Are you still climbing?", "How is the climb going?", "Still going up?"),
-        "float": ("Are you floating now?", "How is it, floating at the top of the flight?"),
-        "descent": ("Are you coming down now?", "How is the fall going?", "Is the parachute open?"),
-        "landed": ("Have you landed?", "How was the landing?"),
-    },
-)
-
-# German as a German owner would be asked by a friend ("du"). No word of another phase in a
-# question: "Was fällt dir auf?" would put "fällt" (falls) in the answers of a rising persona.
-DE = Wording(
-    code="de",
-    phases={
-        "pre-launch": "noch am Boden und wartest auf den Start",
-        "ascent": "am Steigen",
-        "float": "ganz oben und schwebst",
-        "descent": "am Sinken, am Fallschirm",
-        "landed": "wieder am Boden",
-    },
-    modes={"low_power": "im Stromsparmodus", "survival": "im Überlebensmodus, jedes bisschen Strom zählt"},
-    decimal=",",
-    up="{km} km hoch", no_fix="ohne GPS-Fix", no_fix_last="ohne GPS-Fix (zuletzt {alt})",
-    outside="{deg} draußen", battery="Akku {volts} V", sunlight="in der Sonne", night="in der Nacht",
-    aloft_minutes="vor {n} Minuten gestartet", aloft_hours="vor {h} Stunden gestartet",
-    nowhere="irgendwo, du weißt nicht genau wo",
-    situation="Gerade bist du {situation}.",
-    remember="Du erinnerst dich:", reached_out="Als du zuletzt nachgefragt hast:",
-    you_know="- du weißt: {text}", said="{who} sagte", ground_told="die Bodenstation sagte dir", thought="du dachtest",
-    just_now=" (gerade eben)", minutes_ago=" (vor {n} Min.)", hours_ago=" (vor {n} Std.)", days_ago=" (vor {n} Tagen)",
-    question="Woran denkst du gerade?",
-    questions=("Woran denkst du gerade?", "Was siehst du hier oben?", "Wie ist es, so weit oben zu sein?",
-               "Was würdest du den Leuten sagen, die unten zuhören?", "Was geht dir in dieser Höhe durch den Kopf?"),
-    phase_questions={
-        "pre-launch": ("Wartest du noch am Boden?", "Wie ist das Warten vor dem Start?"),
-        "ascent": ("Steigst du noch?", "Wie läuft der Aufstieg?", "Geht's noch nach oben?"),
-        "float": ("Schwebst du jetzt?", "Wie ist es, ganz oben zu schweben?"),
-        "descent": ("Sinkst du jetzt?", "Wie läuft der Abstieg?", "Ist der Fallschirm offen?"),
-        "landed": ("Bist du gelandet?", "Wie war die Landung?"),
-    },
-    recall={"launch": "start", "waiting": "warten", "ground": "boden", "rising": "steigen", "climbing": "steige",
-            "up": "oben", "float": "schweben", "floating": "schwebe", "drifting": "treiben", "falling": "sinken",
-            "parachute": "fallschirm", "down": "runter", "landed": "gelandet", "home": "zuhause", "low": "tief",
-            "fields": "felder", "clouds": "wolken", "sky": "himmel", "stratosphere": "stratosphäre",
-            "dark": "dunkel", "space": "weltall", "edge": "rand", "cold": "kalt", "freezing": "eiskalt",
-            "warm": "warm", "battery": "akku", "power": "strom", "tired": "müde", "lost": "verloren",
-            "gps": "gps", "sun": "sonne", "light": "licht", "night": "nacht", "stars": "sterne"},
-)
-
-TABLES = {"en": EN, "de": DE}
+def _from_file(lang: Language) -> Wording:
+    p, q, s = lang.prompt, lang.questions, cldr.symbols(lang.code)
+    return Wording(
+        code=lang.code, phases=dict(p.phases), modes=dict(p.modes), decimal=s.decimal, minus=s.minus,
+        up=p.up, no_fix=p.no_fix, no_fix_last=p.no_fix_last, outside=p.outside, battery=p.battery,
+        sunlight=p.sunlight, night=p.night, aloft_minutes=p.aloft_minutes, aloft_hours=p.aloft_hours,
+        nowhere=p.nowhere, situation=p.situation, remember=p.remember, reached_out=p.reached_out,
+        you_know=p.you_know, said=p.said, ground_told=p.ground_told, thought=p.thought, just_now=p.just_now,
+        minutes_ago=p.minutes_ago, hours_ago=p.hours_ago, days_ago=p.days_ago,
+        question=q.plain, questions=q.aloft, phase_questions=dict(q.phase), recall=dict(p.recall))
 
 
+def _unit(code: str, unit: str, width: str, n: float, mark: str, fallback: str) -> str:
+    """CLDR's pattern of `unit` for a count like `n`, its number written as `mark`."""
+    pattern = cldr.unit_template(code, unit, width, n)
+    return pattern.format(mark) if pattern else fallback
+
+
+def _figures_only(code: str) -> Wording:
+    """A language without a file: the readings as figures with CLDR's names of their units in
+    that locale, and no words of any language; the system prompt (in the owner's language, from
+    the bundle) says who it is. Counts like 5 and 1.5 pick the plural most figures take."""
+    s = cldr.symbols(code)
+    ago = {n: " (" + _unit(code, u, "short", 5, "{n}", f"{{n}} {a}") + ")"
+           for n, u, a in (("m", "duration-minute", "min"), ("h", "duration-hour", "h"), ("d", "duration-day", "d"))}
+    return Wording(
+        code=code, phases={}, modes={}, decimal=s.decimal, minus=s.minus, words=False,
+        up=_unit(code, "length-kilometer", "short", 5, "{km}", "{km} km"), no_fix="", no_fix_last="{alt}",
+        outside="{deg}", battery=_unit(code, "electric-volt", "short", 5, "{volts}", "{volts} V"),
+        pressure=_unit(code, "pressure-hectopascal", "short", 5, "{hpa}", "{hpa} hPa"), sunlight="", night="",
+        aloft_minutes=_unit(code, "duration-minute", "long", 5, "{n}", "{n} min"),
+        aloft_hours=_unit(code, "duration-hour", "long", 1.5, "{h}", "{h} h"),
+        nowhere="", situation="{situation}.", remember="", reached_out="", you_know="- {text}", said="{who}",
+        ground_told="", thought="", just_now="", minutes_ago=ago["m"], hours_ago=ago["h"], days_ago=ago["d"],
+        question="", questions=("",), phase_questions={})
+
+
+@functools.cache
 def wording(code: str | None) -> Wording:
-    """The table of language `code`: English for none and for a language without one."""
-    return TABLES.get((code or "").lower(), EN)
+    """The words of language `code`: its file's; its figures alone (CLDR) for a language without
+    one that CLDR knows; English for none and for a code CLDR does not know."""
+    own = words(code)
+    return _from_file(own) if own is not None else _figures_only(base_code(code))
+
+
+EN = wording("en")
+DE = wording("de")
+
+
+def unguarded(code: str | None) -> str | None:
+    """Plain words for a persona whose language has no file of words, or None: the payload logs them
+    (`persona_language_unguarded`) and prints them on the terminal when it starts."""
+    if not code or language(code) is not None:
+        return None
+    base = base_code(code)
+    if not cldr.known(base):
+        return (f"the persona's language {code!r} has no file of words (stratoecho/languages/) and CLDR does not "
+                "know it: its musings are asked and their claims read in English")
+    return (f"the persona writes {cldr.name(base)} ({base}), which has no file of words (stratoecho/languages/"
+            f"{base}.toml): it is asked in its figures alone, and the truth guard reads only its numbers and units "
+            "(from CLDR), not its words of the phase, sun, cold or time aloft (docs/payload.md, \"In the owner's language\")")

@@ -36,7 +36,7 @@ from ..persona.prompts import (
 )
 from ..persona.reach import Outcome, Reach
 from ..persona.reach import describe as describe_outcome
-from ..persona.wording import wording
+from ..persona.wording import unguarded, wording
 from ..persona.worker import PersonaError, PersonaWorker
 from ..policy.budget import musing_record_bytes, think_budget
 from ..watchdog import RestartLimiter
@@ -105,9 +105,9 @@ class Musings:
         self._figures: deque = deque(maxlen=FIGURE_WINDOW)  # whether each of the last musings stated a true figure
         self._figure_asked, self._figure_answered = 0, 0  # versions asked its phase for a figure; those with one
         self.language = bundle.manifest.persona.language or ""  # the prompt's words and the guard's (docs/payload.md)
-        if self.language and self.language not in GUARDED:
-            log.warning("persona_language_unguarded", language=self.language, asked_in="en", guarded=list(GUARDED),
-                        hint="its musings are asked in English and their claims read in English words and numbers")
+        if hint := unguarded(self.language):  # printed on the terminal at start too (payload/__main__.py)
+            log.warning("persona_language_unguarded", language=self.language, reads="numbers and units",
+                        guarded=list(GUARDED), hint=hint)
 
     def stats(self) -> dict[str, object]:
         return asdict(self.counts)
@@ -407,6 +407,6 @@ def prompt_facts(r: Readings, ctx: PromptContext, outcomes: list[Outcome], memor
         pressure_hpa=round(r.pressure_hpa, 1) if known(r.pressure_hpa) else None,
         batt_v=round(r.batt_mv / 1000, 3) if r.batt_mv and known(r.batt_mv) else None,
         requests=tuple(Request(o.api, o.kind.value) for o in outcomes),
-        language=ctx.language if ctx.language in GUARDED else None,  # the claims' words: English for a language without a table
+        language=ctx.language or None,  # the claims' words; a language without a file is read on its numbers (CLDR)
         aloft_told=aloft_told,
     )
