@@ -40,8 +40,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from stratoecho.privacy import PLACEHOLDER
 from stratoecho.stats import wilson
+from stratoecho.stylometry import clean as clean  # as the Pi's scorer cleans a text
 
 from ..report import WORD, count_emoji, count_lines, count_punctuation, lower_start, upper_case_share, words
 from .real_words import CANDIDATES, TOLERANCE, RealWords, babble_verdict, best_language
@@ -58,12 +58,6 @@ SEED = 0  # the folds' shuffle and the solver: same messages, same figures
 
 
 # ----------------------------------------------------------------------------- the messages
-def clean(text: str) -> str:
-    """`text` without privacy placeholders, its whitespace runs (newlines kept) made single."""
-    lines = (" ".join(line.split()) for line in PLACEHOLDER.sub(" ", text).split("\n"))
-    return "\n".join(line for line in lines if line)
-
-
 def training_turns(conversations: Iterable[Sequence[Mapping]]) -> list[Turn]:
     """The owner's and the other speakers' turns of prepare-style conversations: assistant turns
     are the owner's, user turns the others'; system turns are neither. Each cleaned, empty ones
@@ -201,6 +195,11 @@ class VoiceClassifier:
         self.cv = cv
         self.kept = kept  # the words distortion leaves as they are, and counts
 
+    @property
+    def model(self):
+        """The fitted scikit-learn model (voice_model.EvenOdds), which voice_export reads for the bundle."""
+        return self._model
+
     @classmethod
     def fit(cls, owner: Sequence[str], others: Sequence[str], seed: int = SEED) -> VoiceClassifier | None:
         """Train on the owner's and the others' messages (clean ones), each message a conversation
@@ -302,6 +301,7 @@ class Authorship:
     kept_words: int = DISTORTION_WORDS  # words distortion left as written
     language: str | None = None  # the owner's language, whose word list real_words counts against
     babble_tolerance: float = TOLERANCE  # a model's real-word share this far below the owner's is babble
+    classifier: VoiceClassifier | None = field(default=None, repr=False, compare=False)  # what measured: build ships it
 
     @property
     def owner_real(self) -> RealWords | None:
@@ -407,7 +407,8 @@ def authorship(train: Iterable[Sequence[Mapping]], val: Iterable[Sequence[Mappin
     sets += [scored(label, role, [t for r in replies for t in r], share=grouped_share(verdicts[label], seed),
                     gain=paired_gain(verdicts[label], base, seed) if base is not None and role != "base" else None)
              for label, role, replies in generated]
-    return Authorship(clf.owner_messages, clf.other_messages, clf.cv, sets, kept_words=len(clf.kept), language=language)
+    return Authorship(clf.owner_messages, clf.other_messages, clf.cv, sets, kept_words=len(clf.kept), language=language,
+                      classifier=clf)
 
 
 # ----------------------------------------------------------------------------- distances

@@ -1,6 +1,6 @@
 """The authorship classifier's features, its model and its held-out evaluation (voice.py uses them).
 
-    features    two views of a text, side by side:
+    features    two views of a text, side by side (stratoecho/stylometry.py: the Pi reads a text alike):
                   - character 2-4-grams (case kept, sublinear tf-idf) of the text *distorted*
                     (Stamatatos 2017): every word but the frequent ones masked, every digit #
                     (voice.distort), so what is learnt is how a person writes, not what about.
@@ -31,11 +31,13 @@ a sample of 5 (0.90-0.91 of 3, 0.90-0.94 of 8).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..report import WORD, count_emoji
+# The texts' features are shared with the Pi's scorer (stratoecho/voice_score.py), so both read a text alike.
+from stratoecho.stylometry import HABITS as HABITS
+from stratoecho.stylometry import distort as distort
+from stratoecho.stylometry import habits as habits
 
 # ----------------------------------------------------------------------------- configuration
 NGRAMS = (2, 4)  # character n-grams of the distorted text
@@ -43,50 +45,10 @@ C = 1.0  # inverse regularisation: 0.3 and 3 did no better on the sample corpus
 FOLDS = 5  # conversation-held-out folds of the evaluation
 CALIBRATION_FOLDS = 3  # inner folds (of conversations) on which the sigmoid is fitted
 SAMPLE = 5  # turns of one speaker scored together; on the sample corpus 3 gave 0.90-0.91, 5 0.90-0.94, 8 0.90-0.94
-DIGIT = re.compile(r"\d")
-SENTENCE_END = re.compile(r"[.!?]\s+(\S)")
-PUNCTUATION = (".", ",", "!", "?", "'", '"', "-", ":", ";", "(", "…", "...")
-
-
-# ----------------------------------------------------------------------------- distortion and habits
-def distort(text: str, kept: frozenset[str]) -> str:
-    """`text` with the letters of every word not in `kept` masked (X capital, * other) and every
-    digit #: "Gerald is 3 days old" -> "X***** is # days old" when "is", "days" and "old" are kept."""
-    masked = WORD.sub(lambda m: m[0] if m[0].casefold() in kept else
-                      "".join("X" if c.isupper() else "*" for c in m[0]), text)
-    return DIGIT.sub("#", masked)
 
 
 def _share(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
-
-
-def habits(text: str) -> list[float]:
-    """The habit figures of one cleaned text, in HABITS' order."""
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
-    ws = WORD.findall(text)
-    n, nw = len(text), len(ws)
-    after_stop = [m[1] for m in SENTENCE_END.finditer(text) if m[1].isalpha()]
-    capitals = sum(1 for w in ws[1:] if w[0].isupper())
-    figures = [
-        len(text) ** 0.5, nw ** 0.5, float(len(lines)), _share(sum(len(x) for x in lines), len(lines)) ** 0.5,
-        _share(sum(c.isupper() for c in text), sum(c.isalpha() for c in text)),
-        float(text[:1].isupper()), float(text[:1].islower()),
-        _share(sum(c.isupper() for c in after_stop), len(after_stop)), _share(capitals, nw - 1),
-        float(bool(re.search(r"\bI\b", text))), float(bool(re.search(r"\bi\b", text))),
-        _share(sum(1 for w in ws if len(w) > 1 and w.isupper()), nw),
-        _share(sum(1 for x in lines if x[-1:] == "."), len(lines)),
-        _share(sum(1 for x in lines if x[-1:] in "!?"), len(lines)),
-        float(count_emoji(text)), _share(sum(c.isdigit() for c in text), n),
-        _share(sum(len(w) for w in ws), nw), float(" - " in text), float("!!" in text or "??" in text),
-    ]
-    return figures + [_share(text.count(p), n) * 100 for p in PUNCTUATION]
-
-
-HABITS = ("chars_sqrt", "words_sqrt", "lines", "line_chars_sqrt", "upper_letters", "starts_upper", "starts_lower",
-          "upper_after_stop", "capitalised_words", "pronoun_I", "pronoun_i", "upper_words", "lines_end_stop",
-          "lines_end_bang_or_question", "emoji", "digits", "word_length", "spaced_dash", "doubled_bang_or_question"
-          ) + tuple(f"punct {p}" for p in PUNCTUATION)
 
 
 # ----------------------------------------------------------------------------- the model

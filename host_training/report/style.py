@@ -5,28 +5,17 @@ punctuation and emoji, questions, vocabulary and its overlap with the owner's.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import unicodedata
 from collections.abc import Iterable, Sequence
 
 from stratoecho.privacy import PLACEHOLDER
 
-# A word for vocabulary purposes: letters, with inner apostrophes ("don't"), case-folded.
-WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
-_EMOJI_BASE = (
-    "\U0001F300-\U0001F5FF\U0001F600-\U0001F64F\U0001F680-\U0001F6FF\U0001F700-\U0001F77F"
-    "\U0001F780-\U0001F7FF\U0001F800-\U0001F8FF\U0001F900-\U0001F9FF\U0001FA00-\U0001FAFF"
-    "\U0001F000-\U0001F02F\U0001F0A0-\U0001F0FF\U0001F18E\U0001F191-\U0001F19A"
-    "\u2600-\u27BF\u2B00-\u2BFF\u231A\u231B\u23E9-\u23FA"
-)
-_EMOJI_MOD = "\uFE0F\U0001F3FB-\U0001F3FF"
-# One emoji as a person sees it: a flag (two regional indicators), or a base with its
-# variation selector / skin tone, possibly joined to more by ZWJ (a family counts once).
-EMOJI = re.compile(
-    rf"[\U0001F1E6-\U0001F1FF]{{2}}"
-    rf"|[{_EMOJI_BASE}][{_EMOJI_MOD}]*(?:\u200D[{_EMOJI_BASE}][{_EMOJI_MOD}]*)*"
-)
+# WORD (letters, with inner apostrophes) and EMOJI (one as a person sees it) are the owner's voice
+# classifier's too, which the Pi runs: they live in stratoecho, read alike on both sides.
+from stratoecho.stylometry import EMOJI as EMOJI
+from stratoecho.stylometry import WORD as WORD
+from stratoecho.stylometry import count_emoji as count_emoji
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -52,10 +41,6 @@ def distribution(values: Sequence[float]) -> dict[str, float] | None:
 def count_lines(text: str) -> int:
     """Non-blank lines: a burst of messages that prepare joined with newlines counts each."""
     return sum(1 for line in text.split("\n") if line.strip())
-
-
-def count_emoji(text: str) -> int:
-    return len(EMOJI.findall(text))
 
 
 def count_punctuation(text: str) -> int:
