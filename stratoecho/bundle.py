@@ -6,7 +6,8 @@ flat tables the bundle uses (no extra dependency on the Pi).
 
     [persona]   name, system_prompt, chat_template (Jinja, the one in the GGUF), stop, language
                 (ISO 639-1 of the language the owner writes and the persona answers in; "" unknown)
-    [sampling]  temperature, top_p, top_k, repeat_penalty, max_tokens
+    [sampling]  temperature, top_p, top_k, repeat_penalty, max_tokens, frequency_penalty,
+                presence_penalty, typical_p, min_p, min_tokens
     [model]     file, quantization, architecture, base, context_length, n_params
     [training]  what produced it (data sha256, steps, seed, ...)
     [eval]      held-out figures (val_loss, val_perplexity, ...)
@@ -59,6 +60,12 @@ class SamplingSection(_Strict):
     top_k: int = Field(40, ge=0)
     repeat_penalty: float = Field(1.1, ge=0.5, le=3.0)
     max_tokens: int = Field(64, ge=1, le=4096)
+    # llama-cpp-python's own defaults, so a bundle written before these were recorded samples as it did
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    typical_p: float = Field(1.0, gt=0.0, le=1.0)
+    min_p: float = Field(0.05, ge=0.0, lt=1.0)
+    min_tokens: int = Field(0, ge=0, le=256)  # no end of turn before this many tokens (stratoecho/completion.py)
 
 
 class ModelSection(_Strict):
@@ -156,6 +163,24 @@ class Bundle:
             return HashedBlocklist.loads(path.read_text(encoding="utf-8"), str(path))
         except (OSError, UnicodeDecodeError, BlocklistFormatError) as e:
             raise BundleError(f"{path}: {e}") from e
+
+    def voice(self):
+        """The owner's voice classifier (stratoecho.voice_score.VoiceScorer), read on the first call and
+        kept: the payload reads it when it first chooses a musing, not at every one. None for a bundle
+        without one ([owner] voice absent: built before it, or with too few messages to train it)."""
+        from .voice_score import VoiceFileError, load_voice
+
+        name = self.manifest.owner.voice if self.manifest.owner is not None else None
+        if name is None:
+            return None
+        if getattr(self, "_voice", None) is None:
+            if name not in {e.path for e in self.manifest.files}:
+                raise BundleError(f"{self.root / BUNDLE_FILE}: owner.voice {name} is not in [[files]]")
+            try:
+                self._voice = load_voice(self.root / name)
+            except VoiceFileError as e:
+                raise BundleError(str(e)) from e
+        return self._voice
 
     def render_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The prompt text for `messages`, through the bundle's own chat template."""

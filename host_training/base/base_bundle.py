@@ -77,6 +77,11 @@ def write_base_bundle(persona: Path, out: Path, gguf: Path | None = None) -> Pat
     if m.guard.blocklist:  # the same guard: the base's words are scanned as the persona's are
         _place(bundle.root / m.guard.blocklist, out / m.guard.blocklist)
         kept.append(m.guard.blocklist)
+    # The owner's files ([owner] voice, lines): the control's musings are prompted and chosen as the persona's are.
+    for name in (m.owner.voice, m.owner.lines) if m.owner is not None else ():
+        if name:
+            _place(bundle.root / name, out / name)
+            kept.append(name)
     model = m.model.model_copy(update={"file": src.name, "quantization": lineage.get("quantization", "unknown")})
     training = {"method": "none", "untuned_base_of": m.persona.name, "persona_data_sha256":
                 m.training.get("data_sha256", ""), **({"base_gguf": lineage} if lineage else {})}

@@ -199,6 +199,33 @@ def add_blocklist(blocklist: Path | None, out: Path, manifest) -> None:
     manifest.files.append(file_entry(out, BLOCKLIST_FILE))
 
 
+def add_voice(out: Path, manifest, classifier, val: list) -> None:
+    """The report's voice classifier into the bundle (stratoecho/voice_score.py: the payload chooses among
+    candidate musings with it): BUNDLE/voice.json.gz, listed in [[files]], named in persona.toml [owner]
+    voice. Checked first against scikit-learn's probabilities on the held-out turns of `val`. Nothing
+    when the report trained none (too few messages): the payload then chooses without it."""
+    if classifier is None:
+        return
+    from stratoecho.bundle import OwnerSection, file_entry
+    from stratoecho.voice_score import VOICE_FILE, VoiceScorer, dumps
+
+    from ..evaluate.voice_export import TOLERANCE, ExportError, export, largest_difference
+
+    try:
+        data = export(classifier)
+    except ExportError as e:
+        raise BuildError(str(e)) from e
+    gap = largest_difference(classifier, VoiceScorer.from_dict(data, VOICE_FILE), [m["content"] for c in val for m in c])
+    if gap > TOLERANCE:
+        raise BuildError(f"the exported voice classifier ({VOICE_FILE}) differs from the report's by up to {gap:.2g} "
+                         f"on the held-out turns (at most {TOLERANCE:g} allowed)")
+    (out / VOICE_FILE).write_bytes(dumps(data))
+    manifest.owner = (manifest.owner or OwnerSection()).model_copy(update={"voice": VOICE_FILE})
+    manifest.files.append(file_entry(out, VOICE_FILE))
+    log.info("build.voice", file=VOICE_FILE, bytes=(out / VOICE_FILE).stat().st_size, ngrams=len(data["ngrams"]),
+             largest_difference=gap)
+
+
 def add_base_terms(out: Path, manifest) -> None:
     """A pinned base's terms of use into the bundle, where its package carries them (Gemma's, which
     ask that a copy travels with the model and its derivatives): copied beside the GGUF, listed in
@@ -267,6 +294,7 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     persona_report.write_modelfile(cfg.out, manifest)
     manifest.eval["privacy_probe"] = outcome.probe.verdict
     manifest.eval.update(outcome.voice.eval_figures())
+    add_voice(cfg.out, manifest, outcome.voice.classifier, data.val)  # the classifier just measured with
     manifest.eval.update(outcome.language.eval_figures())
     if quantized.target_table is not None:
         board = boards.board(cfg.target)
