@@ -396,6 +396,13 @@ def bench_dashboard_lockout() -> list[tuple]:
     return rows()
 
 
+def bench_voice(bundle_dir: Path) -> list[tuple]:
+    """The owner's voice classifier as the Pi runs it: file, load, memory, a musing scored (sim/bench/voice_classifier.py)."""
+    from .voice_classifier import rows
+
+    return rows(bundle_dir)
+
+
 def bench_network(bundle_dir: Path) -> list[tuple]:
     """Two balloons on one channel, the far one heard only through the near one (sim/bench/relays.py)."""
     from .relays import rows
@@ -412,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_pi(args.persona)
+            + bench_voice(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
             + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_listen_flood()
