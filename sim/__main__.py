@@ -310,7 +310,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .bench.musing_report import musings_section
 
         # Measured now, not read back: a flight flown before a change to the measure reads by the new one.
-        r.setdefault("musings", {}).update(musings_section(args.out, persona=r.get("persona") is not None))
+        bundle = Path(r["persona"]) if isinstance(r.get("persona"), str) else None  # whose [owner] substance reads against
+        r.setdefault("musings", {}).update(musings_section(args.out, persona=bundle is not None, bundle=bundle))
     print(json.dumps(r, indent=2, ensure_ascii=False) if args.json else describe_report(r, args.out))
     return 0
 

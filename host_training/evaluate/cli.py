@@ -92,6 +92,16 @@ def voice_line(authorship) -> str:
             f"a message, held out by conversation): {shares}")
 
 
+def substance_line(substance) -> str:
+    """One line of eval's output: what each set says beyond the owner's commonest words (report.SubstanceResult)."""
+    if not substance.sets:
+        return f"substance: not measured: {substance.note}"
+    sets = "; ".join(f"{s.label} {s.figures.words_beyond:.1f}, {100 * s.figures.distinct_share:.0f} %"
+                     for s in substance.sets if s.figures.texts)
+    return (f"substance (words beyond the owner's {len(substance.fillers)} commonest, a text; distinct texts): "
+            f"{sets}")
+
+
 def _quant_of(path: Path, bundle) -> str:
     """The quantization named in a model.<QUANT>.gguf file name, else '?'."""
     if path.name == bundle.manifest.model.file:
@@ -242,7 +252,11 @@ def _say_report(args, outcome: ReportOutcome, modelfile: Path, result: dict) -> 
     print(f"style: {g['turns']} replies, median {chars:.0f} characters "
           f"(owner {outcome.style.owner['chars']['median'] if outcome.style.owner['chars'] else float('nan'):.0f})")
     print(voice_line(outcome.voice))
-    for warning in outcome.language.warnings() if outcome.language is not None else []:
+    if outcome.substance is not None:
+        print(substance_line(outcome.substance))
+    warnings = outcome.language.warnings() if outcome.language is not None else []
+    warnings += outcome.substance.warnings() if outcome.substance is not None else []
+    for warning in warnings:
         print(f"warning: {warning.replace('**', '')}")
     kinds = ", ".join(f"{k} {n}" for k, n in probe.by_kind.items())
     print(f"privacy probe: {probe.verdict.upper()} ({probe.samples} samples" + (f"; {kinds})" if kinds else ")"))
@@ -250,6 +264,8 @@ def _say_report(args, outcome: ReportOutcome, modelfile: Path, result: dict) -> 
     result["style"] = {"owner": outcome.style.owner, "generated": outcome.style.generated,
                        "vocabulary": outcome.style.overlap}
     result["voice"] = outcome.voice.summary()
+    if outcome.substance is not None:
+        result["substance"] = outcome.substance.summary()
     result["privacy"] = probe.summary()
     result["report"] = str(outcome.report_path)
     if args.strict and probe.verdict == "fail":

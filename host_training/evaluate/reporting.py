@@ -47,6 +47,7 @@ class ReportOutcome:
     voice: object  # voice.Authorship
     replies: dict[str, list[str]]  # each model's label in the report -> its replies, as measured
     language: object = None  # report.LanguageResult: the replies' language and repetition
+    substance: object = None  # report.SubstanceResult: what the replies say beyond the owner's commonest words
 
 
 def write_report(
@@ -100,6 +101,7 @@ def write_report(
     authorship = voice.authorship(train or [], val, [(c.label, c.role, [r[i] for i in keep]) for c, r in others]
                                   + [(flown_label, "flown", [flown[i] for i in keep])],
                                   language=bundle.manifest.persona.language or None)
+    substance = _substance(val, train, keep, flown, others, flown_label)
     probe = report.probe_privacy(probe_texts, redactor)
 
     report_path = Path(out) if out is not None else Path(bundle.root) / report.REPORT_FILE
@@ -110,14 +112,14 @@ def write_report(
               if model_sha else [])
     text = report.render_report(bundle.manifest, rows, style, probe, redactor, val_note=val_note, checks=checks,
                                 voice=authorship, judged=judged,
-                                language=report.language_lines(language, redactor.redact))
+                                language=report.language_lines(language, redactor.redact), substance=substance)
     plot_path.write_text(report.size_vs_perplexity_svg(rows), encoding="utf-8")
     report_path.write_text(text, encoding="utf-8")
     flown_share = authorship.find("flown")
     log.info("eval.report", report=str(report_path), privacy=probe.verdict, hits=len(probe.hits),
              style_replies=len(generated), voice_share=flown_share.share.share if flown_share else None)
     measured = {c.label: [t for i in keep for t in r[i]] for c, r in others} | {flown_label: generated}
-    return ReportOutcome(report_path, plot_path, style, probe, authorship, measured, language)
+    return ReportOutcome(report_path, plot_path, style, probe, authorship, measured, language, substance)
 
 
 Cases = list[tuple[Conversation, str]]  # reply_cases: (context, the owner's answer)
@@ -168,6 +170,22 @@ def _language(bundle, val: list[Conversation], keep: list[int], flown: Rounds, o
     sets.append(report.reply_figures(flown_label, "flown", [t for i in keep for t in flown[i]], code))
     note = (bundle.manifest.training.get("language") or {}).get("note")
     return report.LanguageResult(code, sets, note if isinstance(note, str) else None)
+
+
+def _substance(val: list[Conversation], train: list[Conversation] | None, keep: list[int], flown: Rounds,
+               others: list[tuple[Compared, Rounds]], flown_label: str):
+    """What each model's replies say beyond the owner's commonest words (report.SubstanceResult),
+    beside the owner's held-out turns; the fillers are learnt from the owner's distinct training
+    messages, as the voice classifier learns its frequent words."""
+    from stratoecho.substance import fillers
+
+    from .. import report
+    from . import voice
+
+    owner_turns = [m["content"] for c in val for m in c if m["role"] == "assistant"]
+    generated = [(c.label, c.role, [t for i in keep for t in r[i]]) for c, r in others]
+    generated.append((flown_label, "flown", [t for i in keep for t in flown[i]]))
+    return report.substance_result(fillers(voice.training_messages(train or [])[0]), owner_turns, generated)
 
 
 def _style(val: list[Conversation], train: list[Conversation] | None, cases: Cases, keep: list[int], flown: Rounds,

@@ -16,6 +16,10 @@ it, and every set is scored as `eval` scores a model's replies:
 For each: the share of texts read as the owner's (95 % Wilson interval), the share of samples of
 voice_model.SAMPLE consecutive texts read as hers, and the share of words that are real words of
 the owner's language, with a verdict where they fall more than real_words.TOLERANCE below hers.
+Beside the voice, the substance (stratoecho/substance.py): words beyond the owner's commonest
+words a musing, musings of fillers only, distinct musings and distinct-2, and the share that say
+something true of the moment they were made in (grounded in what their prompt told), with the
+verdict **says little** where a set falls well below the owner's held-out turns.
 The flights are the same code, seed and configuration for both; a musing's words differ only by
 the model that wrote them.
 """
@@ -26,6 +30,8 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+
+from stratoecho.musing_quality import Musing, MusingFacts
 
 from . import voice
 from .real_words import LanguageError
@@ -40,6 +46,11 @@ class FlightError(RuntimeError):
 
 def aired_musings(flight: Path) -> list[str]:
     """The texts of the musings that went on air in `flight` (its payload.log's `musing` events)."""
+    return [m.text for m in aired(flight)]
+
+
+def aired(flight: Path) -> list[Musing]:
+    """The musings that went on air in `flight`, each with the facts its prompt was told."""
     log = Path(flight) / LOG
     if not log.is_file():
         raise FlightError(f"{flight}: no {LOG} here (is it a `sim fly` folder?)")
@@ -52,7 +63,7 @@ def aired_musings(flight: Path) -> list[str]:
         except json.JSONDecodeError:
             continue  # a stack dump after a watchdog kill, or a cut line
         if isinstance(e, dict) and e.get("event") == "musing" and isinstance(e.get("text"), str):
-            texts.append(e["text"])
+            texts.append(Musing(e["text"], MusingFacts.from_dict(e.get("facts"))))
     return texts
 
 
@@ -70,13 +81,7 @@ def measure(data: Path, flights: list[Path], bases: list[Path], language: str | 
     """The Authorship of each flight's aired musings (role "flown"), each base flight's ("control"),
     and the pooled persona and base flights where there are several."""
     train, val = _read_data(data)
-    generated: list[tuple[str, str, list[list[str]]]] = []
-    for role, group in (("flown", flights), ("control", bases)):
-        texts = {f: aired_musings(f) for f in group}
-        name = "persona" if role == "flown" else "base"
-        generated += [(f"{name} {f.name}", role, [[t] for t in texts[f]]) for f in group]
-        if len(group) > 1:
-            generated.append((f"{name}, {POOLED} {len(group)} flights", role, [[t] for f in group for t in texts[f]]))
+    generated = [(label, role, [[m.text] for m in musings]) for label, role, musings in _flown(flights, bases)]
     # Role "control", not "base": a flight's musings answer no prompts shared with the base's,
     # so there is no gain prompt by prompt; the two are read side by side.
     a = voice.authorship(train, val, generated, seed=seed, language=language)
@@ -86,6 +91,34 @@ def measure(data: Path, flights: list[Path], bases: list[Path], language: str | 
     # unlike a bootstrap is not empty at 0 or all of n.
     a.sets = [replace(s, share=voice.Share(s.share.texts, s.share.owner)) for s in a.sets]
     return a
+
+
+def _flown(flights: list[Path], bases: list[Path]) -> list[tuple[str, str, list[Musing]]]:
+    """(label, role, aired musings) of each flight, the persona's ("flown") then the base's
+    ("control"), each group pooled where it has several."""
+    sets = []
+    for role, group in (("flown", flights), ("control", bases)):
+        musings = {f: aired(f) for f in group}
+        name = "persona" if role == "flown" else "base"
+        sets += [(f"{name} {f.name}", role, musings[f]) for f in group]
+        if len(group) > 1:
+            sets.append((f"{name}, {POOLED} {len(group)} flights", role, [m for f in group for m in musings[f]]))
+    return sets
+
+
+def substance(data: Path, flights: list[Path], bases: list[Path]):
+    """What each flight's aired musings say beyond the owner's commonest words, and of their
+    moment, beside the owner's held-out turns (report.SubstanceResult)."""
+    from stratoecho.substance import fillers
+
+    from ..report import substance_result
+
+    train, val = _read_data(data)
+    flown = _flown(flights, bases)
+    return substance_result(fillers(voice.training_messages(train)[0]),
+                            [m["content"] for c in val for m in c if m["role"] == "assistant"],
+                            [(label, role, [m.text for m in musings]) for label, role, musings in flown],
+                            musings={label: musings for label, _, musings in flown})
 
 
 def _pct(v: float | None) -> str:
@@ -127,9 +160,18 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import substance_table
+
     try:
         a = measure(args.data, args.flights, args.base, args.language)
+        said = substance(args.data, args.flights, args.base)
     except (FlightError, LanguageError, OSError) as e:
         raise SystemExit(f"voice-of-flight: {e}") from None
-    print(json.dumps(a.summary(), indent=2) if args.json else "\n".join(table(a)))
+    if args.json:
+        print(json.dumps({**a.summary(), "substance": said.summary()}, indent=2))
+        return 0
+    print("\n".join(table(a) + ["", "substance: what the musings say beyond the owner's commonest words, and of "
+                                  "their moment (stratoecho/substance.py)", ""]
+                    + (substance_table(said) if said.sets else [f"not measured: {said.note}"])
+                    + [f"warning: {w.replace('**', '')}" for w in said.warnings()]))
     return 0

@@ -226,6 +226,21 @@ def add_voice(out: Path, manifest, classifier, val: list) -> None:
              largest_difference=gap)
 
 
+def add_substance(manifest, substance) -> None:
+    """The report's substance figures into [eval], and the owner's fillers with the owner's held-out
+    words beyond them into [owner] (fillers, words_beyond), for the payload to weigh candidate
+    musings by (stratoecho/substance.py); nothing when the owner had no training messages."""
+    from stratoecho.bundle import OwnerSection
+
+    if substance is None or not substance.fillers:
+        return
+    manifest.eval.update(substance.eval_figures())
+    owner = substance.owner
+    rate = round(owner.words_beyond, 4) if owner is not None and owner.words_beyond is not None else None
+    manifest.owner = (manifest.owner or OwnerSection()).model_copy(
+        update={"fillers": list(substance.fillers), "words_beyond": rate})
+
+
 def add_base_terms(out: Path, manifest) -> None:
     """A pinned base's terms of use into the bundle, where its package carries them (Gemma's, which
     ask that a copy travels with the model and its derivatives): copied beside the GGUF, listed in
@@ -296,6 +311,7 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     manifest.eval.update(outcome.voice.eval_figures())
     add_voice(cfg.out, manifest, outcome.voice.classifier, data.val)  # the classifier just measured with
     manifest.eval.update(outcome.language.eval_figures())
+    add_substance(manifest, outcome.substance)
     if quantized.target_table is not None:
         board = boards.board(cfg.target)
         chosen = next(r for r in quantized.target_table if r["chosen"])

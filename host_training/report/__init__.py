@@ -16,6 +16,8 @@ no model is loaded. `evaluate` generates the replies and samples, then calls the
                 repetition, privacy probe
     replies     which language each model's replies are in beside the owner's turns, and
                 whether they collapse into one reply
+    substance_table  what the replies say beyond the owner's commonest words, beside the owner's
+                turns (stratoecho/substance.py): a persona that says little is marked
     Modelfile   FROM the bundle's GGUF, its chat template in Ollama's Go template syntax,
                 its system prompt, stop strings and sampling defaults
 
@@ -81,6 +83,7 @@ from .style import (
     vocabulary_overlap,
     words,
 )
+from .substance_table import SubstanceResult, SubstanceSet, substance_lines, substance_result, substance_table
 
 __all__ = [
     "CHATML_GO_TEMPLATE",
@@ -102,6 +105,8 @@ __all__ = [
     "Redactor",
     "STYLE_ROWS",
     "StyleResult",
+    "SubstanceResult",
+    "SubstanceSet",
     "VERDICT_LINE",
     "VOICE_ROLES",
     "WEAK_CLASSIFIER",
@@ -128,6 +133,9 @@ __all__ = [
     "size_vs_perplexity_svg",
     "style_figures",
     "style_lines",
+    "substance_lines",
+    "substance_result",
+    "substance_table",
     "upper_case_share",
     "vocabulary",
     "vocabulary_overlap",

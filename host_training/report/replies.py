@@ -14,12 +14,12 @@ message, each with its own seed) and warned about in words.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from host_training import language as L
+from stratoecho.substance import fold as fold  # how repeats are compared, the substance's distinct share too
 
 from .report_md import md_text
 
@@ -31,12 +31,6 @@ LANGUAGE_TOLERANCE = 0.20
 DISTINCT_TOLERANCE = 0.25
 MIN_DECIDED = 10  # replies that say enough to tell the language, for the language to be judged at all
 TOP_REPLY_SHARE = 0.20
-_FOLD = re.compile(r"[\s.!?,…]+")
-
-
-def fold(text: str) -> str:
-    """A reply as repeats are compared: case, spacing and end punctuation ignored."""
-    return _FOLD.sub(" ", text.casefold()).strip()
 
 
 @dataclass(frozen=True)

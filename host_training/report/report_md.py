@@ -139,8 +139,10 @@ def style_lines(style: StyleResult) -> list[str]:
     return L
 
 
-def voice_lines(voice) -> list[str]:
-    """The "Whose voice" section for a voice.Authorship (duck-typed: the report package imports no model code)."""
+def voice_lines(voice, substance=None) -> list[str]:
+    """The "Whose voice" section for a voice.Authorship (duck-typed: the report package imports no model code).
+    `substance` (substance_table.SubstanceResult) puts each set's words beyond the owner's fillers beside its
+    voice, marked where it says little: a share of voice is never shown without what the texts say."""
     if voice is None:
         return ["Not measured.", ""]
     if voice.cv is None:
@@ -164,17 +166,20 @@ def voice_lines(voice) -> list[str]:
     gains = any(s.gain is not None for s in voice.sets)
     words = any(getattr(s, "real", None) is not None for s in voice.sets)
     owner_real = getattr(voice, "owner_real", None)
+    said = substance is not None and any(substance.cell(s.label) is not None for s in voice.sets)
     L += ["| texts | role | texts | classified as the owner's | 95 % interval |"
           + (" gain over the base, same prompts (95 % interval) |" if gains else "")
-          + (f" samples of {size} read as the owner's | real words ({md_text(str(voice.language), 10)}) |" if words else ""),
-          "|---|---|---:|---:|---|" + ("---|" if gains else "") + ("---:|---|" if words else "")]
+          + (f" samples of {size} read as the owner's | real words ({md_text(str(voice.language), 10)}) |" if words else "")
+          + (" words beyond the owner's fillers, a text |" if said else ""),
+          "|---|---|---:|---:|---|" + ("---|" if gains else "") + ("---:|---|" if words else "") + ("---|" if said else "")]
     for s in voice.sets:
         iv, g = s.share.interval, s.gain
         L.append(f"| {md_text(s.label, 60)} | {VOICE_ROLES.get(s.role, md_text(s.role, 20))} | {s.share.texts} | "
                  f"{_pct(s.share.share)} | {'–' if iv is None else f'{_pct(iv[0])} to {_pct(iv[1])}'} |"
                  + ((" – |" if g is None else f" {100 * g.gain:+.0f} points ({100 * g.low:+.0f} to {100 * g.high:+.0f})"
                      f"{' **beats the base**' if g.low > 0 else ''} |") if gains else "")
-                 + (_words_cells(s, owner_real) if words else ""))
+                 + (_words_cells(s, owner_real) if words else "")
+                 + (f" {substance.cell(s.label) or '–'} |" if said else ""))
     L += ["", "The share of a model's replies that the classifier takes for the owner's, read between the floor "
               "(other people's real messages, taken for the owner's this often) and the ceiling (the owner's own "
               "unseen messages): near the ceiling the persona writes as recognisably like the owner as the owner "
@@ -185,7 +190,9 @@ def voice_lines(voice) -> list[str]:
               "voice beyond what chance in these prompts explains. Real words: the share of the texts' words "
               "that the owner's language's word list holds (wordfreq); a model's more than "
               f"{100 * getattr(voice, 'babble_tolerance', 0):.0f} points below the owner's own is **babble**, "
-              "whatever the classifier says of its voice.", ""]
+              "whatever the classifier says of its voice"
+              + ("; one that says far less than the owner beyond the owner's commonest words is marked **says "
+                 "little** (the Substance section)." if said else "."), ""]
     return L
 
 
@@ -247,20 +254,23 @@ def render_report(
     voice=None,
     judged: Sequence[str] = (),
     language: Sequence[str] = (),
+    substance=None,
 ) -> str:
     """report.md as text. `manifest` is the bundle's BundleManifest; every text that comes from
     data or generations goes through `redactor` and md_text. Same inputs, same bytes. `checks`:
     lines on the conversion and the quantization (build's), under their own heading. `voice`:
     voice.Authorship, for "Whose voice". `judged`: the "Judged by people" section (judge_score.report_section),
     when people have judged this model. `language`: the "Language and repetition" section
-    (replies.language_lines)."""
+    (replies.language_lines). `substance`: substance_table.SubstanceResult, for "Substance" and its
+    column in "Whose voice"."""
     L = _summary_lines(manifest, rows, probe, redactor)
     L += _perplexity_lines(rows, val_note, plot_file)
     if checks:
         L += ["## Conversion and quantization", ""] + [f"- {md_text(c, 2000)}" for c in checks] + [""]
     L += pinned_bases(manifest.training.get("base_gguf"))  # which pinned base fits which board
 
-    L += ["## Whose voice", ""] + voice_lines(voice)
+    L += ["## Whose voice", ""] + voice_lines(voice, substance)
+    L += substance.lines() if substance is not None else []
     L += ["## Style", ""] + _style_section(style, redactor)
     L += list(language)
     L += list(judged)

@@ -14,7 +14,8 @@ and none aired) or
 `facts`. payload.log holds every boot's, in order. The claims are counted apart (truth_report.py).
 
     logged_musings(payload_log)                -> [LoggedMusing], as they came
-    musings_section(out_dir, persona, first=5) -> {"quality": {...}, "first": [...]}  (report.json's musings)
+    musings_section(out_dir, persona, first=5, bundle=None)
+                                               -> {"quality", "claims", "substance", "first"}  (report.json's musings)
     quality_of_flight(out_dir)                 -> the figures alone: what tuning the prompt reads
     describe_musings(musings)                  -> the lines `sim report` prints
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from stratoecho.musing_quality import Musing, MusingFacts, judge, measure
 
+from .substance_report import describe_substance, substance_section
 from .truth_report import claims_section, describe_claims
 
 FIRST = 5  # musings shown as they came: the first ones, never chosen
@@ -95,10 +97,10 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
     return [m for m in found if m.seq is not None or m.musing.aired or (m.boot, m.t_s, m.musing.text) not in aired]
 
 
-def musings_section(out_dir: Path, persona: bool = True, first: int = FIRST) -> dict:
-    """report.json's `musings.quality` and `musings.first`, from out_dir/payload.log. The guard's
-    drops are not measured (their text was never kept) but counted, and shown in `first` where
-    they came."""
+def musings_section(out_dir: Path, persona: bool = True, first: int = FIRST, bundle: Path | None = None) -> dict:
+    """report.json's `musings.quality`, `claims`, `substance` and `first`, from out_dir/payload.log.
+    The guard's drops are not measured (their text was never kept) but counted, and shown in
+    `first` where they came. `bundle`: the persona's, whose [owner] the substance is read against."""
     if not persona:
         return {"quality": {"measured": 0, "note": "no persona flew"}, "first": []}
     claims = claims_section(out_dir)
@@ -107,7 +109,9 @@ def musings_section(out_dir: Path, persona: bool = True, first: int = FIRST) -> 
     quality["withheld_by_guard"] = sum(m.withheld is not None for m in logged)
     if not logged:
         quality["note"] = "the persona made no musings"
-    return {"quality": quality, "claims": claims, "first": [m.entry() for m in logged[:first]]}
+    return {"quality": quality, "claims": claims,
+            "substance": substance_section([m.musing for m in logged if m.withheld is None], bundle),
+            "first": [m.entry() for m in logged[:first]]}
 
 
 def quality_of_flight(out_dir: Path) -> dict:
@@ -171,6 +175,8 @@ def describe_musings(musings: dict) -> list[str]:
         two = "-" if dist["distinct_2"] is None else f"{dist['distinct_2']:.2f}"  # one-word musings: no bigrams
         lines.append(f"             distinct-1 {dist['distinct_1']:.2f}, distinct-2 {two} over {dist['words']} words; "
                      f"near-duplicates {near['count']}/{near['of']}")
+    if musings.get("substance"):
+        lines += describe_substance(musings["substance"])
     if musings.get("claims"):
         lines += describe_claims(musings["claims"])
     first = musings.get("first") or []

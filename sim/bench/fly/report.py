@@ -172,7 +172,7 @@ def write_report(opts: FlyOptions, wall_s: float, flight_s: float, sc: Scenario 
     report.update(summarise(out / "ground.db", stats, channel))
     # Whether they were worth reading: every musing the payload made, measured against what its
     # prompt told it, and the first ones as they came (docs/bench.md, "Musings worth reading").
-    report["musings"].update(musings_section(out, persona=opts.persona is not None))
+    report["musings"].update(musings_section(out, persona=opts.persona is not None, bundle=opts.persona))
     report["gateway"] = gateway_section(out / "air.hex")
     report["air"] = air_of(opts, stats["flight_s"], fleet and opts.out / f"payload-{fleet[0]['callsign']}.toml")
     if fleet is not None:  # several balloons on one channel (fleet_report.py)
