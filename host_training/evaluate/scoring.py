@@ -9,7 +9,7 @@ import math
 import time
 from pathlib import Path
 
-from ..train.tokenizer import EOT, IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_bos, with_system_prompt
+from ..train.tokenizer import IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_bos, with_system_prompt
 
 GGML_TYPE_F32 = 0  # ggml_type for type_k / type_v
 
@@ -45,13 +45,20 @@ def open_for_scoring(gguf_path: str | Path, max_ctx: int = 2048, threads: int | 
 
 
 def llama_special_ids(llm) -> SpecialIds:
+    """The ChatML turn tokens of the GGUF, as render_ids needs them.
+
+    Only <|im_start|> and <|im_end|> are required: a base given ChatML by the build (Gemma 3,
+    Llama 3.2, Granite: the two tokens added to its own vocabulary) has no <|endoftext|>, which
+    only our from-scratch tokenizer and the ChatML-native bases carry, and which render_ids never
+    writes. `eot` is the GGUF's own end-of-sequence token, else <|im_end|>."""
     ids = []
-    for s in (EOT, IM_START, IM_END):
+    for s in (IM_START, IM_END):
         tok = llm.tokenize(s.encode(), add_bos=False, special=True)
         if len(tok) != 1:
             raise ValueError(f"the model's tokenizer has no {s} token: not a ChatML persona model")
         ids.append(tok[0])
-    return SpecialIds(*ids)
+    eos = llm.token_eos()
+    return SpecialIds(eos if eos >= 0 else ids[1], *ids)
 
 
 def target_nll(llm, ctx: int, examples) -> tuple[float, int, int]:
