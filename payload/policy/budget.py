@@ -155,3 +155,45 @@ def generation_s(board_name: str | Board, model_bytes: int, prompt_bytes: int, t
     tps = predicted_tokens_per_s(board(board_name), model_bytes)
     prompt_tokens = max(1, prompt_bytes // BYTES_PER_PROMPT_TOKEN)
     return prompt_tokens / (tps * PREFILL_SPEEDUP) + max(tokens, 0) / tps
+
+
+# ----------------------------------------------------------------------------- candidates
+
+# Of each musing period, the share the persona may spend writing candidates (issue 49): the board
+# does little else between beacons, but every token costs energy (`[persona] joules_per_token`)
+# and a musing that waits its turn for the CPU ages toward `stale_s`.
+THINK_SHARE = 0.10
+MAX_CANDIDATES = 4  # past four, a small model's versions repeat each other: choosing gains nothing
+
+
+@dataclass(frozen=True)
+class Candidates:
+    n: int  # candidates a musing
+    candidate_s: float  # one candidate's generation
+    prompt_s: float  # the prompt, read once (llama.cpp keeps it: the next candidates continue from it)
+    musing_s: float  # the musing period they share
+
+    @property
+    def seconds(self) -> float:
+        """What choosing among `n` costs a musing: the prompt once, then `n` candidates."""
+        return self.prompt_s + self.n * self.candidate_s
+
+
+def candidates(tokens_per_s: float, musing_s: float, max_tokens: int, *, prompt_tokens: int = PROMPT_TOKENS,
+               energy: float = 1.0, mode: Mode | str = Mode.NOMINAL, share: float = THINK_SHARE,
+               most: int = MAX_CANDIDATES) -> Candidates:
+    """How many candidates a musing may have at `tokens_per_s` (the board's predicted speed, or
+    the speed the last generations were measured at), a musing every `musing_s` and candidates of
+    `max_tokens`: as many as fit `share` of the period after the prompt is read, one at least and
+    `most` at most; one when energy is low or the mode is not nominal (the persona is the first
+    load shed: its candidates go before it does)."""
+    tps = tokens_per_s if isinstance(tokens_per_s, (int, float)) and math.isfinite(tokens_per_s) else 0.0
+    candidate_s = max(max_tokens, 1) / tps if tps > 0 else math.inf
+    prompt_s = prompt_tokens / (tps * PREFILL_SPEEDUP) if tps > 0 else math.inf
+    low = not (isinstance(energy, (int, float)) and math.isfinite(energy)) or energy <= LOW_ENERGY
+    if low or Mode(mode) is not Mode.NOMINAL or not math.isfinite(candidate_s):
+        n = 1
+    else:
+        n = int(max(0.0, share * musing_s - prompt_s) // candidate_s)
+        n = max(1, min(most, n))
+    return Candidates(n=n, candidate_s=candidate_s, prompt_s=prompt_s, musing_s=musing_s)
