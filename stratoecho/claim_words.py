@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .languages import UNIT_KEYS, Claims, base_code, cldr, codes, language, words
 
@@ -81,7 +81,7 @@ class ClaimWords:
     cold: re.Pattern
     warm: re.Pattern
     unanswered: re.Pattern
-    time_names: dict = None  # CLDR's names of time units -> seconds ("timmar": 3600), read before `time_units`
+    time_names: dict = field(default_factory=dict)  # CLDR names of time units -> seconds ("timmar": 3600), first
 
     def seconds(self, unit: str) -> float:
         if self.time_names and unit in self.time_names:
@@ -102,9 +102,11 @@ def _names(names) -> str:
 
 
 def _cldr_units(code: str, not_units=()) -> dict[str, str]:
-    """Each unit key's CLDR names in locale `code` as a pattern after the number; a name CLDR gives
-    two keys (or the file says is a word) is left out: it cannot tell which unit was meant."""
-    names = {key: set(n for unit in UNITS[key][2] for n in cldr.unit_names(code, unit)) for key in UNITS}
+    """Each unit key's CLDR names in locale `code`, and its international symbols, as a pattern after
+    the number; a name CLDR gives two keys (or the file says is a word) is left out: it cannot tell
+    which unit was meant."""
+    names = {key: {n for unit in UNITS[key][2] for n in cldr.unit_names(code, unit) + cldr.symbols_of(unit)}
+             for key in UNITS}
     clash = {n for key in names for n in names[key] if any(n in names[k] for k in names if k != key)}
     clash |= set(not_units)
     return {key: rf"\s?(?:{_names(n - clash)})(?!\w)(?!\s*/)" for key, n in names.items() if n - clash}
@@ -117,9 +119,13 @@ def _number(code: str, minus_words: str) -> tuple[re.Pattern, str]:
     s = cldr.symbols(code)
     group, decimal = re.escape(s.group), re.escape(s.decimal)
     signs = "".join(dict.fromkeys("-−–" + s.minus))
-    minus = rf"(?P<minus>\b(?:{minus_words})\s+)|" if minus_words else ""
-    return re.compile(rf"(?:{minus}(?P<sign>(?<![\w.,]){'[' + re.escape(signs) + ']'}))?"
+    minus = rf"\b(?:{minus_words})\s+" if minus_words else "(?!)"
+    return re.compile(rf"(?:(?P<minus>{minus})|(?P<sign>(?<![\w.,]){'[' + re.escape(signs) + ']'}))?"
                       rf"(?<![\w.,])(?P<num>\d{{1,3}}(?:{group}\d{{3}})+(?!{group}?\d)|\d+)(?:{decimal}(?P<frac>\d+))?"), s.group
+
+
+def _percent(code: str) -> str:
+    return _names(cldr.unit_names(code, "concentr-percent") + cldr.symbols_of("concentr-percent")) or "%"
 
 
 def _time_names(code: str) -> dict[str, int]:
@@ -162,9 +168,9 @@ def _from_file(code: str, c: Claims, en: Claims | None) -> ClaimWords:
         en_aloft, en_names = _aloft(en, "en", ".")
         aloft, names = aloft + en_aloft, {**en_names, **names}
         counts, prefixes = {**en.counts, **counts}, {**prefixes, **en.time_prefixes}
-    percent = _either(c.percent, _names(n for n in cldr.unit_names(code, "concentr-percent")))
+    percent = _either(c.percent, _percent(code))
 
-    def words(own: str, key: str) -> re.Pattern:
+    def read(own: str, key: str) -> re.Pattern:  # the file's words, and English's where it reads them too
         return _w(_either(own, getattr(en, key)) if key in too or (key in ("sun_up", "sun_down") and "sun" in too) else own)
 
     return ClaimWords(
@@ -172,9 +178,9 @@ def _from_file(code: str, c: Claims, en: Claims | None) -> ClaimWords:
         below=re.compile(c.below), angle_after=re.compile(c.angle_after), angle_before=re.compile(c.angle_before),
         distance_after=re.compile(c.distance_after), distance_before=re.compile(c.distance_before),
         percent=re.compile(rf"\s?(?:{percent})"), battery_word=_w(c.battery_word), counts=counts, time_units=prefixes,
-        aloft=aloft, decimal=cldr.symbols(code).decimal, phases={p: _w(words) for p, words in c.phases.items()},
-        sun_up=words(c.sun_up, "sun_up"), sun_down=words(c.sun_down, "sun_down"), cold=words(c.cold, "cold"),
-        warm=words(c.warm, "warm"), unanswered=_w(c.unanswered), time_names=names,
+        aloft=aloft, decimal=cldr.symbols(code).decimal, phases={p: _w(said) for p, said in c.phases.items()},
+        sun_up=read(c.sun_up, "sun_up"), sun_down=read(c.sun_down, "sun_down"), cold=read(c.cold, "cold"),
+        warm=read(c.warm, "warm"), unanswered=_w(c.unanswered), time_names=names,
     )
 
 
@@ -182,7 +188,7 @@ def _numbers_only(code: str) -> ClaimWords:
     """A language without a file: its numbers and CLDR's units, no words (docs/payload.md)."""
     number, group = _number(code, "")
     units = tuple((UNITS[k][0], re.compile(p), UNITS[k][1]) for k, p in _cldr_units(code).items())
-    percent = _names(cldr.unit_names(code, "concentr-percent")) or "%"
+    percent = _percent(code)
     return ClaimWords(code=code, number=number, thousands=group, units=units, below=NEVER, angle_after=NEVER,
                       angle_before=NEVER, distance_after=NEVER, distance_before=NEVER,
                       percent=re.compile(rf"\s?(?:{percent})"), battery_word=NEVER, counts={}, time_units={}, aloft=(),
@@ -203,11 +209,6 @@ def claim_words(code: str | None) -> ClaimWords:
     a file; English for none and for a code CLDR does not know either."""
     own = words(code)
     return _claim_words(own.code if own is not None else base_code(code))
-
-
-def guarded(code: str | None) -> bool:
-    """Whether the claims of language `code` are read in its own words, not only its numbers."""
-    return not code or language(code) is not None
 
 
 GUARDED = codes()  # the languages with a file of words: their claims are read in their words besides their numbers

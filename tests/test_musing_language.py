@@ -149,15 +149,20 @@ def test_a_language_without_a_file_is_asked_in_its_figures_never_in_english():
     assert claim_words("xx").code == "en"  # a code CLDR does not know either: read in English
 
 
+def bundle_in(language: str, tiny_bundle, tmp_path):
+    """A copy of the tiny bundle as an owner's who writes `language`: its persona.toml says so."""
+    out = tmp_path / f"bundle_{language}"
+    shutil.copytree(tiny_bundle, out)
+    toml = out / "persona.toml"
+    text, n = re.subn(r'(?m)^language = ".*"$', f'language = "{language}"', toml.read_text())
+    toml.write_text(text if n else text.replace("[persona]\n", f'[persona]\nlanguage = "{language}"\n', 1))
+    return out
+
+
 @pytest.fixture
 def german_bundle(tiny_bundle, tmp_path):
     """The tiny bundle as a German owner's: its persona.toml says `language = "de"`."""
-    out = tmp_path / "bundle_de"
-    shutil.copytree(tiny_bundle, out)
-    toml = out / "persona.toml"
-    text, n = re.subn(r'(?m)^language = ".*"$', 'language = "de"', toml.read_text())
-    toml.write_text(text if n else text.replace("[persona]\n", '[persona]\nlanguage = "de"\n', 1))
-    return load_bundle(out)
+    return load_bundle(bundle_in("de", tiny_bundle, tmp_path))
 
 
 def test_a_german_persona_is_asked_in_german_and_its_false_claims_do_not_air(tmp_path, german_bundle):

@@ -8,10 +8,11 @@ language without a file of its own (stratoecho/languages/*.toml) is still read o
     symbols(code) -> Symbols                   decimal, group, minus
     number(x, digits, code) -> str             "12,4", "−41": as the locale writes a figure
     unit_names(code, unit) -> tuple[str, ...]  every long and short name of a CLDR unit, lower case
+    symbols_of(unit) -> tuple[str, ...]        its international symbols ("km", "°c", "hpa": English's short names)
     unit_template(code, unit, width, n) -> str "{} minuter": the unit's pattern for a count like n
 
 CLDR puts no-break spaces (U+00A0, U+202F) between group digits and before units; `plain`
-makes them plain spaces, as people type them and as the claims are read.
+makes them plain spaces (and its ’ a '), as people type them and as the claims are read.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from babel import Locale, UnknownLocaleError
 from babel.numbers import format_decimal, get_decimal_symbol, get_group_symbol, get_minus_sign_symbol
 from babel.units import UnknownUnitError, format_unit
 
-# The spaces CLDR writes that a person types as a space.
-_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2007": " "})
+# The spaces CLDR writes that a person types as a space, and its typographic apostrophe ("all’ora").
+_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2007": " ", "\u2019": "'"})
 # Bidi marks some locales put around a minus sign: invisible, and no part of a number.
 _MARKS = str.maketrans("", "", "\u200e\u200f\u061c")
 # Counts that reach every plural form of the languages CLDR knows (one, two, few, many, other
@@ -41,7 +42,7 @@ class Symbols:
 
 
 def plain(text: str) -> str:
-    """`text` with CLDR's no-break and thin spaces as plain spaces and its bidi marks taken out."""
+    """`text` with CLDR's no-break and thin spaces as plain spaces, ’ as ' and its bidi marks taken out."""
     return text.translate(_SPACES).translate(_MARKS)
 
 
@@ -78,7 +79,7 @@ def number(x: float, digits: int, code: str) -> str:
 
 
 @functools.cache
-def unit_names(code: str, unit: str) -> tuple[str, ...]:
+def unit_names(code: str, unit: str, widths: tuple[str, ...] = WIDTHS) -> tuple[str, ...]:
     """Every long and short name CLDR gives `unit` (e.g. "length-kilometer") in locale `code`,
     lower case with plain spaces, longest first; () where CLDR has none. Only names written after
     the number are kept: the claims are read number first."""
@@ -86,7 +87,7 @@ def unit_names(code: str, unit: str) -> tuple[str, ...]:
     if loc is None:
         return ()
     names = set()
-    for width in WIDTHS:
+    for width in widths:
         for n in _COUNTS:
             try:
                 text = plain(format_unit(n, unit, width, locale=loc))
@@ -99,6 +100,12 @@ def unit_names(code: str, unit: str) -> tuple[str, ...]:
             if not head.strip() and name and unit not in name:
                 names.add(name)
     return tuple(sorted(names, key=lambda s: (-len(s), s)))
+
+
+def symbols_of(unit: str) -> tuple[str, ...]:
+    """The symbols of `unit` written in every language ("km", "°c", "hpa", "v"): CLDR's English short
+    names. Polish writes "st. C" for a degree Celsius, and reads "°C" all the same."""
+    return unit_names("en", unit, ("short",))
 
 
 def unit_template(code: str, unit: str, width: str, n: float) -> str | None:
