@@ -355,6 +355,21 @@ def test_hostile_texts_stay_text(hostile):
     assert "&lt;b&gt;Friend 0&lt;/b&gt;:" in html
 
 
+def test_a_spanish_owners_page_is_in_spanish(tiny_bundle, chat_data_dir, tmp_path):
+    """The people who judge know the owner: the page speaks the language prepare recorded for her
+    (persona.toml [persona] language); its key and scoring are the same as in any language."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = load_bundle(bundle).manifest
+    write_bundle(bundle, manifest.model_copy(update={"persona": manifest.persona.model_copy(update={"language": "es"})}))
+    assert make(bundle, chat_data_dir, tmp_path / "judge", "--pairs", "3") == 0
+    html = (tmp_path / "judge" / "judge.html").read_text()
+    assert '<html lang="es">' in html and "<h1>¿Cuál de las dos escribió Ada?</h1>" in html
+    assert "<h2>1 de 3</h2>" in html and "No sabría decirlo</label>" in html and ">Guardar mis respuestas</button>" in html
+    assert "Which one" not in html and "Save my answers" not in html and "Welche" not in html
+    assert PageReader(html).scripts == [judge_page.SCRIPT]
+
+
 # ----------------------------------------------------------------------------- the command line
 def test_answers_given_on_the_command_line_are_checked_copied_and_scored(judged, tiny_bundle, tmp_path, capsys):
     folder = tmp_path / "judge"

@@ -50,6 +50,7 @@ from ..evaluate.judge_score import (
 )
 from ..train.tokenizer import Conversation, load_conversations
 from .page import Pair, render_page
+from .words import page_words
 
 log = structlog.get_logger(__name__)
 
@@ -122,10 +123,11 @@ def char_limit(chosen: list[Chosen]) -> int:
     return max(MIN_CHARS, limit)
 
 
-def context_lines(context: Conversation, persona: str) -> tuple[tuple[str, str], ...]:
-    """(speaker, text) of the last messages before the reply, system turns left out."""
+def context_lines(context: Conversation, persona: str, someone: str = "Someone") -> tuple[tuple[str, str], ...]:
+    """(speaker, text) of the last messages before the reply, system turns left out; `someone`
+    (in the page's language) for a speaker without a name."""
     shown = [m for m in context if m["role"] != "system"][-CONTEXT_MESSAGES:]
-    return tuple((persona if m["role"] == "assistant" else (m.get("name") or "").strip() or "Someone",
+    return tuple((persona if m["role"] == "assistant" else (m.get("name") or "").strip() or someone,
                   shorten(m["content"].strip(), CONTEXT_CHARS)) for m in shown)
 
 
@@ -159,7 +161,8 @@ def select(cases: list[tuple[Conversation, str]], reply: Callable[[Conversation,
     return chosen, skipped
 
 
-def make_pairs(chosen: list[Chosen], persona: str, rng: random.Random) -> tuple[list[Pair], dict[str, dict], int]:
+def make_pairs(chosen: list[Chosen], persona: str, rng: random.Random,
+               someone: str = "Someone") -> tuple[list[Pair], dict[str, dict], int]:
     """(what the page shows, the key: pair id -> {"owner": "A"|"B", "case": i}, the length cut to)."""
     limit = char_limit(chosen)
     pairs, key = [], {}
@@ -167,7 +170,7 @@ def make_pairs(chosen: list[Chosen], persona: str, rng: random.Random) -> tuple[
         owner, generated = shorten(c.owner, limit), shorten(c.persona, limit, cut=c.persona_cut)
         side = "A" if rng.random() < 0.5 else "B"
         a, b = (owner, generated) if side == "A" else (generated, owner)
-        pairs.append(Pair(str(number), context_lines(c.context, persona), a, b))
+        pairs.append(Pair(str(number), context_lines(c.context, persona, someone), a, b))
         key[str(number)] = {"owner": side, "case": c.case}
     return pairs, key, limit
 
@@ -279,13 +282,15 @@ def make_page(bundle, data_dir: str | Path, out: str | Path, *, pairs: int = DEF
         why = "; ".join(f"{reason}: {k}" for reason, k in skipped.items())
         raise JudgeError(f"{val_path}: only {len(chosen)} usable pairs among its {len(cases)} owner replies"
                          + (f" (skipped, {why})" if why else "") + f", fewer than --pairs {pairs}; ask for fewer")
-    shown, sides, limit = make_pairs(chosen, name, rng)
+    language = bundle.manifest.persona.language  # the owner's: the judges read it
+    shown, sides, limit = make_pairs(chosen, name, rng, page_words(language)[1]["someone"])
     model, data = model_sha256(bundle), sha256_file(val_path)
     page = page_id(name, model, data, shown)
     key = Key(format="stratoecho-judge-key", version=1, page=page, persona=name, model=bundle.manifest.model.file,
               model_sha256=model, data_sha256=data, seed=seed, max_chars=limit,
               created=datetime.now(timezone.utc).isoformat(timespec="seconds"), pairs=sides)
-    html = render_page(persona=name, page=page, model_sha256=model, data_sha256=data, pairs=shown, marker=MARKER)
+    html = render_page(persona=name, page=page, model_sha256=model, data_sha256=data, pairs=shown, marker=MARKER,
+                       language=language)
     moved = set_aside(out) if force else None
     (out / ANSWERS_DIR).mkdir(parents=True, exist_ok=True)
     (out / KEY_FILE).write_text(json.dumps(key.model_dump(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

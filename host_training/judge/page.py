@@ -12,6 +12,10 @@ them across a reload and localStorage across a closed tab where the browser allo
 "Save my answers" offers a JSON file
 (Blob + a download link) and shows the same JSON in a text box to copy, for browsers that
 block downloads from file://.
+
+Its words are the owner's language's (words.py: host_training/data/judge_words.toml). What the
+script says is written into the page as hidden text, never into the script, so every page runs the
+one script the Content-Security-Policy allows.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from html import escape
 from string import Template
 
 from ..evaluate.judge_score import ANSWERS_FORMAT, CANT_TELL, VERSION
+from .words import fill, page_words
+
+# What the script says, in the page's language: each a hidden <span id="say-KEY">, its {fields}
+# filled in by the script.
+SCRIPT_WORDS = ("need_name", "nothing_to_save", "download_file_again", "saved_some", "saved_all", "send_back")
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,12 @@ SCRIPT = """
   var link = document.getElementById("download");
   var output = document.getElementById("answers-json");
   var storeKey = "stratoecho-judge:" + meta.page;
+  // The page's words for what this script says (hidden in the page, in the owner's language).
+  function say(key, values) {
+    return document.getElementById("say-" + key).textContent.replace(/\\{(\\w+)\\}/g, function (field, name) {
+      return values && name in values ? String(values[name]) : field;
+    });
+  }
   var store = null;
   try { store = window.localStorage; store.getItem(storeKey); } catch (e) { store = null; }
 
@@ -157,14 +172,14 @@ SCRIPT = """
   function save() {
     var judge = nameInput.value.trim();
     if (!judge) {
-      status.textContent = "Please write your name or initials at the top first.";
+      status.textContent = say("need_name");
       nameInput.focus();
       return;
     }
     var given = answers();
     var n = Object.keys(given).length;
     if (n === 0) {
-      status.textContent = "Nothing to save yet: pick A, B or \\u201cI can\\u2019t tell\\u201d for a pair first.";
+      status.textContent = say("nothing_to_save");
       return;
     }
     var doc = {
@@ -179,14 +194,12 @@ SCRIPT = """
     if (link.getAttribute("href")) { URL.revokeObjectURL(link.getAttribute("href")); }
     link.href = URL.createObjectURL(new Blob([text], { type: "application/json" }));
     link.download = name;
-    link.textContent = "Download " + name + " again";
+    link.textContent = say("download_file_again", { file: name });
     link.hidden = false;
     link.click();
     status.textContent = (n < pairs.length
-      ? "Saved " + n + " of " + pairs.length + " answers; you may answer the rest and save again. "
-      : "Saved all " + n + " answers, thank you! ") +
-      "Send the file " + name + " back to whoever sent you this page. If no file was downloaded, " +
-      "copy the text below into a message instead.";
+      ? say("saved_some", { n: n, count: pairs.length })
+      : say("saved_all", { n: n })) + " " + say("send_back", { file: name });
   }
 
   var here = fromFragment();  // this tab's own state first, then what the browser kept
@@ -209,39 +222,38 @@ SCRIPT = """
 """
 
 PAGE = Template("""<!DOCTYPE html>
-<html lang="en">
+<html lang="$lang">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; \
 script-src '$script_hash'; img-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'">
 <meta name="referrer" content="no-referrer">
-<title>Which one did $name write?</title>
+<title>$title</title>
 <style>$css</style>
 </head>
 <body>
-<header><div><span><strong id="done">0</strong> of $count answered</span>\
+<header><div><span>$answered</span>\
 <progress id="bar" max="$count" value="0"></progress></div></header>
 <section class="intro">
-<h1>Which one did $name write?</h1>
-<p>Each card shows a message someone sent $name, and two replies to it. One is the reply $name really
-wrote. The other was written by a small language model trained on $name&#8217;s messages. Pick the one
-you think $name wrote, or &#8220;I can&#8217;t tell&#8221; if you really cannot. You can change any answer
-until you save.</p>
-<p>Long replies are cut the same way on both sides, where you see $marker. Nothing leaves this page
-until you save your answers and send the file back.</p>
-<label>Your name or initials <input id="judge-name" autocomplete="name" maxlength="100"></label>
+<h1>$title</h1>
+<p>$intro</p>
+<p>$cut_note</p>
+<label>$your_name <input id="judge-name" autocomplete="name" maxlength="100"></label>
 </section>
 <main id="page" data-format="$format" data-version="$version" data-page="$page" data-persona="$name" \
 data-model="$model" data-data="$data">
 $pairs
 </main>
 <footer>
-<p>When you are done (or want to stop for now), save your answers and send the file back.</p>
-<button id="save" type="button">Save my answers</button>
+<p>$footer</p>
+<button id="save" type="button">$save</button>
 <p id="status" role="status"></p>
-<p><a id="download" hidden>Download again</a></p>
-<textarea id="answers-json" readonly hidden aria-label="your answers as JSON"></textarea>
+<p><a id="download" hidden>$download_again</a></p>
+<textarea id="answers-json" readonly hidden aria-label="$answers_label"></textarea>
+<div hidden>
+$says
+</div>
 </footer>
 <script>$script</script>
 </body>
@@ -253,7 +265,13 @@ def _text(text: str) -> str:
     return escape(text, quote=True)
 
 
-def _pair_html(pair: Pair, number: int, count: int, name: str) -> str:
+def _words(text: str, **html: str) -> str:
+    """A text of the words table as HTML: escaped, then its {fields} filled with `html` (markup
+    already escaped or made here)."""
+    return fill(_text(text), **html)
+
+
+def _pair_html(pair: Pair, number: int, count: int, words: dict[str, str], name: str) -> str:
     pid = _text(pair.id)
     context = "\n".join(f'<li><span class="who">{_text(who)}:</span> <span class="text">{_text(text)}</span></li>'
                         for who, text in pair.context)
@@ -261,10 +279,11 @@ def _pair_html(pair: Pair, number: int, count: int, name: str) -> str:
         f'<label class="choice"><input type="radio" name="pair-{pid}" value="{side}">'
         f'<span class="tag">{side}</span><span class="text">{_text(text)}</span></label>'
         for side, text in (("A", pair.a), ("B", pair.b)))
-    return (f'<article class="pair" data-pair="{pid}">\n<h2>{number} of {count}</h2>\n'
-            f'<ol class="context">\n{context}\n</ol>\n<fieldset>\n<legend>Which one did {name} write?</legend>\n'
+    heading = _words(words["pair_number"], number=str(number), count=str(count))
+    return (f'<article class="pair" data-pair="{pid}">\n<h2>{heading}</h2>\n'
+            f'<ol class="context">\n{context}\n</ol>\n<fieldset>\n<legend>{_words(words["title"], name=name)}</legend>\n'
             f'{choices}\n<label class="unsure"><input type="radio" name="pair-{pid}" value="{CANT_TELL}">'
-            f"I can&#8217;t tell</label>\n</fieldset>\n</article>")
+            f"{_words(words['cant_tell'])}</label>\n</fieldset>\n</article>")
 
 
 def script_hash(script: str = SCRIPT) -> str:
@@ -273,11 +292,20 @@ def script_hash(script: str = SCRIPT) -> str:
 
 
 def render_page(*, persona: str, page: str, model_sha256: str, data_sha256: str, pairs: list[Pair],
-                marker: str) -> str:
-    """judge.html as text. Every text from the data, the model or persona.toml is escaped here."""
+                marker: str, language: str | None = None) -> str:
+    """judge.html as text, in `language` (ISO 639-1; English where judge_words.toml has no table
+    for it). Every text from the data, the model or persona.toml is escaped here."""
+    lang, words = page_words(language)
     name = _text(persona)
-    body = "\n".join(_pair_html(p, i + 1, len(pairs), name) for i, p in enumerate(pairs))
+    body = "\n".join(_pair_html(p, i + 1, len(pairs), words, name) for i, p in enumerate(pairs))
+    says = "\n".join(f'<span id="say-{key}">{_text(words[key])}</span>' for key in SCRIPT_WORDS)
+    count = str(len(pairs))
     return PAGE.substitute(
-        name=name, css=CSS, script=SCRIPT, script_hash=script_hash(), count=len(pairs), marker=_text(marker),
+        lang=lang, title=_words(words["title"], name=name), intro=_words(words["intro"], name=name),
+        cut_note=_words(words["cut_note"], marker=_text(marker)), your_name=_words(words["your_name"]),
+        answered=_words(words["answered"], done='<strong id="done">0</strong>', count=count),
+        footer=_words(words["footer"]), save=_words(words["save"]), download_again=_words(words["download_again"]),
+        answers_label=_words(words["answers_label"]), says=says,
+        name=name, css=CSS, script=SCRIPT, script_hash=script_hash(), count=count,
         format=ANSWERS_FORMAT, version=VERSION, page=_text(page), model=_text(model_sha256),
         data=_text(data_sha256), pairs=body)
