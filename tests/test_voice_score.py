@@ -168,3 +168,13 @@ def test_a_foreign_file_with_its_sha256_fails_on_reading_and_none_reads_as_befor
     write_bundle(copy, m)
     with pytest.raises(BundleError, match=f"owner.voice {VOICE_FILE} is not in"):
         load_bundle(copy).voice()
+
+
+def test_the_control_flight_chooses_with_the_same_classifier(tiny_bundle, tmp_path):
+    from host_training.base.base_bundle import write_base_bundle
+
+    base = tmp_path / "base.gguf"
+    base.write_bytes(b"GGUF untuned stand-in")
+    control = load_bundle(write_base_bundle(tiny_bundle, tmp_path / "control", base).parent)  # verifies
+    assert control.manifest.owner.voice == VOICE_FILE and control.voice() is not None
+    assert (control.root / VOICE_FILE).read_bytes() == (tiny_bundle / VOICE_FILE).read_bytes()
