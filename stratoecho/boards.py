@@ -189,6 +189,19 @@ def fits(board_name: str | Board, model_file_bytes: int, shape: ModelShape | Non
     return model_file_bytes + runtime_bytes(shape) <= b.budget_bytes
 
 
+def longest_context(board_name: str | Board, model_file_bytes: int, shape: ModelShape, top: int,
+                    floor: int = 64, step: int = 32) -> int | None:
+    """The longest context, a multiple of `step` from `top` down to `floor`, at which a file of
+    `model_file_bytes` with the KV cache and compute buffers of `shape` (at that context) fits the
+    board; None when not even `floor` does. How the payload sizes n_ctx (payload/policy/budget.py)."""
+    b = board(board_name)
+    for n in range(max(floor, top // step * step), floor - 1, -step):
+        at = ModelShape(n, shape.n_layers, shape.n_embd_kv, shape.n_embd, shape.n_vocab, shape.n_ubatch)
+        if fits(b, model_file_bytes, at):
+            return n
+    return None
+
+
 # ----------------------------------------------------------------------------- speed
 def predicted_tokens_per_s(board_name: str | Board, model_bytes: int, kv_read_bytes: int = 0,
                            bandwidth_gb_s: float | None = None) -> float:

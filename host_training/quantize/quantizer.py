@@ -379,11 +379,12 @@ def quantize(
 
 
 # ----------------------------------------------------------------------------- choosing for a board
-def model_shape(gguf_path: str | Path, n_ctx: int | None = None) -> targets.ModelShape:
-    """targets.ModelShape from a GGUF's header; `n_ctx` defaults to its training context length."""
+def model_shape(gguf_path: str | Path, n_ctx: int | None = None, reader=None) -> targets.ModelShape:
+    """targets.ModelShape from a GGUF's header; `n_ctx` defaults to its training context length.
+    `reader`: the file's gguf.GGUFReader where the caller has one (a 262k vocabulary takes ~40 s to read)."""
     import gguf
 
-    r = gguf.GGUFReader(str(gguf_path))
+    r = reader or gguf.GGUFReader(str(gguf_path))
     f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("GGUF.")}
     arch = f["general.architecture"]
     n_embd, n_head = int(f[f"{arch}.embedding_length"]), int(f[f"{arch}.attention.head_count"])
@@ -396,13 +397,14 @@ def model_shape(gguf_path: str | Path, n_ctx: int | None = None) -> targets.Mode
     )
 
 
-def min_file_bytes(src: str | Path, quant: str) -> int:
+def min_file_bytes(src: str | Path, quant: str, reader=None) -> int:
     """A lower bound of the size of `src` quantized as `quant`: every matrix at the type's smallest
-    bits per weight, 1-D tensors in F32, plus the source's metadata (tokenizer, keys) as is."""
+    bits per weight, 1-D tensors in F32, plus the source's metadata (tokenizer, keys) as is.
+    `reader`: src's gguf.GGUFReader where the caller has one."""
     import gguf
 
     quant = parse_quant(quant, iquants=True)
-    r = gguf.GGUFReader(str(src))
+    r = reader or gguf.GGUFReader(str(src))
     tensor_bytes = sum(int(t.n_bytes) for t in r.tensors)
     meta = Path(src).stat().st_size - tensor_bytes
     bits = MIN_BITS_PER_WEIGHT[quant]

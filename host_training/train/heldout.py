@@ -33,6 +33,7 @@ class TokenCheck:
     text: str
     special: bool
     ids: list[int]
+    targets: list[bool] | None = None  # which of `ids` are persona tokens (a rendered conversation's)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def from_chat_format(convs: Iterable[Conversation], fmt, system_prompt: str | No
         conv = with_system_prompt(conv, system_prompt)
         ids, target = fmt.ids_and_targets(conv, "persona")
         out.append(list(chunks(ids, target, ctx)))
-        texts.append(TokenCheck(fmt.render(fmt.fit(conv)), True, ids))
+        texts.append(TokenCheck(fmt.render(fmt.fit(conv)), True, ids, target))
     return Tokens(out, texts)
 
 
