@@ -50,6 +50,10 @@ def quantization_figures(quantized: Quantized, cfg: BuildConfig) -> dict:
     from ..evaluate.drift import DEFAULT_MIN_TOP1, DEFAULT_TOLERANCE
 
     figures = {"quant": quantized.quant, "drift": quantized.drift, "imatrix": quantized.imatrix}
+    if quantized.vocab_trim is not None:  # what was kept, the checks, the untrimmed Q4_K_M beside it
+        from ..quantize.trimmed import kept_figures
+
+        figures["vocab_trim"] = kept_figures(quantized.vocab_trim)
     if quantized.target_table is not None:
         figures["target"] = {"board": cfg.target, "candidates": quantized.target_table,
                              "tolerance": cfg.quant_tolerance if cfg.quant_tolerance is not None else DEFAULT_TOLERANCE,
@@ -146,11 +150,21 @@ def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Traine
             seed=cfg.seed,
             loss=cfg.loss,
             system_prompt_in_training=bool(persona.system_prompt),
+            **_vocab_trim(quantized),
         ),
         eval=eval_figures(scores, len(data.val), quantized.drift),
         memory=dict(notes=list(persona.notes)) if persona.notes else None,  # the owner's facts (interview)
         files=[file_entry(cfg.out, quantized.file), file_entry(cfg.out, EVAL_FILE)],
     )
+
+
+def _vocab_trim(quantized: Quantized) -> dict:
+    """persona.toml [training]'s vocab_trim where the vocabulary was trimmed for the board; else nothing."""
+    if quantized.vocab_trim is None:
+        return {}
+    from ..quantize.trimmed import kept_figures
+
+    return {"vocab_trim": kept_figures(quantized.vocab_trim)}
 
 
 def keep_model(trained: Trained, out: Path, learnt: list, parent_seen: frozenset[str] = frozenset()) -> dict:
@@ -271,7 +285,8 @@ def perplexity_rows(trained: Trained, models: Converted, quantized: Quantized, s
         before = "parent (before)" if trained.label == "continued" else "base (untuned)"
         rows.append(PerplexityRow(before, quantized.quant, quantized.reference.bytes,
                                   scores.reference["val_perplexity"]))
-    rows.append(PerplexityRow(trained.label, "F32", models.f32.stat().st_size, scores.f32["val_perplexity"]))
+    f32 = quantized.source_f32 or models.f32  # a trimmed vocabulary's F32 where the shipped file is trimmed
+    rows.append(PerplexityRow(trained.label, "F32", f32.stat().st_size, scores.f32["val_perplexity"]))
     if quantized.quant != "F32":
         rows.append(PerplexityRow(trained.label, quantized.quant, quantized.model.bytes,
                                   scores.quantized["val_perplexity"], quantized.drift))
@@ -302,6 +317,10 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
         compare.append(evaluate.Compared(f"{before} {quantized.quant}", quantized.reference.path, "base"))
     if models is not None and quantized.quant != "F32":
         compare.append(evaluate.Compared("persona F32", models.f32, "tuned"))
+    if quantized.vocab_trim is not None:  # the file that does not fit, beside the trimmed one that flies
+        from ..quantize.trimmed import UNTRIMMED_LABEL, untrimmed_path
+
+        compare.append(evaluate.Compared(UNTRIMMED_LABEL, untrimmed_path(quantized.vocab_trim), "tuned"))
     private = persona_report.load_private_strings(cfg.private) if cfg.private is not None else []
     outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed,
                                     checks=checks, compare=compare, data_sha256=sha256_file(data.val_path),

@@ -312,6 +312,12 @@ class Quantized:
     reference: QuantResult | None  # the untuned base, in `quant`
     drift: dict | None = None  # drift.Drift.figures(): the shipped file against its F32 source
     imatrix: dict | None = None  # the importance matrix used: where from, what it covers
+    # --target where the whole vocabulary cannot fit (quantize/trimmed.py): what was kept and the
+    # untrimmed Q4_K_M beside the trimmed one; the trimmed F32 the shipped file came from, and the
+    # scorer of the trimmed vocabulary's held-out tokens, which every trimmed model is scored with
+    vocab_trim: dict | None = None
+    source_f32: Path | None = None
+    score: Scorer | None = None
 
 
 def importance_matrix(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) -> tuple[Path | None, dict | None]:
@@ -343,11 +349,16 @@ def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) 
     is quantized to the same type, to compare like with like."""
     from ..evaluate import drift
     from ..quantize import quantizer as q
+    from ..quantize import trimmed
 
-    im_path, im_info = importance_matrix(cfg, models, work, trained)
+    im_path, im_info = importance_matrix(cfg, models, work, trained)  # blk.* only: the same for a trimmed F32
+    trim = trim_vocabulary(cfg, models, work, trained)
+    f32 = trim.f32 if trim is not None else models.f32
+    reference_f32 = trim.reference_f32 if trim is not None else models.reference_f32
+    heldout = trim.tokens if trim is not None else trained.heldout
     reference = None
-    if trained.heldout is not None and (cfg.target is not None or cfg.quant != "F32"):  # F32 drifts from nothing
-        reference = drift.token_scores(models.f32, trained.heldout)
+    if heldout is not None and (cfg.target is not None or cfg.quant != "F32"):  # F32 drifts from nothing
+        reference = drift.token_scores(f32, heldout)
         if len(reference.nll) < drift.MIN_CONVERSATIONS:
             log.warning("build.few_val_conversations", conversations=len(reference.nll),
                         why=f"fewer than {drift.MIN_CONVERSATIONS}: the drift's interval understates its uncertainty")
@@ -357,7 +368,7 @@ def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) 
     tolerance = cfg.quant_tolerance if cfg.quant_tolerance is not None else drift.DEFAULT_TOLERANCE
 
     def measure(path: Path) -> dict:  # with the tolerance the build judges it by: the report's verdict
-        return {**drift.measure(reference, path, trained.heldout).figures(), "tolerance": tolerance}
+        return {**drift.measure(reference, path, heldout).figures(), "tolerance": tolerance}
 
     try:
         if cfg.target is None:
@@ -368,20 +379,42 @@ def quantize(cfg: BuildConfig, models: Converted, work: Path, trained: Trained) 
         else:
             min_top1 = cfg.quant_min_top1 if cfg.quant_min_top1 is not None else drift.DEFAULT_MIN_TOP1
             # Sized at the context the bundle declares (the preflight's), not the base's longest.
-            chosen, table = q.for_target(models.f32, cfg.target, measure, work / "candidates", tolerance=tolerance,
+            chosen, table = q.for_target(f32, cfg.target, measure, work / "candidates", tolerance=tolerance,
                                          min_top1=min_top1, imatrix=im_path, n_ctx=trained.context_length)
             row = next(r for r in table if r["chosen"])
             quant, model_file = row["quant"], f"model.{row['quant']}.gguf"
             shutil.move(str(chosen), cfg.out / model_file)
             log.info("build.target", board=cfg.target, quant=quant, why=row["note"])
-            result = q.QuantResult(cfg.out / model_file, quant, row["bytes"], models.f32.stat().st_size,
+            result = q.QuantResult(cfg.out / model_file, quant, row["bytes"], f32.stat().st_size,
                                    str(im_path) if im_path else None)
             shipped = row["drift"]
-        ref_model = None if models.reference_f32 is None else q.quantize(
-            models.reference_f32, work / f"base.{quant}.gguf", quant, verbose=cfg.verbose, imatrix=im_path)
+        ref_model = None if reference_f32 is None else q.quantize(
+            reference_f32, work / f"base.{quant}.gguf", quant, verbose=cfg.verbose, imatrix=im_path)
+        trim_figures = None if trim is None else trimmed.compare(
+            trim, models.f32, work, trained.heldout, board=cfg.target, context=trained.context_length,
+            shipped=result.path, shipped_quant=quant, table=table, imatrix=im_path)
     except (q.QuantizeError, boards.NothingFits) as e:
         raise BuildError(str(e)) from None
-    return Quantized(result, model_file, quant, table, ref_model, shipped, im_info)
+    return Quantized(result, model_file, quant, table, ref_model, shipped, im_info, trim_figures,
+                     None if trim is None else trim.f32, None if trim is None else trim.score)
+
+
+def trim_vocabulary(cfg: BuildConfig, models: Converted, work: Path, trained: Trained):
+    """With --target, the persona's (and the untuned base's) F32 GGUF cut to the tokens its owner's
+    language needs when no type of the whole vocabulary can fit the board (quantize/trimmed.py,
+    trim_vocab.py); None otherwise, and for a --from-scratch model (its vocabulary is its own)."""
+    from ..quantize import trim_vocab, trimmed
+
+    held = trained.heldout
+    if cfg.target is None or held is None or not held.texts or held.texts[0].targets is None:
+        return None
+    texts = [m["content"] for c in load_conversations(cfg.data / "train.jsonl") for m in c if m["content"]]
+    try:
+        return trimmed.for_board(models.f32, models.reference_f32, work, held, board=cfg.target,
+                                 context=trained.context_length, texts=texts, calibration=trained.calibration,
+                                 language=owner_language_code(cfg.data))
+    except trim_vocab.TrimError as e:
+        raise BuildError(f"vocabulary trimming: {e}") from None
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -393,8 +426,11 @@ class Scores:
 
 
 def evaluate(models: Converted, quantized: Quantized, score: Scorer) -> Scores:
+    """The shipped file, its F32 source and the reference on the held-out tokens: training's ids, or
+    with a trimmed vocabulary its own (all three are trimmed then, so their figures compare)."""
     from .. import progress
 
+    score = quantized.score or score
     progress.steps(1 + (quantized.quant != "F32") + (quantized.reference is not None), "models")
 
     def scored(path: Path) -> dict:
@@ -404,6 +440,6 @@ def evaluate(models: Converted, quantized: Quantized, score: Scorer) -> Scores:
             progress.advance()
 
     q = scored(quantized.model.path)
-    f32 = scored(models.f32) if quantized.quant != "F32" else q
+    f32 = scored(quantized.source_f32 or models.f32) if quantized.quant != "F32" else q
     ref = scored(quantized.reference.path) if quantized.reference is not None else None
     return Scores(q, f32, ref)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..base.base_models import report_lines as pinned_bases
+from ..quantize.trimmed import report_lines as trimmed_lines
 from .plot import PLOT_FILE, PerplexityRow, fmt_bytes
 from .privacy_probe import EXCERPT_CHARS, ProbeResult, Redactor
 
@@ -268,6 +269,7 @@ def render_report(
     if checks:
         L += ["## Conversion and quantization", ""] + [f"- {md_text(c, 2000)}" for c in checks] + [""]
     L += pinned_bases(manifest.training.get("base_gguf"))  # which pinned base fits which board
+    L += trimmed_lines(manifest.training.get("vocab_trim"), voice, substance)  # the vocabulary cut for the board
 
     L += ["## Whose voice", ""] + voice_lines(voice, substance)
     L += substance.lines() if substance is not None else []
