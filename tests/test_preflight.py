@@ -141,11 +141,22 @@ def test_without_target_the_quant_is_checked_against_every_board(tmp_path):
 
 
 def test_target_says_which_pinned_base_fits_the_board(tmp_path):
-    """A Gemma-3-270M-sized base on a Zero 2 W is refused with the pinned base that does fit it named."""
+    """A Gemma-3-270M-sized base on a Zero 2 W fits only with its vocabulary trimmed to the owner's
+    language: let through, and the one line says so; the pinned bases' note says the same of the
+    pinned Gemma. A base whose layers alone are too big is refused with the pinned base that fits."""
+    from host_training.quantize.trim_vocab import PLAN_TOKENS
+
     gemma_like = dict(SMOLLM2_135M, hidden_size=640, intermediate_size=2048, num_attention_heads=4,
                       num_key_value_heads=1, num_hidden_layers=18, vocab_size=262144)
+    r = pf.run(fake_base(tmp_path / "gemma", gemma_like), target="pi-zero-2w", max_length=512, convert=False)
+    line = r.short().splitlines()[0]
+    assert f"pi-zero-2w at {r.quant}: fits" in line and "once its vocabulary is trimmed to the owner's language" in line
+    assert r.trim["plan"] == PLAN_TOKENS < r.trim["most"] < r.trim["of"] == 262144
+    assert r.as_dict()["vocab_trim"] == r.trim and r.verdict.compute < 100 * MB
+    assert any("gemma3-270m does not fit whole" in n and "trimmed to its owner's language" in n for n in r.notes)
+    too_big = dict(gemma_like, hidden_size=2048, intermediate_size=8192, num_attention_heads=8, num_key_value_heads=8)
     with pytest.raises(pf.PreflightError) as e:
-        pf.run(fake_base(tmp_path / "gemma", gemma_like), target="pi-zero-2w", max_length=512, convert=False)
+        pf.run(fake_base(tmp_path / "big", too_big), target="pi-zero-2w", max_length=512, convert=False)
     msg = str(e.value)
     assert "does not fit pi-zero-2w" in msg
     assert "pinned bases on a pi-zero-2w: smollm2-135m-instruct fits (context up to" in msg

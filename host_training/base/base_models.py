@@ -98,6 +98,12 @@ class PinnedBase:
     languages: tuple[str, ...] = ()
     sizes: str = ""  # the family_sizes.REAL_MODELS row with its shapes (KV cache, vocabulary)
     q4_k_m_bytes: int = 0  # a persona's Q4_K_M GGUF of this base, as built here (what a board must hold)
+    # Its vocabulary trimmed to one owner's language (quantize/trim_vocab.py), as measured here: the
+    # tokens kept, the Q4_K_M file, and for whom; what `build --target` makes where the whole one
+    # cannot fit (0: not measured)
+    trimmed_tokens: int = 0
+    trimmed_q4_k_m_bytes: int = 0
+    trimmed_for: str = ""
 
     @property
     def source(self) -> str:
@@ -154,7 +160,9 @@ PINNED = {p.name: p for p in (
             ("1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
              "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267")))),
         languages=(ANY_LANGUAGE,),  # its model card: over 140 languages
-        sizes="gemma-3-270m-it", q4_k_m_bytes=261_318_912),  # the instruct model's shapes; /tmp/gemma-build (docs)
+        sizes="gemma-3-270m-it", q4_k_m_bytes=261_318_912,  # the instruct model's shapes; /tmp/gemma-build (docs)
+        # the base trimmed for the German sample owner (30,000 words and his text), Q4_K_M (docs/training.md)
+        trimmed_tokens=35_813, trimmed_q4_k_m_bytes=94_689_280, trimmed_for="a German owner"),
 )}
 SAMPLE_BASE = "smollm2-135m-instruct"  # the sample persona's (make persona)
 
@@ -187,22 +195,31 @@ class BoardFit:
                 f"{self.budget / mb:,.0f} MB), ~{self.tokens_per_s:,.1f} tokens/s predicted")
 
 
-def fits_on(name: str, board: str | boards.Board) -> BoardFit:
-    """How the pinned base `name`, as a Q4_K_M persona, fits `board` (no file is read)."""
+def fits_on(name: str, board: str | boards.Board, trimmed: bool = False) -> BoardFit:
+    """How the pinned base `name`, as a Q4_K_M persona, fits `board` (no file is read); `trimmed`:
+    with its vocabulary trimmed to one owner's language (PinnedBase.trimmed_*, as measured)."""
+    from dataclasses import replace
+
     from .family_sizes import MAX_CONTEXT, MIN_CONTEXT, REAL_MODELS, shape_of
 
     pin, b = PINNED[name], boards.board(board)
     s = shape_of(next(m for m in REAL_MODELS if m.name == pin.sizes).config)
+    size = pin.trimmed_q4_k_m_bytes if trimmed else pin.q4_k_m_bytes
+    shape = boards.ModelShape(n_ctx=MAX_CONTEXT, n_layers=s.attention_layers, n_embd_kv=s.n_head_kv * s.head_dim,
+                              n_embd=s.n_embd, n_vocab=pin.trimmed_tokens if trimmed else s.n_vocab)
+    n_ctx = boards.longest_context(b, size, shape, MAX_CONTEXT, MIN_CONTEXT)
+    at = replace(shape, n_ctx=n_ctx or MIN_CONTEXT)
+    return BoardFit(name, b.name, n_ctx is not None, at.n_ctx, size + at.runtime_bytes, b.budget_bytes,
+                    boards.predicted_tokens_per_s(b, size, at.kv_read_bytes_per_token))
 
-    def shape(n_ctx: int) -> boards.ModelShape:
-        return boards.ModelShape(n_ctx=n_ctx, n_layers=s.attention_layers, n_embd_kv=s.n_head_kv * s.head_dim,
-                                 n_embd=s.n_embd, n_vocab=s.n_vocab)
 
-    n_ctx = next((n for n in range(MAX_CONTEXT, MIN_CONTEXT - 1, -32) if boards.fits(b, pin.q4_k_m_bytes, shape(n))),
-                 None)
-    at = shape(n_ctx or MIN_CONTEXT)
-    return BoardFit(name, b.name, n_ctx is not None, at.n_ctx, pin.q4_k_m_bytes + at.runtime_bytes, b.budget_bytes,
-                    boards.predicted_tokens_per_s(b, pin.q4_k_m_bytes, at.kv_read_bytes_per_token))
+def trimmed_fit(name: str, board: str | boards.Board) -> BoardFit | None:
+    """fits_on(trimmed=True) where the whole vocabulary does not fit `board` and a trimmed one was
+    measured; else None."""
+    pin = PINNED[name]
+    if not pin.trimmed_tokens or fits_on(name, board).fits:
+        return None
+    return fits_on(name, board, trimmed=True)
 
 
 def fitting(board: str | boards.Board) -> list[BoardFit]:
@@ -214,11 +231,20 @@ def fitting(board: str | boards.Board) -> list[BoardFit]:
 def board_summary(board: str | boards.Board) -> str:
     """One sentence: which pinned bases fit `board` (for --target's notes and refusals)."""
     b = boards.board(board)
-    parts = [f"{f.base} {'fits' if f.fits else 'does not fit'}"
-             + (f" (context up to {f.n_ctx} tokens, ~{f.tokens_per_s:,.1f} tokens/s)" if f.fits else
-                f" ({f.need / boards.MB:,.0f} MB even at {f.n_ctx} tokens, {b.budget_bytes / boards.MB:,.0f} MB "
-                "for the model)") for f in fitting(b)]
-    return f"pinned bases on a {b.name}: " + "; ".join(parts)
+
+    def said(f: BoardFit) -> str:
+        if f.fits:
+            return f"{f.base} fits (context up to {f.n_ctx} tokens, ~{f.tokens_per_s:,.1f} tokens/s)"
+        whole = (f"{f.base} does not fit whole ({f.need / boards.MB:,.0f} MB even at {f.n_ctx} tokens, "
+                 f"{b.budget_bytes / boards.MB:,.0f} MB for the model)")
+        t = trimmed_fit(f.base, b)
+        if t is None or not t.fits:
+            return whole
+        return (f"{whole}; with its vocabulary trimmed to its owner's language (build --target does it: "
+                f"{PINNED[f.base].trimmed_tokens:,} tokens for {PINNED[f.base].trimmed_for}) it fits (context up to "
+                f"{t.n_ctx} tokens, ~{t.tokens_per_s:,.1f} tokens/s)")
+
+    return f"pinned bases on a {b.name}: " + "; ".join(said(f) for f in fitting(b))
 
 
 @dataclass(frozen=True)
@@ -516,7 +542,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{pin.name}: {pin.title} ({pin.licence}), {pin.source}, {pin.gguf_name}; {pin.origin}; "
                   f"writes {langs}")
             for name in boards.TARGETS:
-                print(f"  {fits_on(pin.name, name).text()}")
+                t = trimmed_fit(pin.name, name)
+                print(f"  {fits_on(pin.name, name).text()}" + (
+                    "" if t is None else f"; with its vocabulary trimmed to {pin.trimmed_tokens:,} tokens "
+                    f"({pin.trimmed_for}, {pin.trimmed_q4_k_m_bytes / 1e6:,.0f} MB): "
+                    + t.text().split(": ", 1)[1]))
         return 0
     try:
         print(fetch(args.name, args.dest))

@@ -67,8 +67,10 @@ from .memory import (
     longest_context,
     lower_quant,
     model_shape,
+    most_tokens,
     remedies,
     tensor_type,
+    trimmed_fit,
     weight_bytes,
 )
 
@@ -105,6 +107,9 @@ class Report:
     notes: list[str] = field(default_factory=list)  # warnings and hints; a refusal's remedies
     converter: str = ""
     seconds: float = 0.0
+    # --target where only a trimmed vocabulary fits (quantize/trimmed.py): the tokens the verdict is
+    # sized at, the most that fit, the whole vocabulary and what it would need
+    trim: dict | None = None
 
     @property
     def verdict(self) -> Fit:
@@ -116,7 +121,7 @@ class Report:
                     vocab_size=self.vocab_size, chat_template=asdict(self.template), context=self.context,
                     context_source=self.context_source, quant=self.quant, board=self.board,
                     memory=[f.as_dict() for f in self.fits], notes=self.notes, converter=self.converter,
-                    seconds=round(self.seconds, 2))
+                    seconds=round(self.seconds, 2), **({"vocab_trim": self.trim} if self.trim else {}))
 
     def lines(self) -> list[str]:
         out = [f"preflight of {self.base}: {self.architecture}, {self.n_params / 1e6:,.1f} M parameters "
@@ -128,6 +133,8 @@ class Report:
                f"  chat template: {self.template.note}",
                f"  context: {self.context} tokens ({self.context_source})"]
         out += ["  " + line for line in self.verdict.lines()]
+        if self.trim:
+            out.append(f"  vocabulary trimmed to the owner's language: {self._trimmed()}")
         others = self.fits[1:]
         if others:
             out.append("  " + ("other boards at " + self.quant if self.board is None else "other candidates for "
@@ -144,8 +151,15 @@ class Report:
         """The verdict in one line, and the notes: what a build shows of it (the whole in its log)."""
         f = self.verdict
         out = [f"preflight: {self.architecture}, {self.n_params / 1e6:,.1f} M parameters, context {self.context}; "
-               f"{f.board} at {self.quant}: {f.verdict} ({f.need / MB:,.1f} MB of {f.budget / MB:,.1f})"]
+               f"{f.board} at {self.quant}: {f.verdict} ({f.need / MB:,.1f} MB of {f.budget / MB:,.1f})"
+               + (f" once its vocabulary is trimmed to the owner's language: {self._trimmed()}" if self.trim else "")]
         return "\n".join(out + [f"  note: {n}" for n in self.notes])
+
+    def _trimmed(self) -> str:
+        t = self.trim or {}
+        return (f"sized at {t['plan']:,} of its "
+                f"{t['of']:,} tokens, at most {t['most']:,} fit (the whole vocabulary needs {t['whole_mb']:,.1f} MB "
+                "at its smallest type)")
 
     def log_fields(self) -> dict:
         """The figures the verdict rests on, in MB, for the log."""
@@ -204,6 +218,14 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
         board = boards.board(target).name
         every = [fit(board, q, tensors, config, tok.size_bytes, shape) for q in LISTED_QUANTS]
         ok = [f for f in every if f.verdict == "fits"]
+        trim = None if ok else _trim_plan(board, tensors, config, tok.size_bytes, shape, every)
+        if trim is not None:  # only a vocabulary cut to the owner's language fits: sized so
+            every = [trimmed_fit(board, q, tensors, config, tok.size_bytes, shape, trim["plan"]) for q in LISTED_QUANTS]
+            ok = [f for f in every if f.verdict == "fits"]
+            notes.append(f"vocabulary: no type of the whole vocabulary fits a {board}; the build keeps the tokens of "
+                         f"the owner's text and language (~{trim['plan']:,} of {trim['of']:,}) before quantizing "
+                         "and checks the trimmed model against the whole one in llama.cpp (quantize/trim_vocab.py); "
+                         f"more than {trim['most']:,} kept would not fit")
         # shown in full: the biggest type that fits (the likeliest choice), else the smallest candidate
         check = ok[0] if ok else min(every, key=lambda f: f.need)
         fits = [check] + [f for f in every if f is not check]
@@ -242,12 +264,28 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
             f"({ctx_source}):\n  {lines}\n  Remedies:\n  - " + "\n  - ".join(fixes))
 
     report = Report(str(base), arch, n_params, files, tok.file, tok.tokens, vocab, template, ctx, ctx_source,
-                    verdict_quant, board, fits, notes)
+                    verdict_quant, board, fits, notes, trim=trim if target is not None else None)
     if convert:
         report.converter, note = converts(base, arch, None if tok.max_id is None else tok.max_id + 1)
         report.notes += [note] if note else []
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _trim_plan(board: str, tensors: list[Tensor], config: dict, tokenizer_bytes: int, shape: boards.ModelShape,
+               whole: list[Fit]) -> dict | None:
+    """When no type of the whole vocabulary fits `board` but one of a vocabulary trimmed to
+    trim_vocab.PLAN_TOKENS does: the plan the build will follow (quantize/trimmed.py); else None."""
+    from ..quantize.trim_vocab import PLAN_TOKENS
+
+    vocab = int(text_config(config).get("vocab_size") or 0)
+    if vocab <= PLAN_TOKENS:
+        return None
+    smallest = min(whole, key=lambda f: f.need)
+    most = most_tokens(board, smallest.quant, tensors, config, tokenizer_bytes, shape)
+    if most < PLAN_TOKENS:
+        return None
+    return dict(plan=PLAN_TOKENS, most=most, of=vocab, whole_mb=round(smallest.need / MB, 1))
 
 
 def _pinned_on(board: str) -> str:

@@ -241,3 +241,39 @@ def remedies(f: Fit, shape: boards.ModelShape, n_params: int) -> list[str]:
     if bigger is not None:
         out.append(f"a bigger board: {bigger.name} ({bigger.budget_bytes / MB:,.0f} MB for the model)")
     return out
+
+
+# ----------------------------------------------------------------------------- a trimmed vocabulary
+def with_vocabulary(tensors: list[Tensor], config: dict, n: int) -> tuple[list[Tensor], dict]:
+    """The checkpoint as it would be with a vocabulary of `n` tokens (quantize/trim_vocab.py keeps a
+    language's tokens): the embedding (and an untied output matrix) cut to `n` rows, vocab_size `n`."""
+    import copy
+
+    vocab = int(text_config(config)["vocab_size"])
+    cut = [Tensor(t.name, (n, *t.shape[1:])) if len(t.shape) == 2 and t.shape[0] == vocab else t for t in tensors]
+    config = copy.deepcopy(config)
+    text_config(config)["vocab_size"] = n
+    return cut, config
+
+
+def trimmed_fit(board: str, quant: str, tensors: list[Tensor], config: dict, tokenizer_bytes: int,
+                shape: boards.ModelShape, n: int) -> Fit:
+    """`fit` with the vocabulary trimmed to `n` tokens (its tokenizer keys shrink alike)."""
+    vocab = int(text_config(config)["vocab_size"])
+    cut, cfg = with_vocabulary(tensors, config, n)
+    return fit(board, quant, cut, cfg, tokenizer_bytes * n // max(vocab, 1),
+               boards.ModelShape(shape.n_ctx, shape.n_layers, shape.n_embd_kv, shape.n_embd, n, shape.n_ubatch))
+
+
+def most_tokens(board: str, quant: str, tensors: list[Tensor], config: dict, tokenizer_bytes: int,
+                shape: boards.ModelShape) -> int:
+    """The largest vocabulary (tokens) at which `quant` fits `board` at the shape's context; 0 when
+    not even an empty one does (the layers alone are too big)."""
+    lo, hi = 0, int(text_config(config)["vocab_size"])
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if trimmed_fit(board, quant, tensors, config, tokenizer_bytes, shape, mid).verdict == "fits":
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
