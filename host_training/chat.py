@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from stratoecho.completion import complete
+from stratoecho.completion import complete, sampling
 
 SPECIAL_STRINGS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 ZERO_WIDTH_SPACE = "\u200b"
@@ -75,13 +75,9 @@ class PersonaChat:
         except ValueError:
             self.history.pop()
             raise
-        params = dict(
-            max_tokens=max_tokens,  # llama-cpp-python's own default is 16
-            temperature=s.temperature if temperature is None else temperature,
-            top_p=s.top_p, top_k=s.top_k, repeat_penalty=s.repeat_penalty,
-            stop=list(self.persona.stop),
-            seed=self.next_seed(),
-        )
+        params = sampling(self.bundle.manifest)
+        params.update(max_tokens=max_tokens,  # llama-cpp-python's own default is 16
+                      temperature=s.temperature if temperature is None else temperature, seed=self.next_seed())
         if stream is None:
             out = complete(self.llm, prompt, **params)["choices"][0]["text"]
         else:

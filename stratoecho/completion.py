@@ -27,12 +27,71 @@ def context_full(n_ctx: int):
     return full
 
 
+def sampling(manifest) -> dict[str, Any]:
+    """The bundle's sampling as `complete`'s keyword arguments, its stop strings included: one
+    place for the payload's worker, the build's report and `chat`, so all three sample alike."""
+    s = manifest.sampling
+    return dict(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repeat_penalty=s.repeat_penalty,
+                frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty, typical_p=s.typical_p,
+                min_p=s.min_p, min_tokens=s.min_tokens, stop=list(manifest.persona.stop))
+
+
+def not_before(min_tokens: int, ends: list[int]):
+    """A llama-cpp-python logits processor: the tokens that end a turn (`ends`) cannot be sampled
+    before `min_tokens` have been. A persona that learnt to answer "ja" and stop is made to say a
+    few words more (issue 49); what it then says is still its own."""
+    import numpy as np
+
+    start: list[int] = []
+
+    def processor(input_ids, scores):
+        if not start:
+            start.append(len(input_ids))  # the prompt's length: what follows is generated
+        if len(input_ids) - start[0] < min_tokens:
+            scores = scores.copy()
+            scores[ends] = -np.inf
+        return scores
+
+    return processor
+
+
+def _biased(bias: dict):
+    """`logit_bias` as a logits processor of its own."""
+    items = [(int(k), float(v)) for k, v in bias.items()]
+
+    def processor(input_ids, scores):  # noqa: ARG001
+        scores = scores.copy()
+        for token, add in items:
+            scores[token] += add
+        return scores
+
+    return processor
+
+
+def _end_tokens(llm, stop: list[str]) -> list[int]:
+    """The ids that end a turn: the model's end of sequence and each stop string that is one token."""
+    ends = {llm.token_eos()}
+    for s in stop:
+        ids = llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)
+        if len(ids) == 1:
+            ends.add(ids[0])
+    return sorted(i for i in ends if 0 <= i < llm.n_vocab())
+
+
 def complete(llm, prompt, **params: Any) -> dict:
     """`llm.create_completion(prompt, **params)`, stopped at the end of the context.
 
-    A completion cut there says finish_reason "length", as one cut at max_tokens does."""
+    A completion cut there says finish_reason "length", as one cut at max_tokens does.
+    `min_tokens` (not llama-cpp-python's): no end of turn before that many tokens (`not_before`)."""
     import llama_cpp
 
+    min_tokens = int(params.pop("min_tokens", 0) or 0)
+    if min_tokens > 0:
+        processors = list(params.pop("logits_processor", None) or [])
+        if params.get("logit_bias"):  # given both, llama-cpp-python 0.3 drops both (list.extend returns None)
+            processors.insert(0, _biased(params.pop("logit_bias")))
+        ban = not_before(min_tokens, _end_tokens(llm, list(params.get("stop") or [])))
+        params["logits_processor"] = llama_cpp.LogitsProcessorList([*processors, ban])
     # llama.cpp may round the context up (to a multiple of 256) while llama-cpp-python keeps its
     # token buffer at the size asked for: the smaller of the two is where the context ends.
     guard = context_full(min(llm.n_ctx(), len(llm.input_ids)))

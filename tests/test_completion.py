@@ -63,3 +63,28 @@ def test_complete_streams_to_the_end_of_the_context(lead_byte_model):
     llm.reset()
     chunks = list(complete(llm, prompt, max_tokens=room, temperature=0.0, logit_bias=bias, stream=True))
     assert chunks and llm.n_tokens <= len(llm.input_ids)
+
+
+def test_min_tokens_holds_back_the_end_of_a_turn(tiny_bundle):
+    """A model made to end its turn at once (the end token's logit raised) says nothing; with the
+    bundle's `min_tokens` it cannot end before that many tokens, and ends as soon as it may."""
+    import llama_cpp
+
+    from stratoecho.completion import sampling
+
+    bundle = load_bundle(tiny_bundle)
+    llm = llama_cpp.Llama(model_path=str(bundle.model_path), n_ctx=N_CTX, n_threads=1, verbose=False)
+    try:
+        stop = list(bundle.manifest.persona.stop)
+        end = llm.token_eos()
+        prompt = llm.tokenize(b"How cold is it up there?", add_bos=True)
+        at_once = complete(llm, prompt, max_tokens=20, temperature=0.0, logit_bias={end: 100.0}, stop=stop)
+        assert at_once["usage"]["completion_tokens"] <= 1
+        llm.reset()
+        held = complete(llm, prompt, max_tokens=20, temperature=0.0, logit_bias={end: 100.0}, stop=stop, min_tokens=6)
+        assert held["usage"]["completion_tokens"] in (6, 7)  # six, then the end it was held back from
+        assert held["choices"][0]["finish_reason"] == "stop"
+        params = sampling(bundle.manifest)
+        assert params["min_tokens"] == bundle.manifest.sampling.min_tokens and params["stop"] == stop
+    finally:
+        llm.close()

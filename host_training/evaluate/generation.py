@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stratoecho.completion import complete
+from stratoecho.completion import complete, sampling
 
 from .. import progress
 from ..train.tokenizer import Conversation, fit_roles, with_system_prompt
@@ -88,9 +88,7 @@ class PersonaGenerator:
         prompt = self._prompt(context, max_tokens)
         if prompt is None:
             return None
-        s, p = self.bundle.manifest.sampling, self.bundle.manifest.persona
-        out = complete(self.llm, prompt, max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
-                                         top_k=s.top_k, repeat_penalty=s.repeat_penalty, stop=list(p.stop), seed=seed)
+        out = complete(self.llm, prompt, max_tokens=max_tokens, seed=seed, **sampling(self.bundle.manifest))
         return out["choices"][0]["text"].strip()
 
     def close(self) -> None:

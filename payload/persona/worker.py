@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from stratoecho.completion import complete
+from stratoecho.completion import complete, sampling
 
 if TYPE_CHECKING:  # the spawned worker imports this module: keep its imports light
     from stratoecho.bundle import Bundle
@@ -303,11 +303,8 @@ class PersonaWorker:
         """One completion of at most `max_tokens` tokens, ended early at the bundle's stop strings."""
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens} (0 or less means 'to the context's end')")
-        s = self.bundle.manifest.sampling
-        req: dict[str, Any] = dict(
-            op="generate", prompt=prompt, max_tokens=int(max_tokens), temperature=s.temperature, top_p=s.top_p,
-            top_k=s.top_k, repeat_penalty=s.repeat_penalty, stop=list(self.bundle.manifest.persona.stop),
-        )
+        req: dict[str, Any] = dict(op="generate", prompt=prompt, max_tokens=int(max_tokens),
+                                   **sampling(self.bundle.manifest))
         if seed is not None:
             req["seed"] = seed
         with self._lock:
