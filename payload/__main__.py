@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
+from stratoecho.boards import board, predicted_tokens_per_s
 from stratoecho.bundle import Bundle, BundleError, load_bundle
 from stratoecho.cli import SIGNAL_POLL_S, run_cli
 from stratoecho.config import ConfigError, describe_validation_error
@@ -29,6 +30,7 @@ from .parts.radio import RadioError
 from .persona.wording import unguarded
 from .persona.worker import PersonaError
 from .policy.airplan import air_plan
+from .policy.budget import candidates
 from .rigs import PI, HardwareError, load_rig, rig_names
 from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
@@ -87,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="the plan as JSON instead of a table")
     plan.add_argument("--no-persona", action="store_true", help="plan a flight without a language model (run's "
                       "--no-persona): no musings")
+    plan.add_argument("--persona", metavar="BUNDLE", help="the persona bundle whose model sizes its candidate musings "
+                      "(default: the configuration's [persona] bundle, where it exists here)")
+    plan.add_argument("--board", metavar="BOARD", help="the board whose speed sizes them: pi-zero-2w, pi3, pi4, pi5 "
+                      "(default: [persona] board, else pi-zero-2w)")
     plan.add_argument("--flight-key", action="store_true",
                       help="plan as if uplink.key_file were set (a bench configuration leaves it to sim fly): "
                            "records, windows and their parity included")
@@ -104,8 +110,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.flight_key and not cfg.uplink.key_file:
         cfg.uplink.key_file = "(flight key)"
     plan = air_plan(cfg, persona=not args.no_persona)
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+    thinking = None if args.no_persona else persona_plan(cfg, args.persona, args.board)
+    if args.json:
+        print(json.dumps({**plan.to_dict(), **({"persona": thinking} if thinking else {})}, indent=2))
+    else:
+        print(plan.table() + (f"\n  {thinking['line']}" if thinking else ""))
     return 0 if plan.closes else 1
+
+
+def persona_plan(cfg: PayloadConfig, bundle_path: str | None, board_name: str | None) -> dict:
+    """How many candidate musings the persona writes for each that airs on the board, and what
+    they cost a musing (payload/policy/budget.py `candidates`; docs/payload.md, "Musings made of
+    the owner's words"): from the bundle's model where it can be read here."""
+    name = board_name or cfg.persona.board or "pi-zero-2w"
+    try:
+        b = board(name)
+    except ValueError as e:
+        return {"line": f"persona: {e}"}
+    path = bundle_path or cfg.persona.bundle
+    try:
+        model_bytes = load_bundle(path, verify=False).model_path.stat().st_size
+    except (BundleError, OSError) as e:
+        return {"board": b.name, "line": f"persona: no bundle to size its musings by ({str(e)[:120]}); on board the "
+                f"candidates follow the measured speed"}
+    tps = predicted_tokens_per_s(b, model_bytes)
+    prompt = cfg.persona.n_ctx - cfg.persona.max_tokens  # at most: the owner's lines and notes fill the context
+    c = candidates(tps, cfg.schedule.musing_s, cfg.persona.max_tokens, prompt_tokens=prompt)
+    n = cfg.persona.candidates or c.n
+    how = "[persona] candidates" if cfg.persona.candidates else "as many as a tenth of the period allows"
+    line = (f"persona: {n} candidate musing(s) for each that airs on a {b.name} ({how}): {model_bytes / 1e6:.0f} MB "
+            f"model at ~{tps:.1f} tokens/s predicted, a prompt of up to {prompt} tokens ~{c.prompt_s:.0f} s, each candidate of "
+            f"{cfg.persona.max_tokens} tokens ~{c.candidate_s:.0f} s: {c.prompt_s + n * c.candidate_s:.0f} s of "
+            f"every {cfg.schedule.musing_s:g} s")
+    return {"board": b.name, "model_bytes": model_bytes, "tokens_per_s": round(tps, 2), "candidates": n,
+            "candidate_s": round(c.candidate_s, 1), "prompt_s": round(c.prompt_s, 1),
+            "seconds_a_musing": round(c.prompt_s + n * c.candidate_s, 1), "line": line}
 
 
 def configure(args: argparse.Namespace) -> tuple[PayloadConfig, object]:

@@ -454,6 +454,14 @@ class PersonaSection(Section):
         0.3, ge=0, le=1, description="share of musings that should state a true figure of the flight (height, "
         "temperature, phase, time aloft): one without is made again while fewer of the last ten had one; 0: never "
         "(docs/payload.md, 'Not a template')")
+    clauses: bool = Field(
+        True, description="where a musing owes a figure of the flight, the payload writes it as the musing's first "
+        "words, a true clause in the persona's language that it continues (docs/payload.md, 'Figures the program "
+        "writes'); false: the persona is asked about its phase instead and states one or not")
+    candidates: int = Field(
+        0, ge=0, le=8, description="candidate musings the persona writes for each one that airs, the best chosen on "
+        "board by the truth guard, substance and the owner's voice (docs/payload.md, 'Musings made of the owner's "
+        "words'); 0: as many as the board's speed allows in a tenth of the musing period (`payload plan` says how many)")
     sentences: bool = Field(
         False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
                            "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "

@@ -132,8 +132,10 @@ def moment(facts: MusingFacts) -> tuple[str, ...]:
 
 def worth_offering(text: str) -> bool:
     """A message that can stand in a prompt: a few words, one message long, nothing scrubbed out
-    (a line with <PHONE_1> in it would teach the persona to say placeholders), no address."""
-    return (len(_words(text)) >= MIN_WORDS and len(text) <= MAX_CHARS
+    (a line with <PHONE_1> in it would teach the persona to say placeholders), no address, and no
+    figure (a small model copies "they burst around 30 km" into a musing at 12 km: a false claim
+    the truth guard must then catch)."""
+    return (len(_words(text)) >= MIN_WORDS and len(text) <= MAX_CHARS and not any(c.isdigit() for c in text)
             and not PLACEHOLDER.search(text) and not _URL.search(text))
 
 

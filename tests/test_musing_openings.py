@@ -8,6 +8,7 @@ from __future__ import annotations
 from structlog.testing import capture_logs
 
 from payload.persona.memory import MemoryEntry, heard_from
+from payload.persona.owner import Owner
 from payload.persona.prompts import (
     PHASE_QUESTIONS,
     QUESTION,
@@ -94,7 +95,10 @@ def test_a_small_context_asks_the_plain_question_before_it_drops_a_note():
 
 
 def _scripted(d, texts, prompts):
+    """The persona says `texts` in turn; its bundle as one built before [owner] (no lines, voice or
+    fillers), so the first version without fault airs (tests/test_musing_candidates.py: with them)."""
     said = iter(texts)
+    d.musings.owner = Owner()
 
     def generate(prompt, max_tokens, seed=None):
         prompts.append(prompt)
@@ -138,6 +142,7 @@ def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_que
 def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
+    d.cfg.persona.clauses = False  # asked its phase, as before the payload wrote clauses (test_musing_candidates.py)
     d.beacon_once()  # on the pad: "waiting on the pad" is a true phase, a figure
     _scripted(d, [
         "The grass is so green this morning.",  # none of the last had a figure: made again...
@@ -182,6 +187,7 @@ def test_a_version_made_again_that_cannot_air_leaves_the_one_before_it(tmp_path,
     is too short, the musing it made first airs."""
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
+    d.cfg.persona.clauses = False  # asked its phase, as before the payload wrote clauses (test_musing_candidates.py)
     d.beacon_once()
     _scripted(d, ["The grass is so green this morning.", "Oh yes", "Hm", "Still waiting"], [])
     with capture_logs() as logs:
@@ -196,6 +202,7 @@ def test_a_persona_that_never_answers_with_a_figure_is_not_asked_for_one_for_eve
     generations on figures this boot: a model that cannot say one (issue 40) makes each musing once."""
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
+    d.cfg.persona.clauses = False  # asked its phase, as before the payload wrote clauses (test_musing_candidates.py)
     d.beacon_once()
     texts = [f"A quiet thought number {n} about the hedge." for n in range(10)]
     _scripted(d, [f"{t[:2]}{i} {t[2:]}" for i, t in enumerate(texts)], prompts := [])

@@ -46,6 +46,7 @@ def test_only_lines_that_can_stand_in_a_prompt_are_indexed():
     assert not worth_offering("call me on <PHONE_1> when it's cold out")  # a placeholder it would learn to say
     assert not worth_offering("cold pics here https://example.org/x please look")
     assert not worth_offering("cold " * 40)
+    assert not worth_offering("they burst around 30 km and come down in a field")  # copied, a false figure
 
 
 def test_the_index_takes_each_message_of_a_burst_once_and_keeps_general_lines_apart():
@@ -59,7 +60,7 @@ def test_the_index_takes_each_message_of_a_burst_once_and_keeps_general_lines_ap
 
 def test_the_index_keeps_the_most_worded_lines_of_each_situation():
     extra = "alpha bravo charlie delta echo foxtrot golf".split()
-    bursts = [f"cold morning number {k} with " + " ".join(extra[:k]) for k in range(1, 8)]
+    bursts = [f"cold morning number {extra[k - 1]} with " + " ".join(extra[:k]) for k in range(1, 8)]
     kept = index(bursts, WORDS, per_situation=3, general=0)
     assert [x.text for x in kept] == bursts[4:]  # the three with most distinct words, in the order written
 

@@ -28,6 +28,7 @@ def _daemon(tmp_path, bundle=None) -> Daemon:
     write_flight_key(tmp_path / "flight.key")  # records go tagged (fakes.AUTH reads them)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(tmp_path / "flight.key")))
     cfg.persona.figure_goal = 0.0  # each scripted musing is made once (tests/test_musing_openings.py sets one)
+    cfg.persona.candidates = 1  # and one candidate a musing (tests/test_musing_candidates.py makes several)
     clock = Clock(speedup=1000)
     d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
     d.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think

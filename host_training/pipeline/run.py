@@ -38,7 +38,7 @@ from stratoecho.bundle import write_bundle
 
 from .. import progress
 from ..base import base_choice
-from . import bundling, continuing, stages
+from . import bundling, continuing, owner_lines, stages
 from .build_config import BuildConfig, ContinueOptions
 from .training import trainer_for
 
@@ -172,6 +172,7 @@ def _bundle(cfg: BuildConfig, inputs: _Inputs, trained: stages.Trained, models: 
     bundling.check_template(cfg.out, manifest, trained, inputs.persona.system_prompt, facts)
     bundling.add_blocklist(cfg.blocklist, cfg.out, manifest)
     bundling.add_base_terms(cfg.out, manifest)  # a pinned base's terms of use travel with it
+    owner_lines.add_owner_lines(cfg.out, manifest, data.train, inputs.persona.language)  # her lines, by situation
     rows = bundling.perplexity_rows(trained, models, quantized, scores, cfg.target)
     bundling.write_report(cfg, manifest, data, rows, quantized, bundling.check_lines(models, quantized), models)
     write_bundle(cfg.out, manifest)  # persona.toml last: now it is a bundle

@@ -50,6 +50,7 @@ MEMORY_CHARS = 160  # one memory in the prompt, at most
 OUTCOME_CHARS = 120
 MAX_MEMORIES = 8  # a small model makes nothing of more; fewer to fit is the budget's job
 MAX_OUTCOMES = 4
+MAX_LINES = 3  # the owner's own lines: more leave no room on a Zero 2 W's context, and are copied
 QUESTION = EN.question  # the musing's question, after the readings (English: wording.py has the others)
 QUESTIONS = EN.questions
 PHASE_QUESTIONS = EN.phase_questions
@@ -205,6 +206,7 @@ class PromptContext:
     aloft_s: float | None = None  # since launch: said as "launched 80 minutes ago"
     question: str | None = None  # None: its language's plain question (wording.py)
     language: str = ""  # ISO 639-1 of the persona (the bundle's): the prompt's words (wording.py)
+    lines: Sequence[str] = ()  # the owner's own lines nearest to the moment (stratoecho/exemplars.py), most telling first
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class Prompt:
     kept: list = field(default_factory=list, repr=False)  # the MemoryEntry objects kept
     question: str = QUESTION  # asked: the context's, or QUESTION where the budget had no room for it
     said_aloft: bool = False  # the time since launch is in it
+    lines: list[str] = field(default_factory=list)  # the owner's lines kept, in the context's order
 
 
 def prompt_budget_chars(n_ctx: int, max_tokens: int, chars_per_token: float = CHARS_PER_TOKEN,
@@ -257,10 +260,12 @@ def _memory_line(m, now: datetime, w: Wording = EN) -> str:
 
 
 def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION,
-               w: Wording = EN) -> str:
-    if not memory_lines and not outcome_lines:
+               w: Wording = EN, owner_lines: Sequence[str] = ()) -> str:
+    if not memory_lines and not outcome_lines and not owner_lines:
         return f"{w.situation.format(situation=situation)} {ask}".rstrip()  # as before memory existed
     lines = [w.situation.format(situation=situation)]
+    if owner_lines:
+        lines += [w.you_wrote, *(f'- "{x}"' for x in owner_lines)]
     if memory_lines:
         lines += [w.remember, *memory_lines]
     if outcome_lines:
@@ -282,20 +287,26 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
     mem_lines = [_memory_line(m, r.time, w) for m in memories]
     out_lines = ["- " + fit_musing(o, OUTCOME_CHARS) for o in outcomes]
 
-    # Drop order: musings from the least relevant, then the question's and the launch's words (the
-    # plain question, no time since launch), then notes likewise, then outcomes oldest first. A
-    # note from the ground or another balloon's words are news; a longer question is not.
+    owner = [fit_musing(x, MEMORY_CHARS) for x in ctx.lines if x and x.strip()][:MAX_LINES]
+
+    # Drop order: musings from the least relevant, then the owner's lines but her most telling one,
+    # then the question's and the launch's words (the plain question, no time since launch), then
+    # her last line, then notes likewise, then outcomes oldest first. A note from the ground or
+    # another balloon's words are news; a longer question is not; her own words are what make the
+    # musing hers and say something (issue 49).
     order = ([("m", i) for i in reversed(range(len(memories))) if memories[i].kind != "note"]
-             + [("q", 0), ("a", 0)]
+             + [("l", i) for i in reversed(range(1, len(owner)))]
+             + [("q", 0), ("a", 0)] + [("l", 0)] * bool(owner)
              + [("m", i) for i in reversed(range(len(memories))) if memories[i].kind == "note"]
              + [("o", i) for i in range(len(outcomes))])
-    keep_m, keep_o = set(range(len(memories))), set(range(len(outcomes)))
+    keep = {"m": set(range(len(memories))), "o": set(range(len(outcomes))), "l": set(range(len(owner)))}
     plain = set()  # "q": asked QUESTION; "a": the time since launch left out
 
     def render() -> str:
         situation = describe(r, ctx.phase, ctx.mode, None if "a" in plain else ctx.aloft_s, w)
-        return _user_turn(situation, [mem_lines[i] for i in sorted(keep_m)], [out_lines[i] for i in sorted(keep_o)],
-                          w.question if "q" in plain else asked, w)
+        return _user_turn(situation, [mem_lines[i] for i in sorted(keep["m"])],
+                          [out_lines[i] for i in sorted(keep["o"])], w.question if "q" in plain else asked, w,
+                          [owner[i] for i in sorted(keep["l"])])
 
     user = render()
     for what, i in order:
@@ -304,8 +315,9 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
         if what in ("q", "a"):
             plain.add(what)
         else:
-            (keep_m if what == "m" else keep_o).discard(i)
+            keep[what].discard(i)
         user = render()
+    keep_m, keep_o = keep["m"], keep["o"]
     chars = len(system_prompt) + len(user)
     return Prompt(
         messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": user}],
@@ -314,6 +326,7 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
         dropped_outcomes=capped_o + len(outcomes) - len(keep_o),
         over_budget=chars > max_prompt_chars, kept=[memories[i] for i in sorted(keep_m)],
         question=w.question if "q" in plain else asked, said_aloft="a" not in plain and _aloft(ctx.aloft_s) is not None,
+        lines=[owner[i] for i in sorted(keep["l"])],
     )
 
 

@@ -41,6 +41,7 @@ class Wording:
     nowhere: str
     situation: str  # "{situation}": the user turn's first sentence
     remember: str  # the memory list's heading
+    you_wrote: str  # the owner's own lines' heading
     reached_out: str  # the outcomes' heading
     you_know: str  # "{text}": what the owner wrote it before the flight
     said: str  # "{who}": another balloon's words
@@ -69,7 +70,7 @@ def _from_file(lang: Language) -> Wording:
         code=lang.code, phases=dict(p.phases), modes=dict(p.modes), decimal=s.decimal, minus=s.minus,
         up=p.up, no_fix=p.no_fix, no_fix_last=p.no_fix_last, outside=p.outside, battery=p.battery,
         sunlight=p.sunlight, night=p.night, aloft_minutes=p.aloft_minutes, aloft_hours=p.aloft_hours,
-        nowhere=p.nowhere, situation=p.situation, remember=p.remember, reached_out=p.reached_out,
+        nowhere=p.nowhere, situation=p.situation, remember=p.remember, you_wrote=p.you_wrote, reached_out=p.reached_out,
         you_know=p.you_know, said=p.said, ground_told=p.ground_told, thought=p.thought, just_now=p.just_now,
         minutes_ago=p.minutes_ago, hours_ago=p.hours_ago, days_ago=p.days_ago,
         question=q.plain, questions=q.aloft, phase_questions=dict(q.phase), recall=dict(p.recall))
@@ -95,7 +96,7 @@ def _figures_only(code: str) -> Wording:
         pressure=_unit(code, "pressure-hectopascal", "short", 5, "{hpa}", "{hpa} hPa"), sunlight="", night="",
         aloft_minutes=_unit(code, "duration-minute", "long", 5, "{n}", "{n} min"),
         aloft_hours=_unit(code, "duration-hour", "long", 1.5, "{h}", "{h} h"),
-        nowhere="", situation="{situation}.", remember="", reached_out="", you_know="- {text}", said="{who}",
+        nowhere="", situation="{situation}.", remember="", you_wrote="", reached_out="", you_know="- {text}", said="{who}",
         ground_told="", thought="", just_now="", minutes_ago=ago["m"], hours_ago=ago["h"], days_ago=ago["d"],
         question="", questions=("",), phase_questions={})
 

@@ -13,16 +13,24 @@ from datetime import timedelta
 import structlog
 
 from stratoecho import wire
+from stratoecho.boards import board as board_of
+from stratoecho.boards import predicted_tokens_per_s
 from stratoecho.bundle import Bundle
 from stratoecho.claim_words import GUARDED
+from stratoecho.exemplars import copies, moment, nearest
+from stratoecho.languages import clause_wordings
 from stratoecho.musing_quality import MusingFacts, Request, opening
+from stratoecho.substance import words_beyond
 from stratoecho.wire.musing_sentence import MIN_PART
 
 from ..cadence import Cadence
 from ..parts.sensors import Readings, Sensors, fresh
-from ..persona import truth
+from ..persona import clauses, truth
+from ..persona.choosing import Candidate, choose, why_not
+from ..persona.clauses import join
 from ..persona.guard import OutboundGuard
 from ..persona.memory import Memory, speaker
+from ..persona.owner import load_owner
 from ..persona.prompts import (
     PromptContext,
     build_prompt,
@@ -38,7 +46,7 @@ from ..persona.reach import Outcome, Reach
 from ..persona.reach import describe as describe_outcome
 from ..persona.wording import unguarded, wording
 from ..persona.worker import PersonaError, PersonaWorker
-from ..policy.budget import musing_record_bytes, think_budget
+from ..policy.budget import candidates, musing_record_bytes, think_budget
 from ..watchdog import RestartLimiter
 from .beacon import Beacon
 from .flight import Flight
@@ -61,6 +69,26 @@ FIGURE_WINDOW = 10
 # answer before the first question) to be asked again this boot: a model that never does (a tiny
 # test model, a persona that writes another language) would spend four generations on every musing.
 FIGURE_ANSWERS = 0.25
+# The owner's own lines in a prompt (stratoecho/exemplars.py): one to three, as the context allows,
+# and none of the last LINES_KEPT offered again soon: the same line in every prompt is copied.
+MAX_LINES = 3
+LINES_KEPT = 12
+
+
+class Speed:
+    """Tokens a second of the last generations as they took (on the bench: as they were priced on
+    the rehearsed board), prompt included: what the next musing's candidates will take."""
+
+    WEIGHT = 0.3  # of the newest generation
+
+    def __init__(self) -> None:
+        self.tokens_per_s: float | None = None
+
+    def add(self, tokens: int, seconds: float) -> None:
+        if tokens <= 0 or not seconds or seconds <= 0 or not math.isfinite(seconds):
+            return
+        tps = tokens / seconds
+        self.tokens_per_s = tps if self.tokens_per_s is None else (1 - self.WEIGHT) * self.tokens_per_s + self.WEIGHT * tps
 
 
 @dataclass
@@ -104,6 +132,11 @@ class Musings:
         self._openings: deque | None = None  # the last musings' openings (_recent_openings)
         self._figures: deque = deque(maxlen=FIGURE_WINDOW)  # whether each of the last musings stated a true figure
         self._figure_asked, self._figure_answered = 0, 0  # versions asked its phase for a figure; those with one
+        self.owner = load_owner(bundle)  # her lines, commonest words and voice classifier ([owner]; none before it)
+        lines = self.owner.lines
+        self._starts_lower = (sum(x.text[:1].islower() for x in lines) / len(lines)) if lines else None
+        self._lines_offered: deque = deque(maxlen=LINES_KEPT)
+        self._speed = Speed()
         self.language = bundle.manifest.persona.language or ""  # the prompt's words and the guard's (docs/payload.md)
         if hint := unguarded(self.language):  # printed on the terminal at start too (payload/__main__.py)
             log.warning("persona_language_unguarded", language=self.language, reads="numbers and units",
@@ -153,66 +186,142 @@ class Musings:
 
     def _make(self, r: Readings, max_tokens: int, max_chars: int):
         """The musing to air for readings `r`: its verdict, text as made, generation, log fields and
-        facts; None when nothing could air. Made again (within `truth.MAKE_AGAIN`, asked the next
-        question, or its phase's when a figure is owed) while its claims are false, while it opens
-        as one of the last OPENINGS_KEPT did, or while it states no true figure of the flight and
-        the last FIGURE_WINDOW musings have too few (`_owes_figure`) and it still answers such a
-        question with one (`_answers_figures`). Of the versions that may air, the first without
-        fault goes; when none is, the best: a fresh opening first, then a figure."""
+        facts; None when nothing could air. The persona writes `_how_many` candidates (the owner's
+        own lines nearest to the moment in each prompt; where a figure of the flight is owed, each
+        starting with a true clause the payload writes: payload/persona/clauses.py), each judged
+        by the truth guard, its opening, its figure, its substance and its voice, and the best
+        that may air goes (payload/persona/choosing.py); more are made (up to truth.MAKE_AGAIN
+        again) only while none may air or none is ideal. When every one that may air opens as a
+        recent musing did, the turn is silent."""
         ctx, facts, heard_from = self._context(r)
         owes_figure = self._owes_figure()
-        best, best_score, best_last = None, None, False
-        for attempt in range(1 + truth.MAKE_AGAIN):
-            owes_figure = owes_figure and self._answers_figures()
-            asked_figure = owes_figure and attempt > 0
-            ask = question(self.counts.musings_queued + attempt, ctx.phase, figure=asked_figure, language=ctx.language)
+        n = self._how_many(max_tokens)
+        made: list[tuple[Candidate, tuple]] = []
+        logged: set[int] = set()  # versions logged as made again
+        versions = 0
+        tries = max(n, 1 + truth.MAKE_AGAIN)
+        for i in range(tries):
+            clause = self._clause(facts, i) if owes_figure else None
+            # Without a clause the persona is asked its phase, while it still answers with one.
+            owes = owes_figure and (clause is not None or self._answers_figures())
+            if i >= n:
+                if any(c.ideal(owes) for c, _ in made):
+                    break
+                self._made_again(made, logged, owes)  # none ideal: each that could air is logged, once
+            asked_figure = owes and clause is None and i > 0
+            ask = question(self.counts.musings_queued + i, ctx.phase, figure=asked_figure, language=ctx.language)
             self._figure_asked += asked_figure
             prompt = self._render(r, replace(ctx, question=ask))
-            gen = self._generate(prompt, max_tokens)
+            gen = self._generate(prompt + (clause[1] if clause else ""), max_tokens, again=i > 0)
+            versions = i + 1 if gen is not None else i
             if gen is None:
-                return None
-            text = fit_musing(cut_prompt_echo(finish_unfinished(gen.text, gen.finish_reason), heard_from, ctx.language),
+                if self.stopping.is_set() or not made:
+                    return None
+                break  # the worker failed: choose among those made
+            raw = join(clause[1], gen.text) if clause and gen.text.strip() else gen.text
+            text = fit_musing(cut_prompt_echo(finish_unfinished(raw, gen.finish_reason), heard_from, ctx.language),
                               max_chars)
             # Each musing made is one event with what its prompt said, for the bench's measure of
             # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
-            made = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
-                    "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
+            fields = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
+                      "finish": gen.finish_reason, "facts": facts.to_dict()}  # boot: the think thread has no bound context
             if heard_from:
-                made["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
-            last = attempt == truth.MAKE_AGAIN
-            if not self._passes(text, gen, made, again=attempt > 0):
-                if attempt == 0:
-                    return None
-                continue  # a version made again that cannot air: the next, or the best before it
+                fields["heard_from"] = heard_from  # other balloons its prompt quoted (docs/network.md, "They talk")
+            if clause:
+                fields["clause"] = clause[0]  # the payload wrote its first words: a figure of that kind
+            if ctx.lines:
+                fields["lines"] = len(ctx.lines)  # the owner's own lines its prompt showed
+            if not self._passes(text, gen, fields, again=i > 0):
+                if i == 0 and n == 1:
+                    return None  # one a moment: an empty, private or short musing is asked again next time
+                continue
             verdict = truth.judge(text, facts)  # what it claims, against what the payload knows now
             self._figure_answered += asked_figure and verdict.text is not None and verdict.figure
             if verdict.text is None:
-                self._untrue(verdict, text, "held back" if last and best is None else "made again", made)
+                last = i == tries - 1 and not made
+                self._untrue(verdict, text, "held back" if last else "made again", fields)
                 continue
-            fresh_opening = opening(verdict.text) not in self._recent_openings()
-            score = (fresh_opening, verdict.figure or not owes_figure)
-            if all(score):
-                return verdict, text, gen, made, facts
-            chosen = best_score is None or score > best_score
-            if chosen:
-                best, best_score, best_last = (verdict, text, gen, made, facts), score, last
-            why = "opening" if not fresh_opening else "no figure"
-            if not last:
-                self.counts.made_again[why] = self.counts.made_again.get(why, 0) + 1
-                log.info("musing_made_again", why=why, opening=opening(verdict.text), text=text, **made)
-            elif not chosen:  # the last version, worse than an earlier one: logged, so every one made is measured
-                log.info("musing_passed_over", why=why, opening=opening(verdict.text), text=text, **made)
-        if best is None:
+            made.append((self._judged(i, verdict, ctx.lines), (verdict, text, gen, fields, facts)))
+        owes = owes_figure and (self._clause(facts, 0) is not None or self._answers_figures())
+        chosen = choose([c for c, _ in made], owes, self.owner.words_beyond)
+        for c, (verdict, text, _, fields, _) in made:
+            if c is not chosen and c.index not in logged:  # logged, so every one made is measured
+                log.info("musing_passed_over", why=why_not(c, owes) or ("copies" if c.copies else "quality"),
+                         opening=opening(verdict.text), text=text, **self._scores(c), **fields)
+        if chosen is None:
             self.counts.musings_held_untrue += 1
-        elif not best_score[0]:
+            return None
+        best = dict(made)[chosen]
+        verdict, text, _, fields, _ = best
+        if not chosen.fresh:
             # Every version opened as one of the last OPENINGS_KEPT did: a turn of silence rather
             # than a template (no opening in more than 15 % of a flight's musings, issue 40).
             self.counts.musings_held_repeated += 1
-            verdict, text, _, made, _ = best
-            unlogged = {"text": text} if best_last else {}  # an earlier version was logged as made again
-            log.info("musing_held_back", why="opening", opening=opening(verdict.text), **unlogged, **made)
+            unlogged = {} if chosen.index in logged else {"text": text}  # logged with its text when made again
+            log.info("musing_held_back", why="opening", opening=opening(verdict.text), **unlogged, **fields)
             return None
+        fields.update(self._scores(chosen), candidates=versions)  # versions made, the one that airs included
         return best
+
+    def _made_again(self, made: list, logged: set[int], owes: bool) -> None:
+        """Another version is made because none so far is ideal: each that could air and is not yet
+        logged is a `musing_made_again` event (why it is not ideal), counted in `made_again`."""
+        for c, (verdict, text, _, fields, _) in made:
+            if c.index in logged:
+                continue
+            logged.add(c.index)
+            why = why_not(c, owes) or ("copies" if c.copies else "quality")
+            self.counts.made_again[why] = self.counts.made_again.get(why, 0) + 1
+            log.info("musing_made_again", why=why, opening=opening(verdict.text), text=text, **self._scores(c), **fields)
+
+    def _how_many(self, max_tokens: int) -> int:
+        """Candidates for this musing: `[persona] candidates`, or with 0 (auto) as many as the
+        board's speed allows in a share of the musing period (payload/policy/budget.py
+        `candidates`): the speed the last generations took where one was measured (on the bench,
+        the rehearsed board's), else the configured board's prediction, else one."""
+        fixed = self.cfg.persona.candidates
+        if fixed:
+            return fixed
+        tps = self._speed.tokens_per_s
+        board = self.cfg.persona.board
+        if tps is None and board is not None:
+            tps = predicted_tokens_per_s(board_of(board), self.bundle.model_path.stat().st_size)
+        if tps is None:
+            return 1
+        g = self.governor
+        energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
+        return candidates(tps, self.cadence.musing_s, max_tokens, energy=energy, mode=g.mode).n
+
+    def _clause(self, facts: MusingFacts, i: int) -> tuple[str, str] | None:
+        """The kind and words of a true clause for the `i`th candidate to start with: the kinds
+        this moment can fill, in turn from one musing and one candidate to the next; None where the
+        language has no wording for any."""
+        if not self.cfg.persona.clauses:
+            return None
+        table = clause_wordings(self.language)
+        kinds = clauses.available(facts)
+        if not table or not kinds:
+            return None
+        w = wording(self.language)
+        for k in range(len(kinds)):
+            kind = kinds[(self.counts.musings_queued + i + k) % len(kinds)]
+            said = clauses.write(kind, facts, table, w.number, self.counts.musings_queued + i)
+            if said:
+                return kind, clauses.in_owner_case(said, self._starts_lower)
+        return None
+
+    def _judged(self, i: int, verdict: truth.Verdict, shown) -> Candidate:
+        said = verdict.text or ""
+        o = self.owner
+        return Candidate(index=i, text=verdict.text, fresh=opening(said) not in self._recent_openings(),
+                         figure=verdict.figure, copies=any(copies(said, line) for line in shown),
+                         beyond=words_beyond(said, o.fillers) if o.fillers else None,
+                         voice=o.voice(said) if o.voice is not None else None)
+
+    @staticmethod
+    def _scores(c: Candidate) -> dict:
+        return {k: v for k, v in (("voice", None if c.voice is None else round(c.voice, 3)), ("beyond", c.beyond))
+                if v is not None}
 
     def _owes_figure(self) -> bool:
         """Whether this musing should state a true figure of the flight: without one, fewer than
@@ -253,24 +362,37 @@ class Musings:
         aloft = g.aloft_s(r.time.timestamp())
         ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o, lang) for o in outcomes],
                             aloft_s=aloft, question=question(self.counts.musings_queued, phase, language=lang), language=lang)
+        known = dict(rate_m_s=g.phases.rate_m_s, battery_share=g.energy_share(),
+                     distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None)
+        ctx = replace(ctx, lines=self._lines_for(prompt_facts(fresh(r), ctx, outcomes, 0, **known)))
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
                          prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
         # The budget drops the oldest outcomes first: those kept are the newest.
         kept = outcomes[len(outcomes) - p.outcomes:]
         for o in kept:
             self._told[o] += 1
-        ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o, lang) for o in kept])  # asked again, the same
-        facts = prompt_facts(fresh(r), ctx, kept, p.memories, rate_m_s=g.phases.rate_m_s,
-                             battery_share=g.energy_share(),
-                             distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None,
-                             aloft_told=p.said_aloft)
+        self._lines_offered.extend(p.lines)
+        # asked again, the same
+        ctx = replace(ctx, memories=p.kept, outcomes=[describe_outcome(o, lang) for o in kept], lines=tuple(p.lines))
+        facts = prompt_facts(fresh(r), ctx, kept, p.memories, aloft_told=p.said_aloft, **known)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
         said = wording(lang).said
         return ctx, facts, [who for who in offered if said.format(who=who) in rendered]
 
-    def _generate(self, prompt: str, max_tokens: int):
-        """The worker's generation; None when there is none (a failure, a stop, a worker resting)."""
+    def _lines_for(self, facts: MusingFacts) -> tuple[str, ...]:
+        """Up to MAX_LINES of the owner's own lines nearest to the moment `facts` describe, none
+        offered in the last LINES_KEPT prompts where others are left (stratoecho/exemplars.py)."""
+        if not self.owner.lines:
+            return ()
+        seed = (self.seed or 0) * 7_919 + self.boot * 131 + self.counts.musings_queued
+        chosen = nearest(self.owner.lines, moment(facts), MAX_LINES, seed=seed if self.seed is not None else None,
+                         avoid=self._lines_offered)
+        return tuple(x.text for x in chosen)
+
+    def _generate(self, prompt: str, max_tokens: int, again: bool = False):
+        """The worker's generation; None when there is none (a failure, a stop, a worker resting).
+        `again`: another candidate from the same prompt, which llama.cpp has read already."""
         if self._persona_down:  # generate() restarts a dead worker: only as often as the limiter allows
             if not self.restarts.allow():
                 return None
@@ -279,7 +401,8 @@ class Musings:
         log.debug("musing_asked", n=self._asked, max_tokens=max_tokens)
         try:
             gen = self.worker.generate(prompt, max_tokens, seed=self._sampling_seed())
-            if not self._spend(prompt, gen):
+            seconds = self._spend(prompt, gen, again)
+            if seconds is None:
                 return None  # over the deadline on the board (the bench) or stopping
         except PersonaError as e:
             if self.stopping.is_set():
@@ -289,6 +412,7 @@ class Musings:
             log.warning("persona_failed", error=str(e))
             return None
         self.counts.musings_generated += 1
+        self._speed.add(gen.tokens, seconds)
         self.counts.tokens += gen.tokens
         self.counts.generation_s += gen.seconds
         return gen
@@ -347,21 +471,24 @@ class Musings:
             return None
         return (self.seed * 1_000_003 + self.boot * 10_007 + self._asked) & 0x7FFFFFFF
 
-    def _spend(self, prompt: str, gen) -> bool:
+    def _spend(self, prompt: str, gen, again: bool = False) -> float | None:
         """Where compute time is modelled (the bench's clock cannot time it), the generation takes
         the flight time it would take on the rehearsed board, not what this machine took; past the
-        worker's deadline it is killed there, as on the Pi. True when the musing may go on."""
+        worker's deadline it is killed there, as on the Pi. Another candidate of the same prompt
+        (`again`) pays only for what follows it: llama.cpp keeps the prompt it read. The seconds
+        the generation took (or was priced at); None when the musing may not go on."""
         if self.price_generation is None:
-            return True  # real time: the generation already took its time
-        cost = self.price_generation(self.bundle.model_path.stat().st_size, len(prompt.encode("utf-8")), gen.tokens)
+            return gen.seconds  # real time: the generation already took its time
+        read = 0 if again else len(prompt.encode("utf-8"))
+        cost = self.price_generation(self.bundle.model_path.stat().st_size, read, gen.tokens)
         deadline = self.worker.timeout_s
         if self.clock.spend(min(cost, deadline), cores=self.worker.n_threads, stop=self.stopping):
-            return False
+            return None
         if cost > deadline:
             self.worker.kill()
             raise PersonaError(f"no musing within {deadline:g} s on the rehearsed board "
                                f"(the bench prices this one at {cost:.0f} s); worker killed")
-        return True
+        return cost
 
     def budget(self):
         """With `persona.board` set, what this musing may cost (payload/policy/budget.py) from the board,

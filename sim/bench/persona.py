@@ -154,7 +154,32 @@ def bench_pi(bundle_dir: Path = ROOT / "build" / "persona") -> list[tuple]:
         rows.append((f"a {MUSING_TOKENS}-token musing on {b.name}, predicted", f"{seconds:.1f}", "s",
                      f"{tps:.1f} tokens/s from {b.bandwidth_gb_s} GB/s; {energy}; prompt processing not included "
                      f"(here {gen.tokens} tokens took {gen.seconds:.2f} s with the prompt)"))
-    return rows + bench_target_pick(bundle_dir)
+    return rows + bench_candidates(size) + bench_target_pick(bundle_dir)
+
+
+def bench_candidates(model_bytes: int, config: Path = ROOT / "config" / "payload.pi.toml") -> list[tuple]:
+    """What choosing the musing that airs among N candidates costs on each board (issue 49): N as
+    the payload works it out for the Pi configuration's period and tokens (payload/policy/budget.py
+    `candidates`), the seconds and energy a musing then takes, predicted from tokens/s."""
+    from payload.config import load_config
+    from payload.policy.budget import candidates
+    from stratoecho import boards
+
+    cfg = load_config(config)
+    period, tokens = cfg.schedule.musing_s, cfg.persona.max_tokens
+    prompt = cfg.persona.n_ctx - tokens  # a prompt filling its context: the owner's lines and notes take room
+    rows = []
+    for name in ("pi-zero-2w", "pi3", "pi4", "pi5"):
+        b = boards.board(name)
+        c = candidates(boards.predicted_tokens_per_s(b, model_bytes), period, tokens, prompt_tokens=prompt)
+        one = c.prompt_s + c.candidate_s
+        energy = f", {c.seconds * b.power_w[1]:.0f} J at {b.power_w[1]} W" if b.power_w else ""
+        rows.append((f"choosing among candidates on {b.name}: N, seconds a musing (one candidate)",
+                     f"{c.n}, {c.seconds:.0f} ({one:.0f})", "s",
+                     f"{config.name}: a musing every {period:g} s, {tokens} tokens a candidate, a prompt of up to {prompt} "
+                     f"tokens read once"
+                     f"{energy}; predicted from tokens/s"))
+    return rows
 
 
 def bench_target_pick(bundle_dir: Path, board: str = "pi-zero-2w") -> list[tuple]:

@@ -92,6 +92,7 @@ class Prompt(_Table):
     aloft_minutes: str  # "{n}"
     aloft_hours: str  # "{h}": one decimal
     remember: str  # the memory list's heading
+    you_wrote: str  # the heading of the owner's own lines (stratoecho/exemplars.py)
     reached_out: str  # the outcomes' heading
     you_know: str  # "{text}": what the owner told it before the flight
     said: str  # "{who}": another balloon's words
@@ -299,14 +300,15 @@ def words(code: str | None) -> Language | None:
 
 def situation_words(code: str | None) -> dict[str, tuple[str, ...]]:
     """The [situations] of language `code` (keys SITUATIONS; lower-case words, "freez*" a prefix);
-    {} for a language without a file: no situation is read in another language's words."""
-    own = language(code)
+    {} for a language without a file: no situation is read in another language's words; English's
+    for none (a bundle that recorded no language is asked in English)."""
+    own = words(code)
     return dict(own.situations) if own is not None else {}
 
 
 def clause_wordings(code: str | None) -> dict[str, tuple[str, ...]]:
     """The [clauses] of language `code` (keys CLAUSE_FIGURES: altitude with {km} or {m}, temperature
     with {deg}, time_aloft with {minutes}, time_aloft_hours with {hours}, and each phase); {} for a
-    language without a file: no clause is written in another language."""
-    own = language(code)
+    language without a file: no clause is written in another language; English's for none."""
+    own = words(code)
     return dict(own.clauses) if own is not None else {}
