@@ -354,17 +354,21 @@ def report_lines(base_gguf: dict | None) -> list[str]:
          "A Q4\\_K\\_M persona of each pinned base, as the payload sizes it: the longest context up to 2,048 tokens "
          "whose KV cache and compute buffers fit beside the file in what the board gives the model, and the "
          "tokens/s its memory bandwidth allows (predicted, an upper limit; `python -m host_training.base.base_models "
-         "list`). `--target BOARD` refuses a base that does not fit and names one that does.", "",
+         "list`). `--target BOARD` refuses a base that does not fit and names one that does, unless its vocabulary "
+         "trimmed to the owner's language fits (the build then trims it: \"A vocabulary for the board\").", "",
          head, "|---" * (3 + len(boards.TARGETS)) + "|"]
     for pin in sorted(PINNED.values(), key=lambda p: p.q4_k_m_bytes):
         if not pin.q4_k_m_bytes:
             continue
         cells = []
         for name in boards.TARGETS:
-            f = fits_on(pin.name, name)
+            f, t = fits_on(pin.name, name), trimmed_fit(pin.name, name)
             cells.append(f"{f.need / boards.MB:,.0f} of {f.budget / boards.MB:,.0f} MB at ctx {f.n_ctx}, "
                          f"~{f.tokens_per_s:,.1f} tokens/s" if f.fits else
-                         f"does not fit ({f.need / boards.MB:,.0f} of {f.budget / boards.MB:,.0f} MB)")
+                         f"does not fit ({f.need / boards.MB:,.0f} of {f.budget / boards.MB:,.0f} MB)"
+                         + ("" if t is None or not t.fits else
+                            f"; trimmed to {pin.trimmed_tokens:,} tokens ({pin.trimmed_for}): {t.need / boards.MB:,.0f} "
+                            f"MB at ctx {t.n_ctx}, ~{t.tokens_per_s:,.1f} tokens/s"))
         langs = "many languages" if ANY_LANGUAGE in pin.languages else ", ".join(pin.languages)
         name = f"**{pin.title}** (this persona's)" if pin is ours else pin.title
         L.append(f"| {name} | {pin.licence} | {langs} | " + " | ".join(cells) + " |")
