@@ -18,7 +18,8 @@ beside the voice, what a set of texts says is measured against the owner's own h
     of_this_moment(musings)         the share of musings grounded in what the payload sensed when it
                                     made them (stratoecho.musing_quality.judge: a true claim of a kind
                                     its prompt told)
-    measure(texts, fillers)         -> Substance: a set's figures
+    measure(texts, fillers)         -> Substance: a set's figures (a text's words beyond counted
+                                    up to MAX_WORDS_A_TEXT)
     shortfalls(model, owner)        why `model` says little beside `owner`, in words; [] when it does not
     says_little(model, owner)       the verdict: True, False, or None where it cannot be told
 
@@ -46,6 +47,11 @@ from .stylometry import WORD  # letters with inner apostrophes: the voice classi
 FILLERS = 60  # the owner's commonest words that say nothing on their own: his function words and chat habits
 MIN_DISTINCT_SHARE = 0.80  # of a model's replies at least this share distinct (or the owner's own, if lower) ...
 MIN_WORDS_BEYOND_RATIO = 0.5  # ... and at least this share of the owner's words beyond his fillers a text
+# A text's words beyond the fillers count up to this many: a reply stops at 48 tokens (about 35
+# words), a musing at the radio's characters, and one long post among the owner's held-out turns
+# (Ada's hold one of 327 words beyond, beside 26 of at most 21) would set a bar no reply can reach:
+# her rate was 19.5 with it uncapped, 8.5 with it counted as 30.
+MAX_WORDS_A_TEXT = 30
 
 _FOLD = re.compile(r"[\s.!?,…]+")
 
@@ -100,7 +106,7 @@ class Substance:
     his words-beyond rate alone, from persona.toml [owner])."""
 
     texts: int
-    words_beyond: float | None = None  # words beyond the owner's fillers, a text
+    words_beyond: float | None = None  # words beyond the owner's fillers a text (each up to MAX_WORDS_A_TEXT)
     distinct_share: float | None = None
     distinct_2: float | None = None
     filler_only_share: float | None = None
@@ -117,7 +123,7 @@ def measure(texts: Sequence[str], fillers: Collection[str], musings: Sequence[Mu
     if not texts:
         return Substance(0)
     known = frozenset(f.casefold() for f in fillers)  # "weiß" as its texts' words read: "weiss"
-    beyond = [words_beyond(t, known) for t in texts]
+    beyond = [min(words_beyond(t, known), MAX_WORDS_A_TEXT) for t in texts]
     return Substance(len(texts), words_beyond=sum(beyond) / len(texts) if known else None,
                      distinct_share=distinct_share(texts), distinct_2=distinct_2(texts),
                      filler_only_share=sum(b == 0 for b in beyond) / len(texts) if known else None,

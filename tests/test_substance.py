@@ -57,6 +57,9 @@ def test_words_fillers_and_what_is_said_beyond_them():
     m = S.measure(["ja digga", "ich hab Mücke", "Ja digga."], fillers)
     assert (m.texts, m.words_beyond, m.filler_only_share, m.distinct_share) == (3, 1 / 3, 2 / 3, 2 / 3)
     assert S.measure([], fillers) == S.Substance(0)
+    # One long post counts as a long reply, not as ten: each text's words beyond count up to MAX_WORDS_A_TEXT.
+    post = " ".join(f"wort{chr(97 + i % 26)}" for i in range(200))
+    assert S.words_beyond(post, fillers) == 200 and S.measure([post, "ja"], fillers).words_beyond == S.MAX_WORDS_A_TEXT / 2
     assert S.measure(["ja"], []).words_beyond is None  # no fillers known: nothing to count beyond
 
 

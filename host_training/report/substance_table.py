@@ -141,7 +141,9 @@ def substance_lines(result: SubstanceResult | None) -> list[str]:
     shown = ", ".join(f'"{md_text(w, 20)}"' for w in result.fillers[:SHOWN_FILLERS])
     L += [f"What the replies say beyond the owner's {len(result.fillers)} commonest words in the training messages "
           f"(the fillers: {shown}{' …' if len(result.fillers) > SHOWN_FILLERS else ''}), beside the owner's own "
-          "held-out turns. Words are letters, case-folded; placeholders and numbers are not words. A reply of fillers only "
+          "held-out turns. Words are letters, case-folded; placeholders and numbers are not words; a text's words "
+          f"beyond the fillers count up to {S.MAX_WORDS_A_TEXT} (a reply stops at 48 tokens: one long post of the "
+          "owner's would set a bar no reply can reach). A reply of fillers only "
           "(\"ja digga\", \"haha\", an emoji) says nothing of its own; a reply the same as another (case, spacing "
           "and end punctuation ignored) is not distinct; distinct-2 is the share of different word pairs.", ""]
     L += substance_table(result)
