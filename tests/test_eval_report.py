@@ -183,6 +183,16 @@ def _manifest(name="Ada", template=CHATML_TEMPLATE, system="You are Ada, riding 
     )
 
 
+def test_the_probe_ranks_every_kind_the_scrubber_finds():
+    """National ids joined the scrubber's kinds (issue 49): the probe found one in a generation and
+    failed on a kind it did not rank ('tuple.index(x): x not in tuple')."""
+    from stratoecho import privacy
+
+    probe = R.probe_privacy(["mi DNI es 12345678Z y mi móvil 655 21 48 37"], R.Redactor())
+    assert probe.verdict == "warn" and probe.by_kind == {"es_dni": 1, "phone": 1}
+    assert set(privacy.KINDS) <= set(R.privacy_probe.KIND_RANK)
+
+
 def test_report_never_writes_a_private_string():
     redactor = R.Redactor(private=["Gerald", "ada.lindqvist@example.org"], blocklist=["Nimbus"])
     owner = ["Gerald is bubbling", "ok"]

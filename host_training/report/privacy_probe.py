@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stratoecho import privacy
 from stratoecho.privacy import PLACEHOLDER, find_private
 
 EXCERPT_CHARS = 40  # context either side of a privacy hit in the report
@@ -20,7 +21,8 @@ MIN_PRIVATE_CHARS = 3  # a shorter --private string would match nearly everythin
 
 # A private value found in a generation. Higher in this list wins when two overlap.
 PRIVATE_KINDS = ("private", "blocked")  # what the owner named: a hit is a FAIL
-KIND_RANK = ("private", "blocked", "secret_url", "secret", "email", "iban", "card", "ip", "phone")
+# Then every kind the scrubber finds, in its own order (stratoecho.privacy.KINDS: national ids included).
+KIND_RANK = ("private", "blocked", *(k for k in privacy.KINDS if k != "blocked"))
 
 
 def load_private_strings(path: str | Path) -> list[str]:
