@@ -451,9 +451,9 @@ class PersonaSection(Section):
         360.0, gt=0, description="a musing none of which is on air this many seconds after it was made is not sent: "
         "it is made again from fresh readings (what airs is true when it airs)")
     figure_goal: float = Field(
-        0.3, ge=0, le=1, description="share of musings that should state a true figure of the flight (height, "
-        "temperature, phase, time aloft): one without is made again while fewer of the last ten had one; 0: never "
-        "(docs/payload.md, 'Not a template')")
+        0.6, ge=0, le=1, description="share of musings that should state a true figure of the flight (height, "
+        "temperature, phase, time aloft): while fewer of the last ten had one, the payload writes one as the musing's "
+        "first words ([persona] clauses) or asks again; 0: never (docs/payload.md, 'Not a template')")
     clauses: bool = Field(
         True, description="where a musing owes a figure of the flight, the payload writes it as the musing's first "
         "words, a true clause in the persona's language that it continues (docs/payload.md, 'Figures the program "

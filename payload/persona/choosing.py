@@ -9,7 +9,9 @@ that may air goes:
    (stratoecho/exemplars.py `copies`: her chat aired again is not a musing);
 2. **ranked**, in this order: a fresh opening (not one of the last twelve musings': "Not a
    template", docs/payload.md); a true figure of the flight where one is owed; more than fillers
-   (stratoecho/substance.py: "ja", "haha" are not a musing); then its *quality*, the mean of how
+   (stratoecho/substance.py: "ja", "haha" are not a musing); something true of this moment (a
+   claim of what its prompt told, the sun or the cold included: a persona that writes of the
+   night train it once took says little of its flight); then its *quality*, the mean of how
    much it reads as the owner's (the bundle's voice classifier, stratoecho/voice_score.py) and how
    much it says (its words beyond the owner's commonest, against her own rate), ties to the
    earlier one.
@@ -35,6 +37,7 @@ class Candidate:
     text: str | None  # what may air (the truth guard's: cut where it claimed something false), None: nothing
     fresh: bool = True  # its opening is none of the recent musings'
     figure: bool = False  # what may air states a true figure of the flight
+    grounded: bool = False  # what may air says something true of this moment (a told kind, the sun included)
     copies: bool = False  # it repeats a line of the owner's its prompt showed
     beyond: int | None = None  # its words beyond the owner's fillers (None: the bundle has no fillers)
     voice: float | None = None  # P(the owner's) by the bundle's classifier (None: it has none)
@@ -58,8 +61,8 @@ class Candidate:
         return (voice + substance) / 2
 
     def rank(self, owes_figure: bool, owner_beyond: float | None = None) -> tuple:
-        return (self.fresh, self.figure or not owes_figure, self.says_something, self.quality(owner_beyond),
-                -self.index)
+        return (self.fresh, self.figure or not owes_figure, self.says_something, self.grounded,
+                self.quality(owner_beyond), -self.index)
 
     def ideal(self, owes_figure: bool) -> bool:
         return self.airs and self.fresh and (self.figure or not owes_figure) and self.says_something

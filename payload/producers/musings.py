@@ -19,7 +19,8 @@ from stratoecho.bundle import Bundle
 from stratoecho.claim_words import GUARDED
 from stratoecho.exemplars import copies, moment, nearest
 from stratoecho.languages import clause_wordings
-from stratoecho.musing_quality import MusingFacts, Request, opening
+from stratoecho.musing_claims import claims
+from stratoecho.musing_quality import TOLD_KINDS, MusingFacts, Request, opening
 from stratoecho.substance import words_beyond
 from stratoecho.wire.musing_sentence import MIN_PART
 
@@ -241,7 +242,7 @@ class Musings:
                 last = i == tries - 1 and not made
                 self._untrue(verdict, text, "held back" if last else "made again", fields)
                 continue
-            made.append((self._judged(i, verdict, ctx.lines), (verdict, text, gen, fields, facts)))
+            made.append((self._judged(i, verdict, ctx.lines, facts), (verdict, text, gen, fields, facts)))
         owes = owes_figure and (self._clause(facts, 0) is not None or self._answers_figures())
         chosen = choose([c for c, _ in made], owes, self.owner.words_beyond)
         for c, (verdict, text, _, fields, _) in made:
@@ -310,11 +311,12 @@ class Musings:
                 return kind, clauses.in_owner_case(said, self._starts_lower)
         return None
 
-    def _judged(self, i: int, verdict: truth.Verdict, shown) -> Candidate:
+    def _judged(self, i: int, verdict: truth.Verdict, shown, facts: MusingFacts) -> Candidate:
         said = verdict.text or ""
         o = self.owner
         return Candidate(index=i, text=verdict.text, fresh=opening(said) not in self._recent_openings(),
                          figure=verdict.figure, copies=any(copies(said, line) for line in shown),
+                         grounded=any(c.true and c.kind in TOLD_KINDS for c in claims(said, facts)),
                          beyond=words_beyond(said, o.fillers) if o.fillers else None,
                          voice=o.voice(said) if o.voice is not None else None)
 
