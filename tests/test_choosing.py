@@ -33,6 +33,12 @@ def test_a_fresh_opening_then_a_figure_then_substance_then_quality():
     assert choose([hers, Candidate(5, hers.text, figure=True, voice=0.9, beyond=6)], True, 6.0) is hers  # ties: earlier
 
 
+def test_something_true_of_the_moment_goes_before_a_better_voice():
+    train = Candidate(0, "the night train north was two days of tea", voice=0.95, beyond=8)
+    aloft = Candidate(1, "the cold up here bites through the foam", grounded=True, voice=0.6, beyond=6)
+    assert choose([train, aloft], owes_figure=False) is aloft
+
+
 def test_quality_weighs_voice_and_substance_against_the_owners_rate():
     c = Candidate(0, "x", voice=0.8, beyond=3)
     assert math.isclose(c.quality(owner_beyond=6.0), (0.8 + 0.5) / 2)
