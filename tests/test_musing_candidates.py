@@ -126,3 +126,13 @@ def test_how_many_candidates_follows_the_measured_speed_and_the_energy(tmp_path,
     assert d.musings._how_many(64) == 4
     d.cfg.persona.candidates = 2
     assert d.musings._how_many(64) == 2
+
+
+def test_the_list_mark_and_quotes_copied_from_her_lines_are_taken_off():
+    from payload.persona.prompts import unquote
+
+    assert unquote('- "the last thing you want is a snow angel"') == "the last thing you want is a snow angel"
+    assert unquote("- the balloon has been going up") == "the balloon has been going up"
+    assert unquote("going up and looking at the horizon. it's fine.\"") == "going up and looking at the horizon. it's fine."
+    for own in ('the sky is "blue" today', '"quoted" and then more', "-40 °C out here", 'it is "fine"'):
+        assert unquote(own) == own

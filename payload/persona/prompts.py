@@ -373,6 +373,26 @@ def cut_prompt_echo(text: str, speakers: Sequence[str] = (), language: str | Wor
     return text[:echo.start()].rstrip(" -,;:\u2013\u2014") if echo else text
 
 
+_LIST_MARK = re.compile(r"^\s*[-–—•*]\s+")
+_QUOTES = "\"“”„«»"
+
+
+def unquote(text: str) -> str:
+    """`text` without the list mark and the quotation marks around it that a persona copies from
+    its prompt's quoted lines ('- "the cold bites"'): on air they read as someone else's words.
+    Quotes inside the text, in pairs, are its own."""
+    text = _LIST_MARK.sub("", text).strip()
+    inner = text[1:-1] if len(text) > 1 else ""
+    if text[:1] in _QUOTES and text[-1:] in _QUOTES and not any(q in inner for q in _QUOTES):
+        return inner.strip()
+    if sum(text.count(q) for q in _QUOTES) % 2:  # one left alone: the end or the start of a copied quote
+        if text[-1:] in _QUOTES:
+            return text[:-1].rstrip()
+        if text[:1] in _QUOTES:
+            return text[1:].lstrip()
+    return text
+
+
 def fit_musing(text: str, max_chars: int) -> str:
     """One line of at most `max_chars`, cut at a sentence end (else a word) when too long.
 

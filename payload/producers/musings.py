@@ -42,6 +42,7 @@ from ..persona.prompts import (
     prompt_budget_chars,
     question,
     sun_is_up,
+    unquote,
 )
 from ..persona.reach import Outcome, Reach
 from ..persona.reach import describe as describe_outcome
@@ -220,8 +221,8 @@ class Musings:
                     return None
                 break  # the worker failed: choose among those made
             raw = join(clause[1], gen.text) if clause and gen.text.strip() else gen.text
-            text = fit_musing(cut_prompt_echo(finish_unfinished(raw, gen.finish_reason), heard_from, ctx.language),
-                              max_chars)
+            text = fit_musing(unquote(cut_prompt_echo(finish_unfinished(raw, gen.finish_reason), heard_from,
+                                                      ctx.language)), max_chars)
             # Each musing made is one event with what its prompt said, for the bench's measure of
             # musings (docs/payload.md, "What each musing was told"); the guard's drops carry no text.
             fields = {"boot": self.boot, "t_s": round(self.clock.elapsed_s(), 1), "tokens": gen.tokens,
