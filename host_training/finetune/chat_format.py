@@ -84,7 +84,8 @@ class ChatFormat:
             prev, upto = cut[i], cut[i + 1]
             added = upto[len(prev):]
             text = m["content"].strip()
-            is_target = loss == "all" or m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")
+            is_target = loss == "all" or ((m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user"))
+                                          and m.get("target", True))  # "target": False is context (train/targets.py)
             if is_target and text:
                 at = added.find(text)
                 if at < 0:

@@ -125,6 +125,11 @@ def add_parser(sub) -> None:
                         "into --data, if it has a self.toml)")
     p.add_argument("--loss", choices=("persona", "all"), default="persona",
                    help="train on the persona's words only (default) or on every token of the chats")
+    p.add_argument("--filler-targets", type=int, metavar="N",
+                   help="train each of the owner's turns that say nothing beyond his 60 commonest words ('ja digga', "
+                        "'haha') at most N times, the rest kept as context: a persona that learnt them as a tenth "
+                        "of its targets answers with them (docs/training.md, 'A recipe that keeps substance'); "
+                        "default: every one")
     p.add_argument("--blocklist", type=Path, metavar="FILE",
                    help="prepare's blocklist (a word or phrase a line, or /regex/; # comments): the payload's "
                         "outbound guard drops any musing holding one. Phrases travel as salted hashes "
@@ -212,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             quant_tolerance=args.quant_tolerance,
             quant_min_top1=args.quant_min_top1,
             name=args.name, system_prompt=args.system_prompt, interview=args.interview, loss=args.loss,
+            filler_targets=args.filler_targets,
             blocklist=args.blocklist, private=args.private,
             keep_work=args.keep_work, force=args.force, preflight_only=args.preflight_only,
             verbose=(getattr(args, "log_level", None) or "").upper() == "DEBUG")

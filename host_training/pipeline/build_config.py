@@ -95,6 +95,9 @@ class BuildConfig(_Declared):
     system_prompt: str | None = None  # None: SYSTEM_PROMPT with the name (and the self-description)
     interview: Path | None = None  # the owner's interview folder (self.toml); None: the one prepare read, if any
     loss: Literal["persona", "all"] = "persona"
+    # The owner's turns of nothing but his commonest words trained at most this many times each, the
+    # rest kept as context (train/targets.py); None: every one a target
+    filler_targets: Annotated[int, Field(ge=0)] | None = None
     blocklist: Path | None = None
     private: Path | None = None  # the owner's private strings for the report's privacy probe
     keep_work: bool = False

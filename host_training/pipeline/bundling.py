@@ -149,6 +149,7 @@ def manifest(cfg: BuildConfig, data: Data, persona: PersonaText, trained: Traine
             **provenance(data),
             seed=cfg.seed,
             loss=cfg.loss,
+            filler_targets=cfg.filler_targets,
             system_prompt_in_training=bool(persona.system_prompt),
             **_vocab_trim(quantized),
         ),

@@ -38,6 +38,7 @@ from stratoecho.bundle import write_bundle
 
 from .. import progress
 from ..base import base_choice
+from ..train.targets import cap_filler_targets
 from . import bundling, continuing, owner_lines, stages
 from .build_config import BuildConfig, ContinueOptions
 from .training import trainer_for
@@ -95,6 +96,10 @@ def _read(cfg: BuildConfig) -> _Inputs:
                  already_learnt=plan.already_learnt)
     else:
         persona = stages.persona_text(cfg, data)
+    if cfg.filler_targets is not None:  # the owner's filler-only turns: a few targets, the rest context
+        train, counts = cap_filler_targets(data.train, cfg.filler_targets)
+        data = replace(data, train=train)
+        log.info("build.filler_targets", cap=cfg.filler_targets, **counts)
     trainer = continuing.ContinueTraining(cfg, cfg.training) if parent is not None else trainer_for(cfg)
     language = base_choice.check(cfg.data, cfg.training.method, getattr(cfg.training, "base", None),
                                  parent.manifest.model.base if parent is not None else None)

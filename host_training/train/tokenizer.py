@@ -232,7 +232,9 @@ def render_ids(
             # The header is the prompt, not the persona; the newline after <|im_end|> is
             # never generated (generation stops at <|im_end|>).
             # A turn of an example prepare marked "train": "all" is a target whoever speaks.
-            is_persona = m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")
+            # A turn marked "target": False (train/targets.py) is context only.
+            is_persona = (m["role"] == "assistant" or (m.get("train") == "all" and m["role"] == "user")) \
+                and m.get("target", True)
             target += [False] * (1 + len(head)) + [is_persona] * (len(body) + 1) + [False] * len(newline)
     return ids, target
 
