@@ -137,7 +137,7 @@ def persona_plan(cfg: PayloadConfig, bundle_path: str | None, board_name: str | 
     prompt = cfg.persona.n_ctx - cfg.persona.max_tokens  # at most: the owner's lines and notes fill the context
     c = candidates(tps, cfg.schedule.musing_s, cfg.persona.max_tokens, prompt_tokens=prompt)
     n = cfg.persona.candidates or c.n
-    how = "[persona] candidates" if cfg.persona.candidates else "as many as a tenth of the period allows"
+    how = "[persona] candidates" if cfg.persona.candidates else "as many as a fifth of the period allows"
     line = (f"persona: {n} candidate musing(s) for each that airs on a {b.name} ({how}): {model_bytes / 1e6:.0f} MB "
             f"model at ~{tps:.1f} tokens/s predicted, a prompt of up to {prompt} tokens ~{c.prompt_s:.0f} s, each candidate of "
             f"{cfg.persona.max_tokens} tokens ~{c.candidate_s:.0f} s: {c.prompt_s + n * c.candidate_s:.0f} s of "

@@ -461,7 +461,7 @@ class PersonaSection(Section):
     candidates: int = Field(
         0, ge=0, le=8, description="candidate musings the persona writes for each one that airs, the best chosen on "
         "board by the truth guard, substance and the owner's voice (docs/payload.md, 'Musings made of the owner's "
-        "words'); 0: as many as the board's speed allows in a tenth of the musing period (`payload plan` says how many)")
+        "words'); 0: as many as the board's speed allows in a fifth of the musing period (`payload plan` says how many)")
     sentences: bool = Field(
         False, description="send each musing a second time as UKHAS text sentences ($$CALL,...,musing B.S P/N,text), "
                            "which a stock LoRa gateway logs and uploads to SondeHub; the record and its sentences "

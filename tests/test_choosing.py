@@ -95,8 +95,9 @@ def test_candidates_fit_a_share_of_the_musing_period():
     zero = candidates(9.0, 600, 64)  # SmolLM2-135M on a Zero 2 W, the Pi configuration's period
     assert zero.n == MAX_CANDIDATES
     assert math.isclose(zero.seconds, zero.prompt_s + zero.n * 64 / 9.0)
-    assert candidates(9.0, 120, 64).n == 1  # the bench's faster period leaves room for one
-    assert candidates(2.0, 600, 64).n == 1
+    assert candidates(9.0, 120, 64).n == 3  # a faster period leaves room for fewer
+    assert candidates(9.0, 60, 64).n == 1
+    assert candidates(1.0, 600, 64).n == 1
     assert candidates(9.0, 600, 64, energy=0.2).n == 1  # low energy: the first load shed is the extra ones
     assert candidates(9.0, 600, 64, mode="low_power").n == 1
     assert candidates(float("nan"), 600, 64).n == 1 and candidates(0.0, 600, 64).n == 1

@@ -118,8 +118,8 @@ def test_how_many_candidates_follows_the_measured_speed_and_the_energy(tmp_path,
     assert d.musings._how_many(64) == 1  # nothing measured and no board: one
     d.musings._speed.add(90, 10.0)  # 9 tokens a second, a Zero 2 W's
     assert d.musings._how_many(64) == 4
-    for _ in range(6):
-        d.musings._speed.add(10, 10.0)  # a slow, hot board
+    for _ in range(12):
+        d.musings._speed.add(5, 10.0)  # a slow, hot board
     assert d.musings._how_many(64) == 1
     d.cfg.persona.board = "pi-zero-2w"
     d.musings._speed = type(d.musings._speed)()  # nothing measured: the board's prediction

@@ -162,7 +162,7 @@ def generation_s(board_name: str | Board, model_bytes: int, prompt_bytes: int, t
 # Of each musing period, the share the persona may spend writing candidates (issue 49): the board
 # does little else between beacons, but every token costs energy (`[persona] joules_per_token`)
 # and a musing that waits its turn for the CPU ages toward `stale_s`.
-THINK_SHARE = 0.10
+THINK_SHARE = 0.20
 MAX_CANDIDATES = 4  # past four, a small model's versions repeat each other: choosing gains nothing
 
 
