@@ -18,12 +18,16 @@ from .stages import EVAL_FILE, MODEL_DIR, BuildError, Converted, Data, PersonaTe
 
 log = structlog.get_logger(__name__)
 
-# Sampling, tuned on the bench's measure of musings (stratoecho.musing_quality) with the SmolLM2
-# sample persona, three bench flights a setting (docs/bench.md, "Tuning the musings"): the share of
-# musings grounded in what they were told, less the degenerate and near-duplicate ones, was 0.17
-# at temperature 0.9, 0.32 at 0.7, 0.39 at 0.5, 0.44 at 0.4 and 0.43 at 0.3 (where near-duplicates
-# begin: 9 %); a firmer repeat penalty than llama.cpp's 1.1, since small models loop.
-SAMPLING = dict(temperature=0.4, top_p=0.95, top_k=40, repeat_penalty=1.15, max_tokens=64)
+# Sampling (docs/training.md, "A recipe that keeps substance"). Temperature 0.4 was chosen when one
+# musing was made a moment and grounding was all that was measured (docs/bench.md, "Tuning the
+# musings"); at 0.4 the German sample owner's persona answered a third of his friends' messages
+# with fillers alone ("ja digga"), 1.6 words beyond them a reply against his 4.8. Now that musings
+# are chosen among candidates (truth, grounding, substance, voice), the candidates want variety
+# and replies want substance: temperature 0.7 and no end of turn before 8 tokens took his persona
+# to 3.4 words beyond a reply, every reply distinct, his voice and real words unchanged, and the
+# sample persona's flights kept their figures and no false claim aired. A firmer repeat penalty
+# than llama.cpp's 1.1, since small models loop.
+SAMPLING = dict(temperature=0.7, top_p=0.95, top_k=40, repeat_penalty=1.15, max_tokens=64, min_tokens=8)
 BLOCKLIST_FILE = "blocklist.txt"
 PROBE = [{"role": "user", "content": "How high are you?"}]  # the template check's conversation
 
