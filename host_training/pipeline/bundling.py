@@ -323,9 +323,9 @@ def write_report(cfg: BuildConfig, manifest, data: Data, rows: list, quantized: 
     if models is not None and quantized.quant != "F32":
         compare.append(evaluate.Compared("persona F32", models.f32, "tuned"))
     if quantized.vocab_trim is not None:  # the file that does not fit, beside the trimmed one that flies
-        from ..quantize.trimmed import UNTRIMMED_LABEL, untrimmed_path
+        from ..quantize.trimmed import UNTRIMMED_LABEL, UNTRIMMED_ROLE, untrimmed_path
 
-        compare.append(evaluate.Compared(UNTRIMMED_LABEL, untrimmed_path(quantized.vocab_trim), "tuned"))
+        compare.append(evaluate.Compared(UNTRIMMED_LABEL, untrimmed_path(quantized.vocab_trim), UNTRIMMED_ROLE))
     private = persona_report.load_private_strings(cfg.private) if cfg.private is not None else []
     outcome = evaluate.write_report(Bundle(cfg.out, manifest), data.val, rows, train=data.train, seed=cfg.seed,
                                     checks=checks, compare=compare, data_sha256=sha256_file(data.val_path),

@@ -253,6 +253,7 @@ def compare(trimmed: Trimmed, untrimmed_f32: Path, work: Path, heldout: Tokens, 
 
 
 UNTRIMMED_LABEL = f"persona {COMPARED_QUANT}, whole vocabulary"  # its row in the report's voice table
+UNTRIMMED_ROLE = "whole vocabulary"  # its role there: neither the flown model nor the unquantized "tuned" one
 
 
 def untrimmed_path(figures: dict) -> Path:
