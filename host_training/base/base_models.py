@@ -161,8 +161,9 @@ PINNED = {p.name: p for p in (
              "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267")))),
         languages=(ANY_LANGUAGE,),  # its model card: over 140 languages
         sizes="gemma-3-270m-it", q4_k_m_bytes=261_318_912,  # the instruct model's shapes; /tmp/gemma-build (docs)
-        # the base trimmed for the German sample owner (30,000 words and his text), Q4_K_M (docs/training.md)
-        trimmed_tokens=35_813, trimmed_q4_k_m_bytes=94_689_280, trimmed_for="a German owner"),
+        # the German sample owner's persona, trimmed by build --target pi-zero-2w (30,000 words and his
+        # text), its Q4_K_M candidate (docs/training.md, "A vocabulary for the board")
+        trimmed_tokens=35_816, trimmed_q4_k_m_bytes=94_691_936, trimmed_for="a German owner"),
 )}
 SAMPLE_BASE = "smollm2-135m-instruct"  # the sample persona's (make persona)
 
