@@ -213,6 +213,26 @@ def test_out_folder_with_other_files_is_refused(chat_data_dir, tmp_path, capsys)
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_bundle_and_every_file_it_lists_may_be_replaced(tmp_path):
+    """A bundle's own files (its voice classifier, the owner's lines, a base's terms) are a build's
+    to replace with --force; a file it does not list is someone else's (issue 49: the sample
+    persona, once it carried voice.json.gz, could not be rebuilt)."""
+    from host_training.pipeline.stages import out_dir_refusal
+
+    out = tmp_path / "b"
+    out.mkdir()
+    for name in ("model.Q4_K_M.gguf", "voice.json.gz", "lines.json", "GEMMA_TERMS.html", "report.md"):
+        (out / name).write_text("x")
+    (out / "persona.toml").write_text('[[files]]\npath = "GEMMA_TERMS.html"\n')
+    assert out_dir_refusal(out, force=True) is None
+    assert "already holds a bundle" in out_dir_refusal(out, force=False)
+    (out / "notes.txt").write_text("mine")
+    assert "notes.txt" in out_dir_refusal(out, force=True)
+    (out / "notes.txt").unlink()
+    (out / "persona.toml").unlink()  # a failed build's leftovers: its own names only
+    assert "GEMMA_TERMS.html" in out_dir_refusal(out, force=True)
+
+
 # ----------------------------------------------------------------------------- training itself
 def test_training_is_deterministic_and_fits_a_time_budget(chat_data_dir, tmp_path):
     import torch

@@ -165,13 +165,28 @@ def check_inputs(cfg: BuildConfig) -> None:
 def ours(p: Path) -> bool:
     """What a build writes into BUNDLE: safe to replace (the judge folder's answers were made for
     the model being replaced, so they go with it)."""
+    from stratoecho.voice_score import VOICE_FILE
+
     from ..evaluate.judge_score import JUDGE_DIR
     from ..quiet import LOG_FILE
     from ..report import MODELFILE, PLOT_FILE, REPORT_FILE
+    from .owner_lines import LINES_FILE
 
     return p.name in ("persona.toml", EVAL_FILE, WORK_DIR, MODEL_DIR, REPORT_FILE, PLOT_FILE, MODELFILE, JUDGE_DIR,
-                      LOG_FILE) or (
+                      LOG_FILE, VOICE_FILE, LINES_FILE, "blocklist.txt") or (  # bundling.BLOCKLIST_FILE
         p.name.startswith("model.") and p.name.endswith(".gguf"))
+
+
+def listed_files(out: Path) -> set[str]:
+    """The files the bundle in `out` lists in its [[files]] (a pinned base's terms among them):
+    a build replacing it may replace them too. Empty where there is no readable persona.toml."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((out / "persona.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return set()
+    return {str(f.get("path")) for f in data.get("files") or [] if isinstance(f, dict)}
 
 
 def out_dir_refusal(out: Path, force: bool, resume: bool = False) -> str | None:
@@ -188,7 +203,8 @@ def out_dir_refusal(out: Path, force: bool, resume: bool = False) -> str | None:
     if out.exists() and not out.is_dir():
         return f"{out}: is a file, not a folder; choose an empty or new folder"
     if out.exists():
-        foreign = [p.name for p in out.iterdir() if not ours(p)]
+        listed = listed_files(out)
+        foreign = [p.name for p in out.iterdir() if not ours(p) and p.name not in listed]
         if foreign:
             return (f"{out}: is not empty ({', '.join(sorted(foreign)[:3])}, ...) and is no bundle; "
                     "choose an empty or new folder")
