@@ -18,6 +18,7 @@ from stratoecho.boards import predicted_tokens_per_s
 from stratoecho.bundle import Bundle
 from stratoecho.claim_words import GUARDED
 from stratoecho.exemplars import copies, moment, nearest
+from stratoecho.gguf_header import GgufError, model_shape
 from stratoecho.languages import clause_wordings
 from stratoecho.musing_claims import claims
 from stratoecho.musing_quality import TOLD_KINDS, MusingFacts, Request, opening
@@ -139,6 +140,7 @@ class Musings:
         self._starts_lower = (sum(x.text[:1].islower() for x in lines) / len(lines)) if lines else None
         self._lines_offered: deque = deque(maxlen=LINES_KEPT)
         self._speed = Speed()
+        self._model_shape = False  # not read yet (_shape)
         self.language = bundle.manifest.persona.language or ""  # the prompt's words and the guard's (docs/payload.md)
         if hint := unguarded(self.language):  # printed on the terminal at start too (payload/__main__.py)
             log.warning("persona_language_unguarded", language=self.language, reads="numbers and units",
@@ -508,7 +510,20 @@ class Musings:
         record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
         return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
                             max_tokens=self.cfg.persona.max_tokens,
-                            context_length=self.bundle.manifest.model.context_length, record_bytes=record)
+                            context_length=self.bundle.manifest.model.context_length, record_bytes=record,
+                            shape=self._shape())
+
+    def _shape(self):
+        """The model's shape from its GGUF header, read once (its KV cache and a compute buffer as wide
+        as its vocabulary: a trimmed Gemma's 35,816 tokens, not a fallback's guess); None, and the
+        budget's fallback figures, where the header does not read."""
+        if self._model_shape is False:
+            try:
+                self._model_shape = model_shape(self.bundle.model_path)
+            except GgufError as e:
+                log.warning("persona_shape_unread", error=str(e))
+                self._model_shape = None
+        return self._model_shape
 
 
 def prompt_facts(r: Readings, ctx: PromptContext, outcomes: list[Outcome], memories: int, *,
