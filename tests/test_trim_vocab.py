@@ -15,7 +15,6 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from host_training.base import tiny_families as TF

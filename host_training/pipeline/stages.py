@@ -419,6 +419,7 @@ def trim_vocabulary(cfg: BuildConfig, models: Converted, work: Path, trained: Tr
     """With --target, the persona's (and the untuned base's) F32 GGUF cut to the tokens its owner's
     language needs when no type of the whole vocabulary can fit the board (quantize/trimmed.py,
     trim_vocab.py); None otherwise, and for a --from-scratch model (its vocabulary is its own)."""
+    from ..evaluate import drift
     from ..quantize import trim_vocab, trimmed
 
     held = trained.heldout
@@ -428,7 +429,7 @@ def trim_vocabulary(cfg: BuildConfig, models: Converted, work: Path, trained: Tr
     try:
         return trimmed.for_board(models.f32, models.reference_f32, work, held, board=cfg.target,
                                  context=trained.context_length, texts=texts, calibration=trained.calibration,
-                                 language=owner_language_code(cfg.data))
+                                 language=owner_language_code(cfg.data), token_scores=drift.token_scores)
     except trim_vocab.TrimError as e:
         raise BuildError(f"vocabulary trimming: {e}") from None
 

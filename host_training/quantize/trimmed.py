@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,18 +147,20 @@ class Trimmed:
     check: Check
     full_shape: boards.ModelShape  # the untrimmed F32's, at the bundle's context
     seconds: float
+    # evaluate.drift.token_scores, passed in by the build: scoring is evaluate's, and evaluate
+    # reaches quantize (its preflight and reports), so quantize never imports it
+    token_scores: Callable
 
     def score(self, path: str | Path) -> dict:
         """A trimmed GGUF's held-out figures (stages.Scorer), on the trimmed tokens."""
-        from ..evaluate.drift import token_scores
-
-        s = token_scores(path, self.tokens)
+        s = self.token_scores(path, self.tokens)
         return {"model": Path(path).name, "val_loss": s.loss, "val_perplexity": math.exp(s.loss), "tokens": s.tokens,
                 "bits_per_char": bits_per_character(s.loss * s.tokens, self.characters), "vocabulary": "trimmed"}
 
 
 def for_board(f32: Path, reference_f32: Path | None, work: Path, heldout: Tokens, *, board: str, context: int,
-              texts: list[str], calibration: list[list[int]], language: str | None) -> Trimmed | None:
+              texts: list[str], calibration: list[list[int]], language: str | None,
+              token_scores: Callable) -> Trimmed | None:
     """None when some listed type of `f32` may fit `board` at `context` (needed); else `f32` (and the
     reference) trimmed to the owner's tokens and checked in llama.cpp, TrimError with the check's
     figures when the trimmed vocabulary does not tokenize as the full one."""
@@ -190,7 +193,8 @@ def for_board(f32: Path, reference_f32: Path | None, work: Path, heldout: Tokens
                         "and not scored beside the persona")
     tokens = retokenized(heldout, f32, out, context)
     characters = sum(scored_characters(out, tokens, score_ctx))
-    return Trimmed(out, ref, tokens, characters, score_ctx, kept, check, full_shape, time.monotonic() - t0)
+    return Trimmed(out, ref, tokens, characters, score_ctx, kept, check, full_shape, time.monotonic() - t0,
+                   token_scores)
 
 
 # ----------------------------------------------------------------------------- beside the untrimmed model
@@ -218,12 +222,11 @@ def compare(trimmed: Trimmed, untrimmed_f32: Path, work: Path, heldout: Tokens, 
     """persona.toml [training.vocab_trim]: what was kept, the check, and the untrimmed Q4_K_M
     (quantized here from the same F32 with the same importance matrix) beside the trimmed Q4_K_M
     (from --target's candidates) and the shipped file."""
-    from ..evaluate.drift import token_scores
     from .quantizer import model_shape, quantize
 
     full = quantize(untrimmed_f32, work / f"model.untrimmed.{COMPARED_QUANT}.gguf", COMPARED_QUANT, imatrix=imatrix)
     full_shape = trimmed.full_shape
-    s = token_scores(full.path, heldout)
+    s = trimmed.token_scores(full.path, heldout)
     full_chars = sum(scored_characters(full.path, heldout, trimmed.score_ctx))
     rows = [dict(model=f"{COMPARED_QUANT}, whole vocabulary", quant=COMPARED_QUANT, trimmed=False, path=str(full.path),
                  file_bytes=full.bytes, n_vocab=full_shape.n_vocab, tokens=s.tokens,
@@ -315,7 +318,7 @@ def report_lines(figures: dict | None, voice=None, substance=None) -> list[str]:
     for name in boards.TARGETS:
         b = boards.board(name).name
 
-        def cell(m: dict) -> str:
+        def cell(m: dict, b: str = b) -> str:
             x = m["boards"].get(b)
             if x is None:
                 return "–"
