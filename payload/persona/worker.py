@@ -136,7 +136,10 @@ def _serve(conn: Connection, model_path: str, sha256: str, n_ctx: int, n_threads
 
         # llama.cpp opens /proc/self/fd/N: the inode just hashed, even if the path was replaced since.
         # n_threads_batch defaults to every core (it would starve the beacon during the prompt);
-        # logits_all would keep n_ctx x n_vocab floats for nothing.
+        # logits_all would keep n_ctx x n_vocab floats for nothing. More threads than this process
+        # may run on (a board's three on a two-core bench) spin against each other: a generation of
+        # a second took minutes.
+        n_threads = max(1, min(n_threads, len(os.sched_getaffinity(0))))
         llm = Llama(model_path=f"/proc/self/fd/{fd}", n_ctx=n_ctx, n_threads=n_threads,
                     n_threads_batch=n_threads, logits_all=False, verbose=False)
     except BaseException as e:  # MemoryError under the limit included: report it, don't die silently
