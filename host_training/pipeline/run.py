@@ -166,6 +166,7 @@ def _bundle(cfg: BuildConfig, inputs: _Inputs, trained: stages.Trained, models: 
     bundling.write_eval_json(cfg.out, trained, models, quantized, scores, cfg)
     facts = bundling.gguf_facts(quantized.model.path)
     manifest = bundling.manifest(cfg, data, inputs.persona, trained, quantized, scores, facts)
+    manifest.sampling.min_tokens = bundling.owner_min_tokens(trained, data.train)  # her turns' length
     manifest.training.update(bundling.keep_model(trained, cfg.out, data.train,
                                                  parent.trained_on if parent else frozenset()))
     manifest.training["language"] = {k: v for k, v in inputs.language.items() if v is not None}
