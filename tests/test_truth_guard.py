@@ -21,7 +21,8 @@ FLIGHT = MusingFacts(phase="ascent", alt_m=6500, temp_c=-30.0, box_temp_c=4.0, p
 
 FALSE = {
     "time_aloft": ["I've been up for 28 hours", "I've been flying for 12 years now", "I've been up for 10 hours",
-                   "the balloon has been in space for 12 hours so far", "we launched 5 minutes ago"],
+                   "the balloon has been in space for 12 hours so far", "we launched 5 minutes ago",
+                   "up for a little over 12 hours", "it's 12 hours of climbing"],
     "altitude": ["it's 20 km up", "the box is at 150 km", "I'm at 30,000 feet"],
     "distance": ["I've drifted 300 km east", "we're 2 km from home"],
     "temperature": ["it's 39 degrees out here", "a balmy 20 °C"],
@@ -34,7 +35,8 @@ FALSE = {
     "request": ["nobody answered me"],
 }
 TRUE = {
-    "time_aloft": ["I've been up for an hour and a half", "up for 2 hours already", "launched 90 minutes ago"],
+    "time_aloft": ["I've been up for an hour and a half", "up for 2 hours already", "launched 90 minutes ago",
+                   "up for a little over an hour", "90 minutes of flying"],
     "altitude": ["about 6 km up", "6,500 m above the fields", "21,000 feet"],
     "distance": ["I've drifted 40 km east", "35 km from home"],
     "temperature": ["-30 degrees outside", "minus 28 °C", "4 degrees in my box"],
