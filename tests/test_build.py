@@ -29,11 +29,12 @@ def test_tiny_bundle_verifies_and_describes_itself(tiny_bundle, chat_data_dir):
     assert m.training["data_sha256"] == sha256(chat_data_dir / "train.jsonl")
     assert m.training["preset"] == "test" and m.training["seed"] == 1337 and m.training["loss"] == "persona"
     assert 0 < m.training["kept_step"] <= m.training["steps"] <= 30
-    # voice.json.gz: the report's voice classifier, for the payload to choose musings with (test_voice_score.py)
-    assert {f.path for f in m.files} == {"model.Q4_K_M.gguf", "eval.json", "voice.json.gz"}
+    # voice.json.gz: the report's voice classifier, for the payload to choose musings with (test_voice_score.py);
+    # lines.json: the owner's lines by situation, for its prompts (test_owner_lines.py)
+    assert {f.path for f in m.files} == {"model.Q4_K_M.gguf", "eval.json", "voice.json.gz", "lines.json"}
     assert sorted(p.name for p in tiny_bundle.iterdir()) == [  # model/: what `build --continue` starts from
-        "Modelfile", "build.log", "eval.json", "model", "model.Q4_K_M.gguf", "persona.toml", "report.md",
-        "size_vs_perplexity.svg", "voice.json.gz"]
+        "Modelfile", "build.log", "eval.json", "lines.json", "model", "model.Q4_K_M.gguf", "persona.toml",
+        "report.md", "size_vs_perplexity.svg", "voice.json.gz"]
     assert "| privacy probe |" in (tiny_bundle / "report.md").read_text() and "FROM ./model.Q4_K_M.gguf" in (
         tiny_bundle / "Modelfile").read_text()
     # The F32 GGUF scored by llama.cpp equals the training framework's held-out loss: the
@@ -136,8 +137,8 @@ def test_build_keeps_work_and_takes_options(chat_data_dir, tmp_path):
     assert main(["build", "--data", str(chat_data_dir), "--from-scratch", "--preset", "test", "--steps", "2",
                  "--quant", "Q4_0", "--out", str(out), "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "Modelfile", "build.log", "eval.json", "model", "model.Q4_0.gguf", "persona.toml", "report.md",
-        "size_vs_perplexity.svg", "voice.json.gz"]
+        "Modelfile", "build.log", "eval.json", "lines.json", "model", "model.Q4_0.gguf", "persona.toml",
+        "report.md", "size_vs_perplexity.svg", "voice.json.gz"]
     load_bundle(out)
 
 
