@@ -503,11 +503,12 @@ def _bundle(tmp_path: Path, notes: tuple[str, ...]) -> Path:
     data = _data(tmp_path, None)
     figures = {"val_loss": 1.0, "val_perplexity": 2.7, "tokens": 10}
     manifest = bundling.manifest(
-        SimpleNamespace(training=SimpleNamespace(method="from-scratch"), seed=1, loss="persona", out=out), data,
+        SimpleNamespace(training=SimpleNamespace(method="from-scratch"), seed=1, loss="persona", out=out,
+                        filler_targets=None), data,
         stages.PersonaText("Ada", "You are Ada.", notes),
         SimpleNamespace(template=SimpleNamespace(chat_template="{{ messages }}", stop=(), bos_token="", eos_token=""),
                         base="scratch", context_length=256, n_params=1, training={}),
-        SimpleNamespace(file="model.Q4_K_M.gguf", quant="Q4_K_M", drift=None),
+        SimpleNamespace(file="model.Q4_K_M.gguf", quant="Q4_K_M", drift=None, vocab_trim=None),
         SimpleNamespace(quantized=figures, f32=figures, reference=None),
         bundling.GgufFacts("llama", False))
     assert manifest.files == [file_entry(out, "model.Q4_K_M.gguf"), file_entry(out, "eval.json")]

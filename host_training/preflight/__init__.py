@@ -200,15 +200,7 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
     tensors, files = read_tensors(base, config)
     n_params = sum(t.n for t in tensors)
     tok = read_tokenizer(base)
-    vocab = tc.get("vocab_size")
-    if not isinstance(vocab, int):
-        raise PreflightError(f"{base / 'config.json'}: no vocab_size")
-    if tok.max_id is not None and tok.max_id >= vocab:
-        raise PreflightError(
-            f"{base}: the tokenizer ({tok.file}) has ids up to {tok.max_id} ({tok.tokens} tokens) but config.json's "
-            f"vocab_size is {vocab}: tokens {vocab}..{tok.max_id} have no embedding row. Training would fail on the "
-            "first of them, and llama.cpp's converter refuses the mismatch; the tokenizer and the weights are from "
-            "different models, or config.json is wrong")
+    vocab = _vocab_size(base, tc, tok)
     template = chat_template(base, chat_template_mode)
     ctx, ctx_source = bundle_context(config, n_params, preset, max_length)
     shape = model_shape(config, ctx)
@@ -270,6 +262,20 @@ def run(base: str | Path, *, quant: str = "Q4_K_M", target: str | None = None, p
         report.notes += [note] if note else []
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _vocab_size(base: Path, tc: dict, tok) -> int:
+    """config.json's vocab_size, which every id of the tokenizer must be below; PreflightError else."""
+    vocab = tc.get("vocab_size")
+    if not isinstance(vocab, int):
+        raise PreflightError(f"{base / 'config.json'}: no vocab_size")
+    if tok.max_id is not None and tok.max_id >= vocab:
+        raise PreflightError(
+            f"{base}: the tokenizer ({tok.file}) has ids up to {tok.max_id} ({tok.tokens} tokens) but config.json's "
+            f"vocab_size is {vocab}: tokens {vocab}..{tok.max_id} have no embedding row. Training would fail on the "
+            "first of them, and llama.cpp's converter refuses the mismatch; the tokenizer and the weights are from "
+            "different models, or config.json is wrong")
+    return vocab
 
 
 def _trim_plan(board: str, tensors: list[Tensor], config: dict, tokenizer_bytes: int, shape: boards.ModelShape,
