@@ -17,6 +17,7 @@ from sim.bench.fly.flight import bench_key
 from sim.bench.fly.options import FlyOptions
 from sim.world.scenarios import balloon_seed, scenario
 from stratoecho.wire.downlink import DownlinkAuth
+from stratoecho.wire.musing_sentence import fold_text
 from stratoecho.wire.uplink_keys import load_key
 
 MINUTES = 40.0
@@ -108,7 +109,8 @@ def test_two_balloons_the_far_ones_musings_reach_the_ground_only_through_the_nea
     delivered = [t for (t,) in con.execute("SELECT text FROM records WHERE kind = 'musing' ORDER BY seq")]
     con.close()
     made = _far_musings_made(tmp_path / "fly" / "payload-FAR1.log")
-    assert len(delivered) == len(set(delivered)) and set(delivered) <= set(made)
+    # A musing that came as $$ sentences alone is in their folded letters ("-49 deg C"), as a stock gateway passes them.
+    assert len(delivered) == len(set(delivered)) and {fold_text(t) for t in delivered} <= {fold_text(t) for t in made}
     # The near balloon's own flight is its own: none of FAR1's records in its database.
     con = sqlite3.connect(tmp_path / "fly" / "ground.db")
     assert not {t for (t,) in con.execute("SELECT text FROM records WHERE kind = 'musing'")} & set(delivered)

@@ -212,3 +212,22 @@ def test_a_musing_that_writes_the_prompts_memory_list_again_ends_before_it():
     for own in ("and then he said: wow.", "FAR1 said hello to me and I waved", "what you thought: fine",
                 "MID2 said: hi"):
         assert cut_prompt_echo(own, ["FAR1"]) == own
+
+
+def test_a_note_too_long_for_the_context_is_shortened_before_it_is_dropped():
+    """Another balloon's words are news: in a small context (a 256-token persona) they lose their
+    end, not their place, while at least NOTE_MIN_CHARS of them fit."""
+    from payload.persona.memory import heard_from
+    from payload.persona.prompts import NOTE_MIN_CHARS
+
+    far = MemoryEntry("note", "the far side of the cloud is brighter than ours and the wind has turned " * 2,
+                      NOON - timedelta(minutes=5), None, None, heard_from("FAR1"), 7)
+    ctx = PromptContext(memories=[far])
+    whole = build_prompt(SYSTEM, readings(), ctx, 100_000)
+    assert whole.memories == 1
+    shortened = build_prompt(SYSTEM, readings(), ctx, whole.chars - 60)
+    text = user(shortened.messages)
+    assert shortened.memories == 1 and not shortened.over_budget and shortened.chars <= whole.chars - 60
+    assert "FAR1 said" in text and "the far side of the cloud" in text
+    gone = build_prompt(SYSTEM, readings(), ctx, whole.chars - len(far.text) + NOTE_MIN_CHARS - 30)
+    assert gone.memories == 0 and "FAR1" not in user(gone.messages)

@@ -47,6 +47,7 @@ _PLACEHOLDER_PIECE = re.compile(r"<[A-Z]{2,}(?:_[A-Z0-9]*)*>?")
 
 EARTH_RADIUS_M = 6_371_000.0
 MEMORY_CHARS = 160  # one memory in the prompt, at most
+NOTE_MIN_CHARS = 40  # a note from the ground or another balloon shortened to fit the context, at least
 OUTCOME_CHARS = 120
 MAX_MEMORIES = 8  # a small model makes nothing of more; fewer to fit is the budget's job
 MAX_OUTCOMES = 4
@@ -250,13 +251,13 @@ def _age(now: datetime, then: datetime | None, w: Wording = EN) -> str:
     return w.days_ago.format(n=round(s / 86400))
 
 
-def _memory_line(m, now: datetime, w: Wording = EN) -> str:
+def _memory_line(m, now: datetime, w: Wording = EN, chars: int = MEMORY_CHARS) -> str:
     if getattr(m, "source", "") == "owner":  # memory.OWNER: what it knew before the flight, ageless
-        return w.you_know.format(text=fit_musing(m.text, MEMORY_CHARS))
+        return w.you_know.format(text=fit_musing(m.text, chars))
     heard = speaker(getattr(m, "source", ""))
     who = w.said.format(who=heard) if heard else w.ground_told if m.kind == "note" else w.thought
     head = f"{who}{_age(now, getattr(m, 'created', None), w)}".strip()  # a language without words: its age alone
-    return f"- {head}: {fit_musing(m.text, MEMORY_CHARS)}" if head else f"- {fit_musing(m.text, MEMORY_CHARS)}"
+    return f"- {head}: {fit_musing(m.text, chars)}" if head else f"- {fit_musing(m.text, chars)}"
 
 
 def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION,
@@ -310,10 +311,18 @@ def build_prompt(system_prompt: str, r: Readings, context: PromptContext | None 
 
     user = render()
     for what, i in order:
-        if len(system_prompt) + len(user) <= max_prompt_chars:
+        over = len(system_prompt) + len(user) - max_prompt_chars
+        if over <= 0:
             break
         if what in ("q", "a"):
             plain.add(what)
+        elif what == "m" and memories[i].kind == "note" and min(len(memories[i].text), MEMORY_CHARS) - over >= NOTE_MIN_CHARS:
+            # News is shortened before it is dropped: its start still says who said what.
+            whole = mem_lines[i]
+            mem_lines[i] = _memory_line(memories[i], r.time, w, min(len(memories[i].text), MEMORY_CHARS) - over)
+            if len(system_prompt) + len(render()) > max_prompt_chars:
+                mem_lines[i] = whole
+                keep[what].discard(i)
         else:
             keep[what].discard(i)
         user = render()
