@@ -336,6 +336,12 @@ def test_sondehub_retries_a_server_error_then_succeeds(server):
 
 
 def test_sondehub_never_retries_a_client_error(server):
+    import logging
+
+    import structlog
+
+    # An earlier command under test may have left a level filter above warnings (conftest restores it after).
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     server.script = [400]
     up = SondeHubUploader("M0ABC", server.url, policy=FAST)
     try:
