@@ -82,10 +82,14 @@ def complete(llm, prompt, **params: Any) -> dict:
     """`llm.create_completion(prompt, **params)`, stopped at the end of the context.
 
     A completion cut there says finish_reason "length", as one cut at max_tokens does.
-    `min_tokens` (not llama-cpp-python's): no end of turn before that many tokens (`not_before`)."""
+    `min_tokens` (not llama-cpp-python's): no end of turn before that many tokens (`not_before`),
+    and never more than half of `max_tokens`."""
     import llama_cpp
 
     min_tokens = int(params.pop("min_tokens", 0) or 0)
+    if isinstance(params.get("max_tokens"), int) and params["max_tokens"] > 0:
+        # At most half of this reply: a budget that cut max_tokens (low energy) keeps a turn that may end.
+        min_tokens = min(min_tokens, params["max_tokens"] // 2)
     if min_tokens > 0:
         processors = list(params.pop("logits_processor", None) or [])
         if params.get("logit_bias"):  # given both, llama-cpp-python 0.3 drops both (list.extend returns None)

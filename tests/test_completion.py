@@ -84,6 +84,9 @@ def test_min_tokens_holds_back_the_end_of_a_turn(tiny_bundle):
         held = complete(llm, prompt, max_tokens=20, temperature=0.0, logit_bias={end: 100.0}, stop=stop, min_tokens=6)
         assert held["usage"]["completion_tokens"] in (6, 7)  # six, then the end it was held back from
         assert held["choices"][0]["finish_reason"] == "stop"
+        llm.reset()  # a reply cut short by the budget (8 tokens) may end after half of them, not run to its end
+        short = complete(llm, prompt, max_tokens=8, temperature=0.0, logit_bias={end: 100.0}, stop=stop, min_tokens=20)
+        assert short["usage"]["completion_tokens"] in (4, 5) and short["choices"][0]["finish_reason"] == "stop"
         params = sampling(bundle.manifest)
         assert params["min_tokens"] == bundle.manifest.sampling.min_tokens and params["stop"] == stop
     finally:
