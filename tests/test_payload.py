@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,13 +24,15 @@ from stratoecho import wire
 from stratoecho.bundle import load_bundle
 from tests.fakes import AUTH, RecordingRadio, write_flight_key
 
+MORNING = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)  # a June morning at the simulated launch site
+
 
 def _daemon(tmp_path, bundle=None) -> Daemon:
     write_flight_key(tmp_path / "flight.key")  # records go tagged (fakes.AUTH reads them)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(tmp_path / "flight.key")))
     cfg.persona.figure_goal = 0.0  # each scripted musing is made once (tests/test_musing_openings.py sets one)
     cfg.persona.candidates = 1  # and one candidate a musing (tests/test_musing_candidates.py makes several)
-    clock = Clock(speedup=1000)
+    clock = Clock(speedup=1000, start_utc=MORNING)  # the test owns the time of day: the sun is up on the pad
     d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
     d.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
     return d
