@@ -34,6 +34,7 @@ from stratoecho import wire
 from stratoecho.cli import stop_on_signals
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
+from stratoecho.wire.downlink import fingerprint
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 
 from .config import GroundConfig
@@ -240,9 +241,13 @@ class Listener:
             proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
         if proxy is not None:  # the payload's questions, answered into the outbox for its next window
             hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store) if heard.flight is None else None)
-        hooks.on_new.append(self.musing.note)
+        # With a key, what leaves the station as the flight's (uploads, the feed, their musing
+        # comment) is what the balloon signed; a claim stays in the database, shown apart.
+        keyed = self.decoder.auth is not None
+        hooks.on_new.append(lambda heard: self.musing.note(heard) if heard.authentic or not keyed else None)
         for e in self.exporters:  # positions only: that is all an exporter takes
-            hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry) else None)
+            hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry)
+                                and (heard.authentic or not keyed) else None)
         if self.ssdv_uploader is not None:  # every SSDV packet the database kept as new, with when it was heard
             self.exporters.append(Guarded(self.ssdv_uploader, "ssdv"))
             hooks.on_ssdv.append(self.exporters[-1].add)
@@ -405,9 +410,14 @@ def build_listener(config: GroundConfig, stop: threading.Event | None = None) ->
         source.close()
         raise
     decoder = flights.primary.decoder
+    for flight in flights.all():  # what each database's readers show as the flight's (reading.GroundReader.keyed)
+        auth = flight.decoder.auth
+        flight.store.set_trust(fingerprint(auth.key) if auth is not None else None)
     if downlink is None:
-        log.warning("no downlink key", consequence="record fragments and window cues are kept as frames, unread; "
-                    "sentences and pictures are shown", fix="--flight-key FILE (or --downlink-key FILE)")
+        log.warning("no downlink key: this station believes anyone",
+                    consequence="any sentence under the flight's callsign is shown, exported and uploaded as the "
+                    "flight's, a forger's too; record fragments and window cues are kept as frames, unread",
+                    fix="--flight-key FILE (or --downlink-key FILE)")
     listener = Listener(config, stop, clock, store, source, decoder, Hooks(station=config.station.name),
                         repair=repair_link(config, source, store, clock), proxy=proxy, flights=flights)
     try:

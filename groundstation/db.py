@@ -24,6 +24,10 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
     dead_letters id, at, topic, reason, size, head           messages the network's aggregator could not
                                                                handle: set aside (acknowledged), their
                                                                first bytes kept, the newest DEAD_LETTERS_KEPT
+    trust      id (1), keyed, fingerprint, set_at              whether the listener checks the flight's
+                                                               tags (and with which key's fingerprint): with
+                                                               one, only what the balloon signed is the
+                                                               flight's; without, anyone is believed
 
 SSDV pictures have no boot or sequence number on the air: each is kept as an image record
 of boot 0 (the payload numbers its boots from 1) and seq its SSDV image id, rebuilt from
@@ -93,14 +97,19 @@ from .frame_quota import FrameBudget, FrameQuota, bytes_by_sql
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 11  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
+SCHEMA_VERSION = 12  # 2: records.data; 3: NULL temp/pressure (no reading); 4: stations, signal, outbox;
 #                      5: what an outbox row answers or confirms, in columns; 6: ssdv_packets;
 #                      7: stations (where each is); 8: authentic (tagged by the balloon, or open);
 #                      9: outbox.refused (a row the listener would not sign, and why); 10: dead_letters;
-#                      11: telemetry unique per claim (callsign, number and position), not per number
+#                      11: telemetry unique per claim (callsign, number and position), not per number;
+#                      12: trust (whether the listener checks the flight's tags)
 DEFAULT_FRAME_QUOTA = FrameQuota()  # what the frames table keeps per source and in all (frame_quota)
 DEAD_LETTERS_KEPT = 1_000  # rows; a flood of bad messages replaces its own, never grows the file
 DEAD_LETTER_HEAD = 256  # bytes of a set-aside message kept to read it by
+_TRUST = """CREATE TABLE trust (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    keyed INTEGER NOT NULL, fingerprint TEXT, set_at TEXT NOT NULL
+)"""
 _DEAD_LETTERS = """CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, size INTEGER NOT NULL, head BLOB NOT NULL
@@ -156,7 +165,7 @@ CREATE TABLE stations (
     lat REAL NOT NULL, lon REAL NOT NULL, alt_m REAL NOT NULL,
     updated_at TEXT NOT NULL
 );
-""" + _DEAD_LETTERS
+""" + _DEAD_LETTERS + ";\n" + _TRUST
 _TELEMETRY_COLUMNS = (
     "boot", "seq", "callsign", "time", "lat", "lon", "alt", "sats", "temp_c", "pressure_hpa", "batt_mv",
 )
@@ -233,6 +242,8 @@ _MIGRATIONS = {
          "INSERT INTO telemetry_v11 SELECT * FROM telemetry",
          "DROP TABLE telemetry",
          "ALTER TABLE telemetry_v11 RENAME TO telemetry"],
+    # Signed sentences: what the listener believes depends on whether it holds the key.
+    12: [_TRUST],
 }
 
 
@@ -339,11 +350,13 @@ class Store:
     # ----------------------------------------------------------------- writing
 
     def add_frame(self, data: bytes, source: str, error: str | None = None, received_at: str | None = None, *,
-                  station: str | None = None, rssi_dbm: float | None = None, snr_db: float | None = None) -> int:
-        """One row for a frame heard; its id, or 0 when the frame quota keeps it out (an error or an
-        open frame past its source's share or the total: counted in `frames_not_stored`)."""
+                  station: str | None = None, rssi_dbm: float | None = None, snr_db: float | None = None,
+                  vouched: bytes | None = None) -> int:
+        """One row for a frame heard; its id, or 0 when the frame quota keeps it out (a claim past
+        its source's share or the total: counted in `frames_not_stored`). `vouched`: the frame the
+        balloon's tag checked in (frame_quota.FrameBudget.admit), never kept out."""
         received_at = received_at or utc_now()
-        if self.frame_quota is not None and not self._frame_fits(data, source, error, received_at, station):
+        if self.frame_quota is not None and not self._frame_fits(data, source, error, received_at, station, vouched):
             return 0
         cur = self._db.execute(
             "INSERT INTO frames (received_at, source, hex, ok, error, station, rssi_dbm, snr_db) "
@@ -352,11 +365,12 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
-    def _frame_fits(self, data: bytes, source: str, error: str | None, received_at: str, station: str | None) -> bool:
+    def _frame_fits(self, data: bytes, source: str, error: str | None, received_at: str, station: str | None,
+                    vouched: bytes | None) -> bool:
         if self._frame_budget is None:  # a Store that never stores a frame (the dashboard's) never counts
             self._frame_budget = FrameBudget(self.frame_quota, self.frame_bytes_by_source())
         budget = self._frame_budget
-        if budget.admit(data, source, error, received_at, station):
+        if budget.admit(data, source, error, received_at, station, vouched=vouched):
             return True
         since = budget.warning_due(source, self._clock())
         if since is not None:
@@ -449,6 +463,13 @@ class Store:
         """(boot, seq) of every API request the outbox holds an answer to, sent or not."""
         rows = self._db.execute("SELECT answers_boot, answers_seq FROM outbox WHERE answers_boot IS NOT NULL")
         return {(boot, seq) for boot, seq in rows}
+
+    def set_trust(self, fingerprint: str | None) -> None:
+        """Say what this database's listener believes: with a downlink key (its `fingerprint`),
+        only what the balloon signed or tagged is the flight's; None, anyone's sentences."""
+        self._db.execute("INSERT OR REPLACE INTO trust (id, keyed, fingerprint, set_at) VALUES (1, ?, ?, ?)",
+                         (int(fingerprint is not None), fingerprint, utc_now()))
+        self._db.commit()
 
     def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None, authentic: bool = False) -> bool:
         """Store a position; False if it was there already. A sentence is open (anyone can send one:

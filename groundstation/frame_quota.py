@@ -3,14 +3,17 @@
 datagram, and before these quotas each one was a row: a flood of junk filled the disk (issue 41).
 Pure bookkeeping (no I/O, the clock passed in); the Store counts what the database holds and logs.
 
-What is always stored: a frame that decoded (`error` None) and is ours, a record fragment or a
-window cue whose downlink tag checked (`tagged`). Everything else (errors, sentences and
-pictures anyone can send, fragments whose tag failed) counts against the quotas, and past them
-is counted by source (`over_quota`), not stored; a warning a minute per source says how many.
+What is always stored: a frame the balloon's tag vouches for (`vouched`: a record fragment or a
+window cue whose downlink tag checked, a sentence it signed, or such a frame inside another
+balloon's relay envelope), before a restart and after it. Everything else (errors, unsigned
+sentences and pictures anyone can send, frames whose tag failed) counts against the quotas, and
+past them is counted by source (`over_quota`), not stored; a warning a minute per source says how many.
 The listener keeps out what such a frame decodes to as well (a sentence's position, a musing
 sentence, an SSDV packet), so valid sentences under ever new numbers cannot fill the other tables.
 Past the quotas an authentic frame byte for byte the same as one stored before (a recording
-played back) is no news and is not stored either; a flight's own frames are all new.
+played back) is no news and is not stored either; a flight's own frames are all new. What is
+compared is the vouched frame, not its envelope: one captured cue in ever new envelopes (random
+relayer ids and tags) is one frame, stored once.
 
 A source is where a frame came from with what a sender chooses freely taken off: a UDP sender's
 address without its port (an IPv6 sender's /64, which its network hands out whole), a serial
@@ -136,13 +139,16 @@ class FrameBudget:
             self._sources.add(k)
         return k
 
-    def admit(self, data: bytes, origin: str, error: str | None, *texts: str | None) -> bool:
+    def admit(self, data: bytes, origin: str, error: str | None, *texts: str | None,
+              vouched: bytes | None = None) -> bool:
         """True (its bytes counted) to store this frame; False (counted in `over_quota`) when its
         source or the total is full and it is not an authentic frame new to this budget.
-        `texts`: the row's other text columns (its time, station), as stored."""
+        `texts`: the row's other text columns (its time, station), as stored; `vouched`: the frame
+        the balloon's tag checked in (`data` itself, or the one its relay envelope carries), None
+        for a claim."""
         key, n = self.key(origin), row_bytes(len(data), origin, error, *texts)
-        ours = error is None and tagged(data)
-        digest = hashlib.blake2b(data, digest_size=16).digest() if ours else b""
+        ours = vouched is not None
+        digest = hashlib.blake2b(vouched, digest_size=16).digest() if ours else b""
         if self.bytes.take(key, n):
             if ours:
                 self._remember(digest)

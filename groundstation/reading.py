@@ -300,20 +300,41 @@ class GroundReader:
 
     # ------------------------------------------------------------- whose flight
 
+    def trust(self) -> dict:
+        """What the listener said it believes (db.Store.set_trust): {"keyed": True, "fingerprint":
+        ...} when it checks the flight's tags, {"keyed": False, ...} when it believes anyone; keyed
+        None for a database whose listener never said (older than schema 12: anyone, as then)."""
+        row = self._rows("trust", "SELECT keyed, fingerprint, set_at FROM trust WHERE id = 1")
+        if not row:
+            return {"keyed": None, "fingerprint": None, "set_at": None}
+        return {"keyed": bool(row[0]["keyed"]), "fingerprint": row[0]["fingerprint"], "set_at": row[0]["set_at"]}
+
+    def keyed(self) -> bool:
+        """The listener checks the flight's tags: only what the balloon signed is the flight's."""
+        return bool(self.trust()["keyed"])
+
     def flight_filter(self) -> tuple[str, tuple]:
-        """SQL over `telemetry AS t` for the flight's positions: its callsign's, and of a number
-        only when one claim stands under it (a forger's sentence under a number the balloon also
-        used leaves that number out of the track, never in place of the real one)."""
+        """SQL over `telemetry AS t` for the flight's positions. With a key (`keyed`): what the
+        balloon signed or tagged, nothing else, whoever speaks first or loudest. Without one, its
+        callsign's, and of a number only when one claim stands under it (a forger's sentence under
+        a number the balloon also used leaves that number out of the track, never in place of the
+        real one)."""
         callsign = self.callsign()
+        if callsign is None:
+            return "0", ()
+        if self.keyed():
+            return "t.callsign = ? AND t.authentic = 1", (callsign,)
         contested = ("(SELECT count(*) FROM telemetry AS c WHERE c.callsign = t.callsign AND c.boot = t.boot "
                      "AND c.seq = t.seq) = 1")
-        return (f"t.callsign = ? AND {contested}", (callsign,)) if callsign is not None else ("0", ())
+        return f"t.callsign = ? AND {contested}", (callsign,)
 
     def callsign(self) -> str | None:
-        """The flight's callsign: the one the balloon's tagged frames named (a late position, the
-        boot event), else the one most sentences carry (open sentences are claims: a forger must
-        outshout the beacon for this, and still moves nothing the tagged frames name)."""
-        return self.tagged_callsign() or self._one(
+        """The flight's callsign: the one the balloon's signed or tagged frames named (a sentence,
+        a late position, the boot event). With a key, only that: a claim never names the flight.
+        Without one, else the one most sentences carry (a forger must outshout the beacon)."""
+        if (tagged := self.tagged_callsign()) or self.keyed():
+            return tagged
+        return self._one(
             "telemetry", "SELECT callsign FROM telemetry GROUP BY callsign ORDER BY count(*) DESC, max(id) DESC LIMIT 1")
 
     def tagged_callsign(self) -> str | None:
@@ -337,7 +358,10 @@ class GroundReader:
                                          "GROUP BY callsign ORDER BY count(*) DESC LIMIT 20", (callsign or "",))
         contested = self._one("telemetry", "SELECT count(*) FROM (SELECT 1 FROM telemetry WHERE callsign = ? "
                                            "GROUP BY boot, seq HAVING count(*) > 1)", (callsign or "",), default=0)
+        unsigned = self._one("telemetry", f"SELECT count(*) FROM telemetry WHERE callsign = ? AND "
+                                          f"{self._column('telemetry', 'authentic')} = 0", (callsign or "",), default=0)
         return {"callsign": callsign, "callsign_tagged": self.tagged_callsign() is not None,
+                "keyed": self.trust()["keyed"], "unsigned_under_callsign": unsigned,
                 "other_callsigns": {r[0]: r[1] for r in others}, "contested_numbers": contested}
 
     def max_altitude(self) -> int | None:

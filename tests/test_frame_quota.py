@@ -72,14 +72,15 @@ def test_past_its_source_share_and_past_the_total_junk_is_counted_not_stored():
 def test_the_balloons_own_frames_are_stored_past_the_quota_but_a_replay_of_them_is_not():
     n = row(OURS, "serial /dev/ttyUSB0", None)
     budget = FrameBudget(FrameQuota(source_bytes=2 * n, total_bytes=2 * n))
-    assert budget.admit(OURS, "serial /dev/ttyUSB0", None, AT, None)
-    assert budget.admit(OURS, "serial /dev/ttyUSB0", None, AT, None)  # under the quota a repeat is a reception
+    assert budget.admit(OURS, "serial /dev/ttyUSB0", None, AT, None, vouched=OURS)
+    assert budget.admit(OURS, "serial /dev/ttyUSB0", None, AT, None, vouched=OURS)  # under the quota a repeat is a reception
     assert not budget.admit(JUNK, "serial /dev/ttyUSB0", "unknown first byte", AT, None)
     other = bytes([wire.CONTROL_MAGIC]) + b"\x02" * 40
-    relayed = bytes([wire.RELAY_MAGIC]) + b"\x00" * (HEAD_BYTES - 1) + bytes([wire.MAGIC]) + b"\x03" * 40
-    assert budget.admit(other, "udp 10.0.0.9:1", None, AT, None)  # new: stored past the quota
-    assert budget.admit(relayed, "udp 10.0.0.9:1", None, AT, None)  # ours inside another balloon's envelope
-    assert not budget.admit(OURS, "udp 10.0.0.9:2", None, AT, None)  # played back: no news
+    inner = bytes([wire.MAGIC]) + b"\x03" * 40
+    relayed = bytes([wire.RELAY_MAGIC]) + b"\x00" * (HEAD_BYTES - 1) + inner
+    assert budget.admit(other, "udp 10.0.0.9:1", None, AT, None, vouched=other)  # new: stored past the quota
+    assert budget.admit(relayed, "udp 10.0.0.9:1", None, AT, None, vouched=inner)  # ours in another balloon's envelope
+    assert not budget.admit(OURS, "udp 10.0.0.9:2", None, AT, None, vouched=OURS)  # played back: no news
     assert not budget.admit(OURS + b"x", "udp 10.0.0.9:2", "bad tag", AT, None)  # its tag failed: junk
     assert budget.over_quota == {"serial /dev/ttyUSB0": 1, "udp 10.0.0.9": 2}
     assert budget.bytes.total_used > 2 * n  # what is stored past the quota is counted: junk stays out
@@ -146,7 +147,7 @@ def test_the_store_keeps_junk_within_the_quota_counts_again_on_opening_and_warns
         ids += [store.add_frame(JUNK, "udp 10.0.0.1:99", "unknown first byte", AT)]
         clock.t = 61.0
         ids += [store.add_frame(JUNK, "udp 10.0.0.1:99", "unknown first byte", AT)]
-        assert store.add_frame(OURS, "udp 10.0.0.1:5", None, AT) > 0  # the balloon's, always
+        assert store.add_frame(OURS, "udp 10.0.0.1:5", None, AT, vouched=OURS) > 0  # the balloon's, always
         assert store.frames_not_stored == {"udp 10.0.0.1": 8}
     assert [i > 0 for i in ids] == [True] * 4 + [False] * 8
     warnings = [e for e in logs if e["event"] == "frames past the storage quota not stored"]

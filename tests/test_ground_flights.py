@@ -41,9 +41,10 @@ def musing(auth: DownlinkAuth, seq: int, text: str, mtu: int = 200) -> list[byte
 
 
 def position(callsign: str, seq: int, lat: float) -> bytes:
+    """The flight's position sentence, signed as its payload keys it."""
     return wire.encode_sentence(wire.Telemetry(callsign=callsign, seq=seq, time="12:00:00", lat=lat, lon=-0.2,
                                                alt=20000 + seq, sats=9, temp_c=-40.0, pressure_hpa=55.0,
-                                               batt_mv=3900, boot=1))
+                                               batt_mv=3900, boot=1), {NEAR: NEAR_AUTH, FAR: FAR_AUTH}.get(callsign))
 
 
 def via_near(frame: bytes, auth: DownlinkAuth = NEAR_AUTH) -> bytes:

@@ -154,7 +154,7 @@ def test_the_config_refuses_musing_sentences_a_small_frame_cannot_carry():
 
 
 # --------------------------------------------------------------------------- how a musing is cut
-ROOM = musing_text_room("STRATO1", 3, 17)  # 110: a 199-byte line with room for any position and a made time
+ROOM = musing_text_room("STRATO1", 3, 17)  # 99: a 199-byte line with room for any position, a made time and a tag
 
 
 def texts(line: bytes | list[bytes]) -> list[str]:
@@ -192,13 +192,13 @@ def fewest_longest(text: str, parts: int) -> int:
 
 
 def test_the_room_is_what_the_encoder_fills():
-    assert ROOM == 110
+    assert ROOM == 99
     assert musing_text_room("STRATO1", 3, 17, max_bytes=255) == ROOM  # never past GATEWAY_MAX_LINE
     assert musing_text_room("STRATO1", 3, 17, max_bytes=150) == ROOM - 49
     assert musing_text_room("STRATO1", 0xFFFF, 2**32 - 1) == ROOM - 12  # a wider tag leaves less
     assert musing_text_room("STRATO1", 3, 17, max_bytes=64) == 0
     for call, boot, seq, max_bytes in (("STRATO1", 3, 17, 199), ("M0ABC-11", 65535, 4294967295, 199),
-                                       ("X", 0, 0, 120), ("STRATO1", 3, 17, 112)):
+                                       ("X", 0, 0, 131), ("STRATO1", 3, 17, 123)):
         room = musing_text_room(call, boot, seq, max_bytes)
         assert room >= MIN_TEXT
         fits = ("a" * 9 + " ") * (room // 10) + "b" * (room % 10)
@@ -217,8 +217,8 @@ def test_the_room_is_what_the_encoder_fills():
 
 def test_parts_needed_folds_and_counts_the_fewest_parts():
     assert parts_needed("", ROOM) == 0 and parts_needed("北京", ROOM) == 0
-    assert parts_needed("word " * 22, ROOM) == 1  # 109 characters once folded: the last space goes
-    assert parts_needed("word " * 23, ROOM) == 2
+    assert parts_needed("word " * 20, ROOM) == 1  # 99 characters once folded: the last space goes
+    assert parts_needed("word " * 21, ROOM) == 2
     assert parts_needed("a, b", 4) == 1  # "a; b"
     assert parts_needed("x" * 221, ROOM) == 3  # a word longer than a part is cut inside
     assert fold_text(fold_text(LONG)) == fold_text(LONG)  # so folding the text again changes nothing
@@ -226,12 +226,12 @@ def test_parts_needed_folds_and_counts_the_fewest_parts():
 
 def test_a_musing_a_little_too_long_for_one_part_goes_as_two_even_ones():
     text = ("The sky is black above me and the Earth is a blue curve below; "
-            "I count the minutes of light I have left to them")
-    assert len(text) == 111 and greedy(text, ROOM)[-1] == "them"  # the old cut: 106 characters and a stray word
+            "I count minutes of light left to them")
+    assert len(text) == 100 and greedy(text, ROOM)[-1] == "them"  # the old cut: 95 characters and a stray word
     lines = sentences(text=text)
     parts = texts(lines)
     assert len(parts) == 2 and " ".join(parts) == text
-    assert [len(p) for p in parts] == [55, 55]
+    assert [len(p) for p in parts] == [49, 50]
     assert all(wire.decode_musing_sentence(raw).parts == 2 for raw in lines)
 
 
@@ -247,7 +247,7 @@ def test_a_120_character_musing_is_two_parts_of_about_60():
         assert max(map(len, parts)) == fewest_longest(text, 2)
 
 
-@pytest.mark.parametrize("seed, max_bytes", [(1, 199), (2, 199), (3, 180), (4, 170)])
+@pytest.mark.parametrize("seed, max_bytes", [(1, 199), (2, 199), (3, 190), (4, 180)])
 def test_random_musings_go_as_the_fewest_even_parts_none_under_min_part(seed, max_bytes):
     rng = random.Random(seed)
     room = musing_text_room("STRATO1", 3, 17, max_bytes)
@@ -278,7 +278,7 @@ def test_random_musings_go_as_the_fewest_even_parts_none_under_min_part(seed, ma
 
 
 def test_a_word_longer_than_a_part_is_cut_inside_evenly():
-    text = "see " + "x" * 300 + " ok"
+    text = "see " + "x" * 270 + " ok"
     parts = texts(sentences(text=text))
     assert len(parts) == parts_needed(text, ROOM) == 3
     assert "".join(parts).replace(" ", "") == text.replace(" ", "") and max(map(len, parts)) <= ROOM
@@ -287,17 +287,17 @@ def test_a_word_longer_than_a_part_is_cut_inside_evenly():
 
 def test_only_a_long_word_where_a_cut_must_fall_leaves_a_part_under_min_part():
     # The one case the encoder's docstring names: no cut into two parts leaves both MIN_PART long.
-    text = "x" * 108 + " ok"
-    assert len(texts(sentences(text=text))[0]) == 108 and texts(sentences(text=text))[1] == "ok"
+    text = "x" * 97 + " ok"
+    assert len(texts(sentences(text=text))[0]) == 97 and texts(sentences(text=text))[1] == "ok"
 
 
 def test_a_cut_that_keeps_every_part_min_part_long_wins_over_a_slightly_more_even_one():
-    # Long words in a small room (61 characters: a 150-byte line): the most even cut would leave
+    # Long words in a small room (61 characters: a 161-byte line): the most even cut would leave
     # a part of 24 characters; another leaves none under MIN_PART, at the cost of a longer part.
     words = [2, 16, 15, 4, 7, 7, 6, 8, 30, 10, 13]
     text = " ".join(chr(ord("a") + i) * n for i, n in enumerate(words))
-    assert musing_text_room("STRATO1", 3, 17, 150) == 61
-    parts = texts(sentences(text=text, max_bytes=150))
+    assert musing_text_room("STRATO1", 3, 17, 161) == 61
+    parts = texts(sentences(text=text, max_bytes=161))
     assert len(parts) == 3 and " ".join(parts) == text
     assert [len(p) for p in parts] == [35, 36, 55]
 
@@ -338,10 +338,11 @@ def test_a_bad_made_time_is_a_bad_tag(tag):
 
 
 def test_the_documented_musing_sentences_are_what_the_encoder_writes():
+    from tests.test_wire import AUTH as VECTORS_KEY
     from tests.test_wire import _block_after
 
     documented = [line.split(" -> ") for line in _block_after("<!-- vectors:") if '"musing_sentence"' in line]
-    assert len(documented) == 2
+    assert len(documented) == 3
     made_seen = set()
     for hex_frame, expected in documented:
         v = json.loads(expected)
@@ -351,8 +352,10 @@ def test_the_documented_musing_sentences_are_what_the_encoder_writes():
             made = datetime(2026, 1, 1, *map(int, v["made"].split(":")), tzinfo=timezone.utc)
         made_seen.add(made is not None)
         line = wire.encode_musing_sentences(v["callsign"], v["counter"], datetime(2026, 1, 1, h, m, s), v["lat"],
-                                            v["lon"], v["alt"], v["boot"], v["seq"], v["text"], made=made)
+                                            v["lon"], v["alt"], v["boot"], v["seq"], v["text"], made=made,
+                                            auth=VECTORS_KEY if v.get("signature") else None)
         assert [raw.hex() for raw in line] == [hex_frame]
         decoded = dataclasses.asdict(wire.decode_musing_sentence(bytes.fromhex(hex_frame)))
-        assert decoded == {k: val for k, val in v.items() if k != "kind"}
+        assert decoded == {"signature": None, **{k: val for k, val in v.items() if k != "kind"}}
+        assert wire.musing_signed(bytes.fromhex(hex_frame), VECTORS_KEY) == (v.get("signature") is not None)
     assert made_seen == {True, False}  # one with the made time, one as older payloads send it

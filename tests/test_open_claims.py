@@ -4,7 +4,8 @@ a forged HABpack sentence neither renames the flight nor moves its predicted lan
 dashboard says which callsign the balloon's tag named and what open sentences claim beside it.
 
 Frames are made as the balloon and as a forger make them; the ground is `listen`'s decoder and
-database, then the real `listen` process over UDP, then the page in the real Chromium.
+database (as a station without the key keeps them: tests/test_signed_sentences.py has the keyed
+one), then the real `listen` process over UDP, then the page in the real Chromium.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def test_against_the_real_listen_process(tmp_path):
     air = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         port = wait_listening(log_path, proc, "listen")
-        frames = boot_event() + forged_track(10) + real_track(10)
+        frames = boot_event() + forged_track(10) + [wire.encode_sentence(position(seq), AUTH) for seq in range(10)]
         for i in range(0, len(frames), 50):  # in bursts a UDP socket's buffer holds
             for f in frames[i:i + 50]:
                 air.sendto(f, ("127.0.0.1", port))
@@ -127,9 +128,9 @@ def test_against_the_real_listen_process(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         air.close()
-    with GroundReader.open(tmp_path / "g.db") as db:
-        assert [r.seq for r in db.telemetry()] == [0, 1, 2, 3, 4]
-        assert db.claims()["callsign"] == CALL and db.claims()["contested_numbers"] == 5
+    with GroundReader.open(tmp_path / "g.db") as db:  # with the key, the balloon signs its sentences: all are its
+        assert [r.seq for r in db.telemetry()] == list(range(10))
+        assert db.claims()["callsign"] == CALL and db.claims()["contested_numbers"] == 0
 
 
 def _frames_stored(tmp_path) -> int:
@@ -149,7 +150,7 @@ def test_the_page_says_which_callsign_is_tagged_and_shows_claims_as_text(browser
     server = start(tmp_path / "ground.db")
     try:
         browser.get(server.url)
-        wait(browser, lambda d: texts(d, "#callsign-from") == ["(named by its tagged frames)"],
+        wait(browser, lambda d: texts(d, "#callsign-from") == ["(named by its signed frames)"],
              "the page never said the callsign is tagged")
         wait(browser, lambda d: HOSTILE in (texts(d, "#claims") or [""])[0], "the claims never showed")
         (claims,) = texts(browser, "#claims")

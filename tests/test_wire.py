@@ -55,6 +55,17 @@ def test_documented_vectors_encode():
     assert wire.fragment_record(musing, auth=AUTH)[0].hex() == _block_after("<!-- vectors:")[1].split(" -> ")[0]
 
 
+def test_the_documented_signed_sentences_check_under_the_vectors_key_and_no_other():
+    *_, position, musing = (bytes.fromhex(line.split(" -> ")[0]) for line in _block_after("<!-- vectors:"))
+    assert wire.sentence_signed(position, AUTH) and wire.musing_signed(musing, AUTH)
+    other = DownlinkAuth.from_flight_key(bytes(32))
+    assert not wire.sentence_signed(position, other) and not wire.musing_signed(musing, other)
+    t = wire.Telemetry("STRATO1", 43, "10:05:11", 52.70456, -2.71345, 12650, 9, -41.0, 176.4, 3888, 3)
+    assert wire.encode_sentence(t, AUTH) == position
+    unsigned = _block_after("<!-- vectors:")[0].split(" -> ")[0]
+    assert not wire.sentence_signed(bytes.fromhex(unsigned), AUTH)
+
+
 def test_documented_fragments_rebuild_from_any_three_of_five():
     import itertools
 

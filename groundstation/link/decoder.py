@@ -16,8 +16,11 @@ short, stable reason so the summary (and the `frames.error` column) can group th
 Trust: our fragments and the window cue are decoded only when their downlink tag checks
 under `auth` (`wire.downlink`); without the key, or with a tag that fails, the frame is an
 error ("unauthenticated", "bad tag") and stays a claim in the frames table, never a record.
-`Decoded.authentic` says whether what came out rests on the tag (records, late positions,
-the cue) or on open formats anyone can send (sentences, musing sentences, SSDV).
+A position or musing sentence is read whoever sent it, and is the balloon's only when it
+carries the flight's tag and that checks under `auth` (`wire.sentence_tag`): `Decoded.signed`.
+`Decoded.authentic` says whether what came out rests on a tag (records, late positions, the cue,
+signed sentences) or is a claim anyone can make (unsigned sentences, HABpack, SSDV); a musing's
+parts are gathered apart by that, so a forger's part never completes the balloon's musing.
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ class Decoded:
     frame: wire.Telemetry | wire.MusingSentence | wire.Fragment | wire.SsdvPacket | wire.Window | None = None  # what
     # the bytes decoded to (for repair)
     relayed_by: int | None = None  # the relaying payload's callsign hash, for a frame heard in its envelope
+    signed: bool = False  # a sentence carrying the flight's tag, checked under the key
 
     @property
     def authentic(self) -> bool:
-        """What this frame gave carries the balloon's downlink tag (a fragment, the cue)."""
-        return isinstance(self.frame, (wire.Fragment, wire.Window))
+        """What this frame gave carries the balloon's tag: a fragment, the cue, a signed sentence."""
+        return self.signed or isinstance(self.frame, (wire.Fragment, wire.Window))
 
     @property
     def ok(self) -> bool:
@@ -116,9 +120,9 @@ class FrameDecoder:
             if isinstance(decoded, wire.Window):
                 return Decoded(frame=decoded)
             if isinstance(decoded, wire.Telemetry):
-                return self._telemetry(decoded)
+                return self._telemetry(decoded, signed=heard.signed_by(self.auth))
             if isinstance(decoded, wire.MusingSentence):
-                return self._musing_part(decoded, received or datetime.now(timezone.utc))
+                return self._musing_part(decoded, received or datetime.now(timezone.utc), heard.signed_by(self.auth))
             if isinstance(decoded, wire.SsdvPacket):
                 self.ssdv_packets += 1
                 return Decoded(frame=decoded)
@@ -138,9 +142,11 @@ class FrameDecoder:
         no frame, but counted and deduplicated as a sentence is."""
         return self._telemetry(t)
 
-    def _telemetry(self, t: wire.Telemetry, frame: wire.Telemetry | wire.Fragment | None = None) -> Decoded:
-        """A position, once per claim: from its sentence, or (`frame`) from a late record."""
-        number, tagged = (t.callsign, t.boot, t.seq), isinstance(frame, wire.Fragment)
+    def _telemetry(self, t: wire.Telemetry, frame: wire.Telemetry | wire.Fragment | None = None,
+                   signed: bool = False) -> Decoded:
+        """A position, once per claim: from its sentence (`signed`: the balloon's), or (`frame`)
+        from a late record."""
+        number, tagged = (t.callsign, t.boot, t.seq), signed or isinstance(frame, wire.Fragment)
         claim = (*number, t.time, t.lat, t.lon, t.alt)
         # An open sentence is a claim of its own callsign: another callsign's, or another position
         # under the same number, comes out beside it (a forger's sentence under a future number must
@@ -148,13 +154,13 @@ class FrameDecoder:
         # it nothing open under that number does.
         if number in self._tagged_numbers or (claim in self._seen_telemetry and not tagged):
             self.duplicates += 1
-            return Decoded(frame=frame or t)
+            return Decoded(frame=frame or t, signed=signed)
         self._seen_telemetry[claim] = tagged
         if tagged:
             self._tagged_numbers.add(number)
         while len(self._seen_telemetry) > MAX_CLAIMS_KEPT:  # a forger's flood of distinct claims: oldest go
             self._seen_telemetry.pop(next(iter(self._seen_telemetry)))
-        return self._deliver(t, frame or t)
+        return replace(self._deliver(t, frame or t), signed=signed)
 
     def _late_position(self, record: wire.Record, fragment: wire.Fragment) -> Decoded:
         """A position the payload sent after a newer one, as a record: the sentence it carries, under
@@ -166,11 +172,12 @@ class FrameDecoder:
                                                        f"position {t.boot}.{t.seq}", frame=fragment)
         return self._telemetry(t, fragment)
 
-    def _musing_part(self, s: wire.MusingSentence, received: datetime) -> Decoded:
+    def _musing_part(self, s: wire.MusingSentence, received: datetime, signed: bool) -> Decoded:
+        """A musing's part; the balloon's signed parts and anyone's unsigned ones are gathered apart."""
         self.musing_sentences += 1
-        key = (s.boot, s.seq)
-        if key in self._musings_done:
-            return Decoded(frame=s)
+        key = (s.boot, s.seq) if signed else (s.boot, s.seq, "claim")
+        if key in self._musings_done or (s.boot, s.seq) in self._musings_done:
+            return Decoded(frame=s, signed=signed)
         parts = self._musing_parts.setdefault(key, {})
         if any(p.parts != s.parts for p in parts.values()):
             parts.clear()  # another musing under this number (a new boot reusing it): start again
@@ -178,7 +185,7 @@ class FrameDecoder:
         if len(parts) < s.parts:
             while len(self._musing_parts) > self.max_pending:
                 self._musing_parts.popitem(last=False)
-            return Decoded(frame=s)
+            return Decoded(frame=s, signed=signed)
         del self._musing_parts[key]
         self._musings_done.add(key)
         first = parts[1]
@@ -187,7 +194,7 @@ class FrameDecoder:
         text = " ".join(parts[i].text for i in range(1, s.parts + 1))
         record = wire.Record(wire.Kind.MUSING, s.boot, s.seq, int(created.timestamp()), text)
         self.records["musing_sentence"] += 1
-        return Decoded(record=record, frame=s)
+        return Decoded(record=record, frame=s, signed=signed)
 
     def _deliver(self, record: WireRecord, frame: wire.Telemetry | wire.Fragment) -> Decoded:
         if isinstance(record, wire.Record) and record.kind is wire.Kind.MUSING:

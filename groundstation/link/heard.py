@@ -47,6 +47,7 @@ class Heard:
     rssi_dbm: float | None = None
     snr_db: float | None = None
     flight: str | None = None  # a followed flight's callsign (`listen --follow`); None: the primary flight
+    authentic: bool = True  # the balloon signed or tagged it; False: a claim anyone could make
 
     def as_json(self) -> dict:
         """The object `listen --json` prints: the record's JSON and `received_at` (and `flight`

@@ -114,7 +114,11 @@ def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, answerer:
         answerer.on_decoded(result, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)
     path = flights.path(hooks.station, result.relayed_by)  # "<station> via <RELAYER>" when relayed
-    kept = store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr)
+    vouched = None  # the frame the balloon's tag checked in: never refused by a quota
+    if result.ok and result.authentic:
+        vouched = heard.inner.data if heard.kind is wire.FrameKind.RELAYED else data
+    kept = store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr,
+                           vouched=vouched)
     hooks.call(hooks.on_frame, data, received_at, hooks.station, rssi, snr)
     if not result.ok:
         log.debug("frame rejected", origin=origin, reason=result.error, detail=result.detail,
@@ -145,7 +149,8 @@ def _store_new(record, received_at: str, flight: Flight, out: TextIO | None, as_
     # restart (when the decoder has forgotten it) is stored and printed once.
     if not store.add(record, received_at, authentic):
         return
-    heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr, flight=flight.callsign)
+    heard = Heard(record, received_at, station=hooks.station, rssi_dbm=rssi, snr_db=snr, flight=flight.callsign,
+                  authentic=authentic)
     hooks.call(hooks.on_new, heard)
     if out is None:
         return

@@ -97,7 +97,9 @@ class WindowAnswerer:
                    missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> None:
         """One decoded frame; `missing` is `FrameDecoder.missing`, asked only when a window opens."""
         frame = result.frame
-        if isinstance(frame, (wire.Fragment, wire.Telemetry, wire.Window)):
+        # The link report counts the balloon's own frames only: a forger's sentences are no
+        # reception, and would make the payload send less parity than its link needs.
+        if result.authentic and isinstance(frame, (wire.Fragment, wire.Telemetry, wire.Window)):
             self._heard[frame.boot] = self._heard.get(frame.boot, 0) + 1
         record = result.record
         if isinstance(frame, wire.Fragment):
@@ -114,6 +116,8 @@ class WindowAnswerer:
                     kind = ANNOUNCED.get(name)
                     if kind is not None and isinstance(value, int) and value >= 0:
                         self.planner.announced(kind, frame.boot, value)
+        elif isinstance(frame, wire.Telemetry) and result.signed:  # the first position names the flight
+            self._learn_callsign(frame.callsign, "a signed position")
         elif isinstance(frame, wire.Window) and result.relayed_by is not None:
             self.cues_refused += 1  # a relay keys it later, when the window may be long shut
             log.warning("window cue not answered", why="heard only by relay", boot=frame.boot, seq=frame.seq)
@@ -148,9 +152,9 @@ class WindowAnswerer:
         return True
 
     def _learn_callsign(self, callsign: str, what: str) -> None:
-        """A callsign a tagged frame named (the boot event, a late position): only the balloon could
-        have sent it, so the cue's hash may pick it. Open sentences never teach this (anyone can
-        send one, under any name, and a 16-bit hash is found in seconds)."""
+        """A callsign a tagged or signed frame named (the boot event, a position): only the balloon
+        could have sent it, so the cue's hash may pick it. Unsigned sentences never teach this
+        (anyone can send one, under any name, and a 16-bit hash is found in seconds)."""
         if not callsign or self._learned.get(uplink.payload_hash(callsign)) == callsign:
             return
         if len(self._learned) >= MAX_LEARNED_CALLSIGNS:

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from stratoecho import bounded_json, wire
+from stratoecho.wire.downlink import fingerprint
 
 from ..db import Store, StoreError, utc_now
 from ..frame_quota import row_bytes, tagged
@@ -95,6 +96,7 @@ class Aggregator:
         # StoreError here, before anything connects; the quota is per station (`gate`), not the receiver's
         self.store = Store(db_path, flush_interval_s, frame_quota=None)
         self.decoder = FrameDecoder(auth=downlink)
+        self.store.set_trust(fingerprint(downlink.key) if downlink is not None else None)
         self.stats = AggregateStats()
         # Below mosquitto's default of 20 unacknowledged messages in flight per client.
         self.batch_messages = batch_messages
@@ -220,10 +222,11 @@ class Aggregator:
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        if tagged(data):  # vouches for itself, or never counts: the decoder checks its tag first
+        if tagged(data) or wire.classify(data).signed_by(self.decoder.auth):  # vouches for itself, or never counts
             result = self.decoder.feed(data)
-            self._add_frame(data, result.error, **row)
-            if not result.ok:  # forged, another flight's, no key to tell, or damaged: a claim
+            believed = result.ok and result.authentic
+            self._add_frame(data, result.error, vouched=believed, **row)  # the flight's, new: never refused
+            if not believed:  # forged, another flight's, no key to tell, or damaged: a claim
                 self.stats.held_frames += 1
                 self.stats.bad_tags += result.error in ("bad tag", "unauthenticated")
                 return
@@ -251,9 +254,14 @@ class Aggregator:
                 self._heard_too(result, name, at)
 
     def _add_frame(self, data: bytes, error: str | None, *, source: str, received_at: str, station: str,
-                   rssi_dbm: float | None, snr_db: float | None) -> None:
-        """One row in `frames`, if it fits `station`'s storage quota and the total."""
-        if not self.gate.may_store(station, row_bytes(len(data), source, received_at, station, error)):
+                   rssi_dbm: float | None, snr_db: float | None, vouched: bool = False) -> None:
+        """One row in `frames`, if it fits `station`'s storage quota and the total; a frame of the
+        flight's heard for the first time (`vouched`) always, its bytes counted all the same."""
+        nbytes = row_bytes(len(data), source, received_at, station, error)
+        if vouched:
+            if not self.gate.stored.take(station, nbytes):
+                self.gate.stored.add(station, nbytes)  # past the quota: stored, and counted
+        elif not self.gate.may_store(station, nbytes):
             self.stats.over_quota += 1
             self._warn(station, "station over its storage quota: frames not stored", self.gate.over_quota[station],
                        quota_mb=self.limits.quota_bytes / 1e6, total_quota_mb=self.limits.quota_total_bytes / 1e6,

@@ -13,7 +13,8 @@ Each time the radio is free the transmitter picks ONE frame:
 
 A bulk frame goes only when it ends within the turn (nothing is keyed into the next position
 sentence: payload/policy/turns.py) and the hour's airtime has room for it (payload/link/airtime.py);
-a musing sentence is stamped as it is keyed (payload/link/stamping.py). Each frame keys the radio
+a musing sentence is stamped as it is keyed (payload/link/stamping.py), and every ``$$`` line is
+signed then (`wire.sign_line`). Each frame keys the radio
 for its time on air, and a record is marked sent only after its last frame went out: a crash
 before that leaves it queued, and it goes out again after reboot. After every
 `uplink.window_every`-th position sentence the radio listens (payload/link/windows.py).
@@ -122,9 +123,15 @@ class Transmitter:
             return True
         return self._send_bulk()
 
+    def _signed(self, frame: bytes) -> bytes:
+        """Every ``$$`` line goes on air with the flight's tag (`wire.sign_line`): the ground
+        believes only what the balloon signed. Without a key (a bench configuration), as it is."""
+        return wire.sign_line(frame, self.auth) if self.auth is not None else frame
+
     def _send_sentence(self, q: Queued) -> bool:
         """The position sentence: only the law holds it back."""
-        air = self.airtime.seconds(q.payload)
+        frame = self._signed(q.payload)
+        air = self.airtime.seconds(frame)
         self.airtime.sentence_s = max(self.airtime.sentence_s, air)  # a longer sentence than planned: reserve for it
         wait = self.airtime.sentence_wait_s(air)
         if wait > 0:
@@ -134,7 +141,7 @@ class Transmitter:
                         used_s=round(self.airtime.budget.used(self.clock.elapsed_s()), 1))
             if self.clock.wait(wait, self.stop):
                 return False  # stopping: the record stays queued in the store
-        return self._key(q, q.payload, air, beacon=True, last=True, is_parity=False)
+        return self._key(q, frame, air, beacon=True, last=True, is_parity=False)
 
     def _send_bulk(self) -> bool:
         """The hand's next frame that ends within the turn, when the hour has room for it."""
@@ -149,8 +156,9 @@ class Transmitter:
             if wait > 0:
                 self.deferred_s = wait  # its stamp must be in the past first; a sentence may go meanwhile
                 return False
+            frame = self._signed(frame)
         air = self.airtime.seconds(frame, kind)
-        if air > self.room_s():  # the stamp made it longer, or the stamp's wait ate the turn
+        if air > self.room_s():  # the stamp or the tag made it longer, or the stamp's wait ate the turn
             return self._wait_for_turn()
         wait = self.airtime.bulk_wait_s(air)
         if wait > 0:

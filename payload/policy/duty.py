@@ -38,6 +38,7 @@ from stratoecho.lora import UKHAS_MODES
 log = structlog.get_logger(__name__)
 
 WINDOW_S = 3600.0
+SIZING_KEY = wire.DownlinkAuth(bytes(32))  # signs sentences only to measure them: a tag's length is any key's
 # The beacon may take at most this much less than the whole budget: events, health records,
 # repairs and the persona's words need some air, or the ground hears positions and nothing
 # else, not even that the payload is in trouble.
@@ -49,11 +50,12 @@ MIN_BULK_SHARE = 0.10
 
 def worst_sentence(callsign: str, telemetry_format: str = "ukhas") -> bytes:
     """The longest position frame this callsign is likely to send: every field present and at
-    its longest (southern and western hemisphere, 5-digit altitude, a year of sentences).
-    Telemetry goes on air as it is (payload.link.frames.frames_for): no link framing is added."""
+    its longest (southern and western hemisphere, 5-digit altitude, a year of sentences), signed
+    (the tag's field is as long under any key). Telemetry goes on air as it is
+    (payload.link.frames.frames_for): no link framing is added."""
     t = wire.Telemetry(callsign=callsign, seq=999_999, time="23:59:59", lat=-89.99999, lon=-179.99999,
                        alt=49_999, sats=24, temp_c=-55.5, pressure_hpa=1013.2, batt_mv=12_600, boot=9_999)
-    return wire.TELEMETRY_ENCODERS[telemetry_format](t)
+    return wire.TELEMETRY_ENCODERS[telemetry_format](t, SIZING_KEY)
 
 
 @dataclass(frozen=True)

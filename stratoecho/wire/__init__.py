@@ -37,7 +37,7 @@ from .common import (
     crc16_ccitt,
 )
 from .content import API_REQUEST_FIELDS, HEALTH_FIELDS, decode_position
-from .dispatch import FrameKind, HeardFrame, classify, decode_frame, decode_heard
+from .dispatch import FrameKind, HeardFrame, classify, decode_frame, decode_heard, sign_line
 from .downlink import DownlinkAuth, Window, decode_window, encode_window
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack, encode_habpack
@@ -46,6 +46,7 @@ from .musing_sentence import (
     decode_musing_sentence,
     encode_musing_sentences,
     is_musing_sentence,
+    musing_signed,
     restamp,
 )
 from .records import (
@@ -63,13 +64,23 @@ from .records import (
     record_check,
     shard_capacity,
 )
-from .sentence import Telemetry, decode_sentence, encode_sentence, telemetry_datetime
+from .sentence import Telemetry, decode_sentence, encode_sentence, sentence_signed, telemetry_datetime
+from .sentence_tag import TAG_CHARS as SENTENCE_TAG_CHARS
 from .ssdv import FIRST_BYTES as SSDV_FIRST_BYTES
 from .ssdv import SsdvPacket
 
 # How the payload may send its position: both reach existing gateways.
 HEALTH_FIELD_NAMES = frozenset(name for name, _ in HEALTH_FIELDS.values())
-TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": encode_habpack}
+
+
+def _habpack(t: Telemetry, auth: DownlinkAuth | None = None) -> bytes:
+    """HABpack carries no tag (no field a gateway passes on for one): its positions stay claims,
+    and the flight's own reach the ground as tagged records only (docs/protocol.md)."""
+    return encode_habpack(t)
+
+
+# Each takes the position and the downlink key that signs it where the format can carry a tag.
+TELEMETRY_ENCODERS = {"ukhas": encode_sentence, "habpack": _habpack}
 
 
 __all__ = [
@@ -83,5 +94,6 @@ __all__ = [
     "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
     "SSDV_FIRST_BYTES", "SsdvPacket", "ssdv",
     "MusingSentence", "decode_musing_sentence", "encode_musing_sentences", "is_musing_sentence",
+    "musing_signed", "sentence_signed", "SENTENCE_TAG_CHARS", "sign_line",
     "telemetry_datetime", "FrameKind", "HeardFrame", "classify", "decode_heard",
 ]

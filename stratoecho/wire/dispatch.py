@@ -9,7 +9,8 @@ routing among flights (`groundstation/link/flights.py`) and its decoder
 any key is used:
 
 - the open formats anyone can send (UKHAS and musing sentences, HABpack, SSDV) are parsed here,
-  since that needs no key: `opened` is what they say, or `error` why they do not parse;
+  since that needs no key: `opened` is what they say, or `error` why they do not parse; a
+  sentence the balloon signed says so under its key (`signed_by(auth)`, `sentence_tag.py`);
   `callsign` is the sender they name (a sentence's first field even when the rest is damaged;
   SSDV's six-character upper-case form; HABpack's only when it parses);
 - the tagged frames (record fragment, window cue) wait for a key: `tag_checks(auth)` says whether
@@ -36,10 +37,10 @@ from .common import CONTROL_MAGIC, MAGIC, RELAY_MAGIC, UPLINK_MAGIC, WireError
 from .downlink import DEFAULT_TAG_LEN, DownlinkAuth, Window, decode_window
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
 from .habpack import decode_habpack
-from .musing_sentence import MusingSentence, decode_musing_sentence, is_musing_sentence
+from .musing_sentence import MusingSentence, decode_musing_sentence, is_musing_sentence, musing_signed, sign_musing
 from .records import CRC_BYTES, Fragment, decode_fragment
 from .relay import Envelope, open_envelope
-from .sentence import Telemetry, decode_sentence
+from .sentence import Telemetry, decode_sentence, encode_sentence, sentence_signed
 from .ssdv import SsdvPacket
 
 
@@ -80,6 +81,14 @@ class HeardFrame:
         end = len(self.data) - CRC_BYTES - auth.tag_len
         return self.tagged and end > 0 and auth.check(self.data[:end], self.data[end:-CRC_BYTES])
 
+    def signed_by(self, auth: DownlinkAuth | None) -> bool:
+        """A position or musing sentence that parses and carries the flight's tag (`sentence_tag.py`),
+        checking under `auth`: the balloon's own line. False for anything else, or without a key."""
+        if auth is None or self.error is not None:
+            return False
+        if self.kind is FrameKind.SENTENCE:
+            return sentence_signed(self.data, auth)
+        return self.kind is FrameKind.MUSING_SENTENCE and musing_signed(self.data, auth)
 
 
 def classify(frame: bytes, tag_len: int = DEFAULT_TAG_LEN) -> HeardFrame:
@@ -141,6 +150,18 @@ def decode_heard(heard: HeardFrame, auth: DownlinkAuth | None = None) -> Telemet
     return heard.opened
 
 
+def sign_line(frame: bytes, auth: DownlinkAuth) -> bytes:
+    """A ``$$`` line (a position or a musing sentence) as the balloon keys it: signed with the
+    downlink key (`sentence_tag.py`). Any other frame comes back as it is (records carry their
+    own tag; HABpack and SSDV none). WireError for a ``$$`` line that does not parse."""
+    kind = classify(frame).kind
+    if kind is FrameKind.SENTENCE:
+        return encode_sentence(decode_sentence(frame), auth)
+    if kind is FrameKind.MUSING_SENTENCE:
+        return sign_musing(frame, auth)
+    return frame
+
+
 def decode_frame(frame: bytes, auth: DownlinkAuth | None = None) -> Telemetry | MusingSentence | Fragment | \
         SsdvPacket | Window:
     """Dispatch on the first byte, as a gateway does: `decode_heard(classify(frame), auth)`."""
@@ -162,14 +183,15 @@ def origin_of(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origi
     """Which of `flights` (callsign -> its downlink key, or None when only its open sentences are
     known) a heard frame belongs to, as the payload's relay asks. A record fragment or window cue is
     its origin's only when that flight's key checks its tag; a UKHAS or musing sentence names its
-    callsign and stays open. WireError ("bad tag", "unknown origin", "not relayed") for anything else."""
+    callsign, and is authentic only when it carries that flight's tag. WireError ("bad tag",
+    "unknown origin", "not relayed") for anything else."""
     heard = classify(frame)
     if heard.tagged:
         return _tagged_origin(heard, flights)
     if heard.kind in (FrameKind.SENTENCE, FrameKind.MUSING_SENTENCE):
         if heard.callsign not in flights:
             raise WireError("unknown origin", f"sentence from {heard.callsign!r}, not a flight this payload relays")
-        return Origin(heard.callsign, False, _digest(frame))
+        return Origin(heard.callsign, heard.signed_by(flights[heard.callsign]), _digest(frame))
     if heard.kind is FrameKind.UPLINK:
         raise WireError("not relayed", "uplink commands go from a ground station to its own balloon only")
     raise WireError("not relayed", f"first byte 0x{frame[0]:02X}: only records, window cues and sentences "

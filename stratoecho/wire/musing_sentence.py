@@ -11,7 +11,7 @@ returns it); the tracker's map shows a position's ``comment`` but hides ``raw``,
 gateway never sends ``comment``. So the form that gets furthest is a sentence with a
 position and the text as its last field::
 
-    $$STRATO1,57,12:04:13,52.10000,-0.10000,12345,musing 3.17 1/2 12:01:40,The sky is black above me;...*ABCD\\n
+    $$STRATO1,57,12:04:13,52.10000,-0.10000,12345,musing 3.17 1/2 12:01:40 K7Q2MXZTAB,The sky is black above me;...*ABCD\\n
 
 Fields 0-5 are a position sentence's (callsign, counter, time, lat, lon, alt) and say one
 position: the last position sentence that went on air, with its number, stamped a second or
@@ -19,8 +19,10 @@ more after it (`restamp`, at the moment the line is keyed); so every gateway rea
 that position, and the track never steps back. The seventh, ``musing B.S P/N HH:MM:SS``, names
 the musing record it copies (boot B, sequence S), which part of how many this is, and the time
 (UTC) the musing was made: the line's own time says when it went on air, which can be minutes
-later, and the tag is the one field a restamp keeps. Lines from older payloads have no made
-time (``musing B.S P/N``) and still decode. The eighth is the text. Rules the gateway sets,
+later, and the label is the one field a restamp keeps but for its last word: the flight's tag
+(`sentence_tag.py`), ten base-32 characters over the line without it, made anew at each restamp
+(a line without one is unsigned: a claim). Lines from older payloads have no made time
+(``musing B.S P/N``) and still decode. The eighth is the text. Rules the gateway sets,
 and why:
 
 - the whole line, ``$$`` to the line feed, at most 199 bytes (`GATEWAY_MAX_LINE`): the
@@ -59,14 +61,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .common import WireError, crc16_ccitt
+from .downlink import DownlinkAuth
 from .sentence import checked_body, parse_hms
+from .sentence_tag import TAG_CHARS, sentence_tag, tag_matches
 
 GATEWAY_MAX_LINE = 199  # bytes, "$$" to "\n": what the LoRa gateway's JSON port can frame (module docstring)
 FIELD_LIST_MARK = "012345"  # a token starting so is a field list to the PITS gateway (sondehub.c)
 MAX_PARTS = 9
 MIN_TEXT = 20  # characters of text a part must have room for, or the frame is too small
 MIN_PART = 25  # characters: no part of a musing cut into several is shorter, where the words allow it
-_TAG = re.compile(r"musing (\d{1,5})\.(\d{1,10}) ([1-9])/([1-9])(?: (\d\d:\d\d:\d\d))?")
+_TAG = re.compile(r"musing (\d{1,5})\.(\d{1,10}) ([1-9])/([1-9])(?: (\d\d:\d\d:\d\d))?(?: ([A-Z2-7]{10}))?")
 _FOLD = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
     "\u201c": "'", "\u201d": "'", "\u201e": "'", "\u2033": "'", '"': "'", "\u00ab": "'", "\u00bb": "'",
@@ -94,6 +98,7 @@ class MusingSentence:
     parts: int
     text: str  # this part's text, folded
     made: str | None = None  # HH:MM:SS UTC the musing was made, when the tag says it (older lines do not)
+    signature: str | None = None  # the flight's tag (`sentence_tag.py`); None: an unsigned line, a claim
 
 
 def fold_text(text: str) -> str:
@@ -115,13 +120,22 @@ def _prefix(callsign: str, counter: int, hms: str, lat: float, lon: float, alt: 
     return f"{callsign},{counter},{hms},{lat:.5f},{lon:.5f},{max(int(round(alt)), 0)},{tag},"
 
 
+def _signed(prefix: str, text: str, auth: DownlinkAuth | None) -> bytes:
+    """The line of `prefix` (ending in its label and a comma) and `text`; with `auth`, the
+    flight's tag at the end of the label, over the line without it (`sentence_tag.py`)."""
+    if auth is None:
+        return _line(prefix + text)
+    tag = sentence_tag("$$" + prefix + text, auth)
+    return _line(f"{prefix[:-1]} {tag},{text}")
+
+
 def _widest_prefix(callsign: str, boot: int, seq: int) -> int:
     """The longest prefix a part of this musing can have whatever position stamps it: the
     largest counter, the farthest coordinates, an altitude of six digits, nine parts, and a
-    made time (reserved whether or not the musing carries one, so a part's room never depends
-    on it)."""
+    made time and the flight's tag (reserved whether or not the musing carries them, so a part's
+    room never depends on them)."""
     return len(_prefix(callsign, 2**32 - 1, "00:00:00", -89.99999, -179.99999, 999999, boot, seq, MAX_PARTS,
-                       MAX_PARTS, "00:00:00"))
+                       MAX_PARTS, "00:00:00")) + 1 + TAG_CHARS
 
 
 def _check_callsign(callsign: str) -> None:
@@ -236,7 +250,7 @@ def _hms(t: datetime) -> str:
 
 def encode_musing_sentences(callsign: str, counter: int, when: datetime, lat: float, lon: float, alt: float,
                             boot: int, seq: int, text: str, max_bytes: int = GATEWAY_MAX_LINE,
-                            made: datetime | None = None) -> list[bytes]:
+                            made: datetime | None = None, auth: DownlinkAuth | None = None) -> list[bytes]:
     """The musing `text` as one or more sentences of at most `max_bytes` each (the line feed
     included), part i stamped `when` + i - 1 seconds, each tag with the time the musing was
     `made` (UTC; an aware time is converted) when it is given; each leaves room for `restamp`
@@ -247,13 +261,13 @@ def encode_musing_sentences(callsign: str, counter: int, when: datetime, lat: fl
     the words allow (`_balanced_parts`): never a full part and a one-word tail, each a whole
     sentence on air. Every part then has at least MIN_PART characters whenever some cut into
     that many parts allows it, and one always does when no word of at most `room` characters
-    is longer than room / 2 - MIN_PART (30 in the 110-character room of musing 3.17 in a
+    is longer than room / 2 - MIN_PART (24 in the 99-character room of musing 3.17 in a
     199-byte line with a 7-character callsign; a word longer than `room` is cut wherever it
     suits, so it never counts): with the fewest parts, every part but the last filled greedily has at least
     room - W characters for W the longest such word, and moving the last cut back a word at a
     time gives the last part MIN_PART to MIN_PART + W of them, leaving room - 2W - MIN_PART
     >= MIN_PART to the one before. Only a word longer than that, next to where a cut must
-    fall, can leave a shorter part: in a room of 110, a 108-character word and "ok" go as
+    fall, can leave a shorter part: in a room of 99, a 97-character word and "ok" go as
     that word and "ok" (there is no other cut).
 
     WireError when the text folds to nothing, when even a short part cannot fit (a room under
@@ -272,19 +286,39 @@ def encode_musing_sentences(callsign: str, counter: int, when: datetime, lat: fl
     if made is not None and made.tzinfo is not None:
         made = made.astimezone(timezone.utc)
     made_hms = _hms(made) if made is not None else None
-    return [_line(_prefix(callsign, counter, _hms(when + timedelta(seconds=i)), lat, lon, alt, boot, seq, i + 1,
-                          parts, made_hms) + _field_list_safe(chunk))
+    return [_signed(_prefix(callsign, counter, _hms(when + timedelta(seconds=i)), lat, lon, alt, boot, seq, i + 1,
+                            parts, made_hms), _field_list_safe(chunk), auth)
             for i, chunk in enumerate(_balanced_parts(folded, room, parts))]
 
 
-def restamp(frame: bytes, counter: int, when: datetime, lat: float, lon: float, alt: float) -> bytes:
+def restamp(frame: bytes, counter: int, when: datetime, lat: float, lon: float, alt: float,
+            auth: DownlinkAuth | None = None) -> bytes:
     """The musing sentence `frame` carrying another position: the position sentence number
-    `counter`'s coordinates, stamped `when`. Its part, made time and text are kept; it fits
-    wherever the original did (`encode_musing_sentences` left room for any position and a made
-    time). WireError if `frame` is not a musing sentence."""
+    `counter`'s coordinates, stamped `when`, signed anew with `auth`. Its part, made time and text
+    are kept; it fits wherever the original did (`encode_musing_sentences` left room for any
+    position, a made time and a tag). WireError if `frame` is not a musing sentence."""
     s = decode_musing_sentence(frame)
-    return _line(_prefix(s.callsign, counter, _hms(when), lat, lon, alt, s.boot, s.seq, s.part, s.parts, s.made)
-                 + _field_list_safe(s.text))
+    return _signed(_prefix(s.callsign, counter, _hms(when), lat, lon, alt, s.boot, s.seq, s.part, s.parts, s.made),
+                   _field_list_safe(s.text), auth)
+
+
+def sign_musing(frame: bytes, auth: DownlinkAuth) -> bytes:
+    """The musing sentence `frame` as it is, signed with `auth` (a tag it had is replaced)."""
+    s = decode_musing_sentence(frame)
+    return _signed(_prefix(s.callsign, s.counter, s.time, s.lat, s.lon, s.alt, s.boot, s.seq, s.part, s.parts, s.made),
+                   _field_list_safe(s.text), auth)
+
+
+def musing_signed(frame: bytes, auth: DownlinkAuth) -> bool:
+    """The musing sentence carries a tag that checks under `auth` (False: unsigned, forged,
+    another flight's, or no musing sentence)."""
+    try:
+        fields = checked_body(frame).split(",", 7)
+    except WireError:
+        return False
+    label = fields[6] if len(fields) == 8 else ""
+    head, _, tag = label.rpartition(" ")
+    return _TAG.fullmatch(label) is not None and tag_matches("$$" + ",".join([*fields[:6], head, fields[7]]), tag, auth)
 
 
 def is_musing_sentence(frame: bytes) -> bool:
@@ -310,7 +344,8 @@ def decode_musing_sentence(frame: bytes) -> MusingSentence:
     try:
         s = MusingSentence(callsign=fields[0], counter=int(fields[1]), time=fields[2], lat=float(fields[3]),
                            lon=float(fields[4]), alt=int(fields[5]), boot=int(tag[1]), seq=int(tag[2]),
-                           part=int(tag[3]), parts=int(tag[4]), text=fields[7].lstrip(" "), made=tag[5])
+                           part=int(tag[3]), parts=int(tag[4]), text=fields[7].lstrip(" "), made=tag[5],
+                           signature=tag[6])
     except ValueError as e:
         raise WireError("sentence field invalid", f"musing sentence field does not parse: {e}") from e
     if s.part > s.parts or s.boot > 0xFFFF or s.seq > 0xFFFFFFFF:

@@ -18,6 +18,13 @@ for a thermometer. A missing temperature or pressure reads back as NaN, a missin
 battery as 0 mV. Sentences without a token (older payloads) are read too, empty
 fields included.
 
+Signed: with the flight's downlink key, the payload's sentence carries its tag (`sentence_tag.py`)
+as one more field, named ``J`` (the second of the tracker's free codes) in the field list, which
+stays last: ``...,4168,3,K7Q2MXZTAB,0123456BR9IJ*CRC``. The tag covers the line without that
+field, the field list included, so no field can be moved, relabelled or dropped. A LoRa gateway
+uploads only the codes it knows (not J) and keeps the whole line as ``raw``; horusdemodlib reads
+the first six fields and the checksum. A sentence without ``J`` is unsigned: a claim.
+
 Altitude is whole metres from 0 up: below sea level (a launch by the Dead Sea, GPS noise at
 a coastal site) it is sent as 0, because horusdemodlib refuses a sentence whose altitude
 is below 0 or above 65535 (the range of the Horus binary format's unsigned field); the
@@ -32,9 +39,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from .common import Kind, WireError, crc16_ccitt
+from .downlink import DownlinkAuth
+from .sentence_tag import is_tag, sentence_tag, tag_matches
 
 FIELD_LIST = "0123456BR9I"  # callsign..alt, sats, B outside temp, R pressure, 9 battery mV, I boot
-_TOKEN = re.compile(r"0123456B?R?9?I")  # ours: the optional readings present, in this order
+_TOKEN = re.compile(r"0123456B?R?9?IJ?")  # ours: the optional readings present, in this order; J: signed
+TAG_CODE = "J"
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # an integer field's range: SQLite's INTEGER
 
 
@@ -66,17 +76,42 @@ class Telemetry:
         }
 
 
-def encode_sentence(t: Telemetry) -> bytes:
+def encode_sentence(t: Telemetry, auth: DownlinkAuth | None = None) -> bytes:
+    """`t` as a UKHAS sentence; with `auth` (the downlink key), signed (module docstring)."""
     _check_finite(t)
     if not t.callsign or any(c in t.callsign for c in ",*$\n") or not t.callsign.isascii():
         raise WireError("bad callsign", f"callsign {t.callsign!r} must be plain ASCII without , * $ or newline")
     readings = [(code, text) for code, text in (
         ("B", _optional(t.temp_c)), ("R", _optional(t.pressure_hpa)), ("9", str(t.batt_mv) if t.batt_mv != 0 else ""),
     ) if text]
-    token = "0123456" + "".join(code for code, _ in readings) + "I"
-    body = ",".join([f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{max(int(round(t.alt)), 0)},{t.sats}",
-                     *(text for _, text in readings), str(t.boot), token])
+    token = "0123456" + "".join(code for code, _ in readings) + "I" + (TAG_CODE if auth is not None else "")
+    fields = [f"{t.callsign},{t.seq},{t.time},{t.lat:.5f},{t.lon:.5f},{max(int(round(t.alt)), 0)},{t.sats}",
+              *(text for _, text in readings), str(t.boot)]
+    if auth is not None:
+        fields.append(sentence_tag("$$" + ",".join([*fields, token]), auth))
+    body = ",".join([*fields, token])
     return f"$${body}*{crc16_ccitt(body.encode('ascii')):04X}\n".encode("ascii")
+
+
+def signed_content(sentence: bytes | str) -> tuple[str, str] | None:
+    """(the content its tag covers, the tag) of a position sentence with a ``J`` field; None for
+    an unsigned one. WireError if it is no sentence (`checked_body`)."""
+    fields = checked_body(sentence).split(",")
+    token = fields[-1]
+    if not (token.startswith("012345") and TAG_CODE in token and len(token) == len(fields) - 1):
+        return None
+    i = token.index(TAG_CODE)
+    return "$$" + ",".join(fields[:i] + fields[i + 1:]), fields[i]
+
+
+def sentence_signed(sentence: bytes | str, auth: DownlinkAuth) -> bool:
+    """The position sentence carries a tag that checks under `auth` (False: unsigned, forged,
+    another flight's, or not a sentence at all)."""
+    try:
+        signed = signed_content(sentence)
+    except WireError:
+        return False
+    return signed is not None and tag_matches(*signed, auth)
 
 
 def checked_body(sentence: str | bytes) -> str:
@@ -112,6 +147,9 @@ def decode_sentence(frame: bytes) -> Telemetry:
                                                     f"{token!r} names {len(token)}")
         if any(f == "" for f in fields):
             raise WireError("sentence field invalid", "empty field in a sentence with a field list")
+        if TAG_CODE in token and not is_tag(fields[token.index(TAG_CODE)]):
+            raise WireError("sentence field invalid", f"tag field {fields[token.index(TAG_CODE)][:20]!r} is not "
+                                                      "ten base-32 characters")
     elif len(fields) == 11:
         token = FIELD_LIST  # no token: an older sentence, every field in place, empty for no reading
     else:

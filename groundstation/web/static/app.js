@@ -325,16 +325,19 @@
 
   // ------------------------------------------------------------------ summary
 
-  // Which is which: the callsign the balloon's tagged frames named, or only what open sentences
-  // (anyone's) say; other callsigns' sentences and contested numbers are kept apart from the track.
+  // Which is which: the callsign the balloon's signed or tagged frames named, or only what open
+  // sentences (anyone's) say; claims are kept apart from the track. A station without the key
+  // believes anyone, and says so.
   function drawClaims(c) {
     if (!c) return;
-    $("callsign-from").textContent = !c.callsign ? "" : c.callsign_tagged ? "(named by its tagged frames)"
-      : "(named by open sentences only)";
+    $("callsign-from").textContent = !c.callsign ? (c.keyed ? "(nothing signed heard yet)" : "")
+      : c.callsign_tagged ? "(named by its signed frames)" : "(named by open sentences only)";
     const others = Object.entries(c.other_callsigns || {});
     const parts = [];
+    if (c.keyed === false) parts.push("this station has no flight key: it believes anyone's sentences");
     if (others.length) parts.push(`open sentences under other callsigns, not on this track: ${others.map(([k, n]) => `${k} (${n})`).join(", ")}`);
-    if (c.contested_numbers) parts.push(`${c.contested_numbers} sentence numbers claimed twice, left out of the track`);
+    if (c.keyed && c.unsigned_under_callsign) parts.push(`${c.unsigned_under_callsign} unsigned sentences under this callsign, not on this track`);
+    if (c.contested_numbers && !c.keyed) parts.push(`${c.contested_numbers} sentence numbers claimed twice, left out of the track`);
     $("claims").textContent = parts.join("; ");
     $("claims").hidden = !parts.length;
   }
