@@ -142,7 +142,7 @@ def flight_frames() -> list[bytes]:
     for i in range(60):
         t = wire.Telemetry(CALLSIGN, i, f"10:{i // 6:02d}:{i % 6 * 10:02d}", 52.2 + i * 0.001, 0.12 + i * 0.002,
                            400 + i * 300, 9, 14.0 - i * 0.8, 1000.0 - i * 15, 3950 - i, BOOT)
-        frames.append(wire.encode_sentence(t))
+        frames.append(wire.encode_sentence(t, AUTH))  # signed, as the payload keys it
         if i % 3 == 1:
             kind = wire.Kind.EVENT if i % 4 == 0 else wire.Kind.MUSING
             text = f"{kind.name.lower()} {next_seq[kind]}: " + "the clouds below are a slow grey sea. " * rng.randint(6, 18)

@@ -184,8 +184,9 @@ def start_listen(tmp_path: Path, *extra: str) -> tuple[threading.Thread, threadi
 
 
 def sentence(seq: int) -> bytes:
+    """The payload's position sentence, signed as it keys it."""
     return wire.encode_sentence(
-        wire.Telemetry("STRATO", seq, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3))
+        wire.Telemetry("STRATO", seq, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3), AUTH)
 
 
 def cue(seq: int, boot: int = 3, callsign: str = "STRATO", auth=AUTH) -> bytes:
