@@ -14,8 +14,12 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
     heard      kind, boot, seq, station, first_at              which station heard which record or
                                                                sentence (kind 'telemetry' for those)
     ssdv_packets callsign, image_id, packet_id, packet,      each SSDV picture packet heard (its 256 bytes,
-               received_at                                    sync byte included); the picture they make is
-                                                               an image record of boot 0 (`add_ssdv`)
+               received_at, digest, picture                   sync byte included), once per digest; `picture`:
+                                                               the flight's announced picture it is of (NULL:
+                                                               a claim); the picture is an image record of
+                                                               boot 0 (`add_ssdv`, groundstation/pictures.py)
+    pictures   picture, callsign, image_id, packets, digests,  the flight's pictures as its tagged announcements
+               announced_at                                   list them (wire/pictures.py)
     outbox     id, queued_at, command, args, what, sent_at,    commands waiting for the payload's next
                answers_boot, answers_seq, confirms, refused   listen window (the dashboard queues, the
                                                                listener signs and sends, or refuses)
@@ -29,11 +33,11 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`)::
                                                                one, only what the balloon signed is the
                                                                flight's; without, anyone is believed
 
-SSDV pictures have no boot or sequence number on the air: each is kept as an image record
-of boot 0 (the payload numbers its boots from 1) and seq its SSDV image id, rebuilt from
-the packets heard so far at every new one, grey where packets are missing. Image ids wrap
-at 256: a packet that differs from the one kept under its (callsign, image id, packet id)
-belongs to a newer picture, which replaces the old one's packets.
+SSDV pictures have no boot or sequence number on the air: the flight's is kept as an image
+record of boot 0 (the payload numbers its boots from 1) and seq its picture number from its
+tagged announcement, grown packet by packet, grey where packets are missing; no packet ever
+deletes or replaces another (groundstation/pictures.py says how, and what a station without
+a key does).
 
 `records.text` is what a person reads (a musing's text, or a one-line summary of a
 structured record); `records.data` holds the rest: the declared fields of health
@@ -91,9 +95,11 @@ import structlog
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
 from stratoecho import wire
+from stratoecho.wire.pictures import announcement
 from stratoecho.wire.uplink import CommandId
 
 from .frame_quota import FrameBudget, FrameQuota, bytes_by_sql
+from .pictures import PACKETS_SQL, PICTURES_SQL, FlightPictures, migrate_packets
 
 log = structlog.get_logger(__name__)
 
@@ -147,11 +153,7 @@ CREATE TABLE heard (
     first_at TEXT NOT NULL,
     PRIMARY KEY (kind, boot, seq, station)
 );
-CREATE TABLE ssdv_packets (
-    callsign TEXT NOT NULL, image_id INTEGER NOT NULL, packet_id INTEGER NOT NULL,
-    packet BLOB NOT NULL, received_at TEXT NOT NULL,
-    PRIMARY KEY (callsign, image_id, packet_id)
-);
+""" + PACKETS_SQL + ";\n" + PICTURES_SQL + """;
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
     queued_at TEXT NOT NULL,
@@ -243,7 +245,7 @@ _MIGRATIONS = {
          "DROP TABLE telemetry",
          "ALTER TABLE telemetry_v11 RENAME TO telemetry"],
     # Signed sentences: what the listener believes depends on whether it holds the key.
-    12: [_TRUST],
+    12: [_TRUST, migrate_packets],
 }
 
 
@@ -310,6 +312,9 @@ class Store:
             raise
         self._last_commit = time.monotonic()
         self.inserted = 0  # telemetry and records new to the database since opening
+        self.pictures = FlightPictures(self._db)
+        trust = self._db.execute("SELECT keyed FROM trust WHERE id = 1").fetchone()
+        self.pictures.keyed = bool(trust and trust[0])  # until the listener says (set_trust)
 
     def _prepare(self) -> None:
         # IMMEDIATE: if another process (a dashboard) opens the same new file at this
@@ -470,6 +475,7 @@ class Store:
         self._db.execute("INSERT OR REPLACE INTO trust (id, keyed, fingerprint, set_at) VALUES (1, ?, ?, ?)",
                          (int(fingerprint is not None), fingerprint, utc_now()))
         self._db.commit()
+        self.pictures.keyed = fingerprint is not None
 
     def add_telemetry(self, t: wire.Telemetry, received_at: str | None = None, authentic: bool = False) -> bool:
         """Store a position; False if it was there already. A sentence is open (anyone can send one:
@@ -497,6 +503,8 @@ class Store:
         created = datetime.fromtimestamp(r.created, timezone.utc).isoformat()
         values = (r.kind.name.lower(), r.boot, r.seq, created, r.text, _record_data(r))
         if self._insert("records", (*_RECORD_COLUMNS, "authentic"), (*values, int(authentic)), received_at):
+            if authentic and r.kind is wire.Kind.EVENT and r.content.name == "picture":
+                self._announce(r.content, received_at or utc_now())
             return True
         if not authentic:
             return False
@@ -505,6 +513,12 @@ class Store:
             "WHERE kind = ? AND boot = ? AND seq = ? AND authentic = 0",
             (created, r.text, values[5], received_at or utc_now(), *values[:3]))
         return cur.rowcount == 1
+
+    def _announce(self, e, received_at: str) -> None:
+        try:
+            self.pictures.announce(announcement(e), received_at)
+        except wire.WireError as err:  # the flight's own record, never expected: the packets stay claims
+            log.error("picture announcement unread", error=str(err))
 
     def has_record(self, kind: wire.Kind, boot: int, seq: int) -> bool:
         """A tagged record under this number is in the database already (heard before, maybe
@@ -521,41 +535,21 @@ class Store:
         return self.add_record(record, received_at, authentic is not False)
 
     def add_ssdv(self, packet: wire.SsdvPacket, received_at: str | None = None) -> bool:
-        """Keep an SSDV packet and rebuild its picture from every packet of it heard so far, as
-        the image record (0, image id); False for a packet already kept."""
-        key = (packet.callsign, packet.image_id)
-        kept = self._db.execute("SELECT packet FROM ssdv_packets WHERE callsign = ? AND image_id = ? AND packet_id = ?",
-                                (*key, packet.packet_id)).fetchone()
-        if kept is not None and bytes(kept[0]) == packet.raw:
-            return False
-        if kept is not None:  # the id wrapped: a newer picture under an old picture's number
-            self._db.execute("DELETE FROM ssdv_packets WHERE callsign = ? AND image_id = ?", key)
-        at = received_at or utc_now()
-        self._db.execute("INSERT INTO ssdv_packets (callsign, image_id, packet_id, packet, received_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (*key, packet.packet_id, packet.raw, at))
-        rows = self._db.execute("SELECT packet, received_at FROM ssdv_packets WHERE callsign = ? AND image_id = ? "
-                                "ORDER BY packet_id", key).fetchall()
-        packets = [wire.ssdv.parse_packet(bytes(r[0])) for r in rows]
-        if any((p.width, p.height, p.mcu_mode) != (packet.width, packet.height, packet.mcu_mode) for p in packets):
-            # Packets of another picture under this number (a wrap whose packet ids did not meet): start again.
-            self._db.execute("DELETE FROM ssdv_packets WHERE callsign = ? AND image_id = ? AND packet_id != ?",
-                             (*key, packet.packet_id))
-            packets, rows = [packet], [(packet.raw, at)]
-        try:
-            jpeg = wire.ssdv.decode_image(packets)
-        except wire.WireError as e:  # a packet that parses but whose scan cannot be followed: keep what is kept
-            log.warning("ssdv picture not rebuilt", callsign=packet.callsign, image_id=packet.image_id, error=str(e))
-            return True
-        whole = any(p.eoi for p in packets) and len(packets) == max(p.packet_id for p in packets) + 1
-        text = (f"SSDV {packet.callsign} picture {packet.image_id}, {packet.width}x{packet.height}: "
-                f"{len(packets)} packet{'s' * (len(packets) != 1)}" + ("" if whole else ", incomplete"))
-        self._db.execute(
-            "INSERT INTO records (kind, boot, seq, created, text, data, received_at) VALUES ('image', 0, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (kind, boot, seq) DO UPDATE SET created = excluded.created, text = excluded.text, "
-            "data = excluded.data, received_at = excluded.received_at",
-            (packet.image_id, min(r[1] for r in rows), text, jpeg, at))
-        self.inserted += 1
-        return True
+        """Keep an SSDV packet, never in another's place; True when new. A packet the flight's
+        announcement lists grows that picture's image record (groundstation/pictures.py)."""
+        new = self.pictures.add(packet, received_at or utc_now())
+        self.inserted += new
+        return new
+
+    def ssdv_announced(self, packet: wire.SsdvPacket) -> bool:
+        """The flight announced `packet` (its frame is the flight's: no quota refuses it)."""
+        return self.pictures.announced(packet) is not None
+
+    def take_believed_ssdv(self) -> list[tuple[wire.SsdvPacket, str]]:
+        """The packets that became the flight's since the last call, with when each was heard:
+        what the SSDV upload may send."""
+        out, self.pictures.believed = self.pictures.believed, []
+        return out
 
     def _insert(self, table: str, columns: tuple[str, ...], values: tuple, received_at: str | None) -> bool:
         names = ", ".join((*columns, "received_at"))

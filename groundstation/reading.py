@@ -383,10 +383,13 @@ class GroundReader:
 
     # ------------------------------------------------------------- pictures' packets
 
-    def ssdv_packets(self) -> list[SsdvPacketRow]:
-        """Every SSDV packet kept, in the order heard (none in a database older than schema 6)."""
+    def ssdv_packets(self, flights_only: bool = False) -> list[SsdvPacketRow]:
+        """Every SSDV packet kept, in the order heard (none in a database older than schema 6); with
+        `flights_only` at a keyed station, only those the flight announced (what `export --format
+        ssdv` uploads: a claim never goes out as the flight's)."""
+        where = "WHERE picture IS NOT NULL " if flights_only and self.keyed() else ""
         rows = self._rows("ssdv_packets", "SELECT callsign, image_id, packet_id, packet, received_at FROM ssdv_packets "
-                                          "ORDER BY received_at, callsign, image_id, packet_id")
+                                          f"{where}ORDER BY received_at, callsign, image_id, packet_id")
         return [SsdvPacketRow(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
     # ------------------------------------------------------------- records

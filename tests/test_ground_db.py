@@ -38,7 +38,7 @@ def test_fresh_database_has_schema_version_and_wal(tmp_path):
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     tables = {r[0] for r in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"frames", "telemetry", "records", "heard", "outbox", "ssdv_packets", "stations",
-                      "dead_letters", "trust"}
+                      "dead_letters", "trust", "pictures"}
 
 
 def test_duplicates_are_ignored(tmp_path):

@@ -125,9 +125,10 @@ class SsdvUploader(BatchUploader[_Queued]):
 
 
 def ssdv_from_db(ground: GroundReader, uploader: SsdvUploader, *, close: bool = True) -> int:
-    """Feed every SSDV packet kept in `ground` to `uploader` in the order heard, then close it
+    """Feed every SSDV packet kept in `ground` (a keyed station's: those the flight announced) to `uploader`
+    in the order heard, then close it
     (or only flush it, with close=False). Returns the number of packets fed."""
-    rows = ground.ssdv_packets()
+    rows = ground.ssdv_packets(flights_only=True)
     for row in rows:
         uploader.add(row.packet, row.received_at)
     if close:

@@ -114,8 +114,9 @@ def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, answerer:
         answerer.on_decoded(result, decoder.missing)  # first: the payload's window is only seconds long
     rssi, snr = getattr(item, "rssi_dbm", None), getattr(item, "snr_db", None)
     path = flights.path(hooks.station, result.relayed_by)  # "<station> via <RELAYER>" when relayed
-    vouched = None  # the frame the balloon's tag checked in: never refused by a quota
-    if result.ok and result.authentic:
+    vouched = None  # the frame the balloon's tag checked in, or a packet it announced: never refused by a quota
+    if result.ok and (result.authentic or (isinstance(result.frame, wire.SsdvPacket)
+                                           and store.ssdv_announced(result.frame))):
         vouched = heard.inner.data if heard.kind is wire.FrameKind.RELAYED else data
     kept = store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr,
                            vouched=vouched)
@@ -132,9 +133,10 @@ def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, answerer:
     if isinstance(result.frame, wire.SsdvPacket) and store.add_ssdv(result.frame, received_at):
         log.debug("ssdv packet kept", callsign=result.frame.callsign, image_id=result.frame.image_id,
                   packet_id=result.frame.packet_id)
-        hooks.call(hooks.on_ssdv, result.frame, received_at)
     if result.record is not None:
         _store_new(result.record, received_at, flight, out, as_json, hooks, path, rssi, snr, result.authentic)
+    for packet, at in store.take_believed_ssdv():  # the flight's (announced, or anyone's without a key)
+        hooks.call(hooks.on_ssdv, packet, at)
 
 
 def _store_new(record, received_at: str, flight: Flight, out: TextIO | None, as_json: bool, hooks: Hooks,

@@ -36,6 +36,7 @@ from stratoecho.lora import LoRaSettings
 from stratoecho.wire import Kind, fec, ssdv
 from stratoecho.wire.downlink import cue_bytes as window_cue_bytes
 from stratoecho.wire.musing_sentence import GATEWAY_MAX_LINE
+from stratoecho.wire.pictures import announcement_body_bytes
 from stratoecho.wire.relay import overhead as relay_overhead
 
 from .air_layout import PARITY_SHARE, ROWS, Frame, Layout, Relayed, Traffic, lay_out
@@ -358,7 +359,9 @@ def _picture(cam, channel: LoRaSettings, second: bool, room: float, record, prob
                                 "position sentence: it would displace the next one; fly the pictures on a second "
                                 "channel in a faster mode ([radio.pictures], mode 1)"))
     packets = math.ceil(thumbnail_bytes(cam) / ssdv.DATA_BYTES)
-    return [Frame(ssdv.LORA_FRAME_BYTES, p_air, "pictures" if second else "own")] * packets
+    # and its tagged announcement, on our own channel: the ground believes only the packets it lists
+    return ([Frame(ssdv.LORA_FRAME_BYTES, p_air, "pictures" if second else "own")] * packets
+            + record(announcement_body_bytes(cam.ssdv_callsign, packets)))
 
 
 # ---------------------------------------------------------------------------- the plan

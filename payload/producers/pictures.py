@@ -12,6 +12,7 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.wire import ssdv
+from stratoecho.wire.pictures import announce
 
 from ..parts.card import is_no_space, stills_budget
 from ..store import Store
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SSDV_IMAGE_STATE = "ssdv:next_image_id"  # the next picture's SSDV image id (0..255)
+SSDV_PICTURE_STATE = "ssdv:next_picture"  # the next picture's number in its announcement: never wraps
 STILLS_STATE = "camera:stills_taken"  # stills with a thumbnail, across reboots: which one goes down (send_every)
 
 
@@ -37,6 +39,7 @@ class Pictures:
     def __init__(self, flight: Flight, camera: Camera, store: Store, data_dir: Path):
         self.camera, self.store, self.governor = camera, store, flight.governor
         self.settings: CameraSection | None = flight.cfg.devices.camera
+        self.announces = bool(flight.cfg.uplink.key_file)  # records go tagged only with a flight key
         self.outbound, self.devices, self.data_dir = flight.outbound, flight.devices, Path(data_dir)
         self.disk_usage = flight.fitted.disk_usage or shutil.disk_usage
         self.counts = PictureStats()
@@ -80,6 +83,10 @@ class Pictures:
             log.warning("ssdv_refused", error=str(e), image_id=image_id)
             return False
         self.store.state.set(SSDV_IMAGE_STATE, str((image_id + 1) % 256))
+        if self.announces:  # first the tagged announcement: a keyed ground believes only the packets it lists
+            picture = int(self.store.state.get(SSDV_PICTURE_STATE, "0"))
+            self.store.state.set(SSDV_PICTURE_STATE, str(picture + 1))
+            self.outbound.event(announce(picture, [ssdv.parse_packet(p) for p in packets]))
         self.outbound.ssdv(packets)
         self.counts.images_queued += 1
         self.counts.ssdv_packets_queued += len(packets)

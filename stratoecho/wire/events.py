@@ -98,6 +98,11 @@ _SPECS = (
     EventSpec(19, "min_free_unreachable", WARN, (("min_free_mb", int), ("free_mb", int), ("queue_mb", float)),
               _template("store: min_free {min_free_mb} MB cannot be met ({free_mb} MB free, queue files "
                         "{queue_mb:.1f} MB); nothing deleted for it")),
+    # A picture about to go as SSDV packets (wire/pictures.py): the ground builds the flight's
+    # picture only from packets whose digests this tagged record lists.
+    EventSpec(20, "picture", INFO, (("picture", int), ("callsign", str), ("image_id", int), ("packets", int),
+                                    ("digests", str)),
+              _template("picture {picture}: SSDV {callsign} image {image_id}, {packets} packets")),
 )
 EVENTS: dict[int, EventSpec] = {s.id: s for s in _SPECS}
 BY_NAME: dict[str, EventSpec] = {s.name: s for s in _SPECS}

@@ -523,6 +523,12 @@ def _jpeg_header(width: int, height: int, sampling: int, quant: tuple[list[int],
     return head + _segment(0xDA, bytes([3, 1, 0x00, 2, 0x11, 3, 0x11, 0, 63, 0]))
 
 
+def image_decoder(first: SsdvPacket) -> _ImageDecoder:
+    """A decoder for the picture `first` belongs to: `feed` it that picture's packets in packet
+    order, then `jpeg()` once (it fills what is missing); `pictures.PictureScan` keeps one."""
+    return _ImageDecoder(first)
+
+
 def decode_image(packets: Iterable[SsdvPacket | bytes], packet_size: int = PACKET_BYTES) -> bytes:
     """The JPEG that the packets of one image make: those of the first good packet's
     callsign and image id, in packet order, duplicates and bad packets skipped.
