@@ -252,3 +252,48 @@ def test_against_listen_its_sondehub_upload_and_export(tmp_path, server):  # noq
     assert len(points) == 20 and all(52 < p.latitude < 53 for p in points)
     with GroundReader.open(db) as ground:
         assert ground.trust()["keyed"] and ground.claims()["callsign"] == CALL
+
+
+def test_a_full_quota_refuses_no_signed_sentence_before_or_after_a_restart(tmp_path):
+    import socket
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    from sim.bench.listen_flood import SENDERS, ListenProcess, flood
+
+    key, db = tmp_path / "flight.key", tmp_path / "g.db"
+    write_flight_key(key)
+    args = ("--flight-key", str(key), "--source-quota-mb", "0.02", "--quota-total-mb", "0.05")
+
+    def stored() -> int:
+        with closing(sqlite3.connect(db, timeout=10)) as c:
+            return c.execute("SELECT count(*) FROM telemetry WHERE authentic = 1").fetchone()[0]
+
+    def send_until_stored(listen, seqs: range) -> None:
+        started = time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.bind(("127.0.0.1", 0))  # a sender whose share and the total are full
+            while stored() < seqs.stop:
+                assert time.monotonic() - started < 120, f"{stored()} of {seqs.stop} signed sentences stored"
+                for seq in seqs:
+                    tx.sendto(signed(seq), listen.address)
+                time.sleep(0.2)  # what a busy socket dropped goes again
+
+    listen = ListenProcess(db, *args)
+    try:
+        round_n = 0
+        while len({e["source"] for e in listen.events("frames past the storage quota not stored")}) < SENDERS:
+            flood(listen.address, SENDERS * 20, seed=round_n)  # junk, until every address was refused
+            round_n += 1
+            time.sleep(0.05)
+        send_until_stored(listen, range(10))
+    finally:
+        assert listen.stop()[0] == 0
+    again = ListenProcess(db, *args)  # the budget is counted from the file: full at once
+    try:
+        send_until_stored(again, range(20))
+    finally:
+        assert again.stop()[0] == 0
+    with GroundReader.open(db) as ground:
+        assert [r.seq for r in ground.telemetry()] == list(range(20))

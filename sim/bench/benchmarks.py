@@ -382,6 +382,13 @@ def bench_listen_flood() -> list[tuple]:
     return rows()
 
 
+def bench_ssdv_flood() -> list[tuple]:
+    """A keyed `listen` answering window cues while strangers send 100 SSDV packets a second (sim/bench/ssdv_flood.py)."""
+    from .ssdv_flood import rows
+
+    return rows()
+
+
 def bench_dashboard_load() -> list[tuple]:
     """The dashboard while idle connections, event streams and heavy map asks hit it (sim/bench/dashboard.py)."""
     from .dashboard import rows
@@ -422,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             + bench_voice(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_listen_flood()
+            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_listen_flood() + bench_ssdv_flood()
             + bench_dashboard_load()
             + bench_dashboard_lockout() + bench_network(args.persona))
     w = max(len(r[0]) for r in rows)
