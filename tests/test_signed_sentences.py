@@ -297,3 +297,22 @@ def test_a_full_quota_refuses_no_signed_sentence_before_or_after_a_restart(tmp_p
         assert again.stop()[0] == 0
     with GroundReader.open(db) as ground:
         assert [r.seq for r in ground.telemetry()] == list(range(20))
+
+
+def test_the_aggregator_takes_the_flights_signed_lines_from_one_station_and_colluders_make_no_track(tmp_path):
+    from groundstation.network import Aggregator
+    from tests.test_network_flood import Clock, frame_message
+
+    db = tmp_path / "all.db"
+    agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH, clock=Clock())  # quorum 2: two stations for a claim
+    n = 0
+    for seq in range(10):
+        line = forged(seq, random.Random(seq))  # two colluding stations agree on every forged line
+        agg._handle(*frame_message("evil1", n := n + 1, line))
+        agg._handle(*frame_message("evil2", n := n + 1, line))
+        agg._handle(*frame_message("hill", n := n + 1, signed(seq)))  # one honest station is enough
+    agg.store.commit()
+    agg.store.close()
+    with GroundReader.open(db) as ground:
+        assert ground.trust()["keyed"]
+        assert [(r.seq, r.lat) for r in ground.telemetry()] == [(s, round(position(s).lat, 5)) for s in range(10)]
