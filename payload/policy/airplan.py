@@ -57,7 +57,7 @@ MIN_RECORD_FRAME_BYTES = 64  # a record frame with less room for data than this 
 LABELS = {"position": "position sentences", "window": "window cues", "listening": "listening (receiver on)",
           "relay": "relayed frames", "event": "events (estimate)", "musing": "musings, as records",
           "musing sentence": "musings, as $$ sentences", "question": "questions to the ground",
-          "health": "health records", "picture": "pictures, SSDV packets", "image": "pictures, as records"}
+          "health": "health records", "picture": "pictures: SSDV, announced", "image": "pictures, as records"}
 
 
 @dataclass(frozen=True)
