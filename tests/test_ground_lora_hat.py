@@ -371,7 +371,7 @@ def test_listen_answers_the_payloads_window_through_the_hat(tmp_path, capsys, mo
     key = write_flight_key(tmp_path / "uplink.key")
     bench = Bench("sx126x")
     window = wire.Telemetry("STRATO", 6, "12:05:11", 52.1, -0.1, 12400, 9, -41.0, 180.0, 3700, 3)
-    bench.air.append(wire.encode_sentence(window))  # seq 6: the payload listens after it, and says so
+    bench.air.append(wire.encode_sentence(window, AUTH))  # seq 6, signed: the payload listens after it, and says so
     bench.air.append(live_cue(3, 6, uplink.payload_hash("STRATO")))
     hat_on_the_bench(monkeypatch, bench)
     argv = [*chip_args("sx126x"), "--frequency-mhz", "434.225", "--lora-mode", "2",

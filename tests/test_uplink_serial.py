@@ -44,8 +44,9 @@ GROUND_PINS = (5, 6, 13)  # the ground module's: on a USB board, nobody drives t
 
 
 def sentence(seq: int) -> bytes:
+    """The payload's position sentence, signed as it keys it (the link report counts only the flight's)."""
     return wire.encode_sentence(
-        wire.Telemetry("STRATO", seq, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3))
+        wire.Telemetry("STRATO", seq, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3), AUTH)
 
 
 def record(seq: int) -> wire.Record:
