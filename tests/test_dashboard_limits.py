@@ -371,3 +371,14 @@ def test_the_operators_live_feed_is_kept_room_for_when_the_field_network_fills_t
         for sock in streams:
             sock.close()
         stop.set()
+
+
+def test_serve_takes_its_limits_by_name():
+    from groundstation.web.limits import parse_limit
+
+    assert parse_limit("head_s=1.5") == ("head_s", 1.5) and parse_limit("streams=12") == ("streams", 12)
+    assert parse_limit("operator_reserve=0") == ("operator_reserve", 0)
+    for bad, says in (("nope=1", "no dashboard limit; one of connections"), ("streams=1.5", "a whole number"),
+                      ("head_s=0", "at least 0.001"), ("head_s=nan", "seconds"), ("streams=-1", "at least 1")):
+        with pytest.raises(ValueError, match=says):
+            parse_limit(bad)
