@@ -147,6 +147,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 SWITCH_INTERVAL_S = 0.001
 REFUSED_LINGER_S = 1.0  # a refused connection stays half-open this long, so its 503 is read, not reset
 REFUSED_KEPT = 256  # refused connections lingering at most; beyond, the oldest is closed at once
+# A crowd can have connections closed for room a thousand times a second: each is a debug line, and
+# an info line says so when it starts again after this long without one (a transition, not a flood).
+ROOM_QUIET_S = 60.0
 
 
 class Dashboard(ThreadingHTTPServer):
@@ -169,6 +172,7 @@ class Dashboard(ThreadingHTTPServer):
         self.waiting = Waiting(self.trusted)
         self.feeds = Feeds(self.slots, stop)
         self.refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self.room_made_at = -ROOM_QUIET_S  # when a connection was last closed for room
         self.refusal = self._refusal_bytes()
         self.map_layers = map_layers or MapLayers()
         origin = self.map_layers.extra_img_origin
@@ -220,7 +224,10 @@ class Dashboard(ThreadingHTTPServer):
         if self.slots.claim("connection", client, (TOTAL, NETWORK)) is not None:
             return False
         if self.waiting.close_one(client, network_of(client) if full == NETWORK else None):
-            log.info("waiting connection closed to make room", client=client, closed=self.waiting.closed)
+            now = time.monotonic()
+            quiet, self.room_made_at = now - self.room_made_at >= ROOM_QUIET_S, now
+            (log.info if quiet else log.debug)("waiting connection closed to make room", client=client, full=full,
+                                               closed=self.waiting.closed)
             return True
         self.slots.give("connection", client)
         return False
