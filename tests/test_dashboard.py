@@ -549,6 +549,27 @@ def test_new_musings_and_positions_appear_live(browser, dashboard, ground_db):
 
 
 @browser_only
+def test_a_refused_live_feed_is_asked_for_again(browser, ground_db):
+    """A browser gives up on a feed answered 503 (every feed taken): the page asks again itself,
+    from the cursor of the last event it had, and the feed comes once there is room."""
+    from groundstation.web.server import Limits
+
+    stop = threading.Event()
+    server = serve(ground_db, "127.0.0.1", 0, stop, limits=Limits(streams=1, local_reserve=0, operator_reserve=0))
+    held = socket.create_connection(server.server_address[:2], source_address=("127.0.0.2", 0))
+    try:
+        held.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{server.server_address[1]}\r\n\r\n".encode())
+        assert held.recv(12) == b"HTTP/1.1 200"  # the only feed
+        open_page(browser, server)
+        wait(browser, lambda d: texts(d, "#live") == ["live feed refused: trying again…"], "no refusal shown")
+        server.feeds.end_all()  # its feed ends: room for the page's
+        wait(browser, lambda d: texts(d, "#live") == ["live"], "the page never asked again")
+    finally:
+        held.close()
+        stop.set()
+
+
+@browser_only
 def test_command_form_queues_and_refuses(browser, dashboard, ground_db):
     from selenium.webdriver.support.ui import Select
 

@@ -27,6 +27,7 @@ def start(tmp_path):
 
     def start(**limits):
         limits.setdefault("local_reserve", 0)  # every client here is loopback: the totals alone
+        limits.setdefault("operator_reserve", 0)
         stop = threading.Event()
         server = serve(tmp_path / "ground.db", "127.0.0.1", 0, stop, map_layers=MapLayers(basemap=None),
                        limits=Limits(**limits))
@@ -43,7 +44,8 @@ def test_the_station_itself_is_served_past_the_totals_the_field_network_filled()
     operator at it) still gets `local_reserve` more, each within its own per-client cap."""
     from groundstation.web.limits import Slots
 
-    slots = Slots(Limits(connections=4, client_connections=2, streams=2, client_streams=1, local_reserve=2))
+    slots = Slots(Limits(connections=4, client_connections=2, streams=2, client_streams=1, local_reserve=2,
+                         operator_reserve=0))
     for client in ("10.0.0.2", "10.0.0.2", "10.0.0.3", "fd00::7"):
         assert slots.take("connection", client)
     assert not slots.take("connection", "10.0.0.4")  # the total
@@ -132,17 +134,52 @@ def test_one_address_cannot_hold_every_connection(start):
 
 
 def test_connections_are_capped_in_all(start):
-    """Every slot held by requests under way (their headers still coming): a newcomer gets 503."""
+    """Every slot held by requests under way (live feeds: busy, never closed for room): a newcomer gets 503."""
     server = start(connections=4, client_connections=3)
     busy = [connect(server) for _ in range(3)] + [connect(server, "127.0.0.2")]
     try:
         for sock in busy:
-            sock.sendall(b"GET /api/session HTTP/1.1\r\n")  # a first line: a request, not idle
-        wait_for(lambda: held(server) == 4 and not server.idle.waiting, "the requests were accepted")
+            ask(sock, server, "/api/events")
+            assert head(sock)[0] == 200
         status, headers = get(server, "127.0.0.3")
         assert status == 503 and int(headers["Retry-After"]) > 0
     finally:
         for sock in busy:
+            sock.close()
+
+
+def slow_request(server, source: str) -> socket.socket:
+    """A connection whose request came only in part: its first line, the rest never."""
+    sock = connect(server, source)
+    sock.sendall(b"GET /api/session HTTP/1.1\r\n")
+    return sock
+
+
+def test_slow_requests_are_capped_per_address_and_network_and_closed_for_room(start):
+    """Issue 50: a request whose head trickles in holds a slow slot, a few per address and per
+    network; beyond them its connection is closed at once, and those within them are the first
+    closed for a newcomer: nobody, in the crowd's network or elsewhere, is refused for them."""
+    server = start(connections=6, client_connections=4, slow=4, client_slow=2, network_slow=3)
+    socks = [slow_request(server, source) for source in ("127.0.1.1", "127.0.1.1", "127.0.1.2")]
+    try:
+        wait_for(lambda: held(server, "slow") == 3, "three slow requests")
+        for source in ("127.0.1.1", "127.0.1.3"):  # past its address's cap, past its network's
+            over = slow_request(server, source)
+            socks.append(over)
+            assert closed_by_server(over)
+        socks.append(slow_request(server, "127.0.2.1"))  # another network's: the total's fourth
+        wait_for(lambda: held(server, "slow") == 4, "four slow requests")
+        assert closed_by_server(slow_request(server, "127.0.3.1"))  # past the total
+        socks += [connect(server, "127.0.2.2"), connect(server, "127.0.2.3")]  # idle: every connection taken
+        wait_for(lambda: held(server) == 6, "every connection taken")
+        assert get(server, "127.0.1.9")[0] == 200  # in the crowd's network: a slow one closed for it
+        wait_for(lambda: held(server) == 5, "the closed one's slot and the newcomer's came back")
+        socks.append(connect(server, "127.0.2.4"))
+        wait_for(lambda: held(server) == 6, "every connection taken again")
+        assert get(server, "127.0.4.1")[0] == 200  # another network's
+        assert server.waiting.closed == 2 and held(server, "slow") == 2  # slow ones first, never the idle ones
+    finally:
+        for sock in socks:
             sock.close()
 
 
@@ -153,15 +190,15 @@ def test_idle_connections_of_a_few_addresses_make_room_for_anyone_else(start):
     server = start(connections=6, client_connections=4)
     hogs = [connect(server, "127.0.0.2") for _ in range(4)] + [connect(server, "127.0.0.3") for _ in range(2)]
     try:
-        wait_for(lambda: held(server) == 6 and len(server.idle.waiting) == 6, "the idle connections were accepted")
+        wait_for(lambda: held(server) == 6 and len(server.waiting.waiting) == 6, "the idle connections were accepted")
         assert get(server, "127.0.0.4")[0] == 200  # the operator's phone, say
         assert closed_by_server(hogs[0])  # 127.0.0.2's oldest made the room
-        assert server.idle.closed == 1
+        assert server.waiting.closed == 1
         wait_for(lambda: held(server) == 5, "the newcomer's and the closed connection's slots came back")
         hogs.append(connect(server, "127.0.0.2"))  # back at its own cap of 4 (one slot was free)
-        wait_for(lambda: len(server.idle.waiting) == 6, "its fourth was accepted")
+        wait_for(lambda: len(server.waiting.waiting) == 6, "its fourth was accepted")
         assert get(server, "127.0.0.2")[0] == 503  # a fifth: its own cap, nobody else's room taken
-        assert server.idle.closed == 1
+        assert server.waiting.closed == 1
     finally:
         for sock in hogs:
             sock.close()
@@ -180,10 +217,11 @@ def test_an_idle_connection_is_closed(start):
     assert closed_by_server(kept)
 
 
-def test_headers_trickled_a_byte_at_a_time_are_cut_off(start):
-    server = start(idle_s=2.0, header_s=0.5)
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off(start):
+    """One deadline for the whole request from its first byte: the first line trickled too."""
+    server = start(idle_s=2.0, head_s=0.5)
     sock = connect(server)
-    sock.sendall(b"GET /api/session HTTP/1.1\r\n")
+    sock.sendall(b"G")
     started = time.monotonic()
     with pytest.raises((BrokenPipeError, ConnectionResetError)):
         while time.monotonic() - started < SAFETY_S:  # each byte well inside idle_s: only the deadline ends it
@@ -306,7 +344,7 @@ def test_the_operators_live_feed_is_kept_room_for_when_the_field_network_fills_t
     stop = threading.Event()
     server = serve(tmp_path / "ground.db", "127.0.0.1", 0, stop, access.Sessions(
         access.Credential.from_password(password), time.monotonic), map_layers=MapLayers(basemap=None),
-        limits=Limits(streams=2, client_streams=1, local_reserve=0))
+        limits=Limits(streams=2, client_streams=1, local_reserve=0, operator_reserve=1))
     streams = []
     try:
         for source in ("127.0.0.2", "127.0.0.3"):
@@ -333,3 +371,14 @@ def test_the_operators_live_feed_is_kept_room_for_when_the_field_network_fills_t
         for sock in streams:
             sock.close()
         stop.set()
+
+
+def test_serve_takes_its_limits_by_name():
+    from groundstation.web.limits import parse_limit
+
+    assert parse_limit("head_s=1.5") == ("head_s", 1.5) and parse_limit("streams=12") == ("streams", 12)
+    assert parse_limit("operator_reserve=0") == ("operator_reserve", 0)
+    for bad, says in (("nope=1", "no dashboard limit; one of connections"), ("streams=1.5", "a whole number"),
+                      ("head_s=0", "at least 0.001"), ("head_s=nan", "seconds"), ("streams=-1", "at least 1")):
+        with pytest.raises(ValueError, match=says):
+            parse_limit(bad)

@@ -243,7 +243,7 @@ def test_ground_units_hold_what_their_caps_need():
     dashboard = load("stratoecho-dashboard.service")
     nofile = int(value(dashboard, "Service", "LimitNOFILE"))
     tasks = int(value(dashboard, "Service", "TasksMax"))
-    most = limits.connections + limits.local_reserve  # this machine's own clients may go past the total
+    most = limits.connections + limits.operator_reserve + limits.local_reserve  # the operator's and the station's past it
     assert nofile >= 1.5 * (most * (1 + 3) + 64)  # event streams are connections too
     assert tasks >= 1.5 * (most + 16)
     assert limits.client_connections < limits.connections and limits.client_streams < limits.streams

@@ -21,7 +21,9 @@ about which characters: those make passwords harder to remember, not to guess.
 A login gives a session: a random 256-bit id in an HttpOnly, SameSite=Strict cookie, valid for
 `session_s` from the login (not renewed by use, so a phone left logged in on the field does not
 stay an operator), ended at once by logging out. Sessions live in the server's memory: a
-restart logs everyone out.
+restart logs everyone out. Each session remembers the addresses it was used from (its last
+SEEN_ADDRESSES): the dashboard keeps room for those past the crowd's caps (limits.py), since a
+connection is accepted before its cookie can be read.
 
 Wrong passwords (`LoginLimits`) are counted per address and per account (one today: OPERATOR,
 whoever has the station's password). An address has ADDRESS_FREE_TRIES wrong ones, the account
@@ -83,6 +85,7 @@ PUBLISHED_PASSWORDS = ("correcthorsebatterystaple", "tr0ub4dor&3")
 # Separators zxcvbn reads as characters to guess: "ground station operator" came out at 10^13
 # with them and 10^4 without. Both forms are estimated; the easier counts.
 _SEPARATORS = re.compile(r"[\s\-_.,;:/+]+")
+SEEN_ADDRESSES = 8  # addresses a session remembers (a phone, the laptop, each network they moved through)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 COOKIE = "stratoecho_operator"
 
@@ -273,6 +276,7 @@ class Sessions:
             raise ValueError(f"a session lasts more than 0 s, got {session_s}")
         self.credential, self.clock, self.session_s = credential, clock, session_s
         self._live: dict[str, float] = {}
+        self._seen: dict[str, OrderedDict[str, None]] = {}  # session -> the addresses it came from, newest last
         self.limits = LoginLimits()
         self._lock = threading.Lock()  # the server answers each request in its own thread
 
@@ -296,10 +300,12 @@ class Sessions:
             self._expire(now)
             session = Session(secrets.token_urlsafe(32), now + self.session_s)
             self._live[session.id] = session.expires_at
+            self._see(session.id, client)
             return session
 
-    def valid(self, session_id: str | None) -> float | None:
-        """Seconds left of the session `session_id`; None when there is no such live session."""
+    def valid(self, session_id: str | None, address: str | None = None) -> float | None:
+        """Seconds left of the session `session_id`; None when there is no such live session.
+        `address`: where this use of it came from, remembered while the session lasts."""
         if not session_id:
             return None
         with self._lock:
@@ -308,14 +314,35 @@ class Sessions:
             if expires is None:
                 return None
             if expires <= now:
-                del self._live[session_id]
+                self._end(session_id)
                 return None
+            if address is not None:
+                self._see(session_id, address)
             return expires - now
+
+    def seen_from(self, address: str) -> bool:
+        """Whether a live session was used from `address` (its login, or a request with its cookie)."""
+        with self._lock:
+            if not self._seen:
+                return False
+            now = self.clock()
+            return any(address in seen and self._live.get(sid, -math.inf) > now for sid, seen in self._seen.items())
 
     def log_out(self, session_id: str | None) -> None:
         with self._lock:
-            self._live.pop(session_id or "", None)
+            self._end(session_id or "")
+
+    def _see(self, session_id: str, address: str) -> None:  # under the lock
+        seen = self._seen.setdefault(session_id, OrderedDict())
+        seen[address] = None
+        seen.move_to_end(address)
+        while len(seen) > SEEN_ADDRESSES:
+            seen.popitem(last=False)
+
+    def _end(self, session_id: str) -> None:  # under the lock
+        self._live.pop(session_id, None)
+        self._seen.pop(session_id, None)
 
     def _expire(self, now: float) -> None:
         for sid in [s for s, t in self._live.items() if t <= now]:
-            del self._live[sid]
+            self._end(sid)

@@ -18,6 +18,7 @@ from ..maps.basemap import BaseMap
 from ..maps.tiles import TileFileError, open_tiles
 from . import access
 from .hosts import check_name
+from .limits import Limits, parse_limit
 from .maps import MapLayers, check_tile_url
 from .server import SWITCH_INTERVAL_S, serve
 
@@ -30,6 +31,7 @@ examples:
   python -m groundstation serve --db flight.db --port 8090     # beside another service on 8080
   python -m groundstation serve --db ground.db                 # with ground.FAR1.db beside it: both flights
   python -m groundstation serve --db flight.db --tiles ~/maps/launch.pmtiles --station 52.70 -2.75 90
+  python -m groundstation serve --db flight.db --host 0.0.0.0 --limit network_connections=384  # a bigger club
 exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address, the password or tile file cannot be used
 """
 
@@ -102,6 +104,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                              "machine")
     parser.add_argument("--session-hours", type=_hours, default=access.SESSION_S / 3600, metavar="H",
                         help=f"how long an operator login lasts (default {access.SESSION_S / 3600:g})")
+    parser.add_argument("--limit", type=checked(parse_limit), action="append", default=[], metavar="NAME=VALUE",
+                        help="one of the caps and deadlines that keep any crowd from locking the dashboard (docs/"
+                             "ground.md, \"Limits\"; repeat for each), e.g. head_s=5 or network_streams=96: "
+                             + ", ".join(f"{name} ({value:g})" for name, value in vars(Limits()).items()))
     parser.set_defaults(func=cmd_serve)
 
     password = subparsers.add_parser(
@@ -181,7 +187,7 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event | None = None) -> 
         threading.Thread(target=layers.basemap.features, args=((-1.0, -1.0, 1.0, 1.0), 8), name="basemap-warm-up",
                          daemon=True).start()
         server = serve(args.db, args.host, args.port, stop, load_sessions(args), chase, layers,
-                       allowed_hosts=args.allow_host, flight_dbs=args.flight_db)
+                       Limits(**dict(args.limit)), allowed_hosts=args.allow_host, flight_dbs=args.flight_db)
     except (StoreError, OSError, access.OperatorFileError, TileFileError) as e:  # a start-up error
         print(f"error: {e}", file=sys.stderr)
         return 1

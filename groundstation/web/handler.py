@@ -1,7 +1,7 @@
 """The dashboard's requests: each routed to what answers it (the page, the API's JSON, the map,
 the live feed, a login, a command), after the checks every request passes (the Host it names,
-and for a POST the token, the origin and a JSON body), with the deadlines and caps of
-limits.py. server.py's docstring lists the endpoints and says who may write."""
+and for a POST the token, the origin and a JSON body), with the deadlines of connections.py
+and the caps of limits.py. server.py's docstring lists the endpoints and says who may write."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import math
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -36,9 +35,10 @@ from .api import (
     summary,
     telemetry_json,
 )
+from .connections import RequestReader
 from .flights import conversation_json, flights_json, heard_paths
 from .hosts import is_loopback
-from .limits import ADDRESS, NETWORK, TOTAL, DeadlineReader
+from .limits import ADDRESS, NETWORK, TOTAL
 from .maps import MapRequestError
 
 log = structlog.get_logger(__name__)
@@ -74,23 +74,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        limits = self.server.limits
-        self.connection.settimeout(limits.idle_s)
-        self.reader = DeadlineReader(self.connection, limits.idle_s)
+        server = self.server
+        self.connection.settimeout(server.limits.idle_s)
+        self.incoming = RequestReader(self.connection, self.client_address[0], server.limits, server.slots,
+                                    server.waiting, server.sessions.seen_from)
         self.rfile.close()  # the base class's reader, replaced (it holds a reference on the socket)
-        self.rfile = io.BufferedReader(self.reader)
+        self.rfile = io.BufferedReader(self.incoming)
 
     def handle_one_request(self) -> None:
-        self.reader.deadline = time.monotonic() + self.server.limits.idle_s  # for its first line
-        self.server.idle.wait(self.connection, self.client_address[0])  # may be closed to make room
+        self.incoming.wait()  # may be closed to make room until its first byte comes
         try:
             super().handle_one_request()
         finally:
-            self.server.idle.busy(self.connection)
+            self.incoming.done()
 
     def parse_request(self) -> bool:
-        self.server.idle.busy(self.connection)  # its first line came: a request, never closed for room
-        self.reader.deadline = time.monotonic() + self.server.limits.header_s  # for its headers and body
+        self.incoming.started()  # its first line came (perhaps already read with the last request)
         return super().parse_request()
 
     # ------------------------------------------------------------- dispatch
@@ -106,7 +105,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method) -> None:
         try:
+            if self.command != "POST":
+                self.incoming.done()  # read whole: never closed for room, its slow slot (if any) back
             self._refuse_other_hosts()
+            if self.server.sessions.can_log_in and self._operator_seconds_left() is not None:
+                self.incoming.kept = True  # the operator's connection: never the one closed for room
             method(urlsplit(self.path))
         except RequestError as e:
             if self.command == "POST":
@@ -235,6 +238,8 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(self.rfile.read(length))
         except ValueError as e:  # JSON and UTF-8 alike
             raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+        finally:
+            self.incoming.done()
 
     def _log_in(self, body: object) -> None:
         password = body.get("password") if isinstance(body, dict) else None
@@ -270,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         if not sessions.can_log_in:
             local = self.server.loopback_only and is_loopback(self.client_address[0])
             return math.inf if local else None
-        return sessions.valid(self._session_id())
+        return sessions.valid(self._session_id(), self.client_address[0])  # its address remembered
 
     def _read_only_why(self) -> str:
         if self.server.sessions.can_log_in:

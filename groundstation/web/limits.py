@@ -1,17 +1,16 @@
-"""What one dashboard lets its clients hold (docs/ground.md "Limits"): the caps on connections
-and event streams (`Limits`, counted per client and per network by `Slots`), room made for a
-newcomer when all are taken (`IdleConnections`, `Feeds`), and the deadline on reading a request
-(`DeadlineReader`), so no client, nor one network's crowd of addresses, can hold the server's
-threads or descriptors."""
+"""What one dashboard lets its clients hold (docs/ground.md "Limits"): the caps on connections,
+slow requests and live feeds (`Limits`, counted per client and per network by `Slots`), and the
+room made for a newcomer when every feed is taken (`Feeds`; connections.py makes it for
+connections and reads requests against their deadlines), so that no client, nor one network's
+crowd of addresses, can hold the server's threads or descriptors, and the operator always has a
+way in."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
-import io
 import ipaddress
-import math
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ class Limits:
     address, its network the IPv4 /24 or IPv6 /64 around it (`network_of`). Every connection is
     a thread and a file descriptor, an event stream also a database reader (up to 3 more
     descriptors): the totals keep it well inside the unit's LimitNOFILE and TasksMax. Beyond a
-    cap the answer is 503 with Retry-After, at once."""
+    cap the answer is 503 with Retry-After, at once. `serve --limit NAME=VALUE` sets any of them."""
 
     connections: int = 512  # open connections in all
     client_connections: int = 32  # from one address (a browser opens ~6; a field NAT a few browsers)
@@ -36,20 +35,58 @@ class Limits:
     # connections each is ~180. One network, however many addresses it takes, leaves the other
     # half to every other network (and its idle ones are still closed for a newcomer).
     network_connections: int = 256
-    streams: int = 128  # event streams (/api/events) in all
+    # A request whose bytes do not all come in its first read is slow (a browser sends its head in
+    # one piece): it holds one of these until the rest has come, or its connection is closed at
+    # once. Connections trickling a header byte every 2 s were never idle, so none was closed for
+    # room: 8 addresses x 32 in one /24 sent every client there to 503 (issue 50). A quarter of
+    # the connections in all, an eighth of a network's: slow ones never fill either.
+    slow: int = 128
+    client_slow: int = 4
+    network_slow: int = 32
+    # Event streams in all: half the connections (each is one), so pages always have the other
+    # half. 128 networks holding one each once locked every new watcher out; with 256 they leave
+    # half, and past that the networks take turns (feed_turn_s).
+    streams: int = 256
     client_streams: int = 4  # from one address (one per open tab)
-    # From one network: half the total, again. ~30 phones with a tab or two each fit (~45); a
-    # crowd of addresses in one network (an attacker taking many) leaves the other half to the
-    # rest, and a newcomer finding the total full has a feed of the biggest network closed for
-    # it (`Feeds`). A dual-stack field network is two networks (its /24 and its /64).
+    # From one network: ~30 phones with a tab or two each fit (~45); a crowd of addresses in one
+    # network (an attacker taking many) leaves the rest to other networks, and a newcomer finding
+    # the total (or its network's share) full has a feed of the network (or address) holding the
+    # most closed for it (`Feeds`). A dual-stack field network is two networks (its /24, its /64).
     network_streams: int = 64
-    idle_s: float = 30.0  # waiting for a request's first line (a kept-alive connection too), or for any byte
-    header_s: float = 10.0  # a request's headers and body, from its first line
+    # A feed is kept this long before it may be closed for a newcomer whose network would then hold
+    # as many as the feed's: networks that hold one each take turns, never faster. A browser's feed
+    # closed for room reconnects in 2 s and resumes where it was (its Last-Event-ID).
+    feed_turn_s: float = 60.0
+    idle_s: float = 30.0  # waiting for a request's first byte (a kept-alive connection too), or for any byte
+    head_s: float = 10.0  # the rest of a request, head and body, from its first byte: one deadline, however it trickles
     retry_after_s: int = 5  # what a refused client is told to wait
+    # The addresses a live operator session was used from (access.Sessions.seen_from) may go this
+    # far past the totals and are never held to a network's cap: a connection is accepted before
+    # its cookie can be read, so the way in that the crowd cannot take is the operator's address.
+    operator_reserve: int = 16
     # This machine's own clients (the station's screen, its operator at the keyboard: 127.0.0.1,
-    # ::1) may go this far past the totals, and are never held to a network's cap: the field
-    # network filling every slot does not lock the station out of itself.
+    # ::1) may go this far past the totals beyond the operator's reserve, and are never held to a
+    # network's cap: the field network filling every slot does not lock the station out of itself.
     local_reserve: int = 16
+
+
+def parse_limit(text: str) -> tuple[str, int | float]:
+    """`NAME=VALUE` for one of Limits' fields (`serve --limit`); ValueError saying what would do."""
+    name, _, value = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    if name.strip() not in fields:
+        raise ValueError(f"{name!r} is no dashboard limit; one of {', '.join(fields)}")
+    name = name.strip()
+    kind = int if fields[name].type in ("int", int) else float
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    least = 0 if name.endswith("reserve") or name == "feed_turn_s" else 1e-3 if kind is float else 1
+    if number is None or not number >= least or number == float("inf"):
+        raise ValueError(f"{name} is {'a whole number' if kind is int else 'a number of seconds'} of at least "
+                         f"{least:g}, got {value!r}")
+    return name, number
 
 
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -84,31 +121,36 @@ ADDRESS, NETWORK, TOTAL = "address", "network", "total"  # what is full, as Slot
 
 
 class Slots:
-    """Counts of what each client and each network hold, of each kind, under one lock."""
+    """Counts of what each client and each network hold, of each kind ("connection", "slow": a
+    slow request, "stream": a live feed), under one lock."""
 
     def __init__(self, limits: Limits):
         self.limits = limits
         self.lock = threading.Lock()
-        self.total = {"connection": 0, "stream": 0}
+        self.total = {"connection": 0, "slow": 0, "stream": 0}
         self.per_client: dict[tuple[str, str], int] = {}
         self.per_network: dict[tuple[str, str], int] = {}
 
     def caps(self, kind: str) -> tuple[int, int, int]:
         """The total, one network's and one address's cap of `kind`."""
         limits = self.limits
-        if kind == "connection":
-            return limits.connections, limits.network_connections, limits.client_connections
-        return limits.streams, limits.network_streams, limits.client_streams
+        return {"connection": (limits.connections, limits.network_connections, limits.client_connections),
+                "slow": (limits.slow, limits.network_slow, limits.client_slow),
+                "stream": (limits.streams, limits.network_streams, limits.client_streams)}[kind]
 
-    def claim(self, kind: str, client: str, past: tuple[str, ...] = ()) -> str | None:
+    def claim(self, kind: str, client: str, past: tuple[str, ...] = (), operator: bool = False) -> str | None:
         """Take a slot of `kind` for `client` and return None; or take nothing and return what is
-        full: ADDRESS, NETWORK or TOTAL, the first that is. `past`: the caps it may go past
-        (TOTAL: one made room for, whose slot is on its way back; NETWORK too: the operator's
-        feed). The station itself (`is_station`) has its reserve past the total and no network."""
+        full: ADDRESS, NETWORK or TOTAL, the first that is. `past`: the caps it may go past (one
+        made room for, whose slot is on its way back). `operator`: the operator's (a session, or an
+        address one was used from): past its network's cap and operator_reserve past the total.
+        The station itself (`is_station`) has no network and local_reserve past the operator's."""
         cap, network_cap, client_cap = self.caps(kind)
         network = None if is_station(client) else network_of(client)
         if network is None:
-            cap += self.limits.local_reserve
+            cap += self.limits.operator_reserve + self.limits.local_reserve
+        elif operator:
+            cap += self.limits.operator_reserve
+            past = (*past, NETWORK)
         with self.lock:
             held = self.per_client.get((kind, client), 0)
             if held >= client_cap:
@@ -146,48 +188,7 @@ class Slots:
             return self.total[kind] if network is None else self.per_network.get((kind, network), 0)
 
 
-class IdleConnections:
-    """The connections waiting for a request's first line (a new one, or a kept-alive one
-    between requests), so that a newcomer finding every slot taken can have the oldest of them
-    closed instead of a 503: idle connections held by a few addresses can no longer shut
-    everyone else out (issue 41: 16 addresses x 32 idle connections sent every remote client,
-    the operator's phone included, to 503). A connection busy with a request, or an event
-    stream, is never idle."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.waiting: dict[socket.socket, tuple[float, str]] = {}  # -> (idle since, client)
-        self.closed = 0  # closed to make room
-
-    def wait(self, sock: socket.socket, client: str) -> None:
-        with self.lock:
-            self.waiting[sock] = (time.monotonic(), client)
-
-    def busy(self, sock: socket.socket) -> None:
-        with self.lock:
-            self.waiting.pop(sock, None)
-
-    def close_one(self, newcomer: str, network: str | None = None) -> bool:
-        """Close the oldest idle connection of the address holding the most idle ones in the
-        network holding the most (in `network` alone when the newcomer's network is the one
-        full), never the newcomer's own; False when none is idle. Its thread ends and gives its
-        slot back."""
-        with self.lock:
-            idle = [(since, client, sock) for sock, (since, client) in self.waiting.items()
-                    if client != newcomer and network in (None, network_of(client))]
-            if not idle:
-                return False
-            sock = _oldest_of_biggest(idle)
-            del self.waiting[sock]
-            self.closed += 1
-        try:
-            sock.shutdown(socket.SHUT_RDWR)  # its handler's read ends at once; the thread closes it
-        except OSError:
-            pass  # its client closed it first: the slot comes back all the same when its thread ends
-        return True
-
-
-def _oldest_of_biggest(held: list[tuple[float, str, object]]):
+def oldest_of_biggest(held: list[tuple[float, str, object]]):
     """Of (since, client, thing), the thing held longest by the address holding the most in the
     network holding the most."""
     networks = collections.Counter(network_of(client) for _, client, _ in held)
@@ -211,12 +212,15 @@ class Feed:
 
 
 class Feeds:
-    """The open event streams (/api/events), in their slots: a newcomer within its address's and
-    its network's caps that finds the total full has the oldest feed of the address holding the
-    most in the network holding the most closed for it, if that network holds more than the
-    newcomer's would with it. So a flood from one network, from however many addresses, cannot
-    lock out another network, and two networks never take feeds back and forth. A logged-in
-    operator's feed goes past the total and its network's cap (a session, not an address)."""
+    """The open event streams (/api/events), in their slots. A newcomer within its address's cap
+    that finds the total full has a feed of another network closed for it: the oldest of the
+    address holding the most in the network holding the most, if that network holds more than
+    the newcomer's would with it, or as many and that feed has had its turn (feed_turn_s). One
+    that finds its own network's share full has, likewise, a feed of another address there closed
+    for it. So a flood from one network, from however many addresses, cannot lock out another
+    network, networks holding one each (more of them than feeds) take turns, and none takes
+    feeds back and forth faster than a turn. A logged-in operator's feed goes past its network's
+    cap and into the operator's reserve (a session, not an address), and is never closed for room."""
 
     def __init__(self, slots: Slots, stop: threading.Event):
         self.slots, self.stop = slots, stop
@@ -226,15 +230,16 @@ class Feeds:
 
     def open(self, client: str, operator: bool = False) -> Feed | str:
         """A feed for `client` (`operator`: a logged-in operator's), or what is full (Slots.claim)."""
-        full = self.slots.claim("stream", client, (TOTAL, NETWORK) if operator else ())
-        if full == TOTAL and self.slots.claim("stream", client, (TOTAL,)) is None:
-            feed = self._make_room(client)
+        kept = operator or is_station(client)
+        full = self.slots.claim("stream", client, operator=operator)
+        if full in (NETWORK, TOTAL) and self.slots.claim("stream", client, (NETWORK, TOTAL)) is None:
+            feed = self._make_room(client, kept, network_of(client) if full == NETWORK else None)
             if feed is not None:
                 return feed
             self.slots.give("stream", client)
         if full is not None:
             return full
-        return self._add(Feed(client, kept=operator or is_station(client)))
+        return self._add(Feed(client, kept))
 
     def close(self, feed: Feed) -> None:
         """`feed` ended: its slot back."""
@@ -258,43 +263,25 @@ class Feeds:
             feed.ended.set()
         return feed
 
-    def _make_room(self, newcomer: str) -> Feed | None:
-        """The newcomer's feed (its slot taken past the total), another network's closed for it;
-        None when no network holds more than the newcomer's would."""
-        mine = network_of(newcomer)
+    def _make_room(self, newcomer: str, kept: bool, network: str | None) -> Feed | None:
+        """The newcomer's feed (its slot taken past the caps), another's closed for it: another
+        network's, or with `network` (the newcomer's, full) another address's there; None when
+        none holds more than the newcomer's would, or as many with a feed past its turn."""
+        group = network_of if network is None else str  # who takes turns: networks, or a network's addresses
+        now = time.monotonic()
         with self.lock:
-            live = [f for f in self.feeds if not f.ended.is_set() and not is_station(f.client)]
-            networks = collections.Counter(network_of(f.client) for f in live)
-            need = networks[mine] + 1
-            room = [(f.since, f.client, f) for f in live if not f.kept and networks[network_of(f.client)] > need]
+            live = [f for f in self.feeds if not f.ended.is_set() and not is_station(f.client)
+                    and network in (None, network_of(f.client))]
+            held = collections.Counter(group(f.client) for f in live)
+            need = held[group(newcomer)] + 1
+            room = [(f.since, f.client, f) for f in live if not f.kept and (
+                held[group(f.client)] > need
+                or (held[group(f.client)] == need and now - f.since >= self.slots.limits.feed_turn_s))]
             if not room:
                 return None
-            closed = _oldest_of_biggest(room)
+            closed = oldest_of_biggest(room)
             closed.ended.set()
             self.closed += 1
-            feed = self._append(Feed(newcomer, kept=is_station(newcomer)))
+            feed = self._append(Feed(newcomer, kept))
         log.info("live feed closed to make room", client=closed.client, newcomer=newcomer, closed=self.closed)
         return feed
-
-
-class DeadlineReader(io.RawIOBase):
-    """The request side of a connection: every read waits at most `idle_s`, and none goes on
-    past `deadline` (a client trickling a byte at a time cannot hold its thread)."""
-
-    def __init__(self, sock: socket.socket, idle_s: float):
-        super().__init__()
-        self.sock, self.idle_s = sock, idle_s
-        self.deadline = math.inf
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request took too long")
-        self.sock.settimeout(min(self.idle_s, left))
-        try:
-            return self.sock.recv_into(buffer)
-        finally:
-            self.sock.settimeout(self.idle_s)  # what writes wait at most

@@ -43,7 +43,7 @@ Endpoints (all JSON unless said otherwise; ``since`` is a row id, rows after it)
     POST /api/commands              queue a command (JSON: "command", one of GET /api/commands' names,
                                     and its fields by name), checked by that same declaration; operator only
 
-The server (this file) accepts connections within the caps (limits.py) and hands each to
+The server (this file) accepts connections within the caps (limits.py, connections.py) and hands each to
 handler.py, which routes its requests: the API's answers are built in api.py, the live feed
 in events.py.
 
@@ -105,11 +105,12 @@ from .api import (
     summary,
     telemetry_json,
 )
+from .connections import Waiting
 from .events import BATCH_ROWS, KEEPALIVE_S, POLL_S
 from .flights import FlightFiles
 from .handler import MAX_BODY_BYTES, MAX_ROWS, TOKEN_HEADER, Handler, RequestError
 from .hosts import HostAllowList, is_loopback
-from .limits import NETWORK, TOTAL, Feeds, IdleConnections, Limits, Slots, network_of
+from .limits import NETWORK, TOTAL, Feeds, Limits, Slots, is_station, network_of
 from .maps import MapLayers
 
 __all__ = [  # what other modules and tests import from here, wherever it is made now
@@ -146,6 +147,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 SWITCH_INTERVAL_S = 0.001
 REFUSED_LINGER_S = 1.0  # a refused connection stays half-open this long, so its 503 is read, not reset
 REFUSED_KEPT = 256  # refused connections lingering at most; beyond, the oldest is closed at once
+# A crowd can have connections closed for room a thousand times a second: each is a debug line, and
+# an info line says so when it starts again after this long without one (a transition, not a flood).
+ROOM_QUIET_S = 60.0
 
 
 class Dashboard(ThreadingHTTPServer):
@@ -165,9 +169,10 @@ class Dashboard(ThreadingHTTPServer):
         self.hosts = HostAllowList(host, allowed_hosts)
         self.limits = limits or Limits()
         self.slots = Slots(self.limits)
-        self.idle = IdleConnections()
+        self.waiting = Waiting(self.trusted)
         self.feeds = Feeds(self.slots, stop)
         self.refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self.room_made_at = -ROOM_QUIET_S  # when a connection was last closed for room
         self.refusal = self._refusal_bytes()
         self.map_layers = map_layers or MapLayers()
         origin = self.map_layers.extra_img_origin
@@ -189,7 +194,9 @@ class Dashboard(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         client = client_address[0]
-        full = self.slots.claim("connection", client)
+        # The operator's way in: a connection is accepted before its cookie can be read, so an
+        # address a live session was used from is what the crowd cannot take (Limits.operator_reserve).
+        full = self.slots.claim("connection", client, operator=self.sessions.seen_from(client))
         if full in (NETWORK, TOTAL) and self._made_room(client, full):
             full = None
         if full is not None:
@@ -211,16 +218,24 @@ class Dashboard(ThreadingHTTPServer):
 
     def _made_room(self, client: str, full: str) -> bool:
         """Every slot is taken (in all, or in `client`'s network: `full`) but `client` is within
-        its own cap: its slot is taken past them and an idle connection of another address (in
-        its network, when that is what is full) is closed for it; or False (all are busy: the
+        its own cap: its slot is taken past them and a slow or idle connection of another address
+        (in its network, when that is what is full) is closed for it; or False (all are busy: the
         newcomer gets its 503)."""
         if self.slots.claim("connection", client, (TOTAL, NETWORK)) is not None:
             return False
-        if self.idle.close_one(client, network_of(client) if full == NETWORK else None):
-            log.info("idle connection closed to make room", client=client, closed=self.idle.closed)
+        if self.waiting.close_one(client, network_of(client) if full == NETWORK else None):
+            now = time.monotonic()
+            quiet, self.room_made_at = now - self.room_made_at >= ROOM_QUIET_S, now
+            (log.info if quiet else log.debug)("waiting connection closed to make room", client=client, full=full,
+                                               closed=self.waiting.closed)
             return True
         self.slots.give("connection", client)
         return False
+
+    def trusted(self, client: str) -> bool:
+        """The station's own address, or one a live operator session was used from: its
+        connections are never closed for room."""
+        return is_station(client) or self.sessions.seen_from(client)
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]

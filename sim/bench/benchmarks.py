@@ -397,8 +397,16 @@ def bench_dashboard_load() -> list[tuple]:
 
 
 def bench_dashboard_lockout() -> list[tuple]:
-    """The logged-in operator's page and live feed while every slot is held (sim/bench/lockout.py)."""
+    """The logged-in operator's page and live feed while every connection is held (sim/bench/lockout.py)."""
     from .lockout import rows
+
+    return rows()
+
+
+def bench_dashboard_crowds() -> list[tuple]:
+    """The operator's and a watcher's answer under each of issue 50's crowds: slow header bytes from one /24 and
+    from two, 128 feeds from 128 /24s (sim/bench/crowds.py)."""
+    from .crowds import rows
 
     return rows()
 
@@ -431,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
             + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_listen_flood() + bench_ssdv_flood()
             + bench_dashboard_load()
-            + bench_dashboard_lockout() + bench_network(args.persona))
+            + bench_dashboard_lockout() + bench_dashboard_crowds() + bench_network(args.persona))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
     print("-" * (w + 50))

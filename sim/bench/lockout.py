@@ -59,18 +59,19 @@ runpy.run_module("groundstation", run_name="__main__", alter_sys=True)
 
 
 @contextmanager
-def dashboard(folder: Path, password: str = PASSWORD, settle: bool = True) -> Iterator[int]:
+def dashboard(folder: Path, password: str = PASSWORD, settle: bool = True, limits: dict | None = None) -> Iterator[int]:
     """`python -m groundstation serve` on 127.0.0.1 with `password` for the operator, its own
     database in `folder`, in a process of its own with the unit's LimitNOFILE; yields its port
-    once it answers (`settle`: and its start's work is done)."""
+    once it answers (`settle`: and its start's work is done). `limits`: `serve --limit` settings."""
     from groundstation.web import access
 
     access.Credential.from_password(password).write(folder / "operator.toml")
     log_path = folder / "serve.log"
+    settings = [arg for name, value in (limits or {}).items() for arg in ("--limit", f"{name}={value}")]
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-c", _SERVE, str(NOFILE), "--log-level", "WARNING", "serve", "--db",
-             str(folder / "ground.db"), "--port", "0", "--operator-file", str(folder / "operator.toml")],
+             str(folder / "ground.db"), "--port", "0", "--operator-file", str(folder / "operator.toml"), *settings],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + START_S

@@ -436,10 +436,20 @@
   function connect() {
     const c = state.cursor;
     const events = new EventSource(`/api/events?telemetry=${c.telemetry}&records=${c.records}`);
+    const moved = (e) => { // each event's id is the cursor past it ("telemetry.records"): where a new feed starts
+      const [telemetry, records] = e.lastEventId.split(".").map(Number);
+      if (Number.isInteger(telemetry) && Number.isInteger(records)) state.cursor = { telemetry, records };
+    };
     events.onopen = () => setLive(true, "live");
-    events.onerror = () => setLive(false, "connection lost: reconnecting…");
-    events.addEventListener("telemetry", (e) => addTelemetry(JSON.parse(e.data)));
-    events.addEventListener("record", (e) => addRecords(JSON.parse(e.data)));
+    events.onerror = () => {
+      if (events.readyState !== EventSource.CLOSED) { setLive(false, "connection lost: reconnecting…"); return; }
+      // Refused (503: every feed taken, it says for how long) or not a feed: the browser gives up on it
+      // for good, so a new one is asked for after the server's Retry-After, spread so tabs do not come at once.
+      setLive(false, "live feed refused: trying again…");
+      setTimeout(connect, 5000 + Math.random() * 1000);
+    };
+    events.addEventListener("telemetry", (e) => { moved(e); addTelemetry(JSON.parse(e.data)); });
+    events.addEventListener("record", (e) => { moved(e); addRecords(JSON.parse(e.data)); });
     events.addEventListener("outbox", (e) => StratoechoCommands.outboxEvent(JSON.parse(e.data)));
     events.addEventListener("link", refreshLinkSoon);
     events.addEventListener("flights", refreshFlightsSoon);
