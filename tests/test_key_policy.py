@@ -325,7 +325,7 @@ def test_a_password_guessed_in_under_10_14_tries_is_refused_saying_why_and_what_
         access.Credential.from_password(password)
 
 
-def test_a_strong_password_is_taken(tmp_path, capsys):
+def test_a_strong_password_is_taken():
     strong = "tangerine walrus juggles seventeen anvils"
     assert access.password_problem(strong) is None
     credential = access.Credential.from_password(strong)
