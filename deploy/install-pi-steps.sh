@@ -281,9 +281,15 @@ step_persona() {
     check "a persona bundle at $bundle ([persona] bundle)" "docs/deploy.md step 6" test -f "$(R "$bundle")/persona.toml"
 }
 
-key_form_ok() {  # a key file's form (stratoecho/wire/uplink_keys.py); the payload checks the rest
+# A key file's form (stratoecho/wire/uplink_keys.py): keygen's line; the bare forms of before only
+# where the configuration allows them (uplink.allow_raw_key). The payload checks the rest (the checksum).
+key_form_ok() {
     local size
     size=$(stat -c %s "$1")
+    case $size in
+        98|99|100) head -c 98 "$1" | grep -Eqx 'stratoecho-flight-key-v1:[0-9a-fA-F]{64}:[0-9a-fA-F]{8}' && return 0 ;;
+    esac
+    [ "$(toml_get "$(config_file)" uplink.allow_raw_key)" = true ] || return 1
     case $size in
         32) return 0 ;;
         64|65|66) head -c 64 "$1" | grep -Eqx '[0-9a-fA-F]{64}' ;;
@@ -303,7 +309,7 @@ step_key() {
     [ -z "$configured" ] || [ "$configured" = "$KEY_PATH" ] \
         || say "the configuration reads its key from $configured, not $KEY_PATH: install it there yourself"
     if [ -n "$KEY_FILE" ]; then
-        key_form_ok "$KEY_FILE" || die "$KEY_FILE holds no flight key (32 bytes as 64 hex digits, as keygen writes); make one with python -m groundstation keygen FILE"
+        key_form_ok "$KEY_FILE" || die "$KEY_FILE holds no flight key as keygen writes one (stratoecho-flight-key-v1:...); make one with python -m groundstation keygen FILE and give the ground the same file (a bare key made before: uplink.allow_raw_key = true, docs/protocol.md 'Key files')"
         if [ ! -e "$dest" ]; then
             run install -m 600 "$KEY_FILE" "$dest"
         elif ! cmp -s "$KEY_FILE" "$dest"; then
@@ -322,7 +328,7 @@ step_key() {
     check "$KEY_PATH is $USER_NAME's, mode 600" "docs/deploy.md step 6" key_right
     if payload_installed; then
         check_in_root "the payload, as $USER_NAME, accepts the key" "the reason is above; make a good key with keygen" \
-            runuser -u "$USER_NAME" -- "$VENV/bin/python" -c "from stratoecho.wire.uplink_keys import load_key; load_key('$KEY_PATH')"
+            runuser -u "$USER_NAME" -- "$VENV/bin/python" -c "from stratoecho.wire.uplink_keys import load_key; load_key('$KEY_PATH', allow_raw='$(toml_get "$(config_file)" uplink.allow_raw_key)' == 'true')"
     fi
 }
 

@@ -267,7 +267,7 @@ import sys, tomllib
 value = tomllib.load(open(sys.argv[1], "rb"))
 for part in sys.argv[2].split("."):
     value = value.get(part, {}) if isinstance(value, dict) else {}
-print(value if isinstance(value, str) else "")
+print(value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else "")
 EOF
 }
 

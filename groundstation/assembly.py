@@ -99,8 +99,8 @@ def check_keys(config: GroundConfig) -> DownlinkAuth | None:
     if not (keys.flight_key and keys.callsign):
         return downlink
     try:
-        signer = CommandSigner.for_db(keys.flight_key, keys.callsign, config.database.path, tag_len=uplink.tag_len,
-                                      mtu=uplink.mtu)
+        signer = CommandSigner.for_db(keys.flight_key, keys.callsign, config.database.path, keys.allow_raw_key,
+                                      tag_len=uplink.tag_len, mtu=uplink.mtu)
         if uplink.skip_past is not None:
             if not 0 <= uplink.skip_past < MAX_COUNTER:
                 raise ValueError(f"--uplink-skip-past {uplink.skip_past} is outside 0..{MAX_COUNTER - 1}")
@@ -147,6 +147,7 @@ def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=N
     if keys.flight_key and peer is not None:
         return WindowAnswerer(keys.flight_key, Path(config.database.path), source.send, keys.callsign,
                           uplink_to=peer, tag_len=config.uplink.tag_len, mtu=config.uplink.mtu, store=store,
+                          allow_raw_key=keys.allow_raw_key,
                           **({"now": lambda: clock.now().timestamp()} if clock is not None else {}))
     if keys.flight_key and config.source.kind == "udp":
         log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")

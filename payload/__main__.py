@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the flight key shared with the ground (`python -m payload keygen FILE` makes one): records "
                           "go tagged with the downlink key derived from it, and the payload listens for signed "
                           "commands and repair requests (overrides uplink.key_file)")
+    run.add_argument("--raw-key-ok", action="store_true",
+                     help="also take a flight key in a bare form made before keygen's line (overrides "
+                          "uplink.allow_raw_key): nothing shows it was drawn at random, and a warning is logged")
     run.add_argument("--no-uplink", action="store_true", help="open no listen windows (transmit only; records still "
                                                               "tagged with the flight key)")
     run.add_argument("--data", metavar="DIR", help="state directory (queue, counters); a restart resumes from it")
@@ -165,6 +168,8 @@ def configure(args: argparse.Namespace) -> tuple[PayloadConfig, object]:
         cfg.radio.udp = args.udp
     if args.uplink_key:
         cfg.uplink.key_file = args.uplink_key
+    if args.raw_key_ok:
+        cfg.uplink.allow_raw_key = True
     if args.no_uplink:
         cfg.uplink.listen = False
     try:  # the options changed the configuration: it must still hold together (the key needs a window)

@@ -177,8 +177,8 @@ def loops(parts: Components) -> list[Loop]:
 def open_gate(cfg: PayloadConfig, boot: Boot) -> CommandGate:
     """The uplink's gate with the flight key; uplink.KeyFileError names the file when the key is
     missing or exposed. A refused command goes down as an event."""
-    return CommandGate.from_key_file(boot.store, cfg.uplink.key_file, cfg.callsign, tag_len=cfg.uplink.tag_len,
-                                     mtu=cfg.radio.mtu, on_refused=lambda e: boot.outbound.event(
+    return CommandGate.from_key_file(boot.store, cfg.uplink.key_file, cfg.callsign, cfg.uplink.allow_raw_key,
+                                     tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu, on_refused=lambda e: boot.outbound.event(
                                          event("command_refused", reason=e.reason, detail=str(e))))
 
 
@@ -207,7 +207,8 @@ def open_relay(cfg: PayloadConfig, auth: downlink.DownlinkAuth | None, memory: M
     if auth is None or not cfg.uplink.listen:
         log.error("relay_off", why="relaying needs the flight key and listen windows", flights=len(r.allow))
         return None
-    allowed = {f.callsign: downlink.load_auth(f.key_file, cfg.uplink.downlink_tag_len, derived=True)
+    allowed = {f.callsign: downlink.load_auth(f.key_file, cfg.uplink.downlink_tag_len, derived=True,
+                                              allow_raw=cfg.uplink.allow_raw_key)
                if f.key_file else None for f in r.allow}
     heard = None
     if memory is not None:
@@ -227,7 +228,8 @@ def _flight_key(cfg: PayloadConfig) -> tuple[downlink.DownlinkAuth | None, bool]
                   "pictures go on air", fix="python -m payload keygen FILE, then uplink.key_file = FILE")
         return None, False
     # uplink.KeyFileError names the file when the key is missing or exposed
-    return downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len), cfg.uplink.listen
+    return (downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len, allow_raw=cfg.uplink.allow_raw_key),
+            cfg.uplink.listen)
 
 
 def build_daemon(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,

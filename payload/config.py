@@ -280,9 +280,13 @@ class RadioSection(Section):
 
 class UplinkSection(Section):
     key_file: str | None = Field(None, description="the flight key shared with the ground, made by `python -m "
-                                                   "payload keygen FILE` (32 bytes as hex, base64 or raw; mode 600): "
-                                                   "it signs the uplink and tags the downlink; none: no uplink, and "
-                                                   "records stay queued (only sentences and pictures go)")
+                                                   "payload keygen FILE` (keygen's one line, mode 600): it signs the "
+                                                   "uplink and tags the downlink; none: no uplink, and records stay "
+                                                   "queued (only sentences and pictures go)")
+    allow_raw_key: bool = Field(False, description="also read a bare key (hex, base64 or 32 raw bytes) in key_file and "
+                                "[relay] key files, for a flight whose key was made before keygen's form: nothing "
+                                "shows it was drawn at random, and each read logs a warning. Better: keygen a new key "
+                                "and copy it to the balloon and the ground")
     window_every: int = Field(6, ge=1, description="listen after every Nth position sentence (sentence id a multiple of N)")
     window_s: float = Field(4.0, gt=0, description="flight seconds the receiver listens in each window")
     tag_len: int = Field(8, ge=4, le=32, description="bytes of the truncated HMAC tag; must match the ground")

@@ -146,7 +146,7 @@ def mock_factory():
 
 @pytest.fixture
 def flight_key(tmp_path) -> Path:
-    """tests/fakes.py's FLIGHT_KEY in a key file as keygen writes one (hex, mode 600): what
+    """tests/fakes.py's FLIGHT_KEY in a key file as keygen writes one (mode 600): what
     `--flight-key` reads, so a ground reads the records tests tag with `fakes.AUTH`."""
     path = tmp_path / "flight.key"
     write_flight_key(path)

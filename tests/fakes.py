@@ -111,7 +111,7 @@ def live_cue(boot: int, seq: int, pid: int, auth: DownlinkAuth | None = None) ->
 
 
 def write_flight_key(path) -> bytes:
-    """FLIGHT_KEY in a key file the way keygen writes one (hex, mode 600); returns the key."""
+    """FLIGHT_KEY in a key file the way keygen writes one (its one line, mode 600); returns the key."""
     return write_key_file(path, key=FLIGHT_KEY)
 
 

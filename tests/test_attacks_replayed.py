@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stratoecho.wire.uplink_keys import new_key
+from stratoecho.wire.uplink_keys import new_key, write_key_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "corpus" / "telegram" / "result.json"
@@ -58,7 +58,8 @@ def test_listen_refuses_a_weak_key_and_says_why(tmp_path, name):
 
 def test_listen_takes_a_key_keygen_made(tmp_path):
     """The refusals above cannot pass by refusing everything."""
-    path = key_file(tmp_path / "uplink.key", new_key())
+    path = tmp_path / "uplink.key"
+    write_key_file(path, key=new_key())
     got = run("-m", "groundstation", "listen", "--replay", "/dev/null", "--db", str(tmp_path / "g.db"),
               "--flight-key", str(path), "--quiet")
     assert got.returncode == 0, got.stderr

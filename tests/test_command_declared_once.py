@@ -23,7 +23,7 @@ from payload.uplink import handler as payload_handler
 from sim.world.flight import SimSensors
 from stratoecho.wire import uplink
 from stratoecho.wire.commands import Command, OperatorForm, Whole, register_command
-from stratoecho.wire.uplink_keys import new_key
+from stratoecho.wire.uplink_keys import new_key, write_key_file
 from tests.fakes import RecordingRadio
 from tests.test_dashboard import (  # noqa: F401 - fixtures
     CHROMIUM,
@@ -94,8 +94,7 @@ def test_the_declaration_is_listed_and_queued_with_its_bounds(lit, dashboard, gr
 def test_a_queued_declaration_is_signed_received_and_handled(lit, dashboard, ground_db, tmp_path):  # noqa: F811
     assert post_command(dashboard, {"command": "flare", "seconds": 7})[0] == 201
     key_file = tmp_path / "uplink.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
+    write_key_file(key_file, key=KEY)
     clock = Clock(speedup=1.0)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
     daemon = build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")

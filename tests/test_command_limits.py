@@ -30,7 +30,7 @@ from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
-from stratoecho.wire.uplink_keys import new_key
+from stratoecho.wire.uplink_keys import new_key, write_key_file
 from tests.fakes import EVERY_10_S, RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
@@ -116,8 +116,7 @@ class StepClock(Clock):
 def _daemon(tmp_path, clock=None, **uplink_options):
     key_file = tmp_path / "uplink.key"
     if not key_file.exists():
-        key_file.write_text(KEY.hex())
-        key_file.chmod(0o600)
+        write_key_file(key_file, key=KEY)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file), **uplink_options))
     clock = clock or StepClock()
     return build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data"), cfg, clock

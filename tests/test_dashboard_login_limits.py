@@ -18,7 +18,7 @@ import pytest
 
 from groundstation.web import access, serve
 
-PASSWORD = "correct horse battery"
+PASSWORD = "mossy piano under the viaduct"
 ADDRESSES = [f"10.0.0.{i}" for i in range(1, 11)]
 
 

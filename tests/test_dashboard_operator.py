@@ -33,7 +33,7 @@ from tests.test_dashboard import (  # noqa: F401
     wait,
 )
 
-PASSWORD = "correct horse battery"
+PASSWORD = "tangerine walrus juggles seventeen anvils"
 NOTE = {"command": "memory_note", "text": "from the operator"}
 
 
@@ -197,7 +197,7 @@ def test_the_command_line_sets_the_password_and_serve_uses_it(tmp_path, ground_d
 
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     args = parser.parse_args(["operator-password", "--password-stdin"])
-    assert args.func(args) == 1 and "at least 15: a phrase of" in (err := capsys.readouterr().err)
+    assert args.func(args) == 1 and "at least 15: four or more unrelated words" in (err := capsys.readouterr().err)
     assert err.rstrip().endswith("would do; nothing written")
     assert not access.default_file().exists()
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))

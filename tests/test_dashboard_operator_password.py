@@ -1,7 +1,7 @@
 """The operator's password and its file (issue 31): a password is taken only when it is long
 (15 characters or more, NIST SP 800-63B-4's minimum for a single factor) and hard to guess by
-zxcvbn's estimate (common passwords, words, repeats, sequences, keyboard runs: 10^10 guesses or
-more); the refusal says what is wrong and what would do. The file the hash is kept in must be
+zxcvbn's estimate (common passwords, words, repeats, sequences, keyboard runs: 10^14 guesses or
+more, issue 50); the refusal says what is wrong and what would do. The file the hash is kept in must be
 its reader's own and closed to others (stratoecho.secret_files), or `serve` will not start.
 """
 
@@ -17,7 +17,7 @@ from groundstation.web import access, register_cli
 from groundstation.web.cli import cmd_serve
 from tests.test_dashboard import ground_db  # noqa: F401
 
-GOOD = "correct horse battery"
+GOOD = "kettle parsnip orbit lagoon"
 
 WEAK = {
     "aaaaaaaa": "has 8 characters; it needs at least 15",
@@ -27,11 +27,14 @@ WEAK = {
     "qwertyuiop123456": "too easy to guess: this is similar to a commonly used password",
     "abcdefghijklmnop": "too easy to guess: sequences like",
     "iloveyouiloveyou": "too easy to guess: repeats like",
-    "stratoecho balloon": "too easy to guess: it is made of common words, names or patterns",
+    "stratoecho balloon": "too easy to guess: it is built on this station's own words",
     # published as an example (xkcd 936), and the station's own words with spaces (issue 41)
     "correcthorsebatterystaple": "too easy to guess",
     "correct horse battery staple": "too easy to guess",
     "ground station operator": "too easy to guess",
+    # taken while 10^10 guesses were enough (issue 50)
+    "correct horse battery": "too easy to guess: it is built on common words and a common password",
+    "Welshpool launch at dawn": "it needs 10^14",
 }
 
 
@@ -47,12 +50,13 @@ def test_a_weak_password_is_refused_saying_why_and_what_would_do(password):
     with pytest.raises(ValueError) as refused:
         access.Credential.from_password(password)
     assert WEAK[password] in str(refused.value)
-    assert "a phrase of three or four unrelated words, 15 characters or more, would do" in str(refused.value)
+    assert "four or more unrelated words picked at random (not a sentence), 15 characters or more, would do" in str(
+        refused.value)
 
 
 def test_a_long_uncommon_phrase_will_do_and_a_huge_one_will_not():
     assert access.password_problem(GOOD) is None
-    assert access.password_problem("Welshpool launch at dawn") is None
+    assert access.password_problem("amber kestrel folds 41 maps under rain") is None
     assert "the dashboard's login takes at most 256" in access.password_problem("x" * 257)
 
 

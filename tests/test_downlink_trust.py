@@ -241,12 +241,15 @@ def test_a_relayed_record_counts_from_one_station_when_its_own_tag_checks(tmp_pa
 def test_keygen_downlink_from_writes_the_derived_key_that_checks_but_cannot_sign(tmp_path, capsys):
     from groundstation.__main__ import main
     from stratoecho.wire.downlink import derive_downlink_key, load_auth
-    from stratoecho.wire.uplink_keys import load_key
+    from stratoecho.wire.uplink_keys import DOWNLINK, KeyFileError, load_key
 
     flight = tmp_path / "uplink.key"
     key = write_flight_key(flight)
     assert main(["keygen", "--downlink-from", str(flight), str(tmp_path / "downlink.key")]) == 0
-    derived = load_key(tmp_path / "downlink.key")  # a key file like any other: mode 600, 64 hex digits
+    derived = load_key(tmp_path / "downlink.key", DOWNLINK)  # mode 600, keygen's line with a prefix of its own
+    assert (tmp_path / "downlink.key").read_text().startswith("stratoecho-downlink-key-v1:")
+    with pytest.raises(KeyFileError, match="holds a downlink key .* can sign nothing, so it is no flight key"):
+        load_key(tmp_path / "downlink.key")  # never taken for the flight key
     assert derived == derive_downlink_key(key) != key
     auth = load_auth(tmp_path / "downlink.key", derived=True)
     frame = musing_fragments(1, "checked with the downlink key alone", AUTH)[0]

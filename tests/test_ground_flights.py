@@ -22,7 +22,7 @@ from stratoecho.logs import setup_logging
 from stratoecho.wire.downlink import DownlinkAuth, Window, derive_downlink_key, encode_window
 from stratoecho.wire.relay import encode_relayed
 from stratoecho.wire.uplink import payload_hash
-from stratoecho.wire.uplink_keys import new_key, write_key_file
+from stratoecho.wire.uplink_keys import DOWNLINK, new_key, write_key_file
 
 NEAR, FAR = "NEAR1", "FAR1"
 NEAR_KEY, FAR_KEY = new_key(), new_key()
@@ -59,9 +59,9 @@ def rows(db: Path, sql: str) -> list[tuple]:
 @pytest.fixture
 def keys(tmp_path) -> dict[str, Path]:
     write_key_file(tmp_path / "near.key", key=NEAR_KEY)
-    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(FAR_KEY))
+    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(FAR_KEY), kind=DOWNLINK)
     write_key_file(tmp_path / "far.key", key=FAR_KEY)
-    write_key_file(tmp_path / "near.downlink", key=derive_downlink_key(NEAR_KEY))
+    write_key_file(tmp_path / "near.downlink", key=derive_downlink_key(NEAR_KEY), kind=DOWNLINK)
     return {"near": tmp_path / "near.key", "far": tmp_path / "far.downlink", "far_flight": tmp_path / "far.key",
             "near_downlink": tmp_path / "near.downlink"}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import shutil
 import stat
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from stratoecho.wire.uplink_keys import write_key_file
 from tests.test_systemd_units import parse_unit, values
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +52,7 @@ def _llama_pin() -> str:
 def _inputs(base: Path) -> list[str]:
     """A flight key, a persona bundle and a wheel to give the script: its options for them."""
     key = base / "uplink.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    key.chmod(0o600)
+    write_key_file(key)  # as keygen writes it
     persona = base / "persona"
     persona.mkdir()
     (persona / "persona.toml").write_text('name = "test"\n')
@@ -252,6 +251,20 @@ def test_a_dry_run_prints_the_same_plan_twice_and_writes_nothing(tmp_path):
 
 
 @needs_bash
+def test_a_key_keygen_did_not_make_is_refused(tmp_path):
+    """A bare key (64 hex digits, as keygen wrote before its versioned line) is no flight key here:
+    the payload would refuse it too (stratoecho/wire/uplink_keys.py)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    bare = tmp_path / "bare.key"
+    bare.write_text(os.urandom(32).hex() + "\n")
+    bare.chmod(0o600)
+    out = _install("--dry-run", "--root", str(root), "--only", "key", "--key", str(bare)).stdout
+    assert f"would stop here: {bare} holds no flight key as keygen writes one" in out  # a real run stops there
+    assert "python -m groundstation keygen FILE" in out and "uplink.allow_raw_key" in out
+
+
+@needs_bash
 def test_help_lists_the_options_deploy_md_documents():
     out = _install("--help").stdout
     options = sorted(set(re.findall(r"^  (--[a-z-]+)", out, re.M)))
@@ -308,7 +321,7 @@ def test_installing_twice_into_a_root_changes_nothing_the_second_time(tmp_path):
     assert "nothing to change: every step was already done" in second.stdout
     assert "   $ " not in second.stdout, "a second run runs no command"
     other = tmp_path / "other.key"
-    other.write_text(secrets.token_hex(32) + "\n")
+    write_key_file(other)
     refused = _install("--root", str(root), "--only", "key", "--key", str(other), check=False)
     assert refused.returncode == 1 and "never replaced" in refused.stderr
     assert (root / "etc/stratoecho/uplink.key").read_bytes() == Path(inputs[1]).read_bytes()

@@ -18,7 +18,7 @@ from sim.bench.fly.options import FlyOptions
 from sim.world.scenarios import balloon_seed, scenario
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.musing_sentence import fold_text
-from stratoecho.wire.uplink_keys import load_key
+from stratoecho.wire.uplink_keys import DOWNLINK, load_key
 
 MINUTES = 40.0
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def test_each_balloon_flies_its_own_seed_key_and_callsign_and_relays_for_the_oth
         assert [(a.callsign, a.key_file) for a in cfg.relay.allow] == [(other.callsign, str(other.downlink))]
         assert cfg.relay.allow[0].forward == (me is near)  # FAR1, out of the ground's reach, only listens
         assert cfg.schedule.beacon_slot_s == me.index * cfg.schedule.telemetry_s / 2  # turns on the air
-        proof = DownlinkAuth(load_key(other.downlink))
+        proof = DownlinkAuth(load_key(other.downlink, DOWNLINK))
         assert proof.key == DownlinkAuth.from_flight_key(bench_key(other.seed)).key
     # FAR1 is forwarded: its frames leave room for NEAR1's envelope. NEAR1, whom FAR1 only hears, keeps its own.
     assert (load_config(near.config).radio.mtu, load_config(far.config).radio.mtu) == (255, 241)

@@ -230,12 +230,12 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
     from payload.config import PayloadConfig
     from sim.world.flight import SimSensors
     from stratoecho.wire.downlink import derive_downlink_key
-    from stratoecho.wire.uplink_keys import new_key, write_key_file
+    from stratoecho.wire.uplink_keys import DOWNLINK, new_key, write_key_file
     from tests.test_repair_payload import TwoWayRadio
 
     near_key, far_key = new_key(), new_key()
     write_key_file(tmp_path / "near.key", key=near_key)
-    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(far_key))
+    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(far_key), kind=DOWNLINK)
     far = DownlinkAuth.from_flight_key(far_key)
     cfg = PayloadConfig.model_validate({
         "callsign": NEAR, "uplink": {"key_file": str(tmp_path / "near.key"), "window_every": 1},
@@ -360,10 +360,10 @@ def test_a_payload_hears_what_another_mused_in_its_name_and_its_prompt_says_who(
     from payload.persona.memory import Memory
     from payload.persona.prompts import PromptContext, build_prompt
     from stratoecho.wire.downlink import derive_downlink_key
-    from stratoecho.wire.uplink_keys import new_key, write_key_file
+    from stratoecho.wire.uplink_keys import DOWNLINK, new_key, write_key_file
 
     far_key = new_key()
-    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(far_key))
+    write_key_file(tmp_path / "far.downlink", key=derive_downlink_key(far_key), kind=DOWNLINK)
     far = DownlinkAuth.from_flight_key(far_key)
     cfg = PayloadConfig.model_validate({"callsign": NEAR, "relay": {"allow": [
         {"callsign": FAR, "key_file": str(tmp_path / "far.downlink")}]}})
@@ -389,11 +389,11 @@ def test_a_payload_hears_what_another_mused_in_its_name_and_its_prompt_says_who(
 def test_decode_checks_a_relayers_envelope_with_the_key_it_is_given(tmp_path, capsys):
     from groundstation.__main__ import main as ground
     from stratoecho.wire.downlink import derive_downlink_key
-    from stratoecho.wire.uplink_keys import new_key, write_key_file
+    from stratoecho.wire.uplink_keys import DOWNLINK, new_key, write_key_file
 
     far_key, near_key = new_key(), new_key()
     write_key_file(tmp_path / "far.key", key=far_key)
-    write_key_file(tmp_path / "near.downlink", key=derive_downlink_key(near_key))
+    write_key_file(tmp_path / "near.downlink", key=derive_downlink_key(near_key), kind=DOWNLINK)
     far, near = DownlinkAuth.from_flight_key(far_key), DownlinkAuth.from_flight_key(near_key)
     honest = [encode_relayed(f, payload_hash(NEAR), 1, near) for f in fragments(far, seq=2, text="far away")]
     posing = [encode_relayed(f, payload_hash(NEAR), 1, STRANGER_AUTH) for f in fragments(far, seq=3, text="who?")]

@@ -17,7 +17,7 @@ from stratoecho import wire
 from stratoecho.wire import Kind, uplink
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.events import event
-from stratoecho.wire.uplink_keys import new_key
+from stratoecho.wire.uplink_keys import new_key, write_key_file
 from tests.fakes import EVERY_10_S, RecordingRadio
 
 # A key file must hold a key that passes uplink_keys.key_weakness: no counting pattern.
@@ -81,8 +81,7 @@ def test_repair_of_a_still_queued_record_is_skipped(tmp_path):
 
 def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_path):
     key_file = tmp_path / "uplink.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
+    write_key_file(key_file, key=KEY)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file), window_every=3, window_s=1.0))
     cfg.radio.fec_prior_loss = 0.0
     clock = Clock(speedup=1e6)
@@ -133,8 +132,7 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     from groundstation.link.decoder import FrameDecoder
 
     key_file = tmp_path / "uplink.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
+    write_key_file(key_file, key=KEY)
     cfg = PayloadConfig(telemetry_format="habpack", uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
     radio = RecordingRadio()
@@ -155,8 +153,7 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
 def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
     """A daemon whose command gate holds KEY, on a fast clock, with a radio that answers."""
     key_file = tmp_path / "uplink.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
+    write_key_file(key_file, key=KEY)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
     return build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data"), cfg

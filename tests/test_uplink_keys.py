@@ -1,5 +1,6 @@
-"""Uplink key files (stratoecho/wire/uplink_keys.py): the forms a key file may take, the weak
-keys both sides refuse, file permissions, and `keygen` on both command lines."""
+"""Key files (stratoecho/wire/uplink_keys.py): the bare forms read where they are allowed, the
+weak keys both sides refuse in any form, file permissions, and `keygen` on both command lines.
+keygen's own form and the refusal of everything else: tests/test_key_policy.py."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from stratoecho.wire.uplink_keys import (
     MAX_SAME_BYTE,
     MIN_DISTINCT,
     PUBLISHED_KEYS,
+    encode_key,
     key_weakness,
     new_key,
-    parse_key,
+    parse_raw_key,
 )
 
 KEY = new_key()  # passes every rule; made here, not on disk (a hash of a string in tests/ is published)
@@ -46,7 +48,8 @@ def _key_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- what a key file holds
+# --------------------------------------------------------------------------- the bare forms of before
+# Read only where allowed explicitly (allow_raw: [uplink] allow_raw_key, --raw-key-ok).
 
 
 @pytest.mark.parametrize("content", [
@@ -57,8 +60,11 @@ def _key_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
     base64.b64encode(KEY) + b"\n",
     KEY,  # raw
 ])
-def test_a_key_file_holds_raw_hex_or_base64(tmp_path, content):
-    assert load_key(_key_file(tmp_path / "uplink.key", content)) == KEY
+def test_a_bare_key_file_holds_raw_hex_or_base64(tmp_path, content):
+    path = _key_file(tmp_path / "uplink.key", content)
+    assert load_key(path, allow_raw=True) == KEY
+    with pytest.raises(KeyFileError, match="holds a bare key .*python -m groundstation keygen FILE"):
+        load_key(path)
 
 
 @pytest.mark.parametrize("content,match", [
@@ -72,7 +78,7 @@ def test_a_key_file_holds_raw_hex_or_base64(tmp_path, content):
     (base64.urlsafe_b64encode(b"\xfb\xff" * 16), "not a key"),  # urlsafe: -_ are not standard base64
     (KEY[:31], "holds 31 bytes"),
     (KEY + b"\n", "holds 33 bytes"),
-    (bytes(range(15)).hex().encode(), "15-byte key in hex; an uplink key is exactly 32"),
+    (bytes(range(15)).hex().encode(), "15-byte key in hex; a key is exactly 32"),
     ((KEY * 2).hex().encode(), "64-byte key in hex"),
     (KEY[:16].hex().encode(), "16-byte key in hex"),  # 32 bytes long, but hex: not a raw key
     ((bytes(15) + b"\x01").hex().encode(), "16-byte key in hex"),
@@ -80,13 +86,15 @@ def test_a_key_file_holds_raw_hex_or_base64(tmp_path, content):
 ])
 def test_anything_else_is_not_a_key_file(tmp_path, content, match):
     path = _key_file(tmp_path / "uplink.key", content)
-    with pytest.raises(KeyFileError, match=match) as e:
-        load_key(path)
-    assert str(path) in str(e.value) and "python -m groundstation keygen" in str(e.value)
+    for allow_raw in (True, False):
+        with pytest.raises(KeyFileError, match=match) as e:
+            load_key(path, allow_raw=allow_raw)
+        assert str(path) in str(e.value) and "python -m groundstation keygen" in str(e.value)
 
 
-def test_parse_key_is_pure():
-    assert parse_key(KEY.hex().encode() + b"\n") == parse_key(base64.b64encode(KEY)) == parse_key(KEY) == KEY
+def test_parse_raw_key_is_pure():
+    assert (parse_raw_key(KEY.hex().encode() + b"\n") == parse_raw_key(base64.b64encode(KEY)) == parse_raw_key(KEY)
+            == KEY)
 
 
 # --------------------------------------------------------------------------- weak keys
@@ -101,10 +109,11 @@ WEAK = {
     "16-byte pattern": (KEY[:16] * 2, f"is {KEY[:16].hex()} repeated"),
     "docs test vector": (bytes(range(32)), "is published: the example key of docs/protocol.md"),
     "a test key": (bytes(range(1, 33)), "is published: a test key"),
-    "15 zeros and a 1": (bytes(15) + b"\x01", "16-byte key in hex; an uplink key is exactly 32"),
+    "15 zeros and a 1": (bytes(15) + b"\x01", "16-byte key in hex; a key is exactly 32"),
     "31 zeros and a 1": (bytes(31) + b"\x01", "only 2 different byte values"),
     "a 1 and 31 zeros": (b"\x01" + bytes(31), "only 2 different byte values"),
-    "zero-padded 16": (KEY[:16] + bytes(16), "holds the byte 00 16 times"),
+    # 16 different non-zero bytes: KEY[:16] repeats one now and then, and then fails the count of values first
+    "zero-padded 16": (bytes(sorted(set(KEY) - {0})[:16]) + bytes(16), "holds the byte 00 16 times"),
     "passwordpassword": (b"passwordpassword", "16-byte key in hex"),
     "passwordpassword twice": (b"passwordpassword" * 2, "is 70617373776f7264 repeated"),
     "a passphrase": (b"correct horse battery staple!!?!", "is text"),
@@ -125,37 +134,43 @@ WEAK = {
 
 @pytest.mark.parametrize("name", list(WEAK))
 def test_weak_keys_are_refused_in_hex(tmp_path, name):
+    """Refused for what they are, whether bare keys are allowed or not (allowing them would not help)."""
     key, match = WEAK[name]
     assert key_weakness(key) is not None
     path = _key_file(tmp_path / "uplink.key", key.hex().encode() + b"\n")
-    with pytest.raises(KeyFileError, match=match) as e:
-        load_key(path)
-    message = str(e.value)
-    assert str(path) in message and "python -m groundstation keygen FILE" in message and "payload keygen" in message
+    for allow_raw in (False, True):
+        with pytest.raises(KeyFileError, match=match) as e:
+            load_key(path, allow_raw=allow_raw)
+        message = str(e.value)
+        assert str(path) in message and "python -m groundstation keygen FILE" in message and "payload keygen" in message
 
 
 @pytest.mark.parametrize("name", [n for n, (k, _) in WEAK.items() if len(k) == 32])
-def test_weak_keys_are_refused_raw(tmp_path, name):
+def test_weak_keys_are_refused_raw_and_in_keygens_form(tmp_path, name):
+    """keygen's form says who made the file, not that its key is good: a weak key in it (written by
+    hand, checksum and all) is refused as well."""
     key, match = WEAK[name]
     with pytest.raises(KeyFileError, match=match):
-        load_key(_key_file(tmp_path / "uplink.key", key))
+        load_key(_key_file(tmp_path / "uplink.key", key), allow_raw=True)
+    with pytest.raises(KeyFileError, match=match):
+        load_key(_key_file(tmp_path / "uplink.key", encode_key(key).encode()))
 
 
 def test_a_text_line_is_not_a_raw_key(tmp_path):
     """31 characters and a newline are 32 bytes: once read as a raw key, now refused as text."""
     path = _key_file(tmp_path / "uplink.key", LINE31 + b"\n")
     with pytest.raises(KeyFileError, match="is text .*a passphrase, not 32 random bytes"):
-        load_key(path)
+        load_key(path, allow_raw=True)
 
 
 def test_both_sides_refuse_a_weak_key(tmp_path, capsys):
-    path = _key_file(tmp_path / "uplink.key", bytes(range(32)).hex().encode())
+    path = _key_file(tmp_path / "uplink.key", encode_key(bytes(range(32))).encode())
     with pytest.raises(KeyFileError, match="published"):
         CommandGate.from_key_file(Store(tmp_path / "q.db"), path, PID)  # what payload run builds
     argv = ["listen", "--udp", "127.0.0.1:0", "--db", str(tmp_path / "g.db"), "--uplink-key", str(path)]
     assert ground_main(argv) == 1
     err = capsys.readouterr().err
-    assert f"uplink key in {path} is published" in err and "keygen" in err
+    assert f"flight key in {path} is published" in err and "keygen" in err
 
 
 def test_the_documented_example_key_is_on_the_published_list():
@@ -201,7 +216,7 @@ def test_random_keys_are_essentially_never_refused():
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o606, 0o660, 0o610])
 def test_load_key_refuses_files_open_to_others(tmp_path, mode):
-    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode(), mode)
+    path = _key_file(tmp_path / "uplink.key", encode_key(KEY).encode(), mode)
     with pytest.raises(KeyFileError) as e:
         load_key(path)
     assert str(path) in str(e.value) and f"chmod 600 {path}" in str(e.value)
@@ -215,7 +230,7 @@ def test_load_key_refuses_files_open_to_others(tmp_path, mode):
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="giving a file away needs root")
 def test_load_key_refuses_a_file_another_user_owns(tmp_path):
     """Whoever owns the key file decides what it says: a key another user can rewrite is theirs."""
-    path = _key_file(tmp_path / "uplink.key", KEY.hex().encode())
+    path = _key_file(tmp_path / "uplink.key", encode_key(KEY).encode())
     os.chown(path, 65534, -1)  # nobody
     with pytest.raises(KeyFileError, match=r"belongs to .*uid 65534\), not to this user \(.*uid 0\)") as e:
         load_key(path)
@@ -236,7 +251,7 @@ def test_generate_key_file(tmp_path):
     path = tmp_path / "uplink.key"
     key = generate_key_file(path)
     assert len(key) == 32 and load_key(path) == key
-    assert path.read_bytes() == key.hex().encode() + b"\n"
+    assert path.read_text() == encode_key(key) and path.read_text().startswith("stratoecho-flight-key-v1:")
     if os.name == "posix":
         assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(FileExistsError):

@@ -44,6 +44,9 @@ class KeysSection(Section):
                                     "followed, read-only, into a database of its own beside the primary's")
     follow_flight_keys: dict[str, Path] = Field(default_factory=dict, description="the same with that flight's "
                                                 "own flight key")
+    allow_raw_key: bool = Field(False, description="also read a bare key (hex, base64 or 32 raw bytes) in these files, "
+                                "for a flight whose key was made before keygen's form: nothing shows it was drawn at "
+                                "random, and each read logs a warning")
 
     @field_validator("follow", "follow_flight_keys")
     @classmethod
@@ -85,6 +88,7 @@ KEY_FLAGS: dict[str, tuple[str, Callable | None]] = {
     "relayer_key": ("relayers", _pairs("--relayer-key", "NEAR1=/etc/stratoecho/near1.downlink")),
     "follow": ("follow", _pairs("--follow", "FAR1=/etc/stratoecho/far1.downlink")),
     "follow_flight_key": ("follow_flight_keys", _pairs("--follow-flight-key", "FAR1=/etc/stratoecho/far1.key")),
+    "raw_key_ok": ("allow_raw_key", None),
 }
 
 
@@ -104,6 +108,10 @@ def add_key_arguments(parser: argparse.ArgumentParser) -> None:
                       help="another payload that relays this flight's frames, and its downlink key "
                            "(`keygen --downlink-from`): its relay envelopes are checked too (repeatable; without it "
                            "an envelope is read, and what it carries is still checked by its own tag; docs/network.md)")
+    keys.add_argument("--raw-key-ok", action="store_true",
+                      help="also take key files in a bare form made before keygen's line (hex, base64, raw bytes), "
+                           "for a flight whose key was shared before: nothing shows such a key was drawn at random, "
+                           "and a warning is logged. Better: keygen a new key and copy it to the balloon")
     keys.add_argument("--downlink-tag-len", type=int, default=downlink_auth.DEFAULT_TAG_LEN,
                       choices=range(downlink_auth.MIN_TAG_LEN, downlink_auth.MAX_TAG_LEN + 1), metavar="BYTES",
                       help="bytes of downlink tag, 4..16 (default 8; must match the payload's uplink.downlink_tag_len)")
@@ -129,17 +137,20 @@ def keys_from_args(args: argparse.Namespace) -> KeysSection:
 def downlink_check(keys: KeysSection) -> downlink_auth.DownlinkAuth | None:
     """The downlink check the keys give (None: no key); KeyFileError naming the file."""
     if keys.flight_key:
-        return downlink_auth.load_auth(keys.flight_key, keys.downlink_tag_len)
+        return downlink_auth.load_auth(keys.flight_key, keys.downlink_tag_len, allow_raw=keys.allow_raw_key)
     if keys.downlink_key:
-        return downlink_auth.load_auth(keys.downlink_key, keys.downlink_tag_len, derived=True)
+        return downlink_auth.load_auth(keys.downlink_key, keys.downlink_tag_len, derived=True,
+                                       allow_raw=keys.allow_raw_key)
     return None
 
 
 def followed_checks(keys: KeysSection) -> dict[str, downlink_auth.DownlinkAuth]:
     """Callsign -> downlink check of each followed flight; KeyFileError naming a key file."""
-    followed = {c: downlink_auth.load_auth(p, keys.downlink_tag_len, derived=True) for c, p in keys.follow.items()}
+    followed = {c: downlink_auth.load_auth(p, keys.downlink_tag_len, derived=True, allow_raw=keys.allow_raw_key)
+                for c, p in keys.follow.items()}
     for callsign, path in keys.follow_flight_keys.items():
-        followed[callsign] = downlink_auth.load_auth(path, keys.downlink_tag_len, derived=False)
+        followed[callsign] = downlink_auth.load_auth(path, keys.downlink_tag_len, derived=False,
+                                                     allow_raw=keys.allow_raw_key)
     return followed
 
 
@@ -149,7 +160,8 @@ def relayer_checks(keys: KeysSection, downlink: downlink_auth.DownlinkAuth | Non
     relayers named (`keys.relayers`), our own payload's (its callsign with our downlink key: our
     envelope heard back) and every followed flight's. The one rule, for `listen` and `decode`
     alike; KeyFileError naming a key file."""
-    relayers = {payload_hash(c): downlink_auth.load_auth(p, keys.downlink_tag_len, derived=True)
+    relayers = {payload_hash(c): downlink_auth.load_auth(p, keys.downlink_tag_len, derived=True,
+                                                         allow_raw=keys.allow_raw_key)
                 for c, p in keys.relayers.items()}
     if downlink is not None and keys.callsign:
         relayers.setdefault(payload_hash(keys.callsign), downlink)

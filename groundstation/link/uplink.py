@@ -104,8 +104,8 @@ def read_state(state_path: Path) -> SignerState:
 
 
 def generate_key_file(path: str | Path, force: bool = False) -> bytes:
-    """Write a new random 32-byte key as hex to `path` (mode 600; never overwrites unless
-    `force`): what `python -m groundstation keygen` does. Copy the same file to the payload."""
+    """Write a new random 32-byte flight key to `path` in keygen's form (mode 600; never overwrites
+    unless `force`): what `python -m groundstation keygen` does. Copy the same file to the payload."""
     return write_key_file(path, force=force)
 
 
@@ -126,13 +126,15 @@ class CommandSigner:
             self._entry(state)
 
     @classmethod
-    def for_db(cls, key_path: str | Path, payload_id: str, db_path: str | Path, **kwargs) -> CommandSigner:
-        return cls(load_key(key_path), payload_id, state_path_for_db(db_path), **kwargs)
+    def for_db(cls, key_path: str | Path, payload_id: str, db_path: str | Path, allow_raw: bool = False,
+               **kwargs) -> CommandSigner:
+        """The signer with the flight key in `key_path` (keygen's form; a bare key only with `allow_raw`)."""
+        return cls(load_key(key_path, allow_raw=allow_raw), payload_id, state_path_for_db(db_path), **kwargs)
 
     @classmethod
-    def callsigns_for_key(cls, key_path: str | Path, db_path: str | Path) -> list[str]:
+    def callsigns_for_key(cls, key_path: str | Path, db_path: str | Path, allow_raw: bool = False) -> list[str]:
         """The balloons this key has signed for at this database (its state file), in its order."""
-        fp = key_fingerprint(load_key(key_path))
+        fp = key_fingerprint(load_key(key_path, allow_raw=allow_raw))
         return [name for name, entry in read_state(state_path_for_db(db_path)).payloads.items() if entry.key == fp]
 
     @property

@@ -76,6 +76,7 @@ class WindowAnswerer:
     uplink_to: tuple | None = None  # where uplink goes: (host, port), or (device,) for a serial port
     tag_len: int = uplink.DEFAULT_TAG_LEN  # must match the payload's uplink.tag_len
     mtu: int = wire.DEFAULT_MTU  # the payload's radio.mtu: an E32 with 58-byte packets needs 58
+    allow_raw_key: bool = False  # [keys] allow_raw_key: the key file may be a bare key made before keygen's form
     planner: NackPlanner = field(default_factory=NackPlanner)
     nacks_sent: int = 0
     items_requested: int = 0
@@ -166,7 +167,7 @@ class WindowAnswerer:
         """After a restart: the one callsign this key signed for before whose hash the cue carries
         (`DB.uplink.json`), if exactly one; none, or two, and the cue waits for a tagged frame."""
         try:
-            names = [c for c in CommandSigner.callsigns_for_key(self.key_path, self.db_path)
+            names = [c for c in CommandSigner.callsigns_for_key(self.key_path, self.db_path, self.allow_raw_key)
                      if uplink.payload_hash(c) == pid]
         except (KeyFileError, SignerStateError, OSError) as e:
             log.error("cannot read the uplink state", error=str(e))
@@ -176,7 +177,7 @@ class WindowAnswerer:
     def _ensure_signer(self) -> bool:
         try:
             if self._signer is None:
-                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path,
+                self._signer = CommandSigner.for_db(self.key_path, self.callsign, self.db_path, self.allow_raw_key,
                                                     tag_len=self.tag_len, mtu=self.mtu)
         except (KeyFileError, SignerStateError, OSError) as e:
             # Checked at start-up already; if the files went bad since, keep receiving regardless.

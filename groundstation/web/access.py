@@ -10,13 +10,15 @@ Nothing in it lets anyone recover the password.
 
 A password is taken only if guessing it would take long (`password_problem`): at least
 MIN_PASSWORD_CHARS characters, NIST SP 800-63B-4's minimum for a password that is the only
-factor, and a guess count of 10^10 or more by zxcvbn (MIT; Dropbox's estimator, which knows
+factor, and a guess count of 10^14 or more by zxcvbn (MIT; Dropbox's estimator, which knows
 common passwords, words, names, keyboard runs, repeats, sequences and dates), so that the hash,
 if its file ever leaks, holds against offline guessing too. zxcvbn is told the station's own
 words and the passwords published as examples (xkcd's "correcthorsebatterystaple"), and judges
 the password as typed and with its spaces and separators taken out, the easier of the two
-counting ("ground station operator": 10^13 guesses as typed, 10^4 without the spaces). No rules
-about which characters: those make passwords harder to remember, not to guess.
+counting ("ground station operator": 10^13 guesses as typed, 10^4 without the spaces). A refusal
+says what zxcvbn found (its warning, else the kinds of part it recognised, never the parts
+themselves: the message may reach a log) and what would do. No rules about which characters:
+those make passwords harder to remember, not to guess.
 
 A login gives a session: a random 256-bit id in an HttpOnly, SameSite=Strict cookie, valid for
 `session_s` from the login (not renewed by use, so a phone left logged in on the field does not
@@ -76,9 +78,13 @@ FORGET_S = 24 * 3600.0  # a count with no wrong password for a day is forgotten
 MAX_ADDRESSES = 10_000  # addresses counted at most; beyond, the longest quiet is forgotten (the account still counts)
 MIN_PASSWORD_CHARS = 15  # NIST SP 800-63B-4, 3.1.1.2: a password that is the only factor
 MAX_PASSWORD_CHARS = 256  # what a login's body (handler.MAX_BODY_BYTES) holds however it is escaped
-MIN_GUESSES_LOG10 = 10  # zxcvbn's score 4: "strong protection from an offline slow-hash attack"
+# zxcvbn's score 4 starts at 10^10, but a GPU tries scrypt at n=2^14 of the order of 10^4 times a
+# second: 10^10 guesses fall in about two weeks once the file leaks, 10^14 take centuries.
+# ("ilovemyballoon!!": 10^11; "strato1 balloon launch": 10^12 without its spaces.)
+MIN_GUESSES_LOG10 = 14
 # What a guesser tries first against this station: its own words (zxcvbn's user inputs).
-STATION_WORDS = ("stratoecho", "groundstation", "operator", "dashboard", "balloon", "payload", "station")
+STATION_WORDS = ("stratoecho", "strato", "echo", "groundstation", "ground", "operator", "dashboard", "balloon",
+                 "payload", "station", "launch", "flight", "chase", "helium", "radio")
 # ... and the passwords every cracking list holds because they were published as examples
 # (xkcd 936): zxcvbn alone put "correcthorsebatterystaple" at 10^14 guesses.
 PUBLISHED_PASSWORDS = ("correcthorsebatterystaple", "tr0ub4dor&3")
@@ -164,9 +170,33 @@ class Credential:
         return cls(salt, digest, n, r, p)
 
 
+# How a refusal names the parts zxcvbn recognised (its match patterns), never quoting them.
+_PART_KINDS = {"repeat": "a repeat", "sequence": "a sequence", "spatial": "a keyboard pattern", "date": "a date",
+               "regex": "a recent year"}
+_WORD_KINDS = {"user_inputs": "this station's own words", "passwords": "a common password",
+               "male_names": "a common name", "female_names": "a common name", "surnames": "a common name"}
+
+
+def _parts_found(sequence: list[dict]) -> str:
+    """"it is built on X and Y": the kinds of the parts zxcvbn guessed cheaply, in order, once each."""
+    kinds = []
+    for match in sequence:
+        if match["pattern"] == "dictionary":
+            kind = _WORD_KINDS.get(match.get("dictionary_name"), "common words")
+            kind += " with look-alike letters" if match.get("l33t") else " reversed" if match.get("reversed") else ""
+        else:
+            kind = _PART_KINDS.get(match["pattern"])  # bruteforce: the part that is not guessed cheaply
+        if kind and kind not in kinds:
+            kinds.append(kind)
+    if not kinds:
+        return "it is made of common words, names or patterns"
+    return "it is built on " + (kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1])
+
+
 def password_problem(password: str) -> str | None:
     """What makes `password` unfit for the operator, and what would do; None when it will do."""
-    what_would_do = f"a phrase of three or four unrelated words, {MIN_PASSWORD_CHARS} characters or more, would do"
+    what_would_do = (f"four or more unrelated words picked at random (not a sentence), {MIN_PASSWORD_CHARS} "
+                     "characters or more, would do")
     if len(password) < MIN_PASSWORD_CHARS:
         return (f"the operator password has {len(password)} characters; it needs at least {MIN_PASSWORD_CHARS}: "
                 f"{what_would_do}")
@@ -182,9 +212,11 @@ def password_problem(password: str) -> str | None:
     if found["guesses_log10"] >= MIN_GUESSES_LOG10:
         return None
     feedback = found["feedback"]
-    why = (feedback["warning"] or "it is made of common words, names or patterns").rstrip(".")
-    return (f"the operator password is too easy to guess: {why[0].lower() + why[1:]} (found in about "
-            f"10^{found['guesses_log10']:.0f} guesses, it needs 10^{MIN_GUESSES_LOG10}); {what_would_do}")
+    why = (feedback["warning"] or _parts_found(found["sequence"])).rstrip(".")
+    advice = " ".join(feedback["suggestions"]).rstrip(".")
+    return (f"the operator password is too easy to guess: {why[0].lower() + why[1:]}; zxcvbn finds it in about "
+            f"10^{found['guesses_log10']:.0f} guesses, and it needs 10^{MIN_GUESSES_LOG10}"
+            f"{'; zxcvbn advises: ' + advice if advice else ''}; {what_would_do}")
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -115,7 +115,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
         description=(
             "Set the station's operator password: on the dashboard (`serve`), everyone may watch, and only "
             "a browser logged in with this password may queue commands for the balloon. Kept as a scrypt "
-            "hash in a file only its owner can read; restart `serve` to use a new one."
+            "hash in a file only its owner can read; restart `serve` to use a new one. It must have "
+            f"{access.MIN_PASSWORD_CHARS} characters or more and take 10^{access.MIN_GUESSES_LOG10} guesses or more by "
+            "zxcvbn's estimate (common passwords, words, names, this station's own words, patterns): four or more "
+            "unrelated words picked at random will do."
         ),
         epilog=PASSWORD_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -80,8 +80,10 @@ class CommandGate:
             self.store.state.set(_MIGRATED, "1")
 
     @classmethod
-    def from_key_file(cls, store: Store, key_path: str | Path, payload_id: str, **kwargs) -> CommandGate:
-        return cls(store, load_key(key_path), payload_id, **kwargs)
+    def from_key_file(cls, store: Store, key_path: str | Path, payload_id: str, allow_raw: bool = False,
+                      **kwargs) -> CommandGate:
+        """The gate with the flight key in `key_path` (keygen's form; a bare key only with `allow_raw`)."""
+        return cls(store, load_key(key_path, allow_raw=allow_raw), payload_id, **kwargs)
 
     @property
     def last_counter(self) -> int:

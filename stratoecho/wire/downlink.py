@@ -10,14 +10,15 @@ the ground keeps them, shows them and passes them on, but decides nothing on the
 Authentication, not encryption: everything stays readable by anyone who hears it, as amateur
 rules require (docs/protocol.md, "Authentication, not encryption", cites them).
 
-The downlink key is derived from the flight key (the 32-byte file `keygen` writes, which the
+The downlink key is derived from the flight key (the 32 random bytes `keygen` writes, which the
 uplink signs with)::
 
     downlink_key = HMAC-SHA256(flight_key, "stratoecho downlink key v1")
 
 so one file is still all a balloon and its ground share, and a station given only the
 downlink key (`python -m groundstation keygen --downlink-from FLIGHT_KEY FILE`) can check the
-downlink but never sign a command. No uplink frame can equal the derivation's input (an uplink
+downlink but never sign a command (its file has a prefix of its own, stratoecho/wire/uplink_keys.py,
+so it is never read as a flight key). No uplink frame can equal the derivation's input (an uplink
 frame starts with 0xED), so the derived key is never an uplink tag.
 
 The tag is the first ``T`` bytes of HMAC-SHA256(downlink_key, every byte of the frame before
@@ -118,12 +119,15 @@ def fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"stratoecho downlink fingerprint\0" + key).hexdigest()[:12]
 
 
-def load_auth(path: str | Path, tag_len: int = DEFAULT_TAG_LEN, derived: bool = False) -> DownlinkAuth:
-    """The downlink check from a key file: the flight key (derived here) or, with `derived`, a
-    downlink key written by `keygen --downlink-from`. Raises `uplink.KeyFileError` naming the file."""
-    from .uplink_keys import load_key
+def load_auth(path: str | Path, tag_len: int = DEFAULT_TAG_LEN, derived: bool = False,
+              allow_raw: bool = False) -> DownlinkAuth:
+    """The downlink check from a key file: a flight key file (the downlink key derived here) or,
+    with `derived`, a downlink key file written by `keygen --downlink-from`; each refuses the
+    other, and a bare key unless `allow_raw` (uplink_keys.load_key). Raises `uplink.KeyFileError`
+    naming the file."""
+    from .uplink_keys import DOWNLINK, FLIGHT, load_key
 
-    key = load_key(path)
+    key = load_key(path, DOWNLINK if derived else FLIGHT, allow_raw=allow_raw)
     return DownlinkAuth(key, tag_len) if derived else DownlinkAuth.from_flight_key(key, tag_len)
 
 

@@ -28,7 +28,7 @@ import tomli_w
 
 from stratoecho.wire.downlink import DEFAULT_TAG_LEN, derive_downlink_key
 from stratoecho.wire.relay import overhead
-from stratoecho.wire.uplink_keys import write_key_file
+from stratoecho.wire.uplink_keys import DOWNLINK, write_key_file
 
 from ...world.scenarios import Scenario, balloon_seed
 from .options import FlyError, FlyOptions
@@ -70,7 +70,7 @@ def fleet(opts: FlyOptions, sc: Scenario, bench_key) -> list[Member]:
         key = opts.out / ("uplink.key" if i == 0 else f"uplink-{callsign}.key")
         flight_key = write_key_file(key, force=True, key=bench_key(seed))
         downlink = opts.out / f"{callsign}.downlink"
-        write_key_file(downlink, force=True, key=derive_downlink_key(flight_key))
+        write_key_file(downlink, force=True, key=derive_downlink_key(flight_key), kind=DOWNLINK)
         members.append(Member(i, callsign, seed, key, downlink, opts.out / f"payload-{callsign}.toml"))
     for m in members:
         m.config.write_text(tomli_w.dumps(_config(base, m, members, sc, opts.relay)), encoding="utf-8")

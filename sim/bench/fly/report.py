@@ -106,7 +106,8 @@ def air_of(opts: FlyOptions, flight_s: float, config: Path | None = None) -> dic
     """The air plan of what flew, beside what went on air (sim/bench/air_report.py)."""
     cfg = flown_config(opts, config)
     own, pictures = cfg.radio.lora_settings(), cfg.radio.pictures_settings()
-    auth = downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len) if cfg.uplink.key_file else None
+    auth = (downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len, allow_raw=cfg.uplink.allow_raw_key)
+            if cfg.uplink.key_file else None)
 
     def airtime(row: str, frame: bytes) -> float:
         return (pictures if row == "picture" and pictures is not None else own).airtime_s(len(frame))
