@@ -22,6 +22,7 @@ from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
 from groundstation.link.windows import WindowAnswerer
 from groundstation.network import Aggregator
+from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
 from stratoecho import wire
 from stratoecho.wire import uplink
@@ -213,6 +214,22 @@ def test_colluding_stations_cannot_forge_a_record_and_one_honest_station_is_enou
     agg.store.close()
     assert texts == ["One honest station heard this."] and positions == 0
     assert agg.stats.bad_tags == 3 * len(forged)
+
+
+def test_a_signed_sentence_from_one_station_is_the_flights_track_at_a_keyed_aggregator(tmp_path):
+    """As at the receiver: a sentence the flight signed vouches for itself, and is kept as the
+    flight's (authentic), so the aggregate dashboard draws it; before, the aggregator kept it as a
+    claim, and a keyed aggregate showed no track at all. An open one stays one station's claim."""
+    agg = Aggregator("127.0.0.1", 1, tmp_path / "net.db", downlink=AUTH, quorum=2)  # fed directly
+    signed = wire.encode_sentence(wire.Telemetry(CALL, 6, "10:04:11", 52.2, 0.12, 12345, 9, -40.5, 180.2, 3890, BOOT),
+                                  AUTH)
+    agg._handle(*_message("hill", 1, signed))
+    agg._handle(*_message("hill", 2, position(12)))
+    agg.store.commit()
+    agg.store.close()
+    with GroundReader.open(tmp_path / "net.db") as reader:
+        assert reader.callsign() == CALL and [t.seq for t in reader.telemetry()] == [6]
+        assert reader.latest_position().seq == 6
 
 
 def test_a_relayed_record_counts_from_one_station_when_its_own_tag_checks(tmp_path):

@@ -283,12 +283,12 @@ class Aggregator:
             if result.record is None:
                 self.stats.duplicate_records += 1  # the decoder had it already
             else:
-                self._store(result.record, received_at)
+                self._store(result.record, received_at, result.authentic)
             self.store.add_heard(*key, station, received_at)
         elif isinstance(frame, wire.Fragment):
             key = (frame.kind.name.lower(), frame.boot, frame.seq)
             if result.record is not None:
-                self._store(result.record, received_at)
+                self._store(result.record, received_at, result.authentic)
                 heard = self._contributors.pop(key, {})
                 heard.setdefault(station, received_at)
                 for name, at in heard.items():
@@ -314,8 +314,9 @@ class Aggregator:
             else:
                 self._contributors.setdefault(key, {}).setdefault(station, received_at)
 
-    def _store(self, record: WireRecord, received_at: str) -> None:
-        if self.store.add(record, received_at):
+    def _store(self, record: WireRecord, received_at: str, authentic: bool) -> None:
+        # `authentic` as the listener stores it: a signed sentence is the flight's track, an open one a claim
+        if self.store.add(record, received_at, authentic):
             self.stats.records_new += 1
         else:
             self.stats.duplicate_records += 1
