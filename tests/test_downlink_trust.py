@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import Store
+from groundstation.db import Store, utc_now
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
 from groundstation.link.windows import WindowAnswerer
@@ -187,8 +187,7 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
     assert "does not unpack" in rows[bad].refused
 
 def _message(station: str, n: int, data: bytes) -> tuple[str, bytes]:
-    body = {"v": 1, "id": f"{station}:{n}", "station": station, "received_at": "2026-05-01T10:00:00.000+00:00",
-            "hex": data.hex()}
+    body = {"v": 1, "id": f"{station}:{n}", "station": station, "received_at": utc_now(), "hex": data.hex()}
     return f"stratoecho/{CALL}/frames/{station}", json.dumps(body).encode()
 
 
