@@ -239,7 +239,13 @@ config_right() {
 step_config() {
     local shipped
     shipped="$(R "$PROJECT")/$SHIPPED_CONFIG"
-    [ -d "$(R "$ETC_DIR")" ] || run mkdir -p "$(R "$ETC_DIR")"
+    # 755: the configuration is no secret (payload plan reads it as any user); the key in it is 600.
+    # Never writable by others, who could swap the key or the configuration for their own.
+    if [ ! -d "$(R "$ETC_DIR")" ]; then
+        run install -d -m 755 "$(R "$ETC_DIR")"
+    elif [ "$(stat -c %a "$(R "$ETC_DIR")")" != 755 ]; then
+        run chmod 755 "$(R "$ETC_DIR")"
+    fi
     if [ ! -e "$(R "$CONFIG")" ]; then
         run install -m 644 "$shipped" "$(R "$CONFIG")"
         say "edit it for your flight: callsign, radio, [devices], persona.bundle (docs/deploy.md step 6)"
@@ -249,12 +255,29 @@ step_config() {
         say "$CONFIG is there, with your changes: kept, never overwritten"
     fi
     check "$CONFIG exists and its data_dir is $DATA_DIR" "data_dir must be the data partition (docs/deploy.md step 2)" config_right
+    check "$ETC_DIR is mode 755" "docs/deploy.md step 6" test "$(stat -c %a "$(R "$ETC_DIR")")" = 755
     if payload_installed; then
         check_in_root "the air plan of $CONFIG closes" "change what payload plan says in $CONFIG and run again" \
             "$VENV/bin/python" -m payload plan "$CONFIG"
     else
         say "the air plan is not checked here (no payload to run yet): $VENV/bin/python -m payload plan $CONFIG"
     fi
+}
+
+# The bundle (the owner's model, its build log) is for the service alone: the installer's (root's)
+# to change, its group's (the service user's) to read, nobody else's.
+BUNDLE_MODES=u=rwX,g=rX,o=
+
+bundle_closed() {  # BUNDLE: everything in it the user's group's, readable by it only
+    local dir
+    dir=$(R "$1")
+    [ -d "$dir" ] || return 1
+    [ -z "$(find "$dir" \( ! -group "$(user_group)" -o -perm /g=w -o -perm /o=rwx -o ! -perm -g=r \) -print -quit)" ]
+}
+
+close_bundle() {  # BUNDLE
+    run chgrp -R "$(user_group)" "$(R "$1")"
+    run chmod -R "$BUNDLE_MODES" "$(R "$1")"
 }
 
 step_persona() {
@@ -264,9 +287,12 @@ step_persona() {
     if [ -n "$PERSONA_DIR" ]; then
         [ -f "$PERSONA_DIR/persona.toml" ] || die "$PERSONA_DIR holds no persona.toml: give the folder host_training build wrote"
         if [ ! -e "$(R "$bundle")/persona.toml" ]; then
-            run mkdir -p "$(R "$bundle")"
+            # Closed before anything is copied in: others never see the files, whatever their modes
+            # on the way (cp keeps the source's, less the umask).
+            if [ -d "$(R "$bundle")" ]; then run chmod 750 "$(R "$bundle")"; else run install -d -m 750 "$(R "$bundle")"; fi
+            run chgrp "$(user_group)" "$(R "$bundle")"
             run cp -R "$PERSONA_DIR/." "$(R "$bundle")/"
-            run chmod -R u+rwX,go+rX,go-w "$(R "$bundle")"
+            close_bundle "$bundle"
         elif diff -rq "$PERSONA_DIR" "$(R "$bundle")" >/dev/null 2>&1; then
             say "this persona is at $bundle already"
         else
@@ -278,7 +304,10 @@ step_persona() {
         say "no persona at $bundle yet: copy your bundle there (docs/deploy.md step 6) or pass --persona DIR"
         return 0
     fi
+    # An earlier install may have left it open to every user: closed now.
+    bundle_closed "$bundle" || close_bundle "$bundle"
     check "a persona bundle at $bundle ([persona] bundle)" "docs/deploy.md step 6" test -f "$(R "$bundle")/persona.toml"
+    check "$bundle is readable by group $USER_NAME only ($BUNDLE_MODES)" "docs/deploy.md step 6" bundle_closed "$bundle"
 }
 
 # A key file's form (stratoecho/wire/uplink_keys.py): keygen's line; the bare forms of before only

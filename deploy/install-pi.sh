@@ -10,6 +10,10 @@
 # The steps themselves are in install-pi-steps.sh; `--help` lists the options.
 
 set -u -o pipefail
+# Whatever umask the calling shell had (some sudo configurations pass on 000): what this script
+# makes (the clone, the venv, folders) is never writable by group or others. Secrets and the
+# persona bundle get their own modes explicitly besides (install -m, chmod), umask or not.
+umask 022
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)   # the checkout this script runs from
@@ -246,6 +250,14 @@ shadow_cmd() {
     local tool=$1
     shift
     if [ "$ROOT" = / ]; then run "$tool" "$@"; else run "$tool" --prefix "$ROOT" "$@"; fi
+}
+
+# The user's group as chgrp and find -group take it: by name under /, its gid under --root.
+user_group() {
+    local ids
+    if [ "$ROOT" = / ]; then printf '%s' "$USER_NAME"; return; fi
+    ids=$(ids_of "$USER_NAME")
+    if [ -n "$ids" ]; then printf '%s' "${ids#*:}"; else printf '%s' "$USER_NAME"; fi
 }
 
 # Make PATH (a path of the installed system) the user's: by name under /, by its ids under --root.

@@ -459,12 +459,18 @@ class GroundReader:
         """When the newest frame was heard, good or bad."""
         return self._one("frames", "SELECT max(received_at) FROM frames")
 
-    def frames_per_minute(self, minutes: int) -> list[FrameMinute]:
-        """The last `minutes` minutes that heard frames, oldest first."""
+    def frames_per_minute(self, minutes: int, until: str | None = None) -> list[FrameMinute]:
+        """The last `minutes` minutes that heard frames, oldest first; with `until` (ISO, UTC),
+        only frames heard by then."""
         sql = (f"SELECT substr(received_at, 1, 16) AS minute, count(*), sum(NOT ok), "
                f"avg({self._column('frames', 'rssi_dbm')}), avg({self._column('frames', 'snr_db')}) "
-               "FROM frames GROUP BY minute ORDER BY minute DESC LIMIT ?")
-        return [FrameMinute(*r) for r in reversed(self._rows("frames", sql, (minutes,)))]
+               "FROM frames WHERE ? IS NULL OR received_at <= ? GROUP BY minute ORDER BY minute DESC LIMIT ?")
+        return [FrameMinute(*r) for r in reversed(self._rows("frames", sql, (until, until, minutes)))]
+
+    def frames_after(self, when: str) -> int:
+        """Frames whose time of reception (as text) sorts after `when` (ISO, UTC): in an older
+        database, what a station with a wrong clock said it heard in the future."""
+        return self._one("frames", "SELECT count(*) FROM frames WHERE received_at > ?", (when,), default=0)
 
     def station_stats(self, since: str | None = None) -> list[StationStats]:
         """Per station, by name: frames heard (since the ISO time `since`, or ever) and signal."""

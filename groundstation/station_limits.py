@@ -24,6 +24,14 @@ The numbers (docs/ground.md, "What a station is trusted with"):
 - `QUOTA_TOTAL_BYTES`: all stations' frames together, 450 MB: five stations storing a whole
   flight each (as `PENDING_TOTAL`), so that logins past the first few flooding together still
   stop at a figure the aggregator's disk was sized for.
+- `CLOCK_AHEAD_S`, `MAX_AGE_S`: when a station says it heard a frame (its `received_at`, a
+  position's `at`) must fall between a day before the aggregator's clock and five minutes after
+  it, or the message is refused. A time is the station's word, and the database orders, charts and
+  dates sentences by it: one frame "heard" on 9999-12-31 failed the dashboard's link view. Five
+  minutes ahead covers stations on NTP or GPS time (within a second) with room for one that
+  drifted unsynchronised for days; a day behind is longer than any flight's backlog (a station's
+  buffer, or the broker's queue while the aggregator was down). A station whose clock is further
+  off has its frames refused, with a warning naming it, until its clock is set.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ PENDING_TOTAL = 100_000  # all stations' claims together (five stations holding 
 QUOTA_BYTES = 90_000_000
 QUOTA_TOTAL_BYTES = 450_000_000  # five stations' flights
 WARN_EVERY_S = 60.0  # one warning a minute per station and reason, with the count since the last
+CLOCK_AHEAD_S = 300.0  # a station's times may be this far ahead of the aggregator's clock
+MAX_AGE_S = 86_400.0  # and this far behind it
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class StationLimits:
     quota_bytes: int = QUOTA_BYTES
     quota_total_bytes: int = QUOTA_TOTAL_BYTES
     warn_every_s: float = WARN_EVERY_S
+    clock_ahead_s: float = CLOCK_AHEAD_S
+    max_age_s: float = MAX_AGE_S
 
     def __post_init__(self) -> None:
         if self.rate_frames_s <= 0 or self.burst_frames < 1:
@@ -58,6 +70,9 @@ class StationLimits:
             raise ValueError("pending limits must be 1 or more and the quota 0 or more")
         if self.quota_total_bytes < self.quota_bytes:
             raise ValueError("the total quota must hold at least one station's")
+        if not (self.clock_ahead_s >= 0 and self.max_age_s > 0):
+            raise ValueError("a station's times may be 0 s or more ahead of the aggregator's clock, and more than "
+                             f"0 s behind it; got {self.clock_ahead_s:g} s and {self.max_age_s:g} s")
 
 
 class TokenBucket:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stratoecho.clock import Clock
 from stratoecho.wire.downlink import MAX_LISTEN_S, DownlinkAuth, Window, encode_window
+from stratoecho.wire.sentence import Telemetry, encode_sentence
 from stratoecho.wire.uplink_keys import new_key, write_key_file
 
 
@@ -106,8 +107,18 @@ AUTH = DownlinkAuth.from_flight_key(FLIGHT_KEY)
 
 def live_cue(boot: int, seq: int, pid: int, auth: DownlinkAuth | None = None) -> bytes:
     """A window cue sent now by real time, for a ground process on real time: it says it listens
-    for the longest a cue can (255 s), so a busy machine's delay never makes it late."""
+    for the longest a cue can (255 s), so a busy machine's delay never makes it late. The first
+    cue of a boot is answered only after `live_sentence` of the same boot and seq."""
     return encode_window(Window(boot, seq, pid, int(time.time()), MAX_LISTEN_S), auth or AUTH)
+
+
+def live_sentence(boot: int, seq: int, callsign: str, auth: DownlinkAuth | None = None,
+                  at_s: float | None = None) -> bytes:
+    """The balloon's position sentence `seq` of `boot` as it keys it: signed, its time the GPS's at
+    `at_s` (seconds since the epoch; now by real time). A window cue follows it; the first cue of
+    a boot is dated by it (groundstation/link/uplink.py `claim_window`)."""
+    hms = time.strftime("%H:%M:%S", time.gmtime(time.time() if at_s is None else at_s))
+    return encode_sentence(Telemetry(callsign, seq, hms, 52.2, 0.12, 12345, 9, -40.5, 180.2, 3890, boot), auth or AUTH)
 
 
 def write_flight_key(path) -> bytes:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from groundstation.__main__ import build_parser, cmd_listen
 from stratoecho import wire
 from stratoecho.wire import uplink
-from tests.fakes import AUTH, live_cue, write_flight_key
+from tests.fakes import AUTH, live_cue, live_sentence, write_flight_key
 
 
 class Weather(BaseHTTPRequestHandler):
@@ -50,7 +50,6 @@ def test_a_question_is_answered_from_the_api_and_sent_signed_in_the_next_window(
     listener.start()
     try:
         request = wire.Record(wire.Kind.API_REQUEST, 1, 5, 1_800_000_000, {"api": "weather", "query": "52.7,-2.7"})
-        sentence = wire.Telemetry("STRATO1", 6, "10:00:00", 52.7, -2.7, 1000, 9, 5.0, 900.0, 4000, 1)
         answers = []
         deadline = time.monotonic() + 30
         seq = 6
@@ -58,8 +57,7 @@ def test_a_question_is_answered_from_the_api_and_sent_signed_in_the_next_window(
             for frame in wire.fragment_record(request, 255, auth=AUTH):
                 payload.sendto(frame, ("127.0.0.1", port))
             # A sentence numbered for a listen window and its cue: the ground answers what it has queued.
-            payload.sendto(wire.encode_sentence(sentence.__class__(**{**sentence.__dict__, "seq": seq})),
-                           ("127.0.0.1", port))
+            payload.sendto(live_sentence(1, seq, "STRATO1"), ("127.0.0.1", port))  # signed: it dates the cue
             payload.sendto(live_cue(1, seq, uplink.payload_hash("STRATO1")),
                            ("127.0.0.1", port))
             seq += 6

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import Store
+from groundstation.db import Store, utc_now
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
 from groundstation.link.windows import WindowAnswerer
 from groundstation.network import Aggregator
+from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.musing_sentence import encode_musing_sentences
 from stratoecho.wire.uplink_keys import new_key
-from tests.fakes import AUTH, write_flight_key
+from tests.fakes import AUTH, live_sentence, write_flight_key
 
 CALL = "STRATO1"
 BOOT = 3
@@ -36,7 +37,13 @@ UPLINK_TO = ("192.0.2.7", 7374)  # the configured bridge
 
 
 def position(seq: int) -> bytes:
+    """A position sentence anyone can send: unsigned."""
     return wire.encode_sentence(wire.Telemetry(CALL, seq, "10:04:11", 52.2, 0.12, 12345, 9, -40.5, 180.2, 3890, BOOT))
+
+
+def sentence(seq: int) -> bytes:
+    """The balloon's own position sentence, signed and stamped now: the window cue after it is its."""
+    return live_sentence(BOOT, seq, CALL)
 
 
 def cue(seq: int, auth: wire.DownlinkAuth = AUTH) -> bytes:
@@ -85,23 +92,23 @@ def test_a_forged_position_sentence_opens_no_window_and_the_queued_command_waits
     g.store.queue_command(int(note.command_id), note.pack(), "a note")
     g.hear(position(6), position(12), cue(18, FORGER))  # sentences anyone can send; a cue of another key
     assert g.sent == [] and len(g.store.pending_commands()) == 1
-    g.hear(position(18), cue(18))  # the balloon's own cue: the note goes, once
+    g.hear(sentence(18), cue(18))  # the balloon's own cue: the note goes, once
     assert any(isinstance(c, uplink.MemoryNote) and c.text == note.text for c in g.commands())
     assert g.store.pending_commands() == []
 
 
 def test_a_recorded_cue_played_back_opens_nothing_even_after_a_ground_restart(tmp_path):
     g = Ground(tmp_path)
-    g.hear(position(6), cue(6))
+    g.hear(sentence(6), cue(6))
     answered = len(g.sent)
     assert answered >= 1  # at least the link report
     g.hear(cue(6))
     restarted = WindowAnswerer(g.key_path, g.db, lambda f, peer: g.sent.append((f, peer)), uplink_to=UPLINK_TO,
                            store=g.store)
     g.link = restarted  # a new process: only the state file remembers
-    g.hear(position(6), cue(6))
+    g.hear(sentence(6), cue(6))
     assert len(g.sent) == answered and restarted.cues_refused == 1
-    g.hear(position(12), cue(12))  # the next real window is answered
+    g.hear(sentence(12), cue(12))  # the next real window is answered
     assert len(g.sent) > answered
 
 
@@ -120,7 +127,7 @@ def test_a_forged_musing_neither_blocks_the_real_one_nor_gets_acknowledged(tmp_p
     """Before: a forged musing stored first blocked the real one with its number, and the ground
     signed an ACK for the forgery, so the payload never sent the real one again."""
     g = Ground(tmp_path)
-    g.hear(*musing_fragments(5, "I am not the balloon.", FORGER), position(6), cue(6))
+    g.hear(*musing_fragments(5, "I am not the balloon.", FORGER), sentence(6), cue(6))
     assert g.rows("SELECT count(*) FROM records") == [(0,)]
     assert not any(isinstance(c, uplink.Ack) for c in g.commands())
     assert g.rows("SELECT error, count(*) FROM frames WHERE error IS NOT NULL GROUP BY error") == [("bad tag", 1)]
@@ -129,7 +136,7 @@ def test_a_forged_musing_neither_blocks_the_real_one_nor_gets_acknowledged(tmp_p
     for line in encode_musing_sentences(CALL, 12, when, 52.2, 0.12, 12345, BOOT, 5, "I am not the balloon."):
         g.hear(line)
     assert g.rows("SELECT text, authentic FROM records") == [("I am not the balloon.", 0)]
-    g.hear(*musing_fragments(5, "The real musing, tagged.", AUTH), position(12), cue(12))
+    g.hear(*musing_fragments(5, "The real musing, tagged.", AUTH), sentence(12), cue(12))
     assert g.rows("SELECT text, authentic FROM records") == [("The real musing, tagged.", 1)]
     acks = [r for c in g.commands() if isinstance(c, uplink.Ack) for r in c.ranges]
     assert (int(wire.Kind.MUSING), BOOT, 5, 5) in [(r.stream, r.boot, r.first, r.last) for r in acks]
@@ -145,11 +152,11 @@ def test_a_forged_unconfirmed_event_makes_the_ground_sign_nothing_again(tmp_path
     g.store.mark_command_sent(row)
     unconfirmed = uplink.unconfirmed_event(low_power, "set mode low_power", 1800)
     forged = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 7, 1_767_225_600, unconfirmed), auth=FORGER)
-    g.hear(*forged, position(6), cue(6))
+    g.hear(*forged, sentence(6), cue(6))
     assert not any(isinstance(c, uplink.SetMode) for c in g.commands())
     assert g.store.pending_commands() == []
     real = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 7, 1_767_225_600, unconfirmed), auth=AUTH)
-    g.hear(*real, position(12), cue(12))  # the payload's own: confirmed, as designed
+    g.hear(*real, sentence(12), cue(12))  # the payload's own: confirmed, as designed
     assert any(isinstance(c, uplink.SetMode) for c in g.commands())
 
 
@@ -175,7 +182,7 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
         bad = g.store.queue_command(command, args, "a row no dashboard writes")
     ping = uplink.Ping(7)
     good = g.store.queue_command(int(ping.command_id), ping.pack(), "ping")
-    g.hear(position(6), cue(6))
+    g.hear(sentence(6), cue(6))
     assert uplink.Ping(7) in g.commands()
     assert g.store.pending_commands() == []
     with GroundReader.open(g.db) as reader:
@@ -186,8 +193,7 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
     assert "does not unpack" in rows[bad].refused
 
 def _message(station: str, n: int, data: bytes) -> tuple[str, bytes]:
-    body = {"v": 1, "id": f"{station}:{n}", "station": station, "received_at": "2026-05-01T10:00:00.000+00:00",
-            "hex": data.hex()}
+    body = {"v": 1, "id": f"{station}:{n}", "station": station, "received_at": utc_now(), "hex": data.hex()}
     return f"stratoecho/{CALL}/frames/{station}", json.dumps(body).encode()
 
 
@@ -213,6 +219,22 @@ def test_colluding_stations_cannot_forge_a_record_and_one_honest_station_is_enou
     agg.store.close()
     assert texts == ["One honest station heard this."] and positions == 0
     assert agg.stats.bad_tags == 3 * len(forged)
+
+
+def test_a_signed_sentence_from_one_station_is_the_flights_track_at_a_keyed_aggregator(tmp_path):
+    """As at the receiver: a sentence the flight signed vouches for itself, and is kept as the
+    flight's (authentic), so the aggregate dashboard draws it; before, the aggregator kept it as a
+    claim, and a keyed aggregate showed no track at all. An open one stays one station's claim."""
+    agg = Aggregator("127.0.0.1", 1, tmp_path / "net.db", downlink=AUTH, quorum=2)  # fed directly
+    signed = wire.encode_sentence(wire.Telemetry(CALL, 6, "10:04:11", 52.2, 0.12, 12345, 9, -40.5, 180.2, 3890, BOOT),
+                                  AUTH)
+    agg._handle(*_message("hill", 1, signed))
+    agg._handle(*_message("hill", 2, position(12)))
+    agg.store.commit()
+    agg.store.close()
+    with GroundReader.open(tmp_path / "net.db") as reader:
+        assert reader.callsign() == CALL and [t.seq for t in reader.telemetry()] == [6]
+        assert reader.latest_position().seq == 6
 
 
 def test_a_relayed_record_counts_from_one_station_when_its_own_tag_checks(tmp_path):

@@ -28,7 +28,7 @@ from stratoecho.logs import setup_logging
 from stratoecho.lora import ukhas_mode
 from stratoecho.lora_chips.spi import open_chip
 from stratoecho.wire import uplink
-from tests.fakes import AUTH, live_cue, write_flight_key
+from tests.fakes import AUTH, live_cue, live_sentence, write_flight_key
 from tests.test_sx127x import ScheduledClock
 
 KINDS = ("sx127x", "sx126x")
@@ -370,8 +370,8 @@ def test_listen_stores_what_the_hat_hears_with_its_signal(tmp_path, capsys, monk
 def test_listen_answers_the_payloads_window_through_the_hat(tmp_path, capsys, monkeypatch):
     key = write_flight_key(tmp_path / "uplink.key")
     bench = Bench("sx126x")
-    window = wire.Telemetry("STRATO", 6, "12:05:11", 52.1, -0.1, 12400, 9, -41.0, 180.0, 3700, 3)
-    bench.air.append(wire.encode_sentence(window, AUTH))  # seq 6, signed: the payload listens after it, and says so
+    window = wire.decode_sentence(live_sentence(3, 6, "STRATO"))
+    bench.air.append(live_sentence(3, 6, "STRATO"))  # seq 6, signed: the payload listens after it, and says so
     bench.air.append(live_cue(3, 6, uplink.payload_hash("STRATO")))
     hat_on_the_bench(monkeypatch, bench)
     argv = [*chip_args("sx126x"), "--frequency-mhz", "434.225", "--lora-mode", "2",

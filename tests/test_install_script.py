@@ -37,9 +37,13 @@ PAYLOAD_UNIT = "stratoecho-payload.service"
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="no bash here: the script is a bash script")
 
 
-def _install(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _install(*args: str, check: bool = True, umask: str | None = None) -> subprocess.CompletedProcess:
+    """The script with `args`; under `umask` (octal, as the shell takes it) where given."""
     env = {**os.environ, "LC_ALL": "C"}
-    result = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120)
+    command = ["bash", str(SCRIPT), *args]
+    if umask is not None:
+        command = ["bash", "-c", f'umask {umask} && exec bash "$0" "$@"', *command[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     if check:
         assert result.returncode == 0, f"install-pi.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -347,3 +351,55 @@ def test_the_user_step_makes_the_user_and_its_groups_in_a_bare_root(tmp_path):
     data = root / "var/lib/stratoecho"
     assert stat.S_IMODE(data.stat().st_mode) == 0o750
     assert "nothing to change" in _install("--root", str(root), "--only", "data,user", "--create-groups").stdout
+
+
+@needs_bash
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout: the script clones the project")
+def test_under_umask_000_the_install_keeps_its_secrets_and_code_closed(tmp_path):
+    """Issue 50, item 7: run as root from a shell whose umask is 000 (some sudo configurations
+    pass it on), the install made /etc/stratoecho mode 777 and copied the persona bundle, its
+    weights and build log, readable by every user. Every mode it sets is its own now: nothing it
+    makes is writable by group or others, the flight key is the service user's alone (600), and
+    the bundle is readable by the service's group only."""
+    root = _throwaway_root(tmp_path)
+    for name in ("passwd", "group", "fstab"):
+        (root / "etc" / name).chmod(0o644)
+    inputs = _inputs(tmp_path)
+    persona = Path(inputs[inputs.index("--persona") + 1])
+    (persona / "model.gguf").write_bytes(b"GGUF weights" * 100)
+    (persona / "logs").mkdir()
+    (persona / "logs" / "build.log").write_text("the owner's messages, as the build read them\n")
+    for path in (persona, *persona.rglob("*")):
+        path.chmod(0o777 if path.is_dir() else 0o666)  # as an open source folder hands them over
+    steps = "data,user,project,config,persona,key,watchdog" + (",units" if shutil.which("systemctl") else "")
+    made_before = {p for p in root.rglob("*")}
+    _install("--root", str(root), "--only", steps, *inputs, umask="000")
+
+    gid = os.getgid()  # the service's group in this root (_throwaway_root)
+    open_to_others = []
+    for path in root.rglob("*"):
+        if path.is_symlink() or path in made_before:
+            continue
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            open_to_others.append(f"{path.relative_to(root)} {mode:04o}")
+    assert open_to_others == [], "writable by group or others"
+    bundle = root / tomllib.loads(PI_CONFIG.read_text())["persona"]["bundle"].lstrip("/")
+    for path in [bundle, *bundle.rglob("*")]:
+        st = path.lstat()
+        assert stat.S_IMODE(st.st_mode) & stat.S_IRWXO == 0, f"others may use {path.relative_to(root)}"
+        assert st.st_gid == gid and st.st_mode & stat.S_IRGRP, f"the service's group cannot read {path}"
+    assert (bundle / "logs" / "build.log").read_text().startswith("the owner's")
+    key = (root / "etc/stratoecho/uplink.key").stat()
+    assert stat.S_IMODE(key.st_mode) == 0o600 and key.st_uid == os.getuid()
+    assert stat.S_IMODE((root / "etc/stratoecho").stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "var/lib/stratoecho").stat().st_mode) == 0o750
+
+    # A bundle an earlier install left open is closed by the next run, and said so.
+    (bundle / "model.gguf").chmod(0o644)
+    (root / "etc/stratoecho").chmod(0o777)
+    again = _install("--root", str(root), "--only", "config,persona", umask="000")
+    assert "changed: config persona" in again.stdout
+    assert stat.S_IMODE((bundle / "model.gguf").stat().st_mode) == 0o640
+    assert stat.S_IMODE((root / "etc/stratoecho").stat().st_mode) == 0o755
+    assert "nothing to change" in _install("--root", str(root), "--only", "config,persona").stdout

@@ -17,6 +17,7 @@ from contextlib import closing
 import pytest
 from structlog.testing import capture_logs
 
+from groundstation.db import utc_now
 from groundstation.frame_quota import bytes_by_sql
 from groundstation.network import Aggregator, format_aggregate_summary
 from groundstation.station_limits import (
@@ -31,7 +32,7 @@ from groundstation.station_limits import (
 from tests.fakes import AUTH
 from tests.test_network import db_keys, decode_all, flight_frames
 
-AT = "2026-05-01T10:00:00.000+00:00"
+AT = utc_now()  # when each station says it heard its frames: within the aggregator's window of its own clock
 
 
 class Clock:
@@ -247,7 +248,8 @@ def test_throttled_warns_once_per_interval_with_the_count():
 
 @pytest.mark.parametrize("bad", [dict(rate_frames_s=0), dict(burst_frames=0), dict(pending_per_station=0),
                                  dict(pending_total=0), dict(quota_bytes=-1),
-                                 dict(quota_bytes=10, quota_total_bytes=9)])
+                                 dict(quota_bytes=10, quota_total_bytes=9), dict(max_age_s=0),
+                                 dict(clock_ahead_s=-1)])
 def test_limits_refuse_nonsense(bad):
     with pytest.raises(ValueError):
         StationLimits(**bad)

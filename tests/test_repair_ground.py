@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -185,8 +186,9 @@ def start_listen(tmp_path: Path, *extra: str) -> tuple[threading.Thread, threadi
 
 def sentence(seq: int) -> bytes:
     """The payload's position sentence, signed as it keys it."""
+    hms = time.strftime("%H:%M:%S", time.gmtime())  # its GPS time now: the window cue after it is dated by it
     return wire.encode_sentence(
-        wire.Telemetry("STRATO", seq, "12:04:11", 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3), AUTH)
+        wire.Telemetry("STRATO", seq, hms, 52.1, -0.1, 12345, 9, -40.5, 180.2, 3700, 3), AUTH)
 
 
 def cue(seq: int, boot: int = 3, callsign: str = "STRATO", auth=AUTH) -> bytes:

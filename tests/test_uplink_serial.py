@@ -35,7 +35,7 @@ from stratoecho import wire
 from stratoecho.logs import setup_logging
 from stratoecho.wire.kiss import KissDecoder, kiss_encode
 from stratoecho.wire.uplink import LinkReport, Resend, payload_hash, verify
-from tests.fakes import AUTH, live_cue, write_flight_key
+from tests.fakes import AUTH, live_cue, live_sentence, write_flight_key
 
 MUSING = int(wire.Kind.MUSING)
 LORA = dict(sf=9, bw_hz=125_000, cr=5)
@@ -60,7 +60,7 @@ def window_frames() -> tuple[list[bytes], int]:
     k = wire.decode_fragment(fragments[0], AUTH).k
     assert k >= 2
     cue = live_cue(3, 6, payload_hash("STRATO"))
-    return [fragments[0], sentence(6), cue], k
+    return [fragments[0], live_sentence(3, 6, "STRATO"), cue], k
 
 
 def check_window_answer(key: bytes, got: list[bytes], heard: int, k: int) -> None:

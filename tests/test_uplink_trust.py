@@ -29,7 +29,7 @@ from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.relay import encode_relayed
 from stratoecho.wire.uplink_keys import new_key
-from tests.fakes import AUTH, wait_for, write_flight_key
+from tests.fakes import AUTH, live_sentence, wait_for, write_flight_key
 from tests.test_downlink_trust import BOOT, CALL, UPLINK_TO, Ground, position
 
 PID = uplink.payload_hash(CALL)
@@ -55,7 +55,13 @@ def unconfirmed(cmd: uplink.Command, seq: int) -> list[bytes]:
 
 
 def sentence(callsign: str, seq: int) -> bytes:
+    """A position sentence anyone can send: unsigned, under any callsign."""
     return wire.encode_sentence(wire.Telemetry(callsign, seq, "10:04:11", 52.2, 0.12, 12345, 9, -40.5, 180.2, 3890, BOOT))
+
+
+def signed(seq: int, at_s: float, boot: int = BOOT) -> bytes:
+    """The balloon's own position sentence, its GPS time `at_s`: it dates the first cue of a boot."""
+    return live_sentence(boot, seq, CALL, at_s=at_s)
 
 
 def on_clock(g: Ground, t: list[float]) -> Ground:
@@ -93,7 +99,7 @@ def test_forged_sentences_never_name_whom_the_uplink_signs_for(tmp_path):
     assert g.sent == [] and len(g.store.pending_commands()) == 1  # nobody named yet: nothing signed, nothing lost
     g.hear(*boot_event())  # the balloon's tagged boot event names it
     t[0] += 180
-    g.hear(sentence(collider(), 12), cue(12, 360))
+    g.hear(sentence(collider(), 12), signed(12, t[0]), cue(12, 360))
     assert any(isinstance(c, uplink.MemoryNote) for c in g.commands())  # verified under CALL, counters in order
     assert g.store.pending_commands() == []
 
@@ -101,7 +107,7 @@ def test_forged_sentences_never_name_whom_the_uplink_signs_for(tmp_path):
 def test_after_a_restart_the_ground_signs_for_the_callsign_it_signed_for_before(tmp_path):
     t = [1000.0]
     g = on_clock(Ground(tmp_path, callsign=None), t)
-    g.hear(*boot_event(), cue(6, 180))
+    g.hear(*boot_event(), signed(6, t[0]), cue(6, 180))
     assert isinstance(g.commands()[0], uplink.LinkReport)
     again = restart(g, t, callsign=None)
     queue_note(again.store)
@@ -130,7 +136,7 @@ def test_an_old_unconfirmed_event_played_back_does_not_roll_the_operator_back(tm
     low, survival = uplink.SetMode(1), uplink.SetMode(2)
     g.store.mark_command_sent(g.store.queue_command(int(low.command_id), low.pack(), "set mode low_power"))
     old_event = unconfirmed(low, 7)
-    g.hear(*old_event, cue(6, 180))  # heard once: confirmed, as designed
+    g.hear(*old_event, signed(6, t[0]), cue(6, 180))  # heard once: confirmed, as designed
     assert [c for c in g.commands() if isinstance(c, uplink.SetMode)] == [low]
     g.store.mark_command_sent(g.store.queue_command(int(survival.command_id), survival.pack(), "set mode survival"))
     again = restart(g, t)  # the decoder has forgotten everything
@@ -151,7 +157,7 @@ def test_a_missed_cue_played_back_later_opens_nothing_and_the_command_waits(tmp_
     operator's queued command while the payload was not listening, and mark it sent."""
     t = [1000.0]
     g = on_clock(Ground(tmp_path), t)
-    g.hear(position(6), cue(6, 180))  # heard: the clock offset of this boot is 820 s
+    g.hear(signed(6, t[0]), cue(6, 180))  # heard: the clock offset of this boot is 820 s
     queue_note(g.store)
     t[0] += 600  # cue 12 went out at payload second 360, unheard; ten minutes on, it comes back
     g.hear(cue(12, 360))
@@ -169,7 +175,7 @@ def test_a_missed_cue_played_back_later_opens_nothing_and_the_command_waits(tmp_
 def test_a_cue_is_answered_while_its_window_is_open_and_the_clock_offset_survives_a_restart(tmp_path):
     t = [1000.0]
     g = on_clock(Ground(tmp_path), t)
-    g.hear(cue(6, 180, listen_s=20))
+    g.hear(signed(6, t[0]), cue(6, 180, listen_s=20))
     t[0] += 180 + 19  # heard 19 s late: its 20 s window is still open
     g.hear(cue(12, 360, listen_s=20))
     assert g.link.cues_refused == 0
@@ -182,10 +188,49 @@ def test_a_cue_is_answered_while_its_window_is_open_and_the_clock_offset_survive
 def test_a_new_boot_starts_its_own_clock_offset(tmp_path):
     t = [1000.0]
     g = on_clock(Ground(tmp_path), t)
-    g.hear(cue(6, 180))
+    g.hear(signed(6, t[0]), cue(6, 180))
     t[0] += 5000  # the payload rebooted: its clock starts again
-    g.hear(cue(6, 30, boot=BOOT + 1))
+    g.hear(signed(6, t[0], boot=BOOT + 1), cue(6, 30, boot=BOOT + 1))
     assert g.link.cues_refused == 0
+
+
+def test_the_first_cue_of_a_boot_played_back_late_opens_nothing(tmp_path):
+    """Before: the first cue of a boot set the boot's clock offset and was taken as it came, so a
+    recording of it, played back ten minutes later to a ground that had not heard it, opened a
+    window: the operator's command went out to a payload not listening, and was marked sent. The
+    first cue is dated now by the time the balloon signed in the position sentence it follows."""
+    t = [1_767_225_600.0]
+    g = on_clock(Ground(tmp_path), t)
+    queue_note(g.store)
+    recorded = [signed(6, t[0]), cue(6, 180, listen_s=20)]  # heard by a recorder, not by this ground
+    t[0] += 600
+    g.hear(*recorded)
+    assert g.sent == [] and g.link.cues_refused == 1 and len(g.store.pending_commands()) == 1
+    g.hear(position(12), cue(12, 780, listen_s=20))  # an unsigned sentence dates nothing: conservatively, no answer
+    assert g.sent == [] and g.link.cues_refused == 2
+    g.hear(signed(18, t[0] - 10), cue(18, 960, listen_s=20))  # the live window: its sentence made 10 s ago
+    assert any(isinstance(c, uplink.MemoryNote) for c in g.commands())
+    assert g.store.pending_commands() == [] and g.link.cues_refused == 2
+
+
+def test_the_first_cue_is_answered_within_its_window_and_the_slack_for_airtime_and_clocks(tmp_path):
+    from groundstation.link.uplink import FIRST_CUE_SLACK_S
+
+    def ground(name: str) -> Ground:
+        (tmp_path / name).mkdir()
+        return on_clock(Ground(tmp_path / name), t)
+
+    t = [1_767_225_600.0]  # 2026-01-01T00:00:00Z
+    late = ground("late")
+    late.hear(signed(6, t[0] - 20 - FIRST_CUE_SLACK_S - 1), cue(6, 180, listen_s=20))
+    assert late.sent == [] and late.link.cues_refused == 1
+    in_time = ground("in_time")
+    in_time.hear(signed(6, t[0] - 20 - FIRST_CUE_SLACK_S + 1), cue(6, 180, listen_s=20))
+    assert isinstance(in_time.commands()[0], uplink.LinkReport) and in_time.link.cues_refused == 0
+    t[0] += 10  # heard at 00:00:10, its sentence stamped 23:59:55 the day before: 15 s, not a day
+    midnight = ground("midnight")
+    midnight.hear(signed(6, t[0] - 15), cue(6, 180, listen_s=20))
+    assert isinstance(midnight.commands()[0], uplink.LinkReport) and midnight.link.cues_refused == 0
 
 
 # --------------------------------------------------------------------------- the real process
@@ -240,10 +285,10 @@ def test_the_attacks_against_a_real_listen_process_across_a_restart(tmp_path):
             air.sendto(f, ("127.0.0.1", port))
         wait_for(lambda: _events(log1, "window cue not answered"))
         assert "callsign unknown" in _events(log1, "window cue not answered")[0]["why"]
-        for f in boot_event() + [cue(12, now, 255)]:
+        for f in boot_event() + [signed(12, now), cue(12, now, 255)]:
             air.sendto(f, ("127.0.0.1", port))
         first, _ = bridge.recvfrom(4096)
-        assert uplink.verify(key, first, CALL, 0).command == uplink.LinkReport(BOOT, 12, 1 + len(boot_event()) + 1)
+        assert uplink.verify(key, first, CALL, 0).command == uplink.LinkReport(BOOT, 12, 1 + len(boot_event()) + 2)
     finally:
         _stop(proc)
     proc, port, log2 = _listen(tmp_path, key_path, bridge.getsockname()[1], "g2.log")

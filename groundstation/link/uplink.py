@@ -51,6 +51,13 @@ except ImportError:  # Windows: no cross-process lock; run one signing process a
     fcntl = None
 
 STATE_VERSION = 1
+# How long after the time the balloon signed in a position sentence its window cue may still be
+# heard, beyond the seconds it listens (`claim_window`, the first cue of a boot). The sentence's
+# HH:MM:SS is its GPS fix's, a few seconds old when it is made; in the slowest mode (UKHAS mode 0)
+# the signed sentence and the cue take ~30 s on air, and a 255-byte frame keyed just before the
+# beacon's turn ~47 s more; a ground on NTP is within a second of GPS time. 90 s holds them all,
+# and still refuses a recording played back minutes later.
+FIRST_CUE_SLACK_S = 90.0
 
 
 class SignerStateError(Exception):
@@ -154,14 +161,17 @@ class CommandSigner:
             self._write(state)
         return frame
 
-    def claim_window(self, cue: Window, now_s: float) -> str | None:
+    def claim_window(self, cue: Window, now_s: float, signed_s: float | None = None) -> str | None:
         """None, and remembered durably, when `cue` may be answered: newer than every cue answered
         before and still open at `now_s` (the ground's clock, in seconds); else why not.
 
         How long ago a cue was sent is read through the boot's clock offset: the ground's clock
         minus the payload's, the smallest any cue of that boot showed (a cue is never heard
-        before it was sent, so the smallest is the truest). The first cue heard of a boot sets
-        it and is taken as it comes."""
+        before it was sent, so the smallest is the truest). The first cue of a boot, which sets
+        it, has no offset to be read through: it is dated by `signed_s`, the time (on the ground's
+        clock) the balloon signed in the position sentence the cue follows, and answered only
+        within its listen seconds and `FIRST_CUE_SLACK_S` of it. Without that time it is not
+        answered: a recorded first cue played back would be indistinguishable from a live one."""
         with self._locked() as state:
             entry = self._entry(state)
             if entry.window is not None and (cue.boot, cue.seq) <= tuple(entry.window):
@@ -173,6 +183,14 @@ class CommandSigner:
                     return (f"heard {late_s:.0f} s after it was sent, past its {cue.listen_s} s window (played "
                             "back? or this station's clock jumped)")
                 offset = min(offset, entry.clock_offset[1])
+            elif signed_s is None:
+                return (f"the first cue of boot {cue.boot} heard, and its position sentence {cue.seq} not heard "
+                        "signed: nothing the balloon signed says when it was sent (played back?); the next cue "
+                        "whose signed sentence is heard is answered")
+            elif now_s - signed_s > cue.listen_s + FIRST_CUE_SLACK_S:
+                return (f"the first cue of boot {cue.boot}, heard {now_s - signed_s:.0f} s after the time its signed "
+                        f"position sentence gives, past its {cue.listen_s} s window and {FIRST_CUE_SLACK_S:.0f} s "
+                        "for airtime and clocks (played back? or this station's clock is wrong)")
             entry.window, entry.clock_offset = (cue.boot, cue.seq), (cue.boot, offset)
             self._write(state)
             return None

@@ -10,17 +10,21 @@ held. A cue is answered once, and only one newer than any answered before
 (`CommandSigner.claim_window`, kept across restarts), so a recorded cue played back opens
 nothing, and only while the window it opened is still open (the cue says when it was sent and for
 how long the payload listens), so a cue the ground missed, played back later, opens nothing
-either. A cue heard only inside another payload's relay envelope is not answered. Position
-sentences, which anyone can send, open nothing at all and name nobody: the callsign the uplink
-signs for is `--callsign`, or the one the balloon's tagged boot event named.
+either. The first cue of a boot, which no earlier cue dates, is dated by the signed position
+sentence it follows (its GPS time): not heard signed, or too long ago, and it is not answered.
+A cue heard only inside another payload's relay envelope is not answered. Position sentences,
+which anyone can send, open nothing at all and name nobody: the callsign the uplink signs for
+is `--callsign`, or the one the balloon's tagged boot event or signed position named.
 """
 
 from __future__ import annotations
 
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import structlog
@@ -40,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 # Callsigns tagged frames named (a key is one flight's: more than a few is a fleet sharing one)
 MAX_LEARNED_CALLSIGNS = 16
+# Signed position sentences whose time is kept to date a window cue: a cue follows its sentence at once
+SIGNED_TIMES_KEPT = 64
 
 # Health fields that name the last record of a stream the payload made this boot.
 ANNOUNCED = {f"{kind.name.lower()}_seq": int(kind) for kind in
@@ -93,6 +99,9 @@ class WindowAnswerer:
     # The ground's clock that dates cues, in seconds (`CommandSigner.claim_window`): monotonic while
     # it runs, wall time across restarts; the bench's flight time under `sim fly`.
     now: Callable[[], float] = field(default_factory=_steady_wall_clock)
+    # (boot, seq) -> HH:MM:SS of the balloon's signed position sentences heard lately: what dates the
+    # first cue of a boot (`CommandSigner.claim_window`), which follows one of them
+    _signed_times: OrderedDict[tuple[int, int], str] = field(default_factory=OrderedDict)
 
     def on_decoded(self, result: Decoded,
                    missing: Callable[[], dict[tuple[int, int, int], tuple[int, list[int]]]]) -> None:
@@ -119,6 +128,10 @@ class WindowAnswerer:
                         self.planner.announced(kind, frame.boot, value)
         elif isinstance(frame, wire.Telemetry) and result.signed:  # the first position names the flight
             self._learn_callsign(frame.callsign, "a signed position")
+            self._signed_times[(frame.boot, frame.seq)] = frame.time
+            self._signed_times.move_to_end((frame.boot, frame.seq))
+            while len(self._signed_times) > SIGNED_TIMES_KEPT:
+                self._signed_times.popitem(last=False)
         elif isinstance(frame, wire.Window) and result.relayed_by is not None:
             self.cues_refused += 1  # a relay keys it later, when the window may be long shut
             log.warning("window cue not answered", why="heard only by relay", boot=frame.boot, seq=frame.seq)
@@ -138,8 +151,9 @@ class WindowAnswerer:
         self.callsign = callsign
         if self.uplink_to is None or not self._ensure_signer():
             return False
+        now = self.now()
         try:
-            why = self._signer.claim_window(cue, self.now())
+            why = self._signer.claim_window(cue, now, self._signed_time(cue, now))
         except (SignerStateError, OSError) as e:
             self.send_errors += 1
             log.error("cannot record the window", error=str(e))
@@ -151,6 +165,17 @@ class WindowAnswerer:
         self.window(self.uplink_to, missing(), wire_report=uplink.LinkReport(
             cue.boot, cue.seq, self._heard.get(cue.boot, 0)))
         return True
+
+    def _signed_time(self, cue: wire.Window, now: float) -> float | None:
+        """When the balloon made the signed position sentence `cue` follows, on the ground's clock
+        (`now`, seconds): its HH:MM:SS dated nearest to now; None when it was not heard signed."""
+        hms = self._signed_times.get(cue.key)
+        if hms is None:
+            return None
+        try:
+            return wire.telemetry_datetime(hms, datetime.fromtimestamp(now, timezone.utc)).timestamp()
+        except (ValueError, OverflowError, OSError):  # a ground clock no date can be read from
+            return None
 
     def _learn_callsign(self, callsign: str, what: str) -> None:
         """A callsign a tagged or signed frame named (the boot event, a position): only the balloon

@@ -22,6 +22,8 @@ was told), ``unknown`` before it heard any: fragments do not carry it. Messages 
 
 The aggregator counts a shared record and refuses it (see "Trust"); `heard.record_from_json`
 reads one back into the typed record it came from, for tools that want a station's own view.
+A ``received_at`` or ``at`` that is no ISO 8601 time, or lies outside a day before to five
+minutes after the aggregator's clock, refuses its message (``bad date``; `station_limits`).
 
 ``id`` is unique per publisher session (a random SESSION, then a counter), so the aggregator
 can drop the copies at-least-once delivery makes.

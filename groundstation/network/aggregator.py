@@ -9,9 +9,9 @@ import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import structlog
@@ -19,7 +19,7 @@ import structlog
 from stratoecho import bounded_json, wire
 from stratoecho.wire.downlink import fingerprint
 
-from ..db import Store, StoreError, utc_now
+from ..db import Store, StoreError
 from ..frame_quota import row_bytes, tagged
 from ..link.decoder import Decoded, FrameDecoder, error_reason
 from ..link.heard import WireRecord
@@ -80,6 +80,8 @@ class Aggregator:
     it they are counted and dropped), its claims held in memory are capped (a flood evicts its
     own first), and the bytes of the frames stored from it are capped by a quota, as are all
     stations' together (counted from the database at start). `clock` is the monotonic clock the rate is measured on.
+    A time a station gives (a frame's `received_at`, a position's `at`) must lie within the limits'
+    `max_age_s` before and `clock_ahead_s` after `wall_clock` (UTC now), or its message is refused.
     """
 
     def __init__(self, broker_host: str, broker_port: int, db_path: str | Path, topic_prefix: str = DEFAULT_PREFIX,
@@ -87,7 +89,8 @@ class Aggregator:
                  batch_messages: int = 16, flush_interval_s: float = 0.5, remember: int = REMEMBER,
                  trusted: Iterable[str] = (), quorum: int = 2, auth: BrokerAuth | None = None,
                  limits: StationLimits | None = None, clock=time.monotonic,
-                 downlink: wire.DownlinkAuth | None = None) -> None:
+                 downlink: wire.DownlinkAuth | None = None,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         if quorum < 1:
             raise ValueError(f"a quorum is 1 station or more, got {quorum}")
         self.trusted = frozenset(topic_level(t, "trusted station") for t in trusted)
@@ -102,7 +105,8 @@ class Aggregator:
         self.batch_messages = batch_messages
         self.flush_interval_s = flush_interval_s
         self._remember = remember
-        self.limits, self._clock = limits or StationLimits(), clock
+        self.limits, self._clock, self._wall_clock = limits or StationLimits(), clock, wall_clock
+        self.bad_dates: Counter = Counter()  # by station: messages refused for the time they gave
         limits = self.limits
         self._seen_ids = PerStationSeen(remember)  # (station, id): one station's ids forget only its own
         self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
@@ -179,8 +183,10 @@ class Aggregator:
             self.stats.repeats += 1
             return
         received_at = msg.get("received_at")
-        if not isinstance(received_at, str) or not _is_iso(received_at):
-            received_at = utc_now()
+        if received_at is None:  # the station does not say: heard as it arrived
+            received_at = self._now()
+        else:
+            received_at = self._station_time(station, "received_at", received_at)
         self._frame(msg, station, received_at)
         if key is not None:
             self._seen_ids.add(key)
@@ -188,13 +194,35 @@ class Aggregator:
     def _position(self, station: str, payload: bytes) -> None:
         """Where a station says it is: believed of itself only (its topic is its own, by the ACL)."""
         msg = _read(payload)
+        at = self._now() if msg.get("at") is None else self._station_time(station, "at", msg["at"])
         try:
             lat, lon, alt = (float(msg[k]) for k in ("lat", "lon", "alt_m"))
-            at = msg.get("at") if isinstance(msg.get("at"), str) and _is_iso(msg["at"]) else None
             self.store.set_station(station, lat, lon, alt, at)
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
             raise _BadMessage("bad position", str(e)) from e
         self.stats.positions += 1
+
+    def _now(self) -> str:
+        return self._wall_clock().astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+    def _station_time(self, station: str, name: str, value) -> str:
+        """The time `value` a station gave in its field `name`, as the database keeps times (UTC,
+        ISO 8601, milliseconds); `_BadMessage("bad date")` for anything else, or for a time outside
+        the window the limits allow around this aggregator's clock (station_limits: the database
+        orders and charts by it, and a frame of 9999-12-31 failed the dashboard)."""
+        now = self._wall_clock()
+        earliest = now - timedelta(seconds=self.limits.max_age_s)
+        latest = now + timedelta(seconds=self.limits.clock_ahead_s)
+        when = _utc(value)
+        if when is not None and earliest <= when <= latest:
+            return when.isoformat(timespec="milliseconds")
+        self.bad_dates[station] += 1
+        self._warn(station, "station's time refused: its message is not stored", self.bad_dates[station],
+                   field=name, got=repr(value)[:60],
+                   expected=f"ISO 8601 between {earliest:%Y-%m-%dT%H:%M:%SZ} and {latest:%Y-%m-%dT%H:%M:%SZ} "
+                            f"(this aggregator's clock less {self.limits.max_age_s / 3600:g} h, plus "
+                            f"{self.limits.clock_ahead_s / 60:g} min): set the station's clock")
+        raise _BadMessage("bad date")
 
     def _frame(self, msg: dict, station: str, received_at: str) -> None:
         if not self.gate.admit(station, self._clock()):
@@ -283,7 +311,7 @@ class Aggregator:
             if result.record is None:
                 self.stats.duplicate_records += 1  # the decoder had it already
             else:
-                self._store(result.record, received_at, result.authentic)  # signed: the flight's; else a claim
+                self._store(result.record, received_at, result.authentic)
             self.store.add_heard(*key, station, received_at)
         elif isinstance(frame, wire.Fragment):
             key = (frame.kind.name.lower(), frame.boot, frame.seq)
@@ -315,6 +343,7 @@ class Aggregator:
                 self._contributors.setdefault(key, {}).setdefault(station, received_at)
 
     def _store(self, record: WireRecord, received_at: str, authentic: bool) -> None:
+        # `authentic` as the listener stores it: a signed sentence is the flight's track, an open one a claim
         if self.store.add(record, received_at, authentic):
             self.stats.records_new += 1
         else:
@@ -407,9 +436,13 @@ def _number(value) -> float | None:
     return None
 
 
-def _is_iso(text: str) -> bool:
+def _utc(value) -> datetime | None:
+    """An ISO 8601 time as aware UTC (one without a zone is UTC, as the format says); None for
+    anything else."""
+    if not isinstance(value, str):
+        return None
     try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a time; or 0001-01-01 less its zone's offset
+        return None

@@ -112,6 +112,11 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"megabytes of frames stored from all stations together (default "
                             f"{d.quota_total_bytes / 1e6:g}); past it no station's frames are stored, vouched ones "
                             "still decode")
+    group.add_argument("--max-age-h", type=float, default=d.max_age_s / 3600, metavar="HOURS",
+                       help="a frame (or position) a station says it heard longer ago than this by this machine's "
+                            f"clock is refused, as is one more than {d.clock_ahead_s / 60:g} minutes ahead of it "
+                            f"(default {d.max_age_s / 3600:g}: longer than a flight; raise it to take in a broker's "
+                            "backlog older than that)")
 
 
 def limits_from_args(args: argparse.Namespace) -> StationLimits:
@@ -131,10 +136,12 @@ def limits_from_args(args: argparse.Namespace) -> StationLimits:
     if not args.quota_total_mb >= args.station_quota_mb:
         raise ValueError(f"--quota-total-mb {args.quota_total_mb:g} is below --station-quota-mb "
                          f"{args.station_quota_mb:g}: all stations' frames together hold at least one station's")
+    if not args.max_age_h > 0:
+        raise ValueError(f"--max-age-h: more than 0 hours, got {args.max_age_h:g}")
     return StationLimits(rate_frames_s=args.station_rate, burst_frames=args.station_burst,
                          pending_per_station=args.station_pending, pending_total=args.pending_total,
                          quota_bytes=round(args.station_quota_mb * 1e6),
-                         quota_total_bytes=round(args.quota_total_mb * 1e6))
+                         quota_total_bytes=round(args.quota_total_mb * 1e6), max_age_s=args.max_age_h * 3600)
 
 
 def _broker_auth_arguments(parser, prefix: str) -> None:

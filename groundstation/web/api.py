@@ -19,6 +19,10 @@ from ..exports.base import utc_time
 from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
 
 LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
+# A frame heard more than this after the server's clock is no minute of the flight: a station's
+# wrong clock, stored before the aggregator bounded them (station_limits). A day, not minutes:
+# the machines of a field network may be minutes apart, never a day.
+FUTURE_S = 86_400
 MISSING_RANGES = 20  # ranges of missing seqs listed per stream (the count covers all)
 
 # Health fields that name the newest record of a stream the payload made this boot:
@@ -45,7 +49,7 @@ def sentence_time(hms: str, received_at: str) -> str:
     unreadable."""
     try:
         return telemetry_datetime(hms, utc_time(received_at)).isoformat()
-    except ValueError:  # WireError too
+    except (ValueError, OverflowError):  # WireError too; a date at the calendar's end
         return received_at
 
 
@@ -87,13 +91,17 @@ def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:
     p = landing(db.telemetry())
     if p is None:
         return None
-    as_of = datetime.fromtimestamp(p.t_s, timezone.utc)
+    try:
+        as_of = datetime.fromtimestamp(p.t_s, timezone.utc)
+        landing_at = (as_of + timedelta(seconds=p.landing_in_s)).isoformat()
+    except (ValueError, OverflowError, OSError):  # positions dated by a station's wrong clock (an old database)
+        return None
     answer = {
         "phase": p.phase, "lat": round(p.lat, 6), "lon": round(p.lon, 6),
         "ellipse": {"semi_major_m": round(p.ellipse.semi_major_m), "semi_minor_m": round(p.ellipse.semi_minor_m),
                     "bearing_deg": round(p.ellipse.bearing_deg, 1)},
         "as_of": as_of.isoformat(), "landing_in_s": round(p.landing_in_s),
-        "landing_at": (as_of + timedelta(seconds=p.landing_in_s)).isoformat(),
+        "landing_at": landing_at,
         "burst_alt_m": round(p.burst_alt_m), "burst_seen": p.burst_seen,
         "burst_in_s": None if p.burst_in_s is None else round(p.burst_in_s),
         "vertical_rate_m_s": round(p.vertical_rate_m_s, 2), "descent_rate_m_s": round(p.descent_rate_m_s, 2),
@@ -154,6 +162,8 @@ def flight_offsets(db: GroundReader) -> dict[str, float]:
     Live it is a few seconds; on a replayed or imported database it is the days in between."""
     by_minute: dict[str, list[float]] = {}
     for r in db.telemetry():
+        if _minute(r.received_at[:16]) is None:  # not a time a minute of reception can be read from
+            continue
         try:
             heard = datetime.fromisoformat(r.received_at)
             sent = datetime.fromisoformat(sentence_time(r.time, r.received_at))
@@ -167,28 +177,50 @@ def flight_offsets(db: GroundReader) -> dict[str, float]:
     return {m: sorted(v)[len(v) // 2] for m, v in by_minute.items()}
 
 
-def _on_flight_time(minute: str, offsets: dict[str, float], known: list[str]) -> str:
+def _minute(minute: str) -> datetime | None:
+    """A minute of reception (YYYY-MM-DDTHH:MM, UTC) as a time; None for text that is not one
+    (an older database may hold what a station said, whatever it was)."""
+    try:
+        return datetime.fromisoformat(minute + ":00").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _on_flight_time(minute: str, offsets: dict[str, float], known: list[str]) -> str | None:
     """The minute of reception `minute` as a flight time (ISO, UTC): moved by its own offset, or
-    by that of the nearest minute that heard telemetry; unmoved when none did."""
-    start = datetime.fromisoformat(minute + ":00").replace(tzinfo=timezone.utc)
+    by that of the nearest minute that heard telemetry; unmoved when none did. None where it is
+    no time, or moved past the calendar's end (a station's wrong clock, in an older database)."""
+    start = _minute(minute)
+    if start is None:
+        return None
     if not known:
         return start.isoformat()
     i = bisect.bisect_left(known, minute)
-    near = min(known[max(i - 1, 0):i + 1], key=lambda k: abs((datetime.fromisoformat(k + ":00").replace(
-        tzinfo=timezone.utc) - start).total_seconds()))
-    return (start + timedelta(seconds=offsets[near])).isoformat()
+    near = min(known[max(i - 1, 0):i + 1], key=lambda k: abs((_minute(k) - start).total_seconds()))
+    try:
+        return (start + timedelta(seconds=offsets[near])).isoformat()
+    except OverflowError:
+        return None
 
 
 def link(db: GroundReader) -> dict:
     """Frames and telemetry lost per minute, per station figures, and the records still missing.
     Each minute is the minute the frames were heard, with `t`, that minute on flight time (the
-    sentences' own clock), where the page draws it beside the other charts."""
+    sentences' own clock), where the page draws it beside the other charts; `undated_frames`
+    counts those of minutes no chart can place (an older database's wrong clocks)."""
     offsets = flight_offsets(db)
     known = sorted(offsets)
-    minutes = {m.minute: {"minute": m.minute, "t": _on_flight_time(m.minute, offsets, known), "frames": m.frames,
-                          "bad": m.bad, "rssi_dbm": m.rssi_dbm, "snr_db": m.snr_db, "telemetry": 0,
-                          "telemetry_missing": 0}
-               for m in db.frames_per_minute(LINK_MINUTES)}
+    # Frames heard after the server's clock (and a day) or in minutes that are no time are left
+    # out of the chart and counted (`undated_frames`): an older database's wrong clocks.
+    until = (datetime.now(timezone.utc) + timedelta(seconds=FUTURE_S)).isoformat(timespec="milliseconds")
+    minutes, undated = {}, db.frames_after(until)
+    for m in db.frames_per_minute(LINK_MINUTES, until):
+        t = _on_flight_time(m.minute, offsets, known)
+        if t is None:
+            undated += m.frames
+            continue
+        minutes[m.minute] = {"minute": m.minute, "t": t, "frames": m.frames, "bad": m.bad, "rssi_dbm": m.rssi_dbm,
+                             "snr_db": m.snr_db, "telemetry": 0, "telemetry_missing": 0}
     # A sentence is one frame: the holes in its numbers are frames lost, minute by minute.
     prev: SentenceHeard | None = None
     seqs: dict[int, list[int]] = {}
@@ -208,7 +240,7 @@ def link(db: GroundReader) -> dict:
     ]
     streams = {("telemetry", boot): s for boot, s in seqs.items()}
     streams.update(db.record_numbers(except_kinds=("health",)))
-    return {"minutes": list(minutes.values()), "stations": stations,
+    return {"minutes": list(minutes.values()), "undated_frames": undated, "stations": stations,
             "missing": missing(streams, db.records("health"))}
 
 

@@ -333,7 +333,7 @@ def simulate(
         cfg.uplink.listen = uplink
         if uplink:
             repair = WindowAnswerer(tmp / "uplink.key", tmp / "ground.db", send=None, callsign=cfg.callsign,
-                                uplink_to=PEER, now=clock.elapsed_s)
+                                uplink_to=PEER, now=lambda: clock.now().timestamp())  # the sentences' UTC
             if planner is not None:
                 repair.planner = planner
         ground = SimGround(repair, run, wire.DownlinkAuth.from_flight_key(flight_key, cfg.uplink.downlink_tag_len))

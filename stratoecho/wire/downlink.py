@@ -44,8 +44,11 @@ callsign hash (`uplink.payload_hash`), so the ground signs for the callsign the 
 for, never for one a forged sentence names. The ground answers a cue once, only one newer (by
 boot, then seq) than any it answered before, and only while its window is open: ``sent_s`` is
 compared with the ground's own clock through the offset the boot's earlier cues showed, so a cue
-the ground missed, played back later (even inside a relay envelope), opens nothing. Version 1
-cues (without the clock) are refused: a payload and its ground are updated together.
+the ground missed, played back later (even inside a relay envelope), opens nothing. The first
+cue of a boot, which no earlier cue dates, is dated by the GPS time of the signed position
+sentence ``seq`` it follows: heard too long after it, or with that sentence unheard, it is not
+answered. Version 1 cues (without the clock) are refused: a payload and its ground are updated
+together.
 """
 
 from __future__ import annotations

@@ -192,7 +192,12 @@ def telemetry_datetime(hms: str, received: datetime) -> datetime:
     """
     h, m, s = parse_hms(hms)
     day: date = received.astimezone(timezone.utc).date()
-    candidates = (datetime.combine(day + timedelta(days=d), time(h, m, s), tzinfo=timezone.utc) for d in (-1, 0, 1))
+    candidates = []
+    for d in (-1, 0, 1):
+        try:
+            candidates.append(datetime.combine(day + timedelta(days=d), time(h, m, s), tzinfo=timezone.utc))
+        except OverflowError:  # the calendar's first or last day (a station's wrong date): no day beyond it
+            continue
     return min(candidates, key=lambda c: abs(c - received))
 
 

@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import logging
+from datetime import datetime
 
 import structlog
 
@@ -101,7 +102,9 @@ def _quiet():
 @contextlib.contextmanager
 def _aggregator(scratch):
     with _quiet():
-        a = agg.Aggregator("127.0.0.1", 1, scratch / "ground.db", downlink=AUTH, quorum=1, remember=512)
+        # Its clock at the stations' time (AT): what a message carries is read, never refused for its date alone.
+        a = agg.Aggregator("127.0.0.1", 1, scratch / "ground.db", downlink=AUTH, quorum=1, remember=512,
+                           wall_clock=lambda: datetime.fromisoformat(AT))
         try:
             def run(data: bytes) -> str:
                 topic, _, payload = data.partition(b"\n")
