@@ -60,7 +60,7 @@ def test_transmitter_sends_telemetry_first_and_marks_records_sent(tmp_path):
     tx = Transmitter(LinkParts(store, radio, Clock(speedup=1e6), threading.Event()), cfg, EVERY_10_S, auth=AUTH)
     while tx.send_one():
         pass
-    assert radio.frames[0] == position(2)  # newest position first
+    assert radio.frames[0] == wire.sign_line(position(2), AUTH)  # newest position first, signed as it is keyed
     # The one it superseded goes as a record carrying it: never a $$ line after a newer one.
     late = [f for f in radio.frames[1:] if wire.decode_frame(f, AUTH).kind is Kind.TELEMETRY]
     reassembler = wire.Reassembler()

@@ -84,17 +84,17 @@ def test_a_beacon_the_duty_cycle_cannot_carry_is_refused_with_the_numbers_and_wh
     with pytest.raises(ConfigError) as e:
         parse_toml(OLD_PI, PayloadConfig, "old-pi.toml")
     text = str(e.value)
-    for part in ("97-byte sentence", "19.32 s on air", "2319 s of air per hour", "budget of 360 s",
-                 "schedule.telemetry_s >= 240 s", "mode 2 repeater", 'band_plan "erc70-03-434-narrow"'):
+    for part in ("109-byte sentence", "21.69 s on air", "2602 s of air per hour", "budget of 360 s",
+                 "schedule.telemetry_s >= 277 s", "mode 2 repeater", 'band_plan "erc70-03-434-narrow"'):
         assert part in text, (part, text)
     assert "mode 0" not in text  # the mode that does not fit is not offered
 
 
 def test_the_shortest_interval_offered_really_fits():
-    cfg = parse_toml(OLD_PI.replace("30.0", "240.0"), PayloadConfig)
-    assert beacon_plan(cfg.radio, cfg.callsign, cfg.telemetry_format, 240.0).fits
+    cfg = parse_toml(OLD_PI.replace("30.0", "277.0"), PayloadConfig)
+    assert beacon_plan(cfg.radio, cfg.callsign, cfg.telemetry_format, 277.0).fits
     with pytest.raises(ConfigError):
-        parse_toml(OLD_PI.replace("30.0", "239.0"), PayloadConfig)
+        parse_toml(OLD_PI.replace("30.0", "276.0"), PayloadConfig)
 
 
 def test_payload_run_refuses_such_a_configuration_at_start_with_exit_code_2(tmp_path):
@@ -103,5 +103,5 @@ def test_payload_run_refuses_such_a_configuration_at_start_with_exit_code_2(tmp_
     p = subprocess.run([sys.executable, "-m", "payload", "run", "--config", str(path), "--no-persona",
                         "--data", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
-    assert "the position beacon alone needs 2319 s of air per hour" in p.stderr
+    assert "the position beacon alone needs 2602 s of air per hour" in p.stderr
     assert not (tmp_path / "data").exists()  # refused before anything started

@@ -166,8 +166,8 @@ def test_a_musing_that_starts_like_a_field_list_goes_as_plain_text():
 
 def test_a_restamped_musing_sentence_fits_wherever_the_original_did():
     when = datetime(2026, 6, 20, 12, 0, 3, tzinfo=timezone.utc)
-    lines = wire.encode_musing_sentences("STRATO1", 2, when, 0.0, 0.0, 0, 1, 4, "word " * 190, made=when)
-    far = [wire.restamp(f, 4_294_967_295, when, -89.99999, -179.99999, 999_999) for f in lines]
+    lines = wire.encode_musing_sentences("STRATO1", 2, when, 0.0, 0.0, 0, 1, 4, "word " * 170, made=when)
+    far = [wire.restamp(f, 4_294_967_295, when, -89.99999, -179.99999, 999_999, AUTH) for f in lines]  # and signed
     assert max(map(len, far)) <= GATEWAY_MAX_LINE
     s = wire.decode_frame(far[0], AUTH)
     assert (s.counter, s.lat, s.lon, s.alt, s.time) == (4_294_967_295, -89.99999, -179.99999, 999_999, "12:00:03")
