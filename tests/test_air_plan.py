@@ -80,6 +80,28 @@ def test_the_pi_configuration_plans_what_the_issue_asks_of_it():
     assert plan.pictures_per_hour >= 1 and plan.windows_per_hour == 10 and not plan.windows_skipped_per_hour
 
 
+def test_the_plan_gives_the_musing_delay_a_stock_gateway_sees():
+    """A stock gateway reads only the $$ lines: the plan gives the delay to a musing's first $$ part
+    whole on air and to its last, beside the first frame of any kind (a record fragment first)."""
+    plan = air_plan(load_config(PI))
+    first, line, whole = plan.musing_delay_s, plan.musing_sentence_delay_s, plan.musing_whole_delay_s
+    assert line and whole
+    rows = {r.kind: r for r in plan.rows}
+    for q in ("median", "p90", "max"):
+        # a part is read once it is whole: never before its own time on air, nor before the first frame
+        assert line[q] >= first[q] and line[q] >= rows["musing sentence"].frame_s - 1e-9
+        assert whole[q] >= line[q]
+    assert plan.to_dict()["musing_whole_delay_s"] == {k: round(v, 1) for k, v in whole.items()}
+    table = plan.table()
+    assert "first $$ part whole on air" in table and "the musing whole" in table
+    # Without a flight key nothing goes as a record: the first frame is the first $$ part, read
+    # one part's air later.
+    bare = air_plan(pi(uplink__key_file=None))
+    assert not bare.tagged
+    assert bare.musing_sentence_delay_s["median"] == pytest.approx(
+        bare.musing_delay_s["median"] + {r.kind: r for r in bare.rows}["musing sentence"].frame_s, abs=1.0)
+
+
 @pytest.mark.parametrize("over, setting", [
     ({"schedule__telemetry_s": 30.0}, "schedule.telemetry_s"),  # mode 0 every 30 s: no room for anything else
     ({"uplink__window_s": 45.0}, "uplink.window_s"),

@@ -172,6 +172,11 @@ def test_what_the_pi_configuration_puts_on_air_is_what_a_stock_gateway_takes(tmp
     assert m["made"] >= 3 and m["never_aired"] == 0, m
     assert m["delay_s"]["median"] <= 180 and m["delay_s"]["p90"] <= 360, m
     assert m["parts_under_25_chars"] == 0, m
+    # As a stock gateway sees them: each musing's first $$ part is read no sooner than its first
+    # frame went on air, and the whole musing no sooner than that; the plan says both.
+    line, whole = m["sentence_delay_s"], m["whole_delay_s"]
+    assert line["median"] >= m["delay_s"]["median"] and whole["median"] >= line["median"], m
+    assert report["air"]["plan"]["musing_sentence_delay_s"] and report["air"]["plan"]["musing_whole_delay_s"]
     assert air["pictures"]["whole_at_ground"] >= 1, air["pictures"]
     assert air["rows"]["picture"]["air_s_per_hour"] < 120  # SSDV in mode 1: ~1.4 s a packet, not ~47 s
     positions, musing_lines, pictures = {}, [], {}

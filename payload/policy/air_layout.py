@@ -86,7 +86,9 @@ class _Item:
     frames: list[Frame]
     n: int
     sent: int = 0
-    first_air: float | None = None
+    first_air: float | None = None  # its first frame keyed
+    first_heard: float | None = None  # its first frame whole on air: what a listener can first read
+    last_heard: float | None = None  # its last frame whole on air
     musing: int | None = None  # which musing: its record and its sentences share it
 
     def order(self) -> tuple:
@@ -108,6 +110,10 @@ class Layout:
     pictures: int = 0
     relay_positions: dict[str, int] = field(default_factory=dict)
     musing_delays_s: list[float] = field(default_factory=list)  # made -> first part on air, after the first hour
+    # What a stock gateway sees of a musing (it drops record frames): made -> its first $$ part
+    # whole on air, and -> its last $$ part whole on air (the whole musing), after the first hour.
+    sentence_delays_s: list[float] = field(default_factory=list)
+    whole_delays_s: list[float] = field(default_factory=list)
     backlog_s: list[float] = field(default_factory=list)  # air waiting at the end of each hour
     left: list[_Item] = field(default_factory=list)
 
@@ -191,10 +197,11 @@ class _Hours:
                 continue
             f = pick.frames[pick.sent]
             if pick.first_air is None:
-                pick.first_air = now
+                pick.first_air, pick.first_heard = now, now + f.air_s
             self.count(pick.kind, f, now)
             now += f.air_s
             pick.sent += 1
+            pick.last_heard = now
             if pick.sent == len(pick.frames):
                 self.items.remove(pick)
                 self.done.append(pick)
@@ -221,6 +228,9 @@ class _Hours:
         self.out.backlog_s.append(self.backlog())
         self.out.left = self.items
         self.out.musing_delays_s = sorted(self._first_parts())
+        lines = [i for i in self.done if i.kind == "musing sentence" and i.made >= HOUR_S]
+        self.out.sentence_delays_s = sorted(i.first_heard - i.made for i in lines)
+        self.out.whole_delays_s = sorted(i.last_heard - i.made for i in lines)
         return self.out
 
     def backlog(self) -> float:

@@ -101,6 +101,10 @@ class AirPlan:
     windows_skipped_per_hour: float = 0.0
     musings_per_hour: float = 0.0
     musing_delay_s: dict[str, float] = field(default_factory=dict)  # median, p90, max: made -> first part on air
+    # As a stock gateway sees it (it reads only the $$ lines): made -> the first $$ part whole on
+    # air, and -> the last one, the musing whole. Median, p90, max.
+    musing_sentence_delay_s: dict[str, float] = field(default_factory=dict)
+    musing_whole_delay_s: dict[str, float] = field(default_factory=dict)
     musings_remade_per_hour: float = 0.0
     pictures_per_hour: float = 0.0
     relay_positions_per_hour: dict[str, float] = field(default_factory=dict)
@@ -143,6 +147,8 @@ class AirPlan:
             "positions_per_hour": self.positions_per_hour, "windows_per_hour": self.windows_per_hour,
             "windows_skipped_per_hour": self.windows_skipped_per_hour, "musings_per_hour": self.musings_per_hour,
             "musing_delay_s": {k: round(v, 1) for k, v in self.musing_delay_s.items()},
+            "musing_sentence_delay_s": {k: round(v, 1) for k, v in self.musing_sentence_delay_s.items()},
+            "musing_whole_delay_s": {k: round(v, 1) for k, v in self.musing_whole_delay_s.items()},
             "musings_remade_per_hour": self.musings_remade_per_hour, "pictures_per_hour": self.pictures_per_hour,
             "relay_positions_per_hour": self.relay_positions_per_hour, "idle_s_per_hour": round(self.idle_s_per_hour, 1),
             "air_s_per_hour": round(self.air_s_per_hour, 1), "turn_used_s_per_hour": round(self.turn_used_s_per_hour, 1),
@@ -178,11 +184,12 @@ class AirPlan:
             lines.append(f"  listen windows: {self.windows_per_hour:.0f} an hour"
                          + (f" ({self.windows_skipped_per_hour:.0f} skipped: no room)" if self.windows_skipped_per_hour else ""))
         if self.musings_per_hour:
-            d = self.musing_delay_s
-            lines.append(f"  musings: {self.musings_per_hour:.0f} an hour; made to first part on air: median "
-                         f"{d.get('median', 0) / 60:.1f} min, 90th percentile {d.get('p90', 0) / 60:.1f} min, longest "
-                         f"{d.get('max', 0) / 60:.1f} min" + (f"; {self.musings_remade_per_hour:.0f} an hour made "
-                                                              "again, stale" if self.musings_remade_per_hour else ""))
+            lines.append(f"  musings: {self.musings_per_hour:.0f} an hour" + (
+                f"; {self.musings_remade_per_hour:.0f} an hour made again, stale" if self.musings_remade_per_hour else ""))
+            lines.append(f"    {'made to its first frame on air:':<46}{_spread(self.musing_delay_s)}")
+            if self.musing_sentence_delay_s:  # what a stock gateway shows: it reads only the $$ lines
+                lines.append(f"    {'made to its first $$ part whole on air:':<46}{_spread(self.musing_sentence_delay_s)}")
+                lines.append(f"    {'made to its last $$ part (the musing whole):':<46}{_spread(self.musing_whole_delay_s)}")
         if self.pictures_per_hour:
             lines.append(f"  pictures: {self.pictures_per_hour:g} an hour")
         for callsign, n in self.relay_positions_per_hour.items():
@@ -414,7 +421,20 @@ def _read_off(plan: AirPlan, layout: Layout, traffic: Traffic, hours: int) -> No
     plan.load = plan.turn_used_s_per_hour / plan.turn_air_s_per_hour if plan.turn_air_s_per_hour > 0 else math.inf
     d = layout.musing_delays_s
     if d:
-        plan.musing_delay_s = {"median": statistics.median(d), "p90": _percentile(d, 0.9), "max": d[-1]}
+        plan.musing_delay_s = _spread_of(d)
+    if layout.sentence_delays_s:
+        plan.musing_sentence_delay_s = _spread_of(layout.sentence_delays_s)
+        plan.musing_whole_delay_s = _spread_of(layout.whole_delays_s)
+
+
+def _spread_of(sorted_values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(sorted_values), "p90": _percentile(sorted_values, 0.9),
+            "max": sorted_values[-1]}
+
+
+def _spread(d: dict[str, float]) -> str:
+    return (f"median {d.get('median', 0):.0f} s, 90th percentile {d.get('p90', 0):.0f} s, "
+            f"longest {d.get('max', 0):.0f} s")
 
 
 def _closing(plan: AirPlan, layout: Layout, traffic: Traffic, cfg) -> list[Problem]:

@@ -10,7 +10,9 @@ the two side by side:
 - positions: the share of beacon periods that carried a position sentence on air, the
   longest gap between two;
 - musings: from being made (the payload's log) to their first part on air, record fragment or
-  ``$$`` sentence; those that never aired; the shortest part's text;
+  ``$$`` sentence; and as a stock gateway sees them (it reads only the ``$$`` lines) to their
+  first ``$$`` part whole on air and to their last (the musing whole); those that never aired;
+  the shortest part's text;
 - pictures: SSDV images whole at the ground.
 
 A flight past the plan's promises fails `make test`'s rehearsal (tests/test_air_plan_flight.py).
@@ -68,6 +70,13 @@ def _percentile(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, max(0, math.ceil(q * len(v)) - 1))]
 
 
+def _spread(values: list[float]) -> dict:
+    if not values:
+        return {}
+    return {"median": round(statistics.median(values), 1), "p90": round(_percentile(values, 0.9), 1),
+            "max": round(max(values), 1)}
+
+
 def whole_pictures(db: Path) -> tuple[int, int]:
     """(SSDV images the ground holds whole, images it heard of) from its database."""
     if not db.exists():
@@ -95,6 +104,8 @@ def air_section(out: Path, plan: AirPlan, auth, airtime, flight_s: float) -> dic
     per_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     positions: list[float] = []
     first_air: dict[tuple[int, int], float] = {}
+    lines: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)  # musing -> part -> first heard whole
+    whole_of: dict[tuple[int, int], int] = {}
     parts: list[int] = []
     for (t, frame), keyed_air in zip(frames, written):
         row, musing = classify(frame, auth)
@@ -107,13 +118,19 @@ def air_section(out: Path, plan: AirPlan, auth, airtime, flight_s: float) -> dic
         if musing is not None:
             first_air[musing] = min(first_air.get(musing, math.inf), keyed)
         if row == "musing sentence":
-            parts.append(len(decode_musing_sentence(frame).text))
+            line = decode_musing_sentence(frame)
+            parts.append(len(line.text))
+            lines[musing].setdefault(line.part, t)  # air.times: heard whole
+            whole_of[musing] = line.parts
     gaps = [b - a for a, b in zip(positions, positions[1:])]
     period = plan.period_s
     missed = sum(max(0, round(g / period) - 1) for g in gaps)
     periods = len(positions) + missed
     made = [m for m in logged_musings(out / "payload.log") if m.seq is not None and m.t_s is not None]
     delays = [first_air[(m.boot, m.seq)] - m.t_s for m in made if (m.boot, m.seq) in first_air]
+    by_line = [(m.t_s, lines[(m.boot, m.seq)], whole_of[(m.boot, m.seq)]) for m in made if (m.boot, m.seq) in lines]
+    first_line = [min(heard.values()) - t for t, heard, _ in by_line]
+    whole_line = [max(heard.values()) - t for t, heard, n in by_line if len(heard) == n]
     whole, heard = whole_pictures(out / "ground.db")
     measured = {
         "hours": round(hours, 2),
@@ -124,8 +141,8 @@ def air_section(out: Path, plan: AirPlan, auth, airtime, flight_s: float) -> dic
                       "share": round(len(positions) / periods, 4) if periods else None,
                       "longest_gap_s": round(max(gaps, default=0.0), 1)},
         "musings": {"made": len(made), "aired": len(delays), "never_aired": len(made) - len(delays),
-                    "delay_s": {"median": round(statistics.median(delays), 1), "p90": round(_percentile(delays, 0.9), 1),
-                                "max": round(max(delays), 1)} if delays else {},
+                    "delay_s": _spread(delays),
+                    "sentence_delay_s": _spread(first_line), "whole_delay_s": _spread(whole_line),
                     "parts": len(parts), "shortest_part_chars": min(parts, default=None),
                     "parts_under_25_chars": sum(1 for n in parts if n < 25)},
         "pictures": {"whole_at_ground": whole, "heard_of": heard},
@@ -156,6 +173,13 @@ def describe_air(section: dict) -> list[str]:
                      f"{d.get('median', 0) / 60:.1f} min, 90th pct {d.get('p90', 0) / 60:.1f} min (planned "
                      f"{pd.get('median', 0) / 60:.1f} / {pd.get('p90', 0) / 60:.1f}); shortest part "
                      f"{m['shortest_part_chars'] if m['shortest_part_chars'] is not None else '-'} characters")
+        for key, planned, what in (("sentence_delay_s", "musing_sentence_delay_s", "first $$ part whole on air"),
+                                   ("whole_delay_s", "musing_whole_delay_s", "last $$ part (the musing whole)")):
+            d, pd = m.get(key) or {}, plan.get(planned) or {}
+            if d or pd:
+                lines.append(f"             made to its {what}: median {d.get('median', 0):.0f} s, 90th pct "
+                             f"{d.get('p90', 0):.0f} s, longest {d.get('max', 0):.0f} s (planned "
+                             f"{pd.get('median', 0):.0f} / {pd.get('p90', 0):.0f} / {pd.get('max', 0):.0f} s)")
     pics = got["pictures"]
     if pics["heard_of"] or plan.get("pictures_per_hour"):
         lines.append(f"             pictures: {pics['whole_at_ground']} of {pics['heard_of']} whole at the ground")
