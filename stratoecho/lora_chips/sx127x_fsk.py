@@ -20,8 +20,13 @@ import threading
 
 import structlog
 
-from .chip import RadioError
-from .sx127x import FRF_MSB, FSTEP_HZ, LONG_RANGE, OP_MODE, SLEEP, STANDBY, TX, Sx127xRadio, frf
+from .chip import RadioError, SpiChip
+
+# The registers and modes this needs (datasheet rev. 7, 6.2 and 6.4), as sx127x.py has them: that
+# module calls this one (`Sx127xRadio.send_tones`), so this one does not import it.
+OP_MODE, FRF_MSB = 0x01, 0x06
+LONG_RANGE, SLEEP, STANDBY, TX = 0x80, 0x00, 0x01, 0x03
+FSTEP_HZ = 32_000_000 / 2**19  # 61.035 Hz per step of RegFrf
 
 log = structlog.get_logger(__name__)
 
@@ -31,14 +36,19 @@ HORUS_BAUD = 100.0
 HORUS_SPACING_STEPS = 4  # 244.1 Hz, the nearest the synthesiser comes to Horus' 270 Hz
 
 
+def frf(frequency_mhz: float) -> int:
+    return round(frequency_mhz * 1e6 / FSTEP_HZ)
+
+
 def tone_hz(base_mhz: float, tone: int, spacing_steps: int = HORUS_SPACING_STEPS) -> float:
     """The RF frequency of `tone` as the chip makes it (whole synthesiser steps)."""
     return (frf(base_mhz) + tone * spacing_steps) * FSTEP_HZ
 
 
-def key_tones(radio: Sx127xRadio, tones: list[int], *, base_mhz: float, baud: float = HORUS_BAUD,
+def key_tones(radio: SpiChip, tones: list[int], *, base_mhz: float, baud: float = HORUS_BAUD,
               spacing_steps: int = HORUS_SPACING_STEPS) -> float:
-    """Send `tones` (0-3) as 4FSK at `baud` from `base_mhz` up; returns the seconds keyed."""
+    """Send `tones` (0-3) as 4FSK at `baud` from `base_mhz` up on `radio` (an `Sx127xRadio`: its
+    `write`, `read`, `configure`); returns the seconds keyed."""
     if not tones:
         return 0.0
     base = frf(base_mhz)
@@ -69,5 +79,5 @@ def key_tones(radio: Sx127xRadio, tones: list[int], *, base_mhz: float, baud: fl
     return keyed
 
 
-def _set_frf(radio: Sx127xRadio, value: int) -> None:
+def _set_frf(radio: SpiChip, value: int) -> None:
     radio.spi.xfer2([FRF_MSB | 0x80, value >> 16 & 0xFF, value >> 8 & 0xFF, value & 0xFF])  # LSB last

@@ -38,6 +38,11 @@ def coded_size(frame_bytes: int) -> int:
     return (8 * len(UNIQUE_WORD) + bits + 11 * -(-bits // 12) + 7) // 8
 
 
+def air_s(frame_bytes: int, baud: float = 100.0) -> float:
+    """Seconds on air of a frame of `frame_bytes` as 4FSK at `baud`, preamble included."""
+    return (len(PREAMBLE) + coded_size(frame_bytes)) * 4 / baud
+
+
 def golay_parity(data12: int) -> int:
     """The 11 parity bits of a (23,12) Golay codeword whose data is `data12`."""
     c = data12 << 11
