@@ -105,3 +105,26 @@ def test_what_cannot_fly_is_refused(horus, kind, message):
 
 def test_v3_is_the_default():
     assert _radio_cfg().horus.format == "v3"
+
+
+def test_the_air_plan_counts_the_horus_packet_with_the_sentence():
+    from pathlib import Path
+
+    from payload.config import load_config
+    from payload.policy.airplan import air_plan
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "config" / "payload.pi.toml")
+
+    def with_horus(period_s: float):
+        radio = type(cfg.radio).model_validate({**cfg.radio.model_dump(), "horus": {"frequency_mhz": HORUS_MHZ}})
+        return cfg.model_copy(update={"radio": radio,
+                                      "schedule": cfg.schedule.model_copy(update={"telemetry_s": period_s})})
+
+    plain, horus = air_plan(cfg), air_plan(with_horus(60.0))
+    # STRATO1's longest v3 packet (a boot counter of 4 octets) is 48 bytes: 94 coded + 8 preamble, 4 bits a byte
+    assert horus.sentence_s - plain.sentence_s == pytest.approx(air_s(48)) == pytest.approx(4.08)
+    position = {r.kind: r for r in horus.rows}["position"]
+    assert position.air_s_per_hour == pytest.approx(60 * horus.sentence_s)
+    # The Pi's mode 0 at one sentence a minute has no room left for it; at 75 s the plan closes.
+    assert [p.setting for p in horus.problems] == ["persona.sentences"]
+    assert air_plan(with_horus(75.0)).problems == []

@@ -12,9 +12,9 @@ from __future__ import annotations
 import structlog
 
 from stratoecho import wire
-from stratoecho.wire.horus import encode_horus
-from stratoecho.wire.horus_l2 import air_s, encode_l2, symbols
-from stratoecho.wire.horus_v3 import encode_horus_v3
+from stratoecho.wire.horus_l2 import encode_l2, symbols
+
+from ..policy.duty import horus_packet, worst_horus_s
 
 log = structlog.get_logger(__name__)
 
@@ -30,15 +30,11 @@ class HorusBeacon:
         return seq % self.cfg.every == 0
 
     def packet(self, t: wire.Telemetry) -> bytes:
-        if self.cfg.format == "v2":
-            return encode_horus(t, self.cfg.payload_id)
-        return encode_horus_v3(t)
+        return horus_packet(t, self.cfg)
 
     def air_s(self, callsign: str) -> float:
         """Seconds on air of one Horus packet of this callsign, at its longest."""
-        worst = wire.Telemetry(callsign, 65535, "23:59:59", -89.99999, -179.99999, 49999, 31, -55.5, 1013.2,
-                               12600, 2**31 - 1)
-        return air_s(len(self.packet(worst)))
+        return worst_horus_s(callsign, self.cfg)
 
     def key(self, radio, sentence: bytes) -> float | None:
         """Key the position `sentence` carries as Horus 4FSK; the seconds keyed, or None if the
