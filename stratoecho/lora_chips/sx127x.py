@@ -21,6 +21,9 @@ that never finishes must not hang the transmitter). The chip falls back to stand
 Receive (chip.py has the two ways: a window, or listening on): DIO0 mapped to RxDone, RX
 continuous; each RxDone gives one packet from RegFifoRxCurrentAddr, RegRxNbBytes long, with its
 RSSI and SNR (kept in `heard`); a packet with a bad payload CRC is counted and dropped.
+
+Horus 4FSK (`send_tones`): the chip leaves LoRa for FSK, steps RegFrf once a symbol and comes
+back configured as before (sx127x_fsk.py).
 """
 
 from __future__ import annotations
