@@ -73,6 +73,28 @@ class PicturesChannel(Section):
                                                    preamble=radio.preamble)
 
 
+class HorusChannel(Section):
+    """Horus Binary 4FSK on a channel of its own (docs/protocol.md, "Horus Binary v3"): after every
+    `every`-th position sentence the SX127x keys the same position as a Horus packet at 100 baud,
+    which horus-gui and horusdemodlib decode from any SSB receiver, and goes back to LoRa."""
+
+    frequency_mhz: float = Field(gt=0, description="the Horus carrier (tone 0): listeners tune their SSB receiver "
+                                 "about 1.5 kHz below it")
+    format: Literal["v3", "v2"] = Field("v3", description="v3 (the callsign on the air, no payload id needed); v2 "
+                                        "only with a payload id Project Horus gave out")
+    payload_id: int | None = Field(None, ge=0, le=0xFFFF, description="v2: the payload id from Project Horus' list")
+    every: int = Field(1, ge=1, description="key the Horus packet after every Nth position sentence")
+
+    BANDWIDTH_HZ: ClassVar[float] = 1000.0  # four tones 244 Hz apart at 100 baud, with their sidebands
+
+    @model_validator(mode="after")
+    def _v2_needs_an_id(self):
+        if self.format == "v2" and self.payload_id is None:
+            raise ValueError("[radio.horus] format = \"v2\" needs the payload_id Project Horus gave out "
+                             "(or fly v3, which needs none)")
+        return self
+
+
 class RadioSection(Section):
     # A LoRa chip's own keys (its pins, its PA...) are its profile's options (stratoecho/lora_chips/profiles.py),
     # kept beside the declared keys (`_chip_keys`): every registered chip's, given or their defaults.
@@ -128,6 +150,9 @@ class RadioSection(Section):
     pictures: PicturesChannel | None = Field(
         None, description="[radio.pictures]: SSDV packets on a second channel, in their own mode and frequency "
         "(unset: on the radio's own channel, where a slow mode may have no room for them)")
+    horus: HorusChannel | None = Field(
+        None, description="[radio.horus]: the position also as Horus Binary 4FSK on a channel of its own (an "
+        "SX127x only); unset: no Horus")
 
     # What each kind cannot do without; the checks below name the missing keys.
     REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -244,7 +269,27 @@ class RadioSection(Section):
                              "packets, for SSDV: the downlink's frames differ in length; fly an explicit mode "
                              "(0, 2, 3, 5 or 7), and the pictures in [radio.pictures] if they need mode 1")
         self._check_pictures_channel()
+        self._check_horus_channel()
         return self
+
+    def _check_horus_channel(self) -> None:
+        h = self.horus
+        if h is None:
+            return
+        if self.kind != "sx127x":
+            raise ValueError(f"[radio.horus]: a {self.kind} radio cannot key 4FSK; the SX127x steps its synthesiser "
+                             "for it (or leave [radio.horus] out)")
+        if self.band_plan not in bandplan.OWN_RULES:
+            try:
+                bandplan.check(bandplan.rule(self.band_plan), h.frequency_mhz, h.BANDWIDTH_HZ, self.erp_mw)
+            except bandplan.BandPlanError as e:
+                raise ValueError(f"[radio.horus]: {e}") from None
+        for name, other in (("the radio's own channel", self.lora_settings()), ("[radio.pictures]", self.pictures_settings())):
+            if other is None or not other.frequency_mhz:
+                continue
+            if abs(h.frequency_mhz - other.frequency_mhz) * 1e6 < (other.bandwidth_hz + h.BANDWIDTH_HZ) / 2:
+                raise ValueError(f"[radio.horus] frequency_mhz {h.frequency_mhz:g} overlaps {name} at "
+                                 f"{other.frequency_mhz:g} MHz: give Horus a channel of its own")
 
     def _check_pictures_channel(self) -> None:
         p = self.pictures

@@ -14,6 +14,13 @@ under their own names (for the default layout, "4FSKTEST-V2": ascent_rate m/s,
 ext_temperature °C, ext_humidity %, ext_pressure hPa). There is no sentence number and no
 date. It falls back to 127.0.0.1 when no network can take a broadcast.
 
+Horus Binary v3 (stratoecho/wire/horus_v3.py) arrives in the same datagram: horusdemodlib
+names v3's fields as it names v2's (callsign is the frame's own, ``sats``, ``batt_voltage``,
+``ext_temperature``, ``ext_pressure``, then ``count_0`` — our boot counter — and any other
+custom fields); the internal temperature, the relay's ``via`` and the sequence number do not
+reach the datagram. So v2 and v3 read alike here (tests/test_horus_v3_ground.py replays
+horusdemodlib's own datagrams of our v3 frames).
+
 A summary is not one of our frames: `summary_telemetry` maps what fits into a
 `wire.Telemetry` and the listener stores it as a `Position` (no frame row):
 

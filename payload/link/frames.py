@@ -101,6 +101,7 @@ class LinkStats:
     relay_heard: int = 0  # frames heard between our own while listening for other payloads (idle)
     turn_waits: int = 0  # frames held for the next turn: they would have run into the next position sentence
     pictures_frames: int = 0  # frames keyed on the pictures' own channel ([radio.pictures]), in frames_sent too
+    horus_frames: int = 0  # Horus 4FSK packets after position sentences ([radio.horus]); their air in airtime_s
     expired: dict = field(default_factory=dict)  # stream -> musings (records, sentences) gone stale before they aired
 
     def keyed(self, frame: bytes, air: float) -> None:

@@ -35,6 +35,7 @@ from ..parts.radio import RadioUnavailable
 from ..store import Queued
 from .airtime import Airtime
 from .frames import Hand, LinkParts, LinkPlan, LinkStats
+from .horus_beacon import HorusBeacon
 from .stamping import Stamping
 from .windows import Windows
 
@@ -75,6 +76,8 @@ class Transmitter:
                          stale_s=plan.stale_s, on_stale=lambda q: self.on_stale(q))
         self.windows = Windows(parts, self.stats, self._lock, self.airtime, self.hand.loss, auth)
         self.stamping = Stamping(self.clock)
+        horus = getattr(cfg, "horus", None)
+        self.horus = HorusBeacon(horus) if horus is not None else None
 
     def _fec_target(self) -> float:
         return self.windows.uplink_cfg.first_pass_target if self.windows.ground_answering() else self.cfg.fec_target
@@ -138,6 +141,8 @@ class Transmitter:
         """The position sentence: only the law holds it back."""
         frame = self._signed(q.payload)
         air = self.airtime.seconds(frame)
+        if self.horus is not None and self.horus.due(q.seq):  # its Horus packet follows it: the beacon's too
+            air += self.horus.air_s(self.cfg_callsign(q))
         self.airtime.sentence_s = max(self.airtime.sentence_s, air)  # a longer sentence than planned: reserve for it
         wait = self.airtime.sentence_wait_s(air)
         if wait > 0:
@@ -147,7 +152,32 @@ class Transmitter:
                         used_s=round(self.airtime.budget.used(self.clock.elapsed_s()), 1))
             if self.clock.wait(wait, self.stop):
                 return False  # stopping: the record stays queued in the store
-        return self._key(q, frame, air, beacon=True, last=True, is_parity=False)
+        return self._key(q, frame, self.airtime.seconds(frame), beacon=True, last=True, is_parity=False)
+
+    @staticmethod
+    def cfg_callsign(q: Queued) -> str:
+        """The callsign a position record carries (for the Horus packet's length)."""
+        try:
+            return wire.decode_position(q.payload).callsign
+        except wire.WireError:
+            return "STRATO1"
+
+    def _send_horus(self, q: Queued) -> None:
+        """The position sentence `q` just keyed, again as Horus 4FSK on its own channel, counted
+        as the beacon's air; a radio that cannot key it is logged, and the LoRa link goes on."""
+        air = self.horus.air_s(self.cfg_callsign(q))
+        self.airtime.spend(air, True)  # before keying, as every frame: a crash mid-burst still counts it
+        try:
+            seconds = self.horus.key(self.radio, q.payload)
+        except RadioUnavailable:
+            raise
+        except Exception as e:  # a radio without 4FSK, a chip that failed: the position went as LoRa anyway
+            log.error("horus_failed", error=str(e))
+            return
+        if seconds is not None:
+            with self._lock:
+                self.stats.horus_frames += 1
+                self.stats.airtime_s += seconds
 
     def _send_bulk(self) -> bool:
         """The hand's next frame that ends within the turn, when the hour has room for it."""
@@ -202,6 +232,8 @@ class Transmitter:
         # for TxDone inside send(), a datagram or a TNC's serial port did not.
         if self.clock.wait(air - (self.clock.elapsed_s() - keyed), self.stop):
             return False
+        if beacon and q is not None and self.horus is not None and self.horus.due(q.seq):
+            self._send_horus(q)
         if kind is wire.Kind.TELEMETRY and self.windows.due_after(q.seq):
             self.windows.listen(q.boot, q.seq, self.room_s())
         return True

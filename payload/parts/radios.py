@@ -143,6 +143,18 @@ class ReopeningRadio:
             self._down(str(e))
             raise RadioUnavailable(str(e), self.reopen_s) from None
 
+    def send_tones(self, tones: list[int], base_mhz: float) -> float:
+        """4FSK from a radio that can key it (an SX127x: `send_tones`); the seconds keyed."""
+        self.ready()
+        radio = self._radio
+        if not hasattr(radio, "send_tones"):
+            raise RadioError(f"{type(radio).__name__} cannot key 4FSK")
+        try:
+            return radio.send_tones(tones, base_mhz)
+        except RadioError as e:
+            self._down(str(e))
+            raise RadioUnavailable(str(e), self.reopen_s) from None
+
     def receive(self, timeout_s: float) -> list[bytes]:
         radio = self._radio
         if radio is None or not self.receives:

@@ -40,7 +40,7 @@ from stratoecho.wire.pictures import announcement_body_bytes
 from stratoecho.wire.relay import overhead as relay_overhead
 
 from .air_layout import PARITY_SHARE, ROWS, Frame, Layout, Relayed, Traffic, lay_out
-from .duty import WINDOW_S, worst_sentence
+from .duty import WINDOW_S, worst_horus_s, worst_sentence
 from .turns import GUARD_S
 
 HOURS = 3  # the layout's length: the first hour fills the queue, the last is read
@@ -269,7 +269,7 @@ def turn_of(cfg) -> Turn:
     period = sched.telemetry_s
     turn = min(sched.turn_s or period, period) - GUARD_S
     sentence = worst_sentence(cfg.callsign, cfg.telemetry_format)
-    s_air = air(len(sentence))
+    s_air = air(len(sentence)) + worst_horus_s(cfg.callsign, r.horus)  # [radio.horus]: its 4FSK packet follows it
     room = turn - s_air
     fit = largest_frame(air, min(r.mtu, 255), room)
     return Turn(turn, sentence, s_air, room, fit, min(r.mtu, fit), min(GATEWAY_MAX_LINE, r.mtu, fit))
@@ -336,7 +336,8 @@ def traffic_of(cfg, turn: Turn, musings: bool = True) -> tuple[Traffic, list[Pro
                                 f"{relay_position.air_s:.1f} s) does not fit the {room:.1f} s after our own"))
     musing_body = len(wire.Record(Kind.MUSING, 1, 1, 0, _musing_text(persona.max_chars)).body())
     return Traffic(
-        period_s=sched.telemetry_s, turn_s=turn.turn_s, sentence=frame(len(turn.sentence)), cue=cue,
+        # the sentence's air is the turn's: its [radio.horus] 4FSK packet included
+        period_s=sched.telemetry_s, turn_s=turn.turn_s, sentence=Frame(len(turn.sentence), turn.sentence_s), cue=cue,
         listen_s=up.window_s, window_every=up.window_every, musing=record(musing_body) if musings else [],
         musing_lines=lines,
         musing_s=sched.musing_s, first_musing_s=sched.first_musing_s, stale_s=persona.stale_s,

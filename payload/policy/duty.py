@@ -34,6 +34,9 @@ import structlog
 
 from stratoecho import bandplan, wire
 from stratoecho.lora import UKHAS_MODES
+from stratoecho.wire.horus import encode_horus
+from stratoecho.wire.horus_l2 import air_s as horus_air_s
+from stratoecho.wire.horus_v3 import encode_horus_v3
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,24 @@ def worst_sentence(callsign: str, telemetry_format: str = "ukhas") -> bytes:
     t = wire.Telemetry(callsign=callsign, seq=999_999, time="23:59:59", lat=-89.99999, lon=-179.99999,
                        alt=49_999, sats=24, temp_c=-55.5, pressure_hpa=1013.2, batt_mv=12_600, boot=9_999)
     return wire.TELEMETRY_ENCODERS[telemetry_format](t, SIZING_KEY)
+
+
+def horus_packet(t: wire.Telemetry, horus) -> bytes:
+    """The Horus packet [radio.horus] (`horus`) keys for position `t`: v3, or v2 under its payload id."""
+    if horus.format == "v2":
+        return encode_horus(t, horus.payload_id)
+    return encode_horus_v3(t)
+
+
+def worst_horus_s(callsign: str, horus) -> float:
+    """Seconds on air of the Horus 4FSK packet that follows a position sentence ([radio.horus],
+    `horus`; None: no Horus, 0 s), at its longest. Counted with every sentence, even when only
+    every Nth has one: the plan and the duty cycle then hold whichever sentence it follows."""
+    if horus is None:
+        return 0.0
+    worst = wire.Telemetry(callsign, 65535, "23:59:59", -89.99999, -179.99999, 49999, 31, -55.5, 1013.2, 12600,
+                           2**31 - 1)
+    return horus_air_s(len(horus_packet(worst, horus)))
 
 
 @dataclass(frozen=True)
@@ -97,7 +118,7 @@ def beacon_per_hour_s(sentence_s: float, period_s: float) -> float:
 def beacon_plan(radio, callsign: str, telemetry_format: str, period_s: float) -> BeaconPlan:
     """The beacon's airtime with `radio`'s settings (a `RadioSection`: the chip's own)."""
     n = len(worst_sentence(callsign, telemetry_format))
-    s = radio.airtime_s(n)
+    s = radio.airtime_s(n) + worst_horus_s(callsign, getattr(radio, "horus", None))  # its Horus packet with it
     return BeaconPlan(n, s, radio.airtime_s(radio.mtu), period_s, radio.duty_cycle, beacon_per_hour_s(s, period_s),
                       radio.duty_cycle * WINDOW_S)
 

@@ -16,6 +16,11 @@ behaves as the chip does where a driver can go wrong:
   when the air damaged it) is raised; a packet heard in any other mode is missed (half duplex).
 - IRQ flags clear by writing ones; DIO0 follows RegDioMapping1 (RxDone or TxDone) on a
   gpiozero mock pin.
+- In FSK mode (RegOpMode bit 7 clear) TX keys a carrier at RegFrf; each write of RegFrfLsb
+  moves it (as the synthesiser does), and when TX ends the steps — (RF Hz, seconds) each — are
+  kept in `fsk_sent` (and given to `transmit_fsk`): the Horus 4FSK a driver keys by stepping
+  the frequency (stratoecho/lora_chips/sx127x_fsk.py), which sim/channel/fsk_audio.py renders
+  as a receiver's audio.
 - What a radio amateur would get wrong on real hardware is refused as the chip would fail it:
   a transmission through RFO on a module that only wires PA_BOOST (every RFM9xW) radiates
   nothing, SF6 in explicit-header mode decodes nothing.
@@ -51,7 +56,7 @@ REG_FIFO_ADDR_PTR, REG_FIFO_TX_BASE, REG_FIFO_RX_BASE, REG_FIFO_RX_CURRENT = 0x0
 REG_IRQ_FLAGS, REG_RX_NB_BYTES, REG_PKT_SNR, REG_PKT_RSSI = 0x12, 0x13, 0x19, 0x1A
 REG_MODEM_CONFIG1, REG_MODEM_CONFIG2, REG_PAYLOAD_LENGTH, REG_MODEM_CONFIG3 = 0x1D, 0x1E, 0x22, 0x26
 REG_PA_CONFIG, REG_PREAMBLE_MSB, REG_PREAMBLE_LSB, REG_SYNC_WORD, REG_DIO_MAPPING1 = 0x09, 0x20, 0x21, 0x39, 0x40
-REG_VERSION = 0x42
+REG_VERSION, REG_FRF_LSB = 0x42, 0x08
 MODE_SLEEP, MODE_STANDBY, MODE_TX, MODE_RX_CONTINUOUS, MODE_RX_SINGLE = 0x00, 0x01, 0x03, 0x05, 0x06
 IRQ_RX_DONE, IRQ_CRC_ERROR, IRQ_VALID_HEADER, IRQ_TX_DONE = 0x40, 0x20, 0x10, 0x08
 
@@ -90,6 +95,7 @@ class ChipSettings:
 class Sx127xChip:
     now: Callable[[], float]  # flight seconds: the chip's own time on air runs on the bench's clock
     transmit: Callable[[bytes, ChipSettings], None] = lambda packet, settings: None
+    transmit_fsk: Callable[[list[tuple[float, float]]], None] = lambda steps: None
     listen: Callable[[], list[bytes]] | None = None  # packets that reached the antenna since last asked
     signal: tuple[float, float] = (-105.0, 6.0)  # (RSSI dBm, SNR dB) given to packets from `listen`
     dio0_pin: object | None = None  # a gpiozero MockPin the chip drives
@@ -97,11 +103,13 @@ class Sx127xChip:
     regs: bytearray = field(default_factory=lambda: bytearray(0x80))
     fifo: bytearray = field(default_factory=lambda: bytearray(256))
     sent: list[tuple[bytes, ChipSettings]] = field(default_factory=list)  # what went on air
+    fsk_sent: list[list[tuple[float, float]]] = field(default_factory=list)  # FSK bursts: (RF Hz, s) steps
     missed: int = 0  # packets that arrived while the chip was not listening
     other_channel: int = 0  # packets sent on a channel the chip was not tuned to: never noticed
     refused: list[str] = field(default_factory=list)  # what the chip would not do as configured
     _tx_end: float | None = None
     _tx_packet: tuple[bytes, ChipSettings] | None = None
+    _fsk_steps: list[tuple[float, float]] | None = None  # (since, RF Hz) while FSK TX runs
     # (whole at, packet, its sender's settings or None) still on the air
     _inbox: list[tuple[float, bytes, AirSettings | None]] = field(default_factory=list)
     _air_free: float = 0.0  # when the sender's last packet is whole
@@ -155,6 +163,8 @@ class Sx127xChip:
             self.regs[reg] = value
             if reg == REG_DIO_MAPPING1:
                 self._drive_dio0()
+            elif reg == REG_FRF_LSB and self._fsk_steps is not None:
+                self._fsk_steps.append((self.now(), self._frf_hz()))
 
     # ---------------------------------------------------------------- modes
 
@@ -172,6 +182,19 @@ class Sx127xChip:
         self.regs[REG_OP_MODE] = value
         if self.lora and self.mode == MODE_TX:
             self._start_tx()
+        elif not self.lora and self.mode == MODE_TX and self._fsk_steps is None:
+            self._fsk_steps = [(self.now(), self._frf_hz())]
+        elif self._fsk_steps is not None and self.mode != MODE_TX:
+            self._end_fsk()
+
+    def _frf_hz(self) -> float:
+        return (self.regs[0x06] << 16 | self.regs[0x07] << 8 | self.regs[REG_FRF_LSB]) * 32e6 / 2**19
+
+    def _end_fsk(self) -> None:
+        marks, self._fsk_steps = self._fsk_steps + [(self.now(), 0.0)], None
+        steps = [(hz, marks[i + 1][0] - since) for i, (since, hz) in enumerate(marks[:-1])]
+        self.fsk_sent.append(steps)
+        self.transmit_fsk(steps)
 
     def _start_tx(self) -> None:
         s = self.settings()

@@ -21,6 +21,9 @@ that never finishes must not hang the transmitter). The chip falls back to stand
 Receive (chip.py has the two ways: a window, or listening on): DIO0 mapped to RxDone, RX
 continuous; each RxDone gives one packet from RegFifoRxCurrentAddr, RegRxNbBytes long, with its
 RSSI and SNR (kept in `heard`); a packet with a bad payload CRC is counted and dropped.
+
+Horus 4FSK (`send_tones`): the chip leaves LoRa for FSK, steps RegFrf once a symbol and comes
+back configured as before (sx127x_fsk.py).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from stratoecho.lora import LoRaSettings, bandwidth_code
 
 from .chip import PacketSignal, RadioError, SpiChip, SpiDevice
 from .profiles import SWITCH, ChipOption, ChipProfile, register_chip
+from .sx127x_fsk import key_tones
 
 log = structlog.get_logger(__name__)
 
@@ -173,6 +177,10 @@ class Sx127xRadio(SpiChip):
                 self._mode(STANDBY)
                 raise RadioError(f"{self.name}: no TxDone {air_s:.2f} s after a {n}-byte packet was keyed")
             self.write(IRQ_FLAGS, IRQ_TX_DONE)
+
+    def send_tones(self, tones: list[int], base_mhz: float) -> float:
+        """Key 4FSK `tones` (Horus: 100 baud) from `base_mhz`, then LoRa again (sx127x_fsk.py)."""
+        return key_tones(self, tones, base_mhz=base_mhz)
 
     # ---------------------------------------------------------------- SpiChip's
 

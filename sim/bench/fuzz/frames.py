@@ -26,7 +26,7 @@ from functools import cache
 
 from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
-from stratoecho.wire import dispatch, horus, kiss, relay, ssdv, ukhas, uplink
+from stratoecho.wire import dispatch, horus, horus_v3, kiss, relay, ssdv, ukhas, uplink
 from stratoecho.wire.downlink import Window, encode_window
 
 from ..wire_fuzz import flight
@@ -235,6 +235,27 @@ def _horus(scratch):
     yield run
 
 
+def _horus_v3_frames() -> list[bytes]:
+    return [horus_v3.encode_horus_v3(wire.Telemetry(CALLSIGN, seq, "10:04:11", 52.7, -2.7, alt, 9, -40.5, 180.2, 3890,
+                                                    3), via=via)
+            for seq, alt, via in ((1, 12_000, None), (65_535, 0, "nohub"))]
+
+
+def _horus_v3_crc(data: bytes) -> bytes:
+    return struct.pack("<H", wire.crc16_ccitt(data[2:])) + data[2:] if len(data) > 2 else data
+
+
+@contextlib.contextmanager
+def _horus_v3(scratch):
+    def run(data: bytes) -> str:
+        try:
+            horus_v3.decode_horus_v3(data)
+        except wire.WireError as e:
+            return e.reason
+        return "ok"
+    yield run
+
+
 # --------------------------------------------------------------------------- the uplink
 
 def _commands() -> list[bytes]:
@@ -294,6 +315,8 @@ TARGETS = [
            fresh_every=50),
     Target("horus", "horus.decode_horus, Horus Binary v2: WireError",
            _horus_frames, _horus, (), _horus_crc, max_bytes=40),
+    Target("horus_v3", "horus_v3.decode_horus_v3, Horus Binary v3 (UPER, CRC in front): WireError",
+           _horus_v3_frames, _horus_v3, (), _horus_v3_crc, max_bytes=140),
     Target("uplink", "uplink.verify, a command as the payload reads it: UplinkRejected",
            _commands, _uplink, (bytes([uplink.MAGIC]), b"\x11", b"\xff" * 4, b"\xc3\x28"), _resign, max_bytes=300),
 ]
