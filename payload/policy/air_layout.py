@@ -77,6 +77,9 @@ class Traffic:
     # envelope: its records with the parity the relay lets through (payload/link/relay.py), its
     # pictures as records (no envelope holds an SSDV packet).
     relay_copy: dict[str, list[Frame]] = field(default_factory=dict)
+    # A position of a flight whose key we hold goes on twice: in its envelope, then bare as heard,
+    # which a stock gateway takes (payload/link/relay.py). None: no echo.
+    relay_echo: Frame | None = None
 
 
 @dataclass
@@ -124,6 +127,7 @@ class _Hours:
         self.picture_due, self.stills = t.image_s / 2, 0
         self.musing_due, self.musing_n = t.first_musing_s, 0
         self.relay_due = {r.callsign: 0.0 for r in t.relayed}
+        self.keyed = {r.callsign: r.records for r in t.relayed}  # its key proves its lines: they are echoed
 
     def add(self, kind: str, made: float, frames: list[Frame], musing: int | None = None, relay: bool = True) -> None:
         if frames:
@@ -174,7 +178,8 @@ class _Hours:
             self.picture_due += t.image_s
         for callsign, due in self.relay_due.items():
             if t0 >= due:
-                self.add("relay", t0, [t.relay_position], relay=False)
+                echo = [t.relay_echo] if t.relay_echo is not None and self.keyed[callsign] else []
+                self.add("relay", t0, [t.relay_position, *echo], relay=False)
                 self.relay_due[callsign] = t0 + t.relay_every_s
                 self.out.relay_positions[callsign] += last
 
