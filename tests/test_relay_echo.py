@@ -125,3 +125,18 @@ def test_the_air_plan_counts_the_echo_in_the_relays_share():
     assert positions == open_.relay_positions_per_hour[FAR] == 120
     assert row.frames_per_hour >= open_row.frames_per_hour + positions  # an echo for each position
     assert row.air_s_per_hour <= 0.2 * keyed.duty_budget_s and keyed.closes  # inside the relay's share
+
+
+def test_the_echo_goes_again_before_the_next_position_and_the_track_never_steps_back():
+    relay = near_relay(position_s=30.0)
+    went = []
+    for seq, t in ((1, 10.0), (2, 40.0), (3, 70.0)):
+        line = wire.encode_sentence(wire.Telemetry(FAR, seq, f"12:00:{t:02.0f}", 52.1, -0.2, 900, 8, 1.0, 2.0, 3900, 1),
+                                    FAR_AUTH)
+        assert relay.hear(line, t) is None
+        while (f := relay.next_frame(t + 1, airtime)) is not None:
+            went.append(f)
+    bare = [int(f.split(b",")[1]) for f in went if f[:2] == b"$$"]
+    assert bare == [1, 1, 2, 2, 3]  # each twice, a period apart; the last waits for the next position
+    assert gateway_rules.check_air(went) == [] and relay.stats.echoed == 5
+    assert relay.waiting() == 0

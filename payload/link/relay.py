@@ -16,10 +16,12 @@ need. The rules, each a reason counted in `stats.refused`:
   the track;
 - a sentence of a flight whose downlink key we hold goes on only when its tag checks under that
   key ("bad tag" otherwise): a forger cannot put words in a keyed flight's mouth through us;
-- such a proven position goes twice: in its envelope, then (its echo) as the very line that was
+- such a proven position goes on in its envelope, then (its echo) as the very line that was
   heard, bytes, tag and CRC unchanged, so a stock LoRa gateway, which drops an envelope,
   uploads it under its own callsign; the ground that heard the envelope knows the bare line
-  that follows for a relayed one (docs/network.md, "What a stock gateway hears");
+  that follows for a relayed one (docs/network.md, "What a stock gateway hears"). The echo
+  goes again before the flight's next position (`ECHOES`), a period later: a fade that takes
+  one copy need not take the other, and the gateway's track never steps back;
 - at most `max_hops` relays in all: a frame heard in another relayer's envelope goes on only
   while hops are left, and is re-wrapped, never nested;
 - once: a frame heard again (directly, or through another relayer) by its origin and
@@ -64,7 +66,7 @@ from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, overhead
 from stratoecho.wire.uplink import payload_hash
 
-from ..policy.air_layout import PARITY_SHARE
+from ..policy.air_layout import ECHOES, PARITY_SHARE
 from ..store.streams import STREAMS
 
 HOUR_S = 3600.0
@@ -117,6 +119,7 @@ class Relay:
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         # origin -> the frames of its newest position still to go (its envelope, then its bare echo), first
         self._positions: OrderedDict[str, list[bytes]] = OrderedDict()
+        self._echo: dict[str, bytes] = {}  # origin -> its last echo on air, to go again before its next position
         # Records (and musing sentences): (priority, order heard, frame, origin), the most urgent first.
         self._waiting: list[tuple[int, int, bytes, str]] = []
         self._order = itertools.count()
@@ -151,8 +154,9 @@ class Relay:
                 self.stats.refused["position superseded"] += 1
             # A proven line goes again bare, as heard: a stock gateway's only way to take it.
             echo = proven and len(frame) <= self.rules.mtu
-            self._positions[origin] = [out, frame] if echo else [out]
-            self.stats.echoed += echo
+            again = [self._echo.pop(origin)] if origin in self._echo and ECHOES > 1 else []
+            self._positions[origin] = [*again, out, frame] if echo else [*again, out]
+            self.stats.echoed += echo + len(again)
             self.stats.queued += 1
             return None
         priority = self._priority(origin, frame)
@@ -202,9 +206,11 @@ class Relay:
         """The frame `due` gave went on air, taking `airtime_s`."""
         if self._positions:
             origin, frames = next(iter(self._positions.items()))
-            frames.pop(0)
+            frame = frames.pop(0)
             if not frames:
                 del self._positions[origin]
+                if frame[:2] == b"$$":  # its echo: it goes again before the next
+                    self._echo[origin] = frame
         else:
             first = min(self._waiting)
             self._waiting.remove(first)

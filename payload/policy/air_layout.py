@@ -26,6 +26,9 @@ PRIORITY = {"relay": -1, **{k: STREAMS[v].priority for k, v in (
 ROWS = ("position", "window", "listening", "relay", "event", "musing", "musing sentence", "question", "health",
         "picture", "image")
 PERISHABLE = ("musing", "musing sentence")
+# A relay sends a position its key proves bare this many times (payload/link/relay.py): after its
+# envelope, and again before the flight's next position.
+ECHOES = 2
 # A relay sends on of each record its k data fragments and at most this share of k in parity
 # (payload/link/relay.py): its origin sized its parity for a link it never hears back from.
 PARITY_SHARE = 0.5
@@ -178,7 +181,7 @@ class _Hours:
             self.picture_due += t.image_s
         for callsign, due in self.relay_due.items():
             if t0 >= due:
-                echo = [t.relay_echo] if t.relay_echo is not None and self.keyed[callsign] else []
+                echo = [t.relay_echo] * ECHOES if t.relay_echo is not None and self.keyed[callsign] else []
                 self.add("relay", t0, [t.relay_position, *echo], relay=False)
                 self.relay_due[callsign] = t0 + t.relay_every_s
                 self.out.relay_positions[callsign] += last
