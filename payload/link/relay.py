@@ -104,7 +104,7 @@ class RelayStats:
     refused: Counter = field(default_factory=Counter)  # by reason
     by_origin: Counter = field(default_factory=Counter)  # frames forwarded, by the callsign they came from
     musings_heard: int = 0  # other payloads' musings heard whole (their persona's words for ours)
-    echoed: int = 0  # proven positions queued again as the bare line heard, for stock gateways
+    echoed: int = 0  # bare lines queued for stock gateways: proven positions as heard, and their repeats
 
 
 class Relay:
