@@ -94,4 +94,4 @@ def relay_stats(relay) -> dict:
     s = relay.stats
     return {"heard": s.heard, "queued": s.queued, "forwarded": s.forwarded, "airtime_s": round(s.airtime_s, 2),
             "waiting": relay.waiting(), "refused": dict(s.refused), "by_origin": dict(s.by_origin),
-            "musings_heard": s.musings_heard}
+            "musings_heard": s.musings_heard, "echoed": s.echoed}

@@ -96,11 +96,17 @@ def test_two_balloons_the_far_ones_musings_reach_the_ground_only_through_the_nea
         assert balloon["beacon"]["missed_slots"] == 0, balloon["beacon"]
         assert balloon["gateway"]["lines"] > 0 and balloon["gateway"]["violations"] == 0  # a stock gateway hears both
         assert balloon["beacon"]["sentences"] >= 0.95 * MINUTES * 60 / balloon["beacon"]["period_s"]
-    # The ground never heard the far balloon itself: every hearing came through NEAR1.
+    # The ground never heard the far balloon itself: every record came through NEAR1. Its positions
+    # came in NEAR1's envelopes and bare as NEAR1 repeated them for stock gateways; a bare line heard
+    # without the envelope before it is taken as heard directly ("home"), the rest say "via NEAR1".
+    channel = json.loads((tmp_path / "fly" / "channel.json").read_text())
+    assert channel["balloons"][1]["stations"][0]["downlink"]["delivered"] == 0  # FAR1 below the valley's rim
     ground = far["ground"]
-    paths = {station for stations in ground["paths"].values() for station in stations}
+    paths = {station for kind, stations in ground["paths"].items() if kind != "telemetry" for station in stations}
     assert paths == {"home via NEAR1"}, ground["paths"]
-    assert ground["telemetry"] > 0
+    assert set(ground["paths"]["telemetry"]) <= {"home via NEAR1", "home"}, ground["paths"]
+    telemetry = ground["ways"]["telemetry"]
+    assert telemetry["relayed"] + telemetry["both"] >= 0.9 * ground["telemetry"] > 0, telemetry
     # Its musings: each at the ground once, by relay alone, word for word what FAR1 made.
     assert ground["musings"] >= 3 and ground["musings_only_relayed"] == ground["musings"]
     # Every musing FAR1 finished sending (its duty cycle holds the rest back) arrived, and only once.

@@ -26,10 +26,12 @@ def fragments(auth: DownlinkAuth, seq: int = 5, text: str = "the sky is ink", mt
     return wire.fragment_record(wire.Record(wire.Kind.MUSING, 1, seq, 1_780_000_000, text), mtu, auth=auth)
 
 
-def sentence(callsign: str, seq: int = 7) -> bytes:
+def sentence(callsign: str, seq: int = 7, auth: DownlinkAuth | None = None) -> bytes:
+    """A position sentence; FAR1's signed with its key, as FAR1 keys every line (`auth` another key)."""
+    auth = auth if auth is not None else FAR_AUTH if callsign == FAR else None
     return wire.encode_sentence(wire.Telemetry(callsign=callsign, seq=seq, time="12:00:00", lat=52.1, lon=-0.2,
                                                alt=20000, sats=9, temp_c=-40.0, pressure_hpa=55.0, batt_mv=3900,
-                                               boot=1))
+                                               boot=1), auth)
 
 
 def near_relay(**kw) -> Relay:
@@ -115,7 +117,7 @@ def test_a_callsign_not_allowed_is_never_forwarded():
     assert relay.hear(sentence(NEAR)) == "own frame"
     assert relay.hear(fragments(NEAR_AUTH)[0]) == "own frame"
     assert relay.hear(bytes([wire.UPLINK_MAGIC]) + bytes(30)) == "not relayed"  # commands stay between ground and balloon
-    assert relay.waiting() == 1
+    assert relay.waiting() == 2  # FAR1's position: its envelope, then its bare echo
 
 
 def test_an_exhausted_hop_limit_is_never_forwarded():
@@ -168,6 +170,7 @@ def test_a_window_cue_is_never_relayed_and_positions_are_thinned_to_one_a_minute
     assert relay.stats.refused == {"window cue": 1, "position thinned": 1, "position superseded": 1}
     assert relay.next_frame(80.0, lambda n: 0.1) == encode_relayed(sentence(FAR, seq=7), payload_hash(NEAR), 1,
                                                                    NEAR_AUTH)
+    assert relay.next_frame(80.0, lambda n: 0.1) == sentence(FAR, seq=7)  # and bare, as heard
     assert relay.waiting() == len(fragments(FAR_AUTH, seq=8, mtu=40))
     # Without a time (a caller that cannot say when) nothing is thinned.
     assert near_relay().hear(sentence(FAR, seq=3)) is None
@@ -187,8 +190,9 @@ def test_records_go_on_by_priority_with_their_data_and_half_as_much_parity_again
     assert relay.stats.refused["parity enough"] == len(picture) + len(musing) - heard.count(None)
     assert relay.hear(sentence(FAR, seq=9), 2.0) is None
     went = [relay.next_frame(3.0, airtime) for _ in range(relay.waiting())]
-    inner = [decode_relayed(f, {}, 8).frame for f in went]
-    assert inner[0] == sentence(FAR, seq=9)  # the track first
+    assert went[1] == sentence(FAR, seq=9)  # the track first: in its envelope, then bare
+    inner = [decode_relayed(f, {}, 8).frame for f in went[:1] + went[2:]]
+    assert inner[0] == sentence(FAR, seq=9)
     kinds = [wire.decode_fragment(f, FAR_AUTH).kind for f in inner[1:]]
     assert kinds == [wire.Kind.MUSING] * 2 + [wire.Kind.IMAGE] * (k_picture + math.ceil(k_picture / 2))
 

@@ -13,6 +13,11 @@ heard later still comes out, and the database keeps its exact text (`Store.add_r
 frame holds can make it raise: every `WireError` is counted in `errors` under a
 short, stable reason so the summary (and the `frames.error` column) can group them.
 
+A relaying balloon sends a position it proved twice: in its envelope, then as the bare line it
+heard (payload/link/relay.py), which a stock gateway takes. The bare line is the same bytes as
+the envelope's: heard after it, it comes out `relayed_by` that envelope's relayer (`echoes`
+remembers the last lines envelopes carried). A line heard only bare is taken as heard directly.
+
 Trust: our fragments and the window cue are decoded only when their downlink tag checks
 under `auth` (`wire.downlink`); without the key, or with a tag that fails, the frame is an
 error ("unauthenticated", "bad tag") and stays a claim in the frames table, never a record.
@@ -37,6 +42,7 @@ from .heard import WireRecord, kind_name
 
 INVALID = "invalid frame"
 MAX_CLAIMS_KEPT = 200_000  # sentences remembered to count repeats: a day of flight heard by a busy gateway
+ECHOES_KEPT = 64  # sentences carried in envelopes, remembered to know their bare echo: minutes of a network
 
 
 def error_reason(err: wire.WireError) -> str:
@@ -84,6 +90,7 @@ class FrameDecoder:
     _tagged_numbers: set[tuple[str, int, int]] = field(default_factory=set)  # (callsign, boot, seq) the balloon tagged
     _musing_parts: OrderedDict = field(default_factory=OrderedDict)  # (boot, seq) -> {part: MusingSentence}
     _musings_done: set[tuple[int, int]] = field(default_factory=set)  # whole, from fragments or sentences
+    _echoes: OrderedDict = field(default_factory=OrderedDict)  # a sentence an envelope carried -> its relayer
 
     def __post_init__(self) -> None:
         self._reassembler = wire.Reassembler(max_pending=self.max_pending)
@@ -101,6 +108,10 @@ class FrameDecoder:
         heard = frame if isinstance(frame, wire.HeardFrame) else wire.classify(frame, self.tag_len)
         self.frames += 1
         if heard.kind is not wire.FrameKind.RELAYED:
+            relayer = self._echoes.get(heard.data) if heard.kind is wire.FrameKind.SENTENCE else None
+            if relayer is not None:  # a relayer's bare echo of a line its envelope carried
+                self.relayed += 1
+                return replace(self._decode(heard, received), relayed_by=relayer)
             return self._decode(heard, received)
         error = heard.error  # a damaged envelope
         if error is None:
@@ -112,6 +123,11 @@ class FrameDecoder:
             self.errors[error_reason(error)] += 1
             return Decoded(error=error_reason(error), detail=str(error))
         self.relayed += 1
+        if heard.inner.kind is wire.FrameKind.SENTENCE:
+            self._echoes[heard.inner.data] = heard.envelope.relayer
+            self._echoes.move_to_end(heard.inner.data)
+            while len(self._echoes) > ECHOES_KEPT:
+                self._echoes.popitem(last=False)
         return replace(self._decode(heard.inner, received), relayed_by=heard.envelope.relayer)
 
     def _decode(self, heard: wire.HeardFrame, received: datetime | None) -> Decoded:

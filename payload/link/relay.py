@@ -14,6 +14,14 @@ need. The rules, each a reason counted in `stats.refused`:
   track needs no more, and the share is left for its records. Positions go first, and only a
   flight's newest waits (a newer one replaces it): a flood of records never delays or evicts
   the track;
+- a sentence of a flight whose downlink key we hold goes on only when its tag checks under that
+  key ("bad tag" otherwise): a forger cannot put words in a keyed flight's mouth through us;
+- such a proven position goes on in its envelope, then (its echo) as the very line that was
+  heard, bytes, tag and CRC unchanged, so a stock LoRa gateway, which drops an envelope,
+  uploads it under its own callsign; the ground that heard the envelope knows the bare line
+  that follows for a relayed one (docs/network.md, "What a stock gateway hears"). The echo
+  goes again before the flight's next position (`ECHOES`), a period later: a fade that takes
+  one copy need not take the other, and the gateway's track never steps back;
 - at most `max_hops` relays in all: a frame heard in another relayer's envelope goes on only
   while hops are left, and is re-wrapped, never nested;
 - once: a frame heard again (directly, or through another relayer) by its origin and
@@ -58,7 +66,7 @@ from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, overhead
 from stratoecho.wire.uplink import payload_hash
 
-from ..policy.air_layout import PARITY_SHARE
+from ..policy.air_layout import ECHOES, PARITY_SHARE
 from ..store.streams import STREAMS
 
 HOUR_S = 3600.0
@@ -96,6 +104,7 @@ class RelayStats:
     refused: Counter = field(default_factory=Counter)  # by reason
     by_origin: Counter = field(default_factory=Counter)  # frames forwarded, by the callsign they came from
     musings_heard: int = 0  # other payloads' musings heard whole (their persona's words for ours)
+    echoed: int = 0  # bare lines queued for stock gateways: proven positions as heard, and their repeats
 
 
 class Relay:
@@ -108,7 +117,9 @@ class Relay:
         self.own = payload_hash(rules.callsign)
         self._relayers = {payload_hash(c): a for c, a in rules.allowed.items() if a is not None}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._positions: OrderedDict[str, bytes] = OrderedDict()  # origin -> its newest position, to go first
+        # origin -> the frames of its newest position still to go (its envelope, then its bare echo), first
+        self._positions: OrderedDict[str, list[bytes]] = OrderedDict()
+        self._echo: dict[str, bytes] = {}  # origin -> its last echo on air, to go again before its next position
         # Records (and musing sentences): (priority, order heard, frame, origin), the most urgent first.
         self._waiting: list[tuple[int, int, bytes, str]] = []
         self._order = itertools.count()
@@ -122,7 +133,7 @@ class Relay:
         queued to go on (None), or why it will not."""
         self.stats.heard += 1
         try:
-            frame, hops_left, origin = self._judge(frame)
+            frame, hops_left, origin, proven = self._judge(frame)
         except WireError as e:
             return self._refuse(e.reason)
         if origin in self.rules.listen_only:
@@ -141,7 +152,11 @@ class Relay:
         if _is_position(frame):
             if self._positions.pop(origin, None) is not None:
                 self.stats.refused["position superseded"] += 1
-            self._positions[origin] = out
+            # A proven line goes again bare, as heard: a stock gateway's only way to take it.
+            echo = proven and len(frame) <= self.rules.mtu
+            again = [self._echo.pop(origin)] if origin in self._echo and ECHOES > 1 else []
+            self._positions[origin] = [*again, out, frame] if echo else [*again, out]
+            self.stats.echoed += echo + len(again)
             self.stats.queued += 1
             return None
         priority = self._priority(origin, frame)
@@ -177,7 +192,7 @@ class Relay:
         while self._spent and self._spent[0][0] <= now_s - HOUR_S:
             self._spent.popleft()
         if self._positions:
-            frame = next(iter(self._positions.values()))
+            frame = next(iter(self._positions.values()))[0]
         elif self._waiting:
             frame = min(self._waiting)[2]
         else:
@@ -190,7 +205,12 @@ class Relay:
     def sent(self, now_s: float, airtime_s: float) -> None:
         """The frame `due` gave went on air, taking `airtime_s`."""
         if self._positions:
-            origin, _ = self._positions.popitem(last=False)
+            origin, frames = next(iter(self._positions.items()))
+            frame = frames.pop(0)
+            if not frames:
+                del self._positions[origin]
+                if frame[:2] == b"$$":  # its echo: it goes again before the next
+                    self._echo[origin] = frame
         else:
             first = min(self._waiting)
             self._waiting.remove(first)
@@ -208,10 +228,11 @@ class Relay:
         return frame
 
     def waiting(self) -> int:
-        return len(self._positions) + len(self._waiting)
+        return sum(map(len, self._positions.values())) + len(self._waiting)
 
-    def _judge(self, frame: bytes) -> tuple[bytes, int, str]:
-        """The frame to send on, the hops it may take after ours, and its origin; WireError why not."""
+    def _judge(self, frame: bytes) -> tuple[bytes, int, str, bool]:
+        """The frame to send on, the hops it may take after ours, its origin, and whether that origin's
+        key proved it; WireError why not."""
         hops_left = self.rules.max_hops - 1
         if frame[:1] == bytes([RELAY_MAGIC]):
             relayed = decode_relayed(frame, self._relayers, self.auth.tag_len)
@@ -223,6 +244,8 @@ class Relay:
         origin = origin_of(frame, {**self.rules.allowed, self.rules.callsign: self.auth})
         if origin.callsign == self.rules.callsign:
             raise WireError("own frame", "our own frame, heard back")
+        if frame[:2] == b"$$" and not origin.authentic and self.rules.allowed.get(origin.callsign) is not None:
+            raise WireError("bad tag", f"a sentence under {origin.callsign} its downlink key does not check")
         if origin.key in self._seen:
             self._seen.move_to_end(origin.key)
             raise WireError("duplicate", f"{origin.callsign}'s frame, heard before")
@@ -231,7 +254,7 @@ class Relay:
             self._seen.popitem(last=False)
         if origin.authentic and frame[0] == MAGIC:
             self._listen(origin.callsign, frame)
-        return frame, hops_left, origin.callsign
+        return frame, hops_left, origin.callsign, origin.authentic
 
     def _listen(self, callsign: str, frame: bytes) -> None:
         """A proven fragment: its musing, once whole, goes to `on_musing`, said in its maker's name."""

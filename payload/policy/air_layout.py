@@ -26,6 +26,9 @@ PRIORITY = {"relay": -1, **{k: STREAMS[v].priority for k, v in (
 ROWS = ("position", "window", "listening", "relay", "event", "musing", "musing sentence", "question", "health",
         "picture", "image")
 PERISHABLE = ("musing", "musing sentence")
+# A relay sends a position its key proves bare this many times (payload/link/relay.py): after its
+# envelope, and again before the flight's next position.
+ECHOES = 2
 # A relay sends on of each record its k data fragments and at most this share of k in parity
 # (payload/link/relay.py): its origin sized its parity for a link it never hears back from.
 PARITY_SHARE = 0.5
@@ -77,6 +80,9 @@ class Traffic:
     # envelope: its records with the parity the relay lets through (payload/link/relay.py), its
     # pictures as records (no envelope holds an SSDV packet).
     relay_copy: dict[str, list[Frame]] = field(default_factory=dict)
+    # A position of a flight whose key we hold goes on twice: in its envelope, then bare as heard,
+    # which a stock gateway takes (payload/link/relay.py). None: no echo.
+    relay_echo: Frame | None = None
 
 
 @dataclass
@@ -130,6 +136,7 @@ class _Hours:
         self.picture_due, self.stills = t.image_s / 2, 0
         self.musing_due, self.musing_n = t.first_musing_s, 0
         self.relay_due = {r.callsign: 0.0 for r in t.relayed}
+        self.keyed = {r.callsign: r.records for r in t.relayed}  # its key proves its lines: they are echoed
 
     def add(self, kind: str, made: float, frames: list[Frame], musing: int | None = None, relay: bool = True) -> None:
         if frames:
@@ -180,7 +187,8 @@ class _Hours:
             self.picture_due += t.image_s
         for callsign, due in self.relay_due.items():
             if t0 >= due:
-                self.add("relay", t0, [t.relay_position], relay=False)
+                echo = [t.relay_echo] * ECHOES if t.relay_echo is not None and self.keyed[callsign] else []
+                self.add("relay", t0, [t.relay_position, *echo], relay=False)
                 self.relay_due[callsign] = t0 + t.relay_every_s
                 self.out.relay_positions[callsign] += last
 

@@ -346,6 +346,7 @@ def traffic_of(cfg, turn: Turn, musings: bool = True) -> tuple[Traffic, list[Pro
         picture_kind="picture" if cam is not None and cam.ssdv else "image", image_s=sched.image_s,
         send_every=cam.send_every if cam is not None and picture else None, relayed=relayed,
         relay_position=relay_position, relay_every_s=max(cfg.relay.position_s, sched.telemetry_s),
+        relay_echo=frame(len(turn.sentence)),
         relay_copy={"musing": relayed_record(musing_body), "musing sentence": relayed_copy(lines),
                     "health": relayed_record(HEALTH_BODY_BYTES), "event": relayed_record(EVENT_BODY_BYTES),
                     "image": relayed_record(thumbnail_bytes(cam) + 4) if cam is not None else [],

@@ -4,12 +4,23 @@ from the far balloon each time (sim/bench/fly/fleet_report.py reads the flights)
 
 The ground station's valley hides the far balloon (scenario two-balloons), so without a relay
 its records reach no one; with it they come through the near balloon inside its share of the air.
+
+`far_positions` reads the far balloon's positions as two receivers at the ground station took
+them: a stock LoRa gateway, which drops relay envelopes and takes only a `$$` line that keeps its
+rules (`wire.gateway_rules`: the near balloon's bare echo of the far one's line), and our own
+ground (the far flight's database, its signed positions). `python -m sim.bench.relays --seeds 1 2 3
+--minutes 60` flies the scenario per seed and prints both, with the largest gap between positions.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sqlite3
 import tempfile
 from pathlib import Path
+
+from stratoecho.wire import gateway_rules
 
 from ..channel.loss import LossSpec
 
@@ -26,11 +37,49 @@ def fly_network(out: Path, persona: Path | None, relay: bool, minutes: float = M
                           scenario="two-balloons", relay=relay, unit=None, loss=LOSS))
 
 
+def _gaps(seconds: list[int]) -> dict:
+    """How many distinct position times, and the largest step between two (None: fewer than two)."""
+    at = sorted(set(seconds))
+    return {"positions": len(at), "longest_gap_s": max((b - a for a, b in zip(at, at[1:])), default=None)}
+
+
+def _seconds(hms: str) -> int:
+    h, m, s = (int(x) for x in hms.split(":"))
+    return h * 3600 + m * 60 + s
+
+
+def far_positions(out: Path, callsign: str) -> dict:
+    """Flight `callsign`'s positions at the ground station of the flight in `out`, as a stock
+    gateway takes them (every frame heard there, from every flight's frames table: a `$$` line of
+    that callsign no gateway rule refuses) and as our ground kept them (its signed positions)."""
+    frames: list[bytes] = []
+    dbs = [p for p in (out / "ground.db", out / f"ground.{callsign}.db") if p.exists()]
+    for db in dbs:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            frames += [bytes.fromhex(h) for (h,) in con.execute("SELECT hex FROM frames")]
+        finally:
+            con.close()
+    head = b"$$" + callsign.encode() + b","
+    gateway = [_seconds(f.split(b",")[2].decode()) for f in frames
+               if f.startswith(head) and not gateway_rules.check_line(f)]
+    ours: list[int] = []
+    if (own := out / f"ground.{callsign}.db").exists():
+        con = sqlite3.connect(f"file:{own}?mode=ro", uri=True)
+        try:
+            ours = [_seconds(t) for (t,) in con.execute(
+                "SELECT time FROM telemetry WHERE authentic = 1 AND callsign = ?", (callsign,))]
+        finally:
+            con.close()
+    return {"gateway": _gaps(gateway), "ground": _gaps(ours)}
+
+
 def rows(persona: Path | None) -> list[tuple]:
     persona = persona if persona is not None and (persona / "persona.toml").is_file() else None
     with tempfile.TemporaryDirectory(prefix="stratoecho-relays-") as tmp:
         flights = {relay: fly_network(Path(tmp) / ("relay" if relay else "alone"), persona, relay)
                    for relay in (True, False)}
+        flights_seen = {True: far_positions(Path(tmp) / "relay", flights[True]["fleet"][1]["callsign"])}
     out = []
     for relay, report in flights.items():
         near, far = report["fleet"][0], report["fleet"][1]
@@ -39,6 +88,13 @@ def rows(persona: Path | None) -> list[tuple]:
         out.append((f"network: far balloon's positions at the ground, {how}", f"{got}", "positions",
                     f"of {sent} on air in {MINUTES:.0f} flight minutes; "
                     + _ways(far["ground"]["ways"].get("telemetry", {}), relay)))
+        if relay:
+            seen = flights_seen[relay]
+            for who, what in (("a stock gateway", "gateway"), ("our ground", "ground")):
+                got = seen[what]
+                out.append((f"network: far balloon's positions at {who}, through NEAR1", f"{got['positions']}",
+                            "positions", f"of {sent} on air; largest gap {got['longest_gap_s']} s (at most 120 s "
+                                         "wanted)"))
         queued, mused = far["ground"]["musings"], far["musings_queued"]
         out.append((f"network: far balloon's musings at the ground, {how}", f"{queued}/{mused}", "musings",
                     f"{far['ground'].get('musings_only_relayed', 0)} by relay alone"))
@@ -66,3 +122,27 @@ def _ways(telemetry: dict, relay: bool) -> str:
         return "all through NEAR1" if relayed else "the ground heard none"
     return f"{relayed} through NEAR1 only, {direct} heard directly only, {both} both ways" if relay else \
         f"{direct} heard directly"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The far balloon's positions at a stock gateway and at our ground, one two-balloons flight a seed."""
+    ap = argparse.ArgumentParser(prog="python -m sim.bench.relays", description=main.__doc__)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--minutes", type=float, default=60.0, help="flight minutes (default 60, the scenario's)")
+    ap.add_argument("--persona", type=Path, default=Path("build/persona"))
+    ap.add_argument("--out", type=Path, default=None, help="keep the flights here (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    persona = args.persona if (args.persona / "persona.toml").is_file() else None
+    with tempfile.TemporaryDirectory(prefix="stratoecho-relays-") as tmp:
+        base = args.out or Path(tmp)
+        for seed in args.seeds:
+            report = fly_network(base / f"seed{seed}", persona, True, args.minutes, seed)
+            far = report["fleet"][1]
+            seen = far_positions(base / f"seed{seed}", far["callsign"])
+            print(json.dumps({"seed": seed, "sent": far["beacon"]["sentences"], **seen,
+                              "relay": report["fleet"][0]["relay"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,8 +16,10 @@ listeners run. Its rules, in our words, from its source:
   the gateway does not own (a segfault was seen);
 - it pastes the line into its JSON unescaped: no ``"`` or ``\\``;
 - SondeHub keeps one upload per payload and time, and the gateway's track and ascent rate
-  follow the order lines arrive: every line's time later than the last one's, its counter
-  never lower. The same line again (a sentence re-sent whole) is the same upload, and allowed.
+  follow the order lines arrive: every line's time later than the last one's of the same
+  callsign, its counter never lower. The same line again (a sentence re-sent whole) is the same
+  upload, and allowed. Lines of another callsign (a relayed flight's, which a relaying balloon
+  repeats as heard) are another payload's track, in an order of their own.
 
 `check_air(frames)` applies them to every frame in the order it went on air (HABpack
 positions take part in the order); frames that are not ``$$`` lines or HABpack are not a
@@ -95,44 +97,47 @@ def check_line(line: bytes) -> list[tuple[str, str]]:
     return out
 
 
-def _when(frame: bytes) -> tuple[int, int] | None:
-    """(seconds of the day, counter) a position or musing line says; None if it says none."""
+def _when(frame: bytes) -> tuple[str, int, int] | None:
+    """(callsign, seconds of the day, counter) a position or musing line says; None if it says none."""
     try:
         if frame[:2] == b"$$":
             m = _KEY_FIELDS.match(frame.decode("ascii", "replace"))
             if m is None:
                 return None
             h, mi, s = parse_hms(m[3])
-            return h * 3600 + mi * 60 + s, int(m[2])
+            return m[1], h * 3600 + mi * 60 + s, int(m[2])
         t = decode_habpack(frame)
         h, mi, s = parse_hms(t.time)
-        return h * 3600 + mi * 60 + s, t.seq
+        return t.callsign, h * 3600 + mi * 60 + s, t.seq
     except (WireError, ValueError):
         return None
 
 
 def check_air(frames: Iterable[bytes]) -> list[Violation]:
     """Every rule broken by what went on air, in that order: each line's own, and the order of
-    times and counters across ``$$`` lines and HABpack positions (across midnight too)."""
+    times and counters across one callsign's ``$$`` lines and HABpack positions (across midnight too)."""
     out: list[Violation] = []
-    last: tuple[int, int, int] | None = None  # (index, seconds of day, counter)
-    last_frame = b""
+    last: dict[str, tuple[int, int, int, bytes]] = {}  # callsign -> (index, seconds of day, counter, line)
     for i, frame in enumerate(frames):
         if frame[:2] == b"$$":
             out += [Violation(i, rule, detail) for rule, detail in check_line(frame)]
         elif not (frame[:1] and frame[0] in HABPACK_FIRST_BYTES):
             continue
         when = _when(frame)
-        if when is None or frame == last_frame:
+        if when is None:
             continue
-        if last is not None:
-            step = (when[0] - last[1]) % _DAY
+        callsign, at, counter = when
+        before = last.get(callsign)
+        if before is not None and frame == before[3]:
+            continue
+        if before is not None:
+            step = (at - before[1]) % _DAY
             if step == 0 or step > _DAY // 2:
-                out.append(Violation(i, "time order", f"{_hms(when[0])} after {_hms(last[1])} (frame {last[0]}): "
+                out.append(Violation(i, "time order", f"{_hms(at)} after {_hms(before[1])} (frame {before[0]}): "
                                                       "SondeHub keeps one upload a second, and a track must not step back"))
-            if when[1] < last[2]:
-                out.append(Violation(i, "counter order", f"counter {when[1]} after {last[2]} (frame {last[0]})"))
-        last, last_frame = (i, *when), frame
+            if counter < before[2]:
+                out.append(Violation(i, "counter order", f"counter {counter} after {before[2]} (frame {before[0]})"))
+        last[callsign] = (i, at, counter, frame)
     return out
 
 
