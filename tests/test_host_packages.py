@@ -20,13 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Programs every Debian system has (Essential: yes, or priority required): nothing to install.
 ESSENTIAL = {"tar": "tar", "mount": "mount", "umount": "mount", "chroot": "coreutils", "apt-get": "apt",
              "dpkg": "dpkg", "install": "coreutils", "sh": "dash", "bash": "bash"}
-# Our own interpreter (sys.executable, a venv's python): never a package to install.
-OURS = re.compile(r"sys\.executable|python")
+# Our own interpreter (sys.executable, a venv's python) and scripts (REPO / ...): never a package to install.
+OURS = re.compile(r"sys\.executable|python|REPO")
 
-# module -> the name of its table (program -> Debian package); `make` target that runs it in the comment
+# module -> where its table is (program -> Debian package); the `make` target that runs it in the comment
 MODULES = {
-    "sim.bench.pi_check": "HOST_PACKAGES",           # make pi-check
-    "host_training.pi_wheel": "DEBIAN_PACKAGES",     # make pi-wheel
+    "sim.bench.pi_check": "sim.bench.pi_check:HOST_PACKAGES",            # make pi-check
+    "host_training.pi_wheel": "host_training.pi_wheel:DEBIAN_PACKAGES",  # make pi-wheel
+    "sim.image.build": "sim.image.packages:HOST_PACKAGES",               # make pi-image, each stage
+    "sim.image.check": "sim.image.packages:HOST_PACKAGES",
 }
 
 CALLS = {"run", "Popen", "check_output", "check_call", "call"}
@@ -65,7 +67,8 @@ def _programs(module) -> set[str]:
 @pytest.mark.parametrize("module_name", sorted(MODULES))
 def test_every_program_a_target_runs_has_its_package(module_name):
     module = importlib.import_module(module_name)
-    table = getattr(module, MODULES[module_name])
+    where, name = MODULES[module_name].split(":")
+    table = getattr(importlib.import_module(where), name)
     programs = _programs(module)
     assert programs, "no program found: the reader of the source is broken"
     missing = sorted(p for p in programs if p not in table and p not in ESSENTIAL)

@@ -87,9 +87,10 @@ HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "arch-test": "arch-test", "qemu-aar
                  "systemd-nspawn": "systemd-container", "git": "git"}  # tests/test_host_packages.py holds calls to it
 
 
-def ensure_host_packages() -> None:
-    """What this machine needs, from Debian's registry when missing (a fresh machine of ours)."""
-    missing = sorted({pkg for prog, pkg in HOST_PACKAGES.items() if shutil.which(prog) is None})
+def ensure_host_packages(packages: dict[str, str] | None = None) -> None:
+    """What this machine needs (program -> package; HOST_PACKAGES unless told), from Debian's registry
+    when missing (a fresh machine of ours)."""
+    missing = sorted({pkg for prog, pkg in (packages or HOST_PACKAGES).items() if shutil.which(prog) is None})
     if missing:
         log.info("installing from Debian", packages=missing)
         run(["apt-get", "update", "-qq"])
