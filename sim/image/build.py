@@ -157,9 +157,15 @@ def fat(folder: Path, image: Path, part: layout.Partition) -> None:
 
 
 def ext4(folder: Path, image: Path, part: layout.Partition) -> None:
+    """An ext4 file of the folder's tree (its owners kept); the top folder's owner and mode too, which
+    `mkfs.ext4 -d` leaves root's."""
     image.unlink(missing_ok=True)
     run(["truncate", "-s", str(part.size), image])
     run(["mkfs.ext4", "-q", "-F", "-L", part.label, "-d", folder, image])
+    st = folder.stat()
+    for field, value in (("uid", st.st_uid), ("gid", st.st_gid), ("mode", f"0{st.st_mode:o}")):
+        run(["debugfs", "-w", "-R", f"set_inode_field / {field} {value}", image],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def data_folder(root: Path, dest: Path) -> Path:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,6 +79,13 @@ def extract(files: dict[str, Path], work: Path) -> tuple[Path, Path, Path]:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         run(["debugfs", "-R", f"rdump / {folder}", files[name]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        top = run(["debugfs", "-R", "stat /", files[name]], capture_output=True, text=True).stdout
+        owner = re.search(r"User:\s*(\d+)\s+Group:\s*(\d+)", top)
+        mode = re.search(r"Mode:\s*0?([0-7]+)", top)
+        if owner:  # rdump fills the folder; the partition's top folder's owner and mode are its own
+            shutil.chown(folder, int(owner[1]), int(owner[2]))
+        if mode:
+            folder.chmod(int(mode[1], 8) & 0o7777)
     if boot.exists():
         shutil.rmtree(boot)
     boot.mkdir(parents=True)
