@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import structlog
@@ -71,11 +72,16 @@ def root_tarball(tar: Path) -> Path:
 
 
 def project_wheel(out: Path) -> Path:
-    """The project as one wheel (pip wheel of this checkout, no dependencies: those come from PyPI in the root)."""
+    """The project as one wheel, of the committed tree (as the root's clone is): pip wheel of a `git archive`
+    of HEAD, built outside the checkout (setuptools' build/ would land in it), no dependencies: those come
+    from PyPI in the root."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("stratoecho-*.whl"):
         old.unlink()
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, REPO])
+    with tempfile.TemporaryDirectory(prefix="pi-image-src-") as src:
+        archive = run(["git", "-C", REPO, "archive", "--format=tar", "HEAD"], capture_output=True).stdout
+        run(["tar", "-C", src, "-xf", "-"], input=archive)
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, src])
     return next(out.glob("stratoecho-*.whl"))
 
 
