@@ -125,3 +125,12 @@ def test_a_serial_radio_drops_the_picture_channel():
     config = tomllib.loads(firstboot.render_config(SHIPPED.read_text(), settings))
     assert config["radio"] == {"kind": "lora_uart", "serial_port": "/dev/serial0"}
     assert config["callsign"] == "STRATO1" and "schedule" in config
+
+
+def test_the_units_gate_the_payload_on_what_first_boot_writes():
+    unit = (ROOT / "systemd" / "stratoecho-firstboot.service").read_text()
+    dropin = (ROOT / "systemd" / "stratoecho-payload.service.d" / "10-firstboot.conf").read_text()
+    done = str(firstboot.SETTINGS_DONE)
+    assert f"ConditionPathExists=!{done}" in unit  # once
+    assert "--boot /boot/firmware" in unit and "-m payload.firstboot" in unit
+    assert f"ConditionPathExists={done}" in dropin and "After=stratoecho-firstboot.service" in dropin
