@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
           f"MiB allocated), boards: {', '.join(found['boards'])}; times {times}")
     for row in found.get("check", []):
         print("  " + row)
-    ok = args.no_check or any("payload: active/running" in r and "(complete)" in r for r in found.get("check", []))
+    rows = found.get("check", [])
+    ok = args.no_check or (any(r.startswith("boot (complete): payload: active/running") for r in rows)
+                           and any(r.startswith("boot (without a key): firstboot: failed") for r in rows)
+                           and not any(r.startswith("boot (without a key): payload: active") for r in rows))
     return 0 if ok else 1
 
 

@@ -141,6 +141,9 @@ def boot_files(root: Path, dest: Path, label_id: str) -> list[str]:
             boards.append(board)
     if not boards:
         raise ImageError(f"no Raspberry Pi device tree in {dtbs}: expected {', '.join(BOARD_DTBS.values())}")
+    firmware = root / "boot/firmware"  # the boot partition is mounted over it: what raspi-firmware's hook put there goes
+    shutil.rmtree(firmware)
+    firmware.mkdir()
     (dest / "config.txt").write_text(CONFIG_TXT)
     (dest / "cmdline.txt").write_text(f"console=serial0,115200 console=tty1 root=PARTUUID={layout.partuuid(label_id, 2)} "
                                       "rootfstype=ext4 fsck.repair=yes rootwait\n")
