@@ -14,7 +14,7 @@ PERSONA := build/persona
 SPEEDUP ?= 60
 LOSS   ?= 0.2
 
-.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages pi-wheel pi-check
+.PHONY: help demo test lint bench persona install clean distclean powercut soak fuzz system-packages pi-wheel pi-check pi-image
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
@@ -26,6 +26,7 @@ help:
 	@echo "make fuzz     every parser of outside bytes, 23 targets x 8 s, then 1,000,000 forged frames (~3.5 min; FUZZ_SECONDS=N FUZZ_FRAMES=N FUZZ_SEED=S)"
 	@echo "make pi-wheel arm64 wheels of llama-cpp-python for the Pis, cross-compiled and checked under qemu (~8 min on 2 cores; PI_WHEEL_FAMILIES=a53)"
 	@echo "make pi-check the Pi configuration flown in a Debian arm64 root under qemu, as root (~12 min; after pi-wheel)"
+	@echo "make pi-image a card image (Debian bookworm arm64, Zero 2 W / 3 / 4), read back and booted under qemu, as root (~40 min; after pi-wheel)"
 	@echo "make persona  only build the sample persona into $(PERSONA)"
 	@echo "make clean    remove build/ and out/ (keeps .venv)"
 
@@ -73,6 +74,16 @@ pi-wheel: $(LLAMA_SDIST) | $(PY)
 pi-check: $(PERSONA)/persona.toml | $(PY)
 	test -n "$$(ls build/pi-wheel/a53/*.whl 2>/dev/null)" || $(MAKE) pi-wheel PI_WHEEL_FAMILIES=a53
 	$(PY) -m sim.bench.pi_check --boot --wheel "$$(ls -t build/pi-wheel/a53/*.whl | head -1)" --persona $(PERSONA)
+
+# A card image: Debian bookworm arm64 with Debian's kernel and raspi-firmware, the project from its own
+# wheel, the A53 llama-cpp-python wheel, installed by deploy/install-pi.sh --root; the flight's settings come
+# from the boot partition at first boot (payload/firstboot.py). Built without loop devices or mounts, then
+# read back from the image file and booted with systemd-nspawn under qemu: refused without a key, READY with
+# one. As root; installs its tools from Debian's packages (sim/image/packages.py). Not part of `make test`.
+# docs/deploy.md, "Flash this image".
+pi-image: $(PERSONA)/persona.toml | $(PY)
+	test -n "$$(ls build/pi-wheel/a53/*.whl 2>/dev/null)" || $(MAKE) pi-wheel PI_WHEEL_FAMILIES=a53
+	$(PY) -m sim.image --wheel "$$(ls -t build/pi-wheel/a53/*.whl | head -1)" --persona $(PERSONA)
 
 # The dashboard's map libraries (Leaflet, protomaps-leaflet) from the npm registry, each checked
 # against the sha512 pinned in groundstation/web/vendor.py; served by the dashboard itself.

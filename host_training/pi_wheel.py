@@ -60,7 +60,8 @@ SYSTEM_LIBS = {"libc.so.6": "libc6", "libm.so.6": "libc6", "ld-linux-aarch64.so.
                "libstdc++.so.6": "libstdc++6", "libgcc_s.so.1": "libgcc-s1", "libgomp.so.1": "libgomp1"}
 # program -> the Debian package that provides it
 DEBIAN_PACKAGES = {f"{CROSS}gcc": "gcc-aarch64-linux-gnu", f"{CROSS}g++": "g++-aarch64-linux-gnu",
-                   "cmake": "cmake", "ninja": "ninja-build", "qemu-aarch64-static": "qemu-user-static"}
+                   "cmake": "cmake", "ninja": "ninja-build", "qemu-aarch64-static": "qemu-user-static",
+                   f"{CROSS}readelf": "binutils-aarch64-linux-gnu"}  # tests/test_host_packages.py holds calls to it
 # CMake's build folder: the same absolute path on every machine, because CMake erases the build tree's RPATH
 # from libllama-common.so at install and leaves as many padding bytes as that path had (the one thing that made
 # two builds in different folders differ). Emptied before each build: a re-configured folder differs too.

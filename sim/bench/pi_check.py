@@ -81,13 +81,16 @@ def in_root(root: Path, shell: str, **kw) -> subprocess.CompletedProcess:
 # ------------------------------------------------------------------ the root
 
 
-HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "qemu-aarch64-static": "qemu-user-static",
-                 "systemd-nspawn": "systemd-container"}  # program -> the Debian package that has it
+# program -> the Debian package that has it. mmdebstrap builds a foreign root only when arch-test
+# says this machine can run its programs (qemu-aarch64-static registered with binfmt_misc below).
+HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "arch-test": "arch-test", "qemu-aarch64-static": "qemu-user-static",
+                 "systemd-nspawn": "systemd-container", "git": "git"}  # tests/test_host_packages.py holds calls to it
 
 
-def ensure_host_packages() -> None:
-    """What this machine needs, from Debian's registry when missing (a fresh machine of ours)."""
-    missing = sorted({pkg for prog, pkg in HOST_PACKAGES.items() if shutil.which(prog) is None})
+def ensure_host_packages(packages: dict[str, str] | None = None) -> None:
+    """What this machine needs (program -> package; HOST_PACKAGES unless told), from Debian's registry
+    when missing (a fresh machine of ours)."""
+    missing = sorted({pkg for prog, pkg in (packages or HOST_PACKAGES).items() if shutil.which(prog) is None})
     if missing:
         log.info("installing from Debian", packages=missing)
         run(["apt-get", "update", "-qq"])

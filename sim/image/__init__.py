@@ -1,0 +1,1 @@
+"""`make pi-image`: a Raspberry Pi card image (sim/image/__main__.py), one module per stage."""
