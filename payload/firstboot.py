@@ -194,7 +194,7 @@ def apply(settings: Settings, config_text: str, etc: Path, persona_dest: Path, u
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "payload.toml").write_text(config_text)
     key = etc / "uplink.key"
-    key.write_text(encode_key(settings.key, FLIGHT) + "\n")
+    key.write_text(encode_key(settings.key, FLIGHT))  # the line and its one newline, as keygen writes it
     key.chmod(0o600)
     if persona_dest.exists():
         shutil.rmtree(persona_dest)

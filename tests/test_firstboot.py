@@ -10,7 +10,7 @@ import pytest
 
 from payload import firstboot
 from stratoecho.bundle import BundleManifest, file_entry, write_bundle
-from stratoecho.wire.uplink_keys import FLIGHT, encode_key, new_key
+from stratoecho.wire.uplink_keys import FLIGHT, decode_key, encode_key, load_key, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "payload.pi.toml"
@@ -58,7 +58,8 @@ def test_a_complete_boot_partition_is_installed(boot, tmp_path, monkeypatch):
     assert "pictures" in config["radio"]  # a LoRa chip keeps its picture channel
     assert (etc / "uplink.key").stat().st_mode & 0o777 == 0o600
     line = [ln for ln in (boot / "user-data").read_text().splitlines() if "flight_key" in ln][0]
-    assert (etc / "uplink.key").read_text().strip() == line.split(": ", 1)[1]
+    assert (etc / "uplink.key").read_text() == line.split(": ", 1)[1].strip() + "\n"  # byte for byte keygen's
+    assert load_key(etc / "uplink.key") == decode_key(line.split(": ", 1)[1].strip().encode())  # as the payload reads it
     assert (persona_dest / "persona.toml").is_file()
     assert (etc / firstboot.SETTINGS_DONE.name).is_file()
     assert not (boot / firstboot.REFUSED).exists()
