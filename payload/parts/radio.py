@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -39,7 +39,8 @@ from ..clock import Clock
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "RadioError", "RadioUnavailable", "UdpRadio", "open_serial"]
+__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "RadioError", "RadioUnavailable", "TonesRadio", "UdpRadio",
+           "open_serial"]
 
 CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether close() has begun
 
@@ -50,6 +51,14 @@ class RadioUnavailable(RadioError):
     def __init__(self, why: str, retry_in_s: float):
         super().__init__(f"radio unavailable ({why}); trying again in {retry_in_s:.0f} s")
         self.why, self.retry_in_s = why, retry_in_s
+
+
+@runtime_checkable
+class TonesRadio(Protocol):
+    """A radio that can also key 4FSK (an SX127x stepping its synthesiser: Horus Binary)."""
+
+    def send_tones(self, tones: list[int], base_mhz: float) -> float:
+        """Key `tones` (0-3, one a symbol) above `base_mhz`; the seconds keyed."""
 
 
 class Radio(Protocol):

@@ -16,7 +16,7 @@ from stratoecho.lora_chips.chip import SpiDevice
 from stratoecho.lora_chips.profiles import chip_profile, is_chip
 from stratoecho.lora_chips.spi import open_chip
 
-from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, RadioUnavailable, UdpRadio
+from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, RadioUnavailable, TonesRadio, UdpRadio
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +147,7 @@ class ReopeningRadio:
         """4FSK from a radio that can key it (an SX127x: `send_tones`); the seconds keyed."""
         self.ready()
         radio = self._radio
-        if not hasattr(radio, "send_tones"):
+        if not isinstance(radio, TonesRadio):
             raise RadioError(f"{type(radio).__name__} cannot key 4FSK")
         try:
             return radio.send_tones(tones, base_mhz)

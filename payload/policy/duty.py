@@ -118,7 +118,7 @@ def beacon_per_hour_s(sentence_s: float, period_s: float) -> float:
 def beacon_plan(radio, callsign: str, telemetry_format: str, period_s: float) -> BeaconPlan:
     """The beacon's airtime with `radio`'s settings (a `RadioSection`: the chip's own)."""
     n = len(worst_sentence(callsign, telemetry_format))
-    s = radio.airtime_s(n) + worst_horus_s(callsign, getattr(radio, "horus", None))  # its Horus packet with it
+    s = radio.airtime_s(n) + worst_horus_s(callsign, radio.horus)  # its Horus packet with it
     return BeaconPlan(n, s, radio.airtime_s(radio.mtu), period_s, radio.duty_cycle, beacon_per_hour_s(s, period_s),
                       radio.duty_cycle * WINDOW_S)
 
