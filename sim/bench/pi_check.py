@@ -166,8 +166,11 @@ def install(root: Path, wheel: Path, key: Path, persona: Path | None) -> None:
     if persona is not None:
         cmd += ["--persona", persona]
     clone = root / PROJECT.lstrip("/")
-    if (clone / ".git").exists():  # the script leaves a copy alone; a check flies this checkout's commit
-        run(["git", "-C", clone, "-c", "safe.directory=*", "pull", "--quiet", "--ff-only"])
+    if (clone / ".git").exists():  # the script leaves a copy alone; a check flies this checkout's commit,
+        # fetched from here by path: the root may have been cloned from a checkout since moved or removed
+        git = ["git", "-C", clone, "-c", "safe.directory=*"]
+        run([*git, "fetch", "--quiet", REPO, "HEAD"])
+        run([*git, "reset", "--quiet", "--hard", "FETCH_HEAD"])
     log.info("install script", steps=SCRIPT_STEPS)
     run(cmd)
     log.info("payload packages", expect="minutes under emulation (spidev compiles)")
