@@ -37,6 +37,9 @@ CALLS = {"run", "Popen", "check_output", "check_call", "call"}
 def _programs(module) -> set[str]:
     """The first word of every argument list the module hands to a runner, resolved in its namespace."""
     tree = ast.parse(Path(module.__file__).read_text())
+    # local lists spliced in with `*` (git = ["git", "-C", clone]; run([*git, "fetch"])): their first word
+    lists = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.List)
+             for t in n.targets if isinstance(t, ast.Name)}
     found = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not node.args:
@@ -52,6 +55,8 @@ def _programs(module) -> set[str]:
         if not isinstance(arg, ast.List) or not arg.elts:
             continue
         first = arg.elts[0]
+        while isinstance(first, ast.Starred) and isinstance(first.value, ast.Name) and first.value.id in lists:
+            first = lists[first.value.id].elts[0]
         source = ast.unparse(first)
         if OURS.search(source):
             continue
