@@ -5,7 +5,7 @@ and never sleep; the ground waits on it between attempts to reach a broker or a 
 and before a password may be tried again. Exponential, capped, with optional jitter so that
 stations coming back after an outage do not all retry at the same moment. It computes a delay
 and waits for nothing: who waits decides how. Where a call is simply retried in a blocking loop,
-tenacity's declared retries are used instead (the uploads, the API proxy, the persona's reach).
+tenacity's declared retries are used instead (the uploads, the API proxy).
 """
 
 from __future__ import annotations

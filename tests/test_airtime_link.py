@@ -10,7 +10,7 @@ from payload.clock import Clock
 from payload.config import RadioSection
 from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
-from payload.policy.duty import AirtimeBudget
+from payload.policy.duty import DutyBudget
 from payload.store import Store
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
@@ -35,7 +35,7 @@ def test_airtime_grows_with_payload_and_rejects_nonsense():
 
 
 def test_budget_waits_until_old_transmissions_leave_the_window():
-    b = AirtimeBudget(duty_cycle=0.01, window_s=100.0)  # 1 s of air per 100 s
+    b = DutyBudget(duty_cycle=0.01, window_s=100.0)  # 1 s of air per 100 s
     assert b.wait_s(0.0, 0.6) == 0
     b.record(0.0, 0.6)
     assert b.wait_s(10.0, 0.6) == pytest.approx(90.0)

@@ -552,7 +552,7 @@ def test_new_musings_and_positions_appear_live(browser, dashboard, ground_db):
 def test_a_refused_live_feed_is_asked_for_again(browser, ground_db):
     """A browser gives up on a feed answered 503 (every feed taken): the page asks again itself,
     from the cursor of the last event it had, and the feed comes once there is room."""
-    from groundstation.web.server import Limits
+    from groundstation.web.limits import Limits
 
     stop = threading.Event()
     server = serve(ground_db, "127.0.0.1", 0, stop, limits=Limits(streams=1, local_reserve=0, operator_reserve=0))

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from groundstation.web import serve
+from groundstation.web.limits import Limits
 from groundstation.web.maps import MapLayers, MapRequestError, view_tiles
-from groundstation.web.server import Limits
 
 SAFETY_S = 10.0  # what any one wait may take before the test fails (never a speed claim)
 

@@ -237,7 +237,7 @@ def test_time_span_reader():
 def test_ground_units_hold_what_their_caps_need():
     # The dashboard's caps (server.Limits) must fit inside the unit's limits with room to
     # spare: a connection is a thread and a socket, its request or event stream a reader of <= 3 files.
-    from groundstation.web.server import Limits
+    from groundstation.web.limits import Limits
 
     limits = Limits()
     dashboard = load("stratoecho-dashboard.service")

@@ -93,31 +93,14 @@ import structlog
 from .. import predict
 from ..db import Store
 from . import access
-from .api import (
-    flight_offsets,
-    link,
-    missing,
-    outbox_json,
-    parse_command,
-    prediction_json,
-    record_json,
-    sentence_time,
-    summary,
-    telemetry_json,
-)
 from .connections import Waiting
-from .events import BATCH_ROWS, KEEPALIVE_S, POLL_S
 from .flights import FlightFiles
-from .handler import MAX_BODY_BYTES, MAX_ROWS, TOKEN_HEADER, Handler, RequestError
+from .handler import Handler
 from .hosts import HostAllowList, is_loopback
 from .limits import NETWORK, TOTAL, Feeds, Limits, Slots, is_station, network_of
 from .maps import MapLayers
 
-__all__ = [  # what other modules and tests import from here, wherever it is made now
-    "BATCH_ROWS", "KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_ROWS", "POLL_S", "SWITCH_INTERVAL_S", "TOKEN_HEADER",
-    "Dashboard", "Limits", "RequestError", "flight_offsets", "link", "missing", "outbox_json", "parse_command",
-    "prediction_json", "record_json", "sentence_time", "serve", "summary", "telemetry_json",
-]
+__all__ = ["SWITCH_INTERVAL_S", "Dashboard", "serve"]  # what the package and the CLI take from here
 
 log = structlog.get_logger(__name__)
 

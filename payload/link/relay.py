@@ -63,7 +63,7 @@ from stratoecho.wire import (
 )
 from stratoecho.wire.dispatch import origin_of
 from stratoecho.wire.downlink import DownlinkAuth
-from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed, overhead
+from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed
 from stratoecho.wire.uplink import payload_hash
 
 from ..policy.air_layout import ECHOES, PARITY_SHARE
@@ -282,7 +282,3 @@ def _is_position(frame: bytes) -> bool:
     except WireError:
         return False
 
-
-def relay_overhead(tag_len: int) -> int:
-    """What a payload whose frames may be relayed leaves free of its MTU (docs/network.md)."""
-    return overhead(tag_len)

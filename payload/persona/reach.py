@@ -16,9 +16,10 @@ Each API has a circuit breaker: after `failures_to_open` failures in a row it op
 the persona stops asking it; after `cooldown_s` it goes half-open and lets one trial
 request through (one attempt, no re-asks): success closes it, failure opens it again.
 
-Retry delays come from tenacity's wait strategy, but not its retry loop: that loop
-sleeps in the caller's thread, and here the "call" is a record that may be answered
-minutes later on the radio's thread. Reach only computes when to re-ask; `tick` acts.
+Retry delays come from the project's one back-off policy (`stratoecho.backoff`), not a
+retry loop: tenacity's sleeps in the caller's thread, and here the "call" is a record that
+may be answered minutes later on the radio's thread. Reach only computes when to re-ask;
+`tick` acts.
 
 Nothing raises out of Reach at run time: bad answers, store failures and a clock that
 steps back are counted and logged. The policy (`ReachPolicy`) is the one place its
@@ -36,12 +37,12 @@ import unicodedata
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from random import Random
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Callable, Iterable
 
 import structlog
-import tenacity
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
+from stratoecho.backoff import Backoff
 from stratoecho.languages import words as words_for
 from stratoecho.wire.uplink import ApiStatus
 
@@ -79,19 +80,12 @@ class ReachPolicy(BaseModel):
     remember_finished: Count = 256  # finished seqs kept to tell late/duplicate answers from unknown ones
     every_n_musings: Count = 10  # consider(): at most one request per this many musings
 
-    _wait: Any = PrivateAttr()
-
-    def model_post_init(self, _context: Any) -> None:
-        # tenacity's own strategy, built once; `initial` is deprecated there in favour of `multiplier`.
-        self._wait = tenacity.wait_exponential_jitter(multiplier=self.retry_initial_s, max=self.retry_max_s,
-                                                      jitter=self.retry_jitter_s)
-
     def retry_delay_s(self, attempts_made: int) -> float:
         """Seconds to wait, after attempt `attempts_made` went unanswered, before the next:
-        retry_initial_s * 2**(attempts_made-1) + uniform(0, retry_jitter_s), capped at retry_max_s."""
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-        state.attempt_number = max(1, attempts_made)
-        return float(self._wait(state))
+        retry_initial_s * 2**(attempts_made-1) + uniform(0, retry_jitter_s), capped at retry_max_s
+        (jitter included: the cap is the longest any re-ask waits)."""
+        grown = Backoff(initial_s=self.retry_initial_s, factor=2.0, max_s=math.inf, jitter_s=self.retry_jitter_s)
+        return min(self.retry_max_s, grown.delay_s(max(1, attempts_made)))
 
 
 # --------------------------------------------------------------------------- outcomes

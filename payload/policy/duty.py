@@ -249,10 +249,6 @@ class DutyBudget:
         return list(self._sent)
 
 
-# Kept for the name older code and tests use.
-AirtimeBudget = DutyBudget
-
-
 # ---------------------------------------------------------------------------- persistence
 
 

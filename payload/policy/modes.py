@@ -40,9 +40,13 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stratoecho.wire.commands import PowerMode
+
 
 class Mode(str, Enum):
-    """Power mode; values are the LED pattern names in ``payload.parts.outputs.PATTERNS``."""
+    """Power mode; values are the LED pattern names in ``payload.parts.outputs.PATTERNS`` (and the
+    words persisted state and configuration use). The same modes as the wire's `PowerMode`, which
+    the ground's SET_MODE carries: their order (rank) is the wire's, kept in one place."""
 
     NOMINAL = "nominal"
     LOW_POWER = "low_power"
@@ -51,14 +55,14 @@ class Mode(str, Enum):
     @property
     def rank(self) -> int:
         """0 nominal, 1 low power, 2 survival: a higher rank is a worse (more frugal) mode."""
-        return _RANK[self]
+        return int(PowerMode[self.name])
 
     def is_worse_than(self, other: Mode | str) -> bool:
         return self.rank > Mode(other).rank
 
     def step_up(self) -> Mode:
         """One rung better (NOMINAL stays NOMINAL)."""
-        return _BY_RANK[max(0, self.rank - 1)]
+        return Mode[PowerMode(max(0, self.rank - 1)).name]
 
     @staticmethod
     def worst(*modes: Mode | str) -> Mode:
@@ -66,8 +70,8 @@ class Mode(str, Enum):
         return max((Mode(m) for m in modes), key=lambda m: m.rank, default=Mode.NOMINAL)
 
 
-_RANK = {m: i for i, m in enumerate(Mode)}
-_BY_RANK = tuple(Mode)
+if [m.name for m in Mode] != [m.name for m in sorted(PowerMode)]:  # pragma: no cover - an import-time guard
+    raise ImportError("payload Mode and wire PowerMode name different modes: they must be the same, best first")
 
 
 # --- limits and inputs ----------------------------------------------------------------
