@@ -43,7 +43,6 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from stratoecho import wire
-from stratoecho.wire.relay import HEAD_BYTES
 
 from .station_limits import QUOTA_BYTES, WARN_EVERY_S, ByteQuota, Throttled
 
@@ -60,15 +59,12 @@ MB = 1_000_000
 CELL_SQL = ("length(hex) + length(CAST(source AS BLOB)) + length(CAST(received_at AS BLOB)) "
             f"+ coalesce(length(CAST(error AS BLOB)), 0) + coalesce(length(CAST(station AS BLOB)), 0) + {CELL_OVERHEAD}")
 ROW_BYTES_SQL = f"max(cell, {PAGE} / max(1, {PAGE - 8} / cell))"  # of a column `cell`: integer division, as in Python
-TAGGED = (bytes([wire.MAGIC]), bytes([wire.CONTROL_MAGIC]))  # first bytes of the frames that carry our tag
 
 
-def tagged(data: bytes) -> bool:
+def tagged(heard: wire.HeardFrame) -> bool:
     """One of our tagged frames (a record fragment, a window cue), or another balloon's relay
     envelope carrying one (docs/network.md): its own tag says whether it counts."""
-    if data[:1] == bytes([wire.RELAY_MAGIC]):
-        data = data[HEAD_BYTES:]
-    return data[:1] in TAGGED
+    return (heard.inner if heard.inner is not None else heard).tagged
 
 
 def row_bytes(frame_bytes: int, *texts: str | None) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .boards import ModelShape
 
-MAGIC = b"GGUF"
+GGUF_MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 STRING, ARRAY = 8, 9
@@ -92,7 +92,7 @@ def header_keys(path: str | Path) -> dict[str, object]:
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             c = _Cursor(buf, str(path))
-            if bytes(buf[:4]) != MAGIC:
+            if bytes(buf[:4]) != GGUF_MAGIC:
                 raise GgufError(f"{path}: not a GGUF file (expected the bytes 'GGUF' first, got {bytes(buf[:4])!r})")
             c.at = 4
             version = c.take("<I")

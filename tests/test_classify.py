@@ -149,3 +149,22 @@ def test_garbage_is_classified_never_raised_and_decodes_as_decode_frame_does(dat
         except wire.WireError as e:
             outcomes.append(e.reason)
     assert outcomes[0] == outcomes[1]
+
+
+def test_the_flight_report_rows_every_frame_by_the_same_classification():
+    """`sim report`'s air table (sim/bench/air_report.py) rows frames by `wire.classify`, not by
+    first bytes of its own: each kind lands in the air plan's row, a record by its kind."""
+    from sim.bench.air_report import classify as row_of
+
+    line = wire.encode_musing_sentences(CALLSIGN, 3, WHEN, 52.7, -2.7, 30_000, 3, 12, "cold and blue up here")[0]
+    health = wire.fragment_record(wire.Record(wire.Kind.HEALTH, 3, 9, 1_780_000_000, {"cpu_temp_c": 41.0}), auth=AUTH)[0]
+    assert row_of(wire.encode_sentence(POSITION), AUTH) == ("position", None)
+    assert row_of(wire.encode_habpack(POSITION), AUTH) == ("position", None)
+    assert row_of(line, AUTH) == ("musing sentence", (3, 12))
+    assert row_of(picture(), AUTH) == ("picture", None)
+    assert row_of(cue(), AUTH) == ("window", None)
+    assert row_of(encode_relayed(fragment(OTHER), 0x1234, 1, AUTH), AUTH) == ("relay", None)
+    assert row_of(fragment(), AUTH) == ("musing", (3, 7))
+    assert row_of(health, AUTH) == ("health", None)
+    assert row_of(fragment(OTHER), AUTH) == ("other", None)  # a tag that does not check is no record of ours
+    assert row_of(b"\x00garbage", AUTH) == ("other", None)

@@ -67,7 +67,6 @@ station options of `listen`).
 
 from __future__ import annotations
 
-from ..frame_quota import TAGGED
 from .aggregator import AggregateStats, Aggregator
 from .cli import (
     AGGREGATE_EXAMPLES,
@@ -117,7 +116,6 @@ __all__ = [
     "StationPublisher",
     "AggregateStats",
     "Aggregator",
-    "TAGGED",
     "AGGREGATE_EXAMPLES",
     "add_publish_arguments",
     "auth_from_args",

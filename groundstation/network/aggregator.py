@@ -250,7 +250,8 @@ class Aggregator:
             if result.ok:
                 self._merge(result, station, received_at)
             return
-        if tagged(data) or wire.classify(data).signed_by(self.decoder.auth):  # vouches for itself, or never counts
+        heard = wire.classify(data)
+        if tagged(heard) or heard.signed_by(self.decoder.auth):  # vouches for itself, or never counts
             result = self.decoder.feed(data)
             believed = result.ok and result.authentic
             self._add_frame(data, result.error, vouched=believed, **row)  # the flight's, new: never refused

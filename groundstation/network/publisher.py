@@ -141,14 +141,11 @@ class StationPublisher:
     # ------------------------------------------------------------ internals
 
     def _learn_callsign(self, data: bytes) -> None:
-        if self._hinted or not data or not (data[:2] == b"$$" or data[0] in wire.HABPACK_FIRST_BYTES):
+        if self._hinted:
             return
-        try:
-            decoded = wire.decode_frame(data)
-        except wire.WireError:
-            return
-        if isinstance(decoded, wire.Telemetry):
-            self._payload = payload_level(decoded.callsign)
+        heard = wire.classify(data)
+        if heard.kind in (wire.FrameKind.SENTENCE, wire.FrameKind.HABPACK) and isinstance(heard.opened, wire.Telemetry):
+            self._payload = payload_level(heard.opened.callsign)
 
     def _queue(self, what: str, body: dict) -> None:
         with self._lock:

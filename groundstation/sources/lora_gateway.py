@@ -46,6 +46,7 @@ from collections.abc import Iterator
 
 import structlog
 
+from stratoecho import wire
 from stratoecho.backoff import Backoff
 
 from .base import MAX_LINE, POLL_S, Received, SourceError
@@ -223,7 +224,7 @@ class GatewayUdpSource:
                 line = line.strip(b"\r\n\0 ")
                 if not line:
                     continue
-                if not line.startswith(b"$$"):
+                if wire.classify(line).kind not in (wire.FrameKind.SENTENCE, wire.FrameKind.MUSING_SENTENCE):
                     self.errors["not a sentence"] += 1
                     log.warning("gateway broadcast is not a telemetry sentence, skipped", origin=origin,
                                 line=line[:80].decode("ascii", "replace"))

@@ -50,17 +50,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from stratoecho.wire import (
-    CONTROL_MAGIC,
-    MAGIC,
-    RELAY_MAGIC,
-    Kind,
-    Reassembler,
-    Telemetry,
-    WireError,
-    decode_fragment,
-    decode_frame,
-)
+from stratoecho.wire import FrameKind, HeardFrame, Kind, Reassembler, WireError, classify, decode_fragment
 from stratoecho.wire.dispatch import origin_of
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.relay import MAX_HOPS, decode_relayed, encode_relayed
@@ -72,6 +62,7 @@ from ..store.streams import STREAMS
 HOUR_S = 3600.0
 SEEN = 4096  # frames remembered for duplicates: hours of a neighbour's traffic
 OTHER_PRIORITY = max(s.priority for s in STREAMS.values())  # what is not a record: with the pictures
+OPEN_LINES = (FrameKind.SENTENCE, FrameKind.MUSING_SENTENCE)  # `$$` lines: a callsign and perhaps its tag
 
 
 @dataclass(frozen=True)
@@ -133,14 +124,15 @@ class Relay:
         queued to go on (None), or why it will not."""
         self.stats.heard += 1
         try:
-            frame, hops_left, origin, proven = self._judge(frame)
+            heard, hops_left, origin, proven = self._judge(frame)
         except WireError as e:
             return self._refuse(e.reason)
+        frame, position = heard.data, _is_position(heard)
         if origin in self.rules.listen_only:
             return self._refuse("listen only")
-        if frame[:1] == bytes([CONTROL_MAGIC]):
+        if heard.kind is FrameKind.WINDOW_CUE:
             return self._refuse("window cue")
-        if now_s is not None and _is_position(frame):
+        if now_s is not None and position:
             last = self._last_position.get(origin)
             # A tenth of slack: a sentence every `position_s` is heard a moment early or late.
             if last is not None and now_s - last < 0.9 * self.rules.position_s:
@@ -149,7 +141,7 @@ class Relay:
         out = encode_relayed(frame, self.own, hops_left, self.auth)
         if len(out) > self.rules.mtu:
             return self._refuse("too long")
-        if _is_position(frame):
+        if position:
             if self._positions.pop(origin, None) is not None:
                 self.stats.refused["position superseded"] += 1
             # A proven line goes again bare, as heard: a stock gateway's only way to take it.
@@ -159,7 +151,7 @@ class Relay:
             self.stats.echoed += echo + len(again)
             self.stats.queued += 1
             return None
-        priority = self._priority(origin, frame)
+        priority = self._priority(origin, heard)
         if priority is None:
             return self._refuse("parity enough")
         if len(self._waiting) >= self.rules.pending:
@@ -169,12 +161,12 @@ class Relay:
         self.stats.queued += 1
         return None
 
-    def _priority(self, origin: str, frame: bytes) -> int | None:
+    def _priority(self, origin: str, heard: HeardFrame) -> int | None:
         """Where a frame waits among the records: its kind's priority (payload/store/streams.py);
         None for a record fragment past its k data and `PARITY_SHARE` parity fragments."""
-        if frame[:1] != bytes([MAGIC]) or self.rules.allowed.get(origin) is None:
-            return STREAMS[Kind.MUSING_SENTENCE].priority if frame.startswith(b"$$") else OTHER_PRIORITY
-        f = decode_fragment(frame, self.rules.allowed[origin])  # its tag was checked when it was judged
+        if heard.kind is not FrameKind.FRAGMENT or self.rules.allowed.get(origin) is None:
+            return STREAMS[Kind.MUSING_SENTENCE].priority if heard.kind in OPEN_LINES else OTHER_PRIORITY
+        f = decode_fragment(heard.data, self.rules.allowed[origin])  # its tag was checked when it was judged
         key = (origin, f.kind, f.boot, f.seq)
         queued = self._per_record.pop(key, 0)
         if queued >= f.k + math.ceil(PARITY_SHARE * f.k):
@@ -209,7 +201,7 @@ class Relay:
             frame = frames.pop(0)
             if not frames:
                 del self._positions[origin]
-                if frame[:2] == b"$$":  # its echo: it goes again before the next
+                if classify(frame).kind is FrameKind.SENTENCE:  # its echo: it goes again before the next
                     self._echo[origin] = frame
         else:
             first = min(self._waiting)
@@ -230,21 +222,22 @@ class Relay:
     def waiting(self) -> int:
         return sum(map(len, self._positions.values())) + len(self._waiting)
 
-    def _judge(self, frame: bytes) -> tuple[bytes, int, str, bool]:
-        """The frame to send on, the hops it may take after ours, its origin, and whether that origin's
-        key proved it; WireError why not."""
+    def _judge(self, frame: bytes) -> tuple[HeardFrame, int, str, bool]:
+        """The frame to send on (told apart by `wire.classify`), the hops it may take after ours, its
+        origin, and whether that origin's key proved it; WireError why not."""
         hops_left = self.rules.max_hops - 1
-        if frame[:1] == bytes([RELAY_MAGIC]):
+        heard = classify(frame, self.auth.tag_len)
+        if heard.kind is FrameKind.RELAYED:
             relayed = decode_relayed(frame, self._relayers, self.auth.tag_len)
             if relayed.relayer == self.own:
                 raise WireError("own frame", "our own relay, heard back")
             if relayed.hops_left == 0:
                 raise WireError("hops exhausted", "relayed as far as its first relayer allowed")
-            frame, hops_left = relayed.frame, relayed.hops_left - 1
-        origin = origin_of(frame, {**self.rules.allowed, self.rules.callsign: self.auth})
+            heard, hops_left = classify(relayed.frame, self.auth.tag_len), relayed.hops_left - 1
+        origin = origin_of(heard, {**self.rules.allowed, self.rules.callsign: self.auth})
         if origin.callsign == self.rules.callsign:
             raise WireError("own frame", "our own frame, heard back")
-        if frame[:2] == b"$$" and not origin.authentic and self.rules.allowed.get(origin.callsign) is not None:
+        if heard.kind in OPEN_LINES and not origin.authentic and self.rules.allowed.get(origin.callsign) is not None:
             raise WireError("bad tag", f"a sentence under {origin.callsign} its downlink key does not check")
         if origin.key in self._seen:
             self._seen.move_to_end(origin.key)
@@ -252,9 +245,9 @@ class Relay:
         self._seen[origin.key] = None
         while len(self._seen) > SEEN:
             self._seen.popitem(last=False)
-        if origin.authentic and frame[0] == MAGIC:
-            self._listen(origin.callsign, frame)
-        return frame, hops_left, origin.callsign, origin.authentic
+        if origin.authentic and heard.kind is FrameKind.FRAGMENT:
+            self._listen(origin.callsign, heard.data)
+        return heard, hops_left, origin.callsign, origin.authentic
 
     def _listen(self, callsign: str, frame: bytes) -> None:
         """A proven fragment: its musing, once whole, goes to `on_musing`, said in its maker's name."""
@@ -273,12 +266,6 @@ class Relay:
         return reason
 
 
-def _is_position(frame: bytes) -> bool:
-    """An open position sentence (not a musing's text sentence, which is a record's words)."""
-    if not frame.startswith(b"$$"):
-        return False
-    try:
-        return isinstance(decode_frame(frame, None), Telemetry)
-    except WireError:
-        return False
-
+def _is_position(heard: HeardFrame) -> bool:
+    """An open position sentence that parses (not a musing's text sentence, which is a record's words)."""
+    return heard.kind is FrameKind.SENTENCE and heard.error is None

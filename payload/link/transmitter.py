@@ -217,7 +217,7 @@ class Transmitter:
             self.radio.send(frame, channel)  # keyed on the pictures' channel; the radio goes home after
         if beacon:
             self.turns.keyed()  # this period's turn is open
-        if frame[:2] == b"$$" or beacon:
+        if beacon or wire.classify(frame).kind in (wire.FrameKind.SENTENCE, wire.FrameKind.MUSING_SENTENCE):
             self.stamping.keyed(frame, beacon, keyed)
         with self._lock:
             self.stats.keyed(frame, air)

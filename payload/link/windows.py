@@ -140,7 +140,7 @@ class Windows:
         while True:  # at least one receive, however fast the bench clock runs
             for frame in self.radio.hear(left):
                 self.stats.uplink_frames += 1
-                if self.relay is not None and frame[:1] != bytes([wire.UPLINK_MAGIC]):
+                if self.relay is not None and not _is_uplink(frame):
                     self.relay.hear(frame, self.clock.elapsed_s())  # another payload's: perhaps ours to send on
                 else:
                     self.on_uplink(frame)
@@ -163,8 +163,13 @@ class Windows:
                 return
             for frame in self.radio.hear(min(left, RELAY_LISTEN_S)):
                 self.stats.relay_heard += 1
-                if frame[:1] == bytes([wire.UPLINK_MAGIC]):
+                if _is_uplink(frame):
                     if self.on_uplink is not None:
                         self.on_uplink(frame)  # the gate checks it as in a window: signed, fresh, ours
                 else:
                     self.relay.hear(frame, self.clock.elapsed_s())
+
+
+def _is_uplink(frame: bytes) -> bool:
+    """A ground station's command (`wire.classify`): the gate's, never the relay's."""
+    return wire.classify(frame).kind is wire.FrameKind.UPLINK

@@ -29,7 +29,7 @@ from groundstation.reading import GroundReader
 from payload.policy.airplan import LABELS, AirPlan
 from stratoecho import wire
 from stratoecho.wire import ssdv
-from stratoecho.wire.musing_sentence import decode_musing_sentence, is_musing_sentence
+from stratoecho.wire.musing_sentence import decode_musing_sentence
 
 from .beacons import air_airtimes, air_frames
 from .musing_report import logged_musings
@@ -39,24 +39,21 @@ RECORD_ROWS = {wire.Kind.MUSING: "musing", wire.Kind.HEALTH: "health", wire.Kind
 NAMES = {**LABELS, "late position": "late positions, as records", "other": "other frames"}
 
 
+# The plan's row of each kind of frame `wire.classify` tells apart (records: by their own kind, below).
+ROWS = {wire.FrameKind.SENTENCE: "position", wire.FrameKind.HABPACK: "position", wire.FrameKind.SSDV: "picture",
+        wire.FrameKind.WINDOW_CUE: "window", wire.FrameKind.RELAYED: "relay"}
+
+
 def classify(frame: bytes, auth) -> tuple[str, tuple[int, int] | None]:
     """The plan's row a frame on air belongs to, and the musing it carries (boot, seq) if any."""
-    if frame[:2] == b"$$":
-        if is_musing_sentence(frame):
-            try:
-                s = decode_musing_sentence(frame)
-                return "musing sentence", (s.boot, s.seq)
-            except wire.WireError:
-                return "other", None
-        return "position", None
-    if frame[:1] and frame[0] in wire.HABPACK_FIRST_BYTES:
-        return "position", None
-    if frame[:1] and frame[0] in ssdv.FIRST_BYTES:
-        return "picture", None
-    if frame[:1] == bytes([wire.CONTROL_MAGIC]):
-        return "window", None
-    if frame[:1] == bytes([wire.RELAY_MAGIC]):
-        return "relay", None
+    heard = wire.classify(frame, auth.tag_len) if auth is not None else wire.classify(frame)
+    if heard.kind is wire.FrameKind.MUSING_SENTENCE:
+        s = heard.opened
+        return ("musing sentence", (s.boot, s.seq)) if s is not None else ("other", None)
+    if heard.kind in ROWS:
+        return ROWS[heard.kind], None
+    if heard.kind is not wire.FrameKind.FRAGMENT:
+        return "other", None
     try:
         f = wire.decode_fragment(frame, auth)
     except wire.WireError:

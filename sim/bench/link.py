@@ -249,10 +249,16 @@ class SimRadio:
     def airtime(self, frame: bytes) -> float:
         return lora_airtime_s(len(frame), self.cfg.spreading_factor, self.cfg.bandwidth_hz, self.cfg.coding_rate)
 
+    def _is_musing(self, frame: bytes) -> bool:
+        try:
+            return wire.decode_fragment(frame, self.ground.decoder.auth).kind is wire.Kind.MUSING
+        except wire.WireError:  # a position sentence, or not ours
+            return False
+
     def send(self, frame: bytes) -> None:
         run, air = self.run, self.airtime(frame)
         run.downlink_frames += 1
-        musing = frame[0] == wire.MAGIC and frame[1] & 0x0F == wire.Kind.MUSING
+        musing = self._is_musing(frame)
         if musing:
             run.musing_frames += 1
             run.musing_bytes_on_air += len(frame)

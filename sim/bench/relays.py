@@ -20,6 +20,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from stratoecho import wire
 from stratoecho.wire import gateway_rules
 
 from ..channel.loss import LossSpec
@@ -60,9 +61,10 @@ def far_positions(out: Path, callsign: str) -> dict:
             frames += [bytes.fromhex(h) for (h,) in con.execute("SELECT hex FROM frames")]
         finally:
             con.close()
-    head = b"$$" + callsign.encode() + b","
-    gateway = [_seconds(f.split(b",")[2].decode()) for f in frames
-               if f.startswith(head) and not gateway_rules.check_line(f)]
+    # As the gateway takes them: by its rules alone, not by whether our own parser reads the line.
+    heard = [wire.classify(f) for f in frames]
+    gateway = [_seconds(h.data.split(b",")[2].decode()) for h in heard if h.kind is wire.FrameKind.SENTENCE
+               and h.callsign == callsign and not gateway_rules.check_line(h.data)]
     ours: list[int] = []
     if (own := out / f"ground.{callsign}.db").exists():
         con = sqlite3.connect(f"file:{own}?mode=ro", uri=True)

@@ -155,7 +155,7 @@ def fuzz(frames: int = 100_000, seed: int = 1, mutate: float = 0.7, forge: float
         frame = rng.choice(fragments) if rng.random() < 0.85 else rng.choice(sentences)
         if rng.random() < mutate:
             result.mutated += 1
-            if frame[0] == wire.MAGIC and rng.random() < forge:
+            if wire.classify(frame).kind is wire.FrameKind.FRAGMENT and rng.random() < forge:
                 result.forged += 1
                 frame = _forge(rng, frame, fragments)
             else:

@@ -179,13 +179,14 @@ class Origin:
     key: bytes  # what makes it the same frame heard twice: its origin and sequence, as its bytes carry them
 
 
-def origin_of(frame: bytes, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
+def origin_of(frame: bytes | HeardFrame, flights: Mapping[str, DownlinkAuth | None]) -> Origin:
     """Which of `flights` (callsign -> its downlink key, or None when only its open sentences are
-    known) a heard frame belongs to, as the payload's relay asks. A record fragment or window cue is
-    its origin's only when that flight's key checks its tag; a UKHAS or musing sentence names its
-    callsign, and is authentic only when it carries that flight's tag. WireError ("bad tag",
-    "unknown origin", "not relayed") for anything else."""
-    heard = classify(frame)
+    known) a heard frame (or one `classify` told already) belongs to, as the payload's relay asks.
+    A record fragment or window cue is its origin's only when that flight's key checks its tag; a
+    UKHAS or musing sentence names its callsign, and is authentic only when it carries that
+    flight's tag. WireError ("bad tag", "unknown origin", "not relayed") for anything else."""
+    heard = frame if isinstance(frame, HeardFrame) else classify(frame)
+    frame = heard.data
     if heard.tagged:
         return _tagged_origin(heard, flights)
     if heard.kind in (FrameKind.SENTENCE, FrameKind.MUSING_SENTENCE):

@@ -13,6 +13,7 @@ import structlog
 from groundstation.reading import GroundReader
 from payload.config import PayloadConfig, load_config
 from payload.policy.airplan import air_plan
+from stratoecho import wire
 from stratoecho.wire import downlink, gateway_rules
 
 from ...world.hardware import bench_dir
@@ -83,7 +84,7 @@ def gateway_section(air_hex: Path, shown: int = 10) -> dict:
     """Every line the payload put on air against a stock LoRa gateway's rules
     (`wire.gateway_rules`): how many lines, the longest, and the first violations."""
     frames = [bytes.fromhex(h) for h in air_hex.read_text().split()] if air_hex.exists() else []
-    lines = [f for f in frames if f[:2] == b"$$"]
+    lines = [f for f in frames if wire.classify(f).kind in (wire.FrameKind.SENTENCE, wire.FrameKind.MUSING_SENTENCE)]
     found = gateway_rules.check_air(frames)
     if found:
         log.error("gateway_rules_broken", count=len(found), first=str(found[0]))
