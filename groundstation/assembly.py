@@ -20,6 +20,7 @@ cannot be used), having closed what it had opened. `Listener.run` runs the loop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -387,49 +388,52 @@ def build_listener(config: GroundConfig, stop: threading.Event | None = None) ->
     stop = stop or (clock.event() if clock is not None else threading.Event())
     here = station_here(config)
     downlink = check_keys(config)
-    proxy = open_proxy(config)
-    db = config.database
+    with contextlib.ExitStack() as on_failure:  # what was opened, closed again when a later part cannot be had
+        proxy = open_proxy(config)
+        if proxy is not None:
+            on_failure.callback(proxy.close, timeout_s=0)
+        store = _open_store(config, here)
+        on_failure.callback(store.close)
+        try:
+            source = open_source(config, clock, stop)
+        except SourceError as e:
+            raise StartError(str(e), 1) from e
+        on_failure.callback(source.close)
+        if isinstance(source, UdpSource):
+            log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=str(config.database.path))
+        flights = open_flights(config, downlink, store, here)
+        on_failure.callback(lambda: [s.close() for s in flights.stores() if s is not store])
+        for flight in flights.all():  # what each database's readers show as the flight's (reading.GroundReader.keyed)
+            auth = flight.decoder.auth
+            flight.store.set_trust(fingerprint(auth.key) if auth is not None else None)
+        if downlink is None:
+            log.warning("no downlink key: this station believes anyone",
+                        consequence="any sentence under the flight's callsign is shown, exported and uploaded as the "
+                        "flight's, a forger's too; record fragments and window cues are kept as frames, unread",
+                        fix="--flight-key FILE (or --downlink-key FILE)")
+        listener = Listener(config, stop, clock, store, source, flights.primary.decoder,
+                            Hooks(station=config.station.name), repair=repair_link(config, source, store, clock),
+                            proxy=proxy, flights=flights)
+        try:
+            listener.add_publisher()
+            if listener.publisher is not None:
+                on_failure.callback(listener.publisher.close, timeout_s=0)
+            listener.add_exporters()
+        except ValueError as e:
+            raise StartError(str(e), 2) from e
+        listener.join_hooks()
+        on_failure.pop_all()  # all open: the listener closes them
+    return listener
+
+
+def _open_store(config: GroundConfig, here: tuple[float, float, float] | None) -> Store:
+    """The primary flight's database, with the station's place when it has one; StartError (1) if not."""
     try:
-        store = Store(db.path, frame_quota=db.frame_quota())
+        store = Store(config.database.path, frame_quota=config.database.frame_quota())
     except StoreError as e:
         raise StartError(str(e), 1) from e
     if here is not None:
         from .network import default_station
 
         store.set_station(config.station.name or default_station(), *here)
-    try:
-        source = open_source(config, clock, stop)
-    except SourceError as e:
-        store.close()
-        raise StartError(str(e), 1) from e
-    if isinstance(source, UdpSource):
-        log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=str(db.path))
-    try:
-        flights = open_flights(config, downlink, store, here)
-    except StartError:
-        store.close()
-        source.close()
-        raise
-    decoder = flights.primary.decoder
-    for flight in flights.all():  # what each database's readers show as the flight's (reading.GroundReader.keyed)
-        auth = flight.decoder.auth
-        flight.store.set_trust(fingerprint(auth.key) if auth is not None else None)
-    if downlink is None:
-        log.warning("no downlink key: this station believes anyone",
-                    consequence="any sentence under the flight's callsign is shown, exported and uploaded as the "
-                    "flight's, a forger's too; record fragments and window cues are kept as frames, unread",
-                    fix="--flight-key FILE (or --downlink-key FILE)")
-    listener = Listener(config, stop, clock, store, source, decoder, Hooks(station=config.station.name),
-                        repair=repair_link(config, source, store, clock), proxy=proxy, flights=flights)
-    try:
-        listener.add_publisher()
-        listener.add_exporters()
-    except ValueError as e:
-        if listener.publisher is not None:
-            listener.publisher.close(timeout_s=0)
-        for s in flights.stores():
-            s.close()
-        source.close()
-        raise StartError(str(e), 2) from e
-    listener.join_hooks()
-    return listener
+    return store

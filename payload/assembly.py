@@ -14,6 +14,7 @@ or the bench hands in. The daemon builds nothing itself.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from dataclasses import dataclass, field, replace
@@ -103,51 +104,47 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     time on the rehearsed board."""
     data_dir = Path(data_dir)
     fitted = replace(fitted, disk_usage=fitted.disk_usage or shutil.disk_usage)  # the card: the bench simulates one
-    opened = boot or open_boot(cfg, data_dir, clock, fitted.disk_usage)
-    store, outbound = opened.store, opened.outbound
-    try:
-        auth, gate_key = _flight_key(cfg)
-    except BaseException:
-        store.close()
-        raise
     liveness = liveness or Liveness()
-    memory = Memory(data_dir / "memory.db")  # its own musings, the ground's notes, what other payloads said
-    try:
+    with contextlib.ExitStack() as on_failure:  # what this opened, closed again when a later step raises
+        if boot is None:
+            boot = open_boot(cfg, data_dir, clock, fitted.disk_usage)
+            on_failure.callback(boot.store.close)
+        opened, store, outbound = boot, boot.store, boot.outbound
+        auth, gate_key = _flight_key(cfg)
+        memory = Memory(data_dir / "memory.db")  # its own musings, the ground's notes, what other payloads said
+        on_failure.callback(memory.close)
         relay = open_relay(cfg, auth, memory)
         gate = open_gate(cfg, opened) if gate_key else None
-    except BaseException:
-        memory.close()
-        store.close()
-        raise
-    governor = Governor(store, capacity_wh=cfg.power.battery_wh, beacon_period_s=cfg.schedule.telemetry_s,
-                        battery_temp_fitted=sensors.battery_temp_fitted,
-                        cpu_temp_fitted=fitted.pi_health is not None)
-    cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
-    transmitter = open_transmitter(cfg, opened, radio, clock, stop, data_dir, auth, relay, cadence,
-                                   on_loop=lambda: liveness.ping("radio"))
-    flight = Flight(cfg, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
-    # On the bench its questions are drawn from the flight's seed, like everything else.
-    reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
-                  clock.elapsed_s, rng=Random(fitted.seed * 7919 + flight.boot) if fitted.seed is not None else None)
-    commands = CommandHandler(flight.boot, cadence, cfg.uplink, clock, store, transmitter, memory, reach, outbound,
-                              gate=gate)
-    if gate is not None:
-        transmitter.listen_after(cfg.uplink, commands.on_frame, uplink.payload_hash(cfg.callsign))
-    beacon = Beacon(flight, sensors, reach)
-    parts = Components(flight=flight, cadence=cadence, sensors=sensors, radio=radio, store=store,
-                       transmitter=transmitter, memory=memory, reach=reach, beacon=beacon,
-                       health=Health(flight, store, memory, transmitter, beacon.power_fields, gate=gate),
-                       commands=commands, stopping=clock.event(), gate=gate)
-    if fitted.camera is not None:
-        parts.pictures = Pictures(flight, fitted.camera, store, data_dir)
-    if bundle is not None:
-        parts.worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
-                                     memory_limit_mb=cfg.persona.memory_limit_mb)
-        # The facts the owner approved (host_training interview): the same notes after every boot.
-        memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
-        parts.musings = Musings(flight, cadence, bundle, parts.worker, sensors, beacon, memory, reach, parts.stopping,
-                                line_bytes=max(turn_of(cfg).sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
-    return parts
+        governor = Governor(store, capacity_wh=cfg.power.battery_wh, beacon_period_s=cfg.schedule.telemetry_s,
+                            battery_temp_fitted=sensors.battery_temp_fitted,
+                            cpu_temp_fitted=fitted.pi_health is not None)
+        cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
+        transmitter = open_transmitter(cfg, opened, radio, clock, stop, data_dir, auth, relay, cadence,
+                                       on_loop=lambda: liveness.ping("radio"))
+        flight = Flight(cfg, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
+        # On the bench its questions are drawn from the flight's seed, like everything else.
+        reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
+                      clock.elapsed_s, rng=Random(fitted.seed * 7919 + flight.boot) if fitted.seed is not None else None)
+        commands = CommandHandler(flight.boot, cadence, cfg.uplink, clock, store, transmitter, memory, reach, outbound,
+                                  gate=gate)
+        if gate is not None:
+            transmitter.listen_after(cfg.uplink, commands.on_frame, uplink.payload_hash(cfg.callsign))
+        beacon = Beacon(flight, sensors, reach)
+        parts = Components(flight=flight, cadence=cadence, sensors=sensors, radio=radio, store=store,
+                           transmitter=transmitter, memory=memory, reach=reach, beacon=beacon,
+                           health=Health(flight, store, memory, transmitter, beacon.power_fields, gate=gate),
+                           commands=commands, stopping=clock.event(), gate=gate)
+        if fitted.camera is not None:
+            parts.pictures = Pictures(flight, fitted.camera, store, data_dir)
+        if bundle is not None:
+            parts.worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
+                                         memory_limit_mb=cfg.persona.memory_limit_mb)
+            # The facts the owner approved (host_training interview): the same notes after every boot.
+            memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
+            parts.musings = Musings(flight, cadence, bundle, parts.worker, sensors, beacon, memory, reach, parts.stopping,
+                                    line_bytes=max(turn_of(cfg).sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
+        on_failure.pop_all()  # all opened: the components own them from here
+        return parts
 
 
 def loops(parts: Components) -> list[Loop]:
@@ -337,17 +334,14 @@ def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_
     radio (which reports through it), the components, the daemon. Raises StoreError,
     KeyFileError or (on a rig) RadioError, having closed what it opened."""
     hw = parts.hardware
-    boot = open_boot(cfg, data_dir, parts.clock, hw.card_usage)
-    try:
+    with contextlib.ExitStack() as on_failure:  # a serial port or GPIO pins would otherwise stay claimed
+        boot = open_boot(cfg, data_dir, parts.clock, hw.card_usage)
+        on_failure.callback(boot.store.close)
         radio = open_radio(cfg, parts, boot.outbound)
-    except BaseException:
-        boot.store.close()
-        raise
-    try:
+        on_failure.callback(radio.close)
         fitted = Fitted(camera=parts.camera, pi_health=hw.pi_health, led=parts.led, heater=parts.heater,
                         disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation)
-        return build_daemon(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, fitted=fitted,
-                            liveness=liveness, boot=boot)
-    except BaseException:
-        radio.close()  # a serial port or GPIO pins would otherwise stay claimed
-        raise
+        daemon = build_daemon(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, fitted=fitted,
+                              liveness=liveness, boot=boot)
+        on_failure.pop_all()
+    return daemon

@@ -186,3 +186,35 @@ def test_a_hat_in_the_file_is_the_hat_its_flags_describe(tmp_path):
     tuned = listen_config("--config", str(path), "--frequency-mhz", "434.4")  # a flag over one of the HAT's keys
     assert tuned.source.frequency_mhz == 434.4 and tuned.source.model_extra == {"busy_pin": 6, "dio1_pin": "GPIO26",
                                                                                   "tcxo_voltage": 1.8}
+
+
+def test_a_part_that_cannot_be_had_closes_every_part_opened_before_it(tmp_path, monkeypatch):
+    """`build_listener` opens the database, the source and the followed flights' databases before the
+    exporters; settings the exporters refuse (exit 2) must not leave the source's socket bound or a
+    database open (one ExitStack, groundstation/assembly.py)."""
+    import groundstation.assembly as assembly
+    from groundstation.db import Store
+
+    closed = []
+    real_source, real_close = assembly.open_source, Store.close
+
+    def source(*args, **kwargs):
+        opened = real_source(*args, **kwargs)
+        close = opened.close
+        opened.close = lambda: (closed.append("source"), close())[1]
+        return opened
+
+    monkeypatch.setattr(assembly, "open_source", source)
+    monkeypatch.setattr(Store, "close", lambda self: (closed.append(Path(self.path).name), real_close(self))[1])
+    key, far = tmp_path / "flight.key", tmp_path / "far.downlink"
+    write_flight_key(key)
+    write_key_file(tmp_path / "far.key", key=new_key())
+    assert main(["keygen", "--downlink-from", str(tmp_path / "far.key"), str(far)]) == 0
+    path = write(tmp_path, f'[source]\nkind = "udp"\naddress = "127.0.0.1:0"\n'
+                           f'[database]\npath = "{tmp_path / "ground.db"}"\n'
+                           f'[keys]\ncallsign = "STRATO1"\nflight_key = "{key}"\n[keys.follow]\nFAR1 = "{far}"\n'
+                           '[exports.ssdv]\nurl = "http://127.0.0.1:9/api"\n')
+    with pytest.raises(assembly.StartError, match="--ssdv-url goes with --ssdv-upload") as refused:
+        build_listener(listen_config("--config", str(path)))
+    assert refused.value.status == 2
+    assert sorted(closed) == ["ground.FAR1.db", "ground.db", "source"]
