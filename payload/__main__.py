@@ -36,7 +36,6 @@ from .store import StoreError
 from .watchdog import Liveness, SystemdNotifier, Watchdog
 
 log = structlog.get_logger("payload")
-STATS_EVERY_S = 60.0  # flight seconds between saves of the statistics
 STOP_SLACK_S = 5.0  # past the stop's budget, closing files; still inside the unit's TimeoutStopSec=20
 
 
@@ -237,8 +236,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def fly(daemon: Daemon, parts: Parts, liveness: Liveness, flight_s: float, drain_s: float,
         problems: list[Event]) -> None:
-    """Start the daemon, say it is ready, save statistics every flight minute until a signal
-    or the flight's end, then stop it (draining the queue first when the flight ended by itself)."""
+    """Start the daemon, say it is ready, wait for a signal or the flight's end, then stop it
+    (draining the queue first when the flight ended by itself)."""
     clock = parts.clock
     interrupted = clock.event()
     _stop_on_signals(daemon, interrupted, clock)
@@ -262,14 +261,9 @@ def fly(daemon: Daemon, parts: Parts, liveness: Liveness, flight_s: float, drain
         parts.hardware.flying()
     log.info("flying", radio=daemon.cfg.radio.kind, to=daemon.cfg.radio.address, clock=clock.describe(),
              flight_minutes=round(flight_s / 60, 1), data=str(daemon.data_dir))
-    # Statistics are saved every flight minute: a power cut loses at most a minute of counts.
-    next_stats = clock.elapsed_s() + STATS_EVERY_S
     slice_s = clock.flight_s(SIGNAL_POLL_S)  # flight seconds; the lockstep's waits are its own
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
-        interrupted.wait(max(min(next_stats, flight_s, clock.elapsed_s() + slice_s) - clock.elapsed_s(), 0.0))
-        if clock.elapsed_s() >= next_stats:
-            daemon.write_stats()
-            next_stats = clock.elapsed_s() + STATS_EVERY_S
+        interrupted.wait(max(min(flight_s, clock.elapsed_s() + slice_s) - clock.elapsed_s(), 0.0))
     # STOPPING=1 once the stop itself begins: after a rig's end-of-flight drain (a flight that
     # ends by itself is a rig's; on the Pi only a signal stops us, and then there is no drain).
     daemon.shutdown(drain_s=0.0 if interrupted.is_set() else drain_s, abort=interrupted,

@@ -9,11 +9,12 @@
     think     every cadence.period_s(think):   producers.Musings, when a persona flies: right after a
                                                position sentence and only when the last musing has gone
                                                on air; at once for one gone stale
+    stats     every flight minute:             flight_stats.FlightStats writes stats.json (and at the stop)
 
 The periods are the Cadence's (payload/cadence.py: the configuration, the uplink's SET_INTERVALS and
 the governor's stretch), read before each run. The work is the producers' (payload/producers/);
-the daemon owns their threads, their liveness for the systemd watchdog, the stop, and when the
-statistics file is written (payload/flight_stats.py). payload/assembly.py builds everything it
+the daemon owns their threads, their liveness for the systemd watchdog, the stop, and the one
+loop of its own: the statistics file (payload/flight_stats.py). payload/assembly.py builds everything it
 schedules (payload/components.py).
 """
 
@@ -46,6 +47,7 @@ STOP_BUDGET_S = 10.0
 RADIO_CLOSE_S = 2.0  # of it, kept for closing a radio whose thread is stuck, and for that thread to end
 LIVENESS_MARGIN_S = 30.0  # a periodic loop's allowance past its period and its longest run
 CONTINUOUS_MARGIN_S = 120.0  # a continuous loop's past its longest quiet spell
+STATS_EVERY_S = 60.0  # flight seconds between saves of the statistics (stats.json)
 
 
 def _always() -> bool:
@@ -101,11 +103,13 @@ class Daemon:
 
     def _take_loops(self) -> None:
         """The loops table over the parts as they are now (a persona that will not load has left it)."""
-        self.loops = {loop.name: loop for loop in self.declare(self.parts)}
+        self.flight_stats = FlightStats(self.data_dir / "stats.json", self.cfg, self.clock, self.parts)
+        # Statistics are one more loop, saved every flight minute: a power cut loses at most a minute of counts.
+        stats = Loop("stats", self.flight_stats.write, lambda: STATS_EVERY_S, STATS_EVERY_S)
+        self.loops = {loop.name: loop for loop in (*self.declare(self.parts), stats)}
         self._followers = {name: [f.name for f in self.loops.values() if f.after == name] for name in self.loops}
         # Each loop's wake: set by a run of the loop it follows, by a stale record of its and by the stop.
         self.wakes = {name: self.clock.event() for name in self.loops}
-        self.flight_stats = FlightStats(self.data_dir / "stats.json", self.cfg, self.clock, self.parts)
 
     # ------------------------------------------------------------------ one run of each loop
 
@@ -144,9 +148,6 @@ class Daemon:
 
     def on_uplink(self, frame: bytes) -> None:
         self.commands.on_frame(frame)
-
-    def write_stats(self) -> None:
-        self.flight_stats.write()
 
     # ------------------------------------------------------------------ loops
 

@@ -124,12 +124,17 @@ def test_the_daemon_the_handler_and_the_loops_read_one_cadence(tmp_path):
 def test_the_loops_table_holds_the_fitted_loops_in_the_order_they_start(tmp_path):
     d = daemon(tmp_path)
     try:
-        assert list(d.loops) == ["beacon", "radio", "health"]  # no camera, no persona
+        assert list(d.loops) == ["beacon", "radio", "health", "stats"]  # no camera, no persona
         beacon, radio = d.loops["beacon"], d.loops["radio"]
         assert beacon.on_due == d.transmitter.turns.due and beacon.slot_s == d.cfg.schedule.beacon_slot_s
         assert beacon.before == d.commands.revert_unconfirmed
         assert radio.period_s is None and radio.once == d.transmitter.run  # runs continuously
         assert d.loops["health"].first_s == d.cfg.schedule.health_s
+        # The statistics are one loop more, the daemon's own: every flight minute, from the first.
+        stats = d.loops["stats"]
+        assert stats.once == d.flight_stats.write and stats.period_s() == stats.first_s == 60.0
+        d.run_once("stats")
+        assert json.loads((tmp_path / "data" / "stats.json").read_text())["flight_s"] >= 0
     finally:
         d.store.close()
 
@@ -139,7 +144,7 @@ def test_a_camera_adds_its_loop_half_a_period_in(tmp_path):
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=4000, timeout_s=5)
     d = daemon(tmp_path, camera=cam)
     try:
-        assert list(d.loops) == ["beacon", "radio", "health", "camera"]
+        assert list(d.loops) == ["beacon", "radio", "health", "camera", "stats"]
         assert d.loops["camera"].first_s == d.cfg.schedule.image_s / 2
         assert d.picture_once() is True and d.pictures.stats()["images_queued"] == 1
     finally:
@@ -230,7 +235,7 @@ def test_the_statistics_file_keeps_its_fields(tmp_path):
     try:
         d.beacon_once()
         d.health_once()
-        d.write_stats()
+        d.flight_stats.write()
         stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     finally:
         d.store.close()

@@ -337,7 +337,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     card = default_card
     d, cam = make_daemon(tmp_path, card)
     d.beacon_once()
-    d.write_stats()
+    d.flight_stats.write()
     stats = tmp_path / "data" / "stats.json"
     assert stats.exists()
     assert d.picture_once()
@@ -346,14 +346,14 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     card.full = True
     for _ in range(80):
         d.beacon_once()
-    d.write_stats()  # refused: not an exception
+    d.flight_stats.write()  # refused: not an exception
     d.health_once()
     assert d.store.database.card.full and d.store.fallback.degraded
     assert not d.picture_once() and cam.counters.captures == captures  # no stills on a full card
     newest = d.store.queue.current_telemetry()
     assert newest is not None and newest.seq == d.beacon.counts.telemetry_queued  # beaconing from memory
     before = stats.read_text()
-    d.write_stats()
+    d.flight_stats.write()
     assert stats.read_text() == before  # stats wait for room
     said = events(d)
     assert len([e for e in said if e.startswith("card full")]) == 1
@@ -365,7 +365,7 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     d.health_once()
     assert not d.store.fallback.degraded and not d.store.database.card.full
     assert [e for e in events(d) if e.startswith("card recovered")]
-    d.write_stats()
+    d.flight_stats.write()
     assert stats.read_text() != before
     d.shutdown()
     db = tmp_path / "data" / "queue.db"
