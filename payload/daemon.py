@@ -126,18 +126,6 @@ class Daemon:
             for follower in self._followers.get(loop.name, ()):
                 self.wakes[follower].set()  # fresh readings and a turn ahead: the moment for a musing
 
-    def beacon_once(self):
-        return self.run_once("beacon")
-
-    def health_once(self) -> None:
-        self.run_once("health")
-
-    def picture_once(self) -> bool:
-        return self.run_once("camera") if "camera" in self.loops else False
-
-    def think_once(self) -> str | None:
-        return self.run_once("think") if "think" in self.loops else None
-
     def on_stale(self, q) -> None:
         """A musing went stale before any of it aired (the radio expired it): make another now."""
         if q.kind is wire.Kind.MUSING or not self.transmitter.auth:
@@ -145,9 +133,6 @@ class Daemon:
                 if loop.remade_when_stale:
                     self._remake.add(loop.name)
                     self.wakes[loop.name].set()
-
-    def on_uplink(self, frame: bytes) -> None:
-        self.commands.on_frame(frame)
 
     # ------------------------------------------------------------------ loops
 

@@ -146,7 +146,7 @@ def test_a_camera_adds_its_loop_half_a_period_in(tmp_path):
     try:
         assert list(d.loops) == ["beacon", "radio", "health", "camera", "stats"]
         assert d.loops["camera"].first_s == d.cfg.schedule.image_s / 2
-        assert d.picture_once() is True and d.pictures.stats()["images_queued"] == 1
+        assert d.run_once("camera") is True and d.pictures.stats()["images_queued"] == 1
     finally:
         d.store.close()
         cam.close()
@@ -186,11 +186,11 @@ def test_a_run_of_the_beacon_wakes_the_loop_that_follows_it(tmp_path):
         d.parts = replace(d.parts, musings=StandInMusings())
         d._take_loops()
         assert not d.wakes["think"].is_set()
-        d.beacon_once()
+        d.run_once("beacon")
         assert d.wakes["think"].is_set()
-        assert d.think_once() == "a thought"
+        assert d.run_once("think") == "a thought"
         d.fly_without_persona()  # a persona that will not load leaves the table
-        assert "think" not in d.loops and d.think_once() is None
+        assert "think" not in d.loops
     finally:
         d.store.close()
 
@@ -233,8 +233,8 @@ def test_every_producer_answers_once_and_stats():
 def test_the_statistics_file_keeps_its_fields(tmp_path):
     d = daemon(tmp_path)
     try:
-        d.beacon_once()
-        d.health_once()
+        d.run_once("beacon")
+        d.run_once("health")
         d.flight_stats.write()
         stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     finally:

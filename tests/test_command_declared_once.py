@@ -104,7 +104,7 @@ def test_a_queued_declaration_is_signed_received_and_handled(lit, dashboard, gro
         link.window(("127.0.0.1", 1), {})  # the payload's listen window: the listener signs what is queued
         try:
             for frame in sent:
-                daemon.on_uplink(frame)
+                daemon.commands.on_frame(frame)
             assert lit == [Flare(7)]
             assert daemon.commands.stats.commands == {"flare": 1}
         finally:

@@ -128,7 +128,7 @@ def _events(d: Daemon) -> list[str]:
 
 
 def _send(d: Daemon, counter: int, cmd, key: bytes = KEY) -> None:
-    d.on_uplink(uplink.sign(key, counter, d.cfg.callsign, cmd))
+    d.commands.on_frame(uplink.sign(key, counter, d.cfg.callsign, cmd))
 
 
 def test_set_intervals_reverts_at_the_next_beacon_after_its_deadline(tmp_path):
@@ -141,10 +141,10 @@ def test_set_intervals_reverts_at_the_next_beacon_after_its_deadline(tmp_path):
         # Two windows at 120 s x 6 sentences are 1440 s: the configured 1800 s covers them.
         assert len(pending) == 1 and pending[0].endswith("reverts in 1800 s unless sent again")
         clock.t = 1799.0
-        d.beacon_once()
+        d.run_once("beacon")
         assert d.cadence.telemetry_s == 120.0
         clock.t = 1800.0
-        d.beacon_once()
+        d.run_once("beacon")
         assert (d.cadence.telemetry_s, d.cadence.musing_s) == (10.0, 180.0)
         assert "set_intervals not confirmed in time; back to intervals 10 s telemetry, 180 s musings" in _events(d)
     finally:
@@ -162,7 +162,7 @@ def test_set_intervals_sent_again_from_a_later_window_stays(tmp_path):
         _send(d, 3, uplink.SetIntervals(60, 900))
         assert "set_intervals confirmed: intervals 60 s telemetry, 900 s musings" in _events(d)
         clock.t = 100_000.0
-        d.beacon_once()
+        d.run_once("beacon")
         assert d.cadence.telemetry_s == 60.0
     finally:
         d.store.close()
@@ -188,7 +188,7 @@ def test_a_ground_floor_on_probation_survives_a_restart_and_then_reverts(tmp_pat
     try:
         assert d2.governor.ground_floor.value == "survival" and "set_mode" in d2.commands.probation.pending
         clock.t = 100_000.0
-        d2.beacon_once()
+        d2.run_once("beacon")
         assert d2.governor.ground_floor.value == "nominal"
         assert any(e.startswith("set_mode not confirmed in time; back to ground floor nominal") for e in _events(d2))
         assert d2.store.state.get("ground_floor") == "nominal"
@@ -264,7 +264,7 @@ def test_a_counter_far_above_the_last_is_refused_and_the_ground_hears_why(tmp_pa
         assert len(refused) == 1 and f"more than {uplink.MAX_COUNTER_STEP} above the last accepted 0" in refused[0]
         _send(d, uplink.MAX_COUNTER_STEP, uplink.Ping(2))  # the longest step allowed
         assert d.gate.last_counter == uplink.MAX_COUNTER_STEP
-        d.on_uplink(b"\xed" + bytes(30))  # a forgery is counted, never an event: the air is not ours
+        d.commands.on_frame(b"\xed" + bytes(30))  # a forgery is counted, never an event: the air is not ours
         assert len([e for e in _events(d) if e.startswith("command refused")]) == 1
     finally:
         d.store.close()
@@ -316,7 +316,7 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
     d, cfg, _ = _daemon(tmp_path)
     try:
         _send(d, 9, uplink.Ping(1))
-        d.health_once()
+        d.run_once("health")
         (q,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         record = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload)
         assert record.content["uplink_counter"] == 9

@@ -336,20 +336,20 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     beacon keeps queueing, stills and stats stop, the ground hears it once, and all recovers."""
     card = default_card
     d, cam = make_daemon(tmp_path, card)
-    d.beacon_once()
+    d.run_once("beacon")
     d.flight_stats.write()
     stats = tmp_path / "data" / "stats.json"
     assert stats.exists()
-    assert d.picture_once()
+    assert d.run_once("camera")
     captures = cam.counters.captures
 
     card.full = True
     for _ in range(80):
-        d.beacon_once()
+        d.run_once("beacon")
     d.flight_stats.write()  # refused: not an exception
-    d.health_once()
+    d.run_once("health")
     assert d.store.database.card.full and d.store.fallback.degraded
-    assert not d.picture_once() and cam.counters.captures == captures  # no stills on a full card
+    assert not d.run_once("camera") and cam.counters.captures == captures  # no stills on a full card
     newest = d.store.queue.current_telemetry()
     assert newest is not None and newest.seq == d.beacon.counts.telemetry_queued  # beaconing from memory
     before = stats.read_text()
@@ -358,11 +358,11 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     said = events(d)
     assert len([e for e in said if e.startswith("card full")]) == 1
     assert len([e for e in said if e.startswith("store fault")]) <= 1
-    d.health_once()
+    d.run_once("health")
     assert len([e for e in events(d) if e.startswith("card full")]) == 1  # once, not every health record
 
     card.full = False
-    d.health_once()
+    d.run_once("health")
     assert not d.store.fallback.degraded and not d.store.database.card.full
     assert [e for e in events(d) if e.startswith("card recovered")]
     d.flight_stats.write()
@@ -377,12 +377,12 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
 def test_the_daemon_starts_on_a_full_card(tmp_path, default_card):
     card = default_card
     d, cam = make_daemon(tmp_path, card)
-    d.beacon_once()
+    d.run_once("beacon")
     d.shutdown()
     card.full = True
     d, cam = make_daemon(tmp_path, card)  # ended the daemon with apsw.FullError before
-    d.beacon_once()
-    d.health_once()
+    d.run_once("beacon")
+    d.run_once("health")
     assert d.store.queue.current_telemetry() is not None
     assert [e for e in events(d) if e.startswith("card full")]
     d.shutdown()
@@ -391,11 +391,11 @@ def test_the_daemon_starts_on_a_full_card(tmp_path, default_card):
 def test_stills_are_pruned_to_their_budget(tmp_path, card):
     d, cam = make_daemon(tmp_path, card)
     for _ in range(4):
-        assert d.picture_once()
+        assert d.run_once("camera")
     sizes = sorted(p.stat().st_size for p in (tmp_path / "data" / "stills").glob("img_*.jpg"))
     assert len(sizes) == 4
     d.cfg.devices.camera.stills_mb = (sizes[-1] * 2.5) / MB  # room for two stills, not three
-    assert d.picture_once()
+    assert d.run_once("camera")
     kept = sorted(p.name for p in (tmp_path / "data" / "stills").glob("img_*.jpg"))
     assert kept == ["img_000004.jpg", "img_000005.jpg"]
     d.shutdown()

@@ -62,7 +62,7 @@ def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 1
     while clock.t < end:
         clock.t += step_s
         sensors.now = readings
-        d.beacon_once()
+        d.run_once("beacon")
         modes.append(d.governor.mode.value)
     return modes
 
@@ -130,7 +130,7 @@ def test_an_unplanned_reboot_starts_safe_and_remembers_the_phase(tmp_path):
     for _ in range(40):  # climbing at 5 m/s
         clock.t += 10
         sensors.now = replace(GOOD, alt_m=sensors.now.alt_m + 50, pressure_hpa=900.0)
-        d.beacon_once()
+        d.run_once("beacon")
     assert d.governor.mode.value == "nominal" and d.governor.phase.value == "ascent"
     d.store.close()  # the power goes: no shutdown, no clean mark
     d2, _, _ = make(tmp_path)
@@ -166,7 +166,7 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     assert not pins.pin(24).state and d.beacon._led_pattern == "nominal"
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
     assert pins.pin(24).state and d.beacon._led_pattern == "low_power"
-    d.health_once()
+    d.run_once("health")
     (h,) = [q for q in d.store.queue.queued(limit=50, kinds=(Kind.HEALTH,))]
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["heater"] == "on:cold" and fields["mode"] == "low_power" and fields["box_temp_c"] == -15.0
@@ -215,7 +215,7 @@ def _climb(d, clock, sensors, seconds: float, lon_step: float = 0.001) -> None:
         clock.t += 10
         r = sensors.now
         sensors.now = replace(r, alt_m=r.alt_m + 50, lon=r.lon + lon_step, time=r.time + timedelta(seconds=10))
-        d.beacon_once()
+        d.run_once("beacon")
 
 
 def test_the_launch_is_kept_across_a_reboot_for_the_time_aloft_and_the_distance(tmp_path):

@@ -46,7 +46,7 @@ def test_every_nack_that_reaches_the_payload_passes_its_real_gate_and_is_acted_o
     arrived = run.nacks_sent - run.nacks_lost - run.nacks_late
     assert run.nacks_lost > 0 or run.reports_lost > 0, "the uplink should lose frames at 30 %"
     assert arrived > 0
-    assert run.resends_accepted == arrived  # verified by CommandGate, dispatched by Daemon.on_uplink
+    assert run.resends_accepted == arrived  # verified by CommandGate, dispatched by CommandHandler.on_frame
     assert run.reports_accepted == run.reports_sent - run.reports_lost - run.reports_late
     assert run.gate_rejections == {}
     assert run.uplink_airtime_s > 0

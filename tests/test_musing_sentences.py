@@ -131,9 +131,9 @@ def test_sondehub_comment_is_the_last_musing_without_html():
 def test_the_payload_sends_its_musing_as_sentences_too_when_asked(tmp_path, tiny_bundle):
     d: Daemon = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.sentences = True
-    d.beacon_once()
+    d.run_once("beacon")
     d.worker.generate = lambda prompt, max_tokens, seed=None: Generation("The air is thin, and I am “calm”.", 5, 0.01)
-    assert d.think_once()
+    assert d.run_once("think")
     tx = d.transmitter
     # A musing sentence waits until its stamp is in the past: the clock runs on meanwhile.
     while tx.send_one() or (tx.deferred_s is not None and not tx.clock.wait(tx.deferred_s, tx.stop)):

@@ -89,9 +89,9 @@ def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle)
     leaks = iter(["call me on +44 7700 900123 when it lands", "mail ada.lindqvist@example.org",
                   "the sky is ink above the clouds"])
     d.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(leaks), 5, 0.01)
-    assert d.think_once() is None
-    assert d.think_once() is None
-    assert d.think_once() == "the sky is ink above the clouds"
+    assert d.run_once("think") is None
+    assert d.run_once("think") is None
+    assert d.run_once("think") == "the sky is ink above the clouds"
     assert d.musings.counts.musings_dropped_by_guard == 2
     assert set(d.musings.guard.dropped) >= {"phone", "email"}
     while d.transmitter.send_one():
@@ -107,8 +107,8 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
         raise PersonaError("worker died")
 
     d.worker.generate = broken
-    assert d.think_once() is None
-    d.beacon_once()
+    assert d.run_once("think") is None
+    d.run_once("beacon")
     assert d.musings.counts.persona_failures == 1
     assert d.store.queue.depth() == {"telemetry": 1}
 
@@ -181,7 +181,7 @@ def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(t
     d.reach.on_answer(define, int(ApiStatus.NOT_FOUND), "")  # the dictionary had nothing
     d.reach.on_answer(999_999, int(ApiStatus.OK), "an answer nobody asked for")  # ignored, counted
     d.reach.on_answer(weather, 250, "\x1b[2J garbage status")  # an unknown code: an upstream error
-    assert d.think_once() == "the air is thin and quiet"
+    assert d.run_once("think") == "the air is thin and quiet"
     lines = d.reach.recent_lines(3)
     assert len(lines) == 2 and all(line in prompts[-1] for line in lines)
     assert "\x1b" not in prompts[-1]
@@ -200,12 +200,12 @@ def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bun
 
     d.worker.generate = generate
     full = d.musings.budget()
-    text = d.think_once()
+    text = d.run_once("think")
     assert asked[-1] == full.max_tokens and len(text) <= full.max_chars
     d.governor.used_wh = 0.9 * d.cfg.power.battery_wh  # most of the battery spent
     low = d.musings.budget()
     assert low.max_tokens <= full.max_tokens and low.n_threads == 1
-    d.think_once()
+    d.run_once("think")
     assert asked[-1] == low.max_tokens and d.worker.timeout_s == low.timeout_s
 
 

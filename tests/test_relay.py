@@ -250,7 +250,7 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
     try:
         heard = fragments(far, seq=3)[0]
         radio.inbox = [heard, fragments(STRANGER_AUTH)[0], sentence("OPEN1"), sentence(STRANGER), heard]
-        d.beacon_once()
+        d.run_once("beacon")
         while d.transmitter.send_one():
             pass
         sent = radio.frames

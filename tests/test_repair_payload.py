@@ -96,7 +96,7 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), d.boot, 1, (0,)),)))
     radio.inbox = [forged, resend, resend]  # a forgery, then a frame and its replay
     for _ in range(3):
-        d.beacon_once()
+        d.run_once("beacon")
         d.transmitter.send_one()
     assert d.transmitter.stats.windows == 1  # sentence 3 opened the window, 1 and 2 did not
     assert d.gate.rejections == {"bad tag": 1, "replayed": 1}, d.gate.rejections
@@ -137,8 +137,8 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     clock = Clock(speedup=1e6)
     radio = RecordingRadio()
     d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
-    d.beacon_once()
-    d.beacon_once()
+    d.run_once("beacon")
+    d.run_once("beacon")
     while d.transmitter.send_one():
         pass
     positions = [f for f in radio.frames if f[0] in wire.HABPACK_FIRST_BYTES]
@@ -165,7 +165,7 @@ def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
         d.store.queue.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
     ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3),
                       uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
-    d.on_uplink(uplink.sign(KEY, 1, cfg.callsign, ack))
+    d.commands.on_frame(uplink.sign(KEY, 1, cfg.callsign, ack))
     assert d.commands.stats.records_acknowledged == 2
     d.store.database.db.close()  # no clean close: what acknowledge returned must already be on the card
     store = Store(tmp_path / "data" / "queue.db")
@@ -179,7 +179,7 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
     d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
     d.store.queue.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
     d.store.database.fault("store write failed (FullError: disk full); running degraded")
-    d.health_once()
+    d.run_once("health")
     events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
               for q in d.store.queue.queued(limit=10, kinds=(Kind.EVENT,))]
     assert events == ["store fault: store write failed (FullError: disk full); running degraded"]
@@ -255,11 +255,11 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     planned = cfg.schedule.telemetry_s
     counter = iter(range(1, 100))
     for cmd in (uplink.SetIntervals(65535, 600), uplink.SetIntervals(1, 600), uplink.SetIntervals(30, 10)):
-        d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
+        d.commands.on_frame(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
         assert (d.cadence.telemetry_s, d.cadence.musing_s) == (planned, 180.0)
     refused = [e for e in _events(d) if e.startswith("set_intervals refused")]
     assert len(refused) == 3 and "65535 s is outside 10..120 s" in refused[0] and "below the 60 s" in refused[2]
-    d.on_uplink(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
+    d.commands.on_frame(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
     assert (d.cadence.telemetry_s, d.cadence.musing_s) == (60.0, 900.0)
     pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
     assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]

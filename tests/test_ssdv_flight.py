@@ -48,7 +48,7 @@ def drain(d: Daemon) -> list[bytes]:
 def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(320, 240))
     d = daemon(tmp_path, ssdv_config(ssdv_quality=3), sim)
-    assert d.picture_once() and d.picture_once()
+    assert d.run_once("camera") and d.run_once("camera")
     assert not d.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
     frames = drain(d)
     packets = [wire.decode_frame(f, AUTH) for f in frames if f[0] in ssdv.FIRST_BYTES]
@@ -73,13 +73,13 @@ def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(), sim)
     d.store.state.set("ssdv:next_image_id", "255")
-    assert d.picture_once() and d.picture_once()
+    assert d.run_once("camera") and d.run_once("camera")
     ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.store.queue.queued(limit=100, kinds=(Kind.SSDV,))})
     assert ids == [0, 255]
     d.store.close()
     d.camera.close()
     again = daemon(tmp_path, ssdv_config(), sim)
-    assert again.picture_once()
+    assert again.run_once("camera")
     ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queue.queued(limit=100, kinds=(Kind.SSDV,))
            if q.boot == again.boot}
     assert ids == {1}
@@ -89,11 +89,11 @@ def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
 def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(send_every=3), sim)
-    assert all(d.picture_once() for _ in range(4))  # stills 0-3: 0 and 3 go down
+    assert all(d.run_once("camera") for _ in range(4))  # stills 0-3: 0 and 3 go down
     d.store.close()
     d.camera.close()
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
-    assert again.picture_once() and again.picture_once()  # stills 4 and 5: neither; 6 would
+    assert again.run_once("camera") and again.run_once("camera")  # stills 4 and 5: neither; 6 would
     ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queue.queued(limit=100, kinds=(Kind.SSDV,))}
     assert ids == {0, 1} and again.pictures.counts.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card

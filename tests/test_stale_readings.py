@@ -124,12 +124,12 @@ def test_a_dead_power_monitor_is_no_reading_on_air_and_in_health(tmp_path):
     clock = Clock(speedup=1.0)
     d = build_daemon(PayloadConfig(), DeadMonitor(clock), RecordingRadio(), clock, None, tmp_path / "data")
     try:
-        d.beacon_once()
-        d.beacon_once()
+        d.run_once("beacon")
+        d.run_once("beacon")
         sentences = sorted((wire.decode_sentence(q.payload) for q in d.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))),
                            key=lambda s: s.seq)
         assert [s.batt_mv for s in sentences] == [4168, 0]  # read, then no reading: never 4168 again
-        d.health_once()
+        d.run_once("health")
         (q,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         health = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload).content
         assert "batt_mv" not in health and health["ina219"] == "i2c_error"  # missing, and why

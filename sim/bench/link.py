@@ -6,11 +6,11 @@ flight take seconds:
 
     musings + sentences ─▶ Store ─▶ Transmitter ─▶ SimRadio.send ─▶ downlink loss ─▶ ground
                                          ▲                                              │
-             Daemon.on_uplink ◀── SimRadio.receive ◀── uplink loss ◀── signed frames ◀──┘
+    CommandHandler.on_frame ◀── SimRadio.receive ◀── uplink loss ◀── signed frames ◀──┘
              (CommandGate)          (listen window)                    (WindowAnswerer)
 
-Real code: the payload's `Daemon` (its telemetry builder `beacon_once`, its command
-dispatch `on_uplink` behind the real `CommandGate` and HMAC check), `Transmitter` (parity
+Real code: the payload's `Daemon` (its beacon loop, run by `run_once("beacon")`; its command
+dispatch `CommandHandler.on_frame` behind the real `CommandGate` and HMAC check), `Transmitter` (parity
 sizing, interleaving, duty-cycle budget, listen windows, `request_repair`,
 `on_link_report`) over a real `Store` in a temporary folder; the ground's `FrameDecoder`,
 `WindowAnswerer` and `NackPlanner`, signing with a real `CommandSigner`. Simulated: the clock,
@@ -369,10 +369,10 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
     while end is None or clock.elapsed_s() < end:
         now = clock.elapsed_s()
         if now >= next_beacon:
-            daemon.beacon_once()
+            daemon.run_once("beacon")
             next_beacon = _next_due(next_beacon, sched.telemetry_s, now)
         if now >= next_health:  # names the last musing: the ground asks for one lost whole
-            daemon.health_once()
+            daemon.run_once("health")
             next_health = _next_due(next_health, sched.health_s, now)
         if end is None and now >= next_musing:
             text = _musing_text(rng)
