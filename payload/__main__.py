@@ -250,13 +250,13 @@ def fly(daemon: Daemon, parts: Parts, liveness: Liveness, flight_s: float, drain
         daemon.start(launch=parts.hardware.launches)
         if not interrupted.is_set():  # else a stop cut the load short: nothing to report
             log.error("persona_not_loaded", error=str(e))
-            daemon.outbound.event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
+            daemon.parts.flight.outbound.event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
     for problem in problems:
-        daemon.outbound.event(problem)
+        daemon.parts.flight.outbound.event(problem)
     # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would.
     notifier = SystemdNotifier()
     Watchdog(liveness, notifier, clock=clock.liveness_time).start(daemon.stop, clock.thread)
-    notifier.ready(status=f"flying, boot {daemon.boot}")
+    notifier.ready(status=f"flying, boot {daemon.parts.flight.boot}")
     if parts.hardware.flying is not None:
         parts.hardware.flying()
     log.info("flying", radio=daemon.cfg.radio.kind, to=daemon.cfg.radio.address, clock=clock.describe(),
@@ -277,8 +277,8 @@ def _stop_on_signals(daemon: Daemon, interrupted: threading.Event, clock: Clock)
     def on_signal(signum, _frame):
         log.info("signal", signal=signal.Signals(signum).name)
         interrupted.set()
-        if daemon.worker is not None:
-            daemon.worker.cancel()  # a model still loading, or a musing under way, ends now
+        if daemon.parts.worker is not None:
+            daemon.parts.worker.cancel()  # a model still loading, or a musing under way, ends now
         if clock.system_deadlines_hold() and not interrupted_before:
             # Last resort, off the bench's clock: a stop that overruns writes every thread's stack
             # to the journal and exits before systemd's SIGKILL at TimeoutStopSec, which tells nothing.

@@ -82,14 +82,6 @@ class Daemon:
                  liveness: Liveness | None = None):
         self.cfg, self.clock, self.bundle, self.data_dir = cfg, clock, bundle, Path(data_dir)
         self.parts = parts
-        self.sensors, self.radio, self.store, self.boot = parts.sensors, parts.radio, parts.store, parts.flight.boot
-        self.outbound, self.transmitter, self.governor = parts.flight.outbound, parts.transmitter, parts.flight.governor
-        self.memory, self.reach, self.worker, self.gate = parts.memory, parts.reach, parts.worker, parts.gate
-        self.beacon, self.health, self.pictures, self.musings = parts.beacon, parts.health, parts.pictures, parts.musings
-        self.commands, self.cadence = parts.commands, parts.cadence
-        fitted = parts.flight.fitted
-        self.camera, self.led, self.heater = fitted.camera, fitted.led, fitted.heater
-        self.disk_usage = fitted.disk_usage
         self.stop = stop or clock.event()
         self.producers_stop = parts.stopping  # producers end first; the radio may drain after
         # Keyed liveness: each loop pings after each run; the systemd watchdog is fed only while all are current.
@@ -99,7 +91,7 @@ class Daemon:
         self._remake: set[str] = set()  # loops to run again at the next chance (a stale musing, a short one)
         self._take_loops()
         parts.transmitter.on_stale = self.on_stale
-        structlog.contextvars.bind_contextvars(boot=self.boot, callsign=cfg.callsign)
+        structlog.contextvars.bind_contextvars(boot=self.parts.flight.boot, callsign=cfg.callsign)
 
     def _take_loops(self) -> None:
         """The loops table over the parts as they are now (a persona that will not load has left it)."""
@@ -128,7 +120,7 @@ class Daemon:
 
     def on_stale(self, q) -> None:
         """A musing went stale before any of it aired (the radio expired it): make another now."""
-        if q.kind is wire.Kind.MUSING or not self.transmitter.auth:
+        if q.kind is wire.Kind.MUSING or not self.parts.transmitter.auth:
             for loop in self.loops.values():
                 if loop.remade_when_stale:
                     self._remake.add(loop.name)
@@ -211,22 +203,21 @@ class Daemon:
 
     def fly_without_persona(self) -> None:
         """A model that will not load: the loops start without the think loop."""
-        if self.worker is not None:
-            self.worker.close()
-        self.worker = self.musings = None
+        if self.parts.worker is not None:
+            self.parts.worker.close()
         self.parts = replace(self.parts, worker=None, musings=None)
         self._take_loops()
 
     def start(self, launch: bool = False) -> None:
         """Start the loops of the table; with `launch`, flight time starts now (the bench world's launch)."""
-        if self.worker is not None:
-            self.worker.start()
+        if self.parts.worker is not None:
+            self.parts.worker.start()
         if launch:
             self.clock.restart()  # loading the model is not part of the flight
-            self.sensors.restart()
-        if self.led is not None:
-            self.led.show("booting")
-        self.outbound.event(self.banner())
+            self.parts.sensors.restart()
+        if self.parts.flight.fitted.led is not None:
+            self.parts.flight.fitted.led.show("booting")
+        self.parts.flight.outbound.event(self.banner())
         now = self.clock.elapsed_s()
         for loop in self.loops.values():
             if loop.on_due is not None:
@@ -241,14 +232,14 @@ class Daemon:
 
     def banner(self) -> Event:
         """The first event of a boot: what flies, how it woke, what room it has (docs/payload.md)."""
-        g, m = self.governor, self.bundle.manifest if self.bundle else None
+        g, m = self.parts.flight.governor, self.bundle.manifest if self.bundle else None
         sha = next((f.sha256 for f in m.files if f.path == m.model.file), None) if m else None
         try:
-            free_mb = self.disk_usage(self.data_dir).free / 2**20
+            free_mb = self.parts.flight.fitted.disk_usage(self.data_dir).free / 2**20
         except OSError:
             free_mb = None
         return boot_banner(__version__, m.persona.name if m else None, sha[:8] if sha else None,
-                           free_mb, self.boot, g.mode.value, unplanned=g.unplanned_reboot, phase=g.phase.value,
+                           free_mb, self.parts.flight.boot, g.mode.value, unplanned=g.unplanned_reboot, phase=g.phase.value,
                            callsign=self.cfg.callsign)
 
     def shutdown(self, drain_s: float = 0.0, abort: threading.Event | None = None, on_stopping=None,
@@ -266,38 +257,38 @@ class Daemon:
         self.producers_stop.set()
         for wake in self.wakes.values():
             wake.set()  # the think loop sees the stop now, not at the next sentence
-        if self.worker is not None:
-            self.worker.cancel()  # a musing in flight would hold the think loop for persona.timeout_s
+        if self.parts.worker is not None:
+            self.parts.worker.cancel()  # a musing in flight would hold the think loop for persona.timeout_s
         radio_thread = [t for t in self._threads if t.name == "radio"]
         left_behind = self._join_by([t for t in self._threads if t not in radio_thread],
                                     self.clock.elapsed_s() + budget_s / 2)
         end = self.clock.elapsed_s() + drain_s
-        while (drain_s > 0 and sum(self.store.queue.depth().values()) and self.clock.elapsed_s() < end
+        while (drain_s > 0 and sum(self.parts.store.queue.depth().values()) and self.clock.elapsed_s() < end
                and not (abort is not None and abort.is_set())):
             self.clock.wait(min(1.0, end - self.clock.elapsed_s()), abort)
         if on_stopping is not None:
             on_stopping()
         deadline = self.clock.elapsed_s() + budget_s / 2
         self.stop.set()
-        self.transmitter.wake.set()
+        self.parts.transmitter.wake.set()
         if self._join_by(radio_thread, deadline - RADIO_CLOSE_S):
-            self.radio.close()  # ends a wait on the module (AUX) that would outlast the stop
+            self.parts.radio.close()  # ends a wait on the module (AUX) that would outlast the stop
             left_behind += self._join_by(radio_thread, deadline)
         if left_behind:
             log.warning("stop_left_threads", threads=[t.name for t in left_behind])
-        if self.worker is not None:
-            self.worker.close()
-        if self.camera is not None:
-            self.camera.close()
-        if self.heater is not None:
-            self.heater.close()  # never leave a heater on behind a stopped daemon
-        if self.led is not None:
-            self.led.show("off")
-        self.governor.close()
-        self.memory.close()
+        if self.parts.worker is not None:
+            self.parts.worker.close()
+        if self.parts.flight.fitted.camera is not None:
+            self.parts.flight.fitted.camera.close()
+        if self.parts.flight.fitted.heater is not None:
+            self.parts.flight.fitted.heater.close()  # never leave a heater on behind a stopped daemon
+        if self.parts.flight.fitted.led is not None:
+            self.parts.flight.fitted.led.show("off")
+        self.parts.flight.governor.close()
+        self.parts.memory.close()
         self.flight_stats.write(final=True)
-        self.store.close()
-        self.radio.close()
+        self.parts.store.close()
+        self.parts.radio.close()
 
     def _join_by(self, threads: list[threading.Thread], deadline: float) -> list[threading.Thread]:
         """Join each thread until `deadline` (the clock's elapsed seconds); those still running."""

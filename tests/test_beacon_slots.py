@@ -66,7 +66,7 @@ def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
     try:
         d._every(Loop("beacon", lambda: keyed.append(clock.now().second), lambda: 10.0, slot_s=5.0))
     finally:
-        d.store.close()
+        d.parts.store.close()
     assert keyed == [5, 15, 25, 35]  # UTC seconds 5, 15 ...: not 3, 13, 23 as from the start
 
 

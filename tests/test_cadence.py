@@ -107,15 +107,15 @@ def test_a_loop_without_a_period_is_named_in_the_refusal():
 def test_the_daemon_the_handler_and_the_loops_read_one_cadence(tmp_path):
     d = daemon(tmp_path)
     try:
-        assert d.commands.cadence is d.cadence is d.parts.cadence
+        assert d.parts.commands.cadence is d.parts.cadence is d.parts.cadence
         beacon = d.loops["beacon"]
-        d.commands.on_command(uplink.SetIntervals(60, 900))
-        assert d.cadence.telemetry_s == 60.0 and beacon.period_s() == 60.0 == d.cadence.beacon_s
-        d.governor.set_ground_floor(Mode.SURVIVAL)
-        stretched = 60.0 * policy_for(Mode.SURVIVAL, d.governor.phase.value)["beacon"]
-        assert beacon.period_s() == d.cadence.beacon_s == stretched
+        d.parts.commands.on_command(uplink.SetIntervals(60, 900))
+        assert d.parts.cadence.telemetry_s == 60.0 and beacon.period_s() == 60.0 == d.parts.cadence.beacon_s
+        d.parts.flight.governor.set_ground_floor(Mode.SURVIVAL)
+        stretched = 60.0 * policy_for(Mode.SURVIVAL, d.parts.flight.governor.phase.value)["beacon"]
+        assert beacon.period_s() == d.parts.cadence.beacon_s == stretched
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 # --------------------------------------------------------------------------- the loops table
@@ -126,9 +126,9 @@ def test_the_loops_table_holds_the_fitted_loops_in_the_order_they_start(tmp_path
     try:
         assert list(d.loops) == ["beacon", "radio", "health", "stats"]  # no camera, no persona
         beacon, radio = d.loops["beacon"], d.loops["radio"]
-        assert beacon.on_due == d.transmitter.turns.due and beacon.slot_s == d.cfg.schedule.beacon_slot_s
-        assert beacon.before == d.commands.revert_unconfirmed
-        assert radio.period_s is None and radio.once == d.transmitter.run  # runs continuously
+        assert beacon.on_due == d.parts.transmitter.turns.due and beacon.slot_s == d.cfg.schedule.beacon_slot_s
+        assert beacon.before == d.parts.commands.revert_unconfirmed
+        assert radio.period_s is None and radio.once == d.parts.transmitter.run  # runs continuously
         assert d.loops["health"].first_s == d.cfg.schedule.health_s
         # The statistics are one loop more, the daemon's own: every flight minute, from the first.
         stats = d.loops["stats"]
@@ -136,7 +136,7 @@ def test_the_loops_table_holds_the_fitted_loops_in_the_order_they_start(tmp_path
         d.run_once("stats")
         assert json.loads((tmp_path / "data" / "stats.json").read_text())["flight_s"] >= 0
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_a_camera_adds_its_loop_half_a_period_in(tmp_path):
@@ -146,9 +146,9 @@ def test_a_camera_adds_its_loop_half_a_period_in(tmp_path):
     try:
         assert list(d.loops) == ["beacon", "radio", "health", "camera", "stats"]
         assert d.loops["camera"].first_s == d.cfg.schedule.image_s / 2
-        assert d.run_once("camera") is True and d.pictures.stats()["images_queued"] == 1
+        assert d.run_once("camera") is True and d.parts.pictures.stats()["images_queued"] == 1
     finally:
-        d.store.close()
+        d.parts.store.close()
         cam.close()
 
 
@@ -174,10 +174,10 @@ def test_a_persona_adds_the_think_loop_which_follows_the_beacon(tmp_path):
         think = table["think"]
         assert list(table) == ["beacon", "radio", "health", "think"]
         assert think.after == "beacon" and think.remade_when_stale and think.once == musings.once
-        assert think.period_s() == d.cadence.period_s("think") and think.first_s == d.cfg.schedule.first_musing_s
+        assert think.period_s() == d.parts.cadence.period_s("think") and think.first_s == d.cfg.schedule.first_musing_s
         assert think.run_s == 2 * d.cfg.persona.timeout_s
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_a_run_of_the_beacon_wakes_the_loop_that_follows_it(tmp_path):
@@ -192,7 +192,7 @@ def test_a_run_of_the_beacon_wakes_the_loop_that_follows_it(tmp_path):
         d.fly_without_persona()  # a persona that will not load leaves the table
         assert "think" not in d.loops
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_a_loop_of_the_table_runs_what_it_declares_every_period(tmp_path):
@@ -215,7 +215,7 @@ def test_a_loop_of_the_table_runs_what_it_declares_every_period(tmp_path):
         d._every(Loop("health", lambda: ran.append(clock.t), lambda: 10.0, first_s=5.0,
                       on_due=lambda this, nxt: dues.append((this, nxt))))
     finally:
-        d.store.close()
+        d.parts.store.close()
     assert ran == [5.0, 15.0, 25.0, 35.0]
     assert dues[0] == (None, 5.0) and dues[-1] == (None, None)
 
@@ -238,7 +238,7 @@ def test_the_statistics_file_keeps_its_fields(tmp_path):
         d.flight_stats.write()
         stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     finally:
-        d.store.close()
+        d.parts.store.close()
     assert list(stats) == ["daemon", "link", "queue_depth", "flight_s", "energy_wh", "persona_restarts",
                            "uplink_rejected", "loss_estimate", "reach", "relay", "mode", "phase"]
     table = ["boot"] + [f.name for stats_type in (BeaconStats, HealthStats, CommandStats, PictureStats, MusingStats)
@@ -246,7 +246,7 @@ def test_the_statistics_file_keeps_its_fields(tmp_path):
     assert list(stats["daemon"]) == table
     assert stats["daemon"]["telemetry_queued"] == 1 and stats["daemon"]["health_queued"] == 1
     assert stats["daemon"]["musings_generated"] == 0  # no persona: zeros, the same fields
-    assert stats["mode"] == d.governor.mode.value and stats["relay"] == {}
+    assert stats["mode"] == d.parts.flight.governor.mode.value and stats["relay"] == {}
 
 
 # --------------------------------------------------------------------------- the clock's answers

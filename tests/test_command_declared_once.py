@@ -104,11 +104,11 @@ def test_a_queued_declaration_is_signed_received_and_handled(lit, dashboard, gro
         link.window(("127.0.0.1", 1), {})  # the payload's listen window: the listener signs what is queued
         try:
             for frame in sent:
-                daemon.commands.on_frame(frame)
+                daemon.parts.commands.on_frame(frame)
             assert lit == [Flare(7)]
-            assert daemon.commands.stats.commands == {"flare": 1}
+            assert daemon.parts.commands.stats.commands == {"flare": 1}
         finally:
-            daemon.store.close()
+            daemon.parts.store.close()
     assert outbox_rows(ground_db)[0][3] is not None  # marked sent
 
 

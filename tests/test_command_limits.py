@@ -124,31 +124,31 @@ def _daemon(tmp_path, clock=None, **uplink_options):
 
 def _events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queue.queued(limit=1000, kinds=(Kind.EVENT,))]
+            for q in d.parts.store.queue.queued(limit=1000, kinds=(Kind.EVENT,))]
 
 
 def _send(d: Daemon, counter: int, cmd, key: bytes = KEY) -> None:
-    d.commands.on_frame(uplink.sign(key, counter, d.cfg.callsign, cmd))
+    d.parts.commands.on_frame(uplink.sign(key, counter, d.cfg.callsign, cmd))
 
 
 def test_set_intervals_reverts_at_the_next_beacon_after_its_deadline(tmp_path):
     d, cfg, clock = _daemon(tmp_path)
     try:
         _send(d, 1, uplink.SetIntervals(120, 900))
-        assert (d.cadence.telemetry_s, d.cadence.musing_s) == (120.0, 900.0)
+        assert (d.parts.cadence.telemetry_s, d.parts.cadence.musing_s) == (120.0, 900.0)
         assert cfg.schedule.telemetry_s == 10.0  # the daemon's intervals change, never the configuration
         pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
         # Two windows at 120 s x 6 sentences are 1440 s: the configured 1800 s covers them.
         assert len(pending) == 1 and pending[0].endswith("reverts in 1800 s unless sent again")
         clock.t = 1799.0
         d.run_once("beacon")
-        assert d.cadence.telemetry_s == 120.0
+        assert d.parts.cadence.telemetry_s == 120.0
         clock.t = 1800.0
         d.run_once("beacon")
-        assert (d.cadence.telemetry_s, d.cadence.musing_s) == (10.0, 180.0)
+        assert (d.parts.cadence.telemetry_s, d.parts.cadence.musing_s) == (10.0, 180.0)
         assert "set_intervals not confirmed in time; back to intervals 10 s telemetry, 180 s musings" in _events(d)
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_set_intervals_sent_again_from_a_later_window_stays(tmp_path):
@@ -163,9 +163,9 @@ def test_set_intervals_sent_again_from_a_later_window_stays(tmp_path):
         assert "set_intervals confirmed: intervals 60 s telemetry, 900 s musings" in _events(d)
         clock.t = 100_000.0
         d.run_once("beacon")
-        assert d.cadence.telemetry_s == 60.0
+        assert d.parts.cadence.telemetry_s == 60.0
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_probation_lasts_at_least_two_windows_under_the_new_settings(tmp_path):
@@ -176,24 +176,24 @@ def test_probation_lasts_at_least_two_windows_under_the_new_settings(tmp_path):
         # 2 windows x 6 sentences x 240 s, plus one window's length.
         assert pending.endswith(f"reverts in {2 * 6 * 240 + 4} s unless sent again")
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_a_ground_floor_on_probation_survives_a_restart_and_then_reverts(tmp_path):
     d, cfg, clock = _daemon(tmp_path)
     _send(d, 1, uplink.SetMode(uplink.PowerMode.SURVIVAL))
-    assert d.governor.ground_floor.value == "survival"
-    d.store.close()
+    assert d.parts.flight.governor.ground_floor.value == "survival"
+    d.parts.store.close()
     d2, _, _ = _daemon(tmp_path, clock=clock)
     try:
-        assert d2.governor.ground_floor.value == "survival" and "set_mode" in d2.commands.probation.pending
+        assert d2.parts.flight.governor.ground_floor.value == "survival" and "set_mode" in d2.parts.commands.probation.pending
         clock.t = 100_000.0
         d2.run_once("beacon")
-        assert d2.governor.ground_floor.value == "nominal"
+        assert d2.parts.flight.governor.ground_floor.value == "nominal"
         assert any(e.startswith("set_mode not confirmed in time; back to ground floor nominal") for e in _events(d2))
-        assert d2.store.state.get("ground_floor") == "nominal"
+        assert d2.parts.store.state.get("ground_floor") == "nominal"
     finally:
-        d2.store.close()
+        d2.parts.store.close()
 
 
 # --------------------------------------------------------------------------- both ends, over a lossy link
@@ -209,8 +209,8 @@ def _probation_flight(ground_confirms: bool):
         cmd = uplink.SetIntervals(60, 600)
         repair.store.queue_command(cmd.command_id, cmd.pack(), "intervals 60 s / 600 s")
         events = seen.setdefault("events", [])
-        send_event = daemon.outbound.event
-        daemon.outbound.event = lambda e: (events.append(e.text), send_event(e))
+        send_event = daemon.parts.flight.outbound.event
+        daemon.parts.flight.outbound.event = lambda e: (events.append(e.text), send_event(e))
         seen["daemon"] = daemon
 
     simulate(0.1, seed=3, musings=20, musing_s=300.0, drain_windows=20, prepare=prepare,
@@ -222,14 +222,14 @@ def test_the_ground_confirms_its_own_change_and_the_payload_keeps_it():
     daemon, events = _probation_flight(ground_confirms=True)
     assert any(e.startswith("unconfirmed set_intervals") for e in events)
     assert "set_intervals confirmed: intervals 60 s telemetry, 600 s musings" in events
-    assert daemon.cadence.telemetry_s == 60.0
+    assert daemon.parts.cadence.telemetry_s == 60.0
 
 
 def test_a_change_the_ground_never_confirms_reverts_in_flight():
     daemon, events = _probation_flight(ground_confirms=False)
     assert any(e.startswith("unconfirmed set_intervals") for e in events)
     assert any(e.startswith("set_intervals not confirmed in time; back to intervals 30 s") for e in events)
-    assert daemon.cadence.telemetry_s == 30.0
+    assert daemon.parts.cadence.telemetry_s == 30.0
 
 
 def test_the_ground_confirms_only_commands_it_sent(tmp_path):
@@ -259,15 +259,15 @@ def test_a_counter_far_above_the_last_is_refused_and_the_ground_hears_why(tmp_pa
     d, cfg, _ = _daemon(tmp_path)
     try:
         _send(d, uplink.MAX_COUNTER, uplink.Ping(1))  # one frame would have used the space up
-        assert d.gate.last_counter == 0 and d.gate.rejections["counter jump"] == 1
+        assert d.parts.gate.last_counter == 0 and d.parts.gate.rejections["counter jump"] == 1
         refused = [e for e in _events(d) if e.startswith("command refused")]
         assert len(refused) == 1 and f"more than {uplink.MAX_COUNTER_STEP} above the last accepted 0" in refused[0]
         _send(d, uplink.MAX_COUNTER_STEP, uplink.Ping(2))  # the longest step allowed
-        assert d.gate.last_counter == uplink.MAX_COUNTER_STEP
-        d.commands.on_frame(b"\xed" + bytes(30))  # a forgery is counted, never an event: the air is not ours
+        assert d.parts.gate.last_counter == uplink.MAX_COUNTER_STEP
+        d.parts.commands.on_frame(b"\xed" + bytes(30))  # a forgery is counted, never an event: the air is not ours
         assert len([e for e in _events(d) if e.startswith("command refused")]) == 1
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 def test_used_up_counters_have_a_way_out_a_new_key_on_both_sides(tmp_path):
@@ -317,11 +317,11 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
     try:
         _send(d, 9, uplink.Ping(1))
         d.run_once("health")
-        (q,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
+        (q,) = d.parts.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         record = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload)
         assert record.content["uplink_counter"] == 9
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 # --------------------------------------------------------------------------- repairs
@@ -347,9 +347,9 @@ def test_every_declared_command_has_a_handler(tmp_path):
     said to be ignored on air; the handler table must cover the declared table exactly."""
     d, _, _ = _daemon(tmp_path)
     try:
-        assert d.commands.handles() == set(uplink.COMMANDS)
+        assert d.parts.commands.handles() == set(uplink.COMMANDS)
         # what the wire declares risky, and only that, is applied on probation
         on_probation = {cid for cid, entry in TABLE.items() if isinstance(entry, OnProbation)}
         assert on_probation == {cid for cid, cls in uplink.COMMANDS.items() if uplink.is_risky(cls)}
     finally:
-        d.store.close()
+        d.parts.store.close()

@@ -319,7 +319,7 @@ def make_daemon(tmp_path, card, **cfg) -> tuple[Daemon, Camera]:
 
 def events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queue.queued(limit=10_000, kinds=(Kind.EVENT,))]
+            for q in d.parts.store.queue.queued(limit=10_000, kinds=(Kind.EVENT,))]
 
 
 @pytest.fixture
@@ -348,10 +348,10 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
         d.run_once("beacon")
     d.flight_stats.write()  # refused: not an exception
     d.run_once("health")
-    assert d.store.database.card.full and d.store.fallback.degraded
+    assert d.parts.store.database.card.full and d.parts.store.fallback.degraded
     assert not d.run_once("camera") and cam.counters.captures == captures  # no stills on a full card
-    newest = d.store.queue.current_telemetry()
-    assert newest is not None and newest.seq == d.beacon.counts.telemetry_queued  # beaconing from memory
+    newest = d.parts.store.queue.current_telemetry()
+    assert newest is not None and newest.seq == d.parts.beacon.counts.telemetry_queued  # beaconing from memory
     before = stats.read_text()
     d.flight_stats.write()
     assert stats.read_text() == before  # stats wait for room
@@ -363,14 +363,14 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
 
     card.full = False
     d.run_once("health")
-    assert not d.store.fallback.degraded and not d.store.database.card.full
+    assert not d.parts.store.fallback.degraded and not d.parts.store.database.card.full
     assert [e for e in events(d) if e.startswith("card recovered")]
     d.flight_stats.write()
     assert stats.read_text() != before
     d.shutdown()
     db = tmp_path / "data" / "queue.db"
     seqs = [s for (s,) in rows(db, "SELECT seq FROM records WHERE stream = 'telemetry' ORDER BY seq")]
-    assert seqs == list(range(1, d.beacon.counts.telemetry_queued + 1))  # nothing the beacon queued was lost
+    assert seqs == list(range(1, d.parts.beacon.counts.telemetry_queued + 1))  # nothing the beacon queued was lost
 
 
 @pytest.mark.timeout(120)
@@ -383,7 +383,7 @@ def test_the_daemon_starts_on_a_full_card(tmp_path, default_card):
     d, cam = make_daemon(tmp_path, card)  # ended the daemon with apsw.FullError before
     d.run_once("beacon")
     d.run_once("health")
-    assert d.store.queue.current_telemetry() is not None
+    assert d.parts.store.queue.current_telemetry() is not None
     assert [e for e in events(d) if e.startswith("card full")]
     d.shutdown()
 

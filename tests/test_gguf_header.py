@@ -40,6 +40,6 @@ def test_the_payload_sizes_its_context_by_the_models_shape(tmp_path, tiny_bundle
 
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.board = "pi-zero-2w"
-    budget = d.musings.budget()
-    assert d.musings._model_shape == model_shape(load_bundle(tiny_bundle).model_path)
+    budget = d.parts.musings.budget()
+    assert d.parts.musings._model_shape == model_shape(load_bundle(tiny_bundle).model_path)
     assert budget.fits and budget.n_ctx == load_bundle(tiny_bundle).manifest.model.context_length // 32 * 32

@@ -63,13 +63,13 @@ def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 1
         clock.t += step_s
         sensors.now = readings
         d.run_once("beacon")
-        modes.append(d.governor.mode.value)
+        modes.append(d.parts.flight.governor.mode.value)
     return modes
 
 
 def events(d) -> list[str]:
     out = []
-    for q in d.store.queue.queued(limit=500, kinds=(Kind.EVENT,)):
+    for q in d.parts.store.queue.queued(limit=500, kinds=(Kind.EVENT,)):
         out.append(wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text)
     return out
 
@@ -77,14 +77,14 @@ def events(d) -> list[str]:
 def test_a_cold_soak_steps_down_the_ladder_sheds_thinking_first_and_keeps_the_beacon(tmp_path):
     d, clock, sensors = make(tmp_path)
     assert run(d, clock, sensors, GOOD, 120)[-1] == "nominal"  # a fresh boot proves itself first
-    assert d.governor.runs("think") and d.governor.runs("beacon")
-    beacons = d.beacon.counts.telemetry_queued
+    assert d.parts.flight.governor.runs("think") and d.parts.flight.governor.runs("beacon")
+    beacons = d.parts.beacon.counts.telemetry_queued
     cold = run(d, clock, sensors, replace(GOOD, box_temp_c=-12.0), 60)
-    assert cold[-1] == "low_power" and not d.governor.runs("think") and d.governor.runs("capture")
+    assert cold[-1] == "low_power" and not d.parts.flight.governor.runs("think") and d.parts.flight.governor.runs("capture")
     frozen = run(d, clock, sensors, replace(GOOD, box_temp_c=-25.0, batt_mv=3450), 60)
-    assert frozen[-1] == "survival" and not d.governor.runs("capture") and d.governor.runs("beacon")
-    assert d.beacon.counts.telemetry_queued - beacons == 12  # every beacon still went out
-    assert d.cadence.beacon_s == 20.0  # stretched, never stopped
+    assert frozen[-1] == "survival" and not d.parts.flight.governor.runs("capture") and d.parts.flight.governor.runs("beacon")
+    assert d.parts.beacon.counts.telemetry_queued - beacons == 12  # every beacon still went out
+    assert d.parts.cadence.beacon_s == 20.0  # stretched, never stopped
     # Recovery: one rung at a time, each proven for a minute.
     back = run(d, clock, sensors, GOOD, 200)
     assert back.index("nominal") > back.index("low_power")
@@ -102,7 +102,7 @@ def test_a_sag_under_load_shorter_than_the_dwell_changes_nothing(tmp_path):
     for _ in range(5):  # a transmitter's 5 s sag every 30 s
         run(d, clock, sensors, replace(GOOD, batt_mv=3300), 5, step_s=5)
         run(d, clock, sensors, GOOD, 25, step_s=5)
-    assert d.governor.mode.value == "nominal"
+    assert d.parts.flight.governor.mode.value == "nominal"
 
 
 def test_flapping_at_a_threshold_does_not_flap_the_mode(tmp_path):
@@ -131,29 +131,29 @@ def test_an_unplanned_reboot_starts_safe_and_remembers_the_phase(tmp_path):
         clock.t += 10
         sensors.now = replace(GOOD, alt_m=sensors.now.alt_m + 50, pressure_hpa=900.0)
         d.run_once("beacon")
-    assert d.governor.mode.value == "nominal" and d.governor.phase.value == "ascent"
-    d.store.close()  # the power goes: no shutdown, no clean mark
+    assert d.parts.flight.governor.mode.value == "nominal" and d.parts.flight.governor.phase.value == "ascent"
+    d.parts.store.close()  # the power goes: no shutdown, no clean mark
     d2, _, _ = make(tmp_path)
-    assert d2.governor.unplanned_reboot and d2.governor.mode.value == "low_power"
-    assert d2.governor.phase.value == "ascent"
+    assert d2.parts.flight.governor.unplanned_reboot and d2.parts.flight.governor.mode.value == "low_power"
+    assert d2.parts.flight.governor.phase.value == "ascent"
     d2.start()
     d2.producers_stop.set()
     assert any("unplanned reboot, starting in low_power" in e for e in events(d2))
     d2.shutdown()
     d3, _, _ = make(tmp_path)  # after a clean stop: the mode it had
-    assert not d3.governor.unplanned_reboot
+    assert not d3.parts.flight.governor.unplanned_reboot
 
 
 def test_the_ground_can_ask_for_a_more_frugal_mode_but_not_overrule_a_cold_battery(tmp_path):
     d, clock, sensors = make(tmp_path)
     run(d, clock, sensors, GOOD, 120)
-    d.governor.set_ground_floor("low_power")
-    assert d.governor.mode.value == "low_power" and not d.governor.runs("think")
-    d.governor.set_ground_floor("nominal")
-    assert d.governor.mode.value == "nominal"
+    d.parts.flight.governor.set_ground_floor("low_power")
+    assert d.parts.flight.governor.mode.value == "low_power" and not d.parts.flight.governor.runs("think")
+    d.parts.flight.governor.set_ground_floor("nominal")
+    assert d.parts.flight.governor.mode.value == "nominal"
     run(d, clock, sensors, replace(GOOD, box_temp_c=-25.0), 60)
-    d.governor.set_ground_floor("nominal")
-    assert d.governor.mode.value == "survival"
+    d.parts.flight.governor.set_ground_floor("nominal")
+    assert d.parts.flight.governor.mode.value == "survival"
     assert uplink.PowerMode.SURVIVAL == 2  # the SET_MODE values the daemon maps to floors
 
 
@@ -163,11 +163,11 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     led = StatusLed(23, pin_factory=pins, time_scale=0.001)
     d, clock, sensors = make(tmp_path, fitted=Fitted(heater=heater, led=led))
     run(d, clock, sensors, GOOD, 120)
-    assert not pins.pin(24).state and d.beacon._led_pattern == "nominal"
+    assert not pins.pin(24).state and d.parts.beacon._led_pattern == "nominal"
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
-    assert pins.pin(24).state and d.beacon._led_pattern == "low_power"
+    assert pins.pin(24).state and d.parts.beacon._led_pattern == "low_power"
     d.run_once("health")
-    (h,) = [q for q in d.store.queue.queued(limit=50, kinds=(Kind.HEALTH,))]
+    (h,) = [q for q in d.parts.store.queue.queued(limit=50, kinds=(Kind.HEALTH,))]
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["heater"] == "on:cold" and fields["mode"] == "low_power" and fields["box_temp_c"] == -15.0
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0, batt_mv=3300), 10)
@@ -202,11 +202,11 @@ def test_a_battery_monitor_that_cannot_be_read_counts_as_low_and_energy_keeps_co
     estimate goes on at the last measured load instead of standing still."""
     d, clock, sensors = make(tmp_path)
     run(d, clock, sensors, GOOD, 120)
-    used = d.governor.used_wh
+    used = d.parts.flight.governor.used_wh
     failed = replace(GOOD, batt_ma=math.nan, status={"ina219": "i2c_error"})  # batt_mv: the last good value
     assert run(d, clock, sensors, failed, 120)[-1] == "low_power"
     assert any("battery_v_invalid" in e for e in events(d))
-    assert d.governor.used_wh - used == pytest.approx(4.0 * 0.3 * 120 / 3600, rel=0.1)
+    assert d.parts.flight.governor.used_wh - used == pytest.approx(4.0 * 0.3 * 120 / 3600, rel=0.1)
 
 
 def _climb(d, clock, sensors, seconds: float, lon_step: float = 0.001) -> None:
@@ -221,7 +221,7 @@ def _climb(d, clock, sensors, seconds: float, lon_step: float = 0.001) -> None:
 def test_the_launch_is_kept_across_a_reboot_for_the_time_aloft_and_the_distance(tmp_path):
     d, clock, sensors = make(tmp_path)
     run(d, clock, sensors, GOOD, 120)
-    g = d.governor
+    g = d.parts.flight.governor
     assert g.phase.value == "pre-launch" and g.aloft_s(GOOD.time.timestamp() + 999) == 0.0
     assert g.from_launch_km(GOOD.lat, GOOD.lon + 1) == 0.0  # on the pad: it has gone nowhere
     _climb(d, clock, sensors, 600)
@@ -231,17 +231,17 @@ def test_the_launch_is_kept_across_a_reboot_for_the_time_aloft_and_the_distance(
     now = sensors.now.time.timestamp()
     assert g.aloft_s(now) == pytest.approx(now - launched)
     assert g.from_launch_km(sensors.now.lat, sensors.now.lon) > 3.0  # 60 steps of 0.001° east, less the lag
-    d.store.close()  # the power goes
+    d.parts.store.close()  # the power goes
     d2, _, _ = make(tmp_path)
-    assert d2.governor.launch == g.launch  # the flight's start outlives the boot
-    assert d2.governor.aloft_s(now + 60) == pytest.approx(now + 60 - launched)
+    assert d2.parts.flight.governor.launch == g.launch  # the flight's start outlives the boot
+    assert d2.parts.flight.governor.aloft_s(now + 60) == pytest.approx(now + 60 - launched)
 
 
 def test_a_payload_that_wakes_aloft_does_not_know_when_it_launched(tmp_path):
     d, clock, sensors = make(tmp_path)
     sensors.now = replace(GOOD, alt_m=9000.0)  # first boot at 9 km: no pad was seen
     _climb(d, clock, sensors, 300)
-    g = d.governor
+    g = d.parts.flight.governor
     assert g.phase.value == "ascent" and g.launch is None
     assert g.aloft_s(sensors.now.time.timestamp()) is None and g.from_launch_km(52.0, 0.0) is None
     assert 0.0 < g.energy_share() <= 1.0

@@ -219,7 +219,7 @@ def test_the_payload_takes_a_bare_key_only_with_allow_raw_key(tmp_path):
     allowed = PayloadConfig(uplink=UplinkSection(key_file=str(path), allow_raw_key=True))
     with capture_logs() as logs:
         daemon = build_daemon(allowed, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
-    daemon.store.close()
+    daemon.parts.store.close()
     assert any(e["event"] == "bare_key_taken" for e in logs)
 
 

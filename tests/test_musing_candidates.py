@@ -25,7 +25,7 @@ def _scripted(d, texts, prompts):
     def generate(prompt, max_tokens, seed=None):
         prompts.append(prompt)
         return Generation(next(said), 12, 0.5, "stop")
-    d.worker.generate = generate
+    d.parts.worker.generate = generate
 
 
 def test_the_tiny_bundle_carries_its_owner(tiny_bundle):
@@ -48,7 +48,7 @@ def test_the_best_of_the_candidates_airs_and_every_other_is_logged(tmp_path, tin
     _scripted(d, texts, prompts := [])
     with capture_logs() as logs:
         aired = d.run_once("think")
-    assert aired == max(texts[1:], key=lambda t: _quality(d.musings.owner, t))  # fillers alone never air
+    assert aired == max(texts[1:], key=lambda t: _quality(d.parts.musings.owner, t))  # fillers alone never air
     musing = next(e for e in logs if e["event"] == "musing")
     assert musing["candidates"] == 3 and "voice" in musing and "beyond" in musing
     passed = [e for e in logs if e["event"] == "musing_passed_over"]
@@ -61,7 +61,7 @@ def test_her_lines_are_in_the_prompt_and_a_musing_that_copies_one_never_airs(tmp
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.candidates = 2
     line = "the cat knocked my coffee over the whole keyboard again"
-    d.musings.owner = Owner(lines=(OwnerLine(line, ("sun",)),))
+    d.parts.musings.owner = Owner(lines=(OwnerLine(line, ("sun",)),))
     d.run_once("beacon")  # on the pad in the sun: her line about the sun is the one
     _scripted(d, [line, "The grass below the pad is silver with the last of the dew."], prompts := [])
     with capture_logs() as logs:
@@ -82,7 +82,7 @@ def _filled(language: str, facts: MusingFacts) -> set[str]:
 def test_a_figure_owed_is_written_by_the_payload_as_a_true_clause(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.6
-    d.musings.owner = Owner()
+    d.parts.musings.owner = Owner()
     d.run_once("beacon")  # on the pad: a temperature and the phase are what it can say
     go_on = "the grass is silver with dew and the kettle is on."
     _scripted(d, [" " + go_on], prompts := [])
@@ -94,14 +94,14 @@ def test_a_figure_owed_is_written_by_the_payload_as_a_true_clause(tmp_path, tiny
     assert clause in {c.strip() for c in _filled("en", facts)} and prompts[0].endswith(clause)
     found = [c for c in claims(aired.lower(), facts) if c.kind in FIGURE_KINDS]
     assert found and all(c.true for c in found) and musing["clause"] in ("temperature", "phase")
-    assert list(d.musings._figures) == [True]
+    assert list(d.parts.musings._figures) == [True]
 
 
 def test_a_german_persona_gets_its_clause_in_german(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.6
-    d.musings.owner = Owner()
-    d.musings.language = "de"
+    d.parts.musings.owner = Owner()
+    d.parts.musings.language = "de"
     d.run_once("beacon")
     _scripted(d, ["das gras ist noch nass und mücke schläft im auto"], prompts := [])
     with capture_logs() as logs:
@@ -114,18 +114,18 @@ def test_a_german_persona_gets_its_clause_in_german(tmp_path, tiny_bundle):
 def test_how_many_candidates_follows_the_measured_speed_and_the_energy(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.candidates = 0  # auto
-    d.cadence.set_intervals(60.0, 600.0)
-    assert d.musings._how_many(64) == 1  # nothing measured and no board: one
-    d.musings._speed.add(90, 10.0)  # 9 tokens a second, a Zero 2 W's
-    assert d.musings._how_many(64) == 4
+    d.parts.cadence.set_intervals(60.0, 600.0)
+    assert d.parts.musings._how_many(64) == 1  # nothing measured and no board: one
+    d.parts.musings._speed.add(90, 10.0)  # 9 tokens a second, a Zero 2 W's
+    assert d.parts.musings._how_many(64) == 4
     for _ in range(12):
-        d.musings._speed.add(5, 10.0)  # a slow, hot board
-    assert d.musings._how_many(64) == 1
+        d.parts.musings._speed.add(5, 10.0)  # a slow, hot board
+    assert d.parts.musings._how_many(64) == 1
     d.cfg.persona.board = "pi-zero-2w"
-    d.musings._speed = type(d.musings._speed)()  # nothing measured: the board's prediction
-    assert d.musings._how_many(64) == 4
+    d.parts.musings._speed = type(d.parts.musings._speed)()  # nothing measured: the board's prediction
+    assert d.parts.musings._how_many(64) == 4
     d.cfg.persona.candidates = 2
-    assert d.musings._how_many(64) == 2
+    assert d.parts.musings._how_many(64) == 2
 
 
 def test_the_list_mark_and_quotes_copied_from_her_lines_are_taken_off():

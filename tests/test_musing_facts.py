@@ -33,24 +33,24 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
         prompts.append(prompt)
         return next(said)
 
-    d.worker.generate = generate
+    d.parts.worker.generate = generate
     d.run_once("beacon")
-    asked = d.reach.ask("weather", "52.7,-2.7")
-    d.reach.on_answer(asked, int(ApiStatus.OFFLINE), "")
+    asked = d.parts.reach.ask("weather", "52.7,-2.7")
+    d.parts.reach.on_answer(asked, int(ApiStatus.OFFLINE), "")
     with capture_logs() as logs:
-        d.worker.n_ctx = 200
+        d.parts.worker.n_ctx = 200
         d.run_once("think")  # a small context leaves no room for the outcome: the budget drops it
-        d.worker.n_ctx = 1024
+        d.parts.worker.n_ctx = 1024
         for _ in range(4):
             d.run_once("think")
     events = [e for e in logs if e["event"] in EVENTS]
     assert [e["event"] for e in events] == ["musing", "musing", "musing_empty", "musing_dropped_by_guard", "musing"]
 
-    r = fresh(d.beacon.last_readings())
+    r = fresh(d.parts.beacon.last_readings())
     for e, prompt in zip(events, prompts):
         f = e["facts"]
         assert MusingFacts.from_dict(f).to_dict() == f
-        assert f["phase"] == d.governor.phase.value and f["mode"] == d.governor.mode.value
+        assert f["phase"] == d.parts.flight.governor.phase.value and f["mode"] == d.parts.flight.governor.mode.value
         # The prompt words the reading itself; the facts keep it rounded (rounding twice can differ).
         assert f["alt_m"] == round(r.alt_m) and f"{r.alt_m / 1000:.1f} km up" in prompt
         assert f["temp_c"] == round(r.temp_c, 1) and f"{int(round(r.temp_c))} °C outside" in prompt
@@ -58,7 +58,7 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
         assert f["batt_v"] == round(r.batt_mv / 1000, 3) and f"battery {f['batt_v']:.2f} V" in prompt
         assert f["sun_up"] == ("in sunlight" in prompt) and "sats" not in f and "satellite" not in prompt
         assert "box_temp_c" not in f and "inside the box" not in prompt
-        assert e["boot"] == d.boot and e["t_s"] >= 0 and e["tokens"] > 0
+        assert e["boot"] == d.parts.flight.boot and e["t_s"] >= 0 and e["tokens"] > 0
     # What the prompt carried of its question, and only then.
     assert "requests" not in events[0]["facts"] and "no internet" not in prompts[0]
     # Then in the next two prompts (musings.OUTCOME_PROMPTS), and no more: it is news, not the flight.
@@ -95,9 +95,9 @@ def test_its_own_musings_reach_the_prompt_only_when_the_configuration_asks(tmp_p
         (tmp_path / str(recall)).mkdir()
         d = _daemon(tmp_path / str(recall), load_bundle(tiny_bundle))
         d.cfg.persona.recall_musings = recall
-        d.worker.n_ctx = 1024  # room for every memory: only the setting decides
+        d.parts.worker.n_ctx = 1024  # room for every memory: only the setting decides
         prompts, answers = [], iter(Generation(t, 8, 0.01, "stop") for t in said)
-        d.worker.generate = (lambda prompt, max_tokens, seed=None, prompts=prompts, answers=answers:
+        d.parts.worker.generate = (lambda prompt, max_tokens, seed=None, prompts=prompts, answers=answers:
                              prompts.append(prompt) or next(answers))
         d.run_once("beacon")
         with capture_logs() as logs:

@@ -176,7 +176,7 @@ def test_a_german_persona_is_asked_in_german_and_its_false_claims_do_not_air(tmp
     def generate(prompt, max_tokens, seed=None):
         prompts.append(prompt)
         return Generation(next(said), 12, 0.01, "stop")
-    d.worker.generate = generate
+    d.parts.worker.generate = generate
     with capture_logs() as logs:
         assert d.run_once("think") == "warte noch auf den start, mücke schläft"
     assert "Gerade bist du noch am Boden und wartest auf den Start" in prompts[0]

@@ -98,12 +98,12 @@ def _scripted(d, texts, prompts):
     """The persona says `texts` in turn; its bundle as one built before [owner] (no lines, voice or
     fillers), so the first version without fault airs (tests/test_musing_candidates.py: with them)."""
     said = iter(texts)
-    d.musings.owner = Owner()
+    d.parts.musings.owner = Owner()
 
     def generate(prompt, max_tokens, seed=None):
         prompts.append(prompt)
         return Generation(next(said), 12, 0.01, "stop")
-    d.worker.generate = generate
+    d.parts.worker.generate = generate
 
 
 def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_question(tmp_path, tiny_bundle):
@@ -133,7 +133,7 @@ def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_que
     held = [e for e in logs if e["event"] == "musing_held_back"]
     # The first held back was logged when it was made again; the second, the last made, with its text.
     assert [(e["why"], e.get("text")) for e in held] == [("opening", None), ("opening", "I'm thinking about the van again.")]
-    stats = d.musings.counts
+    stats = d.parts.musings.counts
     assert (stats.made_again, stats.musings_queued, stats.musings_held_untrue, stats.musings_held_repeated) == (
         {"opening": 4}, 2, 0, 2)
     assert len(prompts) == 11
@@ -162,9 +162,9 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 4
     # The last version, worse than the first, is logged too: every generation is measured (sim report).
     assert [e["text"] for e in logs if e["event"] == "musing_passed_over"] == ["The van smells of coffee and cables."]
-    assert d.musings.counts.musings_generated == len(prompts) == len(
+    assert d.parts.musings.counts.musings_generated == len(prompts) == len(
         {e["text"] for e in logs if e["event"] in ("musing", "musing_made_again", "musing_passed_over")})
-    assert list(d.musings._figures) == [True, False, False, False]
+    assert list(d.parts.musings._figures) == [True, False, False, False]
     asked = [p.rsplit("?", 1)[0].rsplit(". ", 1)[-1].split("\n")[-1] + "?" for p in prompts]
     wait, before = PHASE_QUESTIONS["pre-launch"]
     assert asked == [QUESTION, before, QUESTION, QUESTION, QUESTION, wait, before, wait]  # its phase's, when owed, in turn
@@ -176,7 +176,7 @@ def test_a_reboot_remembers_the_openings_of_its_last_musings(tmp_path, tiny_bund
     _scripted(d, ["I'm thinking about the grass below the pad.", "I'm thinking about the sky again today.",
                   "A quiet morning here on the pad."], [])
     assert d.run_once("think")
-    d.musings._openings = None  # what a new boot's producer starts with: its memory.db holds the rest
+    d.parts.musings._openings = None  # what a new boot's producer starts with: its memory.db holds the rest
     with capture_logs() as logs:
         assert d.run_once("think") == "A quiet morning here on the pad."
     assert [e["event"] for e in logs if e["event"].startswith("musing")] == ["musing_made_again", "musing"]
@@ -194,7 +194,7 @@ def test_a_version_made_again_that_cannot_air_leaves_the_one_before_it(tmp_path,
         assert d.run_once("think") == "The grass is so green this morning."
     assert [e["event"] for e in logs if e["event"].startswith("musing")] == [
         "musing_made_again", "musing_too_short", "musing_too_short", "musing_too_short", "musing"]
-    assert d.musings.ask_again is False  # the musing aired: nothing to ask again
+    assert d.parts.musings.ask_again is False  # the musing aired: nothing to ask again
 
 
 def test_a_persona_that_never_answers_with_a_figure_is_not_asked_for_one_for_ever(tmp_path, tiny_bundle):

@@ -132,17 +132,17 @@ def test_the_payload_sends_its_musing_as_sentences_too_when_asked(tmp_path, tiny
     d: Daemon = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.sentences = True
     d.run_once("beacon")
-    d.worker.generate = lambda prompt, max_tokens, seed=None: Generation("The air is thin, and I am “calm”.", 5, 0.01)
+    d.parts.worker.generate = lambda prompt, max_tokens, seed=None: Generation("The air is thin, and I am “calm”.", 5, 0.01)
     assert d.run_once("think")
-    tx = d.transmitter
+    tx = d.parts.transmitter
     # A musing sentence waits until its stamp is in the past: the clock runs on meanwhile.
     while tx.send_one() or (tx.deferred_s is not None and not tx.clock.wait(tx.deferred_s, tx.stop)):
         pass
-    lines = [f for f in d.radio.frames if wire.is_musing_sentence(f)]
-    assert len(lines) == 1 and d.musings.counts.musing_sentences_queued == 1
+    lines = [f for f in d.parts.radio.frames if wire.is_musing_sentence(f)]
+    assert len(lines) == 1 and d.parts.musings.counts.musing_sentences_queued == 1
     s = wire.decode_frame(lines[0], AUTH)
-    assert s.text == "The air is thin; and I am 'calm'." and (s.boot, s.part, s.parts) == (d.boot, 1, 1)
-    beacon = next(wire.decode_frame(f, AUTH) for f in d.radio.frames if f.startswith(b"$$") and f not in lines)
+    assert s.text == "The air is thin; and I am 'calm'." and (s.boot, s.part, s.parts) == (d.parts.flight.boot, 1, 1)
+    beacon = next(wire.decode_frame(f, AUTH) for f in d.parts.radio.frames if f.startswith(b"$$") and f not in lines)
     assert s.counter == beacon.seq and s.time != beacon.time  # never the position's second
     assert (s.lat, s.lon, s.alt) == (beacon.lat, beacon.lon, beacon.alt)  # the position it names
 

@@ -34,7 +34,7 @@ def _daemon(tmp_path, bundle=None) -> Daemon:
     cfg.persona.candidates = 1  # and one candidate a musing (tests/test_musing_candidates.py makes several)
     clock = Clock(speedup=1000, start_utc=MORNING)  # the test owns the time of day: the sun is up on the pad
     d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
-    d.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
+    d.parts.flight.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
     return d
 
 
@@ -88,15 +88,15 @@ def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle)
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     leaks = iter(["call me on +44 7700 900123 when it lands", "mail ada.lindqvist@example.org",
                   "the sky is ink above the clouds"])
-    d.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(leaks), 5, 0.01)
+    d.parts.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(leaks), 5, 0.01)
     assert d.run_once("think") is None
     assert d.run_once("think") is None
     assert d.run_once("think") == "the sky is ink above the clouds"
-    assert d.musings.counts.musings_dropped_by_guard == 2
-    assert set(d.musings.guard.dropped) >= {"phone", "email"}
-    while d.transmitter.send_one():
+    assert d.parts.musings.counts.musings_dropped_by_guard == 2
+    assert set(d.parts.musings.guard.dropped) >= {"phone", "email"}
+    while d.parts.transmitter.send_one():
         pass
-    air = b"".join(d.radio.frames)
+    air = b"".join(d.parts.radio.frames)
     assert b"7700" not in air and b"example.org" not in air and b"the sky is ink above the clouds" in air
 
 
@@ -106,11 +106,11 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
     def broken(prompt, max_tokens, seed=None):
         raise PersonaError("worker died")
 
-    d.worker.generate = broken
+    d.parts.worker.generate = broken
     assert d.run_once("think") is None
     d.run_once("beacon")
-    assert d.musings.counts.persona_failures == 1
-    assert d.store.queue.depth() == {"telemetry": 1}
+    assert d.parts.musings.counts.persona_failures == 1
+    assert d.parts.store.queue.depth() == {"telemetry": 1}
 
 
 def test_payload_run_sends_real_udp_frames(tiny_bundle, tmp_path, flight_key):
@@ -173,20 +173,20 @@ def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(t
         prompts.append(prompt)
         return Generation("the air is thin and quiet", 6, 0.01)
 
-    d.worker.generate = generate
-    d.worker.n_ctx = 1024  # the tiny test model's context would leave no room for them (the budget at work)
-    weather = d.reach.ask("weather", "52.7,-2.7")
-    define = d.reach.ask("define", "tropopause")
+    d.parts.worker.generate = generate
+    d.parts.worker.n_ctx = 1024  # the tiny test model's context would leave no room for them (the budget at work)
+    weather = d.parts.reach.ask("weather", "52.7,-2.7")
+    define = d.parts.reach.ask("define", "tropopause")
     assert weather and define
-    d.reach.on_answer(define, int(ApiStatus.NOT_FOUND), "")  # the dictionary had nothing
-    d.reach.on_answer(999_999, int(ApiStatus.OK), "an answer nobody asked for")  # ignored, counted
-    d.reach.on_answer(weather, 250, "\x1b[2J garbage status")  # an unknown code: an upstream error
+    d.parts.reach.on_answer(define, int(ApiStatus.NOT_FOUND), "")  # the dictionary had nothing
+    d.parts.reach.on_answer(999_999, int(ApiStatus.OK), "an answer nobody asked for")  # ignored, counted
+    d.parts.reach.on_answer(weather, 250, "\x1b[2J garbage status")  # an unknown code: an upstream error
     assert d.run_once("think") == "the air is thin and quiet"
-    lines = d.reach.recent_lines(3)
+    lines = d.parts.reach.recent_lines(3)
     assert len(lines) == 2 and all(line in prompts[-1] for line in lines)
     assert "\x1b" not in prompts[-1]
-    assert d.reach.stats()["answers_unknown"] == 1
-    assert d.store.queue.depth().get("api_request") == 2  # both questions went into the durable queue
+    assert d.parts.reach.stats()["answers_unknown"] == 1
+    assert d.parts.store.queue.depth().get("api_request") == 2  # both questions went into the durable queue
 
 
 def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bundle):
@@ -198,15 +198,15 @@ def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bun
         asked.append(max_tokens)
         return Generation("a long thought " * 40, 60, 0.01)
 
-    d.worker.generate = generate
-    full = d.musings.budget()
+    d.parts.worker.generate = generate
+    full = d.parts.musings.budget()
     text = d.run_once("think")
     assert asked[-1] == full.max_tokens and len(text) <= full.max_chars
-    d.governor.used_wh = 0.9 * d.cfg.power.battery_wh  # most of the battery spent
-    low = d.musings.budget()
+    d.parts.flight.governor.used_wh = 0.9 * d.cfg.power.battery_wh  # most of the battery spent
+    low = d.parts.musings.budget()
     assert low.max_tokens <= full.max_tokens and low.n_threads == 1
     d.run_once("think")
-    assert asked[-1] == low.max_tokens and d.worker.timeout_s == low.timeout_s
+    assert asked[-1] == low.max_tokens and d.parts.worker.timeout_s == low.timeout_s
 
 
 def test_an_unknown_board_is_refused_by_name(tmp_path):

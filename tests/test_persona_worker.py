@@ -231,26 +231,26 @@ def test_daemon_keeps_beaconing_while_its_worker_is_killed_or_stopped(tmp_path, 
     cfg.persona.n_ctx = 256  # the musing prompt is ~130 tokens with the tiny tokenizer
     clock = Clock(speedup=200)  # a sentence every 50 ms of wall time
     d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, load_bundle(tiny_bundle), tmp_path / "data")
-    telemetry = lambda: d.beacon.counts.telemetry_queued  # noqa: E731
+    telemetry = lambda: d.parts.beacon.counts.telemetry_queued  # noqa: E731
 
     try:
         d.start()
-        assert _wait_for(lambda: d.musings.counts.musings_generated + d.musings.counts.musings_empty
-                         + d.musings.counts.musings_dropped_by_guard >= 1)
-        victim = d.worker.pid
+        assert _wait_for(lambda: d.parts.musings.counts.musings_generated + d.parts.musings.counts.musings_empty
+                         + d.parts.musings.counts.musings_dropped_by_guard >= 1)
+        victim = d.parts.worker.pid
         os.kill(victim, how)
         before = telemetry()
         # The persona is out (dead, or stopped until its 2 s timeout): the beacon must not notice.
-        assert _wait_for(lambda: d.musings.counts.persona_failures >= 1 or d.worker.restarts >= 1)
+        assert _wait_for(lambda: d.parts.musings.counts.persona_failures >= 1 or d.parts.worker.restarts >= 1)
         # (Waited for, not read at once: a kill noticed within a sentence's 50 ms left it equal.)
         assert _wait_for(lambda: telemetry() > before)
         during = telemetry()
         assert _wait_for(lambda: telemetry() >= during + 5)
         # And the persona comes back: a fresh worker, counted.
-        assert _wait_for(lambda: d.worker.restarts >= 1 and d.worker.pid not in (None, victim))
+        assert _wait_for(lambda: d.parts.worker.restarts >= 1 and d.parts.worker.pid not in (None, victim))
     finally:
         d.shutdown()
-    assert d.worker.pid is None  # shutdown ended the fresh worker too
+    assert d.parts.worker.pid is None  # shutdown ended the fresh worker too
 
 
 # ----------------------------------------------------------------------------- the budget

@@ -164,7 +164,7 @@ def test_the_payload_announces_each_picture_before_its_packets(tmp_path):
     sent = [wire.decode_frame(f) for f in frames if f[0] in ssdv.FIRST_BYTES]
     assert len(announced) == 1 and all(announced[0].vouches_for(p) for p in sent)
     assert len(announced[0].digests) == len(sent)
-    d.camera.close()
+    d.parts.flight.fitted.camera.close()
 
 
 def test_against_listen_forged_packets_and_a_stranger_picture_change_nothing(tmp_path):

@@ -578,11 +578,11 @@ def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_p
 
     clock = Clock(speedup=1.0)
     d = build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
-    store, boot = d.store, d.boot
-    d.transmitter.wake.clear()
+    store, boot = d.parts.store, d.parts.flight.boot
+    d.parts.transmitter.wake.clear()
     before = int(clock.now().timestamp())
-    seq = d.reach.ask("define", "tropopause")
-    assert seq == 1 and d.transmitter.wake.is_set()
+    seq = d.parts.reach.ask("define", "tropopause")
+    assert seq == 1 and d.parts.transmitter.wake.is_set()
     queued, state = store.queue.find(Kind.API_REQUEST, boot, seq)
     rec = wire.Record.from_body(wire.Kind.API_REQUEST, boot, seq, queued.payload)
     assert rec.content == {"api": "define", "query": "tropopause"} and before <= rec.created <= before + 5

@@ -251,7 +251,7 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
         heard = fragments(far, seq=3)[0]
         radio.inbox = [heard, fragments(STRANGER_AUTH)[0], sentence("OPEN1"), sentence(STRANGER), heard]
         d.run_once("beacon")
-        while d.transmitter.send_one():
+        while d.parts.transmitter.send_one():
             pass
         sent = radio.frames
         assert sent[0].startswith(b"$$" + NEAR.encode())  # our own beacon first, then our window's cue
@@ -261,9 +261,9 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
         assert wire.decode_fragment(relayed[1].frame, far).seq == 3
         stats = d.flight_stats.snapshot()["relay"]
         assert stats["forwarded"] == 2 and stats["refused"] == {"bad tag": 1, "unknown origin": 1, "duplicate": 1}
-        assert stats["by_origin"] == {FAR: 1, "OPEN1": 1} and d.transmitter.stats.relayed_frames == 2
+        assert stats["by_origin"] == {FAR: 1, "OPEN1": 1} and d.parts.transmitter.stats.relayed_frames == 2
     finally:
-        d.store.close()
+        d.parts.store.close()
 
 
 class _TimedRadio:

@@ -87,22 +87,22 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     clock = Clock(speedup=1e6)
     radio = TwoWayRadio()
     d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
-    d.store.queue.enqueue(Kind.MUSING, d.boot,
-                          lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "a thought " * 30).body())
-    while d.transmitter.send_one():
+    d.parts.store.queue.enqueue(Kind.MUSING, d.parts.flight.boot,
+                          lambda seq: wire.Record(wire.Kind.MUSING, d.parts.flight.boot, seq, 0, "a thought " * 30).body())
+    while d.parts.transmitter.send_one():
         pass
     sent_before = len(radio.frames)
     forged = uplink.sign(bytes(32), 1, cfg.callsign, uplink.Ping(1))
-    resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), d.boot, 1, (0,)),)))
+    resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), d.parts.flight.boot, 1, (0,)),)))
     radio.inbox = [forged, resend, resend]  # a forgery, then a frame and its replay
     for _ in range(3):
         d.run_once("beacon")
-        d.transmitter.send_one()
-    assert d.transmitter.stats.windows == 1  # sentence 3 opened the window, 1 and 2 did not
-    assert d.gate.rejections == {"bad tag": 1, "replayed": 1}, d.gate.rejections
-    assert d.commands.stats.commands == {"resend": 1} and d.commands.stats.repairs_requested == 1
-    assert d.gate.rejections == {"bad tag": 1, "replayed": 1}
-    while d.transmitter.send_one():
+        d.parts.transmitter.send_one()
+    assert d.parts.transmitter.stats.windows == 1  # sentence 3 opened the window, 1 and 2 did not
+    assert d.parts.gate.rejections == {"bad tag": 1, "replayed": 1}, d.parts.gate.rejections
+    assert d.parts.commands.stats.commands == {"resend": 1} and d.parts.commands.stats.repairs_requested == 1
+    assert d.parts.gate.rejections == {"bad tag": 1, "replayed": 1}
+    while d.parts.transmitter.send_one():
         pass
     repaired = [wire.decode_frame(f, AUTH) for f in radio.frames[sent_before:] if f[0] == wire.MAGIC]
     # (the beacons' readings may also have sent a phase or mode event meanwhile)
@@ -139,14 +139,14 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
     d.run_once("beacon")
     d.run_once("beacon")
-    while d.transmitter.send_one():
+    while d.parts.transmitter.send_one():
         pass
     positions = [f for f in radio.frames if f[0] in wire.HABPACK_FIRST_BYTES]
     assert len(positions) == 1  # the newest; the one it superseded goes late, as a record carrying it
     decoder = FrameDecoder(auth=AUTH)
     records = [r for r in (decoder.feed(f).record for f in radio.frames) if r is not None]
     assert [(r.kind, r.boot, r.seq, r.callsign) for r in records if r.kind is wire.Kind.TELEMETRY] == [
-        (wire.Kind.TELEMETRY, d.boot, 2, "STRATO1"), (wire.Kind.TELEMETRY, d.boot, 1, "STRATO1")]  # newest first
+        (wire.Kind.TELEMETRY, d.parts.flight.boot, 2, "STRATO1"), (wire.Kind.TELEMETRY, d.parts.flight.boot, 1, "STRATO1")]  # newest first
     assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0], AUTH)))  # shorter on air
 
 
@@ -162,14 +162,14 @@ def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
 def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     d, cfg = _keyed_daemon(tmp_path)
     for _ in range(5):
-        d.store.queue.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
-    ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.boot, 2, 3),
-                      uplink.AckRange(int(wire.Kind.MUSING), d.boot + 1, 1, 9)))
-    d.commands.on_frame(uplink.sign(KEY, 1, cfg.callsign, ack))
-    assert d.commands.stats.records_acknowledged == 2
-    d.store.database.db.close()  # no clean close: what acknowledge returned must already be on the card
+        d.parts.store.queue.enqueue(Kind.MUSING, d.parts.flight.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.parts.flight.boot, seq, 0, "m").body())
+    ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.parts.flight.boot, 2, 3),
+                      uplink.AckRange(int(wire.Kind.MUSING), d.parts.flight.boot + 1, 1, 9)))
+    d.parts.commands.on_frame(uplink.sign(KEY, 1, cfg.callsign, ack))
+    assert d.parts.commands.stats.records_acknowledged == 2
+    d.parts.store.database.db.close()  # no clean close: what acknowledge returned must already be on the card
     store = Store(tmp_path / "data" / "queue.db")
-    states = [store.queue.find(Kind.MUSING, d.boot, seq)[1] for seq in range(1, 6)]
+    states = [store.queue.find(Kind.MUSING, d.parts.flight.boot, seq)[1] for seq in range(1, 6)]
     assert states == ["queued", "acknowledged", "acknowledged", "queued", "queued"]
 
 
@@ -177,13 +177,13 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
     cfg = PayloadConfig()
     clock = Clock(speedup=1e6)
     d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
-    d.store.queue.enqueue(Kind.MUSING, d.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.boot, seq, 0, "m").body())
-    d.store.database.fault("store write failed (FullError: disk full); running degraded")
+    d.parts.store.queue.enqueue(Kind.MUSING, d.parts.flight.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.parts.flight.boot, seq, 0, "m").body())
+    d.parts.store.database.fault("store write failed (FullError: disk full); running degraded")
     d.run_once("health")
     events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-              for q in d.store.queue.queued(limit=10, kinds=(Kind.EVENT,))]
+              for q in d.parts.store.queue.queued(limit=10, kinds=(Kind.EVENT,))]
     assert events == ["store fault: store write failed (FullError: disk full); running degraded"]
-    (health,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
+    (health,) = d.parts.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, health.boot, health.seq, health.payload).content
     assert fields["queue_depth"] == 2 and fields["faults"] == 1 and fields["musing_seq"] == 1
     assert fields["store"] == "ok" and fields["disk_free_kb"] > 0
@@ -244,7 +244,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
 
 def _events(d: Daemon) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
-            for q in d.store.queue.queued(limit=100, kinds=(Kind.EVENT,))]
+            for q in d.parts.store.queue.queued(limit=100, kinds=(Kind.EVENT,))]
 
 
 def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycle(tmp_path):
@@ -255,15 +255,15 @@ def test_set_intervals_cannot_silence_the_beacon_or_breach_the_planned_duty_cycl
     planned = cfg.schedule.telemetry_s
     counter = iter(range(1, 100))
     for cmd in (uplink.SetIntervals(65535, 600), uplink.SetIntervals(1, 600), uplink.SetIntervals(30, 10)):
-        d.commands.on_frame(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
-        assert (d.cadence.telemetry_s, d.cadence.musing_s) == (planned, 180.0)
+        d.parts.commands.on_frame(uplink.sign(KEY, next(counter), cfg.callsign, cmd))
+        assert (d.parts.cadence.telemetry_s, d.parts.cadence.musing_s) == (planned, 180.0)
     refused = [e for e in _events(d) if e.startswith("set_intervals refused")]
     assert len(refused) == 3 and "65535 s is outside 10..120 s" in refused[0] and "below the 60 s" in refused[2]
-    d.commands.on_frame(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
-    assert (d.cadence.telemetry_s, d.cadence.musing_s) == (60.0, 900.0)
+    d.parts.commands.on_frame(uplink.sign(KEY, next(counter), cfg.callsign, uplink.SetIntervals(60, 900)))
+    assert (d.parts.cadence.telemetry_s, d.parts.cadence.musing_s) == (60.0, 900.0)
     pending = [e for e in _events(d) if e.startswith("unconfirmed set_intervals")]
     assert len(pending) == 1 and "intervals 60 s telemetry, 900 s musings; reverts in 1800 s unless sent again" in pending[0]
     (unconfirmed,) = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content
-                      for q in d.store.queue.queued(limit=100, kinds=(Kind.EVENT,))
+                      for q in d.parts.store.queue.queued(limit=100, kinds=(Kind.EVENT,))
                       if wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).content.name == "unconfirmed"]
     assert uplink.unconfirmed_command(unconfirmed) == uplink.SetIntervals(60, 900)  # what the ground sends back

@@ -37,19 +37,19 @@ def daemon(tmp_path, cfg: PayloadConfig, sim: SimCameraBackend) -> Daemon:
 def drain(d: Daemon) -> list[bytes]:
     """Every queued frame on the radio; the frames sent."""
     for _ in range(1000):
-        if not d.store.queue.depth():
+        if not d.parts.store.queue.depth():
             break
-        if not d.transmitter.send_one() and d.transmitter.deferred_s:
-            d.clock.wait(d.transmitter.deferred_s, d.stop)  # bulk waits for its share of the hour
-    assert not d.store.queue.depth()
-    return d.radio.frames
+        if not d.parts.transmitter.send_one() and d.parts.transmitter.deferred_s:
+            d.clock.wait(d.parts.transmitter.deferred_s, d.stop)  # bulk waits for its share of the hour
+    assert not d.parts.store.queue.depth()
+    return d.parts.radio.frames
 
 
 def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(320, 240))
     d = daemon(tmp_path, ssdv_config(ssdv_quality=3), sim)
     assert d.run_once("camera") and d.run_once("camera")
-    assert not d.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
+    assert not d.parts.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
     frames = drain(d)
     packets = [wire.decode_frame(f, AUTH) for f in frames if f[0] in ssdv.FIRST_BYTES]
     assert all(isinstance(p, wire.SsdvPacket) for p in packets)
@@ -65,39 +65,39 @@ def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_pat
         assert group[-1].eoi and group[0].quality == 3
         picture = Image.open(io.BytesIO(ssdv.decode_image(group)))
         assert picture.size == (160, 112)  # the thumbnail's 160x120, cut to multiples of 16
-    assert d.pictures.counts.ssdv_packets_queued == len(packets)
-    d.camera.close()
+    assert d.parts.pictures.counts.ssdv_packets_queued == len(packets)
+    d.parts.flight.fitted.camera.close()
 
 
 def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(), sim)
-    d.store.state.set("ssdv:next_image_id", "255")
+    d.parts.store.state.set("ssdv:next_image_id", "255")
     assert d.run_once("camera") and d.run_once("camera")
-    ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.store.queue.queued(limit=100, kinds=(Kind.SSDV,))})
+    ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.parts.store.queue.queued(limit=100, kinds=(Kind.SSDV,))})
     assert ids == [0, 255]
-    d.store.close()
-    d.camera.close()
+    d.parts.store.close()
+    d.parts.flight.fitted.camera.close()
     again = daemon(tmp_path, ssdv_config(), sim)
     assert again.run_once("camera")
-    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queue.queued(limit=100, kinds=(Kind.SSDV,))
-           if q.boot == again.boot}
+    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.parts.store.queue.queued(limit=100, kinds=(Kind.SSDV,))
+           if q.boot == again.parts.flight.boot}
     assert ids == {1}
-    again.camera.close()
+    again.parts.flight.fitted.camera.close()
 
 
 def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(send_every=3), sim)
     assert all(d.run_once("camera") for _ in range(4))  # stills 0-3: 0 and 3 go down
-    d.store.close()
-    d.camera.close()
+    d.parts.store.close()
+    d.parts.flight.fitted.camera.close()
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
     assert again.run_once("camera") and again.run_once("camera")  # stills 4 and 5: neither; 6 would
-    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.store.queue.queued(limit=100, kinds=(Kind.SSDV,))}
-    assert ids == {0, 1} and again.pictures.counts.images_queued == 0
+    ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.parts.store.queue.queued(limit=100, kinds=(Kind.SSDV,))}
+    assert ids == {0, 1} and again.parts.pictures.counts.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card
-    again.camera.close()
+    again.parts.flight.fitted.camera.close()
 
 
 def test_the_ssdv_callsign_is_six_letters_and_digits_at_most():

@@ -126,12 +126,12 @@ def test_a_dead_power_monitor_is_no_reading_on_air_and_in_health(tmp_path):
     try:
         d.run_once("beacon")
         d.run_once("beacon")
-        sentences = sorted((wire.decode_sentence(q.payload) for q in d.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))),
+        sentences = sorted((wire.decode_sentence(q.payload) for q in d.parts.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))),
                            key=lambda s: s.seq)
         assert [s.batt_mv for s in sentences] == [4168, 0]  # read, then no reading: never 4168 again
         d.run_once("health")
-        (q,) = d.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
+        (q,) = d.parts.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         health = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload).content
         assert "batt_mv" not in health and health["ina219"] == "i2c_error"  # missing, and why
     finally:
-        d.store.close()
+        d.parts.store.close()

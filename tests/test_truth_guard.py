@@ -96,7 +96,7 @@ def test_a_false_sentence_is_cut_when_what_is_left_is_a_musing():
 
 def _scripted(d, texts):
     said = iter(texts)
-    d.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(said), 12, 0.01, "stop")
+    d.parts.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(said), 12, 0.01, "stop")
     return said
 
 
@@ -122,7 +122,7 @@ def test_the_payload_never_queues_a_false_claim(tmp_path, tiny_bundle):
     for (_, kinds), expected in zip(untrue, (["altitude", "cold"], ["time_aloft"], ["phase"], ["altitude", "temperature"],
                                              ["phase"], ["time_aloft"])):
         assert set(expected) <= set(kinds), untrue
-    stats = d.musings.counts
+    stats = d.parts.musings.counts
     assert (stats.musings_untrue, stats.musings_held_untrue, stats.musings_queued) == (6, 1, 2)
     queued = [e for e in logs if e["event"] == "musing"]
     assert all(counts[1] == 0 for e in queued for counts in e["claims"].values())

@@ -353,7 +353,7 @@ def simulate(
         try:
             _fly(daemon, clock, rng, run, musings, musing_s, drain_windows * every * sched.telemetry_s)
         finally:
-            daemon.store.close()
+            daemon.parts.store.close()
             structlog.contextvars.unbind_contextvars("boot", "callsign")  # Daemon bound them
         _count(daemon, repair, run, cfg)
     return run
@@ -362,7 +362,7 @@ def simulate(
 def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings: int,
          musing_s: float, drain_s: float) -> None:
     """The daemon's three loops as one event loop: due producers first, then one frame."""
-    tx, store, boot = daemon.transmitter, daemon.store, daemon.boot
+    tx, store, boot = daemon.parts.transmitter, daemon.parts.store, daemon.parts.flight.boot
     sched = daemon.cfg.schedule
     next_beacon, next_musing, next_health = 0.0, sched.first_musing_s, sched.health_s
     end = None  # when the drain ends, once the last musing is queued
@@ -398,7 +398,7 @@ def _next_due(due: float, period_s: float, now: float) -> float:
 
 
 def _count(daemon, repair, run: LinkRun, cfg) -> None:
-    tx = daemon.transmitter
+    tx = daemon.parts.transmitter
     mtu, r = cfg.radio.mtu, cfg.radio
     run.musings = len(run.texts)
     for seq, text in run.heard.items():
@@ -416,13 +416,13 @@ def _count(daemon, repair, run: LinkRun, cfg) -> None:
     run.parity_frames, run.repair_frames, run.windows = s.parity_frames, s.repair_frames, s.windows
     run.repairs_skipped_queued, run.budget_waits = s.repairs_skipped_queued, s.budget_waits
     run.loss_estimate = tx.loss_estimate()
-    run.resends_accepted = daemon.commands.stats.commands.get("resend", 0)
-    run.reports_accepted = daemon.commands.stats.commands.get("link_report", 0)
-    run.gate_rejections = dict(daemon.gate.rejections) if daemon.gate else {}
+    run.resends_accepted = daemon.parts.commands.stats.commands.get("resend", 0)
+    run.reports_accepted = daemon.parts.commands.stats.commands.get("link_report", 0)
+    run.gate_rejections = dict(daemon.parts.gate.rejections) if daemon.parts.gate else {}
     if repair is not None:
         run.items_requested, run.given_up = repair.items_requested, repair.planner.given_up
     for seq in run.texts.keys() - run.heard.keys():
-        why = _why_lost(repair.planner if repair else None, (int(wire.Kind.MUSING), daemon.boot, seq))
+        why = _why_lost(repair.planner if repair else None, (int(wire.Kind.MUSING), daemon.parts.flight.boot, seq))
         run.undelivered[why] = run.undelivered.get(why, 0) + 1
 
 
