@@ -32,9 +32,14 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
 
 from stratoecho.airtime import lora_airtime_s
+
+log = structlog.get_logger(__name__)
 
 MAGIC = b"\xa7AIR"
 HEADER = struct.Struct("!4sIBIBBBHB")
@@ -114,3 +119,36 @@ def unwrap(datagram: bytes) -> tuple[bytes, AirSettings | None]:
         return bytes(datagram), None
     settings = AirSettings(hz, sf, bw, cr, bool(explicit), bool(ldro), preamble, bool(crc))
     return bytes(datagram[HEADER.size:]), settings
+
+
+@dataclass
+class Antenna:
+    """What is on its way to a simulated chip's antenna. The sender keys its packets one after
+    another: each is whole here one time on air after the one before, its own time on air when it
+    said its settings (a wrapped datagram), else the listening chip's (a bare one)."""
+
+    _inbox: list[tuple[float, bytes, AirSettings | None]] = field(default_factory=list)
+    _air_free: float = 0.0  # when the sender's last packet is whole
+
+    def whole_by(self, now: float, datagrams: Iterable[bytes],
+                 own: Callable[[], AirSettings]) -> list[tuple[bytes, AirSettings | None]]:
+        """`datagrams` just come in, queued; the packets whole by `now`, with their settings, in order."""
+        for datagram in datagrams:
+            packet, sent_with = unwrap(datagram)
+            self._air_free = max(now, self._air_free) + (sent_with or own()).airtime_s(len(packet))
+            self._inbox.append((self._air_free, packet, sent_with))
+        whole = []
+        while self._inbox and self._inbox[0][0] <= now:
+            _, packet, sent_with = self._inbox.pop(0)
+            whole.append((packet, sent_with))
+        return whole
+
+
+def deliver(chip, now: float) -> None:
+    """Hand `chip` (either simulator) the packets whole at its antenna by `now`: its `hear` takes
+    each, or misses it (not listening, another channel), which is logged."""
+    for packet, sent_with in chip.antenna.whole_by(now, chip.listen(), chip.settings):
+        other = chip.other_channel
+        if not chip.hear(packet, *chip.signal, sent_with=sent_with):
+            log.info("chip_other_channel" if chip.other_channel > other else "chip_missed_packet",
+                     bytes=len(packet), mode=chip.mode, at_s=round(now, 2))

@@ -42,7 +42,7 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
-from .air import AirSettings, unwrap
+from .air import AirSettings, Antenna, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
@@ -146,8 +146,7 @@ class Sx126xChip:
     _tx_packet: tuple[bytes, ChipSettings] | None = None
     _tx_timed_out: bool = False
     # (whole at, packet, its sender's settings or None) still on the air
-    _inbox: list[tuple[float, bytes, AirSettings | None]] = field(default_factory=list)
-    _air_free: float = 0.0
+    antenna: Antenna = field(default_factory=Antenna)  # what the bench's air brought, whole one time on air later
 
     def __post_init__(self) -> None:
         if self.tcxo_volts is not None:
@@ -384,18 +383,7 @@ class Sx126xChip:
             self._raise(IRQ_TIMEOUT)
         if self.listen is None:
             return
-        for datagram in self.listen():
-            packet, sent_with = unwrap(datagram)
-            # The sender keys its packets one after another: each is whole here one time on air
-            # later, its own time on air when it said its settings, else this chip's.
-            self._air_free = max(now, self._air_free) + (sent_with or self.settings()).airtime_s(len(packet))
-            self._inbox.append((self._air_free, packet, sent_with))
-        while self._inbox and self._inbox[0][0] <= now:
-            _, packet, sent_with = self._inbox.pop(0)
-            other = self.other_channel
-            if not self.hear(packet, *self.signal, sent_with=sent_with):
-                log.info("chip_other_channel" if self.other_channel > other else "chip_missed_packet",
-                         bytes=len(packet), mode=self.mode, at_s=round(now, 2))
+        deliver(self, now)
 
     def _finish_tx(self) -> None:
         if self._tx_end is not None and self.now() >= self._tx_end:

@@ -48,7 +48,7 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
-from .air import AirSettings, unwrap
+from .air import AirSettings, Antenna, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
@@ -111,8 +111,7 @@ class Sx127xChip:
     _tx_packet: tuple[bytes, ChipSettings] | None = None
     _fsk_steps: list[tuple[float, float]] | None = None  # (since, RF Hz) while FSK TX runs
     # (whole at, packet, its sender's settings or None) still on the air
-    _inbox: list[tuple[float, bytes, AirSettings | None]] = field(default_factory=list)
-    _air_free: float = 0.0  # when the sender's last packet is whole
+    antenna: Antenna = field(default_factory=Antenna)  # what the bench's air brought, whole one time on air later
 
     def __post_init__(self) -> None:
         for reg, value in _RESET.items():
@@ -216,18 +215,7 @@ class Sx127xChip:
         if self.listen is None:
             return
         now = self.now()
-        for datagram in self.listen():
-            packet, sent_with = unwrap(datagram)
-            # The sender keys its packets one after another: each is whole here one time on air
-            # later, its own time on air when it said its settings, else this chip's.
-            self._air_free = max(now, self._air_free) + (sent_with or self.settings()).airtime_s(len(packet))
-            self._inbox.append((self._air_free, packet, sent_with))
-        while self._inbox and self._inbox[0][0] <= now:
-            _, packet, sent_with = self._inbox.pop(0)
-            other = self.other_channel
-            if not self.hear(packet, *self.signal, sent_with=sent_with):
-                log.info("chip_other_channel" if self.other_channel > other else "chip_missed_packet",
-                         bytes=len(packet), mode=self.mode, at_s=round(now, 2))
+        deliver(self, now)
 
     def _finish_tx(self) -> None:
         if self._tx_end is not None and self.now() >= self._tx_end:
