@@ -49,6 +49,21 @@ HEADER = struct.Struct("!4sIBIBBBHB")
 CHANNEL_TOLERANCE_HZ = 5_000
 
 
+@dataclass
+class ModemSettings:
+    """The LoRa modem settings a simulated chip holds now (each simulator adds what is its own)."""
+
+    frequency_mhz: float
+    spreading_factor: int
+    bandwidth_hz: float
+    coding_rate: int  # the denominator of 4/x
+    explicit_header: bool
+    crc: bool
+    low_data_rate_optimize: bool
+    sync_word: int  # the SX127x's one-byte form (0x12), which the SX126x simulator keeps for its 0x1424
+    preamble: int
+
+
 @dataclass(frozen=True)
 class AirSettings:
     """The settings a packet went on the bench's air with (what `HEADER` carries)."""

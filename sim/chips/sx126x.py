@@ -42,7 +42,7 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
-from .air import AirSettings, Antenna, deliver
+from .air import AirSettings, Antenna, ModemSettings, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
@@ -62,18 +62,9 @@ _RESET_REGS = {0x0740: 0x14, 0x0741: 0x24, 0x0889: 0x00, 0x08D8: 0xC8}
 
 
 @dataclass
-class ChipSettings:
+class ChipSettings(ModemSettings):
     """The modem settings as the chip holds them now."""
 
-    frequency_mhz: float
-    spreading_factor: int
-    bandwidth_hz: float
-    coding_rate: int
-    explicit_header: bool
-    crc: bool
-    low_data_rate_optimize: bool
-    sync_word: int  # the SX127x's one-byte form (0x12 for 0x1424)
-    preamble: int
     payload_length: int
     power_dbm: float
 

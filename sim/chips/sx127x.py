@@ -48,7 +48,7 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
-from .air import AirSettings, Antenna, deliver
+from .air import AirSettings, Antenna, ModemSettings, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
@@ -70,18 +70,9 @@ _RESET = {REG_OP_MODE: 0x09, 0x06: 0x6C, 0x07: 0x80, 0x08: 0x00, REG_PA_CONFIG: 
 
 
 @dataclass
-class ChipSettings:
+class ChipSettings(ModemSettings):
     """The modem settings as the registers hold them now."""
 
-    frequency_mhz: float
-    spreading_factor: int
-    bandwidth_hz: float
-    coding_rate: int
-    explicit_header: bool
-    crc: bool
-    low_data_rate_optimize: bool
-    sync_word: int
-    preamble: int
     pa_boost: bool
     power_dbm: float
 
