@@ -60,3 +60,21 @@ def test_help(argv, capsys):
     with pytest.raises(SystemExit) as e:
         pi_check.parse_args(argv)
     assert e.value.code == 0 and "--minutes" in capsys.readouterr().out
+
+
+def test_both_checks_boot_their_probe_the_same_way(tmp_path):
+    """pi-check and pi-image's check install their probe with one helper: the shipped unit's check
+    drop-in, the script, a oneshot unit after what it watches, enabled by its link."""
+    from sim.bench.pi_check import BOOT_DROPIN, install_probe
+
+    root = tmp_path / "root"
+    wants = install_probe(root, "some-probe", "#!/bin/sh\necho hi\n", "a probe", "stratoecho-firstboot.service")
+    assert (root / "etc/systemd/system/stratoecho-payload.service.d/pi-check.conf").read_text() == BOOT_DROPIN
+    script = root / "usr/local/sbin/some-probe"
+    assert script.read_text() == "#!/bin/sh\necho hi\n" and script.stat().st_mode & 0o111
+    unit = (root / "etc/systemd/system/some-probe.service").read_text()
+    assert "After=stratoecho-firstboot.service" in unit and "ExecStart=/usr/local/sbin/some-probe" in unit
+    assert "Description=a probe" in unit and "Type=oneshot" in unit
+    assert wants.is_symlink() and str(wants.readlink()) == "/etc/systemd/system/some-probe.service"
+    again = install_probe(root, "some-probe", "#!/bin/sh\n", "a probe", "x.service")  # a kept root: installed again
+    assert again == wants and wants.is_symlink()

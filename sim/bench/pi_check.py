@@ -318,30 +318,40 @@ journalctl -u stratoecho-payload --no-pager -n 12 -o cat >> $out 2>&1
 systemctl poweroff
 """
 PROBE_UNIT = """[Unit]
-Description=pi-check: the payload's unit under systemd
-After=stratoecho-payload.service
+Description={what}
+After={after}
 [Service]
 Type=oneshot
-ExecStart=/usr/local/sbin/pi-check-probe
+ExecStart=/usr/local/sbin/{name}
 [Install]
 WantedBy=multi-user.target
 """
 
 
-def boot_check(root: Path, timeout_s: float = 1800) -> list[str]:
-    """Boot the root with systemd-nspawn and the shipped unit (the drop-in above), and let the
-    probe inside tell: READY, the watchdog fed, a SIGKILL restarted, a stop clean."""
+def install_probe(root: Path, name: str, script: str, what: str, after: str) -> Path:
+    """The shipped unit as a check boots it (BOOT_DROPIN), and a probe `name` run once at boot
+    after `after`: `script` in /usr/local/sbin, its unit enabled. Returns the enabling link."""
     dropin = root / "etc/systemd/system/stratoecho-payload.service.d/pi-check.conf"
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text(BOOT_DROPIN)
-    probe = root / "usr/local/sbin/pi-check-probe"
+    probe = root / "usr/local/sbin" / name
     probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text(PROBE)
+    probe.write_text(script)
     probe.chmod(0o755)
-    (root / "etc/systemd/system/pi-check-probe.service").write_text(PROBE_UNIT)
-    wants = root / "etc/systemd/system/multi-user.target.wants/pi-check-probe.service"
+    (root / f"etc/systemd/system/{name}.service").write_text(PROBE_UNIT.format(what=what, after=after, name=name))
+    wants = root / f"etc/systemd/system/multi-user.target.wants/{name}.service"
+    wants.parent.mkdir(parents=True, exist_ok=True)
     wants.unlink(missing_ok=True)
-    wants.symlink_to("/etc/systemd/system/pi-check-probe.service")
+    wants.symlink_to(f"/etc/systemd/system/{name}.service")
+    return wants
+
+
+def boot_check(root: Path, timeout_s: float = 1800) -> list[str]:
+    """Boot the root with systemd-nspawn and the shipped unit (the drop-in above), and let the
+    probe inside tell: READY, the watchdog fed, a SIGKILL restarted, a stop clean."""
+    wants = install_probe(root, "pi-check-probe", PROBE, "pi-check: the payload's unit under systemd",
+                          "stratoecho-payload.service")
+    dropin = root / "etc/systemd/system/stratoecho-payload.service.d/pi-check.conf"
     (root / "var/lib/pi-check.txt").unlink(missing_ok=True)
     log.info("booting the root", how="systemd-nspawn --boot", expect="minutes under emulation")
     with open(root.parent / "boot.log", "wb") as console:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from sim.bench.pi_check import BOOT_DROPIN, in_root, mounted, run
+from sim.bench.pi_check import in_root, install_probe, mounted, run
 from sim.image import layout
 
 log = structlog.get_logger(__name__)
@@ -40,15 +40,6 @@ echo "payload: $state after ${i} s, condition $(show stratoecho-payload Conditio
 [ -e /boot/firmware/stratoecho-refused.txt ] && sed 's/^/refused.txt: /' /boot/firmware/stratoecho-refused.txt >> $out
 journalctl -u stratoecho-firstboot -u stratoecho-payload --no-pager -n 15 -o cat | sed 's/^/journal: /' >> $out 2>&1
 systemctl poweroff
-"""
-PROBE_UNIT = """[Unit]
-Description=make pi-image check: first boot and the payload under systemd
-After=stratoecho-firstboot.service
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/image-check-probe
-[Install]
-WantedBy=multi-user.target
 """
 
 
@@ -96,17 +87,8 @@ def extract(files: dict[str, Path], work: Path) -> tuple[Path, Path, Path]:
 def prepare_for_container(root: Path, wheel: Path) -> None:
     """What a container under qemu-user lacks, changed in the extracted copy only (never the image)."""
     (root / "etc/fstab").write_text("# make pi-image check: the container binds folders, not partitions\n")
-    dropin = root / "etc/systemd/system/stratoecho-payload.service.d/pi-check.conf"
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text(BOOT_DROPIN)
-    probe = root / "usr/local/sbin/image-check-probe"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text(PROBE)
-    probe.chmod(0o755)
-    (root / "etc/systemd/system/image-check-probe.service").write_text(PROBE_UNIT)
-    wants = root / "etc/systemd/system/multi-user.target.wants/image-check-probe.service"
-    wants.unlink(missing_ok=True)
-    wants.symlink_to("/etc/systemd/system/image-check-probe.service")
+    install_probe(root, "image-check-probe", PROBE, "make pi-image check: first boot and the payload under systemd",
+                  "stratoecho-firstboot.service")
     if not (root / "opt/stratoecho/.venv/bin/psutil-ok").exists():  # the bench world's own needs (pi-check's)
         for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf", "/etc/resolv.conf"):
             if Path(path).exists():
