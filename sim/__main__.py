@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-relay", action="store_true",
                    help="in a scenario of several balloons (two-balloons), none relays for the others: what the "
                         "ground cannot hear directly is lost (docs/network.md)")
+    f.add_argument("--hang-after", type=_seconds, default=None, metavar="S",
+                   help="wall seconds one process may hold the bench clock's turn (a model load or one generation "
+                        "included) before the flight fails as hung (default 120); more on an emulated machine")
     f.set_defaults(func=cmd_fly)
 
     so = sub.add_parser(
@@ -244,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds greater than 0")
+    return value
+
+
 def _speedup(text: str) -> float | None:
     from .bench.timekeeper import speedup_arg
 
@@ -277,6 +291,7 @@ def cmd_fly(args: argparse.Namespace) -> int:
         config=args.config, quiet=args.quiet, uplink=not args.no_uplink, scenario=args.scenario,
         faults=args.fault, path_loss=not args.no_path_loss, api_proxy=not args.no_api_proxy,
         unit=None if args.no_unit else (args.unit or PAYLOAD_UNIT), relay=not args.no_relay,
+        **({"hang_after_s": args.hang_after} if args.hang_after is not None else {}),
     )
     try:
         report = fly(opts)

@@ -8,6 +8,7 @@ import json
 import multiprocessing as mp
 import os
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 
@@ -190,6 +191,29 @@ def test_flight_code_finds_the_lockstep_through_the_benchs_entry_point(monkeypat
     monkeypatch.setattr(core_clock, "entry_points", lambda group: [])
     with pytest.raises(core_clock.BenchClockError, match="bench is not installed"):
         core_clock.flight_clock(name="payload")
+
+
+def test_the_hang_limit_is_the_flights_to_set(monkeypatch, capsys):
+    """`sim fly --hang-after S` reaches the timekeeper of the flight (pi-check gives its emulated
+    root ten times the limit); a limit that is no positive number of seconds is refused."""
+    import sim.bench.fly as fly_module
+    from sim.__main__ import main as sim_main
+    from sim.bench.fly.flyer import Flyer
+    from sim.bench.pi_check import EMULATED_HANG_S
+    from sim.bench.timekeeper import TURN_TIMEOUT_S
+
+    asked = []
+    monkeypatch.setattr(fly_module, "fly", lambda opts: asked.append(opts) or (_ for _ in ()).throw(
+        fly_module.FlyError("stopped here: the options were what this test wanted")))
+    assert sim_main(["fly", "--out", "/nonexistent", "--no-persona", "--hang-after", "900"]) == 1
+    assert sim_main(["fly", "--out", "/nonexistent", "--no-persona"]) == 1
+    assert [o.hang_after_s for o in asked] == [900.0, TURN_TIMEOUT_S]
+    assert EMULATED_HANG_S >= 10 * TURN_TIMEOUT_S
+    assert "turn_timeout_s=opts.hang_after_s" in Path(sys.modules[Flyer.__module__].__file__).read_text()
+    for bad in ("0", "-5", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            sim_main(["fly", "--out", "/nonexistent", "--hang-after", bad])
+        assert "is not a number of seconds greater than 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ a whole bench flight

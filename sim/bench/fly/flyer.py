@@ -75,7 +75,8 @@ class Flyer:
         self._sock_dir = Path(tempfile.mkdtemp(prefix="stratoecho-clock-"))
         self.tk: Timekeeper | None = None
         if opts.speedup != 1:
-            self.tk = Timekeeper(self._sock_dir / "sock", opts.speedup, on_advance=self._progress)
+            self.tk = Timekeeper(self._sock_dir / "sock", opts.speedup, on_advance=self._progress,
+                                 turn_timeout_s=opts.hang_after_s)
             self.env.update(self.tk.env())
         # systemd's part, as the shipped unit declares it (sim/bench/supervisor.py): READY, the watchdog,
         # restarts, start limits, stop timeouts. Its clock is flight time on the lockstep.

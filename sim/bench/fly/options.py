@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...channel.loss import LossSpec
 from ..supervisor import PAYLOAD_UNIT
+from ..timekeeper import TURN_TIMEOUT_S
 
 DEFAULT_PERSONA = Path("build/persona")
 
@@ -33,3 +34,6 @@ class FlyOptions:
     api_proxy: bool = True  # the ground answers the persona's questions from real APIs (offline: says so)
     relay: bool = True  # in a scenario of several balloons, each relays for the others (off: none does)
     unit: Path | None = PAYLOAD_UNIT  # the systemd unit whose contract the payload flies under; None: unsupervised
+    # Wall seconds one process may hold the bench clock's turn before the flight calls it hung: more
+    # where every instruction is emulated (pi-check's arm64 root under qemu-user runs ~10x slower).
+    hang_after_s: float = TURN_TIMEOUT_S
