@@ -93,7 +93,8 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
         pass
     sent_before = len(radio.frames)
     forged = uplink.sign(bytes(32), 1, cfg.callsign, uplink.Ping(1))
-    resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), d.parts.flight.boot, 1, (0,)),)))
+    boot = d.parts.flight.boot
+    resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), boot, 1, (0,)),)))
     radio.inbox = [forged, resend, resend]  # a forgery, then a frame and its replay
     for _ in range(3):
         d.run_once("beacon")
@@ -146,7 +147,8 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     decoder = FrameDecoder(auth=AUTH)
     records = [r for r in (decoder.feed(f).record for f in radio.frames) if r is not None]
     assert [(r.kind, r.boot, r.seq, r.callsign) for r in records if r.kind is wire.Kind.TELEMETRY] == [
-        (wire.Kind.TELEMETRY, d.parts.flight.boot, 2, "STRATO1"), (wire.Kind.TELEMETRY, d.parts.flight.boot, 1, "STRATO1")]  # newest first
+        (wire.Kind.TELEMETRY, d.parts.flight.boot, 2, "STRATO1"),
+        (wire.Kind.TELEMETRY, d.parts.flight.boot, 1, "STRATO1")]  # newest first
     assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0], AUTH)))  # shorter on air
 
 
@@ -161,8 +163,9 @@ def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
 
 def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
     d, cfg = _keyed_daemon(tmp_path)
+    boot = d.parts.flight.boot
     for _ in range(5):
-        d.parts.store.queue.enqueue(Kind.MUSING, d.parts.flight.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.parts.flight.boot, seq, 0, "m").body())
+        d.parts.store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "m").body())
     ack = uplink.Ack((uplink.AckRange(int(wire.Kind.MUSING), d.parts.flight.boot, 2, 3),
                       uplink.AckRange(int(wire.Kind.MUSING), d.parts.flight.boot + 1, 1, 9)))
     d.parts.commands.on_frame(uplink.sign(KEY, 1, cfg.callsign, ack))
@@ -177,7 +180,8 @@ def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path
     cfg = PayloadConfig()
     clock = Clock(speedup=1e6)
     d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
-    d.parts.store.queue.enqueue(Kind.MUSING, d.parts.flight.boot, lambda seq: wire.Record(wire.Kind.MUSING, d.parts.flight.boot, seq, 0, "m").body())
+    boot = d.parts.flight.boot
+    d.parts.store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "m").body())
     d.parts.store.database.fault("store write failed (FullError: disk full); running degraded")
     d.run_once("health")
     events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text

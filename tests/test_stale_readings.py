@@ -126,8 +126,8 @@ def test_a_dead_power_monitor_is_no_reading_on_air_and_in_health(tmp_path):
     try:
         d.run_once("beacon")
         d.run_once("beacon")
-        sentences = sorted((wire.decode_sentence(q.payload) for q in d.parts.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))),
-                           key=lambda s: s.seq)
+        queued = d.parts.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))
+        sentences = sorted((wire.decode_sentence(q.payload) for q in queued), key=lambda s: s.seq)
         assert [s.batt_mv for s in sentences] == [4168, 0]  # read, then no reading: never 4168 again
         d.run_once("health")
         (q,) = d.parts.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
