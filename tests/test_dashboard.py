@@ -612,14 +612,14 @@ def test_a_late_outbox_answer_does_not_undo_a_newer_event(browser, dashboard, gr
     can arrive after the event stream has told of a newer state (the listener sent the command).
     The stale answer must not put "queued" back."""
     from groundstation.web import handler
-    from groundstation.web import server as server_module
+    from groundstation.web.events import POLL_S
 
     answered = threading.Event()
     real_outbox_json = handler.outbox_json
 
     def slow_answer(rows):  # the page's own request (handler.py), not the stream (events.py)
         answer = real_outbox_json(rows)
-        time.sleep(2 * server_module.POLL_S + 1)  # read before the send, answered after its event
+        time.sleep(2 * POLL_S + 1)  # read before the send, answered after its event
         answered.set()
         return answer
 
