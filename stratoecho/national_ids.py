@@ -38,6 +38,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .national_phones import amount
+
 __all__ = ["STRONG_KINDS", "WEAK_KINDS", "compact", "find_ids", "valid"]
 
 
@@ -220,8 +222,10 @@ def valid(kind: str, value: str) -> bool:
 
 
 def find_ids(text: str) -> Iterable[tuple[str, int, int]]:
-    """(kind, start, end) of every national identity number in `text`; kinds may overlap."""
+    """(kind, start, end) of every national identity number in `text`; kinds may overlap. Nine
+    bare digits with a currency beside them are a sum ("268 435 456 €"), not a weak kind's number."""
     for kind in (*_STRONG, *_WEAK):
+        weak = kind in _WEAK
         for m in kind.forms.finditer(text):
-            if kind.check(compact(m.group())):
+            if kind.check(compact(m.group())) and not (weak and amount(text, m.start(), m.end())):
                 yield kind.name, m.start(), m.end()

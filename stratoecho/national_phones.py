@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["national_phone"]
+__all__ = ["amount", "national_phone"]
 
 # (first digit, number of digits) -> the groupings (lengths of the digit groups, in order)
 # people write such a number in. Spain and Portugal share nine digits starting with 9.
@@ -87,4 +87,10 @@ def national_phone(text: str, start: int, end: int) -> bool:
         return False
     if re.sub(r"\D", "", s).endswith("00000"):
         return False  # 600 000 000: a round number is a sum, not somebody's line
-    return not (_AMOUNT_AFTER.match(text, end) or _AMOUNT_BEFORE.search(text, 0, start))
+    return not amount(text, start, end)
+
+
+def amount(text: str, start: int, end: int) -> bool:
+    """Whether the number text[start:end] reads as a sum: a currency sign, code or word right
+    before or after it."""
+    return bool(_AMOUNT_AFTER.match(text, end) or _AMOUNT_BEFORE.search(text, 0, start))

@@ -131,6 +131,8 @@ ORDINARY = [
     "timestamps 1710278040 and 1710278041",
     "lat 39.4699 lon -0.3763, alt 12345 m, 101325 Pa, 35 km/h",
     "aufgenommen 20240312 um 211405",
+    "el 268 435 456 €",  # nine digits that pass the Portuguese NIF's check, as a sum (found by hypothesis)
+    "R$ 268 435 456 no total",
 ]
 
 
