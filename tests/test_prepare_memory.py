@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from host_training.ingest.telegram_gen import write_export
+from host_training.prepare.spill import CACHE_KIB
 from sim.bench.training import _PREPARE_CHILD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,10 @@ def test_eight_times_the_messages_costs_little_more_memory(tmp_path):
     small, small_report = peak_mb(tmp_path, 5_000)
     big, big_report = peak_mb(tmp_path, 40_000)
     assert big_report["messages"]["seen"] == 8 * small_report["messages"]["seen"]
-    # The big export is ~30 MB of JSON; holding its messages would cost several times that.
+    # The big export is ~30 MB of JSON; holding its messages would cost several times that. What may grow is
+    # the scratch store's page cache, which a 5k export does not fill and a 40k one does (measured: 13-15 MB,
+    # and it levels off near 97 MB total from 160k messages on), plus SQLite's sorter and the allocator.
     grown = big - small
-    assert grown < 15, f"peak grew by {grown:.1f} MB from 5k to 40k messages"
+    bound = CACHE_KIB / 1024 + 8
+    assert grown < bound, f"peak grew by {grown:.1f} MB from 5k to 40k messages (bound {bound:.0f} MB)"
     assert not list((tmp_path / "out40000").glob(".prepare.*")), "the scratch store is removed"

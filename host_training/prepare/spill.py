@@ -35,6 +35,7 @@ from host_training.prepare.sessions import Example, Turn, repeat_reason
 _EPOCH = datetime.fromtimestamp(0, timezone.utc)
 
 BATCH = 5000  # rows per executemany
+CACHE_KIB = 16_000  # SQLite's page cache for the scratch store: the part of prepare's memory that fills with size
 _FIELDS = ("source", "chat_id", "chat_name", "msg_id", "author_id", "author", "is_owner", "ts", "text", "kind", "title")
 
 
@@ -45,7 +46,7 @@ class Spill:
             old.unlink(missing_ok=True)  # left by a run that crashed
         self.path = out_dir / f".prepare.{os.getpid()}.db"
         self.db = sqlite3.connect(self.path)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-16000"):
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", f"cache_size=-{CACHE_KIB}"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.executescript("""
             CREATE TABLE messages (id INTEGER PRIMARY KEY, source TEXT, chat_id TEXT, chat_name TEXT, msg_id TEXT,
