@@ -25,7 +25,8 @@ from stratoecho.wire.uplink import KeyFileError
 from .assembly import Parts, build_payload, open_parts
 from .clock import Clock
 from .config import PayloadConfig, load_config, parse_hostport
-from .daemon import STOP_BUDGET_S, Daemon
+from .daemon import STOP_BUDGET_S
+from .onboard import Onboard
 from .parts.radio import RadioError
 from .persona.wording import unguarded
 from .persona.worker import PersonaError
@@ -218,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     liveness = Liveness(clock=parts.clock.liveness_time)
     try:
-        daemon = build_payload(cfg, parts, bundle, data_dir, liveness)
+        onboard = build_payload(cfg, parts, bundle, data_dir, liveness)
     except (StoreError, KeyFileError, RadioError) as e:
         parts.close()
         print(f"error: {e}", file=sys.stderr)
@@ -227,58 +228,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         flight_s = args.minutes * 60
     else:  # a rig's flight lands, then beacons a while for the recovery team; the Pi's runs until stopped
         flight_s = parts.hardware.flight_s if parts.hardware.flight_s is not None else float("inf")
-    fly(daemon, parts, liveness, flight_s, args.drain_s, [p for p in (persona_problem,) if p] + parts.problems)
+    fly(onboard, parts, liveness, flight_s, args.drain_s, [p for p in (persona_problem,) if p] + parts.problems)
     parts.close()
     faulthandler.cancel_dump_traceback_later()
     log.info("stopped", stats=str(data_dir / "stats.json"))
     return 0
 
 
-def fly(daemon: Daemon, parts: Parts, liveness: Liveness, flight_s: float, drain_s: float,
+def fly(onboard: Onboard, parts: Parts, liveness: Liveness, flight_s: float, drain_s: float,
         problems: list[Event]) -> None:
     """Start the daemon, say it is ready, wait for a signal or the flight's end, then stop it
     (draining the queue first when the flight ended by itself)."""
     clock = parts.clock
     interrupted = clock.event()
-    _stop_on_signals(daemon, interrupted, clock)
+    _stop_on_signals(onboard, interrupted, clock)
     try:
-        daemon.start(launch=parts.hardware.launches)
+        onboard.start(launch=parts.hardware.launches)
     except PersonaError as e:
         # A model that will not load must not cost the beacon: systemd would restart and in the
         # end reboot a payload that exits here. Fly without the persona, and say so on air.
-        daemon.fly_without_persona()
-        daemon.start(launch=parts.hardware.launches)
+        onboard.fly_without_persona()
+        onboard.start(launch=parts.hardware.launches)
         if not interrupted.is_set():  # else a stop cut the load short: nothing to report
             log.error("persona_not_loaded", error=str(e))
-            daemon.parts.flight.outbound.event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
+            onboard.parts.flight.outbound.event(event("persona_unavailable", why=f"persona did not load ({str(e)[:80]})"))
     for problem in problems:
-        daemon.parts.flight.outbound.event(problem)
+        onboard.parts.flight.outbound.event(problem)
     # sd_notify: a no-op off systemd, unless `sim fly` supervises us as systemd would.
     notifier = SystemdNotifier()
-    Watchdog(liveness, notifier, clock=clock.liveness_time).start(daemon.stop, clock.thread)
-    notifier.ready(status=f"flying, boot {daemon.parts.flight.boot}")
+    Watchdog(liveness, notifier, clock=clock.liveness_time).start(onboard.daemon.stop, clock.thread)
+    notifier.ready(status=f"flying, boot {onboard.parts.flight.boot}")
     if parts.hardware.flying is not None:
         parts.hardware.flying()
-    log.info("flying", radio=daemon.cfg.radio.kind, to=daemon.cfg.radio.address, clock=clock.describe(),
-             flight_minutes=round(flight_s / 60, 1), data=str(daemon.data_dir))
+    log.info("flying", radio=onboard.cfg.radio.kind, to=onboard.cfg.radio.address, clock=clock.describe(),
+             flight_minutes=round(flight_s / 60, 1), data=str(onboard.data_dir))
     slice_s = clock.flight_s(SIGNAL_POLL_S)  # flight seconds; the lockstep's waits are its own
     while not interrupted.is_set() and clock.elapsed_s() < flight_s:
         interrupted.wait(max(min(flight_s, clock.elapsed_s() + slice_s) - clock.elapsed_s(), 0.0))
     # STOPPING=1 once the stop itself begins: after a rig's end-of-flight drain (a flight that
     # ends by itself is a rig's; on the Pi only a signal stops us, and then there is no drain).
-    daemon.shutdown(drain_s=0.0 if interrupted.is_set() else drain_s, abort=interrupted,
-                    on_stopping=notifier.stopping)
+    onboard.daemon.shutdown(drain_s=0.0 if interrupted.is_set() else drain_s, abort=interrupted,
+                            on_stopping=notifier.stopping)
 
 
-def _stop_on_signals(daemon: Daemon, interrupted: threading.Event, clock: Clock) -> None:
+def _stop_on_signals(onboard: Onboard, interrupted: threading.Event, clock: Clock) -> None:
     """SIGTERM and SIGINT set `interrupted` and cut a model load or a musing short."""
     interrupted_before: list[int] = []
 
     def on_signal(signum, _frame):
         log.info("signal", signal=signal.Signals(signum).name)
         interrupted.set()
-        if daemon.parts.worker is not None:
-            daemon.parts.worker.cancel()  # a model still loading, or a musing under way, ends now
+        if onboard.parts.worker is not None:
+            onboard.parts.worker.cancel()  # a model still loading, or a musing under way, ends now
         if clock.system_deadlines_hold() and not interrupted_before:
             # Last resort, off the bench's clock: a stop that overruns writes every thread's stack
             # to the journal and exits before systemd's SIGKILL at TimeoutStopSec, which tells nothing.

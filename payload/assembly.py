@@ -5,10 +5,11 @@
     open_radio     the configured radio, reporting its ups and downs through that port
     assemble       the components: governor and Cadence, link, command gate and handler, memory,
                    producers
-    loops          the table of the daemon's loops: each one's work, period, first run, slot
-    Daemon         which only runs that table (payload/daemon.py)
+    loops          the table of the daemon's loops: each one's work, period, first run, slot, stop
+    Onboard        the boot: that table and the statistics run by the daemon (payload/daemon.py,
+                   which only schedules), the banner, what is closed at the stop (payload/onboard.py)
 
-`build_payload` does all of it for `payload run`; `build_daemon` the last three over parts a test
+`build_payload` does all of it for `payload run`; `build_onboard` the last three over parts a test
 or the bench hands in. The daemon builds nothing itself.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -33,11 +33,12 @@ from .cadence import Cadence
 from .clock import Clock
 from .components import Components
 from .config import PayloadConfig
-from .daemon import Daemon, Loop
 from .link.frames import LinkParts, LinkPlan
 from .link.outbound import Outbound
 from .link.relay import Relay, RelayRules
 from .link.transmitter import Transmitter
+from .loop import Loop
+from .onboard import Onboard
 from .parts.camera import Camera
 from .parts.hardware import Hardware, open_hardware
 from .parts.outputs import BatteryHeater, StatusLed
@@ -94,8 +95,7 @@ def open_boot(cfg: PayloadConfig, data_dir: Path, clock: Clock, disk_usage=None)
 
 
 def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
-             data_dir: Path, stop: threading.Event, *, boot: Boot | None = None, fitted: Fitted = NOTHING_FITTED,
-             liveness: Liveness | None = None) -> Components:
+             data_dir: Path, *, boot: Boot | None = None, fitted: Fitted = NOTHING_FITTED) -> Components:
     """Every component of one boot, in the order they need each other. Opens the queue (and so
     numbers the boot), the memory and the airtime log in `data_dir`; raises `store.StoreError` or
     `wire.uplink.KeyFileError`, the file named, when the queue or the uplink key cannot be used.
@@ -104,7 +104,7 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     time on the rehearsed board."""
     data_dir = Path(data_dir)
     fitted = replace(fitted, disk_usage=fitted.disk_usage or shutil.disk_usage)  # the card: the bench simulates one
-    liveness = liveness or Liveness()
+    stop = clock.event()  # the stop proper: the radio ends (the producers' event, `stopping`, is set first)
     with contextlib.ExitStack() as on_failure:  # what this opened, closed again when a later step raises
         if boot is None:
             boot = open_boot(cfg, data_dir, clock, fitted.disk_usage)
@@ -119,21 +119,20 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
                             battery_temp_fitted=sensors.battery_temp_fitted,
                             cpu_temp_fitted=fitted.pi_health is not None)
         cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
-        transmitter = open_transmitter(cfg, opened, radio, clock, stop, data_dir, auth, relay, cadence,
-                                       on_loop=lambda: liveness.ping("radio"))
+        transmitter = open_transmitter(cfg, LinkParts(store, radio, clock, stop, outbound.wake, relay), data_dir,
+                                       auth, cadence)
         flight = Flight(cfg, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
         # On the bench its questions are drawn from the flight's seed, like everything else.
         reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
                       clock.elapsed_s, rng=Random(fitted.seed * 7919 + flight.boot) if fitted.seed is not None else None)
-        commands = CommandHandler(flight.boot, cadence, cfg.uplink, clock, store, transmitter, memory, reach, outbound,
-                                  gate=gate)
+        commands = CommandHandler(outbound, cadence, cfg.uplink, transmitter, memory, reach, gate=gate)
         if gate is not None:
             transmitter.listen_after(cfg.uplink, commands.on_frame, uplink.payload_hash(cfg.callsign))
         beacon = Beacon(flight, sensors, reach)
         parts = Components(flight=flight, cadence=cadence, sensors=sensors, radio=radio, store=store,
                            transmitter=transmitter, memory=memory, reach=reach, beacon=beacon,
                            health=Health(flight, store, memory, transmitter, beacon.power_fields, gate=gate),
-                           commands=commands, stopping=clock.event(), gate=gate)
+                           commands=commands, stopping=clock.event(), stop=stop, gate=gate)
         if fitted.camera is not None:
             parts.pictures = Pictures(flight, fitted.camera, store, data_dir)
         if bundle is not None:
@@ -141,7 +140,7 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
                                          memory_limit_mb=cfg.persona.memory_limit_mb)
             # The facts the owner approved (host_training interview): the same notes after every boot.
             memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
-            parts.musings = Musings(flight, cadence, bundle, parts.worker, sensors, beacon, memory, reach, parts.stopping,
+            parts.musings = Musings(flight, cadence, bundle, parts.worker, beacon, memory, parts.stopping,
                                     line_bytes=max(turn_of(cfg).sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
         on_failure.pop_all()  # all opened: the components own them from here
         return parts
@@ -157,7 +156,9 @@ def loops(parts: Components) -> list[Loop]:
         # At its second of each period by UTC (a shared frequency's turn); the radio hears when each sentence is due.
         Loop("beacon", parts.beacon.once, lambda: cadence.beacon_s, cadence.first_s("beacon"),
              slot_s=cadence.beacon_slot_s, on_due=tx.turns.due, before=parts.commands.revert_unconfirmed),
-        Loop("radio", tx.run, run_s=cfg.uplink.window_s),  # its quietest spell: a listen window
+        # Its quietest spell is a listen window; at the stop it sends what waits, then ends (a stuck driver closed).
+        Loop("radio", tx.run, run_s=cfg.uplink.window_s, on_stop=tx.wake.set,
+             drains=lambda: sum(parts.store.queue.depth().values()), unstick=parts.radio.close),
         Loop("health", parts.health.once, partial(cadence.period_s, "health"), cadence.first_s("health")),
     ]
     if parts.pictures is not None:
@@ -167,7 +168,8 @@ def loops(parts: Components) -> list[Loop]:
         musings = parts.musings
         table.append(Loop("think", musings.once, partial(cadence.period_s, "think"), cadence.first_s("think"),
                           run_s=2 * cfg.persona.timeout_s, after="beacon", ready=lambda: not tx.musing_waiting(),
-                          again=musings.take_ask_again, remade_when_stale=True))
+                          again=musings.take_ask_again, remade_when_stale=True,
+                          on_stop=parts.worker.cancel if parts.worker is not None else None))
     return table
 
 
@@ -179,8 +181,7 @@ def open_gate(cfg: PayloadConfig, boot: Boot) -> CommandGate:
                                          event("command_refused", reason=e.reason, detail=str(e))))
 
 
-def open_transmitter(cfg: PayloadConfig, boot: Boot, radio: Radio, clock: Clock, stop: threading.Event,
-                     data_dir: Path, auth, relay: Relay | None, cadence: Cadence, on_loop) -> Transmitter:
+def open_transmitter(cfg: PayloadConfig, link: LinkParts, data_dir: Path, auth, cadence: Cadence) -> Transmitter:
     """The link, keeping the turn the air plan planned (payload/policy/airplan.py): records cut to
     fit it, nothing keyed into the next position sentence, stale musings expired; the beacon's
     period and bulk's share are the cadence's and its governor's."""
@@ -188,8 +189,7 @@ def open_transmitter(cfg: PayloadConfig, boot: Boot, radio: Radio, clock: Clock,
     frame_bytes = turn.record_frame_bytes if turn.record_frame_bytes >= MIN_RECORD_FRAME_BYTES else cfg.radio.mtu
     plan = LinkPlan(BeaconTimes(cfg.schedule.turn_s), frame_bytes,
                     len(worst_sentence(cfg.callsign, cfg.telemetry_format)), cfg.persona.stale_s)
-    return Transmitter(LinkParts(boot.store, radio, clock, stop, boot.outbound.wake, relay), cfg.radio, cadence,
-                       auth=auth, plan=plan, airtime_log=data_dir / "airtime.json", on_loop=on_loop,
+    return Transmitter(link, cfg.radio, cadence, auth=auth, plan=plan, airtime_log=data_dir / "airtime.json",
                        transmit_factor=cadence.governor.transmit_factor)
 
 
@@ -229,14 +229,11 @@ def _flight_key(cfg: PayloadConfig) -> tuple[downlink.DownlinkAuth | None, bool]
             cfg.uplink.listen)
 
 
-def build_daemon(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
-                 data_dir: Path, stop: threading.Event | None = None, *, fitted: Fitted = NOTHING_FITTED,
-                 liveness: Liveness | None = None, boot: Boot | None = None) -> Daemon:
-    """A daemon with the components `assemble` builds from these parts, running the `loops` table."""
-    stop = stop or clock.event()
-    liveness = liveness or Liveness()
-    parts = assemble(cfg, sensors, radio, clock, bundle, data_dir, stop, boot=boot, fitted=fitted, liveness=liveness)
-    return Daemon(cfg, clock, bundle, data_dir, parts, loops, stop=stop, liveness=liveness)
+def build_onboard(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
+                  data_dir: Path, *, fitted: Fitted = NOTHING_FITTED, liveness: Liveness | None = None) -> Onboard:
+    """The boot `assemble` builds from these parts, its daemon running the `loops` table."""
+    return Onboard(cfg, bundle, data_dir, assemble(cfg, sensors, radio, clock, bundle, data_dir, fitted=fitted),
+                   loops, liveness)
 
 
 # ------------------------------------------------------------------ the program's parts
@@ -329,7 +326,7 @@ def open_radio(cfg: PayloadConfig, parts: Parts, outbound: Outbound) -> Reopenin
 
 
 def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_dir: Path,
-                  liveness: Liveness) -> Daemon:
+                  liveness: Liveness) -> Onboard:
     """The whole payload over `parts`, in the order each needs the last: the boot's queue, the
     radio (which reports through it), the components, the daemon. Raises StoreError,
     KeyFileError or (on a rig) RadioError, having closed what it opened."""
@@ -341,7 +338,6 @@ def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_
         on_failure.callback(radio.close)
         fitted = Fitted(camera=parts.camera, pi_health=hw.pi_health, led=parts.led, heater=parts.heater,
                         disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation)
-        daemon = build_daemon(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, fitted=fitted,
-                              liveness=liveness, boot=boot)
+        components = assemble(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, boot=boot, fitted=fitted)
         on_failure.pop_all()
-    return daemon
+    return Onboard(cfg, bundle, data_dir, components, loops, liveness)

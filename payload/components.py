@@ -38,6 +38,7 @@ class Components:
     health: Health
     commands: CommandHandler
     stopping: threading.Event  # set first at a stop: the producers end, the radio may drain after
+    stop: threading.Event  # the stop proper, after the drain: the radio ends
     pictures: Pictures | None = None  # None: no camera
     musings: Musings | None = None  # None: no persona flies
     worker: PersonaWorker | None = None

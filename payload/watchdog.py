@@ -234,16 +234,16 @@ class RestartLimiter:
 # --------------------------------------------------------------------------- boot banner
 
 
-def boot_banner(version: str, persona_name: str | None, persona_sha256_short: str | None,
-                free_mb: float | None, boot: int, mode: object, unplanned: bool = False,
-                phase: str = "pre-launch", callsign: str = "") -> Event:
+def boot_banner(version: str, persona: tuple[str, str | None] | None, free_mb: float | None, boot: int,
+                mode: object, unplanned: bool = False, phase: str = "pre-launch", callsign: str = "") -> Event:
     """The first event on air after a boot, read as
     ``boot 12 v0.1.0 nominal persona Ada#3f2a9c1b free 812MB`` — who is flying, which
     model exactly, in what mode, with how much card left. Short: at SF11 every byte costs
     ~0.2 s of airtime, so the name is cut to 16 characters and the hash to 8. The callsign
     rides along (not in the text) so that a ground told only the flight key learns from a
-    tagged frame whom its uplink signs for.
+    tagged frame whom its uplink signs for. `persona`: its name and its model file's sha256.
     """
+    persona_name, persona_sha256_short = persona or (None, None)
     name = _one_line(persona_name).replace(" ", "_")[:16] if persona_name else ""
     return event("boot", boot=int(boot), version=str(version)[:16], mode=str(getattr(mode, "value", mode)),
                  persona=name, model=(persona_sha256_short or "")[:8] if name else "",

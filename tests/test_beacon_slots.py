@@ -35,15 +35,12 @@ def test_a_period_of_nothing_has_no_slots():
         next_slot(0.0, 0.0, 0.0, 0.0, 1.0)
 
 
-def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
+def test_the_daemon_keys_its_beacon_in_its_slot():
     from datetime import datetime, timezone
 
-    from payload.assembly import build_daemon
     from payload.clock import Clock
-    from payload.config import PayloadConfig
-    from payload.daemon import Loop
-    from sim.world.flight import SimSensors
-    from tests.test_repair_payload import TwoWayRadio
+    from payload.daemon import Daemon
+    from payload.loop import Closing, Loop
 
     class StepClock(Clock):
         """Flight time that moves only when waited on: each wait is exactly as long as asked."""
@@ -59,14 +56,9 @@ def test_the_daemon_keys_its_beacon_in_its_slot(tmp_path):
             self.t += max(seconds, 0.0)
             return self.t > 40.0  # three beacons, then stop
 
-    cfg = PayloadConfig.model_validate({"schedule": {"telemetry_s": 10.0, "beacon_slot_s": 5.0}})
-    clock = StepClock()
-    d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
-    keyed = []
-    try:
-        d._every(Loop("beacon", lambda: keyed.append(clock.now().second), lambda: 10.0, slot_s=5.0))
-    finally:
-        d.parts.store.close()
+    clock, keyed = StepClock(), []
+    beacon = Loop("beacon", lambda: keyed.append(clock.now().second), lambda: 10.0, slot_s=5.0)
+    Daemon(clock, [beacon], Closing(clock.event(), clock.event()))._every(beacon)
     assert keyed == [5, 15, 25, 35]  # UTC seconds 5, 15 ...: not 3, 13, 23 as from the start
 
 

@@ -9,11 +9,12 @@ from dataclasses import fields, replace
 
 import pytest
 
-from payload.assembly import build_daemon, loops
+from payload.assembly import build_onboard, loops
 from payload.cadence import Cadence, UnknownLoop
 from payload.clock import Clock
 from payload.config import PayloadConfig, ScheduleSection
-from payload.daemon import Loop
+from payload.daemon import Daemon
+from payload.loop import Closing, Loop
 from payload.parts.camera import Camera
 from payload.policy.modes import Mode, policy_for
 from payload.producers import (
@@ -51,7 +52,7 @@ SCHEDULE = ScheduleSection(telemetry_s=30.0, musing_s=300.0, health_s=120.0, ima
 
 def daemon(tmp_path, cfg: PayloadConfig | None = None, **fitted):
     clock = Clock(speedup=1e6)
-    return build_daemon(cfg or PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None,
+    return build_onboard(cfg or PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None,
                         tmp_path / "data", fitted=Fitted(**fitted))
 
 
@@ -108,7 +109,7 @@ def test_the_daemon_the_handler_and_the_loops_read_one_cadence(tmp_path):
     d = daemon(tmp_path)
     try:
         assert d.parts.commands.cadence is d.parts.cadence is d.parts.cadence
-        beacon = d.loops["beacon"]
+        beacon = d.daemon.loops["beacon"]
         d.parts.commands.on_command(uplink.SetIntervals(60, 900))
         assert d.parts.cadence.telemetry_s == 60.0 and beacon.period_s() == 60.0 == d.parts.cadence.beacon_s
         d.parts.flight.governor.set_ground_floor(Mode.SURVIVAL)
@@ -124,16 +125,16 @@ def test_the_daemon_the_handler_and_the_loops_read_one_cadence(tmp_path):
 def test_the_loops_table_holds_the_fitted_loops_in_the_order_they_start(tmp_path):
     d = daemon(tmp_path)
     try:
-        assert list(d.loops) == ["beacon", "radio", "health", "stats"]  # no camera, no persona
-        beacon, radio = d.loops["beacon"], d.loops["radio"]
+        assert list(d.daemon.loops) == ["beacon", "radio", "health", "stats"]  # no camera, no persona
+        beacon, radio = d.daemon.loops["beacon"], d.daemon.loops["radio"]
         assert beacon.on_due == d.parts.transmitter.turns.due and beacon.slot_s == d.cfg.schedule.beacon_slot_s
         assert beacon.before == d.parts.commands.revert_unconfirmed
         assert radio.period_s is None and radio.once == d.parts.transmitter.run  # runs continuously
-        assert d.loops["health"].first_s == d.cfg.schedule.health_s
+        assert d.daemon.loops["health"].first_s == d.cfg.schedule.health_s
         # The statistics are one loop more, the daemon's own: every flight minute, from the first.
-        stats = d.loops["stats"]
+        stats = d.daemon.loops["stats"]
         assert stats.once == d.flight_stats.write and stats.period_s() == stats.first_s == 60.0
-        d.run_once("stats")
+        d.daemon.run_once("stats")
         assert json.loads((tmp_path / "data" / "stats.json").read_text())["flight_s"] >= 0
     finally:
         d.parts.store.close()
@@ -144,9 +145,9 @@ def test_a_camera_adds_its_loop_half_a_period_in(tmp_path):
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=4000, timeout_s=5)
     d = daemon(tmp_path, camera=cam)
     try:
-        assert list(d.loops) == ["beacon", "radio", "health", "camera", "stats"]
-        assert d.loops["camera"].first_s == d.cfg.schedule.image_s / 2
-        assert d.run_once("camera") is True and d.parts.pictures.stats()["images_queued"] == 1
+        assert list(d.daemon.loops) == ["beacon", "radio", "health", "camera", "stats"]
+        assert d.daemon.loops["camera"].first_s == d.cfg.schedule.image_s / 2
+        assert d.daemon.run_once("camera") is True and d.parts.pictures.stats()["images_queued"] == 1
     finally:
         d.parts.store.close()
         cam.close()
@@ -184,18 +185,19 @@ def test_a_run_of_the_beacon_wakes_the_loop_that_follows_it(tmp_path):
     d = daemon(tmp_path)
     try:
         d.parts = replace(d.parts, musings=StandInMusings())
-        d._take_loops()
-        assert not d.wakes["think"].is_set()
-        d.run_once("beacon")
-        assert d.wakes["think"].is_set()
-        assert d.run_once("think") == "a thought"
+        d.daemon = d._daemon()
+        assert not d.daemon.wakes["think"].is_set()
+        d.daemon.run_once("beacon")
+        assert d.daemon.wakes["think"].is_set()
+        assert d.daemon.run_once("think") == "a thought"
         d.fly_without_persona()  # a persona that will not load leaves the table
-        assert "think" not in d.loops
+        assert "think" not in d.daemon.loops
     finally:
         d.parts.store.close()
 
 
-def test_a_loop_of_the_table_runs_what_it_declares_every_period(tmp_path):
+def test_a_loop_of_the_table_runs_what_it_declares_every_period():
+    """The daemon alone, with a clock and one loop: it needs nothing of the payload to schedule."""
     class Steps(Clock):
         def __init__(self):
             super().__init__(speedup=1.0)
@@ -208,14 +210,10 @@ def test_a_loop_of_the_table_runs_what_it_declares_every_period(tmp_path):
             self.t += max(seconds, 0.0)
             return self.t > 35.0
 
-    clock = Steps()
-    d = build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
-    ran, dues = [], []
-    try:
-        d._every(Loop("health", lambda: ran.append(clock.t), lambda: 10.0, first_s=5.0,
-                      on_due=lambda this, nxt: dues.append((this, nxt))))
-    finally:
-        d.parts.store.close()
+    clock, ran, dues = Steps(), [], []
+    health = Loop("health", lambda: ran.append(clock.t), lambda: 10.0, first_s=5.0,
+                  on_due=lambda this, nxt: dues.append((this, nxt)))
+    Daemon(clock, [health], Closing(clock.event(), clock.event()))._every(health)
     assert ran == [5.0, 15.0, 25.0, 35.0]
     assert dues[0] == (None, 5.0) and dues[-1] == (None, None)
 
@@ -233,8 +231,8 @@ def test_every_producer_answers_once_and_stats():
 def test_the_statistics_file_keeps_its_fields(tmp_path):
     d = daemon(tmp_path)
     try:
-        d.run_once("beacon")
-        d.run_once("health")
+        d.daemon.run_once("beacon")
+        d.daemon.run_once("health")
         d.flight_stats.write()
         stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     finally:

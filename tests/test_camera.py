@@ -173,7 +173,8 @@ def test_hang_gives_hung_and_recovers(tmp_path):
 
 def test_too_many_blocked_threads_stop_new_attempts(tmp_path):
     sim, clock = SimCameraBackend(lambda: 18_000.0, seed=7), FakeClock()
-    cam = make_camera(tmp_path, sim, clock, timeout_s=0.1, max_abandoned=1)
+    cam = make_camera(tmp_path, sim, clock, timeout_s=0.1)
+    cam.max_abandoned = 1
     sim.hang()
     assert cam.capture().status == "hung"
     clock.t += 100

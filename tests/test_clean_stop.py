@@ -189,7 +189,7 @@ def test_closing_a_lora_module_ends_a_send_waiting_on_aux(mock_factory):
     """A module that holds AUX low would keep `send` waiting for aux_timeout_s (60 s by
     default); the stop closes the radio, and the send gives up at once."""
     with FakeLoRaModule(mock_factory, M0, M1, AUX, time_scale=0.02, sf=9, bw_hz=125_000, cr=5) as module:
-        radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=600.0)
+        radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=600.0)
         module.hold()
         outcome: list = []
 

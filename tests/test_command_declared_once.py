@@ -16,7 +16,7 @@ import pytest
 
 from groundstation.db import Store as GroundStore
 from groundstation.link.windows import WindowAnswerer
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, UplinkSection
 from payload.uplink import handler as payload_handler
@@ -97,7 +97,7 @@ def test_a_queued_declaration_is_signed_received_and_handled(lit, dashboard, gro
     write_key_file(key_file, key=KEY)
     clock = Clock(speedup=1.0)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
-    daemon = build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
+    daemon = build_onboard(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
     sent: list[bytes] = []
     with GroundStore(ground_db) as store:
         link = WindowAnswerer(key_file, ground_db, lambda frame, peer: sent.append(frame), cfg.callsign, store=store)

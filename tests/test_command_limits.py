@@ -14,12 +14,12 @@ import pytest
 from groundstation.db import Store as GroundStore
 from groundstation.link.uplink import CommandSigner, SignerStateError
 from groundstation.link.windows import WindowAnswerer
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
-from payload.daemon import Daemon
 from payload.link.frames import MAX_REPAIR_FRAMES, LinkParts
 from payload.link.transmitter import Transmitter
+from payload.onboard import Onboard
 from payload.store import Store
 from payload.uplink.gate import LEGACY_COUNTER_NAME, CommandGate
 from payload.uplink.handler import TABLE, OnProbation
@@ -119,15 +119,15 @@ def _daemon(tmp_path, clock=None, **uplink_options):
         write_key_file(key_file, key=KEY)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file), **uplink_options))
     clock = clock or StepClock()
-    return build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data"), cfg, clock
+    return build_onboard(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data"), cfg, clock
 
 
-def _events(d: Daemon) -> list[str]:
+def _events(d: Onboard) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
             for q in d.parts.store.queue.queued(limit=1000, kinds=(Kind.EVENT,))]
 
 
-def _send(d: Daemon, counter: int, cmd, key: bytes = KEY) -> None:
+def _send(d: Onboard, counter: int, cmd, key: bytes = KEY) -> None:
     d.parts.commands.on_frame(uplink.sign(key, counter, d.cfg.callsign, cmd))
 
 
@@ -141,10 +141,10 @@ def test_set_intervals_reverts_at_the_next_beacon_after_its_deadline(tmp_path):
         # Two windows at 120 s x 6 sentences are 1440 s: the configured 1800 s covers them.
         assert len(pending) == 1 and pending[0].endswith("reverts in 1800 s unless sent again")
         clock.t = 1799.0
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         assert d.parts.cadence.telemetry_s == 120.0
         clock.t = 1800.0
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         assert (d.parts.cadence.telemetry_s, d.parts.cadence.musing_s) == (10.0, 180.0)
         assert "set_intervals not confirmed in time; back to intervals 10 s telemetry, 180 s musings" in _events(d)
     finally:
@@ -162,7 +162,7 @@ def test_set_intervals_sent_again_from_a_later_window_stays(tmp_path):
         _send(d, 3, uplink.SetIntervals(60, 900))
         assert "set_intervals confirmed: intervals 60 s telemetry, 900 s musings" in _events(d)
         clock.t = 100_000.0
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         assert d.parts.cadence.telemetry_s == 60.0
     finally:
         d.parts.store.close()
@@ -188,7 +188,7 @@ def test_a_ground_floor_on_probation_survives_a_restart_and_then_reverts(tmp_pat
     try:
         assert d2.parts.flight.governor.ground_floor.value == "survival" and "set_mode" in d2.parts.commands.probation.pending
         clock.t = 100_000.0
-        d2.run_once("beacon")
+        d2.daemon.run_once("beacon")
         assert d2.parts.flight.governor.ground_floor.value == "nominal"
         assert any(e.startswith("set_mode not confirmed in time; back to ground floor nominal") for e in _events(d2))
         assert d2.parts.store.state.get("ground_floor") == "nominal"
@@ -316,7 +316,7 @@ def test_health_reports_the_last_accepted_counter(tmp_path):
     d, cfg, _ = _daemon(tmp_path)
     try:
         _send(d, 9, uplink.Ping(1))
-        d.run_once("health")
+        d.daemon.run_once("health")
         (q,) = d.parts.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         record = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload)
         assert record.content["uplink_counter"] == 9

@@ -6,10 +6,10 @@ import io
 
 from PIL import Image
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.daemon import Daemon
+from payload.onboard import Onboard
 from payload.parts.camera import Camera
 from payload.parts.pi_health import PiHealth
 from payload.producers import Fitted
@@ -20,9 +20,9 @@ from stratoecho.wire import Kind
 from tests.fakes import RecordingRadio, write_flight_key
 
 
-def daemon(tmp_path, camera=None, pi_health=None) -> Daemon:
+def daemon(tmp_path, camera=None, pi_health=None) -> Onboard:
     clock = Clock(speedup=1e6)
-    return build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+    return build_onboard(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
                   fitted=Fitted(camera=camera, pi_health=pi_health))
 
 
@@ -30,14 +30,14 @@ def test_a_picture_goes_down_as_an_image_record_and_its_status_into_health(tmp_p
     sim = SimCameraBackend(lambda: 25_000.0, size=(160, 120))
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=4000, timeout_s=5)
     d = daemon(tmp_path, camera=cam)
-    assert d.run_once("camera")
+    assert d.daemon.run_once("camera")
     (q,) = d.parts.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))
     record = wire.Record.from_body(wire.Kind.IMAGE, q.boot, q.seq, q.payload)
     assert len(record.content) <= 4000 and Image.open(io.BytesIO(record.content)).format == "JPEG"
     assert list((tmp_path / "stills").glob("*.jpg"))  # the full still stays on the card
     sim.unplug()
-    d.run_once("camera")  # a camera lost mid-flight: a status, not an exception
-    d.run_once("health")
+    d.daemon.run_once("camera")  # a camera lost mid-flight: a status, not an exception
+    d.daemon.run_once("health")
     (h,) = d.parts.store.queue.queued(limit=5, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["camera"] != "ok"
@@ -53,7 +53,7 @@ def test_pi_health_fields_reach_the_health_record(tmp_path):
     (root / "proc/uptime").write_text("987654.32 1000.0\n")
     health = PiHealth(str(root), data_dir=str(tmp_path), runner=lambda argv: "throttled=0x50005\n")
     d = daemon(tmp_path, pi_health=health)
-    d.run_once("health")
+    d.daemon.run_once("health")
     (h,) = d.parts.store.queue.queued(limit=5, kinds=(Kind.HEALTH,))
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["cpu_temp_c"] == 48.2 or fields["cpu_temp_c"] == 48.3

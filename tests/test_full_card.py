@@ -20,10 +20,10 @@ from pathlib import Path
 import apsw
 import pytest
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import CameraDeviceSection, PayloadConfig
-from payload.daemon import Daemon
+from payload.onboard import Onboard
 from payload.parts.camera import Camera, stills_to_prune
 from payload.parts.card import MB, CardWatch, stills_budget
 from payload.persona.memory import Memory
@@ -308,16 +308,16 @@ def test_a_still_refused_by_a_full_card_leaves_no_fragment(tmp_path):
 # --------------------------------------------------------------------------- the daemon
 
 
-def make_daemon(tmp_path, card, **cfg) -> tuple[Daemon, Camera]:
+def make_daemon(tmp_path, card, **cfg) -> tuple[Onboard, Camera]:
     clock = Clock(speedup=1e6)
     config = PayloadConfig(**cfg)
     sim = SimCameraBackend(lambda: 25_000.0, size=(160, 120))
     cam = Camera(sim.factory, still_dir=tmp_path / "data" / "stills", thumb_max_bytes=4000, timeout_s=5)
-    return build_daemon(config, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+    return build_onboard(config, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
                   fitted=Fitted(camera=cam, disk_usage=card.usage)), cam
 
 
-def events(d: Daemon) -> list[str]:
+def events(d: Onboard) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
             for q in d.parts.store.queue.queued(limit=10_000, kinds=(Kind.EVENT,))]
 
@@ -336,20 +336,20 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     beacon keeps queueing, stills and stats stop, the ground hears it once, and all recovers."""
     card = default_card
     d, cam = make_daemon(tmp_path, card)
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     d.flight_stats.write()
     stats = tmp_path / "data" / "stats.json"
     assert stats.exists()
-    assert d.run_once("camera")
+    assert d.daemon.run_once("camera")
     captures = cam.counters.captures
 
     card.full = True
     for _ in range(80):
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
     d.flight_stats.write()  # refused: not an exception
-    d.run_once("health")
+    d.daemon.run_once("health")
     assert d.parts.store.database.card.full and d.parts.store.fallback.degraded
-    assert not d.run_once("camera") and cam.counters.captures == captures  # no stills on a full card
+    assert not d.daemon.run_once("camera") and cam.counters.captures == captures  # no stills on a full card
     newest = d.parts.store.queue.current_telemetry()
     assert newest is not None and newest.seq == d.parts.beacon.counts.telemetry_queued  # beaconing from memory
     before = stats.read_text()
@@ -358,16 +358,16 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
     said = events(d)
     assert len([e for e in said if e.startswith("card full")]) == 1
     assert len([e for e in said if e.startswith("store fault")]) <= 1
-    d.run_once("health")
+    d.daemon.run_once("health")
     assert len([e for e in events(d) if e.startswith("card full")]) == 1  # once, not every health record
 
     card.full = False
-    d.run_once("health")
+    d.daemon.run_once("health")
     assert not d.parts.store.fallback.degraded and not d.parts.store.database.card.full
     assert [e for e in events(d) if e.startswith("card recovered")]
     d.flight_stats.write()
     assert stats.read_text() != before
-    d.shutdown()
+    d.daemon.shutdown()
     db = tmp_path / "data" / "queue.db"
     seqs = [s for (s,) in rows(db, "SELECT seq FROM records WHERE stream = 'telemetry' ORDER BY seq")]
     assert seqs == list(range(1, d.parts.beacon.counts.telemetry_queued + 1))  # nothing the beacon queued was lost
@@ -377,25 +377,25 @@ def test_the_daemon_flies_on_through_a_full_card_and_recovers(tmp_path, default_
 def test_the_daemon_starts_on_a_full_card(tmp_path, default_card):
     card = default_card
     d, cam = make_daemon(tmp_path, card)
-    d.run_once("beacon")
-    d.shutdown()
+    d.daemon.run_once("beacon")
+    d.daemon.shutdown()
     card.full = True
     d, cam = make_daemon(tmp_path, card)  # ended the daemon with apsw.FullError before
-    d.run_once("beacon")
-    d.run_once("health")
+    d.daemon.run_once("beacon")
+    d.daemon.run_once("health")
     assert d.parts.store.queue.current_telemetry() is not None
     assert [e for e in events(d) if e.startswith("card full")]
-    d.shutdown()
+    d.daemon.shutdown()
 
 
 def test_stills_are_pruned_to_their_budget(tmp_path, card):
     d, cam = make_daemon(tmp_path, card)
     for _ in range(4):
-        assert d.run_once("camera")
+        assert d.daemon.run_once("camera")
     sizes = sorted(p.stat().st_size for p in (tmp_path / "data" / "stills").glob("img_*.jpg"))
     assert len(sizes) == 4
     d.cfg.devices.camera.stills_mb = (sizes[-1] * 2.5) / MB  # room for two stills, not three
-    assert d.run_once("camera")
+    assert d.daemon.run_once("camera")
     kept = sorted(p.name for p in (tmp_path / "data" / "stills").glob("img_*.jpg"))
     assert kept == ["img_000004.jpg", "img_000005.jpg"]
-    d.shutdown()
+    d.daemon.shutdown()

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.parts.outputs import BatteryHeater, StatusLed
@@ -52,7 +52,7 @@ class VirtualClock(Clock):
 
 def make(tmp_path, **kw):
     clock, sensors = VirtualClock(), TraceSensors()
-    d = build_daemon(PayloadConfig(), sensors, RecordingRadio(), clock, None, tmp_path / "data", **kw)
+    d = build_onboard(PayloadConfig(), sensors, RecordingRadio(), clock, None, tmp_path / "data", **kw)
     return d, clock, sensors
 
 
@@ -62,7 +62,7 @@ def run(d, clock, sensors, readings: Readings, seconds: float, step_s: float = 1
     while clock.t < end:
         clock.t += step_s
         sensors.now = readings
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         modes.append(d.parts.flight.governor.mode.value)
     return modes
 
@@ -130,16 +130,16 @@ def test_an_unplanned_reboot_starts_safe_and_remembers_the_phase(tmp_path):
     for _ in range(40):  # climbing at 5 m/s
         clock.t += 10
         sensors.now = replace(GOOD, alt_m=sensors.now.alt_m + 50, pressure_hpa=900.0)
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
     assert d.parts.flight.governor.mode.value == "nominal" and d.parts.flight.governor.phase.value == "ascent"
     d.parts.store.close()  # the power goes: no shutdown, no clean mark
     d2, _, _ = make(tmp_path)
     assert d2.parts.flight.governor.unplanned_reboot and d2.parts.flight.governor.mode.value == "low_power"
     assert d2.parts.flight.governor.phase.value == "ascent"
     d2.start()
-    d2.producers_stop.set()
+    d2.daemon.producers_stop.set()
     assert any("unplanned reboot, starting in low_power" in e for e in events(d2))
-    d2.shutdown()
+    d2.daemon.shutdown()
     d3, _, _ = make(tmp_path)  # after a clean stop: the mode it had
     assert not d3.parts.flight.governor.unplanned_reboot
 
@@ -166,13 +166,13 @@ def test_the_heater_and_the_led_follow_the_battery_and_the_mode(tmp_path):
     assert not pins.pin(24).state and d.parts.beacon._led_pattern == "nominal"
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0), 60)
     assert pins.pin(24).state and d.parts.beacon._led_pattern == "low_power"
-    d.run_once("health")
+    d.daemon.run_once("health")
     (h,) = [q for q in d.parts.store.queue.queued(limit=50, kinds=(Kind.HEALTH,))]
     fields = wire.Record.from_body(wire.Kind.HEALTH, h.boot, h.seq, h.payload).content
     assert fields["heater"] == "on:cold" and fields["mode"] == "low_power" and fields["box_temp_c"] == -15.0
     run(d, clock, sensors, replace(GOOD, box_temp_c=-15.0, batt_mv=3300), 10)
     assert not pins.pin(24).state  # a sagging battery is not spent on heat
-    d.shutdown()
+    d.daemon.shutdown()
     assert not pins.pin(24).state
 
 
@@ -185,12 +185,12 @@ def test_a_loop_that_keeps_running_stays_current_for_the_watchdog(tmp_path):
     t = {"now": 0.0}
     live = Liveness(lambda: t["now"])
     d, clock, sensors = make(tmp_path, liveness=live)
-    beacon = d.loops["beacon"]
-    allowance = d._allowance_s(beacon, 10.0, 0.0)
+    beacon = d.daemon.loops["beacon"]
+    allowance = d.daemon._allowance_s(beacon, 10.0, 0.0)
     live.register("beacon", allowance)  # as _every does when the loop starts
     for run in range(1, 50):  # far past one allowance, a run every 10 s
         t["now"] = run * 10.0
-        d._ran(beacon, 10.0)
+        d.daemon._ran(beacon, 10.0)
         assert live.overdue() == []
     t["now"] += allowance + 1.0  # then the loop stops running: now it is hung
     assert live.overdue() == ["beacon"]
@@ -215,7 +215,7 @@ def _climb(d, clock, sensors, seconds: float, lon_step: float = 0.001) -> None:
         clock.t += 10
         r = sensors.now
         sensors.now = replace(r, alt_m=r.alt_m + 50, lon=r.lon + lon_step, time=r.time + timedelta(seconds=10))
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
 
 
 def test_the_launch_is_kept_across_a_reboot_for_the_time_aloft_and_the_distance(tmp_path):

@@ -543,7 +543,7 @@ def test_the_payload_seeds_the_owner_s_facts_once_across_reboots_and_follows_the
 
 
 def test_a_daemon_seeds_its_memory_from_its_bundle_and_the_prompt_says_it_knows(tmp_path):
-    from payload.assembly import build_daemon
+    from payload.assembly import build_onboard
     from payload.clock import Clock
     from payload.config import PayloadConfig
     from payload.persona.prompts import PromptContext
@@ -553,7 +553,7 @@ def test_a_daemon_seeds_its_memory_from_its_bundle_and_the_prompt_says_it_knows(
     bundle = load_bundle(_bundle(tmp_path, ("I like fog.",)))
     clock = Clock(speedup=1e6)
     for _boot in range(2):
-        d = build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, bundle, tmp_path / "data")
+        d = build_onboard(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, bundle, tmp_path / "data")
         (note,) = d.parts.memory.recent(5, kinds=("note",))
         d.parts.memory.close()
         d.parts.flight.governor.close()

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from groundstation.__main__ import main as ground_main
 from groundstation.web import access
 from payload.__main__ import main as payload_main
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, UplinkSection
 from payload.store import Store
@@ -215,10 +215,10 @@ def test_the_payload_takes_a_bare_key_only_with_allow_raw_key(tmp_path):
     clock = Clock(speedup=1e6)
     refused = PayloadConfig(uplink=UplinkSection(key_file=str(path)))
     with pytest.raises(KeyFileError, match="holds a bare key"):
-        build_daemon(refused, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
+        build_onboard(refused, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
     allowed = PayloadConfig(uplink=UplinkSection(key_file=str(path), allow_raw_key=True))
     with capture_logs() as logs:
-        daemon = build_daemon(allowed, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
+        daemon = build_onboard(allowed, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
     daemon.parts.store.close()
     assert any(e["event"] == "bare_key_taken" for e in logs)
 

@@ -42,12 +42,12 @@ def _quality(owner: Owner, text: str) -> float:
 def test_the_best_of_the_candidates_airs_and_every_other_is_logged(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.candidates = 3
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     texts = ["ha the the the it was it the it was", "Honestly? the sky did that thing again, properly lovely up here.",
              "The pressure has fallen away to almost nothing, and I count the minutes."]
     _scripted(d, texts, prompts := [])
     with capture_logs() as logs:
-        aired = d.run_once("think")
+        aired = d.daemon.run_once("think")
     assert aired == max(texts[1:], key=lambda t: _quality(d.parts.musings.owner, t))  # fillers alone never air
     musing = next(e for e in logs if e["event"] == "musing")
     assert musing["candidates"] == 3 and "voice" in musing and "beyond" in musing
@@ -62,10 +62,10 @@ def test_her_lines_are_in_the_prompt_and_a_musing_that_copies_one_never_airs(tmp
     d.cfg.persona.candidates = 2
     line = "the cat knocked my coffee over the whole keyboard again"
     d.parts.musings.owner = Owner(lines=(OwnerLine(line, ("sun",)),))
-    d.run_once("beacon")  # on the pad in the sun: her line about the sun is the one
+    d.daemon.run_once("beacon")  # on the pad in the sun: her line about the sun is the one
     _scripted(d, [line, "The grass below the pad is silver with the last of the dew."], prompts := [])
     with capture_logs() as logs:
-        aired = d.run_once("think")
+        aired = d.daemon.run_once("think")
     assert aired == "The grass below the pad is silver with the last of the dew."
     assert f'You once wrote:\n- "{line}"' in prompts[0]
     assert next(e["why"] for e in logs if e["event"] == "musing_passed_over") == "copies"
@@ -83,11 +83,11 @@ def test_a_figure_owed_is_written_by_the_payload_as_a_true_clause(tmp_path, tiny
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.6
     d.parts.musings.owner = Owner()
-    d.run_once("beacon")  # on the pad: a temperature and the phase are what it can say
+    d.daemon.run_once("beacon")  # on the pad: a temperature and the phase are what it can say
     go_on = "the grass is silver with dew and the kettle is on."
     _scripted(d, [" " + go_on], prompts := [])
     with capture_logs() as logs:
-        aired = d.run_once("think")
+        aired = d.daemon.run_once("think")
     musing = next(e for e in logs if e["event"] == "musing")
     facts = MusingFacts.from_dict(musing["facts"])
     clause = aired[: -len(go_on)].strip()
@@ -102,10 +102,10 @@ def test_a_german_persona_gets_its_clause_in_german(tmp_path, tiny_bundle):
     d.cfg.persona.figure_goal = 0.6
     d.parts.musings.owner = Owner()
     d.parts.musings.language = "de"
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     _scripted(d, ["das gras ist noch nass und mücke schläft im auto"], prompts := [])
     with capture_logs() as logs:
-        aired = d.run_once("think")
+        aired = d.daemon.run_once("think")
     facts = MusingFacts.from_dict(next(e for e in logs if e["event"] == "musing")["facts"])
     assert any(aired.startswith(c) for c in _filled("de", facts))
     assert "Gerade bist du" in prompts[0]

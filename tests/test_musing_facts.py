@@ -34,15 +34,15 @@ def test_each_musing_is_logged_with_what_its_prompt_said(tmp_path, tiny_bundle):
         return next(said)
 
     d.parts.worker.generate = generate
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     asked = d.parts.reach.ask("weather", "52.7,-2.7")
     d.parts.reach.on_answer(asked, int(ApiStatus.OFFLINE), "")
     with capture_logs() as logs:
         d.parts.worker.n_ctx = 200
-        d.run_once("think")  # a small context leaves no room for the outcome: the budget drops it
+        d.daemon.run_once("think")  # a small context leaves no room for the outcome: the budget drops it
         d.parts.worker.n_ctx = 1024
         for _ in range(4):
-            d.run_once("think")
+            d.daemon.run_once("think")
     events = [e for e in logs if e["event"] in EVENTS]
     assert [e["event"] for e in events] == ["musing", "musing", "musing_empty", "musing_dropped_by_guard", "musing"]
 
@@ -99,10 +99,10 @@ def test_its_own_musings_reach_the_prompt_only_when_the_configuration_asks(tmp_p
         prompts, answers = [], iter(Generation(t, 8, 0.01, "stop") for t in said)
         d.parts.worker.generate = (lambda prompt, max_tokens, seed=None, prompts=prompts, answers=answers:
                              prompts.append(prompt) or next(answers))
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         with capture_logs() as logs:
-            d.run_once("think")
-            d.run_once("think")
+            d.daemon.run_once("think")
+            d.daemon.run_once("think")
         assert [e.get("text") for e in logs if e["event"] == "musing"] == said
         assert ("you thought" in prompts[1] and said[0] in prompts[1]) is expect
         assert "you thought" not in prompts[0]

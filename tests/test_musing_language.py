@@ -168,7 +168,7 @@ def german_bundle(tiny_bundle, tmp_path):
 def test_a_german_persona_is_asked_in_german_and_its_false_claims_do_not_air(tmp_path, german_bundle):
     assert german_bundle.manifest.persona.language == "de"
     d = _daemon(tmp_path, german_bundle)
-    d.run_once("beacon")  # on the pad, before launch
+    d.daemon.run_once("beacon")  # on the pad, before launch
     said = iter(["endlich gelandet, war ein langer flug",  # false on the pad: made again ...
                  "warte noch auf den start, mücke schläft"])  # ... and this airs
     prompts: list[str] = []
@@ -178,7 +178,7 @@ def test_a_german_persona_is_asked_in_german_and_its_false_claims_do_not_air(tmp
         return Generation(next(said), 12, 0.01, "stop")
     d.parts.worker.generate = generate
     with capture_logs() as logs:
-        assert d.run_once("think") == "warte noch auf den start, mücke schläft"
+        assert d.daemon.run_once("think") == "warte noch auf den start, mücke schläft"
     assert "Gerade bist du noch am Boden und wartest auf den Start" in prompts[0]
     assert "Woran denkst du gerade?" in prompts[0]  # the plain question on the pad
     untrue = [e for e in logs if e["event"] == "musing_untrue"]

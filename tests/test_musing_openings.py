@@ -108,7 +108,7 @@ def _scripted(d, texts, prompts):
 
 def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_question(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     prompts: list[str] = []
     _scripted(d, [
         "I'm thinking about the grass below the pad.",
@@ -123,10 +123,10 @@ def test_a_musing_that_opens_as_a_recent_one_did_is_made_again_with_the_next_que
         "I'm thinking about the van again.",  # ...and the last a template: held back too
     ], prompts)
     with capture_logs() as logs:
-        assert d.run_once("think") == "I'm thinking about the grass below the pad."
-        assert d.run_once("think") == "The wind is gentle here on the pad."
-        assert d.run_once("think") is None
-        assert d.run_once("think") is None
+        assert d.daemon.run_once("think") == "I'm thinking about the grass below the pad."
+        assert d.daemon.run_once("think") == "The wind is gentle here on the pad."
+        assert d.daemon.run_once("think") is None
+        assert d.daemon.run_once("think") is None
     again = [(e["why"], e["opening"]) for e in logs if e["event"] == "musing_made_again"]
     assert again == [("opening", "i'm thinking about")] * 4
     assert [e["action"] for e in logs if e["event"] == "musing_untrue"] == ["made again"] * 4
@@ -143,7 +143,7 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
     d.cfg.persona.clauses = False  # asked its phase, as before the payload wrote clauses (test_musing_candidates.py)
-    d.run_once("beacon")  # on the pad: "waiting on the pad" is a true phase, a figure
+    d.daemon.run_once("beacon")  # on the pad: "waiting on the pad" is a true phase, a figure
     _scripted(d, [
         "The grass is so green this morning.",  # none of the last had a figure: made again...
         "Still waiting on the pad for the wind.",  # ...for this one
@@ -155,10 +155,10 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
         "The van smells of coffee and cables.",  # ...and the first of the four airs
     ], prompts := [])
     with capture_logs() as logs:
-        assert d.run_once("think") == "Still waiting on the pad for the wind."
-        assert d.run_once("think") == "The wind is soft and the sky is grey."
-        assert d.run_once("think") == "A kite went over the hedge just now."
-        assert d.run_once("think") == "A crow sat on the fence by the van."
+        assert d.daemon.run_once("think") == "Still waiting on the pad for the wind."
+        assert d.daemon.run_once("think") == "The wind is soft and the sky is grey."
+        assert d.daemon.run_once("think") == "A kite went over the hedge just now."
+        assert d.daemon.run_once("think") == "A crow sat on the fence by the van."
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 4
     # The last version, worse than the first, is logged too: every generation is measured (sim report).
     assert [e["text"] for e in logs if e["event"] == "musing_passed_over"] == ["The van smells of coffee and cables."]
@@ -172,13 +172,13 @@ def test_a_musing_is_made_again_for_a_figure_only_while_one_is_owed(tmp_path, ti
 
 def test_a_reboot_remembers_the_openings_of_its_last_musings(tmp_path, tiny_bundle):
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     _scripted(d, ["I'm thinking about the grass below the pad.", "I'm thinking about the sky again today.",
                   "A quiet morning here on the pad."], [])
-    assert d.run_once("think")
+    assert d.daemon.run_once("think")
     d.parts.musings._openings = None  # what a new boot's producer starts with: its memory.db holds the rest
     with capture_logs() as logs:
-        assert d.run_once("think") == "A quiet morning here on the pad."
+        assert d.daemon.run_once("think") == "A quiet morning here on the pad."
     assert [e["event"] for e in logs if e["event"].startswith("musing")] == ["musing_made_again", "musing"]
 
 
@@ -188,10 +188,10 @@ def test_a_version_made_again_that_cannot_air_leaves_the_one_before_it(tmp_path,
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
     d.cfg.persona.clauses = False  # asked its phase, as before the payload wrote clauses (test_musing_candidates.py)
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     _scripted(d, ["The grass is so green this morning.", "Oh yes", "Hm", "Still waiting"], [])
     with capture_logs() as logs:
-        assert d.run_once("think") == "The grass is so green this morning."
+        assert d.daemon.run_once("think") == "The grass is so green this morning."
     assert [e["event"] for e in logs if e["event"].startswith("musing")] == [
         "musing_made_again", "musing_too_short", "musing_too_short", "musing_too_short", "musing"]
     assert d.parts.musings.ask_again is False  # the musing aired: nothing to ask again
@@ -203,12 +203,12 @@ def test_a_persona_that_never_answers_with_a_figure_is_not_asked_for_one_for_eve
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.figure_goal = 0.3
     d.cfg.persona.clauses = False  # asked its phase, as before the payload wrote clauses (test_musing_candidates.py)
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     texts = [f"A quiet thought number {n} about the hedge." for n in range(10)]
     _scripted(d, [f"{t[:2]}{i} {t[2:]}" for i, t in enumerate(texts)], prompts := [])
     with capture_logs() as logs:
         for _ in range(4):
-            assert d.run_once("think")
+            assert d.daemon.run_once("think")
     assert [e["why"] for e in logs if e["event"] == "musing_made_again"] == ["no figure"] * 3
     assert len(prompts) == 4 + 3  # the first musing asked three more times; the next three once each
 

@@ -19,7 +19,7 @@ from groundstation.link.decoder import FrameDecoder
 from groundstation.link.heard import Heard
 from groundstation.reading import GroundReader
 from payload.config import PayloadConfig
-from payload.daemon import Daemon
+from payload.onboard import Onboard
 from payload.persona.worker import Generation
 from stratoecho import wire
 from stratoecho.bundle import load_bundle
@@ -129,11 +129,11 @@ def test_sondehub_comment_is_the_last_musing_without_html():
 
 
 def test_the_payload_sends_its_musing_as_sentences_too_when_asked(tmp_path, tiny_bundle):
-    d: Daemon = _daemon(tmp_path, load_bundle(tiny_bundle))
+    d: Onboard = _daemon(tmp_path, load_bundle(tiny_bundle))
     d.cfg.persona.sentences = True
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     d.parts.worker.generate = lambda prompt, max_tokens, seed=None: Generation("The air is thin, and I am “calm”.", 5, 0.01)
-    assert d.run_once("think")
+    assert d.daemon.run_once("think")
     tx = d.parts.transmitter
     # A musing sentence waits until its stamp is in the past: the clock runs on meanwhile.
     while tx.send_one() or (tx.deferred_s is not None and not tx.clock.wait(tx.deferred_s, tx.stop)):

@@ -41,7 +41,7 @@ def position(seq: int, callsign: str = CALL, lat0: float = 52.2, lon_step: float
 
 
 def boot_event() -> list[bytes]:
-    banner = boot_banner("0.1.0", "Ada", "3f2a9c1b", 812, BOOT, "nominal", callsign=CALL)
+    banner = boot_banner("0.1.0", ("Ada", "3f2a9c1b"), 812, BOOT, "nominal", callsign=CALL)
     return wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 1, int(T0.timestamp()), banner), auth=AUTH)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, UplinkSection
-from payload.daemon import Daemon
+from payload.onboard import Onboard
 from payload.persona.worker import Generation, PersonaError, PersonaWorker
 from payload.policy.modes import Mode, ModeLadder
 from sim.world.flight import SimSensors
@@ -27,13 +27,13 @@ from tests.fakes import AUTH, RecordingRadio, write_flight_key
 MORNING = datetime(2025, 6, 1, 9, 0, tzinfo=timezone.utc)  # a June morning at the simulated launch site
 
 
-def _daemon(tmp_path, bundle=None) -> Daemon:
+def _daemon(tmp_path, bundle=None) -> Onboard:
     write_flight_key(tmp_path / "flight.key")  # records go tagged (fakes.AUTH reads them)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(tmp_path / "flight.key")))
     cfg.persona.figure_goal = 0.0  # each scripted musing is made once (tests/test_musing_openings.py sets one)
     cfg.persona.candidates = 1  # and one candidate a musing (tests/test_musing_candidates.py makes several)
     clock = Clock(speedup=1000, start_utc=MORNING)  # the test owns the time of day: the sun is up on the pad
-    d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
+    d = build_onboard(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, bundle, tmp_path / "data")
     d.parts.flight.governor.ladder = ModeLadder(initial=Mode.NOMINAL)  # a fresh payload starts in low power; these tests think
     return d
 
@@ -89,9 +89,9 @@ def test_musing_with_private_data_never_reaches_the_queue(tmp_path, tiny_bundle)
     leaks = iter(["call me on +44 7700 900123 when it lands", "mail ada.lindqvist@example.org",
                   "the sky is ink above the clouds"])
     d.parts.worker.generate = lambda prompt, max_tokens, seed=None: Generation(next(leaks), 5, 0.01)
-    assert d.run_once("think") is None
-    assert d.run_once("think") is None
-    assert d.run_once("think") == "the sky is ink above the clouds"
+    assert d.daemon.run_once("think") is None
+    assert d.daemon.run_once("think") is None
+    assert d.daemon.run_once("think") == "the sky is ink above the clouds"
     assert d.parts.musings.counts.musings_dropped_by_guard == 2
     assert set(d.parts.musings.guard.dropped) >= {"phone", "email"}
     while d.parts.transmitter.send_one():
@@ -107,8 +107,8 @@ def test_beacon_keeps_going_when_the_persona_fails(tmp_path, tiny_bundle):
         raise PersonaError("worker died")
 
     d.parts.worker.generate = broken
-    assert d.run_once("think") is None
-    d.run_once("beacon")
+    assert d.daemon.run_once("think") is None
+    d.daemon.run_once("beacon")
     assert d.parts.musings.counts.persona_failures == 1
     assert d.parts.store.queue.depth() == {"telemetry": 1}
 
@@ -181,7 +181,7 @@ def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(t
     d.parts.reach.on_answer(define, int(ApiStatus.NOT_FOUND), "")  # the dictionary had nothing
     d.parts.reach.on_answer(999_999, int(ApiStatus.OK), "an answer nobody asked for")  # ignored, counted
     d.parts.reach.on_answer(weather, 250, "\x1b[2J garbage status")  # an unknown code: an upstream error
-    assert d.run_once("think") == "the air is thin and quiet"
+    assert d.daemon.run_once("think") == "the air is thin and quiet"
     lines = d.parts.reach.recent_lines(3)
     assert len(lines) == 2 and all(line in prompts[-1] for line in lines)
     assert "\x1b" not in prompts[-1]
@@ -200,12 +200,12 @@ def test_with_a_board_each_musing_is_sized_by_the_energy_left(tmp_path, tiny_bun
 
     d.parts.worker.generate = generate
     full = d.parts.musings.budget()
-    text = d.run_once("think")
+    text = d.daemon.run_once("think")
     assert asked[-1] == full.max_tokens and len(text) <= full.max_chars
     d.parts.flight.governor.used_wh = 0.9 * d.cfg.power.battery_wh  # most of the battery spent
     low = d.parts.musings.budget()
     assert low.max_tokens <= full.max_tokens and low.n_threads == 1
-    d.run_once("think")
+    d.daemon.run_once("think")
     assert asked[-1] == low.max_tokens and d.parts.worker.timeout_s == low.timeout_s
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.persona.worker import PersonaError, PersonaWorker
@@ -230,7 +230,7 @@ def test_daemon_keeps_beaconing_while_its_worker_is_killed_or_stopped(tmp_path, 
     cfg.persona.n_threads = 1
     cfg.persona.n_ctx = 256  # the musing prompt is ~130 tokens with the tiny tokenizer
     clock = Clock(speedup=200)  # a sentence every 50 ms of wall time
-    d = build_daemon(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, load_bundle(tiny_bundle), tmp_path / "data")
+    d = build_onboard(cfg, SimSensors(clock, seed=2), RecordingRadio(), clock, load_bundle(tiny_bundle), tmp_path / "data")
     telemetry = lambda: d.parts.beacon.counts.telemetry_queued  # noqa: E731
 
     try:
@@ -249,7 +249,7 @@ def test_daemon_keeps_beaconing_while_its_worker_is_killed_or_stopped(tmp_path, 
         # And the persona comes back: a fresh worker, counted.
         assert _wait_for(lambda: d.parts.worker.restarts >= 1 and d.parts.worker.pid not in (None, victim))
     finally:
-        d.shutdown()
+        d.daemon.shutdown()
     assert d.parts.worker.pid is None  # shutdown ended the fresh worker too
 
 

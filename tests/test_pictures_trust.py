@@ -155,7 +155,7 @@ def test_the_payload_announces_each_picture_before_its_packets(tmp_path):
     cfg = PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True}}, "callsign": CALL,
                                         "uplink": {"key_file": str(tmp_path / "flight.key")}})
     d = daemon(tmp_path, cfg, SimCameraBackend(lambda: 25_000.0, size=(320, 240)))
-    assert d.run_once("camera")
+    assert d.daemon.run_once("camera")
     frames = drain(d)
     reassembler = wire.Reassembler()
     records = [r for f in frames if f[0] == wire.MAGIC and (r := reassembler.add(wire.decode_frame(f, AUTH)))]

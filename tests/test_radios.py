@@ -161,7 +161,7 @@ def module(mock_factory):
 
 @pytest.fixture
 def radio(module, mock_factory):
-    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+    radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=5.0)
     try:
         yield radio
     finally:
@@ -223,8 +223,9 @@ def test_lora_sleep_mode_drops_data_and_waking_waits_for_the_module(module, radi
     radio.port.write(b"written anyway")  # what the module does with it
     assert module.wait_for(lambda m: m.dropped["sleep"] == len(b"written anyway"))
     radio.set_mode("normal")
-    # Leaving sleep the module reloads its parameters with AUX low; set_mode returned after that.
-    assert module.mode == "normal" and module.events[-1] == ("ready",)
+    # Leaving sleep the module reloads its parameters with AUX low; set_mode returned after that. (Not
+    # "ready is the last event": on a busy machine the reset may end between the two mode pins' writes.)
+    assert module.mode == "normal" and ("ready",) in module.events
     assert module.events.index(("reset",)) < module.events.index(("ready",))
     radio.send(b"awake")
     assert module.frames == [b"awake"] and module.written_while_busy == 0
@@ -235,7 +236,7 @@ def test_lora_sleep_mode_drops_data_and_waking_waits_for_the_module(module, radi
 
 
 def test_lora_aux_stuck_low_is_a_clear_error_not_a_hang(module, mock_factory):
-    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=0.2)
+    radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=0.2)
     try:
         module.hold()
         with pytest.raises(RadioError, match=r"AUX \(pin 22\) stayed low \(busy\) for 0.2 s before sending"):
@@ -250,7 +251,7 @@ def test_lora_aux_stuck_low_is_a_clear_error_not_a_hang(module, mock_factory):
 
 def test_lora_packet_longer_than_the_timeout_allows(mock_factory):
     with FakeLoRaModule(mock_factory, M0, M1, AUX, time_scale=1000.0, **LORA) as slow:
-        radio = LoRaUartRadio(slow.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=0.2)
+        radio = LoRaUartRadio(slow.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=0.2)
         try:
             with pytest.raises(RadioError, match="while sending 10 bytes"):
                 radio.send(bytes(10))
@@ -268,7 +269,7 @@ def test_lora_module_that_never_takes_the_frame(module, radio, mock_factory):
 
 
 def test_lora_refuses_frames_longer_than_a_packet(module, mock_factory):
-    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, packet_bytes=58)
+    radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, packet_bytes=58)
     try:
         with pytest.raises(RadioError, match="59 bytes exceeds the module's 58-byte packet"):
             radio.send(bytes(59))
@@ -280,10 +281,10 @@ def test_lora_refuses_frames_longer_than_a_packet(module, mock_factory):
 
 def test_lora_open_failures_name_the_part_and_release_the_rest(module, mock_factory, tmp_path):
     with pytest.raises(RadioError, match="LoRa module pins"):
-        LoRaUartRadio(module.port, 9600, M0, M0, AUX, pin_factory=mock_factory)  # one pin twice
+        LoRaUartRadio(module.port, 9600, (M0, M0, AUX), pin_factory=mock_factory)  # one pin twice
     with pytest.raises(RadioError, match=r"cannot open LoRa module serial port .*ttyNOPE"):
-        LoRaUartRadio(str(tmp_path / "ttyNOPE"), 9600, M0, M1, AUX, pin_factory=mock_factory)
-    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory)  # the pins were let go
+        LoRaUartRadio(str(tmp_path / "ttyNOPE"), 9600, (M0, M1, AUX), pin_factory=mock_factory)
+    radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory)  # the pins were let go
     radio.close()
 
 
@@ -334,7 +335,7 @@ def test_lora_receive_nothing_heard_is_an_empty_list_not_a_hang(radio):
 
 
 def test_lora_back_to_back_packets_come_out_as_two_frames(real_time_module, mock_factory):
-    radio = LoRaUartRadio(real_time_module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+    radio = LoRaUartRadio(real_time_module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=5.0)
     try:
         first, second = uplink_frame(1), uplink_frame(2)
         real_time_module.hear(first)
@@ -349,7 +350,7 @@ def test_lora_back_to_back_packets_come_out_as_two_frames(real_time_module, mock
 def test_lora_burst_split_across_the_deadline_is_kept_whole_for_the_next_call(mock_factory):
     # 1200 baud: a 120-byte packet takes a second to come out of the module's UART.
     with FakeLoRaModule(mock_factory, M0, M1, AUX, time_scale=FAST, baud=1200, **LORA) as slow_uart:
-        radio = LoRaUartRadio(slow_uart.port, 1200, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+        radio = LoRaUartRadio(slow_uart.port, 1200, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=5.0)
         try:
             packet = bytes(range(120))
             j = slow_uart.hear(packet)
@@ -378,7 +379,7 @@ def test_lora_send_waits_while_the_module_puts_a_heard_packet_out(module, radio)
 
 def test_lora_packet_heard_while_sending_is_lost_and_send_is_not_fooled(real_time_module, mock_factory):
     module = real_time_module
-    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0)
+    radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=5.0)
     try:
         sender = threading.Thread(target=radio.send, args=(bytes(60),))  # ~0.37 s on air
         sender.start()
@@ -416,7 +417,7 @@ def test_lora_packets_heard_as_we_send_never_break_send_or_corrupt_a_frame(modul
 
 def test_lora_receive_buffers_are_bounded(real_time_module, mock_factory):
     module = real_time_module
-    radio = LoRaUartRadio(module.port, 9600, M0, M1, AUX, pin_factory=mock_factory, aux_timeout_s=5.0,
+    radio = LoRaUartRadio(module.port, 9600, (M0, M1, AUX), pin_factory=mock_factory, aux_timeout_s=5.0,
                           packet_bytes=32, rx_queue_frames=3)
     try:
         # Nobody asks for a while: only the newest rx_queue_frames packets are kept.

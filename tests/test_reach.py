@@ -570,14 +570,14 @@ def test_consider_spaces_requests_and_skips_open_breakers():
 
 
 def test_the_daemon_emits_a_durable_api_request_record_and_wakes_the_radio(tmp_path):
-    from payload.assembly import build_daemon
+    from payload.assembly import build_onboard
     from payload.clock import Clock
     from payload.config import PayloadConfig
     from sim.world.flight import SimSensors
     from tests.fakes import RecordingRadio
 
     clock = Clock(speedup=1.0)
-    d = build_daemon(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
+    d = build_onboard(PayloadConfig(), SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data")
     store, boot = d.parts.store, d.parts.flight.boot
     d.parts.transmitter.wake.clear()
     before = int(clock.now().timestamp())

@@ -229,7 +229,7 @@ def test_rules_that_cannot_hold_are_refused():
 
 
 def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tmp_path):
-    from payload.assembly import build_daemon
+    from payload.assembly import build_onboard
     from payload.clock import Clock
     from payload.config import PayloadConfig
     from sim.world.flight import SimSensors
@@ -246,11 +246,11 @@ def test_the_payload_relays_what_it_hears_in_its_windows_after_its_own_beacon(tm
         "relay": {"allow": [{"callsign": FAR, "key_file": str(tmp_path / "far.downlink")}, {"callsign": "OPEN1"}]}})
     clock = Clock(speedup=1e6)
     radio = TwoWayRadio()
-    d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d = build_onboard(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
     try:
         heard = fragments(far, seq=3)[0]
         radio.inbox = [heard, fragments(STRANGER_AUTH)[0], sentence("OPEN1"), sentence(STRANGER), heard]
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         while d.parts.transmitter.send_one():
             pass
         sent = radio.frames

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
-from payload.daemon import Daemon
 from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
+from payload.onboard import Onboard
 from payload.store import Store
 from sim.world.flight import SimSensors
 from stratoecho import wire
@@ -86,7 +86,7 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     cfg.radio.fec_prior_loss = 0.0
     clock = Clock(speedup=1e6)
     radio = TwoWayRadio()
-    d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d = build_onboard(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
     d.parts.store.queue.enqueue(Kind.MUSING, d.parts.flight.boot,
                           lambda seq: wire.Record(wire.Kind.MUSING, d.parts.flight.boot, seq, 0, "a thought " * 30).body())
     while d.parts.transmitter.send_one():
@@ -97,7 +97,7 @@ def test_daemon_listens_after_every_nth_sentence_and_acts_on_signed_resend(tmp_p
     resend = uplink.sign(KEY, 1, cfg.callsign, uplink.Resend((uplink.ResendItem(int(wire.Kind.MUSING), boot, 1, (0,)),)))
     radio.inbox = [forged, resend, resend]  # a forgery, then a frame and its replay
     for _ in range(3):
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
         d.parts.transmitter.send_one()
     assert d.parts.transmitter.stats.windows == 1  # sentence 3 opened the window, 1 and 2 did not
     assert d.parts.gate.rejections == {"bad tag": 1, "replayed": 1}, d.parts.gate.rejections
@@ -137,9 +137,9 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     cfg = PayloadConfig(telemetry_format="habpack", uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
     radio = RecordingRadio()
-    d = build_daemon(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
-    d.run_once("beacon")
-    d.run_once("beacon")
+    d = build_onboard(cfg, SimSensors(clock), radio, clock, None, tmp_path / "data")
+    d.daemon.run_once("beacon")
+    d.daemon.run_once("beacon")
     while d.parts.transmitter.send_one():
         pass
     positions = [f for f in radio.frames if f[0] in wire.HABPACK_FIRST_BYTES]
@@ -152,13 +152,13 @@ def test_payload_can_send_its_position_as_habpack_and_the_ground_reads_it(tmp_pa
     assert len(positions[0]) < len(wire.encode_sentence(wire.decode_frame(positions[0], AUTH)))  # shorter on air
 
 
-def _keyed_daemon(tmp_path) -> tuple[Daemon, PayloadConfig]:
+def _keyed_daemon(tmp_path) -> tuple[Onboard, PayloadConfig]:
     """A daemon whose command gate holds KEY, on a fast clock, with a radio that answers."""
     key_file = tmp_path / "uplink.key"
     write_key_file(key_file, key=KEY)
     cfg = PayloadConfig(uplink=UplinkSection(key_file=str(key_file)))
     clock = Clock(speedup=1e6)
-    return build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data"), cfg
+    return build_onboard(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data"), cfg
 
 
 def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
@@ -179,11 +179,11 @@ def test_a_signed_ack_marks_exactly_its_ranges_acknowledged_durably(tmp_path):
 def test_health_sends_store_faults_down_as_events_and_reports_the_queue(tmp_path):
     cfg = PayloadConfig()
     clock = Clock(speedup=1e6)
-    d = build_daemon(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
+    d = build_onboard(cfg, SimSensors(clock), TwoWayRadio(), clock, None, tmp_path / "data")
     boot = d.parts.flight.boot
     d.parts.store.queue.enqueue(Kind.MUSING, boot, lambda seq: wire.Record(wire.Kind.MUSING, boot, seq, 0, "m").body())
     d.parts.store.database.fault("store write failed (FullError: disk full); running degraded")
-    d.run_once("health")
+    d.daemon.run_once("health")
     events = [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
               for q in d.parts.store.queue.queued(limit=10, kinds=(Kind.EVENT,))]
     assert events == ["store fault: store write failed (FullError: disk full); running degraded"]
@@ -246,7 +246,7 @@ def test_when_a_pass_begins_what_matters_most_goes_first(tmp_path):
     assert order == ["sentence", wire.Kind.EVENT, wire.Kind.MUSING, wire.Kind.HEALTH, wire.Kind.IMAGE]
 
 
-def _events(d: Daemon) -> list[str]:
+def _events(d: Onboard) -> list[str]:
     return [wire.Record.from_body(wire.Kind.EVENT, q.boot, q.seq, q.payload).text
             for q in d.parts.store.queue.queued(limit=100, kinds=(Kind.EVENT,))]
 

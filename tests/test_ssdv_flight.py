@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig
-from payload.daemon import Daemon
+from payload.onboard import Onboard
 from payload.parts.camera import Camera
 from payload.producers import Fitted
 from payload.uplink.handler import record_kind
@@ -27,20 +27,20 @@ def ssdv_config(**camera) -> PayloadConfig:
     return PayloadConfig.model_validate({"devices": {"camera": {"ssdv": True, **camera}}, "callsign": "STRAT1"})
 
 
-def daemon(tmp_path, cfg: PayloadConfig, sim: SimCameraBackend) -> Daemon:
+def daemon(tmp_path, cfg: PayloadConfig, sim: SimCameraBackend) -> Onboard:
     clock = Clock(speedup=1e6)
     cam = Camera(sim.factory, still_dir=tmp_path / "stills", thumb_max_bytes=6000, timeout_s=5)
-    return build_daemon(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
+    return build_onboard(cfg, SimSensors(clock), RecordingRadio(), clock, None, tmp_path / "data",
                         fitted=Fitted(camera=cam))
 
 
-def drain(d: Daemon) -> list[bytes]:
+def drain(d: Onboard) -> list[bytes]:
     """Every queued frame on the radio; the frames sent."""
     for _ in range(1000):
         if not d.parts.store.queue.depth():
             break
         if not d.parts.transmitter.send_one() and d.parts.transmitter.deferred_s:
-            d.clock.wait(d.parts.transmitter.deferred_s, d.stop)  # bulk waits for its share of the hour
+            d.clock.wait(d.parts.transmitter.deferred_s, d.daemon.stop)  # bulk waits for its share of the hour
     assert not d.parts.store.queue.depth()
     return d.parts.radio.frames
 
@@ -48,7 +48,7 @@ def drain(d: Daemon) -> list[bytes]:
 def test_pictures_go_down_as_ssdv_frames_that_decode_back_to_the_picture(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(320, 240))
     d = daemon(tmp_path, ssdv_config(ssdv_quality=3), sim)
-    assert d.run_once("camera") and d.run_once("camera")
+    assert d.daemon.run_once("camera") and d.daemon.run_once("camera")
     assert not d.parts.store.queue.queued(limit=5, kinds=(Kind.IMAGE,))  # SSDV instead of the image record
     frames = drain(d)
     packets = [wire.decode_frame(f, AUTH) for f in frames if f[0] in ssdv.FIRST_BYTES]
@@ -73,13 +73,13 @@ def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(), sim)
     d.parts.store.state.set("ssdv:next_image_id", "255")
-    assert d.run_once("camera") and d.run_once("camera")
+    assert d.daemon.run_once("camera") and d.daemon.run_once("camera")
     ids = sorted({wire.decode_frame(q.payload, AUTH).image_id for q in d.parts.store.queue.queued(limit=100, kinds=(Kind.SSDV,))})
     assert ids == [0, 255]
     d.parts.store.close()
     d.parts.flight.fitted.camera.close()
     again = daemon(tmp_path, ssdv_config(), sim)
-    assert again.run_once("camera")
+    assert again.daemon.run_once("camera")
     ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.parts.store.queue.queued(limit=100, kinds=(Kind.SSDV,))
            if q.boot == again.parts.flight.boot}
     assert ids == {1}
@@ -89,11 +89,11 @@ def test_image_ids_go_on_across_restarts_and_wrap_at_256(tmp_path):
 def test_one_still_in_send_every_goes_down_and_the_count_survives_a_restart(tmp_path):
     sim = SimCameraBackend(lambda: 25_000.0, size=(64, 48))
     d = daemon(tmp_path, ssdv_config(send_every=3), sim)
-    assert all(d.run_once("camera") for _ in range(4))  # stills 0-3: 0 and 3 go down
+    assert all(d.daemon.run_once("camera") for _ in range(4))  # stills 0-3: 0 and 3 go down
     d.parts.store.close()
     d.parts.flight.fitted.camera.close()
     again = daemon(tmp_path, ssdv_config(send_every=3), sim)
-    assert again.run_once("camera") and again.run_once("camera")  # stills 4 and 5: neither; 6 would
+    assert again.daemon.run_once("camera") and again.daemon.run_once("camera")  # stills 4 and 5: neither; 6 would
     ids = {wire.decode_frame(q.payload, AUTH).image_id for q in again.parts.store.queue.queued(limit=100, kinds=(Kind.SSDV,))}
     assert ids == {0, 1} and again.parts.pictures.counts.images_queued == 0
     assert len(list((tmp_path / "stills").iterdir())) == 6  # every still is on the card

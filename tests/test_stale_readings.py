@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig
 from payload.parts.sensors import Readings, fresh
@@ -122,14 +122,14 @@ class DeadMonitor(SimSensors):
 
 def test_a_dead_power_monitor_is_no_reading_on_air_and_in_health(tmp_path):
     clock = Clock(speedup=1.0)
-    d = build_daemon(PayloadConfig(), DeadMonitor(clock), RecordingRadio(), clock, None, tmp_path / "data")
+    d = build_onboard(PayloadConfig(), DeadMonitor(clock), RecordingRadio(), clock, None, tmp_path / "data")
     try:
-        d.run_once("beacon")
-        d.run_once("beacon")
+        d.daemon.run_once("beacon")
+        d.daemon.run_once("beacon")
         queued = d.parts.store.queue.queued(limit=10, kinds=(Kind.TELEMETRY,))
         sentences = sorted((wire.decode_sentence(q.payload) for q in queued), key=lambda s: s.seq)
         assert [s.batt_mv for s in sentences] == [4168, 0]  # read, then no reading: never 4168 again
-        d.run_once("health")
+        d.daemon.run_once("health")
         (q,) = d.parts.store.queue.queued(limit=10, kinds=(Kind.HEALTH,))
         health = wire.Record.from_body(wire.Kind.HEALTH, q.boot, q.seq, q.payload).content
         assert "batt_mv" not in health and health["ina219"] == "i2c_error"  # missing, and why

@@ -103,7 +103,7 @@ def _scripted(d, texts):
 def test_the_payload_never_queues_a_false_claim(tmp_path, tiny_bundle):
     """Cut, made again, held back: on the pad, at +11 °C, as the bench's world starts."""
     d = _daemon(tmp_path, load_bundle(tiny_bundle))
-    d.run_once("beacon")
+    d.daemon.run_once("beacon")
     _scripted(d, [
         "The grass below is so green today. It's freezing up here at 20 km.",  # cut: the second sentence
         "I've been flying for 12 years and it's scorching hot.",  # made again...
@@ -114,9 +114,9 @@ def test_the_payload_never_queues_a_false_claim(tmp_path, tiny_bundle):
         "I've been flying for 12 years.",
     ])
     with capture_logs() as logs:
-        assert d.run_once("think") == "The grass below is so green today."
-        assert d.run_once("think") == "Waiting on the pad for the wind to settle down."
-        assert d.run_once("think") is None
+        assert d.daemon.run_once("think") == "The grass below is so green today."
+        assert d.daemon.run_once("think") == "Waiting on the pad for the wind to settle down."
+        assert d.daemon.run_once("think") is None
     untrue = [(e["action"], sorted({f.split(":")[0] for f in e["false"]})) for e in logs if e["event"] == "musing_untrue"]
     assert [a for a, _ in untrue] == ["cut", "made again", "made again", "made again", "made again", "held back"]
     for (_, kinds), expected in zip(untrue, (["altitude", "cold"], ["time_aloft"], ["phase"], ["altitude", "temperature"],

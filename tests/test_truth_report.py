@@ -75,7 +75,7 @@ def ground(tmp_path):
     db = tmp_path / "ground.db"
     with Store(db) as store:
         store.add_record(wire.Record(wire.Kind.EVENT, 1, 1, int(START.timestamp()),
-                                     boot_banner("0.1.0", None, None, 800, 1, "nominal", callsign="S")))
+                                     boot_banner("0.1.0", None, 800, 1, "nominal", callsign="S")))
         for seq, t in enumerate(range(0, 3 * 3600, PERIOD)):
             lat, lon = position(t)
             hms = (START + timedelta(seconds=t)).strftime("%H:%M:%S")

@@ -265,7 +265,7 @@ def test_listen_raw_module_uplink_reaches_the_payloads_lora_module(tmp_path, key
     with FakeLoRaModule(mock_factory, *PAYLOAD_PINS, time_scale=1.0, **LORA) as payload_module, \
             FakeLoRaModule(mock_factory, *GROUND_PINS, time_scale=1.0, on_air=payload_module.hear, **LORA) as ground:
         payload_module.on_air = ground.hear  # the air, both ways
-        radio = LoRaUartRadio(payload_module.port, 9600, *PAYLOAD_PINS, pin_factory=mock_factory, aux_timeout_s=5.0)
+        radio = LoRaUartRadio(payload_module.port, 9600, PAYLOAD_PINS, pin_factory=mock_factory, aux_timeout_s=5.0)
         try:
             frames, k = window_frames()
             with listening(tmp_path, "--serial", ground.port, "--raw", "--tx-gap", "0.4",

@@ -45,7 +45,7 @@ def cue(seq: int, sent_s: int, listen_s: int = 20, boot: int = BOOT) -> bytes:
 
 
 def boot_event(callsign: str = CALL, seq: int = 1) -> list[bytes]:
-    banner = boot_banner("0.1.0", "Ada", "3f2a9c1b", 812, BOOT, "nominal", callsign=callsign)
+    banner = boot_banner("0.1.0", ("Ada", "3f2a9c1b"), 812, BOOT, "nominal", callsign=callsign)
     return wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, seq, 1_767_225_600, banner), auth=AUTH)
 
 
@@ -118,7 +118,7 @@ def test_after_a_restart_the_ground_signs_for_the_callsign_it_signed_for_before(
 
 def test_a_forged_boot_event_names_nobody(tmp_path):
     forger = wire.DownlinkAuth.from_flight_key(new_key())
-    banner = boot_banner("0.1.0", "Ada", None, 812, BOOT, "nominal", callsign=collider())
+    banner = boot_banner("0.1.0", ("Ada", None), 812, BOOT, "nominal", callsign=collider())
     g = Ground(tmp_path, callsign=None)
     g.hear(*wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 1, 1_767_225_600, banner), auth=forger),
            cue(6, 180))

@@ -362,19 +362,19 @@ def test_restart_limiter_edges():
 
 
 def test_boot_banner_is_short_and_says_who_flies():
-    e = boot_banner("0.1.0", "Ada Lindqvist", "3f2a9c1b" + "0" * 56, 812.7, 12, Mode.NOMINAL)
+    e = boot_banner("0.1.0", ("Ada Lindqvist", "3f2a9c1b" + "0" * 56), 812.7, 12, Mode.NOMINAL)
     assert e.text == "boot 12 v0.1.0 nominal persona Ada_Lindqvist#3f2a9c1b free 812MB"
     assert (e.name, e.fields["persona"], e.fields["model"], e.fields["free_mb"]) == ("boot", "Ada_Lindqvist", "3f2a9c1b", 812)
-    assert boot_banner("0.1.0", None, None, 5, 13, "low_power", unplanned=True, phase="float").text == (
+    assert boot_banner("0.1.0", None, 5, 13, "low_power", unplanned=True, phase="float").text == (
         "boot 13 v0.1.0 low_power no persona free 5MB; unplanned reboot, starting in low_power, phase float")
 
 
 def test_boot_banner_without_persona_or_free_space():
-    assert boot_banner("0.1.0", None, None, None, 1, "survival").text == "boot 1 v0.1.0 survival no persona free ?"
+    assert boot_banner("0.1.0", None, None, 1, "survival").text == "boot 1 v0.1.0 survival no persona free ?"
 
 
 def test_boot_banner_cannot_be_made_long_or_multiline():
-    text = boot_banner("0.1.0", "A very long persona name\nwith a newline", "ab" * 32, 131_072, 4_294_967_295,
+    text = boot_banner("0.1.0", ("A very long persona name\nwith a newline", "ab" * 32), 131_072, 4_294_967_295,
                        Mode.LOW_POWER).text
     assert "\n" not in text and len(text) <= 80
     assert "persona A_very_long_pers#abababab" in text

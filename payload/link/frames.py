@@ -147,14 +147,14 @@ class Hand:
     parity. `target()` is the FEC target now (lower while the ground answers); `stats` is counted
     under `lock`, which the radio's thread and the daemon's (musing_waiting) share."""
 
-    def __init__(self, store: Store, cfg, clock: Clock, stats: LinkStats, lock: threading.Lock, *,
-                 auth: wire.DownlinkAuth | None, frame_bytes: int, target: Callable[[], float],
-                 stale_s: float | None, on_stale: Callable[[Queued], None]):
-        self.store, self.cfg, self.clock, self.stats, self.lock = store, cfg, clock, stats, lock
-        self.auth, self.frame_bytes, self.target = auth, frame_bytes, target
+    def __init__(self, parts: LinkParts, cfg, stats: LinkStats, lock: threading.Lock, *,
+                 auth: wire.DownlinkAuth | None, plan: LinkPlan, target: Callable[[], float],
+                 on_stale: Callable[[Queued], None]):
+        self.store, self.cfg, self.clock, self.stats, self.lock = parts.store, cfg, parts.clock, stats, lock
+        self.auth, self.frame_bytes, self.target = auth, min(plan.frame_bytes or cfg.mtu, cfg.mtu), target
         # A musing none of which aired within `stale_s` of being made is expired, and `on_stale` told
         # (the persona makes another from fresh readings); None: musings never go stale.
-        self.stale_s, self.on_stale = stale_s, on_stale
+        self.stale_s, self.on_stale = plan.stale_s, on_stale
         self.loss = fec.LossEstimator(prior_loss=cfg.fec_prior_loss, prior_burst=cfg.fec_prior_burst)
         self._hand: OrderedDict[int, tuple[Queued, deque[bytes], int, int]] = OrderedDict()  # record, frames left, k, n
         self._repairs: deque[bytes] = deque()

@@ -50,12 +50,10 @@ class Transmitter:
     """The radio's loop over `parts`, keyed with `cfg` ([radio]), the beacon's period read from
     `cadence.beacon_s` and bulk's share from `transmit_factor()` (the governor's; None sheds bulk)
     at every frame. Records go tagged with `auth`, the downlink key (None: they stay queued).
-    `on_loop` is called at each turn of the loop (the daemon's liveness), `on_stale(q)` for each
-    musing expired before it aired."""
+    `on_stale(q)` is called for each musing expired before it aired."""
 
     def __init__(self, parts: LinkParts, cfg, cadence, *, auth: wire.DownlinkAuth | None = None,
                  plan: LinkPlan | None = None, airtime_log: Path | None = None,
-                 on_loop: Callable[[], None] | None = None,
                  transmit_factor: Callable[[], float | None] | None = None,
                  on_stale: Callable[[Queued], None] | None = None):
         parts = replace(parts, wake=parts.wake or parts.clock.event())
@@ -64,16 +62,14 @@ class Transmitter:
         self.cfg, self.auth = cfg, auth
         plan = plan or LinkPlan()
         self.turns = plan.turns
-        self.on_loop = on_loop or (lambda: None)
         self.on_stale = on_stale or (lambda q: None)
         self.stats = LinkStats()
         self.deferred_s: float | None = None  # after a send_one that deferred bulk: seconds until it may go
         self._lock = threading.Lock()
         self.airtime = Airtime(cfg, self.clock, cadence, self.stats, log_path=airtime_log,
                                sentence_bytes=plan.sentence_bytes, transmit_factor=transmit_factor)
-        self.hand = Hand(self.store, cfg, self.clock, self.stats, self._lock, auth=auth,
-                         frame_bytes=min(plan.frame_bytes or cfg.mtu, cfg.mtu), target=self._fec_target,
-                         stale_s=plan.stale_s, on_stale=lambda q: self.on_stale(q))
+        self.hand = Hand(parts, cfg, self.stats, self._lock, auth=auth, plan=plan, target=self._fec_target,
+                         on_stale=lambda q: self.on_stale(q))
         self.windows = Windows(parts, self.stats, self._lock, self.airtime, self.hand.loss, auth)
         self.stamping = Stamping(self.clock)
         horus = getattr(cfg, "horus", None)
@@ -273,9 +269,11 @@ class Transmitter:
         self.clock.wait(air - (self.clock.elapsed_s() - keyed), self.stop)
         return True
 
-    def run(self) -> None:
+    def run(self, alive: Callable[[], None] = lambda: None) -> None:
+        """Key frames until the stop; `alive()` at each turn (the daemon's liveness: a radio thread
+        stuck in a driver stops calling it)."""
         while not self.stop.is_set():
-            self.on_loop()  # the daemon's liveness ping: a radio thread stuck in a driver stops it
+            alive()
             self.wake.clear()  # before looking: a sentence queued from here on wakes the sleep below
             try:
                 sent = self.send_one()

@@ -223,6 +223,8 @@ def stills_to_prune(stills: list[tuple[str, int]], max_bytes: int) -> list[str]:
 class Camera:
     """Stills to ``still_dir`` (kept), a thumbnail for the radio, faults as statuses."""
 
+    max_abandoned = 2  # capture threads left hung at once before the camera is given up as hung
+
     def __init__(
         self,
         backend_factory: Callable[[], CameraBackend],
@@ -233,7 +235,6 @@ class Camera:
         timeout_s: float = 10.0,
         backoff: Backoff = Backoff(initial_s=5.0, factor=2.0, max_s=300.0),
         clock: Callable[[], float] = time.monotonic,
-        max_abandoned: int = 2,
         flight_clock=None,
     ):
         self.backend_factory = backend_factory
@@ -244,7 +245,6 @@ class Camera:
         self.backoff = backoff
         self.clock = clock
         self.flight_clock = flight_clock  # the capture thread and its timeout run on it (flight seconds)
-        self.max_abandoned = max_abandoned
         self.counters = CameraCounters()
         self._backend: CameraBackend | None = None
         self._abandoned: list[threading.Thread] = []

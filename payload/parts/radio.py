@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import structlog
 
@@ -39,7 +39,7 @@ from ..clock import Clock
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "RadioError", "RadioUnavailable", "TonesRadio", "UdpRadio",
+__all__ = ["KissRadio", "LoRaUartRadio", "Radio", "UartModulePins", "RadioError", "RadioUnavailable", "TonesRadio", "UdpRadio",
            "open_serial"]
 
 CLOSE_POLL_S = 0.25  # how often a wait on a LoRa module's AUX looks whether close() has begun
@@ -201,6 +201,14 @@ class KissRadio:
         self.port.close()
 
 
+class UartModulePins(NamedTuple):
+    """The GPIO a UART LoRa module is wired to: its two mode pins and AUX (busy)."""
+
+    m0: int | str
+    m1: int | str
+    aux: int | str
+
+
 class LoRaUartRadio:
     """A UART LoRa module in transparent mode (Ebyte E32/E22 and their kin).
 
@@ -250,9 +258,7 @@ class LoRaUartRadio:
         self,
         port: str,
         baud: int,
-        m0_pin: int | str,
-        m1_pin: int | str,
-        aux_pin: int | str,
+        pins: UartModulePins,
         pin_factory=None,
         *,
         packet_bytes: int = 240,
@@ -273,6 +279,7 @@ class LoRaUartRadio:
         # timeout is 32 bit times); between two bursts lies at least the next packet's time on
         # air (tens of ms and up). 20 ms, or 4 byte times at slow rates, sits between the two.
         self.rx_gap_s = rx_gap_s if rx_gap_s is not None else max(0.02, 40 / baud)
+        m0_pin, m1_pin, aux_pin = pins
         self.aux_pin = aux_pin
         self.errors: Counter = Counter()  # received bytes dropped, by reason
         self._lock = threading.Lock()  # one send or mode switch at a time: they share AUX
@@ -312,7 +319,7 @@ class LoRaUartRadio:
 
     @classmethod
     def from_config(cls, cfg) -> LoRaUartRadio:
-        return cls(cfg.serial_port, cfg.baud, cfg.m0_pin, cfg.m1_pin, cfg.aux_pin,
+        return cls(cfg.serial_port, cfg.baud, UartModulePins(cfg.m0_pin, cfg.m1_pin, cfg.aux_pin),
                    packet_bytes=cfg.packet_bytes, aux_timeout_s=cfg.aux_timeout_s, rx_gap_s=cfg.rx_gap_s)
 
     def _keep(self, part):

@@ -103,7 +103,7 @@ def musing_record_bytes(airtime_s: float, mtu: int = 255, frame_airtime=None, fe
 
 def think_budget(board_name: str | Board, model_bytes: int, energy: float, mode: Mode | str = Mode.NOMINAL, *,
                  max_tokens: int = 64, context_length: int = 2048, shape: ModelShape | None = None,
-                 record_bytes: int = 280, prompt_tokens: int = PROMPT_TOKENS, safety: float = SAFETY) -> ThinkBudget:
+                 record_bytes: int = 280) -> ThinkBudget:
     """The budget of one musing on `board_name` for a GGUF of `model_bytes`, with `energy` the
     share (0..1) of the energy budget left and `mode` the power mode; `record_bytes` is what one
     musing record may take (musing_record_bytes), `max_tokens` the persona's own ceiling."""
@@ -125,13 +125,13 @@ def think_budget(board_name: str | Board, model_bytes: int, energy: float, mode:
     max_chars = min(MAX_CHARS, max(MIN_CHARS, record_bytes))  # chars = bytes: musings are mostly ASCII
     scale = energy * (0.5 if mode is not Mode.NOMINAL else 1.0)
     tokens = MIN_TOKENS + (max(max_tokens, MIN_TOKENS) - MIN_TOKENS) * scale
-    tokens = min(tokens, math.ceil(max_chars / CHARS_PER_TOKEN_MIN), n_ctx - min(prompt_tokens, n_ctx // 2))
+    tokens = min(tokens, math.ceil(max_chars / CHARS_PER_TOKEN_MIN), n_ctx - min(PROMPT_TOKENS, n_ctx // 2))
     tokens = max(MIN_TOKENS, int(tokens))
 
     kv_read = (shape.kv_read_bytes_per_token if shape is not None
                else n_ctx * FALLBACK_KV_BYTES_PER_TOKEN // 2)
     tps = predicted_tokens_per_s(b, model_bytes, kv_read) * min(1.0, n_threads / max(1, cores - 1))
-    timeout_s = max(MIN_TIMEOUT_S, safety * (prompt_tokens + tokens) / tps)
+    timeout_s = max(MIN_TIMEOUT_S, SAFETY * (PROMPT_TOKENS + tokens) / tps)
 
     memory_limit_mb = WORKER_BASE_MB + math.ceil(1.25 * _runtime_bytes(n_ctx, shape) / MB)
     reason = (f"{b.name}, {cores} cores, {mode.value}, energy {energy:.0%}: {n_threads} thread(s), "

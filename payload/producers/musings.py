@@ -26,7 +26,7 @@ from stratoecho.substance import words_beyond
 from stratoecho.wire.musing_sentence import MIN_PART
 
 from ..cadence import Cadence
-from ..parts.sensors import Readings, Sensors, fresh
+from ..parts.sensors import Readings, fresh
 from ..persona import clauses, truth
 from ..persona.choosing import Candidate, choose, why_not
 from ..persona.clauses import join
@@ -45,7 +45,7 @@ from ..persona.prompts import (
     sun_is_up,
     unquote,
 )
-from ..persona.reach import Outcome, Reach
+from ..persona.reach import Outcome
 from ..persona.reach import describe as describe_outcome
 from ..persona.wording import unguarded, wording
 from ..persona.worker import PersonaError, PersonaWorker
@@ -113,13 +113,13 @@ class MusingStats:
 
 
 class Musings:
-    def __init__(self, flight: Flight, cadence: Cadence, bundle: Bundle, worker: PersonaWorker, sensors: Sensors,
-                 beacon: Beacon, memory: Memory, reach: Reach, stopping: threading.Event,
-                 line_bytes: int | None = None):
+    def __init__(self, flight: Flight, cadence: Cadence, bundle: Bundle, worker: PersonaWorker, beacon: Beacon,
+                 memory: Memory, stopping: threading.Event, line_bytes: int | None = None):
+        """Musings from `worker` about what `beacon` last read (its sensors, and the answers its `reach` heard)."""
         cfg = flight.cfg
         self.cfg, self.cadence, self.bundle, self.worker, self.boot = cfg, cadence, bundle, worker, flight.boot
-        self.clock, self.sensors, self.beacon, self.governor = flight.clock, sensors, beacon, flight.governor
-        self.memory, self.reach, self.outbound = memory, reach, flight.outbound
+        self.clock, self.sensors, self.beacon, self.governor = flight.clock, beacon.sensors, beacon, flight.governor
+        self.memory, self.reach, self.outbound = memory, beacon.reach, flight.outbound
         self.guard = OutboundGuard(hashed=bundle.blocklist())
         self.stopping = stopping  # set when the daemon stops: a generation cut short is no failure
         self.seed, self.price_generation = flight.fitted.seed, flight.fitted.price_generation

@@ -22,7 +22,6 @@ from stratoecho.wire import uplink
 from stratoecho.wire.events import Event, event
 
 from ..cadence import Cadence
-from ..clock import Clock
 from ..config import UplinkSection
 from ..link.outbound import Outbound
 from ..link.transmitter import Transmitter
@@ -30,7 +29,6 @@ from ..persona.memory import Memory
 from ..persona.reach import Reach
 from ..policy.governor import Governor
 from ..policy.modes import Mode
-from ..store import Store
 from .gate import CommandGate
 from .probation import Confirmations
 
@@ -47,11 +45,12 @@ class CommandStats:
 
 
 class CommandHandler:
-    def __init__(self, boot: int, cadence: Cadence, limits: UplinkSection, clock: Clock, store: Store,
-                 transmitter: Transmitter, memory: Memory, reach: Reach, outbound: Outbound,
-                 gate: CommandGate | None = None):
+    def __init__(self, outbound: Outbound, cadence: Cadence, limits: UplinkSection, transmitter: Transmitter,
+                 memory: Memory, reach: Reach, gate: CommandGate | None = None):
+        """Commands for this boot (`outbound`'s: its queue, number and clock), what they answer going out by it."""
+        store, self.boot, self.clock = outbound.store, outbound.boot, outbound.clock
         # SET_INTERVALS changes the cadence the loops and the transmitter read, never a copy.
-        self.boot, self.cadence, self.limits, self.clock = boot, cadence, limits, clock
+        self.cadence, self.limits = cadence, limits
         self.planned_telemetry_s = cadence.planned.telemetry_s  # what the duty cycle was planned for
         self.governor: Governor = cadence.governor
         self.store, self.transmitter, self.memory = store, transmitter, memory

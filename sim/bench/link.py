@@ -9,7 +9,7 @@ flight take seconds:
     CommandHandler.on_frame ◀── SimRadio.receive ◀── uplink loss ◀── signed frames ◀──┘
              (CommandGate)          (listen window)                    (WindowAnswerer)
 
-Real code: the payload's `Daemon` (its beacon loop, run by `run_once("beacon")`; its command
+Real code: the payload's `Onboard` (its beacon loop, run by `daemon.run_once("beacon")`; its command
 dispatch `CommandHandler.on_frame` behind the real `CommandGate` and HMAC check), `Transmitter` (parity
 sizing, interleaving, duty-cycle budget, listen windows, `request_repair`,
 `on_link_report`) over a real `Store` in a temporary folder; the ground's `FrameDecoder`,
@@ -48,7 +48,7 @@ import structlog
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.uplink import generate_key_file
 from groundstation.link.windows import WindowAnswerer
-from payload.assembly import build_daemon
+from payload.assembly import build_onboard
 from payload.config import PayloadConfig
 from stratoecho import wire
 from stratoecho.airtime import lora_airtime_s
@@ -347,14 +347,14 @@ def simulate(
             repair.send = ground.send
         radio = SimRadio(clock, cfg.radio, GilbertElliott(spec, seed), GilbertElliott(spec, seed ^ UPLINK_SEED),
                          ground, run)
-        daemon = build_daemon(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
+        daemon = build_onboard(cfg, CoarseSensors(clock, seed), radio, clock, None, tmp / "payload")
         if prepare is not None:
             prepare(daemon, repair, tmp)
         try:
             _fly(daemon, clock, rng, run, musings, musing_s, drain_windows * every * sched.telemetry_s)
         finally:
             daemon.parts.store.close()
-            structlog.contextvars.unbind_contextvars("boot", "callsign")  # Daemon bound them
+            structlog.contextvars.unbind_contextvars("boot", "callsign")  # Onboard bound them
         _count(daemon, repair, run, cfg)
     return run
 
@@ -369,10 +369,10 @@ def _fly(daemon, clock: VirtualClock, rng: random.Random, run: LinkRun, musings:
     while end is None or clock.elapsed_s() < end:
         now = clock.elapsed_s()
         if now >= next_beacon:
-            daemon.run_once("beacon")
+            daemon.daemon.run_once("beacon")
             next_beacon = _next_due(next_beacon, sched.telemetry_s, now)
         if now >= next_health:  # names the last musing: the ground asks for one lost whole
-            daemon.run_once("health")
+            daemon.daemon.run_once("health")
             next_health = _next_due(next_health, sched.health_s, now)
         if end is None and now >= next_musing:
             text = _musing_text(rng)
