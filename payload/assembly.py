@@ -52,7 +52,7 @@ from .policy.airplan import MIN_RECORD_FRAME_BYTES, turn_of
 from .policy.duty import worst_sentence
 from .policy.governor import Governor
 from .policy.turns import BeaconTimes
-from .producers import Beacon, DeviceWatch, Fitted, Flight, Health, Musings, Pictures
+from .producers import Beacon, DeviceWatch, Fitted, Flight, Health, MusingPlan, Musings, Pictures
 from .rigs import PI
 from .store import Budgets, Store
 from .uplink.gate import CommandGate
@@ -121,37 +121,39 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
         cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
         transmitter = open_transmitter(cfg, LinkParts(store, radio, clock, stop, outbound.wake, relay), data_dir,
                                        auth, cadence)
-        flight = Flight(cfg, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
+        flight = Flight(cfg.callsign, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
         # On the bench its questions are drawn from the flight's seed, like everything else.
         reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
                       clock.elapsed_s, rng=Random(fitted.seed * 7919 + flight.boot) if fitted.seed is not None else None)
         commands = CommandHandler(outbound, cadence, cfg.uplink, transmitter, memory, reach, gate=gate)
         if gate is not None:
             transmitter.listen_after(cfg.uplink, commands.on_frame, uplink.payload_hash(cfg.callsign))
-        beacon = Beacon(flight, sensors, reach)
+        beacon = Beacon(flight, sensors, reach, cfg.telemetry_format)
         parts = Components(flight=flight, cadence=cadence, sensors=sensors, radio=radio, store=store,
                            transmitter=transmitter, memory=memory, reach=reach, beacon=beacon,
                            health=Health(flight, store, memory, transmitter, beacon.power_fields, gate=gate),
                            commands=commands, stopping=clock.event(), stop=stop, gate=gate)
         if fitted.camera is not None:
-            parts.pictures = Pictures(flight, fitted.camera, store, data_dir)
+            parts.pictures = Pictures(flight, fitted.camera, store, data_dir, cfg.devices.camera,
+                                      announces=bool(cfg.uplink.key_file))  # records go tagged only with a flight key
         if bundle is not None:
             parts.worker = PersonaWorker(bundle, cfg.persona.n_ctx, cfg.persona.n_threads, cfg.persona.timeout_s,
                                          memory_limit_mb=cfg.persona.memory_limit_mb)
             # The facts the owner approved (host_training interview): the same notes after every boot.
             memory.seed_notes(bundle.manifest.memory.notes if bundle.manifest.memory else [], clock.now())
-            parts.musings = Musings(flight, cadence, bundle, parts.worker, beacon, memory, parts.stopping,
-                                    line_bytes=max(turn_of(cfg).sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
+            plan = MusingPlan(cfg.persona, cfg.radio, cfg.power.battery_wh,
+                              line_bytes=max(turn_of(cfg).sentence_line_bytes, MIN_RECORD_FRAME_BYTES))
+            parts.musings = Musings(flight, cadence, bundle, parts.worker, beacon, memory, parts.stopping, plan)
         on_failure.pop_all()  # all opened: the components own them from here
         return parts
 
 
-def loops(parts: Components) -> list[Loop]:
+def loops(cfg: PayloadConfig, parts: Components) -> list[Loop]:
     """The daemon's loops, in the order their threads start (payload/daemon.py runs them): each
     loop's work, its period from the Cadence (read at every run), when it first runs, and what
     hears of it. The camera's and the think loop are there only when a camera is fitted and a
     persona flies."""
-    cadence, cfg, tx = parts.cadence, parts.flight.cfg, parts.transmitter
+    cadence, tx = parts.cadence, parts.transmitter
     table = [
         # At its second of each period by UTC (a shared frequency's turn); the radio hears when each sentence is due.
         Loop("beacon", parts.beacon.once, lambda: cadence.beacon_s, cadence.first_s("beacon"),

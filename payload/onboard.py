@@ -32,7 +32,7 @@ class Onboard:
     """What one boot flies: `parts`, and the `daemon` running `loops(parts)` and the statistics."""
 
     def __init__(self, cfg: PayloadConfig, bundle: Bundle | None, data_dir: Path, parts: Components,
-                 loops: Callable[[Components], Sequence[Loop]], liveness: Liveness | None = None):
+                 loops: Callable[[PayloadConfig, Components], Sequence[Loop]], liveness: Liveness | None = None):
         self.cfg, self.bundle, self.data_dir, self.parts = cfg, bundle, Path(data_dir), parts
         self.clock = parts.flight.clock
         self.liveness = liveness or Liveness(self.clock.liveness_time)
@@ -45,7 +45,7 @@ class Onboard:
         """A daemon over the parts as they are now (a persona that will not load has left them)."""
         self.flight_stats = FlightStats(self.data_dir / "stats.json", self.cfg, self.clock, self.parts)
         stats = Loop("stats", self.flight_stats.write, lambda: STATS_EVERY_S, STATS_EVERY_S)
-        return Daemon(self.clock, [*self._loops(self.parts), stats],
+        return Daemon(self.clock, [*self._loops(self.cfg, self.parts), stats],
                       Closing(self.parts.stopping, self.parts.stop, self._closes()), self.liveness)
 
     def _closes(self) -> list[Callable[[], object]]:

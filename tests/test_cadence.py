@@ -171,7 +171,7 @@ def test_a_persona_adds_the_think_loop_which_follows_the_beacon(tmp_path):
     d = daemon(tmp_path)
     try:
         musings = StandInMusings()
-        table = {loop.name: loop for loop in loops(replace(d.parts, musings=musings))}
+        table = {loop.name: loop for loop in loops(d.cfg, replace(d.parts, musings=musings))}
         think = table["think"]
         assert list(table) == ["beacon", "radio", "health", "think"]
         assert think.after == "beacon" and think.remade_when_stale and think.once == musings.once

@@ -201,6 +201,19 @@ def test_the_daemon_imports_nothing_of_what_it_runs():
     assert not extra, f"payload/daemon.py imports what it runs: {sorted(extra)}"
 
 
+def _names_the_whole_configuration(tree: ast.AST) -> bool:
+    return any(isinstance(n, (ast.Name, ast.alias, ast.Attribute)) and "PayloadConfig" in (
+        getattr(n, "id", None), getattr(n, "name", None), getattr(n, "attr", None)) for n in ast.walk(tree))
+
+
+def test_a_producer_is_handed_its_own_sections():
+    """`Flight` handed the whole configuration to every producer (issue 52): each now gets the
+    sections it reads, so what a producer depends on is in its signature."""
+    whole = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "payload" / "producers").rglob("*.py"))
+             if _names_the_whole_configuration(ast.parse(p.read_text(encoding="utf-8")))]
+    assert not whole, f"producers that take the whole configuration: {whole}"
+
+
 def test_the_dashboard_script_is_read_in_a_sitting():
     """The dashboard's own scripts (not the vendored ones) keep the same 600-line rule."""
     long = [f"{p.relative_to(ROOT)}: {n} lines" for p in sorted(STATIC.glob("*.js"))
@@ -214,6 +227,8 @@ def test_the_new_rules_see_what_they_forbid():
                      "        self.ok = hasattr(self.radio, 'hear') or getattr(source, 'address', None)\n"
                      "        self.fine = getattr(cfg, 'x')\n")
     assert _over_parameters(tree, "t") == ["t:2 __init__: 11 parameters"]
+    assert _names_the_whole_configuration(ast.parse("def f(cfg: PayloadConfig): pass"))
+    assert not _names_the_whole_configuration(ast.parse("def f(persona: PersonaSection): pass"))
     assert _payload_imports(ast.parse("from .clock import Clock\nfrom .components import Components\n"
                                       "from payload.producers import Beacon\nimport payload.config\n")) == {
         "clock", "components", "producers", "config"}

@@ -27,9 +27,9 @@ class BeaconStats:
 
 
 class Beacon:
-    def __init__(self, flight: Flight, sensors: Sensors, reach: Reach):
-        self.callsign, self.boot = flight.cfg.callsign, flight.boot
-        self.encode = wire.TELEMETRY_ENCODERS[flight.cfg.telemetry_format]
+    def __init__(self, flight: Flight, sensors: Sensors, reach: Reach, telemetry_format: str):
+        self.callsign, self.boot = flight.callsign, flight.boot
+        self.encode = wire.TELEMETRY_ENCODERS[telemetry_format]
         self.sensors, self.clock, self.governor, self.outbound = sensors, flight.clock, flight.governor, flight.outbound
         self.reach, self.devices, self.pi_health = reach, flight.devices, flight.fitted.pi_health
         self.led, self.heater = flight.fitted.led, flight.fitted.heater

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..clock import Clock
-from ..config import PayloadConfig
 from ..link.outbound import Outbound
 from ..policy.governor import Governor
 from .devices import DeviceWatch
@@ -65,10 +64,11 @@ class Fitted:
 
 @dataclass(frozen=True)
 class Flight:
-    """What every producer of one boot shares: the configuration, the boot's number, flight time,
-    the one port records leave by, the governor, the devices' statuses and the fitted parts."""
+    """What every producer of one boot shares: the flight's callsign, the boot's number, flight time,
+    the one port records leave by, the governor, the devices' statuses and the fitted parts. Each
+    producer is handed its own configuration sections beside it, never the whole file."""
 
-    cfg: PayloadConfig
+    callsign: str
     boot: int
     clock: Clock
     outbound: Outbound

@@ -26,6 +26,7 @@ from stratoecho.substance import words_beyond
 from stratoecho.wire.musing_sentence import MIN_PART
 
 from ..cadence import Cadence
+from ..config import PersonaSection, RadioSection
 from ..parts.sensors import Readings, fresh
 from ..persona import clauses, truth
 from ..persona.choosing import Candidate, choose, why_not
@@ -112,19 +113,31 @@ class MusingStats:
     guard_reasons: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MusingPlan:
+    """The configuration a musing is made by: [persona], [radio] (its frame, duty cycle and airtime),
+    the battery's capacity (the energy left scales the budget) and the $$ line's size the air plan
+    allows (None: the radio's frame)."""
+
+    persona: PersonaSection
+    radio: RadioSection
+    battery_wh: float
+    line_bytes: int | None = None
+
+
 class Musings:
     def __init__(self, flight: Flight, cadence: Cadence, bundle: Bundle, worker: PersonaWorker, beacon: Beacon,
-                 memory: Memory, stopping: threading.Event, line_bytes: int | None = None):
+                 memory: Memory, stopping: threading.Event, plan: MusingPlan):
         """Musings from `worker` about what `beacon` last read (its sensors, and the answers its `reach` heard)."""
-        cfg = flight.cfg
-        self.cfg, self.cadence, self.bundle, self.worker, self.boot = cfg, cadence, bundle, worker, flight.boot
+        self.persona, self.radio, self.battery_wh, self.callsign = plan.persona, plan.radio, plan.battery_wh, flight.callsign
+        self.cadence, self.bundle, self.worker, self.boot = cadence, bundle, worker, flight.boot
         self.clock, self.sensors, self.beacon, self.governor = flight.clock, beacon.sensors, beacon, flight.governor
         self.memory, self.reach, self.outbound = memory, beacon.reach, flight.outbound
         self.guard = OutboundGuard(hashed=bundle.blocklist())
         self.stopping = stopping  # set when the daemon stops: a generation cut short is no failure
         self.seed, self.price_generation = flight.fitted.seed, flight.fitted.price_generation
         # A musing's $$ lines end within the turn after a position sentence (the air plan's size).
-        self.line_bytes = min(line_bytes or cfg.radio.mtu, cfg.radio.mtu)
+        self.line_bytes = min(plan.line_bytes or plan.radio.mtu, plan.radio.mtu)
         self.counts = MusingStats()
         self.ask_again = False  # the last musing was too short to be worth its air: the daemon asks once more
         self._short_before = False
@@ -160,7 +173,7 @@ class Musings:
         if not self.governor.runs("think"):
             return None  # the language model is the first load shed
         r = self.beacon.last_readings() or self.sensors.read()
-        max_tokens, max_chars = self.cfg.persona.max_tokens, self.cfg.persona.max_chars
+        max_tokens, max_chars = self.persona.max_tokens, self.persona.max_chars
         budget = self.budget()
         if budget is not None:
             if not budget.enabled:
@@ -182,7 +195,7 @@ class Musings:
         # fit_musing only shortens: given the whole length it cleans without cutting.
         cut = text != fit_musing(gen.text, len(gen.text))
         log.info("musing", seq=seq, seconds=round(gen.seconds, 2), text=text, cut=cut, **made)
-        if self.cfg.persona.sentences:
+        if self.persona.sentences:
             self.sentences(seq, r, text)
         self.memory.remember_musing(self.boot, seq, r.time, text)
         self.reach.consider({"lat": r.lat, "lon": r.lon} if r.fix_valid else {}, text)
@@ -283,24 +296,24 @@ class Musings:
         board's speed allows in a share of the musing period (payload/policy/budget.py
         `candidates`): the speed the last generations took where one was measured (on the bench,
         the rehearsed board's), else the configured board's prediction, else one."""
-        fixed = self.cfg.persona.candidates
+        fixed = self.persona.candidates
         if fixed:
             return fixed
         tps = self._speed.tokens_per_s
-        board = self.cfg.persona.board
+        board = self.persona.board
         if tps is None and board is not None:
             tps = predicted_tokens_per_s(board_of(board), self.bundle.model_path.stat().st_size)
         if tps is None:
             return 1
         g = self.governor
-        energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
+        energy = max(0.0, 1.0 - g.used_wh / self.battery_wh)
         return candidates(tps, self.cadence.musing_s, max_tokens, energy=energy, mode=g.mode).n
 
     def _clause(self, facts: MusingFacts, i: int) -> tuple[str, str] | None:
         """The kind and words of a true clause for the `i`th candidate to start with: the kinds
         this moment can fill, in turn from one musing and one candidate to the next; None where the
         language has no wording for any."""
-        if not self.cfg.persona.clauses:
+        if not self.persona.clauses:
             return None
         table = clause_wordings(self.language)
         kinds = clauses.available(facts)
@@ -331,7 +344,7 @@ class Musings:
     def _owes_figure(self) -> bool:
         """Whether this musing should state a true figure of the flight: without one, fewer than
         `[persona] figure_goal` of the last FIGURE_WINDOW musings (this boot's) would have."""
-        return sum(self._figures) < self.cfg.persona.figure_goal * (len(self._figures) + 1)
+        return sum(self._figures) < self.persona.figure_goal * (len(self._figures) + 1)
 
     def _answers_figures(self) -> bool:
         """Whether asking its phase is still worth a generation: more than FIGURE_ANSWERS of the
@@ -348,7 +361,7 @@ class Musings:
 
     def _render(self, r: Readings, ctx: PromptContext) -> str:
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
-                         prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
+                         prompt_budget_chars(self.worker.n_ctx, self.persona.max_tokens))
         if p.over_budget:
             log.warning("prompt_over_budget", chars=p.chars)
         return self.bundle.render_prompt(p.messages)
@@ -362,7 +375,7 @@ class Musings:
         self._told = {o: self._told.get(o, 0) for o in recent}  # forget those no longer recent
         outcomes = [o for o in recent if self._told[o] < OUTCOME_PROMPTS]
         lang = self.language
-        memories = self.memory.for_prompt(memory_query(r, phase, mode, lang), musings=self.cfg.persona.recall_musings)
+        memories = self.memory.for_prompt(memory_query(r, phase, mode, lang), musings=self.persona.recall_musings)
         g = self.governor  # what it knows beside the readings: the time aloft is said, the rest the truth guard holds
         aloft = g.aloft_s(r.time.timestamp())
         ctx = PromptContext(phase=phase, mode=mode, memories=memories, outcomes=[describe_outcome(o, lang) for o in outcomes],
@@ -371,7 +384,7 @@ class Musings:
                      distance_km=g.from_launch_km(r.lat, r.lon) if r.fix_valid else None)
         ctx = replace(ctx, lines=self._lines_for(prompt_facts(fresh(r), ctx, outcomes, 0, **known)))
         p = build_prompt(self.bundle.manifest.persona.system_prompt, fresh(r), ctx,
-                         prompt_budget_chars(self.worker.n_ctx, self.cfg.persona.max_tokens))
+                         prompt_budget_chars(self.worker.n_ctx, self.persona.max_tokens))
         # The budget drops the oldest outcomes first: those kept are the newest.
         kept = outcomes[len(outcomes) - p.outcomes:]
         for o in kept:
@@ -461,7 +474,7 @@ class Musings:
         if when.strftime("%H:%M:%S") == last_time:
             when += timedelta(seconds=1)
         try:
-            lines = wire.encode_musing_sentences(self.cfg.callsign, counter, when, r.lat, r.lon, r.alt_m,
+            lines = wire.encode_musing_sentences(self.callsign, counter, when, r.lat, r.lon, r.alt_m,
                                                  self.boot, seq, text, max_bytes=self.line_bytes, made=r.time)
         except wire.WireError as e:  # a musing of nothing a gateway can carry: the record still goes
             log.warning("musing_sentences_skipped", seq=seq, error=str(e))
@@ -498,18 +511,18 @@ class Musings:
     def budget(self):
         """With `persona.board` set, what this musing may cost (payload/policy/budget.py) from the board,
         the energy left and the mode; None: the fixed [persona] values."""
-        board = self.cfg.persona.board
+        board = self.persona.board
         if board is None:
             return None
-        r, g = self.cfg.radio, self.governor
-        energy = max(0.0, 1.0 - g.used_wh / self.cfg.power.battery_wh)
+        r, g = self.radio, self.governor
+        energy = max(0.0, 1.0 - g.used_wh / self.battery_wh)
         # Musings may take a quarter of the hour's airtime budget, spread over the musings in it.
         airtime_s = r.duty_cycle * self.cadence.musing_s * MUSING_AIRTIME_SHARE
-        if self.cfg.persona.sentences:
+        if self.persona.sentences:
             airtime_s /= 2  # the record and its text sentences carry the same words
         record = musing_record_bytes(airtime_s, r.mtu, r.airtime_s)
         return think_budget(board, self.bundle.model_path.stat().st_size, energy, g.mode,
-                            max_tokens=self.cfg.persona.max_tokens,
+                            max_tokens=self.persona.max_tokens,
                             context_length=self.bundle.manifest.model.context_length, record_bytes=record,
                             shape=self._shape())
 

@@ -36,10 +36,11 @@ class PictureStats:
 
 
 class Pictures:
-    def __init__(self, flight: Flight, camera: Camera, store: Store, data_dir: Path):
+    def __init__(self, flight: Flight, camera: Camera, store: Store, data_dir: Path, settings: CameraSection | None,
+                 announces: bool):
+        """`settings`: [devices.camera]; `announces`: a flight key tags records, so a picture is announced."""
         self.camera, self.store, self.governor = camera, store, flight.governor
-        self.settings: CameraSection | None = flight.cfg.devices.camera
-        self.announces = bool(flight.cfg.uplink.key_file)  # records go tagged only with a flight key
+        self.settings, self.announces = settings, announces
         self.outbound, self.devices, self.data_dir = flight.outbound, flight.devices, Path(data_dir)
         self.disk_usage = flight.fitted.disk_usage or shutil.disk_usage
         self.counts = PictureStats()
