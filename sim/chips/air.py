@@ -159,6 +159,26 @@ class Antenna:
         return whole
 
 
+class ChipOnAir:
+    """What both simulated chips do as a packet reaches them, before their own registers take it."""
+
+    other_channel: int  # packets keyed on another channel: not heard, listening or not
+
+    def _finish_tx(self) -> None: ...
+
+    def settings(self) -> ModemSettings: ...
+
+    def _arriving(self, sent_with: AirSettings | None) -> ModemSettings | None:
+        """The chip's settings as a packet arrives (a transmission ended first), or None when it was
+        keyed on another channel than the chip's (None `sent_with`: on the chip's own)."""
+        self._finish_tx()
+        s = self.settings()
+        if sent_with is not None and not sent_with.heard_with(s):
+            self.other_channel += 1
+            return None
+        return s
+
+
 def deliver(chip, now: float) -> None:
     """Hand `chip` (either simulator) the packets whole at its antenna by `now`: its `hear` takes
     each, or misses it (not listening, another channel), which is logged."""

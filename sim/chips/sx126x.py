@@ -42,7 +42,7 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
-from .air import AirSettings, Antenna, ModemSettings, deliver
+from .air import AirSettings, Antenna, ChipOnAir, ModemSettings, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
@@ -93,7 +93,7 @@ class BusyPin(MockPin):
 
 
 @dataclass
-class Sx126xChip:
+class Sx126xChip(ChipOnAir):
     now: Callable[[], float]  # flight seconds: the chip's own timing runs on the bench's clock
     transmit: Callable[[bytes, ChipSettings], None] = lambda packet, settings: None
     listen: Callable[[], list[bytes]] | None = None  # packets that reached the antenna since last asked
@@ -425,10 +425,7 @@ class Sx126xChip:
         """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
         `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
         heard (`other_channel`), listening or not. None: on the chip's own channel."""
-        self._finish_tx()
-        s = self.settings()
-        if sent_with is not None and not sent_with.heard_with(s):
-            self.other_channel += 1
+        if (s := self._arriving(sent_with)) is None:
             return False
         switched = self.dio2_switch or not self.rf_switch_on_dio2
         if self.mode != MODE_RX or self.packet_type != 0x01 or not switched:

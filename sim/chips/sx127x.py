@@ -48,7 +48,7 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
-from .air import AirSettings, Antenna, ModemSettings, deliver
+from .air import AirSettings, Antenna, ChipOnAir, ModemSettings, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
@@ -83,7 +83,7 @@ class ChipSettings(ModemSettings):
 
 
 @dataclass
-class Sx127xChip:
+class Sx127xChip(ChipOnAir):
     now: Callable[[], float]  # flight seconds: the chip's own time on air runs on the bench's clock
     transmit: Callable[[bytes, ChipSettings], None] = lambda packet, settings: None
     transmit_fsk: Callable[[list[tuple[float, float]]], None] = lambda steps: None
@@ -261,10 +261,7 @@ class Sx127xChip:
         """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
         `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
         heard (`other_channel`), listening or not. None: on the chip's own channel."""
-        self._finish_tx()
-        s = self.settings()
-        if sent_with is not None and not sent_with.heard_with(s):
-            self.other_channel += 1
+        if (s := self._arriving(sent_with)) is None:
             return False
         if not (self.lora and self.mode in (MODE_RX_CONTINUOUS, MODE_RX_SINGLE)):
             self.missed += 1

@@ -109,6 +109,21 @@ class SpiChip(ABC):
 
         return self._keep(DigitalOutputDevice(pin, initial_value=True, pin_factory=pin_factory))
 
+    def _wire(self, described: str, pin_factory, reset_pin, irq_pin, busy_pin=None) -> None:
+        """The chip's GPIO where wired (an SX126x's BUSY, RESET, the IRQ line: DIO0 or DIO1), named
+        by `described` in an error; then a reset, when RESET is wired. No pin: gpiozero is not needed."""
+        if busy_pin is None and reset_pin is None and irq_pin is None:
+            return
+        with self._pins(described):
+            if busy_pin is not None:
+                self.busy = self._input(busy_pin, pin_factory)
+            if reset_pin is not None:
+                self.reset = self._output(reset_pin, pin_factory)
+            if irq_pin is not None:
+                self.irq_line = self._input(irq_pin, pin_factory, irq=True)
+        if reset_pin is not None:
+            self._reset()
+
     def _reset(self) -> None:
         self.reset.off()
         self.clock.wait(self.RESET_S, threading.Event())

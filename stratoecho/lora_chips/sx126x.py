@@ -125,14 +125,8 @@ class Sx126xRadio(SpiChip):
             if tcxo_voltage is not None and tcxo_voltage not in TCXO_CODES:
                 raise RadioError(f"{name}: tcxo_voltage {tcxo_voltage:g} V is none DIO3 gives "
                                  f"({', '.join(f'{v:g}' for v in TCXO_CODES)} V)")
-            with self._pins(f"BUSY {busy_pin}, NRESET {reset_pin}, DIO1 {dio1_pin}"):
-                self.busy = self._input(busy_pin, pin_factory)
-                if reset_pin is not None:
-                    self.reset = self._output(reset_pin, pin_factory)
-                if dio1_pin is not None:
-                    self.dio1 = self._input(dio1_pin, pin_factory, irq=True)
-            if reset_pin is not None:
-                self._reset()
+            self._wire(f"BUSY {busy_pin}, NRESET {reset_pin}, DIO1 {dio1_pin}", pin_factory, reset_pin, dio1_pin,
+                       busy_pin=busy_pin)
             self.configure(settings)
         except BaseException:
             self.close()

@@ -90,14 +90,7 @@ class Sx127xRadio(SpiChip):
         super().__init__(spi, settings, clock, name, tx_timeout_s)
         self.tx_power_dbm, self.pa_boost = tx_power_dbm, pa_boost
         try:
-            if reset_pin is not None or dio0_pin is not None:
-                with self._pins(f"RESET {reset_pin}, DIO0 {dio0_pin}"):
-                    if reset_pin is not None:
-                        self.reset = self._output(reset_pin, pin_factory)
-                    if dio0_pin is not None:
-                        self.dio0 = self._input(dio0_pin, pin_factory, irq=True)
-                if reset_pin is not None:
-                    self._reset()
+            self._wire(f"RESET {reset_pin}, DIO0 {dio0_pin}", pin_factory, reset_pin, dio0_pin)
             self.configure(settings)
         except BaseException:
             self.close()
