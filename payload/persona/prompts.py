@@ -115,7 +115,7 @@ def _aloft(aloft_s: float | None, w: Wording = EN) -> str | None:
     if aloft_s is None or not math.isfinite(aloft_s) or aloft_s < 60:
         return None
     minutes = round(aloft_s / 60)
-    return w.aloft_minutes.format(n=minutes) if minutes < 90 else w.aloft_hours.format(h=w.number(aloft_s / 3600, 1))
+    return w.text.aloft_minutes.format(n=minutes) if minutes < 90 else w.text.aloft_hours.format(h=w.number(aloft_s / 3600, 1))
 
 
 def describe(r: Readings, phase: str | None = None, mode: str | None = None, aloft_s: float | None = None,
@@ -133,25 +133,25 @@ def describe(r: Readings, phase: str | None = None, mode: str | None = None, alo
     w = _words(language)
     phase = str(getattr(phase, "value", phase) or r.phase)
     mode = str(getattr(mode, "value", mode) or "")
-    parts = [w.phases.get(phase, "")]
-    alt = w.up.format(km=w.number(r.alt_m / 1000, 1)) if _known(r.alt_m) else None
+    parts = [w.text.phases.get(phase, "")]
+    alt = w.text.up.format(km=w.number(r.alt_m / 1000, 1)) if _known(r.alt_m) else None
     if r.fix_valid and alt:
         parts.append(alt)
     elif not r.fix_valid:
-        parts.append(w.no_fix_last.format(alt=alt) if alt else w.no_fix)
+        parts.append(w.text.no_fix_last.format(alt=alt) if alt else w.text.no_fix)
     if _known(r.temp_c):
-        parts.append(w.outside.format(deg=_deg(r.temp_c, w)))
+        parts.append(w.text.outside.format(deg=_deg(r.temp_c, w)))
     if _known(r.pressure_hpa):
         parts.append(w.pressure.format(hpa=w.number(r.pressure_hpa, 0)))
     if r.batt_mv and _known(r.batt_mv):
-        parts.append(w.battery.format(volts=w.number(r.batt_mv / 1000, 2)))
-    parts.append(w.modes.get(mode, ""))
+        parts.append(w.text.battery.format(volts=w.number(r.batt_mv / 1000, 2)))
+    parts.append(w.text.modes.get(mode, ""))
     sun = sun_is_up(r)
     if sun is not None:
-        parts.append(w.sunlight if sun else w.night)
+        parts.append(w.text.sunlight if sun else w.text.night)
     parts.append(_aloft(aloft_s, w) or "")
     # A language without a file has no words for the phase, the mode or the sun: left out, not said in another.
-    return ", ".join(p for p in parts if p) or w.nowhere
+    return ", ".join(p for p in parts if p) or w.text.nowhere
 
 
 def memory_query(r: Readings, phase: str | None = None, mode: str | None = None,
@@ -178,14 +178,14 @@ def memory_query(r: Readings, phase: str | None = None, mode: str | None = None,
             words.append("warm")
     if _known(r.box_temp_c) and r.box_temp_c < 0:
         words += ["battery", "cold"]
-    if mode in EN.modes:
+    if mode in EN.text.modes:
         words += ["power", "battery", "tired"]
     if not r.fix_valid:
         words += ["lost", "gps"]
     sun = sun_is_up(r)
     if sun is not None:
         words += ["sun", "light"] if sun else ["night", "dark", "stars"]
-    recall = _words(language).recall
+    recall = _words(language).text.recall
     return " ".join(dict.fromkeys(recall.get(w, w) for w in words))  # in order, each once
 
 
@@ -243,19 +243,19 @@ def _age(now: datetime, then: datetime | None, w: Wording = EN) -> str:
     if s < 0:
         return ""
     if s < 90:
-        return w.just_now
+        return w.text.just_now
     if s < 90 * 60:
-        return w.minutes_ago.format(n=round(s / 60))
+        return w.text.minutes_ago.format(n=round(s / 60))
     if s < 36 * 3600:
-        return w.hours_ago.format(n=round(s / 3600))
-    return w.days_ago.format(n=round(s / 86400))
+        return w.text.hours_ago.format(n=round(s / 3600))
+    return w.text.days_ago.format(n=round(s / 86400))
 
 
 def _memory_line(m, now: datetime, w: Wording = EN, chars: int = MEMORY_CHARS) -> str:
     if getattr(m, "source", "") == "owner":  # memory.OWNER: what it knew before the flight, ageless
-        return w.you_know.format(text=fit_musing(m.text, chars))
+        return w.text.you_know.format(text=fit_musing(m.text, chars))
     heard = speaker(getattr(m, "source", ""))
-    who = w.said.format(who=heard) if heard else w.ground_told if m.kind == "note" else w.thought
+    who = w.text.said.format(who=heard) if heard else w.text.ground_told if m.kind == "note" else w.text.thought
     head = f"{who}{_age(now, getattr(m, 'created', None), w)}".strip()  # a language without words: its age alone
     return f"- {head}: {fit_musing(m.text, chars)}" if head else f"- {fit_musing(m.text, chars)}"
 
@@ -263,14 +263,14 @@ def _memory_line(m, now: datetime, w: Wording = EN, chars: int = MEMORY_CHARS) -
 def _user_turn(situation: str, memory_lines: list[str], outcome_lines: list[str], ask: str = QUESTION,
                w: Wording = EN, owner_lines: Sequence[str] = ()) -> str:
     if not memory_lines and not outcome_lines and not owner_lines:
-        return f"{w.situation.format(situation=situation)} {ask}".rstrip()  # as before memory existed
-    lines = [w.situation.format(situation=situation)]
+        return f"{w.text.situation.format(situation=situation)} {ask}".rstrip()  # as before memory existed
+    lines = [w.text.situation.format(situation=situation)]
     if owner_lines:
-        lines += [w.you_wrote, *(f'- "{x}"' for x in owner_lines)]
+        lines += [w.text.you_wrote, *(f'- "{x}"' for x in owner_lines)]
     if memory_lines:
-        lines += [w.remember, *memory_lines]
+        lines += [w.text.remember, *memory_lines]
     if outcome_lines:
-        lines += [w.reached_out, *outcome_lines]
+        lines += [w.text.reached_out, *outcome_lines]
     lines.append(ask)
     return "\n".join(line for line in lines if line)  # a language without a file has no headings nor question
 
@@ -371,7 +371,7 @@ def cut_prompt_echo(text: str, speakers: Sequence[str] = (), language: str | Wor
     another balloon or the ground said, and on air that is a quote nobody made (the two-balloons
     rehearsal's SmolLM2-135M did it once in 19 musings). `speakers`: the other balloons its
     prompt quoted; `language` the prompt's (its lines are in its words, and in English's)."""
-    lines = {(w.ground_told, w.thought, w.said) for w in (EN, _words(language))}
+    lines = {(w.text.ground_told, w.text.thought, w.text.said) for w in (EN, _words(language))}
     own = "|".join(re.escape(x) for told, thought, _ in lines for x in (told, thought) if x)
     forms = [rf"(?:{own})\s*\("]  # the prompt's own lines, "(3 h ago):"
     if quoted := "|".join(re.escape(s) for s in speakers if s):

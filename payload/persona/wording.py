@@ -18,43 +18,19 @@ same marks. A language without a file is asked in its figures and nothing else: 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from stratoecho.languages import Language, base_code, cldr, language, words
+from stratoecho.languages import Language, Prompt, base_code, cldr, language, words
 
 
 @dataclass(frozen=True)
 class Wording:
     code: str
-    phases: dict[str, str]  # what the persona is doing, as the situation says it
-    modes: dict[str, str]  # payload.policy.modes.Mode values; nominal needs no words
+    text: Prompt  # the prompt's words: the language file's [prompt], or a figures-only one
     decimal: str
-    up: str  # "{km} km up"
-    no_fix: str
-    no_fix_last: str  # "{alt}": the last known height in `up`'s words
-    outside: str  # "{deg} outside"
-    battery: str  # "{volts}"
-    sunlight: str
-    night: str
-    aloft_minutes: str  # "{n}"
-    aloft_hours: str  # "{h}": one decimal
-    nowhere: str
-    situation: str  # "{situation}": the user turn's first sentence
-    remember: str  # the memory list's heading
-    you_wrote: str  # the owner's own lines' heading
-    reached_out: str  # the outcomes' heading
-    you_know: str  # "{text}": what the owner wrote it before the flight
-    said: str  # "{who}": another balloon's words
-    ground_told: str
-    thought: str
-    just_now: str
-    minutes_ago: str  # "{n}"
-    hours_ago: str
-    days_ago: str
     question: str  # the plain question, asked where the budget has no room for another
     questions: tuple[str, ...]  # asked in turn aloft
     phase_questions: dict[str, tuple[str, ...]]  # asked when a figure of the flight is owed
-    recall: dict[str, str] = field(default_factory=dict)  # memory_query's English words in this language
     pressure: str = "{hpa} hPa"
     minus: str = "-"
     words: bool = True  # False: a language without a file, asked in its figures alone
@@ -65,15 +41,9 @@ class Wording:
 
 
 def _from_file(lang: Language) -> Wording:
-    p, q, s = lang.prompt, lang.questions, cldr.symbols(lang.code)
-    return Wording(
-        code=lang.code, phases=dict(p.phases), modes=dict(p.modes), decimal=s.decimal, minus=s.minus,
-        up=p.up, no_fix=p.no_fix, no_fix_last=p.no_fix_last, outside=p.outside, battery=p.battery,
-        sunlight=p.sunlight, night=p.night, aloft_minutes=p.aloft_minutes, aloft_hours=p.aloft_hours,
-        nowhere=p.nowhere, situation=p.situation, remember=p.remember, you_wrote=p.you_wrote, reached_out=p.reached_out,
-        you_know=p.you_know, said=p.said, ground_told=p.ground_told, thought=p.thought, just_now=p.just_now,
-        minutes_ago=p.minutes_ago, hours_ago=p.hours_ago, days_ago=p.days_ago,
-        question=q.plain, questions=q.aloft, phase_questions=dict(q.phase), recall=dict(p.recall))
+    q, s = lang.questions, cldr.symbols(lang.code)
+    return Wording(code=lang.code, text=lang.prompt, decimal=s.decimal, minus=s.minus, question=q.plain,
+                   questions=q.aloft, phase_questions=dict(q.phase))
 
 
 def _unit(code: str, unit: str, width: str, n: float, mark: str, fallback: str) -> str:
@@ -89,16 +59,17 @@ def _figures_only(code: str) -> Wording:
     s = cldr.symbols(code)
     ago = {n: " (" + _unit(code, u, "short", 5, "{n}", f"{{n}} {a}") + ")"
            for n, u, a in (("m", "duration-minute", "min"), ("h", "duration-hour", "h"), ("d", "duration-day", "d"))}
-    return Wording(
-        code=code, phases={}, modes={}, decimal=s.decimal, minus=s.minus, words=False,
-        up=_unit(code, "length-kilometer", "short", 5, "{km}", "{km} km"), no_fix="", no_fix_last="{alt}",
-        outside="{deg}", battery=_unit(code, "electric-volt", "short", 5, "{volts}", "{volts} V"),
-        pressure=_unit(code, "pressure-hectopascal", "short", 5, "{hpa}", "{hpa} hPa"), sunlight="", night="",
-        aloft_minutes=_unit(code, "duration-minute", "long", 5, "{n}", "{n} min"),
-        aloft_hours=_unit(code, "duration-hour", "long", 1.5, "{h}", "{h} h"),
-        nowhere="", situation="{situation}.", remember="", you_wrote="", reached_out="", you_know="- {text}", said="{who}",
-        ground_told="", thought="", just_now="", minutes_ago=ago["m"], hours_ago=ago["h"], days_ago=ago["d"],
-        question="", questions=("",), phase_questions={})
+    # Built, not validated: a figures-only prompt has no words, where a language file must have them all.
+    text = Prompt.model_construct(
+        phases={}, modes={}, recall={}, up=_unit(code, "length-kilometer", "short", 5, "{km}", "{km} km"), no_fix="",
+        no_fix_last="{alt}", outside="{deg}", battery=_unit(code, "electric-volt", "short", 5, "{volts}", "{volts} V"),
+        sunlight="", night="", aloft_minutes=_unit(code, "duration-minute", "long", 5, "{n}", "{n} min"),
+        aloft_hours=_unit(code, "duration-hour", "long", 1.5, "{h}", "{h} h"), nowhere="", situation="{situation}.",
+        remember="", you_wrote="", reached_out="", you_know="- {text}", said="{who}", ground_told="", thought="",
+        just_now="", minutes_ago=ago["m"], hours_ago=ago["h"], days_ago=ago["d"])
+    return Wording(code=code, text=text, decimal=s.decimal, minus=s.minus, words=False,
+                   pressure=_unit(code, "pressure-hectopascal", "short", 5, "{hpa}", "{hpa} hPa"),
+                   question="", questions=("",), phase_questions={})
 
 
 @functools.cache

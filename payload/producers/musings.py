@@ -395,7 +395,7 @@ class Musings:
         facts = prompt_facts(fresh(r), ctx, kept, p.memories, aloft_told=p.said_aloft, **known)
         rendered = self.bundle.render_prompt(p.messages)
         offered = sorted({who for m in ctx.memories if (who := speaker(getattr(m, "source", "")))})
-        said = wording(lang).said
+        said = wording(lang).text.said
         return ctx, facts, [who for who in offered if said.format(who=who) in rendered]
 
     def _lines_for(self, facts: MusingFacts) -> tuple[str, ...]:

@@ -35,6 +35,8 @@ import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 
+from .gf256 import exp_log
+
 PRIMITIVE_POLY = 0x11D
 MAX_SHARDS = 255  # a byte-wide index, and the field's 255 non-zero elements keep x's and y's distinct
 
@@ -47,20 +49,11 @@ class FecError(ValueError):
 
 
 def _tables() -> tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], bytes]:
-    exp = [0] * 512
-    log = [0] * 256  # log[0] is undefined; every use leaves zero out
-    x = 1
-    for i in range(255):
-        exp[i] = x
-        log[x] = i
-        x <<= 1
-        if x & 0x100:
-            x ^= PRIMITIVE_POLY
-    exp[255:510] = exp[:255]  # exp[log a + log b] then needs no modulo
+    exp, log = exp_log(PRIMITIVE_POLY)
     # mul[a] is a translation table: shard.translate(mul[a]) is a times every byte of the shard.
     mul = tuple(bytes(exp[log[a] + log[b]] if a and b else 0 for b in range(256)) for a in range(256))
     inv = bytes(exp[255 - log[a]] if a else 0 for a in range(256))
-    return tuple(exp), tuple(log), mul, inv
+    return exp, log, mul, inv
 
 
 _EXP, _LOG, _MUL, _INV = _tables()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 
+from .gf256 import exp_log
+
 FIELD_POLY = 0x187
 PARITY_BYTES = 32
 CODEWORD_BYTES = 255
@@ -27,21 +29,7 @@ FIRST_ROOT = 112  # g(x)'s roots start at beta^112 (CCSDS), symmetric about beta
 ROOT_STEP = 11  # beta = alpha^11
 
 
-def _field() -> tuple[list[int], list[int]]:
-    exp = [0] * 510
-    log = [0] * 256
-    x = 1
-    for i in range(255):
-        exp[i] = x
-        log[x] = i
-        x <<= 1
-        if x & 0x100:
-            x ^= FIELD_POLY
-    exp[255:] = exp[:255]  # exp[log a + log b] needs no modulo
-    return exp, log
-
-
-_EXP, _LOG = _field()
+_EXP, _LOG = exp_log(FIELD_POLY)
 
 
 def _mul(a: int, b: int) -> int:
