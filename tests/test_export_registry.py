@@ -11,7 +11,7 @@ import pytest
 
 from groundstation.__main__ import build_parser, main
 from groundstation.db import Store
-from groundstation.exports import FORMATS, ExportFormat, Report, register_format
+from groundstation.exports import FORMATS, ExportFormat, ExportRequest, Report, register_format
 from groundstation.exports.base import has_fix
 from groundstation.link.heard import Heard
 from stratoecho import wire
@@ -36,11 +36,11 @@ class CountingFile:
         self.flush()
 
 
-def _needs_out(args: argparse.Namespace) -> str | None:
+def _needs_out(args: ExportRequest) -> str | None:
     return None if args.out else "--format count needs --out FILE"
 
 
-def _report(args: argparse.Namespace, exporter: CountingFile, rows: int) -> Report:
+def _report(args: ExportRequest, exporter: CountingFile, rows: int) -> Report:
     missing = exporter.sentences - exporter.fixes
     return Report((f"counted {exporter.fixes} fixes in {rows} sentences of {args.db}",),
                   status=1 if missing else 0,

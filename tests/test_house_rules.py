@@ -214,6 +214,28 @@ def test_a_producer_is_handed_its_own_sections():
     assert not whole, f"producers that take the whole configuration: {whole}"
 
 
+# Where the ground's command lines are read into typed settings: a command's `cmd_*` anywhere, and these
+# modules, which turn flags into configuration. Below them a function takes settings, never `args`.
+READS_FLAGS = ("groundstation/__main__.py", "groundstation/config.py", "groundstation/web/cli.py",
+               "groundstation/network/cli.py", "groundstation/link/keys.py", "groundstation/sources/kinds.py",
+               "groundstation/sources/registry.py")
+
+
+def _takes_namespace(tree: ast.AST, where: str) -> list[str]:
+    return [f"{where}:{n.lineno} {n.name}" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and not n.name.startswith("cmd_")
+            and any(a.annotation is not None and "Namespace" in ast.unparse(a.annotation)
+                    for a in n.args.posonlyargs + n.args.args + n.args.kwonlyargs)]
+
+
+def test_no_namespace_passes_below_a_command_line():
+    """`export` handed its argparse Namespace to every format's make, check and report (issue 52):
+    a format then depends on flag names, not on what it is asked. `ExportRequest` is what it gets."""
+    below = [line for p in sorted((ROOT / "groundstation").rglob("*.py")) if str(p.relative_to(ROOT)) not in READS_FLAGS
+             for line in _takes_namespace(ast.parse(p.read_text(encoding="utf-8")), str(p.relative_to(ROOT)))]
+    assert not below, "argparse.Namespace passed below a command line:\n" + "\n".join(below)
+
+
 def test_the_dashboard_script_is_read_in_a_sitting():
     """The dashboard's own scripts (not the vendored ones) keep the same 600-line rule."""
     long = [f"{p.relative_to(ROOT)}: {n} lines" for p in sorted(STATIC.glob("*.js"))
@@ -227,6 +249,8 @@ def test_the_new_rules_see_what_they_forbid():
                      "        self.ok = hasattr(self.radio, 'hear') or getattr(source, 'address', None)\n"
                      "        self.fine = getattr(cfg, 'x')\n")
     assert _over_parameters(tree, "t") == ["t:2 __init__: 11 parameters"]
+    assert _takes_namespace(ast.parse("def cmd_x(args: argparse.Namespace): pass\n"
+                                      "def make(args: argparse.Namespace): pass\n"), "t") == ["t:2 make"]
     assert _names_the_whole_configuration(ast.parse("def f(cfg: PayloadConfig): pass"))
     assert not _names_the_whole_configuration(ast.parse("def f(persona: PersonaSection): pass"))
     assert _payload_imports(ast.parse("from .clock import Clock\nfrom .components import Components\n"

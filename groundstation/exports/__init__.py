@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .base import Exporter, ExportError, Guarded, from_db
 from .csv_export import CsvTable
-from .formats import FORMATS, ExportFormat, Report, register_format
+from .formats import FORMATS, ExportFormat, ExportRequest, Report, register_format
 from .gpx import GpxTrack
 from .kml import KmlTrack
 from .settings import SondeHubSection, SsdvSection
@@ -46,6 +46,7 @@ from .uploader import UploadPolicy
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "FORMATS", "SSDV_URL", "CsvTable", "ExportError", "ExportFormat",
+    "ExportRequest",
     "Exporter", "GpxTrack", "Guarded", "KmlTrack", "Report", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
     "UploadPolicy", "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli",
     "register_format", "ssdv_from_config", "ssdv_from_db", "station_from_config",
@@ -188,21 +189,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     from groundstation.db import StoreError  # here: the package imports without the database layer
     from groundstation.reading import GroundReader
 
-    fmt = FORMATS[args.format]
-    usage_error = fmt.check(args)
+    request = ExportRequest(db=args.db, format=args.format, out=args.out, uploader=args.uploader, method=args.method,
+                            no_gzip=args.no_gzip, dev=args.dev)  # nothing below the command line reads `args`
+    fmt = FORMATS[request.format]
+    usage_error = fmt.check(request)
     if usage_error:
         print(f"error: {usage_error}", file=sys.stderr)
         return 2
-    if not Path(args.db).is_file():  # export's own words: the reader's would suggest starting `listen`
-        print(f"error: database {args.db} does not exist", file=sys.stderr)
+    if not Path(request.db).is_file():  # export's own words: the reader's would suggest starting `listen`
+        print(f"error: database {request.db} does not exist", file=sys.stderr)
         return 1
     try:
-        exporter = _make(args)
+        exporter = fmt.make(request)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        ground = GroundReader.open(args.db)  # read-only: an export never changes the station's database
+        ground = GroundReader.open(request.db)  # read-only: an export never changes the station's database
     except StoreError as e:
         fmt.discard(exporter)
         print(f"error: {e}", file=sys.stderr)
@@ -214,15 +217,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     finally:
         ground.close()
-    return _report(args, exporter, rows)
-
-
-def _make(args: argparse.Namespace) -> object:
-    return FORMATS[args.format].make(args)
-
-
-def _report(args: argparse.Namespace, exporter: object, rows: int) -> int:
-    report = FORMATS[args.format].report(args, exporter, rows)
+    report = fmt.report(request, exporter, rows)
     for line in report.lines:
         print(line)
     for line in report.warnings:

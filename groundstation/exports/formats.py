@@ -7,7 +7,8 @@ for one that ships, or `register_format(...)` from elsewhere before the command 
 (tests/test_export_registry.py adds one that way).
 
     name       the --format choice
-    make       the exporter from the parsed options; ValueError for an option it cannot use (exit 2)
+    make       the exporter from the request (`ExportRequest`, the options typed); ValueError for an
+               option it cannot use (exit 2)
     report     what it did: a `Report` (lines for standard output, warnings for standard error,
                the exit status)
     check      a usage error in the options, before the database is opened (exit 2), or None
@@ -18,7 +19,6 @@ for one that ships, or `register_format(...)` from elsewhere before the command 
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +50,21 @@ class Report:
     warnings: tuple[str, ...] = ()
 
 
-def _no_usage_error(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class ExportRequest:
+    """What `export` was asked (its command line, read by groundstation/exports/__init__.py): the
+    database, the format, and the options a format may use. Each entry of the table reads these."""
+
+    db: str
+    format: str
+    out: str | None = None  # the file, or an upload's URL (None: the format's default)
+    uploader: str | None = None  # the station's callsign, for an upload
+    method: str = "PUT"  # sondehub's HTTP method
+    no_gzip: bool = False
+    dev: bool = False  # sondehub's test mode
+
+
+def _no_usage_error(args: ExportRequest) -> None:
     return None
 
 
@@ -63,9 +77,9 @@ class ExportFormat(Generic[E]):
     """One `export --format` choice; the fields are described in the module docstring."""
 
     name: str
-    make: Callable[[argparse.Namespace], E]
-    report: Callable[[argparse.Namespace, E, int], Report]
-    check: Callable[[argparse.Namespace], str | None] = _no_usage_error
+    make: Callable[[ExportRequest], E]
+    report: Callable[[ExportRequest, E, int], Report]
+    check: Callable[[ExportRequest], str | None] = _no_usage_error
     feed: Callable[[GroundReader, E], int] = from_db
     discard: Callable[[E], None] = _leave
 
@@ -87,16 +101,16 @@ def register_format(fmt: ExportFormat[Any]) -> ExportFormat[Any]:
 # --------------------------------------------------------------------------- files
 
 
-def _needs_out(args: argparse.Namespace) -> str | None:
+def _needs_out(args: ExportRequest) -> str | None:
     if not args.out:
         return f"--format {args.format} needs --out FILE (where to write the {args.format.upper()})"
     return None
 
 
-def _writes(cls: Callable[[Path], E]) -> Callable[[argparse.Namespace], E]:
+def _writes(cls: Callable[[Path], E]) -> Callable[[ExportRequest], E]:
     """`make` for a file format: `cls(--out)`, once the folder it goes in is known to exist."""
 
-    def make(args: argparse.Namespace) -> E:
+    def make(args: ExportRequest) -> E:
         out = Path(args.out)
         if not out.parent.is_dir():
             raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -105,7 +119,7 @@ def _writes(cls: Callable[[Path], E]) -> Callable[[argparse.Namespace], E]:
     return make
 
 
-def _track_report(args: argparse.Namespace, track: TrackFile, rows: int) -> Report:
+def _track_report(args: ExportRequest, track: TrackFile, rows: int) -> Report:
     return Report(
         (f"wrote {track.points} positions to {track.path} ({rows} sentences in {args.db}; "
          f"{track.skipped_no_fix} without a GPS fix left out)",),
@@ -113,20 +127,20 @@ def _track_report(args: argparse.Namespace, track: TrackFile, rows: int) -> Repo
     )
 
 
-def _table_report(args: argparse.Namespace, table: CsvTable, rows: int) -> Report:
+def _table_report(args: ExportRequest, table: CsvTable, rows: int) -> Report:
     return Report((f"wrote {table.rows} rows to {table.path} ({rows} sentences in {args.db})",))
 
 
 # --------------------------------------------------------------------------- uploads
 
 
-def _needs_uploader(args: argparse.Namespace) -> str | None:
+def _needs_uploader(args: ExportRequest) -> str | None:
     if not args.uploader:
         return f"--format {args.format} needs --uploader CALL (your callsign, shown as the receiving station)"
     return None
 
 
-def _ssdv_usage_error(args: argparse.Namespace) -> str | None:
+def _ssdv_usage_error(args: ExportRequest) -> str | None:
     if no_uploader := _needs_uploader(args):
         return no_uploader
     if args.dev:
@@ -138,14 +152,14 @@ def _stop(uploader: BatchUploader) -> None:
     uploader.close()  # nothing queued: only its thread to stop
 
 
-def _sondehub(args: argparse.Namespace) -> SondeHubUploader:
+def _sondehub(args: ExportRequest) -> SondeHubUploader:
     return SondeHubUploader(args.uploader, args.out or DEFAULT_URL, method=args.method, gzip=not args.no_gzip,
                             historical=True, dev=args.dev,
                             # a whole flight at once: bigger batches, and time to send them all
                             policy=SondeHubPolicy(batch_max_items=200, close_deadline_s=300.0))
 
 
-def _sondehub_report(args: argparse.Namespace, uploader: SondeHubUploader, rows: int) -> Report:
+def _sondehub_report(args: ExportRequest, uploader: SondeHubUploader, rows: int) -> Report:
     s = uploader.stats
     return Report(
         (f"sondehub {uploader.url}: {s['sent']} positions sent, {s['skipped_no_fix']} without a fix skipped, "
@@ -155,12 +169,12 @@ def _sondehub_report(args: argparse.Namespace, uploader: SondeHubUploader, rows:
     )
 
 
-def _ssdv(args: argparse.Namespace) -> SsdvUploader:
+def _ssdv(args: ExportRequest) -> SsdvUploader:
     # a whole flight's pictures at once: time to send them all
     return SsdvUploader(args.uploader, args.out or SSDV_URL, policy=UploadPolicy(close_deadline_s=300.0))
 
 
-def _ssdv_report(args: argparse.Namespace, uploader: SsdvUploader, rows: int) -> Report:
+def _ssdv_report(args: ExportRequest, uploader: SsdvUploader, rows: int) -> Report:
     s = uploader.summary()
     return Report(
         (f"ssdv {uploader.url}: {s['sent']} packets sent, {s['refused']} refused, {s['dropped']} given up "
