@@ -33,6 +33,7 @@ import structlog
 
 from stratoecho import wire
 from stratoecho.cli import stop_on_signals
+from stratoecho.clock import Clock, flight_clock
 from stratoecho.systemd import SystemdNotifier
 from stratoecho.wire import Telemetry
 from stratoecho.wire.downlink import fingerprint
@@ -133,14 +134,14 @@ def open_proxy(config: GroundConfig) -> ApiProxy | None:
 # --------------------------------------------------------------------------- the parts
 
 
-def open_source(config: GroundConfig, clock=None, stop=None) -> FrameSource:
+def open_source(config: GroundConfig, clock: Clock | None = None, stop=None) -> FrameSource:
     """The source [source] names, opened by its registered kind; SourceError if it cannot be."""
     return SOURCES[config.source.kind].open(config.source, SourceContext(clock, stop))
 
 
-def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=None) -> WindowAnswerer | None:
+def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock: Clock) -> WindowAnswerer | None:
     """The link that answers the payload's windows, where this station can send (else None); a cue
-    is dated on `clock` (the bench's lockstep under `sim fly`) when there is one, else on real time."""
+    is dated on `clock` (real time, or the bench's lockstep under `sim fly`)."""
     keys = config.keys
     # Uplink only through a radio of our own: the serial port or HAT heard on, or the bridge a UDP
     # source names (never a datagram's sender); a replay or another receiver's output cannot answer.
@@ -149,7 +150,7 @@ def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock=N
         return WindowAnswerer(keys.flight_key, Path(config.database.path), source.send, keys.callsign,
                           uplink_to=peer, tag_len=config.uplink.tag_len, mtu=config.uplink.mtu, store=store,
                           allow_raw_key=keys.allow_raw_key,
-                          **({"now": lambda: clock.now().timestamp()} if clock is not None else {}))
+                          now=lambda: clock.now().timestamp())
     if keys.flight_key and config.source.kind == "udp":
         log.warning("uplink off", why="--udp without --uplink-to: windows are not answered")
     return None
@@ -185,7 +186,7 @@ class Listener:
 
     config: GroundConfig
     stop: threading.Event
-    clock: object | None  # the bench's lockstep clock under `sim fly` (stratoecho.clock), else None
+    clock: Clock  # real time, or the bench's lockstep under `sim fly` (stratoecho.clock)
     store: Store
     source: FrameSource
     decoder: FrameDecoder
@@ -239,7 +240,7 @@ class Listener:
         from .exports import Guarded
 
         proxy, store, hooks = self.proxy, self.store, self.hooks
-        if proxy is not None and self.clock is not None:
+        if proxy is not None and self.clock.answers_at_once():
             proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
         if proxy is not None:  # the payload's questions, answered into the outbox for its next window
             hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store) if heard.flight is None else None)
@@ -381,11 +382,10 @@ def open_flights(config: GroundConfig, downlink: DownlinkAuth | None, store: Sto
 def build_listener(config: GroundConfig, stop: threading.Event | None = None) -> Listener:
     """Every part the station's configuration asks for, open and joined, in the order each needs
     the last; StartError (having closed what was open) if one cannot be had."""
-    from stratoecho.clock import ENV, flight_clock
-
     # Under `sim fly` the station is one of the bench's lockstep processes: its waits are flight time.
-    clock = flight_clock(name="ground") if os.environ.get(ENV) and stop is None else None
-    stop = stop or (clock.event() if clock is not None else threading.Event())
+    # A caller that hands its own stop (a test, the dashboard's thread) runs in real time.
+    clock = flight_clock(name="ground") if stop is None else Clock()
+    stop = stop or clock.event()
     here = station_here(config)
     downlink = check_keys(config)
     with contextlib.ExitStack() as on_failure:  # what was opened, closed again when a later part cannot be had

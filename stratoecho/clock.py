@@ -91,6 +91,12 @@ class Clock:
         means what it says here: not on the lockstep, where the bench's supervisor counts flight time."""
         return not self.lockstep
 
+    def answers_at_once(self) -> bool:
+        """Whether work done on request (the ground's API proxy answering a payload's question) is
+        ready in no time: on the lockstep time stands while the bench waits for it, so the answer
+        is made before the next window; in real time it takes what it takes, on its own thread."""
+        return self.lockstep
+
     def describe(self) -> str:
         """What time this is, for a log line: real time, sped up, or the bench's lockstep."""
         if self.lockstep:

@@ -236,6 +236,22 @@ def test_no_namespace_passes_below_a_command_line():
     assert not below, "argparse.Namespace passed below a command line:\n" + "\n".join(below)
 
 
+def _asks_for_a_clock(tree: ast.AST, where: str) -> list[str]:
+    """`clock is None` and the like: "bench or not" decided by whether a clock was handed in."""
+    return [f"{where}:{n.lineno} {ast.unparse(n)}" for n in ast.walk(tree)
+            if isinstance(n, ast.Compare) and any(isinstance(op, (ast.Is, ast.IsNot)) for op in n.ops)
+            and (_terminal_name(n.left) or "").endswith("clock")
+            and any(isinstance(c, ast.Constant) and c.value is None for c in n.comparators)]
+
+
+def test_the_ground_always_holds_a_clock():
+    """The station branched on `clock is None` for "the bench or not" (issue 52): it holds a clock
+    always, real time or the bench's lockstep, as the payload's daemon does, and asks it."""
+    branches = [line for p in sorted((ROOT / "groundstation").rglob("*.py"))
+                for line in _asks_for_a_clock(ast.parse(p.read_text(encoding="utf-8")), str(p.relative_to(ROOT)))]
+    assert not branches, "the ground asks whether it has a clock:\n" + "\n".join(branches)
+
+
 def test_the_dashboard_script_is_read_in_a_sitting():
     """The dashboard's own scripts (not the vendored ones) keep the same 600-line rule."""
     long = [f"{p.relative_to(ROOT)}: {n} lines" for p in sorted(STATIC.glob("*.js"))
@@ -251,6 +267,7 @@ def test_the_new_rules_see_what_they_forbid():
     assert _over_parameters(tree, "t") == ["t:2 __init__: 11 parameters"]
     assert _takes_namespace(ast.parse("def cmd_x(args: argparse.Namespace): pass\n"
                                       "def make(args: argparse.Namespace): pass\n"), "t") == ["t:2 make"]
+    assert len(_asks_for_a_clock(ast.parse("a = clock is None\nb = self.clock is not None\nc = x is None\n"), "t")) == 2
     assert _names_the_whole_configuration(ast.parse("def f(cfg: PayloadConfig): pass"))
     assert not _names_the_whole_configuration(ast.parse("def f(persona: PersonaSection): pass"))
     assert _payload_imports(ast.parse("from .clock import Clock\nfrom .components import Components\n"

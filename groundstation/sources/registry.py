@@ -73,8 +73,8 @@ class SourceSettings(Section):
 
 @dataclass(frozen=True)
 class SourceContext:
-    """What a source may need of the station: the bench's lockstep clock under `sim fly` (None:
-    real time) and the stop event it waits on."""
+    """What a source may need of the station: its clock (real time, or the bench's lockstep under
+    `sim fly`; a source handed none keeps real time) and the stop event it waits on."""
 
     clock: Any | None = None
     stop: threading.Event | None = None

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from stratoecho import wire
+from stratoecho.clock import Clock
 
 from .base import POLL_S, Received, SourceError
 
@@ -57,14 +58,14 @@ class UdpSource:
     With `clock` (a `stratoecho.clock` clock; the bench's lockstep under `sim fly`) the socket
     is the clock's and waiting for a frame is a wait on it, ended at once by `stop`."""
 
-    def __init__(self, host: str, port: int, clock=None, stop=None) -> None:
-        self.clock, self.stop = clock, stop
+    def __init__(self, host: str, port: int, clock: Clock | None = None, stop=None) -> None:
+        self.clock, self.stop = clock or Clock(), stop  # real time, or the bench's lockstep under `sim fly`
         self.errors: Counter = Counter()
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         except socket.gaierror as e:
             raise SourceError(f"cannot resolve UDP address {host}:{port}: {e.strerror}") from e
-        self._sock = clock.udp_socket(family) if clock is not None else socket.socket(family, socket.SOCK_DGRAM)
+        self._sock = self.clock.udp_socket(family)
         try:
             self._sock.bind(sockaddr)
         except OSError as e:
@@ -76,10 +77,9 @@ class UdpSource:
 
     def __iter__(self) -> Iterator[Received | None]:
         while True:
-            if self.clock is not None:
-                if not self.clock.wait_readable([self._sock], self.clock.receive_timeout_s(POLL_S), self.stop):
-                    yield None
-                    continue
+            if not self.clock.wait_readable([self._sock], self.clock.receive_timeout_s(POLL_S), self.stop):
+                yield None
+                continue
             got = receive_datagram(self._sock, f"UDP {self.address[0]}:{self.address[1]}")
             if got is None:
                 yield None
