@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, load_config
 from payload.parts import device_profiles
-from payload.parts.device_profiles import device_names, device_profile
+from payload.parts.device_profiles import device_names, device_profile, register_device
 from payload.parts.devices import Devices, HardwareSensors
 from payload.parts.sensors import fresh
 from sim.__main__ import main as sim_main
@@ -30,6 +31,7 @@ from sim.world.i2c_bus import FakeI2cBus
 from sim.world.i2c_sensors import BenchI2c
 from stratoecho import wire
 from stratoecho.wire import Kind
+from stratoecho.wire.content import decode_content, encode_content
 from tests.fakes import RecordingRadio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,9 @@ def registries(monkeypatch):
     monkeypatch.setattr(i2c_sensors, "SIMULATORS", dict(i2c_sensors.SIMULATORS))
     for module in (DRIVER, SIMULATOR):
         monkeypatch.delitem(sys.modules, module, raising=False)
+    yield
+    for module in (DRIVER, SIMULATOR):  # imported again, it registers again
+        sys.modules.pop(module, None)
 
 
 def fake_config(**devices) -> PayloadConfig:
@@ -75,6 +80,27 @@ def test_an_unknown_table_or_driver_is_refused_by_a_message_naming_what_there_is
     with pytest.raises(ValueError, match="unknown device 'fake_co2'; one of gps, camera, i2c, radio, bme280, "
                                          "bme280_box, ina219"):
         Fault.parse("fake_co2:unplug@3m")
+
+
+def test_a_profile_the_rest_could_not_tell_apart_is_refused(registries):
+    bme280 = device_profile("bme280")
+    for name in ("mode", "radio", "drivers", "Bad-Name"):  # a health field's, a part's, a key's, no name
+        with pytest.raises(ValueError, match="a sensor's name is"):
+            register_device(replace(bme280, name=name))
+    with pytest.raises(ValueError, match="kept .'co2_ppm',. names values it does not give"):
+        register_device(replace(bme280, name="co2", kept=("co2_ppm",)))
+    with pytest.raises(ValueError, match="sensor 'bme280' is registered already"):
+        register_device(replace(bme280, kept=()))
+
+
+def test_every_status_goes_in_the_health_record_and_any_ground_reads_it(monkeypatch):
+    statuses = {"gps": "ok", "bme280": "absent", "fake_co2": "stuck", "dust": "ok"}
+    fields = wire.device_status_fields(statuses)
+    assert fields == {"gps": "ok", "bme280": "absent", "devices": "fake_co2:stuck,dust:ok"}
+    body = encode_content(Kind.HEALTH, fields)
+    assert wire.device_statuses(decode_content(Kind.HEALTH, body)) == statuses
+    monkeypatch.delitem(wire.HEALTH_FIELDS, 27)  # a ground from before the key: the text, as it came
+    assert decode_content(Kind.HEALTH, body)["field_27"] == "fake_co2:stuck,dust:ok"
 
 
 def test_a_table_leaves_its_part_out_with_fitted_false_and_two_parts_cannot_share_an_address():

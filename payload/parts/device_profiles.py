@@ -31,8 +31,9 @@ from stratoecho.wire.content import DEVICE_KEYS
 
 # The drivers that come with the payload; a configuration's `[devices] drivers` adds a maker's.
 BUILT_IN_DRIVERS = ("payload.parts.i2c_sensors",)
-# Names a sensor cannot take: the [devices] keys that are not sensors, and health fields of their own.
-RESERVED = frozenset({"drivers", "gps", "camera"}) | (HEALTH_FIELD_NAMES - set(DEVICE_KEYS))
+# Names a sensor cannot take: the [devices] keys that are not sensors, the radio and the I2C bus
+# itself (each a part of its own where faults are thrown), and health fields of their own.
+RESERVED = frozenset({"drivers", "gps", "camera", "radio", "i2c"}) | (HEALTH_FIELD_NAMES - set(DEVICE_KEYS))
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
 
 
@@ -74,7 +75,6 @@ class DeviceProfile:
     # The table a configuration without [devices.NAME] gets: None leaves the sensor out (fitted only
     # where its table is given); `{}` fits it with its table's defaults.
     default: Mapping[str, Any] | None = None
-    help: str = ""  # what it is, for errors and docs: "BME280 in the outside air"
 
 
 # The registered sensors by name, in the order they were registered (the order they are read in).

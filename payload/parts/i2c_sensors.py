@@ -543,16 +543,16 @@ def _open_ina219(table: Ina219DeviceSection, bus: SMBusLike, clock: Callable[[],
 
 # In this order the configuration lists them, the payload reads them and the bench seeds their simulators.
 register_device(DeviceProfile(
-    name="bme280", help="BME280 in the outside air", section=I2cDeviceSection, default={"address": 0x76},
+    name="bme280", section=I2cDeviceSection, default={"address": 0x76},
     open=_open_bme280, values=lambda r: {"temp_c": r.temperature_c, "pressure_hpa": r.pressure_hpa},
     gives=("temp_c", "pressure_hpa"), kept=("temp_c", "pressure_hpa")))
 # A second BME280 (SDO high: 0x77) taped to the battery inside the box: the heater and the power modes act on
 # the battery's temperature, not the outside air's; never a stale one (nothing kept).
 register_device(DeviceProfile(
-    name="bme280_box", help="BME280 on the battery, in the box", section=I2cDeviceSection, default={"address": 0x77},
+    name="bme280_box", section=I2cDeviceSection, default={"address": 0x77},
     open=_open_bme280, values=lambda r: {"box_temp_c": r.temperature_c}, gives=("box_temp_c",)))
 # The battery's volts stand in while it does not answer (the telemetry's); its current does not.
 register_device(DeviceProfile(
-    name="ina219", help="INA219 on the battery lead", section=Ina219DeviceSection, default={},
+    name="ina219", section=Ina219DeviceSection, default={},
     open=_open_ina219, values=lambda p: {"batt_mv": int(round(p.bus_v * 1000)), "batt_ma": p.current_a * 1000.0},
     gives=("batt_mv", "batt_ma"), kept=("batt_mv",)))

@@ -49,7 +49,7 @@ from .camera import SimCameraBackend
 from .flight import Flight
 from .gps import FakeUblox, SimFix
 from .i2c_bus import FakeI2cBus
-from .i2c_sensors import SIMULATORS, BenchI2c, WorldNow, load_simulators, sensor_faults
+from .i2c_sensors import BenchI2c, WorldNow, load_simulators, sensor_faults, simulated_sensors
 from .power import PowerModel, PowerPlan
 from .scenarios import flight_for
 from .settings import BENCH_BOARD, NAME, BenchSettings
@@ -103,7 +103,7 @@ class Fault:
         device, action = m["device"], m["action"]
         actions = fault_actions(device)
         if actions is None:
-            known = [*FAULT_ACTIONS, *SIMULATORS]
+            known = [*FAULT_ACTIONS, *simulated_sensors()]
             raise ValueError(f"fault {spec!r}: unknown device {device!r}; one of {', '.join(known)} (a maker's "
                              "sensor: its simulator's module in [sim] simulators)")
         if action not in actions:

@@ -90,6 +90,10 @@ def load_simulators(modules: Iterable[str]) -> None:
             raise ValueError(f"[sim] simulators: no module {module!r} on the Python path") from None
 
 
+def simulated_sensors() -> tuple[str, ...]:
+    return tuple(SIMULATORS)
+
+
 def sensor_faults(name: str) -> tuple[str, ...] | None:
     """The faults the bench can throw at the sensor `name`; None when it simulates none of that name."""
     simulator = SIMULATORS.get(name)

@@ -70,6 +70,6 @@ class FakeCo2Section(I2cDeviceSection):
 
 
 PROFILE = register_device(DeviceProfile(
-    name="fake_co2", help="a CO2 sensor on I2C", section=FakeCo2Section,
+    name="fake_co2", section=FakeCo2Section,
     open=lambda table, bus, clock: FakeCo2(bus, table.address, offset_ppm=table.offset_ppm, clock=clock),
     values=lambda r: {"co2_ppm": r.ppm}, gives=("co2_ppm",), kept=("co2_ppm",)))
