@@ -78,6 +78,8 @@ FAULT_ACTIONS = {
 def fault_actions(device: str) -> tuple[str, ...] | None:
     """What the bench can do to `device`: a part's actions, or an I2C sensor's simulator's faults."""
     return FAULT_ACTIONS.get(device) or sensor_faults(device)
+
+
 _FAULT_RE = re.compile(r"^(?P<device>[a-z0-9_]+):(?P<action>[a-z]+)@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?$")
 
 
