@@ -29,6 +29,7 @@ from stratoecho.lora_chips.profiles import chip_names, chip_profile, is_chip, op
 from stratoecho.wire import WireError, encode_musing_sentences, ssdv, uplink
 from stratoecho.wire.musing_sentence import MIN_TEXT
 
+from .device_tables import CameraDeviceSection, DevicesSection, GpsDeviceSection  # noqa: F401 (the sections' home)
 from .horus_channel import HorusChannel, check_horus_channel
 from .policy.duty import beacon_refusal
 from .rigs import PI, rig_names
@@ -366,63 +367,6 @@ class StoreSection(Section):
         if any(mb <= 0 for mb in v.values()):
             raise ValueError("budgets are megabytes greater than 0")
         return v
-
-
-class GpsDeviceSection(Section):
-    port: str = Field("/dev/serial0", description="the GPS's UART (device path or pyserial URL)")
-    baud: int = Field(9600, gt=0)
-    silent_after_s: float = Field(3.0, gt=0, description="no valid sentence for this long: the GPS is silent, re-opened")
-
-
-class I2cDeviceSection(Section):
-    bus: int = Field(1, ge=0, description="I2C bus number (/dev/i2c-N)")
-    address: int = Field(ge=0x03, le=0x77, description="7-bit I2C address, e.g. 0x76")
-
-
-class Ina219DeviceSection(I2cDeviceSection):
-    address: int = Field(0x40, ge=0x40, le=0x4F)
-    shunt_ohms: float = Field(0.1, gt=0, description="the shunt resistor on the board")
-    max_amps: float = Field(3.2, gt=0, description="largest current expected: sets the current resolution")
-
-
-class CameraDeviceSection(Section):
-    still_dir: str = Field("stills", description="where full-size stills are kept (relative to data_dir)")
-    thumb_px: int = Field(160, ge=32, le=1024, description="long side of the thumbnail sent down")
-    thumb_max_bytes: int = Field(6000, ge=500, le=60000, description="largest thumbnail, in bytes (radio airtime)")
-    timeout_s: float = Field(10.0, gt=0, description="a capture taking longer is a hung camera")
-    # 4 GB: a few hundred 12-MP stills, more than a flight takes at one per image_s, and a sixth of
-    # a 32 GB card beside the OS, the queue (store.total_mb) and min_free. A smaller card bounds it.
-    stills_mb: float = Field(
-        4096.0, gt=0, description="most megabytes of stills kept in still_dir; beyond it the oldest are deleted. "
-        "Never more than the card's size less store.min_free_mb")
-    send_every: int = Field(1, ge=1, le=1000, description="send the thumbnail of one still in this many, the first "
-                            "included; the others stay on the card only (a slow LoRa mode has air for few pictures)")
-    ssdv: bool = Field(False, description="send each thumbnail as SSDV packets (the format the ssdv tool and the SSDV "
-                       "server take) instead of as an image record: one 255-byte frame per packet")
-    ssdv_callsign: str | None = Field(
-        None, description="the callsign in the SSDV packets, 1 to 6 letters and digits; "
-        "unset: the payload's callsign, when it fits")
-    ssdv_quality: int = Field(4, ge=0, le=7, description="SSDV quality 0 (coarsest, fewest packets) to 7")
-
-    @field_validator("ssdv_callsign")
-    @classmethod
-    def _ssdv_callsign_fits(cls, v: str | None) -> str | None:
-        if v is not None and not (1 <= len(v) <= 6 and v.isascii() and v.isalnum()):
-            raise ValueError(f"{v!r} is not an SSDV callsign: 1 to 6 letters and digits")
-        return None if v is None else v.upper()
-
-
-class DevicesSection(Section):
-    """Which sensor sits where (sensors = "hardware"); leave a table out for a part not fitted.
-    The camera is used on the bench too (simulated) unless left out."""
-
-    gps: GpsDeviceSection | None = Field(default_factory=GpsDeviceSection)
-    bme280: I2cDeviceSection | None = Field(default_factory=lambda: I2cDeviceSection(address=0x76))
-    # A second BME280 (SDO high: 0x77) taped to the battery inside the box: the heater and the
-    # power modes act on the battery's temperature, not the outside air's.
-    bme280_box: I2cDeviceSection | None = Field(default_factory=lambda: I2cDeviceSection(address=0x77))
-    ina219: Ina219DeviceSection | None = Field(default_factory=Ina219DeviceSection)
-    camera: CameraDeviceSection | None = Field(default_factory=CameraDeviceSection)
 
 
 class OutputsSection(Section):

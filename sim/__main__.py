@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "two-balloons")
     f.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                    help="throw a fault at a simulated part in flight time, beside the scenario's: gps:silence@40m-55m, "
-                        "gps:garbage, gps:reset, bme280|bme280_box|ina219:unplug|stick|impossible, camera:hang|unplug, "
-                        "i2c:hang, radio:unplug (a LoRa chip on SPI)")
+                        "gps:garbage, gps:reset, camera:hang|unplug, i2c:hang, radio:unplug (a LoRa chip on SPI), and "
+                        "any I2C sensor the configuration fits (bme280, bme280_box, ina219, a maker's): "
+                        "NAME:unplug|stick|impossible")
     f.add_argument("--no-api-proxy", action="store_true",
                    help="the ground does not answer the persona's questions (weather, a word, the news); by "
                         "default it asks the real APIs, and without internet it answers 'offline'")

@@ -1,14 +1,20 @@
-"""The device registry: which sensor sits on which bus, address or port, from the TOML config,
-and `HardwareSensors`, which turns their readings into the `Readings` every producer sees.
+"""The parts the configuration names, opened on their buses and ports, and `HardwareSensors`,
+which turns their readings into the `Readings` every producer sees.
 
     [devices.gps]       port = "/dev/serial0", baud = 9600
     [devices.bme280]    bus = 1, address = 0x76
     [devices.ina219]    bus = 1, address = 0x40, shunt_ohms = 0.1, max_amps = 3.2
 
+Each sensor on I2C is a registered profile (payload/parts/device_profiles.py): its driver opens
+on its bus, and what a reading gives goes into the `Readings` by the profile's names, so nothing
+here names one. The GPS is not one of them: it is the flight's time and position, read on a thread
+of its own (`GpsFollower`) and trusted by the age of its fix, which a profile's reading has no
+place for.
+
 A device that is missing or failing never stops the payload: its driver answers with a
 status ("absent", "silent", "i2c_error", ...) and retries with its own back-off, and
-`HardwareSensors` keeps the last good value of what it measured (a balloon's telemetry
-with a stale temperature beats no telemetry), reports the status of each device in
+`HardwareSensors` keeps the last good value of what its profile says to keep (a balloon's
+telemetry with a stale temperature beats no telemetry), reports the status of each device in
 `Readings.status` (the health record sends it down) and logs each status change once.
 """
 
@@ -22,9 +28,9 @@ from datetime import datetime, timezone
 
 import structlog
 
+from .device_profiles import Driver, device_profile
 from .gps import GpsReceiver, GpsTiming
-from .i2c_sensors import Bme280, Ina219
-from .sensors import Readings
+from .sensors import SENSOR_FIELDS, Readings, no_reading
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +58,8 @@ class LazyBus:
 
 
 class Devices:
-    """The drivers the configuration names, built but not yet talking (each opens on first read)."""
+    """The drivers the configuration names, built but not yet talking (each opens on first read):
+    the GPS, and each registered sensor fitted (`sensors`, by name, in the order they are read)."""
 
     def __init__(self, cfg, *, bus_opener: Callable[[int], object] | None = None, clock=time.monotonic,
                  gps_port: str | None = None, flight_clock=None):
@@ -65,11 +72,8 @@ class Devices:
         self.gps = (GpsReceiver(gps_port or cfg.gps.port, cfg.gps.baud,
                                 timing=GpsTiming(silent_after_s=cfg.gps.silent_after_s),
                                 clock=clock, flight_clock=flight_clock) if cfg.gps else None)
-        self.bme280 = Bme280(bus(cfg.bme280.bus), cfg.bme280.address, clock=clock) if cfg.bme280 else None
-        self.bme280_box = (Bme280(bus(cfg.bme280_box.bus), cfg.bme280_box.address, clock=clock)
-                           if cfg.bme280_box else None)
-        self.ina219 = (Ina219(bus(cfg.ina219.bus), cfg.ina219.address, shunt_ohms=cfg.ina219.shunt_ohms,
-                              max_amps=cfg.ina219.max_amps, clock=clock) if cfg.ina219 else None)
+        self.sensors: dict[str, Driver] = {name: device_profile(name).open(table, bus(table.bus), clock)
+                                           for name, table in cfg.sensors().items()}
 
     def close(self) -> None:
         if self.gps is not None:
@@ -126,8 +130,9 @@ class GpsFollower:
 
 
 class HardwareSensors:
-    """`Sensors` over the real drivers: the GPS for time and position, the BME280s for the
-    air's and the battery's temperature and the pressure, the INA219 for the battery.
+    """`Sensors` over the real drivers: the GPS for time and position, and each registered sensor
+    for what its profile says it gives (the BME280s the air's and the battery's temperature and the
+    pressure, the INA219 the battery's volts and current).
 
     `now` gives UTC when the GPS has no fix (the system clock on the Pi, which the GPS sets;
     the flight clock on the bench); `follow_gps` reads the GPS on its own thread."""
@@ -149,10 +154,14 @@ class HardwareSensors:
         self.clock_result = None
         self.follower = (GpsFollower(devices.gps, flight_clock=devices.flight_clock)
                          if devices.gps is not None and follow_gps else None)
-        self._last = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0, "temp_c": math.nan, "pressure_hpa": math.nan,
-                      "batt_mv": 0, "box_temp_c": math.nan, "batt_ma": math.nan}
+        self._profiles = {name: device_profile(name) for name in devices.sensors}
+        gives = {value for profile in self._profiles.values() for value in profile.gives}
+        # What is kept between readings: the last position, and the sensors' values (none yet).
+        self._position = {"lat": 0.0, "lon": 0.0, "alt_m": 0.0}
+        self._values: dict[str, float] = {name: no_reading(name) for name in ("temp_c", "pressure_hpa", "batt_mv")}
+        self._values.update({value: no_reading(value) for value in gives})
         self._status: dict[str, str] = {}
-        self.battery_temp_fitted = devices.bme280_box is not None  # the mode ladder leaves out what is not fitted
+        self.battery_temp_fitted = "box_temp_c" in gives  # the mode ladder leaves out what is not fitted
         self.last_fix = None  # the latest valid GPS fix (its time sets the system clock)
 
     def _note(self, device: str, status: str, error: str = "") -> None:
@@ -161,43 +170,39 @@ class HardwareSensors:
         self._status[device] = status
 
     def read(self) -> Readings:
-        d, last = self.devices, self._last
-        when, sats, fix_valid, speed = self.now(), 0, False, math.nan
-        if d.gps is not None:
-            g = self.follower.latest() if self.follower is not None else d.gps.read(self.gps_timeout_s)
-            if g is None:  # the follower has not finished its first read
-                g = d.gps.read(self.gps_timeout_s) if self.follower is None else None
-            self._note("gps", g.status if g is not None else "starting")
-            if g is not None and g.fix is not None and g.fix.valid and g.status == "ok":
-                last.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
-                fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
-                if fresh:
-                    sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
-                    speed = g.fix.speed_mps if g.fix.speed_mps is not None else math.nan
-                    if g.fix.utc is not None:
-                        when = g.fix.utc
-                    self._maybe_set_clock(g.fix, d.gps.clock())
-        if d.bme280 is not None:
-            b = d.bme280.read()
-            self._note("bme280", b.status, b.error)
-            if b.status == "ok":
-                last.update(temp_c=b.temperature_c, pressure_hpa=b.pressure_hpa)
-        if d.bme280_box is not None:
-            b = d.bme280_box.read()
-            self._note("bme280_box", b.status, b.error)
-            # No stale value here: the heater must not act on a battery temperature it no longer knows.
-            last["box_temp_c"] = b.temperature_c if b.status == "ok" else math.nan
-        if d.ina219 is not None:
-            p = d.ina219.read()
-            self._note("ina219", p.status, p.error)
-            if p.status == "ok":
-                last.update(batt_mv=int(round(p.bus_v * 1000)), batt_ma=p.current_a * 1000.0)
+        when, sats, fix_valid, speed = self._read_gps()
+        for name, driver in self.devices.sensors.items():
+            profile, reading = self._profiles[name], driver.read()
+            self._note(name, reading.status, reading.error)
+            if reading.status == "ok":
+                self._values.update(profile.values(reading))
             else:
-                last["batt_ma"] = math.nan
-        return Readings(time=when, lat=last["lat"], lon=last["lon"], alt_m=last["alt_m"], sats=sats,
-                        temp_c=last["temp_c"], pressure_hpa=last["pressure_hpa"], batt_mv=last["batt_mv"],
-                        phase="unknown", status=dict(self._status), box_temp_c=last["box_temp_c"],
-                        batt_ma=last["batt_ma"], fix_valid=fix_valid, speed_mps=speed)
+                self._values.update({value: no_reading(value) for value in profile.gives if value not in profile.kept})
+        values = dict(self._values)
+        own = {name: values.pop(name) for name in SENSOR_FIELDS if name in values}  # the rest: `extra`
+        return Readings(time=when, **self._position, sats=sats, phase="unknown", status=dict(self._status),
+                        fix_valid=fix_valid, speed_mps=speed, extra=values, **own)
+
+    def _read_gps(self) -> tuple[datetime, int, bool, float]:
+        """(the time, satellites, whether the fix is fresh, the speed), the position kept in `_position`."""
+        d = self.devices
+        when, sats, fix_valid, speed = self.now(), 0, False, math.nan
+        if d.gps is None:
+            return when, sats, fix_valid, speed
+        g = self.follower.latest() if self.follower is not None else d.gps.read(self.gps_timeout_s)
+        if g is None:  # the follower has not finished its first read
+            g = d.gps.read(self.gps_timeout_s) if self.follower is None else None
+        self._note("gps", g.status if g is not None else "starting")
+        if g is not None and g.fix is not None and g.fix.valid and g.status == "ok":
+            self._position.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
+            fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
+            if fresh:
+                sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                speed = g.fix.speed_mps if g.fix.speed_mps is not None else math.nan
+                if g.fix.utc is not None:
+                    when = g.fix.utc
+                self._maybe_set_clock(g.fix, d.gps.clock())
+        return when, sats, fix_valid, speed
 
     def _maybe_set_clock(self, fix, now: float) -> None:
         if self.clock_from_gps is None:

@@ -1,4 +1,5 @@
-"""BME280 and INA219 drivers over an smbus2-like bus.
+"""BME280 and INA219 drivers over an smbus2-like bus, and the sensors they are registered as
+(``bme280``, ``bme280_box``, ``ina219``: payload/parts/device_profiles.py).
 
 The port is the bus: anything with smbus2's ``SMBus`` methods used here
 (``read_byte_data``, ``write_byte_data``, ``read_i2c_block_data``, ``read_word_data``,
@@ -32,7 +33,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from pydantic import Field
+
 from stratoecho.backoff import Backoff  # the drivers' shared policy
+
+from .device_profiles import DeviceProfile, I2cDeviceSection, register_device
 
 
 class SMBusLike(Protocol):
@@ -59,8 +64,9 @@ class ErrorCounters:
     skipped: int = 0  # reads answered during back-off without touching the bus
 
 
-class _FaultTracker:
-    """Shared status bookkeeping: counters, consecutive faults, back-off, stuck check."""
+class FaultTracker:
+    """Shared status bookkeeping: counters, consecutive faults, back-off, stuck check (a maker's
+    driver uses it as these do: `ready` before measuring, `fault`, `is_stuck`, `ok`)."""
 
     def __init__(self, backoff: Backoff, clock: Callable[[], float], stuck_after: int | None):
         self.backoff = backoff
@@ -304,7 +310,7 @@ class Bme280:
         self.calibration: Bme280Calibration | None = None
         self._sleep = sleep
         self._max_polls = max_polls
-        self._faults = _FaultTracker(backoff, clock, stuck_after)
+        self._faults = FaultTracker(backoff, clock, stuck_after)
         self._last: Bme280Reading | None = None
 
     @property
@@ -463,7 +469,7 @@ class Ina219:
         self.address = address
         self.shunt_ohms = shunt_ohms
         self.cal, self.current_lsb_a, self.power_lsb_w = ina219_calibration(shunt_ohms, max_amps)
-        self._faults = _FaultTracker(backoff, clock, stuck_after)
+        self._faults = FaultTracker(backoff, clock, stuck_after)
 
     @property
     def counters(self) -> ErrorCounters:
@@ -516,3 +522,37 @@ class Ina219:
             return self._reading("stuck", values, raw, f"raw values unchanged for {f.stuck_after} reads")
         f.ok()
         return self._reading("ok", values, raw)
+
+
+# --- the sensors this module registers (payload/parts/device_profiles.py) ----------
+
+
+class Ina219DeviceSection(I2cDeviceSection):
+    address: int = Field(0x40, ge=0x40, le=0x4F)
+    shunt_ohms: float = Field(0.1, gt=0, description="the shunt resistor on the board")
+    max_amps: float = Field(3.2, gt=0, description="largest current expected: sets the current resolution")
+
+
+def _open_bme280(table: I2cDeviceSection, bus: SMBusLike, clock: Callable[[], float]) -> Bme280:
+    return Bme280(bus, table.address, clock=clock)
+
+
+def _open_ina219(table: Ina219DeviceSection, bus: SMBusLike, clock: Callable[[], float]) -> Ina219:
+    return Ina219(bus, table.address, shunt_ohms=table.shunt_ohms, max_amps=table.max_amps, clock=clock)
+
+
+# In this order the configuration lists them, the payload reads them and the bench seeds their simulators.
+register_device(DeviceProfile(
+    name="bme280", section=I2cDeviceSection, default={"address": 0x76},
+    open=_open_bme280, values=lambda r: {"temp_c": r.temperature_c, "pressure_hpa": r.pressure_hpa},
+    gives=("temp_c", "pressure_hpa"), kept=("temp_c", "pressure_hpa")))
+# A second BME280 (SDO high: 0x77) taped to the battery inside the box: the heater and the power modes act on
+# the battery's temperature, not the outside air's; never a stale one (nothing kept).
+register_device(DeviceProfile(
+    name="bme280_box", section=I2cDeviceSection, default={"address": 0x77},
+    open=_open_bme280, values=lambda r: {"box_temp_c": r.temperature_c}, gives=("box_temp_c",)))
+# The battery's volts stand in while it does not answer (the telemetry's); its current does not.
+register_device(DeviceProfile(
+    name="ina219", section=Ina219DeviceSection, default={},
+    open=_open_ina219, values=lambda p: {"batt_mv": int(round(p.bus_v * 1000)), "batt_ma": p.current_a * 1000.0},
+    gives=("batt_mv", "batt_ma"), kept=("batt_mv",)))

@@ -1,17 +1,20 @@
 """What the payload senses, behind one narrow port.
 
 `Readings` is what every producer downstream sees. Sources: `devices.HardwareSensors`
-reads the real GPS, BME280 and INA219 drivers (on the bench, the same drivers over the
-bench's simulated parts) and adds each device's status; the bench's `sim.world.flight.SimSensors`
+reads the real GPS and the registered sensors' drivers (the BME280s and the INA219, and any a
+maker adds: payload/parts/device_profiles.py; on the bench, the same drivers over the bench's
+simulated parts) and adds each device's status; the bench's `sim.world.flight.SimSensors`
 reads its world directly, for unit tests.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Protocol
+
+from .device_profiles import known_device
 
 
 @dataclass(frozen=True)
@@ -30,19 +33,35 @@ class Readings:
     batt_ma: float = math.nan  # battery current (INA219)
     fix_valid: bool = True  # a GPS fix this reading (False: the position is the last one known)
     speed_mps: float = math.nan  # over the ground, the GPS's (NaN: not known this reading)
+    # What sensors with no field above measured, by the name their profile gives it ("co2_ppm": 412.0).
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+# The fields above a sensor's value fills (its profile's `gives`); any other name it gives goes in `extra`.
+SENSOR_FIELDS = ("temp_c", "pressure_hpa", "batt_mv", "box_temp_c", "batt_ma")
+_INTEGER = {f.name: f.type == "int" for f in fields(Readings)}
+
+
+def no_reading(name: str) -> float | int:
+    """What a value reads as when its sensor gave none: NaN, or 0 for an integer (0 mV: no battery reading)."""
+    return 0 if _INTEGER.get(name, False) else math.nan
 
 
 def fresh(r: Readings) -> Readings:
-    """`r` without the values its devices did not answer this time. The drivers keep a sensor's
-    last good value (the governor and the heater judge its age by the device's status); on air,
-    in a health record or in a prompt a stale value would read as a measurement, so it goes as
-    no reading: NaN for the BME280's temperature and pressure, 0 mV for the INA219's battery."""
-    def answered(device: str) -> bool:
-        return r.status.get(device, "ok") == "ok"
-
-    return replace(r, temp_c=r.temp_c if answered("bme280") else math.nan,
-                   pressure_hpa=r.pressure_hpa if answered("bme280") else math.nan,
-                   batt_mv=r.batt_mv if answered("ina219") else 0)
+    """`r` without the values its sensors did not answer this time. The drivers keep a sensor's
+    last good value where its profile says so (payload/parts/device_profiles.py `kept`: the BME280's
+    temperature and pressure, the INA219's volts), as the governor and the heater judge its age by
+    the device's status; on air, in a health record or in a prompt a stale value would read as a
+    measurement, so it goes as no reading: NaN, 0 mV for the battery, left out of `extra`."""
+    stale: set[str] = set()
+    for device, status in r.status.items():
+        profile = known_device(device)
+        if status != "ok" and profile is not None:
+            stale.update(profile.kept)
+    if not stale:
+        return r
+    extra = {name: value for name, value in r.extra.items() if name not in stale}
+    return replace(r, extra=extra, **{name: no_reading(name) for name in stale if name in SENSOR_FIELDS})
 
 
 class Sensors(Protocol):

@@ -21,7 +21,7 @@ import structlog
 from stratoecho.geo import distance_m
 from stratoecho.wire.events import Event, event
 
-from ..parts.sensors import Readings
+from ..parts.sensors import Readings, fresh
 from .modes import Mode, ModeInputs, ModeLadder, boot_mode, energy_budget, policy_for
 from .phases import Phase, PhaseDetector, PhaseLimits
 
@@ -193,4 +193,4 @@ def _finite(x: float | None) -> float | None:
 def _battery_read(r: Readings) -> bool:
     """The battery's voltage was measured at this reading: the sensors keep a failed INA219's last
     good value for the telemetry, which must not pass for a fresh one here (unreadable is low)."""
-    return bool(r.batt_mv) and r.status.get("ina219", "ok") == "ok"
+    return bool(fresh(r).batt_mv)

@@ -28,5 +28,6 @@ class DeviceWatch:
         return any(v not in ("ok", "starting") for v in self._last.values())
 
     def health_fields(self) -> dict[str, str]:
-        """The last status of each device the health record carries (gps, bme280 ...)."""
-        return {k: v for k, v in self._last.items() if k in wire.HEALTH_FIELD_NAMES}
+        """The last status of each device, as the health record carries it: gps, bme280 ... under keys
+        of their own, a sensor a maker added in `devices` (stratoecho/wire/content.py)."""
+        return wire.device_status_fields(self._last)

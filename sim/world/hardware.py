@@ -2,8 +2,9 @@
 
     world (sim.world.flight.Flight, sim.world.power.PowerModel), stepped on the flight clock
         -> FakeUblox on a pseudo-terminal: NMEA of the flight's position and UTC, UBX ACKs
-        -> FakeI2cBus: a BME280 in the outside air (0x76), a BME280 on the battery in the
-           box (0x77), an INA219 on the battery lead (0x40)
+        -> FakeI2cBus: each I2C sensor the configuration fits, simulated by its name (sim/world/i2c_sensors.py):
+           a BME280 in the outside air (0x76), a BME280 on the battery in the box (0x77), an
+           INA219 on the battery lead (0x40), and any a maker registers
         -> a sysfs/procfs tree and a `vcgencmd` answer for PiHealth (CPU temperature, under-voltage)
         -> SimCameraBackend: the sky at the flight's altitude
         <- gpiozero MockFactory pins: the heater's pin heats the box model
@@ -35,6 +36,7 @@ from pathlib import Path
 import structlog
 
 from payload.clock import flight_clock
+from payload.config import DevicesSection, load_config
 from payload.parts.devices import Devices, HardwareSensors
 from payload.parts.hardware import Hardware
 from payload.parts.pi_health import PiHealth
@@ -46,15 +48,14 @@ from ..chips.simulated import simulated_spi
 from .camera import SimCameraBackend
 from .flight import Flight
 from .gps import FakeUblox, SimFix
-from .i2c_bus import Bme280Device, FakeI2cBus, Ina219Device
+from .i2c_bus import FakeI2cBus
+from .i2c_sensors import BenchI2c, WorldNow, load_simulators, sensor_faults, simulated_sensors
 from .power import PowerModel, PowerPlan
 from .scenarios import flight_for
-from .settings import BENCH_BOARD, BenchSettings
+from .settings import BENCH_BOARD, NAME, BenchSettings
 
 log = structlog.get_logger(__name__)
 
-BME280_AIR, BME280_BOX, INA219 = 0x76, 0x77, 0x40
-SHUNT_OHMS = 0.1
 STEP_WALL_S = 0.05  # on a free-running clock: how often the world is stepped (fine enough for 1 Hz NMEA at 60x)
 STEP_S = 1.0  # on the lockstep clock: the world steps every flight second, as the GPS reports
 SAVE_EVERY_S = 30.0  # flight seconds between saves of the battery (a brown-out saves first)
@@ -64,15 +65,21 @@ DAEMON_CORES = 0.05  # the daemon's own load beside the persona (the bench's mea
 
 # ------------------------------------------------------------------ faults
 
+# The parts that are not I2C sensors; each I2C sensor takes the faults its simulator names
+# (sim/world/i2c_sensors.py: unplug, stick, impossible).
 FAULT_ACTIONS = {
     "gps": ("silence", "garbage", "reset"),
-    "bme280": ("unplug", "stick", "impossible"),
-    "bme280_box": ("unplug", "stick", "impossible"),
-    "ina219": ("unplug", "stick", "impossible"),
     "camera": ("hang", "unplug"),
     "i2c": ("hang",),  # the whole bus: a transfer that never completes holds the thread that asked
     "radio": ("unplug",),  # the LoRa chip on SPI stops answering (any chip the bench simulates: sim/chips/simulated.py)
 }
+
+
+def fault_actions(device: str) -> tuple[str, ...] | None:
+    """What the bench can do to `device`: a part's actions, or an I2C sensor's simulator's faults."""
+    return FAULT_ACTIONS.get(device) or sensor_faults(device)
+
+
 _FAULT_RE = re.compile(r"^(?P<device>[a-z0-9_]+):(?P<action>[a-z]+)@(?P<start>[0-9.]+[smh]?)(?:-(?P<end>[0-9.]+[smh]?))?$")
 
 
@@ -96,15 +103,29 @@ class Fault:
         if not m:
             raise ValueError(f"fault {spec!r}: expected DEVICE:ACTION@START[-END], e.g. gps:silence@40m-55m")
         device, action = m["device"], m["action"]
-        if device not in FAULT_ACTIONS:
-            raise ValueError(f"fault {spec!r}: unknown device {device!r}; one of {', '.join(FAULT_ACTIONS)}")
-        if action not in FAULT_ACTIONS[device]:
-            raise ValueError(f"fault {spec!r}: {device} can {', '.join(FAULT_ACTIONS[device])}, not {action!r}")
+        actions = fault_actions(device)
+        if actions is None:
+            known = [*FAULT_ACTIONS, *simulated_sensors()]
+            raise ValueError(f"fault {spec!r}: unknown device {device!r}; one of {', '.join(known)} (a maker's "
+                             "sensor: its simulator's module in [sim] simulators)")
+        if action not in actions:
+            raise ValueError(f"fault {spec!r}: {device} can {', '.join(actions)}, not {action!r}")
         start = flight_seconds(m["start"])
         end = flight_seconds(m["end"]) if m["end"] else None
         if end is not None and end <= start:
             raise ValueError(f"fault {spec!r}: the end must come after the start")
         return cls(device, action, start, end)
+
+
+def check_faults(specs: list[str], config: Path | None) -> None:
+    """`sim fly`'s check before anything starts: each fault names a part the bench can throw it at,
+    the sensors a maker adds in `config` included (its [devices] drivers and [sim] simulators).
+    ValueError names the bad fault; ConfigError a configuration that does not load."""
+    if config is not None:
+        cfg = load_config(config)  # imports its drivers
+        load_simulators(BenchSettings.model_validate(cfg.rigs.get(NAME, {})).simulators)
+    for spec in specs:
+        Fault.parse(spec)
 
 
 class FaultPlan:
@@ -201,7 +222,8 @@ class BenchHardware:
 
     def __init__(self, flight: Flight, clock, root: Path, *, seed: int = 1, faults: list[Fault] = (),
                  state_path: Path | None = None, heater_pin: int | None = 24, load: PiLoad | None = None,
-                 power_plan: PowerPlan | None = None, brownout_kills: bool = True, card: Path | None = None):
+                 power_plan: PowerPlan | None = None, brownout_kills: bool = True, card: Path | None = None,
+                 devices: DevicesSection | None = None):
         from gpiozero.pins.mock import MockFactory
 
         self.flight, self.clock, self.root = flight, clock, Path(root)
@@ -218,10 +240,8 @@ class BenchHardware:
                 log.info("world_resumed", path=str(state_path))
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("world_state_unreadable", path=str(state_path), error=str(e))
-        self.air = Bme280Device(seed=seed)
-        self.box = Bme280Device(seed=seed + 1)
-        self.ina = Ina219Device(seed=seed + 2)
-        self.bus = FakeI2cBus({BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina})
+        # The I2C sensors the payload's configuration fits (`devices`; None: its defaults), each by its simulator.
+        self.i2c = BenchI2c(devices if devices is not None else DevicesSection(), seed)
         self.lockstep = bool(getattr(clock, "lockstep", False))
         self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=self.gps_epoch_s / self.speed(clock),
                              sim_clock=clock.elapsed_s, seed=seed, clock=clock if self.lockstep else None)
@@ -272,9 +292,7 @@ class BenchHardware:
         return self.gps.port
 
     def bus_opener(self, number: int) -> FakeI2cBus:
-        if number != 1:
-            raise FileNotFoundError(f"/dev/i2c-{number}")  # the Pi's header bus is 1
-        return self.bus
+        return self.i2c.open(number)  # FileNotFoundError for a bus no sensor is on (the Pi's header bus is 1)
 
     @property
     def pin_factory(self):
@@ -338,9 +356,7 @@ class BenchHardware:
             sun_elev_deg=s.sun_elev_deg, sunlit=s.sunlit, load_w=self.load.watts(busy, capturing),
             heater_on=self.heater_on())
         self.camera.sun_elevation_deg = s.sun_elev_deg
-        self.air.set(temperature_c=s.temp_c, pressure_hpa=s.pressure_hpa, humidity_pct=_humidity(s.alt_m))
-        self.box.set(temperature_c=st.battery_temp_c, pressure_hpa=s.pressure_hpa, humidity_pct=20.0)
-        self.ina.set(bus_v=st.battery_v, shunt_mv=st.current_a * SHUNT_OHMS * 1000.0)
+        self.i2c.sense(WorldNow(s, st))
         cpu_c = st.box_temp_c + 15.0 + 20.0 * min(busy / self.load.cores, 1.0)
         _write(self.root / "sys/class/thermal/thermal_zone0/temp", f"{round(cpu_c * 1000)}\n")
         _write(self.root / "proc/uptime", f"{max(t, 0.0):.2f} {max(t, 0.0) * 3:.2f}\n")
@@ -382,19 +398,12 @@ class BenchHardware:
         elif fault.device == "i2c":
             if begin:
                 released = self._bus_released = self.clock.event()
-                self.bus.wedge(lambda: self.clock.wait(1e9, released))
+                self.i2c.wedge(lambda: self.clock.wait(1e9, released))
             else:
-                self.bus.release()
+                self.i2c.release()
                 self._bus_released.set()
-        else:
-            address = {"bme280": BME280_AIR, "bme280_box": BME280_BOX, "ina219": INA219}[fault.device]
-            chip = {BME280_AIR: self.air, BME280_BOX: self.box, INA219: self.ina}[address]
-            if fault.action == "unplug":
-                self.bus.unplug(address) if begin else self.bus.replug(address)
-            elif fault.action == "stick":
-                chip.stick() if begin else chip.unstick()
-            else:
-                chip.set_impossible(begin)
+        elif not self.i2c.fault(fault.device, fault.action, begin):
+            log.warning("bench_fault_ignored", device=fault.device, why="no such sensor in this configuration")
 
     def _run(self) -> None:
         # Finer than a flight second is wasted work; at 1x the world steps once a second.
@@ -411,11 +420,6 @@ class BenchHardware:
         self.camera.release()
         self.gps.close()
         self.pins.close()
-
-
-def _humidity(alt_m: float) -> float:
-    """Relative humidity: moist near the ground, bone dry in the stratosphere."""
-    return max(2.0, 70.0 * math.exp(-alt_m / 4000.0))
 
 
 def _write(path: Path, text: str) -> None:
@@ -440,6 +444,7 @@ def open_bench(cfg, data_dir: Path, settings: BenchSettings | None = None):
     `[sim]` table and --sim options) choose the flight (scenario, seed), its faults and the world
     clock to rejoin."""
     settings = settings or BenchSettings()
+    load_simulators(settings.simulators)  # a maker's sensors' simulators, before a fault names one
     faults = [Fault.parse(f) for f in settings.faults]  # ValueError names the bad one
     flight = flight_for(settings.scenario, settings.seed, settings.balloon)
     # The bench's lockstep clock when `sim fly` started us (STRATOECHO_BENCH_CLOCK), else the
@@ -453,7 +458,7 @@ def open_bench(cfg, data_dir: Path, settings: BenchSettings | None = None):
         clock.adopt(json.loads(world_clock.read_text())["epoch_unix"])
     own = bench_dir(data_dir)
     bench = BenchHardware(flight, clock, own, seed=settings.seed, faults=faults, state_path=own / "world.json",
-                          heater_pin=cfg.outputs.heater_pin, card=Path(data_dir))
+                          heater_pin=cfg.outputs.heater_pin, card=Path(data_dir), devices=cfg.devices)
     if cfg.devices.gps is not None:
         cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
     devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port,

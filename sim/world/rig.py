@@ -16,9 +16,8 @@ from pydantic import ValidationError
 from stratoecho.config import describe_validation_error
 from stratoecho.lora_chips.profiles import is_chip
 
-from .settings import BenchSettings
+from .settings import NAME, BenchSettings
 
-NAME = "sim"  # `sensors = "sim"`, its `[sim]` table, `payload run --sim`
 __all__ = ["NAME", "RIG", "BenchRig", "BenchSettings"]
 
 
@@ -38,7 +37,8 @@ class BenchRig:
         run.add_argument("--seed", type=int, help="with --sim: flight seed (same seed, same flight)")
         run.add_argument("--fault", action="append", default=[], metavar="DEVICE:ACTION@START[-END]",
                          help="with --sim: throw a fault at a simulated part in flight time, e.g. gps:silence@40m-55m, "
-                              "bme280:unplug@1h, camera:hang@30m-45m (repeatable; docs/bench.md lists them)")
+                              "bme280:unplug@1h (any I2C sensor fitted: unplug, stick, impossible), camera:hang@30m-45m "
+                              "(repeatable; docs/bench.md lists them)")
         run.add_argument("--scenario", metavar="NAME",
                          help="with --sim: the bench world's rehearsal: nominal (default), cold-soak, night, orbit ... "
                               "(python -m sim scenarios)")

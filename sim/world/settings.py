@@ -7,6 +7,7 @@ from pydantic import Field
 
 from stratoecho.config import Section
 
+NAME = "sim"  # the bench's rig (sim/world/rig.py): `sensors = "sim"`, its `[sim]` table, `payload run --sim`
 BENCH_BOARD = "pi-zero-2w"  # the board the bench rehearses when [persona] board names none
 
 
@@ -26,5 +27,8 @@ class BenchSettings(Section):
     balloon: int = Field(0, ge=0, description="which of the scenario's balloons this payload flies (0: the first; "
                                               "a scenario such as two-balloons flies more, each with its own seed)")
     minutes: float | None = Field(None, gt=0, description="flight minutes to run; default the whole flight")
+    simulators: list[str] = Field(
+        default_factory=list, description="modules simulating sensors of a maker's own (each registers its "
+        "simulator: sim/world/i2c_sensors.py), imported before the world is built, e.g. [\"my_co2.bench\"]")
     air: str | None = Field(None, description="HOST:PORT the simulated radio chip's antenna sends to and hears from "
                                               "(the bench channel); set by --udp when the radio is a chip on SPI")

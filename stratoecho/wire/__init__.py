@@ -36,7 +36,7 @@ from .common import (
     WireError,
     crc16_ccitt,
 )
-from .content import API_REQUEST_FIELDS, HEALTH_FIELDS, decode_position
+from .content import API_REQUEST_FIELDS, DEVICE_KEYS, HEALTH_FIELDS, decode_position, device_status_fields, device_statuses
 from .dispatch import FrameKind, HeardFrame, classify, decode_frame, decode_heard, sign_line
 from .downlink import DownlinkAuth, Window, decode_window, encode_window
 from .habpack import FIRST_BYTES as HABPACK_FIRST_BYTES
@@ -92,6 +92,7 @@ __all__ = [
     "encode_sentence", "fragment_body", "fragment_record", "record_check", "shard_capacity", "decode_habpack", "encode_habpack",
     "HABPACK_FIRST_BYTES", "decode_position", "restamp",
     "TELEMETRY_ENCODERS", "HEALTH_FIELDS", "HEALTH_FIELD_NAMES", "API_REQUEST_FIELDS",
+    "DEVICE_KEYS", "device_status_fields", "device_statuses",
     "SSDV_FIRST_BYTES", "SsdvPacket", "ssdv",
     "MusingSentence", "decode_musing_sentence", "encode_musing_sentences", "is_musing_sentence",
     "musing_signed", "sentence_signed", "SENTENCE_TAG_CHARS", "sign_line",

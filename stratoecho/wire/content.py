@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 
 import msgpack
 
@@ -66,7 +67,13 @@ HEALTH_FIELDS: dict[int, tuple[str, type]] = {
     25: ("hours_left", float),  # at the present load, to the reserve
     # The last uplink counter accepted: a ground that lost its counter state signs past it.
     26: ("uplink_counter", int),
+    # The statuses of the devices with no key above (a sensor a maker registered, payload/parts/device_profiles.py):
+    # "name:status" pairs joined by commas, "co2:ok,dust:absent" (`device_status_fields`, `device_statuses`).
+    # A ground older than this key shows it as field_27, the text as it came.
+    27: ("devices", str),
 }
+# The devices whose status has a key of its own (15-19), as grounds already deployed read them.
+DEVICE_KEYS = ("gps", "bme280", "ina219", "camera", "bme280_box")
 API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
     0: ("api", str),  # a name on the ground's allow-list: weather, news, define ...
     1: ("query", str),
@@ -74,6 +81,26 @@ API_REQUEST_FIELDS: dict[int, tuple[str, type]] = {
 _TABLES = {Kind.HEALTH: HEALTH_FIELDS, Kind.API_REQUEST: API_REQUEST_FIELDS}
 TEXT_KINDS = frozenset({Kind.MUSING})
 JPEG_SOI = b"\xff\xd8"
+
+
+def device_status_fields(statuses: Mapping[str, str]) -> dict[str, str]:
+    """The health fields that carry each device's status: under its own key where it has one
+    (`DEVICE_KEYS`), the others together in `devices`."""
+    fields = {device: status for device, status in statuses.items() if device in DEVICE_KEYS}
+    others = [f"{device}:{status}" for device, status in statuses.items() if device not in DEVICE_KEYS]
+    return {**fields, "devices": ",".join(others)} if others else fields
+
+
+def device_statuses(fields: Mapping) -> dict[str, str]:
+    """Each device's status from a health record's decoded fields: those with a key of their own,
+    then those `devices` carries (what `device_status_fields` sent)."""
+    statuses = {device: fields[device] for device in DEVICE_KEYS if isinstance(fields.get(device), str)}
+    packed = fields.get("devices")
+    for pair in packed.split(",") if isinstance(packed, str) else ():
+        device, sep, status = pair.partition(":")
+        if sep and device:
+            statuses[device] = status
+    return statuses
 
 
 def _by_name(table: dict[int, tuple[str, type]]) -> dict[str, tuple[int, type]]:

@@ -10,9 +10,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from stratoecho.config import ConfigError
 from stratoecho.wire.uplink_keys import write_key_file
 
-from ...world.hardware import Fault, bench_dir
+from ...world.hardware import bench_dir, check_faults
 from ...world.scenarios import flight_for, scenario
 from .fleet import FLEET_OUTPUTS, fleet
 from .fleet_report import fleet_section
@@ -64,12 +65,11 @@ def fly(opts: FlyOptions) -> dict:
         )
     try:
         sc = scenario(opts.scenario)
-        for f in opts.faults:
-            Fault.parse(f)
-    except ValueError as e:
+        if opts.config is None and sc.config is not None:  # the configuration the scenario is planned for
+            opts = replace(opts, config=REPO / sc.config)
+        check_faults(opts.faults, opts.config)  # a maker's sensor's faults too, its simulator named there
+    except (ValueError, ConfigError) as e:
         raise FlyError(str(e)) from e
-    if opts.config is None and sc.config is not None:  # the configuration the scenario is planned for
-        opts = replace(opts, config=REPO / sc.config)
     prepare_out(opts)
     flight = flight_for(sc.name, opts.seed)
     minutes = opts.minutes or sc.minutes
