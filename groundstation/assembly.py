@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ from .db import Store, StoreError
 from .display import format_summary
 from .link.decoder import FrameDecoder
 from .link.flights import Flight, Flights, flight_db_path
+from .link.heard import Heard
 from .link.keys import build_flights, downlink_check, followed_checks
 from .link.listen import Hooks, Limits, run_listen
 from .link.uplink import CommandSigner, SignerStateError
@@ -158,26 +159,24 @@ def repair_link(config: GroundConfig, source: FrameSource, store: Store, clock: 
 
 class LastMusing:
     """The newest musing heard of each flight, as SondeHub shows it: the comment of each of that
-    flight's positions after it, never another flight's."""
+    flight's positions after it, never another flight's. It travels with the position it goes with."""
 
     def __init__(self) -> None:
         self.comments: dict[str | None, str] = {}  # flight (None: the primary) -> its last musing
-        self._flight: str | None = None  # whose record the hooks are hearing now
 
     @property
     def comment(self) -> str | None:
         return self.comments.get(None)
 
-    def note(self, heard) -> None:
+    def carried(self, heard: Heard) -> Heard:
+        """`heard`, noted if it is a musing; a position with its flight's last musing in it."""
         from .exports.sondehub import musing_comment
 
-        # The exporters ask `self()` right after this hook, for the same record: its flight's comment.
-        self._flight = getattr(heard, "flight", None)
         if isinstance(heard.record, wire.Record) and heard.record.kind is wire.Kind.MUSING:
-            self.comments[self._flight] = musing_comment(heard.record)
-
-    def __call__(self) -> str | None:
-        return self.comments.get(self._flight)
+            self.comments[heard.flight] = musing_comment(heard.record)
+        if isinstance(heard.record, Telemetry):
+            return replace(heard, last_musing=self.comments.get(heard.flight))
+        return heard
 
 
 @dataclass
@@ -194,7 +193,8 @@ class Listener:
     repair: WindowAnswerer | None = None
     proxy: ApiProxy | None = None
     publisher: StationPublisher | None = None
-    exporters: list = field(default_factory=list)
+    exporters: list = field(default_factory=list)  # every live exporter, guarded (groundstation/exports/live.py)
+    takes: dict[str, list] = field(default_factory=lambda: {"positions": [], "ssdv": []})  # them by what they take
     ssdv_uploader: SsdvUploader | None = None
     musing: LastMusing = field(default_factory=LastMusing)
     flights: Flights | None = None  # with --follow: the primary (store, decoder) and the followed flights
@@ -216,29 +216,22 @@ class Listener:
                 data, received_at, rssi_dbm=rssi, snr_db=snr))
 
     def add_exporters(self) -> None:
-        """SondeHub, the chase-car feed and the SSDV upload, as [exports] asks; ValueError for
-        settings they cannot use (the SSDV uploader, whose thread runs already, stopped again)."""
-        from .exports import DEFAULT_URL, live_exporters, ssdv_from_config, station_from_config
+        """The live exporters `[exports]` asks for (groundstation/exports/live.py); ValueError for
+        settings they cannot use (those started already stopped again)."""
+        from .exports import LiveContext, SsdvUploader, live_exporters, station_from_config
 
-        sondehub, feed = self.config.exports.sondehub, self.config.exports.udp_feed
-        tuned = self.config.source.tuned_mhz()  # the receiver's own, where the source is a radio
-        try:
-            station = station_from_config(sondehub)
-            self.ssdv_uploader = ssdv_from_config(self.config.exports.ssdv, station)
-            self.exporters = live_exporters(
-                (sondehub.url or DEFAULT_URL) if station else None, station, feed.address,
-                udp_broadcast=feed.broadcast, frequency_mhz=sondehub.frequency_mhz or tuned,
-                modulation=sondehub.modulation, comment=self.musing,
-                udp_landing=FeedLanding(Chase(feed.burst_alt_m, feed.descent_rate_m_s)) if feed.landing else None)
-        except ValueError:
-            if self.ssdv_uploader is not None:  # its thread runs already
-                self.ssdv_uploader.close(deadline_s=0)
-            raise
+        landing = lambda burst_alt_m, descent_m_s: FeedLanding(Chase(burst_alt_m, descent_m_s))  # noqa: E731
+        context = LiveContext(station_from_config(self.config.exports.sondehub), self.config.source.tuned_mhz(),
+                              landing)
+        made = live_exporters(self.config.exports, context)
+        self.exporters = [guarded for _, guarded in made]
+        self.ssdv_uploader = next((g.inner for entry, g in made if entry.takes == "ssdv"
+                                   and isinstance(g.inner, SsdvUploader)), None)
+        self.takes = {"positions": [g for e, g in made if e.takes == "positions"],
+                      "ssdv": [g for e, g in made if e.takes == "ssdv"]}
 
     def join_hooks(self) -> None:
         """What hears each new record and SSDV packet besides the database, in this order."""
-        from .exports import Guarded
-
         proxy, store, hooks = self.proxy, self.store, self.hooks
         if proxy is not None and self.clock.answers_at_once():
             proxy.synchronous = True  # on the lockstep an answer is ready in no flight time, as the bench wants it
@@ -246,14 +239,19 @@ class Listener:
             hooks.on_new.append(lambda heard: proxy.on_record(heard.record, store) if heard.flight is None else None)
         # With a key, what leaves the station as the flight's (uploads, the feed, their musing
         # comment) is what the balloon signed; a claim stays in the database, shown apart.
-        keyed = self.decoder.auth is not None
-        hooks.on_new.append(lambda heard: self.musing.note(heard) if heard.authentic or not keyed else None)
-        for e in self.exporters:  # positions only: that is all an exporter takes
-            hooks.on_new.append(lambda heard, e=e: e.add(heard) if isinstance(heard.record, Telemetry)
-                                and (heard.authentic or not keyed) else None)
-        if self.ssdv_uploader is not None:  # every SSDV packet the database kept as new, with when it was heard
-            self.exporters.append(Guarded(self.ssdv_uploader, "ssdv"))
-            hooks.on_ssdv.append(self.exporters[-1].add)
+        keyed, positions = self.decoder.auth is not None, self.takes["positions"]
+
+        def share(heard: Heard) -> None:
+            if keyed and not heard.authentic:
+                return
+            heard = self.musing.carried(heard)
+            if isinstance(heard.record, Telemetry):  # positions only: that is all these exporters take
+                for e in positions:
+                    e.add(heard)
+
+        hooks.on_new.append(share)
+        for e in self.takes["ssdv"]:  # every SSDV packet the database kept as new, with when it was heard
+            hooks.on_ssdv.append(e.add)
 
     # ----------------------------------------------------------------- running
 

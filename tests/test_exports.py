@@ -27,6 +27,7 @@ from groundstation.exports import (
     GpxTrack,
     Guarded,
     KmlTrack,
+    LiveContext,
     UdpFeed,
     from_db,
     live_exporters,
@@ -729,16 +730,55 @@ def test_guarded_exporter_fails_alone(tmp_path):
 
 
 def test_live_exporters(server):
-    assert live_exporters(None, None, None) == []
+    from groundstation.config import ExportsSection
+
+    def made(tables: dict, station=None) -> list:
+        return live_exporters(ExportsSection.model_validate(tables), LiveContext(station))
+
+    assert made({}) == []
     with pytest.raises(ValueError, match="callsign"):
-        live_exporters(server.url, None, None)
-    exporters = live_exporters(server.url, "M0ABC", ("127.0.0.1", free_port()))
-    assert [e.name for e in exporters] == ["sondehub", "udp_feed"]
-    for e in exporters:
+        made({"ssdv": {"upload": True}})
+    pairs = made({"sondehub": {"url": server.url}, "udp_feed": {"address": f"127.0.0.1:{free_port()}"}},
+                 Station("M0ABC"))
+    assert [(entry.name, entry.takes, e.name) for entry, e in pairs] == [("sondehub", "positions", "sondehub"),
+                                                                       ("udp_feed", "positions", "udp_feed")]
+    for _, e in pairs:
         e.add(sentence(3))
-    for e in exporters:
+    for _, e in pairs:
         e.close()
     assert [o["uploader_callsign"] for o in server.objects()] == ["M0ABC"]
+
+
+def test_a_live_exporter_is_registered_as_a_format_is(tmp_path):
+    """One made outside the package: `listen` makes it from [exports] when asked and feeds it positions."""
+    from groundstation.config import ExportsSection
+    from groundstation.exports import LIVE, LiveExport, register_live
+
+    fed = []
+
+    class Counting:
+        def add(self, heard):
+            fed.append(heard.record.seq)
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    register_live(LiveExport("counting", lambda section, ctx: Counting()))
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            register_live(LiveExport("counting", lambda section, ctx: None))
+        with pytest.raises(ValueError, match="lower-case word"):
+            register_live(LiveExport("Not A Table", lambda section, ctx: None))
+        (entry, e), = live_exporters(ExportsSection(), LiveContext())  # the shipped ones: none asked for
+        assert entry.name == "counting"
+        e.add(sentence(3))
+        assert fed == [sentence(3).record.seq]
+    finally:
+        del LIVE["counting"]
+
 
 
 def export(argv: list[str]) -> int:

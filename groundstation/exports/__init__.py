@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from .base import Exporter, ExportError, Guarded, from_db
@@ -36,7 +35,7 @@ from .csv_export import CsvTable
 from .formats import FORMATS, ExportFormat, ExportRequest, Report, register_format
 from .gpx import GpxTrack
 from .kml import KmlTrack
-from .settings import SondeHubSection, SsdvSection
+from .live import LIVE, LiveContext, LiveExport, live_exporters, register_live, ssdv_from_config, station_from_config
 from .sondehub import DEFAULT_URL, SondeHubUploader
 from .ssdv_upload import DEFAULT_URL as SSDV_URL
 from .ssdv_upload import SsdvUploader, ssdv_from_db
@@ -46,7 +45,7 @@ from .uploader import UploadPolicy
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "FORMATS", "SSDV_URL", "CsvTable", "ExportError", "ExportFormat",
-    "ExportRequest",
+    "ExportRequest", "LIVE", "LiveContext", "LiveExport", "register_live",
     "Exporter", "GpxTrack", "Guarded", "KmlTrack", "Report", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
     "UploadPolicy", "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli",
     "register_format", "ssdv_from_config", "ssdv_from_db", "station_from_config",
@@ -63,34 +62,6 @@ examples:
 exit status: 0 done; 1 the database or the output cannot be used, or the server refused or
 never took some positions or packets; 2 a usage error
 """
-
-
-def live_exporters(sondehub_url: str | None, uploader: Station | str | None,
-                   udp_feed: tuple[str, int] | None, *, udp_broadcast: bool = False,
-                   frequency_mhz: float | None = None, modulation: str | None = None,
-                   comment: Callable[[], str | None] | None = None,
-                   udp_landing: Callable | None = None) -> list[Exporter]:
-    """Exporters for the listener to feed as telemetry arrives, each guarded.
-
-    `sondehub_url`: None for no SondeHub upload (`sondehub.DEFAULT_URL` for the real one),
-    which then needs `uploader` (the station: its details, or only its callsign), and sends
-    the receiver's `frequency_mhz` and `modulation` with each position, and `comment()` as its
-    comment (the last musing); `udp_feed`: (host, port) for
-    chase-car PAYLOAD_SUMMARY datagrams (`udp_feed.DEFAULT_HOST`, `DEFAULT_PORT`: 127.0.0.1:55672),
-    None for none; `udp_broadcast` when that host is a broadcast address; `udp_landing`: a
-    predict.FeedLanding, to send the predicted landing on the feed too (udp_feed.py).
-    ValueError for a bad combination or a host that does not resolve.
-    """
-    exporters: list[Exporter] = []
-    if sondehub_url is not None:
-        if not uploader:
-            raise ValueError("uploading to SondeHub needs the station's callsign (uploader)")
-        exporters.append(Guarded(SondeHubUploader(uploader, sondehub_url, frequency_mhz=frequency_mhz,
-                                                  modulation=modulation, comment=comment), "sondehub"))
-    if udp_feed is not None:
-        host, port = udp_feed
-        exporters.append(Guarded(UdpFeed(host, port, broadcast=udp_broadcast, landing=udp_landing), "udp_feed"))
-    return exporters
 
 
 def add_station_arguments(group: argparse._ArgumentGroup) -> None:
@@ -110,44 +81,6 @@ def add_station_arguments(group: argparse._ArgumentGroup) -> None:
                        help="the frequency the receiver is tuned to, in MHz, sent with every position (e.g. 434.2)")
     group.add_argument("--sondehub-modulation", default="LoRa", metavar="TEXT",
                        help="the modulation sent with every position (default LoRa, what the payload transmits)")
-
-
-STATION_OPTIONS = ("position", "radio", "antenna", "email", "mobile", "frequency_mhz")
-
-
-def station_from_config(sondehub: SondeHubSection) -> Station | None:
-    """The station `[exports.sondehub]` (listen's --sondehub-* flags) describes; None without its
-    uploader. ValueError for a station detail without the callsign, or a bad detail."""
-    if not sondehub.uploader:
-        given = [name for name in STATION_OPTIONS if getattr(sondehub, name)]
-        if given:
-            flags = ", ".join(f"--sondehub-{name.removesuffix('_mhz')}" for name in given)
-            raise ValueError(f"{flags} goes with --sondehub-uploader CALL (the station's callsign; in the file: "
-                             f"[exports.sondehub] {', '.join(given)} go with uploader)")
-        return None
-    return Station(sondehub.uploader, position=sondehub.position, radio=sondehub.radio, antenna=sondehub.antenna,
-                   contact_email=sondehub.email, mobile=sondehub.mobile)
-
-
-def ssdv_from_config(ssdv: SsdvSection, station: Station | None) -> SsdvUploader | None:
-    """The SSDV upload `[exports.ssdv]` (--ssdv-upload, --ssdv-url) asks for: None unless `upload`.
-    The receiver is the station's callsign: `uploader` (--ssdv-upload CALL), or the SondeHub
-    uploader's (`station`) when that is unset. ValueError for a missing or second callsign, or a
-    URL with the upload off."""
-    if not ssdv.upload:
-        if ssdv.url:
-            raise ValueError("--ssdv-url goes with --ssdv-upload (turn the upload of pictures on; in the file: "
-                             "[exports.ssdv] upload = true)")
-        return None
-    call = (ssdv.uploader or "").strip()
-    if not call and station is None:
-        raise ValueError("--ssdv-upload needs the station's callsign: --ssdv-upload CALL, "
-                         "or --sondehub-uploader CALL beside it ([exports.ssdv] uploader or [exports.sondehub] "
-                         "uploader in the file)")
-    if call and station is not None and call.upper() != station.callsign.upper():
-        raise ValueError(f"--ssdv-upload {call} and --sondehub-uploader {station.callsign}: one station, "
-                         "one callsign (give --ssdv-upload alone to use the SondeHub one)")
-    return SsdvUploader(station or Station(call), ssdv.url or SSDV_URL)
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

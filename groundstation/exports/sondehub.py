@@ -41,7 +41,7 @@ import json
 import math
 import time
 import urllib.parse
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import structlog
@@ -134,8 +134,8 @@ def musing_comment(record: wire.Record) -> str:
 class SondeHubUploader(BatchUploader[dict]):
     """Exporter to SondeHub-Amateur; see the module docstring. Counters in `stats`.
 
-    `station`: the receiving station (`Station`), or only its callsign; `comment`: what to put in
-    each position's comment when it is queued (the listener's last musing, `musing_comment`)."""
+    `station`: the receiving station (`Station`), or only its callsign. A position's comment is the
+    last musing the listener heard of its flight before it (`Heard.last_musing`, `musing_comment`)."""
 
     name = "sondehub"
     item_noun = "position"
@@ -146,8 +146,7 @@ class SondeHubUploader(BatchUploader[dict]):
     def __init__(self, station: Station | str, url: str = DEFAULT_URL, *, method: str = DEFAULT_METHOD,
                  gzip: bool = True, policy: SondeHubPolicy | None = None, frequency_mhz: float | None = None,
                  modulation: str | None = None, historical: bool = False, dev: bool = False,
-                 software_version: str = __version__, listener_url: str | None = None,
-                 comment: Callable[[], str | None] | None = None) -> None:
+                 software_version: str = __version__, listener_url: str | None = None) -> None:
         self.station = station if isinstance(station, Station) else Station(station)
         check_url(url, "SondeHub", DEFAULT_URL)
         method = method.upper()
@@ -162,7 +161,6 @@ class SondeHubUploader(BatchUploader[dict]):
         self.gzip = gzip
         # /amateur/telemetry's sibling, so a local or test server gets both uploads
         self.listener_url = listener_url or urllib.parse.urljoin(url, "listeners")
-        self._comment = comment  # the comment for each position queued now (the last musing), or None
         self._object_args = dict(station=self.station, software_version=software_version,
                                  frequency_mhz=frequency_mhz, modulation=modulation, historical=historical, dev=dev)
         self._listener = (listener_object(self.station, software_version)
@@ -176,7 +174,7 @@ class SondeHubUploader(BatchUploader[dict]):
 
     def add(self, heard: Heard) -> None:
         try:
-            obj = sondehub_object(heard, **self._object_args, comment=self._comment() if self._comment else None)
+            obj = sondehub_object(heard, **self._object_args, comment=heard.last_musing)
         except ValueError as e:  # WireError is one: a time that is not HH:MM:SS
             self.stats["skipped_invalid"] += 1
             log.warning("sondehub_skipped", reason=str(e), boot=heard.record.boot, seq=heard.record.seq)

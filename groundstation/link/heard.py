@@ -48,6 +48,7 @@ class Heard:
     snr_db: float | None = None
     flight: str | None = None  # a followed flight's callsign (`listen --follow`); None: the primary flight
     authentic: bool = True  # the balloon signed or tagged it; False: a claim anyone could make
+    last_musing: str | None = None  # a position's: the newest musing of its flight heard before it (SondeHub's comment)
 
     def as_json(self) -> dict:
         """The object `listen --json` prints: the record's JSON and `received_at` (and `flight`
