@@ -39,7 +39,6 @@ from stratoecho.wire.downlink import fingerprint
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 
 from .config import GroundConfig
-from .db import Store, StoreError
 from .display import format_summary
 from .link.decoder import FrameDecoder
 from .link.flights import Flight, Flights, flight_db_path
@@ -49,6 +48,7 @@ from .link.uplink import CommandSigner, SignerStateError
 from .link.windows import WindowAnswerer
 from .predict import Chase, FeedLanding
 from .sources import SOURCES, FrameSource, SourceContext, SourceError, UdpSource
+from .store import Store, StoreError
 
 if TYPE_CHECKING:
     from stratoecho.wire.downlink import DownlinkAuth
@@ -403,7 +403,7 @@ def build_listener(config: GroundConfig, stop: threading.Event | None = None) ->
             log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=str(config.database.path))
         flights = open_flights(config, downlink, store, here)
         on_failure.callback(lambda: [s.close() for s in flights.stores() if s is not store])
-        for flight in flights.all():  # what each database's readers show as the flight's (reading.GroundReader.keyed)
+        for flight in flights.all():  # what each database's readers show as the flight's (store.GroundReader.keyed)
             auth = flight.decoder.auth
             flight.store.set_trust(fingerprint(auth.key) if auth is not None else None)
         if downlink is None:

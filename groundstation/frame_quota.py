@@ -1,5 +1,5 @@
 """What the frames table may hold: bytes per source and in all, for the single receiver
-(`listen`), consulted by `db.Store.add_frame` for every frame heard. Anyone can send a UDP
+(`listen`), consulted by `store.Store.add_frame` for every frame heard. Anyone can send a UDP
 datagram, and before these quotas each one was a row: a flood of junk filled the disk (issue 41).
 Pure bookkeeping (no I/O, the clock passed in); the Store counts what the database holds and logs.
 

@@ -9,7 +9,7 @@ on a replayed database. Three pure steps, so each is tested on its own::
                                                              screen (ANSI redraw) or, with
                                                              --plain / no TTY, only new lines
 
-`ground` is a `reading.GroundReader`: the view opens the database read-only, so it never
+`ground` is a `store.GroundReader`: the view opens the database read-only, so it never
 creates, migrates or locks the station's file, and reads one an older ground station left.
 `watch(db_path, stop, out, interval_s)` loops until `stop` is set. Everything that came
 from the air (callsign, health strings, musings) is escaped with `display.clean_text`
@@ -35,9 +35,8 @@ from stratoecho import geo
 from stratoecho.cli import positive_number
 
 from . import predict
-from .db import StoreError
 from .display import clean_text
-from .reading import GroundReader, TelemetryRow
+from .store import GroundReader, StoreError, TelemetryRow
 
 log = structlog.get_logger(__name__)
 

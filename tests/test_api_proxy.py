@@ -23,7 +23,7 @@ from groundstation.api_proxy import (
     load_config,
     proxy_from_config,
 )
-from groundstation.db import Store
+from groundstation.store import Store
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import ApiAnswer, ApiStatus, CommandId

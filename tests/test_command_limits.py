@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store as GroundStore
 from groundstation.link.uplink import CommandSigner, SignerStateError
 from groundstation.link.windows import WindowAnswerer
+from groundstation.store import Store as GroundStore
 from payload.assembly import build_daemon
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from groundstation.db import Store
+from groundstation.store import Store
 from groundstation.web import register_cli, serve
 from groundstation.web.cli import cmd_serve
 from stratoecho import wire

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store
+from groundstation.store import Store
 from groundstation.web import serve
 from stratoecho import wire
 from tests.test_dashboard import CHROMIUM, browser, build_ground_db, js, open_page, telemetry  # noqa: F401

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import Store, utc_now
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
 from groundstation.link.windows import WindowAnswerer
 from groundstation.network import Aggregator
-from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
+from groundstation.store import GroundReader, Store, utc_now
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.musing_sentence import encode_musing_sentences
@@ -171,7 +170,7 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
     """The dashboard writes the outbox as another user: a row whose arguments do not unpack as its
     command's (a damaged database, a hostile web user) is refused with the reason, shown as
     refused, never marked sent, and the operator's good command behind it still goes out signed."""
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader
 
     g = Ground(tmp_path)
     if isinstance(args, str):  # past Store's own checks, as another writer of the file can

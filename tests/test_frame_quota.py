@@ -17,7 +17,6 @@ from structlog.testing import capture_logs
 
 from groundstation.__main__ import main
 from groundstation.config import DatabaseSection
-from groundstation.db import Store
 from groundstation.frame_quota import (
     MAX_SOURCES,
     OTHER_SOURCES,
@@ -27,6 +26,7 @@ from groundstation.frame_quota import (
     row_bytes,
     source_key,
 )
+from groundstation.store import Store
 from sim.bench.listen_flood import PER_PORT, SENDERS, ListenProcess, db_bytes, flood
 from stratoecho import wire
 from stratoecho.wire.relay import HEAD_BYTES

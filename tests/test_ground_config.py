@@ -15,7 +15,7 @@ from groundstation.__main__ import build_parser, decode_flights, main
 from groundstation.assembly import build_listener
 from groundstation.config import GroundConfig, ground_config, load_ground_config
 from groundstation.link.keys import build_flights, downlink_check, followed_checks
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from stratoecho import wire
 from stratoecho.config import ConfigError
 from stratoecho.wire.uplink import payload_hash
@@ -193,7 +193,7 @@ def test_a_part_that_cannot_be_had_closes_every_part_opened_before_it(tmp_path, 
     exporters; settings the exporters refuse (exit 2) must not leave the source's socket bound or a
     database open (one ExitStack, groundstation/assembly.py)."""
     import groundstation.assembly as assembly
-    from groundstation.db import Store
+    from groundstation.store import Store
 
     closed = []
     real_source, real_close = assembly.open_source, Store.close

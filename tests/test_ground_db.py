@@ -11,8 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from groundstation.db import SCHEMA_VERSION, Store, StoreError
-from groundstation.reading import Counts, GroundReader
+from groundstation.store import SCHEMA_VERSION, Counts, GroundReader, Store, StoreError
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink import CommandId
@@ -124,7 +123,7 @@ def test_committed_rows_survive_a_crash(tmp_path):
     # A process crash, not a power cut: WAL keeps commits whatever `synchronous` says.
     path = tmp_path / "g.db"
     code = (
-        "import os\nfrom groundstation.db import Store\n"
+        "import os\nfrom groundstation.store import Store\n"
         f"s = Store({str(path)!r})\ns.add_frame(b'$$', 'test')\ns.commit()\n"
         "s.add_frame(b'$$', 'uncommitted')\nos._exit(9)\n"
     )

@@ -13,8 +13,8 @@ import pytest
 from pydantic import Field
 
 from groundstation.__main__ import build_parser, main
-from groundstation.reading import GroundReader
 from groundstation.sources import SOURCES, Received, SourceKind, SourceSettings, register_source
+from groundstation.store import GroundReader
 from stratoecho import wire
 
 

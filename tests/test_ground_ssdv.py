@@ -9,9 +9,8 @@ import sqlite3
 from PIL import Image
 
 from groundstation.__main__ import main as ground_main
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from stratoecho import wire
 from stratoecho.wire import ssdv
 from tests.fakes import AUTH
@@ -79,8 +78,7 @@ def test_an_image_id_used_again_after_the_wrap_replaces_the_old_picture(tmp_path
 
 def test_pictures_from_ssdv_are_not_counted_as_missing_records(tmp_path):
     """Image ids 1 and 5 heard: ids 2..4 are pictures never sent this way, not records lost."""
-    from groundstation.db import Store
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader, Store
     from stratoecho import wire
 
     with Store(tmp_path / "g.db") as store:

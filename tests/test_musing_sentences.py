@@ -12,12 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from horusdemodlib.decoder import parse_ukhas_string
 
-from groundstation.db import Store
 from groundstation.exports.sondehub import musing_comment, sondehub_object
 from groundstation.exports.station import Station
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.heard import Heard
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from payload.config import PayloadConfig
 from payload.daemon import Daemon
 from payload.persona.worker import Generation

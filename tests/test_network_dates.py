@@ -15,9 +15,8 @@ from types import SimpleNamespace
 
 from structlog.testing import capture_logs
 
-from groundstation.db import Store
 from groundstation.network import Aggregator
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from groundstation.web import api, serve
 from stratoecho import wire
 from tests.fakes import AUTH

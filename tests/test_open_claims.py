@@ -17,10 +17,9 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
 from groundstation.predict import Chase, Landing
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from groundstation.web import api
 from payload.watchdog import boot_banner
 from sim.bench.fly.processes import wait_listening

@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 import pytest
 from PIL import Image
 
-from groundstation.db import Store
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from stratoecho import wire
 from stratoecho.wire import pictures, ssdv
 from stratoecho.wire.downlink import fingerprint

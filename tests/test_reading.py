@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import SCHEMA_VERSION, Store, StoreError
-from groundstation.reading import Counts, Cursor, GroundReader, StationStats
+from groundstation.store import SCHEMA_VERSION, Counts, Cursor, GroundReader, StationStats, Store, StoreError
 from sim.bench.flight_report import flight_series
 from sim.bench.fly import ground_counts
 from stratoecho import wire

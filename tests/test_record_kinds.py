@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from groundstation.db import SCHEMA_VERSION, Store
 from groundstation.link.decoder import FrameDecoder
-from groundstation.reading import GroundReader
+from groundstation.store import SCHEMA_VERSION, GroundReader, Store
 from stratoecho import wire
 from stratoecho.wire.content import decode_content, encode_content
 from tests.fakes import AUTH

@@ -434,9 +434,9 @@ def test_an_announced_record_already_heard_is_not_asked_for():
 
 
 def test_commands_queued_in_the_outbox_go_out_signed_in_the_next_window_once(tmp_path):
-    from groundstation.db import Store
     from groundstation.link.uplink import generate_key_file
     from groundstation.link.windows import WindowAnswerer
+    from groundstation.store import Store
     from stratoecho.wire import uplink as up
 
     key_path = tmp_path / "k"

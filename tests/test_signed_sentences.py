@@ -19,11 +19,10 @@ import gpxpy
 import pytest
 from horusdemodlib.decoder import parse_ukhas_string
 
-from groundstation.db import Store
 from groundstation.frame_quota import FrameBudget, FrameQuota
 from groundstation.link.decoder import FrameDecoder
 from groundstation.predict import Chase, Landing
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from groundstation.web import api
 from stratoecho import wire
 from stratoecho.wire import gateway_rules

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.windows import WindowAnswerer
+from groundstation.store import Store
 from payload.watchdog import boot_banner
 from sim.bench.fly.processes import wait_listening
 from stratoecho import wire

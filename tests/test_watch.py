@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store
-from groundstation.reading import GroundReader, TelemetryRow
+from groundstation.store import GroundReader, Store, TelemetryRow
 from groundstation.watch import (
     FlightView,
     Missing,

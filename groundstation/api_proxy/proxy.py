@@ -274,7 +274,7 @@ class ApiProxy:
             return False
 
     def _work(self) -> None:
-        from ..db import Store  # the worker's own connection: the listener's is the listener's
+        from ..store import Store  # the worker's own connection: the listener's is the listener's
 
         stores: dict[str, Store] = {}
         try:

@@ -46,7 +46,7 @@ from .station import SOFTWARE_NAME, Station
 from .uploader import BatchUploader, UploadPolicy, check_url
 
 if TYPE_CHECKING:
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader
 
 log = structlog.get_logger(__name__)
 

@@ -24,9 +24,9 @@ import structlog
 
 from stratoecho import wire
 
-from ..db import Store, utc_now
 from ..display import format_json, format_record
 from ..sources import FrameSource, Position
+from ..store import Store, utc_now
 from .decoder import FrameDecoder
 from .flights import Flight, Flights
 from .heard import Heard, kind_name

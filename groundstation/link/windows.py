@@ -34,8 +34,8 @@ from stratoecho.wire import uplink
 from stratoecho.wire.events import Event
 from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 
-from ..db import Store
 from ..sources import describe_peer
+from ..store import Store
 from .decoder import Decoded
 from .repair import NackPlanner
 from .uplink import CommandSigner, SignerStateError

@@ -19,11 +19,11 @@ import structlog
 from stratoecho import bounded_json, wire
 from stratoecho.wire.downlink import fingerprint
 
-from ..db import Store, StoreError
 from ..frame_quota import row_bytes, tagged
 from ..link.decoder import Decoded, FrameDecoder, error_reason
 from ..link.heard import WireRecord
 from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
+from ..store import Store, StoreError
 from .session import _Session
 from .topics import DEFAULT_PREFIX, FORMAT_VERSION, POLL_S, BrokerAuth, Reconnect, check_prefix, topic_level
 

@@ -1,5 +1,5 @@
 """The API's answers: what each GET /api/... returns, built from typed rows
-(`reading.GroundReader`) into the JSON the page reads; the commands the operator may queue as
+(`store.GroundReader`) into the JSON the page reads; the commands the operator may queue as
 the wire package declares them (`commands_json`, GET /api/commands), and those POST
 /api/commands takes, made by the same declaration (`parse_command`)."""
 
@@ -14,9 +14,8 @@ from stratoecho.wire.commands import Command, PowerMode, operator_command, opera
 from stratoecho.wire.sentence import telemetry_datetime
 
 from .. import predict
-from ..db import utc_now
 from ..exports.base import utc_time
-from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
+from ..store import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow, utc_now
 
 LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 # A frame heard more than this after the server's clock is no minute of the flight: a station's

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from ..reading import GroundReader
+from ..store import GroundReader
 from .api import outbox_json, record_json, telemetry_json
 
 POLL_S = 1.0  # how often an event stream asks the database whether anything was committed

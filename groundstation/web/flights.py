@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from ..db import StoreError
 from ..link.flights import CALLSIGN  # a followed flight's file is ground.CALLSIGN.db, as `listen --follow` names it
-from ..reading import GroundReader, TelemetryRow
+from ..store import GroundReader, StoreError, TelemetryRow
 from .api import sentence_time
 
 RESCAN_S = 3.0  # how often the directory is listed for a newly followed flight's database

@@ -22,8 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from ..db import Store, StoreError
-from ..reading import GroundReader
+from ..store import GroundReader, Store, StoreError
 from . import access, events
 from .api import (
     commands_json,

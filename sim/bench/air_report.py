@@ -25,7 +25,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from payload.policy.airplan import LABELS, AirPlan
 from stratoecho import wire
 from stratoecho.wire import ssdv

@@ -34,8 +34,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
-from groundstation.db import StoreError
-from groundstation.reading import GroundReader, RecordRow, TelemetryRow
+from groundstation.store import GroundReader, RecordRow, StoreError, TelemetryRow
 from stratoecho.charts import nice_ticks, tick_label
 from stratoecho.wire import HEALTH_FIELD_NAMES, WireError
 from stratoecho.wire.sentence import parse_hms

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from payload.config import load_config
 from stratoecho.airtime import lora_airtime_s
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from payload.config import PayloadConfig, load_config
 from payload.policy.airplan import air_plan
 from stratoecho import wire

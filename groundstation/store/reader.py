@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .db import StoreError, check_schema
+from .schema import StoreError, check_schema
 
 _TELEMETRY = "id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c, pressure_hpa, batt_mv, received_at"
 
@@ -301,7 +301,7 @@ class GroundReader:
     # ------------------------------------------------------------- whose flight
 
     def trust(self) -> dict:
-        """What the listener said it believes (db.Store.set_trust): {"keyed": True, "fingerprint":
+        """What the listener said it believes (writer.Store.set_trust): {"keyed": True, "fingerprint":
         ...} when it checks the flight's tags, {"keyed": False, ...} when it believes anyone; keyed
         None for a database whose listener never said (older than schema 12: anyone, as then)."""
         row = self._rows("trust", "SELECT keyed, fingerprint, set_at FROM trust WHERE id = 1")
