@@ -322,7 +322,7 @@ class Listener:
             summary += (f"\n  flight {callsign}: {f['frames']} frames, {sum(f['records'].values())} records "
                         f"({', '.join(f'{k} {n}' for k, n in sorted(f['records'].items())) or 'none'}), "
                         f"{f['relayed']} relayed, {f['errors']} errors, {f['stored']} new to {f['db']}")
-        if not_stored := store.frames_not_stored:
+        if not_stored := store.frames.not_stored:
             summary += (f"\n  storage quota: {sum(not_stored.values())} frames past it not stored ("
                         + ", ".join(f"{source} {n}" for source, n in sorted(not_stored.items())) + ")")
         print(summary, file=sys.stderr)
@@ -330,7 +330,7 @@ class Listener:
             write_stats(self.config.output.stats, {
                 "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
-                "frames_not_stored": sum(store.frames_not_stored.values()),
+                "frames_not_stored": sum(store.frames.not_stored.values()),
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
                 **({"api_proxy": self.proxy.stats()} if self.proxy is not None else {}),
                 **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
@@ -365,7 +365,7 @@ def open_flights(config: GroundConfig, downlink: DownlinkAuth | None, store: Sto
     try:
         for callsign in followed:
             path = flight_db_path(db, callsign)
-            stores[callsign] = (Store(path, frame_quota=store.frame_quota), path)
+            stores[callsign] = (Store(path, frame_quota=store.frames.quota), path)
             if here is not None:
                 from .network import default_station
 

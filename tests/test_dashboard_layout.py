@@ -51,7 +51,7 @@ def test_link_minutes_are_on_flight_time_live_and_replayed(tmp_path, dashboard):
             sent = telemetry(seq)
             heard = (t0 + timedelta(seconds=10 * seq) + later).isoformat(timespec="milliseconds")
             store.add_telemetry(sent, received_at=heard)
-            store.add_frame(wire.encode_sentence(sent), "replay", received_at=heard)
+            store.frames.add(wire.encode_sentence(sent), "replay", received_at=heard)
     stop = threading.Event()
     server = serve(db, "127.0.0.1", 0, stop)
     try:

@@ -88,12 +88,12 @@ def test_a_forged_position_sentence_opens_no_window_and_the_queued_command_waits
     command was signed, sent into nothing and marked sent."""
     g = Ground(tmp_path)
     note = uplink.MemoryNote("the river bends west")
-    g.store.queue_command(int(note.command_id), note.pack(), "a note")
+    g.store.outbox.queue(int(note.command_id), note.pack(), "a note")
     g.hear(position(6), position(12), cue(18, FORGER))  # sentences anyone can send; a cue of another key
-    assert g.sent == [] and len(g.store.pending_commands()) == 1
+    assert g.sent == [] and len(g.store.outbox.pending()) == 1
     g.hear(sentence(18), cue(18))  # the balloon's own cue: the note goes, once
     assert any(isinstance(c, uplink.MemoryNote) and c.text == note.text for c in g.commands())
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
 
 
 def test_a_recorded_cue_played_back_opens_nothing_even_after_a_ground_restart(tmp_path):
@@ -147,13 +147,13 @@ def test_a_forged_unconfirmed_event_makes_the_ground_sign_nothing_again(tmp_path
     """Before: one forged "unconfirmed" event made the ground sign and send an old SET_MODE again."""
     g = Ground(tmp_path)
     low_power = uplink.SetMode(1)
-    row = g.store.queue_command(int(low_power.command_id), low_power.pack(), "set mode low_power")
-    g.store.mark_command_sent(row)
+    row = g.store.outbox.queue(int(low_power.command_id), low_power.pack(), "set mode low_power")
+    g.store.outbox.mark_sent(row)
     unconfirmed = uplink.unconfirmed_event(low_power, "set mode low_power", 1800)
     forged = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 7, 1_767_225_600, unconfirmed), auth=FORGER)
     g.hear(*forged, sentence(6), cue(6))
     assert not any(isinstance(c, uplink.SetMode) for c in g.commands())
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
     real = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 7, 1_767_225_600, unconfirmed), auth=AUTH)
     g.hear(*real, sentence(12), cue(12))  # the payload's own: confirmed, as designed
     assert any(isinstance(c, uplink.SetMode) for c in g.commands())
@@ -178,12 +178,12 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
                                   ("2026-05-01T10:00:00.000+00:00", command, args, "text")).lastrowid
         g.store.commit()
     else:
-        bad = g.store.queue_command(command, args, "a row no dashboard writes")
+        bad = g.store.outbox.queue(command, args, "a row no dashboard writes")
     ping = uplink.Ping(7)
-    good = g.store.queue_command(int(ping.command_id), ping.pack(), "ping")
+    good = g.store.outbox.queue(int(ping.command_id), ping.pack(), "ping")
     g.hear(sentence(6), cue(6))
     assert uplink.Ping(7) in g.commands()
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
     with GroundReader.open(g.db) as reader:
         rows = {r.id: r for r in reader.outbox()}
         assert reader.commands_queued() == 0

@@ -126,7 +126,7 @@ def test_an_older_database_holding_bad_times_serves_every_view(tmp_path):
         for n, when in enumerate(bad):
             sentence = telemetry(40 + n)
             store.add_telemetry(sentence, received_at=when)
-            store.add_frame(wire.encode_sentence(sentence), "mqtt", received_at=when, station="wrong-clock")
+            store.frames.add(wire.encode_sentence(sentence), "mqtt", received_at=when, station="wrong-clock")
         store.add_record(wire.Record(wire.Kind.MUSING, 1, 9, int(T0.timestamp()), "dated by a wrong clock"),
                          received_at="9999-12-31T23:59:59.000+00:00")
     stop = threading.Event()

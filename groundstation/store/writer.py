@@ -2,10 +2,11 @@
 
 `Store` opens a ground database read-write, making or migrating its schema (schema.py, which
 says what each table holds and why its journal is WAL with synchronous=NORMAL), and writes
-what the station hears: frames, positions, records, who heard what, where stations are, the
-flight's pictures (groundstation/pictures.py), what the listener trusts, the commands queued
-for the uplink. Commits come in small batches (`maybe_commit`). Reading is the read-only
-`GroundReader`'s (reader.py).
+what the station hears: positions, records, who heard what, where stations are, the flight's
+pictures (groundstation/pictures.py), what the listener trusts. Commits come in small batches
+(`maybe_commit`). Its parts, on the same connection: the frames table under its byte quota
+(`store.frames`, frames.py) and the commands queued for the uplink (`store.outbox`, outbox.py).
+Reading is the read-only `GroundReader`'s (reader.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import structlog
 from stratoecho import wire
 from stratoecho.wire.pictures import announcement
 
-from ..frame_quota import FrameBudget, FrameQuota, bytes_by_sql
+from ..frame_quota import FrameQuota
 from ..pictures import FlightPictures
+from .frames import FrameLog
+from .outbox import Outbox
 from .schema import StoreError, prepare, utc_now
 
 log = structlog.get_logger(__name__)
@@ -55,14 +58,13 @@ def _record_data(r: wire.Record) -> str | bytes | None:
 
 class Store:
     """`frame_quota`: the bytes the frames table may hold per source and in all (`frame_quota`;
-    None: no limit, for the aggregator, which keeps its own per station); `clock` times its warnings."""
+    None: no limit, for the aggregator, which keeps its own per station); `clock` times its
+    warnings (both `store.frames`'s, frames.py)."""
 
     def __init__(self, path: str | Path, flush_interval_s: float = 0.5, *,
                  frame_quota: FrameQuota | None = DEFAULT_FRAME_QUOTA, clock=time.monotonic) -> None:
         self.path = str(path)
         self.flush_interval_s = flush_interval_s
-        self.frame_quota, self._clock = frame_quota, clock
-        self._frame_budget: FrameBudget | None = None  # counted from the database at the first frame
         try:
             # A Store may be opened in one thread and handed to the listener's thread;
             # it is used by one thread at a time, which is all sqlite3 needs.
@@ -80,48 +82,13 @@ class Store:
             raise
         self._last_commit = time.monotonic()
         self.inserted = 0  # telemetry and records new to the database since opening
+        self.frames = FrameLog(self._db, frame_quota, clock)  # the frames table, under its quota
+        self.outbox = Outbox(self._db, self.commit)  # commands for the uplink, committed at once
         self.pictures = FlightPictures(self._db)
         trust = self._db.execute("SELECT keyed FROM trust WHERE id = 1").fetchone()
         self.pictures.keyed = bool(trust and trust[0])  # until the listener says (set_trust)
 
     # ----------------------------------------------------------------- writing
-
-    def add_frame(self, data: bytes, source: str, error: str | None = None, received_at: str | None = None, *,
-                  station: str | None = None, rssi_dbm: float | None = None, snr_db: float | None = None,
-                  vouched: bytes | None = None) -> int:
-        """One row for a frame heard; its id, or 0 when the frame quota keeps it out (a claim past
-        its source's share or the total: counted in `frames_not_stored`). `vouched`: the frame the
-        balloon's tag checked in (frame_quota.FrameBudget.admit), never kept out."""
-        received_at = received_at or utc_now()
-        if self.frame_quota is not None and not self._frame_fits(data, source, error, received_at, station, vouched):
-            return 0
-        cur = self._db.execute(
-            "INSERT INTO frames (received_at, source, hex, ok, error, station, rssi_dbm, snr_db) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (received_at, source, data.hex(), int(error is None), error, station, rssi_dbm, snr_db),
-        )
-        return int(cur.lastrowid or 0)
-
-    def _frame_fits(self, data: bytes, source: str, error: str | None, received_at: str, station: str | None,
-                    vouched: bytes | None) -> bool:
-        if self._frame_budget is None:  # a Store that never stores a frame (the dashboard's) never counts
-            self._frame_budget = FrameBudget(self.frame_quota, self.frame_bytes_by_source())
-        budget = self._frame_budget
-        if budget.admit(data, source, error, received_at, station, vouched=vouched):
-            return True
-        since = budget.warning_due(source, self._clock())
-        if since is not None:
-            key = budget.key(source)
-            log.warning("frames past the storage quota not stored", source=key, since_last_warning=since,
-                        total=budget.over_quota[key], source_quota_mb=self.frame_quota.source_bytes / 1e6,
-                        total_quota_mb=self.frame_quota.total_bytes / 1e6,
-                        stored_mb=round(budget.bytes.total_used / 1e6, 3))
-        return False
-
-    @property
-    def frames_not_stored(self) -> dict[str, int]:
-        """Frames the quota kept out since opening, by source."""
-        return dict(self._frame_budget.over_quota) if self._frame_budget is not None else {}
 
     def add_dead_letter(self, topic: str, reason: str, payload: bytes, at: str | None = None) -> None:
         """A message set aside: acknowledged so that the broker never offers it again, its first
@@ -130,14 +97,6 @@ class Store:
                                (at or utc_now(), topic[:200], reason[:300], len(payload),
                                 bytes(payload[:DEAD_LETTER_HEAD])))
         self._db.execute("DELETE FROM dead_letters WHERE id <= ?", (int(cur.lastrowid or 0) - DEAD_LETTERS_KEPT,))
-
-    def frame_bytes_by_source(self) -> dict[str, int]:
-        """The bytes of the frames stored, by origin, as `frame_quota.row_bytes` counts them."""
-        return dict(self._db.execute(bytes_by_sql("source")))
-
-    def frame_bytes_by_station(self) -> dict[str, int]:
-        """The bytes of the frames stored from each station (the aggregator's quota counts them)."""
-        return dict(self._db.execute(bytes_by_sql("station")))
 
     def add_heard(self, kind: str, boot: int, seq: int, station: str, at: str | None = None) -> bool:
         """Note that `station` heard this record (or sentence); False if it was noted before."""
@@ -157,49 +116,6 @@ class Store:
         rows = self._db.execute("SELECT station FROM heard WHERE kind = ? AND boot = ? AND seq = ? ORDER BY first_at",
                                 (kind, boot, seq))
         return [r[0] for r in rows]
-
-    # ----------------------------------------------------------------- the outbox
-
-    def queue_command(self, command: int, args: bytes, what: str, *, answers: tuple[int, int] | None = None,
-                      confirms: int | None = None) -> int:
-        """Queue an unsigned command (`uplink.CommandId`, its packed arguments) for the next
-        listen window, `what` the line a person reads; committed at once, since another process
-        (the listener) sends it. `answers`: the (boot, seq) of the API request an API_ANSWER
-        replies to; `confirms`: the outbox row whose risky command this one repeats to confirm."""
-        boot, seq = answers if answers is not None else (None, None)
-        cur = self._db.execute(
-            "INSERT INTO outbox (queued_at, command, args, what, answers_boot, answers_seq, confirms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", (utc_now(), int(command), bytes(args), what, boot, seq, confirms))
-        self.commit()
-        return int(cur.lastrowid or 0)
-
-    def pending_commands(self, limit: int = 8) -> list[dict]:
-        rows = self._db.execute("SELECT id, queued_at, command, args, what, answers_boot, answers_seq, confirms "
-                                "FROM outbox WHERE sent_at IS NULL AND refused IS NULL ORDER BY id LIMIT ?", (limit,))
-        return [dict(r) for r in rows]
-
-    def mark_command_sent(self, command_id: int) -> None:
-        self._db.execute("UPDATE outbox SET sent_at = ? WHERE id = ?", (utc_now(), command_id))
-        self.commit()
-
-    def refuse_command(self, command_id: int, why: str) -> None:
-        """A row the listener will not sign: never sent, and the outbox says why."""
-        self._db.execute("UPDATE outbox SET refused = ? WHERE id = ?", (why, command_id))
-        self.commit()
-
-    def last_command(self, command: int) -> dict | None:
-        """The newest outbox row of this command, whatever its arguments (`args`), or None. With
-        it, `asked` and `asked_what`: the row queued as itself (this one, or the one it confirms)."""
-        rows = self._db.execute(
-            "SELECT o.id, o.args, o.queued_at, o.what, o.sent_at, o.confirms, coalesce(a.id, o.id) AS asked, "
-            "coalesce(a.what, o.what) AS asked_what FROM outbox AS o LEFT JOIN outbox AS a ON a.id = o.confirms "
-            "WHERE o.command = ? ORDER BY o.id DESC LIMIT 1", (int(command),)).fetchall()
-        return dict(rows[0]) if rows else None
-
-    def answered_requests(self) -> set[tuple[int, int]]:
-        """(boot, seq) of every API request the outbox holds an answer to, sent or not."""
-        rows = self._db.execute("SELECT answers_boot, answers_seq FROM outbox WHERE answers_boot IS NOT NULL")
-        return {(boot, seq) for boot, seq in rows}
 
     def set_trust(self, fingerprint: str | None) -> None:
         """Say what this database's listener believes: with a downlink key (its `fingerprint`),

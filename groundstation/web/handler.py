@@ -222,7 +222,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:  # the command's own checks
             raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         with Store(self.server.db_path) as store:
-            row = store.queue_command(cmd.command_id, cmd.pack(), what)
+            row = store.outbox.queue(cmd.command_id, cmd.pack(), what)
         log.info("command queued", id=row, what=what, client=self.client_address[0])
         self._json({"id": row, "command": int(cmd.command_id), "what": what, "state": "queued"}, HTTPStatus.CREATED)
 

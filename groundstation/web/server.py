@@ -56,7 +56,7 @@ browser that reconnects resumes where it was).
 
 Writing: only ``POST /api/commands``, which makes the command from its declaration in the wire
 package (`stratoecho.wire.commands`: the same fields and bounds the form was drawn from) and queues it with
-`Store.queue_command`. The listener holds the key and the counter: it signs and
+`Store.outbox.queue`. The listener holds the key and the counter: it signs and
 sends queued commands in the payload's next listen window and marks them sent.
 
 Who may write (`access.py`): everyone who reaches the page may watch; queuing a command
