@@ -403,7 +403,7 @@ def build_listener(config: GroundConfig, stop: threading.Event | None = None) ->
             log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=str(config.database.path))
         flights = open_flights(config, downlink, store, here)
         on_failure.callback(lambda: [s.close() for s in flights.stores() if s is not store])
-        for flight in flights.all():  # what each database's readers show as the flight's (store.GroundReader.keyed)
+        for flight in flights.all():  # what each database's readers show as the flight's (store.GroundReader.flight.keyed)
             auth = flight.decoder.auth
             flight.store.set_trust(fingerprint(auth.key) if auth is not None else None)
         if downlink is None:

@@ -306,7 +306,7 @@ def test_listen_keeps_where_its_station_is(tmp_path, capsys):
     assert main(["listen", "--replay", str(air), "--db", str(db), "--station", "hill",
                  "--station-position", "52.1", "0.0", "80", "--quiet"]) == 0
     with GroundReader.open(db) as reader:
-        assert [(s.name, s.lat, s.lon, s.alt_m) for s in reader.stations()] == [("hill", 52.1, 0.0, 80.0)]
+        assert [(s.name, s.lat, s.lon, s.alt_m) for s in reader.link.stations()] == [("hill", 52.1, 0.0, 80.0)]
     assert main(["listen", "--replay", str(air), "--db", str(db), "--station-position", "95", "0"]) == 2
     assert "--station-position 95 0: latitude is -90..90" in capsys.readouterr().err
 

@@ -185,8 +185,8 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
     assert uplink.Ping(7) in g.commands()
     assert g.store.outbox.pending() == []
     with GroundReader.open(g.db) as reader:
-        rows = {r.id: r for r in reader.outbox()}
-        assert reader.commands_queued() == 0
+        rows = {r.id: r for r in reader.outbox.newest()}
+        assert reader.outbox.waiting() == 0
     assert rows[good].state == "sent"
     assert rows[bad].state == "refused" and rows[bad].sent_at is None
     assert "does not unpack" in rows[bad].refused
@@ -232,8 +232,8 @@ def test_a_signed_sentence_from_one_station_is_the_flights_track_at_a_keyed_aggr
     agg.store.commit()
     agg.store.close()
     with GroundReader.open(tmp_path / "net.db") as reader:
-        assert reader.callsign() == CALL and [t.seq for t in reader.telemetry()] == [6]
-        assert reader.latest_position().seq == 6
+        assert reader.flight.callsign() == CALL and [t.seq for t in reader.track.telemetry()] == [6]
+        assert reader.track.latest_position().seq == 6
 
 
 def test_a_relayed_record_counts_from_one_station_when_its_own_tag_checks(tmp_path):

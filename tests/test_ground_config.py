@@ -136,7 +136,7 @@ def test_listen_config_runs_a_station_from_a_replay(tmp_path, capsys):
     assert [json.loads(line)["alt"] for line in capsys.readouterr().out.splitlines()] == [901, 902]
     assert json.loads(stats.read_text())["stored"] == 2
     with GroundReader.open(db) as ground:
-        assert [row.seq for row in ground.telemetry()] == [1, 2]
+        assert [row.seq for row in ground.track.telemetry()] == [1, 2]
     # The same file, another database by flag: the flag wins, the file is unchanged.
     assert main(["listen", "--config", str(path), "--db", str(tmp_path / "other.db"), "--quiet"]) == 0
     assert capsys.readouterr().out == "" and (tmp_path / "other.db").exists()

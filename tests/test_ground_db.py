@@ -51,7 +51,7 @@ def test_duplicates_are_ignored(tmp_path):
         assert store.inserted == 4
     with GroundReader.open(tmp_path / "g.db") as ground:
         assert ground.counts() == Counts(frames=0, frames_bad=0, telemetry=2, records={"musing": 1, "event": 1})
-        assert ground.records("musing")[0].text == "hello from above"
+        assert ground.records.of("musing")[0].text == "hello from above"
 
 
 def test_typed_records_are_stored_as_their_json_says(tmp_path):
@@ -99,7 +99,7 @@ def test_exporters_replay_telemetry_in_the_payloads_order(tmp_path):
         for seq in (5, 3, 4):
             store.add_telemetry(replace(T, seq=seq))
     with GroundReader.open(tmp_path / "g.db") as ground:
-        tele = ground.telemetry()
+        tele = ground.track.telemetry()
     assert [t.seq for t in tele] == [3, 4, 5] and tele[0].lat == pytest.approx(52.10123)
     assert tele[0].received_at.endswith("+00:00") and [t.id for t in tele] == [2, 3, 1]  # ids: the order heard
 
@@ -215,7 +215,7 @@ def test_stations_signal_and_the_outbox(tmp_path):
     reader.outbox.mark_sent(n)
     assert store.outbox.pending() == []
     with GroundReader.open(tmp_path / "g.db") as ground:
-        assert ground.outbox()[0].state == "sent"
+        assert ground.outbox.newest()[0].state == "sent"
     store.close()
     reader.close()
     assert rows(tmp_path / "g.db", "SELECT station, rssi_dbm, snr_db FROM frames") == [("hill", -121.5, -7.25)]

@@ -101,7 +101,7 @@ def test_the_exact_record_replaces_the_folded_text_and_wins_over_later_parts(tmp
     assert not store.add(folded, authentic=False)
     store.commit()
     with GroundReader.open(tmp_path / "g.db") as ground:
-        assert [r.text for r in ground.records("musing")] == [LONG]
+        assert [r.text for r in ground.records.of("musing")] == [LONG]
     # The other way round: the record first, its sentences afterwards add nothing.
     d2 = FrameDecoder(auth=AUTH)
     assert [d2.feed(f).record for f in wire.fragment_record(record, auth=AUTH)][-1] == record

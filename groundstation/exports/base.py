@@ -73,7 +73,7 @@ class Guarded:
 def from_db(ground: GroundReader, exporter: Exporter, *, close: bool = True) -> int:
     """Feed every telemetry row of `ground` to `exporter` in the payload's order (boot, seq),
     then close it (or only flush it, with close=False). Returns the number of rows fed."""
-    rows = ground.telemetry()
+    rows = ground.track.telemetry()
     for row in rows:
         exporter.add(heard_from_row(row))
     if close:
@@ -84,7 +84,7 @@ def from_db(ground: GroundReader, exporter: Exporter, *, close: bool = True) -> 
 
 
 def heard_from_row(row: TelemetryRow) -> Heard:
-    """A `GroundReader.telemetry()` row as the exporters take it."""
+    """A `GroundReader.track.telemetry()` row as the exporters take it."""
     return Heard(wire.Telemetry(row.callsign, row.seq, row.time, row.lat, row.lon, row.alt, row.sats,
                                 _reading(row.temp_c), _reading(row.pressure_hpa), row.batt_mv, row.boot),
                  row.received_at)

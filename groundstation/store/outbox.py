@@ -1,18 +1,20 @@
-"""The outbox: commands queued for the payload's next listen window, on the writer's connection.
+"""The outbox: commands queued for the payload's next listen window.
 
 The dashboard queues (and commits at once: the listener is another process), the listener
 reads what is pending, signs and sends it, or refuses a row it cannot sign and says why
 (schema.py's docstring: `outbox.what` is the line a person reads; what a program asks of a
-row is in its columns). The `Store`'s part for it (`store.outbox`); the dashboard reads the
-outbox through `GroundReader`.
+row is in its columns). Both write on a `Store`'s connection (`Outbox`, `store.outbox`); the
+dashboard shows it read-only (`OutboxReader`, `GroundReader.outbox`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .schema import utc_now
+from .tables import Tables
 
 
 class Outbox:
@@ -63,3 +65,46 @@ class Outbox:
         """(boot, seq) of every API request the outbox holds an answer to, sent or not."""
         rows = self._db.execute("SELECT answers_boot, answers_seq FROM outbox WHERE answers_boot IS NOT NULL")
         return {(boot, seq) for boot, seq in rows}
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    queued_at: str
+    command: int  # `uplink.CommandId`
+    what: str  # the line a person reads
+    sent_at: str | None
+    answers_boot: int | None = None  # an API answer: the request it replies to
+    answers_seq: int | None = None
+    confirms: int | None = None  # a confirmation: the outbox row whose command it repeats
+    refused: str | None = None  # why the listener would not sign it (never sent)
+
+    @property
+    def state(self) -> str:
+        return "sent" if self.sent_at else "refused" if self.refused else "queued"
+
+
+class OutboxReader:
+    """`GroundReader.outbox`: the outbox read-only, as the dashboard shows it (an older schema's
+    missing columns read as NULL)."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._t = tables
+
+    def newest(self, limit: int = 100) -> list[OutboxRow]:
+        """The newest commands queued for the payload, newest first."""
+        sql = ("SELECT id, queued_at, command, what, sent_at, "
+               + ", ".join(self._t.column("outbox", c) for c in ("answers_boot", "answers_seq", "confirms", "refused"))
+               + " FROM outbox ORDER BY id DESC LIMIT ?")
+        return [OutboxRow(*r) for r in self._t.rows("outbox", sql, (limit,))]
+
+    def state(self) -> tuple[int, int]:
+        """(newest row, rows sent or refused): changes when a command is queued, sent or refused."""
+        rows = self._t.rows("outbox", "SELECT coalesce(max(id), 0), count(sent_at) + count("
+                            + self._t.column("outbox", "refused") + ") FROM outbox")
+        return tuple(rows[0]) if rows else (0, 0)
+
+    def waiting(self) -> int:
+        """Commands waiting for the payload's next listen window."""
+        return self._t.one("outbox", "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND "
+                           + self._t.column("outbox", "refused") + " IS NULL", default=0)

@@ -188,12 +188,12 @@ def flight_json(files: FlightFiles, path: Path) -> dict:
            "paths": path_counts({}), "error": None}
     try:
         with GroundReader.open(path) as db:
-            out["callsign"] = db.callsign() or out["callsign"]
+            out["callsign"] = db.flight.callsign() or out["callsign"]
             counts = db.counts()
             out["counts"] = {"sentences": counts.telemetry, "records": sum(counts.records.values()),
                              "musings": counts.of("musing")}
-            out["latest"] = _position(db.latest_position())
-            track = [r for r in db.telemetry() if not (r.lat == 0 and r.lon == 0)]
+            out["latest"] = _position(db.track.latest_position())
+            track = [r for r in db.track.telemetry() if not (r.lat == 0 and r.lon == 0)]
         out["track"] = [{"lat": r.lat, "lon": r.lon, "alt": r.alt, "t": sentence_time(r.time, r.received_at)}
                         for r in thin_track(track)]
         out["paths"] = path_counts(heard_paths(path))
@@ -211,7 +211,7 @@ def _musings(db: GroundReader, limit: int) -> list[dict]:
     """The newest `limit` musings of one database by when they were made."""
     # GroundReader orders by (boot, seq); the conversation is by `created`: musings are few and
     # small, so all are read and the newest kept.
-    rows = sorted(db.records("musing"), key=lambda r: (r.created, r.boot, r.seq))[-limit:]
+    rows = sorted(db.records.of("musing"), key=lambda r: (r.created, r.boot, r.seq))[-limit:]
     return [{"boot": r.boot, "seq": r.seq, "created": r.created, "text": r.text, "received_at": r.received_at,
              "authentic": r.authentic} for r in rows]
 
@@ -231,7 +231,7 @@ def _flight_musings(files: FlightFiles, path: Path, limit: int) -> list[dict]:
     """One flight's newest `limit` musings with its callsign and their paths; [] while it cannot be read."""
     try:
         with GroundReader.open(path) as db:
-            callsign = db.callsign() or files.callsign_from_name(path)
+            callsign = db.flight.callsign() or files.callsign_from_name(path)
             musings = _musings(db, limit)
         paths = heard_paths(path, "musing")
     except (StoreError, sqlite3.Error):

@@ -153,7 +153,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if match := IMAGE_PATH.fullmatch(path):
             with self._reader() as db:
-                jpeg = db.image(int(match[1]), int(match[2]))
+                jpeg = db.pictures.image(int(match[1]), int(match[2]))
             if jpeg is None:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no image record {match[1]}/{match[2]}")
             self._send(jpeg, "image/jpeg", cache="max-age=86400")  # a record never changes
@@ -162,20 +162,20 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/api/summary":
                 answer = summary(db)
             elif path == "/api/telemetry":
-                answer = [telemetry_json(r) for r in db.telemetry_since(self._since(query), MAX_ROWS)]
+                answer = [telemetry_json(r) for r in db.track.telemetry_since(self._since(query), MAX_ROWS)]
             elif path == "/api/musings":
                 paths = heard_paths(self.server.db_path, "musing")  # which way each came: ["home via NEAR1"]
                 answer = [{**record_json(r), "paths": paths.get(("musing", r.boot, r.seq), [])}
-                          for r in db.records_since(self._since(query), "musing", MAX_ROWS)]
+                          for r in db.records.since(self._since(query), "musing", MAX_ROWS)]
             elif path == "/api/records":
                 kind = query.get("kind", [""])[0]
                 if kind and not RECORD_KIND.fullmatch(kind):
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"kind {kind!r} is not a record kind")
-                answer = [record_json(r) for r in db.records_since(self._since(query), kind or None, MAX_ROWS)]
+                answer = [record_json(r) for r in db.records.since(self._since(query), kind or None, MAX_ROWS)]
             elif path == "/api/link":
                 answer = link(db)
             elif path == "/api/outbox":
-                answer = outbox_json(db.outbox())
+                answer = outbox_json(db.outbox.newest())
             elif path == "/api/prediction":
                 answer = prediction_json(self.server.landing, db)
             else:

@@ -112,7 +112,7 @@ def _read_ground(db: Path) -> tuple[list[TelemetryRow], list[RecordRow]]:
         return [], []
     try:
         with GroundReader.open(db) as ground:
-            return ground.telemetry(), ground.records()
+            return ground.track.telemetry(), ground.records.of()
     except StoreError as e:
         raise ValueError(f"cannot read the ground database: {e}") from e
 

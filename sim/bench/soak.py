@@ -85,7 +85,7 @@ def _survival_seen(db: Path) -> bool:
     if not db.exists():
         return False
     with GroundReader.open(db) as ground:
-        return any('"survival"' in r.text for r in ground.records("health"))
+        return any('"survival"' in r.text for r in ground.records.of("health"))
 
 
 def check(out: Path, cfg) -> SoakVerdict:

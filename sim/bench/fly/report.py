@@ -40,8 +40,8 @@ def ground_counts(db: Path) -> dict:
             "telemetry": counts.telemetry,
             "musings": counts.of("musing"),
             "events": counts.of("event"),
-            "max_alt": ground.max_altitude() or 0,
-            "transcript": [(m.created, m.text) for m in ground.records("musing")],
+            "max_alt": ground.track.max_altitude() or 0,
+            "transcript": [(m.created, m.text) for m in ground.records.of("musing")],
         }
 
 
