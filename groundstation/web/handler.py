@@ -162,16 +162,16 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/api/summary":
                 answer = summary(db)
             elif path == "/api/telemetry":
-                answer = [telemetry_json(r) for r in db.track.telemetry_since(self._since(query), MAX_ROWS)]
+                answer = [telemetry_json(r) for r in db.track.telemetry_since(_since(query), MAX_ROWS)]
             elif path == "/api/musings":
                 paths = heard_paths(self.server.db_path, "musing")  # which way each came: ["home via NEAR1"]
                 answer = [{**record_json(r), "paths": paths.get(("musing", r.boot, r.seq), [])}
-                          for r in db.records.since(self._since(query), "musing", MAX_ROWS)]
+                          for r in db.records.since(_since(query), "musing", MAX_ROWS)]
             elif path == "/api/records":
                 kind = query.get("kind", [""])[0]
                 if kind and not RECORD_KIND.fullmatch(kind):
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"kind {kind!r} is not a record kind")
-                answer = [record_json(r) for r in db.records.since(self._since(query), kind or None, MAX_ROWS)]
+                answer = [record_json(r) for r in db.records.since(_since(query), kind or None, MAX_ROWS)]
             elif path == "/api/link":
                 answer = link(db)
             elif path == "/api/outbox":
@@ -347,7 +347,7 @@ class Handler(BaseHTTPRequestHandler):
         last = self.headers.get("Last-Event-ID", "")
         if re.fullmatch(r"\d{1,18}\.\d{1,18}", last):
             return [int(x) for x in last.split(".")]
-        return [self._since(query, "telemetry"), self._since(query, "records")]
+        return [_since(query, "telemetry"), _since(query, "records")]
 
     # ------------------------------------------------------------- helpers
 
@@ -358,13 +358,6 @@ class Handler(BaseHTTPRequestHandler):
             yield db
         finally:
             db.close()
-
-    @staticmethod
-    def _since(query: dict, name: str = "since") -> int:
-        text = query.get(name, ["0"])[0]
-        if not text.isdigit() or len(text) > 18:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a row id (a whole number), got {text!r}")
-        return int(text)
 
     def _json(self, data, status: HTTPStatus = HTTPStatus.OK, headers: dict | None = None) -> None:
         body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -387,6 +380,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if status != HTTPStatus.NO_CONTENT:
             self.wfile.write(body)
+
+
+def _since(query: dict, name: str = "since") -> int:
+    """The row id a query asks to go on from (`?since=`, or `name`); 0 when it names none."""
+    text = query.get(name, ["0"])[0]
+    if not text.isdigit() or len(text) > 18:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a row id (a whole number), got {text!r}")
+    return int(text)
 
 
 def _cookie(session_id: str, max_age: float) -> str:
