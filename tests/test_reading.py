@@ -74,6 +74,7 @@ def read_everything(ground: GroundReader) -> None:
     records.numbers(), records.gaps(), records.newest_seqs(1), pictures.image(1, 1), pictures.ssdv_packets(True)
     link.last_heard(), link.frames_per_minute(60), link.frames_after("2026-01-01T10:00:10"), link.stations()
     link.station_stats(), link.station_stats("2026-01-01T10:00:10"), link.records_heard_per_station()
+    link.heard_paths(), link.heard_paths("musing")
     outbox.newest(), outbox.state(), outbox.waiting()
 
 
@@ -108,6 +109,8 @@ def test_a_flight_read_back_as_typed_rows(flight):
         since = ground.link.station_stats("2026-01-01T10:00:10")
         assert [(s.station, s.frames, s.last_rssi_dbm) for s in since] == [("", 1, None), ("hill", 1, -120.0)]
         assert ground.link.records_heard_per_station() == {"hill": 1}
+        assert ground.link.heard_paths() == {("musing", 1, 1): ["hill"]} == ground.link.heard_paths("musing")
+        assert ground.link.heard_paths("health") == {}
         outbox = ground.outbox.newest()
         assert [(o.id, o.state, o.confirms, o.answers_boot, o.answers_seq) for o in outbox] == [
             (3, "queued", None, 1, 4), (2, "queued", 1, None, None), (1, "sent", None, None, None)]
@@ -174,6 +177,7 @@ def test_a_version_1_database_is_read_as_it_is(tmp_path):
             ("musing", "from the old days", None, None), ("health", '{"mode": "nominal"}', None, None)]
         assert ground.link.station_stats() == [StationStats("", 2, 1, None, None, None, None, "2025-06-01T10:00:02")]
         assert ground.outbox.newest() == [] and ground.link.records_heard_per_station() == {}
+        assert ground.link.heard_paths() == {}  # no heard table before schema 4
         assert ground.pictures.image(1, 1) is None
     assert ground_counts(path)["transcript"] == [("2025-06-01T10:00:00+00:00", "from the old days")]
     assert flight_series(path).modes == [(0.0, "unknown")]  # version 1 kept no fields: the mode is unknown

@@ -1,6 +1,6 @@
 """The link as the ground heard it: frames by minute and by station with their signal, which
-station heard how many records, and where each station is. What the dashboard's link view and
-`watch` show of the radio path."""
+station heard how many records and by which paths each came, and where each station is. What
+the dashboard's link view and `watch` show of the radio path."""
 
 from __future__ import annotations
 
@@ -85,6 +85,17 @@ class LinkReader:
     def records_heard_per_station(self) -> dict[str, int]:
         """Station -> records (and sentences) it heard, counted once each."""
         return dict(self._t.rows("heard", "SELECT station, count(*) FROM heard GROUP BY station"))
+
+    def heard_paths(self, kind: str | None = None) -> dict[tuple[str, int, int], list[str]]:
+        """(kind, boot, seq) -> the paths it was heard by ("home", "home via NEAR1"), in the order
+        first heard; of one kind, or all (none in a database older than schema 4)."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        rows = self._t.rows("heard", f"SELECT kind, boot, seq, station FROM heard {where} ORDER BY first_at, station",
+                            args)
+        out: dict[tuple[str, int, int], list[str]] = {}
+        for k, boot, seq, station in rows:
+            out.setdefault((k, boot, seq), []).append(station)
+        return out
 
     def stations(self) -> list[StationRow]:
         """Where each station is, by name (none in a database older than schema 7)."""

@@ -35,7 +35,7 @@ from .api import (
     telemetry_json,
 )
 from .connections import RequestReader
-from .flights import conversation_json, flights_json, heard_paths
+from .flights import conversation_json, flights_json
 from .hosts import is_loopback
 from .limits import ADDRESS, NETWORK, TOTAL
 from .maps import MapRequestError
@@ -164,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/api/telemetry":
                 answer = [telemetry_json(r) for r in db.track.telemetry_since(_since(query), MAX_ROWS)]
             elif path == "/api/musings":
-                paths = heard_paths(self.server.db_path, "musing")  # which way each came: ["home via NEAR1"]
+                paths = db.link.heard_paths("musing")  # which way each came: ["home via NEAR1"]
                 answer = [{**record_json(r), "paths": paths.get(("musing", r.boot, r.seq), [])}
                           for r in db.records.since(_since(query), "musing", MAX_ROWS)]
             elif path == "/api/records":
