@@ -57,9 +57,10 @@ def _record_data(r: wire.Record) -> str | bytes | None:
 
 
 class Store:
-    """`frame_quota`: the bytes the frames table may hold per source and in all (`frame_quota`;
-    None: no limit, for the aggregator, which keeps its own per station); `clock` times its
-    warnings (both `store.frames`'s, frames.py)."""
+    """The one writer of a ground database. `frame_quota` and `clock` are its frames part's
+    (`store.frames`, frames.py): the bytes the frames table may hold per source and in all
+    (`frame_quota`; None: no limit, for the aggregator, which keeps its own per station), and
+    what times the quota's warnings."""
 
     def __init__(self, path: str | Path, flush_interval_s: float = 0.5, *,
                  frame_quota: FrameQuota | None = DEFAULT_FRAME_QUOTA, clock=time.monotonic) -> None:
