@@ -40,7 +40,6 @@ from stratoecho.wire.downlink import fingerprint
 from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 
 from .config import GroundConfig
-from .db import Store, StoreError
 from .display import format_summary
 from .link.decoder import FrameDecoder
 from .link.flights import Flight, Flights, flight_db_path
@@ -51,6 +50,7 @@ from .link.uplink import CommandSigner, SignerStateError
 from .link.windows import WindowAnswerer
 from .predict import Chase, FeedLanding
 from .sources import SOURCES, FrameSource, SourceContext, SourceError, UdpSource
+from .store import Store, StoreError
 
 if TYPE_CHECKING:
     from stratoecho.wire.downlink import DownlinkAuth
@@ -321,7 +321,7 @@ class Listener:
             summary += (f"\n  flight {callsign}: {f['frames']} frames, {sum(f['records'].values())} records "
                         f"({', '.join(f'{k} {n}' for k, n in sorted(f['records'].items())) or 'none'}), "
                         f"{f['relayed']} relayed, {f['errors']} errors, {f['stored']} new to {f['db']}")
-        if not_stored := store.frames_not_stored:
+        if not_stored := store.frames.not_stored:
             summary += (f"\n  storage quota: {sum(not_stored.values())} frames past it not stored ("
                         + ", ".join(f"{source} {n}" for source, n in sorted(not_stored.items())) + ")")
         print(summary, file=sys.stderr)
@@ -329,7 +329,7 @@ class Listener:
             write_stats(self.config.output.stats, {
                 "frames": decoder.frames, "records": dict(decoder.records), "duplicates": decoder.duplicates,
                 "errors": sum(errors.values()), "incomplete": decoder.incomplete(), "stored": store.inserted,
-                "frames_not_stored": sum(store.frames_not_stored.values()),
+                "frames_not_stored": sum(store.frames.not_stored.values()),
                 "nacks_sent": 0, "items_requested": 0, **(repair.stats() if repair else {}),
                 **({"api_proxy": self.proxy.stats()} if self.proxy is not None else {}),
                 **({"ssdv_upload": ssdv_uploader.summary()} if ssdv_uploader is not None else {}),
@@ -364,7 +364,7 @@ def open_flights(config: GroundConfig, downlink: DownlinkAuth | None, store: Sto
     try:
         for callsign in followed:
             path = flight_db_path(db, callsign)
-            stores[callsign] = (Store(path, frame_quota=store.frame_quota), path)
+            stores[callsign] = (Store(path, frame_quota=store.frames.quota), path)
             if here is not None:
                 from .network import default_station
 
@@ -401,7 +401,7 @@ def build_listener(config: GroundConfig, stop: threading.Event | None = None) ->
             log.info("listening", source=f"udp {source.address[0]}:{source.address[1]}", db=str(config.database.path))
         flights = open_flights(config, downlink, store, here)
         on_failure.callback(lambda: [s.close() for s in flights.stores() if s is not store])
-        for flight in flights.all():  # what each database's readers show as the flight's (reading.GroundReader.keyed)
+        for flight in flights.all():  # what each database's readers show as the flight's (store.GroundReader.flight.keyed)
             auth = flight.decoder.auth
             flight.store.set_trust(fingerprint(auth.key) if auth is not None else None)
         if downlink is None:

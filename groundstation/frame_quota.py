@@ -1,5 +1,5 @@
 """What the frames table may hold: bytes per source and in all, for the single receiver
-(`listen`), consulted by `db.Store.add_frame` for every frame heard. Anyone can send a UDP
+(`listen`), consulted by `store.Store.frames.add` for every frame heard. Anyone can send a UDP
 datagram, and before these quotas each one was a row: a flood of junk filled the disk (issue 41).
 Pure bookkeeping (no I/O, the clock passed in); the Store counts what the database holds and logs.
 
@@ -111,7 +111,7 @@ class FrameQuota:
 
 class FrameBudget:
     """The bytes stored per source and in all against a FrameQuota. `stored`: bytes the database
-    holds already, by origin (Store.frame_bytes_by_source). `admit` is asked for every frame."""
+    holds already, by origin (Store.frames.bytes_by_source). `admit` is asked for every frame."""
 
     def __init__(self, quota: FrameQuota, stored: dict[str, int] | None = None) -> None:
         self.quota = quota

@@ -177,7 +177,7 @@ class FeedLanding:
 
 
 def track(rows) -> list[Fix]:
-    """The positions of the latest boot among telemetry rows (reading.TelemetryRow, any order)
+    """The positions of the latest boot among telemetry rows (store.TelemetryRow, any order)
     as fixes: the sentence's own time dated by when it was heard (seconds since the epoch),
     positions without a GPS fix left out."""
     rows = [r for r in rows if has_fix(r)]

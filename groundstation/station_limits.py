@@ -225,7 +225,7 @@ class StationGate:
     def __init__(self, limits: StationLimits, stored: dict[str, int] | None = None) -> None:
         self.limits = limits
         self._buckets: dict[str, TokenBucket] = {}
-        # bytes kept, by station (the database's own at start: Store.frame_bytes_by_station)
+        # bytes kept, by station (the database's own at start: Store.frames.bytes_by_station)
         self.stored = ByteQuota(limits.quota_bytes, limits.quota_total_bytes, stored)
         self.rate_dropped: dict[str, int] = {}
         self.over_quota: dict[str, int] = {}

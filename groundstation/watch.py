@@ -9,7 +9,7 @@ on a replayed database. Three pure steps, so each is tested on its own::
                                                              screen (ANSI redraw) or, with
                                                              --plain / no TTY, only new lines
 
-`ground` is a `reading.GroundReader`: the view opens the database read-only, so it never
+`ground` is a `store.GroundReader`: the view opens the database read-only, so it never
 creates, migrates or locks the station's file, and reads one an older ground station left.
 `watch(db_path, stop, out, interval_s)` loops until `stop` is set. Everything that came
 from the air (callsign, health strings, musings) is escaped with `display.clean_text`
@@ -35,9 +35,8 @@ from stratoecho import geo
 from stratoecho.cli import positive_number
 
 from . import predict
-from .db import StoreError
 from .display import clean_text
-from .reading import GroundReader, TelemetryRow
+from .store import GroundReader, StoreError, TelemetryRow
 
 log = structlog.get_logger(__name__)
 
@@ -154,24 +153,24 @@ class FlightView:
     def from_ground(cls, ground: GroundReader, *, now: datetime | None = None, window_s: float = 300.0,
                     musings: int = 5, landing: predict.Landing | None = None) -> FlightView:
         now = now or datetime.now(timezone.utc)
-        rows = ground.telemetry(limit=30)
+        rows = ground.track.telemetry(limit=30)
         position = Position(**{k: getattr(rows[-1], k) for k in Position.__dataclass_fields__}) if rows else None
-        latest_health = ground.latest_record("health")
+        latest_health = ground.records.latest("health")
         health = (latest_health.fields or {}) if latest_health else {}
         health_key = (latest_health.boot, latest_health.seq) if latest_health else None
         since = (now - timedelta(seconds=window_s)).isoformat(timespec="milliseconds")
         link = tuple(StationLink(s.station, s.frames, s.bad or 0, s.last_rssi_dbm, s.last_snr_db)
-                     for s in ground.station_stats(since))
+                     for s in ground.link.station_stats(since))
         counts = ground.counts()
         return cls(
             now=now, position=position, ascent_mps=ascent_rate(rows), health=dict(health),
             health_boot_seq=health_key, window_s=window_s, link=link,
-            frames_total=counts.frames, frames_bad=counts.frames_bad, last_frame_at=_parse_iso(ground.last_heard()),
-            sentences_missed=ground.sentences_missing(position.boot) if position else 0,
+            frames_total=counts.frames, frames_bad=counts.frames_bad, last_frame_at=_parse_iso(ground.link.last_heard()),
+            sentences_missed=ground.track.sentences_missing(position.boot) if position else 0,
             missing=missing_records(ground, health, health_key),
             musings=tuple(Musing(m.id, m.boot, m.seq, m.created, m.text)
-                          for m in ground.last_completed("musing", musings)),
-            landing=landing(ground.telemetry()) if landing is not None else None,
+                          for m in ground.records.last_completed("musing", musings)),
+            landing=landing(ground.track.telemetry()) if landing is not None else None,
             home=landing.chase.home if landing is not None else None,
         )
 
@@ -201,12 +200,12 @@ def ascent_rate(telemetry: list[TelemetryRow]) -> float | None:
 def missing_records(ground: GroundReader, health: dict, health_key: tuple[int, int] | None) -> tuple[Missing, ...]:
     """Gaps in each (kind, boot) sequence held, then what the latest health record announces
     beyond the last held of its boot."""
-    gaps = ground.record_gaps()
+    gaps = ground.records.gaps()
     announced: dict[tuple[str, int], int] = {}
     none_held: set[tuple[str, int]] = set()
     if health_key is not None:
         boot = health_key[0]
-        held_up_to = ground.newest_seqs(boot)
+        held_up_to = ground.records.newest_seqs(boot)
         for field, kind in ANNOUNCED_KINDS.items():
             value = health.get(field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -370,7 +369,7 @@ class Watcher:
         if summary != self._last_summary:
             out.append(summary)
             self._last_summary = summary
-        for m in ground.records_since(self._last_musing_id, "musing"):
+        for m in ground.records.since(self._last_musing_id, "musing"):
             out.append(f"MUSING boot {m.boot} #{m.seq}: {_line(m.text)}")
             self._last_musing_id = m.id
         return "".join(line + "\n" for line in out)

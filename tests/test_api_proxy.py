@@ -23,7 +23,7 @@ from groundstation.api_proxy import (
     load_config,
     proxy_from_config,
 )
-from groundstation.db import Store
+from groundstation.store import Store
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.uplink import ApiAnswer, ApiStatus, CommandId
@@ -300,7 +300,7 @@ def request(boot, seq, api, query):
 
 
 def answers_in(store):
-    return [(row["what"], ApiAnswer.unpack(row["args"])) for row in store.pending_commands(limit=100)
+    return [(row["what"], ApiAnswer.unpack(row["args"])) for row in store.outbox.pending(limit=100)
             if row["command"] == CommandId.API_ANSWER]
 
 
@@ -337,9 +337,9 @@ def test_on_record_after_restart_finds_earlier_answers_in_the_outbox(upstream, t
         assert first.wait_idle(timeout_s=30)
         first.close(timeout_s=30)
     with Store(db) as store:  # a new ground process
-        assert store.answered_requests() == {(2, 1)}
+        assert store.outbox.answered_requests() == {(2, 1)}
         # Found by its columns, not its words: a line reworded by a later version still counts.
-        store.queue_command(CommandId.API_ANSWER, ApiAnswer(9, ApiStatus.OK, "x").pack(), "reworded", answers=(2, 9))
+        store.outbox.queue(CommandId.API_ANSWER, ApiAnswer(9, ApiStatus.OK, "x").pack(), "reworded", answers=(2, 9))
         again = proxy(apis(upstream.base))
         try:
             assert again.on_record(request(2, 1, "news", "headlines"), store) is False
@@ -349,7 +349,7 @@ def test_on_record_after_restart_finds_earlier_answers_in_the_outbox(upstream, t
         finally:
             again.close(timeout_s=30)
         whats = [w for w, _ in answers_in(store)]
-        assert store.answered_requests() == {(2, 1), (2, 9), (3, 1)}
+        assert store.outbox.answered_requests() == {(2, 1), (2, 9), (3, 1)}
     assert sorted(whats) == ["api answer to request 2/1: ok", "api answer to request 3/1: ok", "reworded"]
     assert upstream.hits["/news.xml"] == 2  # each process asked once; the repeat was not asked at all
 

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from groundstation.db import Store as GroundStore
 from groundstation.link.windows import WindowAnswerer
+from groundstation.store import Store as GroundStore
 from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, UplinkSection

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store as GroundStore
 from groundstation.link.uplink import CommandSigner, SignerStateError
 from groundstation.link.windows import WindowAnswerer
+from groundstation.store import Store as GroundStore
 from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, RadioSection, UplinkSection
@@ -207,7 +207,7 @@ def _probation_flight(ground_confirms: bool):
         if not ground_confirms:
             repair.confirm_if_asked = lambda e: False
         cmd = uplink.SetIntervals(60, 600)
-        repair.store.queue_command(cmd.command_id, cmd.pack(), "intervals 60 s / 600 s")
+        repair.store.outbox.queue(cmd.command_id, cmd.pack(), "intervals 60 s / 600 s")
         events = seen.setdefault("events", [])
         send_event = daemon.parts.flight.outbound.event
         daemon.parts.flight.outbound.event = lambda e: (events.append(e.text), send_event(e))
@@ -238,16 +238,16 @@ def test_the_ground_confirms_only_commands_it_sent(tmp_path):
     cmd = uplink.SetIntervals(60, 600)
     e = uplink.unconfirmed_event(cmd, "intervals 60 s telemetry, 600 s musings", 1800)
     assert not link.confirm_if_asked(e)  # nobody here asked for it
-    row = store.queue_command(cmd.command_id, cmd.pack(), "intervals 60/600")
+    row = store.outbox.queue(cmd.command_id, cmd.pack(), "intervals 60/600")
     assert not link.confirm_if_asked(e)  # still waiting to go out
-    store.mark_command_sent(row)
+    store.outbox.mark_sent(row)
     assert link.confirm_if_asked(e)
-    (confirm,) = store.pending_commands()
+    (confirm,) = store.outbox.pending()
     assert (confirm["command"], bytes(confirm["args"]), confirm["what"], confirm["confirms"]) == (
         cmd.command_id, cmd.pack(), "confirm: intervals 60/600", row)
-    store.mark_command_sent(confirm["id"])
+    store.outbox.mark_sent(confirm["id"])
     assert link.confirm_if_asked(e)  # asked again after the confirmation went: it still confirms the first
-    (again,) = store.pending_commands()
+    (again,) = store.outbox.pending()
     assert (again["what"], again["confirms"]) == ("confirm: intervals 60/600", row)
     store.close()
 

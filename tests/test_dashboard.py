@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from groundstation.db import Store
+from groundstation.store import Store
 from groundstation.web import register_cli, serve
 from groundstation.web.cli import cmd_serve
 from stratoecho import wire
@@ -74,9 +74,9 @@ def build_ground_db(path: Path) -> None:
         for seq in range(30):
             if seq != LOST_SENTENCE:
                 store.add_telemetry(telemetry(seq), received_at=at(10 * seq))
-                store.add_frame(wire.encode_sentence(telemetry(seq)), "udp 127.0.0.1:9", received_at=at(10 * seq),
+                store.frames.add(wire.encode_sentence(telemetry(seq)), "udp 127.0.0.1:9", received_at=at(10 * seq),
                                 station="hill", rssi_dbm=-100.0 - seq, snr_db=8.0 - seq / 10)
-        store.add_frame(b"\xec\x11garbage", "udp 127.0.0.1:9", error="crc mismatch", received_at=at(95),
+        store.frames.add(b"\xec\x11garbage", "udp 127.0.0.1:9", error="crc mismatch", received_at=at(95),
                         station="valley", rssi_dbm=-125.0, snr_db=-9.0)
         for seq, text in MUSINGS.items():
             store.add_record(wire.Record(wire.Kind.MUSING, 1, seq, int(T0.timestamp()) + 60 * seq, text),
@@ -246,7 +246,7 @@ def test_commands_are_validated_and_queued(dashboard, ground_db):
     outbox = get_json(dashboard, "/api/outbox")
     assert [c["state"] for c in outbox] == ["queued"] * 4 and outbox[0]["what"] == "memory note: Remember the river — Ålvsbyn"
     with Store(ground_db) as listener:  # the listener sends the newest
-        listener.mark_command_sent(outbox[0]["id"])
+        listener.outbox.mark_sent(outbox[0]["id"])
     assert [c["state"] for c in get_json(dashboard, "/api/outbox")] == ["sent", "queued", "queued", "queued"]
 
 
@@ -601,7 +601,7 @@ def test_command_form_queues_and_refuses(browser, dashboard, ground_db):
     assert outbox_rows(ground_db)[1][:2] == (int(CommandId.SET_MODE), bytes([PowerMode.SURVIVAL]))
 
     with Store(ground_db) as listener:  # the listener sends the note: the page shows it sent
-        listener.mark_command_sent(1)
+        listener.outbox.mark_sent(1)
     wait(browser, lambda d: texts(d, "#outbox tr[data-id='1'] td:last-child")[0].startswith("sent "),
          "the sent state never showed")
 
@@ -630,7 +630,7 @@ def test_a_late_outbox_answer_does_not_undo_a_newer_event(browser, dashboard, gr
     browser.find_element("id", "cmd-send").click()
     wait(browser, lambda d: len(outbox_rows(ground_db)) == 1, "the note was not queued")
     with Store(ground_db) as listener:
-        listener.mark_command_sent(1)
+        listener.outbox.mark_sent(1)
     wait(browser, lambda d: texts(d, "#outbox tr[data-id='1'] td:last-child")[:1] != []
          and texts(d, "#outbox tr[data-id='1'] td:last-child")[0].startswith("sent "), "the sent state never showed")
     assert answered.wait(WAIT_S), "the page never asked for the outbox"

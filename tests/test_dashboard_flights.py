@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import Store
+from groundstation.store import Store
 from groundstation.web import serve
 from groundstation.web.flights import FlightFiles, conversation_json, thin_track
 from groundstation.web.maps import MapLayers

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store
+from groundstation.store import Store
 from groundstation.web import serve
 from stratoecho import wire
 from tests.test_dashboard import CHROMIUM, browser, build_ground_db, js, open_page, telemetry  # noqa: F401
@@ -51,7 +51,7 @@ def test_link_minutes_are_on_flight_time_live_and_replayed(tmp_path, dashboard):
             sent = telemetry(seq)
             heard = (t0 + timedelta(seconds=10 * seq) + later).isoformat(timespec="milliseconds")
             store.add_telemetry(sent, received_at=heard)
-            store.add_frame(wire.encode_sentence(sent), "replay", received_at=heard)
+            store.frames.add(wire.encode_sentence(sent), "replay", received_at=heard)
     stop = threading.Event()
     server = serve(db, "127.0.0.1", 0, stop)
     try:

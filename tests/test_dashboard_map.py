@@ -298,7 +298,7 @@ def test_in_chromium_a_region_fetched_at_home_shows_its_roads(browser, ground_db
 
 def test_listen_keeps_where_its_station_is(tmp_path, capsys):
     from groundstation.__main__ import main
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader
 
     air = tmp_path / "air.hex"
     air.write_text("")
@@ -306,14 +306,14 @@ def test_listen_keeps_where_its_station_is(tmp_path, capsys):
     assert main(["listen", "--replay", str(air), "--db", str(db), "--station", "hill",
                  "--station-position", "52.1", "0.0", "80", "--quiet"]) == 0
     with GroundReader.open(db) as reader:
-        assert [(s.name, s.lat, s.lon, s.alt_m) for s in reader.stations()] == [("hill", 52.1, 0.0, 80.0)]
+        assert [(s.name, s.lat, s.lon, s.alt_m) for s in reader.link.stations()] == [("hill", 52.1, 0.0, 80.0)]
     assert main(["listen", "--replay", str(air), "--db", str(db), "--station-position", "95", "0"]) == 2
     assert "--station-position 95 0: latitude is -90..90" in capsys.readouterr().err
 
 
 @browser_only
 def test_in_chromium_the_crew_reads_distances_from_every_station(browser, ground_db):  # noqa: F811
-    from groundstation.db import Store
+    from groundstation.store import Store
 
     with Store(ground_db) as store:  # as the aggregator keeps what the network's stations said
         store.set_station("harbour", 52.9, 1.3, 4.0)
@@ -343,7 +343,7 @@ def test_in_chromium_a_flight_across_the_antimeridian_stays_in_one_piece(browser
     east rather than back round the world, and the islands' land is drawn beside it."""
     from datetime import datetime, timedelta, timezone
 
-    from groundstation.db import Store
+    from groundstation.store import Store
     from stratoecho import wire
 
     db = tmp_path / "ground.db"

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import Store, utc_now
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
 from groundstation.link.windows import WindowAnswerer
 from groundstation.network import Aggregator
-from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
+from groundstation.store import GroundReader, Store, utc_now
 from stratoecho import wire
 from stratoecho.wire import uplink
 from stratoecho.wire.musing_sentence import encode_musing_sentences
@@ -89,12 +88,12 @@ def test_a_forged_position_sentence_opens_no_window_and_the_queued_command_waits
     command was signed, sent into nothing and marked sent."""
     g = Ground(tmp_path)
     note = uplink.MemoryNote("the river bends west")
-    g.store.queue_command(int(note.command_id), note.pack(), "a note")
+    g.store.outbox.queue(int(note.command_id), note.pack(), "a note")
     g.hear(position(6), position(12), cue(18, FORGER))  # sentences anyone can send; a cue of another key
-    assert g.sent == [] and len(g.store.pending_commands()) == 1
+    assert g.sent == [] and len(g.store.outbox.pending()) == 1
     g.hear(sentence(18), cue(18))  # the balloon's own cue: the note goes, once
     assert any(isinstance(c, uplink.MemoryNote) and c.text == note.text for c in g.commands())
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
 
 
 def test_a_recorded_cue_played_back_opens_nothing_even_after_a_ground_restart(tmp_path):
@@ -148,13 +147,13 @@ def test_a_forged_unconfirmed_event_makes_the_ground_sign_nothing_again(tmp_path
     """Before: one forged "unconfirmed" event made the ground sign and send an old SET_MODE again."""
     g = Ground(tmp_path)
     low_power = uplink.SetMode(1)
-    row = g.store.queue_command(int(low_power.command_id), low_power.pack(), "set mode low_power")
-    g.store.mark_command_sent(row)
+    row = g.store.outbox.queue(int(low_power.command_id), low_power.pack(), "set mode low_power")
+    g.store.outbox.mark_sent(row)
     unconfirmed = uplink.unconfirmed_event(low_power, "set mode low_power", 1800)
     forged = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 7, 1_767_225_600, unconfirmed), auth=FORGER)
     g.hear(*forged, sentence(6), cue(6))
     assert not any(isinstance(c, uplink.SetMode) for c in g.commands())
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
     real = wire.fragment_record(wire.Record(wire.Kind.EVENT, BOOT, 7, 1_767_225_600, unconfirmed), auth=AUTH)
     g.hear(*real, sentence(12), cue(12))  # the payload's own: confirmed, as designed
     assert any(isinstance(c, uplink.SetMode) for c in g.commands())
@@ -171,7 +170,7 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
     """The dashboard writes the outbox as another user: a row whose arguments do not unpack as its
     command's (a damaged database, a hostile web user) is refused with the reason, shown as
     refused, never marked sent, and the operator's good command behind it still goes out signed."""
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader
 
     g = Ground(tmp_path)
     if isinstance(args, str):  # past Store's own checks, as another writer of the file can
@@ -179,15 +178,15 @@ def test_an_outbox_row_that_does_not_unpack_is_refused_and_the_listener_goes_on(
                                   ("2026-05-01T10:00:00.000+00:00", command, args, "text")).lastrowid
         g.store.commit()
     else:
-        bad = g.store.queue_command(command, args, "a row no dashboard writes")
+        bad = g.store.outbox.queue(command, args, "a row no dashboard writes")
     ping = uplink.Ping(7)
-    good = g.store.queue_command(int(ping.command_id), ping.pack(), "ping")
+    good = g.store.outbox.queue(int(ping.command_id), ping.pack(), "ping")
     g.hear(sentence(6), cue(6))
     assert uplink.Ping(7) in g.commands()
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
     with GroundReader.open(g.db) as reader:
-        rows = {r.id: r for r in reader.outbox()}
-        assert reader.commands_queued() == 0
+        rows = {r.id: r for r in reader.outbox.newest()}
+        assert reader.outbox.waiting() == 0
     assert rows[good].state == "sent"
     assert rows[bad].state == "refused" and rows[bad].sent_at is None
     assert "does not unpack" in rows[bad].refused
@@ -233,8 +232,8 @@ def test_a_signed_sentence_from_one_station_is_the_flights_track_at_a_keyed_aggr
     agg.store.commit()
     agg.store.close()
     with GroundReader.open(tmp_path / "net.db") as reader:
-        assert reader.callsign() == CALL and [t.seq for t in reader.telemetry()] == [6]
-        assert reader.latest_position().seq == 6
+        assert reader.flight.callsign() == CALL and [t.seq for t in reader.track.telemetry()] == [6]
+        assert reader.track.latest_position().seq == 6
 
 
 def test_a_relayed_record_counts_from_one_station_when_its_own_tag_checks(tmp_path):

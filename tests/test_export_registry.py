@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import build_parser, main
-from groundstation.db import Store
 from groundstation.exports import FORMATS, ExportFormat, ExportRequest, Report, register_format
 from groundstation.exports.base import has_fix
 from groundstation.link.heard import Heard
+from groundstation.store import Store
 from stratoecho import wire
 
 

@@ -20,7 +20,6 @@ import gpxpy
 import pytest
 from structlog.testing import capture_logs
 
-from groundstation.db import Store
 from groundstation.exports import (
     CsvTable,
     ExportError,
@@ -38,7 +37,7 @@ from groundstation.exports.sondehub import SondeHubPolicy, SondeHubUploader, son
 from groundstation.exports.station import Station, listener_object
 from groundstation.exports.udp_feed import payload_summary
 from groundstation.link.heard import Heard
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from stratoecho import wire
 from tests.fakes import wait_for
 

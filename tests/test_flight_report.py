@@ -12,11 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
-from groundstation.reading import GroundReader
 from groundstation.sources import ReplaySource
+from groundstation.store import GroundReader, Store
 from sim.bench.flight_report import (
     PAYLOAD_ESTIMATE,
     UNKNOWN_MODE,

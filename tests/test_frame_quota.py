@@ -17,7 +17,6 @@ from structlog.testing import capture_logs
 
 from groundstation.__main__ import main
 from groundstation.config import DatabaseSection
-from groundstation.db import Store
 from groundstation.frame_quota import (
     MAX_SOURCES,
     OTHER_SOURCES,
@@ -27,6 +26,7 @@ from groundstation.frame_quota import (
     row_bytes,
     source_key,
 )
+from groundstation.store import Store
 from sim.bench.listen_flood import PER_PORT, SENDERS, ListenProcess, db_bytes, flood
 from stratoecho import wire
 from stratoecho.wire.relay import HEAD_BYTES
@@ -142,21 +142,21 @@ def test_the_store_keeps_junk_within_the_quota_counts_again_on_opening_and_warns
     n = row(JUNK, "udp 10.0.0.1:1")
     quota = FrameQuota(source_bytes=4 * n, total_bytes=6 * n)
     with capture_logs() as logs, Store(db, frame_quota=quota, clock=clock) as store:
-        ids = [store.add_frame(JUNK, f"udp 10.0.0.1:{p}", "unknown first byte", AT) for p in range(10)]
+        ids = [store.frames.add(JUNK, f"udp 10.0.0.1:{p}", "unknown first byte", AT) for p in range(10)]
         clock.t = 30.0
-        ids += [store.add_frame(JUNK, "udp 10.0.0.1:99", "unknown first byte", AT)]
+        ids += [store.frames.add(JUNK, "udp 10.0.0.1:99", "unknown first byte", AT)]
         clock.t = 61.0
-        ids += [store.add_frame(JUNK, "udp 10.0.0.1:99", "unknown first byte", AT)]
-        assert store.add_frame(OURS, "udp 10.0.0.1:5", None, AT, vouched=OURS) > 0  # the balloon's, always
-        assert store.frames_not_stored == {"udp 10.0.0.1": 8}
+        ids += [store.frames.add(JUNK, "udp 10.0.0.1:99", "unknown first byte", AT)]
+        assert store.frames.add(OURS, "udp 10.0.0.1:5", None, AT, vouched=OURS) > 0  # the balloon's, always
+        assert store.frames.not_stored == {"udp 10.0.0.1": 8}
     assert [i > 0 for i in ids] == [True] * 4 + [False] * 8
     warnings = [e for e in logs if e["event"] == "frames past the storage quota not stored"]
     assert [(w["source"], w["since_last_warning"], w["total"]) for w in warnings] == [
         ("udp 10.0.0.1", 1, 1), ("udp 10.0.0.1", 7, 8)]
     with Store(db, frame_quota=quota, clock=clock) as again:  # a restart: what is there counts
-        assert again.add_frame(JUNK, "udp 10.0.0.2:1", "unknown first byte", AT) > 0  # the total has room for one
-        assert again.add_frame(JUNK, "udp 10.0.0.3:1", "unknown first byte", AT) == 0
-        used = again._frame_budget.bytes
+        assert again.frames.add(JUNK, "udp 10.0.0.2:1", "unknown first byte", AT) > 0  # the total has room for one
+        assert again.frames.add(JUNK, "udp 10.0.0.3:1", "unknown first byte", AT) == 0
+        used = again.frames._budget.bytes
         assert used.used == {"udp 10.0.0.1": 4 * n + row(OURS, "udp 10.0.0.1:5", None), "udp 10.0.0.2": n}
     with closing(sqlite3.connect(db)) as c:
         assert c.execute("SELECT count(*) FROM frames").fetchone()[0] == 6
@@ -165,10 +165,10 @@ def test_the_store_keeps_junk_within_the_quota_counts_again_on_opening_and_warns
 
 def test_a_store_that_stores_no_frame_never_counts_and_none_means_no_quota(tmp_path):
     with Store(tmp_path / "g.db", frame_quota=FrameQuota(0, 0)) as store:
-        store.queue_command(1, b"", "a command")
-        assert store._frame_budget is None and store.frames_not_stored == {}
+        store.outbox.queue(1, b"", "a command")
+        assert store.frames._budget is None and store.frames.not_stored == {}
     with Store(tmp_path / "g.db", frame_quota=None) as store:
-        assert all(store.add_frame(JUNK, "udp 10.0.0.1:1", "unknown first byte") for _ in range(3))
+        assert all(store.frames.add(JUNK, "udp 10.0.0.1:1", "unknown first byte") for _ in range(3))
 
 
 def test_the_count_is_the_files_own(tmp_path):
@@ -178,7 +178,7 @@ def test_the_count_is_the_files_own(tmp_path):
     db = tmp_path / "g.db"
     with Store(db, frame_quota=None) as store:
         for i in range(6000):
-            store.add_frame(bytes([i % 256]) * (1 + i % 255), f"udp 10.0.{i % 7}.1:{i}", "unknown first byte",
+            store.frames.add(bytes([i % 256]) * (1 + i % 255), f"udp 10.0.{i % 7}.1:{i}", "unknown first byte",
                             station="hill" if i % 2 else None, rssi_dbm=-100.0 if i % 3 else None)
     with closing(sqlite3.connect(db)) as c:
         counted = sum(dict(c.execute(bytes_by_sql("source"))).values())

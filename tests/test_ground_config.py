@@ -15,7 +15,7 @@ from groundstation.__main__ import build_parser, decode_flights, main
 from groundstation.assembly import build_listener
 from groundstation.config import GroundConfig, ground_config, load_ground_config
 from groundstation.link.keys import build_flights, downlink_check, followed_checks
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from stratoecho import wire
 from stratoecho.config import ConfigError
 from stratoecho.wire.uplink import payload_hash
@@ -136,7 +136,7 @@ def test_listen_config_runs_a_station_from_a_replay(tmp_path, capsys):
     assert [json.loads(line)["alt"] for line in capsys.readouterr().out.splitlines()] == [901, 902]
     assert json.loads(stats.read_text())["stored"] == 2
     with GroundReader.open(db) as ground:
-        assert [row.seq for row in ground.telemetry()] == [1, 2]
+        assert [row.seq for row in ground.track.telemetry()] == [1, 2]
     # The same file, another database by flag: the flag wins, the file is unchanged.
     assert main(["listen", "--config", str(path), "--db", str(tmp_path / "other.db"), "--quiet"]) == 0
     assert capsys.readouterr().out == "" and (tmp_path / "other.db").exists()
@@ -193,7 +193,7 @@ def test_a_part_that_cannot_be_had_closes_every_part_opened_before_it(tmp_path, 
     exporters; settings the exporters refuse (exit 2) must not leave the source's socket bound or a
     database open (one ExitStack, groundstation/assembly.py)."""
     import groundstation.assembly as assembly
-    from groundstation.db import Store
+    from groundstation.store import Store
 
     closed = []
     real_source, real_close = assembly.open_source, Store.close

@@ -11,8 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from groundstation.db import SCHEMA_VERSION, Store, StoreError
-from groundstation.reading import Counts, GroundReader
+from groundstation.store import SCHEMA_VERSION, Counts, GroundReader, Store, StoreError
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink import CommandId
@@ -52,7 +51,7 @@ def test_duplicates_are_ignored(tmp_path):
         assert store.inserted == 4
     with GroundReader.open(tmp_path / "g.db") as ground:
         assert ground.counts() == Counts(frames=0, frames_bad=0, telemetry=2, records={"musing": 1, "event": 1})
-        assert ground.records("musing")[0].text == "hello from above"
+        assert ground.records.of("musing")[0].text == "hello from above"
 
 
 def test_typed_records_are_stored_as_their_json_says(tmp_path):
@@ -85,9 +84,9 @@ def test_duplicates_are_ignored_across_reopen(tmp_path):
 
 def test_every_frame_is_kept_with_its_verdict(tmp_path):
     with Store(tmp_path / "g.db") as store:
-        store.add_frame(b"\xec\x11", "udp 127.0.0.1:1", "truncated")
-        store.add_frame(b"$$x", "udp 127.0.0.1:1")
-        store.add_frame(b"$$x", "udp 127.0.0.1:1")  # heard twice: two receptions
+        store.frames.add(b"\xec\x11", "udp 127.0.0.1:1", "truncated")
+        store.frames.add(b"$$x", "udp 127.0.0.1:1")
+        store.frames.add(b"$$x", "udp 127.0.0.1:1")  # heard twice: two receptions
     with GroundReader.open(tmp_path / "g.db") as ground:
         assert (ground.counts().frames, ground.counts().frames_bad, ground.counts().frames_good) == (3, 1, 2)
     got = rows(tmp_path / "g.db", "SELECT source, hex, ok, error FROM frames ORDER BY id")
@@ -100,7 +99,7 @@ def test_exporters_replay_telemetry_in_the_payloads_order(tmp_path):
         for seq in (5, 3, 4):
             store.add_telemetry(replace(T, seq=seq))
     with GroundReader.open(tmp_path / "g.db") as ground:
-        tele = ground.telemetry()
+        tele = ground.track.telemetry()
     assert [t.seq for t in tele] == [3, 4, 5] and tele[0].lat == pytest.approx(52.10123)
     assert tele[0].received_at.endswith("+00:00") and [t.id for t in tele] == [2, 3, 1]  # ids: the order heard
 
@@ -124,9 +123,9 @@ def test_committed_rows_survive_a_crash(tmp_path):
     # A process crash, not a power cut: WAL keeps commits whatever `synchronous` says.
     path = tmp_path / "g.db"
     code = (
-        "import os\nfrom groundstation.db import Store\n"
-        f"s = Store({str(path)!r})\ns.add_frame(b'$$', 'test')\ns.commit()\n"
-        "s.add_frame(b'$$', 'uncommitted')\nos._exit(9)\n"
+        "import os\nfrom groundstation.store import Store\n"
+        f"s = Store({str(path)!r})\ns.frames.add(b'$$', 'test')\ns.commit()\n"
+        "s.frames.add(b'$$', 'uncommitted')\nos._exit(9)\n"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 9
     with GroundReader.open(path) as ground:  # a reader after the crash, before any listener restarts
@@ -205,18 +204,18 @@ def test_a_version_2_database_is_migrated_and_keeps_its_telemetry(tmp_path):
 
 def test_stations_signal_and_the_outbox(tmp_path):
     store = Store(tmp_path / "g.db")
-    store.add_frame(b"\x01", "udp 127.0.0.1:9", station="hill", rssi_dbm=-121.5, snr_db=-7.25)
+    store.frames.add(b"\x01", "udp 127.0.0.1:9", station="hill", rssi_dbm=-121.5, snr_db=-7.25)
     assert store.add_heard("musing", 1, 4, "hill") and not store.add_heard("musing", 1, 4, "hill")
     store.add_heard("musing", 1, 4, "valley")
     assert store.heard_by("musing", 1, 4) == ["hill", "valley"]
-    n = store.queue_command(5, b"remember the river", "note")
+    n = store.outbox.queue(5, b"remember the river", "note")
     reader = Store(tmp_path / "g.db")  # the listener, another process, sees it at once
-    (cmd,) = reader.pending_commands()
+    (cmd,) = reader.outbox.pending()
     assert (cmd["id"], cmd["command"], cmd["args"]) == (n, 5, b"remember the river")
-    reader.mark_command_sent(n)
-    assert store.pending_commands() == []
+    reader.outbox.mark_sent(n)
+    assert store.outbox.pending() == []
     with GroundReader.open(tmp_path / "g.db") as ground:
-        assert ground.outbox()[0].state == "sent"
+        assert ground.outbox.newest()[0].state == "sent"
     store.close()
     reader.close()
     assert rows(tmp_path / "g.db", "SELECT station, rssi_dbm, snr_db FROM frames") == [("hill", -121.5, -7.25)]
@@ -260,9 +259,9 @@ def test_a_version_4_outbox_gets_its_columns_from_its_lines(tmp_path):
     path = tmp_path / "v4.db"
     make_v4(path)
     with Store(path) as store:
-        assert store.answered_requests() == {(3, 7), (12, 80)}  # a note that quotes an answer answers nothing
-        assert [(c["id"], c["confirms"]) for c in store.pending_commands()] == [(5, 1), (6, None), (7, None)]
-        assert store.last_command(CommandId.SET_MODE)["asked"] == 1
+        assert store.outbox.answered_requests() == {(3, 7), (12, 80)}  # a note that quotes an answer answers nothing
+        assert [(c["id"], c["confirms"]) for c in store.outbox.pending()] == [(5, 1), (6, None), (7, None)]
+        assert store.outbox.last(CommandId.SET_MODE)["asked"] == 1
     got = rows(path, "SELECT id, what, answers_boot, answers_seq, confirms FROM outbox ORDER BY id")
     assert got == [(1, "set mode low_power", None, None, None), (2, "api answer to request 3/7: ok", 3, 7, None),
                    (3, "set mode survival", None, None, None), (4, "confirm: set mode low_power", None, None, 1),

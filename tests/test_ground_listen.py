@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from groundstation.__main__ import main
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.heard import Heard
 from groundstation.link.listen import Hooks, run_listen
 from groundstation.sources import ReplaySource, SerialSource, SourceError, UdpSource
+from groundstation.store import Store
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from tests.fakes import AUTH, wait_for

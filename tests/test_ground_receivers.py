@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 import pytest
 
 from groundstation.__main__ import main
-from groundstation.db import Store
 from groundstation.exports.udp_feed import payload_summary
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import Hooks, run_listen
 from groundstation.sources import SourceError
 from groundstation.sources.horus_udp import HorusUdpSource, SummaryError, summary_telemetry
 from groundstation.sources.lora_gateway import GatewaySource, GatewayUdpSource
+from groundstation.store import Store
 from stratoecho import wire
 from stratoecho.backoff import Backoff
 from stratoecho.logs import setup_logging

@@ -13,8 +13,8 @@ import pytest
 from pydantic import Field
 
 from groundstation.__main__ import build_parser, main
-from groundstation.reading import GroundReader
 from groundstation.sources import SOURCES, Received, SourceKind, SourceSettings, register_source
+from groundstation.store import GroundReader
 from stratoecho import wire
 
 
@@ -77,7 +77,7 @@ def test_a_registered_source_runs_a_station_from_its_file(hexlist, tmp_path, cap
     out = capsys.readouterr().out
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3]
     with GroundReader.open(db) as ground:
-        assert [row.seq for row in ground.telemetry()] == [1, 2, 3]
+        assert [row.seq for row in ground.track.telemetry()] == [1, 2, 3]
 
 
 def test_a_registered_source_offers_its_flag_and_is_picked_by_it(hexlist, tmp_path, capsys):

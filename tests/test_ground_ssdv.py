@@ -9,9 +9,8 @@ import sqlite3
 from PIL import Image
 
 from groundstation.__main__ import main as ground_main
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from stratoecho import wire
 from stratoecho.wire import ssdv
 from tests.fakes import AUTH
@@ -33,8 +32,8 @@ def test_replay_rebuilds_a_picture_from_the_ssdv_frames_heard(tmp_path):
     db = tmp_path / "g.db"
     assert ground_main(["listen", "--replay", str(air), "--db", str(db), "--quiet"]) == 0
     with GroundReader.open(db) as reader:
-        (row,) = reader.records("image")
-        jpeg = reader.image(0, 7)
+        (row,) = reader.records.of("image")
+        jpeg = reader.pictures.image(0, 7)
     assert (row.boot, row.seq) == (0, 7) and "incomplete" not in row.text and "STRAT1" in row.text
     assert jpeg == ssdv.decode_image(packets)
     assert Image.open(io.BytesIO(jpeg)).size == (64, 48)
@@ -46,8 +45,8 @@ def test_replay_rebuilds_a_picture_from_the_ssdv_frames_heard(tmp_path):
 def shown(path, seq: int):
     """The image row and its JPEG as the dashboard reads them."""
     with GroundReader.open(path) as reader:
-        (row,) = reader.records("image")
-        return row, reader.image(0, seq)
+        (row,) = reader.records.of("image")
+        return row, reader.pictures.image(0, seq)
 
 
 def test_a_partial_picture_is_shown_and_completed_as_packets_arrive(tmp_path):
@@ -79,8 +78,7 @@ def test_an_image_id_used_again_after_the_wrap_replaces_the_old_picture(tmp_path
 
 def test_pictures_from_ssdv_are_not_counted_as_missing_records(tmp_path):
     """Image ids 1 and 5 heard: ids 2..4 are pictures never sent this way, not records lost."""
-    from groundstation.db import Store
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader, Store
     from stratoecho import wire
 
     with Store(tmp_path / "g.db") as store:
@@ -89,4 +87,4 @@ def test_pictures_from_ssdv_are_not_counted_as_missing_records(tmp_path):
         for seq in (1, 3):
             store.add(wire.Record(wire.Kind.MUSING, 2, seq, 0, "words"))
     with GroundReader.open(tmp_path / "g.db") as ground:
-        assert ground.record_gaps() == {("musing", 2): [(2, 2)]}
+        assert ground.records.gaps() == {("musing", 2): [(2, 2)]}

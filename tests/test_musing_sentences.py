@@ -12,12 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from horusdemodlib.decoder import parse_ukhas_string
 
-from groundstation.db import Store
 from groundstation.exports.sondehub import musing_comment, sondehub_object
 from groundstation.exports.station import Station
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.heard import Heard
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from payload.config import PayloadConfig
 from payload.onboard import Onboard
 from payload.persona.worker import Generation
@@ -102,7 +101,7 @@ def test_the_exact_record_replaces_the_folded_text_and_wins_over_later_parts(tmp
     assert not store.add(folded, authentic=False)
     store.commit()
     with GroundReader.open(tmp_path / "g.db") as ground:
-        assert [r.text for r in ground.records("musing")] == [LONG]
+        assert [r.text for r in ground.records.of("musing")] == [LONG]
     # The other way round: the record first, its sentences afterwards add nothing.
     d2 = FrameDecoder(auth=AUTH)
     assert [d2.feed(f).record for f in wire.fragment_record(record, auth=AUTH)][-1] == record

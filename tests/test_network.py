@@ -26,7 +26,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from groundstation.db import utc_now
 from groundstation.link.decoder import FrameDecoder
 from groundstation.network import (
     Aggregator,
@@ -40,6 +39,7 @@ from groundstation.network import (
 )
 from groundstation.network.settings import NetworkSection, publisher_from_config
 from groundstation.station_limits import StationLimits
+from groundstation.store import utc_now
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.wire.events import event

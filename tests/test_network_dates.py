@@ -15,9 +15,8 @@ from types import SimpleNamespace
 
 from structlog.testing import capture_logs
 
-from groundstation.db import Store
 from groundstation.network import Aggregator
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from groundstation.web import api, serve
 from stratoecho import wire
 from tests.fakes import AUTH
@@ -58,7 +57,7 @@ def test_a_frame_dated_9999_is_refused_and_the_link_view_of_the_aggregate_works(
         link = api.link(reader)
         assert [m["minute"] for m in link["minutes"]] == ["2026-06-01T10:00", "2026-06-01T10:01", "2026-06-01T10:02"]
         assert [m["telemetry"] for m in link["minutes"]] == [1, 1, 1]  # the flight's signed sentences, its track
-        assert link["undated_frames"] == 0 and reader.last_heard() == "2026-06-01T10:02:00.000+00:00"
+        assert link["undated_frames"] == 0 and reader.link.last_heard() == "2026-06-01T10:02:00.000+00:00"
     # The same frame again, at a time that can be true: stored now (refusing lost nothing).
     agg._on_message(None, None, message(3, sentences[3], "2026-06-01T10:03:00.000+00:00"))
     agg.store.commit()
@@ -108,12 +107,12 @@ def test_a_station_position_with_a_bad_time_is_refused_and_the_last_one_kept(tmp
     say(2, "1970-01-01T00:00:00Z")  # a station whose clock was never set
     agg.store.commit()
     with GroundReader.open(db) as reader:
-        assert [(s.lat, s.updated_at) for s in reader.stations()] == [(52.0, "2026-06-01T10:29:00.000+00:00")]
+        assert [(s.lat, s.updated_at) for s in reader.link.stations()] == [(52.0, "2026-06-01T10:29:00.000+00:00")]
     assert agg.stats.positions == 1 and agg.stats.bad_messages == {"bad date": 2}
     say(3, None)
     agg.store.commit()
     with GroundReader.open(db) as reader:
-        assert [(s.lat, s.updated_at) for s in reader.stations()] == [(55.0, "2026-06-01T10:30:00.000+00:00")]
+        assert [(s.lat, s.updated_at) for s in reader.link.stations()] == [(55.0, "2026-06-01T10:30:00.000+00:00")]
     agg.store.close()
 
 
@@ -127,7 +126,7 @@ def test_an_older_database_holding_bad_times_serves_every_view(tmp_path):
         for n, when in enumerate(bad):
             sentence = telemetry(40 + n)
             store.add_telemetry(sentence, received_at=when)
-            store.add_frame(wire.encode_sentence(sentence), "mqtt", received_at=when, station="wrong-clock")
+            store.frames.add(wire.encode_sentence(sentence), "mqtt", received_at=when, station="wrong-clock")
         store.add_record(wire.Record(wire.Kind.MUSING, 1, 9, int(T0.timestamp()), "dated by a wrong clock"),
                          received_at="9999-12-31T23:59:59.000+00:00")
     stop = threading.Event()

@@ -61,7 +61,7 @@ def _far_musings_made(log) -> list[str]:
 def test_the_report_counts_each_record_by_the_ways_it_came(tmp_path):
     """report.json's `ways`: a record heard directly and through a relay is one record, counted
     once as "both"; from the ground's own database as `listen` leaves it."""
-    from groundstation.db import Store
+    from groundstation.store import Store
     from sim.bench.fly.fleet_report import ground_section
 
     store = Store(tmp_path / "ground.FAR1.db")

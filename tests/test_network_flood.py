@@ -17,7 +17,6 @@ from contextlib import closing
 import pytest
 from structlog.testing import capture_logs
 
-from groundstation.db import utc_now
 from groundstation.frame_quota import bytes_by_sql
 from groundstation.network import Aggregator, format_aggregate_summary
 from groundstation.station_limits import (
@@ -29,6 +28,7 @@ from groundstation.station_limits import (
     Throttled,
     TokenBucket,
 )
+from groundstation.store import utc_now
 from tests.fakes import AUTH
 from tests.test_network import db_keys, decode_all, flight_frames
 
@@ -283,8 +283,8 @@ def test_a_flood_through_the_broker_from_a_valid_login(tmp_path):
     them, then harbour the flight. The aggregator remembers 1,000 claims in all."""
     from pathlib import Path
 
-    from groundstation.db import utc_now
     from groundstation.network import StationPublisher
+    from groundstation.store import utc_now
     from tests.test_network import MOSQUITTO, Running
     from tests.test_network_trust import OPENSSL, PASSWD, SecureBroker, hostile_client
 

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from groundstation.db import DEAD_LETTER_HEAD, DEAD_LETTERS_KEPT, Store, utc_now
 from groundstation.network import StationPublisher
 from groundstation.network.aggregator import Aggregator
+from groundstation.store import DEAD_LETTER_HEAD, DEAD_LETTERS_KEPT, Store, utc_now
 from tests.test_network import FAST, db_keys, decode_all, flight_frames
 from tests.test_network_trust import Running, hostile_client, secure_broker  # noqa: F401 - the fixture
 

@@ -19,8 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from groundstation.db import utc_now
 from groundstation.network import BrokerAuth, Reconnect, StationPublisher
+from groundstation.store import utc_now
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink_keys import new_key

@@ -17,10 +17,9 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
 from groundstation.predict import Chase, Landing
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from groundstation.web import api
 from payload.watchdog import boot_banner
 from sim.bench.fly.processes import wait_listening
@@ -71,10 +70,10 @@ def test_forged_future_numbers_hide_no_real_position_and_rename_nothing(tmp_path
     hear(store, decoder, *boot_event(), *forged_track(12), *real_track(12))
     store.close()
     with GroundReader.open(tmp_path / "g.db") as db:
-        track = db.telemetry()
+        track = db.track.telemetry()
         assert {r.callsign for r in track} == {CALL}
         assert [r.seq for r in track] == [0, 1, 2, 3, 4]  # 5..11: two claims each, out of the track
-        claims = db.claims()
+        claims = db.flight.claims()
         assert claims["callsign"] == CALL and claims["callsign_tagged"]  # 60 HABpack sentences rename nothing
         assert claims["other_callsigns"] == {HOSTILE: 60, "STRAT01": 7} and claims["contested_numbers"] == 7
         summary = api.summary(db)
@@ -88,9 +87,9 @@ def test_a_tagged_late_position_settles_a_contested_number(tmp_path):
     hear(store, decoder, *wire.fragment_record(late, auth=AUTH))
     store.close()
     with GroundReader.open(tmp_path / "g.db") as db:
-        six = [r for r in db.telemetry() if r.seq == 6]
+        six = [r for r in db.track.telemetry() if r.seq == 6]
         assert len(six) == 1 and six[0].authentic and six[0].lat == round(position(6).lat, 5)
-        assert db.claims()["callsign_tagged"]  # the tagged position names the flight too
+        assert db.flight.claims()["callsign_tagged"]  # the tagged position names the flight too
 
 
 def test_forged_sentences_do_not_move_the_predicted_landing(tmp_path):
@@ -101,7 +100,7 @@ def test_forged_sentences_do_not_move_the_predicted_landing(tmp_path):
     forged.close()
     chase = Chase(burst_alt_m=30000, descent_rate_m_s=5.0)
     with GroundReader.open(tmp_path / "honest.db") as a, GroundReader.open(tmp_path / "forged.db") as b:
-        p, q = Landing(chase)(a.telemetry()), Landing(chase)(b.telemetry())
+        p, q = Landing(chase)(a.track.telemetry()), Landing(chase)(b.track.telemetry())
     assert p is not None and q is not None
     # Three fewer points (the contested ones) shift the wind a little; a forger's track would move it by degrees.
     assert abs(p.lat - q.lat) < 0.05 and abs(p.lon - q.lon) < 0.05
@@ -129,8 +128,8 @@ def test_against_the_real_listen_process(tmp_path):
         assert proc.wait(timeout=60) == 0
         air.close()
     with GroundReader.open(tmp_path / "g.db") as db:  # with the key, the balloon signs its sentences: all are its
-        assert [r.seq for r in db.telemetry()] == list(range(10))
-        assert db.claims()["callsign"] == CALL and db.claims()["contested_numbers"] == 0
+        assert [r.seq for r in db.track.telemetry()] == list(range(10))
+        assert db.flight.claims()["callsign"] == CALL and db.flight.claims()["contested_numbers"] == 0
 
 
 def _frames_stored(tmp_path) -> int:

@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 import pytest
 from PIL import Image
 
-from groundstation.db import Store
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from stratoecho import wire
 from stratoecho.wire import pictures, ssdv
 from stratoecho.wire.downlink import fingerprint
@@ -54,7 +53,7 @@ def keyed(path) -> Store:
 
 def image(path, seq: int) -> bytes | None:
     with GroundReader.open(path) as db:
-        return db.image(0, seq)
+        return db.pictures.image(0, seq)
 
 
 # --------------------------------------------------------------------------- the announcement
@@ -109,8 +108,8 @@ def test_a_forged_packet_neither_deletes_nor_replaces_and_another_callsign_takes
     believed = store.take_believed_ssdv()
     assert {(p.callsign, p.packet_id, p.raw) for p, _ in believed} == {(p.callsign, p.packet_id, p.raw) for p in real}
     with GroundReader.open(tmp_path / "g.db") as db:
-        kept = db.ssdv_packets()
-        images = db.records("image")
+        kept = db.pictures.ssdv_packets()
+        images = db.records.of("image")
     assert len(kept) == len(real) + len(set((p.packet_id, p.raw) for p in forged)) + len(theirs)  # every row kept
     assert [(r.boot, r.seq, r.authentic) for r in images] == [(0, 3, True)]  # theirs is no picture of ours
     store.close()
@@ -140,7 +139,7 @@ def test_without_a_key_the_station_builds_anyones_picture_but_deletes_nothing(tm
     store.commit()
     assert image(tmp_path / "g.db", 4) == ssdv.decode_image(second)
     with GroundReader.open(tmp_path / "g.db") as db:
-        assert len(db.ssdv_packets()) == len(first) + len(second)
+        assert len(db.pictures.ssdv_packets()) == len(first) + len(second)
     store.close()
 
 
@@ -182,7 +181,7 @@ def test_against_listen_forged_packets_and_a_stranger_picture_change_nothing(tmp
                  "--quiet"]) == 0
     assert image(db, 0) == ssdv.decode_image(real)
     with GroundReader.open(db) as ground:
-        assert [r.seq for r in ground.records("image")] == [0]
+        assert [r.seq for r in ground.records.of("image")] == [0]
 
 
 @pytest.mark.parametrize("when", [datetime(2026, 6, 21, tzinfo=timezone.utc)])
@@ -203,4 +202,4 @@ def test_an_old_database_keeps_its_packets_through_the_migration(tmp_path, when)
         c.execute("PRAGMA user_version = 11")
     Store(path).close()
     with GroundReader.open(path) as db:
-        assert len(db.ssdv_packets()) == len(real)
+        assert len(db.pictures.ssdv_packets()) == len(real)

@@ -116,8 +116,7 @@ def test_the_bench_measures_errors_against_real_landings():
 
 def test_watch_shows_the_landing_and_the_crews_numbers(tmp_path):
     """A flight heard to 5 km on the way down, in a real ground database, through `watch`."""
-    from groundstation.db import Store
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader, Store
     from groundstation.watch import Watcher
     from stratoecho import wire
 

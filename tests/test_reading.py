@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.db import SCHEMA_VERSION, Store, StoreError
-from groundstation.reading import Counts, Cursor, GroundReader, StationStats
+from groundstation.store import SCHEMA_VERSION, Counts, Cursor, GroundReader, StationStats, Store, StoreError
 from sim.bench.flight_report import flight_series
 from sim.bench.fly import ground_counts
 from stratoecho import wire
@@ -39,14 +38,14 @@ def fill(store: Store) -> None:
     store.add_record(record(wire.Kind.EVENT, 1, event("store_fault", detail="disk full")))
     store.add_record(record(wire.Kind.HEALTH, 1, {"mode": "NOMINAL", "musing_seq": 7}))
     store.add_record(record(wire.Kind.IMAGE, 1, JPEG))
-    store.add_frame(b"\x01", "udp", None, "2026-01-01T10:00:01.000+00:00", station="hill", rssi_dbm=-110.0, snr_db=4.0)
-    store.add_frame(b"\x01", "udp", "bad crc", "2026-01-01T10:00:30.000+00:00", station="hill", rssi_dbm=-120.0)
-    store.add_frame(b"\x01", "udp", None, "2026-01-01T10:01:05.000+00:00")
+    store.frames.add(b"\x01", "udp", None, "2026-01-01T10:00:01.000+00:00", station="hill", rssi_dbm=-110.0, snr_db=4.0)
+    store.frames.add(b"\x01", "udp", "bad crc", "2026-01-01T10:00:30.000+00:00", station="hill", rssi_dbm=-120.0)
+    store.frames.add(b"\x01", "udp", None, "2026-01-01T10:01:05.000+00:00")
     store.add_heard("musing", 1, 1, "hill")
-    asked = store.queue_command(CommandId.SET_MODE, b"\x01", "set mode low_power")
-    store.mark_command_sent(asked)
-    store.queue_command(CommandId.SET_MODE, b"\x01", "confirm: set mode low_power", confirms=asked)
-    store.queue_command(CommandId.API_ANSWER, b"\x00", "api answer to request 1/4: ok", answers=(1, 4))
+    asked = store.outbox.queue(CommandId.SET_MODE, b"\x01", "set mode low_power")
+    store.outbox.mark_sent(asked)
+    store.outbox.queue(CommandId.SET_MODE, b"\x01", "confirm: set mode low_power", confirms=asked)
+    store.outbox.queue(CommandId.API_ANSWER, b"\x00", "api answer to request 1/4: ok", answers=(1, 4))
     store.commit()
 
 
@@ -64,13 +63,19 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def read_everything(ground: GroundReader) -> None:
-    ground.data_version(), ground.newest_ids(), ground.newest_frame_id(), ground.counts(), ground.last_heard()
-    ground.telemetry(), ground.telemetry(limit=2), ground.telemetry_since(0), ground.first_position()
-    ground.latest_position(), ground.callsign(), ground.max_altitude(), ground.sentences(), ground.sentences_missing(1)
-    ground.records(), ground.records("health", limit=1), ground.records_since(0, "musing"), ground.image(1, 1)
-    ground.last_completed("musing", 2), ground.record_numbers(), ground.record_gaps(), ground.newest_seqs(1)
-    ground.frames_per_minute(60), ground.station_stats(), ground.station_stats("2026-01-01T10:00:10")
-    ground.records_heard_per_station(), ground.outbox(), ground.outbox_state(), ground.commands_queued()
+    """Every question of every view, as the dashboard, `watch` and the reports ask them."""
+    ground.data_version(), ground.newest_ids(), ground.newest_frame_id(), ground.counts()
+    flight, track, records, pictures, link, outbox = (ground.flight, ground.track, ground.records, ground.pictures,
+                                                      ground.link, ground.outbox)
+    flight.callsign(), flight.tagged_callsign(), flight.trust(), flight.keyed(), flight.claims()
+    track.telemetry(), track.telemetry(limit=2), track.telemetry_since(0), track.first_position()
+    track.latest_position(), track.max_altitude(), track.sentences(), track.sentences_missing(1)
+    records.of(), records.of("health", limit=1), records.since(0, "musing"), records.last_completed("musing", 2)
+    records.numbers(), records.gaps(), records.newest_seqs(1), pictures.image(1, 1), pictures.ssdv_packets(True)
+    link.last_heard(), link.frames_per_minute(60), link.frames_after("2026-01-01T10:00:10"), link.stations()
+    link.station_stats(), link.station_stats("2026-01-01T10:00:10"), link.records_heard_per_station()
+    link.heard_paths(), link.heard_paths("musing")
+    outbox.newest(), outbox.state(), outbox.waiting()
 
 
 def test_a_flight_read_back_as_typed_rows(flight):
@@ -79,34 +84,37 @@ def test_a_flight_read_back_as_typed_rows(flight):
         assert ground.counts() == Counts(3, 1, 4, {"musing": 4, "event": 1, "health": 1, "image": 1})
         assert ground.counts().frames_good == 2 and ground.counts().of("api_request") == 0
         assert ground.newest_ids() == Cursor(telemetry=4, records=7) and ground.newest_frame_id() == 3
-        assert [t.seq for t in ground.telemetry(limit=2)] == [3, 6]
-        assert [t.seq for t in ground.telemetry_since(2, limit=1)] == [3]
-        assert (ground.first_position().seq, ground.latest_position().seq) == (2, 6)  # 0,0 is no fix
-        assert (ground.callsign(), ground.max_altitude(), ground.sentences_missing(1)) == ("STRATO1", 350, 2)
+        assert [t.seq for t in ground.track.telemetry(limit=2)] == [3, 6]
+        assert [t.seq for t in ground.track.telemetry_since(2, limit=1)] == [3]
+        assert (ground.track.first_position().seq, ground.track.latest_position().seq) == (2, 6)  # 0,0 is no fix
+        assert (ground.flight.callsign(), ground.track.max_altitude(), ground.track.sentences_missing(1)) == ("STRATO1", 350, 2)
         # Payload order, and the order they completed in: the repaired musing 3 came last.
-        assert [m.seq for m in ground.records("musing")] == [1, 2, 3, 5]
-        assert [m.seq for m in ground.last_completed("musing", 2)] == [5, 3]
-        assert [m.seq for m in ground.records_since(3, "musing")] == [3]
-        fault = ground.latest_record("event")
+        assert [m.seq for m in ground.records.of("musing")] == [1, 2, 3, 5]
+        assert [m.seq for m in ground.records.last_completed("musing", 2)] == [5, 3]
+        assert [m.seq for m in ground.records.since(3, "musing")] == [3]
+        fault = ground.records.latest("event")
         assert fault.fields == {"event": "store_fault", "severity": "warning", "detail": "disk full"}
-        assert ground.latest_record("health").fields == {"mode": "NOMINAL", "musing_seq": 7}
-        image = ground.latest_record("image")
-        assert (image.fields, image.jpeg_bytes, ground.image(1, 1), ground.image(1, 2)) == (None, len(JPEG), JPEG, None)
-        assert ground.record_gaps() == {("musing", 1): [(4, 4)]}
-        assert ground.newest_seqs(1) == {"musing": 5, "event": 1, "health": 1, "image": 1}
-        assert ground.record_numbers(except_kinds=("health",))[("musing", 1)] == [1, 2, 3, 5]
-        assert [(m.minute, m.frames, m.bad, m.rssi_dbm) for m in ground.frames_per_minute(60)] == [
+        assert ground.records.latest("health").fields == {"mode": "NOMINAL", "musing_seq": 7}
+        image = ground.records.latest("image")
+        assert (image.fields, image.jpeg_bytes) == (None, len(JPEG))
+        assert (ground.pictures.image(1, 1), ground.pictures.image(1, 2)) == (JPEG, None)
+        assert ground.records.gaps() == {("musing", 1): [(4, 4)]}
+        assert ground.records.newest_seqs(1) == {"musing": 5, "event": 1, "health": 1, "image": 1}
+        assert ground.records.numbers(except_kinds=("health",))[("musing", 1)] == [1, 2, 3, 5]
+        assert [(m.minute, m.frames, m.bad, m.rssi_dbm) for m in ground.link.frames_per_minute(60)] == [
             ("2026-01-01T10:00", 2, 1, -115.0), ("2026-01-01T10:01", 1, 0, None)]
-        assert ground.station_stats() == [
+        assert ground.link.station_stats() == [
             StationStats("", 1, 0, None, None, None, None, "2026-01-01T10:01:05.000+00:00"),
             StationStats("hill", 2, 1, -115.0, 4.0, -120.0, 4.0, "2026-01-01T10:00:30.000+00:00")]
-        since = ground.station_stats("2026-01-01T10:00:10")
+        since = ground.link.station_stats("2026-01-01T10:00:10")
         assert [(s.station, s.frames, s.last_rssi_dbm) for s in since] == [("", 1, None), ("hill", 1, -120.0)]
-        assert ground.records_heard_per_station() == {"hill": 1}
-        outbox = ground.outbox()
+        assert ground.link.records_heard_per_station() == {"hill": 1}
+        assert ground.link.heard_paths() == {("musing", 1, 1): ["hill"]} == ground.link.heard_paths("musing")
+        assert ground.link.heard_paths("health") == {}
+        outbox = ground.outbox.newest()
         assert [(o.id, o.state, o.confirms, o.answers_boot, o.answers_seq) for o in outbox] == [
             (3, "queued", None, 1, 4), (2, "queued", 1, None, None), (1, "sent", None, None, None)]
-        assert ground.outbox_state() == (3, 1) and ground.commands_queued() == 2
+        assert ground.outbox.state() == (3, 1) and ground.outbox.waiting() == 2
 
 
 def test_the_reader_never_writes(flight):
@@ -165,10 +173,12 @@ def test_a_version_1_database_is_read_as_it_is(tmp_path):
     with GroundReader.open(path) as ground:
         read_everything(ground)
         assert ground.schema_version == 1
-        assert [(r.kind, r.text, r.fields, r.jpeg_bytes) for r in ground.records()] == [
+        assert [(r.kind, r.text, r.fields, r.jpeg_bytes) for r in ground.records.of()] == [
             ("musing", "from the old days", None, None), ("health", '{"mode": "nominal"}', None, None)]
-        assert ground.station_stats() == [StationStats("", 2, 1, None, None, None, None, "2025-06-01T10:00:02")]
-        assert ground.outbox() == [] and ground.records_heard_per_station() == {} and ground.image(1, 1) is None
+        assert ground.link.station_stats() == [StationStats("", 2, 1, None, None, None, None, "2025-06-01T10:00:02")]
+        assert ground.outbox.newest() == [] and ground.link.records_heard_per_station() == {}
+        assert ground.link.heard_paths() == {}  # no heard table before schema 4
+        assert ground.pictures.image(1, 1) is None
     assert ground_counts(path)["transcript"] == [("2025-06-01T10:00:00+00:00", "from the old days")]
     assert flight_series(path).modes == [(0.0, "unknown")]  # version 1 kept no fields: the mode is unknown
     assert snapshot(tmp_path) == before  # not migrated: still version 1, byte for byte
@@ -181,10 +191,10 @@ def test_a_version_4_outbox_reads_without_its_columns(tmp_path):
     with GroundReader.open(path) as ground:
         read_everything(ground)
         assert ground.schema_version == 4
-        assert [(o.id, o.what, o.confirms, o.answers_boot) for o in ground.outbox(limit=2)] == [
+        assert [(o.id, o.what, o.confirms, o.answers_boot) for o in ground.outbox.newest(limit=2)] == [
             (7, "api answer to request 12/80: not_found", None, None), (6, "memory note: api answer to request 9/9: ok",
                                                                        None, None)]
-        assert ground.commands_queued() == 3
+        assert ground.outbox.waiting() == 3
     assert snapshot(tmp_path) == before
 
 
@@ -193,7 +203,7 @@ def test_an_empty_file_reads_as_nothing_heard(tmp_path):
     path.touch()
     with GroundReader.open(path) as ground:
         read_everything(ground)
-        assert ground.empty and ground.counts() == Counts(0, 0, 0, {}) and ground.latest_record("health") is None
+        assert ground.empty and ground.counts() == Counts(0, 0, 0, {}) and ground.records.latest("health") is None
     assert path.stat().st_size == 0
 
 

@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from groundstation.db import SCHEMA_VERSION, Store
 from groundstation.link.decoder import FrameDecoder
-from groundstation.reading import GroundReader
+from groundstation.store import SCHEMA_VERSION, GroundReader, Store
 from stratoecho import wire
 from stratoecho.wire.content import decode_content, encode_content
 from tests.fakes import AUTH
@@ -126,9 +125,9 @@ def test_ground_database_keeps_fields_and_pictures(tmp_path):
         assert store.add(wire.Record(wire.Kind.API_REQUEST, 2, 1, 1767225600, {"api": "news", "query": ""}))
         assert not store.add(wire.Record(wire.Kind.IMAGE, 2, 1, 1767225600, picture))
     with GroundReader.open(tmp_path / "g.db") as ground:
-        assert ground.latest_record("health").fields == HEALTH
-        assert ground.latest_record("image").jpeg_bytes == len(picture) and ground.image(2, 1) == picture
-        assert ground.latest_record("api_request").fields == {"api": "news", "query": ""}
+        assert ground.records.latest("health").fields == HEALTH
+        assert ground.records.latest("image").jpeg_bytes == len(picture) and ground.pictures.image(2, 1) == picture
+        assert ground.records.latest("api_request").fields == {"api": "news", "query": ""}
     Image.open(io.BytesIO(picture)).verify()
 
 
@@ -150,7 +149,7 @@ def test_a_version_1_ground_database_is_migrated_in_place(tmp_path):
             PRAGMA user_version = 1;
         """)
     with GroundReader.open(path) as ground:  # read as it is, version 1: no fields
-        assert [(r.text, r.fields) for r in ground.records("musing")] == [("kept across the upgrade", None)]
+        assert [(r.text, r.fields) for r in ground.records.of("musing")] == [("kept across the upgrade", None)]
     with Store(path) as store:
         assert store.add(wire.Record(wire.Kind.HEALTH, 2, 1, 0, {"mode": "SURVIVAL"}))
     with closing(sqlite3.connect(path)) as db:

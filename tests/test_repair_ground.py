@@ -434,22 +434,22 @@ def test_an_announced_record_already_heard_is_not_asked_for():
 
 
 def test_commands_queued_in_the_outbox_go_out_signed_in_the_next_window_once(tmp_path):
-    from groundstation.db import Store
     from groundstation.link.uplink import generate_key_file
     from groundstation.link.windows import WindowAnswerer
+    from groundstation.store import Store
     from stratoecho.wire import uplink as up
 
     key_path = tmp_path / "k"
     generate_key_file(key_path)
     store = Store(tmp_path / "g.db")
     note = up.MemoryNote("the river bends west")
-    store.queue_command(int(note.command_id), note.pack(), "a note")
+    store.outbox.queue(int(note.command_id), note.pack(), "a note")
     sent: list[bytes] = []
     link = WindowAnswerer(key_path, tmp_path / "g.db", lambda f, peer: sent.append(f), "STRATO", store=store)
     link.window(("127.0.0.1", 9), {})
     key = up.load_key(key_path)
     got = [up.verify(key, f, "STRATO", 0).command for f in sent]
     assert any(isinstance(c, up.MemoryNote) and c.text == "the river bends west" for c in got)
-    assert store.pending_commands() == [] and link.commands_sent == 1
+    assert store.outbox.pending() == [] and link.commands_sent == 1
     link.window(("127.0.0.1", 9), {})
     assert len(sent) == 1  # sent once

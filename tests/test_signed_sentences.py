@@ -19,11 +19,10 @@ import gpxpy
 import pytest
 from horusdemodlib.decoder import parse_ukhas_string
 
-from groundstation.db import Store
 from groundstation.frame_quota import FrameBudget, FrameQuota
 from groundstation.link.decoder import FrameDecoder
 from groundstation.predict import Chase, Landing
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader, Store
 from groundstation.web import api
 from stratoecho import wire
 from stratoecho.wire import gateway_rules
@@ -161,21 +160,21 @@ def test_a_forger_who_speaks_first_under_every_number_owns_nothing(tmp_path):
     hear(store, FrameDecoder(auth=AUTH), [forged(seq, rng) for seq in range(12)] + [signed(seq) for seq in range(12)])
     store.close()
     with GroundReader.open(tmp_path / "g.db") as db:
-        assert [r.seq for r in db.telemetry()] == list(range(12)) and all(r.authentic for r in db.telemetry())
-        assert [(r.lat, r.alt) for r in db.telemetry()] == [(round(position(s).lat, 5), position(s).alt)
+        assert [r.seq for r in db.track.telemetry()] == list(range(12)) and all(r.authentic for r in db.track.telemetry())
+        assert [(r.lat, r.alt) for r in db.track.telemetry()] == [(round(position(s).lat, 5), position(s).alt)
                                                             for s in range(12)]
-        assert db.latest_position().seq == 11 and db.max_altitude() == position(11).alt
-        claims = db.claims()
+        assert db.track.latest_position().seq == 11 and db.track.max_altitude() == position(11).alt
+        claims = db.flight.claims()
         assert claims["keyed"] and claims["callsign"] == CALL
         assert claims["unsigned_under_callsign"] == 0  # each number's claims gave way to the line the flight signed
         assert api.summary(db)["latest"]["seq"] == 11
         chase = Chase(burst_alt_m=30000, descent_rate_m_s=5.0)
-        honest = Landing(chase)([r for r in db.telemetry()])
+        honest = Landing(chase)([r for r in db.track.telemetry()])
     clean = keyed_store(tmp_path / "clean.db")
     hear(clean, FrameDecoder(auth=AUTH), [signed(seq) for seq in range(12)])
     clean.close()
     with GroundReader.open(tmp_path / "clean.db") as db:
-        assert Landing(chase)(db.telemetry()) == honest  # the prediction is the flight's alone
+        assert Landing(chase)(db.track.telemetry()) == honest  # the prediction is the flight's alone
 
 
 def test_claims_never_name_the_flight_and_before_the_first_signed_line_it_has_no_track(tmp_path):
@@ -183,12 +182,12 @@ def test_claims_never_name_the_flight_and_before_the_first_signed_line_it_has_no
     store = keyed_store(tmp_path / "g.db")
     hear(store, FrameDecoder(auth=AUTH), [forged(seq, rng) for seq in range(40)])
     with GroundReader.open(tmp_path / "g.db") as db:
-        assert db.callsign() is None and db.telemetry() == [] and db.latest_position() is None
-        assert db.claims()["other_callsigns"] == {CALL: 40}  # kept, and shown apart
+        assert db.flight.callsign() is None and db.track.telemetry() == [] and db.track.latest_position() is None
+        assert db.flight.claims()["other_callsigns"] == {CALL: 40}  # kept, and shown apart
     hear(store, FrameDecoder(auth=AUTH), [signed(40)])
     store.close()
     with GroundReader.open(tmp_path / "g.db") as db:
-        assert db.callsign() == CALL and [r.seq for r in db.telemetry()] == [40]
+        assert db.flight.callsign() == CALL and [r.seq for r in db.track.telemetry()] == [40]
 
 
 def test_a_station_without_a_key_says_it_believes_anyone(tmp_path):
@@ -196,8 +195,8 @@ def test_a_station_without_a_key_says_it_believes_anyone(tmp_path):
     hear(store, FrameDecoder(), [wire.encode_sentence(position(seq, lat0=40.0)) for seq in range(3)])
     store.close()
     with GroundReader.open(tmp_path / "g.db") as db:
-        assert db.trust()["keyed"] is False and db.claims()["keyed"] is False
-        assert [r.lat for r in db.telemetry()][0] == 40.0  # the forger's track is the flight's: said plainly
+        assert db.flight.trust()["keyed"] is False and db.flight.claims()["keyed"] is False
+        assert [r.lat for r in db.track.telemetry()][0] == 40.0  # the forger's track is the flight's: said plainly
 
 
 def test_nothing_the_flight_signed_is_refused_by_a_quota_before_or_after_a_restart(tmp_path):
@@ -251,7 +250,7 @@ def test_against_listen_its_sondehub_upload_and_export(tmp_path, server):  # noq
     points = gpxpy.parse(gpx_path.read_text()).tracks[0].segments[0].points
     assert len(points) == 20 and all(52 < p.latitude < 53 for p in points)
     with GroundReader.open(db) as ground:
-        assert ground.trust()["keyed"] and ground.claims()["callsign"] == CALL
+        assert ground.flight.trust()["keyed"] and ground.flight.claims()["callsign"] == CALL
 
 
 def test_a_full_quota_refuses_no_signed_sentence_before_or_after_a_restart(tmp_path):
@@ -296,7 +295,7 @@ def test_a_full_quota_refuses_no_signed_sentence_before_or_after_a_restart(tmp_p
     finally:
         assert again.stop()[0] == 0
     with GroundReader.open(db) as ground:
-        assert [r.seq for r in ground.telemetry()] == list(range(20))
+        assert [r.seq for r in ground.track.telemetry()] == list(range(20))
 
 
 def test_the_aggregator_takes_the_flights_signed_lines_from_one_station_and_colluders_make_no_track(tmp_path):
@@ -314,5 +313,5 @@ def test_the_aggregator_takes_the_flights_signed_lines_from_one_station_and_coll
     agg.store.commit()
     agg.store.close()
     with GroundReader.open(db) as ground:
-        assert ground.trust()["keyed"]
-        assert [(r.seq, r.lat) for r in ground.telemetry()] == [(s, round(position(s).lat, 5)) for s in range(10)]
+        assert ground.flight.trust()["keyed"]
+        assert [(r.seq, r.lat) for r in ground.track.telemetry()] == [(s, round(position(s).lat, 5)) for s in range(10)]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store
+from groundstation.store import Store
 from payload.watchdog import boot_banner
 from sim.bench.flight_report import placed_telemetry
 from sim.bench.truth_report import claims_section, describe_claims, ground_claims, ground_facts, payload_claims

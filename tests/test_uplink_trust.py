@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from groundstation.db import Store
 from groundstation.link.decoder import FrameDecoder
 from groundstation.link.windows import WindowAnswerer
+from groundstation.store import Store
 from payload.watchdog import boot_banner
 from sim.bench.fly.processes import wait_listening
 from stratoecho import wire
@@ -81,7 +81,7 @@ def restart(g: Ground, t: list[float], callsign: str | None = CALL) -> Ground:
 
 def queue_note(store: Store, text: str = "the river bends west") -> int:
     note = uplink.MemoryNote(text)
-    return store.queue_command(int(note.command_id), note.pack(), "a note")
+    return store.outbox.queue(int(note.command_id), note.pack(), "a note")
 
 
 # --------------------------------------------------------------------------- attack 2
@@ -96,12 +96,12 @@ def test_forged_sentences_never_name_whom_the_uplink_signs_for(tmp_path):
     queue_note(g.store)
     forged = [sentence(f"N{i}", i) for i in range(300)] + [sentence(collider(), 6)] * 50
     g.hear(*forged, cue(6, 180))
-    assert g.sent == [] and len(g.store.pending_commands()) == 1  # nobody named yet: nothing signed, nothing lost
+    assert g.sent == [] and len(g.store.outbox.pending()) == 1  # nobody named yet: nothing signed, nothing lost
     g.hear(*boot_event())  # the balloon's tagged boot event names it
     t[0] += 180
     g.hear(sentence(collider(), 12), signed(12, t[0]), cue(12, 360))
     assert any(isinstance(c, uplink.MemoryNote) for c in g.commands())  # verified under CALL, counters in order
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
 
 
 def test_after_a_restart_the_ground_signs_for_the_callsign_it_signed_for_before(tmp_path):
@@ -134,11 +134,11 @@ def test_an_old_unconfirmed_event_played_back_does_not_roll_the_operator_back(tm
     t = [1000.0]
     g = on_clock(Ground(tmp_path), t)
     low, survival = uplink.SetMode(1), uplink.SetMode(2)
-    g.store.mark_command_sent(g.store.queue_command(int(low.command_id), low.pack(), "set mode low_power"))
+    g.store.outbox.mark_sent(g.store.outbox.queue(int(low.command_id), low.pack(), "set mode low_power"))
     old_event = unconfirmed(low, 7)
     g.hear(*old_event, signed(6, t[0]), cue(6, 180))  # heard once: confirmed, as designed
     assert [c for c in g.commands() if isinstance(c, uplink.SetMode)] == [low]
-    g.store.mark_command_sent(g.store.queue_command(int(survival.command_id), survival.pack(), "set mode survival"))
+    g.store.outbox.mark_sent(g.store.outbox.queue(int(survival.command_id), survival.pack(), "set mode survival"))
     again = restart(g, t)  # the decoder has forgotten everything
     sent_before = len(again.sent)
     t[0] += 180
@@ -146,7 +146,7 @@ def test_an_old_unconfirmed_event_played_back_does_not_roll_the_operator_back(tm
     t[0] += 180
     again.hear(*unconfirmed(low, 9), cue(18, 540))  # or one the ground never heard: low is no longer the newest
     assert not any(isinstance(c, uplink.SetMode) for c in again.commands()[sent_before:])
-    assert again.store.pending_commands() == []
+    assert again.store.outbox.pending() == []
 
 
 # --------------------------------------------------------------------------- attack 6
@@ -162,14 +162,14 @@ def test_a_missed_cue_played_back_later_opens_nothing_and_the_command_waits(tmp_
     t[0] += 600  # cue 12 went out at payload second 360, unheard; ten minutes on, it comes back
     g.hear(cue(12, 360))
     assert not any(isinstance(c, uplink.MemoryNote) for c in g.commands())
-    assert len(g.store.pending_commands()) == 1 and g.link.cues_refused == 1
+    assert len(g.store.outbox.pending()) == 1 and g.link.cues_refused == 1
     relayer = wire.DownlinkAuth.from_flight_key(new_key())
     g.decoder.relayers[uplink.payload_hash("NEAR1")] = relayer
     g.hear(encode_relayed(cue(18, 540), uplink.payload_hash("NEAR1"), 1, relayer))  # inside a relay envelope
-    assert len(g.store.pending_commands()) == 1 and g.link.cues_refused == 2
+    assert len(g.store.outbox.pending()) == 1 and g.link.cues_refused == 2
     g.hear(position(24), cue(24, 780))  # the balloon's next window, heard as it is sent: the note goes
     assert any(isinstance(c, uplink.MemoryNote) for c in g.commands())
-    assert g.store.pending_commands() == []
+    assert g.store.outbox.pending() == []
 
 
 def test_a_cue_is_answered_while_its_window_is_open_and_the_clock_offset_survives_a_restart(tmp_path):
@@ -205,12 +205,12 @@ def test_the_first_cue_of_a_boot_played_back_late_opens_nothing(tmp_path):
     recorded = [signed(6, t[0]), cue(6, 180, listen_s=20)]  # heard by a recorder, not by this ground
     t[0] += 600
     g.hear(*recorded)
-    assert g.sent == [] and g.link.cues_refused == 1 and len(g.store.pending_commands()) == 1
+    assert g.sent == [] and g.link.cues_refused == 1 and len(g.store.outbox.pending()) == 1
     g.hear(position(12), cue(12, 780, listen_s=20))  # an unsigned sentence dates nothing: conservatively, no answer
     assert g.sent == [] and g.link.cues_refused == 2
     g.hear(signed(18, t[0] - 10), cue(18, 960, listen_s=20))  # the live window: its sentence made 10 s ago
     assert any(isinstance(c, uplink.MemoryNote) for c in g.commands())
-    assert g.store.pending_commands() == [] and g.link.cues_refused == 2
+    assert g.store.outbox.pending() == [] and g.link.cues_refused == 2
 
 
 def test_the_first_cue_is_answered_within_its_window_and_the_slack_for_airtime_and_clocks(tmp_path):
@@ -274,8 +274,8 @@ def test_the_attacks_against_a_real_listen_process_across_a_restart(tmp_path):
     bridge.settimeout(60)
     store = Store(tmp_path / "g.db")
     low, survival = uplink.SetMode(1), uplink.SetMode(2)
-    store.mark_command_sent(store.queue_command(int(low.command_id), low.pack(), "set mode low_power"))
-    store.mark_command_sent(store.queue_command(int(survival.command_id), survival.pack(), "set mode survival"))
+    store.outbox.mark_sent(store.outbox.queue(int(low.command_id), low.pack(), "set mode low_power"))
+    store.outbox.mark_sent(store.outbox.queue(int(survival.command_id), survival.pack(), "set mode survival"))
     store.close()
     proc, port, log1 = _listen(tmp_path, key_path, bridge.getsockname()[1], "g1.log")
     try:
@@ -303,7 +303,7 @@ def test_the_attacks_against_a_real_listen_process_across_a_restart(tmp_path):
         wait_for(lambda: _events(log2, "confirmation not queued"))
         assert _events(log2, "confirmation not queued")[0]["why"] == "a newer one was queued here since"
         with Store(tmp_path / "g.db") as s:
-            assert [r["what"] for r in s.pending_commands()] == ["a note"]  # neither sent nor marked
+            assert [r["what"] for r in s.outbox.pending()] == ["a note"]  # neither sent nor marked
         air.sendto(cue(24, now, 255), ("127.0.0.1", port))  # the balloon's next window, as it is sent
         commands, last = [], 0
         while not any(isinstance(c, uplink.MemoryNote) for c in commands):

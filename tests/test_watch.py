@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from groundstation.db import Store
-from groundstation.reading import GroundReader, TelemetryRow
+from groundstation.store import GroundReader, Store, TelemetryRow
 from groundstation.watch import (
     FlightView,
     Missing,
@@ -74,10 +73,10 @@ def fill(store: Store, health=HEALTH):
     store.add_record(record(wire.Kind.EVENT, 1, event("phase", before="pre-launch", after="ascent", alt_m=120)))
     store.add_record(record(wire.Kind.HEALTH, 3, health))
     for i, ok in enumerate([True, True, False]):
-        store.add_frame(b"\xec\x01", "udp", None if ok else "bad crc", iso(NOW - timedelta(seconds=30 - i)),
+        store.frames.add(b"\xec\x01", "udp", None if ok else "bad crc", iso(NOW - timedelta(seconds=30 - i)),
                         station="hill", rssi_dbm=-110.0 - i, snr_db=5.0 - i)
-    store.add_frame(b"\xec\x01", "udp", None, iso(NOW - timedelta(seconds=5)), station="valley")
-    store.add_frame(b"\xec\x01", "udp", None, iso(NOW - timedelta(minutes=20)), station="old")  # out of the window
+    store.frames.add(b"\xec\x01", "udp", None, iso(NOW - timedelta(seconds=5)), station="valley")
+    store.frames.add(b"\xec\x01", "udp", None, iso(NOW - timedelta(minutes=20)), station="old")  # out of the window
     store.commit()
 
 

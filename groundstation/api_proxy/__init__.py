@@ -6,7 +6,7 @@ API_ANSWER uplink command for the payload's next listen window::
 
     on_record(record, store)            (listener thread) new api_request, not answered before
       -> worker thread: answer(seq, api, query, boot=boot) -> uplink.ApiAnswer
-      -> its own connection to the database: queue_command(API_ANSWER, answer.pack(), what,
+      -> its own connection to the database: outbox.queue(API_ANSWER, answer.pack(), what,
                                                            answers=(boot, seq))
 
 `answer` never raises. What the payload hears back (`uplink.ApiStatus`):

@@ -252,7 +252,7 @@ class ApiProxy:
             boot, seq, fields = record.boot, record.seq, record.content  # the declared fields, any subset
             with self._lock:
                 if self._taken is None:
-                    self._taken = store.answered_requests()
+                    self._taken = store.outbox.answered_requests()
                 if (boot, seq) in self._taken:
                     log.debug("api_request_already_answered", boot=boot, seq=seq)
                     return False
@@ -274,7 +274,7 @@ class ApiProxy:
             return False
 
     def _work(self) -> None:
-        from ..db import Store  # the worker's own connection: the listener's is the listener's
+        from ..store import Store  # the worker's own connection: the listener's is the listener's
 
         stores: dict[str, Store] = {}
         try:
@@ -291,7 +291,7 @@ class ApiProxy:
             status = ApiStatus(result.status).name.lower()
             if job.db_path not in stores:
                 stores[job.db_path] = open_store(job.db_path)
-            stores[job.db_path].queue_command(CommandId.API_ANSWER, result.pack(),
+            stores[job.db_path].outbox.queue(CommandId.API_ANSWER, result.pack(),
                                               what=f"api answer to request {job.boot}/{job.seq}: {status}",
                                               answers=(job.boot, job.seq))
             self.queued += 1

@@ -4,7 +4,7 @@ Every exporter has the same three calls (`base.Exporter`): `add(heard)` (a `Hear
 position: a `wire.Telemetry` and when it was heard), `flush()`, `close()`. Decoders never
 know about them; the listener hands each new position to every exporter, each wrapped
 (`base.Guarded`) so one failing cannot stop the others or the decoding. `from_db(ground,
-exporter)` runs one over a database, read through `reading.GroundReader`.
+exporter)` runs one over a database, read through `store.GroundReader`.
 
     gpx.GpxTrack(path)          GPX 1.1 track                       file, rewritten atomically
     kml.KmlTrack(path)          KML track + launch/burst/last       file, rewritten atomically
@@ -119,8 +119,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run one format's entry over the database: its checks, its exporter, its report."""
-    from groundstation.db import StoreError  # here: the package imports without the database layer
-    from groundstation.reading import GroundReader
+    # here: the package imports without the database layer
+    from groundstation.store import GroundReader, StoreError
 
     request = ExportRequest(db=args.db, format=args.format, out=args.out, uploader=args.uploader, method=args.method,
                             no_gzip=args.no_gzip, dev=args.dev)  # nothing below the command line reads `args`

@@ -5,7 +5,7 @@ from reaching the others, the run over a database, and the small pure helpers
 An exporter takes each position as a `Heard` (groundstation/link/heard.py): its `record` a
 `stratoecho.wire.Telemetry` (temp_c and pressure_hpa NaN for no reading, batt_mv 0), its
 `received_at` when the ground heard it (ISO 8601 UTC). The listener hands over each new
-one; `from_db` reads them back from a database, as typed rows (`reading.TelemetryRow`). Dicts appear only where JSON leaves the
+one; `from_db` reads them back from a database, as typed rows (`store.TelemetryRow`). Dicts appear only where JSON leaves the
 program: SondeHub's objects (`sondehub_object`), chase-car datagrams (`payload_summary`).
 """
 
@@ -26,7 +26,7 @@ from stratoecho import wire
 from stratoecho.wire.sentence import telemetry_datetime  # noqa: F401  (exporters import it from here)
 
 if TYPE_CHECKING:
-    from groundstation.reading import GroundReader, TelemetryRow
+    from groundstation.store import GroundReader, TelemetryRow
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ class Guarded:
 def from_db(ground: GroundReader, exporter: Exporter, *, close: bool = True) -> int:
     """Feed every telemetry row of `ground` to `exporter` in the payload's order (boot, seq),
     then close it (or only flush it, with close=False). Returns the number of rows fed."""
-    rows = ground.telemetry()
+    rows = ground.track.telemetry()
     for row in rows:
         exporter.add(heard_from_row(row))
     if close:
@@ -84,7 +84,7 @@ def from_db(ground: GroundReader, exporter: Exporter, *, close: bool = True) -> 
 
 
 def heard_from_row(row: TelemetryRow) -> Heard:
-    """A `GroundReader.telemetry()` row as the exporters take it."""
+    """A `GroundReader.track.telemetry()` row as the exporters take it."""
     return Heard(wire.Telemetry(row.callsign, row.seq, row.time, row.lat, row.lon, row.alt, row.sats,
                                 _reading(row.temp_c), _reading(row.pressure_hpa), row.batt_mv, row.boot),
                  row.received_at)

@@ -12,7 +12,7 @@ for one that ships, or `register_format(...)` from elsewhere before the command 
     report     what it did: a `Report` (lines for standard output, warnings for standard error,
                the exit status)
     check      a usage error in the options, before the database is opened (exit 2), or None
-    feed       the database (its typed rows, `reading.GroundReader`) into the exporter, closing it;
+    feed       the database (its typed rows, `store.GroundReader`) into the exporter, closing it;
                the number of rows fed (`from_db`)
     discard    an exporter never fed (the database cannot be opened): stop what it started
 """
@@ -35,7 +35,7 @@ from .ssdv_upload import SsdvUploader, ssdv_from_db
 from .uploader import BatchUploader, UploadPolicy
 
 if TYPE_CHECKING:
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader
 
 E = TypeVar("E")
 

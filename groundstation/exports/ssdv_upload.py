@@ -46,7 +46,7 @@ from .station import SOFTWARE_NAME, Station
 from .uploader import BatchUploader, UploadPolicy, check_url
 
 if TYPE_CHECKING:
-    from groundstation.reading import GroundReader
+    from groundstation.store import GroundReader
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +128,7 @@ def ssdv_from_db(ground: GroundReader, uploader: SsdvUploader, *, close: bool = 
     """Feed every SSDV packet kept in `ground` (a keyed station's: those the flight announced) to `uploader`
     in the order heard, then close it
     (or only flush it, with close=False). Returns the number of packets fed."""
-    rows = ground.ssdv_packets(flights_only=True)
+    rows = ground.pictures.ssdv_packets(flights_only=True)
     for row in rows:
         uploader.add(row.packet, row.received_at)
     if close:

@@ -35,7 +35,7 @@ from stratoecho.wire.downlink import DEFAULT_TAG_LEN, DownlinkAuth
 from stratoecho.wire.relay import Envelope, check_envelope
 from stratoecho.wire.uplink import payload_hash
 
-from ..db import Store
+from ..store import Store
 from .decoder import Decoded, FrameDecoder
 
 # A followed callsign names a database file: letters, digits, - and _ only (UKHAS callsigns are).

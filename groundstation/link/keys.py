@@ -21,7 +21,7 @@ from .decoder import FrameDecoder
 from .flights import Flight, Flights, check_callsign
 
 if TYPE_CHECKING:
-    from ..db import Store
+    from ..store import Store
 
 
 def _callsigns(table: dict[str, Path], key: str) -> dict[str, Path]:

@@ -24,9 +24,9 @@ import structlog
 
 from stratoecho import wire
 
-from ..db import Store, utc_now
 from ..display import format_json, format_record
 from ..sources import FrameSource, Position
+from ..store import Store, utc_now
 from .decoder import FrameDecoder
 from .flights import Flight, Flights
 from .heard import Heard, kind_name
@@ -118,7 +118,7 @@ def _handle(item, flights: Flights, out: TextIO | None, as_json: bool, answerer:
     if result.ok and (result.authentic or (isinstance(result.frame, wire.SsdvPacket)
                                            and store.ssdv_announced(result.frame))):
         vouched = heard.inner.data if heard.kind is wire.FrameKind.RELAYED else data
-    kept = store.add_frame(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr,
+    kept = store.frames.add(data, origin, result.error, received_at, station=path, rssi_dbm=rssi, snr_db=snr,
                            vouched=vouched)
     hooks.call(hooks.on_frame, data, received_at, hooks.station, rssi, snr)
     if not result.ok:

@@ -34,8 +34,8 @@ from stratoecho.wire import uplink
 from stratoecho.wire.events import Event
 from stratoecho.wire.uplink import KeyFileError, ack_batches, resend_batches
 
-from ..db import Store
 from ..sources import describe_peer
+from ..store import Store
 from .decoder import Decoded
 from .repair import NackPlanner
 from .uplink import CommandSigner, SignerStateError
@@ -222,7 +222,7 @@ class WindowAnswerer:
         if cmd is None or self.store is None:
             return False
         args = cmd.pack()
-        row = self.store.last_command(cmd.command_id)
+        row = self.store.outbox.last(cmd.command_id)
         why = ("not sent from this station" if row is None else
                "a newer one was queued here since" if bytes(row["args"]) != args else
                "already queued" if row["sent_at"] is None else None)
@@ -230,7 +230,7 @@ class WindowAnswerer:
             log.info("confirmation not queued", command=cmd.command_id.name.lower(), why=why)
             return False
         # A confirmation confirms what was asked, even when the last row was itself a confirmation.
-        self.store.queue_command(cmd.command_id, args, f"confirm: {row['asked_what']}", confirms=row["asked"])
+        self.store.outbox.queue(cmd.command_id, args, f"confirm: {row['asked_what']}", confirms=row["asked"])
         log.info("confirmation queued", command=cmd.command_id.name.lower(), what=row["asked_what"])
         return True
 
@@ -241,7 +241,7 @@ class WindowAnswerer:
         (so it never sends that again and lets it go first when its card is full)."""
         items = self.planner.plan(missing)
         acks = self.planner.acks()
-        queued = self.store.pending_commands() if self.store is not None else []
+        queued = self.store.outbox.pending() if self.store is not None else []
         if not items and wire_report is None and not acks and not queued:
             return
         if not self._ensure_signer():
@@ -254,7 +254,7 @@ class WindowAnswerer:
             except (ValueError, KeyError, TypeError, struct.error) as e:  # written by another user: read as input
                 why = f"command {row['command']!r} with {len(row['args'] or b'')} bytes of arguments does not unpack ({e})"
                 log.error("outbox command refused", id=row["id"], why=why)
-                self.store.refuse_command(row["id"], why)
+                self.store.outbox.refuse(row["id"], why)
                 continue
             outbox[id(cmd)] = row["id"]
             commands.append(cmd)
@@ -279,7 +279,7 @@ class WindowAnswerer:
                 self.link_reports += 1
                 continue
             if id(batch) in outbox:
-                self.store.mark_command_sent(outbox[id(batch)])
+                self.store.outbox.mark_sent(outbox[id(batch)])
                 self.commands_sent += 1
                 log.info("command sent", to=describe_peer(peer), command=batch.command_id.name.lower())
                 continue

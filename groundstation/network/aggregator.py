@@ -19,11 +19,11 @@ import structlog
 from stratoecho import bounded_json, wire
 from stratoecho.wire.downlink import fingerprint
 
-from ..db import Store, StoreError
 from ..frame_quota import row_bytes, tagged
 from ..link.decoder import Decoded, FrameDecoder, error_reason
 from ..link.heard import WireRecord
 from ..station_limits import PendingClaims, PerStationSeen, StationGate, StationLimits
+from ..store import Store, StoreError
 from .session import _Session
 from .topics import DEFAULT_PREFIX, FORMAT_VERSION, POLL_S, BrokerAuth, Reconnect, check_prefix, topic_level
 
@@ -112,7 +112,7 @@ class Aggregator:
         self._seen_frames: OrderedDict[bytes, None] = OrderedDict()
         # digest -> {station: received_at}, capped per station: a flood evicts its own claims
         self._held = PendingClaims(min(limits.pending_per_station, remember), min(limits.pending_total, remember))
-        self.gate = StationGate(limits, self.store.frame_bytes_by_station())
+        self.gate = StationGate(limits, self.store.frames.bytes_by_station())
         self._vouched: OrderedDict[bytes, None] = OrderedDict()
         self._contributors: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()  # incomplete records
         self._complete: OrderedDict[tuple[str, int, int], None] = OrderedDict()
@@ -296,7 +296,7 @@ class Aggregator:
                        quota_mb=self.limits.quota_bytes / 1e6, total_quota_mb=self.limits.quota_total_bytes / 1e6,
                        stored_mb=round(self.gate.stored.used.get(station, 0) / 1e6, 3))
             return
-        self.store.add_frame(data, source, error, received_at, station=station, rssi_dbm=rssi_dbm, snr_db=snr_db)
+        self.store.frames.add(data, source, error, received_at, station=station, rssi_dbm=rssi_dbm, snr_db=snr_db)
         self.stats.frames += 1
 
     def _warn(self, station: str, what: str, total: int, **detail) -> None:

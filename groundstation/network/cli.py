@@ -13,9 +13,9 @@ import structlog
 from stratoecho.cli import checked, hostport_type, positive_number, stop_on_signals
 from stratoecho.wire.uplink import KeyFileError
 
-from ..db import StoreError
 from ..link.keys import add_key_arguments, downlink_check, keys_from_args, relayer_checks
 from ..station_limits import StationLimits
+from ..store import StoreError
 from .aggregator import REMEMBER, Aggregator
 from .topics import _NOT_A_LEVEL, DEFAULT_PREFIX, BrokerAuth, check_prefix, topic_level
 

@@ -16,8 +16,8 @@ import structlog
 
 from stratoecho import wire
 
-from ..db import utc_now
 from ..link.heard import WireRecord
+from ..store import utc_now
 from .session import _Session
 from .topics import (
     DEFAULT_PREFIX,

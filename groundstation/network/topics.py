@@ -11,7 +11,7 @@ from pathlib import Path
 from stratoecho.backoff import Backoff
 from stratoecho.secret_files import secret_file_problem
 
-from ..db import utc_now
+from ..store import utc_now
 
 FORMAT_VERSION = 1
 DEFAULT_PREFIX = "stratoecho"

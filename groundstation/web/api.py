@@ -1,5 +1,5 @@
 """The API's answers: what each GET /api/... returns, built from typed rows
-(`reading.GroundReader`) into the JSON the page reads; the commands the operator may queue as
+(`store.GroundReader`) into the JSON the page reads; the commands the operator may queue as
 the wire package declares them (`commands_json`, GET /api/commands), and those POST
 /api/commands takes, made by the same declaration (`parse_command`)."""
 
@@ -14,9 +14,8 @@ from stratoecho.wire.commands import Command, PowerMode, operator_command, opera
 from stratoecho.wire.sentence import telemetry_datetime
 
 from .. import predict
-from ..db import utc_now
 from ..exports.base import utc_time
-from ..reading import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow
+from ..store import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow, utc_now
 
 LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 # A frame heard more than this after the server's clock is no minute of the flight: a station's
@@ -88,7 +87,7 @@ def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:
     """/api/prediction: the landing as `predict.Prediction` has it, its UTC times, and the
     crew's numbers from the station when one was given (`station`) and from every station
     the database knows the position of (`stations`)."""
-    p = landing(db.telemetry())
+    p = landing(db.track.telemetry())
     if p is None:
         return None
     try:
@@ -108,11 +107,11 @@ def prediction_json(landing: predict.Landing, db: GroundReader) -> dict | None:
         "descent_rate_measured": p.descent_rate_measured, "ground_alt_m": round(p.ground_alt_m), "layers": p.layers,
         "station": None,
     }
-    home, latest = landing.chase.home, db.latest_position()
+    home, latest = landing.chase.home, db.track.latest_position()
     if home is not None:
         answer["station"] = _seen_from(*home, p, latest)
     # every station that said where it is (listen --station-position, shared over the network)
-    answer["stations"] = [{"name": s.name, **_seen_from(s.lat, s.lon, s.alt_m, p, latest)} for s in db.stations()]
+    answer["stations"] = [{"name": s.name, **_seen_from(s.lat, s.lon, s.alt_m, p, latest)} for s in db.link.stations()]
     return answer
 
 
@@ -137,20 +136,20 @@ def _position(row: TelemetryRow | None) -> dict | None:
 
 
 def summary(db: GroundReader) -> dict:
-    counts, cursor, health = db.counts(), db.newest_ids(), db.latest_record("health")
+    counts, cursor, health = db.counts(), db.newest_ids(), db.records.latest("health")
     return {
         "counts": {"frames": counts.frames, "frames_bad": counts.frames_bad, "telemetry": counts.telemetry,
                    **{f"{kind}s": counts.of(kind) for kind in ("musing", "event", "image")},
                    "health": counts.of("health")},
         "cursor": {"telemetry": cursor.telemetry, "records": cursor.records},
-        "callsign": db.callsign(),
-        "claims": db.claims(),  # which callsign is tagged, and what open sentences claim beside it
-        "launch": _position(db.first_position()),
-        "latest": _position(db.latest_position()),
-        "max_alt": db.max_altitude(),
+        "callsign": db.flight.callsign(),
+        "claims": db.flight.claims(),  # which callsign is tagged, and what open sentences claim beside it
+        "launch": _position(db.track.first_position()),
+        "latest": _position(db.track.latest_position()),
+        "max_alt": db.track.max_altitude(),
         "health": record_json(health) if health else None,
-        "last_heard": db.last_heard(),
-        "outbox_queued": db.commands_queued(),
+        "last_heard": db.link.last_heard(),
+        "outbox_queued": db.outbox.waiting(),
         "modes": [m.name.lower() for m in PowerMode],  # best first, as the wire has them: the mode chart's rungs
         "server_time": utc_now(),
     }
@@ -161,7 +160,7 @@ def flight_offsets(db: GroundReader) -> dict[str, float]:
     (sentence time - time heard) in seconds: what moves a minute of reception onto flight time.
     Live it is a few seconds; on a replayed or imported database it is the days in between."""
     by_minute: dict[str, list[float]] = {}
-    for r in db.telemetry():
+    for r in db.track.telemetry():
         if _minute(r.received_at[:16]) is None:  # not a time a minute of reception can be read from
             continue
         try:
@@ -213,8 +212,8 @@ def link(db: GroundReader) -> dict:
     # Frames heard after the server's clock (and a day) or in minutes that are no time are left
     # out of the chart and counted (`undated_frames`): an older database's wrong clocks.
     until = (datetime.now(timezone.utc) + timedelta(seconds=FUTURE_S)).isoformat(timespec="milliseconds")
-    minutes, undated = {}, db.frames_after(until)
-    for m in db.frames_per_minute(LINK_MINUTES, until):
+    minutes, undated = {}, db.link.frames_after(until)
+    for m in db.link.frames_per_minute(LINK_MINUTES, until):
         t = _on_flight_time(m.minute, offsets, known)
         if t is None:
             undated += m.frames
@@ -224,7 +223,7 @@ def link(db: GroundReader) -> dict:
     # A sentence is one frame: the holes in its numbers are frames lost, minute by minute.
     prev: SentenceHeard | None = None
     seqs: dict[int, list[int]] = {}
-    for s in db.sentences():
+    for s in db.track.sentences():
         seqs.setdefault(s.boot, []).append(s.seq)
         minute = minutes.get(s.received_at[:16])
         if minute is not None:
@@ -232,16 +231,16 @@ def link(db: GroundReader) -> dict:
             if prev is not None and prev.boot == s.boot:
                 minute["telemetry_missing"] += s.seq - prev.seq - 1
         prev = s
-    heard = db.records_heard_per_station()
+    heard = db.link.records_heard_per_station()
     stations = [
         {"station": s.station, "frames": s.frames, "bad": s.bad, "rssi_dbm": s.rssi_dbm, "snr_db": s.snr_db,
          "last_rssi_dbm": s.last_rssi_dbm, "last_heard": s.last_heard, "records_heard": heard.get(s.station, 0)}
-        for s in sorted(db.station_stats(), key=lambda s: -s.frames)
+        for s in sorted(db.link.station_stats(), key=lambda s: -s.frames)
     ]
     streams = {("telemetry", boot): s for boot, s in seqs.items()}
-    streams.update(db.record_numbers(except_kinds=("health",)))
+    streams.update(db.records.numbers(except_kinds=("health",)))
     return {"minutes": list(minutes.values()), "undated_frames": undated, "stations": stations,
-            "missing": missing(streams, db.records("health"))}
+            "missing": missing(streams, db.records.of("health"))}
 
 
 def missing(streams: dict[tuple[str, int], list[int]], health: list[RecordRow]) -> list[dict]:

@@ -13,9 +13,9 @@ from pathlib import Path
 from stratoecho.cli import checked, stop_on_signals, wait_for_stop
 
 from .. import predict
-from ..db import StoreError
 from ..maps.basemap import BaseMap
 from ..maps.tiles import TileFileError, open_tiles
+from ..store import StoreError
 from . import access
 from .hosts import check_name
 from .limits import Limits, parse_limit

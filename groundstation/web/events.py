@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from ..reading import GroundReader
+from ..store import GroundReader
 from .api import outbox_json, record_json, telemetry_json
 
 POLL_S = 1.0  # how often an event stream asks the database whether anything was committed
@@ -38,8 +38,8 @@ def stream(wfile: BinaryIO, db: GroundReader, cursor: list[int], stop: threading
             sent = True
         if (now_version := db.data_version()) != version:
             version = now_version
-            telemetry = [telemetry_json(r) for r in db.telemetry_since(cursor[0], BATCH_ROWS)]
-            records = [record_json(r) for r in db.records_since(cursor[1], None, BATCH_ROWS)]
+            telemetry = [telemetry_json(r) for r in db.track.telemetry_since(cursor[0], BATCH_ROWS)]
+            records = [record_json(r) for r in db.records.since(cursor[1], None, BATCH_ROWS)]
             if telemetry:
                 cursor[0] = telemetry[-1]["id"]
             if records:
@@ -51,9 +51,9 @@ def stream(wfile: BinaryIO, db: GroundReader, cursor: list[int], stop: threading
                 if rows:
                     write_event(wfile, name, rows, event_id)
                     sent = True
-            if (now_outbox := db.outbox_state()) != outbox:
+            if (now_outbox := db.outbox.state()) != outbox:
                 outbox = now_outbox
-                write_event(wfile, "outbox", outbox_json(db.outbox()))
+                write_event(wfile, "outbox", outbox_json(db.outbox.newest()))
                 sent = True
             if (now_frames := db.newest_frame_id()) != frames:
                 frames = now_frames

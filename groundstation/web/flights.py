@@ -19,13 +19,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..db import StoreError
 from ..link.flights import CALLSIGN  # a followed flight's file is ground.CALLSIGN.db, as `listen --follow` names it
-from ..reading import GroundReader, TelemetryRow
+from ..store import GroundReader, StoreError, TelemetryRow
 from .api import sentence_time
 
 RESCAN_S = 3.0  # how often the directory is listed for a newly followed flight's database
@@ -122,29 +120,6 @@ def _stat(path: Path) -> tuple[int, int]:
     return (st.st_mtime_ns, st.st_size)
 
 
-@contextmanager
-def _heard_table(path: Path) -> Iterator[sqlite3.Connection | None]:
-    """A read-only connection to `path` for its `heard` table; None where it has none (an older
-    or a new, empty database)."""
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
-    with closing(db):
-        has = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'heard'").fetchone()
-        yield db if has else None
-
-
-def heard_paths(path: Path, kind: str | None = None) -> dict[tuple[str, int, int], list[str]]:
-    """(kind, boot, seq) -> the paths it was heard by, in the order first heard."""
-    with _heard_table(path) as db:
-        if db is None:
-            return {}
-        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
-        rows = db.execute(f"SELECT kind, boot, seq, station FROM heard {where} ORDER BY first_at, station", args)
-        out: dict[tuple[str, int, int], list[str]] = {}
-        for k, boot, seq, station in rows:
-            out.setdefault((k, boot, seq), []).append(station)
-        return out
-
-
 def path_counts(paths: dict[tuple[str, int, int], list[str]]) -> dict:
     """How the frames came: per class (sentences, musings, records of any kind but sentences, and
     all), how many were heard directly, how many by relay, and how many through each relayer.
@@ -189,15 +164,16 @@ def flight_json(files: FlightFiles, path: Path) -> dict:
            "paths": path_counts({}), "error": None}
     try:
         with GroundReader.open(path) as db:
-            out["callsign"] = db.callsign() or out["callsign"]
+            out["callsign"] = db.flight.callsign() or out["callsign"]
             counts = db.counts()
             out["counts"] = {"sentences": counts.telemetry, "records": sum(counts.records.values()),
                              "musings": counts.of("musing")}
-            out["latest"] = _position(db.latest_position())
-            track = [r for r in db.telemetry() if not (r.lat == 0 and r.lon == 0)]
+            out["latest"] = _position(db.track.latest_position())
+            track = [r for r in db.track.telemetry() if not (r.lat == 0 and r.lon == 0)]
+            paths = db.link.heard_paths()
         out["track"] = [{"lat": r.lat, "lon": r.lon, "alt": r.alt, "t": sentence_time(r.time, r.received_at)}
                         for r in thin_track(track)]
-        out["paths"] = path_counts(heard_paths(path))
+        out["paths"] = path_counts(paths)
     except (StoreError, sqlite3.Error) as e:  # being made by the listener, moved, or not a ground database
         out["error"] = str(e)
     return out
@@ -212,7 +188,7 @@ def _musings(db: GroundReader, limit: int) -> list[dict]:
     """The newest `limit` musings of one database by when they were made."""
     # GroundReader orders by (boot, seq); the conversation is by `created`: musings are few and
     # small, so all are read and the newest kept.
-    rows = sorted(db.records("musing"), key=lambda r: (r.created, r.boot, r.seq))[-limit:]
+    rows = sorted(db.records.of("musing"), key=lambda r: (r.created, r.boot, r.seq))[-limit:]
     return [{"boot": r.boot, "seq": r.seq, "created": r.created, "text": r.text, "received_at": r.received_at,
              "authentic": r.authentic} for r in rows]
 
@@ -232,9 +208,9 @@ def _flight_musings(files: FlightFiles, path: Path, limit: int) -> list[dict]:
     """One flight's newest `limit` musings with its callsign and their paths; [] while it cannot be read."""
     try:
         with GroundReader.open(path) as db:
-            callsign = db.callsign() or files.callsign_from_name(path)
+            callsign = db.flight.callsign() or files.callsign_from_name(path)
             musings = _musings(db, limit)
-        paths = heard_paths(path, "musing")
+            paths = db.link.heard_paths("musing")
     except (StoreError, sqlite3.Error):
         return []
     return [{"callsign": callsign, **m, "paths": paths.get(("musing", m["boot"], m["seq"]), [])} for m in musings]

@@ -22,8 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from ..db import Store, StoreError
-from ..reading import GroundReader
+from ..store import GroundReader, Store, StoreError
 from . import access, events
 from .api import (
     commands_json,
@@ -36,7 +35,7 @@ from .api import (
     telemetry_json,
 )
 from .connections import RequestReader
-from .flights import conversation_json, flights_json, heard_paths
+from .flights import conversation_json, flights_json
 from .hosts import is_loopback
 from .limits import ADDRESS, NETWORK, TOTAL
 from .maps import MapRequestError
@@ -154,7 +153,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if match := IMAGE_PATH.fullmatch(path):
             with self._reader() as db:
-                jpeg = db.image(int(match[1]), int(match[2]))
+                jpeg = db.pictures.image(int(match[1]), int(match[2]))
             if jpeg is None:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no image record {match[1]}/{match[2]}")
             self._send(jpeg, "image/jpeg", cache="max-age=86400")  # a record never changes
@@ -163,20 +162,20 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/api/summary":
                 answer = summary(db)
             elif path == "/api/telemetry":
-                answer = [telemetry_json(r) for r in db.telemetry_since(self._since(query), MAX_ROWS)]
+                answer = [telemetry_json(r) for r in db.track.telemetry_since(_since(query), MAX_ROWS)]
             elif path == "/api/musings":
-                paths = heard_paths(self.server.db_path, "musing")  # which way each came: ["home via NEAR1"]
+                paths = db.link.heard_paths("musing")  # which way each came: ["home via NEAR1"]
                 answer = [{**record_json(r), "paths": paths.get(("musing", r.boot, r.seq), [])}
-                          for r in db.records_since(self._since(query), "musing", MAX_ROWS)]
+                          for r in db.records.since(_since(query), "musing", MAX_ROWS)]
             elif path == "/api/records":
                 kind = query.get("kind", [""])[0]
                 if kind and not RECORD_KIND.fullmatch(kind):
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"kind {kind!r} is not a record kind")
-                answer = [record_json(r) for r in db.records_since(self._since(query), kind or None, MAX_ROWS)]
+                answer = [record_json(r) for r in db.records.since(_since(query), kind or None, MAX_ROWS)]
             elif path == "/api/link":
                 answer = link(db)
             elif path == "/api/outbox":
-                answer = outbox_json(db.outbox())
+                answer = outbox_json(db.outbox.newest())
             elif path == "/api/prediction":
                 answer = prediction_json(self.server.landing, db)
             else:
@@ -223,7 +222,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:  # the command's own checks
             raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         with Store(self.server.db_path) as store:
-            row = store.queue_command(cmd.command_id, cmd.pack(), what)
+            row = store.outbox.queue(cmd.command_id, cmd.pack(), what)
         log.info("command queued", id=row, what=what, client=self.client_address[0])
         self._json({"id": row, "command": int(cmd.command_id), "what": what, "state": "queued"}, HTTPStatus.CREATED)
 
@@ -348,7 +347,7 @@ class Handler(BaseHTTPRequestHandler):
         last = self.headers.get("Last-Event-ID", "")
         if re.fullmatch(r"\d{1,18}\.\d{1,18}", last):
             return [int(x) for x in last.split(".")]
-        return [self._since(query, "telemetry"), self._since(query, "records")]
+        return [_since(query, "telemetry"), _since(query, "records")]
 
     # ------------------------------------------------------------- helpers
 
@@ -359,13 +358,6 @@ class Handler(BaseHTTPRequestHandler):
             yield db
         finally:
             db.close()
-
-    @staticmethod
-    def _since(query: dict, name: str = "since") -> int:
-        text = query.get(name, ["0"])[0]
-        if not text.isdigit() or len(text) > 18:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a row id (a whole number), got {text!r}")
-        return int(text)
 
     def _json(self, data, status: HTTPStatus = HTTPStatus.OK, headers: dict | None = None) -> None:
         body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -388,6 +380,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if status != HTTPStatus.NO_CONTENT:
             self.wfile.write(body)
+
+
+def _since(query: dict, name: str = "since") -> int:
+    """The row id a query asks to go on from (`?since=`, or `name`); 0 when it names none."""
+    text = query.get(name, ["0"])[0]
+    if not text.isdigit() or len(text) > 18:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be a row id (a whole number), got {text!r}")
+    return int(text)
 
 
 def _cookie(session_id: str, max_age: float) -> str:

@@ -48,7 +48,7 @@ handler.py, which routes its requests: the API's answers are built in api.py, th
 in events.py.
 
 Reading: every request (and every event stream) opens its own read-only
-`reading.GroundReader`; the database is in WAL mode, so the dashboard reads while the listener
+`store.GroundReader`; the database is in WAL mode, so the dashboard reads while the listener
 writes, and never blocks it. The event stream asks SQLite once a second whether
 anyone committed (``PRAGMA data_version``) and only then looks for rows past its
 cursor (the newest telemetry and record ids it sent, also its SSE event id, so a
@@ -56,7 +56,7 @@ browser that reconnects resumes where it was).
 
 Writing: only ``POST /api/commands``, which makes the command from its declaration in the wire
 package (`stratoecho.wire.commands`: the same fields and bounds the form was drawn from) and queues it with
-`Store.queue_command`. The listener holds the key and the counter: it signs and
+`Store.outbox.queue`. The listener holds the key and the counter: it signs and
 sends queued commands in the payload's next listen window and marks them sent.
 
 Who may write (`access.py`): everyone who reaches the page may watch; queuing a command
@@ -91,7 +91,7 @@ from pathlib import Path
 import structlog
 
 from .. import predict
-from ..db import Store
+from ..store import Store
 from . import access
 from .connections import Waiting
 from .flights import FlightFiles

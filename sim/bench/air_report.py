@@ -25,7 +25,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from payload.policy.airplan import LABELS, AirPlan
 from stratoecho import wire
 from stratoecho.wire import ssdv
@@ -79,7 +79,7 @@ def whole_pictures(db: Path) -> tuple[int, int]:
     if not db.exists():
         return 0, 0
     with GroundReader.open(db) as ground:
-        rows = ground.ssdv_packets()
+        rows = ground.pictures.ssdv_packets()
     images: dict[tuple[str, int], dict[int, bool]] = defaultdict(dict)
     for r in rows:
         try:

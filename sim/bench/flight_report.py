@@ -34,8 +34,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
-from groundstation.db import StoreError
-from groundstation.reading import GroundReader, RecordRow, TelemetryRow
+from groundstation.store import GroundReader, RecordRow, StoreError, TelemetryRow
 from stratoecho.charts import nice_ticks, tick_label
 from stratoecho.wire import HEALTH_FIELD_NAMES, WireError
 from stratoecho.wire.sentence import parse_hms
@@ -113,7 +112,7 @@ def _read_ground(db: Path) -> tuple[list[TelemetryRow], list[RecordRow]]:
         return [], []
     try:
         with GroundReader.open(db) as ground:
-            return ground.telemetry(), ground.records()
+            return ground.track.telemetry(), ground.records.of()
     except StoreError as e:
         raise ValueError(f"cannot read the ground database: {e}") from e
 

@@ -149,8 +149,8 @@ def rows(datagrams: int = 400_000, source_mb: float | None = None, total_mb: flo
     """The flood against `listen` with its default quotas (or these): the database's size before,
     while flooded and after, against the cap."""
     from groundstation.config import DatabaseSection
-    from groundstation.db import utc_now
     from groundstation.frame_quota import MB, SOURCE_QUOTA_BYTES, TOTAL_QUOTA_BYTES, row_bytes
+    from groundstation.store import utc_now
 
     cap = DatabaseSection(source_quota_mb=SOURCE_QUOTA_BYTES / MB if source_mb is None else source_mb,
                                          quota_total_mb=TOTAL_QUOTA_BYTES / MB if total_mb is None else total_mb).frame_quota()

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from payload.config import load_config
 from stratoecho.airtime import lora_airtime_s
 
@@ -85,7 +85,7 @@ def _survival_seen(db: Path) -> bool:
     if not db.exists():
         return False
     with GroundReader.open(db) as ground:
-        return any('"survival"' in r.text for r in ground.records("health"))
+        return any('"survival"' in r.text for r in ground.records.of("health"))
 
 
 def check(out: Path, cfg) -> SoakVerdict:

@@ -30,7 +30,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from groundstation.reading import TelemetryRow
+from groundstation.store import TelemetryRow
 from payload.parts.sensors import Readings
 from payload.persona.prompts import sun_is_up
 from stratoecho import geo

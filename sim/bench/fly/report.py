@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from groundstation.reading import GroundReader
+from groundstation.store import GroundReader
 from payload.config import PayloadConfig, load_config
 from payload.policy.airplan import air_plan
 from stratoecho import wire
@@ -40,8 +40,8 @@ def ground_counts(db: Path) -> dict:
             "telemetry": counts.telemetry,
             "musings": counts.of("musing"),
             "events": counts.of("event"),
-            "max_alt": ground.max_altitude() or 0,
-            "transcript": [(m.created, m.text) for m in ground.records("musing")],
+            "max_alt": ground.track.max_altitude() or 0,
+            "transcript": [(m.created, m.text) for m in ground.records.of("musing")],
         }
 
 
