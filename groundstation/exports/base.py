@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from groundstation.store import GroundReader, TelemetryRow
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class ExportError(Exception):
@@ -42,6 +44,17 @@ class Exporter(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def add_entry(table: dict, name: str, entry: T, what: str, pattern: str, is_what: str) -> T:
+    """`entry` into `table` (an exporters' table: the formats, the live ones) under `name`; ValueError
+    for a name taken, or one that does not match `pattern` (it is `is_what`: a flag's choice, a table)."""
+    if name in table:
+        raise ValueError(f"{what} {name!r} is registered already")
+    if not re.fullmatch(pattern, name):
+        raise ValueError(f"{what} {name!r}: the name is {is_what}, a lower-case word")
+    table[name] = entry
+    return entry
 
 
 class Guarded:

@@ -19,13 +19,12 @@ for one that ships, or `register_format(...)` from elsewhere before the command 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .base import TrackFile, from_db
+from .base import TrackFile, add_entry, from_db
 from .csv_export import CsvTable
 from .gpx import GpxTrack
 from .kml import KmlTrack
@@ -90,12 +89,7 @@ FORMATS: dict[str, ExportFormat[Any]] = {}  # in the order --help lists them
 def register_format(fmt: ExportFormat[Any]) -> ExportFormat[Any]:
     """Add `fmt` to the table `export --format` reads; a parser built afterwards offers it.
     ValueError for a name already taken, or one that is not a plain lower-case word."""
-    if fmt.name in FORMATS:
-        raise ValueError(f"export format {fmt.name!r} is registered already")
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", fmt.name):
-        raise ValueError(f"export format {fmt.name!r}: the name is a --format choice, a lower-case word")
-    FORMATS[fmt.name] = fmt
-    return fmt
+    return add_entry(FORMATS, fmt.name, fmt, "export format", r"[a-z][a-z0-9_-]*", "a --format choice")
 
 
 # --------------------------------------------------------------------------- files

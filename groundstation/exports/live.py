@@ -14,12 +14,11 @@ before `listen` starts: beside the others for one that ships, or from elsewhere.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .base import Guarded
+from .base import Guarded, add_entry
 from .settings import SondeHubSection, SsdvSection
 from .sondehub import DEFAULT_URL, SondeHubUploader
 from .ssdv_upload import DEFAULT_URL as SSDV_URL
@@ -54,12 +53,7 @@ LIVE: dict[str, LiveExport] = {}  # in the order the listener feeds them
 
 def register_live(entry: LiveExport) -> LiveExport:
     """Add `entry` to the table `listen` reads; ValueError for a name taken or not a plain word."""
-    if entry.name in LIVE:
-        raise ValueError(f"live exporter {entry.name!r} is registered already")
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", entry.name):
-        raise ValueError(f"live exporter {entry.name!r}: the name is an [exports] table, a lower-case word")
-    LIVE[entry.name] = entry
-    return entry
+    return add_entry(LIVE, entry.name, entry, "live exporter", r"[a-z][a-z0-9_]*", "an [exports] table")
 
 
 STATION_OPTIONS = ("position", "radio", "antenna", "email", "mobile", "frequency_mhz")
