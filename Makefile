@@ -73,7 +73,7 @@ pi-wheel: $(LLAMA_SDIST) | $(PY)
 # As root; not part of `make test`. docs/deploy.md, "Checked on arm64, under emulation".
 pi-check: $(PERSONA)/persona.toml | $(PY)
 	test -n "$$(ls build/pi-wheel/a53/*.whl 2>/dev/null)" || $(MAKE) pi-wheel PI_WHEEL_FAMILIES=a53
-	$(PY) -m sim.bench.pi_check --boot --wheel "$$(ls -t build/pi-wheel/a53/*.whl | head -1)" --persona $(PERSONA)
+	$(PY) -m sim.bench.run.pi_check --boot --wheel "$$(ls -t build/pi-wheel/a53/*.whl | head -1)" --persona $(PERSONA)
 
 # A card image: Debian bookworm arm64 with Debian's kernel and raspi-firmware, the project from its own
 # wheel, the A53 llama-cpp-python wheel, installed by deploy/install-pi.sh --root; the flight's settings come
@@ -138,7 +138,7 @@ test: lint $(MAPLIB) $(SYSTEM_PACKAGES)
 	$(PY) -m pytest -q --durations=30
 
 bench: $(STAMP)
-	$(PY) -m sim.bench.benchmarks
+	$(PY) -m sim.bench.measure.benchmarks
 
 # A day aloft: the Pi configuration under its systemd unit on the bench's clock, judged from outside
 # (docs/bench.md, "A day aloft"). `make test` flies a two-hour share of it.
@@ -149,7 +149,7 @@ soak: $(PERSONA)/persona.toml
 # Every parser that takes bytes from outside (the receiver, the aggregator's message, the relay envelope,
 # the uplink, each export reader...: sim/bench/fuzz/), FUZZ_SECONDS each, the same inputs for the same
 # FUZZ_SEED; a crash's input is kept in tests/fuzz_seeds/<target>/, which `make test` replays. Then a
-# million damaged and forged frames against the ground's decoder (sim/bench/wire_fuzz.py): no exception,
+# million damaged and forged frames against the ground's decoder (sim/bench/fuzz/decoder.py): no exception,
 # no wrong record (`make test` runs 60,000). docs/bench.md, "Fuzzing".
 FUZZ_SECONDS ?= 8
 FUZZ_SEED ?= 1
@@ -157,7 +157,7 @@ FUZZ_FRAMES ?= 1000000
 fuzz: $(STAMP)
 	status=0; \
 	$(PY) -m sim.bench.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) || status=1; \
-	$(PY) -m sim.bench.wire_fuzz --frames $(FUZZ_FRAMES) --seed $(FUZZ_SEED) || status=1; \
+	$(PY) -m sim.bench.fuzz.decoder --frames $(FUZZ_FRAMES) --seed $(FUZZ_SEED) || status=1; \
 	exit $$status
 
 # `make test` cuts the power 1,000 times; this is the nightly-sized run.

@@ -1,6 +1,6 @@
 """stats.json: each part's statistics, the link's, the queue's depth and the energy spent, as
 one file replaced whole every flight minute and at the stop. The bench's flight report and
-`make bench` read it (sim/bench/flight_report.py).
+`make bench` read it (sim/bench/report/flight_report.py).
 
 Every part is read in one shape, a `stats()` answering its fields: the producers' counts
 (payload/producers: `Producer.stats`, zeros for one that does not fly) make the "daemon" table;

@@ -260,7 +260,7 @@ def _seconds(text: str) -> float:
 
 
 def _speedup(text: str) -> float | None:
-    from .bench.timekeeper import speedup_arg
+    from .bench.run.timekeeper import speedup_arg
 
     try:
         return speedup_arg(text)
@@ -270,7 +270,7 @@ def _speedup(text: str) -> float | None:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     from .bench.fly import FlyError
-    from .bench.soak import soak
+    from .bench.measure.soak import soak
 
     try:
         verdict = soak(args.out, args.config, args.hours, None if args.no_persona else args.persona,
@@ -284,7 +284,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 def cmd_fly(args: argparse.Namespace) -> int:
     from .bench.fly import FlyError, FlyOptions, fly
-    from .bench.supervisor import PAYLOAD_UNIT
+    from .bench.run.supervisor import PAYLOAD_UNIT
 
     opts = FlyOptions(
         out=args.out, persona=None if args.no_persona else args.persona, minutes=args.minutes,
@@ -323,7 +323,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {path} is not JSON ({e}); the flight may not have finished", file=sys.stderr)
         return 2
     if (args.out / "payload.log").exists():
-        from .bench.musing_report import musings_section
+        from .bench.report.musing_report import musings_section
 
         # Measured now, not read back: a flight flown before a change to the measure reads by the new one.
         bundle = Path(r["persona"]) if isinstance(r.get("persona"), str) else None  # whose [owner] substance reads against
@@ -333,8 +333,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def describe_report(r: dict, out: Path) -> str:
-    from .bench.flight_report import describe_faults
-    from .bench.musing_report import describe_musings
+    from .bench.report.flight_report import describe_faults
+    from .bench.report.musing_report import describe_musings
 
     m, t, f = r["musings"], r["telemetry"], r["frames"]
     lines = [
@@ -350,7 +350,7 @@ def describe_report(r: dict, out: Path) -> str:
                    else f"{gw['violations']} break a stock LoRa gateway's rules, first: {gw['first'][0]}")
         lines.append(f"  gateway    {gw['lines']} $$ lines on air, longest {gw['longest']} bytes: {verdict}")
     if r.get("air"):
-        from .bench.air_report import describe_air
+        from .bench.report.air_report import describe_air
 
         lines += describe_air(r["air"])
     loss = r.get("loss") or {}
@@ -391,7 +391,7 @@ def _track(world):
 
 def _channel_tracks(args: argparse.Namespace) -> list:
     """One track per balloon on the air; ValueError says what is wrong with the options."""
-    from .bench.relay import balloon_position
+    from .bench.run.relay import balloon_position
 
     if args.scenario:
         from .world.scenarios import balloon_seed, flight_for, scenario
@@ -413,7 +413,7 @@ def _channel_tracks(args: argparse.Namespace) -> list:
 
 
 def cmd_channel(args: argparse.Namespace) -> int:
-    from .bench.relay import Channel, WorldClock, launch_station
+    from .bench.run.relay import Channel, WorldClock, launch_station
     from .channel.radio import ChannelConfig, LoRaMode
 
     stations = args.station or [launch_station(args.seed)]

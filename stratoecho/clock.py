@@ -6,8 +6,8 @@ port to read, another thread — waits through a clock, never `time.sleep` or a 
 
 * `Clock` — the system's monotonic clock (speedup 1: a Pi, `--speedup 1` on the bench), or
   the same scaled for unit tests. Waits are the ordinary ones.
-* the bench's lockstep clock (`sim/bench/lockstep.py`, `LockstepClock`): flight time belongs to a
-  timekeeper process (`sim/bench/timekeeper.py`) that advances it only when every thread of every
+* the bench's lockstep clock (`sim/bench/run/lockstep.py`, `LockstepClock`): flight time belongs to a
+  timekeeper process (`sim/bench/run/timekeeper.py`) that advances it only when every thread of every
   process on the bench has done what is due now, so a bench flight is a function of its seed.
 
 `flight_clock()` picks: the lockstep clock when `STRATOECHO_BENCH_CLOCK` names a
@@ -192,7 +192,7 @@ def flight_clock(speedup: float = 1.0, start_utc: datetime | None = None, name: 
 
 def bench_clock_class() -> type[Clock]:
     """The bench's lockstep clock, found by name among the ``stratoecho.clock`` entry points:
-    flight code must not import the bench, which registers it (`sim.bench.lockstep:LockstepClock`)."""
+    flight code must not import the bench, which registers it (`sim.bench.run.lockstep:LockstepClock`)."""
     found = [ep for ep in entry_points(group=ENTRY_POINTS) if ep.name == BENCH_CLOCK]
     if not found:
         raise BenchClockError(f"{ENV} is set but no {ENTRY_POINTS} entry point is named {BENCH_CLOCK!r}: "

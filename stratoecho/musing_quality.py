@@ -1,6 +1,6 @@
 """Whether the persona's musings are worth reading: grounded in what its prompt told it, not
 degenerate, not saying the same thing again. Pure functions, no I/O: the bench measures a
-flight with them (sim/bench/musing_report.py), and a workstation can measure generations the same way.
+flight with them (sim/bench/report/musing_report.py), and a workstation can measure generations the same way.
 
     MusingFacts                  what the payload knew when it made a musing (logged with the musing)
     judge(Musing) -> Judgement   one musing: the kinds of fact it is grounded in, mismatches, degeneracy
@@ -41,7 +41,7 @@ __all__ = ["FIGURE_KINDS", "KINDS", "TOLD_KINDS", "Claim", "Judgement", "Musing"
            "claims", "distinct_n", "judge", "measure", "near_duplicates", "opening", "openings", "tokens", "wilson"]
 
 # Grounded means agreeing with what the prompt told: the speed and the distance are
-# known to the payload's truth guard, never told, so they are claims (sim/bench/truth_report.py), not grounding.
+# known to the payload's truth guard, never told, so they are claims (sim/bench/report/truth_report.py), not grounding.
 TOLD_KINDS = tuple(k for k in KINDS if k not in ("speed", "distance"))
 DEGENERATE_KINDS = ("empty", "no_words", "loop", "cut_mid_word")
 OPENING_WORDS = 3

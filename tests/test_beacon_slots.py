@@ -65,7 +65,7 @@ def test_the_daemon_keys_its_beacon_in_its_slot():
 def test_a_slot_is_missed_past_the_period_the_longest_frame_and_for_a_relay_one_listening_turn():
     from payload.config import PayloadConfig
     from payload.link.windows import RELAY_LISTEN_S
-    from sim.bench.beacons import gap_limit_s
+    from sim.bench.report.beacons import gap_limit_s
 
     alone = PayloadConfig.model_validate({"schedule": {"telemetry_s": 30.0}})
     relaying = PayloadConfig.model_validate({"schedule": {"telemetry_s": 30.0},

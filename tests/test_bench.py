@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.bench import benchmarks as bench
+from sim.bench.measure import benchmarks as bench
 
 
 def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monkeypatch):
@@ -14,7 +14,7 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(bench, "bench_quant", lambda persona: real_quant(persona, n_tokens=8))
     real_prepare = bench.bench_prepare
     monkeypatch.setattr(bench, "bench_prepare", lambda: real_prepare(2000))
-    from sim.bench import (
+    from sim.bench.run import (
         link as link_bench,  # the protocol rows fly 400 musings six times: a few do here (tests/test_link_bench.py)
     )
 
@@ -22,14 +22,16 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(link_bench, "protocol_rows", lambda: real_protocol(musings=12, drain_windows=4))
     real_families = bench.bench_families  # one family here; tests/test_pi_families.py checks them all
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
-    from sim.bench import flood as flood_bench  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
+    from sim.bench.measure import (
+        flood as flood_bench,  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
+    )
 
     monkeypatch.setattr(bench, "bench_flood", lambda: flood_bench.rows(junk=2000))
-    from sim.bench import listen_flood  # 400,000 datagrams: `make bench`'s; tests/test_frame_quota.py checks the rows
+    from sim.bench.measure import listen_flood  # 400,000 datagrams: `make bench`'s; tests/test_frame_quota.py checks the rows
 
     monkeypatch.setattr(bench, "bench_listen_flood", lambda: listen_flood.rows(datagrams=2000, source_mb=0.05,
                                                                                 total_mb=0.2))
-    from sim.bench import (
+    from sim.bench.measure import (
         dashboard as dashboard_bench,  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
     )
 

@@ -1,6 +1,6 @@
 """The bench's air carries each packet with the settings its chip keyed it with (sim/chips/air.py):
 a payload that sends SSDV in UKHAS mode 1 on one frequency and its positions in mode 0 on another
-is priced frame by frame (sim/channel/radio.py, fleet.py, sim/bench/relay.py), a chip hears only
+is priced frame by frame (sim/channel/radio.py, fleet.py, sim/bench/run/relay.py), a chip hears only
 its own channel (sim/chips/sx127x.py, sx126x.py), and air.times says each frame's time on air."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import structlog
 from gpiozero.pins.mock import MockFactory
 
-from sim.bench.beacons import air_airtimes, air_frames
-from sim.bench.relay import Channel
-from sim.bench.soak import check
+from sim.bench.measure.soak import check
+from sim.bench.report.beacons import air_airtimes, air_frames
+from sim.bench.run.relay import Channel
 from sim.channel.fleet import Fleet
 from sim.channel.loss import LossSpec
 from sim.channel.radio import ChannelConfig, GroundStation, LoRaMode, RadioChannel, link_state

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.bench.lockstep import LockstepClock, LockstepError
-from sim.bench.timekeeper import Timekeeper, TimekeeperError, speedup_arg
+from sim.bench.run.lockstep import LockstepClock, LockstepError
+from sim.bench.run.timekeeper import Timekeeper, TimekeeperError, speedup_arg
 from stratoecho.clock import Clock
 
 
@@ -199,8 +199,8 @@ def test_the_hang_limit_is_the_flights_to_set(monkeypatch, capsys):
     import sim.bench.fly as fly_module
     from sim.__main__ import main as sim_main
     from sim.bench.fly.flyer import Flyer
-    from sim.bench.pi_check import EMULATED_HANG_S
-    from sim.bench.timekeeper import TURN_TIMEOUT_S
+    from sim.bench.run.pi_check import EMULATED_HANG_S
+    from sim.bench.run.timekeeper import TURN_TIMEOUT_S
 
     asked = []
     monkeypatch.setattr(fly_module, "fly", lambda opts: asked.append(opts) or (_ for _ in ()).throw(

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from sim.__main__ import _channel_tracks, build_parser
-from sim.bench.relay import Channel
+from sim.bench.run.relay import Channel
 from sim.channel.fleet import CAPTURE_DB, Fleet
 from sim.channel.loss import LossSpec
 from sim.channel.radio import ChannelConfig, GroundStation, LoRaMode, RadioChannel, fspl_db, link_state

@@ -152,9 +152,9 @@ def test_garbage_is_classified_never_raised_and_decodes_as_decode_frame_does(dat
 
 
 def test_the_flight_report_rows_every_frame_by_the_same_classification():
-    """`sim report`'s air table (sim/bench/air_report.py) rows frames by `wire.classify`, not by
+    """`sim report`'s air table (sim/bench/report/air_report.py) rows frames by `wire.classify`, not by
     first bytes of its own: each kind lands in the air plan's row, a record by its kind."""
-    from sim.bench.air_report import classify as row_of
+    from sim.bench.report.air_report import classify as row_of
 
     line = wire.encode_musing_sentences(CALLSIGN, 3, WHEN, 52.7, -2.7, 30_000, 3, 12, "cold and blue up here")[0]
     health = wire.fragment_record(wire.Record(wire.Kind.HEALTH, 3, 9, 1_780_000_000, {"cpu_temp_c": 41.0}), auth=AUTH)[0]

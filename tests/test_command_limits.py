@@ -24,7 +24,7 @@ from payload.store import Store
 from payload.uplink.gate import LEGACY_COUNTER_NAME, CommandGate
 from payload.uplink.handler import TABLE, OnProbation
 from payload.uplink.probation import Confirmations
-from sim.bench.link import simulate
+from sim.bench.run.link import simulate
 from sim.world.flight import SimSensors
 from stratoecho import wire
 from stratoecho.wire import Kind, uplink

@@ -1,6 +1,6 @@
 """Issue 50, item 4: a dashboard no crowd locks out. Each crowd as the issue tried it, against
 the real `python -m groundstation serve` with its shipped limits, over real sockets from many
-loopback addresses (sim/bench/crowds.py: every address of 127/8 but 127.0.0.1 counts as another
+loopback addresses (sim/bench/measure/crowds.py: every address of 127/8 but 127.0.0.1 counts as another
 machine's, 127.0.1.x is the field network's /24). The operator is logged in from 127.0.1.250,
 inside the crowd's network. Before: every answer below was a 503, or the operator's kept-alive
 connection was the one closed for room.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sim.bench import crowds, lockout
+from sim.bench.measure import crowds, lockout
 
 SAFETY_S = 30.0
 TRICKLE_S = 0.5

@@ -302,9 +302,9 @@ def test_views_are_cached_and_drawn_a_few_at_a_time():
 
 
 def test_load_bench_runs_small():
-    # `make bench`'s row at a few percent of its load (sim/bench/dashboard.py): every watcher's
+    # `make bench`'s row at a few percent of its load (sim/bench/measure/dashboard.py): every watcher's
     # page and operator's command is answered; the times are the bench's business.
-    from sim.bench import dashboard as dashboard_bench
+    from sim.bench.measure import dashboard as dashboard_bench
 
     r = dashboard_bench.measure(idle=60, streams=12, maps=2, seconds=2.0)
     assert r["failed"] == 0 and r["samples"] >= 3

@@ -17,7 +17,7 @@ import time
 
 from groundstation.web.connections import IDLE, Waiting
 from groundstation.web.limits import NETWORK, TOTAL, Feeds, Limits, Slots, is_station, network_of
-from sim.bench import lockout
+from sim.bench.measure import lockout
 
 SAFETY_S = 20.0
 

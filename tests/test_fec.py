@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sim.bench import fec as fec_bench
+from sim.bench.measure import fec as fec_bench
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho.wire import fec
 from stratoecho.wire.fec import FecError

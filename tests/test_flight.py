@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sim.__main__ import main as sim_main
-from sim.bench.musing_report import logged_musings
+from sim.bench.report.musing_report import logged_musings
 from tests.fakes import flight_auth
 from tests.test_dashboard import browser, browser_only, musing_texts, wait  # noqa: F401 - browser is a fixture
 

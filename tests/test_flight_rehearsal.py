@@ -1,5 +1,5 @@
 """The flight that would really fly: the Pi's configuration under the shipped systemd unit's
-contract (sim/bench/supervisor.py), on the bench's clock, with the faults that would lose it.
+contract (sim/bench/run/supervisor.py), on the bench's clock, with the faults that would lose it.
 
 Each flight is judged from outside the payload: the supervisor's verdicts, what the channel
 heard and when (air.hex, air.times), what the ground holds."""
@@ -16,7 +16,7 @@ from PIL import Image
 
 from payload.config import load_config
 from sim.__main__ import main as sim_main
-from sim.bench.soak import air_frames, check, soak
+from sim.bench.measure.soak import air_frames, check, soak
 from stratoecho import wire
 from stratoecho.wire import ssdv
 from tests.fakes import AUTH

@@ -16,7 +16,7 @@ from groundstation.link.decoder import FrameDecoder
 from groundstation.link.listen import run_listen
 from groundstation.sources import ReplaySource
 from groundstation.store import GroundReader, Store
-from sim.bench.flight_report import (
+from sim.bench.report.flight_report import (
     PAYLOAD_ESTIMATE,
     UNKNOWN_MODE,
     describe_faults,

@@ -27,7 +27,7 @@ from groundstation.frame_quota import (
     source_key,
 )
 from groundstation.store import Store
-from sim.bench.listen_flood import PER_PORT, SENDERS, ListenProcess, db_bytes, flood
+from sim.bench.measure.listen_flood import PER_PORT, SENDERS, ListenProcess, db_bytes, flood
 from stratoecho import wire
 from stratoecho.wire.relay import HEAD_BYTES
 from tests.fakes import AUTH
@@ -239,7 +239,7 @@ def musing_stored(db) -> bool:
 
 def test_the_bench_rows():
     """`make bench`'s flood, scaled: the rows it prints, the database within its cap."""
-    from sim.bench.listen_flood import rows
+    from sim.bench.measure.listen_flood import rows
 
     got = {name: (value, note) for name, value, _unit, note in rows(datagrams=3000, source_mb=0.05, total_mb=0.2)}
     value, note = got["listen under a UDP flood: database after"]

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from sim.bench.link import VirtualClock
+from sim.bench.run.link import VirtualClock
 from sim.channel.fsk_audio import render_steps
 from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire

@@ -18,7 +18,7 @@ from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
 from payload.parts.radios import ReopeningRadio
 from payload.store import Store
-from sim.bench.link import VirtualClock
+from sim.bench.run.link import VirtualClock
 from sim.channel.fsk_audio import render_steps
 from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire

@@ -25,7 +25,7 @@ OURS = re.compile(r"sys\.executable|python|REPO")
 
 # module -> where its table is (program -> Debian package); the `make` target that runs it in the comment
 MODULES = {
-    "sim.bench.pi_check": "sim.bench.pi_check:HOST_PACKAGES",            # make pi-check
+    "sim.bench.run.pi_check": "sim.bench.run.pi_check:HOST_PACKAGES",            # make pi-check
     "host_training.pi_wheel": "host_training.pi_wheel:DEBIAN_PACKAGES",  # make pi-wheel
     "sim.image.build": "sim.image.packages:HOST_PACKAGES",               # make pi-image, each stage
     "sim.image.check": "sim.image.packages:HOST_PACKAGES",
@@ -84,14 +84,14 @@ def test_every_program_a_target_runs_has_its_package(module_name):
 def test_pi_check_installs_arch_test_for_a_foreign_root():
     """mmdebstrap builds an arm64 root on x86-64 only when arch-test says it can run arm64 programs:
     without it a fresh machine stopped at `E: install arch-test for foreign architecture support`."""
-    from sim.bench.pi_check import HOST_PACKAGES
+    from sim.bench.run.pi_check import HOST_PACKAGES
 
     assert HOST_PACKAGES["arch-test"] == "arch-test"
     assert HOST_PACKAGES["qemu-aarch64-static"] == "qemu-user-static"  # the interpreter binfmt_misc registers
 
 
 def test_pi_check_registers_the_interpreter_its_package_ships():
-    from sim.bench import pi_check
+    from sim.bench.run import pi_check
 
     assert "qemu-user-static" in pi_check.HOST_PACKAGES.values()
     assert str(pi_check.QEMU_CONF) == "/usr/lib/binfmt.d/qemu-aarch64.conf"  # Debian's qemu-user-static has it

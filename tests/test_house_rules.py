@@ -283,9 +283,28 @@ def test_no_ground_class_has_more_than_25_methods():
                for line in _crowded_classes(ast.parse(p.read_text(encoding="utf-8")), str(p.relative_to(ROOT)))]
     assert not crowded, f"over {MAX_METHODS} methods (split the class by job):\n" + "\n".join(crowded)
 
-def test_the_new_rules_see_what_they_forbid():
-    """Not vacuous: a probe, an eleven-parameter constructor, a lockstep read and a class of 26
-    methods are each caught."""
+
+BENCH = ROOT / "sim" / "bench"
+MAX_BENCH_TOP_MODULES = 5  # `__init__.py` counted: the rest in run/, fly/, report/, measure/, fuzz/ by their job
+
+
+def _top_modules(folder: Path) -> list[str]:
+    """The modules that stand in `folder` itself, its `__init__.py` among them; a subpackage's are its own."""
+    return sorted(p.name for p in folder.glob("*.py"))
+
+
+def test_the_bench_has_at_most_five_top_level_modules():
+    """Thirty-one modules side by side in sim/bench/ (processes, reports and measurements) hid what each
+    one was for (issue 52): a new one goes in the folder of what it does (docs/architecture.md, `sim/`)."""
+    top = _top_modules(BENCH)
+    assert len(top) <= MAX_BENCH_TOP_MODULES, (f"{len(top)} modules at the top of sim/bench/ (at most "
+                                               f"{MAX_BENCH_TOP_MODULES}; sort them into run/, report/, measure/):\n"
+                                               + "\n".join(top))
+
+
+def test_the_new_rules_see_what_they_forbid(tmp_path):
+    """Not vacuous: a probe, an eleven-parameter constructor, a lockstep read, a class of 26
+    methods and a crowded bench are each caught."""
     tree = ast.parse("class T:\n    def __init__(self, a, b, c, d, e, f, g, h, i, j, k):\n"
                      "        self.ok = hasattr(self.radio, 'hear') or getattr(source, 'address', None)\n"
                      "        self.fine = getattr(cfg, 'x')\n")
@@ -309,3 +328,8 @@ def test_the_new_rules_see_what_they_forbid():
                         f"class Fits:\n{methods}    def __init__(self): pass\n"
                         "    class Inner:\n        def a(self): pass\n")
     assert _crowded_classes(crowded, "t") == ["t:1 Big: 26 methods"]  # 25 fit; a nested class counts its own
+    for name in ("__init__", "supervisor", "soak", "air_report", "benchmarks", "flood"):
+        (tmp_path / f"{name}.py").write_text("")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "lockstep.py").write_text("")
+    assert len(_top_modules(tmp_path)) == MAX_BENCH_TOP_MODULES + 1 and "lockstep.py" not in _top_modules(tmp_path)

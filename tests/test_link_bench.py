@@ -1,4 +1,4 @@
-"""The protocol bench (sim/bench/link.py): real payload and ground code over a lossy link
+"""The protocol bench (sim/bench/run/link.py): real payload and ground code over a lossy link
 in virtual time. Small flights at 30 % loss; the figures themselves are `make bench`'s."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from payload.link import windows as link
 from payload.link.frames import LinkParts
 from payload.link.transmitter import Transmitter
 from payload.store import Store
-from sim.bench import link as link_bench
+from sim.bench.run import link as link_bench
 from stratoecho.wire import Kind
 from tests.fakes import AUTH, EVERY_10_S
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from payload.persona.memory import Memory, MemoryEntry, match_expression
-from sim.bench.powercut import PowerCutVFS
+from sim.bench.run.powercut import PowerCutVFS
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""make bench's daemon memory rows (sim/bench/memory.py): the split of a payload process's USS."""
+"""make bench's daemon memory rows (sim/bench/measure/memory.py): the split of a payload process's USS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from sim.bench import memory as memory_bench
+from sim.bench.measure import memory as memory_bench
 
 
 def test_private_memory_splits_uss_into_anonymous_and_library_pages():

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from payload.parts.sensors import fresh
 from payload.persona.worker import Generation
-from sim.bench.musing_report import musings_section
+from sim.bench.report.musing_report import musings_section
 from stratoecho.bundle import load_bundle
 from stratoecho.musing_quality import MusingFacts
 from stratoecho.wire.uplink import ApiStatus

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from sim.bench.musing_report import describe_musings, logged_musings, musings_section, quality_of_flight
+from sim.bench.report.musing_report import describe_musings, logged_musings, musings_section, quality_of_flight
 from stratoecho.musing_quality import (
     TOLD_KINDS,
     Musing,

@@ -77,7 +77,7 @@ def test_the_report_counts_each_record_by_the_ways_it_came(tmp_path):
     assert ground_section(tmp_path / "ground.FAR1.db")["musings_only_relayed"] == 1
     assert ground_section(tmp_path / "missing.db")["ways"] == {}
     # make bench's row says what the counts say, not what the 40-minute flight usually shows
-    from sim.bench.relays import _ways
+    from sim.bench.measure.relays import _ways
 
     assert _ways(ways["telemetry"], relay=True) == "1 through NEAR1 only, 1 heard directly only, 1 both ways"
     assert _ways({"direct": 4, "relayed": 0, "both": 0}, relay=False) == "4 heard directly"
@@ -86,7 +86,7 @@ def test_the_report_counts_each_record_by_the_ways_it_came(tmp_path):
 
 @pytest.mark.timeout(900)
 def test_two_balloons_the_far_ones_musings_reach_the_ground_only_through_the_near_one(tmp_path, corpus_bundle):
-    from sim.bench.relays import fly_network
+    from sim.bench.measure.relays import fly_network
 
     report = fly_network(tmp_path / "fly", corpus_bundle, relay=True, minutes=MINUTES)
     near, far = report["fleet"]

@@ -1,4 +1,4 @@
-"""`make pi-check` (sim/bench/pi_check.py) runs for long and as root, outside `make test`; this
+"""`make pi-check` (sim/bench/run/pi_check.py) runs for long and as root, outside `make test`; this
 checks, fast, that what it asks of the install script is what the script has, that it refuses
 clearly without root or its inputs, and that its figures read as docs/deploy.md quotes them."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.bench import pi_check
+from sim.bench.run import pi_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_help(argv, capsys):
 def test_both_checks_boot_their_probe_the_same_way(tmp_path):
     """pi-check and pi-image's check install their probe with one helper: the shipped unit's check
     drop-in, the script, a oneshot unit after what it watches, enabled by its link."""
-    from sim.bench.pi_check import BOOT_DROPIN, install_probe
+    from sim.bench.run.pi_check import BOOT_DROPIN, install_probe
 
     root = tmp_path / "root"
     wants = install_probe(root, "some-probe", "#!/bin/sh\necho hi\n", "a probe", "stratoecho-firstboot.service")

@@ -57,7 +57,7 @@ def test_impossible_sizes_are_refused(bad):
 
 
 def test_the_image_needs_pi_check_s_tools_and_the_disk_tools():
-    from sim.bench.pi_check import HOST_PACKAGES
+    from sim.bench.run.pi_check import HOST_PACKAGES
 
     assert HOST_PACKAGES.items() <= packages.HOST_PACKAGES.items()
     for program, package in (("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("sfdisk", "fdisk"),

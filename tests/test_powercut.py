@@ -1,6 +1,6 @@
 """Power cuts at random moments: the store through a VFS that drops unsynced writes.
 
-A seeded workload drives the real `Store` through `sim.bench.powercut.PowerCutVFS`; at a
+A seeded workload drives the real `Store` through `sim.bench.run.powercut.PowerCutVFS`; at a
 random operation the power goes, the card image is built the way a card could hold
 it (dirty blocks kept, lost or torn), and a fresh `Store` opens it. What the store had
 *confirmed* while the power was on must be there: durable enqueues that returned,
@@ -27,7 +27,7 @@ import apsw
 import pytest
 
 from payload.store import Store, kind_of
-from sim.bench.powercut import BLOCK, PowerCut, PowerCutVFS
+from sim.bench.run.powercut import BLOCK, PowerCut, PowerCutVFS
 
 BATCHED = ("telemetry", "health", "image")
 DURABLE = ("musing", "event", "api_request")

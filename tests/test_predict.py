@@ -105,7 +105,7 @@ def test_distance_bearing_and_elevation_for_the_crew():
 
 
 def test_the_bench_measures_errors_against_real_landings():
-    from sim.bench import prediction as B
+    from sim.bench.measure import prediction as B
 
     result = B.run(range(10_000, 10_003))
     assert set(result) == {"burst", "5 km"} and result["burst"]["flights"] == 3

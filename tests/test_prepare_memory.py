@@ -11,7 +11,7 @@ import pytest
 
 from host_training.ingest.telegram_gen import write_export
 from host_training.prepare.spill import CACHE_KIB
-from sim.bench.training import _PREPARE_CHILD
+from sim.bench.measure.training import _PREPARE_CHILD
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """The radio path between payload and ground stations (sim/channel/radio.py), and the bench
-relay built on it (sim/bench/relay.py) run in-process over loopback UDP."""
+relay built on it (sim/bench/run/relay.py) run in-process over loopback UDP."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from sim.__main__ import build_parser
-from sim.bench.relay import Channel, WorldClock
+from sim.bench.run.relay import Channel, WorldClock
 from sim.channel.loss import GilbertElliott, LossSpec
 from sim.channel.radio import (
     ChannelConfig,

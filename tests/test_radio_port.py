@@ -12,7 +12,7 @@ import pytest
 import stratoecho.lora_chips  # noqa: F401 (each chip registers its profile on import)
 from payload.parts.radio import Radio, RadioUnavailable
 from payload.parts.radios import RADIOS, ReopeningRadio
-from sim.bench.link import SimRadio
+from sim.bench.run.link import SimRadio
 from stratoecho.lora_chips.profiles import chip_names, chip_profile
 
 PORT_METHODS = sorted(name for name, member in vars(Radio).items()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from groundstation.store import SCHEMA_VERSION, Counts, Cursor, GroundReader, StationStats, Store, StoreError
-from sim.bench.flight_report import flight_series
 from sim.bench.fly import ground_counts
+from sim.bench.report.flight_report import flight_series
 from stratoecho import wire
 from stratoecho.wire.events import event
 from stratoecho.wire.uplink import CommandId

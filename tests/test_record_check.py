@@ -1,4 +1,4 @@
-"""The whole-record check against forged frames, and sim/bench/wire_fuzz.py (a share of `make fuzz`'s million)."""
+"""The whole-record check against forged frames, and sim/bench/fuzz/decoder.py (a share of `make fuzz`'s million)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sim.bench import wire_fuzz
+from sim.bench.fuzz import decoder
 from stratoecho import wire
 from stratoecho.wire import downlink, records
 from tests.fakes import AUTH
@@ -23,7 +23,7 @@ def _reseal(frame: bytearray, auth=None) -> bytes:
 
 
 def test_damaged_and_forged_frames_raise_nothing_and_make_no_wrong_record():
-    r = wire_fuzz.fuzz(frames=60_000, seed=7)
+    r = decoder.fuzz(frames=60_000, seed=7)
     assert r.forged > 10_000 and r.delivered > 1_000  # it really forged, and really delivered
     assert r.exceptions == [] and r.wrong == []
     assert r.reasons["bad tag"] > 0  # forged frames the CRC16 let through, stopped by the tag
@@ -32,7 +32,7 @@ def test_damaged_and_forged_frames_raise_nothing_and_make_no_wrong_record():
 def test_without_the_tag_the_record_check_still_stops_forged_frames(monkeypatch):
     """Defence in depth: with every tag "passing", the record check behind it still stops them."""
     monkeypatch.setattr(downlink.DownlinkAuth, "check", lambda self, data, tag: True)
-    r = wire_fuzz.fuzz(frames=20_000, seed=7)
+    r = decoder.fuzz(frames=20_000, seed=7)
     assert r.exceptions == [] and r.wrong == []
     assert r.reasons["record check failed"] > 0
 
@@ -42,7 +42,7 @@ def test_without_tag_and_record_check_forged_frames_make_wrong_records(monkeypat
     computed again deliver records that were never sent."""
     monkeypatch.setattr(downlink.DownlinkAuth, "check", lambda self, data, tag: True)
     monkeypatch.setattr(records, "record_check", lambda *a: 0)
-    r = wire_fuzz.fuzz(frames=20_000, seed=7)
+    r = decoder.fuzz(frames=20_000, seed=7)
     assert r.exceptions == [] and len(r.wrong) > 0
 
 

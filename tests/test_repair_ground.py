@@ -15,7 +15,7 @@ from groundstation.__main__ import build_parser, cmd_listen
 from groundstation.link.repair import NackPlanner
 from groundstation.link.uplink import generate_key_file
 from groundstation.link.windows import WindowAnswerer
-from sim.bench.relay import UPLINK_SEED, Channel
+from sim.bench.run.relay import UPLINK_SEED, Channel
 from sim.channel.loss import GilbertElliott, LossSpec
 from stratoecho import wire
 from stratoecho.logs import setup_logging

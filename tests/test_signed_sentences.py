@@ -259,7 +259,7 @@ def test_a_full_quota_refuses_no_signed_sentence_before_or_after_a_restart(tmp_p
     import time
     from contextlib import closing
 
-    from sim.bench.listen_flood import SENDERS, ListenProcess, flood
+    from sim.bench.measure.listen_flood import SENDERS, ListenProcess, flood
 
     key, db = tmp_path / "flight.key", tmp_path / "g.db"
     write_flight_key(key)

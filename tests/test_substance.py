@@ -15,7 +15,7 @@ from host_training.__main__ import main
 from host_training.evaluate import voice as V
 from host_training.evaluate import voice_of_flight as VF
 from host_training.train.tokenizer import load_conversations
-from sim.bench.musing_report import describe_musings, musings_section
+from sim.bench.report.musing_report import describe_musings, musings_section
 from stratoecho import substance as S
 from stratoecho.bundle import load_bundle
 from stratoecho.musing_quality import Musing, MusingFacts
@@ -179,7 +179,7 @@ def test_an_old_bundle_without_owner_still_reads(tmp_path):
     path = write_bundle(tmp_path / "old", _manifest())
     assert "[owner]" not in path.read_text() and load_bundle(tmp_path / "old", verify=False).manifest.owner is None
     # The flight report then measures what needs no owner, and says why the rest is missing.
-    from sim.bench.substance_report import substance_section
+    from sim.bench.report.substance_report import substance_section
 
     s = substance_section([Musing("ja digga"), Musing("Rising at 21 km.", MusingFacts(alt_m=21400))], tmp_path / "old")
     assert s["aired"] == 2 and s["words_beyond"] is None and s["says_little"] is None

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sim.bench.supervisor import PAYLOAD_UNIT, Supervisor, UnitError, parse_timespan, parse_unit
+from sim.bench.run.supervisor import PAYLOAD_UNIT, Supervisor, UnitError, parse_timespan, parse_unit
 
 
 def test_the_shipped_unit_is_read_as_systemd_reads_it():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from sim.bench.link import VirtualClock
+from sim.bench.run.link import VirtualClock
 from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire
 from stratoecho.lora import UKHAS_MODES, LoRaSettings, ukhas_mode

@@ -279,7 +279,7 @@ def test_lgpio_has_a_writable_working_directory(name):
 
 
 def test_payload_notify_watchdog_and_stop_contract_is_unchanged():
-    # What payload/watchdog.py, the bench's supervisor (sim/bench/supervisor.py), docs/deploy.md and
+    # What payload/watchdog.py, the bench's supervisor (sim/bench/run/supervisor.py), docs/deploy.md and
     # the soak hold the daemon to. Hardening must not move any of it.
     u = load(PAYLOAD)
     expected_service = {
@@ -294,7 +294,7 @@ def test_payload_notify_watchdog_and_stop_contract_is_unchanged():
     for key in ("TimeoutSec", "TimeoutAbortSec", "WatchdogSignal", "RuntimeMaxSec", "FinalKillSignal"):
         assert values(u, "Service", key) == [], key
 
-    from sim.bench.supervisor import parse_unit
+    from sim.bench.run.supervisor import parse_unit
 
     contract = parse_unit(UNITS / PAYLOAD)
     assert contract.watchdog_s == 30 and contract.timeout_start_s == 300 and contract.restart_s == 5

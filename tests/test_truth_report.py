@@ -1,4 +1,4 @@
-"""The flight report's claims (sim/bench/truth_report.py): the payload's count from its log, and
+"""The flight report's claims (sim/bench/report/truth_report.py): the payload's count from its log, and
 the ground's, each musing the ground holds held against the ground's own telemetry of that moment.
 The ground database is filled through the real Store from wire objects, as the decoder fills it."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from groundstation.store import Store
 from payload.watchdog import boot_banner
-from sim.bench.flight_report import placed_telemetry
-from sim.bench.truth_report import claims_section, describe_claims, ground_claims, ground_facts, payload_claims
+from sim.bench.report.flight_report import placed_telemetry
+from sim.bench.report.truth_report import claims_section, describe_claims, ground_claims, ground_facts, payload_claims
 from stratoecho import wire
 from stratoecho.musing_claims import claims
 

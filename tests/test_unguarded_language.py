@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from sim.bench.truth_report import claims_section, describe_claims, unguarded_language
+from sim.bench.report.truth_report import claims_section, describe_claims, unguarded_language
 
 
 def _log(tmp_path, *events):

@@ -53,7 +53,7 @@ class NackPlanner:
     # frames go back to back, into the same bursts). 4 asks left ~1 % of musings unrepaired
     # at 30 % and 8 asks 1-2 % at 50 %; 16 deliver 99.5-100 % at 50 % over seeds 1-4, for
     # the same uplink airtime and fewer downlink bytes, and change nothing at 10 or 30 %
-    # (sim/bench/link.py). A RESEND item costs about 8 bytes of an uplink frame; a record
+    # (sim/bench/run/link.py). A RESEND item costs about 8 bytes of an uplink frame; a record
     # given up on costs the whole record.
     max_asks: int = 16
     max_gap: int = 50  # sequence holes wider than this are not asked about

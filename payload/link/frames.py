@@ -18,7 +18,7 @@ A record gets as many parity fragments as the measured loss calls for (`fec.pari
 answers the listen windows (payload/link/windows.py), for the lower `uplink.first_pass_target`:
 the ground asks for whatever the first pass misses, while covering the unlucky tail of a bursty
 channel with parity alone costs several times the erasure bound on records of one or two
-fragments (sim/bench/link.py measures both).
+fragments (sim/bench/run/link.py measures both).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The radio path between the payload and its ground stations, as pure logic of flight time.
 
-No sockets, no clocks: `sim/bench/relay.py` feeds it frames with their flight time and sends
+No sockets, no clocks: `sim/bench/run/relay.py` feeds it frames with their flight time and sends
 what it hands back. For each frame and each station, in this order:
 
 1. **outage** — a configured flight-time window in which nothing passes either way;

@@ -5,7 +5,7 @@ hears it only on the frequency, spreading factor, bandwidth and header mode it l
 bench's air is UDP, which carries none of that, and a payload may reprogram its chip between
 frames (SSDV in UKHAS mode 1 on one frequency, positions in mode 0 on another). So a simulated
 chip (sim/chips/simulated.py) sends each packet behind a short header naming its settings; the
-channel relay (sim/bench/relay.py) prices it with them and hands it to other balloons' chips
+channel relay (sim/bench/run/relay.py) prices it with them and hands it to other balloons' chips
 still wrapped, so each can tell whether it was listening on that channel.
 
 Layout: `HEADER` (network byte order, 19 bytes), then the packet exactly as the chip keyed it

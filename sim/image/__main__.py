@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from sim.bench.pi_check import REPO, ensure_binfmt, ensure_host_packages, run
+from sim.bench.run.pi_check import REPO, ensure_binfmt, ensure_host_packages, run
 from sim.image import build, check, layout
 from sim.image.packages import HOST_PACKAGES, NOT_SUPPORTED
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from sim.bench.pi_check import ARCH, REPO, SUITE, in_root, mounted, run, trust_this_machines_registries
+from sim.bench.run.pi_check import ARCH, REPO, SUITE, in_root, mounted, run, trust_this_machines_registries
 from sim.image import layout
 from sim.image.packages import BOARD_DTBS, COMPONENTS, ROOT_PACKAGES
 

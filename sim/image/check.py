@@ -6,7 +6,7 @@
 2. **Boot**: the extracted root booted with systemd-nspawn under qemu-user, as `make pi-check` boots its
    root, the boot partition bound where Raspberry Pi OS mounts it (/boot/firmware) and the data
    partition's files at /var/lib/stratoecho. What the container cannot have is changed for the boot
-   only, as pi-check does it (sim/bench/pi_check.py's BOOT_DROPIN: the bench's simulated parts for the
+   only, as pi-check does it (sim/bench/run/pi_check.py's BOOT_DROPIN: the bench's simulated parts for the
    hardware, no seccomp filter for the emulator): /etc/fstab (the container has folders, not partitions).
    A probe inside reports first boot's result, the payload's state (active only after READY=1: the unit
    is Type=notify) and the refusal left on the boot partition, then powers off.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from sim.bench.pi_check import in_root, install_probe, mounted, run
+from sim.bench.run.pi_check import in_root, install_probe, mounted, run
 from sim.image import layout
 
 log = structlog.get_logger(__name__)

@@ -10,8 +10,8 @@ not boot a Pi 5. BOARD_DTBS lists what the image must carry; the build checks th
 
 from __future__ import annotations
 
-from sim.bench.pi_check import HOST_PACKAGES as PI_CHECK_HOST_PACKAGES
-from sim.bench.pi_check import ROOT_PACKAGES as PI_CHECK_ROOT_PACKAGES
+from sim.bench.run.pi_check import HOST_PACKAGES as PI_CHECK_HOST_PACKAGES
+from sim.bench.run.pi_check import ROOT_PACKAGES as PI_CHECK_ROOT_PACKAGES
 
 # program -> Debian package; what pi-check needs (mmdebstrap, arch-test, qemu, nspawn) and the disk tools
 HOST_PACKAGES = {**PI_CHECK_HOST_PACKAGES,

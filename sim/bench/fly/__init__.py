@@ -13,7 +13,7 @@ The ground station's live output (musings as they complete, positions) is this
 command's output; each process's log goes to a file in the output folder.
 
 Flight time: unless --speedup is 1, the three processes run on the bench's lockstep
-clock (`sim/bench/timekeeper.py`, `sim/bench/lockstep.py`): this command owns flight time and
+clock (`sim/bench/run/timekeeper.py`, `sim/bench/run/lockstep.py`): this command owns flight time and
 moves it only when every process has done what is due, so a flight's results depend on
 its seed alone — `--speedup N` flies at most N times real time, `--speedup max` as fast
 as the machine allows. At `--speedup 1` every process reads the system's monotonic clock.

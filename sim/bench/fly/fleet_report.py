@@ -15,7 +15,7 @@ from pathlib import Path
 
 from payload.config import load_config
 
-from ..beacons import air_frames, beacon_times, gap_limit_s
+from ..report.beacons import air_frames, beacon_times, gap_limit_s
 from .fleet import Member
 from .report import gateway_section, merged_stats
 
@@ -30,7 +30,7 @@ def ground_db(out: Path, m: Member) -> Path:
 
 def beacon_section(out: Path, m: Member) -> dict:
     """Its position sentences on the air: how many, the longest gap, and the slots it missed
-    (the soak's rule, sim/bench/beacons.py), from the frames it put on the air."""
+    (the soak's rule, sim/bench/report/beacons.py), from the frames it put on the air."""
     frames = air_frames(out, m.index) if air_hex(out, m).exists() else []
     cfg = load_config(m.config)
     limit = gap_limit_s(cfg, [cfg.radio.airtime_s(len(f)) for _, f in frames])

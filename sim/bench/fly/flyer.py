@@ -18,8 +18,8 @@ from payload.config import load_config
 from stratoecho.lora_chips.profiles import is_chip
 
 from ...world.scenarios import Scenario
-from ..supervisor import Supervisor, UnitError, kill_group, parse_unit
-from ..timekeeper import Timekeeper, TimekeeperError
+from ..run.supervisor import Supervisor, UnitError, kill_group, parse_unit
+from ..run.timekeeper import Timekeeper, TimekeeperError
 from .fleet import Member
 from .options import FlyError, FlyOptions
 from .processes import free_udp_port, listening_entry, stop, wait_listening
@@ -78,7 +78,7 @@ class Flyer:
             self.tk = Timekeeper(self._sock_dir / "sock", opts.speedup, on_advance=self._progress,
                                  turn_timeout_s=opts.hang_after_s)
             self.env.update(self.tk.env())
-        # systemd's part, as the shipped unit declares it (sim/bench/supervisor.py): READY, the watchdog,
+        # systemd's part, as the shipped unit declares it (sim/bench/run/supervisor.py): READY, the watchdog,
         # restarts, start limits, stop timeouts. Its clock is flight time on the lockstep.
         self.sup = Supervisor(contract, self._sock_dir / "notify") if contract is not None else None
         self._sup_acted = False  # the supervisor signalled this payload (its SIGKILL is not a brown-out)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...channel.loss import LossSpec
-from ..supervisor import PAYLOAD_UNIT
-from ..timekeeper import TURN_TIMEOUT_S
+from ..run.supervisor import PAYLOAD_UNIT
+from ..run.timekeeper import TURN_TIMEOUT_S
 
 DEFAULT_PERSONA = Path("build/persona")
 

@@ -18,9 +18,9 @@ from stratoecho.wire import downlink, gateway_rules
 
 from ...world.hardware import bench_dir
 from ...world.scenarios import Scenario
-from ..air_report import air_section
-from ..flight_report import summarise, write_flight_report
-from ..musing_report import musings_section
+from ..report.air_report import air_section
+from ..report.flight_report import summarise, write_flight_report
+from ..report.musing_report import musings_section
 from .options import FlyError, FlyOptions
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def flown_config(opts: FlyOptions, config: Path | None = None) -> PayloadConfig:
 
 
 def air_of(opts: FlyOptions, flight_s: float, config: Path | None = None) -> dict:
-    """The air plan of what flew, beside what went on air (sim/bench/air_report.py)."""
+    """The air plan of what flew, beside what went on air (sim/bench/report/air_report.py)."""
     cfg = flown_config(opts, config)
     own, pictures = cfg.radio.lora_settings(), cfg.radio.pictures_settings()
     auth = (downlink.load_auth(cfg.uplink.key_file, cfg.uplink.downlink_tag_len, allow_raw=cfg.uplink.allow_raw_key)

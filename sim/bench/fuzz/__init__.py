@@ -12,7 +12,7 @@ One target per parser, grouped by where its bytes come from:
 
 `engine` is the fuzzer (deterministic mutations of a corpus made by the project's own encoders,
 crashes cut down and kept as seeds in tests/fuzz_seeds/, replayed by tests/test_fuzz_seeds.py).
-`sim.bench.wire_fuzz` is the receiver's older, deeper check (no wrong record delivered), which
+`sim.bench.fuzz.decoder` is the receiver's older, deeper check (no wrong record delivered), which
 `make fuzz` runs first.
 """
 

@@ -11,7 +11,7 @@ Contracts, from the parsers' own words:
 - `uplink.verify` raises `UplinkRejected` (a `WireError` whose reason is one of `REJECT_REASONS`).
 
 The corpus is made by the project's encoders, under a fixed fuzzing key: the flight of
-`sim.bench.wire_fuzz.flight` (records cut and tagged as the payload cuts them, position
+`sim.bench.fuzz.decoder.flight` (records cut and tagged as the payload cuts them, position
 sentences), musing sentences, HABpack, SSDV packets, window cues, relay envelopes, signed commands.
 """
 
@@ -29,7 +29,7 @@ from stratoecho import wire
 from stratoecho.wire import dispatch, horus, horus_v3, kiss, relay, ssdv, ukhas, uplink
 from stratoecho.wire.downlink import Window, encode_window
 
-from ..wire_fuzz import flight
+from .decoder import flight
 from .engine import Target
 
 FLIGHT_KEY = hashlib.sha256(b"stratoecho fuzz: a flight key no balloon flies").digest()

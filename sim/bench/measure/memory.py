@@ -27,7 +27,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MB = 1e6
 
 _HIDE_RICH = "import sys; sys.modules['rich'] = None  # as on the Pi, where it is not installed\n"

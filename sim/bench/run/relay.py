@@ -54,11 +54,11 @@ from pathlib import Path
 
 import structlog
 
-from ..channel.fleet import Fleet
-from ..channel.loss import LossSpec
-from ..channel.radio import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position
-from ..chips.air import AirSettings, unwrap, wrap
-from ..world.flight import Flight, FlightPlan
+from ...channel.fleet import Fleet
+from ...channel.loss import LossSpec
+from ...channel.radio import UPLINK_SEED, ChannelConfig, Delivery, GroundStation, Position
+from ...chips.air import AirSettings, unwrap, wrap
+from ...world.flight import Flight, FlightPlan
 
 __all__ = ["UPLINK_SEED", "Channel", "ChannelStats", "WorldClock", "balloon_position", "launch_station"]
 
@@ -136,7 +136,7 @@ def balloon_position(seed: int = 1) -> Callable[[float], Position]:
 def _open_air(air_hex: Path, balloon: int) -> tuple:
     """Balloon 0 writes `air_hex`; balloon b ≥ 1 `air-<b>.hex` beside it. Each has, line for line,
     the flight second each frame was heard and its time on air beside it (`.times`): gaps and duty
-    cycle on air (sim/bench/beacons.py reads them)."""
+    cycle on air (sim/bench/report/beacons.py reads them)."""
     path = Path(air_hex) if balloon == 0 else Path(air_hex).with_name(f"air-{balloon}.hex")
     return open(path, "a", encoding="ascii"), open(path.with_suffix(".times"), "a", encoding="ascii")
 
@@ -178,7 +178,7 @@ class Channel:
     ):
         """`stations` without a `forward` of their own send to `forward`. `clock` gives
         flight seconds (default: a `WorldClock` at 60×); a `speedup` attribute on it turns
-        flight-time delays into wall time. `bench` (a `sim.bench.lockstep.LockstepClock`)
+        flight-time delays into wall time. `bench` (a `sim.bench.run.lockstep.LockstepClock`)
         replaces both: its flight time, its sockets, its waits. `positions`: one track per
         balloon sharing the air (replaces `position`, balloon 0's)."""
         base = config if config is not None else ChannelConfig(path_loss=False, half_duplex=False)

@@ -5,7 +5,7 @@ second made a cue's answer 8 s late and the next one refused. Now a stranger's p
 lookup and a row (groundstation/pictures.py); `make bench` prints how many cues were answered
 inside their window and how long the answers took, without the flood and with it.
 
-    python -m sim.bench.ssdv_flood [--rate 100] [--seconds 40]
+    python -m sim.bench.measure.ssdv_flood [--rate 100] [--seconds 40]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def rows(rate: float = 100.0, seconds: float = 40.0) -> list[tuple]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m sim.bench.ssdv_flood", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.ssdv_flood", description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=100.0, help="strangers' SSDV packets a second (default 100)")
     p.add_argument("--seconds", type=float, default=40.0, help="how long each run lasts (default 40)")
     args = p.parse_args(argv)

@@ -39,7 +39,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SUITE, ARCH = "bookworm", "arm64"
 # The Pi OS userland's base, what a venv and the payload's compiled dependencies need (spidev has no
 # arm64 wheel), and systemd for the units (issue 42, item 4).
@@ -284,7 +284,7 @@ def fly_natively(persona: Path, minutes: float, out: Path) -> dict:
 
 # What the shipped unit cannot have under qemu-user, each for a reason only emulation has; the rest
 # of it stands. The bench's world stands in for the hardware the container has none of.
-BOOT_DROPIN = """# pi-check only (sim/bench/pi_check.py): the payload's unit booted in an arm64 container under qemu-user.
+BOOT_DROPIN = """# pi-check only (sim/bench/run/pi_check.py): the payload's unit booted in an arm64 container under qemu-user.
 [Unit]
 # The data partition is a card's: the container has the folder, not the partition.
 RequiresMountsFor=
@@ -403,7 +403,7 @@ def summary(tokens: dict, flight: dict, native_kb: dict) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.pi_check", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m sim.bench.run.pi_check", description=__doc__.split("\n\n")[0],
                                 epilog="As root. The root is built once (~3 min) and kept; delete it to start again.")
     p.add_argument("--root", type=Path, default=REPO / "build" / "pi-check" / "root", help="the arm64 root (kept)")
     p.add_argument("--wheel", type=Path, help="llama-cpp-python for aarch64 (default: the newest in build/pi-wheel/)")

@@ -11,7 +11,7 @@ by the view budget) and for the whole world at zoom 4 shifted a little each time
 view allowed, never cached). The watcher (127.0.0.2) loads the page and /api/summary on new
 connections; the operator (127.0.0.3) queues a ping.
 
-    python -m sim.bench.dashboard [--idle 2000 --streams 500 --maps 20 --seconds 20]
+    python -m sim.bench.measure.dashboard [--idle 2000 --streams 500 --maps 20 --seconds 20]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _load(port: int, idle: int, streams: int, maps: int, seconds: float) -> dict
     token = re.search(rb'content="([A-Za-z0-9_-]{20,})"', page).group(1).decode()
     # The base map's first view loads its shapes (~0.3 s): that is a start's cost, not the load's.
     _timed(MAPS_FROM, port, "GET", "/api/basemap?bbox=-1,51,1,52&zoom=8", headers=host)
-    load = subprocess.Popen([sys.executable, "-m", "sim.bench.dashboard", "--hold", str(port), "--idle", str(idle),
+    load = subprocess.Popen([sys.executable, "-m", "sim.bench.measure.dashboard", "--hold", str(port), "--idle", str(idle),
                              "--streams", str(streams), "--maps", str(maps)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -222,7 +222,7 @@ def rows(idle: int = 2000, streams: int = 500, maps: int = 20, seconds: float = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.dashboard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--streams", type=int, default=500)
     p.add_argument("--maps", type=int, default=20)

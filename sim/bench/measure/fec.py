@@ -23,7 +23,7 @@ No feedback: what a musing's n frames do not deliver is lost. That costs: with k
 unlucky tail of the loss count. `repair_rows` estimates what NACK repair adds: since any k
 shards will do, the ground only reports how many it holds and every fresh parity shard
 repairs any loss (an idealised uplink: every NACK arrives, at no airtime cost). It is an
-estimate only and `make bench` no longer prints it: sim/bench/link.py's `protocol_rows`
+estimate only and `make bench` no longer prints it: sim/bench/run/link.py's `protocol_rows`
 run the real payload and ground code instead, with listen windows, signed NACKs and the
 same loss on the uplink.
 """
@@ -194,7 +194,7 @@ def delivery_rows(seed: int = 1, **options) -> list[tuple[str, str, str, str]]:
 
 def repair_rows(seed: int = 1, **options) -> list[tuple[str, str, str, str]]:
     """The same channel with NACK repair: what FEC plus feedback could reach (an idealised
-    estimate; sim/bench/link.py's `protocol_rows` measure the real protocol).
+    estimate; sim/bench/run/link.py's `protocol_rows` measure the real protocol).
 
     The first pass carries parity for 20 % per musing only; after each pass the ground's
     counts come back over a perfect, free uplink (optimistic) and each short musing gets its

@@ -15,7 +15,7 @@ sizing, interleaving, duty-cycle budget, listen windows, `request_repair`,
 `on_link_report`) over a real `Store` in a temporary folder; the ground's `FrameDecoder`,
 `WindowAnswerer` and `NackPlanner`, signing with a real `CommandSigner`. Simulated: the clock,
 the radio (`SimRadio`), a seeded Gilbert–Elliott channel each way (`sim/channel/loss.py`, the
-uplink with its own seed stream, as `sim/bench/relay.py` does), and the musings (random text,
+uplink with its own seed stream, as `sim/bench/run/relay.py` does), and the musings (random text,
 as `fec_bench` makes them: nothing here needs a persona).
 
 Airtime: every frame costs `lora_airtime_s` at the configured radio settings, both ways
@@ -56,10 +56,10 @@ from stratoecho.clock import Clock
 from stratoecho.wire import Kind, data_shards
 from stratoecho.wire.uplink import CommandId
 
-from ..channel.loss import GilbertElliott, LossSpec
-from ..world.flight import SimSensors
+from ...channel.loss import GilbertElliott, LossSpec
+from ...world.flight import SimSensors
 
-UPLINK_SEED = 0x55504C4B  # as sim/bench/relay.py: the uplink's losses have their own random stream
+UPLINK_SEED = 0x55504C4B  # as sim/bench/run/relay.py: the uplink's losses have their own random stream
 START_UTC = datetime(2026, 1, 1, tzinfo=timezone.utc)  # fixed, so the same seed gives the same bytes
 _ALPHABET = string.ascii_letters + string.digits + " .,'-"  # fec_bench's musing alphabet
 PEER = ("sim", 0)  # WindowAnswerer answers only frames that came from somewhere
@@ -116,7 +116,7 @@ class CoarseSensors:
     The balloon climbs for `float_s` (an hour: ~18 km) and floats there for the rest of the
     run. Flown to its landing, 12 of the 14 hours would be the landed payload's: bulk gets half
     the airtime (payload/policy/modes.py) and a real one makes no musings; at 50 % loss the musings
-    then outran the air and a quarter were still queued at the end (sim/bench/link.py's rows
+    then outran the air and a quarter were still queued at the end (sim/bench/run/link.py's rows
     measure the protocol, not the landed policy)."""
 
     battery_temp_fitted = True

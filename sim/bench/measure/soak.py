@@ -6,7 +6,7 @@ What a day aloft must not do, measured from outside the payload:
   heard, with its flight second, in air.times/air.hex, priced with the airtime the relay wrote
   beside it from the settings it was keyed with, or in an older file with the configured ones);
 - a gap between two position beacons on air longer than the beacon interval in force plus
-  one frame's time on air (and a listening turn for a payload that relays: sim/bench/beacons.py);
+  one frame's time on air (and a listening turn for a payload that relays: sim/bench/report/beacons.py);
 - resident memory that grows: the payload's RSS after the first hour against its last hour.
 
 `check` is pure (it reads a flight's output folder); `soak` flies one first.
@@ -22,8 +22,8 @@ from groundstation.store import GroundReader
 from payload.config import load_config
 from stratoecho.airtime import lora_airtime_s
 
-from .beacons import air_airtimes, air_frames, beacon_times, gap_limit_s
-from .fly import FlyOptions, fly
+from ..fly import FlyOptions, fly
+from ..report.beacons import air_airtimes, air_frames, beacon_times, gap_limit_s
 
 RSS_GROWTH_LIMIT = 0.05  # 5 % between the first and the last hour after warm-up
 WARM_UP_S = 3600.0  # the model's pages, the store's cache and the interpreter settle in the first hour

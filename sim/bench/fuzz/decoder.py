@@ -179,7 +179,7 @@ def fuzz(frames: int = 100_000, seed: int = 1, mutate: float = 0.7, forge: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.wire_fuzz", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.fuzz.decoder", description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=1_000_000, help="frames to feed (default 1,000,000)")
     p.add_argument("--seed", type=int, default=1, help="the fuzzer's seed; the same seed feeds the same frames")
     args = p.parse_args(argv)

@@ -5,7 +5,7 @@ a slot is missed when two position sentences are further apart than the beacon's
 the longest frame on air (a sentence waits for the frame under way) plus, for a payload that
 relays, one turn of listening for the others.
 
-A `.times` line is `FLIGHT_SECOND AIRTIME_S` (sim/bench/relay.py): the frame's time on air as
+A `.times` line is `FLIGHT_SECOND AIRTIME_S` (sim/bench/run/relay.py): the frame's time on air as
 it was keyed, which a payload switching modes between frames makes the only true price of it.
 Files written before the second column are read all the same: their frames have no airtime."""
 

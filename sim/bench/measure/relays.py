@@ -8,7 +8,7 @@ its records reach no one; with it they come through the near balloon inside its 
 `far_positions` reads the far balloon's positions as two receivers at the ground station took
 them: a stock LoRa gateway, which drops relay envelopes and takes only a `$$` line that keeps its
 rules (`wire.gateway_rules`: the near balloon's bare echo of the far one's line), and our own
-ground (the far flight's database, its signed positions). `python -m sim.bench.relays --seeds 1 2 3
+ground (the far flight's database, its signed positions). `python -m sim.bench.measure.relays --seeds 1 2 3
 --minutes 60` flies the scenario per seed and prints both, with the largest gap between positions.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from stratoecho import wire
 from stratoecho.wire import gateway_rules
 
-from ..channel.loss import LossSpec
+from ...channel.loss import LossSpec
 
 MINUTES = 40.0  # both balloons well above each other's horizon, the far one still below the valley's rim
 SEED = 3
@@ -32,7 +32,7 @@ LOSS = LossSpec(0.1, burst=4.0)  # sim fly's default fading on top of the link b
 
 def fly_network(out: Path, persona: Path | None, relay: bool, minutes: float = MINUTES, seed: int = SEED) -> dict:
     """One two-balloons flight as fast as the machine allows; its report."""
-    from .fly import FlyOptions, fly
+    from ..fly import FlyOptions, fly
 
     return fly(FlyOptions(out=out, persona=persona, minutes=minutes, speedup=None, seed=seed, quiet=True,
                           scenario="two-balloons", relay=relay, unit=None, loss=LOSS))
@@ -128,7 +128,7 @@ def _ways(telemetry: dict, relay: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """The far balloon's positions at a stock gateway and at our ground, one two-balloons flight a seed."""
-    ap = argparse.ArgumentParser(prog="python -m sim.bench.relays", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m sim.bench.measure.relays", description=main.__doc__)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--minutes", type=float, default=60.0, help="flight minutes (default 60, the scenario's)")
     ap.add_argument("--persona", type=Path, default=Path("build/persona"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from groundstation import predict as P
 from stratoecho.geo import distance_m, moved, offset_m
 
-from ..world.flight import Flight, FlightPlan
+from ...world.flight import Flight, FlightPlan
 
 SEEDS = range(10_000, 10_100)  # no test uses these
 EVERY_S = 30.0

@@ -1,4 +1,4 @@
-"""The bench's owner of flight time: the other end of `sim.bench.lockstep.LockstepClock`.
+"""The bench's owner of flight time: the other end of `sim.bench.run.lockstep.LockstepClock`.
 
 Every process of a bench flight (payload, channel, ground station) connects to this
 timekeeper's Unix socket. One of them at a time holds the turn; it hands the turn back

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LORA_CONVERSATIONS = 48  # of train.jsonl, in its order: ~9,000 tokens, the same for both loops
 LORA_STEPS = 4  # timed optimizer steps of the plain loop (after one untimed)
 PLAIN_BATCH = 4

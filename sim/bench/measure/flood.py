@@ -7,7 +7,7 @@ Its storage under a flood through a real mosquitto (issue 41, `storage_rows`): m
 publish messages as long as the aggregator reads (a 255-byte frame and an origin of ~1.3 KB), and
 the database stops at the byte quota; skipped, saying so, where mosquitto is not installed.
 
-    python -m sim.bench.flood [--junk 100500] [--storage]
+    python -m sim.bench.measure.flood [--junk 100500] [--storage]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def measure(junk: int, db: Path) -> dict:
 
 def rows(junk: int = 100_500) -> list[tuple]:
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-m", "sim.bench.flood", "--child", "--junk", str(junk), "--db",
+        out = subprocess.run([sys.executable, "-m", "sim.bench.measure.flood", "--child", "--junk", str(junk), "--db",
                               str(Path(d) / "agg.db")], capture_output=True, text=True, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     total = r["junk"] + r["honest"]
@@ -160,7 +160,7 @@ def measure_storage(folder: Path, quota_mb: float, total_mb: float, stations: in
 
     from groundstation.network import Aggregator
     from groundstation.station_limits import StationLimits
-    from sim.bench.listen_flood import db_bytes
+    from sim.bench.measure.listen_flood import db_bytes
 
     proc, port = _broker(folder)
     db = folder / "agg.db"
@@ -207,7 +207,7 @@ def storage_rows(quota_mb: float = 9.0, total_mb: float = 45.0, stations: int = 
     if not MOSQUITTO.exists():
         return [(name, "skipped", "", f"{MOSQUITTO} is not installed (Debian package mosquitto)")]
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-m", "sim.bench.flood", "--storage-child", "--db", d,
+        out = subprocess.run([sys.executable, "-m", "sim.bench.measure.flood", "--storage-child", "--db", d,
                               "--quota-mb", str(quota_mb), "--total-mb", str(total_mb),
                               "--stations", str(stations), "--messages", str(messages)],
                              capture_output=True, text=True, check=True)
@@ -228,7 +228,7 @@ def storage_rows(quota_mb: float = 9.0, total_mb: float = 45.0, stations: int = 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m sim.bench.flood", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.flood", description=__doc__.splitlines()[0])
     p.add_argument("--junk", type=int, default=100_500, help="junk frames the hostile station sends (default 100500)")
     p.add_argument("--storage", action="store_true", help="the storage flood through a real mosquitto instead")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from sim.bench.persona import bench_lora, bench_pi
-from sim.bench.training import bench_families, bench_ingest, bench_prepare, bench_quant
+from sim.bench.measure.persona import bench_lora, bench_pi
+from sim.bench.measure.training import bench_families, bench_ingest, bench_prepare, bench_quant
 from stratoecho.wire import Kind
 
 # Effective memory bandwidth llama.cpp sees (docs/figures.md), for the predicted tokens/s.
@@ -72,15 +72,15 @@ def bench_store() -> list[tuple]:
 
 
 def _flight_hour_io(flush_s: float | None):
-    """What one hour of the bench flight asks of the card (sim/bench/powercut.py's VFS counts it):
+    """What one hour of the bench flight asks of the card (sim/bench/run/powercut.py's VFS counts it):
     config/payload.sim.toml's schedule (a sentence every 10 s, a musing every 3 min, health
     every 5 min), each record sent soon after, the ground acknowledging in each uplink
     window, and the store's batching."""
     from payload.config import load_config
     from payload.store import Store
-    from sim.bench.powercut import PowerCutVFS
+    from sim.bench.run.powercut import PowerCutVFS
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "payload.sim.toml")
+    cfg = load_config(Path(__file__).resolve().parents[3] / "config" / "payload.sim.toml")
     tel, mus, hea = (int(x) for x in (cfg.schedule.telemetry_s, cfg.schedule.musing_s, cfg.schedule.health_s))
     window = tel * cfg.uplink.window_every
 
@@ -120,8 +120,8 @@ def bench_airtime() -> list[tuple]:
 def bench_fec() -> list[tuple]:
     """Musings through a seeded Gilbert-Elliott channel at 10/30/50 % loss (mean burst 4):
     delivered share and airtime against the erasure bound 1/(1-p), with parity alone and
-    with the real repair protocol (payload and ground code, lossy uplink: sim/bench/link.py)."""
-    from sim.bench import link as link_bench
+    with the real repair protocol (payload and ground code, lossy uplink: sim/bench/run/link.py)."""
+    from sim.bench.run import link as link_bench
 
     from . import fec as fec_bench
 
@@ -216,7 +216,7 @@ def bench_persona_worker(bundle_dir: Path, runs: int = 12, max_tokens: int = 64,
 def _payload_proc(args: list[str], data: Path, config: Path | None = None):
     import subprocess
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     cmd = [sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--sim", "--udp", "127.0.0.1:9",
            "--data", str(data), "--drain-s", "0", *args]
     if config is not None:
@@ -227,7 +227,7 @@ def _payload_proc(args: list[str], data: Path, config: Path | None = None):
 def bench_daemon_memory(bundle_dir: Path, minutes: float = 10.0, speedup: float = 60.0) -> list[tuple]:
     """The payload daemon's own memory: a real `python -m payload run --sim` process sampled over
     a bench flight of `minutes` at `speedup`, with the bench world's and rich's shares measured
-    apart (sim/bench/memory.py); the persona worker is not counted. Without a bundle, --no-persona only."""
+    apart (sim/bench/measure/memory.py); the persona worker is not counted. Without a bundle, --no-persona only."""
     from .memory import rows
 
     return rows(bundle_dir, minutes, speedup)
@@ -295,7 +295,7 @@ def bench_flight_wall(bundle_dir: Path, minutes: float = 180.0) -> list[tuple]:
 
 def bench_prediction() -> list[tuple]:
     """The landing prediction against the real landings of 100 bench flights it never saw
-    (sim/bench/prediction.py: what it is told, how the flights are heard)."""
+    (sim/bench/measure/prediction.py: what it is told, how the flights are heard)."""
     from .prediction import SEEDS, run
 
     t0 = time.perf_counter()
@@ -369,35 +369,35 @@ def bench_basemap() -> list[tuple]:
 
 def bench_flood() -> list[tuple]:
     """The station network's aggregator while one login floods it, and its storage under a flood
-    through a real mosquitto (sim/bench/flood.py)."""
+    through a real mosquitto (sim/bench/measure/flood.py)."""
     from .flood import rows, storage_rows
 
     return rows() + storage_rows()
 
 
 def bench_listen_flood() -> list[tuple]:
-    """A real `listen --udp` under a flood of junk datagrams: the database against its cap (sim/bench/listen_flood.py)."""
+    """A real `listen --udp` under a flood of junk datagrams: the database against its cap (sim/bench/measure/listen_flood.py)."""
     from .listen_flood import rows
 
     return rows()
 
 
 def bench_ssdv_flood() -> list[tuple]:
-    """A keyed `listen` answering window cues while strangers send 100 SSDV packets a second (sim/bench/ssdv_flood.py)."""
+    """A keyed `listen` answering window cues while strangers send 100 SSDV packets a second (sim/bench/measure/ssdv_flood.py)."""
     from .ssdv_flood import rows
 
     return rows()
 
 
 def bench_dashboard_load() -> list[tuple]:
-    """The dashboard while idle connections, event streams and heavy map asks hit it (sim/bench/dashboard.py)."""
+    """The dashboard while idle connections, event streams and heavy map asks hit it (sim/bench/measure/dashboard.py)."""
     from .dashboard import rows
 
     return rows()
 
 
 def bench_dashboard_lockout() -> list[tuple]:
-    """The logged-in operator's page and live feed while every connection is held (sim/bench/lockout.py)."""
+    """The logged-in operator's page and live feed while every connection is held (sim/bench/measure/lockout.py)."""
     from .lockout import rows
 
     return rows()
@@ -405,28 +405,30 @@ def bench_dashboard_lockout() -> list[tuple]:
 
 def bench_dashboard_crowds() -> list[tuple]:
     """The operator's and a watcher's answer under each of issue 50's crowds: slow header bytes from one /24 and
-    from two, 128 feeds from 128 /24s (sim/bench/crowds.py)."""
+    from two, 128 feeds from 128 /24s (sim/bench/measure/crowds.py)."""
     from .crowds import rows
 
     return rows()
 
 
 def bench_voice(bundle_dir: Path) -> list[tuple]:
-    """The owner's voice classifier as the Pi runs it: file, load, memory, a musing scored (sim/bench/voice_classifier.py)."""
+    """The owner's voice classifier as the Pi runs it: file, load, memory, a musing scored
+    (sim/bench/measure/voice_classifier.py)."""
     from .voice_classifier import rows
 
     return rows(bundle_dir)
 
 
 def bench_network(bundle_dir: Path) -> list[tuple]:
-    """Two balloons on one channel, the far one heard only through the near one (sim/bench/relays.py)."""
+    """Two balloons on one channel, the far one heard only through the near one (sim/bench/measure/relays.py)."""
     from .relays import rows
 
     return rows(bundle_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.benchmarks", description="Print speed and size figures as a table.")
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.benchmarks",
+                                description="Print speed and size figures as a table.")
     p.add_argument("--persona", type=Path, default=Path("build/persona"), help="bundle to measure (default build/persona)")
     args = p.parse_args(argv)
     from stratoecho.logs import setup_logging

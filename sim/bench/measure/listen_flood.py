@@ -3,7 +3,7 @@ process takes a fixed number of 255-byte junk datagrams from many addresses and 
 database must stop growing at the storage quota (groundstation/frame_quota.py). The figures
 `make bench` prints; tests/test_frame_quota.py drives the same process.
 
-    python -m sim.bench.listen_flood [--datagrams 400000] [--source-quota-mb 90] [--quota-total-mb 180]
+    python -m sim.bench.measure.listen_flood [--datagrams 400000] [--source-quota-mb 90] [--quota-total-mb 180]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATAGRAM = 255  # the longest frame on the air, and the longest `listen --udp` takes
 SENDERS = 16  # loopback addresses the flood comes from, 127.0.0.1 to 127.0.0.16
 PER_PORT = 50  # datagrams sent from one source port before the next
@@ -170,7 +170,7 @@ def rows(datagrams: int = 400_000, source_mb: float | None = None, total_mb: flo
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m sim.bench.listen_flood", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.listen_flood", description=__doc__.splitlines()[0])
     p.add_argument("--datagrams", type=int, default=400_000, help="junk datagrams sent (default 400000)")
     p.add_argument("--source-quota-mb", type=float, help="listen's option (default its own)")
     p.add_argument("--quota-total-mb", type=float, help="listen's option (default its own)")

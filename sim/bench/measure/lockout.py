@@ -17,7 +17,7 @@ in before the lockout from 127.0.1.250; each try is a new connection from an add
 there (127.0.1.200 on: a feed whose client went away holds its address's slot until its next
 keepalive, and one address has 4).
 
-    python -m sim.bench.lockout [--tries 11]
+    python -m sim.bench.measure.lockout [--tries 11]
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def measure(tries: int = 11) -> dict:
         cookie = log_in(port, OPERATOR)
         _tries(port, cookie, 3, 175)  # untimed: the first answers' own costs
         quiet = _tries(port, cookie, tries, 200)
-        load = subprocess.Popen([sys.executable, "-m", "sim.bench.lockout", "--hold", str(port)],
+        load = subprocess.Popen([sys.executable, "-m", "sim.bench.measure.lockout", "--hold", str(port)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             if load.stdout.readline().strip() != "on":
@@ -303,7 +303,7 @@ def rows(tries: int = 11) -> list[tuple]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.lockout", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.lockout", description=__doc__.split("\n\n")[0])
     p.add_argument("--tries", type=int, default=11)
     p.add_argument("--hold", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the lockout's own process
     args = p.parse_args(argv)

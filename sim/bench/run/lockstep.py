@@ -1,5 +1,5 @@
 """The bench's lockstep clock: `stratoecho.clock.Clock`'s interface on flight time that a
-timekeeper process (`sim/bench/timekeeper.py`) owns. It advances time only when every thread of
+timekeeper process (`sim/bench/run/timekeeper.py`) owns. It advances time only when every thread of
 every process on the bench (payload, channel, ground station) has done what is due now and
 waits for something later. Exactly one of those threads runs at a time, in an order that
 depends on nothing but what they do, so a bench flight is a function of its seed: the same
@@ -155,7 +155,7 @@ class LockstepClock(Clock):
 
     def liveness_time(self) -> float:
         """Liveness counts flight seconds here: they stand for the Pi's real ones, and the
-        supervisor (sim/bench/supervisor.py) counts its watchdog in them too."""
+        supervisor (sim/bench/run/supervisor.py) counts its watchdog in them too."""
         return self._now
 
     def liveness_s(self, flight_seconds: float) -> float:

@@ -31,7 +31,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-PAYLOAD_UNIT = Path(__file__).resolve().parents[2] / "systemd" / "stratoecho-payload.service"
+PAYLOAD_UNIT = Path(__file__).resolve().parents[3] / "systemd" / "stratoecho-payload.service"
 # systemd's own defaults (systemd-system.conf(5)) for what a unit leaves out.
 DEFAULT_TIMEOUT_S = 90.0
 DEFAULT_RESTART_S = 0.1

@@ -19,7 +19,7 @@ on its kept-alive connection, opened before the crowd. The watcher: under `one-n
 127.0.1.240 (the field network, not logged in), under `two-nets` from another network
 (127.0.9.x), under `feeds` a new live feed's first byte from another network.
 
-    python -m sim.bench.crowds [--tries 11] [--crowd one-net|two-nets|feeds]
+    python -m sim.bench.measure.crowds [--tries 11] [--crowd one-net|two-nets|feeds]
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def measure(name: str, tries: int = 11) -> dict:
             asks = askers(name, port, cookie, kept)
             _tries(asks, 3, 1)  # untimed: the first answers' own costs
             quiet = _tries(asks, tries, 10)
-            load = subprocess.Popen([sys.executable, "-m", "sim.bench.crowds", "--hold", name, str(port)],
+            load = subprocess.Popen([sys.executable, "-m", "sim.bench.measure.crowds", "--hold", name, str(port)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             try:
                 if load.stdout.readline().strip() != "on":
@@ -270,7 +270,7 @@ def rows(tries: int = 11) -> list[tuple]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.crowds", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.crowds", description=__doc__.split("\n\n")[0])
     p.add_argument("--tries", type=int, default=11)
     p.add_argument("--crowd", choices=list(CROWDS), action="append", help="only these (default: all)")
     p.add_argument("--hold", nargs=2, metavar=("CROWD", "PORT"), help=argparse.SUPPRESS)  # the crowd's process

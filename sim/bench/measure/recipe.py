@@ -2,7 +2,7 @@
 held-out messages under several samplings, beside the owner's own held-out turns, by the report's
 own measures (stratoecho/substance.py, the voice classifier, real words).
 
-    python -m sim.bench.recipe BUNDLE --data DIR [--sampling NAME=k=v,k=v ...] [--rounds 3] [--json FILE]
+    python -m sim.bench.measure.recipe BUNDLE --data DIR [--sampling NAME=k=v,k=v ...] [--rounds 3] [--json FILE]
 
 Each sampling is the bundle's [sampling] with the keys given changed (temperature, top_p, top_k,
 repeat_penalty, frequency_penalty, presence_penalty, typical_p, min_p, min_tokens); the replies are
@@ -114,7 +114,7 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.bench.recipe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.recipe", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", type=Path, help="the persona bundle")
     p.add_argument("--data", type=Path, required=True, help="its prepare folder (train.jsonl, val.jsonl)")
     p.add_argument("--sampling", action="append", metavar="NAME=k=v,...",

@@ -187,7 +187,7 @@ def bench_ingest(n_messages: int = 1_000_000) -> list[tuple]:
 
     from host_training.ingest.telegram_gen import write_export
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "result.json"
         t0 = time.perf_counter()
@@ -239,7 +239,7 @@ def bench_prepare(n_messages: int = 200_000) -> list[tuple]:
 
     from host_training.ingest.telegram_gen import write_export
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     with tempfile.TemporaryDirectory() as d:
         written = write_export(Path(d) / "result.json", n_messages, seed=2)
         os.sync()  # as in bench_ingest: not the write-back of the file just written
