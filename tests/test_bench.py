@@ -22,11 +22,9 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(link_bench, "protocol_rows", lambda: real_protocol(musings=12, drain_windows=4))
     real_families = bench.bench_families  # one family here; tests/test_pi_families.py checks them all
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
-    from sim.bench.measure import (
-        flood as flood_bench,  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py checks the rows
-    )
+    from sim.bench.measure import aggregator_flood  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py
 
-    monkeypatch.setattr(bench, "bench_flood", lambda: flood_bench.rows(junk=2000))
+    monkeypatch.setattr(bench, "bench_aggregator_flood", lambda: aggregator_flood.rows(junk=2000))
     from sim.bench.measure import listen_flood  # 400,000 datagrams: `make bench`'s; tests/test_frame_quota.py checks the rows
 
     monkeypatch.setattr(bench, "bench_listen_flood", lambda: listen_flood.rows(datagrams=2000, source_mb=0.05,

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sim.bench.measure import crowds, lockout
+from sim.bench.run.flood import Crowd
 
 SAFETY_S = 30.0
 TRICKLE_S = 0.5
 
 
 @contextmanager
-def crowded(tmp_path, name: str, **limits) -> Iterator[tuple[int, str, crowds.Crowd]]:
+def crowded(tmp_path, name: str, **limits) -> Iterator[tuple[int, str, Crowd]]:
     """The dashboard, its operator's cookie and crowd `name` at its steady state."""
     with lockout.dashboard(tmp_path, settle=False, limits=limits) as port:
         cookie = lockout.log_in(port, crowds.OPERATOR)
@@ -49,7 +50,7 @@ def feed(port: int, source: str, cookie: str = "") -> int:
 def test_slow_header_bytes_from_8x32_addresses_in_the_operators_24(tmp_path):
     """The operator's phone on the attacker's /24 gets its page, and so does a watcher there."""
     with crowded(tmp_path, "one-net") as (port, cookie, crowd):
-        crowds.wait_on(crowd, SAFETY_S)
+        crowd.wait_on(SAFETY_S)
         for _ in range(3):
             assert page(port, crowds.OPERATOR, cookie) == 200  # the operator's address: its reserve
             assert page(port, crowds.FIELD_WATCHER) == 200  # a slow connection of the crowd's closed for it
@@ -66,7 +67,7 @@ def test_slow_header_bytes_from_32_addresses_in_two_24s(tmp_path):
         c = crowds.crowd(port, "two-nets", TRICKLE_S)
         c.start()
         try:
-            crowds.wait_on(c, SAFETY_S)
+            c.wait_on(SAFETY_S)
             for i in range(3):
                 assert crowds.time_kept(kept, port, cookie)[1] == 200  # the same connection, still open
                 assert page(port, crowds.WATCHERS.format(i)) == 200
@@ -81,7 +82,7 @@ def test_slow_header_bytes_from_32_addresses_in_two_24s(tmp_path):
 def test_128_feeds_from_128_24s(tmp_path):
     """New watchers get a live feed while 128 networks hold one each (half the feeds)."""
     with crowded(tmp_path, "feeds") as (port, cookie, crowd):
-        crowds.wait_on(crowd, SAFETY_S)
+        crowd.wait_on(SAFETY_S)
         for i in range(3):
             assert feed(port, crowds.WATCHERS.format(i)) == 200
         assert feed(port, crowds.OPERATOR, cookie) == 200 and page(port, crowds.OPERATOR, cookie) == 200
@@ -92,7 +93,7 @@ def test_more_networks_than_feeds_take_turns(tmp_path):
     """Every feed held by the crowd's 128 networks (a pool of 128 here): a new watcher, as its
     browser tries again, gets one once the oldest has had its turn (feed_turn_s, 1 s here)."""
     with crowded(tmp_path, "feeds", streams=128, feed_turn_s=1) as (port, _, crowd):
-        crowds.wait_on(crowd, SAFETY_S)
+        crowd.wait_on(SAFETY_S)
         assert feed(port, crowds.WATCHERS.format(1)) == 503  # every feed young, nobody more than one
         deadline = time.monotonic() + SAFETY_S
         while (status := feed(port, crowds.WATCHERS.format(2))) != 200:

@@ -27,7 +27,8 @@ from groundstation.frame_quota import (
     source_key,
 )
 from groundstation.store import Store
-from sim.bench.measure.listen_flood import PER_PORT, SENDERS, ListenProcess, db_bytes, flood
+from sim.bench.measure.listen_flood import PER_PORT, SENDERS, ListenProcess, flood
+from sim.bench.run.flood import db_bytes
 from stratoecho import wire
 from stratoecho.wire.relay import HEAD_BYTES
 from tests.fakes import AUTH

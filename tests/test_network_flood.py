@@ -256,7 +256,7 @@ def test_limits_refuse_nonsense(bad):
 
 
 def test_the_flood_bench_rows():
-    from sim.bench.measure.flood import rows
+    from sim.bench.measure.aggregator_flood import rows
 
     got = {name: value for name, value, _unit, _note in rows(junk=3000)}
     assert got["aggregator under a flood: honest flight stored"] == "60 + 20"
@@ -265,7 +265,7 @@ def test_the_flood_bench_rows():
 
 def test_the_storage_bench_rows():
     """`make bench`'s flood through a real mosquitto, scaled: the database ends within its cap."""
-    from sim.bench.measure.flood import MOSQUITTO, storage_rows
+    from sim.bench.measure.aggregator_flood import MOSQUITTO, storage_rows
 
     if not MOSQUITTO.exists():
         pytest.skip(f"{MOSQUITTO} is not installed")

@@ -2,7 +2,8 @@
 
 - `run/`      what runs something: systemd's side of the unit (supervisor), the timekeeper and its
               lockstep clock, the channel process (relay), the repair protocol in virtual time (link),
-              power cuts under the store, the payload on the Pi's architecture (pi_check);
+              power cuts under the store, the payload on the Pi's architecture (pi_check), and the one
+              flood driver every flood bench uses (flood);
 - `fly/`      `sim fly`: a whole flight of payload, channel and ground station, and its report.json;
 - `report/`   what a flight's report reads back from its output: the flight engineer's view, the air
               against its plan, the beacons as heard, the musings, their claims and their substance;

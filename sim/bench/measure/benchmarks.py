@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sim.bench.measure.persona import bench_lora, bench_pi
 from sim.bench.measure.training import bench_families, bench_ingest, bench_prepare, bench_quant
+from sim.bench.run.flood import print_rows
 from stratoecho.wire import Kind
 
 # Effective memory bandwidth llama.cpp sees (docs/figures.md), for the predicted tokens/s.
@@ -367,10 +368,10 @@ def bench_basemap() -> list[tuple]:
     ]
 
 
-def bench_flood() -> list[tuple]:
+def bench_aggregator_flood() -> list[tuple]:
     """The station network's aggregator while one login floods it, and its storage under a flood
-    through a real mosquitto (sim/bench/measure/flood.py)."""
-    from .flood import rows, storage_rows
+    through a real mosquitto (sim/bench/measure/aggregator_flood.py)."""
+    from .aggregator_flood import rows, storage_rows
 
     return rows() + storage_rows()
 
@@ -439,14 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             + bench_voice(args.persona)
             + bench_lora() + bench_daemon_memory(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
-            + bench_families() + bench_prediction() + bench_basemap() + bench_flood() + bench_listen_flood() + bench_ssdv_flood()
+            + bench_families() + bench_prediction() + bench_basemap()
+            + bench_aggregator_flood() + bench_listen_flood() + bench_ssdv_flood()
             + bench_dashboard_load()
             + bench_dashboard_lockout() + bench_dashboard_crowds() + bench_network(args.persona))
-    w = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{w}}  {'value':>12}  {'unit':<12}  ratio / note")
-    print("-" * (w + 50))
-    for name, value, unit, note in rows:
-        print(f"{name:<{w}}  {value:>12}  {unit:<12}  {note}")
+    print_rows(rows, header=True)
     return 0
 
 

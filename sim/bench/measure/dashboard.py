@@ -11,6 +11,8 @@ by the view budget) and for the whole world at zoom 4 shifted a little each time
 view allowed, never cached). The watcher (127.0.0.2) loads the page and /api/summary on new
 connections; the operator (127.0.0.3) queues a ping.
 
+The load is held, in a process of its own, by the one flood driver (sim/bench/run/flood.py).
+
     python -m sim.bench.measure.dashboard [--idle 2000 --streams 500 --maps 20 --seconds 20]
 """
 
@@ -22,14 +24,14 @@ import json
 import random
 import re
 import resource
-import selectors
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from ..run.flood import Crowd, feed_request, hold, load_of_its_own
 
 IDLE_FROM, WATCHER, OPERATOR, MAPS_FROM, STREAMS_FROM = "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
 NOFILE = 4096  # the dashboard unit's LimitNOFILE
@@ -51,54 +53,6 @@ sys.stdin.read()
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-class _Holders(threading.Thread):
-    """`n` connections from `source`, each opened again a second after the server ends it;
-    with `request`, each sends it and reads whatever comes back (an event stream)."""
-
-    def __init__(self, port: int, source: str, n: int, stop: threading.Event, request: bytes = b""):
-        super().__init__(daemon=True)
-        self.port, self.source, self.n, self.stop, self.request = port, source, n, stop, request
-        self.opened = self.ended = 0
-
-    def _open(self, sel: selectors.BaseSelector) -> None:
-        sock = socket.socket()
-        sock.bind((self.source, 0))
-        sock.setblocking(False)
-        sock.connect_ex(("127.0.0.1", self.port))
-        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, [True])
-        self.opened += 1
-
-    def run(self) -> None:
-        sel = selectors.DefaultSelector()
-        reopen: list[float] = []
-        for _ in range(self.n):
-            self._open(sel)
-        while not self.stop.is_set():
-            now = time.monotonic()
-            while reopen and reopen[0] <= now:
-                reopen.pop(0)
-                self._open(sel)
-            for key, events in sel.select(0.1):
-                sock, fresh = key.fileobj, key.data
-                try:
-                    if events & selectors.EVENT_WRITE and fresh[0]:
-                        fresh[0] = False
-                        sel.modify(sock, selectors.EVENT_READ, fresh)
-                        if self.request:
-                            sock.send(self.request)
-                        continue
-                    if sock.recv(65536):
-                        continue
-                except OSError:
-                    pass
-                sel.unregister(sock)
-                sock.close()
-                self.ended += 1
-                reopen.append(time.monotonic() + 1.0)
-        for key in list(sel.get_map().values()):
-            key.fileobj.close()
 
 
 def _timed(source: str, port: int, method: str, path: str, body: bytes | None = None,
@@ -142,11 +96,8 @@ def _load(port: int, idle: int, streams: int, maps: int, seconds: float) -> dict
     token = re.search(rb'content="([A-Za-z0-9_-]{20,})"', page).group(1).decode()
     # The base map's first view loads its shapes (~0.3 s): that is a start's cost, not the load's.
     _timed(MAPS_FROM, port, "GET", "/api/basemap?bbox=-1,51,1,52&zoom=8", headers=host)
-    load = subprocess.Popen([sys.executable, "-m", "sim.bench.measure.dashboard", "--hold", str(port), "--idle", str(idle),
-                             "--streams", str(streams), "--maps", str(maps)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        load.stdout.readline()  # the load is on before the first sample
+    with load_of_its_own("sim.bench.measure.dashboard", str(port), "--idle", str(idle), "--streams", str(streams),
+                         "--maps", str(maps)) as held:
         time.sleep(min(3.0, seconds / 4))
         page_s, command_s, failed = [], [], 0
         end = time.monotonic() + seconds
@@ -161,23 +112,17 @@ def _load(port: int, idle: int, streams: int, maps: int, seconds: float) -> dict
             command_s.append(s)
             failed += status != 201
             time.sleep(0.2)
-    finally:
-        load.stdin.close()
-        held = json.loads(load.stdout.readline() or "{}")
-        load.wait(60)
     return {"page_p50_ms": 1000 * _percentile(page_s, 0.5), "page_p99_ms": 1000 * _percentile(page_s, 0.99),
             "command_p50_ms": 1000 * _percentile(command_s, 0.5), "command_p99_ms": 1000 * _percentile(command_s, 0.99),
             "samples": len(page_s) + len(command_s), "failed": failed, **held,
             "idle": idle, "streams": streams, "map_threads": maps}
 
 
-def _hold(port: int, idle: int, streams: int, maps: int) -> dict:
-    """The load, until stdin closes: what it opened and how the map asks were answered."""
+def _hold(port: int, idle: int, streams: int, maps: int) -> None:
+    """The load, in a process of its own until told to stop: what it opened and how the map asks were answered."""
     host = {"Host": f"127.0.0.1:{port}"}
+    crowds = [Crowd(port, [(IDLE_FROM, b"")] * idle), Crowd(port, [(STREAMS_FROM, feed_request(port))] * streams)]
     stop = threading.Event()
-    holders = [_Holders(port, IDLE_FROM, idle, stop),
-               _Holders(port, STREAMS_FROM, streams, stop,
-                        f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())]
     map_answers: dict[int, int] = {}
     lock = threading.Lock()
 
@@ -191,20 +136,23 @@ def _hold(port: int, idle: int, streams: int, maps: int) -> dict:
                 with lock:
                     map_answers[status] = map_answers.get(status, 0) + 1
 
-    for h in holders:
-        h.start()
+    def counts() -> dict:
+        stop.set()
+        for c in crowds:
+            c.stop.set()
+        for w in workers:
+            w.join(35)
+        for c in crowds:
+            c.join(5)
+        return {"idle_opened": crowds[0].opened, "streams_opened": crowds[1].opened,
+                "maps": {str(k): v for k, v in sorted(map_answers.items())}}
+
+    for c in crowds:
+        c.start()
     workers = [threading.Thread(target=ask_maps, args=(i,), daemon=True) for i in range(maps)]
     for w in workers:
         w.start()
-    print("on", flush=True)
-    sys.stdin.read()
-    stop.set()
-    for w in workers:
-        w.join(35)
-    for h in holders:
-        h.join(5)
-    return {"idle_opened": holders[0].opened, "streams_opened": holders[1].opened,
-            "maps": {str(k): v for k, v in sorted(map_answers.items())}}
+    hold(counts)
 
 
 def rows(idle: int = 2000, streams: int = 500, maps: int = 20, seconds: float = 20.0) -> list[tuple]:
@@ -231,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.hold:
         _raise_nofile(args.idle + args.streams + args.maps + 256)
-        print(json.dumps(_hold(args.hold, args.idle, args.streams, args.maps)), flush=True)
+        _hold(args.hold, args.idle, args.streams, args.maps)
         return 0
     print(json.dumps(measure(args.idle, args.streams, args.maps, args.seconds), indent=1))
     return 0

@@ -1,7 +1,8 @@
 """The single receiver under a flood (issue 41): a real `python -m groundstation listen --udp`
 process takes a fixed number of 255-byte junk datagrams from many addresses and ports, and the
 database must stop growing at the storage quota (groundstation/frame_quota.py). The figures
-`make bench` prints; tests/test_frame_quota.py drives the same process.
+`make bench` prints; tests/test_frame_quota.py drives the same process. Sent, paced and counted by
+the one flood driver (sim/bench/run/flood.py).
 
     python -m sim.bench.measure.listen_flood [--datagrams 400000] [--source-quota-mb 90] [--quota-total-mb 180]
 """
@@ -14,7 +15,6 @@ import queue
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,16 +22,13 @@ import threading
 import time
 from pathlib import Path
 
+from ..run.flood import LoopbackSenders, Pace, database_row, db_bytes, drive, print_rows, taken_row
+
 REPO = Path(__file__).resolve().parents[3]
 DATAGRAM = 255  # the longest frame on the air, and the longest `listen --udp` takes
 SENDERS = 16  # loopback addresses the flood comes from, 127.0.0.1 to 127.0.0.16
 PER_PORT = 50  # datagrams sent from one source port before the next
-
-
-def db_bytes(db: Path) -> int:
-    """The database on disk: the file, its write-ahead log and its shared-memory index."""
-    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
-               if p.exists())
+RATE = 8_000  # datagrams a second at most: a round of SENDERS every 2 ms, so that the socket's buffer is not all it meets
 
 
 class ListenProcess:
@@ -92,52 +89,37 @@ class ListenProcess:
         self.events("")  # drain
         return status, "".join(self.lines)
 
+    def stop_clean(self, timeout_s: float = 60.0) -> None:
+        """`stop`, and a RuntimeError with the end of its log unless it exited 0."""
+        status, err = self.stop(timeout_s)
+        if status != 0:
+            raise RuntimeError(f"listen exited {status}:\n{err[-2000:]}")
+
 
 def flood(address: tuple[str, int], datagrams: int, *, senders: int = SENDERS, seed: int = 41,
-          pace_s: float = 0.0) -> int:
+          rate: float | None = None) -> int:
     """Send `datagrams` junk datagrams of DATAGRAM bytes to `address`, from 127.0.0.1..127.0.0.`senders`
-    in turn, each address changing its source port every PER_PORT datagrams; `pace_s` after each
-    round of `senders`. The junk starts with no byte a frame starts with, so each is an error."""
+    in turn, each address changing its source port every PER_PORT datagrams; at most `rate` a second.
+    The junk starts with no byte a frame starts with, so each is an error."""
     rng = random.Random(seed)
-    socks: list[socket.socket] = []
-    try:
-        for i in range(datagrams):
-            k = i % senders
-            if i % (senders * PER_PORT) < senders:  # a fresh port for this address
-                if len(socks) > k:
-                    socks[k].close()
-                    socks[k] = _bound(k)
-                else:
-                    socks.append(_bound(k))
-            socks[k].sendto(b"\x00" + rng.randbytes(DATAGRAM - 1), address)
-            if pace_s and k == senders - 1:
-                time.sleep(pace_s)
-    finally:
-        for s in socks:
-            s.close()
-    return datagrams
+    junk = (b"\x00" + rng.randbytes(DATAGRAM - 1) for _ in range(datagrams))
+    with LoopbackSenders([f"127.0.0.{k + 1}" for k in range(senders)], PER_PORT) as out:
+        return drive(junk, lambda i, datagram: out.send(i, datagram, address),
+                     None if rate is None else Pace(rate, senders))
 
 
-def _bound(k: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((f"127.0.0.{k + 1}", 0))
-    return s
-
-
-def measure(datagrams: int, quota: list[str], pace_s: float) -> dict:
+def measure(datagrams: int, quota: list[str], rate: float | None) -> dict:
     """A fresh database, listen on it, the flood, then listen stopped: sizes before, after, its counts."""
     with tempfile.TemporaryDirectory() as d:
         db, stats = Path(d) / "ground.db", Path(d) / "stats.json"
         listen = ListenProcess(db, *quota, stats=stats)
         before = db_bytes(db)
         t0 = time.perf_counter()
-        flood(listen.address, datagrams, pace_s=pace_s)
+        flood(listen.address, datagrams, rate=rate)
         sent_s = time.perf_counter() - t0
         time.sleep(1.0)  # the last datagrams in the socket's buffer, and a commit
         peak = db_bytes(db)
-        status, err = listen.stop()
-        if status != 0:
-            raise RuntimeError(f"listen exited {status}:\n{err[-2000:]}")
+        listen.stop_clean()
         counts = json.loads(stats.read_text())
         warnings = len([e for e in listen.events("frames past the storage quota not stored")])
         return {"datagrams": datagrams, "sent_s": sent_s, "before": before, "running": peak, "after": db_bytes(db),
@@ -145,7 +127,7 @@ def measure(datagrams: int, quota: list[str], pace_s: float) -> dict:
 
 
 def rows(datagrams: int = 400_000, source_mb: float | None = None, total_mb: float | None = None,
-         pace_s: float = 0.002) -> list[tuple]:
+         rate: float = RATE) -> list[tuple]:
     """The flood against `listen` with its default quotas (or these): the database's size before,
     while flooded and after, against the cap."""
     from groundstation.config import DatabaseSection
@@ -155,15 +137,14 @@ def rows(datagrams: int = 400_000, source_mb: float | None = None, total_mb: flo
     cap = DatabaseSection(source_quota_mb=SOURCE_QUOTA_BYTES / MB if source_mb is None else source_mb,
                                          quota_total_mb=TOTAL_QUOTA_BYTES / MB if total_mb is None else total_mb).frame_quota()
     options = ["--source-quota-mb", f"{cap.source_bytes / MB:g}", "--quota-total-mb", f"{cap.total_bytes / MB:g}"]
-    r = measure(datagrams, options, pace_s)
+    r = measure(datagrams, options, rate)
     offered = r["heard"] * row_bytes(DATAGRAM, "udp 127.0.0.16:65535", utc_now(), "unknown first byte") / MB
     return [
-        ("listen under a UDP flood: database after", f"{r['after'] / MB:,.2f}", "MB",
-         f"cap {cap.total_bytes / MB:g} MB in all ({cap.source_bytes / MB:g} a source); before {r['before'] / MB:.2f} MB, "
-         f"{r['running'] / MB:.1f} with its log while flooded; {offered:,.0f} MB for every frame heard"),
-        ("listen under a UDP flood: datagrams", f"{r['heard']:,}", "heard",
-         f"of {r['datagrams']:,} of {DATAGRAM} B sent from {SENDERS} addresses, a new port every {PER_PORT} "
-         f"({r['sent_s']:.0f} s); {r['not_stored']:,} not stored, {r['warnings']} warnings"),
+        database_row("listen under a UDP flood: database after", (r["before"], r["after"]),
+                     (cap.total_bytes / MB, cap.source_bytes / MB, "source"), offered, "frame heard", r["running"]),
+        taken_row("listen under a UDP flood: datagrams", (r["heard"], "heard"),
+                  (r["datagrams"], f"{DATAGRAM} B sent from {SENDERS} addresses, a new port every {PER_PORT}"),
+                  r["sent_s"], f"{r['not_stored']:,} not stored, {r['warnings']} warnings"),
     ]
 
 
@@ -175,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source-quota-mb", type=float, help="listen's option (default its own)")
     p.add_argument("--quota-total-mb", type=float, help="listen's option (default its own)")
     args = p.parse_args(argv)
-    for name, value, unit, note in rows(args.datagrams, args.source_quota_mb, args.quota_total_mb):
-        print(f"{name:<44}  {value:>12}  {unit:<8}  {note}")
+    print_rows(rows(args.datagrams, args.source_quota_mb, args.quota_total_mb))
     return 0
 
 

@@ -17,6 +17,8 @@ in before the lockout from 127.0.1.250; each try is a new connection from an add
 there (127.0.1.200 on: a feed whose client went away holds its address's slot until its next
 keepalive, and one address has 4).
 
+The lockout is held, and the tries timed beside it, by the one flood driver (sim/bench/run/flood.py).
+
     python -m sim.bench.measure.lockout [--tries 11]
 """
 
@@ -26,17 +28,17 @@ import argparse
 import json
 import os
 import re
-import selectors
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ..run.flood import Crowd, feed_request, hold, load_of_its_own
+from ..run.flood import tries as flood_tries
 
 PASSWORD = "velvet quarry oboe sprocket"  # the bench's own operator password (zxcvbn takes it)
 NOFILE = 4096  # the dashboard unit's LimitNOFILE (systemd/stratoecho-dashboard.service)
@@ -172,119 +174,41 @@ def time_feed(port: int, source: str, cookie: str) -> tuple[float, int]:
     return taken, status
 
 
-class Holders(threading.Thread):
-    """One connection per (source, request) in `wanted`, each opened again a second after the
-    server ends it; a request's answer is read as it comes (a live feed). Counts what the server
-    ended, and how many feeds are on (answered 200 and still open)."""
-
-    def __init__(self, port: int, wanted: list[tuple[str, bytes]], stop: threading.Event):
-        super().__init__(daemon=True)
-        self.port, self.wanted, self.stop = port, wanted, stop
-        self.opened = self.ended = self.feeds_on = self.refused = 0
-
-    def _open(self, sel: selectors.BaseSelector, which: int) -> None:
-        sock = socket.socket()
-        sock.bind((self.wanted[which][0], 0))
-        sock.setblocking(False)
-        sock.connect_ex(("127.0.0.1", self.port))
-        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, {"which": which, "fresh": True, "on": False})
-        self.opened += 1
-
-    def _event(self, sel: selectors.BaseSelector, sock: socket.socket, state: dict, events: int) -> bool:
-        """Whether the connection goes on."""
-        request = self.wanted[state["which"]][1]
-        if events & selectors.EVENT_WRITE and state["fresh"]:
-            state["fresh"] = False
-            sel.modify(sock, selectors.EVENT_READ, state)
-            if request:
-                sock.send(request)
-            return True
-        data = sock.recv(65536)
-        if data and request and not state["on"] and data.startswith(b"HTTP/1.1 "):
-            state["on"] = data.startswith(b"HTTP/1.1 200")
-            self.feeds_on += state["on"]
-            self.refused += not state["on"]
-        return bool(data)
-
-    def run(self) -> None:
-        sel = selectors.DefaultSelector()
-        reopen: list[tuple[float, int]] = []
-        for which in range(len(self.wanted)):
-            self._open(sel, which)
-        while not self.stop.is_set():
-            while reopen and reopen[0][0] <= time.monotonic():
-                self._open(sel, reopen.pop(0)[1])
-            for key, events in sel.select(0.1):
-                sock, state = key.fileobj, key.data
-                try:
-                    if self._event(sel, sock, state, events):
-                        continue
-                except OSError:  # reset by the server: ended, as a close is
-                    pass
-                sel.unregister(sock)
-                sock.close()
-                self.ended += 1
-                self.feeds_on -= state["on"]
-                reopen.append((time.monotonic() + 1.0, state["which"]))
-        for key in list(sel.get_map().values()):
-            key.fileobj.close()
-
-
-def _hold(port: int) -> dict:
-    """The lockout, until stdin closes: 'on' once every feed is held and the server has closed
-    idle connections for room (every slot is taken), then what it held."""
-    feed = f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    stop = threading.Event()
-    feeds = Holders(port, [(source, feed) for source in FEEDS_FROM for _ in range(FEEDS_EACH)], stop)
-    idle = Holders(port, [(source, b"") for source in IDLE_FROM for _ in range(IDLE_EACH)], stop)
+def _hold(port: int) -> None:
+    """The lockout, in a process of its own: 'on' once every feed is held and the server has closed
+    idle connections for room (every slot is taken), then held until told to stop."""
+    feeds = Crowd(port, [(source, feed_request(port)) for source in FEEDS_FROM for _ in range(FEEDS_EACH)])
+    idle = Crowd(port, [(source, b"") for source in IDLE_FROM for _ in range(IDLE_EACH)])
     feeds.start()
-    deadline = time.monotonic() + START_S
-    while feeds.feeds_on < len(feeds.wanted) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    feeds.wait_on(START_S)
     idle.start()
-    while idle.ended == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    idle.wait_on(START_S, until=lambda: idle.ended > 0)
     time.sleep(1.5)  # the first closed ones opened again: the churn of a held lockout
-    print("on", flush=True)
     before, started = idle.ended, time.monotonic()
-    sys.stdin.read()
-    closed, timed_s = idle.ended - before, time.monotonic() - started
-    stop.set()
-    feeds.join(5)
-    idle.join(5)
-    return {"feeds_on": feeds.feeds_on, "idle_opened": idle.opened, "idle_closed_while_timed": closed,
-            "idle_closed_per_s": closed / timed_s}
+
+    def counts() -> dict:
+        closed, timed_s = idle.ended - before, time.monotonic() - started
+        for crowd in (feeds, idle):
+            crowd.stop.set()
+            crowd.join(5)
+        return {"feeds_on": feeds.feeds_on, "idle_opened": idle.opened, "idle_closed_while_timed": closed,
+                "idle_closed_per_s": closed / timed_s}
+
+    hold(counts)
 
 
 def measure(tries: int = 11) -> dict:
     """The operator's page and feed's first byte, median of `tries`, without and with the lockout."""
+    tries = min(tries, 25)  # a new address for each try: 175 on, 200 on, 225 on, below OPERATOR
     with tempfile.TemporaryDirectory() as tmp, dashboard(Path(tmp)) as port:
         cookie = log_in(port, OPERATOR)
-        _tries(port, cookie, 3, 175)  # untimed: the first answers' own costs
-        quiet = _tries(port, cookie, tries, 200)
-        load = subprocess.Popen([sys.executable, "-m", "sim.bench.measure.lockout", "--hold", str(port)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            if load.stdout.readline().strip() != "on":
-                raise RuntimeError("the lockout did not come on")
-            locked = _tries(port, cookie, tries, 225)
-        finally:
-            load.stdin.close()
-            held = json.loads(load.stdout.readline() or "{}")
-            load.wait(60)
+        asks = {"page": lambda i: time_page(port, TRIES_FROM.format(i), cookie),
+                "feed": lambda i: time_feed(port, TRIES_FROM.format(i), cookie)}
+        flood_tries(asks, 3, 175)  # untimed: the first answers' own costs
+        quiet = flood_tries(asks, tries, 200)
+        with load_of_its_own("sim.bench.measure.lockout", str(port)) as held:
+            locked = flood_tries(asks, tries, 225)
     return {"quiet": quiet, "locked": locked, "tries": tries, **held}
-
-
-def _tries(port: int, cookie: str, tries: int, first: int) -> dict:
-    page, feed, statuses = [], [], []
-    for i in range(min(tries, 25)):
-        for timer, times in ((time_page, page), (time_feed, feed)):
-            seconds, status = timer(port, TRIES_FROM.format(first + i), cookie)
-            times.append(seconds)
-            statuses.append(status)
-        time.sleep(0.2)  # the lockout's closed connections open again between tries
-    return {"page_ms": 1000 * statistics.median(page), "feed_ms": 1000 * statistics.median(feed),
-            "failed": sum(status != 200 for status in statuses)}
 
 
 def rows(tries: int = 11) -> list[tuple]:
@@ -308,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the lockout's own process
     args = p.parse_args(argv)
     if args.hold:
-        print(json.dumps(_hold(args.hold)), flush=True)
+        _hold(args.hold)
         return 0
     print(json.dumps(measure(args.tries), indent=1))
     return 0

@@ -3,7 +3,8 @@ with the flight key answers the balloon's window cues while SSDV packets under o
 arrive at a steady rate. Once each packet had the whole picture decoded again: 10 packets a
 second made a cue's answer 8 s late and the next one refused. Now a stranger's packet is a
 lookup and a row (groundstation/pictures.py); `make bench` prints how many cues were answered
-inside their window and how long the answers took, without the flood and with it.
+inside their window and how long the answers took, without the flood and with it. The flood is sent
+and paced by the one flood driver (sim/bench/run/flood.py).
 
     python -m sim.bench.measure.ssdv_flood [--rate 100] [--seconds 40]
 """
@@ -11,6 +12,7 @@ inside their window and how long the answers took, without the flood and with it
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import socket
 import statistics
@@ -21,6 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..run.flood import LoopbackSenders, Pace, drive, print_rows
 from .listen_flood import ListenProcess
 
 CALLSIGN, BOOT, LISTEN_S = "STRATO1", 3, 22  # the cue says the payload listens 22 s (config/payload.pi.toml)
@@ -49,19 +52,8 @@ def stranger_packets(n: int, seed: int = 50) -> list[bytes]:
 
 def _flood(address, frames: list[bytes], rate: float, stop: threading.Event) -> int:
     """Send `frames` over and over at `rate` a second from 127.0.0.2 until `stop`; how many went."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.2", 0))
-    sent, t0 = 0, time.monotonic()
-    try:
-        while not stop.is_set():
-            due = t0 + sent / rate
-            if (wait := due - time.monotonic()) > 0:
-                time.sleep(wait)
-            s.sendto(frames[sent % len(frames)], address)
-            sent += 1
-    finally:
-        s.close()
-    return sent
+    with LoopbackSenders(["127.0.0.2"]) as out:
+        return drive(itertools.cycle(frames), lambda i, frame: out.send(i, frame, address), Pace(rate), stop)
 
 
 def measure(rate: float, seconds: float) -> dict:
@@ -114,11 +106,9 @@ def measure(rate: float, seconds: float) -> dict:
             stop.set()
             if rate > 0:
                 flooder.join(timeout=10)
-            status, err = listen.stop()
             air.close()
             bridge.close()
-        if status != 0:
-            raise RuntimeError(f"listen exited {status}:\n{err[-2000:]}")
+            listen.stop_clean()
         return {"answers": answers, "flood_sent": counted[0] if counted else 0}
 
 
@@ -144,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="strangers' SSDV packets a second (default 100)")
     p.add_argument("--seconds", type=float, default=40.0, help="how long each run lasts (default 40)")
     args = p.parse_args(argv)
-    for name, value, unit, note in rows(args.rate, args.seconds):
-        print(f"{name:<60}  {value:>10}  {unit:<6}  {note}")
+    print_rows(rows(args.rate, args.seconds))
     return 0
 
 

@@ -7,7 +7,10 @@ Its storage under a flood through a real mosquitto (issue 41, `storage_rows`): m
 publish messages as long as the aggregator reads (a 255-byte frame and an origin of ~1.3 KB), and
 the database stops at the byte quota; skipped, saying so, where mosquitto is not installed.
 
-    python -m sim.bench.measure.flood [--junk 100500] [--storage]
+Both floods are sent and counted, each in a process of its own, by the one flood driver
+(sim/bench/run/flood.py).
+
+    python -m sim.bench.measure.aggregator_flood [--junk 100500] [--storage]
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import random
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from stratoecho.wire.downlink import DownlinkAuth
 from stratoecho.wire.uplink_keys import new_key
+
+from ..run.flood import database_row, db_bytes, drive, in_own_process, print_rows, taken_row
 
 CALLSIGN, BOOT = "SE1", 7
 # When the stations say they heard it: now, as the aggregator takes only times near its own clock.
@@ -30,6 +36,8 @@ AT = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 # The flight's key, made afresh for each run: the aggregator checks the honest frames' tags with it.
 AUTH = DownlinkAuth.from_flight_key(new_key())
+COMMIT_EVERY = 4096  # messages the aggregator takes between two commits
+
 
 def flight() -> list[bytes]:
     """60 telemetry sentences and 20 musings and events, each in fragments with 2 parity."""
@@ -58,6 +66,12 @@ def _message(station: str, n: int, data: bytes) -> tuple[str, bytes]:
     return f"stratoecho/{CALLSIGN}/frames/{station}", json.dumps(body).encode()
 
 
+def _spread(honest: list, junk: list) -> list:
+    """`junk` spread evenly through `honest`: each honest message, then its share of the junk."""
+    per = len(junk) // len(honest) + 1
+    return [m for n, message in enumerate(honest) for m in (message, *junk[n * per:(n + 1) * per])]
+
+
 def measure(junk: int, db: Path) -> dict:
     """hill relays the flight, then harbour; `evil`'s junk is spread evenly through both."""
     import sqlite3
@@ -74,18 +88,16 @@ def measure(junk: int, db: Path) -> dict:
     rng = random.Random(31)
     junk_messages = [_message("evil", n, rng.randbytes(rng.randint(40, 120))) for n in range(junk)]
     honest_messages = [_message(s, n, f) for s, n, f in honest]
-    per = len(junk_messages) // len(honest_messages) + 1
     before = hwm_kib()
     agg = Aggregator("127.0.0.1", 1, db, downlink=AUTH)  # never connects: fed directly, default limits
-    t0 = time.perf_counter()
-    j = 0
-    for topic, payload in honest_messages:
-        agg._handle(topic, payload)
-        for topic, payload in junk_messages[j:j + per]:
-            agg._handle(topic, payload)
-        j += per
-        if j % 4096 < per:
+
+    def take(i: int, message: tuple[str, bytes]) -> None:
+        agg._handle(*message)
+        if (i + 1) % COMMIT_EVERY == 0:
             agg.store.commit()
+
+    t0 = time.perf_counter()
+    drive(_spread(honest_messages, junk_messages), take)
     agg.store.commit()
     elapsed = time.perf_counter() - t0
     peak = hwm_kib() - before
@@ -103,9 +115,7 @@ def measure(junk: int, db: Path) -> dict:
 
 def rows(junk: int = 100_500) -> list[tuple]:
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-m", "sim.bench.measure.flood", "--child", "--junk", str(junk), "--db",
-                              str(Path(d) / "agg.db")], capture_output=True, text=True, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = in_own_process("sim.bench.measure.aggregator_flood", "--child", "--junk", str(junk), "--db", str(Path(d) / "agg.db"))
     total = r["junk"] + r["honest"]
     return [
         ("aggregator under a flood: frames handled", f"{total / r['elapsed_s']:,.0f}", "frames/s",
@@ -150,6 +160,14 @@ def _broker(folder: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("mosquitto did not start")
 
 
+def _storage_flood(stations: int, messages: int, rng: random.Random) -> Iterator[tuple[str, str]]:
+    """Each login's messages in turn, as long as the aggregator reads: a 255-byte frame and ORIGIN."""
+    for n in range(messages):
+        for k in range(stations):
+            body = {"v": 1, "id": f"s{k}:{n}", "received_at": AT, "hex": rng.randbytes(255).hex(), "origin": ORIGIN}
+            yield f"stratoecho/{CALLSIGN}/frames/s{k:02d}", json.dumps(body)
+
+
 def measure_storage(folder: Path, quota_mb: float, total_mb: float, stations: int = STORAGE_STATIONS,
                     messages: int = STORAGE_MESSAGES) -> dict:
     """The flood through the broker into an aggregator with these quotas; sizes and counts."""
@@ -160,7 +178,6 @@ def measure_storage(folder: Path, quota_mb: float, total_mb: float, stations: in
 
     from groundstation.network import Aggregator
     from groundstation.station_limits import StationLimits
-    from sim.bench.measure.listen_flood import db_bytes
 
     proc, port = _broker(folder)
     db = folder / "agg.db"
@@ -177,12 +194,11 @@ def measure_storage(folder: Path, quota_mb: float, total_mb: float, stations: in
         client.max_queued_messages_set(0)
         client.connect("127.0.0.1", port)
         client.loop_start()
-        t0, sent = time.perf_counter(), stations * messages
-        for n in range(messages):
-            for k in range(stations):
-                body = {"v": 1, "id": f"s{k}:{n}", "received_at": AT, "hex": rng.randbytes(255).hex(), "origin": ORIGIN}
-                info = client.publish(f"stratoecho/{CALLSIGN}/frames/s{k:02d}", json.dumps(body), qos=1)
-        info.wait_for_publish(300)
+        published = []
+        t0 = time.perf_counter()
+        sent = drive(_storage_flood(stations, messages, rng),
+                     lambda i, message: published.append(client.publish(*message, qos=1)))
+        published[-1].wait_for_publish(300)
         deadline = time.monotonic() + 300
         while agg.stats.messages < sent and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -207,28 +223,24 @@ def storage_rows(quota_mb: float = 9.0, total_mb: float = 45.0, stations: int = 
     if not MOSQUITTO.exists():
         return [(name, "skipped", "", f"{MOSQUITTO} is not installed (Debian package mosquitto)")]
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-m", "sim.bench.measure.flood", "--storage-child", "--db", d,
-                              "--quota-mb", str(quota_mb), "--total-mb", str(total_mb),
-                              "--stations", str(stations), "--messages", str(messages)],
-                             capture_output=True, text=True, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    from groundstation.frame_quota import row_bytes
+        r = in_own_process("sim.bench.measure.aggregator_flood", "--storage-child", "--db", d,
+                           "--quota-mb", str(quota_mb), "--total-mb", str(total_mb),
+                           "--stations", str(stations), "--messages", str(messages))
+    from groundstation.frame_quota import MB, row_bytes
 
-    offered = r["sent"] * row_bytes(255, "mqtt " + ORIGIN, AT, "s00", "unknown first byte") / 1e6  # every row stored
+    offered = r["sent"] * row_bytes(255, "mqtt " + ORIGIN, AT, "s00", "unknown first byte") / MB  # every row stored
     return [
-        (name, f"{r['after'] / 1e6:,.2f}", "MB",
-         f"cap {r['total_mb']:g} MB in all ({r['quota_mb']:g} a station); before {r['before'] / 1e6:.2f} MB; "
-         f"{offered:,.0f} MB for every message"),
-        ("aggregator under a flood through mosquitto: messages", f"{r['handled']:,}", "handled",
-         f"of {r['sent']:,} of ~2 KB from {r['stations']} logins ({r['elapsed_s']:.0f} s); {r['stored']:,} stored, "
-         f"{r['over_quota']:,} past the quota"),
+        database_row(name, (r["before"], r["after"]), (r["total_mb"], r["quota_mb"], "station"), offered, "message"),
+        taken_row("aggregator under a flood through mosquitto: messages", (r["handled"], "handled"),
+                  (r["sent"], f"~2 KB sent from {r['stations']} logins"), r["elapsed_s"],
+                  f"{r['stored']:,} stored, {r['over_quota']:,} past the quota"),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.flood", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sim.bench.measure.aggregator_flood", description=__doc__.splitlines()[0])
     p.add_argument("--junk", type=int, default=100_500, help="junk frames the hostile station sends (default 100500)")
     p.add_argument("--storage", action="store_true", help="the storage flood through a real mosquitto instead")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -247,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                if args.storage_child else measure(args.junk, args.db))
         print(json.dumps(got))
         return 0
-    for name, value, unit, note in (storage_rows() if args.storage else rows(args.junk)):
-        print(f"{name:<52}  {value:>12}  {unit:<12}  {note}")
+    print_rows(storage_rows() if args.storage else rows(args.junk))
     return 0
 
 
