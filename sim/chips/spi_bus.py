@@ -62,4 +62,4 @@ def chip_simulator(chip: str) -> Callable[..., SpiSocket]:
     try:
         return SIMULATORS[chip]
     except KeyError:
-        raise ValueError(f"the bench has no simulated {chip!r} chip: it simulates {', '.join(SIMULATORS)}") from None
+        raise ValueError(f"the bench has no simulated {chip!r} chip: it simulates {', '.join(sorted(SIMULATORS))}") from None

@@ -75,7 +75,7 @@ def i2c_simulator(name: str) -> I2cSimulator:
     try:
         return SIMULATORS[name]
     except KeyError:
-        raise ValueError(f"the bench has no simulated {name!r} sensor: it simulates {', '.join(SIMULATORS)} (a "
+        raise ValueError(f"the bench has no simulated {name!r} sensor: it simulates {', '.join(sorted(SIMULATORS))} (a "
                          "maker's simulator module goes in [sim] simulators)") from None
 
 

@@ -124,6 +124,16 @@ class SpiChip(ABC):
         if reset_pin is not None:
             self._reset()
 
+    def _packet(self, frame: bytes, settings: LoRaSettings | None) -> tuple[bytes, float]:
+        """`frame` as one packet, the chip tuned for `settings` (None: its own channel): zero-padded to
+        an implicit header's fixed length, and its time on air; RadioError for one that does not fit."""
+        self._tune(settings)
+        s = self.settings
+        n = s.packet_bytes(len(frame))
+        if len(frame) > n or n > 255:
+            raise RadioError(f"{self.name}: a frame of {len(frame)} bytes does not fit one LoRa packet of {n}")
+        return bytes(frame).ljust(n, b"\0"), s.airtime_s(len(frame))
+
     def _reset(self) -> None:
         self.reset.off()
         self.clock.wait(self.RESET_S, threading.Event())

@@ -237,13 +237,8 @@ class Sx126xRadio(SpiChip):
 
     def send(self, frame: bytes, settings: LoRaSettings | None = None) -> None:
         """Key `frame` with `settings` (None: the chip's own channel); returns at TxDone."""
-        self._tune(settings)
-        s = self.settings
-        n = s.packet_bytes(len(frame))
-        if len(frame) > n or n > 255:
-            raise RadioError(f"{self.name}: a frame of {len(frame)} bytes does not fit one LoRa packet of {n}")
-        packet = bytes(frame).ljust(n, b"\0")  # implicit header: the fixed length, zero-padded
-        air_s = s.airtime_s(len(frame))
+        packet, air_s = self._packet(frame, settings)
+        n = len(packet)
         with self._lock:
             self._standby()
             self._packet_params(n)
