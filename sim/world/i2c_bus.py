@@ -170,7 +170,25 @@ def _invert(f, target: float, lo: int, hi: int) -> int:
     return min((a, b), key=lambda x: abs(f(x) - target))
 
 
-class Bme280Device:
+class ChipFaults:
+    """The faults a simulated sensor takes (`stuck`, `impossible`), each chip reading them its way:
+    the BME280's pressure ADC reads zero (about 1600 hPa, beyond any atmosphere), the INA219's bus
+    ADC 30 V (beyond its 26 V maximum)."""
+
+    stuck = False  # conversions stop updating the data registers: the last values stay
+    impossible = False  # the chip delivers what no atmosphere or supply can give
+
+    def stick(self) -> None:
+        self.stuck = True
+
+    def unstick(self) -> None:
+        self.stuck = False
+
+    def set_impossible(self, on: bool = True) -> None:
+        self.impossible = on
+
+
+class Bme280Device(ChipFaults):
     """Register-level BME280: id 0x60, soft reset, ctrl/status, forced conversions."""
 
     def __init__(
@@ -208,16 +226,6 @@ class Bme280Device:
         """Deliver these raw ADC values from the next conversion on."""
         self._raw = (adc_t, adc_p, adc_h)
 
-    def stick(self) -> None:
-        """Conversions stop updating the data registers (last values stay)."""
-        self.stuck = True
-
-    def unstick(self) -> None:
-        self.stuck = False
-
-    def set_impossible(self, on: bool = True) -> None:
-        """The pressure ADC reads zero: compensates to about 1600 hPa, beyond any atmosphere."""
-        self.impossible = on
 
     def raw_for(self, temperature_c: float, pressure_hpa: float, humidity_pct: float) -> tuple[int, int, int]:
         c = self.calibration
@@ -292,7 +300,7 @@ class Bme280Device:
 # --- INA219 -------------------------------------------------------------------------
 
 
-class Ina219Device:
+class Ina219Device(ChipFaults):
     """Register-level INA219: 16-bit registers sent MSB first, calibration-driven
     current and power registers, CNVR/OVF flags in the bus-voltage register."""
 
@@ -310,15 +318,6 @@ class Ina219Device:
         if shunt_mv is not None:
             self.shunt_mv = shunt_mv
 
-    def stick(self) -> None:
-        self.stuck = True
-
-    def unstick(self) -> None:
-        self.stuck = False
-
-    def set_impossible(self, on: bool = True) -> None:
-        """The bus ADC reports 30 V: beyond the chip's 26 V maximum."""
-        self.impossible = on
 
     def power_on_reset(self) -> None:
         self.regs = {0x00: 0x399F, 0x01: 0, 0x02: 0, 0x03: 0, 0x04: 0, 0x05: 0}

@@ -4,16 +4,17 @@ sensors (sim/world/i2c_sensors.py), which put it on the bus its `[devices.fake_c
 
 from __future__ import annotations
 
+from sim.world.i2c_bus import ChipFaults
 from sim.world.i2c_sensors import I2cSimulator, WorldNow, register_i2c_simulator
 from tests.fake_sensor.driver import CHIP_ID, REG_ID, REG_PPM, REG_START
 
 
-class FakeCo2Chip:
-    """Its registers: the id, a start register, the last measurement (big-endian ppm)."""
+class FakeCo2Chip(ChipFaults):
+    """Its registers: the id, a start register, the last measurement (big-endian ppm); the faults
+    every simulated sensor takes (stuck, impossible: 0xFFFF ppm)."""
 
     def __init__(self, ppm: float = 420.0, seed: int = 1):
         self.ppm, self.seed = ppm, seed
-        self.stuck = self.impossible = False
         self.measurements = 0
         self.regs = bytearray(256)
         self.regs[REG_ID] = CHIP_ID
@@ -26,15 +27,6 @@ class FakeCo2Chip:
             self.measurements += 1
             value = 0xFFFF if self.impossible else round(self.ppm) + self.measurements % 3  # a little noise
             self.regs[REG_PPM:REG_PPM + 2] = value.to_bytes(2, "big")
-
-    def stick(self) -> None:
-        self.stuck = True
-
-    def unstick(self) -> None:
-        self.stuck = False
-
-    def set_impossible(self, on: bool = True) -> None:
-        self.impossible = on
 
 
 def sense(chip: FakeCo2Chip, table, world: WorldNow) -> None:
