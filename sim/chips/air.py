@@ -160,7 +160,7 @@ class Antenna:
 
 
 class ChipOnAir:
-    """What both simulated chips do as a packet reaches them, before their own registers take it."""
+    """What both simulated chips do as a packet reaches them (`hear`), before their own registers take it (`_take`)."""
 
     other_channel: int  # packets keyed on another channel: not heard, listening or not
 
@@ -168,15 +168,21 @@ class ChipOnAir:
 
     def settings(self) -> ModemSettings: ...
 
-    def _arriving(self, sent_with: AirSettings | None) -> ModemSettings | None:
-        """The chip's settings as a packet arrives (a transmission ended first), or None when it was
-        keyed on another channel than the chip's (None `sent_with`: on the chip's own)."""
+    def _take(self, packet: bytes, s, rssi_dbm: float, snr_db: float, crc_ok: bool) -> bool:
+        """The chip's registers take the packet (on its channel), or it is missed (not listening)."""
+        raise NotImplementedError
+
+    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True, *,
+             sent_with: AirSettings | None = None) -> bool:
+        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
+        `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
+        heard (`other_channel`), listening or not. None: on the chip's own channel."""
         self._finish_tx()
         s = self.settings()
         if sent_with is not None and not sent_with.heard_with(s):
             self.other_channel += 1
-            return None
-        return s
+            return False
+        return self._take(packet, s, rssi_dbm, snr_db, crc_ok)
 
 
 def deliver(chip, now: float) -> None:

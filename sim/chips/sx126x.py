@@ -42,7 +42,7 @@ from gpiozero.pins.mock import MockPin
 
 from stratoecho.airtime import lora_airtime_s
 
-from .air import AirSettings, Antenna, ChipOnAir, ModemSettings, deliver
+from .air import Antenna, ChipOnAir, ModemSettings, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
@@ -420,13 +420,7 @@ class Sx126xChip(ChipOnAir):
             preamble=preamble, payload_length=length,
             power_dbm=row - (22 - self.tx_power) if row is not None else math.nan)
 
-    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True, *,
-             sent_with: AirSettings | None = None) -> bool:
-        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
-        `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
-        heard (`other_channel`), listening or not. None: on the chip's own channel."""
-        if (s := self._arriving(sent_with)) is None:
-            return False
+    def _take(self, packet: bytes, s: ChipSettings, rssi_dbm: float, snr_db: float, crc_ok: bool) -> bool:
         switched = self.dio2_switch or not self.rf_switch_on_dio2
         if self.mode != MODE_RX or self.packet_type != 0x01 or not switched:
             self.missed += 1

@@ -48,7 +48,7 @@ import structlog
 from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
-from .air import AirSettings, Antenna, ChipOnAir, ModemSettings, deliver
+from .air import Antenna, ChipOnAir, ModemSettings, deliver
 from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
@@ -256,13 +256,7 @@ class Sx127xChip(ChipOnAir):
             power_dbm=power,
         )
 
-    def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True, *,
-             sent_with: AirSettings | None = None) -> bool:
-        """A packet arrives; True if the chip took it (listening in LoRa RX), else it is missed.
-        `sent_with`: the settings it was keyed with; on another channel than the chip's it is not
-        heard (`other_channel`), listening or not. None: on the chip's own channel."""
-        if (s := self._arriving(sent_with)) is None:
-            return False
+    def _take(self, packet: bytes, s: ChipSettings, rssi_dbm: float, snr_db: float, crc_ok: bool) -> bool:
         if not (self.lora and self.mode in (MODE_RX_CONTINUOUS, MODE_RX_SINGLE)):
             self.missed += 1
             return False
