@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -159,18 +160,22 @@ class Antenna:
         return whole
 
 
-class ChipOnAir:
+class ChipOnAir(ABC):
     """What both simulated chips do as a packet reaches them (`hear`), before their own registers take it (`_take`)."""
 
     other_channel: int  # packets keyed on another channel: not heard, listening or not
 
-    def _finish_tx(self) -> None: ...
+    @abstractmethod
+    def _finish_tx(self) -> None:
+        """A transmission whose time on air is over ends (TxDone), before anything is heard."""
 
-    def settings(self) -> ModemSettings: ...
+    @abstractmethod
+    def settings(self) -> ModemSettings:
+        """The modem settings its registers hold now."""
 
+    @abstractmethod
     def _take(self, packet: bytes, s, rssi_dbm: float, snr_db: float, crc_ok: bool) -> bool:
         """The chip's registers take the packet (on its channel), or it is missed (not listening)."""
-        raise NotImplementedError
 
     def hear(self, packet: bytes, rssi_dbm: float = -100.0, snr_db: float = 8.0, crc_ok: bool = True, *,
              sent_with: AirSettings | None = None) -> bool:
