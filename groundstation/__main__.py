@@ -14,7 +14,7 @@ from stratoecho.keygen import add_keygen_command
 from stratoecho.wire.uplink import KeyFileError
 
 from .assembly import StartError, build_listener
-from .config import ground_config, unset_listen_defaults
+from .config import ground_config, station_file, unset_listen_defaults
 from .display import format_json, format_summary
 from .frame_quota import add_frame_quota_arguments
 from .link.flights import Flights
@@ -189,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_publish_arguments(listen)  # --mqtt, --station, --mqtt-prefix
     unset_listen_defaults(listen)  # the defaults are the configuration's: a flag given always overrides
     register_network_cli(sub)
-    register_export_cli(sub)
-    register_watch_cli(sub)
-    register_serve_cli(sub)
+    station_file(register_export_cli(sub), "export")  # --config: the same file as listen's
+    station_file(register_watch_cli(sub), "watch")
+    station_file(register_serve_cli(sub), "serve")
     add_map_parser(sub)
     return parser
 

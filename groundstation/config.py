@@ -15,6 +15,7 @@ make the configuration, as they always did.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from .network.settings import NetworkSection
 from .network.topics import topic_level
 from .predict import DEFAULT_BURST_ALT_M, DEFAULT_DESCENT_RATE_M_S
 from .sources.registry import HostPort, SourceSettings, source_from_flags, source_settings
+from .web.settings import DashboardSection
 
 
 class DatabaseSection(Section):
@@ -113,6 +115,7 @@ class GroundConfig(Section):
     proxy: ProxySection = Field(default_factory=ProxySection)
     output: OutputSection = Field(default_factory=OutputSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)
 
     @field_validator("source", mode="wrap")
     @classmethod
@@ -244,3 +247,85 @@ def ground_config(args: argparse.Namespace) -> GroundConfig:
 def load_ground_config(path: str | Path) -> GroundConfig:
     """A station's file alone (no flags), checked: what `listen --config FILE` starts from."""
     return load_toml(path, GroundConfig)
+
+
+# --------------------------------------------------------------------------- serve, export, watch
+
+
+def _home(config: GroundConfig, args: argparse.Namespace) -> list[float] | None:
+    position = config.station.position or config.exports.sondehub.position
+    return None if position is None else list(position)
+
+
+def _uploader(config: GroundConfig, args: argparse.Namespace) -> str | None:
+    """export's --uploader: for the pictures, the SSDV table's own receiver first."""
+    ssdv = config.exports.ssdv.uploader if args.format == "ssdv" else None
+    return ssdv or config.exports.sondehub.uploader
+
+
+def _out(config: GroundConfig, args: argparse.Namespace) -> str | None:
+    """export's --out for the uploads: the server the live uploader uses."""
+    return {"sondehub": config.exports.sondehub.url, "ssdv": config.exports.ssdv.url}.get(args.format)
+
+
+_CHASE = {"burst_alt": ("exports", "udp_feed", "burst_alt_m"),
+          "descent_rate": ("exports", "udp_feed", "descent_rate_m_s")}
+
+# The other commands' flags that a station's file stands in for, as FLAGS are for listen (flags >
+# file > defaults): the flag's dest -> its key, or what the key's value is read from. A flag that
+# repeats adds to the file's list.
+FILE_KEYS: dict[str, dict[str, tuple[str, ...] | Callable]] = {
+    "serve": {"db": ("database", "path"), "home": _home, **_CHASE,
+              **{dest: ("dashboard", key) for dest, key in (
+                  ("host", "host"), ("port", "port"), ("allow_host", "allow_hosts"), ("operator_file", "operator_file"),
+                  ("tiles", "tiles"), ("tile_url", "tile_url"), ("session_hours", "session_hours"),
+                  ("flight_db", "flight_dbs"), ("limit", "limits"))}},
+    "export": {"db": ("database", "path"), "uploader": _uploader, "out": _out},
+    "watch": {"db": ("database", "path"), "home": _home, **_CHASE},
+}
+
+
+def _key(config: GroundConfig, args: argparse.Namespace, key: tuple[str, ...] | Callable) -> object:
+    if callable(key):
+        return key(config, args)
+    value: object = config
+    for name in key:
+        value = getattr(value, name)
+    return list(value.items()) if isinstance(value, dict) else value
+
+
+def station_file(command: argparse.ArgumentParser, name: str) -> None:
+    """Give `name` (serve, export, watch) `--config FILE`: the station's file that `listen --config`
+    reads, whose keys stand in for the flags not given (`FILE_KEYS`). The command's `func` then
+    reads the file first; a file that will not do is said (the file, the key, what was expected)
+    with exit status 2. Its flags' defaults stay the command's own."""
+    keys = FILE_KEYS[name]
+    defaults = {dest: command.get_default(dest) for dest in keys}
+    command.set_defaults(**dict.fromkeys(keys))  # None: not given, so the file's key may stand in
+    command.add_argument("--config", type=Path, metavar="FILE",
+                         help="the station's configuration (config/ground.toml, as `listen --config` reads it): "
+                              "its keys stand in for the flags not given (docs/ground.md, \"The station's "
+                              "configuration file\")")
+    run = command.get_default("func")
+
+    def with_file(args: argparse.Namespace, *more, **kw) -> int:
+        try:
+            config = load_ground_config(args.config) if args.config is not None else None
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for dest, key in keys.items():
+            given = getattr(args, dest)
+            from_file = None if config is None else _key(config, args, key)
+            if isinstance(defaults[dest], list):  # repeated: the file's, then the flags'
+                given = [*(from_file or []), *(given or [])]
+            elif given is None:
+                given = defaults[dest] if from_file is None else from_file
+            setattr(args, dest, given)
+        if args.db is None:
+            print(f"error: no database: --db FILE{'' if config is None else f', or [database] path in {args.config}'}",
+                  file=sys.stderr)
+            return 2
+        return run(args, *more, **kw)
+
+    command.set_defaults(func=with_file)

@@ -404,6 +404,17 @@ def watch(db_path: str | Path, stop: threading.Event, out: TextIO, interval_s: f
 # --------------------------------------------------------------------------- command line
 
 
+WATCH_EXAMPLES = """\
+examples:
+  python -m groundstation watch --db flight.db                    # beside `listen --db flight.db`
+  python -m groundstation watch --config ground.toml              # listen's [database] path and [station] position
+  python -m groundstation watch --db flight.db --from 52.70 -2.75 --burst-alt 32000   # from the chase car
+  python -m groundstation watch --db replay.db --once --plain     # one look, as lines
+exit status: 0 after Ctrl-C or --once; 1 if there is no database; 2 for a usage error or a --config file that will
+not do
+"""
+
+
 def register_cli(sub) -> argparse.ArgumentParser:
     """Add `watch` to the ground station's subcommands."""
     p = sub.add_parser(
@@ -412,8 +423,10 @@ def register_cli(sub) -> argparse.ArgumentParser:
                      "phase, the link (frames per station, signal) and missing records, and musings as "
                      "they complete, read from the database `listen` writes. Run it beside `listen`, or "
                      "alone on a replayed database. Redraws the screen in a terminal; with --plain, or "
-                     "when standard output is not a terminal, appends lines instead."))
-    p.add_argument("--db", required=True, metavar="FILE", help="the ground database (as given to listen --db)")
+                     "when standard output is not a terminal, appends lines instead."),
+        epilog=WATCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", metavar="FILE", help="the ground database (as given to listen --db); required, here "
+                                                "or as [database] path in --config")
     p.add_argument("--interval", type=positive_number("seconds"), default=1.0, metavar="SECONDS",
                    help="seconds between refreshes (default 1)")
     p.add_argument("--plain", action="store_true", help="append plain lines instead of redrawing")

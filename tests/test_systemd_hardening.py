@@ -343,8 +343,11 @@ def test_dashboard_has_no_path_to_the_uplink_key():
     for key in key_args:
         assert _under(key, hidden), f"the ground's {key} is visible to the dashboard"
         assert not _under(key, [STATE_DIR]), f"{key}: the dashboard's group may list {STATE_DIR}"
-    # Nothing in the dashboard's unit reopens that folder, or gives it the key itself.
-    for key in ("ReadWritePaths", "ReadOnlyPaths", "BindPaths", "BindReadOnlyPaths", "LoadCredential",
+    # Nothing in the dashboard's unit reopens that folder, or gives it the key itself: the one file
+    # it is handed from there is the station's configuration, which names the key but is not one.
+    assert values(dash, "Service", "LoadCredential") == [f"ground.toml:{KEY_DIR}/ground.toml"]
+    assert f"{KEY_DIR}/ground.toml" not in key_args
+    for key in ("ReadWritePaths", "ReadOnlyPaths", "BindPaths", "BindReadOnlyPaths",
                 "SetCredential", "EnvironmentFile", "WorkingDirectory"):
         for v in values(dash, "Service", key):
             for p in re.split(r"[\s:]", v):

@@ -59,8 +59,9 @@ examples:
   python -m groundstation export --db flight.db --format sondehub --uploader M0ABC
   python -m groundstation export --db flight.db --format sondehub --uploader M0ABC --dev   # a trial
   python -m groundstation export --db flight.db --format ssdv --uploader M0ABC      # the pictures
+  python -m groundstation export --config ground.toml --format sondehub   # listen's [database], [exports.sondehub]
 exit status: 0 done; 1 the database or the output cannot be used, or the server refused or
-never took some positions or packets; 2 a usage error
+never took some positions or packets; 2 a usage error, or a --config file that will not do
 """
 
 
@@ -101,7 +102,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         ),
         epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--db", required=True, metavar="FILE", help="the ground database written by `listen`")
+    p.add_argument("--db", metavar="FILE", help="the ground database written by `listen`; required, here or as "
+                                                "[database] path in --config")
     p.add_argument("--format", required=True, choices=FORMATS, help="what to produce")
     p.add_argument("--out", metavar="FILE|URL",
                    help="the file to write (gpx, kml, csv; required), or the upload URL for sondehub "

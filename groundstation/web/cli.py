@@ -25,6 +25,7 @@ from .server import SWITCH_INTERVAL_S, serve
 SERVE_EXAMPLES = """\
 examples:
   python -m groundstation serve --db flight.db                 # http://127.0.0.1:8080/ on this laptop
+  python -m groundstation serve --config ground.toml           # [database] path, [station], [dashboard] of listen's file
   python -m groundstation operator-password                    # once per station: who may send commands
   python -m groundstation serve --db flight.db --host 0.0.0.0  # also to phones on the field network, by IP address
   python -m groundstation serve --db flight.db --host 0.0.0.0 --allow-host chase-laptop.local  # and by that name
@@ -32,7 +33,8 @@ examples:
   python -m groundstation serve --db ground.db                 # with ground.FAR1.db beside it: both flights
   python -m groundstation serve --db flight.db --tiles ~/maps/launch.pmtiles --station 52.70 -2.75 90
   python -m groundstation serve --db flight.db --host 0.0.0.0 --limit network_connections=384  # a bigger club
-exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address, the password or tile file cannot be used
+exit status: 0 after Ctrl-C or SIGTERM; 1 if the database, the address, the password or tile file cannot be used;
+2 for a usage error or a --config file that will not do (named, with the key and what was expected)
 """
 
 PASSWORD_EXAMPLES = """\
@@ -71,8 +73,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
         ),
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--db", required=True, metavar="FILE",
-                        help="the ground database `listen --db` writes (created if missing)")
+    parser.add_argument("--db", metavar="FILE",
+                        help="the ground database `listen --db` writes (created if missing); required, here or as "
+                             "[database] path in --config")
     parser.add_argument("--flight-db", type=Path, action="append", default=[], metavar="FILE",
                         help="another flight's ground database, kept elsewhere, shown beside --db's (repeat for "
                              "each; read only). Those `listen --follow` keeps beside --db (ground.CALLSIGN.db "
