@@ -22,7 +22,7 @@ from stratoecho.lora import (
     DEFAULT_CODING_RATE,
     DEFAULT_SPREADING_FACTOR,
     LoRaSettings,
-    default_low_data_rate_optimize,
+    link_settings,
     ukhas_mode,
 )
 from stratoecho.lora_chips.profiles import chip_names, chip_profile, is_chip, option_values
@@ -201,12 +201,11 @@ class RadioSection(Section):
 
     def lora_settings(self) -> LoRaSettings:
         """What the chip is programmed with, and what every airtime here is computed from."""
-        ldro = self.low_data_rate_optimize
-        if ldro is None:
-            ldro = default_low_data_rate_optimize(self.spreading_factor, self.bandwidth_hz)
-        return LoRaSettings(self.frequency_mhz or 0.0, self.spreading_factor, self.bandwidth_hz, self.coding_rate,
-                            explicit_header=self.explicit_header, crc=self.crc, low_data_rate_optimize=ldro,
-                            sync_word=self.sync_word, preamble=self.preamble)
+        return link_settings(self.frequency_mhz or 0.0, spreading_factor=self.spreading_factor,
+                             bandwidth_hz=self.bandwidth_hz, coding_rate=self.coding_rate,
+                             explicit_header=self.explicit_header, crc=self.crc,
+                             low_data_rate_optimize=self.low_data_rate_optimize, sync_word=self.sync_word,
+                             preamble=self.preamble)
 
     @property
     def packet_limit(self) -> int:

@@ -116,6 +116,17 @@ def default_low_data_rate_optimize(spreading_factor: int, bandwidth_hz: float) -
     return 2**spreading_factor / bandwidth_hz > 0.016
 
 
+def link_settings(frequency_mhz: float, *, low_data_rate_optimize: bool | None = None, **given) -> LoRaSettings:
+    """A link's settings where those not given are the link's defaults (`DEFAULT_*`) and the low
+    data rate optimisation, unless given, the chip's rule for that SF and bandwidth: what the
+    payload's `[radio]` and the ground's `listen --lora` both mean by settings left alone."""
+    modem = {"spreading_factor": DEFAULT_SPREADING_FACTOR, "bandwidth_hz": DEFAULT_BANDWIDTH_HZ,
+             "coding_rate": DEFAULT_CODING_RATE, **given}
+    if low_data_rate_optimize is None:
+        low_data_rate_optimize = default_low_data_rate_optimize(modem["spreading_factor"], modem["bandwidth_hz"])
+    return LoRaSettings(frequency_mhz, low_data_rate_optimize=low_data_rate_optimize, **modem)
+
+
 def bandwidth_code(bandwidth_hz: float) -> int | None:
     """The index of `bandwidth_hz` in `BANDWIDTHS_HZ` (within 1 %), or None."""
     for code, bw in enumerate(BANDWIDTHS_HZ):

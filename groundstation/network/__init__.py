@@ -67,60 +67,10 @@ station options of `listen`).
 
 from __future__ import annotations
 
-from .aggregator import AggregateStats, Aggregator
-from .cli import (
-    AGGREGATE_EXAMPLES,
-    add_publish_arguments,
-    auth_from_args,
-    cmd_aggregate,
-    default_station,
-    format_aggregate_summary,
-    register_cli,
-)
-from .publisher import PublisherStats, StationPublisher
-from .topics import (
-    DEFAULT_PREFIX,
-    FORMAT_VERSION,
-    OFFLINE,
-    ONLINE,
-    POLL_S,
-    UNKNOWN_PAYLOAD,
-    BrokerAuth,
-    Reconnect,
-    check_prefix,
-    frames_topic,
-    payload_level,
-    position_topic,
-    records_topic,
-    status_topic,
-    topic_level,
-)
+from .aggregator import Aggregator
+from .cli import add_publish_arguments, cmd_aggregate, default_station, format_aggregate_summary, register_cli
+from .publisher import StationPublisher
+from .topics import BrokerAuth, Reconnect, status_topic
 
-__all__ = [
-    "BrokerAuth",
-    "DEFAULT_PREFIX",
-    "FORMAT_VERSION",
-    "OFFLINE",
-    "ONLINE",
-    "POLL_S",
-    "Reconnect",
-    "UNKNOWN_PAYLOAD",
-    "check_prefix",
-    "frames_topic",
-    "payload_level",
-    "position_topic",
-    "records_topic",
-    "status_topic",
-    "topic_level",
-    "PublisherStats",
-    "StationPublisher",
-    "AggregateStats",
-    "Aggregator",
-    "AGGREGATE_EXAMPLES",
-    "add_publish_arguments",
-    "auth_from_args",
-    "cmd_aggregate",
-    "default_station",
-    "format_aggregate_summary",
-    "register_cli",
-]
+__all__ = ["Aggregator", "BrokerAuth", "Reconnect", "StationPublisher", "add_publish_arguments", "cmd_aggregate",
+           "default_station", "format_aggregate_summary", "register_cli", "status_topic"]

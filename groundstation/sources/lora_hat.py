@@ -36,15 +36,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from stratoecho import lora
 from stratoecho.cli import positive_number
-from stratoecho.lora import (
-    DEFAULT_BANDWIDTH_HZ,
-    DEFAULT_CODING_RATE,
-    DEFAULT_SPREADING_FACTOR,
-    LoRaSettings,
-    default_low_data_rate_optimize,
-    ukhas_mode,
-)
 from stratoecho.lora_chips.chip import RadioError
 from stratoecho.lora_chips.profiles import PIN, SWITCH, chip_names, chip_options, chip_profile
 from stratoecho.lora_chips.spi import open_chip
@@ -71,7 +64,7 @@ class HatOptions:
     """The HAT `listen`'s options describe: which chip, where, and what it is programmed with."""
 
     kind: str
-    settings: LoRaSettings
+    settings: lora.LoRaSettings
     spi_bus: int = 0
     spi_device: int = 0
     chip: dict = field(default_factory=dict)  # the driver's own options: pins, power, TCXO
@@ -186,7 +179,7 @@ def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:
         "The chip listens continuously and reports each packet's RSSI and SNR; with --flight-key it also "
         "transmits the uplink. Its settings must be the payload's ([radio] in its configuration, the same "
         "names): --frequency-mhz, and --lora-mode N or --spreading-factor/--bandwidth-hz/--coding-rate "
-        f"(default SF{DEFAULT_SPREADING_FACTOR}, {DEFAULT_BANDWIDTH_HZ / 1000:g} kHz, 4/{DEFAULT_CODING_RATE}: "
+        f"(default SF{lora.DEFAULT_SPREADING_FACTOR}, {lora.DEFAULT_BANDWIDTH_HZ / 1000:g} kHz, 4/{lora.DEFAULT_CODING_RATE}: "
         "the payload's defaults). Needs SPI enabled (raspi-config) and the user in groups spi and gpio.")
     hat.add_argument("--frequency-mhz", type=positive_number("MHz"), metavar="MHZ",
                      help="the carrier, as the payload's radio.frequency_mhz (e.g. 434.225); required")
@@ -195,12 +188,12 @@ def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:
                           "2 repeater (SF8, 62.5 kHz, 4/8), 3 turbo (SF7, 250 kHz, 4/6), 5 calling (SF11, 41.7 kHz, "
                           "4/8), 7 telnet (SF7, 20.8 kHz, 4/5); sets the five modem options below")
     hat.add_argument("--spreading-factor", type=_whole(7, 12), metavar="SF",
-                     help=f"7..12 (default {DEFAULT_SPREADING_FACTOR})")
+                     help=f"7..12 (default {lora.DEFAULT_SPREADING_FACTOR})")
     hat.add_argument("--bandwidth-hz", type=positive_number("Hz"), metavar="HZ",
                      help=f"7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000 or 500000 "
-                          f"(default {DEFAULT_BANDWIDTH_HZ})")
+                          f"(default {lora.DEFAULT_BANDWIDTH_HZ})")
     hat.add_argument("--coding-rate", type=_whole(5, 8), metavar="N",
-                     help=f"the denominator of 4/N, 5..8 (default {DEFAULT_CODING_RATE})")
+                     help=f"the denominator of 4/N, 5..8 (default {lora.DEFAULT_CODING_RATE})")
     hat.add_argument("--explicit-header", action=argparse.BooleanOptionalAction, default=None,
                      help="explicit-header packets (default; the payload flies no other)")
     hat.add_argument("--low-data-rate-optimize", action=argparse.BooleanOptionalAction, default=None,
@@ -274,22 +267,17 @@ def hat_options(options: Mapping[str, object]) -> HatOptions | None:
             raise ValueError(f"--lora {kind} needs {option.flag} {option.metavar}: {option.required}")
     modem = {name: opt[name] for name in MODEM if opt[name] is not None}
     if opt["lora_mode"] is not None:
-        mode = ukhas_mode(opt["lora_mode"])
+        mode = lora.ukhas_mode(opt["lora_mode"])
         wanted = mode.modem()
         if clash := [f"{_flag(k)} {v}" for k, v in modem.items() if v != wanted[k]]:
             raise ValueError(f"--lora-mode {mode.number} ({mode.name}) sets SF{mode.spreading_factor}, "
                              f"{mode.bandwidth_hz / 1000:g} kHz, 4/{mode.coding_rate}; leave out {', '.join(clash)}")
         modem = wanted
-    sf = modem.setdefault("spreading_factor", DEFAULT_SPREADING_FACTOR)
-    bw = modem.setdefault("bandwidth_hz", DEFAULT_BANDWIDTH_HZ)
-    modem.setdefault("coding_rate", DEFAULT_CODING_RATE)
-    modem.setdefault("explicit_header", True)
-    modem.setdefault("low_data_rate_optimize", default_low_data_rate_optimize(sf, bw))
-    if not modem["explicit_header"]:
+    if not modem.get("explicit_header", True):
         raise ValueError("implicit-header packets (--no-explicit-header, or modes 1, 4, 6, 8) have one fixed "
                          "length, for SSDV; the payload flies explicit-header modes only (0, 2, 3, 5, 7)")
     optional = {"crc": opt["crc"], "sync_word": opt["sync_word"], "preamble": opt["preamble"]}
-    settings = LoRaSettings(opt["frequency_mhz"], **modem, **{k: v for k, v in optional.items() if v is not None})
+    settings = lora.link_settings(opt["frequency_mhz"], **modem, **{k: v for k, v in optional.items() if v is not None})
     power = DEFAULT_TX_POWER_DBM if opt["tx_power_dbm"] is None else opt["tx_power_dbm"]
     chip: dict = {"reset_pin": opt["reset_pin"], "tx_power_dbm": power}
     for option in profile.options:

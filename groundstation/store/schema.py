@@ -111,6 +111,18 @@ _DEAD_LETTERS = """CREATE TABLE dead_letters (
     at TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, size INTEGER NOT NULL, head BLOB NOT NULL
 )"""
 
+# The telemetry table as migration 11 made it, and as it still is: a later change gets a migration
+# and a constant of its own, and this one stays what 11 made.
+_TELEMETRY_V11 = """(
+    id INTEGER PRIMARY KEY,
+    boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
+    lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
+    temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    authentic INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (callsign, boot, seq, time, lat, lon, alt)
+)"""
+
 _SCHEMA = """
 CREATE TABLE frames (
     id INTEGER PRIMARY KEY,
@@ -121,15 +133,7 @@ CREATE TABLE frames (
     error TEXT,
     station TEXT, rssi_dbm REAL, snr_db REAL
 );
-CREATE TABLE telemetry (
-    id INTEGER PRIMARY KEY,
-    boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
-    lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
-    temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
-    received_at TEXT NOT NULL,
-    authentic INTEGER NOT NULL DEFAULT 1,
-    UNIQUE (callsign, boot, seq, time, lat, lon, alt)
-);
+CREATE TABLE telemetry """ + _TELEMETRY_V11 + """;
 CREATE TABLE records (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -219,14 +223,7 @@ _MIGRATIONS = {
     10: [_DEAD_LETTERS],
     # A sentence under one number blocked every other under it, another callsign's too: a forger
     # sending future numbers hid the real positions. Rebuilt, rows and ids kept.
-    11: ["""CREATE TABLE telemetry_v11 (
-            id INTEGER PRIMARY KEY,
-            boot INTEGER NOT NULL, seq INTEGER NOT NULL, callsign TEXT NOT NULL, time TEXT NOT NULL,
-            lat REAL NOT NULL, lon REAL NOT NULL, alt INTEGER NOT NULL, sats INTEGER NOT NULL,
-            temp_c REAL, pressure_hpa REAL, batt_mv INTEGER NOT NULL,
-            received_at TEXT NOT NULL,
-            authentic INTEGER NOT NULL DEFAULT 1,
-            UNIQUE (callsign, boot, seq, time, lat, lon, alt))""",
+    11: [f"CREATE TABLE telemetry_v11 {_TELEMETRY_V11}",
          "INSERT INTO telemetry_v11 SELECT * FROM telemetry",
          "DROP TABLE telemetry",
          "ALTER TABLE telemetry_v11 RENAME TO telemetry"],

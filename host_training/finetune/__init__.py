@@ -28,30 +28,11 @@ docs/training.md); the Trainer shards, and only the main process merges and buil
 
 from __future__ import annotations
 
-from .chat_format import ChatFormat, ensure_template, to_examples
-from .config import (
-    EVAL_BATCH,
-    EVALS_PER_RUN,
-    LOGS_PER_RUN,
-    MERGE_CHECK_CHUNKS,
-    MERGE_TOLERANCE,
-    PRESETS,
-    PROJECTIONS,
-    SAVE_CHECKPOINTS,
-    WARMUP_FRACTION,
-    FinetuneConfig,
-    FinetuneError,
-    FinetuneResult,
-    pick_preset,
-)
-from .merging import TOKENIZER_FILES_KEPT, merge_adapter, save_tokenizer
-from .model import device_and_dtype, load_base, lora_config, persona_nll
-from .train_lora import as_dataset, budget_callback, train
+from .chat_format import ChatFormat, to_examples
+from .config import PRESETS, PROJECTIONS, FinetuneConfig, FinetuneError, pick_preset
+from .merging import save_tokenizer
+from .model import load_base
+from .train_lora import train
 
-__all__ = [
-    "EVAL_BATCH", "EVALS_PER_RUN", "LOGS_PER_RUN", "MERGE_CHECK_CHUNKS", "MERGE_TOLERANCE", "PRESETS", "PROJECTIONS",
-    "SAVE_CHECKPOINTS", "TOKENIZER_FILES_KEPT", "WARMUP_FRACTION",
-    "ChatFormat", "FinetuneConfig", "FinetuneError", "FinetuneResult",
-    "as_dataset", "budget_callback", "device_and_dtype", "ensure_template", "load_base", "lora_config",
-    "merge_adapter", "persona_nll", "pick_preset", "save_tokenizer", "to_examples", "train",
-]  # fmt: skip
+__all__ = ["PRESETS", "PROJECTIONS", "ChatFormat", "FinetuneConfig", "FinetuneError", "load_base", "pick_preset",
+           "save_tokenizer", "to_examples", "train"]
