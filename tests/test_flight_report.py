@@ -342,3 +342,18 @@ def test_write_flight_report_with_nothing(tmp_path):
     path = write_flight_report(tmp_path)
     assert len(panels(path.read_text(encoding="utf-8"))) == 5
     assert not (tmp_path / "ground.db").exists()
+
+
+def test_a_makers_sensor_in_the_health_records_devices_field_is_reported(tmp_path):
+    """A sensor without a health key of its own goes down in `devices` (key 27): its faults are
+    the report's as the built-in sensors' are."""
+    with Store(tmp_path / "g.db") as store:
+        store.add_telemetry(wire.Telemetry("S", 0, START.strftime("%H:%M:%S"), 52.0, 0.1, 100, 9, 1.0, 900.0, 4100, 1))
+        for seq, (t, co2) in enumerate(((60, "ok"), (360, "absent"), (660, "ok"))):
+            fields = {"uptime_s": t, "store": "ok", **wire.device_status_fields({"gps": "ok", "fake_co2": co2})}
+            store.add_record(wire.Record(wire.Kind.HEALTH, 1, seq, int((START + timedelta(seconds=t)).timestamp()),
+                                         fields))
+    assert [(f.t_s, f.device, f.status) for f in flight_series(tmp_path / "g.db").faults] == [
+        (360.0, "fake_co2", "absent")]
+    summary = summarise(tmp_path / "g.db", None, None)["faults"]["by_device"]
+    assert [(f["device"], f["status"], f.get("ok_again_s")) for f in summary] == [("fake_co2", "absent", 660.0)]

@@ -36,7 +36,7 @@ from xml.sax.saxutils import quoteattr
 
 from groundstation.store import GroundReader, RecordRow, StoreError, TelemetryRow
 from stratoecho.charts import nice_ticks, tick_label
-from stratoecho.wire import HEALTH_FIELD_NAMES, WireError
+from stratoecho.wire import WireError, device_statuses
 from stratoecho.wire.sentence import parse_hms
 
 # ----------------------------------------------------------------------------- configuration
@@ -48,10 +48,13 @@ ROLLOVER_S = DAY_S / 2  # a time of day that goes back further than this has pas
 GAP_BREAK_S = 300.0
 GAP_BREAK_STEPS = 2.5
 UNKNOWN_MODE = "unknown"  # health records from before the payload reported its mode
-# Health fields that hold a status where anything but "ok" is a fault. Not every text field:
-# mode, phase and heater ("off:warm") are states, not faults.
-DEVICE_FIELDS = tuple(n for n in ("store", "gps", "bme280", "bme280_box", "ina219", "camera")
-                      if n in HEALTH_FIELD_NAMES)
+# The statuses in a health record where anything but "ok" is a fault: the card's, and every
+# device's (its own key, or key 27 for a maker's sensor: wire.device_statuses). Not every text
+# field: mode, phase and heater ("off:warm") are states, not faults.
+def _statuses(fields: dict) -> dict[str, object]:
+    return {"store": fields.get("store"), **device_statuses(fields)}
+
+
 PAYLOAD_ESTIMATE = "payload estimate"  # the loss series' name when it comes from health records
 
 Point = tuple[float, float]  # (flight seconds, value)
@@ -231,8 +234,7 @@ def flight_series(ground_db: Path, channel_stats: dict | None = None) -> FlightS
                 points.append((t, v))
         if (loss := _number(fields.get("loss"))) is not None:
             estimate.append((t, min(max(loss, 0.0), 1.0)))
-        for device in DEVICE_FIELDS:
-            status = fields.get(device)
+        for device, status in _statuses(fields).items():
             if isinstance(status, str) and status != "ok":
                 series.faults.append(Fault(t, device, status))
             elif status == "ok":
