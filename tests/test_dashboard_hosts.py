@@ -97,6 +97,7 @@ def test_a_rebound_name_cannot_queue_set_mode_survival(start, ground_db):  # noq
         assert status == 403, answer
         assert f"does not answer to the name '{name}'" in answer["error"]
         assert f"`serve --allow-host {name}`" in answer["error"]
+        assert f'[dashboard] allow_hosts = ["{name}"]' in answer["error"]
         status, _, body = request(dashboard, "/", headers={"Host": f"{name}:{port}"})
         assert status == 403 and b"stratoecho-token" not in body  # nor may it read the token
     assert outbox_rows(ground_db) == []

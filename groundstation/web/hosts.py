@@ -125,4 +125,4 @@ class HostAllowList:
         name = normal_name(host_of(host_header))[:SHOWN_CHARS]
         return (f"this dashboard does not answer to the name {name!r} (only to {self.describe()}): open it by "
                 f"one of those, or, if {name!r} is this station's own name, start it with "
-                f"`serve --allow-host {name}`")
+                f"`serve --allow-host {name}` (in the station's file: [dashboard] allow_hosts = [\"{name}\"])")
