@@ -190,11 +190,11 @@ def _forms(*alternatives: str, flags: int = 0) -> re.Pattern[str]:
 
 
 # Strong: a check over many digits, or letters in fixed places; they outrank cards and phones.
-# A letter spaced off its digits is taken only in capitals: "12345678 y" is a sentence; and not
-# before a "$": "99.999.999 R$" is a sum in reais (US$, C$ alike), not a check letter.
+# A letter spaced off its digits is taken only in capitals: "12345678 y" is a sentence. No check
+# letter comes before a "$": "99.999.999 R$" is a sum in reais (US$, C$ alike).
 _STRONG = (
-    _Kind("es_dni", _forms(r"(?:\d{8}|\d{2}\.\d{3}\.\d{3})(?:-?[A-Za-z]| [A-Z](?!\$))"), _es_dni),
-    _Kind("es_nie", _forms(r"[XYZxyz]-?\d{7}-?[A-Za-z]", r"[XYZ] \d{7} [A-Z](?!\$)"), _es_nie),
+    _Kind("es_dni", _forms(r"(?:\d{8}|\d{2}\.\d{3}\.\d{3})(?:-?[A-Za-z]| [A-Z])(?!\$)"), _es_dni),
+    _Kind("es_nie", _forms(r"[XYZxyz]-?\d{7}-?[A-Za-z](?!\$)", r"[XYZ] \d{7} [A-Z](?!\$)"), _es_nie),
     _Kind("pt_cc", _forms(r"\d{8}[ -]?\d[ -]?[A-Za-z]{2}\d"), _pt_cc),
     _Kind("br_cpf", _forms(r"\d{3}\.\d{3}\.\d{3}-\d{2}", r"\d{9}-\d{2}", r"\d{11}"), _br_cpf),
     _Kind("it_codice_fiscale", _forms(r"[A-Za-z\d]{16}"), _it_codice_fiscale),

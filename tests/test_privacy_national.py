@@ -326,6 +326,6 @@ def test_docs_name_every_kind():
 def test_a_sum_in_reais_is_no_dni_whose_letter_is_the_r_of_r_dollar():
     # 99999999 mod 23 is 1, whose letter is R: hypothesis found "99.999.999 R$" taken for a DNI.
     assert find_private("el 01000 el 99.999.999 R$") == []
-    assert find_private("custou 12.345.678 Z$ e 1234567 C$") == []
+    assert find_private("custou 12.345.678 Z$ e 99999999R$ e X1234567L$") == []
     assert [f.kind for f in find_private("mi DNI es 99.999.999 R.")] == ["es_dni"]
     assert [f.kind for f in find_private("NIE X 1234567 L")] == ["es_nie"]
