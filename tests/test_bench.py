@@ -34,10 +34,29 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     )
 
     monkeypatch.setattr(bench, "bench_dashboard_load", lambda: dashboard_bench.rows(idle=60, streams=12, maps=2, seconds=2))
+    # The rest, each at a size that shows its row (its figures are `make bench`'s, and their own tests'):
+    real_lora = bench.bench_lora  # no prepared data: the row says what to run, on any checkout
+    monkeypatch.setattr(bench, "bench_lora", lambda: real_lora(tmp_path / "no-data"))
+    real_memory, real_idle, real_wall = bench.bench_daemon_memory, bench.bench_daemon_idle_cpu, bench.bench_flight_wall
+    monkeypatch.setattr(bench, "bench_daemon_memory", lambda persona: real_memory(persona, minutes=1))
+    monkeypatch.setattr(bench, "bench_daemon_idle_cpu", lambda: real_idle(window_s=2, settle_s=1))
+    monkeypatch.setattr(bench, "bench_flight_wall", lambda persona: real_wall(persona, minutes=20))
+    from host_training.quantize import quantizer
+    from sim.bench.measure import crowds, lockout, prediction, relays, ssdv_flood
+
+    monkeypatch.setattr(quantizer, "LISTED_QUANTS", ("F16", "Q4_K_M"))
+    monkeypatch.setattr(prediction, "SEEDS", range(10_000, 10_004))
+    monkeypatch.setattr(bench, "bench_ssdv_flood", lambda: ssdv_flood.rows(seconds=4))
+    monkeypatch.setattr(bench, "bench_dashboard_lockout", lambda: lockout.rows(tries=3))
+    monkeypatch.setattr(bench, "bench_dashboard_crowds", lambda: crowds.rows(tries=3))
+    real_network = relays.fly_network
+    monkeypatch.setattr(relays, "fly_network", lambda out, persona, relay: real_network(out, persona, relay, minutes=12))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
-    assert "make persona" in out
+    assert "make persona" in out and "LoRA training: (no SmolLM2 base or build/data here" in out
+    assert "quant: Q4_K_M" in out and "landing prediction: time per prediction" in out
+    assert "operator answer time under lockout" in out and "network: far balloon's positions" in out
     assert "ingest: Telegram export" in out and "prepare: 2,000-message" in out
     assert "aggregator under a flood: honest flight stored" in out
     assert "listen under a UDP flood: database after" in out
