@@ -233,7 +233,7 @@ def _fly(out: Path, saturate: bool, persona: Path) -> dict:
         for h in hogs:
             h.start()
     try:
-        rc = sim_main(["fly", "--out", str(out), "--persona", str(persona), "--minutes", "25", "--speedup", "max",
+        rc = sim_main(["fly", "--out", str(out), "--persona", str(persona), "--minutes", "15", "--speedup", "max",
                        "--seed", "11", "--loss", "0.3:burst=3", "--quiet"])
     finally:
         stop.set()
