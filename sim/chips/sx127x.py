@@ -19,7 +19,7 @@ behaves as the chip does where a driver can go wrong:
 - In FSK mode (RegOpMode bit 7 clear) TX keys a carrier at RegFrf; each write of RegFrfLsb
   moves it (as the synthesiser does), and when TX ends the steps — (RF Hz, seconds) each — are
   kept in `fsk_sent` (and given to `transmit_fsk`): the Horus 4FSK a driver keys by stepping
-  the frequency (stratoecho/lora_chips/sx127x_fsk.py), which sim/channel/fsk_audio.py renders
+  the frequency (stratoecho/lora_chips/sx127x_fsk.py), which tests/fsk_audio.py renders
   as a receiver's audio.
 - What a radio amateur would get wrong on real hardware is refused as the chip would fail it:
   a transmission through RFO on a module that only wires PA_BOOST (every RFM9xW) radiates
