@@ -8,25 +8,10 @@ datagrams at `listen --udp`), ssdv_flood.py (strangers' pictures while window cu
 and the dashboard's: dashboard.py (idle connections, event streams, map asks), lockout.py (every
 slot held) and crowds.py (slow headers and feeds from many networks).
 
-Building and sending it:
-
-- `drive(items, send, pace, stop)`: each item to `send` in turn, no faster than `pace`, until the
-  items run out or `stop` is set; how many went.
-- `LoopbackSenders`: datagrams from addresses of 127/8 (each one another machine to the receiver),
-  a fresh source port every `per_port` datagrams of an address's own.
-- `Crowd`: connections held from many addresses, each opened again a second after the server ends
-  it (idle, asking for a live feed, or trickling its head a byte at a time); what was opened,
-  ended, refused, and the feeds on.
-
-Where it runs, and what is timed beside it:
-
-- `in_own_process(module, ...)`: a measure in a process of its own, its memory its own.
-- `load_of_its_own(module, ...)` (this side) and `hold(counts)` (the load's side): a load in a
-  process of its own, whose threads never hold up the answers timed here, on until told to stop.
-- `tries(asks, n, first)`: each ask `n` times; medians, and the asks not answered.
-
-Counting and the report: `db_bytes` and `database_row` (what a database kept against its cap),
-`taken_row` (what the target took in, and what became of it), `print_rows` (the table).
+Here, in that order: sending it (`drive`, `LoopbackSenders`, `Crowd`); where it runs, and what is
+timed beside it (`in_own_process`; `load_of_its_own` with the load's side `hold`, so that a load's
+threads never hold up the answers `tries` times); what was kept, and the report (`db_bytes`,
+`database_row`, `taken_row`, `print_rows`).
 """
 
 from __future__ import annotations
