@@ -37,14 +37,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-EARTH_RADIUS_M = 6_371_000.0
+from .sun import horizon_dip_deg
+
 SCALE_HEIGHT_M = 7_600.0
 _BAND_ROWS = 16  # rows rendered at a time: ~5 MB of temporaries, no slower
-
-
-def horizon_dip_deg(altitude_m: float) -> float:
-    """Geometric horizon dip below level: acos(R / (R + h))."""
-    return math.degrees(math.acos(EARTH_RADIUS_M / (EARTH_RADIUS_M + max(0.0, altitude_m))))
 
 
 def daylight(sun_elevation_deg: float) -> float:
@@ -81,8 +77,7 @@ def _fbm(grids: list[np.ndarray], u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 class SimCameraBackend:
-    HFOV_DEG = 62.2
-    VFOV_DEG = 48.8
+    HFOV_DEG = 62.2  # the vertical field (48.8 deg) follows from the frame's shape
 
     def __init__(
         self,
