@@ -24,16 +24,19 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
     from sim.bench.measure import aggregator_flood  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py
 
-    monkeypatch.setattr(bench, "bench_aggregator_flood", lambda: aggregator_flood.rows(junk=2000))
+    real_aggregator = aggregator_flood.rows
+    monkeypatch.setattr(aggregator_flood, "rows", lambda: real_aggregator(junk=2000))
+    monkeypatch.setattr(aggregator_flood, "storage_rows", lambda: [])  # a real mosquitto: tests/test_network_flood.py
     from sim.bench.measure import listen_flood  # 400,000 datagrams: `make bench`'s; tests/test_frame_quota.py checks the rows
 
-    monkeypatch.setattr(bench, "bench_listen_flood", lambda: listen_flood.rows(datagrams=2000, source_mb=0.05,
-                                                                                total_mb=0.2))
+    real_listen = listen_flood.rows
+    monkeypatch.setattr(listen_flood, "rows", lambda: real_listen(datagrams=2000, source_mb=0.05, total_mb=0.2))
     from sim.bench.measure import (
         dashboard as dashboard_bench,  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
     )
 
-    monkeypatch.setattr(bench, "bench_dashboard_load", lambda: dashboard_bench.rows(idle=60, streams=12, maps=2, seconds=2))
+    real_dashboard = dashboard_bench.rows
+    monkeypatch.setattr(dashboard_bench, "rows", lambda: real_dashboard(idle=60, streams=12, maps=2, seconds=2))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "airtime: 80 B at SF11" in out and "store: durable enqueue" in out
