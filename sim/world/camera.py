@@ -49,10 +49,6 @@ def daylight(sun_elevation_deg: float) -> float:
     return min(1.0, max(0.03, (sun_elevation_deg + 6.0) / 12.0))
 
 
-def _value_noise(rng: np.random.Generator, size: int) -> np.ndarray:
-    return rng.random((size, size), dtype=np.float64)
-
-
 def _sample(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Bilinear sample of a tiling grid at (u, v) in cell units."""
     n = grid.shape[0]
@@ -96,8 +92,8 @@ class SimCameraBackend:
         self.size = size
         self.quality = quality
         self._rng = np.random.default_rng(seed)
-        self._ground = [_value_noise(self._rng, 64) for _ in range(4)]
-        self._cloud = [_value_noise(self._rng, 64) for _ in range(4)]
+        self._ground = [self._rng.random((64, 64)) for _ in range(4)]  # value noise, four octaves
+        self._cloud = [self._rng.random((64, 64)) for _ in range(4)]
         self._lock = threading.Lock()
         self._unplugged = False
         self._event = event  # the bench clock's events: a hung capture waits on flight time

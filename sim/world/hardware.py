@@ -242,7 +242,9 @@ class BenchHardware:
         # The I2C sensors the payload's configuration fits (`devices`; None: its defaults), each by its simulator.
         self.i2c = BenchI2c(devices if devices is not None else DevicesSection(), seed)
         self.lockstep = bool(getattr(clock, "lockstep", False))
-        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=self.gps_epoch_s / self.speed(clock),
+        # The module's period in the seconds its clock waits: flight seconds on the lockstep, else wall seconds.
+        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0),
+                             period_s=self.gps_epoch_s / (1.0 if self.lockstep else clock.speedup),
                              sim_clock=clock.elapsed_s, seed=seed, clock=clock if self.lockstep else None)
         self.camera = SimCameraBackend(lambda: self.flight.altitude_m(self.clock.elapsed_s()), size=(320, 240),
                                        seed=seed, event=clock.event)
@@ -267,11 +269,6 @@ class BenchHardware:
         else:
             self._thread = threading.Thread(target=self._run, name="bench-world", daemon=True)
             self._thread.start()
-
-    @staticmethod
-    def speed(clock) -> float:
-        """Flight seconds per wall second of a free-running clock; 1 on the lockstep (its waits are flight time)."""
-        return 1.0 if getattr(clock, "lockstep", False) else clock.speedup
 
     @property
     def gps_epoch_s(self) -> float:

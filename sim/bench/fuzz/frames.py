@@ -22,7 +22,7 @@ import hashlib
 import random
 import struct
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, partial
 
 from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
@@ -123,10 +123,6 @@ def _reseal(data: bytes, keyed: bool = True) -> bytes:
     if data[:1] == bytes([wire.RELAY_MAGIC]):
         return _tag_crc(data, OTHER) if len(data) % 2 else _crc(data)
     return data
-
-
-def _reseal_open(data: bytes) -> bytes:
-    return _reseal(data, keyed=False)
 
 
 # --------------------------------------------------------------------------- runners
@@ -234,7 +230,7 @@ TARGETS = [
            _received, _receiver(AUTH), FRAME_TOKENS, _reseal, max_bytes=600, fresh_every=300,
            probe_bytes=PROBE_BYTES),
     Target("receiver_open", "FrameDecoder.feed without a key: never raises",
-           _received, _receiver(None), FRAME_TOKENS, _reseal_open, max_bytes=600, fresh_every=300,
+           _received, _receiver(None), FRAME_TOKENS, partial(_reseal, keyed=False), max_bytes=600, fresh_every=300,
            probe_bytes=PROBE_BYTES),
     Target("classify", "wire.classify, what a heard frame is: never raises", _received,
            lambda scratch: contextlib.nullcontext(lambda data: getattr(wire.classify(data).error, "reason", "ok")),
