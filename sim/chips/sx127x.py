@@ -49,7 +49,7 @@ from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
 from .air import Antenna, ChipOnAir, ModemSettings, deliver
-from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
+from .spi_bus import SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
 REG_FIFO_ADDR_PTR, REG_FIFO_TX_BASE, REG_FIFO_RX_BASE, REG_FIFO_RX_CURRENT = 0x0D, 0x0E, 0x0F, 0x10
@@ -109,9 +109,6 @@ class Sx127xChip(ChipOnAir):
             self.regs[reg] = value
 
     # ---------------------------------------------------------------- SPI
-
-    def spi(self) -> FakeSpiDev:
-        return FakeSpiDev(self)
 
     def transfer(self, data: list[int]) -> list[int]:
         """One NSS-low transaction: address byte (bit 7: write), then data bytes."""

@@ -105,22 +105,18 @@ class Crowd(threading.Thread):
     sent: none (b"") leaves it idle, a whole head asks and reads what comes (a live feed); with
     `trickle_s`, a header byte follows every `trickle_s`, the head never ended (a slow client).
     Counts what was opened, ended by the server and refused (503), and the feeds on (answered 200,
-    still open); `cycled`: the connections that trickled a byte or were ended at least once."""
+    still open); `cycled`: which connections trickled a byte or were ended at least once."""
 
     def __init__(self, port: int, wanted: list[tuple[str, bytes]], trickle_s: float | None = None):
         super().__init__(daemon=True)
         self.port, self.wanted, self.trickle_s = port, wanted, trickle_s
         self.stop = threading.Event()
         self.opened = self.ended = self.refused = self.feeds_on = 0
-        self._cycled: set[int] = set()
-
-    @property
-    def cycled(self) -> int:
-        return len(self._cycled)
+        self.cycled: set[int] = set()
 
     def is_on(self) -> bool:
         """Every connection at its steady state: each slow one cycled once, else each feed on."""
-        return self.cycled >= len(self.wanted) if self.trickle_s is not None else self.feeds_on >= len(self.wanted)
+        return len(self.cycled) >= len(self.wanted) if self.trickle_s is not None else self.feeds_on >= len(self.wanted)
 
     def wait_on(self, timeout_s: float, until: Callable[[], bool] | None = None) -> None:
         """Until the crowd is on (or `until` says it is); a RuntimeError after `timeout_s`."""
@@ -169,7 +165,7 @@ class Crowd(threading.Thread):
                 sock.send(b"a")
             except OSError:
                 continue  # the read sees it ended
-            self._cycled.add(key.data["which"])
+            self.cycled.add(key.data["which"])
             heapq.heappush(due, (now + self.trickle_s, id(sock), sock))
 
     def run(self) -> None:
@@ -194,7 +190,7 @@ class Crowd(threading.Thread):
                 sock.close()
                 self.ended += 1
                 self.feeds_on -= state["on"]
-                self._cycled.add(state["which"])
+                self.cycled.add(state["which"])
                 reopen.append((time.monotonic() + REOPEN_S, state["which"]))
         for key in list(sel.get_map().values()):
             key.fileobj.close()
