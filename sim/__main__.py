@@ -12,34 +12,15 @@ import sys
 import threading
 from pathlib import Path
 
-from stratoecho.cli import hostport_type, run_cli
+from stratoecho.cli import checked, hostport_type, run_cli
 
+from .channel.loss import LossSpec
+from .channel.radio import GroundStation, LoRaMode
 
-def _loss(value: str):
-    from .channel.loss import LossSpec
-
-    try:
-        return LossSpec.parse(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _station(value: str):
-    from .channel.radio import GroundStation
-
-    try:
-        return GroundStation.parse(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _lora(value: str):
-    from .channel.radio import LoRaMode
-
-    try:
-        return LoRaMode.parse(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+# argparse types: the parser's ValueError is the usage error
+_loss = checked(LossSpec.parse)
+_station = checked(GroundStation.parse)
+_lora = checked(LoRaMode.parse)
 
 
 def _outage(value: str) -> tuple[float, float]:
@@ -414,7 +395,7 @@ def _channel_tracks(args: argparse.Namespace) -> list:
 
 def cmd_channel(args: argparse.Namespace) -> int:
     from .bench.run.relay import Channel, WorldClock, launch_station
-    from .channel.radio import ChannelConfig, LoRaMode
+    from .channel.radio import ChannelConfig
 
     stations = args.station or [launch_station(args.seed)]
     if len(args.forward) not in (1, len(stations)):

@@ -24,31 +24,35 @@ def test_bench_prints_a_table_and_names_a_missing_persona(tmp_path, capsys, monk
     monkeypatch.setattr(bench, "bench_families", lambda: real_families(["qwen3"]))
     from sim.bench.measure import aggregator_flood  # 100,500 junk frames: `make bench`'s; tests/test_network_flood.py
 
-    monkeypatch.setattr(bench, "bench_aggregator_flood", lambda: aggregator_flood.rows(junk=2000))
+    real_aggregator = aggregator_flood.rows
+    monkeypatch.setattr(aggregator_flood, "rows", lambda: real_aggregator(junk=2000))
+    monkeypatch.setattr(aggregator_flood, "storage_rows", lambda: [])  # a real mosquitto: tests/test_network_flood.py
     from sim.bench.measure import listen_flood  # 400,000 datagrams: `make bench`'s; tests/test_frame_quota.py checks the rows
 
-    monkeypatch.setattr(bench, "bench_listen_flood", lambda: listen_flood.rows(datagrams=2000, source_mb=0.05,
-                                                                                total_mb=0.2))
+    real_listen = listen_flood.rows
+    monkeypatch.setattr(listen_flood, "rows", lambda: real_listen(datagrams=2000, source_mb=0.05, total_mb=0.2))
     from sim.bench.measure import (
         dashboard as dashboard_bench,  # 2,000 idle connections for 20 s: `make bench`'s; tests/test_dashboard_limits.py
     )
 
-    monkeypatch.setattr(bench, "bench_dashboard_load", lambda: dashboard_bench.rows(idle=60, streams=12, maps=2, seconds=2))
+    real_dashboard = dashboard_bench.rows
+    monkeypatch.setattr(dashboard_bench, "rows", lambda: real_dashboard(idle=60, streams=12, maps=2, seconds=2))
     # The rest, each at a size that shows its row (its figures are `make bench`'s, and their own tests'):
     real_lora = bench.bench_lora  # no prepared data: the row says what to run, on any checkout
     monkeypatch.setattr(bench, "bench_lora", lambda: real_lora(tmp_path / "no-data"))
-    real_memory, real_idle, real_wall = bench.bench_daemon_memory, bench.bench_daemon_idle_cpu, bench.bench_flight_wall
-    monkeypatch.setattr(bench, "bench_daemon_memory", lambda persona: real_memory(persona, minutes=1))
+    real_idle, real_wall = bench.bench_daemon_idle_cpu, bench.bench_flight_wall
     monkeypatch.setattr(bench, "bench_daemon_idle_cpu", lambda: real_idle(window_s=2, settle_s=1))
     monkeypatch.setattr(bench, "bench_flight_wall", lambda persona: real_wall(persona, minutes=20))
     from host_training.quantize import quantizer
-    from sim.bench.measure import crowds, lockout, prediction, relays, ssdv_flood
+    from sim.bench.measure import crowds, lockout, memory, prediction, relays, ssdv_flood
 
+    real_memory, real_ssdv, real_lockout, real_crowds = memory.rows, ssdv_flood.rows, lockout.rows, crowds.rows
+    monkeypatch.setattr(memory, "rows", lambda persona: real_memory(persona, minutes=1))
     monkeypatch.setattr(quantizer, "LISTED_QUANTS", ("F16", "Q4_K_M"))
     monkeypatch.setattr(prediction, "SEEDS", range(10_000, 10_004))
-    monkeypatch.setattr(bench, "bench_ssdv_flood", lambda: ssdv_flood.rows(seconds=4))
-    monkeypatch.setattr(bench, "bench_dashboard_lockout", lambda: lockout.rows(tries=3))
-    monkeypatch.setattr(bench, "bench_dashboard_crowds", lambda: crowds.rows(tries=3))
+    monkeypatch.setattr(ssdv_flood, "rows", lambda: real_ssdv(seconds=4))
+    monkeypatch.setattr(lockout, "rows", lambda: real_lockout(tries=3))
+    monkeypatch.setattr(crowds, "rows", lambda: real_crowds(tries=3))
     real_network = relays.fly_network
     monkeypatch.setattr(relays, "fly_network", lambda out, persona, relay: real_network(out, persona, relay, minutes=12))
     assert bench.main(["--persona", str(tmp_path / "none")]) == 0

@@ -2,7 +2,7 @@
 
 The driver (stratoecho/lora_chips/sx127x_fsk.py) steps RegFrf on the register-level simulator
 (sim/chips/sx127x.py), which keeps the frequency steps it was written; the bench renders them as
-an SSB receiver's audio at 48 kHz (sim/channel/fsk_audio.py), and `horusdemodlib.demod.HorusLib`
+an SSB receiver's audio at 48 kHz (tests/fsk_audio.py), and `horusdemodlib.demod.HorusLib`
 (its cffi modem) decodes the frame, fields equal.
 """
 
@@ -14,7 +14,6 @@ import threading
 import pytest
 
 from sim.bench.run.link import VirtualClock
-from sim.channel.fsk_audio import render_steps
 from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire
 from stratoecho.lora import ukhas_mode
@@ -22,6 +21,7 @@ from stratoecho.lora_chips.sx127x import Sx127xRadio
 from stratoecho.lora_chips.sx127x_fsk import key_tones, tone_hz
 from stratoecho.wire.horus_l2 import encode_l2, symbols
 from stratoecho.wire.horus_v3 import encode_horus_v3
+from tests.fsk_audio import render_steps
 
 demod = pytest.importorskip("horusdemodlib.demod")
 decoder = pytest.importorskip("horusdemodlib.decoder")

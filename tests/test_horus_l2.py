@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from sim.channel.fsk_audio import render_tones
 from stratoecho import wire
 from stratoecho.wire.horus_l2 import coded_size, encode_l2, symbols
 from stratoecho.wire.horus_v3 import encode_horus_v3
+from tests.fsk_audio import render_tones
 
 cffi = pytest.importorskip("_horus_api_cffi")
 demod = pytest.importorskip("horusdemodlib.demod")

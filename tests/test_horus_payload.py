@@ -19,7 +19,6 @@ from payload.link.transmitter import Transmitter
 from payload.parts.radios import ReopeningRadio
 from payload.store import Store
 from sim.bench.run.link import VirtualClock
-from sim.channel.fsk_audio import render_steps
 from sim.chips.sx127x import Sx127xChip
 from stratoecho import wire
 from stratoecho.lora_chips.sx127x import Sx127xRadio
@@ -27,6 +26,7 @@ from stratoecho.lora_chips.sx127x_fsk import tone_hz
 from stratoecho.wire import Kind
 from stratoecho.wire.horus_l2 import air_s
 from tests.fakes import EVERY_10_S
+from tests.fsk_audio import render_steps
 
 demod = pytest.importorskip("horusdemodlib.demod")
 decoder = pytest.importorskip("horusdemodlib.decoder")

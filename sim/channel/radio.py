@@ -414,9 +414,6 @@ class RadioChannel:
 
     # ------------------------------------------------------------ downlink
 
-    def _fate(self, streams: _Streams, link: LinkState, t_s: float) -> str | None:
-        return fate(streams, link, t_s, self.config)
-
     def downlink(self, frame: bytes, t_s: float, settings: AirSettings | None = None) -> list[Delivery]:
         """The payload puts `frame` on the air at flight time `t_s`, keyed with `settings` (None: a
         bare frame, on the flight's mode): what each station hears.
@@ -434,7 +431,7 @@ class RadioChannel:
             minute = stats.minutes.setdefault(int(max(t_s, 0.0) // 60), [0, 0])
             minute[0] += 1
             link = link_state(st, pos, cfg, settings)
-            reason = self._fate(streams, link, t_s)
+            reason = fate(streams, link, t_s, self.config)
             dup, reorder = streams.misc.random() < cfg.duplicate, streams.misc.random() < cfg.reorder
             dup_delay = streams.misc.random() * cfg.duplicate_max_delay_s
             held = self._held[i]
@@ -491,7 +488,7 @@ class RadioChannel:
         streams, stats = self._up[station_index], self.stats[station_index].uplink
         stats.in_ += 1
         link = link_state(self.stations[station_index], self.position(t_s), cfg)
-        reason = self._fate(streams, link, t_s)
+        reason = fate(streams, link, t_s, self.config)
         if reason is None and cfg.half_duplex and self.transmitting(t_s):
             reason = "half_duplex"
         if reason is not None:

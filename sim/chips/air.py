@@ -40,6 +40,8 @@ import structlog
 
 from stratoecho.airtime import lora_airtime_s
 
+from .spi_bus import FakeSpiDev
+
 log = structlog.get_logger(__name__)
 
 MAGIC = b"\xa7AIR"
@@ -164,6 +166,9 @@ class ChipOnAir(ABC):
     """What both simulated chips do as a packet reaches them (`hear`), before their own registers take it (`_take`)."""
 
     other_channel: int  # packets keyed on another channel: not heard, listening or not
+
+    def spi(self) -> FakeSpiDev:
+        return FakeSpiDev(self)
 
     @abstractmethod
     def _finish_tx(self) -> None:

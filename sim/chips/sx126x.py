@@ -43,7 +43,7 @@ from gpiozero.pins.mock import MockPin
 from stratoecho.airtime import lora_airtime_s
 
 from .air import Antenna, ChipOnAir, ModemSettings, deliver
-from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
+from .spi_bus import SpiSocket, register_simulator
 
 log = structlog.get_logger(__name__)
 
@@ -154,9 +154,6 @@ class Sx126xChip(ChipOnAir):
 
     def busy(self) -> bool:
         return self.hung or self.mode == MODE_SLEEP or self.now() < self._busy_until
-
-    def spi(self) -> FakeSpiDev:
-        return FakeSpiDev(self)
 
     def status_byte(self) -> int:
         return (self.mode & 0x7) << 4 | (self._status & 0x7) << 1

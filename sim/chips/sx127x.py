@@ -19,7 +19,7 @@ behaves as the chip does where a driver can go wrong:
 - In FSK mode (RegOpMode bit 7 clear) TX keys a carrier at RegFrf; each write of RegFrfLsb
   moves it (as the synthesiser does), and when TX ends the steps — (RF Hz, seconds) each — are
   kept in `fsk_sent` (and given to `transmit_fsk`): the Horus 4FSK a driver keys by stepping
-  the frequency (stratoecho/lora_chips/sx127x_fsk.py), which sim/channel/fsk_audio.py renders
+  the frequency (stratoecho/lora_chips/sx127x_fsk.py), which tests/fsk_audio.py renders
   as a receiver's audio.
 - What a radio amateur would get wrong on real hardware is refused as the chip would fail it:
   a transmission through RFO on a module that only wires PA_BOOST (every RFM9xW) radiates
@@ -49,7 +49,7 @@ from stratoecho.airtime import lora_airtime_s
 from stratoecho.lora import BANDWIDTHS_HZ
 
 from .air import Antenna, ChipOnAir, ModemSettings, deliver
-from .spi_bus import FakeSpiDev, SpiSocket, register_simulator
+from .spi_bus import SpiSocket, register_simulator
 
 REG_FIFO, REG_OP_MODE = 0x00, 0x01
 REG_FIFO_ADDR_PTR, REG_FIFO_TX_BASE, REG_FIFO_RX_BASE, REG_FIFO_RX_CURRENT = 0x0D, 0x0E, 0x0F, 0x10
@@ -109,9 +109,6 @@ class Sx127xChip(ChipOnAir):
             self.regs[reg] = value
 
     # ---------------------------------------------------------------- SPI
-
-    def spi(self) -> FakeSpiDev:
-        return FakeSpiDev(self)
 
     def transfer(self, data: list[int]) -> list[int]:
         """One NSS-low transaction: address byte (bit 7: write), then data bytes."""

@@ -37,24 +37,16 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-EARTH_RADIUS_M = 6_371_000.0
+from .sun import horizon_dip_deg
+
 SCALE_HEIGHT_M = 7_600.0
 _BAND_ROWS = 16  # rows rendered at a time: ~5 MB of temporaries, no slower
-
-
-def horizon_dip_deg(altitude_m: float) -> float:
-    """Geometric horizon dip below level: acos(R / (R + h))."""
-    return math.degrees(math.acos(EARTH_RADIUS_M / (EARTH_RADIUS_M + max(0.0, altitude_m))))
 
 
 def daylight(sun_elevation_deg: float) -> float:
     """How much light the scene has: full above 6 degrees, fading through civil twilight,
     a little starlight and skyglow below -6 (the auto exposure cannot make up for night)."""
     return min(1.0, max(0.03, (sun_elevation_deg + 6.0) / 12.0))
-
-
-def _value_noise(rng: np.random.Generator, size: int) -> np.ndarray:
-    return rng.random((size, size), dtype=np.float64)
 
 
 def _sample(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -81,8 +73,7 @@ def _fbm(grids: list[np.ndarray], u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 class SimCameraBackend:
-    HFOV_DEG = 62.2
-    VFOV_DEG = 48.8
+    HFOV_DEG = 62.2  # the vertical field (48.8 deg) follows from the frame's shape
 
     def __init__(
         self,
@@ -101,8 +92,8 @@ class SimCameraBackend:
         self.size = size
         self.quality = quality
         self._rng = np.random.default_rng(seed)
-        self._ground = [_value_noise(self._rng, 64) for _ in range(4)]
-        self._cloud = [_value_noise(self._rng, 64) for _ in range(4)]
+        self._ground = [self._rng.random((64, 64)) for _ in range(4)]  # value noise, four octaves
+        self._cloud = [self._rng.random((64, 64)) for _ in range(4)]
         self._lock = threading.Lock()
         self._unplugged = False
         self._event = event  # the bench clock's events: a hung capture waits on flight time

@@ -18,6 +18,8 @@ driver against a second implementation rather than against itself.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import random
 import struct
@@ -44,22 +46,15 @@ class SimFix:
 
 
 def _nmea(body: str) -> bytes:
-    ck = 0
-    for c in body.encode("ascii"):
-        ck ^= c
+    ck = functools.reduce(operator.xor, body.encode("ascii"), 0)
     return f"${body}*{ck:02X}\r\n".encode("ascii")
 
 
-def _lat(value: float) -> tuple[str, str]:
+def _angle(value: float, degree_digits: int, hemispheres: str) -> tuple[str, str]:
+    """NMEA's (d)ddmm.mmmmm and the hemisphere's letter (`hemispheres`: positive, then negative)."""
     a = abs(value)
     d = int(a)
-    return f"{d:02d}{(a - d) * 60:08.5f}", "N" if value >= 0 else "S"
-
-
-def _lon(value: float) -> tuple[str, str]:
-    a = abs(value)
-    d = int(a)
-    return f"{d:03d}{(a - d) * 60:08.5f}", "E" if value >= 0 else "W"
+    return f"{d:0{degree_digits}d}{(a - d) * 60:08.5f}", hemispheres[value < 0]
 
 
 def nmea_epoch(utc: datetime, fix: SimFix | None, talker: str = "GN") -> bytes:
@@ -70,8 +65,8 @@ def nmea_epoch(utc: datetime, fix: SimFix | None, talker: str = "GN") -> bytes:
         gga = f"{talker}GGA,{hms},,,,,0,{fix.sats if fix else 0:02d},99.99,,,,,,"
         rmc = f"{talker}RMC,{hms},V,,,,,,,{dmy},,,N,V"
         return _nmea(gga) + _nmea(rmc)
-    lat, ns = _lat(fix.lat)
-    lon, ew = _lon(fix.lon)
+    lat, ns = _angle(fix.lat, 2, "NS")
+    lon, ew = _angle(fix.lon, 3, "EW")
     gga = f"{talker}GGA,{hms},{lat},{ns},{lon},{ew},{fix.quality},{fix.sats:02d},{fix.hdop:.2f},{fix.alt_m:.1f},M,47.0,M,,"
     knots = fix.speed_mps / 0.514444
     rmc = f"{talker}RMC,{hms},A,{lat},{ns},{lon},{ew},{knots:.3f},{fix.course_deg:.2f},{dmy},,,A,V"

@@ -48,8 +48,7 @@ from ..chips.simulated import simulated_spi
 from .camera import SimCameraBackend
 from .flight import Flight
 from .gps import FakeUblox, SimFix
-from .i2c_bus import FakeI2cBus
-from .i2c_sensors import BenchI2c, WorldNow, load_simulators, sensor_faults, simulated_sensors
+from .i2c_sensors import SIMULATORS, BenchI2c, WorldNow, load_simulators, sensor_faults
 from .power import PowerModel, PowerPlan
 from .scenarios import flight_for
 from .settings import BENCH_BOARD, NAME, BenchSettings
@@ -105,7 +104,7 @@ class Fault:
         device, action = m["device"], m["action"]
         actions = fault_actions(device)
         if actions is None:
-            known = [*FAULT_ACTIONS, *simulated_sensors()]
+            known = [*FAULT_ACTIONS, *SIMULATORS]
             raise ValueError(f"fault {spec!r}: unknown device {device!r}; one of {', '.join(known)} (a maker's "
                              "sensor: its simulator's module in [sim] simulators)")
         if action not in actions:
@@ -215,8 +214,8 @@ class PiLoad:
 
 class BenchHardware:
     """Starts the simulated parts, steps the world on `clock` in a thread, and hands the payload
-    what it would open on a Pi: `gps_port`, `bus_opener`, `pin_factory`, `camera_factory`,
-    `sysfs_root` and `vcgencmd`. `root` is the bench's own folder for its /proc and /sys
+    what it would open on a Pi: `gps.port`, `i2c.open`, `pins`, `camera.factory`, `root` (its sysfs),
+    `vcgencmd` and `card_usage`. `root` is the bench's own folder for its /proc and /sys
     (`bench_dir`); `card` the payload's data folder, what the simulated card holds beside the
     OS (None: nothing but the OS)."""
 
@@ -243,7 +242,9 @@ class BenchHardware:
         # The I2C sensors the payload's configuration fits (`devices`; None: its defaults), each by its simulator.
         self.i2c = BenchI2c(devices if devices is not None else DevicesSection(), seed)
         self.lockstep = bool(getattr(clock, "lockstep", False))
-        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0), period_s=self.gps_epoch_s / self.speed(clock),
+        # The module's period in the seconds its clock waits: flight seconds on the lockstep, else wall seconds.
+        self.gps = FakeUblox(self._fix, start_utc=flight.utc(0.0),
+                             period_s=self.gps_epoch_s / (1.0 if self.lockstep else clock.speedup),
                              sim_clock=clock.elapsed_s, seed=seed, clock=clock if self.lockstep else None)
         self.camera = SimCameraBackend(lambda: self.flight.altitude_m(self.clock.elapsed_s()), size=(320, 240),
                                        seed=seed, event=clock.event)
@@ -269,11 +270,6 @@ class BenchHardware:
             self._thread = threading.Thread(target=self._run, name="bench-world", daemon=True)
             self._thread.start()
 
-    @staticmethod
-    def speed(clock) -> float:
-        """Flight seconds per wall second of a free-running clock; 1 on the lockstep (its waits are flight time)."""
-        return 1.0 if getattr(clock, "lockstep", False) else clock.speedup
-
     @property
     def gps_epoch_s(self) -> float:
         """Flight seconds between GPS epochs: 1 Hz, or on a fast free-running clock at most 100
@@ -285,26 +281,7 @@ class BenchHardware:
         free-running clock a busy machine's scheduling hiccup is not a silent GPS."""
         return configured_s if self.lockstep else max(configured_s, 20 * self.gps_epoch_s)
 
-    # -- what the payload opens instead of hardware ------------------------------------
-
-    @property
-    def gps_port(self) -> str:
-        return self.gps.port
-
-    def bus_opener(self, number: int) -> FakeI2cBus:
-        return self.i2c.open(number)  # FileNotFoundError for a bus no sensor is on (the Pi's header bus is 1)
-
-    @property
-    def pin_factory(self):
-        return self.pins
-
-    @property
-    def camera_factory(self):
-        return self.camera.factory
-
-    @property
-    def sysfs_root(self) -> Path:
-        return self.root
+    # -- what the payload opens instead of hardware (beside the GPS's port, the buses, the pins and the camera)
 
     def card_usage(self, path) -> shutil._ntuple_diskusage:
         """The simulated SD card, as shutil.disk_usage says it: CARD_BYTES, of which the OS takes
@@ -461,10 +438,10 @@ def open_bench(cfg, data_dir: Path, settings: BenchSettings | None = None):
                           heater_pin=cfg.outputs.heater_pin, card=Path(data_dir), devices=cfg.devices)
     if cfg.devices.gps is not None:
         cfg.devices.gps.silent_after_s = bench.gps_silent_after_s(cfg.devices.gps.silent_after_s)
-    devices = Devices(cfg.devices, bus_opener=bench.bus_opener, clock=clock.elapsed_s, gps_port=bench.gps_port,
+    devices = Devices(cfg.devices, bus_opener=bench.i2c.open, clock=clock.elapsed_s, gps_port=bench.gps.port,
                       flight_clock=clock)
     sensors = HardwareSensors(devices, now=clock.now, fix_max_age_s=max(5.0, 3 * bench.gps_epoch_s))
-    pi_health = PiHealth(bench.sysfs_root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
+    pi_health = PiHealth(bench.root, data_dir=data_dir, runner=bench.vcgencmd, disk_usage=bench.card_usage)
     open_spi = None
     if is_chip(cfg.radio.kind):  # the chip's own driver, over its simulator (sim/chips/simulated.py)
         open_spi, bench.radio_socket = simulated_spi(cfg.radio, settings.air, clock, bench.pins)
@@ -484,7 +461,7 @@ def open_bench(cfg, data_dir: Path, settings: BenchSettings | None = None):
 
     # On the lockstep a capture takes no flight time however long the bench machine renders;
     # on a free-running accelerated clock it is at least a wall second of flight seconds.
-    return Hardware(clock, sensors, bench.camera_factory, bench.pin_factory, pi_health, card_usage=bench.card_usage,
+    return Hardware(clock, sensors, bench.camera.factory, bench.pins, pi_health, card_usage=bench.card_usage,
                     flight_s=settings.minutes * 60 if settings.minutes else flight.duration_s + 300,
                     launches=not rejoined, camera_min_timeout_s=0.0 if lockstep else clock.speedup * 1.0,
                     open_spi=open_spi, seed=settings.seed if lockstep else None, price_generation=price,

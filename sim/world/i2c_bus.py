@@ -206,8 +206,6 @@ class Bme280Device(ChipFaults):
         self._rng = random.Random(seed)
         self._raw: tuple[int, int, int] | None = None  # (adc_T, adc_P, adc_H) if set directly
         self.temperature_c, self.pressure_hpa, self.humidity_pct = temperature_c, pressure_hpa, humidity_pct
-        self.stuck = False
-        self.impossible = False
         self.conversions = 0
         self.resets = 0
         self.power_on_reset()
@@ -225,7 +223,6 @@ class Bme280Device(ChipFaults):
     def set_raw(self, adc_t: int, adc_p: int, adc_h: int = 0x8000 - 1) -> None:
         """Deliver these raw ADC values from the next conversion on."""
         self._raw = (adc_t, adc_p, adc_h)
-
 
     def raw_for(self, temperature_c: float, pressure_hpa: float, humidity_pct: float) -> tuple[int, int, int]:
         c = self.calibration
@@ -308,8 +305,6 @@ class Ina219Device(ChipFaults):
         self.bus_v, self.shunt_mv = bus_v, shunt_mv
         self.noise_lsb = noise_lsb
         self._rng = random.Random(seed)
-        self.stuck = False
-        self.impossible = False
         self.power_on_reset()
 
     def set(self, bus_v=None, shunt_mv=None) -> None:
@@ -318,10 +313,9 @@ class Ina219Device(ChipFaults):
         if shunt_mv is not None:
             self.shunt_mv = shunt_mv
 
-
     def power_on_reset(self) -> None:
         self.regs = {0x00: 0x399F, 0x01: 0, 0x02: 0, 0x03: 0, 0x04: 0, 0x05: 0}
-        if not getattr(self, "stuck", False):
+        if not self.stuck:
             self._frozen: dict[int, int] | None = None  # a dead ADC stays dead through a soft reset
 
     def _convert(self) -> None:

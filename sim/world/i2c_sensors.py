@@ -90,10 +90,6 @@ def load_simulators(modules: Iterable[str]) -> None:
             raise ValueError(f"[sim] simulators: no module {module!r} on the Python path") from None
 
 
-def simulated_sensors() -> tuple[str, ...]:
-    return tuple(SIMULATORS)
-
-
 def sensor_faults(name: str) -> tuple[str, ...] | None:
     """The faults the bench can throw at the sensor `name`; None when it simulates none of that name."""
     simulator = SIMULATORS.get(name)
@@ -115,6 +111,7 @@ class BenchI2c:
             self.placed[name] = (table, chip, simulator)
 
     def open(self, number: int) -> FakeI2cBus:
+        """The payload's bus opener: FileNotFoundError for a bus no sensor is on, as on a Pi."""
         if number not in self.buses:
             raise FileNotFoundError(f"/dev/i2c-{number}")
         return self.buses[number]

@@ -54,11 +54,8 @@ class BenchRig:
             settings = BenchSettings.model_validate(table)
         except ValidationError as e:
             raise ValueError(describe_validation_error(f"[{self.name}]", e)) from None
-        flags = {"speedup": getattr(args, "speedup", None), "seed": getattr(args, "seed", None),
-                 "scenario": getattr(args, "scenario", None), "balloon": getattr(args, "balloon", None),
-                 "world_clock": getattr(args, "world_clock", None)}
-        for key, value in flags.items():
-            if value is not None:
+        for key in ("speedup", "seed", "scenario", "balloon", "world_clock"):  # an option given overrides the table
+            if (value := getattr(args, key, None)) is not None:
                 setattr(settings, key, value)
         settings.faults = settings.faults + list(getattr(args, "fault", None) or [])
         if getattr(args, "udp", None) and is_chip(cfg.radio.kind):

@@ -19,14 +19,8 @@ its seed alone — `--speedup N` flies at most N times real time, `--speedup max
 as the machine allows. At `--speedup 1` every process reads the system's monotonic clock.
 """
 
-from .flight import GATEWAY_STRICT_ENV, OUTPUTS, bench_key, fly, prepare_out
-from .flyer import Flyer, flight_time_s
-from .options import DEFAULT_PERSONA, FlyError, FlyOptions
-from .processes import free_udp_port, stop, wait_listening
-from .report import gateway_section, ground_counts, merged_stats, world_figures, write_report
+from .flight import fly
+from .options import FlyError, FlyOptions
+from .report import ground_counts
 
-__all__ = [
-    "DEFAULT_PERSONA", "GATEWAY_STRICT_ENV", "OUTPUTS", "FlyError", "FlyOptions", "Flyer", "bench_key", "flight_time_s",
-    "fly", "free_udp_port", "gateway_section", "ground_counts", "merged_stats", "prepare_out", "stop", "wait_listening",
-    "world_figures", "write_report",
-]
+__all__ = ["FlyError", "FlyOptions", "fly", "ground_counts"]

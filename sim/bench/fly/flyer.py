@@ -239,8 +239,6 @@ class Flyer:
         if stats.exists():
             os.replace(stats, self.out / "payload" / f"stats.boot{self.payload_boots}.json")
 
-    # -- the flight --------------------------------------------------------------------
-
     # -- the service manager -------------------------------------------------------------
 
     def _sup_now(self) -> float:
@@ -350,6 +348,8 @@ class Flyer:
             self._bar.n = min(round(now / 60, 1), self._bar.total)
             self._bar.refresh()
             self._bar_at = time.monotonic()
+
+    # -- the flight --------------------------------------------------------------------
 
     def run_lockstep(self, channel_port: int) -> float:
         """Fly on the lockstep until the payload ends its flight; the wall seconds it took."""

@@ -3,7 +3,6 @@ and a stop that waits for them."""
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from ..report.logs import log_events
 from .options import FlyError
 
 log = structlog.get_logger(__name__)
@@ -37,17 +37,8 @@ def wait_listening(log_path: Path, proc: subprocess.Popen, what: str, timeout_s:
 
 def listening_entry(log_path: Path, skip: int = 0) -> dict:
     """The log entry of the `listening` line after the first `skip` ({} if there is none yet)."""
-    seen = 0
-    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") == "listening":
-            seen += 1
-            if seen > skip:
-                return entry
-    return {}
+    said = [entry for entry in log_events(log_path, '"listening"') if entry.get("event") == "listening"]
+    return said[skip] if len(said) > skip else {}
 
 
 def free_udp_port() -> int:

@@ -11,15 +11,17 @@ target crashed (its inputs are in tests/fuzz_seeds/<target>/, unless --no-save).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from stratoecho.logs import setup_logging
 
 from . import SEEDS, targets
-from .engine import Budget, Result, fuzz_target, say
+from .engine import HANG_S, Budget, Result, Target, fuzz_target, open_runner, run_one, save_seed, say, signature
 
 EXTRA_MEMORY = 4 << 30  # the address space a run may add to what it holds at the start
 REASONS_SHOWN = 4
@@ -73,6 +75,37 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def run_atheris(target: Target, seconds: float, seed: int, seeds: Path) -> int:
+    """`--engine atheris`: `target` under libFuzzer's coverage-guided search for `seconds` (Google's atheris,
+    no dependency of the project). The runner, contract and seed corpus are the mutation engine's; libFuzzer
+    keeps the inputs that reach new code and stops at the first crash, kept as a seed like any other. Not
+    deterministic: a longer search, not `make fuzz`'s. Does not return (libFuzzer exits), 2 without atheris."""
+    try:
+        import atheris
+    except ImportError:
+        print("error: --engine atheris needs atheris (pip install atheris)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix=f"fuzz-{target.name}-") as tmp, contextlib.ExitStack() as stack:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        for i, data in enumerate(target.seeds()):
+            (corpus / f"seed-{i}").write_bytes(data)
+        runner = open_runner(stack, target, Path(tmp))
+
+        def one(data: bytes) -> None:
+            try:
+                run_one(runner, data, hang_s=None)
+            except Exception as e:  # noqa: BLE001 - outside the contract: kept, then libFuzzer's crash
+                say(f"{target.name}: CRASH {signature(e)} -> {save_seed(seeds, target.name, data)}")
+                raise
+
+        atheris.instrument_all()
+        atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds)}", f"-seed={seed}", f"-max_len={target.max_bytes}",
+                       f"-timeout={int(HANG_S)}", "-rss_limit_mb=2048", str(corpus)], one)
+        atheris.Fuzz()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("CRITICAL")  # the readers warn of every line they skip: the table says how many
@@ -88,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [known[n] for n in args.target] if args.target else list(known.values())
     seeds = None if args.no_save else args.seeds
     if args.engine == "atheris":
-        from .coverage import run_atheris
-
         if len(chosen) != 1 or args.seconds is None:
             print("error: --engine atheris runs one --target for --seconds", file=sys.stderr)
             return 2

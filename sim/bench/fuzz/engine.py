@@ -67,6 +67,17 @@ class Target:
     fresh_every: int = 0  # a stateful parser is opened afresh after this many inputs (0: never)
 
 
+def refusing(parse: Callable[[bytes], object], *refusals: type[Exception]) -> Callable[[Path], ContextManager[Runner]]:
+    """A stateless parser's `Target.open`: "ok", or the `reason` of one of its documented `refusals`."""
+    def run(data: bytes) -> str:
+        try:
+            parse(data)
+        except refusals as e:
+            return e.reason
+        return "ok"
+    return lambda scratch: contextlib.nullcontext(run)
+
+
 @dataclass
 class Crash:
     target: str

@@ -22,7 +22,7 @@ import hashlib
 import random
 import struct
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, partial
 
 from groundstation.link.decoder import FrameDecoder
 from stratoecho import wire
@@ -30,7 +30,7 @@ from stratoecho.wire import dispatch, horus, horus_v3, kiss, relay, ssdv, ukhas,
 from stratoecho.wire.downlink import Window, encode_window
 
 from .decoder import flight
-from .engine import Target
+from .engine import Target, refusing
 
 FLIGHT_KEY = hashlib.sha256(b"stratoecho fuzz: a flight key no balloon flies").digest()
 AUTH = wire.DownlinkAuth.from_flight_key(FLIGHT_KEY)
@@ -38,6 +38,7 @@ OTHER = wire.DownlinkAuth.from_flight_key(hashlib.sha256(FLIGHT_KEY).digest())  
 CALLSIGN = "STRATO1"
 RELAYER = "STRATO2"
 RELAYERS = {uplink.payload_hash(RELAYER): OTHER}
+ORIGINS = {CALLSIGN: AUTH, RELAYER: OTHER, "STRATO3": None}  # whose a heard frame may be
 LAST_COUNTER = 5  # the payload's high-water mark: the corpus's commands are above it
 PROBE_BYTES = 64 << 10  # far past any frame: what a serial line or a UDP port could still hand over
 WHEN = datetime(2026, 1, 1, 10, 4, 11, tzinfo=timezone.utc)
@@ -124,10 +125,6 @@ def _reseal(data: bytes, keyed: bool = True) -> bytes:
     return data
 
 
-def _reseal_open(data: bytes) -> bytes:
-    return _reseal(data, keyed=False)
-
-
 # --------------------------------------------------------------------------- runners
 
 def _receiver(auth: wire.DownlinkAuth | None):
@@ -141,45 +138,15 @@ def _receiver(auth: wire.DownlinkAuth | None):
     return open_
 
 
-@contextlib.contextmanager
-def _sentence(scratch):
-    def run(data: bytes) -> str:
-        try:
-            if data[:1] and data[0] in wire.HABPACK_FIRST_BYTES:
-                wire.decode_habpack(data)
-            elif wire.is_musing_sentence(data):
-                wire.decode_musing_sentence(data)
-            else:
-                wire.decode_sentence(data)
-                ukhas.parse_sentence_with_fields(data)
-        except wire.WireError as e:
-            return e.reason
-        return "ok"
-    yield run
-
-
-@contextlib.contextmanager
-def _relay(scratch):
-    def run(data: bytes) -> str:
-        try:
-            relay.decode_relayed(data, RELAYERS, AUTH.tag_len)
-        except wire.WireError as e:
-            return e.reason
-        return "ok"
-    yield run
-
-
-@contextlib.contextmanager
-def _origin(scratch):
-    flights = {CALLSIGN: AUTH, RELAYER: OTHER, "STRATO3": None}
-
-    def run(data: bytes) -> str:
-        try:
-            dispatch.origin_of(data, flights)
-        except wire.WireError as e:
-            return e.reason
-        return "ok"
-    yield run
+def _sentence(data: bytes) -> None:
+    """A sentence read by the parser its first bytes choose (UKHAS also by the field-list reader)."""
+    if data[:1] and data[0] in wire.HABPACK_FIRST_BYTES:
+        wire.decode_habpack(data)
+    elif wire.is_musing_sentence(data):
+        wire.decode_musing_sentence(data)
+    else:
+        wire.decode_sentence(data)
+        ukhas.parse_sentence_with_fields(data)
 
 
 @contextlib.contextmanager
@@ -224,17 +191,6 @@ def _horus_crc(data: bytes) -> bytes:
     return data[:-2] + struct.pack("<H", wire.crc16_ccitt(data[:-2])) if len(data) > 2 else data
 
 
-@contextlib.contextmanager
-def _horus(scratch):
-    def run(data: bytes) -> str:
-        try:
-            horus.decode_horus(data)
-        except wire.WireError as e:
-            return e.reason
-        return "ok"
-    yield run
-
-
 def _horus_v3_frames() -> list[bytes]:
     return [horus_v3.encode_horus_v3(wire.Telemetry(CALLSIGN, seq, "10:04:11", 52.7, -2.7, alt, 9, -40.5, 180.2, 3890,
                                                     3), via=via)
@@ -243,17 +199,6 @@ def _horus_v3_frames() -> list[bytes]:
 
 def _horus_v3_crc(data: bytes) -> bytes:
     return struct.pack("<H", wire.crc16_ccitt(data[2:])) + data[2:] if len(data) > 2 else data
-
-
-@contextlib.contextmanager
-def _horus_v3(scratch):
-    def run(data: bytes) -> str:
-        try:
-            horus_v3.decode_horus_v3(data)
-        except wire.WireError as e:
-            return e.reason
-        return "ok"
-    yield run
 
 
 # --------------------------------------------------------------------------- the uplink
@@ -280,43 +225,37 @@ def _resign(data: bytes) -> bytes:
     return bytes(body) + uplink._tag(FLIGHT_KEY, bytes(body), tag_len)
 
 
-@contextlib.contextmanager
-def _uplink(scratch):
-    def run(data: bytes) -> str:
-        try:
-            uplink.verify(FLIGHT_KEY, data, CALLSIGN, LAST_COUNTER)
-        except uplink.UplinkRejected as e:
-            return e.reason
-        return "ok"
-    yield run
-
-
 TARGETS = [
     Target("receiver", "FrameDecoder.feed with the downlink key (and a relayer's): never raises",
            _received, _receiver(AUTH), FRAME_TOKENS, _reseal, max_bytes=600, fresh_every=300,
            probe_bytes=PROBE_BYTES),
     Target("receiver_open", "FrameDecoder.feed without a key: never raises",
-           _received, _receiver(None), FRAME_TOKENS, _reseal_open, max_bytes=600, fresh_every=300,
+           _received, _receiver(None), FRAME_TOKENS, partial(_reseal, keyed=False), max_bytes=600, fresh_every=300,
            probe_bytes=PROBE_BYTES),
     Target("classify", "wire.classify, what a heard frame is: never raises", _received,
            lambda scratch: contextlib.nullcontext(lambda data: getattr(wire.classify(data).error, "reason", "ok")),
            FRAME_TOKENS, _reseal),
     Target("sentence", "UKHAS, musing and HABpack sentences, the field-list reader: WireError",
-           _open_sentences, _sentence, FRAME_TOKENS, _checksum, max_bytes=600, probe_bytes=PROBE_BYTES),
+           _open_sentences, refusing(_sentence, wire.WireError), FRAME_TOKENS, _checksum, max_bytes=600,
+           probe_bytes=PROBE_BYTES),
     Target("relay", "relay.decode_relayed, the envelope: WireError",
-           _envelopes, _relay, FRAME_TOKENS, _reseal, max_bytes=600),
+           _envelopes, refusing(lambda data: relay.decode_relayed(data, RELAYERS, AUTH.tag_len), wire.WireError),
+           FRAME_TOKENS, _reseal, max_bytes=600),
     Target("relay_origin", "dispatch.origin_of, whose a heard frame is (the payload's relay): WireError",
-           lambda: _flight()[0][:8] + _flight()[1][:4] + _cues() + _commands()[:2], _origin, FRAME_TOKENS,
-           _reseal, max_bytes=600),
+           lambda: _flight()[0][:8] + _flight()[1][:4] + _cues() + _commands()[:2],
+           refusing(lambda data: dispatch.origin_of(data, ORIGINS), wire.WireError), FRAME_TOKENS, _reseal,
+           max_bytes=600),
     Target("window", "downlink.decode_window, with and without the key: WireError",
            _cues, _window, FRAME_TOKENS, _reseal, max_bytes=64),
     Target("kiss", "KissDecoder.feed, a KISS TNC's serial line in pieces: never raises",
            _kissed, _kiss, (b"\xc0", b"\xdb", b"\xdb\xdc", b"\xdb\xdd", b"\x00", b"\x10"), max_bytes=1200,
            fresh_every=50),
     Target("horus", "horus.decode_horus, Horus Binary v2: WireError",
-           _horus_frames, _horus, (), _horus_crc, max_bytes=40),
+           _horus_frames, refusing(horus.decode_horus, wire.WireError), (), _horus_crc, max_bytes=40),
     Target("horus_v3", "horus_v3.decode_horus_v3, Horus Binary v3 (UPER, CRC in front): WireError",
-           _horus_v3_frames, _horus_v3, (), _horus_v3_crc, max_bytes=140),
+           _horus_v3_frames, refusing(horus_v3.decode_horus_v3, wire.WireError), (), _horus_v3_crc, max_bytes=140),
     Target("uplink", "uplink.verify, a command as the payload reads it: UplinkRejected",
-           _commands, _uplink, (bytes([uplink.MAGIC]), b"\x11", b"\xff" * 4, b"\xc3\x28"), _resign, max_bytes=300),
+           _commands, refusing(lambda data: uplink.verify(FLIGHT_KEY, data, CALLSIGN, LAST_COUNTER),
+                               uplink.UplinkRejected),
+           (bytes([uplink.MAGIC]), b"\x11", b"\xff" * 4, b"\xc3\x28"), _resign, max_bytes=300),
 ]

@@ -29,7 +29,7 @@ from groundstation.network import aggregator as agg
 from groundstation.network.topics import DEFAULT_PREFIX, FORMAT_VERSION, frames_topic, position_topic, records_topic
 from stratoecho import bounded_json
 
-from .engine import Target
+from .engine import Target, refusing
 from .frames import AUTH, FRAME_TOKENS, _flight, _open_sentences, _received, _reseal
 
 AT = "2026-01-01T10:04:11+00:00"
@@ -75,17 +75,6 @@ def _reseal_message(data: bytes) -> bytes:
     except (ValueError, TypeError, KeyError, RecursionError, AttributeError):
         return data
     return topic + nl + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
-
-
-@contextlib.contextmanager
-def _read(scratch):
-    def run(data: bytes) -> str:
-        try:
-            agg._read(data)
-        except agg._BadMessage as e:
-            return e.reason
-        return "ok"
-    yield run
 
 
 @contextlib.contextmanager
@@ -149,7 +138,7 @@ def _bounded(scratch):
 
 TARGETS = [
     Target("aggregator_read", "aggregator._read, a station's MQTT message: _BadMessage",
-           _payloads, _read, JSON_TOKENS, anchors=JSON_ANCHORS, max_bytes=3000),
+           _payloads, refusing(agg._read, agg._BadMessage), JSON_TOKENS, anchors=JSON_ANCHORS, max_bytes=3000),
     Target("aggregator", "Aggregator._handle, topic and message: _BadMessage (else a dead letter)",
            _messages, _aggregator, JSON_TOKENS + TOPIC_TOKENS, _reseal_message, JSON_ANCHORS + (b"/",), max_bytes=3000,
            fresh_every=2000),

@@ -225,15 +225,6 @@ def _payload_proc(args: list[str], data: Path, config: Path | None = None):
     return subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def bench_daemon_memory(bundle_dir: Path, minutes: float = 10.0, speedup: float = 60.0) -> list[tuple]:
-    """The payload daemon's own memory: a real `python -m payload run --sim` process sampled over
-    a bench flight of `minutes` at `speedup`, with the bench world's and rich's shares measured
-    apart (sim/bench/measure/memory.py); the persona worker is not counted. Without a bundle, --no-persona only."""
-    from .memory import rows
-
-    return rows(bundle_dir, minutes, speedup)
-
-
 _IDLE_TOML = """
 [schedule]
 telemetry_s = 10.0
@@ -368,65 +359,6 @@ def bench_basemap() -> list[tuple]:
     ]
 
 
-def bench_aggregator_flood() -> list[tuple]:
-    """The station network's aggregator while one login floods it, and its storage under a flood
-    through a real mosquitto (sim/bench/measure/aggregator_flood.py)."""
-    from .aggregator_flood import rows, storage_rows
-
-    return rows() + storage_rows()
-
-
-def bench_listen_flood() -> list[tuple]:
-    """A real `listen --udp` under a flood of junk datagrams: the database against its cap (sim/bench/measure/listen_flood.py)."""
-    from .listen_flood import rows
-
-    return rows()
-
-
-def bench_ssdv_flood() -> list[tuple]:
-    """A keyed `listen` answering window cues while strangers send 100 SSDV packets a second (sim/bench/measure/ssdv_flood.py)."""
-    from .ssdv_flood import rows
-
-    return rows()
-
-
-def bench_dashboard_load() -> list[tuple]:
-    """The dashboard while idle connections, event streams and heavy map asks hit it (sim/bench/measure/dashboard.py)."""
-    from .dashboard import rows
-
-    return rows()
-
-
-def bench_dashboard_lockout() -> list[tuple]:
-    """The logged-in operator's page and live feed while every connection is held (sim/bench/measure/lockout.py)."""
-    from .lockout import rows
-
-    return rows()
-
-
-def bench_dashboard_crowds() -> list[tuple]:
-    """The operator's and a watcher's answer under each of issue 50's crowds: slow header bytes from one /24 and
-    from two, 128 feeds from 128 /24s (sim/bench/measure/crowds.py)."""
-    from .crowds import rows
-
-    return rows()
-
-
-def bench_voice(bundle_dir: Path) -> list[tuple]:
-    """The owner's voice classifier as the Pi runs it: file, load, memory, a musing scored
-    (sim/bench/measure/voice_classifier.py)."""
-    from .voice_classifier import rows
-
-    return rows(bundle_dir)
-
-
-def bench_network(bundle_dir: Path) -> list[tuple]:
-    """Two balloons on one channel, the far one heard only through the near one (sim/bench/measure/relays.py)."""
-    from .relays import rows
-
-    return rows(bundle_dir)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.bench.measure.benchmarks",
                                 description="Print speed and size figures as a table.")
@@ -435,15 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     from stratoecho.logs import setup_logging
 
     setup_logging("WARNING")  # the table is the output; per-step logs would bury it
+    # A measurement of a module of its own gives its rows by `rows()`, the module saying what they measure.
+    from . import aggregator_flood, crowds, dashboard, listen_flood, lockout, memory, relays, ssdv_flood, voice_classifier
+
     rows = (bench_wire() + bench_store() + bench_airtime() + bench_fec() + bench_ingest() + bench_prepare()
             + bench_persona(args.persona) + bench_persona_worker(args.persona) + bench_pi(args.persona)
-            + bench_voice(args.persona)
-            + bench_lora() + bench_daemon_memory(args.persona)
+            + voice_classifier.rows(args.persona)
+            + bench_lora() + memory.rows(args.persona)
             + bench_daemon_idle_cpu() + bench_flight_wall(args.persona) + bench_quant(args.persona)
             + bench_families() + bench_prediction() + bench_basemap()
-            + bench_aggregator_flood() + bench_listen_flood() + bench_ssdv_flood()
-            + bench_dashboard_load()
-            + bench_dashboard_lockout() + bench_dashboard_crowds() + bench_network(args.persona))
+            + aggregator_flood.rows() + aggregator_flood.storage_rows() + listen_flood.rows() + ssdv_flood.rows()
+            + dashboard.rows()
+            + lockout.rows() + crowds.rows() + relays.rows(args.persona))
     print_rows(rows, header=True)
     return 0
 

@@ -69,13 +69,8 @@ class ListenProcess:
         """The JSON log lines so far whose event is `name`."""
         while not self._queue.empty():
             self.lines.append(self._queue.get_nowait())
-        found = []
-        for line in self.lines:
-            if line.startswith("{") and f'"{name}"' in line:
-                event = json.loads(line)
-                if event.get("event") == name:
-                    found.append(event)
-        return found
+        logged = (json.loads(line) for line in self.lines if line.startswith("{") and f'"{name}"' in line)
+        return [event for event in logged if event.get("event") == name]
 
     def stop(self, timeout_s: float = 60.0) -> tuple[int, str]:
         """SIGTERM, then its exit status and everything it wrote on standard error."""
@@ -121,7 +116,7 @@ def measure(datagrams: int, quota: list[str], rate: float | None) -> dict:
         peak = db_bytes(db)
         listen.stop_clean()
         counts = json.loads(stats.read_text())
-        warnings = len([e for e in listen.events("frames past the storage quota not stored")])
+        warnings = len(listen.events("frames past the storage quota not stored"))
         return {"datagrams": datagrams, "sent_s": sent_s, "before": before, "running": peak, "after": db_bytes(db),
                 "heard": counts["frames"], "not_stored": counts["frames_not_stored"], "warnings": warnings}
 

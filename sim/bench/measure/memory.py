@@ -52,7 +52,7 @@ if sys.argv[1] == "bench":
         clock = flight_clock(bench_settings.speedup, start_utc=flight.utc(0.0), name="payload")
         bench = BenchHardware(flight, clock, Path(d), seed=bench_settings.seed, state_path=Path(d) / "world.json",
                               heater_pin=cfg.outputs.heater_pin)
-        camera = bench.camera_factory()
+        camera = bench.camera.factory()
         for i in range(3):
             camera.capture(Path(d) / f"{i}.jpg")
         after = private_mb("self")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from stratoecho.musing_quality import Musing, MusingFacts, judge, measure
 
+from .logs import log_events
 from .substance_report import describe_substance, substance_section
 from .truth_report import claims_section, describe_claims
 
@@ -63,18 +64,8 @@ def logged_musings(payload_log: Path) -> list[LoggedMusing]:
     """Every musing event in `payload_log`, in order; lines that are not such JSON are skipped
     (the log also holds other events and, after a watchdog kill, Python's stack dumps)."""
     found = []
-    try:
-        lines = Path(payload_log).read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    for line in lines:
-        if '"musing' not in line:  # most lines are not musings: skip them before parsing
-            continue
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(e, dict) or e.get("event") not in EVENTS:
+    for e in log_events(payload_log, '"musing'):
+        if e.get("event") not in EVENTS:
             continue
         kind = e["event"]
         if kind == "musing_untrue" and e.get("action") == "cut":

@@ -22,8 +22,6 @@ report says so in words (`unguarded`), not only payload.log.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import json
 import math
 from collections import Counter
 from dataclasses import replace
@@ -37,6 +35,7 @@ from stratoecho import geo
 from stratoecho.musing_claims import KINDS, MusingFacts, claims
 
 from .flight_report import epoch_of, placed_telemetry
+from .logs import log_events
 
 LAUNCH_CLIMB_M = 150.0  # as the payload's phase detector: this far above the pad is flying
 CLIMBING_M_S = 2.0  # a balloon climbs at 4-6 m/s; a payload carried about on the pad does not
@@ -51,17 +50,7 @@ def payload_claims(payload_log: Path) -> dict:
     """The truth guard's count from the payload's log: every claim of every version of a musing,
     counted once, as it was written (made = true + caught false + aired false)."""
     by_kind, held, cut = _kinds(), 0, 0
-    try:
-        lines = Path(payload_log).read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        lines = []
-    for line in lines:
-        if '"claims"' not in line:
-            continue
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for e in log_events(payload_log, '"claims"'):
         event, action = e.get("event"), e.get("action")
         if event not in ("musing", "musing_untrue") or not isinstance(e.get("claims"), dict):
             continue
@@ -177,30 +166,18 @@ def unguarded_language(payload_log: Path) -> dict | None:
     """The payload's `persona_language_unguarded` warning (the first boot's): the persona's
     language, which has no claim words, and what its guard reads instead (`reads`, where logged);
     None when the language was guarded."""
-    try:
-        with open(payload_log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if "persona_language_unguarded" not in line:
-                    continue
-                with contextlib.suppress(json.JSONDecodeError):
-                    e = json.loads(line)
-                    if isinstance(e, dict) and e.get("event") == "persona_language_unguarded":
-                        return {k: e[k] for k in ("language", "reads", "asked_in", "guarded") if k in e}
-    except FileNotFoundError:
-        pass
+    for e in log_events(payload_log, "persona_language_unguarded"):
+        if e.get("event") == "persona_language_unguarded":
+            return {k: e[k] for k in ("language", "reads", "asked_in", "guarded") if k in e}
     return None
 
 
 def flown_language(payload_log: Path) -> str | None:
     """The language the payload read its musings' claims in (their logged facts), None: English."""
-    try:
-        with open(payload_log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if '"language"' in line and '"facts"' in line:
-                    with contextlib.suppress(json.JSONDecodeError, AttributeError):
-                        return json.loads(line).get("facts", {}).get("language")
-    except FileNotFoundError:
-        pass
+    for e in log_events(payload_log, '"facts"'):
+        facts = e.get("facts")
+        if isinstance(facts, dict) and "language" in facts:
+            return facts["language"]
     return None
 
 

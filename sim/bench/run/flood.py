@@ -8,25 +8,10 @@ datagrams at `listen --udp`), ssdv_flood.py (strangers' pictures while window cu
 and the dashboard's: dashboard.py (idle connections, event streams, map asks), lockout.py (every
 slot held) and crowds.py (slow headers and feeds from many networks).
 
-Building and sending it:
-
-- `drive(items, send, pace, stop)`: each item to `send` in turn, no faster than `pace`, until the
-  items run out or `stop` is set; how many went.
-- `LoopbackSenders`: datagrams from addresses of 127/8 (each one another machine to the receiver),
-  a fresh source port every `per_port` datagrams of an address's own.
-- `Crowd`: connections held from many addresses, each opened again a second after the server ends
-  it (idle, asking for a live feed, or trickling its head a byte at a time); what was opened,
-  ended, refused, and the feeds on.
-
-Where it runs, and what is timed beside it:
-
-- `in_own_process(module, ...)`: a measure in a process of its own, its memory its own.
-- `load_of_its_own(module, ...)` (this side) and `hold(counts)` (the load's side): a load in a
-  process of its own, whose threads never hold up the answers timed here, on until told to stop.
-- `tries(asks, n, first)`: each ask `n` times; medians, and the asks not answered.
-
-Counting and the report: `db_bytes` and `database_row` (what a database kept against its cap),
-`taken_row` (what the target took in, and what became of it), `print_rows` (the table).
+Here, in that order: sending it (`drive`, `LoopbackSenders`, `Crowd`); where it runs, and what is
+timed beside it (`in_own_process`; `load_of_its_own` with the load's side `hold`, so that a load's
+threads never hold up the answers `tries` times); what was kept, and the report (`db_bytes`,
+`database_row`, `taken_row`, `print_rows`).
 """
 
 from __future__ import annotations
@@ -120,22 +105,18 @@ class Crowd(threading.Thread):
     sent: none (b"") leaves it idle, a whole head asks and reads what comes (a live feed); with
     `trickle_s`, a header byte follows every `trickle_s`, the head never ended (a slow client).
     Counts what was opened, ended by the server and refused (503), and the feeds on (answered 200,
-    still open); `cycled`: the connections that trickled a byte or were ended at least once."""
+    still open); `cycled`: which connections trickled a byte or were ended at least once."""
 
     def __init__(self, port: int, wanted: list[tuple[str, bytes]], trickle_s: float | None = None):
         super().__init__(daemon=True)
         self.port, self.wanted, self.trickle_s = port, wanted, trickle_s
         self.stop = threading.Event()
         self.opened = self.ended = self.refused = self.feeds_on = 0
-        self._cycled: set[int] = set()
-
-    @property
-    def cycled(self) -> int:
-        return len(self._cycled)
+        self.cycled: set[int] = set()
 
     def is_on(self) -> bool:
         """Every connection at its steady state: each slow one cycled once, else each feed on."""
-        return self.cycled >= len(self.wanted) if self.trickle_s is not None else self.feeds_on >= len(self.wanted)
+        return len(self.cycled) >= len(self.wanted) if self.trickle_s is not None else self.feeds_on >= len(self.wanted)
 
     def wait_on(self, timeout_s: float, until: Callable[[], bool] | None = None) -> None:
         """Until the crowd is on (or `until` says it is); a RuntimeError after `timeout_s`."""
@@ -184,7 +165,7 @@ class Crowd(threading.Thread):
                 sock.send(b"a")
             except OSError:
                 continue  # the read sees it ended
-            self._cycled.add(key.data["which"])
+            self.cycled.add(key.data["which"])
             heapq.heappush(due, (now + self.trickle_s, id(sock), sock))
 
     def run(self) -> None:
@@ -209,7 +190,7 @@ class Crowd(threading.Thread):
                 sock.close()
                 self.ended += 1
                 self.feeds_on -= state["on"]
-                self._cycled.add(state["which"])
+                self.cycled.add(state["which"])
                 reopen.append((time.monotonic() + REOPEN_S, state["which"]))
         for key in list(sel.get_map().values()):
             key.fileobj.close()
