@@ -50,11 +50,6 @@ class Announcement:
     image_id: int
     digests: tuple[bytes, ...]  # by packet id
 
-    def vouches_for(self, packet: SsdvPacket) -> bool:
-        """`packet` is the one this picture has at its place."""
-        return ((packet.callsign, packet.image_id) == (self.callsign, self.image_id)
-                and packet.packet_id < len(self.digests) and self.digests[packet.packet_id] == packet_digest(packet))
-
 
 def announce(picture: int, packets: list[SsdvPacket]) -> Event:
     """The ``picture`` event for `packets` (one picture's, in packet order)."""
