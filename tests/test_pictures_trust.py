@@ -123,8 +123,7 @@ def test_a_forged_packet_neither_deletes_nor_replaces_and_another_callsign_takes
 
 def test_a_stranger_packet_costs_no_decoding(tmp_path, monkeypatch):
     decoded = []
-    real_decoder = ssdv.image_decoder
-    monkeypatch.setattr(pictures, "image_decoder", lambda first: decoded.append(first) or real_decoder(first))
+    monkeypatch.setattr(pictures, "ImageDecoder", lambda first: decoded.append(first) or ssdv.ImageDecoder(first))
     store = keyed(tmp_path / "g.db")
     store.add_record(announcement_record(0, packets(8)), AT, authentic=True)
     for seed in range(20):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .common import WireError
 from .events import Event, encode_event, event
-from .ssdv import SsdvPacket, image_decoder
+from .ssdv import ImageDecoder, SsdvPacket
 
 DIGEST_BYTES = 8
 _DIGEST_KEY = b"stratoecho ssdv packet v1"
@@ -108,7 +108,7 @@ class PictureScan:
     def jpeg(self) -> bytes:
         if self._decoder is None or self._stale:
             ordered = [self.packets[i] for i in sorted(self.packets)]
-            self._decoder = image_decoder(ordered[0])
+            self._decoder = ImageDecoder(ordered[0])
             for p in ordered:
                 self._decoder.feed(p)
             self._read_to, self._stale = ordered[-1].packet_id, False
