@@ -11,7 +11,7 @@ are what the persona is measured against) by the words of each situation in her 
 the prompt, within its context (payload/persona/prompts.py).
 
     SITUATIONS                      cold, wind, sun, night, height, falling, waiting, tired, view, no_signal
-    situations_of(text, words)      the situations a line is about, by its words
+    SituationWords.of(words)        a language's words per situation; `of_text`: a line's situations
     moment(facts)                   the situations of a moment of the flight, most telling first
     index(texts, words)             the owner's lines worth offering, each with its situations
     nearest(lines, situations, k)   up to k lines for a moment: one per situation, most telling first
@@ -95,12 +95,6 @@ class SituationWords:
     def of_text(self, text: str) -> tuple[str, ...]:
         folded = _fold(text)
         return tuple(s for s, p in self.patterns.items() if p.search(folded))
-
-
-def situations_of(text: str, words: SituationWords | Mapping[str, Sequence[str]]) -> tuple[str, ...]:
-    """The situations `text` is about, in SITUATIONS' order."""
-    w = words if isinstance(words, SituationWords) else SituationWords.of(words)
-    return w.of_text(text)
 
 
 def moment(facts: MusingFacts) -> tuple[str, ...]:

@@ -51,20 +51,19 @@ def test_field_axioms(a, b, c):
 @given(a=byte, b=nonzero)
 def test_inverse_and_division(a, b):
     assert fec.gf_mul(b, fec.gf_inv(b)) == 1
-    assert fec.gf_div(fec.gf_mul(a, b), b) == a
-    assert fec.gf_mul(fec.gf_div(a, b), b) == a
+    assert fec.gf_mul(fec.gf_mul(a, b), fec.gf_inv(b)) == a
+    assert fec.gf_mul(fec.gf_mul(a, fec.gf_inv(b)), b) == a
 
 
 def test_two_generates_the_multiplicative_group():
-    assert sorted(fec.gf_pow(2, i) for i in range(255)) == list(range(1, 256))
-    assert fec.gf_pow(2, 255) == 1
+    powers = list(itertools.accumulate(range(255), lambda p, _: fec.gf_mul(p, 2), initial=1))  # 2^0 .. 2^255
+    assert sorted(powers[:255]) == list(range(1, 256))
+    assert powers[255] == 1
 
 
 def test_field_refuses_zero_division_and_non_elements():
     with pytest.raises(ZeroDivisionError):
         fec.gf_inv(0)
-    with pytest.raises(ZeroDivisionError):
-        fec.gf_div(7, 0)
     with pytest.raises(FecError, match="GF"):
         fec.gf_mul(256, 1)
     with pytest.raises(FecError, match="GF"):

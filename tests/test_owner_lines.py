@@ -16,7 +16,6 @@ from stratoecho.exemplars import (
     index,
     moment,
     nearest,
-    situations_of,
     worth_offering,
 )
 from stratoecho.musing_claims import MusingFacts, Request
@@ -26,13 +25,13 @@ WORDS = {"cold": ["cold", "freez*", "frost*", "minus"], "night": ["night*", "sta
 
 
 def test_a_line_is_about_the_situations_its_words_name_and_prefixes_match_word_starts():
-    w = SituationWords.of(WORDS)
-    assert situations_of("minus three this morning, frost feathers on the shed door", w) == ("cold",)
-    assert situations_of("Freezing at the bus stop and still NOT here", w) == ("cold", "waiting")
-    assert situations_of("we had  no   signal up the valley all night", w) == ("night", "no_signal")
-    assert situations_of("the windows were open", w) == ("wind",)  # a prefix: "wind*" reads "windows"
-    assert situations_of("unfrosted glass, a reviewer", w) == ()  # prefixes start words, never inside them
-    assert situations_of("a great view of nothing", w) == ("view",)
+    situations_of = SituationWords.of(WORDS).of_text
+    assert situations_of("minus three this morning, frost feathers on the shed door") == ("cold",)
+    assert situations_of("Freezing at the bus stop and still NOT here") == ("cold", "waiting")
+    assert situations_of("we had  no   signal up the valley all night") == ("night", "no_signal")
+    assert situations_of("the windows were open") == ("wind",)  # a prefix: "wind*" reads "windows"
+    assert situations_of("unfrosted glass, a reviewer") == ()  # prefixes start words, never inside them
+    assert situations_of("a great view of nothing") == ("view",)
 
 
 def test_an_unknown_situation_is_refused_by_name():

@@ -2,7 +2,7 @@
 
 Real checkpoints keep more embedding rows than their tokenizer has tokens (Qwen3-0.6B 151,936
 for 151,669, Phi-3 32,064 for 32,011). Each family's tiny stand-in (host_training/base/tiny_families.py)
-gets PAD_ROWS rows more than its config.json had (tiny_families.with_padded_vocabulary) and goes
+gets PAD_ROWS rows more than its config.json had (`with_padded_vocabulary`) and goes
 through `python -m host_training build --base ... --quant Q8_0`: the preflight (which must say
 what the build will do with the padding), LoRA steps, merge, llama.cpp's converter on the merged
 model and on the untuned base, the conversion check, quantization, the bundle. Then both GGUFs
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from host_training.base import tiny_families as TF
-from host_training.base.tiny_families import FAMILIES, with_padded_vocabulary
+from host_training.base.tiny_families import FAMILIES
 from host_training.convert import vocab_rows
 from host_training.preflight import read_tokenizer
 
@@ -35,6 +35,22 @@ llama_cpp = pytest.importorskip("llama_cpp")
 PAD_ROWS = 37  # as the report's Gemma 3: 603 tokens, 640 rows (no multiple of anything, on purpose)
 STEPS = 2
 GEMMA3_JSON = "gemma3-tokenizer-json"
+
+
+def with_padded_vocabulary(model_dir: str | Path, rows: int, seed: int = 0) -> Path:
+    """The checkpoint in `model_dir` with `rows` embedding (and output) rows, however many tokens
+    its tokenizer has, as real checkpoints pad theirs (Qwen3-0.6B: 151,936 rows for 151,669
+    tokens); the new rows random, like the model's own initialisation. Rewritten in place."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = Path(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    model.save_pretrained(str(out))
+    return out
 
 
 def tiny_gemma3_tokenizer_json(out_dir: Path, seed: int = 0) -> Path:

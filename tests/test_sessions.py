@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings
@@ -10,17 +13,19 @@ from hypothesis import strategies as st
 from host_training.ingest import Message
 from host_training.prepare.sessions import (
     DEFAULT_DEDUP_MIN_CHARS,
+    DEFAULT_GAP_MINUTES,
     AckRuns,
     Example,
+    Session,
     Turn,
     chat_examples,
     dedupe_owner,
     is_ack,
+    iter_sessions,
     join_bursts,
     post_examples,
-    split_by_chat,
-    split_by_time,
-    split_sessions,
+    time_cut,
+    val_chats,
     windows,
 )
 
@@ -36,6 +41,47 @@ def m(author: str, text: str, at: timedelta, chat="c1", owner=None) -> Message:
 
 
 MIN = timedelta(minutes=1)
+
+
+# In memory, what prepare's split (prepare/split.py) decides as it streams its examples.
+def split_sessions(messages: Iterable[Message], gap_minutes: float = DEFAULT_GAP_MINUTES) -> list[Session]:
+    """Chat messages (not posts) cut into sessions per chat (`iter_sessions`), in time order."""
+    # A stable sort: equal times keep the export's order.
+    ordered = sorted((m for m in messages if m.kind == "message"), key=lambda m: (m.source, m.chat_id, m.ts))
+    return sorted(iter_sessions(ordered, gap_minutes), key=lambda s: (s.messages[0].ts, s.key))
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Example]
+    val: list[Example]
+    left_out: list[Example]  # sessions that straddle the time cut
+    cut: datetime | None = None  # val sessions start at or after it, train sessions end before it
+
+
+def split_by_time(examples: Sequence[Example], val_fraction: float) -> Split:
+    """The latest sessions (about `val_fraction` of them) go to val, the rest to train, with
+    every val session starting at or after the cut and every train session ending before it
+    (`time_cut`). With one session of several examples its last window goes to val."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for e in examples:
+        start, end = spans.get(e.session, (e.start, e.end))
+        spans[e.session] = (min(start, e.start), max(end, e.end))
+    if len(spans) == 1 and len(examples) >= 2 and val_fraction > 0:
+        # One long conversation: its last window is the latest there is.
+        return Split(list(examples[:-1]), list(examples[-1:]), [], examples[-1].start)
+    cut = time_cut(spans, val_fraction)
+    if cut is None:
+        return Split(list(examples), [], [])
+    return Split([e for e in examples if spans[e.session][1] < cut], [e for e in examples if spans[e.session][0] >= cut],
+                 [e for e in examples if spans[e.session][0] < cut <= spans[e.session][1]], cut)
+
+
+def split_by_chat(examples: Sequence[Example], val_fraction: float, seed: int) -> Split:
+    """Whole chats to val (`val_chats`): the persona is measured on people and topics it never
+    trained on."""
+    val = val_chats(Counter(e.chat for e in examples), val_fraction, seed)
+    return Split([e for e in examples if e.chat not in val], [e for e in examples if e.chat in val], [])
 
 
 def test_a_day_and_a_minute_apart_are_two_sessions():
@@ -188,9 +234,9 @@ def test_chat_split_holds_out_whole_chats_by_seed():
     examples = [ex(f"{c}{i}", 10 * i, chat=c) for c in "abcdefghij" for i in range(5)]
     split = split_by_chat(examples, 0.2, seed=1)
     assert split == split_by_chat(examples, 0.2, seed=1)
-    val_chats = {e.chat for e in split.val}
-    assert 2 <= len(val_chats) <= 3 and not val_chats & {e.chat for e in split.train}
-    assert any({e.chat for e in split_by_chat(examples, 0.2, seed=s).val} != val_chats for s in range(2, 6))
+    held = {e.chat for e in split.val}
+    assert 2 <= len(held) <= 3 and not held & {e.chat for e in split.train}
+    assert any({e.chat for e in split_by_chat(examples, 0.2, seed=s).val} != held for s in range(2, 6))
 
 
 def test_weight_and_learnt_turns():

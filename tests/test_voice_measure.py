@@ -162,7 +162,7 @@ def test_a_flights_musings_are_scored_beside_the_bases(corpus_data_dir, corpus, 
     owner = [m["content"] for c in val for m in c if m["role"] == "assistant"]
     others = [m["content"] for c in val for m in c if m["role"] == "user"]
     persona, base = _flight(tmp_path / "p1", owner), _flight(tmp_path / "b1", others)
-    assert VF.aired_musings(persona) == owner
+    assert [m.text for m in VF.aired(persona)] == owner
     a = VF.measure(corpus_data_dir, [persona], [base])
     flown, control = a.find("flown"), a.find("control")
     assert flown.share.share >= 0.7 and control.share.share <= 0.3 and control.gain is None
@@ -170,7 +170,7 @@ def test_a_flights_musings_are_scored_beside_the_bases(corpus_data_dir, corpus, 
     table = "\n".join(VF.table(a))
     assert "| persona p1 |" in table and "| base b1 |" in table and "held out by conversation" in table
     with pytest.raises(VF.FlightError, match="no payload.log"):
-        VF.aired_musings(tmp_path)
+        VF.aired(tmp_path)
 
 
 def test_the_quantization_row_gets_a_verdict_against_the_tolerance():

@@ -34,9 +34,6 @@ Granite 3 its four multipliers (embeddings x12, attention by 1/head_dim, residua
 logits / 8), tied, StarCoder's special tokens first and the role tokens after the
 vocabulary, <|end_of_text|> as BOS, EOS and end of turn, no BOS added.
 
-`with_padded_vocabulary` gives any of them more embedding rows than tokenizer entries, as
-many real checkpoints have (docs/training.md, "Model families").
-
 Sizes: hidden 64, 2 layers (LFM2: a convolution layer then an attention layer; Gemma 3: 6,
 its window pattern), 4 query heads, a few hundred tokens of vocabulary: each builds in well
 under a second. Same arguments, same bytes (tokenizers trained single-threaded, weights
@@ -427,22 +424,6 @@ def tiny_granite3(out_dir: str | Path, seed: int = 0) -> Path:
                         logits_scaling=8.0, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
                         tie_word_embeddings=True, **SHAPE)
     _save_model(GraniteForCausalLM, cfg, out, seed)
-    return out
-
-
-def with_padded_vocabulary(model_dir: str | Path, rows: int, seed: int = 0) -> Path:
-    """The checkpoint in `model_dir` with `rows` embedding (and output) rows, however many tokens
-    its tokenizer has, as real checkpoints pad theirs (Qwen3-0.6B: 151,936 rows for 151,669
-    tokens); the new rows random, like the model's own initialisation. Rewritten in place."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    out = Path(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(str(out))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.resize_token_embeddings(rows, mean_resizing=False)
-    model.save_pretrained(str(out))
     return out
 
 

@@ -33,62 +33,24 @@ command: its options and `run`); the names are re-exported here.
 
 from __future__ import annotations
 
-from .cli import add_parser, run, voice_line
-from .generation import (
-    DEFAULT_SEED,
-    PROBE_SAMPLES,
-    PROBE_SEED_OFFSET,
-    ROUND_SEED_OFFSET,
-    STYLE_MAX_TOKENS,
-    STYLE_PROMPTS,
-    VOICE_ROUNDS,
-    PersonaGenerator,
-    replies,
-    reply_cases,
-    reply_rounds,
-)
-from .reporting import Compared, ReportOutcome, write_report
-from .scoring import (
-    GGML_TYPE_F32,
-    GGUFChatTokenizer,
-    gguf_context_length,
-    is_chatml,
-    llama_special_ids,
-    next_token_nll,
-    open_for_scoring,
-    score_gguf,
-    score_gguf_ids,
-    score_gguf_template,
-    target_nll,
-)
+from .cli import add_parser, run
+from .generation import DEFAULT_SEED, PersonaGenerator, replies, reply_cases
+from .reporting import Compared, write_report
+from .scoring import is_chatml, next_token_nll, open_for_scoring, score_gguf, score_gguf_ids, score_gguf_template
 
 __all__ = [
     "Compared",
     "DEFAULT_SEED",
-    "GGML_TYPE_F32",
-    "GGUFChatTokenizer",
-    "PROBE_SAMPLES",
-    "PROBE_SEED_OFFSET",
     "PersonaGenerator",
-    "ROUND_SEED_OFFSET",
-    "ReportOutcome",
-    "STYLE_MAX_TOKENS",
-    "STYLE_PROMPTS",
-    "VOICE_ROUNDS",
     "add_parser",
-    "gguf_context_length",
     "is_chatml",
-    "llama_special_ids",
     "next_token_nll",
     "open_for_scoring",
     "replies",
     "reply_cases",
-    "reply_rounds",
     "run",
     "score_gguf",
     "score_gguf_ids",
     "score_gguf_template",
-    "target_nll",
-    "voice_line",
     "write_report",
 ]

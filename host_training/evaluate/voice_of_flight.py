@@ -44,11 +44,6 @@ class FlightError(RuntimeError):
     """A folder that is not a finished bench flight, or data the classifier cannot learn from."""
 
 
-def aired_musings(flight: Path) -> list[str]:
-    """The texts of the musings that went on air in `flight` (its payload.log's `musing` events)."""
-    return [m.text for m in aired(flight)]
-
-
 def aired(flight: Path) -> list[Musing]:
     """The musings that went on air in `flight`, each with the facts its prompt was told."""
     log = Path(flight) / LOG

@@ -37,34 +37,22 @@ from stratoecho import boards
 
 from ..quantize.quantizer import LISTED_QUANTS, parse_quant
 from .checkpoint import (
-    DTYPE_BYTES,
-    MAX_HEADER_BYTES,
     MB,
-    TOKENIZER_FILES,
     PreflightError,
     Template,
     Tensor,
-    Tokenizer,
     architecture,
     chat_template,
     read_config,
-    read_safetensors_header,
     read_tensors,
     read_tokenizer,
     text_config,
     weight_files,
 )
 from .memory import (
-    CTX_STEP,
-    DEFAULT_TYPE,
-    K_FALLBACK,
-    MIN_CTX,
-    QK_K,
-    TYPE_BITS,
     Fit,
     boards_by_size,
     fit,
-    longest_context,
     lower_quant,
     model_shape,
     most_tokens,
@@ -75,11 +63,9 @@ from .memory import (
 )
 
 __all__ = [
-    "CTX_STEP", "DEFAULT_TYPE", "DTYPE_BYTES", "FAMILIES", "K_FALLBACK", "MAX_HEADER_BYTES", "MB", "MIN_CTX", "QK_K",
-    "TOKENIZER_FILES", "TYPE_BITS", "Fit", "PreflightError", "Report", "Template", "Tensor", "Tokenizer",
-    "architecture", "boards_by_size", "bundle_context", "chat_template", "converts", "fit", "longest_context",
-    "lower_quant", "model_shape", "read_config", "read_safetensors_header", "read_tensors", "read_tokenizer",
-    "remedies", "run", "tensor_type", "text_config", "weight_bytes", "weight_files",
+    "FAMILIES", "MB", "Fit", "PreflightError", "Report", "Template", "Tensor", "architecture", "boards_by_size",
+    "bundle_context", "chat_template", "converts", "fit", "lower_quant", "model_shape", "read_config", "read_tensors",
+    "read_tokenizer", "remedies", "run", "tensor_type", "text_config", "weight_bytes", "weight_files"
 ]  # fmt: skip
 
 FAMILIES = ("Llama (SmolLM2, TinyLlama, Llama 3.2)", "Qwen2 / Qwen2.5 / Qwen3", "Mistral", "Gemma 2 / 3", "Phi-3",

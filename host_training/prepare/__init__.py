@@ -39,27 +39,15 @@ The package, by job: `options` (the command line), `stage` (`run`, and the steps
 
 from __future__ import annotations
 
-from .files import BlocklistError, Staged, export_files, load_blocklist
-from .options import add_parser, add_tier_options
-from .owners import SUMMARY_EXPORTS, list_authors
-from .split import INTERVIEW_CHAT
+from .files import BlocklistError, load_blocklist
+from .options import add_parser
+from .owners import SUMMARY_EXPORTS
 from .stage import run
-from .summary import OUTPUT_FILES, TOKEN_METHOD
-from .tier_figures import say_tiers, tier_report
 
 __all__ = [
-    "INTERVIEW_CHAT",
-    "OUTPUT_FILES",
     "SUMMARY_EXPORTS",
-    "TOKEN_METHOD",
     "BlocklistError",
-    "Staged",
     "add_parser",
-    "add_tier_options",
-    "export_files",
-    "list_authors",
     "load_blocklist",
     "run",
-    "say_tiers",
-    "tier_report",
 ]

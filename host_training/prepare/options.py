@@ -83,39 +83,21 @@ def add_tier_options(p: argparse.ArgumentParser) -> None:
         "of its tokens from tiers 1-2; report.json: tiers shows them before and after",
     )
     tiers.add_argument(
-        "--tier",
-        type=_tier,
-        action="append",
-        default=[],
-        metavar="PATH=N",
-        help=(
-            "set the tier (1, 2 or 3) of the inputs at or under PATH: a file or folder as you would give it "
-            "as EXPORT, or relative to an EXPORT folder (or to the folder of an EXPORT file). Repeat it; the "
-            "most specific PATH wins. "
-            "Example: --tier journal/=1 --tier old-mails.mbox=3. A PATH that names no input is an error"
-        ),
-    )
+        "--tier", type=_tier, action="append", default=[], metavar="PATH=N",
+        help=("set the tier (1, 2 or 3) of the inputs at or under PATH: a file or folder as you would give it "
+              "as EXPORT, or relative to an EXPORT folder (or to the folder of an EXPORT file). Repeat it; the "
+              "most specific PATH wins. "
+              "Example: --tier journal/=1 --tier old-mails.mbox=3. A PATH that names no input is an error"))
     how = tiers.add_mutually_exclusive_group()
     how.add_argument(
-        "--top-tier-share",
-        type=_fraction,
-        default=T.DEFAULT_TOP_SHARE,
-        metavar="F",
-        help=(
-            "the policy: at least this share of the tokens training learns from comes from tiers 1-2 when there "
-            f"is chat too; writing and mail are repeated (at most {T.MAX_REPEAT:g} times), then chat thinned, "
-            "to meet it. Validation is never weighted. 0 turns the policy off (default %(default)g)"
-        ),
-    )
+        "--top-tier-share", type=_fraction, default=T.DEFAULT_TOP_SHARE, metavar="F",
+        help=("the policy: at least this share of the tokens training learns from comes from tiers 1-2 when there "
+              f"is chat too; writing and mail are repeated (at most {T.MAX_REPEAT:g} times), then chat thinned, "
+              "to meet it. Validation is never weighted. 0 turns the policy off (default %(default)g)"))
     how.add_argument(
-        "--weights",
-        type=_weights,
-        metavar="TIER=W,...",
-        help=(
-            "instead of the policy, each tier's weight by hand (times an example is seen per epoch), as in "
-            "1=3,2=2,3=1; a tier not named gets 1. The old names writing, long and chat still work"
-        ),
-    )
+        "--weights", type=_weights, metavar="TIER=W,...",
+        help=("instead of the policy, each tier's weight by hand (times an example is seen per epoch), as in "
+              "1=3,2=2,3=1; a tier not named gets 1. The old names writing, long and chat still work"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -146,146 +128,74 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_argument_group("what to read")
+    what.add_argument("exports", nargs="+", metavar="EXPORT",
+                      help="export file or folder (folders are searched; attachments are passed over)")
     what.add_argument(
-        "exports",
-        nargs="+",
-        metavar="EXPORT",
-        help="export file or folder (folders are searched; attachments are passed over)",
-    )
-    what.add_argument(
-        "--owner",
-        action="append",
-        metavar="OWNER",
-        help=(
-            "required: the person the persona speaks as: a Telegram or Discord id such as user5550101 "
-            "(stable across renames), a mail address, or a display name as it appears in the exports, "
-            'matched case-insensitively. Repeat for aliases: --owner user5550101 --owner "Ada Lindqvist". '
-            "--list-authors shows who is who in each export"
-        ),
-    )
+        "--owner", action="append", metavar="OWNER",
+        help=("required: the person the persona speaks as: a Telegram or Discord id such as user5550101 "
+              "(stable across renames), a mail address, or a display name as it appears in the exports, "
+              'matched case-insensitively. Repeat for aliases: --owner user5550101 --owner "Ada Lindqvist". '
+              "--list-authors shows who is who in each export"))
     what.add_argument("--out", type=Path, metavar="DIR",
                       help="required: output folder (created if missing); one that holds an earlier run's output "
                            "gets the new exports added to it, nothing it held is lost")
     what.add_argument(
-        "--list-authors",
-        action="store_true",
-        help=(
-            "only list each export's authors, most messages first, with the id to give as --owner "
-            "(Telegram/Discord user..., mail address; WhatsApp has names only) and their real display "
-            "names, so you can find yourself before preparing; with --owner, marks who it matches. "
-            "Needs no --out and writes nothing: the names are printed on this machine only"
-        ),
-    )
+        "--list-authors", action="store_true",
+        help=("only list each export's authors, most messages first, with the id to give as --owner "
+              "(Telegram/Discord user..., mail address; WhatsApp has names only) and their real display "
+              "names, so you can find yourself before preparing; with --owner, marks who it matches. "
+              "Needs no --out and writes nothing: the names are printed on this machine only"))
     what.add_argument("--json", action="store_true", help="with --list-authors: print JSON instead of a table")
     what.add_argument(
-        "--accept-cut",
-        action="store_true",
-        help=(
-            "use what was read of an export that ends early (a download cut short): without it prepare "
-            "stops, naming the file and the byte where it ends, and writes nothing; export again, or "
-            "pass this to build from the part that was read"
-        ),
-    )
+        "--accept-cut", action="store_true",
+        help=("use what was read of an export that ends early (a download cut short): without it prepare "
+              "stops, naming the file and the byte where it ends, and writes nothing; export again, or "
+              "pass this to build from the part that was read"))
 
     privacy = p.add_argument_group("privacy")
     privacy.add_argument(
-        "--pseudonyms",
-        action="store_true",
-        help=(
-            "replace every other participant's name with a stable pseudonym (Person 1, Person 2...) "
-            "as author, chat name and whole word in texts; the owner keeps their name"
-        ),
-    )
+        "--pseudonyms", action="store_true",
+        help=("replace every other participant's name with a stable pseudonym (Person 1, Person 2...) "
+              "as author, chat name and whole word in texts; the owner keeps their name"))
     privacy.add_argument(
-        "--blocklist",
-        type=Path,
-        metavar="FILE",
-        help=(
-            "extra things to remove: one entry a line, either a word or phrase (whole words, any "
-            "case) or /regex/ (case-insensitive); blank lines and lines starting with # are ignored"
-        ),
-    )
+        "--blocklist", type=Path, metavar="FILE",
+        help=("extra things to remove: one entry a line, either a word or phrase (whole words, any "
+              "case) or /regex/ (case-insensitive); blank lines and lines starting with # are ignored"))
 
     conv = p.add_argument_group("conversations")
+    conv.add_argument("--session-gap-minutes", type=_positive(float), default=S.DEFAULT_GAP_MINUTES, metavar="MIN",
+                      help="a silence longer than this starts a new conversation (minutes, default %(default)g)")
+    conv.add_argument("--max-turns", type=_positive(int), default=S.DEFAULT_MAX_TURNS, metavar="N",
+                      help="turns per training example at most; longer conversations are cut (default %(default)d)")
+    conv.add_argument("--max-chars", type=_positive(int), default=S.DEFAULT_MAX_CHARS, metavar="N",
+                      help="characters per training example at most, ~4 per token (default %(default)d)")
     conv.add_argument(
-        "--session-gap-minutes",
-        type=_positive(float),
-        default=S.DEFAULT_GAP_MINUTES,
-        metavar="MIN",
-        help="a silence longer than this starts a new conversation (minutes, default %(default)g)",
-    )
+        "--dedup-min-chars", type=int, default=S.DEFAULT_DEDUP_MIN_CHARS, metavar="N",
+        help=("repeats of the owner's messages this long or longer are dropped (a paste: a greeting sent to a "
+              'list, a link); shorter ones ("ok", "haha", a catchphrase) keep their real frequency '
+              "(characters, default %(default)d)"))
     conv.add_argument(
-        "--max-turns",
-        type=_positive(int),
-        default=S.DEFAULT_MAX_TURNS,
-        metavar="N",
-        help="turns per training example at most; longer conversations are cut (default %(default)d)",
-    )
+        "--max-ack-run", type=_ack_run, default=S.DEFAULT_MAX_ACK_RUN, metavar="N",
+        help=('at most N of the owner\'s one-word acknowledgements ("ok", "k", "yes", "lol", an emoji alone) in a '
+              "row in a chat; the rest are dropped (report.json: messages.dropped.ack_run), so the persona does "
+              "not learn to answer everything with ok. off keeps them all (default %(default)s)"))
     conv.add_argument(
-        "--max-chars",
-        type=_positive(int),
-        default=S.DEFAULT_MAX_CHARS,
-        metavar="N",
-        help="characters per training example at most, ~4 per token (default %(default)d)",
-    )
-    conv.add_argument(
-        "--dedup-min-chars",
-        type=int,
-        default=S.DEFAULT_DEDUP_MIN_CHARS,
-        metavar="N",
-        help=(
-            "repeats of the owner's messages this long or longer are dropped (a paste: a greeting sent to a "
-            'list, a link); shorter ones ("ok", "haha", a catchphrase) keep their real frequency '
-            "(characters, default %(default)d)"
-        ),
-    )
-    conv.add_argument(
-        "--max-ack-run",
-        type=_ack_run,
-        default=S.DEFAULT_MAX_ACK_RUN,
-        metavar="N",
-        help=(
-            'at most N of the owner\'s one-word acknowledgements ("ok", "k", "yes", "lol", an emoji alone) in a '
-            "row in a chat; the rest are dropped (report.json: messages.dropped.ack_run), so the persona does "
-            "not learn to answer everything with ok. off keeps them all (default %(default)s)"
-        ),
-    )
-    conv.add_argument(
-        "--train-all-speakers",
-        action="store_true",
-        help=(
-            "learn every speaker's turns, not only the owner's: conversations without the owner become "
-            "examples too, and every example is marked \"train\": \"all\" for `build`"
-        ),
-    )
+        "--train-all-speakers", action="store_true",
+        help=("learn every speaker's turns, not only the owner's: conversations without the owner become "
+              "examples too, and every example is marked \"train\": \"all\" for `build`"))
 
     split = p.add_argument_group("train/val split")
     split.add_argument(
-        "--val-fraction",
-        type=_fraction,
-        default=0.1,
-        metavar="F",
-        help=(
-            "share of conversations held out for validation (default %(default)g; with 2 or more "
-            "sessions val gets at least one unless F is 0)"
-        ),
-    )
+        "--val-fraction", type=_fraction, default=0.1, metavar="F",
+        help=("share of conversations held out for validation (default %(default)g; with 2 or more "
+              "sessions val gets at least one unless F is 0)"))
     split.add_argument(
-        "--val-split",
-        choices=("time", "chat"),
-        default="time",
-        help=(
-            "time (default): the latest sessions are held out, every one starting after every training "
-            "session ended (sessions across the cut are left out, counted in report.json); chat: whole "
-            "chats are held out, chosen by --seed"
-        ),
-    )
-    split.add_argument(
-        "--seed",
-        type=int,
-        default=1337,
-        help="seed for --val-split chat: same exports and seed, same split (default %(default)d)",
-    )
+        "--val-split", choices=("time", "chat"), default="time",
+        help=("time (default): the latest sessions are held out, every one starting after every training "
+              "session ended (sessions across the cut are left out, counted in report.json); chat: whole "
+              "chats are held out, chosen by --seed"))
+    split.add_argument("--seed", type=int, default=1337,
+                       help="seed for --val-split chat: same exports and seed, same split (default %(default)d)")
     add_tier_options(p)
     p.set_defaults(func=run)
     return p

@@ -17,10 +17,10 @@
 - Runs of the owner's one-word acknowledgements ("ok", "lol", "👍") are capped (`AckRuns`):
   a persona trained on every nod learns to answer everything with "ok".
 - The split is by session, so no conversation is half in train and half in val, and by time:
-  every validation session starts after every training session ended (`split_by_time`), so
+  every validation session starts after every training session ended (`time_cut`), so
   the held-out figure measures the persona on what it has not seen yet, not on the other half
   of yesterday's chat. Sessions that straddle the cut are left out and counted. Optionally
-  whole chats are held out instead (`split_by_chat`).
+  whole chats are held out instead (`val_chats`).
 """
 
 from __future__ import annotations
@@ -233,13 +233,6 @@ def _session(msgs: list[Message]) -> Session:
     return Session(key=f"{first.source}:{first.chat_id}:{iso_utc(first.ts)}:{first.msg_id}", messages=tuple(msgs))
 
 
-def split_sessions(messages: Iterable[Message], gap_minutes: float = DEFAULT_GAP_MINUTES) -> list[Session]:
-    """Chat messages (not posts) cut into sessions per chat (`iter_sessions`), in time order."""
-    # A stable sort: equal times keep the export's order.
-    ordered = sorted((m for m in messages if m.kind == "message"), key=lambda m: (m.source, m.chat_id, m.ts))
-    return sorted(iter_sessions(ordered, gap_minutes), key=lambda s: (s.messages[0].ts, s.key))
-
-
 def join_bursts(messages: Sequence[Message], persona_name: str = "") -> list[Turn]:
     """One turn per run of messages by one author, newline-joined."""
     turns: list[Turn] = []
@@ -353,32 +346,6 @@ def _unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-@dataclass(frozen=True)
-class Split:
-    train: list[Example]
-    val: list[Example]
-    left_out: list[Example]  # sessions that straddle the time cut
-    cut: datetime | None = None  # val sessions start at or after it, train sessions end before it
-
-
-def split_by_time(examples: Sequence[Example], val_fraction: float) -> Split:
-    """The latest sessions (about `val_fraction` of them) go to val, the rest to train, with
-    every val session starting at or after the cut and every train session ending before it
-    (`time_cut`). With one session of several examples its last window goes to val."""
-    spans: dict[str, tuple[datetime, datetime]] = {}
-    for e in examples:
-        start, end = spans.get(e.session, (e.start, e.end))
-        spans[e.session] = (min(start, e.start), max(end, e.end))
-    if len(spans) == 1 and len(examples) >= 2 and val_fraction > 0:
-        # One long conversation: its last window is the latest there is.
-        return Split(list(examples[:-1]), list(examples[-1:]), [], examples[-1].start)
-    cut = time_cut(spans, val_fraction)
-    if cut is None:
-        return Split(list(examples), [], [])
-    return Split([e for e in examples if spans[e.session][1] < cut], [e for e in examples if spans[e.session][0] >= cut],
-                 [e for e in examples if spans[e.session][0] < cut <= spans[e.session][1]], cut)
-
-
 def time_cut(spans: dict[str, tuple[datetime, datetime]], val_fraction: float) -> datetime | None:
     """The time that splits sessions (key -> (start, end)) into train (ended before it) and val
     (started at or after it), about `val_fraction` of them in val; sessions across it are in
@@ -403,13 +370,6 @@ def time_cut(spans: dict[str, tuple[datetime, datetime]], val_fraction: float) -
     if not candidates:
         return None
     return starts[min(candidates, key=lambda i: (straddling(i), abs((n - i) - target), -i))]
-
-
-def split_by_chat(examples: Sequence[Example], val_fraction: float, seed: int) -> Split:
-    """Whole chats to val (`val_chats`): the persona is measured on people and topics it never
-    trained on."""
-    val = val_chats(Counter(e.chat for e in examples), val_fraction, seed)
-    return Split([e for e in examples if e.chat not in val], [e for e in examples if e.chat in val], [])
 
 
 def val_chats(sizes: Counter[str], val_fraction: float, seed: int) -> set[str]:

@@ -39,37 +39,12 @@ from __future__ import annotations
 
 from stratoecho.charts import nice_ticks  # the plot's ticks, as report.nice_ticks
 
-from .modelfile import CHATML_GO_TEMPLATE, MODELFILE, is_chatml, modelfile_text, ollama_model_name, render_chatml, write_modelfile
-from .plot import PLOT_FILE, PerplexityRow, fmt_bytes, size_vs_perplexity_svg
-from .privacy_probe import (
-    EXCERPT_CHARS,
-    KIND_RANK,
-    MIN_PRIVATE_CHARS,
-    PRIVATE_KINDS,
-    ProbeHit,
-    ProbeResult,
-    Redactor,
-    load_private_strings,
-    probe_privacy,
-)
-from .replies import LanguageResult, ReplyFigures, language_lines, reply_figures
-from .report_md import (
-    EXAMPLE_CHARS,
-    REFERENCE_LABELS,
-    REPORT_FILE,
-    STYLE_ROWS,
-    VERDICT_LINE,
-    VOICE_ROLES,
-    WEAK_CLASSIFIER,
-    StyleResult,
-    base_gguf_row,
-    md_text,
-    render_report,
-    style_lines,
-    voice_lines,
-)
+from .modelfile import CHATML_GO_TEMPLATE, MODELFILE, is_chatml, modelfile_text, ollama_model_name, write_modelfile
+from .plot import PLOT_FILE, PerplexityRow, size_vs_perplexity_svg
+from .privacy_probe import KIND_RANK, ProbeResult, Redactor, load_private_strings, probe_privacy
+from .replies import LanguageResult, language_lines, reply_figures
+from .report_md import REPORT_FILE, STYLE_ROWS, StyleResult, render_report
 from .style import (
-    EMOJI,
     WORD,
     count_emoji,
     count_lines,
@@ -83,63 +58,44 @@ from .style import (
     vocabulary_overlap,
     words,
 )
-from .substance_table import SubstanceResult, SubstanceSet, substance_lines, substance_result, substance_table
+from .substance_table import SubstanceResult, substance_result, substance_table
 
 __all__ = [
     "CHATML_GO_TEMPLATE",
-    "EMOJI",
-    "EXAMPLE_CHARS",
-    "EXCERPT_CHARS",
     "KIND_RANK",
     "LanguageResult",
-    "MIN_PRIVATE_CHARS",
     "MODELFILE",
     "PLOT_FILE",
-    "PRIVATE_KINDS",
     "PerplexityRow",
-    "ProbeHit",
     "ProbeResult",
-    "ReplyFigures",
-    "REFERENCE_LABELS",
     "REPORT_FILE",
     "Redactor",
     "STYLE_ROWS",
     "StyleResult",
     "SubstanceResult",
-    "SubstanceSet",
-    "VERDICT_LINE",
-    "VOICE_ROLES",
-    "WEAK_CLASSIFIER",
     "WORD",
-    "base_gguf_row",
     "count_emoji",
     "count_lines",
     "count_punctuation",
     "distribution",
-    "fmt_bytes",
     "is_chatml",
     "language_lines",
     "load_private_strings",
     "lower_start",
-    "md_text",
     "modelfile_text",
     "nice_ticks",
     "ollama_model_name",
     "percentile",
     "probe_privacy",
-    "render_chatml",
     "render_report",
     "reply_figures",
     "size_vs_perplexity_svg",
     "style_figures",
-    "style_lines",
-    "substance_lines",
     "substance_result",
     "substance_table",
     "upper_case_share",
     "vocabulary",
     "vocabulary_overlap",
-    "voice_lines",
     "words",
     "write_modelfile",
 ]

@@ -48,15 +48,15 @@ class FecError(ValueError):
 # --------------------------------------------------------------------------- GF(2^8)
 
 
-def _tables() -> tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], bytes]:
+def _tables() -> tuple[tuple[bytes, ...], bytes]:
     exp, log = exp_log(PRIMITIVE_POLY)
     # mul[a] is a translation table: shard.translate(mul[a]) is a times every byte of the shard.
     mul = tuple(bytes(exp[log[a] + log[b]] if a and b else 0 for b in range(256)) for a in range(256))
     inv = bytes(exp[255 - log[a]] if a else 0 for a in range(256))
-    return exp, log, mul, inv
+    return mul, inv
 
 
-_EXP, _LOG, _MUL, _INV = _tables()
+_MUL, _INV = _tables()
 
 
 def _element(a: int) -> int:
@@ -74,16 +74,6 @@ def gf_inv(a: int) -> int:
     if _element(a) == 0:
         raise ZeroDivisionError("0 has no inverse in GF(256)")
     return _INV[a]
-
-
-def gf_div(a: int, b: int) -> int:
-    return gf_mul(a, gf_inv(b))
-
-
-def gf_pow(a: int, e: int) -> int:
-    if _element(a) == 0:
-        return 1 if e == 0 else 0
-    return _EXP[(_LOG[a] * e) % 255]
 
 
 _Matrix = tuple[bytes, ...]  # rows of field elements

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .common import WireError
 from .events import Event, encode_event, event
-from .ssdv import SsdvPacket, image_decoder
+from .ssdv import ImageDecoder, SsdvPacket
 
 DIGEST_BYTES = 8
 _DIGEST_KEY = b"stratoecho ssdv packet v1"
@@ -49,11 +49,6 @@ class Announcement:
     callsign: str
     image_id: int
     digests: tuple[bytes, ...]  # by packet id
-
-    def vouches_for(self, packet: SsdvPacket) -> bool:
-        """`packet` is the one this picture has at its place."""
-        return ((packet.callsign, packet.image_id) == (self.callsign, self.image_id)
-                and packet.packet_id < len(self.digests) and self.digests[packet.packet_id] == packet_digest(packet))
 
 
 def announce(picture: int, packets: list[SsdvPacket]) -> Event:
@@ -113,7 +108,7 @@ class PictureScan:
     def jpeg(self) -> bytes:
         if self._decoder is None or self._stale:
             ordered = [self.packets[i] for i in sorted(self.packets)]
-            self._decoder = image_decoder(ordered[0])
+            self._decoder = ImageDecoder(ordered[0])
             for p in ordered:
                 self._decoder.feed(p)
             self._read_to, self._stale = ordered[-1].packet_id, False

@@ -388,8 +388,9 @@ def prepare_jpeg(picture, *, quality: int = DEFAULT_QUALITY, max_side: int | Non
 # --------------------------------------------------------------------------- decoding
 
 
-class _ImageDecoder:
-    """Packets of one image, fed in packet order, into a JPEG scan. Mirrors the reference
+class ImageDecoder:
+    """The picture `first` belongs to: `feed` it that picture's packets in packet order, then
+    `jpeg()` once (it fills what is missing); `pictures.PictureScan` keeps one. Mirrors the reference
     decoder's choices so its output is byte-for-byte the same: a packet after a gap is
     read from its mark; missing MCUs become flat blocks (DC difference 0, end of block)."""
 
@@ -523,12 +524,6 @@ def _jpeg_header(width: int, height: int, sampling: int, quant: tuple[list[int],
     return head + _segment(0xDA, bytes([3, 1, 0x00, 2, 0x11, 3, 0x11, 0, 63, 0]))
 
 
-def image_decoder(first: SsdvPacket) -> _ImageDecoder:
-    """A decoder for the picture `first` belongs to: `feed` it that picture's packets in packet
-    order, then `jpeg()` once (it fills what is missing); `pictures.PictureScan` keeps one."""
-    return _ImageDecoder(first)
-
-
 def decode_image(packets: Iterable[SsdvPacket | bytes], packet_size: int = PACKET_BYTES) -> bytes:
     """The JPEG that the packets of one image make: those of the first good packet's
     callsign and image id, in packet order, duplicates and bad packets skipped.
@@ -546,7 +541,7 @@ def decode_image(packets: Iterable[SsdvPacket | bytes], packet_size: int = PACKE
     first = good[0]
     ours = {p.packet_id: p for p in reversed(good) if (p.callsign, p.image_id) == (first.callsign, first.image_id)}
     ordered = [ours[i] for i in sorted(ours)]
-    decoder = _ImageDecoder(ordered[0])
+    decoder = ImageDecoder(ordered[0])
     for p in ordered:
         decoder.feed(p)
     return decoder.jpeg()
