@@ -57,10 +57,8 @@ def _record_data(r: wire.Record) -> str | bytes | None:
 
 
 class Store:
-    """The one writer of a ground database. `frame_quota` and `clock` are its frames part's
-    (`store.frames`, frames.py): the bytes the frames table may hold per source and in all
-    (`frame_quota`; None: no limit, for the aggregator, which keeps its own per station), and
-    what times the quota's warnings."""
+    """The one writer of a ground database. `frame_quota` (None: no limit) and `clock` are its
+    frames part's (`store.frames`, frames.FrameLog, which says what each is)."""
 
     def __init__(self, path: str | Path, flush_interval_s: float = 0.5, *,
                  frame_quota: FrameQuota | None = DEFAULT_FRAME_QUOTA, clock=time.monotonic) -> None:
@@ -112,11 +110,6 @@ class Store:
             raise ValueError(f"station {name}: {lat}, {lon}, {alt_m} is not a position (LAT LON in degrees, ALT in m)")
         self._db.execute("INSERT OR REPLACE INTO stations (name, lat, lon, alt_m, updated_at) VALUES (?, ?, ?, ?, ?)",
                          (name, float(lat), float(lon), float(alt_m), updated_at or utc_now()))
-
-    def heard_by(self, kind: str, boot: int, seq: int) -> list[str]:
-        rows = self._db.execute("SELECT station FROM heard WHERE kind = ? AND boot = ? AND seq = ? ORDER BY first_at",
-                                (kind, boot, seq))
-        return [r[0] for r in rows]
 
     def set_trust(self, fingerprint: str | None) -> None:
         """Say what this database's listener believes: with a downlink key (its `fingerprint`),
