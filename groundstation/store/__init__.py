@@ -8,13 +8,10 @@
         ground.counts()
 
 schema.py   the tables, their migrations, how the writer opens a file (WAL, synchronous=NORMAL)
-writer.py   `Store`: what the listener (and the network's aggregator) writes; its parts:
-frames.py     `store.frames`, the frames table under its byte quota
-outbox.py     `store.outbox`, the commands queued for the uplink (and `OutboxReader`)
-reader.py   `GroundReader`: typed rows for the dashboard, `watch`, `export`, `sim fly`, the
-            reports, through one read-only connection (tables.py) and a reader per view:
-flight.py     `ground.flight`, whose flight it is     track.py    `ground.track`, its positions
-records.py    `ground.records`, `ground.pictures`     link.py     `ground.link`, frames and stations
+writer.py   `Store`: what the listener (and the network's aggregator) writes; its parts are
+            frames.py (`store.frames`, under a byte quota) and outbox.py (`store.outbox`)
+reader.py   `GroundReader`: typed rows through one read-only connection (tables.py), one reader
+            per view (flight.py, track.py, records.py, link.py, outbox.py: reader.py lists them)
 """
 
 from .link import FrameMinute, StationRow, StationStats

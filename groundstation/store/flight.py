@@ -4,14 +4,11 @@ its pictures) asks this one which rows are the flight's (`filter`, `keyed`)."""
 
 from __future__ import annotations
 
-from .tables import Tables
+from .tables import View
 
 
-class FlightReader:
+class FlightReader(View):
     """`GroundReader.flight`."""
-
-    def __init__(self, tables: Tables) -> None:
-        self._t = tables
 
     def trust(self) -> dict:
         """What the listener said it believes (writer.Store.set_trust): {"keyed": True, "fingerprint":

@@ -1,5 +1,5 @@
 """Reading the ground database: typed rows for the dashboard, `watch`, `export`, `sim fly`, the
-flight report and the soak verdict, from one place, one reader per view.
+flight report and the soak verdict, one reader per view.
 
     with GroundReader.open("flight.db") as ground:
         ground.counts().of("musing"), ground.records.latest("health").fields, ground.link.station_stats()
@@ -12,12 +12,9 @@ flight report and the soak verdict, from one place, one reader per view.
     ground.outbox    the commands queued for the uplink               (outbox.py)
 
 and on the reader itself, what a live view polls: `counts`, `data_version`, the newest ids.
-
-A reader opens the file read-only (tables.py): it never creates, migrates or locks the
-station's database, and reads what an older ground station left in the field (a column an
-older schema lacks as NULL, a table it lacks as empty). Rows come back as frozen dataclasses.
-Queries a caller runs every second (the terminal view) stay in SQL; the rest is plain Python
-over the rows.
+The file is opened read-only, whatever the schema version an older station left (tables.py);
+rows come back as frozen dataclasses. Queries a caller runs every second (the terminal view)
+stay in SQL; the rest is plain Python over the rows.
 """
 
 from __future__ import annotations

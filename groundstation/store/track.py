@@ -8,8 +8,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import asdict, dataclass
 
-from .flight import FlightReader
-from .tables import Tables
+from .tables import View
 
 _TELEMETRY = "id, boot, seq, callsign, time, lat, lon, alt, sats, temp_c, pressure_hpa, batt_mv, received_at"
 
@@ -46,12 +45,8 @@ class SentenceHeard:
     received_at: str
 
 
-class TrackReader:
+class TrackReader(View):
     """`GroundReader.track`."""
-
-    def __init__(self, tables: Tables, flight: FlightReader) -> None:
-        self._t = tables
-        self._flight = flight
 
     def _columns(self) -> str:
         # before version 8 every position was believed as it came
