@@ -9,17 +9,17 @@
 
 schema.py   the tables, their migrations, how the writer opens a file (WAL, synchronous=NORMAL)
 writer.py   `Store`: what the listener (and the network's aggregator) writes; its parts are
-            frames.py (`store.frames`, under a byte quota) and outbox.py (`store.outbox`)
+            `store.frames` (the frames table under a byte quota) and `store.outbox` (outbox.py)
 reader.py   `GroundReader`: typed rows through one read-only connection (tables.py), one reader
-            per view (flight.py, track.py, records.py, link.py, outbox.py: reader.py lists them)
+            per view (flight.py, records.py, link.py, outbox.py: reader.py lists them)
 """
 
+from .flight import SentenceHeard, TelemetryRow
 from .link import FrameMinute, StationRow, StationStats
 from .outbox import OutboxRow
 from .reader import Counts, Cursor, GroundReader
 from .records import RecordRow, SsdvPacketRow
 from .schema import SCHEMA_VERSION, StoreError, utc_now
-from .track import SentenceHeard, TelemetryRow
 from .writer import DEAD_LETTER_HEAD, DEAD_LETTERS_KEPT, Store
 
 __all__ = [

@@ -5,7 +5,7 @@ flight report and the soak verdict, one reader per view.
         ground.counts().of("musing"), ground.records.latest("health").fields, ground.link.station_stats()
 
     ground.flight    whose flight it is: callsign, trust, claims     (flight.py)
-    ground.track     its positions and sentences                     (track.py)
+    ground.track     its positions and sentences                     (flight.py)
     ground.records   musings, health, events, API requests, images   (records.py)
     ground.pictures  an image's JPEG, the SSDV packets kept          (records.py)
     ground.link      frames by minute and station, where stations are (link.py)
@@ -23,12 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .flight import FlightReader
+from .flight import FlightReader, TrackReader
 from .link import LinkReader
 from .outbox import OutboxReader
 from .records import PictureReader, RecordReader
 from .tables import Tables
-from .track import TrackReader
 
 
 @dataclass(frozen=True)
