@@ -128,7 +128,8 @@ def _seen_from(lat: float, lon: float, alt: float, p: predict.Prediction, latest
     return seen
 
 
-def _position(row: TelemetryRow | None) -> dict | None:
+def position_json(row: TelemetryRow | None) -> dict | None:
+    """A position as the page takes it (the summary's launch and latest, a flight's latest)."""
     if row is None:
         return None
     return {"boot": row.boot, "seq": row.seq, "time": row.time, "lat": row.lat, "lon": row.lon, "alt": row.alt,
@@ -144,8 +145,8 @@ def summary(db: GroundReader) -> dict:
         "cursor": {"telemetry": cursor.telemetry, "records": cursor.records},
         "callsign": db.flight.callsign(),
         "claims": db.flight.claims(),  # which callsign is tagged, and what open sentences claim beside it
-        "launch": _position(db.track.first_position()),
-        "latest": _position(db.track.latest_position()),
+        "launch": position_json(db.track.first_position()),
+        "latest": position_json(db.track.latest_position()),
         "max_alt": db.track.max_altitude(),
         "health": record_json(health) if health else None,
         "last_heard": db.link.last_heard(),
