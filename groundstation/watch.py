@@ -36,13 +36,10 @@ from stratoecho.cli import positive_number
 
 from . import predict
 from .display import clean_text
-from .store import GroundReader, RecordRow, StoreError, TelemetryRow
+from .store import ANNOUNCED, GroundReader, RecordRow, StoreError, TelemetryRow
 
 log = structlog.get_logger(__name__)
 
-# Health fields naming the last seq the payload handed out this boot, per record kind.
-ANNOUNCED_KINDS = {"musing_seq": "musing", "event_seq": "event", "image_seq": "image",
-                   "api_request_seq": "api_request"}
 _ASCENT_SPAN_S = 120  # ascent rate over the sentences of the last two minutes
 _MAX_RANGES = 6  # missing ranges shown per (kind, boot)
 
@@ -180,7 +177,7 @@ def missing_records(ground: GroundReader, health: dict, health_key: tuple[int, i
     if health_key is not None:
         boot = health_key[0]
         held_up_to = ground.records.newest_seqs(boot)
-        for field, kind in ANNOUNCED_KINDS.items():
+        for field, kind in ANNOUNCED.items():
             value = health.get(field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 continue

@@ -18,12 +18,12 @@ from .flight import SentenceHeard, TelemetryRow
 from .link import FrameMinute, StationRow, StationStats
 from .outbox import OutboxRow
 from .reader import Counts, Cursor, GroundReader
-from .records import RecordRow, SsdvPacketRow
+from .records import ANNOUNCED, RecordRow, SsdvPacketRow
 from .schema import SCHEMA_VERSION, StoreError, utc_now
 from .writer import DEAD_LETTER_HEAD, DEAD_LETTERS_KEPT, Store
 
 __all__ = [
-    "DEAD_LETTERS_KEPT", "DEAD_LETTER_HEAD", "SCHEMA_VERSION", "Counts", "Cursor", "FrameMinute", "GroundReader",
-    "OutboxRow", "RecordRow", "SentenceHeard", "SsdvPacketRow", "StationRow", "StationStats", "Store", "StoreError",
-    "TelemetryRow", "utc_now",
+    "ANNOUNCED", "DEAD_LETTERS_KEPT", "DEAD_LETTER_HEAD", "SCHEMA_VERSION", "Counts", "Cursor", "FrameMinute",
+    "GroundReader", "OutboxRow", "RecordRow", "SentenceHeard", "SsdvPacketRow", "StationRow", "StationStats", "Store",
+    "StoreError", "TelemetryRow", "utc_now",
 ]

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from .tables import View
 
+# Health fields that name the newest record of a kind the payload made this boot: a record lost
+# after the last one heard still counts as missing (`watch`, the dashboard's link view).
+ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "image_seq": "image", "api_request_seq": "api_request"}
+
 
 @dataclass(frozen=True)
 class RecordRow:

@@ -15,7 +15,7 @@ from stratoecho.wire.sentence import telemetry_datetime
 
 from .. import predict
 from ..exports.base import utc_time
-from ..store import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow, utc_now
+from ..store import ANNOUNCED, GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow, utc_now
 
 LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 # A frame heard more than this after the server's clock is no minute of the flight: a station's
@@ -23,11 +23,6 @@ LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 # the machines of a field network may be minutes apart, never a day.
 FUTURE_S = 86_400
 MISSING_RANGES = 20  # ranges of missing seqs listed per stream (the count covers all)
-
-# Health fields that name the newest record of a stream the payload made this boot:
-# a record lost after the last one heard still counts as missing.
-ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "api_request_seq": "api_request",
-             "image_seq": "image"}
 
 
 # --------------------------------------------------------------------------- reading
