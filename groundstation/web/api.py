@@ -159,15 +159,10 @@ def flight_offsets(db: GroundReader) -> dict[str, float]:
     for r in db.track.telemetry():
         if _minute(r.received_at[:16]) is None:  # not a time a minute of reception can be read from
             continue
-        try:
-            heard = datetime.fromisoformat(r.received_at)
-            sent = datetime.fromisoformat(sentence_time(r.time, r.received_at))
+        try:  # no zone is UTC
+            heard, sent = utc_time(r.received_at), utc_time(sentence_time(r.time, r.received_at))
         except ValueError:
             continue
-        if heard.tzinfo is None:
-            heard = heard.replace(tzinfo=timezone.utc)
-        if sent.tzinfo is None:
-            sent = sent.replace(tzinfo=timezone.utc)
         by_minute.setdefault(r.received_at[:16], []).append((sent - heard).total_seconds())
     return {m: sorted(v)[len(v) // 2] for m, v in by_minute.items()}
 
