@@ -56,9 +56,8 @@ class Cursor:
 class GroundReader:
     """One read-only connection to a ground database, and its readers by view."""
 
-    def __init__(self, tables: Tables, path: str) -> None:
+    def __init__(self, tables: Tables) -> None:
         self._t = tables
-        self.path = path
         self.schema_version = tables.version
         self.flight = FlightReader(tables)
         self.track = TrackReader(tables, self.flight)
@@ -70,7 +69,7 @@ class GroundReader:
     @classmethod
     def open(cls, path: str | Path) -> GroundReader:
         """StoreError for a missing file, a database of some other program or a newer schema."""
-        return cls(Tables.open(path), str(Path(path)))
+        return cls(Tables.open(path))
 
     def close(self) -> None:
         self._t.db.close()
