@@ -100,7 +100,7 @@ from .hosts import HostAllowList, is_loopback
 from .limits import NETWORK, TOTAL, Feeds, Limits, Slots, is_station, network_of
 from .maps import MapLayers
 
-__all__ = ["SWITCH_INTERVAL_S", "Dashboard", "serve"]  # what the package and the CLI take from here
+__all__ = ["SWITCH_INTERVAL_S", "Dashboard", "serve"]  # serve, the server it returns, and the CLI's switch interval
 
 log = structlog.get_logger(__name__)
 
