@@ -1,21 +1,13 @@
 """The listener put together: every part `listen` runs, built from the station's configuration
 (`GroundConfig`, groundstation/config.py: the file with the flags over it) in the order each
-needs the last (the keys, the API proxy, the database, the source, the flights and their
-decoders, the repair link, the station network's publisher, the exporters, and the hooks that
-join them to the listen loop), then run until told to stop and closed. Nothing here sees the
-command line.
+needs the last (`build_listener`), then run until told to stop and closed (`Listener.run`).
+Nothing here sees the command line: `python -m groundstation listen` (`cmd_listen`) is build,
+run, report; so is the bench's.
 
-The source is the one `[source]` names, opened by its registered kind (groundstation/sources/
-registry.py). With followed flights (`[keys] follow`) the decoder is one per flight
+With followed flights (`[keys] follow`) the decoder is one per flight
 (groundstation/link/flights.py, built by `link.keys.build_flights`), each followed flight with its
 database beside the primary's (ground.db -> ground.CALLSIGN.db); the primary flight keeps that
 database, the repair link, the uplink and the API proxy.
-
-`build_listener` builds them, or raises `StartError` with the message and exit status the
-command prints (2: settings that do not go together; 1: a key, database, port or file that
-cannot be used), having closed what it had opened. `Listener.run` runs the loop
-(groundstation/link/listen.py), closes every part and prints the summary; it returns the exit status.
-`python -m groundstation listen` (`cmd_listen`) is build, run, report; so is the bench's.
 """
 
 from __future__ import annotations
@@ -42,7 +34,7 @@ from stratoecho.wire.uplink import MAX_COUNTER, KeyFileError
 from .config import GroundConfig
 from .display import format_summary
 from .link.decoder import FrameDecoder
-from .link.flights import Flight, Flights, flight_db_path
+from .link.flights import Flights, flight_db_path
 from .link.heard import Heard
 from .link.keys import build_flights, downlink_check, followed_checks
 from .link.listen import Hooks, Limits, run_listen
@@ -164,10 +156,6 @@ class LastMusing:
     def __init__(self) -> None:
         self.comments: dict[str | None, str] = {}  # flight (None: the primary) -> its last musing
 
-    @property
-    def comment(self) -> str | None:
-        return self.comments.get(None)
-
     def carried(self, heard: Heard) -> Heard:
         """`heard`, noted if it is a musing; a position with its flight's last musing in it."""
         from .exports.sondehub import musing_comment
@@ -190,6 +178,7 @@ class Listener:
     source: FrameSource
     decoder: FrameDecoder
     hooks: Hooks
+    flights: Flights  # the primary (store, decoder) and, with --follow, the followed flights
     repair: WindowAnswerer | None = None
     proxy: ApiProxy | None = None
     publisher: StationPublisher | None = None
@@ -197,11 +186,6 @@ class Listener:
     takes: dict[str, list] = field(default_factory=lambda: {"positions": [], "ssdv": []})  # them by what they take
     ssdv_uploader: SsdvUploader | None = None
     musing: LastMusing = field(default_factory=LastMusing)
-    flights: Flights | None = None  # with --follow: the primary (store, decoder) and the followed flights
-
-    def __post_init__(self) -> None:
-        if self.flights is None:
-            self.flights = Flights(Flight(None, self.decoder, self.store, Path(self.config.database.path)))
 
     def add_publisher(self) -> None:
         """Every frame to the station network ([network] broker, --mqtt)."""
@@ -410,8 +394,8 @@ def build_listener(config: GroundConfig, stop: threading.Event | None = None) ->
                         "flight's, a forger's too; record fragments and window cues are kept as frames, unread",
                         fix="--flight-key FILE (or --downlink-key FILE)")
         listener = Listener(config, stop, clock, store, source, flights.primary.decoder,
-                            Hooks(station=config.station.name), repair=repair_link(config, source, store, clock),
-                            proxy=proxy, flights=flights)
+                            Hooks(station=config.station.name), flights, repair=repair_link(config, source, store, clock),
+                            proxy=proxy)
         try:
             listener.add_publisher()
             if listener.publisher is not None:

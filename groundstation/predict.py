@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from stratoecho import atmosphere
 from stratoecho.cli import place, positive_number
-from stratoecho.geo import bearing_deg, distance_m, elevation_deg, moved, offset_m  # noqa: F401  (the crew's numbers, for callers)
+from stratoecho.geo import moved, offset_m
 
 from .exports.base import has_fix, telemetry_datetime, utc_time
 

@@ -36,13 +36,10 @@ from stratoecho.cli import positive_number
 
 from . import predict
 from .display import clean_text
-from .store import GroundReader, StoreError, TelemetryRow
+from .store import ANNOUNCED, GroundReader, RecordRow, StoreError, TelemetryRow
 
 log = structlog.get_logger(__name__)
 
-# Health fields naming the last seq the payload handed out this boot, per record kind.
-ANNOUNCED_KINDS = {"musing_seq": "musing", "event_seq": "event", "image_seq": "image",
-                   "api_request_seq": "api_request"}
 _ASCENT_SPAN_S = 120  # ascent rate over the sentences of the last two minutes
 _MAX_RANGES = 6  # missing ranges shown per (kind, boot)
 
@@ -80,22 +77,6 @@ def _seconds_of_day(hms) -> int | None:
 
 
 @dataclass(frozen=True)
-class Position:
-    boot: int
-    seq: int
-    callsign: str
-    time: str
-    lat: float
-    lon: float
-    alt: int
-    sats: int
-    temp_c: float | None
-    pressure_hpa: float | None
-    batt_mv: int
-    received_at: str
-
-
-@dataclass(frozen=True)
 class StationLink:
     """Frames one station heard in the last `FlightView.window_s`; station "" is unnamed."""
 
@@ -123,18 +104,9 @@ class Missing:
 
 
 @dataclass(frozen=True)
-class Musing:
-    id: int  # database row: the order they completed in
-    boot: int
-    seq: int
-    created: str
-    text: str
-
-
-@dataclass(frozen=True)
 class FlightView:
     now: datetime
-    position: Position | None
+    position: TelemetryRow | None  # the latest, in the payload's order
     ascent_mps: float | None
     health: dict  # the latest health record's fields, as they came
     health_boot_seq: tuple[int, int] | None
@@ -145,7 +117,7 @@ class FlightView:
     last_frame_at: datetime | None
     sentences_missed: int  # telemetry gaps in the latest boot
     missing: tuple[Missing, ...]
-    musings: tuple[Musing, ...]  # the latest, in the order they completed (newest last)
+    musings: tuple[RecordRow, ...]  # the latest, in the order they completed (newest last)
     landing: predict.Prediction | None = None
     home: tuple[float, float, float] | None = None
 
@@ -154,7 +126,7 @@ class FlightView:
                     musings: int = 5, landing: predict.Landing | None = None) -> FlightView:
         now = now or datetime.now(timezone.utc)
         rows = ground.track.telemetry(limit=30)
-        position = Position(**{k: getattr(rows[-1], k) for k in Position.__dataclass_fields__}) if rows else None
+        position = rows[-1] if rows else None
         latest_health = ground.records.latest("health")
         health = (latest_health.fields or {}) if latest_health else {}
         health_key = (latest_health.boot, latest_health.seq) if latest_health else None
@@ -168,8 +140,7 @@ class FlightView:
             frames_total=counts.frames, frames_bad=counts.frames_bad, last_frame_at=_parse_iso(ground.link.last_heard()),
             sentences_missed=ground.track.sentences_missing(position.boot) if position else 0,
             missing=missing_records(ground, health, health_key),
-            musings=tuple(Musing(m.id, m.boot, m.seq, m.created, m.text)
-                          for m in ground.records.last_completed("musing", musings)),
+            musings=tuple(ground.records.last_completed("musing", musings)),
             landing=landing(ground.track.telemetry()) if landing is not None else None,
             home=landing.chase.home if landing is not None else None,
         )
@@ -206,7 +177,7 @@ def missing_records(ground: GroundReader, health: dict, health_key: tuple[int, i
     if health_key is not None:
         boot = health_key[0]
         held_up_to = ground.records.newest_seqs(boot)
-        for field, kind in ANNOUNCED_KINDS.items():
+        for field, kind in ANNOUNCED.items():
             value = health.get(field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 continue

@@ -38,7 +38,7 @@ from groundstation.exports.station import Station, listener_object
 from groundstation.exports.udp_feed import payload_summary
 from groundstation.link.heard import Heard
 from groundstation.store import GroundReader, Store
-from stratoecho import wire
+from stratoecho import geo, wire
 from tests.fakes import wait_for
 
 NAN = float("nan")
@@ -685,7 +685,7 @@ def test_udp_feed_sends_the_predicted_landing_as_a_payload_on_the_ground():
     last = landings[-1]
     real = flight.position(flight.duration_s)
     radius_km = float(last["comment"].split("within ")[1].split(" km")[0])
-    assert predict.distance_m(last["latitude"], last["longitude"], *real[:2]) < max(2.0 * radius_km * 1000, 3_000)
+    assert geo.distance_m(last["latitude"], last["longitude"], *real[:2]) < max(2.0 * radius_km * 1000, 3_000)
     assert last["altitude"] == pytest.approx(flight.plan.launch_alt_m, abs=1)
     # a station whose --horus-udp hears its own feed takes neither for a position
     source = HorusUdpSource("127.0.0.1", 0)

@@ -207,7 +207,9 @@ def test_stations_signal_and_the_outbox(tmp_path):
     store.frames.add(b"\x01", "udp 127.0.0.1:9", station="hill", rssi_dbm=-121.5, snr_db=-7.25)
     assert store.add_heard("musing", 1, 4, "hill") and not store.add_heard("musing", 1, 4, "hill")
     store.add_heard("musing", 1, 4, "valley")
-    assert store.heard_by("musing", 1, 4) == ["hill", "valley"]
+    store.commit()
+    with GroundReader.open(tmp_path / "g.db") as ground:  # in the order first heard
+        assert ground.link.heard_paths("musing")[("musing", 1, 4)] == ["hill", "valley"]
     n = store.outbox.queue(5, b"remember the river", "note")
     reader = Store(tmp_path / "g.db")  # the listener, another process, sees it at once
     (cmd,) = reader.outbox.pending()

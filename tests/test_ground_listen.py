@@ -23,7 +23,7 @@ from groundstation.link.decoder import FrameDecoder
 from groundstation.link.heard import Heard
 from groundstation.link.listen import Hooks, run_listen
 from groundstation.sources import ReplaySource, SerialSource, SourceError, UdpSource
-from groundstation.store import Store
+from groundstation.store import GroundReader, Store
 from stratoecho import wire
 from stratoecho.logs import setup_logging
 from tests.fakes import AUTH, wait_for
@@ -107,7 +107,8 @@ def test_hooks_hear_each_new_record_typed_and_a_failing_one_is_counted(tmp_path)
                   on_frame=[lambda data, received_at, station, rssi, snr: frames.append((data, station))])
     with Store(tmp_path / "g.db") as store:
         run_listen(ReplaySource(str(air)), store, FrameDecoder(auth=AUTH), threading.Event(), out=None, hooks=hooks)
-        assert store.heard_by("musing", 3, 7) == ["hill"]
+    with GroundReader.open(tmp_path / "g.db") as ground:
+        assert ground.link.heard_paths("musing")[("musing", 3, 7)] == ["hill"]
     assert [h.record for h in heard] == [*TELEMETRY, MUSING]  # the wire's own types, each once
     assert all(isinstance(h, Heard) and h.received_at.endswith("+00:00") for h in heard)
     assert hooks.failures == 3  # the broken hook, once per record; the rest went on

@@ -44,34 +44,12 @@ URL and a response body into one short line. Base URLs come from a TOML file or 
 
 from __future__ import annotations
 
-from .answer_text import answer_room, clean, clip
-from .backends import (
-    BACKENDS,
-    DEFAULT_DEFINE_URL,
-    DEFAULT_NEWS_URL,
-    DEFAULT_WEATHER_URL,
-    WMO_CODES,
-    ApiFailure,
-    ApiSpec,
-    DefineApi,
-    NewsApi,
-    WeatherApi,
-    default_apis,
-)
-from .config import (
-    ApiTable,
-    ProxyConfigError,
-    ProxyFile,
-    ProxySection,
-    add_proxy_arguments,
-    load_config,
-    proxy_from_config,
-)
-from .proxy import MAX_BODY_BYTES, MAX_QUERY_CHARS, USER_AGENT, ApiProxy
+from .answer_text import answer_room, clip
+from .backends import DefineApi, NewsApi, WeatherApi
+from .config import ProxyConfigError, ProxySection, add_proxy_arguments, load_config, proxy_from_config
+from .proxy import ApiProxy
 
 __all__ = [
-    "BACKENDS", "DEFAULT_DEFINE_URL", "DEFAULT_NEWS_URL", "DEFAULT_WEATHER_URL", "MAX_BODY_BYTES", "MAX_QUERY_CHARS",
-    "USER_AGENT", "WMO_CODES", "ApiFailure", "ApiProxy", "ApiSpec", "ApiTable", "DefineApi", "NewsApi",
-    "ProxyConfigError", "ProxyFile", "WeatherApi", "add_proxy_arguments", "answer_room", "clean", "clip",
-    "ProxySection", "default_apis", "load_config", "proxy_from_config",
+    "ApiProxy", "DefineApi", "NewsApi", "ProxyConfigError", "ProxySection", "WeatherApi", "add_proxy_arguments",
+    "answer_room", "clip", "load_config", "proxy_from_config",
 ]

@@ -209,9 +209,3 @@ class NewsApi(ApiSpec):
 
 
 BACKENDS: dict[str, type[ApiSpec]] = {"weather": WeatherApi, "define": DefineApi, "news": NewsApi}
-
-
-def default_apis(weather_url: str = DEFAULT_WEATHER_URL, define_url: str = DEFAULT_DEFINE_URL,
-                 news_url: str = DEFAULT_NEWS_URL, headlines: int = 3) -> dict[str, ApiSpec]:
-    return {"weather": WeatherApi(weather_url), "define": DefineApi(define_url),
-            "news": NewsApi(news_url, headlines)}

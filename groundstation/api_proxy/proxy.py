@@ -106,8 +106,6 @@ class ApiProxy:
         # on_record's side: requests taken (boot, seq), the worker and its database connection.
         self._taken: set[tuple[int, int]] | None = None
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._pending = 0
-        self._idle = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self.synchronous = False  # answer in the caller's thread (the bench's lockstep), not the worker
         self.queued = 0
@@ -257,7 +255,6 @@ class ApiProxy:
                     log.debug("api_request_already_answered", boot=boot, seq=seq)
                     return False
                 self._taken.add((boot, seq))
-                self._pending += 1
                 if self.synchronous:
                     self._worker = None
                 elif self._worker is None:
@@ -298,15 +295,6 @@ class ApiProxy:
         except Exception:
             self.queue_errors += 1
             log.exception("api_answer_not_queued", boot=job.boot, seq=job.seq)
-        finally:
-            with self._idle:
-                self._pending -= 1
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout_s: float | None = None) -> bool:
-        """Wait until every request taken so far has its answer queued; False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop the worker after the requests already taken (retry back-offs cut short)."""

@@ -30,25 +30,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from .base import Exporter, ExportError, Guarded, from_db
+from .base import ExportError, Guarded, from_db
 from .csv_export import CsvTable
 from .formats import FORMATS, ExportFormat, ExportRequest, Report, register_format
 from .gpx import GpxTrack
 from .kml import KmlTrack
-from .live import LIVE, LiveContext, LiveExport, live_exporters, register_live, ssdv_from_config, station_from_config
-from .sondehub import DEFAULT_URL, SondeHubUploader
+from .live import LIVE, LiveContext, LiveExport, live_exporters, register_live, station_from_config
+from .sondehub import DEFAULT_URL
 from .ssdv_upload import DEFAULT_URL as SSDV_URL
-from .ssdv_upload import SsdvUploader, ssdv_from_db
-from .station import Station
-from .udp_feed import DEFAULT_HOST, DEFAULT_PORT, UdpFeed
+from .ssdv_upload import SsdvUploader
+from .udp_feed import UdpFeed
 from .uploader import UploadPolicy
 
-__all__ = [
-    "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_URL", "FORMATS", "SSDV_URL", "CsvTable", "ExportError", "ExportFormat",
-    "ExportRequest", "LIVE", "LiveContext", "LiveExport", "register_live",
-    "Exporter", "GpxTrack", "Guarded", "KmlTrack", "Report", "SondeHubUploader", "SsdvUploader", "Station", "UdpFeed",
-    "UploadPolicy", "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli",
-    "register_format", "ssdv_from_config", "ssdv_from_db", "station_from_config",
+__all__ = [  # what other packages and the tests take from here
+    "FORMATS", "LIVE", "SSDV_URL", "CsvTable", "ExportError", "ExportFormat", "ExportRequest", "GpxTrack", "Guarded",
+    "KmlTrack", "LiveContext", "LiveExport", "Report", "SsdvUploader", "UdpFeed", "UploadPolicy",
+    "add_station_arguments", "cmd_export", "from_db", "live_exporters", "register_cli", "register_format",
+    "register_live", "station_from_config",
 ]
 
 EXPORT_EXAMPLES = """\

@@ -1,15 +1,8 @@
 """The exporters `listen` feeds as it hears, one entry each in one table (`LIVE`), as the
 `export --format` choices are in formats.py. The listener knows none by name: it makes every
-entry its `[exports]` asks for and hands each what it takes.
-
-    name     its table, `[exports.NAME]` (groundstation/config.py; listen's flags override it)
-    make     the exporter from that table (None when the table does not ask for it) and what the
-             station is (`LiveContext`); ValueError for settings it cannot use
-    takes    "positions": each new position as it is heard (a `Heard`, with the flight's last
-             musing in `last_musing`); "ssdv": each SSDV packet the database kept as new, and when
-
-To add one, write its exporter (`add`, `flush`, `close`, as in base.py) and `register_live(...)`
-before `listen` starts: beside the others for one that ships, or from elsewhere.
+entry its `[exports]` asks for and hands each what it takes. To add one, write its exporter
+(`add`, `flush`, `close`, as in base.py) and `register_live(...)` before `listen` starts: beside
+the others for one that ships, or from elsewhere.
 """
 
 from __future__ import annotations
@@ -41,7 +34,11 @@ class LiveContext:
 
 @dataclass(frozen=True)
 class LiveExport:
-    """One exporter `listen` feeds; the fields are described in the module docstring."""
+    """One exporter `listen` feeds: `name` is its table, `[exports.NAME]` (groundstation/config.py;
+    listen's flags override it); `make` the exporter from that table (None when the table does not
+    ask for it) and the station (`LiveContext`), ValueError for settings it cannot use; `takes`
+    "positions" (each new position as heard, a `Heard` with its flight's last musing in
+    `last_musing`) or "ssdv" (each SSDV packet the database kept as new, and when)."""
 
     name: str
     make: Callable[[Any, LiveContext], object | None]

@@ -43,28 +43,18 @@ it is `(device,)` and the answer goes out on the same port, framed the way that 
 from __future__ import annotations
 
 from . import kinds  # noqa: F401  (registers the sources that ship)
-from .base import (
-    MAX_LINE,
-    POLL_S,
-    WRITE_TIMEOUT_S,
-    Position,
-    Received,
-    SourceError,
-    describe_peer,
-    parse_signal_line,
-)
+from .base import POLL_S, Position, Received, SourceError, describe_peer
 from .registry import SOURCES, SourceContext, SourceKind, SourceSettings, register_source
 from .replay import ReplaySource
 from .serial_port import KissSerialSource, RawSerialSource, SerialSource
-from .udp import UdpSource, bind_shared_udp, receive_datagram
+from .udp import UdpSource
 
 # The LoRa gateway's (lora_gateway.py) and Horus UDP's (horus_udp.py, which needs pydantic)
 # are imported from their modules when a listener asks for them.
 FrameSource = UdpSource | ReplaySource | SerialSource  # KissSerialSource and RawSerialSource are SerialSources
 
 __all__ = [
-    "MAX_LINE", "POLL_S", "SOURCES", "WRITE_TIMEOUT_S", "FrameSource", "KissSerialSource", "Position",
-    "RawSerialSource", "Received", "ReplaySource", "SerialSource", "SourceContext", "SourceError", "SourceKind",
-    "SourceSettings", "UdpSource", "bind_shared_udp", "describe_peer", "parse_signal_line", "receive_datagram",
+    "POLL_S", "SOURCES", "FrameSource", "KissSerialSource", "Position", "RawSerialSource", "Received", "ReplaySource",
+    "SerialSource", "SourceContext", "SourceError", "SourceKind", "SourceSettings", "UdpSource", "describe_peer",
     "register_source",
 ]

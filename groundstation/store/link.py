@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tables import Tables
+from .tables import View
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,8 @@ class StationRow:
     updated_at: str
 
 
-class LinkReader:
+class LinkReader(View):
     """`GroundReader.link`."""
-
-    def __init__(self, tables: Tables) -> None:
-        self._t = tables
 
     def last_heard(self) -> str | None:
         """When the newest frame was heard, good or bad."""

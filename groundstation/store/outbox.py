@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .schema import utc_now
-from .tables import Tables
+from .tables import View
 
 
 class Outbox:
@@ -84,12 +84,9 @@ class OutboxRow:
         return "sent" if self.sent_at else "refused" if self.refused else "queued"
 
 
-class OutboxReader:
+class OutboxReader(View):
     """`GroundReader.outbox`: the outbox read-only, as the dashboard shows it (an older schema's
     missing columns read as NULL)."""
-
-    def __init__(self, tables: Tables) -> None:
-        self._t = tables
 
     def newest(self, limit: int = 100) -> list[OutboxRow]:
         """The newest commands queued for the payload, newest first."""

@@ -1,23 +1,20 @@
 """Reading the ground database: typed rows for the dashboard, `watch`, `export`, `sim fly`, the
-flight report and the soak verdict, from one place, one reader per view.
+flight report and the soak verdict, one reader per view.
 
     with GroundReader.open("flight.db") as ground:
         ground.counts().of("musing"), ground.records.latest("health").fields, ground.link.station_stats()
 
     ground.flight    whose flight it is: callsign, trust, claims     (flight.py)
-    ground.track     its positions and sentences                     (track.py)
+    ground.track     its positions and sentences                     (flight.py)
     ground.records   musings, health, events, API requests, images   (records.py)
     ground.pictures  an image's JPEG, the SSDV packets kept          (records.py)
     ground.link      frames by minute and station, where stations are (link.py)
     ground.outbox    the commands queued for the uplink               (outbox.py)
 
 and on the reader itself, what a live view polls: `counts`, `data_version`, the newest ids.
-
-A reader opens the file read-only (tables.py): it never creates, migrates or locks the
-station's database, and reads what an older ground station left in the field (a column an
-older schema lacks as NULL, a table it lacks as empty). Rows come back as frozen dataclasses.
-Queries a caller runs every second (the terminal view) stay in SQL; the rest is plain Python
-over the rows.
+The file is opened read-only, whatever the schema version an older station left (tables.py);
+rows come back as frozen dataclasses. Queries a caller runs every second (the terminal view)
+stay in SQL; the rest is plain Python over the rows.
 """
 
 from __future__ import annotations
@@ -26,12 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .flight import FlightReader
+from .flight import FlightReader, TrackReader
 from .link import LinkReader
 from .outbox import OutboxReader
 from .records import PictureReader, RecordReader
 from .tables import Tables
-from .track import TrackReader
 
 
 @dataclass(frozen=True)
@@ -60,9 +56,8 @@ class Cursor:
 class GroundReader:
     """One read-only connection to a ground database, and its readers by view."""
 
-    def __init__(self, tables: Tables, path: str) -> None:
+    def __init__(self, tables: Tables) -> None:
         self._t = tables
-        self.path = path
         self.schema_version = tables.version
         self.flight = FlightReader(tables)
         self.track = TrackReader(tables, self.flight)
@@ -74,7 +69,7 @@ class GroundReader:
     @classmethod
     def open(cls, path: str | Path) -> GroundReader:
         """StoreError for a missing file, a database of some other program or a newer schema."""
-        return cls(Tables.open(path), str(Path(path)))
+        return cls(Tables.open(path))
 
     def close(self) -> None:
         self._t.db.close()

@@ -11,8 +11,11 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from .flight import FlightReader
-from .tables import Tables
+from .tables import View
+
+# Health fields that name the newest record of a kind the payload made this boot: a record lost
+# after the last one heard still counts as missing (`watch`, the dashboard's link view).
+ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "image_seq": "image", "api_request_seq": "api_request"}
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,9 @@ def _record(row: sqlite3.Row) -> RecordRow:
     return RecordRow(**{**dict(row), "fields": _fields(row["fields"]), "authentic": bool(row["authentic"])})
 
 
-class RecordReader:
+class RecordReader(View):
     """`GroundReader.records`: in the payload's order (`of`, `latest`) or the order they completed
     in (`since`, `last_completed`), and which numbers are held (`numbers`, `gaps`, `newest_seqs`)."""
-
-    def __init__(self, tables: Tables) -> None:
-        self._t = tables
 
     def _columns(self) -> str:
         authentic = "authentic" if self._t.has_column("records", "authentic") else "1 AS authentic"  # before version 8
@@ -118,12 +118,8 @@ class RecordReader:
         return dict(self._t.rows("records", "SELECT kind, max(seq) FROM records WHERE boot = ? GROUP BY kind", (boot,)))
 
 
-class PictureReader:
+class PictureReader(View):
     """`GroundReader.pictures`: an image record's JPEG, and the SSDV packets kept."""
-
-    def __init__(self, tables: Tables, flight: FlightReader) -> None:
-        self._t = tables
-        self._flight = flight
 
     def image(self, boot: int, seq: int) -> bytes | None:
         """An image record's JPEG, or None."""

@@ -63,10 +63,8 @@ relayed is one row in `records` and a `heard` row for each way.
 The frames table keeps what its byte quotas let in (`Store(frame_quota=...)`, groundstation/frame_quota.py):
 the balloon's own tagged frames always, anything else up to a share per source and a total.
 
-Writing is `writer.Store`'s (its parts: `frames.FrameLog`, `outbox.Outbox`); reading is
-`reader.GroundReader`'s (read-only, any schema version, one reader per view); `Store` reads
-only what its writers need on their own connection (the outbox, who heard what). This module
-makes and migrates the schema (`prepare`): nothing else here writes.
+This module makes and migrates the schema (`prepare`); writing is `writer.Store`'s, which reads
+only what its writing needs, reading the read-only `reader.GroundReader`'s.
 
 `received_at` and `created` are ISO 8601 UTC; `time` is the sentence's HH:MM:SS UTC.
 Inserts into telemetry and records are `INSERT OR IGNORE`: the same record heard
@@ -141,7 +139,6 @@ CREATE TABLE records (
     authentic INTEGER NOT NULL DEFAULT 1,
     UNIQUE (kind, boot, seq)
 );
-;
 CREATE TABLE heard (
     kind TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, station TEXT NOT NULL,
     first_at TEXT NOT NULL,
@@ -230,7 +227,6 @@ _MIGRATIONS = {
     # Signed sentences: what the listener believes depends on whether it holds the key.
     12: [_TRUST, migrate_packets],
 }
-
 
 
 class StoreError(Exception):

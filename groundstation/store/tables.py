@@ -1,4 +1,4 @@
-"""A ground database opened read-only, and what its schema holds: what every reader reads through.
+"""A ground database opened read-only, what its schema holds, and the base of every view's reader.
 
 A reader opens the file read-only (SQLite's ``mode=ro``): it never creates, migrates or locks
 the station's database, so it runs beside the listener (WAL lets it read while the listener
@@ -71,3 +71,11 @@ class Tables:
 
     def rows(self, table: str, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self.db.execute(sql, args).fetchall() if self.has(table) else []
+
+
+class View:
+    """The reader of one view (`GroundReader.track`, ...): its `Tables`, and for the views of the
+    flight's own rows the `FlightReader` that says which rows are the flight's (flight.py)."""
+
+    def __init__(self, tables: Tables, flight=None) -> None:
+        self._t, self._flight = tables, flight

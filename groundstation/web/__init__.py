@@ -1,6 +1,6 @@
 """The ground station's web dashboard (`python -m groundstation serve`): see `server`."""
 
 from .cli import register_cli
-from .server import Dashboard, serve
+from .server import serve
 
-__all__ = ["Dashboard", "register_cli", "serve"]
+__all__ = ["register_cli", "serve"]

@@ -15,7 +15,7 @@ from stratoecho.wire.sentence import telemetry_datetime
 
 from .. import predict
 from ..exports.base import utc_time
-from ..store import GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow, utc_now
+from ..store import ANNOUNCED, GroundReader, OutboxRow, RecordRow, SentenceHeard, TelemetryRow, utc_now
 
 LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 # A frame heard more than this after the server's clock is no minute of the flight: a station's
@@ -23,11 +23,6 @@ LINK_MINUTES = 720  # per-minute link statistics cover the last 12 hours heard
 # the machines of a field network may be minutes apart, never a day.
 FUTURE_S = 86_400
 MISSING_RANGES = 20  # ranges of missing seqs listed per stream (the count covers all)
-
-# Health fields that name the newest record of a stream the payload made this boot:
-# a record lost after the last one heard still counts as missing.
-ANNOUNCED = {"musing_seq": "musing", "event_seq": "event", "api_request_seq": "api_request",
-             "image_seq": "image"}
 
 
 # --------------------------------------------------------------------------- reading
@@ -128,7 +123,8 @@ def _seen_from(lat: float, lon: float, alt: float, p: predict.Prediction, latest
     return seen
 
 
-def _position(row: TelemetryRow | None) -> dict | None:
+def position_json(row: TelemetryRow | None) -> dict | None:
+    """A position as the page takes it (the summary's launch and latest, a flight's latest)."""
     if row is None:
         return None
     return {"boot": row.boot, "seq": row.seq, "time": row.time, "lat": row.lat, "lon": row.lon, "alt": row.alt,
@@ -144,8 +140,8 @@ def summary(db: GroundReader) -> dict:
         "cursor": {"telemetry": cursor.telemetry, "records": cursor.records},
         "callsign": db.flight.callsign(),
         "claims": db.flight.claims(),  # which callsign is tagged, and what open sentences claim beside it
-        "launch": _position(db.track.first_position()),
-        "latest": _position(db.track.latest_position()),
+        "launch": position_json(db.track.first_position()),
+        "latest": position_json(db.track.latest_position()),
         "max_alt": db.track.max_altitude(),
         "health": record_json(health) if health else None,
         "last_heard": db.link.last_heard(),
@@ -163,15 +159,10 @@ def flight_offsets(db: GroundReader) -> dict[str, float]:
     for r in db.track.telemetry():
         if _minute(r.received_at[:16]) is None:  # not a time a minute of reception can be read from
             continue
-        try:
-            heard = datetime.fromisoformat(r.received_at)
-            sent = datetime.fromisoformat(sentence_time(r.time, r.received_at))
+        try:  # no zone is UTC
+            heard, sent = utc_time(r.received_at), utc_time(sentence_time(r.time, r.received_at))
         except ValueError:
             continue
-        if heard.tzinfo is None:
-            heard = heard.replace(tzinfo=timezone.utc)
-        if sent.tzinfo is None:
-            sent = sent.replace(tzinfo=timezone.utc)
         by_minute.setdefault(r.received_at[:16], []).append((sent - heard).total_seconds())
     return {m: sorted(v)[len(v) // 2] for m, v in by_minute.items()}
 

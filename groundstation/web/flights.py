@@ -8,9 +8,8 @@ times, whether any of them changed (the live feed's `flights` event). `flights_j
 GET /api/flights and `conversation_json` GET /api/conversation: the musings of every flight
 merged in the order they were made, each with the paths it came by.
 
-Every database is read through its own read-only connection (`GroundReader`, and for the
-`heard` table, which GroundReader has no query for, a plain ``mode=ro`` one here): the dashboard
-never writes to a followed flight's database. Paths are the `heard` table's station names:
+Every database is read through its own read-only `GroundReader`: the dashboard never writes to
+a followed flight's database. Paths are the `heard` table's station names (`link.heard_paths`):
 ``home`` for a frame heard directly, ``home via NEAR1`` for one inside NEAR1's relay envelope.
 """
 
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from ..link.flights import CALLSIGN  # a followed flight's file is ground.CALLSIGN.db, as `listen --follow` names it
 from ..store import GroundReader, StoreError, TelemetryRow
-from .api import sentence_time
+from .api import position_json, sentence_time
 
 RESCAN_S = 3.0  # how often the directory is listed for a newly followed flight's database
 TRACK_POINTS = 500  # points per flight's track in /api/flights, the first and the latest kept
@@ -150,13 +149,6 @@ def thin_track(rows: list[TelemetryRow], points: int = TRACK_POINTS) -> list[Tel
     return [rows[round(i * step)] for i in range(points)]
 
 
-def _position(row: TelemetryRow | None) -> dict | None:
-    if row is None:
-        return None
-    return {"boot": row.boot, "seq": row.seq, "lat": row.lat, "lon": row.lon, "alt": row.alt,
-            "t": sentence_time(row.time, row.received_at), "received_at": row.received_at}
-
-
 def flight_json(files: FlightFiles, path: Path) -> dict:
     """One flight of /api/flights; a database that cannot be read (yet) says why in `error`."""
     out = {"callsign": files.callsign_from_name(path), "file": path.name, "primary": path == files.primary,
@@ -168,7 +160,7 @@ def flight_json(files: FlightFiles, path: Path) -> dict:
             counts = db.counts()
             out["counts"] = {"sentences": counts.telemetry, "records": sum(counts.records.values()),
                              "musings": counts.of("musing")}
-            out["latest"] = _position(db.track.latest_position())
+            out["latest"] = position_json(db.track.latest_position())
             track = [r for r in db.track.telemetry() if not (r.lat == 0 and r.lon == 0)]
             paths = db.link.heard_paths()
         out["track"] = [{"lat": r.lat, "lon": r.lon, "alt": r.alt, "t": sentence_time(r.time, r.received_at)}

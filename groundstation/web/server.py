@@ -100,22 +100,15 @@ from .hosts import HostAllowList, is_loopback
 from .limits import NETWORK, TOTAL, Feeds, Limits, Slots, is_station, network_of
 from .maps import MapLayers
 
-__all__ = ["SWITCH_INTERVAL_S", "Dashboard", "serve"]  # what the package and the CLI take from here
+__all__ = ["SWITCH_INTERVAL_S", "Dashboard", "serve"]  # serve, the server it returns, and the CLI's switch interval
 
 log = structlog.get_logger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-PAGES = {  # path -> (file in STATIC_DIR, content type)
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/map.js": ("map.js", "text/javascript; charset=utf-8"),
-    "/dom.js": ("dom.js", "text/javascript; charset=utf-8"),
-    "/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
-    "/flights.js": ("flights.js", "text/javascript; charset=utf-8"),
-    "/commands.js": ("commands.js", "text/javascript; charset=utf-8"),
-    "/style.css": ("style.css", "text/css; charset=utf-8"),
-}
+PAGES = {"/": "index.html", **{f"/{name}": name for name in (  # path -> file in STATIC_DIR
+    "index.html", "app.js", "map.js", "dom.js", "charts.js", "flights.js", "commands.js", "style.css")}}
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8"}
 TOKEN_PLACEHOLDER = "{{COMMAND_TOKEN}}"
 # The page may load only from this server; inline script and style are refused, so
 # even markup that slipped into the page could not run.
@@ -164,7 +157,8 @@ class Dashboard(ThreadingHTTPServer):
         self.token = secrets.token_urlsafe(32)
         self.sessions = sessions or access.Sessions(None, time.monotonic)
         self.landing = predict.Landing(chase or predict.Chase())
-        self.pages = {path: ((STATIC_DIR / name).read_bytes(), ctype) for path, (name, ctype) in PAGES.items()}
+        self.pages = {path: ((STATIC_DIR / name).read_bytes(), CONTENT_TYPES[Path(name).suffix])
+                      for path, name in PAGES.items()}
         index, ctype = self.pages["/"]
         index = index.replace(TOKEN_PLACEHOLDER.encode(), self.token.encode())
         self.pages["/"] = self.pages["/index.html"] = (index, ctype)
