@@ -195,10 +195,6 @@ class RadioSection(Section):
         self.__dict__["duty_cycle"] = duty
         return self
 
-    @property
-    def effective_duty_cycle(self) -> float:
-        return self.duty_cycle
-
     def lora_settings(self) -> LoRaSettings:
         """What the chip is programmed with, and what every airtime here is computed from."""
         return link_settings(self.frequency_mhz or 0.0, spreading_factor=self.spreading_factor,

@@ -172,11 +172,6 @@ def heater_decision(
     return HeaterDecision(currently_on, "hold")
 
 
-def heater_should_be_on(temp_c: float | None, currently_on: bool, battery_mv: float | None, **limits) -> bool:
-    """``heater_decision(...).on``."""
-    return heater_decision(temp_c, currently_on, battery_mv, **limits).on
-
-
 @dataclass(frozen=True)
 class HeaterStatus:
     on: bool

@@ -540,10 +540,6 @@ class Reach:
         """The last `k` outcomes, oldest first."""
         return list(self._outcomes)[-k:] if k > 0 else []
 
-    def recent_lines(self, k: int = 3) -> list[str]:
-        """`describe` of the last `k` outcomes, oldest first: what the prompt carries."""
-        return [describe(o) for o in self.recent_outcomes(k)]
-
     @_never_raises(dict)
     def stats(self) -> dict:
         """For health and logs: outcomes by kind, requests out, breaker states, odd answers."""
