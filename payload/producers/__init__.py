@@ -17,8 +17,8 @@ from .beacon import Beacon, BeaconStats
 from .devices import DeviceWatch
 from .flight import Fitted, Flight, Idle, Producer
 from .health import Health, HealthStats
-from .musings import MusingPlan, Musings, MusingStats, prompt_facts
+from .musings import MusingPlan, Musings, MusingStats
 from .pictures import Pictures, PictureStats
 
 __all__ = ["Beacon", "BeaconStats", "DeviceWatch", "Fitted", "Flight", "Health", "HealthStats", "Idle", "MusingStats",
-           "MusingPlan", "Musings", "PictureStats", "Pictures", "Producer", "prompt_facts"]
+           "MusingPlan", "Musings", "PictureStats", "Pictures", "Producer"]

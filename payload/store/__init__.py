@@ -41,19 +41,10 @@ One database, cut by job (`Store` opens it and holds the parts):
 
 from __future__ import annotations
 
-from .counters import SEQ_BLOCK, Counters
-from .database import Database
-from .fallback import CardFallback
-from .held import HeldRecords
-from .queue import RecordQueue
-from .records import Budgets, RecordTable
-from .schema import SCHEMA_VERSION, StoreError, open_wal
-from .state import NamedState
+from .counters import SEQ_BLOCK
+from .records import Budgets
+from .schema import StoreError, open_wal
 from .store import Store
-from .streams import BACKLOG_PRIORITY, DURABLE, PRIORITY, STREAMS, Queued, Stream, kind_of, stream_name
+from .streams import PRIORITY, Queued, kind_of, stream_name
 
-__all__ = [
-    "BACKLOG_PRIORITY", "DURABLE", "PRIORITY", "SCHEMA_VERSION", "SEQ_BLOCK", "STREAMS",
-    "Budgets", "CardFallback", "Counters", "Database", "HeldRecords", "NamedState", "Queued",
-    "RecordQueue", "RecordTable", "Store", "StoreError", "Stream", "kind_of", "open_wal", "stream_name",
-]
+__all__ = ["PRIORITY", "SEQ_BLOCK", "Budgets", "Queued", "Store", "StoreError", "kind_of", "open_wal", "stream_name"]
