@@ -1,16 +1,8 @@
-"""The payload put together, in one place and in the order each part needs the last:
-
-    open_parts     the hardware `sensors` names (payload/parts/hardware.py), the camera, LED, heater
-    open_boot      the queue, numbering this boot, and the outbound port records leave by
-    open_radio     the configured radio, reporting its ups and downs through that port
-    assemble       the components: governor and Cadence, link, command gate and handler, memory,
-                   producers
-    loops          the table of the daemon's loops: each one's work, period, first run, slot, stop
-    Onboard        the boot: that table and the statistics run by the daemon (payload/daemon.py,
-                   which only schedules), the banner, what is closed at the stop (payload/onboard.py)
-
-`build_payload` does all of it for `payload run`; `build_onboard` the last three over parts a test
-or the bench hands in. The daemon builds nothing itself.
+"""The payload put together, in one place and in the order each part needs the last
+(docs/architecture.md, "The payload: parts on ports"): `open_parts`, `open_boot`, `open_radio`,
+`assemble`, the `loops` table and the `Onboard` boot over it. `build_payload` does all of it for
+`payload run`; `build_onboard` the last three over parts a test or the bench hands in. The daemon
+builds nothing itself.
 """
 
 from __future__ import annotations
@@ -254,19 +246,6 @@ class Parts:
     def clock(self) -> Clock:
         return self.hardware.clock
 
-    @property
-    def sensors(self):
-        return self.hardware.sensors
-
-    def close(self) -> None:
-        for part in (self.led, self.heater):
-            if part is not None:
-                try:
-                    part.close()
-                except Exception as e:  # noqa: BLE001 - closed already (the daemon closes the heater): go on
-                    log.debug("close_twice", part=type(part).__name__, error=str(e))
-        self.hardware.close()
-
 
 def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
     """The drivers in [devices] and [outputs], over the hardware `cfg.sensors` names
@@ -302,6 +281,7 @@ def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
         heater = output("battery heater", lambda: BatteryHeater(
             o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,
             max_duty=o.heater_max_duty, min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s))
+    hw.closers += [part.close for part in (heater, led) if part is not None]  # closed first, the LED before the heater
     return Parts(hw, camera, led, heater, problems)
 
 
@@ -340,6 +320,6 @@ def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_
         on_failure.callback(radio.close)
         fitted = Fitted(camera=parts.camera, pi_health=hw.pi_health, led=parts.led, heater=parts.heater,
                         disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation)
-        components = assemble(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, boot=boot, fitted=fitted)
+        components = assemble(cfg, hw.sensors, radio, parts.clock, bundle, data_dir, boot=boot, fitted=fitted)
         on_failure.pop_all()
     return Onboard(cfg, bundle, data_dir, components, loops, liveness)
