@@ -156,7 +156,6 @@ class HardwareSensors:
         self._values.update({value: no_reading(value) for value in gives})
         self._status: dict[str, str] = {}
         self.battery_temp_fitted = "box_temp_c" in gives  # the mode ladder leaves out what is not fitted
-        self.last_fix = None  # the latest valid GPS fix (its time sets the system clock)
 
     def _note(self, device: str, status: str, error: str = "") -> None:
         if self._status.get(device) != status:
@@ -191,7 +190,7 @@ class HardwareSensors:
             self._position.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
             fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
             if fresh:
-                sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                sats, fix_valid = g.fix.sats, True
                 speed = g.fix.speed_mps if g.fix.speed_mps is not None else math.nan
                 if g.fix.utc is not None:
                     when = g.fix.utc

@@ -81,7 +81,6 @@ class ReopeningRadio:
         self._radio: Radio | None = None
         self._next_try = 0.0
         self.error = ""
-        self.reopened = 0
         self._closed = False
         self._closing = clock.event()  # ends a listen window that waits on a radio that is down
         if opened is not None:
@@ -105,7 +104,6 @@ class ReopeningRadio:
                 log.debug("radio_still_unavailable", error=self.error)
             return
         if not first:
-            self.reopened += 1
             log.warning("radio_back", after=self.error)
             self._on_change(True, self.error)
 
