@@ -149,10 +149,7 @@ class Database:
 
     def take_faults(self) -> list[str]:
         """The faults kept since the last call, oldest first, to go down as events."""
-        taken = []
-        while self.faults:
-            taken.append(self.faults.popleft())
-        return taken
+        return [self.faults.popleft() for _ in range(len(self.faults))]  # one appended meanwhile waits
 
     # ------------------------------------------------------------------ transactions
 
