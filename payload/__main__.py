@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         onboard = build_payload(cfg, parts, bundle, data_dir, liveness)
     except (StoreError, KeyFileError, RadioError) as e:
-        parts.close()
+        parts.hardware.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.minutes is not None:
@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:  # a rig's flight lands, then beacons a while for the recovery team; the Pi's runs until stopped
         flight_s = parts.hardware.flight_s if parts.hardware.flight_s is not None else float("inf")
     fly(onboard, parts, liveness, flight_s, args.drain_s, [p for p in (persona_problem,) if p] + parts.problems)
-    parts.close()
+    parts.hardware.close()
     faulthandler.cancel_dump_traceback_later()
     log.info("stopped", stats=str(data_dir / "stats.json"))
     return 0

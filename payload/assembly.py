@@ -1,16 +1,8 @@
-"""The payload put together, in one place and in the order each part needs the last:
-
-    open_parts     the hardware `sensors` names (payload/parts/hardware.py), the camera, LED, heater
-    open_boot      the queue, numbering this boot, and the outbound port records leave by
-    open_radio     the configured radio, reporting its ups and downs through that port
-    assemble       the components: governor and Cadence, link, command gate and handler, memory,
-                   producers
-    loops          the table of the daemon's loops: each one's work, period, first run, slot, stop
-    Onboard        the boot: that table and the statistics run by the daemon (payload/daemon.py,
-                   which only schedules), the banner, what is closed at the stop (payload/onboard.py)
-
-`build_payload` does all of it for `payload run`; `build_onboard` the last three over parts a test
-or the bench hands in. The daemon builds nothing itself.
+"""The payload put together, in one place and in the order each part needs the last
+(docs/architecture.md, "The payload: parts on ports"): `open_parts`, `open_boot`, `open_radio`,
+`assemble`, the `loops` table and the `Onboard` boot over it. `build_payload` does all of it for
+`payload run`; `build_onboard` the last three over parts a test or the bench hands in. The daemon
+builds nothing itself.
 """
 
 from __future__ import annotations
@@ -78,24 +70,15 @@ def open_store(data_dir: Path, cfg: PayloadConfig, clock: Clock | None = None, d
                  memory_limit=sc.memory_records, **extra)
 
 
-@dataclass
-class Boot:
-    """One boot's queue, opened first: its number, and the one port records leave by."""
-
-    store: Store
-    number: int
-    outbound: Outbound
-
-
-def open_boot(cfg: PayloadConfig, data_dir: Path, clock: Clock, disk_usage=None) -> Boot:
-    """The queue in `data_dir`, numbering this boot (`store.StoreError` names the file)."""
+def open_boot(cfg: PayloadConfig, data_dir: Path, clock: Clock, disk_usage=None) -> Outbound:
+    """The one port records leave by, over the queue in `data_dir` (its `store`), numbering this
+    boot (its `boot`); `store.StoreError` names the file."""
     store = open_store(Path(data_dir), cfg, clock, disk_usage or shutil.disk_usage)
-    boot = store.counters.start_boot()
-    return Boot(store, boot, Outbound(store, boot, clock, clock.event()))
+    return Outbound(store, store.counters.start_boot(), clock, clock.event())
 
 
 def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, bundle: Bundle | None,
-             data_dir: Path, *, boot: Boot | None = None, fitted: Fitted = NOTHING_FITTED) -> Components:
+             data_dir: Path, *, outbound: Outbound | None = None, fitted: Fitted = NOTHING_FITTED) -> Components:
     """Every component of one boot, in the order they need each other. Opens the queue (and so
     numbers the boot), the memory and the airtime log in `data_dir`; raises `store.StoreError` or
     `wire.uplink.KeyFileError`, the file named, when the queue or the uplink key cannot be used.
@@ -106,22 +89,22 @@ def assemble(cfg: PayloadConfig, sensors: Sensors, radio: Radio, clock: Clock, b
     fitted = replace(fitted, disk_usage=fitted.disk_usage or shutil.disk_usage)  # the card: the bench simulates one
     stop = clock.event()  # the stop proper: the radio ends (the producers' event, `stopping`, is set first)
     with contextlib.ExitStack() as on_failure:  # what this opened, closed again when a later step raises
-        if boot is None:
-            boot = open_boot(cfg, data_dir, clock, fitted.disk_usage)
-            on_failure.callback(boot.store.close)
-        opened, store, outbound = boot, boot.store, boot.outbound
+        if outbound is None:
+            outbound = open_boot(cfg, data_dir, clock, fitted.disk_usage)
+            on_failure.callback(outbound.store.close)
+        store = outbound.store
         auth, gate_key = _flight_key(cfg)
         memory = Memory(data_dir / "memory.db")  # its own musings, the ground's notes, what other payloads said
         on_failure.callback(memory.close)
         relay = open_relay(cfg, auth, memory)
-        gate = open_gate(cfg, opened) if gate_key else None
+        gate = open_gate(cfg, outbound) if gate_key else None
         governor = Governor(store, capacity_wh=cfg.power.battery_wh, beacon_period_s=cfg.schedule.telemetry_s,
                             battery_temp_fitted=sensors.battery_temp_fitted,
                             cpu_temp_fitted=fitted.pi_health is not None)
         cadence = Cadence(cfg.schedule, governor)  # the intervals in force: SET_INTERVALS changes them, on probation
         transmitter = open_transmitter(cfg, LinkParts(store, radio, clock, stop, outbound.wake, relay), data_dir,
                                        auth, cadence)
-        flight = Flight(cfg.callsign, opened.number, clock, outbound, governor, DeviceWatch(outbound), fitted)
+        flight = Flight(cfg.callsign, outbound.boot, clock, outbound, governor, DeviceWatch(outbound), fitted)
         # On the bench its questions are drawn from the flight's seed, like everything else.
         reach = Reach(lambda api, query: outbound.record(wire.Kind.API_REQUEST, {"api": api, "query": query}),
                       clock.elapsed_s, rng=Random(fitted.seed * 7919 + flight.boot) if fitted.seed is not None else None)
@@ -175,11 +158,11 @@ def loops(cfg: PayloadConfig, parts: Components) -> list[Loop]:
     return table
 
 
-def open_gate(cfg: PayloadConfig, boot: Boot) -> CommandGate:
+def open_gate(cfg: PayloadConfig, outbound: Outbound) -> CommandGate:
     """The uplink's gate with the flight key; uplink.KeyFileError names the file when the key is
     missing or exposed. A refused command goes down as an event."""
-    return CommandGate.from_key_file(boot.store, cfg.uplink.key_file, cfg.callsign, cfg.uplink.allow_raw_key,
-                                     tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu, on_refused=lambda e: boot.outbound.event(
+    return CommandGate.from_key_file(outbound.store, cfg.uplink.key_file, cfg.callsign, cfg.uplink.allow_raw_key,
+                                     tag_len=cfg.uplink.tag_len, mtu=cfg.radio.mtu, on_refused=lambda e: outbound.event(
                                          event("command_refused", reason=e.reason, detail=str(e))))
 
 
@@ -254,19 +237,6 @@ class Parts:
     def clock(self) -> Clock:
         return self.hardware.clock
 
-    @property
-    def sensors(self):
-        return self.hardware.sensors
-
-    def close(self) -> None:
-        for part in (self.led, self.heater):
-            if part is not None:
-                try:
-                    part.close()
-                except Exception as e:  # noqa: BLE001 - closed already (the daemon closes the heater): go on
-                    log.debug("close_twice", part=type(part).__name__, error=str(e))
-        self.hardware.close()
-
 
 def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
     """The drivers in [devices] and [outputs], over the hardware `cfg.sensors` names
@@ -302,6 +272,7 @@ def open_parts(cfg, data_dir: Path, settings: object = None) -> Parts:
         heater = output("battery heater", lambda: BatteryHeater(
             o.heater_pin, pin_factory=pins, on_below_c=o.heater_on_below_c, off_above_c=o.heater_off_above_c,
             max_duty=o.heater_max_duty, min_battery_mv=o.heater_min_battery_mv, clock=clock.elapsed_s))
+    hw.closers += [part.close for part in (heater, led) if part is not None]  # closed first, the LED before the heater
     return Parts(hw, camera, led, heater, problems)
 
 
@@ -334,12 +305,12 @@ def build_payload(cfg: PayloadConfig, parts: Parts, bundle: Bundle | None, data_
     KeyFileError or (on a rig) RadioError, having closed what it opened."""
     hw = parts.hardware
     with contextlib.ExitStack() as on_failure:  # a serial port or GPIO pins would otherwise stay claimed
-        boot = open_boot(cfg, data_dir, parts.clock, hw.card_usage)
-        on_failure.callback(boot.store.close)
-        radio = open_radio(cfg, parts, boot.outbound)
+        outbound = open_boot(cfg, data_dir, parts.clock, hw.card_usage)
+        on_failure.callback(outbound.store.close)
+        radio = open_radio(cfg, parts, outbound)
         on_failure.callback(radio.close)
         fitted = Fitted(camera=parts.camera, pi_health=hw.pi_health, led=parts.led, heater=parts.heater,
                         disk_usage=hw.card_usage, seed=hw.seed, price_generation=hw.price_generation)
-        components = assemble(cfg, parts.sensors, radio, parts.clock, bundle, data_dir, boot=boot, fitted=fitted)
+        components = assemble(cfg, hw.sensors, radio, parts.clock, bundle, data_dir, outbound=outbound, fitted=fitted)
         on_failure.pop_all()
     return Onboard(cfg, bundle, data_dir, components, loops, liveness)

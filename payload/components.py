@@ -21,10 +21,8 @@ from .uplink.handler import CommandHandler
 
 @dataclass
 class Components:
-    """What the daemon schedules: what every producer shares (`flight`: the boot's number, its
-    outbound port, the governor, the fitted parts), the schedule in force (`cadence`), the parts
-    it senses and drives, and the components of one boot (payload/assembly.py builds them; a test
-    may hand in others)."""
+    """What the daemon schedules; `flight` is what every producer shares (the boot's number, its
+    outbound port, the governor, the fitted parts)."""
 
     flight: Flight
     cadence: Cadence

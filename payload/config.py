@@ -195,10 +195,6 @@ class RadioSection(Section):
         self.__dict__["duty_cycle"] = duty
         return self
 
-    @property
-    def effective_duty_cycle(self) -> float:
-        return self.duty_cycle
-
     def lora_settings(self) -> LoRaSettings:
         """What the chip is programmed with, and what every airtime here is computed from."""
         return link_settings(self.frequency_mhz or 0.0, spreading_factor=self.spreading_factor,
@@ -248,12 +244,9 @@ class RadioSection(Section):
                              "packets, for SSDV: the downlink's frames differ in length; fly an explicit mode "
                              "(0, 2, 3, 5 or 7), and the pictures in [radio.pictures] if they need mode 1")
         self._check_pictures_channel()
-        self._check_horus_channel()
-        return self
-
-    def _check_horus_channel(self) -> None:
         if self.horus is not None:
             check_horus_channel(self.horus, self)
+        return self
 
     def _check_pictures_channel(self) -> None:
         p = self.pictures

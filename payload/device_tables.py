@@ -57,8 +57,6 @@ class CameraDeviceSection(Section):
         return None if v is None else v.upper()
 
 
-
-
 class DevicesSection(Section):
     """Which part sits where (sensors = "hardware"). Beside the declared keys, each registered
     sensor's table (`sensors()`), given or its profile's default."""

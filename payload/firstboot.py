@@ -48,7 +48,7 @@ from stratoecho.wire.uplink_keys import FLIGHT, decode_key, encode_key
 
 log = structlog.get_logger(__name__)
 
-USER_DATA, META_DATA, NETWORK_CONFIG = "user-data", "meta-data", "network-config"
+USER_DATA = "user-data"
 PERSONA_DIR = "persona"
 REFUSED = "stratoecho-refused.txt"
 SETTINGS_DONE = Path("/etc/stratoecho/settings-complete")

@@ -9,14 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
-def _always() -> bool:
-    return True
-
-
-def _never() -> bool:
-    return False
-
-
 @dataclass(frozen=True)
 class Loop:
     """One of the daemon's threads, as payload/assembly.py's `loops` table declares it."""
@@ -30,8 +22,8 @@ class Loop:
     on_due: Callable[[float | None, float | None], None] | None = None  # hears when this run was due and the next is
     before: Callable[[], object] | None = None  # done before each run, on the loop's thread
     after: str | None = None  # runs right after a run of this loop, once its own period is due
-    ready: Callable[[], bool] = _always  # an `after` loop runs only while this holds
-    again: Callable[[], bool] = _never  # after a run: make another at the next chance, not a period on
+    ready: Callable[[], bool] = lambda: True  # an `after` loop runs only while this holds
+    again: Callable[[], bool] = lambda: False  # after a run: make another at the next chance, not a period on
     remade_when_stale: bool = False  # a record of its gone stale unaired (the radio's on_stale): another at once
     on_stop: Callable[[], object] | None = None  # told to stop: a run in flight ends now (a musing, a radio's wait)
     drains: Callable[[], int] | None = None  # runs on after the producers stop while this counts records to send

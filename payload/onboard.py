@@ -1,9 +1,6 @@
-"""One boot of the payload: its components (payload/components.py), the daemon that runs their
-loops (payload/daemon.py, the table from payload/assembly.py's `loops` and one of statistics),
-what the boot says first on air, and what it closes at the stop, in order.
-
+"""One boot of the payload: the daemon over payload/assembly.py's `loops` and the statistics.
 The daemon only schedules; what is the payload's — the persona worker, the status LED, the
-banner, stats.json, a persona that will not load — is here.
+banner, stats.json, a persona that will not load, what is closed at the stop — is here.
 """
 
 from __future__ import annotations

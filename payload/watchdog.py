@@ -112,9 +112,6 @@ class Liveness:
                 if k not in self._paused and now - self._last[k] > limit
             )
 
-    def all_current(self, now: float | None = None) -> bool:
-        return not self.overdue(now)
-
 
 # --------------------------------------------------------------------------- sd_notify
 

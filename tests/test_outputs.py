@@ -19,7 +19,6 @@ from payload.parts.outputs import (
     BatteryHeater,
     StatusLed,
     heater_decision,
-    heater_should_be_on,
 )
 from tests.fakes import FakeClock
 
@@ -155,7 +154,7 @@ OK_MV = 3900
 def test_heater_decision_table(temp, was_on, mv, on, reason):
     d = heater_decision(temp, was_on, mv, **LIMITS)
     assert (d.on, d.reason) == (on, reason)
-    assert heater_should_be_on(temp, was_on, mv, **LIMITS) is on
+    assert heater_decision(temp, was_on, mv, **LIMITS).on is on
 
 
 def test_duty_limit_forces_off():
@@ -170,7 +169,7 @@ mvs = st.one_of(st.none(), st.integers(3000, 4300))
 def test_hysteresis_properties(seq, start_on):
     on = start_on
     for temp, mv in seq:
-        new = heater_should_be_on(temp, on, mv, **LIMITS)
+        new = heater_decision(temp, on, mv, **LIMITS).on
         if mv is None or mv < LIMITS["min_battery_mv"] or temp is None:
             assert new is False  # never on below the floor or without a sensor
         elif LIMITS["on_below_c"] <= temp <= LIMITS["off_above_c"]:

@@ -17,6 +17,7 @@ from payload.assembly import build_onboard
 from payload.clock import Clock
 from payload.config import PayloadConfig, UplinkSection
 from payload.onboard import Onboard
+from payload.persona.reach import describe
 from payload.persona.worker import Generation, PersonaError, PersonaWorker
 from payload.policy.modes import Mode, ModeLadder
 from sim.world.flight import SimSensors
@@ -182,7 +183,7 @@ def test_what_came_of_its_questions_is_in_the_next_prompts_and_nothing_escapes(t
     d.parts.reach.on_answer(999_999, int(ApiStatus.OK), "an answer nobody asked for")  # ignored, counted
     d.parts.reach.on_answer(weather, 250, "\x1b[2J garbage status")  # an unknown code: an upstream error
     assert d.daemon.run_once("think") == "the air is thin and quiet"
-    lines = d.parts.reach.recent_lines(3)
+    lines = [describe(o) for o in d.parts.reach.recent_outcomes(3)]  # what the prompt carries
     assert len(lines) == 2 and all(line in prompts[-1] for line in lines)
     assert "\x1b" not in prompts[-1]
     assert d.parts.reach.stats()["answers_unknown"] == 1

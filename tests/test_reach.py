@@ -152,7 +152,7 @@ def test_any_answer_is_harmless(seq, status, text):
     reach.on_answer(seq, status, text)
     s = reach.stats()
     assert s["internal_errors"] == 0
-    for line in reach.recent_lines(5):
+    for line in map(describe, reach.recent_outcomes(5)):
         assert len(line) <= MAX_LINE_CHARS
         assert not any(unicodedata.category(c)[0] == "C" for c in line)
 
@@ -474,7 +474,7 @@ def test_recent_outcomes_are_oldest_first_and_bounded():
     assert [o.query for o in reach.recent_outcomes(10)] == ["word2", "word3", "word4"]
     assert [o.query for o in reach.recent_outcomes(2)] == ["word3", "word4"]
     assert reach.recent_outcomes(0) == []
-    assert reach.recent_lines(1) == ["asked the ground what 'word4' means: got an answer: meaning 4"]
+    assert [describe(o) for o in reach.recent_outcomes(1)] == ["asked the ground what 'word4' means: got an answer: meaning 4"]
 
 
 # --------------------------------------------------------------------------- choosing

@@ -43,6 +43,14 @@ def airtime(n: int) -> float:
     return n / 100.0  # a second per hundred bytes
 
 
+def next_frame(relay: Relay, now_s: float, airtime_s) -> bytes | None:
+    """What the transmitter does with a relay: `due`, then `sent` once keyed; the frame, or None."""
+    frame = relay.due(now_s, airtime_s)
+    if frame is not None:
+        relay.sent(now_s, airtime_s(len(frame)))
+    return frame
+
+
 # --------------------------------------------------------------------------- the envelope
 
 
@@ -93,8 +101,8 @@ def test_an_allowed_flights_frames_go_on_once_in_an_envelope():
     for f in frames:
         assert relay.hear(f) is None
     assert relay.hear(frames[0]) == "duplicate"  # heard twice: sent on once
-    sent = [relay.next_frame(0.0, airtime) for _ in frames]
-    assert relay.next_frame(0.0, airtime) is None
+    sent = [next_frame(relay, 0.0, airtime) for _ in frames]
+    assert next_frame(relay, 0.0, airtime) is None
     got = [decode_relayed(s, {payload_hash(NEAR): NEAR_AUTH}, 8) for s in sent]
     assert [g.frame for g in got] == frames and {g.hops_left for g in got} == {1}
     assert relay.stats.forwarded == len(frames) and relay.stats.by_origin == {FAR: len(frames)}
@@ -107,7 +115,7 @@ def test_a_frame_with_a_bad_tag_is_never_forwarded():
     forged[-2:] = wire.crc16_ccitt(bytes(forged[:-2])).to_bytes(2, "big")
     assert relay.hear(bytes(forged)) == "bad tag"
     assert relay.hear(fragments(STRANGER_AUTH)[0]) == "bad tag"  # another flight's key
-    assert relay.next_frame(0.0, airtime) is None and relay.stats.refused["bad tag"] == 2
+    assert next_frame(relay, 0.0, airtime) is None and relay.stats.refused["bad tag"] == 2
 
 
 def test_a_callsign_not_allowed_is_never_forwarded():
@@ -127,11 +135,11 @@ def test_an_exhausted_hop_limit_is_never_forwarded():
     assert relay.hear(last_hop) == "hops exhausted"
     one_more = encode_relayed(frames[1], payload_hash("MID1"), 1, FAR_AUTH)
     assert relay.hear(one_more) is None
-    out = decode_relayed(relay.next_frame(0.0, airtime), {}, 8)
+    out = decode_relayed(next_frame(relay, 0.0, airtime), {}, 8)
     assert (out.relayer, out.hops_left, out.frame) == (payload_hash(NEAR), 0, frames[1])  # re-wrapped, not nested
     # A frame heard directly starts with the rule's hops; our own envelope heard back is ours.
     assert relay.hear(frames[2]) is None
-    assert decode_relayed(relay.next_frame(0.0, airtime), {}, 8).hops_left == 2
+    assert decode_relayed(next_frame(relay, 0.0, airtime), {}, 8).hops_left == 2
     assert relay.hear(encode_relayed(frames[0], payload_hash(NEAR), 2, NEAR_AUTH)) == "own frame"
 
 
@@ -142,11 +150,11 @@ def test_relays_stay_inside_their_share_of_the_hour_and_a_flood_evicts_only_itse
         relay.hear(fragments(FAR_AUTH, seq=i, text=text)[0])
     assert relay.waiting() == 4 and relay.stats.refused["evicted"] == 6  # the newest kept
     sent = []
-    while (f := relay.next_frame(0.0, airtime)) is not None:
+    while (f := next_frame(relay, 0.0, airtime)) is not None:
         sent.append(f)
     assert relay.stats.airtime_s <= 3.6 and relay.waiting() == 4 - len(sent) > 0
-    assert relay.next_frame(1800.0, airtime) is None  # still inside the hour
-    assert relay.next_frame(3600.0, airtime) is not None  # the hour has passed
+    assert next_frame(relay, 1800.0, airtime) is None  # still inside the hour
+    assert next_frame(relay, 3600.0, airtime) is not None  # the hour has passed
 
 
 def test_a_frame_that_would_not_fit_in_its_envelope_is_refused_not_cut():
@@ -168,9 +176,9 @@ def test_a_window_cue_is_never_relayed_and_positions_are_thinned_to_one_a_minute
     assert all(relay.hear(f, 21.0) is None for f in fragments(FAR_AUTH, seq=8, mtu=40))
     # Only a flight's newest position waits (seq 7 replaced seq 1, unsent), and it goes before the records.
     assert relay.stats.refused == {"window cue": 1, "position thinned": 1, "position superseded": 1}
-    assert relay.next_frame(80.0, lambda n: 0.1) == encode_relayed(sentence(FAR, seq=7), payload_hash(NEAR), 1,
+    assert next_frame(relay, 80.0, lambda n: 0.1) == encode_relayed(sentence(FAR, seq=7), payload_hash(NEAR), 1,
                                                                    NEAR_AUTH)
-    assert relay.next_frame(80.0, lambda n: 0.1) == sentence(FAR, seq=7)  # and bare, as heard
+    assert next_frame(relay, 80.0, lambda n: 0.1) == sentence(FAR, seq=7)  # and bare, as heard
     assert relay.waiting() == len(fragments(FAR_AUTH, seq=8, mtu=40))
     # Without a time (a caller that cannot say when) nothing is thinned.
     assert near_relay().hear(sentence(FAR, seq=3)) is None
@@ -189,7 +197,7 @@ def test_records_go_on_by_priority_with_their_data_and_half_as_much_parity_again
     assert heard.count(None) == (k_picture + math.ceil(k_picture / 2)) + (1 + 1)
     assert relay.stats.refused["parity enough"] == len(picture) + len(musing) - heard.count(None)
     assert relay.hear(sentence(FAR, seq=9), 2.0) is None
-    went = [relay.next_frame(3.0, airtime) for _ in range(relay.waiting())]
+    went = [next_frame(relay, 3.0, airtime) for _ in range(relay.waiting())]
     assert went[1] == sentence(FAR, seq=9)  # the track first: in its envelope, then bare
     inner = [decode_relayed(f, {}, 8).frame for f in went[:1] + went[2:]]
     assert inner[0] == sentence(FAR, seq=9)
@@ -203,7 +211,7 @@ def test_a_full_queue_gives_up_its_least_urgent_record():
     assert relay.hear(picture[0], 1.0) is None and relay.hear(fragments(FAR_AUTH, seq=4)[0], 1.0) is None
     assert relay.hear(fragments(FAR_AUTH, seq=5)[0], 1.0) is None  # the picture makes way, not the older musing
     assert relay.stats.refused["evicted"] == 1
-    assert {wire.decode_fragment(decode_relayed(relay.next_frame(2.0, airtime), {}, 8).frame, FAR_AUTH).kind
+    assert {wire.decode_fragment(decode_relayed(next_frame(relay, 2.0, airtime), {}, 8).frame, FAR_AUTH).kind
             for _ in range(2)} == {wire.Kind.MUSING}
 
 

@@ -17,7 +17,7 @@ from stratoecho.wire import gateway_rules
 from stratoecho.wire.relay import decode_relayed, encode_relayed
 from stratoecho.wire.uplink import payload_hash
 from tests.test_gateway_rules import gateway_reads
-from tests.test_relay import FAR, FAR_AUTH, NEAR, NEAR_AUTH, STRANGER_AUTH, airtime, near_relay, sentence
+from tests.test_relay import FAR, FAR_AUTH, NEAR, NEAR_AUTH, STRANGER_AUTH, airtime, near_relay, next_frame, sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ def relayed_pair(seq: int = 7) -> tuple[bytes, bytes]:
     """What NEAR1 keys for one of FAR1's positions: its envelope, then its echo."""
     relay = near_relay()
     assert relay.hear(sentence(FAR, seq=seq), 10.0) is None
-    went = [relay.next_frame(11.0, airtime), relay.next_frame(11.0, airtime)]
-    assert relay.next_frame(11.0, airtime) is None and relay.stats.echoed == 1
+    went = [next_frame(relay, 11.0, airtime), next_frame(relay, 11.0, airtime)]
+    assert next_frame(relay, 11.0, airtime) is None and relay.stats.echoed == 1
     return went[0], went[1]
 
 
@@ -134,7 +134,7 @@ def test_the_echo_goes_again_before_the_next_position_and_the_track_never_steps_
         line = wire.encode_sentence(wire.Telemetry(FAR, seq, f"12:00:{t:02.0f}", 52.1, -0.2, 900, 8, 1.0, 2.0, 3900, 1),
                                     FAR_AUTH)
         assert relay.hear(line, t) is None
-        while (f := relay.next_frame(t + 1, airtime)) is not None:
+        while (f := next_frame(relay, t + 1, airtime)) is not None:
             went.append(f)
     bare = [int(f.split(b",")[1]) for f in went if f[:2] == b"$$"]
     assert bare == [1, 1, 2, 2, 3]  # each twice, a period apart; the last waits for the next position

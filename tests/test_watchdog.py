@@ -138,11 +138,11 @@ def test_liveness_overdue_and_ping():
     live.register("beacon", 90)
     live.register("think", 900)
     clock.advance(90)
-    assert live.overdue() == [] and live.all_current()  # registration counts as a ping; limit inclusive
+    assert live.overdue() == []  # registration counts as a ping; limit inclusive
     clock.advance(1)
-    assert live.overdue() == ["beacon"] and not live.all_current()
+    assert live.overdue() == ["beacon"]
     live.ping("beacon")
-    assert live.all_current()
+    assert not live.overdue()
     clock.advance(1000)
     assert live.overdue() == ["beacon", "think"]
     assert live.overdue(now=clock.t - 1000) == []  # an explicit `now` is used as given
@@ -154,7 +154,7 @@ def test_liveness_reregistering_changes_the_allowance_not_the_clock():
     live.register("beacon", 30)
     clock.advance(40)
     live.register("beacon", 60)  # the uplink stretched the period
-    assert live.all_current()
+    assert not live.overdue()
     clock.advance(21)
     assert live.overdue() == ["beacon"]  # silent 61 s since its last sign of life
 
@@ -173,9 +173,9 @@ def test_paused_key_never_starves_and_resumes_with_a_fresh_allowance():
     live.register("think", 100)
     live.pause("think")  # low power: the language model is shed
     clock.advance(10_000)
-    assert live.all_current()
+    assert not live.overdue()
     live.resume("think")
-    assert live.all_current()  # not hung for the hours it was shed
+    assert not live.overdue()  # not hung for the hours it was shed
     clock.advance(101)
     assert live.overdue() == ["think"]
 
@@ -186,7 +186,7 @@ def test_unregistered_key_is_forgotten():
     live.register("camera", 10)
     live.unregister("camera")
     clock.advance(100)
-    assert live.all_current() and live.keys() == []
+    assert not live.overdue() and live.keys() == []
     live.pause("camera")  # pausing what is not there does not bring it back
     assert live.keys() == []
 

@@ -44,18 +44,17 @@ class Outbound:
     def ssdv(self, packets: list[bytes]) -> list[int]:
         """A picture's SSDV packets (`wire.ssdv.encode_image`), each stored as the one frame it goes
         on air as: without its sync byte, as LoRa gateways expect. Returns their sequence numbers."""
-        made = self.clock.now().timestamp()
-        seqs = [self.store.queue.enqueue(wire.Kind.SSDV, self.boot, lambda s, p=p: p[1:], created=made)[0] for p in packets]
-        self.wake.set()
-        return seqs
+        return self._frames(wire.Kind.SSDV, [p[1:] for p in packets], self.clock.now().timestamp())
 
     def musing_sentences(self, lines: list[bytes], created: float | None = None) -> list[int]:
         """A musing's text sentences (`wire.encode_musing_sentences`), each stored as the frame it
         goes on air as, made at `created` (the musing's readings; default now); returns their
         sequence numbers on their own stream."""
-        made = self.clock.now().timestamp() if created is None else created
-        seqs = [self.store.queue.enqueue(wire.Kind.MUSING_SENTENCE, self.boot, lambda s, line=line: line, created=made)[0]
-                for line in lines]
+        return self._frames(wire.Kind.MUSING_SENTENCE, lines, self.clock.now().timestamp() if created is None else created)
+
+    def _frames(self, kind: wire.Kind, frames: list[bytes], created: float) -> list[int]:
+        """Each of `frames` stored as it goes on air, on `kind`'s stream; their sequence numbers."""
+        seqs = [self.store.queue.enqueue(kind, self.boot, lambda s, f=f: f, created=created)[0] for f in frames]
         self.wake.set()
         return seqs
 

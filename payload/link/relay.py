@@ -1,8 +1,8 @@
 """Which frames this payload relays for the other payloads it hears, and when (docs/network.md).
 
 Pure logic, no radio: the listen windows hand it what they heard (`hear`), and the radio
-asks it for the next frame to send on (`next_frame`) only with airtime its own frames do not
-need. The rules, each a reason counted in `stats.refused`:
+asks it for the next frame to send on (`due`, then `sent` once keyed) only with airtime its own
+frames do not need. The rules, each a reason counted in `stats.refused`:
 
 - only a flight the operator allows (`allowed`, by callsign) is relayed, and never our own;
   a flight allowed only to be heard (`listen_only`) is listened to and never sent on;
@@ -211,13 +211,6 @@ class Relay:
         self.stats.forwarded += 1
         self.stats.airtime_s += airtime_s
         self.stats.by_origin[origin] += 1
-
-    def next_frame(self, now_s: float, airtime_s: Callable[[int], float]) -> bytes | None:
-        """`due` and `sent` at once: the frame, counted as gone."""
-        frame = self.due(now_s, airtime_s)
-        if frame is not None:
-            self.sent(now_s, airtime_s(len(frame)))
-        return frame
 
     def waiting(self) -> int:
         return sum(map(len, self._positions.values())) + len(self._waiting)

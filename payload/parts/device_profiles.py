@@ -2,14 +2,10 @@
 configuration, how its driver opens on its bus, and what a reading of it gives.
 
 A driver's module declares its sensor's profile next to the driver and registers it when
-imported (`register_device`), as a LoRa chip's does (stratoecho/lora_chips/profiles.py):
-payload/parts/i2c_sensors.py registers the BME280 in the outside air (``bme280``), the one on
-the battery (``bme280_box``) and the INA219 (``ina219``). Everything else looks a sensor up here
-by its name: the configuration's ``[devices.NAME]`` tables (payload/device_tables.py), the
-reading loop (payload/parts/devices.py), `sensors.fresh`, the health record (its status), and
-the bench's simulators (sim/world/i2c_sensors.py). So a new sensor is its driver module with its
-profile, named in ``[devices] drivers`` when it lives outside this tree, and on the bench its
-simulator (docs/hardware.md, "Adding a sensor").
+imported (`register_device`), as a LoRa chip's does (stratoecho/lora_chips/profiles.py); the
+built-in ones are payload/parts/i2c_sensors.py's. Everything else (the configuration, the reading
+loop, the health record, the bench) looks a sensor up here by its name, so a new sensor is its
+driver module and its simulator (docs/architecture.md and docs/hardware.md, "Adding a sensor").
 
 The GPS and the camera are not sensors of this kind: the GPS is the flight's time and position,
 read on a thread of its own (payload/parts/devices.py), and the camera is a producer's part.

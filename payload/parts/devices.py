@@ -1,15 +1,9 @@
-"""The parts the configuration names, opened on their buses and ports, and `HardwareSensors`,
-which turns their readings into the `Readings` every producer sees.
+"""The parts the configuration's [devices] names (payload/device_tables.py), opened on their buses
+and ports, and `HardwareSensors`, which turns their readings into the `Readings` every producer sees.
 
-    [devices.gps]       port = "/dev/serial0", baud = 9600
-    [devices.bme280]    bus = 1, address = 0x76
-    [devices.ina219]    bus = 1, address = 0x40, shunt_ohms = 0.1, max_amps = 3.2
-
-Each sensor on I2C is a registered profile (payload/parts/device_profiles.py): its driver opens
-on its bus, and what a reading gives goes into the `Readings` by the profile's names, so nothing
-here names one. The GPS is not one of them: it is the flight's time and position, read on a thread
-of its own (`GpsFollower`) and trusted by the age of its fix, which a profile's reading has no
-place for.
+Each sensor on I2C is a registered profile (payload/parts/device_profiles.py), so nothing here
+names one. The GPS is not one of them: it is the flight's time and position, read on a thread of
+its own (`GpsFollower`) and trusted by the age of its fix, which a profile's reading has no place for.
 
 A device that is missing or failing never stops the payload: its driver answers with a
 status ("absent", "silent", "i2c_error", ...) and retries with its own back-off, and
@@ -162,7 +156,6 @@ class HardwareSensors:
         self._values.update({value: no_reading(value) for value in gives})
         self._status: dict[str, str] = {}
         self.battery_temp_fitted = "box_temp_c" in gives  # the mode ladder leaves out what is not fitted
-        self.last_fix = None  # the latest valid GPS fix (its time sets the system clock)
 
     def _note(self, device: str, status: str, error: str = "") -> None:
         if self._status.get(device) != status:
@@ -197,7 +190,7 @@ class HardwareSensors:
             self._position.update(lat=g.fix.lat, lon=g.fix.lon, alt_m=g.fix.alt_m)
             fresh = g.fix.age_s(d.gps.clock()) <= self.fix_max_age_s  # the driver's clock, not UTC: the Pi's may be unset
             if fresh:
-                sats, fix_valid, self.last_fix = g.fix.sats, True, g.fix
+                sats, fix_valid = g.fix.sats, True
                 speed = g.fix.speed_mps if g.fix.speed_mps is not None else math.nan
                 if g.fix.utc is not None:
                     when = g.fix.utc

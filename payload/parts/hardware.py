@@ -30,7 +30,6 @@ from .sensors import Sensors
 log = structlog.get_logger(__name__)
 
 
-
 @dataclass
 class Hardware:
     """The parts a payload opens, and how the flight around them runs."""
@@ -56,7 +55,7 @@ class Hardware:
         for close in reversed(self.closers):
             try:
                 close()
-            except Exception as e:  # noqa: BLE001 - closed already: go on with the rest
+            except Exception as e:  # noqa: BLE001 - closed already (the daemon closes the heater): go on
                 log.debug("close_twice", part=getattr(close, "__qualname__", repr(close)), error=str(e))
 
 

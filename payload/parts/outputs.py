@@ -92,15 +92,12 @@ class StatusLed:
         if len(steps) == 1:  # steady: set it, no thread
             self._led.value = steps[0][0]
             return
-        if background:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._play, args=(steps, cycles), name=f"status-led-{key}", daemon=True
-            )
-            self._thread.start()
-        else:
-            self._stop.clear()
+        self._stop.clear()
+        if not background:
             self._play(steps, cycles if cycles is not None else 1)
+            return
+        self._thread = threading.Thread(target=self._play, args=(steps, cycles), name=f"status-led-{key}", daemon=True)
+        self._thread.start()
 
     def _play(self, steps: tuple[Step, ...], cycles: int | None) -> None:
         done = 0
@@ -170,11 +167,6 @@ def heater_decision(
     if temp_c > off_above_c:
         return HeaterDecision(False, "warm")
     return HeaterDecision(currently_on, "hold")
-
-
-def heater_should_be_on(temp_c: float | None, currently_on: bool, battery_mv: float | None, **limits) -> bool:
-    """``heater_decision(...).on``."""
-    return heater_decision(temp_c, currently_on, battery_mv, **limits).on
 
 
 @dataclass(frozen=True)

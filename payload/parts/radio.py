@@ -89,7 +89,6 @@ class UdpRadio:
     receives = True
 
     def __init__(self, host: str, port: int, clock=None):
-
         self.address = (host, port)
         self.clock = clock or Clock()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -158,10 +157,6 @@ class KissRadio:
         self.tnc_port = tnc_port
         self.port = open_serial(port, baud, "KISS TNC", timeout=self.RECEIVE_POLL_S, write_timeout=write_timeout_s)
         self._decoder = KissDecoder(port=tnc_port)
-
-    @classmethod
-    def from_config(cls, cfg) -> KissRadio:
-        return cls(cfg.serial_port, cfg.baud)
 
     @property
     def errors(self):
@@ -316,11 +311,6 @@ class LoRaUartRadio:
         except BaseException:
             self.close()
             raise
-
-    @classmethod
-    def from_config(cls, cfg) -> LoRaUartRadio:
-        return cls(cfg.serial_port, cfg.baud, UartModulePins(cfg.m0_pin, cfg.m1_pin, cfg.aux_pin),
-                   packet_bytes=cfg.packet_bytes, aux_timeout_s=cfg.aux_timeout_s, rx_gap_s=cfg.rx_gap_s)
 
     def _keep(self, part):
         self._opened.append(part)

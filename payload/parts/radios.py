@@ -16,7 +16,7 @@ from stratoecho.lora_chips.chip import SpiDevice
 from stratoecho.lora_chips.profiles import chip_profile, is_chip
 from stratoecho.lora_chips.spi import open_chip
 
-from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, RadioUnavailable, TonesRadio, UdpRadio
+from .radio import KissRadio, LoRaUartRadio, Radio, RadioError, RadioUnavailable, TonesRadio, UartModulePins, UdpRadio
 
 log = structlog.get_logger(__name__)
 
@@ -33,11 +33,12 @@ def _spi_chip(cfg, clock, spi_opener, pin_factory) -> Radio:
 
 
 def _kiss(cfg, clock, spi_opener, pin_factory) -> KissRadio:
-    return KissRadio.from_config(cfg)
+    return KissRadio(cfg.serial_port, cfg.baud)
 
 
 def _lora_uart(cfg, clock, spi_opener, pin_factory) -> LoRaUartRadio:
-    return LoRaUartRadio.from_config(cfg)
+    return LoRaUartRadio(cfg.serial_port, cfg.baud, UartModulePins(cfg.m0_pin, cfg.m1_pin, cfg.aux_pin),
+                         packet_bytes=cfg.packet_bytes, aux_timeout_s=cfg.aux_timeout_s, rx_gap_s=cfg.rx_gap_s)
 
 
 # The radios that are not a chip on the SPI bus (those are the registered chips); each opener's
@@ -80,7 +81,6 @@ class ReopeningRadio:
         self._radio: Radio | None = None
         self._next_try = 0.0
         self.error = ""
-        self.reopened = 0
         self._closed = False
         self._closing = clock.event()  # ends a listen window that waits on a radio that is down
         if opened is not None:
@@ -104,7 +104,6 @@ class ReopeningRadio:
                 log.debug("radio_still_unavailable", error=self.error)
             return
         if not first:
-            self.reopened += 1
             log.warning("radio_back", after=self.error)
             self._on_change(True, self.error)
 
@@ -156,31 +155,24 @@ class ReopeningRadio:
             raise RadioUnavailable(str(e), self.reopen_s) from None
 
     def receive(self, timeout_s: float) -> list[bytes]:
-        radio = self._radio
-        if radio is None or not self.receives:
-            # Nothing can be heard; wait out the window as a radio would, or the link's listen
-            # loop would spin for the rest of it.
-            self.clock.wait(timeout_s, self._closing)
-            return []
-        try:
-            return radio.receive(timeout_s)
-        except RadioError as e:
-            self._down(str(e))
-            self.clock.wait(timeout_s, self._closing)
-            return []
+        return self._listen(lambda radio: radio.receive(timeout_s), timeout_s)
 
     def hear(self, timeout_s: float) -> list[bytes]:
         """What the radio hears within `timeout_s` left listening between our own frames (its
         `hear`: a LoRa chip stays in RX continuous); nothing while it is down, as `receive`."""
+        return self._listen(lambda radio: radio.hear(timeout_s), timeout_s)
+
+    def _listen(self, listen: Callable[[Radio], list[bytes]], timeout_s: float) -> list[bytes]:
         radio = self._radio
-        if radio is None or not self.receives:
-            return self.receive(timeout_s)
-        try:
-            return radio.hear(timeout_s)
-        except RadioError as e:
-            self._down(str(e))
-            self.clock.wait(timeout_s, self._closing)
-            return []
+        if radio is not None and self.receives:
+            try:
+                return listen(radio)
+            except RadioError as e:
+                self._down(str(e))
+        # Nothing can be heard; wait out the window as a radio would, or the link's listen
+        # loop would spin for the rest of it.
+        self.clock.wait(timeout_s, self._closing)
+        return []
 
     def close(self) -> None:
         self._closed = True

@@ -252,10 +252,7 @@ class Memory:
 
     def take_faults(self) -> list[str]:
         """The faults kept since the last call, oldest first, to go down as events."""
-        taken = []
-        while self.faults:
-            taken.append(self.faults.popleft())
-        return taken
+        return [self.faults.popleft() for _ in range(len(self.faults))]  # one appended meanwhile waits
 
     def close(self) -> None:
         with self._lock:

@@ -149,12 +149,6 @@ def clean_text(text, limit: int) -> str:
     return text
 
 
-_RESULTS = {OutcomeKind.OK: "ok", OutcomeKind.NOT_FOUND: "not_found", OutcomeKind.REFUSED: "refused",
-            OutcomeKind.TIMEOUT: "timeout", OutcomeKind.UPSTREAM_ERROR: "upstream_error",
-            OutcomeKind.BAD_REQUEST: "bad_request", OutcomeKind.RATE_LIMITED: "rate_limited",
-            OutcomeKind.OFFLINE: "offline", OutcomeKind.SILENT_LINK: "silent_link", OutcomeKind.NOT_SENT: "not_sent"}
-
-
 def _times(n: int, words) -> str:
     return words.times[n - 1] if 1 <= n <= len(words.times) else words.times_more.format(n=n)
 
@@ -177,7 +171,7 @@ def describe(outcome: Outcome, language: str | None = None) -> str:
         asked = words.asked.get(api, words.asked["other"]).format(api=api, query=query)
         if outcome.kind is OutcomeKind.SILENT_LINK and outcome.attempts > 1:
             asked += f" ({_times(outcome.attempts, words)})"
-        said = result.get(_RESULTS.get(outcome.kind, ""), result["unknown"])
+        said = result.get(outcome.kind.value, result["unknown"])  # a language's word for each kind, by its value
         if outcome.kind is OutcomeKind.OK and not outcome.text:
             said = result["empty"]
         line = f"{asked}: " + said.format(text=clean_text(outcome.text, MAX_LINE_CHARS))
@@ -539,10 +533,6 @@ class Reach:
     def recent_outcomes(self, k: int = 3) -> list[Outcome]:
         """The last `k` outcomes, oldest first."""
         return list(self._outcomes)[-k:] if k > 0 else []
-
-    def recent_lines(self, k: int = 3) -> list[str]:
-        """`describe` of the last `k` outcomes, oldest first: what the prompt carries."""
-        return [describe(o) for o in self.recent_outcomes(k)]
 
     @_never_raises(dict)
     def stats(self) -> dict:

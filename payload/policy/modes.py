@@ -488,25 +488,7 @@ def period_s(mode: Mode | str, task: str, base_period_s: float | None = None,
     return None if factor is None else base * factor
 
 
-def shedding_order() -> tuple[str, ...]:
-    """Task names, first shed first."""
-    return tuple(sorted(TASKS, key=lambda name: -TASKS[name].priority))
-
-
 # --- energy --------------------------------------------------------------------------------
-
-
-def average_load_w(mode: Mode | str, phase: str | None = None, *, base_w: float = 1.6) -> float:
-    """Mean power in ``mode``: idle board (``base_w``, Pi 4 ~1.6 W) plus each running task's
-    energy per run over its period. An estimate for telemetry, not a measurement."""
-    if base_w < 0:
-        raise ValueError(f"base_w must be >= 0, got {base_w}")
-    load = base_w
-    for name, factor in policy_for(mode, phase).items():
-        if factor is not None:
-            t = TASKS[name]
-            load += t.energy_j / (t.period_s * factor)
-    return load
 
 
 @dataclass(frozen=True)

@@ -149,10 +149,7 @@ class Database:
 
     def take_faults(self) -> list[str]:
         """The faults kept since the last call, oldest first, to go down as events."""
-        taken = []
-        while self.faults:
-            taken.append(self.faults.popleft())
-        return taken
+        return [self.faults.popleft() for _ in range(len(self.faults))]  # one appended meanwhile waits
 
     # ------------------------------------------------------------------ transactions
 
@@ -186,10 +183,7 @@ class Database:
                 else:
                     # SQLite rolled the whole batch back itself (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY
                     # may): what the batch had accepted is held in memory, whatever the caller does.
-                    self.in_batch = False
-                    held, self.batch_rows = self.batch_rows, []
-                    for row in held:
-                        self.held.hold(*row)
+                    self._hold_batch()
                 self.load_totals()
                 raise
             self.db.execute("RELEASE op")
@@ -209,10 +203,7 @@ class Database:
                 self.db.execute("ROLLBACK")
         except apsw.Error:
             pass  # the transaction is already gone; nothing left to undo
-        self.in_batch = False
-        held, self.batch_rows = self.batch_rows, []
-        for row in held:
-            self.held.hold(*row)
+        self._hold_batch()
         card_was_full = self.card.full
         if is_no_space(e):
             self.card.refuse(self.path.name, e, self.free_or_none())
@@ -231,6 +222,13 @@ class Database:
             self.load_totals()
         except apsw.Error:
             self.totals_stale = True  # the card refuses reads too: counted again before the next eviction
+
+    def _hold_batch(self) -> None:
+        """The batch is gone: what it had accepted is held in memory."""
+        self.in_batch = False
+        held, self.batch_rows = self.batch_rows, []
+        for row in held:
+            self.held.hold(*row)
 
     def _replace_damaged(self, e: Exception) -> None:
         """SQLite found the open database damaged: keep what can still be read of the unsent

@@ -64,10 +64,6 @@ class CommandHandler:
         for problem in self.probation.load_json(self.store.state.get(PROBATION_STATE), durable):
             log.warning("probation_state_dropped", problem=problem)
 
-    def handles(self) -> set[int]:
-        """The commands this payload acts on."""
-        return set(TABLE)
-
     def on_frame(self, frame: bytes) -> None:
         """A frame heard in a listen window: acted on only if the gate says it is ours and fresh."""
         cmd = self.gate.accept(frame) if self.gate is not None else None

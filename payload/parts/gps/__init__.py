@@ -17,33 +17,13 @@ Pure logic first, I/O last:
 
 from __future__ import annotations
 
-from .fix import Fix, FixState, Gga, Rmc, parse_gga, parse_rmc
-from .nmea import NMEA_MAX_LINE, NmeaParser, NmeaSentence
-from .receiver import STATUSES, GpsReading, GpsReceiver, GpsTiming
-from .system_time import EARLIEST_TRUSTED, ClockResult, system_time_from_gps
-from .ubx import (
-    CFG_NAV5_LEN,
-    CLASS_ACK,
-    CLASS_CFG,
-    DYN_AIRBORNE_1G,
-    DYN_PORTABLE,
-    ID_ACK_ACK,
-    ID_ACK_NAK,
-    ID_CFG_NAV5,
-    NAV5_MASK_DYN,
-    UBX_MAX_PAYLOAD,
-    UBX_SYNC,
-    UbxFrame,
-    cfg_nav5,
-    ubx_checksum,
-    ubx_frame,
-)
+from .fix import Fix, FixState, parse_gga, parse_rmc
+from .nmea import NmeaParser, NmeaSentence
+from .receiver import GpsReceiver, GpsTiming
+from .system_time import system_time_from_gps
+from .ubx import CFG_NAV5_LEN, UbxFrame, cfg_nav5, ubx_checksum, ubx_frame
 
 __all__ = [
-    "CFG_NAV5_LEN", "CLASS_ACK", "CLASS_CFG", "DYN_AIRBORNE_1G", "DYN_PORTABLE", "EARLIEST_TRUSTED",
-    "ID_ACK_ACK", "ID_ACK_NAK", "ID_CFG_NAV5", "NAV5_MASK_DYN", "NMEA_MAX_LINE", "STATUSES",
-    "UBX_MAX_PAYLOAD", "UBX_SYNC",
-    "ClockResult", "Fix", "FixState", "Gga", "GpsReading", "GpsReceiver", "GpsTiming", "NmeaParser",
-    "NmeaSentence", "Rmc", "UbxFrame", "cfg_nav5", "parse_gga", "parse_rmc",
-    "system_time_from_gps", "ubx_checksum", "ubx_frame",
+    "CFG_NAV5_LEN", "Fix", "FixState", "GpsReceiver", "GpsTiming", "NmeaParser", "NmeaSentence", "UbxFrame",
+    "cfg_nav5", "parse_gga", "parse_rmc", "system_time_from_gps", "ubx_checksum", "ubx_frame",
 ]
