@@ -135,7 +135,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: lint $(MAPLIB) $(SYSTEM_PACKAGES)
-	$(PY) -m pytest -q --durations=30
+	$(PY) -m pytest -q --durations=30 -n auto --maxprocesses 4 --dist loadscope
 
 bench: $(STAMP)
 	$(PY) -m sim.bench.measure.benchmarks

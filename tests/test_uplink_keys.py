@@ -59,7 +59,7 @@ def _key_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
     base64.b64encode(KEY),
     base64.b64encode(KEY) + b"\n",
     KEY,  # raw
-])
+], ids=["hex", "hex-newline", "HEX-crlf", "base64", "base64-newline", "raw"])  # the key is new each run
 def test_a_bare_key_file_holds_raw_hex_or_base64(tmp_path, content):
     path = _key_file(tmp_path / "uplink.key", content)
     assert load_key(path, allow_raw=True) == KEY
@@ -67,7 +67,7 @@ def test_a_bare_key_file_holds_raw_hex_or_base64(tmp_path, content):
         load_key(path)
 
 
-@pytest.mark.parametrize("content,match", [
+NOT_KEY_FILES = [
     (b"", "holds 0 bytes, which are not a key"),
     (b"  " + KEY.hex().encode(), "not a key"),  # leading blanks: not the documented form
     (KEY.hex().encode() + b"\n\n", "not a key"),  # one newline, not two
@@ -83,7 +83,11 @@ def test_a_bare_key_file_holds_raw_hex_or_base64(tmp_path, content):
     (KEY[:16].hex().encode(), "16-byte key in hex"),  # 32 bytes long, but hex: not a raw key
     ((bytes(15) + b"\x01").hex().encode(), "16-byte key in hex"),
     (b"passwordpassword".hex().encode(), "16-byte key in hex"),
-])
+]
+
+
+@pytest.mark.parametrize("content,match", NOT_KEY_FILES,
+                         ids=[f"{i}-{match}" for i, (_, match) in enumerate(NOT_KEY_FILES)])  # not the key's bytes
 def test_anything_else_is_not_a_key_file(tmp_path, content, match):
     path = _key_file(tmp_path / "uplink.key", content)
     for allow_raw in (True, False):
