@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 from tests.chatdata import write_chat_dataset
@@ -48,17 +49,22 @@ def _basemap_cache_in_tmp(tmp_path_factory):
         yield cache
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging_config():
-    """Commands under test call setup_logging (a level filter, a renderer); put structlog back
-    afterwards so one test's level cannot hide another test's captured logs."""
-    import structlog
+_LOGGING_AS_IMPORTED = structlog.get_config()  # before any command under test configured it
 
-    saved = structlog.get_config()
+
+@pytest.fixture(autouse=True)
+def _fresh_logging_config():
+    """Commands under test call setup_logging (a level filter, a renderer), and so do the session
+    and module fixtures that run a command once for many tests: each test starts and ends with
+    structlog as imported, so no earlier command's level can hide the logs a test captures."""
+    def as_imported():  # a list of its own each time: capture_logs edits the list it finds in place
+        structlog.configure(**{**_LOGGING_AS_IMPORTED, "processors": list(_LOGGING_AS_IMPORTED["processors"])})
+
+    as_imported()
     try:
         yield
     finally:
-        structlog.configure(**saved)  # enough for the loss to fall, few enough to stay fast
+        as_imported()
 
 
 @pytest.fixture(scope="session")
