@@ -96,8 +96,7 @@ def check(out: Path, cfg) -> SoakVerdict:
     # A frame's own airtime (SSDV keyed in another mode than positions); configured settings for old files.
     priced = [(t, air if air is not None else lora_airtime_s(len(f), r.spreading_factor, r.bandwidth_hz, r.coding_rate))
               for (t, f), air in zip(frames, air_airtimes(out))]
-    duty = getattr(r, "effective_duty_cycle", r.duty_cycle)
-    duty = duty() if callable(duty) else duty
+    duty = r.duty_cycle  # the band plan's, in force (payload/config.py's RadioSection)
     limit_s = duty * 3600.0 if duty is not None and duty < 1.0 else None
     beacons = beacon_times(frames)
     gaps = [b - a for a, b in zip(beacons, beacons[1:])]
