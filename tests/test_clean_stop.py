@@ -41,10 +41,12 @@ def _config(tmp_path: Path, first_musing_s: float = 3600.0) -> Path:
 
 
 class Payload:
-    """`python -m payload run --sim` at real time, its JSON log read line by line."""
+    """`python -m payload run --sim` at real time, its JSON log read line by line; `under` is a
+    command that runs it (a system-call filter's runner)."""
 
-    def __init__(self, tmp_path: Path, bundle: Path | None, config: Path, speedup: float = 1.0):
-        args = [sys.executable, "-m", "payload", "--log-level", "DEBUG", "run", "--sim", "--sim-config", str(config),
+    def __init__(self, tmp_path: Path, bundle: Path | None, config: Path, speedup: float = 1.0,
+                 under: tuple[str, ...] = ()):
+        args = [*under, sys.executable, "-m", "payload", "--log-level", "DEBUG", "run", "--sim", "--sim-config", str(config),
                 "--speedup", str(speedup), "--udp", "127.0.0.1:9", "--data", str(tmp_path / "data")]
         args += ["--persona", str(bundle)] if bundle else ["--no-persona"]
         env = {**os.environ, "STRATOECHO_LOG_JSON": "1", "PYTHONUNBUFFERED": "1"}
