@@ -29,6 +29,7 @@ equations 1-4).
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -151,19 +152,6 @@ BME280_SKIPPED_16BIT = 0x8000
 OVERSAMPLING = {0: 0b000, 1: 0b001, 2: 0b010, 4: 0b011, 8: 0b100, 16: 0b101}
 
 
-def _u16(lsb: int, msb: int) -> int:
-    return lsb | (msb << 8)
-
-
-def _s16(lsb: int, msb: int) -> int:
-    v = _u16(lsb, msb)
-    return v - 0x10000 if v & 0x8000 else v
-
-
-def _s8(b: int) -> int:
-    return b - 0x100 if b & 0x80 else b
-
-
 def _s12(v: int) -> int:
     return v - 0x1000 if v & 0x800 else v
 
@@ -203,28 +191,11 @@ class Bme280Calibration:
         """
         if len(calib_88) != 26 or len(calib_e1) != 7:
             raise ValueError(f"calibration blocks must be 26 and 7 bytes, got {len(calib_88)} and {len(calib_e1)}")
-        c, h = calib_88, calib_e1
-        words = [(c[i], c[i + 1]) for i in range(0, 24, 2)]
-        return cls(
-            T1=_u16(*words[0]),
-            T2=_s16(*words[1]),
-            T3=_s16(*words[2]),
-            P1=_u16(*words[3]),
-            P2=_s16(*words[4]),
-            P3=_s16(*words[5]),
-            P4=_s16(*words[6]),
-            P5=_s16(*words[7]),
-            P6=_s16(*words[8]),
-            P7=_s16(*words[9]),
-            P8=_s16(*words[10]),
-            P9=_s16(*words[11]),
-            H1=c[25],
-            H2=_s16(h[0], h[1]),
-            H3=h[2],
-            H4=_s12((h[3] << 4) | (h[4] & 0x0F)),
-            H5=_s12((h[5] << 4) | (h[4] >> 4)),
-            H6=_s8(h[6]),
-        )
+        c, h = bytes(calib_88), bytes(calib_e1)
+        t_and_p = struct.unpack_from("<HhhHhhhhhhhh", c)  # T1 T2 T3, P1 .. P9
+        return cls(*t_and_p, H1=c[25], H2=struct.unpack_from("<h", h)[0], H3=h[2],
+                   H4=_s12((h[3] << 4) | (h[4] & 0x0F)), H5=_s12((h[5] << 4) | (h[4] >> 4)),
+                   H6=struct.unpack_from("<b", h, 6)[0])
 
 
 def _cdiv(a: int, b: int) -> int:
