@@ -108,14 +108,6 @@ class Orbit:
         lon = (lon + 180.0) % 360.0 - 180.0
         return lat, lon, (r - EARTH_MEAN_RADIUS_KM) * 1000.0
 
-    def beta_deg(self, t_s: float = 0.0) -> float:
-        """Angle between the orbit plane and the Sun: it alone sets how long eclipses last."""
-        node = math.radians(self.raan_deg + self.node_rate_deg_s * t_s)
-        inc = math.radians(self.inclination_deg)
-        normal = (math.sin(inc) * math.sin(node), -math.sin(inc) * math.cos(node), math.cos(inc))
-        s = sun_direction(self._jd(t_s))
-        return math.degrees(math.asin(sum(a * b for a, b in zip(normal, s))))
-
     def in_eclipse(self, t_s: float) -> bool:
         """Inside the Earth's cylindrical shadow: behind the Earth and within its radius of the Sun line."""
         r = self.eci_km(t_s)
@@ -125,10 +117,6 @@ class Orbit:
             return False
         off_axis = math.sqrt(max(sum(a * a for a in r) - along * along, 0.0))
         return off_axis < EARTH_EQ_RADIUS_KM
-
-    def eclipse_fraction(self, t0_s: float, t1_s: float, step_s: float = 10.0) -> float:
-        n = max(int((t1_s - t0_s) / step_s), 1)
-        return sum(self.in_eclipse(t0_s + i * step_s) for i in range(n)) / n
 
     def elevation_deg(self, station: GroundStation, t_s: float) -> float:
         return elevation_deg(station, self.position(t_s))

@@ -67,15 +67,6 @@ def solar_elevation_deg(utc: datetime, lat: float, lon: float) -> float:
     return 90.0 - math.degrees(math.acos(max(-1.0, min(1.0, cos_zen))))
 
 
-def solar_azimuth_deg(utc: datetime, lat: float, lon: float) -> float:
-    """Azimuth of the sun, degrees clockwise from true north, in [0, 360)."""
-    decl, ha = _decl_and_hour_angle(utc, lon)
-    phi = math.radians(lat)
-    # atan2 form: no special cases at the poles of the formula (zenith, hour angle 0).
-    az = math.atan2(math.sin(ha), math.cos(ha) * math.sin(phi) - math.tan(decl) * math.cos(phi))
-    return (math.degrees(az) + 180.0) % 360.0
-
-
 def horizon_dip_deg(alt_m: float) -> float:
     """How far the visible horizon lies below level from altitude alt_m: acos(R / (R + h))."""
     return math.degrees(math.acos(EARTH_RADIUS_M / (EARTH_RADIUS_M + max(0.0, alt_m))))
