@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from stratoecho.cli import checked, hostport_type, run_cli
+from stratoecho.cli import checked, hostport_type, number, positive_number, run_cli
 
 from .channel.loss import LossSpec
 from .channel.radio import GroundStation, LoRaMode
@@ -21,6 +20,7 @@ from .channel.radio import GroundStation, LoRaMode
 _loss = checked(LossSpec.parse)
 _station = checked(GroundStation.parse)
 _lora = checked(LoRaMode.parse)
+_probability = number("a probability in [0, 1]", 0, 1)
 
 
 def _outage(value: str) -> tuple[float, float]:
@@ -32,26 +32,6 @@ def _outage(value: str) -> tuple[float, float]:
     if not sep or window is None or window[1] <= window[0]:
         raise argparse.ArgumentTypeError(f"outage {value!r}: expected START_S:END_S in flight seconds, end after start")
     return window
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return n
-
-
-def _probability(value: str) -> float:
-    try:
-        p = float(value)
-    except ValueError:
-        p = -1.0
-    if not 0.0 <= p <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a probability in [0, 1]")
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-relay", action="store_true",
                    help="in a scenario of several balloons (two-balloons), none relays for the others: what the "
                         "ground cannot hear directly is lost (docs/network.md)")
-    f.add_argument("--hang-after", type=_seconds, default=None, metavar="S",
+    f.add_argument("--hang-after", type=positive_number("seconds"), default=None, metavar="S",
                    help="wall seconds one process may hold the bench clock's turn (a model load or one generation "
                         "included) before the flight fails as hung (default 120); more on an emulated machine")
     f.set_defaults(func=cmd_fly)
@@ -169,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--listen", required=True, type=hostport_type(listen=True), metavar="HOST:PORT",
                    help="where the payload (balloon 0) sends frames (port 0: any free port, logged as 'listening'); "
                         "other balloons get free ports on the same host")
-    c.add_argument("--balloons", type=_positive_int, default=None, metavar="N",
+    c.add_argument("--balloons", type=number("a whole number of at least 1", 1, whole=True), default=None, metavar="N",
                    help="payloads sharing the air (default: 1, or 1 + the --scenario's other balloons); balloon "
                         "N's track is the scenario's balloon N, or without one the bench flight of --seed + 1000*N")
     c.add_argument("--forward", required=True, action="append", type=hostport_type(), metavar="HOST:PORT",
@@ -228,16 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the payload hear uplink frames while it transmits")
     c.set_defaults(func=cmd_channel)
     return parser
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds greater than 0")
-    return value
 
 
 def _speedup(text: str) -> float | None:

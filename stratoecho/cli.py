@@ -49,20 +49,28 @@ def hostport_type(listen: bool = False):
     return checked(lambda text: parse_hostport(text, listen=listen))
 
 
-def positive_number(unit: str = ""):
-    """An argparse type for a positive number, the error naming `unit` ("seconds", "minutes")."""
-    what = f"positive number of {unit}" if unit else "positive number"
+def number(what: str, low: float = -math.inf, high: float = math.inf, *, whole: bool = False,
+           above: bool = False, below: bool = False):
+    """An argparse `type=` for a finite number from `low` to `high` (`above`, `below`: that bound
+    itself left out; `whole`: an integer), its error saying `what` was expected."""
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = int(text) if whole else float(text)
         except ValueError:
-            value = float("nan")
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} is not a {what}")
+            value = math.nan
+        if not (math.isfinite(value) and (value > low if above else value >= low)
+                and (value < high if below else value <= high)):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
 
+    parse.__name__ = "int" if whole else "float"  # argparse names the type in some errors
     return parse
+
+
+def positive_number(unit: str = ""):
+    """An argparse type for a positive number, the error naming `unit` ("seconds", "minutes")."""
+    return number(f"a positive number of {unit}" if unit else "a positive number", 0, above=True)
 
 
 def place(values, option: str, *, altitude: bool = True) -> tuple[float, ...]:

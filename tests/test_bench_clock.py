@@ -213,7 +213,7 @@ def test_the_hang_limit_is_the_flights_to_set(monkeypatch, capsys):
     for bad in ("0", "-5", "nan", "inf", "soon"):
         with pytest.raises(SystemExit):
             sim_main(["fly", "--out", "/nonexistent", "--hang-after", bad])
-        assert "is not a number of seconds greater than 0" in capsys.readouterr().err
+        assert "is not a positive number of seconds" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ a whole bench flight

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from stratoecho import lora
-from stratoecho.cli import positive_number
+from stratoecho.cli import number, positive_number
 from stratoecho.lora_chips.chip import RadioError
 from stratoecho.lora_chips.profiles import PIN, SWITCH, chip_names, chip_options, chip_profile
 from stratoecho.lora_chips.spi import open_chip
@@ -155,16 +155,7 @@ def _byte(text: str) -> int:
 
 
 def _whole(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not a whole number from {low} to {high}")
-        return value
-
-    return parse
+    return number(f"a whole number from {low} to {high}", low, high, whole=True)
 
 
 def add_lora_arguments(listen: argparse.ArgumentParser, where) -> None:

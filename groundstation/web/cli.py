@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import math
 import sys
 import threading
 import time
 from pathlib import Path
 
-from stratoecho.cli import checked, stop_on_signals, wait_for_stop
+from stratoecho.cli import checked, number, stop_on_signals, wait_for_stop
 
 from .. import predict
 from ..maps.basemap import BaseMap
@@ -47,10 +46,8 @@ exit status: 0 when written; 1 when the passwords differ, the password is too sh
 """
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535; 0 picks a free one)")
-    return int(text)
+_port = number("a port (0..65535; 0 picks a free one)", 0, 65535, whole=True)
+_hours = number("a session length in hours (more than 0, at most 168)", 0, 24 * 7, above=True)
 
 
 def register_cli(subparsers) -> argparse.ArgumentParser:
@@ -136,16 +133,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 def _home(path: Path) -> str:
     home = str(Path.home())
     return "~" + str(path)[len(home):] if str(path).startswith(home + "/") else str(path)
-
-
-def _hours(text: str) -> float:
-    try:
-        hours = float(text)
-    except ValueError:
-        hours = math.nan
-    if not (math.isfinite(hours) and 0 < hours <= 24 * 7):
-        raise argparse.ArgumentTypeError(f"{text} is not a session length in hours (more than 0, at most 168)")
-    return hours
 
 
 def load_sessions(args: argparse.Namespace) -> access.Sessions:

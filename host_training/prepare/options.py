@@ -7,31 +7,16 @@ option before any export is touched.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from host_training.prepare import sessions as S
 from host_training.prepare import tiers as T
+from stratoecho.cli import number, positive_number
 
 from .stage import run
 
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
-    return value
-
-
-def _positive(kind: type) -> Callable[[str], float | int]:
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be above 0")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
+_fraction = number("a fraction in [0, 1)", 0, 1, below=True)
+_count = number("a whole number above 0", 0, above=True, whole=True)
 
 
 # --weights before tiers had numbers named them; the old names still work.
@@ -163,11 +148,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
               "case) or /regex/ (case-insensitive); blank lines and lines starting with # are ignored"))
 
     conv = p.add_argument_group("conversations")
-    conv.add_argument("--session-gap-minutes", type=_positive(float), default=S.DEFAULT_GAP_MINUTES, metavar="MIN",
+    conv.add_argument("--session-gap-minutes", type=positive_number("minutes"), default=S.DEFAULT_GAP_MINUTES, metavar="MIN",
                       help="a silence longer than this starts a new conversation (minutes, default %(default)g)")
-    conv.add_argument("--max-turns", type=_positive(int), default=S.DEFAULT_MAX_TURNS, metavar="N",
+    conv.add_argument("--max-turns", type=_count, default=S.DEFAULT_MAX_TURNS, metavar="N",
                       help="turns per training example at most; longer conversations are cut (default %(default)d)")
-    conv.add_argument("--max-chars", type=_positive(int), default=S.DEFAULT_MAX_CHARS, metavar="N",
+    conv.add_argument("--max-chars", type=_count, default=S.DEFAULT_MAX_CHARS, metavar="N",
                       help="characters per training example at most, ~4 per token (default %(default)d)")
     conv.add_argument(
         "--dedup-min-chars", type=int, default=S.DEFAULT_DEDUP_MIN_CHARS, metavar="N",
