@@ -12,6 +12,8 @@ import sys
 
 from stratoecho.completion import complete, sampling
 
+from .train.lora_step import usable_cores
+
 SPECIAL_STRINGS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 ZERO_WIDTH_SPACE = "\u200b"
 
@@ -31,8 +33,6 @@ class PersonaChat:
     """A conversation with a bundle's model; keeps the history within the context window."""
 
     def __init__(self, bundle, system_prompt: str | None = None, seed: int | None = None, threads: int | None = None):
-        import os
-
         import llama_cpp
 
         self.bundle = bundle
@@ -40,7 +40,7 @@ class PersonaChat:
         self.sampling = bundle.manifest.sampling
         self.system_prompt = self.persona.system_prompt if system_prompt is None else system_prompt
         self.n_ctx = bundle.manifest.model.context_length
-        threads = threads or os.cpu_count() or 1
+        threads = threads or usable_cores()
         kwargs = dict(n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
         if seed is not None:
             kwargs["seed"] = seed
@@ -124,7 +124,7 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, metavar="T",
                    help="sampling temperature (default: the bundle's; 0 = greedy)")
     p.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable replies")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for llama.cpp (default: all)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for llama.cpp (default: one per CPU it may use)")
     p.set_defaults(func=run)
 
 

@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
                         "answers the same held-out messages, and the report shows its style and whose voice "
                         "it has beside the persona's")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N conversations")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for llama.cpp (default: all)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for llama.cpp (default: one per CPU it may use)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-' for standard output)")
     rep = p.add_argument_group("report (style figures and privacy probe)")
     rep.add_argument("--report", metavar="PATH",

@@ -9,6 +9,7 @@ from pathlib import Path
 from stratoecho.completion import complete, sampling
 
 from .. import progress
+from ..train.lora_step import usable_cores
 from ..train.tokenizer import Conversation, fit_roles, with_system_prompt
 
 STYLE_PROMPTS = 32  # val messages the persona answers for the style figures
@@ -45,13 +46,11 @@ class PersonaGenerator:
     def __init__(self, bundle, threads: int | None = None, model_path: str | Path | None = None) -> None:
         """`model_path`: another GGUF to reply with (the untuned base, the unquantized persona),
         prompted, sampled and stopped as the bundle says; by default the bundle's own."""
-        import os
-
         import llama_cpp
 
         self.bundle = bundle
         self.n_ctx = bundle.manifest.model.context_length
-        threads = threads or os.cpu_count() or 1
+        threads = threads or usable_cores()
         self.llm = llama_cpp.Llama(model_path=str(model_path or bundle.model_path), n_ctx=self.n_ctx,
                                    n_threads=threads, n_threads_batch=threads, verbose=False)
 

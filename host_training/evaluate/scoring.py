@@ -9,6 +9,7 @@ import math
 import time
 from pathlib import Path
 
+from ..train.lora_step import usable_cores
 from ..train.tokenizer import IM_END, IM_START, Conversation, SpecialIds, chunks, render_ids, with_bos, with_system_prompt
 
 GGML_TYPE_F32 = 0  # ggml_type for type_k / type_v
@@ -30,12 +31,10 @@ def open_for_scoring(gguf_path: str | Path, max_ctx: int = 2048, threads: int | 
     n_ctx x n_vocab floats. It is returned rather than read back with llm.n_ctx(): llama.cpp
     rounds its own context up (to 256), but llama-cpp-python's buffers have the size asked for.
     """
-    import os
-
     import llama_cpp
 
     ctx = min(max_ctx, gguf_context_length(gguf_path))
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cores()
     llm = llama_cpp.Llama(
         model_path=str(gguf_path), n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, logits_all=True,
         type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, n_threads=threads, n_threads_batch=threads,

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import structlog
 
+from ..train.lora_step import usable_cores
+
 log = structlog.get_logger(__name__)
 
 MIN_ROWS = 16  # llama-imatrix ignores multiplications of fewer tokens
@@ -176,7 +178,6 @@ def compute(gguf_path: str | Path, calibration: list[list[int]], threads: int | 
     """Run `calibration` (chunks of token ids; those under MIN_ROWS tokens are left out) through
     `gguf_path` in llama.cpp and collect the importance of every `blk.*` weight matrix."""
     import logging
-    import os
 
     import llama_cpp
 
@@ -186,7 +187,7 @@ def compute(gguf_path: str | Path, calibration: list[list[int]], threads: int | 
     if not picked:
         raise ImatrixError(f"no calibration chunk of {MIN_ROWS} tokens or more: is train.jsonl that small?")
     n_ctx = max(len(c) for c in picked)
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cores()
     collector = _Collector()
     mparams = llama_cpp.llama_model_default_params()
     model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), mparams)

@@ -59,6 +59,7 @@ import structlog
 from stratoecho import boards as targets
 
 from .. import progress
+from ..train.lora_step import usable_cores
 
 log = structlog.get_logger(__name__)
 
@@ -357,7 +358,7 @@ def quantize(
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, QUANT_TYPES.get(quant) or IQUANT_TYPES[quant])
-        params.nthread = threads or os.cpu_count() or 1
+        params.nthread = threads or usable_cores()
         keep = None
         if im is not None:
             arr, over, keep = _imatrix_params(im)

@@ -70,6 +70,12 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return any(f in flags for f in X86_BF16_FLAGS + ARM_BF16_FLAGS)
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity (taskset, a container's cpuset), not every CPU
+    the machine has. A thread beyond them stalls llama.cpp's and torch's pools at every barrier."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def physical_cores(sys_root: Path = Path("/sys/devices/system/cpu")) -> int:
     """Physical cores among the CPUs this process may run on (one per set of hyper-thread
     siblings); the CPU count where the topology cannot be read."""

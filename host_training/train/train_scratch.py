@@ -19,7 +19,6 @@ preset's are multiples of 256, so the k-quants (Q4_K_M, ...) apply to all its ma
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import structlog
 
+from .lora_step import usable_cores
 from .tokenizer import (
     Conversation,
     SpecialIds,
@@ -238,7 +238,7 @@ def train(
     # -- determinism: one seed for python, torch and the batch order; all cores for fp32 matmuls
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cores())
 
     # -- data: conversations -> (ids, targets) chunks -> packed rows
     hf_tok = load_hf_tokenizer(tokenizer_dir)
