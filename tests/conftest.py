@@ -32,6 +32,36 @@ settings.load_profile("stratoecho")
 
 TINY_BUNDLE_STEPS = 30
 
+
+def _own_cores() -> None:
+    """Under pytest-xdist each worker runs on cores of its own (worker i: every n-th core from i).
+    llama.cpp's and torch's thread pools spin at their barriers: two workers whose pools share
+    every core ran a build test 3.5 times slower than two pinned ones. Set before either is
+    imported; what the tests start (payloads, builds) inherits it, and the code sizes its pools
+    from its affinity (host_training.train.lora_step.usable_cores, the persona worker)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if count < 2 or not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    i = int(worker[2:])
+    os.sched_setaffinity(0, ALL_CORES[i % len(ALL_CORES)::count] or ALL_CORES)
+
+
+ALL_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+_own_cores()
+
+
+@pytest.fixture
+def every_core():
+    """For the test whose premise is more than one core (a worker's second thread): the cores this
+    run was given, for the test's length; skipped on a machine of one."""
+    if len(ALL_CORES) < 2:
+        pytest.skip("needs two cores: the premise is a second llama.cpp thread")
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, ALL_CORES)
+    yield ALL_CORES
+    os.sched_setaffinity(0, own)
+
+
 # Every bench flight a test makes is checked against a stock LoRa gateway's rules
 # (stratoecho.wire.gateway_rules) and fails on the first line that breaks one: sim/fly/flight.py.
 os.environ["STRATOECHO_GATEWAY_STRICT"] = "1"

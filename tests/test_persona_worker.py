@@ -156,14 +156,14 @@ def test_a_memory_limit_too_small_to_load_fails_cleanly(bundle):
         w.close()
 
 
-def test_a_memory_limit_too_small_to_generate_fails_cleanly(bundle):
+def test_a_memory_limit_too_small_to_generate_fails_cleanly(bundle, every_core):
     probe = PersonaWorker(bundle, n_ctx=128, n_threads=2, timeout_s=60)
     try:
         probe.start()
         loaded_mb = probe.info["VmData"] / 1024
     finally:
         probe.close()
-    # Just above what loading took: the first decode's thread stack and buffers do not fit.
+    # Just above what loading took: the first decode's second thread (its stack) and buffers do not fit.
     w = PersonaWorker(bundle, n_ctx=128, n_threads=2, timeout_s=60, memory_limit_mb=math.ceil(loaded_mb) + 1)
     try:
         w.start()
