@@ -217,10 +217,15 @@ def load_of_its_own(module: str, *args: str) -> Iterator[dict]:
         if load.stdout.readline().strip() != "on":
             raise RuntimeError(f"the load of {module} did not come on")
         yield held
+        load.stdin.close()
+        held.update(json.loads(load.stdout.readline() or "{}"))  # only when the body ended well: no error hides
     finally:
         load.stdin.close()
-        held.update(json.loads(load.stdout.readline() or "{}"))
-        load.wait(60)
+        try:
+            load.wait(60)
+        except subprocess.TimeoutExpired:
+            load.kill()
+            load.wait()
 
 
 def hold(counts: Callable[[], dict]) -> None:
