@@ -18,7 +18,7 @@ LOSS   ?= 0.2
 
 help:
 	@echo "make demo     build the sample persona and fly a bench flight (first run ~10 min, then ~3 min)"
-	@echo "make test     run the test suite (~25 min on 2 cores, a test process per core; installs chromium, chromedriver, mosquitto if missing)"
+	@echo "make test     run the test suite (~15 min on 2 cores, a test process per core; installs chromium, chromedriver, mosquitto if missing)"
 	@echo "make lint     check style (ruff) and the layers (import contracts); make test runs it first"
 	@echo "make bench    print speed and size figures"
 	@echo "make soak     24 flight hours of the Pi configuration under its systemd unit, judged (SOAK_HOURS=N)"
