@@ -33,6 +33,7 @@ import structlog
 
 from stratoecho import geo
 from stratoecho.cli import positive_number
+from stratoecho.wire.content import readings_of
 
 from . import predict
 from .display import clean_text
@@ -236,6 +237,8 @@ def render(view: FlightView, width: int = 80) -> str:
     lines.append(f"Temps     outside {_num(p.temp_c if p else None, '.1f', ' °C')}   "
                  f"box {_num(h.get('box_temp_c'), '.1f', ' °C')}   cpu {_num(h.get('cpu_temp_c'), '.1f', ' °C')}   "
                  f"pressure {_num(p.pressure_hpa if p else None, '.1f', ' hPa')}")
+    if readings := readings_of(h):  # a maker's sensors' values
+        lines.append("Sensors   " + "   ".join(f"{_line(name)} {value:g}" for name, value in readings.items()))
     state = f"mode {_line(h.get('mode'))}   phase {_line(h.get('phase'))}"
     for name in ("store", "heater"):
         if name in h:

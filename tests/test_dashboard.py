@@ -549,6 +549,20 @@ def test_new_musings_and_positions_appear_live(browser, dashboard, ground_db):
 
 
 @browser_only
+def test_a_makers_sensors_show_in_the_summary_as_text(browser, dashboard, ground_db):
+    open_page(browser, dashboard)
+    wait(browser, lambda d: texts(d, "#live") == ["live"], "the live feed never connected")
+    assert js(browser, "return document.getElementById('sum-sensors-row').hidden") is True  # none flies here
+    with Store(ground_db) as listener:
+        listener.add_record(wire.Record(wire.Kind.HEALTH, 1, 9, int(T0.timestamp()) + 430,
+                                        {"mode": "NOMINAL", "readings": "co2_ppm=412.5,<img src=x onerror=__pwned=1>=1"}))
+    wait(browser, lambda d: texts(d, "#sum-sensors") == ["co2_ppm 412.5 · <img src x onerror=__pwned=1>=1"],
+         "the sensors' values never appeared")
+    assert js(browser, "return document.getElementById('sum-sensors-row').hidden") is False
+    assert js(browser, "return window.__pwned") is None
+
+
+@browser_only
 def test_a_refused_live_feed_is_asked_for_again(browser, ground_db):
     """A browser gives up on a feed answered 503 (every feed taken): the page asks again itself,
     from the cursor of the last event it had, and the feed comes once there is room."""

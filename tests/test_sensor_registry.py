@@ -8,6 +8,7 @@ sensors there are. The built-in sensors go the same way, and the shipped configu
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -24,6 +25,7 @@ from payload.parts import device_profiles
 from payload.parts.device_profiles import device_names, device_profile, register_device
 from payload.parts.devices import Devices, HardwareSensors
 from payload.parts.sensors import fresh
+from payload.policy.airplan import HEALTH_BODY_BYTES, health_body_bytes
 from sim.__main__ import main as sim_main
 from sim.world import i2c_sensors
 from sim.world.hardware import Fault
@@ -31,7 +33,7 @@ from sim.world.i2c_bus import FakeI2cBus
 from sim.world.i2c_sensors import BenchI2c
 from stratoecho import wire
 from stratoecho.wire import Kind
-from stratoecho.wire.content import decode_content, encode_content
+from stratoecho.wire.content import decode_content, encode_content, reading_field, readings_of
 from tests.fakes import RecordingRadio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +93,9 @@ def test_a_profile_the_rest_could_not_tell_apart_is_refused(registries):
         register_device(replace(bme280, name="co2", kept=("co2_ppm",)))
     with pytest.raises(ValueError, match="sensor 'bme280' is registered already"):
         register_device(replace(bme280, kept=()))
+    for value in ("CO2", "co2,ppm", "co2=ppm", ""):  # its values go on air as name=value pairs
+        with pytest.raises(ValueError, match="a value's name is"):
+            register_device(replace(bme280, name="co2", gives=(value,), kept=()))
 
 
 def test_every_status_goes_in_the_health_record_and_any_ground_reads_it(monkeypatch):
@@ -101,6 +106,28 @@ def test_every_status_goes_in_the_health_record_and_any_ground_reads_it(monkeypa
     assert wire.device_statuses(decode_content(Kind.HEALTH, body)) == statuses
     monkeypatch.delitem(wire.HEALTH_FIELDS, 27)  # a ground from before the key: the text, as it came
     assert decode_content(Kind.HEALTH, body)["field_27"] == "fake_co2:stuck,dust:ok"
+
+
+def test_a_makers_values_go_in_the_health_record_and_any_ground_reads_them(monkeypatch):
+    values = {"co2_ppm": 412.0, "dust_ugm3": 7.25, "uv_index": math.nan, "count": 1234567.0}
+    fields = {"readings": reading_field(values)}
+    assert fields["readings"] == "co2_ppm=412,dust_ugm3=7.25,count=1.23457e+06"  # no reading: left out
+    body = encode_content(Kind.HEALTH, fields)
+    assert readings_of(decode_content(Kind.HEALTH, body)) == {"co2_ppm": 412.0, "dust_ugm3": 7.25, "count": 1234570.0}
+    assert reading_field({}) == "" and readings_of({}) == {} and readings_of({"readings": 5}) == {}
+    # What a ground cannot read as NAME=NUMBER is passed over, not a failure.
+    assert readings_of({"readings": "co2_ppm=412,=3,dust,uv=nan,t=inf,x=1e999,rh=55"}) == {"co2_ppm": 412.0, "rh": 55.0}
+    monkeypatch.delitem(wire.HEALTH_FIELDS, 28)  # a ground from before the key: the text, as it came
+    assert decode_content(Kind.HEALTH, body)["field_28"] == fields["readings"]
+
+
+def test_the_air_plan_counts_a_makers_sensor_in_the_health_record(registries):
+    plain = PayloadConfig.model_validate({"devices": {"gps": None}})
+    with_co2 = fake_config()
+    grown = health_body_bytes(with_co2) - health_body_bytes(plain)
+    longest = {"devices": "fake_co2:impossible", "readings": reading_field({"co2_ppm": -1234567.0})}
+    assert grown >= len(encode_content(Kind.HEALTH, longest)) - 1  # its map's own head is counted already
+    assert health_body_bytes(plain) == HEALTH_BODY_BYTES
 
 
 def test_a_table_leaves_its_part_out_with_fitted_false_and_two_parts_cannot_share_an_address():
@@ -153,6 +180,7 @@ def test_its_status_goes_down_in_the_health_record_and_the_ground_reads_it(regis
         fields = wire.Record.from_body(Kind.HEALTH, q.boot, q.seq, q.payload).content  # as a ground decodes it
         assert fields["devices"] == "fake_co2:ok" and "fake_co2" not in fields
         assert wire.device_statuses(fields) == {"fake_co2": "ok"}
+        assert 415 <= readings_of(fields)["co2_ppm"] <= 418  # and what it measured, by its profile's name
         bus.unplug(0x61)
         d.daemon.run_once("beacon")
         events = [wire.Record.from_body(Kind.EVENT, e.boot, e.seq, e.payload).text
@@ -162,6 +190,7 @@ def test_its_status_goes_down_in_the_health_record_and_the_ground_reads_it(regis
         latest = max(d.parts.store.queue.queued(limit=5, kinds=(Kind.HEALTH,)), key=lambda h: h.seq)
         fields = wire.Record.from_body(Kind.HEALTH, latest.boot, latest.seq, latest.payload).content
         assert wire.device_statuses(fields)["fake_co2"] == "i2c_error"
+        assert "readings" not in fields  # its last good value is not a measurement of now
     finally:
         d.parts.store.close()
 
@@ -197,5 +226,8 @@ def test_sim_fly_flies_it_and_its_unplugging_shows_as_its_status(registries, tmp
     statuses = [wire.device_statuses(json.loads(data)).get("fake_co2") for _, data in rows]
     assert statuses[0] == "ok" and {"i2c_error", "absent"} & set(statuses), statuses
     assert statuses[-1] == "ok", statuses  # plugged back in at 5 min, found again after the back-off
+    ppm = [readings_of(json.loads(data)).get("co2_ppm") for _, data in rows]
+    assert all(v is None for v, s in zip(ppm, statuses) if s != "ok"), (ppm, statuses)  # no value while unplugged
+    assert all(300 < v < 5000 for v, s in zip(ppm, statuses) if s == "ok"), ppm  # the bench's air, read down
     faults = json.loads((out / "report.json").read_text())["faults"]["by_device"]
     assert {f["device"] for f in faults} == {"fake_co2"} and all(f["ok_again_s"] for f in faults)

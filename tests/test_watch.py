@@ -118,6 +118,15 @@ def test_render_shows_what_matters(store, ground):
     assert "old" not in text
 
 
+def test_render_shows_a_makers_sensors_when_the_health_record_has_them(store, ground):
+    fill(store, dict(HEALTH, readings="co2_ppm=412.5,dust_ugm3=7.25"))
+    text = render(FlightView.from_ground(ground(), now=NOW), 100)
+    assert "Sensors   co2_ppm 412.5   dust_ugm3 7.25" in text
+    store.add_record(record(wire.Kind.HEALTH, 4, HEALTH))  # a later record without: no line of old values
+    store.commit()
+    assert "Sensors" not in render(FlightView.from_ground(ground(), now=NOW), 100)
+
+
 @pytest.mark.parametrize("width", [20, 40, 80])
 def test_render_fits_the_width(store, width, ground):
     fill(store)
@@ -127,7 +136,8 @@ def test_render_fits_the_width(store, width, ground):
 
 
 def test_air_text_cannot_drive_the_terminal(store, ground):
-    hostile = dict(HEALTH, mode="NOMINAL\x1b[2J\x1b]0;pwned\x07", phase="asc\rent", batt_mv="7400; rm -rf")
+    hostile = dict(HEALTH, mode="NOMINAL\x1b[2J\x1b]0;pwned\x07", phase="asc\rent", batt_mv="7400; rm -rf",
+                   readings="co\x1b[2J=1,\x1b]0;x\x07=2")
     fill(store, hostile)
     store.add_telemetry(wire.Telemetry(**telemetry(9, "12:00:55", 1260, callsign="EVIL\x1b[31m")))
     store.add_record(record(wire.Kind.MUSING, 7, "hello\x1b[2J\nworld\x9b"))

@@ -87,6 +87,8 @@ def register_device(profile: DeviceProfile) -> DeviceProfile:
                          f"{', '.join(sorted(RESERVED))}: {name!r}")
     if not issubclass(profile.section, I2cDeviceSection):
         raise ValueError(f"sensor {name!r}: its table's class must derive from I2cDeviceSection (bus, address)")
+    if bad := [v for v in profile.gives if not _NAME.match(v)]:  # on air as name=value pairs (wire.reading_field)
+        raise ValueError(f"sensor {name!r}: a value's name is 1-24 lowercase letters, digits and _, not {bad[0]!r}")
     if not set(profile.kept) <= set(profile.gives):
         raise ValueError(f"sensor {name!r}: kept {profile.kept} names values it does not give {profile.gives}")
     known = PROFILES.get(name)

@@ -39,6 +39,8 @@ from stratoecho.wire.musing_sentence import GATEWAY_MAX_LINE
 from stratoecho.wire.pictures import announcement_body_bytes
 from stratoecho.wire.relay import overhead as relay_overhead
 
+from ..parts.device_profiles import device_profile
+from ..parts.sensors import SENSOR_FIELDS
 from .air_layout import PARITY_SHARE, ROWS, Frame, Layout, Relayed, Traffic, lay_out
 from .duty import WINDOW_S, worst_horus_s, worst_sentence
 from .turns import GUARD_S
@@ -278,6 +280,17 @@ def turn_of(cfg) -> Turn:
 # ---------------------------------------------------------------------------- the traffic
 
 
+def health_body_bytes(cfg) -> int:
+    """A health record at its longest: HEALTH_BODY_BYTES, and each sensor a maker added with its
+    status (key 27, `name:impossible`) and its values (key 28, `name=-1.23457e+06`) as long as they go."""
+    pairs = []
+    for name in cfg.devices.sensors():
+        if name not in wire.DEVICE_KEYS:
+            pairs.append(f"{name}:impossible")
+            pairs += [f"{value}=-1.23457e+06" for value in device_profile(name).gives if value not in SENSOR_FIELDS]
+    return HEALTH_BODY_BYTES + (len(",".join(pairs)) + 6 if pairs else 0)  # two keys' and strings' heads
+
+
 def traffic_of(cfg, turn: Turn, musings: bool = True) -> tuple[Traffic, list[Problem]]:
     """What `cfg` puts on air, item by item (no `musings`: no persona flies), and what of it can
     never fit a turn."""
@@ -341,14 +354,14 @@ def traffic_of(cfg, turn: Turn, musings: bool = True) -> tuple[Traffic, list[Pro
         listen_s=up.window_s, window_every=up.window_every, musing=record(musing_body) if musings else [],
         musing_lines=lines,
         musing_s=sched.musing_s, first_musing_s=sched.first_musing_s, stale_s=persona.stale_s,
-        question=record(QUESTION_BODY_BYTES), health=record(HEALTH_BODY_BYTES), health_s=sched.health_s,
+        question=record(QUESTION_BODY_BYTES), health=record(health_body_bytes(cfg)), health_s=sched.health_s,
         event=record(EVENT_BODY_BYTES), events_per_hour=EVENTS_PER_HOUR, picture=picture,
         picture_kind="picture" if cam is not None and cam.ssdv else "image", image_s=sched.image_s,
         send_every=cam.send_every if cam is not None and picture else None, relayed=relayed,
         relay_position=relay_position, relay_every_s=max(cfg.relay.position_s, sched.telemetry_s),
         relay_echo=frame(len(turn.sentence)),
         relay_copy={"musing": relayed_record(musing_body), "musing sentence": relayed_copy(lines),
-                    "health": relayed_record(HEALTH_BODY_BYTES), "event": relayed_record(EVENT_BODY_BYTES),
+                    "health": relayed_record(health_body_bytes(cfg)), "event": relayed_record(EVENT_BODY_BYTES),
                     "image": relayed_record(thumbnail_bytes(cam) + 4) if cam is not None else [],
                     "picture": relayed_record(thumbnail_bytes(cam) + 4) if cam is not None else []},
     ), problems

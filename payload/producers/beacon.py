@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import structlog
 
 from stratoecho import wire
+from stratoecho.wire.content import reading_field
 
 from ..parts.sensors import Readings, Sensors, fresh
 from ..persona.reach import Reach
@@ -79,10 +80,12 @@ class Beacon:
         return self._last_sentence
 
     def power_fields(self) -> dict:
-        """Battery, heat and heater for the health record."""
+        """Battery, heat and heater for the health record, and what a maker's sensors measured."""
         r, fields = self._last_readings, {}
         if r is not None:
             r = fresh(r)  # the device's status field says why a value is missing
+            if readings := reading_field(r.extra):
+                fields["readings"] = readings
             if not math.isnan(r.box_temp_c):
                 fields["box_temp_c"] = round(r.box_temp_c, 1)
             if not math.isnan(r.batt_ma):

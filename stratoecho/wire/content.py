@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections.abc import Mapping
 
 import msgpack
@@ -71,6 +72,10 @@ HEALTH_FIELDS: dict[int, tuple[str, type]] = {
     # "name:status" pairs joined by commas, "co2:ok,dust:absent" (`device_status_fields`, `device_statuses`).
     # A ground older than this key shows it as field_27, the text as it came.
     27: ("devices", str),
+    # What those sensors measured, by the name their profile gives each value: "name=value" pairs
+    # joined by commas, "co2_ppm=412,dust_ugm3=7.25" (`reading_field`, `readings_of`); a value the
+    # sensor did not answer this time is left out. A ground older than this key shows it as field_28.
+    28: ("readings", str),
 }
 # The devices whose status has a key of its own (15-19), as grounds already deployed read them.
 DEVICE_KEYS = ("gps", "bme280", "ina219", "camera", "bme280_box")
@@ -101,6 +106,28 @@ def device_statuses(fields: Mapping) -> dict[str, str]:
         if sep and device:
             statuses[device] = status
     return statuses
+
+
+def reading_field(values: Mapping[str, float]) -> str:
+    """The `readings` field of `values` (a maker's sensors' by name; NaN, no reading, left out):
+    six significant figures each, as much as any sensor on a balloon resolves."""
+    return ",".join(f"{name}={value:.6g}" for name, value in values.items() if not math.isnan(value))
+
+
+def readings_of(fields: Mapping) -> dict[str, float]:
+    """A maker's sensors' values from a health record's decoded fields (what `reading_field` sent);
+    a pair that is not NAME=NUMBER is passed over."""
+    values = {}
+    packed = fields.get("readings")
+    for pair in packed.split(",") if isinstance(packed, str) else ():
+        name, sep, text = pair.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if sep and name and math.isfinite(value):
+            values[name] = value
+    return values
 
 
 def _by_name(table: dict[int, tuple[str, type]]) -> dict[str, tuple[int, type]]:

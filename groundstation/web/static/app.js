@@ -359,6 +359,10 @@
     $("sum-batt").textContent = f.batt_mv !== undefined ? `${f.batt_mv} mV`
       : latest ? `${latest.batt_mv} mV` : "–";
     $("sum-loss").textContent = typeof f.loss === "number" ? `${(100 * f.loss).toFixed(0)} %` : "–";
+    // A maker's sensors' values, "co2_ppm=412,dust_ugm3=7.25" (stratoecho/wire/content.py, key 28).
+    const readings = typeof f.readings === "string" ? f.readings.split(",").filter((p) => p.includes("=")) : [];
+    $("sum-sensors-row").hidden = !readings.length;
+    $("sum-sensors").textContent = readings.map((p) => p.replace("=", " ")).join(" · ");
     $("sum-frames").textContent = `${s.counts.frames} (${s.counts.frames_bad})`;
     $("sum-musings").textContent = String(Math.max(s.counts.musings, state.musings.size));
     tickLastHeard();
