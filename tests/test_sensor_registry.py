@@ -109,7 +109,7 @@ def test_every_status_goes_in_the_health_record_and_any_ground_reads_it(monkeypa
 
 
 def test_a_makers_values_go_in_the_health_record_and_any_ground_reads_them(monkeypatch):
-    values = {"co2_ppm": 412.0, "dust_ugm3": 7.25, "uv_index": math.nan, "count": 1234567.0}
+    values = {"co2_ppm": 412.0, "dust_ugm3": 7.25, "uv_index": math.nan, "count": 1234567.0, "lux": math.inf}
     fields = {"readings": reading_field(values)}
     assert fields["readings"] == "co2_ppm=412,dust_ugm3=7.25,count=1.23457e+06"  # no reading: left out
     body = encode_content(Kind.HEALTH, fields)

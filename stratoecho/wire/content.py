@@ -109,9 +109,9 @@ def device_statuses(fields: Mapping) -> dict[str, str]:
 
 
 def reading_field(values: Mapping[str, float]) -> str:
-    """The `readings` field of `values` (a maker's sensors' by name; NaN, no reading, left out):
-    six significant figures each, as much as any sensor on a balloon resolves."""
-    return ",".join(f"{name}={value:.6g}" for name, value in values.items() if not math.isnan(value))
+    """The `readings` field of `values` (a maker's sensors' by name; NaN, no reading, and any value
+    not finite left out, as `readings_of` would drop it): six significant figures each."""
+    return ",".join(f"{name}={value:.6g}" for name, value in values.items() if math.isfinite(value))
 
 
 def readings_of(fields: Mapping) -> dict[str, float]:
